@@ -1,0 +1,74 @@
+#include "cli_args.h"
+
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+
+namespace quantscope::cli {
+
+Args::Args(const std::vector<std::string>& argv, const std::set<std::string>& valueFlags,
+           const std::set<std::string>& switches)
+{
+    for (std::size_t i = 0; i < argv.size(); ++i) {
+        const std::string& a = argv[i];
+        if (a.rfind("--", 0) != 0 || a == "--") {
+            m_positional.push_back(a);
+            continue;
+        }
+        std::string flag = a, value;
+        bool inlineValue = false;
+        if (const auto eq = a.find('='); eq != std::string::npos) {
+            flag = a.substr(0, eq);
+            value = a.substr(eq + 1);
+            inlineValue = true;
+        }
+        if (switches.count(flag)) {
+            if (inlineValue) throw UsageError(flag + " takes no value");
+            m_switches.insert(flag);
+        } else if (valueFlags.count(flag)) {
+            if (!inlineValue) {
+                if (i + 1 >= argv.size()) throw UsageError(flag + " needs a value");
+                value = argv[++i];
+            }
+            m_values[flag] = value;
+        } else {
+            throw UsageError("unknown option " + flag + " (see --help)");
+        }
+    }
+}
+
+std::string Args::str(const std::string& flag, const std::string& def) const
+{
+    const auto it = m_values.find(flag);
+    return it == m_values.end() ? def : it->second;
+}
+
+std::uint64_t Args::u64(const std::string& flag, std::uint64_t def, std::uint64_t min, std::uint64_t max) const
+{
+    const auto it = m_values.find(flag);
+    if (it == m_values.end()) return def;
+    const std::string& s = it->second;
+    errno = 0;
+    char* end = nullptr;
+    const unsigned long long v = std::strtoull(s.c_str(), &end, 10);
+    if (s.empty() || s[0] == '-' || *end != '\0' || errno == ERANGE)
+        throw UsageError(flag + ": expected a whole number, got '" + s + "'");
+    if (v < min || v > max)
+        throw UsageError(flag + ": " + s + " is out of range [" + std::to_string(min) + ", " + std::to_string(max) + "]");
+    return v;
+}
+
+double Args::f64(const std::string& flag, double def, double min, double max) const
+{
+    const auto it = m_values.find(flag);
+    if (it == m_values.end()) return def;
+    const std::string& s = it->second;
+    char* end = nullptr;
+    const double v = std::strtod(s.c_str(), &end);
+    if (s.empty() || *end != '\0' || !std::isfinite(v)) throw UsageError(flag + ": expected a number, got '" + s + "'");
+    if (v < min || v > max)
+        throw UsageError(flag + ": " + s + " is out of range [" + std::to_string(min) + ", " + std::to_string(max) + "]");
+    return v;
+}
+
+} // namespace quantscope::cli

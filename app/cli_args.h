@@ -1,0 +1,39 @@
+// A small command-line parser for quantscope-cli: "--flag value", "--flag=value", boolean
+// switches, and positional arguments. Bad input throws UsageError with a one-line message.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace quantscope::cli {
+
+class UsageError : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+class Args {
+public:
+    // valueFlags take a value; switches do not. Anything else starting with "--" is an error.
+    Args(const std::vector<std::string>& argv, const std::set<std::string>& valueFlags,
+         const std::set<std::string>& switches);
+
+    bool has(const std::string& flag) const { return m_values.count(flag) || m_switches.count(flag); }
+    std::string str(const std::string& flag, const std::string& def) const;
+    std::uint64_t u64(const std::string& flag, std::uint64_t def, std::uint64_t min = 0,
+                      std::uint64_t max = UINT64_MAX) const;
+    double f64(const std::string& flag, double def, double min, double max) const;
+    const std::vector<std::string>& positional() const { return m_positional; }
+
+private:
+    std::map<std::string, std::string> m_values;
+    std::set<std::string> m_switches;
+    std::vector<std::string> m_positional;
+};
+
+} // namespace quantscope::cli

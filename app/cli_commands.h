@@ -1,0 +1,19 @@
+// quantscope-cli subcommands. Each returns the process exit code:
+// 0 success, 2 usage error, 3 data or I/O error, 4 numeric failure, 1 internal error.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace quantscope::cli {
+
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitInternal = 1;
+inline constexpr int kExitUsage = 2;
+inline constexpr int kExitData = 3;
+inline constexpr int kExitNumeric = 4;
+
+int runTrain(const std::vector<std::string>& args);
+extern const char* const kTrainHelp;
+
+} // namespace quantscope::cli

@@ -1,0 +1,69 @@
+// quantscope-cli: the headless entry point. Dispatches subcommands and maps errors to exit codes.
+#include "cli_args.h"
+#include "cli_commands.h"
+
+#include "util/errors.h"
+
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <new>
+#include <string>
+#include <vector>
+
+namespace {
+
+const char* const kHelp =
+    "QuantScope command line: low-precision training and quantization of neural networks.\n"
+    "\n"
+    "usage: quantscope-cli <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  train    train a model on an MNIST-layout IDX folder (see 'quantscope-cli train --help')\n"
+    "\n"
+    "exit codes: 0 ok, 2 usage error, 3 data or I/O error, 4 training diverged, 1 internal error\n";
+
+} // namespace
+
+int main(int argc, char** argv)
+{
+    using namespace quantscope;
+    using namespace quantscope::cli;
+    std::vector<std::string> args(argv + 1, argv + argc);
+    if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+        std::fputs(kHelp, args.empty() ? stderr : stdout);
+        return args.empty() ? kExitUsage : kExitOk;
+    }
+    if (args[0] == "--version") {
+        std::puts("quantscope-cli 0.1.0");
+        return kExitOk;
+    }
+    const std::string cmd = args[0];
+    args.erase(args.begin());
+    try {
+        if (cmd == "train") return runTrain(args);
+        std::fprintf(stderr, "quantscope-cli: unknown command '%s' (see --help)\n", cmd.c_str());
+        return kExitUsage;
+    } catch (const UsageError& e) {
+        std::fprintf(stderr, "quantscope-cli %s: %s\n", cmd.c_str(), e.what());
+        return kExitUsage;
+    } catch (const ConfigError& e) {
+        std::fprintf(stderr, "quantscope-cli %s: %s\n", cmd.c_str(), e.what());
+        return kExitUsage;
+    } catch (const IoError& e) {
+        std::fprintf(stderr, "quantscope-cli %s: %s\n", cmd.c_str(), e.what());
+        return kExitData;
+    } catch (const FormatError& e) {
+        std::fprintf(stderr, "quantscope-cli %s: %s\n", cmd.c_str(), e.what());
+        return kExitData;
+    } catch (const NumericError& e) {
+        std::fprintf(stderr, "quantscope-cli %s: %s\n", cmd.c_str(), e.what());
+        return kExitNumeric;
+    } catch (const std::bad_alloc&) {
+        std::fprintf(stderr, "quantscope-cli %s: out of memory\n", cmd.c_str());
+        return kExitInternal;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "quantscope-cli %s: internal error: %s\n", cmd.c_str(), e.what());
+        return kExitInternal;
+    }
+}

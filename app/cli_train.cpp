@@ -1,0 +1,221 @@
+// quantscope-cli train: flags -> TrainConfig, progress on a terminal, JSON Lines with --json.
+#include "cli_args.h"
+#include "cli_commands.h"
+
+#include "data/dataset.h"
+#include "train/trainer.h"
+
+#include <nlohmann/json.hpp>
+
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <string>
+
+namespace quantscope::cli {
+
+const char* const kTrainHelp =
+    "usage: quantscope-cli train [options]\n"
+    "\n"
+    "Trains a model on an MNIST-layout folder of IDX files and reports test accuracy.\n"
+    "\n"
+    "data:\n"
+    "  --data DIR           folder with train-images-idx3-ubyte[.gz] etc.\n"
+    "                       (default /usr/share/datasets/fashion-mnist)\n"
+    "  --train-limit N      use a seeded subset of N training images (default: all)\n"
+    "  --test-limit N       evaluate on the first N test images (default: all)\n"
+    "  --validation N       hold out N training images as a validation set (default 0)\n"
+    "model and training:\n"
+    "  --model NAME         seed-cnn (default), seed-cnn-bn, lenet5, mlp\n"
+    "  --epochs N           passes over the training set (default 1)\n"
+    "  --batch-size N       images per step (default 64)\n"
+    "  --optimizer NAME     adam (default) or sgd\n"
+    "  --lr F               learning rate (default 1e-3)\n"
+    "  --momentum F         SGD momentum (default 0)\n"
+    "  --nesterov           SGD with Nesterov momentum\n"
+    "  --weight-decay F     L2 weight decay (default 0)\n"
+    "  --threads N          worker threads (default 2)\n"
+    "  --seed N             seed for initialisation, shuffling and dropout (default 1)\n"
+    "output:\n"
+    "  --json               JSON Lines on stdout: one {\"event\":\"epoch\",...} per epoch, then\n"
+    "                       {\"event\":\"done\",...}\n"
+    "  --quiet              no progress bar\n"
+    "  -h, --help           this text\n";
+
+namespace {
+
+StopToken* g_stop = nullptr;
+extern "C" void onSigint(int)
+{
+    if (g_stop) g_stop->requestStop();
+}
+
+std::string humanCount(double v)
+{
+    std::string s = std::to_string(static_cast<long long>(v + 0.5));
+    for (int i = static_cast<int>(s.size()) - 3; i > 0; i -= 3) s.insert(static_cast<std::size_t>(i), ",");
+    return s;
+}
+
+std::string clock(double seconds)
+{
+    if (!(seconds >= 0) || seconds > 359999) return "--:--";
+    const long s = static_cast<long>(seconds + 0.5);
+    char buf[32];
+    if (s >= 3600)
+        std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", s / 3600, (s / 60) % 60, s % 60);
+    else
+        std::snprintf(buf, sizeof buf, "%ld:%02ld", s / 60, s % 60);
+    return buf;
+}
+
+
+nlohmann::json orNull(double v)
+{
+    if (std::isnan(v)) return nullptr;
+    return v;
+}
+
+class CliObserver final : public TrainObserver {
+public:
+    CliObserver(bool json, bool progress) : m_json(json), m_progress(progress) {}
+
+    void onStart(const StartEvent& e) override
+    {
+        m_start = e;
+        if (m_json) {
+            nlohmann::json j = {{"event", "start"},        {"model", e.model},         {"parameters", e.parameters},
+                                {"epochs", e.epochs},      {"steps_per_epoch", e.stepsPerEpoch},
+                                {"train_images", e.trainImages}, {"test_images", e.testImages},
+                                {"threads", e.threads}};
+            emit(j);
+        }
+    }
+
+    void onBatch(const BatchEvent& e) override
+    {
+        if (!m_progress) return;
+        const auto now = std::chrono::steady_clock::now();
+        if (e.step != e.stepsPerEpoch && now - m_lastDraw < std::chrono::milliseconds(100)) return;
+        m_lastDraw = now;
+        const double frac = static_cast<double>(e.step) / static_cast<double>(e.stepsPerEpoch);
+        const int width = 24, filled = static_cast<int>(frac * width);
+        std::string bar(static_cast<std::size_t>(filled), '#');
+        bar.append(static_cast<std::size_t>(width - filled), '-');
+        const double remainingImages =
+            static_cast<double>((e.stepsPerEpoch - e.step) + (m_start.epochs - e.epoch) * e.stepsPerEpoch) *
+            static_cast<double>(m_start.trainImages) / static_cast<double>(e.stepsPerEpoch);
+        const double eta = e.imagesPerSecond > 0 ? remainingImages / e.imagesPerSecond : -1;
+        std::fprintf(stderr, "\r[%s] epoch %zu/%zu  step %zu/%zu  loss %.4f  %s img/s  ETA %s   ", bar.c_str(),
+                     e.epoch, m_start.epochs, e.step, e.stepsPerEpoch, e.loss, humanCount(e.imagesPerSecond).c_str(),
+                     clock(eta).c_str());
+        std::fflush(stderr);
+    }
+
+    void onEpoch(const EpochEvent& e) override
+    {
+        if (m_progress) std::fputc('\n', stderr);
+        if (m_json) {
+            nlohmann::json j = {{"event", "epoch"},
+                                {"epoch", e.epoch},
+                                {"train_loss", e.trainLoss},
+                                {"train_acc", e.trainAccuracy},
+                                {"test_loss", e.testLoss},
+                                {"test_acc", e.testAccuracy},
+                                {"images_per_s", e.imagesPerSecond},
+                                {"seconds", e.seconds},
+                                {"phase", e.phase}};
+            if (!std::isnan(e.validationAccuracy)) j["val_acc"] = e.validationAccuracy;
+            if (!std::isnan(e.quantTestAccuracy)) j["quant_test_acc"] = e.quantTestAccuracy;
+            emit(j);
+        } else {
+            std::printf("epoch %zu/%zu  train loss %.4f  train acc %.2f %%  test loss %.4f  test acc %.2f %%  "
+                        "%s img/s  %.1f s\n",
+                        e.epoch, e.epochs, e.trainLoss, 100 * e.trainAccuracy, e.testLoss, 100 * e.testAccuracy,
+                        humanCount(e.imagesPerSecond).c_str(), e.seconds);
+            std::fflush(stdout);
+        }
+    }
+
+    void onFinish(const FinishEvent& e) override
+    {
+        if (m_progress && e.stopped) std::fputc('\n', stderr);
+        if (m_json) {
+            nlohmann::json j = {{"event", "done"},
+                                {"stopped", e.stopped},
+                                {"epochs_done", e.epochsDone},
+                                {"test_acc", orNull(e.testAccuracy)},
+                                {"test_loss", orNull(e.testLoss)},
+                                {"images_per_s", e.imagesPerSecond},
+                                {"seconds", e.seconds}};
+            if (!std::isnan(e.quantTestAccuracy)) j["quant_test_acc"] = e.quantTestAccuracy;
+            emit(j);
+        } else {
+            std::printf("%s after %zu epoch(s): test accuracy %.2f %%, %.1f s\n", e.stopped ? "stopped" : "done",
+                        e.epochsDone, std::isnan(e.testAccuracy) ? 0.0 : 100 * e.testAccuracy, e.seconds);
+        }
+    }
+
+private:
+    void emit(const nlohmann::json& j)
+    {
+        std::fputs((j.dump() + "\n").c_str(), stdout);
+        std::fflush(stdout);
+    }
+
+    bool m_json, m_progress;
+    StartEvent m_start;
+    std::chrono::steady_clock::time_point m_lastDraw{};
+};
+
+} // namespace
+
+int runTrain(const std::vector<std::string>& argv)
+{
+    const Args args(argv,
+                    {"--data", "--model", "--epochs", "--batch-size", "--lr", "--optimizer", "--momentum",
+                     "--weight-decay", "--threads", "--seed", "--train-limit", "--test-limit", "--validation"},
+                    {"--json", "--help", "--nesterov", "--quiet"});
+    if (args.has("--help")) {
+        std::fputs(kTrainHelp, stdout);
+        return kExitOk;
+    }
+    if (!args.positional().empty()) throw UsageError("unexpected argument '" + args.positional()[0] + "'");
+
+    TrainConfig cfg;
+    cfg.model = args.str("--model", cfg.model);
+    cfg.epochs = args.u64("--epochs", 1, 1, 10000);
+    cfg.batchSize = args.u64("--batch-size", 64, 1, 65536);
+    cfg.lr = static_cast<float>(args.f64("--lr", 1e-3, 1e-12, 100.0));
+    cfg.optimizer = args.str("--optimizer", "adam");
+    cfg.momentum = static_cast<float>(args.f64("--momentum", 0.0, 0.0, 0.999999));
+    cfg.nesterov = args.has("--nesterov");
+    cfg.weightDecay = static_cast<float>(args.f64("--weight-decay", 0.0, 0.0, 10.0));
+    cfg.threads = args.u64("--threads", 2, 1, 1024);
+    cfg.seed = args.u64("--seed", 1);
+    cfg.validate();
+
+    DatasetOptions dopt;
+    dopt.dir = args.str("--data", kDefaultDataDir);
+    dopt.trainLimit = args.u64("--train-limit", 0, 1);
+    dopt.testLimit = args.u64("--test-limit", 0, 1);
+    dopt.validation = args.u64("--validation", 0);
+    dopt.seed = cfg.seed;
+    const Dataset data = Dataset::load(dopt);
+
+    const bool json = args.has("--json");
+    const bool progress = !args.has("--quiet") && ::isatty(STDERR_FILENO);
+    CliObserver obs(json, progress);
+    StopToken stop;
+    g_stop = &stop;
+    std::signal(SIGINT, onSigint);
+    Trainer trainer(cfg, data, &obs, &stop);
+    const FinishEvent fin = trainer.run();
+    g_stop = nullptr;
+    std::signal(SIGINT, SIG_DFL);
+    return fin.stopped ? 130 : kExitOk;
+}
+
+} // namespace quantscope::cli

@@ -1,0 +1,180 @@
+#include "data/dataset.h"
+
+#include "data/idx.h"
+#include "util/errors.h"
+#include "util/rng.h"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+namespace quantscope {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string findOne(const std::string& dir, const std::string& stem)
+{
+    // stem e.g. "train-images-idx3-ubyte"; also accept "train-images.idx3-ubyte".
+    std::string dotted = stem;
+    const auto pos = dotted.find("-idx");
+    if (pos != std::string::npos) dotted[pos] = '.';
+    for (const std::string& base : {stem, dotted})
+        for (const char* ext : {"", ".gz"}) {
+            const fs::path p = fs::path(dir) / (base + ext);
+            std::error_code ec;
+            if (fs::is_regular_file(p, ec)) return p.string();
+        }
+    throw IoError(dir + ": no " + stem + " or " + stem + ".gz in this folder (an MNIST-layout folder holds "
+                  "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte)");
+}
+
+LabeledImages readSet(const std::string& imagesPath, const std::string& labelsPath, std::size_t numClasses)
+{
+    IdxArray im = readIdxImages(imagesPath);
+    IdxArray lb = readIdxLabels(labelsPath, numClasses);
+    if (im.dims[0] != lb.dims[0])
+        throw FormatError(imagesPath + ": holds " + std::to_string(im.dims[0]) + " images but " + labelsPath +
+                          " holds " + std::to_string(lb.dims[0]) + " labels");
+    LabeledImages s;
+    s.height = im.dims[1];
+    s.width = im.dims[2];
+    s.pixels = std::move(im.data);
+    s.labels.assign(lb.data.begin(), lb.data.end());
+    return s;
+}
+
+LabeledImages subset(const LabeledImages& s, const std::vector<std::size_t>& idx)
+{
+    LabeledImages out;
+    out.height = s.height;
+    out.width = s.width;
+    const std::size_t B = s.imageBytes();
+    out.pixels.resize(idx.size() * B);
+    out.labels.resize(idx.size());
+    for (std::size_t i = 0; i < idx.size(); ++i) {
+        std::copy_n(s.pixels.begin() + static_cast<std::ptrdiff_t>(idx[i] * B), B,
+                    out.pixels.begin() + static_cast<std::ptrdiff_t>(i * B));
+        out.labels[i] = s.labels[idx[i]];
+    }
+    return out;
+}
+
+} // namespace
+
+std::vector<std::size_t> seededPermutation(std::size_t n, std::uint64_t seed)
+{
+    std::vector<std::size_t> p(n);
+    for (std::size_t i = 0; i < n; ++i) p[i] = i;
+    Rng rng(seed);
+    for (std::size_t i = n; i > 1; --i) std::swap(p[i - 1], p[rng.below(i)]);
+    return p;
+}
+
+std::vector<std::string> guessClassNames(const std::string& dir)
+{
+    std::ifstream f(fs::path(dir) / "classes.txt");
+    std::vector<std::string> names;
+    for (std::string line; f && std::getline(f, line);)
+        if (!line.empty()) names.push_back(line);
+    if (names.size() == 10) return names;
+    std::string lower = fs::path(dir).lexically_normal().string();
+    std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+    if (lower.find("fashion") != std::string::npos)
+        return {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
+    return {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"};
+}
+
+DatasetFiles Dataset::locate(const std::string& dir)
+{
+    std::error_code ec;
+    if (!fs::exists(dir, ec)) throw IoError(dir + ": no such folder");
+    if (!fs::is_directory(dir, ec)) throw IoError(dir + ": is not a folder");
+    return {findOne(dir, "train-images-idx3-ubyte"), findOne(dir, "train-labels-idx1-ubyte"),
+            findOne(dir, "t10k-images-idx3-ubyte"), findOne(dir, "t10k-labels-idx1-ubyte")};
+}
+
+Dataset Dataset::load(const DatasetOptions& opts) { return load(locate(opts.dir), opts); }
+
+Dataset Dataset::load(const DatasetFiles& files, const DatasetOptions& opts)
+{
+    Dataset d;
+    d.dir = fs::path(files.trainImages).parent_path().string();
+    d.name = fs::path(d.dir).filename().string();
+    d.files = files;
+    d.classNames = guessClassNames(d.dir);
+    d.train = readSet(files.trainImages, files.trainLabels, d.classNames.size());
+    d.test = readSet(files.testImages, files.testLabels, d.classNames.size());
+    if (d.train.height != d.test.height || d.train.width != d.test.width)
+        throw FormatError(files.testImages + ": images are " + std::to_string(d.test.height) + "x" +
+                          std::to_string(d.test.width) + " but the train images are " +
+                          std::to_string(d.train.height) + "x" + std::to_string(d.train.width));
+
+    if (opts.validation > 0) {
+        if (opts.validation >= d.train.size())
+            throw ConfigError("validation split of " + std::to_string(opts.validation) + " leaves no training images (" +
+                              std::to_string(d.train.size()) + " in all)");
+        std::vector<std::size_t> perm = seededPermutation(d.train.size(), opts.seed ^ 0x7A11DA7Eull);
+        std::vector<std::size_t> val(perm.end() - static_cast<std::ptrdiff_t>(opts.validation), perm.end());
+        perm.resize(perm.size() - opts.validation);
+        std::sort(val.begin(), val.end());
+        std::sort(perm.begin(), perm.end());
+        d.validation = subset(d.train, val);
+        d.train = subset(d.train, perm);
+    }
+    if (opts.trainLimit > 0 && opts.trainLimit < d.train.size()) {
+        std::vector<std::size_t> perm = seededPermutation(d.train.size(), opts.seed + 1);
+        perm.resize(opts.trainLimit);
+        std::sort(perm.begin(), perm.end());
+        d.train = subset(d.train, perm);
+    }
+    if (opts.testLimit > 0 && opts.testLimit < d.test.size()) {
+        std::vector<std::size_t> first(opts.testLimit);
+        for (std::size_t i = 0; i < first.size(); ++i) first[i] = i;
+        d.test = subset(d.test, first);
+    }
+
+    double s = 0.0, s2 = 0.0;
+    std::array<std::uint64_t, 256> hist{};
+    for (std::uint8_t p : d.train.pixels) ++hist[p];
+    for (std::size_t v = 0; v < 256; ++v) {
+        const double x = v / 255.0;
+        s += static_cast<double>(hist[v]) * x;
+        s2 += static_cast<double>(hist[v]) * x * x;
+    }
+    const double n = static_cast<double>(d.train.pixels.size());
+    d.mean = static_cast<float>(s / n);
+    const double var = s2 / n - (s / n) * (s / n);
+    d.stddev = static_cast<float>(var > 1e-12 ? std::sqrt(var) : 1.0);
+    return d;
+}
+
+void Dataset::makeBatch(const LabeledImages& set, std::span<const std::size_t> indices, Tensor& x,
+                        std::vector<std::int32_t>& y) const
+{
+    const std::size_t B = set.imageBytes();
+    x.resize({indices.size(), 1, set.height, set.width});
+    y.resize(indices.size());
+    std::array<float, 256> lut;
+    for (std::size_t v = 0; v < 256; ++v) lut[v] = (static_cast<float>(v) / 255.0f - mean) / stddev;
+    for (std::size_t i = 0; i < indices.size(); ++i) {
+        const std::uint8_t* src = set.pixels.data() + indices[i] * B;
+        float* dst = x.data() + i * B;
+        for (std::size_t j = 0; j < B; ++j) dst[j] = lut[src[j]];
+        y[i] = set.labels[indices[i]];
+    }
+}
+
+void Dataset::makeBatch(const LabeledImages& set, std::size_t begin, std::size_t end, Tensor& x,
+                        std::vector<std::int32_t>& y) const
+{
+    std::vector<std::size_t> idx(end - begin);
+    for (std::size_t i = 0; i < idx.size(); ++i) idx[i] = begin + i;
+    makeBatch(set, idx, x, y);
+}
+
+} // namespace quantscope

@@ -1,0 +1,91 @@
+#include "nn/activations.h"
+
+#include "tensor/parallel.h"
+#include "util/errors.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+namespace quantscope {
+
+// y = max(x, 0)
+void ReLU::forward(const Tensor& x, Tensor& y, const RunContext& /*ctx*/)
+{
+    y.resize(x.shape());
+    const std::size_t n = x.numel();
+    parallelChunks(n, elementwiseGrain(n), [&](std::size_t b, std::size_t e) {
+        for (std::size_t i = b; i < e; ++i) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    });
+}
+
+// dx = dy * [y > 0]
+void ReLU::backward(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, bool needInputGrad)
+{
+    if (!needInputGrad) return;
+    dx.resize(x.shape());
+    const std::size_t n = x.numel();
+    parallelChunks(n, elementwiseGrain(n), [&](std::size_t b, std::size_t e) {
+        for (std::size_t i = b; i < e; ++i) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+    });
+}
+
+Shape LogSoftmax::outputShape(const Shape& in) const
+{
+    if (in.size() != 2) throw ConfigError(name() + ": expected input (N,K), got " + shapeString(in));
+    return in;
+}
+
+void logSoftmaxRow(const float* x, float* y, std::size_t k)
+{
+    const float m = *std::max_element(x, x + k);
+    double s = 0.0;
+    for (std::size_t j = 0; j < k; ++j) s += std::exp(static_cast<double>(x[j] - m));
+    const float lse = m + static_cast<float>(std::log(s));
+    for (std::size_t j = 0; j < k; ++j) y[j] = x[j] - lse;
+}
+
+// y_j = x_j - log sum_i exp(x_i)
+void LogSoftmax::forward(const Tensor& x, Tensor& y, const RunContext& /*ctx*/)
+{
+    y.resize(outputShape(x.shape()));
+    const std::size_t N = x.dim(0), K = x.dim(1);
+    for (std::size_t n = 0; n < N; ++n) logSoftmaxRow(x.data() + n * K, y.data() + n * K, K);
+}
+
+// dx_j = dy_j - exp(y_j) * sum_i dy_i
+void LogSoftmax::backward(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, bool needInputGrad)
+{
+    if (!needInputGrad) return;
+    dx.resize(x.shape());
+    const std::size_t N = x.dim(0), K = x.dim(1);
+    for (std::size_t n = 0; n < N; ++n) {
+        double s = 0.0;
+        for (std::size_t j = 0; j < K; ++j) s += dy[n * K + j];
+        for (std::size_t j = 0; j < K; ++j)
+            dx[n * K + j] = dy[n * K + j] - std::exp(y[n * K + j]) * static_cast<float>(s);
+    }
+}
+
+Shape Flatten::outputShape(const Shape& in) const
+{
+    if (in.empty()) throw ConfigError(name() + ": cannot flatten a scalar");
+    std::size_t rest = 1;
+    for (std::size_t i = 1; i < in.size(); ++i) rest *= in[i];
+    return {in[0], rest};
+}
+
+void Flatten::forward(const Tensor& x, Tensor& y, const RunContext& /*ctx*/)
+{
+    y.resize(outputShape(x.shape()));
+    std::memcpy(y.data(), x.data(), x.numel() * sizeof(float));
+}
+
+void Flatten::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Tensor& dx, bool needInputGrad)
+{
+    if (!needInputGrad) return;
+    dx.resize(x.shape());
+    std::memcpy(dx.data(), dy.data(), dy.numel() * sizeof(float));
+}
+
+} // namespace quantscope

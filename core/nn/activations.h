@@ -1,0 +1,38 @@
+// Parameter-free elementwise/row layers: ReLU, LogSoftmax (over the last dim of (N, K)), Flatten.
+#pragma once
+
+#include "nn/layer.h"
+
+namespace quantscope {
+
+class ReLU final : public Layer {
+public:
+    using Layer::Layer;
+    LayerKind kind() const override { return LayerKind::ReLU; }
+    Shape outputShape(const Shape& in) const override { return in; }
+    void forward(const Tensor& x, Tensor& y, const RunContext& ctx) override;
+    void backward(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, bool needInputGrad) override;
+};
+
+class LogSoftmax final : public Layer {
+public:
+    using Layer::Layer;
+    LayerKind kind() const override { return LayerKind::LogSoftmax; }
+    Shape outputShape(const Shape& in) const override;
+    void forward(const Tensor& x, Tensor& y, const RunContext& ctx) override;
+    void backward(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, bool needInputGrad) override;
+};
+
+class Flatten final : public Layer {
+public:
+    using Layer::Layer;
+    LayerKind kind() const override { return LayerKind::Flatten; }
+    Shape outputShape(const Shape& in) const override;
+    void forward(const Tensor& x, Tensor& y, const RunContext& ctx) override;
+    void backward(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, bool needInputGrad) override;
+};
+
+// Numerically stable log-softmax of one row of k values.
+void logSoftmaxRow(const float* x, float* y, std::size_t k);
+
+} // namespace quantscope

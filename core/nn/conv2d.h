@@ -1,0 +1,43 @@
+// Conv2d as im2col + Eigen GEMM, TBB-parallel over the images of a batch.
+#pragma once
+
+#include "nn/layer.h"
+
+namespace quantscope {
+
+class Conv2d final : public Layer {
+public:
+    // weight: (Cout, Cin, k, k), bias: (Cout). PyTorch's default init is applied by initParams.
+    Conv2d(std::string name, std::size_t inChannels, std::size_t outChannels, std::size_t kernel,
+           std::size_t stride = 1, std::size_t padding = 0);
+
+    LayerKind kind() const override { return LayerKind::Conv2d; }
+    Shape outputShape(const Shape& in) const override;
+    void forward(const Tensor& x, Tensor& y, const RunContext& ctx) override;
+    void backward(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, bool needInputGrad) override;
+    std::vector<Param*> params() override { return {&m_weight, &m_bias}; }
+    std::string describe() const override;
+
+    std::size_t inChannels() const { return m_cin; }
+    std::size_t outChannels() const { return m_cout; }
+    std::size_t kernel() const { return m_k; }
+    std::size_t stride() const { return m_stride; }
+    std::size_t padding() const { return m_pad; }
+    Param& weight() { return m_weight; }
+    Param& bias() { return m_bias; }
+
+private:
+    std::size_t m_cin, m_cout, m_k, m_stride, m_pad;
+    Param m_weight, m_bias;
+    Tensor m_cols;       // training cache: (N, Cin*k*k, Ho*Wo)
+    Shape m_colsFor;     // input shape m_cols was computed for
+};
+
+// im2col for one image: x (C, H, W) -> cols (C*k*k, Ho*Wo). Exposed for tests and the int engine.
+void im2col(const float* x, std::size_t C, std::size_t H, std::size_t W, std::size_t k, std::size_t stride,
+            std::size_t pad, float* cols);
+// col2im for one image, accumulating: dx (C, H, W) += fold(dcols).
+void col2imAdd(const float* dcols, std::size_t C, std::size_t H, std::size_t W, std::size_t k,
+               std::size_t stride, std::size_t pad, float* dx);
+
+} // namespace quantscope

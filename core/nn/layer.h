@@ -1,0 +1,67 @@
+// The layer contract, stated once (after dlib's layers_abstract.h):
+//
+//  - forward(x, y, ctx): reads x of shape inputShape, resizes and writes y of shape
+//    outputShape(x.shape()). In training mode it may cache what backward needs (im2col columns,
+//    pooling argmax, dropout mask, normalised values). It never keeps pointers to x or y.
+//  - backward(x, y, dy, dx, needInputGrad): x and y are exactly the tensors of the last
+//    forward call, dy = dL/dy. It OVERWRITES every parameter's grad with dL/dparam and, when
+//    needInputGrad, resizes and writes dx = dL/dx. It must be preceded by a training forward.
+//  - Parameters are Param objects: `value` is the master copy the optimizer updates; a
+//    precision strategy may set `forwardValue` (e.g. fake-quantized weights) which forward and
+//    backward then use in place of `value` (straight-through: grads still land in `grad`).
+#pragma once
+
+#include "tensor/tensor.h"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace quantscope {
+
+enum class LayerKind { Conv2d, BatchNorm2d, ReLU, MaxPool2d, Dropout, Flatten, Linear, LogSoftmax };
+
+const char* layerKindName(LayerKind k);
+
+struct Param {
+    std::string name;      // "weight", "bias", "gamma", "beta"
+    Tensor value;          // master copy
+    Tensor grad;           // same shape as value
+    Tensor override;       // used by forward/backward instead of value when hasOverride
+    bool hasOverride = false;
+    bool isWeight = false; // weights (not biases/BN affine) are what quantization targets
+
+    const Tensor& forwardValue() const { return hasOverride ? override : value; }
+    void clearOverride() { hasOverride = false; }
+};
+
+struct RunContext {
+    bool training = false;
+    std::uint64_t rngKey = 0; // per-step key; layers derive their own streams from it
+};
+
+class Layer {
+public:
+    explicit Layer(std::string name) : m_name(std::move(name)) {}
+    virtual ~Layer() = default;
+    Layer(const Layer&) = delete;
+    Layer& operator=(const Layer&) = delete;
+
+    virtual LayerKind kind() const = 0;
+    virtual Shape outputShape(const Shape& in) const = 0;
+    virtual void forward(const Tensor& x, Tensor& y, const RunContext& ctx) = 0;
+    virtual void backward(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, bool needInputGrad) = 0;
+    virtual std::vector<Param*> params() { return {}; }
+    // A short description of the hyper-parameters, e.g. "1->32 3x3 s1 p0".
+    virtual std::string describe() const { return {}; }
+
+    const std::string& name() const { return m_name; }
+
+private:
+    std::string m_name;
+};
+
+using LayerPtr = std::unique_ptr<Layer>;
+
+} // namespace quantscope

@@ -1,0 +1,74 @@
+#include "nn/linear.h"
+
+#include "tensor/parallel.h"
+#include "util/errors.h"
+
+namespace quantscope {
+
+namespace {
+using Idx = Eigen::Index;
+constexpr std::size_t kRowGrain = 16;   // batch rows per task
+constexpr std::size_t kColGrain = 1024; // input features per task in dW
+} // namespace
+
+Linear::Linear(std::string name, std::size_t in, std::size_t out) : Layer(std::move(name)), m_in(in), m_out(out)
+{
+    if (!in || !out) throw ConfigError("linear: sizes must be positive");
+    m_weight.name = "weight";
+    m_weight.isWeight = true;
+    m_weight.value = Tensor({out, in});
+    m_weight.grad = Tensor({out, in});
+    m_bias.name = "bias";
+    m_bias.value = Tensor({out});
+    m_bias.grad = Tensor({out});
+}
+
+std::string Linear::describe() const { return std::to_string(m_in) + "->" + std::to_string(m_out); }
+
+Shape Linear::outputShape(const Shape& in) const
+{
+    if (in.size() != 2 || in[1] != m_in)
+        throw ConfigError(name() + ": expected input (N," + std::to_string(m_in) + "), got " + shapeString(in));
+    return {in[0], m_out};
+}
+
+// x: (N, in), W: (out, in), y: (N, out) = x W^T + 1 b^T
+void Linear::forward(const Tensor& x, Tensor& y, const RunContext& /*ctx*/)
+{
+    y.resize(outputShape(x.shape()));
+    const std::size_t N = x.dim(0);
+    const ConstMatrixMap Wm = m_weight.forwardValue().matrix(m_out, m_in);
+    const Eigen::Map<const Eigen::RowVectorXf> b(m_bias.forwardValue().data(), static_cast<Idx>(m_out));
+    parallelChunks(N, kRowGrain, [&](std::size_t r0, std::size_t r1) {
+        const Idx rows = static_cast<Idx>(r1 - r0);
+        ConstMatrixMap X(x.data() + r0 * m_in, rows, static_cast<Idx>(m_in));
+        MatrixMap Y(y.data() + r0 * m_out, rows, static_cast<Idx>(m_out));
+        Y.noalias() = X * Wm.transpose();
+        Y.rowwise() += b;
+    });
+}
+
+// dW = dy^T x ; db = 1^T dy ; dx = dy W
+void Linear::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Tensor& dx, bool needInputGrad)
+{
+    const std::size_t N = x.dim(0);
+    const ConstMatrixMap X = x.matrix(N, m_in);
+    const ConstMatrixMap G = dy.matrix(N, m_out);
+    MatrixMap dW = m_weight.grad.matrix(m_out, m_in);
+    // Column blocks of dW are independent: dW[:, j0:j1] = G^T X[:, j0:j1].
+    parallelChunks(m_in, kColGrain, [&](std::size_t j0, std::size_t j1) {
+        const Idx cols = static_cast<Idx>(j1 - j0);
+        dW.middleCols(static_cast<Idx>(j0), cols).noalias() = G.transpose() * X.middleCols(static_cast<Idx>(j0), cols);
+    });
+    m_bias.grad.vector() = G.colwise().sum().transpose();
+    if (!needInputGrad) return;
+    dx.resize(x.shape());
+    const ConstMatrixMap Wm = m_weight.forwardValue().matrix(m_out, m_in);
+    parallelChunks(N, kRowGrain, [&](std::size_t r0, std::size_t r1) {
+        const Idx rows = static_cast<Idx>(r1 - r0);
+        MatrixMap DX(dx.data() + r0 * m_in, rows, static_cast<Idx>(m_in));
+        DX.noalias() = G.middleRows(static_cast<Idx>(r0), rows) * Wm;
+    });
+}
+
+} // namespace quantscope

@@ -1,0 +1,30 @@
+// Linear (fully connected): y = x W^T + b, TBB-parallel over row blocks.
+#pragma once
+
+#include "nn/layer.h"
+
+namespace quantscope {
+
+class Linear final : public Layer {
+public:
+    // weight: (out, in), bias: (out)
+    Linear(std::string name, std::size_t in, std::size_t out);
+
+    LayerKind kind() const override { return LayerKind::Linear; }
+    Shape outputShape(const Shape& in) const override;
+    void forward(const Tensor& x, Tensor& y, const RunContext& ctx) override;
+    void backward(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, bool needInputGrad) override;
+    std::vector<Param*> params() override { return {&m_weight, &m_bias}; }
+    std::string describe() const override;
+
+    std::size_t inFeatures() const { return m_in; }
+    std::size_t outFeatures() const { return m_out; }
+    Param& weight() { return m_weight; }
+    Param& bias() { return m_bias; }
+
+private:
+    std::size_t m_in, m_out;
+    Param m_weight, m_bias;
+};
+
+} // namespace quantscope

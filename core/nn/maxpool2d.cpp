@@ -1,0 +1,70 @@
+#include "nn/maxpool2d.h"
+
+#include "tensor/parallel.h"
+#include "util/errors.h"
+
+namespace quantscope {
+
+MaxPool2d::MaxPool2d(std::string name, std::size_t kernel, std::size_t stride)
+    : Layer(std::move(name)), m_k(kernel), m_stride(stride ? stride : kernel)
+{
+    if (!m_k) throw ConfigError("maxpool2d: kernel must be positive");
+}
+
+std::string MaxPool2d::describe() const { return std::to_string(m_k) + "x" + std::to_string(m_k) + " s" + std::to_string(m_stride); }
+
+Shape MaxPool2d::outputShape(const Shape& in) const
+{
+    if (in.size() != 4 || in[2] < m_k || in[3] < m_k)
+        throw ConfigError(name() + ": expected input (N,C,H,W) with H,W >= " + std::to_string(m_k) + ", got " +
+                          shapeString(in));
+    return {in[0], in[1], (in[2] - m_k) / m_stride + 1, (in[3] - m_k) / m_stride + 1};
+}
+
+// y[n,c,oy,ox] = max over the k x k window
+void MaxPool2d::forward(const Tensor& x, Tensor& y, const RunContext& ctx)
+{
+    const Shape os = outputShape(x.shape());
+    y.resize(os);
+    const std::size_t planes = os[0] * os[1], H = x.dim(2), W = x.dim(3), Ho = os[2], Wo = os[3];
+    if (ctx.training) m_argmax.resize(planes * Ho * Wo);
+    parallelChunks(planes, 16, [&](std::size_t p0, std::size_t p1) {
+        for (std::size_t p = p0; p < p1; ++p) {
+            const float* in = x.data() + p * H * W;
+            float* out = y.data() + p * Ho * Wo;
+            for (std::size_t oy = 0; oy < Ho; ++oy)
+                for (std::size_t ox = 0; ox < Wo; ++ox) {
+                    std::size_t best = oy * m_stride * W + ox * m_stride;
+                    float bv = in[best];
+                    for (std::size_t ky = 0; ky < m_k; ++ky)
+                        for (std::size_t kx = 0; kx < m_k; ++kx) {
+                            const std::size_t idx = (oy * m_stride + ky) * W + ox * m_stride + kx;
+                            // NaN propagates, as in PyTorch
+                            if (in[idx] > bv || (in[idx] != in[idx] && bv == bv)) {
+                                bv = in[idx];
+                                best = idx;
+                            }
+                        }
+                    out[oy * Wo + ox] = bv;
+                    if (ctx.training) m_argmax[p * Ho * Wo + oy * Wo + ox] = static_cast<std::uint32_t>(best);
+                }
+        }
+    });
+}
+
+// dx[argmax] += dy
+void MaxPool2d::backward(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, bool needInputGrad)
+{
+    if (!needInputGrad) return;
+    dx.resize(x.shape());
+    const std::size_t planes = y.dim(0) * y.dim(1), HW = x.dim(2) * x.dim(3), HWo = y.dim(2) * y.dim(3);
+    parallelChunks(planes, 16, [&](std::size_t p0, std::size_t p1) {
+        for (std::size_t p = p0; p < p1; ++p) {
+            float* d = dx.data() + p * HW;
+            std::fill(d, d + HW, 0.0f);
+            for (std::size_t o = 0; o < HWo; ++o) d[m_argmax[p * HWo + o]] += dy[p * HWo + o];
+        }
+    });
+}
+
+} // namespace quantscope

@@ -1,0 +1,60 @@
+// Model: an ordered stack of layers with the activations of the last forward pass, so backward
+// can hand every layer its own input and output. Precision strategies plug in through
+// LayerHooks without the layers knowing about them.
+#pragma once
+
+#include "nn/layer.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace quantscope {
+
+// Called around every layer. Default: do nothing (FP32).
+class LayerHooks {
+public:
+    virtual ~LayerHooks() = default;
+    // y is the layer's output; a hook may change it in place (fake-quant, rounding).
+    virtual void afterForward(std::size_t /*layer*/, Layer& /*l*/, Tensor& /*y*/, const RunContext& /*ctx*/) {}
+    // dy is dL/d(output) about to enter layer's backward; a hook may change it (STE mask, rounding).
+    virtual void beforeBackward(std::size_t /*layer*/, Layer& /*l*/, Tensor& /*dy*/) {}
+};
+
+class Model {
+public:
+    // inputShape: (C, H, W) of one sample.
+    Model(std::string name, Shape inputShape);
+
+    void add(LayerPtr layer);
+    const std::string& name() const { return m_name; }
+    const Shape& inputShape() const { return m_inputShape; }
+    std::size_t size() const { return m_layers.size(); }
+    Layer& layer(std::size_t i) { return *m_layers.at(i); }
+    const Layer& layer(std::size_t i) const { return *m_layers.at(i); }
+    Layer* findLayer(const std::string& name);
+    std::vector<Param*> params();
+    std::size_t numParams();
+    // Output shape for a batch of n samples; throws ConfigError if the layers do not chain.
+    Shape outputShape(std::size_t n) const;
+
+    // PyTorch's default initialisation (kaiming-uniform a=sqrt(5) weights, fan-in uniform biases).
+    void initParams(std::uint64_t seed);
+
+    // x: (N, C, H, W). Returns the output of the last layer (valid until the next forward).
+    const Tensor& forward(const Tensor& x, const RunContext& ctx, LayerHooks* hooks = nullptr);
+    // dOut = dL/d(output of the last forward); fills every Param::grad. Requires a training forward.
+    void backward(const Tensor& dOut, LayerHooks* hooks = nullptr);
+
+    // Activation i: 0 = input, i+1 = output of layer i (of the last forward).
+    const Tensor& activation(std::size_t i) const { return m_acts.at(i); }
+
+private:
+    std::string m_name;
+    Shape m_inputShape;
+    std::vector<LayerPtr> m_layers;
+    std::vector<Tensor> m_acts;
+    Tensor m_grad[2];
+};
+
+} // namespace quantscope

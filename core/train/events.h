@@ -1,0 +1,87 @@
+// Plain-struct payloads the Trainer reports to its observer, and the stop/pause token.
+// No pointers into live tensors: an observer on another thread can keep them.
+#pragma once
+
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+namespace quantscope {
+
+inline constexpr double kNoValue = std::numeric_limits<double>::quiet_NaN();
+
+struct StartEvent {
+    std::string model;
+    std::size_t parameters = 0;
+    std::size_t epochs = 0;
+    std::size_t stepsPerEpoch = 0;
+    std::size_t trainImages = 0, testImages = 0;
+    std::size_t threads = 0;
+};
+
+struct BatchEvent {
+    std::size_t epoch = 0;          // 1-based
+    std::size_t step = 0;           // 1-based within the epoch
+    std::size_t stepsPerEpoch = 0;
+    std::size_t globalStep = 0;     // 1-based over the run
+    double loss = 0.0;              // this batch's mean loss
+    double accuracy = 0.0;          // this batch's accuracy, 0..1
+    double imagesPerSecond = 0.0;   // over the epoch so far
+    double lossScale = kNoValue;    // mixed precision only
+    bool skipped = false;           // the optimizer step was skipped (overflow)
+    double elapsedSeconds = 0.0;    // since the run started
+};
+
+struct EpochEvent {
+    std::size_t epoch = 0;          // 1-based
+    std::size_t epochs = 0;
+    double trainLoss = 0.0, trainAccuracy = 0.0;
+    double testLoss = 0.0, testAccuracy = 0.0;
+    double validationAccuracy = kNoValue;
+    double quantTestAccuracy = kNoValue; // accuracy of the quantized model, where there is one
+    double imagesPerSecond = 0.0;        // training images/s of this epoch's training loop
+    double seconds = 0.0;                // this epoch's training loop
+    std::string phase;                   // precision in force this epoch ("fp32", "int8"...)
+};
+
+struct FinishEvent {
+    bool stopped = false;          // stopped by the user before the end
+    std::size_t epochsDone = 0;
+    double testAccuracy = kNoValue;
+    double quantTestAccuracy = kNoValue;
+    double testLoss = kNoValue;
+    double seconds = 0.0;
+    double imagesPerSecond = 0.0;  // mean over epochs
+};
+
+class TrainObserver {
+public:
+    virtual ~TrainObserver() = default;
+    virtual void onStart(const StartEvent&) {}
+    virtual void onBatch(const BatchEvent&) {}
+    virtual void onEpoch(const EpochEvent&) {}
+    virtual void onFinish(const FinishEvent&) {}
+};
+
+// Checked by the Trainer between batches.
+class StopToken {
+public:
+    void requestStop() { m_stop.store(true, std::memory_order_relaxed); }
+    bool stopRequested() const { return m_stop.load(std::memory_order_relaxed); }
+    void setPaused(bool p) { m_pause.store(p, std::memory_order_relaxed); }
+    bool paused() const { return m_pause.load(std::memory_order_relaxed); }
+    void reset()
+    {
+        m_stop = false;
+        m_pause = false;
+    }
+
+private:
+    std::atomic<bool> m_stop{false};
+    std::atomic<bool> m_pause{false};
+};
+
+} // namespace quantscope

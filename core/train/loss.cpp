@@ -1,0 +1,83 @@
+#include "train/loss.h"
+
+#include "nn/activations.h"
+#include "util/errors.h"
+
+#include <cmath>
+
+namespace quantscope {
+
+namespace {
+void checkTargets(const Tensor& t, std::span<const std::int32_t> targets, const char* what)
+{
+    if (t.rank() != 2 || t.dim(0) != targets.size())
+        throw ConfigError(std::string(what) + ": expected (N,K) scores for " + std::to_string(targets.size()) +
+                          " targets, got " + shapeString(t.shape()));
+    for (std::int32_t v : targets)
+        if (v < 0 || static_cast<std::size_t>(v) >= t.dim(1))
+            throw ConfigError(std::string(what) + ": target " + std::to_string(v) + " out of range [0, " +
+                              std::to_string(t.dim(1)) + ")");
+}
+} // namespace
+
+float nllLoss(const Tensor& logProbs, std::span<const std::int32_t> targets, Tensor& grad)
+{
+    checkTargets(logProbs, targets, "nll loss");
+    const std::size_t N = logProbs.dim(0), K = logProbs.dim(1);
+    grad.resize(logProbs.shape());
+    grad.setZero();
+    double s = 0.0;
+    const float inv = 1.0f / static_cast<float>(N);
+    for (std::size_t n = 0; n < N; ++n) {
+        s -= logProbs[n * K + static_cast<std::size_t>(targets[n])];
+        grad[n * K + static_cast<std::size_t>(targets[n])] = -inv;
+    }
+    return static_cast<float>(s / static_cast<double>(N));
+}
+
+float crossEntropyLoss(const Tensor& logits, std::span<const std::int32_t> targets, Tensor& grad)
+{
+    checkTargets(logits, targets, "cross-entropy loss");
+    const std::size_t N = logits.dim(0), K = logits.dim(1);
+    grad.resize(logits.shape());
+    std::vector<float> lp(K);
+    double s = 0.0;
+    const float inv = 1.0f / static_cast<float>(N);
+    for (std::size_t n = 0; n < N; ++n) {
+        logSoftmaxRow(logits.data() + n * K, lp.data(), K);
+        const auto t = static_cast<std::size_t>(targets[n]);
+        s -= lp[t];
+        for (std::size_t j = 0; j < K; ++j) grad[n * K + j] = (std::exp(lp[j]) - (j == t ? 1.0f : 0.0f)) * inv;
+    }
+    return static_cast<float>(s / static_cast<double>(N));
+}
+
+float mseLoss(const Tensor& pred, const Tensor& target, Tensor& grad)
+{
+    if (pred.shape() != target.shape())
+        throw ConfigError("mse loss: prediction " + shapeString(pred.shape()) + " and target " +
+                          shapeString(target.shape()) + " differ in shape");
+    grad.resize(pred.shape());
+    const float k = 2.0f / static_cast<float>(pred.numel());
+    double s = 0.0;
+    for (std::size_t i = 0; i < pred.numel(); ++i) {
+        const float d = pred[i] - target[i];
+        s += static_cast<double>(d) * d;
+        grad[i] = k * d;
+    }
+    return static_cast<float>(s / static_cast<double>(pred.numel()));
+}
+
+void argmaxRows(const Tensor& scores, std::span<std::int32_t> out)
+{
+    const std::size_t N = scores.dim(0), K = scores.dim(1);
+    for (std::size_t n = 0; n < N && n < out.size(); ++n) {
+        const float* r = scores.data() + n * K;
+        std::size_t best = 0;
+        for (std::size_t j = 1; j < K; ++j)
+            if (r[j] > r[best]) best = j;
+        out[n] = static_cast<std::int32_t>(best);
+    }
+}
+
+} // namespace quantscope

@@ -1,0 +1,99 @@
+#include "train/optimizer.h"
+
+#include "tensor/parallel.h"
+#include "util/errors.h"
+
+#include <cmath>
+
+namespace quantscope {
+
+namespace {
+void ensureState(std::vector<Tensor>& state, const std::vector<Param*>& params)
+{
+    if (state.size() == params.size()) return;
+    if (!state.empty()) throw ConfigError("optimizer: the parameter list changed between steps");
+    for (Param* p : params) state.emplace_back(p->value.shape(), 0.0f);
+}
+} // namespace
+
+Sgd::Sgd(const SgdOptions& o) : Optimizer(o.lr), m_opt(o)
+{
+    if (o.nesterov && (o.momentum <= 0.0f || o.dampening != 0.0f))
+        throw ConfigError("sgd: Nesterov momentum needs momentum > 0 and no dampening");
+}
+
+// g = grad + wd p;  b = mu b + (1 - damp) g (b = g on the first step);
+// g = g + mu b (Nesterov) or b;  p -= lr g
+void Sgd::step(const std::vector<Param*>& params)
+{
+    if (m_opt.momentum != 0.0f) ensureState(m_buf, params);
+    const bool first = !m_started;
+    m_started = true;
+    for (std::size_t k = 0; k < params.size(); ++k) {
+        Param& p = *params[k];
+        const std::size_t n = p.value.numel();
+        float* w = p.value.data();
+        const float* g = p.grad.data();
+        float* b = m_opt.momentum != 0.0f ? m_buf[k].data() : nullptr;
+        parallelChunks(n, elementwiseGrain(n), [&](std::size_t i0, std::size_t i1) {
+            for (std::size_t i = i0; i < i1; ++i) {
+                float d = g[i] + m_opt.weightDecay * w[i];
+                if (b) {
+                    b[i] = first ? d : m_opt.momentum * b[i] + (1.0f - m_opt.dampening) * d;
+                    d = m_opt.nesterov ? d + m_opt.momentum * b[i] : b[i];
+                }
+                w[i] -= m_lr * d;
+            }
+        });
+    }
+}
+
+std::vector<Tensor*> Sgd::stateTensors()
+{
+    std::vector<Tensor*> out;
+    for (Tensor& t : m_buf) out.push_back(&t);
+    return out;
+}
+
+Adam::Adam(const AdamOptions& o) : Optimizer(o.lr), m_opt(o) {}
+
+// m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;
+// p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+void Adam::step(const std::vector<Param*>& params)
+{
+    ensureState(m_m, params);
+    ensureState(m_v, params);
+    ++m_t;
+    const double bc1 = 1.0 - std::pow(static_cast<double>(m_opt.beta1), static_cast<double>(m_t));
+    const double bc2 = 1.0 - std::pow(static_cast<double>(m_opt.beta2), static_cast<double>(m_t));
+    const float stepSize = static_cast<float>(m_lr / bc1);
+    const float sqrtBc2 = static_cast<float>(std::sqrt(bc2));
+    const float b1 = m_opt.beta1, b2 = m_opt.beta2, eps = m_opt.eps, wd = m_opt.weightDecay;
+    for (std::size_t k = 0; k < params.size(); ++k) {
+        Param& p = *params[k];
+        const std::size_t n = p.value.numel();
+        float* w = p.value.data();
+        const float* g = p.grad.data();
+        float* m = m_m[k].data();
+        float* v = m_v[k].data();
+        parallelChunks(n, elementwiseGrain(n), [&](std::size_t i0, std::size_t i1) {
+            for (std::size_t i = i0; i < i1; ++i) {
+                const float gi = g[i] + wd * w[i];
+                m[i] = b1 * m[i] + (1.0f - b1) * gi;
+                v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
+                const float denom = std::sqrt(v[i]) / sqrtBc2 + eps;
+                w[i] -= stepSize * m[i] / denom;
+            }
+        });
+    }
+}
+
+std::vector<Tensor*> Adam::stateTensors()
+{
+    std::vector<Tensor*> out;
+    for (Tensor& t : m_m) out.push_back(&t);
+    for (Tensor& t : m_v) out.push_back(&t);
+    return out;
+}
+
+} // namespace quantscope

@@ -1,0 +1,203 @@
+#include "train/trainer.h"
+
+#include "nn/model_zoo.h"
+#include "train/loss.h"
+#include "util/errors.h"
+#include "util/rng.h"
+
+#include <tbb/task_arena.h>
+
+#include <chrono>
+#include <cmath>
+#include <thread>
+
+namespace quantscope {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+double secondsSince(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+} // namespace
+
+void TrainConfig::validate() const
+{
+    if (epochs == 0 || epochs > 10000) throw ConfigError("epochs must be between 1 and 10000");
+    if (batchSize == 0 || batchSize > 65536) throw ConfigError("batch size must be between 1 and 65536");
+    if (!(lr > 0.0f) || !std::isfinite(lr)) throw ConfigError("learning rate must be a positive number");
+    if (optimizer != "adam" && optimizer != "sgd")
+        throw ConfigError("unknown optimizer '" + optimizer + "' (known: adam, sgd)");
+    if (!(momentum >= 0.0f && momentum < 1.0f)) throw ConfigError("momentum must be in [0, 1)");
+    if (!(weightDecay >= 0.0f)) throw ConfigError("weight decay must be >= 0");
+    if (threads == 0 || threads > 1024) throw ConfigError("threads must be between 1 and 1024");
+    if (evalBatchSize == 0) throw ConfigError("evaluation batch size must be positive");
+}
+
+std::unique_ptr<Optimizer> makeOptimizer(const TrainConfig& cfg)
+{
+    if (cfg.optimizer == "sgd") {
+        SgdOptions o;
+        o.lr = cfg.lr;
+        o.momentum = cfg.momentum;
+        o.nesterov = cfg.nesterov;
+        o.weightDecay = cfg.weightDecay;
+        return std::make_unique<Sgd>(o);
+    }
+    AdamOptions o;
+    o.lr = cfg.lr;
+    o.weightDecay = cfg.weightDecay;
+    return std::make_unique<Adam>(o);
+}
+
+EvalResult evaluate(Model& model, const Dataset& data, const LabeledImages& set, std::size_t batchSize,
+                    LayerHooks* hooks, std::vector<std::int32_t>* predictions)
+{
+    EvalResult r;
+    r.count = set.size();
+    if (predictions) predictions->assign(set.size(), -1);
+    if (set.size() == 0) return r;
+    Tensor x, grad;
+    std::vector<std::int32_t> y, pred;
+    RunContext ctx;
+    ctx.training = false;
+    double lossSum = 0.0;
+    std::size_t correct = 0;
+    for (std::size_t b = 0; b < set.size(); b += batchSize) {
+        const std::size_t e = std::min(set.size(), b + batchSize);
+        data.makeBatch(set, b, e, x, y);
+        const Tensor& out = model.forward(x, ctx, hooks);
+        lossSum += static_cast<double>(nllLoss(out, y, grad)) * static_cast<double>(e - b);
+        pred.resize(e - b);
+        argmaxRows(out, pred);
+        for (std::size_t i = 0; i < pred.size(); ++i) {
+            correct += pred[i] == y[i];
+            if (predictions) (*predictions)[b + i] = pred[i];
+        }
+    }
+    r.loss = lossSum / static_cast<double>(set.size());
+    r.accuracy = static_cast<double>(correct) / static_cast<double>(set.size());
+    return r;
+}
+
+Trainer::Trainer(TrainConfig cfg, const Dataset& data, TrainObserver* observer, StopToken* stop)
+    : m_cfg(std::move(cfg)), m_data(data), m_observer(observer), m_stop(stop)
+{
+    m_cfg.validate();
+    if (m_data.train.size() == 0) throw ConfigError("the training set is empty");
+    m_model = makeModel(m_cfg.model, 1, m_data.height(), m_data.width(), m_data.numClasses(), m_cfg.seed);
+    m_opt = makeOptimizer(m_cfg);
+}
+
+Trainer::~Trainer() = default;
+
+FinishEvent Trainer::run()
+{
+    tbb::task_arena arena(static_cast<int>(m_cfg.threads));
+    FinishEvent result;
+    arena.execute([&] { result = runInArena(); });
+    return result;
+}
+
+bool Trainer::waitWhilePaused()
+{
+    while (m_stop && m_stop->paused() && !m_stop->stopRequested())
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return !(m_stop && m_stop->stopRequested());
+}
+
+FinishEvent Trainer::runInArena()
+{
+    const auto t0 = Clock::now();
+    const LabeledImages& train = m_data.train;
+    const std::size_t N = train.size(), B = m_cfg.batchSize;
+    const std::size_t steps = (N + B - 1) / B;
+    StartEvent se;
+    se.model = m_cfg.model;
+    se.parameters = m_model->numParams();
+    se.epochs = m_cfg.epochs;
+    se.stepsPerEpoch = steps;
+    se.trainImages = N;
+    se.testImages = m_data.test.size();
+    se.threads = m_cfg.threads;
+    if (m_observer) m_observer->onStart(se);
+
+    FinishEvent fin;
+    Tensor x, grad;
+    std::vector<std::int32_t> y, pred;
+    std::vector<Param*> params = m_model->params();
+    std::size_t globalStep = 0;
+    double ipsSum = 0.0;
+    for (std::size_t epoch = 1; epoch <= m_cfg.epochs; ++epoch) {
+        const std::vector<std::size_t> perm = seededPermutation(N, streamKey(m_cfg.seed, epoch, 0x5EED));
+        const auto te = Clock::now();
+        double lossSum = 0.0;
+        std::size_t correct = 0, seen = 0;
+        bool stopped = false;
+        for (std::size_t s = 0; s < steps; ++s) {
+            if (!waitWhilePaused()) {
+                stopped = true;
+                break;
+            }
+            const std::size_t b = s * B, e = std::min(N, b + B);
+            m_data.makeBatch(train, std::span<const std::size_t>(perm.data() + b, e - b), x, y);
+            RunContext ctx;
+            ctx.training = true;
+            ctx.rngKey = streamKey(m_cfg.seed, epoch, s + 1, 0xD0);
+            const Tensor& out = m_model->forward(x, ctx);
+            const float loss = nllLoss(out, y, grad);
+            if (!std::isfinite(loss))
+                throw NumericError("training diverged: the loss became " + std::to_string(loss) + " at epoch " +
+                                   std::to_string(epoch) + ", step " + std::to_string(s + 1) +
+                                   " (try a smaller learning rate)");
+            pred.resize(e - b);
+            argmaxRows(out, pred);
+            std::size_t batchCorrect = 0;
+            for (std::size_t i = 0; i < pred.size(); ++i) batchCorrect += pred[i] == y[i];
+            m_model->backward(grad);
+            m_opt->step(params);
+            ++globalStep;
+            lossSum += static_cast<double>(loss) * static_cast<double>(e - b);
+            correct += batchCorrect;
+            seen += e - b;
+            if (m_observer) {
+                BatchEvent be;
+                be.epoch = epoch;
+                be.step = s + 1;
+                be.stepsPerEpoch = steps;
+                be.globalStep = globalStep;
+                be.loss = loss;
+                be.accuracy = static_cast<double>(batchCorrect) / static_cast<double>(e - b);
+                be.imagesPerSecond = static_cast<double>(seen) / std::max(1e-9, secondsSince(te));
+                be.elapsedSeconds = secondsSince(t0);
+                m_observer->onBatch(be);
+            }
+        }
+        const double trainSeconds = secondsSince(te);
+        if (stopped) {
+            fin.stopped = true;
+            break;
+        }
+        EpochEvent ee;
+        ee.epoch = epoch;
+        ee.epochs = m_cfg.epochs;
+        ee.trainLoss = lossSum / static_cast<double>(seen);
+        ee.trainAccuracy = static_cast<double>(correct) / static_cast<double>(seen);
+        ee.seconds = trainSeconds;
+        ee.imagesPerSecond = static_cast<double>(seen) / std::max(1e-9, trainSeconds);
+        ee.phase = "fp32";
+        const EvalResult te2 = evaluate(*m_model, m_data, m_data.test, m_cfg.evalBatchSize);
+        ee.testLoss = te2.loss;
+        ee.testAccuracy = te2.accuracy;
+        if (m_data.validation.size() > 0)
+            ee.validationAccuracy = evaluate(*m_model, m_data, m_data.validation, m_cfg.evalBatchSize).accuracy;
+        ipsSum += ee.imagesPerSecond;
+        fin.epochsDone = epoch;
+        fin.testAccuracy = ee.testAccuracy;
+        fin.testLoss = ee.testLoss;
+        if (m_observer) m_observer->onEpoch(ee);
+    }
+    fin.seconds = secondsSince(t0);
+    fin.imagesPerSecond = fin.epochsDone ? ipsSum / static_cast<double>(fin.epochsDone) : 0.0;
+    if (m_observer) m_observer->onFinish(fin);
+    return fin;
+}
+
+} // namespace quantscope

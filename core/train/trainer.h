@@ -1,0 +1,68 @@
+// Trainer: runs epochs of minibatch training on a Dataset inside a TBB task_arena capped at
+// config.threads, reports to a TrainObserver, and honours a StopToken between batches.
+// Deterministic for a given seed (the chunking of all parallel work is thread-count free).
+#pragma once
+
+#include "data/dataset.h"
+#include "nn/model.h"
+#include "train/events.h"
+#include "train/optimizer.h"
+
+#include <memory>
+#include <string>
+
+namespace quantscope {
+
+struct TrainConfig {
+    std::string model = "seed-cnn";
+    std::size_t epochs = 1;
+    std::size_t batchSize = 64;
+    std::string optimizer = "adam"; // "adam" | "sgd"
+    float lr = 1e-3f;
+    float momentum = 0.0f;          // sgd
+    bool nesterov = false;          // sgd
+    float weightDecay = 0.0f;
+    std::size_t threads = 2;
+    std::uint64_t seed = 1;
+    std::size_t evalBatchSize = 500;
+
+    // Throws ConfigError naming the first bad field.
+    void validate() const;
+};
+
+struct EvalResult {
+    double loss = 0.0;
+    double accuracy = 0.0;
+    std::size_t count = 0;
+};
+
+// Evaluates `model` (eval mode) on `set`; optional hooks (e.g. fake-quant) apply to every layer.
+// When predictions is non-null it receives the argmax class of every image.
+EvalResult evaluate(Model& model, const Dataset& data, const LabeledImages& set, std::size_t batchSize,
+                    LayerHooks* hooks = nullptr, std::vector<std::int32_t>* predictions = nullptr);
+
+std::unique_ptr<Optimizer> makeOptimizer(const TrainConfig& cfg);
+
+class Trainer {
+public:
+    Trainer(TrainConfig cfg, const Dataset& data, TrainObserver* observer = nullptr, StopToken* stop = nullptr);
+    ~Trainer();
+
+    // Runs the whole schedule; returns what the finish event carries.
+    FinishEvent run();
+    Model& model() { return *m_model; }
+    const TrainConfig& config() const { return m_cfg; }
+
+private:
+    FinishEvent runInArena();
+    bool waitWhilePaused();
+
+    TrainConfig m_cfg;
+    const Dataset& m_data;
+    TrainObserver* m_observer;
+    StopToken* m_stop;
+    std::unique_ptr<Model> m_model;
+    std::unique_ptr<Optimizer> m_opt;
+};
+
+} // namespace quantscope

@@ -1,0 +1,84 @@
+#include "util/atomic_file.h"
+
+#include "util/errors.h"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fcntl.h>
+#include <string>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace quantscope {
+
+namespace {
+std::string errnoText(int e)
+{
+    if (e == ENOSPC) return "the disk is full";
+    if (e == EDQUOT) return "the disk quota is exceeded";
+    if (e == EACCES || e == EPERM) return "permission denied";
+    if (e == ENOENT) return "the folder does not exist";
+    if (e == EROFS) return "the file system is read-only";
+    return std::strerror(e);
+}
+} // namespace
+
+void writeFileAtomic(const std::string& path, const void* data, std::size_t size)
+{
+    std::string tmp = path + ".tmp-XXXXXX";
+    int fd = ::mkstemp(tmp.data());
+    if (fd < 0) throw IoError(path + ": cannot create a temporary file next to it: " + errnoText(errno));
+    auto fail = [&](const char* what) {
+        const int e = errno;
+        ::close(fd);
+        ::unlink(tmp.c_str());
+        throw IoError(path + ": " + what + ": " + errnoText(e));
+    };
+    const char* p = static_cast<const char*>(data);
+    std::size_t left = size;
+    while (left > 0) {
+        const ssize_t n = ::write(fd, p, left);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            fail("write failed");
+        }
+        p += n;
+        left -= static_cast<std::size_t>(n);
+    }
+    if (::fsync(fd) != 0) fail("flush to disk failed");
+    ::fchmod(fd, 0644);
+    if (::close(fd) != 0) {
+        const int e = errno;
+        ::unlink(tmp.c_str());
+        throw IoError(path + ": close failed: " + errnoText(e));
+    }
+    if (::rename(tmp.c_str(), path.c_str()) != 0) {
+        const int e = errno;
+        ::unlink(tmp.c_str());
+        throw IoError(path + ": cannot replace the file: " + errnoText(e));
+    }
+}
+
+std::vector<std::uint8_t> readFileBytes(const std::string& path, std::uint64_t maxBytes)
+{
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) {
+        const int e = errno;
+        throw IoError(path + ": " + (e == ENOENT ? std::string("no such file") : errnoText(e)));
+    }
+    if (S_ISDIR(st.st_mode)) throw IoError(path + ": is a folder, not a file");
+    if (static_cast<std::uint64_t>(st.st_size) > maxBytes)
+        throw IoError(path + ": file is " + std::to_string(st.st_size) + " bytes, more than the limit of " +
+                      std::to_string(maxBytes));
+    std::FILE* f = std::fopen(path.c_str(), "rb");
+    if (!f) throw IoError(path + ": cannot open: " + errnoText(errno));
+    std::vector<std::uint8_t> out(static_cast<std::size_t>(st.st_size));
+    const std::size_t got = out.empty() ? 0 : std::fread(out.data(), 1, out.size(), f);
+    const bool err = std::ferror(f);
+    std::fclose(f);
+    if (err || got != out.size()) throw IoError(path + ": read failed");
+    return out;
+}
+
+} // namespace quantscope

@@ -1,0 +1,26 @@
+// Atomic file writes: the bytes go to a temporary file in the target's folder, are flushed to
+// disk, and only then renamed over the target. A failure (disk full, no permission) leaves the
+// old file untouched and no temporary behind, and throws IoError naming the file.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace quantscope {
+
+void writeFileAtomic(const std::string& path, const void* data, std::size_t size);
+inline void writeFileAtomic(const std::string& path, const std::vector<std::uint8_t>& bytes)
+{
+    writeFileAtomic(path, bytes.data(), bytes.size());
+}
+inline void writeFileAtomic(const std::string& path, std::string_view text)
+{
+    writeFileAtomic(path, text.data(), text.size());
+}
+
+// Reads a whole file, refusing files larger than maxBytes. Throws IoError.
+std::vector<std::uint8_t> readFileBytes(const std::string& path, std::uint64_t maxBytes);
+
+} // namespace quantscope
