@@ -29,6 +29,7 @@ void TrainConfig::validate() const
     if (!(weightDecay >= 0.0f)) throw ConfigError("weight decay must be >= 0");
     if (threads == 0 || threads > 1024) throw ConfigError("threads must be between 1 and 1024");
     if (evalBatchSize == 0) throw ConfigError("evaluation batch size must be positive");
+    precision.validate();
 }
 
 std::unique_ptr<Optimizer> makeOptimizer(const TrainConfig& cfg)

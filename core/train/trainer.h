@@ -7,6 +7,7 @@
 #include "nn/model.h"
 #include "train/events.h"
 #include "train/optimizer.h"
+#include "train/precision_config.h"
 
 #include <memory>
 #include <string>
@@ -25,6 +26,7 @@ struct TrainConfig {
     std::size_t threads = 2;
     std::uint64_t seed = 1;
     std::size_t evalBatchSize = 500;
+    PrecisionConfig precision;
 
     // Throws ConfigError naming the first bad field.
     void validate() const;

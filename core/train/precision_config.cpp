@@ -1,0 +1,56 @@
+#include "train/precision_config.h"
+
+#include "util/errors.h"
+
+namespace quantscope {
+
+const std::vector<StrategyInfo>& strategies()
+{
+    static const std::vector<StrategyInfo> rows = {
+        {Strategy::Fp32, "fp32", "FP32 baseline", "Trains and evaluates in 32-bit floating point; the reference.",
+         false, false, false, false, false},
+        {Strategy::Ptq, "ptq", "Post-training quantization",
+         "Trains in FP32, calibrates on a few images, then quantizes weights and activations.", true, true, true, true,
+         false},
+        {Strategy::Qat, "qat", "Quantization-aware training",
+         "Trains with fake-quantized weights and activations (straight-through gradients).", true, true, true, true,
+         false},
+        {Strategy::Mixed, "mixed", "Mixed precision",
+         "Computes in FP16 or BF16 with FP32 master weights and dynamic loss scaling.", true, false, false, false,
+         false},
+        {Strategy::LowPrecision, "lowp", "Pure low precision",
+         "Keeps weights, gradients and optimizer state in the low-precision format, with no FP32 copy.", true, false,
+         true, false, false},
+        {Strategy::Progressive, "progressive", "Progressive",
+         "Moves through a schedule of formats over the epochs, e.g. FP32, then FP16, then INT8.", false, true, true,
+         true, true},
+    };
+    return rows;
+}
+
+const StrategyInfo& strategyInfo(Strategy s)
+{
+    for (const auto& r : strategies())
+        if (r.id == s) return r;
+    return strategies().front();
+}
+
+Strategy parseStrategy(const std::string& name)
+{
+    std::string known;
+    for (const auto& r : strategies()) {
+        if (name == r.name) return r.id;
+        known += std::string(known.empty() ? "" : ", ") + r.name;
+    }
+    throw ConfigError("unknown strategy '" + name + "' (known: " + known + ")");
+}
+
+void PrecisionConfig::validate() const
+{
+    if (rounding != "nearest" && rounding != "stochastic")
+        throw ConfigError("unknown rounding '" + rounding + "' (known: nearest, stochastic)");
+    if (calibImages == 0) throw ConfigError("calibration needs at least one image");
+    if (!(percentile > 50.0f && percentile <= 100.0f)) throw ConfigError("percentile must be in (50, 100]");
+}
+
+} // namespace quantscope

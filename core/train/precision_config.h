@@ -1,0 +1,45 @@
+// The precision options of a training run: strategy, number format, granularity, rounding,
+// calibration. Names here are the ones the CLI and the GUI show. Strategy rows say which
+// options they use, so the GUI can disable the others (and say why).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace quantscope {
+
+enum class Strategy { Fp32, Ptq, Qat, Mixed, LowPrecision, Progressive };
+
+struct StrategyInfo {
+    Strategy id;
+    const char* name;        // CLI value: fp32, ptq, qat, mixed, lowp, progressive
+    const char* label;       // GUI label
+    const char* description; // one sentence (tooltip)
+    bool usesFormat, usesGranularity, usesRounding, usesCalibration, usesSchedule;
+};
+
+const std::vector<StrategyInfo>& strategies();
+const StrategyInfo& strategyInfo(Strategy s);
+// Throws ConfigError listing the known names.
+Strategy parseStrategy(const std::string& name);
+
+struct PrecisionConfig {
+    Strategy strategy = Strategy::Fp32;
+    std::string format = "int8";          // a row of numberFormats()
+    std::string granularity = "channel";  // global | layer | tensor | channel | group:N
+    std::string rounding = "nearest";     // nearest | stochastic
+    std::string calibration = "minmax";   // weights: minmax | moving-average | percentile | mse
+    std::string activationCalibration = "moving-average";
+    std::string activationFormat = "uint8"; // activations are quantized per tensor
+    std::size_t calibImages = 1000;       // ptq
+    std::string schedule = "fp32:1,fp16:1,int8:1"; // progressive: format:epochs,...
+    std::size_t bnFreezeEpoch = 0;        // qat: freeze BN statistics from this epoch (0 = never)
+    std::size_t blendSteps = 100;         // progressive: steps over which formats are blended
+    float percentile = 99.99f;            // percentile calibration
+
+    // Throws ConfigError naming the bad option.
+    void validate() const;
+};
+
+} // namespace quantscope
