@@ -76,6 +76,7 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
     m_acts.resize(m_layers.size() + 1);
     m_acts[0].resize(x.shape());
     std::memcpy(m_acts[0].data(), x.data(), x.numel() * sizeof(float));
+    if (hooks) hooks->onInput(m_acts[0], ctx);
     for (std::size_t i = 0; i < m_layers.size(); ++i) {
         m_layers[i]->forward(m_acts[i], m_acts[i + 1], ctx);
         if (hooks) hooks->afterForward(i, *m_layers[i], m_acts[i + 1], ctx);

@@ -15,6 +15,8 @@ namespace quantscope {
 class LayerHooks {
 public:
     virtual ~LayerHooks() = default;
+    // The model's input (a copy); a hook may change it in place (input quantization).
+    virtual void onInput(Tensor& /*x*/, const RunContext& /*ctx*/) {}
     // y is the layer's output; a hook may change it in place (fake-quant, rounding).
     virtual void afterForward(std::size_t /*layer*/, Layer& /*l*/, Tensor& /*y*/, const RunContext& /*ctx*/) {}
     // dy is dL/d(output) about to enter layer's backward; a hook may change it (STE mask, rounding).
