@@ -112,19 +112,13 @@ void Conv2d::forward(const Tensor& x, Tensor& y, const RunContext& ctx)
     const ConstMatrixMap Wm = w.matrix(m_cout, K);
     const ConstVectorMap b = m_bias.forwardValue().vector();
 
-    if (ctx.training) {
-        m_cols.resize({N, K, HWo});
-        m_colsFor = x.shape();
-    }
+    // The columns are rebuilt in backward rather than cached: one image's columns stay in L2,
+    // a whole batch's would not (42 MB for seed-cnn's conv2), and the rebuild is cheaper.
+    if (ctx.training) m_colsFor = x.shape();
     static thread_local std::vector<float> scratch;
     parallelFor(N, [&](std::size_t n) {
-        float* cols;
-        if (ctx.training) {
-            cols = m_cols.data() + n * K * HWo;
-        } else {
-            if (scratch.size() < K * HWo) scratch.resize(K * HWo);
-            cols = scratch.data();
-        }
+        if (scratch.size() < K * HWo) scratch.resize(K * HWo);
+        float* cols = scratch.data();
         im2col(x.data() + n * inStride, m_cin, H, W, m_k, m_stride, m_pad, cols);
         ConstMatrixMap C(cols, static_cast<Eigen::Index>(K), static_cast<Eigen::Index>(HWo));
         MatrixMap Y(y.data() + n * m_cout * HWo, static_cast<Eigen::Index>(m_cout), static_cast<Eigen::Index>(HWo));
@@ -151,19 +145,28 @@ void Conv2d::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Te
         dx.resize(x.shape());
         dx.setZero();
     }
-    static thread_local std::vector<float> dcolsBuf;
+    static thread_local std::vector<float> dcolsBuf, colsBuf;
     parallelFor(chunks, [&](std::size_t c) {
         RowMatrix& gW = partW[c];
         Eigen::VectorXf& gB = partB[c];
         gW.setZero(static_cast<Eigen::Index>(m_cout), static_cast<Eigen::Index>(K));
         gB.setZero(static_cast<Eigen::Index>(m_cout));
         const std::size_t end = std::min(N, (c + 1) * kImagesPerChunk);
+        if (colsBuf.size() < K * HWo) colsBuf.resize(K * HWo);
         for (std::size_t n = c * kImagesPerChunk; n < end; ++n) {
-            ConstMatrixMap C(m_cols.data() + n * K * HWo, static_cast<Eigen::Index>(K), static_cast<Eigen::Index>(HWo));
+            im2col(x.data() + n * inStride, m_cin, H, W, m_k, m_stride, m_pad, colsBuf.data());
+            ConstMatrixMap C(colsBuf.data(), static_cast<Eigen::Index>(K), static_cast<Eigen::Index>(HWo));
             ConstMatrixMap G(dy.data() + n * m_cout * HWo, static_cast<Eigen::Index>(m_cout),
                              static_cast<Eigen::Index>(HWo));
             gW.noalias() += G * C.transpose();
-            gB += G.rowwise().sum();
+            // db: plain in-order row sums. Eigen's vectorised rowwise().sum() peels an unaligned
+            // head, so its rounding depended on dy's address and runs were not reproducible.
+            for (std::size_t o = 0; o < m_cout; ++o) {
+                const float* row = dy.data() + (n * m_cout + o) * HWo;
+                float s = 0.0f;
+                for (std::size_t i = 0; i < HWo; ++i) s += row[i];
+                gB[static_cast<Eigen::Index>(o)] += s;
+            }
             if (needInputGrad) {
                 if (dcolsBuf.size() < K * HWo) dcolsBuf.resize(K * HWo);
                 MatrixMap D(dcolsBuf.data(), static_cast<Eigen::Index>(K), static_cast<Eigen::Index>(HWo));

@@ -29,8 +29,7 @@ public:
 private:
     std::size_t m_cin, m_cout, m_k, m_stride, m_pad;
     Param m_weight, m_bias;
-    Tensor m_cols;       // training cache: (N, Cin*k*k, Ho*Wo)
-    Shape m_colsFor;     // input shape m_cols was computed for
+    Shape m_colsFor;     // input shape of the last training forward (backward checks it)
 };
 
 // im2col for one image: x (C, H, W) -> cols (C*k*k, Ho*Wo). Exposed for tests and the int engine.

@@ -8,7 +8,8 @@ namespace quantscope {
 namespace {
 using Idx = Eigen::Index;
 constexpr std::size_t kRowGrain = 16;   // batch rows per task
-constexpr std::size_t kColGrain = 1024; // input features per task in dW
+constexpr std::size_t kColGrain = 1024; // input features per task in dW and dx
+constexpr std::size_t kOutGrain = 32;   // output features per task in forward
 } // namespace
 
 Linear::Linear(std::string name, std::size_t in, std::size_t out) : Layer(std::move(name)), m_in(in), m_out(out)
@@ -39,13 +40,23 @@ void Linear::forward(const Tensor& x, Tensor& y, const RunContext& /*ctx*/)
     const std::size_t N = x.dim(0);
     const ConstMatrixMap Wm = m_weight.forwardValue().matrix(m_out, m_in);
     const Eigen::Map<const Eigen::RowVectorXf> b(m_bias.forwardValue().data(), static_cast<Idx>(m_out));
-    parallelChunks(N, kRowGrain, [&](std::size_t r0, std::size_t r1) {
-        const Idx rows = static_cast<Idx>(r1 - r0);
-        ConstMatrixMap X(x.data() + r0 * m_in, rows, static_cast<Idx>(m_in));
-        MatrixMap Y(y.data() + r0 * m_out, rows, static_cast<Idx>(m_out));
-        Y.noalias() = X * Wm.transpose();
-        Y.rowwise() += b;
-    });
+    const ConstMatrixMap X = x.matrix(N, m_in);
+    MatrixMap Y = y.matrix(N, m_out);
+    // Split over output features when W is the big operand (each task packs only its rows of
+    // W), over batch rows otherwise.
+    if (m_out >= 2 * kOutGrain && m_out * m_in >= N * m_in) {
+        parallelChunks(m_out, kOutGrain, [&](std::size_t j0, std::size_t j1) {
+            const Idx cols = static_cast<Idx>(j1 - j0);
+            Y.middleCols(static_cast<Idx>(j0), cols).noalias() =
+                X * Wm.middleRows(static_cast<Idx>(j0), cols).transpose();
+        });
+    } else {
+        parallelChunks(N, kRowGrain, [&](std::size_t r0, std::size_t r1) {
+            const Idx rows = static_cast<Idx>(r1 - r0);
+            Y.middleRows(static_cast<Idx>(r0), rows).noalias() = X.middleRows(static_cast<Idx>(r0), rows) * Wm.transpose();
+        });
+    }
+    Y.rowwise() += b;
 }
 
 // dW = dy^T x ; db = 1^T dy ; dx = dy W
@@ -64,10 +75,11 @@ void Linear::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Te
     if (!needInputGrad) return;
     dx.resize(x.shape());
     const ConstMatrixMap Wm = m_weight.forwardValue().matrix(m_out, m_in);
-    parallelChunks(N, kRowGrain, [&](std::size_t r0, std::size_t r1) {
-        const Idx rows = static_cast<Idx>(r1 - r0);
-        MatrixMap DX(dx.data() + r0 * m_in, rows, static_cast<Idx>(m_in));
-        DX.noalias() = G.middleRows(static_cast<Idx>(r0), rows) * Wm;
+    MatrixMap DX = dx.matrix(N, m_in);
+    // Column blocks of dx: dx[:, j0:j1] = G W[:, j0:j1]; each task packs only its slice of W.
+    parallelChunks(m_in, kColGrain, [&](std::size_t j0, std::size_t j1) {
+        const Idx cols = static_cast<Idx>(j1 - j0);
+        DX.middleCols(static_cast<Idx>(j0), cols).noalias() = G * Wm.middleCols(static_cast<Idx>(j0), cols);
     });
 }
 

@@ -28,10 +28,30 @@ void MaxPool2d::forward(const Tensor& x, Tensor& y, const RunContext& ctx)
     y.resize(os);
     const std::size_t planes = os[0] * os[1], H = x.dim(2), W = x.dim(3), Ho = os[2], Wo = os[3];
     if (ctx.training) m_argmax.resize(planes * Ho * Wo);
+    const bool train = ctx.training;
     parallelChunks(planes, 16, [&](std::size_t p0, std::size_t p1) {
         for (std::size_t p = p0; p < p1; ++p) {
             const float* in = x.data() + p * H * W;
             float* out = y.data() + p * Ho * Wo;
+            std::uint32_t* am = train ? m_argmax.data() + p * Ho * Wo : nullptr;
+            if (m_k == 2 && m_stride == 2) {
+                // Fast path for the common 2x2/2 pool. '>' keeps the first maximum; a NaN wins.
+                for (std::size_t oy = 0; oy < Ho; ++oy) {
+                    const float* r0 = in + 2 * oy * W;
+                    const float* r1 = r0 + W;
+                    for (std::size_t ox = 0; ox < Wo; ++ox) {
+                        const std::size_t c = 2 * ox;
+                        std::uint32_t best = static_cast<std::uint32_t>(2 * oy * W + c);
+                        float bv = r0[c];
+                        if (r0[c + 1] > bv || r0[c + 1] != r0[c + 1]) { bv = r0[c + 1]; best += 1; }
+                        if (r1[c] > bv || (r1[c] != r1[c] && bv == bv)) { bv = r1[c]; best = static_cast<std::uint32_t>((2 * oy + 1) * W + c); }
+                        if (r1[c + 1] > bv || (r1[c + 1] != r1[c + 1] && bv == bv)) { bv = r1[c + 1]; best = static_cast<std::uint32_t>((2 * oy + 1) * W + c + 1); }
+                        out[oy * Wo + ox] = bv;
+                        if (am) am[oy * Wo + ox] = best;
+                    }
+                }
+                continue;
+            }
             for (std::size_t oy = 0; oy < Ho; ++oy)
                 for (std::size_t ox = 0; ox < Wo; ++ox) {
                     std::size_t best = oy * m_stride * W + ox * m_stride;
@@ -46,7 +66,7 @@ void MaxPool2d::forward(const Tensor& x, Tensor& y, const RunContext& ctx)
                             }
                         }
                     out[oy * Wo + ox] = bv;
-                    if (ctx.training) m_argmax[p * Ho * Wo + oy * Wo + ox] = static_cast<std::uint32_t>(best);
+                    if (am) am[oy * Wo + ox] = static_cast<std::uint32_t>(best);
                 }
         }
     });

@@ -72,10 +72,10 @@ void Adam::step(const std::vector<Param*>& params)
     for (std::size_t k = 0; k < params.size(); ++k) {
         Param& p = *params[k];
         const std::size_t n = p.value.numel();
-        float* w = p.value.data();
-        const float* g = p.grad.data();
-        float* m = m_m[k].data();
-        float* v = m_v[k].data();
+        float* __restrict w = p.value.data();
+        const float* __restrict g = p.grad.data();
+        float* __restrict m = m_m[k].data();
+        float* __restrict v = m_v[k].data();
         parallelChunks(n, elementwiseGrain(n), [&](std::size_t i0, std::size_t i1) {
             for (std::size_t i = i0; i < i1; ++i) {
                 const float gi = g[i] + wd * w[i];
