@@ -3,6 +3,8 @@
 #include "tensor/parallel.h"
 #include "util/errors.h"
 
+#include <algorithm>
+
 namespace quantscope {
 
 namespace {
@@ -71,7 +73,12 @@ void Linear::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Te
         const Idx cols = static_cast<Idx>(j1 - j0);
         dW.middleCols(static_cast<Idx>(j0), cols).noalias() = G.transpose() * X.middleCols(static_cast<Idx>(j0), cols);
     });
-    m_bias.grad.vector() = G.colwise().sum().transpose();
+    // db: plain in-order sums over the batch. Eigen's vectorised colwise().sum() rounds
+    // differently depending on the destination's alignment, so identical runs differed.
+    float* db = m_bias.grad.data();
+    std::fill(db, db + m_out, 0.0f);
+    for (std::size_t n = 0; n < N; ++n)
+        for (std::size_t j = 0; j < m_out; ++j) db[j] += dy[n * m_out + j];
     if (!needInputGrad) return;
     dx.resize(x.shape());
     const ConstMatrixMap Wm = m_weight.forwardValue().matrix(m_out, m_in);

@@ -1,0 +1,163 @@
+// Test helper: loads a PyTorch reference case (tests/data/NNN_*.json, see
+// /work/shared/golden/README.md) into quantscope::Tensors, and compares tensors with a named
+// tolerance. Header-only; include it from any tst_*.cpp.
+#pragma once
+
+#include "tensor/tensor.h"
+
+#include <nlohmann/json.hpp>
+
+#include <QFile>
+#include <QString>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <map>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace golden {
+
+// One reference case: {"op", "params", "inputs": {name: tensor}, "outputs": {name: tensor or scalar}}.
+struct GoldenCase {
+    QString file;
+    std::string op;
+    nlohmann::json params;
+    std::map<std::string, quantscope::Tensor> inputs, outputs;
+    std::map<std::string, double> scalars; // plain-number outputs (e.g. "loss")
+    nlohmann::json raw;
+
+    const quantscope::Tensor& in(const std::string& name) const { return find(inputs, name, "input"); }
+    const quantscope::Tensor& out(const std::string& name) const { return find(outputs, name, "output"); }
+    double scalar(const std::string& name) const
+    {
+        const auto it = scalars.find(name);
+        if (it == scalars.end()) throw std::runtime_error(file.toStdString() + ": no scalar output '" + name + "'");
+        return it->second;
+    }
+    // An input tensor of class indices (e.g. NLL targets) as integers.
+    std::vector<std::int32_t> intInput(const std::string& name) const
+    {
+        std::vector<std::int32_t> v;
+        for (float f : in(name).values()) v.push_back(static_cast<std::int32_t>(f));
+        return v;
+    }
+
+private:
+    const quantscope::Tensor& find(const std::map<std::string, quantscope::Tensor>& m, const std::string& name,
+                                   const char* what) const
+    {
+        const auto it = m.find(name);
+        if (it == m.end()) throw std::runtime_error(file.toStdString() + ": no " + what + " tensor '" + name + "'");
+        return it->second;
+    }
+};
+
+// A float from the file: a number, or one of the strings "inf", "-inf", "nan".
+inline float goldenFloat(const nlohmann::json& v)
+{
+    if (v.is_number()) return v.get<float>();
+    if (v.is_string()) {
+        const std::string s = v.get<std::string>();
+        if (s == "inf") return std::numeric_limits<float>::infinity();
+        if (s == "-inf") return -std::numeric_limits<float>::infinity();
+        if (s == "nan") return std::numeric_limits<float>::quiet_NaN();
+    }
+    throw std::runtime_error("golden: not a float: " + v.dump());
+}
+
+inline quantscope::Tensor goldenTensor(const nlohmann::json& t)
+{
+    quantscope::Shape shape;
+    for (const auto& d : t.at("shape")) shape.push_back(d.get<std::size_t>());
+    std::vector<float> data;
+    data.reserve(t.at("data").size());
+    for (const auto& v : t.at("data")) data.push_back(goldenFloat(v));
+    return quantscope::Tensor(std::move(shape), std::move(data)); // throws if the sizes disagree
+}
+
+// `file` is a name inside QS_TEST_DATA ("015_conv2d.json") or a full path.
+inline GoldenCase loadGolden(const QString& file)
+{
+    GoldenCase c;
+#ifdef QS_TEST_DATA
+    c.file = file.startsWith('/') ? file : QStringLiteral(QS_TEST_DATA "/") + file;
+#else
+    c.file = file;
+#endif
+    QFile f(c.file);
+    if (!f.open(QIODevice::ReadOnly)) throw std::runtime_error(c.file.toStdString() + ": cannot open reference file");
+    const QByteArray bytes = f.readAll();
+    try {
+        c.raw = nlohmann::json::parse(bytes.constBegin(), bytes.constEnd());
+        c.op = c.raw.at("op").get<std::string>();
+        c.params = c.raw.value("params", nlohmann::json::object());
+        for (const auto& [name, t] : c.raw.at("inputs").items()) c.inputs.emplace(name, goldenTensor(t));
+        for (const auto& [name, t] : c.raw.at("outputs").items()) {
+            if (t.is_object())
+                c.outputs.emplace(name, goldenTensor(t));
+            else
+                c.scalars.emplace(name, static_cast<double>(goldenFloat(t)));
+        }
+    } catch (const std::exception& e) {
+        throw std::runtime_error(c.file.toStdString() + ": " + e.what());
+    }
+    return c;
+}
+
+// |actual - expected| <= atol + rtol * |expected| elementwise; NaN matches NaN, inf matches the
+// same inf. Returns an empty string when they agree, else a description of the worst element.
+inline std::string compareTensors(const quantscope::Tensor& actual, const quantscope::Tensor& expected, double atol,
+                                  double rtol)
+{
+    std::ostringstream os;
+    if (actual.shape() != expected.shape()) {
+        os << "shape " << quantscope::shapeString(actual.shape()) << " != expected "
+           << quantscope::shapeString(expected.shape());
+        return os.str();
+    }
+    double worst = 0.0;
+    std::size_t worstAt = 0, bad = 0;
+    for (std::size_t i = 0; i < actual.numel(); ++i) {
+        const double a = actual[i], e = expected[i];
+        double excess;
+        if (std::isnan(e) || std::isinf(e))
+            excess = (std::isnan(e) ? std::isnan(a) : a == e) ? 0.0 : std::numeric_limits<double>::infinity();
+        else if (!std::isfinite(a))
+            excess = std::numeric_limits<double>::infinity();
+        else
+            excess = std::abs(a - e) - (atol + rtol * std::abs(e));
+        if (excess > 0.0) {
+            ++bad;
+            if (excess > worst || bad == 1) {
+                worst = excess;
+                worstAt = i;
+            }
+        }
+    }
+    if (bad == 0) return {};
+    os.precision(9);
+    os << bad << " of " << actual.numel() << " elements differ; worst at " << worstAt << ": got " << actual[worstAt]
+       << ", expected " << expected[worstAt] << " (atol " << atol << ", rtol " << rtol << ")";
+    return os.str();
+}
+
+// Largest |actual - expected| (for reporting how close a match is).
+inline double maxAbsDiff(const quantscope::Tensor& a, const quantscope::Tensor& b)
+{
+    double m = 0.0;
+    for (std::size_t i = 0; i < a.numel() && i < b.numel(); ++i) m = std::max(m, std::abs(double(a[i]) - b[i]));
+    return m;
+}
+
+} // namespace golden
+
+// QVERIFY that two tensors agree within (atol, rtol), printing the worst element otherwise.
+#define QS_COMPARE_TENSORS(actual, expected, atol, rtol)                                                    \
+    do {                                                                                                    \
+        const std::string qsCmp_ = golden::compareTensors((actual), (expected), (atol), (rtol));            \
+        QVERIFY2(qsCmp_.empty(), (std::string(#actual) + ": " + qsCmp_).c_str());                           \
+    } while (false)

@@ -1,0 +1,654 @@
+// Layers, losses and optimizers: PyTorch 1.13 reference vectors (tests/data/015..022), central-
+// difference gradient checks for every layer and loss, and thread-count determinism.
+#include "data/dataset.h"
+#include "nn/activations.h"
+#include "nn/batchnorm2d.h"
+#include "nn/conv2d.h"
+#include "nn/dropout.h"
+#include "nn/linear.h"
+#include "nn/maxpool2d.h"
+#include "train/loss.h"
+#include "train/optimizer.h"
+#include "util/rng.h"
+
+#include <tbb/task_arena.h> // before Qt: TBB's profiling.h has a member named emit
+
+#include "golden.h"
+
+#include <QtTest>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <memory>
+
+using namespace quantscope;
+
+namespace {
+
+// PyTorch comparisons. Floats in the files round-trip float32 exactly; what remains is the
+// summation order of the kernels (ours: Eigen GEMM, double accumulators; theirs: BLAS).
+constexpr double kRefAtol = 1e-5;        // values of magnitude ~1
+constexpr double kRefRtol = 1e-5;
+constexpr double kRefGradAtol = 5e-5;    // weight/bias gradients: sums of ~100 products, magnitude ~10
+constexpr double kRefGradRtol = 1e-5;
+constexpr double kRefLossRtol = 1e-6;    // scalar mean losses
+constexpr double kOptimAtol = 1e-7;      // three optimizer steps on parameters of magnitude ~0.5
+constexpr double kOptimRtol = 1e-6;
+constexpr double kRunStatRtol = 1e-6;    // BatchNorm running statistics vs a double-precision derivation
+constexpr double kCrossEntropyVsNllAtol = 1e-6; // two float routes to the same loss gradient
+
+// Central differences on float layers: L = sum(r * y) is accumulated in double and the step is
+// the float-representable difference (x + eps) - (x - eps). Rounding of y (~1e-7 relative)
+// divided by 2 eps gives ~1e-4 absolute noise; curvature (BatchNorm, log-softmax) adds O(eps^2).
+constexpr float kGradEps = 1e-2f;
+constexpr double kGradAtol = 2e-3;
+constexpr double kGradRtol = 1e-2;
+// Max-pooling inputs are spaced this far apart, so a +-eps step never moves the argmax.
+constexpr float kDistinctSpacing = 0.05f;
+// ReLU inputs keep at least this distance from the kink at 0.
+constexpr float kReluMargin = 0.1f;
+// Losses return float means; their steps can be smaller since they are cheap and smooth.
+constexpr float kLossEps = 1e-2f;
+constexpr double kLossGradAtol = 1e-4;
+constexpr double kLossGradRtol = 1e-2;
+
+Tensor randomTensor(const Shape& shape, Rng& rng, float lo = -1.0f, float hi = 1.0f)
+{
+    Tensor t(shape);
+    for (float& v : t.values()) v = rng.uniform(lo, hi);
+    return t;
+}
+
+// Every element distinct and at least kDistinctSpacing from every other (a shuffled grid).
+Tensor distinctTensor(const Shape& shape, Rng& rng)
+{
+    Tensor t(shape);
+    const std::vector<std::size_t> perm = seededPermutation(t.numel(), rng.next());
+    for (std::size_t i = 0; i < t.numel(); ++i)
+        t[i] = (static_cast<float>(perm[i]) - static_cast<float>(t.numel()) / 2.0f) * kDistinctSpacing;
+    return t;
+}
+
+// |x| in [kReluMargin, 1], random sign.
+Tensor awayFromZeroTensor(const Shape& shape, Rng& rng)
+{
+    Tensor t(shape);
+    for (float& v : t.values()) v = (rng.uniform() < 0.5f ? -1.0f : 1.0f) * rng.uniform(kReluMargin, 1.0f);
+    return t;
+}
+
+double dot(const Tensor& r, const Tensor& y)
+{
+    double s = 0.0;
+    for (std::size_t i = 0; i < y.numel(); ++i) s += static_cast<double>(r[i]) * y[i];
+    return s;
+}
+
+// Compares analytic[i] with the central difference of loss() in values[i], for every i.
+// Returns "" when all agree, else the worst element.
+std::string numericCheck(const std::string& what, float* values, const float* analytic, std::size_t n, float eps,
+                         double atol, double rtol, const std::function<double()>& loss)
+{
+    double worst = 0.0, worstNum = 0.0, worstAna = 0.0;
+    std::size_t worstAt = 0, bad = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+        const float orig = values[i];
+        const float up = orig + eps, down = orig - eps;
+        values[i] = up;
+        const double lp = loss();
+        values[i] = down;
+        const double lm = loss();
+        values[i] = orig;
+        const double num = (lp - lm) / (static_cast<double>(up) - static_cast<double>(down));
+        const double ana = analytic[i];
+        const double excess = std::abs(num - ana) - (atol + rtol * std::max(std::abs(num), std::abs(ana)));
+        if (excess > 0.0 && (bad++ == 0 || excess > worst)) {
+            worst = excess;
+            worstAt = i;
+            worstNum = num;
+            worstAna = ana;
+        }
+    }
+    if (bad == 0) return {};
+    return what + ": " + std::to_string(bad) + " of " + std::to_string(n) + " gradients differ; worst at " +
+           std::to_string(worstAt) + ": analytic " + std::to_string(worstAna) + ", numeric " + std::to_string(worstNum);
+}
+
+// A layer under a gradient check, with an input that keeps it away from kinks and ties.
+struct GradSetup {
+    LayerPtr layer;
+    Tensor x;
+};
+
+GradSetup makeGradSetup(const QString& row, Rng& rng)
+{
+    GradSetup s;
+    if (row == "conv2d_k3_s1_p0") {
+        s.layer = std::make_unique<Conv2d>("conv", 2, 3, 3);
+        s.x = randomTensor({2, 2, 6, 6}, rng);
+    } else if (row == "conv2d_k3_s2_p1") {
+        s.layer = std::make_unique<Conv2d>("conv", 2, 3, 3, 2, 1);
+        s.x = randomTensor({2, 2, 7, 7}, rng);
+    } else if (row == "conv2d_k5_s1_p2") {
+        s.layer = std::make_unique<Conv2d>("conv", 1, 2, 5, 1, 2);
+        s.x = randomTensor({2, 1, 6, 6}, rng);
+    } else if (row == "batchnorm2d_train" || row == "batchnorm2d_frozen") {
+        auto bn = std::make_unique<BatchNorm2d>("bn", 3);
+        if (row == "batchnorm2d_frozen") {
+            bn->setFrozen(true);
+            bn->runningMean() = randomTensor({3}, rng, -0.5f, 0.5f);
+            bn->runningVar() = randomTensor({3}, rng, 0.5f, 2.0f);
+        }
+        s.layer = std::move(bn);
+        s.x = randomTensor({4, 3, 3, 3}, rng, -1.0f, 2.0f);
+    } else if (row == "relu") {
+        s.layer = std::make_unique<ReLU>("relu");
+        s.x = awayFromZeroTensor({2, 3, 4, 4}, rng);
+    } else if (row == "maxpool2d_k2") {
+        s.layer = std::make_unique<MaxPool2d>("pool", 2);
+        s.x = distinctTensor({2, 2, 6, 6}, rng);
+    } else if (row == "maxpool2d_k3_s2_overlapping") {
+        s.layer = std::make_unique<MaxPool2d>("pool", 3, 2);
+        s.x = distinctTensor({1, 2, 7, 7}, rng);
+    } else if (row == "dropout_p0.5") {
+        s.layer = std::make_unique<Dropout>("dropout", 0.5f);
+        s.x = randomTensor({2, 3, 4, 4}, rng);
+    } else if (row == "flatten") {
+        s.layer = std::make_unique<Flatten>("flatten");
+        s.x = randomTensor({2, 3, 2, 2}, rng);
+    } else if (row == "linear") {
+        s.layer = std::make_unique<Linear>("fc", 5, 4);
+        s.x = randomTensor({3, 5}, rng);
+    } else if (row == "log_softmax") {
+        s.layer = std::make_unique<LogSoftmax>("log_softmax");
+        s.x = randomTensor({3, 6}, rng, -3.0f, 3.0f);
+    }
+    // Parameters away from their defaults (BatchNorm gamma = 1, beta = 0; conv/linear = 0).
+    if (s.layer)
+        for (Param* p : s.layer->params())
+            p->value = p->name == "gamma" ? randomTensor(p->value.shape(), rng, 0.5f, 1.5f)
+                                          : randomTensor(p->value.shape(), rng, -0.5f, 0.5f);
+    return s;
+}
+
+// Runs f inside a TBB arena of `threads` threads.
+template <typename F>
+void inArena(int threads, F&& f)
+{
+    tbb::task_arena arena(threads);
+    arena.execute(std::forward<F>(f));
+}
+
+bool bitIdentical(const Tensor& a, const Tensor& b)
+{
+    return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), a.numel() * sizeof(float)) == 0;
+}
+
+} // namespace
+
+class TestLayers : public QObject {
+    Q_OBJECT
+
+private slots:
+    // PyTorch reference vectors
+    void goldenConv2d();
+    void goldenMaxPool2d();
+    void goldenLinear();
+    void goldenBatchNorm2dTrain();
+    void goldenLogSoftmaxNll();
+    void goldenMse();
+    void goldenOptimizer_data();
+    void goldenOptimizer();
+
+    // numerical gradients
+    void layerGradient_data();
+    void layerGradient();
+    void lossGradient_data();
+    void lossGradient();
+
+    // behaviour around the gradient checks
+    void dropoutMask();
+    void maxPoolTiesGoToFirstMaximum();
+
+    // determinism
+    void threadCountDeterminism_data();
+    void threadCountDeterminism();
+    void bufferAlignmentDeterminism_data();
+    void bufferAlignmentDeterminism();
+};
+
+void TestLayers::goldenConv2d()
+{
+    const golden::GoldenCase g = golden::loadGolden("015_conv2d.json");
+    const Tensor& w = g.in("w");
+    Conv2d conv("conv", w.dim(1), w.dim(0), w.dim(2), g.params.at("stride").get<std::size_t>(),
+                g.params.at("padding").get<std::size_t>());
+    conv.weight().value = w;
+    conv.bias().value = g.in("b");
+    RunContext ctx;
+    ctx.training = true;
+    Tensor y, dx;
+    conv.forward(g.in("x"), y, ctx);
+    QS_COMPARE_TENSORS(y, g.out("y"), kRefAtol, kRefRtol);
+    conv.backward(g.in("x"), y, g.in("grad_y"), dx, true);
+    QS_COMPARE_TENSORS(dx, g.out("grad_x"), kRefAtol, kRefRtol);
+    QS_COMPARE_TENSORS(conv.weight().grad, g.out("grad_w"), kRefGradAtol, kRefGradRtol);
+    QS_COMPARE_TENSORS(conv.bias().grad, g.out("grad_b"), kRefGradAtol, kRefGradRtol);
+
+    // Inference takes the other im2col path (per-thread scratch, no cache): same numbers.
+    Tensor yEval;
+    conv.forward(g.in("x"), yEval, RunContext{});
+    QVERIFY(bitIdentical(yEval, y));
+}
+
+void TestLayers::goldenMaxPool2d()
+{
+    const golden::GoldenCase g = golden::loadGolden("016_max_pool2d.json");
+    MaxPool2d pool("pool", g.params.at("kernel").get<std::size_t>(), g.params.at("stride").get<std::size_t>());
+    RunContext ctx;
+    ctx.training = true;
+    Tensor y, dx;
+    pool.forward(g.in("x"), y, ctx);
+    // Max and routing are exact: no arithmetic beyond a copy and one addition per window.
+    QS_COMPARE_TENSORS(y, g.out("y"), 0.0, 0.0);
+    pool.backward(g.in("x"), y, g.in("grad_y"), dx, true);
+    QS_COMPARE_TENSORS(dx, g.out("grad_x"), 0.0, 0.0);
+}
+
+void TestLayers::goldenLinear()
+{
+    const golden::GoldenCase g = golden::loadGolden("017_linear.json");
+    const Tensor& w = g.in("w");
+    Linear fc("fc", w.dim(1), w.dim(0));
+    fc.weight().value = w;
+    fc.bias().value = g.in("b");
+    RunContext ctx;
+    ctx.training = true;
+    Tensor y, dx;
+    fc.forward(g.in("x"), y, ctx);
+    QS_COMPARE_TENSORS(y, g.out("y"), kRefAtol, kRefRtol);
+    fc.backward(g.in("x"), y, g.in("grad_y"), dx, true);
+    QS_COMPARE_TENSORS(dx, g.out("grad_x"), kRefAtol, kRefRtol);
+    QS_COMPARE_TENSORS(fc.weight().grad, g.out("grad_w"), kRefGradAtol, kRefGradRtol);
+    QS_COMPARE_TENSORS(fc.bias().grad, g.out("grad_b"), kRefGradAtol, kRefGradRtol);
+}
+
+void TestLayers::goldenBatchNorm2dTrain()
+{
+    const golden::GoldenCase g = golden::loadGolden("018_batch_norm2d_train.json");
+    QVERIFY(g.params.at("training").get<bool>());
+    const Tensor& x = g.in("x");
+    const std::size_t N = x.dim(0), C = x.dim(1), HW = x.dim(2) * x.dim(3);
+    const float eps = g.params.at("eps").get<float>();
+    BatchNorm2d bn("bn", C, eps);
+    bn.gamma().value = g.in("gamma");
+    bn.beta().value = g.in("beta");
+    RunContext ctx;
+    ctx.training = true;
+    Tensor y, dx;
+    bn.forward(x, y, ctx);
+    QS_COMPARE_TENSORS(y, g.out("y"), kRefAtol, kRefRtol);
+    bn.backward(x, y, g.in("grad_y"), dx, true);
+    QS_COMPARE_TENSORS(dx, g.out("grad_x"), kRefAtol, kRefRtol);
+    QS_COMPARE_TENSORS(bn.gamma().grad, g.out("grad_gamma"), kRefGradAtol, kRefGradRtol);
+    QS_COMPARE_TENSORS(bn.beta().grad, g.out("grad_beta"), kRefGradAtol, kRefGradRtol);
+
+    // Running statistics, PyTorch semantics from their defaults (mean 0, var 1):
+    // running = (1 - momentum) running + momentum * batch, with the unbiased batch variance.
+    constexpr double kMomentum = 0.1;
+    Tensor expMean({C}), expVar({C});
+    for (std::size_t c = 0; c < C; ++c) {
+        double s = 0.0, s2 = 0.0;
+        for (std::size_t n = 0; n < N; ++n)
+            for (std::size_t i = 0; i < HW; ++i) s += x[(n * C + c) * HW + i];
+        const double mean = s / static_cast<double>(N * HW);
+        for (std::size_t n = 0; n < N; ++n)
+            for (std::size_t i = 0; i < HW; ++i) s2 += std::pow(x[(n * C + c) * HW + i] - mean, 2);
+        expMean[c] = static_cast<float>(kMomentum * mean);
+        expVar[c] = static_cast<float>((1.0 - kMomentum) * 1.0 + kMomentum * s2 / static_cast<double>(N * HW - 1));
+    }
+    QS_COMPARE_TENSORS(bn.runningMean(), expMean, kRefAtol * 0.1, kRunStatRtol);
+    QS_COMPARE_TENSORS(bn.runningVar(), expVar, 0.0, kRunStatRtol);
+
+    // Evaluation normalises with the running statistics, not the batch's.
+    Tensor yEval, expEval(x.shape());
+    bn.forward(x, yEval, RunContext{});
+    for (std::size_t n = 0; n < N; ++n)
+        for (std::size_t c = 0; c < C; ++c)
+            for (std::size_t i = 0; i < HW; ++i) {
+                const std::size_t k = (n * C + c) * HW + i;
+                expEval[k] = static_cast<float>(g.in("gamma")[c] * (x[k] - expMean[c]) /
+                                                    std::sqrt(static_cast<double>(expVar[c]) + eps) +
+                                                g.in("beta")[c]);
+            }
+    QS_COMPARE_TENSORS(yEval, expEval, kRefAtol, kRefRtol);
+    // ... and leaves them alone.
+    QS_COMPARE_TENSORS(bn.runningMean(), expMean, kRefAtol * 0.1, kRunStatRtol);
+}
+
+void TestLayers::goldenLogSoftmaxNll()
+{
+    const golden::GoldenCase g = golden::loadGolden("019_log_softmax_nll.json");
+    const Tensor& logits = g.in("logits");
+    const std::vector<std::int32_t> target = g.intInput("target");
+    LogSoftmax ls("log_softmax");
+    RunContext ctx;
+    ctx.training = true;
+    Tensor logp, dlogp, dlogits;
+    ls.forward(logits, logp, ctx);
+    const float loss = nllLoss(logp, target, dlogp);
+    QVERIFY2(std::abs(loss - g.scalar("loss")) <= kRefLossRtol * std::abs(g.scalar("loss")),
+             qPrintable(QString("loss %1, expected %2").arg(loss, 0, 'g', 9).arg(g.scalar("loss"), 0, 'g', 9)));
+    ls.backward(logits, logp, dlogp, dlogits, true);
+    QS_COMPARE_TENSORS(dlogits, g.out("grad_logits"), kRefAtol, kRefRtol);
+
+    // The fused cross-entropy is the same function.
+    Tensor dce;
+    const float ce = crossEntropyLoss(logits, target, dce);
+    QVERIFY2(std::abs(ce - g.scalar("loss")) <= kRefLossRtol * std::abs(g.scalar("loss")),
+             qPrintable(QString("cross-entropy %1, expected %2").arg(ce, 0, 'g', 9).arg(g.scalar("loss"), 0, 'g', 9)));
+    QS_COMPARE_TENSORS(dce, g.out("grad_logits"), kRefAtol, kRefRtol);
+    QS_COMPARE_TENSORS(dce, dlogits, kCrossEntropyVsNllAtol, 0.0);
+}
+
+void TestLayers::goldenMse()
+{
+    const golden::GoldenCase g = golden::loadGolden("020_mse.json");
+    Tensor grad;
+    const float loss = mseLoss(g.in("pred"), g.in("target"), grad);
+    QVERIFY2(std::abs(loss - g.scalar("loss")) <= kRefLossRtol * std::abs(g.scalar("loss")),
+             qPrintable(QString("loss %1, expected %2").arg(loss, 0, 'g', 9).arg(g.scalar("loss"), 0, 'g', 9)));
+    QS_COMPARE_TENSORS(grad, g.out("grad_pred"), kRefAtol, kRefRtol);
+}
+
+void TestLayers::goldenOptimizer_data()
+{
+    QTest::addColumn<QString>("file");
+    QTest::newRow("adam") << "021_optim_adam.json";
+    QTest::newRow("sgd_momentum_weight_decay") << "022_optim_sgd_momentum.json";
+}
+
+void TestLayers::goldenOptimizer()
+{
+    QFETCH(QString, file);
+    const golden::GoldenCase g = golden::loadGolden(file);
+    std::unique_ptr<Optimizer> opt;
+    if (g.op == "adam") {
+        AdamOptions o;
+        o.lr = g.params.at("lr").get<float>();
+        o.beta1 = g.params.at("betas").at(0).get<float>();
+        o.beta2 = g.params.at("betas").at(1).get<float>();
+        o.eps = g.params.at("eps").get<float>();
+        o.weightDecay = g.params.at("weight_decay").get<float>();
+        opt = std::make_unique<Adam>(o);
+    } else {
+        QCOMPARE(QString::fromStdString(g.op), QString("sgd_momentum"));
+        SgdOptions o;
+        o.lr = g.params.at("lr").get<float>();
+        o.momentum = g.params.at("momentum").get<float>();
+        o.weightDecay = g.params.at("weight_decay").get<float>();
+        opt = std::make_unique<Sgd>(o);
+    }
+    Param p;
+    p.name = "weight";
+    p.value = g.in("p0");
+    const std::vector<Param*> params = {&p};
+    for (const char* grad : {"grad0", "grad1", "grad2"}) {
+        p.grad = g.in(grad);
+        opt->step(params);
+    }
+    QS_COMPARE_TENSORS(p.value, g.out("p3"), kOptimAtol, kOptimRtol);
+}
+
+void TestLayers::layerGradient_data()
+{
+    QTest::addColumn<QString>("layer");
+    for (const char* row : {"conv2d_k3_s1_p0", "conv2d_k3_s2_p1", "conv2d_k5_s1_p2", "batchnorm2d_train",
+                            "batchnorm2d_frozen", "relu", "maxpool2d_k2", "maxpool2d_k3_s2_overlapping",
+                            "dropout_p0.5", "flatten", "linear", "log_softmax"})
+        QTest::newRow(row) << QString(row);
+}
+
+// L = sum(r * layer(x)) for a fixed random r: dL/dy = r, so backward(dy = r) must give dL/dx
+// and dL/dparam, which we compare with central differences of L.
+void TestLayers::layerGradient()
+{
+    QFETCH(QString, layer);
+    Rng rng(stableHash(qPrintable(layer)));
+    GradSetup s = makeGradSetup(layer, rng);
+    QVERIFY2(s.layer, qPrintable("no set-up for " + layer));
+    Layer& l = *s.layer;
+    RunContext ctx;
+    ctx.training = true;
+    ctx.rngKey = 0xC0FFEE; // fixed: dropout draws the same mask on every forward
+
+    Tensor y, dx;
+    l.forward(s.x, y, ctx);
+    QCOMPARE(y.shape(), l.outputShape(s.x.shape()));
+    const Tensor r = randomTensor(y.shape(), rng);
+    l.backward(s.x, y, r, dx, true);
+    QCOMPARE(dx.shape(), s.x.shape());
+    const Tensor dxAnalytic = dx;
+    std::vector<Tensor> paramGrads;
+    for (Param* p : l.params()) paramGrads.push_back(p->grad);
+
+    Tensor x = s.x, yy;
+    const auto loss = [&] {
+        l.forward(x, yy, ctx);
+        return dot(r, yy);
+    };
+    std::string err =
+        numericCheck("dL/dx", x.data(), dxAnalytic.data(), x.numel(), kGradEps, kGradAtol, kGradRtol, loss);
+    QVERIFY2(err.empty(), err.c_str());
+
+    const std::vector<Param*> params = l.params();
+    for (std::size_t k = 0; k < params.size(); ++k) {
+        Param& p = *params[k];
+        QCOMPARE(paramGrads[k].shape(), p.value.shape());
+        err = numericCheck("dL/d" + p.name, p.value.data(), paramGrads[k].data(), p.value.numel(), kGradEps,
+                           kGradAtol, kGradRtol, loss);
+        QVERIFY2(err.empty(), err.c_str());
+    }
+}
+
+void TestLayers::lossGradient_data()
+{
+    QTest::addColumn<QString>("loss");
+    QTest::newRow("nll") << "nll";
+    QTest::newRow("cross_entropy") << "cross_entropy";
+    QTest::newRow("mse") << "mse";
+}
+
+void TestLayers::lossGradient()
+{
+    QFETCH(QString, loss);
+    Rng rng(stableHash(qPrintable(loss)));
+    const std::vector<std::int32_t> targets = {3, 0, 4, 4, 1};
+    Tensor x, grad, scratch;
+    std::function<float(Tensor&)> f;
+    if (loss == "nll") {
+        // log-probabilities of 5 samples over 5 classes (NLL does not need them normalised)
+        Tensor lp = randomTensor({5, 5}, rng, -4.0f, 0.0f);
+        x = lp;
+        f = [&](Tensor& g) { return nllLoss(x, targets, g); };
+    } else if (loss == "cross_entropy") {
+        x = randomTensor({5, 5}, rng, -3.0f, 3.0f);
+        f = [&](Tensor& g) { return crossEntropyLoss(x, targets, g); };
+    } else {
+        x = randomTensor({4, 6}, rng);
+        const Tensor target = randomTensor({4, 6}, rng);
+        f = [&, target](Tensor& g) { return mseLoss(x, target, g); };
+    }
+    f(grad);
+    QCOMPARE(grad.shape(), x.shape());
+    const Tensor analytic = grad;
+    const std::string err = numericCheck("dL/dinput", x.data(), analytic.data(), x.numel(), kLossEps, kLossGradAtol,
+                                         kLossGradRtol, [&] { return static_cast<double>(f(scratch)); });
+    QVERIFY2(err.empty(), err.c_str());
+}
+
+// Inverted dropout: about p of the elements are zeroed, the rest scaled by 1/(1-p); the mask is
+// a function of the step key only; evaluation is the identity.
+void TestLayers::dropoutMask()
+{
+    constexpr float kP = 0.25f;
+    constexpr double kFractionTol = 0.01; // ~6 sigma for 1e5 Bernoulli draws
+    Dropout d("dropout", kP);
+    Rng rng(7);
+    const Tensor x = randomTensor({10, 10000}, rng, 0.5f, 1.5f); // no zeros in the input
+    RunContext ctx;
+    ctx.training = true;
+    ctx.rngKey = 99;
+    Tensor y1, y2, y3, yEval;
+    d.forward(x, y1, ctx);
+    std::size_t zeros = 0;
+    for (std::size_t i = 0; i < x.numel(); ++i) {
+        if (y1[i] == 0.0f) {
+            ++zeros;
+            continue;
+        }
+        QCOMPARE(y1[i], x[i] * (1.0f / (1.0f - kP)));
+    }
+    const double fraction = static_cast<double>(zeros) / static_cast<double>(x.numel());
+    QVERIFY2(std::abs(fraction - kP) < kFractionTol, qPrintable(QString("dropped %1").arg(fraction)));
+
+    d.forward(x, y2, ctx);
+    QVERIFY(bitIdentical(y1, y2));
+    ctx.rngKey = 100;
+    d.forward(x, y3, ctx);
+    QVERIFY(!bitIdentical(y1, y3));
+
+    d.forward(x, yEval, RunContext{});
+    QVERIFY(bitIdentical(yEval, x));
+}
+
+// PyTorch sends the gradient of a window with equal values to the first one in scan order.
+void TestLayers::maxPoolTiesGoToFirstMaximum()
+{
+    MaxPool2d pool("pool", 2);
+    const Tensor x({1, 1, 2, 4}, {1.0f, 2.0f, 5.0f, 5.0f, //
+                                  2.0f, 2.0f, 5.0f, 5.0f});
+    RunContext ctx;
+    ctx.training = true;
+    Tensor y, dx;
+    pool.forward(x, y, ctx);
+    QCOMPARE(y.values(), (std::vector<float>{2.0f, 5.0f}));
+    pool.backward(x, y, Tensor({1, 1, 1, 2}, {10.0f, 20.0f}), dx, true);
+    QCOMPARE(dx.values(), (std::vector<float>{0.0f, 10.0f, 20.0f, 0.0f, //
+                                              0.0f, 0.0f, 0.0f, 0.0f}));
+}
+
+namespace {
+
+// Layers of training size for the determinism tests: 19 images give uneven chunks of the conv
+// weight gradient; the linear layer has more than one column block of dW.
+struct DeterminismSetup {
+    LayerPtr layer;
+    Tensor x, dy;
+};
+
+DeterminismSetup makeDeterminismSetup(const QString& layer)
+{
+    Rng rng(42);
+    DeterminismSetup s;
+    if (layer == "conv2d_k3_s1_p0") {
+        s.layer = std::make_unique<Conv2d>("conv", 8, 16, 3);
+        s.x = randomTensor({19, 8, 12, 12}, rng);
+    } else if (layer == "conv2d_k3_s2_p1") {
+        s.layer = std::make_unique<Conv2d>("conv", 8, 16, 3, 2, 1);
+        s.x = randomTensor({19, 8, 13, 13}, rng);
+    } else if (layer == "linear") {
+        s.layer = std::make_unique<Linear>("fc", 2100, 30);
+        s.x = randomTensor({70, 2100}, rng);
+    } else {
+        s.layer = std::make_unique<BatchNorm2d>("bn", 16);
+        s.x = randomTensor({19, 16, 12, 12}, rng);
+    }
+    for (Param* p : s.layer->params()) p->value = randomTensor(p->value.shape(), rng);
+    s.dy = randomTensor(s.layer->outputShape(s.x.shape()), rng);
+    return s;
+}
+
+struct LayerRun {
+    Tensor y, yEval, dx;
+    std::vector<Tensor> grads;
+};
+
+LayerRun runLayer(Layer& l, const Tensor& x, const Tensor& dy, int threads)
+{
+    LayerRun out;
+    inArena(threads, [&] {
+        RunContext ctx;
+        ctx.training = true;
+        l.forward(x, out.y, ctx);
+        l.backward(x, out.y, dy, out.dx, true);
+        l.forward(x, out.yEval, RunContext{});
+    });
+    for (Param* p : l.params()) out.grads.push_back(p->grad);
+    return out;
+}
+
+// "" when the two runs are bit-identical, else which tensor differs.
+std::string compareRuns(const LayerRun& a, const LayerRun& b)
+{
+    if (!bitIdentical(a.y, b.y)) return "training forward y";
+    if (!bitIdentical(a.yEval, b.yEval)) return "inference forward y";
+    if (!bitIdentical(a.dx, b.dx)) return "dx";
+    if (a.grads.size() != b.grads.size()) return "number of parameters";
+    for (std::size_t k = 0; k < a.grads.size(); ++k)
+        if (!bitIdentical(a.grads[k], b.grads[k])) return "gradient of parameter " + std::to_string(k);
+    return {};
+}
+
+void determinismRows()
+{
+    QTest::addColumn<QString>("layer");
+    for (const char* row : {"conv2d_k3_s1_p0", "conv2d_k3_s2_p1", "linear", "batchnorm2d"})
+        QTest::newRow(row) << QString(row);
+}
+
+} // namespace
+
+void TestLayers::threadCountDeterminism_data() { determinismRows(); }
+
+// Training must not depend on the thread count: forward and backward of one layer are
+// bit-identical in an arena of 1 thread and of 2 threads.
+void TestLayers::threadCountDeterminism()
+{
+    QFETCH(QString, layer);
+    // A fresh layer per run: BatchNorm's running statistics move with every training forward.
+    DeterminismSetup s1 = makeDeterminismSetup(layer), s2 = makeDeterminismSetup(layer);
+    const LayerRun one = runLayer(*s1.layer, s1.x, s1.dy, 1);
+    const LayerRun two = runLayer(*s2.layer, s2.x, s2.dy, 2);
+    const std::string diff = compareRuns(one, two);
+    QVERIFY2(diff.empty(), ("1 vs 2 threads: " + diff).c_str());
+}
+
+void TestLayers::bufferAlignmentDeterminism_data() { determinismRows(); }
+
+// Nor on where the tensors happen to sit in memory: copies of x and dy at different addresses
+// (vectorised reductions peel unaligned heads, which changes the rounding) give the same bits.
+void TestLayers::bufferAlignmentDeterminism()
+{
+    QFETCH(QString, layer);
+    DeterminismSetup s = makeDeterminismSetup(layer);
+    // Consecutive heap blocks of this size (< the mmap threshold) start at different offsets
+    // modulo a 64-byte AVX-512 line.
+    std::vector<Tensor> xs(6, s.x), dys(6, s.dy);
+    std::vector<std::uintptr_t> offsets;
+    for (const Tensor& t : dys) offsets.push_back(reinterpret_cast<std::uintptr_t>(t.data()) % 64);
+    std::sort(offsets.begin(), offsets.end());
+    if (std::unique(offsets.begin(), offsets.end()) - offsets.begin() < 2)
+        QSKIP("the allocator gave every copy the same alignment");
+    const LayerRun ref = runLayer(*s.layer, xs[0], dys[0], 1);
+    for (std::size_t k = 1; k < xs.size(); ++k) {
+        DeterminismSetup fresh = makeDeterminismSetup(layer);
+        const std::string diff = compareRuns(ref, runLayer(*fresh.layer, xs[k], dys[k], 1));
+        QVERIFY2(diff.empty(), ("copy " + std::to_string(k) + ": " + diff).c_str());
+    }
+}
+
+QTEST_GUILESS_MAIN(TestLayers)
+#include "tst_layers.moc"
