@@ -1,0 +1,49 @@
+// ActivationQuantizer: per-tensor fake quantization of one activation point (uint8 affine or
+// int8 symmetric by default), with a range observer (moving-average unless told otherwise).
+// While observing, every observe() moves the range; setObserving(false) freezes the scale.
+// Float formats (fp16, bf16, fp8, MX) are rounded instead and need no observer.
+#pragma once
+
+#include "quant/format.h"
+#include "quant/observer.h"
+#include "quant/quantize.h"
+#include "tensor/tensor.h"
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+namespace quantscope {
+
+class ActivationQuantizer {
+public:
+    explicit ActivationQuantizer(const NumberFormat& f, Calibration c = Calibration::MovingAverage,
+                                 float percentile = 99.99f);
+
+    // Feeds one batch to the observer (ignored while not observing) and updates params().
+    void observe(std::span<const float> x);
+    void setObserving(bool on) { m_observing = on; }
+    bool observing() const { return m_observing; }
+
+    // In place. steMask is resized to y.numel(): 1 where the gradient passes (inside the clip
+    // range; float formats: |x| <= maxFinite). Int formats need ready().
+    void fakeQuantize(Tensor& y, std::vector<std::uint8_t>& steMask) const;
+    void fakeQuantize(std::span<float> y, std::vector<std::uint8_t>& steMask) const;
+
+    // Int formats: scale and zero point from the observer (per tensor). Float formats: empty.
+    const QuantParams& params() const { return m_params; }
+    // True once the observer has seen data (always true for float formats).
+    bool ready() const;
+    const NumberFormat& format() const { return m_format; }
+    const RangeObserver& observer() const { return m_observer; }
+    // Forgets the observed range.
+    void reset();
+
+private:
+    NumberFormat m_format;
+    RangeObserver m_observer;
+    QuantParams m_params;
+    bool m_observing = true;
+};
+
+} // namespace quantscope

@@ -1,0 +1,39 @@
+// Rounding FP32 values to the float-like formats of the table: fp16, bf16, fp8 (E4M3, E5M2) and
+// the OCP Microscaling formats (mxint8, mxfp8-e4m3, mxfp4), where each block of 32 consecutive
+// values shares a power-of-two scale X = 2^(floor(log2(amax)) - emax_elem) (OCP MX spec v1.0).
+//
+// roundFloat is the scalar reference; roundToFormat is the fast in-place kernel (F16C / bit
+// tricks / vectorised loops, TBB over large spans) and is tested against roundToFormatRef.
+#pragma once
+
+#include "quant/format.h"
+#include "quant/rounding.h"
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+namespace quantscope {
+
+// Scalar reference: x rounded to the element grid of f. Float: IEEE-like rounding with
+// subnormals; overflow goes to inf (hasInf), to +-maxFinite (saturating) or NaN; NaN stays NaN;
+// the sign of zero is kept. MX formats: rounds to the element format with scale 1. Fp32 returns
+// x. Int formats throw ConfigError (they need a scale: see quantize.h). `randomBits` is used by
+// Rounding::Stochastic only.
+float roundFloat(float x, const NumberFormat& f, Rounding r, std::uint64_t randomBits = 0);
+
+// In place, fast. Element i (index within the span) draws its random bits from
+// elementBits(rngKey, i). MX formats work on consecutive blocks of f.blockSize values of the span
+// (the last block may be shorter). Fp32: no-op. Int formats: throws ConfigError.
+void roundToFormat(std::span<float> x, const NumberFormat& f, Rounding r, std::uint64_t rngKey = 0);
+
+// Scalar twin of roundToFormat (one roundFloat per element; MX blocks via mxBlockScale).
+void roundToFormatRef(std::span<float> x, const NumberFormat& f, Rounding r, std::uint64_t rngKey = 0);
+
+// The shared scale of one MX block: 2^(floor(log2(max|x|)) - maxExponent(f)), the exponent clamped
+// to E8M0's [-127, 127]; 1 for an all-zero block, NaN when the block holds inf or NaN.
+float mxBlockScale(std::span<const float> block, const NumberFormat& f);
+// One scale per block of f.blockSize consecutive values of x.
+std::vector<float> mxBlockScales(std::span<const float> x, const NumberFormat& f);
+
+} // namespace quantscope

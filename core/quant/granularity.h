@@ -1,0 +1,33 @@
+// How many scales a quantized weight gets:
+//   global  one scale for all weights (and biases) of the model
+//   layer   one per layer, shared by its weight and bias
+//   tensor  one per tensor
+//   channel one per output channel (dim 0)
+//   group:N one per block of N consecutive weights within an output channel (the last block of
+//           a row may be shorter)
+// Under tensor/channel/group, biases get one scale of their own (per tensor).
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+namespace quantscope {
+
+enum class GranularityKind { Global, Layer, Tensor, Channel, Group };
+
+struct Granularity {
+    GranularityKind kind = GranularityKind::Channel;
+    std::size_t groupSize = 0; // Group only
+
+    // For people: "global", "layer-wise", "tensor-wise", "channel-wise", "group-wise (32)".
+    std::string label() const;
+    // For the CLI/config: "global", "layer", "tensor", "channel", "group:32".
+    std::string name() const;
+    bool operator==(const Granularity&) const = default;
+};
+
+// Accepts name() forms (and "layer-wise" style labels without the group size); throws
+// ConfigError naming the valid forms.
+Granularity parseGranularity(const std::string& s);
+
+} // namespace quantscope

@@ -1,0 +1,303 @@
+#include "quant/observer.h"
+
+#include "tensor/parallel.h"
+#include "util/errors.h"
+#include "util/rng.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+namespace quantscope {
+
+namespace {
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+constexpr std::size_t kSampleBudget = std::size_t{1} << 18; // values kept over all slots
+constexpr std::size_t kMinSlotSample = 256;
+constexpr std::size_t kMaxSlotSample = 16384;
+constexpr std::uint32_t kKeepAll = 1u << 24;
+
+// min/max of a run, NaN ignored. 16 independent lanes so GCC vectorises it.
+void runMinMax(const float* x, std::size_t n, float& mn, float& mx)
+{
+    constexpr std::size_t L = 16;
+    float lmin[L], lmax[L];
+    for (std::size_t l = 0; l < L; ++l) {
+        lmin[l] = kInf;
+        lmax[l] = -kInf;
+    }
+    std::size_t i = 0;
+    for (; i + L <= n; i += L)
+        for (std::size_t l = 0; l < L; ++l) {
+            const float v = x[i + l];
+            lmin[l] = v < lmin[l] ? v : lmin[l];
+            lmax[l] = v > lmax[l] ? v : lmax[l];
+        }
+    for (; i < n; ++i) {
+        mn = x[i] < mn ? x[i] : mn;
+        mx = x[i] > mx ? x[i] : mx;
+    }
+    for (std::size_t l = 0; l < L; ++l) {
+        mn = lmin[l] < mn ? lmin[l] : mn;
+        mx = lmax[l] > mx ? lmax[l] : mx;
+    }
+}
+
+// PyTorch: min_val + averaging_constant * (min_val_cur - min_val), as three rounded float ops
+// (no fused multiply-add, which -march=native would otherwise allow).
+__attribute__((optimize("fp-contract=off"))) float movingAverage(float running, float current)
+{
+    const float delta = current - running;
+    const float step = kMovingAverageConstant * delta;
+    return running + step;
+}
+
+std::uint32_t positionKey(std::size_t slot, std::uint64_t position)
+{
+    return static_cast<std::uint32_t>(elementBits(splitmix64(slot + 0x5EEDull), position) >> 40);
+}
+
+// numpy-style linear interpolation between order statistics; v is reordered.
+float percentileOf(std::vector<float>& v, double p)
+{
+    if (v.empty()) return 0.0f;
+    const double pos = std::clamp(p, 0.0, 100.0) / 100.0 * static_cast<double>(v.size() - 1);
+    const std::size_t lo = static_cast<std::size_t>(std::floor(pos));
+    const std::size_t hi = std::min(lo + 1, v.size() - 1);
+    std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(lo), v.end());
+    const float a = v[lo];
+    float b = a;
+    if (hi != lo) b = *std::min_element(v.begin() + static_cast<std::ptrdiff_t>(lo) + 1, v.end());
+    return static_cast<float>(a + (pos - static_cast<double>(lo)) * (static_cast<double>(b) - a));
+}
+
+} // namespace
+
+Calibration parseCalibration(const std::string& name)
+{
+    if (name == "minmax") return Calibration::MinMax;
+    if (name == "moving-average") return Calibration::MovingAverage;
+    if (name == "percentile") return Calibration::Percentile;
+    if (name == "mse") return Calibration::Mse;
+    throw ConfigError("unknown calibration '" + name + "' (known: minmax, moving-average, percentile, mse)");
+}
+
+const char* calibrationName(Calibration c)
+{
+    switch (c) {
+    case Calibration::MinMax: return "minmax";
+    case Calibration::MovingAverage: return "moving-average";
+    case Calibration::Percentile: return "percentile";
+    case Calibration::Mse: return "mse";
+    }
+    return "?";
+}
+
+RangeObserver::RangeObserver(Calibration c, std::size_t numSlots, std::size_t rowLength, std::size_t slotLength,
+                             float percentile)
+    : m_calibration(c), m_rowLength(rowLength), m_slotLength(slotLength ? slotLength : rowLength),
+      m_percentile(percentile)
+{
+    if (numSlots == 0) throw ConfigError("an observer needs at least one slot");
+    if (numSlots > 1 && rowLength == 0) throw ConfigError("an observer with several slots needs a row length");
+    if (!(percentile > 0.0f && percentile <= 100.0f)) throw ConfigError("percentile must be in (0, 100]");
+    m_sampleCap = std::clamp(kSampleBudget / numSlots, kMinSlotSample, kMaxSlotSample);
+    m_min.assign(numSlots, kInf);
+    m_max.assign(numSlots, -kInf);
+    if (c == Calibration::Percentile || c == Calibration::Mse) m_samples.resize(numSlots);
+}
+
+void RangeObserver::reset()
+{
+    std::fill(m_min.begin(), m_min.end(), kInf);
+    std::fill(m_max.begin(), m_max.end(), -kInf);
+    for (auto& s : m_samples) s = Sample{};
+    m_batches = 0;
+}
+
+void RangeObserver::updateSlot(std::size_t slot, float batchMin, float batchMax)
+{
+    if (batchMin == kInf && batchMax == -kInf) return; // nothing (or only NaN) in this batch
+    float& mn = m_min[slot];
+    float& mx = m_max[slot];
+    if (m_calibration == Calibration::MovingAverage && !(mn == kInf && mx == -kInf)) {
+        mn = movingAverage(mn, batchMin);
+        mx = movingAverage(mx, batchMax);
+    } else {
+        mn = std::min(mn, batchMin);
+        mx = std::max(mx, batchMax);
+    }
+}
+
+void RangeObserver::addToSample(std::size_t slot, const float* x, std::size_t n)
+{
+    Sample& s = m_samples[slot];
+    auto shrink = [&](std::uint32_t threshold) {
+        s.threshold = threshold;
+        std::size_t k = 0;
+        for (std::size_t j = 0; j < s.values.size(); ++j)
+            if (s.keys[j] < threshold) {
+                s.values[k] = s.values[j];
+                s.keys[k] = s.keys[j];
+                ++k;
+            }
+        s.values.resize(k);
+        s.keys.resize(k);
+    };
+    // Lower the threshold up front so a large batch is not copied whole first.
+    std::uint32_t t = s.threshold;
+    while (t > 1 && (static_cast<double>(s.values.size()) * t / s.threshold + static_cast<double>(n) * t / kKeepAll) >
+                        static_cast<double>(m_sampleCap))
+        t /= 2;
+    if (t != s.threshold) shrink(t);
+    for (std::size_t j = 0; j < n; ++j) {
+        if (std::isnan(x[j])) continue;
+        const std::uint32_t key = positionKey(slot, s.seen + j);
+        if (key < s.threshold) {
+            s.values.push_back(x[j]);
+            s.keys.push_back(key);
+        }
+    }
+    s.seen += n;
+    while (s.values.size() > m_sampleCap && s.threshold > 1) shrink(s.threshold / 2);
+}
+
+void RangeObserver::observe(std::span<const float> x)
+{
+    const std::span<const float> parts[1] = {x};
+    observe(std::span<const std::span<const float>>(parts, 1));
+}
+
+void RangeObserver::observe(std::span<const std::span<const float>> parts)
+{
+    const std::size_t slots = m_min.size();
+    if (slots == 1) {
+        float bmin = kInf, bmax = -kInf;
+        for (const auto& x : parts) {
+            const std::size_t n = x.size();
+            const std::size_t grain = elementwiseGrain(n);
+            const std::size_t chunks = n ? (n + grain - 1) / grain : 0;
+            std::vector<float> cmin(chunks, kInf), cmax(chunks, -kInf);
+            parallelChunks(n, grain, [&](std::size_t b, std::size_t e) {
+                runMinMax(x.data() + b, e - b, cmin[b / grain], cmax[b / grain]);
+            });
+            for (std::size_t c = 0; c < chunks; ++c) {
+                bmin = std::min(bmin, cmin[c]);
+                bmax = std::max(bmax, cmax[c]);
+            }
+            if (!m_samples.empty()) addToSample(0, x.data(), n);
+        }
+        updateSlot(0, bmin, bmax);
+        ++m_batches;
+        return;
+    }
+    if (parts.size() != 1)
+        throw ConfigError("an observer with several slots observes one tensor at a time");
+    const std::span<const float> x = parts[0];
+    const std::size_t row = m_rowLength, len = m_slotLength, gpr = (row + len - 1) / len;
+    if (x.size() % row != 0 || (x.size() / row) * gpr != slots)
+        throw ConfigError("observer: a tensor of " + std::to_string(x.size()) + " values does not fit " +
+                          std::to_string(slots) + " slots of rows of " + std::to_string(row));
+    const std::size_t rows = x.size() / row;
+    std::vector<float> bmin(slots, kInf), bmax(slots, -kInf);
+    parallelChunks(rows, std::max<std::size_t>(1, 16384 / row), [&](std::size_t r0, std::size_t r1) {
+        for (std::size_t r = r0; r < r1; ++r)
+            for (std::size_t g = 0; g < gpr; ++g) {
+                const std::size_t b = r * row + g * len, n = std::min(len, row - g * len), s = r * gpr + g;
+                runMinMax(x.data() + b, n, bmin[s], bmax[s]);
+                if (!m_samples.empty()) addToSample(s, x.data() + b, n);
+            }
+    });
+    for (std::size_t s = 0; s < slots; ++s) updateSlot(s, bmin[s], bmax[s]);
+    ++m_batches;
+}
+
+std::vector<float> RangeObserver::sampleWithExtremes(std::size_t slot) const
+{
+    const Sample& s = m_samples[slot];
+    std::vector<float> v = s.values;
+    if (s.threshold < kKeepAll && m_min[slot] <= m_max[slot]) {
+        v.push_back(m_min[slot]);
+        v.push_back(m_max[slot]);
+    }
+    return v;
+}
+
+void RangeObserver::percentileRange(std::size_t slot, bool symmetric, float& lo, float& hi) const
+{
+    std::vector<float> v = sampleWithExtremes(slot);
+    if (v.empty()) return;
+    if (symmetric) {
+        for (float& a : v) a = std::fabs(a);
+        const float t = percentileOf(v, m_percentile);
+        lo = -t;
+        hi = t;
+    } else {
+        lo = percentileOf(v, 100.0 - m_percentile);
+        hi = percentileOf(v, m_percentile);
+    }
+}
+
+void RangeObserver::mseRange(std::size_t slot, const NumberFormat& f, float& lo, float& hi) const
+{
+    const std::vector<float> v = sampleWithExtremes(slot);
+    if (v.empty()) return;
+    const float lo0 = m_min[slot], hi0 = m_max[slot];
+    double best = std::numeric_limits<double>::infinity();
+    float bestLo = lo0, bestHi = hi0;
+    const float qmin = static_cast<float>(f.qmin), qmax = static_cast<float>(f.qmax);
+    for (int k = 0; k < kMseCandidates; ++k) {
+        const float frac = kMseLowestFraction + (1.0f - kMseLowestFraction) * static_cast<float>(k) /
+                                                    static_cast<float>(kMseCandidates - 1);
+        const float clo = lo0 * frac, chi = hi0 * frac;
+        const ScaleZeroPoint sz = chooseQParams(clo, chi, f);
+        const float inv = 1.0f / sz.scale, zp = static_cast<float>(sz.zeroPoint);
+        double err = 0.0;
+        for (float x : v) {
+            float q = std::nearbyint(x * inv) + zp;
+            q = q < qmin ? qmin : (q > qmax ? qmax : q);
+            const double d = static_cast<double>(x) - (q - zp) * sz.scale;
+            err += d * d;
+        }
+        if (err <= best) { // ties go to the wider range (less clipping)
+            best = err;
+            bestLo = clo;
+            bestHi = chi;
+        }
+    }
+    lo = bestLo;
+    hi = bestHi;
+}
+
+void RangeObserver::clipRange(const NumberFormat& f, std::vector<float>& lo, std::vector<float>& hi) const
+{
+    lo = m_min;
+    hi = m_max;
+    if (m_calibration == Calibration::Percentile) {
+        parallelFor(lo.size(), [&](std::size_t s) { percentileRange(s, f.symmetric, lo[s], hi[s]); });
+    } else if (m_calibration == Calibration::Mse) {
+        if (f.kind != FormatKind::Int)
+            throw ConfigError("mse calibration searches an integer grid; format '" + f.name + "' has none");
+        parallelFor(lo.size(), [&](std::size_t s) { mseRange(s, f, lo[s], hi[s]); });
+    }
+}
+
+QuantParams RangeObserver::params(const NumberFormat& f) const
+{
+    if (f.kind != FormatKind::Int)
+        throw ConfigError("number format '" + f.name + "' takes no scale from an observer (only int/uint formats do)");
+    std::vector<float> lo, hi;
+    clipRange(f, lo, hi);
+    std::vector<float> scales(lo.size());
+    std::vector<std::int32_t> zps(lo.size());
+    for (std::size_t s = 0; s < lo.size(); ++s) {
+        const ScaleZeroPoint sz = chooseQParams(lo[s], hi[s], f);
+        scales[s] = sz.scale;
+        zps[s] = sz.zeroPoint;
+    }
+    if (lo.size() == 1) return perTensorParams(scales[0], zps[0], f.qmin, f.qmax);
+    return groupParams(std::move(scales), std::move(zps), f.qmin, f.qmax, m_rowLength, m_slotLength);
+}
+
+} // namespace quantscope

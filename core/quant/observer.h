@@ -1,0 +1,85 @@
+// Range observers: accumulate per-slot value ranges over successive observe() calls and turn
+// them into scales and zero points (quantize.h's chooseQParams, PyTorch's arithmetic).
+//   minmax          running min / max (PyTorch MinMaxObserver)
+//   moving-average  PyTorch MovingAverageMinMaxObserver, constant 0.01; the first batch sets the range
+//   percentile      the given percentile of |x| (symmetric formats) or the (100-p, p) percentiles
+//                   (affine), over a bounded sample of what was observed
+//   mse             the clipping range, among 100 candidates between 0.3x and 1x the observed
+//                   range, that minimises the quantization MSE on that sample
+// The sample keeps every value while a slot has seen at most its capacity, then a deterministic
+// hash-chosen subset (uniform, independent of batch boundaries); the exact extremes always count.
+#pragma once
+
+#include "quant/format.h"
+#include "quant/quantize.h"
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace quantscope {
+
+enum class Calibration { MinMax, MovingAverage, Percentile, Mse };
+
+// "minmax" | "moving-average" | "percentile" | "mse"; throws ConfigError listing them.
+Calibration parseCalibration(const std::string& name);
+const char* calibrationName(Calibration c);
+
+inline constexpr float kMovingAverageConstant = 0.01f; // PyTorch's default averaging_constant
+inline constexpr int kMseCandidates = 100;
+inline constexpr float kMseLowestFraction = 0.3f;      // smallest candidate: 0.3 x the observed range
+
+class RangeObserver {
+public:
+    // Slot layout as in QuantParams: numSlots == 1 observes everything into one slot; otherwise
+    // element i of an observed tensor belongs to slot (i / rowLength) * groupsPerRow +
+    // (i % rowLength) / slotLength (slotLength 0 = rowLength). percentile in (0, 100].
+    explicit RangeObserver(Calibration c = Calibration::MinMax, std::size_t numSlots = 1, std::size_t rowLength = 0,
+                           std::size_t slotLength = 0, float percentile = 99.99f);
+
+    // One batch. With several slots, x must hold whole rows matching the layout.
+    void observe(std::span<const float> x);
+    // Several spans as ONE batch (a layer's weight and bias, all tensors of a model); one slot only.
+    void observe(std::span<const std::span<const float>> parts);
+    void reset();
+
+    Calibration calibration() const { return m_calibration; }
+    std::size_t numSlots() const { return m_min.size(); }
+    bool hasData() const { return m_batches > 0; }
+    std::size_t batches() const { return m_batches; }
+    // Running range per slot (+inf / -inf before any data). For moving-average the averaged values.
+    const std::vector<float>& minValues() const { return m_min; }
+    const std::vector<float>& maxValues() const { return m_max; }
+
+    // The range each slot is quantized to: the running range, or the percentile / MSE choice.
+    // For mse the search quantizes with f (an Int format).
+    void clipRange(const NumberFormat& f, std::vector<float>& lo, std::vector<float>& hi) const;
+    // Scales and zero points for an Int format, with this observer's slot layout.
+    QuantParams params(const NumberFormat& f) const;
+
+private:
+    struct Sample {
+        std::vector<float> values;
+        std::vector<std::uint32_t> keys; // 24-bit hash of the value's position in the slot's stream
+        std::uint32_t threshold = 1u << 24; // keep positions whose key < threshold
+        std::uint64_t seen = 0;
+    };
+
+    void updateSlot(std::size_t slot, float batchMin, float batchMax);
+    void addToSample(std::size_t slot, const float* x, std::size_t n);
+    std::vector<float> sampleWithExtremes(std::size_t slot) const;
+    void percentileRange(std::size_t slot, bool symmetric, float& lo, float& hi) const;
+    void mseRange(std::size_t slot, const NumberFormat& f, float& lo, float& hi) const;
+
+    Calibration m_calibration;
+    std::size_t m_rowLength, m_slotLength;
+    float m_percentile;
+    std::size_t m_batches = 0;
+    std::size_t m_sampleCap;
+    std::vector<float> m_min, m_max;
+    std::vector<Sample> m_samples; // percentile / mse only
+};
+
+} // namespace quantscope

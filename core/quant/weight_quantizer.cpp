@@ -1,0 +1,306 @@
+#include "quant/weight_quantizer.h"
+
+#include "quant/float_cast.h"
+#include "quant/histogram.h"
+#include "quant/metrics.h"
+#include "tensor/parallel.h"
+#include "util/errors.h"
+#include "util/rng.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+namespace quantscope {
+
+namespace {
+
+std::size_t rowLengthOf(const Shape& s)
+{
+    const std::size_t n = shapeNumel(s);
+    return s.empty() || s[0] == 0 ? n : n / s[0];
+}
+
+std::uint64_t tensorKey(std::uint64_t rngKey, std::size_t target, std::size_t which)
+{
+    return streamKey(rngKey, target, which);
+}
+
+// Fraction of |x| beyond `limit(i)`.
+template <typename Limit>
+double fractionBeyond(std::span<const float> x, Limit&& limit)
+{
+    if (x.empty()) return 0.0;
+    std::size_t c = 0;
+    for (std::size_t i = 0; i < x.size(); ++i) c += std::fabs(x[i]) > limit(i) ? 1 : 0;
+    return static_cast<double>(c) / static_cast<double>(x.size());
+}
+
+} // namespace
+
+WeightQuantizer::WeightQuantizer(const NumberFormat& f, Granularity g, Calibration c, Rounding r, float percentile)
+    : m_format(f), m_granularity(g), m_calibration(c), m_rounding(r), m_percentile(percentile)
+{
+    if (g.kind == GranularityKind::Group && g.groupSize == 0) throw ConfigError("group granularity needs a group size");
+    if (!(percentile > 0.0f && percentile <= 100.0f)) throw ConfigError("percentile must be in (0, 100]");
+}
+
+void WeightQuantizer::reset()
+{
+    m_state.clear();
+    m_globalObserver.reset();
+}
+
+void WeightQuantizer::prepare(const std::vector<WeightTarget>& targets)
+{
+    bool same = m_state.size() == targets.size();
+    for (std::size_t i = 0; i < targets.size(); ++i) {
+        const WeightTarget& t = targets[i];
+        if (!t.weight) throw ConfigError("weight quantizer: layer '" + t.layer + "' has no weight tensor");
+        if (t.weight->value.empty()) throw ConfigError("weight quantizer: layer '" + t.layer + "' has an empty weight");
+        if (same)
+            same = m_state[i].weightShape == t.weight->value.shape() &&
+                   m_state[i].biasSize == (t.bias ? t.bias->value.numel() : 0);
+    }
+    if (same) return;
+    m_state.assign(targets.size(), TargetState{});
+    m_globalObserver.reset();
+    for (std::size_t i = 0; i < targets.size(); ++i) {
+        m_state[i].weightShape = targets[i].weight->value.shape();
+        m_state[i].biasSize = targets[i].bias ? targets[i].bias->value.numel() : 0;
+    }
+}
+
+void WeightQuantizer::computeIntParams(const std::vector<WeightTarget>& targets)
+{
+    const bool keep = m_calibration == Calibration::MovingAverage; // running ranges survive apply()
+    auto fresh = [&](std::optional<RangeObserver>& o, std::size_t slots, std::size_t row, std::size_t len) {
+        if (!o) o.emplace(m_calibration, slots, row, len, m_percentile);
+        else if (!keep) o->reset();
+        return &*o;
+    };
+    auto biasSpan = [](const WeightTarget& t) {
+        return t.bias ? std::span<const float>(t.bias->value.values()) : std::span<const float>();
+    };
+
+    if (m_granularity.kind == GranularityKind::Global) {
+        std::vector<std::span<const float>> parts;
+        for (const WeightTarget& t : targets) {
+            parts.emplace_back(t.weight->value.values());
+            if (t.bias) parts.push_back(biasSpan(t));
+        }
+        RangeObserver* o = fresh(m_globalObserver, 1, 0, 0);
+        o->observe(std::span<const std::span<const float>>(parts));
+        const QuantParams p = o->params(m_format);
+        for (TargetState& s : m_state) s.weight.params = s.bias.params = p;
+        return;
+    }
+
+    for (std::size_t i = 0; i < targets.size(); ++i) {
+        const WeightTarget& t = targets[i];
+        TargetState& s = m_state[i];
+        const std::span<const float> w(t.weight->value.values());
+        if (m_granularity.kind == GranularityKind::Layer) {
+            const std::span<const float> parts[2] = {w, biasSpan(t)};
+            RangeObserver* o = fresh(s.weightObserver, 1, 0, 0);
+            o->observe(std::span<const std::span<const float>>(parts, t.bias ? 2 : 1));
+            s.weight.params = s.bias.params = o->params(m_format);
+            continue;
+        }
+        const std::size_t row = rowLengthOf(s.weightShape);
+        RangeObserver* o = nullptr;
+        switch (m_granularity.kind) {
+        case GranularityKind::Tensor: o = fresh(s.weightObserver, 1, 0, 0); break;
+        case GranularityKind::Channel: o = fresh(s.weightObserver, w.size() / row, row, row); break;
+        default: {
+            const std::size_t len = std::min(m_granularity.groupSize, row);
+            o = fresh(s.weightObserver, slotCount(w.size(), row, len), row, len);
+        }
+        }
+        o->observe(w);
+        s.weight.params = o->params(m_format);
+        if (t.bias) {
+            RangeObserver* b = fresh(s.biasObserver, 1, 0, 0);
+            b->observe(biasSpan(t));
+            s.bias.params = b->params(m_format);
+        }
+    }
+}
+
+void WeightQuantizer::quantizeTensor(const Tensor& value, const QuantParams& params, std::uint64_t key, Tensor& out,
+                                     std::vector<std::uint8_t>& mask, QuantParams* blockScalesOut) const
+{
+    const std::size_t n = value.numel();
+    out.resize(value.shape());
+    mask.resize(n);
+    const float* x = value.data();
+    if (m_format.kind == FormatKind::Int) {
+        fakeQuantize(value.values(), params, out.values(), mask, m_rounding, key);
+        return;
+    }
+    std::copy(x, x + n, out.data());
+    roundToFormat(out.values(), m_format, m_rounding, key);
+    // Gradients pass where the value is representable (float) or not NaN (MX, fp32).
+    const float limit = m_format.kind == FormatKind::Float ? m_format.maxFinite : std::numeric_limits<float>::infinity();
+    std::uint8_t* m = mask.data();
+    parallelChunks(n, elementwiseGrain(n), [&](std::size_t b, std::size_t e) {
+        for (std::size_t i = b; i < e; ++i) m[i] = static_cast<std::uint8_t>(std::fabs(x[i]) <= limit);
+    });
+    if (blockScalesOut && isMxFormat(m_format)) {
+        QuantParams& p = *blockScalesOut;
+        p.scale = mxBlockScales(value.values(), m_format);
+        p.zeroPoint.assign(p.scale.size(), 0);
+        p.qmin = m_format.qmin;
+        p.qmax = m_format.qmax;
+        p.slotLength = static_cast<std::size_t>(m_format.blockSize);
+        p.rowLength = n;
+    }
+}
+
+void WeightQuantizer::apply(const std::vector<WeightTarget>& targets, std::uint64_t rngKey)
+{
+    prepare(targets);
+    m_lastKey = rngKey;
+    if (m_format.kind == FormatKind::Int) computeIntParams(targets);
+    for (std::size_t i = 0; i < targets.size(); ++i) {
+        const WeightTarget& t = targets[i];
+        TargetState& s = m_state[i];
+        if (m_format.kind != FormatKind::Int) s.weight.params = s.bias.params = QuantParams{};
+        quantizeTensor(t.weight->value, s.weight.params, tensorKey(rngKey, i, 0), t.weight->override, s.weight.mask,
+                       &s.weight.params);
+        t.weight->hasOverride = true;
+        if (t.bias) {
+            quantizeTensor(t.bias->value, s.bias.params, tensorKey(rngKey, i, 1), t.bias->override, s.bias.mask,
+                           &s.bias.params);
+            t.bias->hasOverride = true;
+        }
+    }
+}
+
+void WeightQuantizer::maskGradients(const std::vector<WeightTarget>& targets) const
+{
+    if (targets.size() != m_state.size())
+        throw ConfigError("weight quantizer: maskGradients() for " + std::to_string(targets.size()) +
+                          " layers after apply() for " + std::to_string(m_state.size()));
+    auto maskOne = [](Param* p, const std::vector<std::uint8_t>& mask, const std::string& layer) {
+        if (!p) return;
+        if (p->grad.numel() != mask.size())
+            throw ConfigError("weight quantizer: layer '" + layer + "' " + p->name + " gradient has " +
+                              std::to_string(p->grad.numel()) + " values, its mask " + std::to_string(mask.size()));
+        float* g = p->grad.data();
+        const std::size_t n = mask.size();
+        parallelChunks(n, elementwiseGrain(n), [&](std::size_t b, std::size_t e) {
+            for (std::size_t i = b; i < e; ++i) g[i] = mask[i] ? g[i] : 0.0f;
+        });
+    };
+    for (std::size_t i = 0; i < targets.size(); ++i) {
+        maskOne(targets[i].weight, m_state[i].weight.mask, targets[i].layer);
+        maskOne(targets[i].bias, m_state[i].bias.mask, targets[i].layer);
+    }
+}
+
+const QuantParams& WeightQuantizer::weightParams(std::size_t i) const { return m_state.at(i).weight.params; }
+const QuantParams& WeightQuantizer::biasParams(std::size_t i) const { return m_state.at(i).bias.params; }
+const std::vector<std::uint8_t>& WeightQuantizer::weightMask(std::size_t i) const { return m_state.at(i).weight.mask; }
+
+std::vector<LayerStats> WeightQuantizer::stats(std::size_t epoch, const std::vector<WeightTarget>& targets) const
+{
+    if (targets.size() != m_state.size())
+        throw ConfigError("weight quantizer: stats() for " + std::to_string(targets.size()) + " layers after apply() for " +
+                          std::to_string(m_state.size()) + " (call apply() first)");
+    std::vector<LayerStats> out;
+    out.reserve(targets.size());
+    for (std::size_t i = 0; i < targets.size(); ++i) {
+        if (targets[i].weight->value.shape() != m_state[i].weightShape)
+            throw ConfigError("weight quantizer: layer '" + targets[i].layer + "' changed shape since apply()");
+        out.push_back(tensorStats(epoch, targets[i], m_state[i]));
+    }
+    return out;
+}
+
+LayerStats WeightQuantizer::tensorStats(std::size_t epoch, const WeightTarget& t, const TargetState& s) const
+{
+    const Tensor& w = t.weight->value;
+    const std::size_t n = w.numel(), row = rowLengthOf(w.shape()), rows = n / row;
+    const std::span<const float> x(w.values());
+    const std::size_t index = static_cast<std::size_t>(&s - m_state.data());
+
+    LayerStats st;
+    st.epoch = epoch;
+    st.layer = t.layer;
+    st.tensor = t.weight->name.empty() ? "weight" : t.weight->name;
+    st.format = m_format.name;
+    switch (m_format.kind) {
+    case FormatKind::Int: st.granularity = m_granularity.label(); break;
+    case FormatKind::MxInt:
+    case FormatKind::MxFloat: st.granularity = "block-wise (" + std::to_string(m_format.blockSize) + ")"; break;
+    case FormatKind::Float: st.granularity = "element-wise"; break;
+    case FormatKind::Float32: st.granularity = "none"; break;
+    }
+
+    st.channelMin.assign(rows, std::numeric_limits<float>::infinity());
+    st.channelMax.assign(rows, -std::numeric_limits<float>::infinity());
+    for (std::size_t r = 0; r < rows; ++r)
+        for (std::size_t j = 0; j < row; ++j) {
+            st.channelMin[r] = std::min(st.channelMin[r], x[r * row + j]);
+            st.channelMax[r] = std::max(st.channelMax[r], x[r * row + j]);
+        }
+    st.tensorMin = *std::min_element(st.channelMin.begin(), st.channelMin.end());
+    st.tensorMax = *std::max_element(st.channelMax.begin(), st.channelMax.end());
+
+    Tensor q;
+    std::vector<std::uint8_t> mask;
+    QuantParams p = s.weight.params;
+    quantizeTensor(w, p, tensorKey(m_lastKey, index, 0), q, mask, &p);
+    const std::span<const float> xq(q.values());
+
+    float qlo = std::numeric_limits<float>::infinity(), qhi = -qlo;
+    for (float v : xq) {
+        qlo = std::min(qlo, v);
+        qhi = std::max(qhi, v);
+    }
+    double lo = std::min(st.tensorMin, qlo), hi = std::max(st.tensorMax, qhi);
+    if (!std::isfinite(lo) || !std::isfinite(hi)) { // diverged weights: still draw something
+        lo = -1.0;
+        hi = 1.0;
+    }
+
+    if (m_format.kind == FormatKind::Int) {
+        st.scales = p.scale;
+        st.zeroPoints = p.zeroPoint;
+        std::size_t widest = 0;
+        st.clipLow = p.clipLow(0);
+        st.clipHigh = p.clipHigh(0);
+        for (std::size_t k = 0; k < p.numSlots(); ++k) {
+            st.clipLow = std::min(st.clipLow, p.clipLow(k));
+            st.clipHigh = std::max(st.clipHigh, p.clipHigh(k));
+            if (p.scale[k] > p.scale[widest]) widest = k;
+        }
+        st.clippedFraction =
+            static_cast<double>(std::count(mask.begin(), mask.end(), std::uint8_t{0})) / static_cast<double>(n);
+        st.binEdges = integerGridEdges(p.scale[widest], lo, hi);
+    } else if (isMxFormat(m_format)) {
+        st.scales = p.scale;
+        st.zeroPoints = p.zeroPoint;
+        const float maxScale = p.scale.empty() ? 1.0f : *std::max_element(p.scale.begin(), p.scale.end());
+        st.clipLow = -m_format.maxFinite * maxScale;
+        st.clipHigh = m_format.maxFinite * maxScale;
+        const std::size_t bs = static_cast<std::size_t>(m_format.blockSize);
+        st.clippedFraction = fractionBeyond(x, [&](std::size_t i) { return m_format.maxFinite * p.scale[i / bs]; });
+        st.binEdges = uniformEdges(lo, hi);
+    } else {
+        st.clipLow = -m_format.maxFinite;
+        st.clipHigh = m_format.maxFinite;
+        st.clippedFraction = fractionBeyond(x, [&](std::size_t) { return m_format.maxFinite; });
+        st.binEdges = floatGridEdges(m_format, lo, hi);
+    }
+    st.fp32Hist = histogram(x, st.binEdges);
+    st.quantHist = histogram(xq, st.binEdges);
+    const ErrorMetrics em = errorMetrics(x, xq);
+    st.mse = em.mse;
+    st.maxAbsError = em.maxAbsError;
+    st.sqnrDb = em.sqnrDb;
+    return st;
+}
+
+} // namespace quantscope
