@@ -3,6 +3,10 @@
 #include "cli_commands.h"
 
 #include "data/dataset.h"
+#include "quant/format.h"
+#include "quant/granularity.h"
+#include "quant/observer.h"
+#include "quant/rounding.h"
 #include "train/trainer.h"
 
 #include <nlohmann/json.hpp>
@@ -38,9 +42,25 @@ const char* const kTrainHelp =
     "  --weight-decay F     L2 weight decay (default 0)\n"
     "  --threads N          worker threads (default 2)\n"
     "  --seed N             seed for initialisation, shuffling and dropout (default 1)\n"
+    "precision:\n"
+    "  --strategy NAME      fp32 (default), ptq, qat, mixed, lowp, progressive\n"
+    "  --format NAME        number format: int2..int16, uint2..uint16, fp16, bf16, fp8-e4m3,\n"
+    "                       fp8-e5m2, mxint8, mxfp8-e4m3, mxfp4 (default int8; mixed/lowp: bf16)\n"
+    "  --granularity G      global, layer, tensor, channel (default), group:N\n"
+    "  --rounding R         nearest (default, half to even) or stochastic\n"
+    "  --calibration C      weight ranges: minmax (default), moving-average, percentile, mse\n"
+    "  --act-calibration C  activation ranges (default moving-average)\n"
+    "  --act-format NAME    activation format for integer strategies (default uint8)\n"
+    "  --percentile P       percentile for --calibration percentile (default 99.99)\n"
+    "  --calib-images N     ptq: images used to calibrate activations (default 1000)\n"
+    "  --schedule S         progressive: format:epochs,... (default fp32:1,fp16:1,int8:1);\n"
+    "                       sets --epochs to the schedule's total\n"
+    "  --blend-steps N      progressive: steps over which formats are blended (default 100)\n"
+    "  --bn-freeze-epoch N  qat: freeze BatchNorm statistics from epoch N (default never)\n"
     "output:\n"
-    "  --json               JSON Lines on stdout: one {\"event\":\"epoch\",...} per epoch, then\n"
-    "                       {\"event\":\"done\",...}\n"
+    "  --json               JSON Lines on stdout: {\"event\":\"start\",...}, per epoch one\n"
+    "                       {\"event\":\"layer_stats\",...} per quantized layer and one\n"
+    "                       {\"event\":\"epoch\",...}, then {\"event\":\"done\",...}\n"
     "  --quiet              no progress bar\n"
     "  -h, --help           this text\n";
 
@@ -75,6 +95,24 @@ std::string clock(double seconds)
 nlohmann::json orNull(double v)
 {
     if (std::isnan(v)) return nullptr;
+    return v;
+}
+
+// Checks every name before the (slow) data load, so a typo fails at once.
+void validateNames(const PrecisionConfig& pc)
+{
+    findFormat(pc.format);
+    findFormat(pc.activationFormat);
+    parseGranularity(pc.granularity);
+    parseRounding(pc.rounding);
+    parseCalibration(pc.calibration);
+    parseCalibration(pc.activationCalibration);
+    if (pc.strategy == Strategy::Progressive) parseSchedule(pc.schedule);
+}
+
+nlohmann::json finiteOrNull(double v)
+{
+    if (!std::isfinite(v)) return nullptr;
     return v;
 }
 
@@ -114,6 +152,35 @@ public:
         std::fflush(stderr);
     }
 
+    void onLayerStats(const std::vector<LayerStats>& stats) override
+    {
+        if (!m_json) return;
+        for (const LayerStats& s : stats) {
+            nlohmann::json j = {{"event", "layer_stats"},
+                                {"epoch", s.epoch},
+                                {"layer", s.layer},
+                                {"tensor", s.tensor},
+                                {"format", s.format},
+                                {"granularity", s.granularity},
+                                {"scales", s.scales},
+                                {"zero_points", s.zeroPoints},
+                                {"channel_min", s.channelMin},
+                                {"channel_max", s.channelMax},
+                                {"tensor_min", s.tensorMin},
+                                {"tensor_max", s.tensorMax},
+                                {"clip_low", s.clipLow},
+                                {"clip_high", s.clipHigh},
+                                {"bin_edges", s.binEdges},
+                                {"fp32_hist", s.fp32Hist},
+                                {"quant_hist", s.quantHist},
+                                {"clipped_fraction", s.clippedFraction},
+                                {"mse", finiteOrNull(s.mse)},
+                                {"max_abs_error", finiteOrNull(s.maxAbsError)},
+                                {"sqnr_db", finiteOrNull(s.sqnrDb)}};
+            emit(j);
+        }
+    }
+
     void onEpoch(const EpochEvent& e) override
     {
         if (m_progress) std::fputc('\n', stderr);
@@ -131,6 +198,9 @@ public:
             if (!std::isnan(e.quantTestAccuracy)) j["quant_test_acc"] = e.quantTestAccuracy;
             emit(j);
         } else {
+            if (!std::isnan(e.quantTestAccuracy))
+                std::printf("epoch %zu/%zu  [%s]  quantized model test acc %.2f %%\n", e.epoch, e.epochs,
+                            e.phase.c_str(), 100 * e.quantTestAccuracy);
             std::printf("epoch %zu/%zu  train loss %.4f  train acc %.2f %%  test loss %.4f  test acc %.2f %%  "
                         "%s img/s  %.1f s\n",
                         e.epoch, e.epochs, e.trainLoss, 100 * e.trainAccuracy, e.testLoss, 100 * e.testAccuracy,
@@ -151,8 +221,14 @@ public:
                                 {"images_per_s", e.imagesPerSecond},
                                 {"seconds", e.seconds}};
             if (!std::isnan(e.quantTestAccuracy)) j["quant_test_acc"] = e.quantTestAccuracy;
+            if (!std::isnan(e.finalLossScale)) {
+                j["loss_scale"] = e.finalLossScale;
+                j["skipped_steps"] = e.skippedSteps;
+            }
             emit(j);
         } else {
+            if (!std::isnan(e.finalLossScale))
+                std::printf("loss scale %g, %zu step(s) skipped on overflow\n", e.finalLossScale, e.skippedSteps);
             std::printf("%s after %zu epoch(s): test accuracy %.2f %%, %.1f s\n", e.stopped ? "stopped" : "done",
                         e.epochsDone, std::isnan(e.testAccuracy) ? 0.0 : 100 * e.testAccuracy, e.seconds);
         }
@@ -176,7 +252,10 @@ int runTrain(const std::vector<std::string>& argv)
 {
     const Args args(argv,
                     {"--data", "--model", "--epochs", "--batch-size", "--lr", "--optimizer", "--momentum",
-                     "--weight-decay", "--threads", "--seed", "--train-limit", "--test-limit", "--validation"},
+                     "--weight-decay", "--threads", "--seed", "--train-limit", "--test-limit", "--validation",
+                     "--strategy", "--format", "--granularity", "--rounding", "--calibration", "--act-calibration",
+                     "--act-format", "--percentile", "--calib-images", "--schedule", "--blend-steps",
+                     "--bn-freeze-epoch"},
                     {"--json", "--help", "--nesterov", "--quiet"});
     if (args.has("--help")) {
         std::fputs(kTrainHelp, stdout);
@@ -195,6 +274,28 @@ int runTrain(const std::vector<std::string>& argv)
     cfg.weightDecay = static_cast<float>(args.f64("--weight-decay", 0.0, 0.0, 10.0));
     cfg.threads = args.u64("--threads", 2, 1, 1024);
     cfg.seed = args.u64("--seed", 1);
+    PrecisionConfig& pc = cfg.precision;
+    pc.strategy = parseStrategy(args.str("--strategy", "fp32"));
+    const bool floatStrategy = pc.strategy == Strategy::Mixed || pc.strategy == Strategy::LowPrecision;
+    pc.format = args.str("--format", floatStrategy ? "bf16" : "int8");
+    pc.granularity = args.str("--granularity", pc.granularity);
+    pc.rounding = args.str("--rounding", pc.rounding);
+    pc.calibration = args.str("--calibration", pc.calibration);
+    pc.activationCalibration = args.str("--act-calibration", pc.activationCalibration);
+    pc.activationFormat = args.str("--act-format", pc.activationFormat);
+    pc.percentile = static_cast<float>(args.f64("--percentile", pc.percentile, 50.0001, 100.0));
+    pc.calibImages = args.u64("--calib-images", pc.calibImages, 1, 10000000);
+    pc.schedule = args.str("--schedule", pc.schedule);
+    pc.blendSteps = args.u64("--blend-steps", pc.blendSteps, 0, 100000000);
+    pc.bnFreezeEpoch = args.u64("--bn-freeze-epoch", 0, 0, 10000);
+    if (pc.strategy == Strategy::Progressive) {
+        const std::size_t given = cfg.epochs;
+        cfg.epochsFromSchedule();
+        if (args.has("--epochs") && given != cfg.epochs)
+            throw UsageError("--epochs " + std::to_string(given) + " disagrees with --schedule " + pc.schedule +
+                             " (" + std::to_string(cfg.epochs) + " epochs); leave --epochs out");
+    }
+    validateNames(pc);
     cfg.validate();
 
     DatasetOptions dopt;

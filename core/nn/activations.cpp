@@ -14,8 +14,10 @@ void ReLU::forward(const Tensor& x, Tensor& y, const RunContext& /*ctx*/)
 {
     y.resize(x.shape());
     const std::size_t n = x.numel();
-    parallelChunks(n, elementwiseGrain(n), [&](std::size_t b, std::size_t e) {
-        for (std::size_t i = b; i < e; ++i) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    const float* __restrict in = x.data();
+    float* __restrict out = y.data();
+    parallelChunks(n, elementwiseGrain(n), [=](std::size_t b, std::size_t e) {
+        for (std::size_t i = b; i < e; ++i) out[i] = in[i] > 0.0f ? in[i] : 0.0f;
     });
 }
 
@@ -25,8 +27,11 @@ void ReLU::backward(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& 
     if (!needInputGrad) return;
     dx.resize(x.shape());
     const std::size_t n = x.numel();
-    parallelChunks(n, elementwiseGrain(n), [&](std::size_t b, std::size_t e) {
-        for (std::size_t i = b; i < e; ++i) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+    const float* __restrict yv = y.data();
+    const float* __restrict g = dy.data();
+    float* __restrict out = dx.data();
+    parallelChunks(n, elementwiseGrain(n), [=](std::size_t b, std::size_t e) {
+        for (std::size_t i = b; i < e; ++i) out[i] = yv[i] > 0.0f ? g[i] : 0.0f;
     });
 }
 

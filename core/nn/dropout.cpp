@@ -54,8 +54,11 @@ void Dropout::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, T
     if (!needInputGrad) return;
     dx.resize(x.shape());
     const std::size_t n = x.numel();
-    parallelChunks(n, elementwiseGrain(n), [&](std::size_t b, std::size_t e) {
-        for (std::size_t i = b; i < e; ++i) dx[i] = dy[i] * m_mask[i];
+    const float* __restrict g = dy.data();
+    const float* __restrict m = m_mask.data();
+    float* __restrict out = dx.data();
+    parallelChunks(n, elementwiseGrain(n), [=](std::size_t b, std::size_t e) {
+        for (std::size_t i = b; i < e; ++i) out[i] = g[i] * m[i];
     });
 }
 

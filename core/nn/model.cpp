@@ -88,13 +88,13 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks)
 {
     if (m_acts.size() != m_layers.size() + 1 || dOut.shape() != m_acts.back().shape())
         throw ConfigError("model " + m_name + ": backward does not match the last forward");
-    m_grad[0].resize(dOut.shape());
-    std::memcpy(m_grad[0].data(), dOut.data(), dOut.numel() * sizeof(float));
-    int cur = 0;
+    m_grads.resize(m_layers.size() + 1);
+    Tensor& top = m_grads.back();
+    top.resize(dOut.shape());
+    std::memcpy(top.data(), dOut.data(), dOut.numel() * sizeof(float));
     for (std::size_t i = m_layers.size(); i-- > 0;) {
-        if (hooks) hooks->beforeBackward(i, *m_layers[i], m_grad[cur]);
-        m_layers[i]->backward(m_acts[i], m_acts[i + 1], m_grad[cur], m_grad[1 - cur], i > 0);
-        cur = 1 - cur;
+        if (hooks) hooks->beforeBackward(i, *m_layers[i], m_grads[i + 1]);
+        m_layers[i]->backward(m_acts[i], m_acts[i + 1], m_grads[i + 1], m_grads[i], i > 0);
     }
 }
 

@@ -56,7 +56,7 @@ private:
     Shape m_inputShape;
     std::vector<LayerPtr> m_layers;
     std::vector<Tensor> m_acts;
-    Tensor m_grad[2];
+    std::vector<Tensor> m_grads; // m_grads[i] = dL/d(activation i); sizes stay put across steps
 };
 
 } // namespace quantscope

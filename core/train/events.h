@@ -55,6 +55,8 @@ struct FinishEvent {
     double testLoss = kNoValue;
     double seconds = 0.0;
     double imagesPerSecond = 0.0;  // mean over epochs
+    std::size_t skippedSteps = 0;  // optimizer steps skipped on overflow (loss scaling)
+    double finalLossScale = kNoValue;
 };
 
 // What the user sees of one quantized weight tensor after an epoch (issue: quantization).

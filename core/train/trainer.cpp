@@ -30,6 +30,21 @@ void TrainConfig::validate() const
     if (threads == 0 || threads > 1024) throw ConfigError("threads must be between 1 and 1024");
     if (evalBatchSize == 0) throw ConfigError("evaluation batch size must be positive");
     precision.validate();
+    if (precision.strategy == Strategy::Progressive) {
+        std::size_t total = 0;
+        for (const SchedulePhase& p : parseSchedule(precision.schedule)) total += p.epochs;
+        if (total != epochs)
+            throw ConfigError("the progressive schedule '" + precision.schedule + "' covers " + std::to_string(total) +
+                              " epoch(s) but " + std::to_string(epochs) + " are set");
+    }
+}
+
+void TrainConfig::epochsFromSchedule()
+{
+    if (precision.strategy != Strategy::Progressive) return;
+    std::size_t total = 0;
+    for (const SchedulePhase& p : parseSchedule(precision.schedule)) total += p.epochs;
+    epochs = total;
 }
 
 std::unique_ptr<Optimizer> makeOptimizer(const TrainConfig& cfg)
@@ -85,6 +100,7 @@ Trainer::Trainer(TrainConfig cfg, const Dataset& data, TrainObserver* observer, 
     if (m_data.train.size() == 0) throw ConfigError("the training set is empty");
     m_model = makeModel(m_cfg.model, 1, m_data.height(), m_data.width(), m_data.numClasses(), m_cfg.seed);
     m_opt = makeOptimizer(m_cfg);
+    m_strategy = makeStrategy(m_cfg, *m_model, *m_opt);
 }
 
 Trainer::~Trainer() = default;
@@ -128,6 +144,7 @@ FinishEvent Trainer::runInArena()
     double ipsSum = 0.0;
     for (std::size_t epoch = 1; epoch <= m_cfg.epochs; ++epoch) {
         const std::vector<std::size_t> perm = seededPermutation(N, streamKey(m_cfg.seed, epoch, 0x5EED));
+        m_strategy->beginEpoch(epoch);
         const auto te = Clock::now();
         double lossSum = 0.0;
         std::size_t correct = 0, seen = 0;
@@ -142,7 +159,9 @@ FinishEvent Trainer::runInArena()
             RunContext ctx;
             ctx.training = true;
             ctx.rngKey = streamKey(m_cfg.seed, epoch, s + 1, 0xD0);
-            const Tensor& out = m_model->forward(x, ctx);
+            m_strategy->beforeStep(epoch, s + 1, ctx.rngKey);
+            LayerHooks* hooks = m_strategy->hooks();
+            const Tensor& out = m_model->forward(x, ctx, hooks);
             const float loss = nllLoss(out, y, grad);
             if (!std::isfinite(loss))
                 throw NumericError("training diverged: the loss became " + std::to_string(loss) + " at epoch " +
@@ -152,8 +171,12 @@ FinishEvent Trainer::runInArena()
             argmaxRows(out, pred);
             std::size_t batchCorrect = 0;
             for (std::size_t i = 0; i < pred.size(); ++i) batchCorrect += pred[i] == y[i];
-            m_model->backward(grad);
-            m_opt->step(params);
+            if (const float ls = m_strategy->lossScale(); ls != 1.0f)
+                for (float& g : grad.values()) g *= ls;
+            m_model->backward(grad, hooks);
+            const bool stepped = m_strategy->afterBackward();
+            if (stepped) m_opt->step(params);
+            m_strategy->afterStep(stepped, ctx.rngKey);
             ++globalStep;
             lossSum += static_cast<double>(loss) * static_cast<double>(e - b);
             correct += batchCorrect;
@@ -168,6 +191,8 @@ FinishEvent Trainer::runInArena()
                 be.accuracy = static_cast<double>(batchCorrect) / static_cast<double>(e - b);
                 be.imagesPerSecond = static_cast<double>(seen) / std::max(1e-9, secondsSince(te));
                 be.elapsedSeconds = secondsSince(t0);
+                be.lossScale = m_strategy->reportedLossScale();
+                be.skipped = !stepped;
                 m_observer->onBatch(be);
             }
         }
@@ -183,19 +208,29 @@ FinishEvent Trainer::runInArena()
         ee.trainAccuracy = static_cast<double>(correct) / static_cast<double>(seen);
         ee.seconds = trainSeconds;
         ee.imagesPerSecond = static_cast<double>(seen) / std::max(1e-9, trainSeconds);
-        ee.phase = "fp32";
+        ee.phase = m_strategy->phase(epoch);
+        m_strategy->beforeFloatEval();
         const EvalResult te2 = evaluate(*m_model, m_data, m_data.test, m_cfg.evalBatchSize);
         ee.testLoss = te2.loss;
         ee.testAccuracy = te2.accuracy;
         if (m_data.validation.size() > 0)
             ee.validationAccuracy = evaluate(*m_model, m_data, m_data.validation, m_cfg.evalBatchSize).accuracy;
+        ee.quantTestAccuracy = m_strategy->quantizedAccuracy(m_data, m_cfg.evalBatchSize);
+        std::vector<LayerStats> stats = m_strategy->layerStats(epoch);
+        m_strategy->afterEval();
         ipsSum += ee.imagesPerSecond;
         fin.epochsDone = epoch;
         fin.testAccuracy = ee.testAccuracy;
         fin.testLoss = ee.testLoss;
-        if (m_observer) m_observer->onEpoch(ee);
+        fin.quantTestAccuracy = ee.quantTestAccuracy;
+        if (m_observer) {
+            if (!stats.empty()) m_observer->onLayerStats(stats);
+            m_observer->onEpoch(ee);
+        }
     }
     fin.seconds = secondsSince(t0);
+    fin.skippedSteps = m_strategy->skippedSteps();
+    fin.finalLossScale = m_strategy->reportedLossScale();
     fin.imagesPerSecond = fin.epochsDone ? ipsSum / static_cast<double>(fin.epochsDone) : 0.0;
     if (m_observer) m_observer->onFinish(fin);
     return fin;

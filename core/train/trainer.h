@@ -8,6 +8,7 @@
 #include "train/events.h"
 #include "train/optimizer.h"
 #include "train/precision_config.h"
+#include "train/strategy.h"
 
 #include <memory>
 #include <string>
@@ -30,6 +31,8 @@ struct TrainConfig {
 
     // Throws ConfigError naming the first bad field.
     void validate() const;
+    // Progressive: sets epochs to the schedule's total.
+    void epochsFromSchedule();
 };
 
 struct EvalResult {
@@ -53,6 +56,8 @@ public:
     // Runs the whole schedule; returns what the finish event carries.
     FinishEvent run();
     Model& model() { return *m_model; }
+    PrecisionStrategy& strategy() { return *m_strategy; }
+    const Dataset& data() const { return m_data; }
     const TrainConfig& config() const { return m_cfg; }
 
 private:
@@ -65,6 +70,7 @@ private:
     StopToken* m_stop;
     std::unique_ptr<Model> m_model;
     std::unique_ptr<Optimizer> m_opt;
+    std::unique_ptr<PrecisionStrategy> m_strategy;
 };
 
 } // namespace quantscope

@@ -1,0 +1,62 @@
+// FloatSim: emulated low-precision float compute (fp16, bf16, fp8...). As LayerHooks it rounds
+// the model input, every layer's output and every incoming gradient to the format; weights are
+// rounded into Param::override (mixed precision, FP32 masters) or in place (pure low precision).
+// LossScaler: dynamic loss scaling (initial 2^16, x2 after 2000 clean steps, x0.5 and a skipped
+// step on overflow).
+#pragma once
+
+#include "nn/model.h"
+#include "quant/format.h"
+#include "quant/rounding.h"
+
+#include <atomic>
+#include <cstdint>
+
+namespace quantscope {
+
+class FloatSim final : public LayerHooks {
+public:
+    FloatSim(const NumberFormat& f, Rounding r) : m_fmt(f), m_rounding(r) {}
+
+    void setKey(std::uint64_t key) { m_key = key; }
+    // True when a gradient held inf/NaN since the last resetOverflow().
+    bool overflow() const { return m_overflow; }
+    void resetOverflow() { m_overflow = false; }
+
+    void round(Tensor& t, std::uint64_t salt) const;
+    // Rounds every param into its override (masters stay FP32).
+    void roundWeightsToOverride(const std::vector<Param*>& params) const;
+
+    void onInput(Tensor& x, const RunContext& ctx) override;
+    void afterForward(std::size_t layer, Layer& l, Tensor& y, const RunContext& ctx) override;
+    void beforeBackward(std::size_t layer, Layer& l, Tensor& dy) override;
+
+    const NumberFormat& format() const { return m_fmt; }
+    Rounding rounding() const { return m_rounding; }
+
+private:
+    const NumberFormat& m_fmt;
+    Rounding m_rounding;
+    std::uint64_t m_key = 0;
+    bool m_overflow = false;
+};
+
+class LossScaler {
+public:
+    explicit LossScaler(float initial = 65536.0f, std::size_t growthInterval = 2000)
+        : m_scale(initial), m_interval(growthInterval) {}
+    float scale() const { return m_scale; }
+    // Checks the (scaled) gradients; on overflow halves the scale and returns false (skip the
+    // step). Otherwise unscales them in place and returns true.
+    bool unscaleOrSkip(const std::vector<Param*>& params, bool overflowSeen);
+    std::size_t skippedSteps() const { return m_skipped; }
+
+private:
+    float m_scale;
+    std::size_t m_interval;
+    std::size_t m_clean = 0, m_skipped = 0;
+};
+
+bool allFinite(const Tensor& t);
+
+} // namespace quantscope

@@ -1,0 +1,92 @@
+// QuantSim: simulated integer quantization of a Model, shared by PTQ, QAT and the integer
+// phases of progressive training. It fake-quantizes the weights (into Param::override, with
+// BatchNorm folded into the preceding convolution as in Jacob et al. 2018) and, as LayerHooks,
+// the activations at the model input and after every compute block (conv/linear[+bn][+relu]).
+// Straight-through estimator: gradients pass inside each clip range and are zero outside it.
+#pragma once
+
+#include "nn/model.h"
+#include "quant/activation_quantizer.h"
+#include "quant/granularity.h"
+#include "quant/observer.h"
+#include "quant/weight_quantizer.h"
+#include "train/events.h"
+#include "train/precision_config.h"
+
+#include <memory>
+#include <vector>
+
+namespace quantscope {
+
+class Dataset;
+struct LabeledImages;
+class BatchNorm2d;
+class Conv2d;
+
+// True at i when the output of layer i is an activation quantization point.
+std::vector<bool> activationQuantPoints(const Model& model);
+
+class QuantSim final : public LayerHooks {
+public:
+    QuantSim(Model& model, const PrecisionConfig& cfg, const NumberFormat& weightFormat);
+    ~QuantSim() override;
+
+    // Writes fake-quantized weights into the overrides (and remembers STE masks).
+    void quantizeWeights(Rounding rounding, std::uint64_t rngKey);
+    // Restores FP32 weights (clears every override).
+    void clearWeights();
+    // Zeroes weight gradients outside the clip ranges (call after backward).
+    void maskWeightGradients();
+
+    // Activation observers: observing = ranges follow the data (training/calibration).
+    void setObserving(bool on) { m_observing = on; }
+    void setActivationsEnabled(bool on) { m_actsEnabled = on; }
+    void resetActivationObservers();
+    // PTQ calibration: fresh observers fed with the first `images` of `set` (eval mode).
+    void calibrate(const Dataset& data, const LabeledImages& set, std::size_t images, std::size_t batchSize);
+
+    std::vector<LayerStats> stats(std::size_t epoch);
+    bool foldsBatchNorm() const { return !m_folds.empty(); }
+
+    // For export: the weight targets in model order (folded convs carry the folded weight,
+    // w * gamma / sqrt(running_var + eps), and a null bias), their params after the last
+    // quantizeWeights, the BN folding factors, and the activation quantizers: point 0 = model
+    // input, point i+1 = output of layer i (null where activations are not quantized).
+    const std::vector<WeightTarget>& weightTargets() const { return m_targets; }
+    const QuantParams& weightParams(std::size_t target) const { return m_wq->weightParams(target); }
+    const ActivationQuantizer* activationQuantizer(std::size_t point) const { return m_act.at(point).get(); }
+    const std::vector<bool>& activationPoints() const { return m_points; }
+    const NumberFormat& weightFormat() const { return m_wfmt; }
+    const NumberFormat& activationFormat() const { return m_afmt; }
+
+    void onInput(Tensor& x, const RunContext& ctx) override;
+    void afterForward(std::size_t layer, Layer& l, Tensor& y, const RunContext& ctx) override;
+    void beforeBackward(std::size_t layer, Layer& l, Tensor& dy) override;
+
+private:
+    struct Fold {
+        Conv2d* conv;
+        BatchNorm2d* bn;
+        Param folded; // w * gamma / sqrt(running_var + eps), quantized in this form
+        std::vector<float> factor;
+        std::size_t target; // index in m_targets
+    };
+    void quantizeActivation(std::size_t point, Tensor& y, bool training);
+
+    Model& m_model;
+    PrecisionConfig m_cfg;
+    const NumberFormat& m_wfmt;
+    const NumberFormat& m_afmt;
+    Calibration m_actCal;
+    std::unique_ptr<WeightQuantizer> m_wq;
+    std::vector<WeightTarget> m_targets;
+    std::vector<Fold> m_folds;
+    std::vector<bool> m_points;
+    std::vector<std::unique_ptr<ActivationQuantizer>> m_act; // [0] = input, [i+1] = after layer i
+    std::vector<std::vector<std::uint8_t>> m_actMask;
+    bool m_observing = true;
+    bool m_actsEnabled = true;
+    bool m_observeOnly = false;
+};
+
+} // namespace quantscope

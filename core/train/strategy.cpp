@@ -1,0 +1,294 @@
+#include "train/strategy.h"
+
+#include "nn/batchnorm2d.h"
+#include "nn/conv2d.h"
+#include "nn/linear.h"
+#include "quant/float_cast.h"
+#include "quant/weight_quantizer.h"
+#include "train/float_sim.h"
+#include "train/quant_sim.h"
+#include "train/trainer.h"
+#include "util/errors.h"
+#include "util/rng.h"
+
+#include <cmath>
+#include <sstream>
+
+namespace quantscope {
+
+namespace {
+
+std::vector<WeightTarget> weightTargets(Model& model)
+{
+    std::vector<WeightTarget> t;
+    for (std::size_t i = 0; i < model.size(); ++i) {
+        if (auto* c = dynamic_cast<Conv2d*>(&model.layer(i)))
+            t.push_back({c->name(), &c->weight(), &c->bias()});
+        else if (auto* f = dynamic_cast<Linear*>(&model.layer(i)))
+            t.push_back({f->name(), &f->weight(), &f->bias()});
+    }
+    return t;
+}
+
+void clearOverrides(Model& model)
+{
+    for (Param* p : model.params()) p->clearOverride();
+}
+
+void roundInPlace(const std::vector<Param*>& params, const NumberFormat& f, Rounding r, std::uint64_t key,
+                  bool grads)
+{
+    for (std::size_t k = 0; k < params.size(); ++k) {
+        Tensor& t = grads ? params[k]->grad : params[k]->value;
+        roundToFormat(t.values(), f, r, streamKey(key, k, grads ? 2 : 1));
+    }
+}
+
+const NumberFormat& floatFormatFor(const std::string& strategy, const std::string& name)
+{
+    const NumberFormat& f = findFormat(name);
+    if (needsScale(f) || f.kind == FormatKind::Float32)
+        throw ConfigError(strategy + " needs a low-precision float format (fp16, bf16, fp8-e4m3, fp8-e5m2, mx...), not '" +
+                          name + "'");
+    return f;
+}
+
+// ---------------------------------------------------------------- PTQ
+class PtqStrategy final : public PrecisionStrategy {
+public:
+    PtqStrategy(const TrainConfig& cfg, Model& model)
+        : m_cfg(cfg.precision), m_model(model), m_sim(model, cfg.precision, findFormat(cfg.precision.format))
+    {
+    }
+    double quantizedAccuracy(const Dataset& data, std::size_t batch) override
+    {
+        m_sim.quantizeWeights(Rounding::Nearest, 0);
+        m_sim.calibrate(data, data.train, m_cfg.calibImages, batch);
+        m_sim.setObserving(false);
+        return evaluate(m_model, data, data.test, batch, &m_sim).accuracy;
+    }
+    std::vector<LayerStats> layerStats(std::size_t epoch) override { return m_sim.stats(epoch); }
+    void afterEval() override { m_sim.clearWeights(); }
+    std::string phase(std::size_t) const override { return "fp32"; }
+    QuantSim* quantSim() override { return &m_sim; }
+    void prepareExport(const Dataset& data, std::size_t batch) override { quantizedAccuracy(data, batch); }
+
+private:
+    PrecisionConfig m_cfg;
+    Model& m_model;
+    QuantSim m_sim;
+};
+
+// ---------------------------------------------------------------- QAT
+class QatStrategy final : public PrecisionStrategy {
+public:
+    QatStrategy(const TrainConfig& cfg, Model& model)
+        : m_cfg(cfg.precision), m_model(model), m_sim(model, cfg.precision, findFormat(cfg.precision.format)),
+          m_rounding(parseRounding(cfg.precision.rounding))
+    {
+    }
+    LayerHooks* hooks() override { return &m_sim; }
+    void beginEpoch(std::size_t epoch) override
+    {
+        if (m_cfg.bnFreezeEpoch && epoch >= m_cfg.bnFreezeEpoch)
+            for (std::size_t i = 0; i < m_model.size(); ++i)
+                if (auto* bn = dynamic_cast<BatchNorm2d*>(&m_model.layer(i))) bn->setFrozen(true);
+        m_sim.setObserving(true);
+    }
+    void beforeStep(std::size_t, std::size_t, std::uint64_t key) override { m_sim.quantizeWeights(m_rounding, key); }
+    bool afterBackward() override
+    {
+        m_sim.maskWeightGradients();
+        return true;
+    }
+    void beforeFloatEval() override { m_sim.clearWeights(); }
+    double quantizedAccuracy(const Dataset& data, std::size_t batch) override
+    {
+        m_sim.quantizeWeights(Rounding::Nearest, 0);
+        m_sim.setObserving(false);
+        const double acc = evaluate(m_model, data, data.test, batch, &m_sim).accuracy;
+        m_sim.setObserving(true);
+        return acc;
+    }
+    std::vector<LayerStats> layerStats(std::size_t epoch) override { return m_sim.stats(epoch); }
+    void afterEval() override { m_sim.clearWeights(); }
+    std::string phase(std::size_t) const override { return m_cfg.format; }
+    QuantSim* quantSim() override { return &m_sim; }
+    void prepareExport(const Dataset&, std::size_t) override
+    {
+        m_sim.quantizeWeights(Rounding::Nearest, 0);
+        m_sim.setObserving(false);
+    }
+
+private:
+    PrecisionConfig m_cfg;
+    Model& m_model;
+    QuantSim m_sim;
+    Rounding m_rounding;
+};
+
+// ---------------------------------------------------------------- mixed precision
+class MixedStrategy final : public PrecisionStrategy {
+public:
+    MixedStrategy(const TrainConfig& cfg, Model& model)
+        : m_cfg(cfg.precision), m_model(model), m_params(model.params()),
+          m_sim(floatFormatFor("mixed precision", cfg.precision.format), Rounding::Nearest)
+    {
+    }
+    LayerHooks* hooks() override { return &m_sim; }
+    void beforeStep(std::size_t, std::size_t, std::uint64_t key) override
+    {
+        m_sim.setKey(key);
+        m_sim.resetOverflow();
+        m_sim.roundWeightsToOverride(m_params);
+    }
+    float lossScale() const override { return m_scaler.scale(); }
+    bool afterBackward() override
+    {
+        // Gradients are produced in the low-precision format too.
+        roundInPlace(m_params, m_sim.format(), Rounding::Nearest, 0, true);
+        return m_scaler.unscaleOrSkip(m_params, m_sim.overflow());
+    }
+    void beforeFloatEval() override { clearOverrides(m_model); }
+    double quantizedAccuracy(const Dataset& data, std::size_t batch) override
+    {
+        m_sim.roundWeightsToOverride(m_params);
+        return evaluate(m_model, data, data.test, batch, &m_sim).accuracy;
+    }
+    std::vector<LayerStats> layerStats(std::size_t epoch) override
+    {
+        return weightStatsFor(m_model, m_cfg, m_cfg.format, epoch);
+    }
+    void afterEval() override { clearOverrides(m_model); }
+    std::string phase(std::size_t) const override { return m_cfg.format; }
+    double reportedLossScale() const override { return m_scaler.scale(); }
+    std::size_t skippedSteps() const override { return m_scaler.skippedSteps(); }
+
+private:
+    PrecisionConfig m_cfg;
+    Model& m_model;
+    std::vector<Param*> m_params;
+    FloatSim m_sim;
+    LossScaler m_scaler;
+};
+
+// ---------------------------------------------------------------- pure low precision
+class LowPrecisionStrategy final : public PrecisionStrategy {
+public:
+    LowPrecisionStrategy(const TrainConfig& cfg, Model& model, Optimizer& opt)
+        : m_cfg(cfg.precision), m_model(model), m_opt(opt), m_params(model.params()),
+          m_fmt(floatFormatFor("pure low precision", cfg.precision.format)),
+          m_rounding(parseRounding(cfg.precision.rounding)), m_sim(m_fmt, m_rounding),
+          m_scaled(m_fmt.kind == FormatKind::Float && m_fmt.expBits < 8)
+    {
+        // No FP32 master copy: the weights themselves live on the format's grid from the start.
+        roundInPlace(m_params, m_fmt, Rounding::Nearest, 0, false);
+    }
+    LayerHooks* hooks() override { return &m_sim; }
+    void beforeStep(std::size_t, std::size_t, std::uint64_t key) override
+    {
+        m_key = key;
+        m_sim.setKey(key);
+        m_sim.resetOverflow();
+    }
+    float lossScale() const override { return m_scaled ? m_scaler.scale() : 1.0f; }
+    bool afterBackward() override
+    {
+        roundInPlace(m_params, m_fmt, m_rounding, streamKey(m_key, 0x6A), true);
+        if (!m_scaled) return true;
+        const bool ok = m_scaler.unscaleOrSkip(m_params, m_sim.overflow());
+        if (ok) roundInPlace(m_params, m_fmt, m_rounding, streamKey(m_key, 0x6B), true);
+        return ok;
+    }
+    void afterStep(bool stepped, std::uint64_t key) override
+    {
+        if (!stepped) return;
+        roundInPlace(m_params, m_fmt, m_rounding, streamKey(key, 0x5E), false);
+        std::vector<Tensor*> state = m_opt.stateTensors();
+        for (std::size_t k = 0; k < state.size(); ++k)
+            roundToFormat(state[k]->values(), m_fmt, m_rounding, streamKey(key, 0x57A7E, k));
+    }
+    double quantizedAccuracy(const Dataset& data, std::size_t batch) override
+    {
+        m_sim.setKey(0);
+        return evaluate(m_model, data, data.test, batch, &m_sim).accuracy;
+    }
+    std::vector<LayerStats> layerStats(std::size_t epoch) override
+    {
+        return weightStatsFor(m_model, m_cfg, m_cfg.format, epoch);
+    }
+    void afterEval() override { clearOverrides(m_model); }
+    std::string phase(std::size_t) const override { return m_cfg.format + "-" + m_cfg.rounding; }
+    double reportedLossScale() const override { return m_scaled ? m_scaler.scale() : kNoValue; }
+    std::size_t skippedSteps() const override { return m_scaler.skippedSteps(); }
+
+private:
+    PrecisionConfig m_cfg;
+    Model& m_model;
+    Optimizer& m_opt;
+    std::vector<Param*> m_params;
+    const NumberFormat& m_fmt;
+    Rounding m_rounding;
+    FloatSim m_sim;
+    LossScaler m_scaler;
+    bool m_scaled;
+    std::uint64_t m_key = 0;
+};
+
+} // namespace
+
+std::vector<LayerStats> weightStatsFor(Model& model, const PrecisionConfig& cfg, const std::string& format,
+                                       std::size_t epoch)
+{
+    const NumberFormat& f = findFormat(format);
+    if (f.kind == FormatKind::Float32) return {};
+    std::vector<WeightTarget> targets = weightTargets(model);
+    WeightQuantizer wq(f, parseGranularity(cfg.granularity), parseCalibration(cfg.calibration), Rounding::Nearest,
+                       cfg.percentile);
+    wq.apply(targets, 0);
+    std::vector<LayerStats> s = wq.stats(epoch, targets);
+    clearOverrides(model);
+    return s;
+}
+
+std::vector<SchedulePhase> parseSchedule(const std::string& text)
+{
+    std::vector<SchedulePhase> phases;
+    std::stringstream ss(text);
+    for (std::string part; std::getline(ss, part, ',');) {
+        const auto colon = part.find(':');
+        if (colon == std::string::npos || colon == 0 || colon + 1 == part.size())
+            throw ConfigError("schedule part '" + part + "' is not format:epochs (e.g. fp32:1,fp16:1,int8:1)");
+        const std::string fmt = part.substr(0, colon), count = part.substr(colon + 1);
+        findFormat(fmt); // throws with the list of formats
+        std::size_t pos = 0;
+        unsigned long n = 0;
+        try {
+            n = std::stoul(count, &pos);
+        } catch (...) {
+            pos = 0;
+        }
+        if (pos != count.size() || n == 0 || n > 10000)
+            throw ConfigError("schedule part '" + part + "': epochs must be a positive whole number");
+        phases.push_back({fmt, n});
+    }
+    if (phases.empty()) throw ConfigError("the schedule is empty (e.g. fp32:1,fp16:1,int8:1)");
+    return phases;
+}
+
+std::unique_ptr<PrecisionStrategy> makeProgressiveStrategy(const TrainConfig& cfg, Model& model);
+
+std::unique_ptr<PrecisionStrategy> makeStrategy(const TrainConfig& cfg, Model& model, Optimizer& opt)
+{
+    switch (cfg.precision.strategy) {
+    case Strategy::Fp32: return std::make_unique<PrecisionStrategy>();
+    case Strategy::Ptq: return std::make_unique<PtqStrategy>(cfg, model);
+    case Strategy::Qat: return std::make_unique<QatStrategy>(cfg, model);
+    case Strategy::Mixed: return std::make_unique<MixedStrategy>(cfg, model);
+    case Strategy::LowPrecision: return std::make_unique<LowPrecisionStrategy>(cfg, model, opt);
+    case Strategy::Progressive: return makeProgressiveStrategy(cfg, model);
+    }
+    throw ConfigError("unknown strategy");
+}
+
+} // namespace quantscope

@@ -1,0 +1,66 @@
+// Precision strategies: how a training step treats numbers. The Trainer calls these hooks in
+// a fixed order each step:
+//   beforeStep -> forward(hooks()) -> loss * lossScale() -> backward(hooks()) ->
+//   afterBackward (false = skip the optimizer step) -> optimizer step -> afterStep
+// and after each epoch: beforeFloatEval -> FP32 evaluation -> quantizedAccuracy ->
+// layerStats -> afterEval.
+#pragma once
+
+#include "data/dataset.h"
+#include "nn/model.h"
+#include "train/events.h"
+#include "train/optimizer.h"
+#include "train/precision_config.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace quantscope {
+
+struct TrainConfig;
+class QuantSim;
+
+class PrecisionStrategy {
+public:
+    virtual ~PrecisionStrategy() = default;
+    virtual LayerHooks* hooks() { return nullptr; }
+    virtual void beginEpoch(std::size_t /*epoch*/) {}
+    virtual void beforeStep(std::size_t /*epoch*/, std::size_t /*stepInEpoch*/, std::uint64_t /*key*/) {}
+    virtual float lossScale() const { return 1.0f; }
+    virtual bool afterBackward() { return true; }
+    virtual void afterStep(bool /*stepped*/, std::uint64_t /*key*/) {}
+    virtual void beforeFloatEval() {}
+    // Test accuracy of the quantized / low-precision model; NaN when the strategy has none.
+    virtual double quantizedAccuracy(const Dataset& /*data*/, std::size_t /*batch*/) { return kNoValue; }
+    virtual std::vector<LayerStats> layerStats(std::size_t /*epoch*/) { return {}; }
+    virtual void afterEval() {}
+    // The precision in force in this epoch, e.g. "fp32", "fp16", "int8".
+    virtual std::string phase(std::size_t /*epoch*/) const { return "fp32"; }
+    // Dynamic loss scale in force (NaN when the strategy does not scale the loss).
+    virtual double reportedLossScale() const { return kNoValue; }
+    virtual std::size_t skippedSteps() const { return 0; }
+    // The integer quantization simulation whose weights/activation params an exported integer
+    // model uses (PTQ, QAT, progressive ending in an integer format); nullptr otherwise.
+    // Call prepareExport first: it quantizes the weights (nearest) and, for PTQ, calibrates.
+    virtual QuantSim* quantSim() { return nullptr; }
+    virtual void prepareExport(const Dataset& /*data*/, std::size_t /*batch*/) {}
+};
+
+// Builds the strategy of cfg.precision for `model` trained by `opt`. Throws ConfigError when the
+// options do not fit the strategy (e.g. mixed precision with an integer format).
+std::unique_ptr<PrecisionStrategy> makeStrategy(const TrainConfig& cfg, Model& model, Optimizer& opt);
+
+struct SchedulePhase {
+    std::string format;
+    std::size_t epochs;
+};
+// "fp32:1,fp16:1,int8:2" -> phases. Throws ConfigError naming the bad part.
+std::vector<SchedulePhase> parseSchedule(const std::string& text);
+
+// Quantization statistics of every Conv2d/Linear weight in `format` (used by strategies whose
+// weights are not integer-quantized during training, to show what the format does to them).
+std::vector<LayerStats> weightStatsFor(Model& model, const PrecisionConfig& cfg, const std::string& format,
+                                       std::size_t epoch);
+
+} // namespace quantscope
