@@ -1,0 +1,223 @@
+// quantscope-cli as a user runs it (QProcess): exit codes and one-line messages for bad
+// usage and bad data, and the JSON Lines of a small training run.
+#include "data/idx.h"
+#include "util/rng.h"
+
+#include <QtTest>
+
+#include <nlohmann/json.hpp>
+
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+
+#include <signal.h>
+
+using namespace quantscope;
+
+namespace {
+
+constexpr int kExitOk = 0, kExitUsage = 2, kExitData = 3, kExitInterrupted = 130;
+constexpr int kRunTimeoutMs = 60000;
+constexpr std::size_t kTrain = 600, kTest = 250;
+// The synthetic classes are trivially separable; an MLP that learns at all gets far above
+// chance (0.10) on them.
+constexpr double kMinSyntheticAccuracy = 0.5;
+
+const QString kCli = QStringLiteral(QS_BINARY_DIR "/app/quantscope-cli");
+
+struct Result {
+    int exitCode = -1;
+    QString out, err;
+};
+
+Result runCli(const QStringList& args)
+{
+    QProcess p;
+    p.start(kCli, args);
+    Result r;
+    if (!p.waitForStarted() || !p.waitForFinished(kRunTimeoutMs)) {
+        p.kill();
+        p.waitForFinished();
+        r.err = "quantscope-cli did not finish: " + p.errorString();
+        return r;
+    }
+    r.exitCode = p.exitStatus() == QProcess::NormalExit ? p.exitCode() : -1;
+    r.out = QString::fromUtf8(p.readAllStandardOutput());
+    r.err = QString::fromUtf8(p.readAllStandardError());
+    return r;
+}
+
+// An MNIST-layout folder of 28x28 images: class k is a bright block at its own place.
+void writeSyntheticFolder(const std::string& dir)
+{
+    std::filesystem::create_directories(dir);
+    Rng rng(5);
+    const auto write = [&](const std::string& prefix, std::size_t n) {
+        std::vector<std::uint8_t> px(n * 784), lb(n);
+        for (std::size_t i = 0; i < n; ++i) {
+            const auto k = static_cast<std::size_t>(rng.below(10));
+            lb[i] = static_cast<std::uint8_t>(k);
+            std::uint8_t* img = px.data() + i * 784;
+            for (std::size_t j = 0; j < 784; ++j) img[j] = static_cast<std::uint8_t>(rng.below(80));
+            const std::size_t r0 = 3 + 13 * (k / 5), c0 = 1 + 5 * (k % 5);
+            for (std::size_t r = r0; r < r0 + 6; ++r)
+                for (std::size_t c = c0; c < c0 + 4; ++c) img[r * 28 + c] = 230;
+        }
+        writeIdx(dir + "/" + prefix + "-images-idx3-ubyte.gz", {std::uint32_t(n), 28, 28}, px);
+        writeIdx(dir + "/" + prefix + "-labels-idx1-ubyte.gz", {std::uint32_t(n)}, lb);
+    };
+    write("train", kTrain);
+    write("t10k", kTest);
+}
+
+} // namespace
+
+class TestCli : public QObject {
+    Q_OBJECT
+
+private slots:
+    void initTestCase();
+    void help_data();
+    void help();
+    void errors_data();
+    void errors();
+    void jsonLines();
+    void interruptStopsCleanly();
+
+private:
+    QTemporaryDir m_tmp;
+    QString m_valid, m_corrupt, m_corruptFile;
+};
+
+void TestCli::initTestCase()
+{
+    QVERIFY2(QFileInfo(kCli).isExecutable(), qPrintable(kCli + " is not built"));
+    QVERIFY(m_tmp.isValid());
+    m_valid = m_tmp.filePath("valid");
+    writeSyntheticFolder(m_valid.toStdString());
+    // A copy whose test labels are cut short.
+    m_corrupt = m_tmp.filePath("corrupt");
+    std::filesystem::copy(m_valid.toStdString(), m_corrupt.toStdString());
+    m_corruptFile = m_corrupt + "/t10k-labels-idx1-ubyte.gz";
+    std::filesystem::resize_file(m_corruptFile.toStdString(), 20);
+}
+
+void TestCli::help_data()
+{
+    QTest::addColumn<QStringList>("args");
+    QTest::addColumn<QString>("mentions");
+    QTest::newRow("--help") << QStringList{"--help"} << "usage: quantscope-cli";
+    QTest::newRow("train --help") << QStringList{"train", "--help"} << "--train-limit";
+}
+
+void TestCli::help()
+{
+    QFETCH(QStringList, args);
+    QFETCH(QString, mentions);
+    const Result r = runCli(args);
+    QCOMPARE(r.exitCode, kExitOk);
+    QVERIFY2(r.out.contains(mentions), qPrintable(r.out));
+    QVERIFY2(r.err.isEmpty(), qPrintable(r.err));
+}
+
+void TestCli::errors_data()
+{
+    QTest::addColumn<QStringList>("args"); // "$VALID" / "$CORRUPT" stand for the test folders
+    QTest::addColumn<int>("exitCode");
+    QTest::addColumn<QStringList>("mentions");
+    QTest::newRow("unknown flag") << QStringList{"train", "--bogus"} << kExitUsage << QStringList{"--bogus"};
+    QTest::newRow("unknown command") << QStringList{"frobnicate"} << kExitUsage << QStringList{"frobnicate"};
+    QTest::newRow("--epochs abc") << QStringList{"train", "--epochs", "abc"} << kExitUsage
+                                  << QStringList{"--epochs", "abc"};
+    QTest::newRow("--epochs without value") << QStringList{"train", "--epochs"} << kExitUsage
+                                            << QStringList{"--epochs", "needs a value"};
+    QTest::newRow("--lr negative") << QStringList{"train", "--lr", "-1"} << kExitUsage << QStringList{"--lr"};
+    QTest::newRow("unknown model") << QStringList{"train", "--data", "$VALID", "--model", "resnet50"} << kExitUsage
+                                   << QStringList{"resnet50"};
+    QTest::newRow("--data /nonexistent") << QStringList{"train", "--data", "/nonexistent"} << kExitData
+                                         << QStringList{"/nonexistent"};
+    QTest::newRow("corrupt IDX file") << QStringList{"train", "--data", "$CORRUPT", "--model", "mlp"} << kExitData
+                                      << QStringList{"$CORRUPT_FILE"};
+}
+
+// Each error: its exit code, and exactly one line on stderr that names the culprit.
+void TestCli::errors()
+{
+    QFETCH(QStringList, args);
+    QFETCH(int, exitCode);
+    QFETCH(QStringList, mentions);
+    const auto subst = [&](QString s) {
+        return s.replace("$CORRUPT_FILE", m_corruptFile).replace("$CORRUPT", m_corrupt).replace("$VALID", m_valid);
+    };
+    for (QString& a : args) a = subst(a);
+    const Result r = runCli(args);
+    QCOMPARE(r.exitCode, exitCode);
+    QVERIFY2(r.err.endsWith('\n') && r.err.count('\n') == 1, qPrintable("stderr: " + r.err));
+    for (const QString& m : mentions) QVERIFY2(r.err.contains(subst(m)), qPrintable("stderr: " + r.err));
+    QVERIFY2(r.out.isEmpty(), qPrintable("stdout: " + r.out));
+}
+
+// --json: every stdout line is a JSON object; one "epoch" event per epoch with the documented
+// keys, then a "done" event carrying the final test accuracy.
+void TestCli::jsonLines()
+{
+    const Result r = runCli({"train", "--data", m_valid, "--json", "--train-limit", "500", "--test-limit", "200",
+                             "--model", "mlp", "--epochs", "2", "--quiet"});
+    QVERIFY2(r.exitCode == kExitOk, qPrintable(QString("exit %1: %2").arg(r.exitCode).arg(r.err)));
+    std::vector<nlohmann::json> epochs, done;
+    const QStringList lines = r.out.split('\n', Qt::SkipEmptyParts);
+    for (const QString& line : lines) {
+        nlohmann::json j;
+        try {
+            j = nlohmann::json::parse(line.toStdString());
+        } catch (const std::exception& e) {
+            QFAIL(qPrintable("not JSON: " + line));
+        }
+        QVERIFY2(j.is_object() && j.contains("event"), qPrintable(line));
+        if (j["event"] == "epoch") epochs.push_back(j);
+        if (j["event"] == "done") done.push_back(j);
+    }
+    QCOMPARE(epochs.size(), std::size_t(2));
+    QCOMPARE(done.size(), std::size_t(1));
+    QVERIFY2(lines.last().contains("\"done\""), "the done event is not the last line");
+    for (std::size_t i = 0; i < epochs.size(); ++i) {
+        const nlohmann::json& e = epochs[i];
+        for (const char* key : {"epoch", "train_loss", "test_loss", "test_acc", "images_per_s", "seconds"})
+            QVERIFY2(e.contains(key) && e[key].is_number(), qPrintable(QString("epoch event lacks %1: %2").arg(key).arg(QString::fromStdString(e.dump()))));
+        QCOMPARE(e["epoch"].get<int>(), int(i + 1));
+        QVERIFY(e["test_acc"].get<double>() >= 0.0 && e["test_acc"].get<double>() <= 1.0);
+        QVERIFY(e["images_per_s"].get<double>() > 0.0);
+        QVERIFY(e["seconds"].get<double>() > 0.0);
+    }
+    QVERIFY(epochs[1]["train_loss"].get<double>() < epochs[0]["train_loss"].get<double>());
+    QVERIFY(done[0].contains("test_acc") && done[0]["test_acc"].is_number());
+    QCOMPARE(done[0]["test_acc"].get<double>(), epochs.back()["test_acc"].get<double>());
+    QVERIFY2(done[0]["test_acc"].get<double>() > kMinSyntheticAccuracy, done[0].dump().c_str());
+}
+
+// Ctrl-C during training: the run stops within a batch, still reports "done" with stopped=true,
+// and exits with 130.
+void TestCli::interruptStopsCleanly()
+{
+    QProcess p;
+    p.start(kCli, {"train", "--data", m_valid, "--json", "--model", "mlp", "--epochs", "10000", "--quiet"});
+    QVERIFY(p.waitForStarted());
+    QByteArray out;
+    while (!out.contains("\"event\":\"epoch\"")) {
+        QVERIFY2(p.waitForReadyRead(kRunTimeoutMs), "no epoch event");
+        out += p.readAllStandardOutput();
+    }
+    ::kill(static_cast<pid_t>(p.processId()), SIGINT);
+    QVERIFY(p.waitForFinished(kRunTimeoutMs));
+    out += p.readAllStandardOutput();
+    QCOMPARE(p.exitStatus(), QProcess::NormalExit);
+    QCOMPARE(p.exitCode(), kExitInterrupted);
+    const QList<QByteArray> lines = out.trimmed().split('\n');
+    const nlohmann::json last = nlohmann::json::parse(lines.last().toStdString());
+    QCOMPARE(QString::fromStdString(last.value("event", "")), QString("done"));
+    QVERIFY(last.value("stopped", false));
+}
+
+QTEST_GUILESS_MAIN(TestCli)
+#include "tst_cli.moc"
