@@ -77,24 +77,30 @@ template <bool Stochastic>
 void roundGridSpan(float* x, std::size_t n, const FloatGrid& g, float pre, float post, std::uint64_t key,
                    std::size_t base)
 {
-    for (std::size_t i = 0; i < n; ++i) {
-        const float xs = x[i] * pre;
-        const std::uint32_t u = std::bit_cast<std::uint32_t>(xs);
-        const std::uint32_t sign = u & 0x80000000u;
-        const float a = std::bit_cast<float>(u ^ sign);
-        int e = static_cast<int>(u >> 23 & 0xFFu) - 127;
-        e = e < g.emin ? g.emin : (e > g.emaxPlus1 ? g.emaxPlus1 : e);
-        const float q = std::bit_cast<float>(static_cast<std::uint32_t>(e - g.m + 127) << 23);
-        const float invq = std::bit_cast<float>(static_cast<std::uint32_t>(g.m - e + 127) << 23);
-        const float v = a * invq;
-        float k;
-        if constexpr (Stochastic)
-            k = roundStochastic(v, elementBits(key, base + i));
-        else
-            k = std::nearbyint(v);
-        float y = k * q;
-        y = y > g.maxFinite ? g.overflow : y;
-        x[i] = std::bit_cast<float>(std::bit_cast<std::uint32_t>(y) | sign) * post;
+    std::uint32_t rnd[kRandomBlock];
+    for (std::size_t b = 0; b < n; b += kRandomBlock) {
+        const std::size_t m = std::min(kRandomBlock, n - b);
+        if constexpr (Stochastic) randomBits24(key, base + b, rnd, m);
+        float* xb = x + b;
+        for (std::size_t i = 0; i < m; ++i) {
+            const float xs = xb[i] * pre;
+            const std::uint32_t u = std::bit_cast<std::uint32_t>(xs);
+            const std::uint32_t sign = u & 0x80000000u;
+            const float a = std::bit_cast<float>(u ^ sign);
+            int e = static_cast<int>(u >> 23 & 0xFFu) - 127;
+            e = e < g.emin ? g.emin : (e > g.emaxPlus1 ? g.emaxPlus1 : e);
+            const float q = std::bit_cast<float>(static_cast<std::uint32_t>(e - g.m + 127) << 23);
+            const float invq = std::bit_cast<float>(static_cast<std::uint32_t>(g.m - e + 127) << 23);
+            const float v = a * invq;
+            float k;
+            if constexpr (Stochastic)
+                k = roundStochastic24(v, rnd[i]);
+            else
+                k = std::nearbyint(v);
+            float y = k * q;
+            y = y > g.maxFinite ? g.overflow : y;
+            xb[i] = std::bit_cast<float>(std::bit_cast<std::uint32_t>(y) | sign) * post;
+        }
     }
 }
 
@@ -182,15 +188,24 @@ void roundMxBlock(float* x, std::size_t n, const NumberFormat& f, const FloatGri
     const float pre = invX * std::ldexp(1.0f, f.manBits);
     const float post = X * std::ldexp(1.0f, -f.manBits);
     const float kmax = static_cast<float>(f.qmax);
-    for (std::size_t i = 0; i < n; ++i) {
-        const float v = x[i] * pre;
-        float k;
-        if constexpr (Stochastic)
-            k = roundStochastic(v, elementBits(key, base + i));
-        else
-            k = std::nearbyint(v);
-        k = k > kmax ? kmax : (k < -kmax ? -kmax : k);
-        x[i] = k * post;
+    std::uint32_t rnd[kRandomBlock];
+    for (std::size_t b = 0; b < n; b += kRandomBlock) {
+        const std::size_t m = std::min(kRandomBlock, n - b);
+        if constexpr (Stochastic) randomBits24(key, base + b, rnd, m);
+        float* xb = x + b;
+        for (std::size_t i = 0; i < m; ++i) {
+            // Like the reference: round the magnitude, then restore the sign (keeps -0).
+            const std::uint32_t u = std::bit_cast<std::uint32_t>(xb[i] * pre);
+            const std::uint32_t sign = u & 0x80000000u;
+            const float a = std::bit_cast<float>(u ^ sign);
+            float k;
+            if constexpr (Stochastic)
+                k = roundStochastic24(a, rnd[i]);
+            else
+                k = std::nearbyint(a);
+            k = k > kmax ? kmax : k;
+            xb[i] = std::bit_cast<float>(std::bit_cast<std::uint32_t>(k * post) | sign);
+        }
     }
 }
 

@@ -85,10 +85,24 @@ std::vector<std::uint64_t> histogram(std::span<const float> x, const std::vector
     const std::size_t bins = edges.size() > 1 ? edges.size() - 1 : 0;
     std::vector<std::uint64_t> h(bins, 0);
     if (bins == 0) return h;
-    for (float v : x) {
-        if (std::isnan(v)) continue;
-        const auto it = std::upper_bound(edges.begin() + 1, edges.end() - 1, static_cast<double>(v));
-        ++h[static_cast<std::size_t>(it - (edges.begin() + 1))];
+    const double e0 = edges.front(), width = (edges.back() - e0) / static_cast<double>(bins);
+    bool uniform = width > 0.0;
+    for (std::size_t i = 1; uniform && i < bins; ++i)
+        uniform = std::abs(edges[i] - (e0 + width * static_cast<double>(i))) <= 1e-6 * width;
+    const auto last = static_cast<std::ptrdiff_t>(bins) - 1;
+    for (float f : x) {
+        if (std::isnan(f)) continue;
+        const double v = f;
+        std::ptrdiff_t b;
+        if (uniform) {
+            // Arithmetic guess, then settle against the actual edges (exact at bin boundaries).
+            b = static_cast<std::ptrdiff_t>(std::clamp(std::floor((v - e0) / width), 0.0, static_cast<double>(last)));
+            while (b > 0 && v < edges[static_cast<std::size_t>(b)]) --b;
+            while (b < last && v >= edges[static_cast<std::size_t>(b) + 1]) ++b;
+        } else {
+            b = std::upper_bound(edges.begin() + 1, edges.end() - 1, v) - (edges.begin() + 1);
+        }
+        ++h[static_cast<std::size_t>(b)];
     }
     return h;
 }

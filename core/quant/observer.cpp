@@ -44,6 +44,33 @@ void runMinMax(const float* x, std::size_t n, float& mn, float& mx)
     }
 }
 
+// Sum of squared fake-quantization errors of x[0..n) with one scale. 16 float lanes (vectorised),
+// summed in double at the end: enough to rank clipping candidates.
+double quantizationSse(const float* x, std::size_t n, float inv, float scale, float zp, float qmin, float qmax)
+{
+    constexpr std::size_t L = 16;
+    float acc[L] = {};
+    std::size_t i = 0;
+    for (; i + L <= n; i += L)
+        for (std::size_t l = 0; l < L; ++l) {
+            const float v = x[i + l];
+            float q = std::nearbyint(v * inv) + zp;
+            q = q < qmin ? qmin : q;
+            q = q > qmax ? qmax : q;
+            const float d = v - (q - zp) * scale;
+            acc[l] += d * d;
+        }
+    double sum = 0.0;
+    for (; i < n; ++i) {
+        float q = std::nearbyint(x[i] * inv) + zp;
+        q = q < qmin ? qmin : (q > qmax ? qmax : q);
+        const double d = static_cast<double>(x[i]) - static_cast<double>((q - zp) * scale);
+        sum += d * d;
+    }
+    for (float a : acc) sum += a;
+    return sum;
+}
+
 // PyTorch: min_val + averaging_constant * (min_val_cur - min_val), as three rounded float ops
 // (no fused multiply-add, which -march=native would otherwise allow).
 __attribute__((optimize("fp-contract=off"))) float movingAverage(float running, float current)
@@ -253,13 +280,7 @@ void RangeObserver::mseRange(std::size_t slot, const NumberFormat& f, float& lo,
         const float clo = lo0 * frac, chi = hi0 * frac;
         const ScaleZeroPoint sz = chooseQParams(clo, chi, f);
         const float inv = 1.0f / sz.scale, zp = static_cast<float>(sz.zeroPoint);
-        double err = 0.0;
-        for (float x : v) {
-            float q = std::nearbyint(x * inv) + zp;
-            q = q < qmin ? qmin : (q > qmax ? qmax : q);
-            const double d = static_cast<double>(x) - (q - zp) * sz.scale;
-            err += d * d;
-        }
+        const double err = quantizationSse(v.data(), v.size(), inv, sz.scale, zp, qmin, qmax);
         if (err <= best) { // ties go to the wider range (less clipping)
             best = err;
             bestLo = clo;

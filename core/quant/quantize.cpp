@@ -176,17 +176,24 @@ void fakeQuantizeRun(const float* x, float* y, std::uint8_t* mask, std::size_t n
     const float inv = 1.0f / scale;
     const float zp = static_cast<float>(zeroPoint);
     const float lo = static_cast<float>(qmin), hi = static_cast<float>(qmax);
-    for (std::size_t i = 0; i < n; ++i) {
-        const float v = x[i] * inv;
-        float q;
-        if constexpr (Stochastic)
-            q = roundStochastic(v, elementBits(key, base + i)) + zp;
-        else
-            q = std::nearbyint(v) + zp;
-        if constexpr (WithMask) mask[i] = static_cast<std::uint8_t>((q >= lo) & (q <= hi));
-        q = q < lo ? lo : q;
-        q = q > hi ? hi : q;
-        y[i] = (q - zp) * scale;
+    std::uint32_t rnd[kRandomBlock];
+    for (std::size_t b = 0; b < n; b += kRandomBlock) {
+        const std::size_t m = std::min(kRandomBlock, n - b);
+        if constexpr (Stochastic) randomBits24(key, base + b, rnd, m);
+        const float* xb = x + b;
+        float* yb = y + b;
+        for (std::size_t i = 0; i < m; ++i) {
+            const float v = xb[i] * inv;
+            float q;
+            if constexpr (Stochastic)
+                q = roundStochastic24(v, rnd[i]) + zp;
+            else
+                q = std::nearbyint(v) + zp;
+            if constexpr (WithMask) mask[b + i] = static_cast<std::uint8_t>((q >= lo) & (q <= hi));
+            q = q < lo ? lo : q;
+            q = q > hi ? hi : q;
+            yb[i] = (q - zp) * scale;
+        }
     }
 }
 

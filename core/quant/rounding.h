@@ -25,16 +25,29 @@ inline std::uint64_t elementBits(std::uint64_t rngKey, std::uint64_t i)
     return splitmix64(rngKey + i * 0x9E3779B97F4A7C15ull);
 }
 
-// Stochastic rounding of v >= or < 0 to an integer: floor(v) + 1 with probability frac(v)
-// (to 2^-24: the top 24 bits k of `bits` round up when frac * 2^24 >= 2^24 - k). Exact in float:
-// frac and frac * 2^24 are exact, 2^24 - k is an integer <= 2^24.
+// Stochastic rounding of v to an integer: floor(v) + 1 with probability frac(v), to 2^-24: with
+// k = the top 24 bits of the element's random bits, round up when frac * 2^24 >= 2^24 - k. Exact
+// in float: frac and frac * 2^24 are exact, 2^24 - k is an integer <= 2^24.
+inline float roundStochastic24(float v, std::uint32_t k)
+{
+    const float n = std::nearbyint(v); // floor via nearbyint: GCC vectorises it, std::floor it does not
+    const float r = n > v ? n - 1.0f : n;
+    const float frac = v - r;
+    // (k < 2^24: the signed conversion is exact and, unlike unsigned, vectorises)
+    return (frac * 16777216.0f >= 16777216.0f - static_cast<float>(static_cast<std::int32_t>(k))) ? r + 1.0f : r;
+}
 inline float roundStochastic(float v, std::uint64_t bits)
 {
-    const float r = std::floor(v);
-    const float frac = v - r;
-    const float k = static_cast<float>(static_cast<std::uint32_t>(bits >> 40));
-    return (frac * 16777216.0f >= 16777216.0f - k) ? r + 1.0f : r;
+    return roundStochastic24(v, static_cast<std::uint32_t>(bits >> 40));
 }
+
+// k[j] = top 24 bits of elementBits(rngKey, base + j), j < n. A separate integer loop, so both it
+// and the float loop that consumes k vectorise.
+inline void randomBits24(std::uint64_t rngKey, std::size_t base, std::uint32_t* k, std::size_t n)
+{
+    for (std::size_t j = 0; j < n; ++j) k[j] = static_cast<std::uint32_t>(elementBits(rngKey, base + j) >> 40);
+}
+inline constexpr std::size_t kRandomBlock = 256; // elements per randomBits24 buffer in the kernels
 
 inline float roundNearestEven(float v) { return std::nearbyint(v); }
 
