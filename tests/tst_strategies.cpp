@@ -1,0 +1,380 @@
+// Precision strategies end to end on small Fashion-MNIST subsets: each strategy trains, reports a
+// quantized accuracy close to FP32, publishes layer statistics with the granularity's number of
+// scales; QAT's straight-through estimator, BN folding, mixed precision's loss scaling, pure low
+// precision's nearest-vs-stochastic effect and progressive phases behave as a user expects.
+#include "data/dataset.h"
+#include "nn/batchnorm2d.h"
+#include "nn/conv2d.h"
+#include "nn/model_zoo.h"
+#include "quant/quantize.h"
+#include "train/float_sim.h"
+#include "train/quant_sim.h"
+#include "train/trainer.h"
+#include "util/errors.h"
+
+#include <QtTest>
+
+#include <cmath>
+#include <filesystem>
+#include <optional>
+
+using namespace quantscope;
+
+namespace {
+
+struct Recorder : TrainObserver {
+    std::vector<EpochEvent> epochs;
+    std::vector<BatchEvent> batches;
+    std::vector<std::vector<LayerStats>> stats;
+    FinishEvent finish;
+    void onBatch(const BatchEvent& e) override { batches.push_back(e); }
+    void onEpoch(const EpochEvent& e) override { epochs.push_back(e); }
+    void onLayerStats(const std::vector<LayerStats>& s) override { stats.push_back(s); }
+    void onFinish(const FinishEvent& e) override { finish = e; }
+};
+
+// Accuracy a quantized model may lose against FP32 on these small subsets.
+constexpr double kInt8Gap = 0.03;
+constexpr double kMinAccuracy = 0.60; // 1 epoch of 3000 images reaches ~0.70-0.75 in FP32
+
+} // namespace
+
+class TestStrategies : public QObject {
+    Q_OBJECT
+
+private slots:
+    void initTestCase();
+    void activationPointsOfSeedCnn();
+    void strategiesTrainAndReport_data();
+    void strategiesTrainAndReport();
+    void granularityScaleCounts_data();
+    void granularityScaleCounts();
+    void qatStraightThroughZeroesClippedGradients();
+    void bnFoldedWeightsLieOnTheIntGrid();
+    void lossScalerHalvesOnOverflowAndGrows();
+    void mixedFp16ReportsLossScale();
+    void lowpNearestStallsWhereStochasticLearns();
+    void progressiveFollowsTheSchedule();
+    void qatIsDeterministic();
+    void badCombinationsAreConfigErrors_data();
+    void badCombinationsAreConfigErrors();
+
+private:
+    FinishEvent run(TrainConfig cfg, Recorder& rec, const Dataset& data);
+    std::optional<Dataset> m_data;
+};
+
+void TestStrategies::initTestCase()
+{
+    if (!std::filesystem::exists(kDefaultDataDir))
+        QSKIP("Fashion-MNIST is not installed (Debian package dataset-fashion-mnist)");
+    DatasetOptions o;
+    o.trainLimit = 3000;
+    o.testLimit = 1000;
+    m_data = Dataset::load(o);
+}
+
+FinishEvent TestStrategies::run(TrainConfig cfg, Recorder& rec, const Dataset& data)
+{
+    Trainer t(cfg, data, &rec);
+    return t.run();
+}
+
+void TestStrategies::activationPointsOfSeedCnn()
+{
+    auto m = makeModel("seed-cnn");
+    const std::vector<bool> p = activationQuantPoints(*m);
+    QStringList names;
+    for (std::size_t i = 0; i < p.size(); ++i)
+        if (p[i]) names << QString::fromStdString(m->layer(i).name());
+    // ReLU outputs and the logits; never between a conv and its ReLU.
+    QCOMPARE(names, QStringList({"relu1", "relu2", "relu3", "fc2"}));
+
+    auto bn = makeModel("seed-cnn-bn");
+    const std::vector<bool> q = activationQuantPoints(*bn);
+    for (std::size_t i = 0; i < q.size(); ++i)
+        if (bn->layer(i).kind() == LayerKind::Conv2d || bn->layer(i).kind() == LayerKind::BatchNorm2d)
+            QVERIFY2(!q[i], "conv/bn outputs feed the next op directly (folded)");
+}
+
+void TestStrategies::strategiesTrainAndReport_data()
+{
+    QTest::addColumn<QString>("strategy");
+    QTest::addColumn<QString>("format");
+    QTest::addColumn<QString>("granularity");
+    QTest::addColumn<QString>("model");
+    QTest::addColumn<double>("maxGap");
+    QTest::newRow("ptq int8 channel") << "ptq" << "int8" << "channel" << "seed-cnn" << kInt8Gap;
+    QTest::newRow("ptq int8 tensor") << "ptq" << "int8" << "tensor" << "seed-cnn" << kInt8Gap;
+    QTest::newRow("qat int8 channel") << "qat" << "int8" << "channel" << "seed-cnn" << kInt8Gap;
+    QTest::newRow("qat int8 channel bn") << "qat" << "int8" << "channel" << "seed-cnn-bn" << 0.10;
+    QTest::newRow("qat fp8-e4m3") << "qat" << "fp8-e4m3" << "tensor" << "seed-cnn" << kInt8Gap;
+    QTest::newRow("ptq mxfp4") << "ptq" << "mxfp4" << "tensor" << "seed-cnn" << 0.10;
+    QTest::newRow("mixed bf16") << "mixed" << "bf16" << "tensor" << "seed-cnn" << 0.02;
+    QTest::newRow("lowp bf16") << "lowp" << "bf16" << "tensor" << "mlp" << 0.02;
+}
+
+void TestStrategies::strategiesTrainAndReport()
+{
+    QFETCH(QString, strategy);
+    QFETCH(QString, format);
+    QFETCH(QString, granularity);
+    QFETCH(QString, model);
+    QFETCH(double, maxGap);
+    TrainConfig cfg;
+    cfg.model = model.toStdString();
+    cfg.precision.strategy = parseStrategy(strategy.toStdString());
+    cfg.precision.format = format.toStdString();
+    cfg.precision.granularity = granularity.toStdString();
+    cfg.precision.calibImages = 500;
+    Recorder rec;
+    const FinishEvent fin = run(cfg, rec, *m_data);
+    QCOMPARE(rec.epochs.size(), std::size_t{1});
+    const EpochEvent& e = rec.epochs.back();
+    QVERIFY2(e.testAccuracy > kMinAccuracy, qPrintable(QString("fp32 accuracy %1").arg(e.testAccuracy)));
+    QVERIFY2(std::isfinite(e.quantTestAccuracy), "the strategy reports its quantized accuracy");
+    QVERIFY2(e.quantTestAccuracy > e.testAccuracy - maxGap,
+             qPrintable(QString("quantized %1 vs fp32 %2").arg(e.quantTestAccuracy).arg(e.testAccuracy)));
+    QCOMPARE(fin.quantTestAccuracy, e.quantTestAccuracy);
+    QCOMPARE(rec.stats.size(), std::size_t{1});
+    QVERIFY(!rec.stats[0].empty());
+    for (const LayerStats& s : rec.stats[0]) {
+        QCOMPARE(s.format, format.toStdString());
+        QCOMPARE(s.fp32Hist.size() + 1, s.binEdges.size());
+        QCOMPARE(s.quantHist.size(), s.fp32Hist.size());
+        std::uint64_t a = 0, b = 0;
+        for (auto v : s.fp32Hist) a += v;
+        for (auto v : s.quantHist) b += v;
+        QVERIFY2(a > 0 && a == b, "both histograms count every weight");
+        QVERIFY2(s.sqnrDb > 10.0, qPrintable(QString("%1: SQNR %2 dB").arg(s.layer.c_str()).arg(s.sqnrDb)));
+    }
+}
+
+void TestStrategies::granularityScaleCounts_data()
+{
+    QTest::addColumn<QString>("granularity");
+    QTest::addColumn<int>("conv1Scales");
+    QTest::addColumn<int>("conv2Scales");
+    QTest::newRow("tensor") << "tensor" << 1 << 1;
+    QTest::newRow("channel") << "channel" << 32 << 64;
+    QTest::newRow("group:16") << "group:16" << 32 << 64 * 18; // 288 weights per conv2 channel
+    QTest::newRow("group:5") << "group:5" << 64 << 64 * 58;   // 9 per conv1 channel -> 2 groups
+    QTest::newRow("layer") << "layer" << 1 << 1;
+    QTest::newRow("global") << "global" << 1 << 1;
+}
+
+void TestStrategies::granularityScaleCounts()
+{
+    QFETCH(QString, granularity);
+    QFETCH(int, conv1Scales);
+    QFETCH(int, conv2Scales);
+    auto m = makeModel("seed-cnn");
+    PrecisionConfig pc;
+    pc.granularity = granularity.toStdString();
+    QuantSim sim(*m, pc, findFormat("int8"));
+    sim.quantizeWeights(Rounding::Nearest, 0);
+    const std::vector<LayerStats> st = sim.stats(1);
+    QCOMPARE(st.size(), std::size_t{4});
+    QCOMPARE(int(st[0].scales.size()), conv1Scales);
+    QCOMPARE(int(st[1].scales.size()), conv2Scales);
+    if (granularity == "global") {
+        for (const LayerStats& s : st) QCOMPARE(s.scales[0], st[0].scales[0]);
+    } else if (granularity == "layer" || granularity == "tensor") {
+        QVERIFY2(st[0].scales[0] != st[1].scales[0], "each layer has its own scale");
+    }
+}
+
+void TestStrategies::qatStraightThroughZeroesClippedGradients()
+{
+    auto m = makeModel("mlp");
+    PrecisionConfig pc;
+    pc.granularity = "tensor";
+    pc.calibration = "percentile";
+    pc.percentile = 99.0f; // clips the largest 1% of |w|
+    QuantSim sim(*m, pc, findFormat("int4"));
+    sim.quantizeWeights(Rounding::Nearest, 0);
+    Param& w = *sim.weightTargets()[0].weight;
+    for (float& g : w.grad.values()) g = 1.0f;
+    sim.maskWeightGradients();
+    const QuantParams& qp = sim.weightParams(0);
+    std::size_t clipped = 0;
+    for (std::size_t i = 0; i < w.value.numel(); ++i) {
+        // PyTorch's rule: the gradient passes where round(x / scale) lands inside [qmin, qmax].
+        const float q = std::nearbyint(w.value[i] / qp.scale[0]);
+        if (q < qp.qmin || q > qp.qmax) {
+            ++clipped;
+            QCOMPARE(w.grad[i], 0.0f);
+        } else {
+            QCOMPARE(w.grad[i], 1.0f);
+        }
+    }
+    QVERIFY2(clipped > 0, "percentile 99 clips some weights");
+}
+
+void TestStrategies::bnFoldedWeightsLieOnTheIntGrid()
+{
+    auto m = makeModel("seed-cnn-bn");
+    auto* bn = dynamic_cast<BatchNorm2d*>(m->findLayer("bn1"));
+    auto* conv = dynamic_cast<Conv2d*>(m->findLayer("conv1"));
+    QVERIFY(bn && conv);
+    for (std::size_t c = 0; c < bn->channels(); ++c) {
+        bn->gamma().value[c] = 0.5f + 0.1f * float(c);
+        bn->runningVar()[c] = 0.2f + 0.05f * float(c);
+    }
+    PrecisionConfig pc;
+    QuantSim sim(*m, pc, findFormat("int8"));
+    QVERIFY(sim.foldsBatchNorm());
+    sim.quantizeWeights(Rounding::Nearest, 0);
+    QVERIFY(conv->weight().hasOverride);
+    const QuantParams& qp = sim.weightParams(0);
+    const std::size_t row = conv->weight().value.numel() / conv->outChannels();
+    for (std::size_t c = 0; c < conv->outChannels(); ++c) {
+        const float s = bn->gamma().value[c] / std::sqrt(bn->runningVar()[c] + bn->eps());
+        for (std::size_t j = 0; j < row; ++j) {
+            // w_used * s = fq(w * s): an integer number of steps of the folded scale
+            const float q = conv->weight().override[c * row + j] * s / qp.scale[c];
+            QVERIFY2(std::fabs(q - std::nearbyint(q)) < 1e-3f, qPrintable(QString("channel %1: %2").arg(c).arg(q)));
+        }
+    }
+    sim.clearWeights();
+    QVERIFY(!conv->weight().hasOverride);
+}
+
+void TestStrategies::lossScalerHalvesOnOverflowAndGrows()
+{
+    Param p;
+    p.value = Tensor({4});
+    p.grad = Tensor({4}, 8.0f);
+    LossScaler ls(1024.0f, 3);
+    QCOMPARE(ls.scale(), 1024.0f);
+    p.grad[2] = std::numeric_limits<float>::infinity();
+    QVERIFY(!ls.unscaleOrSkip({&p}, false)); // overflow: skip and halve
+    QCOMPARE(ls.scale(), 512.0f);
+    QCOMPARE(ls.skippedSteps(), std::size_t{1});
+    for (int i = 0; i < 3; ++i) {
+        p.grad.fill(512.0f);
+        QVERIFY(ls.unscaleOrSkip({&p}, false));
+        QCOMPARE(p.grad[0], 512.0f / (i < 3 ? (i == 0 ? 512.0f : 512.0f) : 1024.0f));
+    }
+    QCOMPARE(ls.scale(), 1024.0f); // grown after 3 clean steps
+    QVERIFY(!ls.unscaleOrSkip({&p}, true)); // overflow seen in an activation gradient
+    QCOMPARE(ls.scale(), 512.0f);
+}
+
+void TestStrategies::mixedFp16ReportsLossScale()
+{
+    TrainConfig cfg;
+    cfg.precision.strategy = Strategy::Mixed;
+    cfg.precision.format = "fp16";
+    Recorder rec;
+    const FinishEvent fin = run(cfg, rec, *m_data);
+    QVERIFY(!rec.batches.empty());
+    for (const BatchEvent& b : rec.batches) QVERIFY(std::isfinite(b.lossScale) && b.lossScale >= 1.0);
+    QCOMPARE(rec.batches.front().lossScale <= 65536.0, true);
+    QCOMPARE(fin.finalLossScale, rec.batches.back().lossScale);
+    std::size_t skipped = 0;
+    for (const BatchEvent& b : rec.batches) skipped += b.skipped;
+    QCOMPARE(skipped, fin.skippedSteps);
+    QVERIFY(rec.epochs.back().quantTestAccuracy > kMinAccuracy);
+}
+
+void TestStrategies::lowpNearestStallsWhereStochasticLearns()
+{
+    // SGD steps of lr * grad ~ 1e-5 are below half a bf16 ulp of the weights (~1e-4): nearest
+    // rounding throws them away, stochastic rounding keeps them in expectation.
+    double acc[3];
+    const char* modes[3] = {"nearest", "stochastic", "fp32"};
+    for (int i = 0; i < 3; ++i) {
+        TrainConfig cfg;
+        cfg.model = "mlp";
+        cfg.optimizer = "sgd";
+        cfg.lr = 0.01f;
+        cfg.epochs = 2;
+        if (i < 2) {
+            cfg.precision.strategy = Strategy::LowPrecision;
+            cfg.precision.format = "bf16";
+            cfg.precision.rounding = modes[i];
+        }
+        Recorder rec;
+        run(cfg, rec, *m_data);
+        acc[i] = rec.epochs.back().testAccuracy;
+    }
+    qInfo("lowp bf16 SGD lr 0.01: nearest %.3f, stochastic %.3f, fp32 %.3f", acc[0], acc[1], acc[2]);
+    QVERIFY2(acc[1] > acc[0] + 0.04, "stochastic rounding learns where nearest stalls");
+    QVERIFY2(std::fabs(acc[1] - acc[2]) < 0.03, "stochastic rounding tracks fp32");
+}
+
+void TestStrategies::progressiveFollowsTheSchedule()
+{
+    TrainConfig cfg;
+    cfg.model = "mlp";
+    cfg.precision.strategy = Strategy::Progressive;
+    cfg.precision.schedule = "fp32:1,bf16:1,int8:1";
+    cfg.precision.blendSteps = 10;
+    cfg.epochsFromSchedule();
+    QCOMPARE(cfg.epochs, std::size_t{3});
+    Recorder rec;
+    run(cfg, rec, *m_data);
+    QCOMPARE(rec.epochs.size(), std::size_t{3});
+    QCOMPARE(rec.epochs[0].phase, std::string("fp32"));
+    QCOMPARE(rec.epochs[1].phase, std::string("bf16"));
+    QCOMPARE(rec.epochs[2].phase, std::string("int8"));
+    QVERIFY(std::isnan(rec.batches.front().lossScale));
+    for (const EpochEvent& e : rec.epochs) QVERIFY(e.quantTestAccuracy > kMinAccuracy);
+    QVERIFY(rec.epochs[2].quantTestAccuracy > rec.epochs[2].testAccuracy - kInt8Gap);
+    // The hand-over is smooth: the first steps of the int8 phase lose no more than a little.
+    const std::size_t steps = rec.batches.size() / 3;
+    double before = 0, after = 0;
+    for (std::size_t i = 0; i < 10; ++i) {
+        before += rec.batches[2 * steps - 1 - i].loss / 10;
+        after += rec.batches[2 * steps + i].loss / 10;
+    }
+    QVERIFY2(after < before + 0.3, qPrintable(QString("loss %1 -> %2 at the phase change").arg(before).arg(after)));
+}
+
+void TestStrategies::qatIsDeterministic()
+{
+    TrainConfig cfg;
+    cfg.model = "mlp";
+    cfg.precision.strategy = Strategy::Qat;
+    cfg.precision.format = "int4";
+    Recorder a, b;
+    run(cfg, a, *m_data);
+    cfg.threads = 1;
+    run(cfg, b, *m_data);
+    QCOMPARE(a.epochs.back().quantTestAccuracy, b.epochs.back().quantTestAccuracy);
+    QCOMPARE(a.batches.back().loss, b.batches.back().loss);
+    QCOMPARE(a.stats[0][0].scales, b.stats[0][0].scales);
+}
+
+void TestStrategies::badCombinationsAreConfigErrors_data()
+{
+    QTest::addColumn<QString>("strategy");
+    QTest::addColumn<QString>("format");
+    QTest::addColumn<QString>("schedule");
+    QTest::addColumn<int>("epochs");
+    QTest::newRow("mixed int8") << "mixed" << "int8" << "" << 1;
+    QTest::newRow("lowp int8") << "lowp" << "int8" << "" << 1;
+    QTest::newRow("qat fp32") << "qat" << "fp32" << "" << 1;
+    QTest::newRow("unknown format") << "qat" << "int99" << "" << 1;
+    QTest::newRow("schedule vs epochs") << "progressive" << "int8" << "fp32:1,int8:1" << 3;
+    QTest::newRow("bad schedule") << "progressive" << "int8" << "fp32:x" << 1;
+}
+
+void TestStrategies::badCombinationsAreConfigErrors()
+{
+    QFETCH(QString, strategy);
+    QFETCH(QString, format);
+    QFETCH(QString, schedule);
+    QFETCH(int, epochs);
+    TrainConfig cfg;
+    cfg.model = "mlp";
+    cfg.epochs = std::size_t(epochs);
+    cfg.precision.strategy = parseStrategy(strategy.toStdString());
+    cfg.precision.format = format.toStdString();
+    if (!schedule.isEmpty()) cfg.precision.schedule = schedule.toStdString();
+    QVERIFY_THROWS_EXCEPTION(ConfigError, Trainer(cfg, *m_data));
+}
+
+QTEST_GUILESS_MAIN(TestStrategies)
+#include "tst_strategies.moc"
