@@ -1,0 +1,166 @@
+#include "chart_view.h"
+
+#include <QChart>
+#include <QContextMenuEvent>
+#include <QFileDialog>
+#include <QLegend>
+#include <QMenu>
+#include <QPainter>
+#include <QRegularExpression>
+#include <QValueAxis>
+
+#include <cmath>
+
+namespace quantscope {
+
+ChartView::ChartView(const QString& title, QWidget* parent) : QChartView(parent)
+{
+    auto* chart = new QChart; // owned by this view (QChartView::setChart takes ownership)
+    chart->setTitle(title);
+    QFont tf = chart->titleFont();
+    tf.setBold(true);
+    tf.setPointSizeF(std::max(10.0, tf.pointSizeF() * 1.1));
+    chart->setTitleFont(tf);
+    chart->legend()->setAlignment(Qt::AlignBottom);
+    chart->legend()->setShowToolTips(true);
+    chart->setMargins(QMargins(6, 4, 10, 4));
+    chart->setAnimationOptions(QChart::NoAnimation);
+    chart->setBackgroundRoundness(0);
+    setChart(chart);
+    setRenderHint(QPainter::Antialiasing);
+    setMinimumSize(320, 240);
+    setToolTip(tr("Right-click to save this chart as PNG."));
+}
+
+QString ChartView::title() const { return chart()->title(); }
+
+void ChartView::setEmptyMessage(const QString& message)
+{
+    if (m_empty == message) return;
+    m_empty = message;
+    viewport()->update();
+    scene()->update();
+}
+
+void ChartView::drawForeground(QPainter* painter, const QRectF& rect)
+{
+    QChartView::drawForeground(painter, rect);
+    if (m_empty.isEmpty()) return;
+    const QRectF plot = chart()->plotArea();
+    painter->save();
+    painter->setPen(QColor(90, 90, 90));
+    QFont f = font();
+    f.setPointSizeF(f.pointSizeF() * 1.05);
+    painter->setFont(f);
+    painter->fillRect(plot.adjusted(plot.width() * 0.1, plot.height() * 0.35, -plot.width() * 0.1,
+                                    -plot.height() * 0.35),
+                      QColor(255, 255, 255, 220));
+    painter->drawText(plot.adjusted(plot.width() * 0.12, 0, -plot.width() * 0.12, 0),
+                      Qt::AlignCenter | Qt::TextWordWrap, m_empty);
+    painter->restore();
+}
+
+QString ChartView::suggestedFileName() const
+{
+    QString name = title().toLower();
+    name.replace(QRegularExpression(QStringLiteral("[^a-z0-9]+")), QStringLiteral("-"));
+    name = name.mid(0, 48);
+    while (name.endsWith(QLatin1Char('-'))) name.chop(1);
+    while (name.startsWith(QLatin1Char('-'))) name.remove(0, 1);
+    return (name.isEmpty() ? QStringLiteral("chart") : name) + QStringLiteral(".png");
+}
+
+QString ChartView::saveAsPng(const QString& path)
+{
+    const QPixmap pm = grab();
+    if (pm.isNull() || !pm.save(path, "PNG")) return tr("%1: could not write the PNG file").arg(path);
+    return {};
+}
+
+void ChartView::savePngInteractive()
+{
+    const QString path =
+        QFileDialog::getSaveFileName(this, tr("Save chart as PNG"), suggestedFileName(), tr("PNG images (*.png)"));
+    if (path.isEmpty()) return;
+    const QString err = saveAsPng(path);
+    if (!err.isEmpty()) setEmptyMessage(err);
+}
+
+void ChartView::contextMenuEvent(QContextMenuEvent* event)
+{
+    QMenu menu(this);
+    menu.addAction(tr("Save chart as PNG\u2026"), this, &ChartView::savePngInteractive);
+    menu.exec(event->globalPos());
+}
+
+QColor ChartView::runColor(int slot)
+{
+    static const QColor colors[] = {QColor(0x1f, 0x77, 0xb4), QColor(0xd6, 0x27, 0x28), QColor(0x2c, 0xa0, 0x2c),
+                                    QColor(0x94, 0x67, 0xbd), QColor(0xff, 0x7f, 0x0e), QColor(0x8c, 0x56, 0x4b),
+                                    QColor(0xe3, 0x77, 0xc2), QColor(0x17, 0xbe, 0xcf)};
+    return colors[static_cast<std::size_t>(slot) % std::size(colors)];
+}
+
+QValueAxis* ChartView::makeValueAxis(const QString& title, Qt::Alignment align, const QString& labelFormat)
+{
+    auto* axis = new QValueAxis;
+    axis->setTitleText(title);
+    axis->setLabelFormat(labelFormat);
+    QFont f = axis->titleFont();
+    f.setBold(false);
+    axis->setTitleFont(f);
+    chart()->addAxis(axis, align);
+    return axis;
+}
+
+void ChartView::setNiceRange(QValueAxis* axis, double lo, double hi, bool includeZero)
+{
+    if (!std::isfinite(lo) || !std::isfinite(hi)) {
+        lo = 0;
+        hi = 1;
+    }
+    if (includeZero) {
+        lo = std::min(lo, 0.0);
+        hi = std::max(hi, 0.0);
+    }
+    if (hi - lo < 1e-12) {
+        const double pad = std::max(1e-3, std::abs(hi) * 0.1);
+        lo -= pad;
+        hi += pad;
+    }
+    axis->setTickType(QValueAxis::TicksFixed);
+    axis->setRange(lo, hi);
+    axis->setTickCount(6);
+    axis->applyNiceNumbers();
+}
+
+void ChartView::setEpochRange(QValueAxis* axis, double maxEpoch)
+{
+    const double n = std::max(1.0, maxEpoch);
+    double step = 1;
+    while (n / step > 12) step *= n / step > 60 ? 5 : 2;
+    axis->setRange(0.5, n + 0.5);
+    axis->setTickType(QValueAxis::TicksDynamic);
+    axis->setTickAnchor(1);
+    axis->setTickInterval(step);
+    axis->setLabelFormat(QStringLiteral("%d"));
+}
+
+void RunChart::setRuns(RunList runs)
+{
+    m_runs = std::move(runs);
+    rebuild();
+    refresh();
+}
+
+QList<QPointF> decimate(const QList<QPointF>& points, int maxPoints)
+{
+    if (points.size() <= maxPoints || maxPoints < 2) return points;
+    QList<QPointF> out;
+    out.reserve(maxPoints + 1);
+    const double stride = double(points.size() - 1) / double(maxPoints - 1);
+    for (int i = 0; i < maxPoints; ++i) out.append(points[std::min<qsizetype>(points.size() - 1, qsizetype(i * stride + 0.5))]);
+    return out;
+}
+
+} // namespace quantscope

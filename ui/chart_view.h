@@ -1,0 +1,75 @@
+// ChartView: the base of every chart in the window. It owns its QChart (built once by the
+// subclass, with titled axes and the legend below the plot so it never covers data), shows a
+// plain-words message when there is nothing to draw, and saves itself as PNG from its context
+// menu. Nothing outside a chart widget touches its series.
+#pragma once
+
+#include "run_record.h"
+
+#include <QChartView>
+#include <QColor>
+#include <QList>
+#include <QPointF>
+
+#include <vector>
+
+class QAbstractAxis;
+class QValueAxis;
+class QXYSeries;
+
+namespace quantscope {
+
+// The runs a chart shows: the first is the primary (drawn fully), the others are overlays.
+using RunList = std::vector<RunPtr>;
+
+class ChartView : public QChartView {
+    Q_OBJECT
+public:
+    explicit ChartView(const QString& title, QWidget* parent = nullptr);
+
+    void setEmptyMessage(const QString& message); // empty string: the chart has data
+    QString emptyMessage() const { return m_empty; }
+    QString title() const;
+    // Grabs the widget (what the user sees) into a PNG; returns an error message or empty.
+    QString saveAsPng(const QString& path);
+    QString suggestedFileName() const;
+
+    // One colour per run slot (the primary first), readable on white.
+    static QColor runColor(int slot);
+
+public slots:
+    void savePngInteractive();
+
+protected:
+    void contextMenuEvent(QContextMenuEvent* event) override;
+    void drawForeground(QPainter* painter, const QRectF& rect) override;
+
+    QValueAxis* makeValueAxis(const QString& title, Qt::Alignment align, const QString& labelFormat);
+    // Sets a range with a little headroom and nice tick numbers.
+    static void setNiceRange(QValueAxis* axis, double lo, double hi, bool includeZero = false);
+    // An integer epoch axis: ticks at 1, 2, 3... (or a coarser step for long runs).
+    static void setEpochRange(QValueAxis* axis, double maxEpoch);
+
+private:
+    QString m_empty;
+};
+
+// A chart that draws a list of runs. setRuns() rebuilds its series (selection changed);
+// refresh() only replaces their points (new data arrived), one replace() per series.
+class RunChart : public ChartView {
+    Q_OBJECT
+public:
+    using ChartView::ChartView;
+    void setRuns(RunList runs);
+    const RunList& runs() const { return m_runs; }
+    virtual void refresh() = 0;
+
+protected:
+    virtual void rebuild() = 0;
+    RunList m_runs;
+};
+
+// Keeps at most maxPoints points, evenly strided (the last point is always kept).
+QList<QPointF> decimate(const QList<QPointF>& points, int maxPoints);
+
+} // namespace quantscope

@@ -1,0 +1,297 @@
+#include "curve_charts.h"
+
+#include "quant_catalog.h"
+
+#include <QChart>
+#include <QLegend>
+#include <QLegendMarker>
+#include <QLineSeries>
+#include <QLogValueAxis>
+#include <QPen>
+#include <QScatterSeries>
+#include <QValueAxis>
+
+#include <algorithm>
+#include <cmath>
+
+namespace quantscope {
+
+namespace {
+
+constexpr int kMaxPoints = 2500; // per series; more would only cost paint time
+
+QPen pen(const QColor& c, qreal width, Qt::PenStyle style = Qt::SolidLine)
+{
+    QPen p(c, width, style);
+    p.setCosmetic(true);
+    return p;
+}
+
+QColor faded(QColor c, int alpha)
+{
+    c.setAlpha(alpha);
+    return c;
+}
+
+QString prefix(const RunList& runs, std::size_t i)
+{
+    return runs.size() > 1 ? runs[i]->title() + QStringLiteral(": ") : QString();
+}
+
+double plannedSteps(const RunRecord& r)
+{
+    if (r.hasStart) return double(r.start.epochs * r.start.stepsPerEpoch);
+    return r.steps.empty() ? 0.0 : double(r.steps.back().globalStep);
+}
+
+template <class S> S* addSeries(QChart* chart, S* s, QAbstractAxis* x, QAbstractAxis* y)
+{
+    chart->addSeries(s);
+    s->attachAxis(x);
+    s->attachAxis(y);
+    return s;
+}
+
+} // namespace
+
+// ---------------------------------------------------------------- LossChart
+
+LossChart::LossChart(QWidget* parent) : RunChart(tr("Training loss"), parent)
+{
+    m_x = makeValueAxis(tr("training step (batches)"), Qt::AlignBottom, QStringLiteral("%.0f"));
+    m_y = makeValueAxis(tr("loss (cross-entropy, nats)"), Qt::AlignLeft, QStringLiteral("%.2f"));
+    setNiceRange(m_x, 0, 100);
+    setNiceRange(m_y, 0, 2.5);
+    setEmptyMessage(tr("Click Train (Ctrl+R): the loss of every training step appears here."));
+}
+
+void LossChart::rebuild()
+{
+    chart()->removeAllSeries();
+    m_slots.clear();
+    for (std::size_t i = 0; i < m_runs.size(); ++i) {
+        const QColor c = runColor(static_cast<int>(i));
+        const QString p = prefix(m_runs, i);
+        Slot s;
+        if (i == 0) {
+            s.raw = new QLineSeries;
+            s.raw->setName(p + tr("per step"));
+            s.raw->setPen(pen(faded(c, 70), 1));
+            addSeries(chart(), s.raw, m_x, m_y);
+        }
+        s.smoothed = new QLineSeries;
+        s.smoothed->setName(p + tr("training (smoothed)"));
+        s.smoothed->setPen(pen(c, 2));
+        addSeries(chart(), s.smoothed, m_x, m_y);
+        s.test = new QLineSeries;
+        s.test->setName(p + tr("test (per epoch)"));
+        s.test->setPen(pen(c.darker(130), 2, Qt::DashLine));
+        s.test->setPointsVisible(true);
+        s.test->setMarkerSize(7);
+        addSeries(chart(), s.test, m_x, m_y);
+        m_slots.push_back(s);
+    }
+}
+
+void LossChart::refresh()
+{
+    double xMax = 10, yMax = 0.5;
+    bool any = false;
+    for (std::size_t i = 0; i < m_runs.size() && i < m_slots.size(); ++i) {
+        const RunRecord& r = *m_runs[i];
+        Slot& s = m_slots[i];
+        QList<QPointF> raw, smooth, test;
+        raw.reserve(static_cast<qsizetype>(r.steps.size()));
+        smooth.reserve(static_cast<qsizetype>(r.steps.size()));
+        for (std::size_t k = 0; k < r.steps.size(); ++k) {
+            const double x = double(r.steps[k].globalStep);
+            raw.append({x, r.steps[k].loss});
+            smooth.append({x, r.smoothedLoss[k]});
+            yMax = std::max(yMax, r.smoothedLoss[k]);
+        }
+        const double spe = r.hasStart ? double(r.start.stepsPerEpoch)
+                                      : (r.steps.empty() ? 1.0 : double(r.steps.back().stepsPerEpoch));
+        for (const EpochEvent& e : r.epochs)
+            if (std::isfinite(e.testLoss)) {
+                test.append({double(e.epoch) * spe, e.testLoss});
+                yMax = std::max(yMax, e.testLoss);
+            }
+        if (s.raw) s.raw->replace(decimate(raw, kMaxPoints));
+        s.smoothed->replace(decimate(smooth, kMaxPoints));
+        s.test->replace(test);
+        xMax = std::max(xMax, plannedSteps(r));
+        any = any || !raw.isEmpty();
+    }
+    setNiceRange(m_x, 0, xMax);
+    setNiceRange(m_y, 0, yMax * 1.05, true);
+    if (m_runs.size() == 1) chart()->setTitle(tr("Training loss \u2014 %1").arg(m_runs[0]->title()));
+    else chart()->setTitle(m_runs.empty() ? tr("Training loss") : tr("Training loss \u2014 %1 runs").arg(m_runs.size()));
+    setEmptyMessage(any ? QString() : tr("Click Train (Ctrl+R): the loss of every training step appears here."));
+}
+
+int LossChart::pointCount() const
+{
+    return m_slots.empty() ? 0 : static_cast<int>(m_slots.front().smoothed->count());
+}
+
+// ---------------------------------------------------------------- AccuracyChart
+
+AccuracyChart::AccuracyChart(QWidget* parent) : RunChart(tr("Accuracy per epoch"), parent)
+{
+    m_x = makeValueAxis(tr("epoch"), Qt::AlignBottom, QStringLiteral("%d"));
+    m_y = makeValueAxis(tr("accuracy (%)"), Qt::AlignLeft, QStringLiteral("%.0f"));
+    setEpochRange(m_x, 3);
+    setNiceRange(m_y, 50, 100);
+    setEmptyMessage(tr("Train and test accuracy appear at the end of each epoch."));
+}
+
+void AccuracyChart::rebuild()
+{
+    chart()->removeAllSeries();
+    m_slots.clear();
+    for (std::size_t i = 0; i < m_runs.size(); ++i) {
+        const QColor c = runColor(static_cast<int>(i));
+        const QString p = prefix(m_runs, i);
+        Slot s;
+        s.train = new QLineSeries;
+        s.train->setName(p + tr("train"));
+        s.train->setPen(pen(faded(c, 150), 1.5, Qt::DotLine));
+        s.train->setPointsVisible(true);
+        s.train->setMarkerSize(5);
+        addSeries(chart(), s.train, m_x, m_y);
+        const bool quant = quantizesWeights(m_runs[i]->config);
+        s.test = new QLineSeries;
+        s.test->setName(p + (quant ? tr("test, FP32 weights") : tr("test")));
+        s.test->setPen(pen(c, 2.5));
+        s.test->setPointsVisible(true);
+        s.test->setMarkerSize(8);
+        addSeries(chart(), s.test, m_x, m_y);
+        s.quant = new QLineSeries;
+        s.quant->setName(p + tr("test, quantized %1").arg(storedFormat(m_runs[i]->config)));
+        s.quant->setPen(pen(c.darker(140), 2.5, Qt::DashLine));
+        s.quant->setPointsVisible(true);
+        s.quant->setMarkerSize(8);
+        addSeries(chart(), s.quant, m_x, m_y);
+        m_slots.push_back(s);
+    }
+}
+
+void AccuracyChart::refresh()
+{
+    double lo = 100, epochs = 1;
+    bool any = false;
+    for (std::size_t i = 0; i < m_runs.size() && i < m_slots.size(); ++i) {
+        const RunRecord& r = *m_runs[i];
+        QList<QPointF> train, test, quant;
+        for (const EpochEvent& e : r.epochs) {
+            const double x = double(e.epoch);
+            train.append({x, 100 * e.trainAccuracy});
+            test.append({x, 100 * e.testAccuracy});
+            lo = std::min({lo, 100 * e.trainAccuracy, 100 * e.testAccuracy});
+            if (std::isfinite(e.quantTestAccuracy)) {
+                quant.append({x, 100 * e.quantTestAccuracy});
+                lo = std::min(lo, 100 * e.quantTestAccuracy);
+            }
+        }
+        m_slots[i].train->replace(train);
+        m_slots[i].test->replace(test);
+        m_slots[i].quant->replace(quant);
+        // The quantized entry stays out of the legend until the run reports a quantized accuracy.
+        for (QLegendMarker* m : chart()->legend()->markers(m_slots[i].quant)) m->setVisible(!quant.isEmpty());
+        epochs = std::max({epochs, double(r.config.epochs), r.hasStart ? double(r.start.epochs) : 0.0});
+        any = any || !test.isEmpty();
+    }
+    setEpochRange(m_x, epochs);
+    // Round the floor down to a multiple of 5 so small differences near the top stay visible.
+    const double floor5 = std::max(0.0, std::floor((lo - 2) / 5) * 5);
+    m_y->setTickType(QValueAxis::TicksDynamic);
+    m_y->setRange(std::min(floor5, 90.0), 100);
+    m_y->setTickAnchor(0);
+    m_y->setTickInterval((100 - std::min(floor5, 90.0)) > 40 ? 10 : 5);
+    setEmptyMessage(any ? QString() : tr("Train and test accuracy appear at the end of each epoch."));
+}
+
+int AccuracyChart::pointCount() const
+{
+    return m_slots.empty() ? 0 : static_cast<int>(m_slots.front().test->count());
+}
+
+// ---------------------------------------------------------------- LossScaleChart
+
+LossScaleChart::LossScaleChart(QWidget* parent) : RunChart(tr("Mixed precision: loss scale"), parent)
+{
+    m_x = makeValueAxis(tr("training step (batches)"), Qt::AlignBottom, QStringLiteral("%.0f"));
+    m_y = new QLogValueAxis;
+    m_y->setBase(2);
+    m_y->setTitleText(tr("loss scale (factor, log\u2082)"));
+    m_y->setLabelFormat(QStringLiteral("%.0f"));
+    m_y->setMinorTickCount(0);
+    chart()->addAxis(m_y, Qt::AlignLeft);
+    setNiceRange(m_x, 0, 100);
+    m_y->setRange(1, 65536);
+}
+
+void LossScaleChart::rebuild()
+{
+    chart()->removeAllSeries();
+    m_slots.clear();
+    for (std::size_t i = 0; i < m_runs.size(); ++i) {
+        const QColor c = runColor(static_cast<int>(i));
+        const QString p = prefix(m_runs, i);
+        Slot s;
+        s.scale = new QLineSeries;
+        s.scale->setName(p + tr("loss scale"));
+        s.scale->setPen(pen(c, 2));
+        addSeries(chart(), s.scale, m_x, m_y);
+        s.skipped = new QScatterSeries;
+        s.skipped->setName(p + tr("skipped step (overflow)"));
+        s.skipped->setMarkerShape(QScatterSeries::MarkerShapeRectangle);
+        s.skipped->setMarkerSize(7);
+        s.skipped->setColor(QColor(0xd6, 0x27, 0x28));
+        s.skipped->setBorderColor(QColor(0x80, 0x10, 0x10));
+        addSeries(chart(), s.skipped, m_x, m_y);
+        m_slots.push_back(s);
+    }
+}
+
+void LossScaleChart::refresh()
+{
+    double xMax = 10, lo = 1e300, hi = 0;
+    std::size_t skippedTotal = 0;
+    bool any = false;
+    for (std::size_t i = 0; i < m_runs.size() && i < m_slots.size(); ++i) {
+        const RunRecord& r = *m_runs[i];
+        QList<QPointF> scale, skipped;
+        for (const BatchEvent& b : r.steps) {
+            if (!(std::isfinite(b.lossScale) && b.lossScale > 0)) continue;
+            const QPointF pt(double(b.globalStep), b.lossScale);
+            scale.append(pt);
+            if (b.skipped) skipped.append(pt);
+            lo = std::min(lo, b.lossScale);
+            hi = std::max(hi, b.lossScale);
+        }
+        skippedTotal += static_cast<std::size_t>(skipped.size());
+        m_slots[i].scale->replace(decimate(scale, kMaxPoints));
+        m_slots[i].skipped->replace(skipped);
+        for (QLegendMarker* m : chart()->legend()->markers(m_slots[i].skipped)) m->setVisible(!skipped.isEmpty());
+        for (QLegendMarker* m : chart()->legend()->markers(m_slots[i].scale)) m->setVisible(!scale.isEmpty());
+        xMax = std::max(xMax, plannedSteps(r));
+        any = any || !scale.isEmpty();
+    }
+    setNiceRange(m_x, 0, xMax);
+    if (any) {
+        m_y->setRange(std::exp2(std::floor(std::log2(lo)) - 1), std::exp2(std::ceil(std::log2(hi)) + 1));
+        chart()->setTitle(tr("Mixed precision: loss scale \u2014 %1 skipped step%2")
+                              .arg(skippedTotal)
+                              .arg(skippedTotal == 1 ? QString() : QStringLiteral("s")));
+        setEmptyMessage({});
+    } else {
+        m_y->setRange(1, 65536);
+        chart()->setTitle(tr("Mixed precision: loss scale"));
+        setEmptyMessage(tr("No loss-scale data for this run. Only the Mixed precision strategy scales the loss: "
+                           "choose it in the training panel and train to see the scale adapt and overflowing "
+                           "steps skipped."));
+    }
+}
+
+} // namespace quantscope

@@ -1,0 +1,314 @@
+#include "dataset_panel.h"
+
+#include "format_text.h"
+
+#include <QDialog>
+#include <QDialogButtonBox>
+#include <QFileDialog>
+#include <QFileInfo>
+#include <QFormLayout>
+#include <QGridLayout>
+#include <QHBoxLayout>
+#include <QLabel>
+#include <QLineEdit>
+#include <QPainter>
+#include <QPushButton>
+#include <QSpinBox>
+#include <QVBoxLayout>
+
+#include <cstring>
+
+namespace quantscope {
+
+namespace {
+
+constexpr int kImage = 56;  // 28 px shown at 2x, nearest neighbour
+constexpr int kCellW = 68;
+constexpr int kCellH = kImage + 18;
+constexpr int kMaxRows = 3;
+constexpr int kMaxSamples = 30;
+
+// Four rows (train images/labels, test images/labels), each a path with a Browse button.
+class DatasetFilesDialog : public QDialog {
+public:
+    DatasetFilesDialog(const DatasetFiles& current, QWidget* parent) : QDialog(parent)
+    {
+        setWindowTitle(tr("Pick dataset files"));
+        auto* form = new QFormLayout;
+        const struct {
+            QString label, tip;
+            std::string value;
+        } rows[] = {
+            {tr("Training images"), tr("IDX image file (idx3), e.g. train-images-idx3-ubyte.gz."), current.trainImages},
+            {tr("Training labels"), tr("IDX label file (idx1), e.g. train-labels-idx1-ubyte.gz."), current.trainLabels},
+            {tr("Test images"), tr("IDX image file (idx3), e.g. t10k-images-idx3-ubyte.gz."), current.testImages},
+            {tr("Test labels"), tr("IDX label file (idx1), e.g. t10k-labels-idx1-ubyte.gz."), current.testLabels},
+        };
+        for (int i = 0; i < 4; ++i) {
+            auto* edit = new QLineEdit(QString::fromStdString(rows[i].value));
+            edit->setToolTip(rows[i].tip);
+            edit->setMinimumWidth(380);
+            auto* browse = new QPushButton(tr("Browse\u2026"));
+            connect(browse, &QPushButton::clicked, this, [this, edit, title = rows[i].label] {
+                const QString f = QFileDialog::getOpenFileName(this, title, QFileInfo(edit->text()).path(),
+                                                               tr("IDX files (*ubyte *ubyte.gz *.idx* *.gz);;All files (*)"));
+                if (!f.isEmpty()) edit->setText(f);
+            });
+            auto* row = new QHBoxLayout;
+            row->addWidget(edit, 1);
+            row->addWidget(browse);
+            form->addRow(rows[i].label, row);
+            m_edits[i] = edit;
+        }
+        auto* buttons = new QDialogButtonBox(QDialogButtonBox::Ok | QDialogButtonBox::Cancel);
+        buttons->button(QDialogButtonBox::Ok)->setText(tr("Load"));
+        connect(buttons, &QDialogButtonBox::accepted, this, &QDialog::accept);
+        connect(buttons, &QDialogButtonBox::rejected, this, &QDialog::reject);
+        auto* v = new QVBoxLayout(this);
+        v->addLayout(form);
+        v->addWidget(buttons);
+    }
+
+    DatasetFiles files() const
+    {
+        return {m_edits[0]->text().toStdString(), m_edits[1]->text().toStdString(), m_edits[2]->text().toStdString(),
+                m_edits[3]->text().toStdString()};
+    }
+
+private:
+    QLineEdit* m_edits[4] = {};
+};
+
+QSpinBox* limitSpin(const QString& tip)
+{
+    auto* s = new QSpinBox;
+    s->setRange(0, 10'000'000);
+    s->setSingleStep(1000);
+    s->setSpecialValueText(QObject::tr("all"));
+    s->setGroupSeparatorShown(true);
+    s->setToolTip(tip);
+    s->setKeyboardTracking(false);
+    return s;
+}
+
+} // namespace
+
+DatasetPanel::DatasetPanel(QWidget* parent) : QWidget(parent)
+{
+    m_name = new QLabel(tr("No dataset"));
+    QFont f = m_name->font();
+    f.setBold(true);
+    f.setPointSizeF(f.pointSizeF() * 1.15);
+    m_name->setFont(f);
+    m_name->setObjectName(QStringLiteral("datasetName"));
+    m_counts = new QLabel;
+    m_counts->setObjectName(QStringLiteral("datasetCounts"));
+    m_shape = new QLabel;
+    m_shape->setObjectName(QStringLiteral("datasetShape"));
+    m_classes = new QLabel;
+    m_classes->setWordWrap(true);
+    m_classes->setObjectName(QStringLiteral("datasetClasses"));
+    m_error = new QLabel;
+    m_error->setObjectName(QStringLiteral("datasetError"));
+    m_error->setWordWrap(true);
+    m_error->setTextInteractionFlags(Qt::TextSelectableByMouse);
+    m_error->setStyleSheet(QStringLiteral("QLabel { color: #a40000; background: #fdecea; border: 1px solid #e0a0a0; "
+                                          "border-radius: 3px; padding: 4px; }"));
+    m_error->hide();
+
+    m_openFolder = new QPushButton(tr("Open folder\u2026"));
+    m_openFolder->setObjectName(QStringLiteral("openFolder"));
+    m_openFolder->setToolTip(tr("Loads an MNIST-layout folder of IDX files (train-images-idx3-ubyte[.gz] and the "
+                                "three others). Ctrl+O"));
+    m_pickFiles = new QPushButton(tr("Pick files\u2026"));
+    m_pickFiles->setToolTip(tr("Chooses the four IDX files (training/test images and labels) one by one."));
+    connect(m_openFolder, &QPushButton::clicked, this, &DatasetPanel::chooseFolder);
+    connect(m_pickFiles, &QPushButton::clicked, this, &DatasetPanel::chooseFiles);
+
+    m_trainLimit = limitSpin(tr("Trains on a fixed random subset of this many training images (all: the whole "
+                                "set); smaller is faster."));
+    m_trainLimit->setObjectName(QStringLiteral("trainLimit"));
+    m_testLimit = limitSpin(tr("Evaluates on the first this-many test images after each epoch (all: the whole "
+                               "test set)."));
+    m_testLimit->setObjectName(QStringLiteral("testLimit"));
+    connect(m_trainLimit, &QSpinBox::valueChanged, this, &DatasetPanel::limitsChanged);
+    connect(m_testLimit, &QSpinBox::valueChanged, this, &DatasetPanel::limitsChanged);
+
+    m_grid = new ThumbnailGrid;
+    m_grid->setObjectName(QStringLiteral("thumbnails"));
+
+    auto* buttons = new QHBoxLayout;
+    buttons->addWidget(m_openFolder);
+    buttons->addWidget(m_pickFiles);
+    buttons->addStretch();
+
+    auto* limits = new QGridLayout;
+    auto* trainLabel = new QLabel(tr("Use training images"));
+    trainLabel->setToolTip(m_trainLimit->toolTip());
+    auto* testLabel = new QLabel(tr("Use test images"));
+    testLabel->setToolTip(m_testLimit->toolTip());
+    limits->addWidget(trainLabel, 0, 0);
+    limits->addWidget(m_trainLimit, 0, 1);
+    limits->addWidget(testLabel, 1, 0);
+    limits->addWidget(m_testLimit, 1, 1);
+    limits->setColumnStretch(2, 1);
+
+    auto* v = new QVBoxLayout(this);
+    v->addWidget(m_name);
+    v->addWidget(m_counts);
+    v->addWidget(m_shape);
+    v->addWidget(m_classes);
+    v->addWidget(m_error);
+    v->addLayout(buttons);
+    v->addLayout(limits);
+    v->addWidget(m_grid);
+    v->addStretch(1);
+}
+
+void DatasetPanel::setBusy(bool busy)
+{
+    m_openFolder->setEnabled(!busy);
+    m_pickFiles->setEnabled(!busy);
+    m_trainLimit->setEnabled(!busy);
+    m_testLimit->setEnabled(!busy);
+}
+
+std::size_t DatasetPanel::trainLimit() const { return static_cast<std::size_t>(m_trainLimit->value()); }
+std::size_t DatasetPanel::testLimit() const { return static_cast<std::size_t>(m_testLimit->value()); }
+
+void DatasetPanel::setLimits(std::size_t train, std::size_t test)
+{
+    const QSignalBlocker b1(m_trainLimit), b2(m_testLimit);
+    m_trainLimit->setValue(static_cast<int>(std::min<std::size_t>(train, 10'000'000)));
+    m_testLimit->setValue(static_cast<int>(std::min<std::size_t>(test, 10'000'000)));
+}
+
+QString DatasetPanel::errorText() const { return m_error->isHidden() ? QString() : m_error->text(); }
+
+void DatasetPanel::setLoading(const QString& what)
+{
+    m_error->hide();
+    m_error->clear();
+    m_name->setText(tr("Loading %1\u2026").arg(what));
+}
+
+void DatasetPanel::setDataset(std::shared_ptr<const Dataset> data)
+{
+    m_data = std::move(data);
+    m_error->hide();
+    m_error->clear();
+    if (!m_data) {
+        m_name->setText(tr("No dataset"));
+        m_counts->clear();
+        m_shape->clear();
+        m_classes->clear();
+        m_grid->setSamples(nullptr, {});
+        return;
+    }
+    const Dataset& d = *m_data;
+    m_name->setText(QString::fromStdString(d.name.empty() ? d.dir : d.name));
+    m_name->setToolTip(QString::fromStdString(d.dir));
+    QString counts = tr("%1 training / %2 test images").arg(formatCount(double(d.train.size())),
+                                                             formatCount(double(d.test.size())));
+    if (d.validation.size()) counts += tr(" / %1 validation").arg(formatCount(double(d.validation.size())));
+    m_counts->setText(counts);
+    m_shape->setText(tr("%1\u00d7%2 pixels, grayscale, %3 classes").arg(d.height()).arg(d.width()).arg(d.numClasses()));
+    QStringList names;
+    for (const auto& n : d.classNames) names << QString::fromStdString(n);
+    m_classes->setText(tr("Classes: %1").arg(names.join(QStringLiteral(", "))));
+    m_grid->setSamples(&d.train, d.classNames);
+}
+
+void DatasetPanel::setError(const QString& message)
+{
+    m_error->setText(tr("Could not load the dataset: %1").arg(message));
+    m_error->show();
+    if (m_data) m_name->setText(QString::fromStdString(m_data->name.empty() ? m_data->dir : m_data->name));
+    else m_name->setText(tr("No dataset"));
+}
+
+void DatasetPanel::chooseFolder()
+{
+    const QString start = m_data ? QString::fromStdString(m_data->dir) : QString::fromLatin1(kDefaultDataDir);
+    const QString dir = QFileDialog::getExistingDirectory(this, tr("Open a folder of IDX files"), start);
+    if (!dir.isEmpty()) emit folderChosen(dir);
+}
+
+void DatasetPanel::chooseFiles()
+{
+    DatasetFilesDialog dlg(m_data ? m_data->files : DatasetFiles{}, this);
+    if (dlg.exec() == QDialog::Accepted) emit filesChosen(dlg.files());
+}
+
+ThumbnailGrid::ThumbnailGrid(QWidget* parent) : QWidget(parent)
+{
+    setSizePolicy(QSizePolicy::Preferred, QSizePolicy::Preferred);
+    setToolTip(tr("Sample training images with their labels."));
+}
+
+void ThumbnailGrid::setSamples(const LabeledImages* set, const std::vector<std::string>& classNames)
+{
+    m_images.clear();
+    m_labels.clear();
+    if (set && set->size() > 0 && set->height > 0 && set->width > 0) {
+        // Round-robin over classes, so the grid shows every class before repeating one.
+        const std::size_t classes = std::max<std::size_t>(1, classNames.size());
+        std::vector<std::vector<std::size_t>> byClass(classes);
+        for (std::size_t i = 0; i < set->size() && i < 5000; ++i) {
+            const auto c = static_cast<std::size_t>(set->labels[i]);
+            if (c < classes && byClass[c].size() < kMaxSamples) byClass[c].push_back(i);
+        }
+        for (std::size_t round = 0; m_images.size() < kMaxSamples; ++round) {
+            bool any = false;
+            for (std::size_t c = 0; c < classes && m_images.size() < kMaxSamples; ++c) {
+                if (round >= byClass[c].size()) continue;
+                any = true;
+                const std::size_t idx = byClass[c][round];
+                QImage img(static_cast<int>(set->width), static_cast<int>(set->height), QImage::Format_Grayscale8);
+                for (std::size_t y = 0; y < set->height; ++y)
+                    std::memcpy(img.scanLine(static_cast<int>(y)), set->pixels.data() + idx * set->imageBytes() + y * set->width,
+                                set->width);
+                m_images.push_back(img);
+                m_labels << (c < classNames.size() ? QString::fromStdString(classNames[c]) : QString::number(c));
+            }
+            if (!any) break;
+        }
+    }
+    updateGeometry();
+    update();
+}
+
+int ThumbnailGrid::columnsFor(int width) const { return std::max(1, width / kCellW); }
+
+QSize ThumbnailGrid::sizeHint() const { return {5 * kCellW, heightForWidth(5 * kCellW)}; }
+QSize ThumbnailGrid::minimumSizeHint() const { return {3 * kCellW, m_images.empty() ? 0 : kCellH}; }
+
+int ThumbnailGrid::heightForWidth(int w) const
+{
+    if (m_images.empty()) return 0;
+    const int cols = columnsFor(w);
+    const int rows = std::min(kMaxRows, (static_cast<int>(m_images.size()) + cols - 1) / cols);
+    return rows * kCellH;
+}
+
+void ThumbnailGrid::paintEvent(QPaintEvent*)
+{
+    QPainter p(this);
+    const int cols = columnsFor(width());
+    const int shown = std::min(static_cast<int>(m_images.size()), cols * kMaxRows);
+    const int x0 = (width() - cols * kCellW) / 2;
+    QFont f = font();
+    f.setPointSizeF(f.pointSizeF() * 0.85);
+    p.setFont(f);
+    const QFontMetrics fm(f);
+    for (int i = 0; i < shown; ++i) {
+        const int r = i / cols, c = i % cols;
+        const QRect cell(x0 + c * kCellW, r * kCellH, kCellW, kCellH);
+        const QRect img(cell.x() + (kCellW - kImage) / 2, cell.y(), kImage, kImage);
+        p.drawImage(img, m_images[static_cast<std::size_t>(i)]);
+        const QRect text(cell.x(), img.bottom() + 1, kCellW, kCellH - kImage - 1);
+        p.drawText(text, Qt::AlignHCenter | Qt::AlignTop, fm.elidedText(m_labels[i], Qt::ElideRight, kCellW - 2));
+    }
+}
+
+} // namespace quantscope

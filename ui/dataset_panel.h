@@ -1,0 +1,83 @@
+// Dataset panel: where the data comes from (a folder, or four files picked one by one), what
+// it holds (counts, image size, class names, sample thumbnails with labels) and, when a file is
+// bad, the core's message in plain words. It only displays; MainWindow asks the worker to load.
+#pragma once
+
+#include "data/dataset.h"
+
+#include <QImage>
+#include <QStringList>
+#include <QWidget>
+
+#include <memory>
+
+class QLabel;
+class QPushButton;
+class QSpinBox;
+
+namespace quantscope {
+
+class ThumbnailGrid;
+
+class DatasetPanel : public QWidget {
+    Q_OBJECT
+public:
+    explicit DatasetPanel(QWidget* parent = nullptr);
+
+    void setLoading(const QString& what);
+    void setDataset(std::shared_ptr<const Dataset> data);
+    void setError(const QString& message);
+    void setBusy(bool busy); // disables the open buttons while training or loading
+
+    std::size_t trainLimit() const;
+    std::size_t testLimit() const;
+    void setLimits(std::size_t train, std::size_t test);
+    QString errorText() const;
+    const std::shared_ptr<const Dataset>& dataset() const { return m_data; }
+    ThumbnailGrid* thumbnails() const { return m_grid; }
+
+public slots:
+    void chooseFolder();
+    void chooseFiles();
+
+signals:
+    void folderChosen(const QString& dir);
+    void filesChosen(const quantscope::DatasetFiles& files);
+    void limitsChanged();
+
+private:
+    std::shared_ptr<const Dataset> m_data;
+    QLabel* m_name;
+    QLabel* m_counts;
+    QLabel* m_shape;
+    QLabel* m_classes;
+    QLabel* m_error;
+    QPushButton* m_openFolder;
+    QPushButton* m_pickFiles;
+    QSpinBox* m_trainLimit;
+    QSpinBox* m_testLimit;
+    ThumbnailGrid* m_grid;
+};
+
+// A grid of sample images, each with its class name underneath.
+class ThumbnailGrid : public QWidget {
+    Q_OBJECT
+public:
+    explicit ThumbnailGrid(QWidget* parent = nullptr);
+    void setSamples(const LabeledImages* set, const std::vector<std::string>& classNames);
+    int sampleCount() const { return static_cast<int>(m_images.size()); }
+    QSize sizeHint() const override;
+    QSize minimumSizeHint() const override;
+    bool hasHeightForWidth() const override { return true; }
+    int heightForWidth(int w) const override;
+
+protected:
+    void paintEvent(QPaintEvent*) override;
+
+private:
+    int columnsFor(int width) const;
+    std::vector<QImage> m_images;
+    QStringList m_labels;
+};
+
+} // namespace quantscope

@@ -1,0 +1,165 @@
+// MainWindow: dataset and training panels in docks, chart tabs over the runs table in a
+// splitter, menus with shortcuts, a status bar with progress. It owns the TrainingController
+// (worker thread), turns the worker's signals into RunRecords and asks the charts to redraw
+// at most every 50 ms. Layout and last options persist through QSettings.
+#pragma once
+
+#include "run_record.h"
+#include "training_worker.h"
+
+#include <QElapsedTimer>
+#include <QMainWindow>
+#include <QTimer>
+
+class QAction;
+class QDockWidget;
+class QLabel;
+class QProgressBar;
+class QSplitter;
+class QTabWidget;
+class QTableView;
+class QToolButton;
+
+namespace quantscope {
+
+class AccuracyChart;
+class ChartView;
+class DatasetPanel;
+class HistogramPanel;
+class LossChart;
+class LossScaleChart;
+class RangesPanel;
+class RunChart;
+class RunsModel;
+class SqnrChart;
+class TrainingPanel;
+
+struct MainWindowOptions {
+    bool useSettings = true;     // restore and save layout/options with QSettings
+    QString dataDir;             // empty: last folder from the settings, else the default
+    bool autoLoad = true;        // load a dataset at start
+    long trainLimit = -1;        // >= 0 overrides the panel's value (0 = all)
+    long testLimit = -1;
+    int throttleMs = 50;         // the worker's batch-signal interval
+};
+
+class MainWindow : public QMainWindow {
+    Q_OBJECT
+public:
+    explicit MainWindow(const MainWindowOptions& options = {}, QWidget* parent = nullptr);
+    ~MainWindow() override;
+
+    DatasetPanel* datasetPanel() const { return m_datasetPanel; }
+    TrainingPanel* trainingPanel() const { return m_trainingPanel; }
+    LossChart* lossChart() const { return m_loss; }
+    AccuracyChart* accuracyChart() const { return m_accuracy; }
+    HistogramPanel* histogramPanel() const { return m_histogram; }
+    RangesPanel* rangesPanel() const { return m_ranges; }
+    SqnrChart* sqnrChart() const { return m_sqnr; }
+    LossScaleChart* lossScaleChart() const { return m_lossScale; }
+    RunsModel* runsModel() const { return m_runs; }
+    QTableView* runsView() const { return m_runsView; }
+    QTabWidget* tabs() const { return m_tabs; }
+    QDockWidget* datasetDock() const { return m_datasetDock; }
+    QDockWidget* trainingDock() const { return m_trainingDock; }
+    TrainingController* controller() const { return m_controller; }
+    const DatasetPtr& dataset() const { return m_data; }
+    QString errorText() const;
+    QString statusText() const;
+    bool isTraining() const;
+
+public slots:
+    void openDatasetFolder(const QString& dir);
+    void openDatasetFiles(const quantscope::DatasetFiles& files);
+    void startTraining();
+    void togglePause();
+    void stopTraining();
+    void selectRuns(const QList<int>& ids);
+    void showError(const QString& message);
+    void clearError();
+
+    // File menu (main_window_files.cpp).
+    void saveRuns();
+    void loadRuns();
+    bool loadRunsFrom(const QString& path);
+    void exportMetricsCsv();
+    void saveCurrentChartPng();
+    void exportQuantizedModel();
+
+signals:
+    void datasetReady(bool ok);
+    void runStarted(int id);
+    void runEnded(int id); // finished, stopped or failed
+    void firstLossPoint(qint64 msSinceTrain);
+    void chartsRefreshed();
+
+protected:
+    void closeEvent(QCloseEvent* event) override;
+
+private:
+    void buildActions();
+    void buildLayout();
+    void buildMenus();
+    void connectController();
+    void loadRequest(DatasetRequest request, const QString& what);
+    void updateActions();
+    void onSelectionChanged();
+    void refreshCurves(bool all);
+    void refreshQuant();
+    void onBatches(int id, const BatchList& events);
+    void onEpoch(int id, const EpochEvent& e);
+    void onLayerStats(int id, const LayerStatsList& stats);
+    void onFinished(int id, const FinishEvent& e);
+    void onFailed(int id, const QString& message);
+    void updateSqnrLabel();
+    std::vector<RunPtr> selectedRuns() const;
+    void restoreSettings();
+    void saveSettings();
+
+    MainWindowOptions m_options;
+    TrainingController* m_controller;
+    DatasetPtr m_data;
+    DatasetRequest m_source; // what was asked last (for reloading with new limits)
+    quint64 m_pendingLoad = 0;
+    RunPtr m_live;
+    QElapsedTimer m_sinceTrain;
+    bool m_firstPointSent = false;
+    QTimer m_redraw;
+    bool m_quantDirty = false;
+    std::vector<RunPtr> m_shown;
+
+    DatasetPanel* m_datasetPanel;
+    TrainingPanel* m_trainingPanel;
+    QDockWidget* m_datasetDock;
+    QDockWidget* m_trainingDock;
+    QSplitter* m_mainSplitter;
+    QSplitter* m_curvesSplitter;
+    QTabWidget* m_tabs;
+    LossChart* m_loss;
+    AccuracyChart* m_accuracy;
+    HistogramPanel* m_histogram;
+    RangesPanel* m_ranges;
+    SqnrChart* m_sqnr;
+    LossScaleChart* m_lossScale;
+    RunsModel* m_runs;
+    QTableView* m_runsView;
+    QWidget* m_errorBar;
+    QLabel* m_errorLabel;
+    QProgressBar* m_progress;
+    QLabel* m_statusLabel;
+    QLabel* m_sqnrLabel;
+
+    QAction* m_openAct;
+    QAction* m_pickFilesAct;
+    QAction* m_loadRunsAct;
+    QAction* m_saveRunsAct;
+    QAction* m_csvAct;
+    QAction* m_pngAct;
+    QAction* m_exportAct;
+    QAction* m_quitAct;
+    QAction* m_trainAct;
+    QAction* m_pauseAct;
+    QAction* m_stopAct;
+};
+
+} // namespace quantscope

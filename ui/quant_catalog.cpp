@@ -1,0 +1,204 @@
+#include "quant_catalog.h"
+
+#include "nn/model_zoo.h"
+#include "quant/format.h"
+#include "quant/granularity.h"
+
+#include <QObject>
+#include <QStringList>
+
+#include <cmath>
+
+namespace quantscope {
+
+namespace {
+
+QVector<FormatChoice> buildFormats()
+{
+    QVector<FormatChoice> rows;
+    for (const NumberFormat& f : numberFormats()) {
+        FormatChoice c;
+        c.name = QString::fromStdString(f.name);
+        c.description = QString::fromStdString(f.description);
+        if (!c.description.isEmpty()) c.description[0] = c.description[0].toUpper();
+        if (!c.description.endsWith(QLatin1Char('.'))) c.description += QLatin1Char('.');
+        c.kind = QString::fromLatin1(formatKindName(f.kind));
+        c.bits = f.bits;
+        c.integer = needsScale(f);
+        c.isFloat = isFloatFormat(f);
+        c.mx = isMxFormat(f);
+        c.blockSize = f.blockSize;
+        rows.push_back(c);
+    }
+    return rows;
+}
+
+} // namespace
+
+const QVector<FormatChoice>& formatChoices()
+{
+    static const QVector<FormatChoice> rows = buildFormats();
+    return rows;
+}
+
+const FormatChoice* formatChoice(const QString& name)
+{
+    for (const auto& f : formatChoices())
+        if (f.name == name) return &f;
+    return nullptr;
+}
+
+bool formatFits(Strategy s, const FormatChoice& f, QString* why)
+{
+    const bool fp32 = f.kind == QLatin1String("fp32");
+    switch (s) {
+    case Strategy::Ptq:
+    case Strategy::Qat:
+        if (fp32 && why) *why = QObject::tr("quantization needs a format other than fp32.");
+        return !fp32;
+    case Strategy::Mixed:
+    case Strategy::LowPrecision:
+        if ((f.integer || fp32) && why)
+            *why = QObject::tr("%1 needs a low-precision float or MX format (fp16, bf16, fp8, mx…).")
+                       .arg(strategyLabel(s));
+        return !f.integer && !fp32;
+    default:
+        return true;
+    }
+}
+
+const QVector<Choice>& granularityChoices()
+{
+    static const QVector<Choice> rows = {
+        {"tensor", "tensor-wise", "One scale for each weight tensor."},
+        {"channel", "channel-wise", "One scale for each output channel of a weight tensor."},
+        {"layer", "layer-wise", "One scale for each layer, shared by its weight tensors."},
+        {"global", "global", "One scale for the whole model."},
+        {"group", "group-wise", "One scale for each group of consecutive weights (group size below)."},
+    };
+    return rows;
+}
+
+const QVector<Choice>& roundingChoices()
+{
+    static const QVector<Choice> rows = {
+        {"nearest", "nearest", "Rounds every value to the nearest representable level."},
+        {"stochastic", "stochastic",
+         "Rounds up or down at random in proportion to the distance, so rounding is unbiased on average."},
+    };
+    return rows;
+}
+
+const QVector<Choice>& calibrationChoices()
+{
+    static const QVector<Choice> rows = {
+        {"minmax", "min-max", "Sets the range from the smallest and largest value seen, so nothing is clipped."},
+        {"moving-average", "moving average", "Sets the range from a moving average of each batch's min and max."},
+        {"percentile", "percentile", "Sets the range to a percentile of the absolute values, clipping rare outliers."},
+        {"mse", "MSE-optimal", "Picks the range that minimises the mean squared quantization error."},
+    };
+    return rows;
+}
+
+const QVector<Choice>& optimizerChoices()
+{
+    static const QVector<Choice> rows = {
+        {"adam", "Adam", "Adaptive moment estimation; robust with its default learning rate of 1e-3."},
+        {"sgd", "SGD", "Stochastic gradient descent, optionally with momentum; try a learning rate of 0.01."},
+    };
+    return rows;
+}
+
+QString granularityLabel(const std::string& spec)
+{
+    try {
+        return QString::fromStdString(parseGranularity(spec).label());
+    } catch (const std::exception&) {
+    }
+    const QString s = QString::fromStdString(spec);
+    if (s.startsWith(QLatin1String("group"))) {
+        const QString n = s.section(QLatin1Char(':'), 1, 1);
+        return n.isEmpty() ? QStringLiteral("group-wise") : QStringLiteral("group-wise (%1)").arg(n);
+    }
+    for (const auto& c : granularityChoices())
+        if (c.value == s) return c.label;
+    return s;
+}
+
+QString strategyName(Strategy s) { return QString::fromLatin1(strategyInfo(s).name); }
+QString strategyLabel(Strategy s) { return QString::fromLatin1(strategyInfo(s).label); }
+
+QString storedFormat(const TrainConfig& cfg)
+{
+    const PrecisionConfig& p = cfg.precision;
+    if (p.strategy == Strategy::Fp32) return QStringLiteral("fp32");
+    if (p.strategy == Strategy::Progressive) {
+        const QStringList parts = QString::fromStdString(p.schedule).split(QLatin1Char(','), Qt::SkipEmptyParts);
+        if (parts.isEmpty()) return QStringLiteral("fp32");
+        return parts.last().section(QLatin1Char(':'), 0, 0).trimmed();
+    }
+    return QString::fromStdString(p.format);
+}
+
+bool quantizesWeights(const TrainConfig& cfg)
+{
+    const FormatChoice* f = formatChoice(storedFormat(cfg));
+    switch (cfg.precision.strategy) {
+    case Strategy::Ptq:
+    case Strategy::Qat:
+    case Strategy::LowPrecision:
+    case Strategy::Progressive:
+        return f == nullptr || f->kind != QLatin1String("fp32");
+    default:
+        return false;
+    }
+}
+
+double modelBytes(const TrainConfig& cfg, std::size_t params, long long scaleSlots)
+{
+    const FormatChoice* f = formatChoice(storedFormat(cfg));
+    const int bits = f ? f->bits : 32;
+    double bytes = static_cast<double>(params) * bits / 8.0;
+    if (f && f->integer && scaleSlots > 0) bytes += 4.0 * static_cast<double>(scaleSlots);
+    if (f && f->mx && f->blockSize > 0) bytes += std::ceil(static_cast<double>(params) / f->blockSize);
+    return bytes;
+}
+
+double estimateModelBytes(const TrainConfig& cfg, std::size_t height, std::size_t width, std::size_t classes,
+                          std::size_t* paramsOut)
+{
+    std::unique_ptr<Model> m;
+    try {
+        m = makeModel(cfg.model, 1, height, width, classes, cfg.seed);
+    } catch (const std::exception&) {
+        return std::nan("");
+    }
+    const std::string& g = cfg.precision.granularity;
+    std::size_t groupSize = 0;
+    if (g.rfind("group", 0) == 0) {
+        const auto colon = g.find(':');
+        groupSize = colon == std::string::npos ? 32 : std::strtoul(g.c_str() + colon + 1, nullptr, 10);
+        if (groupSize == 0) groupSize = 32;
+    }
+    std::size_t params = 0;
+    long long scaleCount = 0;
+    bool anyLayer = false;
+    for (std::size_t i = 0; i < m->size(); ++i) {
+        bool layerHasWeight = false;
+        for (Param* p : m->layer(i).params()) {
+            params += p->value.numel();
+            if (!p->isWeight) continue;
+            layerHasWeight = true;
+            if (g == "channel") scaleCount += static_cast<long long>(p->value.dim(0));
+            else if (g == "tensor") scaleCount += 1;
+            else if (groupSize) scaleCount += static_cast<long long>((p->value.numel() + groupSize - 1) / groupSize);
+        }
+        if (layerHasWeight && g == "layer") scaleCount += 1;
+        anyLayer = anyLayer || layerHasWeight;
+    }
+    if (g == "global" && anyLayer) scaleCount = 1;
+    if (paramsOut) *paramsOut = params;
+    return modelBytes(cfg, params, scaleCount);
+}
+
+} // namespace quantscope

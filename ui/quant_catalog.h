@@ -1,0 +1,62 @@
+// The choices the training panel offers (formats, granularities, rounding, calibration,
+// optimizers) with one-sentence tooltips, and the model-size estimate of the runs table.
+// Formats and granularity names come from core's tables; nothing here decides numerics.
+#pragma once
+
+#include "train/events.h"
+#include "train/trainer.h"
+
+#include <QString>
+#include <QVector>
+
+namespace quantscope {
+
+// A row of core's numberFormats(), in Qt terms.
+struct FormatChoice {
+    QString name;        // spec name, e.g. "int8"
+    QString description; // one sentence
+    QString kind;        // "int", "float", "mx-int", "mx-float", "fp32"
+    int bits = 32;
+    bool integer = false; // integer formats store a 4-byte scale per slot
+    bool isFloat = false; // fp32, fp16, bf16, fp8
+    bool mx = false;      // microscaling: a 1-byte shared exponent per block
+    int blockSize = 0;
+};
+
+struct Choice {
+    QString value;   // what goes into the config ("channel", "nearest", ...)
+    QString label;   // what the combo shows ("channel-wise")
+    QString tooltip; // one sentence
+};
+
+const QVector<FormatChoice>& formatChoices();
+const FormatChoice* formatChoice(const QString& name);
+// Whether a strategy can use a format (mixed / pure low precision need a low-precision float or
+// MX format; PTQ / QAT need anything but fp32). Fills *why when it cannot.
+bool formatFits(Strategy s, const FormatChoice& f, QString* why = nullptr);
+const QVector<Choice>& granularityChoices(); // tensor, channel, layer, global, group
+const QVector<Choice>& roundingChoices();
+const QVector<Choice>& calibrationChoices();
+const QVector<Choice>& optimizerChoices();
+
+// "channel" -> "channel-wise", "group:32" -> "group-wise (32)".
+QString granularityLabel(const std::string& spec);
+// The strategy's CLI name ("qat") and GUI label ("Quantization-aware training").
+QString strategyName(Strategy s);
+QString strategyLabel(Strategy s);
+
+// The format the finished model is stored in: fp32 for the baseline, the last schedule
+// entry for progressive, otherwise the chosen format.
+QString storedFormat(const TrainConfig& cfg);
+// Whether a run of this config quantizes weights (and so reports quantized accuracy).
+bool quantizesWeights(const TrainConfig& cfg);
+
+// Model size in bytes for its stored format: params * bits / 8 + 4 bytes per scale (integer
+// formats) or + 1 byte per block of blockSize (MX formats).
+// `scaleSlots` < 0 means: estimate them from the model's weight shapes and the granularity.
+double modelBytes(const TrainConfig& cfg, std::size_t params, long long scaleSlots);
+// Builds the preset (cheap) to count parameters and scale slots for an input of h x w.
+double estimateModelBytes(const TrainConfig& cfg, std::size_t height, std::size_t width, std::size_t classes,
+                          std::size_t* paramsOut = nullptr);
+
+} // namespace quantscope

@@ -1,0 +1,481 @@
+#include "quant_charts.h"
+
+#include "format_text.h"
+
+#include <QAreaSeries>
+#include <QBarCategoryAxis>
+#include <QBarSeries>
+#include <QBarSet>
+#include <QChart>
+#include <QCheckBox>
+#include <QComboBox>
+#include <QHBoxLayout>
+#include <QLabel>
+#include <QLegend>
+#include <QLegendMarker>
+#include <QLineSeries>
+#include <QLogValueAxis>
+#include <QSlider>
+#include <QValueAxis>
+#include <QVBoxLayout>
+
+#include <algorithm>
+#include <cmath>
+
+namespace quantscope {
+
+namespace {
+
+const QString kNoStats = QObject::tr(
+    "No layer statistics yet. They arrive at the end of each epoch for strategies that quantize weights "
+    "(post-training quantization, QAT, progressive, pure low precision).");
+
+QPen pen(const QColor& c, qreal width, Qt::PenStyle style = Qt::SolidLine)
+{
+    QPen p(c, width, style);
+    p.setCosmetic(true);
+    return p;
+}
+
+QAreaSeries* area(QChart* chart, QLineSeries* upper, QLineSeries* lower, const QColor& fill, const QPen& border)
+{
+    auto* a = new QAreaSeries(upper, lower);
+    a->setBrush(fill);
+    a->setPen(border);
+    chart->addSeries(a);
+    return a;
+}
+
+void setLegendVisible(QChart* chart, QAbstractSeries* s, bool visible)
+{
+    for (QLegendMarker* m : chart->legend()->markers(s)) m->setVisible(visible);
+}
+
+double niceStep(double span, int targetTicks)
+{
+    const double raw = span / std::max(1, targetTicks);
+    const double mag = std::pow(10.0, std::floor(std::log10(std::max(raw, 1e-12))));
+    for (double m : {1.0, 2.0, 5.0, 10.0})
+        if (raw <= m * mag) return m * mag;
+    return 10 * mag;
+}
+
+} // namespace
+
+QString statsName(const LayerStats& s)
+{
+    const QString layer = QString::fromStdString(s.layer);
+    return s.tensor.empty() || s.tensor == "weight" ? layer : layer + QLatin1Char('.') + QString::fromStdString(s.tensor);
+}
+
+QString statsCaption(const LayerStats& s)
+{
+    QStringList parts{statsName(s), QString::fromStdString(s.format), QString::fromStdString(s.granularity)};
+    if (!s.scales.empty()) {
+        const auto [lo, hi] = std::minmax_element(s.scales.begin(), s.scales.end());
+        if (s.scales.size() == 1)
+            parts << QObject::tr("scale %1").arg(formatScale(*lo));
+        else
+            parts << QObject::tr("scales %1\u2013%2 (%3 of them)")
+                         .arg(formatScale(*lo), formatScale(*hi), formatCount(double(s.scales.size())));
+    }
+    parts << QObject::tr("%1 clipped").arg(formatPercent(s.clippedFraction, s.clippedFraction < 0.01 ? 2 : 1));
+    parts << QObject::tr("SQNR %1").arg(formatDb(s.sqnrDb));
+    return parts.join(QStringLiteral("  \u00b7  "));
+}
+
+// ---------------------------------------------------------------- LayerEpochBar
+
+LayerEpochBar::LayerEpochBar(QWidget* parent) : QWidget(parent)
+{
+    m_layer = new QComboBox;
+    m_layer->setObjectName(QStringLiteral("layerSelector"));
+    m_layer->setToolTip(tr("The quantized tensor to inspect."));
+    m_layer->setMinimumContentsLength(10);
+    m_epoch = new QSlider(Qt::Horizontal);
+    m_epoch->setObjectName(QStringLiteral("epochSlider"));
+    m_epoch->setToolTip(tr("Steps through the epochs: statistics are taken at the end of each."));
+    m_epoch->setRange(0, 0);
+    m_epoch->setPageStep(1);
+    m_epoch->setTickPosition(QSlider::TicksBelow);
+    m_epochLabel = new QLabel(tr("epoch \u2013"));
+    m_epochLabel->setMinimumWidth(m_epochLabel->fontMetrics().horizontalAdvance(QStringLiteral("epoch 888 of 888")));
+    auto* h = new QHBoxLayout(this);
+    h->setContentsMargins(0, 0, 0, 0);
+    auto* layerLabel = new QLabel(tr("&Layer"));
+    layerLabel->setBuddy(m_layer);
+    h->addWidget(layerLabel);
+    h->addWidget(m_layer);
+    h->addSpacing(16);
+    h->addWidget(new QLabel(tr("Epoch")));
+    h->addWidget(m_epoch, 1);
+    h->addWidget(m_epochLabel);
+    connect(m_layer, &QComboBox::currentIndexChanged, this, [this] {
+        if (m_initializing) return;
+        emit layerChanged(layer());
+        emit changed();
+    });
+    connect(m_epoch, &QSlider::valueChanged, this, [this] {
+        if (m_initializing) return;
+        const int n = m_run ? static_cast<int>(m_run->layerStats.size()) : 0;
+        const int i = m_epoch->value();
+        m_epochLabel->setText(n && i < n ? tr("epoch %1 of %2").arg(m_run->layerStats[std::size_t(i)].empty()
+                                                                         ? i + 1
+                                                                         : int(m_run->layerStats[std::size_t(i)][0].epoch))
+                                              .arg(m_run->config.epochs)
+                                         : tr("epoch \u2013"));
+        emit changed();
+    });
+}
+
+void LayerEpochBar::setRun(RunPtr run)
+{
+    const QString keepLayer = layer();
+    const bool followLast = !m_run || run != m_run || m_epoch->value() >= m_epoch->maximum();
+    m_run = std::move(run);
+    m_initializing = true;
+    m_layer->clear();
+    const int n = m_run ? static_cast<int>(m_run->layerStats.size()) : 0;
+    if (n > 0)
+        for (const LayerStats& s : m_run->layerStats.back()) m_layer->addItem(statsName(s));
+    const int keep = m_layer->findText(keepLayer);
+    if (keep >= 0) m_layer->setCurrentIndex(keep);
+    m_epoch->setRange(0, std::max(0, n - 1));
+    if (followLast) m_epoch->setValue(std::max(0, n - 1));
+    m_epoch->setEnabled(n > 1);
+    m_layer->setEnabled(m_layer->count() > 0);
+    m_initializing = false;
+    emit m_epoch->valueChanged(m_epoch->value()); // updates the label and emits changed()
+}
+
+const LayerStats* LayerEpochBar::current() const
+{
+    if (!m_run || m_run->layerStats.empty()) return nullptr;
+    const auto i = static_cast<std::size_t>(std::clamp(m_epoch->value(), 0, int(m_run->layerStats.size()) - 1));
+    const QString name = layer();
+    for (const LayerStats& s : m_run->layerStats[i])
+        if (statsName(s) == name) return &s;
+    return m_run->layerStats[i].empty() ? nullptr : &m_run->layerStats[i].front();
+}
+
+QString LayerEpochBar::layer() const { return m_layer->currentText(); }
+
+void LayerEpochBar::setLayer(const QString& layer)
+{
+    const int i = m_layer->findText(layer);
+    if (i >= 0 && i != m_layer->currentIndex()) m_layer->setCurrentIndex(i);
+}
+
+int LayerEpochBar::epochIndex() const { return m_epoch->value(); }
+void LayerEpochBar::setEpochIndex(int index) { m_epoch->setValue(index); }
+
+// ---------------------------------------------------------------- HistogramChart
+
+HistogramChart::HistogramChart(QWidget* parent) : ChartView(tr("Weight histogram"), parent)
+{
+    m_x = makeValueAxis(tr("weight value"), Qt::AlignBottom, QStringLiteral("%.2f"));
+    m_yLin = makeValueAxis(tr("weights per bin (count)"), Qt::AlignLeft, QStringLiteral("%.0f"));
+    m_yLog = new QLogValueAxis;
+    m_yLog->setBase(10);
+    m_yLog->setTitleText(tr("weights per bin (count, log scale)"));
+    m_yLog->setLabelFormat(QStringLiteral("%g"));
+    m_yLog->setMinorTickCount(-1);
+
+    m_fp32Upper = new QLineSeries(this);
+    m_fp32Lower = new QLineSeries(this);
+    m_fp32 = area(chart(), m_fp32Upper, m_fp32Lower, QColor(31, 119, 180, 90), pen(QColor(31, 119, 180), 1.2));
+    m_fp32->setName(tr("FP32 weights"));
+    m_quantUpper = new QLineSeries(this);
+    m_quantLower = new QLineSeries(this);
+    m_quant = area(chart(), m_quantUpper, m_quantLower, QColor(255, 127, 14, 200), pen(QColor(200, 90, 0), 1));
+    m_quant->setName(tr("quantized values (bars at the levels)"));
+    m_clipLow = new QLineSeries;
+    m_clipHigh = new QLineSeries;
+    for (QLineSeries* s : {m_clipLow, m_clipHigh}) {
+        s->setPen(pen(QColor(200, 0, 0), 2, Qt::DashLine));
+        chart()->addSeries(s);
+    }
+    m_clipLow->setName(tr("clip range"));
+    for (QAbstractSeries* s : chart()->series()) {
+        s->attachAxis(m_x);
+        s->attachAxis(m_yLin);
+    }
+    setLegendVisible(chart(), m_clipHigh, false);
+    setEmptyMessage(kNoStats);
+}
+
+void HistogramChart::useLogAxis(bool log)
+{
+    if (log == m_log) return;
+    QAbstractAxis* from = log ? static_cast<QAbstractAxis*>(m_yLin) : m_yLog;
+    QAbstractAxis* to = log ? static_cast<QAbstractAxis*>(m_yLog) : m_yLin;
+    for (QAbstractSeries* s : chart()->series()) s->detachAxis(from);
+    chart()->removeAxis(from); // keeps the axis object: this view still owns it via m_yLin/m_yLog
+    from->setParent(this);
+    chart()->addAxis(to, Qt::AlignLeft);
+    for (QAbstractSeries* s : chart()->series()) s->attachAxis(to);
+    m_log = log;
+}
+
+void HistogramChart::setStats(const LayerStats* s, bool logScale)
+{
+    useLogAxis(logScale);
+    const bool valid = s && s->binEdges.size() >= 2 && s->fp32Hist.size() + 1 == s->binEdges.size();
+    m_bins = valid ? static_cast<int>(s->fp32Hist.size()) : 0;
+    if (!valid) {
+        for (QLineSeries* l : {m_fp32Upper, m_fp32Lower, m_quantUpper, m_quantLower, m_clipLow, m_clipHigh}) l->clear();
+        chart()->setTitle(tr("Weight histogram"));
+        setEmptyMessage(kNoStats);
+        return;
+    }
+    const double floor = logScale ? 0.8 : 0.0;
+    auto y = [floor](double v) { return std::max(floor, v); };
+    const auto& e = s->binEdges;
+    QList<QPointF> up;
+    double top = 1;
+    up.append({e.front(), floor});
+    for (std::size_t i = 0; i < s->fp32Hist.size(); ++i) {
+        const double v = double(s->fp32Hist[i]);
+        up.append({e[i], y(v)});
+        up.append({e[i + 1], y(v)});
+        top = std::max(top, v);
+    }
+    up.append({e.back(), floor});
+    m_fp32Upper->replace(up);
+    m_fp32Lower->replace(QList<QPointF>{{e.front(), floor}, {e.back(), floor}});
+
+    // Quantized values: a narrow bar per bin that holds a level.
+    QList<QPointF> q;
+    q.append({e.front(), floor});
+    const bool haveQuant = s->quantHist.size() == s->fp32Hist.size();
+    for (std::size_t i = 0; haveQuant && i < s->quantHist.size(); ++i) {
+        const double v = double(s->quantHist[i]);
+        if (v <= 0) continue;
+        const double c = 0.5 * (e[i] + e[i + 1]), w = std::max(0.18 * (e[i + 1] - e[i]), 1e-12);
+        q.append({c - w, floor});
+        q.append({c - w, y(v)});
+        q.append({c + w, y(v)});
+        q.append({c + w, floor});
+        top = std::max(top, v);
+    }
+    q.append({e.back(), floor});
+    m_quantUpper->replace(q);
+    m_quantLower->replace(QList<QPointF>{{e.front(), floor}, {e.back(), floor}});
+
+    const double yTop = logScale ? std::pow(10.0, std::ceil(std::log10(top * 1.5))) : top * 1.08;
+    m_clipLow->replace(QList<QPointF>{{s->clipLow, floor}, {s->clipLow, yTop}});
+    m_clipHigh->replace(QList<QPointF>{{s->clipHigh, floor}, {s->clipHigh, yTop}});
+    m_clipLow->setName(tr("clip range [%1, %2]: %3 of weights clipped")
+                           .arg(formatScale(s->clipLow), formatScale(s->clipHigh),
+                                formatPercent(s->clippedFraction, s->clippedFraction < 0.01 ? 2 : 1)));
+    m_quant->setName(tr("quantized %1 values (bars at the levels)").arg(QString::fromStdString(s->format)));
+
+    const double lo = std::min({e.front(), double(s->clipLow), double(s->tensorMin)});
+    const double hi = std::max({e.back(), double(s->clipHigh), double(s->tensorMax)});
+    setNiceRange(m_x, lo - 0.02 * (hi - lo), hi + 0.02 * (hi - lo));
+    if (logScale) m_yLog->setRange(floor, yTop);
+    else setNiceRange(m_yLin, 0, yTop, true);
+    chart()->setTitle(tr("Weight histogram \u2014 %1, epoch %2: FP32 vs quantized").arg(statsName(*s)).arg(s->epoch));
+    setEmptyMessage({});
+}
+
+// ---------------------------------------------------------------- RangesChart
+
+RangesChart::RangesChart(QWidget* parent) : ChartView(tr("Per-channel weight ranges"), parent)
+{
+    m_x = makeValueAxis(tr("output channel"), Qt::AlignBottom, QStringLiteral("%d"));
+    m_y = makeValueAxis(tr("weight value"), Qt::AlignLeft, QStringLiteral("%.2f"));
+    m_bandUpper = new QLineSeries(this);
+    m_bandLower = new QLineSeries(this);
+    m_band = area(chart(), m_bandUpper, m_bandLower, QColor(120, 120, 120, 45), pen(QColor(90, 90, 90), 1.5, Qt::DashLine));
+    m_band->setName(tr("per-tensor range"));
+    m_chanUpper = new QLineSeries(this);
+    m_chanLower = new QLineSeries(this);
+    m_chan = area(chart(), m_chanUpper, m_chanLower, QColor(44, 160, 44, 190), pen(QColor(20, 100, 20), 1));
+    m_chan->setName(tr("min\u2013max of each output channel"));
+    for (QAbstractSeries* s : chart()->series()) {
+        s->attachAxis(m_x);
+        s->attachAxis(m_y);
+    }
+    setEmptyMessage(kNoStats);
+}
+
+void RangesChart::setStats(const LayerStats* s)
+{
+    const bool valid = s && !s->channelMin.empty() && s->channelMin.size() == s->channelMax.size();
+    m_channels = valid ? static_cast<int>(s->channelMin.size()) : 0;
+    if (!valid) {
+        for (QLineSeries* l : {m_bandUpper, m_bandLower, m_chanUpper, m_chanLower}) l->clear();
+        chart()->setTitle(tr("Per-channel weight ranges"));
+        setEmptyMessage(kNoStats);
+        return;
+    }
+    const int n = m_channels;
+    const double x0 = -0.5, x1 = n - 0.5, half = n > 64 ? 0.45 : 0.35;
+    m_bandUpper->replace(QList<QPointF>{{x0, s->tensorMax}, {x1, s->tensorMax}});
+    m_bandLower->replace(QList<QPointF>{{x0, s->tensorMin}, {x1, s->tensorMin}});
+    QList<QPointF> up, lo;
+    up.reserve(4 * n + 2);
+    lo.reserve(4 * n + 2);
+    double narrow = 1e300, wide = 0;
+    for (int c = 0; c < n; ++c) {
+        const double mn = s->channelMin[std::size_t(c)], mx = s->channelMax[std::size_t(c)];
+        const double a = c - half, b = c + half;
+        up << QPointF(a, 0) << QPointF(a, mx) << QPointF(b, mx) << QPointF(b, 0);
+        lo << QPointF(a, 0) << QPointF(a, mn) << QPointF(b, mn) << QPointF(b, 0);
+        narrow = std::min(narrow, mx - mn);
+        wide = std::max(wide, mx - mn);
+    }
+    m_chanUpper->replace(up);
+    m_chanLower->replace(lo);
+    m_band->setName(tr("per-tensor range [%1, %2]").arg(formatScale(s->tensorMin), formatScale(s->tensorMax)));
+    m_x->setRange(x0, x1);
+    m_x->setTickType(QValueAxis::TicksDynamic);
+    m_x->setTickAnchor(0);
+    m_x->setTickInterval(std::max(1.0, niceStep(n, 10)));
+    const double ylo = std::min(0.0, double(s->tensorMin)), yhi = std::max(0.0, double(s->tensorMax));
+    setNiceRange(m_y, ylo - 0.05 * (yhi - ylo), yhi + 0.05 * (yhi - ylo));
+    chart()->setTitle(tr("Per-channel weight ranges \u2014 %1, epoch %2 (%3 output channels; widest %4\u00d7 the narrowest)")
+                          .arg(statsName(*s))
+                          .arg(s->epoch)
+                          .arg(n)
+                          .arg(narrow > 0 ? QString::number(wide / narrow, 'f', 1) : QStringLiteral("\u221e")));
+    setEmptyMessage({});
+}
+
+// ---------------------------------------------------------------- panels
+
+HistogramPanel::HistogramPanel(QWidget* parent) : QWidget(parent)
+{
+    m_bar = new LayerEpochBar;
+    m_log = new QCheckBox(tr("Log scale"));
+    m_log->setObjectName(QStringLiteral("logScale"));
+    m_log->setToolTip(tr("Shows counts on a logarithmic axis, so the few weights in the tails become visible."));
+    m_caption = new QLabel;
+    m_caption->setObjectName(QStringLiteral("histogramCaption"));
+    m_caption->setTextInteractionFlags(Qt::TextSelectableByMouse);
+    m_caption->setWordWrap(true);
+    m_chart = new HistogramChart;
+    m_chart->setObjectName(QStringLiteral("histogramChart"));
+    auto* top = new QHBoxLayout;
+    top->addWidget(m_bar, 1);
+    top->addSpacing(12);
+    top->addWidget(m_log);
+    auto* v = new QVBoxLayout(this);
+    v->addLayout(top);
+    v->addWidget(m_caption);
+    v->addWidget(m_chart, 1);
+    connect(m_bar, &LayerEpochBar::changed, this, &HistogramPanel::refresh);
+    connect(m_log, &QCheckBox::toggled, this, &HistogramPanel::refresh);
+    refresh();
+}
+
+void HistogramPanel::setRun(RunPtr run) { m_bar->setRun(std::move(run)); }
+
+QString HistogramPanel::caption() const { return m_caption->text(); }
+
+void HistogramPanel::refresh()
+{
+    const LayerStats* s = m_bar->current();
+    m_chart->setStats(s, m_log->isChecked());
+    m_caption->setText(s ? statsCaption(*s) : tr("Train with a quantizing strategy (e.g. QAT) to see the weights."));
+}
+
+RangesPanel::RangesPanel(QWidget* parent) : QWidget(parent)
+{
+    m_bar = new LayerEpochBar;
+    m_caption = new QLabel;
+    m_caption->setWordWrap(true);
+    m_chart = new RangesChart;
+    m_chart->setObjectName(QStringLiteral("rangesChart"));
+    auto* v = new QVBoxLayout(this);
+    v->addWidget(m_bar);
+    v->addWidget(m_caption);
+    v->addWidget(m_chart, 1);
+    connect(m_bar, &LayerEpochBar::changed, this, &RangesPanel::refresh);
+    refresh();
+}
+
+void RangesPanel::setRun(RunPtr run) { m_bar->setRun(std::move(run)); }
+
+void RangesPanel::refresh()
+{
+    const LayerStats* s = m_bar->current();
+    m_chart->setStats(s);
+    if (!s || s->channelMin.empty()) {
+        m_caption->setText(tr("Each bar spans one output channel's weights; the grey band is the whole tensor's range. "
+                              "When channel ranges differ a lot, one scale per tensor wastes levels on the narrow "
+                              "channels, and channel-wise quantization wins."));
+        return;
+    }
+    m_caption->setText(tr("Each green bar spans one output channel's weights; the grey band is the whole tensor's "
+                          "range, which a single tensor-wise scale must cover. %1")
+                           .arg(QString::fromStdString(s->granularity) == QLatin1String("channel-wise")
+                                    ? tr("This run uses one scale per channel.")
+                                    : tr("This run uses %1 quantization.").arg(QString::fromStdString(s->granularity))));
+}
+
+// ---------------------------------------------------------------- SqnrChart
+
+SqnrChart::SqnrChart(QWidget* parent) : RunChart(tr("Quantization error per layer"), parent)
+{
+    m_series = new QBarSeries;
+    m_series->setLabelsVisible(true);
+    m_series->setLabelsFormat(QStringLiteral("@value"));
+    m_series->setLabelsPrecision(3);
+    m_series->setLabelsPosition(QAbstractBarSeries::LabelsOutsideEnd);
+    chart()->addSeries(m_series);
+    m_x = new QBarCategoryAxis;
+    m_x->setTitleText(tr("layer (quantized weight tensor)"));
+    chart()->addAxis(m_x, Qt::AlignBottom);
+    m_y = makeValueAxis(tr("SQNR (dB, higher is better)"), Qt::AlignLeft, QStringLiteral("%.0f"));
+    m_series->attachAxis(m_x);
+    m_series->attachAxis(m_y);
+    setNiceRange(m_y, 0, 50);
+    setEmptyMessage(kNoStats);
+}
+
+int SqnrChart::barCount() const
+{
+    int n = 0;
+    for (QBarSet* s : m_series->barSets()) n += s->count();
+    return n;
+}
+
+void SqnrChart::refresh()
+{
+    m_series->clear();
+    QStringList layers;
+    for (const RunPtr& r : m_runs)
+        if (const auto* stats = r->latestStats())
+            for (const LayerStats& s : *stats)
+                if (!layers.contains(statsName(s))) layers << statsName(s);
+    m_x->clear();
+    m_x->append(layers);
+    double top = 10;
+    int slot = 0, withStats = 0;
+    for (const RunPtr& r : m_runs) {
+        const QColor color = runColor(slot++);
+        const auto* stats = r->latestStats();
+        if (!stats || stats->empty()) continue;
+        ++withStats;
+        auto* set = new QBarSet(r->title());
+        set->setColor(color);
+        set->setBorderColor(color.darker(130));
+        set->setLabelColor(QColor(40, 40, 40));
+        for (const QString& l : layers) {
+            double v = 0;
+            for (const LayerStats& s : *stats)
+                if (statsName(s) == l) v = std::isfinite(s.sqnrDb) ? s.sqnrDb : 0;
+            set->append(v);
+            top = std::max(top, v);
+        }
+        m_series->append(set);
+    }
+    setNiceRange(m_y, 0, top * 1.15, true);
+    chart()->setTitle(withStats > 1 ? tr("Quantization error per layer: SQNR of %1 runs (higher is better)").arg(withStats)
+                                    : tr("Quantization error per layer: SQNR (higher is better)"));
+    setEmptyMessage(withStats ? QString() : kNoStats);
+}
+
+} // namespace quantscope

@@ -1,0 +1,66 @@
+// One training run as the window keeps it: its configuration and every event it reported
+// (values copied out of the worker's signals), plus JSON save/load and CSV export.
+#pragma once
+
+#include "train/events.h"
+#include "train/trainer.h"
+
+#include <QDateTime>
+#include <QJsonObject>
+#include <QString>
+
+#include <memory>
+#include <vector>
+
+namespace quantscope {
+
+enum class RunStatus { Running, Paused, Done, Stopped, Failed };
+QString runStatusText(RunStatus s);
+
+struct RunRecord {
+    int id = 0;
+    RunStatus status = RunStatus::Running;
+    TrainConfig config;
+    QString datasetName;
+    std::size_t imageHeight = 28, imageWidth = 28, classes = 10;
+    QDateTime startedAt;
+
+    bool hasStart = false;
+    StartEvent start;
+    std::vector<BatchEvent> steps;
+    std::vector<double> smoothedLoss;               // debiased EMA of steps[i].loss
+    double emaRaw = 0.0;                            // the EMA before debiasing
+    std::vector<EpochEvent> epochs;
+    std::vector<std::vector<LayerStats>> layerStats; // one entry per epoch that reported them
+    bool finished = false;
+    FinishEvent finish;
+    QString error;
+    double modelBytes = kNoValue;
+
+    void addSteps(const std::vector<BatchEvent>& batch);
+    double finalTestAccuracy() const;  // FP32 (or the run's own arithmetic for lowp/mixed)
+    double finalQuantAccuracy() const; // NaN when the run has no quantized model
+    double seconds() const;
+    bool hasLossScale() const;
+    QString shortConfig() const;       // "qat · int8 · channel-wise"
+    QString title() const;             // "#2 qat · int8 · channel-wise"
+    QString configTooltip() const;     // several lines, every option
+    const std::vector<LayerStats>* latestStats() const;
+};
+
+using RunPtr = std::shared_ptr<RunRecord>;
+
+QJsonObject configToJson(const TrainConfig& cfg);
+TrainConfig configFromJson(const QJsonObject& o);
+
+QJsonObject runToJson(const RunRecord& run);
+RunPtr runFromJson(const QJsonObject& o);
+
+// Writes {"quantscope_runs": 1, "runs": [...]}. Returns an error message, or empty on success.
+QString saveRunsJson(const QString& path, const std::vector<RunPtr>& runs);
+// Reads what saveRunsJson wrote. On error returns no runs and sets *error.
+std::vector<RunPtr> loadRunsJson(const QString& path, QString* error);
+// One row per run and epoch: run, config, epoch, losses, accuracies, img/s, seconds.
+QString saveMetricsCsv(const QString& path, const std::vector<RunPtr>& runs);
+
+} // namespace quantscope

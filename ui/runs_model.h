@@ -1,0 +1,38 @@
+// The runs of the session as a table model: configuration, final FP32 and quantized accuracy,
+// model size for its format, time and status. It owns the RunRecords; rows never reorder.
+#pragma once
+
+#include "run_record.h"
+
+#include <QAbstractTableModel>
+
+#include <vector>
+
+namespace quantscope {
+
+class RunsModel : public QAbstractTableModel {
+    Q_OBJECT
+public:
+    enum Column { Id, Model, Strategy, Format, Granularity, Epochs, Fp32Acc, QuantAcc, Size, Time, Status, ColumnCount };
+
+    explicit RunsModel(QObject* parent = nullptr);
+
+    int rowCount(const QModelIndex& parent = {}) const override;
+    int columnCount(const QModelIndex& parent = {}) const override;
+    QVariant data(const QModelIndex& index, int role) const override;
+    QVariant headerData(int section, Qt::Orientation o, int role) const override;
+
+    int addRun(RunPtr run); // returns its row
+    void addRuns(const std::vector<RunPtr>& runs);
+    void runChanged(int id);
+    RunPtr runAt(int row) const;
+    RunPtr runById(int id) const;
+    int rowOf(int id) const;
+    const std::vector<RunPtr>& runs() const { return m_runs; }
+    int nextId() const;
+
+private:
+    std::vector<RunPtr> m_runs;
+};
+
+} // namespace quantscope

@@ -1,0 +1,559 @@
+#include "training_panel.h"
+
+#include "quant_catalog.h"
+
+#include "nn/model_zoo.h"
+
+#include <QComboBox>
+#include <QDoubleSpinBox>
+#include <QDoubleValidator>
+#include <QFormLayout>
+#include <QGroupBox>
+#include <QHBoxLayout>
+#include <QLabel>
+#include <QLineEdit>
+#include <QPushButton>
+#include <QSpinBox>
+#include <QStandardItemModel>
+#include <QThread>
+#include <QToolButton>
+#include <QVBoxLayout>
+
+namespace quantscope {
+
+namespace {
+
+QString qs(const std::string& s) { return QString::fromStdString(s); }
+
+void selectData(QComboBox* c, const QString& value)
+{
+    const int i = c->findData(value);
+    if (i >= 0) c->setCurrentIndex(i);
+}
+
+QComboBox* choiceCombo(const QVector<Choice>& rows, const QString& tip)
+{
+    auto* c = new QComboBox;
+    for (const Choice& ch : rows) {
+        c->addItem(ch.label, ch.value);
+        c->setItemData(c->count() - 1, ch.tooltip, Qt::ToolTipRole);
+    }
+    c->setToolTip(tip);
+    return c;
+}
+
+QSpinBox* spin(int lo, int hi, const QString& tip)
+{
+    auto* s = new QSpinBox;
+    s->setRange(lo, hi);
+    s->setToolTip(tip);
+    s->setGroupSeparatorShown(true);
+    return s;
+}
+
+QString lowerFirst(QString s)
+{
+    if (!s.isEmpty()) s[0] = s[0].toLower();
+    return s;
+}
+
+} // namespace
+
+// ---------------------------------------------------------------- ScheduleEditor
+
+ScheduleEditor::ScheduleEditor(QWidget* parent) : QWidget(parent)
+{
+    m_rows = new QVBoxLayout;
+    m_rows->setContentsMargins(0, 0, 0, 0);
+    m_rows->setSpacing(2);
+    m_add = new QPushButton(tr("Add phase"));
+    m_add->setToolTip(tr("Appends a phase: a format trained for a number of epochs."));
+    connect(m_add, &QPushButton::clicked, this, [this] {
+        addRow(QStringLiteral("int8"), 1);
+        emit changed();
+    });
+    auto* v = new QVBoxLayout(this);
+    v->setContentsMargins(0, 0, 0, 0);
+    v->setSpacing(2);
+    v->addLayout(m_rows);
+    auto* h = new QHBoxLayout;
+    h->addWidget(m_add);
+    h->addStretch();
+    v->addLayout(h);
+    setToolTip(tr("Progressive training moves through these phases in order, e.g. FP32, then FP16, then INT8."));
+}
+
+void ScheduleEditor::addRow(const QString& format, int epochs)
+{
+    auto* row = new QWidget;
+    auto* h = new QHBoxLayout(row);
+    h->setContentsMargins(0, 0, 0, 0);
+    auto* fmt = new QComboBox;
+    for (const FormatChoice& f : formatChoices()) {
+        fmt->addItem(f.name, f.name);
+        fmt->setItemData(fmt->count() - 1, f.description, Qt::ToolTipRole);
+    }
+    if (fmt->findData(format) < 0) fmt->addItem(format, format);
+    fmt->setCurrentIndex(fmt->findData(format));
+    fmt->setToolTip(tr("The number format of this phase."));
+    auto* ep = new QSpinBox;
+    ep->setRange(1, 1000);
+    ep->setValue(epochs);
+    ep->setSuffix(tr(" epochs"));
+    ep->setToolTip(tr("How many epochs this phase lasts."));
+    auto* del = new QToolButton;
+    del->setText(QStringLiteral("\u2212"));
+    del->setToolTip(tr("Removes this phase."));
+    h->addWidget(fmt, 1);
+    h->addWidget(ep);
+    h->addWidget(del);
+    row->setProperty("format", QVariant::fromValue<QObject*>(fmt));
+    row->setProperty("epochs", QVariant::fromValue<QObject*>(ep));
+    connect(fmt, &QComboBox::currentIndexChanged, this, [this] {
+        if (!m_initializing) emit changed();
+    });
+    connect(ep, &QSpinBox::valueChanged, this, [this] {
+        if (!m_initializing) emit changed();
+    });
+    connect(del, &QToolButton::clicked, this, [this, row] {
+        removeRow(row);
+        emit changed();
+    });
+    m_rows->addWidget(row);
+    updateButtons();
+}
+
+void ScheduleEditor::removeRow(QWidget* row)
+{
+    m_rows->removeWidget(row);
+    row->deleteLater();
+    row->hide();
+    row->setParent(nullptr);
+    updateButtons();
+}
+
+void ScheduleEditor::updateButtons()
+{
+    const int n = m_rows->count();
+    for (int i = 0; i < n; ++i) {
+        QWidget* row = m_rows->itemAt(i)->widget();
+        for (QToolButton* b : row->findChildren<QToolButton*>()) b->setEnabled(n > 1);
+    }
+    m_add->setEnabled(n < 8);
+}
+
+void ScheduleEditor::setSchedule(const QString& spec)
+{
+    m_initializing = true;
+    while (m_rows->count() > 0) {
+        QWidget* w = m_rows->itemAt(0)->widget();
+        m_rows->removeWidget(w);
+        delete w;
+    }
+    for (const QString& part : spec.split(QLatin1Char(','), Qt::SkipEmptyParts)) {
+        const QString fmt = part.section(QLatin1Char(':'), 0, 0).trimmed();
+        bool ok = false;
+        const int ep = part.section(QLatin1Char(':'), 1, 1).toInt(&ok);
+        addRow(fmt, ok && ep > 0 ? ep : 1);
+    }
+    if (m_rows->count() == 0) addRow(QStringLiteral("fp32"), 1);
+    m_initializing = false;
+    updateButtons();
+}
+
+QString ScheduleEditor::schedule() const
+{
+    QStringList parts;
+    for (int i = 0; i < m_rows->count(); ++i) {
+        QWidget* row = m_rows->itemAt(i)->widget();
+        auto* fmt = qobject_cast<QComboBox*>(row->property("format").value<QObject*>());
+        auto* ep = qobject_cast<QSpinBox*>(row->property("epochs").value<QObject*>());
+        if (fmt && ep) parts << QStringLiteral("%1:%2").arg(fmt->currentData().toString()).arg(ep->value());
+    }
+    return parts.join(QLatin1Char(','));
+}
+
+std::size_t ScheduleEditor::totalEpochs() const
+{
+    std::size_t n = 0;
+    for (int i = 0; i < m_rows->count(); ++i) {
+        auto* ep = qobject_cast<QSpinBox*>(m_rows->itemAt(i)->widget()->property("epochs").value<QObject*>());
+        if (ep) n += static_cast<std::size_t>(ep->value());
+    }
+    return n;
+}
+
+// ---------------------------------------------------------------- TrainingPanel
+
+TrainConfig TrainingPanel::defaultConfig()
+{
+    TrainConfig c;
+    c.model = "seed-cnn";
+    c.epochs = 2;
+    c.batchSize = 64;
+    c.optimizer = "adam";
+    c.lr = 1e-3f;
+    c.threads = 2;
+    c.seed = 1;
+    c.precision.strategy = Strategy::Qat;
+    c.precision.format = "int8";
+    c.precision.granularity = "channel";
+    c.precision.rounding = "nearest";
+    c.precision.calibration = "minmax";
+    return c;
+}
+
+TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
+{
+    m_model = new QComboBox;
+    m_model->setObjectName(QStringLiteral("model"));
+    for (const auto& p : modelPresets()) {
+        m_model->addItem(QString::fromLatin1(p.name), QString::fromLatin1(p.name));
+        m_model->setItemData(m_model->count() - 1, QString::fromLatin1(p.description), Qt::ToolTipRole);
+    }
+    m_model->setToolTip(tr("The network to train; hover over an entry to see its layers."));
+
+    m_strategy = new QComboBox;
+    m_strategy->setObjectName(QStringLiteral("strategy"));
+    for (const StrategyInfo& s : strategies()) {
+        m_strategy->addItem(QString::fromLatin1(s.label), QString::fromLatin1(s.name));
+        m_strategy->setItemData(m_strategy->count() - 1, QString::fromLatin1(s.description), Qt::ToolTipRole);
+    }
+    m_strategy->setToolTip(tr("How low precision enters training: after it (PTQ), during it (QAT), or as the "
+                              "arithmetic itself."));
+    m_strategyHelp = new QLabel;
+    m_strategyHelp->setWordWrap(true);
+    m_strategyHelp->setObjectName(QStringLiteral("strategyHelp"));
+    QFont small = m_strategyHelp->font();
+    small.setPointSizeF(small.pointSizeF() * 0.9);
+    m_strategyHelp->setFont(small);
+    m_strategyHelp->setStyleSheet(QStringLiteral("color: palette(dark);"));
+
+    m_format = new QComboBox;
+    m_format->setObjectName(QStringLiteral("format"));
+    for (const FormatChoice& f : formatChoices()) {
+        m_format->addItem(f.name, f.name);
+        m_format->setItemData(m_format->count() - 1, f.description, Qt::ToolTipRole);
+    }
+    m_format->setToolTip(tr("The number format weights (and activations) are stored and computed in."));
+
+    m_granularity = choiceCombo(granularityChoices(), tr("How many weights share one quantization scale."));
+    m_granularity->setObjectName(QStringLiteral("granularity"));
+    m_groupSize = spin(2, 4096, tr("Weights per group for group-wise quantization."));
+    m_groupSize->setObjectName(QStringLiteral("groupSize"));
+    m_groupSize->setValue(32);
+    m_groupSize->setPrefix(tr("group "));
+
+    m_rounding = choiceCombo(roundingChoices(), tr("How a value between two levels is rounded."));
+    m_rounding->setObjectName(QStringLiteral("rounding"));
+    m_calibration = choiceCombo(calibrationChoices(), tr("How the clipping range (and so the scale) is chosen."));
+    m_calibration->setObjectName(QStringLiteral("calibration"));
+    m_percentile = new QDoubleSpinBox;
+    m_percentile->setRange(50.01, 100.0);
+    m_percentile->setDecimals(2);
+    m_percentile->setSingleStep(0.01);
+    m_percentile->setSuffix(QStringLiteral(" %"));
+    m_percentile->setToolTip(tr("The percentile of absolute values that sets the range; the rest are clipped."));
+
+    m_calibImages = spin(1, 100000, tr("How many training images post-training quantization calibrates on."));
+    m_calibImages->setSingleStep(100);
+    m_bnFreeze = spin(0, 1000, tr("QAT freezes the BatchNorm statistics from this epoch on (0 = never); only "
+                                  "models with BatchNorm have any."));
+    m_bnFreeze->setSpecialValueText(tr("never"));
+
+    m_schedule = new ScheduleEditor;
+    m_schedule->setObjectName(QStringLiteral("schedule"));
+
+    m_optimizer = choiceCombo(optimizerChoices(), tr("The rule that turns gradients into weight updates."));
+    m_optimizer->setObjectName(QStringLiteral("optimizer"));
+    m_momentum = new QDoubleSpinBox;
+    m_momentum->setRange(0.0, 0.999);
+    m_momentum->setDecimals(3);
+    m_momentum->setSingleStep(0.1);
+    m_momentum->setPrefix(tr("momentum "));
+    m_momentum->setToolTip(tr("SGD momentum: the share of the previous update carried into the next."));
+
+    m_lr = new QLineEdit;
+    m_lr->setObjectName(QStringLiteral("learningRate"));
+    auto* lrValidator = new QDoubleValidator(1e-8, 10.0, 8, m_lr);
+    lrValidator->setNotation(QDoubleValidator::ScientificNotation);
+    lrValidator->setLocale(QLocale::c());
+    m_lr->setValidator(lrValidator);
+    m_lr->setToolTip(tr("Step size of each update, e.g. 1e-3 for Adam or 0.01 for SGD."));
+
+    m_epochs = spin(1, 1000, tr("Passes over the training set."));
+    m_epochs->setObjectName(QStringLiteral("epochs"));
+    m_batch = spin(1, 4096, tr("Images per training step."));
+    m_batch->setObjectName(QStringLiteral("batchSize"));
+    m_threads = spin(1, 256, tr("Worker threads for training (this machine has %1 cores).")
+                                 .arg(QThread::idealThreadCount()));
+    m_threads->setObjectName(QStringLiteral("threads"));
+    m_seed = spin(0, std::numeric_limits<int>::max(), tr("Seeds initialisation, shuffling and dropout: the same "
+                                                          "seed gives the same run."));
+    m_seed->setObjectName(QStringLiteral("seed"));
+    m_seed->setGroupSeparatorShown(false);
+
+    m_train = new QPushButton(tr("Train"));
+    m_train->setObjectName(QStringLiteral("trainButton"));
+    m_train->setToolTip(tr("Starts a run with these options (Ctrl+R)."));
+    m_train->setDefault(true);
+    m_pause = new QPushButton(tr("Pause"));
+    m_pause->setObjectName(QStringLiteral("pauseButton"));
+    m_pause->setToolTip(tr("Pauses the run after the current batch; press again to resume."));
+    m_stop = new QPushButton(tr("Stop"));
+    m_stop->setObjectName(QStringLiteral("stopButton"));
+    m_stop->setToolTip(tr("Stops the run after the current batch and keeps what it measured (Esc)."));
+
+    // Layout: three groups in a column.
+    auto addRow = [this](QFormLayout* f, const QString& text, QWidget* w, QWidget* tipSource = nullptr) {
+        auto* l = new QLabel(text);
+        l->setToolTip((tipSource ? tipSource : w)->toolTip());
+        l->setBuddy(w);
+        f->addRow(l, w);
+        m_labels.insert(tipSource ? tipSource : w, l);
+    };
+    auto form = [] {
+        auto* f = new QFormLayout;
+        f->setFieldGrowthPolicy(QFormLayout::AllNonFixedFieldsGrow);
+        f->setLabelAlignment(Qt::AlignLeft);
+        return f;
+    };
+
+    auto* modelBox = new QGroupBox(tr("Model and strategy"));
+    auto* mf = form();
+    addRow(mf, tr("&Model"), m_model);
+    addRow(mf, tr("&Strategy"), m_strategy);
+    mf->addRow(m_strategyHelp);
+    modelBox->setLayout(mf);
+
+    auto* precBox = new QGroupBox(tr("Precision"));
+    auto* pf = form();
+    addRow(pf, tr("&Format"), m_format);
+    addRow(pf, tr("&Granularity"), row(m_granularity, m_groupSize), m_granularity);
+    addRow(pf, tr("&Rounding"), m_rounding);
+    addRow(pf, tr("&Calibration"), row(m_calibration, m_percentile), m_calibration);
+    addRow(pf, tr("Calibration images"), m_calibImages);
+    addRow(pf, tr("Freeze BatchNorm at"), m_bnFreeze);
+    addRow(pf, tr("Schedule"), m_schedule);
+    precBox->setLayout(pf);
+
+    auto* optBox = new QGroupBox(tr("Optimisation"));
+    auto* of = form();
+    addRow(of, tr("&Optimizer"), row(m_optimizer, m_momentum), m_optimizer);
+    addRow(of, tr("&Learning rate"), m_lr);
+    addRow(of, tr("&Epochs"), m_epochs);
+    addRow(of, tr("&Batch size"), m_batch);
+    addRow(of, tr("&Threads"), m_threads);
+    addRow(of, tr("S&eed"), m_seed);
+    optBox->setLayout(of);
+
+    auto* buttons = new QHBoxLayout;
+    buttons->addWidget(m_train, 2);
+    buttons->addWidget(m_pause, 1);
+    buttons->addWidget(m_stop, 1);
+
+    auto* v = new QVBoxLayout(this);
+    v->addWidget(modelBox);
+    v->addWidget(precBox);
+    v->addWidget(optBox);
+    v->addLayout(buttons);
+    v->addStretch(1);
+
+    for (QWidget* w : std::initializer_list<QWidget*>{m_format, m_granularity, m_groupSize, m_rounding, m_calibration,
+                                                      m_percentile, m_calibImages, m_bnFreeze, m_schedule, m_momentum,
+                                                      m_epochs})
+        m_baseTips.insert(w, w->toolTip());
+
+    // Widgets -> config, under the guard.
+    auto changed = [this] {
+        if (m_initializing) return;
+        readWidgets();
+        if (const FormatChoice* f = formatChoice(qs(m_cfg.precision.format)); f && f->integer)
+            m_lastIntegerFormat = f->name;
+        updateApplicability();
+        emit configChanged();
+    };
+    for (QComboBox* c : {m_model, m_strategy, m_format, m_granularity, m_rounding, m_calibration, m_optimizer})
+        connect(c, &QComboBox::currentIndexChanged, this, changed);
+    for (QSpinBox* s : {m_groupSize, m_calibImages, m_bnFreeze, m_epochs, m_batch, m_threads, m_seed})
+        connect(s, &QSpinBox::valueChanged, this, changed);
+    connect(m_percentile, &QDoubleSpinBox::valueChanged, this, changed);
+    connect(m_momentum, &QDoubleSpinBox::valueChanged, this, changed);
+    connect(m_lr, &QLineEdit::textChanged, this, changed);
+    connect(m_schedule, &ScheduleEditor::changed, this, changed);
+
+    setConfig(defaultConfig());
+}
+
+QWidget* TrainingPanel::row(QWidget* a, QWidget* b)
+{
+    auto* w = new QWidget;
+    auto* h = new QHBoxLayout(w);
+    h->setContentsMargins(0, 0, 0, 0);
+    h->addWidget(a, 3);
+    h->addWidget(b, 2);
+    return w;
+}
+
+void TrainingPanel::setConfig(const TrainConfig& cfg)
+{
+    m_initializing = true;
+    m_cfg = cfg;
+    const PrecisionConfig& p = cfg.precision;
+    selectData(m_model, qs(cfg.model));
+    selectData(m_strategy, strategyName(p.strategy));
+    if (m_format->findData(qs(p.format)) < 0) m_format->addItem(qs(p.format), qs(p.format));
+    selectData(m_format, qs(p.format));
+    const QString g = qs(p.granularity);
+    if (g.startsWith(QLatin1String("group"))) {
+        selectData(m_granularity, QStringLiteral("group"));
+        const int n = g.section(QLatin1Char(':'), 1, 1).toInt();
+        if (n > 0) m_groupSize->setValue(n);
+    } else {
+        selectData(m_granularity, g);
+    }
+    selectData(m_rounding, qs(p.rounding));
+    selectData(m_calibration, qs(p.calibration));
+    m_percentile->setValue(double(p.percentile));
+    m_calibImages->setValue(static_cast<int>(p.calibImages));
+    m_bnFreeze->setValue(static_cast<int>(p.bnFreezeEpoch));
+    m_schedule->setSchedule(qs(p.schedule));
+    selectData(m_optimizer, qs(cfg.optimizer));
+    m_momentum->setValue(double(cfg.momentum));
+    m_lr->setText(QString::number(double(cfg.lr), 'g', 4));
+    m_epochs->setValue(static_cast<int>(cfg.epochs));
+    m_batch->setValue(static_cast<int>(cfg.batchSize));
+    m_threads->setValue(static_cast<int>(cfg.threads));
+    m_seed->setValue(static_cast<int>(std::min<std::uint64_t>(cfg.seed, std::numeric_limits<int>::max())));
+    if (const FormatChoice* f = formatChoice(qs(p.format)); f && f->integer) m_lastIntegerFormat = f->name;
+    m_initializing = false;
+    readWidgets();
+    updateApplicability();
+}
+
+void TrainingPanel::readWidgets()
+{
+    TrainConfig& c = m_cfg;
+    PrecisionConfig& p = c.precision;
+    c.model = m_model->currentData().toString().toStdString();
+    try {
+        p.strategy = parseStrategy(m_strategy->currentData().toString().toStdString());
+    } catch (const std::exception&) {
+        p.strategy = Strategy::Fp32;
+    }
+    p.format = m_format->currentData().toString().toStdString();
+    const QString g = m_granularity->currentData().toString();
+    p.granularity = (g == QLatin1String("group") ? QStringLiteral("group:%1").arg(m_groupSize->value()) : g).toStdString();
+    p.rounding = m_rounding->currentData().toString().toStdString();
+    p.calibration = m_calibration->currentData().toString().toStdString();
+    p.percentile = static_cast<float>(m_percentile->value());
+    p.calibImages = static_cast<std::size_t>(m_calibImages->value());
+    p.bnFreezeEpoch = static_cast<std::size_t>(m_bnFreeze->value());
+    p.schedule = m_schedule->schedule().toStdString();
+    c.optimizer = m_optimizer->currentData().toString().toStdString();
+    c.momentum = static_cast<float>(m_momentum->value());
+    bool ok = false;
+    const double lr = QLocale::c().toDouble(m_lr->text().trimmed(), &ok);
+    if (ok && lr > 0) c.lr = static_cast<float>(lr);
+    c.epochs = p.strategy == Strategy::Progressive ? std::max<std::size_t>(1, m_schedule->totalEpochs())
+                                                     : static_cast<std::size_t>(m_epochs->value());
+    c.batchSize = static_cast<std::size_t>(m_batch->value());
+    c.threads = static_cast<std::size_t>(m_threads->value());
+    c.seed = static_cast<std::uint64_t>(m_seed->value());
+}
+
+void TrainingPanel::setApplies(QWidget* w, bool applies, const QString& why)
+{
+    const bool enabled = applies && !m_running;
+    w->setEnabled(enabled);
+    QString tip = m_baseTips.value(w, w->toolTip());
+    if (!applies && !why.isEmpty()) tip += QStringLiteral("\n\nDisabled: ") + why;
+    w->setToolTip(tip);
+    if (QLabel* l = m_labels.value(w)) {
+        l->setEnabled(enabled);
+        l->setToolTip(tip);
+    }
+}
+
+void TrainingPanel::updateApplicability()
+{
+    const PrecisionConfig& p = m_cfg.precision;
+    const StrategyInfo& s = strategyInfo(p.strategy);
+    const QString label = QString::fromLatin1(s.label);
+    const QString notUsed =
+        tr("not used by %1, which %2").arg(label, lowerFirst(QString::fromLatin1(s.description)));
+    m_strategyHelp->setText(QString::fromLatin1(s.description));
+
+    // Formats a strategy cannot take are disabled in the list (with the reason as tooltip). When
+    // the current one does not fit, switch to one that does, and restore the user's integer
+    // format when they come back to a strategy that takes it.
+    if (auto* items = qobject_cast<QStandardItemModel*>(m_format->model())) {
+        for (int i = 0; i < m_format->count(); ++i) {
+            const FormatChoice* f = formatChoice(m_format->itemData(i).toString());
+            QString why;
+            const bool ok = !f || !s.usesFormat || formatFits(p.strategy, *f, &why);
+            if (QStandardItem* item = items->item(i)) {
+                item->setEnabled(ok);
+                item->setToolTip((f ? f->description : QString()) + (ok ? QString() : tr("\n\nDisabled: ") + why));
+            }
+        }
+    }
+    const FormatChoice* cur = formatChoice(qs(p.format));
+    if (s.usesFormat && cur && !formatFits(p.strategy, *cur)) {
+        const QString target = cur->integer || cur->kind == QLatin1String("fp32")
+                                   ? (p.strategy == Strategy::Mixed || p.strategy == Strategy::LowPrecision
+                                          ? QStringLiteral("fp16")
+                                          : m_lastIntegerFormat)
+                                   : m_lastIntegerFormat;
+        m_initializing = true;
+        selectData(m_format, target);
+        m_initializing = false;
+        m_formatAutoSwitched = cur->integer;
+        readWidgets();
+    } else if (m_formatAutoSwitched && (p.strategy == Strategy::Ptq || p.strategy == Strategy::Qat)) {
+        m_formatAutoSwitched = false;
+        m_initializing = true;
+        selectData(m_format, m_lastIntegerFormat);
+        m_initializing = false;
+        readWidgets();
+    }
+
+    const bool group = m_granularity->currentData().toString() == QLatin1String("group");
+    const bool percentile = m_calibration->currentData().toString() == QLatin1String("percentile");
+    setApplies(m_format, s.usesFormat,
+               p.strategy == Strategy::Progressive ? tr("progressive takes its formats from the schedule below.")
+                                                   : notUsed + QLatin1Char('.'));
+    setApplies(m_granularity, s.usesGranularity, notUsed + QLatin1Char('.'));
+    setApplies(m_groupSize, s.usesGranularity && group,
+               s.usesGranularity ? tr("only group-wise granularity has a group size.") : notUsed + QLatin1Char('.'));
+    setApplies(m_rounding, s.usesRounding, notUsed + QLatin1Char('.'));
+    setApplies(m_calibration, s.usesCalibration, notUsed + QLatin1Char('.'));
+    setApplies(m_percentile, s.usesCalibration && percentile,
+               s.usesCalibration ? tr("only percentile calibration has a percentile.") : notUsed + QLatin1Char('.'));
+    setApplies(m_calibImages, p.strategy == Strategy::Ptq,
+               tr("only post-training quantization calibrates on images after training."));
+    setApplies(m_bnFreeze, p.strategy == Strategy::Qat,
+               tr("only quantization-aware training freezes BatchNorm statistics."));
+    setApplies(m_schedule, s.usesSchedule, tr("only the progressive strategy follows a schedule."));
+    setApplies(m_momentum, m_cfg.optimizer == "sgd", tr("only SGD uses momentum; Adam keeps its own moment estimates."));
+    const bool progressive = p.strategy == Strategy::Progressive;
+    if (progressive) {
+        m_initializing = true;
+        m_epochs->setValue(static_cast<int>(m_schedule->totalEpochs()));
+        m_initializing = false;
+    }
+    setApplies(m_epochs, !progressive,
+               tr("a progressive run lasts the sum of its schedule's epochs (%1).").arg(m_schedule->totalEpochs()));
+}
+
+void TrainingPanel::setRunning(bool running)
+{
+    m_running = running;
+    for (QWidget* w : std::initializer_list<QWidget*>{m_model, m_strategy, m_optimizer, m_lr, m_batch, m_threads,
+                                                      m_seed})
+        w->setEnabled(!running);
+    if (QLabel* l = m_labels.value(m_model)) l->setEnabled(!running);
+    updateApplicability();
+}
+
+} // namespace quantscope

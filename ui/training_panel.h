@@ -1,0 +1,101 @@
+// Training panel: every option of a run (model, strategy, format, granularity, rounding,
+// calibration, optimizer, learning rate, epochs, batch size, threads, seed, the progressive
+// schedule) bound both ways to a TrainConfig under an m_initializing guard. Options the chosen
+// strategy does not use are disabled and their tooltip says why. Panels never call core.
+#pragma once
+
+#include "train/trainer.h"
+
+#include <QHash>
+#include <QWidget>
+
+class QComboBox;
+class QDoubleSpinBox;
+class QLabel;
+class QLineEdit;
+class QPushButton;
+class QSpinBox;
+class QVBoxLayout;
+
+namespace quantscope {
+
+// The progressive schedule as rows of (format, epochs); reads and writes "fp32:1,fp16:1,int8:1".
+class ScheduleEditor : public QWidget {
+    Q_OBJECT
+public:
+    explicit ScheduleEditor(QWidget* parent = nullptr);
+    void setSchedule(const QString& spec);
+    QString schedule() const;
+    std::size_t totalEpochs() const;
+
+signals:
+    void changed();
+
+private:
+    void addRow(const QString& format, int epochs);
+    void removeRow(QWidget* row);
+    void updateButtons();
+    QVBoxLayout* m_rows;
+    QPushButton* m_add;
+    bool m_initializing = false;
+};
+
+class TrainingPanel : public QWidget {
+    Q_OBJECT
+public:
+    explicit TrainingPanel(QWidget* parent = nullptr);
+
+    void setConfig(const TrainConfig& cfg);
+    const TrainConfig& config() const { return m_cfg; }
+    // Locks the options while a run is in progress (the buttons stay live).
+    void setRunning(bool running);
+
+    QPushButton* trainButton() const { return m_train; }
+    QPushButton* pauseButton() const { return m_pause; }
+    QPushButton* stopButton() const { return m_stop; }
+
+    // Sensible first run: QAT, int8, channel-wise, seed-cnn, Adam 1e-3, 2 epochs, batch 64, 2 threads.
+    static TrainConfig defaultConfig();
+
+signals:
+    void configChanged();
+
+private:
+    void readWidgets();       // widgets -> m_cfg
+    void updateApplicability();
+    void setApplies(QWidget* w, bool applies, const QString& why);
+    QWidget* row(QWidget* a, QWidget* b);
+
+    TrainConfig m_cfg;
+    bool m_initializing = false;
+    bool m_running = false;
+    bool m_formatAutoSwitched = false;
+    QString m_lastIntegerFormat = QStringLiteral("int8");
+    QHash<QWidget*, QString> m_baseTips;
+    QHash<QWidget*, QLabel*> m_labels;
+
+    QComboBox* m_model;
+    QComboBox* m_strategy;
+    QLabel* m_strategyHelp;
+    QComboBox* m_format;
+    QComboBox* m_granularity;
+    QSpinBox* m_groupSize;
+    QComboBox* m_rounding;
+    QComboBox* m_calibration;
+    QDoubleSpinBox* m_percentile;
+    QSpinBox* m_calibImages;
+    QSpinBox* m_bnFreeze;
+    ScheduleEditor* m_schedule;
+    QComboBox* m_optimizer;
+    QDoubleSpinBox* m_momentum;
+    QLineEdit* m_lr;
+    QSpinBox* m_epochs;
+    QSpinBox* m_batch;
+    QSpinBox* m_threads;
+    QSpinBox* m_seed;
+    QPushButton* m_train;
+    QPushButton* m_pause;
+    QPushButton* m_stop;
+};
+
+} // namespace quantscope

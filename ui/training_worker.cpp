@@ -1,0 +1,203 @@
+#include "training_worker.h"
+
+#include <chrono>
+
+namespace quantscope {
+
+namespace {
+
+// Runs on the training thread: turns observer calls into the worker's signals. Batch events are
+// buffered and sent at most every `throttleMs` (the first one at once), so a fast trainer cannot
+// flood the GUI thread's event queue; nothing is dropped.
+class SignalObserver final : public TrainObserver {
+public:
+    SignalObserver(TrainingWorker& worker, int runId, int throttleMs)
+        : m_worker(worker), m_runId(runId), m_throttle(std::chrono::milliseconds(throttleMs))
+    {
+    }
+
+    void onStart(const StartEvent& e) override { emit m_worker.started(m_runId, e); }
+
+    void onBatch(const BatchEvent& e) override
+    {
+        m_pending.push_back(e);
+        const auto now = Clock::now();
+        if (m_first || now - m_lastFlush >= m_throttle) flush(now);
+    }
+
+    void onEpoch(const EpochEvent& e) override
+    {
+        flush(Clock::now());
+        emit m_worker.epochDone(m_runId, e);
+    }
+
+    void onLayerStats(const std::vector<LayerStats>& stats) override { emit m_worker.layerStats(m_runId, stats); }
+
+    void onFinish(const FinishEvent& e) override
+    {
+        flush(Clock::now());
+        m_finished = true;
+        emit m_worker.finished(m_runId, e);
+    }
+
+    bool finishedReported() const { return m_finished; }
+
+private:
+    using Clock = std::chrono::steady_clock;
+    void flush(Clock::time_point now)
+    {
+        m_first = false;
+        m_lastFlush = now;
+        if (m_pending.empty()) return;
+        BatchList out;
+        out.swap(m_pending);
+        emit m_worker.batches(m_runId, std::move(out));
+    }
+
+    TrainingWorker& m_worker;
+    int m_runId;
+    Clock::duration m_throttle;
+    Clock::time_point m_lastFlush{};
+    bool m_first = true;
+    bool m_finished = false;
+    BatchList m_pending;
+};
+
+void registerTypes()
+{
+    static const bool once = [] {
+        qRegisterMetaType<DatasetPtr>();
+        qRegisterMetaType<DatasetRequest>();
+        qRegisterMetaType<TrainRequest>();
+        qRegisterMetaType<StartEvent>();
+        qRegisterMetaType<BatchList>();
+        qRegisterMetaType<EpochEvent>();
+        qRegisterMetaType<LayerStatsList>();
+        qRegisterMetaType<FinishEvent>();
+        return true;
+    }();
+    (void)once;
+}
+
+} // namespace
+
+TrainingWorker::TrainingWorker(StopToken* token, int throttleMs) : m_token(token), m_throttleMs(throttleMs) {}
+
+void TrainingWorker::loadDataset(const DatasetRequest& request)
+{
+    try {
+        auto data = std::make_shared<Dataset>(request.explicitFiles ? Dataset::load(request.files, request.options)
+                                                                    : Dataset::load(request.options));
+        emit datasetLoaded(request.id, std::move(data));
+    } catch (const std::exception& e) {
+        emit datasetFailed(request.id, QString::fromStdString(e.what()));
+    } catch (...) {
+        emit datasetFailed(request.id, QStringLiteral("the dataset could not be read (unknown error)"));
+    }
+}
+
+void TrainingWorker::train(const TrainRequest& request)
+{
+    SignalObserver observer(*this, request.runId, m_throttleMs);
+    try {
+        if (!request.data) throw std::runtime_error("no dataset is loaded");
+        Trainer trainer(request.config, *request.data, &observer, m_token);
+        trainer.run();
+        if (!observer.finishedReported()) emit failed(request.runId, QStringLiteral("training ended without a result"));
+    } catch (const std::exception& e) {
+        emit failed(request.runId, QString::fromStdString(e.what()));
+    } catch (...) {
+        emit failed(request.runId, QStringLiteral("training failed (unknown error)"));
+    }
+}
+
+TrainingController::TrainingController(QObject* parent, int throttleMs) : QObject(parent)
+{
+    registerTypes();
+    m_worker = new TrainingWorker(&m_token, throttleMs);
+    m_worker->moveToThread(&m_thread);
+    m_thread.setObjectName(QStringLiteral("quantscope-training"));
+
+    const auto q = Qt::QueuedConnection;
+    connect(this, &TrainingController::requestLoad, m_worker, &TrainingWorker::loadDataset, q);
+    connect(this, &TrainingController::requestTrain, m_worker, &TrainingWorker::train, q);
+
+    connect(m_worker, &TrainingWorker::datasetLoaded, this, [this](quint64 id, DatasetPtr d) {
+        m_loading = false;
+        emit busyChanged();
+        emit datasetLoaded(id, std::move(d));
+    }, q);
+    connect(m_worker, &TrainingWorker::datasetFailed, this, [this](quint64 id, const QString& msg) {
+        m_loading = false;
+        emit busyChanged();
+        emit datasetFailed(id, msg);
+    }, q);
+    connect(m_worker, &TrainingWorker::started, this, &TrainingController::started, q);
+    connect(m_worker, &TrainingWorker::batches, this, &TrainingController::batches, q);
+    connect(m_worker, &TrainingWorker::epochDone, this, &TrainingController::epochDone, q);
+    connect(m_worker, &TrainingWorker::layerStats, this, &TrainingController::layerStats, q);
+    connect(m_worker, &TrainingWorker::finished, this, [this](int id, const FinishEvent& e) {
+        m_training = false;
+        m_token.setPaused(false);
+        emit busyChanged();
+        emit finished(id, e);
+    }, q);
+    connect(m_worker, &TrainingWorker::failed, this, [this](int id, const QString& msg) {
+        m_training = false;
+        m_token.setPaused(false);
+        emit busyChanged();
+        emit failed(id, msg);
+    }, q);
+    m_thread.start();
+}
+
+TrainingController::~TrainingController() { shutdown(); }
+
+void TrainingController::shutdown()
+{
+    if (!m_worker) return;
+    m_token.requestStop();
+    m_token.setPaused(false);
+    m_thread.quit();
+    m_thread.wait();
+    delete m_worker;
+    m_worker = nullptr;
+    m_training = m_loading = false;
+}
+
+quint64 TrainingController::loadDataset(DatasetRequest request)
+{
+    if (!m_worker) return 0;
+    request.id = m_nextRequest++;
+    m_loading = true;
+    emit busyChanged();
+    emit requestLoad(request);
+    return request.id;
+}
+
+bool TrainingController::startTraining(int runId, const TrainConfig& config, DatasetPtr data)
+{
+    if (!m_worker || m_training || m_loading || !data) return false;
+    m_token.reset();
+    m_training = true;
+    m_runId = runId;
+    emit busyChanged();
+    emit requestTrain(TrainRequest{runId, config, std::move(data)});
+    return true;
+}
+
+void TrainingController::pause()
+{
+    if (m_training) m_token.setPaused(true);
+}
+
+void TrainingController::resume() { m_token.setPaused(false); }
+
+void TrainingController::stop()
+{
+    if (!m_training) return;
+    m_token.setPaused(false);
+    m_token.requestStop();
+}
+
+} // namespace quantscope
