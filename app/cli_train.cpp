@@ -196,6 +196,10 @@ public:
                                 {"phase", e.phase}};
             if (!std::isnan(e.validationAccuracy)) j["val_acc"] = e.validationAccuracy;
             if (!std::isnan(e.quantTestAccuracy)) j["quant_test_acc"] = e.quantTestAccuracy;
+            if (!std::isnan(e.lossScale)) {
+                j["loss_scale"] = e.lossScale;
+                j["skipped_steps"] = e.skippedSteps;
+            }
             emit(j);
         } else {
             if (!std::isnan(e.quantTestAccuracy))

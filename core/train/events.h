@@ -45,6 +45,8 @@ struct EpochEvent {
     double imagesPerSecond = 0.0;        // training images/s of this epoch's training loop
     double seconds = 0.0;                // this epoch's training loop
     std::string phase;                   // precision in force this epoch ("fp32", "int8"...)
+    double lossScale = kNoValue;         // dynamic loss scale at the epoch's end (mixed precision)
+    std::size_t skippedSteps = 0;        // optimizer steps skipped on overflow so far
 };
 
 struct FinishEvent {

@@ -209,6 +209,8 @@ FinishEvent Trainer::runInArena()
         ee.seconds = trainSeconds;
         ee.imagesPerSecond = static_cast<double>(seen) / std::max(1e-9, trainSeconds);
         ee.phase = m_strategy->phase(epoch);
+        ee.lossScale = m_strategy->reportedLossScale();
+        ee.skippedSteps = m_strategy->skippedSteps();
         m_strategy->beforeFloatEval();
         const EvalResult te2 = evaluate(*m_model, m_data, m_data.test, m_cfg.evalBatchSize);
         ee.testLoss = te2.loss;
