@@ -271,24 +271,43 @@ void RangeObserver::mseRange(std::size_t slot, const NumberFormat& f, float& lo,
     const std::vector<float> v = sampleWithExtremes(slot);
     if (v.empty()) return;
     const float lo0 = m_min[slot], hi0 = m_max[slot];
-    double best = std::numeric_limits<double>::infinity();
-    float bestLo = lo0, bestHi = hi0;
     const float qmin = static_cast<float>(f.qmin), qmax = static_cast<float>(f.qmax);
-    for (int k = 0; k < kMseCandidates; ++k) {
-        const float frac = kMseLowestFraction + (1.0f - kMseLowestFraction) * static_cast<float>(k) /
-                                                    static_cast<float>(kMseCandidates - 1);
-        const float clo = lo0 * frac, chi = hi0 * frac;
-        const ScaleZeroPoint sz = chooseQParams(clo, chi, f);
-        const float inv = 1.0f / sz.scale, zp = static_cast<float>(sz.zeroPoint);
-        const double err = quantizationSse(v.data(), v.size(), inv, sz.scale, zp, qmin, qmax);
-        if (err <= best) { // ties go to the wider range (less clipping)
-            best = err;
-            bestLo = clo;
-            bestHi = chi;
+    auto sse = [&](float loFrac, float hiFrac) {
+        const ScaleZeroPoint sz = chooseQParams(lo0 * loFrac, hi0 * hiFrac, f);
+        return quantizationSse(v.data(), v.size(), 1.0f / sz.scale, sz.scale, static_cast<float>(sz.zeroPoint), qmin,
+                               qmax);
+    };
+    // One-dimensional search over a fraction in (0, 1]: k / C for k = 1..C (C = half the
+    // candidates; 1 is the observed range itself), then C more within one coarse step of the
+    // best. Ties go to the larger fraction (less clipping).
+    auto search = [](auto&& error) {
+        constexpr int coarse = kMseCandidates / 2, fine = kMseCandidates - coarse;
+        double best = std::numeric_limits<double>::infinity();
+        float bestFrac = 1.0f;
+        auto tryFraction = [&](float frac) {
+            const double e = error(frac);
+            if (e < best || (e == best && frac > bestFrac)) {
+                best = e;
+                bestFrac = frac;
+            }
+        };
+        for (int k = 1; k <= coarse; ++k) tryFraction(static_cast<float>(k) / coarse);
+        const float centre = bestFrac, step = 2.0f / (static_cast<float>(coarse) * (fine + 1));
+        for (int j = 1; j <= fine; ++j) {
+            const float frac = centre - 1.0f / coarse + step * static_cast<float>(j);
+            if (frac > 0.0f && frac < 1.0f) tryFraction(frac);
         }
+        return bestFrac;
+    };
+    // Both ends shrink together; affine grids then refine each end on its own (the other fixed).
+    float loFrac = search([&](float a) { return sse(a, a); });
+    float hiFrac = loFrac;
+    if (!f.symmetric) {
+        loFrac = search([&](float a) { return sse(a, hiFrac); });
+        hiFrac = search([&](float a) { return sse(loFrac, a); });
     }
-    lo = bestLo;
-    hi = bestHi;
+    lo = lo0 * loFrac;
+    hi = hi0 * hiFrac;
 }
 
 void RangeObserver::clipRange(const NumberFormat& f, std::vector<float>& lo, std::vector<float>& hi) const

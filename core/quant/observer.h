@@ -4,8 +4,10 @@
 //   moving-average  PyTorch MovingAverageMinMaxObserver, constant 0.01; the first batch sets the range
 //   percentile      the given percentile of |x| (symmetric formats) or the (100-p, p) percentiles
 //                   (affine), over a bounded sample of what was observed
-//   mse             the clipping range, among 100 candidates between 0.3x and 1x the observed
-//                   range, that minimises the quantization MSE on that sample
+//   mse             the clipping range that minimises the quantization MSE on that sample: 50
+//                   fractions k/50 of the observed range (k = 1..50; 1 = min-max), then 50 finer
+//                   ones within one coarse step of the best; affine formats then refine the low
+//                   and the high end separately (3 x 100 candidates)
 // The sample keeps every value while a slot has seen at most its capacity, then a deterministic
 // hash-chosen subset (uniform, independent of batch boundaries); the exact extremes always count.
 #pragma once
@@ -28,8 +30,7 @@ Calibration parseCalibration(const std::string& name);
 const char* calibrationName(Calibration c);
 
 inline constexpr float kMovingAverageConstant = 0.01f; // PyTorch's default averaging_constant
-inline constexpr int kMseCandidates = 100;
-inline constexpr float kMseLowestFraction = 0.3f;      // smallest candidate: 0.3 x the observed range
+inline constexpr int kMseCandidates = 100;           // clipping ranges tried by the mse search
 
 class RangeObserver {
 public:

@@ -276,8 +276,15 @@ LayerStats WeightQuantizer::tensorStats(std::size_t epoch, const WeightTarget& t
             st.clipHigh = std::max(st.clipHigh, p.clipHigh(k));
             if (p.scale[k] > p.scale[widest]) widest = k;
         }
-        st.clippedFraction =
-            static_cast<double>(std::count(mask.begin(), mask.end(), std::uint8_t{0})) / static_cast<double>(n);
+        // Clipped = beyond the slot's range by more than rounding (half a step). The STE mask is
+        // stricter: like PyTorch it also stops a max-abs value whose x / scale = 127.5 rounds to 128.
+        std::size_t clipped = 0;
+        for (std::size_t i = 0; i < n; ++i) {
+            const std::size_t k = p.slotOf(i);
+            const float half = 0.5f * p.scale[k] * 1.001f; // margin for the float division's rounding
+            clipped += (x[i] < p.clipLow(k) - half || x[i] > p.clipHigh(k) + half) ? 1 : 0;
+        }
+        st.clippedFraction = static_cast<double>(clipped) / static_cast<double>(n);
         st.binEdges = integerGridEdges(p.scale[widest], lo, hi);
     } else if (isMxFormat(m_format)) {
         st.scales = p.scale;

@@ -48,7 +48,8 @@ public:
     // Histogram bins follow the quantization grid: integer formats one bin per level (merged for
     // more than 256 levels) of the slot with the LARGEST scale (per-channel/group: the coarsest
     // grid, so bin width = that scale); fp8 one bin per representable value; fp16/bf16/MX 256
-    // uniform bins over the data range.
+    // uniform bins over the data range. clippedFraction counts values beyond their slot's clip range
+    // by more than half a step (min-max calibration gives 0).
     std::vector<LayerStats> stats(std::size_t epoch, const std::vector<WeightTarget>& targets) const;
 
     // Parameters of the last apply for target i. Int formats: scales and zero points. MX: one scale
