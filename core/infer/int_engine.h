@@ -1,0 +1,66 @@
+// IntEngine: integer-only inference of an integer ExportedModel (Jacob et al. 2018). Activations
+// are uint8 in NHWC (int8 activations run shifted by +128, which leaves every product and
+// comparison the same), weights int8 (int2..int8 grids, symmetric, per tensor or per channel),
+// accumulation int32 from an int32 bias, then fixed-point requantization with the ReLU folded
+// into the clamp. Max-pooling works on the integers. Floats appear only at the edges: the input
+// is quantized (pixels through a 256-entry table) and the last layer's integers are dequantized
+// for the log-softmax. TBB runs chunks of images in parallel inside an arena of `threads`.
+#pragma once
+
+#include "infer/isa.h"
+#include "io/exported_model.h"
+#include "tensor/tensor.h"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace quantscope {
+
+struct EngineOptions {
+    Isa isa = bestIsa();
+    std::size_t threads = 2;
+    std::size_t chunk = 16; // images per task (fixed, so results never depend on the thread count)
+};
+
+// The integers of one quantization point for one image, in NCHW order.
+struct PointTrace {
+    std::string layer; // "input" or the layer whose output is quantized there
+    Shape shape;
+    ActivationQuant quant;
+    std::vector<std::int32_t> q;
+};
+
+class IntEngine {
+public:
+    // Throws ConfigError naming what it cannot run (FP32 model, group-wise or unsigned weights,
+    // more than 8 bits, a layer order it does not know).
+    explicit IntEngine(const ExportedModel& m, const EngineOptions& opt = {});
+    ~IntEngine();
+    IntEngine(const IntEngine&) = delete;
+    IntEngine& operator=(const IntEngine&) = delete;
+
+    // Empty when the engine can run m, otherwise why not.
+    static std::string unsupportedReason(const ExportedModel& m);
+
+    Isa isa() const;
+    std::size_t classes() const;
+    std::size_t imageBytes() const; // C * H * W
+
+    // n images of raw pixel bytes (C planes of H x W each, as in IDX files). outputs: n x classes
+    // (log-probabilities when the model ends in LogSoftmax), predictions: n argmax classes; either
+    // may be null.
+    void run(const std::uint8_t* pixels, std::size_t n, float* outputs, std::int32_t* predictions) const;
+    // x: normalised (N, C, H, W) input as a Model takes it; out becomes (N, classes).
+    void runFloat(const Tensor& x, Tensor& out, std::int32_t* predictions = nullptr) const;
+
+    // The integers at the input and after every quantized layer, for one image.
+    std::vector<PointTrace> trace(const std::uint8_t* pixels) const;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> m;
+};
+
+} // namespace quantscope

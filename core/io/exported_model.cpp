@@ -1,0 +1,354 @@
+#include "io/exported_model.h"
+
+#include "nn/activations.h"
+#include "nn/batchnorm2d.h"
+#include "nn/conv2d.h"
+#include "nn/dropout.h"
+#include "nn/linear.h"
+#include "nn/maxpool2d.h"
+#include "util/errors.h"
+
+#include <cmath>
+#include <limits>
+
+namespace quantscope {
+
+namespace {
+
+// Bounds on what a stored model may describe; past them a file is corrupt, not just large.
+constexpr std::size_t kMaxDim = 65536;
+constexpr std::size_t kMaxKernel = 64;
+constexpr std::size_t kMaxImageSide = 4096;
+constexpr std::size_t kMaxActivation = std::size_t{1} << 26; // elements of one image's activation
+constexpr std::size_t kMaxLayers = 1024;
+
+[[noreturn]] void bad(const std::string& source, const std::string& what)
+{
+    throw FormatError(source + ": " + what);
+}
+
+std::string layerId(const StoredLayer& l) { return std::string(layerKindName(l.kind)) + " '" + l.name + "'"; }
+
+void checkGrid(const std::string& where, int bits, bool isSigned, int qmin, int qmax, const std::string& source)
+{
+    if (!((bits >= 2 && bits <= 16) || bits == 32))
+        bad(source, where + ": " + std::to_string(bits) + "-bit integers are not a stored width (2..16 or 32)");
+    const std::int64_t lo = isSigned ? -(std::int64_t{1} << (bits - 1)) : 0;
+    const std::int64_t hi = isSigned ? (std::int64_t{1} << (bits - 1)) - 1 : (std::int64_t{1} << bits) - 1;
+    if (bits == 32 && !isSigned) bad(source, where + ": unsigned 32-bit integers are not stored");
+    if (qmin < lo || qmax > hi || qmin >= qmax)
+        bad(source, where + ": integer range [" + std::to_string(qmin) + ", " + std::to_string(qmax) +
+                        "] does not fit " + std::to_string(bits) + "-bit " + (isSigned ? "signed" : "unsigned"));
+}
+
+void checkTensor(const StoredTensor& t, const Shape& want, const std::string& where, const std::string& source)
+{
+    if (t.shape != want)
+        bad(source, where + " has shape " + shapeString(t.shape) + ", the layer needs " + shapeString(want));
+    const std::size_t n = t.numel();
+    if (t.encoding == TensorEncoding::Float32) {
+        if (t.values.size() != n) bad(source, where + ": " + std::to_string(t.values.size()) + " values for " + std::to_string(n) + " elements");
+        for (float v : t.values)
+            if (!std::isfinite(v)) bad(source, where + " holds a non-finite value");
+        return;
+    }
+    checkGrid(where, t.bits, t.isSigned, t.qmin, t.qmax, source);
+    if (t.layout == ScaleLayout::Group && t.groupSize == 0) bad(source, where + ": group size 0");
+    if (t.scales.size() != t.expectedScales() || t.zeroPoints.size() != t.scales.size())
+        bad(source, where + ": " + std::to_string(t.scales.size()) + " scales and " + std::to_string(t.zeroPoints.size()) +
+                        " zero points, the layout needs " + std::to_string(t.expectedScales()));
+    for (std::size_t i = 0; i < t.scales.size(); ++i) {
+        if (!(std::isfinite(t.scales[i]) && t.scales[i] > 0.0f)) bad(source, where + ": scale " + std::to_string(i) + " is not a positive number");
+        if (t.zeroPoints[i] < t.qmin || t.zeroPoints[i] > t.qmax) bad(source, where + ": zero point outside the integer range");
+    }
+    if (t.q.size() != n) bad(source, where + ": " + std::to_string(t.q.size()) + " integers for " + std::to_string(n) + " elements");
+    for (std::int32_t v : t.q)
+        if (v < t.qmin || v > t.qmax) bad(source, where + ": value " + std::to_string(v) + " outside [" + std::to_string(t.qmin) + ", " + std::to_string(t.qmax) + "]");
+}
+
+void checkActivation(const ActivationQuant& a, const std::string& where, const std::string& source)
+{
+    checkGrid(where, a.bits, a.isSigned, a.qmin, a.qmax, source);
+    if (a.bits > 16) bad(source, where + ": activations of more than 16 bits are not stored");
+    if (!(std::isfinite(a.scale) && a.scale > 0.0f)) bad(source, where + ": scale is not a positive number");
+    if (a.zeroPoint < a.qmin || a.zeroPoint > a.qmax) bad(source, where + ": zero point outside the integer range");
+}
+
+void expectTensors(const StoredLayer& l, const std::vector<std::pair<const char*, Shape>>& want, const std::string& source)
+{
+    if (l.tensors.size() != want.size())
+        bad(source, layerId(l) + " has " + std::to_string(l.tensors.size()) + " tensors, expected " + std::to_string(want.size()));
+    for (std::size_t i = 0; i < want.size(); ++i) {
+        if (l.tensors[i].name != want[i].first)
+            bad(source, layerId(l) + ": tensor " + std::to_string(i) + " is '" + l.tensors[i].name + "', expected '" + want[i].first + "'");
+        checkTensor(l.tensors[i], want[i].second, layerId(l) + " " + want[i].first, source);
+    }
+}
+
+bool inRange(std::size_t v, std::size_t lo, std::size_t hi) { return v >= lo && v <= hi; }
+
+} // namespace
+
+std::size_t StoredTensor::expectedScales() const
+{
+    switch (layout) {
+    case ScaleLayout::Tensor: return 1;
+    case ScaleLayout::Channel: return rows();
+    case ScaleLayout::Group: return groupSize ? slotCount(numel(), rowLength(), groupSize) : 0;
+    }
+    return 0;
+}
+
+QuantParams StoredTensor::params() const
+{
+    if (layout == ScaleLayout::Tensor) return perTensorParams(scales.at(0), zeroPoints.at(0), qmin, qmax);
+    return groupParams(scales, zeroPoints, qmin, qmax, rowLength(), layout == ScaleLayout::Group ? groupSize : rowLength());
+}
+
+std::vector<float> StoredTensor::dequantized() const
+{
+    if (encoding == TensorEncoding::Float32) return values;
+    std::vector<float> out(q.size());
+    if (q.empty()) return out;
+    dequantize(q, params(), out);
+    return out;
+}
+
+const StoredTensor* StoredLayer::tensor(const std::string& n) const
+{
+    for (const StoredTensor& t : tensors)
+        if (t.name == n) return &t;
+    return nullptr;
+}
+
+std::size_t ExportedModel::numParams() const
+{
+    std::size_t n = 0;
+    for (const StoredLayer& l : layers)
+        for (const StoredTensor& t : l.tensors)
+            if (t.name != "running_mean" && t.name != "running_var") n += t.numel();
+    return n;
+}
+
+void ExportedModel::validate(const std::string& source) const
+{
+    if (!inRange(channels, 1, 64) || !inRange(height, 1, kMaxImageSide) || !inRange(width, 1, kMaxImageSide))
+        bad(source, "input shape " + std::to_string(channels) + "x" + std::to_string(height) + "x" + std::to_string(width) + " is out of range");
+    if (!inRange(classes, 1, kMaxDim)) bad(source, std::to_string(classes) + " classes is out of range");
+    if (!classNames.empty() && classNames.size() != classes)
+        bad(source, std::to_string(classNames.size()) + " class names for " + std::to_string(classes) + " classes");
+    if (!std::isfinite(mean) || !(std::isfinite(stddev) && stddev > 0.0f)) bad(source, "the input normalisation is not finite and positive");
+    if (layers.empty() || layers.size() > kMaxLayers) bad(source, std::to_string(layers.size()) + " layers is out of range");
+    if (quantized) {
+        if (!inputQuant) bad(source, "an integer model needs the quantization of its input");
+        checkActivation(*inputQuant, "input quantization", source);
+    } else if (inputQuant) {
+        bad(source, "an FP32 model carries an input quantization");
+    }
+
+    // Walk the shapes of one image through the layers.
+    Shape s{channels, height, width};
+    for (const StoredLayer& l : layers) {
+        const std::string id = layerId(l);
+        auto needRank = [&](std::size_t r) {
+            if (s.size() != r) bad(source, id + " cannot take an input of shape " + shapeString(s));
+        };
+        switch (l.kind) {
+        case LayerKind::Conv2d: {
+            needRank(3);
+            if (!inRange(l.inChannels, 1, kMaxDim) || !inRange(l.outChannels, 1, kMaxDim) || !inRange(l.kernel, 1, kMaxKernel) ||
+                !inRange(l.stride, 1, kMaxKernel) || l.padding > kMaxKernel)
+                bad(source, id + ": hyper-parameters out of range");
+            if (s[0] != l.inChannels) bad(source, id + " expects " + std::to_string(l.inChannels) + " input channels, gets " + std::to_string(s[0]));
+            if (s[1] + 2 * l.padding < l.kernel || s[2] + 2 * l.padding < l.kernel) bad(source, id + ": the kernel is larger than its input");
+            expectTensors(l, {{"weight", {l.outChannels, l.inChannels, l.kernel, l.kernel}}, {"bias", {l.outChannels}}}, source);
+            s = {l.outChannels, (s[1] + 2 * l.padding - l.kernel) / l.stride + 1, (s[2] + 2 * l.padding - l.kernel) / l.stride + 1};
+            break;
+        }
+        case LayerKind::BatchNorm2d:
+            needRank(3);
+            if (s[0] != l.outChannels || !(std::isfinite(l.eps) && l.eps > 0.0f) || !std::isfinite(l.momentum))
+                bad(source, id + ": channels or eps do not fit");
+            expectTensors(l, {{"gamma", {s[0]}}, {"beta", {s[0]}}, {"running_mean", {s[0]}}, {"running_var", {s[0]}}}, source);
+            break;
+        case LayerKind::MaxPool2d:
+            needRank(3);
+            if (!inRange(l.kernel, 1, kMaxKernel) || !inRange(l.stride, 1, kMaxKernel)) bad(source, id + ": hyper-parameters out of range");
+            if (s[1] < l.kernel || s[2] < l.kernel) bad(source, id + ": the window is larger than its input");
+            expectTensors(l, {}, source);
+            s = {s[0], (s[1] - l.kernel) / l.stride + 1, (s[2] - l.kernel) / l.stride + 1};
+            break;
+        case LayerKind::Dropout:
+            if (!(l.dropout >= 0.0f && l.dropout < 1.0f)) bad(source, id + ": probability out of range");
+            expectTensors(l, {}, source);
+            break;
+        case LayerKind::ReLU: expectTensors(l, {}, source); break;
+        case LayerKind::Flatten:
+            expectTensors(l, {}, source);
+            s = {shapeNumel(s)};
+            break;
+        case LayerKind::Linear:
+            needRank(1);
+            if (!inRange(l.inFeatures, 1, std::size_t{1} << 24) || !inRange(l.outFeatures, 1, kMaxDim) || s[0] != l.inFeatures)
+                bad(source, id + " expects " + std::to_string(l.inFeatures) + " features, gets " + shapeString(s));
+            expectTensors(l, {{"weight", {l.outFeatures, l.inFeatures}}, {"bias", {l.outFeatures}}}, source);
+            s = {l.outFeatures};
+            break;
+        case LayerKind::LogSoftmax:
+            needRank(1);
+            expectTensors(l, {}, source);
+            break;
+        default: bad(source, "unknown layer kind");
+        }
+        if (shapeNumel(s) > kMaxActivation) bad(source, id + " would produce " + std::to_string(shapeNumel(s)) + " values per image");
+        if (quantized) {
+            if (l.kind == LayerKind::BatchNorm2d) bad(source, id + ": an integer model has its BatchNorm folded");
+            if ((l.kind == LayerKind::Conv2d || l.kind == LayerKind::Linear)) {
+                if (l.tensors[0].encoding != TensorEncoding::Int) bad(source, id + ": an integer model needs integer weights");
+            }
+            if (l.outputQuant) checkActivation(*l.outputQuant, id + " output quantization", source);
+        } else {
+            if (l.outputQuant) bad(source, id + ": an FP32 model carries activation quantization");
+            for (const StoredTensor& t : l.tensors)
+                if (t.encoding != TensorEncoding::Float32) bad(source, id + ": an FP32 model has integer tensors");
+        }
+    }
+    if (s != Shape{classes}) bad(source, "the model produces " + shapeString(s) + " per image, not " + std::to_string(classes) + " classes");
+}
+
+namespace {
+
+StoredTensor floatTensor(const std::string& name, const Tensor& t)
+{
+    StoredTensor s;
+    s.name = name;
+    s.shape = t.shape();
+    s.encoding = TensorEncoding::Float32;
+    s.values = t.values();
+    return s;
+}
+
+} // namespace
+
+ExportedModel exportFloatModel(Model& model, const std::string& modelName, float mean, float stddev,
+                               const std::vector<std::string>& classNames)
+{
+    ExportedModel m;
+    m.modelName = modelName;
+    const Shape& in = model.inputShape();
+    if (in.size() != 3) throw ConfigError("only image models (C, H, W) can be exported");
+    m.channels = in[0];
+    m.height = in[1];
+    m.width = in[2];
+    m.classes = model.outputShape(1).back();
+    m.mean = mean;
+    m.stddev = stddev;
+    m.classNames = classNames;
+    m.strategy = "fp32";
+    m.weightFormat = m.activationFormat = "fp32";
+    m.granularity = "";
+    m.quantized = false;
+    for (std::size_t i = 0; i < model.size(); ++i) {
+        Layer& layer = model.layer(i);
+        StoredLayer l;
+        l.kind = layer.kind();
+        l.name = layer.name();
+        if (auto* c = dynamic_cast<Conv2d*>(&layer)) {
+            l.inChannels = c->inChannels();
+            l.outChannels = c->outChannels();
+            l.kernel = c->kernel();
+            l.stride = c->stride();
+            l.padding = c->padding();
+            l.tensors = {floatTensor("weight", c->weight().value), floatTensor("bias", c->bias().value)};
+        } else if (auto* bn = dynamic_cast<BatchNorm2d*>(&layer)) {
+            l.outChannels = bn->channels();
+            l.eps = bn->eps();
+            l.momentum = 0.1f;
+            l.tensors = {floatTensor("gamma", bn->gamma().value), floatTensor("beta", bn->beta().value),
+                         floatTensor("running_mean", bn->runningMean()), floatTensor("running_var", bn->runningVar())};
+        } else if (auto* p = dynamic_cast<MaxPool2d*>(&layer)) {
+            l.kernel = p->kernel();
+            l.stride = p->stride();
+        } else if (auto* d = dynamic_cast<Dropout*>(&layer)) {
+            l.dropout = d->p();
+        } else if (auto* f = dynamic_cast<Linear*>(&layer)) {
+            l.inFeatures = f->inFeatures();
+            l.outFeatures = f->outFeatures();
+            l.tensors = {floatTensor("weight", f->weight().value), floatTensor("bias", f->bias().value)};
+        }
+        m.layers.push_back(std::move(l));
+    }
+    m.validate("model '" + modelName + "'");
+    return m;
+}
+
+std::unique_ptr<Model> buildModel(const ExportedModel& m)
+{
+    auto model = std::make_unique<Model>(m.modelName, Shape{m.channels, m.height, m.width});
+    auto setParam = [](Param& p, const StoredTensor& t) {
+        std::vector<float> v = t.dequantized();
+        if (v.size() != p.value.numel()) throw FormatError("tensor '" + t.name + "' does not fit its layer");
+        p.value.values() = std::move(v);
+    };
+    for (const StoredLayer& l : m.layers) {
+        switch (l.kind) {
+        case LayerKind::Conv2d: {
+            auto c = std::make_unique<Conv2d>(l.name, l.inChannels, l.outChannels, l.kernel, l.stride, l.padding);
+            setParam(c->weight(), l.tensors.at(0));
+            setParam(c->bias(), l.tensors.at(1));
+            model->add(std::move(c));
+            break;
+        }
+        case LayerKind::BatchNorm2d: {
+            auto bn = std::make_unique<BatchNorm2d>(l.name, l.outChannels, l.eps, l.momentum);
+            setParam(bn->gamma(), l.tensors.at(0));
+            setParam(bn->beta(), l.tensors.at(1));
+            bn->runningMean().values() = l.tensors.at(2).dequantized();
+            bn->runningVar().values() = l.tensors.at(3).dequantized();
+            model->add(std::move(bn));
+            break;
+        }
+        case LayerKind::ReLU: model->add(std::make_unique<ReLU>(l.name)); break;
+        case LayerKind::MaxPool2d: model->add(std::make_unique<MaxPool2d>(l.name, l.kernel, l.stride)); break;
+        case LayerKind::Dropout: model->add(std::make_unique<Dropout>(l.name, l.dropout)); break;
+        case LayerKind::Flatten: model->add(std::make_unique<Flatten>(l.name)); break;
+        case LayerKind::Linear: {
+            auto f = std::make_unique<Linear>(l.name, l.inFeatures, l.outFeatures);
+            setParam(f->weight(), l.tensors.at(0));
+            setParam(f->bias(), l.tensors.at(1));
+            model->add(std::move(f));
+            break;
+        }
+        case LayerKind::LogSoftmax: model->add(std::make_unique<LogSoftmax>(l.name)); break;
+        }
+    }
+    try {
+        model->outputShape(1);
+    } catch (const ConfigError& e) {
+        throw FormatError(std::string("the stored layers do not chain: ") + e.what());
+    }
+    return model;
+}
+
+void fakeQuantizeActivation(Tensor& y, const ActivationQuant& a)
+{
+    const QuantParams p = perTensorParams(a.scale, a.zeroPoint, a.qmin, a.qmax);
+    fakeQuantize(y.values(), p, y.values(), {});
+}
+
+StoredActivationHooks::StoredActivationHooks(const ExportedModel& m) : m_input(m.inputQuant)
+{
+    for (const StoredLayer& l : m.layers) m_points.push_back(l.outputQuant);
+}
+
+void StoredActivationHooks::onInput(Tensor& x, const RunContext&)
+{
+    if (m_input) fakeQuantizeActivation(x, *m_input);
+}
+
+void StoredActivationHooks::afterForward(std::size_t layer, Layer&, Tensor& y, const RunContext&)
+{
+    if (layer < m_points.size() && m_points[layer]) fakeQuantizeActivation(y, *m_points[layer]);
+}
+
+} // namespace quantscope

@@ -1,0 +1,122 @@
+// ExportedModel: a model as it leaves QuantScope, independent of the file it goes to. It holds
+// the architecture (layer kinds and hyper-parameters, BatchNorm already folded for integer
+// models), every tensor either as float32 or as integers on a grid with scales and zero points,
+// the activation quantization after each layer, the input normalisation and the class names.
+// The .qsm and ONNX writers serialise it, their readers rebuild it, and the engines run it.
+#pragma once
+
+#include "nn/layer.h"
+#include "nn/model.h"
+#include "quant/quantize.h"
+#include "tensor/tensor.h"
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace quantscope {
+
+enum class TensorEncoding : std::uint8_t { Float32 = 0, Int = 1 };
+// How scales cover a tensor: one, one per output channel (dim 0), one per group of
+// consecutive elements within an output channel.
+enum class ScaleLayout : std::uint8_t { Tensor = 0, Channel = 1, Group = 2 };
+
+struct StoredTensor {
+    std::string name; // "weight", "bias", "gamma", "beta", "running_mean", "running_var"
+    Shape shape;
+    TensorEncoding encoding = TensorEncoding::Float32;
+    std::vector<float> values; // Float32
+
+    // Int: integers q in [qmin, qmax] stored in `bits` bits; real value = (q - zeroPoint) * scale.
+    int bits = 0;
+    bool isSigned = true;
+    int qmin = 0, qmax = 0;
+    ScaleLayout layout = ScaleLayout::Tensor;
+    std::size_t groupSize = 0; // Group only
+    std::vector<float> scales;
+    std::vector<std::int32_t> zeroPoints;
+    std::vector<std::int32_t> q; // one per element, unpacked
+
+    std::size_t numel() const { return shapeNumel(shape); }
+    // Rows (dim 0) and elements per row, for the scale layout.
+    std::size_t rows() const { return shape.empty() ? 1 : shape[0]; }
+    std::size_t rowLength() const { return rows() ? numel() / rows() : 0; }
+    // Scales this tensor must carry for its layout.
+    std::size_t expectedScales() const;
+    // The layout as quantize.h's QuantParams (Int only).
+    QuantParams params() const;
+    // Real values: Float32 as stored, Int dequantized.
+    std::vector<float> dequantized() const;
+};
+
+// Per-tensor quantization of one activation point.
+struct ActivationQuant {
+    int bits = 8;
+    bool isSigned = false;
+    int qmin = 0, qmax = 255;
+    float scale = 1.0f;
+    std::int32_t zeroPoint = 0;
+    bool operator==(const ActivationQuant&) const = default;
+};
+
+struct StoredLayer {
+    LayerKind kind = LayerKind::ReLU;
+    std::string name;
+    // Conv2d: inChannels, outChannels, kernel, stride, padding. MaxPool2d: kernel, stride.
+    std::size_t inChannels = 0, outChannels = 0, kernel = 0, stride = 0, padding = 0;
+    std::size_t inFeatures = 0, outFeatures = 0; // Linear
+    float eps = 0.0f, momentum = 0.0f;           // BatchNorm2d
+    float dropout = 0.0f;                        // Dropout p
+    bool bnFolded = false;                       // Conv2d: a BatchNorm2d was folded into it
+    std::vector<StoredTensor> tensors;
+    std::optional<ActivationQuant> outputQuant;  // integer models: quantization of this layer's output
+
+    const StoredTensor* tensor(const std::string& name) const;
+};
+
+struct ExportedModel {
+    std::string modelName;  // the preset it was built from, e.g. "seed-cnn"
+    std::size_t channels = 1, height = 28, width = 28, classes = 10;
+    float mean = 0.0f, stddev = 1.0f; // input normalisation: x = (pixel / 255 - mean) / stddev
+    std::vector<std::string> classNames;
+    // What produced it (informative): "qat", "int8", "uint8", "channel".
+    std::string strategy, weightFormat, activationFormat, granularity;
+    bool quantized = false;
+    std::optional<ActivationQuant> inputQuant; // integer models: quantization of the normalised input
+    std::vector<StoredLayer> layers;
+
+    // Parameters and (integer models) activation points, summed over layers.
+    std::size_t numParams() const;
+    // Throws FormatError (prefixed with `source`) unless the layers chain from the input to
+    // `classes` outputs, every tensor has its layer's shape and a valid layout, and integer
+    // models have the activation quantization the engines need.
+    void validate(const std::string& source) const;
+};
+
+// An FP32 model as stored (every layer, BatchNorm with running statistics).
+ExportedModel exportFloatModel(Model& model, const std::string& modelName, float mean, float stddev,
+                               const std::vector<std::string>& classNames);
+
+// Builds the layers of `m` as a Model. Float tensors are copied, integer tensors dequantized.
+// Throws FormatError if the description does not make a model.
+std::unique_ptr<Model> buildModel(const ExportedModel& m);
+
+// Fake-quantizes activations at the points recorded in an integer ExportedModel, with the
+// arithmetic of QuantSim, so the float Model from buildModel() reproduces the quantized model.
+class StoredActivationHooks final : public LayerHooks {
+public:
+    explicit StoredActivationHooks(const ExportedModel& m);
+    void onInput(Tensor& x, const RunContext& ctx) override;
+    void afterForward(std::size_t layer, Layer& l, Tensor& y, const RunContext& ctx) override;
+
+private:
+    std::optional<ActivationQuant> m_input;
+    std::vector<std::optional<ActivationQuant>> m_points;
+};
+
+// Applies one activation quantization in place (QuantSim's fake-quant arithmetic).
+void fakeQuantizeActivation(Tensor& y, const ActivationQuant& a);
+
+} // namespace quantscope

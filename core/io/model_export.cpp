@@ -1,0 +1,314 @@
+#include "io/model_export.h"
+
+#include "infer/model_runner.h"
+#include "io/onnx_io.h"
+#include "io/qsm.h"
+#include "nn/batchnorm2d.h"
+#include "nn/conv2d.h"
+#include "nn/dropout.h"
+#include "nn/linear.h"
+#include "nn/maxpool2d.h"
+#include "quant/format.h"
+#include "quant/granularity.h"
+#include "train/quant_sim.h"
+#include "train/trainer.h"
+#include "util/atomic_file.h"
+#include "util/errors.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <limits>
+
+namespace quantscope {
+
+namespace {
+
+std::string lower(std::string s)
+{
+    for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return s;
+}
+
+bool endsWith(const std::string& s, const std::string& suffix)
+{
+    return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// The number format an integer export would use, or null when the run exports as FP32.
+const NumberFormat* exportWeightFormat(const TrainConfig& cfg)
+{
+    const PrecisionConfig& p = cfg.precision;
+    std::string name;
+    if (p.strategy == Strategy::Ptq || p.strategy == Strategy::Qat) name = p.format;
+    else if (p.strategy == Strategy::Progressive) name = parseSchedule(p.schedule).back().format;
+    else return nullptr;
+    const NumberFormat& f = findFormat(name);
+    if (f.kind == FormatKind::Float32) return nullptr;
+    if (!needsScale(f))
+        throw ConfigError("export writes integer or FP32 models; " + name +
+                          " weights have no exported form (use an integer format such as int8 or int4)");
+    return &f;
+}
+
+ActivationQuant activationOf(const ActivationQuantizer* q, const NumberFormat& f, const std::string& where)
+{
+    if (!q || !needsScale(f)) throw ConfigError(where + ": integer export needs integer activations (e.g. --act-format uint8)");
+    if (!q->ready()) throw ConfigError(where + ": the activation range has not been observed yet (train or calibrate first)");
+    const QuantParams& p = q->params();
+    ActivationQuant a;
+    a.bits = f.bits;
+    a.isSigned = f.isSigned;
+    a.qmin = p.qmin;
+    a.qmax = p.qmax;
+    a.scale = p.scale.at(0);
+    a.zeroPoint = p.zeroPoint.at(0);
+    return a;
+}
+
+StoredTensor intWeights(const Param& w, const QuantParams& qp, const NumberFormat& f, const std::string& layer)
+{
+    StoredTensor t;
+    t.name = "weight";
+    t.shape = w.value.shape();
+    t.encoding = TensorEncoding::Int;
+    t.bits = f.bits;
+    t.isSigned = f.isSigned;
+    t.qmin = qp.qmin;
+    t.qmax = qp.qmax;
+    t.scales = qp.scale;
+    t.zeroPoints = qp.zeroPoint;
+    if (qp.perTensor()) {
+        t.layout = ScaleLayout::Tensor;
+    } else if (qp.slotLength == 0 || qp.slotLength >= qp.rowLength) {
+        t.layout = ScaleLayout::Channel;
+    } else {
+        t.layout = ScaleLayout::Group;
+        t.groupSize = qp.slotLength;
+    }
+    t.q.resize(w.value.numel());
+    quantizeToInt(w.value.values(), qp, t.q);
+    // What is stored must be exactly what the simulation computed with.
+    const std::vector<float> back = t.dequantized();
+    const Tensor& used = w.forwardValue();
+    for (std::size_t i = 0; i < back.size(); ++i)
+        if (back[i] != used[i])
+            throw Error("internal error: the integer weights of '" + layer + "' do not reproduce the fake-quantized weights");
+    return t;
+}
+
+// int32 at the accumulator scale s_in * s_w (per channel when the weights are), as in ONNX QDQ.
+StoredTensor intBias(const std::vector<float>& b, const StoredTensor& w, float inScale)
+{
+    StoredTensor t;
+    t.name = "bias";
+    t.shape = {b.size()};
+    if (w.layout == ScaleLayout::Group) {
+        t.encoding = TensorEncoding::Float32;
+        t.values = b;
+        return t;
+    }
+    t.encoding = TensorEncoding::Int;
+    t.bits = 32;
+    t.isSigned = true;
+    t.qmin = std::numeric_limits<std::int32_t>::min();
+    t.qmax = std::numeric_limits<std::int32_t>::max();
+    t.layout = w.layout;
+    for (std::size_t s = 0; s < w.scales.size(); ++s) t.scales.push_back(inScale * w.scales[s]);
+    t.zeroPoints.assign(t.scales.size(), 0);
+    t.q.resize(b.size());
+    for (std::size_t c = 0; c < b.size(); ++c) {
+        const double v = std::nearbyint(static_cast<double>(b[c]) / t.scales[w.layout == ScaleLayout::Tensor ? 0 : c]);
+        t.q[c] = static_cast<std::int32_t>(std::clamp(v, -2147483647.0, 2147483647.0));
+    }
+    return t;
+}
+
+std::string formatBytes(std::uint64_t b)
+{
+    char buf[64];
+    if (b >= 1024 * 1024) std::snprintf(buf, sizeof buf, "%.2f MB", static_cast<double>(b) / (1024.0 * 1024.0));
+    else std::snprintf(buf, sizeof buf, "%.1f KB", static_cast<double>(b) / 1024.0);
+    return buf;
+}
+
+} // namespace
+
+ExportFormat exportFormatFor(const std::string& path)
+{
+    const std::string l = lower(path);
+    if (endsWith(l, ".qsm")) return ExportFormat::Qsm;
+    if (endsWith(l, ".onnx")) return ExportFormat::Onnx;
+    throw ConfigError("cannot tell the export format of '" + path + "': use a .qsm or .onnx file name");
+}
+
+void checkExportable(const TrainConfig& cfg, const std::string& path)
+{
+    const ExportFormat fmt = exportFormatFor(path);
+    const NumberFormat* wf = exportWeightFormat(cfg);
+    if (!wf) return; // FP32 export
+    const NumberFormat& af = findFormat(cfg.precision.activationFormat);
+    if (!needsScale(af))
+        throw ConfigError("integer export needs integer activations, not " + af.name + " (use --act-format uint8 or int8)");
+    if (fmt == ExportFormat::Onnx) {
+        if (!wf->isSigned || !wf->symmetric || wf->bits > 8)
+            throw ConfigError("ONNX QDQ export needs signed symmetric weights of at most 8 bits, not " + wf->name);
+        if (parseGranularity(cfg.precision.granularity).kind == GranularityKind::Group)
+            throw ConfigError("ONNX QuantizeLinear (opset 13) has no group-wise scales; use --granularity channel or tensor, or export .qsm");
+        if (af.bits != 8) throw ConfigError("ONNX QDQ export needs int8 or uint8 activations, not " + af.name);
+    }
+}
+
+ExportedModel exportQuantizedModel(Model& model, const QuantSim& sim, const std::string& modelName, const Dataset& data,
+                                   const std::string& strategyName, const std::string& granularity)
+{
+    const NumberFormat& wf = sim.weightFormat();
+    const NumberFormat& af = sim.activationFormat();
+    if (!needsScale(wf)) throw ConfigError("integer export needs an integer weight format, not " + wf.name);
+    ExportedModel m;
+    m.modelName = modelName;
+    const Shape& in = model.inputShape();
+    m.channels = in.at(0);
+    m.height = in.at(1);
+    m.width = in.at(2);
+    m.classes = model.outputShape(1).back();
+    m.mean = data.mean;
+    m.stddev = data.stddev;
+    m.classNames = data.classNames;
+    m.strategy = strategyName;
+    m.weightFormat = wf.name;
+    m.activationFormat = af.name;
+    m.granularity = granularity;
+    m.quantized = true;
+    m.inputQuant = activationOf(sim.activationQuantizer(0), af, "model input");
+    const std::vector<bool>& points = sim.activationPoints();
+    const std::vector<WeightTarget>& targets = sim.weightTargets();
+    float inScale = m.inputQuant->scale;
+    std::size_t target = 0;
+    for (std::size_t i = 0; i < model.size(); ++i) {
+        Layer& layer = model.layer(i);
+        StoredLayer l;
+        l.kind = layer.kind();
+        l.name = layer.name();
+        std::size_t pointLayer = i; // the layer whose output point this stored layer carries
+        if (auto* c = dynamic_cast<Conv2d*>(&layer)) {
+            auto* bn = i + 1 < model.size() ? dynamic_cast<BatchNorm2d*>(&model.layer(i + 1)) : nullptr;
+            const WeightTarget& t = targets.at(target);
+            if (t.layer != l.name) throw Error("internal error: weight targets out of order at '" + l.name + "'");
+            l.inChannels = c->inChannels();
+            l.outChannels = c->outChannels();
+            l.kernel = c->kernel();
+            l.stride = c->stride();
+            l.padding = c->padding();
+            StoredTensor w = intWeights(*t.weight, sim.weightParams(target), wf, l.name);
+            std::vector<float> bias = c->bias().forwardValue().values();
+            if (bn) {
+                // Folded: b' = beta + (b - running_mean) * gamma / sqrt(running_var + eps)
+                l.bnFolded = true;
+                for (std::size_t ch = 0; ch < bias.size(); ++ch) {
+                    const float f = bn->gamma().value[ch] / std::sqrt(bn->runningVar()[ch] + bn->eps());
+                    bias[ch] = bn->beta().value[ch] + (bias[ch] - bn->runningMean()[ch]) * f;
+                }
+                pointLayer = i + 1;
+            } else if (t.bias) {
+                bias = t.bias->forwardValue().values();
+            }
+            StoredTensor b = intBias(bias, w, inScale);
+            l.tensors = {std::move(w), std::move(b)};
+            ++target;
+        } else if (auto* f = dynamic_cast<Linear*>(&layer)) {
+            const WeightTarget& t = targets.at(target);
+            if (t.layer != l.name) throw Error("internal error: weight targets out of order at '" + l.name + "'");
+            l.inFeatures = f->inFeatures();
+            l.outFeatures = f->outFeatures();
+            StoredTensor w = intWeights(*t.weight, sim.weightParams(target), wf, l.name);
+            const std::vector<float> bias = t.bias ? t.bias->forwardValue().values() : f->bias().value.values();
+            StoredTensor b = intBias(bias, w, inScale);
+            l.tensors = {std::move(w), std::move(b)};
+            ++target;
+        } else if (dynamic_cast<BatchNorm2d*>(&layer)) {
+            throw ConfigError("BatchNorm2d '" + l.name + "' does not follow a convolution, so it cannot be folded for integer export");
+        } else if (auto* p = dynamic_cast<MaxPool2d*>(&layer)) {
+            l.kernel = p->kernel();
+            l.stride = p->stride();
+        } else if (auto* d = dynamic_cast<Dropout*>(&layer)) {
+            l.dropout = d->p();
+        }
+        if (points.at(pointLayer)) {
+            l.outputQuant = activationOf(sim.activationQuantizer(pointLayer + 1), af, "output of '" + model.layer(pointLayer).name() + "'");
+            inScale = l.outputQuant->scale;
+        }
+        m.layers.push_back(std::move(l));
+        if (pointLayer != i) ++i; // the folded BatchNorm
+    }
+    m.validate("quantized model '" + modelName + "'");
+    return m;
+}
+
+ExportedModel exportedModelOf(Trainer& trainer)
+{
+    const TrainConfig& cfg = trainer.config();
+    const Dataset& data = trainer.data();
+    PrecisionStrategy& st = trainer.strategy();
+    QuantSim* sim = st.quantSim();
+    const NumberFormat* wf = exportWeightFormat(cfg);
+    if (wf && sim) {
+        st.prepareExport(data, cfg.evalBatchSize);
+        return exportQuantizedModel(trainer.model(), *sim, cfg.model, data, strategyInfo(cfg.precision.strategy).name,
+                                    parseGranularity(cfg.precision.granularity).name());
+    }
+    ExportedModel m = exportFloatModel(trainer.model(), cfg.model, data.mean, data.stddev, data.classNames);
+    m.strategy = strategyInfo(cfg.precision.strategy).name;
+    return m;
+}
+
+ExportSummary writeAndVerify(const ExportedModel& m, const ExportedModel& fp32, const Dataset& data, const std::string& path,
+                             std::size_t threads)
+{
+    ExportSummary s;
+    s.path = path;
+    s.format = exportFormatFor(path);
+    s.quantized = m.quantized;
+    s.precision = m.quantized ? m.weightFormat + " weights (" + m.granularity + "), " + m.activationFormat + " activations" : "fp32";
+    std::vector<std::uint8_t> bytes, fp32Bytes;
+    if (s.format == ExportFormat::Qsm) {
+        bytes = encodeQsm(m);
+        fp32Bytes = m.quantized ? encodeQsm(fp32) : bytes;
+    } else {
+        bytes = encodeOnnx(m);
+        fp32Bytes = m.quantized ? encodeOnnx(fp32) : bytes;
+    }
+    writeFileAtomic(path, bytes);
+    s.fileBytes = bytes.size();
+    s.fp32Bytes = fp32Bytes.size();
+    s.sizeRatio = static_cast<double>(s.fileBytes) / static_cast<double>(std::max<std::uint64_t>(1, s.fp32Bytes));
+
+    // Re-measure from the file itself.
+    const ExportedModel back = s.format == ExportFormat::Qsm ? readQsm(path) : readOnnx(path);
+    RunnerOptions ro;
+    ro.threads = threads;
+    ModelRunner runner(back, ro);
+    const RunnerEval ev = evaluateRunner(runner, data.test);
+    s.accuracy = ev.accuracy;
+    s.testImages = ev.count;
+    s.runner = runner.description();
+    s.note = formatBytes(s.fileBytes) + " (" + std::to_string(static_cast<int>(std::lround(100.0 * s.sizeRatio))) + "% of FP32 " +
+             formatBytes(s.fp32Bytes) + ")";
+    return s;
+}
+
+ExportSummary exportModel(Trainer& trainer, const std::string& path)
+{
+    checkExportable(trainer.config(), path);
+    const ExportedModel m = exportedModelOf(trainer);
+    const Dataset& data = trainer.data();
+    const ExportedModel fp32 =
+        m.quantized ? exportFloatModel(trainer.model(), trainer.config().model, data.mean, data.stddev, data.classNames) : m;
+    ExportSummary s = writeAndVerify(m, fp32, data, path, trainer.config().threads);
+    const Strategy st = trainer.config().precision.strategy;
+    if (!m.quantized && (st == Strategy::Mixed || st == Strategy::LowPrecision || st == Strategy::Progressive))
+        s.note += "; trained with " + trainer.config().precision.format + " arithmetic, exported with its FP32 master weights";
+    return s;
+}
+
+} // namespace quantscope

@@ -1,0 +1,32 @@
+// ONNX export (opset 13) with Debian's libonnx protobuf classes, and a reader for the graphs it
+// writes. Integer models become QDQ graphs: the input is float32 [N, C, H, W] pixels in [0, 1]
+// named "input", normalised inside the graph (Sub, Div), then QuantizeLinear/DequantizeLinear;
+// weights are int8 initializers (symmetric, per channel on axis 0 or per tensor) behind a
+// DequantizeLinear, biases int32 at scale s_in * s_w; BatchNorm is folded and Relu follows
+// Conv/Gemm directly, before the activation's Q/DQ pair. FP32 models are plain ONNX. The output
+// "logits" is [N, classes] (log-probabilities when the model ends in LogSoftmax).
+#pragma once
+
+#include "io/exported_model.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace quantscope {
+
+inline constexpr int kOnnxOpset = 13;
+
+// Serialises `m`. Throws ConfigError for what opset-13 QDQ cannot express (group-wise or
+// unsigned weights, activations other than int8/uint8) and Error if libonnx's checker rejects
+// the graph (a bug here, not in the model).
+std::vector<std::uint8_t> encodeOnnx(const ExportedModel& m);
+// Atomic write (temporary file, then rename).
+void writeOnnx(const std::string& path, const ExportedModel& m);
+
+// Reads a graph of the shape encodeOnnx writes back into an ExportedModel. Throws IoError /
+// FormatError naming the file and the node it cannot interpret.
+ExportedModel decodeOnnx(const std::vector<std::uint8_t>& bytes, const std::string& source);
+ExportedModel readOnnx(const std::string& path);
+
+} // namespace quantscope

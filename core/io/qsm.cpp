@@ -1,0 +1,484 @@
+#include "io/qsm.h"
+
+#include "util/atomic_file.h"
+#include "util/errors.h"
+
+#include <zlib.h>
+
+#include <bit>
+#include <cstring>
+#include <limits>
+
+namespace quantscope {
+
+static_assert(std::endian::native == std::endian::little, "the .qsm reader/writer assume a little-endian host");
+// The layer kind codes of docs/FORMAT.md are LayerKind's values; a reordering would break files.
+static_assert(static_cast<int>(LayerKind::Conv2d) == 0 && static_cast<int>(LayerKind::BatchNorm2d) == 1 &&
+              static_cast<int>(LayerKind::ReLU) == 2 && static_cast<int>(LayerKind::MaxPool2d) == 3 &&
+              static_cast<int>(LayerKind::Dropout) == 4 && static_cast<int>(LayerKind::Flatten) == 5 &&
+              static_cast<int>(LayerKind::Linear) == 6 && static_cast<int>(LayerKind::LogSoftmax) == 7);
+
+namespace {
+
+constexpr std::size_t kMaxString = 1024;
+constexpr std::size_t kMaxClassNames = 65536;
+constexpr std::size_t kMaxLayers = 1024;
+constexpr std::size_t kMaxRank = 4;
+constexpr std::uint64_t kMaxElements = std::uint64_t{1} << 31;
+
+std::uint32_t crc32Of(const std::uint8_t* p, std::size_t n)
+{
+    uLong c = crc32(0L, Z_NULL, 0);
+    while (n > 0) {
+        const uInt chunk = static_cast<uInt>(std::min<std::size_t>(n, 1u << 30));
+        c = crc32(c, p, chunk);
+        p += chunk;
+        n -= chunk;
+    }
+    return static_cast<std::uint32_t>(c);
+}
+
+// ---------------------------------------------------------------- writing
+class Writer {
+public:
+    std::vector<std::uint8_t> bytes;
+    template <typename T>
+    void put(T v)
+    {
+        const std::size_t at = bytes.size();
+        bytes.resize(at + sizeof(T));
+        std::memcpy(bytes.data() + at, &v, sizeof(T));
+    }
+    void u8(std::uint64_t v) { put(static_cast<std::uint8_t>(v)); }
+    void u16(std::uint64_t v) { put(static_cast<std::uint16_t>(v)); }
+    void u32(std::uint64_t v) { put(static_cast<std::uint32_t>(v)); }
+    void u64(std::uint64_t v) { put(static_cast<std::uint64_t>(v)); }
+    void i32(std::int32_t v) { put(v); }
+    void f32(float v) { put(v); }
+    void str(const std::string& s)
+    {
+        if (s.size() > kMaxString) throw ConfigError("string '" + s.substr(0, 40) + "...' is too long for a .qsm file");
+        u16(s.size());
+        raw(s.data(), s.size());
+    }
+    void raw(const void* p, std::size_t n)
+    {
+        const std::size_t at = bytes.size();
+        bytes.resize(at + n);
+        if (n) std::memcpy(bytes.data() + at, p, n);
+    }
+};
+
+void putActivation(Writer& w, const ActivationQuant& a)
+{
+    w.u8(a.bits);
+    w.u8(a.isSigned ? 1 : 0);
+    w.u16(0);
+    w.i32(a.qmin);
+    w.i32(a.qmax);
+    w.f32(a.scale);
+    w.i32(a.zeroPoint);
+}
+
+void putTensor(Writer& w, const StoredTensor& t)
+{
+    w.str(t.name);
+    w.u8(t.shape.size());
+    for (std::size_t d : t.shape) w.u32(d);
+    w.u8(static_cast<std::uint8_t>(t.encoding));
+    if (t.encoding == TensorEncoding::Float32) {
+        w.u64(t.values.size() * 4);
+        w.raw(t.values.data(), t.values.size() * 4);
+        return;
+    }
+    w.u8(t.bits);
+    w.u8(t.isSigned ? 1 : 0);
+    w.u8(static_cast<std::uint8_t>(t.layout));
+    w.u8(0);
+    w.i32(t.qmin);
+    w.i32(t.qmax);
+    w.u32(t.layout == ScaleLayout::Group ? t.groupSize : 0);
+    w.u32(t.scales.size());
+    w.raw(t.scales.data(), t.scales.size() * 4);
+    w.raw(t.zeroPoints.data(), t.zeroPoints.size() * 4);
+    std::vector<std::uint8_t> packed;
+    packInts(t.q, t.bits, packed);
+    w.u64(packed.size());
+    w.raw(packed.data(), packed.size());
+}
+
+// ---------------------------------------------------------------- reading
+class Reader {
+public:
+    Reader(const std::uint8_t* p, std::size_t n, std::size_t base, const std::string& source)
+        : m_p(p), m_n(n), m_base(base), m_source(source)
+    {
+    }
+    [[noreturn]] void fail(const std::string& what) const
+    {
+        throw FormatError(m_source + ": offset " + std::to_string(m_base + m_pos) + ": " + what);
+    }
+    std::size_t remaining() const { return m_n - m_pos; }
+    std::size_t offset() const { return m_base + m_pos; }
+    void need(std::uint64_t n, const char* what) const
+    {
+        if (n > remaining())
+            fail(std::string("truncated: ") + what + " needs " + std::to_string(n) + " bytes, " + std::to_string(remaining()) + " remain");
+    }
+    template <typename T>
+    T get(const char* what)
+    {
+        need(sizeof(T), what);
+        T v;
+        std::memcpy(&v, m_p + m_pos, sizeof(T));
+        m_pos += sizeof(T);
+        return v;
+    }
+    std::uint8_t u8(const char* what) { return get<std::uint8_t>(what); }
+    std::uint16_t u16(const char* what) { return get<std::uint16_t>(what); }
+    std::uint32_t u32(const char* what) { return get<std::uint32_t>(what); }
+    std::uint64_t u64(const char* what) { return get<std::uint64_t>(what); }
+    std::int32_t i32(const char* what) { return get<std::int32_t>(what); }
+    float f32(const char* what) { return get<float>(what); }
+    std::uint32_t count(const char* what, std::uint64_t max, std::uint64_t minBytesEach)
+    {
+        const std::uint32_t n = u32(what);
+        if (n > max) fail(std::string(what) + " is " + std::to_string(n) + ", more than the limit of " + std::to_string(max));
+        need(static_cast<std::uint64_t>(n) * minBytesEach, what);
+        return n;
+    }
+    std::string str(const char* what)
+    {
+        const std::uint16_t n = u16(what);
+        if (n > kMaxString) fail(std::string(what) + ": string of " + std::to_string(n) + " bytes is longer than " + std::to_string(kMaxString));
+        need(n, what);
+        std::string s(reinterpret_cast<const char*>(m_p + m_pos), n);
+        m_pos += n;
+        return s;
+    }
+    const std::uint8_t* take(std::uint64_t n, const char* what)
+    {
+        need(n, what);
+        const std::uint8_t* p = m_p + m_pos;
+        m_pos += n;
+        return p;
+    }
+
+private:
+    const std::uint8_t* m_p;
+    std::size_t m_n, m_pos = 0, m_base;
+    const std::string& m_source;
+};
+
+std::size_t toSize(std::uint32_t v) { return static_cast<std::size_t>(v); }
+
+ActivationQuant getActivation(Reader& r)
+{
+    ActivationQuant a;
+    a.bits = r.u8("activation bits");
+    const std::uint8_t sgn = r.u8("activation signedness");
+    if (sgn > 1) r.fail("activation signedness flag is " + std::to_string(sgn) + ", not 0 or 1");
+    a.isSigned = sgn == 1;
+    if (r.u16("reserved") != 0) r.fail("reserved field is not zero");
+    a.qmin = r.i32("activation qmin");
+    a.qmax = r.i32("activation qmax");
+    a.scale = r.f32("activation scale");
+    a.zeroPoint = r.i32("activation zero point");
+    if (a.bits < 2 || a.bits > 16) r.fail("activation width of " + std::to_string(a.bits) + " bits (2..16)");
+    return a;
+}
+
+StoredTensor getTensor(Reader& r)
+{
+    StoredTensor t;
+    t.name = r.str("tensor name");
+    const std::uint8_t rank = r.u8("tensor rank");
+    if (rank < 1 || rank > kMaxRank) r.fail("tensor '" + t.name + "' has rank " + std::to_string(rank) + " (1.." + std::to_string(kMaxRank) + ")");
+    r.need(4u * rank, "tensor dimensions");
+    std::uint64_t n = 1;
+    for (std::uint8_t i = 0; i < rank; ++i) {
+        const std::uint32_t d = r.u32("tensor dimension");
+        if (d == 0) r.fail("tensor '" + t.name + "' has a zero dimension");
+        n *= d;
+        if (n > kMaxElements) r.fail("tensor '" + t.name + "' claims more than " + std::to_string(kMaxElements) + " elements");
+        t.shape.push_back(toSize(d));
+    }
+    const std::uint8_t enc = r.u8("tensor encoding");
+    if (enc > 1) r.fail("tensor '" + t.name + "' has unknown encoding " + std::to_string(enc));
+    t.encoding = static_cast<TensorEncoding>(enc);
+    if (t.encoding == TensorEncoding::Float32) {
+        const std::uint64_t bytes = r.u64("tensor data size");
+        if (bytes != n * 4) r.fail("tensor '" + t.name + "': " + std::to_string(bytes) + " data bytes for " + std::to_string(n) + " float32 values");
+        const std::uint8_t* p = r.take(bytes, "tensor data");
+        t.values.resize(static_cast<std::size_t>(n));
+        std::memcpy(t.values.data(), p, static_cast<std::size_t>(bytes));
+        return t;
+    }
+    t.bits = r.u8("tensor bits");
+    const std::uint8_t sgn = r.u8("tensor signedness");
+    const std::uint8_t layout = r.u8("tensor scale layout");
+    if (r.u8("reserved") != 0) r.fail("reserved field is not zero");
+    if (sgn > 1) r.fail("tensor '" + t.name + "' signedness flag is " + std::to_string(sgn));
+    if (layout > 2) r.fail("tensor '" + t.name + "' has unknown scale layout " + std::to_string(layout));
+    if (!((t.bits >= 2 && t.bits <= 16) || t.bits == 32)) r.fail("tensor '" + t.name + "' has " + std::to_string(t.bits) + "-bit integers (2..16 or 32)");
+    t.isSigned = sgn == 1;
+    t.layout = static_cast<ScaleLayout>(layout);
+    t.qmin = r.i32("tensor qmin");
+    t.qmax = r.i32("tensor qmax");
+    t.groupSize = toSize(r.u32("tensor group size"));
+    if (t.layout == ScaleLayout::Group && t.groupSize == 0) r.fail("tensor '" + t.name + "' has group size 0");
+    const std::uint32_t ns = r.count("scale count", kMaxElements, 8);
+    if (ns != t.expectedScales())
+        r.fail("tensor '" + t.name + "' has " + std::to_string(ns) + " scales, its layout needs " + std::to_string(t.expectedScales()));
+    const std::uint8_t* sp = r.take(4ull * ns, "scales");
+    t.scales.resize(ns);
+    std::memcpy(t.scales.data(), sp, 4ull * ns);
+    const std::uint8_t* zp = r.take(4ull * ns, "zero points");
+    t.zeroPoints.resize(ns);
+    std::memcpy(t.zeroPoints.data(), zp, 4ull * ns);
+    const std::uint64_t bytes = r.u64("tensor data size");
+    if (bytes != packedBytes(n, t.bits))
+        r.fail("tensor '" + t.name + "': " + std::to_string(bytes) + " data bytes for " + std::to_string(n) + " values of " + std::to_string(t.bits) + " bits");
+    const std::uint8_t* p = r.take(bytes, "tensor data");
+    unpackInts(p, static_cast<std::size_t>(n), t.bits, t.isSigned, t.q);
+    return t;
+}
+
+StoredLayer getLayer(Reader& r)
+{
+    StoredLayer l;
+    const std::uint8_t kind = r.u8("layer kind");
+    if (kind > static_cast<std::uint8_t>(LayerKind::LogSoftmax)) r.fail("unknown layer kind " + std::to_string(kind));
+    l.kind = static_cast<LayerKind>(kind);
+    l.name = r.str("layer name");
+    switch (l.kind) {
+    case LayerKind::Conv2d: {
+        l.inChannels = toSize(r.u32("in channels"));
+        l.outChannels = toSize(r.u32("out channels"));
+        l.kernel = toSize(r.u32("kernel"));
+        l.stride = toSize(r.u32("stride"));
+        l.padding = toSize(r.u32("padding"));
+        const std::uint8_t folded = r.u8("folded flag");
+        if (folded > 1) r.fail("folded flag is " + std::to_string(folded));
+        l.bnFolded = folded == 1;
+        break;
+    }
+    case LayerKind::BatchNorm2d:
+        l.outChannels = toSize(r.u32("channels"));
+        l.eps = r.f32("eps");
+        l.momentum = r.f32("momentum");
+        break;
+    case LayerKind::MaxPool2d:
+        l.kernel = toSize(r.u32("kernel"));
+        l.stride = toSize(r.u32("stride"));
+        break;
+    case LayerKind::Dropout: l.dropout = r.f32("dropout probability"); break;
+    case LayerKind::Linear:
+        l.inFeatures = toSize(r.u32("in features"));
+        l.outFeatures = toSize(r.u32("out features"));
+        break;
+    default: break;
+    }
+    const std::uint8_t nt = r.u8("tensor count");
+    if (nt > 4) r.fail("layer '" + l.name + "' has " + std::to_string(nt) + " tensors (at most 4)");
+    for (std::uint8_t i = 0; i < nt; ++i) l.tensors.push_back(getTensor(r));
+    const std::uint8_t hq = r.u8("output quantization flag");
+    if (hq > 1) r.fail("output quantization flag is " + std::to_string(hq));
+    if (hq) l.outputQuant = getActivation(r);
+    return l;
+}
+
+} // namespace
+
+std::uint64_t packedBytes(std::uint64_t n, int bits)
+{
+    if (bits == 2) return (n + 3) / 4;
+    if (bits == 4) return (n + 1) / 2;
+    if (bits <= 8) return n;
+    if (bits <= 16) return 2 * n;
+    return 4 * n;
+}
+
+void packInts(const std::vector<std::int32_t>& q, int bits, std::vector<std::uint8_t>& out)
+{
+    const std::size_t n = q.size();
+    out.assign(static_cast<std::size_t>(packedBytes(n, bits)), 0);
+    if (bits == 2 || bits == 4) {
+        const int per = 8 / bits;
+        const std::uint32_t mask = (1u << bits) - 1;
+        for (std::size_t i = 0; i < n; ++i)
+            out[i / per] |= static_cast<std::uint8_t>((static_cast<std::uint32_t>(q[i]) & mask) << ((i % per) * bits));
+    } else if (bits <= 8) {
+        for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<std::uint8_t>(q[i]);
+    } else if (bits <= 16) {
+        for (std::size_t i = 0; i < n; ++i) {
+            const std::uint16_t v = static_cast<std::uint16_t>(q[i]);
+            std::memcpy(out.data() + 2 * i, &v, 2);
+        }
+    } else {
+        std::memcpy(out.data(), q.data(), 4 * n);
+    }
+}
+
+void unpackInts(const std::uint8_t* data, std::size_t n, int bits, bool isSigned, std::vector<std::int32_t>& q)
+{
+    q.resize(n);
+    auto extend = [&](std::uint32_t v, int b) -> std::int32_t {
+        if (isSigned && b < 32 && (v >> (b - 1)) & 1u) return static_cast<std::int32_t>(v | ~((1u << b) - 1));
+        return static_cast<std::int32_t>(v);
+    };
+    if (bits == 2 || bits == 4) {
+        const int per = 8 / bits;
+        const std::uint32_t mask = (1u << bits) - 1;
+        for (std::size_t i = 0; i < n; ++i) q[i] = extend((data[i / per] >> ((i % per) * bits)) & mask, bits);
+    } else if (bits <= 8) {
+        for (std::size_t i = 0; i < n; ++i) q[i] = extend(data[i], 8);
+    } else if (bits <= 16) {
+        for (std::size_t i = 0; i < n; ++i) {
+            std::uint16_t v;
+            std::memcpy(&v, data + 2 * i, 2);
+            q[i] = extend(v, 16);
+        }
+    } else {
+        std::memcpy(q.data(), data, 4 * n);
+    }
+}
+
+std::vector<std::uint8_t> encodeQsm(const ExportedModel& m)
+{
+    try {
+        m.validate("model '" + m.modelName + "'");
+    } catch (const FormatError& e) {
+        throw ConfigError(std::string("cannot save an inconsistent model: ") + e.what());
+    }
+    Writer w;
+    w.str(m.modelName);
+    w.u32(m.channels);
+    w.u32(m.height);
+    w.u32(m.width);
+    w.u32(m.classes);
+    w.f32(m.mean);
+    w.f32(m.stddev);
+    w.u32(m.classNames.size());
+    for (const std::string& c : m.classNames) w.str(c);
+    w.str(m.strategy);
+    w.str(m.weightFormat);
+    w.str(m.activationFormat);
+    w.str(m.granularity);
+    w.u8(m.quantized ? 1 : 0);
+    w.u8(m.inputQuant ? 1 : 0);
+    if (m.inputQuant) putActivation(w, *m.inputQuant);
+    w.u32(m.layers.size());
+    for (const StoredLayer& l : m.layers) {
+        w.u8(static_cast<std::uint8_t>(l.kind));
+        w.str(l.name);
+        switch (l.kind) {
+        case LayerKind::Conv2d:
+            w.u32(l.inChannels);
+            w.u32(l.outChannels);
+            w.u32(l.kernel);
+            w.u32(l.stride);
+            w.u32(l.padding);
+            w.u8(l.bnFolded ? 1 : 0);
+            break;
+        case LayerKind::BatchNorm2d:
+            w.u32(l.outChannels);
+            w.f32(l.eps);
+            w.f32(l.momentum);
+            break;
+        case LayerKind::MaxPool2d:
+            w.u32(l.kernel);
+            w.u32(l.stride);
+            break;
+        case LayerKind::Dropout: w.f32(l.dropout); break;
+        case LayerKind::Linear:
+            w.u32(l.inFeatures);
+            w.u32(l.outFeatures);
+            break;
+        default: break;
+        }
+        w.u8(l.tensors.size());
+        for (const StoredTensor& t : l.tensors) putTensor(w, t);
+        w.u8(l.outputQuant ? 1 : 0);
+        if (l.outputQuant) putActivation(w, *l.outputQuant);
+    }
+
+    std::vector<std::uint8_t> out(kQsmHeaderSize);
+    std::memcpy(out.data(), kQsmMagic, 8);
+    const std::uint16_t version = kQsmVersion, headerSize = kQsmHeaderSize;
+    const std::uint32_t flags = 0, crc = crc32Of(w.bytes.data(), w.bytes.size()), reserved = 0;
+    const std::uint64_t payload = w.bytes.size();
+    std::memcpy(out.data() + 8, &version, 2);
+    std::memcpy(out.data() + 10, &headerSize, 2);
+    std::memcpy(out.data() + 12, &flags, 4);
+    std::memcpy(out.data() + 16, &payload, 8);
+    std::memcpy(out.data() + 24, &crc, 4);
+    std::memcpy(out.data() + 28, &reserved, 4);
+    out.insert(out.end(), w.bytes.begin(), w.bytes.end());
+    return out;
+}
+
+void writeQsm(const std::string& path, const ExportedModel& m) { writeFileAtomic(path, encodeQsm(m)); }
+
+ExportedModel decodeQsm(const std::vector<std::uint8_t>& bytes, const std::string& source)
+{
+    if (bytes.size() < kQsmHeaderSize)
+        throw FormatError(source + ": truncated: " + std::to_string(bytes.size()) + " bytes, shorter than the " +
+                          std::to_string(kQsmHeaderSize) + "-byte .qsm header");
+    if (std::memcmp(bytes.data(), kQsmMagic, 8) != 0) throw FormatError(source + ": not a QuantScope model (.qsm): bad magic number");
+    std::uint16_t version, headerSize;
+    std::uint32_t flags, crc, reserved;
+    std::uint64_t payload;
+    std::memcpy(&version, bytes.data() + 8, 2);
+    std::memcpy(&headerSize, bytes.data() + 10, 2);
+    std::memcpy(&flags, bytes.data() + 12, 4);
+    std::memcpy(&payload, bytes.data() + 16, 8);
+    std::memcpy(&crc, bytes.data() + 24, 4);
+    std::memcpy(&reserved, bytes.data() + 28, 4);
+    if (version != kQsmVersion)
+        throw FormatError(source + ": .qsm version " + std::to_string(version) + " is not one this QuantScope reads (version " +
+                          std::to_string(kQsmVersion) + ")");
+    if (headerSize != kQsmHeaderSize || flags != 0 || reserved != 0)
+        throw FormatError(source + ": offset 10: header fields of version 1 do not hold their fixed values");
+    const std::uint64_t have = bytes.size() - kQsmHeaderSize;
+    if (payload != have)
+        throw FormatError(source + ": " + (payload > have ? "truncated" : "trailing data") + ": the header announces " +
+                          std::to_string(payload) + " payload bytes, the file holds " + std::to_string(have));
+    const std::uint32_t actual = crc32Of(bytes.data() + kQsmHeaderSize, static_cast<std::size_t>(have));
+    if (actual != crc) {
+        char buf[96];
+        std::snprintf(buf, sizeof buf, "CRC-32 mismatch (header 0x%08x, payload 0x%08x): the file is damaged", crc, actual);
+        throw FormatError(source + ": " + buf);
+    }
+
+    Reader r(bytes.data() + kQsmHeaderSize, static_cast<std::size_t>(have), kQsmHeaderSize, source);
+    ExportedModel m;
+    m.modelName = r.str("model name");
+    m.channels = toSize(r.u32("channels"));
+    m.height = toSize(r.u32("height"));
+    m.width = toSize(r.u32("width"));
+    m.classes = toSize(r.u32("classes"));
+    m.mean = r.f32("mean");
+    m.stddev = r.f32("stddev");
+    const std::uint32_t nc = r.count("class name count", kMaxClassNames, 2);
+    for (std::uint32_t i = 0; i < nc; ++i) m.classNames.push_back(r.str("class name"));
+    m.strategy = r.str("strategy");
+    m.weightFormat = r.str("weight format");
+    m.activationFormat = r.str("activation format");
+    m.granularity = r.str("granularity");
+    const std::uint8_t quantized = r.u8("quantized flag");
+    if (quantized > 1) r.fail("quantized flag is " + std::to_string(quantized));
+    m.quantized = quantized == 1;
+    const std::uint8_t hin = r.u8("input quantization flag");
+    if (hin > 1) r.fail("input quantization flag is " + std::to_string(hin));
+    if (hin) m.inputQuant = getActivation(r);
+    const std::uint32_t nl = r.count("layer count", kMaxLayers, 5);
+    for (std::uint32_t i = 0; i < nl; ++i) m.layers.push_back(getLayer(r));
+    if (r.remaining() != 0) r.fail(std::to_string(r.remaining()) + " unexpected bytes after the last layer");
+    m.validate(source);
+    return m;
+}
+
+ExportedModel readQsm(const std::string& path) { return decodeQsm(readFileBytes(path, kQsmMaxBytes), path); }
+
+} // namespace quantscope
