@@ -5,6 +5,10 @@
 #include <string>
 #include <vector>
 
+namespace quantscope {
+struct ExportSummary;
+}
+
 namespace quantscope::cli {
 
 inline constexpr int kExitOk = 0;
@@ -15,5 +19,10 @@ inline constexpr int kExitNumeric = 4;
 
 int runTrain(const std::vector<std::string>& args);
 extern const char* const kTrainHelp;
+
+int runEval(const std::vector<std::string>& args);
+extern const char* const kEvalHelp;
+// What `train --export` wrote: a line of text, or {"event":"export",...} with --json.
+void printExportSummary(const ExportSummary& s, bool json);
 
 } // namespace quantscope::cli

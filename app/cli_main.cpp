@@ -20,6 +20,7 @@ const char* const kHelp =
     "\n"
     "commands:\n"
     "  train    train a model on an MNIST-layout IDX folder (see 'quantscope-cli train --help')\n"
+    "  eval     run an exported .qsm/.onnx model on the test set (see 'quantscope-cli eval --help')\n"
     "\n"
     "exit codes: 0 ok, 2 usage error, 3 data or I/O error, 4 training diverged, 1 internal error\n";
 
@@ -42,6 +43,7 @@ int main(int argc, char** argv)
     args.erase(args.begin());
     try {
         if (cmd == "train") return runTrain(args);
+        if (cmd == "eval") return runEval(args);
         std::fprintf(stderr, "quantscope-cli: unknown command '%s' (see --help)\n", cmd.c_str());
         return kExitUsage;
     } catch (const UsageError& e) {

@@ -7,6 +7,7 @@
 #include "quant/granularity.h"
 #include "quant/observer.h"
 #include "quant/rounding.h"
+#include "io/model_export.h"
 #include "train/trainer.h"
 
 #include <nlohmann/json.hpp>
@@ -61,6 +62,8 @@ const char* const kTrainHelp =
     "  --json               JSON Lines on stdout: {\"event\":\"start\",...}, per epoch one\n"
     "                       {\"event\":\"layer_stats\",...} per quantized layer and one\n"
     "                       {\"event\":\"epoch\",...}, then {\"event\":\"done\",...}\n"
+    "  --export PATH        after training, write the model to PATH (.qsm or .onnx; integer\n"
+    "                       for ptq/qat, else FP32), read it back and report its test accuracy\n"
     "  --quiet              no progress bar\n"
     "  -h, --help           this text\n";
 
@@ -259,7 +262,7 @@ int runTrain(const std::vector<std::string>& argv)
                      "--weight-decay", "--threads", "--seed", "--train-limit", "--test-limit", "--validation",
                      "--strategy", "--format", "--granularity", "--rounding", "--calibration", "--act-calibration",
                      "--act-format", "--percentile", "--calib-images", "--schedule", "--blend-steps",
-                     "--bn-freeze-epoch"},
+                     "--bn-freeze-epoch", "--export"},
                     {"--json", "--help", "--nesterov", "--quiet"});
     if (args.has("--help")) {
         std::fputs(kTrainHelp, stdout);
@@ -301,6 +304,8 @@ int runTrain(const std::vector<std::string>& argv)
     }
     validateNames(pc);
     cfg.validate();
+    const std::string exportPath = args.str("--export", "");
+    if (!exportPath.empty()) checkExportable(cfg, exportPath); // fail before training, not after
 
     DatasetOptions dopt;
     dopt.dir = args.str("--data", kDefaultDataDir);
@@ -318,6 +323,7 @@ int runTrain(const std::vector<std::string>& argv)
     std::signal(SIGINT, onSigint);
     Trainer trainer(cfg, data, &obs, &stop);
     const FinishEvent fin = trainer.run();
+    if (!fin.stopped && !exportPath.empty()) printExportSummary(exportModel(trainer, exportPath), json);
     g_stop = nullptr;
     std::signal(SIGINT, SIG_DFL);
     return fin.stopped ? 130 : kExitOk;

@@ -1,0 +1,155 @@
+// quantscope-cli eval: runs an exported model (.qsm or .onnx) on the test set: accuracy, optional
+// per-image predictions, optional speed. Also prints what `train --export` wrote.
+#include "cli_args.h"
+#include "cli_commands.h"
+
+#include "data/dataset.h"
+#include "infer/model_runner.h"
+#include "io/model_export.h"
+#include "io/onnx_io.h"
+#include "io/qsm.h"
+#include "util/atomic_file.h"
+#include "util/errors.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <string>
+
+namespace quantscope::cli {
+
+const char* const kEvalHelp =
+    "usage: quantscope-cli eval MODEL.qsm|MODEL.onnx [options]\n"
+    "\n"
+    "Runs an exported model on the test set of an MNIST-layout folder and reports its accuracy.\n"
+    "Integer models run on the integer-only engine; FP32 models on the float model.\n"
+    "\n"
+    "  --data DIR           folder with t10k-images-idx3-ubyte[.gz] etc.\n"
+    "                       (default /usr/share/datasets/fashion-mnist)\n"
+    "  --test-limit N       only the first N test images\n"
+    "  --threads N          worker threads (default 2)\n"
+    "  --batch-size N       images per call (default 256)\n"
+    "  --predictions FILE   write 'index,predicted_class', one line per test image\n"
+    "  --bench              also measure images/s (one warm-up batch, best of --passes passes)\n"
+    "  --passes N           timed passes for --bench (default 3)\n"
+    "  --runner R           auto (default), integer (fail if the engine cannot run the model),\n"
+    "                       reference (fake-quant float model)\n"
+    "  --isa I              integer kernels: auto (default), avx512-vnni, avx2, scalar\n"
+    "  --json               one JSON object on stdout\n"
+    "  -h, --help           this text\n";
+
+namespace {
+
+std::string percent(double v)
+{
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.2f %%", 100.0 * v);
+    return buf;
+}
+
+std::string bytesText(std::uint64_t b)
+{
+    char buf[48];
+    std::snprintf(buf, sizeof buf, "%.1f KB", static_cast<double>(b) / 1024.0);
+    return buf;
+}
+
+} // namespace
+
+void printExportSummary(const ExportSummary& s, bool json)
+{
+    if (json) {
+        nlohmann::json j = {{"event", "export"},
+                            {"path", s.path},
+                            {"format", s.format == ExportFormat::Qsm ? "qsm" : "onnx"},
+                            {"quantized", s.quantized},
+                            {"precision", s.precision},
+                            {"file_bytes", s.fileBytes},
+                            {"fp32_bytes", s.fp32Bytes},
+                            {"size_ratio", s.sizeRatio},
+                            {"test_acc", s.accuracy},
+                            {"test_images", s.testImages},
+                            {"runner", s.runner},
+                            {"note", s.note}};
+        std::fputs((j.dump() + "\n").c_str(), stdout);
+    } else {
+        std::printf("exported %s: %s, %s\n", s.path.c_str(), s.precision.c_str(), s.note.c_str());
+        std::printf("re-read from the file: test accuracy %s on %zu images (%s)\n", percent(s.accuracy).c_str(), s.testImages,
+                    s.runner.c_str());
+    }
+    std::fflush(stdout);
+}
+
+int runEval(const std::vector<std::string>& argv)
+{
+    const Args args(argv, {"--data", "--test-limit", "--threads", "--batch-size", "--predictions", "--passes", "--runner", "--isa"},
+                    {"--json", "--help", "--bench"});
+    if (args.has("--help")) {
+        std::fputs(kEvalHelp, stdout);
+        return kExitOk;
+    }
+    if (args.positional().size() != 1) throw UsageError("give one model file (.qsm or .onnx); see --help");
+    const std::string path = args.positional()[0];
+    const std::size_t threads = args.u64("--threads", 2, 1, 1024);
+    const std::size_t batch = args.u64("--batch-size", 256, 1, 65536);
+    const std::size_t passes = args.u64("--passes", 3, 1, 100);
+    const std::string runnerName = args.str("--runner", "auto");
+    RunnerOptions ro;
+    ro.threads = threads;
+    ro.isa = parseIsa(args.str("--isa", "auto"));
+    if (runnerName == "integer") ro.kind = RunnerKind::Integer;
+    else if (runnerName == "reference") ro.kind = RunnerKind::Reference;
+    else if (runnerName != "auto") throw UsageError("unknown --runner '" + runnerName + "' (auto, integer, reference)");
+
+    const ExportFormat fmt = exportFormatFor(path);
+    const ExportedModel model = fmt == ExportFormat::Qsm ? readQsm(path) : readOnnx(path);
+    ModelRunner runner(model, ro);
+
+    DatasetOptions dopt;
+    dopt.dir = args.str("--data", kDefaultDataDir);
+    dopt.testLimit = args.u64("--test-limit", 0, 1);
+    dopt.trainLimit = 1; // only the test set is used
+    const Dataset data = Dataset::load(dopt);
+    if (data.test.height != model.height || data.test.width != model.width || model.channels != 1)
+        throw ConfigError(path + " takes " + std::to_string(model.channels) + "x" + std::to_string(model.height) + "x" +
+                          std::to_string(model.width) + " images; " + dopt.dir + " has 1x" + std::to_string(data.test.height) +
+                          "x" + std::to_string(data.test.width));
+    if (model.classes != data.numClasses())
+        throw ConfigError(path + " has " + std::to_string(model.classes) + " classes; the data has " + std::to_string(data.numClasses()));
+
+    const RunnerEval ev = evaluateRunner(runner, data.test, batch);
+    double ips = 0.0;
+    if (args.has("--bench")) ips = benchmarkRunner(runner, data.test, batch, passes);
+    if (args.has("--predictions")) {
+        std::string csv;
+        csv.reserve(ev.predictions.size() * 8);
+        for (std::size_t i = 0; i < ev.predictions.size(); ++i) csv += std::to_string(i) + "," + std::to_string(ev.predictions[i]) + "\n";
+        writeFileAtomic(args.str("--predictions", ""), std::string_view(csv));
+    }
+    std::uint64_t fileBytes = 0;
+    try {
+        fileBytes = readFileBytes(path, kQsmMaxBytes).size();
+    } catch (const IoError&) {
+    }
+    const std::string precision =
+        model.quantized ? model.weightFormat + " weights (" + model.granularity + "), " + model.activationFormat + " activations" : "fp32";
+    if (args.has("--json")) {
+        nlohmann::json j = {{"event", "eval"},         {"path", path},
+                            {"model", model.modelName}, {"strategy", model.strategy},
+                            {"quantized", model.quantized}, {"precision", precision},
+                            {"file_bytes", fileBytes},  {"runner", runner.description()},
+                            {"threads", threads},       {"batch_size", batch},
+                            {"test_images", ev.count},  {"test_acc", ev.accuracy}};
+        if (args.has("--bench")) j["images_per_s"] = ips;
+        std::fputs((j.dump() + "\n").c_str(), stdout);
+    } else {
+        std::printf("%s: %s, %s, %s\n", path.c_str(), model.modelName.c_str(), precision.c_str(), bytesText(fileBytes).c_str());
+        std::printf("runner: %s, %zu thread(s)\n", runner.description().c_str(), threads);
+        std::printf("test accuracy: %s (%zu images)\n", percent(ev.accuracy).c_str(), ev.count);
+        if (args.has("--bench"))
+            std::printf("speed: %.0f images/s (batch %zu, %zu thread(s), best of %zu passes)\n", ips, batch, threads, passes);
+    }
+    return kExitOk;
+}
+
+} // namespace quantscope::cli
