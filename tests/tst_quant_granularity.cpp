@@ -36,6 +36,10 @@ constexpr double kDbPerBitLow = 5.0, kDbPerBitHigh = 7.0;
 constexpr double kSampledPercentileRtol = 0.05;
 // Floating-point sums in double of float data.
 constexpr double kMetricTol = 1e-9;
+// Round to nearest moves a value by at most half a step (plus float rounding of x / scale).
+constexpr float kHalfStep = 0.5001f;
+// Bin edges are computed in double from float scales.
+constexpr double kEdgeRtol = 1e-6;
 
 std::vector<float> gaussian(std::size_t n, std::uint64_t seed, float sigma = 1.0f)
 {
@@ -189,9 +193,9 @@ void TestQuantGranularity::groupsWithRaggedRows()
     for (std::size_t r = 0; r < 3; ++r)
         for (std::size_t j = 0; j < 10; ++j) QCOMPARE(p.slotOf(r * 10 + j), r * 3 + expectedSlot[j]);
     for (std::size_t s = 0; s < 9; ++s) QCOMPARE(p.scale[s], s == 5 ? 8.0f / 127.5f : 0.01f / 127.5f);
-    QVERIFY(std::abs(w.override[19] + 8.0f) <= 0.5001f * p.scale[5]); // -127.5 steps: -127 or -128
+    QVERIFY(std::abs(w.override[19] + 8.0f) <= kHalfStep * p.scale[5]); // -127.5 steps: -127 or -128
     QCOMPARE(w.override[18], 0.0f); // 0.01 is below half a step of -8's group
-    QVERIFY(std::abs(w.override[17] - 0.01f) <= 0.5001f * p.scale[4]); // its own group's fine grid
+    QVERIFY(std::abs(w.override[17] - 0.01f) <= kHalfStep * p.scale[4]); // its own group's fine grid
 }
 
 void TestQuantGranularity::valuesUseTheirOwnSlotScale_data()
@@ -219,8 +223,8 @@ void TestQuantGranularity::valuesUseTheirOwnSlotScale()
         // Min-max ranges clip nothing: every value is within one step of its original. (The mask
         // may still stop the extreme value: like PyTorch, x / scale = 127.5 rounds to 128 > qmax.)
         const float err = std::abs(conv.weight.override[i] - conv.weight.value[i]);
-        QVERIFY(err <= p.scale[s] * 1.0001f);
-        QVERIFY(q.weightMask(0)[i] == 1 || err <= p.scale[s] * 0.5001f);
+        QVERIFY(err <= p.scale[s] * 2.0f * kHalfStep);
+        QVERIFY(q.weightMask(0)[i] == 1 || err <= p.scale[s] * kHalfStep);
     }
 }
 
@@ -366,9 +370,9 @@ void TestQuantGranularity::stats()
         // and every quantized value of a slot with that scale sits at a bin centre.
         const float big = *std::max_element(s.scales.begin(), s.scales.end());
         const double width = s.binEdges[1] - s.binEdges[0];
-        QVERIFY(std::abs(width / big - std::nearbyint(width / big)) < 1e-6);
+        QVERIFY(std::abs(width / big - std::nearbyint(width / big)) < kEdgeRtol);
         // Per tensor with <= 8 bits: exactly one bin per level.
-        if (f.bits <= 8 && granularity == "tensor") QVERIFY(std::abs(width - big) <= 1e-9 * big);
+        if (f.bits <= 8 && granularity == "tensor") QVERIFY(std::abs(width - big) <= kEdgeRtol * big);
         if (calibration == "percentile") QVERIFY(s.clippedFraction >= 1.0 / double(n)); // the outlier
         if (calibration == "minmax") QCOMPARE(s.clippedFraction, 0.0);
     } else if (f.kind == FormatKind::Float && f.bits == 8) {
@@ -513,6 +517,9 @@ void TestQuantGranularity::activationQuantizer()
     Tensor y({2, 8}, 0.0f);
     std::vector<std::uint8_t> mask;
     QVERIFY_THROWS_EXCEPTION(ConfigError, act.fakeQuantize(y, mask));
+    act.observe(std::vector<float>{}); // an empty batch (or only NaN) gives no range
+    act.observe(std::vector<float>{NAN, NAN});
+    QVERIFY(!act.ready());
 
     RangeObserver reference(Calibration::MovingAverage);
     const std::vector<float> batch1 = gaussian(256, 30), batch2 = gaussian(256, 31, 3.0f);

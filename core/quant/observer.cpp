@@ -73,7 +73,12 @@ double quantizationSse(const float* x, std::size_t n, float inv, float scale, fl
 
 // PyTorch: min_val + averaging_constant * (min_val_cur - min_val), as three rounded float ops
 // (no fused multiply-add, which -march=native would otherwise allow).
-__attribute__((optimize("fp-contract=off"))) float movingAverage(float running, float current)
+#if defined(__GNUC__) && !defined(__clang__)
+#define QS_NO_FP_CONTRACT __attribute__((optimize("fp-contract=off")))
+#else
+#define QS_NO_FP_CONTRACT // clang contracts only within one statement by default
+#endif
+QS_NO_FP_CONTRACT float movingAverage(float running, float current)
 {
     const float delta = current - running;
     const float step = kMovingAverageConstant * delta;
@@ -215,8 +220,8 @@ void RangeObserver::observe(std::span<const std::span<const float>> parts)
             }
             if (!m_samples.empty()) addToSample(0, x.data(), n);
         }
+        if (bmin <= bmax) ++m_batches; // something other than NaN came in
         updateSlot(0, bmin, bmax);
-        ++m_batches;
         return;
     }
     if (parts.size() != 1)
@@ -236,8 +241,12 @@ void RangeObserver::observe(std::span<const std::span<const float>> parts)
                 if (!m_samples.empty()) addToSample(s, x.data() + b, n);
             }
     });
-    for (std::size_t s = 0; s < slots; ++s) updateSlot(s, bmin[s], bmax[s]);
-    ++m_batches;
+    bool any = false;
+    for (std::size_t s = 0; s < slots; ++s) {
+        any = any || bmin[s] <= bmax[s];
+        updateSlot(s, bmin[s], bmax[s]);
+    }
+    if (any) ++m_batches;
 }
 
 std::vector<float> RangeObserver::sampleWithExtremes(std::size_t slot) const

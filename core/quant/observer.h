@@ -48,6 +48,7 @@ public:
 
     Calibration calibration() const { return m_calibration; }
     std::size_t numSlots() const { return m_min.size(); }
+    // True once a batch with at least one non-NaN value came in (empty batches do not count).
     bool hasData() const { return m_batches > 0; }
     std::size_t batches() const { return m_batches; }
     // Running range per slot (+inf / -inf before any data). For moving-average the averaged values.
