@@ -219,7 +219,8 @@ void TestQuantGranularity::valuesUseTheirOwnSlotScale()
     const QuantParams& p = q.weightParams(0);
     for (std::size_t i = 0; i < conv.weight.value.numel(); ++i) {
         const std::size_t s = p.slotOf(i);
-        QVERIFY2(onGrid(conv.weight.override[i], p.scale[s], p.zeroPoint[s], f.qmin, f.qmax), qPrintable(QString::number(i)));
+        if (!onGrid(conv.weight.override[i], p.scale[s], p.zeroPoint[s], f.qmin, f.qmax))
+            QFAIL(qPrintable(QStringLiteral("element %1 is off its slot's grid").arg(i)));
         // Min-max ranges clip nothing: every value is within one step of its original. (The mask
         // may still stop the extreme value: like PyTorch, x / scale = 127.5 rounds to 128 > qmax.)
         const float err = std::abs(conv.weight.override[i] - conv.weight.value[i]);
