@@ -273,8 +273,13 @@ void roundToFormat(std::span<float> x, const NumberFormat& f, Rounding r, std::u
     if (f.kind == FormatKind::Float) {
         const FloatGrid g = floatGrid(f);
         const bool bf16 = isBf16(f), fp16 = isFp16(f);
+        // The grid kernel builds 2^(e - m) and 2^(m - e) as normal floats; a table row outside
+        // that (none but bf16 today, which has its own kernel) takes the scalar reference.
+        const bool gridOk = g.emin - g.m >= -126 && g.m - g.emin <= 127 && g.emaxPlus1 - g.m <= 127;
         parallelChunks(n, grain, [&](std::size_t b, std::size_t e) {
-            if (bf16)
+            if (!bf16 && !gridOk)
+                for (std::size_t i = b; i < e; ++i) data[i] = roundFloat(data[i], f, r, elementBits(rngKey, i));
+            else if (bf16)
                 sto ? roundBf16Span<true>(data + b, e - b, rngKey, b) : roundBf16Span<false>(data + b, e - b, rngKey, b);
             else if (fp16 && !sto)
                 roundFp16NearestSpan(data + b, e - b);
