@@ -1,0 +1,139 @@
+// Shared by tst_qsm, tst_infer and tst_onnx: small synthetic datasets, models quantized by the
+// real QuantSim (weights, calibrated activations), and a QAT run on Fashion-MNIST when present.
+#pragma once
+
+#include "data/dataset.h"
+#include "io/exported_model.h"
+#include "io/model_export.h"
+#include "nn/activations.h"
+#include "nn/linear.h"
+#include "nn/model_zoo.h"
+#include "quant/format.h"
+#include "train/quant_sim.h"
+#include "train/trainer.h"
+#include "util/rng.h"
+
+#include <filesystem>
+#include <memory>
+#include <string>
+
+namespace fixtures {
+
+using namespace quantscope;
+
+// Images of smooth random blobs (so convolutions see structure), labels from the brightest quadrant.
+inline LabeledImages blobImages(std::size_t n, std::size_t h, std::size_t w, std::uint64_t seed)
+{
+    LabeledImages s;
+    s.height = h;
+    s.width = w;
+    s.pixels.resize(n * h * w);
+    s.labels.resize(n);
+    Rng rng(seed);
+    for (std::size_t i = 0; i < n; ++i) {
+        const float cy = rng.uniform(0.0f, static_cast<float>(h)), cx = rng.uniform(0.0f, static_cast<float>(w));
+        const float r = rng.uniform(2.0f, static_cast<float>(h) / 2.0f);
+        for (std::size_t y = 0; y < h; ++y)
+            for (std::size_t x = 0; x < w; ++x) {
+                const float d = ((static_cast<float>(y) - cy) * (static_cast<float>(y) - cy) + (static_cast<float>(x) - cx) * (static_cast<float>(x) - cx)) / (r * r);
+                const float v = 255.0f * std::exp(-d) + rng.uniform(0.0f, 30.0f);
+                s.pixels[i * h * w + y * w + x] = static_cast<std::uint8_t>(std::min(255.0f, v));
+            }
+        s.labels[i] = static_cast<std::int32_t>((cy < static_cast<float>(h) / 2 ? 0 : 2) + (cx < static_cast<float>(w) / 2 ? 0 : 1)) % 10;
+    }
+    return s;
+}
+
+inline Dataset syntheticDataset(std::size_t nTrain, std::size_t nTest, std::size_t h = 28, std::size_t w = 28, std::uint64_t seed = 7)
+{
+    Dataset d;
+    d.name = "synthetic";
+    d.train = blobImages(nTrain, h, w, seed);
+    d.test = blobImages(nTest, h, w, seed + 1);
+    double s = 0, s2 = 0;
+    for (std::uint8_t p : d.train.pixels) {
+        s += p / 255.0;
+        s2 += (p / 255.0) * (p / 255.0);
+    }
+    const double n = static_cast<double>(d.train.pixels.size());
+    d.mean = static_cast<float>(s / n);
+    d.stddev = static_cast<float>(std::sqrt(s2 / n - (s / n) * (s / n)));
+    for (int c = 0; c < 10; ++c) d.classNames.push_back("class " + std::to_string(c));
+    return d;
+}
+
+struct Quantized {
+    std::unique_ptr<Model> model;
+    std::unique_ptr<QuantSim> sim;
+    ExportedModel exported;
+};
+
+// `model` quantized by QuantSim with `format` weights, `granularity`, `act` activations,
+// activations calibrated on the train set (PTQ, no training).
+inline Quantized quantize(std::unique_ptr<Model> model, const Dataset& data, const std::string& format,
+                          const std::string& granularity = "channel", const std::string& act = "uint8")
+{
+    Quantized q;
+    q.model = std::move(model);
+    PrecisionConfig pc;
+    pc.strategy = Strategy::Ptq;
+    pc.format = format;
+    pc.granularity = granularity;
+    pc.activationFormat = act;
+    pc.activationCalibration = "minmax";
+    q.sim = std::make_unique<QuantSim>(*q.model, pc, findFormat(format));
+    q.sim->quantizeWeights(Rounding::Nearest, 0);
+    q.sim->calibrate(data, data.train, data.train.size(), 64);
+    q.sim->setObserving(false);
+    q.exported = exportQuantizedModel(*q.model, *q.sim, q.model->name(), data, "ptq", granularity);
+    return q;
+}
+
+inline Quantized quantizePreset(const std::string& preset, const Dataset& data, const std::string& format,
+                                const std::string& granularity = "channel", const std::string& act = "uint8")
+{
+    return quantize(makeModel(preset, 1, data.height(), data.width(), 10, 3), data, format, granularity, act);
+}
+
+// A very small model (4x4 input, flatten, fc 16->6, relu, fc 6->10, log-softmax): its .qsm file
+// is a few hundred bytes, so corruption tests can try every byte.
+inline std::unique_ptr<Model> tinyModel()
+{
+    auto m = std::make_unique<Model>("tiny", Shape{1, 4, 4});
+    m->add(std::make_unique<Flatten>("flatten"));
+    m->add(std::make_unique<Linear>("fc1", 16, 6));
+    m->add(std::make_unique<ReLU>("relu1"));
+    m->add(std::make_unique<Linear>("fc2", 6, 10));
+    m->add(std::make_unique<LogSoftmax>("log_softmax"));
+    m->initParams(5);
+    return m;
+}
+
+inline std::string tempDir(const std::string& name)
+{
+    const std::filesystem::path p = std::filesystem::temp_directory_path() / ("quantscope-" + name + "-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(p);
+    return p.string();
+}
+
+// Fashion-MNIST when installed (else empty): tests that need real data skip without it.
+inline bool haveFashion() { return std::filesystem::exists(std::string(kDefaultDataDir) + "/t10k-images-idx3-ubyte.gz"); }
+
+// A short QAT run (int8, channel-wise) on a subset of Fashion-MNIST, evaluated on the full test set.
+inline std::unique_ptr<Trainer> shortQat(const Dataset& data, const std::string& model = "seed-cnn",
+                                         const std::string& granularity = "channel", const std::string& act = "uint8")
+{
+    TrainConfig cfg;
+    cfg.model = model;
+    cfg.epochs = 1;
+    cfg.threads = 2;
+    cfg.precision.strategy = Strategy::Qat;
+    cfg.precision.format = "int8";
+    cfg.precision.granularity = granularity;
+    cfg.precision.activationFormat = act;
+    auto t = std::make_unique<Trainer>(cfg, data);
+    t->run();
+    return t;
+}
+
+} // namespace fixtures

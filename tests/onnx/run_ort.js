@@ -1,0 +1,36 @@
+// Runs an exported ONNX model in onnxruntime (CPU) on an IDX image file and prints one
+// predicted class per line: node run_ort.js MODEL.onnx IMAGES.idx3[.gz] [LIMIT]
+// The model takes float32 [N, C, H, W] pixels in [0, 1]; its normalisation is in the graph.
+// NODE_PATH must name the node_modules folder holding onnxruntime-node.
+'use strict';
+const fs = require('fs');
+const zlib = require('zlib');
+const ort = require('onnxruntime-node');
+
+async function main() {
+  const [modelPath, imagesPath, limitArg] = process.argv.slice(2);
+  let buf = fs.readFileSync(imagesPath);
+  if (buf[0] === 0x1f && buf[1] === 0x8b) buf = zlib.gunzipSync(buf);
+  if (buf.readUInt32BE(0) !== 0x803) throw new Error(imagesPath + ': not an idx3 image file');
+  let n = buf.readUInt32BE(4);
+  const h = buf.readUInt32BE(8), w = buf.readUInt32BE(12);
+  if (limitArg) n = Math.min(n, parseInt(limitArg, 10));
+  const session = await ort.InferenceSession.create(modelPath, { intraOpNumThreads: 2, interOpNumThreads: 1 });
+  const inputName = session.inputNames[0], outputName = session.outputNames[0];
+  const batch = 500, out = [];
+  for (let b = 0; b < n; b += batch) {
+    const m = Math.min(batch, n - b);
+    const x = new Float32Array(m * h * w);
+    for (let i = 0; i < m * h * w; ++i) x[i] = buf[16 + b * h * w + i] / 255;
+    const res = await session.run({ [inputName]: new ort.Tensor('float32', x, [m, 1, h, w]) });
+    const y = res[outputName], k = y.dims[1];
+    for (let i = 0; i < m; ++i) {
+      let best = 0;
+      for (let j = 1; j < k; ++j) if (y.data[i * k + j] > y.data[i * k + best]) best = j;
+      out.push(best);
+    }
+  }
+  process.stdout.write(out.join('\n') + '\n');
+}
+
+main().catch((e) => { console.error('run_ort: ' + (e && e.message ? e.message : e)); process.exit(1); });
