@@ -4,6 +4,9 @@
 #include <QContextMenuEvent>
 #include <QFileDialog>
 #include <QLegend>
+#include <QGraphicsLayout>
+#include <QLegendMarker>
+#include <QLineSeries>
 #include <QMenu>
 #include <QPainter>
 #include <QRegularExpression>
@@ -23,6 +26,7 @@ ChartView::ChartView(const QString& title, QWidget* parent) : QChartView(parent)
     chart->setTitleFont(tf);
     chart->legend()->setAlignment(Qt::AlignBottom);
     chart->legend()->setShowToolTips(true);
+    chart->legend()->setMarkerShape(QLegend::MarkerShapeFromSeries);
     chart->setMargins(QMargins(6, 4, 10, 4));
     chart->setAnimationOptions(QChart::NoAnimation);
     chart->setBackgroundRoundness(0);
@@ -93,13 +97,7 @@ void ChartView::contextMenuEvent(QContextMenuEvent* event)
     menu.exec(event->globalPos());
 }
 
-QColor ChartView::runColor(int slot)
-{
-    static const QColor colors[] = {QColor(0x1f, 0x77, 0xb4), QColor(0xd6, 0x27, 0x28), QColor(0x2c, 0xa0, 0x2c),
-                                    QColor(0x94, 0x67, 0xbd), QColor(0xff, 0x7f, 0x0e), QColor(0x8c, 0x56, 0x4b),
-                                    QColor(0xe3, 0x77, 0xc2), QColor(0x17, 0xbe, 0xcf)};
-    return colors[static_cast<std::size_t>(slot) % std::size(colors)];
-}
+QColor ChartView::runColor(int slot) { return runSlotColor(slot); }
 
 QValueAxis* ChartView::makeValueAxis(const QString& title, Qt::Alignment align, const QString& labelFormat)
 {
@@ -151,6 +149,29 @@ void RunChart::setRuns(RunList runs)
     m_runs = std::move(runs);
     rebuild();
     refresh();
+}
+
+void setLegendVisible(QChart* chart, QAbstractSeries* series, bool visible)
+{
+    bool changed = false;
+    for (QLegendMarker* m : chart->legend()->markers(series))
+        if (m->isVisible() != visible) {
+            m->setVisible(visible);
+            changed = true;
+        }
+    // The legend does not always lay itself out again when a marker reappears.
+    if (changed && chart->legend()->layout()) chart->legend()->layout()->invalidate();
+}
+
+void addStyleKey(QChart* chart, const QString& name, const QPen& pen, bool points, QAbstractAxis* x, QAbstractAxis* y)
+{
+    auto* s = new QLineSeries;
+    s->setName(name);
+    s->setPen(pen);
+    s->setPointsVisible(points);
+    chart->addSeries(s);
+    s->attachAxis(x);
+    s->attachAxis(y);
 }
 
 QList<QPointF> decimate(const QList<QPointF>& points, int maxPoints)

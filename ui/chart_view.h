@@ -14,6 +14,9 @@
 #include <vector>
 
 class QAbstractAxis;
+class QAbstractSeries;
+class QChart;
+class QPen;
 class QValueAxis;
 class QXYSeries;
 
@@ -68,6 +71,10 @@ protected:
     virtual void rebuild() = 0;
     RunList m_runs;
 };
+
+void setLegendVisible(QChart* chart, QAbstractSeries* series, bool visible);
+// A legend-only entry (an empty series) that explains a line style, e.g. dashed = test.
+void addStyleKey(QChart* chart, const QString& name, const QPen& pen, bool points, QAbstractAxis* x, QAbstractAxis* y);
 
 // Keeps at most maxPoints points, evenly strided (the last point is always kept).
 QList<QPointF> decimate(const QList<QPointF>& points, int maxPoints);

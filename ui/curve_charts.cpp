@@ -33,11 +33,6 @@ QColor faded(QColor c, int alpha)
     return c;
 }
 
-QString prefix(const RunList& runs, std::size_t i)
-{
-    return runs.size() > 1 ? runs[i]->title() + QStringLiteral(": ") : QString();
-}
-
 double plannedSteps(const RunRecord& r)
 {
     if (r.hasStart) return double(r.start.epochs * r.start.stepsPerEpoch);
@@ -69,27 +64,34 @@ void LossChart::rebuild()
 {
     chart()->removeAllSeries();
     m_slots.clear();
+    const bool many = m_runs.size() > 1;
+    const QStringList labels = runLabels(m_runs);
     for (std::size_t i = 0; i < m_runs.size(); ++i) {
         const QColor c = runColor(static_cast<int>(i));
-        const QString p = prefix(m_runs, i);
         Slot s;
         if (i == 0) {
             s.raw = new QLineSeries;
-            s.raw->setName(p + tr("per step"));
+            s.raw->setName(tr("per step"));
             s.raw->setPen(pen(faded(c, 70), 1));
             addSeries(chart(), s.raw, m_x, m_y);
+            setLegendVisible(chart(), s.raw, !many);
         }
         s.smoothed = new QLineSeries;
-        s.smoothed->setName(p + tr("training (smoothed)"));
+        s.smoothed->setName(many ? labels[qsizetype(i)] : tr("training (smoothed)"));
         s.smoothed->setPen(pen(c, 2));
         addSeries(chart(), s.smoothed, m_x, m_y);
         s.test = new QLineSeries;
-        s.test->setName(p + tr("test (per epoch)"));
+        s.test->setName(tr("test (per epoch)"));
         s.test->setPen(pen(c.darker(130), 2, Qt::DashLine));
         s.test->setPointsVisible(true);
         s.test->setMarkerSize(7);
         addSeries(chart(), s.test, m_x, m_y);
+        setLegendVisible(chart(), s.test, !many);
         m_slots.push_back(s);
+    }
+    if (many) {
+        addStyleKey(chart(), tr("train (smoothed)"), pen(Qt::darkGray, 2), false, m_x, m_y);
+        addStyleKey(chart(), tr("test (per epoch)"), pen(Qt::darkGray, 2, Qt::DashLine), true, m_x, m_y);
     }
 }
 
@@ -149,30 +151,40 @@ void AccuracyChart::rebuild()
 {
     chart()->removeAllSeries();
     m_slots.clear();
+    const bool many = m_runs.size() > 1;
+    const QStringList labels = runLabels(m_runs);
+    bool anyQuant = false;
     for (std::size_t i = 0; i < m_runs.size(); ++i) {
         const QColor c = runColor(static_cast<int>(i));
-        const QString p = prefix(m_runs, i);
         Slot s;
         s.train = new QLineSeries;
-        s.train->setName(p + tr("train"));
+        s.train->setName(tr("train"));
         s.train->setPen(pen(faded(c, 150), 1.5, Qt::DotLine));
         s.train->setPointsVisible(true);
         s.train->setMarkerSize(5);
         addSeries(chart(), s.train, m_x, m_y);
+        setLegendVisible(chart(), s.train, !many);
         const bool quant = quantizesWeights(m_runs[i]->config);
+        anyQuant = anyQuant || quant;
         s.test = new QLineSeries;
-        s.test->setName(p + (quant ? tr("test, FP32 weights") : tr("test")));
+        s.test->setName(many ? labels[qsizetype(i)] : (quant ? tr("test, FP32 weights") : tr("test")));
         s.test->setPen(pen(c, 2.5));
         s.test->setPointsVisible(true);
         s.test->setMarkerSize(8);
         addSeries(chart(), s.test, m_x, m_y);
         s.quant = new QLineSeries;
-        s.quant->setName(p + tr("test, quantized %1").arg(storedFormat(m_runs[i]->config)));
+        s.quant->setName(tr("test, quantized %1").arg(storedFormat(m_runs[i]->config)));
         s.quant->setPen(pen(c.darker(140), 2.5, Qt::DashLine));
         s.quant->setPointsVisible(true);
         s.quant->setMarkerSize(8);
         addSeries(chart(), s.quant, m_x, m_y);
+        setLegendVisible(chart(), s.quant, false);
         m_slots.push_back(s);
+    }
+    if (many) {
+        addStyleKey(chart(), tr("train"), pen(Qt::darkGray, 1.5, Qt::DotLine), true, m_x, m_y);
+        addStyleKey(chart(), tr("test, FP32"), pen(Qt::darkGray, 2.5), true, m_x, m_y);
+        if (anyQuant) addStyleKey(chart(), tr("test, quantized"), pen(Qt::darkGray, 2.5, Qt::DashLine), true, m_x, m_y);
     }
 }
 
@@ -197,7 +209,7 @@ void AccuracyChart::refresh()
         m_slots[i].test->replace(test);
         m_slots[i].quant->replace(quant);
         // The quantized entry stays out of the legend until the run reports a quantized accuracy.
-        for (QLegendMarker* m : chart()->legend()->markers(m_slots[i].quant)) m->setVisible(!quant.isEmpty());
+        setLegendVisible(chart(), m_slots[i].quant, !quant.isEmpty() && m_runs.size() == 1);
         epochs = std::max({epochs, double(r.config.epochs), r.hasStart ? double(r.start.epochs) : 0.0});
         any = any || !test.isEmpty();
     }
@@ -226,6 +238,9 @@ LossScaleChart::LossScaleChart(QWidget* parent) : RunChart(tr("Mixed precision: 
     m_y->setTitleText(tr("loss scale (factor, log\u2082)"));
     m_y->setLabelFormat(QStringLiteral("%.0f"));
     m_y->setMinorTickCount(0);
+    QFont f = m_y->titleFont();
+    f.setBold(false);
+    m_y->setTitleFont(f);
     chart()->addAxis(m_y, Qt::AlignLeft);
     setNiceRange(m_x, 0, 100);
     m_y->setRange(1, 65536);
@@ -235,18 +250,18 @@ void LossScaleChart::rebuild()
 {
     chart()->removeAllSeries();
     m_slots.clear();
+    const QStringList labels = runLabels(m_runs);
     for (std::size_t i = 0; i < m_runs.size(); ++i) {
         const QColor c = runColor(static_cast<int>(i));
-        const QString p = prefix(m_runs, i);
         Slot s;
         s.scale = new QLineSeries;
-        s.scale->setName(p + tr("loss scale"));
+        s.scale->setName(m_runs.size() > 1 ? labels[qsizetype(i)] : tr("loss scale"));
         s.scale->setPen(pen(c, 2));
         addSeries(chart(), s.scale, m_x, m_y);
         s.skipped = new QScatterSeries;
-        s.skipped->setName(p + tr("skipped step (overflow)"));
+        s.skipped->setName(tr("skipped step (overflow)"));
         s.skipped->setMarkerShape(QScatterSeries::MarkerShapeRectangle);
-        s.skipped->setMarkerSize(7);
+        s.skipped->setMarkerSize(8);
         s.skipped->setColor(QColor(0xd6, 0x27, 0x28));
         s.skipped->setBorderColor(QColor(0x80, 0x10, 0x10));
         addSeries(chart(), s.skipped, m_x, m_y);
@@ -273,8 +288,9 @@ void LossScaleChart::refresh()
         skippedTotal += static_cast<std::size_t>(skipped.size());
         m_slots[i].scale->replace(decimate(scale, kMaxPoints));
         m_slots[i].skipped->replace(skipped);
-        for (QLegendMarker* m : chart()->legend()->markers(m_slots[i].skipped)) m->setVisible(!skipped.isEmpty());
-        for (QLegendMarker* m : chart()->legend()->markers(m_slots[i].scale)) m->setVisible(!scale.isEmpty());
+        // One "skipped step" entry is enough: the first run that has any.
+        setLegendVisible(chart(), m_slots[i].skipped, !skipped.isEmpty() && skippedTotal == std::size_t(skipped.size()));
+        setLegendVisible(chart(), m_slots[i].scale, !scale.isEmpty());
         xMax = std::max(xMax, plannedSteps(r));
         any = any || !scale.isEmpty();
     }

@@ -22,10 +22,10 @@ namespace quantscope {
 
 namespace {
 
-constexpr int kImage = 56;  // 28 px shown at 2x, nearest neighbour
-constexpr int kCellW = 68;
-constexpr int kCellH = kImage + 18;
-constexpr int kMaxRows = 3;
+constexpr int kImage = 48;  // 28 px shown at about 1.7x, smoothed
+constexpr int kCellW = 70;
+constexpr int kCellH = kImage + 17;
+constexpr int kMaxRows = 2;
 constexpr int kMaxSamples = 30;
 
 // Four rows (train images/labels, test images/labels), each a path with a Browse button.
@@ -143,15 +143,17 @@ DatasetPanel::DatasetPanel(QWidget* parent) : QWidget(parent)
     buttons->addStretch();
 
     auto* limits = new QGridLayout;
-    auto* trainLabel = new QLabel(tr("Use training images"));
+    auto* trainLabel = new QLabel(tr("Use training"));
     trainLabel->setToolTip(m_trainLimit->toolTip());
-    auto* testLabel = new QLabel(tr("Use test images"));
+    auto* testLabel = new QLabel(tr("test"));
     testLabel->setToolTip(m_testLimit->toolTip());
     limits->addWidget(trainLabel, 0, 0);
     limits->addWidget(m_trainLimit, 0, 1);
-    limits->addWidget(testLabel, 1, 0);
-    limits->addWidget(m_testLimit, 1, 1);
-    limits->setColumnStretch(2, 1);
+    limits->addWidget(testLabel, 0, 2);
+    limits->addWidget(m_testLimit, 0, 3);
+    limits->addWidget(new QLabel(tr("images")), 0, 4);
+    limits->setColumnStretch(1, 1);
+    limits->setColumnStretch(3, 1);
 
     auto* v = new QVBoxLayout(this);
     v->addWidget(m_name);
@@ -281,11 +283,11 @@ void ThumbnailGrid::setSamples(const LabeledImages* set, const std::vector<std::
 int ThumbnailGrid::columnsFor(int width) const { return std::max(1, width / kCellW); }
 
 QSize ThumbnailGrid::sizeHint() const { return {5 * kCellW, heightForWidth(5 * kCellW)}; }
-QSize ThumbnailGrid::minimumSizeHint() const { return {3 * kCellW, m_images.empty() ? 0 : kCellH}; }
+QSize ThumbnailGrid::minimumSizeHint() const { return {3 * kCellW, kCellH}; }
 
 int ThumbnailGrid::heightForWidth(int w) const
 {
-    if (m_images.empty()) return 0;
+    if (m_images.empty()) return kMaxRows * kCellH; // reserve the space: the dock does not jump on load
     const int cols = columnsFor(w);
     const int rows = std::min(kMaxRows, (static_cast<int>(m_images.size()) + cols - 1) / cols);
     return rows * kCellH;
@@ -294,6 +296,7 @@ int ThumbnailGrid::heightForWidth(int w) const
 void ThumbnailGrid::paintEvent(QPaintEvent*)
 {
     QPainter p(this);
+    p.setRenderHint(QPainter::SmoothPixmapTransform);
     const int cols = columnsFor(width());
     const int shown = std::min(static_cast<int>(m_images.size()), cols * kMaxRows);
     const int x0 = (width() - cols * kCellW) / 2;

@@ -18,11 +18,13 @@
 #include <QHeaderView>
 #include <QItemSelectionModel>
 #include <QLabel>
+#include <QLayout>
 #include <QMenuBar>
 #include <QMessageBox>
 #include <QProgressBar>
 #include <QPushButton>
 #include <QScrollArea>
+#include <QScrollBar>
 #include <QSettings>
 #include <QSplitter>
 #include <QStatusBar>
@@ -44,6 +46,8 @@ QScrollArea* scrolled(QWidget* w)
     s->setWidgetResizable(true);
     s->setFrameShape(QFrame::NoFrame);
     s->setHorizontalScrollBarPolicy(Qt::ScrollBarAlwaysOff);
+    // Never narrower than the panel wants: nothing is clipped on the right.
+    s->setMinimumWidth(w->minimumSizeHint().width() + s->verticalScrollBar()->sizeHint().width() + 2);
     return s;
 }
 
@@ -83,6 +87,15 @@ MainWindow::MainWindow(const MainWindowOptions& options, QWidget* parent)
                                          "dataset folder (Ctrl+O).").arg(QString::fromLatin1(kDefaultDataDir)));
     }
     m_tabs->setCurrentIndex(std::clamp(m_tabs->currentIndex(), 0, m_tabs->count() - 1));
+    if (!m_restoredLayout) {
+        // First start: the dataset dock as tall as its content, the training dock takes the rest.
+        QTimer::singleShot(0, this, [this] {
+            QLayout* l = m_datasetPanel->layout();
+            const int w = m_datasetDock->widget()->width();
+            const int data = std::max(m_datasetPanel->sizeHint().height(), l->hasHeightForWidth() ? l->totalHeightForWidth(w) : 0) + 24;
+            resizeDocks({m_datasetDock, m_trainingDock}, {data, std::max(200, height() - data)}, Qt::Vertical);
+        });
+    }
     updateActions();
     onSelectionChanged();
 }
@@ -148,8 +161,7 @@ void MainWindow::buildLayout()
     m_trainingDock->setFeatures(m_datasetDock->features());
     addDockWidget(Qt::LeftDockWidgetArea, m_trainingDock);
     splitDockWidget(m_datasetDock, m_trainingDock, Qt::Vertical);
-    resizeDocks({m_datasetDock, m_trainingDock}, {330, 600}, Qt::Vertical);
-    resizeDocks({m_datasetDock}, {390}, Qt::Horizontal);
+    resizeDocks({m_datasetDock}, {400}, Qt::Horizontal);
 
     connect(m_datasetPanel, &DatasetPanel::folderChosen, this, &MainWindow::openDatasetFolder);
     connect(m_datasetPanel, &DatasetPanel::filesChosen, this, &MainWindow::openDatasetFiles);
@@ -233,7 +245,7 @@ void MainWindow::buildLayout()
     m_runsView->horizontalHeader()->setStretchLastSection(true);
     m_runsView->horizontalHeader()->setSectionResizeMode(QHeaderView::Interactive);
     m_runsView->setToolTip(tr("Every run of this session. Select several (Ctrl+click) to overlay their curves."));
-    const int widths[] = {36, 90, 90, 150, 110, 60, 80, 80, 80, 80};
+    const int widths[] = {48, 90, 90, 150, 110, 60, 80, 80, 80, 80};
     for (int c = 0; c < int(std::size(widths)); ++c) m_runsView->setColumnWidth(c, widths[c]);
     connect(m_runsView->selectionModel(), &QItemSelectionModel::selectionChanged, this, &MainWindow::onSelectionChanged);
     connect(m_runsView->selectionModel(), &QItemSelectionModel::currentRowChanged, this, &MainWindow::onSelectionChanged);
@@ -615,6 +627,9 @@ void MainWindow::onSelectionChanged()
     if (shown.empty() && m_runs->rowCount() > 0) shown.push_back(m_runs->runAt(m_runs->rowCount() - 1));
     if (shown == m_shown && !m_shown.empty()) return;
     m_shown = shown;
+    QList<int> ids;
+    for (const RunPtr& r : m_shown) ids << r->id;
+    m_runs->setShownRuns(ids);
     for (RunChart* c : std::initializer_list<RunChart*>{m_loss, m_accuracy, m_lossScale, m_sqnr}) c->setRuns(m_shown);
     m_quantDirty = true;
     refreshQuant();

@@ -126,6 +126,7 @@ private:
     bool m_firstPointSent = false;
     QTimer m_redraw;
     bool m_quantDirty = false;
+    bool m_restoredLayout = false;
     std::vector<RunPtr> m_shown;
 
     DatasetPanel* m_datasetPanel;

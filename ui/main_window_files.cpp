@@ -96,7 +96,8 @@ void MainWindow::restoreSettings()
 {
     QSettings s;
     if (s.contains(QStringLiteral("window/geometry"))) restoreGeometry(s.value(QStringLiteral("window/geometry")).toByteArray());
-    if (s.contains(QStringLiteral("window/state"))) restoreState(s.value(QStringLiteral("window/state")).toByteArray());
+    if (s.contains(QStringLiteral("window/state")))
+        m_restoredLayout = restoreState(s.value(QStringLiteral("window/state")).toByteArray());
     if (s.contains(QStringLiteral("window/mainSplitter")))
         m_mainSplitter->restoreState(s.value(QStringLiteral("window/mainSplitter")).toByteArray());
     if (s.contains(QStringLiteral("window/curvesSplitter")))

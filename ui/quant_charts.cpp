@@ -43,12 +43,13 @@ QAreaSeries* area(QChart* chart, QLineSeries* upper, QLineSeries* lower, const Q
     a->setBrush(fill);
     a->setPen(border);
     chart->addSeries(a);
+    QColor solid = fill;
+    solid.setAlpha(std::max(fill.alpha(), 140));
+    for (QLegendMarker* m : chart->legend()->markers(a)) {
+        m->setShape(QLegend::MarkerShapeRectangle);
+        m->setBrush(solid);
+    }
     return a;
-}
-
-void setLegendVisible(QChart* chart, QAbstractSeries* s, bool visible)
-{
-    for (QLegendMarker* m : chart->legend()->markers(s)) m->setVisible(visible);
 }
 
 double niceStep(double span, int targetTicks)
@@ -138,7 +139,20 @@ void LayerEpochBar::setRun(RunPtr run)
     const int n = m_run ? static_cast<int>(m_run->layerStats.size()) : 0;
     if (n > 0)
         for (const LayerStats& s : m_run->layerStats.back()) m_layer->addItem(statsName(s));
-    const int keep = m_layer->findText(keepLayer);
+    int keep = m_layer->findText(keepLayer);
+    if (keep < 0 && n > 0) {
+        // First look: the tensor with the most weights, whose histogram is the smoothest.
+        std::uint64_t most = 0;
+        const auto& last = m_run->layerStats.back();
+        for (std::size_t i = 0; i < last.size(); ++i) {
+            std::uint64_t count = 0;
+            for (std::uint64_t c : last[i].fp32Hist) count += c;
+            if (count > most) {
+                most = count;
+                keep = static_cast<int>(i);
+            }
+        }
+    }
     if (keep >= 0) m_layer->setCurrentIndex(keep);
     m_epoch->setRange(0, std::max(0, n - 1));
     if (followLast) m_epoch->setValue(std::max(0, n - 1));
@@ -180,15 +194,19 @@ HistogramChart::HistogramChart(QWidget* parent) : ChartView(tr("Weight histogram
     m_yLog->setTitleText(tr("weights per bin (count, log scale)"));
     m_yLog->setLabelFormat(QStringLiteral("%g"));
     m_yLog->setMinorTickCount(-1);
+    QFont f = m_yLog->titleFont();
+    f.setBold(false);
+    m_yLog->setTitleFont(f);
 
-    m_fp32Upper = new QLineSeries(this);
-    m_fp32Lower = new QLineSeries(this);
-    m_fp32 = area(chart(), m_fp32Upper, m_fp32Lower, QColor(31, 119, 180, 90), pen(QColor(31, 119, 180), 1.2));
-    m_fp32->setName(tr("FP32 weights"));
+    // Quantized bars first, the FP32 outline on top: both stay visible where they coincide.
     m_quantUpper = new QLineSeries(this);
     m_quantLower = new QLineSeries(this);
-    m_quant = area(chart(), m_quantUpper, m_quantLower, QColor(255, 127, 14, 200), pen(QColor(200, 90, 0), 1));
+    m_quant = area(chart(), m_quantUpper, m_quantLower, QColor(255, 127, 14, 170), QPen(Qt::NoPen));
     m_quant->setName(tr("quantized values (bars at the levels)"));
+    m_fp32Upper = new QLineSeries(this);
+    m_fp32Lower = new QLineSeries(this);
+    m_fp32 = area(chart(), m_fp32Upper, m_fp32Lower, QColor(31, 119, 180, 45), pen(QColor(20, 80, 160), 1.6));
+    m_fp32->setName(tr("FP32 weights"));
     m_clipLow = new QLineSeries;
     m_clipHigh = new QLineSeries;
     for (QLineSeries* s : {m_clipLow, m_clipHigh}) {
@@ -219,7 +237,11 @@ void HistogramChart::useLogAxis(bool log)
 
 void HistogramChart::setStats(const LayerStats* s, bool logScale)
 {
-    useLogAxis(logScale);
+    if (logScale != m_log) {
+        // Empty the series first: zeros on a log axis only produce warnings.
+        for (QLineSeries* l : {m_fp32Upper, m_fp32Lower, m_quantUpper, m_quantLower, m_clipLow, m_clipHigh}) l->clear();
+        useLogAxis(logScale);
+    }
     const bool valid = s && s->binEdges.size() >= 2 && s->fp32Hist.size() + 1 == s->binEdges.size();
     m_bins = valid ? static_cast<int>(s->fp32Hist.size()) : 0;
     if (!valid) {
@@ -427,6 +449,9 @@ SqnrChart::SqnrChart(QWidget* parent) : RunChart(tr("Quantization error per laye
     chart()->addSeries(m_series);
     m_x = new QBarCategoryAxis;
     m_x->setTitleText(tr("layer (quantized weight tensor)"));
+    QFont f = m_x->titleFont();
+    f.setBold(false);
+    m_x->setTitleFont(f);
     chart()->addAxis(m_x, Qt::AlignBottom);
     m_y = makeValueAxis(tr("SQNR (dB, higher is better)"), Qt::AlignLeft, QStringLiteral("%.0f"));
     m_series->attachAxis(m_x);
@@ -454,12 +479,13 @@ void SqnrChart::refresh()
     m_x->append(layers);
     double top = 10;
     int slot = 0, withStats = 0;
+    const QStringList labels = runLabels(m_runs);
     for (const RunPtr& r : m_runs) {
         const QColor color = runColor(slot++);
         const auto* stats = r->latestStats();
         if (!stats || stats->empty()) continue;
         ++withStats;
-        auto* set = new QBarSet(r->title());
+        auto* set = new QBarSet(m_runs.size() > 1 ? labels[slot - 1] : r->title());
         set->setColor(color);
         set->setBorderColor(color.darker(130));
         set->setLabelColor(QColor(40, 40, 40));

@@ -111,6 +111,52 @@ QString csvNum(double v) { return std::isfinite(v) ? QString::number(v, 'g', 8) 
 
 } // namespace
 
+QColor runSlotColor(int slot)
+{
+    static const QColor colors[] = {QColor(0x1f, 0x77, 0xb4), QColor(0xd6, 0x27, 0x28), QColor(0x2c, 0xa0, 0x2c),
+                                    QColor(0x94, 0x67, 0xbd), QColor(0xff, 0x7f, 0x0e), QColor(0x8c, 0x56, 0x4b),
+                                    QColor(0xe3, 0x77, 0xc2), QColor(0x17, 0xbe, 0xcf)};
+    return colors[static_cast<std::size_t>(std::max(0, slot)) % std::size(colors)];
+}
+
+QStringList runLabels(const std::vector<RunPtr>& runs)
+{
+    // Every option as text, empty where the strategy does not use it.
+    std::vector<QStringList> fields;
+    for (const RunPtr& r : runs) {
+        const TrainConfig& c = r->config;
+        const PrecisionConfig& p = c.precision;
+        const StrategyInfo& s = strategyInfo(p.strategy);
+        fields.push_back({str(c.model), QString::fromLatin1(s.name),
+                          p.strategy == Strategy::Progressive ? str(p.schedule) : (s.usesFormat ? str(p.format) : QString()),
+                          s.usesGranularity ? granularityLabel(p.granularity) : QString(),
+                          s.usesRounding ? str(p.rounding) + QStringLiteral(" rounding") : QString(),
+                          s.usesCalibration ? str(p.calibration) : QString(), str(c.optimizer),
+                          QStringLiteral("lr %1").arg(double(c.lr), 0, 'g', 3), QStringLiteral("%1 ep").arg(c.epochs),
+                          QStringLiteral("batch %1").arg(c.batchSize), QStringLiteral("seed %1").arg(c.seed),
+                          r->datasetName});
+    }
+    QStringList labels;
+    int total = 0;
+    for (std::size_t i = 0; i < runs.size(); ++i) {
+        QStringList differing;
+        for (qsizetype k = 0; k < fields[i].size(); ++k) {
+            bool differs = false;
+            for (const QStringList& other : fields) differs = differs || other[k] != fields[i][k];
+            if (differs && !fields[i][k].isEmpty()) differing << fields[i][k];
+        }
+        QString label = QStringLiteral("#%1").arg(runs[i]->id);
+        if (!differing.isEmpty() && differing.size() <= 3) label += QLatin1Char(' ') + differing.join(QStringLiteral(" \u00b7 "));
+        total += int(label.size());
+        labels << label;
+    }
+    if (total > 64) {
+        labels.clear();
+        for (const RunPtr& r : runs) labels << QStringLiteral("#%1").arg(r->id);
+    }
+    return labels;
+}
+
 QString runStatusText(RunStatus s)
 {
     switch (s) {

@@ -5,6 +5,7 @@
 #include "train/events.h"
 #include "train/trainer.h"
 
+#include <QColor>
 #include <QDateTime>
 #include <QJsonObject>
 #include <QString>
@@ -49,6 +50,12 @@ struct RunRecord {
 };
 
 using RunPtr = std::shared_ptr<RunRecord>;
+
+// The colour of the i-th shown run (0 = the primary), the same in every chart and in the runs table.
+QColor runSlotColor(int slot);
+// Labels that tell runs apart by what differs between them ("#2 channel-wise", "#3 tensor-wise");
+// just "#2" when that would be long.
+QStringList runLabels(const std::vector<RunPtr>& runs);
 
 QJsonObject configToJson(const TrainConfig& cfg);
 TrainConfig configFromJson(const QJsonObject& o);

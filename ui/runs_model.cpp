@@ -60,6 +60,10 @@ QVariant RunsModel::data(const QModelIndex& index, int role) const
         if (r.status == RunStatus::Running || r.status == RunStatus::Paused) return QBrush(QColor(0x1f, 0x5f, 0xa0));
     }
     if (role == Qt::UserRole) return r.id;
+    if (role == Qt::DecorationRole && index.column() == Id) {
+        const qsizetype slot = m_shown.indexOf(r.id);
+        if (slot >= 0) return runSlotColor(int(slot));
+    }
     if (role != Qt::DisplayRole) return {};
     switch (index.column()) {
     case Id: return r.id;
@@ -123,6 +127,13 @@ int RunsModel::rowOf(int id) const
     for (std::size_t i = 0; i < m_runs.size(); ++i)
         if (m_runs[i]->id == id) return static_cast<int>(i);
     return -1;
+}
+
+void RunsModel::setShownRuns(const QList<int>& ids)
+{
+    if (ids == m_shown) return;
+    m_shown = ids;
+    if (rowCount() > 0) emit dataChanged(index(0, Id), index(rowCount() - 1, Id), {Qt::DecorationRole});
 }
 
 int RunsModel::nextId() const

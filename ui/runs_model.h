@@ -30,9 +30,12 @@ public:
     int rowOf(int id) const;
     const std::vector<RunPtr>& runs() const { return m_runs; }
     int nextId() const;
+    // The runs the charts show, in slot order: their # cell gets the chart colour.
+    void setShownRuns(const QList<int>& ids);
 
 private:
     std::vector<RunPtr> m_runs;
+    QList<int> m_shown;
 };
 
 } // namespace quantscope

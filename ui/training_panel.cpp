@@ -7,7 +7,8 @@
 #include <QComboBox>
 #include <QDoubleSpinBox>
 #include <QDoubleValidator>
-#include <QFormLayout>
+#include <QEvent>
+#include <QGridLayout>
 #include <QGroupBox>
 #include <QHBoxLayout>
 #include <QLabel>
@@ -66,7 +67,7 @@ ScheduleEditor::ScheduleEditor(QWidget* parent) : QWidget(parent)
     m_rows = new QVBoxLayout;
     m_rows->setContentsMargins(0, 0, 0, 0);
     m_rows->setSpacing(2);
-    m_add = new QPushButton(tr("Add phase"));
+    m_add = new QPushButton(tr("+ phase"));
     m_add->setToolTip(tr("Appends a phase: a format trained for a number of epochs."));
     connect(m_add, &QPushButton::clicked, this, [this] {
         addRow(QStringLiteral("int8"), 1);
@@ -76,10 +77,6 @@ ScheduleEditor::ScheduleEditor(QWidget* parent) : QWidget(parent)
     v->setContentsMargins(0, 0, 0, 0);
     v->setSpacing(2);
     v->addLayout(m_rows);
-    auto* h = new QHBoxLayout;
-    h->addWidget(m_add);
-    h->addStretch();
-    v->addLayout(h);
     setToolTip(tr("Progressive training moves through these phases in order, e.g. FP32, then FP16, then INT8."));
 }
 
@@ -99,7 +96,9 @@ void ScheduleEditor::addRow(const QString& format, int epochs)
     auto* ep = new QSpinBox;
     ep->setRange(1, 1000);
     ep->setValue(epochs);
-    ep->setSuffix(tr(" epochs"));
+    auto suffix = [ep](int v) { ep->setSuffix(v == 1 ? tr(" epoch") : tr(" epochs")); };
+    suffix(epochs);
+    connect(ep, &QSpinBox::valueChanged, ep, suffix);
     ep->setToolTip(tr("How many epochs this phase lasts."));
     auto* del = new QToolButton;
     del->setText(QStringLiteral("\u2212"));
@@ -139,7 +138,14 @@ void ScheduleEditor::updateButtons()
         QWidget* row = m_rows->itemAt(i)->widget();
         for (QToolButton* b : row->findChildren<QToolButton*>()) b->setEnabled(n > 1);
     }
-    m_add->setEnabled(n < 8);
+    m_add->setEnabled(isEnabled() && n < 8); // the button sits in the label column, outside this widget
+    m_add->setToolTip(toolTip());
+}
+
+void ScheduleEditor::changeEvent(QEvent* e)
+{
+    QWidget::changeEvent(e);
+    if (e->type() == QEvent::EnabledChange || e->type() == QEvent::ToolTipChange) updateButtons();
 }
 
 void ScheduleEditor::setSchedule(const QString& spec)
@@ -242,7 +248,6 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
     m_groupSize = spin(2, 4096, tr("Weights per group for group-wise quantization."));
     m_groupSize->setObjectName(QStringLiteral("groupSize"));
     m_groupSize->setValue(32);
-    m_groupSize->setPrefix(tr("group "));
 
     m_rounding = choiceCombo(roundingChoices(), tr("How a value between two levels is rounded."));
     m_rounding->setObjectName(QStringLiteral("rounding"));
@@ -270,7 +275,6 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
     m_momentum->setRange(0.0, 0.999);
     m_momentum->setDecimals(3);
     m_momentum->setSingleStep(0.1);
-    m_momentum->setPrefix(tr("momentum "));
     m_momentum->setToolTip(tr("SGD momentum: the share of the previous update carried into the next."));
 
     m_lr = new QLineEdit;
@@ -304,48 +308,66 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
     m_stop->setObjectName(QStringLiteral("stopButton"));
     m_stop->setToolTip(tr("Stops the run after the current batch and keeps what it measured (Esc)."));
 
-    // Layout: three groups in a column.
-    auto addRow = [this](QFormLayout* f, const QString& text, QWidget* w, QWidget* tipSource = nullptr) {
-        auto* l = new QLabel(text);
-        l->setToolTip((tipSource ? tipSource : w)->toolTip());
-        l->setBuddy(w);
-        f->addRow(l, w);
-        m_labels.insert(tipSource ? tipSource : w, l);
+    // Layout: three groups in a column; each group is a grid of label/field pairs, two pairs
+    // per row where the fields are short, so the whole panel fits a 1000-pixel-high screen.
+    auto grid = [] {
+        auto* g = new QGridLayout;
+        g->setColumnStretch(1, 3);
+        g->setColumnStretch(3, 2);
+        g->setHorizontalSpacing(8);
+        g->setVerticalSpacing(4);
+        return g;
     };
-    auto form = [] {
-        auto* f = new QFormLayout;
-        f->setFieldGrowthPolicy(QFormLayout::AllNonFixedFieldsGrow);
-        f->setLabelAlignment(Qt::AlignLeft);
-        return f;
+    auto put = [this](QGridLayout* g, int r, int c, const QString& text, QWidget* w, int span = 1) {
+        auto* l = new QLabel(text);
+        l->setToolTip(w->toolTip());
+        l->setBuddy(w);
+        g->addWidget(l, r, c);
+        g->addWidget(w, r, c + 1, 1, span);
+        m_labels.insert(w, l);
     };
 
     auto* modelBox = new QGroupBox(tr("Model and strategy"));
-    auto* mf = form();
-    addRow(mf, tr("&Model"), m_model);
-    addRow(mf, tr("&Strategy"), m_strategy);
-    mf->addRow(m_strategyHelp);
-    modelBox->setLayout(mf);
+    auto* mg = grid();
+    put(mg, 0, 0, tr("&Model"), m_model, 3);
+    put(mg, 1, 0, tr("&Strategy"), m_strategy, 3);
+    mg->addWidget(m_strategyHelp, 2, 0, 1, 4);
+    modelBox->setLayout(mg);
 
     auto* precBox = new QGroupBox(tr("Precision"));
-    auto* pf = form();
-    addRow(pf, tr("&Format"), m_format);
-    addRow(pf, tr("&Granularity"), row(m_granularity, m_groupSize), m_granularity);
-    addRow(pf, tr("&Rounding"), m_rounding);
-    addRow(pf, tr("&Calibration"), row(m_calibration, m_percentile), m_calibration);
-    addRow(pf, tr("Calibration images"), m_calibImages);
-    addRow(pf, tr("Freeze BatchNorm at"), m_bnFreeze);
-    addRow(pf, tr("Schedule"), m_schedule);
-    precBox->setLayout(pf);
+    auto* pg = grid();
+    put(pg, 0, 0, tr("&Format"), m_format, 3);
+    put(pg, 1, 0, tr("&Granularity"), m_granularity);
+    put(pg, 1, 2, tr("Group"), m_groupSize);
+    put(pg, 2, 0, tr("&Rounding"), m_rounding, 3);
+    put(pg, 3, 0, tr("&Calibration"), m_calibration);
+    put(pg, 3, 2, tr("Percentile"), m_percentile);
+    put(pg, 4, 0, tr("Calib. images"), m_calibImages);
+    put(pg, 4, 2, tr("BN freeze"), m_bnFreeze);
+    put(pg, 5, 0, tr("Sched&ule"), m_schedule, 3);
+    {
+        // The label cell holds the label and, under it, the "+ phase" button.
+        QLabel* l = m_labels.value(m_schedule);
+        pg->removeWidget(l);
+        auto* cell = new QVBoxLayout;
+        cell->setSpacing(2);
+        cell->addWidget(l);
+        cell->addWidget(m_schedule->addButton());
+        cell->addStretch();
+        pg->addLayout(cell, 5, 0);
+    }
+    precBox->setLayout(pg);
 
     auto* optBox = new QGroupBox(tr("Optimisation"));
-    auto* of = form();
-    addRow(of, tr("&Optimizer"), row(m_optimizer, m_momentum), m_optimizer);
-    addRow(of, tr("&Learning rate"), m_lr);
-    addRow(of, tr("&Epochs"), m_epochs);
-    addRow(of, tr("&Batch size"), m_batch);
-    addRow(of, tr("&Threads"), m_threads);
-    addRow(of, tr("S&eed"), m_seed);
-    optBox->setLayout(of);
+    auto* og = grid();
+    put(og, 0, 0, tr("&Optimizer"), m_optimizer);
+    put(og, 0, 2, tr("Momentum"), m_momentum);
+    put(og, 1, 0, tr("&Learning rate"), m_lr);
+    put(og, 1, 2, tr("&Epochs"), m_epochs);
+    put(og, 2, 0, tr("&Batch size"), m_batch);
+    put(og, 2, 2, tr("&Threads"), m_threads);
+    put(og, 3, 0, tr("S&eed"), m_seed);
+    optBox->setLayout(og);
 
     auto* buttons = new QHBoxLayout;
     buttons->addWidget(m_train, 2);
@@ -383,16 +405,6 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
     connect(m_schedule, &ScheduleEditor::changed, this, changed);
 
     setConfig(defaultConfig());
-}
-
-QWidget* TrainingPanel::row(QWidget* a, QWidget* b)
-{
-    auto* w = new QWidget;
-    auto* h = new QHBoxLayout(w);
-    h->setContentsMargins(0, 0, 0, 0);
-    h->addWidget(a, 3);
-    h->addWidget(b, 2);
-    return w;
 }
 
 void TrainingPanel::setConfig(const TrainConfig& cfg)

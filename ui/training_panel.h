@@ -27,9 +27,13 @@ public:
     void setSchedule(const QString& spec);
     QString schedule() const;
     std::size_t totalEpochs() const;
+    QPushButton* addButton() const { return m_add; }
 
 signals:
     void changed();
+
+protected:
+    void changeEvent(QEvent* e) override;
 
 private:
     void addRow(const QString& format, int epochs);
@@ -64,7 +68,6 @@ private:
     void readWidgets();       // widgets -> m_cfg
     void updateApplicability();
     void setApplies(QWidget* w, bool applies, const QString& why);
-    QWidget* row(QWidget* a, QWidget* b);
 
     TrainConfig m_cfg;
     bool m_initializing = false;

@@ -1,0 +1,9 @@
+# GUI tests (Qt Test, offscreen; defined here because tests/CMakeLists.txt skips tst_gui*):
+#   gui_window   the full flow (open a fixture, QAT int8 channel-wise, click Train, charts and
+#                runs table fill), stop and pause mid-epoch, bad dataset paths, closing mid-run,
+#                option applicability, runs JSON round trip, the export entry
+#   gui_latency  GUI-thread responsiveness while training, and click-to-first-loss-point time
+if(TARGET quantscope::ui)
+  qs_add_test(gui_window LIBS quantscope::ui TIMEOUT 600 LABELS gui)
+  qs_add_test(gui_latency LIBS quantscope::ui TIMEOUT 600 LABELS "gui;slow")
+endif()

@@ -1,0 +1,397 @@
+// The QuantScope window end to end, offscreen: open a small IDX fixture, choose QAT / int8 /
+// channel-wise, click Train and check that the charts, histograms and runs table fill; stop
+// and pause mid-epoch; bad dataset paths show the core's message and break nothing; closing
+// mid-run is clean; options a strategy does not use are disabled; runs survive JSON.
+#include "curve_charts.h"
+#include "dataset_panel.h"
+#include "main_window.h"
+#include "quant_charts.h"
+#include "runs_model.h"
+#include "training_panel.h"
+
+#include "data/idx.h"
+#include "util/rng.h"
+
+#include <QApplication>
+#include <QCheckBox>
+#include <QComboBox>
+#include <QDir>
+#include <QElapsedTimer>
+#include <QFile>
+#include <QLabel>
+#include <QMessageBox>
+#include <QPushButton>
+#include <QSignalSpy>
+#include <QSpinBox>
+#include <QTableView>
+#include <QTemporaryDir>
+#include <QtTest>
+
+#include <cmath>
+
+using namespace quantscope;
+
+namespace {
+
+// Generous bounds: a run on a few hundred images takes well under a second here, but the
+// machine is shared and the tests may run beside others.
+constexpr int kRunTimeoutMs = 120000;
+constexpr int kLoadTimeoutMs = 20000;
+// Stop must end the run within one batch: the worker then reports at once (no evaluation).
+constexpr qint64 kStopWithinMs = 3000;
+
+// An MNIST-layout folder: class k is a bright block at its own place on noise, so a few
+// hundred images are enough to learn it.
+void writeFixture(const QString& dir, std::size_t nTrain, std::size_t nTest, std::uint64_t seed = 7)
+{
+    constexpr std::size_t H = 28, W = 28;
+    Rng rng(seed);
+    auto make = [&](std::size_t n, const char* images, const char* labels) {
+        std::vector<std::uint8_t> px(n * H * W), lb(n);
+        for (std::size_t i = 0; i < n; ++i) {
+            const auto k = static_cast<std::size_t>(rng.below(10));
+            lb[i] = static_cast<std::uint8_t>(k);
+            std::uint8_t* img = px.data() + i * H * W;
+            for (std::size_t j = 0; j < H * W; ++j) img[j] = static_cast<std::uint8_t>(rng.below(80));
+            const std::size_t r0 = 3 + 13 * (k / 5) + rng.below(3), c0 = 1 + 5 * (k % 5) + rng.below(2);
+            for (std::size_t r = r0; r < r0 + 6; ++r)
+                for (std::size_t c = c0; c < c0 + 4; ++c) img[r * W + c] = static_cast<std::uint8_t>(170 + rng.below(80));
+        }
+        writeIdx(QDir(dir).filePath(images).toStdString(), {std::uint32_t(n), H, W}, px);
+        writeIdx(QDir(dir).filePath(labels).toStdString(), {std::uint32_t(n)}, lb);
+    };
+    make(nTrain, "train-images-idx3-ubyte", "train-labels-idx1-ubyte");
+    make(nTest, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte");
+}
+
+MainWindowOptions options(const QString& dir)
+{
+    MainWindowOptions o;
+    o.useSettings = false;
+    o.dataDir = dir;
+    return o;
+}
+
+void selectData(QComboBox* c, const QString& value)
+{
+    QVERIFY2(c, "combo box not found");
+    const int i = c->findData(value);
+    QVERIFY2(i >= 0, qPrintable(QStringLiteral("no entry '%1'").arg(value)));
+    c->setCurrentIndex(i);
+}
+
+template <class T> T* child(QObject* parent, const char* name)
+{
+    T* w = parent->findChild<T*>(QString::fromLatin1(name));
+    if (!w) qWarning("child %s not found", name);
+    return w;
+}
+
+QString cell(const MainWindow& w, int row, int col)
+{
+    return w.runsModel()->data(w.runsModel()->index(row, col), Qt::DisplayRole).toString();
+}
+
+} // namespace
+
+class TestGuiWindow : public QObject {
+    Q_OBJECT
+
+private slots:
+    void initTestCase()
+    {
+        QVERIFY(m_small.isValid());
+        QVERIFY(m_big.isValid());
+        writeFixture(m_small.path(), 640, 200);
+        writeFixture(m_big.path(), 6000, 200);
+    }
+
+    // The first-time user's path: open the fixture, QAT / int8 / channel-wise, click Train.
+    void fullFlow()
+    {
+        MainWindow w(options(m_small.path()));
+        QSignalSpy ready(&w, &MainWindow::datasetReady); // before any event loop runs
+        w.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&w));
+        QVERIFY(ready.count() > 0 || ready.wait(kLoadTimeoutMs));
+        QCOMPARE(ready.first().first().toBool(), true);
+        QVERIFY(w.datasetPanel()->errorText().isEmpty());
+        QVERIFY(child<QLabel>(&w, "datasetCounts")->text().contains(QStringLiteral("640 training")));
+        QVERIFY(w.datasetPanel()->thumbnails()->sampleCount() > 0);
+
+        selectData(child<QComboBox>(&w, "strategy"), QStringLiteral("qat"));
+        selectData(child<QComboBox>(&w, "format"), QStringLiteral("int8"));
+        selectData(child<QComboBox>(&w, "granularity"), QStringLiteral("channel"));
+        child<QSpinBox>(&w, "epochs")->setValue(2);
+        child<QSpinBox>(&w, "batchSize")->setValue(64);
+        const TrainConfig cfg = w.trainingPanel()->config();
+        QCOMPARE(cfg.precision.strategy, Strategy::Qat);
+        QCOMPARE(cfg.precision.format, std::string("int8"));
+        QCOMPARE(cfg.precision.granularity, std::string("channel"));
+
+        QSignalSpy started(&w, &MainWindow::runStarted);
+        QSignalSpy ended(&w, &MainWindow::runEnded);
+        QPushButton* train = w.trainingPanel()->trainButton();
+        QVERIFY(train->isEnabled());
+        QTest::mouseClick(train, Qt::LeftButton);
+        QCOMPARE(started.count(), 1);
+        QVERIFY(w.isTraining());
+        QVERIFY(!train->isEnabled());
+        QVERIFY(w.trainingPanel()->stopButton()->isEnabled());
+        QVERIFY(ended.wait(kRunTimeoutMs));
+
+        RunPtr run = w.runsModel()->runById(ended.first().first().toInt());
+        QVERIFY(run);
+        QCOMPARE(run->status, RunStatus::Done);
+        QCOMPARE(run->config.precision.strategy, Strategy::Qat);
+        const std::size_t steps = 2 * ((640 + 63) / 64);
+        QCOMPARE(run->steps.size(), steps);
+        QCOMPARE(run->epochs.size(), std::size_t(2));
+
+        // Charts hold points: every step's loss, both epochs' accuracy.
+        QCOMPARE(w.lossChart()->pointCount(), int(steps));
+        QCOMPARE(w.accuracyChart()->pointCount(), 2);
+        QVERIFY(w.lossChart()->emptyMessage().isEmpty());
+
+        // The runs table has a row with the configuration and results.
+        QCOMPARE(w.runsModel()->rowCount(), 1);
+        QCOMPARE(cell(w, 0, RunsModel::Strategy), QStringLiteral("qat"));
+        QCOMPARE(cell(w, 0, RunsModel::Format), QStringLiteral("int8"));
+        QCOMPARE(cell(w, 0, RunsModel::Granularity), QStringLiteral("channel-wise"));
+        QVERIFY(cell(w, 0, RunsModel::Fp32Acc).endsWith(QStringLiteral(" %")));
+        QVERIFY(cell(w, 0, RunsModel::Size).endsWith(QStringLiteral("B")));
+        QCOMPARE(cell(w, 0, RunsModel::Status), QStringLiteral("done"));
+        QVERIFY(std::isfinite(run->finalTestAccuracy()));
+        QVERIFY2(run->finalTestAccuracy() > 0.3, "the fixture is learnable: accuracy well above 10 %");
+
+        // Layer statistics arrive for QAT: the histogram has bins, the ranges and SQNR bars show.
+        if (!run->layerStats.empty()) {
+            w.tabs()->setCurrentIndex(1);
+            QVERIFY(w.histogramPanel()->chart()->binCount() > 0);
+            QVERIFY(w.histogramPanel()->caption().contains(QStringLiteral("channel-wise")));
+            QVERIFY(w.rangesPanel()->chart()->channelCount() > 0);
+            QVERIFY(w.sqnrChart()->barCount() > 0);
+            QVERIFY(std::isfinite(run->finalQuantAccuracy()));
+            QVERIFY(cell(w, 0, RunsModel::QuantAcc).endsWith(QStringLiteral(" %")));
+            // Log scale and the epoch slider redraw without losing the bins.
+            w.histogramPanel()->logToggle()->setChecked(true);
+            QVERIFY(w.histogramPanel()->chart()->binCount() > 0);
+            w.histogramPanel()->bar()->setEpochIndex(0);
+            QVERIFY(w.histogramPanel()->chart()->binCount() > 0);
+        } else {
+            qWarning("no layer statistics arrived for QAT: histogram checks skipped");
+        }
+
+        // A second run (tensor-wise) and both selected: curves overlay.
+        selectData(child<QComboBox>(&w, "granularity"), QStringLiteral("tensor"));
+        QTest::keyClick(&w, Qt::Key_R, Qt::ControlModifier);
+        QVERIFY(ended.wait(kRunTimeoutMs));
+        QCOMPARE(w.runsModel()->rowCount(), 2);
+        QCOMPARE(cell(w, 1, RunsModel::Granularity), QStringLiteral("tensor-wise"));
+        w.selectRuns({1, 2});
+        QCOMPARE(int(w.lossChart()->runs().size()), 2);
+        QCOMPARE(int(w.accuracyChart()->runs().size()), 2);
+    }
+
+    // Stop in mid-epoch ends the run within one batch, keeps what it measured.
+    void stopMidEpoch()
+    {
+        MainWindow w(options(m_big.path()));
+        QSignalSpy ready(&w, &MainWindow::datasetReady);
+        w.show();
+        QVERIFY(ready.count() > 0 || ready.wait(kLoadTimeoutMs));
+        child<QSpinBox>(&w, "batchSize")->setValue(16);
+        child<QSpinBox>(&w, "epochs")->setValue(1);
+        QSignalSpy ended(&w, &MainWindow::runEnded);
+        QTest::mouseClick(w.trainingPanel()->trainButton(), Qt::LeftButton);
+        RunPtr run = w.runsModel()->runAt(0);
+        QVERIFY(run);
+        QTRY_VERIFY_WITH_TIMEOUT(run->steps.size() >= 3, kRunTimeoutMs);
+
+        // Pause: the step count freezes (one batch may be in flight), then resumes.
+        QTest::mouseClick(w.trainingPanel()->pauseButton(), Qt::LeftButton);
+        QCOMPARE(w.trainingPanel()->pauseButton()->text(), QStringLiteral("Resume"));
+        QTest::qWait(400);
+        const std::size_t pausedAt = run->steps.size();
+        QTest::qWait(600);
+        QCOMPARE(run->steps.size(), pausedAt);
+        QTest::mouseClick(w.trainingPanel()->pauseButton(), Qt::LeftButton);
+        QTRY_VERIFY_WITH_TIMEOUT(run->steps.size() > pausedAt, 10000);
+
+        QElapsedTimer t;
+        t.start();
+        QTest::mouseClick(w.trainingPanel()->stopButton(), Qt::LeftButton);
+        QVERIFY(ended.wait(kRunTimeoutMs));
+        const qint64 ms = t.elapsed();
+        qInfo("stop: the run ended %lld ms after the click, at step %zu of %zu", ms, run->steps.size(),
+              run->start.stepsPerEpoch);
+        QVERIFY2(ms < kStopWithinMs, "stop takes effect within one batch");
+        QCOMPARE(run->status, RunStatus::Stopped);
+        QVERIFY(run->finish.stopped);
+        QVERIFY(run->steps.size() < run->start.stepsPerEpoch);
+        QCOMPARE(cell(w, 0, RunsModel::Status), QStringLiteral("stopped"));
+        QVERIFY(w.lossChart()->pointCount() > 0);
+        QVERIFY(w.trainingPanel()->trainButton()->isEnabled());
+    }
+
+    // Closing the window mid-run stops cleanly: no hang, no crash.
+    void closeMidTraining()
+    {
+        auto* w = new MainWindow(options(m_big.path()));
+        QSignalSpy ready(w, &MainWindow::datasetReady);
+        w->show();
+        QVERIFY(ready.count() > 0 || ready.wait(kLoadTimeoutMs));
+        child<QSpinBox>(w, "batchSize")->setValue(16);
+        QTest::mouseClick(w->trainingPanel()->trainButton(), Qt::LeftButton);
+        RunPtr run = w->runsModel()->runAt(0);
+        QTRY_VERIFY_WITH_TIMEOUT(run->steps.size() >= 2, kRunTimeoutMs);
+        QElapsedTimer t;
+        t.start();
+        QVERIFY(w->close());
+        QVERIFY(!w->isTraining());
+        delete w;
+        qInfo("close mid-training: window closed and worker joined in %lld ms", t.elapsed());
+        QVERIFY(t.elapsed() < kStopWithinMs);
+    }
+
+    // A bad path shows the core's message in the window; nothing else breaks.
+    void badDatasetPath()
+    {
+        MainWindow w(options(QStringLiteral("/nonexistent/quantscope-data")));
+        QSignalSpy ready(&w, &MainWindow::datasetReady);
+        w.show();
+        QVERIFY(ready.count() > 0 || ready.wait(kLoadTimeoutMs));
+        QCOMPARE(ready.first().first().toBool(), false);
+        const QString err = w.datasetPanel()->errorText();
+        QVERIFY2(err.contains(QStringLiteral("/nonexistent/quantscope-data")), qPrintable(err));
+        QVERIFY2(err.contains(QStringLiteral("no such folder")), qPrintable(err));
+        QVERIFY(!w.trainingPanel()->trainButton()->isEnabled());
+        w.startTraining(); // Ctrl+R with no dataset: an explanation, not a crash
+        QVERIFY(w.errorText().contains(QStringLiteral("No dataset")));
+        QCOMPARE(w.runsModel()->rowCount(), 0);
+
+        // A truncated image file: the message names the file.
+        QTemporaryDir broken;
+        writeFixture(broken.path(), 100, 50);
+        {
+            QFile f(QDir(broken.path()).filePath(QStringLiteral("train-images-idx3-ubyte")));
+            QVERIFY(f.open(QIODevice::ReadWrite));
+            QVERIFY(f.resize(1000));
+        }
+        ready.clear();
+        w.openDatasetFolder(broken.path());
+        QVERIFY(ready.count() > 0 || ready.wait(kLoadTimeoutMs));
+        QCOMPARE(ready.first().first().toBool(), false);
+        QVERIFY2(w.datasetPanel()->errorText().contains(QStringLiteral("train-images-idx3-ubyte")),
+                 qPrintable(w.datasetPanel()->errorText()));
+
+        // And a good folder afterwards loads and trains.
+        ready.clear();
+        w.openDatasetFolder(m_small.path());
+        QVERIFY(ready.count() > 0 || ready.wait(kLoadTimeoutMs));
+        QCOMPARE(ready.first().first().toBool(), true);
+        QVERIFY(w.datasetPanel()->errorText().isEmpty());
+        QVERIFY(w.trainingPanel()->trainButton()->isEnabled());
+    }
+
+    // Options the strategy does not use are disabled (not hidden) and say why.
+    void optionApplicability()
+    {
+        TrainingPanel p;
+        auto* strategy = child<QComboBox>(&p, "strategy");
+        auto* format = child<QComboBox>(&p, "format");
+        auto* granularity = child<QComboBox>(&p, "granularity");
+        auto* epochs = child<QSpinBox>(&p, "epochs");
+        QVERIFY(strategy && format && granularity && epochs);
+        // The default works at once: QAT, int8, channel-wise.
+        QCOMPARE(p.config().precision.strategy, Strategy::Qat);
+        QCOMPARE(p.config().precision.format, std::string("int8"));
+        QCOMPARE(p.config().precision.granularity, std::string("channel"));
+        QVERIFY(format->isEnabled() && granularity->isEnabled());
+
+        selectData(strategy, QStringLiteral("fp32"));
+        QVERIFY(!format->isEnabled());
+        QVERIFY(!format->isHidden());
+        QVERIFY(!granularity->isEnabled());
+        QVERIFY2(format->toolTip().contains(QStringLiteral("Disabled")), qPrintable(format->toolTip()));
+
+        selectData(strategy, QStringLiteral("mixed"));
+        QVERIFY(format->isEnabled());
+        QVERIFY(!granularity->isEnabled());
+        QCOMPARE(p.config().precision.format, std::string("fp16")); // int8 does not fit mixed precision
+        selectData(strategy, QStringLiteral("qat"));
+        QCOMPARE(p.config().precision.format, std::string("int8")); // and comes back
+
+        selectData(strategy, QStringLiteral("progressive"));
+        QVERIFY(!epochs->isEnabled());
+        QCOMPARE(p.config().epochs, std::size_t(3)); // fp32:1,fp16:1,int8:1
+        QVERIFY(child<QWidget>(&p, "schedule")->isEnabled());
+        TrainConfig c = p.config();
+        QVERIFY(c.precision.schedule == "fp32:1,fp16:1,int8:1");
+        c.validate();
+
+        // Every option has a tooltip.
+        for (QWidget* w : p.findChildren<QWidget*>())
+            if (qobject_cast<QComboBox*>(w) || qobject_cast<QAbstractSpinBox*>(w))
+                QVERIFY2(!w->toolTip().isEmpty(), qPrintable(w->objectName()));
+    }
+
+    // Runs survive a JSON round trip; metrics export as CSV.
+    void runsJsonAndCsv()
+    {
+        MainWindow w(options(m_small.path()));
+        QSignalSpy ready(&w, &MainWindow::datasetReady);
+        QVERIFY(ready.count() > 0 || ready.wait(kLoadTimeoutMs));
+        child<QSpinBox>(&w, "epochs")->setValue(1);
+        QSignalSpy ended(&w, &MainWindow::runEnded);
+        w.startTraining();
+        QVERIFY(ended.wait(kRunTimeoutMs));
+        QTemporaryDir out;
+        const QString json = QDir(out.path()).filePath(QStringLiteral("runs.json"));
+        QCOMPARE(saveRunsJson(json, w.runsModel()->runs()), QString());
+        const QString csv = QDir(out.path()).filePath(QStringLiteral("metrics.csv"));
+        QCOMPARE(saveMetricsCsv(csv, w.runsModel()->runs()), QString());
+        QFile f(csv);
+        QVERIFY(f.open(QIODevice::ReadOnly));
+        QCOMPARE(f.readAll().count('\n'), 2); // header + one epoch
+
+        MainWindow w2(MainWindowOptions{false, QString(), false});
+        QVERIFY(w2.loadRunsFrom(json));
+        QCOMPARE(w2.runsModel()->rowCount(), 1);
+        const RunPtr a = w.runsModel()->runAt(0), b = w2.runsModel()->runAt(0);
+        QCOMPARE(b->steps.size(), a->steps.size());
+        QCOMPARE(b->epochs.size(), a->epochs.size());
+        QCOMPARE(b->layerStats.size(), a->layerStats.size());
+        QCOMPARE(b->finalTestAccuracy(), a->finalTestAccuracy());
+        QCOMPARE(b->config.precision.granularity, a->config.precision.granularity);
+        QCOMPARE(w2.lossChart()->pointCount(), int(a->steps.size()));
+
+        QVERIFY(!w2.loadRunsFrom(csv)); // not JSON: a message, no rows
+        QVERIFY(w2.errorText().contains(QStringLiteral("not valid JSON")));
+        QCOMPARE(w2.runsModel()->rowCount(), 1);
+    }
+
+    // File > Export quantized model… is present and says export is not available yet.
+    void exportEntry()
+    {
+        MainWindow w(MainWindowOptions{false, QString(), false});
+        auto* act = w.findChild<QAction*>(QStringLiteral("exportModelAction"));
+        QVERIFY(act);
+        QVERIFY(act->isEnabled());
+        QString text;
+        QTimer::singleShot(100, [&text] {
+            if (auto* box = qobject_cast<QMessageBox*>(QApplication::activeModalWidget())) {
+                text = box->text();
+                box->accept();
+            }
+        });
+        act->trigger();
+        QVERIFY2(text.contains(QStringLiteral("not available yet")), qPrintable(text));
+    }
+
+private:
+    QTemporaryDir m_small, m_big;
+};
+
+QTEST_MAIN(TestGuiWindow)
+#include "tst_gui_window.moc"
