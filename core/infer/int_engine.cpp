@@ -151,7 +151,7 @@ void IntEngine::Impl::build(const ExportedModel& m)
     const auto& L = m.layers;
     for (std::size_t i = 0; i < L.size(); ++i) {
         const StoredLayer& l = L[i];
-        const std::string id = std::string(layerKindName(l.kind)) + " '" + l.name + "'";
+        const std::string id = std::string(storedKindName(l.kind)) + " '" + l.name + "'";
         auto quantAfter = [&](std::size_t& last) -> std::pair<Domain, bool> {
             const bool relu = i + 1 < L.size() && L[i + 1].kind == LayerKind::ReLU;
             last = relu ? i + 1 : i;
@@ -293,7 +293,7 @@ void IntEngine::Impl::runChunk(std::size_t b, std::size_t e, const Fill& fill, f
     s.pad.resize(maxPad);
     s.cols.resize(maxCols);
     const std::size_t denseIn = dense.empty() ? 0 : dense.front().K;
-    s.linIn.assign(n * std::max(maxDense, spatialOutBytes), 0);
+    s.linIn.resize(n * std::max(maxDense, spatialOutBytes));
     s.linOut.resize(n * std::max(maxDense, spatialOutBytes));
 
     for (std::size_t i = 0; i < n; ++i) {
@@ -315,12 +315,16 @@ void IntEngine::Impl::runChunk(std::size_t b, std::size_t e, const Fill& fill, f
                 a.rowOffset = op.rowOff.data();
                 if (op.im2col) {
                     const std::size_t seg = op.k * op.cin;
+                    // im2col rows of K bytes (kernel rows of k * Cin bytes, zero padding to K);
+                    // byte loops: the segments are a few bytes, too short for memcpy calls.
                     for (std::size_t oy = 0; oy < op.hout; ++oy)
                         for (std::size_t ox = 0; ox < op.wout; ++ox) {
                             std::uint8_t* row = s.cols.data() + (oy * op.wout + ox) * op.K;
-                            for (std::size_t ky = 0; ky < op.k; ++ky)
-                                std::memcpy(row + ky * seg, src + ((oy * op.stride + ky) * op.wp + ox * op.stride) * op.cin, seg);
-                            std::memset(row + op.k * seg, 0, op.K - op.k * seg);
+                            for (std::size_t ky = 0; ky < op.k; ++ky) {
+                                const std::uint8_t* from = src + ((oy * op.stride + ky) * op.wp + ox * op.stride) * op.cin;
+                                for (std::size_t t = 0; t < seg; ++t) row[ky * seg + t] = from[t];
+                            }
+                            for (std::size_t t = op.k * seg; t < op.K; ++t) row[t] = 0;
                         }
                     a.base = s.cols.data();
                     a.extent = a.M * op.K;
@@ -354,6 +358,7 @@ void IntEngine::Impl::runChunk(std::size_t b, std::size_t e, const Fill& fill, f
         }
         const std::size_t rowBytes = dense.empty() ? spatialOutBytes : denseIn;
         std::memcpy(s.linIn.data() + i * rowBytes, cur, spatialOutBytes);
+        std::memset(s.linIn.data() + i * rowBytes + spatialOutBytes, 0, rowBytes - spatialOutBytes); // K padding
     }
 
     std::uint8_t* in = s.linIn.data();

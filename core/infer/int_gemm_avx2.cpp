@@ -11,8 +11,12 @@
 #include <cstring>
 #include <vector>
 
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
+#endif
 
 namespace quantscope {
 
@@ -145,4 +149,8 @@ void gemmRequantAvx2(const PackedGemm& b, const GemmA& a, std::uint8_t* out, std
 
 } // namespace quantscope
 
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif

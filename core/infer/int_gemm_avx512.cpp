@@ -4,7 +4,9 @@
 // All headers come before the target pragma and everything compiled under it has internal
 // linkage, so no AVX-512 code can leak into callers on CPUs without it.
 // GCC 12 warns about _mm512_undefined_* inside its own intrinsic headers (a known false positive).
+#if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 
 #include "infer/int_gemm.h"
 
@@ -13,8 +15,12 @@
 #include <cstdint>
 #include <cstring>
 
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512vnni")
+#endif
 
 namespace quantscope {
 
@@ -25,16 +31,30 @@ struct Tile {
     std::uint8_t* outs[12];
 };
 
-inline __m512i requant16(__m512i acc, const PackedGemm& b, std::size_t n0, __m512i lo64, __m512i hi64, __m512i zp)
+// The epilogue constants of one panel of 16 channels.
+struct Epilogue {
+    __m512i multE, multO, roundE, roundO, shiftE, shiftO;
+};
+
+inline Epilogue epilogueFor(const PackedGemm& b, std::size_t n0)
 {
-    const __m512i multE = _mm512_loadu_si512(b.mult.data() + n0);
-    const __m512i multO = _mm512_srli_epi64(multE, 32);
-    __m512i e = _mm512_mul_epi32(acc, multE);
-    __m512i o = _mm512_mul_epi32(_mm512_srli_epi64(acc, 32), multO);
-    e = _mm512_add_epi64(e, _mm512_loadu_si512(b.roundEven.data() + n0 / 2));
-    o = _mm512_add_epi64(o, _mm512_loadu_si512(b.roundOdd.data() + n0 / 2));
-    e = _mm512_srav_epi64(e, _mm512_loadu_si512(b.shiftEven.data() + n0 / 2));
-    o = _mm512_srav_epi64(o, _mm512_loadu_si512(b.shiftOdd.data() + n0 / 2));
+    Epilogue e;
+    e.multE = _mm512_loadu_si512(b.mult.data() + n0);
+    e.multO = _mm512_srli_epi64(e.multE, 32);
+    e.roundE = _mm512_loadu_si512(b.roundEven.data() + n0 / 2);
+    e.roundO = _mm512_loadu_si512(b.roundOdd.data() + n0 / 2);
+    e.shiftE = _mm512_loadu_si512(b.shiftEven.data() + n0 / 2);
+    e.shiftO = _mm512_loadu_si512(b.shiftOdd.data() + n0 / 2);
+    return e;
+}
+
+// requantize() on 16 lanes: 64-bit products of the even and the odd lanes, rounded shift, clamp.
+inline __m512i requant16(__m512i acc, const Epilogue& ep, __m512i lo64, __m512i hi64, __m512i zp)
+{
+    __m512i e = _mm512_mul_epi32(acc, ep.multE);
+    __m512i o = _mm512_mul_epi32(_mm512_srli_epi64(acc, 32), ep.multO);
+    e = _mm512_srav_epi64(_mm512_add_epi64(e, ep.roundE), ep.shiftE);
+    o = _mm512_srav_epi64(_mm512_add_epi64(o, ep.roundO), ep.shiftO);
     e = _mm512_min_epi64(_mm512_max_epi64(e, lo64), hi64);
     o = _mm512_min_epi64(_mm512_max_epi64(o, lo64), hi64);
     const __m512i r = _mm512_mask_blend_epi32(0xAAAA, e, _mm512_slli_epi64(o, 32));
@@ -74,8 +94,9 @@ void tile(const PackedGemm& b, const GemmA& a, const Tile& t, std::size_t panel0
         const std::size_t n0 = (panel0 + j) * 16;
         const std::size_t cols = b.N - n0 < 16 ? b.N - n0 : 16;
         const __mmask16 m = static_cast<__mmask16>((1u << cols) - 1);
+        const Epilogue ep = epilogueFor(b, n0);
         for (int i = 0; i < MR; ++i) {
-            const __m512i r = requant16(acc[i][j], b, n0, lo64, hi64, zp);
+            const __m512i r = requant16(acc[i][j], ep, lo64, hi64, zp);
             _mm512_mask_cvtepi32_storeu_epi8(t.outs[i] + n0, m, r);
         }
     }
@@ -129,4 +150,8 @@ void gemmRequantAvx512(const PackedGemm& b, const GemmA& a, std::uint8_t* out, s
 
 } // namespace quantscope
 
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif

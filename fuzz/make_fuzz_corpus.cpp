@@ -1,0 +1,88 @@
+// Writes seed corpora for the fuzz targets: OUT/qsm/*.qsm (tiny FP32, int8, int4 group-wise and
+// int2 models) and OUT/idx/* (small IDX files, plain and gzip).
+#include "data/idx.h"
+#include "io/model_export.h"
+#include "io/qsm.h"
+#include "nn/activations.h"
+#include "nn/conv2d.h"
+#include "nn/linear.h"
+#include "nn/maxpool2d.h"
+#include "quant/format.h"
+#include "train/quant_sim.h"
+#include "util/rng.h"
+
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+
+using namespace quantscope;
+
+namespace {
+
+std::unique_ptr<Model> tiny(bool conv)
+{
+    auto m = std::make_unique<Model>("tiny", Shape{1, 6, 6});
+    if (conv) {
+        m->add(std::make_unique<Conv2d>("conv1", 1, 4, 3, 1, 1));
+        m->add(std::make_unique<ReLU>("relu1"));
+        m->add(std::make_unique<MaxPool2d>("pool", 2));
+    }
+    m->add(std::make_unique<Flatten>("flatten"));
+    m->add(std::make_unique<Linear>("fc1", conv ? 36 : 36, 10));
+    m->add(std::make_unique<LogSoftmax>("log_softmax"));
+    m->initParams(3);
+    return m;
+}
+
+Dataset data()
+{
+    Dataset d;
+    Rng rng(1);
+    for (LabeledImages* s : {&d.train, &d.test}) {
+        s->height = s->width = 6;
+        for (int i = 0; i < 32; ++i) {
+            for (int j = 0; j < 36; ++j) s->pixels.push_back(static_cast<std::uint8_t>(rng.below(256)));
+            s->labels.push_back(i % 10);
+        }
+    }
+    d.mean = 0.5f;
+    d.stddev = 0.3f;
+    for (int c = 0; c < 10; ++c) d.classNames.push_back(std::to_string(c));
+    return d;
+}
+
+} // namespace
+
+int main(int argc, char** argv)
+{
+    if (argc != 2) {
+        std::fprintf(stderr, "usage: make_fuzz_corpus OUT_DIR\n");
+        return 2;
+    }
+    const std::filesystem::path out = argv[1];
+    std::filesystem::create_directories(out / "qsm");
+    std::filesystem::create_directories(out / "idx");
+    const Dataset d = data();
+    writeQsm((out / "qsm" / "fp32.qsm").string(), exportFloatModel(*tiny(true), "tiny", d.mean, d.stddev, d.classNames));
+    int n = 0;
+    for (const auto& [fmt, gran] : {std::pair{"int8", "channel"}, {"int4", "group:8"}, {"int2", "tensor"}, {"int8", "layer"}}) {
+        for (bool conv : {true, false}) {
+            auto model = tiny(conv);
+            PrecisionConfig pc;
+            pc.format = fmt;
+            pc.granularity = gran;
+            QuantSim sim(*model, pc, findFormat(fmt));
+            sim.quantizeWeights(Rounding::Nearest, 0);
+            sim.calibrate(d, d.train, 32, 16);
+            sim.setObserving(false);
+            writeQsm((out / "qsm" / ("int" + std::to_string(n++) + ".qsm")).string(),
+                     exportQuantizedModel(*model, sim, "tiny", d, "ptq", gran));
+        }
+    }
+    writeIdx((out / "idx" / "images-idx3-ubyte").string(), {3, 4, 5}, std::vector<std::uint8_t>(60, 9));
+    writeIdx((out / "idx" / "images-idx3-ubyte.gz").string(), {2, 3, 3}, std::vector<std::uint8_t>(18, 200));
+    writeIdx((out / "idx" / "labels-idx1-ubyte").string(), {7}, {0, 1, 2, 3, 4, 5, 6});
+    writeIdx((out / "idx" / "labels-idx1-ubyte.gz").string(), {4}, {9, 8, 7, 6});
+    std::printf("seed corpora written to %s/qsm and %s/idx\n", argv[1], argv[1]);
+    return 0;
+}
