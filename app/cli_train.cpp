@@ -17,6 +17,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <sstream>
 #include <string>
 
 namespace quantscope::cli {
@@ -62,7 +63,7 @@ const char* const kTrainHelp =
     "  --json               JSON Lines on stdout: {\"event\":\"start\",...}, per epoch one\n"
     "                       {\"event\":\"layer_stats\",...} per quantized layer and one\n"
     "                       {\"event\":\"epoch\",...}, then {\"event\":\"done\",...}\n"
-    "  --export PATH        after training, write the model to PATH (.qsm or .onnx; integer\n"
+    "  --export PATH[,PATH] after training, write the model to PATH (.qsm or .onnx; integer\n"
     "                       for ptq/qat, else FP32), read it back and report its test accuracy\n"
     "  --quiet              no progress bar\n"
     "  -h, --help           this text\n";
@@ -304,8 +305,10 @@ int runTrain(const std::vector<std::string>& argv)
     }
     validateNames(pc);
     cfg.validate();
-    const std::string exportPath = args.str("--export", "");
-    if (!exportPath.empty()) checkExportable(cfg, exportPath); // fail before training, not after
+    std::vector<std::string> exportPaths; // checked before training, not after it
+    std::stringstream exportList(args.str("--export", ""));
+    for (std::string p; std::getline(exportList, p, ',');)
+        if (!p.empty()) checkExportable(cfg, exportPaths.emplace_back(p));
 
     DatasetOptions dopt;
     dopt.dir = args.str("--data", kDefaultDataDir);
@@ -323,7 +326,8 @@ int runTrain(const std::vector<std::string>& argv)
     std::signal(SIGINT, onSigint);
     Trainer trainer(cfg, data, &obs, &stop);
     const FinishEvent fin = trainer.run();
-    if (!fin.stopped && !exportPath.empty()) printExportSummary(exportModel(trainer, exportPath), json);
+    for (const std::string& p : exportPaths)
+        if (!fin.stopped) printExportSummary(exportModel(trainer, p), json);
     g_stop = nullptr;
     std::signal(SIGINT, SIG_DFL);
     return fin.stopped ? 130 : kExitOk;
