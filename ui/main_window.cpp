@@ -366,6 +366,18 @@ void MainWindow::connectController()
     connect(c, &TrainingController::epochDone, this, &MainWindow::onEpoch);
     connect(c, &TrainingController::layerStats, this, &MainWindow::onLayerStats);
     connect(c, &TrainingController::finished, this, &MainWindow::onFinished);
+    connect(c, &TrainingController::exportReady, this, &MainWindow::onExportReady);
+    connect(c, &TrainingController::exportUnavailable, this, [this](int id, const QString& reason) {
+        if (RunPtr r = m_runs->runById(id)) r->exportNote = reason;
+    });
+    connect(c, &TrainingController::exported, this, &MainWindow::onExported);
+    connect(c, &TrainingController::exportFailed, this, [this](int id, const QString& message) {
+        const QString text = tr("Could not export run #%1: %2").arg(id).arg(message);
+        showError(text);
+        m_statusLabel->setText(tr("Export of run #%1 failed").arg(id));
+        updateActions();
+        emit exportFinished(id, false, text);
+    });
     connect(c, &TrainingController::failed, this, &MainWindow::onFailed);
 }
 
@@ -416,7 +428,9 @@ void MainWindow::updateActions()
     const bool training = m_controller->isTraining();
     const bool loading = m_controller->isLoading();
     const bool paused = m_controller->isPaused();
-    m_trainAct->setEnabled(!training && !loading && m_data);
+    const bool exporting = m_controller->isExporting();
+    m_trainAct->setEnabled(!training && !loading && !exporting && m_data);
+    m_exportAct->setEnabled(!training && !loading && !exporting);
     m_pauseAct->setEnabled(training);
     m_pauseAct->setText(paused ? tr("&Resume") : tr("&Pause"));
     m_stopAct->setEnabled(training);

@@ -41,6 +41,7 @@ struct MainWindowOptions {
     long trainLimit = -1;        // >= 0 overrides the panel's value (0 = all)
     long testLimit = -1;
     int throttleMs = 50;         // the worker's batch-signal interval
+    bool quietExport = false;    // report exports by signal only (tests), no message box
 };
 
 class MainWindow : public QMainWindow {
@@ -85,6 +86,8 @@ public slots:
     void exportMetricsCsv();
     void saveCurrentChartPng();
     void exportQuantizedModel();
+    // Writes run `id`'s model to `path` in the background; false (with a message) if it cannot.
+    bool exportRunTo(int id, const QString& path);
 
 signals:
     void datasetReady(bool ok);
@@ -92,6 +95,7 @@ signals:
     void runEnded(int id); // finished, stopped or failed
     void firstLossPoint(qint64 msSinceTrain);
     void chartsRefreshed();
+    void exportFinished(int id, bool ok, const QString& report);
 
 protected:
     void closeEvent(QCloseEvent* event) override;
@@ -112,10 +116,13 @@ private:
     void onFinished(int id, const FinishEvent& e);
     void onFailed(int id, const QString& message);
     void updateSqnrLabel();
+    void onExportReady(int id, const ExportBundlePtr& bundle);
+    void onExported(int id, const ExportSummary& s);
     std::vector<RunPtr> selectedRuns() const;
     void restoreSettings();
     void saveSettings();
 
+    static constexpr int kKeptModels = 8; // finished runs whose trained model stays exportable
     MainWindowOptions m_options;
     TrainingController* m_controller;
     DatasetPtr m_data;

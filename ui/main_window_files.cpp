@@ -3,12 +3,15 @@
 #include "main_window.h"
 
 #include "dataset_panel.h"
+#include "format_text.h"
+#include "quant_catalog.h"
 #include "runs_model.h"
 #include "training_panel.h"
 
 #include <QDockWidget>
 #include <QFileDialog>
 #include <QItemSelectionModel>
+#include <QLabel>
 #include <QJsonDocument>
 #include <QMessageBox>
 #include <QRegularExpression>
@@ -86,10 +89,95 @@ void MainWindow::saveCurrentChartPng()
 
 void MainWindow::exportQuantizedModel()
 {
-    QMessageBox::information(this, tr("Export quantized model"),
-                             tr("Export is not available yet.\n\nWriting the quantized model as a .qsm or ONNX file "
-                                "comes with the export feature. Until then you can keep your results with File > "
-                                "Save runs (JSON) and File > Export metrics as CSV."));
+    RunPtr run = m_shown.empty() ? nullptr : m_shown.front();
+    if (!run) {
+        QMessageBox::information(this, tr("Export quantized model"),
+                                 tr("There is no run to export yet. Train one (Ctrl+R), select it in the runs "
+                                    "table, then export it as .qsm or ONNX."));
+        return;
+    }
+    if (!run->exportBundle) {
+        QString why = run->exportNote;
+        if (why.isEmpty())
+            why = run->status == RunStatus::Stopped || run->status == RunStatus::Failed
+                      ? tr("only runs that trained to the end keep their model.")
+                      : tr("models are kept for the runs trained in this session (the last %1), not for runs "
+                           "loaded from a file.").arg(kKeptModels);
+        QMessageBox::information(this, tr("Export quantized model"),
+                                 tr("Run #%1 has no model to export: %2").arg(run->id).arg(why));
+        return;
+    }
+    QString base = QStringLiteral("quantscope-run%1-%2-%3")
+                       .arg(run->id)
+                       .arg(strategyName(run->config.precision.strategy), storedFormat(run->config));
+    const QString path = QFileDialog::getSaveFileName(
+        this, tr("Export run #%1").arg(run->id), base + QStringLiteral(".qsm"),
+        tr("QuantScope model (*.qsm);;ONNX with QuantizeLinear/DequantizeLinear (*.onnx)"));
+    if (!path.isEmpty()) exportRunTo(run->id, path);
+}
+
+bool MainWindow::exportRunTo(int id, const QString& path)
+{
+    RunPtr run = m_runs->runById(id);
+    QString problem;
+    if (!run) problem = tr("there is no run #%1").arg(id);
+    else if (!run->exportBundle) problem = run->exportNote.isEmpty() ? tr("run #%1 has no model to export").arg(id) : run->exportNote;
+    else {
+        try {
+            checkExportable(run->config, path.toStdString());
+        } catch (const std::exception& e) {
+            problem = QString::fromStdString(e.what());
+        }
+    }
+    if (problem.isEmpty() && !m_controller->exportRun(id, run->exportBundle, path))
+        problem = tr("the worker is busy; try again when training has finished");
+    if (!problem.isEmpty()) {
+        const QString text = tr("Could not export run #%1 to %2: %3").arg(id).arg(path, problem);
+        showError(text);
+        emit exportFinished(id, false, text);
+        return false;
+    }
+    clearError();
+    m_statusLabel->setText(tr("Exporting run #%1 to %2 and re-measuring its accuracy\u2026").arg(id).arg(path));
+    updateActions();
+    return true;
+}
+
+void MainWindow::onExportReady(int id, const ExportBundlePtr& bundle)
+{
+    RunPtr run = m_runs->runById(id);
+    if (!run) return;
+    run->exportBundle = bundle;
+    // Keep the models of the newest runs only: each holds a full copy of the weights.
+    int kept = 0;
+    const auto& runs = m_runs->runs();
+    for (auto it = runs.rbegin(); it != runs.rend(); ++it)
+        if ((*it)->exportBundle && ++kept > kKeptModels) {
+            (*it)->exportBundle.reset();
+            (*it)->exportNote = tr("its model was released to save memory (only the last %1 runs keep theirs).").arg(kKeptModels);
+        }
+}
+
+void MainWindow::onExported(int id, const ExportSummary& s)
+{
+    const bool onnx = s.format == ExportFormat::Onnx;
+    QString text = tr("Wrote %1 (%2): %3, %4 of the same model in FP32 (%5).")
+                       .arg(QString::fromStdString(s.path), onnx ? tr("ONNX") : tr("QuantScope model"),
+                            formatBytes(double(s.fileBytes)), formatPercent(s.sizeRatio, 0),
+                            formatBytes(double(s.fp32Bytes)));
+    text += QLatin1Char('\n') + tr("Precision: %1.").arg(QString::fromStdString(s.precision));
+    text += QLatin1Char('\n') + tr("Test accuracy re-measured from the file: %1 on %2 images (%3).")
+                                    .arg(formatPercent(s.accuracy), formatCount(double(s.testImages)),
+                                         QString::fromStdString(s.runner));
+    if (!s.note.empty()) text += QLatin1Char('\n') + tr("Note: %1.").arg(QString::fromStdString(s.note));
+    m_statusLabel->setText(tr("Run #%1 exported: %2, accuracy %3").arg(id).arg(formatBytes(double(s.fileBytes)),
+                                                                             formatPercent(s.accuracy)));
+    updateActions();
+    emit exportFinished(id, true, text);
+    if (m_options.quietExport) return;
+    auto* box = new QMessageBox(QMessageBox::Information, tr("Export of run #%1").arg(id), text, QMessageBox::Ok, this);
+    box->setAttribute(Qt::WA_DeleteOnClose);
+    box->open(); // window-modal, does not block the event loop
 }
 
 void MainWindow::restoreSettings()

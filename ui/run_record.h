@@ -15,6 +15,8 @@
 
 namespace quantscope {
 
+struct ExportBundle; // training_worker.h: the trained model, kept for File > Export
+
 enum class RunStatus { Running, Paused, Done, Stopped, Failed };
 QString runStatusText(RunStatus s);
 
@@ -37,6 +39,8 @@ struct RunRecord {
     FinishEvent finish;
     QString error;
     double modelBytes = kNoValue;
+    std::shared_ptr<const ExportBundle> exportBundle; // this session's finished runs only (not saved)
+    QString exportNote;                               // why there is none, when known
 
     void addSteps(const std::vector<BatchEvent>& batch);
     double finalTestAccuracy() const;  // FP32 (or the run's own arithmetic for lowp/mixed)

@@ -74,6 +74,9 @@ void registerTypes()
         qRegisterMetaType<EpochEvent>();
         qRegisterMetaType<LayerStatsList>();
         qRegisterMetaType<FinishEvent>();
+        qRegisterMetaType<ExportBundlePtr>();
+        qRegisterMetaType<ExportRequest>();
+        qRegisterMetaType<ExportSummary>();
         return true;
     }();
     (void)once;
@@ -96,14 +99,52 @@ void TrainingWorker::loadDataset(const DatasetRequest& request)
     }
 }
 
+void TrainingWorker::keepForExport(const TrainRequest& request, Trainer& trainer)
+{
+    try {
+        auto b = std::make_shared<ExportBundle>();
+        b->model = exportedModelOf(trainer);
+        const Dataset& d = *request.data;
+        b->fp32 = b->model.quantized ? exportFloatModel(trainer.model(), request.config.model, d.mean, d.stddev, d.classNames)
+                                     : b->model;
+        b->data = request.data;
+        b->config = request.config;
+        const Strategy st = request.config.precision.strategy;
+        if (!b->model.quantized && st != Strategy::Fp32)
+            b->note = "trained with " + request.config.precision.format +
+                      " arithmetic; the file holds its FP32 master weights";
+        emit exportReady(request.runId, std::move(b));
+    } catch (const std::exception& e) {
+        emit exportFailed(request.runId, QStringLiteral("this run's model cannot be exported: %1").arg(QString::fromStdString(e.what())));
+    }
+}
+
+void TrainingWorker::exportRun(const ExportRequest& request)
+{
+    try {
+        if (!request.bundle) throw std::runtime_error("this run has no trained model to export");
+        const ExportBundle& b = *request.bundle;
+        const std::string path = request.path.toStdString();
+        checkExportable(b.config, path);
+        ExportSummary s = writeAndVerify(b.model, b.fp32, *b.data, path, b.config.threads);
+        s.note = b.note; // core's note repeats the sizes, which the window reports itself
+        emit exported(request.runId, std::move(s));
+    } catch (const std::exception& e) {
+        emit exportFailed(request.runId, QString::fromStdString(e.what()));
+    } catch (...) {
+        emit exportFailed(request.runId, QStringLiteral("the export failed (unknown error)"));
+    }
+}
+
 void TrainingWorker::train(const TrainRequest& request)
 {
     SignalObserver observer(*this, request.runId, m_throttleMs);
     try {
         if (!request.data) throw std::runtime_error("no dataset is loaded");
         Trainer trainer(request.config, *request.data, &observer, m_token);
-        trainer.run();
+        const FinishEvent fin = trainer.run();
         if (!observer.finishedReported()) emit failed(request.runId, QStringLiteral("training ended without a result"));
+        else if (!fin.stopped) keepForExport(request, trainer);
     } catch (const std::exception& e) {
         emit failed(request.runId, QString::fromStdString(e.what()));
     } catch (...) {
@@ -121,6 +162,22 @@ TrainingController::TrainingController(QObject* parent, int throttleMs) : QObjec
     const auto q = Qt::QueuedConnection;
     connect(this, &TrainingController::requestLoad, m_worker, &TrainingWorker::loadDataset, q);
     connect(this, &TrainingController::requestTrain, m_worker, &TrainingWorker::train, q);
+    connect(this, &TrainingController::requestExport, m_worker, &TrainingWorker::exportRun, q);
+    connect(m_worker, &TrainingWorker::exportReady, this, &TrainingController::exportReady, q);
+    connect(m_worker, &TrainingWorker::exported, this, [this](int id, const ExportSummary& s) {
+        m_exporting = false;
+        emit busyChanged();
+        emit exported(id, s);
+    }, q);
+    connect(m_worker, &TrainingWorker::exportFailed, this, [this](int id, const QString& msg) {
+        if (!m_exporting) {
+            emit exportUnavailable(id, msg);
+            return;
+        }
+        m_exporting = false;
+        emit busyChanged();
+        emit exportFailed(id, msg);
+    }, q);
 
     connect(m_worker, &TrainingWorker::datasetLoaded, this, [this](quint64 id, DatasetPtr d) {
         m_loading = false;
@@ -162,7 +219,7 @@ void TrainingController::shutdown()
     m_thread.wait();
     delete m_worker;
     m_worker = nullptr;
-    m_training = m_loading = false;
+    m_training = m_loading = m_exporting = false;
 }
 
 quint64 TrainingController::loadDataset(DatasetRequest request)
@@ -175,9 +232,18 @@ quint64 TrainingController::loadDataset(DatasetRequest request)
     return request.id;
 }
 
+bool TrainingController::exportRun(int runId, ExportBundlePtr bundle, const QString& path)
+{
+    if (!m_worker || m_training || m_loading || m_exporting || !bundle) return false;
+    m_exporting = true;
+    emit busyChanged();
+    emit requestExport(ExportRequest{runId, std::move(bundle), path});
+    return true;
+}
+
 bool TrainingController::startTraining(int runId, const TrainConfig& config, DatasetPtr data)
 {
-    if (!m_worker || m_training || m_loading || !data) return false;
+    if (!m_worker || m_training || m_loading || m_exporting || !data) return false;
     m_token.reset();
     m_training = true;
     m_runId = runId;

@@ -5,6 +5,8 @@
 #pragma once
 
 #include "data/dataset.h"
+#include "io/exported_model.h"
+#include "io/model_export.h"
 #include "train/events.h"
 #include "train/trainer.h"
 
@@ -29,6 +31,23 @@ struct DatasetRequest {
     DatasetOptions options;
 };
 
+// The trained model of one run, as the exporter needs it: kept after the run so the user can
+// write it to .qsm / .onnx later. Immutable once made, so it is shared as a value.
+struct ExportBundle {
+    ExportedModel model; // integer when the strategy quantizes to an integer format
+    ExportedModel fp32;  // the same model in FP32, for the size comparison
+    DatasetPtr data;     // for re-measuring the written file
+    TrainConfig config;
+    std::string note;    // e.g. why a mixed-precision run exports its FP32 master weights
+};
+using ExportBundlePtr = std::shared_ptr<const ExportBundle>;
+
+struct ExportRequest {
+    int runId = 0;
+    ExportBundlePtr bundle;
+    QString path;
+};
+
 struct TrainRequest {
     int runId = 0;
     TrainConfig config;
@@ -43,6 +62,7 @@ public:
 public slots:
     void loadDataset(const quantscope::DatasetRequest& request);
     void train(const quantscope::TrainRequest& request);
+    void exportRun(const quantscope::ExportRequest& request);
 
 signals:
     void datasetLoaded(quint64 requestId, quantscope::DatasetPtr data);
@@ -53,8 +73,12 @@ signals:
     void layerStats(int runId, quantscope::LayerStatsList stats);
     void finished(int runId, quantscope::FinishEvent event);
     void failed(int runId, QString message);
+    void exportReady(int runId, quantscope::ExportBundlePtr bundle);
+    void exported(int runId, quantscope::ExportSummary summary);
+    void exportFailed(int runId, QString message);
 
 private:
+    void keepForExport(const TrainRequest& request, Trainer& trainer);
     StopToken* m_token;
     int m_throttleMs;
 };
@@ -69,6 +93,8 @@ public:
     quint64 loadDataset(DatasetRequest request);
     // False (and nothing happens) while a run or a load is in progress.
     bool startTraining(int runId, const TrainConfig& config, DatasetPtr data);
+    // Writes a run's model to `path` (.qsm / .onnx) and re-measures it, in the background.
+    bool exportRun(int runId, ExportBundlePtr bundle, const QString& path);
     void pause();
     void resume();
     void stop();
@@ -77,6 +103,7 @@ public:
 
     bool isTraining() const { return m_training; }
     bool isLoading() const { return m_loading; }
+    bool isExporting() const { return m_exporting; }
     bool isPaused() const { return m_token.paused(); }
     int currentRun() const { return m_runId; }
 
@@ -89,11 +116,16 @@ signals:
     void layerStats(int runId, quantscope::LayerStatsList stats);
     void finished(int runId, quantscope::FinishEvent event);
     void failed(int runId, QString message);
+    void exportReady(int runId, quantscope::ExportBundlePtr bundle);
+    void exported(int runId, quantscope::ExportSummary summary);
+    void exportFailed(int runId, QString message);
+    void exportUnavailable(int runId, QString reason); // after training: the model cannot be kept for export
     void busyChanged();
 
     // To the worker (queued).
     void requestLoad(const quantscope::DatasetRequest& request);
     void requestTrain(const quantscope::TrainRequest& request);
+    void requestExport(const quantscope::ExportRequest& request);
 
 private:
     StopToken m_token;
@@ -102,6 +134,7 @@ private:
     quint64 m_nextRequest = 1;
     bool m_training = false;
     bool m_loading = false;
+    bool m_exporting = false;
     int m_runId = 0;
 };
 
@@ -115,3 +148,6 @@ Q_DECLARE_METATYPE(quantscope::BatchList)
 Q_DECLARE_METATYPE(quantscope::EpochEvent)
 Q_DECLARE_METATYPE(quantscope::LayerStatsList)
 Q_DECLARE_METATYPE(quantscope::FinishEvent)
+Q_DECLARE_METATYPE(quantscope::ExportBundlePtr)
+Q_DECLARE_METATYPE(quantscope::ExportRequest)
+Q_DECLARE_METATYPE(quantscope::ExportSummary)
