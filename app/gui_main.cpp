@@ -11,6 +11,7 @@
 #include <QDir>
 #include <QDockWidget>
 #include <QTabWidget>
+#include <QTemporaryDir>
 #include <QTimer>
 
 #include <cstdio>
@@ -144,13 +145,33 @@ private:
             later(400, [this] {
                 shot(m_w, QStringLiteral("08-all-runs-fp32-options.png"));
                 shot(m_w->trainingDock(), QStringLiteral("08b-training-panel-fp32.png"));
-                m_phase = Phase::BadDataset;
-                m_w->openDatasetFolder(QStringLiteral("/nonexistent/dataset"));
+                exportShot();
             });
         });
     }
 
+    // Exports run #2 (QAT int8 channel-wise) to a temporary .qsm and grabs the report.
+    void exportShot()
+    {
+        m_w->selectRuns({2});
+        QObject::connect(m_w, &MainWindow::exportFinished, &m_ctx, [this](int, bool, const QString&) {
+            later(500, [this] {
+                if (QWidget* box = QApplication::activeModalWidget()) {
+                    shot(box, QStringLiteral("10-export-report.png"));
+                    box->close();
+                }
+                m_phase = Phase::BadDataset;
+                m_w->openDatasetFolder(QStringLiteral("/nonexistent/dataset"));
+            });
+        });
+        if (!m_w->exportRunTo(2, m_tmp.filePath(QStringLiteral("quantscope-run2-qat-int8.qsm")))) {
+            m_phase = Phase::BadDataset;
+            m_w->openDatasetFolder(QStringLiteral("/nonexistent/dataset"));
+        }
+    }
+
     enum class Phase { Start, Training, BadDataset };
+    QTemporaryDir m_tmp;
     MainWindow* m_w;
     QString m_dir;
     std::size_t m_epochs;

@@ -22,7 +22,10 @@
 #include <QLabel>
 #include <QMessageBox>
 #include <QPushButton>
+#include <QSettings>
 #include <QSignalSpy>
+#include <QSplitter>
+#include <QStandardPaths>
 #include <QSpinBox>
 #include <QTableView>
 #include <QTemporaryDir>
@@ -370,6 +373,37 @@ private slots:
         QVERIFY(!w2.loadRunsFrom(csv)); // not JSON: a message, no rows
         QVERIFY(w2.errorText().contains(QStringLiteral("not valid JSON")));
         QCOMPARE(w2.runsModel()->rowCount(), 1);
+    }
+
+    // The window remembers its layout and the last options (QSettings, in Qt's test location).
+    void settingsPersist()
+    {
+        QStandardPaths::setTestModeEnabled(true);
+        QCoreApplication::setOrganizationName(QStringLiteral("QuantScopeTest"));
+        QCoreApplication::setApplicationName(QStringLiteral("tst_gui_window"));
+        QSettings().clear();
+        MainWindowOptions o = options(m_small.path());
+        o.useSettings = true;
+        QByteArray splitter;
+        {
+            MainWindow w(o);
+            QSignalSpy ready(&w, &MainWindow::datasetReady);
+            w.show();
+            QVERIFY(ready.count() > 0 || ready.wait(kLoadTimeoutMs));
+            selectData(child<QComboBox>(&w, "granularity"), QStringLiteral("tensor"));
+            child<QSpinBox>(&w, "seed")->setValue(42);
+            auto* split = child<QSplitter>(&w, "mainSplitter");
+            split->setSizes({500, 300});
+            splitter = split->saveState();
+            w.tabs()->setCurrentIndex(3);
+            w.close();
+        }
+        MainWindow w(o);
+        QCOMPARE(w.trainingPanel()->config().precision.granularity, std::string("tensor"));
+        QCOMPARE(w.trainingPanel()->config().seed, std::uint64_t(42));
+        QCOMPARE(w.tabs()->currentIndex(), 3);
+        QCOMPARE(child<QSplitter>(&w, "mainSplitter")->saveState(), splitter);
+        QSettings().clear();
     }
 
     // File > Export quantized model… writes .qsm / .onnx through core's writers and reports the

@@ -125,7 +125,7 @@ void LossChart::refresh()
         any = any || !raw.isEmpty();
     }
     setNiceRange(m_x, 0, xMax);
-    setNiceRange(m_y, 0, yMax * 1.05, true);
+    setNiceRange(m_y, 0, any ? yMax * 1.05 : 2.5, true); // an untrained 10-class net starts near ln 10 = 2.3
     if (m_runs.size() == 1) chart()->setTitle(tr("Training loss \u2014 %1").arg(m_runs[0]->title()));
     else chart()->setTitle(m_runs.empty() ? tr("Training loss") : tr("Training loss \u2014 %1 runs").arg(m_runs.size()));
     setEmptyMessage(any ? QString() : tr("Click Train (Ctrl+R): the loss of every training step appears here."));
@@ -215,11 +215,12 @@ void AccuracyChart::refresh()
     }
     setEpochRange(m_x, epochs);
     // Round the floor down to a multiple of 5 so small differences near the top stay visible.
-    const double floor5 = std::max(0.0, std::floor((lo - 2) / 5) * 5);
+    const double floor5 = any ? std::max(0.0, std::floor((lo - 2) / 5) * 5) : 0.0;
     m_y->setTickType(QValueAxis::TicksDynamic);
-    m_y->setRange(std::min(floor5, 90.0), 100);
+    const double bottom = std::min(floor5, 90.0);
+    m_y->setRange(bottom, 100);
     m_y->setTickAnchor(0);
-    m_y->setTickInterval((100 - std::min(floor5, 90.0)) > 40 ? 10 : 5);
+    m_y->setTickInterval(100 - bottom > 50 ? 20 : (100 - bottom > 25 ? 10 : 5));
     setEmptyMessage(any ? QString() : tr("Train and test accuracy appear at the end of each epoch."));
 }
 

@@ -21,6 +21,8 @@
 #include <QLayout>
 #include <QMenuBar>
 #include <QMessageBox>
+#include <QPainter>
+#include <QPainterPath>
 #include <QProgressBar>
 #include <QPushButton>
 #include <QScrollArea>
@@ -51,6 +53,37 @@ QScrollArea* scrolled(QWidget* w)
     return s;
 }
 
+// The window icon, drawn rather than loaded (no image plugin needed): an FP32 weight
+// distribution over quantization levels, as in resources/quantscope.svg.
+QIcon makeIcon()
+{
+    QIcon icon;
+    for (int size : {16, 32, 64, 128, 256}) {
+        QPixmap pm(size, size);
+        pm.fill(Qt::transparent);
+        QPainter p(&pm);
+        p.setRenderHint(QPainter::Antialiasing);
+        p.scale(size / 256.0, size / 256.0);
+        p.setPen(Qt::NoPen);
+        p.setBrush(QColor(0x1f, 0x3b, 0x57));
+        p.drawRoundedRect(QRectF(8, 8, 240, 240), 40, 40);
+        p.setBrush(QColor(0xff, 0x8c, 0x1a));
+        const int heights[] = {16, 42, 90, 146, 152, 96, 44, 18};
+        for (int i = 0; i < 8; ++i) p.drawRect(QRectF(40 + 24 * i, 212 - heights[i], 14, heights[i]));
+        QPainterPath curve(QPointF(30, 210));
+        curve.cubicTo(70, 206, 90, 150, 110, 80);
+        curve.cubicTo(120, 44, 140, 44, 150, 80);
+        curve.cubicTo(170, 150, 190, 206, 230, 210);
+        p.setBrush(Qt::NoBrush);
+        p.setPen(QPen(QColor(0x8f, 0xd3, 0xff), 10, Qt::SolidLine, Qt::RoundCap));
+        p.drawPath(curve);
+        p.setPen(QPen(Qt::white, 6, Qt::SolidLine, Qt::RoundCap));
+        p.drawLine(QPointF(28, 214), QPointF(228, 214));
+        icon.addPixmap(pm);
+    }
+    return icon;
+}
+
 } // namespace
 
 MainWindow::MainWindow(const MainWindowOptions& options, QWidget* parent)
@@ -58,6 +91,7 @@ MainWindow::MainWindow(const MainWindowOptions& options, QWidget* parent)
 {
     setWindowTitle(tr("QuantScope \u2014 low-precision training explorer"));
     setObjectName(QStringLiteral("mainWindow"));
+    setWindowIcon(makeIcon());
     m_controller = new TrainingController(this, options.throttleMs);
     m_runs = new RunsModel(this);
     buildActions();
@@ -83,8 +117,7 @@ MainWindow::MainWindow(const MainWindowOptions& options, QWidget* parent)
         }
         if (dir.isEmpty() && QFileInfo(QString::fromLatin1(kDefaultDataDir)).isDir()) dir = QString::fromLatin1(kDefaultDataDir);
         if (!dir.isEmpty()) openDatasetFolder(dir);
-        else m_datasetPanel->setError(tr("%1 is not installed here. Open a folder of IDX files with File > Open "
-                                         "dataset folder (Ctrl+O).").arg(QString::fromLatin1(kDefaultDataDir)));
+        else m_datasetPanel->setError(tr("%1 is not installed here").arg(QString::fromLatin1(kDefaultDataDir)));
     }
     m_tabs->setCurrentIndex(std::clamp(m_tabs->currentIndex(), 0, m_tabs->count() - 1));
     if (!m_restoredLayout) {
