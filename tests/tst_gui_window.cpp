@@ -19,6 +19,7 @@
 #include <QElapsedTimer>
 #include <QFile>
 #include <QFileInfo>
+#include <QImage>
 #include <QLabel>
 #include <QMessageBox>
 #include <QPushButton>
@@ -195,6 +196,13 @@ private slots:
         w.selectRuns({1, 2});
         QCOMPARE(int(w.lossChart()->runs().size()), 2);
         QCOMPARE(int(w.accuracyChart()->runs().size()), 2);
+        QCOMPARE(w.lossChart()->pointCount(), int(steps));
+
+        // Any chart saves as PNG.
+        QTemporaryDir out;
+        const QString png = QDir(out.path()).filePath(QStringLiteral("loss.png"));
+        QCOMPARE(w.lossChart()->saveAsPng(png), QString());
+        QVERIFY(QImage(png).width() > 100);
     }
 
     // Stop in mid-epoch ends the run within one batch, keeps what it measured.
@@ -224,10 +232,10 @@ private slots:
 
         QElapsedTimer t;
         t.start();
-        QTest::mouseClick(w.trainingPanel()->stopButton(), Qt::LeftButton);
+        QTest::keyClick(&w, Qt::Key_Escape); // Stop's shortcut
         QVERIFY(ended.wait(kRunTimeoutMs));
         const qint64 ms = t.elapsed();
-        qInfo("stop: the run ended %lld ms after the click, at step %zu of %zu", ms, run->steps.size(),
+        qInfo("stop: the run ended %lld ms after Esc, at step %zu of %zu", ms, run->steps.size(),
               run->start.stepsPerEpoch);
         QVERIFY2(ms < kStopWithinMs, "stop takes effect within one batch");
         QCOMPARE(run->status, RunStatus::Stopped);
@@ -288,6 +296,17 @@ private slots:
         QCOMPARE(ready.first().first().toBool(), false);
         QVERIFY2(w.datasetPanel()->errorText().contains(QStringLiteral("train-images-idx3-ubyte")),
                  qPrintable(w.datasetPanel()->errorText()));
+
+        // Four files picked one by one load too.
+        ready.clear();
+        const QDir small(m_small.path());
+        w.openDatasetFiles({small.filePath(QStringLiteral("train-images-idx3-ubyte")).toStdString(),
+                            small.filePath(QStringLiteral("train-labels-idx1-ubyte")).toStdString(),
+                            small.filePath(QStringLiteral("t10k-images-idx3-ubyte")).toStdString(),
+                            small.filePath(QStringLiteral("t10k-labels-idx1-ubyte")).toStdString()});
+        QVERIFY(ready.wait(kLoadTimeoutMs));
+        QCOMPARE(ready.first().first().toBool(), true);
+        QCOMPARE(w.dataset()->train.size(), std::size_t(640));
 
         // And a good folder afterwards loads and trains.
         ready.clear();

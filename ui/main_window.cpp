@@ -395,6 +395,12 @@ void MainWindow::connectController()
                                    .arg(id)
                                    .arg(formatCount(double(e.parameters)), formatCount(double(e.stepsPerEpoch))));
     });
+    connect(c, &TrainingController::modelSize, this, [this](int id, double bytes) {
+        if (RunPtr r = m_runs->runById(id); r && !std::isfinite(r->modelBytes)) {
+            r->modelBytes = bytes;
+            m_runs->runChanged(id);
+        }
+    });
     connect(c, &TrainingController::batches, this, &MainWindow::onBatches);
     connect(c, &TrainingController::epochDone, this, &MainWindow::onEpoch);
     connect(c, &TrainingController::layerStats, this, &MainWindow::onLayerStats);
@@ -503,7 +509,6 @@ void MainWindow::startTraining()
     run->imageWidth = m_data->width();
     run->classes = m_data->numClasses();
     run->startedAt = QDateTime::currentDateTime();
-    run->modelBytes = estimateModelBytes(cfg, run->imageHeight, run->imageWidth, run->classes);
     m_live = run;
     const int row = m_runs->addRun(run);
     m_sinceTrain.start();

@@ -1,6 +1,6 @@
 #include "quant_catalog.h"
 
-#include "nn/model_zoo.h"
+#include "nn/model.h"
 #include "quant/format.h"
 #include "quant/granularity.h"
 
@@ -164,15 +164,9 @@ double modelBytes(const TrainConfig& cfg, std::size_t params, long long scaleSlo
     return bytes;
 }
 
-double estimateModelBytes(const TrainConfig& cfg, std::size_t height, std::size_t width, std::size_t classes,
-                          std::size_t* paramsOut)
+double estimateModelBytes(const TrainConfig& cfg, Model& model)
 {
-    std::unique_ptr<Model> m;
-    try {
-        m = makeModel(cfg.model, 1, height, width, classes, cfg.seed);
-    } catch (const std::exception&) {
-        return std::nan("");
-    }
+    Model* m = &model;
     const std::string& g = cfg.precision.granularity;
     std::size_t groupSize = 0;
     if (g.rfind("group", 0) == 0) {
@@ -197,7 +191,6 @@ double estimateModelBytes(const TrainConfig& cfg, std::size_t height, std::size_
         anyLayer = anyLayer || layerHasWeight;
     }
     if (g == "global" && anyLayer) scaleCount = 1;
-    if (paramsOut) *paramsOut = params;
     return modelBytes(cfg, params, scaleCount);
 }
 

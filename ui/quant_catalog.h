@@ -55,8 +55,7 @@ bool quantizesWeights(const TrainConfig& cfg);
 // formats) or + 1 byte per block of blockSize (MX formats).
 // `scaleSlots` < 0 means: estimate them from the model's weight shapes and the granularity.
 double modelBytes(const TrainConfig& cfg, std::size_t params, long long scaleSlots);
-// Builds the preset (cheap) to count parameters and scale slots for an input of h x w.
-double estimateModelBytes(const TrainConfig& cfg, std::size_t height, std::size_t width, std::size_t classes,
-                          std::size_t* paramsOut = nullptr);
+// Counts the parameters and scale slots of `model` (its weight shapes and the granularity).
+double estimateModelBytes(const TrainConfig& cfg, Model& model);
 
 } // namespace quantscope

@@ -1,5 +1,7 @@
 #include "training_worker.h"
 
+#include "quant_catalog.h"
+
 #include <chrono>
 
 namespace quantscope {
@@ -142,6 +144,7 @@ void TrainingWorker::train(const TrainRequest& request)
     try {
         if (!request.data) throw std::runtime_error("no dataset is loaded");
         Trainer trainer(request.config, *request.data, &observer, m_token);
+        emit modelSize(request.runId, estimateModelBytes(request.config, trainer.model()));
         const FinishEvent fin = trainer.run();
         if (!observer.finishedReported()) emit failed(request.runId, QStringLiteral("training ended without a result"));
         else if (!fin.stopped) keepForExport(request, trainer);
@@ -190,6 +193,7 @@ TrainingController::TrainingController(QObject* parent, int throttleMs) : QObjec
         emit datasetFailed(id, msg);
     }, q);
     connect(m_worker, &TrainingWorker::started, this, &TrainingController::started, q);
+    connect(m_worker, &TrainingWorker::modelSize, this, &TrainingController::modelSize, q);
     connect(m_worker, &TrainingWorker::batches, this, &TrainingController::batches, q);
     connect(m_worker, &TrainingWorker::epochDone, this, &TrainingController::epochDone, q);
     connect(m_worker, &TrainingWorker::layerStats, this, &TrainingController::layerStats, q);

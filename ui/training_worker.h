@@ -68,6 +68,7 @@ signals:
     void datasetLoaded(quint64 requestId, quantscope::DatasetPtr data);
     void datasetFailed(quint64 requestId, QString message);
     void started(int runId, quantscope::StartEvent event);
+    void modelSize(int runId, double bytes); // estimated for the run's format, before training
     void batches(int runId, quantscope::BatchList events);
     void epochDone(int runId, quantscope::EpochEvent event);
     void layerStats(int runId, quantscope::LayerStatsList stats);
@@ -111,6 +112,7 @@ signals:
     void datasetLoaded(quint64 requestId, quantscope::DatasetPtr data);
     void datasetFailed(quint64 requestId, QString message);
     void started(int runId, quantscope::StartEvent event);
+    void modelSize(int runId, double bytes); // estimated for the run's format, before training
     void batches(int runId, quantscope::BatchList events);
     void epochDone(int runId, quantscope::EpochEvent event);
     void layerStats(int runId, quantscope::LayerStatsList stats);
