@@ -336,9 +336,9 @@ void TestInfer::qatFashionMatchesFakeQuant()
     QFETCH(QString, act);
     if (!fixtures::haveFashion()) QSKIP("Fashion-MNIST is not installed (scripts/setup installs dataset-fashion-mnist)");
     DatasetOptions o;
-    o.trainLimit = 2000;
+    o.trainLimit = fixtures::fullData() ? 0 : 2000;
     const Dataset data = Dataset::load(o); // the full 10k test set
-    auto t = fixtures::shortQat(data, model.toStdString(), granularity.toStdString(), act.toStdString());
+    auto t = fixtures::shortQat(data, model.toStdString(), granularity.toStdString(), act.toStdString(), fixtures::fullData() ? 2 : 1);
     const ExportedModel em = exportedModelOf(*t);
     QuantSim& sim = *t->strategy().quantSim();
     const Comparison c = compareWithSim(t->model(), sim, em, data, bestIsa());

@@ -245,9 +245,9 @@ void TestOnnx::onnxruntimeMatchesEngineOnFashion()
                          " (tests/onnx/install_ort.sh installs it; it needs the npm registry)"));
     if (!fixtures::haveFashion()) QSKIP("Fashion-MNIST is not installed (scripts/setup installs dataset-fashion-mnist)");
     DatasetOptions o;
-    o.trainLimit = 2000;
+    o.trainLimit = fixtures::fullData() ? 0 : 2000;
     const Dataset data = Dataset::load(o);
-    auto t = fixtures::shortQat(data);
+    auto t = fixtures::shortQat(data, "seed-cnn", "channel", "uint8", fixtures::fullData() ? 2 : 1);
     const std::string onnxPath = m_dir + "/qat.onnx", qsmPath = m_dir + "/qat.qsm";
     const ExportSummary so = exportModel(*t, onnxPath);
     const ExportSummary sq = exportModel(*t, qsmPath);
@@ -256,9 +256,9 @@ void TestOnnx::onnxruntimeMatchesEngineOnFashion()
     const std::vector<std::int32_t> engine = enginePredictions(readOnnx(onnxPath), data.test);
     const std::vector<std::int32_t> engineQsm = enginePredictions(readQsm(qsmPath), data.test);
     const double ortAcc = accuracy(ort, data.test), engAcc = accuracy(engine, data.test);
-    qInfo("QAT int8 channel (2000 training images): onnxruntime %.2f %%, engine %.2f %% (.onnx) / %.2f %% (.qsm), "
+    qInfo("QAT int8 channel (%s): onnxruntime %.2f %%, engine %.2f %% (.onnx) / %.2f %% (.qsm), "
           "agreement %.2f %%; export summaries: %.2f %% / %.2f %%",
-          100 * ortAcc, 100 * engAcc, 100 * accuracy(engineQsm, data.test), 100 * agreement(ort, engine), 100 * so.accuracy,
+          fixtures::fullData() ? "60000 images, 2 epochs" : "2000 images, 1 epoch", 100 * ortAcc, 100 * engAcc, 100 * accuracy(engineQsm, data.test), 100 * agreement(ort, engine), 100 * so.accuracy,
           100 * sq.accuracy);
     QVERIFY(std::abs(ortAcc - engAcc) * 100.0 <= kMaxTop1GapPoints);
     QVERIFY(agreement(ort, engine) >= kMinOrtAgreement);

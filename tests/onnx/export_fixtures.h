@@ -13,6 +13,7 @@
 #include "train/trainer.h"
 #include "util/rng.h"
 
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -119,13 +120,17 @@ inline std::string tempDir(const std::string& name)
 // Fashion-MNIST when installed (else empty): tests that need real data skip without it.
 inline bool haveFashion() { return std::filesystem::exists(std::string(kDefaultDataDir) + "/t10k-images-idx3-ubyte.gz"); }
 
+// QS_FULL_DATA=1 turns the short runs into the measurement: all 60k training images, 2 epochs.
+inline bool fullData() { return std::getenv("QS_FULL_DATA") && std::string(std::getenv("QS_FULL_DATA")) == "1"; }
+
 // A short QAT run (int8, channel-wise) on a subset of Fashion-MNIST, evaluated on the full test set.
 inline std::unique_ptr<Trainer> shortQat(const Dataset& data, const std::string& model = "seed-cnn",
-                                         const std::string& granularity = "channel", const std::string& act = "uint8")
+                                         const std::string& granularity = "channel", const std::string& act = "uint8",
+                                         std::size_t epochs = 1)
 {
     TrainConfig cfg;
     cfg.model = model;
-    cfg.epochs = 1;
+    cfg.epochs = epochs;
     cfg.threads = 2;
     cfg.precision.strategy = Strategy::Qat;
     cfg.precision.format = "int8";
