@@ -27,7 +27,7 @@ constexpr std::size_t kMaxLayers = 1024;
     throw FormatError(source + ": " + what);
 }
 
-std::string layerId(const StoredLayer& l) { return std::string(layerKindName(l.kind)) + " '" + l.name + "'"; }
+std::string layerId(const StoredLayer& l) { return std::string(storedKindName(l.kind)) + " '" + l.name + "'"; }
 
 void checkGrid(const std::string& where, int bits, bool isSigned, int qmin, int qmax, const std::string& source)
 {
@@ -88,6 +88,21 @@ void expectTensors(const StoredLayer& l, const std::vector<std::pair<const char*
 bool inRange(std::size_t v, std::size_t lo, std::size_t hi) { return v >= lo && v <= hi; }
 
 } // namespace
+
+const char* storedKindName(LayerKind k)
+{
+    switch (k) {
+    case LayerKind::Conv2d: return "Conv2d";
+    case LayerKind::BatchNorm2d: return "BatchNorm2d";
+    case LayerKind::ReLU: return "ReLU";
+    case LayerKind::MaxPool2d: return "MaxPool2d";
+    case LayerKind::Dropout: return "Dropout";
+    case LayerKind::Flatten: return "Flatten";
+    case LayerKind::Linear: return "Linear";
+    case LayerKind::LogSoftmax: return "LogSoftmax";
+    }
+    return "?";
+}
 
 std::size_t StoredTensor::expectedScales() const
 {

@@ -18,6 +18,9 @@
 
 namespace quantscope {
 
+// "Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "Dropout", "Flatten", "Linear", "LogSoftmax".
+const char* storedKindName(LayerKind k);
+
 enum class TensorEncoding : std::uint8_t { Float32 = 0, Int = 1 };
 // How scales cover a tensor: one, one per output channel (dim 0), one per group of
 // consecutive elements within an output channel.
