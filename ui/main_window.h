@@ -100,6 +100,8 @@ signals:
 protected:
     void closeEvent(QCloseEvent* event) override;
 
+    static QIcon appIcon();
+
 private:
     void buildActions();
     void buildLayout();
