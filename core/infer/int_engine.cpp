@@ -47,6 +47,9 @@ std::uint8_t quantizeInput(float x, const Domain& d)
     return static_cast<std::uint8_t>(static_cast<std::int32_t>(q) + d.offset);
 }
 
+// Spare bytes after every per-image buffer, for word-wise copies that run past a short segment.
+constexpr std::size_t kSlack = 64;
+
 } // namespace
 
 struct IntEngine::Impl {
@@ -288,10 +291,10 @@ void IntEngine::Impl::runChunk(std::size_t b, std::size_t e, const Fill& fill, f
 {
     Scratch& s = scratch.local();
     const std::size_t n = e - b;
-    s.a.resize(maxSpatial);
-    s.b.resize(maxSpatial);
-    s.pad.resize(maxPad);
-    s.cols.resize(maxCols);
+    s.a.resize(maxSpatial + kSlack);
+    s.b.resize(maxSpatial + kSlack);
+    s.pad.resize(maxPad + kSlack);
+    s.cols.resize(maxCols + kSlack);
     const std::size_t denseIn = dense.empty() ? 0 : dense.front().K;
     s.linIn.resize(n * std::max(maxDense, spatialOutBytes));
     s.linOut.resize(n * std::max(maxDense, spatialOutBytes));
@@ -315,14 +318,21 @@ void IntEngine::Impl::runChunk(std::size_t b, std::size_t e, const Fill& fill, f
                 a.rowOffset = op.rowOff.data();
                 if (op.im2col) {
                     const std::size_t seg = op.k * op.cin;
-                    // im2col rows of K bytes (kernel rows of k * Cin bytes, zero padding to K);
-                    // byte loops: the segments are a few bytes, too short for memcpy calls.
+                    // im2col rows of K bytes: kernel rows of k * Cin bytes, zero padding to K.
+                    // The segments are a few bytes: copied in 4-byte words, which may read and
+                    // write up to 3 bytes past a segment (the buffers have kSlack spare bytes);
+                    // each later segment and the final zeroing overwrite what spilled.
+                    const std::size_t words = (seg + 3) / 4;
                     for (std::size_t oy = 0; oy < op.hout; ++oy)
                         for (std::size_t ox = 0; ox < op.wout; ++ox) {
                             std::uint8_t* row = s.cols.data() + (oy * op.wout + ox) * op.K;
                             for (std::size_t ky = 0; ky < op.k; ++ky) {
                                 const std::uint8_t* from = src + ((oy * op.stride + ky) * op.wp + ox * op.stride) * op.cin;
-                                for (std::size_t t = 0; t < seg; ++t) row[ky * seg + t] = from[t];
+                                for (std::size_t t = 0; t < words; ++t) {
+                                    std::uint32_t v;
+                                    std::memcpy(&v, from + 4 * t, 4);
+                                    std::memcpy(row + ky * seg + 4 * t, &v, 4);
+                                }
                             }
                             for (std::size_t t = op.k * seg; t < op.K; ++t) row[t] = 0;
                         }
