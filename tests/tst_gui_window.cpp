@@ -21,6 +21,8 @@
 #include <QFileInfo>
 #include <QImage>
 #include <QLabel>
+#include <QLegend>
+#include <QLegendMarker>
 #include <QMessageBox>
 #include <QPushButton>
 #include <QSettings>
@@ -197,6 +199,12 @@ private slots:
         QCOMPARE(int(w.lossChart()->runs().size()), 2);
         QCOMPARE(int(w.accuracyChart()->runs().size()), 2);
         QCOMPARE(w.lossChart()->pointCount(), int(steps));
+        // The legend names each run once, plus one key per line style: it stays short.
+        w.tabs()->setCurrentIndex(0);
+        QTest::qWait(50); // legend items count as visible once their chart is laid out on screen
+        int visibleMarkers = 0;
+        for (QLegendMarker* m : w.lossChart()->chart()->legend()->markers()) visibleMarkers += m->isVisible();
+        QCOMPARE(visibleMarkers, 2 + 2);
 
         // Any chart saves as PNG.
         QTemporaryDir out;

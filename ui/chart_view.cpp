@@ -153,14 +153,10 @@ void RunChart::setRuns(RunList runs)
 
 void setLegendVisible(QChart* chart, QAbstractSeries* series, bool visible)
 {
-    bool changed = false;
-    for (QLegendMarker* m : chart->legend()->markers(series))
-        if (m->isVisible() != visible) {
-            m->setVisible(visible);
-            changed = true;
-        }
+    // Always set it: a marker of a chart not on screen reads as invisible whatever its flag.
+    for (QLegendMarker* m : chart->legend()->markers(series)) m->setVisible(visible);
     // The legend does not always lay itself out again when a marker reappears.
-    if (changed && chart->legend()->layout()) chart->legend()->layout()->invalidate();
+    if (chart->legend()->layout()) chart->legend()->layout()->invalidate();
 }
 
 void addStyleKey(QChart* chart, const QString& name, const QPen& pen, bool points, QAbstractAxis* x, QAbstractAxis* y)

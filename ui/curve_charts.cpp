@@ -127,7 +127,8 @@ void LossChart::refresh()
     setNiceRange(m_x, 0, xMax);
     setNiceRange(m_y, 0, any ? yMax * 1.05 : 2.5, true); // an untrained 10-class net starts near ln 10 = 2.3
     if (m_runs.size() == 1) chart()->setTitle(tr("Training loss \u2014 %1").arg(m_runs[0]->title()));
-    else chart()->setTitle(m_runs.empty() ? tr("Training loss") : tr("Training loss \u2014 %1 runs").arg(m_runs.size()));
+    else chart()->setTitle(m_runs.empty() ? tr("Training loss")
+                                          : tr("Training loss \u2014 %1 runs (colours as in the runs table)").arg(m_runs.size()));
     setEmptyMessage(any ? QString() : tr("Click Train (Ctrl+R): the loss of every training step appears here."));
 }
 

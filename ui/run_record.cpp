@@ -121,36 +121,42 @@ QColor runSlotColor(int slot)
 
 QStringList runLabels(const std::vector<RunPtr>& runs)
 {
-    // Every option as text, empty where the strategy does not use it.
+    // Every option as text (empty where the strategy does not use it), most telling first.
     std::vector<QStringList> fields;
     for (const RunPtr& r : runs) {
         const TrainConfig& c = r->config;
         const PrecisionConfig& p = c.precision;
         const StrategyInfo& s = strategyInfo(p.strategy);
-        fields.push_back({str(c.model), QString::fromLatin1(s.name),
+        fields.push_back({QString::fromLatin1(s.name),
                           p.strategy == Strategy::Progressive ? str(p.schedule) : (s.usesFormat ? str(p.format) : QString()),
-                          s.usesGranularity ? granularityLabel(p.granularity) : QString(),
-                          s.usesRounding ? str(p.rounding) + QStringLiteral(" rounding") : QString(),
-                          s.usesCalibration ? str(p.calibration) : QString(), str(c.optimizer),
+                          s.usesGranularity ? granularityLabel(p.granularity) : QString(), str(c.model),
                           QStringLiteral("lr %1").arg(double(c.lr), 0, 'g', 3), QStringLiteral("%1 ep").arg(c.epochs),
-                          QStringLiteral("batch %1").arg(c.batchSize), QStringLiteral("seed %1").arg(c.seed),
-                          r->datasetName});
+                          QStringLiteral("batch %1").arg(c.batchSize), str(c.optimizer),
+                          QStringLiteral("seed %1").arg(c.seed),
+                          s.usesRounding ? str(p.rounding) + QStringLiteral(" rounding") : QString(),
+                          s.usesCalibration ? str(p.calibration) : QString(), r->datasetName});
     }
+    // Columns where the runs differ; a label shows at most three of them.
+    std::vector<qsizetype> differing;
+    for (qsizetype k = 0; !fields.empty() && k < fields[0].size(); ++k)
+        for (const QStringList& f : fields)
+            if (f[k] != fields[0][k]) {
+                differing.push_back(k);
+                break;
+            }
     QStringList labels;
     int total = 0;
     for (std::size_t i = 0; i < runs.size(); ++i) {
-        QStringList differing;
-        for (qsizetype k = 0; k < fields[i].size(); ++k) {
-            bool differs = false;
-            for (const QStringList& other : fields) differs = differs || other[k] != fields[i][k];
-            if (differs && !fields[i][k].isEmpty()) differing << fields[i][k];
-        }
+        QStringList parts;
+        for (qsizetype k : differing)
+            if (parts.size() < 3 && !fields[i][k].isEmpty()) parts << fields[i][k];
         QString label = QStringLiteral("#%1").arg(runs[i]->id);
-        if (!differing.isEmpty() && differing.size() <= 3) label += QLatin1Char(' ') + differing.join(QStringLiteral(" \u00b7 "));
+        if (!parts.isEmpty()) label += QLatin1Char(' ') + parts.join(QStringLiteral(" \u00b7 "));
         total += int(label.size());
         labels << label;
     }
-    if (total > 64) {
+    // A legend row holds about 50 characters of labels besides its style keys.
+    if (total > 48) {
         labels.clear();
         for (const RunPtr& r : runs) labels << QStringLiteral("#%1").arg(r->id);
     }
