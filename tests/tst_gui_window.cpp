@@ -49,9 +49,9 @@ constexpr qint64 kStopWithinMs = 3000;
 
 // An MNIST-layout folder: class k is a bright block at its own place on noise, so a few
 // hundred images are enough to learn it.
-void writeFixture(const QString& dir, std::size_t nTrain, std::size_t nTest, std::uint64_t seed = 7)
+void writeFixture(const QString& dir, std::size_t nTrain, std::size_t nTest, std::uint64_t seed = 7, std::size_t H = 28,
+                  std::size_t W = 28)
 {
-    constexpr std::size_t H = 28, W = 28;
     Rng rng(seed);
     auto make = [&](std::size_t n, const char* images, const char* labels) {
         std::vector<std::uint8_t> px(n * H * W), lb(n);
@@ -60,11 +60,12 @@ void writeFixture(const QString& dir, std::size_t nTrain, std::size_t nTest, std
             lb[i] = static_cast<std::uint8_t>(k);
             std::uint8_t* img = px.data() + i * H * W;
             for (std::size_t j = 0; j < H * W; ++j) img[j] = static_cast<std::uint8_t>(rng.below(80));
-            const std::size_t r0 = 3 + 13 * (k / 5) + rng.below(3), c0 = 1 + 5 * (k % 5) + rng.below(2);
-            for (std::size_t r = r0; r < r0 + 6; ++r)
-                for (std::size_t c = c0; c < c0 + 4; ++c) img[r * W + c] = static_cast<std::uint8_t>(170 + rng.below(80));
+            const std::size_t r0 = (H * (k / 5)) / 2, c0 = (W * (k % 5)) / 5;
+            for (std::size_t r = r0; r < std::min(H, r0 + H / 4); ++r)
+                for (std::size_t c = c0; c < std::min(W, c0 + W / 7); ++c)
+                    img[r * W + c] = static_cast<std::uint8_t>(170 + rng.below(80));
         }
-        writeIdx(QDir(dir).filePath(images).toStdString(), {std::uint32_t(n), H, W}, px);
+        writeIdx(QDir(dir).filePath(images).toStdString(), {std::uint32_t(n), std::uint32_t(H), std::uint32_t(W)}, px);
         writeIdx(QDir(dir).filePath(labels).toStdString(), {std::uint32_t(n)}, lb);
     };
     make(nTrain, "train-images-idx3-ubyte", "train-labels-idx1-ubyte");
@@ -323,6 +324,33 @@ private slots:
         QCOMPARE(ready.first().first().toBool(), true);
         QVERIFY(w.datasetPanel()->errorText().isEmpty());
         QVERIFY(w.trainingPanel()->trainButton()->isEnabled());
+    }
+
+    // A run the core refuses (LeNet-5 on 8x8 images) fails with the core's message in the window.
+    void trainingError()
+    {
+        QTemporaryDir tiny;
+        writeFixture(tiny.path(), 100, 20, 5, 8, 8);
+        MainWindow w(options(tiny.path()));
+        QSignalSpy ready(&w, &MainWindow::datasetReady);
+        QVERIFY(ready.wait(kLoadTimeoutMs));
+        QVERIFY(child<QLabel>(&w, "datasetShape")->text().startsWith(QStringLiteral("8\u00d78")));
+        selectData(child<QComboBox>(&w, "model"), QStringLiteral("lenet5"));
+        QSignalSpy ended(&w, &MainWindow::runEnded);
+        QTest::mouseClick(w.trainingPanel()->trainButton(), Qt::LeftButton);
+        QVERIFY(ended.wait(kRunTimeoutMs));
+        const RunPtr run = w.runsModel()->runAt(0);
+        QCOMPARE(run->status, RunStatus::Failed);
+        QVERIFY2(w.errorText().contains(QStringLiteral("lenet5 needs images of at least 12x12")), qPrintable(w.errorText()));
+        QVERIFY(cell(w, 0, RunsModel::Status).startsWith(QStringLiteral("failed")));
+        // The window carries on: another model trains.
+        selectData(child<QComboBox>(&w, "model"), QStringLiteral("mlp"));
+        child<QSpinBox>(&w, "epochs")->setValue(1);
+        QVERIFY(w.trainingPanel()->trainButton()->isEnabled());
+        QTest::mouseClick(w.trainingPanel()->trainButton(), Qt::LeftButton);
+        QVERIFY(ended.wait(kRunTimeoutMs));
+        QCOMPARE(w.runsModel()->runAt(1)->status, RunStatus::Done);
+        QVERIFY(w.errorText().isEmpty());
     }
 
     // Options the strategy does not use are disabled (not hidden) and say why.

@@ -441,6 +441,7 @@ void RangesPanel::refresh()
 
 SqnrChart::SqnrChart(QWidget* parent) : RunChart(tr("Quantization error per layer"), parent)
 {
+    chart()->legend()->setMarkerShape(QLegend::MarkerShapeRectangle); // filled swatches for bars
     m_series = new QBarSeries;
     m_series->setLabelsVisible(true);
     m_series->setLabelsFormat(QStringLiteral("@value"));

@@ -2,6 +2,7 @@
 
 #include "quant_catalog.h"
 
+#include <algorithm>
 #include <chrono>
 
 namespace quantscope {
@@ -183,12 +184,12 @@ TrainingController::TrainingController(QObject* parent, int throttleMs) : QObjec
     }, q);
 
     connect(m_worker, &TrainingWorker::datasetLoaded, this, [this](quint64 id, DatasetPtr d) {
-        m_loading = false;
+        m_loads = std::max(0, m_loads - 1);
         emit busyChanged();
         emit datasetLoaded(id, std::move(d));
     }, q);
     connect(m_worker, &TrainingWorker::datasetFailed, this, [this](quint64 id, const QString& msg) {
-        m_loading = false;
+        m_loads = std::max(0, m_loads - 1);
         emit busyChanged();
         emit datasetFailed(id, msg);
     }, q);
@@ -223,14 +224,15 @@ void TrainingController::shutdown()
     m_thread.wait();
     delete m_worker;
     m_worker = nullptr;
-    m_training = m_loading = m_exporting = false;
+    m_training = m_exporting = false;
+    m_loads = 0;
 }
 
 quint64 TrainingController::loadDataset(DatasetRequest request)
 {
     if (!m_worker) return 0;
     request.id = m_nextRequest++;
-    m_loading = true;
+    ++m_loads;
     emit busyChanged();
     emit requestLoad(request);
     return request.id;
@@ -238,7 +240,7 @@ quint64 TrainingController::loadDataset(DatasetRequest request)
 
 bool TrainingController::exportRun(int runId, ExportBundlePtr bundle, const QString& path)
 {
-    if (!m_worker || m_training || m_loading || m_exporting || !bundle) return false;
+    if (!m_worker || m_training || isLoading() || m_exporting || !bundle) return false;
     m_exporting = true;
     emit busyChanged();
     emit requestExport(ExportRequest{runId, std::move(bundle), path});
@@ -247,7 +249,7 @@ bool TrainingController::exportRun(int runId, ExportBundlePtr bundle, const QStr
 
 bool TrainingController::startTraining(int runId, const TrainConfig& config, DatasetPtr data)
 {
-    if (!m_worker || m_training || m_loading || m_exporting || !data) return false;
+    if (!m_worker || m_training || isLoading() || m_exporting || !data) return false;
     m_token.reset();
     m_training = true;
     m_runId = runId;

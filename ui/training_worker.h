@@ -103,7 +103,7 @@ public:
     void shutdown();
 
     bool isTraining() const { return m_training; }
-    bool isLoading() const { return m_loading; }
+    bool isLoading() const { return m_loads > 0; }
     bool isExporting() const { return m_exporting; }
     bool isPaused() const { return m_token.paused(); }
     int currentRun() const { return m_runId; }
@@ -135,7 +135,7 @@ private:
     TrainingWorker* m_worker = nullptr;
     quint64 m_nextRequest = 1;
     bool m_training = false;
-    bool m_loading = false;
+    int m_loads = 0; // dataset requests not answered yet
     bool m_exporting = false;
     int m_runId = 0;
 };
