@@ -109,22 +109,25 @@ PackedGemm IntEngine::Impl::packLayer(const StoredLayer& l, const StoredTensor& 
         // Bias in accumulator units: stored int32 at scale s_in * s_w (Jacob et al.); rescaled if
         // it was stored at another scale, rounded once if stored as float.
         double breal;
+        std::int64_t stored = 0; // an int32 bias relative to its zero point
         if (bias.encoding == TensorEncoding::Int) {
             const std::size_t slot = bias.layout == ScaleLayout::Tensor ? 0 : n;
-            breal = static_cast<double>(bias.q[n] - bias.zeroPoints[slot]) * bias.scales[slot];
+            stored = static_cast<std::int64_t>(bias.q[n]) - bias.zeroPoints[slot];
+            breal = static_cast<double>(stored) * bias.scales[slot];
         } else {
             breal = bias.values[n];
         }
         double bq = std::nearbyint(breal / accScale);
         if (bias.encoding == TensorEncoding::Int && bias.bits == 32) {
             const std::size_t slot = bias.layout == ScaleLayout::Tensor ? 0 : n;
-            if (static_cast<float>(accScale) == bias.scales[slot]) bq = bias.q[n] - bias.zeroPoints[slot];
+            if (static_cast<float>(accScale) == bias.scales[slot]) bq = static_cast<double>(stored);
         }
+        // |acc| <= |bias| + K * 255 * 128 must stay inside int32.
+        if (!(std::abs(bq) < 2147483648.0)) throw ConfigError(id + ": the bias does not fit the int32 accumulator");
         std::int64_t sumW = 0;
         for (std::size_t k = 0; k < K; ++k) sumW += wk[n * K + k];
         const std::int64_t eff = static_cast<std::int64_t>(bq) - static_cast<std::int64_t>(in.zp()) * sumW;
-        // |acc| <= |bias| + K * 255 * 128 must stay inside int32.
-        if (!(std::abs(bq) < 1e15) || std::llabs(eff) + static_cast<std::int64_t>(Kreal) * 255 * 128 >= (std::int64_t{1} << 31))
+        if (std::llabs(eff) + static_cast<std::int64_t>(Kreal) * 255 * 128 >= (std::int64_t{1} << 31))
             throw ConfigError(id + ": the int32 accumulator could overflow (bias or K too large)");
         b[n] = static_cast<std::int32_t>(eff);
         f[n] = fixedPointMultiplier(accScale / out.aq.scale);

@@ -60,6 +60,7 @@ void checkTensor(const StoredTensor& t, const Shape& want, const std::string& wh
     for (std::size_t i = 0; i < t.scales.size(); ++i) {
         if (!(std::isfinite(t.scales[i]) && t.scales[i] > 0.0f)) bad(source, where + ": scale " + std::to_string(i) + " is not a positive number");
         if (t.zeroPoints[i] < t.qmin || t.zeroPoints[i] > t.qmax) bad(source, where + ": zero point outside the integer range");
+        if (t.bits == 32 && t.zeroPoints[i] != 0) bad(source, where + ": 32-bit integers are stored with zero point 0");
     }
     if (t.q.size() != n) bad(source, where + ": " + std::to_string(t.q.size()) + " integers for " + std::to_string(n) + " elements");
     for (std::int32_t v : t.q)
