@@ -37,9 +37,14 @@ void FloatSim::roundWeightsToOverride(const std::vector<Param*>& params) const
     }
 }
 
-void FloatSim::onInput(Tensor& x, const RunContext&) { round(x, 0x1000); }
+// The forward pass rounds to nearest, as low-precision hardware does; the chosen rounding
+// (possibly stochastic) applies to what accumulates over steps: gradients, updates, state.
+void FloatSim::onInput(Tensor& x, const RunContext&) { roundToFormat(x.values(), m_fmt, Rounding::Nearest); }
 
-void FloatSim::afterForward(std::size_t layer, Layer&, Tensor& y, const RunContext&) { round(y, 0x2000 + layer); }
+void FloatSim::afterForward(std::size_t, Layer&, Tensor& y, const RunContext&)
+{
+    roundToFormat(y.values(), m_fmt, Rounding::Nearest);
+}
 
 void FloatSim::beforeBackward(std::size_t layer, Layer&, Tensor& dy)
 {
