@@ -32,11 +32,12 @@ private:
     Shape m_colsFor;     // input shape of the last training forward (backward checks it)
 };
 
-// im2col for one image: x (C, H, W) -> cols (C*k*k, Ho*Wo). Exposed for tests and the int engine.
+// im2col for one image: x (C, H, W) -> cols (C*k*k, Ho*Wo), rows ldc apart (0: Ho*Wo), so
+// several images can sit side by side in one matrix.
 void im2col(const float* x, std::size_t C, std::size_t H, std::size_t W, std::size_t k, std::size_t stride,
-            std::size_t pad, float* cols);
-// col2im for one image, accumulating: dx (C, H, W) += fold(dcols).
+            std::size_t pad, float* cols, std::size_t ldc = 0);
+// col2im for one image, accumulating: dx (C, H, W) += fold(dcols), dcols rows ldc apart.
 void col2imAdd(const float* dcols, std::size_t C, std::size_t H, std::size_t W, std::size_t k,
-               std::size_t stride, std::size_t pad, float* dx);
+               std::size_t stride, std::size_t pad, float* dx, std::size_t ldc = 0);
 
 } // namespace quantscope

@@ -154,8 +154,15 @@ void QuantSim::beforeBackward(std::size_t layer, Layer&, Tensor& dy)
     const std::vector<std::uint8_t>& mask = m_actMask[layer + 1];
     if (mask.size() != dy.numel()) return; // not quantized this step (observer not ready / float)
     const std::size_t n = dy.numel();
-    parallelChunks(n, elementwiseGrain(n), [&](std::size_t b, std::size_t e) {
-        for (std::size_t i = b; i < e; ++i) dy[i] = mask[i] ? dy[i] : 0.0f;
+    float* g = dy.data();
+    const std::uint8_t* m = mask.data();
+    parallelChunks(n, elementwiseGrain(n), [=](std::size_t b, std::size_t e) {
+        float* __restrict gg = g;
+        const std::uint8_t* __restrict mm = m;
+        for (std::size_t i = b; i < e; ++i) {
+            const float gi = gg[i];
+            gg[i] = mm[i] ? gi : 0.0f;
+        }
     });
 }
 
