@@ -65,13 +65,18 @@ LabeledImages subset(const LabeledImages& s, const std::vector<std::size_t>& idx
 
 } // namespace
 
-std::vector<std::size_t> seededPermutation(std::size_t n, std::uint64_t seed)
+std::vector<std::size_t> seededPermutation(std::size_t n, Rng& rng)
 {
     std::vector<std::size_t> p(n);
     for (std::size_t i = 0; i < n; ++i) p[i] = i;
-    Rng rng(seed);
     for (std::size_t i = n; i > 1; --i) std::swap(p[i - 1], p[rng.below(i)]);
     return p;
+}
+
+std::vector<std::size_t> seededPermutation(std::size_t n, std::uint64_t seed)
+{
+    Rng rng(seed);
+    return seededPermutation(n, rng);
 }
 
 std::vector<std::string> guessClassNames(const std::string& dir)

@@ -68,7 +68,10 @@ public:
 // folder holds a classes.txt (one name per line).
 std::vector<std::string> guessClassNames(const std::string& dir);
 
+class Rng;
 // A seeded permutation of [0, n): Fisher-Yates over Rng, identical on every platform.
 std::vector<std::size_t> seededPermutation(std::size_t n, std::uint64_t seed);
+// The same, drawing from (and advancing) an existing generator.
+std::vector<std::size_t> seededPermutation(std::size_t n, Rng& rng);
 
 } // namespace quantscope

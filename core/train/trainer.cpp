@@ -142,8 +142,11 @@ FinishEvent Trainer::runInArena()
     std::vector<Param*> params = m_model->params();
     std::size_t globalStep = 0;
     double ipsSum = 0.0;
+    // One shuffle generator seeded with the seed, drawn from epoch after epoch (as the PyTorch
+    // reference does with its torch.Generator).
+    Rng shuffle(m_cfg.seed);
     for (std::size_t epoch = 1; epoch <= m_cfg.epochs; ++epoch) {
-        const std::vector<std::size_t> perm = seededPermutation(N, streamKey(m_cfg.seed, epoch, 0x5EED));
+        const std::vector<std::size_t> perm = seededPermutation(N, shuffle);
         m_strategy->beginEpoch(epoch);
         const auto te = Clock::now();
         double lossSum = 0.0;
