@@ -23,23 +23,7 @@
 #include <filesystem>
 #include <new>
 
-namespace {
-std::atomic<std::size_t> g_largestAllocation{0};
-}
-
-void* operator new(std::size_t n)
-{
-    std::size_t prev = g_largestAllocation.load(std::memory_order_relaxed);
-    while (n > prev && !g_largestAllocation.compare_exchange_weak(prev, n, std::memory_order_relaxed)) {
-    }
-    if (void* p = std::malloc(n ? n : 1)) return p;
-    throw std::bad_alloc();
-}
-void* operator new[](std::size_t n) { return ::operator new(n); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+#include "alloc_tracker.h"
 
 using namespace quantscope;
 namespace fs = std::filesystem;
