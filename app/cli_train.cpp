@@ -33,6 +33,8 @@ const char* const kTrainHelp =
     "  --train-limit N      use a seeded subset of N training images (default: all)\n"
     "  --test-limit N       evaluate on the first N test images (default: all)\n"
     "  --validation N       hold out N training images as a validation set (default 0)\n"
+    "  --init MODEL.qsm     start from a trained FP32 model (e.g. --strategy ptq --epochs 0\n"
+    "                       calibrates and evaluates it without further training)\n"
     "model and training:\n"
     "  --model NAME         seed-cnn (default), seed-cnn-bn, lenet5, mlp\n"
     "  --epochs N           passes over the training set (default 1)\n"
@@ -209,7 +211,11 @@ public:
             if (!std::isnan(e.quantTestAccuracy))
                 std::printf("epoch %zu/%zu  [%s]  quantized model test acc %.2f %%\n", e.epoch, e.epochs,
                             e.phase.c_str(), 100 * e.quantTestAccuracy);
-            std::printf("epoch %zu/%zu  train loss %.4f  train acc %.2f %%  test loss %.4f  test acc %.2f %%  "
+            if (std::isnan(e.trainLoss))
+                std::printf("loaded model (no training)  test loss %.4f  test acc %.2f %%\n", e.testLoss,
+                            100 * e.testAccuracy);
+            else
+                std::printf("epoch %zu/%zu  train loss %.4f  train acc %.2f %%  test loss %.4f  test acc %.2f %%  "
                         "%s img/s  %.1f s\n",
                         e.epoch, e.epochs, e.trainLoss, 100 * e.trainAccuracy, e.testLoss, 100 * e.testAccuracy,
                         humanCount(e.imagesPerSecond).c_str(), e.seconds);
@@ -263,7 +269,7 @@ int runTrain(const std::vector<std::string>& argv)
                      "--weight-decay", "--threads", "--seed", "--train-limit", "--test-limit", "--validation",
                      "--strategy", "--format", "--granularity", "--rounding", "--calibration", "--act-calibration",
                      "--act-format", "--percentile", "--calib-images", "--schedule", "--blend-steps",
-                     "--bn-freeze-epoch", "--export"},
+                     "--bn-freeze-epoch", "--export", "--init"},
                     {"--json", "--help", "--nesterov", "--quiet"});
     if (args.has("--help")) {
         std::fputs(kTrainHelp, stdout);
@@ -273,7 +279,8 @@ int runTrain(const std::vector<std::string>& argv)
 
     TrainConfig cfg;
     cfg.model = args.str("--model", cfg.model);
-    cfg.epochs = args.u64("--epochs", 1, 1, 10000);
+    cfg.initModel = args.str("--init", "");
+    cfg.epochs = args.u64("--epochs", 1, cfg.initModel.empty() ? 1 : 0, 10000);
     cfg.batchSize = args.u64("--batch-size", 64, 1, 65536);
     cfg.lr = static_cast<float>(args.f64("--lr", 1e-3, 1e-12, 100.0));
     cfg.optimizer = args.str("--optimizer", "adam");

@@ -3,6 +3,7 @@
 // scales; QAT's straight-through estimator, BN folding, mixed precision's loss scaling, pure low
 // precision's nearest-vs-stochastic effect and progressive phases behave as a user expects.
 #include "data/dataset.h"
+#include "io/model_export.h"
 #include "nn/batchnorm2d.h"
 #include "nn/conv2d.h"
 #include "nn/model_zoo.h"
@@ -56,6 +57,7 @@ private slots:
     void lowpNearestStallsWhereStochasticLearns();
     void progressiveFollowsTheSchedule();
     void qatIsDeterministic();
+    void ptqOfALoadedFp32Model();
     void badCombinationsAreConfigErrors_data();
     void badCombinationsAreConfigErrors();
 
@@ -348,6 +350,44 @@ void TestStrategies::qatIsDeterministic()
     QCOMPARE(a.epochs.back().quantTestAccuracy, b.epochs.back().quantTestAccuracy);
     QCOMPARE(a.batches.back().loss, b.batches.back().loss);
     QCOMPARE(a.stats[0][0].scales, b.stats[0][0].scales);
+}
+
+void TestStrategies::ptqOfALoadedFp32Model()
+{
+    // Train FP32, save it, then PTQ the saved model without training (epochs 0).
+    QTemporaryDir dir;
+    const std::string path = (dir.path() + "/fp32.qsm").toStdString();
+    TrainConfig cfg;
+    cfg.model = "mlp";
+    Recorder trained;
+    Trainer t(cfg, *m_data, &trained);
+    t.run();
+    exportModel(t, path);
+
+    TrainConfig ptq;
+    ptq.model = "mlp";
+    ptq.epochs = 0;
+    ptq.initModel = path;
+    ptq.precision.strategy = Strategy::Ptq;
+    ptq.precision.calibImages = 500;
+    Recorder rec;
+    Trainer p(ptq, *m_data, &rec);
+    const FinishEvent fin = p.run();
+    QCOMPARE(rec.epochs.size(), std::size_t{1});
+    QCOMPARE(fin.epochsDone, std::size_t{0});
+    QVERIFY(rec.batches.empty());
+    // The loaded model is the trained one, and its int8 version stays close to it.
+    QCOMPARE(fin.testAccuracy, trained.epochs.back().testAccuracy);
+    QVERIFY2(fin.quantTestAccuracy > fin.testAccuracy - kInt8Gap,
+             qPrintable(QString("ptq %1 vs fp32 %2").arg(fin.quantTestAccuracy).arg(fin.testAccuracy)));
+    QCOMPARE(rec.stats.size(), std::size_t{1});
+
+    TrainConfig wrong = ptq;
+    wrong.model = "seed-cnn";
+    QVERIFY_THROWS_EXCEPTION(ConfigError, Trainer(wrong, *m_data));
+    TrainConfig none = ptq;
+    none.initModel.clear();
+    QVERIFY_THROWS_EXCEPTION(ConfigError, Trainer(none, *m_data)); // epochs 0 needs a model
 }
 
 void TestStrategies::badCombinationsAreConfigErrors_data()

@@ -90,20 +90,7 @@ bool inRange(std::size_t v, std::size_t lo, std::size_t hi) { return v >= lo && 
 
 } // namespace
 
-const char* storedKindName(LayerKind k)
-{
-    switch (k) {
-    case LayerKind::Conv2d: return "Conv2d";
-    case LayerKind::BatchNorm2d: return "BatchNorm2d";
-    case LayerKind::ReLU: return "ReLU";
-    case LayerKind::MaxPool2d: return "MaxPool2d";
-    case LayerKind::Dropout: return "Dropout";
-    case LayerKind::Flatten: return "Flatten";
-    case LayerKind::Linear: return "Linear";
-    case LayerKind::LogSoftmax: return "LogSoftmax";
-    }
-    return "?";
-}
+const char* storedKindName(LayerKind k) { return layerKindName(k); }
 
 std::size_t StoredTensor::expectedScales() const
 {

@@ -10,6 +10,21 @@
 
 namespace quantscope {
 
+const char* layerKindName(LayerKind k)
+{
+    switch (k) {
+    case LayerKind::Conv2d: return "Conv2d";
+    case LayerKind::BatchNorm2d: return "BatchNorm2d";
+    case LayerKind::ReLU: return "ReLU";
+    case LayerKind::MaxPool2d: return "MaxPool2d";
+    case LayerKind::Dropout: return "Dropout";
+    case LayerKind::Flatten: return "Flatten";
+    case LayerKind::Linear: return "Linear";
+    case LayerKind::LogSoftmax: return "LogSoftmax";
+    }
+    return "?";
+}
+
 Model::Model(std::string name, Shape inputShape) : m_name(std::move(name)), m_inputShape(std::move(inputShape)) {}
 
 void Model::add(LayerPtr layer) { m_layers.push_back(std::move(layer)); }

@@ -1,5 +1,6 @@
 #include "train/trainer.h"
 
+#include "io/model_export.h"
 #include "nn/model_zoo.h"
 #include "train/loss.h"
 #include "util/errors.h"
@@ -20,7 +21,9 @@ double secondsSince(Clock::time_point t0) { return std::chrono::duration<double>
 
 void TrainConfig::validate() const
 {
-    if (epochs == 0 || epochs > 10000) throw ConfigError("epochs must be between 1 and 10000");
+    if (epochs > 10000 || (epochs == 0 && initModel.empty()))
+        throw ConfigError(initModel.empty() ? "epochs must be between 1 and 10000 (0 only with a model to start from)"
+                                            : "epochs must be between 0 and 10000");
     if (batchSize == 0 || batchSize > 65536) throw ConfigError("batch size must be between 1 and 65536");
     if (!(lr > 0.0f) || !std::isfinite(lr)) throw ConfigError("learning rate must be a positive number");
     if (optimizer != "adam" && optimizer != "sgd")
@@ -99,6 +102,7 @@ Trainer::Trainer(TrainConfig cfg, const Dataset& data, TrainObserver* observer, 
     m_cfg.validate();
     if (m_data.train.size() == 0) throw ConfigError("the training set is empty");
     m_model = makeModel(m_cfg.model, 1, m_data.height(), m_data.width(), m_data.numClasses(), m_cfg.seed);
+    if (!m_cfg.initModel.empty()) loadFloatWeights(*m_model, m_cfg.initModel);
     m_opt = makeOptimizer(m_cfg);
     m_strategy = makeStrategy(m_cfg, *m_model, *m_opt);
 }
@@ -118,6 +122,34 @@ bool Trainer::waitWhilePaused()
     while (m_stop && m_stop->paused() && !m_stop->stopRequested())
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
     return !(m_stop && m_stop->stopRequested());
+}
+
+// Evaluates after an epoch (FP32 and, where the strategy has one, the quantized model) and
+// reports the epoch and the layer statistics.
+void Trainer::endOfEpoch(EpochEvent& ee, FinishEvent& fin)
+{
+    const std::size_t epoch = ee.epoch;
+    ee.epochs = m_cfg.epochs;
+    ee.phase = m_strategy->phase(std::max<std::size_t>(epoch, 1));
+    ee.lossScale = m_strategy->reportedLossScale();
+    ee.skippedSteps = m_strategy->skippedSteps();
+    m_strategy->beforeFloatEval();
+    const EvalResult test = evaluate(*m_model, m_data, m_data.test, m_cfg.evalBatchSize);
+    ee.testLoss = test.loss;
+    ee.testAccuracy = test.accuracy;
+    if (m_data.validation.size() > 0)
+        ee.validationAccuracy = evaluate(*m_model, m_data, m_data.validation, m_cfg.evalBatchSize).accuracy;
+    ee.quantTestAccuracy = m_strategy->quantizedAccuracy(m_data, m_cfg.evalBatchSize);
+    std::vector<LayerStats> stats = m_strategy->layerStats(epoch);
+    m_strategy->afterEval();
+    fin.epochsDone = epoch;
+    fin.testAccuracy = ee.testAccuracy;
+    fin.testLoss = ee.testLoss;
+    fin.quantTestAccuracy = ee.quantTestAccuracy;
+    if (m_observer) {
+        if (!stats.empty()) m_observer->onLayerStats(stats);
+        m_observer->onEpoch(ee);
+    }
 }
 
 FinishEvent Trainer::runInArena()
@@ -206,32 +238,17 @@ FinishEvent Trainer::runInArena()
         }
         EpochEvent ee;
         ee.epoch = epoch;
-        ee.epochs = m_cfg.epochs;
         ee.trainLoss = lossSum / static_cast<double>(seen);
         ee.trainAccuracy = static_cast<double>(correct) / static_cast<double>(seen);
         ee.seconds = trainSeconds;
         ee.imagesPerSecond = static_cast<double>(seen) / std::max(1e-9, trainSeconds);
-        ee.phase = m_strategy->phase(epoch);
-        ee.lossScale = m_strategy->reportedLossScale();
-        ee.skippedSteps = m_strategy->skippedSteps();
-        m_strategy->beforeFloatEval();
-        const EvalResult te2 = evaluate(*m_model, m_data, m_data.test, m_cfg.evalBatchSize);
-        ee.testLoss = te2.loss;
-        ee.testAccuracy = te2.accuracy;
-        if (m_data.validation.size() > 0)
-            ee.validationAccuracy = evaluate(*m_model, m_data, m_data.validation, m_cfg.evalBatchSize).accuracy;
-        ee.quantTestAccuracy = m_strategy->quantizedAccuracy(m_data, m_cfg.evalBatchSize);
-        std::vector<LayerStats> stats = m_strategy->layerStats(epoch);
-        m_strategy->afterEval();
         ipsSum += ee.imagesPerSecond;
-        fin.epochsDone = epoch;
-        fin.testAccuracy = ee.testAccuracy;
-        fin.testLoss = ee.testLoss;
-        fin.quantTestAccuracy = ee.quantTestAccuracy;
-        if (m_observer) {
-            if (!stats.empty()) m_observer->onLayerStats(stats);
-            m_observer->onEpoch(ee);
-        }
+        endOfEpoch(ee, fin);
+    }
+    if (m_cfg.epochs == 0) { // a loaded model, evaluated (and for PTQ calibrated) as it is
+        EpochEvent ee;
+        ee.trainLoss = ee.trainAccuracy = kNoValue;
+        endOfEpoch(ee, fin);
     }
     fin.seconds = secondsSince(t0);
     fin.skippedSteps = m_strategy->skippedSteps();

@@ -28,6 +28,9 @@ struct TrainConfig {
     std::uint64_t seed = 1;
     std::size_t evalBatchSize = 500;
     PrecisionConfig precision;
+    // An FP32 .qsm model to start from instead of a fresh initialisation (e.g. PTQ of a trained
+    // model); with it, epochs may be 0 (evaluate and, for PTQ, calibrate only).
+    std::string initModel;
 
     // Throws ConfigError naming the first bad field.
     void validate() const;
@@ -62,6 +65,7 @@ public:
 
 private:
     FinishEvent runInArena();
+    void endOfEpoch(EpochEvent& ee, FinishEvent& fin);
     bool waitWhilePaused();
 
     TrainConfig m_cfg;
