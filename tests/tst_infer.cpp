@@ -13,6 +13,8 @@
 
 #include <QtTest>
 
+#include "slow_tests.h"
+
 #include <cmath>
 #include <optional>
 
@@ -338,6 +340,7 @@ void TestInfer::qatFashionMatchesFakeQuant_data()
 
 void TestInfer::qatFashionMatchesFakeQuant()
 {
+    QS_SKIP_UNDER_SANITIZERS();
     QFETCH(QString, model);
     QFETCH(QString, granularity);
     QFETCH(QString, act);

@@ -16,6 +16,8 @@
 #include <QProcess>
 #include <QtTest>
 
+#include "slow_tests.h"
+
 #include <cstdlib>
 #include <filesystem>
 
@@ -240,6 +242,7 @@ void TestOnnx::onnxruntimeRunsSyntheticModels()
 
 void TestOnnx::onnxruntimeMatchesEngineOnFashion()
 {
+    QS_SKIP_UNDER_SANITIZERS();
     if (!haveOrt())
         QSKIP(qPrintable("onnxruntime-node is not installed in " + nodeModules() +
                          " (tests/onnx/install_ort.sh installs it; it needs the npm registry)"));

@@ -8,6 +8,8 @@
 
 #include <QtTest>
 
+#include "slow_tests.h"
+
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -171,6 +173,7 @@ void TestTraining::fashionReachesAccuracy_data()
 // One epoch of Adam 1e-3, batch 64 on 4000 Fashion-MNIST images.
 void TestTraining::fashionReachesAccuracy()
 {
+    QS_SKIP_UNDER_SANITIZERS();
     QFETCH(QString, model);
     QFETCH(double, minAccuracy);
     if (!m_fashion) QSKIP(qPrintable(m_fashionError));
