@@ -107,11 +107,8 @@ void col2imAdd(const float* dcols, std::size_t C, std::size_t H, std::size_t W, 
 
 namespace {
 
-// Images per GEMM (side by side in one matrix). Measured on seed-cnn (2 threads, AVX-512):
-// 1 image 2,765 img/s, 2 images 2,730, 4 images 2,630: one image's columns stay in L2.
-// The chunking depends only on N, so results do not depend on the thread count.
-constexpr std::size_t kImagesPerChunk = 1;
-
+// One image per GEMM: its columns stay in L2. Two or four images side by side in one matrix
+// measured 1-5 % slower on seed-cnn (2 threads, AVX-512).
 // Sum of n floats in a fixed association order (16 interleaved partial sums), so the result does
 // not depend on the address of the data, and the loop vectorises.
 float fixedOrderSum(const float* v, std::size_t n)
@@ -128,7 +125,7 @@ float fixedOrderSum(const float* v, std::size_t n)
 
 std::vector<float>& threadBuffer(int which, std::size_t size)
 {
-    static thread_local std::vector<float> buffers[3];
+    static thread_local std::vector<float> buffers[2];
     std::vector<float>& b = buffers[which];
     if (b.size() < size) b.resize(size);
     return b;
@@ -137,7 +134,7 @@ std::vector<float>& threadBuffer(int which, std::size_t size)
 } // namespace
 
 // x: (N, Cin, H, W), W: (Cout, K = Cin*k*k), y: (N, Cout, Ho, Wo)
-// [y_n0 .. y_n1] = W * [cols_n0 .. cols_n1] + b 1^T   (images of a chunk side by side)
+// y_n = W * cols_n + b 1^T
 void Conv2d::forward(const Tensor& x, Tensor& y, const RunContext& ctx)
 {
     using Idx = Eigen::Index;
@@ -148,32 +145,25 @@ void Conv2d::forward(const Tensor& x, Tensor& y, const RunContext& ctx)
     const ConstMatrixMap Wm = m_weight.forwardValue().matrix(m_cout, K);
     const float* bias = m_bias.forwardValue().data();
 
-    // The columns are rebuilt in backward rather than cached: a chunk's columns stay in cache,
-    // a whole batch's would not (42 MB for seed-cnn's conv2), and the rebuild is cheaper.
+    // The columns are rebuilt in backward rather than cached: one image's columns stay in
+    // cache, a whole batch's would not (42 MB for seed-cnn's conv2), and the rebuild is cheaper.
     if (ctx.training) m_colsFor = x.shape();
-    const std::size_t chunks = (N + kImagesPerChunk - 1) / kImagesPerChunk;
-    parallelFor(chunks, [&](std::size_t c) {
-        const std::size_t n0 = c * kImagesPerChunk, nb = std::min(N, n0 + kImagesPerChunk) - n0, ld = nb * HWo;
-        float* cols = threadBuffer(0, K * ld).data();
-        for (std::size_t i = 0; i < nb; ++i)
-            im2col(x.data() + (n0 + i) * inStride, m_cin, H, W, m_k, m_stride, m_pad, cols + i * HWo, ld);
-        ConstMatrixMap C(cols, static_cast<Idx>(K), static_cast<Idx>(ld));
-        float* out = nb == 1 ? y.data() + n0 * m_cout * HWo : threadBuffer(1, m_cout * ld).data();
-        MatrixMap Y(out, static_cast<Idx>(m_cout), static_cast<Idx>(ld));
+    parallelFor(N, [&](std::size_t n) {
+        float* cols = threadBuffer(0, K * HWo).data();
+        im2col(x.data() + n * inStride, m_cin, H, W, m_k, m_stride, m_pad, cols);
+        ConstMatrixMap C(cols, static_cast<Idx>(K), static_cast<Idx>(HWo));
+        float* out = y.data() + n * m_cout * HWo;
+        MatrixMap Y(out, static_cast<Idx>(m_cout), static_cast<Idx>(HWo));
         Y.noalias() = Wm * C;
-        // Scatter (Cout, nb*HWo) back to NCHW, adding the bias.
-        for (std::size_t i = 0; i < nb; ++i)
-            for (std::size_t o = 0; o < m_cout; ++o) {
-                const float* src = out + o * ld + i * HWo;
-                float* dst = y.data() + ((n0 + i) * m_cout + o) * HWo;
-                const float bo = bias[o];
-                for (std::size_t j = 0; j < HWo; ++j) dst[j] = src[j] + bo;
-            }
+        for (std::size_t o = 0; o < m_cout; ++o) {
+            float* row = out + o * HWo;
+            const float bo = bias[o];
+            for (std::size_t j = 0; j < HWo; ++j) row[j] += bo;
+        }
     });
 }
 
-// With G = [dy_n0 .. dy_n1] (Cout, nb*HWo) and C the chunk's columns:
-// dW = sum_chunks G C^T ; db = sum G 1 ; dcols = W^T G ; dx_n = col2im(dcols_n)
+// dW = sum_n dy_n * cols_n^T ; db = sum_n dy_n 1 ; dcols_n = W^T dy_n ; dx_n = col2im(dcols_n)
 void Conv2d::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Tensor& dx, bool needInputGrad)
 {
     using Idx = Eigen::Index;
@@ -182,47 +172,37 @@ void Conv2d::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Te
     const std::size_t K = m_cin * m_k * m_k, inStride = m_cin * H * W;
     const ConstMatrixMap Wm = m_weight.forwardValue().matrix(m_cout, K);
 
-    // One partial weight gradient per chunk, reduced in chunk order: thread-count independent.
-    const std::size_t chunks = (N + kImagesPerChunk - 1) / kImagesPerChunk;
-    std::vector<RowMatrix> partW(chunks);
-    std::vector<Eigen::VectorXf> partB(chunks);
+    // One partial gradient per image (dW then db), reduced in image order: thread-count free.
+    const std::size_t partSize = m_cout * K + m_cout;
+    m_partials.resize(N * partSize);
     if (needInputGrad) {
         dx.resize(x.shape());
         dx.setZero();
     }
-    parallelFor(chunks, [&](std::size_t c) {
-        const std::size_t n0 = c * kImagesPerChunk, nb = std::min(N, n0 + kImagesPerChunk) - n0, ld = nb * HWo;
-        float* cols = threadBuffer(0, K * ld).data();
-        for (std::size_t i = 0; i < nb; ++i)
-            im2col(x.data() + (n0 + i) * inStride, m_cin, H, W, m_k, m_stride, m_pad, cols + i * HWo, ld);
-        const float* g = dy.data() + n0 * m_cout * HWo;
-        if (nb > 1) { // gather the chunk's dy side by side: (Cout, nb*HWo)
-            float* gb = threadBuffer(1, m_cout * ld).data();
-            for (std::size_t i = 0; i < nb; ++i)
-                for (std::size_t o = 0; o < m_cout; ++o)
-                    std::memcpy(gb + o * ld + i * HWo, dy.data() + ((n0 + i) * m_cout + o) * HWo, HWo * sizeof(float));
-            g = gb;
-        }
-        ConstMatrixMap C(cols, static_cast<Idx>(K), static_cast<Idx>(ld));
-        ConstMatrixMap G(g, static_cast<Idx>(m_cout), static_cast<Idx>(ld));
-        partW[c].noalias() = G * C.transpose();
-        partB[c].resize(static_cast<Idx>(m_cout));
-        for (std::size_t o = 0; o < m_cout; ++o) partB[c][static_cast<Idx>(o)] = fixedOrderSum(g + o * ld, ld);
+    parallelFor(N, [&](std::size_t n) {
+        float* cols = threadBuffer(0, K * HWo).data();
+        im2col(x.data() + n * inStride, m_cin, H, W, m_k, m_stride, m_pad, cols);
+        const float* g = dy.data() + n * m_cout * HWo;
+        ConstMatrixMap C(cols, static_cast<Idx>(K), static_cast<Idx>(HWo));
+        ConstMatrixMap G(g, static_cast<Idx>(m_cout), static_cast<Idx>(HWo));
+        float* part = m_partials.data() + n * partSize;
+        MatrixMap(part, static_cast<Idx>(m_cout), static_cast<Idx>(K)).noalias() = G * C.transpose();
+        for (std::size_t o = 0; o < m_cout; ++o) part[m_cout * K + o] = fixedOrderSum(g + o * HWo, HWo);
         if (needInputGrad) {
-            float* dcols = threadBuffer(2, K * ld).data();
-            MatrixMap D(dcols, static_cast<Idx>(K), static_cast<Idx>(ld));
+            float* dcols = threadBuffer(1, K * HWo).data();
+            MatrixMap D(dcols, static_cast<Idx>(K), static_cast<Idx>(HWo));
             D.noalias() = Wm.transpose() * G;
-            for (std::size_t i = 0; i < nb; ++i)
-                col2imAdd(dcols + i * HWo, m_cin, H, W, m_k, m_stride, m_pad, dx.data() + (n0 + i) * inStride, ld);
+            col2imAdd(dcols, m_cin, H, W, m_k, m_stride, m_pad, dx.data() + n * inStride);
         }
     });
-    MatrixMap dW = m_weight.grad.matrix(m_cout, K);
-    VectorMap dB = m_bias.grad.vector();
-    dW = partW[0];
-    dB = partB[0];
-    for (std::size_t c = 1; c < chunks; ++c) {
-        dW += partW[c];
-        dB += partB[c];
+    float* dW = m_weight.grad.data();
+    float* dB = m_bias.grad.data();
+    std::copy_n(m_partials.data(), m_cout * K, dW);
+    std::copy_n(m_partials.data() + m_cout * K, m_cout, dB);
+    for (std::size_t n = 1; n < N; ++n) {
+        const float* p = m_partials.data() + n * partSize;
+        for (std::size_t i = 0; i < m_cout * K; ++i) dW[i] += p[i];
+        for (std::size_t o = 0; o < m_cout; ++o) dB[o] += p[m_cout * K + o];
     }
 }
 

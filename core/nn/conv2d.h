@@ -30,6 +30,7 @@ private:
     std::size_t m_cin, m_cout, m_k, m_stride, m_pad;
     Param m_weight, m_bias;
     Shape m_colsFor;     // input shape of the last training forward (backward checks it)
+    std::vector<float> m_partials; // backward: per-image weight and bias gradients
 };
 
 // im2col for one image: x (C, H, W) -> cols (C*k*k, Ho*Wo), rows ldc apart (0: Ho*Wo), so
