@@ -104,3 +104,41 @@ void Flatten::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, T
 }
 
 } // namespace quantscope
+
+namespace quantscope {
+
+// y = min(max(x, 0), 6)
+void ReLU6::forward(const Tensor& x, Tensor& y, const RunContext& /*ctx*/)
+{
+    y.resize(x.shape());
+    const std::size_t n = x.numel();
+    const float* __restrict in = x.data();
+    float* __restrict out = y.data();
+    parallelChunks(n, elementwiseGrain(n), [=](std::size_t b, std::size_t e) {
+        const float* __restrict src = in;
+        float* __restrict dst = out;
+        for (std::size_t i = b; i < e; ++i) dst[i] = std::min(std::max(src[i], 0.0f), 6.0f);
+    });
+}
+
+// dx = dy * [0 < x < 6] (PyTorch's hardtanh_backward: the bounds themselves pass no gradient)
+void ReLU6::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Tensor& dx, bool needInputGrad)
+{
+    if (!needInputGrad) return;
+    dx.resize(x.shape());
+    const std::size_t n = x.numel();
+    const float* __restrict xv = x.data();
+    const float* __restrict g = dy.data();
+    float* __restrict out = dx.data();
+    parallelChunks(n, elementwiseGrain(n), [=](std::size_t b, std::size_t e) {
+        const float* __restrict xx = xv;
+        const float* __restrict gg = g;
+        float* __restrict dst = out;
+        for (std::size_t i = b; i < e; ++i) {
+            const float gi = gg[i];
+            dst[i] = (xx[i] > 0.0f && xx[i] < 6.0f) ? gi : 0.0f;
+        }
+    });
+}
+
+} // namespace quantscope

@@ -1,4 +1,4 @@
-// Parameter-free elementwise/row layers: ReLU, LogSoftmax (over the last dim of (N, K)), Flatten.
+// Parameter-free elementwise/row layers: ReLU, ReLU6, LogSoftmax (over the last dim of (N, K)), Flatten.
 #pragma once
 
 #include "nn/layer.h"
@@ -9,6 +9,16 @@ class ReLU final : public Layer {
 public:
     using Layer::Layer;
     LayerKind kind() const override { return LayerKind::ReLU; }
+    Shape outputShape(const Shape& in) const override { return in; }
+    void forward(const Tensor& x, Tensor& y, const RunContext& ctx) override;
+    void backward(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, bool needInputGrad) override;
+};
+
+// y = min(max(x, 0), 6); dx = dy where 0 < x < 6, else 0 (PyTorch's hardtanh gradient).
+class ReLU6 final : public Layer {
+public:
+    using Layer::Layer;
+    LayerKind kind() const override { return LayerKind::ReLU6; }
     Shape outputShape(const Shape& in) const override { return in; }
     void forward(const Tensor& x, Tensor& y, const RunContext& ctx) override;
     void backward(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, bool needInputGrad) override;

@@ -16,25 +16,32 @@ std::size_t outDim(std::size_t in, std::size_t k, std::size_t s, std::size_t p) 
 } // namespace
 
 Conv2d::Conv2d(std::string name, std::size_t inChannels, std::size_t outChannels, std::size_t kernel,
-               std::size_t stride, std::size_t padding)
+               std::size_t stride, std::size_t padding, std::size_t groups, bool hasBias)
     : Layer(std::move(name)), m_cin(inChannels), m_cout(outChannels), m_k(kernel), m_stride(stride),
-      m_pad(padding)
+      m_pad(padding), m_groups(groups), m_hasBias(hasBias)
 {
-    if (!m_cin || !m_cout || !m_k || !m_stride)
-        throw ConfigError("conv2d: channels, kernel and stride must be positive");
+    if (!m_cin || !m_cout || !m_k || !m_stride || !m_groups)
+        throw ConfigError(this->name() + ": channels, kernel, stride and groups must be positive");
+    if (m_cin % m_groups || m_cout % m_groups)
+        throw ConfigError(this->name() + ": " + std::to_string(m_cin) + " input and " + std::to_string(m_cout) +
+                          " output channels are not multiples of groups = " + std::to_string(m_groups));
     m_weight.name = "weight";
     m_weight.isWeight = true;
-    m_weight.value = Tensor({m_cout, m_cin, m_k, m_k});
+    m_weight.value = Tensor({m_cout, m_cin / m_groups, m_k, m_k});
     m_weight.grad = Tensor(m_weight.value.shape());
     m_bias.name = "bias";
-    m_bias.value = Tensor({m_cout});
-    m_bias.grad = Tensor({m_cout});
+    m_bias.value = Tensor({m_hasBias ? m_cout : 0});
+    m_bias.grad = Tensor(m_bias.value.shape());
 }
 
 std::string Conv2d::describe() const
 {
-    return std::to_string(m_cin) + "->" + std::to_string(m_cout) + " " + std::to_string(m_k) + "x" +
-           std::to_string(m_k) + " s" + std::to_string(m_stride) + " p" + std::to_string(m_pad);
+    std::string d = std::to_string(m_cin) + "->" + std::to_string(m_cout) + " " + std::to_string(m_k) + "x" +
+                    std::to_string(m_k) + " s" + std::to_string(m_stride) + " p" + std::to_string(m_pad);
+    if (isDepthwise()) d += " depthwise";
+    else if (m_groups > 1) d += " g" + std::to_string(m_groups);
+    if (!m_hasBias) d += " no bias";
+    return d;
 }
 
 Shape Conv2d::outputShape(const Shape& in) const
@@ -133,47 +140,56 @@ std::vector<float>& threadBuffer(int which, std::size_t size)
 
 } // namespace
 
-// x: (N, Cin, H, W), W: (Cout, K = Cin*k*k), y: (N, Cout, Ho, Wo)
-// y_n = W * cols_n + b 1^T
+// x: (N, Cin, H, W), W: (Cout, K = Cin/G*k*k), y: (N, Cout, Ho, Wo); group g maps input channels
+// [g Cin/G, (g+1) Cin/G) to output channels [g Cout/G, (g+1) Cout/G).
+// y_n[g] = W[g] * cols_n[g] + b 1^T
 void Conv2d::forward(const Tensor& x, Tensor& y, const RunContext& ctx)
 {
     using Idx = Eigen::Index;
     const Shape os = outputShape(x.shape());
     y.resize(os);
     const std::size_t N = os[0], H = x.dim(2), W = x.dim(3), HWo = os[2] * os[3];
-    const std::size_t K = m_cin * m_k * m_k, inStride = m_cin * H * W;
-    const ConstMatrixMap Wm = m_weight.forwardValue().matrix(m_cout, K);
-    const float* bias = m_bias.forwardValue().data();
+    const std::size_t G = m_groups, cinG = m_cin / G, coutG = m_cout / G;
+    const std::size_t K = cinG * m_k * m_k, inStride = m_cin * H * W;
+    const float* wdata = m_weight.forwardValue().data();
+    const float* bias = m_hasBias ? m_bias.forwardValue().data() : nullptr;
 
     // The columns are rebuilt in backward rather than cached: one image's columns stay in
     // cache, a whole batch's would not (42 MB for seed-cnn's conv2), and the rebuild is cheaper.
     if (ctx.training) m_colsFor = x.shape();
     parallelFor(N, [&](std::size_t n) {
         float* cols = threadBuffer(0, K * HWo).data();
-        im2col(x.data() + n * inStride, m_cin, H, W, m_k, m_stride, m_pad, cols);
-        ConstMatrixMap C(cols, static_cast<Idx>(K), static_cast<Idx>(HWo));
-        float* out = y.data() + n * m_cout * HWo;
-        MatrixMap Y(out, static_cast<Idx>(m_cout), static_cast<Idx>(HWo));
-        Y.noalias() = Wm * C;
-        for (std::size_t o = 0; o < m_cout; ++o) {
-            float* row = out + o * HWo;
-            const float bo = bias[o];
-            for (std::size_t j = 0; j < HWo; ++j) row[j] += bo;
+        for (std::size_t g = 0; g < G; ++g) {
+            im2col(x.data() + n * inStride + g * cinG * H * W, cinG, H, W, m_k, m_stride, m_pad, cols);
+            ConstMatrixMap C(cols, static_cast<Idx>(K), static_cast<Idx>(HWo));
+            ConstMatrixMap Wg(wdata + g * coutG * K, static_cast<Idx>(coutG), static_cast<Idx>(K));
+            float* out = y.data() + (n * m_cout + g * coutG) * HWo;
+            MatrixMap Y(out, static_cast<Idx>(coutG), static_cast<Idx>(HWo));
+            Y.noalias() = Wg * C;
+            if (!bias) continue;
+            for (std::size_t o = 0; o < coutG; ++o) {
+                float* row = out + o * HWo;
+                const float bo = bias[g * coutG + o];
+                for (std::size_t j = 0; j < HWo; ++j) row[j] += bo;
+            }
         }
     });
 }
 
-// dW = sum_n dy_n * cols_n^T ; db = sum_n dy_n 1 ; dcols_n = W^T dy_n ; dx_n = col2im(dcols_n)
+// dW[g] = sum_n dy_n[g] * cols_n[g]^T ; db = sum_n dy_n 1 ; dcols_n[g] = W[g]^T dy_n[g] ;
+// dx_n = col2im(dcols_n)
 void Conv2d::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Tensor& dx, bool needInputGrad)
 {
     using Idx = Eigen::Index;
     if (m_colsFor != x.shape()) throw ConfigError(name() + ": backward without a matching training forward");
     const std::size_t N = x.dim(0), H = x.dim(2), W = x.dim(3), HWo = dy.dim(2) * dy.dim(3);
-    const std::size_t K = m_cin * m_k * m_k, inStride = m_cin * H * W;
-    const ConstMatrixMap Wm = m_weight.forwardValue().matrix(m_cout, K);
+    const std::size_t G = m_groups, cinG = m_cin / G, coutG = m_cout / G;
+    const std::size_t K = cinG * m_k * m_k, inStride = m_cin * H * W;
+    const float* wdata = m_weight.forwardValue().data();
 
     // One partial gradient per image (dW then db), reduced in image order: thread-count free.
-    const std::size_t partSize = m_cout * K + m_cout;
+    const std::size_t wSize = m_cout * K, bSize = m_hasBias ? m_cout : 0;
+    const std::size_t partSize = wSize + bSize;
     m_partials.resize(N * partSize);
     if (needInputGrad) {
         dx.resize(x.shape());
@@ -181,28 +197,33 @@ void Conv2d::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Te
     }
     parallelFor(N, [&](std::size_t n) {
         float* cols = threadBuffer(0, K * HWo).data();
-        im2col(x.data() + n * inStride, m_cin, H, W, m_k, m_stride, m_pad, cols);
-        const float* g = dy.data() + n * m_cout * HWo;
-        ConstMatrixMap C(cols, static_cast<Idx>(K), static_cast<Idx>(HWo));
-        ConstMatrixMap G(g, static_cast<Idx>(m_cout), static_cast<Idx>(HWo));
         float* part = m_partials.data() + n * partSize;
-        MatrixMap(part, static_cast<Idx>(m_cout), static_cast<Idx>(K)).noalias() = G * C.transpose();
-        for (std::size_t o = 0; o < m_cout; ++o) part[m_cout * K + o] = fixedOrderSum(g + o * HWo, HWo);
-        if (needInputGrad) {
-            float* dcols = threadBuffer(1, K * HWo).data();
-            MatrixMap D(dcols, static_cast<Idx>(K), static_cast<Idx>(HWo));
-            D.noalias() = Wm.transpose() * G;
-            col2imAdd(dcols, m_cin, H, W, m_k, m_stride, m_pad, dx.data() + n * inStride);
+        for (std::size_t g = 0; g < G; ++g) {
+            const std::size_t inOff = n * inStride + g * cinG * H * W;
+            im2col(x.data() + inOff, cinG, H, W, m_k, m_stride, m_pad, cols);
+            const float* gy = dy.data() + (n * m_cout + g * coutG) * HWo;
+            ConstMatrixMap C(cols, static_cast<Idx>(K), static_cast<Idx>(HWo));
+            ConstMatrixMap Gm(gy, static_cast<Idx>(coutG), static_cast<Idx>(HWo));
+            MatrixMap(part + g * coutG * K, static_cast<Idx>(coutG), static_cast<Idx>(K)).noalias() = Gm * C.transpose();
+            if (bSize)
+                for (std::size_t o = 0; o < coutG; ++o) part[wSize + g * coutG + o] = fixedOrderSum(gy + o * HWo, HWo);
+            if (needInputGrad) {
+                float* dcols = threadBuffer(1, K * HWo).data();
+                MatrixMap D(dcols, static_cast<Idx>(K), static_cast<Idx>(HWo));
+                ConstMatrixMap Wg(wdata + g * coutG * K, static_cast<Idx>(coutG), static_cast<Idx>(K));
+                D.noalias() = Wg.transpose() * Gm;
+                col2imAdd(dcols, cinG, H, W, m_k, m_stride, m_pad, dx.data() + inOff);
+            }
         }
     });
     float* dW = m_weight.grad.data();
     float* dB = m_bias.grad.data();
-    std::copy_n(m_partials.data(), m_cout * K, dW);
-    std::copy_n(m_partials.data() + m_cout * K, m_cout, dB);
+    std::copy_n(m_partials.data(), wSize, dW);
+    std::copy_n(m_partials.data() + wSize, bSize, dB);
     for (std::size_t n = 1; n < N; ++n) {
         const float* p = m_partials.data() + n * partSize;
-        for (std::size_t i = 0; i < m_cout * K; ++i) dW[i] += p[i];
-        for (std::size_t o = 0; o < m_cout; ++o) dB[o] += p[m_cout * K + o];
+        for (std::size_t i = 0; i < wSize; ++i) dW[i] += p[i];
+        for (std::size_t o = 0; o < bSize; ++o) dB[o] += p[wSize + o];
     }
 }
 

@@ -1,4 +1,6 @@
-// Conv2d as im2col + Eigen GEMM, TBB-parallel over the images of a batch.
+// Conv2d as im2col + Eigen GEMM, TBB-parallel over the images of a batch. Grouped convolution
+// (groups > 1) runs one GEMM per group; depthwise convolution (groups == in == out channels) has
+// its own direct kernel, not im2col with one channel per GEMM.
 #pragma once
 
 #include "nn/layer.h"
@@ -7,15 +9,20 @@ namespace quantscope {
 
 class Conv2d final : public Layer {
 public:
-    // weight: (Cout, Cin, k, k), bias: (Cout). PyTorch's default init is applied by initParams.
+    // weight: (Cout, Cin / groups, k, k), bias: (Cout) unless hasBias is false. Cin and Cout must
+    // be multiples of groups (ConfigError otherwise). PyTorch's default init is applied by initParams.
     Conv2d(std::string name, std::size_t inChannels, std::size_t outChannels, std::size_t kernel,
-           std::size_t stride = 1, std::size_t padding = 0);
+           std::size_t stride = 1, std::size_t padding = 0, std::size_t groups = 1, bool hasBias = true);
 
     LayerKind kind() const override { return LayerKind::Conv2d; }
     Shape outputShape(const Shape& in) const override;
     void forward(const Tensor& x, Tensor& y, const RunContext& ctx) override;
     void backward(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, bool needInputGrad) override;
-    std::vector<Param*> params() override { return {&m_weight, &m_bias}; }
+    std::vector<Param*> params() override
+    {
+        if (m_hasBias) return {&m_weight, &m_bias};
+        return {&m_weight};
+    }
     std::string describe() const override;
 
     std::size_t inChannels() const { return m_cin; }
@@ -23,11 +30,16 @@ public:
     std::size_t kernel() const { return m_k; }
     std::size_t stride() const { return m_stride; }
     std::size_t padding() const { return m_pad; }
+    std::size_t groups() const { return m_groups; }
+    bool isDepthwise() const { return m_groups > 1 && m_groups == m_cin && m_cin == m_cout; }
+    bool hasBias() const { return m_hasBias; }
     Param& weight() { return m_weight; }
+    // Without a bias this Param is empty (shape (0)) and not among params().
     Param& bias() { return m_bias; }
 
 private:
-    std::size_t m_cin, m_cout, m_k, m_stride, m_pad;
+    std::size_t m_cin, m_cout, m_k, m_stride, m_pad, m_groups;
+    bool m_hasBias;
     Param m_weight, m_bias;
     Shape m_colsFor;     // input shape of the last training forward (backward checks it)
     std::vector<float> m_partials; // backward: per-image weight and bias gradients

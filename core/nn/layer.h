@@ -6,6 +6,10 @@
 //  - backward(x, y, dy, dx, needInputGrad): x and y are exactly the tensors of the last
 //    forward call, dy = dL/dy. It OVERWRITES every parameter's grad with dL/dparam and, when
 //    needInputGrad, resizes and writes dx = dL/dx. It must be preceded by a training forward.
+//  - Multi-input layers (Add) report numInputs() > 1 and implement the *Multi forms instead:
+//    forwardMulti(xs, y) reads xs[0..numInputs), backwardMulti writes dxs[j] (each resized) for
+//    every non-null dxs[j]. Single-input layers implement only the plain forms; the Model calls
+//    the *Multi forms, whose defaults forward to them.
 //  - Parameters are Param objects: `value` is the master copy the optimizer updates; a
 //    precision strategy may set `forwardValue` (e.g. fake-quantized weights) which forward and
 //    backward then use in place of `value` (straight-through: grads still land in `grad`).
@@ -20,7 +24,12 @@
 
 namespace quantscope {
 
-enum class LayerKind { Conv2d, BatchNorm2d, ReLU, MaxPool2d, Dropout, Flatten, Linear, LogSoftmax };
+// The values are the layer kind codes of .qsm files (docs/FORMAT.md): append, never reorder.
+enum class LayerKind {
+    Conv2d, BatchNorm2d, ReLU, MaxPool2d, Dropout, Flatten, Linear, LogSoftmax,
+    Add, GlobalAvgPool2d, AvgPool2d, ReLU6
+};
+constexpr int kLastLayerKind = static_cast<int>(LayerKind::ReLU6);
 
 const char* layerKindName(LayerKind k);
 
@@ -53,6 +62,14 @@ public:
     virtual void forward(const Tensor& x, Tensor& y, const RunContext& ctx) = 0;
     virtual void backward(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, bool needInputGrad) = 0;
     virtual std::vector<Param*> params() { return {}; }
+
+    // Multi-input form of the contract (see the top of this file). A layer with numInputs() > 1
+    // overrides all three *Multi functions; its plain forms are never called.
+    virtual std::size_t numInputs() const { return 1; }
+    virtual Shape outputShapeMulti(const std::vector<Shape>& in) const;
+    virtual void forwardMulti(const std::vector<const Tensor*>& xs, Tensor& y, const RunContext& ctx);
+    virtual void backwardMulti(const std::vector<const Tensor*>& xs, const Tensor& y, const Tensor& dy,
+                               const std::vector<Tensor*>& dxs);
     // A short description of the hyper-parameters, e.g. "1->32 3x3 s1 p0".
     virtual std::string describe() const { return {}; }
 

@@ -21,13 +21,79 @@ const char* layerKindName(LayerKind k)
     case LayerKind::Flatten: return "Flatten";
     case LayerKind::Linear: return "Linear";
     case LayerKind::LogSoftmax: return "LogSoftmax";
+    case LayerKind::Add: return "Add";
+    case LayerKind::GlobalAvgPool2d: return "GlobalAvgPool2d";
+    case LayerKind::AvgPool2d: return "AvgPool2d";
+    case LayerKind::ReLU6: return "ReLU6";
     }
     return "?";
 }
 
-Model::Model(std::string name, Shape inputShape) : m_name(std::move(name)), m_inputShape(std::move(inputShape)) {}
+Shape Layer::outputShapeMulti(const std::vector<Shape>& in) const
+{
+    if (in.size() != 1)
+        throw ConfigError(name() + ": takes 1 input, given " + std::to_string(in.size()));
+    return outputShape(in[0]);
+}
 
-void Model::add(LayerPtr layer) { m_layers.push_back(std::move(layer)); }
+void Layer::forwardMulti(const std::vector<const Tensor*>& xs, Tensor& y, const RunContext& ctx)
+{
+    forward(*xs.at(0), y, ctx);
+}
+
+void Layer::backwardMulti(const std::vector<const Tensor*>& xs, const Tensor& y, const Tensor& dy,
+                          const std::vector<Tensor*>& dxs)
+{
+    Tensor unused;
+    Tensor* dx = dxs.at(0);
+    backward(*xs.at(0), y, dy, dx ? *dx : unused, dx != nullptr);
+}
+
+Model::Model(std::string name, Shape inputShape) : m_name(std::move(name)), m_inputShape(std::move(inputShape))
+{
+    m_consumers.emplace_back(); // activation 0, the input
+}
+
+std::size_t Model::add(LayerPtr layer, std::vector<std::size_t> inputs)
+{
+    if (!layer) throw ConfigError("model " + m_name + ": null layer");
+    const std::string& name = layer->name();
+    if (name.empty()) throw ConfigError("model " + m_name + ": a layer needs a name");
+    if (findLayer(name)) throw ConfigError("model " + m_name + ": two layers are called '" + name + "'");
+    if (inputs.empty()) inputs.push_back(m_layers.size());
+    if (inputs.size() != layer->numInputs())
+        throw ConfigError(name + ": takes " + std::to_string(layer->numInputs()) + " input(s), given " +
+                          std::to_string(inputs.size()));
+    for (std::size_t a : inputs)
+        if (a > m_layers.size())
+            throw ConfigError(name + ": input activation " + std::to_string(a) + " is not an earlier layer's output");
+    const std::size_t index = m_layers.size();
+    for (std::size_t a : inputs) m_consumers[a].push_back(index);
+    m_consumers.emplace_back();
+    m_inputs.push_back(std::move(inputs));
+    m_layers.push_back(std::move(layer));
+    return index + 1;
+}
+
+std::size_t Model::outputOf(const std::string& name) const
+{
+    for (std::size_t i = 0; i < m_layers.size(); ++i)
+        if (m_layers[i]->name() == name) return i + 1;
+    throw ConfigError("model " + m_name + " has no layer '" + name + "'");
+}
+
+long Model::soleConsumer(std::size_t layer) const
+{
+    const auto& c = m_consumers.at(layer + 1);
+    return c.size() == 1 ? static_cast<long>(c[0]) : -1;
+}
+
+bool Model::isChain() const
+{
+    for (std::size_t i = 0; i < m_inputs.size(); ++i)
+        if (m_inputs[i].size() != 1 || m_inputs[i][0] != i) return false;
+    return true;
+}
 
 Layer* Model::findLayer(const std::string& name)
 {
@@ -51,12 +117,26 @@ std::size_t Model::numParams()
     return n;
 }
 
-Shape Model::outputShape(std::size_t n) const
+std::vector<Shape> Model::activationShapes(std::size_t n) const
 {
+    std::vector<Shape> shapes;
+    shapes.reserve(m_layers.size() + 1);
     Shape s{n};
     s.insert(s.end(), m_inputShape.begin(), m_inputShape.end());
-    for (const auto& l : m_layers) s = l->outputShape(s);
-    return s;
+    shapes.push_back(std::move(s));
+    std::vector<Shape> in;
+    for (std::size_t i = 0; i < m_layers.size(); ++i) {
+        in.clear();
+        for (std::size_t a : m_inputs[i]) in.push_back(shapes[a]);
+        shapes.push_back(m_layers[i]->outputShapeMulti(in));
+    }
+    return shapes;
+}
+
+Shape Model::outputShape(std::size_t n) const
+{
+    if (m_layers.empty()) throw ConfigError("model " + m_name + " has no layers");
+    return activationShapes(n).back();
 }
 
 void Model::initParams(std::uint64_t seed)
@@ -66,9 +146,9 @@ void Model::initParams(std::uint64_t seed)
         std::size_t fanIn = 0;
         Param *w = nullptr, *b = nullptr;
         if (auto* c = dynamic_cast<Conv2d*>(l.get())) {
-            fanIn = c->inChannels() * c->kernel() * c->kernel();
+            fanIn = c->inChannels() / c->groups() * c->kernel() * c->kernel();
             w = &c->weight();
-            b = &c->bias();
+            b = c->hasBias() ? &c->bias() : nullptr;
         } else if (auto* f = dynamic_cast<Linear*>(l.get())) {
             fanIn = f->inFeatures();
             w = &f->weight();
@@ -78,12 +158,14 @@ void Model::initParams(std::uint64_t seed)
         // kaiming_uniform(a = sqrt(5)): bound = sqrt(6 / ((1 + a^2) fan_in)) = 1 / sqrt(fan_in)
         const float bound = 1.0f / std::sqrt(static_cast<float>(fanIn));
         for (float& v : w->value.values()) v = rng.uniform(-bound, bound);
-        for (float& v : b->value.values()) v = rng.uniform(-bound, bound);
+        if (b)
+            for (float& v : b->value.values()) v = rng.uniform(-bound, bound);
     }
 }
 
 const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks* hooks)
 {
+    if (m_layers.empty()) throw ConfigError("model " + m_name + " has no layers");
     if (x.rank() != m_inputShape.size() + 1 ||
         !std::equal(m_inputShape.begin(), m_inputShape.end(), x.shape().begin() + 1))
         throw ConfigError("model " + m_name + ": input " + shapeString(x.shape()) + " does not match sample shape " +
@@ -92,24 +174,92 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
     m_acts[0].resize(x.shape());
     std::memcpy(m_acts[0].data(), x.data(), x.numel() * sizeof(float));
     if (hooks) hooks->onInput(m_acts[0], ctx);
+    std::vector<const Tensor*> xs;
     for (std::size_t i = 0; i < m_layers.size(); ++i) {
-        m_layers[i]->forward(m_acts[i], m_acts[i + 1], ctx);
+        const auto& in = m_inputs[i];
+        if (in.size() == 1) {
+            m_layers[i]->forward(m_acts[in[0]], m_acts[i + 1], ctx);
+        } else {
+            xs.clear();
+            for (std::size_t a : in) xs.push_back(&m_acts[a]);
+            m_layers[i]->forwardMulti(xs, m_acts[i + 1], ctx);
+        }
         if (hooks) hooks->afterForward(i, *m_layers[i], m_acts[i + 1], ctx);
     }
     return m_acts.back();
 }
 
+namespace {
+void addInto(Tensor& acc, const Tensor& g)
+{
+    float* a = acc.data();
+    const float* b = g.data();
+    for (std::size_t k = 0, n = acc.numel(); k < n; ++k) a[k] += b[k];
+}
+} // namespace
+
+// Reverse topological order. dL/d(activation a) is the sum over the layers that read a; a layer
+// with a single reader writes its input gradient in place, otherwise it goes through a scratch
+// tensor and is added. The model input (activation 0) gets no gradient.
 void Model::backward(const Tensor& dOut, LayerHooks* hooks)
 {
     if (m_acts.size() != m_layers.size() + 1 || dOut.shape() != m_acts.back().shape())
         throw ConfigError("model " + m_name + ": backward does not match the last forward");
-    m_grads.resize(m_layers.size() + 1);
+    const std::size_t L = m_layers.size();
+    m_grads.resize(L + 1);
+    m_gradSet.assign(L + 1, 0);
     Tensor& top = m_grads.back();
     top.resize(dOut.shape());
     std::memcpy(top.data(), dOut.data(), dOut.numel() * sizeof(float));
-    for (std::size_t i = m_layers.size(); i-- > 0;) {
-        if (hooks) hooks->beforeBackward(i, *m_layers[i], m_grads[i + 1]);
-        m_layers[i]->backward(m_acts[i], m_acts[i + 1], m_grads[i + 1], m_grads[i], i > 0);
+    m_gradSet[L] = 1;
+    std::vector<const Tensor*> xs;
+    std::vector<Tensor*> dxs;
+    for (std::size_t i = L; i-- > 0;) {
+        Tensor& dy = m_grads[i + 1];
+        if (!m_gradSet[i + 1]) { // an output nobody reads: no gradient flows from it
+            dy.resize(m_acts[i + 1].shape());
+            dy.setZero();
+            m_gradSet[i + 1] = 1;
+        }
+        if (hooks) hooks->beforeBackward(i, *m_layers[i], dy);
+        const auto& in = m_inputs[i];
+        // Where each input gradient goes: straight into the activation's gradient when this layer
+        // is its only reader, into the scratch tensor (then added) otherwise.
+        auto target = [&](std::size_t a) -> Tensor* {
+            if (a == 0) return nullptr;
+            return m_consumers[a].size() == 1 ? &m_grads[a] : nullptr;
+        };
+        if (in.size() == 1) {
+            const std::size_t a = in[0];
+            Tensor* direct = target(a);
+            const bool need = a != 0;
+            Tensor& dx = direct ? *direct : m_gradScratch;
+            m_layers[i]->backward(m_acts[a], m_acts[i + 1], dy, dx, need);
+            if (need && !direct) {
+                if (m_gradSet[a]) addInto(m_grads[a], dx);
+                else std::swap(m_grads[a], m_gradScratch);
+            }
+            if (need) m_gradSet[a] = 1;
+        } else {
+            xs.clear();
+            dxs.clear();
+            std::vector<Tensor> scratch(in.size());
+            for (std::size_t j = 0; j < in.size(); ++j) {
+                xs.push_back(&m_acts[in[j]]);
+                Tensor* direct = target(in[j]);
+                dxs.push_back(in[j] == 0 ? nullptr : (direct ? direct : &scratch[j]));
+            }
+            m_layers[i]->backwardMulti(xs, m_acts[i + 1], dy, dxs);
+            for (std::size_t j = 0; j < in.size(); ++j) {
+                const std::size_t a = in[j];
+                if (a == 0) continue;
+                if (dxs[j] == &scratch[j]) {
+                    if (m_gradSet[a]) addInto(m_grads[a], scratch[j]);
+                    else std::swap(m_grads[a], scratch[j]);
+                }
+                m_gradSet[a] = 1;
+            }
+        }
     }
 }
 

@@ -1,6 +1,9 @@
-// Model: an ordered stack of layers with the activations of the last forward pass, so backward
-// can hand every layer its own input and output. Precision strategies plug in through
-// LayerHooks without the layers knowing about them.
+// Model: a directed acyclic graph of layers kept in topological order, with the activations of
+// the last forward pass so backward can hand every layer its own inputs and output. Activation 0
+// is the model input and activation i+1 the output of layer i; each layer reads one or more
+// earlier activations (a plain stack is the case where layer i reads activation i). The model's
+// output is the last layer's. Precision strategies plug in through LayerHooks without the layers
+// knowing about them.
 #pragma once
 
 #include "nn/layer.h"
@@ -28,7 +31,20 @@ public:
     // inputShape: (C, H, W) of one sample.
     Model(std::string name, Shape inputShape);
 
-    void add(LayerPtr layer);
+    // Appends `layer` reading the activations `inputs` (0 = model input, i+1 = output of layer i);
+    // empty = the previous layer's output. Returns the new layer's activation index (size()).
+    // Throws ConfigError when an input is not an earlier activation, the count does not match
+    // layer->numInputs(), or the name is empty or already taken.
+    std::size_t add(LayerPtr layer, std::vector<std::size_t> inputs = {});
+    // Activation index of the output of the layer called `name`; throws ConfigError if none.
+    std::size_t outputOf(const std::string& name) const;
+    // The activations layer i reads, and the layers that read activation a.
+    const std::vector<std::size_t>& inputsOf(std::size_t layer) const { return m_inputs.at(layer); }
+    const std::vector<std::size_t>& consumersOf(std::size_t act) const { return m_consumers.at(act); }
+    // The one layer that reads layer i's output, or -1 when none or several do.
+    long soleConsumer(std::size_t layer) const;
+    // True when every layer reads exactly the previous layer's output.
+    bool isChain() const;
     const std::string& name() const { return m_name; }
     const Shape& inputShape() const { return m_inputShape; }
     std::size_t size() const { return m_layers.size(); }
@@ -39,6 +55,9 @@ public:
     std::size_t numParams();
     // Output shape for a batch of n samples; throws ConfigError if the layers do not chain.
     Shape outputShape(std::size_t n) const;
+    // Shapes of every activation (input first) for a batch of n samples; throws ConfigError naming
+    // the layer and the shapes when they do not fit (e.g. an Add of two different shapes).
+    std::vector<Shape> activationShapes(std::size_t n) const;
 
     // PyTorch's default initialisation (kaiming-uniform a=sqrt(5) weights, fan-in uniform biases).
     void initParams(std::uint64_t seed);
@@ -55,6 +74,10 @@ private:
     std::string m_name;
     Shape m_inputShape;
     std::vector<LayerPtr> m_layers;
+    std::vector<std::vector<std::size_t>> m_inputs;    // per layer
+    std::vector<std::vector<std::size_t>> m_consumers; // per activation
+    std::vector<std::uint8_t> m_gradSet;               // backward: activation gradient written yet
+    Tensor m_gradScratch;                              // backward: input gradient to accumulate
     std::vector<Tensor> m_acts;
     std::vector<Tensor> m_grads; // m_grads[i] = dL/d(activation i); sizes stay put across steps
 };

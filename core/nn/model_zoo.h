@@ -1,4 +1,5 @@
-// Named model presets: seed-cnn, seed-cnn-bn, lenet5, mlp.
+// Named model presets: seed-cnn, seed-cnn-bn, lenet5, mlp (plain stacks) and resnet8, mobilenet-tiny
+// (graphs, defined exactly as ../shared/reference/common.py so the two trainers can be compared).
 #pragma once
 
 #include "nn/model.h"
