@@ -413,11 +413,11 @@ void TestQsm::absurdSizes()
 void TestQsm::unknownVersion()
 {
     Bytes b = m_tiny;
-    const std::uint16_t v = 2;
+    const std::uint16_t v = 3;
     std::memcpy(b.data() + 8, &v, 2);
-    const Caught c = catchError([&] { decodeQsm(b, "v2.qsm"); });
+    const Caught c = catchError([&] { decodeQsm(b, "v3.qsm"); });
     QCOMPARE(c.type, QString("FormatError"));
-    QVERIFY2(c.message.contains("version 2"), qPrintable(c.message));
+    QVERIFY2(c.message.contains("version 3"), qPrintable(c.message));
 }
 
 void TestQsm::notAModel()

@@ -1,6 +1,8 @@
 #include "io/exported_model.h"
 
 #include "nn/activations.h"
+#include "nn/add.h"
+#include "nn/avgpool2d.h"
 #include "nn/batchnorm2d.h"
 #include "nn/conv2d.h"
 #include "nn/dropout.h"
@@ -124,6 +126,39 @@ const StoredTensor* StoredLayer::tensor(const std::string& n) const
     return nullptr;
 }
 
+long ExportedModel::soleConsumer(std::size_t i) const
+{
+    long found = -1;
+    for (std::size_t j = i + 1; j < layers.size(); ++j)
+        for (std::size_t a : layers[j].inputs)
+            if (a == i + 1) {
+                if (found >= 0) return -1;
+                found = static_cast<long>(j);
+            }
+    return found;
+}
+
+std::vector<Shape> ExportedModel::activationShapes() const
+{
+    std::vector<Shape> shapes{{channels, height, width}};
+    for (const StoredLayer& l : layers) {
+        Shape s = shapes.at(l.inputs.at(0));
+        switch (l.kind) {
+        case LayerKind::Conv2d:
+            s = {l.outChannels, (s[1] + 2 * l.padding - l.kernel) / l.stride + 1, (s[2] + 2 * l.padding - l.kernel) / l.stride + 1};
+            break;
+        case LayerKind::MaxPool2d:
+        case LayerKind::AvgPool2d: s = {s[0], (s[1] - l.kernel) / l.stride + 1, (s[2] - l.kernel) / l.stride + 1}; break;
+        case LayerKind::GlobalAvgPool2d: s = {s[0], 1, 1}; break;
+        case LayerKind::Flatten: s = {shapeNumel(s)}; break;
+        case LayerKind::Linear: s = {l.outFeatures}; break;
+        default: break;
+        }
+        shapes.push_back(std::move(s));
+    }
+    return shapes;
+}
+
 std::size_t ExportedModel::numParams() const
 {
     std::size_t n = 0;
@@ -149,10 +184,17 @@ void ExportedModel::validate(const std::string& source) const
         bad(source, "an FP32 model carries an input quantization");
     }
 
-    // Walk the shapes of one image through the layers.
-    Shape s{channels, height, width};
-    for (const StoredLayer& l : layers) {
+    // Walk the shapes of one image through the graph.
+    std::vector<Shape> shapes{{channels, height, width}};
+    for (std::size_t li = 0; li < layers.size(); ++li) {
+        const StoredLayer& l = layers[li];
         const std::string id = layerId(l);
+        const std::size_t arity = l.kind == LayerKind::Add ? 2 : 1;
+        if (l.inputs.size() != arity)
+            bad(source, id + " reads " + std::to_string(l.inputs.size()) + " inputs, it takes " + std::to_string(arity));
+        for (std::size_t a : l.inputs)
+            if (a > li) bad(source, id + " reads activation " + std::to_string(a) + ", which is not an earlier layer's output");
+        Shape s = shapes[l.inputs[0]];
         auto needRank = [&](std::size_t r) {
             if (s.size() != r) bad(source, id + " cannot take an input of shape " + shapeString(s));
         };
@@ -164,7 +206,13 @@ void ExportedModel::validate(const std::string& source) const
                 bad(source, id + ": hyper-parameters out of range");
             if (s[0] != l.inChannels) bad(source, id + " expects " + std::to_string(l.inChannels) + " input channels, gets " + std::to_string(s[0]));
             if (s[1] + 2 * l.padding < l.kernel || s[2] + 2 * l.padding < l.kernel) bad(source, id + ": the kernel is larger than its input");
-            expectTensors(l, {{"weight", {l.outChannels, l.inChannels, l.kernel, l.kernel}}, {"bias", {l.outChannels}}}, source);
+            if (!inRange(l.groups, 1, l.inChannels) || l.inChannels % l.groups || l.outChannels % l.groups)
+                bad(source, id + ": groups = " + std::to_string(l.groups) + " does not divide its " + std::to_string(l.inChannels) +
+                                " input and " + std::to_string(l.outChannels) + " output channels");
+            if (l.tensors.size() == 1)
+                expectTensors(l, {{"weight", {l.outChannels, l.inChannels / l.groups, l.kernel, l.kernel}}}, source);
+            else
+                expectTensors(l, {{"weight", {l.outChannels, l.inChannels / l.groups, l.kernel, l.kernel}}, {"bias", {l.outChannels}}}, source);
             s = {l.outChannels, (s[1] + 2 * l.padding - l.kernel) / l.stride + 1, (s[2] + 2 * l.padding - l.kernel) / l.stride + 1};
             break;
         }
@@ -185,7 +233,25 @@ void ExportedModel::validate(const std::string& source) const
             if (!(l.dropout >= 0.0f && l.dropout < 1.0f)) bad(source, id + ": probability out of range");
             expectTensors(l, {}, source);
             break;
-        case LayerKind::ReLU: expectTensors(l, {}, source); break;
+        case LayerKind::ReLU:
+        case LayerKind::ReLU6: expectTensors(l, {}, source); break;
+        case LayerKind::Add:
+            if (shapes[l.inputs[1]] != s)
+                bad(source, id + " adds shapes " + shapeString(s) + " and " + shapeString(shapes[l.inputs[1]]));
+            expectTensors(l, {}, source);
+            break;
+        case LayerKind::AvgPool2d:
+            needRank(3);
+            if (!inRange(l.kernel, 1, kMaxKernel) || !inRange(l.stride, 1, kMaxKernel)) bad(source, id + ": hyper-parameters out of range");
+            if (s[1] < l.kernel || s[2] < l.kernel) bad(source, id + ": the window is larger than its input");
+            expectTensors(l, {}, source);
+            s = {s[0], (s[1] - l.kernel) / l.stride + 1, (s[2] - l.kernel) / l.stride + 1};
+            break;
+        case LayerKind::GlobalAvgPool2d:
+            needRank(3);
+            expectTensors(l, {}, source);
+            s = {s[0], 1, 1};
+            break;
         case LayerKind::Flatten:
             expectTensors(l, {}, source);
             s = {shapeNumel(s)};
@@ -215,7 +281,9 @@ void ExportedModel::validate(const std::string& source) const
             for (const StoredTensor& t : l.tensors)
                 if (t.encoding != TensorEncoding::Float32) bad(source, id + ": an FP32 model has integer tensors");
         }
+        shapes.push_back(std::move(s));
     }
+    const Shape& s = shapes.back();
     if (s != Shape{classes}) bad(source, "the model produces " + shapeString(s) + " per image, not " + std::to_string(classes) + " classes");
 }
 
@@ -256,13 +324,19 @@ ExportedModel exportFloatModel(Model& model, const std::string& modelName, float
         StoredLayer l;
         l.kind = layer.kind();
         l.name = layer.name();
+        l.inputs = model.inputsOf(i);
         if (auto* c = dynamic_cast<Conv2d*>(&layer)) {
             l.inChannels = c->inChannels();
             l.outChannels = c->outChannels();
             l.kernel = c->kernel();
             l.stride = c->stride();
             l.padding = c->padding();
-            l.tensors = {floatTensor("weight", c->weight().value), floatTensor("bias", c->bias().value)};
+            l.groups = c->groups();
+            l.tensors = {floatTensor("weight", c->weight().value)};
+            if (c->hasBias()) l.tensors.push_back(floatTensor("bias", c->bias().value));
+        } else if (auto* ap = dynamic_cast<AvgPool2d*>(&layer)) {
+            l.kernel = ap->kernel();
+            l.stride = ap->stride();
         } else if (auto* bn = dynamic_cast<BatchNorm2d*>(&layer)) {
             l.outChannels = bn->channels();
             l.eps = bn->eps();
@@ -294,12 +368,15 @@ std::unique_ptr<Model> buildModel(const ExportedModel& m)
         p.value.values() = std::move(v);
     };
     for (const StoredLayer& l : m.layers) {
+        std::vector<std::size_t> in = l.inputs;
         switch (l.kind) {
         case LayerKind::Conv2d: {
-            auto c = std::make_unique<Conv2d>(l.name, l.inChannels, l.outChannels, l.kernel, l.stride, l.padding);
+            const bool bias = l.tensors.size() > 1;
+            auto c = std::make_unique<Conv2d>(l.name, l.inChannels, l.outChannels, l.kernel, l.stride, l.padding,
+                                              l.groups, bias);
             setParam(c->weight(), l.tensors.at(0));
-            setParam(c->bias(), l.tensors.at(1));
-            model->add(std::move(c));
+            if (bias) setParam(c->bias(), l.tensors.at(1));
+            model->add(std::move(c), in);
             break;
         }
         case LayerKind::BatchNorm2d: {
@@ -308,21 +385,25 @@ std::unique_ptr<Model> buildModel(const ExportedModel& m)
             setParam(bn->beta(), l.tensors.at(1));
             bn->runningMean().values() = l.tensors.at(2).dequantized();
             bn->runningVar().values() = l.tensors.at(3).dequantized();
-            model->add(std::move(bn));
+            model->add(std::move(bn), in);
             break;
         }
-        case LayerKind::ReLU: model->add(std::make_unique<ReLU>(l.name)); break;
-        case LayerKind::MaxPool2d: model->add(std::make_unique<MaxPool2d>(l.name, l.kernel, l.stride)); break;
-        case LayerKind::Dropout: model->add(std::make_unique<Dropout>(l.name, l.dropout)); break;
-        case LayerKind::Flatten: model->add(std::make_unique<Flatten>(l.name)); break;
+        case LayerKind::ReLU: model->add(std::make_unique<ReLU>(l.name), in); break;
+        case LayerKind::ReLU6: model->add(std::make_unique<ReLU6>(l.name), in); break;
+        case LayerKind::Add: model->add(std::make_unique<Add>(l.name), in); break;
+        case LayerKind::GlobalAvgPool2d: model->add(std::make_unique<GlobalAvgPool2d>(l.name), in); break;
+        case LayerKind::AvgPool2d: model->add(std::make_unique<AvgPool2d>(l.name, l.kernel, l.stride), in); break;
+        case LayerKind::MaxPool2d: model->add(std::make_unique<MaxPool2d>(l.name, l.kernel, l.stride), in); break;
+        case LayerKind::Dropout: model->add(std::make_unique<Dropout>(l.name, l.dropout), in); break;
+        case LayerKind::Flatten: model->add(std::make_unique<Flatten>(l.name), in); break;
         case LayerKind::Linear: {
             auto f = std::make_unique<Linear>(l.name, l.inFeatures, l.outFeatures);
             setParam(f->weight(), l.tensors.at(0));
             setParam(f->bias(), l.tensors.at(1));
-            model->add(std::move(f));
+            model->add(std::move(f), in);
             break;
         }
-        case LayerKind::LogSoftmax: model->add(std::make_unique<LogSoftmax>(l.name)); break;
+        case LayerKind::LogSoftmax: model->add(std::make_unique<LogSoftmax>(l.name), in); break;
         }
     }
     try {

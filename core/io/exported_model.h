@@ -18,7 +18,8 @@
 
 namespace quantscope {
 
-// "Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "Dropout", "Flatten", "Linear", "LogSoftmax".
+// "Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "Dropout", "Flatten", "Linear", "LogSoftmax",
+// "Add", "GlobalAvgPool2d", "AvgPool2d", "ReLU6".
 const char* storedKindName(LayerKind k);
 
 enum class TensorEncoding : std::uint8_t { Float32 = 0, Int = 1 };
@@ -67,8 +68,12 @@ struct ActivationQuant {
 struct StoredLayer {
     LayerKind kind = LayerKind::ReLU;
     std::string name;
-    // Conv2d: inChannels, outChannels, kernel, stride, padding. MaxPool2d: kernel, stride.
-    std::size_t inChannels = 0, outChannels = 0, kernel = 0, stride = 0, padding = 0;
+    // The activations this layer reads: 0 = the (normalised) model input, i+1 = output of layer i;
+    // always earlier than the layer itself. One entry, two for Add.
+    std::vector<std::size_t> inputs;
+    // Conv2d: inChannels, outChannels, kernel, stride, padding, groups (tensors: weight
+    // (out, in/groups, k, k) and an optional bias). MaxPool2d, AvgPool2d: kernel, stride.
+    std::size_t inChannels = 0, outChannels = 0, kernel = 0, stride = 0, padding = 0, groups = 1;
     std::size_t inFeatures = 0, outFeatures = 0; // Linear
     float eps = 0.0f, momentum = 0.0f;           // BatchNorm2d
     float dropout = 0.0f;                        // Dropout p
@@ -92,8 +97,12 @@ struct ExportedModel {
 
     // Parameters and (integer models) activation points, summed over layers.
     std::size_t numParams() const;
-    // Throws FormatError (prefixed with `source`) unless the layers chain from the input to
-    // `classes` outputs, every tensor has its layer's shape and a valid layout, and integer
+    // The one layer that reads layer i's output, or -1 when none or several do.
+    long soleConsumer(std::size_t i) const;
+    // Per-image shapes of every activation (input first); call validate() first.
+    std::vector<Shape> activationShapes() const;
+    // Throws FormatError (prefixed with `source`) unless every layer reads earlier activations of
+    // shapes it can take and the last produces `classes` outputs, every tensor has its layer's shape and a valid layout, and integer
     // models have the activation quantization the engines need.
     void validate(const std::string& source) const;
 };

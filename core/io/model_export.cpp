@@ -3,6 +3,7 @@
 #include "infer/model_runner.h"
 #include "io/onnx_io.h"
 #include "io/qsm.h"
+#include "nn/avgpool2d.h"
 #include "nn/batchnorm2d.h"
 #include "nn/conv2d.h"
 #include "nn/dropout.h"
@@ -183,16 +184,28 @@ ExportedModel exportQuantizedModel(Model& model, const QuantSim& sim, const std:
     m.inputQuant = activationOf(sim.activationQuantizer(0), af, "model input");
     const std::vector<bool>& points = sim.activationPoints();
     const std::vector<WeightTarget>& targets = sim.weightTargets();
-    float inScale = m.inputQuant->scale;
+    // Model activation -> stored activation (-1: a conv output folded away with its BatchNorm),
+    // and the scale each activation is on (pass-through layers keep their input's).
+    std::vector<long> actMap(model.size() + 1, -1);
+    std::vector<float> actScale(model.size() + 1, 0.0f);
+    std::vector<bool> skip(model.size(), false);
+    actMap[0] = 0;
+    actScale[0] = m.inputQuant->scale;
     std::size_t target = 0;
     for (std::size_t i = 0; i < model.size(); ++i) {
+        if (skip[i]) continue; // a BatchNorm folded into its convolution
         Layer& layer = model.layer(i);
         StoredLayer l;
         l.kind = layer.kind();
         l.name = layer.name();
+        for (std::size_t a : model.inputsOf(i)) {
+            if (actMap[a] < 0) throw ConfigError("'" + l.name + "' reads a convolution output that is folded into its BatchNorm");
+            l.inputs.push_back(static_cast<std::size_t>(actMap[a]));
+        }
+        const float inScale = actScale[model.inputsOf(i)[0]];
         std::size_t pointLayer = i; // the layer whose output point this stored layer carries
         if (auto* c = dynamic_cast<Conv2d*>(&layer)) {
-            auto* bn = i + 1 < model.size() ? dynamic_cast<BatchNorm2d*>(&model.layer(i + 1)) : nullptr;
+            BatchNorm2d* bn = foldedBatchNorm(model, i);
             const WeightTarget& t = targets.at(target);
             if (t.layer != l.name) throw Error("internal error: weight targets out of order at '" + l.name + "'");
             l.inChannels = c->inChannels();
@@ -200,8 +213,10 @@ ExportedModel exportQuantizedModel(Model& model, const QuantSim& sim, const std:
             l.kernel = c->kernel();
             l.stride = c->stride();
             l.padding = c->padding();
+            l.groups = c->groups();
             StoredTensor w = intWeights(*t.weight, sim.weightParams(target), wf, l.name);
-            std::vector<float> bias = c->bias().forwardValue().values();
+            std::vector<float> bias = c->hasBias() ? c->bias().forwardValue().values()
+                                                   : std::vector<float>(c->outChannels(), 0.0f);
             if (bn) {
                 // Folded: b' = beta + (b - running_mean) * gamma / sqrt(running_var + eps)
                 l.bnFolded = true;
@@ -209,7 +224,8 @@ ExportedModel exportQuantizedModel(Model& model, const QuantSim& sim, const std:
                     const float f = bn->gamma().value[ch] / std::sqrt(bn->runningVar()[ch] + bn->eps());
                     bias[ch] = bn->beta().value[ch] + (bias[ch] - bn->runningMean()[ch]) * f;
                 }
-                pointLayer = i + 1;
+                pointLayer = static_cast<std::size_t>(model.soleConsumer(i));
+                skip[pointLayer] = true;
             } else if (t.bias) {
                 bias = t.bias->forwardValue().values();
             }
@@ -227,19 +243,25 @@ ExportedModel exportQuantizedModel(Model& model, const QuantSim& sim, const std:
             l.tensors = {std::move(w), std::move(b)};
             ++target;
         } else if (dynamic_cast<BatchNorm2d*>(&layer)) {
-            throw ConfigError("BatchNorm2d '" + l.name + "' does not follow a convolution, so it cannot be folded for integer export");
+            throw ConfigError("BatchNorm2d '" + l.name + "' does not follow a convolution read by nothing else, so it cannot be folded for integer export");
         } else if (auto* p = dynamic_cast<MaxPool2d*>(&layer)) {
             l.kernel = p->kernel();
             l.stride = p->stride();
+        } else if (auto* ap = dynamic_cast<AvgPool2d*>(&layer)) {
+            l.kernel = ap->kernel();
+            l.stride = ap->stride();
         } else if (auto* d = dynamic_cast<Dropout*>(&layer)) {
             l.dropout = d->p();
         }
+        float outScale = inScale;
         if (points.at(pointLayer)) {
             l.outputQuant = activationOf(sim.activationQuantizer(pointLayer + 1), af, "output of '" + model.layer(pointLayer).name() + "'");
-            inScale = l.outputQuant->scale;
+            outScale = l.outputQuant->scale;
         }
         m.layers.push_back(std::move(l));
-        if (pointLayer != i) ++i; // the folded BatchNorm
+        const long stored = static_cast<long>(m.layers.size());
+        actMap[pointLayer + 1] = stored;
+        actScale[pointLayer + 1] = outScale;
     }
     m.validate("quantized model '" + modelName + "'");
     return m;

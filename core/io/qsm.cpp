@@ -16,7 +16,9 @@ static_assert(std::endian::native == std::endian::little, "the .qsm reader/write
 static_assert(static_cast<int>(LayerKind::Conv2d) == 0 && static_cast<int>(LayerKind::BatchNorm2d) == 1 &&
               static_cast<int>(LayerKind::ReLU) == 2 && static_cast<int>(LayerKind::MaxPool2d) == 3 &&
               static_cast<int>(LayerKind::Dropout) == 4 && static_cast<int>(LayerKind::Flatten) == 5 &&
-              static_cast<int>(LayerKind::Linear) == 6 && static_cast<int>(LayerKind::LogSoftmax) == 7);
+              static_cast<int>(LayerKind::Linear) == 6 && static_cast<int>(LayerKind::LogSoftmax) == 7 &&
+              static_cast<int>(LayerKind::Add) == 8 && static_cast<int>(LayerKind::GlobalAvgPool2d) == 9 &&
+              static_cast<int>(LayerKind::AvgPool2d) == 10 && static_cast<int>(LayerKind::ReLU6) == 11);
 
 namespace {
 
@@ -244,13 +246,27 @@ StoredTensor getTensor(Reader& r)
     return t;
 }
 
-StoredLayer getLayer(Reader& r)
+// Version 1 files hold plain stacks of the first eight kinds; version 2 adds each layer's input
+// list, Conv2d groups and the kinds Add, GlobalAvgPool2d, AvgPool2d, ReLU6.
+StoredLayer getLayer(Reader& r, std::uint16_t version, std::size_t index)
 {
     StoredLayer l;
     const std::uint8_t kind = r.u8("layer kind");
-    if (kind > static_cast<std::uint8_t>(LayerKind::LogSoftmax)) r.fail("unknown layer kind " + std::to_string(kind));
+    const int lastKind = version == 1 ? static_cast<int>(LayerKind::LogSoftmax) : kLastLayerKind;
+    if (kind > lastKind) r.fail("unknown layer kind " + std::to_string(kind));
     l.kind = static_cast<LayerKind>(kind);
     l.name = r.str("layer name");
+    if (version == 1) {
+        l.inputs = {index};
+    } else {
+        const std::uint8_t ni = r.u8("input count");
+        if (ni < 1 || ni > 2) r.fail("layer '" + l.name + "' reads " + std::to_string(ni) + " inputs (1 or 2)");
+        for (std::uint8_t j = 0; j < ni; ++j) {
+            const std::uint32_t a = r.u32("input activation");
+            if (a > index) r.fail("layer '" + l.name + "' reads activation " + std::to_string(a) + ", not an earlier layer's output");
+            l.inputs.push_back(a);
+        }
+    }
     switch (l.kind) {
     case LayerKind::Conv2d: {
         l.inChannels = toSize(r.u32("in channels"));
@@ -258,6 +274,7 @@ StoredLayer getLayer(Reader& r)
         l.kernel = toSize(r.u32("kernel"));
         l.stride = toSize(r.u32("stride"));
         l.padding = toSize(r.u32("padding"));
+        if (version >= 2) l.groups = toSize(r.u32("groups"));
         const std::uint8_t folded = r.u8("folded flag");
         if (folded > 1) r.fail("folded flag is " + std::to_string(folded));
         l.bnFolded = folded == 1;
@@ -269,6 +286,7 @@ StoredLayer getLayer(Reader& r)
         l.momentum = r.f32("momentum");
         break;
     case LayerKind::MaxPool2d:
+    case LayerKind::AvgPool2d:
         l.kernel = toSize(r.u32("kernel"));
         l.stride = toSize(r.u32("stride"));
         break;
@@ -372,6 +390,8 @@ std::vector<std::uint8_t> encodeQsm(const ExportedModel& m)
     for (const StoredLayer& l : m.layers) {
         w.u8(static_cast<std::uint8_t>(l.kind));
         w.str(l.name);
+        w.u8(l.inputs.size());
+        for (std::size_t a : l.inputs) w.u32(a);
         switch (l.kind) {
         case LayerKind::Conv2d:
             w.u32(l.inChannels);
@@ -379,6 +399,7 @@ std::vector<std::uint8_t> encodeQsm(const ExportedModel& m)
             w.u32(l.kernel);
             w.u32(l.stride);
             w.u32(l.padding);
+            w.u32(l.groups);
             w.u8(l.bnFolded ? 1 : 0);
             break;
         case LayerKind::BatchNorm2d:
@@ -387,6 +408,7 @@ std::vector<std::uint8_t> encodeQsm(const ExportedModel& m)
             w.f32(l.momentum);
             break;
         case LayerKind::MaxPool2d:
+        case LayerKind::AvgPool2d:
             w.u32(l.kernel);
             w.u32(l.stride);
             break;
@@ -435,11 +457,11 @@ ExportedModel decodeQsm(const std::vector<std::uint8_t>& bytes, const std::strin
     std::memcpy(&payload, bytes.data() + 16, 8);
     std::memcpy(&crc, bytes.data() + 24, 4);
     std::memcpy(&reserved, bytes.data() + 28, 4);
-    if (version != kQsmVersion)
-        throw FormatError(source + ": .qsm version " + std::to_string(version) + " is not one this QuantScope reads (version " +
+    if (version < 1 || version > kQsmVersion)
+        throw FormatError(source + ": .qsm version " + std::to_string(version) + " is not one this QuantScope reads (versions 1 to " +
                           std::to_string(kQsmVersion) + ")");
     if (headerSize != kQsmHeaderSize || flags != 0 || reserved != 0)
-        throw FormatError(source + ": offset 10: header fields of version 1 do not hold their fixed values");
+        throw FormatError(source + ": offset 10: header fields of version " + std::to_string(version) + " do not hold their fixed values");
     const std::uint64_t have = bytes.size() - kQsmHeaderSize;
     if (payload != have)
         throw FormatError(source + ": " + (payload > have ? "truncated" : "trailing data") + ": the header announces " +
@@ -473,7 +495,7 @@ ExportedModel decodeQsm(const std::vector<std::uint8_t>& bytes, const std::strin
     if (hin > 1) r.fail("input quantization flag is " + std::to_string(hin));
     if (hin) m.inputQuant = getActivation(r);
     const std::uint32_t nl = r.count("layer count", kMaxLayers, 5);
-    for (std::uint32_t i = 0; i < nl; ++i) m.layers.push_back(getLayer(r));
+    for (std::uint32_t i = 0; i < nl; ++i) m.layers.push_back(getLayer(r, version, i));
     if (r.remaining() != 0) r.fail(std::to_string(r.remaining()) + " unexpected bytes after the last layer");
     m.validate(source);
     return m;

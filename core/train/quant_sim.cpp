@@ -14,23 +14,49 @@
 namespace quantscope {
 
 namespace {
-bool isCompute(LayerKind k) { return k == LayerKind::Conv2d || k == LayerKind::Linear || k == LayerKind::BatchNorm2d; }
+bool isCompute(LayerKind k)
+{
+    return k == LayerKind::Conv2d || k == LayerKind::Linear || k == LayerKind::BatchNorm2d || k == LayerKind::Add;
+}
+bool isRelu(LayerKind k) { return k == LayerKind::ReLU || k == LayerKind::ReLU6; }
 } // namespace
 
+// The quantized graph of Jacob et al. 2018 / PyTorch eager mode: every ReLU/ReLU6 and pooling
+// average output is requantized; a conv/linear/BN/Add output is requantized unless its only
+// reader is a BatchNorm (folded into it) or a ReLU (fused into its clamp). Max-pooling, flatten and
+// dropout keep their input's grid.
 std::vector<bool> activationQuantPoints(const Model& model)
 {
     std::vector<bool> p(model.size(), false);
     for (std::size_t i = 0; i < model.size(); ++i) {
         const LayerKind k = model.layer(i).kind();
-        if (k == LayerKind::ReLU) {
+        if (isRelu(k) || k == LayerKind::AvgPool2d || k == LayerKind::GlobalAvgPool2d) {
             p[i] = true;
         } else if (isCompute(k)) {
-            const bool last = i + 1 == model.size();
-            const LayerKind next = last ? k : model.layer(i + 1).kind();
-            p[i] = last || (next != LayerKind::BatchNorm2d && next != LayerKind::ReLU);
+            const long next = model.soleConsumer(i);
+            const LayerKind nk = next >= 0 ? model.layer(static_cast<std::size_t>(next)).kind() : k;
+            const bool fused = next >= 0 && (isRelu(nk) || (nk == LayerKind::BatchNorm2d && k == LayerKind::Conv2d));
+            p[i] = !fused;
         }
     }
     return p;
+}
+
+Conv2d* foldableConv(Model& model, std::size_t bnLayer)
+{
+    const auto& in = model.inputsOf(bnLayer);
+    if (in.size() != 1 || in[0] == 0) return nullptr;
+    const std::size_t prev = in[0] - 1;
+    if (model.soleConsumer(prev) != static_cast<long>(bnLayer)) return nullptr;
+    return dynamic_cast<Conv2d*>(&model.layer(prev));
+}
+
+BatchNorm2d* foldedBatchNorm(Model& model, std::size_t convLayer)
+{
+    const long next = model.soleConsumer(convLayer);
+    if (next < 0) return nullptr;
+    auto* bn = dynamic_cast<BatchNorm2d*>(&model.layer(static_cast<std::size_t>(next)));
+    return bn && dynamic_cast<Conv2d*>(&model.layer(convLayer)) ? bn : nullptr;
 }
 
 QuantSim::QuantSim(Model& model, const PrecisionConfig& cfg, const NumberFormat& weightFormat)
@@ -45,7 +71,7 @@ QuantSim::QuantSim(Model& model, const PrecisionConfig& cfg, const NumberFormat&
     for (std::size_t i = 0; i < model.size(); ++i) {
         Layer& l = model.layer(i);
         if (auto* c = dynamic_cast<Conv2d*>(&l)) {
-            auto* bn = i + 1 < model.size() ? dynamic_cast<BatchNorm2d*>(&model.layer(i + 1)) : nullptr;
+            BatchNorm2d* bn = foldedBatchNorm(model, i);
             if (bn) {
                 Fold f{c, bn, {}, {}, m_targets.size()};
                 f.folded.name = "weight";
@@ -55,7 +81,7 @@ QuantSim::QuantSim(Model& model, const PrecisionConfig& cfg, const NumberFormat&
                 m_folds.push_back(std::move(f));
                 m_targets.push_back({l.name(), nullptr, nullptr});
             } else {
-                m_targets.push_back({l.name(), &c->weight(), &c->bias()});
+                m_targets.push_back({l.name(), &c->weight(), c->hasBias() ? &c->bias() : nullptr});
             }
         } else if (auto* f = dynamic_cast<Linear*>(&l)) {
             m_targets.push_back({l.name(), &f->weight(), &f->bias()});

@@ -25,6 +25,10 @@ class Conv2d;
 
 // True at i when the output of layer i is an activation quantization point.
 std::vector<bool> activationQuantPoints(const Model& model);
+// The BatchNorm folded into conv layer i (its only reader), or nullptr.
+BatchNorm2d* foldedBatchNorm(Model& model, std::size_t convLayer);
+// The conv that BatchNorm layer i folds into (its input, read by nothing else), or nullptr.
+Conv2d* foldableConv(Model& model, std::size_t bnLayer);
 
 class QuantSim final : public LayerHooks {
 public:

@@ -23,7 +23,7 @@ std::vector<WeightTarget> weightTargets(Model& model)
     std::vector<WeightTarget> t;
     for (std::size_t i = 0; i < model.size(); ++i) {
         if (auto* c = dynamic_cast<Conv2d*>(&model.layer(i)))
-            t.push_back({c->name(), &c->weight(), &c->bias()});
+            t.push_back({c->name(), &c->weight(), c->hasBias() ? &c->bias() : nullptr});
         else if (auto* f = dynamic_cast<Linear*>(&model.layer(i)))
             t.push_back({f->name(), &f->weight(), &f->bias()});
     }
