@@ -27,13 +27,72 @@ Shape BatchNorm2d::outputShape(const Shape& in) const
     return in;
 }
 
+namespace {
+
+// Sums over one plane in a fixed association order (16 interleaved float lanes, so the loop
+// vectorises and the result does not depend on threads or alignment); planes are then summed
+// in double, so the batch statistics stay accurate for large N*H*W.
+double planeSum(const float* __restrict p, std::size_t n)
+{
+    float acc[16] = {};
+    std::size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (std::size_t j = 0; j < 16; ++j) acc[j] += p[i + j];
+    for (std::size_t j = 0; i + j < n; ++j) acc[j] += p[i + j];
+    double s = 0.0;
+    for (float a : acc) s += a;
+    return s;
+}
+
+// sum (p - mean)^2
+double planeSquaredDeviation(const float* __restrict p, std::size_t n, float mean)
+{
+    float acc[16] = {};
+    std::size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (std::size_t j = 0; j < 16; ++j) {
+            const float d = p[i + j] - mean;
+            acc[j] += d * d;
+        }
+    for (std::size_t j = 0; i + j < n; ++j) {
+        const float d = p[i + j] - mean;
+        acc[j] += d * d;
+    }
+    double s = 0.0;
+    for (float a : acc) s += a;
+    return s;
+}
+
+// sum dy, sum dy * xhat
+void planeGradSums(const float* __restrict dy, const float* __restrict xh, std::size_t n, double& sdy, double& sdyx)
+{
+    float a[16] = {}, b[16] = {};
+    std::size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (std::size_t j = 0; j < 16; ++j) {
+            a[j] += dy[i + j];
+            b[j] += dy[i + j] * xh[i + j];
+        }
+    for (std::size_t j = 0; i + j < n; ++j) {
+        a[j] += dy[i + j];
+        b[j] += dy[i + j] * xh[i + j];
+    }
+    for (std::size_t j = 0; j < 16; ++j) {
+        sdy += a[j];
+        sdyx += b[j];
+    }
+}
+
+} // namespace
+
 // y = gamma * (x - mean_c) / sqrt(var_c + eps) + beta, statistics over (N, H, W)
 void BatchNorm2d::forward(const Tensor& x, Tensor& y, const RunContext& ctx)
 {
     y.resize(outputShape(x.shape()));
     const std::size_t N = x.dim(0), HW = x.dim(2) * x.dim(3), M = N * HW;
     const bool batchStats = ctx.training && !m_frozen;
-    if (ctx.training) {
+    const bool training = ctx.training;
+    if (training) {
         m_xhat.resize(x.shape());
         m_invStd.assign(m_c, 0.0f);
     }
@@ -43,18 +102,9 @@ void BatchNorm2d::forward(const Tensor& x, Tensor& y, const RunContext& ctx)
         float mean, var;
         if (batchStats) {
             double s = 0.0, s2 = 0.0;
-            for (std::size_t n = 0; n < N; ++n) {
-                const float* p = x.data() + (n * m_c + c) * HW;
-                for (std::size_t i = 0; i < HW; ++i) s += p[i];
-            }
+            for (std::size_t n = 0; n < N; ++n) s += planeSum(x.data() + (n * m_c + c) * HW, HW);
             mean = static_cast<float>(s / static_cast<double>(M));
-            for (std::size_t n = 0; n < N; ++n) {
-                const float* p = x.data() + (n * m_c + c) * HW;
-                for (std::size_t i = 0; i < HW; ++i) {
-                    const double d = p[i] - mean;
-                    s2 += d * d;
-                }
-            }
+            for (std::size_t n = 0; n < N; ++n) s2 += planeSquaredDeviation(x.data() + (n * m_c + c) * HW, HW, mean);
             var = static_cast<float>(s2 / static_cast<double>(M));
             const float unbiased = M > 1 ? static_cast<float>(s2 / static_cast<double>(M - 1)) : var;
             m_runMean[c] = (1.0f - m_momentum) * m_runMean[c] + m_momentum * mean;
@@ -64,13 +114,22 @@ void BatchNorm2d::forward(const Tensor& x, Tensor& y, const RunContext& ctx)
             var = m_runVar[c];
         }
         const float inv = 1.0f / std::sqrt(var + m_eps);
-        if (ctx.training) m_invStd[c] = inv;
+        const float gc = g[c], bc = b[c];
+        if (training) m_invStd[c] = inv;
         for (std::size_t n = 0; n < N; ++n) {
             const std::size_t off = (n * m_c + c) * HW;
-            for (std::size_t i = 0; i < HW; ++i) {
-                const float xh = (x[off + i] - mean) * inv;
-                if (ctx.training) m_xhat[off + i] = xh;
-                y[off + i] = g[c] * xh + b[c];
+            const float* __restrict xp = x.data() + off;
+            float* __restrict yp = y.data() + off;
+            if (training) {
+                float* __restrict xh = m_xhat.data() + off;
+                for (std::size_t i = 0; i < HW; ++i) {
+                    const float v = (xp[i] - mean) * inv;
+                    xh[i] = v;
+                    yp[i] = gc * v + bc;
+                }
+            } else {
+                const float scale = gc * inv, shift = bc - mean * gc * inv;
+                for (std::size_t i = 0; i < HW; ++i) yp[i] = xp[i] * scale + shift;
             }
         }
     });
@@ -88,19 +147,19 @@ void BatchNorm2d::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& d
         double sdy = 0.0, sdyx = 0.0;
         for (std::size_t n = 0; n < N; ++n) {
             const std::size_t off = (n * m_c + c) * HW;
-            for (std::size_t i = 0; i < HW; ++i) {
-                sdy += dy[off + i];
-                sdyx += static_cast<double>(dy[off + i]) * m_xhat[off + i];
-            }
+            planeGradSums(dy.data() + off, m_xhat.data() + off, HW, sdy, sdyx);
         }
         m_gamma.grad[c] = static_cast<float>(sdyx);
         m_beta.grad[c] = static_cast<float>(sdy);
         if (!needInputGrad) return;
         const float inv = m_invStd[c];
         if (m_frozen) {
+            const float k = g[c] * inv;
             for (std::size_t n = 0; n < N; ++n) {
                 const std::size_t off = (n * m_c + c) * HW;
-                for (std::size_t i = 0; i < HW; ++i) dx[off + i] = g[c] * inv * dy[off + i];
+                const float* __restrict gp = dy.data() + off;
+                float* __restrict out = dx.data() + off;
+                for (std::size_t i = 0; i < HW; ++i) out[i] = k * gp[i];
             }
             return;
         }
@@ -108,7 +167,10 @@ void BatchNorm2d::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& d
         const float a = static_cast<float>(sdy), bsum = static_cast<float>(sdyx);
         for (std::size_t n = 0; n < N; ++n) {
             const std::size_t off = (n * m_c + c) * HW;
-            for (std::size_t i = 0; i < HW; ++i) dx[off + i] = k * (M * dy[off + i] - a - m_xhat[off + i] * bsum);
+            const float* __restrict gp = dy.data() + off;
+            const float* __restrict xh = m_xhat.data() + off;
+            float* __restrict out = dx.data() + off;
+            for (std::size_t i = 0; i < HW; ++i) out[i] = k * (M * gp[i] - a - xh[i] * bsum);
         }
     });
 }

@@ -53,7 +53,28 @@ Shape Conv2d::outputShape(const Shape& in) const
     return {in[0], m_cout, outDim(in[2], m_k, m_stride, m_pad), outDim(in[3], m_k, m_stride, m_pad)};
 }
 
+namespace {
+
+// The output columns ox whose input column ox*stride + kx - pad lies inside [0, W): [lo, hi).
+struct ColRange {
+    std::size_t lo, hi;
+};
+ColRange validCols(std::size_t W, std::size_t Wo, std::size_t kx, std::size_t stride, std::size_t pad)
+{
+    std::size_t lo = 0;
+    if (pad > kx) lo = (pad - kx + stride - 1) / stride;
+    // largest ox with ox*stride + kx - pad <= W - 1
+    const long top = static_cast<long>(W) - 1 + static_cast<long>(pad) - static_cast<long>(kx);
+    std::size_t hi = top < 0 ? 0 : static_cast<std::size_t>(top) / stride + 1;
+    if (hi > Wo) hi = Wo;
+    if (lo > hi) lo = hi;
+    return {lo, hi};
+}
+
+} // namespace
+
 // x: (C, H, W) -> cols: (C*k*k, Ho*Wo); row (c, ky, kx), column (oy, ox).
+// cols[(c,ky,kx), (oy,ox)] = x[c, oy*s + ky - p, ox*s + kx - p], 0 outside the image.
 void im2col(const float* x, std::size_t C, std::size_t H, std::size_t W, std::size_t k, std::size_t stride,
             std::size_t pad, float* cols, std::size_t ldc)
 {
@@ -63,28 +84,31 @@ void im2col(const float* x, std::size_t C, std::size_t H, std::size_t W, std::si
         for (std::size_t ky = 0; ky < k; ++ky)
             for (std::size_t kx = 0; kx < k; ++kx) {
                 float* row = cols + ((c * k + ky) * k + kx) * ldc;
+                const ColRange r = validCols(W, Wo, kx, stride, pad);
                 for (std::size_t oy = 0; oy < Ho; ++oy) {
                     const long iy = static_cast<long>(oy * stride + ky) - static_cast<long>(pad);
-                    float* out = row + oy * Wo;
+                    float* __restrict out = row + oy * Wo;
                     if (iy < 0 || iy >= static_cast<long>(H)) {
-                        std::memset(out, 0, Wo * sizeof(float));
+                        for (std::size_t ox = 0; ox < Wo; ++ox) out[ox] = 0.0f;
                         continue;
                     }
-                    const float* in = x + (c * H + static_cast<std::size_t>(iy)) * W;
-                    if (stride == 1 && pad == 0) {
-                        // Short rows (24 floats for seed-cnn): an inline loop, not a memcpy call.
-                        const float* src = in + kx;
-                        for (std::size_t ox = 0; ox < Wo; ++ox) out[ox] = src[ox];
-                        continue;
+                    // Output column ox reads input column ox*stride + off (inside [r.lo, r.hi)).
+                    const float* __restrict in = x + (c * H + static_cast<std::size_t>(iy)) * W;
+                    const long off = static_cast<long>(kx) - static_cast<long>(pad);
+                    for (std::size_t ox = 0; ox < r.lo; ++ox) out[ox] = 0.0f;
+                    if (stride == 1) {
+                        const float* __restrict src = in + (static_cast<long>(r.lo) + off);
+                        for (std::size_t j = 0; j < r.hi - r.lo; ++j) out[r.lo + j] = src[j];
+                    } else {
+                        const float* __restrict src = in + (static_cast<long>(r.lo * stride) + off);
+                        for (std::size_t j = 0; j < r.hi - r.lo; ++j) out[r.lo + j] = src[j * stride];
                     }
-                    for (std::size_t ox = 0; ox < Wo; ++ox) {
-                        const long ix = static_cast<long>(ox * stride + kx) - static_cast<long>(pad);
-                        out[ox] = (ix < 0 || ix >= static_cast<long>(W)) ? 0.0f : in[ix];
-                    }
+                    for (std::size_t ox = r.hi; ox < Wo; ++ox) out[ox] = 0.0f;
                 }
             }
 }
 
+// dx[c, iy, ix] += sum of the dcols entries that im2col copied from (c, iy, ix).
 void col2imAdd(const float* dcols, std::size_t C, std::size_t H, std::size_t W, std::size_t k,
                std::size_t stride, std::size_t pad, float* dx, std::size_t ldc)
 {
@@ -94,19 +118,18 @@ void col2imAdd(const float* dcols, std::size_t C, std::size_t H, std::size_t W, 
         for (std::size_t ky = 0; ky < k; ++ky)
             for (std::size_t kx = 0; kx < k; ++kx) {
                 const float* row = dcols + ((c * k + ky) * k + kx) * ldc;
+                const ColRange r = validCols(W, Wo, kx, stride, pad);
                 for (std::size_t oy = 0; oy < Ho; ++oy) {
                     const long iy = static_cast<long>(oy * stride + ky) - static_cast<long>(pad);
                     if (iy < 0 || iy >= static_cast<long>(H)) continue;
-                    float* out = dx + (c * H + static_cast<std::size_t>(iy)) * W;
-                    const float* in = row + oy * Wo;
-                    if (stride == 1 && pad == 0) {
-                        float* o = out + kx;
-                        for (std::size_t ox = 0; ox < Wo; ++ox) o[ox] += in[ox];
-                        continue;
-                    }
-                    for (std::size_t ox = 0; ox < Wo; ++ox) {
-                        const long ix = static_cast<long>(ox * stride + kx) - static_cast<long>(pad);
-                        if (ix >= 0 && ix < static_cast<long>(W)) out[ix] += in[ox];
+                    if (r.hi == r.lo) continue;
+                    const long off = static_cast<long>(kx) - static_cast<long>(pad);
+                    float* __restrict out = dx + (c * H + static_cast<std::size_t>(iy)) * W + (static_cast<long>(r.lo * stride) + off);
+                    const float* __restrict in = row + oy * Wo + r.lo;
+                    if (stride == 1) {
+                        for (std::size_t j = 0; j < r.hi - r.lo; ++j) out[j] += in[j];
+                    } else {
+                        for (std::size_t j = 0; j < r.hi - r.lo; ++j) out[j * stride] += in[j];
                     }
                 }
             }
@@ -157,11 +180,15 @@ void Conv2d::forward(const Tensor& x, Tensor& y, const RunContext& ctx)
     // The columns are rebuilt in backward rather than cached: one image's columns stay in
     // cache, a whole batch's would not (42 MB for seed-cnn's conv2), and the rebuild is cheaper.
     if (ctx.training) m_colsFor = x.shape();
+    const bool pointwise = m_k == 1 && m_stride == 1 && m_pad == 0;
     parallelFor(N, [&](std::size_t n) {
-        float* cols = threadBuffer(0, K * HWo).data();
+        float* cols = pointwise ? nullptr : threadBuffer(0, K * HWo).data();
         for (std::size_t g = 0; g < G; ++g) {
-            im2col(x.data() + n * inStride + g * cinG * H * W, cinG, H, W, m_k, m_stride, m_pad, cols);
-            ConstMatrixMap C(cols, static_cast<Idx>(K), static_cast<Idx>(HWo));
+            const float* xg = x.data() + n * inStride + g * cinG * H * W;
+            // A 1x1 stride-1 convolution reads its input as the columns: no copy.
+            const float* src = pointwise ? xg : cols;
+            if (!pointwise) im2col(xg, cinG, H, W, m_k, m_stride, m_pad, cols);
+            ConstMatrixMap C(src, static_cast<Idx>(K), static_cast<Idx>(HWo));
             ConstMatrixMap Wg(wdata + g * coutG * K, static_cast<Idx>(coutG), static_cast<Idx>(K));
             float* out = y.data() + (n * m_cout + g * coutG) * HWo;
             MatrixMap Y(out, static_cast<Idx>(coutG), static_cast<Idx>(HWo));
@@ -191,26 +218,32 @@ void Conv2d::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Te
     const std::size_t wSize = m_cout * K, bSize = m_hasBias ? m_cout : 0;
     const std::size_t partSize = wSize + bSize;
     m_partials.resize(N * partSize);
+    const bool pointwise = m_k == 1 && m_stride == 1 && m_pad == 0;
     if (needInputGrad) {
         dx.resize(x.shape());
-        dx.setZero();
+        if (!pointwise) dx.setZero(); // col2im accumulates; the pointwise path writes every element
     }
     parallelFor(N, [&](std::size_t n) {
-        float* cols = threadBuffer(0, K * HWo).data();
+        float* cols = pointwise ? nullptr : threadBuffer(0, K * HWo).data();
         float* part = m_partials.data() + n * partSize;
         for (std::size_t g = 0; g < G; ++g) {
             const std::size_t inOff = n * inStride + g * cinG * H * W;
-            im2col(x.data() + inOff, cinG, H, W, m_k, m_stride, m_pad, cols);
+            const float* src = pointwise ? x.data() + inOff : cols;
+            if (!pointwise) im2col(x.data() + inOff, cinG, H, W, m_k, m_stride, m_pad, cols);
             const float* gy = dy.data() + (n * m_cout + g * coutG) * HWo;
-            ConstMatrixMap C(cols, static_cast<Idx>(K), static_cast<Idx>(HWo));
+            ConstMatrixMap C(src, static_cast<Idx>(K), static_cast<Idx>(HWo));
             ConstMatrixMap Gm(gy, static_cast<Idx>(coutG), static_cast<Idx>(HWo));
             MatrixMap(part + g * coutG * K, static_cast<Idx>(coutG), static_cast<Idx>(K)).noalias() = Gm * C.transpose();
             if (bSize)
                 for (std::size_t o = 0; o < coutG; ++o) part[wSize + g * coutG + o] = fixedOrderSum(gy + o * HWo, HWo);
             if (needInputGrad) {
+                ConstMatrixMap Wg(wdata + g * coutG * K, static_cast<Idx>(coutG), static_cast<Idx>(K));
+                if (pointwise) { // dx_n[g] = W[g]^T dy_n[g] directly
+                    MatrixMap(dx.data() + inOff, static_cast<Idx>(K), static_cast<Idx>(HWo)).noalias() = Wg.transpose() * Gm;
+                    continue;
+                }
                 float* dcols = threadBuffer(1, K * HWo).data();
                 MatrixMap D(dcols, static_cast<Idx>(K), static_cast<Idx>(HWo));
-                ConstMatrixMap Wg(wdata + g * coutG * K, static_cast<Idx>(coutG), static_cast<Idx>(K));
                 D.noalias() = Wg.transpose() * Gm;
                 col2imAdd(dcols, cinG, H, W, m_k, m_stride, m_pad, dx.data() + inOff);
             }

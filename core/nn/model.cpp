@@ -243,7 +243,8 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks)
         } else {
             xs.clear();
             dxs.clear();
-            std::vector<Tensor> scratch(in.size());
+            std::vector<Tensor>& scratch = m_multiScratch;
+            if (scratch.size() < in.size()) scratch.resize(in.size());
             for (std::size_t j = 0; j < in.size(); ++j) {
                 xs.push_back(&m_acts[in[j]]);
                 Tensor* direct = target(in[j]);

@@ -78,6 +78,7 @@ private:
     std::vector<std::vector<std::size_t>> m_consumers; // per activation
     std::vector<std::uint8_t> m_gradSet;               // backward: activation gradient written yet
     Tensor m_gradScratch;                              // backward: input gradient to accumulate
+    std::vector<Tensor> m_multiScratch;                // the same for multi-input layers
     std::vector<Tensor> m_acts;
     std::vector<Tensor> m_grads; // m_grads[i] = dL/d(activation i); sizes stay put across steps
 };
