@@ -5,7 +5,12 @@
 
 #include <tbb/enumerable_thread_specific.h>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <string>
 
@@ -71,6 +76,44 @@ ColRange validCols(std::size_t W, std::size_t Wo, std::size_t kx, std::size_t st
     return {lo, hi};
 }
 
+#if defined(__AVX512F__)
+// Stride-1 rows with AVX-512 masks: out[ox] = in[ox + off] for ox in [lo, hi), 0 elsewhere in
+// [0, n). Masked-off lanes are never loaded (no fault), so the padding costs nothing extra.
+inline __mmask16 laneMask(long from, long to) // lanes j with from <= j < to, within [0, 16)
+{
+    if (from < 0) from = 0;
+    if (to > 16) to = 16;
+    if (to <= from) return 0;
+    return static_cast<__mmask16>(((1u << (to - from)) - 1u) << from);
+}
+
+inline void copyRowMasked(const float* in, long off, float* out, std::size_t n, std::size_t lo, std::size_t hi)
+{
+    for (std::size_t b = 0; b < n; b += 16) {
+        const long base = static_cast<long>(b);
+        const __mmask16 store = laneMask(0, static_cast<long>(n) - base);
+        const __mmask16 valid = laneMask(static_cast<long>(lo) - base, static_cast<long>(hi) - base) & store;
+        const float* src = reinterpret_cast<const float*>(reinterpret_cast<std::uintptr_t>(in) +
+                                                          static_cast<std::uintptr_t>((base + off) * 4));
+        _mm512_mask_storeu_ps(out + b, store, _mm512_maskz_loadu_ps(valid, src));
+    }
+}
+
+// out[ox + off] += in[ox] for ox in [lo, hi)
+inline void addRowMasked(const float* in, long off, float* out, std::size_t lo, std::size_t hi)
+{
+    for (std::size_t b = lo & ~std::size_t{15}; b < hi; b += 16) {
+        const long base = static_cast<long>(b);
+        const __mmask16 valid = laneMask(static_cast<long>(lo) - base, static_cast<long>(hi) - base);
+        float* dst = reinterpret_cast<float*>(reinterpret_cast<std::uintptr_t>(out) +
+                                              static_cast<std::uintptr_t>((base + off) * 4));
+        const __m512 d = _mm512_maskz_loadu_ps(valid, dst);
+        const __m512 v = _mm512_maskz_loadu_ps(valid, in + b);
+        _mm512_mask_storeu_ps(dst, valid, _mm512_add_ps(d, v));
+    }
+}
+#endif
+
 } // namespace
 
 // x: (C, H, W) -> cols: (C*k*k, Ho*Wo); row (c, ky, kx), column (oy, ox).
@@ -95,6 +138,12 @@ void im2col(const float* x, std::size_t C, std::size_t H, std::size_t W, std::si
                     // Output column ox reads input column ox*stride + off (inside [r.lo, r.hi)).
                     const float* __restrict in = x + (c * H + static_cast<std::size_t>(iy)) * W;
                     const long off = static_cast<long>(kx) - static_cast<long>(pad);
+#if defined(__AVX512F__)
+                    if (stride == 1) {
+                        copyRowMasked(in, off, out, Wo, r.lo, r.hi);
+                        continue;
+                    }
+#endif
                     for (std::size_t ox = 0; ox < r.lo; ++ox) out[ox] = 0.0f;
                     if (stride == 1) {
                         const float* __restrict src = in + (static_cast<long>(r.lo) + off);
@@ -124,6 +173,12 @@ void col2imAdd(const float* dcols, std::size_t C, std::size_t H, std::size_t W, 
                     if (iy < 0 || iy >= static_cast<long>(H)) continue;
                     if (r.hi == r.lo) continue;
                     const long off = static_cast<long>(kx) - static_cast<long>(pad);
+#if defined(__AVX512F__)
+                    if (stride == 1) {
+                        addRowMasked(row + oy * Wo, off, dx + (c * H + static_cast<std::size_t>(iy)) * W, r.lo, r.hi);
+                        continue;
+                    }
+#endif
                     float* __restrict out = dx + (c * H + static_cast<std::size_t>(iy)) * W + (static_cast<long>(r.lo * stride) + off);
                     const float* __restrict in = row + oy * Wo + r.lo;
                     if (stride == 1) {
