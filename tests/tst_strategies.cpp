@@ -37,6 +37,9 @@ struct Recorder : TrainObserver {
 // Accuracy a quantized model may lose against FP32 on these small subsets.
 constexpr double kInt8Gap = 0.03;
 constexpr double kMinAccuracy = 0.60; // 1 epoch of 3000 images reaches ~0.70-0.75 in FP32
+// mobilenet-tiny learns slower: 1 epoch of 3000 images gave 50.5 % here and 55.5 % in the
+// PyTorch reference (pytorch_ref.py --model mobilenet-tiny --train-limit 3000 --test-limit 1000).
+constexpr double kMinMobileNetAccuracy = 0.40;
 
 } // namespace
 
@@ -46,6 +49,9 @@ class TestStrategies : public QObject {
 private slots:
     void initTestCase();
     void activationPointsOfSeedCnn();
+    void activationPointsOfGraphs();
+    void everyConvBnPairIsFolded_data();
+    void everyConvBnPairIsFolded();
     void strategiesTrainAndReport_data();
     void strategiesTrainAndReport();
     void granularityScaleCounts_data();
@@ -99,6 +105,81 @@ void TestStrategies::activationPointsOfSeedCnn()
             QVERIFY2(!q[i], "conv/bn outputs feed the next op directly (folded)");
 }
 
+void TestStrategies::activationPointsOfGraphs()
+{
+    auto names = [](Model& m) {
+        QStringList out;
+        const std::vector<bool> p = activationQuantPoints(m);
+        for (std::size_t i = 0; i < p.size(); ++i)
+            if (p[i]) out << QString::fromStdString(m.layer(i).name());
+        return out;
+    };
+    auto r = makeModel("resnet8");
+    const QStringList rp = names(*r);
+    // Both inputs of every residual Add are quantized (bn2 and the shortcut's BN or the previous
+    // block's ReLU), the Add is fused with its ReLU, the pooled features and the logits are quantized.
+    for (const char* n : {"relu", "layer1.relu1", "layer1.bn2", "layer1.relu2", "layer2.bn2", "layer2.shortcut_bn",
+                          "layer2.relu2", "layer3.shortcut_bn", "layer3.relu2", "pool", "fc"})
+        QVERIFY2(rp.contains(n), n);
+    for (const char* n : {"conv1", "bn1", "layer1.add", "layer2.add", "layer2.shortcut", "layer1.conv1"})
+        QVERIFY2(!rp.contains(n), n);
+
+    auto mb = makeModel("mobilenet-tiny");
+    const QStringList mp = names(*mb);
+    QCOMPARE(mp, QStringList({"relu1", "blocks.0.relu1", "blocks.0.relu2", "blocks.1.relu1", "blocks.1.relu2",
+                              "blocks.2.relu1", "blocks.2.relu2", "blocks.3.relu1", "blocks.3.relu2", "pool", "fc"}));
+}
+
+void TestStrategies::everyConvBnPairIsFolded_data()
+{
+    QTest::addColumn<QString>("model");
+    QTest::addColumn<int>("folds");
+    QTest::newRow("resnet8") << "resnet8" << 9;             // stem, 6 block convs, 2 shortcuts
+    QTest::newRow("mobilenet-tiny") << "mobilenet-tiny" << 9; // stem, 4 depthwise, 4 pointwise
+}
+
+void TestStrategies::everyConvBnPairIsFolded()
+{
+    QFETCH(QString, model);
+    QFETCH(int, folds);
+    auto m = makeModel(model.toStdString());
+    // Non-trivial BN statistics, so folding changes the weights.
+    int pairs = 0;
+    for (std::size_t i = 0; i < m->size(); ++i)
+        if (auto* bn = dynamic_cast<BatchNorm2d*>(&m->layer(i))) {
+            for (std::size_t c = 0; c < bn->channels(); ++c) {
+                bn->gamma().value[c] = 0.5f + 0.01f * float(c);
+                bn->runningVar()[c] = 0.3f + 0.02f * float(c);
+            }
+            QVERIFY2(foldableConv(*m, i) != nullptr, bn->name().c_str());
+            ++pairs;
+        }
+    QCOMPARE(pairs, folds);
+    PrecisionConfig pc;
+    QuantSim sim(*m, pc, findFormat("int8"));
+    QVERIFY(sim.foldsBatchNorm());
+    sim.quantizeWeights(Rounding::Nearest, 0);
+    std::size_t target = 0;
+    for (std::size_t i = 0; i < m->size(); ++i) {
+        auto* conv = dynamic_cast<Conv2d*>(&m->layer(i));
+        if (!conv) continue;
+        BatchNorm2d* bn = foldedBatchNorm(*m, i);
+        QVERIFY2(bn, conv->name().c_str());
+        QVERIFY(conv->weight().hasOverride);
+        const QuantParams& qp = sim.weightParams(target++);
+        const std::size_t row = conv->weight().value.numel() / conv->outChannels();
+        for (std::size_t c = 0; c < conv->outChannels(); ++c) {
+            const float s = bn->gamma().value[c] / std::sqrt(bn->runningVar()[c] + bn->eps());
+            for (std::size_t j = 0; j < row; ++j) {
+                const float q = conv->weight().override[c * row + j] * s / qp.scale[c];
+                QVERIFY2(std::fabs(q - std::nearbyint(q)) < 1e-3f,
+                         qPrintable(QString("%1 channel %2: %3").arg(conv->name().c_str()).arg(c).arg(q)));
+            }
+        }
+    }
+    sim.clearWeights();
+}
+
 void TestStrategies::strategiesTrainAndReport_data()
 {
     QTest::addColumn<QString>("strategy");
@@ -107,14 +188,22 @@ void TestStrategies::strategiesTrainAndReport_data()
     QTest::addColumn<QString>("model");
     QTest::addColumn<double>("maxGap");
     QTest::addColumn<int>("epochs"); // QAT's activation ranges need ~100 steps to settle
-    QTest::newRow("ptq int8 channel") << "ptq" << "int8" << "channel" << "seed-cnn" << kInt8Gap << 1;
-    QTest::newRow("ptq int8 tensor") << "ptq" << "int8" << "tensor" << "seed-cnn" << kInt8Gap << 1;
-    QTest::newRow("qat int8 channel") << "qat" << "int8" << "channel" << "seed-cnn" << kInt8Gap << 2;
-    QTest::newRow("qat int8 channel bn") << "qat" << "int8" << "channel" << "seed-cnn-bn" << 0.10 << 2;
-    QTest::newRow("qat fp8-e4m3") << "qat" << "fp8-e4m3" << "tensor" << "seed-cnn" << kInt8Gap << 1;
-    QTest::newRow("ptq mxfp4") << "ptq" << "mxfp4" << "tensor" << "seed-cnn" << 0.10 << 1;
-    QTest::newRow("mixed bf16") << "mixed" << "bf16" << "tensor" << "seed-cnn" << 0.02 << 1;
-    QTest::newRow("lowp bf16") << "lowp" << "bf16" << "tensor" << "mlp" << 0.02 << 1;
+    QTest::addColumn<double>("minAccuracy");
+    QTest::newRow("ptq int8 channel") << "ptq" << "int8" << "channel" << "seed-cnn" << kInt8Gap << 1 << kMinAccuracy;
+    QTest::newRow("ptq int8 tensor") << "ptq" << "int8" << "tensor" << "seed-cnn" << kInt8Gap << 1 << kMinAccuracy;
+    QTest::newRow("qat int8 channel") << "qat" << "int8" << "channel" << "seed-cnn" << kInt8Gap << 2 << kMinAccuracy;
+    QTest::newRow("qat int8 channel bn") << "qat" << "int8" << "channel" << "seed-cnn-bn" << 0.10 << 2 << kMinAccuracy;
+    QTest::newRow("qat fp8-e4m3") << "qat" << "fp8-e4m3" << "tensor" << "seed-cnn" << kInt8Gap << 1 << kMinAccuracy;
+    QTest::newRow("ptq mxfp4") << "ptq" << "mxfp4" << "tensor" << "seed-cnn" << 0.10 << 1 << kMinAccuracy;
+    QTest::newRow("mixed bf16") << "mixed" << "bf16" << "tensor" << "seed-cnn" << 0.02 << 1 << kMinAccuracy;
+    QTest::newRow("lowp bf16") << "lowp" << "bf16" << "tensor" << "mlp" << 0.02 << 1 << kMinAccuracy;
+    // Graph models: residual Adds and depthwise convs through every strategy.
+    QTest::newRow("resnet8 qat int8 channel") << "qat" << "int8" << "channel" << "resnet8" << kInt8Gap << 1 << kMinAccuracy;
+    QTest::newRow("resnet8 ptq int8 tensor") << "ptq" << "int8" << "tensor" << "resnet8" << kInt8Gap << 1 << kMinAccuracy;
+    QTest::newRow("resnet8 mixed bf16") << "mixed" << "bf16" << "tensor" << "resnet8" << 0.02 << 1 << kMinAccuracy;
+    QTest::newRow("mobilenet-tiny ptq int8 channel") << "ptq" << "int8" << "channel" << "mobilenet-tiny" << kInt8Gap << 1 << kMinMobileNetAccuracy;
+    QTest::newRow("mobilenet-tiny qat int4 group:8") << "qat" << "int4" << "group:8" << "mobilenet-tiny" << 0.10 << 1 << kMinMobileNetAccuracy;
+    QTest::newRow("mobilenet-tiny lowp bf16") << "lowp" << "bf16" << "tensor" << "mobilenet-tiny" << 0.03 << 1 << kMinMobileNetAccuracy;
 }
 
 void TestStrategies::strategiesTrainAndReport()
@@ -125,6 +214,7 @@ void TestStrategies::strategiesTrainAndReport()
     QFETCH(QString, model);
     QFETCH(double, maxGap);
     QFETCH(int, epochs);
+    QFETCH(double, minAccuracy);
     TrainConfig cfg;
     cfg.model = model.toStdString();
     cfg.epochs = std::size_t(epochs);
@@ -136,7 +226,7 @@ void TestStrategies::strategiesTrainAndReport()
     const FinishEvent fin = run(cfg, rec, *m_data);
     QCOMPARE(rec.epochs.size(), std::size_t(epochs));
     const EpochEvent& e = rec.epochs.back();
-    QVERIFY2(e.testAccuracy > kMinAccuracy, qPrintable(QString("fp32 accuracy %1").arg(e.testAccuracy)));
+    QVERIFY2(e.testAccuracy > minAccuracy, qPrintable(QString("fp32 accuracy %1").arg(e.testAccuracy)));
     QVERIFY2(std::isfinite(e.quantTestAccuracy), "the strategy reports its quantized accuracy");
     QVERIFY2(e.quantTestAccuracy > e.testAccuracy - maxGap,
              qPrintable(QString("quantized %1 vs fp32 %2").arg(e.quantTestAccuracy).arg(e.testAccuracy)));
