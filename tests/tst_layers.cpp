@@ -1,7 +1,9 @@
-// Layers, losses and optimizers: PyTorch 1.13 reference vectors (tests/data/015..022), central-
+// Layers, losses and optimizers: PyTorch 1.13 reference vectors (tests/data/015..028), central-
 // difference gradient checks for every layer and loss, and thread-count determinism.
 #include "data/dataset.h"
 #include "nn/activations.h"
+#include "nn/add.h"
+#include "nn/avgpool2d.h"
 #include "nn/batchnorm2d.h"
 #include "nn/conv2d.h"
 #include "nn/dropout.h"
@@ -194,7 +196,13 @@ class TestLayers : public QObject {
 private slots:
     // PyTorch reference vectors
     void goldenConv2d();
+    void goldenGroupedConv2d_data();
+    void goldenGroupedConv2d();
     void goldenMaxPool2d();
+    void goldenAvgPool2d();
+    void goldenGlobalAvgPool2d();
+    void goldenAdd();
+    void goldenReLU6();
     void goldenLinear();
     void goldenBatchNorm2dTrain();
     void goldenLogSoftmaxNll();
@@ -243,6 +251,40 @@ void TestLayers::goldenConv2d()
     QVERIFY(bitIdentical(yEval, y));
 }
 
+void TestLayers::goldenGroupedConv2d_data()
+{
+    QTest::addColumn<QString>("file");
+    QTest::newRow("depthwise_s2_p1") << "023_conv2d_depthwise_s2_p1.json";
+    QTest::newRow("groups2_p1") << "024_conv2d_grouped_p1.json";
+}
+
+// Grouped and depthwise convolutions without bias (the depthwise row runs the direct kernel).
+void TestLayers::goldenGroupedConv2d()
+{
+    QFETCH(QString, file);
+    const golden::GoldenCase g = golden::loadGolden(file);
+    QVERIFY(!g.params.at("bias").get<bool>());
+    const Tensor& w = g.in("w");
+    const std::size_t groups = g.params.at("groups").get<std::size_t>();
+    Conv2d conv("conv", w.dim(1) * groups, w.dim(0), w.dim(2), g.params.at("stride").get<std::size_t>(),
+                g.params.at("padding").get<std::size_t>(), groups, false);
+    QCOMPARE(conv.inChannels(), g.in("x").dim(1));
+    QCOMPARE(conv.params().size(), std::size_t{1});
+    conv.weight().value = w;
+    RunContext ctx;
+    ctx.training = true;
+    Tensor y, dx;
+    conv.forward(g.in("x"), y, ctx);
+    QS_COMPARE_TENSORS(y, g.out("y"), kRefAtol, kRefRtol);
+    conv.backward(g.in("x"), y, g.in("grad_y"), dx, true);
+    QS_COMPARE_TENSORS(dx, g.out("grad_x"), kRefAtol, kRefRtol);
+    QS_COMPARE_TENSORS(conv.weight().grad, g.out("grad_w"), kRefGradAtol, kRefGradRtol);
+
+    Tensor yEval;
+    conv.forward(g.in("x"), yEval, RunContext{});
+    QVERIFY(bitIdentical(yEval, y));
+}
+
 void TestLayers::goldenMaxPool2d()
 {
     const golden::GoldenCase g = golden::loadGolden("016_max_pool2d.json");
@@ -254,6 +296,71 @@ void TestLayers::goldenMaxPool2d()
     // Max and routing are exact: no arithmetic beyond a copy and one addition per window.
     QS_COMPARE_TENSORS(y, g.out("y"), 0.0, 0.0);
     pool.backward(g.in("x"), y, g.in("grad_y"), dx, true);
+    QS_COMPARE_TENSORS(dx, g.out("grad_x"), 0.0, 0.0);
+}
+
+void TestLayers::goldenAvgPool2d()
+{
+    const golden::GoldenCase g = golden::loadGolden("027_avg_pool2d.json");
+    AvgPool2d pool("pool", g.params.at("kernel").get<std::size_t>(), g.params.at("stride").get<std::size_t>());
+    RunContext ctx;
+    ctx.training = true;
+    Tensor y, dx;
+    pool.forward(g.in("x"), y, ctx);
+    QS_COMPARE_TENSORS(y, g.out("y"), kRefAtol, kRefRtol);
+    pool.backward(g.in("x"), y, g.in("grad_y"), dx, true);
+    QS_COMPARE_TENSORS(dx, g.out("grad_x"), kRefAtol, kRefRtol);
+}
+
+void TestLayers::goldenGlobalAvgPool2d()
+{
+    const golden::GoldenCase g = golden::loadGolden("026_global_avg_pool2d.json");
+    GlobalAvgPool2d pool("pool");
+    RunContext ctx;
+    ctx.training = true;
+    Tensor y, dx;
+    pool.forward(g.in("x"), y, ctx);
+    QS_COMPARE_TENSORS(y, g.out("y"), kRefAtol, kRefRtol);
+    pool.backward(g.in("x"), y, g.in("grad_y"), dx, true);
+    QS_COMPARE_TENSORS(dx, g.out("grad_x"), kRefAtol, kRefRtol);
+}
+
+// Through the multi-input form the Model calls. One float addition per element, gradients are
+// copies: exact.
+void TestLayers::goldenAdd()
+{
+    const golden::GoldenCase g = golden::loadGolden("025_add.json");
+    Add add("add");
+    QCOMPARE(add.numInputs(), std::size_t{2});
+    RunContext ctx;
+    ctx.training = true;
+    Tensor y, da, db;
+    add.forwardMulti({&g.in("a"), &g.in("b")}, y, ctx);
+    QS_COMPARE_TENSORS(y, g.out("y"), 0.0, 0.0);
+    add.backwardMulti({&g.in("a"), &g.in("b")}, y, g.in("grad_y"), {&da, &db});
+    QS_COMPARE_TENSORS(da, g.out("grad_a"), 0.0, 0.0);
+    QS_COMPARE_TENSORS(db, g.out("grad_b"), 0.0, 0.0);
+    // A null gradient slot (the model input) is skipped.
+    Tensor only;
+    add.backwardMulti({&g.in("a"), &g.in("b")}, y, g.in("grad_y"), {nullptr, &only});
+    QS_COMPARE_TENSORS(only, g.out("grad_b"), 0.0, 0.0);
+}
+
+// Clamping and masking are exact. The input holds 0 and 6 exactly, whose gradient is 0 as in
+// PyTorch's hardtanh_backward.
+void TestLayers::goldenReLU6()
+{
+    const golden::GoldenCase g = golden::loadGolden("028_relu6.json");
+    const Tensor& x = g.in("x");
+    QVERIFY(std::count(x.values().begin(), x.values().end(), 0.0f) > 0);
+    QVERIFY(std::count(x.values().begin(), x.values().end(), 6.0f) > 0);
+    ReLU6 relu6("relu6");
+    RunContext ctx;
+    ctx.training = true;
+    Tensor y, dx;
+    relu6.forward(x, y, ctx);
+    QS_COMPARE_TENSORS(y, g.out("y"), 0.0, 0.0);
+    relu6.backward(x, y, g.in("grad_y"), dx, true);
     QS_COMPARE_TENSORS(dx, g.out("grad_x"), 0.0, 0.0);
 }
 
