@@ -9,6 +9,7 @@
 #include "nn/dropout.h"
 #include "nn/linear.h"
 #include "nn/maxpool2d.h"
+#include "nn/model.h"
 #include "train/loss.h"
 #include "train/optimizer.h"
 #include "util/rng.h"
@@ -47,9 +48,16 @@ constexpr double kCrossEntropyVsNllAtol = 1e-6; // two float routes to the same 
 constexpr float kGradEps = 1e-2f;
 constexpr double kGradAtol = 2e-3;
 constexpr double kGradRtol = 1e-2;
+// A whole model with a ReLU inside. Every ReLU input keeps kModelReluMargin from the kink; a step
+// of kModelGradEps on any parameter moves it by less than that (stem weights: eps |x| times the
+// sum of 27 conv weights below 1/sqrt(27), about 5 eps; the others less), so no step crosses 0.
+// A step of kGradEps would need a margin that random graphs of this size never have. The float
+// noise of the smaller step (~1e-7 / 2e-3) stays far under kGradAtol.
+constexpr float kModelGradEps = 1e-3f;
+constexpr float kModelReluMargin = 1e-2f;
 // Max-pooling inputs are spaced this far apart, so a +-eps step never moves the argmax.
 constexpr float kDistinctSpacing = 0.05f;
-// ReLU inputs keep at least this distance from the kink at 0.
+// ReLU inputs keep at least this distance from the kink at 0 (ReLU6: and from the one at 6).
 constexpr float kReluMargin = 0.1f;
 // Losses return float means; their steps can be smaller since they are cheap and smooth.
 constexpr float kLossEps = 1e-2f;
@@ -78,6 +86,18 @@ Tensor awayFromZeroTensor(const Shape& shape, Rng& rng)
 {
     Tensor t(shape);
     for (float& v : t.values()) v = (rng.uniform() < 0.5f ? -1.0f : 1.0f) * rng.uniform(kReluMargin, 1.0f);
+    return t;
+}
+
+// Uniform in [-1, 7] (both sides of both ReLU6 kinks), at least kReluMargin from 0 and from 6.
+Tensor awayFromRelu6KinksTensor(const Shape& shape, Rng& rng)
+{
+    Tensor t(shape);
+    for (float& v : t.values()) {
+        v = rng.uniform(-1.0f, 7.0f);
+        for (const float kink : {0.0f, 6.0f})
+            if (std::abs(v - kink) < kReluMargin) v = kink + (v < kink ? -kReluMargin : kReluMargin);
+    }
     return t;
 }
 
@@ -122,6 +142,7 @@ std::string numericCheck(const std::string& what, float* values, const float* an
 struct GradSetup {
     LayerPtr layer;
     Tensor x;
+    Tensor x2; // second input of a two-input layer (Add); empty otherwise
 };
 
 GradSetup makeGradSetup(const QString& row, Rng& rng)
@@ -136,6 +157,24 @@ GradSetup makeGradSetup(const QString& row, Rng& rng)
     } else if (row == "conv2d_k5_s1_p2") {
         s.layer = std::make_unique<Conv2d>("conv", 1, 2, 5, 1, 2);
         s.x = randomTensor({2, 1, 6, 6}, rng);
+    } else if (row == "conv2d_g2_k3_s1_p1_bias") {
+        s.layer = std::make_unique<Conv2d>("conv", 4, 6, 3, 1, 1, 2, true);
+        s.x = randomTensor({2, 4, 5, 5}, rng);
+    } else if (row == "conv2d_g2_k3_s2_p0_nobias") {
+        s.layer = std::make_unique<Conv2d>("conv", 4, 2, 3, 2, 0, 2, false);
+        s.x = randomTensor({2, 4, 7, 6}, rng);
+    } else if (row == "conv2d_g3_k1_channel_multiplier") { // groups == Cin but Cout = 2 Cin: not depthwise
+        s.layer = std::make_unique<Conv2d>("conv", 3, 6, 1, 1, 0, 3, true);
+        s.x = randomTensor({2, 3, 4, 4}, rng);
+    } else if (row == "depthwise_k3_s1_p1") {
+        s.layer = std::make_unique<Conv2d>("conv", 3, 3, 3, 1, 1, 3, false);
+        s.x = randomTensor({2, 3, 5, 6}, rng);
+    } else if (row == "depthwise_k3_s2_p1") {
+        s.layer = std::make_unique<Conv2d>("conv", 3, 3, 3, 2, 1, 3, false);
+        s.x = randomTensor({2, 3, 7, 6}, rng);
+    } else if (row == "depthwise_k3_s2_p1_bias") {
+        s.layer = std::make_unique<Conv2d>("conv", 2, 2, 3, 2, 1, 2, true);
+        s.x = randomTensor({2, 2, 6, 7}, rng);
     } else if (row == "batchnorm2d_train" || row == "batchnorm2d_frozen") {
         auto bn = std::make_unique<BatchNorm2d>("bn", 3);
         if (row == "batchnorm2d_frozen") {
@@ -148,6 +187,22 @@ GradSetup makeGradSetup(const QString& row, Rng& rng)
     } else if (row == "relu") {
         s.layer = std::make_unique<ReLU>("relu");
         s.x = awayFromZeroTensor({2, 3, 4, 4}, rng);
+    } else if (row == "relu6") {
+        s.layer = std::make_unique<ReLU6>("relu6");
+        s.x = awayFromRelu6KinksTensor({2, 3, 4, 4}, rng);
+    } else if (row == "avgpool2d_k2") {
+        s.layer = std::make_unique<AvgPool2d>("pool", 2);
+        s.x = randomTensor({2, 2, 6, 5}, rng); // the odd last column is dropped (floor)
+    } else if (row == "avgpool2d_k3_s2_overlapping") {
+        s.layer = std::make_unique<AvgPool2d>("pool", 3, 2);
+        s.x = randomTensor({1, 2, 7, 7}, rng);
+    } else if (row == "global_avgpool2d") {
+        s.layer = std::make_unique<GlobalAvgPool2d>("pool");
+        s.x = randomTensor({2, 3, 5, 4}, rng);
+    } else if (row == "add") {
+        s.layer = std::make_unique<Add>("add");
+        s.x = randomTensor({2, 3, 3, 4}, rng);
+        s.x2 = randomTensor({2, 3, 3, 4}, rng);
     } else if (row == "maxpool2d_k2") {
         s.layer = std::make_unique<MaxPool2d>("pool", 2);
         s.x = distinctTensor({2, 2, 6, 6}, rng);
@@ -213,6 +268,8 @@ private slots:
     // numerical gradients
     void layerGradient_data();
     void layerGradient();
+    void modelGradient_data();
+    void modelGradient();
     void lossGradient_data();
     void lossGradient();
 
@@ -512,9 +569,12 @@ void TestLayers::goldenOptimizer()
 void TestLayers::layerGradient_data()
 {
     QTest::addColumn<QString>("layer");
-    for (const char* row : {"conv2d_k3_s1_p0", "conv2d_k3_s2_p1", "conv2d_k5_s1_p2", "batchnorm2d_train",
-                            "batchnorm2d_frozen", "relu", "maxpool2d_k2", "maxpool2d_k3_s2_overlapping",
-                            "dropout_p0.5", "flatten", "linear", "log_softmax"})
+    for (const char* row :
+         {"conv2d_k3_s1_p0", "conv2d_k3_s2_p1", "conv2d_k5_s1_p2", "conv2d_g2_k3_s1_p1_bias", "conv2d_g2_k3_s2_p0_nobias",
+          "conv2d_g3_k1_channel_multiplier", "depthwise_k3_s1_p1", "depthwise_k3_s2_p1", "depthwise_k3_s2_p1_bias",
+          "batchnorm2d_train", "batchnorm2d_frozen", "relu", "relu6", "maxpool2d_k2", "maxpool2d_k3_s2_overlapping",
+          "avgpool2d_k2", "avgpool2d_k3_s2_overlapping", "global_avgpool2d", "add", "dropout_p0.5", "flatten",
+          "linear", "log_softmax"})
         QTest::newRow(row) << QString(row);
 }
 
@@ -531,24 +591,39 @@ void TestLayers::layerGradient()
     ctx.training = true;
     ctx.rngKey = 0xC0FFEE; // fixed: dropout draws the same mask on every forward
 
-    Tensor y, dx;
-    l.forward(s.x, y, ctx);
-    QCOMPARE(y.shape(), l.outputShape(s.x.shape()));
+    // Through the multi-input forms, which forward to the plain ones for single-input layers.
+    std::vector<Tensor> xs = {s.x};
+    if (!s.x2.empty()) xs.push_back(s.x2);
+    QCOMPARE(xs.size(), l.numInputs());
+    std::vector<const Tensor*> in;
+    std::vector<Shape> inShapes;
+    for (const Tensor& t : xs) {
+        in.push_back(&t);
+        inShapes.push_back(t.shape());
+    }
+    Tensor y;
+    l.forwardMulti(in, y, ctx);
+    QCOMPARE(y.shape(), l.outputShapeMulti(inShapes));
     const Tensor r = randomTensor(y.shape(), rng);
-    l.backward(s.x, y, r, dx, true);
-    QCOMPARE(dx.shape(), s.x.shape());
-    const Tensor dxAnalytic = dx;
+    std::vector<Tensor> dxs(xs.size());
+    std::vector<Tensor*> dxPtrs;
+    for (Tensor& t : dxs) dxPtrs.push_back(&t);
+    l.backwardMulti(in, y, r, dxPtrs);
     std::vector<Tensor> paramGrads;
     for (Param* p : l.params()) paramGrads.push_back(p->grad);
 
-    Tensor x = s.x, yy;
+    Tensor yy;
     const auto loss = [&] {
-        l.forward(x, yy, ctx);
+        l.forwardMulti(in, yy, ctx);
         return dot(r, yy);
     };
-    std::string err =
-        numericCheck("dL/dx", x.data(), dxAnalytic.data(), x.numel(), kGradEps, kGradAtol, kGradRtol, loss);
-    QVERIFY2(err.empty(), err.c_str());
+    std::string err;
+    for (std::size_t j = 0; j < xs.size(); ++j) {
+        QCOMPARE(dxs[j].shape(), xs[j].shape());
+        err = numericCheck("dL/dx" + std::to_string(j), xs[j].data(), dxs[j].data(), xs[j].numel(), kGradEps,
+                           kGradAtol, kGradRtol, loss);
+        QVERIFY2(err.empty(), err.c_str());
+    }
 
     const std::vector<Param*> params = l.params();
     for (std::size_t k = 0; k < params.size(); ++k) {
@@ -556,6 +631,72 @@ void TestLayers::layerGradient()
         QCOMPARE(paramGrads[k].shape(), p.value.shape());
         err = numericCheck("dL/d" + p.name, p.value.data(), paramGrads[k].data(), p.value.numel(), kGradEps,
                            kGradAtol, kGradRtol, loss);
+        QVERIFY2(err.empty(), err.c_str());
+    }
+}
+
+void TestLayers::modelGradient_data()
+{
+    QTest::addColumn<QString>("graph");
+    QTest::newRow("residual_block") << "residual_block";
+    QTest::newRow("one_activation_read_three_times") << "one_activation_read_three_times";
+}
+
+// A whole graph model: L = sum(r * model(x)), model.backward(r), every parameter against central
+// differences. The stem's output is read by more than one layer, so the stem's gradients are
+// right only if the model sums the gradients flowing back along every read.
+void TestLayers::modelGradient()
+{
+    QFETCH(QString, graph);
+    Rng rng(stableHash(qPrintable(graph)));
+    Model m(graph.toStdString(), {2, 4, 4});
+    const std::size_t stem = m.add(std::make_unique<Conv2d>("stem", 2, 3, 3, 1, 1));
+    std::size_t reluInput = 0; // activation index of the ReLU's input, 0 = no ReLU
+    if (graph == "residual_block") {
+        // stem -> conv -> relu -> conv, + identity shortcut from the stem, Add, flatten, linear
+        reluInput = m.add(std::make_unique<Conv2d>("conv1", 3, 3, 3, 1, 1));
+        m.add(std::make_unique<ReLU>("relu"));
+        const std::size_t branch = m.add(std::make_unique<Conv2d>("conv2", 3, 3, 3, 1, 1, 1, false));
+        m.add(std::make_unique<Add>("add"), {branch, stem});
+    } else {
+        // stem + stem, then + stem again: three reads of one activation, two by the same layer
+        const std::size_t twice = m.add(std::make_unique<Add>("add1"), {stem, stem});
+        m.add(std::make_unique<Add>("add2"), {stem, twice});
+    }
+    m.add(std::make_unique<Flatten>("flatten"));
+    m.add(std::make_unique<Linear>("fc", 3 * 4 * 4, 4));
+    QCOMPARE(m.consumersOf(stem).size(), graph == "residual_block" ? std::size_t{2} : std::size_t{3});
+
+    RunContext ctx;
+    ctx.training = true;
+    // Redraw input and parameters until every ReLU input keeps its margin from 0 (a few draws).
+    Tensor x;
+    const auto reluClear = [&] {
+        if (!reluInput) return true;
+        const std::vector<float>& v = m.activation(reluInput).values();
+        return std::all_of(v.begin(), v.end(), [](float a) { return std::abs(a) >= kModelReluMargin; });
+    };
+    int draws = 0;
+    do {
+        x = randomTensor({2, 2, 4, 4}, rng);
+        m.initParams(rng.next());
+        m.forward(x, ctx);
+    } while (!reluClear() && ++draws < 1000);
+    QVERIFY2(reluClear(), "no draw kept the ReLU inputs clear of 0");
+
+    const Tensor y = m.forward(x, ctx);
+    QCOMPARE(y.shape(), m.outputShape(2));
+    const Tensor r = randomTensor(y.shape(), rng);
+    m.backward(r);
+    const std::vector<Param*> params = m.params();
+    std::vector<Tensor> analytic;
+    for (Param* p : params) analytic.push_back(p->grad);
+
+    const auto loss = [&] { return dot(r, m.forward(x, ctx)); };
+    for (std::size_t k = 0; k < params.size(); ++k) {
+        const std::string err = numericCheck("dL/d" + std::to_string(k) + "." + params[k]->name,
+                                             params[k]->value.data(), analytic[k].data(), analytic[k].numel(),
+                                             kModelGradEps, kGradAtol, kGradRtol, loss);
         QVERIFY2(err.empty(), err.c_str());
     }
 }
