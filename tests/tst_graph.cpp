@@ -1,0 +1,249 @@
+// Graph models: what Model::add accepts, shape errors a user can act on, the resnet8 and
+// mobilenet-tiny presets (parameter counts of the reference's common.py), and thread-count
+// determinism of a whole forward/backward. Gradients of graphs are checked in tst_layers.
+#include "nn/activations.h"
+#include "nn/add.h"
+#include "nn/avgpool2d.h"
+#include "nn/conv2d.h"
+#include "nn/linear.h"
+#include "nn/model.h"
+#include "nn/model_zoo.h"
+#include "util/errors.h"
+#include "util/rng.h"
+
+#include <tbb/task_arena.h> // before Qt: TBB's profiling.h has a member named emit
+
+#include <QtTest>
+
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+using namespace quantscope;
+
+namespace {
+
+Tensor randomTensor(const Shape& shape, Rng& rng)
+{
+    Tensor t(shape);
+    for (float& v : t.values()) v = rng.uniform(-1.0f, 1.0f);
+    return t;
+}
+
+bool bitIdentical(const Tensor& a, const Tensor& b)
+{
+    return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), a.numel() * sizeof(float)) == 0;
+}
+
+// Runs f and returns the message of the ConfigError it throws, or "no ConfigError".
+std::string configErrorOf(const std::function<void()>& f)
+{
+    try {
+        f();
+    } catch (const ConfigError& e) {
+        return e.what();
+    }
+    return "no ConfigError";
+}
+
+// QVERIFY that `message` contains every one of `parts`, printing the message otherwise.
+#define QS_VERIFY_MENTIONS(message, ...)                                                                     \
+    do {                                                                                                     \
+        const std::string qsMsg_ = (message);                                                                \
+        for (const std::string& qsPart_ : std::vector<std::string>{__VA_ARGS__})                             \
+            QVERIFY2(qsMsg_.find(qsPart_) != std::string::npos,                                              \
+                     ("'" + qsMsg_ + "' does not mention '" + qsPart_ + "'").c_str());                       \
+    } while (false)
+
+// input (3, 8, 8) -> conv "a" (3->4, s1 p1) -> ReLU "relu": activations 0, 1, 2.
+std::unique_ptr<Model> smallStack()
+{
+    auto m = std::make_unique<Model>("small", Shape{3, 8, 8});
+    m->add(std::make_unique<Conv2d>("a", 3, 4, 3, 1, 1));
+    m->add(std::make_unique<ReLU>("relu"));
+    return m;
+}
+
+} // namespace
+
+class TestGraph : public QObject {
+    Q_OBJECT
+
+private slots:
+    void addRejects_data();
+    void addRejects();
+    void addWiresInputsAndConsumers();
+    void addOfDifferentShapesNamesLayerAndShapes();
+    void depthwiseChannelMismatchNamesLayerAndShapes();
+    void presets_data();
+    void presets();
+    void presetThreadCountDeterminism_data();
+    void presetThreadCountDeterminism();
+};
+
+void TestGraph::addRejects_data()
+{
+    QTest::addColumn<QString>("what");
+    QTest::addColumn<QString>("mentions");
+    QTest::newRow("input is the layer's own output") << "own_output" << "input activation 3";
+    QTest::newRow("input is a later activation") << "later" << "input activation 7";
+    QTest::newRow("one input to Add") << "add_one_input" << "takes 2 input(s), given 1";
+    QTest::newRow("three inputs to Add") << "add_three_inputs" << "takes 2 input(s), given 3";
+    QTest::newRow("two inputs to ReLU") << "relu_two_inputs" << "takes 1 input(s), given 2";
+    QTest::newRow("duplicate name") << "duplicate" << "two layers are called 'a'";
+    QTest::newRow("empty name") << "empty_name" << "needs a name";
+}
+
+// A rejected add throws ConfigError and leaves the model as it was.
+void TestGraph::addRejects()
+{
+    QFETCH(QString, what);
+    QFETCH(QString, mentions);
+    auto m = smallStack();
+    const auto attempt = [&] {
+        if (what == "own_output") m->add(std::make_unique<ReLU>("x"), {3});
+        else if (what == "later") m->add(std::make_unique<ReLU>("x"), {7});
+        else if (what == "add_one_input") m->add(std::make_unique<Add>("x"), {1});
+        else if (what == "add_three_inputs") m->add(std::make_unique<Add>("x"), {0, 1, 2});
+        else if (what == "relu_two_inputs") m->add(std::make_unique<ReLU>("x"), {1, 2});
+        else if (what == "duplicate") m->add(std::make_unique<ReLU>("a"));
+        else if (what == "empty_name") m->add(std::make_unique<ReLU>(""));
+    };
+    QS_VERIFY_MENTIONS(configErrorOf(attempt), mentions.toStdString());
+    QCOMPARE(m->size(), std::size_t{2});
+    QCOMPARE(m->consumersOf(1).size(), std::size_t{1});
+    QCOMPARE(m->consumersOf(2).size(), std::size_t{0});
+    QVERIFY(m->isChain());
+    // ... and still takes a valid layer.
+    QCOMPARE(m->add(std::make_unique<Add>("add"), {1, 2}), std::size_t{3});
+    QCOMPARE(m->outputShape(2), (Shape{2, 4, 8, 8}));
+}
+
+void TestGraph::addWiresInputsAndConsumers()
+{
+    auto m = smallStack();
+    const std::size_t b = m->add(std::make_unique<Conv2d>("b", 3, 4, 1), {0}); // reads the input again
+    const std::size_t sum = m->add(std::make_unique<Add>("add"), {2, b});
+    QCOMPARE(b, std::size_t{3});
+    QCOMPARE(sum, std::size_t{4});
+    QCOMPARE(m->inputsOf(3), (std::vector<std::size_t>{2, 3}));
+    QCOMPARE(m->consumersOf(0), (std::vector<std::size_t>{0, 2}));
+    QCOMPARE(m->outputOf("b"), std::size_t{3});
+    QCOMPARE(m->soleConsumer(1), 3L);
+    QCOMPARE(m->soleConsumer(3), -1L); // nobody reads the last output
+    QVERIFY(!m->isChain());
+    QVERIFY(configErrorOf([&] { m->outputOf("nope"); }) != "no ConfigError");
+}
+
+// Two branches of different resolution joined by Add: shape inference, forward and output shape
+// all refuse, naming the Add and both shapes.
+void TestGraph::addOfDifferentShapesNamesLayerAndShapes()
+{
+    Model m("mismatch", {3, 8, 8});
+    const std::size_t full = m.add(std::make_unique<Conv2d>("full", 3, 4, 3, 1, 1));
+    const std::size_t half = m.add(std::make_unique<Conv2d>("half", 3, 4, 3, 2, 1), {0});
+    m.add(std::make_unique<Add>("join"), {full, half}); // add() itself does not know shapes
+    const std::string a = shapeString({5, 4, 8, 8}), b = shapeString({5, 4, 4, 4});
+    QS_VERIFY_MENTIONS(configErrorOf([&] { m.activationShapes(5); }), "join", a, b);
+    QS_VERIFY_MENTIONS(configErrorOf([&] { m.outputShape(5); }), "join", a, b);
+    Rng rng(3);
+    const Tensor x = randomTensor({5, 3, 8, 8}, rng);
+    QS_VERIFY_MENTIONS(configErrorOf([&] { m.forward(x, RunContext{}); }), "join", a, b);
+}
+
+void TestGraph::depthwiseChannelMismatchNamesLayerAndShapes()
+{
+    Model m("dw", {4, 6, 6});
+    m.add(std::make_unique<Conv2d>("stem", 4, 6, 1));
+    m.add(std::make_unique<Conv2d>("dw3x3", 8, 8, 3, 1, 1, 8, false)); // stem gives 6 channels
+    QVERIFY(dynamic_cast<Conv2d&>(m.layer(1)).isDepthwise());
+    const std::string msg = configErrorOf([&] { m.activationShapes(2); });
+    QS_VERIFY_MENTIONS(msg, "dw3x3", "(N,8,H,W)", shapeString({2, 6, 6, 6}));
+    Rng rng(4);
+    const Tensor x = randomTensor({2, 4, 6, 6}, rng);
+    QS_VERIFY_MENTIONS(configErrorOf([&] { m.forward(x, RunContext{}); }), "dw3x3", shapeString({2, 6, 6, 6}));
+    // Channels that are not a multiple of groups are refused when the layer is made.
+    QS_VERIFY_MENTIONS(configErrorOf([] { Conv2d("g", 6, 8, 3, 1, 1, 4); }), "g:", "groups = 4");
+}
+
+void TestGraph::presets_data()
+{
+    QTest::addColumn<QString>("preset");
+    QTest::addColumn<int>("params");
+    QTest::addColumn<int>("depthwise");
+    QTest::addColumn<int>("adds");
+    // Counts of common.py's ResNet8 and MobileNetTiny (sum of p.numel() over parameters).
+    QTest::newRow("resnet8") << "resnet8" << 77754 << 0 << 3;
+    QTest::newRow("mobilenet-tiny") << "mobilenet-tiny" << 31946 << 4 << 0;
+}
+
+void TestGraph::presets()
+{
+    QFETCH(QString, preset);
+    QFETCH(int, params);
+    QFETCH(int, depthwise);
+    QFETCH(int, adds);
+    auto m = makeModel(preset.toStdString());
+    QCOMPARE(m->numParams(), static_cast<std::size_t>(params));
+    QCOMPARE(m->outputShape(7), (Shape{7, 10}));
+    int dw = 0, add = 0;
+    for (std::size_t i = 0; i < m->size(); ++i) {
+        if (auto* c = dynamic_cast<Conv2d*>(&m->layer(i)); c && c->isDepthwise()) ++dw;
+        if (m->layer(i).kind() == LayerKind::Add) ++add;
+    }
+    QCOMPARE(dw, depthwise);
+    QCOMPARE(add, adds);
+    QCOMPARE(m->isChain(), adds == 0);
+    // The input shape is a parameter: 3-channel 32x32 images, 100 classes.
+    QCOMPARE(makeModel(preset.toStdString(), 3, 32, 32, 100)->outputShape(2), (Shape{2, 100}));
+}
+
+void TestGraph::presetThreadCountDeterminism_data()
+{
+    QTest::addColumn<QString>("preset");
+    QTest::newRow("resnet8") << "resnet8";
+    QTest::newRow("mobilenet-tiny") << "mobilenet-tiny";
+}
+
+// A training forward and backward of a whole graph preset gives the same bits in an arena of 1
+// and of 2 threads: output, every parameter gradient, and an inference forward after it.
+void TestGraph::presetThreadCountDeterminism()
+{
+    QFETCH(QString, preset);
+    Rng rng(11);
+    const Tensor x = randomTensor({9, 1, 28, 28}, rng); // 9 images: uneven chunks over 2 threads
+    Tensor dOut;
+    struct Run {
+        Tensor y, yEval;
+        std::vector<Tensor> grads;
+    };
+    const auto run = [&](int threads) {
+        Run r;
+        auto m = makeModel(preset.toStdString()); // fresh: BatchNorm statistics move in training
+        tbb::task_arena arena(threads);
+        arena.execute([&] {
+            RunContext ctx;
+            ctx.training = true;
+            r.y = m->forward(x, ctx);
+            if (dOut.empty()) {
+                Rng g(12);
+                dOut = randomTensor(r.y.shape(), g);
+            }
+            m->backward(dOut);
+            r.yEval = m->forward(x, RunContext{});
+        });
+        for (Param* p : m->params()) r.grads.push_back(p->grad);
+        return r;
+    };
+    const Run one = run(1), two = run(2);
+    QVERIFY(bitIdentical(one.y, two.y));
+    QVERIFY(bitIdentical(one.yEval, two.yEval));
+    QCOMPARE(one.grads.size(), two.grads.size());
+    for (std::size_t k = 0; k < one.grads.size(); ++k)
+        QVERIFY2(bitIdentical(one.grads[k], two.grads[k]), qPrintable(QString("gradient of parameter %1").arg(k)));
+}
+
+QTEST_GUILESS_MAIN(TestGraph)
+#include "tst_graph.moc"
