@@ -41,6 +41,13 @@ constexpr double kOptimAtol = 1e-7;      // three optimizer steps on parameters 
 constexpr double kOptimRtol = 1e-6;
 constexpr double kRunStatRtol = 1e-6;    // BatchNorm running statistics vs a double-precision derivation
 constexpr double kCrossEntropyVsNllAtol = 1e-6; // two float routes to the same loss gradient
+// The direct depthwise kernel against the im2col + GEMM path: the same sums in another order.
+// y and dx sum k^2 products of magnitude <= 1 (seen: 2.4e-7 apart); dW and db sum N Ho Wo (up to
+// 2352) of them (seen: 6.7e-6 apart on gradients of magnitude ~16).
+constexpr double kDepthwiseAtol = 2e-6;
+constexpr double kDepthwiseRtol = 1e-6;
+constexpr double kDepthwiseGradAtol = 2e-5;
+constexpr double kDepthwiseGradRtol = 1e-6;
 
 // Central differences on float layers: L = sum(r * y) is accumulated in double and the step is
 // the float-representable difference (x + eps) - (x - eps). Rounding of y (~1e-7 relative)
@@ -272,6 +279,10 @@ private slots:
     void modelGradient();
     void lossGradient_data();
     void lossGradient();
+
+    // fast kernels against their reference paths
+    void depthwiseMatchesIm2col_data();
+    void depthwiseMatchesIm2col();
 
     // behaviour around the gradient checks
     void dropoutMask();
@@ -737,6 +748,90 @@ void TestLayers::lossGradient()
     QVERIFY2(err.empty(), err.c_str());
 }
 
+void TestLayers::depthwiseMatchesIm2col_data()
+{
+    QTest::addColumn<int>("k");
+    QTest::addColumn<int>("stride");
+    QTest::addColumn<int>("pad");
+    QTest::addColumn<int>("H");
+    QTest::addColumn<int>("W");
+    QTest::addColumn<bool>("bias");
+    QTest::newRow("k3_s1_p0_11x9") << 3 << 1 << 0 << 11 << 9 << false;
+    QTest::newRow("k3_s1_p1_11x9") << 3 << 1 << 1 << 11 << 9 << false;
+    QTest::newRow("k3_s2_p0_11x9") << 3 << 2 << 0 << 11 << 9 << false;
+    QTest::newRow("k3_s2_p1_11x9") << 3 << 2 << 1 << 11 << 9 << false;
+    QTest::newRow("k3_s2_p1_8x10") << 3 << 2 << 1 << 8 << 10 << false;
+    QTest::newRow("k3_s2_p1_7x7") << 3 << 2 << 1 << 7 << 7 << false;
+    QTest::newRow("k3_s1_p1_3x5") << 3 << 1 << 1 << 3 << 5 << false;
+    QTest::newRow("k3_s2_p1_2x2") << 3 << 2 << 1 << 2 << 2 << false;
+    QTest::newRow("k3_s1_p1_28x28_bias") << 3 << 1 << 1 << 28 << 28 << true;
+    QTest::newRow("k3_s2_p1_13x13_bias") << 3 << 2 << 1 << 13 << 13 << true;
+    QTest::newRow("k5_s1_p2_9x7") << 5 << 1 << 2 << 9 << 7 << false;
+    QTest::newRow("k4_s2_p1_9x10") << 4 << 2 << 1 << 9 << 10 << true;
+    QTest::newRow("k3_s3_p1_10x11") << 3 << 3 << 1 << 10 << 11 << false;
+    QTest::newRow("k1_s1_p0_5x5") << 1 << 1 << 0 << 5 << 5 << true;
+}
+
+// Depthwise convolution runs a direct kernel; one input channel through a 1->1 Conv2d runs the
+// im2col + GEMM path, the reference. Channel by channel, the two agree.
+void TestLayers::depthwiseMatchesIm2col()
+{
+    QFETCH(int, k);
+    QFETCH(int, stride);
+    QFETCH(int, pad);
+    QFETCH(int, H);
+    QFETCH(int, W);
+    QFETCH(bool, bias);
+    Rng rng(stableHash(QTest::currentDataTag()));
+    const std::size_t N = 3, C = 5, kk = static_cast<std::size_t>(k * k);
+    Conv2d dw("dw", C, C, k, stride, pad, C, bias);
+    QVERIFY(dw.isDepthwise());
+    for (Param* p : dw.params()) p->value = randomTensor(p->value.shape(), rng);
+    const Tensor x = randomTensor({N, C, std::size_t(H), std::size_t(W)}, rng);
+    const Shape os = dw.outputShape(x.shape());
+    const Tensor dy = randomTensor(os, rng);
+    RunContext ctx;
+    ctx.training = true;
+    Tensor y, dx;
+    dw.forward(x, y, ctx);
+    dw.backward(x, y, dy, dx, true);
+
+    const std::size_t HW = x.dim(2) * x.dim(3), HWo = os[2] * os[3];
+    Tensor yRef(os), dxRef(x.shape()), dwRef(dw.weight().value.shape()), dbRef(dw.bias().value.shape());
+    for (std::size_t c = 0; c < C; ++c) {
+        Conv2d ref("ref", 1, 1, k, stride, pad, 1, bias);
+        QVERIFY(!ref.isDepthwise());
+        std::copy_n(dw.weight().value.data() + c * kk, kk, ref.weight().value.data());
+        if (bias) ref.bias().value[0] = dw.bias().value[c];
+        Tensor xc({N, 1, x.dim(2), x.dim(3)}), dyc({N, 1, os[2], os[3]}), yc, dxc;
+        for (std::size_t n = 0; n < N; ++n) {
+            std::copy_n(x.data() + (n * C + c) * HW, HW, xc.data() + n * HW);
+            std::copy_n(dy.data() + (n * C + c) * HWo, HWo, dyc.data() + n * HWo);
+        }
+        ref.forward(xc, yc, ctx);
+        ref.backward(xc, yc, dyc, dxc, true);
+        for (std::size_t n = 0; n < N; ++n) {
+            std::copy_n(yc.data() + n * HWo, HWo, yRef.data() + (n * C + c) * HWo);
+            std::copy_n(dxc.data() + n * HW, HW, dxRef.data() + (n * C + c) * HW);
+        }
+        std::copy_n(ref.weight().grad.data(), kk, dwRef.data() + c * kk);
+        if (bias) dbRef[c] = ref.bias().grad[0];
+    }
+    QS_COMPARE_TENSORS(y, yRef, kDepthwiseAtol, kDepthwiseRtol);
+    QS_COMPARE_TENSORS(dx, dxRef, kDepthwiseAtol, kDepthwiseRtol);
+    QS_COMPARE_TENSORS(dw.weight().grad, dwRef, kDepthwiseGradAtol, kDepthwiseGradRtol);
+    if (bias) QS_COMPARE_TENSORS(dw.bias().grad, dbRef, kDepthwiseGradAtol, kDepthwiseGradRtol);
+
+    // Inference gives the training forward's bits; without an input gradient, the same dW.
+    Tensor yEval, unused;
+    dw.forward(x, yEval, RunContext{});
+    QVERIFY(bitIdentical(yEval, y));
+    const Tensor dW = dw.weight().grad;
+    dw.forward(x, y, ctx);
+    dw.backward(x, y, dy, unused, false);
+    QVERIFY(bitIdentical(dw.weight().grad, dW));
+}
+
 // Inverted dropout: about p of the elements are zeroed, the rest scaled by 1/(1-p); the mask is
 // a function of the step key only; evaluation is the identity.
 void TestLayers::dropoutMask()
@@ -807,6 +902,15 @@ DeterminismSetup makeDeterminismSetup(const QString& layer)
     } else if (layer == "conv2d_k3_s2_p1") {
         s.layer = std::make_unique<Conv2d>("conv", 8, 16, 3, 2, 1);
         s.x = randomTensor({19, 8, 13, 13}, rng);
+    } else if (layer == "conv2d_g4_k3_s1_p1") {
+        s.layer = std::make_unique<Conv2d>("conv", 8, 16, 3, 1, 1, 4);
+        s.x = randomTensor({19, 8, 12, 12}, rng);
+    } else if (layer == "depthwise_k3_s1_p1") {
+        s.layer = std::make_unique<Conv2d>("conv", 16, 16, 3, 1, 1, 16);
+        s.x = randomTensor({19, 16, 12, 12}, rng);
+    } else if (layer == "depthwise_k3_s2_p1") {
+        s.layer = std::make_unique<Conv2d>("conv", 16, 16, 3, 2, 1, 16, false);
+        s.x = randomTensor({19, 16, 13, 13}, rng);
     } else if (layer == "linear") {
         s.layer = std::make_unique<Linear>("fc", 2100, 30);
         s.x = randomTensor({70, 2100}, rng);
@@ -853,7 +957,8 @@ std::string compareRuns(const LayerRun& a, const LayerRun& b)
 void determinismRows()
 {
     QTest::addColumn<QString>("layer");
-    for (const char* row : {"conv2d_k3_s1_p0", "conv2d_k3_s2_p1", "linear", "batchnorm2d"})
+    for (const char* row : {"conv2d_k3_s1_p0", "conv2d_k3_s2_p1", "conv2d_g4_k3_s1_p1", "depthwise_k3_s1_p1",
+                            "depthwise_k3_s2_p1", "linear", "batchnorm2d"})
         QTest::newRow(row) << QString(row);
 }
 

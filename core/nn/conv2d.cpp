@@ -208,12 +208,122 @@ float fixedOrderSum(const float* v, std::size_t n)
     return s;
 }
 
+// Dot product of n floats in the same fixed association order as fixedOrderSum.
+float fixedOrderDot(const float* a, const float* b, std::size_t n)
+{
+    float acc[16] = {};
+    std::size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (std::size_t j = 0; j < 16; ++j) acc[j] += a[i + j] * b[i + j];
+    for (std::size_t j = 0; i + j < n; ++j) acc[j] += a[i + j] * b[i + j];
+    float s = 0.0f;
+    for (float v : acc) s += v;
+    return s;
+}
+
 std::vector<float>& threadBuffer(int which, std::size_t size)
 {
-    static thread_local std::vector<float> buffers[2];
+    static thread_local std::vector<float> buffers[3];
     std::vector<float>& b = buffers[which];
     if (b.size() < size) b.resize(size);
     return b;
+}
+
+// dW = sum_n partials[n][0, wSize), db = sum_n partials[n][wSize, wSize + bSize), in image order.
+void reducePartials(const std::vector<float>& partials, std::size_t N, std::size_t wSize, std::size_t bSize,
+                    float* dW, float* dB)
+{
+    const std::size_t partSize = wSize + bSize;
+    std::copy_n(partials.data(), wSize, dW);
+    std::copy_n(partials.data() + wSize, bSize, dB);
+    for (std::size_t n = 1; n < N; ++n) {
+        const float* p = partials.data() + n * partSize;
+        for (std::size_t i = 0; i < wSize; ++i) dW[i] += p[i];
+        for (std::size_t o = 0; o < bSize; ++o) dB[o] += p[wSize + o];
+    }
+}
+
+// --- Depthwise: a direct convolution per channel plane ------------------------------------------
+//
+// The zero-padded plane (Hp x Wp) is split into s x s phase planes of Hq x Wq: phase (py, px)
+// holds the padded pixels (r s + py, c s + px). Tap (ky, kx) of output pixel (oy, ox) then reads
+// phase (ky % s, kx % s) at (oy + ky / s, ox + kx / s). With the output laid out at the same
+// row pitch Wq, each tap is one unit-stride run over j = oy Wq + ox < L = (Ho - 1) Wq + Wo
+// (columns Wo..Wq-1 of each row are scratch): loops GCC vectorises for any stride, and long
+// ones even for 7x7 planes.
+struct DepthwiseGeometry {
+    std::size_t H, W, k, s, p, Ho, Wo, Hq, Wq, L;
+    std::size_t phaseSize() const { return Hq * Wq; }
+    std::size_t planeSize() const { return s * s * Hq * Wq; }
+    // Where tap (ky, kx) starts in the phase planes.
+    std::size_t tapOffset(std::size_t ky, std::size_t kx) const
+    {
+        return ((ky % s) * s + kx % s) * phaseSize() + (ky / s) * Wq + kx / s;
+    }
+};
+
+DepthwiseGeometry depthwiseGeometry(std::size_t H, std::size_t W, std::size_t k, std::size_t s, std::size_t p)
+{
+    DepthwiseGeometry g{H, W, k, s, p, outDim(H, k, s, p), outDim(W, k, s, p), (H + 2 * p + s - 1) / s,
+                        (W + 2 * p + s - 1) / s, 0};
+    g.L = (g.Ho - 1) * g.Wq + g.Wo;
+    return g;
+}
+
+// Visits the pixels of row iy of a plane as runs: fn(offset in the phase planes, first ix, count);
+// the run's pixels are ix, ix + s, ... and land at consecutive phase columns.
+template <typename Fn>
+void forEachPhaseRun(const DepthwiseGeometry& g, std::size_t iy, Fn&& fn)
+{
+    const std::size_t r = iy + g.p;
+    for (std::size_t px = 0; px < g.s; ++px) {
+        const std::size_t ix0 = (px + g.s - g.p % g.s) % g.s; // first ix with (ix + p) % s == px
+        if (ix0 >= g.W) continue;
+        const std::size_t at = ((r % g.s) * g.s + px) * g.phaseSize() + (r / g.s) * g.Wq + (ix0 + g.p) / g.s;
+        fn(at, ix0, (g.W - ix0 + g.s - 1) / g.s);
+    }
+}
+
+// x: (H, W) -> q: (s, s, Hq, Wq), zero where the padding falls.
+void toPhases(const float* __restrict x, const DepthwiseGeometry& g, float* __restrict q)
+{
+    std::memset(q, 0, g.planeSize() * sizeof(float));
+    for (std::size_t iy = 0; iy < g.H; ++iy) {
+        const float* in = x + iy * g.W;
+        forEachPhaseRun(g, iy, [&](std::size_t at, std::size_t ix0, std::size_t n) {
+            float* out = q + at;
+            if (g.s == 1)
+                for (std::size_t m = 0; m < n; ++m) out[m] = in[m];
+            else
+                for (std::size_t m = 0; m < n; ++m) out[m] = in[ix0 + m * g.s];
+        });
+    }
+}
+
+// dq: (s, s, Hq, Wq) -> dx: (H, W), dropping the padding (the inverse of toPhases).
+void fromPhases(const float* __restrict dq, const DepthwiseGeometry& g, float* __restrict dx)
+{
+    for (std::size_t iy = 0; iy < g.H; ++iy) {
+        float* out = dx + iy * g.W;
+        forEachPhaseRun(g, iy, [&](std::size_t at, std::size_t ix0, std::size_t n) {
+            const float* in = dq + at;
+            if (g.s == 1)
+                for (std::size_t m = 0; m < n; ++m) out[m] = in[m];
+            else
+                for (std::size_t m = 0; m < n; ++m) out[ix0 + m * g.s] = in[m];
+        });
+    }
+}
+
+// y[j] = a x[j] and y[j] += a x[j]: the unit-stride runs of the depthwise kernel.
+void scaleTo(float* __restrict y, const float* __restrict x, float a, std::size_t n)
+{
+    for (std::size_t j = 0; j < n; ++j) y[j] = a * x[j];
+}
+
+void axpy(float* __restrict y, const float* __restrict x, float a, std::size_t n)
+{
+    for (std::size_t j = 0; j < n; ++j) y[j] += a * x[j];
 }
 
 } // namespace
@@ -235,6 +345,10 @@ void Conv2d::forward(const Tensor& x, Tensor& y, const RunContext& ctx)
     // The columns are rebuilt in backward rather than cached: one image's columns stay in
     // cache, a whole batch's would not (42 MB for seed-cnn's conv2), and the rebuild is cheaper.
     if (ctx.training) m_colsFor = x.shape();
+    if (isDepthwise()) {
+        forwardDepthwise(x, y);
+        return;
+    }
     const bool pointwise = m_k == 1 && m_stride == 1 && m_pad == 0;
     parallelFor(N, [&](std::size_t n) {
         float* cols = pointwise ? nullptr : threadBuffer(0, K * HWo).data();
@@ -264,6 +378,10 @@ void Conv2d::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Te
 {
     using Idx = Eigen::Index;
     if (m_colsFor != x.shape()) throw ConfigError(name() + ": backward without a matching training forward");
+    if (isDepthwise()) {
+        backwardDepthwise(x, dy, dx, needInputGrad);
+        return;
+    }
     const std::size_t N = x.dim(0), H = x.dim(2), W = x.dim(3), HWo = dy.dim(2) * dy.dim(3);
     const std::size_t G = m_groups, cinG = m_cin / G, coutG = m_cout / G;
     const std::size_t K = cinG * m_k * m_k, inStride = m_cin * H * W;
@@ -304,15 +422,81 @@ void Conv2d::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Te
             }
         }
     });
-    float* dW = m_weight.grad.data();
-    float* dB = m_bias.grad.data();
-    std::copy_n(m_partials.data(), wSize, dW);
-    std::copy_n(m_partials.data() + wSize, bSize, dB);
-    for (std::size_t n = 1; n < N; ++n) {
-        const float* p = m_partials.data() + n * partSize;
-        for (std::size_t i = 0; i < wSize; ++i) dW[i] += p[i];
-        for (std::size_t o = 0; o < bSize; ++o) dB[o] += p[wSize + o];
-    }
+    reducePartials(m_partials, N, wSize, bSize, m_weight.grad.data(), m_bias.grad.data());
+}
+
+// x: (N, C, H, W), W: (C, 1, k, k), y: (N, C, Ho, Wo), one plane at a time (see DepthwiseGeometry).
+// y[n,c,oy,ox] = sum_{ky,kx} w[c,ky,kx] xpad[n,c, oy s + ky, ox s + kx] + b[c]
+void Conv2d::forwardDepthwise(const Tensor& x, Tensor& y) const
+{
+    const DepthwiseGeometry g = depthwiseGeometry(x.dim(2), x.dim(3), m_k, m_stride, m_pad);
+    const std::size_t N = x.dim(0), C = m_cin, kk = m_k * m_k, HW = g.H * g.W, HWo = g.Ho * g.Wo;
+    const float* wdata = m_weight.forwardValue().data();
+    const float* bias = m_hasBias ? m_bias.forwardValue().data() : nullptr;
+    parallelFor(N, [&](std::size_t n) {
+        float* q = threadBuffer(0, g.planeSize()).data();
+        float* acc = threadBuffer(1, g.L).data();
+        for (std::size_t c = 0; c < C; ++c) {
+            toPhases(x.data() + (n * C + c) * HW, g, q);
+            const float* w = wdata + c * kk;
+            // taps in row-major order, the same order for every output pixel
+            for (std::size_t ky = 0; ky < m_k; ++ky)
+                for (std::size_t kx = 0; kx < m_k; ++kx) {
+                    const float* src = q + g.tapOffset(ky, kx);
+                    if (ky == 0 && kx == 0) scaleTo(acc, src, w[0], g.L);
+                    else axpy(acc, src, w[ky * m_k + kx], g.L);
+                }
+            float* out = y.data() + (n * C + c) * HWo;
+            for (std::size_t oy = 0; oy < g.Ho; ++oy) {
+                const float* row = acc + oy * g.Wq;
+                float* o = out + oy * g.Wo;
+                if (bias)
+                    for (std::size_t ox = 0; ox < g.Wo; ++ox) o[ox] = row[ox] + bias[c];
+                else
+                    for (std::size_t ox = 0; ox < g.Wo; ++ox) o[ox] = row[ox];
+            }
+        }
+    });
+}
+
+// dW[c,ky,kx] = sum_n sum_{oy,ox} dy[n,c,oy,ox] xpad[n,c, oy s + ky, ox s + kx] ; db[c] = sum_n sum dy[n,c] ;
+// dxpad[n,c, oy s + ky, ox s + kx] = sum over the (oy, ox, ky, kx) that reach it of w[c,ky,kx] dy[n,c,oy,ox]
+void Conv2d::backwardDepthwise(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad)
+{
+    const DepthwiseGeometry g = depthwiseGeometry(x.dim(2), x.dim(3), m_k, m_stride, m_pad);
+    const std::size_t N = x.dim(0), C = m_cin, kk = m_k * m_k, HW = g.H * g.W, HWo = g.Ho * g.Wo;
+    const float* wdata = m_weight.forwardValue().data();
+    // One partial gradient per image, reduced in image order, as in the im2col path.
+    const std::size_t wSize = C * kk, bSize = m_hasBias ? C : 0, partSize = wSize + bSize;
+    m_partials.resize(N * partSize);
+    if (needInputGrad) dx.resize(x.shape()); // every element is written below
+    parallelFor(N, [&](std::size_t n) {
+        float* q = threadBuffer(0, g.planeSize()).data();
+        float* gq = threadBuffer(1, g.Ho * g.Wq).data();
+        float* dq = threadBuffer(2, g.planeSize()).data();
+        float* part = m_partials.data() + n * partSize;
+        for (std::size_t c = 0; c < C; ++c) {
+            const float* gy = dy.data() + (n * C + c) * HWo;
+            // dy at row pitch Wq, zero in the scratch columns so they contribute nothing
+            for (std::size_t oy = 0; oy < g.Ho; ++oy) {
+                float* row = gq + oy * g.Wq;
+                std::copy_n(gy + oy * g.Wo, g.Wo, row);
+                std::fill(row + g.Wo, row + g.Wq, 0.0f);
+            }
+            toPhases(x.data() + (n * C + c) * HW, g, q);
+            for (std::size_t ky = 0; ky < m_k; ++ky)
+                for (std::size_t kx = 0; kx < m_k; ++kx)
+                    part[c * kk + ky * m_k + kx] = fixedOrderDot(gq, q + g.tapOffset(ky, kx), g.L);
+            if (bSize) part[wSize + c] = fixedOrderSum(gy, HWo);
+            if (!needInputGrad) continue;
+            const float* w = wdata + c * kk;
+            std::memset(dq, 0, g.planeSize() * sizeof(float));
+            for (std::size_t ky = 0; ky < m_k; ++ky)
+                for (std::size_t kx = 0; kx < m_k; ++kx) axpy(dq + g.tapOffset(ky, kx), gq, w[ky * m_k + kx], g.L);
+            fromPhases(dq, g, dx.data() + (n * C + c) * HW);
+        }
+    });
+    reducePartials(m_partials, N, wSize, bSize, m_weight.grad.data(), m_bias.grad.data());
 }
 
 } // namespace quantscope

@@ -38,6 +38,10 @@ public:
     Param& bias() { return m_bias; }
 
 private:
+    // The direct depthwise kernel (isDepthwise()); the grouped im2col path is its reference.
+    void forwardDepthwise(const Tensor& x, Tensor& y) const;
+    void backwardDepthwise(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad);
+
     std::size_t m_cin, m_cout, m_k, m_stride, m_pad, m_groups;
     bool m_hasBias;
     Param m_weight, m_bias;
