@@ -23,7 +23,8 @@ using namespace quantscope;
 namespace {
 
 // Drives the window through a short session and saves PNGs of the main views:
-// FP32 baseline, QAT channel-wise, QAT tensor-wise, mixed precision; then each tab.
+// FP32 baseline, QAT channel-wise, QAT tensor-wise, mixed precision, mobilenet-tiny PTQ
+// channel-wise and tensor-wise; then each tab.
 class ScreenshotTour {
 public:
     ScreenshotTour(MainWindow* w, QString dir, std::size_t epochs) : m_w(w), m_dir(std::move(dir)), m_epochs(epochs)
@@ -38,7 +39,13 @@ public:
         TrainConfig mixed = base;
         mixed.precision.strategy = Strategy::Mixed;
         mixed.precision.format = "fp16";
-        m_runs = {fp32, base, tensor, mixed};
+        // mobilenet-tiny PTQ int8 channel-wise then tensor-wise: the depthwise layers' SQNR lesson.
+        TrainConfig mbChannel = base;
+        mbChannel.model = "mobilenet-tiny";
+        mbChannel.precision.strategy = Strategy::Ptq;
+        TrainConfig mbTensor = mbChannel;
+        mbTensor.precision.granularity = "tensor";
+        m_runs = {fp32, base, tensor, mixed, mbChannel, mbTensor};
 
         QObject::connect(w, &MainWindow::datasetReady, &m_ctx, [this](bool ok) { onDataset(ok); });
         QObject::connect(w, &MainWindow::runEnded, &m_ctx, [this](int) {
@@ -108,46 +115,66 @@ private:
         shot(m_w, QStringLiteral("02-training-live.png"));
     }
 
+    // One step of the tour: an action, then (400 ms later, once the window has repainted) the
+    // shot. Steps run one after another, each scheduled by the previous one, so a slow machine
+    // delays the tour but never mixes two steps into one picture.
+    struct Step {
+        std::function<void()> action;
+        QWidget* (*target)(MainWindow*);
+        QString name;
+    };
+
+    void runSteps(std::size_t i)
+    {
+        if (i >= m_steps.size()) {
+            exportShot();
+            return;
+        }
+        m_steps[i].action();
+        later(400, [this, i] {
+            const Step& st = m_steps[i];
+            shot(st.target ? st.target(m_w) : m_w, st.name);
+            later(300, [this, i] { runSteps(i + 1); });
+        });
+    }
+
     void tour()
     {
-        m_w->selectRuns({3, 2}); // QAT tensor-wise and channel-wise; channel-wise is the primary
-        const std::pair<int, const char*> tabs[] = {
-            {0, "03-curves-compare.png"}, {1, "04-histograms.png"}, {2, "05-ranges.png"}, {3, "06-sqnr.png"}};
-        int delay = 500;
-        for (const auto& [tab, name] : tabs) {
-            later(delay, [this, tab = tab, name = QString::fromLatin1(name)] {
-                m_w->tabs()->setCurrentIndex(tab);
-                later(400, [this, name] { shot(m_w, name); });
-            });
-            delay += 900;
-        }
-        later(delay, [this] {
-            m_w->histogramPanel()->logToggle()->setChecked(true);
-            m_w->tabs()->setCurrentIndex(1);
-            later(400, [this] {
-                shot(m_w, QStringLiteral("04b-histograms-log.png"));
-                m_w->histogramPanel()->logToggle()->setChecked(false);
-            });
-        });
-        delay += 900;
-        later(delay, [this] {
-            m_w->selectRuns({4});
-            m_w->tabs()->setCurrentIndex(4);
-            later(400, [this] { shot(m_w, QStringLiteral("07-loss-scale.png")); });
-        });
-        delay += 900;
-        later(delay, [this] {
-            TrainConfig c = TrainingPanel::defaultConfig();
-            c.precision.strategy = Strategy::Fp32;
-            m_w->trainingPanel()->setConfig(c);
-            m_w->tabs()->setCurrentIndex(0);
-            m_w->selectRuns({1, 2, 3, 4});
-            later(400, [this] {
-                shot(m_w, QStringLiteral("08-all-runs-fp32-options.png"));
-                shot(m_w->trainingDock(), QStringLiteral("08b-training-panel-fp32.png"));
-                exportShot();
-            });
-        });
+        auto tab = [this](QList<int> runs, int index) {
+            return [this, runs, index] {
+                m_w->selectRuns(runs);
+                m_w->tabs()->setCurrentIndex(index);
+            };
+        };
+        // QAT tensor-wise and channel-wise; channel-wise is the primary.
+        m_steps.push_back({tab({3, 2}, 0), nullptr, QStringLiteral("03-curves-compare.png")});
+        m_steps.push_back({tab({3, 2}, 1), nullptr, QStringLiteral("04-histograms.png")});
+        m_steps.push_back({[this] {
+                               m_w->histogramPanel()->logToggle()->setChecked(true);
+                               m_w->tabs()->setCurrentIndex(1);
+                           },
+                           nullptr, QStringLiteral("04b-histograms-log.png")});
+        m_steps.push_back({[this] {
+                               m_w->histogramPanel()->logToggle()->setChecked(false);
+                               m_w->tabs()->setCurrentIndex(2);
+                           },
+                           nullptr, QStringLiteral("05-ranges.png")});
+        m_steps.push_back({tab({3, 2}, 3), nullptr, QStringLiteral("06-sqnr.png")});
+        // mobilenet-tiny PTQ tensor-wise against channel-wise: the depthwise layers collapse.
+        m_steps.push_back({tab({6, 5}, 3), nullptr, QStringLiteral("06b-sqnr-mobilenet-ptq-tensor-vs-channel.png")});
+        m_steps.push_back({tab({6, 5}, 2), nullptr, QStringLiteral("06c-ranges-mobilenet-ptq.png")});
+        m_steps.push_back({tab({4}, 4), nullptr, QStringLiteral("07-loss-scale.png")});
+        m_steps.push_back({[this] {
+                               TrainConfig c = TrainingPanel::defaultConfig();
+                               c.precision.strategy = Strategy::Fp32;
+                               m_w->trainingPanel()->setConfig(c);
+                               m_w->tabs()->setCurrentIndex(0);
+                               m_w->selectRuns({1, 2, 3, 4});
+                           },
+                           nullptr, QStringLiteral("08-all-runs-fp32-options.png")});
+        m_steps.push_back({[] {}, [](MainWindow* w) -> QWidget* { return w->trainingDock(); },
+                           QStringLiteral("08b-training-panel-fp32.png")});
+        runSteps(0);
     }
 
     // Exports run #2 (QAT int8 channel-wise) to a temporary .qsm and grabs the report.
@@ -176,6 +203,7 @@ private:
     QString m_dir;
     std::size_t m_epochs;
     std::vector<TrainConfig> m_runs;
+    std::vector<Step> m_steps;
     std::size_t m_next = 0;
     bool m_liveShot = false;
     Phase m_phase = Phase::Start;
