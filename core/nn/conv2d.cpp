@@ -208,19 +208,6 @@ float fixedOrderSum(const float* v, std::size_t n)
     return s;
 }
 
-// Dot product of n floats in the same fixed association order as fixedOrderSum.
-float fixedOrderDot(const float* a, const float* b, std::size_t n)
-{
-    float acc[16] = {};
-    std::size_t i = 0;
-    for (; i + 16 <= n; i += 16)
-        for (std::size_t j = 0; j < 16; ++j) acc[j] += a[i + j] * b[i + j];
-    for (std::size_t j = 0; i + j < n; ++j) acc[j] += a[i + j] * b[i + j];
-    float s = 0.0f;
-    for (float v : acc) s += v;
-    return s;
-}
-
 std::vector<float>& threadBuffer(int which, std::size_t size)
 {
     static thread_local std::vector<float> buffers[3];
@@ -249,73 +236,104 @@ void reducePartials(const std::vector<float>& partials, std::size_t N, std::size
 // holds the padded pixels (r s + py, c s + px). Tap (ky, kx) of output pixel (oy, ox) then reads
 // phase (ky % s, kx % s) at (oy + ky / s, ox + kx / s). With the output laid out at the same
 // row pitch Wq, each tap is one unit-stride run over j = oy Wq + ox < L = (Ho - 1) Wq + Wo
-// (columns Wo..Wq-1 of each row are scratch): loops GCC vectorises for any stride, and long
-// ones even for 7x7 planes.
+// (columns Wo..Wq-1 of each row are scratch), for any stride, and long even for 7x7 planes.
+// For 3x3 the taps unroll inside the loop over j, so each output is summed in a register.
+// Every output is summed in tap order whichever way, so the result never depends on threads.
+constexpr std::size_t kMaxDepthwiseTaps = 49; // up to 7x7: tap pointers live on the stack
+
+bool directDepthwise(const Conv2d& c) { return c.isDepthwise() && c.kernel() * c.kernel() <= kMaxDepthwiseTaps; }
+
 struct DepthwiseGeometry {
-    std::size_t H, W, k, s, p, Ho, Wo, Hq, Wq, L;
+    std::size_t H, W, s, p, Ho, Wo, Hq, Wq, L;
+    std::size_t py0, qr0; // phase row and row within it of input row 0 (padded row p)
+    // Per phase column px: where input row pixels ix0, ix0 + s, ... (n of them) land in a phase row.
+    struct Run {
+        std::size_t at, ix0, n;
+    };
+    std::vector<Run> runs;
+    std::vector<std::size_t> taps;       // where tap t = ky k + kx starts in the phase planes
+    std::vector<std::size_t> phaseTaps;  // tap indices by phase, ascending within a phase
+    std::vector<std::size_t> phaseBegin; // phase f's taps: phaseTaps[phaseBegin[f] .. phaseBegin[f + 1])
+    std::size_t margin = 0;              // largest offset of a tap within its phase plane
     std::size_t phaseSize() const { return Hq * Wq; }
     std::size_t planeSize() const { return s * s * Hq * Wq; }
-    // Where tap (ky, kx) starts in the phase planes.
-    std::size_t tapOffset(std::size_t ky, std::size_t kx) const
-    {
-        return ((ky % s) * s + kx % s) * phaseSize() + (ky / s) * Wq + kx / s;
-    }
+    // dy at pitch Wq behind `margin` zeros: how far back the dx gather reaches.
+    std::size_t gradBuffer() const { return margin + phaseSize(); }
 };
 
+// Every division is here, once per call: the per-row loops below only add.
 DepthwiseGeometry depthwiseGeometry(std::size_t H, std::size_t W, std::size_t k, std::size_t s, std::size_t p)
 {
-    DepthwiseGeometry g{H, W, k, s, p, outDim(H, k, s, p), outDim(W, k, s, p), (H + 2 * p + s - 1) / s,
-                        (W + 2 * p + s - 1) / s, 0};
+    DepthwiseGeometry g{H, W, s, p, outDim(H, k, s, p), outDim(W, k, s, p), (H + 2 * p + s - 1) / s,
+                        (W + 2 * p + s - 1) / s, 0, p % s, p / s, {}, {}, {}, {}};
     g.L = (g.Ho - 1) * g.Wq + g.Wo;
-    return g;
-}
-
-// Visits the pixels of row iy of a plane as runs: fn(offset in the phase planes, first ix, count);
-// the run's pixels are ix, ix + s, ... and land at consecutive phase columns.
-template <typename Fn>
-void forEachPhaseRun(const DepthwiseGeometry& g, std::size_t iy, Fn&& fn)
-{
-    const std::size_t r = iy + g.p;
-    for (std::size_t px = 0; px < g.s; ++px) {
-        const std::size_t ix0 = (px + g.s - g.p % g.s) % g.s; // first ix with (ix + p) % s == px
-        if (ix0 >= g.W) continue;
-        const std::size_t at = ((r % g.s) * g.s + px) * g.phaseSize() + (r / g.s) * g.Wq + (ix0 + g.p) / g.s;
-        fn(at, ix0, (g.W - ix0 + g.s - 1) / g.s);
+    for (std::size_t px = 0; px < s; ++px) {
+        const std::size_t ix0 = (px + s - p % s) % s; // first ix with (ix + p) % s == px
+        if (ix0 < W) g.runs.push_back({px * g.phaseSize() + (ix0 + p) / s, ix0, (W - ix0 + s - 1) / s});
     }
+    for (std::size_t ky = 0; ky < k; ++ky)
+        for (std::size_t kx = 0; kx < k; ++kx) {
+            const std::size_t within = (ky / s) * g.Wq + kx / s;
+            g.taps.push_back(((ky % s) * s + kx % s) * g.phaseSize() + within);
+            g.margin = std::max(g.margin, within);
+        }
+    for (std::size_t f = 0; f < s * s; ++f) {
+        g.phaseBegin.push_back(g.phaseTaps.size());
+        for (std::size_t t = 0; t < k * k; ++t)
+            if (g.taps[t] / g.phaseSize() == f) g.phaseTaps.push_back(t);
+    }
+    g.phaseBegin.push_back(g.phaseTaps.size());
+    return g;
 }
 
 // x: (H, W) -> q: (s, s, Hq, Wq), zero where the padding falls.
 void toPhases(const float* __restrict x, const DepthwiseGeometry& g, float* __restrict q)
 {
     std::memset(q, 0, g.planeSize() * sizeof(float));
+    std::size_t py = g.py0, qr = g.qr0;
     for (std::size_t iy = 0; iy < g.H; ++iy) {
-        const float* in = x + iy * g.W;
-        forEachPhaseRun(g, iy, [&](std::size_t at, std::size_t ix0, std::size_t n) {
-            float* out = q + at;
+        const float* __restrict in = x + iy * g.W;
+        float* row = q + py * g.s * g.phaseSize() + qr * g.Wq;
+        for (const DepthwiseGeometry::Run& run : g.runs) {
+            float* __restrict out = row + run.at;
             if (g.s == 1)
-                for (std::size_t m = 0; m < n; ++m) out[m] = in[m];
+                std::memcpy(out, in, run.n * sizeof(float)); // short rows: no scalar loop tails
+            else if (g.s == 2)
+                for (std::size_t m = 0; m < run.n; ++m) out[m] = in[run.ix0 + 2 * m];
             else
-                for (std::size_t m = 0; m < n; ++m) out[m] = in[ix0 + m * g.s];
-        });
+                for (std::size_t m = 0; m < run.n; ++m) out[m] = in[run.ix0 + m * g.s];
+        }
+        if (++py == g.s) {
+            py = 0;
+            ++qr;
+        }
     }
 }
 
 // dq: (s, s, Hq, Wq) -> dx: (H, W), dropping the padding (the inverse of toPhases).
 void fromPhases(const float* __restrict dq, const DepthwiseGeometry& g, float* __restrict dx)
 {
+    std::size_t py = g.py0, qr = g.qr0;
     for (std::size_t iy = 0; iy < g.H; ++iy) {
-        float* out = dx + iy * g.W;
-        forEachPhaseRun(g, iy, [&](std::size_t at, std::size_t ix0, std::size_t n) {
-            const float* in = dq + at;
+        float* __restrict out = dx + iy * g.W;
+        const float* row = dq + py * g.s * g.phaseSize() + qr * g.Wq;
+        for (const DepthwiseGeometry::Run& run : g.runs) {
+            const float* __restrict in = row + run.at;
             if (g.s == 1)
-                for (std::size_t m = 0; m < n; ++m) out[m] = in[m];
+                std::memcpy(out, in, run.n * sizeof(float));
+            else if (g.s == 2)
+                for (std::size_t m = 0; m < run.n; ++m) out[run.ix0 + 2 * m] = in[m];
             else
-                for (std::size_t m = 0; m < n; ++m) out[ix0 + m * g.s] = in[m];
-        });
+                for (std::size_t m = 0; m < run.n; ++m) out[run.ix0 + m * g.s] = in[m];
+        }
+        if (++py == g.s) {
+            py = 0;
+            ++qr;
+        }
     }
 }
 
-// y[j] = a x[j] and y[j] += a x[j]: the unit-stride runs of the depthwise kernel.
+// y[j] = a x[j] and y[j] += a x[j]
 void scaleTo(float* __restrict y, const float* __restrict x, float a, std::size_t n)
 {
     for (std::size_t j = 0; j < n; ++j) y[j] = a * x[j];
@@ -324,6 +342,54 @@ void scaleTo(float* __restrict y, const float* __restrict x, float a, std::size_
 void axpy(float* __restrict y, const float* __restrict x, float a, std::size_t n)
 {
     for (std::size_t j = 0; j < n; ++j) y[j] += a * x[j];
+}
+
+// out[j] = sum_t w[t] src[t][j] for j < n, the taps in order. kTaps > 0 fixes the tap count at
+// compile time: the taps unroll inside the loop over j and each output is summed in a register.
+// kTaps == 0: nTaps (at least 1) passes over out.
+template <std::size_t kTaps>
+void tapSum(const float* const* src, const float* w, std::size_t nTaps, std::size_t n, float* __restrict out)
+{
+    if constexpr (kTaps > 0) {
+        for (std::size_t j = 0; j < n; ++j) {
+            float a = w[0] * src[0][j];
+#pragma GCC unroll 64
+            for (std::size_t t = 1; t < kTaps; ++t) a += w[t] * src[t][j];
+            out[j] = a;
+        }
+    } else {
+        scaleTo(out, src[0], w[0], n);
+        for (std::size_t t = 1; t < nTaps; ++t) axpy(out, src[t], w[t], n);
+    }
+}
+
+// tapSum with the tap counts of 3x3 kernels unrolled: 9 taps at stride 1, phases of 4, 2, 2 and 1
+// taps at stride 2.
+void tapSumAny(const float* const* src, const float* w, std::size_t nTaps, std::size_t n, float* __restrict out)
+{
+    switch (nTaps) {
+    case 9: tapSum<9>(src, w, nTaps, n, out); break;
+    case 4: tapSum<4>(src, w, nTaps, n, out); break;
+    case 2: tapSum<2>(src, w, nTaps, n, out); break;
+    case 1: tapSum<1>(src, w, nTaps, n, out); break;
+    default: tapSum<0>(src, w, nTaps, n, out);
+    }
+}
+
+// Dot product of n floats in a fixed association order: 16 interleaved partial sums (as in
+// fixedOrderSum), then added pairwise, halves first (a short dependency chain: the depthwise
+// weight gradient takes k^2 of these per plane, and planes can be 7x7).
+float fixedOrderDot(const float* a, const float* b, std::size_t n)
+{
+    float acc[16] = {};
+    std::size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (std::size_t j = 0; j < 16; ++j) acc[j] += a[i + j] * b[i + j];
+    for (std::size_t j = 0; i + j < n; ++j) acc[j] += a[i + j] * b[i + j];
+    for (std::size_t j = 0; j < 8; ++j) acc[j] += acc[j + 8];
+    for (std::size_t j = 0; j < 4; ++j) acc[j] += acc[j + 4];
+    for (std::size_t j = 0; j < 2; ++j) acc[j] += acc[j + 2];
+    return acc[0] + acc[1];
 }
 
 } // namespace
@@ -345,7 +411,7 @@ void Conv2d::forward(const Tensor& x, Tensor& y, const RunContext& ctx)
     // The columns are rebuilt in backward rather than cached: one image's columns stay in
     // cache, a whole batch's would not (42 MB for seed-cnn's conv2), and the rebuild is cheaper.
     if (ctx.training) m_colsFor = x.shape();
-    if (isDepthwise()) {
+    if (directDepthwise(*this)) {
         forwardDepthwise(x, y);
         return;
     }
@@ -378,7 +444,7 @@ void Conv2d::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Te
 {
     using Idx = Eigen::Index;
     if (m_colsFor != x.shape()) throw ConfigError(name() + ": backward without a matching training forward");
-    if (isDepthwise()) {
+    if (directDepthwise(*this)) {
         backwardDepthwise(x, dy, dx, needInputGrad);
         return;
     }
@@ -436,16 +502,11 @@ void Conv2d::forwardDepthwise(const Tensor& x, Tensor& y) const
     parallelFor(N, [&](std::size_t n) {
         float* q = threadBuffer(0, g.planeSize()).data();
         float* acc = threadBuffer(1, g.L).data();
+        const float* src[kMaxDepthwiseTaps];
+        for (std::size_t t = 0; t < kk; ++t) src[t] = q + g.taps[t];
         for (std::size_t c = 0; c < C; ++c) {
             toPhases(x.data() + (n * C + c) * HW, g, q);
-            const float* w = wdata + c * kk;
-            // taps in row-major order, the same order for every output pixel
-            for (std::size_t ky = 0; ky < m_k; ++ky)
-                for (std::size_t kx = 0; kx < m_k; ++kx) {
-                    const float* src = q + g.tapOffset(ky, kx);
-                    if (ky == 0 && kx == 0) scaleTo(acc, src, w[0], g.L);
-                    else axpy(acc, src, w[ky * m_k + kx], g.L);
-                }
+            tapSumAny(src, wdata + c * kk, kk, g.L, acc);
             float* out = y.data() + (n * C + c) * HWo;
             for (std::size_t oy = 0; oy < g.Ho; ++oy) {
                 const float* row = acc + oy * g.Wq;
@@ -460,11 +521,12 @@ void Conv2d::forwardDepthwise(const Tensor& x, Tensor& y) const
 }
 
 // dW[c,ky,kx] = sum_n sum_{oy,ox} dy[n,c,oy,ox] xpad[n,c, oy s + ky, ox s + kx] ; db[c] = sum_n sum dy[n,c] ;
-// dxpad[n,c, oy s + ky, ox s + kx] = sum over the (oy, ox, ky, kx) that reach it of w[c,ky,kx] dy[n,c,oy,ox]
+// dxpad[n,c,iy,ix] = sum_{ky,kx} w[c,ky,kx] dy[n,c, (iy - ky) / s, (ix - kx) / s] over the taps that divide
 void Conv2d::backwardDepthwise(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad)
 {
     const DepthwiseGeometry g = depthwiseGeometry(x.dim(2), x.dim(3), m_k, m_stride, m_pad);
     const std::size_t N = x.dim(0), C = m_cin, kk = m_k * m_k, HW = g.H * g.W, HWo = g.Ho * g.Wo;
+    const std::size_t P = g.phaseSize();
     const float* wdata = m_weight.forwardValue().data();
     // One partial gradient per image, reduced in image order, as in the im2col path.
     const std::size_t wSize = C * kk, bSize = m_hasBias ? C : 0, partSize = wSize + bSize;
@@ -472,27 +534,38 @@ void Conv2d::backwardDepthwise(const Tensor& x, const Tensor& dy, Tensor& dx, bo
     if (needInputGrad) dx.resize(x.shape()); // every element is written below
     parallelFor(N, [&](std::size_t n) {
         float* q = threadBuffer(0, g.planeSize()).data();
-        float* gq = threadBuffer(1, g.Ho * g.Wq).data();
+        float* G = threadBuffer(1, g.gradBuffer()).data();
         float* dq = threadBuffer(2, g.planeSize()).data();
+        const float* gq = G + g.margin; // dy at row pitch Wq, zero before, after and in the scratch columns
         float* part = m_partials.data() + n * partSize;
+        const float* src[kMaxDepthwiseTaps];
+        for (std::size_t t = 0; t < kk; ++t) src[t] = q + g.taps[t];
+        // dx of phase f gathers dy shifted back by each of its taps' offsets within the phase
+        const float* back[kMaxDepthwiseTaps];
+        float wf[kMaxDepthwiseTaps];
+        for (std::size_t i = 0; i < g.phaseTaps.size(); ++i) {
+            const std::size_t t = g.phaseTaps[i];
+            back[i] = gq - (g.taps[t] % P);
+        }
+        std::memset(G, 0, g.gradBuffer() * sizeof(float));
         for (std::size_t c = 0; c < C; ++c) {
             const float* gy = dy.data() + (n * C + c) * HWo;
-            // dy at row pitch Wq, zero in the scratch columns so they contribute nothing
-            for (std::size_t oy = 0; oy < g.Ho; ++oy) {
-                float* row = gq + oy * g.Wq;
-                std::copy_n(gy + oy * g.Wo, g.Wo, row);
-                std::fill(row + g.Wo, row + g.Wq, 0.0f);
-            }
+            for (std::size_t oy = 0; oy < g.Ho; ++oy) std::copy_n(gy + oy * g.Wo, g.Wo, G + g.margin + oy * g.Wq);
             toPhases(x.data() + (n * C + c) * HW, g, q);
-            for (std::size_t ky = 0; ky < m_k; ++ky)
-                for (std::size_t kx = 0; kx < m_k; ++kx)
-                    part[c * kk + ky * m_k + kx] = fixedOrderDot(gq, q + g.tapOffset(ky, kx), g.L);
+            for (std::size_t t = 0; t < kk; ++t) part[c * kk + t] = fixedOrderDot(gq, src[t], g.L);
             if (bSize) part[wSize + c] = fixedOrderSum(gy, HWo);
             if (!needInputGrad) continue;
             const float* w = wdata + c * kk;
-            std::memset(dq, 0, g.planeSize() * sizeof(float));
-            for (std::size_t ky = 0; ky < m_k; ++ky)
-                for (std::size_t kx = 0; kx < m_k; ++kx) axpy(dq + g.tapOffset(ky, kx), gq, w[ky * m_k + kx], g.L);
+            for (std::size_t f = 0; f < g.s * g.s; ++f) {
+                const std::size_t b = g.phaseBegin[f], T = g.phaseBegin[f + 1] - b;
+                float* out = dq + f * P;
+                if (T == 0) {
+                    std::fill(out, out + P, 0.0f);
+                    continue;
+                }
+                for (std::size_t i = 0; i < T; ++i) wf[i] = w[g.phaseTaps[b + i]];
+                tapSumAny(back + b, wf, T, P, out);
+            }
             fromPhases(dq, g, dx.data() + (n * C + c) * HW);
         }
     });
