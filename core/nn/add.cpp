@@ -44,12 +44,20 @@ void Add::forwardMulti(const std::vector<const Tensor*>& xs, Tensor& y, const Ru
 void Add::backwardMulti(const std::vector<const Tensor*>& xs, const Tensor& /*y*/, const Tensor& dy,
                         const std::vector<Tensor*>& dxs)
 {
+    float* out[2] = {};
     for (std::size_t j = 0; j < 2; ++j) {
-        Tensor* dx = dxs.at(j);
-        if (!dx) continue;
-        dx->resize(xs.at(j)->shape());
-        std::memcpy(dx->data(), dy.data(), dy.numel() * sizeof(float));
+        if (!dxs.at(j)) continue;
+        dxs[j]->resize(xs.at(j)->shape());
+        out[j] = dxs[j]->data();
     }
+    // Copies in parallel chunks (a residual join's activations are large; one thread does not fill
+    // the memory bandwidth).
+    const std::size_t n = dy.numel();
+    const float* g = dy.data();
+    parallelChunks(n, elementwiseGrain(n), [=](std::size_t lo, std::size_t hi) {
+        for (float* o : out)
+            if (o) std::memcpy(o + lo, g + lo, (hi - lo) * sizeof(float));
+    });
 }
 
 } // namespace quantscope

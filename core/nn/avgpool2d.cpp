@@ -3,7 +3,34 @@
 #include "tensor/parallel.h"
 #include "util/errors.h"
 
+#include <algorithm>
+
 namespace quantscope {
+
+namespace {
+
+// Sum of n floats in a fixed association order (16 interleaved partial sums, then added
+// pairwise), so it vectorises and does not depend on where the data sits.
+float planeSum(const float* v, std::size_t n)
+{
+    float acc[16] = {};
+    std::size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (std::size_t j = 0; j < 16; ++j) acc[j] += v[i + j];
+    for (std::size_t j = 0; i + j < n; ++j) acc[j] += v[i + j];
+    for (std::size_t j = 0; j < 8; ++j) acc[j] += acc[j + 8];
+    for (std::size_t j = 0; j < 4; ++j) acc[j] += acc[j + 4];
+    for (std::size_t j = 0; j < 2; ++j) acc[j] += acc[j + 2];
+    return acc[0] + acc[1];
+}
+
+// Planes per parallel chunk: about 16k elements each (as elementwiseGrain), at least one plane.
+std::size_t planeGrain(std::size_t planeSize)
+{
+    return std::max<std::size_t>(1, 16384 / std::max<std::size_t>(1, planeSize));
+}
+
+} // namespace
 
 AvgPool2d::AvgPool2d(std::string name, std::size_t kernel, std::size_t stride)
     : Layer(std::move(name)), m_k(kernel), m_stride(stride ? stride : kernel)
@@ -24,23 +51,37 @@ Shape AvgPool2d::outputShape(const Shape& in) const
     return {in[0], in[1], (in[2] - m_k) / m_stride + 1, (in[3] - m_k) / m_stride + 1};
 }
 
-// y[n,c,oy,ox] = (1/k^2) sum_{ky,kx} x[n,c,oy s + ky, ox s + kx]
+// x: (N, C, H, W) -> y: (N, C, Ho, Wo), one output row at a time, loops over ox innermost.
+// y[n,c,oy,ox] = (1/k^2) sum_{ky,kx} x[n,c,oy s + ky, ox s + kx]   (taps in row-major order)
 void AvgPool2d::forward(const Tensor& x, Tensor& y, const RunContext& /*ctx*/)
 {
     const Shape os = outputShape(x.shape());
     y.resize(os);
-    const std::size_t H = x.dim(2), W = x.dim(3), Ho = os[2], Wo = os[3];
-    const float inv = 1.0f / static_cast<float>(m_k * m_k);
-    parallelFor(os[0] * os[1], [&](std::size_t p) {
-        const float* in = x.data() + p * H * W;
-        float* out = y.data() + p * Ho * Wo;
-        for (std::size_t oy = 0; oy < Ho; ++oy)
-            for (std::size_t ox = 0; ox < Wo; ++ox) {
-                float s = 0.0f;
-                for (std::size_t ky = 0; ky < m_k; ++ky)
-                    for (std::size_t kx = 0; kx < m_k; ++kx) s += in[(oy * m_stride + ky) * W + ox * m_stride + kx];
-                out[oy * Wo + ox] = s * inv;
+    const std::size_t H = x.dim(2), W = x.dim(3), Ho = os[2], Wo = os[3], k = m_k, s = m_stride;
+    const float inv = 1.0f / static_cast<float>(k * k);
+    parallelChunks(os[0] * os[1], planeGrain(H * W), [&](std::size_t b, std::size_t e) {
+        for (std::size_t p = b; p < e; ++p) {
+            const float* in = x.data() + p * H * W;
+            float* out = y.data() + p * Ho * Wo;
+            for (std::size_t oy = 0; oy < Ho; ++oy) {
+                const float* r = in + oy * s * W;
+                float* __restrict o = out + oy * Wo;
+                if (k == 2 && s == 2) { // the common case in one pass
+                    const float* __restrict r0 = r;
+                    const float* __restrict r1 = r + W;
+                    for (std::size_t ox = 0; ox < Wo; ++ox)
+                        o[ox] = (((r0[2 * ox] + r0[2 * ox + 1]) + r1[2 * ox]) + r1[2 * ox + 1]) * inv;
+                    continue;
+                }
+                for (std::size_t ox = 0; ox < Wo; ++ox) o[ox] = r[ox * s];
+                for (std::size_t ky = 0; ky < k; ++ky)
+                    for (std::size_t kx = ky ? 0 : 1; kx < k; ++kx) {
+                        const float* __restrict t = r + ky * W + kx;
+                        for (std::size_t ox = 0; ox < Wo; ++ox) o[ox] += t[ox * s];
+                    }
+                for (std::size_t ox = 0; ox < Wo; ++ox) o[ox] *= inv;
             }
+        }
     });
 }
 
@@ -49,18 +90,39 @@ void AvgPool2d::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy,
 {
     if (!needInputGrad) return;
     dx.resize(x.shape());
-    dx.setZero();
-    const std::size_t H = x.dim(2), W = x.dim(3), Ho = dy.dim(2), Wo = dy.dim(3);
-    const float inv = 1.0f / static_cast<float>(m_k * m_k);
-    parallelFor(x.dim(0) * x.dim(1), [&](std::size_t p) {
-        const float* g = dy.data() + p * Ho * Wo;
-        float* out = dx.data() + p * H * W;
-        for (std::size_t oy = 0; oy < Ho; ++oy)
-            for (std::size_t ox = 0; ox < Wo; ++ox) {
-                const float v = g[oy * Wo + ox] * inv;
-                for (std::size_t ky = 0; ky < m_k; ++ky)
-                    for (std::size_t kx = 0; kx < m_k; ++kx) out[(oy * m_stride + ky) * W + ox * m_stride + kx] += v;
+    const std::size_t H = x.dim(2), W = x.dim(3), Ho = dy.dim(2), Wo = dy.dim(3), k = m_k, s = m_stride;
+    const float inv = 1.0f / static_cast<float>(k * k);
+    parallelChunks(x.dim(0) * x.dim(1), planeGrain(H * W), [&](std::size_t b, std::size_t e) {
+        for (std::size_t p = b; p < e; ++p) {
+            const float* g = dy.data() + p * Ho * Wo;
+            float* out = dx.data() + p * H * W;
+            if (k == s) { // the windows tile the plane: one value per element, 0 where none reaches
+                for (std::size_t oy = 0; oy < Ho; ++oy) {
+                    const float* __restrict gr = g + oy * Wo;
+                    for (std::size_t ky = 0; ky < k; ++ky) {
+                        float* __restrict row = out + (oy * k + ky) * W;
+                        if (k == 2)
+                            for (std::size_t ox = 0; ox < Wo; ++ox) row[2 * ox] = row[2 * ox + 1] = gr[ox] * inv;
+                        else
+                            for (std::size_t ox = 0; ox < Wo; ++ox)
+                                for (std::size_t kx = 0; kx < k; ++kx) row[ox * k + kx] = gr[ox] * inv;
+                        std::fill(row + Wo * k, row + W, 0.0f);
+                    }
+                }
+                std::fill(out + Ho * k * W, out + H * W, 0.0f);
+                continue;
             }
+            std::fill(out, out + H * W, 0.0f); // overlapping windows add up
+            for (std::size_t oy = 0; oy < Ho; ++oy) {
+                const float* __restrict gr = g + oy * Wo;
+                float* r = out + oy * s * W;
+                for (std::size_t ky = 0; ky < k; ++ky)
+                    for (std::size_t kx = 0; kx < k; ++kx) {
+                        float* __restrict t = r + ky * W + kx;
+                        for (std::size_t ox = 0; ox < Wo; ++ox) t[ox * s] += gr[ox] * inv;
+                    }
+            }
+        }
     });
 }
 
@@ -78,13 +140,8 @@ void GlobalAvgPool2d::forward(const Tensor& x, Tensor& y, const RunContext& /*ct
     const std::size_t HW = x.dim(2) * x.dim(3);
     const float inv = 1.0f / static_cast<float>(HW);
     const std::size_t planes = x.dim(0) * x.dim(1);
-    parallelChunks(planes, 64, [&](std::size_t b, std::size_t e) {
-        for (std::size_t p = b; p < e; ++p) {
-            const float* in = x.data() + p * HW;
-            float s = 0.0f;
-            for (std::size_t i = 0; i < HW; ++i) s += in[i];
-            y[p] = s * inv;
-        }
+    parallelChunks(planes, planeGrain(HW), [&](std::size_t b, std::size_t e) {
+        for (std::size_t p = b; p < e; ++p) y[p] = planeSum(x.data() + p * HW, HW) * inv;
     });
 }
 
@@ -96,7 +153,7 @@ void GlobalAvgPool2d::backward(const Tensor& x, const Tensor& /*y*/, const Tenso
     const std::size_t HW = x.dim(2) * x.dim(3);
     const float inv = 1.0f / static_cast<float>(HW);
     const std::size_t planes = x.dim(0) * x.dim(1);
-    parallelChunks(planes, 64, [&](std::size_t b, std::size_t e) {
+    parallelChunks(planes, planeGrain(HW), [&](std::size_t b, std::size_t e) {
         for (std::size_t p = b; p < e; ++p) {
             float* out = dx.data() + p * HW;
             const float v = dy[p] * inv;
