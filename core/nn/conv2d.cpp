@@ -10,6 +10,7 @@
 #endif
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -239,9 +240,15 @@ void reducePartials(const std::vector<float>& partials, std::size_t N, std::size
 // (columns Wo..Wq-1 of each row are scratch), for any stride, and long even for 7x7 planes.
 // For 3x3 the taps unroll inside the loop over j, so each output is summed in a register.
 // Every output is summed in tap order whichever way, so the result never depends on threads.
-constexpr std::size_t kMaxDepthwiseTaps = 49; // up to 7x7: tap pointers live on the stack
+// Up to 7x7 and stride 4, so the geometry and the tap pointers live on the stack (no allocation
+// per step); anything larger takes the im2col path.
+constexpr std::size_t kMaxDepthwiseTaps = 49;
+constexpr std::size_t kMaxDepthwiseStride = 4;
 
-bool directDepthwise(const Conv2d& c) { return c.isDepthwise() && c.kernel() * c.kernel() <= kMaxDepthwiseTaps; }
+bool directDepthwise(const Conv2d& c)
+{
+    return c.isDepthwise() && c.kernel() * c.kernel() <= kMaxDepthwiseTaps && c.stride() <= kMaxDepthwiseStride;
+}
 
 struct DepthwiseGeometry {
     std::size_t H, W, s, p, Ho, Wo, Hq, Wq, L;
@@ -250,11 +257,13 @@ struct DepthwiseGeometry {
     struct Run {
         std::size_t at, ix0, n;
     };
-    std::vector<Run> runs;
-    std::vector<std::size_t> taps;       // where tap t = ky k + kx starts in the phase planes
-    std::vector<std::size_t> phaseTaps;  // tap indices by phase, ascending within a phase
-    std::vector<std::size_t> phaseBegin; // phase f's taps: phaseTaps[phaseBegin[f] .. phaseBegin[f + 1])
-    std::size_t margin = 0;              // largest offset of a tap within its phase plane
+    std::array<Run, kMaxDepthwiseStride> runs;
+    std::size_t numRuns = 0;
+    std::array<std::size_t, kMaxDepthwiseTaps> taps;      // where tap t = ky k + kx starts in the phase planes
+    std::array<std::size_t, kMaxDepthwiseTaps> phaseTaps; // tap indices by phase, ascending within a phase
+    // phase f's taps: phaseTaps[phaseBegin[f] .. phaseBegin[f + 1])
+    std::array<std::size_t, kMaxDepthwiseStride * kMaxDepthwiseStride + 1> phaseBegin;
+    std::size_t margin = 0; // largest offset of a tap within its phase plane
     std::size_t phaseSize() const { return Hq * Wq; }
     std::size_t planeSize() const { return s * s * Hq * Wq; }
     // dy at pitch Wq behind `margin` zeros: how far back the dx gather reaches.
@@ -265,24 +274,25 @@ struct DepthwiseGeometry {
 DepthwiseGeometry depthwiseGeometry(std::size_t H, std::size_t W, std::size_t k, std::size_t s, std::size_t p)
 {
     DepthwiseGeometry g{H, W, s, p, outDim(H, k, s, p), outDim(W, k, s, p), (H + 2 * p + s - 1) / s,
-                        (W + 2 * p + s - 1) / s, 0, p % s, p / s, {}, {}, {}, {}};
+                        (W + 2 * p + s - 1) / s, 0, p % s, p / s, {}, 0, {}, {}, {}, 0};
     g.L = (g.Ho - 1) * g.Wq + g.Wo;
     for (std::size_t px = 0; px < s; ++px) {
         const std::size_t ix0 = (px + s - p % s) % s; // first ix with (ix + p) % s == px
-        if (ix0 < W) g.runs.push_back({px * g.phaseSize() + (ix0 + p) / s, ix0, (W - ix0 + s - 1) / s});
+        if (ix0 < W) g.runs[g.numRuns++] = {px * g.phaseSize() + (ix0 + p) / s, ix0, (W - ix0 + s - 1) / s};
     }
     for (std::size_t ky = 0; ky < k; ++ky)
         for (std::size_t kx = 0; kx < k; ++kx) {
             const std::size_t within = (ky / s) * g.Wq + kx / s;
-            g.taps.push_back(((ky % s) * s + kx % s) * g.phaseSize() + within);
+            g.taps[ky * k + kx] = ((ky % s) * s + kx % s) * g.phaseSize() + within;
             g.margin = std::max(g.margin, within);
         }
+    std::size_t n = 0;
     for (std::size_t f = 0; f < s * s; ++f) {
-        g.phaseBegin.push_back(g.phaseTaps.size());
+        g.phaseBegin[f] = n;
         for (std::size_t t = 0; t < k * k; ++t)
-            if (g.taps[t] / g.phaseSize() == f) g.phaseTaps.push_back(t);
+            if (g.taps[t] / g.phaseSize() == f) g.phaseTaps[n++] = t;
     }
-    g.phaseBegin.push_back(g.phaseTaps.size());
+    g.phaseBegin[s * s] = n;
     return g;
 }
 
@@ -294,7 +304,8 @@ void toPhases(const float* __restrict x, const DepthwiseGeometry& g, float* __re
     for (std::size_t iy = 0; iy < g.H; ++iy) {
         const float* __restrict in = x + iy * g.W;
         float* row = q + py * g.s * g.phaseSize() + qr * g.Wq;
-        for (const DepthwiseGeometry::Run& run : g.runs) {
+        for (std::size_t r = 0; r < g.numRuns; ++r) {
+            const DepthwiseGeometry::Run& run = g.runs[r];
             float* __restrict out = row + run.at;
             if (g.s == 1)
                 std::memcpy(out, in, run.n * sizeof(float)); // short rows: no scalar loop tails
@@ -317,7 +328,8 @@ void fromPhases(const float* __restrict dq, const DepthwiseGeometry& g, float* _
     for (std::size_t iy = 0; iy < g.H; ++iy) {
         float* __restrict out = dx + iy * g.W;
         const float* row = dq + py * g.s * g.phaseSize() + qr * g.Wq;
-        for (const DepthwiseGeometry::Run& run : g.runs) {
+        for (std::size_t r = 0; r < g.numRuns; ++r) {
+            const DepthwiseGeometry::Run& run = g.runs[r];
             const float* __restrict in = row + run.at;
             if (g.s == 1)
                 std::memcpy(out, in, run.n * sizeof(float));
@@ -543,10 +555,7 @@ void Conv2d::backwardDepthwise(const Tensor& x, const Tensor& dy, Tensor& dx, bo
         // dx of phase f gathers dy shifted back by each of its taps' offsets within the phase
         const float* back[kMaxDepthwiseTaps];
         float wf[kMaxDepthwiseTaps];
-        for (std::size_t i = 0; i < g.phaseTaps.size(); ++i) {
-            const std::size_t t = g.phaseTaps[i];
-            back[i] = gq - (g.taps[t] % P);
-        }
+        for (std::size_t i = 0; i < kk; ++i) back[i] = gq - g.taps[g.phaseTaps[i]] % P;
         std::memset(G, 0, g.gradBuffer() * sizeof(float));
         for (std::size_t c = 0; c < C; ++c) {
             const float* gy = dy.data() + (n * C + c) * HWo;
