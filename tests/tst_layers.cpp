@@ -773,10 +773,12 @@ void TestLayers::depthwiseMatchesIm2col_data()
     QTest::newRow("k4_s2_p1_9x10") << 4 << 2 << 1 << 9 << 10 << true;
     QTest::newRow("k3_s3_p1_10x11") << 3 << 3 << 1 << 10 << 11 << false;
     QTest::newRow("k1_s1_p0_5x5") << 1 << 1 << 0 << 5 << 5 << true;
+    QTest::newRow("k7_s4_p3_17x15_largest_direct") << 7 << 4 << 3 << 17 << 15 << true;
+    QTest::newRow("k9_s1_p4_11x11_takes_im2col") << 9 << 1 << 4 << 11 << 11 << false;
 }
 
-// Depthwise convolution runs a direct kernel; one input channel through a 1->1 Conv2d runs the
-// im2col + GEMM path, the reference. Channel by channel, the two agree.
+// Depthwise convolution runs a direct kernel (up to 7x7, stride 4); one input channel through a
+// 1->1 Conv2d runs the im2col + GEMM path, the reference. Channel by channel, the two agree.
 void TestLayers::depthwiseMatchesIm2col()
 {
     QFETCH(int, k);
