@@ -1,0 +1,130 @@
+// IntEngine's plan (internal to core/infer): what build() makes of an ExportedModel and runChunk()
+// executes. Activations keep the model's numbering (0 = input, i+1 = output of stored layer i);
+// each op reads activations and writes one. The plan has two stages: the image stage runs one
+// image at a time (convolutions, pools, Adds on NHWC uint8), the batch stage (from the first
+// dense layer on) runs the chunk's images together as rows, so a dense layer is one GEMM.
+// Activations live in buffers; a buffer gets a slot (a per-thread byte array) for the stretch of
+// ops between its writer and its last reader, and slots are reused after that.
+#pragma once
+
+#include "infer/int_engine.h"
+#include "infer/int_gemm.h"
+#include "infer/int_kernels.h"
+
+#include <tbb/enumerable_thread_specific.h>
+#include <tbb/task_arena.h>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace quantscope {
+
+// Spare bytes after every buffer, for word-wise copies and vector loads that run past the end.
+constexpr std::size_t kSlack = 64;
+
+// An activation in the engine's uint8 domain: internal = q + offset (128 for signed formats).
+struct Domain {
+    ActivationQuant aq;
+    std::int32_t offset = 0;
+    std::int32_t zp() const { return aq.zeroPoint + offset; }
+    std::int32_t lo() const { return aq.qmin + offset; }
+    std::int32_t hi() const { return aq.qmax + offset; }
+};
+
+// The input's quantization, QuantSim's arithmetic (quantize.h): nearbyint(x * (1 / scale)) + zp, clamped.
+inline std::uint8_t quantizeInput(float x, const Domain& d)
+{
+    const float inv = 1.0f / d.aq.scale;
+    float q = std::nearbyint(x * inv) + static_cast<float>(d.aq.zeroPoint);
+    if (std::isnan(q)) q = static_cast<float>(d.aq.zeroPoint);
+    q = std::clamp(q, static_cast<float>(d.aq.qmin), static_cast<float>(d.aq.qmax));
+    return static_cast<std::uint8_t>(static_cast<std::int32_t>(q) + d.offset);
+}
+
+struct ActInfo {
+    bool defined = false;
+    int root = -1;  // the activation whose bytes these are (itself unless Flatten/Dropout)
+    bool batch = false; // written in the batch stage
+    Domain d;
+    std::size_t c = 0, h = 0, w = 0; // spatial (NHWC); flat: c = width, h = w = 0
+    bool flat = false;
+    // A flat activation flattened from (fc, fh, fw) NHWC: its order is not the model's NCHW one.
+    bool permuted = false;
+    std::size_t fc = 0, fh = 0, fw = 0;
+    int imgBuffer = -1, batchBuffer = -1; // roots only; -1: not held in that stage
+    std::size_t numel() const { return flat ? c : c * h * w; }
+};
+
+// Bytes per image (image stage) or per row (batch stage, rows of `bytes`); slot from allocation.
+struct Buffer {
+    bool batch = false;
+    std::size_t bytes = 0;
+    int slot = -1;
+};
+
+enum class OpKind { Conv, GroupConv, Depthwise, MaxPool, AvgPool, Add, Linear };
+
+struct Op {
+    OpKind kind = OpKind::Conv;
+    std::string name;     // the stored layer whose output (quantization point) this op writes
+    int in0 = -1, in1 = -1, out = -1;
+    bool batch = false;   // batch stage
+    bool traced = true;   // writes a quantization point (max-pooling does not)
+    // Conv / GroupConv geometry (NHWC); padded input hp x wp
+    std::size_t cin = 0, hin = 0, win = 0, cout = 0, hout = 0, wout = 0, k = 0, stride = 1, pad = 0, hp = 0, wp = 0;
+    std::uint8_t padValue = 0;
+    bool im2col = false;
+    std::size_t K = 0;                 // GEMM depth (per group for GroupConv)
+    std::vector<std::uint32_t> rowOff; // A row offsets (conv: per output pixel; linear: per chunk row)
+    PackedGemm gemm;                   // Conv, Linear
+    std::vector<PackedGemm> groupGemms; // GroupConv: one per group
+    std::size_t groups = 1, cig = 0, cog = 0;
+    PackedDepthwise dw;
+    PoolParams pool; // AvgPool (also GlobalAvgPool2d and the rescale of a standalone ReLU)
+    AddParams add;
+    std::size_t inF = 0, outF = 0; // Linear
+    std::size_t elems = 0;         // Add: values per image (per row in the batch stage)
+};
+
+struct IntEngine::Impl {
+    struct Scratch {
+        std::vector<std::vector<std::uint8_t>> slots, batchSlots;
+        std::vector<std::uint8_t> pad, cols, dwPad;
+        GemmScratch g;
+    };
+
+    EngineOptions opt;
+    std::size_t C = 1, H = 0, W = 0, classes = 0;
+    float mean = 0, stddev = 1;
+    std::uint8_t lut[256];
+    std::vector<ActInfo> acts;
+    std::vector<Buffer> buffers;
+    std::vector<std::size_t> slotBytes, batchSlotBytes; // per image / per chunk
+    std::vector<Op> ops;            // image-stage ops, then batch-stage ops
+    std::size_t firstBatchOp = 0;
+    std::vector<int> crossing;      // activations copied from the image stage into the batch stage
+    int outputAct = -1;
+    std::vector<std::uint32_t> outputIndex; // class j -> byte of the output row
+    bool logSoftmax = false;
+    std::size_t maxPad = 0, maxCols = 0;
+    std::unique_ptr<tbb::task_arena> arena;
+    mutable tbb::enumerable_thread_specific<Scratch> scratch;
+
+    void build(const ExportedModel& m);
+    using Fill = std::function<void(std::size_t image, std::uint8_t* nhwc)>;
+    using Tap = std::function<void(const Op* op, int act, const std::uint8_t* data)>;
+    void runChunk(std::size_t b, std::size_t e, const Fill& fill, float* outputs, std::int32_t* preds, const Tap* tap) const;
+
+private:
+    void planBuffers();
+    void runImageOp(const Op& op, Scratch& s) const;
+    void runBatchOp(const Op& op, Scratch& s, std::size_t n) const;
+    std::uint8_t* imagePtr(Scratch& s, int act) const;
+    std::uint8_t* batchPtr(Scratch& s, int act) const;
+};
+
+} // namespace quantscope
