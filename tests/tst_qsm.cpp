@@ -1,11 +1,15 @@
 // The .qsm file: FP32 and integer round trips (the reloaded model predicts exactly what was
-// saved), packed sizes against FP32, atomic writes, FP32 reload for PTQ, and corrupted files
-// (every truncation, flipped bytes, bad CRC, absurd sizes, unknown version) that must give a
-// typed error naming the file, never a crash or a huge allocation.
+// saved), graph models (resnet8, mobilenet-tiny), version 1 files written by the previous
+// QuantScope (tests/data/v1_*.qsm) that load and predict as they did, packed sizes against FP32,
+// atomic writes, FP32 reload for PTQ, and corrupted files (every truncation, flipped bytes, bad
+// CRC, absurd sizes, unknown version, impossible graphs) that must give a typed error naming the
+// file, never a crash or a huge allocation.
 #include "infer/int_engine.h"
 #include "infer/model_runner.h"
 #include "io/qsm.h"
+#include "nn/add.h"
 #include "nn/batchnorm2d.h"
+#include "nn/conv2d.h"
 #include "util/atomic_file.h"
 #include "util/errors.h"
 
@@ -21,6 +25,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <new>
 
 #include "alloc_tracker.h"
@@ -81,11 +86,29 @@ void compareModels(const ExportedModel& a, const ExportedModel& b)
         const StoredLayer &x = a.layers[i], &y = b.layers[i];
         QCOMPARE(y.name, x.name);
         QCOMPARE(y.kind, x.kind);
+        QCOMPARE(y.inputs, x.inputs);
+        QCOMPARE(y.inChannels, x.inChannels);
+        QCOMPARE(y.outChannels, x.outChannels);
+        QCOMPARE(y.kernel, x.kernel);
+        QCOMPARE(y.stride, x.stride);
+        QCOMPARE(y.padding, x.padding);
+        QCOMPARE(y.groups, x.groups);
+        QCOMPARE(y.inFeatures, x.inFeatures);
+        QCOMPARE(y.outFeatures, x.outFeatures);
+        QCOMPARE(y.eps, x.eps);
+        QCOMPARE(y.momentum, x.momentum);
+        QCOMPARE(y.dropout, x.dropout);
         QCOMPARE(y.outputQuant, x.outputQuant);
         QCOMPARE(y.bnFolded, x.bnFolded);
         QCOMPARE(y.tensors.size(), x.tensors.size());
         for (std::size_t t = 0; t < x.tensors.size(); ++t) {
+            QCOMPARE(y.tensors[t].name, x.tensors[t].name);
             QCOMPARE(y.tensors[t].shape, x.tensors[t].shape);
+            QCOMPARE(y.tensors[t].encoding, x.tensors[t].encoding);
+            QCOMPARE(y.tensors[t].layout, x.tensors[t].layout);
+            QCOMPARE(y.tensors[t].groupSize, x.tensors[t].groupSize);
+            QCOMPARE(y.tensors[t].qmin, x.tensors[t].qmin);
+            QCOMPARE(y.tensors[t].qmax, x.tensors[t].qmax);
             QCOMPARE(y.tensors[t].values, x.tensors[t].values);
             QCOMPARE(y.tensors[t].q, x.tensors[t].q);
             QCOMPARE(y.tensors[t].scales, x.tensors[t].scales);
@@ -124,6 +147,10 @@ private slots:
     void absurdSizes();
     void unknownVersion();
     void notAModel();
+    void version1Files_data();
+    void version1Files();
+    void impossibleGraphs_data();
+    void impossibleGraphs();
 
 private:
     Dataset m_data;
@@ -145,7 +172,7 @@ void TestQsm::cleanupTestCase() { fs::remove_all(m_dir); }
 void TestQsm::fp32RoundTrip_data()
 {
     QTest::addColumn<QString>("preset");
-    for (const char* p : {"seed-cnn", "seed-cnn-bn", "lenet5", "mlp"}) QTest::newRow(p) << QString(p);
+    for (const char* p : {"seed-cnn", "seed-cnn-bn", "lenet5", "mlp", "resnet8", "mobilenet-tiny"}) QTest::newRow(p) << QString(p);
 }
 
 void TestQsm::fp32RoundTrip()
@@ -187,6 +214,10 @@ void TestQsm::integerRoundTrip_data()
     QTest::newRow("mlp int4 group:32") << "mlp" << "int4" << "group:32" << "uint8";
     QTest::newRow("mlp uint8 weights") << "mlp" << "uint8" << "channel" << "uint8";
     QTest::newRow("mlp int12 weights") << "mlp" << "int12" << "channel" << "uint4";
+    QTest::newRow("resnet8 int8 channel") << "resnet8" << "int8" << "channel" << "uint8";
+    QTest::newRow("resnet8 int4 tensor int8 acts") << "resnet8" << "int4" << "tensor" << "int8";
+    QTest::newRow("mobilenet-tiny int8 channel") << "mobilenet-tiny" << "int8" << "channel" << "uint8";
+    QTest::newRow("mobilenet-tiny int4 group:8") << "mobilenet-tiny" << "int4" << "group:8" << "uint8";
 }
 
 void TestQsm::integerRoundTrip()
@@ -201,6 +232,14 @@ void TestQsm::integerRoundTrip()
     writeQsm(path, q.exported);
     const ExportedModel back = readQsm(path);
     compareModels(q.exported, back);
+    // The graphs are graphs: residual Adds read two activations, depthwise convs keep their groups.
+    std::size_t adds = 0, depthwise = 0;
+    for (const StoredLayer& l : back.layers) {
+        adds += l.kind == LayerKind::Add && l.inputs.size() == 2;
+        depthwise += l.kind == LayerKind::Conv2d && l.groups > 1 && l.groups == l.inChannels;
+    }
+    if (preset == "resnet8") QCOMPARE(adds, std::size_t{3});
+    if (preset == "mobilenet-tiny") QCOMPARE(depthwise, std::size_t{4});
     // Export, load, evaluate: identical predictions from the saved and the loaded model.
     QCOMPARE(predict(back, m_data.test), predict(q.exported, m_data.test));
     // And the stored integers are the simulation's: the fake-quant reference of the file predicts
@@ -428,6 +467,156 @@ void TestQsm::notAModel()
     QCOMPARE(c.type, QString("FormatError"));
     QVERIFY(c.message.contains("bad magic"));
     QVERIFY(c.message.contains("text.qsm"));
+}
+
+// Version 1 files written by QuantScope f10afb4 (before graph models): `quantscope-cli train
+// --model lenet5 --train-limit 256 --test-limit 64 --epochs 1 [--strategy qat [--format int4]]
+// --export tests/data/v1_lenet5_<kind>.qsm` on Fashion-MNIST, and `quantscope-cli eval FILE
+// --test-limit 1000 --predictions tests/data/v1_lenet5_<kind>.predictions.csv` with that build.
+void TestQsm::version1Files_data()
+{
+    QTest::addColumn<QString>("file");
+    QTest::addColumn<bool>("quantized");
+    QTest::newRow("lenet5 fp32") << "v1_lenet5_fp32" << false;
+    QTest::newRow("lenet5 qat int8") << "v1_lenet5_int8" << true;
+    QTest::newRow("lenet5 qat int4") << "v1_lenet5_int4" << true;
+}
+
+void TestQsm::version1Files()
+{
+    QFETCH(QString, file);
+    QFETCH(bool, quantized);
+    const std::string path = std::string(QS_TEST_DATA) + "/" + file.toStdString() + ".qsm";
+    const Bytes bytes = readFileBytes(path, kQsmMaxBytes);
+    std::uint16_t version = 0;
+    std::memcpy(&version, bytes.data() + 8, 2);
+    QCOMPARE(version, std::uint16_t{1}); // a real version 1 file
+    const ExportedModel m = readQsm(path);
+    QCOMPARE(m.quantized, quantized);
+    QCOMPARE(m.modelName, std::string("lenet5"));
+    // A plain stack: layer i reads activation i; convs have groups 1 and a bias.
+    for (std::size_t i = 0; i < m.layers.size(); ++i) {
+        QCOMPARE(m.layers[i].inputs, std::vector<std::size_t>{i});
+        if (m.layers[i].kind == LayerKind::Conv2d) {
+            QCOMPARE(m.layers[i].groups, std::size_t{1});
+            QCOMPARE(m.layers[i].tensors.size(), std::size_t{2});
+        }
+    }
+    // It runs where it ran (the integer engine for integer models), and saved again it is a
+    // version 2 file of the same model.
+    ModelRunner r(m);
+    QCOMPARE(r.isInteger(), quantized);
+    const Bytes v2 = encodeQsm(m);
+    std::memcpy(&version, v2.data() + 8, 2);
+    QCOMPARE(version, kQsmVersion);
+    compareModels(m, decodeQsm(v2, "resaved.qsm"));
+    if (QTest::currentTestFailed()) return;
+    // On Fashion-MNIST it predicts what the version 1 build predicted.
+    if (!fixtures::haveFashion()) QSKIP("Fashion-MNIST is not installed (scripts/setup installs dataset-fashion-mnist)");
+    DatasetOptions o;
+    o.trainLimit = 256;
+    o.testLimit = 1000;
+    const Dataset data = Dataset::load(o);
+    const std::vector<std::int32_t> now = evaluateRunner(r, data.test).predictions;
+    std::ifstream csv(std::string(QS_TEST_DATA) + "/" + file.toStdString() + ".predictions.csv");
+    std::vector<std::int32_t> then;
+    for (std::string line; std::getline(csv, line);)
+        if (const auto comma = line.find(','); comma != std::string::npos && std::isdigit(static_cast<unsigned char>(line[0])))
+            then.push_back(std::stoi(line.substr(comma + 1)));
+    QCOMPARE(then.size(), now.size());
+    std::size_t same = 0, correct = 0;
+    for (std::size_t i = 0; i < now.size(); ++i) {
+        same += now[i] == then[i];
+        correct += now[i] == data.test.labels[i];
+    }
+    qInfo("%s: %zu of %zu predictions as the version 1 build made them; accuracy %.1f %%", qPrintable(file), same, now.size(),
+          100.0 * static_cast<double>(correct) / static_cast<double>(now.size()));
+    QCOMPARE(same, now.size());
+}
+
+namespace {
+
+// A small FP32 graph (1x4x4 input): conv c1 (1->2, 3x3, pad 1), relu r1, depthwise conv c2
+// (groups 2, pad 1), add (c2 + r1), flatten, linear 32->10, log-softmax.
+ExportedModel smallGraph()
+{
+    Model m("smallgraph", Shape{1, 4, 4});
+    m.add(std::make_unique<Conv2d>("c1", 1, 2, 3, 1, 1));
+    const std::size_t r1 = m.add(std::make_unique<ReLU>("r1"));
+    const std::size_t c2 = m.add(std::make_unique<Conv2d>("c2", 2, 2, 3, 1, 1, 2, true));
+    m.add(std::make_unique<Add>("add"), {c2, r1});
+    m.add(std::make_unique<Flatten>("flatten"));
+    m.add(std::make_unique<Linear>("fc", 32, 10));
+    m.add(std::make_unique<LogSoftmax>("log_softmax"));
+    m.initParams(3);
+    return exportFloatModel(m, "smallgraph", 0.5f, 0.25f, {});
+}
+
+// Offset of the byte after layer `name`'s name string (its input count, in version 2).
+std::size_t afterLayerName(const Bytes& b, const std::string& name)
+{
+    std::string pattern(2, '\0');
+    const std::uint16_t n = static_cast<std::uint16_t>(name.size());
+    std::memcpy(pattern.data(), &n, 2);
+    pattern += name;
+    const auto it = std::search(b.begin(), b.end(), pattern.begin(), pattern.end());
+    if (it == b.end()) return 0;
+    return static_cast<std::size_t>(it - b.begin()) + pattern.size();
+}
+
+} // namespace
+
+void TestQsm::impossibleGraphs_data()
+{
+    QTest::addColumn<QString>("damage");
+    QTest::addColumn<QString>("expected");
+    QTest::newRow("input not earlier than the layer") << "self-input" << "'add' reads activation 4, not an earlier layer's output";
+    QTest::newRow("input far beyond the layers") << "far-input" << "'add' reads activation 4294967295";
+    QTest::newRow("input count 0") << "count0" << "'r1' reads 0 inputs";
+    QTest::newRow("input count 3") << "count3" << "'r1' reads 3 inputs";
+    QTest::newRow("two inputs to a ReLU") << "relu2" << "ReLU 'r1' reads 2 inputs, it takes 1";
+    QTest::newRow("groups not dividing the channels") << "groups" << "Conv2d 'c2': groups = 3 does not divide";
+    QTest::newRow("groups 0") << "groups0" << "Conv2d 'c2': groups = 0 does not divide";
+    QTest::newRow("Add of two different shapes") << "add-shapes" << "Add 'add' adds shapes";
+}
+
+void TestQsm::impossibleGraphs()
+{
+    QFETCH(QString, damage);
+    QFETCH(QString, expected);
+    Bytes b = encodeQsm(smallGraph());
+    QVERIFY(decodeQsm(b, "ok.qsm").layers.size() == 7);
+    auto put32 = [&](std::size_t at, std::uint32_t v) { std::memcpy(b.data() + at, &v, 4); };
+    const std::size_t add = afterLayerName(b, "add"), r1 = afterLayerName(b, "r1"), c2 = afterLayerName(b, "c2");
+    QVERIFY(add && r1 && c2);
+    QCOMPARE(b[add], std::uint8_t{2});
+    if (damage == "self-input") {
+        put32(add + 1 + 4, 4); // the Add (layer 3) reads its own output
+    } else if (damage == "far-input") {
+        put32(add + 1 + 4, 0xFFFFFFFFu);
+    } else if (damage == "count0") {
+        b[r1] = 0;
+    } else if (damage == "count3") {
+        b[r1] = 3;
+    } else if (damage == "relu2") {
+        // Two inputs (1, 1): four more bytes in the layer.
+        b[r1] = 2;
+        const std::uint32_t one = 1;
+        b.insert(b.begin() + static_cast<std::ptrdiff_t>(r1 + 1), reinterpret_cast<const std::uint8_t*>(&one),
+                 reinterpret_cast<const std::uint8_t*>(&one) + 4);
+    } else if (damage == "groups" || damage == "groups0") {
+        // c2: count, one input, then in, out, kernel, stride, padding, groups.
+        put32(c2 + 1 + 4 + 5 * 4, damage == "groups" ? 3 : 0);
+    } else {
+        put32(add + 1 + 4, 0); // c2 (2x4x4) + the model input (1x4x4)
+    }
+    fixHeader(b);
+    const std::string path = m_dir + "/graph-" + damage.toStdString() + ".qsm";
+    writeFileAtomic(path, b);
+    const Caught c = catchError([&] { readQsm(path); });
+    QCOMPARE(c.type, QString("FormatError"));
+    QVERIFY2(c.message.startsWith(QString::fromStdString(path) + ": "), qPrintable(c.message));
+    QVERIFY2(c.message.contains(expected), qPrintable(c.message));
 }
 
 QTEST_GUILESS_MAIN(TestQsm)

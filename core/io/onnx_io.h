@@ -2,9 +2,10 @@
 // writes. Integer models become QDQ graphs: the input is float32 [N, C, H, W] pixels in [0, 1]
 // named "input", normalised inside the graph (Sub, Div), then QuantizeLinear/DequantizeLinear;
 // weights are int8 initializers (symmetric, per channel on axis 0 or per tensor) behind a
-// DequantizeLinear, biases int32 at scale s_in * s_w; BatchNorm is folded and Relu follows
-// Conv/Gemm directly, before the activation's Q/DQ pair. FP32 models are plain ONNX. The output
-// "logits" is [N, classes] (log-probabilities when the model ends in LogSoftmax).
+// DequantizeLinear, biases int32 at scale s_in * s_w; BatchNorm is folded and Relu/Clip follow
+// Conv/Gemm/Add directly, before the activation's Q/DQ pair. Graph models keep their shape: a
+// node reads the ONNX values of its layer's `inputs` (Add reads two). FP32 models are plain
+// ONNX. The output "logits" is [N, classes] (log-probabilities when the model ends in LogSoftmax).
 #pragma once
 
 #include "io/exported_model.h"
@@ -17,6 +18,13 @@ namespace quantscope {
 
 inline constexpr int kOnnxOpset = 13;
 
+// The model as its ONNX graph holds it: Dropout layers (identity at inference) are left out and
+// their readers read the Dropout's input; in FP32 models a BatchNorm2d that reads a convolution
+// read by nothing else is folded into it (w * f, beta + (b - mean) * f, f = gamma / sqrt(var + eps),
+// bnFolded set). decodeOnnx(encodeOnnx(m)) gives back exactly onnxForm(m). Throws ConfigError for
+// a Dropout that carries an activation quantization point (it has no node to carry it).
+ExportedModel onnxForm(const ExportedModel& m);
+
 // Serialises `m`. Throws ConfigError for what opset-13 QDQ cannot express (group-wise or
 // unsigned weights, activations other than int8/uint8) and Error if libonnx's checker rejects
 // the graph (a bug here, not in the model).
@@ -24,8 +32,9 @@ std::vector<std::uint8_t> encodeOnnx(const ExportedModel& m);
 // Atomic write (temporary file, then rename).
 void writeOnnx(const std::string& path, const ExportedModel& m);
 
-// Reads a graph of the shape encodeOnnx writes back into an ExportedModel. Throws IoError /
-// FormatError naming the file and the node it cannot interpret.
+// Reads a graph of the shape encodeOnnx writes back into an ExportedModel: node outputs map to
+// activation indices, so DAGs (residual Adds, fan-out) read back as they were written. Throws
+// IoError / FormatError naming the file and the node it cannot interpret.
 ExportedModel decodeOnnx(const std::vector<std::uint8_t>& bytes, const std::string& source);
 ExportedModel readOnnx(const std::string& path);
 

@@ -1,5 +1,6 @@
 // Runs an exported ONNX model in onnxruntime (CPU) on an IDX image file and prints one
-// predicted class per line: node run_ort.js MODEL.onnx IMAGES.idx3[.gz] [LIMIT]
+// predicted class per line: node run_ort.js MODEL.onnx IMAGES.idx3[.gz] [LIMIT] [--outputs]
+// With --outputs each line is the model's output row instead (comma-separated, full precision).
 // The model takes float32 [N, C, H, W] pixels in [0, 1]; its normalisation is in the graph.
 // NODE_PATH must name the node_modules folder holding onnxruntime-node.
 'use strict';
@@ -8,7 +9,9 @@ const zlib = require('zlib');
 const ort = require('onnxruntime-node');
 
 async function main() {
-  const [modelPath, imagesPath, limitArg] = process.argv.slice(2);
+  const args = process.argv.slice(2);
+  const outputs = args.includes('--outputs');
+  const [modelPath, imagesPath, limitArg] = args.filter((a) => a !== '--outputs');
   let buf = fs.readFileSync(imagesPath);
   if (buf[0] === 0x1f && buf[1] === 0x8b) buf = zlib.gunzipSync(buf);
   if (buf.readUInt32BE(0) !== 0x803) throw new Error(imagesPath + ': not an idx3 image file');
@@ -25,6 +28,10 @@ async function main() {
     const res = await session.run({ [inputName]: new ort.Tensor('float32', x, [m, 1, h, w]) });
     const y = res[outputName], k = y.dims[1];
     for (let i = 0; i < m; ++i) {
+      if (outputs) {
+        out.push(Array.from(y.data.subarray(i * k, (i + 1) * k), (v) => v.toPrecision(9)).join(','));
+        continue;
+      }
       let best = 0;
       for (let j = 1; j < k; ++j) if (y.data[i * k + j] > y.data[i * k + best]) best = j;
       out.push(best);

@@ -1,0 +1,440 @@
+// ONNX reading: graphs of the shape encodeOnnx writes (onnx_io.cpp) back into an ExportedModel.
+// One handler per operator, in a table; every node output is mapped to the activation index it
+// holds (0 = normalised input, i + 1 = layer i's output; a Q/DQ pair or Identity keeps the index
+// of its input), so layers read their inputs by index, as in the .qsm file.
+#include "io/onnx_io.h"
+
+#include "util/atomic_file.h"
+#include "util/errors.h"
+
+#include <onnx/onnx_pb.h>
+
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <sstream>
+
+namespace quantscope {
+
+namespace {
+
+using onnx::TensorProto;
+
+constexpr std::uint64_t kOnnxMaxBytes = std::uint64_t{1} << 30;
+
+class OnnxReader {
+public:
+    OnnxReader(const onnx::ModelProto& mp, const std::string& source) : m_mp(mp), m_source(source)
+    {
+        for (const TensorProto& t : mp.graph().initializer()) m_init[t.name()] = &t;
+    }
+
+    ExportedModel read();
+
+private:
+    using Handler = void (OnnxReader::*)(const onnx::NodeProto&);
+    static const std::map<std::string, Handler>& handlers();
+
+    [[noreturn]] void fail(const std::string& what) const { throw FormatError(m_source + ": " + what); }
+    [[noreturn]] void failNode(const onnx::NodeProto& n, const std::string& what) const
+    {
+        fail(n.op_type() + " '" + n.name() + "': " + what);
+    }
+
+    // ---- initializers
+    const TensorProto& init(const std::string& name) const
+    {
+        const auto it = m_init.find(name);
+        if (it == m_init.end()) fail("'" + name + "' is not an initializer");
+        return *it->second;
+    }
+    std::uint64_t numel(const TensorProto& t) const
+    {
+        std::uint64_t n = 1;
+        for (std::int64_t d : t.dims()) {
+            if (d <= 0 || d > (std::int64_t{1} << 31)) fail("initializer '" + t.name() + "' has dimension " + std::to_string(d));
+            n *= static_cast<std::uint64_t>(d);
+            if (n > (std::uint64_t{1} << 31)) fail("initializer '" + t.name() + "' is too large");
+        }
+        return n;
+    }
+    std::vector<float> floats(const TensorProto& t) const
+    {
+        const std::uint64_t n = numel(t);
+        if (t.data_type() != TensorProto::FLOAT) fail("initializer '" + t.name() + "' is not float32");
+        std::vector<float> v;
+        if (t.has_raw_data()) {
+            if (t.raw_data().size() != n * 4) fail("initializer '" + t.name() + "' holds the wrong number of bytes");
+            v.resize(static_cast<std::size_t>(n));
+            std::memcpy(v.data(), t.raw_data().data(), n * 4);
+        } else {
+            if (static_cast<std::uint64_t>(t.float_data_size()) != n) fail("initializer '" + t.name() + "' holds the wrong number of values");
+            v.assign(t.float_data().begin(), t.float_data().end());
+        }
+        return v;
+    }
+    float scalar(const TensorProto& t) const
+    {
+        const std::vector<float> v = floats(t);
+        if (v.size() != 1) fail("initializer '" + t.name() + "' is not one value");
+        return v[0];
+    }
+    std::vector<std::int32_t> ints(const TensorProto& t) const
+    {
+        const std::uint64_t n = numel(t);
+        const int type = t.data_type();
+        const std::size_t width = type == TensorProto::INT32 ? 4 : 1;
+        if (type != TensorProto::INT32 && type != TensorProto::INT8 && type != TensorProto::UINT8)
+            fail("initializer '" + t.name() + "' is not int8, uint8 or int32");
+        std::vector<std::int32_t> v;
+        if (t.has_raw_data()) {
+            if (t.raw_data().size() != n * width) fail("initializer '" + t.name() + "' holds the wrong number of bytes");
+            v.resize(static_cast<std::size_t>(n));
+            const char* p = t.raw_data().data();
+            for (std::size_t i = 0; i < v.size(); ++i) {
+                if (type == TensorProto::INT32) std::memcpy(&v[i], p + 4 * i, 4);
+                else if (type == TensorProto::INT8) v[i] = static_cast<std::int8_t>(p[i]);
+                else v[i] = static_cast<std::uint8_t>(p[i]);
+            }
+        } else {
+            if (static_cast<std::uint64_t>(t.int32_data_size()) != n) fail("initializer '" + t.name() + "' holds the wrong number of values");
+            v.assign(t.int32_data().begin(), t.int32_data().end());
+        }
+        return v;
+    }
+
+    // ---- attributes
+    std::int64_t attrInt(const onnx::NodeProto& n, const std::string& name, std::int64_t def) const
+    {
+        for (const auto& a : n.attribute())
+            if (a.name() == name) return a.i();
+        return def;
+    }
+    float attrFloat(const onnx::NodeProto& n, const std::string& name, float def) const
+    {
+        for (const auto& a : n.attribute())
+            if (a.name() == name) return a.f();
+        return def;
+    }
+    std::vector<std::int64_t> attrInts(const onnx::NodeProto& n, const std::string& name) const
+    {
+        for (const auto& a : n.attribute())
+            if (a.name() == name) return {a.ints().begin(), a.ints().end()};
+        return {};
+    }
+    std::size_t squareAttr(const onnx::NodeProto& n, const std::string& name, std::size_t count, std::int64_t def) const
+    {
+        std::vector<std::int64_t> v = attrInts(n, name);
+        if (v.empty()) return static_cast<std::size_t>(def);
+        if (v.size() != count) failNode(n, "attribute " + name + " has " + std::to_string(v.size()) + " values");
+        for (std::int64_t x : v)
+            if (x != v[0] || x < 0 || x > 64) failNode(n, "only square, small " + name + " are read");
+        return static_cast<std::size_t>(v[0]);
+    }
+
+    // ---- values
+    const std::string& input(const onnx::NodeProto& n, int i) const
+    {
+        if (i >= n.input_size() || n.input(i).empty()) failNode(n, "lacks input " + std::to_string(i));
+        return n.input(i);
+    }
+    // The activation index a node input holds.
+    std::size_t activation(const onnx::NodeProto& n, int i) const
+    {
+        const std::string& v = input(n, i);
+        const auto it = m_act.find(v);
+        if (it == m_act.end()) failNode(n, "reads '" + v + "', which no earlier node makes as an activation");
+        return it->second;
+    }
+    void define(const onnx::NodeProto& n, std::size_t act)
+    {
+        if (n.output_size() != 1 || n.output(0).empty()) failNode(n, "has " + std::to_string(n.output_size()) + " outputs, expected 1");
+        if (m_act.count(n.output(0)) || m_quant.count(n.output(0)) || m_dq.count(n.output(0)))
+            failNode(n, "makes '" + n.output(0) + "' a second time");
+        m_act[n.output(0)] = act;
+    }
+    // Appends a layer reading `inputs` (node inputs 0..inputs-1) and makes the node's output its activation.
+    StoredLayer& layer(const onnx::NodeProto& n, LayerKind kind, int inputs = 1)
+    {
+        StoredLayer l;
+        l.kind = kind;
+        l.name = n.name();
+        for (int i = 0; i < inputs; ++i) l.inputs.push_back(activation(n, i));
+        m_m.layers.push_back(std::move(l));
+        define(n, m_m.layers.size());
+        return m_m.layers.back();
+    }
+    // A float initializer, or an integer one behind a DequantizeLinear.
+    StoredTensor tensorOf(const std::string& v, const char* name) const
+    {
+        StoredTensor t;
+        if (auto it = m_dq.find(v); it != m_dq.end()) {
+            t = it->second;
+        } else {
+            const TensorProto& f = init(v);
+            t.shape.assign(f.dims().begin(), f.dims().end());
+            t.values = floats(f);
+        }
+        t.name = name;
+        return t;
+    }
+    ActivationQuant activationQuant(const onnx::NodeProto& n) const
+    {
+        ActivationQuant a;
+        const TensorProto& zp = init(input(n, 2));
+        if (zp.data_type() != TensorProto::INT8 && zp.data_type() != TensorProto::UINT8) failNode(n, "zero point is not int8 or uint8");
+        a.isSigned = zp.data_type() == TensorProto::INT8;
+        a.bits = 8;
+        a.qmin = a.isSigned ? -128 : 0;
+        a.qmax = a.isSigned ? 127 : 255;
+        a.scale = scalar(init(input(n, 1)));
+        const std::vector<std::int32_t> z = ints(zp);
+        if (z.size() != 1) failNode(n, "activations are quantized per tensor");
+        a.zeroPoint = z[0];
+        return a;
+    }
+
+    // ---- operators
+    void sub(const onnx::NodeProto& n)
+    {
+        if (input(n, 0) != m_mp.graph().input(0).name() || m_sawSub) failNode(n, "only the input normalisation (input - mean) is read");
+        m_m.mean = scalar(init(input(n, 1)));
+        m_sawSub = true;
+        m_centered = n.output(0);
+    }
+    void div(const onnx::NodeProto& n)
+    {
+        if (!m_sawSub || input(n, 0) != m_centered || m_act.count(m_centered)) failNode(n, "only the input normalisation ((input - mean) / stddev) is read");
+        m_m.stddev = scalar(init(input(n, 1)));
+        define(n, 0);
+    }
+    void quantizeLinear(const onnx::NodeProto& n)
+    {
+        const ActivationQuant a = activationQuant(n);
+        const std::size_t k = activation(n, 0);
+        std::optional<ActivationQuant>& slot = k == 0 ? m_m.inputQuant : m_m.layers[k - 1].outputQuant;
+        if (slot) failNode(n, "quantizes an activation that is quantized already");
+        slot = a;
+        if (n.output_size() != 1 || m_act.count(n.output(0)) || m_quant.count(n.output(0)) || m_dq.count(n.output(0)))
+            failNode(n, "must make one new value");
+        m_quant[n.output(0)] = k;
+    }
+    void dequantizeLinear(const onnx::NodeProto& n)
+    {
+        if (auto it = m_quant.find(input(n, 0)); it != m_quant.end()) { // the activation pair
+            const std::size_t k = it->second;
+            const ActivationQuant& q = k == 0 ? *m_m.inputQuant : *m_m.layers[k - 1].outputQuant;
+            if (!(activationQuant(n) == q)) failNode(n, "does not undo the QuantizeLinear before it");
+            define(n, k);
+            return;
+        }
+        StoredTensor t;
+        const TensorProto& q = init(input(n, 0));
+        t.shape.assign(q.dims().begin(), q.dims().end());
+        t.encoding = TensorEncoding::Int;
+        t.q = ints(q);
+        const TensorProto& s = init(input(n, 1));
+        t.scales = floats(s);
+        t.zeroPoints = n.input_size() > 2 && !n.input(2).empty() ? ints(init(n.input(2))) : std::vector<std::int32_t>(t.scales.size(), 0);
+        t.isSigned = true;
+        if (q.data_type() == TensorProto::INT32) {
+            t.bits = 32;
+            t.qmin = std::numeric_limits<std::int32_t>::min();
+            t.qmax = std::numeric_limits<std::int32_t>::max();
+        } else {
+            if (q.data_type() != TensorProto::INT8) failNode(n, "weights are read as int8 or int32");
+            t.bits = 8;
+            t.qmin = -128;
+            t.qmax = 127;
+            int bits = 0, lo = 0, hi = 0;
+            if (std::sscanf(q.doc_string().c_str(), "bits=%d qmin=%d qmax=%d", &bits, &lo, &hi) == 3) {
+                if (bits < 2 || bits > 8 || lo < -128 || hi > 127 || lo >= hi) failNode(n, "the weight grid '" + q.doc_string() + "' is not int2..int8");
+                t.bits = bits;
+                t.qmin = lo;
+                t.qmax = hi;
+            }
+        }
+        t.layout = s.dims_size() == 0 ? ScaleLayout::Tensor : ScaleLayout::Channel;
+        if (t.layout == ScaleLayout::Channel && attrInt(n, "axis", 1) != 0) failNode(n, "per-channel scales are read on axis 0");
+        if (t.zeroPoints.size() != t.scales.size()) failNode(n, "has " + std::to_string(t.zeroPoints.size()) + " zero points for " + std::to_string(t.scales.size()) + " scales");
+        if (n.output_size() != 1 || m_dq.count(n.output(0)) || m_act.count(n.output(0)) || m_quant.count(n.output(0)))
+            failNode(n, "must make one new value");
+        m_dq[n.output(0)] = std::move(t);
+    }
+    void conv(const onnx::NodeProto& n)
+    {
+        StoredLayer& l = layer(n, LayerKind::Conv2d);
+        l.tensors.push_back(tensorOf(input(n, 1), "weight"));
+        if (n.input_size() > 2 && !n.input(2).empty()) l.tensors.push_back(tensorOf(n.input(2), "bias"));
+        const Shape& ws = l.tensors[0].shape;
+        if (ws.size() != 4 || ws[2] != ws[3]) failNode(n, "has a weight of shape " + shapeString(ws));
+        const std::int64_t groups = attrInt(n, "group", 1);
+        if (groups < 1 || groups > 65536) failNode(n, "group = " + std::to_string(groups));
+        l.groups = static_cast<std::size_t>(groups);
+        l.outChannels = ws[0];
+        l.inChannels = ws[1] * l.groups;
+        l.kernel = ws[2];
+        l.stride = squareAttr(n, "strides", 2, 1);
+        l.padding = squareAttr(n, "pads", 4, 0);
+        if (squareAttr(n, "kernel_shape", 2, static_cast<std::int64_t>(l.kernel)) != l.kernel) failNode(n, "kernel_shape is not the weight's");
+        if (squareAttr(n, "dilations", 2, 1) != 1) failNode(n, "dilations are not read");
+        l.bnFolded = m_folded.count(l.name) > 0;
+    }
+    void gemm(const onnx::NodeProto& n)
+    {
+        StoredLayer& l = layer(n, LayerKind::Linear);
+        l.tensors = {tensorOf(input(n, 1), "weight"), tensorOf(input(n, 2), "bias")};
+        const Shape& ws = l.tensors[0].shape;
+        if (ws.size() != 2 || attrInt(n, "transB", 0) != 1 || attrInt(n, "transA", 0) != 0 || attrFloat(n, "alpha", 1.0f) != 1.0f ||
+            attrFloat(n, "beta", 1.0f) != 1.0f)
+            failNode(n, "is not x * W^T + b");
+        l.outFeatures = ws[0];
+        l.inFeatures = ws[1];
+    }
+    void batchNormalization(const onnx::NodeProto& n)
+    {
+        StoredLayer& l = layer(n, LayerKind::BatchNorm2d);
+        const char* names[] = {"gamma", "beta", "running_mean", "running_var"};
+        for (int i = 0; i < 4; ++i) {
+            l.tensors.push_back(tensorOf(input(n, i + 1), names[i]));
+            if (l.tensors.back().encoding != TensorEncoding::Float32) failNode(n, "BatchNorm statistics are read as float32");
+        }
+        l.outChannels = l.tensors[0].numel();
+        l.eps = attrFloat(n, "epsilon", 1e-5f);
+        l.momentum = 1.0f - attrFloat(n, "momentum", 0.9f);
+    }
+    void relu(const onnx::NodeProto& n) { layer(n, LayerKind::ReLU); }
+    void clip(const onnx::NodeProto& n)
+    {
+        if (n.input_size() != 3 || scalar(init(input(n, 1))) != 0.0f || scalar(init(input(n, 2))) != 6.0f)
+            failNode(n, "only Clip(0, 6) (ReLU6) is read");
+        layer(n, LayerKind::ReLU6);
+    }
+    void add(const onnx::NodeProto& n) { layer(n, LayerKind::Add, 2); }
+    void pool(const onnx::NodeProto& n, LayerKind kind)
+    {
+        StoredLayer& l = layer(n, kind);
+        l.kernel = squareAttr(n, "kernel_shape", 2, 0);
+        l.stride = squareAttr(n, "strides", 2, 1);
+        if (squareAttr(n, "pads", 4, 0) != 0 || attrInt(n, "ceil_mode", 0) != 0) failNode(n, "padding and ceil_mode are not read");
+        if (squareAttr(n, "dilations", 2, 1) != 1) failNode(n, "dilations are not read");
+        for (const auto& a : n.attribute())
+            if (a.name() == "auto_pad" && a.s() != "NOTSET") failNode(n, "auto_pad is not read");
+    }
+    void maxPool(const onnx::NodeProto& n) { pool(n, LayerKind::MaxPool2d); }
+    void averagePool(const onnx::NodeProto& n) { pool(n, LayerKind::AvgPool2d); }
+    void globalAveragePool(const onnx::NodeProto& n) { layer(n, LayerKind::GlobalAvgPool2d); }
+    void flatten(const onnx::NodeProto& n)
+    {
+        if (attrInt(n, "axis", 1) != 1) failNode(n, "does not flatten from axis 1");
+        layer(n, LayerKind::Flatten);
+    }
+    void logSoftmax(const onnx::NodeProto& n)
+    {
+        const std::int64_t axis = attrInt(n, "axis", -1);
+        if (axis != 1 && axis != -1) failNode(n, "is not over the classes");
+        layer(n, LayerKind::LogSoftmax);
+    }
+    void identity(const onnx::NodeProto& n) { define(n, activation(n, 0)); }
+
+    const onnx::ModelProto& m_mp;
+    const std::string& m_source;
+    std::map<std::string, const TensorProto*> m_init;
+    ExportedModel m_m;
+    std::map<std::string, std::size_t> m_act;   // value -> activation index
+    std::map<std::string, std::size_t> m_quant; // QuantizeLinear output -> the activation it quantizes
+    std::map<std::string, StoredTensor> m_dq;   // DequantizeLinear outputs of initializers
+    std::map<std::string, int> m_folded;        // Conv names with a folded BatchNorm
+    std::string m_centered;
+    bool m_sawSub = false;
+};
+
+const std::map<std::string, OnnxReader::Handler>& OnnxReader::handlers()
+{
+    static const std::map<std::string, Handler> table = {
+        {"Sub", &OnnxReader::sub},
+        {"Div", &OnnxReader::div},
+        {"QuantizeLinear", &OnnxReader::quantizeLinear},
+        {"DequantizeLinear", &OnnxReader::dequantizeLinear},
+        {"Conv", &OnnxReader::conv},
+        {"Gemm", &OnnxReader::gemm},
+        {"BatchNormalization", &OnnxReader::batchNormalization},
+        {"Relu", &OnnxReader::relu},
+        {"Clip", &OnnxReader::clip},
+        {"Add", &OnnxReader::add},
+        {"MaxPool", &OnnxReader::maxPool},
+        {"AveragePool", &OnnxReader::averagePool},
+        {"GlobalAveragePool", &OnnxReader::globalAveragePool},
+        {"Flatten", &OnnxReader::flatten},
+        {"LogSoftmax", &OnnxReader::logSoftmax},
+        {"Identity", &OnnxReader::identity},
+    };
+    return table;
+}
+
+ExportedModel OnnxReader::read()
+{
+    bool opsetOk = false;
+    for (const auto& o : m_mp.opset_import())
+        if ((o.domain().empty() || o.domain() == "ai.onnx") && o.version() >= 13) opsetOk = true;
+    if (!opsetOk) fail("the model does not import the default ONNX opset >= 13");
+    const onnx::GraphProto& g = m_mp.graph();
+    if (g.input_size() < 1 || g.output_size() != 1) fail("expected one input and one output");
+    for (const auto& p : m_mp.metadata_props()) {
+        std::vector<std::string> lines;
+        std::stringstream ss(p.value());
+        for (std::string line; std::getline(ss, line);) lines.push_back(line);
+        if (p.key() == "quantscope.model") m_m.modelName = p.value();
+        else if (p.key() == "quantscope.strategy") m_m.strategy = p.value();
+        else if (p.key() == "quantscope.weight_format") m_m.weightFormat = p.value();
+        else if (p.key() == "quantscope.activation_format") m_m.activationFormat = p.value();
+        else if (p.key() == "quantscope.granularity") m_m.granularity = p.value();
+        else if (p.key() == "quantscope.class_names") m_m.classNames = lines;
+        else if (p.key() == "quantscope.bn_folded")
+            for (const std::string& l : lines) m_folded[l] = 1;
+    }
+    const auto& inShape = g.input(0).type().tensor_type().shape();
+    if (inShape.dim_size() != 4) fail("the input is not [N, C, H, W]");
+    auto dim = [&](int i) -> std::size_t {
+        const std::int64_t d = inShape.dim(i).dim_value();
+        if (d <= 0 || d > 4096) fail("input dimension " + std::to_string(i) + " is " + std::to_string(d));
+        return static_cast<std::size_t>(d);
+    };
+    m_m.channels = dim(1);
+    m_m.height = dim(2);
+    m_m.width = dim(3);
+
+    for (const onnx::NodeProto& n : g.node()) {
+        const auto it = handlers().find(n.op_type());
+        if (it == handlers().end()) failNode(n, "operator " + n.op_type() + " is not one QuantScope exports");
+        (this->*(it->second))(n);
+    }
+    if (m_m.layers.empty()) fail("the graph has no layers");
+    const auto out = m_act.find(g.output(0).name());
+    if (out == m_act.end() || out->second != m_m.layers.size())
+        fail("the graph output '" + g.output(0).name() + "' is not the value of its last layer");
+    m_m.quantized = m_m.inputQuant.has_value();
+    const auto& outShape = g.output(0).type().tensor_type().shape();
+    if (outShape.dim_size() != 2 || outShape.dim(1).dim_value() <= 0 || outShape.dim(1).dim_value() > 65536)
+        fail("the output is not [N, classes]");
+    m_m.classes = static_cast<std::size_t>(outShape.dim(1).dim_value());
+    if (!m_m.classNames.empty() && m_m.classNames.size() != m_m.classes) m_m.classNames.clear();
+    m_m.validate(m_source);
+    return std::move(m_m);
+}
+
+} // namespace
+
+ExportedModel decodeOnnx(const std::vector<std::uint8_t>& bytes, const std::string& source)
+{
+    onnx::ModelProto mp;
+    if (bytes.size() > static_cast<std::size_t>(std::numeric_limits<int>::max()) ||
+        !mp.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())))
+        throw FormatError(source + ": not an ONNX model (the protobuf does not parse)");
+    return OnnxReader(mp, source).read();
+}
+
+ExportedModel readOnnx(const std::string& path) { return decodeOnnx(readFileBytes(path, kOnnxMaxBytes), path); }
+
+} // namespace quantscope
