@@ -6,6 +6,7 @@ is an earlier value), bad-group (the first depthwise Conv claims group 3).
 Saved without the checker: some of these are valid ONNX, some are not. /usr/bin/python3."""
 import sys
 
+import numpy as np
 import onnx
 from onnx import numpy_helper
 
@@ -24,7 +25,7 @@ def main(src, dst, mutation):
     elif mutation == "clip-bounds":
         name = first(g, "Clip").input[2]
         t = next(t for t in g.initializer if t.name == name)
-        t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t) * 0 + 5, name))
+        t.CopyFrom(numpy_helper.from_array(np.array(5.0, dtype=np.float32), name))
     elif mutation == "output-not-last":
         # The last node now makes a new name; the graph output names the value before it.
         last = g.node[-1]
