@@ -100,6 +100,36 @@ inline void copyRowMasked(const float* in, long off, float* out, std::size_t n, 
     }
 }
 
+// Stride-2 rows: out[ox] = in[2 ox + off] for ox in [lo, hi), 0 elsewhere in [0, n). Two masked
+// loads cover the 32 source floats of 16 outputs; one permute keeps the even lanes.
+inline void copyRowMaskedStride2(const float* in, long off, float* out, std::size_t n, std::size_t lo, std::size_t hi)
+{
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    for (std::size_t b = 0; b < n; b += 16) {
+        const long base = static_cast<long>(b);
+        const __mmask16 store = laneMask(0, static_cast<long>(n) - base);
+        const __mmask16 valid = laneMask(static_cast<long>(lo) - base, static_cast<long>(hi) - base) & store;
+        // Output lane j reads source float 2j of the 32 starting at 2b + off: lane 2j of the
+        // low half (j < 8) or lane 2j - 16 of the high half. Spread the validity mask accordingly.
+#if defined(__BMI2__)
+        const __mmask16 lowMask = static_cast<__mmask16>(_pdep_u32(valid & 0xFFu, 0x5555u));
+        const __mmask16 highMask = static_cast<__mmask16>(_pdep_u32((valid >> 8) & 0xFFu, 0x5555u));
+#else
+        __mmask16 lowMask = 0, highMask = 0;
+        for (int j = 0; j < 16; ++j)
+            if (valid & (1u << j)) {
+                if (j < 8) lowMask |= static_cast<__mmask16>(1u << (2 * j));
+                else highMask |= static_cast<__mmask16>(1u << (2 * j - 16));
+            }
+#endif
+        const float* src = reinterpret_cast<const float*>(reinterpret_cast<std::uintptr_t>(in) +
+                                                          static_cast<std::uintptr_t>((2 * base + off) * 4));
+        const __m512 a = _mm512_maskz_loadu_ps(lowMask, src);
+        const __m512 c = _mm512_maskz_loadu_ps(highMask, src + 16);
+        _mm512_mask_storeu_ps(out + b, store, _mm512_permutex2var_ps(a, even, c));
+    }
+}
+
 // out[ox + off] += in[ox] for ox in [lo, hi)
 inline void addRowMasked(const float* in, long off, float* out, std::size_t lo, std::size_t hi)
 {
@@ -142,6 +172,10 @@ void im2col(const float* x, std::size_t C, std::size_t H, std::size_t W, std::si
 #if defined(__AVX512F__)
                     if (stride == 1) {
                         copyRowMasked(in, off, out, Wo, r.lo, r.hi);
+                        continue;
+                    }
+                    if (stride == 2) {
+                        copyRowMaskedStride2(in, off, out, Wo, r.lo, r.hi);
                         continue;
                     }
 #endif
