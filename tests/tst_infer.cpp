@@ -722,6 +722,8 @@ void TestInfer::addMatchesFakeQuant_data()
     QTest::newRow("output scale below the inputs'") << 0.0803317 << 3 << 0.1100923 << 0 << 0.0207751 << 128 << false << false;
     QTest::newRow("very different input scales") << 1.03e-4 << 128 << 0.9003 << 128 << 0.7071 << 128 << false << false;
     QTest::newRow("s_a = s_out / 2 exactly (ties)") << 0.025 << 0 << 0.0173 << 20 << 0.05 << 0 << false << true;
+    QTest::newRow("ties, odd output zero point") << 0.025 << 0 << 0.0173 << 20 << 0.05 << 77 << false << true;
+    QTest::newRow("ties, ReLU, odd zero points") << 0.0125 << 3 << 0.0125 << 9 << 0.05 << 11 << true << true;
 }
 
 void TestInfer::addMatchesFakeQuant()

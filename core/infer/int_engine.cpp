@@ -55,24 +55,24 @@ void IntEngine::Impl::runImageOp(const Op& op, Scratch& s) const
         a.M = op.hout * op.wout;
         a.rowOffset = op.rowOff.data();
         if (op.im2col) {
-            const std::size_t seg = op.k * op.cin;
             // im2col rows of K bytes: kernel rows of k * Cin bytes, zero padding to K.
             // The segments are a few bytes: copied in 4-byte words, which may read and
             // write up to 3 bytes past a segment (the buffers have kSlack spare bytes);
             // each later segment and the final zeroing overwrite what spilled.
-            const std::size_t words = (seg + 3) / 4;
-            for (std::size_t oy = 0; oy < op.hout; ++oy)
-                for (std::size_t ox = 0; ox < op.wout; ++ox) {
-                    std::uint8_t* row = s.cols.data() + (oy * op.wout + ox) * op.K;
-                    for (std::size_t ky = 0; ky < op.k; ++ky) {
-                        const std::uint8_t* from = src + ((oy * op.stride + ky) * op.wp + ox * op.stride) * op.cin;
+            const std::size_t k = op.k, cin = op.cin, stride = op.stride, wp = op.wp, hout = op.hout, wout = op.wout, K = op.K;
+            const std::size_t seg = k * cin, words = (seg + 3) / 4, used = k * seg;
+            std::uint8_t* cols = s.cols.data();
+            for (std::size_t oy = 0; oy < hout; ++oy)
+                for (std::size_t ox = 0; ox < wout; ++ox) {
+                    std::uint8_t* row = cols + (oy * wout + ox) * K;
+                    const std::uint8_t* from = src + (oy * stride * wp + ox * stride) * cin;
+                    for (std::size_t ky = 0; ky < k; ++ky, from += wp * cin)
                         for (std::size_t t = 0; t < words; ++t) {
                             std::uint32_t v;
                             std::memcpy(&v, from + 4 * t, 4);
                             std::memcpy(row + ky * seg + 4 * t, &v, 4);
                         }
-                    }
-                    for (std::size_t t = op.k * seg; t < op.K; ++t) row[t] = 0;
+                    for (std::size_t t = used; t < K; ++t) row[t] = 0;
                 }
             a.base = s.cols.data();
             a.extent = a.M * op.K;

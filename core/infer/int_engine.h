@@ -1,10 +1,12 @@
-// IntEngine: integer-only inference of an integer ExportedModel (Jacob et al. 2018). Activations
-// are uint8 in NHWC (int8 activations run shifted by +128, which leaves every product and
-// comparison the same), weights int8 (int2..int8 grids, symmetric, per tensor or per channel),
-// accumulation int32 from an int32 bias, then fixed-point requantization with the ReLU folded
-// into the clamp. Max-pooling works on the integers. Floats appear only at the edges: the input
-// is quantized (pixels through a 256-entry table) and the last layer's integers are dequantized
-// for the log-softmax. TBB runs chunks of images in parallel inside an arena of `threads`.
+// IntEngine: integer-only inference of an integer ExportedModel (Jacob et al. 2018), a DAG of
+// stored layers. Activations are uint8 in NHWC (int8 activations run shifted by +128, which leaves
+// every product and comparison the same), weights int8 (int2..int8 grids, symmetric, per tensor or
+// per channel). Convolutions (plain, depthwise, grouped) and dense layers accumulate in int32 from
+// an int32 bias, then requantize in fixed point with a ReLU/ReLU6 folded into the clamp; Add
+// rescales both inputs with fixed-point multipliers; average pools sum integers and requantize;
+// max-pooling works on the integers. Floats appear only at the edges: the input is quantized
+// (pixels through a 256-entry table) and the last layer's integers are dequantized for the
+// log-softmax. TBB runs chunks of images in parallel inside an arena of `threads`.
 #pragma once
 
 #include "infer/isa.h"
@@ -34,8 +36,9 @@ struct PointTrace {
 
 class IntEngine {
 public:
-    // Throws ConfigError naming what it cannot run (FP32 model, group-wise or unsigned weights,
-    // more than 8 bits, a layer order it does not know).
+    // Throws ConfigError naming the layer it cannot run and why (FP32 model, group-wise or
+    // unsigned weights, more than 8 bits, an output without a quantization point, a feature-map
+    // layer after the first dense layer, ...).
     explicit IntEngine(const ExportedModel& m, const EngineOptions& opt = {});
     ~IntEngine();
     IntEngine(const IntEngine&) = delete;
@@ -55,7 +58,9 @@ public:
     // x: normalised (N, C, H, W) input as a Model takes it; out becomes (N, classes).
     void runFloat(const Tensor& x, Tensor& out, std::int32_t* predictions = nullptr) const;
 
-    // The integers at the input and after every quantized layer, for one image.
+    // The integers at the input and at every quantization point the engine writes, for one image,
+    // in execution order. `layer` names the stored layer whose point it is (a ReLU folded into its
+    // convolution names the ReLU; a convolution folded with its BatchNorm names the convolution).
     std::vector<PointTrace> trace(const std::uint8_t* pixels) const;
 
 private:

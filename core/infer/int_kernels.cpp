@@ -128,15 +128,16 @@ AddParams addParams(Isa isa, double ra, double rb, std::int32_t za, std::int32_t
     int e = 0;
     std::frexp(std::max(ra, rb), &e); // max = f * 2^e, f in [0.5, 1)
     int shift = 31 - e;               // the larger multiplier in [2^30, 2^31)
-    if (shift < 1) throw ConfigError("Add rescale factor " + std::to_string(std::max(ra, rb)) + " is too large (scales are inconsistent)");
-    shift = std::min(shift, 62);
+    // Below 2^22 the rounded sum fits int32 (the vector kernels narrow it before the clamp).
+    if (std::max(ra, rb) >= 4194304.0)
+        throw ConfigError("Add rescale factor " + std::to_string(std::max(ra, rb)) + " is too large (scales are inconsistent)");
+    shift = std::min(shift, 62); // tiny factors: fewer bits, the result is the zero point anyway
     std::int64_t ma = std::llround(std::ldexp(ra, shift)), mb = std::llround(std::ldexp(rb, shift));
     if (std::max(ma, mb) >= (std::int64_t{1} << 31)) { // rounded up to 2^31
         --shift;
         ma = std::llround(std::ldexp(ra, shift));
         mb = std::llround(std::ldexp(rb, shift));
     }
-    if (shift < 1) throw ConfigError("Add rescale factor is too large (scales are inconsistent)");
     p.ma = static_cast<std::int32_t>(ma);
     p.mb = static_cast<std::int32_t>(mb);
     p.shift = shift;

@@ -92,7 +92,7 @@ struct AddParams {
     int shift = 1;
 };
 // ra = s_a / s_out, rb = s_b / s_out. Throws ConfigError when either is not a positive number
-// below 2^30.
+// below 2^22.
 AddParams addParams(Isa isa, double ra, double rb, std::int32_t za, std::int32_t zb, std::int32_t zo, std::int32_t lo, std::int32_t hi);
 
 inline std::int32_t addRequantOne(const AddParams& p, std::int32_t a, std::int32_t b)

@@ -49,74 +49,113 @@ inline __m512i requant16(__m512i acc, __m512i mult, __m512i shE, __m512i shO, __
 
 } // namespace
 
-void depthwiseRequantAvx512(const PackedDepthwise& p, const std::uint8_t* /*in*/, std::uint8_t* out, std::uint8_t* padded)
+namespace {
+
+struct DwConsts {
+    __m512i lo64, hi64, zp;
+};
+
+// NB consecutive vectors of an output row from row byte b0 (vector block v of the period): 4 * NB
+// accumulators hide vpdpbusd's latency. TAPS = 0: p.g.k^2 taps at run time.
+template <int NB, int TAPS>
+inline void dwVectors(const PackedDepthwise& p, const std::uint8_t* base, std::size_t b0, std::size_t v, std::uint8_t* orow,
+                      std::size_t L, const DwConsts& k)
 {
-    const DepthwiseGeometry& g = p.g;
-    const std::size_t L = g.Wo * g.C, taps = g.k * g.k, tapStride = p.blocks * 4 * 64;
-    const std::size_t rowStep = g.stride * g.stride * p.rowBytes;
-    const __m512i lo64 = _mm512_set1_epi64(static_cast<std::int64_t>(p.lo) - p.zp);
-    const __m512i hi64 = _mm512_set1_epi64(static_cast<std::int64_t>(p.hi) - p.zp);
-    const __m512i zp = _mm512_set1_epi32(p.zp);
+    const std::size_t tapStride = p.blocks * 4 * 64;
+    const std::size_t taps = TAPS ? static_cast<std::size_t>(TAPS) : p.g.k * p.g.k;
     const std::size_t* off = p.tapOffset.data();
-    for (std::size_t oy = 0; oy < g.Ho; ++oy) {
-        const std::uint8_t* base = padded + oy * rowStep;
-        std::uint8_t* orow = out + oy * L;
-        std::size_t v = 0;
-        for (std::size_t b0 = 0; b0 < L; b0 += 64) {
-            // acc[j] lane i = channel of row byte b0 + 4i + j
-            const std::size_t ep = v * 4 * 16;
-            __m512i acc0 = _mm512_loadu_si512(p.biasV.data() + ep);
-            __m512i acc1 = _mm512_loadu_si512(p.biasV.data() + ep + 16);
-            __m512i acc2 = _mm512_loadu_si512(p.biasV.data() + ep + 32);
-            __m512i acc3 = _mm512_loadu_si512(p.biasV.data() + ep + 48);
-            const std::int8_t* w = p.wv.data() + v * 4 * 64;
-            for (std::size_t t = 0; t < taps; ++t, w += tapStride) {
-                const __m512i x = _mm512_loadu_si512(base + off[t] + b0);
-                acc0 = _mm512_dpbusd_epi32(acc0, x, _mm512_loadu_si512(w));
-                acc1 = _mm512_dpbusd_epi32(acc1, x, _mm512_loadu_si512(w + 64));
-                acc2 = _mm512_dpbusd_epi32(acc2, x, _mm512_loadu_si512(w + 128));
-                acc3 = _mm512_dpbusd_epi32(acc3, x, _mm512_loadu_si512(w + 192));
-            }
-            __m512i r[4] = {acc0, acc1, acc2, acc3};
-            for (int j = 0; j < 4; ++j) {
-                const std::size_t e = ep + static_cast<std::size_t>(j) * 16;
-                r[j] = requant16(r[j], _mm512_loadu_si512(p.multV.data() + e), _mm512_loadu_si512(p.shiftE.data() + e / 2),
-                                 _mm512_loadu_si512(p.shiftO.data() + e / 2), _mm512_loadu_si512(p.roundE.data() + e / 2),
-                                 _mm512_loadu_si512(p.roundO.data() + e / 2), lo64, hi64, zp, RoundMode::HalfUp);
-            }
-            // bytes back in row order: byte 4i + j = r[j] lane i
-            const __m512i packed = _mm512_or_si512(
-                _mm512_ternarylogic_epi32(r[0], _mm512_slli_epi32(r[1], 8), _mm512_slli_epi32(r[2], 16), 0xFE),
-                _mm512_slli_epi32(r[3], 24));
-            if (L - b0 >= 64) {
-                _mm512_storeu_si512(orow + b0, packed);
-            } else {
-                const __mmask64 m = (~__mmask64{0}) >> (64 - (L - b0));
-                _mm512_mask_storeu_epi8(orow + b0, m, packed);
-            }
-            v = v + 1 == p.blocks ? 0 : v + 1;
+    __m512i acc[NB][4];
+    const std::int8_t* w[NB];
+    std::size_t ep[NB];
+    for (int n = 0; n < NB; ++n) {
+        const std::size_t vv = (v + static_cast<std::size_t>(n)) % p.blocks;
+        ep[n] = vv * 64; // acc[n][j] lane i = channel of row byte b0 + 64 n + 4i + j
+        for (int j = 0; j < 4; ++j) acc[n][j] = _mm512_loadu_si512(p.biasV.data() + ep[n] + 16 * j);
+        w[n] = p.wv.data() + vv * 256;
+    }
+    for (std::size_t t = 0; t < taps; ++t) {
+        const std::uint8_t* src = base + off[t] + b0;
+        for (int n = 0; n < NB; ++n) {
+            const __m512i x = _mm512_loadu_si512(src + 64 * n);
+            const std::int8_t* wt = w[n] + t * tapStride;
+            for (int j = 0; j < 4; ++j) acc[n][j] = _mm512_dpbusd_epi32(acc[n][j], x, _mm512_loadu_si512(wt + 64 * j));
+        }
+    }
+    for (int n = 0; n < NB; ++n) {
+        __m512i r[4];
+        for (int j = 0; j < 4; ++j) {
+            const std::size_t e = ep[n] + static_cast<std::size_t>(j) * 16;
+            r[j] = requant16(acc[n][j], _mm512_loadu_si512(p.multV.data() + e), _mm512_loadu_si512(p.shiftE.data() + e / 2),
+                             _mm512_loadu_si512(p.shiftO.data() + e / 2), _mm512_loadu_si512(p.roundE.data() + e / 2),
+                             _mm512_loadu_si512(p.roundO.data() + e / 2), k.lo64, k.hi64, k.zp, RoundMode::HalfUp);
+        }
+        // bytes back in row order: byte 4i + j = r[j] lane i
+        const __m512i packed = _mm512_or_si512(
+            _mm512_ternarylogic_epi32(r[0], _mm512_slli_epi32(r[1], 8), _mm512_slli_epi32(r[2], 16), 0xFE), _mm512_slli_epi32(r[3], 24));
+        const std::size_t at = b0 + 64 * static_cast<std::size_t>(n);
+        if (L - at >= 64) {
+            _mm512_storeu_si512(orow + at, packed);
+        } else {
+            _mm512_mask_storeu_epi8(orow + at, (~__mmask64{0}) >> (64 - (L - at)), packed);
         }
     }
 }
 
+template <int TAPS>
+void dwRows(const PackedDepthwise& p, std::uint8_t* out, const std::uint8_t* padded, const DwConsts& k)
+{
+    const DepthwiseGeometry& g = p.g;
+    const std::size_t L = g.Wo * g.C, rowStep = g.stride * g.stride * p.rowBytes;
+    for (std::size_t oy = 0; oy < g.Ho; ++oy) {
+        const std::uint8_t* base = padded + oy * rowStep;
+        std::uint8_t* orow = out + oy * L;
+        std::size_t b0 = 0, v = 0;
+        for (; b0 + 128 <= L + 63; b0 += 128) { // two vectors (the second may be partial)
+            dwVectors<2, TAPS>(p, base, b0, v, orow, L, k);
+            v = (v + 2) % p.blocks;
+        }
+        if (b0 < L) dwVectors<1, TAPS>(p, base, b0, v, orow, L, k);
+    }
+}
+
+} // namespace
+
+void depthwiseRequantAvx512(const PackedDepthwise& p, const std::uint8_t* /*in*/, std::uint8_t* out, std::uint8_t* padded)
+{
+    DwConsts k;
+    k.lo64 = _mm512_set1_epi64(static_cast<std::int64_t>(p.lo) - p.zp);
+    k.hi64 = _mm512_set1_epi64(static_cast<std::int64_t>(p.hi) - p.zp);
+    k.zp = _mm512_set1_epi32(p.zp);
+    if (p.g.k == 3) dwRows<9>(p, out, padded, k);
+    else dwRows<0>(p, out, padded, k);
+}
+
 void addRequantAvx512(const AddParams& p, const std::uint8_t* a, const std::uint8_t* b, std::uint8_t* out, std::size_t n)
 {
-    const __m512i za = _mm512_set1_epi32(p.za), zb = _mm512_set1_epi32(p.zb), zo = _mm512_set1_epi32(p.zo);
+    // t = a * ma + b * mb + C with C = 2^(shift-1) - za * ma - zb * mb, so t >> shift is the sum
+    // rounded half up; an exact tie (the low shift bits of t zero) rounds to even instead: clear
+    // the low bit. addParams keeps every term in int64 and the result inside int32, so it is
+    // narrowed before the zero point and the clamp.
+    const std::int64_t c = (std::int64_t{1} << (p.shift - 1)) - static_cast<std::int64_t>(p.za) * p.ma - static_cast<std::int64_t>(p.zb) * p.mb;
+    const __m512i C = _mm512_set1_epi64(c);
     const __m512i ma = _mm512_set1_epi64(p.ma), mb = _mm512_set1_epi64(p.mb);
-    const __m512i sh = _mm512_set1_epi64(p.shift), half = _mm512_set1_epi64(std::int64_t{1} << (p.shift - 1));
-    const __m512i lo64 = _mm512_set1_epi64(static_cast<std::int64_t>(p.lo) - p.zo);
-    const __m512i hi64 = _mm512_set1_epi64(static_cast<std::int64_t>(p.hi) - p.zo);
+    const __m128i sh = _mm_cvtsi32_si128(p.shift);
+    const __m512i low = _mm512_set1_epi64((std::int64_t{1} << p.shift) - 1);
+    const __m512i notOne = _mm512_set1_epi64(~std::int64_t{1});
+    const __m512i zo = _mm512_set1_epi32(p.zo), lo = _mm512_set1_epi32(p.lo), hi = _mm512_set1_epi32(p.hi);
+    auto round = [&](__m512i t) {
+        const __m512i r = _mm512_sra_epi64(t, sh);
+        return _mm512_mask_and_epi64(r, _mm512_testn_epi64_mask(t, low), r, notOne);
+    };
     for (std::size_t i = 0; i < n; i += 16) {
         const __mmask16 m = n - i >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1);
-        const __m512i x = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, a + i)), za);
-        const __m512i y = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, b + i)), zb);
-        __m512i e = _mm512_add_epi64(_mm512_mul_epi32(x, ma), _mm512_mul_epi32(y, mb));
-        __m512i o = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(x, 32), ma), _mm512_mul_epi32(_mm512_srli_epi64(y, 32), mb));
-        e = roundShift8(e, sh, half, RoundMode::HalfEven);
-        o = roundShift8(o, sh, half, RoundMode::HalfEven);
-        e = _mm512_min_epi64(_mm512_max_epi64(e, lo64), hi64);
-        o = _mm512_min_epi64(_mm512_max_epi64(o, lo64), hi64);
-        const __m512i r = _mm512_add_epi32(_mm512_mask_blend_epi32(0xAAAA, e, _mm512_slli_epi64(o, 32)), zo);
+        const __m512i x = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, a + i));
+        const __m512i y = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, b + i));
+        const __m512i e = _mm512_add_epi64(_mm512_add_epi64(_mm512_mul_epi32(x, ma), _mm512_mul_epi32(y, mb)), C);
+        const __m512i o = _mm512_add_epi64(
+            _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(x, 32), ma), _mm512_mul_epi32(_mm512_srli_epi64(y, 32), mb)), C);
+        __m512i r = _mm512_add_epi32(_mm512_mask_blend_epi32(0xAAAA, round(e), _mm512_slli_epi64(round(o), 32)), zo);
+        r = _mm512_min_epi32(_mm512_max_epi32(r, lo), hi);
         _mm512_mask_cvtepi32_storeu_epi8(out + i, m, r);
     }
 }

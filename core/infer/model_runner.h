@@ -1,7 +1,8 @@
 // ModelRunner: runs any ExportedModel on raw images. Integer models the IntEngine supports run
-// on it; FP32 models run as the float Model; integer models with a layout the engine lacks
-// (group-wise or unsigned weights, wider formats) run as the fake-quant reference (dequantized
-// weights, activations fake-quantized at the stored points) and say so in description().
+// on it; FP32 models run as the float Model; integer models the engine cannot run (group-wise or
+// unsigned weights, wider formats, a missing quantization point) run as the fake-quant reference
+// (dequantized weights, activations fake-quantized at the stored points) and say why in
+// description().
 #pragma once
 
 #include "data/dataset.h"
