@@ -482,6 +482,18 @@ void TestOnnx::graphExportsReadBack()
     const ExportedModel back = readOnnx(path);
     compareExported(back, onnxForm(m));
     if (QTest::currentTestFailed()) return;
+    if (m.quantized) {
+        // QDQ around every Add: both inputs come out of a DequantizeLinear, and the output is
+        // quantized again, after the Relu that follows it where one does.
+        for (std::size_t i = 0; i < back.layers.size(); ++i) {
+            const StoredLayer& l = back.layers[i];
+            if (l.kind != LayerKind::Add) continue;
+            for (std::size_t a : l.inputs) QVERIFY2(a > 0 && back.layers[a - 1].outputQuant, qPrintable(QString::fromStdString(l.name)));
+            const long next = back.soleConsumer(i);
+            const bool relu = next >= 0 && back.layers[static_cast<std::size_t>(next)].kind == LayerKind::ReLU;
+            QVERIFY(relu ? !l.outputQuant && back.layers[static_cast<std::size_t>(next)].outputQuant : l.outputQuant.has_value());
+        }
+    }
     // And it computes what the original computes: the same integer model, or the float model with
     // its BatchNorms folded.
     const std::vector<float> a = referenceOutputs(m, m_data.test), b = referenceOutputs(back, m_data.test);

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <limits>
 #include <map>
+#include <set>
 #include <sstream>
 
 namespace quantscope {
@@ -345,7 +346,7 @@ private:
     std::map<std::string, std::size_t> m_act;   // value -> activation index
     std::map<std::string, std::size_t> m_quant; // QuantizeLinear output -> the activation it quantizes
     std::map<std::string, StoredTensor> m_dq;   // DequantizeLinear outputs of initializers
-    std::map<std::string, int> m_folded;        // Conv names with a folded BatchNorm
+    std::set<std::string> m_folded;             // Conv names with a folded BatchNorm
     std::string m_centered;
     bool m_sawSub = false;
 };
@@ -392,7 +393,7 @@ ExportedModel OnnxReader::read()
         else if (p.key() == "quantscope.granularity") m_m.granularity = p.value();
         else if (p.key() == "quantscope.class_names") m_m.classNames = lines;
         else if (p.key() == "quantscope.bn_folded")
-            for (const std::string& l : lines) m_folded[l] = 1;
+            m_folded.insert(lines.begin(), lines.end());
     }
     const auto& inShape = g.input(0).type().tensor_type().shape();
     if (inShape.dim_size() != 4) fail("the input is not [N, C, H, W]");
