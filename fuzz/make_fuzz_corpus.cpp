@@ -1,9 +1,12 @@
 // Writes seed corpora for the fuzz targets: OUT/qsm/*.qsm (tiny FP32, int8, int4 group-wise and
-// int2 models) and OUT/idx/* (small IDX files, plain and gzip).
+// int2 models, and a residual/depthwise graph in FP32 and int8) and OUT/idx/* (small IDX files).
 #include "data/idx.h"
 #include "io/model_export.h"
 #include "io/qsm.h"
 #include "nn/activations.h"
+#include "nn/add.h"
+#include "nn/avgpool2d.h"
+#include "nn/batchnorm2d.h"
 #include "nn/conv2d.h"
 #include "nn/linear.h"
 #include "nn/maxpool2d.h"
@@ -31,6 +34,28 @@ std::unique_ptr<Model> tiny(bool conv)
     m->add(std::make_unique<Linear>("fc1", conv ? 36 : 36, 10));
     m->add(std::make_unique<LogSoftmax>("log_softmax"));
     m->initParams(3);
+    return m;
+}
+
+// A residual join and a depthwise-separable block: the version-2 paths of the format (input
+// lists, groups, Add, ReLU6, global average pooling).
+std::unique_ptr<Model> tinyGraph()
+{
+    auto m = std::make_unique<Model>("tiny-graph", Shape{1, 6, 6});
+    const std::size_t stem = m->add(std::make_unique<Conv2d>("conv1", 1, 4, 3, 1, 1, 1, false));
+    m->add(std::make_unique<BatchNorm2d>("bn1", 4));
+    const std::size_t r = m->add(std::make_unique<ReLU>("relu1"));
+    m->add(std::make_unique<Conv2d>("dw", 4, 4, 3, 1, 1, 4, false), {r});
+    m->add(std::make_unique<BatchNorm2d>("bn2", 4));
+    const std::size_t b = m->add(std::make_unique<ReLU6>("relu2"));
+    m->add(std::make_unique<Add>("add"), {b, r});
+    m->add(std::make_unique<ReLU>("relu3"));
+    m->add(std::make_unique<GlobalAvgPool2d>("pool"));
+    m->add(std::make_unique<Flatten>("flatten"));
+    m->add(std::make_unique<Linear>("fc", 4, 10));
+    m->add(std::make_unique<LogSoftmax>("log_softmax"));
+    (void)stem;
+    m->initParams(5);
     return m;
 }
 
@@ -64,6 +89,16 @@ int main(int argc, char** argv)
     std::filesystem::create_directories(out / "idx");
     const Dataset d = data();
     writeQsm((out / "qsm" / "fp32.qsm").string(), exportFloatModel(*tiny(true), "tiny", d.mean, d.stddev, d.classNames));
+    writeQsm((out / "qsm" / "graph-fp32.qsm").string(), exportFloatModel(*tinyGraph(), "tiny-graph", d.mean, d.stddev, d.classNames));
+    {
+        auto model = tinyGraph();
+        PrecisionConfig pc;
+        QuantSim sim(*model, pc, findFormat("int8"));
+        sim.quantizeWeights(Rounding::Nearest, 0);
+        sim.calibrate(d, d.train, 32, 16);
+        sim.setObserving(false);
+        writeQsm((out / "qsm" / "graph-int8.qsm").string(), exportQuantizedModel(*model, sim, "tiny-graph", d, "ptq", "channel"));
+    }
     int n = 0;
     for (const auto& [fmt, gran] : {std::pair{"int8", "channel"}, {"int4", "group:8"}, {"int2", "tensor"}, {"int8", "layer"}}) {
         for (bool conv : {true, false}) {
