@@ -223,6 +223,7 @@ void ExportedModel::validate(const std::string& source) const
             expectTensors(l, {{"gamma", {s[0]}}, {"beta", {s[0]}}, {"running_mean", {s[0]}}, {"running_var", {s[0]}}}, source);
             break;
         case LayerKind::MaxPool2d:
+        case LayerKind::AvgPool2d:
             needRank(3);
             if (!inRange(l.kernel, 1, kMaxKernel) || !inRange(l.stride, 1, kMaxKernel)) bad(source, id + ": hyper-parameters out of range");
             if (s[1] < l.kernel || s[2] < l.kernel) bad(source, id + ": the window is larger than its input");
@@ -239,13 +240,6 @@ void ExportedModel::validate(const std::string& source) const
             if (shapes[l.inputs[1]] != s)
                 bad(source, id + " adds shapes " + shapeString(s) + " and " + shapeString(shapes[l.inputs[1]]));
             expectTensors(l, {}, source);
-            break;
-        case LayerKind::AvgPool2d:
-            needRank(3);
-            if (!inRange(l.kernel, 1, kMaxKernel) || !inRange(l.stride, 1, kMaxKernel)) bad(source, id + ": hyper-parameters out of range");
-            if (s[1] < l.kernel || s[2] < l.kernel) bad(source, id + ": the window is larger than its input");
-            expectTensors(l, {}, source);
-            s = {s[0], (s[1] - l.kernel) / l.stride + 1, (s[2] - l.kernel) / l.stride + 1};
             break;
         case LayerKind::GlobalAvgPool2d:
             needRank(3);

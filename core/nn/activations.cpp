@@ -6,11 +6,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 namespace quantscope {
 
-// y = max(x, 0)
-void ReLU::forward(const Tensor& x, Tensor& y, const RunContext& /*ctx*/)
+namespace {
+// y = min(max(x, 0), cap), elementwise in parallel chunks.
+void clampForward(const Tensor& x, Tensor& y, float cap)
 {
     y.resize(x.shape());
     const std::size_t n = x.numel();
@@ -19,8 +21,15 @@ void ReLU::forward(const Tensor& x, Tensor& y, const RunContext& /*ctx*/)
     parallelChunks(n, elementwiseGrain(n), [=](std::size_t b, std::size_t e) {
         const float* __restrict src = in;
         float* __restrict dst = out;
-        for (std::size_t i = b; i < e; ++i) dst[i] = std::max(src[i], 0.0f);
+        for (std::size_t i = b; i < e; ++i) dst[i] = std::min(std::max(src[i], 0.0f), cap);
     });
+}
+} // namespace
+
+// y = max(x, 0)
+void ReLU::forward(const Tensor& x, Tensor& y, const RunContext& /*ctx*/)
+{
+    clampForward(x, y, std::numeric_limits<float>::infinity());
 }
 
 // dx = dy * [y > 0]
@@ -103,23 +112,8 @@ void Flatten::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, T
     std::memcpy(dx.data(), dy.data(), dy.numel() * sizeof(float));
 }
 
-} // namespace quantscope
-
-namespace quantscope {
-
 // y = min(max(x, 0), 6)
-void ReLU6::forward(const Tensor& x, Tensor& y, const RunContext& /*ctx*/)
-{
-    y.resize(x.shape());
-    const std::size_t n = x.numel();
-    const float* __restrict in = x.data();
-    float* __restrict out = y.data();
-    parallelChunks(n, elementwiseGrain(n), [=](std::size_t b, std::size_t e) {
-        const float* __restrict src = in;
-        float* __restrict dst = out;
-        for (std::size_t i = b; i < e; ++i) dst[i] = std::min(std::max(src[i], 0.0f), 6.0f);
-    });
-}
+void ReLU6::forward(const Tensor& x, Tensor& y, const RunContext& /*ctx*/) { clampForward(x, y, 6.0f); }
 
 // dx = dy * [0 < x < 6] (PyTorch's hardtanh_backward: the bounds themselves pass no gradient)
 void ReLU6::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Tensor& dx, bool needInputGrad)
