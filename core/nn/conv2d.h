@@ -1,6 +1,8 @@
 // Conv2d as im2col + Eigen GEMM, TBB-parallel over the images of a batch. Grouped convolution
 // (groups > 1) runs one GEMM per group; depthwise convolution (groups == in == out channels) has
-// its own direct kernel, not im2col with one channel per GEMM.
+// its own direct kernel (kernels up to 7x7, strides up to 4; larger ones take the grouped im2col
+// path, which is also the kernel's reference in the tests), not im2col with one channel per GEMM.
+// 1x1 stride-1 convolutions read their input as the columns.
 #pragma once
 
 #include "nn/layer.h"
