@@ -30,12 +30,18 @@ std::uint8_t* IntEngine::Impl::batchPtr(Scratch& s, int act) const
 
 namespace {
 
-// src (H, W, C) into dst (H + 2 pad, W + 2 pad, C) filled with padValue around it.
+// src (H, W, C) into dst (H + 2 pad, W + 2 pad, C) with padValue around it.
 void padImage(const std::uint8_t* src, std::size_t h, std::size_t w, std::size_t c, std::size_t pad, std::uint8_t padValue, std::uint8_t* dst)
 {
-    const std::size_t wp = w + 2 * pad;
-    std::memset(dst, padValue, (h + 2 * pad) * wp * c);
-    for (std::size_t y = 0; y < h; ++y) std::memcpy(dst + ((y + pad) * wp + pad) * c, src + y * w * c, w * c);
+    const std::size_t rowBytes = (w + 2 * pad) * c;
+    std::memset(dst, padValue, pad * rowBytes);
+    std::memset(dst + (pad + h) * rowBytes, padValue, pad * rowBytes);
+    for (std::size_t y = 0; y < h; ++y) {
+        std::uint8_t* row = dst + (y + pad) * rowBytes;
+        std::memset(row, padValue, pad * c);
+        std::memcpy(row + pad * c, src + y * w * c, w * c);
+        std::memset(row + (pad + w) * c, padValue, pad * c);
+    }
 }
 
 } // namespace

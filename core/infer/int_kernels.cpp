@@ -66,19 +66,35 @@ PackedDepthwise packDepthwise(Isa isa, const DepthwiseGeometry& g, const std::in
 
 void depthwisePad(const PackedDepthwise& p, const std::uint8_t* in, std::uint8_t* padded)
 {
+    // Only what a valid output reads is written: the border with padValue, the image inside it.
+    // Positions past the padded width and the spare bytes are read only into lanes that are
+    // never stored, so they keep what the buffer held (it is zeroed when allocated).
     const DepthwiseGeometry& g = p.g;
-    const std::size_t s = g.stride, C = g.C;
-    std::memset(padded, p.padValue, p.paddedBytes());
+    const std::size_t s = g.stride, C = g.C, Wp = g.W + 2 * g.pad, rowSet = s * p.rowBytes;
+    for (std::size_t y = 0; y < g.pad; ++y) {
+        std::memset(padded + y * rowSet, p.padValue, rowSet);
+        std::memset(padded + (g.pad + g.H + y) * rowSet, p.padValue, rowSet);
+    }
     for (std::size_t y = 0; y < g.H; ++y) {
-        std::uint8_t* row = padded + (y + g.pad) * s * p.rowBytes;
+        std::uint8_t* row = padded + (y + g.pad) * rowSet;
         const std::uint8_t* src = in + y * g.W * C;
         if (s == 1) {
+            std::memset(row, p.padValue, g.pad * C);
             std::memcpy(row + g.pad * C, src, g.W * C);
+            std::memset(row + (g.pad + g.W) * C, p.padValue, g.pad * C);
             continue;
         }
-        for (std::size_t x = 0; x < g.W; ++x) {
-            const std::size_t xp = x + g.pad; // padded column -> phase xp % s, position xp / s
-            std::memcpy(row + (xp % s) * p.rowBytes + (xp / s) * C, src + x * C, C);
+        // padded column xp -> phase xp % s, position xp / s
+        for (std::size_t xp = 0; xp < Wp; ++xp) {
+            std::uint8_t* d = row + (xp % s) * p.rowBytes + (xp / s) * C;
+            if (xp < g.pad || xp >= g.pad + g.W) {
+                std::memset(d, p.padValue, C);
+                continue;
+            }
+            const std::uint8_t* from = src + (xp - g.pad) * C;
+            std::size_t c = 0;
+            for (; c + 16 <= C; c += 16) std::memcpy(d + c, from + c, 16);
+            for (; c < C; ++c) d[c] = from[c];
         }
     }
 }
