@@ -253,6 +253,19 @@ bool bitIdentical(const Tensor& a, const Tensor& b)
     return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), a.numel() * sizeof(float)) == 0;
 }
 
+
+// A parameter-free single-input layer against a PyTorch case: forward y, then dx from grad_y.
+void compareParameterFree(Layer& layer, const golden::GoldenCase& g, double atol, double rtol)
+{
+    RunContext ctx;
+    ctx.training = true;
+    Tensor y, dx;
+    layer.forward(g.in("x"), y, ctx);
+    QS_COMPARE_TENSORS(y, g.out("y"), atol, rtol);
+    layer.backward(g.in("x"), y, g.in("grad_y"), dx, true);
+    QS_COMPARE_TENSORS(dx, g.out("grad_x"), atol, rtol);
+}
+
 } // namespace
 
 class TestLayers : public QObject {
@@ -360,40 +373,22 @@ void TestLayers::goldenMaxPool2d()
 {
     const golden::GoldenCase g = golden::loadGolden("016_max_pool2d.json");
     MaxPool2d pool("pool", g.params.at("kernel").get<std::size_t>(), g.params.at("stride").get<std::size_t>());
-    RunContext ctx;
-    ctx.training = true;
-    Tensor y, dx;
-    pool.forward(g.in("x"), y, ctx);
     // Max and routing are exact: no arithmetic beyond a copy and one addition per window.
-    QS_COMPARE_TENSORS(y, g.out("y"), 0.0, 0.0);
-    pool.backward(g.in("x"), y, g.in("grad_y"), dx, true);
-    QS_COMPARE_TENSORS(dx, g.out("grad_x"), 0.0, 0.0);
+    compareParameterFree(pool, g, 0.0, 0.0);
 }
 
 void TestLayers::goldenAvgPool2d()
 {
     const golden::GoldenCase g = golden::loadGolden("027_avg_pool2d.json");
     AvgPool2d pool("pool", g.params.at("kernel").get<std::size_t>(), g.params.at("stride").get<std::size_t>());
-    RunContext ctx;
-    ctx.training = true;
-    Tensor y, dx;
-    pool.forward(g.in("x"), y, ctx);
-    QS_COMPARE_TENSORS(y, g.out("y"), kRefAtol, kRefRtol);
-    pool.backward(g.in("x"), y, g.in("grad_y"), dx, true);
-    QS_COMPARE_TENSORS(dx, g.out("grad_x"), kRefAtol, kRefRtol);
+    compareParameterFree(pool, g, kRefAtol, kRefRtol);
 }
 
 void TestLayers::goldenGlobalAvgPool2d()
 {
     const golden::GoldenCase g = golden::loadGolden("026_global_avg_pool2d.json");
     GlobalAvgPool2d pool("pool");
-    RunContext ctx;
-    ctx.training = true;
-    Tensor y, dx;
-    pool.forward(g.in("x"), y, ctx);
-    QS_COMPARE_TENSORS(y, g.out("y"), kRefAtol, kRefRtol);
-    pool.backward(g.in("x"), y, g.in("grad_y"), dx, true);
-    QS_COMPARE_TENSORS(dx, g.out("grad_x"), kRefAtol, kRefRtol);
+    compareParameterFree(pool, g, kRefAtol, kRefRtol);
 }
 
 // Through the multi-input form the Model calls. One float addition per element, gradients are
@@ -426,13 +421,7 @@ void TestLayers::goldenReLU6()
     QVERIFY(std::count(x.values().begin(), x.values().end(), 0.0f) > 0);
     QVERIFY(std::count(x.values().begin(), x.values().end(), 6.0f) > 0);
     ReLU6 relu6("relu6");
-    RunContext ctx;
-    ctx.training = true;
-    Tensor y, dx;
-    relu6.forward(x, y, ctx);
-    QS_COMPARE_TENSORS(y, g.out("y"), 0.0, 0.0);
-    relu6.backward(x, y, g.in("grad_y"), dx, true);
-    QS_COMPARE_TENSORS(dx, g.out("grad_x"), 0.0, 0.0);
+    compareParameterFree(relu6, g, 0.0, 0.0);
 }
 
 void TestLayers::goldenLinear()
