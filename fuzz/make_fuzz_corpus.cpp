@@ -70,8 +70,7 @@ Dataset data()
             s->labels.push_back(i % 10);
         }
     }
-    d.mean = 0.5f;
-    d.stddev = 0.3f;
+    d.normalization = Normalization::uniform(0.5f, 0.3f, 1);
     for (int c = 0; c < 10; ++c) d.classNames.push_back(std::to_string(c));
     return d;
 }
@@ -88,8 +87,8 @@ int main(int argc, char** argv)
     std::filesystem::create_directories(out / "qsm");
     std::filesystem::create_directories(out / "idx");
     const Dataset d = data();
-    writeQsm((out / "qsm" / "fp32.qsm").string(), exportFloatModel(*tiny(true), "tiny", d.mean, d.stddev, d.classNames));
-    writeQsm((out / "qsm" / "graph-fp32.qsm").string(), exportFloatModel(*tinyGraph(), "tiny-graph", d.mean, d.stddev, d.classNames));
+    writeQsm((out / "qsm" / "fp32.qsm").string(), exportFloatModel(*tiny(true), "tiny", d.normalization, d.classNames));
+    writeQsm((out / "qsm" / "graph-fp32.qsm").string(), exportFloatModel(*tinyGraph(), "tiny-graph", d.normalization, d.classNames));
     {
         auto model = tinyGraph();
         PrecisionConfig pc;

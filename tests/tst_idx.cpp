@@ -442,8 +442,8 @@ void TestIdx::normalisation()
     }
     const double n = static_cast<double>(f.train.pixels.size());
     const double mean = s / n, stddev = std::sqrt(s2 / n - mean * mean);
-    QVERIFY2(std::abs(d.mean - mean) < kNormTol, qPrintable(QString("mean %1 vs %2").arg(d.mean).arg(mean)));
-    QVERIFY2(std::abs(d.stddev - stddev) < kNormTol, qPrintable(QString("std %1 vs %2").arg(d.stddev).arg(stddev)));
+    QVERIFY2(std::abs(d.normalization.mean[0] - mean) < kNormTol, qPrintable(QString("mean %1 vs %2").arg(d.normalization.mean[0]).arg(mean)));
+    QVERIFY2(std::abs(d.normalization.stddev[0] - stddev) < kNormTol, qPrintable(QString("std %1 vs %2").arg(d.normalization.stddev[0]).arg(stddev)));
 
     Tensor x;
     std::vector<std::int32_t> y;
@@ -457,7 +457,7 @@ void TestIdx::normalisation()
     const double bm = bs / double(x.numel());
     QVERIFY2(std::abs(bm) < kBatchMomentTol, qPrintable(QString("batch mean %1").arg(bm)));
     QVERIFY2(std::abs(std::sqrt(bs2 / double(x.numel()) - bm * bm) - 1.0) < kBatchMomentTol, "batch std is not 1");
-    QCOMPARE(x[7], static_cast<float>((f.train.pixels[7] / 255.0f - d.mean) / d.stddev));
+    QCOMPARE(x[7], static_cast<float>((f.train.pixels[7] / 255.0f - d.normalization.mean[0]) / d.normalization.stddev[0]));
     QCOMPARE(y[3], std::int32_t(f.train.labels[3]));
 
     // Indexed batches pick the requested images.
@@ -465,7 +465,7 @@ void TestIdx::normalisation()
     d.makeBatch(d.test, pick, x, y);
     QCOMPARE(x.dim(0), std::size_t(3));
     QCOMPARE(y, (std::vector<std::int32_t>{f.test.labels[4], f.test.labels[0], f.test.labels[4]}));
-    QCOMPARE(x[2 * kH * kW + 5], static_cast<float>((f.test.pixels[4 * kH * kW + 5] / 255.0f - d.mean) / d.stddev));
+    QCOMPARE(x[2 * kH * kW + 5], static_cast<float>((f.test.pixels[4 * kH * kW + 5] / 255.0f - d.normalization.mean[0]) / d.normalization.stddev[0]));
 }
 
 // trainLimit: a seeded subset of distinct train images; testLimit: the first N test images.

@@ -394,6 +394,8 @@ private slots:
     void graphModelsMatchFakeQuant();
     void graphModelsRefuseClearly_data();
     void graphModelsRefuseClearly();
+    void colourModelsMatchFakeQuant_data();
+    void colourModelsMatchFakeQuant();
 
 private:
     Dataset m_synthetic;
@@ -1027,6 +1029,43 @@ void TestInfer::graphModelsRefuseClearly()
     std::vector<std::int32_t> pred(8);
     r.predict(m_synthetic.test.pixels.data(), pred.size(), pred.data());
     for (std::int32_t p : pred) QVERIFY(p >= 0 && p < 10);
+}
+
+void TestInfer::colourModelsMatchFakeQuant_data()
+{
+    QTest::addColumn<QString>("preset");
+    QTest::newRow("resnet8, 3x20x20") << "resnet8";
+    QTest::newRow("mobilenet-tiny, 3x20x20") << "mobilenet-tiny";
+    QTest::newRow("lenet5, 3x20x20") << "lenet5";
+}
+
+// Colour input: three channels, each with its own normalisation (Dataset::normalization), through
+// the engine's per-channel input table, against the fake-quant simulation and the float-input path.
+void TestInfer::colourModelsMatchFakeQuant()
+{
+    QFETCH(QString, preset);
+    const Dataset colour = fixtures::syntheticDataset(192, 200, 20, 20, 11, 3);
+    QCOMPARE(colour.normalization.channels(), std::size_t{3});
+    QVERIFY2(colour.normalization.mean[0] != colour.normalization.mean[2], "the channels must differ for the test to mean anything");
+    auto q = fixtures::quantizePreset(preset.toStdString(), colour, "int8");
+    QCOMPARE(q.exported.channels, std::size_t{3});
+    QVERIFY(q.exported.normalization == colour.normalization);
+    for (Isa isa : {Isa::Scalar, Isa::Avx512Vnni}) {
+        if (!isaSupported(isa)) continue;
+        const Comparison c = compareWithSim(*q.model, *q.sim, q.exported, colour, isa);
+        QVERIFY2(c.agreement >= kMinArgmaxAgreement, qPrintable(QString("%1: agreement %2\n%3").arg(isaName(isa)).arg(c.agreement).arg(c.report)));
+    }
+    // Bytes through the per-channel table give what the normalised floats give.
+    IntEngine engine(q.exported);
+    Tensor x, out;
+    std::vector<std::int32_t> y, fromFloat(40), fromBytes(40);
+    colour.makeBatch(colour.test, 0, 40, x, y);
+    QCOMPARE(x.dim(1), std::size_t{3});
+    engine.runFloat(x, out, fromFloat.data());
+    std::vector<float> outBytes(40 * 10);
+    engine.run(colour.test.pixels.data(), 40, outBytes.data(), fromBytes.data());
+    QCOMPARE(fromFloat, fromBytes);
+    QCOMPARE(out.values(), outBytes);
 }
 
 QTEST_GUILESS_MAIN(TestInfer)

@@ -210,8 +210,7 @@ void compareExported(const ExportedModel& b, const ExportedModel& a)
     QCOMPARE(b.height, a.height);
     QCOMPARE(b.width, a.width);
     QCOMPARE(b.classes, a.classes);
-    QCOMPARE(b.mean, a.mean);
-    QCOMPARE(b.stddev, a.stddev);
+    QVERIFY(b.normalization == a.normalization);
     QCOMPARE(b.classNames, a.classNames);
     QCOMPARE(b.strategy, a.strategy);
     QCOMPARE(b.weightFormat, a.weightFormat);
@@ -276,6 +275,8 @@ private slots:
     void graphOnnxruntimeMatchesReference();
     void trainedGraphModels_data();
     void trainedGraphModels();
+    void colourModelsInOnnxruntime_data();
+    void colourModelsInOnnxruntime();
     void graphOnnxruntimeOnFashion_data();
     void graphOnnxruntimeOnFashion();
     void readerRejectsForeignGraphs_data();
@@ -303,7 +304,7 @@ ExportedModel TestOnnx::modelFor(const QString& preset, const QString& format, c
 {
     if (format == "fp32") {
         auto m = makeModel(preset.toStdString(), 1, 28, 28, 10, 4);
-        return exportFloatModel(*m, preset.toStdString(), m_data.mean, m_data.stddev, m_data.classNames);
+        return exportFloatModel(*m, preset.toStdString(), m_data.normalization, m_data.classNames);
     }
     return fixtures::quantizePreset(preset.toStdString(), m_data, format.toStdString(), granularity.toStdString(), act.toStdString()).exported;
 }
@@ -430,7 +431,7 @@ void TestOnnx::onnxruntimeMatchesEngineOnFashion()
 ExportedModel TestOnnx::graphExport(const QString& model, const QString& format, const QString& granularity, const QString& act)
 {
     auto m = graphModel(model.toStdString());
-    if (format == "fp32") return exportFloatModel(*m, model.toStdString(), m_data.mean, m_data.stddev, m_data.classNames);
+    if (format == "fp32") return exportFloatModel(*m, model.toStdString(), m_data.normalization, m_data.classNames);
     return fixtures::quantize(std::move(m), m_data, format.toStdString(), granularity.toStdString(), act.toStdString()).exported;
 }
 
@@ -581,6 +582,39 @@ void TestOnnx::trainedGraphModels()
     const double a = agreement(ort, ev.predictions);
     qInfo("onnxruntime %.1f %%, agreement with the reference %.1f %%", 100 * accuracy(ort, m_data.test), 100 * a);
     QVERIFY(a >= kMinQdqAgreement);
+}
+
+void TestOnnx::colourModelsInOnnxruntime_data()
+{
+    QTest::addColumn<QString>("format");
+    QTest::newRow("resnet8 fp32, 3 channels") << "fp32";
+    QTest::newRow("resnet8 int8 channel, 3 channels") << "int8";
+}
+
+// Colour input: the per-channel normalisation becomes [1, 3, 1, 1] Sub/Div constants in front of
+// the graph, reads back as it was, and onnxruntime on [N, 3, H, W] pixels predicts what
+// QuantScope predicts.
+void TestOnnx::colourModelsInOnnxruntime()
+{
+    QFETCH(QString, format);
+    const Dataset colour = fixtures::syntheticDataset(128, 200, 16, 16, 9, 3);
+    auto model = makeModel("resnet8", 3, 16, 16, 10, 4);
+    const ExportedModel m = format == "fp32" ? exportFloatModel(*model, "resnet8", colour.normalization, colour.classNames)
+                                             : fixtures::quantize(std::move(model), colour, "int8").exported;
+    const std::string path = m_dir + "/colour-" + format.toStdString() + ".onnx";
+    writeOnnx(path, m);
+    const ExportedModel back = readOnnx(path);
+    QCOMPARE(back.channels, std::size_t{3});
+    QVERIFY(back.normalization == colour.normalization);
+    if (!haveOrt()) QSKIP("onnxruntime-node is not installed (tests/onnx/install_ort.sh)");
+    const std::string images = m_dir + "/colour-images-idx4-ubyte";
+    writeIdx(images, {static_cast<std::uint32_t>(colour.test.size()), 3, 16, 16}, colour.test.pixels);
+    const std::vector<std::int32_t> ort = ortPredictions(path, images);
+    QCOMPARE(ort.size(), colour.test.size());
+    const std::vector<std::int32_t> ours = enginePredictions(m, colour.test); // the integer engine, or the float model
+    const double a = agreement(ort, ours);
+    qInfo("onnxruntime vs QuantScope on colour input: %.1f %% agree", 100 * a);
+    QVERIFY(a >= kMinOrtAgreement);
 }
 
 void TestOnnx::graphOnnxruntimeOnFashion_data() { trainedGraphModels_data(); }

@@ -57,8 +57,7 @@ Dataset syntheticDataset(std::size_t nTrain, std::size_t nTest, std::uint64_t se
     };
     fill(d.train, nTrain);
     fill(d.test, nTest);
-    d.mean = 0.2f;
-    d.stddev = 0.25f;
+    d.normalization = Normalization::uniform(0.2f, 0.25f, 1);
     return d;
 }
 

@@ -108,7 +108,7 @@ void TrainingWorker::keepForExport(const TrainRequest& request, Trainer& trainer
         auto b = std::make_shared<ExportBundle>();
         b->model = exportedModelOf(trainer);
         const Dataset& d = *request.data;
-        b->fp32 = b->model.quantized ? exportFloatModel(trainer.model(), request.config.model, d.mean, d.stddev, d.classNames)
+        b->fp32 = b->model.quantized ? exportFloatModel(trainer.model(), request.config.model, d.normalization, d.classNames)
                                      : b->model;
         b->data = request.data;
         b->config = request.config;

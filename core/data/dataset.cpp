@@ -50,6 +50,7 @@ LabeledImages readSet(const std::string& imagesPath, const std::string& labelsPa
 LabeledImages subset(const LabeledImages& s, const std::vector<std::size_t>& idx)
 {
     LabeledImages out;
+    out.channels = s.channels;
     out.height = s.height;
     out.width = s.width;
     const std::size_t B = s.imageBytes();
@@ -143,33 +144,52 @@ Dataset Dataset::load(const DatasetFiles& files, const DatasetOptions& opts)
         d.test = subset(d.test, first);
     }
 
-    double s = 0.0, s2 = 0.0;
-    std::array<std::uint64_t, 256> hist{};
-    for (std::uint8_t p : d.train.pixels) ++hist[p];
-    for (std::size_t v = 0; v < 256; ++v) {
-        const double x = v / 255.0;
-        s += static_cast<double>(hist[v]) * x;
-        s2 += static_cast<double>(hist[v]) * x * x;
-    }
-    const double n = static_cast<double>(d.train.pixels.size());
-    d.mean = static_cast<float>(s / n);
-    const double var = s2 / n - (s / n) * (s / n);
-    d.stddev = static_cast<float>(var > 1e-12 ? std::sqrt(var) : 1.0);
+    d.normalization = pixelStatistics(d.train);
     return d;
+}
+
+Normalization pixelStatistics(const LabeledImages& set)
+{
+    const std::size_t C = set.channels, plane = set.height * set.width;
+    Normalization norm = Normalization::identity(C);
+    std::vector<std::array<std::uint64_t, 256>> hist(C);
+    for (auto& h : hist) h.fill(0);
+    for (std::size_t i = 0; i < set.size(); ++i)
+        for (std::size_t c = 0; c < C; ++c) {
+            const std::uint8_t* p = set.pixels.data() + (i * C + c) * plane;
+            for (std::size_t j = 0; j < plane; ++j) ++hist[c][p[j]];
+        }
+    for (std::size_t c = 0; c < C; ++c) {
+        double s = 0.0, s2 = 0.0, n = 0.0;
+        for (std::size_t v = 0; v < 256; ++v) {
+            const double x = v / 255.0, k = static_cast<double>(hist[c][v]);
+            s += k * x;
+            s2 += k * x * x;
+            n += k;
+        }
+        if (n == 0.0) continue;
+        norm.mean[c] = static_cast<float>(s / n);
+        const double var = s2 / n - (s / n) * (s / n);
+        norm.stddev[c] = static_cast<float>(var > 1e-12 ? std::sqrt(var) : 1.0);
+    }
+    return norm;
 }
 
 void Dataset::makeBatch(const LabeledImages& set, std::span<const std::size_t> indices, Tensor& x,
                         std::vector<std::int32_t>& y) const
 {
-    const std::size_t B = set.imageBytes();
-    x.resize({indices.size(), 1, set.height, set.width});
+    const std::size_t C = set.channels, plane = set.height * set.width, B = set.imageBytes();
+    const Normalization norm = normalization.broadcast(C);
+    x.resize({indices.size(), C, set.height, set.width});
     y.resize(indices.size());
-    std::array<float, 256> lut;
-    for (std::size_t v = 0; v < 256; ++v) lut[v] = (static_cast<float>(v) / 255.0f - mean) / stddev;
+    const std::vector<float> lut = norm.table(); // lut[c * 256 + v]
     for (std::size_t i = 0; i < indices.size(); ++i) {
         const std::uint8_t* src = set.pixels.data() + indices[i] * B;
         float* dst = x.data() + i * B;
-        for (std::size_t j = 0; j < B; ++j) dst[j] = lut[src[j]];
+        for (std::size_t c = 0; c < C; ++c) {
+            const float* t = lut.data() + c * 256;
+            for (std::size_t j = 0; j < plane; ++j) dst[c * plane + j] = t[src[c * plane + j]];
+        }
         y[i] = set.labels[indices[i]];
     }
 }

@@ -2,6 +2,7 @@
 // normalised by the train set's pixel mean and standard deviation.
 #pragma once
 
+#include "data/normalization.h"
 #include "tensor/tensor.h"
 
 #include <cstdint>
@@ -13,13 +14,13 @@ namespace quantscope {
 
 inline constexpr const char* kDefaultDataDir = "/usr/share/datasets/fashion-mnist";
 
-// One set of labelled single-channel images, kept as bytes (normalised per batch).
+// One set of labelled images, kept as bytes in (count, C, H, W) order (normalised per batch).
 struct LabeledImages {
-    std::size_t height = 0, width = 0;
-    std::vector<std::uint8_t> pixels;  // count * height * width
+    std::size_t channels = 1, height = 0, width = 0;
+    std::vector<std::uint8_t> pixels;  // count * channels * height * width
     std::vector<std::int32_t> labels;  // count
     std::size_t size() const { return labels.size(); }
-    std::size_t imageBytes() const { return height * width; }
+    std::size_t imageBytes() const { return channels * height * width; }
 };
 
 // The four files of an MNIST-layout folder. Each may be plain or .gz.
@@ -50,13 +51,14 @@ public:
     DatasetFiles files;
     LabeledImages train, validation, test;
     std::vector<std::string> classNames;  // 10 names
-    float mean = 0.0f, stddev = 1.0f;     // of train pixels scaled to [0,1]
+    Normalization normalization;          // per channel, of train pixels scaled to [0,1]
 
+    std::size_t channels() const { return train.channels; }
     std::size_t height() const { return train.height; }
     std::size_t width() const { return train.width; }
     std::size_t numClasses() const { return classNames.size(); }
 
-    // Writes the images `indices` of `set` as a normalised (B, 1, H, W) batch, and their labels.
+    // Writes the images `indices` of `set` as a (B, C, H, W) batch normalised per channel, and their labels.
     void makeBatch(const LabeledImages& set, std::span<const std::size_t> indices, Tensor& x,
                    std::vector<std::int32_t>& y) const;
     // Contiguous range [begin, end) of `set`.
@@ -67,6 +69,10 @@ public:
 // The Fashion-MNIST class names, and "0".."9" for digits. Chosen by folder name unless the
 // folder holds a classes.txt (one name per line).
 std::vector<std::string> guessClassNames(const std::string& dir);
+
+// Per-channel mean and standard deviation of `set`'s pixels scaled to [0, 1] (a constant channel
+// gets stddev 1). Exact: sums over a 256-bin histogram per channel.
+Normalization pixelStatistics(const LabeledImages& set);
 
 class Rng;
 // A seeded permutation of [0, n): Fisher-Yates over Rng, identical on every platform.

@@ -268,11 +268,12 @@ void IntEngine::run(const std::uint8_t* pixels, std::size_t n, float* outputs, s
     const std::size_t C = m->C, HW = m->H * m->W;
     const Impl::Fill fill = [&](std::size_t img, std::uint8_t* dst) {
         const std::uint8_t* src = pixels + img * C * HW;
+        const std::uint8_t* lut = m->lut.data();
         if (C == 1) {
-            for (std::size_t j = 0; j < HW; ++j) dst[j] = m->lut[src[j]];
+            for (std::size_t j = 0; j < HW; ++j) dst[j] = lut[src[j]];
         } else {
             for (std::size_t c = 0; c < C; ++c)
-                for (std::size_t j = 0; j < HW; ++j) dst[j * C + c] = m->lut[src[c * HW + j]];
+                for (std::size_t j = 0; j < HW; ++j) dst[j * C + c] = lut[c * 256 + src[c * HW + j]];
         }
     };
     m->arena->execute([&] {
@@ -304,7 +305,7 @@ std::vector<PointTrace> IntEngine::trace(const std::uint8_t* pixels) const
     const Impl::Fill fill = [&](std::size_t, std::uint8_t* dst) {
         const std::size_t C = m->C, HW = m->H * m->W;
         for (std::size_t c = 0; c < C; ++c)
-            for (std::size_t j = 0; j < HW; ++j) dst[j * C + c] = m->lut[pixels[c * HW + j]];
+            for (std::size_t j = 0; j < HW; ++j) dst[j * C + c] = m->lut[c * 256 + pixels[c * HW + j]];
     };
     const Impl::Tap tap = [&](const Op* op, int act, const std::uint8_t* data) {
         const ActInfo& a = m->acts[static_cast<std::size_t>(act)];

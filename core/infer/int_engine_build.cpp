@@ -127,11 +127,11 @@ void IntEngine::Impl::build(const ExportedModel& m)
     H = m.height;
     W = m.width;
     classes = m.classes;
-    mean = m.mean;
-    stddev = m.stddev;
     const auto& L = m.layers;
     const Domain input = domainOf(*m.inputQuant, "input");
-    for (int v = 0; v < 256; ++v) lut[v] = quantizeInput((static_cast<float>(v) / 255.0f - mean) / stddev, input);
+    const std::vector<float> norm = m.normalization.table();
+    lut.resize(norm.size());
+    for (std::size_t i = 0; i < norm.size(); ++i) lut[i] = quantizeInput(norm[i], input);
 
     acts.assign(L.size() + 1, ActInfo{});
     acts.reserve(2 * L.size() + 2); // + at most one extra activation per layer; references stay valid

@@ -99,8 +99,7 @@ struct IntEngine::Impl {
 
     EngineOptions opt;
     std::size_t C = 1, H = 0, W = 0, classes = 0;
-    float mean = 0, stddev = 1;
-    std::uint8_t lut[256];
+    std::vector<std::uint8_t> lut; // input byte v of channel c -> quantized normalised input, at c * 256 + v
     std::vector<ActInfo> acts;
     std::vector<Buffer> buffers;
     std::vector<std::size_t> slotBytes, batchSlotBytes; // per image / per chunk

@@ -13,7 +13,7 @@ namespace quantscope {
 
 ModelRunner::ModelRunner(const ExportedModel& m, const RunnerOptions& opt)
     : m_classes(m.classes), m_threads(opt.threads ? opt.threads : 1), m_imageBytes(m.channels * m.height * m.width),
-      m_mean(m.mean), m_stddev(m.stddev)
+      m_lut(m.normalization.table())
 {
     std::string why;
     if (m.quantized && opt.kind != RunnerKind::Reference) {
@@ -48,9 +48,13 @@ void ModelRunner::predict(const std::uint8_t* pixels, std::size_t n, std::int32_
     }
     const Shape& in = m_model->inputShape();
     m_x.resize({n, in[0], in[1], in[2]});
-    float lut[256];
-    for (int v = 0; v < 256; ++v) lut[v] = (static_cast<float>(v) / 255.0f - m_mean) / m_stddev; // as Dataset::makeBatch
-    for (std::size_t i = 0; i < n * m_imageBytes; ++i) m_x[i] = lut[pixels[i]];
+    const std::size_t C = in[0], plane = in[1] * in[2]; // as Dataset::makeBatch
+    for (std::size_t i = 0; i < n; ++i)
+        for (std::size_t c = 0; c < C; ++c) {
+            const float* lut = m_lut.data() + c * 256;
+            const std::size_t o = (i * C + c) * plane;
+            for (std::size_t j = 0; j < plane; ++j) m_x[o + j] = lut[pixels[o + j]];
+        }
     tbb::task_arena arena(static_cast<int>(m_threads));
     arena.execute([&] {
         RunContext ctx;

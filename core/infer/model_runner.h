@@ -44,7 +44,7 @@ private:
     std::unique_ptr<StoredActivationHooks> m_hooks;
     std::string m_description;
     std::size_t m_classes = 0, m_threads = 2, m_imageBytes = 0;
-    float m_mean = 0, m_stddev = 1;
+    std::vector<float> m_lut; // normalised value of byte v in channel c, at c * 256 + v
     Tensor m_x;
 };
 

@@ -175,7 +175,11 @@ void ExportedModel::validate(const std::string& source) const
     if (!inRange(classes, 1, kMaxDim)) bad(source, std::to_string(classes) + " classes is out of range");
     if (!classNames.empty() && classNames.size() != classes)
         bad(source, std::to_string(classNames.size()) + " class names for " + std::to_string(classes) + " classes");
-    if (!std::isfinite(mean) || !(std::isfinite(stddev) && stddev > 0.0f)) bad(source, "the input normalisation is not finite and positive");
+    try {
+        normalization.check(channels, "input");
+    } catch (const ConfigError& e) {
+        bad(source, e.what());
+    }
     if (layers.empty() || layers.size() > kMaxLayers) bad(source, std::to_string(layers.size()) + " layers is out of range");
     if (quantized) {
         if (!inputQuant) bad(source, "an integer model needs the quantization of its input");
@@ -295,7 +299,7 @@ StoredTensor floatTensor(const std::string& name, const Tensor& t)
 
 } // namespace
 
-ExportedModel exportFloatModel(Model& model, const std::string& modelName, float mean, float stddev,
+ExportedModel exportFloatModel(Model& model, const std::string& modelName, const Normalization& norm,
                                const std::vector<std::string>& classNames)
 {
     ExportedModel m;
@@ -306,8 +310,7 @@ ExportedModel exportFloatModel(Model& model, const std::string& modelName, float
     m.height = in[1];
     m.width = in[2];
     m.classes = model.outputShape(1).back();
-    m.mean = mean;
-    m.stddev = stddev;
+    m.normalization = norm.broadcast(m.channels);
     m.classNames = classNames;
     m.strategy = "fp32";
     m.weightFormat = m.activationFormat = "fp32";

@@ -5,6 +5,7 @@
 // The .qsm and ONNX writers serialise it, their readers rebuild it, and the engines run it.
 #pragma once
 
+#include "data/normalization.h"
 #include "nn/layer.h"
 #include "nn/model.h"
 #include "quant/quantize.h"
@@ -87,7 +88,7 @@ struct StoredLayer {
 struct ExportedModel {
     std::string modelName;  // the preset it was built from, e.g. "seed-cnn"
     std::size_t channels = 1, height = 28, width = 28, classes = 10;
-    float mean = 0.0f, stddev = 1.0f; // input normalisation: x = (pixel / 255 - mean) / stddev
+    Normalization normalization; // per input channel: x = (pixel / 255 - mean[c]) / stddev[c]
     std::vector<std::string> classNames;
     // What produced it (informative): "qat", "int8", "uint8", "channel".
     std::string strategy, weightFormat, activationFormat, granularity;
@@ -108,7 +109,8 @@ struct ExportedModel {
 };
 
 // An FP32 model as stored (every layer, BatchNorm with running statistics).
-ExportedModel exportFloatModel(Model& model, const std::string& modelName, float mean, float stddev,
+// `norm` is widened to the model's channels (Normalization::broadcast); throws ConfigError if it cannot be.
+ExportedModel exportFloatModel(Model& model, const std::string& modelName, const Normalization& norm,
                                const std::vector<std::string>& classNames);
 
 // Builds the layers of `m` as a Model. Float tensors are copied, integer tensors dequantized.

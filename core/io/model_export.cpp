@@ -173,8 +173,7 @@ ExportedModel exportQuantizedModel(Model& model, const QuantSim& sim, const std:
     m.height = in.at(1);
     m.width = in.at(2);
     m.classes = model.outputShape(1).back();
-    m.mean = data.mean;
-    m.stddev = data.stddev;
+    m.normalization = data.normalization.broadcast(m.channels);
     m.classNames = data.classNames;
     m.strategy = strategyName;
     m.weightFormat = wf.name;
@@ -279,7 +278,7 @@ ExportedModel exportedModelOf(Trainer& trainer)
         return exportQuantizedModel(trainer.model(), *sim, cfg.model, data, strategyInfo(cfg.precision.strategy).name,
                                     parseGranularity(cfg.precision.granularity).name());
     }
-    ExportedModel m = exportFloatModel(trainer.model(), cfg.model, data.mean, data.stddev, data.classNames);
+    ExportedModel m = exportFloatModel(trainer.model(), cfg.model, data.normalization, data.classNames);
     m.strategy = strategyInfo(cfg.precision.strategy).name;
     return m;
 }
@@ -325,7 +324,7 @@ ExportSummary exportModel(Trainer& trainer, const std::string& path)
     const ExportedModel m = exportedModelOf(trainer);
     const Dataset& data = trainer.data();
     const ExportedModel fp32 =
-        m.quantized ? exportFloatModel(trainer.model(), trainer.config().model, data.mean, data.stddev, data.classNames) : m;
+        m.quantized ? exportFloatModel(trainer.model(), trainer.config().model, data.normalization, data.classNames) : m;
     ExportSummary s = writeAndVerify(m, fp32, data, path, trainer.config().threads);
     const Strategy st = trainer.config().precision.strategy;
     if (!m.quantized && (st == Strategy::Mixed || st == Strategy::LowPrecision || st == Strategy::Progressive))

@@ -9,7 +9,9 @@
 #include <onnx/checker.h>
 #include <onnx/onnx_pb.h>
 
+#include <algorithm>
 #include <cmath>
+#include <functional>
 #include <string>
 
 namespace quantscope {
@@ -242,8 +244,15 @@ std::vector<std::uint8_t> encodeOnnx(const ExportedModel& source)
              {static_cast<std::int64_t>(m.channels), static_cast<std::int64_t>(m.height), static_cast<std::int64_t>(m.width)});
     g->mutable_input(0)->set_doc_string("pixels scaled to [0, 1]; the dataset normalisation is inside the graph");
     GraphBuilder b(g);
-    b.floats("input.mean", {}, {m.mean});
-    b.floats("input.stddev", {}, {m.stddev});
+    // One value when every channel shares it, else [1, C, 1, 1] broadcast over N, H, W.
+    const bool shared = std::adjacent_find(m.normalization.mean.begin(), m.normalization.mean.end(), std::not_equal_to<>()) ==
+                            m.normalization.mean.end() &&
+                        std::adjacent_find(m.normalization.stddev.begin(), m.normalization.stddev.end(), std::not_equal_to<>()) ==
+                            m.normalization.stddev.end();
+    const std::vector<std::int64_t> normDims =
+        shared ? std::vector<std::int64_t>{} : std::vector<std::int64_t>{1, static_cast<std::int64_t>(m.channels), 1, 1};
+    b.floats("input.mean", normDims, shared ? std::vector<float>{m.normalization.mean[0]} : m.normalization.mean);
+    b.floats("input.stddev", normDims, shared ? std::vector<float>{m.normalization.stddev[0]} : m.normalization.stddev);
     b.node("Sub", "input.center", {"input", "input.mean"}, "input.centered");
     b.node("Div", "input.scale", {"input.centered", "input.stddev"}, "input.normalized");
     // The ONNX value holding each activation (0 = normalised input, i + 1 = layer i's output),

@@ -81,6 +81,15 @@ private:
         if (v.size() != 1) fail("initializer '" + t.name() + "' is not one value");
         return v[0];
     }
+    // The input normalisation's mean or stddev: one value (every channel) or [1, C, 1, 1].
+    std::vector<float> perChannel(const TensorProto& t) const
+    {
+        std::vector<float> v = floats(t);
+        if (v.size() == 1) return std::vector<float>(m_m.channels, v[0]);
+        if (v.size() != m_m.channels || t.dims_size() != 4 || t.dims(1) != static_cast<std::int64_t>(m_m.channels))
+            fail("initializer '" + t.name() + "' is neither one value nor one per input channel [1, C, 1, 1]");
+        return v;
+    }
     std::vector<std::int32_t> ints(const TensorProto& t) const
     {
         const std::uint64_t n = numel(t);
@@ -200,14 +209,14 @@ private:
     void sub(const onnx::NodeProto& n)
     {
         if (input(n, 0) != m_mp.graph().input(0).name() || m_sawSub) failNode(n, "only the input normalisation (input - mean) is read");
-        m_m.mean = scalar(init(input(n, 1)));
+        m_m.normalization.mean = perChannel(init(input(n, 1)));
         m_sawSub = true;
         m_centered = n.output(0);
     }
     void div(const onnx::NodeProto& n)
     {
         if (!m_sawSub || input(n, 0) != m_centered || m_act.count(m_centered)) failNode(n, "only the input normalisation ((input - mean) / stddev) is read");
-        m_m.stddev = scalar(init(input(n, 1)));
+        m_m.normalization.stddev = perChannel(init(input(n, 1)));
         define(n, 0);
     }
     void quantizeLinear(const onnx::NodeProto& n)

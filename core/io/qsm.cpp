@@ -375,8 +375,8 @@ std::vector<std::uint8_t> encodeQsm(const ExportedModel& m)
     w.u32(m.height);
     w.u32(m.width);
     w.u32(m.classes);
-    w.f32(m.mean);
-    w.f32(m.stddev);
+    for (float v : m.normalization.mean) w.f32(v); // version 3: one per channel
+    for (float v : m.normalization.stddev) w.f32(v);
     w.u32(m.classNames.size());
     for (const std::string& c : m.classNames) w.str(c);
     w.str(m.strategy);
@@ -480,8 +480,14 @@ ExportedModel decodeQsm(const std::vector<std::uint8_t>& bytes, const std::strin
     m.height = toSize(r.u32("height"));
     m.width = toSize(r.u32("width"));
     m.classes = toSize(r.u32("classes"));
-    m.mean = r.f32("mean");
-    m.stddev = r.f32("stddev");
+    if (!(m.channels >= 1 && m.channels <= 64)) r.fail(std::to_string(m.channels) + " input channels is out of range");
+    // Versions 1 and 2 hold one mean and one standard deviation for the (single-channel) input.
+    const std::size_t normCount = version >= 3 ? m.channels : 1;
+    m.normalization.mean.resize(normCount);
+    m.normalization.stddev.resize(normCount);
+    for (float& v : m.normalization.mean) v = r.f32("normalisation mean");
+    for (float& v : m.normalization.stddev) v = r.f32("normalisation stddev");
+    if (version < 3 && m.channels != 1) m.normalization = m.normalization.broadcast(m.channels);
     const std::uint32_t nc = r.count("class name count", kMaxClassNames, 2);
     for (std::uint32_t i = 0; i < nc; ++i) m.classNames.push_back(r.str("class name"));
     m.strategy = r.str("strategy");

@@ -45,20 +45,35 @@ inline LabeledImages blobImages(std::size_t n, std::size_t h, std::size_t w, std
     return s;
 }
 
-inline Dataset syntheticDataset(std::size_t nTrain, std::size_t nTest, std::size_t h = 28, std::size_t w = 28, std::uint64_t seed = 7)
+// The blob images in colour: channel c holds the blob dimmed to (c + 2) / (C + 1) over a
+// channel-specific floor, so each channel has its own mean and spread.
+inline LabeledImages colourImages(const LabeledImages& grey, std::size_t channels)
+{
+    LabeledImages s = grey;
+    s.channels = channels;
+    const std::size_t plane = grey.height * grey.width;
+    s.pixels.resize(grey.size() * channels * plane);
+    for (std::size_t i = 0; i < grey.size(); ++i)
+        for (std::size_t c = 0; c < channels; ++c)
+            for (std::size_t j = 0; j < plane; ++j) {
+                const float v = static_cast<float>(grey.pixels[i * plane + j]) * static_cast<float>(c + 2) / static_cast<float>(channels + 1);
+                s.pixels[(i * channels + c) * plane + j] = static_cast<std::uint8_t>(std::min(255.0f, 20.0f * static_cast<float>(c) + v));
+            }
+    return s;
+}
+
+inline Dataset syntheticDataset(std::size_t nTrain, std::size_t nTest, std::size_t h = 28, std::size_t w = 28, std::uint64_t seed = 7,
+                                std::size_t channels = 1)
 {
     Dataset d;
     d.name = "synthetic";
     d.train = blobImages(nTrain, h, w, seed);
     d.test = blobImages(nTest, h, w, seed + 1);
-    double s = 0, s2 = 0;
-    for (std::uint8_t p : d.train.pixels) {
-        s += p / 255.0;
-        s2 += (p / 255.0) * (p / 255.0);
+    if (channels != 1) {
+        d.train = colourImages(d.train, channels);
+        d.test = colourImages(d.test, channels);
     }
-    const double n = static_cast<double>(d.train.pixels.size());
-    d.mean = static_cast<float>(s / n);
-    d.stddev = static_cast<float>(std::sqrt(s2 / n - (s / n) * (s / n)));
+    d.normalization = pixelStatistics(d.train);
     for (int c = 0; c < 10; ++c) d.classNames.push_back("class " + std::to_string(c));
     return d;
 }
@@ -93,7 +108,7 @@ inline Quantized quantize(std::unique_ptr<Model> model, const Dataset& data, con
 inline Quantized quantizePreset(const std::string& preset, const Dataset& data, const std::string& format,
                                 const std::string& granularity = "channel", const std::string& act = "uint8")
 {
-    return quantize(makeModel(preset, 1, data.height(), data.width(), 10, 3), data, format, granularity, act);
+    return quantize(makeModel(preset, data.channels(), data.height(), data.width(), 10, 3), data, format, granularity, act);
 }
 
 // A very small model (4x4 input, flatten, fc 16->6, relu, fc 6->10, log-softmax): its .qsm file

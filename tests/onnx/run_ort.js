@@ -1,5 +1,6 @@
 // Runs an exported ONNX model in onnxruntime (CPU) on an IDX image file and prints one
 // predicted class per line: node run_ort.js MODEL.onnx IMAGES.idx3[.gz] [LIMIT] [--outputs]
+// IMAGES is [N, H, W] (idx3, one channel) or [N, C, H, W] (idx4, colour planes).
 // With --outputs each line is the model's output row instead (comma-separated, full precision).
 // The model takes float32 [N, C, H, W] pixels in [0, 1]; its normalisation is in the graph.
 // NODE_PATH must name the node_modules folder holding onnxruntime-node.
@@ -14,18 +15,22 @@ async function main() {
   const [modelPath, imagesPath, limitArg] = args.filter((a) => a !== '--outputs');
   let buf = fs.readFileSync(imagesPath);
   if (buf[0] === 0x1f && buf[1] === 0x8b) buf = zlib.gunzipSync(buf);
-  if (buf.readUInt32BE(0) !== 0x803) throw new Error(imagesPath + ': not an idx3 image file');
+  const magic = buf.readUInt32BE(0);
+  if (magic !== 0x803 && magic !== 0x804) throw new Error(imagesPath + ': not an idx3/idx4 image file');
   let n = buf.readUInt32BE(4);
-  const h = buf.readUInt32BE(8), w = buf.readUInt32BE(12);
+  const c = magic === 0x804 ? buf.readUInt32BE(8) : 1;
+  const off = magic === 0x804 ? 20 : 16;
+  const h = buf.readUInt32BE(off - 8), w = buf.readUInt32BE(off - 4);
+  const px = c * h * w;
   if (limitArg) n = Math.min(n, parseInt(limitArg, 10));
   const session = await ort.InferenceSession.create(modelPath, { intraOpNumThreads: 2, interOpNumThreads: 1 });
   const inputName = session.inputNames[0], outputName = session.outputNames[0];
   const batch = 500, out = [];
   for (let b = 0; b < n; b += batch) {
     const m = Math.min(batch, n - b);
-    const x = new Float32Array(m * h * w);
-    for (let i = 0; i < m * h * w; ++i) x[i] = buf[16 + b * h * w + i] / 255;
-    const res = await session.run({ [inputName]: new ort.Tensor('float32', x, [m, 1, h, w]) });
+    const x = new Float32Array(m * px);
+    for (let i = 0; i < m * px; ++i) x[i] = buf[off + b * px + i] / 255;
+    const res = await session.run({ [inputName]: new ort.Tensor('float32', x, [m, c, h, w]) });
     const y = res[outputName], k = y.dims[1];
     for (let i = 0; i < m; ++i) {
       if (outputs) {
