@@ -6,6 +6,7 @@
 #include "data/dataset.h"
 #include "infer/model_runner.h"
 #include "io/model_export.h"
+#include "io/model_source.h"
 #include "io/onnx_io.h"
 #include "io/qsm.h"
 #include "util/atomic_file.h"
@@ -27,6 +28,9 @@ const char* const kEvalHelp =
     "  --data DIR           folder with t10k-images-idx3-ubyte[.gz] etc.\n"
     "                       (default /usr/share/datasets/fashion-mnist)\n"
     "  --test-limit N       only the first N test images\n"
+    "  --normalize MEAN,STD input normalisation for a model that does not store one (an ONNX\n"
+    "                       file from PyTorch): each a number or one per channel joined by ':';\n"
+    "                       default: the train set's statistics. Models QuantScope wrote keep theirs.\n"
     "  --threads N          worker threads (default 2)\n"
     "  --batch-size N       images per call (default 256)\n"
     "  --predictions FILE   write 'index,predicted_class', one line per test image\n"
@@ -82,7 +86,7 @@ void printExportSummary(const ExportSummary& s, bool json)
 
 int runEval(const std::vector<std::string>& argv)
 {
-    const Args args(argv, {"--data", "--test-limit", "--threads", "--batch-size", "--predictions", "--passes", "--runner", "--isa"},
+    const Args args(argv, {"--data", "--test-limit", "--threads", "--batch-size", "--predictions", "--passes", "--runner", "--isa", "--normalize"},
                     {"--json", "--help", "--bench"});
     if (args.has("--help")) {
         std::fputs(kEvalHelp, stdout);
@@ -101,19 +105,28 @@ int runEval(const std::vector<std::string>& argv)
     else if (runnerName == "reference") ro.kind = RunnerKind::Reference;
     else if (runnerName != "auto") throw UsageError("unknown --runner '" + runnerName + "' (auto, integer, reference)");
 
-    const ExportFormat fmt = exportFormatFor(path);
-    const ExportedModel model = fmt == ExportFormat::Qsm ? readQsm(path) : readOnnx(path);
-    ModelRunner runner(model, ro);
+    exportFormatFor(path); // a clear error for other extensions
+    ExportedModel model = readModelFile(path);
 
     DatasetOptions dopt;
     dopt.dir = args.str("--data", kDefaultDataDir);
     dopt.testLimit = args.u64("--test-limit", 0, 1);
-    dopt.trainLimit = 1; // only the test set is used
+    // Only the test set is used, unless the model's normalisation must come from the train set.
+    const bool needStatistics = !model.normalizationKnown && !args.has("--normalize");
+    dopt.trainLimit = needStatistics ? 0 : 1;
     const Dataset data = Dataset::load(dopt);
-    if (data.test.height != model.height || data.test.width != model.width || model.channels != 1)
+    if (data.test.channels != model.channels || data.test.height != model.height || data.test.width != model.width)
         throw ConfigError(path + " takes " + std::to_string(model.channels) + "x" + std::to_string(model.height) + "x" +
-                          std::to_string(model.width) + " images; " + dopt.dir + " has 1x" + std::to_string(data.test.height) +
-                          "x" + std::to_string(data.test.width));
+                          std::to_string(model.width) + " images; " + dopt.dir + " has " + std::to_string(data.test.channels) + "x" +
+                          std::to_string(data.test.height) + "x" + std::to_string(data.test.width));
+    if (args.has("--normalize")) {
+        if (model.normalizationKnown)
+            throw UsageError(path + " stores its input normalisation (" + model.normalization.describe() + "); --normalize is for models that do not");
+        model.normalization = Normalization::parse(args.str("--normalize", "")).broadcast(model.channels);
+    } else if (needStatistics) {
+        model.normalization = data.normalization.broadcast(model.channels);
+    }
+    ModelRunner runner(model, ro);
     if (model.classes != data.numClasses())
         throw ConfigError(path + " has " + std::to_string(model.classes) + " classes; the data has " + std::to_string(data.numClasses()));
 

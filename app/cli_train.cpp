@@ -8,6 +8,7 @@
 #include "quant/observer.h"
 #include "quant/rounding.h"
 #include "io/model_export.h"
+#include "io/model_source.h"
 #include "train/trainer.h"
 
 #include <nlohmann/json.hpp>
@@ -16,6 +17,7 @@
 
 #include <chrono>
 #include <csignal>
+#include <filesystem>
 #include <cstdio>
 #include <sstream>
 #include <string>
@@ -33,11 +35,18 @@ const char* const kTrainHelp =
     "  --train-limit N      use a seeded subset of N training images (default: all)\n"
     "  --test-limit N       evaluate on the first N test images (default: all)\n"
     "  --validation N       hold out N training images as a validation set (default 0)\n"
-    "  --init MODEL.qsm     start from a trained FP32 model (e.g. --strategy ptq --epochs 0\n"
-    "                       calibrates and evaluates it without further training)\n"
+    "  --normalize MEAN,STD input normalisation (pixels first scaled to [0, 1]); each a number\n"
+    "                       or one per channel joined by ':' (0.49:0.48:0.45,0.25:0.24:0.26),\n"
+    "                       or 'none' (default: the train set's per-channel statistics)\n"
     "model and training:\n"
-    "  --model NAME         seed-cnn (default), seed-cnn-bn, lenet5, mlp, resnet8,\n"
-    "                       mobilenet-tiny\n"
+    "  --model NAME|FILE    seed-cnn (default), seed-cnn-bn, lenet5, mlp, resnet8,\n"
+    "                       mobilenet-tiny; or a model file: an FP32 .onnx (from PyTorch's\n"
+    "                       torch.onnx.export or QuantScope) or .qsm, whose architecture and\n"
+    "                       weights are the start (--epochs 0 with --strategy ptq quantizes it\n"
+    "                       without training)\n"
+    "  --reinit             with a model file: keep its architecture, train from a fresh init\n"
+    "  --init FILE          start the preset --model NAME from the weights of a trained FP32\n"
+    "                       model of that preset (.qsm or .onnx)\n"
     "  --epochs N           passes over the training set (default 1)\n"
     "  --batch-size N       images per step (default 64)\n"
     "  --optimizer NAME     adam (default) or sgd\n"
@@ -270,8 +279,8 @@ int runTrain(const std::vector<std::string>& argv)
                      "--weight-decay", "--threads", "--seed", "--train-limit", "--test-limit", "--validation",
                      "--strategy", "--format", "--granularity", "--rounding", "--calibration", "--act-calibration",
                      "--act-format", "--percentile", "--calib-images", "--schedule", "--blend-steps",
-                     "--bn-freeze-epoch", "--export", "--init"},
-                    {"--json", "--help", "--nesterov", "--quiet"});
+                     "--bn-freeze-epoch", "--export", "--init", "--normalize"},
+                    {"--json", "--help", "--nesterov", "--quiet", "--reinit"});
     if (args.has("--help")) {
         std::fputs(kTrainHelp, stdout);
         return kExitOk;
@@ -279,9 +288,22 @@ int runTrain(const std::vector<std::string>& argv)
     if (!args.positional().empty()) throw UsageError("unexpected argument '" + args.positional()[0] + "'");
 
     TrainConfig cfg;
-    cfg.model = args.str("--model", cfg.model);
-    cfg.initModel = args.str("--init", "");
-    cfg.epochs = args.u64("--epochs", 1, cfg.initModel.empty() ? 1 : 0, 10000);
+    const std::string modelSpec = args.str("--model", cfg.model), initPath = args.str("--init", "");
+    const bool reinit = args.has("--reinit");
+    if (isModelFile(modelSpec)) {
+        if (!initPath.empty()) throw UsageError("--init loads weights into a preset; --model " + modelSpec + " has its own");
+        cfg.model = std::filesystem::path(modelSpec).stem().string();
+        cfg.modelFactory = modelFromFile(modelSpec, reinit);
+        cfg.pretrained = !reinit;
+    } else {
+        if (reinit) throw UsageError("--reinit applies to a model file (--model FILE.onnx or FILE.qsm)");
+        cfg.model = modelSpec;
+        if (!initPath.empty()) {
+            cfg.modelFactory = presetWithWeights(modelSpec, initPath);
+            cfg.pretrained = true;
+        }
+    }
+    cfg.epochs = args.u64("--epochs", 1, cfg.pretrained ? 0 : 1, 10000);
     cfg.batchSize = args.u64("--batch-size", 64, 1, 65536);
     cfg.lr = static_cast<float>(args.f64("--lr", 1e-3, 1e-12, 100.0));
     cfg.optimizer = args.str("--optimizer", "adam");
@@ -324,7 +346,8 @@ int runTrain(const std::vector<std::string>& argv)
     dopt.testLimit = args.u64("--test-limit", 0, 1);
     dopt.validation = args.u64("--validation", 0);
     dopt.seed = cfg.seed;
-    const Dataset data = Dataset::load(dopt);
+    Dataset data = Dataset::load(dopt);
+    if (args.has("--normalize")) data.normalization = Normalization::parse(args.str("--normalize", "")).broadcast(data.channels());
 
     const bool json = args.has("--json");
     const bool progress = !args.has("--quiet") && ::isatty(STDERR_FILENO);

@@ -4,6 +4,7 @@
 // precision's nearest-vs-stochastic effect and progressive phases behave as a user expects.
 #include "data/dataset.h"
 #include "io/model_export.h"
+#include "io/model_source.h"
 #include "nn/batchnorm2d.h"
 #include "nn/conv2d.h"
 #include "nn/model_zoo.h"
@@ -457,7 +458,8 @@ void TestStrategies::ptqOfALoadedFp32Model()
     TrainConfig ptq;
     ptq.model = "mlp";
     ptq.epochs = 0;
-    ptq.initModel = path;
+    ptq.modelFactory = presetWithWeights("mlp", path);
+    ptq.pretrained = true;
     ptq.precision.strategy = Strategy::Ptq;
     ptq.precision.calibImages = 500;
     Recorder rec;
@@ -474,10 +476,42 @@ void TestStrategies::ptqOfALoadedFp32Model()
 
     TrainConfig wrong = ptq;
     wrong.model = "seed-cnn";
+    wrong.modelFactory = presetWithWeights("seed-cnn", path);
     QVERIFY_THROWS_EXCEPTION(ConfigError, Trainer(wrong, *m_data));
     TrainConfig none = ptq;
-    none.initModel.clear();
+    none.modelFactory = nullptr;
+    none.pretrained = false;
     QVERIFY_THROWS_EXCEPTION(ConfigError, Trainer(none, *m_data)); // epochs 0 needs a model
+
+    // The file's own architecture and weights (--model FILE): the same trained model.
+    TrainConfig fromFile = ptq;
+    fromFile.model = "fp32";
+    fromFile.modelFactory = modelFromFile(path, false);
+    Recorder rf;
+    const FinishEvent ff = Trainer(fromFile, *m_data, &rf).run();
+    QCOMPARE(ff.testAccuracy, trained.epochs.back().testAccuracy);
+    QCOMPARE(ff.quantTestAccuracy, fin.quantTestAccuracy);
+    // --reinit keeps the architecture and draws fresh weights: an untrained model.
+    TrainConfig fresh = fromFile;
+    fresh.modelFactory = modelFromFile(path, true);
+    fresh.pretrained = false;
+    fresh.epochs = 1;
+    fresh.precision.strategy = Strategy::Fp32;
+    Trainer reinit(fresh, *m_data);
+    const EvalResult untrained = evaluate(reinit.model(), *m_data, m_data->test, 500);
+    QVERIFY2(untrained.accuracy < trained.epochs.back().testAccuracy - 0.2,
+             qPrintable(QString("re-initialised %1 vs trained %2").arg(untrained.accuracy).arg(trained.epochs.back().testAccuracy)));
+    // A dataset of another image size is refused, naming the file.
+    Dataset small = *m_data;
+    small.train.height = small.train.width = 14;
+    small.train.pixels.resize(small.train.size() * 14 * 14);
+    try {
+        Trainer t2(fromFile, small);
+        QFAIL("a model for 28x28 images trained on 14x14");
+    } catch (const ConfigError& e) {
+        QVERIFY2(std::string(e.what()).find(path) != std::string::npos && std::string(e.what()).find("1x28x28") != std::string::npos,
+                 e.what());
+    }
 }
 
 void TestStrategies::badCombinationsAreConfigErrors_data()

@@ -89,6 +89,10 @@ struct ExportedModel {
     std::string modelName;  // the preset it was built from, e.g. "seed-cnn"
     std::size_t channels = 1, height = 28, width = 28, classes = 10;
     Normalization normalization; // per input channel: x = (pixel / 255 - mean[c]) / stddev[c]
+    // False when the file does not say how its input was normalised (an ONNX graph from another
+    // tool takes normalised tensors): `normalization` is then identity until the caller sets it
+    // (--normalize, or the dataset's statistics). Not stored: every file QuantScope writes has it.
+    bool normalizationKnown = true;
     std::vector<std::string> classNames;
     // What produced it (informative): "qat", "int8", "uint8", "channel".
     std::string strategy, weightFormat, activationFormat, granularity;

@@ -333,38 +333,3 @@ ExportSummary exportModel(Trainer& trainer, const std::string& path)
 }
 
 } // namespace quantscope
-
-namespace quantscope {
-
-void loadFloatWeights(Model& model, const std::string& path)
-{
-    const ExportedModel m = readQsm(path);
-    if (m.quantized)
-        throw ConfigError(path + ": is a quantized model; training and PTQ start from an FP32 model");
-    for (std::size_t i = 0; i < model.size(); ++i) {
-        Layer& layer = model.layer(i);
-        std::vector<std::pair<std::string, Tensor*>> wanted;
-        for (Param* p : layer.params()) wanted.emplace_back(p->name, &p->value);
-        if (auto* bn = dynamic_cast<BatchNorm2d*>(&layer)) {
-            wanted.emplace_back("running_mean", &bn->runningMean());
-            wanted.emplace_back("running_var", &bn->runningVar());
-        }
-        if (wanted.empty()) continue;
-        const StoredLayer* stored = nullptr;
-        for (const StoredLayer& s : m.layers)
-            if (s.name == layer.name()) stored = &s;
-        if (!stored || stored->kind != layer.kind())
-            throw ConfigError(path + ": has no " + layerKindName(layer.kind()) + " layer '" + layer.name() +
-                              "' (it holds a " + m.modelName + " model; choose that model)");
-        for (auto& [name, t] : wanted) {
-            const StoredTensor* st = stored->tensor(name);
-            if (!st || st->shape != t->shape())
-                throw ConfigError(path + ": layer '" + layer.name() + "' tensor '" + name + "' is " +
-                                  (st ? shapeString(st->shape) : std::string("missing")) + ", the model needs " +
-                                  shapeString(t->shape()));
-            t->values() = st->dequantized();
-        }
-    }
-}
-
-} // namespace quantscope

@@ -56,9 +56,4 @@ ExportSummary writeAndVerify(const ExportedModel& m, const ExportedModel& fp32, 
 // The whole export for the CLI and the GUI: exportedModelOf + writeAndVerify.
 ExportSummary exportModel(Trainer& trainer, const std::string& path);
 
-// Copies the FP32 parameters (and BatchNorm running statistics) of the .qsm file at `path` into
-// `model`, layer by layer and tensor by tensor. Throws IoError/FormatError for an unreadable
-// file and ConfigError when it is a quantized model or does not match the model's layers.
-void loadFloatWeights(Model& model, const std::string& path);
-
 } // namespace quantscope

@@ -38,4 +38,8 @@ void writeOnnx(const std::string& path, const ExportedModel& m);
 ExportedModel decodeOnnx(const std::vector<std::uint8_t>& bytes, const std::string& source);
 ExportedModel readOnnx(const std::string& path);
 
+// Any ONNX model file: QuantScope's own exports (they carry quantscope.* metadata) through
+// decodeOnnx, every other FP32 graph through the importer (onnx_import.h).
+ExportedModel readOnnxModel(const std::string& path);
+
 } // namespace quantscope

@@ -447,4 +447,10 @@ ExportedModel decodeOnnx(const std::vector<std::uint8_t>& bytes, const std::stri
 
 ExportedModel readOnnx(const std::string& path) { return decodeOnnx(readFileBytes(path, kOnnxMaxBytes), path); }
 
+ExportedModel readOnnxModel(const std::string& path)
+{
+    const std::vector<std::uint8_t> bytes = readFileBytes(path, kOnnxMaxBytes);
+    return decodeOnnx(bytes, path);
+}
+
 } // namespace quantscope

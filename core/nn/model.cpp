@@ -1,5 +1,6 @@
 #include "nn/model.h"
 
+#include "nn/batchnorm2d.h"
 #include "nn/conv2d.h"
 #include "nn/linear.h"
 #include "util/errors.h"
@@ -153,6 +154,12 @@ void Model::initParams(std::uint64_t seed)
             fanIn = f->inFeatures();
             w = &f->weight();
             b = &f->bias();
+        }
+        if (auto* bn = dynamic_cast<BatchNorm2d*>(l.get())) { // PyTorch's reset_parameters()
+            bn->gamma().value.fill(1.0f);
+            bn->beta().value.fill(0.0f);
+            bn->runningMean().fill(0.0f);
+            bn->runningVar().fill(1.0f);
         }
         if (!w) continue;
         // kaiming_uniform(a = sqrt(5)): bound = sqrt(6 / ((1 + a^2) fan_in)) = 1 / sqrt(fan_in)

@@ -1,6 +1,5 @@
 #include "train/trainer.h"
 
-#include "io/model_export.h"
 #include "nn/model_zoo.h"
 #include "train/loss.h"
 #include "util/errors.h"
@@ -21,9 +20,10 @@ double secondsSince(Clock::time_point t0) { return std::chrono::duration<double>
 
 void TrainConfig::validate() const
 {
-    if (epochs > 10000 || (epochs == 0 && initModel.empty()))
-        throw ConfigError(initModel.empty() ? "epochs must be between 1 and 10000 (0 only with a model to start from)"
-                                            : "epochs must be between 0 and 10000");
+    if (pretrained && !modelFactory) throw ConfigError("a pretrained start needs a model to load");
+    if (epochs > 10000 || (epochs == 0 && !pretrained))
+        throw ConfigError(!pretrained ? "epochs must be between 1 and 10000 (0 only with a trained model to start from)"
+                                      : "epochs must be between 0 and 10000");
     if (batchSize == 0 || batchSize > 65536) throw ConfigError("batch size must be between 1 and 65536");
     if (!(lr > 0.0f) || !std::isfinite(lr)) throw ConfigError("learning rate must be a positive number");
     if (optimizer != "adam" && optimizer != "sgd")
@@ -101,8 +101,9 @@ Trainer::Trainer(TrainConfig cfg, const Dataset& data, TrainObserver* observer, 
 {
     m_cfg.validate();
     if (m_data.train.size() == 0) throw ConfigError("the training set is empty");
-    m_model = makeModel(m_cfg.model, 1, m_data.height(), m_data.width(), m_data.numClasses(), m_cfg.seed);
-    if (!m_cfg.initModel.empty()) loadFloatWeights(*m_model, m_cfg.initModel);
+    m_model = m_cfg.modelFactory
+                  ? m_cfg.modelFactory(Shape{m_data.channels(), m_data.height(), m_data.width()}, m_data.numClasses(), m_cfg.seed)
+                  : makeModel(m_cfg.model, m_data.channels(), m_data.height(), m_data.width(), m_data.numClasses(), m_cfg.seed);
     m_opt = makeOptimizer(m_cfg);
     m_strategy = makeStrategy(m_cfg, *m_model, *m_opt);
 }

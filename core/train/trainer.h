@@ -5,6 +5,7 @@
 
 #include "data/dataset.h"
 #include "nn/model.h"
+#include "nn/model_zoo.h"
 #include "train/events.h"
 #include "train/optimizer.h"
 #include "train/precision_config.h"
@@ -28,9 +29,11 @@ struct TrainConfig {
     std::uint64_t seed = 1;
     std::size_t evalBatchSize = 500;
     PrecisionConfig precision;
-    // An FP32 .qsm model to start from instead of a fresh initialisation (e.g. PTQ of a trained
-    // model); with it, epochs may be 0 (evaluate and, for PTQ, calibrate only).
-    std::string initModel;
+    // Builds the model instead of the preset `model` names (an imported ONNX model, a saved
+    // .qsm, a preset with saved weights: io/model_source.h). `model` then names it in exports.
+    ModelFactory modelFactory;
+    // The factory's model starts trained: epochs may be 0 (evaluate and, for PTQ, calibrate only).
+    bool pretrained = false;
 
     // Throws ConfigError naming the first bad field.
     void validate() const;

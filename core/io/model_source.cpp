@@ -1,0 +1,102 @@
+#include "io/model_source.h"
+
+#include "io/onnx_io.h"
+#include "io/qsm.h"
+#include "nn/batchnorm2d.h"
+#include "util/errors.h"
+
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+
+namespace quantscope {
+
+namespace {
+
+std::string lowerExtension(const std::string& path)
+{
+    std::string e = std::filesystem::path(path).extension().string();
+    std::transform(e.begin(), e.end(), e.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    return e;
+}
+
+std::string shapeText(const Shape& s)
+{
+    std::string t;
+    for (std::size_t i = 0; i < s.size(); ++i) t += (i ? "x" : "") + std::to_string(s[i]);
+    return t;
+}
+
+} // namespace
+
+bool isModelFile(const std::string& spec)
+{
+    const std::string e = lowerExtension(spec);
+    return e == ".onnx" || e == ".qsm";
+}
+
+ExportedModel readModelFile(const std::string& path)
+{
+    const std::string e = lowerExtension(path);
+    if (e == ".qsm") return readQsm(path);
+    if (e == ".onnx") return readOnnxModel(path);
+    throw ConfigError(path + ": not a model file (expected .qsm or .onnx)");
+}
+
+void loadFloatWeights(Model& model, const ExportedModel& m, const std::string& source)
+{
+    if (m.quantized) throw ConfigError(source + ": is a quantized model; training and PTQ start from an FP32 model");
+    for (std::size_t i = 0; i < model.size(); ++i) {
+        Layer& layer = model.layer(i);
+        std::vector<std::pair<std::string, Tensor*>> wanted;
+        for (Param* p : layer.params()) wanted.emplace_back(p->name, &p->value);
+        if (auto* bn = dynamic_cast<BatchNorm2d*>(&layer)) {
+            wanted.emplace_back("running_mean", &bn->runningMean());
+            wanted.emplace_back("running_var", &bn->runningVar());
+        }
+        if (wanted.empty()) continue;
+        const StoredLayer* stored = nullptr;
+        for (const StoredLayer& s : m.layers)
+            if (s.name == layer.name()) stored = &s;
+        if (!stored || stored->kind != layer.kind())
+            throw ConfigError(source + ": has no " + layerKindName(layer.kind()) + " layer '" + layer.name() + "' (it holds a " +
+                              m.modelName + " model; choose that model)");
+        for (auto& [name, t] : wanted) {
+            const StoredTensor* st = stored->tensor(name);
+            if (!st || st->shape != t->shape())
+                throw ConfigError(source + ": layer '" + layer.name() + "' tensor '" + name + "' is " +
+                                  (st ? shapeString(st->shape) : std::string("missing")) + ", the model needs " + shapeString(t->shape()));
+            t->values() = st->dequantized();
+        }
+    }
+}
+
+ModelFactory modelFromFile(const std::string& path, bool reinit)
+{
+    return [path, reinit](const Shape& input, std::size_t classes, std::uint64_t seed) {
+        const ExportedModel m = readModelFile(path);
+        if (m.quantized)
+            throw ConfigError(path + ": is an integer model; training and PTQ start from an FP32 model (export it as FP32)");
+        const Shape theirs{m.channels, m.height, m.width};
+        if (theirs != input)
+            throw ConfigError(path + ": the model takes " + shapeText(theirs) + " inputs (C x H x W); the dataset's images are " +
+                              shapeText(input) + " (--resize or --image-shape can change the data's)");
+        if (m.classes != classes)
+            throw ConfigError(path + ": the model has " + std::to_string(m.classes) + " outputs; the dataset has " +
+                              std::to_string(classes) + " classes");
+        std::unique_ptr<Model> model = buildModel(m);
+        if (reinit) model->initParams(seed);
+        return model;
+    };
+}
+
+ModelFactory presetWithWeights(const std::string& preset, const std::string& path)
+{
+    return [preset, path](const Shape& input, std::size_t classes, std::uint64_t seed) {
+        std::unique_ptr<Model> model = makeModel(preset, input.at(0), input.at(1), input.at(2), classes, seed);
+        loadFloatWeights(*model, readModelFile(path), path);
+        return model;
+    };
+}
+
+} // namespace quantscope

@@ -1,0 +1,38 @@
+// Where a model comes from: a preset built fresh, a preset with the weights of a saved FP32 model
+// (`--init FILE`), or a model file's own architecture and weights (`--model FILE`: an ONNX file
+// exported by PyTorch or QuantScope, or a .qsm). The Trainer takes the result as a ModelFactory,
+// so it never reads files itself.
+#pragma once
+
+#include "io/exported_model.h"
+#include "nn/model_zoo.h"
+
+#include <string>
+
+namespace quantscope {
+
+// True when `spec` names a model file rather than a preset: it ends in .onnx or .qsm (any case).
+bool isModelFile(const std::string& spec);
+
+// Reads a .qsm or .onnx file. ONNX files QuantScope wrote (its quantscope.* metadata) are read
+// with their normalisation, quantization and names; other FP32 ONNX graphs are imported with
+// an identity normalisation (their input is taken as already normalised). Throws IoError /
+// FormatError / ConfigError naming the file.
+ExportedModel readModelFile(const std::string& path);
+
+// The architecture and weights of the FP32 model in `path`. With `reinit` the weights are
+// initialised afresh from the seed (PyTorch's default init; BatchNorm to identity), so only
+// the architecture is kept. The factory throws ConfigError naming the file when the model's input
+// (C, H, W) or class count differs from the dataset's, and when the file holds an integer model.
+ModelFactory modelFromFile(const std::string& path, bool reinit);
+
+// The preset `preset` built for the dataset, then loaded with the weights of the FP32 model in
+// `path` (loadFloatWeights).
+ModelFactory presetWithWeights(const std::string& preset, const std::string& path);
+
+// Copies the FP32 parameters (and BatchNorm running statistics) of `m` into `model`, layer by
+// layer (matched by name) and tensor by tensor. `source` names the file in errors: ConfigError
+// when `m` is an integer model or does not match the model's layers and shapes.
+void loadFloatWeights(Model& model, const ExportedModel& m, const std::string& source);
+
+} // namespace quantscope
