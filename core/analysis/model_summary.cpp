@@ -1,0 +1,160 @@
+#include "analysis/model_summary.h"
+
+#include "io/exported_model.h"
+#include "io/model_file.h"
+#include "nn/avgpool2d.h"
+#include "nn/batchnorm2d.h"
+#include "nn/conv2d.h"
+#include "nn/linear.h"
+#include "nn/maxpool2d.h"
+#include "nn/model_zoo.h"
+#include "train/quant_sim.h"
+#include "util/errors.h"
+
+#include <filesystem>
+#include <system_error>
+
+namespace quantscope {
+
+namespace {
+
+std::uint64_t numelOf(const Shape& perImage) { return shapeNumel(perImage); }
+
+// Per-image shape: drop the batch dimension of a batch-1 shape.
+Shape perImage(const Shape& s) { return s.empty() ? s : Shape(s.begin() + 1, s.end()); }
+
+// Int8 bytes of a Conv2d/Linear with `weights` elements and `outputs` output channels.
+std::uint64_t int8ComputeBytes(std::uint64_t weights, std::uint64_t outputs, bool hasBias)
+{
+    return weights * 1 + (hasBias ? outputs * 4 : 0) + outputs * 4 /* float32 scale per channel */;
+}
+
+} // namespace
+
+ModelSummary summarizeModel(Model& model)
+{
+    ModelSummary s;
+    s.modelName = model.name();
+    s.precision = "fp32";
+    s.inputShape = model.inputShape();
+    const std::vector<Shape> acts = model.activationShapes(1);
+    s.classes = acts.empty() ? 0 : numelOf(perImage(acts.back()));
+
+    // BatchNorms that fold into their convolution at integer export, and the convolutions that
+    // gain a bias from them.
+    std::vector<bool> bnFolded(model.size(), false), convGainsBias(model.size(), false);
+    for (std::size_t i = 0; i < model.size(); ++i) {
+        if (model.layer(i).kind() != LayerKind::BatchNorm2d) continue;
+        if (foldableConv(model, i)) {
+            bnFolded[i] = true;
+            convGainsBias[model.inputsOf(i)[0] - 1] = true;
+        }
+    }
+
+    s.layers.reserve(model.size());
+    for (std::size_t i = 0; i < model.size(); ++i) {
+        Layer& layer = model.layer(i);
+        LayerSummary r;
+        r.name = layer.name();
+        r.type = layerKindName(layer.kind());
+        r.detail = layer.describe();
+        for (std::size_t a : model.inputsOf(i)) r.inputs.push_back(a == 0 ? std::string("input") : model.layer(a - 1).name());
+        const Shape in = perImage(acts.at(model.inputsOf(i).at(0)));
+        r.outputShape = perImage(acts.at(i + 1));
+        const std::uint64_t outN = numelOf(r.outputShape);
+        for (const Param* p : layer.params()) r.params += p->value.numel();
+
+        switch (layer.kind()) {
+        case LayerKind::Conv2d: {
+            const auto& c = dynamic_cast<const Conv2d&>(layer);
+            const std::uint64_t k = c.kernel();
+            // outH * outW * outC * (inC / groups) * k * k
+            r.macs = outN * (c.inChannels() / c.groups()) * k * k;
+            const std::uint64_t weights = std::uint64_t{c.outChannels()} * (c.inChannels() / c.groups()) * k * k;
+            r.int8Bytes = int8ComputeBytes(weights, c.outChannels(), c.hasBias() || convGainsBias[i]);
+            break;
+        }
+        case LayerKind::Linear: {
+            const auto& f = dynamic_cast<const Linear&>(layer);
+            r.macs = std::uint64_t{f.inFeatures()} * f.outFeatures();
+            r.int8Bytes = int8ComputeBytes(std::uint64_t{f.inFeatures()} * f.outFeatures(), f.outFeatures(), true);
+            break;
+        }
+        case LayerKind::BatchNorm2d: {
+            const auto& bn = dynamic_cast<const BatchNorm2d&>(layer);
+            r.buffers = 2 * std::uint64_t{bn.channels()};
+            r.elementwiseOps = 2 * outN;
+            if (bnFolded[i]) r.foldedInto = model.layer(model.inputsOf(i)[0] - 1).name();
+            else r.int8Bytes = 4 * (r.params + r.buffers);
+            break;
+        }
+        case LayerKind::ReLU:
+        case LayerKind::ReLU6:
+        case LayerKind::Add: r.elementwiseOps = outN; break;
+        case LayerKind::MaxPool2d: {
+            const std::uint64_t k = dynamic_cast<const MaxPool2d&>(layer).kernel();
+            r.elementwiseOps = outN * k * k;
+            break;
+        }
+        case LayerKind::AvgPool2d: {
+            const std::uint64_t k = dynamic_cast<const AvgPool2d&>(layer).kernel();
+            r.elementwiseOps = outN * k * k;
+            break;
+        }
+        case LayerKind::GlobalAvgPool2d: r.elementwiseOps = numelOf(in); break;
+        case LayerKind::LogSoftmax: r.elementwiseOps = 3 * outN; break;
+        case LayerKind::Dropout:
+        case LayerKind::Flatten: break;
+        }
+        r.fp32Bytes = 4 * (r.params + r.buffers);
+
+        s.params += r.params;
+        s.buffers += r.buffers;
+        s.macs += r.macs;
+        s.elementwiseOps += r.elementwiseOps;
+        s.fp32Bytes += r.fp32Bytes;
+        s.int8Bytes += r.int8Bytes;
+        s.layers.push_back(std::move(r));
+    }
+    return s;
+}
+
+ModelSummary summarizePreset(const std::string& name, std::size_t channels, std::size_t height, std::size_t width,
+                             std::size_t classes)
+{
+    const std::unique_ptr<Model> model = makeModel(name, channels, height, width, classes);
+    ModelSummary s = summarizeModel(*model);
+    s.modelName = name;
+    s.source = "preset";
+    return s;
+}
+
+ModelSummary summarizeExported(const ExportedModel& m, const std::string& source)
+{
+    const std::unique_ptr<Model> model = buildModel(m);
+    ModelSummary s = summarizeModel(*model);
+    if (!m.modelName.empty()) s.modelName = m.modelName;
+    s.source = source;
+    s.quantized = m.quantized;
+    if (m.quantized) s.precision = m.weightFormat + " weights (" + m.granularity + "), " + m.activationFormat + " activations";
+    return s;
+}
+
+ModelSummary summarizeFile(const std::string& path)
+{
+    const ExportedModel m = readModelFile(path);
+    ModelSummary s = summarizeExported(m, path);
+    std::error_code ec;
+    const auto bytes = std::filesystem::file_size(path, ec);
+    if (!ec) s.fileBytes = bytes;
+    return s;
+}
+
+ModelSummary summarize(const std::string& spec, std::size_t channels, std::size_t height, std::size_t width,
+                       std::size_t classes)
+{
+    if (isModelFileName(spec)) return summarizeFile(spec);
+    return summarizePreset(spec, channels, height, width, classes);
+}
+
+} // namespace quantscope

@@ -1,0 +1,91 @@
+// Model summary: one row per layer (name, type, inputs, per-image output shape, parameters,
+// multiply-accumulates) plus totals and the FP32 and int8 storage sizes, as torchinfo's summary()
+// and Netron's node panel give them. Plain structs keyed by layer name; the CLI prints them
+// (`quantscope-cli info`), the GUI shows them in a table.
+#pragma once
+
+#include "nn/model.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace quantscope {
+
+struct ExportedModel;
+
+// One layer. Counts are per image (batch 1).
+struct LayerSummary {
+    std::string name;                // the layer's name, e.g. "block2.conv1"
+    std::string type;                // layerKindName: "Conv2d", "Linear", "Add", ...
+    std::string detail;              // hyper-parameters as Layer::describe() gives them, e.g. "16->32 3x3 s2 p1"
+    std::vector<std::string> inputs; // what it reads: "input" (the model input) or a layer name
+    Shape outputShape;               // per image: (C, H, W) for feature maps, (F) after Flatten
+    std::uint64_t params = 0;        // trainable parameters (elements of weight, bias, gamma, beta)
+    std::uint64_t buffers = 0;       // stored non-trainable values: BatchNorm running mean and variance
+    // Multiply-accumulates per image, bias additions not counted (torchinfo's "Mult-Adds"):
+    //   Conv2d  outH * outW * outC * (inC / groups) * k * k
+    //   Linear  in * out
+    //   every other layer 0.
+    std::uint64_t macs = 0;
+    // Other arithmetic per image, per element of the output unless said otherwise: BatchNorm 2
+    // (scale, shift), ReLU/ReLU6 1, Add 1, MaxPool/AvgPool k*k, GlobalAvgPool 1 per input
+    // element, LogSoftmax 3 (exp, sum, subtract); Dropout, Flatten, Conv2d, Linear 0.
+    std::uint64_t elementwiseOps = 0;
+    std::uint64_t fp32Bytes = 0;     // 4 * (params + buffers)
+    std::uint64_t int8Bytes = 0;     // see ModelSummary::int8Bytes
+    std::string foldedInto;          // BatchNorm2d folded at int8 export: the convolution's name
+};
+
+struct ModelSummary {
+    std::string modelName;           // preset name, or the name stored in the file
+    std::string source;              // "preset", or the file's path
+    std::string precision;           // "fp32", or e.g. "int8 weights (channel-wise), uint8 activations"
+    bool quantized = false;          // the file holds an integer model (BatchNorm already folded)
+    Shape inputShape;                // (C, H, W) of one image
+    std::size_t classes = 0;         // outputs of the last layer
+    std::vector<LayerSummary> layers;
+
+    // Totals over the layers.
+    std::uint64_t params = 0, buffers = 0, macs = 0, elementwiseOps = 0;
+    // FP32 size in bytes: every parameter and BatchNorm running statistic as float32 (what an
+    // FP32 export stores, without the container's headers and names).
+    std::uint64_t fp32Bytes = 0;
+    // Int8 size in bytes, by the rules of the integer export (io/model_export.h
+    // exportQuantizedModel, train/quant_sim.h foldableConv): a BatchNorm2d that reads a
+    // convolution read by nothing else is folded into it and stores nothing; each Conv2d/Linear
+    // stores its weight as int8 (1 byte an element), a bias as int32 (4 bytes an output; a
+    // convolution gains one when a BatchNorm folds into it) and one float32 scale per output
+    // channel (channel-wise, the default granularity); a BatchNorm2d that cannot be folded stays
+    // float32. Activation scales and zero points (a few bytes per layer) are not counted.
+    std::uint64_t int8Bytes = 0;
+    // Bytes of the file the summary was read from (empty for presets).
+    std::optional<std::uint64_t> fileBytes;
+};
+
+// Summarises `model` for its own input shape (Model::inputShape). Throws ConfigError (from
+// Model::activationShapes) when the layers' shapes do not fit together.
+ModelSummary summarizeModel(Model& model);
+
+// Builds preset `name` (nn/model_zoo.h makeModel) for (channels, height, width) images and
+// `classes` outputs and summarises it. Throws ConfigError for an unknown name or an input the
+// preset cannot take.
+ModelSummary summarizePreset(const std::string& name, std::size_t channels = 1, std::size_t height = 28,
+                             std::size_t width = 28, std::size_t classes = 10);
+
+// Summarises a stored model (buildModel, then summarizeModel); `source` is recorded as is.
+// Throws FormatError when the description does not make a model.
+ModelSummary summarizeExported(const ExportedModel& m, const std::string& source);
+
+// Reads a .qsm or .onnx file (io/model_file.h readModelFile) and summarises it, with the file's
+// size in fileBytes. Throws ConfigError for another extension, IoError / FormatError naming the
+// file when it cannot be read or is not a valid model.
+ModelSummary summarizeFile(const std::string& path);
+
+// Summarises `spec`: a .qsm/.onnx file name (see summarizeFile) or a preset name (see
+// summarizePreset, with the given input shape and classes). The dispatch the CLI and GUI share.
+ModelSummary summarize(const std::string& spec, std::size_t channels = 1, std::size_t height = 28,
+                       std::size_t width = 28, std::size_t classes = 10);
+
+} // namespace quantscope
