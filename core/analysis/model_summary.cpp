@@ -154,7 +154,12 @@ ModelSummary summarize(const std::string& spec, std::size_t channels, std::size_
                        std::size_t classes)
 {
     if (isModelFileName(spec)) return summarizeFile(spec);
-    return summarizePreset(spec, channels, height, width, classes);
+    std::string names;
+    for (const ModelPresetInfo& p : modelPresets()) {
+        if (spec == p.name) return summarizePreset(spec, channels, height, width, classes);
+        names += (names.empty() ? "" : ", ") + std::string(p.name);
+    }
+    throw ConfigError("'" + spec + "' is neither a model preset (" + names + ") nor a .qsm or .onnx file");
 }
 
 } // namespace quantscope

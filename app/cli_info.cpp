@@ -1,0 +1,204 @@
+// quantscope-cli info: the model summary (core/analysis/model_summary.h) of a preset, a .qsm or
+// an .onnx file, as an aligned table (torchinfo's layout) or one JSON object.
+#include "cli_args.h"
+#include "cli_commands.h"
+
+#include "analysis/model_summary.h"
+#include "io/model_file.h"
+#include "nn/model_zoo.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <string>
+
+namespace quantscope::cli {
+
+const char* const kInfoHelp =
+    "usage: quantscope-cli info MODEL [options]\n"
+    "\n"
+    "Prints one row per layer (name, type, hyper-parameters, inputs, output shape per image,\n"
+    "parameters, multiply-accumulates per image), the totals, and the FP32 and int8 sizes.\n"
+    "MODEL is a preset (seed-cnn, seed-cnn-bn, lenet5, mlp, resnet8, mobilenet-tiny), a .qsm\n"
+    "file or an .onnx file.\n"
+    "\n"
+    "  --input-shape CxHxW  presets: the input image (default 1x28x28)\n"
+    "  --classes N          presets: outputs of the last layer (default 10)\n"
+    "  --json               one JSON object on stdout\n"
+    "  -h, --help           this text\n"
+    "\n"
+    "MACs: Conv2d outH*outW*outC*(inC/groups)*k*k, Linear in*out, other layers 0 (their\n"
+    "arithmetic is counted apart as elementwise ops). FP32 size: parameters and BatchNorm running\n"
+    "statistics as float32. Int8 size: as the integer export stores the model: BatchNorm folded\n"
+    "into its convolution, weights 1 byte, biases int32, one float32 scale per output channel.\n";
+
+namespace {
+
+// "1x28x28" -> {1, 28, 28}.
+Shape parseInputShape(const std::string& s)
+{
+    Shape dims;
+    std::size_t pos = 0;
+    while (pos <= s.size()) {
+        const std::size_t x = s.find('x', pos);
+        const std::string part = s.substr(pos, x == std::string::npos ? std::string::npos : x - pos);
+        if (part.empty() || part.size() > 6 || part.find_first_not_of("0123456789") != std::string::npos)
+            throw UsageError("--input-shape: expected CxHxW such as 3x32x32, got '" + s + "'");
+        dims.push_back(std::stoul(part));
+        if (dims.back() == 0 || dims.back() > 65536) throw UsageError("--input-shape: dimensions must be in [1, 65536], got '" + s + "'");
+        if (x == std::string::npos) break;
+        pos = x + 1;
+    }
+    if (dims.size() != 3) throw UsageError("--input-shape: expected CxHxW such as 3x32x32, got '" + s + "'");
+    return dims;
+}
+
+std::string withCommas(std::uint64_t v)
+{
+    std::string d = std::to_string(v), out;
+    for (std::size_t i = 0; i < d.size(); ++i) {
+        if (i && (d.size() - i) % 3 == 0) out += ',';
+        out += d[i];
+    }
+    return out;
+}
+
+std::string shapeText(const Shape& s)
+{
+    std::string t;
+    for (std::size_t i = 0; i < s.size(); ++i) t += (i ? "x" : "") + std::to_string(s[i]);
+    return t;
+}
+
+std::string join(const std::vector<std::string>& v)
+{
+    std::string t;
+    for (std::size_t i = 0; i < v.size(); ++i) t += (i ? ", " : "") + v[i];
+    return t;
+}
+
+// 1234567 -> "1.23 M"
+std::string scaled(double v, const char* unit)
+{
+    char buf[48];
+    if (v >= 1e9) std::snprintf(buf, sizeof buf, "%.2f G%s", v / 1e9, unit);
+    else if (v >= 1e6) std::snprintf(buf, sizeof buf, "%.2f M%s", v / 1e6, unit);
+    else if (v >= 1e3) std::snprintf(buf, sizeof buf, "%.2f k%s", v / 1e3, unit);
+    else std::snprintf(buf, sizeof buf, "%.0f %s", v, unit);
+    return buf;
+}
+
+std::string bytesText(std::uint64_t b)
+{
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.1f KB (%s bytes)", static_cast<double>(b) / 1024.0, withCommas(b).c_str());
+    return buf;
+}
+
+nlohmann::json toJson(const ModelSummary& s)
+{
+    nlohmann::json layers = nlohmann::json::array();
+    for (const LayerSummary& l : s.layers) {
+        nlohmann::json j = {{"name", l.name},
+                            {"type", l.type},
+                            {"detail", l.detail},
+                            {"inputs", l.inputs},
+                            {"output_shape", l.outputShape},
+                            {"params", l.params},
+                            {"buffers", l.buffers},
+                            {"macs", l.macs},
+                            {"elementwise_ops", l.elementwiseOps},
+                            {"fp32_bytes", l.fp32Bytes},
+                            {"int8_bytes", l.int8Bytes}};
+        if (!l.foldedInto.empty()) j["folded_into"] = l.foldedInto;
+        layers.push_back(std::move(j));
+    }
+    nlohmann::json j = {{"event", "info"},
+                        {"model", s.modelName},
+                        {"source", s.source},
+                        {"precision", s.precision},
+                        {"quantized", s.quantized},
+                        {"input_shape", s.inputShape},
+                        {"classes", s.classes},
+                        {"layers", std::move(layers)},
+                        {"params", s.params},
+                        {"buffers", s.buffers},
+                        {"macs", s.macs},
+                        {"elementwise_ops", s.elementwiseOps},
+                        {"fp32_bytes", s.fp32Bytes},
+                        {"int8_bytes", s.int8Bytes}};
+    if (s.fileBytes) j["file_bytes"] = *s.fileBytes;
+    return j;
+}
+
+void printTable(const ModelSummary& s)
+{
+    const std::vector<std::string> head = {"Layer", "Type", "Details", "Input(s)", "Output shape", "Params", "MACs"};
+    std::vector<std::vector<std::string>> rows;
+    for (const LayerSummary& l : s.layers) {
+        std::string detail = l.detail;
+        if (!l.foldedInto.empty()) detail += ", folded"; // into the convolution it reads (Input(s))
+        rows.push_back({l.name, l.type, detail, join(l.inputs), shapeText(l.outputShape), withCommas(l.params), withCommas(l.macs)});
+    }
+    std::vector<std::size_t> w(head.size());
+    for (std::size_t c = 0; c < head.size(); ++c) {
+        w[c] = head[c].size();
+        for (const auto& r : rows) w[c] = std::max(w[c], r[c].size());
+    }
+    std::size_t total = 0;
+    for (std::size_t c : w) total += c + 2;
+    const std::string rule(total - 2, '='), thin(total - 2, '-');
+    auto line = [&](const std::vector<std::string>& r) {
+        std::string t;
+        for (std::size_t c = 0; c < r.size(); ++c) {
+            const bool right = c >= 5; // numbers right-aligned
+            const std::string pad(w[c] - r[c].size(), ' ');
+            t += right ? pad + r[c] : r[c] + (c + 1 < r.size() ? pad : "");
+            if (c + 1 < r.size()) t += "  ";
+        }
+        std::printf("%s\n", t.c_str());
+    };
+    const std::string title = s.source == "preset" ? s.modelName + " (preset)" : s.source + " (" + s.modelName + ")";
+    std::printf("%s: input %s, %zu classes, %s\n", title.c_str(), shapeText(s.inputShape).c_str(), s.classes, s.precision.c_str());
+    std::printf("%s\n", rule.c_str());
+    line(head);
+    std::printf("%s\n", thin.c_str());
+    for (const auto& r : rows) line(r);
+    std::printf("%s\n", rule.c_str());
+    if (std::any_of(s.layers.begin(), s.layers.end(), [](const LayerSummary& l) { return !l.foldedInto.empty(); }))
+        std::printf("folded: a BatchNorm2d the integer export folds into the convolution it reads\n");
+    std::printf("Layers: %zu\n", s.layers.size());
+    std::printf("Total params: %s\n", withCommas(s.params).c_str());
+    if (s.buffers) std::printf("BatchNorm running statistics: %s values\n", withCommas(s.buffers).c_str());
+    std::printf("MACs per image: %s (%s)\n", scaled(static_cast<double>(s.macs), "").c_str(), withCommas(s.macs).c_str());
+    std::printf("Elementwise ops per image: %s (BatchNorm, ReLU, Add, pooling, LogSoftmax)\n", withCommas(s.elementwiseOps).c_str());
+    std::printf("FP32 size: %s\n", bytesText(s.fp32Bytes).c_str());
+    std::printf("Int8 size: %s (BatchNorm folded, int8 weights, int32 biases, per-channel scales)\n", bytesText(s.int8Bytes).c_str());
+    if (s.fileBytes) std::printf("File size: %s\n", bytesText(*s.fileBytes).c_str());
+    std::printf("%s\n", rule.c_str());
+}
+
+} // namespace
+
+int runInfo(const std::vector<std::string>& argv)
+{
+    const Args args(argv, {"--input-shape", "--classes"}, {"--json", "--help"});
+    if (args.has("--help")) {
+        std::fputs(kInfoHelp, stdout);
+        return kExitOk;
+    }
+    if (args.positional().size() != 1) throw UsageError("give one model: a preset name, a .qsm or an .onnx file; see --help");
+    const std::string spec = args.positional()[0];
+    const bool file = isModelFileName(spec);
+    if (file && (args.has("--input-shape") || args.has("--classes")))
+        throw UsageError("--input-shape and --classes apply to presets; " + spec + " has its own");
+    const Shape in = parseInputShape(args.str("--input-shape", "1x28x28"));
+    const std::size_t classes = args.u64("--classes", 10, 2, 100000);
+    const ModelSummary s = summarize(spec, in[0], in[1], in[2], classes);
+    if (args.has("--json")) std::fputs((toJson(s).dump() + "\n").c_str(), stdout);
+    else printTable(s);
+    return kExitOk;
+}
+
+} // namespace quantscope::cli
