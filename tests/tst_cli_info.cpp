@@ -1,0 +1,176 @@
+// `quantscope-cli info` as a user runs it (QProcess): the table and the JSON object for a preset
+// and a .qsm file, and one-line errors with the documented exit codes for bad models.
+#include "io/exported_model.h"
+#include "io/qsm.h"
+#include "nn/model_zoo.h"
+
+#include <QtTest>
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+
+using namespace quantscope;
+
+namespace {
+
+constexpr int kExitOk = 0, kExitUsage = 2, kExitData = 3;
+constexpr int kRunTimeoutMs = 30000;
+const QString kCli = QStringLiteral(QS_BINARY_DIR "/app/quantscope-cli");
+
+struct Result {
+    int exitCode = -1;
+    QString out, err;
+};
+
+Result runCli(const QStringList& args)
+{
+    QProcess p;
+    p.start(kCli, args);
+    Result r;
+    if (!p.waitForStarted() || !p.waitForFinished(kRunTimeoutMs)) {
+        p.kill();
+        p.waitForFinished();
+        r.err = "quantscope-cli did not finish: " + p.errorString();
+        return r;
+    }
+    r.exitCode = p.exitStatus() == QProcess::NormalExit ? p.exitCode() : -1;
+    r.out = QString::fromUtf8(p.readAllStandardOutput());
+    r.err = QString::fromUtf8(p.readAllStandardError());
+    return r;
+}
+
+// The table row of `layer`, split on runs of spaces.
+QStringList tableRow(const QString& out, const QString& layer)
+{
+    for (const QString& line : out.split('\n'))
+        if (line.startsWith(layer + ' ')) return line.split(QRegularExpression("\\s{2,}"), Qt::SkipEmptyParts);
+    return {};
+}
+
+} // namespace
+
+class TestCliInfo : public QObject {
+    Q_OBJECT
+
+private slots:
+    void initTestCase();
+    void presetTable();
+    void presetJson();
+    void qsmFile();
+    void errors_data();
+    void errors();
+
+private:
+    QTemporaryDir m_tmp;
+    QString m_qsm, m_junk;
+};
+
+void TestCliInfo::initTestCase()
+{
+    QVERIFY2(QFileInfo(kCli).isExecutable(), qPrintable(kCli + " is not built"));
+    QVERIFY(m_tmp.isValid());
+    auto model = makeModel("seed-cnn-bn", 1, 28, 28, 10, 4);
+    m_qsm = m_tmp.filePath("bn.qsm");
+    writeQsm(m_qsm.toStdString(), exportFloatModel(*model, "seed-cnn-bn", 0.3f, 0.3f, {}));
+    m_junk = m_tmp.filePath("junk.qsm");
+    std::ofstream(m_junk.toStdString()) << "this is not a model";
+}
+
+// The table: resnet8's documented parameter count, a stride-2 block's shape, aligned columns.
+void TestCliInfo::presetTable()
+{
+    const Result r = runCli({"info", "resnet8"});
+    QCOMPARE(r.exitCode, kExitOk);
+    QVERIFY2(r.err.isEmpty(), qPrintable(r.err));
+    QVERIFY2(r.out.contains("Total params: 77,754"), qPrintable(r.out));
+    const QStringList conv = tableRow(r.out, "layer2.conv1");
+    QVERIFY2(conv.size() == 7, qPrintable(conv.join('|')));
+    QCOMPARE(conv[1], QString("Conv2d"));
+    QCOMPARE(conv[4], QString("32x14x14"));
+    QCOMPARE(conv[5], QString("4,608"));   // 32 x 16 x 3 x 3, no bias
+    QCOMPARE(conv[6], QString("903,168")); // 14 x 14 x 32 x 16 x 9
+    // Columns line up: every row's output shape starts where the header's does.
+    const QStringList lines = r.out.split('\n');
+    const auto header = std::find_if(lines.begin(), lines.end(), [](const QString& l) { return l.startsWith("Layer "); });
+    QVERIFY(header != lines.end());
+    const qsizetype col = header->indexOf("Output shape");
+    for (const QString& l : lines)
+        if (l.startsWith("layer3.add ")) QCOMPARE(l.indexOf("64x7x7"), col);
+    // Another input shape changes the maps.
+    const Result c = runCli({"info", "resnet8", "--input-shape", "3x32x32", "--classes", "100"});
+    QCOMPARE(c.exitCode, kExitOk);
+    QCOMPARE(tableRow(c.out, "layer2.conv1").value(4), QString("32x16x16"));
+    QCOMPARE(tableRow(c.out, "fc").value(4), QString("100"));
+}
+
+void TestCliInfo::presetJson()
+{
+    const Result r = runCli({"info", "mobilenet-tiny", "--json"});
+    QCOMPARE(r.exitCode, kExitOk);
+    QCOMPARE(r.out.trimmed().count('\n'), 0); // one object
+    const nlohmann::json j = nlohmann::json::parse(r.out.toStdString());
+    QCOMPARE(j.at("params").get<std::uint64_t>(), std::uint64_t{31946});
+    QCOMPARE(j.at("input_shape"), nlohmann::json({1, 28, 28}));
+    std::uint64_t params = 0, macs = 0;
+    for (const auto& l : j.at("layers")) {
+        params += l.at("params").get<std::uint64_t>();
+        macs += l.at("macs").get<std::uint64_t>();
+        QVERIFY(l.contains("output_shape") && l.contains("inputs") && l.contains("type"));
+    }
+    QCOMPARE(params, j.at("params").get<std::uint64_t>());
+    QCOMPARE(macs, j.at("macs").get<std::uint64_t>());
+    QVERIFY(j.at("int8_bytes").get<std::uint64_t>() * 3 < j.at("fp32_bytes").get<std::uint64_t>());
+    QVERIFY(!j.contains("file_bytes"));
+}
+
+// A .qsm: its own shape and name, the file's size, BatchNorms marked as folded at int8 export.
+void TestCliInfo::qsmFile()
+{
+    const Result r = runCli({"info", m_qsm});
+    QCOMPARE(r.exitCode, kExitOk);
+    QVERIFY2(r.out.contains("seed-cnn-bn"), qPrintable(r.out));
+    QVERIFY2(r.out.contains(QString("File size: ")) &&
+                 r.out.contains(QLocale(QLocale::English).toString(QFileInfo(m_qsm).size()) + " bytes"),
+             qPrintable(r.out));
+    QVERIFY2(r.out.contains("folded"), qPrintable(r.out));
+    const Result j = runCli({"info", m_qsm, "--json"});
+    QCOMPARE(j.exitCode, kExitOk);
+    const nlohmann::json o = nlohmann::json::parse(j.out.toStdString());
+    QCOMPARE(o.at("file_bytes").get<qint64>(), QFileInfo(m_qsm).size());
+    QCOMPARE(QString::fromStdString(o.at("source").get<std::string>()), m_qsm);
+}
+
+void TestCliInfo::errors_data()
+{
+    QTest::addColumn<QStringList>("args"); // "$JUNK" / "$QSM" stand for the test files
+    QTest::addColumn<int>("exitCode");
+    QTest::addColumn<QString>("mentions");
+    QTest::newRow("unknown model") << QStringList{"info", "resnet50"} << kExitUsage << "resnet50";
+    QTest::newRow("other extension") << QStringList{"info", "model.pt"} << kExitUsage << "model.pt";
+    QTest::newRow("no model") << QStringList{"info"} << kExitUsage << "preset";
+    QTest::newRow("bad shape") << QStringList{"info", "lenet5", "--input-shape", "28x28"} << kExitUsage << "--input-shape";
+    QTest::newRow("too small") << QStringList{"info", "lenet5", "--input-shape", "1x8x8"} << kExitUsage << "lenet5";
+    QTest::newRow("shape of a file") << QStringList{"info", "$QSM", "--input-shape", "3x32x32"} << kExitUsage << "$QSM";
+    QTest::newRow("missing file") << QStringList{"info", "/nonexistent/m.qsm"} << kExitData << "/nonexistent/m.qsm";
+    QTest::newRow("not a model") << QStringList{"info", "$JUNK"} << kExitData << "$JUNK";
+}
+
+// Each error: its exit code and exactly one line on stderr naming the culprit; nothing on stdout.
+void TestCliInfo::errors()
+{
+    QFETCH(QStringList, args);
+    QFETCH(int, exitCode);
+    QFETCH(QString, mentions);
+    const auto subst = [&](QString s) { return s.replace("$JUNK", m_junk).replace("$QSM", m_qsm); };
+    for (QString& a : args) a = subst(a);
+    const Result r = runCli(args);
+    QCOMPARE(r.exitCode, exitCode);
+    QVERIFY2(r.err.endsWith('\n') && r.err.count('\n') == 1, qPrintable("stderr: " + r.err));
+    QVERIFY2(r.err.contains(subst(mentions)), qPrintable("stderr: " + r.err));
+    QVERIFY2(r.out.isEmpty(), qPrintable("stdout: " + r.out));
+}
+
+QTEST_GUILESS_MAIN(TestCliInfo)
+#include "tst_cli_info.moc"
