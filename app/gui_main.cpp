@@ -1,11 +1,13 @@
 // quantscope: the desktop GUI. Entry point only: application setup, command line, and the
 // hidden scripted screenshot tour used by scripts/screenshot.
 #include "main_window.h"
+#include "model_summary_dialog.h"
 #include "quant_charts.h"
 #include "runs_model.h"
 #include "training_panel.h"
 
 #include <QApplication>
+#include <QPushButton>
 #include <QCheckBox>
 #include <QCommandLineParser>
 #include <QDir>
@@ -174,12 +176,22 @@ private:
                            nullptr, QStringLiteral("08-all-runs-fp32-options.png")});
         m_steps.push_back({[] {}, [](MainWindow* w) -> QWidget* { return w->trainingDock(); },
                            QStringLiteral("08b-training-panel-fp32.png")});
+        // The model summary of resnet8 (the Training dock's Summary button); exportShot closes it.
+        m_steps.push_back({[this] {
+                               TrainConfig c = m_w->trainingPanel()->config();
+                               c.model = "resnet8";
+                               m_w->trainingPanel()->setConfig(c);
+                               m_w->trainingPanel()->summaryButton()->click();
+                           },
+                           [](MainWindow* w) -> QWidget* { return w->modelSummaryDialog(); },
+                           QStringLiteral("08c-model-summary-resnet8.png")});
         runSteps(0);
     }
 
     // Exports run #2 (QAT int8 channel-wise) to a temporary .qsm and grabs the report.
     void exportShot()
     {
+        if (m_w->modelSummaryDialog()) m_w->modelSummaryDialog()->close();
         m_w->selectRuns({2});
         QObject::connect(m_w, &MainWindow::exportFinished, &m_ctx, [this](int, bool, const QString&) {
             later(500, [this] {

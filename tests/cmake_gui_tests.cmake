@@ -3,7 +3,9 @@
 #                runs table fill), stop and pause mid-epoch, bad dataset paths, closing mid-run,
 #                option applicability, runs JSON round trip, the export entry
 #   gui_latency  GUI-thread responsiveness while training, and click-to-first-loss-point time
+#   gui_summary  the model summary window (Summary button, View menu) and its errors
 if(TARGET quantscope::ui)
   qs_add_test(gui_window LIBS quantscope::ui TIMEOUT 600 LABELS gui)
   qs_add_test(gui_latency LIBS quantscope::ui TIMEOUT 600 LABELS "gui;slow")
+  qs_add_test(gui_summary LIBS quantscope::ui TIMEOUT 120 LABELS gui)
 endif()

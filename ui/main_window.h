@@ -22,6 +22,8 @@ class QToolButton;
 
 namespace quantscope {
 
+struct ModelSummary;
+class ModelSummaryDialog;
 class AccuracyChart;
 class ChartView;
 class DatasetPanel;
@@ -88,6 +90,14 @@ public slots:
     void exportQuantizedModel();
     // Writes run `id`'s model to `path` in the background; false (with a message) if it cannot.
     bool exportRunTo(int id, const QString& path);
+
+    // Model summary (main_window_summary.cpp): of the preset picked in the Training dock for the
+    // loaded dataset's image size, of a .qsm/.onnx file, or of any summary (e.g. a loaded model).
+    void showModelSummary();
+    void openModelSummaryFile();
+    bool showModelSummaryOfFile(const QString& path);
+    void showSummary(const quantscope::ModelSummary& s);
+    ModelSummaryDialog* modelSummaryDialog() const { return m_summaryDialog; }
 
 signals:
     void datasetReady(bool ok);
@@ -170,6 +180,9 @@ private:
     QAction* m_trainAct;
     QAction* m_pauseAct;
     QAction* m_stopAct;
+    QAction* m_summaryAct;
+    QAction* m_summaryFileAct;
+    ModelSummaryDialog* m_summaryDialog = nullptr;
 };
 
 } // namespace quantscope

@@ -119,6 +119,13 @@ void MainWindow::buildActions()
     connect(m_trainAct, &QAction::triggered, this, &MainWindow::startTraining);
     connect(m_pauseAct, &QAction::triggered, this, &MainWindow::togglePause);
     connect(m_stopAct, &QAction::triggered, this, &MainWindow::stopTraining);
+
+    m_summaryAct = new QAction(tr("Model &summary\u2026"), this);
+    m_summaryAct->setObjectName(QStringLiteral("modelSummaryAction"));
+    m_summaryAct->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_I));
+    m_summaryFileAct = new QAction(tr("Summary of a model &file\u2026"), this);
+    connect(m_summaryAct, &QAction::triggered, this, &MainWindow::showModelSummary);
+    connect(m_summaryFileAct, &QAction::triggered, this, &MainWindow::openModelSummaryFile);
 }
 
 void MainWindow::buildLayout()
@@ -150,6 +157,7 @@ void MainWindow::buildLayout()
     connect(m_trainingPanel->trainButton(), &QPushButton::clicked, m_trainAct, &QAction::trigger);
     connect(m_trainingPanel->pauseButton(), &QPushButton::clicked, m_pauseAct, &QAction::trigger);
     connect(m_trainingPanel->stopButton(), &QPushButton::clicked, m_stopAct, &QAction::trigger);
+    connect(m_trainingPanel->summaryButton(), &QPushButton::clicked, m_summaryAct, &QAction::trigger);
 
     // Chart tabs.
     m_loss = new LossChart;
@@ -294,6 +302,9 @@ void MainWindow::buildMenus()
     QMenu* view = menuBar()->addMenu(tr("&View"));
     view->addAction(m_datasetDock->toggleViewAction());
     view->addAction(m_trainingDock->toggleViewAction());
+    view->addSeparator();
+    view->addAction(m_summaryAct);
+    view->addAction(m_summaryFileAct);
     view->addSeparator();
     for (int i = 0; i < m_tabs->count(); ++i) {
         QAction* a = view->addAction(m_tabs->tabText(i));

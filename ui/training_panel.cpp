@@ -297,6 +297,9 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
     m_seed->setObjectName(QStringLiteral("seed"));
     m_seed->setGroupSeparatorShown(false);
 
+    m_summary = new QPushButton(tr("Summary\u2026"));
+    m_summary->setObjectName(QStringLiteral("modelSummaryButton"));
+    m_summary->setToolTip(tr("Layers, output shapes, parameters, MACs and sizes of the chosen model (Ctrl+I)."));
     m_train = new QPushButton(tr("Train"));
     m_train->setObjectName(QStringLiteral("trainButton"));
     m_train->setToolTip(tr("Starts a run with these options (Ctrl+R)."));
@@ -329,7 +332,8 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
 
     auto* modelBox = new QGroupBox(tr("Model and strategy"));
     auto* mg = grid();
-    put(mg, 0, 0, tr("&Model"), m_model, 3);
+    put(mg, 0, 0, tr("&Model"), m_model, 2);
+    mg->addWidget(m_summary, 0, 3);
     put(mg, 1, 0, tr("&Strategy"), m_strategy, 3);
     mg->addWidget(m_strategyHelp, 2, 0, 1, 4);
     modelBox->setLayout(mg);

@@ -57,6 +57,8 @@ public:
     QPushButton* trainButton() const { return m_train; }
     QPushButton* pauseButton() const { return m_pause; }
     QPushButton* stopButton() const { return m_stop; }
+    // Next to the model picker: opens the model summary (the main window connects it).
+    QPushButton* summaryButton() const { return m_summary; }
 
     // Sensible first run: QAT, int8, channel-wise, seed-cnn, Adam 1e-3, 2 epochs, batch 64, 2 threads.
     static TrainConfig defaultConfig();
@@ -99,6 +101,7 @@ private:
     QPushButton* m_train;
     QPushButton* m_pause;
     QPushButton* m_stop;
+    QPushButton* m_summary;
 };
 
 } // namespace quantscope

@@ -1,0 +1,85 @@
+// The model summary window as a user opens it: the Training dock's Summary button shows the
+// picked preset's layers and totals; a file that is not a model shows an error naming it.
+// QS_SUMMARY_SHOT=DIR also saves the dialog as DIR/model-summary.png (for looking at it).
+#include "main_window.h"
+#include "model_summary_dialog.h"
+#include "training_panel.h"
+
+#include "nn/model_zoo.h"
+
+#include <QtTest>
+
+#include <QPushButton>
+#include <QTableView>
+
+#include <fstream>
+
+using namespace quantscope;
+
+class TestGuiSummary : public QObject {
+    Q_OBJECT
+
+private slots:
+    void summaryButtonShowsPreset();
+    void badFileShowsError();
+};
+
+namespace {
+
+MainWindowOptions offlineOptions()
+{
+    MainWindowOptions o;
+    o.useSettings = false;
+    o.autoLoad = false;
+    return o;
+}
+
+} // namespace
+
+void TestGuiSummary::summaryButtonShowsPreset()
+{
+    MainWindow w(offlineOptions());
+    w.show();
+    TrainConfig c = w.trainingPanel()->config();
+    c.model = "resnet8";
+    w.trainingPanel()->setConfig(c);
+    QTest::mouseClick(w.trainingPanel()->summaryButton(), Qt::LeftButton);
+    ModelSummaryDialog* d = w.modelSummaryDialog();
+    QVERIFY(d && d->isVisible());
+    auto model = makeModel("resnet8");
+    QCOMPARE(d->table()->model()->rowCount(), static_cast<int>(model->size()));
+    QVERIFY2(d->totalsText().contains("77,754"), qPrintable(d->totalsText()));
+    QVERIFY2(d->titleText().contains("resnet8"), qPrintable(d->titleText()));
+    // The row of a stride-2 convolution shows its halved maps.
+    const QAbstractItemModel* m = d->table()->model();
+    bool found = false;
+    for (int r = 0; r < m->rowCount(); ++r) {
+        if (m->index(r, ModelSummaryModel::Name).data().toString() != "layer2.conv1") continue;
+        found = true;
+        QCOMPARE(m->index(r, ModelSummaryModel::Output).data().toString(), QString("32 \u00d7 14 \u00d7 14"));
+    }
+    QVERIFY(found);
+    if (const QByteArray dir = qgetenv("QS_SUMMARY_SHOT"); !dir.isEmpty()) {
+        QTest::qWait(100);
+        QVERIFY(d->grab().save(QString::fromLocal8Bit(dir) + "/model-summary.png"));
+        QVERIFY(w.grab().save(QString::fromLocal8Bit(dir) + "/main-window.png"));
+    }
+    // Another preset replaces the rows.
+    c.model = "mlp";
+    w.trainingPanel()->setConfig(c);
+    w.showModelSummary();
+    QCOMPARE(d->table()->model()->rowCount(), static_cast<int>(makeModel("mlp")->size()));
+}
+
+void TestGuiSummary::badFileShowsError()
+{
+    QTemporaryDir tmp;
+    const QString junk = tmp.filePath("junk.qsm");
+    std::ofstream(junk.toStdString()) << "not a model";
+    MainWindow w(offlineOptions());
+    QVERIFY(!w.showModelSummaryOfFile(junk));
+    QVERIFY2(w.errorText().contains("junk.qsm"), qPrintable(w.errorText()));
+}
+
+QTEST_MAIN(TestGuiSummary)
+#include "tst_gui_summary.moc"

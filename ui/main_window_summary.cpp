@@ -1,0 +1,64 @@
+// MainWindow: the model summary window (View > Model summary, Ctrl+I, the Training dock's
+// Summary button). It summarises the preset picked in the Training dock for the loaded dataset's
+// images and classes, or a .qsm/.onnx file; errors show in the window's error bar.
+#include "main_window.h"
+
+#include "model_summary_dialog.h"
+#include "training_panel.h"
+
+#include "analysis/model_summary.h"
+#include "util/errors.h"
+
+#include <QFileDialog>
+
+namespace quantscope {
+
+void MainWindow::showSummary(const ModelSummary& s)
+{
+    if (!m_summaryDialog) {
+        m_summaryDialog = new ModelSummaryDialog(this);
+        connect(m_summaryDialog, &ModelSummaryDialog::openFileRequested, this, &MainWindow::openModelSummaryFile);
+    }
+    m_summaryDialog->setSummary(s);
+    m_summaryDialog->show();
+    m_summaryDialog->raise();
+    m_summaryDialog->activateWindow();
+}
+
+void MainWindow::showModelSummary()
+{
+    const std::string preset = m_trainingPanel->config().model;
+    // The loaded dataset's images and classes; MNIST's 1x28x28 and 10 until one is loaded.
+    std::size_t h = 28, w = 28, classes = 10;
+    if (m_data) {
+        h = m_data->height();
+        w = m_data->width();
+        classes = m_data->numClasses();
+    }
+    try {
+        showSummary(summarizePreset(preset, 1, h, w, classes));
+    } catch (const Error& e) {
+        showError(tr("Cannot summarise %1: %2").arg(QString::fromStdString(preset), QString::fromUtf8(e.what())));
+    }
+}
+
+bool MainWindow::showModelSummaryOfFile(const QString& path)
+{
+    try {
+        showSummary(summarizeFile(path.toStdString()));
+        return true;
+    } catch (const Error& e) {
+        showError(tr("Cannot summarise the model: %1").arg(QString::fromUtf8(e.what())));
+        return false;
+    }
+}
+
+void MainWindow::openModelSummaryFile()
+{
+    QWidget* parent = m_summaryDialog && m_summaryDialog->isVisible() ? static_cast<QWidget*>(m_summaryDialog) : this;
+    const QString path = QFileDialog::getOpenFileName(parent, tr("Summarise a model file"), QString(),
+                                                      tr("Models (*.qsm *.onnx);;All files (*)"));
+    if (!path.isEmpty()) showModelSummaryOfFile(path);
+}
+
+} // namespace quantscope
