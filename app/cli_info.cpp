@@ -23,7 +23,7 @@ const char* const kInfoHelp =
     "MODEL is a preset (seed-cnn, seed-cnn-bn, lenet5, mlp, resnet8, mobilenet-tiny), a .qsm\n"
     "file or an .onnx file.\n"
     "\n"
-    "  --input-shape CxHxW  presets: the input image (default 1x28x28)\n"
+    "  --input-shape CxHxW  presets: the input image (default 1x28x28; C <= 16, H, W <= 256)\n"
     "  --classes N          presets: outputs of the last layer (default 10)\n"
     "  --json               one JSON object on stdout\n"
     "  -h, --help           this text\n"
@@ -34,6 +34,8 @@ const char* const kInfoHelp =
     "into its convolution, weights 1 byte, biases int32, one float32 scale per output channel.\n";
 
 namespace {
+
+constexpr std::size_t kMaxChannels = 16, kMaxSide = 256;
 
 // "1x28x28" -> {1, 28, 28}.
 Shape parseInputShape(const std::string& s)
@@ -46,11 +48,15 @@ Shape parseInputShape(const std::string& s)
         if (part.empty() || part.size() > 6 || part.find_first_not_of("0123456789") != std::string::npos)
             throw UsageError("--input-shape: expected CxHxW such as 3x32x32, got '" + s + "'");
         dims.push_back(std::stoul(part));
-        if (dims.back() == 0 || dims.back() > 65536) throw UsageError("--input-shape: dimensions must be in [1, 65536], got '" + s + "'");
         if (x == std::string::npos) break;
         pos = x + 1;
     }
     if (dims.size() != 3) throw UsageError("--input-shape: expected CxHxW such as 3x32x32, got '" + s + "'");
+    // The preset is built with its weights, and a dense head grows with H*W (seed-cnn at 256x256
+    // holds 130 M parameters), so the shape is bounded.
+    if (dims[0] < 1 || dims[0] > kMaxChannels || dims[1] < 1 || dims[1] > kMaxSide || dims[2] < 1 || dims[2] > kMaxSide)
+        throw UsageError("--input-shape: channels must be in [1, " + std::to_string(kMaxChannels) + "] and height, width in [1, " +
+                         std::to_string(kMaxSide) + "], got '" + s + "'");
     return dims;
 }
 
