@@ -73,7 +73,7 @@ void TestCliInfo::initTestCase()
     QVERIFY(m_tmp.isValid());
     auto model = makeModel("seed-cnn-bn", 1, 28, 28, 10, 4);
     m_qsm = m_tmp.filePath("bn.qsm");
-    writeQsm(m_qsm.toStdString(), exportFloatModel(*model, "seed-cnn-bn", 0.3f, 0.3f, {}));
+    writeQsm(m_qsm.toStdString(), exportFloatModel(*model, "seed-cnn-bn", Normalization::uniform(0.3f, 0.3f, 1), {}));
     m_junk = m_tmp.filePath("junk.qsm");
     std::ofstream(m_junk.toStdString()) << "this is not a model";
 }

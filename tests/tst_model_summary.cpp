@@ -215,7 +215,7 @@ void TestModelSummary::storedModelsAndFiles()
 {
     auto model = makeModel("mobilenet-tiny", 1, 28, 28, 10, 2);
     const ModelSummary direct = summarizeModel(*model);
-    const ExportedModel stored = exportFloatModel(*model, "mobilenet-tiny", 0.3f, 0.3f, {});
+    const ExportedModel stored = exportFloatModel(*model, "mobilenet-tiny", Normalization::uniform(0.3f, 0.3f, 1), {});
     const ModelSummary back = summarizeExported(stored, "memory");
     QCOMPARE(back.params, direct.params);
     QCOMPARE(back.macs, direct.macs);

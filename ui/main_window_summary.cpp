@@ -29,14 +29,15 @@ void MainWindow::showModelSummary()
 {
     const std::string preset = m_trainingPanel->config().model;
     // The loaded dataset's images and classes; MNIST's 1x28x28 and 10 until one is loaded.
-    std::size_t h = 28, w = 28, classes = 10;
+    std::size_t c = 1, h = 28, w = 28, classes = 10;
     if (m_data) {
+        c = m_data->channels();
         h = m_data->height();
         w = m_data->width();
         classes = m_data->numClasses();
     }
     try {
-        showSummary(summarizePreset(preset, 1, h, w, classes));
+        showSummary(summarizePreset(preset, c, h, w, classes));
     } catch (const Error& e) {
         showError(tr("Cannot summarise %1: %2").arg(QString::fromStdString(preset), QString::fromUtf8(e.what())));
     }
