@@ -4,7 +4,7 @@
 #include "cli_commands.h"
 
 #include "analysis/model_summary.h"
-#include "io/model_file.h"
+#include "io/model_source.h"
 #include "nn/model_zoo.h"
 
 #include <nlohmann/json.hpp>
@@ -196,7 +196,7 @@ int runInfo(const std::vector<std::string>& argv)
     }
     if (args.positional().size() != 1) throw UsageError("give one model: a preset name, a .qsm or an .onnx file; see --help");
     const std::string spec = args.positional()[0];
-    const bool file = isModelFileName(spec);
+    const bool file = isModelFile(spec);
     if (file && (args.has("--input-shape") || args.has("--classes")))
         throw UsageError("--input-shape and --classes apply to presets; " + spec + " has its own");
     const Shape in = parseInputShape(args.str("--input-shape", "1x28x28"));

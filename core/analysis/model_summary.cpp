@@ -1,7 +1,7 @@
 #include "analysis/model_summary.h"
 
 #include "io/exported_model.h"
-#include "io/model_file.h"
+#include "io/model_source.h"
 #include "nn/avgpool2d.h"
 #include "nn/batchnorm2d.h"
 #include "nn/conv2d.h"
@@ -153,7 +153,7 @@ ModelSummary summarizeFile(const std::string& path)
 ModelSummary summarize(const std::string& spec, std::size_t channels, std::size_t height, std::size_t width,
                        std::size_t classes)
 {
-    if (isModelFileName(spec)) return summarizeFile(spec);
+    if (isModelFile(spec)) return summarizeFile(spec);
     std::string names;
     for (const ModelPresetInfo& p : modelPresets()) {
         if (spec == p.name) return summarizePreset(spec, channels, height, width, classes);

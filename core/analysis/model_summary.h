@@ -78,7 +78,7 @@ ModelSummary summarizePreset(const std::string& name, std::size_t channels = 1, 
 // Throws FormatError when the description does not make a model.
 ModelSummary summarizeExported(const ExportedModel& m, const std::string& source);
 
-// Reads a .qsm or .onnx file (io/model_file.h readModelFile) and summarises it, with the file's
+// Reads a .qsm or .onnx file (io/model_source.h readModelFile) and summarises it, with the file's
 // size in fileBytes. Throws ConfigError for another extension, IoError / FormatError naming the
 // file when it cannot be read or is not a valid model.
 ModelSummary summarizeFile(const std::string& path);
