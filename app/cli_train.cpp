@@ -295,12 +295,15 @@ int runTrain(const std::vector<std::string>& argv)
         cfg.model = std::filesystem::path(modelSpec).stem().string();
         cfg.modelFactory = modelFromFile(modelSpec, reinit);
         cfg.pretrained = !reinit;
+        cfg.modelFile = modelSpec;
+        cfg.reinitModel = reinit;
     } else {
         if (reinit) throw UsageError("--reinit applies to a model file (--model FILE.onnx or FILE.qsm)");
         cfg.model = modelSpec;
         if (!initPath.empty()) {
             cfg.modelFactory = presetWithWeights(modelSpec, initPath);
             cfg.pretrained = true;
+            cfg.modelFile = initPath;
         }
     }
     cfg.epochs = args.u64("--epochs", 1, cfg.pretrained ? 0 : 1, 10000);

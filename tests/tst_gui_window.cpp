@@ -10,6 +10,10 @@
 #include "training_panel.h"
 
 #include "data/idx.h"
+#include "io/exported_model.h"
+#include "io/onnx_io.h"
+#include "io/qsm.h"
+#include "nn/model_zoo.h"
 #include "util/rng.h"
 
 #include <QApplication>
@@ -459,6 +463,55 @@ private slots:
         QCOMPARE(w.tabs()->currentIndex(), 3);
         QCOMPARE(child<QSplitter>(&w, "mainSplitter")->saveState(), splitter);
         QSettings().clear();
+    }
+
+    // File > Open model file: an FP32 ONNX file joins the model picker and starts a run from its
+    // weights (PTQ with 0 epochs quantizes it without training); broken and integer files are
+    // refused with a message naming them, and the picker keeps its choice.
+    void modelFileStartsARun()
+    {
+        MainWindow w(options(m_small.path()));
+        QSignalSpy ready(&w, &MainWindow::datasetReady);
+        QVERIFY(ready.count() > 0 || ready.wait(kLoadTimeoutMs));
+        const DatasetPtr data = w.dataset();
+        QTemporaryDir dir;
+        const QString path = QDir(dir.path()).filePath(QStringLiteral("my-lenet.onnx"));
+        auto model = makeModel("lenet5", data->channels(), data->height(), data->width(), data->numClasses(), 5);
+        writeOnnx(path.toStdString(), exportFloatModel(*model, "lenet5", data->normalization, data->classNames));
+
+        auto* picker = child<QComboBox>(&w, "model");
+        const QString before = picker->currentText();
+        const QString broken = QDir(dir.path()).filePath(QStringLiteral("broken.onnx"));
+        {
+            QFile f(broken);
+            QVERIFY(f.open(QIODevice::WriteOnly));
+            f.write("not a protobuf at all");
+        }
+        QVERIFY(!w.loadModelFile(broken));
+        QVERIFY2(w.errorText().contains(QStringLiteral("broken.onnx")), qPrintable(w.errorText()));
+        QCOMPARE(picker->currentText(), before);
+
+        QVERIFY(w.loadModelFile(path));
+        QCOMPARE(picker->currentText(), QStringLiteral("my-lenet.onnx"));
+        QCOMPARE(w.trainingPanel()->config().modelFile, path.toStdString());
+        QVERIFY(w.trainingPanel()->config().pretrained);
+        QVERIFY(child<QCheckBox>(&w, "reinitModel")->isEnabled());
+        selectData(child<QComboBox>(&w, "strategy"), QStringLiteral("ptq"));
+        child<QSpinBox>(&w, "epochs")->setValue(0);
+        QCOMPARE(w.trainingPanel()->config().epochs, std::size_t{0});
+        QSignalSpy ended(&w, &MainWindow::runEnded);
+        w.startTraining();
+        QVERIFY(ended.wait(kRunTimeoutMs));
+        const RunRecord* run = w.runsModel()->runById(ended.first().first().toInt()).get();
+        QCOMPARE(run->status, RunStatus::Done);
+        QCOMPARE(run->finish.epochsDone, std::size_t{0});
+        QVERIFY(!std::isnan(run->finish.quantTestAccuracy));
+        QCOMPARE(run->config.modelFile, path.toStdString());
+
+        // Choosing a preset again leaves the file behind.
+        selectData(picker, QStringLiteral("mlp"));
+        QVERIFY(w.trainingPanel()->config().modelFile.empty());
+        QVERIFY(!child<QCheckBox>(&w, "reinitModel")->isEnabled());
     }
 
     // File > Export quantized model… writes .qsm / .onnx through core's writers and reports the

@@ -10,6 +10,8 @@
 #include "runs_model.h"
 #include "training_panel.h"
 
+#include "io/model_source.h"
+
 #include <QCloseEvent>
 #include <QDir>
 #include <QDockWidget>
@@ -209,7 +211,15 @@ void MainWindow::startTraining()
         return;
     }
     TrainConfig cfg = m_trainingPanel->config();
+    DatasetPtr data = m_data;
     try {
+        if (!cfg.modelFile.empty()) cfg.modelFactory = modelFromFile(cfg.modelFile, cfg.reinitModel);
+        const QString norm = m_trainingPanel->normalizeText();
+        if (!norm.isEmpty()) { // a copy of the dataset with the user's normalisation
+            auto d = std::make_shared<Dataset>(*m_data);
+            d->normalization = Normalization::parse(norm.toStdString()).broadcast(d->channels());
+            data = d;
+        }
         cfg.validate();
     } catch (const std::exception& e) {
         showError(tr("These options cannot be trained: %1").arg(QString::fromStdString(e.what())));
@@ -228,7 +238,7 @@ void MainWindow::startTraining()
     const int row = m_runs->addRun(run);
     m_sinceTrain.start();
     m_firstPointSent = false;
-    if (!m_controller->startTraining(run->id, cfg, m_data)) {
+    if (!m_controller->startTraining(run->id, cfg, data)) {
         run->status = RunStatus::Failed;
         run->error = tr("the worker is busy");
         m_runs->runChanged(run->id);

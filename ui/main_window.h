@@ -90,6 +90,11 @@ public slots:
     void exportQuantizedModel();
     // Writes run `id`'s model to `path` in the background; false (with a message) if it cannot.
     bool exportRunTo(int id, const QString& path);
+    // File > Open model file (Ctrl+Shift+O) and the model picker's entry: an FP32 .onnx (PyTorch's
+    // or QuantScope's) or .qsm whose architecture and weights start the next run. loadModelFile
+    // checks the file and adds it to the Training dock's picker; false (with a message) if it cannot.
+    void openModelFile();
+    bool loadModelFile(const QString& path);
 
     // Model summary (main_window_summary.cpp): of the preset picked in the Training dock for the
     // loaded dataset's image size, of a .qsm/.onnx file, or of any summary (e.g. a loaded model).
@@ -182,6 +187,7 @@ private:
     QAction* m_stopAct;
     QAction* m_summaryAct;
     QAction* m_summaryFileAct;
+    QAction* m_openModelAct;
     ModelSummaryDialog* m_summaryDialog = nullptr;
 };
 

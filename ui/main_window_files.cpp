@@ -8,7 +8,10 @@
 #include "runs_model.h"
 #include "training_panel.h"
 
+#include "io/model_source.h"
+
 #include <QDockWidget>
+#include <QFileInfo>
 #include <QFileDialog>
 #include <QItemSelectionModel>
 #include <QLabel>
@@ -22,6 +25,47 @@
 #include <QTableView>
 
 namespace quantscope {
+
+void MainWindow::openModelFile()
+{
+    const QString path = QFileDialog::getOpenFileName(this, tr("Open a model file"), QString(),
+                                                      tr("Models (*.onnx *.qsm);;ONNX (*.onnx);;QuantScope (*.qsm);;All files (*)"));
+    if (!path.isEmpty()) loadModelFile(path);
+}
+
+bool MainWindow::loadModelFile(const QString& path)
+{
+    ExportedModel m;
+    try {
+        m = readModelFile(path.toStdString());
+    } catch (const std::exception& e) {
+        showError(tr("Cannot open the model: %1").arg(QString::fromUtf8(e.what())));
+        return false;
+    }
+    if (m.quantized) {
+        showError(tr("%1 is an integer model; training and PTQ start from an FP32 model. Evaluate it with "
+                     "quantscope-cli eval, or export the FP32 model.").arg(path));
+        return false;
+    }
+    const QString shape = QStringLiteral("%1x%2x%3").arg(m.channels).arg(m.height).arg(m.width);
+    const QString tip = tr("%1\n%2 layers, %3 parameters, input %4, %5 classes")
+                            .arg(path)
+                            .arg(m.layers.size())
+                            .arg(formatCount(static_cast<double>(m.numParams())))
+                            .arg(shape)
+                            .arg(m.classes);
+    m_trainingPanel->addModelFile(path, QFileInfo(path).fileName(), tip);
+    clearError();
+    QString note;
+    if (m_data && (m_data->channels() != m.channels || m_data->height() != m.height || m_data->width() != m.width))
+        note = tr(" \u2014 it takes %1 images, the loaded dataset has %2x%3x%4")
+                   .arg(shape)
+                   .arg(m_data->channels())
+                   .arg(m_data->height())
+                   .arg(m_data->width());
+    m_statusLabel->setText(tr("Model %1: %2 parameters%3").arg(QFileInfo(path).fileName(), formatCount(static_cast<double>(m.numParams())), note));
+    return true;
+}
 
 void MainWindow::saveRuns()
 {

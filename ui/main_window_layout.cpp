@@ -87,6 +87,11 @@ void MainWindow::buildActions()
     m_openAct->setShortcut(QKeySequence::Open);
     m_openAct->setToolTip(tr("Loads an MNIST-layout folder of IDX files."));
     m_pickFilesAct = new QAction(tr("&Pick dataset files\u2026"), this);
+    m_openModelAct = new QAction(tr("Open &model file (ONNX, .qsm)\u2026"), this);
+    m_openModelAct->setObjectName(QStringLiteral("openModelAction"));
+    m_openModelAct->setShortcut(QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_O));
+    m_openModelAct->setToolTip(tr("Starts the next run from an FP32 ONNX model (e.g. from torch.onnx.export) or a .qsm file."));
+    connect(m_openModelAct, &QAction::triggered, this, &MainWindow::openModelFile);
     m_loadRunsAct = new QAction(tr("&Load runs\u2026"), this);
     m_saveRunsAct = new QAction(tr("&Save runs\u2026"), this);
     m_saveRunsAct->setShortcut(QKeySequence::Save);
@@ -149,6 +154,7 @@ void MainWindow::buildLayout()
     splitDockWidget(m_datasetDock, m_trainingDock, Qt::Vertical);
     resizeDocks({m_datasetDock}, {400}, Qt::Horizontal);
 
+    connect(m_trainingPanel, &TrainingPanel::openModelFileRequested, this, &MainWindow::openModelFile);
     connect(m_datasetPanel, &DatasetPanel::folderChosen, this, &MainWindow::openDatasetFolder);
     connect(m_datasetPanel, &DatasetPanel::filesChosen, this, &MainWindow::openDatasetFiles);
     connect(m_datasetPanel, &DatasetPanel::limitsChanged, this, [this] {
@@ -284,6 +290,7 @@ void MainWindow::buildMenus()
     QMenu* file = menuBar()->addMenu(tr("&File"));
     file->addAction(m_openAct);
     file->addAction(m_pickFilesAct);
+    file->addAction(m_openModelAct);
     file->addSeparator();
     file->addAction(m_loadRunsAct);
     file->addAction(m_saveRunsAct);

@@ -27,6 +27,10 @@ void MainWindow::showSummary(const ModelSummary& s)
 
 void MainWindow::showModelSummary()
 {
+    if (!m_trainingPanel->config().modelFile.empty()) {
+        showModelSummaryOfFile(QString::fromStdString(m_trainingPanel->config().modelFile));
+        return;
+    }
     const std::string preset = m_trainingPanel->config().model;
     // The loaded dataset's images and classes; MNIST's 1x28x28 and 10 until one is loaded.
     std::size_t c = 1, h = 28, w = 28, classes = 10;

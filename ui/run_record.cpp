@@ -271,6 +271,8 @@ QJsonObject configToJson(const TrainConfig& c)
                    {"blend_steps", double(p.blendSteps)},
                    {"percentile", double(p.percentile)}};
     return QJsonObject{{"model", str(c.model)},
+                       {"model_file", str(c.modelFile)},
+                       {"reinit_model", c.reinitModel},
                        {"epochs", double(c.epochs)},
                        {"batch_size", double(c.batchSize)},
                        {"optimizer", str(c.optimizer)},
@@ -288,6 +290,9 @@ TrainConfig configFromJson(const QJsonObject& o)
 {
     TrainConfig c;
     c.model = sstr(o["model"], c.model);
+    c.modelFile = sstr(o["model_file"], "");
+    c.reinitModel = o["reinit_model"].toBool(false);
+    c.pretrained = !c.modelFile.empty() && !c.reinitModel;
     c.epochs = count(o["epochs"].toDouble(double(c.epochs)));
     c.batchSize = count(o["batch_size"].toDouble(double(c.batchSize)));
     c.optimizer = sstr(o["optimizer"], c.optimizer);

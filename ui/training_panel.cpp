@@ -4,16 +4,19 @@
 
 #include "nn/model_zoo.h"
 
+#include <QCheckBox>
 #include <QComboBox>
 #include <QDoubleSpinBox>
 #include <QDoubleValidator>
 #include <QEvent>
+#include <QFileInfo>
 #include <QGridLayout>
 #include <QGroupBox>
 #include <QHBoxLayout>
 #include <QLabel>
 #include <QLineEdit>
 #include <QPushButton>
+#include <QSignalBlocker>
 #include <QSpinBox>
 #include <QStandardItemModel>
 #include <QThread>
@@ -23,6 +26,8 @@
 namespace quantscope {
 
 namespace {
+
+constexpr int kFileRole = Qt::UserRole + 1; // model picker: the entry is a model file (its data is the path)
 
 QString qs(const std::string& s) { return QString::fromStdString(s); }
 
@@ -217,7 +222,24 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
         m_model->addItem(QString::fromLatin1(p.name), QString::fromLatin1(p.name));
         m_model->setItemData(m_model->count() - 1, QString::fromLatin1(p.description), Qt::ToolTipRole);
     }
-    m_model->setToolTip(tr("The network to train; hover over an entry to see its layers."));
+    m_model->insertSeparator(m_model->count());
+    m_model->addItem(tr("Open model file\u2026"), QString());
+    m_model->setItemData(m_model->count() - 1,
+                         tr("An FP32 ONNX model (from PyTorch's torch.onnx.export or QuantScope) or a .qsm file: its "
+                            "architecture and weights are the start (Ctrl+Shift+O)."),
+                         Qt::ToolTipRole);
+    m_model->setToolTip(tr("The network to train: a preset, or a model file (ONNX from PyTorch, .qsm) whose weights are "
+                           "the start; hover over an entry to see its layers."));
+    m_reinit = new QCheckBox(tr("Fresh weights"));
+    m_reinit->setObjectName(QStringLiteral("reinitModel"));
+    m_reinit->setToolTip(tr("Keep the model file's architecture but initialise its weights afresh from the seed "
+                            "(train from scratch)."));
+    m_normalize = new QLineEdit;
+    m_normalize->setObjectName(QStringLiteral("normalize"));
+    m_normalize->setPlaceholderText(tr("dataset statistics"));
+    m_normalize->setToolTip(tr("Input normalisation, pixels first scaled to [0, 1]: MEAN,STD, each a number or one per "
+                               "channel joined by ':' (0.485:0.456:0.406,0.229:0.224:0.225), or 'none'. Empty: the "
+                               "train set's per-channel mean and standard deviation. Stored with exported models."));
 
     m_strategy = new QComboBox;
     m_strategy->setObjectName(QStringLiteral("strategy"));
@@ -334,8 +356,10 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
     auto* mg = grid();
     put(mg, 0, 0, tr("&Model"), m_model, 2);
     mg->addWidget(m_summary, 0, 3);
-    put(mg, 1, 0, tr("&Strategy"), m_strategy, 3);
-    mg->addWidget(m_strategyHelp, 2, 0, 1, 4);
+    mg->addWidget(m_reinit, 1, 1, 1, 2);
+    put(mg, 2, 0, tr("&Normalize"), m_normalize, 3);
+    put(mg, 3, 0, tr("&Strategy"), m_strategy, 3);
+    mg->addWidget(m_strategyHelp, 4, 0, 1, 4);
     modelBox->setLayout(mg);
 
     auto* precBox = new QGroupBox(tr("Precision"));
@@ -406,17 +430,43 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
     connect(m_percentile, &QDoubleSpinBox::valueChanged, this, changed);
     connect(m_momentum, &QDoubleSpinBox::valueChanged, this, changed);
     connect(m_lr, &QLineEdit::textChanged, this, changed);
+    connect(m_reinit, &QCheckBox::toggled, this, changed);
+    connect(m_model, &QComboBox::activated, this, [this](int index) {
+        if (m_model->itemData(index).toString().isEmpty()) { // "Open model file..."
+            m_model->setCurrentIndex(m_lastModelIndex);
+            emit openModelFileRequested();
+        }
+    });
     connect(m_schedule, &ScheduleEditor::changed, this, changed);
 
     setConfig(defaultConfig());
 }
+
+void TrainingPanel::addModelFile(const QString& path, const QString& label, const QString& tip)
+{
+    int i = m_model->findData(path);
+    if (i < 0) {
+        i = m_model->count() - 2; // before the separator and "Open model file..."
+        m_model->insertItem(i, label, path);
+        m_model->setItemData(i, true, kFileRole);
+    }
+    m_model->setItemData(i, tip, Qt::ToolTipRole);
+    m_model->setCurrentIndex(i);
+}
+
+QString TrainingPanel::normalizeText() const { return m_normalize->text().trimmed(); }
 
 void TrainingPanel::setConfig(const TrainConfig& cfg)
 {
     m_initializing = true;
     m_cfg = cfg;
     const PrecisionConfig& p = cfg.precision;
-    selectData(m_model, qs(cfg.model));
+    if (!cfg.modelFile.empty() && m_model->findData(qs(cfg.modelFile)) < 0) {
+        const QString path = qs(cfg.modelFile);
+        addModelFile(path, QFileInfo(path).fileName(), path);
+    }
+    selectData(m_model, qs(cfg.modelFile.empty() ? cfg.model : cfg.modelFile));
+    m_reinit->setChecked(cfg.reinitModel);
     selectData(m_strategy, strategyName(p.strategy));
     if (m_format->findData(qs(p.format)) < 0) m_format->addItem(qs(p.format), qs(p.format));
     selectData(m_format, qs(p.format));
@@ -451,7 +501,20 @@ void TrainingPanel::readWidgets()
 {
     TrainConfig& c = m_cfg;
     PrecisionConfig& p = c.precision;
-    c.model = m_model->currentData().toString().toStdString();
+    const QString modelData = m_model->currentData().toString();
+    if (m_model->currentData(kFileRole).toBool()) {
+        c.model = QFileInfo(modelData).completeBaseName().toStdString();
+        c.modelFile = modelData.toStdString();
+        c.reinitModel = m_reinit->isChecked();
+        c.pretrained = !c.reinitModel;
+    } else {
+        c.model = modelData.toStdString();
+        c.modelFile.clear();
+        c.reinitModel = false;
+        c.pretrained = false;
+        c.modelFactory = nullptr;
+    }
+    if (!modelData.isEmpty()) m_lastModelIndex = m_model->currentIndex();
     try {
         p.strategy = parseStrategy(m_strategy->currentData().toString().toStdString());
     } catch (const std::exception&) {
@@ -493,6 +556,15 @@ void TrainingPanel::setApplies(QWidget* w, bool applies, const QString& why)
 
 void TrainingPanel::updateApplicability()
 {
+    // A model file: "Fresh weights" applies; with its own weights it may be quantized without
+    // training (0 epochs).
+    const bool file = !m_cfg.modelFile.empty();
+    m_reinit->setEnabled(file && !m_running);
+    {
+        const QSignalBlocker block(m_epochs);
+        m_epochs->setMinimum(m_cfg.pretrained ? 0 : 1);
+        if (m_cfg.precision.strategy != Strategy::Progressive) m_cfg.epochs = static_cast<std::size_t>(m_epochs->value());
+    }
     const PrecisionConfig& p = m_cfg.precision;
     const StrategyInfo& s = strategyInfo(p.strategy);
     const QString label = QString::fromLatin1(s.label);
@@ -565,7 +637,7 @@ void TrainingPanel::updateApplicability()
 void TrainingPanel::setRunning(bool running)
 {
     m_running = running;
-    for (QWidget* w : std::initializer_list<QWidget*>{m_model, m_strategy, m_optimizer, m_lr, m_batch, m_threads,
+    for (QWidget* w : std::initializer_list<QWidget*>{m_model, m_normalize, m_strategy, m_optimizer, m_lr, m_batch, m_threads,
                                                       m_seed})
         w->setEnabled(!running);
     if (QLabel* l = m_labels.value(m_model)) l->setEnabled(!running);

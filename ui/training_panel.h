@@ -9,6 +9,7 @@
 #include <QHash>
 #include <QWidget>
 
+class QCheckBox;
 class QComboBox;
 class QDoubleSpinBox;
 class QLabel;
@@ -59,12 +60,24 @@ public:
     QPushButton* stopButton() const { return m_stop; }
     // Next to the model picker: opens the model summary (the main window connects it).
     QPushButton* summaryButton() const { return m_summary; }
+    // Adds a model file (checked by the caller) to the model picker and selects it. `label` is
+    // shown, `tip` is its tooltip (layers, parameters, input).
+    void addModelFile(const QString& path, const QString& label, const QString& tip);
+    // The input normalisation typed by the user ("MEAN,STD", see Normalization::parse), or empty
+    // for the dataset's statistics.
+    QString normalizeText() const;
+
+public slots:
+    // Asks the main window for a model file (emits openModelFileRequested).
+    void requestModelFile() { emit openModelFileRequested(); }
 
     // Sensible first run: QAT, int8, channel-wise, seed-cnn, Adam 1e-3, 2 epochs, batch 64, 2 threads.
     static TrainConfig defaultConfig();
 
 signals:
     void configChanged();
+    // The picker's "Open model file..." entry was chosen.
+    void openModelFileRequested();
 
 private:
     void readWidgets();       // widgets -> m_cfg
@@ -80,6 +93,9 @@ private:
     QHash<QWidget*, QLabel*> m_labels;
 
     QComboBox* m_model;
+    int m_lastModelIndex = 0;
+    QCheckBox* m_reinit;
+    QLineEdit* m_normalize;
     QComboBox* m_strategy;
     QLabel* m_strategyHelp;
     QComboBox* m_format;

@@ -34,6 +34,11 @@ struct TrainConfig {
     ModelFactory modelFactory;
     // The factory's model starts trained: epochs may be 0 (evaluate and, for PTQ, calibrate only).
     bool pretrained = false;
+    // Informative, for reports and saved runs: the model file the factory reads (--model FILE or
+    // --init FILE), and whether its weights were re-initialised (--reinit). The CLI and the GUI
+    // build modelFactory from them.
+    std::string modelFile;
+    bool reinitModel = false;
 
     // Throws ConfigError naming the first bad field.
     void validate() const;
