@@ -5,7 +5,7 @@
 
 #include "data/dataset.h"
 #include "infer/model_runner.h"
-#include "io/model_export.h"
+#include "analysis/model_export.h"
 #include "io/model_source.h"
 #include "io/onnx_io.h"
 #include "io/qsm.h"

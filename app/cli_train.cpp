@@ -7,7 +7,7 @@
 #include "quant/granularity.h"
 #include "quant/observer.h"
 #include "quant/rounding.h"
-#include "io/model_export.h"
+#include "analysis/model_export.h"
 #include "io/model_source.h"
 #include "train/trainer.h"
 

@@ -1,7 +1,7 @@
 // Writes seed corpora for the fuzz targets: OUT/qsm/*.qsm (tiny FP32, int8, int4 group-wise and
 // int2 models, and a residual/depthwise graph in FP32 and int8) and OUT/idx/* (small IDX files).
 #include "data/idx.h"
-#include "io/model_export.h"
+#include "analysis/model_export.h"
 #include "io/qsm.h"
 #include "nn/activations.h"
 #include "nn/add.h"

@@ -3,7 +3,7 @@
 // scales; QAT's straight-through estimator, BN folding, mixed precision's loss scaling, pure low
 // precision's nearest-vs-stochastic effect and progressive phases behave as a user expects.
 #include "data/dataset.h"
-#include "io/model_export.h"
+#include "analysis/model_export.h"
 #include "io/model_source.h"
 #include "nn/batchnorm2d.h"
 #include "nn/conv2d.h"

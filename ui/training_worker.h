@@ -6,7 +6,7 @@
 
 #include "data/dataset.h"
 #include "io/exported_model.h"
-#include "io/model_export.h"
+#include "analysis/model_export.h"
 #include "train/events.h"
 #include "train/trainer.h"
 

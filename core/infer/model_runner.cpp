@@ -1,6 +1,5 @@
 #include "infer/model_runner.h"
 
-#include "train/loss.h"
 #include "util/errors.h"
 
 #include <tbb/task_arena.h>

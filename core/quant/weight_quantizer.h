@@ -11,7 +11,7 @@
 #include "quant/observer.h"
 #include "quant/quantize.h"
 #include "quant/rounding.h"
-#include "train/events.h"
+#include "quant/layer_stats.h"
 
 #include <cstdint>
 #include <optional>

@@ -57,4 +57,16 @@ ConstMatrixMap Tensor::matrix(std::size_t rows, std::size_t cols) const
     return ConstMatrixMap(m_data.data(), static_cast<Eigen::Index>(rows), static_cast<Eigen::Index>(cols));
 }
 
+void argmaxRows(const Tensor& scores, std::span<std::int32_t> out)
+{
+    const std::size_t N = scores.dim(0), K = scores.dim(1);
+    for (std::size_t n = 0; n < N && n < out.size(); ++n) {
+        const float* r = scores.data() + n * K;
+        std::size_t best = 0;
+        for (std::size_t j = 1; j < K; ++j)
+            if (r[j] > r[best]) best = j;
+        out[n] = static_cast<std::int32_t>(best);
+    }
+}
+
 } // namespace quantscope

@@ -5,7 +5,9 @@
 #include <Eigen/Core>
 
 #include <cstddef>
+#include <cstdint>
 #include <initializer_list>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -61,5 +63,8 @@ private:
     Shape m_shape;
     std::vector<float> m_data;
 };
+
+// Index of the largest value in each row of scores (N, K) (the first on ties), into out[0, N).
+void argmaxRows(const Tensor& scores, std::span<std::int32_t> out);
 
 } // namespace quantscope

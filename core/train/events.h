@@ -2,6 +2,8 @@
 // No pointers into live tensors: an observer on another thread can keep them.
 #pragma once
 
+#include "quant/layer_stats.h"
+
 #include <atomic>
 #include <cmath>
 #include <cstdint>
@@ -59,25 +61,6 @@ struct FinishEvent {
     double imagesPerSecond = 0.0;  // mean over epochs
     std::size_t skippedSteps = 0;  // optimizer steps skipped on overflow (loss scaling)
     double finalLossScale = kNoValue;
-};
-
-// What the user sees of one quantized weight tensor after an epoch (issue: quantization).
-struct LayerStats {
-    std::size_t epoch = 0;
-    std::string layer;                    // "conv1"
-    std::string tensor = "weight";
-    std::string format;                   // "int8"
-    std::string granularity;              // spec name: "channel-wise", "tensor-wise", ...
-    std::vector<float> scales;            // one per scale slot
-    std::vector<std::int32_t> zeroPoints; // one per scale slot
-    std::vector<float> channelMin, channelMax; // FP32 weights, per output channel
-    float tensorMin = 0.0f, tensorMax = 0.0f;  // FP32 weights, whole tensor
-    float clipLow = 0.0f, clipHigh = 0.0f;     // representable range (widest over slots)
-    // Histograms over shared bins aligned to the quantization grid (edges.size() == bins + 1).
-    std::vector<double> binEdges;
-    std::vector<std::uint64_t> fp32Hist, quantHist;
-    double clippedFraction = 0.0;         // share of weights outside the clip range
-    double mse = 0.0, maxAbsError = 0.0, sqnrDb = 0.0;
 };
 
 class TrainObserver {

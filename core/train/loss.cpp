@@ -68,16 +68,4 @@ float mseLoss(const Tensor& pred, const Tensor& target, Tensor& grad)
     return static_cast<float>(s / static_cast<double>(pred.numel()));
 }
 
-void argmaxRows(const Tensor& scores, std::span<std::int32_t> out)
-{
-    const std::size_t N = scores.dim(0), K = scores.dim(1);
-    for (std::size_t n = 0; n < N && n < out.size(); ++n) {
-        const float* r = scores.data() + n * K;
-        std::size_t best = 0;
-        for (std::size_t j = 1; j < K; ++j)
-            if (r[j] > r[best]) best = j;
-        out[n] = static_cast<std::int32_t>(best);
-    }
-}
-
 } // namespace quantscope

@@ -19,7 +19,4 @@ float crossEntropyLoss(const Tensor& logits, std::span<const std::int32_t> targe
 // pred, target: same shape. L = mean((pred - target)^2); dL/dpred = 2 (pred - target) / numel
 float mseLoss(const Tensor& pred, const Tensor& target, Tensor& grad);
 
-// Index of the largest value in each row of (N, K).
-void argmaxRows(const Tensor& scores, std::span<std::int32_t> out);
-
 } // namespace quantscope

@@ -4,7 +4,7 @@
 
 #include "data/dataset.h"
 #include "io/exported_model.h"
-#include "io/model_export.h"
+#include "analysis/model_export.h"
 #include "nn/activations.h"
 #include "nn/linear.h"
 #include "nn/model_zoo.h"

@@ -1,4 +1,4 @@
-#include "io/model_export.h"
+#include "analysis/model_export.h"
 
 #include "infer/model_runner.h"
 #include "io/onnx_io.h"
