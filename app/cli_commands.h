@@ -24,6 +24,9 @@ int runEval(const std::vector<std::string>& args);
 extern const char* const kEvalHelp;
 
 int runInfo(const std::vector<std::string>& args);
+
+int runAnalyze(const std::vector<std::string>& args);
+extern const char* const kAnalyzeHelp;
 extern const char* const kInfoHelp;
 // What `train --export` wrote: a line of text, or {"event":"export",...} with --json.
 void printExportSummary(const ExportSummary& s, bool json);

@@ -22,6 +22,8 @@ const char* const kHelp =
     "  train    train a model on an MNIST-layout IDX folder (see 'quantscope-cli train --help')\n"
     "  eval     run an exported .qsm/.onnx model on the test set (see 'quantscope-cli eval --help')\n"
     "  info     layers, shapes, parameters, MACs and sizes of a model (see 'quantscope-cli info --help')\n"
+    "  analyze  compare: where a quantized model's error comes from, layer by layer\n"
+    "           (see 'quantscope-cli analyze --help')\n"
     "\n"
     "exit codes: 0 ok, 2 usage error, 3 data or I/O error, 4 training diverged, 1 internal error\n";
 
@@ -46,6 +48,7 @@ int main(int argc, char** argv)
         if (cmd == "train") return runTrain(args);
         if (cmd == "eval") return runEval(args);
         if (cmd == "info") return runInfo(args);
+        if (cmd == "analyze") return runAnalyze(args);
         std::fprintf(stderr, "quantscope-cli: unknown command '%s' (see --help)\n", cmd.c_str());
         return kExitUsage;
     } catch (const UsageError& e) {

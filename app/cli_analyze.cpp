@@ -1,0 +1,213 @@
+// quantscope-cli analyze: questions asked of a trained model. `analyze compare` quantizes it
+// (PTQ: min-max or other calibration on training images) and compares every layer's output with
+// the FP32 model's, propagated and alone, then (--runner engine) the integer engine with the
+// fake-quant simulation at every quantization point.
+#include "cli_args.h"
+#include "cli_commands.h"
+
+#include "analysis/layer_compare.h"
+#include "analysis/model_export.h"
+#include "data/dataset.h"
+#include "io/model_source.h"
+#include "nn/model_zoo.h"
+#include "quant/format.h"
+#include "quant/granularity.h"
+#include "quant/observer.h"
+#include "train/quant_sim.h"
+#include "util/errors.h"
+
+#include <nlohmann/json.hpp>
+#include <tbb/task_arena.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+namespace quantscope::cli {
+
+const char* const kAnalyzeHelp =
+    "usage: quantscope-cli analyze compare MODEL [options]\n"
+    "\n"
+    "compare: quantizes MODEL after training (PTQ) and compares every layer's output with the FP32\n"
+    "model's on a batch of test images, in graph order: SQNR and cosine similarity with the error\n"
+    "propagated from earlier layers, and with this layer alone quantized (FP32 inputs). Names the\n"
+    "first layer whose SQNR falls below --threshold. MODEL is an FP32 .qsm or .onnx file (or a\n"
+    "preset name, freshly initialised).\n"
+    "\n"
+    "  --data PATH          dataset (any layout 'train' reads; default Fashion-MNIST)\n"
+    "  --format F           weight format (default int8)\n"
+    "  --granularity G      tensor, channel, group:N, ... (default channel)\n"
+    "  --calibration C      weight ranges: minmax (default), percentile, mse, moving-average\n"
+    "  --act-format F       activation format (default uint8)\n"
+    "  --act-calibration C  activation ranges (default minmax)\n"
+    "  --calib-images N     calibration images from the training set (default 1000)\n"
+    "  --images N           test images compared (default 256)\n"
+    "  --threshold DB       flag layers whose SQNR is below this (default 20)\n"
+    "  --normalize MEAN,STD input normalisation for a model that does not store one\n"
+    "  --runner engine      also compare the integer engine with fake-quant at every point\n"
+    "  --threads N          worker threads (default 2)\n"
+    "  --json               one JSON object on stdout\n";
+
+namespace {
+
+nlohmann::json finite(double v)
+{
+    if (std::isfinite(v)) return v;
+    return nullptr;
+}
+
+std::string db(double v)
+{
+    if (std::isinf(v) && v > 0) return "   inf";
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%6.1f", v);
+    return buf;
+}
+
+int runCompare(const Args& args)
+{
+    if (args.positional().size() != 2) throw UsageError("give one model: analyze compare MODEL (see --help)");
+    const std::string spec = args.positional()[1];
+    PrecisionConfig pc;
+    pc.strategy = Strategy::Ptq;
+    pc.format = args.str("--format", "int8");
+    pc.granularity = args.str("--granularity", "channel");
+    pc.calibration = args.str("--calibration", "minmax");
+    pc.activationFormat = args.str("--act-format", "uint8");
+    pc.activationCalibration = args.str("--act-calibration", "minmax");
+    pc.calibImages = args.u64("--calib-images", 1000, 1, 10000000);
+    findFormat(pc.format);
+    findFormat(pc.activationFormat);
+    parseGranularity(pc.granularity);
+    parseCalibration(pc.calibration);
+    parseCalibration(pc.activationCalibration);
+    pc.validate();
+    const std::size_t images = args.u64("--images", 256, 1, 100000);
+    const double threshold = args.f64("--threshold", 20.0, -1000.0, 1000.0);
+    const std::size_t threads = args.u64("--threads", 2, 1, 1024);
+    const std::string runner = args.str("--runner", "");
+    if (!runner.empty() && runner != "engine") throw UsageError("unknown --runner '" + runner + "' (engine)");
+    const bool json = args.has("--json");
+
+    DatasetOptions dopt;
+    dopt.dir = args.str("--data", kDefaultDataDir);
+    dopt.testLimit = images;
+    Dataset data = Dataset::load(dopt);
+    if (args.has("--normalize")) data.normalization = Normalization::parse(args.str("--normalize", "")).broadcast(data.channels());
+    const Shape input{data.channels(), data.height(), data.width()};
+    std::unique_ptr<Model> model;
+    std::string name = spec;
+    if (isModelFile(spec)) {
+        ExportedModel m = readModelFile(spec);
+        if (m.normalizationKnown && !args.has("--normalize")) data.normalization = m.normalization.broadcast(data.channels());
+        model = modelFromFile(spec, false)(input, data.numClasses(), 1);
+        name = std::filesystem::path(spec).stem().string();
+    } else {
+        model = makeModel(spec, input[0], input[1], input[2], data.numClasses(), 1);
+        if (!json) std::fprintf(stderr, "note: %s is a preset, freshly initialised (give a trained .qsm/.onnx to compare a trained model)\n", spec.c_str());
+    }
+
+    const auto t0 = std::chrono::steady_clock::now();
+    tbb::task_arena arena(static_cast<int>(threads));
+    LayerComparisonReport r;
+    std::vector<EnginePointDivergence> engine;
+    std::string engineNote;
+    arena.execute([&] {
+        QuantSim sim(*model, pc, findFormat(pc.format));
+        sim.quantizeWeights(Rounding::Nearest, 0);
+        sim.calibrate(data, data.train, pc.calibImages, 64);
+        sim.setObserving(false);
+        Tensor x;
+        std::vector<std::int32_t> y;
+        data.makeBatch(data.test, 0, std::min(images, data.test.size()), x, y);
+        r = compareLayers(*model, sim, x, threshold);
+        if (!runner.empty()) {
+            const ExportedModel em = exportQuantizedModel(*model, sim, name, data, "ptq", pc.granularity);
+            try {
+                engine = compareEngineWithFakeQuant(em, data, data.test, std::min<std::size_t>(images, 64));
+            } catch (const ConfigError& e) {
+                engineNote = e.what();
+            }
+        }
+    });
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+    if (json) {
+        nlohmann::json layers = nlohmann::json::array();
+        for (const LayerComparison& c : r.layers)
+            layers.push_back({{"index", c.index},
+                              {"layer", c.layer},
+                              {"kind", c.kind},
+                              {"quantized_weights", c.quantizedWeights},
+                              {"output_point", c.outputPoint},
+                              {"sqnr_db", finite(c.sqnrDb)},
+                              {"cosine", c.cosine},
+                              {"alone_sqnr_db", finite(c.aloneSqnrDb)},
+                              {"alone_cosine", c.aloneCosine}});
+        nlohmann::json j = {{"event", "compare"},
+                            {"model", name},
+                            {"format", pc.format},
+                            {"granularity", pc.granularity},
+                            {"activation_format", pc.activationFormat},
+                            {"images", r.images},
+                            {"threshold_db", threshold},
+                            {"first_below", r.firstBelow >= 0 ? nlohmann::json(r.layers[r.firstBelow].layer) : nlohmann::json(nullptr)},
+                            {"first_alone_below",
+                             r.firstAloneBelow >= 0 ? nlohmann::json(r.layers[r.firstAloneBelow].layer) : nlohmann::json(nullptr)},
+                            {"layers", layers},
+                            {"seconds", seconds}};
+        if (!runner.empty()) {
+            nlohmann::json pts = nlohmann::json::array();
+            for (const EnginePointDivergence& d : engine)
+                pts.push_back({{"layer", d.layer}, {"values", d.values}, {"differing", d.differing}, {"max_steps", d.maxSteps}});
+            j["engine"] = pts;
+            if (!engineNote.empty()) j["engine_note"] = engineNote;
+        }
+        std::fputs((j.dump() + "\n").c_str(), stdout);
+        return kExitOk;
+    }
+    std::printf("%s, %s weights (%s), %s activations, %zu test images\n", name.c_str(), pc.format.c_str(), pc.granularity.c_str(),
+                pc.activationFormat.c_str(), r.images);
+    std::printf("%-4s %-24s %-16s %4s %10s %8s %10s %8s\n", "#", "layer", "kind", "q", "SQNR dB", "cosine", "alone dB", "cosine");
+    for (const LayerComparison& c : r.layers) {
+        const bool flagged = (r.firstBelow >= 0 && c.index == r.layers[r.firstBelow].index);
+        std::printf("%-4zu %-24s %-16s %4s %10s %8.4f %10s %8.4f%s\n", c.index, c.layer.c_str(), c.kind.c_str(),
+                    c.quantizedWeights ? "w" : (c.outputPoint ? "a" : ""), db(c.sqnrDb).c_str(), c.cosine, db(c.aloneSqnrDb).c_str(),
+                    c.aloneCosine, flagged ? "   <- first below threshold" : "");
+    }
+    if (r.firstBelow >= 0)
+        std::printf("first layer below %.1f dB: %s (propagated)", threshold, r.layers[r.firstBelow].layer.c_str());
+    else
+        std::printf("no layer below %.1f dB (propagated)", threshold);
+    if (r.firstAloneBelow >= 0) std::printf(", %s (alone)\n", r.layers[r.firstAloneBelow].layer.c_str());
+    else std::printf(", none alone\n");
+    if (!runner.empty()) {
+        if (!engineNote.empty()) std::printf("engine: %s\n", engineNote.c_str());
+        for (const EnginePointDivergence& d : engine)
+            std::printf("engine vs fake-quant at %-24s %8zu of %8zu codes differ (max %d step%s)\n", d.layer.c_str(), d.differing, d.values,
+                        d.maxSteps, d.maxSteps == 1 ? "" : "s");
+    }
+    std::printf("%.1f s\n", seconds);
+    return kExitOk;
+}
+
+} // namespace
+
+int runAnalyze(const std::vector<std::string>& argv)
+{
+    const Args args(argv,
+                    {"--data", "--format", "--granularity", "--calibration", "--act-format", "--act-calibration", "--calib-images",
+                     "--images", "--threshold", "--normalize", "--runner", "--threads"},
+                    {"--json", "--help"});
+    if (args.has("--help") || args.positional().empty()) {
+        std::fputs(kAnalyzeHelp, args.has("--help") ? stdout : stderr);
+        return args.has("--help") ? kExitOk : kExitUsage;
+    }
+    const std::string what = args.positional()[0];
+    if (what == "compare") return runCompare(args);
+    throw UsageError("unknown analysis '" + what + "' (compare)");
+}
+
+} // namespace quantscope::cli

@@ -1,0 +1,148 @@
+#include "analysis/layer_compare.h"
+
+#include "infer/int_engine.h"
+#include "quant/metrics.h"
+#include "train/quant_sim.h"
+#include "util/errors.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+namespace quantscope {
+
+double cosineSimilarity(const float* a, const float* b, std::size_t n)
+{
+    double ab = 0.0, aa = 0.0, bb = 0.0;
+    for (std::size_t i = 0; i < n; ++i) {
+        ab += static_cast<double>(a[i]) * b[i];
+        aa += static_cast<double>(a[i]) * a[i];
+        bb += static_cast<double>(b[i]) * b[i];
+    }
+    if (aa == 0.0 && bb == 0.0) return 1.0;
+    if (aa == 0.0 || bb == 0.0) return 0.0;
+    return ab / std::sqrt(aa * bb);
+}
+
+namespace {
+
+double sqnrOf(const Tensor& ref, const Tensor& q)
+{
+    return sqnrDb(std::span<const float>(ref.data(), ref.numel()), std::span<const float>(q.data(), q.numel()));
+}
+
+} // namespace
+
+LayerComparisonReport compareLayers(Model& model, QuantSim& sim, const Tensor& x, double thresholdDb)
+{
+    const Shape& in = model.inputShape();
+    if (x.rank() != 4 || !std::equal(in.begin(), in.end(), x.shape().begin() + 1))
+        throw ConfigError("compare: the batch " + shapeString(x.shape()) + " does not match the model's input " + shapeString(in));
+    LayerComparisonReport r;
+    r.images = x.dim(0);
+    r.thresholdDb = thresholdDb;
+    RunContext ctx;
+    ctx.training = false;
+
+    // FP32: every activation.
+    sim.clearWeights();
+    model.forward(x, ctx, nullptr);
+    std::vector<Tensor> fp(model.size() + 1);
+    for (std::size_t a = 0; a <= model.size(); ++a) fp[a] = model.activation(a);
+
+    // Quantized, end to end.
+    sim.setObserving(false);
+    sim.quantizeWeights(Rounding::Nearest, 0);
+    model.forward(x, ctx, &sim);
+
+    std::vector<bool> quantizedLayer(model.size(), false);
+    for (const WeightTarget& t : sim.weightTargets())
+        for (std::size_t i = 0; i < model.size(); ++i)
+            if (model.layer(i).name() == t.layer) quantizedLayer[i] = true;
+    // The quantizer of activation a (0 = input, i + 1 = output of layer i), null where not quantized.
+    auto quantizerOf = [&](std::size_t a) { return sim.activationQuantizer(a); };
+
+    std::vector<Tensor> scratch;
+    std::vector<std::uint8_t> mask;
+    for (std::size_t i = 0; i < model.size(); ++i) {
+        LayerComparison c;
+        c.index = i;
+        c.layer = model.layer(i).name();
+        c.kind = layerKindName(model.layer(i).kind());
+        c.quantizedWeights = quantizedLayer[i];
+        c.outputPoint = quantizerOf(i + 1) != nullptr;
+        const Tensor& q = model.activation(i + 1);
+        c.sqnrDb = sqnrOf(fp[i + 1], q);
+        c.cosine = cosineSimilarity(fp[i + 1].data(), q.data(), q.numel());
+        r.layers.push_back(std::move(c));
+    }
+
+    // Alone: FP32 inputs, quantized at their points, through this layer's quantized weights.
+    for (std::size_t i = 0; i < model.size(); ++i) {
+        Layer& l = model.layer(i);
+        const std::vector<std::size_t>& ins = model.inputsOf(i);
+        scratch.resize(ins.size());
+        for (std::size_t k = 0; k < ins.size(); ++k) {
+            scratch[k] = fp[ins[k]];
+            if (const ActivationQuantizer* aq = quantizerOf(ins[k])) aq->fakeQuantize(scratch[k], mask);
+        }
+        Tensor y;
+        if (ins.size() == 1) {
+            l.forward(scratch[0], y, ctx);
+        } else {
+            std::vector<const Tensor*> xs;
+            for (const Tensor& t : scratch) xs.push_back(&t);
+            l.forwardMulti(xs, y, ctx);
+        }
+        if (const ActivationQuantizer* aq = quantizerOf(i + 1)) aq->fakeQuantize(y, mask);
+        LayerComparison& c = r.layers[i];
+        c.aloneSqnrDb = sqnrOf(fp[i + 1], y);
+        c.aloneCosine = cosineSimilarity(fp[i + 1].data(), y.data(), y.numel());
+    }
+    for (std::size_t i = 0; i < r.layers.size(); ++i) {
+        if (r.firstBelow < 0 && r.layers[i].sqnrDb < thresholdDb) r.firstBelow = static_cast<long>(i);
+        if (r.firstAloneBelow < 0 && r.layers[i].aloneSqnrDb < thresholdDb) r.firstAloneBelow = static_cast<long>(i);
+    }
+    return r;
+}
+
+std::vector<EnginePointDivergence> compareEngineWithFakeQuant(const ExportedModel& m, const Dataset& data,
+                                                              const LabeledImages& set, std::size_t images)
+{
+    const std::string why = IntEngine::unsupportedReason(m);
+    if (!why.empty()) throw ConfigError("the integer engine cannot run this model: " + why);
+    const IntEngine engine(m);
+    const std::unique_ptr<Model> ref = buildModel(m);
+    StoredActivationHooks hooks(m);
+    std::vector<EnginePointDivergence> out;
+    const std::size_t n = std::min(images, set.size());
+    RunContext ctx;
+    Tensor x;
+    std::vector<std::int32_t> y;
+    for (std::size_t img = 0; img < n; ++img) {
+        const std::vector<PointTrace> trace = engine.trace(set.pixels.data() + img * set.imageBytes());
+        data.makeBatch(set, img, img + 1, x, y);
+        ref->forward(x, ctx, &hooks);
+        if (out.empty())
+            for (const PointTrace& p : trace) out.push_back(EnginePointDivergence{p.layer, 0, 0, 0});
+        for (std::size_t k = 0; k < trace.size() && k < out.size(); ++k) {
+            const PointTrace& p = trace[k];
+            const std::size_t act = p.layer == "input" ? 0 : ref->outputOf(p.layer);
+            const Tensor& a = ref->activation(act);
+            if (a.numel() != p.q.size())
+                throw Error("compare: the engine's point '" + p.layer + "' holds " + std::to_string(p.q.size()) +
+                            " values, the reference " + std::to_string(a.numel()));
+            EnginePointDivergence& d = out[k];
+            for (std::size_t i = 0; i < p.q.size(); ++i) {
+                const long qs = std::lround(std::nearbyint(a[i] / p.quant.scale)) + p.quant.zeroPoint;
+                const int diff = static_cast<int>(std::min<long>(std::abs(qs - p.q[i]), std::numeric_limits<int>::max()));
+                d.differing += diff != 0;
+                d.maxSteps = std::max(d.maxSteps, diff);
+            }
+            d.values += p.q.size();
+        }
+    }
+    return out;
+}
+
+} // namespace quantscope

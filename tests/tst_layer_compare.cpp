@@ -1,0 +1,123 @@
+// analysis/layer_compare: the layer-by-layer comparison of a float model with its quantized
+// simulation, and the integer engine against fake-quant at every quantization point.
+#include "analysis/layer_compare.h"
+#include "analysis/model_export.h"
+#include "nn/model_zoo.h"
+#include "quant/format.h"
+#include "train/quant_sim.h"
+#include "util/errors.h"
+
+#include "onnx/export_fixtures.h"
+
+#include <QtTest>
+
+#include <cmath>
+
+using namespace quantscope;
+
+namespace {
+
+struct Setup {
+    std::unique_ptr<Model> model;
+    std::unique_ptr<QuantSim> sim;
+};
+
+Setup ptq(const std::string& preset, const Dataset& data, const std::string& format, const std::string& granularity)
+{
+    Setup s;
+    s.model = makeModel(preset, data.channels(), data.height(), data.width(), 10, 3);
+    PrecisionConfig pc;
+    pc.strategy = Strategy::Ptq;
+    pc.format = format;
+    pc.granularity = granularity;
+    pc.activationFormat = "uint8";
+    pc.activationCalibration = "minmax";
+    s.sim = std::make_unique<QuantSim>(*s.model, pc, findFormat(format));
+    s.sim->quantizeWeights(Rounding::Nearest, 0);
+    s.sim->calibrate(data, data.train, data.train.size(), 64);
+    s.sim->setObserving(false);
+    return s;
+}
+
+} // namespace
+
+class TestLayerCompare : public QObject {
+    Q_OBJECT
+private slots:
+    void initTestCase() { m_data = fixtures::syntheticDataset(256, 64); }
+
+    void cosine()
+    {
+        const float a[] = {1, 2, 3}, b[] = {2, 4, 6}, c[] = {-1, -2, -3}, z[] = {0, 0, 0};
+        QCOMPARE(cosineSimilarity(a, b, 3), 1.0);
+        QCOMPARE(cosineSimilarity(a, c, 3), -1.0);
+        QCOMPARE(cosineSimilarity(z, z, 3), 1.0);
+        QCOMPARE(cosineSimilarity(a, z, 3), 0.0);
+    }
+
+    // The first layer reads the same (quantized) input both ways, so its two SQNRs are equal;
+    // fewer bits give a lower SQNR at every quantized conv; a pass-through layer with unquantized
+    // input and output adds nothing alone.
+    void fewerBitsLowerSqnr()
+    {
+        Tensor x;
+        std::vector<std::int32_t> y;
+        m_data.makeBatch(m_data.test, 0, 48, x, y);
+        auto a = ptq("resnet8", m_data, "int8", "channel");
+        auto b = ptq("resnet8", m_data, "int3", "channel");
+        const LayerComparisonReport ra = compareLayers(*a.model, *a.sim, x, 20.0);
+        const LayerComparisonReport rb = compareLayers(*b.model, *b.sim, x, 20.0);
+        QCOMPARE(ra.layers.size(), a.model->size());
+        QCOMPARE(ra.images, std::size_t{48});
+        QCOMPARE(ra.layers[0].layer, std::string("conv1"));
+        QVERIFY(ra.layers[0].quantizedWeights);
+        QCOMPARE(ra.layers[0].sqnrDb, ra.layers[0].aloneSqnrDb);
+        std::size_t convs = 0;
+        for (std::size_t i = 0; i < ra.layers.size(); ++i) {
+            if (ra.layers[i].kind != "Conv2d") continue;
+            ++convs;
+            QVERIFY2(rb.layers[i].aloneSqnrDb < ra.layers[i].aloneSqnrDb - 6.0,
+                     qPrintable(QString("%1: int3 %2 dB, int8 %3 dB").arg(QString::fromStdString(ra.layers[i].layer))
+                                    .arg(rb.layers[i].aloneSqnrDb).arg(ra.layers[i].aloneSqnrDb)));
+            QVERIFY(ra.layers[i].cosine > 0.99);
+        }
+        QCOMPARE(convs, std::size_t{9}); // stem, 3 blocks x 2, 2 projection shortcuts
+        // The residual join quantizes its output (it carries a point after its ReLU): finite alone.
+        const LayerComparison& pool = ra.layers[a.model->outputOf("pool") - 1];
+        QVERIFY(std::isfinite(pool.sqnrDb));
+        // Thresholds: everything is below +1000 dB, nothing below -1000 dB.
+        QCOMPARE(compareLayers(*a.model, *a.sim, x, 1000.0).firstBelow, 0L);
+        QCOMPARE(compareLayers(*a.model, *a.sim, x, -1000.0).firstBelow, -1L);
+        // int3 falls under 30 dB somewhere, and the first such layer is reported in order.
+        const LayerComparisonReport r30 = compareLayers(*b.model, *b.sim, x, 30.0);
+        QVERIFY(r30.firstBelow >= 0);
+        for (long i = 0; i < r30.firstBelow; ++i) QVERIFY(r30.layers[static_cast<std::size_t>(i)].sqnrDb >= 30.0);
+        QVERIFY(r30.layers[static_cast<std::size_t>(r30.firstBelow)].sqnrDb < 30.0);
+    }
+
+    // The engine against the fake-quant reference of the same exported model: equal codes almost
+    // everywhere, never more than one step apart; a model the engine cannot run says why.
+    void engineAgainstFakeQuant()
+    {
+        auto q = fixtures::quantizePreset("seed-cnn", m_data, "int8");
+        const auto d = compareEngineWithFakeQuant(q.exported, m_data, m_data.test, 16);
+        QVERIFY(d.size() >= 3);
+        QCOMPARE(d.front().layer, std::string("input"));
+        std::size_t values = 0, differing = 0;
+        for (const EnginePointDivergence& p : d) {
+            values += p.values;
+            differing += p.differing;
+            QVERIFY2(p.maxSteps <= 1, p.layer.c_str());
+        }
+        QVERIFY(values > 16 * 784);
+        QVERIFY(differing * 1000 < values);
+        auto g = fixtures::quantizePreset("seed-cnn", m_data, "int4", "group:32");
+        QVERIFY_THROWS_EXCEPTION(ConfigError, compareEngineWithFakeQuant(g.exported, m_data, m_data.test, 4));
+    }
+
+private:
+    Dataset m_data;
+};
+
+QTEST_GUILESS_MAIN(TestLayerCompare)
+#include "tst_layer_compare.moc"
