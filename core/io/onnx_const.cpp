@@ -1,0 +1,601 @@
+// Constant tensors and the constant folder of the ONNX importer (see onnx_const.h). Each folded
+// op follows its definition in the ONNX operator spec; sizes are checked before allocation.
+#include "io/onnx_const.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <map>
+
+namespace quantscope::onnximport {
+
+namespace {
+
+using onnx::TensorProto;
+
+[[noreturn]] void fail(const std::string& what, bool config = false) { throw FoldError{what, config}; }
+
+bool isIntType(int t)
+{
+    switch (t) {
+    case TensorProto::INT64:
+    case TensorProto::INT32:
+    case TensorProto::INT16:
+    case TensorProto::INT8:
+    case TensorProto::UINT8:
+    case TensorProto::UINT16:
+    case TensorProto::UINT32:
+    case TensorProto::UINT64:
+    case TensorProto::BOOL: return true;
+    default: return false;
+    }
+}
+
+std::size_t intWidth(int t)
+{
+    switch (t) {
+    case TensorProto::INT64:
+    case TensorProto::UINT64: return 8;
+    case TensorProto::INT32:
+    case TensorProto::UINT32: return 4;
+    case TensorProto::INT16:
+    case TensorProto::UINT16: return 2;
+    default: return 1;
+    }
+}
+
+std::int64_t rawInt(const char* p, int t)
+{
+    switch (t) {
+    case TensorProto::INT64:
+    case TensorProto::UINT64: {
+        std::int64_t v;
+        std::memcpy(&v, p, 8);
+        return v;
+    }
+    case TensorProto::INT32: {
+        std::int32_t v;
+        std::memcpy(&v, p, 4);
+        return v;
+    }
+    case TensorProto::UINT32: {
+        std::uint32_t v;
+        std::memcpy(&v, p, 4);
+        return v;
+    }
+    case TensorProto::INT16: {
+        std::int16_t v;
+        std::memcpy(&v, p, 2);
+        return v;
+    }
+    case TensorProto::UINT16: {
+        std::uint16_t v;
+        std::memcpy(&v, p, 2);
+        return v;
+    }
+    case TensorProto::INT8: return static_cast<std::int8_t>(*p);
+    default: return static_cast<std::uint8_t>(*p);
+    }
+}
+
+std::int64_t normAxis(std::int64_t axis, std::size_t rank, const char* op)
+{
+    const auto r = static_cast<std::int64_t>(rank);
+    if (axis < -r || axis >= r) fail(std::string(op) + ": axis " + std::to_string(axis) + " is out of range for rank " + std::to_string(rank));
+    return axis < 0 ? axis + r : axis;
+}
+
+std::vector<std::int64_t> intsOf(const ConstTensor& t, const char* what)
+{
+    if (t.isFloat) fail(std::string(what) + " must be integers");
+    return t.i;
+}
+
+ConstTensor like(const ConstTensor& a, std::vector<std::int64_t> dims)
+{
+    ConstTensor r;
+    r.isFloat = a.isFloat;
+    r.dims = std::move(dims);
+    r.origin = a.origin;
+    return r;
+}
+
+void checkBatchFree(const ConstTensor& t, const char* op)
+{
+    if (!t.isFloat)
+        for (std::int64_t v : t.i)
+            if (v == kBatchDim) fail(std::string(op) + " on the batch size is not folded", true);
+}
+
+std::size_t prod(const std::vector<std::int64_t>& d, std::size_t from, std::size_t to)
+{
+    std::size_t p = 1;
+    for (std::size_t k = from; k < to; ++k) p *= static_cast<std::size_t>(d[k]);
+    return p;
+}
+
+// Copies elements [src .. src + n) of `a` to the end of `out`.
+void append(ConstTensor& out, const ConstTensor& a, std::size_t src, std::size_t n)
+{
+    if (a.isFloat) out.f.insert(out.f.end(), a.f.begin() + static_cast<std::ptrdiff_t>(src), a.f.begin() + static_cast<std::ptrdiff_t>(src + n));
+    else out.i.insert(out.i.end(), a.i.begin() + static_cast<std::ptrdiff_t>(src), a.i.begin() + static_cast<std::ptrdiff_t>(src + n));
+}
+
+ConstTensor binary(const std::string& op, const ConstTensor& a, const ConstTensor& b)
+{
+    checkBatchFree(a, op.c_str());
+    checkBatchFree(b, op.c_str());
+    const std::size_t rank = std::max(a.dims.size(), b.dims.size());
+    std::vector<std::int64_t> dims(rank), da(rank, 1), db(rank, 1);
+    std::copy(a.dims.begin(), a.dims.end(), da.begin() + static_cast<std::ptrdiff_t>(rank - a.dims.size()));
+    std::copy(b.dims.begin(), b.dims.end(), db.begin() + static_cast<std::ptrdiff_t>(rank - b.dims.size()));
+    for (std::size_t k = 0; k < rank; ++k) {
+        if (da[k] != db[k] && da[k] != 1 && db[k] != 1) fail(op + ": shapes do not broadcast");
+        dims[k] = da[k] == 1 ? db[k] : da[k];
+    }
+    const std::uint64_t n = checkedNumel(dims, op);
+    ConstTensor r;
+    r.isFloat = a.isFloat || b.isFloat;
+    r.dims = dims;
+    r.origin = a.origin.empty() ? b.origin : a.origin;
+    if (r.isFloat) r.f.resize(n);
+    else r.i.resize(n);
+    std::vector<std::size_t> idx(rank, 0);
+    for (std::uint64_t k = 0; k < n; ++k) {
+        std::size_t ia = 0, ib = 0;
+        for (std::size_t d = 0; d < rank; ++d) {
+            ia = ia * static_cast<std::size_t>(da[d]) + (da[d] == 1 ? 0 : idx[d]);
+            ib = ib * static_cast<std::size_t>(db[d]) + (db[d] == 1 ? 0 : idx[d]);
+        }
+        if (r.isFloat) {
+            const double x = a.at(ia), y = b.at(ib);
+            double v = 0;
+            if (op == "Add") v = x + y;
+            else if (op == "Sub") v = x - y;
+            else if (op == "Mul") v = x * y;
+            else v = x / y;
+            r.f[k] = static_cast<float>(v);
+        } else {
+            const std::int64_t x = a.i[ia], y = b.i[ib];
+            const auto lim = std::int64_t{1} << 40; // shape arithmetic only: no overflow to worry about
+            if (std::abs(x) > lim || std::abs(y) > lim) fail(op + ": integers too large to fold");
+            std::int64_t v = 0;
+            if (op == "Add") v = x + y;
+            else if (op == "Sub") v = x - y;
+            else if (op == "Mul") v = x * y;
+            else {
+                if (y == 0) fail("Div: integer division by zero");
+                v = x / y;
+            }
+            r.i[k] = v;
+        }
+        for (std::size_t d = rank; d-- > 0;) {
+            if (++idx[d] < static_cast<std::size_t>(dims[d])) break;
+            idx[d] = 0;
+        }
+    }
+    return r;
+}
+
+ConstTensor gather(const onnx::NodeProto& n, const ConstTensor& data, const ConstTensor& ind)
+{
+    if (data.dims.empty()) fail("Gather: scalar data");
+    const auto axis = static_cast<std::size_t>(normAxis(attrInt(n, "axis", 0), data.dims.size(), "Gather"));
+    const std::vector<std::int64_t> idx = intsOf(ind, "Gather indices");
+    std::vector<std::int64_t> dims(data.dims.begin(), data.dims.begin() + static_cast<std::ptrdiff_t>(axis));
+    dims.insert(dims.end(), ind.dims.begin(), ind.dims.end());
+    dims.insert(dims.end(), data.dims.begin() + static_cast<std::ptrdiff_t>(axis) + 1, data.dims.end());
+    checkedNumel(dims, "Gather");
+    const std::size_t outer = prod(data.dims, 0, axis), inner = prod(data.dims, axis + 1, data.dims.size());
+    const std::int64_t len = data.dims[axis];
+    ConstTensor r = like(data, dims);
+    for (std::size_t o = 0; o < outer; ++o)
+        for (std::int64_t j : idx) {
+            if (j < -len || j >= len) fail("Gather: index " + std::to_string(j) + " is out of range");
+            if (j < 0) j += len;
+            append(r, data, (o * static_cast<std::size_t>(len) + static_cast<std::size_t>(j)) * inner, inner);
+        }
+    return r;
+}
+
+ConstTensor concat(const onnx::NodeProto& n, const std::vector<const ConstTensor*>& in)
+{
+    if (in.empty() || !in[0]) fail("Concat: no inputs");
+    const std::size_t rank = in[0]->dims.size();
+    if (rank == 0) fail("Concat: scalar inputs");
+    const auto axis = static_cast<std::size_t>(normAxis(attrInt(n, "axis", 0), rank, "Concat"));
+    std::vector<std::int64_t> dims = in[0]->dims;
+    dims[axis] = 0;
+    bool isFloat = false;
+    for (const ConstTensor* t : in) {
+        if (!t || t->dims.size() != rank) fail("Concat: inputs of different ranks");
+        for (std::size_t d = 0; d < rank; ++d)
+            if (d != axis && t->dims[d] != in[0]->dims[d]) fail("Concat: inputs of different shapes");
+        dims[axis] += t->dims[axis];
+        isFloat = isFloat || t->isFloat;
+    }
+    for (const ConstTensor* t : in)
+        if (t->isFloat != isFloat) fail("Concat: inputs of different types");
+    checkedNumel(dims, "Concat");
+    ConstTensor r = like(*in[0], dims);
+    const std::size_t outer = prod(dims, 0, axis), inner = prod(dims, axis + 1, rank);
+    for (std::size_t o = 0; o < outer; ++o)
+        for (const ConstTensor* t : in) {
+            const std::size_t block = static_cast<std::size_t>(t->dims[axis]) * inner;
+            append(r, *t, o * block, block);
+        }
+    return r;
+}
+
+ConstTensor transpose(const onnx::NodeProto& n, const ConstTensor& a)
+{
+    const std::size_t rank = a.dims.size();
+    std::vector<std::int64_t> perm = attrInts(n, "perm");
+    if (perm.empty())
+        for (std::size_t d = rank; d-- > 0;) perm.push_back(static_cast<std::int64_t>(d));
+    if (perm.size() != rank) fail("Transpose: perm does not match the rank");
+    std::vector<bool> seen(rank, false);
+    for (std::int64_t p : perm) {
+        if (p < 0 || p >= static_cast<std::int64_t>(rank) || seen[static_cast<std::size_t>(p)]) fail("Transpose: perm is not a permutation");
+        seen[static_cast<std::size_t>(p)] = true;
+    }
+    std::vector<std::int64_t> dims(rank);
+    for (std::size_t d = 0; d < rank; ++d) dims[d] = a.dims[static_cast<std::size_t>(perm[d])];
+    std::vector<std::size_t> stride(rank, 1); // input strides
+    for (std::size_t d = rank; d-- > 1;) stride[d - 1] = stride[d] * static_cast<std::size_t>(a.dims[d]);
+    ConstTensor r = like(a, dims);
+    const std::size_t total = a.numel();
+    std::vector<std::size_t> idx(rank, 0);
+    for (std::size_t k = 0; k < total; ++k) {
+        std::size_t src = 0;
+        for (std::size_t d = 0; d < rank; ++d) src += idx[d] * stride[static_cast<std::size_t>(perm[d])];
+        append(r, a, src, 1);
+        for (std::size_t d = rank; d-- > 0;) {
+            if (++idx[d] < static_cast<std::size_t>(dims[d])) break;
+            idx[d] = 0;
+        }
+    }
+    return r;
+}
+
+ConstTensor reshape(const onnx::NodeProto& n, const ConstTensor& a, const ConstTensor& shape)
+{
+    std::vector<std::int64_t> dims = intsOf(shape, "Reshape shape");
+    const bool allowZero = attrInt(n, "allowzero", 0) != 0;
+    long infer = -1;
+    std::uint64_t known = 1;
+    for (std::size_t d = 0; d < dims.size(); ++d) {
+        if (dims[d] == 0 && !allowZero) {
+            if (d >= a.dims.size()) fail("Reshape: 0 copies a dimension the input lacks");
+            dims[d] = a.dims[d];
+        }
+        if (dims[d] == -1) {
+            if (infer >= 0) fail("Reshape: two -1 dimensions");
+            infer = static_cast<long>(d);
+            continue;
+        }
+        if (dims[d] < 0 || dims[d] > (std::int64_t{1} << 31)) fail("Reshape: dimension " + std::to_string(dims[d]), dims[d] == kBatchDim);
+        known *= static_cast<std::uint64_t>(dims[d]);
+        if (known > kMaxConstElements) fail("Reshape: too many elements");
+    }
+    if (infer >= 0) {
+        if (known == 0 || a.numel() % known) fail("Reshape: -1 cannot be inferred");
+        dims[static_cast<std::size_t>(infer)] = static_cast<std::int64_t>(a.numel() / known);
+        known *= static_cast<std::uint64_t>(dims[static_cast<std::size_t>(infer)]);
+    }
+    if (known != a.numel()) fail("Reshape: " + std::to_string(a.numel()) + " elements do not make the target shape");
+    ConstTensor r = a;
+    r.dims = dims;
+    return r;
+}
+
+ConstTensor slice(const onnx::NodeProto& n, const std::vector<const ConstTensor*>& in, int opset)
+{
+    const ConstTensor& a = *in[0];
+    std::vector<std::int64_t> starts, ends, axes, steps;
+    if (opset < 10) {
+        starts = attrInts(n, "starts");
+        ends = attrInts(n, "ends");
+        axes = attrInts(n, "axes");
+    } else {
+        if (in.size() < 3 || !in[1] || !in[2]) fail("Slice: lacks starts or ends");
+        starts = intsOf(*in[1], "Slice starts");
+        ends = intsOf(*in[2], "Slice ends");
+        if (in.size() > 3 && in[3]) axes = intsOf(*in[3], "Slice axes");
+        if (in.size() > 4 && in[4]) steps = intsOf(*in[4], "Slice steps");
+    }
+    const std::size_t rank = a.dims.size();
+    if (axes.empty())
+        for (std::size_t d = 0; d < starts.size(); ++d) axes.push_back(static_cast<std::int64_t>(d));
+    if (steps.empty()) steps.assign(starts.size(), 1);
+    if (ends.size() != starts.size() || axes.size() != starts.size() || steps.size() != starts.size())
+        fail("Slice: starts, ends, axes and steps differ in length");
+    std::vector<std::int64_t> st(rank, 0), sp(rank, 1), dims = a.dims;
+    for (std::size_t k = 0; k < starts.size(); ++k) {
+        const auto d = static_cast<std::size_t>(normAxis(axes[k], rank, "Slice"));
+        const std::int64_t len = a.dims[d], step = steps[k];
+        if (step == 0) fail("Slice: step 0");
+        std::int64_t s = starts[k], e = ends[k];
+        if (s < 0) s += len;
+        if (e < 0) e += len;
+        if (step > 0) {
+            s = std::clamp<std::int64_t>(s, 0, len);
+            e = std::clamp<std::int64_t>(e, 0, len);
+            dims[d] = e > s ? (e - s + step - 1) / step : 0;
+        } else {
+            s = std::clamp<std::int64_t>(s, 0, len - 1);
+            e = std::clamp<std::int64_t>(e, -1, len - 1);
+            dims[d] = s > e ? (s - e + (-step) - 1) / (-step) : 0;
+        }
+        st[d] = s;
+        sp[d] = step;
+    }
+    const std::uint64_t total = checkedNumel(dims, "Slice");
+    std::vector<std::size_t> stride(rank, 1);
+    for (std::size_t d = rank; d-- > 1;) stride[d - 1] = stride[d] * static_cast<std::size_t>(a.dims[d]);
+    ConstTensor r = like(a, dims);
+    std::vector<std::int64_t> idx(rank, 0);
+    for (std::uint64_t k = 0; k < total; ++k) {
+        std::size_t src = 0;
+        for (std::size_t d = 0; d < rank; ++d) src += static_cast<std::size_t>(st[d] + idx[d] * sp[d]) * stride[d];
+        append(r, a, src, 1);
+        for (std::size_t d = rank; d-- > 0;) {
+            if (++idx[d] < dims[d]) break;
+            idx[d] = 0;
+        }
+    }
+    return r;
+}
+
+std::vector<std::int64_t> axesOf(const onnx::NodeProto& n, const std::vector<const ConstTensor*>& in, int opset)
+{
+    if (opset >= 13) return in.size() > 1 && in[1] ? intsOf(*in[1], "axes") : std::vector<std::int64_t>{};
+    return attrInts(n, "axes");
+}
+
+ConstTensor unsqueeze(const onnx::NodeProto& n, const std::vector<const ConstTensor*>& in, int opset)
+{
+    const ConstTensor& a = *in[0];
+    const std::vector<std::int64_t> axes = axesOf(n, in, opset);
+    if (axes.empty()) fail("Unsqueeze: no axes");
+    const std::size_t rank = a.dims.size() + axes.size();
+    std::vector<bool> one(rank, false);
+    for (std::int64_t x : axes) {
+        const auto d = static_cast<std::size_t>(normAxis(x, rank, "Unsqueeze"));
+        if (one[d]) fail("Unsqueeze: repeated axis");
+        one[d] = true;
+    }
+    ConstTensor r = a;
+    r.dims.clear();
+    std::size_t src = 0;
+    for (std::size_t d = 0; d < rank; ++d) r.dims.push_back(one[d] ? 1 : a.dims[src++]);
+    return r;
+}
+
+ConstTensor squeeze(const onnx::NodeProto& n, const std::vector<const ConstTensor*>& in, int opset)
+{
+    const ConstTensor& a = *in[0];
+    const std::vector<std::int64_t> axes = axesOf(n, in, opset);
+    std::vector<bool> drop(a.dims.size(), axes.empty());
+    if (axes.empty())
+        for (std::size_t d = 0; d < a.dims.size(); ++d) drop[d] = a.dims[d] == 1;
+    for (std::int64_t x : axes) {
+        const auto d = static_cast<std::size_t>(normAxis(x, a.dims.size(), "Squeeze"));
+        if (a.dims[d] != 1) fail("Squeeze: axis " + std::to_string(x) + " is not of size 1");
+        drop[d] = true;
+    }
+    ConstTensor r = a;
+    r.dims.clear();
+    for (std::size_t d = 0; d < a.dims.size(); ++d)
+        if (!drop[d]) r.dims.push_back(a.dims[d]);
+    return r;
+}
+
+ConstTensor cast(const onnx::NodeProto& n, const ConstTensor& a)
+{
+    const std::int64_t to = attrInt(n, "to", 0);
+    ConstTensor r = like(a, a.dims);
+    if (to == TensorProto::FLOAT || to == TensorProto::DOUBLE) {
+        checkBatchFree(a, "Cast");
+        r.isFloat = true;
+        r.f.resize(a.numel());
+        for (std::size_t k = 0; k < a.numel(); ++k) r.f[k] = static_cast<float>(a.at(k));
+    } else if (isIntType(static_cast<int>(to))) {
+        r.isFloat = false;
+        r.i.resize(a.numel());
+        for (std::size_t k = 0; k < a.numel(); ++k) {
+            if (!a.isFloat) r.i[k] = to == TensorProto::BOOL ? (a.i[k] != 0) : a.i[k];
+            else if (!std::isfinite(a.f[k]) || std::fabs(a.f[k]) > 9e18f) fail("Cast: " + std::to_string(a.f[k]) + " is not an integer");
+            else r.i[k] = to == TensorProto::BOOL ? (a.f[k] != 0.0f) : static_cast<std::int64_t>(a.f[k]);
+        }
+    } else {
+        fail("Cast to element type " + std::to_string(to) + " is not folded", true);
+    }
+    return r;
+}
+
+ConstTensor constantOfShape(const onnx::NodeProto& n, const ConstTensor& shape)
+{
+    const std::vector<std::int64_t> dims = intsOf(shape, "ConstantOfShape shape");
+    checkBatchFree(shape, "ConstantOfShape");
+    const std::uint64_t total = checkedNumel(dims, "ConstantOfShape");
+    ConstTensor fill;
+    fill.f = {0.0f};
+    if (const onnx::AttributeProto* a = findAttr(n, "value")) {
+        fill = decodeTensor(a->t());
+        if (fill.numel() != 1) fail("ConstantOfShape: value is not one element");
+    }
+    ConstTensor r;
+    r.isFloat = fill.isFloat;
+    r.dims = dims;
+    if (r.isFloat) r.f.assign(total, fill.f[0]);
+    else r.i.assign(total, fill.i[0]);
+    return r;
+}
+
+ConstTensor constant(const onnx::NodeProto& n)
+{
+    ConstTensor r;
+    if (const onnx::AttributeProto* a = findAttr(n, "value")) return decodeTensor(a->t());
+    if (const onnx::AttributeProto* a = findAttr(n, "value_float")) {
+        r.f = {a->f()};
+    } else if (const onnx::AttributeProto* a = findAttr(n, "value_floats")) {
+        r.f.assign(a->floats().begin(), a->floats().end());
+        r.dims = {static_cast<std::int64_t>(r.f.size())};
+    } else if (const onnx::AttributeProto* a = findAttr(n, "value_int")) {
+        r.isFloat = false;
+        r.i = {a->i()};
+    } else if (const onnx::AttributeProto* a = findAttr(n, "value_ints")) {
+        r.isFloat = false;
+        r.i.assign(a->ints().begin(), a->ints().end());
+        r.dims = {static_cast<std::int64_t>(r.i.size())};
+    } else {
+        fail("Constant: only value, value_float(s) and value_int(s) are read", true);
+    }
+    return r;
+}
+
+ConstTensor shapeOf(const onnx::NodeProto& n, const ConstTensor& a)
+{
+    const auto rank = static_cast<std::int64_t>(a.dims.size());
+    std::int64_t start = attrInt(n, "start", 0), end = attrInt(n, "end", rank);
+    if (start < 0) start += rank;
+    if (end < 0) end += rank;
+    start = std::clamp<std::int64_t>(start, 0, rank);
+    end = std::clamp<std::int64_t>(end, 0, rank);
+    ConstTensor r;
+    r.isFloat = false;
+    for (std::int64_t d = start; d < end; ++d) r.i.push_back(a.dims[static_cast<std::size_t>(d)]);
+    r.dims = {static_cast<std::int64_t>(r.i.size())};
+    return r;
+}
+
+} // namespace
+
+std::uint64_t checkedNumel(const std::vector<std::int64_t>& dims, const std::string& what)
+{
+    std::uint64_t n = 1;
+    for (std::int64_t d : dims) {
+        if (d < 0 || d > (std::int64_t{1} << 31)) fail(what + ": dimension " + std::to_string(d) + " is out of range");
+        n *= static_cast<std::uint64_t>(d); // both factors <= 2^31 and n <= 2^28: no overflow
+        if (n > kMaxConstElements) fail(what + ": more than " + std::to_string(kMaxConstElements) + " elements");
+    }
+    return n;
+}
+
+ConstTensor decodeTensor(const TensorProto& t)
+{
+    const std::string what = "tensor '" + t.name() + "'";
+    if (t.data_location() == TensorProto::EXTERNAL || t.external_data_size() > 0)
+        fail(what + " keeps its data in an external file; save the model with its weights inside (onnx.save(..., save_as_external_data=False))", true);
+    if (t.has_segment()) fail(what + " is segmented", true);
+    ConstTensor r;
+    r.origin = t.name();
+    r.dims.assign(t.dims().begin(), t.dims().end());
+    const std::uint64_t n = checkedNumel(r.dims, what);
+    const int type = t.data_type();
+    const bool raw = t.has_raw_data();
+    const std::uint64_t rawSize = t.raw_data().size();
+    auto needCount = [&](std::uint64_t have, std::uint64_t width) {
+        if (raw) {
+            if (rawSize != n * width)
+                fail(what + " holds " + std::to_string(rawSize) + " bytes, its dims need " + std::to_string(n * width));
+        } else if (have != n) {
+            fail(what + " holds " + std::to_string(have) + " values, its dims need " + std::to_string(n));
+        }
+    };
+    if (type == TensorProto::FLOAT) {
+        needCount(static_cast<std::uint64_t>(t.float_data_size()), 4);
+        r.f.resize(n);
+        if (raw) std::memcpy(r.f.data(), t.raw_data().data(), n * 4);
+        else std::copy(t.float_data().begin(), t.float_data().end(), r.f.begin());
+    } else if (type == TensorProto::DOUBLE) {
+        needCount(static_cast<std::uint64_t>(t.double_data_size()), 8);
+        r.f.resize(n);
+        for (std::uint64_t k = 0; k < n; ++k) {
+            double v;
+            if (raw) std::memcpy(&v, t.raw_data().data() + 8 * k, 8);
+            else v = t.double_data(static_cast<int>(k));
+            r.f[k] = static_cast<float>(v);
+        }
+    } else if (isIntType(type)) {
+        r.isFloat = false;
+        const std::size_t width = intWidth(type);
+        const bool in64 = type == TensorProto::INT64;
+        const bool inU64 = type == TensorProto::UINT32 || type == TensorProto::UINT64;
+        needCount(static_cast<std::uint64_t>(in64 ? t.int64_data_size() : inU64 ? t.uint64_data_size() : t.int32_data_size()), width);
+        r.i.resize(n);
+        for (std::uint64_t k = 0; k < n; ++k) {
+            const int kk = static_cast<int>(k);
+            if (raw) r.i[k] = rawInt(t.raw_data().data() + width * k, type);
+            else r.i[k] = in64 ? t.int64_data(kk) : inU64 ? static_cast<std::int64_t>(t.uint64_data(kk)) : t.int32_data(kk);
+        }
+    } else {
+        fail(what + " has element type " + std::to_string(type) + "; float32, float64 and integers are read", true);
+    }
+    return r;
+}
+
+bool isFoldable(const std::string& op)
+{
+    static const char* ops[] = {"Constant", "Identity", "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast",
+                                "Reshape", "Transpose", "Slice", "ConstantOfShape", "Add", "Sub", "Mul", "Div"};
+    return std::find(std::begin(ops), std::end(ops), op) != std::end(ops);
+}
+
+std::vector<ConstTensor> foldNode(const onnx::NodeProto& n, const std::vector<const ConstTensor*>& in, int opset)
+{
+    const std::string& op = n.op_type();
+    auto need = [&](std::size_t k) -> const ConstTensor& {
+        if (k >= in.size() || !in[k]) fail(op + ": lacks input " + std::to_string(k));
+        return *in[k];
+    };
+    if (op == "Constant") return {constant(n)};
+    if (op == "Identity") return {need(0)};
+    if (op == "Shape") return {shapeOf(n, need(0))};
+    if (op == "Gather") return {gather(n, need(0), need(1))};
+    if (op == "Unsqueeze") return need(0), std::vector<ConstTensor>{unsqueeze(n, in, opset)};
+    if (op == "Squeeze") return need(0), std::vector<ConstTensor>{squeeze(n, in, opset)};
+    if (op == "Concat") return {concat(n, in)};
+    if (op == "Cast") return {cast(n, need(0))};
+    if (op == "Reshape") return {reshape(n, need(0), need(1))};
+    if (op == "Transpose") return {transpose(n, need(0))};
+    if (op == "Slice") return need(0), std::vector<ConstTensor>{slice(n, in, opset)};
+    if (op == "ConstantOfShape") return {constantOfShape(n, need(0))};
+    if (op == "Add" || op == "Sub" || op == "Mul" || op == "Div") return {binary(op, need(0), need(1))};
+    fail(op + " is not folded", true);
+}
+
+const onnx::AttributeProto* findAttr(const onnx::NodeProto& n, const std::string& name)
+{
+    for (const auto& a : n.attribute())
+        if (a.name() == name) return &a;
+    return nullptr;
+}
+
+std::int64_t attrInt(const onnx::NodeProto& n, const std::string& name, std::int64_t def)
+{
+    const onnx::AttributeProto* a = findAttr(n, name);
+    return a ? a->i() : def;
+}
+
+float attrFloat(const onnx::NodeProto& n, const std::string& name, float def)
+{
+    const onnx::AttributeProto* a = findAttr(n, name);
+    return a ? a->f() : def;
+}
+
+std::vector<std::int64_t> attrInts(const onnx::NodeProto& n, const std::string& name)
+{
+    const onnx::AttributeProto* a = findAttr(n, name);
+    return a ? std::vector<std::int64_t>(a->ints().begin(), a->ints().end()) : std::vector<std::int64_t>{};
+}
+
+std::string attrString(const onnx::NodeProto& n, const std::string& name, const std::string& def)
+{
+    const onnx::AttributeProto* a = findAttr(n, name);
+    return a ? a->s() : def;
+}
+
+} // namespace quantscope::onnximport

@@ -1,0 +1,64 @@
+// Constant tensors of an ONNX graph and the small constant folder the importer (onnx_import.cpp)
+// runs on them: initializers and Constant nodes decoded with their sizes checked before anything
+// is allocated, and the ops exporters write around layers (shape arithmetic of
+// x.view(x.size(0), -1), F.pad's pad lists, weights through Transpose or Cast), evaluated with
+// the semantics of the ONNX spec (onnx/onnx docs/Operators.md). Internal to core/io.
+#pragma once
+
+#include <onnx/onnx_pb.h>
+
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+namespace quantscope::onnximport {
+
+// The batch size in a folded shape: Shape() of an activation gives [kBatchDim, C, H, W], so a
+// Reshape target computed from x.size(0) is recognised whatever batch the export was traced with.
+inline constexpr std::int64_t kBatchDim = std::numeric_limits<std::int64_t>::min() + 1;
+// Largest constant (elements) the folder makes or decodes: 2^28 floats = 1 GiB.
+inline constexpr std::uint64_t kMaxConstElements = std::uint64_t{1} << 28;
+
+// A constant: float32 values (FLOAT, DOUBLE, FLOAT16 are not folded: FLOAT and DOUBLE) or
+// integers (INT64, INT32, INT8, UINT8, BOOL...), row-major with `dims`.
+struct ConstTensor {
+    bool isFloat = true;
+    std::vector<std::int64_t> dims;
+    std::vector<float> f;        // isFloat
+    std::vector<std::int64_t> i; // !isFloat
+    std::string origin;          // the initializer it comes from, through Transpose/Cast/... (layer names)
+
+    std::size_t numel() const { return isFloat ? f.size() : i.size(); }
+    // Values as doubles / int64 whatever the type.
+    double at(std::size_t k) const { return isFloat ? f[k] : static_cast<double>(i[k]); }
+};
+
+// What a fold failed on; the importer adds the file and the node. `config` marks valid ONNX that
+// the folder does not evaluate (ConfigError) rather than a malformed file (FormatError).
+struct FoldError {
+    std::string what;
+    bool config = false;
+};
+
+// Element count of `dims`, checked: every dim in [0, 2^31], the product at most kMaxConstElements.
+// Throws FoldError.
+std::uint64_t checkedNumel(const std::vector<std::int64_t>& dims, const std::string& what);
+
+// Decodes an initializer or a Constant's tensor. Throws FoldError for external data, an unknown
+// element type, or a payload whose size disagrees with its dims.
+ConstTensor decodeTensor(const onnx::TensorProto& t);
+
+// Evaluates node `n` on constant inputs (`in[k]` null for an absent optional input) for op types
+// where isFoldable() is true. `opset` selects attribute or input forms. Throws FoldError.
+std::vector<ConstTensor> foldNode(const onnx::NodeProto& n, const std::vector<const ConstTensor*>& in, int opset);
+bool isFoldable(const std::string& opType);
+
+// Attribute helpers (absent -> default).
+const onnx::AttributeProto* findAttr(const onnx::NodeProto& n, const std::string& name);
+std::int64_t attrInt(const onnx::NodeProto& n, const std::string& name, std::int64_t def);
+float attrFloat(const onnx::NodeProto& n, const std::string& name, float def);
+std::vector<std::int64_t> attrInts(const onnx::NodeProto& n, const std::string& name);
+std::string attrString(const onnx::NodeProto& n, const std::string& name, const std::string& def);
+
+} // namespace quantscope::onnximport

@@ -1,0 +1,356 @@
+// General FP32 ONNX import (see onnx_import.h). The graph is checked (one image input, one output,
+// every input defined, no cycle), pruned to what the output depends on, and walked in topological
+// order. Every ONNX value becomes a Value: a constant (initializer, Constant, or folded), an
+// activation index (0 = input, i + 1 = layer i's output) with its per-image shape, or an
+// activation waiting in a zero Pad for the Conv that takes the padding. One handler per operator,
+// in a table (onnx/onnx onnx/reference/ops: one op, one small function).
+#include "io/onnx_import.h"
+
+#include "io/onnx_importer.h"
+#include "util/atomic_file.h"
+#include "util/errors.h"
+
+#include <onnx/onnx_pb.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <limits>
+#include <map>
+#include <queue>
+#include <set>
+#include <sstream>
+
+namespace quantscope {
+
+namespace onnximport {
+
+namespace {
+
+constexpr std::uint64_t kOnnxMaxFileBytes = std::uint64_t{1} << 30;
+constexpr std::int64_t kMaxInputChannels = 64, kMaxInputSide = 4096;
+
+std::string stemOf(const std::string& path)
+{
+    std::string s = path.substr(path.find_last_of("/\\") == std::string::npos ? 0 : path.find_last_of("/\\") + 1);
+    const auto dot = s.rfind('.');
+    if (dot != std::string::npos && dot > 0) s.resize(dot);
+    return s.empty() ? "onnx-model" : s;
+}
+
+// "/layer2/shortcut/shortcut.0/Conv" -> "layer2.shortcut.0": the module scopes PyTorch writes, where
+// a child of a Sequential repeats its parent's name ("shortcut" then "shortcut.0").
+std::string scopeName(const std::string& node)
+{
+    std::vector<std::string> parts;
+    std::stringstream ss(node);
+    for (std::string p; std::getline(ss, p, '/');)
+        if (!p.empty()) parts.push_back(p);
+    if (parts.size() < 2 || node[0] != '/') return {};
+    std::string name = parts[0], last = parts[0];
+    for (std::size_t i = 1; i + 1 < parts.size(); ++i) {
+        if (parts[i].rfind(last + ".", 0) == 0) name += parts[i].substr(last.size());
+        else name += "." + parts[i];
+        last = parts[i];
+    }
+    return name;
+}
+
+} // namespace
+
+// ------------------------------------------------------------------------------------- graph
+
+void Importer::checkOpset()
+{
+    for (const auto& o : m_mp.opset_import())
+        if (o.domain().empty() || o.domain() == "ai.onnx") m_opset = static_cast<int>(o.version());
+    m_info.opset = m_opset;
+    if (m_opset < kOnnxImportMinOpset || m_opset > kOnnxImportMaxOpset)
+        fail("the model uses ONNX opset " + std::to_string(m_opset) + "; opsets " + std::to_string(kOnnxImportMinOpset) + " to " +
+                 std::to_string(kOnnxImportMaxOpset) + " are read (re-export with torch.onnx.export(..., opset_version=13))",
+             true);
+    m_info.producer = m_mp.producer_name() + (m_mp.producer_version().empty() ? "" : " " + m_mp.producer_version());
+}
+
+void Importer::readInput()
+{
+    const onnx::GraphProto& g = m_mp.graph();
+    std::set<std::string> inits;
+    for (const onnx::TensorProto& t : g.initializer()) {
+        if (!inits.insert(t.name()).second) fail("initializer '" + t.name() + "' is defined twice");
+        Value v;
+        try {
+            v.c = decodeTensor(t);
+        } catch (const FoldError& e) {
+            fail("initializer " + e.what, e.config);
+        }
+        m_values[t.name()] = std::move(v);
+    }
+    if (g.sparse_initializer_size() > 0) fail("sparse initializers are not read", true);
+    const onnx::ValueInfoProto* in = nullptr;
+    for (const onnx::ValueInfoProto& v : g.input()) {
+        if (inits.count(v.name())) continue; // older exporters list initializers as inputs too
+        if (in) fail("the graph has several inputs ('" + in->name() + "', '" + v.name() + "'); QuantScope models take one image tensor", true);
+        in = &v;
+    }
+    if (!in) fail("the graph has no input");
+    m_inputName = in->name();
+    if (!in->type().has_tensor_type()) fail("input '" + m_inputName + "' is not a tensor");
+    const auto& tt = in->type().tensor_type();
+    if (tt.elem_type() != onnx::TensorProto::FLOAT)
+        fail("input '" + m_inputName + "' has element type " + std::to_string(tt.elem_type()) + ", not float32", true);
+    const auto& shape = tt.shape();
+    if (shape.dim_size() != 4)
+        fail("input '" + m_inputName + "' has rank " + std::to_string(shape.dim_size()) + "; an image model takes [N, C, H, W]", true);
+    if (shape.dim(0).has_dim_value()) m_staticBatch = shape.dim(0).dim_value();
+    const char* names[] = {"N", "C", "H", "W"};
+    std::size_t d[4] = {};
+    for (int i = 1; i < 4; ++i) {
+        const auto& dim = shape.dim(i);
+        if (!dim.has_dim_value())
+            fail("input '" + m_inputName + "' dimension " + std::to_string(i) + " (" + names[i] + ") is dynamic" +
+                 (dim.has_dim_param() ? " ('" + dim.dim_param() + "')" : "") + "; only the batch dimension may be; re-export with a fixed image size");
+        const std::int64_t v = dim.dim_value();
+        if (v < 1 || v > (i == 1 ? kMaxInputChannels : kMaxInputSide))
+            fail("input '" + m_inputName + "' dimension " + std::to_string(i) + " (" + names[i] + ") is " + std::to_string(v) + ", out of range");
+        d[i] = static_cast<std::size_t>(v);
+    }
+    m_m.channels = d[1];
+    m_m.height = d[2];
+    m_m.width = d[3];
+    m_shapes = {{d[1], d[2], d[3]}};
+    Value v;
+    v.kind = Value::Kind::Act;
+    v.act = 0;
+    m_values[m_inputName] = v;
+}
+
+// The nodes the output depends on, in a topological order that keeps the file's order where it can.
+std::vector<int> Importer::liveOrder()
+{
+    const onnx::GraphProto& g = m_mp.graph();
+    std::map<std::string, int> producer;
+    for (int k = 0; k < g.node_size(); ++k)
+        for (const std::string& o : g.node(k).output()) {
+            if (o.empty()) continue;
+            if (m_values.count(o) || !producer.emplace(o, k).second)
+                fail(g.node(k).op_type() + " node '" + g.node(k).name() + "' makes '" + o + "', which is already defined");
+        }
+    for (const NodeProto& n : g.node())
+        for (const std::string& i : n.input())
+            if (!i.empty() && !producer.count(i) && !m_values.count(i))
+                fail(n.op_type() + " node '" + n.name() + "' reads '" + i + "', which no node, initializer or input defines (a dangling input)");
+    if (g.output_size() != 1)
+        fail("the graph has " + std::to_string(g.output_size()) + " outputs; QuantScope models have one (the class scores)", true);
+    m_outputName = g.output(0).name();
+    if (!producer.count(m_outputName) && !m_values.count(m_outputName))
+        fail("the graph output '" + m_outputName + "' is not defined by any node");
+
+    // Live nodes: walk back from the output.
+    std::vector<char> live(static_cast<std::size_t>(g.node_size()), 0);
+    std::vector<std::string> stack{m_outputName};
+    while (!stack.empty()) {
+        const std::string v = stack.back();
+        stack.pop_back();
+        const auto it = producer.find(v);
+        if (it == producer.end() || live[static_cast<std::size_t>(it->second)]) continue;
+        live[static_cast<std::size_t>(it->second)] = 1;
+        for (const std::string& i : g.node(it->second).input())
+            if (!i.empty()) stack.push_back(i);
+    }
+    // Kahn's algorithm over live nodes, smallest file index first.
+    std::vector<int> pending(live.size(), 0);
+    std::vector<std::vector<int>> readers(live.size());
+    for (int k = 0; k < g.node_size(); ++k) {
+        if (!live[static_cast<std::size_t>(k)]) continue;
+        for (const std::string& i : g.node(k).input()) {
+            if (i.empty()) continue;
+            ++m_uses[i];
+            const auto it = producer.find(i);
+            if (it == producer.end()) continue;
+            ++pending[static_cast<std::size_t>(k)];
+            readers[static_cast<std::size_t>(it->second)].push_back(k);
+        }
+    }
+    ++m_uses[m_outputName];
+    std::priority_queue<int, std::vector<int>, std::greater<>> ready;
+    std::size_t liveCount = 0;
+    for (int k = 0; k < g.node_size(); ++k)
+        if (live[static_cast<std::size_t>(k)]) {
+            ++liveCount;
+            if (pending[static_cast<std::size_t>(k)] == 0) ready.push(k);
+        }
+    std::vector<int> order;
+    while (!ready.empty()) {
+        const int k = ready.top();
+        ready.pop();
+        order.push_back(k);
+        for (int r : readers[static_cast<std::size_t>(k)])
+            if (--pending[static_cast<std::size_t>(r)] == 0) ready.push(r);
+    }
+    if (order.size() != liveCount) {
+        for (int k = 0; k < g.node_size(); ++k)
+            if (live[static_cast<std::size_t>(k)] && pending[static_cast<std::size_t>(k)] > 0)
+                fail(g.node(k).op_type() + " node '" + g.node(k).name() + "' is on a cycle; an ONNX graph must be acyclic");
+    }
+    return order;
+}
+
+ExportedModel Importer::run()
+{
+    checkOpset();
+    m_m.modelName = stemOf(m_source);
+    m_m.strategy = "fp32";
+    m_m.weightFormat = m_m.activationFormat = "fp32";
+    m_m.quantized = false;
+    readInput();
+    const std::vector<int> order = liveOrder();
+    const onnx::GraphProto& g = m_mp.graph();
+    for (int k : order) {
+        const NodeProto& n = g.node(k);
+        if (!n.domain().empty() && n.domain() != "ai.onnx")
+            failNode(n, "operator " + n.domain() + "::" + n.op_type() + " is not supported");
+        bool allConst = true;
+        std::vector<const ConstTensor*> in;
+        for (int i = 0; i < n.input_size(); ++i) {
+            if (n.input(i).empty()) {
+                in.push_back(nullptr);
+                continue;
+            }
+            const Value& v = m_values.at(n.input(i));
+            allConst = allConst && v.kind == Value::Kind::Const;
+            in.push_back(v.kind == Value::Kind::Const ? &v.c : nullptr);
+        }
+        if (allConst && isFoldable(n.op_type())) {
+            std::vector<ConstTensor> out;
+            try {
+                out = foldNode(n, in, m_opset);
+            } catch (const FoldError& e) {
+                failNode(n, e.what, e.config);
+            }
+            for (std::size_t o = 0; o < out.size(); ++o) {
+                Value v;
+                v.c = std::move(out[o]);
+                define(n, std::move(v), static_cast<int>(o));
+            }
+            continue;
+        }
+        const auto it = handlers().find(n.op_type());
+        if (it == handlers().end())
+            failNode(n, "operator " + n.op_type() + " is not supported by QuantScope's importer (it reads Conv, Gemm, MatMul, "
+                        "Relu, Clip, MaxPool, AveragePool, GlobalAveragePool, ReduceMean, BatchNormalization, Add, Flatten, "
+                        "Reshape, Dropout, Identity, Softmax, LogSoftmax and constant shape arithmetic)");
+        (this->*(it->second))(n);
+    }
+
+    const Value& out = m_values.at(m_outputName);
+    if (out.kind != Value::Kind::Act || out.act == 0)
+        fail("the graph output '" + m_outputName + "' is not computed by any layer", true);
+    if (out.act != m_m.layers.size()) fail("the graph output '" + m_outputName + "' is not the last layer's value");
+    const Shape& s = m_shapes[out.act];
+    if (s.size() != 1)
+        fail("the graph output '" + m_outputName + "' has per-image shape " + shapeString(s) + "; class scores [N, classes] are expected", true);
+    m_m.classes = s[0];
+    for (const onnx::ValueInfoProto& o : g.output()) {
+        const auto& os = o.type().tensor_type().shape();
+        if (os.dim_size() == 2 && os.dim(1).has_dim_value() && os.dim(1).dim_value() != static_cast<std::int64_t>(s[0]))
+            fail("the graph output declares " + std::to_string(os.dim(1).dim_value()) + " classes, its layers compute " + std::to_string(s[0]));
+    }
+    for (const auto& p : m_mp.metadata_props())
+        if (p.key() == "quantscope.class_names") {
+            std::vector<std::string> lines;
+            std::stringstream ss(p.value());
+            for (std::string line; std::getline(ss, line);) lines.push_back(line);
+            if (lines.size() == m_m.classes) m_m.classNames = lines;
+        }
+    m_m.validate(m_source);
+    return std::move(m_m);
+}
+
+// ------------------------------------------------------------------------------------- layers
+
+std::string Importer::layerName(const NodeProto& n, const ConstTensor* weight)
+{
+    std::string name = scopeName(n.name());
+    if (name.empty() && weight && weight->origin.rfind("onnx::", 0) != 0) {
+        for (const char* suffix : {".weight", ".bias"}) {
+            const std::string& o = weight->origin;
+            const std::size_t len = std::char_traits<char>::length(suffix);
+            if (o.size() > len && o.compare(o.size() - len, len, suffix) == 0) name = o.substr(0, o.size() - len);
+        }
+    }
+    if (name.empty()) name = n.name();
+    while (!name.empty() && name[0] == '/') name.erase(0, 1);
+    if (name.empty()) name = n.op_type() + "_" + std::to_string(m_m.layers.size());
+    return name;
+}
+
+StoredLayer& Importer::addLayer(const NodeProto& n, StoredLayer l, Shape out, const std::vector<std::size_t>& inputs,
+                                const ConstTensor* weight, const std::string& suffix)
+{
+    std::string base = layerName(n, weight) + suffix, name = base;
+    for (int k = 2; m_names.count(name); ++k) name = base + "_" + std::to_string(k);
+    m_names.insert(name);
+    l.name = name;
+    l.inputs = inputs;
+    std::size_t numel = 1;
+    for (std::size_t d : out) {
+        if (d == 0 || d > (std::size_t{1} << 26)) failNode(n, "would produce an activation of shape " + shapeString(out), false);
+        numel *= d;
+        if (numel > (std::size_t{1} << 26)) failNode(n, "would produce more than 2^26 values per image", false);
+    }
+    m_m.layers.push_back(std::move(l));
+    m_shapes.push_back(std::move(out));
+    alias(n, m_m.layers.size());
+    return m_m.layers.back();
+}
+
+StoredTensor Importer::floatTensor(const char* name, Shape shape, std::vector<float> values) const
+{
+    StoredTensor t;
+    t.name = name;
+    t.shape = std::move(shape);
+    t.encoding = TensorEncoding::Float32;
+    t.values = std::move(values);
+    return t;
+}
+
+// A spatial attribute with `count` values that must all be equal (QuantScope's layers are square).
+std::size_t Importer::square(const NodeProto& n, const char* attr, std::vector<std::int64_t> v, std::int64_t def, std::size_t count)
+{
+    if (v.empty()) return static_cast<std::size_t>(def);
+    if (v.size() != count) failNode(n, std::string("attribute ") + attr + " has " + std::to_string(v.size()) + " values, expected " + std::to_string(count), false);
+    for (std::int64_t x : v) {
+        if (x < 0 || x > 64) failNode(n, std::string("attribute ") + attr + " = " + std::to_string(x) + " is out of range", false);
+        if (x != v[0]) {
+            std::string list;
+            for (std::int64_t y : v) list += (list.empty() ? "" : ", ") + std::to_string(y);
+            failNode(n, std::string("attribute ") + attr + " = [" + list + "]: QuantScope's layers take equal values on every side and axis (square kernels, symmetric padding)");
+        }
+    }
+    return static_cast<std::size_t>(v[0]);
+}
+
+} // namespace onnximport
+
+ExportedModel importOnnx(const std::vector<std::uint8_t>& bytes, const std::string& source, OnnxImportInfo* info)
+{
+    onnx::ModelProto mp;
+    if (bytes.size() > static_cast<std::size_t>(std::numeric_limits<int>::max()) ||
+        !mp.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())))
+        throw FormatError(source + ": not an ONNX model (the protobuf does not parse; a truncated or damaged file?)");
+    OnnxImportInfo local;
+    return onnximport::Importer(mp, source, info ? *info : local).run();
+}
+
+ExportedModel importOnnx(const std::vector<std::uint8_t>& bytes, const std::string& source)
+{
+    return importOnnx(bytes, source, nullptr);
+}
+
+ExportedModel importOnnx(const std::string& path)
+{
+    return importOnnx(readFileBytes(path, onnximport::kOnnxMaxFileBytes), path, nullptr);
+}
+
+} // namespace quantscope

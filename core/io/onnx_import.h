@@ -1,0 +1,48 @@
+// General FP32 ONNX import: the graphs torch.onnx.export (opsets 11-17) and similar tools write,
+// read through Debian's libonnx protobuf classes into a float ExportedModel (buildModel() makes
+// it a trainable Model). Layers: Conv, Gemm, MatMul(+Add), Relu, Clip (ReLU6 / ReLU), MaxPool,
+// AveragePool, GlobalAveragePool, ReduceMean over (H, W), BatchNormalization (inference form),
+// Add (residual), Flatten, Reshape to (N, -1), Dropout, Identity, LogSoftmax, and a trailing
+// Softmax (dropped, see below). Constant subgraphs are folded (onnx_const.h); a zero Pad merges
+// into the Conv after it; Sub/Div of the input by scalars (QuantScope's own exports) become
+// ExportedModel::mean/stddev.
+#pragma once
+
+#include "io/exported_model.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace quantscope {
+
+// The range of default-domain opsets read (QuantScope itself writes kOnnxOpset = 13).
+inline constexpr int kOnnxImportMinOpset = 11;
+inline constexpr int kOnnxImportMaxOpset = 17;
+
+// What the import did beyond the layers, for the caller to tell the user.
+struct OnnxImportInfo {
+    int opset = 0;
+    std::string producer;        // producer_name + version, e.g. "pytorch 1.13.1"
+    // The graph ended in Softmax over the classes. QuantScope models end in logits or LogSoftmax,
+    // so it was dropped: the imported model's outputs are the logits before it (argmax and
+    // cross-entropy training are unchanged; softmax(output) gives the file's probabilities).
+    bool droppedSoftmax = false;
+};
+
+// Reads an FP32 ONNX model: architecture and weights. Input pixels are assumed already normalised
+// (mean 0, stddev 1: the caller sets ExportedModel::mean/stddev) unless the graph itself starts
+// with Sub/Div of its input by constants. channels/height/width come from the graph input
+// [N, C, H, W] (N may be symbolic), classes from the output [N, classes], modelName from the file
+// stem, layer names from the exporter's module scopes (node "/layer1/conv1/Conv" -> "layer1.conv1")
+// or else the weight's initializer ("conv1.weight" -> "conv1"), made unique.
+// Throws IoError (file unreadable), FormatError (malformed protobuf or graph: dangling input, cycle,
+// tensor size disagreeing with its dims, absurd dims, dynamic dims other than the batch) and
+// ConfigError (valid ONNX QuantScope cannot represent: unsupported operator, opset outside
+// 11..17, external data, dilation, asymmetric or pool padding...), each naming the file and, for a
+// node, its op type and name.
+ExportedModel importOnnx(const std::string& path);
+ExportedModel importOnnx(const std::vector<std::uint8_t>& bytes, const std::string& source);
+ExportedModel importOnnx(const std::vector<std::uint8_t>& bytes, const std::string& source, OnnxImportInfo* info);
+
+} // namespace quantscope

@@ -1,0 +1,502 @@
+// The ONNX importer's operator handlers (see onnx_import.h for the list): each turns one node whose
+// inputs are activations into a StoredLayer, or into an alias of an existing activation, with the
+// operator's semantics from the ONNX spec (docs/Operators.md) and PyTorch's exports as its test.
+#include "io/onnx_importer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+namespace quantscope::onnximport {
+
+namespace {
+
+std::string listOf(const std::vector<std::int64_t>& v)
+{
+    std::string s;
+    for (std::int64_t x : v) s += (s.empty() ? "" : ", ") + std::to_string(x);
+    return "[" + s + "]";
+}
+
+} // namespace
+
+const std::map<std::string, Importer::Handler>& Importer::handlers()
+{
+    static const std::map<std::string, Handler> table = {
+        {"Conv", &Importer::conv},
+        {"Gemm", &Importer::gemm},
+        {"MatMul", &Importer::matMul},
+        {"Add", &Importer::add},
+        {"Sub", &Importer::sub},
+        {"Div", &Importer::div},
+        {"Relu", &Importer::relu},
+        {"Clip", &Importer::clip},
+        {"MaxPool", &Importer::pool},
+        {"AveragePool", &Importer::pool},
+        {"GlobalAveragePool", &Importer::globalAveragePool},
+        {"ReduceMean", &Importer::reduceMean},
+        {"BatchNormalization", &Importer::batchNormalization},
+        {"Flatten", &Importer::flatten},
+        {"Reshape", &Importer::reshape},
+        {"Dropout", &Importer::dropout},
+        {"Identity", &Importer::identity},
+        {"Cast", &Importer::cast},
+        {"Softmax", &Importer::softmax},
+        {"LogSoftmax", &Importer::logSoftmax},
+        {"Pad", &Importer::pad},
+        {"Shape", &Importer::shape},
+    };
+    return table;
+}
+
+// Conv: X (N, C, H, W), W (M, C/group, k, k), optional B (M). A zero Pad in front adds its pads.
+void Importer::conv(const NodeProto& n)
+{
+    const Value& xv = value(n, 0);
+    if (xv.kind == Value::Kind::Const) failNode(n, "input 0 must be an activation, not a constant");
+    const std::size_t x = xv.act;
+    perImageRank(n, x, 3, "Conv takes [N, C, H, W]");
+    const ConstTensor& w = constant(n, 1, "the weight");
+    const ConstTensor* b = optConstant(n, 2, "the bias");
+    if (w.dims.size() != 4) failNode(n, "the weight has rank " + std::to_string(w.dims.size()) + ", 2-D convolutions have 4", false);
+    if (w.dims[2] != w.dims[3]) failNode(n, "kernel " + std::to_string(w.dims[2]) + "x" + std::to_string(w.dims[3]) + ": QuantScope's Conv2d takes square kernels");
+    const std::string autoPad = attrString(n, "auto_pad", "NOTSET");
+    if (autoPad != "NOTSET" && autoPad != "VALID") failNode(n, "auto_pad = " + autoPad + " is not read; export with explicit pads");
+    const auto k = static_cast<std::size_t>(w.dims[2]);
+    if (k < 1 || k > 64) failNode(n, "kernel size " + std::to_string(k) + " is out of range", false);
+    if (square(n, "kernel_shape", attrInts(n, "kernel_shape"), w.dims[2], 2) != k) failNode(n, "kernel_shape differs from the weight's shape", false);
+    if (square(n, "dilations", attrInts(n, "dilations"), 1, 2) != 1)
+        failNode(n, "attribute dilations = " + listOf(attrInts(n, "dilations")) + ": QuantScope's Conv2d has no dilation");
+    const std::size_t stride = square(n, "strides", attrInts(n, "strides"), 1, 2);
+    if (stride < 1) failNode(n, "stride 0", false);
+    std::vector<std::int64_t> pads = attrInts(n, "pads");
+    if (pads.empty()) pads.assign(4, 0);
+    if (pads.size() != 4) failNode(n, "attribute pads has " + std::to_string(pads.size()) + " values, expected 4", false);
+    if (xv.kind == Value::Kind::Padded) {
+        // ONNX pads are [top, left, bottom, right]; a Pad node's H/W pads were stored the same way.
+        for (int i = 0; i < 4; ++i) pads[static_cast<std::size_t>(i)] += xv.pads[static_cast<std::size_t>(i)];
+    }
+    const std::size_t padding = square(n, "pads (with the Pad before it)", pads, 0, 4);
+    const std::int64_t group = attrInt(n, "group", 1);
+    const Shape& in = shapeOf(x);
+    if (group < 1 || group > 65536) failNode(n, "group = " + std::to_string(group), false);
+    const auto g = static_cast<std::size_t>(group);
+    const auto cout = static_cast<std::size_t>(w.dims[0]), cinPerGroup = static_cast<std::size_t>(w.dims[1]);
+    if (cinPerGroup * g != in[0] || cout % g != 0)
+        failNode(n, "weight " + listOf(w.dims) + " with group " + std::to_string(g) + " does not fit " + std::to_string(in[0]) + " input channels", false);
+    if (in[1] + 2 * padding < k || in[2] + 2 * padding < k) failNode(n, "the kernel is larger than its padded input " + shapeString(in), false);
+    StoredLayer l;
+    l.kind = LayerKind::Conv2d;
+    l.inChannels = in[0];
+    l.outChannels = cout;
+    l.kernel = k;
+    l.stride = stride;
+    l.padding = padding;
+    l.groups = g;
+    l.tensors.push_back(floatTensor("weight", {cout, cinPerGroup, k, k}, floats(n, w, "the weight")));
+    if (b) {
+        if (b->numel() != cout) failNode(n, "the bias has " + std::to_string(b->numel()) + " values for " + std::to_string(cout) + " channels", false);
+        l.tensors.push_back(floatTensor("bias", {cout}, floats(n, *b, "the bias")));
+    }
+    const std::size_t ho = (in[1] + 2 * padding - k) / stride + 1, wo = (in[2] + 2 * padding - k) / stride + 1;
+    addLayer(n, std::move(l), {cout, ho, wo}, {x}, &w);
+}
+
+// Gemm: Y = alpha * A' * B' + beta * C with A the activation (N, in): a Linear with
+// W = alpha * B' (out, in) and bias beta * C.
+void Importer::gemm(const NodeProto& n)
+{
+    const std::size_t x = act(n, 0);
+    perImageRank(n, x, 1, "Gemm takes [N, features] (flatten first)");
+    if (attrInt(n, "transA", 0) != 0) failNode(n, "transA = 1 on an activation (it would mix the batch) is not read");
+    const ConstTensor& bt = constant(n, 1, "B (the weight)");
+    if (bt.dims.size() != 2) failNode(n, "B has rank " + std::to_string(bt.dims.size()) + ", expected 2", false);
+    const bool transB = attrInt(n, "transB", 0) != 0;
+    const float alpha = attrFloat(n, "alpha", 1.0f), beta = attrFloat(n, "beta", 1.0f);
+    const auto rows = static_cast<std::size_t>(bt.dims[0]), cols = static_cast<std::size_t>(bt.dims[1]);
+    const std::size_t in = transB ? cols : rows, out = transB ? rows : cols;
+    if (in != shapeOf(x)[0]) failNode(n, "B " + listOf(bt.dims) + " does not take " + std::to_string(shapeOf(x)[0]) + " features", false);
+    if (out < 1) failNode(n, "no output features", false);
+    const std::vector<float>& bv = floats(n, bt, "B");
+    std::vector<float> w(in * out);
+    for (std::size_t o = 0; o < out; ++o)
+        for (std::size_t i = 0; i < in; ++i) w[o * in + i] = alpha * (transB ? bv[o * in + i] : bv[i * out + o]);
+    std::vector<float> bias(out, 0.0f);
+    if (const ConstTensor* c = optConstant(n, 2, "C (the bias)")) {
+        const std::vector<float>& cv = floats(n, *c, "C");
+        const bool perOutput = cv.size() == out && (c->dims.size() == 1 || (c->dims.size() == 2 && c->dims[0] == 1));
+        if (!perOutput && cv.size() != 1) failNode(n, "C " + listOf(c->dims) + " is not a bias of " + std::to_string(out) + " values");
+        for (std::size_t o = 0; o < out; ++o) bias[o] = beta * (perOutput ? cv[o] : cv[0]);
+    }
+    StoredLayer l;
+    l.kind = LayerKind::Linear;
+    l.inFeatures = in;
+    l.outFeatures = out;
+    l.tensors = {floatTensor("weight", {out, in}, std::move(w)), floatTensor("bias", {out}, std::move(bias))};
+    addLayer(n, std::move(l), {out}, {x}, &bt);
+}
+
+// MatMul: Y = A B with A the activation (N, in) and B (in, out): a Linear with W = B^T and a zero
+// bias, which the Add after it fills.
+void Importer::matMul(const NodeProto& n)
+{
+    const std::size_t x = act(n, 0);
+    perImageRank(n, x, 1, "MatMul is read as x W with x [N, features]");
+    const ConstTensor& bt = constant(n, 1, "the weight");
+    if (bt.dims.size() != 2) failNode(n, "the weight has rank " + std::to_string(bt.dims.size()) + ", expected 2", false);
+    const auto in = static_cast<std::size_t>(bt.dims[0]), out = static_cast<std::size_t>(bt.dims[1]);
+    if (in != shapeOf(x)[0] || out < 1) failNode(n, "the weight " + listOf(bt.dims) + " does not take " + std::to_string(shapeOf(x)[0]) + " features", false);
+    const std::vector<float>& bv = floats(n, bt, "the weight");
+    std::vector<float> w(in * out);
+    for (std::size_t o = 0; o < out; ++o)
+        for (std::size_t i = 0; i < in; ++i) w[o * in + i] = bv[i * out + o];
+    StoredLayer l;
+    l.kind = LayerKind::Linear;
+    l.inFeatures = in;
+    l.outFeatures = out;
+    l.tensors = {floatTensor("weight", {out, in}, std::move(w)), floatTensor("bias", {out}, std::vector<float>(out, 0.0f))};
+    addLayer(n, std::move(l), {out}, {x}, &bt);
+}
+
+// Add: two activations of one shape (a residual join), or a Linear/Conv output plus a constant
+// (its bias, as MatMul + Add export a Linear).
+void Importer::add(const NodeProto& n)
+{
+    const Value& a = value(n, 0);
+    const Value& b = value(n, 1);
+    if (a.kind == Value::Kind::Act && b.kind == Value::Kind::Act) {
+        if (shapeOf(a.act) != shapeOf(b.act))
+            failNode(n, "adds per-image shapes " + shapeString(shapeOf(a.act)) + " and " + shapeString(shapeOf(b.act)) + "; broadcasting is not read");
+        StoredLayer l;
+        l.kind = LayerKind::Add;
+        addLayer(n, std::move(l), shapeOf(a.act), {a.act, b.act});
+        return;
+    }
+    const int ai = a.kind == Value::Kind::Act ? 0 : 1;
+    const Value& v = ai == 0 ? a : b;
+    const ConstTensor& c = constant(n, 1 - ai, "one addend");
+    if (v.kind != Value::Kind::Act) failNode(n, "adds a Pad's output");
+    const bool last = v.act == m_m.layers.size() && v.act > 0;
+    StoredLayer* l = last ? &m_m.layers[v.act - 1] : nullptr;
+    if (!l || (l->kind != LayerKind::Linear && l->kind != LayerKind::Conv2d) || m_uses[n.input(ai)] != 1)
+        failNode(n, "adds a constant to an activation; only a bias right after a Linear (MatMul) or Conv that nothing else reads is read");
+    const std::vector<float>& cv = floats(n, c, "the bias");
+    const std::size_t out = l->kind == LayerKind::Linear ? l->outFeatures : l->outChannels;
+    // Shapes that add one value per output channel/feature: [out], [1, out] (Linear), [out, 1, 1], [1, out, 1, 1] (Conv).
+    std::vector<std::int64_t> dims = c.dims;
+    while (!dims.empty() && dims.front() == 1 && dims.size() > (l->kind == LayerKind::Linear ? 1u : 3u)) dims.erase(dims.begin());
+    const bool ok = cv.size() == 1 ||
+                    (l->kind == LayerKind::Linear ? dims == std::vector<std::int64_t>{static_cast<std::int64_t>(out)}
+                                                  : dims == std::vector<std::int64_t>{static_cast<std::int64_t>(out), 1, 1});
+    if (!ok) failNode(n, "the constant " + listOf(c.dims) + " is not one value per output of '" + l->name + "'");
+    if (l->tensors.size() < 2) l->tensors.push_back(floatTensor("bias", {out}, std::vector<float>(out, 0.0f)));
+    std::vector<float>& bias = l->tensors[1].values;
+    for (std::size_t o = 0; o < out; ++o) bias[o] += cv.size() == 1 ? cv[0] : cv[o];
+    alias(n, v.act);
+}
+
+// Sub / Div of the graph input by scalars: the input normalisation QuantScope's own exports carry.
+void Importer::sub(const NodeProto& n)
+{
+    const ConstTensor& c = constant(n, 1, "the subtrahend");
+    if (act(n, 0) != 0 || !m_m.layers.empty() || m_sawMean || m_sawStd || c.numel() != 1 || !c.isFloat)
+        failNode(n, "only the input normalisation (input - mean, one scalar) is read");
+    m_m.mean = c.f[0];
+    m_sawMean = true;
+    alias(n, 0);
+}
+
+void Importer::div(const NodeProto& n)
+{
+    const ConstTensor& c = constant(n, 1, "the divisor");
+    if (act(n, 0) != 0 || !m_m.layers.empty() || m_sawStd || c.numel() != 1 || !c.isFloat || !(c.f[0] > 0.0f))
+        failNode(n, "only the input normalisation ((input - mean) / stddev, one positive scalar) is read");
+    m_m.stddev = c.f[0];
+    m_sawStd = true;
+    alias(n, 0);
+}
+
+void Importer::relu(const NodeProto& n)
+{
+    const std::size_t x = act(n, 0);
+    StoredLayer l;
+    l.kind = LayerKind::ReLU;
+    addLayer(n, std::move(l), shapeOf(x), {x});
+}
+
+// Clip(0, 6) is ReLU6 and Clip(0, none) ReLU; min/max are attributes before opset 11, inputs since.
+void Importer::clip(const NodeProto& n)
+{
+    const std::size_t x = act(n, 0);
+    float lo = -std::numeric_limits<float>::infinity(), hi = std::numeric_limits<float>::infinity();
+    if (m_opset < 11) {
+        lo = attrFloat(n, "min", lo);
+        hi = attrFloat(n, "max", hi);
+    } else {
+        for (int i = 1; i <= 2; ++i)
+            if (const ConstTensor* c = optConstant(n, i, i == 1 ? "min" : "max")) {
+                if (c->numel() != 1) failNode(n, std::string(i == 1 ? "min" : "max") + " is not one value", false);
+                (i == 1 ? lo : hi) = static_cast<float>(c->at(0));
+            }
+    }
+    StoredLayer l;
+    if (lo == 0.0f && hi == 6.0f) l.kind = LayerKind::ReLU6;
+    else if (lo == 0.0f && std::isinf(hi) && hi > 0) l.kind = LayerKind::ReLU;
+    else failNode(n, "Clip(" + std::to_string(lo) + ", " + std::to_string(hi) + "): only Clip(0, 6) (ReLU6) and Clip(0) (ReLU) are layers QuantScope has");
+    addLayer(n, std::move(l), shapeOf(x), {x});
+}
+
+// MaxPool / AveragePool without padding (QuantScope's pooling layers have none): square kernel and
+// stride; ceil_mode only where it does not change the output size. A Pad of zeros in front of an
+// AveragePool is padding too (it is how PyTorch exports count_include_pad=True).
+void Importer::pool(const NodeProto& n)
+{
+    const bool isMax = n.op_type() == "MaxPool";
+    const Value& xv = value(n, 0);
+    if (xv.kind == Value::Kind::Const) failNode(n, "input 0 must be an activation, not a constant");
+    const std::size_t x = xv.act;
+    perImageRank(n, x, 3, "2-D pooling takes [N, C, H, W]");
+    noExtraOutputs(n);
+    const std::string autoPad = attrString(n, "auto_pad", "NOTSET");
+    if (autoPad != "NOTSET" && autoPad != "VALID") failNode(n, "auto_pad = " + autoPad + " is not read; export with explicit pads");
+    const std::vector<std::int64_t> ks = attrInts(n, "kernel_shape");
+    if (ks.size() != 2) failNode(n, "kernel_shape must have 2 values", false);
+    const std::size_t k = square(n, "kernel_shape", ks, 0, 2);
+    const std::size_t s = square(n, "strides", attrInts(n, "strides"), 1, 2);
+    if (k < 1 || s < 1) failNode(n, "kernel and stride must be at least 1", false);
+    if (square(n, "dilations", attrInts(n, "dilations"), 1, 2) != 1)
+        failNode(n, "attribute dilations = " + listOf(attrInts(n, "dilations")) + ": QuantScope's pooling has no dilation");
+    std::vector<std::int64_t> pads = attrInts(n, "pads");
+    if (pads.empty()) pads.assign(4, 0);
+    if (pads.size() != 4) failNode(n, "attribute pads has " + std::to_string(pads.size()) + " values, expected 4", false);
+    if (xv.kind == Value::Kind::Padded)
+        for (int i = 0; i < 4; ++i) pads[static_cast<std::size_t>(i)] += xv.pads[static_cast<std::size_t>(i)];
+    for (std::int64_t p : pads)
+        if (p != 0)
+            failNode(n, std::string(xv.kind == Value::Kind::Padded ? "padding (a Pad before it) " : "attribute pads = ") + listOf(pads) +
+                            ": QuantScope's " + (isMax ? "MaxPool2d" : "AvgPool2d") + " has no padding");
+    const Shape& in = shapeOf(x);
+    if (in[1] < k || in[2] < k) failNode(n, "the window is larger than its input " + shapeString(in), false);
+    if (attrInt(n, "ceil_mode", 0) != 0 && ((in[1] - k) % s != 0 || (in[2] - k) % s != 0))
+        failNode(n, "attribute ceil_mode = 1 changes the output size here; QuantScope's pooling rounds down");
+    StoredLayer l;
+    l.kind = isMax ? LayerKind::MaxPool2d : LayerKind::AvgPool2d;
+    l.kernel = k;
+    l.stride = s;
+    addLayer(n, std::move(l), {in[0], (in[1] - k) / s + 1, (in[2] - k) / s + 1}, {x});
+}
+
+void Importer::globalAveragePool(const NodeProto& n)
+{
+    const std::size_t x = act(n, 0);
+    perImageRank(n, x, 3, "GlobalAveragePool takes [N, C, H, W]");
+    StoredLayer l;
+    l.kind = LayerKind::GlobalAvgPool2d;
+    addLayer(n, std::move(l), {shapeOf(x)[0], 1, 1}, {x});
+}
+
+// ReduceMean over axes (2, 3): how x.mean((2, 3)) exports. keepdims = 0 adds a Flatten.
+void Importer::reduceMean(const NodeProto& n)
+{
+    const std::size_t x = act(n, 0);
+    perImageRank(n, x, 3, "ReduceMean is read over H and W of [N, C, H, W]");
+    std::vector<std::int64_t> axes = attrInts(n, "axes");
+    for (std::int64_t& a : axes)
+        if (a < 0) a += 4;
+    std::sort(axes.begin(), axes.end());
+    if (axes != std::vector<std::int64_t>{2, 3}) failNode(n, "axes = " + listOf(attrInts(n, "axes")) + "; only the mean over H and W (axes 2, 3) is a layer QuantScope has");
+    const Shape in = shapeOf(x);
+    StoredLayer l;
+    l.kind = LayerKind::GlobalAvgPool2d;
+    addLayer(n, std::move(l), {in[0], 1, 1}, {x});
+    if (attrInt(n, "keepdims", 1) == 0) {
+        StoredLayer f;
+        f.kind = LayerKind::Flatten;
+        addLayer(n, std::move(f), {in[0]}, {m_m.layers.size()}, nullptr, ".flatten");
+    }
+}
+
+// BatchNormalization in inference form: Y = scale (X - mean) / sqrt(var + epsilon) + B.
+void Importer::batchNormalization(const NodeProto& n)
+{
+    const std::size_t x = act(n, 0);
+    perImageRank(n, x, 3, "BatchNormalization is read on [N, C, H, W]");
+    noExtraOutputs(n);
+    if (attrInt(n, "training_mode", 0) != 0) failNode(n, "training_mode = 1: export the model in eval mode");
+    const std::size_t c = shapeOf(x)[0];
+    StoredLayer l;
+    l.kind = LayerKind::BatchNorm2d;
+    l.outChannels = c;
+    l.eps = attrFloat(n, "epsilon", 1e-5f);
+    l.momentum = 1.0f - attrFloat(n, "momentum", 0.9f);
+    if (!(l.eps > 0.0f) || !std::isfinite(l.eps)) failNode(n, "epsilon must be positive", false);
+    if (!std::isfinite(l.momentum)) l.momentum = 0.1f;
+    const char* names[] = {"gamma", "beta", "running_mean", "running_var"};
+    const char* what[] = {"scale", "B", "input_mean", "input_var"};
+    for (int i = 0; i < 4; ++i) {
+        const ConstTensor& t = constant(n, i + 1, what[i]);
+        if (t.numel() != c) failNode(n, std::string(what[i]) + " has " + std::to_string(t.numel()) + " values for " + std::to_string(c) + " channels", false);
+        l.tensors.push_back(floatTensor(names[i], {c}, floats(n, t, what[i])));
+    }
+    for (float v : l.tensors[3].values)
+        if (!(v >= 0.0f)) failNode(n, "input_var holds a negative or non-finite variance", false);
+    addLayer(n, std::move(l), shapeOf(x), {x});
+}
+
+void Importer::flatten(const NodeProto& n)
+{
+    const std::size_t x = act(n, 0);
+    const std::int64_t rank = static_cast<std::int64_t>(shapeOf(x).size()) + 1;
+    std::int64_t axis = attrInt(n, "axis", 1);
+    if (axis < 0) axis += rank;
+    if (axis != 1) failNode(n, "axis = " + std::to_string(attrInt(n, "axis", 1)) + "; only flattening each image (axis 1) is read");
+    if (shapeOf(x).size() == 1) return alias(n, x);
+    StoredLayer l;
+    l.kind = LayerKind::Flatten;
+    addLayer(n, std::move(l), {shapeNumel(shapeOf(x))}, {x});
+}
+
+// Reshape of an activation to (N, -1), whatever form the target takes: [N, -1] from x.size(0)
+// (folded to the batch marker), [0, -1], [-1, C*H*W], or the traced batch size of a static export.
+void Importer::reshape(const NodeProto& n)
+{
+    const std::size_t x = act(n, 0);
+    const ConstTensor& t = constant(n, 1, "the target shape");
+    const std::int64_t numel = static_cast<std::int64_t>(shapeNumel(shapeOf(x)));
+    bool ok = !t.isFloat && t.i.size() == 2;
+    if (ok) {
+        const std::int64_t a = t.i[0], b = t.i[1];
+        const bool batch = a == kBatchDim || (a == 0 && attrInt(n, "allowzero", 0) == 0) || (m_staticBatch > 0 && a == m_staticBatch);
+        ok = (batch && (b == -1 || b == numel)) || (a == -1 && b == numel);
+    }
+    if (!ok)
+        failNode(n, "reshapes to " + (t.isFloat ? std::string("a float shape") : listOf(t.i)) +
+                        "; only flattening each image to (N, -1) is a layer QuantScope has");
+    if (shapeOf(x).size() == 1) return alias(n, x);
+    StoredLayer l;
+    l.kind = LayerKind::Flatten;
+    addLayer(n, std::move(l), {shapeNumel(shapeOf(x))}, {x});
+}
+
+// Dropout: identity at inference; kept as a layer (ratio from the attribute before opset 12, the
+// input since) so fine-tuning drops out as the original did.
+void Importer::dropout(const NodeProto& n)
+{
+    const std::size_t x = act(n, 0);
+    noExtraOutputs(n);
+    float p = 0.5f;
+    if (m_opset < 12) p = attrFloat(n, "ratio", 0.5f);
+    else if (const ConstTensor* r = optConstant(n, 1, "ratio")) {
+        if (r->numel() != 1) failNode(n, "ratio is not one value", false);
+        p = static_cast<float>(r->at(0));
+    }
+    if (const ConstTensor* tm = m_opset >= 12 ? optConstant(n, 2, "training_mode") : nullptr)
+        if (tm->numel() == 1 && tm->at(0) != 0) failNode(n, "training_mode = true: export the model in eval mode");
+    if (!(p >= 0.0f && p < 1.0f)) failNode(n, "ratio " + std::to_string(p) + " is outside [0, 1)", false);
+    StoredLayer l;
+    l.kind = LayerKind::Dropout;
+    l.dropout = p;
+    addLayer(n, std::move(l), shapeOf(x), {x});
+}
+
+void Importer::identity(const NodeProto& n) { define(n, value(n, 0)); }
+
+void Importer::cast(const NodeProto& n)
+{
+    const std::size_t x = act(n, 0);
+    if (attrInt(n, "to", 0) != onnx::TensorProto::FLOAT) failNode(n, "casts an activation to element type " + std::to_string(attrInt(n, "to", 0)) + "; activations are float32");
+    alias(n, x);
+}
+
+// Softmax over the classes, as the graph's output: dropped (OnnxImportInfo::droppedSoftmax).
+void Importer::softmax(const NodeProto& n)
+{
+    const std::size_t x = act(n, 0);
+    perImageRank(n, x, 1, "Softmax is read over the classes of [N, classes]");
+    const std::int64_t axis = attrInt(n, "axis", m_opset < 13 ? 1 : -1);
+    if (axis != 1 && axis != -1) failNode(n, "axis = " + std::to_string(axis) + " is not the class axis");
+    if (n.output_size() < 1 || n.output(0) != m_outputName)
+        failNode(n, "a Softmax inside the graph is not a layer QuantScope has (only one that makes the output is dropped)");
+    m_info.droppedSoftmax = true;
+    alias(n, x);
+}
+
+void Importer::logSoftmax(const NodeProto& n)
+{
+    const std::size_t x = act(n, 0);
+    perImageRank(n, x, 1, "LogSoftmax is read over the classes of [N, classes]");
+    const std::int64_t axis = attrInt(n, "axis", m_opset < 13 ? 1 : -1);
+    if (axis != 1 && axis != -1) failNode(n, "axis = " + std::to_string(axis) + " is not the class axis");
+    StoredLayer l;
+    l.kind = LayerKind::LogSoftmax;
+    addLayer(n, std::move(l), shapeOf(x), {x});
+}
+
+// Pad (constant mode, zeros, H/W only): remembered with the activation for the Conv after it.
+void Importer::pad(const NodeProto& n)
+{
+    const Value& xv = value(n, 0);
+    if (xv.kind == Value::Kind::Const) failNode(n, "input 0 must be an activation, not a constant");
+    perImageRank(n, xv.act, 3, "Pad is read on [N, C, H, W]");
+    if (attrString(n, "mode", "constant") != "constant") failNode(n, "mode = " + attrString(n, "mode", "constant") + "; only zero padding merges into a Conv");
+    std::vector<std::int64_t> pads;
+    float fill = 0.0f;
+    if (m_opset < 11) {
+        pads = attrInts(n, "pads");
+        fill = attrFloat(n, "value", 0.0f);
+    } else {
+        const ConstTensor& p = constant(n, 1, "pads");
+        if (p.isFloat) failNode(n, "pads are not integers", false);
+        pads = p.i;
+        if (const ConstTensor* v = optConstant(n, 2, "constant_value")) {
+            if (v->numel() != 1) failNode(n, "constant_value is not one value", false);
+            fill = static_cast<float>(v->at(0));
+        }
+        if (has(n, 3)) failNode(n, "the axes input is not read");
+    }
+    if (fill != 0.0f) failNode(n, "pads with " + std::to_string(fill) + "; only zero padding merges into a Conv");
+    if (pads.size() != 8) failNode(n, "pads has " + std::to_string(pads.size()) + " values, expected 8 for [N, C, H, W]", false);
+    // pads: [N_begin, C_begin, H_begin, W_begin, N_end, C_end, H_end, W_end]
+    if (pads[0] != 0 || pads[1] != 0 || pads[4] != 0 || pads[5] != 0) failNode(n, "pads the batch or channel axis: " + listOf(pads));
+    for (std::int64_t p : pads)
+        if (p < 0 || p > 64) failNode(n, "pads " + listOf(pads) + ": negative (cropping) or large pads are not read");
+    Value v = xv;
+    v.kind = Value::Kind::Padded;
+    const std::array<std::int64_t, 4> add{pads[2], pads[3], pads[6], pads[7]};
+    for (int i = 0; i < 4; ++i) v.pads[static_cast<std::size_t>(i)] = (xv.kind == Value::Kind::Padded ? xv.pads[static_cast<std::size_t>(i)] : 0) + add[static_cast<std::size_t>(i)];
+    define(n, v);
+}
+
+// Shape of an activation: [batch marker, per-image dims...] for the folder.
+void Importer::shape(const NodeProto& n)
+{
+    const Value& xv = value(n, 0);
+    if (xv.kind != Value::Kind::Act) failNode(n, "Shape of a Pad's output is not read");
+    ConstTensor t;
+    t.isFloat = false;
+    t.dims = {static_cast<std::int64_t>(shapeOf(xv.act).size()) + 1};
+    t.i.push_back(kBatchDim);
+    for (std::size_t d : shapeOf(xv.act)) t.i.push_back(static_cast<std::int64_t>(d));
+    Value v;
+    try {
+        // start/end (opset 15) through the folder's own Shape on a stand-in of the same dims.
+        ConstTensor standIn;
+        standIn.isFloat = false;
+        standIn.dims = t.i;
+        standIn.dims[0] = 1;
+        const std::vector<const ConstTensor*> in{&standIn};
+        ConstTensor sliced = foldNode(n, in, m_opset).at(0);
+        // Map the stand-in's dims back: the batch is the only dim that was replaced.
+        const std::int64_t rank = static_cast<std::int64_t>(t.i.size());
+        std::int64_t s0 = attrInt(n, "start", 0);
+        if (s0 < 0) s0 += rank;
+        s0 = std::clamp<std::int64_t>(s0, 0, rank);
+        for (std::size_t k = 0; k < sliced.i.size(); ++k) sliced.i[k] = t.i[static_cast<std::size_t>(s0) + k];
+        v.c = std::move(sliced);
+    } catch (const FoldError& e) {
+        failNode(n, e.what, e.config);
+    }
+    define(n, std::move(v));
+}
+
+} // namespace quantscope::onnximport

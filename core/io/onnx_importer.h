@@ -1,0 +1,151 @@
+// The ONNX importer's graph walker, shared by onnx_import.cpp (graph checks, walk, layer naming)
+// and onnx_import_ops.cpp (one handler per operator). Internal to core/io.
+#pragma once
+
+#include "io/exported_model.h"
+#include "io/onnx_const.h"
+#include "io/onnx_import.h"
+#include "util/errors.h"
+
+#include <onnx/onnx_pb.h>
+
+#include <array>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace quantscope::onnximport {
+
+using onnx::NodeProto;
+
+struct Value {
+    enum class Kind { Const, Act, Padded } kind = Kind::Const;
+    ConstTensor c;                     // Const
+    std::size_t act = 0;               // Act, Padded
+    std::array<std::int64_t, 4> pads{}; // Padded: top, left, bottom, right zeros around act
+};
+
+class Importer {
+public:
+    Importer(const onnx::ModelProto& mp, const std::string& source, OnnxImportInfo& info)
+        : m_mp(mp), m_source(source), m_info(info)
+    {
+    }
+    ExportedModel run();
+
+private:
+    using Handler = void (Importer::*)(const NodeProto&);
+    static const std::map<std::string, Handler>& handlers();
+
+    [[noreturn]] void fail(const std::string& what, bool config = false) const
+    {
+        if (config) throw ConfigError(m_source + ": " + what);
+        throw FormatError(m_source + ": " + what);
+    }
+    [[noreturn]] void failNode(const NodeProto& n, const std::string& what, bool config = true) const
+    {
+        fail(n.op_type() + " node '" + n.name() + "': " + what, config);
+    }
+
+    // ---- values
+    bool has(const NodeProto& n, int i) const { return i < n.input_size() && !n.input(i).empty(); }
+    const Value& value(const NodeProto& n, int i) const
+    {
+        if (!has(n, i)) failNode(n, "lacks input " + std::to_string(i), false);
+        return m_values.at(n.input(i)); // every input was checked to be defined before the walk
+    }
+    const ConstTensor& constant(const NodeProto& n, int i, const char* what) const
+    {
+        const Value& v = value(n, i);
+        if (v.kind != Value::Kind::Const) failNode(n, std::string(what) + " must be a constant (an initializer or folded), not an activation");
+        return v.c;
+    }
+    const ConstTensor* optConstant(const NodeProto& n, int i, const char* what) const
+    {
+        return has(n, i) ? &constant(n, i, what) : nullptr;
+    }
+    std::size_t act(const NodeProto& n, int i) const
+    {
+        const Value& v = value(n, i);
+        if (v.kind == Value::Kind::Padded) failNode(n, "reads the output of a Pad; only a Conv takes zero padding in front of it");
+        if (v.kind != Value::Kind::Act) failNode(n, "input " + std::to_string(i) + " must be an activation, not a constant");
+        return v.act;
+    }
+    const Shape& shapeOf(std::size_t a) const { return m_shapes[a]; }
+    void define(const NodeProto& n, Value v, int out = 0)
+    {
+        if (out < n.output_size() && !n.output(out).empty()) m_values[n.output(out)] = std::move(v);
+    }
+    void alias(const NodeProto& n, std::size_t a)
+    {
+        Value v;
+        v.kind = Value::Kind::Act;
+        v.act = a;
+        define(n, v);
+    }
+    void noExtraOutputs(const NodeProto& n)
+    {
+        for (int k = 1; k < n.output_size(); ++k)
+            if (!n.output(k).empty() && m_uses[n.output(k)] > 0) failNode(n, "output " + std::to_string(k) + " is used; only the first is read");
+    }
+    std::string layerName(const NodeProto& n, const ConstTensor* weight);
+    StoredLayer& addLayer(const NodeProto& n, StoredLayer l, Shape out, const std::vector<std::size_t>& inputs,
+                          const ConstTensor* weight = nullptr, const std::string& suffix = {});
+    std::size_t square(const NodeProto& n, const char* attr, std::vector<std::int64_t> v, std::int64_t def, std::size_t count);
+    StoredTensor floatTensor(const char* name, Shape shape, std::vector<float> values) const;
+    const std::vector<float>& floats(const NodeProto& n, const ConstTensor& t, const char* what) const
+    {
+        if (!t.isFloat) failNode(n, std::string(what) + " is not float");
+        return t.f;
+    }
+    std::size_t perImageRank(const NodeProto& n, std::size_t a, std::size_t rank, const char* what)
+    {
+        if (shapeOf(a).size() != rank)
+            failNode(n, std::string(what) + ", but its input has per-image shape " + shapeString(shapeOf(a)));
+        return rank;
+    }
+
+    // ---- graph
+    void checkOpset();
+    void readInput();
+    std::vector<int> liveOrder();
+
+    // ---- operators
+    void conv(const NodeProto& n);
+    void gemm(const NodeProto& n);
+    void matMul(const NodeProto& n);
+    void add(const NodeProto& n);
+    void sub(const NodeProto& n);
+    void div(const NodeProto& n);
+    void relu(const NodeProto& n);
+    void clip(const NodeProto& n);
+    void pool(const NodeProto& n);
+    void globalAveragePool(const NodeProto& n);
+    void reduceMean(const NodeProto& n);
+    void batchNormalization(const NodeProto& n);
+    void flatten(const NodeProto& n);
+    void reshape(const NodeProto& n);
+    void dropout(const NodeProto& n);
+    void identity(const NodeProto& n);
+    void cast(const NodeProto& n);
+    void softmax(const NodeProto& n);
+    void logSoftmax(const NodeProto& n);
+    void pad(const NodeProto& n);
+    void shape(const NodeProto& n);
+
+    const onnx::ModelProto& m_mp;
+    const std::string& m_source;
+    OnnxImportInfo& m_info;
+    int m_opset = 0;
+    ExportedModel m_m;
+    std::vector<Shape> m_shapes;           // per-image shape of every activation
+    std::map<std::string, Value> m_values; // every ONNX value defined so far
+    std::map<std::string, int> m_uses;     // live readers of each value (graph output counts)
+    std::set<std::string> m_names;         // layer names taken
+    std::int64_t m_staticBatch = -1;       // the input's batch dimension when the export fixed it
+    std::string m_inputName, m_outputName;
+    bool m_sawMean = false, m_sawStd = false;
+};
+
+} // namespace quantscope::onnximport

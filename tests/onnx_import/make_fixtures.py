@@ -1,0 +1,210 @@
+#!/usr/bin/python3
+"""Writes the ONNX import fixtures: small PyTorch modules exported with torch.onnx.export
+(Debian's python3-torch 1.13; run with /usr/bin/python3), and PyTorch's own outputs for them.
+
+For each case NAME it writes, next to this script:
+  NAME.onnx   the export (input 'input' [N, C, H, W], output 'logits')
+  NAME.json   {"opset", "input_shape": [N, C, H, W], "input": [...], "output": [...],
+               "output_shape": [...], "head": "logits" | "log_softmax" | "softmax"}
+              input: fixed seeded images (already normalised); output: the module's eval-mode
+              output on them, flat, row-major.
+tst_onnx_import compares QuantScope's forward with "output" within 1e-4.
+
+Usage: /usr/bin/python3 tests/onnx_import/make_fixtures.py [OUT_DIR]
+"""
+import json
+import os
+import sys
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
+
+
+class SeqView(nn.Module):
+    """Sequential CNN flattening with x.view(x.size(0), -1): Shape/Gather/Unsqueeze/Concat."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3)
+        self.pool = nn.MaxPool2d(2)
+        self.fc = nn.Linear(4 * 5 * 5, 10)
+
+    def forward(self, x):
+        x = self.pool(F.relu(self.conv1(x)))
+        x = x.view(x.size(0), -1)
+        return self.fc(x)
+
+
+class FlattenBN(nn.Module):
+    """Conv-ReLU-BN (not foldable into the conv, so a BatchNormalization node), AvgPool2d, nn.Flatten, Dropout, Linear, LogSoftmax."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(6),
+                                      nn.AvgPool2d(2))
+        self.flatten = nn.Flatten()
+        self.drop = nn.Dropout(0.3)
+        self.classifier = nn.Linear(6 * 5 * 5, 7)
+
+    def forward(self, x):
+        return F.log_softmax(self.classifier(self.drop(self.flatten(self.features(x)))), dim=1)
+
+
+class Block(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return F.relu(y + self.shortcut(x))
+
+
+class Residual(nn.Module):
+    """Residual blocks (identity and 1x1 shortcut), AdaptiveAvgPool2d(1), Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 4, 3, 1, 1, bias=False)
+        self.bn = nn.BatchNorm2d(4)
+        self.layer1 = Block(4, 4, 1)
+        self.layer2 = Block(4, 8, 2)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        x = F.relu(self.bn(self.stem(x)))
+        x = self.layer2(self.layer1(x))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+class MobileBlock(nn.Module):
+    """Depthwise-separable block with ReLU6 and an x.mean((2, 3)) head."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, 1, 1)
+        self.dw = nn.Conv2d(8, 8, 3, 2, 1, groups=8, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.pw = nn.Conv2d(8, 12, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(12)
+        self.act = nn.ReLU6()
+        self.fc = nn.Linear(12, 4)
+
+    def forward(self, x):
+        x = self.act(self.stem(x))
+        x = self.act(self.bn2(self.pw(self.act(self.bn1(self.dw(x))))))
+        return self.fc(x.mean((2, 3)))
+
+
+class PadConv(nn.Module):
+    """F.pad and nn.ZeroPad2d in front of convolutions, mean with keepdim, a Softmax head."""
+
+    def __init__(self):
+        super().__init__()
+        self.pad = nn.ZeroPad2d(1)
+        self.conv1 = nn.Conv2d(1, 4, 3)
+        self.conv2 = nn.Conv2d(4, 6, 3, stride=2)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x):
+        x = torch.clamp(self.conv1(self.pad(x)), min=0.0)
+        x = F.relu(self.conv2(F.pad(x, (2, 2, 2, 2))))
+        x = x.mean((2, 3), keepdim=True)
+        return F.softmax(self.fc(torch.flatten(x, 1)), dim=1)
+
+
+class MatMulHead(nn.Module):
+    """A Linear written as x @ W + b (MatMul then Add) on a 2-D input; bias-free conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 5, stride=2, bias=False)
+        self.w = nn.Parameter(torch.randn(3 * 4 * 4, 6) * 0.1)
+        self.b = nn.Parameter(torch.randn(6) * 0.1)
+
+    def forward(self, x):
+        x = torch.flatten(F.relu(self.conv(x)), 1)
+        return x @ self.w + self.b
+
+
+class PoolPad(nn.Module):
+    """MaxPool2d(3, 2, 1) (a ResNet stem) and AvgPool2d(3, 1, 1): pooling with padding."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.avgpool = nn.AvgPool2d(3, 1, 1)
+        self.fc = nn.Linear(4 * 6 * 6, 10)
+
+    def forward(self, x):
+        x = self.avgpool(self.maxpool(F.relu(self.conv(x))))
+        return self.fc(torch.flatten(x, 1))
+
+
+# name, module, input [C, H, W], opset, do_constant_folding, dynamic batch
+CASES = [
+    ("seqview_op11_nofold_dyn", SeqView, (1, 12, 12), 11, False, True),
+    ("seqview_op13_fold", SeqView, (1, 12, 12), 13, True, False),
+    ("flatten_bn_op17_nofold", FlattenBN, (3, 10, 10), 17, False, True),
+    ("flatten_bn_op13_fold_dyn", FlattenBN, (3, 10, 10), 13, True, True),
+    ("residual_op13_fold_dyn", Residual, (1, 8, 8), 13, True, True),
+    ("residual_op11_nofold", Residual, (1, 8, 8), 11, False, False),
+    ("mobile_op11_fold_dyn", MobileBlock, (3, 8, 8), 11, True, True),
+    ("mobile_op17_nofold_dyn", MobileBlock, (3, 8, 8), 17, False, True),
+    ("padconv_op13_nofold", PadConv, (1, 9, 9), 13, False, False),
+    ("padconv_op17_fold_dyn", PadConv, (1, 9, 9), 17, True, True),
+    ("matmul_op13_nofold_dyn", MatMulHead, (1, 12, 12), 13, False, True),
+    ("poolpad_op13_fold_dyn", PoolPad, (1, 12, 12), 13, True, True),
+]
+
+
+def head_of(name, module):
+    if isinstance(module, FlattenBN):
+        return "log_softmax"
+    if isinstance(module, PadConv):
+        return "softmax"
+    return "logits"
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    for i, (name, cls, chw, opset, fold, dynamic) in enumerate(CASES):
+        torch.manual_seed(100 + i)
+        model = cls()
+        # Non-trivial BatchNorm statistics, as after training.
+        for mod in model.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.5, 0.5)
+                mod.running_var.uniform_(0.5, 2.0)
+                mod.weight.data.uniform_(0.5, 1.5)
+                mod.bias.data.uniform_(-0.3, 0.3)
+        model.eval()
+        x = torch.randn(3, *chw)
+        path = os.path.join(OUT, name + ".onnx")
+        axes = {"input": {0: "N"}, "logits": {0: "N"}} if dynamic else None
+        torch.onnx.export(model, x, path, opset_version=opset, input_names=["input"], output_names=["logits"],
+                          dynamic_axes=axes, do_constant_folding=fold,
+                          training=torch.onnx.TrainingMode.EVAL)
+        with torch.no_grad():
+            y = model(x)
+        ref = {"opset": opset, "input_shape": list(x.shape), "input": x.flatten().tolist(),
+               "output_shape": list(y.shape), "output": y.flatten().tolist(), "head": head_of(name, model)}
+        with open(os.path.join(OUT, name + ".json"), "w") as f:
+            json.dump(ref, f)
+        print(name, os.path.getsize(path), "bytes")
+
+
+if __name__ == "__main__":
+    main()
