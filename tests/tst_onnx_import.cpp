@@ -1,0 +1,362 @@
+// FP32 ONNX import: real torch.onnx.export files (tests/onnx_import, made by make_fixtures.py with
+// Debian's torch 1.13, opsets 11/13/17, with and without constant folding, static and dynamic
+// batch) import and their forward matches PyTorch's output within 1e-4; layer names follow the
+// user's modules; QuantScope's own FP32 export reads back; and broken files (made here through the
+// protobuf classes) each get a typed error naming the file and the node.
+// QS_ONNX_REF_DIR=DIR additionally checks DIR/{seed-cnn,resnet8,mobilenet-tiny}.{onnx,json}
+// (pytorch_ref.py exports, npz_to_json.py) on all their images.
+#include "io/exported_model.h"
+#include "io/onnx_import.h"
+#include "io/onnx_io.h"
+#include "nn/model_zoo.h"
+#include "util/errors.h"
+
+#include <onnx/onnx_pb.h>
+
+#include <nlohmann/json.hpp>
+
+#include <QtTest>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+
+using namespace quantscope;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr double kOutputTol = 1e-4; // |QuantScope - PyTorch| per output value (the brief's bound)
+
+const fs::path kFixtures = fs::path(QS_ONNX_FIXTURES);
+
+struct Reference {
+    Shape inputShape, outputShape;
+    std::vector<float> input, output;
+    std::string head;
+};
+
+Reference loadReference(const fs::path& p)
+{
+    std::ifstream f(p);
+    if (!f) throw std::runtime_error("cannot open " + p.string());
+    const nlohmann::json j = nlohmann::json::parse(f);
+    Reference r;
+    r.inputShape = j.at("input_shape").get<Shape>();
+    r.outputShape = j.at("output_shape").get<Shape>();
+    r.input = j.at("input").get<std::vector<float>>();
+    r.output = j.at("output").get<std::vector<float>>();
+    r.head = j.at("head").get<std::string>();
+    return r;
+}
+
+std::vector<std::uint8_t> fileBytes(const fs::path& p)
+{
+    std::ifstream f(p, std::ios::binary);
+    return {std::istreambuf_iterator<char>(f), {}};
+}
+
+onnx::ModelProto parse(const fs::path& p)
+{
+    const std::vector<std::uint8_t> b = fileBytes(p);
+    onnx::ModelProto mp;
+    if (!mp.ParseFromArray(b.data(), static_cast<int>(b.size()))) throw std::runtime_error("cannot parse " + p.string());
+    return mp;
+}
+
+std::vector<std::uint8_t> serialize(const onnx::ModelProto& mp)
+{
+    std::string s;
+    mp.SerializeToString(&s);
+    return {s.begin(), s.end()};
+}
+
+onnx::NodeProto* findNode(onnx::ModelProto& mp, const std::string& op)
+{
+    for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node())
+        if (n.op_type() == op) return &n;
+    throw std::runtime_error("no " + op + " node");
+}
+
+void setInts(onnx::NodeProto* n, const std::string& name, std::vector<std::int64_t> v)
+{
+    for (onnx::AttributeProto& a : *n->mutable_attribute())
+        if (a.name() == name) {
+            a.clear_ints();
+            for (std::int64_t x : v) a.add_ints(x);
+            return;
+        }
+    onnx::AttributeProto* a = n->add_attribute();
+    a->set_name(name);
+    a->set_type(onnx::AttributeProto::INTS);
+    for (std::int64_t x : v) a->add_ints(x);
+}
+
+// Runs the imported model in eval mode on the reference input and returns the largest deviation
+// from PyTorch's output (after softmax when the file's Softmax head was dropped).
+double maxDeviation(const ExportedModel& em, const OnnxImportInfo& info, const Reference& ref)
+{
+    std::unique_ptr<Model> model = buildModel(em);
+    const Tensor x(ref.inputShape, ref.input);
+    RunContext ctx;
+    ctx.training = false;
+    Tensor y = model->forward(x, ctx);
+    if (y.shape() != ref.outputShape) throw std::runtime_error("output shape " + shapeString(y.shape()) + " vs " + shapeString(ref.outputShape));
+    if (info.droppedSoftmax) {
+        const std::size_t k = y.shape()[1];
+        for (std::size_t r = 0; r < y.shape()[0]; ++r) {
+            float* row = y.data() + r * k;
+            const float mx = *std::max_element(row, row + k);
+            double sum = 0;
+            for (std::size_t c = 0; c < k; ++c) sum += std::exp(row[c] - mx);
+            for (std::size_t c = 0; c < k; ++c) row[c] = static_cast<float>(std::exp(row[c] - mx) / sum);
+        }
+    }
+    double worst = 0;
+    for (std::size_t i = 0; i < y.numel(); ++i) worst = std::max(worst, std::fabs(double(y[i]) - ref.output[i]));
+    return worst;
+}
+
+std::vector<std::string> layerNames(const ExportedModel& m)
+{
+    std::vector<std::string> v;
+    for (const StoredLayer& l : m.layers) v.push_back(l.name);
+    return v;
+}
+
+bool contains(const std::vector<std::string>& v, const std::string& s) { return std::find(v.begin(), v.end(), s) != v.end(); }
+
+} // namespace
+
+class TestOnnxImport : public QObject {
+    Q_OBJECT
+
+private slots:
+    void matchesPyTorch_data();
+    void matchesPyTorch();
+    void softmaxHeadIsDropped();
+    void layerNamesFollowModules();
+    void poolPaddingIsRefused();
+    void readsQuantScopeExport();
+    void badInput_data();
+    void badInput();
+    void truncatedFilesFail();
+    void referenceModels();
+};
+
+void TestOnnxImport::matchesPyTorch_data()
+{
+    QTest::addColumn<QString>("name");
+    for (const char* n : {"seqview_op11_nofold_dyn", "seqview_op13_fold", "flatten_bn_op17_nofold", "flatten_bn_op13_fold_dyn",
+                          "residual_op13_fold_dyn", "residual_op11_nofold", "mobile_op11_fold_dyn", "mobile_op17_nofold_dyn",
+                          "padconv_op13_nofold", "padconv_op17_fold_dyn", "matmul_op13_nofold_dyn", "ref_resnet8", "ref_mobilenet-tiny"})
+        QTest::newRow(n) << QString(n);
+}
+
+void TestOnnxImport::matchesPyTorch()
+{
+    QFETCH(QString, name);
+    const fs::path onnxPath = kFixtures / (name.toStdString() + ".onnx");
+    const Reference ref = loadReference(kFixtures / (name.toStdString() + ".json"));
+    OnnxImportInfo info;
+    const ExportedModel m = importOnnx(fileBytes(onnxPath), onnxPath.string(), &info);
+    QCOMPARE(m.modelName, name.toStdString());
+    QCOMPARE(Shape({m.channels, m.height, m.width}), Shape(ref.inputShape.begin() + 1, ref.inputShape.end()));
+    QCOMPARE(m.classes, ref.outputShape[1]);
+    QVERIFY(!m.quantized);
+    QCOMPARE(m.mean, 0.0f); // the exports take normalised input
+    QCOMPARE(m.stddev, 1.0f);
+    const double dev = maxDeviation(m, info, ref);
+    qInfo("%s: %zu layers, %zu parameters, max |QuantScope - PyTorch| = %.3g", qPrintable(name), m.layers.size(), m.numParams(), dev);
+    QVERIFY2(dev <= kOutputTol, qPrintable(QString("deviation %1").arg(dev)));
+    // Names are unique (Model::add would refuse duplicates; buildModel ran above).
+    std::vector<std::string> names = layerNames(m);
+    std::sort(names.begin(), names.end());
+    QVERIFY(std::adjacent_find(names.begin(), names.end()) == names.end());
+}
+
+void TestOnnxImport::softmaxHeadIsDropped()
+{
+    OnnxImportInfo info;
+    const fs::path p = kFixtures / "padconv_op13_nofold.onnx";
+    const ExportedModel m = importOnnx(fileBytes(p), p.string(), &info);
+    QVERIFY(info.droppedSoftmax);
+    QCOMPARE(info.opset, 13);
+    QCOMPARE(m.layers.back().kind, LayerKind::Linear); // the logits, softmax left to the loss
+    OnnxImportInfo info2;
+    const fs::path q = kFixtures / "flatten_bn_op17_nofold.onnx";
+    const ExportedModel l = importOnnx(fileBytes(q), q.string(), &info2);
+    QVERIFY(!info2.droppedSoftmax);
+    QCOMPARE(l.layers.back().kind, LayerKind::LogSoftmax);
+}
+
+void TestOnnxImport::layerNamesFollowModules()
+{
+    const std::vector<std::string> res = layerNames(importOnnx((kFixtures / "residual_op13_fold_dyn.onnx").string()));
+    for (const char* n : {"stem", "layer1.conv1", "layer1.conv2", "layer2.conv1", "layer2.shortcut.0", "pool", "fc"})
+        QVERIFY2(contains(res, n), n);
+    const ExportedModel fb = importOnnx((kFixtures / "flatten_bn_op17_nofold.onnx").string());
+    const std::vector<std::string> names = layerNames(fb);
+    for (const char* n : {"features.0", "features.2", "classifier", "flatten"}) QVERIFY2(contains(names, n), n);
+    QCOMPARE(fb.layers[2].kind, LayerKind::BatchNorm2d); // Conv-ReLU-BN: the BatchNormalization node stays a layer
+    const std::vector<std::string> mm = layerNames(importOnnx((kFixtures / "matmul_op13_nofold_dyn.onnx").string()));
+    QVERIFY(contains(mm, "conv"));
+}
+
+void TestOnnxImport::poolPaddingIsRefused()
+{
+    try {
+        importOnnx((kFixtures / "poolpad_op13_fold_dyn.onnx").string());
+        QFAIL("MaxPool(3, 2, 1) imported, but QuantScope's pooling has no padding");
+    } catch (const ConfigError& e) {
+        const QString msg = e.what();
+        QVERIFY2(msg.contains("poolpad_op13_fold_dyn.onnx") && msg.contains("MaxPool node '/maxpool/MaxPool'") && msg.contains("pads"), e.what());
+    }
+}
+
+void TestOnnxImport::readsQuantScopeExport()
+{
+    for (const char* preset : {"resnet8", "mobilenet-tiny", "seed-cnn-bn"}) {
+        std::unique_ptr<Model> original = makeModel(preset, 1, 28, 28, 10, 7);
+        const ExportedModel e = exportFloatModel(*original, preset, 0.25f, 0.5f, {});
+        const ExportedModel back = importOnnx(encodeOnnx(e), std::string(preset) + ".onnx");
+        QCOMPARE(back.mean, 0.25f);
+        QCOMPARE(back.stddev, 0.5f);
+        std::unique_ptr<Model> imported = buildModel(back);
+        Tensor x({2, 1, 28, 28});
+        for (std::size_t i = 0; i < x.numel(); ++i) x[i] = std::sin(0.37f * float(i));
+        RunContext ctx;
+        const Tensor a = original->forward(x, ctx);
+        const Tensor b = imported->forward(x, ctx);
+        QCOMPARE(a.shape(), b.shape());
+        for (std::size_t i = 0; i < a.numel(); ++i) QVERIFY2(std::fabs(a[i] - b[i]) <= kOutputTol, preset);
+    }
+}
+
+void TestOnnxImport::badInput_data()
+{
+    using Mutate = std::function<void(onnx::ModelProto&)>;
+    QTest::addColumn<QString>("file");
+    QTest::addColumn<void*>("mutate");
+    QTest::addColumn<QString>("errorType");
+    QTest::addColumn<QString>("mentions");
+    static std::vector<Mutate> keep; // the rows hold pointers into this
+    keep.reserve(32);
+    auto row = [&](const char* name, const char* file, Mutate m, const char* type, const char* mentions) {
+        keep.push_back(std::move(m));
+        QTest::newRow(name) << QString(file) << static_cast<void*>(&keep.back()) << QString(type) << QString(mentions);
+    };
+    row("unsupported operator", "residual_op13_fold_dyn", [](onnx::ModelProto& mp) { findNode(mp, "Relu")->set_op_type("HardSwish"); },
+        "ConfigError", "HardSwish node '/Relu'");
+    row("dynamic height", "residual_op13_fold_dyn",
+        [](onnx::ModelProto& mp) { mp.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->mutable_shape()->mutable_dim(2)->set_dim_param("H"); },
+        "FormatError", "dynamic");
+    row("external data", "seqview_op13_fold",
+        [](onnx::ModelProto& mp) { mp.mutable_graph()->mutable_initializer(0)->set_data_location(onnx::TensorProto::EXTERNAL); },
+        "ConfigError", "external");
+    row("opset 9", "seqview_op13_fold", [](onnx::ModelProto& mp) { mp.mutable_opset_import(0)->set_version(9); }, "ConfigError", "opset 9");
+    row("opset 18", "seqview_op13_fold", [](onnx::ModelProto& mp) { mp.mutable_opset_import(0)->set_version(18); }, "ConfigError", "opset 18");
+    row("cycle", "seqview_op13_fold",
+        [](onnx::ModelProto& mp) { findNode(mp, "Relu")->set_input(0, findNode(mp, "MaxPool")->output(0)); }, "FormatError", "cycle");
+    row("dangling input", "seqview_op13_fold", [](onnx::ModelProto& mp) { findNode(mp, "MaxPool")->set_input(0, "nowhere"); },
+        "FormatError", "MaxPool node '/pool/MaxPool' reads 'nowhere'");
+    row("raw size vs dims", "seqview_op13_fold",
+        [](onnx::ModelProto& mp) {
+            onnx::TensorProto* t = mp.mutable_graph()->mutable_initializer(0);
+            t->mutable_raw_data()->resize(t->raw_data().size() - 4);
+        },
+        "FormatError", "bytes, its dims need");
+    row("absurd dims", "seqview_op13_fold",
+        [](onnx::ModelProto& mp) { mp.mutable_graph()->mutable_initializer(0)->set_dims(0, std::int64_t{1} << 40); }, "FormatError",
+        "out of range");
+    row("overflowing dims", "seqview_op13_fold",
+        [](onnx::ModelProto& mp) {
+            onnx::TensorProto* t = mp.mutable_graph()->mutable_initializer(0);
+            t->clear_dims();
+            for (int i = 0; i < 4; ++i) t->add_dims(std::int64_t{1} << 30);
+        },
+        "FormatError", "elements");
+    row("dilation", "seqview_op13_fold", [](onnx::ModelProto& mp) { setInts(findNode(mp, "Conv"), "dilations", {2, 2}); }, "ConfigError",
+        "Conv node '/conv1/Conv': attribute dilations");
+    row("asymmetric pads", "seqview_op13_fold", [](onnx::ModelProto& mp) { setInts(findNode(mp, "Conv"), "pads", std::vector<std::int64_t>{0, 0, 1, 1}); },
+        "ConfigError", "pads");
+    row("rectangular stride", "seqview_op13_fold", [](onnx::ModelProto& mp) { setInts(findNode(mp, "Conv"), "strides", {1, 2}); },
+        "ConfigError", "strides");
+    row("reshape that is not a flatten", "seqview_op11_nofold_dyn",
+        [](onnx::ModelProto& mp) {
+            for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node())
+                if (n.name() == "/Constant_1") { // the -1 of x.view(x.size(0), -1)
+                    onnx::TensorProto* t = n.mutable_attribute(0)->mutable_t();
+                    t->clear_raw_data();
+                    t->add_int64_data(7);
+                }
+        },
+        "ConfigError", "Reshape node '/Reshape'");
+    row("two outputs", "seqview_op13_fold", [](onnx::ModelProto& mp) { *mp.mutable_graph()->add_output() = mp.graph().output(0); },
+        "ConfigError", "2 outputs");
+}
+
+void TestOnnxImport::badInput()
+{
+    QFETCH(QString, file);
+    QFETCH(void*, mutate);
+    QFETCH(QString, errorType);
+    QFETCH(QString, mentions);
+    onnx::ModelProto mp = parse(kFixtures / (file.toStdString() + ".onnx"));
+    (*static_cast<std::function<void(onnx::ModelProto&)>*>(mutate))(mp);
+    const std::string source = "broken/" + file.toStdString() + ".onnx";
+    try {
+        importOnnx(serialize(mp), source);
+        QFAIL("imported a broken file");
+    } catch (const Error& e) {
+        const QString msg = e.what();
+        const QString type = dynamic_cast<const ConfigError*>(&e) ? "ConfigError" : dynamic_cast<const FormatError*>(&e) ? "FormatError" : "Error";
+        QVERIFY2(type == errorType, qPrintable(type + ": " + msg));
+        QVERIFY2(msg.startsWith(QString::fromStdString(source)), e.what());
+        QVERIFY2(msg.contains(mentions), e.what());
+    }
+}
+
+void TestOnnxImport::truncatedFilesFail()
+{
+    const std::vector<std::uint8_t> full = fileBytes(kFixtures / "residual_op13_fold_dyn.onnx");
+    int formatErrors = 0;
+    for (std::size_t cut : {std::size_t{1}, std::size_t{17}, full.size() / 3, full.size() / 2, full.size() - 5}) {
+        const std::vector<std::uint8_t> part(full.begin(), full.begin() + static_cast<std::ptrdiff_t>(cut));
+        try {
+            importOnnx(part, "cut.onnx");
+            QFAIL(qPrintable(QString("a file cut at %1 bytes imported").arg(cut)));
+        } catch (const FormatError& e) {
+            QVERIFY2(QString(e.what()).startsWith("cut.onnx: "), e.what());
+            ++formatErrors;
+        } catch (const Error& e) {
+            QVERIFY2(QString(e.what()).startsWith("cut.onnx: "), e.what());
+        }
+    }
+    QVERIFY(formatErrors >= 3);
+    try {
+        importOnnx("/nonexistent/model.onnx");
+        QFAIL("a missing file imported");
+    } catch (const IoError& e) {
+        QVERIFY(QString(e.what()).contains("/nonexistent/model.onnx"));
+    }
+}
+
+void TestOnnxImport::referenceModels()
+{
+    const char* dir = std::getenv("QS_ONNX_REF_DIR");
+    if (!dir) QSKIP("QS_ONNX_REF_DIR is not set (pytorch_ref.py exports converted by npz_to_json.py)");
+    for (const char* m : {"seed-cnn", "resnet8", "mobilenet-tiny"}) {
+        const fs::path base = fs::path(dir) / m;
+        OnnxImportInfo info;
+        const ExportedModel em = importOnnx(fileBytes(base.string() + ".onnx"), base.string() + ".onnx", &info);
+        const Reference ref = loadReference(base.string() + ".json");
+        const double dev = maxDeviation(em, info, ref);
+        qInfo("%s: %zu parameters, %zu images, max |QuantScope - PyTorch| logit = %.3g", m, em.numParams(), ref.inputShape[0], dev);
+        QVERIFY2(dev <= kOutputTol, m);
+    }
+}
+
+QTEST_GUILESS_MAIN(TestOnnxImport)
+#include "tst_onnx_import.moc"
