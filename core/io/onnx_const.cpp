@@ -135,6 +135,7 @@ ConstTensor binary(const std::string& op, const ConstTensor& a, const ConstTenso
         dims[k] = da[k] == 1 ? db[k] : da[k];
     }
     const std::uint64_t n = checkedNumel(dims, op);
+    if (n > kMaxFoldedElements) fail(op + ": the folded result would have " + std::to_string(n) + " elements", true);
     ConstTensor r;
     r.isFloat = a.isFloat || b.isFloat;
     r.dims = dims;
@@ -159,7 +160,7 @@ ConstTensor binary(const std::string& op, const ConstTensor& a, const ConstTenso
         } else {
             const std::int64_t x = a.i[ia], y = b.i[ib];
             const auto lim = std::int64_t{1} << 40; // shape arithmetic only: no overflow to worry about
-            if (std::abs(x) > lim || std::abs(y) > lim) fail(op + ": integers too large to fold");
+            if (x > lim || x < -lim || y > lim || y < -lim) fail(op + ": integers too large to fold");
             std::int64_t v = 0;
             if (op == "Add") v = x + y;
             else if (op == "Sub") v = x - y;
@@ -186,7 +187,7 @@ ConstTensor gather(const onnx::NodeProto& n, const ConstTensor& data, const Cons
     std::vector<std::int64_t> dims(data.dims.begin(), data.dims.begin() + static_cast<std::ptrdiff_t>(axis));
     dims.insert(dims.end(), ind.dims.begin(), ind.dims.end());
     dims.insert(dims.end(), data.dims.begin() + static_cast<std::ptrdiff_t>(axis) + 1, data.dims.end());
-    checkedNumel(dims, "Gather");
+    if (checkedNumel(dims, "Gather") > kMaxFoldedElements) fail("Gather: the folded result is too large", true);
     const std::size_t outer = prod(data.dims, 0, axis), inner = prod(data.dims, axis + 1, data.dims.size());
     const std::int64_t len = data.dims[axis];
     ConstTensor r = like(data, dims);
@@ -314,7 +315,9 @@ ConstTensor slice(const onnx::NodeProto& n, const std::vector<const ConstTensor*
     std::vector<std::int64_t> st(rank, 0), sp(rank, 1), dims = a.dims;
     for (std::size_t k = 0; k < starts.size(); ++k) {
         const auto d = static_cast<std::size_t>(normAxis(axes[k], rank, "Slice"));
-        const std::int64_t len = a.dims[d], step = steps[k];
+        const std::int64_t len = a.dims[d];
+        // Steps beyond +-2^32 act as +-2^32 (dims are at most 2^31); clamping keeps the arithmetic in range.
+        const std::int64_t step = std::clamp<std::int64_t>(steps[k], -(std::int64_t{1} << 32), std::int64_t{1} << 32);
         if (step == 0) fail("Slice: step 0");
         std::int64_t s = starts[k], e = ends[k];
         if (s < 0) s += len;
@@ -420,6 +423,7 @@ ConstTensor constantOfShape(const onnx::NodeProto& n, const ConstTensor& shape)
     const std::vector<std::int64_t> dims = intsOf(shape, "ConstantOfShape shape");
     checkBatchFree(shape, "ConstantOfShape");
     const std::uint64_t total = checkedNumel(dims, "ConstantOfShape");
+    if (total > kMaxFoldedElements) fail("ConstantOfShape: " + std::to_string(total) + " elements is more than a constant subgraph needs", true);
     ConstTensor fill;
     fill.f = {0.0f};
     if (const onnx::AttributeProto* a = findAttr(n, "value")) {

@@ -19,6 +19,9 @@ namespace quantscope::onnximport {
 inline constexpr std::int64_t kBatchDim = std::numeric_limits<std::int64_t>::min() + 1;
 // Largest constant (elements) the folder makes or decodes: 2^28 floats = 1 GiB.
 inline constexpr std::uint64_t kMaxConstElements = std::uint64_t{1} << 28;
+// Largest tensor an op may create beyond its inputs' size (ConstantOfShape, broadcasting, Gather):
+// 2^24 elements, so a few bytes of graph cannot ask for gigabytes.
+inline constexpr std::uint64_t kMaxFoldedElements = std::uint64_t{1} << 24;
 
 // A constant: float32 values (FLOAT, DOUBLE, FLOAT16 are not folded: FLOAT and DOUBLE) or
 // integers (INT64, INT32, INT8, UINT8, BOOL...), row-major with `dims`.

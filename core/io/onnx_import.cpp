@@ -217,7 +217,9 @@ ExportedModel Importer::run()
                 in.push_back(nullptr);
                 continue;
             }
-            const Value& v = m_values.at(n.input(i));
+            const auto found = m_values.find(n.input(i));
+            if (found == m_values.end()) failNode(n, "reads '" + n.input(i) + "', which its node does not make", false);
+            const Value& v = found->second;
             allConst = allConst && v.kind == Value::Kind::Const;
             in.push_back(v.kind == Value::Kind::Const ? &v.c : nullptr);
         }
@@ -241,9 +243,14 @@ ExportedModel Importer::run()
                         "Relu, Clip, MaxPool, AveragePool, GlobalAveragePool, ReduceMean, BatchNormalization, Add, Flatten, "
                         "Reshape, Dropout, Identity, Softmax, LogSoftmax and constant shape arithmetic)");
         (this->*(it->second))(n);
+        for (int o = 0; o < n.output_size(); ++o)
+            if (!n.output(o).empty() && m_uses[n.output(o)] > 0 && !m_values.count(n.output(o)))
+                failNode(n, "output " + std::to_string(o) + " ('" + n.output(o) + "') is used, but only the first output is read");
     }
 
-    const Value& out = m_values.at(m_outputName);
+    const auto outIt = m_values.find(m_outputName);
+    if (outIt == m_values.end()) fail("the graph output '" + m_outputName + "' is not made by its node");
+    const Value& out = outIt->second;
     if (out.kind != Value::Kind::Act || out.act == 0)
         fail("the graph output '" + m_outputName + "' is not computed by any layer", true);
     if (out.act != m_m.layers.size()) fail("the graph output '" + m_outputName + "' is not the last layer's value");

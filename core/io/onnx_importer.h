@@ -53,7 +53,9 @@ private:
     const Value& value(const NodeProto& n, int i) const
     {
         if (!has(n, i)) failNode(n, "lacks input " + std::to_string(i), false);
-        return m_values.at(n.input(i)); // every input was checked to be defined before the walk
+        const auto it = m_values.find(n.input(i));
+        if (it == m_values.end()) failNode(n, "reads '" + n.input(i) + "', which its node does not make", false);
+        return it->second;
     }
     const ConstTensor& constant(const NodeProto& n, int i, const char* what) const
     {
