@@ -206,6 +206,12 @@ GradSetup makeGradSetup(const QString& row, Rng& rng)
     } else if (row == "avgpool2d_k3_s3_tiled") {
         s.layer = std::make_unique<AvgPool2d>("pool", 3);
         s.x = randomTensor({2, 2, 8, 7}, rng); // the last two rows and the last column are in no window
+    } else if (row == "avgpool2d_k3_s2_p1") {
+        s.layer = std::make_unique<AvgPool2d>("pool", 3, 2, 1); // zero padding counted in the mean
+        s.x = randomTensor({2, 2, 7, 6}, rng);
+    } else if (row == "avgpool2d_k3_s1_p1") {
+        s.layer = std::make_unique<AvgPool2d>("pool", 3, 1, 1);
+        s.x = randomTensor({1, 2, 5, 5}, rng);
     } else if (row == "global_avgpool2d") {
         s.layer = std::make_unique<GlobalAvgPool2d>("pool");
         s.x = randomTensor({2, 3, 5, 4}, rng);
@@ -219,6 +225,12 @@ GradSetup makeGradSetup(const QString& row, Rng& rng)
     } else if (row == "maxpool2d_k3_s2_overlapping") {
         s.layer = std::make_unique<MaxPool2d>("pool", 3, 2);
         s.x = distinctTensor({1, 2, 7, 7}, rng);
+    } else if (row == "maxpool2d_k3_s2_p1") { // a ResNet stem: -inf padding
+        s.layer = std::make_unique<MaxPool2d>("pool", 3, 2, 1);
+        s.x = distinctTensor({2, 2, 7, 6}, rng);
+    } else if (row == "maxpool2d_k2_s2_p1") {
+        s.layer = std::make_unique<MaxPool2d>("pool", 2, 2, 1);
+        s.x = distinctTensor({1, 2, 5, 5}, rng);
     } else if (row == "dropout_p0.5") {
         s.layer = std::make_unique<Dropout>("dropout", 0.5f);
         s.x = randomTensor({2, 3, 4, 4}, rng);
@@ -576,7 +588,8 @@ void TestLayers::layerGradient_data()
          {"conv2d_k3_s1_p0", "conv2d_k3_s2_p1", "conv2d_k5_s1_p2", "conv2d_g2_k3_s1_p1_bias",
           "conv2d_g2_k3_s2_p0_nobias", "conv2d_g3_k1_channel_multiplier", "depthwise_k3_s1_p1", "depthwise_k3_s2_p1",
           "depthwise_k3_s2_p1_bias", "batchnorm2d_train", "batchnorm2d_frozen", "relu", "relu6", "maxpool2d_k2",
-          "maxpool2d_k3_s2_overlapping", "avgpool2d_k2", "avgpool2d_k3_s2_overlapping", "avgpool2d_k3_s3_tiled",
+          "maxpool2d_k3_s2_overlapping", "maxpool2d_k3_s2_p1", "maxpool2d_k2_s2_p1", "avgpool2d_k2",
+          "avgpool2d_k3_s2_overlapping", "avgpool2d_k3_s3_tiled", "avgpool2d_k3_s2_p1", "avgpool2d_k3_s1_p1",
           "global_avgpool2d", "add", "dropout_p0.5", "flatten", "linear", "log_softmax"})
         QTest::newRow(row) << QString(row);
 }

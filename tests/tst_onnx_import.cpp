@@ -137,7 +137,7 @@ private slots:
     void matchesPyTorch();
     void softmaxHeadIsDropped();
     void layerNamesFollowModules();
-    void poolPaddingIsRefused();
+    void poolPaddingImports();
     void readsQuantScopeExport();
     void badInput_data();
     void badInput();
@@ -150,7 +150,8 @@ void TestOnnxImport::matchesPyTorch_data()
     QTest::addColumn<QString>("name");
     for (const char* n : {"seqview_op11_nofold_dyn", "seqview_op13_fold", "flatten_bn_op17_nofold", "flatten_bn_op13_fold_dyn",
                           "residual_op13_fold_dyn", "residual_op11_nofold", "mobile_op11_fold_dyn", "mobile_op17_nofold_dyn",
-                          "padconv_op13_nofold", "padconv_op17_fold_dyn", "matmul_op13_nofold_dyn", "ref_resnet8", "ref_mobilenet-tiny"})
+                          "padconv_op13_nofold", "padconv_op17_fold_dyn", "matmul_op13_nofold_dyn", "poolpad_op13_fold_dyn", "ref_resnet8",
+                          "ref_mobilenet-tiny"})
         QTest::newRow(n) << QString(n);
 }
 
@@ -204,15 +205,24 @@ void TestOnnxImport::layerNamesFollowModules()
     QVERIFY(contains(mm, "conv"));
 }
 
-void TestOnnxImport::poolPaddingIsRefused()
+void TestOnnxImport::poolPaddingImports()
 {
-    try {
-        importOnnx((kFixtures / "poolpad_op13_fold_dyn.onnx").string());
-        QFAIL("MaxPool(3, 2, 1) imported, but QuantScope's pooling has no padding");
-    } catch (const ConfigError& e) {
-        const QString msg = e.what();
-        QVERIFY2(msg.contains("poolpad_op13_fold_dyn.onnx") && msg.contains("MaxPool node '/maxpool/MaxPool'") && msg.contains("pads"), e.what());
+    // MaxPool(3, 2, 1) pads with -inf; AvgPool2d(3, 1, 1) exports as a zero Pad + AveragePool and merges.
+    const ExportedModel m = importOnnx((kFixtures / "poolpad_op13_fold_dyn.onnx").string());
+    const StoredLayer* maxPool = nullptr;
+    const StoredLayer* avgPool = nullptr;
+    for (const StoredLayer& l : m.layers) {
+        if (l.kind == LayerKind::MaxPool2d) maxPool = &l;
+        if (l.kind == LayerKind::AvgPool2d) avgPool = &l;
     }
+    QVERIFY(maxPool && avgPool);
+    QCOMPARE(maxPool->name, std::string("maxpool"));
+    QCOMPARE(maxPool->padding, std::size_t{1});
+    QCOMPARE(avgPool->padding, std::size_t{1});
+    // It round-trips through QuantScope's own ONNX export (pads, count_include_pad = 1).
+    const ExportedModel back = decodeOnnx(encodeOnnx(m), "poolpad.onnx");
+    QCOMPARE(back.layers.size(), m.layers.size());
+    for (std::size_t i = 0; i < m.layers.size(); ++i) QCOMPARE(back.layers[i].padding, m.layers[i].padding);
 }
 
 void TestOnnxImport::readsQuantScopeExport()
@@ -281,6 +291,16 @@ void TestOnnxImport::badInput_data()
         "Conv node '/conv1/Conv': attribute dilations");
     row("asymmetric pads", "seqview_op13_fold", [](onnx::ModelProto& mp) { setInts(findNode(mp, "Conv"), "pads", std::vector<std::int64_t>{0, 0, 1, 1}); },
         "ConfigError", "pads");
+    row("avgpool count_include_pad=0", "flatten_bn_op17_nofold",
+        [](onnx::ModelProto& mp) {
+            onnx::NodeProto* pool = findNode(mp, "AveragePool");
+            setInts(pool, "pads", std::vector<std::int64_t>{1, 1, 1, 1});
+            setInts(pool, "kernel_shape", std::vector<std::int64_t>{3, 3});
+        },
+        "ConfigError", "count_include_pad = 0");
+    row("maxpool padding over half the kernel", "seqview_op13_fold",
+        [](onnx::ModelProto& mp) { setInts(findNode(mp, "MaxPool"), "pads", std::vector<std::int64_t>{2, 2, 2, 2}); }, "ConfigError",
+        "more than half the kernel");
     row("rectangular stride", "seqview_op13_fold", [](onnx::ModelProto& mp) { setInts(findNode(mp, "Conv"), "strides", {1, 2}); },
         "ConfigError", "strides");
     row("reshape that is not a flatten", "seqview_op11_nofold_dyn",

@@ -246,9 +246,11 @@ ExportedModel exportQuantizedModel(Model& model, const QuantSim& sim, const std:
         } else if (auto* p = dynamic_cast<MaxPool2d*>(&layer)) {
             l.kernel = p->kernel();
             l.stride = p->stride();
+            l.padding = p->padding();
         } else if (auto* ap = dynamic_cast<AvgPool2d*>(&layer)) {
             l.kernel = ap->kernel();
             l.stride = ap->stride();
+            l.padding = ap->padding();
         } else if (auto* d = dynamic_cast<Dropout*>(&layer)) {
             l.dropout = d->p();
         }

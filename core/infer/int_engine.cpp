@@ -126,8 +126,28 @@ void IntEngine::Impl::runImageOp(const Op& op, Scratch& s) const
     }
     case OpKind::Depthwise: depthwiseRequant(op.dw, cur, nxt, s.dwPad); return;
     case OpKind::MaxPool: {
-        // y[oy][ox][c] = max x[oy*s+dy][ox*s+dx][c]
         const std::size_t C = op.cin;
+        if (op.pad) {
+            // Padded: the border is -inf, i.e. skipped; every window holds an input pixel (pad <= k / 2),
+            // and bytes order as the values they stand for, so 0 is a safe start.
+            for (std::size_t oy = 0; oy < op.hout; ++oy)
+                for (std::size_t ox = 0; ox < op.wout; ++ox) {
+                    std::uint8_t* d = nxt + (oy * op.wout + ox) * C;
+                    std::memset(d, 0, C);
+                    for (std::size_t dy = 0; dy < op.k; ++dy) {
+                        const std::size_t iy = oy * op.stride + dy; // padded coordinates
+                        if (iy < op.pad || iy >= op.pad + op.hin) continue;
+                        for (std::size_t dx = 0; dx < op.k; ++dx) {
+                            const std::size_t ix = ox * op.stride + dx;
+                            if (ix < op.pad || ix >= op.pad + op.win) continue;
+                            const std::uint8_t* p = cur + ((iy - op.pad) * op.win + (ix - op.pad)) * C;
+                            for (std::size_t ch = 0; ch < C; ++ch) d[ch] = std::max(d[ch], p[ch]);
+                        }
+                    }
+                }
+            return;
+        }
+        // y[oy][ox][c] = max x[oy*s+dy][ox*s+dx][c]
         for (std::size_t oy = 0; oy < op.hout; ++oy)
             for (std::size_t ox = 0; ox < op.wout; ++ox) {
                 std::uint8_t* d = nxt + (oy * op.wout + ox) * C;
@@ -140,7 +160,14 @@ void IntEngine::Impl::runImageOp(const Op& op, Scratch& s) const
             }
         return;
     }
-    case OpKind::AvgPool: avgPoolRequant(op.pool, cur, nxt); return;
+    case OpKind::AvgPool: {
+        if (op.pad == 0) return avgPoolRequant(op.pool, cur, nxt);
+        // A copy of the image bordered with the byte of 0.0 (count_include_pad), (H + 2p) x (W + 2p) x C.
+        s.poolPad.resize(op.pool.H * op.pool.W * op.cin);
+        padImage(cur, op.hin, op.win, op.cin, op.pad, op.padValue, s.poolPad.data());
+        avgPoolRequant(op.pool, s.poolPad.data(), nxt);
+        return;
+    }
     case OpKind::Add: addRequant(op.add, cur, imagePtr(s, op.in1), nxt, op.elems); return;
     case OpKind::Linear: break;
     }
@@ -175,6 +202,7 @@ void IntEngine::Impl::runBatchOp(const Op& op, Scratch& s, std::size_t n) const
         return;
     }
     case OpKind::AvgPool:
+        if (op.pad) throw Error("internal error: a padded pooling in the batch stage");
         for (std::size_t r = 0; r < n; ++r) avgPoolRequant(op.pool, in + r * inRow, out + r * outRow);
         return;
     default: break;

@@ -332,8 +332,8 @@ void IntEngine::Impl::build(const ExportedModel& m)
             const bool again = needsRescale(in.d);
             op.out = again ? extraAct() : static_cast<int>(i + 1);
             const int pooled = op.out;
-            op.cin = op.cout = in.c, op.hin = in.h, op.win = in.w, op.k = l.kernel, op.stride = l.stride;
-            op.hout = (in.h - op.k) / op.stride + 1, op.wout = (in.w - op.k) / op.stride + 1;
+            op.cin = op.cout = in.c, op.hin = in.h, op.win = in.w, op.k = l.kernel, op.stride = l.stride, op.pad = l.padding;
+            op.hout = (in.h + 2 * op.pad - op.k) / op.stride + 1, op.wout = (in.w + 2 * op.pad - op.k) / op.stride + 1;
             ActInfo info;
             info.d = in.d;
             info.c = in.c, info.h = op.hout, info.w = op.wout;
@@ -357,8 +357,13 @@ void IntEngine::Impl::build(const ExportedModel& m)
                 p.kh = in.h, p.kw = in.w, p.stride = 1;
             } else {
                 p.kh = p.kw = l.kernel, p.stride = l.stride;
+                // Zero padding counted in the mean: the kernel runs on a copy bordered with the byte of 0.0.
+                op.pad = l.padding;
+                op.cin = in.c, op.hin = in.h, op.win = in.w;
+                op.padValue = static_cast<std::uint8_t>(in.d.zp());
+                p.H += 2 * op.pad, p.W += 2 * op.pad;
             }
-            p.Ho = (in.h - p.kh) / p.stride + 1, p.Wo = (in.w - p.kw) / p.stride + 1;
+            p.Ho = (p.H - p.kh) / p.stride + 1, p.Wo = (p.W - p.kw) / p.stride + 1;
             const std::size_t window = p.kh * p.kw;
             if (window * 255 >= (std::size_t{1} << 30)) throw ConfigError(id + ": the pooling window is too large for int32 sums");
             p.f = fixedPointMultiplier(static_cast<double>(in.d.aq.scale) / (static_cast<double>(window) * pt.d.aq.scale));

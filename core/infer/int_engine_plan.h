@@ -74,7 +74,8 @@ struct Op {
     int in0 = -1, in1 = -1, out = -1;
     bool batch = false;   // batch stage
     bool traced = true;   // writes a quantization point (max-pooling does not)
-    // Conv / GroupConv geometry (NHWC); padded input hp x wp
+    // Conv / GroupConv geometry (NHWC); padded input hp x wp. MaxPool and AvgPool use pad too (MaxPool
+    // skips the border; AvgPool reads a copy bordered with padValue, the byte of 0.0)
     std::size_t cin = 0, hin = 0, win = 0, cout = 0, hout = 0, wout = 0, k = 0, stride = 1, pad = 0, hp = 0, wp = 0;
     std::uint8_t padValue = 0;
     bool im2col = false;
@@ -94,6 +95,7 @@ struct IntEngine::Impl {
     struct Scratch {
         std::vector<std::vector<std::uint8_t>> slots, batchSlots;
         std::vector<std::uint8_t> pad, cols, dwPad;
+        std::vector<std::uint8_t> poolPad; // a padded AvgPool2d's input, (H + 2p) x (W + 2p) x C
         GemmScratch g;
     };
 

@@ -148,7 +148,9 @@ std::vector<Shape> ExportedModel::activationShapes() const
             s = {l.outChannels, (s[1] + 2 * l.padding - l.kernel) / l.stride + 1, (s[2] + 2 * l.padding - l.kernel) / l.stride + 1};
             break;
         case LayerKind::MaxPool2d:
-        case LayerKind::AvgPool2d: s = {s[0], (s[1] - l.kernel) / l.stride + 1, (s[2] - l.kernel) / l.stride + 1}; break;
+        case LayerKind::AvgPool2d:
+            s = {s[0], (s[1] + 2 * l.padding - l.kernel) / l.stride + 1, (s[2] + 2 * l.padding - l.kernel) / l.stride + 1};
+            break;
         case LayerKind::GlobalAvgPool2d: s = {s[0], 1, 1}; break;
         case LayerKind::Flatten: s = {shapeNumel(s)}; break;
         case LayerKind::Linear: s = {l.outFeatures}; break;
@@ -229,10 +231,11 @@ void ExportedModel::validate(const std::string& source) const
         case LayerKind::MaxPool2d:
         case LayerKind::AvgPool2d:
             needRank(3);
-            if (!inRange(l.kernel, 1, kMaxKernel) || !inRange(l.stride, 1, kMaxKernel)) bad(source, id + ": hyper-parameters out of range");
-            if (s[1] < l.kernel || s[2] < l.kernel) bad(source, id + ": the window is larger than its input");
+            if (!inRange(l.kernel, 1, kMaxKernel) || !inRange(l.stride, 1, kMaxKernel) || 2 * l.padding > l.kernel)
+                bad(source, id + ": hyper-parameters out of range (padding at most half the kernel)");
+            if (s[1] + 2 * l.padding < l.kernel || s[2] + 2 * l.padding < l.kernel) bad(source, id + ": the window is larger than its input");
             expectTensors(l, {}, source);
-            s = {s[0], (s[1] - l.kernel) / l.stride + 1, (s[2] - l.kernel) / l.stride + 1};
+            s = {s[0], (s[1] + 2 * l.padding - l.kernel) / l.stride + 1, (s[2] + 2 * l.padding - l.kernel) / l.stride + 1};
             break;
         case LayerKind::Dropout:
             if (!(l.dropout >= 0.0f && l.dropout < 1.0f)) bad(source, id + ": probability out of range");
@@ -334,6 +337,7 @@ ExportedModel exportFloatModel(Model& model, const std::string& modelName, const
         } else if (auto* ap = dynamic_cast<AvgPool2d*>(&layer)) {
             l.kernel = ap->kernel();
             l.stride = ap->stride();
+            l.padding = ap->padding();
         } else if (auto* bn = dynamic_cast<BatchNorm2d*>(&layer)) {
             l.outChannels = bn->channels();
             l.eps = bn->eps();
@@ -343,6 +347,7 @@ ExportedModel exportFloatModel(Model& model, const std::string& modelName, const
         } else if (auto* p = dynamic_cast<MaxPool2d*>(&layer)) {
             l.kernel = p->kernel();
             l.stride = p->stride();
+            l.padding = p->padding();
         } else if (auto* d = dynamic_cast<Dropout*>(&layer)) {
             l.dropout = d->p();
         } else if (auto* f = dynamic_cast<Linear*>(&layer)) {
@@ -389,8 +394,8 @@ std::unique_ptr<Model> buildModel(const ExportedModel& m)
         case LayerKind::ReLU6: model->add(std::make_unique<ReLU6>(l.name), in); break;
         case LayerKind::Add: model->add(std::make_unique<Add>(l.name), in); break;
         case LayerKind::GlobalAvgPool2d: model->add(std::make_unique<GlobalAvgPool2d>(l.name), in); break;
-        case LayerKind::AvgPool2d: model->add(std::make_unique<AvgPool2d>(l.name, l.kernel, l.stride), in); break;
-        case LayerKind::MaxPool2d: model->add(std::make_unique<MaxPool2d>(l.name, l.kernel, l.stride), in); break;
+        case LayerKind::AvgPool2d: model->add(std::make_unique<AvgPool2d>(l.name, l.kernel, l.stride, l.padding), in); break;
+        case LayerKind::MaxPool2d: model->add(std::make_unique<MaxPool2d>(l.name, l.kernel, l.stride, l.padding), in); break;
         case LayerKind::Dropout: model->add(std::make_unique<Dropout>(l.name, l.dropout), in); break;
         case LayerKind::Flatten: model->add(std::make_unique<Flatten>(l.name), in); break;
         case LayerKind::Linear: {

@@ -73,7 +73,8 @@ struct StoredLayer {
     // always earlier than the layer itself. One entry, two for Add.
     std::vector<std::size_t> inputs;
     // Conv2d: inChannels, outChannels, kernel, stride, padding, groups (tensors: weight
-    // (out, in/groups, k, k) and an optional bias). MaxPool2d, AvgPool2d: kernel, stride.
+    // (out, in/groups, k, k) and an optional bias). MaxPool2d, AvgPool2d: kernel, stride, padding
+    // (MaxPool pads with -inf, AvgPool with zeros counted in the mean; padding <= kernel / 2).
     std::size_t inChannels = 0, outChannels = 0, kernel = 0, stride = 0, padding = 0, groups = 1;
     std::size_t inFeatures = 0, outFeatures = 0; // Linear
     float eps = 0.0f, momentum = 0.0f;           // BatchNorm2d

@@ -4,7 +4,7 @@
 // AveragePool, GlobalAveragePool, ReduceMean over (H, W), BatchNormalization (inference form),
 // Add (residual), Flatten, Reshape to (N, -1), Dropout, Identity, LogSoftmax, and a trailing
 // Softmax (dropped, see below). Constant subgraphs are folded (onnx_const.h); a zero Pad merges
-// into the Conv after it; Sub/Div of the input by scalars (QuantScope's own exports) become
+// into the Conv or AveragePool after it; Sub/Div of the input by scalars (QuantScope's own exports) become
 // ExportedModel::mean/stddev.
 #pragma once
 
@@ -39,7 +39,7 @@ struct OnnxImportInfo {
 // Throws IoError (file unreadable), FormatError (malformed protobuf or graph: dangling input, cycle,
 // tensor size disagreeing with its dims, absurd dims, dynamic dims other than the batch) and
 // ConfigError (valid ONNX QuantScope cannot represent: unsupported operator, opset outside
-// 11..17, external data, dilation, asymmetric or pool padding...), each naming the file and, for a
+// 11..17, external data, dilation, asymmetric padding, count_include_pad = 0...), each naming the file and, for a
 // node, its op type and name.
 ExportedModel importOnnx(const std::string& path);
 ExportedModel importOnnx(const std::vector<std::uint8_t>& bytes, const std::string& source);

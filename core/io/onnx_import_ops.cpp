@@ -246,9 +246,10 @@ void Importer::clip(const NodeProto& n)
     addLayer(n, std::move(l), shapeOf(x), {x});
 }
 
-// MaxPool / AveragePool without padding (QuantScope's pooling layers have none): square kernel and
-// stride; ceil_mode only where it does not change the output size. A Pad of zeros in front of an
-// AveragePool is padding too (it is how PyTorch exports count_include_pad=True).
+// MaxPool / AveragePool: square kernel and stride, symmetric padding of at most half the kernel
+// (MaxPool pads with -inf; AveragePool only with count_include_pad = 1, PyTorch's default, which
+// torch.onnx.export writes as a zero Pad in front of the AveragePool); ceil_mode only where it does
+// not change the output size.
 void Importer::pool(const NodeProto& n)
 {
     const bool isMax = n.op_type() == "MaxPool";
@@ -269,21 +270,29 @@ void Importer::pool(const NodeProto& n)
     std::vector<std::int64_t> pads = attrInts(n, "pads");
     if (pads.empty()) pads.assign(4, 0);
     if (pads.size() != 4) failNode(n, "attribute pads has " + std::to_string(pads.size()) + " values, expected 4", false);
-    if (xv.kind == Value::Kind::Padded)
+    const bool attrPads = std::any_of(pads.begin(), pads.end(), [](std::int64_t p) { return p != 0; });
+    if (!isMax && attrPads && attrInt(n, "count_include_pad", 0) == 0)
+        failNode(n, "attribute pads = " + listOf(pads) + " with count_include_pad = 0 (nn.AvgPool2d(count_include_pad=False)): "
+                    "QuantScope's AvgPool2d counts the padding in the mean");
+    if (xv.kind == Value::Kind::Padded) {
+        if (isMax && std::any_of(xv.pads.begin(), xv.pads.end(), [](std::int64_t p) { return p != 0; }))
+            failNode(n, "reads a zero Pad; a max-pooling pads with -inf, so the zeros cannot merge into it");
         for (int i = 0; i < 4; ++i) pads[static_cast<std::size_t>(i)] += xv.pads[static_cast<std::size_t>(i)];
-    for (std::int64_t p : pads)
-        if (p != 0)
-            failNode(n, std::string(xv.kind == Value::Kind::Padded ? "padding (a Pad before it) " : "attribute pads = ") + listOf(pads) +
-                            ": QuantScope's " + (isMax ? "MaxPool2d" : "AvgPool2d") + " has no padding");
+    }
+    const std::size_t padding = square(n, xv.kind == Value::Kind::Padded ? "pads (with the Pad before it)" : "pads", pads, 0, 4);
+    if (2 * padding > k)
+        failNode(n, "padding " + std::to_string(padding) + " is more than half the kernel " + std::to_string(k) + " (PyTorch's own limit)");
     const Shape& in = shapeOf(x);
-    if (in[1] < k || in[2] < k) failNode(n, "the window is larger than its input " + shapeString(in), false);
-    if (attrInt(n, "ceil_mode", 0) != 0 && ((in[1] - k) % s != 0 || (in[2] - k) % s != 0))
+    const std::size_t hp = in[1] + 2 * padding, wp = in[2] + 2 * padding;
+    if (hp < k || wp < k) failNode(n, "the window is larger than its input " + shapeString(in), false);
+    if (attrInt(n, "ceil_mode", 0) != 0 && ((hp - k) % s != 0 || (wp - k) % s != 0))
         failNode(n, "attribute ceil_mode = 1 changes the output size here; QuantScope's pooling rounds down");
     StoredLayer l;
     l.kind = isMax ? LayerKind::MaxPool2d : LayerKind::AvgPool2d;
     l.kernel = k;
     l.stride = s;
-    addLayer(n, std::move(l), {in[0], (in[1] - k) / s + 1, (in[2] - k) / s + 1}, {x});
+    l.padding = padding;
+    addLayer(n, std::move(l), {in[0], (hp - k) / s + 1, (wp - k) / s + 1}, {x});
 }
 
 void Importer::globalAveragePool(const NodeProto& n)

@@ -70,7 +70,7 @@ private:
     std::size_t act(const NodeProto& n, int i) const
     {
         const Value& v = value(n, i);
-        if (v.kind == Value::Kind::Padded) failNode(n, "reads the output of a Pad; only a Conv takes zero padding in front of it");
+        if (v.kind == Value::Kind::Padded) failNode(n, "reads the output of a Pad; only a Conv or an AveragePool takes zero padding in front of it");
         if (v.kind != Value::Kind::Act) failNode(n, "input " + std::to_string(i) + " must be an activation, not a constant");
         return v.act;
     }

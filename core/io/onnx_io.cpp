@@ -315,6 +315,11 @@ std::vector<std::uint8_t> encodeOnnx(const ExportedModel& source)
             const auto k = static_cast<std::int64_t>(l.kernel), s = static_cast<std::int64_t>(l.stride);
             GraphBuilder::ints(n, "kernel_shape", {k, k});
             GraphBuilder::ints(n, "strides", {s, s});
+            if (l.padding > 0) { // MaxPool pads with -inf; AvgPool2d counts its zero padding (ONNX's default does not)
+                const auto p = static_cast<std::int64_t>(l.padding);
+                GraphBuilder::ints(n, "pads", {p, p, p, p});
+                if (l.kind == LayerKind::AvgPool2d) GraphBuilder::intAttr(n, "count_include_pad", 1);
+            }
             break;
         }
         case LayerKind::GlobalAvgPool2d: b.node("GlobalAveragePool", l.name, {in(0)}, out); break;

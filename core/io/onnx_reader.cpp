@@ -327,7 +327,10 @@ private:
         StoredLayer& l = layer(n, kind);
         l.kernel = squareAttr(n, "kernel_shape", 2, 0);
         l.stride = squareAttr(n, "strides", 2, 1);
-        if (squareAttr(n, "pads", 4, 0) != 0 || attrInt(n, "ceil_mode", 0) != 0) failNode(n, "padding and ceil_mode are not read");
+        l.padding = squareAttr(n, "pads", 4, 0);
+        if (attrInt(n, "ceil_mode", 0) != 0) failNode(n, "ceil_mode is not read");
+        if (kind == LayerKind::AvgPool2d && l.padding > 0 && attrInt(n, "count_include_pad", 0) != 1)
+            failNode(n, "padding is read with count_include_pad = 1 (PyTorch's default)");
         if (squareAttr(n, "dilations", 2, 1) != 1) failNode(n, "dilations are not read");
         for (const auto& a : n.attribute())
             if (a.name() == "auto_pad" && a.s() != "NOTSET") failNode(n, "auto_pad is not read");

@@ -369,6 +369,12 @@ std::vector<std::uint8_t> encodeQsm(const ExportedModel& m)
     } catch (const FormatError& e) {
         throw ConfigError(std::string("cannot save an inconsistent model: ") + e.what());
     }
+    // Pool padding gets its field in .qsm version 3 (with per-channel normalisation); until then
+    // such a model cannot be saved as .qsm rather than saved wrongly.
+    for (const StoredLayer& l : m.layers)
+        if ((l.kind == LayerKind::MaxPool2d || l.kind == LayerKind::AvgPool2d) && l.padding > 0)
+            throw ConfigError(std::string(storedKindName(l.kind)) + " '" + l.name + "' has padding " + std::to_string(l.padding) +
+                              ", which this .qsm version cannot store; export it as .onnx");
     Writer w;
     w.str(m.modelName);
     w.u32(m.channels);

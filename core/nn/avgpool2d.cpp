@@ -32,30 +32,71 @@ std::size_t planeGrain(std::size_t planeSize)
 
 } // namespace
 
-AvgPool2d::AvgPool2d(std::string name, std::size_t kernel, std::size_t stride)
-    : Layer(std::move(name)), m_k(kernel), m_stride(stride ? stride : kernel)
+void padPlanes(const Tensor& x, std::size_t pad, float fill, Tensor& xp)
+{
+    const std::size_t H = x.dim(2), W = x.dim(3), Hp = H + 2 * pad, Wp = W + 2 * pad;
+    xp.resize({x.dim(0), x.dim(1), Hp, Wp});
+    parallelChunks(x.dim(0) * x.dim(1), planeGrain(Hp * Wp), [&](std::size_t b, std::size_t e) {
+        for (std::size_t p = b; p < e; ++p) {
+            float* out = xp.data() + p * Hp * Wp;
+            const float* in = x.data() + p * H * W;
+            std::fill(out, out + pad * Wp, fill);
+            for (std::size_t r = 0; r < H; ++r) {
+                float* row = out + (pad + r) * Wp;
+                std::fill(row, row + pad, fill);
+                std::copy(in + r * W, in + (r + 1) * W, row + pad);
+                std::fill(row + pad + W, row + Wp, fill);
+            }
+            std::fill(out + (pad + H) * Wp, out + Hp * Wp, fill);
+        }
+    });
+}
+
+void cropPlanes(const Tensor& dxp, std::size_t pad, Tensor& dx)
+{
+    const std::size_t Hp = dxp.dim(2), Wp = dxp.dim(3), H = Hp - 2 * pad, W = Wp - 2 * pad;
+    dx.resize({dxp.dim(0), dxp.dim(1), H, W});
+    parallelChunks(dxp.dim(0) * dxp.dim(1), planeGrain(Hp * Wp), [&](std::size_t b, std::size_t e) {
+        for (std::size_t p = b; p < e; ++p)
+            for (std::size_t r = 0; r < H; ++r) {
+                const float* row = dxp.data() + p * Hp * Wp + (pad + r) * Wp + pad;
+                std::copy(row, row + W, dx.data() + p * H * W + r * W);
+            }
+    });
+}
+
+AvgPool2d::AvgPool2d(std::string name, std::size_t kernel, std::size_t stride, std::size_t padding)
+    : Layer(std::move(name)), m_k(kernel), m_stride(stride ? stride : kernel), m_pad(padding)
 {
     if (!m_k) throw ConfigError(this->name() + ": kernel must be positive");
+    if (2 * m_pad > m_k) throw ConfigError(this->name() + ": padding " + std::to_string(m_pad) + " is more than half the kernel " + std::to_string(m_k));
 }
 
 std::string AvgPool2d::describe() const
 {
-    return std::to_string(m_k) + "x" + std::to_string(m_k) + " s" + std::to_string(m_stride);
+    return std::to_string(m_k) + "x" + std::to_string(m_k) + " s" + std::to_string(m_stride) + (m_pad ? " p" + std::to_string(m_pad) : "");
 }
 
 Shape AvgPool2d::outputShape(const Shape& in) const
 {
     if (in.size() != 4) throw ConfigError(name() + ": expected input (N,C,H,W), got " + shapeString(in));
-    if (in[2] < m_k || in[3] < m_k)
+    if (in[2] + 2 * m_pad < m_k || in[3] + 2 * m_pad < m_k)
         throw ConfigError(name() + ": input " + shapeString(in) + " is smaller than the kernel");
-    return {in[0], in[1], (in[2] - m_k) / m_stride + 1, (in[3] - m_k) / m_stride + 1};
+    return {in[0], in[1], (in[2] + 2 * m_pad - m_k) / m_stride + 1, (in[3] + 2 * m_pad - m_k) / m_stride + 1};
 }
 
-// x: (N, C, H, W) -> y: (N, C, Ho, Wo), one output row at a time, loops over ox innermost.
-// y[n,c,oy,ox] = (1/k^2) sum_{ky,kx} x[n,c,oy s + ky, ox s + kx]   (taps in row-major order)
 void AvgPool2d::forward(const Tensor& x, Tensor& y, const RunContext& /*ctx*/)
 {
-    const Shape os = outputShape(x.shape());
+    if (m_pad == 0) return poolPadded(x, y);
+    padPlanes(x, m_pad, 0.0f, m_padded);
+    poolPadded(m_padded, y);
+}
+
+// x: (N, C, H, W) (padding included) -> y: (N, C, Ho, Wo), one output row at a time, loops over ox innermost.
+// y[n,c,oy,ox] = (1/k^2) sum_{ky,kx} x[n,c,oy s + ky, ox s + kx]   (taps in row-major order)
+void AvgPool2d::poolPadded(const Tensor& x, Tensor& y) const
+{
+    const Shape os{x.dim(0), x.dim(1), (x.dim(2) - m_k) / m_stride + 1, (x.dim(3) - m_k) / m_stride + 1};
     y.resize(os);
     const std::size_t H = x.dim(2), W = x.dim(3), Ho = os[2], Wo = os[3], k = m_k, s = m_stride;
     const float inv = 1.0f / static_cast<float>(k * k);
@@ -85,14 +126,21 @@ void AvgPool2d::forward(const Tensor& x, Tensor& y, const RunContext& /*ctx*/)
     });
 }
 
-// dx[n,c,iy,ix] = (1/k^2) sum over the windows containing (iy, ix) of dy
 void AvgPool2d::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Tensor& dx, bool needInputGrad)
 {
     if (!needInputGrad) return;
-    dx.resize(x.shape());
-    const std::size_t H = x.dim(2), W = x.dim(3), Ho = dy.dim(2), Wo = dy.dim(3), k = m_k, s = m_stride;
+    if (m_pad == 0) return backwardPadded(x.shape(), dy, dx);
+    backwardPadded({x.dim(0), x.dim(1), x.dim(2) + 2 * m_pad, x.dim(3) + 2 * m_pad}, dy, m_paddedGrad);
+    cropPlanes(m_paddedGrad, m_pad, dx);
+}
+
+// dx[n,c,iy,ix] = (1/k^2) sum over the windows containing (iy, ix) of dy   (xs: the padded input's shape)
+void AvgPool2d::backwardPadded(const Shape& xs, const Tensor& dy, Tensor& dx) const
+{
+    dx.resize(xs);
+    const std::size_t H = xs[2], W = xs[3], Ho = dy.dim(2), Wo = dy.dim(3), k = m_k, s = m_stride;
     const float inv = 1.0f / static_cast<float>(k * k);
-    parallelChunks(x.dim(0) * x.dim(1), planeGrain(H * W), [&](std::size_t b, std::size_t e) {
+    parallelChunks(xs[0] * xs[1], planeGrain(H * W), [&](std::size_t b, std::size_t e) {
         for (std::size_t p = b; p < e; ++p) {
             const float* g = dy.data() + p * Ho * Wo;
             float* out = dx.data() + p * H * W;
