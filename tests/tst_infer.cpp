@@ -353,8 +353,32 @@ std::unique_ptr<Model> tinyDepthwise()
     return m;
 }
 
+// Padded pooling: a ResNet stem's MaxPool2d(3, 2, 1) (-inf border) and AvgPool2d(3, 1, 1) /
+// AvgPool2d(3, 2, 1) (zero border counted in the mean, PyTorch's default).
+std::unique_ptr<Model> tinyPaddedPools()
+{
+    auto m = std::make_unique<Model>("tiny-padded-pools", Shape{1, 28, 28});
+    auto add = [&](Layer* l) { m->add(LayerPtr(l)); };
+    add(new Conv2d("conv1", 1, 8, 3, 1, 1, 1, false));
+    add(new BatchNorm2d("bn1", 8));
+    add(new ReLU("relu1"));
+    add(new MaxPool2d("maxpool", 3, 2, 1));
+    add(new Conv2d("conv2", 8, 12, 3, 1, 1));
+    add(new ReLU("relu2"));
+    add(new AvgPool2d("avg-same", 3, 1, 1));
+    add(new AvgPool2d("avg-down", 3, 2, 1));
+    add(new GlobalAvgPool2d("gap"));
+    add(new Flatten("flatten"));
+    add(new Linear("fc", 12, 10));
+    add(new LogSoftmax("log_softmax"));
+    m->initParams(31);
+    randomizeBatchNorms(*m, 32);
+    return m;
+}
+
 std::unique_ptr<Model> graphModel(const QString& name)
 {
+    if (name == "tiny-padded-pools") return tinyPaddedPools();
     if (name == "tiny-residual") return tinyResidual();
     if (name == "tiny-depthwise") return tinyDepthwise();
     return makeModel(name.toStdString(), 1, 28, 28, 10, 3);
@@ -900,6 +924,8 @@ void TestInfer::graphModelsMatchFakeQuant_data()
     QTest::newRow("tiny depthwise + grouped int8 channel") << "tiny-depthwise" << "int8" << "channel" << "uint8" << 20 << false;
     QTest::newRow("tiny depthwise + grouped, int8 activations") << "tiny-depthwise" << "int8" << "channel" << "int8" << 20 << false;
     QTest::newRow("tiny depthwise, ReLU6 cap inside the grid") << "tiny-depthwise" << "int8" << "channel" << "uint8" << 20 << true;
+    QTest::newRow("padded max/avg pools int8 channel") << "tiny-padded-pools" << "int8" << "channel" << "uint8" << 20 << false;
+    QTest::newRow("padded pools, int8 activations") << "tiny-padded-pools" << "int8" << "tensor" << "int8" << 20 << false;
     QTest::newRow("resnet8 preset int8 channel") << "resnet8" << "int8" << "channel" << "uint8" << 4 << false;
     QTest::newRow("mobilenet-tiny preset int8 channel") << "mobilenet-tiny" << "int8" << "channel" << "uint8" << 4 << false;
 }
