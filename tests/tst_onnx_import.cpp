@@ -8,6 +8,8 @@
 #include "io/exported_model.h"
 #include "io/onnx_import.h"
 #include "io/onnx_io.h"
+#include "io/qsm.h"
+#include "data/normalization.h"
 #include "nn/model_zoo.h"
 #include "util/errors.h"
 
@@ -166,8 +168,7 @@ void TestOnnxImport::matchesPyTorch()
     QCOMPARE(Shape({m.channels, m.height, m.width}), Shape(ref.inputShape.begin() + 1, ref.inputShape.end()));
     QCOMPARE(m.classes, ref.outputShape[1]);
     QVERIFY(!m.quantized);
-    QCOMPARE(m.mean, 0.0f); // the exports take normalised input
-    QCOMPARE(m.stddev, 1.0f);
+    QCOMPARE(m.normalization, Normalization::identity(m.channels)); // the exports take normalised input
     const double dev = maxDeviation(m, info, ref);
     qInfo("%s: %zu layers, %zu parameters, max |QuantScope - PyTorch| = %.3g", qPrintable(name), m.layers.size(), m.numParams(), dev);
     QVERIFY2(dev <= kOutputTol, qPrintable(QString("deviation %1").arg(dev)));
@@ -223,16 +224,20 @@ void TestOnnxImport::poolPaddingImports()
     const ExportedModel back = decodeOnnx(encodeOnnx(m), "poolpad.onnx");
     QCOMPARE(back.layers.size(), m.layers.size());
     for (std::size_t i = 0; i < m.layers.size(); ++i) QCOMPARE(back.layers[i].padding, m.layers[i].padding);
+    // And through .qsm version 3 (the u32 padding of MaxPool2d / AvgPool2d).
+    const ExportedModel qsm = decodeQsm(encodeQsm(m), "poolpad.qsm");
+    for (std::size_t i = 0; i < m.layers.size(); ++i) QCOMPARE(qsm.layers[i].padding, m.layers[i].padding);
+    const Reference ref = loadReference(kFixtures / "poolpad_op13_fold_dyn.json");
+    QVERIFY(maxDeviation(qsm, OnnxImportInfo{}, ref) <= kOutputTol);
 }
 
 void TestOnnxImport::readsQuantScopeExport()
 {
     for (const char* preset : {"resnet8", "mobilenet-tiny", "seed-cnn-bn"}) {
         std::unique_ptr<Model> original = makeModel(preset, 1, 28, 28, 10, 7);
-        const ExportedModel e = exportFloatModel(*original, preset, 0.25f, 0.5f, {});
+        const ExportedModel e = exportFloatModel(*original, preset, Normalization::uniform(0.25f, 0.5f, 1), {});
         const ExportedModel back = importOnnx(encodeOnnx(e), std::string(preset) + ".onnx");
-        QCOMPARE(back.mean, 0.25f);
-        QCOMPARE(back.stddev, 0.5f);
+        QCOMPARE(back.normalization, Normalization::uniform(0.25f, 0.5f, 1));
         std::unique_ptr<Model> imported = buildModel(back);
         Tensor x({2, 1, 28, 28});
         for (std::size_t i = 0; i < x.numel(); ++i) x[i] = std::sin(0.37f * float(i));
@@ -242,6 +247,14 @@ void TestOnnxImport::readsQuantScopeExport()
         QCOMPARE(a.shape(), b.shape());
         for (std::size_t i = 0; i < a.numel(); ++i) QVERIFY2(std::fabs(a[i] - b[i]) <= kOutputTol, preset);
     }
+    // Colour input with per-channel normalisation (Sub/Div constants [1, 3, 1, 1]).
+    std::unique_ptr<Model> colour = makeModel("resnet8", 3, 16, 16, 10, 5);
+    Normalization norm;
+    norm.mean = {0.49f, 0.48f, 0.45f};
+    norm.stddev = {0.25f, 0.24f, 0.26f};
+    const ExportedModel back = importOnnx(encodeOnnx(exportFloatModel(*colour, "resnet8", norm, {})), "colour.onnx");
+    QCOMPARE(back.channels, std::size_t{3});
+    QCOMPARE(back.normalization, norm);
 }
 
 void TestOnnxImport::badInput_data()

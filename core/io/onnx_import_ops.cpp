@@ -195,23 +195,36 @@ void Importer::add(const NodeProto& n)
     alias(n, v.act);
 }
 
-// Sub / Div of the graph input by scalars: the input normalisation QuantScope's own exports carry.
+// Sub / Div of the graph input by constants (one value, or one per channel: [C], [C, 1, 1],
+// [1, C, 1, 1]): the input normalisation QuantScope's own exports carry, x = (input - mean) / stddev.
+std::vector<float> Importer::perChannel(const NodeProto& n, const ConstTensor& c, const char* what) const
+{
+    const std::size_t C = shapeOf(0)[0];
+    std::vector<std::int64_t> dims = c.dims;
+    while (!dims.empty() && dims.front() == 1) dims.erase(dims.begin());
+    while (dims.size() > 1 && dims.back() == 1) dims.pop_back();
+    const bool ok = c.isFloat && (c.numel() == 1 || (c.numel() == C && dims.size() == 1 && c.dims.size() != 2 && c.dims.size() <= 4 &&
+                                                      (c.dims.size() < 3 || c.dims[c.dims.size() - 3] == static_cast<std::int64_t>(C))));
+    if (!ok) failNode(n, std::string(what) + " " + listOf(c.dims) + " is not one value or one per input channel");
+    return c.f;
+}
+
 void Importer::sub(const NodeProto& n)
 {
-    const ConstTensor& c = constant(n, 1, "the subtrahend");
-    if (act(n, 0) != 0 || !m_m.layers.empty() || m_sawMean || m_sawStd || c.numel() != 1 || !c.isFloat)
-        failNode(n, "only the input normalisation (input - mean, one scalar) is read");
-    m_m.mean = c.f[0];
+    if (act(n, 0) != 0 || !m_m.layers.empty() || m_sawMean || m_sawStd)
+        failNode(n, "only the input normalisation (input - mean) is read");
+    m_m.normalization.mean = perChannel(n, constant(n, 1, "the mean"), "the mean");
     m_sawMean = true;
     alias(n, 0);
 }
 
 void Importer::div(const NodeProto& n)
 {
-    const ConstTensor& c = constant(n, 1, "the divisor");
-    if (act(n, 0) != 0 || !m_m.layers.empty() || m_sawStd || c.numel() != 1 || !c.isFloat || !(c.f[0] > 0.0f))
-        failNode(n, "only the input normalisation ((input - mean) / stddev, one positive scalar) is read");
-    m_m.stddev = c.f[0];
+    if (act(n, 0) != 0 || !m_m.layers.empty() || m_sawStd) failNode(n, "only the input normalisation ((input - mean) / stddev) is read");
+    std::vector<float> s = perChannel(n, constant(n, 1, "the stddev"), "the stddev");
+    for (float v : s)
+        if (!(v > 0.0f) || !std::isfinite(v)) failNode(n, "the stddev must be positive", false);
+    m_m.normalization.stddev = std::move(s);
     m_sawStd = true;
     alias(n, 0);
 }

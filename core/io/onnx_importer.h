@@ -118,6 +118,7 @@ private:
     void gemm(const NodeProto& n);
     void matMul(const NodeProto& n);
     void add(const NodeProto& n);
+    std::vector<float> perChannel(const NodeProto& n, const ConstTensor& c, const char* what) const;
     void sub(const NodeProto& n);
     void div(const NodeProto& n);
     void relu(const NodeProto& n);

@@ -4,6 +4,8 @@
 // of its input), so layers read their inputs by index, as in the .qsm file.
 #include "io/onnx_io.h"
 
+#include "io/onnx_import.h"
+
 #include "util/atomic_file.h"
 #include "util/errors.h"
 
@@ -453,7 +455,13 @@ ExportedModel readOnnx(const std::string& path) { return decodeOnnx(readFileByte
 ExportedModel readOnnxModel(const std::string& path)
 {
     const std::vector<std::uint8_t> bytes = readFileBytes(path, kOnnxMaxBytes);
-    return decodeOnnx(bytes, path);
+    onnx::ModelProto mp;
+    if (bytes.size() > static_cast<std::size_t>(std::numeric_limits<int>::max()) ||
+        !mp.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())))
+        throw FormatError(path + ": not an ONNX model (the protobuf does not parse; a truncated or damaged file?)");
+    for (const auto& p : mp.metadata_props())
+        if (p.key().rfind("quantscope.", 0) == 0) return OnnxReader(mp, path).read(); // one of QuantScope's own exports
+    return importOnnx(bytes, path);
 }
 
 } // namespace quantscope

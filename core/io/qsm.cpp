@@ -247,7 +247,8 @@ StoredTensor getTensor(Reader& r)
 }
 
 // Version 1 files hold plain stacks of the first eight kinds; version 2 adds each layer's input
-// list, Conv2d groups and the kinds Add, GlobalAvgPool2d, AvgPool2d, ReLU6.
+// list, Conv2d groups and the kinds Add, GlobalAvgPool2d, AvgPool2d, ReLU6; version 3 adds per-channel
+// normalisation and the padding of MaxPool2d and AvgPool2d.
 StoredLayer getLayer(Reader& r, std::uint16_t version, std::size_t index)
 {
     StoredLayer l;
@@ -289,6 +290,7 @@ StoredLayer getLayer(Reader& r, std::uint16_t version, std::size_t index)
     case LayerKind::AvgPool2d:
         l.kernel = toSize(r.u32("kernel"));
         l.stride = toSize(r.u32("stride"));
+        if (version >= 3) l.padding = toSize(r.u32("padding"));
         break;
     case LayerKind::Dropout: l.dropout = r.f32("dropout probability"); break;
     case LayerKind::Linear:
@@ -369,12 +371,6 @@ std::vector<std::uint8_t> encodeQsm(const ExportedModel& m)
     } catch (const FormatError& e) {
         throw ConfigError(std::string("cannot save an inconsistent model: ") + e.what());
     }
-    // Pool padding gets its field in .qsm version 3 (with per-channel normalisation); until then
-    // such a model cannot be saved as .qsm rather than saved wrongly.
-    for (const StoredLayer& l : m.layers)
-        if ((l.kind == LayerKind::MaxPool2d || l.kind == LayerKind::AvgPool2d) && l.padding > 0)
-            throw ConfigError(std::string(storedKindName(l.kind)) + " '" + l.name + "' has padding " + std::to_string(l.padding) +
-                              ", which this .qsm version cannot store; export it as .onnx");
     Writer w;
     w.str(m.modelName);
     w.u32(m.channels);
@@ -417,6 +413,7 @@ std::vector<std::uint8_t> encodeQsm(const ExportedModel& m)
         case LayerKind::AvgPool2d:
             w.u32(l.kernel);
             w.u32(l.stride);
+            w.u32(l.padding); // version 3
             break;
         case LayerKind::Dropout: w.f32(l.dropout); break;
         case LayerKind::Linear:
