@@ -20,6 +20,7 @@
 #include <QtTest>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -140,6 +141,7 @@ private slots:
     void softmaxHeadIsDropped();
     void layerNamesFollowModules();
     void poolPaddingImports();
+    void foldsWhatExportersWrite();
     void readsQuantScopeExport();
     void badInput_data();
     void badInput();
@@ -229,6 +231,73 @@ void TestOnnxImport::poolPaddingImports()
     for (std::size_t i = 0; i < m.layers.size(); ++i) QCOMPARE(qsm.layers[i].padding, m.layers[i].padding);
     const Reference ref = loadReference(kFixtures / "poolpad_op13_fold_dyn.json");
     QVERIFY(maxDeviation(qsm, OnnxImportInfo{}, ref) <= kOutputTol);
+}
+
+// What other exporters (and older torch versions) write around layers, made from a fixture: the
+// Linear weight stored transposed behind Transpose and Cast nodes, a Dropout (ratio as an input)
+// in front of it, and the nodes listed out of order. The forward still matches PyTorch.
+void TestOnnxImport::foldsWhatExportersWrite()
+{
+    onnx::ModelProto mp = parse(kFixtures / "seqview_op13_fold.onnx");
+    onnx::GraphProto* g = mp.mutable_graph();
+    for (onnx::TensorProto& t : *g->mutable_initializer())
+        if (t.name() == "fc.weight") { // [10, 100] -> stored as [100, 10] named fc.weight_t
+            std::vector<float> w(t.raw_data().size() / 4), wt(w.size());
+            std::memcpy(w.data(), t.raw_data().data(), t.raw_data().size());
+            for (int o = 0; o < 10; ++o)
+                for (int i = 0; i < 100; ++i) wt[static_cast<std::size_t>(i * 10 + o)] = w[static_cast<std::size_t>(o * 100 + i)];
+            t.set_name("fc.weight_t");
+            t.set_dims(0, 100);
+            t.set_dims(1, 10);
+            t.set_raw_data(std::string(reinterpret_cast<const char*>(wt.data()), wt.size() * 4));
+        }
+    onnx::NodeProto* gemm = findNode(mp, "Gemm");
+    const std::string flat = gemm->input(0);
+    gemm->set_input(0, "dropped");
+    gemm->set_input(1, "fc.weight.cast");
+    // Appended after the Gemm that reads them: the importer orders nodes itself.
+    onnx::NodeProto* tr = g->add_node();
+    tr->set_op_type("Transpose");
+    tr->set_name("fc.transpose");
+    tr->add_input("fc.weight_t");
+    tr->add_output("fc.weight.back");
+    setInts(tr, "perm", std::vector<std::int64_t>{1, 0});
+    onnx::NodeProto* cast = g->add_node();
+    cast->set_op_type("Cast");
+    cast->set_name("fc.cast");
+    cast->add_input("fc.weight.back");
+    cast->add_output("fc.weight.cast");
+    onnx::AttributeProto* to = cast->add_attribute();
+    to->set_name("to");
+    to->set_type(onnx::AttributeProto::INT);
+    to->set_i(onnx::TensorProto::FLOAT);
+    onnx::NodeProto* ratio = g->add_node();
+    ratio->set_op_type("Constant");
+    ratio->set_name("ratio");
+    ratio->add_output("ratio.value");
+    onnx::AttributeProto* v = ratio->add_attribute();
+    v->set_name("value");
+    v->set_type(onnx::AttributeProto::TENSOR);
+    v->mutable_t()->set_data_type(onnx::TensorProto::FLOAT);
+    v->mutable_t()->add_float_data(0.25f);
+    onnx::NodeProto* drop = g->add_node();
+    drop->set_op_type("Dropout");
+    drop->set_name("/drop/Dropout");
+    drop->add_input(flat);
+    drop->add_input("ratio.value");
+    drop->add_output("dropped");
+
+    const ExportedModel m = importOnnx(serialize(mp), "folded.onnx");
+    const std::vector<std::string> names = layerNames(m);
+    QVERIFY(contains(names, "fc")); // from the node scope, not the renamed weight
+    const StoredLayer* dropout = nullptr;
+    for (const StoredLayer& l : m.layers)
+        if (l.kind == LayerKind::Dropout) dropout = &l;
+    QVERIFY(dropout);
+    QCOMPARE(dropout->name, std::string("drop"));
+    QCOMPARE(dropout->dropout, 0.25f);
+    const double dev = maxDeviation(m, OnnxImportInfo{}, loadReference(kFixtures / "seqview_op13_fold.json"));
+    QVERIFY2(dev <= kOutputTol, qPrintable(QString("deviation %1").arg(dev)));
 }
 
 void TestOnnxImport::readsQuantScopeExport()
