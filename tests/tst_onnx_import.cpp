@@ -5,6 +5,7 @@
 // protobuf classes) each get a typed error naming the file and the node.
 // QS_ONNX_REF_DIR=DIR additionally checks DIR/{seed-cnn,resnet8,mobilenet-tiny}.{onnx,json}
 // (pytorch_ref.py exports, npz_to_json.py) on all their images.
+#include "data/dataset.h"
 #include "io/exported_model.h"
 #include "io/onnx_import.h"
 #include "io/onnx_io.h"
@@ -30,7 +31,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr double kOutputTol = 1e-4; // |QuantScope - PyTorch| per output value (the brief's bound)
+constexpr double kOutputTol = 1e-4;               // |QuantScope - PyTorch| per output value (the brief's bound)
+constexpr double kMinPredictionAgreement = 0.999; // issue 9: argmax equal to PyTorch's on the 10k test images
 
 const fs::path kFixtures = fs::path(QS_ONNX_FIXTURES);
 
@@ -457,6 +459,33 @@ void TestOnnxImport::referenceModels()
         const double dev = maxDeviation(em, info, ref);
         qInfo("%s: %zu parameters, %zu images, max |QuantScope - PyTorch| logit = %.3g", m, em.numParams(), ref.inputShape[0], dev);
         QVERIFY2(dev <= kOutputTol, m);
+        // Predictions on the whole Fashion-MNIST test split, normalised as common.py does.
+        std::ifstream f(base.string() + ".json");
+        const nlohmann::json j = nlohmann::json::parse(f);
+        if (!j.contains("predictions") || !fs::exists(kDefaultDataDir)) continue;
+        const std::vector<std::int32_t> want = j.at("predictions").get<std::vector<std::int32_t>>();
+        DatasetOptions o;
+        Dataset d = Dataset::load(o);
+        d.normalization = Normalization::uniform(0.2860f, 0.3530f, 1);
+        QCOMPARE(want.size(), d.test.size());
+        std::unique_ptr<Model> model = buildModel(em);
+        std::size_t same = 0;
+        Tensor x;
+        std::vector<std::int32_t> labels;
+        RunContext ctx;
+        for (std::size_t b = 0; b < d.test.size(); b += 500) {
+            const std::size_t e = std::min(d.test.size(), b + 500);
+            d.makeBatch(d.test, b, e, x, labels);
+            const Tensor& y = model->forward(x, ctx);
+            const std::size_t k = y.shape()[1];
+            for (std::size_t r = 0; r < e - b; ++r) {
+                const float* row = y.data() + r * k;
+                same += static_cast<std::int32_t>(std::max_element(row, row + k) - row) == want[b + r];
+            }
+        }
+        const double agree = static_cast<double>(same) / static_cast<double>(want.size());
+        qInfo("%s: predictions equal to PyTorch's on %zu of %zu test images (%.2f %%)", m, same, want.size(), 100.0 * agree);
+        QVERIFY2(agree >= kMinPredictionAgreement, m);
     }
 }
 
