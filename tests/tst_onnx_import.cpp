@@ -172,7 +172,8 @@ void TestOnnxImport::matchesPyTorch()
     QCOMPARE(Shape({m.channels, m.height, m.width}), Shape(ref.inputShape.begin() + 1, ref.inputShape.end()));
     QCOMPARE(m.classes, ref.outputShape[1]);
     QVERIFY(!m.quantized);
-    QCOMPARE(m.normalization, Normalization::identity(m.channels)); // the exports take normalised input
+    QCOMPARE(m.normalization, Normalization::identity(m.channels)); // the exports take normalised input...
+    QVERIFY(!m.normalizationKnown);                                 // ...and do not say how it was normalised
     const double dev = maxDeviation(m, info, ref);
     qInfo("%s: %zu layers, %zu parameters, max |QuantScope - PyTorch| = %.3g", qPrintable(name), m.layers.size(), m.numParams(), dev);
     QVERIFY2(dev <= kOutputTol, qPrintable(QString("deviation %1").arg(dev)));
@@ -309,6 +310,7 @@ void TestOnnxImport::readsQuantScopeExport()
         const ExportedModel e = exportFloatModel(*original, preset, Normalization::uniform(0.25f, 0.5f, 1), {});
         const ExportedModel back = importOnnx(encodeOnnx(e), std::string(preset) + ".onnx");
         QCOMPARE(back.normalization, Normalization::uniform(0.25f, 0.5f, 1));
+        QVERIFY(back.normalizationKnown);
         std::unique_ptr<Model> imported = buildModel(back);
         Tensor x({2, 1, 28, 28});
         for (std::size_t i = 0; i < x.numel(); ++i) x[i] = std::sin(0.37f * float(i));

@@ -31,7 +31,7 @@ struct OnnxImportInfo {
 };
 
 // Reads an FP32 ONNX model: architecture and weights. Input pixels are assumed already normalised
-// (ExportedModel::normalization is the identity: the caller sets it) unless the graph itself starts
+// (ExportedModel::normalization is the identity and normalizationKnown false: the caller sets it) unless the graph itself starts
 // with Sub/Div of its input by constants (one or one per channel), as QuantScope's exports do. channels/height/width come from the graph input
 // [N, C, H, W] (N may be symbolic), classes from the output [N, classes], modelName from the file
 // stem, layer names from the exporter's module scopes (node "/layer1/conv1/Conv" -> "layer1.conv1")
