@@ -489,35 +489,23 @@ void Importer::pad(const NodeProto& n)
     define(n, v);
 }
 
-// Shape of an activation: [batch marker, per-image dims...] for the folder.
+// Shape of an activation: [batch marker, per-image dims...] for the folder (start/end: opset 15).
 void Importer::shape(const NodeProto& n)
 {
     const Value& xv = value(n, 0);
     if (xv.kind != Value::Kind::Act) failNode(n, "Shape of a Pad's output is not read");
-    ConstTensor t;
-    t.isFloat = false;
-    t.dims = {static_cast<std::int64_t>(shapeOf(xv.act).size()) + 1};
-    t.i.push_back(kBatchDim);
-    for (std::size_t d : shapeOf(xv.act)) t.i.push_back(static_cast<std::int64_t>(d));
+    std::vector<std::int64_t> dims{kBatchDim};
+    for (std::size_t d : shapeOf(xv.act)) dims.push_back(static_cast<std::int64_t>(d));
+    const auto rank = static_cast<std::int64_t>(dims.size());
+    std::int64_t start = attrInt(n, "start", 0), end = attrInt(n, "end", rank);
+    if (start < 0) start += rank;
+    if (end < 0) end += rank;
+    start = std::clamp<std::int64_t>(start, 0, rank);
+    end = std::clamp<std::int64_t>(end, 0, rank);
     Value v;
-    try {
-        // start/end (opset 15) through the folder's own Shape on a stand-in of the same dims.
-        ConstTensor standIn;
-        standIn.isFloat = false;
-        standIn.dims = t.i;
-        standIn.dims[0] = 1;
-        const std::vector<const ConstTensor*> in{&standIn};
-        ConstTensor sliced = foldNode(n, in, m_opset).at(0);
-        // Map the stand-in's dims back: the batch is the only dim that was replaced.
-        const std::int64_t rank = static_cast<std::int64_t>(t.i.size());
-        std::int64_t s0 = attrInt(n, "start", 0);
-        if (s0 < 0) s0 += rank;
-        s0 = std::clamp<std::int64_t>(s0, 0, rank);
-        for (std::size_t k = 0; k < sliced.i.size(); ++k) sliced.i[k] = t.i[static_cast<std::size_t>(s0) + k];
-        v.c = std::move(sliced);
-    } catch (const FoldError& e) {
-        failNode(n, e.what, e.config);
-    }
+    v.c.isFloat = false;
+    for (std::int64_t k = start; k < end; ++k) v.c.i.push_back(dims[static_cast<std::size_t>(k)]);
+    v.c.dims = {static_cast<std::int64_t>(v.c.i.size())};
     define(n, std::move(v));
 }
 
