@@ -195,9 +195,31 @@ std::unique_ptr<Model> mixedGraph(bool bnAfterAdd)
     return m;
 }
 
+// Padded pooling as PyTorch models have it: a ResNet stem's MaxPool2d(3, 2, 1) (ONNX pads, -inf)
+// and AvgPool2d(3, 1, 1) / AvgPool2d(3, 2, 1) (pads with count_include_pad = 1).
+std::unique_ptr<Model> paddedPools()
+{
+    auto m = std::make_unique<Model>("padded-pools", Shape{1, 28, 28});
+    m->add(std::make_unique<Conv2d>("conv1", 1, 8, 3, 1, 1, 1, false));
+    m->add(std::make_unique<BatchNorm2d>("bn1", 8));
+    m->add(std::make_unique<ReLU>("relu1"));
+    m->add(std::make_unique<MaxPool2d>("maxpool", 3, 2, 1)); // 8 x 14 x 14
+    m->add(std::make_unique<Conv2d>("conv2", 8, 16, 3, 1, 1));
+    m->add(std::make_unique<ReLU>("relu2"));
+    m->add(std::make_unique<AvgPool2d>("avg_same", 3, 1, 1));
+    m->add(std::make_unique<AvgPool2d>("avg_down", 3, 2, 1)); // 16 x 7 x 7
+    m->add(std::make_unique<Flatten>("flatten"));
+    m->add(std::make_unique<Linear>("fc", 16 * 7 * 7, 10));
+    m->add(std::make_unique<LogSoftmax>("log_softmax"));
+    m->initParams(19);
+    return m;
+}
+
 std::unique_ptr<Model> graphModel(const std::string& name)
 {
-    auto m = name.rfind("mixed-graph", 0) == 0 ? mixedGraph(name == "mixed-graph-bn") : makeModel(name, 1, 28, 28, 10, 5);
+    auto m = name == "padded-pools"                 ? paddedPools()
+             : name.rfind("mixed-graph", 0) == 0 ? mixedGraph(name == "mixed-graph-bn")
+                                                  : makeModel(name, 1, 28, 28, 10, 5);
     scrambleBatchNorms(*m, 23);
     return m;
 }
@@ -446,6 +468,8 @@ static void addGraphRows()
     QTest::newRow("resnet8 fp32") << "resnet8" << "fp32" << "" << "" << "Add,Conv,GlobalAveragePool,Relu" << "BatchNormalization,QuantizeLinear";
     QTest::newRow("resnet8 int8 channel, uint8") << "resnet8" << "int8" << "channel" << "uint8" << "Add,QuantizeLinear,GlobalAveragePool" << "BatchNormalization";
     QTest::newRow("resnet8 int8 tensor, int8") << "resnet8" << "int8" << "tensor" << "int8" << "Add,QuantizeLinear" << "BatchNormalization";
+    QTest::newRow("padded pools fp32") << "padded-pools" << "fp32" << "" << "" << "MaxPool,AveragePool" << "Pad,QuantizeLinear";
+    QTest::newRow("padded pools int8 channel, uint8") << "padded-pools" << "int8" << "channel" << "uint8" << "MaxPool,AveragePool,QuantizeLinear" << "Pad";
     QTest::newRow("mobilenet-tiny fp32") << "mobilenet-tiny" << "fp32" << "" << "" << "Clip,Conv,GlobalAveragePool" << "BatchNormalization";
     QTest::newRow("mobilenet-tiny int8 channel, uint8") << "mobilenet-tiny" << "int8" << "channel" << "uint8" << "Clip,QuantizeLinear" << "BatchNormalization";
     QTest::newRow("mobilenet-tiny int4 channel, uint8") << "mobilenet-tiny" << "int4" << "channel" << "uint8" << "Clip,QuantizeLinear" << "BatchNormalization";
