@@ -1,6 +1,7 @@
 #!/bin/sh
 # Exports the PyTorch reference's three models (../shared/reference/pytorch_ref.py: seed-cnn,
-# resnet8, mobilenet-tiny; FP32, 1 epoch on 2000 Fashion-MNIST images) with torch.onnx.export and
+# resnet8, mobilenet-tiny; FP32, 1 epoch on 2000 Fashion-MNIST images, or all 60,000 with
+# TRAIN_LIMIT=all) with torch.onnx.export and
 # converts their M.onnx.expected.npz (256 normalised test images and PyTorch's logits) to JSON.
 #
 #   tests/onnx_import/make_reference_exports.sh OUT_DIR [REFERENCE_DIR]
@@ -14,7 +15,10 @@ ref=${2:-$(dirname "$0")/../../../shared/reference}
 here=$(dirname "$0")
 mkdir -p "$out"
 for m in seed-cnn resnet8 mobilenet-tiny; do
-    /usr/bin/python3 "$ref/pytorch_ref.py" --model "$m" --mode fp32 --epochs 1 --train-limit 2000 \
+    limit="--train-limit ${TRAIN_LIMIT:-2000}"
+    [ "${TRAIN_LIMIT:-2000}" = all ] && limit=""
+    # shellcheck disable=SC2086
+    /usr/bin/python3 "$ref/pytorch_ref.py" --model "$m" --mode fp32 --epochs 1 $limit --threads 2 \
         --export-onnx "$out/$m.onnx" > "$out/$m.log" 2>&1
     /usr/bin/python3 "$here/npz_to_json.py" "$out/$m.onnx.expected.npz" "$out/$m.json"
     echo "$m: $out/$m.onnx, $out/$m.json"
