@@ -1,6 +1,8 @@
 #include "data/dataset.h"
 
 #include "data/idx.h"
+#include "data/readers.h"
+#include "data/resize.h"
 #include "util/errors.h"
 #include "util/rng.h"
 
@@ -47,22 +49,49 @@ LabeledImages readSet(const std::string& imagesPath, const std::string& labelsPa
     return s;
 }
 
-LabeledImages subset(const LabeledImages& s, const std::vector<std::size_t>& idx)
+std::string shapeText(const LabeledImages& s)
 {
+    return std::to_string(s.channels) + "x" + std::to_string(s.height) + "x" + std::to_string(s.width);
+}
+
+// Every label indexes a class name, and the training labels hold at least two classes.
+void checkLabels(const LabeledImages& s, const std::vector<std::string>& classes, const std::string& path,
+                 const char* which)
+{
+    if (classes.size() < 2)
+        throw FormatError(path + ": the labels name a single class; a classifier needs at least two");
+    std::vector<bool> seen(classes.size());
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        const std::int32_t l = s.labels[i];
+        if (l < 0 || static_cast<std::size_t>(l) >= classes.size())
+            throw FormatError(path + ": " + which + " image " + std::to_string(i + 1) + " has label " +
+                              std::to_string(l) + ", out of range for " + std::to_string(classes.size()) + " classes");
+        seen[static_cast<std::size_t>(l)] = true;
+    }
+    if (s.size() == 0) throw FormatError(path + ": holds no " + std::string(which) + " images");
+    if (std::string(which) == "training" && std::count(seen.begin(), seen.end(), true) < 2)
+        throw FormatError(path + ": every training image has label " + std::to_string(s.labels[0]) + " (" +
+                          classes[static_cast<std::size_t>(s.labels[0])] + "): a classifier needs at least two classes");
+}
+
+// Every image of `s` resized to target's HxW, plane by plane.
+LabeledImages resized(const LabeledImages& s, const ImageShape& target)
+{
+    if (s.height == target.height && s.width == target.width) return s;
     LabeledImages out;
     out.channels = s.channels;
-    out.height = s.height;
-    out.width = s.width;
-    const std::size_t B = s.imageBytes();
-    out.pixels.resize(idx.size() * B);
-    out.labels.resize(idx.size());
-    for (std::size_t i = 0; i < idx.size(); ++i) {
-        std::copy_n(s.pixels.begin() + static_cast<std::ptrdiff_t>(idx[i] * B), B,
-                    out.pixels.begin() + static_cast<std::ptrdiff_t>(i * B));
-        out.labels[i] = s.labels[idx[i]];
-    }
+    out.height = target.height;
+    out.width = target.width;
+    out.labels = s.labels;
+    out.pixels.resize(s.size() * out.imageBytes());
+    const std::size_t inPlane = s.height * s.width, outPlane = out.height * out.width;
+    for (std::size_t p = 0; p < s.size() * s.channels; ++p)
+        resizeImage(s.pixels.data() + p * inPlane, s.height, s.width, 1, out.pixels.data() + p * outPlane, out.height,
+                    out.width);
     return out;
 }
+
+Dataset finishLoad(RawDataset&& raw, const DetectedLayout& found, const DatasetOptions& opts);
 
 } // namespace
 
@@ -104,21 +133,60 @@ DatasetFiles Dataset::locate(const std::string& dir)
             findOne(dir, "t10k-images-idx3-ubyte"), findOne(dir, "t10k-labels-idx1-ubyte")};
 }
 
-Dataset Dataset::load(const DatasetOptions& opts) { return load(locate(opts.dir), opts); }
+Dataset Dataset::load(const DatasetOptions& opts)
+{
+    const DetectedLayout found = detectLayout(opts.dir);
+    switch (found.layout) {
+    case DatasetLayout::Idx: return load(locate(found.path), opts);
+    case DatasetLayout::Cifar10:
+    case DatasetLayout::Cifar100:
+        return finishLoad(readCifar(found.path, found.layout == DatasetLayout::Cifar100), found, opts);
+    case DatasetLayout::Csv: return finishLoad(readCsvDataset(found.path, opts), found, opts);
+    case DatasetLayout::ImageFolder: return finishLoad(readImageFolder(found.path, opts), found, opts);
+    }
+    throw ConfigError(opts.dir + ": unknown dataset layout");
+}
 
 Dataset Dataset::load(const DatasetFiles& files, const DatasetOptions& opts)
 {
-    Dataset d;
-    d.dir = fs::path(files.trainImages).parent_path().string();
-    d.name = fs::path(d.dir).filename().string();
+    RawDataset raw;
+    const std::string dir = fs::path(files.trainImages).parent_path().string();
+    raw.name = baseName(dir);
+    raw.classNames = guessClassNames(dir);
+    raw.train = readSet(files.trainImages, files.trainLabels, raw.classNames.size());
+    raw.test = readSet(files.testImages, files.testLabels, raw.classNames.size());
+    if (raw.train.height != raw.test.height || raw.train.width != raw.test.width)
+        throw FormatError(files.testImages + ": images are " + std::to_string(raw.test.height) + "x" +
+                          std::to_string(raw.test.width) + " but the train images are " +
+                          std::to_string(raw.train.height) + "x" + std::to_string(raw.train.width));
+    Dataset d = finishLoad(std::move(raw), {DatasetLayout::Idx, dir}, opts);
     d.files = files;
-    d.classNames = guessClassNames(d.dir);
-    d.train = readSet(files.trainImages, files.trainLabels, d.classNames.size());
-    d.test = readSet(files.testImages, files.testLabels, d.classNames.size());
-    if (d.train.height != d.test.height || d.train.width != d.test.width)
-        throw FormatError(files.testImages + ": images are " + std::to_string(d.test.height) + "x" +
-                          std::to_string(d.test.width) + " but the train images are " +
-                          std::to_string(d.train.height) + "x" + std::to_string(d.train.width));
+    return d;
+}
+
+namespace {
+
+// What every layout shares after reading: checks, --resize, the validation split, the limits and
+// the normalisation statistics.
+Dataset finishLoad(RawDataset&& raw, const DetectedLayout& found, const DatasetOptions& opts)
+{
+    Dataset d;
+    d.dir = found.path;
+    d.layout = found.layout;
+    d.name = raw.name;
+    d.split = raw.split;
+    d.classNames = std::move(raw.classNames);
+    d.train = std::move(raw.train);
+    d.test = std::move(raw.test);
+    checkLabels(d.train, d.classNames, found.path, "training");
+    checkLabels(d.test, d.classNames, found.path, "test");
+    if (d.test.channels != d.train.channels || d.test.height != d.train.height || d.test.width != d.train.width)
+        throw FormatError(found.path + ": test images are " + shapeText(d.test) + " but training images are " +
+                          shapeText(d.train));
+    if (opts.resize.given()) {
+        d.train = resized(d.train, opts.resize);
+        d.test = resized(d.test, opts.resize);
+    }
 
     if (opts.validation > 0) {
         if (opts.validation >= d.train.size())
@@ -147,6 +215,8 @@ Dataset Dataset::load(const DatasetFiles& files, const DatasetOptions& opts)
     d.normalization = pixelStatistics(d.train);
     return d;
 }
+
+} // namespace
 
 Normalization pixelStatistics(const LabeledImages& set)
 {

@@ -1,5 +1,6 @@
-// Dataset: train / validation / test sets read from an MNIST-layout folder of IDX files,
-// normalised by the train set's pixel mean and standard deviation.
+// Dataset: train / validation / test sets read from an MNIST-layout folder of IDX files, a CIFAR
+// binary folder, a CSV file or folder, or an image-folder tree (the layout is detected), normalised
+// by the train set's pixel mean and standard deviation.
 #pragma once
 
 #include "data/normalization.h"
@@ -14,7 +15,8 @@ namespace quantscope {
 
 inline constexpr const char* kDefaultDataDir = "/usr/share/datasets/fashion-mnist";
 
-// One set of labelled images, kept as bytes in (count, C, H, W) order (normalised per batch).
+// One set of labelled images, kept as bytes (normalised per batch). Each image is planar
+// (channels, height, width), as CIFAR stores it and as a (C, H, W) tensor reads it.
 struct LabeledImages {
     std::size_t channels = 1, height = 0, width = 0;
     std::vector<std::uint8_t> pixels;  // count * channels * height * width
@@ -23,34 +25,65 @@ struct LabeledImages {
     std::size_t imageBytes() const { return channels * height * width; }
 };
 
+// The dataset layouts Dataset::load recognises (detectLayout).
+enum class DatasetLayout { Idx, Cifar10, Cifar100, Csv, ImageFolder };
+const char* layoutName(DatasetLayout layout); // "IDX", "CIFAR-10", "CIFAR-100", "CSV", "image folder"
+
+// An image shape (C, H, W); all zero = not given.
+struct ImageShape {
+    std::size_t channels = 0, height = 0, width = 0;
+    bool given() const { return height != 0; }
+};
+// "CxHxW", C 1 or 3, H and W 1..4096 (e.g. "3x32x32"). Throws ConfigError.
+ImageShape parseImageShape(const std::string& text);
+// "HxW", 1..4096 each (e.g. "32x32"); the channels stay 0. Throws ConfigError.
+ImageShape parseResize(const std::string& text);
+
+struct DetectedLayout {
+    DatasetLayout layout;
+    std::string path; // the folder or file to read (may be a subfolder such as cifar-10-batches-bin)
+};
+// Looks at `path` (a folder, or a .csv file) and says which layout it holds, in this order:
+// IDX files; CIFAR-10 (data_batch_N.bin / test_batch.bin); CIFAR-100 (train.bin + test.bin);
+// train.csv; class folders with images (train/ + test/, or one tree). Also looks one folder down
+// when that folder is the only one (a tarball's cifar-10-batches-bin). Throws IoError naming the
+// path and the layouts it expected.
+DetectedLayout detectLayout(const std::string& path);
+
 // The four files of an MNIST-layout folder. Each may be plain or .gz.
 struct DatasetFiles {
     std::string trainImages, trainLabels, testImages, testLabels;
 };
 
 struct DatasetOptions {
-    std::string dir = kDefaultDataDir;
+    std::string dir = kDefaultDataDir; // a folder of any layout, or a .csv file
     std::size_t trainLimit = 0;  // 0 = all; otherwise a seeded subset of the train set
     std::size_t testLimit = 0;   // 0 = all; otherwise the first N test images
     std::size_t validation = 0;  // images moved from train to a validation set (seeded)
     std::uint64_t seed = 1;
+    ImageShape imageShape;       // CSV: the shape of a row's pixels; not given = from the column count
+    ImageShape resize;           // HxW every image is resized to (needed when image files differ in size)
+    double testFraction = 0.2;   // a single CSV file or image tree: seeded share of each class held out as test
 };
 
 class Dataset {
 public:
-    // Finds the files in opts.dir (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz],
-    // t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]; '.' instead of the last '-'
-    // is accepted too). Throws IoError / FormatError naming the file.
+    // Detects the layout of opts.dir (detectLayout) and reads it. IDX: train-images-idx3-ubyte[.gz],
+    // train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz] ('.'
+    // instead of the last '-' is accepted too). Throws IoError / FormatError naming the file and the
+    // record, line or image; ConfigError for options that do not fit the data.
     static Dataset load(const DatasetOptions& opts);
     // Loads from four explicit files.
     static Dataset load(const DatasetFiles& files, const DatasetOptions& opts);
     static DatasetFiles locate(const std::string& dir);
 
     std::string name;                     // e.g. "fashion-mnist"
-    std::string dir;
-    DatasetFiles files;
+    std::string dir;                      // the folder or file read
+    DatasetLayout layout = DatasetLayout::Idx;
+    std::string split;                    // how the test set came about when not given, e.g. "20% of train.csv"
+    DatasetFiles files;                   // IDX only
     LabeledImages train, validation, test;
-    std::vector<std::string> classNames;  // 10 names
+    std::vector<std::string> classNames;  // one per class (at least 2)
     Normalization normalization;          // per channel, of train pixels scaled to [0,1]
 
     std::size_t channels() const { return train.channels; }

@@ -1,0 +1,129 @@
+// CIFAR-10 / CIFAR-100 binary version (https://www.cs.toronto.edu/~kriz/cifar.html):
+// CIFAR-10 records are 1 label byte + 3072 pixel bytes, CIFAR-100 records a coarse and a fine
+// label byte + 3072; the pixels are 1024 red, 1024 green, 1024 blue, each plane row-major 32x32.
+#include "data/readers.h"
+
+#include "util/atomic_file.h"
+#include "util/errors.h"
+
+#include <filesystem>
+#include <fstream>
+
+namespace quantscope {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr std::size_t kCifarSide = 32, kCifarPixels = 3 * kCifarSide * kCifarSide;
+constexpr std::uint64_t kMaxCifarFileBytes = std::uint64_t{1} << 31;
+
+const std::vector<std::string>& cifar10Names()
+{
+    static const std::vector<std::string> n = {"airplane", "automobile", "bird", "cat", "deer",
+                                               "dog",      "frog",       "horse", "ship", "truck"};
+    return n;
+}
+
+// Non-empty lines of a names file; empty when the file does not exist.
+std::vector<std::string> readNames(const fs::path& p, std::size_t expected)
+{
+    std::error_code ec;
+    if (!fs::is_regular_file(p, ec)) return {};
+    std::ifstream f(p);
+    std::vector<std::string> names;
+    for (std::string line; std::getline(f, line);) {
+        while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+        if (!line.empty()) names.push_back(line);
+        if (names.size() > expected) break;
+    }
+    if (names.size() != expected)
+        throw FormatError(p.string() + ": holds " + (names.size() > expected ? "more than " : "") +
+                          std::to_string(names.size()) + " class names; the dataset has " + std::to_string(expected));
+    return names;
+}
+
+void append(LabeledImages& to, LabeledImages&& from)
+{
+    if (to.pixels.empty()) {
+        to = std::move(from);
+        return;
+    }
+    to.pixels.insert(to.pixels.end(), from.pixels.begin(), from.pixels.end());
+    to.labels.insert(to.labels.end(), from.labels.begin(), from.labels.end());
+}
+
+LabeledImages readBatch(const fs::path& p, bool cifar100)
+{
+    return parseCifarBatch(readFileBytes(p.string(), kMaxCifarFileBytes), p.string(), cifar100);
+}
+
+} // namespace
+
+LabeledImages parseCifarBatch(const std::vector<std::uint8_t>& bytes, const std::string& path, bool cifar100)
+{
+    const std::size_t head = cifar100 ? 2 : 1, record = head + kCifarPixels;
+    if (bytes.empty()) throw FormatError(path + ": the file is empty (a CIFAR batch holds records of " +
+                                         std::to_string(record) + " bytes)");
+    const std::size_t count = bytes.size() / record;
+    if (bytes.size() % record != 0)
+        throw FormatError(path + ": record " + std::to_string(count + 1) + " is truncated (" +
+                          std::to_string(bytes.size() % record) + " of " + std::to_string(record) +
+                          " bytes); a " + (cifar100 ? "CIFAR-100" : "CIFAR-10") + " record is " +
+                          (cifar100 ? "2 label bytes" : "1 label byte") + " + 3072 pixel bytes");
+    LabeledImages s;
+    s.channels = 3;
+    s.height = s.width = kCifarSide;
+    s.pixels.resize(count * kCifarPixels);
+    s.labels.resize(count);
+    for (std::size_t i = 0; i < count; ++i) {
+        const std::uint8_t* r = bytes.data() + i * record;
+        const std::size_t label = r[head - 1], limit = cifar100 ? 100 : 10;
+        if (cifar100 && r[0] >= 20)
+            throw FormatError(path + ": record " + std::to_string(i + 1) + ": coarse label " + std::to_string(r[0]) +
+                              " is out of range (CIFAR-100 has 20 superclasses)");
+        if (label >= limit)
+            throw FormatError(path + ": record " + std::to_string(i + 1) + ": label " + std::to_string(label) +
+                              " is out of range (" + (cifar100 ? "CIFAR-100" : "CIFAR-10") + " has " +
+                              std::to_string(limit) + " classes)");
+        s.labels[i] = static_cast<std::int32_t>(label);
+        std::copy_n(r + head, kCifarPixels, s.pixels.begin() + static_cast<std::ptrdiff_t>(i * kCifarPixels));
+    }
+    return s;
+}
+
+RawDataset readCifar(const std::string& dir, bool cifar100)
+{
+    const fs::path d(dir);
+    RawDataset raw;
+    raw.name = d.filename().string();
+    if (raw.name.empty()) raw.name = d.parent_path().filename().string();
+    std::error_code ec;
+    auto need = [&](const char* f) {
+        if (!fs::is_regular_file(d / f, ec))
+            throw IoError((d / f).string() + ": missing (a " + (cifar100 ? "CIFAR-100" : "CIFAR-10") +
+                          " folder holds " + (cifar100 ? "train.bin and test.bin" : "data_batch_1..5.bin and test_batch.bin") + ")");
+        return d / f;
+    };
+    if (cifar100) {
+        raw.train = readBatch(need("train.bin"), true);
+        raw.test = readBatch(need("test.bin"), true);
+        raw.classNames = readNames(d / "fine_label_names.txt", 100);
+        if (raw.classNames.empty())
+            for (int i = 0; i < 100; ++i) raw.classNames.push_back(std::to_string(i));
+    } else {
+        // The five training batches; a smaller set may hold fewer, but they must start at 1.
+        need("data_batch_1.bin");
+        for (int b = 1; b <= 5; ++b) {
+            const fs::path p = d / ("data_batch_" + std::to_string(b) + ".bin");
+            if (!fs::is_regular_file(p, ec)) break;
+            append(raw.train, readBatch(p, false));
+        }
+        raw.test = readBatch(need("test_batch.bin"), false);
+        raw.classNames = readNames(d / "batches.meta.txt", 10);
+        if (raw.classNames.empty()) raw.classNames = cifar10Names();
+    }
+    return raw;
+}
+
+} // namespace quantscope

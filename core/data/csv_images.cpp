@@ -1,0 +1,223 @@
+// CSV images (the Kaggle digit-recognizer layout): an optional header row, then one image per
+// row: the label, then the pixels 0..255, channel-planar for colour (all red, then green, then
+// blue; each plane row-major), which is how a (C, H, W) array flattens.
+//   - a .csv file: its rows are split into train/test by the seeded opts.testFraction per class;
+//   - a folder: train.csv, and test.csv when it has the label column (Kaggle's test.csv has none:
+//     it is then ignored and train.csv is split as above).
+// The shape is C=1 square (N*N pixel columns), C=3 square (3*N*N) or --image-shape CxHxW.
+#include "data/readers.h"
+
+#include "util/atomic_file.h"
+#include "util/errors.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <filesystem>
+#include <string_view>
+
+namespace quantscope {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr std::uint64_t kMaxCsvBytes = std::uint64_t{1} << 33;
+
+std::string_view trim(std::string_view s)
+{
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
+    if (s.size() >= 2 && s.front() == '"' && s.back() == '"') s = s.substr(1, s.size() - 2);
+    return s;
+}
+
+// The lines of a text, numbered from 1; blank lines are skipped.
+class Lines {
+public:
+    explicit Lines(std::string_view text) : m_text(text) {}
+    bool next(std::string_view& line, std::size_t& number)
+    {
+        while (m_pos < m_text.size()) {
+            const std::size_t end = std::min(m_text.find('\n', m_pos), m_text.size());
+            line = m_text.substr(m_pos, end - m_pos);
+            m_pos = end + 1;
+            number = ++m_line;
+            if (!trim(line).empty()) return true;
+        }
+        return false;
+    }
+
+private:
+    std::string_view m_text;
+    std::size_t m_pos = 0, m_line = 0;
+};
+
+std::size_t columnCount(std::string_view line) { return static_cast<std::size_t>(std::count(line.begin(), line.end(), ',')) + 1; }
+
+bool isNumber(std::string_view cell)
+{
+    cell = trim(cell);
+    double v = 0;
+    const auto r = std::from_chars(cell.data(), cell.data() + cell.size(), v);
+    return !cell.empty() && r.ec == std::errc() && r.ptr == cell.data() + cell.size();
+}
+
+bool isHeader(std::string_view line)
+{
+    std::size_t start = 0;
+    while (true) {
+        const std::size_t comma = line.find(',', start);
+        if (!isNumber(line.substr(start, comma == std::string_view::npos ? std::string_view::npos : comma - start)))
+            return true;
+        if (comma == std::string_view::npos) return false;
+        start = comma + 1;
+    }
+}
+
+struct CsvText {
+    std::string path;
+    std::vector<std::uint8_t> bytes;
+    std::string_view text() const { return {reinterpret_cast<const char*>(bytes.data()), bytes.size()}; }
+    std::size_t columns = 0;
+    bool header = false;
+};
+
+CsvText readCsv(const std::string& path)
+{
+    CsvText t;
+    t.path = path;
+    t.bytes = readFileBytes(path, kMaxCsvBytes);
+    Lines lines(t.text());
+    std::string_view first;
+    std::size_t n = 0;
+    if (!lines.next(first, n)) throw FormatError(path + ": the CSV file is empty");
+    t.columns = columnCount(first);
+    t.header = isHeader(first);
+    return t;
+}
+
+// Parses a whole number in [0, max] from `cell`; false when it is not one.
+bool parseWhole(std::string_view cell, long& v)
+{
+    cell = trim(cell);
+    const auto r = std::from_chars(cell.data(), cell.data() + cell.size(), v);
+    return !cell.empty() && r.ec == std::errc() && r.ptr == cell.data() + cell.size();
+}
+
+// Rows of `t` with the label first, each checked; labels must be below `labelLimit`.
+LabeledImages parseRows(const CsvText& t, const ImageShape& shape, std::size_t labelLimit)
+{
+    LabeledImages s;
+    s.channels = shape.channels;
+    s.height = shape.height;
+    s.width = shape.width;
+    Lines lines(t.text());
+    std::string_view line;
+    std::size_t number = 0;
+    if (t.header) lines.next(line, number);
+    const std::string at = t.path + ": line ";
+    while (lines.next(line, number)) {
+        const std::size_t cols = columnCount(line);
+        if (cols != t.columns)
+            throw FormatError(at + std::to_string(number) + " has " + std::to_string(cols) + " columns; " +
+                              (t.header ? "the header has " : "the first row has ") + std::to_string(t.columns));
+        std::size_t start = 0;
+        for (std::size_t c = 0; c < cols; ++c) {
+            const std::size_t comma = std::min(line.find(',', start), line.size());
+            const std::string_view cell = line.substr(start, comma - start);
+            start = comma + 1;
+            long v = 0;
+            const std::string where = at + std::to_string(number) + ", column " + std::to_string(c + 1);
+            if (!parseWhole(cell, v)) {
+                const std::string shown(trim(cell).substr(0, 40));
+                throw FormatError(where + ": '" + shown + "' is not a whole number" +
+                                  (isNumber(cell) ? (c == 0 ? " (labels are class indices)" : " (pixels are bytes 0..255)")
+                                                  : ""));
+            }
+            if (c == 0) {
+                if (v < 0 || static_cast<std::size_t>(v) >= labelLimit)
+                    throw FormatError(where + ": label " + std::to_string(v) + " is out of range (0.." +
+                                      std::to_string(labelLimit - 1) + ")");
+                s.labels.push_back(static_cast<std::int32_t>(v));
+            } else {
+                if (v < 0 || v > 255)
+                    throw FormatError(where + ": pixel " + std::to_string(v) + " is outside 0..255");
+                s.pixels.push_back(static_cast<std::uint8_t>(v));
+            }
+        }
+    }
+    if (s.labels.empty()) throw FormatError(t.path + ": holds no data rows");
+    return s;
+}
+
+ImageShape shapeFor(const CsvText& t, const ImageShape& given)
+{
+    if (t.columns < 2) throw FormatError(t.path + ": has " + std::to_string(t.columns) + " column; expected a label and pixels");
+    const std::size_t P = t.columns - 1;
+    if (given.given()) {
+        if (given.channels * given.height * given.width != P)
+            throw ConfigError(t.path + ": rows hold " + std::to_string(P) + " pixels, but --image-shape " +
+                              std::to_string(given.channels) + "x" + std::to_string(given.height) + "x" +
+                              std::to_string(given.width) + " needs " +
+                              std::to_string(given.channels * given.height * given.width));
+        return given;
+    }
+    for (std::size_t C : {std::size_t{1}, std::size_t{3}}) {
+        if (P % C) continue;
+        const auto side = static_cast<std::size_t>(std::llround(std::sqrt(static_cast<double>(P / C))));
+        if (side * side * C == P) return {C, side, side};
+    }
+    throw FormatError(t.path + ": rows hold " + std::to_string(P) + " pixels, which is neither NxN (grayscale) nor "
+                      "3xNxN (colour); give the shape with --image-shape CxHxW");
+}
+
+std::size_t maxLabel(const LabeledImages& s) { return static_cast<std::size_t>(*std::max_element(s.labels.begin(), s.labels.end())); }
+
+} // namespace
+
+RawDataset readCsvDataset(const std::string& path, const DatasetOptions& opts)
+{
+    std::error_code ec;
+    const bool folder = fs::is_directory(path, ec);
+    const fs::path trainPath = folder ? fs::path(path) / "train.csv" : fs::path(path);
+    const fs::path dir = folder ? fs::path(path) : trainPath.parent_path();
+    RawDataset raw;
+    raw.name = folder ? baseName(path) : trainPath.stem().string();
+
+    const CsvText train = readCsv(trainPath.string());
+    const ImageShape shape = shapeFor(train, opts.imageShape);
+    // classes.txt, when present, fixes the class count; otherwise it is the largest label + 1.
+    const std::vector<std::string> names = readClassesTxt(dir.string());
+    LabeledImages all = parseRows(train, shape, names.empty() ? kMaxClasses : names.size());
+    const std::size_t classes = names.empty() ? maxLabel(all) + 1 : names.size();
+    raw.classNames = names.empty() ? numberedClassNames(classes) : names;
+
+    const fs::path testPath = dir / "test.csv";
+    bool haveTest = false;
+    std::string why;
+    if (folder && fs::is_regular_file(testPath, ec)) {
+        CsvText test = readCsv(testPath.string());
+        if (test.columns == train.columns) {
+            raw.test = parseRows(test, shape, classes);
+            raw.train = std::move(all);
+            raw.split = "test.csv";
+            haveTest = true;
+        } else if (test.columns + 1 == train.columns) {
+            why = " (test.csv has no label column)";
+        } else {
+            throw FormatError(testPath.string() + ": has " + std::to_string(test.columns) + " columns; " +
+                              trainPath.string() + " has " + std::to_string(train.columns));
+        }
+    }
+    if (!haveTest) {
+        auto [tr, te] = splitTrainTest(all, opts.testFraction, opts.seed, trainPath.string());
+        raw.train = std::move(tr);
+        raw.test = std::move(te);
+        raw.split = std::to_string(static_cast<int>(std::lround(opts.testFraction * 100))) + "% of " +
+                    trainPath.filename().string() + " per class, seeded" + why;
+    }
+    return raw;
+}
+
+} // namespace quantscope

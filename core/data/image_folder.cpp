@@ -1,0 +1,162 @@
+// Image folders in torchvision's ImageFolder convention: one sub-folder per class, named after
+// it, holding .png/.jpg/.jpeg files (searched recursively, in name order; other files are
+// skipped). Either root/train/<class>/ with root/test/<class>/, or a single root/<class>/ tree
+// split per class by the seeded opts.testFraction. Classes are the train folders in name order.
+// The dataset is colour (C=3) if any image is, else grayscale; all images must share one size
+// unless opts.resize gives one. Headers are read first, so sizes are checked before allocating.
+#include "data/readers.h"
+
+#include "data/image_codec.h"
+#include "data/resize.h"
+#include "util/errors.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <map>
+
+namespace quantscope {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct ImageEntry {
+    std::string path;
+    std::int32_t label = 0;
+    ImageInfo info;
+};
+
+std::vector<std::string> sortedSubfolders(const fs::path& dir)
+{
+    std::vector<std::string> out;
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(dir, ec))
+        if (e.is_directory(ec) && e.path().filename().string().front() != '.') out.push_back(e.path().filename().string());
+    if (ec) throw IoError(dir.string() + ": cannot list the folder (" + ec.message() + ")");
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+std::vector<std::string> imagesUnder(const fs::path& dir)
+{
+    std::vector<std::string> out;
+    std::error_code ec;
+    for (auto it = fs::recursive_directory_iterator(dir, fs::directory_options::skip_permission_denied, ec);
+         !ec && it != fs::recursive_directory_iterator(); it.increment(ec))
+        if (it->is_regular_file(ec) && isImageFileName(it->path().string())) out.push_back(it->path().string());
+    if (ec) throw IoError(dir.string() + ": cannot list the folder (" + ec.message() + ")");
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+// The images of one split folder; class folders must be among `classes` (the train ones).
+std::vector<ImageEntry> listSplit(const fs::path& dir, const std::vector<std::string>& classes)
+{
+    std::map<std::string, std::int32_t> index;
+    for (std::size_t i = 0; i < classes.size(); ++i) index[classes[i]] = static_cast<std::int32_t>(i);
+    std::vector<ImageEntry> out;
+    for (const std::string& c : sortedSubfolders(dir)) {
+        const auto it = index.find(c);
+        if (it == index.end())
+            throw FormatError((dir / c).string() + ": class folder '" + c + "' is not among the training classes");
+        const std::vector<std::string> files = imagesUnder(dir / c);
+        if (files.empty())
+            throw FormatError((dir / c).string() + ": empty class folder (no .png, .jpg or .jpeg images)");
+        for (const std::string& f : files) out.push_back({f, it->second, {}});
+    }
+    if (out.empty()) throw FormatError(dir.string() + ": holds no class folders with images");
+    return out;
+}
+
+struct Target {
+    std::size_t channels = 1, height = 0, width = 0;
+};
+
+// Reads every header: the channel count (3 if any image is colour) and the common size.
+Target scanHeaders(std::vector<ImageEntry>& all, const ImageShape& resize)
+{
+    Target t;
+    const ImageEntry* first = nullptr;
+    for (ImageEntry& e : all) {
+        e.info = readImageInfo(e.path);
+        if (e.info.channels == 3) t.channels = 3;
+        if (!first) first = &e;
+        else if (!resize.given() && (e.info.width != first->info.width || e.info.height != first->info.height))
+            throw FormatError(e.path + ": image is " + std::to_string(e.info.height) + "x" + std::to_string(e.info.width) +
+                              " (HxW) but " + first->path + " is " + std::to_string(first->info.height) + "x" +
+                              std::to_string(first->info.width) + "; images that differ in size need --resize HxW");
+    }
+    t.height = resize.given() ? resize.height : first->info.height;
+    t.width = resize.given() ? resize.width : first->info.width;
+    return t;
+}
+
+LabeledImages decodeAll(const std::vector<ImageEntry>& entries, std::size_t begin, std::size_t end, const Target& t)
+{
+    LabeledImages s;
+    s.channels = t.channels;
+    s.height = t.height;
+    s.width = t.width;
+    const std::size_t B = s.imageBytes();
+    s.pixels.resize((end - begin) * B);
+    s.labels.resize(end - begin);
+    std::vector<std::uint8_t> hwc(B);
+    for (std::size_t i = begin; i < end; ++i) {
+        const ImageEntry& e = entries[i];
+        ImageInfo info;
+        const std::vector<std::uint8_t> img = decodeImage(e.path, t.channels, &info);
+        if (info.width != e.info.width || info.height != e.info.height)
+            throw FormatError(e.path + ": the image changed while it was read");
+        resizeImage(img.data(), info.height, info.width, t.channels, hwc.data(), t.height, t.width);
+        // (H, W, C) interleaved -> (C, H, W) planar
+        std::uint8_t* dst = s.pixels.data() + (i - begin) * B;
+        const std::size_t plane = t.height * t.width;
+        for (std::size_t p = 0; p < plane; ++p)
+            for (std::size_t c = 0; c < t.channels; ++c) dst[c * plane + p] = hwc[p * t.channels + c];
+        s.labels[i - begin] = e.label;
+    }
+    return s;
+}
+
+} // namespace
+
+RawDataset readImageFolder(const std::string& root, const DatasetOptions& opts)
+{
+    const fs::path r(root);
+    std::error_code ec;
+    RawDataset raw;
+    raw.name = baseName(root);
+    const bool split = fs::is_directory(r / "train", ec) && fs::is_directory(r / "test", ec);
+    const fs::path trainDir = split ? r / "train" : r;
+    raw.classNames = sortedSubfolders(trainDir);
+    if (raw.classNames.size() > kMaxClasses)
+        throw FormatError(trainDir.string() + ": holds " + std::to_string(raw.classNames.size()) +
+                          " class folders; at most " + std::to_string(kMaxClasses) + " are accepted");
+    std::vector<ImageEntry> entries = listSplit(trainDir, raw.classNames);
+    const std::size_t trainCount = entries.size();
+    if (split) {
+        std::vector<ImageEntry> test = listSplit(r / "test", raw.classNames);
+        entries.insert(entries.end(), test.begin(), test.end());
+    }
+    const Target t = scanHeaders(entries, opts.resize);
+    const std::uint64_t bytes = static_cast<std::uint64_t>(entries.size()) * t.channels * t.height * t.width;
+    if (bytes > kMaxDatasetBytes)
+        throw FormatError(root + ": " + std::to_string(entries.size()) + " images of " + std::to_string(t.channels) + "x" +
+                          std::to_string(t.height) + "x" + std::to_string(t.width) + " would take " +
+                          std::to_string(bytes >> 20) + " MiB, more than the limit of " +
+                          std::to_string(kMaxDatasetBytes >> 20) + " MiB; use --resize HxW");
+    if (split) {
+        raw.train = decodeAll(entries, 0, trainCount, t);
+        raw.test = decodeAll(entries, trainCount, entries.size(), t);
+        raw.split = "train/ and test/";
+    } else {
+        const LabeledImages all = decodeAll(entries, 0, entries.size(), t);
+        auto [tr, te] = splitTrainTest(all, opts.testFraction, opts.seed, root);
+        raw.train = std::move(tr);
+        raw.test = std::move(te);
+        raw.split = std::to_string(static_cast<int>(opts.testFraction * 100 + 0.5)) + "% of each class folder, seeded";
+    }
+    return raw;
+}
+
+} // namespace quantscope

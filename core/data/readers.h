@@ -1,0 +1,52 @@
+// What each dataset format reader hands to Dataset::load (data/ internal): the train and test
+// sets as read, before the validation split, limits, --resize and normalisation. Readers live in
+// idx.cpp (via dataset.cpp), cifar.cpp, csv_images.cpp and image_folder.cpp.
+#pragma once
+
+#include "data/dataset.h"
+
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace quantscope {
+
+struct RawDataset {
+    std::string name;                    // shown in the GUI, e.g. "cifar-10-batches-bin"
+    LabeledImages train, test;           // planar (C, H, W) bytes per image
+    std::vector<std::string> classNames; // one per class; labels index it
+    std::string split;                   // how train/test came about, e.g. "test.csv" or "20% of train.csv"
+};
+
+// Largest dataset accepted in memory (bytes of pixels), checked before allocating it.
+inline constexpr std::uint64_t kMaxDatasetBytes = std::uint64_t{1} << 33;
+// Largest class count a CSV label or a class folder tree may make.
+inline constexpr std::size_t kMaxClasses = 1000;
+
+// CIFAR-10 (data_batch_1..5.bin + test_batch.bin) or CIFAR-100 (train.bin + test.bin) in `dir`.
+RawDataset readCifar(const std::string& dir, bool cifar100);
+// One CIFAR binary file: records of [label] or [coarse, fine] then 3072 bytes (3x32x32 planar).
+// Throws FormatError naming the file and the record (truncated, label out of range).
+LabeledImages parseCifarBatch(const std::vector<std::uint8_t>& bytes, const std::string& path, bool cifar100);
+
+// A CSV file (split into train/test by opts.testFraction) or a folder with train.csv [+ test.csv].
+RawDataset readCsvDataset(const std::string& path, const DatasetOptions& opts);
+
+// torchvision ImageFolder: root/train/<class>/*, root/test/<class>/*, or root/<class>/* split by
+// opts.testFraction.
+RawDataset readImageFolder(const std::string& root, const DatasetOptions& opts);
+
+// The images `idx` of `s`, in that order.
+LabeledImages subset(const LabeledImages& s, const std::vector<std::size_t>& idx);
+// Splits `all` into (train, test) per class: a seeded `fraction` of each class's images (at least
+// one when the class has two or more) goes to test. Throws ConfigError if test would be empty.
+std::pair<LabeledImages, LabeledImages> splitTrainTest(const LabeledImages& all, double fraction, std::uint64_t seed,
+                                                       const std::string& what);
+// Names from a classes.txt in `dir` (one per line, blank lines skipped); empty when there is none.
+std::vector<std::string> readClassesTxt(const std::string& dir);
+// "0".."count-1".
+std::vector<std::string> numberedClassNames(std::size_t count);
+// The last component of a path, ignoring trailing slashes ("a/b/" -> "b").
+std::string baseName(const std::string& path);
+
+} // namespace quantscope
