@@ -1,5 +1,7 @@
 #include "cli_args.h"
 
+#include "util/errors.h"
+
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -69,6 +71,20 @@ double Args::f64(const std::string& flag, double def, double min, double max) co
     if (v < min || v > max)
         throw UsageError(flag + ": " + s + " is out of range [" + std::to_string(min) + ", " + std::to_string(max) + "]");
     return v;
+}
+
+DatasetOptions datasetOptions(const Args& args)
+{
+    DatasetOptions o;
+    o.dir = args.str("--data", kDefaultDataDir);
+    try {
+        if (args.has("--image-shape")) o.imageShape = parseImageShape(args.str("--image-shape", ""));
+        if (args.has("--resize")) o.resize = parseResize(args.str("--resize", ""));
+    } catch (const ConfigError& e) {
+        throw UsageError(e.what());
+    }
+    o.testFraction = args.f64("--test-fraction", o.testFraction, 0.001, 0.999);
+    return o;
 }
 
 } // namespace quantscope::cli

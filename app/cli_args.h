@@ -2,6 +2,8 @@
 // switches, and positional arguments. Bad input throws UsageError with a one-line message.
 #pragma once
 
+#include "data/dataset.h"
+
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -35,5 +37,10 @@ private:
     std::set<std::string> m_switches;
     std::vector<std::string> m_positional;
 };
+
+// The dataset flags train and eval share: --data PATH (any layout), --image-shape CxHxW,
+// --resize HxW, --test-fraction F. The caller adds limits and the seed.
+inline const std::set<std::string> kDatasetFlags = {"--data", "--image-shape", "--resize", "--test-fraction"};
+DatasetOptions datasetOptions(const Args& args);
 
 } // namespace quantscope::cli

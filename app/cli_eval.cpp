@@ -22,11 +22,12 @@ namespace quantscope::cli {
 const char* const kEvalHelp =
     "usage: quantscope-cli eval MODEL.qsm|MODEL.onnx [options]\n"
     "\n"
-    "Runs an exported model on the test set of an MNIST-layout folder and reports its accuracy.\n"
+    "Runs an exported model on the test set of a dataset and reports its accuracy.\n"
     "Integer models run on the integer-only engine; FP32 models on the float model.\n"
     "\n"
-    "  --data DIR           folder with t10k-images-idx3-ubyte[.gz] etc.\n"
+    "  --data PATH          any layout train reads (IDX, CIFAR, CSV, image folders; see train --help)\n"
     "                       (default /usr/share/datasets/fashion-mnist)\n"
+    "  --image-shape CxHxW, --resize HxW, --test-fraction F   as for train\n"
     "  --test-limit N       only the first N test images\n"
     "  --normalize MEAN,STD input normalisation for a model that does not store one (an ONNX\n"
     "                       file from PyTorch): each a number or one per channel joined by ':';\n"
@@ -86,7 +87,8 @@ void printExportSummary(const ExportSummary& s, bool json)
 
 int runEval(const std::vector<std::string>& argv)
 {
-    const Args args(argv, {"--data", "--test-limit", "--threads", "--batch-size", "--predictions", "--passes", "--runner", "--isa", "--normalize"},
+    const Args args(argv, {"--data", "--test-limit", "--threads", "--batch-size", "--predictions", "--passes", "--runner", "--isa",
+                           "--normalize", "--image-shape", "--resize", "--test-fraction"},
                     {"--json", "--help", "--bench"});
     if (args.has("--help")) {
         std::fputs(kEvalHelp, stdout);
@@ -108,8 +110,7 @@ int runEval(const std::vector<std::string>& argv)
     exportFormatFor(path); // a clear error for other extensions
     ExportedModel model = readModelFile(path);
 
-    DatasetOptions dopt;
-    dopt.dir = args.str("--data", kDefaultDataDir);
+    DatasetOptions dopt = datasetOptions(args);
     dopt.testLimit = args.u64("--test-limit", 0, 1);
     // Only the test set is used, unless the model's normalisation must come from the train set.
     const bool needStatistics = !model.normalizationKnown && !args.has("--normalize");

@@ -27,11 +27,19 @@ namespace quantscope::cli {
 const char* const kTrainHelp =
     "usage: quantscope-cli train [options]\n"
     "\n"
-    "Trains a model on an MNIST-layout folder of IDX files and reports test accuracy.\n"
+    "Trains a model on a dataset and reports test accuracy.\n"
     "\n"
     "data:\n"
-    "  --data DIR           folder with train-images-idx3-ubyte[.gz] etc.\n"
+    "  --data PATH          the layout is detected: an MNIST-layout folder (train-images-idx3-ubyte[.gz]\n"
+    "                       etc.), a CIFAR-10/100 binary folder (data_batch_1..5.bin + test_batch.bin,\n"
+    "                       or train.bin + test.bin), a .csv file or a folder with train.csv [test.csv]\n"
+    "                       (label, then pixels), or image class folders (train/<class>/*.png|jpg +\n"
+    "                       test/<class>/, or <class>/ split by --test-fraction)\n"
     "                       (default /usr/share/datasets/fashion-mnist)\n"
+    "  --image-shape CxHxW  CSV pixel layout, C 1 or 3 (default: from the column count, NxN or 3xNxN)\n"
+    "  --resize HxW         resize every image (needed when image files differ in size)\n"
+    "  --test-fraction F    share of each class held out as the test set when a CSV file or an image\n"
+    "                       tree has no test part (default 0.2, a fixed split for every --seed)\n"
     "  --train-limit N      use a seeded subset of N training images (default: all)\n"
     "  --test-limit N       evaluate on the first N test images (default: all)\n"
     "  --validation N       hold out N training images as a validation set (default 0)\n"
@@ -279,7 +287,7 @@ int runTrain(const std::vector<std::string>& argv)
                      "--weight-decay", "--threads", "--seed", "--train-limit", "--test-limit", "--validation",
                      "--strategy", "--format", "--granularity", "--rounding", "--calibration", "--act-calibration",
                      "--act-format", "--percentile", "--calib-images", "--schedule", "--blend-steps",
-                     "--bn-freeze-epoch", "--export", "--init", "--normalize"},
+                     "--bn-freeze-epoch", "--export", "--init", "--normalize", "--image-shape", "--resize", "--test-fraction"},
                     {"--json", "--help", "--nesterov", "--quiet", "--reinit"});
     if (args.has("--help")) {
         std::fputs(kTrainHelp, stdout);
@@ -343,8 +351,7 @@ int runTrain(const std::vector<std::string>& argv)
     for (std::string p; std::getline(exportList, p, ',');)
         if (!p.empty()) checkExportable(cfg, exportPaths.emplace_back(p));
 
-    DatasetOptions dopt;
-    dopt.dir = args.str("--data", kDefaultDataDir);
+    DatasetOptions dopt = datasetOptions(args);
     dopt.trainLimit = args.u64("--train-limit", 0, 1);
     dopt.testLimit = args.u64("--test-limit", 0, 1);
     dopt.validation = args.u64("--validation", 0);

@@ -63,7 +63,7 @@ struct DatasetOptions {
     std::uint64_t seed = 1;
     ImageShape imageShape;       // CSV: the shape of a row's pixels; not given = from the column count
     ImageShape resize;           // HxW every image is resized to (needed when image files differ in size)
-    double testFraction = 0.2;   // a single CSV file or image tree: seeded share of each class held out as test
+    double testFraction = 0.2;   // a single CSV file or image tree: share of each class held out as test (fixed seed)
 };
 
 class Dataset {

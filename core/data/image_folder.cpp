@@ -1,7 +1,7 @@
 // Image folders in torchvision's ImageFolder convention: one sub-folder per class, named after
 // it, holding .png/.jpg/.jpeg files (searched recursively, in name order; other files are
 // skipped). Either root/train/<class>/ with root/test/<class>/, or a single root/<class>/ tree
-// split per class by the seeded opts.testFraction. Classes are the train folders in name order.
+// split per class by opts.testFraction (fixed seed). Classes are the train folders in name order.
 // The dataset is colour (C=3) if any image is, else grayscale; all images must share one size
 // unless opts.resize gives one. Headers are read first, so sizes are checked before allocating.
 #include "data/readers.h"
@@ -151,10 +151,10 @@ RawDataset readImageFolder(const std::string& root, const DatasetOptions& opts)
         raw.split = "train/ and test/";
     } else {
         const LabeledImages all = decodeAll(entries, 0, entries.size(), t);
-        auto [tr, te] = splitTrainTest(all, opts.testFraction, opts.seed, root);
+        auto [tr, te] = splitTrainTest(all, opts.testFraction, root);
         raw.train = std::move(tr);
         raw.test = std::move(te);
-        raw.split = std::to_string(static_cast<int>(opts.testFraction * 100 + 0.5)) + "% of each class folder, seeded";
+        raw.split = std::to_string(static_cast<int>(opts.testFraction * 100 + 0.5)) + "% of each class folder";
     }
     return raw;
 }

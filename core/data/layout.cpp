@@ -156,8 +156,7 @@ LabeledImages subset(const LabeledImages& s, const std::vector<std::size_t>& idx
     return out;
 }
 
-std::pair<LabeledImages, LabeledImages> splitTrainTest(const LabeledImages& all, double fraction, std::uint64_t seed,
-                                                       const std::string& what)
+std::pair<LabeledImages, LabeledImages> splitTrainTest(const LabeledImages& all, double fraction, const std::string& what)
 {
     if (!(fraction > 0.0 && fraction < 1.0))
         throw ConfigError("test fraction " + std::to_string(fraction) + " must be between 0 and 1 (exclusive)");
@@ -165,7 +164,7 @@ std::pair<LabeledImages, LabeledImages> splitTrainTest(const LabeledImages& all,
     for (std::int32_t l : all.labels) maxLabel = std::max(maxLabel, l);
     std::vector<std::vector<std::size_t>> byClass(static_cast<std::size_t>(maxLabel) + 1);
     for (std::size_t i = 0; i < all.size(); ++i) byClass[static_cast<std::size_t>(all.labels[i])].push_back(i);
-    Rng rng(seed ^ 0x5E57F00Dull);
+    Rng rng(0x5E57F00Dull);
     std::vector<std::size_t> train, test;
     for (const std::vector<std::size_t>& members : byClass) {
         if (members.empty()) continue;

@@ -38,10 +38,10 @@ RawDataset readImageFolder(const std::string& root, const DatasetOptions& opts);
 
 // The images `idx` of `s`, in that order.
 LabeledImages subset(const LabeledImages& s, const std::vector<std::size_t>& idx);
-// Splits `all` into (train, test) per class: a seeded `fraction` of each class's images (at least
-// one when the class has two or more) goes to test. Throws ConfigError if test would be empty.
-std::pair<LabeledImages, LabeledImages> splitTrainTest(const LabeledImages& all, double fraction, std::uint64_t seed,
-                                                       const std::string& what);
+// Splits `all` into (train, test) per class: `fraction` of each class's images (at least one when
+// the class has two or more), drawn by a fixed seed, goes to test. The seed does not follow --seed,
+// so every run (and `eval`) sees the same test set. Throws ConfigError if test would be empty.
+std::pair<LabeledImages, LabeledImages> splitTrainTest(const LabeledImages& all, double fraction, const std::string& what);
 // Names from a classes.txt in `dir` (one per line, blank lines skipped); empty when there is none.
 std::vector<std::string> readClassesTxt(const std::string& dir);
 // "0".."count-1".
