@@ -344,7 +344,7 @@ void TestTraining::badConfigThrows()
     if (field == "threads") cfg.threads = value.toULong();
     if (field == "momentum") cfg.momentum = f;
     if (field == "weightDecay") cfg.weightDecay = f;
-    if (field == "data") data.train = LabeledImages{28, 28, {}, {}};
+    if (field == "data") data.train = LabeledImages{1, 28, 28, {}, {}};
     QString message;
     try {
         Trainer t(cfg, data);

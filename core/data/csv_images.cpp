@@ -190,6 +190,9 @@ RawDataset readCsvDataset(const std::string& path, const DatasetOptions& opts)
     // classes.txt, when present, fixes the class count; otherwise it is the largest label + 1.
     const std::vector<std::string> names = readClassesTxt(dir.string());
     LabeledImages all = parseRows(train, shape, names.empty() ? kMaxClasses : names.size());
+    if (std::all_of(all.labels.begin(), all.labels.end(), [&](std::int32_t l) { return l == all.labels[0]; }))
+        throw FormatError(trainPath.string() + ": every row has label " + std::to_string(all.labels[0]) +
+                          "; a classifier needs at least two classes");
     const std::size_t classes = names.empty() ? maxLabel(all) + 1 : names.size();
     raw.classNames = names.empty() ? numberedClassNames(classes) : names;
 

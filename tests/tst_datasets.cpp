@@ -1,0 +1,680 @@
+// Datasets beyond IDX: small CIFAR-10/100, CSV and image-folder fixtures generated in a temporary
+// folder (PNG/JPEG written with libpng/libjpeg), read back through layout detection; their broken
+// variants, each a typed error naming the file and the record, line or image; the resize numerics;
+// colour batches; and every preset built for the datasets' shapes.
+#include "data/dataset.h"
+#include "data/image_codec.h"
+#include "data/readers.h"
+#include "data/resize.h"
+#include "nn/model_zoo.h"
+#include "util/errors.h"
+
+#include <QtTest>
+
+#include <zlib.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+
+#include "alloc_tracker.h"
+
+using namespace quantscope;
+namespace fs = std::filesystem;
+
+namespace {
+
+using Bytes = std::vector<std::uint8_t>;
+
+constexpr std::size_t kSmallAllocation = 1u << 20; // reading a hostile header of a few bytes
+constexpr double kBatchMomentTol = 1e-4;
+constexpr int kJpegTol = 12; // JPEG at quality 95 of smooth 8x8 images: per-pixel error bound
+
+struct Caught {
+    QString type, message;
+};
+
+template <typename F>
+Caught catchError(F&& f)
+{
+    try {
+        f();
+    } catch (const IoError& e) {
+        return {"IoError", e.what()};
+    } catch (const FormatError& e) {
+        return {"FormatError", e.what()};
+    } catch (const ConfigError& e) {
+        return {"ConfigError", e.what()};
+    } catch (const std::exception& e) {
+        return {"other", e.what()};
+    }
+    return {"none", ""};
+}
+
+void writeBytes(const std::string& path, const Bytes& b)
+{
+    fs::create_directories(fs::path(path).parent_path());
+    std::ofstream f(path, std::ios::binary | std::ios::trunc);
+    f.write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
+}
+
+void writeText(const std::string& path, const std::string& text)
+{
+    fs::create_directories(fs::path(path).parent_path());
+    std::ofstream(path, std::ios::trunc) << text;
+}
+
+// Pixel (c, y, x) of image i: a smooth pattern that differs per image, channel and class.
+std::uint8_t pixelOf(std::size_t i, std::size_t c, std::size_t y, std::size_t x)
+{
+    return static_cast<std::uint8_t>((i * 37 + c * 80 + y * 5 + x * 3) % 256);
+}
+
+// Planar (C, H, W) bytes of image i.
+Bytes planar(std::size_t i, std::size_t C, std::size_t H, std::size_t W)
+{
+    Bytes b(C * H * W);
+    for (std::size_t c = 0; c < C; ++c)
+        for (std::size_t y = 0; y < H; ++y)
+            for (std::size_t x = 0; x < W; ++x) b[(c * H + y) * W + x] = pixelOf(i, c, y, x);
+    return b;
+}
+
+// CIFAR records: [label] (or [coarse, fine]) then 3x32x32 planar.
+Bytes cifarRecords(std::size_t first, std::size_t n, std::size_t classes, bool hundred)
+{
+    Bytes out;
+    for (std::size_t i = first; i < first + n; ++i) {
+        if (hundred) out.push_back(static_cast<std::uint8_t>(i % 20));
+        out.push_back(static_cast<std::uint8_t>(i % classes));
+        const Bytes px = planar(i, 3, 32, 32);
+        out.insert(out.end(), px.begin(), px.end());
+    }
+    return out;
+}
+
+// A CSV of n rows, label i % classes, then C*H*W pixels (planar).
+std::string csvText(std::size_t first, std::size_t n, std::size_t classes, std::size_t C, std::size_t H,
+                    std::size_t W, bool header = true, bool labelled = true)
+{
+    std::string s;
+    if (header) {
+        if (labelled) s += "label";
+        for (std::size_t p = 0; p < C * H * W; ++p) s += (p || labelled ? "," : "") + ("pixel" + std::to_string(p));
+        s += "\n";
+    }
+    for (std::size_t i = first; i < first + n; ++i) {
+        if (labelled) s += std::to_string(i % classes);
+        const Bytes px = planar(i, C, H, W);
+        for (std::size_t p = 0; p < px.size(); ++p) s += (p || labelled ? "," : "") + std::to_string(px[p]);
+        s += "\r\n"; // Windows line ends are read too
+    }
+    return s;
+}
+
+// Interleaved (H, W, C) bytes of image i, for the image writers.
+Bytes interleaved(std::size_t i, std::size_t C, std::size_t H, std::size_t W)
+{
+    const Bytes p = planar(i, C, H, W);
+    Bytes out(p.size());
+    for (std::size_t c = 0; c < C; ++c)
+        for (std::size_t k = 0; k < H * W; ++k) out[k * C + c] = p[c * H * W + k];
+    return out;
+}
+
+void writeImage(const std::string& path, std::size_t i, std::size_t C, std::size_t H, std::size_t W)
+{
+    fs::create_directories(fs::path(path).parent_path());
+    const Bytes px = interleaved(i, C, H, W);
+    if (path.ends_with(".png")) writePng(path, px.data(), W, H, C);
+    else writeJpeg(path, px.data(), W, H, C, 95);
+}
+
+// root/<split>/<class>/img<i>.<ext>: n images per class, ids from `first`.
+void writeImageTree(const std::string& root, const std::vector<std::string>& classes, std::size_t n, std::size_t first,
+                    const char* ext, std::size_t C, std::size_t H, std::size_t W)
+{
+    for (std::size_t c = 0; c < classes.size(); ++c)
+        for (std::size_t k = 0; k < n; ++k) {
+            const std::size_t i = first + c * n + k;
+            writeImage(root + "/" + classes[c] + "/img" + std::to_string(i) + ext, i, C, H, W);
+        }
+}
+
+std::uint32_t be(std::uint32_t v) { return ((v & 0xFF) << 24) | ((v & 0xFF00) << 8) | ((v >> 8) & 0xFF00) | (v >> 24); }
+
+// A PNG whose IHDR claims w x h (valid CRCs), with a little IDAT: the header is read, not the data.
+Bytes pngWithHeader(std::uint32_t w, std::uint32_t h)
+{
+    Bytes b = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    auto chunk = [&](const char* type, const Bytes& data) {
+        const std::uint32_t len = be(static_cast<std::uint32_t>(data.size()));
+        b.insert(b.end(), reinterpret_cast<const std::uint8_t*>(&len), reinterpret_cast<const std::uint8_t*>(&len) + 4);
+        Bytes body(type, type + 4);
+        body.insert(body.end(), data.begin(), data.end());
+        b.insert(b.end(), body.begin(), body.end());
+        const std::uint32_t crc = be(static_cast<std::uint32_t>(crc32(0, body.data(), static_cast<uInt>(body.size()))));
+        b.insert(b.end(), reinterpret_cast<const std::uint8_t*>(&crc), reinterpret_cast<const std::uint8_t*>(&crc) + 4);
+    };
+    Bytes ihdr(13, 0);
+    const std::uint32_t bw = be(w), bh = be(h);
+    std::memcpy(ihdr.data(), &bw, 4);
+    std::memcpy(ihdr.data() + 4, &bh, 4);
+    ihdr[8] = 8; // bit depth
+    ihdr[9] = 2; // RGB
+    chunk("IHDR", ihdr);
+    chunk("IDAT", Bytes{0x78, 0x9c, 0x03, 0x00});
+    chunk("IEND", {});
+    return b;
+}
+
+const std::vector<std::string> kClasses3 = {"cat", "dog", "eel"};
+
+} // namespace
+
+class TestDatasets : public QObject {
+    Q_OBJECT
+
+    QTemporaryDir m_tmp;
+    std::string path(const std::string& rel) const { return (fs::path(m_tmp.path().toStdString()) / rel).string(); }
+
+private slots:
+    void cifar10();
+    void cifar100();
+    void csvSplitsPerClass();
+    void csvShapes_data();
+    void csvShapes();
+    void csvFolder();
+    void imageFolderSplit();
+    void imageFolderSingleTree();
+    void imageFolderResize();
+    void colourBatch();
+    void resizeNumerics();
+    void layouts_data();
+    void layouts();
+    void broken_data();
+    void broken();
+    void hugeImageHeader();
+    void options_data();
+    void options();
+    void presetsTakeTheShape_data();
+    void presetsTakeTheShape();
+};
+
+// CIFAR-10: five training batches (fewer here), records planar as stored, names from batches.meta.txt.
+void TestDatasets::cifar10()
+{
+    const std::string d = path("cifar10/cifar-10-batches-bin"); // as the tarball unpacks
+    writeBytes(d + "/data_batch_1.bin", cifarRecords(0, 30, 10, false));
+    writeBytes(d + "/data_batch_2.bin", cifarRecords(30, 20, 10, false));
+    writeBytes(d + "/test_batch.bin", cifarRecords(100, 12, 10, false));
+    writeText(d + "/batches.meta.txt", "plane\ncar\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n\n");
+    DatasetOptions o;
+    o.dir = path("cifar10"); // the parent: detection looks one folder down
+    const Dataset ds = Dataset::load(o);
+    QCOMPARE(ds.layout, DatasetLayout::Cifar10);
+    QCOMPARE(ds.channels(), std::size_t{3});
+    QCOMPARE(ds.height(), std::size_t{32});
+    QCOMPARE(ds.width(), std::size_t{32});
+    QCOMPARE(ds.train.size(), std::size_t{50});
+    QCOMPARE(ds.test.size(), std::size_t{12});
+    QCOMPARE(ds.numClasses(), std::size_t{10});
+    QCOMPARE(ds.classNames[1], std::string("car"));
+    for (std::size_t i : {std::size_t{0}, std::size_t{29}, std::size_t{30}, std::size_t{49}}) {
+        QCOMPARE(ds.train.labels[i], static_cast<std::int32_t>(i % 10));
+        const Bytes want = planar(i, 3, 32, 32);
+        QVERIFY(std::equal(want.begin(), want.end(), ds.train.pixels.begin() + static_cast<std::ptrdiff_t>(i * 3072)));
+    }
+    QCOMPARE(ds.test.labels[5], static_cast<std::int32_t>(105 % 10));
+}
+
+// CIFAR-100: the fine label (second byte) is the class; 100 classes named by fine_label_names.txt.
+void TestDatasets::cifar100()
+{
+    const std::string d = path("cifar100");
+    writeBytes(d + "/train.bin", cifarRecords(0, 40, 100, true));
+    writeBytes(d + "/test.bin", cifarRecords(200, 10, 100, true));
+    std::string names;
+    for (int i = 0; i < 100; ++i) names += "fine" + std::to_string(i) + "\n";
+    writeText(d + "/fine_label_names.txt", names);
+    DatasetOptions o;
+    o.dir = d;
+    const Dataset ds = Dataset::load(o);
+    QCOMPARE(ds.layout, DatasetLayout::Cifar100);
+    QCOMPARE(ds.numClasses(), std::size_t{100});
+    QCOMPARE(ds.classNames[37], std::string("fine37"));
+    QCOMPARE(ds.train.labels[37], 37); // fine, not the coarse 37 % 20
+    QCOMPARE(ds.test.labels[3], 203 % 100);
+    const Bytes want = planar(39, 3, 32, 32);
+    QVERIFY(std::equal(want.begin(), want.end(), ds.train.pixels.begin() + 39 * 3072));
+}
+
+// One CSV file: each class gives its share to the test set, the same split for every --seed.
+void TestDatasets::csvSplitsPerClass()
+{
+    const std::string f = path("csv-one/digits.csv");
+    writeText(f, csvText(0, 50, 5, 1, 4, 4)); // 10 per class
+    DatasetOptions o;
+    o.dir = f;
+    o.testFraction = 0.3;
+    const Dataset a = Dataset::load(o);
+    QCOMPARE(a.layout, DatasetLayout::Csv);
+    QCOMPARE(a.channels(), std::size_t{1});
+    QCOMPARE(a.height(), std::size_t{4});
+    QCOMPARE(a.test.size(), std::size_t{15});
+    QCOMPARE(a.train.size(), std::size_t{35});
+    std::map<int, int> perClass;
+    for (auto l : a.test.labels) ++perClass[l];
+    for (int c = 0; c < 5; ++c) QCOMPARE(perClass[c], 3);
+    QCOMPARE(a.numClasses(), std::size_t{5});
+    o.seed = 99;
+    const Dataset b = Dataset::load(o);
+    QCOMPARE(b.test.pixels, a.test.pixels);
+    // Every row lands in exactly one set: the pixel rows of train + test are the file's rows.
+    std::multiset<std::string> rows, want;
+    for (const LabeledImages* s : {&a.train, &a.test})
+        for (std::size_t i = 0; i < s->size(); ++i)
+            rows.insert(std::string(s->pixels.begin() + static_cast<std::ptrdiff_t>(i * 16),
+                                    s->pixels.begin() + static_cast<std::ptrdiff_t>((i + 1) * 16)));
+    for (std::size_t i = 0; i < 50; ++i) {
+        const Bytes p = planar(i, 1, 4, 4);
+        want.insert(std::string(p.begin(), p.end()));
+    }
+    QVERIFY(rows == want);
+}
+
+void TestDatasets::csvShapes_data()
+{
+    QTest::addColumn<int>("C");
+    QTest::addColumn<int>("H");
+    QTest::addColumn<int>("W");
+    QTest::addColumn<QString>("shapeOption");
+    QTest::newRow("grey 6x6 from 36 columns") << 1 << 6 << 6 << "";
+    QTest::newRow("colour 3x5x5 from 75 columns") << 3 << 5 << 5 << "";
+    QTest::newRow("--image-shape 1x3x8") << 1 << 3 << 8 << "1x3x8";
+    QTest::newRow("--image-shape 3x2x4") << 3 << 2 << 4 << "3x2x4";
+}
+
+void TestDatasets::csvShapes()
+{
+    QFETCH(int, C);
+    QFETCH(int, H);
+    QFETCH(int, W);
+    QFETCH(QString, shapeOption);
+    const std::string f = path("csv-shape/" + std::string(QTest::currentDataTag()) + ".csv");
+    writeText(f, csvText(0, 20, 2, C, H, W));
+    DatasetOptions o;
+    o.dir = f;
+    if (!shapeOption.isEmpty()) o.imageShape = parseImageShape(shapeOption.toStdString());
+    const Dataset d = Dataset::load(o);
+    QCOMPARE(d.channels(), std::size_t(C));
+    QCOMPARE(d.height(), std::size_t(H));
+    QCOMPARE(d.width(), std::size_t(W));
+    // The first training image is row 0 or row 1 (one of the two classes' first rows), planar.
+    const Bytes got(d.train.pixels.begin(), d.train.pixels.begin() + C * H * W);
+    QVERIFY(got == planar(0, C, H, W) || got == planar(1, C, H, W));
+}
+
+// A folder: train.csv + a labelled test.csv is used as given; Kaggle's unlabelled test.csv is
+// skipped (the message says so) and train.csv is split; classes.txt names the classes.
+void TestDatasets::csvFolder()
+{
+    const std::string d = path("csv-folder");
+    writeText(d + "/train.csv", csvText(0, 40, 4, 1, 5, 5));
+    writeText(d + "/test.csv", csvText(100, 8, 4, 1, 5, 5));
+    writeText(d + "/classes.txt", "zero\none\ntwo\nthree\n");
+    DatasetOptions o;
+    o.dir = d;
+    const Dataset a = Dataset::load(o);
+    QCOMPARE(a.train.size(), std::size_t{40});
+    QCOMPARE(a.test.size(), std::size_t{8});
+    QCOMPARE(a.classNames[3], std::string("three"));
+    QCOMPARE(a.split, std::string("test.csv"));
+
+    writeText(d + "/test.csv", csvText(100, 8, 4, 1, 5, 5, true, false)); // no label column
+    const Dataset b = Dataset::load(o);
+    QCOMPARE(b.train.size() + b.test.size(), std::size_t{40});
+    QCOMPARE(b.test.size(), std::size_t{8}); // 20% of 10 per class
+    QVERIFY2(QString::fromStdString(b.split).contains("no label column"), b.split.c_str());
+}
+
+// train/ + test/: PNG and JPEG, grey and colour mixed -> C=3, grey replicated; PNG exact.
+void TestDatasets::imageFolderSplit()
+{
+    const std::string r = path("img-split");
+    writeImageTree(r + "/train", kClasses3, 4, 0, ".png", 3, 8, 8);
+    writeImage(r + "/train/dog/zz-grey.png", 500, 1, 8, 8); // one grayscale image among colour ones
+    writeImageTree(r + "/test", kClasses3, 2, 100, ".jpg", 3, 8, 8);
+    writeText(r + "/train/cat/notes.txt", "not an image: skipped");
+    DatasetOptions o;
+    o.dir = r;
+    const Dataset d = Dataset::load(o);
+    QCOMPARE(d.layout, DatasetLayout::ImageFolder);
+    QCOMPARE(d.channels(), std::size_t{3});
+    QCOMPARE(d.train.size(), std::size_t{13});
+    QCOMPARE(d.test.size(), std::size_t{6});
+    QCOMPARE(d.classNames, kClasses3);
+    // cat/img0..3 come first in name order: image 0 is img0.png of class 0
+    QCOMPARE(d.train.labels[0], 0);
+    QVERIFY(Bytes(d.train.pixels.begin(), d.train.pixels.begin() + 192) == planar(0, 3, 8, 8));
+    // dog: img4..7 then zz-grey; the grey image's three planes are equal
+    const std::size_t g = 8;
+    QCOMPARE(d.train.labels[g], 1);
+    const Bytes grey = planar(500, 1, 8, 8);
+    for (std::size_t c = 0; c < 3; ++c)
+        QVERIFY(std::equal(grey.begin(), grey.end(), d.train.pixels.begin() + static_cast<std::ptrdiff_t>(g * 192 + c * 64)));
+    // JPEG: close to what was written
+    const Bytes want = planar(100, 3, 8, 8);
+    int worst = 0;
+    for (std::size_t k = 0; k < want.size(); ++k) worst = std::max(worst, std::abs(int(want[k]) - int(d.test.pixels[k])));
+    QVERIFY2(worst <= kJpegTol, qPrintable(QString("JPEG error %1").arg(worst)));
+    QCOMPARE(d.test.labels[5], 2);
+}
+
+// One tree, grayscale only: C=1, split per class by the test fraction.
+void TestDatasets::imageFolderSingleTree()
+{
+    const std::string r = path("img-tree");
+    writeImageTree(r, {"a", "b"}, 5, 0, ".png", 1, 6, 7);
+    DatasetOptions o;
+    o.dir = r;
+    o.testFraction = 0.4;
+    const Dataset d = Dataset::load(o);
+    QCOMPARE(d.channels(), std::size_t{1});
+    QCOMPARE(d.height(), std::size_t{6});
+    QCOMPARE(d.width(), std::size_t{7});
+    QCOMPARE(d.test.size(), std::size_t{4});
+    QCOMPARE(d.train.size(), std::size_t{6});
+    QCOMPARE(std::count(d.test.labels.begin(), d.test.labels.end(), 1), 2);
+}
+
+// Different sizes need --resize; with it every image has the asked size.
+void TestDatasets::imageFolderResize()
+{
+    const std::string r = path("img-sizes");
+    writeImageTree(r, {"a", "b"}, 3, 0, ".png", 3, 8, 8);
+    writeImage(r + "/b/big.jpg", 50, 3, 16, 12);
+    DatasetOptions o;
+    o.dir = r;
+    o.testFraction = 0.34;
+    const Caught c = catchError([&] { Dataset::load(o); });
+    QCOMPARE(c.type, QString("FormatError"));
+    QVERIFY2(c.message.contains("--resize") && c.message.contains("big.jpg"), qPrintable(c.message));
+    o.resize = parseResize("4x6");
+    const Dataset d = Dataset::load(o);
+    QCOMPARE(d.height(), std::size_t{4});
+    QCOMPARE(d.width(), std::size_t{6});
+    QCOMPARE(d.train.pixels.size(), d.train.size() * 3 * 4 * 6);
+}
+
+// makeBatch writes (B, C, H, W), channel planes where the data has them, normalised.
+void TestDatasets::colourBatch()
+{
+    const std::string d = path("cifar-batch");
+    writeBytes(d + "/data_batch_1.bin", cifarRecords(0, 64, 10, false));
+    writeBytes(d + "/test_batch.bin", cifarRecords(64, 10, 10, false));
+    DatasetOptions o;
+    o.dir = d;
+    const Dataset ds = Dataset::load(o);
+    Tensor x;
+    std::vector<std::int32_t> y;
+    ds.makeBatch(ds.train, 0, 64, x, y);
+    QCOMPARE(x.shape(), (Shape{64, 3, 32, 32}));
+    double s = 0, s2 = 0;
+    for (std::size_t k = 0; k < x.numel(); ++k) {
+        s += x.data()[k];
+        s2 += double(x.data()[k]) * x.data()[k];
+    }
+    const double n = double(x.numel());
+    QVERIFY(std::abs(s / n) < kBatchMomentTol);
+    QVERIFY(std::abs(std::sqrt(s2 / n - (s / n) * (s / n)) - 1.0) < kBatchMomentTol);
+    // Same pixel byte, same value; the green plane of image 5 starts where (5, 1, 0, 0) is.
+    const std::size_t at = ((5 * 3 + 1) * 32 + 0) * 32 + 0;
+    const float green = x.data()[at];
+    const std::uint8_t byte = pixelOf(5, 1, 0, 0);
+    bool found = false;
+    for (std::size_t k = 0; k < 64 * 3072 && !found; ++k)
+        if (ds.train.pixels[k] == byte) found = x.data()[k] == green;
+    QVERIFY(found);
+}
+
+// Resize: definitions checked on small cases computed by hand.
+void TestDatasets::resizeNumerics()
+{
+    // area: 4x4 -> 2x2 averages 2x2 blocks (rounded)
+    const Bytes src = {0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120, 130, 140, 250};
+    Bytes dst(4);
+    resizeImage(src.data(), 4, 4, 1, dst.data(), 2, 2);
+    QCOMPARE(dst, (Bytes{25, 45, 105, 150})); // (0+10+40+50)/4, ..., (100+110+140+250)/4
+    // bilinear, half-pixel centres: [0, 100] -> 4 wide: x = -0.25, 0.25, 0.75, 1.25 (clamped)
+    const Bytes row = {0, 100};
+    Bytes up(4);
+    resizeImage(row.data(), 1, 2, 1, up.data(), 1, 4);
+    QCOMPARE(up, (Bytes{0, 25, 75, 100}));
+    // a constant colour image stays constant at any size; channels do not mix
+    Bytes rgb(5 * 7 * 3);
+    for (std::size_t k = 0; k < rgb.size(); ++k) rgb[k] = static_cast<std::uint8_t>(k % 3 == 0 ? 200 : k % 3 == 1 ? 7 : 99);
+    Bytes out(3 * 11 * 3);
+    resizeImage(rgb.data(), 5, 7, 3, out.data(), 3, 11);
+    for (std::size_t k = 0; k < out.size(); ++k) QCOMPARE(int(out[k]), k % 3 == 0 ? 200 : k % 3 == 1 ? 7 : 99);
+}
+
+void TestDatasets::layouts_data()
+{
+    QTest::addColumn<QString>("make");
+    QTest::addColumn<int>("layout");
+    QTest::newRow("CIFAR-10 test_batch only in a sub-folder") << "cifar10sub" << int(DatasetLayout::Cifar10);
+    QTest::newRow("CIFAR-100") << "cifar100" << int(DatasetLayout::Cifar100);
+    QTest::newRow("CSV file") << "csvfile" << int(DatasetLayout::Csv);
+    QTest::newRow("CSV folder") << "csvfolder" << int(DatasetLayout::Csv);
+    QTest::newRow("image folder, split") << "imgsplit" << int(DatasetLayout::ImageFolder);
+    QTest::newRow("image folder, nested deeper") << "imgdeep" << int(DatasetLayout::ImageFolder);
+}
+
+void TestDatasets::layouts()
+{
+    QFETCH(QString, make);
+    QFETCH(int, layout);
+    const std::string r = path("layouts/" + make.toStdString());
+    std::string open = r;
+    if (make == "cifar10sub") writeBytes(r + "/cifar-10-batches-bin/test_batch.bin", {});
+    else if (make == "cifar100") writeBytes(r + "/train.bin", {}), writeBytes(r + "/test.bin", {});
+    else if (make == "csvfile") writeText(open = r + "/x.CSV", "label,a\n1,2\n");
+    else if (make == "csvfolder") writeText(r + "/train.csv", "label,a\n1,2\n");
+    else if (make == "imgsplit") writeImage(r + "/train/a/1.png", 1, 1, 2, 2), writeImage(r + "/test/a/1.png", 1, 1, 2, 2);
+    else if (make == "imgdeep") writeImage(r + "/a/more/1.jpeg", 1, 3, 2, 2);
+    QCOMPARE(int(detectLayout(open).layout), layout);
+}
+
+void TestDatasets::broken_data()
+{
+    QTest::addColumn<QString>("make");
+    QTest::addColumn<QString>("error");
+    QTest::addColumn<QString>("blames"); // path relative to the fixture's folder
+    QTest::addColumn<QString>("says");
+    QTest::newRow("CIFAR record cut short") << "cifar-truncated" << "FormatError" << "data_batch_1.bin" << "record 4 is truncated";
+    QTest::newRow("CIFAR label 10") << "cifar-label" << "FormatError" << "test_batch.bin" << "record 3: label 10 is out of range";
+    QTest::newRow("CIFAR-100 coarse label 20") << "cifar100-coarse" << "FormatError" << "train.bin" << "record 2: coarse label";
+    QTest::newRow("CIFAR test batch missing") << "cifar-notest" << "IoError" << "test_batch.bin" << "missing";
+    QTest::newRow("CIFAR names file of 3 lines") << "cifar-names" << "FormatError" << "batches.meta.txt" << "3 class names";
+    QTest::newRow("CSV row with a column too many") << "csv-columns" << "FormatError" << "train.csv" << "line 4 has 18 columns; the header has 17";
+    QTest::newRow("CSV non-numeric cell") << "csv-text" << "FormatError" << "train.csv" << "line 3, column 6: 'abc' is not a whole number";
+    QTest::newRow("CSV fractional pixel") << "csv-frac" << "FormatError" << "train.csv" << "line 2, column 2: '0.5' is not a whole number";
+    QTest::newRow("CSV pixel 256") << "csv-256" << "FormatError" << "train.csv" << "line 5, column 3: pixel 256 is outside 0..255";
+    QTest::newRow("CSV label -1") << "csv-neg" << "FormatError" << "train.csv" << "line 2, column 1: label -1 is out of range";
+    QTest::newRow("CSV label beyond classes.txt") << "csv-classes" << "FormatError" << "train.csv" << "label 3 is out of range (0..2)";
+    QTest::newRow("CSV test label beyond train's classes") << "csv-testlabel" << "FormatError" << "test.csv" << "label 7 is out of range (0..3)";
+    QTest::newRow("CSV single class") << "csv-oneclass" << "FormatError" << "train.csv" << "at least two";
+    QTest::newRow("CSV 10 pixels, no shape") << "csv-shape" << "FormatError" << "train.csv" << "--image-shape";
+    QTest::newRow("CSV --image-shape disagrees") << "csv-shape-option" << "ConfigError" << "train.csv" << "needs 12";
+    QTest::newRow("CSV header only") << "csv-empty" << "FormatError" << "train.csv" << "no data rows";
+    QTest::newRow("PNG cut short") << "png-truncated" << "FormatError" << "train/b/img3.png" << "fails to decode";
+    QTest::newRow("JPEG cut short") << "jpg-truncated" << "FormatError" << "test/a/img6.jpg" << "fails to decode";
+    QTest::newRow("not an image") << "png-garbage" << "FormatError" << "train/a/img0.png" << "not a PNG or JPEG";
+    QTest::newRow("mixed sizes") << "img-mixed" << "FormatError" << "train/b/odd.png" << "--resize";
+    QTest::newRow("empty class folder") << "img-emptyclass" << "FormatError" << "train/c" << "empty class folder";
+    QTest::newRow("one class folder") << "img-oneclass" << "FormatError" << "img-oneclass" << "at least two";
+    QTest::newRow("test class unknown to train") << "img-testclass" << "FormatError" << "test/zebra" << "not among the training classes";
+    QTest::newRow("no dataset in the folder") << "nothing" << "IoError" << "nothing" << "no dataset found";
+}
+
+// Each broken dataset gives a typed error naming the file (and record, line or image).
+void TestDatasets::broken()
+{
+    QFETCH(QString, make);
+    QFETCH(QString, error);
+    QFETCH(QString, blames);
+    QFETCH(QString, says);
+    const std::string r = path("broken/" + make.toStdString());
+    DatasetOptions o;
+    o.dir = r;
+    auto cifar = [&] {
+        writeBytes(r + "/data_batch_1.bin", cifarRecords(0, 10, 10, false));
+        writeBytes(r + "/test_batch.bin", cifarRecords(10, 5, 10, false));
+    };
+    auto csv = [&](std::size_t rows = 12) { writeText(r + "/train.csv", csvText(0, rows, 4, 1, 4, 4)); };
+    auto images = [&] {
+        writeImageTree(r + "/train", {"a", "b"}, 2, 0, ".png", 3, 4, 4);
+        writeImageTree(r + "/test", {"a", "b"}, 2, 5, ".jpg", 3, 16, 16);
+    };
+    auto cut = [&](const std::string& file, std::size_t keep) {
+        Bytes b;
+        {
+            std::ifstream f(r + "/" + file, std::ios::binary);
+            b.assign(std::istreambuf_iterator<char>(f), {});
+        }
+        b.resize(std::min(b.size(), keep));
+        writeBytes(r + "/" + file, b);
+    };
+    auto editLine = [&](std::size_t line, const std::string& text) {
+        std::ifstream f(r + "/train.csv");
+        std::string all, l;
+        for (std::size_t n = 1; std::getline(f, l); ++n) all += (n == line ? text : l) + "\n";
+        writeText(r + "/train.csv", all);
+    };
+    const std::string row17 = "1,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0"; // a label and 16 pixels
+    if (make == "cifar-truncated") cifar(), cut("data_batch_1.bin", 3073 * 3 + 100);
+    else if (make == "cifar-label") {
+        cifar();
+        Bytes b = cifarRecords(10, 5, 10, false);
+        b[2 * 3073] = 10;
+        writeBytes(r + "/test_batch.bin", b);
+    } else if (make == "cifar100-coarse") {
+        Bytes b = cifarRecords(0, 4, 100, true);
+        b[3074] = 20;
+        writeBytes(r + "/train.bin", b);
+        writeBytes(r + "/test.bin", cifarRecords(0, 4, 100, true));
+    } else if (make == "cifar-notest") writeBytes(r + "/data_batch_1.bin", cifarRecords(0, 10, 10, false));
+    else if (make == "cifar-names") cifar(), writeText(r + "/batches.meta.txt", "a\nb\nc\n");
+    else if (make == "csv-columns") csv(), editLine(4, row17 + ",9");
+    else if (make == "csv-text") csv(), editLine(3, "1,0,0,0,0,abc,0,0,0,0,0,0,0,0,0,0,0");
+    else if (make == "csv-frac") csv(), editLine(2, "1,0.5,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0");
+    else if (make == "csv-256") csv(), editLine(5, "1,0,256,0,0,0,0,0,0,0,0,0,0,0,0,0,0");
+    else if (make == "csv-neg") csv(), editLine(2, "-1,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0");
+    else if (make == "csv-classes") csv(), writeText(r + "/classes.txt", "x\ny\nz\n");
+    else if (make == "csv-testlabel") csv(), writeText(r + "/test.csv", csvText(0, 3, 4, 1, 4, 4) + "7" + row17.substr(1) + "\n");
+    else if (make == "csv-oneclass") writeText(r + "/train.csv", csvText(0, 10, 1, 1, 4, 4));
+    else if (make == "csv-shape") writeText(r + "/train.csv", csvText(0, 10, 2, 1, 2, 5));
+    else if (make == "csv-shape-option") csv(), o.imageShape = parseImageShape("3x2x2");
+    else if (make == "csv-empty") writeText(r + "/train.csv", "label,a,b,c,d\n\n");
+    else if (make == "png-truncated") images(), cut("train/b/img3.png", 60);
+    else if (make == "jpg-truncated") images(), cut("test/a/img6.jpg", 300);
+    else if (make == "png-garbage") images(), writeText(r + "/train/a/img0.png", "hello, not a PNG");
+    else if (make == "img-mixed") images(), writeImage(r + "/train/b/odd.png", 9, 3, 5, 4);
+    else if (make == "img-emptyclass") images(), fs::create_directories(r + "/train/c/sub"), writeText(r + "/train/c/x.txt", "");
+    else if (make == "img-oneclass") writeImageTree(r, {"only"}, 5, 0, ".png", 1, 4, 4);
+    else if (make == "img-testclass") images(), writeImage(r + "/test/zebra/1.png", 1, 3, 4, 4);
+    else if (make == "nothing") writeText(r + "/readme.txt", "hi");
+    if (make.startsWith("img-") || make.startsWith("png-") || make.startsWith("jpg-")) o.resize = {};
+    if (make == "jpg-truncated" || make == "png-truncated" || make == "png-garbage") o.resize = parseResize("4x4");
+
+    g_largestAllocation = 0;
+    const Caught c = catchError([&] { Dataset::load(o); });
+    QCOMPARE(c.type, error);
+    QVERIFY2(c.message.contains(QString::fromStdString(r + "/") + blames) || c.message.contains(QString::fromStdString(r)),
+             qPrintable(c.message));
+    QVERIFY2(c.message.contains(blames), qPrintable("does not name " + blames + ": " + c.message));
+    QVERIFY2(c.message.contains(says), qPrintable(c.message));
+}
+
+// A PNG header claiming 20000x20000 pixels is refused from the header, before any pixel buffer.
+void TestDatasets::hugeImageHeader()
+{
+    const std::string r = path("huge");
+    writeImageTree(r, {"a", "b"}, 2, 0, ".png", 1, 4, 4);
+    writeBytes(r + "/b/huge.png", pngWithHeader(20000, 20000));
+    DatasetOptions o;
+    o.dir = r;
+    o.resize = parseResize("4x4");
+    g_largestAllocation = 0;
+    const Caught c = catchError([&] { Dataset::load(o); });
+    const std::size_t largest = g_largestAllocation;
+    QCOMPARE(c.type, QString("FormatError"));
+    QVERIFY2(c.message.contains("huge.png") && c.message.contains("20000x20000"), qPrintable(c.message));
+    QVERIFY2(largest < kSmallAllocation, qPrintable(QString("allocated %1 bytes").arg(largest)));
+}
+
+void TestDatasets::options_data()
+{
+    QTest::addColumn<QString>("flag");
+    QTest::addColumn<QString>("text");
+    QTest::addColumn<bool>("ok");
+    QTest::newRow("shape 3x32x32") << "shape" << "3x32x32" << true;
+    QTest::newRow("shape C=2") << "shape" << "2x32x32" << false;
+    QTest::newRow("shape two parts") << "shape" << "32x32" << false;
+    QTest::newRow("shape zero") << "shape" << "1x0x5" << false;
+    QTest::newRow("shape absurd") << "shape" << "3x100000x100000" << false;
+    QTest::newRow("shape garbage") << "shape" << "3xax4" << false;
+    QTest::newRow("resize 24x40") << "resize" << "24x40" << true;
+    QTest::newRow("resize three parts") << "resize" << "1x2x3" << false;
+    QTest::newRow("resize negative") << "resize" << "-4x4" << false;
+}
+
+void TestDatasets::options()
+{
+    QFETCH(QString, flag);
+    QFETCH(QString, text);
+    QFETCH(bool, ok);
+    const Caught c = catchError([&] {
+        if (flag == "shape") parseImageShape(text.toStdString());
+        else parseResize(text.toStdString());
+    });
+    QCOMPARE(c.type, ok ? QString("none") : QString("ConfigError"));
+    if (!ok) QVERIFY2(c.message.contains(text), qPrintable(c.message));
+}
+
+void TestDatasets::presetsTakeTheShape_data()
+{
+    QTest::addColumn<QString>("preset");
+    QTest::addColumn<int>("C");
+    QTest::addColumn<int>("H");
+    QTest::addColumn<int>("W");
+    QTest::addColumn<int>("classes");
+    for (const ModelPresetInfo& p : modelPresets()) {
+        const std::string n = p.name;
+        QTest::newRow((n + " 3x32x32 CIFAR-10").c_str()) << QString(p.name) << 3 << 32 << 32 << 10;
+        QTest::newRow((n + " 3x32x32 CIFAR-100").c_str()) << QString(p.name) << 3 << 32 << 32 << 100;
+        QTest::newRow((n + " 1x20x24, 3 classes").c_str()) << QString(p.name) << 1 << 20 << 24 << 3;
+        QTest::newRow((n + " 3x17x13, 2 classes").c_str()) << QString(p.name) << 3 << 17 << 13 << 2;
+    }
+}
+
+// Every preset builds for colour, any size and any class count, and gives (B, classes).
+void TestDatasets::presetsTakeTheShape()
+{
+    QFETCH(QString, preset);
+    QFETCH(int, C);
+    QFETCH(int, H);
+    QFETCH(int, W);
+    QFETCH(int, classes);
+    auto m = makeModel(preset.toStdString(), C, H, W, classes, 3);
+    Tensor x({2, std::size_t(C), std::size_t(H), std::size_t(W)});
+    for (std::size_t k = 0; k < x.numel(); ++k) x.data()[k] = float(k % 7) * 0.1f;
+    const Tensor& y = m->forward(x, RunContext{});
+    QCOMPARE(y.shape(), (Shape{2, std::size_t(classes)}));
+    for (std::size_t k = 0; k < y.numel(); ++k) QVERIFY(std::isfinite(y.data()[k]));
+}
+
+QTEST_APPLESS_MAIN(TestDatasets)
+#include "tst_datasets.moc"
