@@ -235,8 +235,15 @@ int main(int argc, char** argv)
     parser.setApplicationDescription(QStringLiteral("QuantScope: explore low-precision training and quantization."));
     parser.addHelpOption();
     parser.addVersionOption();
-    QCommandLineOption data(QStringLiteral("data"), QStringLiteral("Folder of IDX files to open at start."),
-                            QStringLiteral("dir"));
+    QCommandLineOption data(QStringLiteral("data"),
+                            QStringLiteral("Dataset to open at start: a folder (IDX, CIFAR, train.csv, image class "
+                                           "folders) or a .csv file."),
+                            QStringLiteral("path"));
+    QCommandLineOption resize(QStringLiteral("resize"), QStringLiteral("Resize every image to HxW (e.g. 32x32)."),
+                              QStringLiteral("HxW"));
+    QCommandLineOption datasetShot(QStringLiteral("screenshot-dataset"),
+                                   QStringLiteral("Save a PNG of the window once the dataset is loaded, then quit."),
+                                   QStringLiteral("file"));
     QCommandLineOption trainLimit(QStringLiteral("train-limit"), QStringLiteral("Use N training images (0 = all)."),
                                   QStringLiteral("n"));
     QCommandLineOption noSettings(QStringLiteral("no-settings"),
@@ -247,13 +254,15 @@ int main(int argc, char** argv)
                                  QStringLiteral("Training images for the tour."), QStringLiteral("n"), QStringLiteral("3000"));
     QCommandLineOption shotEpochs(QStringLiteral("screenshot-epochs"), QStringLiteral("Epochs per tour run."),
                                   QStringLiteral("n"), QStringLiteral("2"));
-    for (QCommandLineOption* o : {&shotDir, &shotLimit, &shotEpochs}) o->setFlags(QCommandLineOption::HiddenFromHelp);
-    parser.addOptions({data, trainLimit, noSettings, shotDir, shotLimit, shotEpochs});
+    for (QCommandLineOption* o : {&shotDir, &shotLimit, &shotEpochs, &datasetShot})
+        o->setFlags(QCommandLineOption::HiddenFromHelp);
+    parser.addOptions({data, resize, trainLimit, noSettings, shotDir, shotLimit, shotEpochs, datasetShot});
     parser.process(app);
 
     MainWindowOptions options;
     options.dataDir = parser.value(data);
-    options.useSettings = !parser.isSet(noSettings) && !parser.isSet(shotDir);
+    options.resize = parser.value(resize);
+    options.useSettings = !parser.isSet(noSettings) && !parser.isSet(shotDir) && !parser.isSet(datasetShot);
     if (parser.isSet(trainLimit)) options.trainLimit = parser.value(trainLimit).toLong();
     std::unique_ptr<ScreenshotTour> tour;
     if (parser.isSet(shotDir)) {
@@ -265,6 +274,16 @@ int main(int argc, char** argv)
         window.setGeometry(0, 0, 1600, 1000);
         tour = std::make_unique<ScreenshotTour>(&window, parser.value(shotDir),
                                                 std::max<std::size_t>(1, parser.value(shotEpochs).toULong()));
+    }
+    if (parser.isSet(datasetShot)) {
+        // One picture of the window with the dataset (or its error) shown, for scripts/screenshot-datasets.
+        window.setGeometry(0, 0, 1600, 1000);
+        QObject::connect(&window, &MainWindow::datasetReady, &window, [&window, file = parser.value(datasetShot)](bool ok) {
+            QTimer::singleShot(300, &window, [&window, file, ok] {
+                const bool saved = window.grab().save(file, "PNG");
+                QCoreApplication::exit(saved && ok ? 0 : 1);
+            });
+        });
     }
     window.show();
     return app.exec();

@@ -13,6 +13,7 @@
 #include <QLineEdit>
 #include <QPainter>
 #include <QPushButton>
+#include <QRegularExpressionValidator>
 #include <QSpinBox>
 #include <QVBoxLayout>
 
@@ -79,6 +80,26 @@ private:
     QLineEdit* m_edits[4] = {};
 };
 
+// Image `idx` of `set` as a QImage: grayscale, or RGB interleaved from the planar (C, H, W) bytes.
+QImage thumbnail(const LabeledImages& set, std::size_t idx)
+{
+    const int W = static_cast<int>(set.width), H = static_cast<int>(set.height);
+    const std::uint8_t* src = set.pixels.data() + idx * set.imageBytes();
+    const std::size_t plane = set.height * set.width;
+    if (set.channels == 3) {
+        QImage img(W, H, QImage::Format_RGB888);
+        for (int y = 0; y < H; ++y) {
+            uchar* line = img.scanLine(y);
+            for (int x = 0; x < W; ++x)
+                for (int c = 0; c < 3; ++c) line[3 * x + c] = src[c * plane + static_cast<std::size_t>(y * W + x)];
+        }
+        return img;
+    }
+    QImage img(W, H, QImage::Format_Grayscale8);
+    for (int y = 0; y < H; ++y) std::memcpy(img.scanLine(y), src + static_cast<std::size_t>(y * W), set.width);
+    return img;
+}
+
 QSpinBox* limitSpin(const QString& tip)
 {
     auto* s = new QSpinBox;
@@ -118,8 +139,14 @@ DatasetPanel::DatasetPanel(QWidget* parent) : QWidget(parent)
 
     m_openFolder = new QPushButton(tr("Open folder\u2026"));
     m_openFolder->setObjectName(QStringLiteral("openFolder"));
-    m_openFolder->setToolTip(tr("Loads an MNIST-layout folder of IDX files (train-images-idx3-ubyte[.gz] and the "
-                                "three others). Ctrl+O"));
+    m_openFolder->setToolTip(tr("Loads a dataset folder; its layout is detected: MNIST-layout IDX files, CIFAR-10/100 "
+                                "binary batches, a folder with train.csv, or class folders of PNG/JPEG images "
+                                "(train/<class>/ and test/<class>/, or <class>/ split 80/20). Ctrl+O"));
+    m_openCsv = new QPushButton(tr("Open CSV…"));
+    m_openCsv->setObjectName(QStringLiteral("openCsv"));
+    m_openCsv->setToolTip(tr("Loads one CSV file: a header row, the label, then the pixels (0-255). 20% of each "
+                             "class is held out as the test set."));
+    connect(m_openCsv, &QPushButton::clicked, this, &DatasetPanel::chooseCsv);
     m_pickFiles = new QPushButton(tr("Pick files\u2026"));
     m_pickFiles->setToolTip(tr("Chooses the four IDX files (training/test images and labels) one by one."));
     connect(m_openFolder, &QPushButton::clicked, this, &DatasetPanel::chooseFolder);
@@ -134,11 +161,28 @@ DatasetPanel::DatasetPanel(QWidget* parent) : QWidget(parent)
     connect(m_trainLimit, &QSpinBox::valueChanged, this, &DatasetPanel::limitsChanged);
     connect(m_testLimit, &QSpinBox::valueChanged, this, &DatasetPanel::limitsChanged);
 
+    m_resize = new QLineEdit;
+    m_resize->setObjectName(QStringLiteral("resize"));
+    m_resize->setPlaceholderText(tr("as stored"));
+    m_resize->setToolTip(tr("Resizes every image to HxW (e.g. 32x32); needed when image files differ in size. "
+                            "Empty: the size as stored."));
+    m_imageShape = new QLineEdit;
+    m_imageShape->setObjectName(QStringLiteral("imageShape"));
+    m_imageShape->setPlaceholderText(tr("from the columns"));
+    m_imageShape->setToolTip(tr("CSV only: how a row's pixels form an image, CxHxW (e.g. 3x32x32, channel-planar). "
+                                "Empty: NxN grayscale or 3xNxN colour from the column count."));
+    m_resize->setValidator(new QRegularExpressionValidator(QRegularExpression(QStringLiteral("(\\d{1,4}x\\d{1,4})?")), m_resize));
+    m_imageShape->setValidator(
+        new QRegularExpressionValidator(QRegularExpression(QStringLiteral("([13]x\\d{1,4}x\\d{1,4})?")), m_imageShape));
+    connect(m_resize, &QLineEdit::editingFinished, this, &DatasetPanel::limitsChanged);
+    connect(m_imageShape, &QLineEdit::editingFinished, this, &DatasetPanel::limitsChanged);
+
     m_grid = new ThumbnailGrid;
     m_grid->setObjectName(QStringLiteral("thumbnails"));
 
     auto* buttons = new QHBoxLayout;
     buttons->addWidget(m_openFolder);
+    buttons->addWidget(m_openCsv);
     buttons->addWidget(m_pickFiles);
     buttons->addStretch();
 
@@ -152,6 +196,14 @@ DatasetPanel::DatasetPanel(QWidget* parent) : QWidget(parent)
     limits->addWidget(testLabel, 0, 2);
     limits->addWidget(m_testLimit, 0, 3);
     limits->addWidget(new QLabel(tr("images")), 0, 4);
+    auto* resizeLabel = new QLabel(tr("Resize"));
+    resizeLabel->setToolTip(m_resize->toolTip());
+    auto* shapeLabel = new QLabel(tr("CSV shape"));
+    shapeLabel->setToolTip(m_imageShape->toolTip());
+    limits->addWidget(resizeLabel, 1, 0);
+    limits->addWidget(m_resize, 1, 1);
+    limits->addWidget(shapeLabel, 1, 2);
+    limits->addWidget(m_imageShape, 1, 3);
     limits->setColumnStretch(1, 1);
     limits->setColumnStretch(3, 1);
 
@@ -170,7 +222,10 @@ DatasetPanel::DatasetPanel(QWidget* parent) : QWidget(parent)
 void DatasetPanel::setBusy(bool busy)
 {
     m_openFolder->setEnabled(!busy);
+    m_openCsv->setEnabled(!busy);
     m_pickFiles->setEnabled(!busy);
+    m_resize->setEnabled(!busy);
+    m_imageShape->setEnabled(!busy);
     m_trainLimit->setEnabled(!busy);
     m_testLimit->setEnabled(!busy);
 }
@@ -183,6 +238,14 @@ void DatasetPanel::setLimits(std::size_t train, std::size_t test)
     const QSignalBlocker b1(m_trainLimit), b2(m_testLimit);
     m_trainLimit->setValue(static_cast<int>(std::min<std::size_t>(train, 10'000'000)));
     m_testLimit->setValue(static_cast<int>(std::min<std::size_t>(test, 10'000'000)));
+}
+
+QString DatasetPanel::resizeText() const { return m_resize->text().trimmed(); }
+QString DatasetPanel::imageShapeText() const { return m_imageShape->text().trimmed(); }
+void DatasetPanel::setResizeText(const QString& text)
+{
+    const QSignalBlocker b(m_resize);
+    m_resize->setText(text);
 }
 
 QString DatasetPanel::errorText() const { return m_error->isHidden() ? QString() : m_error->text(); }
@@ -214,7 +277,15 @@ void DatasetPanel::setDataset(std::shared_ptr<const Dataset> data)
                                                              formatCount(double(d.test.size())));
     if (d.validation.size()) counts += tr(" / %1 validation").arg(formatCount(double(d.validation.size())));
     m_counts->setText(counts);
-    m_shape->setText(tr("%1\u00d7%2 pixels, grayscale, %3 classes").arg(d.height()).arg(d.width()).arg(d.numClasses()));
+    QString shape = tr("%1\u00d7%2 pixels, %3, %4 classes; %5")
+                        .arg(d.height())
+                        .arg(d.width())
+                        .arg(d.channels() == 3 ? tr("colour (RGB)") : tr("grayscale"))
+                        .arg(d.numClasses())
+                        .arg(QString::fromLatin1(layoutName(d.layout)));
+    if (!d.split.empty()) shape += tr(" (test set: %1)").arg(QString::fromStdString(d.split));
+    m_shape->setText(shape);
+    m_shape->setWordWrap(true);
     QStringList names;
     for (const auto& n : d.classNames) names << QString::fromStdString(n);
     m_classes->setText(tr("Classes: %1").arg(names.join(QStringLiteral(", "))));
@@ -223,8 +294,9 @@ void DatasetPanel::setDataset(std::shared_ptr<const Dataset> data)
 
 void DatasetPanel::setError(const QString& message)
 {
-    m_error->setText(tr("Could not load the dataset: %1.\nChoose another folder with Open folder\u2026 (Ctrl+O) or "
-                        "pick the four files one by one.")
+    m_error->setText(tr("Could not load the dataset: %1.\nChoose another folder with Open folder\u2026 (Ctrl+O), a "
+                        "CSV file, or pick the four IDX files one by one. (--resize and --image-shape are the Resize "
+                        "and CSV shape fields.)")
                          .arg(message.endsWith(QLatin1Char('.')) ? message.chopped(1) : message));
     m_error->show();
     if (m_data) m_name->setText(QString::fromStdString(m_data->name.empty() ? m_data->dir : m_data->name));
@@ -234,8 +306,16 @@ void DatasetPanel::setError(const QString& message)
 void DatasetPanel::chooseFolder()
 {
     const QString start = m_data ? QString::fromStdString(m_data->dir) : QString::fromLatin1(kDefaultDataDir);
-    const QString dir = QFileDialog::getExistingDirectory(this, tr("Open a folder of IDX files"), start);
+    const QString dir = QFileDialog::getExistingDirectory(this, tr("Open a dataset folder"), start);
     if (!dir.isEmpty()) emit folderChosen(dir);
+}
+
+void DatasetPanel::chooseCsv()
+{
+    const QString start = m_data ? QString::fromStdString(m_data->dir) : QString();
+    const QString f = QFileDialog::getOpenFileName(this, tr("Open a CSV dataset"), start,
+                                                   tr("CSV files (*.csv *.CSV);;All files (*)"));
+    if (!f.isEmpty()) emit folderChosen(f);
 }
 
 void DatasetPanel::chooseFiles()
@@ -268,11 +348,7 @@ void ThumbnailGrid::setSamples(const LabeledImages* set, const std::vector<std::
                 if (round >= byClass[c].size()) continue;
                 any = true;
                 const std::size_t idx = byClass[c][round];
-                QImage img(static_cast<int>(set->width), static_cast<int>(set->height), QImage::Format_Grayscale8);
-                for (std::size_t y = 0; y < set->height; ++y)
-                    std::memcpy(img.scanLine(static_cast<int>(y)), set->pixels.data() + idx * set->imageBytes() + y * set->width,
-                                set->width);
-                m_images.push_back(img);
+                m_images.push_back(thumbnail(*set, idx));
                 m_labels << (c < classNames.size() ? QString::fromStdString(classNames[c]) : QString::number(c));
             }
             if (!any) break;

@@ -1,6 +1,7 @@
-// Dataset panel: where the data comes from (a folder, or four files picked one by one), what
-// it holds (counts, image size, class names, sample thumbnails with labels) and, when a file is
-// bad, the core's message in plain words. It only displays; MainWindow asks the worker to load.
+// Dataset panel: where the data comes from (a folder of any layout, a CSV file, or four IDX files
+// picked one by one), how images are shaped (resize, CSV image shape), what it holds (counts,
+// image size and colour, class names, sample thumbnails with labels) and, when a file is bad, the
+// core's message in plain words. It only displays; MainWindow asks the worker to load.
 #pragma once
 
 #include "data/dataset.h"
@@ -12,6 +13,7 @@
 #include <memory>
 
 class QLabel;
+class QLineEdit;
 class QPushButton;
 class QSpinBox;
 
@@ -32,16 +34,21 @@ public:
     std::size_t trainLimit() const;
     std::size_t testLimit() const;
     void setLimits(std::size_t train, std::size_t test);
+    // "HxW" / "CxHxW" as typed (empty: as stored / from the CSV's column count).
+    QString resizeText() const;
+    QString imageShapeText() const;
+    void setResizeText(const QString& text);
     QString errorText() const;
     const std::shared_ptr<const Dataset>& dataset() const { return m_data; }
     ThumbnailGrid* thumbnails() const { return m_grid; }
 
 public slots:
     void chooseFolder();
+    void chooseCsv();
     void chooseFiles();
 
 signals:
-    void folderChosen(const QString& dir);
+    void folderChosen(const QString& path); // a folder of any layout, or a .csv file
     void filesChosen(const quantscope::DatasetFiles& files);
     void limitsChanged();
 
@@ -53,7 +60,10 @@ private:
     QLabel* m_classes;
     QLabel* m_error;
     QPushButton* m_openFolder;
+    QPushButton* m_openCsv;
     QPushButton* m_pickFiles;
+    QLineEdit* m_resize;
+    QLineEdit* m_imageShape;
     QSpinBox* m_trainLimit;
     QSpinBox* m_testLimit;
     ThumbnailGrid* m_grid;
@@ -76,7 +86,7 @@ protected:
 
 private:
     int columnsFor(int width) const;
-    std::vector<QImage> m_images;
+    std::vector<QImage> m_images; // grayscale or RGB, as the data
     QStringList m_labels;
 };
 

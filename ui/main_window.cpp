@@ -9,6 +9,7 @@
 #include "quant_charts.h"
 #include "runs_model.h"
 #include "training_panel.h"
+#include "util/errors.h"
 
 #include "io/model_source.h"
 
@@ -55,11 +56,12 @@ MainWindow::MainWindow(const MainWindowOptions& options, QWidget* parent)
         m_datasetPanel->setLimits(m_options.trainLimit >= 0 ? std::size_t(m_options.trainLimit) : m_datasetPanel->trainLimit(),
                                   m_options.testLimit >= 0 ? std::size_t(m_options.testLimit) : m_datasetPanel->testLimit());
 
+    if (!m_options.resize.isEmpty()) m_datasetPanel->setResizeText(m_options.resize);
     if (m_options.autoLoad) {
         QString dir = m_options.dataDir;
         if (dir.isEmpty() && m_options.useSettings) {
             const QString last = QSettings().value(QStringLiteral("dataset/dir")).toString();
-            if (!last.isEmpty() && QFileInfo(last).isDir()) dir = last;
+            if (!last.isEmpty() && QFileInfo::exists(last)) dir = last;
         }
         if (dir.isEmpty() && QFileInfo(QString::fromLatin1(kDefaultDataDir)).isDir()) dir = QString::fromLatin1(kDefaultDataDir);
         if (!dir.isEmpty()) openDatasetFolder(dir);
@@ -158,6 +160,14 @@ void MainWindow::loadRequest(DatasetRequest request, const QString& what)
     if (m_controller->isTraining()) return;
     request.options.trainLimit = m_datasetPanel->trainLimit();
     request.options.testLimit = m_datasetPanel->testLimit();
+    try {
+        const QString resize = m_datasetPanel->resizeText(), shape = m_datasetPanel->imageShapeText();
+        request.options.resize = resize.isEmpty() ? ImageShape{} : parseResize(resize.toStdString());
+        request.options.imageShape = shape.isEmpty() ? ImageShape{} : parseImageShape(shape.toStdString());
+    } catch (const ConfigError& e) {
+        m_datasetPanel->setError(QString::fromUtf8(e.what()));
+        return;
+    }
     m_source = request;
     m_datasetPanel->setLoading(what);
     m_pendingLoad = m_controller->loadDataset(request);

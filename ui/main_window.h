@@ -38,12 +38,13 @@ class TrainingPanel;
 
 struct MainWindowOptions {
     bool useSettings = true;     // restore and save layout/options with QSettings
-    QString dataDir;             // empty: last folder from the settings, else the default
+    QString dataDir;             // a dataset folder or .csv; empty: the last one from the settings, else the default
     bool autoLoad = true;        // load a dataset at start
     long trainLimit = -1;        // >= 0 overrides the panel's value (0 = all)
     long testLimit = -1;
     int throttleMs = 50;         // the worker's batch-signal interval
     bool quietExport = false;    // report exports by signal only (tests), no message box
+    QString resize = {};         // "HxW" for the dataset panel's Resize field (empty: as stored)
 };
 
 class MainWindow : public QMainWindow {
