@@ -76,6 +76,7 @@ public:
     explicit ThumbnailGrid(QWidget* parent = nullptr);
     void setSamples(const LabeledImages* set, const std::vector<std::string>& classNames);
     int sampleCount() const { return static_cast<int>(m_images.size()); }
+    const QImage& sample(int i) const { return m_images.at(static_cast<std::size_t>(i)); }
     QSize sizeHint() const override;
     QSize minimumSizeHint() const override;
     bool hasHeightForWidth() const override { return true; }

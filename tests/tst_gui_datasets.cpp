@@ -1,0 +1,126 @@
+// The Dataset dock with colour data: a CIFAR-layout folder and an image folder open through the
+// window (layout detected), the shape line says colour, the thumbnails are the images' own RGB
+// pixels, and a folder of mixed sizes fails with a message until the Resize field is filled.
+#include "data/dataset.h"
+#include "data/image_codec.h"
+#include "dataset_panel.h"
+#include "main_window.h"
+
+#include <QLabel>
+#include <QLineEdit>
+#include <QSignalSpy>
+#include <QTemporaryDir>
+#include <QtTest>
+
+#include <filesystem>
+#include <fstream>
+
+using namespace quantscope;
+
+namespace {
+
+constexpr int kLoadTimeoutMs = 20000;
+
+// Image i's pixel (c, y, x): a colour that differs per channel, so a channel mix-up shows.
+std::uint8_t px(std::size_t i, std::size_t c, std::size_t y, std::size_t x)
+{
+    return static_cast<std::uint8_t>((i * 29 + c * 90 + y * 3 + x * 5) % 256);
+}
+
+void writeCifar(const std::string& dir)
+{
+    std::filesystem::create_directories(dir);
+    for (const char* name : {"data_batch_1.bin", "test_batch.bin"}) {
+        std::vector<std::uint8_t> b;
+        for (std::size_t i = 0; i < 40; ++i) {
+            b.push_back(static_cast<std::uint8_t>(i % 10));
+            for (std::size_t c = 0; c < 3; ++c)
+                for (std::size_t y = 0; y < 32; ++y)
+                    for (std::size_t x = 0; x < 32; ++x) b.push_back(px(i, c, y, x));
+        }
+        std::ofstream(dir + "/" + name, std::ios::binary).write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
+    }
+}
+
+void writePngImage(const std::string& path, std::size_t i, std::size_t H, std::size_t W)
+{
+    std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+    std::vector<std::uint8_t> hwc(H * W * 3);
+    for (std::size_t y = 0; y < H; ++y)
+        for (std::size_t x = 0; x < W; ++x)
+            for (std::size_t c = 0; c < 3; ++c) hwc[(y * W + x) * 3 + c] = px(i, c, y, x);
+    writePng(path, hwc.data(), W, H, 3);
+}
+
+MainWindowOptions options(const QString& dir)
+{
+    MainWindowOptions o;
+    o.useSettings = false;
+    o.dataDir = dir;
+    return o;
+}
+
+bool waitLoaded(QSignalSpy& ready)
+{
+    if (ready.count() == 0 && !ready.wait(kLoadTimeoutMs)) return false;
+    return ready.takeFirst().first().toBool();
+}
+
+} // namespace
+
+class TestGuiDatasets : public QObject {
+    Q_OBJECT
+
+private slots:
+    void cifarThumbnailsInColour()
+    {
+        QTemporaryDir tmp;
+        const std::string dir = tmp.path().toStdString() + "/cifar";
+        writeCifar(dir);
+        MainWindow w(options(QString::fromStdString(dir)));
+        QSignalSpy ready(&w, &MainWindow::datasetReady);
+        w.show();
+        QVERIFY2(waitLoaded(ready), qPrintable(w.datasetPanel()->errorText()));
+        const QString shape = w.findChild<QLabel*>(QStringLiteral("datasetShape"))->text();
+        QVERIFY2(shape.contains(QStringLiteral("colour")) && shape.contains(QStringLiteral("CIFAR-10")), qPrintable(shape));
+        ThumbnailGrid* grid = w.datasetPanel()->thumbnails();
+        QVERIFY(grid->sampleCount() >= 10);
+        // The first sample is training image 0 (class 0): its thumbnail holds image 0's RGB.
+        const QImage& img = grid->sample(0);
+        QCOMPARE(img.size(), QSize(32, 32));
+        QVERIFY(!img.isGrayscale());
+        for (int y : {0, 13, 31})
+            for (int x : {0, 7, 30}) {
+                const QRgb p = img.pixel(x, y);
+                QCOMPARE(qRed(p), int(px(0, 0, y, x)));
+                QCOMPARE(qGreen(p), int(px(0, 1, y, x)));
+                QCOMPARE(qBlue(p), int(px(0, 2, y, x)));
+            }
+    }
+
+    void imageFolderNeedsResize()
+    {
+        QTemporaryDir tmp;
+        const std::string root = tmp.path().toStdString() + "/pics";
+        for (std::size_t i = 0; i < 6; ++i) writePngImage(root + "/" + (i % 2 ? "b" : "a") + "/" + std::to_string(i) + ".png", i, 8, 8);
+        writePngImage(root + "/b/wide.png", 9, 8, 12);
+        MainWindow w(options(QString::fromStdString(root)));
+        QSignalSpy ready(&w, &MainWindow::datasetReady);
+        w.show();
+        QVERIFY(!waitLoaded(ready));
+        const QString err = w.datasetPanel()->errorText();
+        QVERIFY2(err.contains(QStringLiteral("wide.png")) && err.contains(QStringLiteral("resize")), qPrintable(err));
+
+        auto* resize = w.findChild<QLineEdit*>(QStringLiteral("resize"));
+        QVERIFY(resize);
+        resize->setText(QStringLiteral("6x6"));
+        emit resize->editingFinished();
+        QVERIFY2(waitLoaded(ready), qPrintable(w.datasetPanel()->errorText()));
+        QCOMPARE(w.datasetPanel()->dataset()->height(), std::size_t{6});
+        QCOMPARE(w.datasetPanel()->thumbnails()->sample(0).size(), QSize(6, 6));
+        QVERIFY(w.datasetPanel()->errorText().isEmpty());
+    }
+};
+
+QTEST_MAIN(TestGuiDatasets)
+#include "tst_gui_datasets.moc"
