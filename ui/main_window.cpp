@@ -68,20 +68,22 @@ MainWindow::MainWindow(const MainWindowOptions& options, QWidget* parent)
         else m_datasetPanel->setError(tr("%1 is not installed here").arg(QString::fromLatin1(kDefaultDataDir)));
     }
     m_tabs->setCurrentIndex(std::clamp(m_tabs->currentIndex(), 0, m_tabs->count() - 1));
-    if (!m_restoredLayout) {
-        // First start: the dataset dock as tall as its content, the training dock takes the rest.
-        QTimer::singleShot(0, this, [this] {
-            QLayout* l = m_datasetPanel->layout();
-            const int w = m_datasetDock->widget()->width();
-            const int data = std::max(m_datasetPanel->sizeHint().height(), l->hasHeightForWidth() ? l->totalHeightForWidth(w) : 0) + 24;
-            resizeDocks({m_datasetDock, m_trainingDock}, {data, std::max(200, height() - data)}, Qt::Vertical);
-        });
-    }
+    if (!m_restoredLayout) QTimer::singleShot(0, this, &MainWindow::fitDatasetDock);
     updateActions();
     onSelectionChanged();
 }
 
 MainWindow::~MainWindow() { m_controller->shutdown(); }
+
+// First start: the dataset dock as tall as its content, the training dock takes the rest. Done
+// again once the first dataset is shown (its shape and class lines may wrap to two lines).
+void MainWindow::fitDatasetDock()
+{
+    QLayout* l = m_datasetPanel->layout();
+    const int w = m_datasetDock->widget()->width();
+    const int data = std::max(m_datasetPanel->sizeHint().height(), l->hasHeightForWidth() ? l->totalHeightForWidth(w) : 0) + 24;
+    resizeDocks({m_datasetDock, m_trainingDock}, {data, std::max(200, height() - data)}, Qt::Vertical);
+}
 
 void MainWindow::connectController()
 {
@@ -91,6 +93,10 @@ void MainWindow::connectController()
         if (id != m_pendingLoad) return;
         m_data = std::move(data);
         m_datasetPanel->setDataset(m_data);
+        if (!m_restoredLayout && !m_dockFittedToData) {
+            m_dockFittedToData = true;
+            QTimer::singleShot(0, this, &MainWindow::fitDatasetDock);
+        }
         statusBar()->showMessage(tr("Loaded %1: %2 training and %3 test images")
                                      .arg(QString::fromStdString(m_data->name), formatCount(double(m_data->train.size())),
                                           formatCount(double(m_data->test.size()))),

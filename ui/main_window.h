@@ -124,6 +124,7 @@ private:
     void buildMenus();
     void connectController();
     void loadRequest(DatasetRequest request, const QString& what);
+    void fitDatasetDock();
     void updateActions();
     void onSelectionChanged();
     void refreshCurves(bool all);
@@ -152,6 +153,7 @@ private:
     QTimer m_redraw;
     bool m_quantDirty = false;
     bool m_restoredLayout = false;
+    bool m_dockFittedToData = false; // fitDatasetDock ran after the first dataset was shown
     std::vector<RunPtr> m_shown;
 
     DatasetPanel* m_datasetPanel;
