@@ -239,6 +239,9 @@ int main(int argc, char** argv)
                             QStringLiteral("Dataset to open at start: a folder (IDX, CIFAR, train.csv, image class "
                                            "folders) or a .csv file."),
                             QStringLiteral("path"));
+    QCommandLineOption model(QStringLiteral("model"),
+                             QStringLiteral("Model file to start from: an FP32 .onnx (e.g. from torch.onnx.export) or .qsm."),
+                             QStringLiteral("file"));
     QCommandLineOption resize(QStringLiteral("resize"), QStringLiteral("Resize every image to HxW (e.g. 32x32)."),
                               QStringLiteral("HxW"));
     QCommandLineOption datasetShot(QStringLiteral("screenshot-dataset"),
@@ -256,7 +259,7 @@ int main(int argc, char** argv)
                                   QStringLiteral("n"), QStringLiteral("2"));
     for (QCommandLineOption* o : {&shotDir, &shotLimit, &shotEpochs, &datasetShot})
         o->setFlags(QCommandLineOption::HiddenFromHelp);
-    parser.addOptions({data, resize, trainLimit, noSettings, shotDir, shotLimit, shotEpochs, datasetShot});
+    parser.addOptions({data, model, resize, trainLimit, noSettings, shotDir, shotLimit, shotEpochs, datasetShot});
     parser.process(app);
 
     MainWindowOptions options;
@@ -270,6 +273,7 @@ int main(int argc, char** argv)
         options.testLimit = 2000;
     }
     MainWindow window(options);
+    if (parser.isSet(model)) window.loadModelFile(parser.value(model)); // errors show in the window
     if (parser.isSet(shotDir)) {
         window.setGeometry(0, 0, 1600, 1000);
         tour = std::make_unique<ScreenshotTour>(&window, parser.value(shotDir),

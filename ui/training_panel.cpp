@@ -356,10 +356,10 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
     auto* mg = grid();
     put(mg, 0, 0, tr("&Model"), m_model, 2);
     mg->addWidget(m_summary, 0, 3);
-    mg->addWidget(m_reinit, 1, 1, 1, 2);
-    put(mg, 2, 0, tr("&Normalize"), m_normalize, 3);
-    put(mg, 3, 0, tr("&Strategy"), m_strategy, 3);
-    mg->addWidget(m_strategyHelp, 4, 0, 1, 4);
+    put(mg, 1, 0, tr("&Normalize"), m_normalize, 2);
+    mg->addWidget(m_reinit, 1, 3);
+    put(mg, 2, 0, tr("&Strategy"), m_strategy, 3);
+    mg->addWidget(m_strategyHelp, 3, 0, 1, 4);
     modelBox->setLayout(mg);
 
     auto* precBox = new QGroupBox(tr("Precision"));
