@@ -297,6 +297,8 @@ private slots:
     void graphOnnxruntimeMatchesReference();
     void trainedGraphModels_data();
     void trainedGraphModels();
+    void importedPyTorchModelsRequantize_data();
+    void importedPyTorchModelsRequantize();
     void colourModelsInOnnxruntime_data();
     void colourModelsInOnnxruntime();
     void graphOnnxruntimeOnFashion_data();
@@ -606,6 +608,46 @@ void TestOnnx::trainedGraphModels()
     const double a = agreement(ort, ev.predictions);
     qInfo("onnxruntime %.1f %%, agreement with the reference %.1f %%", 100 * accuracy(ort, m_data.test), 100 * a);
     QVERIFY(a >= kMinQdqAgreement);
+}
+
+void TestOnnx::importedPyTorchModelsRequantize_data()
+{
+    QTest::addColumn<QString>("file");
+    QTest::newRow("pytorch_ref resnet8") << "ref_resnet8.onnx";
+    QTest::newRow("pytorch_ref mobilenet-tiny") << "ref_mobilenet-tiny.onnx";
+    QTest::newRow("residual block, opset 11") << "residual_op11_nofold.onnx";
+}
+
+// A model written by torch.onnx.export (tests/onnx_import) is imported, quantized (PTQ int8
+// per-channel, calibrated here), exported again as QDQ, and run in onnxruntime: it predicts what
+// QuantScope's integer engine (or fake-quant reference) predicts for the same file.
+void TestOnnx::importedPyTorchModelsRequantize()
+{
+    QFETCH(QString, file);
+    const std::string path = std::string(QS_TEST_DATA) + "/../onnx_import/" + file.toStdString();
+    ExportedModel imported = readOnnxModel(path);
+    QVERIFY(!imported.normalizationKnown);
+    QCOMPARE(imported.channels, std::size_t{1});
+    // Data shaped as the model wants it.
+    Dataset data = fixtures::syntheticDataset(160, 300, imported.height, imported.width, 13);
+    QVERIFY(imported.classes >= 4); // the blobs' labels are 0..3
+    data.classNames.resize(imported.classes, "extra");
+    imported.normalization = data.normalization;
+    const ExportedModel q = fixtures::quantize(buildModel(imported), data, "int8").exported;
+    QVERIFY(q.quantized);
+    const std::string out = m_dir + "/requantized-" + file.toStdString();
+    writeOnnx(out, q);
+    QVERIFY(readOnnxModel(out).quantized);
+    if (!haveOrt()) QSKIP("onnxruntime-node is not installed (tests/onnx/install_ort.sh)");
+    const std::string images = m_dir + "/requant-images-idx3-ubyte";
+    writeIdx(images, {static_cast<std::uint32_t>(data.test.size()), static_cast<std::uint32_t>(data.test.height),
+                      static_cast<std::uint32_t>(data.test.width)},
+             data.test.pixels);
+    const std::vector<std::int32_t> ort = ortPredictions(out, images);
+    QCOMPARE(ort.size(), data.test.size());
+    const double a = agreement(ort, enginePredictions(q, data.test));
+    qInfo("%s re-quantized: onnxruntime vs QuantScope %.1f %% agree", qPrintable(file), 100 * a);
+    QVERIFY(a >= kMinOrtAgreement);
 }
 
 void TestOnnx::colourModelsInOnnxruntime_data()
