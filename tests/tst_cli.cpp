@@ -83,6 +83,7 @@ private slots:
     void errors_data();
     void errors();
     void jsonLines();
+    void modelFiles();
     void interruptStopsCleanly();
 
 private:
@@ -137,6 +138,12 @@ void TestCli::errors_data()
                                    << QStringList{"resnet50"};
     QTest::newRow("--data /nonexistent") << QStringList{"train", "--data", "/nonexistent"} << kExitData
                                          << QStringList{"/nonexistent"};
+    QTest::newRow("--reinit with a preset") << QStringList{"train", "--data", "$VALID", "--model", "mlp", "--reinit"} << kExitUsage
+                                            << QStringList{"--reinit"};
+    QTest::newRow("missing model file") << QStringList{"train", "--data", "$VALID", "--model", "/nonexistent/m.onnx"} << kExitData
+                                        << QStringList{"/nonexistent/m.onnx"};
+    QTest::newRow("--normalize garbage") << QStringList{"train", "--data", "$VALID", "--normalize", "0.5"} << kExitUsage
+                                         << QStringList{"normalisation '0.5'"};
     QTest::newRow("corrupt IDX file") << QStringList{"train", "--data", "$CORRUPT", "--model", "mlp"} << kExitData
                                       << QStringList{"$CORRUPT_FILE"};
 }
@@ -194,6 +201,43 @@ void TestCli::jsonLines()
     QVERIFY(done[0].contains("test_acc") && done[0]["test_acc"].is_number());
     QCOMPARE(done[0]["test_acc"].get<double>(), epochs.back()["test_acc"].get<double>());
     QVERIFY2(done[0]["test_acc"].get<double>() > kMinSyntheticAccuracy, done[0].dump().c_str());
+}
+
+// Model files as the start of a run: a model exported by one run is quantized without training by
+// the next (the same FP32 accuracy, --epochs 0); a PyTorch export (torch.onnx.export of the
+// reference resnet8) fine-tunes with QAT; eval takes --normalize for it.
+void TestCli::modelFiles()
+{
+    const QString onnx = m_tmp.filePath("mlp.onnx");
+    const QStringList common{"--data", m_valid, "--train-limit", "500", "--test-limit", "200", "--quiet", "--json"};
+    const Result first = runCli(QStringList{"train", "--model", "mlp", "--export", onnx} + common);
+    QVERIFY2(first.exitCode == kExitOk, qPrintable(first.err));
+    const auto doneOf = [](const Result& r) {
+        for (const QString& line : r.out.split('\n', Qt::SkipEmptyParts)) {
+            const nlohmann::json j = nlohmann::json::parse(line.toStdString());
+            if (j["event"] == "done") return j;
+        }
+        return nlohmann::json();
+    };
+    const nlohmann::json trained = doneOf(first);
+    const Result ptq = runCli(QStringList{"train", "--model", onnx, "--strategy", "ptq", "--epochs", "0"} + common);
+    QVERIFY2(ptq.exitCode == kExitOk, qPrintable(ptq.err));
+    const nlohmann::json d = doneOf(ptq);
+    QCOMPARE(d["epochs_done"].get<int>(), 0);
+    QCOMPARE(d["test_acc"].get<double>(), trained["test_acc"].get<double>());
+    QVERIFY(std::abs(d["quant_test_acc"].get<double>() - trained["test_acc"].get<double>()) < 0.05);
+
+    const QString ref = QStringLiteral(QS_TEST_DATA "/../onnx_import/ref_resnet8.onnx");
+    const Result qat = runCli(QStringList{"train", "--model", ref, "--strategy", "qat", "--epochs", "1", "--normalize", "0.286,0.353"} +
+                              QStringList{"--data", m_valid, "--train-limit", "256", "--test-limit", "100", "--quiet", "--json"});
+    QVERIFY2(qat.exitCode == kExitOk, qPrintable(qat.err));
+    QVERIFY(doneOf(qat)["quant_test_acc"].is_number());
+    const Result ev = runCli({"eval", ref, "--data", m_valid, "--test-limit", "100", "--normalize", "0.286,0.353", "--json"});
+    QVERIFY2(ev.exitCode == kExitOk, qPrintable(ev.err));
+    // Our own export stores its normalisation: --normalize is refused for it.
+    const Result twice = runCli({"eval", onnx, "--data", m_valid, "--normalize", "0.5,0.5"});
+    QCOMPARE(twice.exitCode, kExitUsage);
+    QVERIFY2(twice.err.contains("stores its input normalisation"), qPrintable(twice.err));
 }
 
 // Ctrl-C during training: the run stops within a batch, still reports "done" with stopped=true,
