@@ -135,6 +135,10 @@ nlohmann::json toJson(const ModelSummary& s)
                         {"fp32_bytes", s.fp32Bytes},
                         {"int8_bytes", s.int8Bytes}};
     if (s.fileBytes) j["file_bytes"] = *s.fileBytes;
+    if (s.exporterFoldedConvs) {
+        j["exporter_folded_convs"] = s.exporterFoldedConvs;
+        j["params_with_batchnorm"] = s.params + s.exporterFoldedChannels;
+    }
     return j;
 }
 
@@ -176,6 +180,10 @@ void printTable(const ModelSummary& s)
         std::printf("folded: a BatchNorm2d the integer export folds into the convolution it reads\n");
     std::printf("Layers: %zu\n", s.layers.size());
     std::printf("Total params: %s\n", withCommas(s.params).c_str());
+    if (s.exporterFoldedConvs)
+        std::printf("  the exporter folded BatchNorm into %zu convolutions: with BatchNorm (gamma, beta) and bias-free\n"
+                    "  convolutions, as trained, the model has %s parameters\n",
+                    s.exporterFoldedConvs, withCommas(s.params + s.exporterFoldedChannels).c_str());
     if (s.buffers) std::printf("BatchNorm running statistics: %s values\n", withCommas(s.buffers).c_str());
     std::printf("MACs per image: %s (%s)\n", scaled(static_cast<double>(s.macs), "").c_str(), withCommas(s.macs).c_str());
     std::printf("Elementwise ops per image: %s (BatchNorm, ReLU, Add, pooling, LogSoftmax)\n", withCommas(s.elementwiseOps).c_str());

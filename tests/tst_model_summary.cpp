@@ -62,6 +62,7 @@ private slots:
     void sizesFollowExportRules();
     void int8EstimateMatchesQuantizedFile();
     void storedModelsAndFiles();
+    void pytorchExportsWithFoldedBatchNorm();
     void badInput();
 };
 
@@ -261,6 +262,24 @@ void TestModelSummary::badInput()
     throwsNaming([&] { summarize(junkOnnx); }, "junk.onnx", FormatError(""));
     throwsNaming([] { summarizePreset("resnet8", 1, 2, 2, 10); }, "resnet8", ConfigError(""));
     std::filesystem::remove_all(dir);
+}
+
+// torch.onnx.export in eval mode folds BatchNorm into the convolutions: the file holds fewer
+// parameters than the model PyTorch trained. The summary counts the file and says how many the
+// model had with BatchNorm: pytorch_ref.py's resnet8 and mobilenet-tiny (77,754 and 31,946
+// parameters there); a file exported without folding says nothing of the kind.
+void TestModelSummary::pytorchExportsWithFoldedBatchNorm()
+{
+    const std::string dir = std::string(QS_TEST_DATA) + "/../onnx_import/";
+    const ModelSummary r = summarizeFile(dir + "ref_resnet8.onnx");
+    QCOMPARE(r.params, std::uint64_t{77418});
+    QCOMPARE(r.exporterFoldedConvs, std::size_t{9});
+    QCOMPARE(r.params + r.exporterFoldedChannels, std::uint64_t{77754});
+    QCOMPARE(r.params + r.exporterFoldedChannels, std::uint64_t{makeModel("resnet8")->numParams()});
+    const ModelSummary m = summarizeFile(dir + "ref_mobilenet-tiny.onnx");
+    QCOMPARE(m.params + m.exporterFoldedChannels, std::uint64_t{31946});
+    const ModelSummary plain = summarizeFile(dir + "flatten_bn_op17_nofold.onnx");
+    QCOMPARE(plain.exporterFoldedConvs, std::size_t{0});
 }
 
 QTEST_GUILESS_MAIN(TestModelSummary)

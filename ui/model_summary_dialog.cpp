@@ -176,6 +176,11 @@ void ModelSummaryDialog::setSummary(const ModelSummary& s)
                     .arg(formatCount(static_cast<double>(s.params)), macsText(s.macs), formatCount(static_cast<double>(s.macs)),
                          formatCount(static_cast<double>(s.elementwiseOps)), bytesWithExact(s.fp32Bytes), bytesWithExact(s.int8Bytes));
     if (s.fileBytes) t += tr(" &nbsp; file <b>%1</b>").arg(bytesWithExact(*s.fileBytes));
+    if (s.exporterFoldedConvs)
+        t += tr("<br>The exporter folded BatchNorm into %1 convolutions: as trained (with BatchNorm, bias-free "
+                "convolutions) the model has <b>%2</b> parameters.")
+                 .arg(s.exporterFoldedConvs)
+                 .arg(formatCount(static_cast<double>(s.params + s.exporterFoldedChannels)));
     m_totals->setText(t);
     m_table->resizeColumnsToContents();
     m_table->selectionModel()->clearCurrentIndex();

@@ -137,6 +137,12 @@ ModelSummary summarizeExported(const ExportedModel& m, const std::string& source
     s.source = source;
     s.quantized = m.quantized;
     if (m.quantized) s.precision = m.weightFormat + " weights (" + m.granularity + "), " + m.activationFormat + " activations";
+    if (!m.quantized)
+        for (const StoredLayer& l : m.layers)
+            if (l.kind == LayerKind::Conv2d && l.bnFolded) {
+                ++s.exporterFoldedConvs;
+                s.exporterFoldedChannels += l.outChannels;
+            }
     return s;
 }
 

@@ -62,6 +62,11 @@ struct ModelSummary {
     std::uint64_t int8Bytes = 0;
     // Bytes of the file the summary was read from (empty for presets).
     std::optional<std::uint64_t> fileBytes;
+    // FP32 files whose exporter folded BatchNorm into convolutions (torch.onnx.export in eval
+    // mode): how many convolutions, and their output channels. The model as trained had
+    // params + exporterFoldedChannels parameters if those convolutions had no bias of their own
+    // (the usual conv-BN pattern: BatchNorm's gamma and beta, 2 per channel, became 1 bias).
+    std::size_t exporterFoldedConvs = 0, exporterFoldedChannels = 0;
 };
 
 // Summarises `model` for its own input shape (Model::inputShape). Throws ConfigError (from

@@ -97,6 +97,9 @@ void Importer::conv(const NodeProto& n)
     if (b) {
         if (b->numel() != cout) failNode(n, "the bias has " + std::to_string(b->numel()) + " values for " + std::to_string(cout) + " channels", false);
         l.tensors.push_back(floatTensor("bias", {cout}, floats(n, *b, "the bias")));
+        // torch.onnx.export in eval mode folds a BatchNorm into the Conv before it and names the
+        // new weight and bias after the node ("onnx::Conv_90") instead of the module's parameters.
+        l.bnFolded = w.origin.rfind("onnx::", 0) == 0 && b->origin.rfind("onnx::", 0) == 0;
     }
     const std::size_t ho = (in[1] + 2 * padding - k) / stride + 1, wo = (in[2] + 2 * padding - k) / stride + 1;
     addLayer(n, std::move(l), {cout, ho, wo}, {x}, &w);
