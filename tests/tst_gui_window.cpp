@@ -4,6 +4,7 @@
 // mid-run is clean; options a strategy does not use are disabled; runs survive JSON.
 #include "curve_charts.h"
 #include "dataset_panel.h"
+#include "layer_compare_view.h"
 #include "main_window.h"
 #include "quant_charts.h"
 #include "runs_model.h"
@@ -27,6 +28,8 @@
 #include <QLabel>
 #include <QLegend>
 #include <QLegendMarker>
+#include <QLineSeries>
+#include <QScatterSeries>
 #include <QMessageBox>
 #include <QPushButton>
 #include <QSettings>
@@ -512,6 +515,45 @@ private slots:
         selectData(picker, QStringLiteral("mlp"));
         QVERIFY(w.trainingPanel()->config().modelFile.empty());
         QVERIFY(!child<QCheckBox>(&w, "reinitModel")->isEnabled());
+    }
+
+    // The Layers tab: after a run, Compare quantizes its FP32 model and draws one point per layer
+    // for both curves; int2 weights fall further below FP32 than int8 at the first convolution.
+    void layerCompareTab()
+    {
+        MainWindow w(options(m_small.path()));
+        QSignalSpy ready(&w, &MainWindow::datasetReady);
+        QVERIFY(ready.count() > 0 || ready.wait(kLoadTimeoutMs));
+        selectData(child<QComboBox>(&w, "strategy"), QStringLiteral("fp32"));
+        child<QSpinBox>(&w, "epochs")->setValue(1);
+        LayerCompareView* view = w.layerCompareView();
+        QVERIFY(!view->compareButton()->isEnabled()); // no run yet
+        QSignalSpy ended(&w, &MainWindow::runEnded);
+        w.startTraining();
+        QVERIFY(ended.wait(kRunTimeoutMs));
+        QTRY_VERIFY_WITH_TIMEOUT(view->compareButton()->isEnabled(), 20000);
+        QSignalSpy done(view, &LayerCompareView::compareFinished);
+        const auto run = [&](const QString& format) {
+            selectData(child<QComboBox>(view, "compareFormat"), format);
+            done.clear();
+            view->compareButton()->click();
+            return done.wait(kRunTimeoutMs) && done.first().first().toBool();
+        };
+        QVERIFY2(run(QStringLiteral("int8")), qPrintable(view->statusText()));
+        const std::size_t layers = view->report().layers.size();
+        QVERIFY(layers >= 5);
+        QCOMPARE(static_cast<std::size_t>(view->propagatedSeries()->count()), layers);
+        QVERIFY(view->aloneSeries()->count() >= 4 && static_cast<std::size_t>(view->aloneSeries()->count()) < layers); // conv1, conv2, fc1, fc2 and the points
+        const double int8Conv1 = view->report().layers[0].aloneSqnrDb;
+        QVERIFY2(run(QStringLiteral("int2")), qPrintable(view->statusText()));
+        QVERIFY(view->report().layers[0].aloneSqnrDb < int8Conv1 - 10.0);
+        QVERIFY2(view->statusText().contains(QStringLiteral("dB")), qPrintable(view->statusText()));
+        if (const char* dir = std::getenv("QS_COMPARE_SHOT")) {
+            w.resize(1600, 1000);
+            w.tabs()->setCurrentWidget(view);
+            QTest::qWait(200);
+            w.grab().save(QString::fromLocal8Bit(dir) + QStringLiteral("/layers-tab.png"));
+        }
     }
 
     // File > Export quantized model… writes .qsm / .onnx through core's writers and reports the

@@ -6,6 +6,7 @@
 #include "dataset_panel.h"
 #include "format_text.h"
 #include "quant_catalog.h"
+#include "layer_compare_view.h"
 #include "quant_charts.h"
 #include "runs_model.h"
 #include "training_panel.h"
@@ -414,8 +415,21 @@ void MainWindow::selectRuns(const QList<int>& ids)
     onSelectionChanged();
 }
 
+void MainWindow::updateCompareRun()
+{
+    std::vector<RunPtr> runs = selectedRuns();
+    if (runs.empty()) runs = m_runs->runs();
+    for (auto it = runs.rbegin(); it != runs.rend(); ++it)
+        if ((*it)->exportBundle) {
+            m_compare->setRun((*it)->id, (*it)->exportBundle);
+            return;
+        }
+    m_compare->setRun(0, nullptr);
+}
+
 void MainWindow::onSelectionChanged()
 {
+    updateCompareRun();
     std::vector<RunPtr> shown = selectedRuns();
     if (shown.empty() && m_runs->rowCount() > 0) shown.push_back(m_runs->runAt(m_runs->rowCount() - 1));
     if (shown == m_shown && !m_shown.empty()) return;

@@ -24,6 +24,7 @@ namespace quantscope {
 
 struct ModelSummary;
 class ModelSummaryDialog;
+class LayerCompareView;
 class AccuracyChart;
 class ChartView;
 class DatasetPanel;
@@ -104,6 +105,7 @@ public slots:
     bool showModelSummaryOfFile(const QString& path);
     void showSummary(const quantscope::ModelSummary& s);
     ModelSummaryDialog* modelSummaryDialog() const { return m_summaryDialog; }
+    LayerCompareView* layerCompareView() const { return m_compare; }
 
 signals:
     void datasetReady(bool ok);
@@ -168,6 +170,9 @@ private:
     HistogramPanel* m_histogram;
     RangesPanel* m_ranges;
     SqnrChart* m_sqnr;
+    LayerCompareView* m_compare;
+    // Gives the Layers tab the newest selected (else newest) run that kept its model.
+    void updateCompareRun();
     LossScaleChart* m_lossScale;
     RunsModel* m_runs;
     QTableView* m_runsView;

@@ -192,6 +192,7 @@ void MainWindow::onExportReady(int id, const ExportBundlePtr& bundle)
     RunPtr run = m_runs->runById(id);
     if (!run) return;
     run->exportBundle = bundle;
+    updateCompareRun();
     // Keep the models of the newest runs only: each holds a full copy of the weights.
     int kept = 0;
     const auto& runs = m_runs->runs();

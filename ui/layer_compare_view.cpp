@@ -1,0 +1,221 @@
+// TBB first: Qt defines emit as a macro, which oneTBB's profiling.h uses as a name.
+#include <tbb/task_arena.h>
+
+#include "layer_compare_view.h"
+
+#include "chart_view.h"
+
+#include "quant/format.h"
+#include "train/quant_sim.h"
+
+#include <QApplication>
+#include <QChart>
+#include <QComboBox>
+#include <QDoubleSpinBox>
+#include <QHBoxLayout>
+#include <QLabel>
+#include <QLegend>
+#include <QLineSeries>
+#include <QPointer>
+#include <QPushButton>
+#include <QScatterSeries>
+#include <QValueAxis>
+#include <QVBoxLayout>
+
+#include <algorithm>
+#include <cmath>
+#include <thread>
+
+namespace quantscope {
+
+namespace {
+
+constexpr double kCapDb = 100.0; // identical outputs (+inf dB) are drawn here
+constexpr std::size_t kImages = 256, kCalibImages = 1000;
+
+double capped(double db) { return std::isfinite(db) ? std::min(db, kCapDb) : kCapDb; }
+
+} // namespace
+
+LayerCompareView::LayerCompareView(QWidget* parent) : QWidget(parent)
+{
+    m_chart = new ChartView(tr("SQNR along the network"));
+    m_chart->setObjectName(QStringLiteral("layerCompareChart"));
+    QChart* c = m_chart->chart();
+    m_propagated = new QLineSeries;
+    m_propagated->setName(tr("propagated (whole model quantized)"));
+    m_alone = new QScatterSeries;
+    m_alone->setName(tr("this layer alone quantized (layers that quantize)"));
+    m_alone->setMarkerSize(9);
+    m_threshold = new QLineSeries;
+    m_threshold->setName(tr("threshold"));
+    QPen dashed(QColor(150, 150, 150));
+    dashed.setStyle(Qt::DashLine);
+    m_threshold->setPen(dashed);
+    m_propagated->setPointsVisible(true);
+    for (QXYSeries* s : std::initializer_list<QXYSeries*>{m_propagated, m_alone, m_threshold}) c->addSeries(s);
+    m_x = new QValueAxis;
+    m_x->setTitleText(tr("layer (graph order; hover a point for its name)"));
+    m_x->setLabelFormat(QStringLiteral("%d"));
+    m_y = new QValueAxis;
+    m_y->setTitleText(tr("SQNR of the layer's output vs FP32 (dB)"));
+    c->addAxis(m_x, Qt::AlignBottom);
+    c->addAxis(m_y, Qt::AlignLeft);
+    for (QXYSeries* s : std::initializer_list<QXYSeries*>{m_propagated, m_alone, m_threshold}) {
+        s->attachAxis(m_x);
+        s->attachAxis(m_y);
+    }
+    c->legend()->setAlignment(Qt::AlignBottom);
+    m_chart->setEmptyMessage(tr("Select a finished run and click Compare: each layer's output of the quantized model "
+                                "against FP32, propagated and alone."));
+    for (QXYSeries* s : std::initializer_list<QXYSeries*>{m_propagated, m_alone})
+        connect(s, &QXYSeries::hovered, this, [this](const QPointF& p, bool on) {
+            const auto i = static_cast<std::size_t>(std::lround(p.x()));
+            if (on && i < m_report.layers.size()) {
+                const LayerComparison& l = m_report.layers[i];
+                m_chart->setToolTip(QStringLiteral("%1 (%2): %3 dB propagated, %4 dB alone")
+                                        .arg(QString::fromStdString(l.layer), QString::fromStdString(l.kind))
+                                        .arg(l.sqnrDb, 0, 'f', 1)
+                                        .arg(l.aloneSqnrDb, 0, 'f', 1));
+            }
+        });
+
+    m_format = new QComboBox;
+    m_format->setObjectName(QStringLiteral("compareFormat"));
+    for (const char* f : {"int8", "int6", "int4", "int3", "int2"}) m_format->addItem(QString::fromLatin1(f), QString::fromLatin1(f));
+    m_format->setCurrentIndex(2);
+    m_format->setToolTip(tr("Weight format of the post-training quantization compared with FP32."));
+    m_granularity = new QComboBox;
+    m_granularity->setObjectName(QStringLiteral("compareGranularity"));
+    m_granularity->addItem(tr("channel-wise"), QStringLiteral("channel"));
+    m_granularity->addItem(tr("tensor-wise"), QStringLiteral("tensor"));
+    m_thresholdDb = new QDoubleSpinBox;
+    m_thresholdDb->setRange(0, 100);
+    m_thresholdDb->setValue(20);
+    m_thresholdDb->setSuffix(QStringLiteral(" dB"));
+    m_thresholdDb->setToolTip(tr("Layers whose output SQNR falls below this are flagged; the first one is named."));
+    m_compare = new QPushButton(tr("Compare"));
+    m_compare->setObjectName(QStringLiteral("compareButton"));
+    m_compare->setEnabled(false);
+    m_compare->setToolTip(tr("Select a finished run in the runs table first."));
+    connect(m_compare, &QPushButton::clicked, this, &LayerCompareView::compare);
+    m_status = new QLabel;
+    m_status->setWordWrap(true);
+    m_status->setObjectName(QStringLiteral("compareStatus"));
+
+    auto* bar = new QHBoxLayout;
+    bar->addWidget(new QLabel(tr("Weights")));
+    bar->addWidget(m_format);
+    bar->addWidget(m_granularity);
+    bar->addWidget(new QLabel(tr("uint8 activations, threshold")));
+    bar->addWidget(m_thresholdDb);
+    bar->addWidget(m_compare);
+    bar->addStretch(1);
+    auto* v = new QVBoxLayout(this);
+    v->addLayout(bar);
+    v->addWidget(m_status);
+    v->addWidget(m_chart, 1);
+}
+
+QString LayerCompareView::statusText() const { return m_status->text(); }
+
+void LayerCompareView::setRun(int runId, ExportBundlePtr bundle)
+{
+    m_runId = runId;
+    m_bundle = std::move(bundle);
+    m_compare->setEnabled(m_bundle != nullptr && !m_busy);
+    m_compare->setToolTip(m_bundle ? tr("Quantize run #%1's FP32 model and compare it layer by layer.").arg(runId)
+                                   : tr("Select a finished run in the runs table first."));
+}
+
+void LayerCompareView::compare()
+{
+    if (!m_bundle || m_busy) return;
+    m_busy = true;
+    m_compare->setEnabled(false);
+    const ExportBundlePtr bundle = m_bundle;
+    const std::string format = m_format->currentData().toString().toStdString();
+    const std::string granularity = m_granularity->currentData().toString().toStdString();
+    const double threshold = m_thresholdDb->value();
+    const std::size_t threads = std::max<std::size_t>(1, bundle->config.threads);
+    const QString title = tr("Run #%1, %2 weights (%3), uint8 activations")
+                              .arg(m_runId)
+                              .arg(QString::fromStdString(format), m_granularity->currentText());
+    m_status->setText(tr("Comparing run #%1 on %2 test images\u2026").arg(m_runId).arg(kImages));
+    QPointer<LayerCompareView> self(this);
+    std::thread([self, bundle, format, granularity, threshold, threads, title] {
+        LayerComparisonReport report;
+        QString error;
+        try {
+            const Dataset& data = *bundle->data;
+            std::unique_ptr<Model> model = buildModel(bundle->fp32);
+            PrecisionConfig pc;
+            pc.strategy = Strategy::Ptq;
+            pc.format = format;
+            pc.granularity = granularity;
+            pc.activationFormat = "uint8";
+            pc.activationCalibration = "minmax";
+            tbb::task_arena arena(static_cast<int>(threads));
+            arena.execute([&] {
+                QuantSim sim(*model, pc, findFormat(format));
+                sim.quantizeWeights(Rounding::Nearest, 0);
+                sim.calibrate(data, data.train, std::min(kCalibImages, data.train.size()), 64);
+                sim.setObserving(false);
+                Tensor x;
+                std::vector<std::int32_t> y;
+                data.makeBatch(data.test, 0, std::min(kImages, data.test.size()), x, y);
+                report = compareLayers(*model, sim, x, threshold);
+            });
+        } catch (const std::exception& e) {
+            error = QString::fromUtf8(e.what());
+        }
+        QMetaObject::invokeMethod(qApp, [self, report, error, title] {
+            if (!self) return;
+            self->m_busy = false;
+            self->m_compare->setEnabled(self->m_bundle != nullptr);
+            if (!error.isEmpty()) {
+                self->m_status->setText(tr("Cannot compare: %1").arg(error));
+                emit self->compareFinished(false, error);
+                return;
+            }
+            self->showReport(report, title);
+            emit self->compareFinished(true, self->m_status->text());
+        });
+    }).detach();
+}
+
+void LayerCompareView::showReport(const LayerComparisonReport& r, const QString& title)
+{
+    m_report = r;
+    QList<QPointF> prop, alone;
+    double lo = kCapDb, hi = 0.0;
+    for (std::size_t i = 0; i < r.layers.size(); ++i) {
+        prop.append(QPointF(double(i), capped(r.layers[i].sqnrDb)));
+        if (std::isfinite(r.layers[i].aloneSqnrDb)) alone.append(QPointF(double(i), capped(r.layers[i].aloneSqnrDb)));
+        lo = std::min({lo, capped(r.layers[i].sqnrDb), capped(r.layers[i].aloneSqnrDb)});
+        hi = std::max(hi, capped(r.layers[i].sqnrDb));
+        if (std::isfinite(r.layers[i].aloneSqnrDb)) hi = std::max(hi, capped(r.layers[i].aloneSqnrDb));
+    }
+    m_propagated->replace(prop);
+    m_alone->replace(alone);
+    const double last = r.layers.empty() ? 1.0 : double(r.layers.size() - 1);
+    m_threshold->replace({QPointF(0, r.thresholdDb), QPointF(last, r.thresholdDb)});
+    m_x->setRange(0, std::max(1.0, last));
+    m_x->setTickCount(static_cast<int>(std::min<std::size_t>(r.layers.size(), 12)) + (r.layers.size() < 2 ? 1 : 0));
+    m_y->setRange(std::max(0.0, std::floor(std::min(lo, r.thresholdDb) / 10.0) * 10.0 - 5.0),
+                  std::ceil(std::max(hi, r.thresholdDb) / 10.0) * 10.0 + 5.0);
+    m_chart->chart()->setTitle(title);
+    m_chart->setEmptyMessage(r.layers.empty() ? tr("The model has no layers.") : QString());
+    const auto name = [&](long i) { return QString::fromStdString(r.layers[static_cast<std::size_t>(i)].layer); };
+    QString s = r.firstBelow >= 0 ? tr("First layer below %1 dB: <b>%2</b> (layer %3, propagated %4 dB)")
+                                        .arg(r.thresholdDb)
+                                        .arg(name(r.firstBelow))
+                                        .arg(r.firstBelow)
+                                        .arg(r.layers[static_cast<std::size_t>(r.firstBelow)].sqnrDb, 0, 'f', 1)
+                                  : tr("No layer falls below %1 dB end to end.").arg(r.thresholdDb);
+    if (r.firstAloneBelow >= 0) s += tr("; alone, <b>%1</b> first falls below it.").arg(name(r.firstAloneBelow));
+    s += tr(" %1 test images; points at %2 dB are exact (no error yet).").arg(r.images).arg(kCapDb);
+    m_status->setText(s);
+}
+
+} // namespace quantscope

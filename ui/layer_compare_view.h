@@ -1,0 +1,70 @@
+// The Layers tab: where a quantized model's error comes from, layer by layer
+// (core/analysis/layer_compare.h). For the selected finished run it quantizes the run's FP32 model
+// (PTQ with the chosen weight format and granularity, uint8 activations, min-max calibration on
+// 1,000 training images) and draws the SQNR of every layer's output against FP32 along the
+// depth of the network: propagated (end to end) and with the layer alone quantized, with the
+// threshold and the first layer below it. The work runs on a background thread.
+#pragma once
+
+#include "training_worker.h"
+
+#include "analysis/layer_compare.h"
+
+#include <QWidget>
+
+class QComboBox;
+class QDoubleSpinBox;
+class QLabel;
+class QLineSeries;
+class QScatterSeries;
+class QPushButton;
+class QValueAxis;
+
+namespace quantscope {
+
+class ChartView;
+
+class LayerCompareView : public QWidget {
+    Q_OBJECT
+public:
+    explicit LayerCompareView(QWidget* parent = nullptr);
+
+    // The run to analyse (its FP32 model and dataset); null: none selected / not finished.
+    void setRun(int runId, ExportBundlePtr bundle);
+    // Draws a finished comparison.
+    void showReport(const LayerComparisonReport& report, const QString& title);
+    const LayerComparisonReport& report() const { return m_report; }
+    QPushButton* compareButton() const { return m_compare; }
+    ChartView* chart() const { return m_chart; }
+    // Series the chart draws: the propagated SQNR of every layer (dB, capped at 100 where exact),
+    // and the alone SQNR of the layers that quantize something themselves (weights or output).
+    QLineSeries* propagatedSeries() const { return m_propagated; }
+    QScatterSeries* aloneSeries() const { return m_alone; }
+    QString statusText() const;
+
+public slots:
+    void compare();
+
+signals:
+    // After compare(): ok, and a one-line message (the first flagged layer, or the error).
+    void compareFinished(bool ok, const QString& message);
+
+private:
+    ChartView* m_chart;
+    QLineSeries* m_propagated;
+    QScatterSeries* m_alone;
+    QLineSeries* m_threshold;
+    QValueAxis* m_x;
+    QValueAxis* m_y;
+    QComboBox* m_format;
+    QComboBox* m_granularity;
+    QDoubleSpinBox* m_thresholdDb;
+    QPushButton* m_compare;
+    QLabel* m_status;
+    int m_runId = 0;
+    ExportBundlePtr m_bundle;
+    bool m_busy = false;
+    LayerComparisonReport m_report;
+};
+
+} // namespace quantscope
