@@ -51,6 +51,21 @@ void PrecisionConfig::validate() const
         throw ConfigError("unknown rounding '" + rounding + "' (known: nearest, stochastic)");
     if (calibImages == 0) throw ConfigError("calibration needs at least one image");
     if (!(percentile > 50.0f && percentile <= 100.0f)) throw ConfigError("percentile must be in (50, 100]");
+    if (!layers.empty() && strategy != Strategy::Ptq && strategy != Strategy::Qat && strategy != Strategy::Progressive)
+        throw ConfigError(std::string("a per-layer plan (--plan, --layer, --keep-fp32) needs strategy ptq, qat or progressive, not ") +
+                          strategyInfo(strategy).name);
+}
+
+PrecisionPlan PrecisionConfig::plan(const std::string& weightFormat) const
+{
+    PrecisionPlan p;
+    p.defaults.format = weightFormat.empty() ? format : weightFormat;
+    p.defaults.granularity = granularity;
+    p.defaults.calibration = calibration;
+    p.defaults.activationFormat = activationFormat;
+    p.layers = layers;
+    p.source = planSource;
+    return p;
 }
 
 } // namespace quantscope

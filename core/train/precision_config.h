@@ -3,6 +3,8 @@
 // options they use, so the GUI can disable the others (and say why).
 #pragma once
 
+#include "quant/precision_plan.h"
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -37,8 +39,16 @@ struct PrecisionConfig {
     std::size_t bnFreezeEpoch = 0;        // qat: freeze BN statistics from this epoch (0 = never)
     std::size_t blendSteps = 100;         // progressive: steps over which formats are blended
     float percentile = 99.99f;            // percentile calibration
+    // Per-layer precision (--plan, --layer, --keep-fp32, the GUI's plan table): entries over the
+    // default that format/granularity/calibration/activationFormat above make. Empty = uniform.
+    std::vector<LayerOverride> layers;
+    std::string planSource;               // the plan file, for errors ("" = command line / GUI)
 
-    // Throws ConfigError naming the bad option.
+    // The plan in force: the options above as its default (with `weightFormat` instead of
+    // `format` when given: progressive's last phase), `layers` over it.
+    PrecisionPlan plan(const std::string& weightFormat = {}) const;
+
+    // Throws ConfigError naming the bad option (a plan with a strategy that cannot use one).
     void validate() const;
 };
 

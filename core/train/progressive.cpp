@@ -30,11 +30,15 @@ public:
         : m_cfg(cfg.precision), m_model(model), m_params(model.params())
     {
         std::size_t epoch = 1;
-        for (const SchedulePhase& sp : parseSchedule(cfg.precision.schedule)) {
+        const std::vector<SchedulePhase> schedule = parseSchedule(cfg.precision.schedule);
+        if (!cfg.precision.layers.empty() && !needsScale(findFormat(schedule.back().format)))
+            throw ConfigError("a per-layer plan applies to progressive's last phase, which must be an integer format, not " +
+                              schedule.back().format);
+        for (const SchedulePhase& sp : schedule) {
             Phase p{sp.format, epoch, epoch + sp.epochs - 1, nullptr, nullptr};
             const NumberFormat& f = findFormat(sp.format);
             if (needsScale(f))
-                p.qsim = std::make_unique<QuantSim>(model, cfg.precision, f);
+                p.qsim = std::make_unique<QuantSim>(model, cfg.precision, f, &sp == &schedule.back()); // the plan: last phase
             else if (f.kind != FormatKind::Float32)
                 p.fsim = std::make_unique<FloatSim>(f, Rounding::Nearest);
             epoch += sp.epochs;

@@ -59,14 +59,29 @@ BatchNorm2d* foldedBatchNorm(Model& model, std::size_t convLayer)
     return bn && dynamic_cast<Conv2d*>(&model.layer(convLayer)) ? bn : nullptr;
 }
 
-QuantSim::QuantSim(Model& model, const PrecisionConfig& cfg, const NumberFormat& weightFormat)
-    : m_model(model), m_cfg(cfg), m_wfmt(weightFormat),
+namespace {
+PrecisionPlan planFor(const PrecisionConfig& cfg, const NumberFormat& weightFormat, bool usePlan)
+{
+    PrecisionPlan p = cfg.plan(weightFormat.name);
+    if (!usePlan) p.layers.clear();
+    return p;
+}
+// Activations of a layer with weights in `w`: integer weights use the plan's activation format,
+// float and MX weights keep their own format on activations (as before plans), fp32 stays float.
+const NumberFormat* activationFormatFor(const LayerPrecision& p)
+{
+    const NumberFormat& w = findFormat(p.format);
+    if (w.kind == FormatKind::Float32) return nullptr;
+    return needsScale(w) ? &findFormat(p.activationFormat) : &w;
+}
+} // namespace
+
+QuantSim::QuantSim(Model& model, const PrecisionConfig& cfg, const NumberFormat& weightFormat, bool usePlan)
+    : m_model(model), m_cfg(cfg), m_plan(planFor(cfg, weightFormat, usePlan)), m_wfmt(weightFormat),
       m_afmt(needsScale(weightFormat) ? findFormat(cfg.activationFormat) : weightFormat),
       m_actCal(parseCalibration(cfg.activationCalibration))
 {
-    if (weightFormat.kind == FormatKind::Float32) throw ConfigError("quantization needs a format other than fp32");
-    m_wq = std::make_unique<WeightQuantizer>(m_wfmt, parseGranularity(cfg.granularity), parseCalibration(cfg.calibration),
-                                             parseRounding(cfg.rounding), cfg.percentile);
+    checkPlan(m_plan, model);
     // Targets: every Conv2d / Linear. A Conv2d followed by BatchNorm2d is quantized in folded form.
     for (std::size_t i = 0; i < model.size(); ++i) {
         Layer& l = model.layer(i);
@@ -88,8 +103,82 @@ QuantSim::QuantSim(Model& model, const PrecisionConfig& cfg, const NumberFormat&
         }
     }
     for (Fold& f : m_folds) m_targets[f.target].weight = &f.folded; // stable addresses from here on
+
+    // Group the targets by their weight settings; fp32 targets join no group.
+    const Rounding rounding = parseRounding(cfg.rounding);
+    for (std::size_t t = 0; t < m_targets.size(); ++t) {
+        m_prec.push_back(m_plan.forLayer(m_targets[t].layer));
+        const LayerPrecision& p = m_prec.back();
+        m_tfmt.push_back(&findFormat(p.format));
+        m_group.push_back(-1);
+        m_slot.push_back(0);
+        if (m_tfmt.back()->kind == FormatKind::Float32) continue;
+        // Granularity and calibration only matter to integer formats.
+        const bool integer = needsScale(*m_tfmt.back());
+        long g = 0;
+        for (; g < static_cast<long>(m_groups.size()); ++g) {
+            const LayerPrecision& q = m_prec[m_groups[g].members.front()];
+            if (q.format == p.format && (!integer || (q.granularity == p.granularity && q.calibration == p.calibration))) break;
+        }
+        if (g == static_cast<long>(m_groups.size())) {
+            Group grp;
+            grp.wq = std::make_unique<WeightQuantizer>(*m_tfmt.back(), parseGranularity(p.granularity),
+                                                       parseCalibration(p.calibration), rounding, cfg.percentile);
+            m_groups.push_back(std::move(grp));
+        }
+        m_group.back() = g;
+        m_slot.back() = m_groups[g].members.size();
+        m_groups[g].members.push_back(t);
+        m_groups[g].targets.push_back(m_targets[t]);
+    }
+    if (m_groups.empty())
+        throw ConfigError(m_targets.empty() ? "quantization needs a model with Conv2d or Linear layers"
+                                            : "quantization needs a format other than fp32 for at least one layer");
     m_points = activationQuantPoints(model);
+    assignActivationFormats();
     resetActivationObservers();
+}
+
+void QuantSim::assignActivationFormats()
+{
+    const LayerPrecision fallback = m_plan.defaults;
+    const NumberFormat* defaultFmt = activationFormatFor(fallback);
+    std::vector<long> targetOfLayer(m_model.size(), -1);
+    for (std::size_t t = 0, i = 0; i < m_model.size(); ++i) {
+        const LayerKind k = m_model.layer(i).kind();
+        if (k == LayerKind::Conv2d || k == LayerKind::Linear) targetOfLayer[i] = static_cast<long>(t++);
+    }
+    m_pfmt.assign(m_model.size() + 1, nullptr);
+    // Input: the first quantized layer's activation format.
+    for (std::size_t t = 0; t < m_targets.size(); ++t)
+        if (m_group[t] >= 0) {
+            m_pfmt[0] = activationFormatFor(m_prec[t]);
+            break;
+        }
+    for (std::size_t i = 0; i < m_model.size(); ++i) {
+        if (!m_points[i]) continue;
+        // Walk up through single-input layers to the Conv2d/Linear that owns this point.
+        std::size_t j = i;
+        long owner = -1;
+        for (;;) {
+            if (targetOfLayer[j] >= 0) {
+                owner = targetOfLayer[j];
+                break;
+            }
+            const LayerKind k = m_model.layer(j).kind();
+            const auto& in = m_model.inputsOf(j);
+            if (k == LayerKind::Add || in.size() != 1 || in[0] == 0) break;
+            j = in[0] - 1;
+        }
+        m_pfmt[i + 1] = owner >= 0 ? activationFormatFor(m_prec[static_cast<std::size_t>(owner)]) : defaultFmt;
+    }
+}
+
+const QuantParams& QuantSim::weightParams(std::size_t target) const
+{
+    static const QuantParams none;
+    const long g = m_group.at(target);
+    return g < 0 ? none : m_groups[static_cast<std::size_t>(g)].wq->weightParams(m_slot[target]);
 }
 
 QuantSim::~QuantSim() { clearWeights(); }
@@ -99,16 +188,15 @@ void QuantSim::resetActivationObservers()
     m_act.clear();
     m_act.resize(m_model.size() + 1);
     m_actMask.assign(m_model.size() + 1, {});
-    if (!needsScale(m_afmt)) return; // float activations: plain rounding, no observer
-    m_act[0] = std::make_unique<ActivationQuantizer>(m_afmt, m_actCal);
-    for (std::size_t i = 0; i < m_points.size(); ++i)
-        if (m_points[i]) m_act[i + 1] = std::make_unique<ActivationQuantizer>(m_afmt, m_actCal);
+    for (std::size_t p = 0; p < m_pfmt.size(); ++p)
+        if (m_pfmt[p] && needsScale(*m_pfmt[p])) m_act[p] = std::make_unique<ActivationQuantizer>(*m_pfmt[p], m_actCal);
 }
 
 void QuantSim::quantizeWeights(Rounding rounding, std::uint64_t rngKey)
 {
     // Folded form: w_f = w * s, s = gamma / sqrt(running_var + eps), per output channel.
     for (Fold& f : m_folds) {
+        if (m_group[f.target] < 0) continue;
         const std::size_t C = f.conv->outChannels(), row = f.conv->weight().value.numel() / C;
         f.factor.resize(C);
         for (std::size_t c = 0; c < C; ++c) {
@@ -117,10 +205,14 @@ void QuantSim::quantizeWeights(Rounding rounding, std::uint64_t rngKey)
                 f.folded.value[c * row + j] = f.conv->weight().value[c * row + j] * f.factor[c];
         }
     }
-    m_wq->setRounding(rounding);
-    m_wq->apply(m_targets, rngKey);
+    // The first group keeps the run's key, so a uniform plan rounds exactly as before plans.
+    for (std::size_t g = 0; g < m_groups.size(); ++g) {
+        m_groups[g].wq->setRounding(rounding);
+        m_groups[g].wq->apply(m_groups[g].targets, g == 0 ? rngKey : streamKey(rngKey, 0x706c616eull, g));
+    }
     // Back to the unfolded parameter: conv(x, fq(w s)) / s == conv(x, fq(w s) / s).
     for (Fold& f : m_folds) {
+        if (m_group[f.target] < 0) continue;
         Param& w = f.conv->weight();
         const std::size_t C = f.conv->outChannels(), row = w.value.numel() / C;
         w.override.resize(w.value.shape());
@@ -145,18 +237,31 @@ void QuantSim::clearWeights()
 void QuantSim::maskWeightGradients()
 {
     // d fq(w s)/s / dw = mask (the s cancels), so folded targets take the conv's gradient.
-    for (Fold& f : m_folds) f.folded.grad.values() = f.conv->weight().grad.values();
-    m_wq->maskGradients(m_targets);
-    for (Fold& f : m_folds) f.conv->weight().grad.values() = f.folded.grad.values();
+    for (Fold& f : m_folds)
+        if (m_group[f.target] >= 0) f.folded.grad.values() = f.conv->weight().grad.values();
+    for (Group& g : m_groups) g.wq->maskGradients(g.targets);
+    for (Fold& f : m_folds)
+        if (m_group[f.target] >= 0) f.conv->weight().grad.values() = f.folded.grad.values();
 }
 
-std::vector<LayerStats> QuantSim::stats(std::size_t epoch) { return m_wq->stats(epoch, m_targets); }
+std::vector<LayerStats> QuantSim::stats(std::size_t epoch)
+{
+    // In model order; layers kept FP32 have none.
+    std::vector<std::vector<LayerStats>> per(m_groups.size());
+    for (std::size_t g = 0; g < m_groups.size(); ++g) per[g] = m_groups[g].wq->stats(epoch, m_groups[g].targets);
+    std::vector<LayerStats> out;
+    for (std::size_t t = 0; t < m_targets.size(); ++t)
+        if (m_group[t] >= 0) out.push_back(std::move(per[static_cast<std::size_t>(m_group[t])][m_slot[t]]));
+    return out;
+}
 
 void QuantSim::quantizeActivation(std::size_t point, Tensor& y, bool training)
 {
     if (!m_actsEnabled) return;
-    if (!needsScale(m_afmt)) {
-        roundToFormat(y.values(), m_afmt, Rounding::Nearest);
+    const NumberFormat* f = m_pfmt[point];
+    if (!f) return; // stays float
+    if (!needsScale(*f)) {
+        roundToFormat(y.values(), *f, Rounding::Nearest);
         return;
     }
     ActivationQuantizer& q = *m_act[point];

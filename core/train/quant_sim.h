@@ -3,6 +3,14 @@
 // BatchNorm folded into the preceding convolution as in Jacob et al. 2018) and, as LayerHooks,
 // the activations at the model input and after every compute block (conv/linear[+bn][+relu]).
 // Straight-through estimator: gradients pass inside each clip range and are zero outside it.
+// A PrecisionPlan (PrecisionConfig::plan) sets each Conv2d/Linear's weight format, granularity,
+// calibration and output activation format; targets that share all three weight settings share
+// one WeightQuantizer (so "global" means one scale over those layers). A layer kept FP32 keeps
+// its float weights and its output activation stays float; the activation it reads stays on the
+// grid of the layer that produced it (as the integer engine hands a float layer a dequantized
+// tensor). Activation points belong to the Conv2d/Linear upstream of them through BatchNorm,
+// ReLU, pooling, flatten and dropout; an Add's output takes the plan's default; the model input
+// takes the activation format of the first quantized layer.
 #pragma once
 
 #include "nn/model.h"
@@ -11,6 +19,7 @@
 #include "quant/observer.h"
 #include "quant/weight_quantizer.h"
 #include "train/events.h"
+#include "quant/precision_plan.h"
 #include "train/precision_config.h"
 
 #include <memory>
@@ -32,7 +41,10 @@ Conv2d* foldableConv(Model& model, std::size_t bnLayer);
 
 class QuantSim final : public LayerHooks {
 public:
-    QuantSim(Model& model, const PrecisionConfig& cfg, const NumberFormat& weightFormat);
+    // weightFormat: the plan's default weight format (cfg.format, or progressive's phase format).
+    // usePlan = false ignores cfg.layers (progressive's phases before the last). Throws
+    // ConfigError when the plan does not fit the model (checkPlan) or quantizes nothing.
+    QuantSim(Model& model, const PrecisionConfig& cfg, const NumberFormat& weightFormat, bool usePlan = true);
     ~QuantSim() override;
 
     // Writes fake-quantized weights into the overrides (and remembers STE masks).
@@ -57,11 +69,20 @@ public:
     // quantizeWeights, the BN folding factors, and the activation quantizers: point 0 = model
     // input, point i+1 = output of layer i (null where activations are not quantized).
     const std::vector<WeightTarget>& weightTargets() const { return m_targets; }
-    const QuantParams& weightParams(std::size_t target) const { return m_wq->weightParams(target); }
+    // Empty for a target kept FP32 (and for float/MX formats before the first quantizeWeights).
+    const QuantParams& weightParams(std::size_t target) const;
     const ActivationQuantizer* activationQuantizer(std::size_t point) const { return m_act.at(point).get(); }
     const std::vector<bool>& activationPoints() const { return m_points; }
+    // The plan's default weight and activation formats.
     const NumberFormat& weightFormat() const { return m_wfmt; }
     const NumberFormat& activationFormat() const { return m_afmt; }
+    const PrecisionPlan& plan() const { return m_plan; }
+    // Target i's precision and weight format (fp32 = kept in float).
+    const LayerPrecision& targetPrecision(std::size_t target) const { return m_prec.at(target); }
+    const NumberFormat& targetFormat(std::size_t target) const { return *m_tfmt.at(target); }
+    // The format activation point p is quantized to (0 = input, i+1 = output of layer i), or
+    // null where it stays float (not a point, or the output of a layer kept FP32).
+    const NumberFormat* pointFormat(std::size_t point) const { return m_pfmt.at(point); }
 
     void onInput(Tensor& x, const RunContext& ctx) override;
     void afterForward(std::size_t layer, Layer& l, Tensor& y, const RunContext& ctx) override;
@@ -75,15 +96,28 @@ private:
         std::vector<float> factor;
         std::size_t target; // index in m_targets
     };
+    // Targets sharing one (format, granularity, calibration): one WeightQuantizer.
+    struct Group {
+        std::unique_ptr<WeightQuantizer> wq;
+        std::vector<std::size_t> members; // indices into m_targets
+        std::vector<WeightTarget> targets;
+    };
     void quantizeActivation(std::size_t point, Tensor& y, bool training);
+    void assignActivationFormats();
 
     Model& m_model;
     PrecisionConfig m_cfg;
+    PrecisionPlan m_plan;
     const NumberFormat& m_wfmt;
     const NumberFormat& m_afmt;
     Calibration m_actCal;
-    std::unique_ptr<WeightQuantizer> m_wq;
+    std::vector<Group> m_groups;
     std::vector<WeightTarget> m_targets;
+    std::vector<LayerPrecision> m_prec;        // per target
+    std::vector<const NumberFormat*> m_tfmt;   // per target
+    std::vector<long> m_group;                 // per target: its group, -1 = kept FP32
+    std::vector<std::size_t> m_slot;           // per target: index within its group
+    std::vector<const NumberFormat*> m_pfmt;   // per activation point
     std::vector<Fold> m_folds;
     std::vector<bool> m_points;
     std::vector<std::unique_ptr<ActivationQuantizer>> m_act; // [0] = input, [i+1] = after layer i
