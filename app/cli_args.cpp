@@ -33,6 +33,7 @@ Args::Args(const std::vector<std::string>& argv, const std::set<std::string>& va
                 value = argv[++i];
             }
             m_values[flag] = value;
+            m_all[flag].push_back(value);
         } else {
             throw UsageError("unknown option " + flag + " (see --help)");
         }
@@ -43,6 +44,12 @@ std::string Args::str(const std::string& flag, const std::string& def) const
 {
     const auto it = m_values.find(flag);
     return it == m_values.end() ? def : it->second;
+}
+
+std::vector<std::string> Args::all(const std::string& flag) const
+{
+    const auto it = m_all.find(flag);
+    return it == m_all.end() ? std::vector<std::string>{} : it->second;
 }
 
 std::uint64_t Args::u64(const std::string& flag, std::uint64_t def, std::uint64_t min, std::uint64_t max) const

@@ -26,7 +26,9 @@ public:
          const std::set<std::string>& switches);
 
     bool has(const std::string& flag) const { return m_values.count(flag) || m_switches.count(flag); }
-    std::string str(const std::string& flag, const std::string& def) const;
+    std::string str(const std::string& flag, const std::string& def) const; // the last value given
+    // Every value of a repeatable flag, in command-line order.
+    std::vector<std::string> all(const std::string& flag) const;
     std::uint64_t u64(const std::string& flag, std::uint64_t def, std::uint64_t min = 0,
                       std::uint64_t max = UINT64_MAX) const;
     double f64(const std::string& flag, double def, double min, double max) const;
@@ -34,6 +36,7 @@ public:
 
 private:
     std::map<std::string, std::string> m_values;
+    std::map<std::string, std::vector<std::string>> m_all;
     std::set<std::string> m_switches;
     std::vector<std::string> m_positional;
 };

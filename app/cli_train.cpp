@@ -6,6 +6,7 @@
 #include "quant/format.h"
 #include "quant/granularity.h"
 #include "quant/observer.h"
+#include "quant/precision_plan.h"
 #include "quant/rounding.h"
 #include "analysis/model_export.h"
 #include "io/model_source.h"
@@ -79,6 +80,14 @@ const char* const kTrainHelp =
     "                       sets --epochs to the schedule's total\n"
     "  --blend-steps N      progressive: steps over which formats are blended (default 100)\n"
     "  --bn-freeze-epoch N  qat: freeze BatchNorm statistics from epoch N (default never)\n"
+    "per-layer plan (ptq, qat, progressive's last phase; the options above are its default):\n"
+    "  --plan FILE          a JSON plan (docs/PLANS.md); explicit --format, --granularity,\n"
+    "                       --calibration, --act-format override its default\n"
+    "  --layer NAME=FORMAT[:GRANULARITY]\n"
+    "                       one layer's weight format (repeatable), e.g. fc1=int4:channel,\n"
+    "                       conv1=int2:group:16, fc2=fp32\n"
+    "  --keep-fp32 NAME[,NAME]\n"
+    "                       keep these layers in float (weights and output activation)\n"
     "output:\n"
     "  --json               JSON Lines on stdout: {\"event\":\"start\",...}, per epoch one\n"
     "                       {\"event\":\"layer_stats\",...} per quantized layer and one\n"
@@ -134,6 +143,29 @@ void validateNames(const PrecisionConfig& pc)
     if (pc.strategy == Strategy::Progressive) parseSchedule(pc.schedule);
 }
 
+// --plan, --layer, --keep-fp32 into pc.layers; the plan file's default gives the whole-model
+// options that were not given explicitly.
+void applyPlanFlags(const Args& args, PrecisionConfig& pc)
+{
+    PrecisionPlan plan = pc.plan();
+    plan.source.clear();
+    if (args.has("--plan")) {
+        plan = readPlanFile(args.str("--plan", ""), plan.defaults);
+        if (args.has("--format")) plan.defaults.format = pc.format;
+        if (args.has("--granularity")) plan.defaults.granularity = pc.granularity;
+        if (args.has("--calibration")) plan.defaults.calibration = pc.calibration;
+        if (args.has("--act-format")) plan.defaults.activationFormat = pc.activationFormat;
+    }
+    for (const std::string& spec : args.all("--layer")) applyLayerSpec(plan, spec);
+    for (const std::string& names : args.all("--keep-fp32")) applyKeepFp32(plan, names);
+    pc.format = plan.defaults.format;
+    pc.granularity = plan.defaults.granularity;
+    pc.calibration = plan.defaults.calibration;
+    pc.activationFormat = plan.defaults.activationFormat;
+    pc.layers = plan.layers;
+    pc.planSource = plan.source;
+}
+
 nlohmann::json finiteOrNull(double v)
 {
     if (!std::isfinite(v)) return nullptr;
@@ -142,7 +174,7 @@ nlohmann::json finiteOrNull(double v)
 
 class CliObserver final : public TrainObserver {
 public:
-    CliObserver(bool json, bool progress) : m_json(json), m_progress(progress) {}
+    CliObserver(bool json, bool progress, nlohmann::json plan) : m_json(json), m_progress(progress), m_plan(std::move(plan)) {}
 
     void onStart(const StartEvent& e) override
     {
@@ -152,6 +184,7 @@ public:
                                 {"epochs", e.epochs},      {"steps_per_epoch", e.stepsPerEpoch},
                                 {"train_images", e.trainImages}, {"test_images", e.testImages},
                                 {"threads", e.threads}};
+            if (!m_plan.is_null()) j["plan"] = m_plan;
             emit(j);
         }
     }
@@ -274,6 +307,7 @@ private:
     }
 
     bool m_json, m_progress;
+    nlohmann::json m_plan; // null for strategies without a plan
     StartEvent m_start;
     std::chrono::steady_clock::time_point m_lastDraw{};
 };
@@ -287,7 +321,8 @@ int runTrain(const std::vector<std::string>& argv)
                      "--weight-decay", "--threads", "--seed", "--train-limit", "--test-limit", "--validation",
                      "--strategy", "--format", "--granularity", "--rounding", "--calibration", "--act-calibration",
                      "--act-format", "--percentile", "--calib-images", "--schedule", "--blend-steps",
-                     "--bn-freeze-epoch", "--export", "--init", "--normalize", "--image-shape", "--resize", "--test-fraction"},
+                     "--bn-freeze-epoch", "--export", "--init", "--normalize", "--image-shape", "--resize", "--test-fraction",
+                     "--plan", "--layer", "--keep-fp32"},
                     {"--json", "--help", "--nesterov", "--quiet", "--reinit"});
     if (args.has("--help")) {
         std::fputs(kTrainHelp, stdout);
@@ -337,6 +372,7 @@ int runTrain(const std::vector<std::string>& argv)
     pc.schedule = args.str("--schedule", pc.schedule);
     pc.blendSteps = args.u64("--blend-steps", pc.blendSteps, 0, 100000000);
     pc.bnFreezeEpoch = args.u64("--bn-freeze-epoch", 0, 0, 10000);
+    applyPlanFlags(args, pc);
     if (pc.strategy == Strategy::Progressive) {
         const std::size_t given = cfg.epochs;
         cfg.epochsFromSchedule();
@@ -361,7 +397,11 @@ int runTrain(const std::vector<std::string>& argv)
 
     const bool json = args.has("--json");
     const bool progress = !args.has("--quiet") && ::isatty(STDERR_FILENO);
-    CliObserver obs(json, progress);
+    const Strategy st = cfg.precision.strategy;
+    nlohmann::json planJson;
+    if (st == Strategy::Ptq || st == Strategy::Qat || (st == Strategy::Progressive && !cfg.precision.layers.empty()))
+        planJson = nlohmann::json::parse(planToJson(cfg.precision.plan()));
+    CliObserver obs(json, progress, std::move(planJson));
     StopToken stop;
     g_stop = &stop;
     std::signal(SIGINT, onSigint);

@@ -17,6 +17,7 @@
 #include "util/errors.h"
 
 #include <algorithm>
+#include <optional>
 #include <cctype>
 #include <cmath>
 #include <limits>
@@ -36,20 +37,38 @@ bool endsWith(const std::string& s, const std::string& suffix)
     return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-// The number format an integer export would use, or null when the run exports as FP32.
-const NumberFormat* exportWeightFormat(const TrainConfig& cfg)
+// The plan an integer export would use (progressive: its last phase), or nullopt when the run
+// exports as FP32 (every layer fp32, or a strategy that keeps FP32 masters).
+std::optional<PrecisionPlan> exportPlan(const TrainConfig& cfg)
 {
     const PrecisionConfig& p = cfg.precision;
     std::string name;
     if (p.strategy == Strategy::Ptq || p.strategy == Strategy::Qat) name = p.format;
     else if (p.strategy == Strategy::Progressive) name = parseSchedule(p.schedule).back().format;
-    else return nullptr;
-    const NumberFormat& f = findFormat(name);
-    if (f.kind == FormatKind::Float32) return nullptr;
-    if (!needsScale(f))
-        throw ConfigError("export writes integer or FP32 models; " + name +
-                          " weights have no exported form (use an integer format such as int8 or int4)");
-    return &f;
+    else return std::nullopt;
+    PrecisionPlan plan = p.plan(name);
+    if (p.strategy == Strategy::Progressive && !needsScale(findFormat(name))) plan.layers.clear();
+    bool anyQuantized = !plan.defaults.keepFp32();
+    for (const LayerOverride& o : plan.layers) anyQuantized = anyQuantized || (o.format && *o.format != "fp32");
+    if (!anyQuantized) return std::nullopt;
+    auto check = [&](const std::string& f, const std::string& who) {
+        const NumberFormat& nf = findFormat(f);
+        if (nf.kind != FormatKind::Float32 && !needsScale(nf))
+            throw ConfigError("export writes integer or FP32 layers; " + who + " " + f +
+                              " weights have no exported form (use an integer format such as int8 or int4, or fp32)");
+    };
+    check(plan.defaults.format, "the default's");
+    for (const LayerOverride& o : plan.layers)
+        if (o.format) check(*o.format, "layer '" + o.layer + "':");
+    return plan;
+}
+
+// Every precision a plan gives a layer (the default's and each entry's).
+std::vector<std::pair<std::string, LayerPrecision>> planPrecisions(const PrecisionPlan& plan)
+{
+    std::vector<std::pair<std::string, LayerPrecision>> v{{"the default", plan.defaults}};
+    for (const LayerOverride& o : plan.layers) v.emplace_back("layer '" + o.layer + "'", plan.forLayer(o.layer));
+    return v;
 }
 
 ActivationQuant activationOf(const ActivationQuantizer* q, const NumberFormat& f, const std::string& where)
@@ -65,6 +84,22 @@ ActivationQuant activationOf(const ActivationQuantizer* q, const NumberFormat& f
     a.scale = p.scale.at(0);
     a.zeroPoint = p.zeroPoint.at(0);
     return a;
+}
+
+// A layer kept FP32 in an integer model: its float weights (folded when `factor` is given).
+StoredTensor floatWeights(const Param& w, const std::vector<float>* factor)
+{
+    StoredTensor t;
+    t.name = "weight";
+    t.shape = w.value.shape();
+    t.encoding = TensorEncoding::Float32;
+    t.values = w.value.values();
+    if (factor) {
+        const std::size_t C = t.shape.at(0), row = t.values.size() / C;
+        for (std::size_t c = 0; c < C; ++c)
+            for (std::size_t j = 0; j < row; ++j) t.values[c * row + j] *= (*factor)[c];
+    }
+    return t;
 }
 
 StoredTensor intWeights(const Param& w, const QuantParams& qp, const NumberFormat& f, const std::string& layer)
@@ -104,7 +139,9 @@ StoredTensor intBias(const std::vector<float>& b, const StoredTensor& w, float i
     StoredTensor t;
     t.name = "bias";
     t.shape = {b.size()};
-    if (w.layout == ScaleLayout::Group) {
+    // Group scales, float weights or a float input (after a layer kept FP32): no single
+    // accumulator scale, so the bias stays float.
+    if (w.encoding != TensorEncoding::Int || w.layout == ScaleLayout::Group || !(inScale > 0.0f)) {
         t.encoding = TensorEncoding::Float32;
         t.values = b;
         return t;
@@ -146,17 +183,22 @@ ExportFormat exportFormatFor(const std::string& path)
 void checkExportable(const TrainConfig& cfg, const std::string& path)
 {
     const ExportFormat fmt = exportFormatFor(path);
-    const NumberFormat* wf = exportWeightFormat(cfg);
-    if (!wf) return; // FP32 export
-    const NumberFormat& af = findFormat(cfg.precision.activationFormat);
-    if (!needsScale(af))
-        throw ConfigError("integer export needs integer activations, not " + af.name + " (use --act-format uint8 or int8)");
-    if (fmt == ExportFormat::Onnx) {
-        if (!wf->isSigned || !wf->symmetric || wf->bits > 8)
-            throw ConfigError("ONNX QDQ export needs signed symmetric weights of at most 8 bits, not " + wf->name);
-        if (parseGranularity(cfg.precision.granularity).kind == GranularityKind::Group)
-            throw ConfigError("ONNX QuantizeLinear (opset 13) has no group-wise scales; use --granularity channel or tensor, or export .qsm");
-        if (af.bits != 8) throw ConfigError("ONNX QDQ export needs int8 or uint8 activations, not " + af.name);
+    const std::optional<PrecisionPlan> plan = exportPlan(cfg);
+    if (!plan) return; // FP32 export
+    for (const auto& [who, p] : planPrecisions(*plan)) {
+        if (p.keepFp32()) continue;
+        const NumberFormat& wf = findFormat(p.format);
+        const NumberFormat& af = findFormat(p.activationFormat);
+        if (!needsScale(af))
+            throw ConfigError("integer export needs integer activations, not " + af.name + " (" + who +
+                              "; use --act-format uint8 or int8)");
+        if (fmt != ExportFormat::Onnx) continue;
+        if (!wf.isSigned || !wf.symmetric || wf.bits > 8)
+            throw ConfigError("ONNX QDQ export needs signed symmetric weights of at most 8 bits, not " + wf.name + " (" + who + ")");
+        if (parseGranularity(p.granularity).kind == GranularityKind::Group)
+            throw ConfigError("ONNX QuantizeLinear (opset 13) has no group-wise scales (" + who +
+                              "); use --granularity channel or tensor, or export .qsm");
+        if (af.bits != 8) throw ConfigError("ONNX QDQ export needs int8 or uint8 activations, not " + af.name + " (" + who + ")");
     }
 }
 
@@ -165,7 +207,12 @@ ExportedModel exportQuantizedModel(Model& model, const QuantSim& sim, const std:
 {
     const NumberFormat& wf = sim.weightFormat();
     const NumberFormat& af = sim.activationFormat();
-    if (!needsScale(wf)) throw ConfigError("integer export needs an integer weight format, not " + wf.name);
+    const std::vector<WeightTarget>& targets = sim.weightTargets();
+    for (std::size_t t = 0; t < targets.size(); ++t) {
+        const NumberFormat& f = sim.targetFormat(t);
+        if (f.kind != FormatKind::Float32 && !needsScale(f))
+            throw ConfigError("integer export needs integer (or fp32) weights; layer '" + targets[t].layer + "' is " + f.name);
+    }
     ExportedModel m;
     m.modelName = modelName;
     const Shape& in = model.inputShape();
@@ -179,10 +226,16 @@ ExportedModel exportQuantizedModel(Model& model, const QuantSim& sim, const std:
     m.weightFormat = wf.name;
     m.activationFormat = af.name;
     m.granularity = granularity;
+    if (!sim.plan().uniform()) { // informative: the format of every layer
+        std::string per;
+        for (std::size_t t = 0; t < targets.size(); ++t)
+            per += (per.empty() ? "" : ", ") + targets[t].layer + " " + sim.targetPrecision(t).format;
+        m.weightFormat = "per-layer (" + (per.size() > 200 ? per.substr(0, 197) + "..." : per) + ")";
+    }
     m.quantized = true;
-    m.inputQuant = activationOf(sim.activationQuantizer(0), af, "model input");
+    if (!sim.pointFormat(0)) throw ConfigError("integer export needs the model input quantized (no layer is quantized)");
+    m.inputQuant = activationOf(sim.activationQuantizer(0), *sim.pointFormat(0), "model input");
     const std::vector<bool>& points = sim.activationPoints();
-    const std::vector<WeightTarget>& targets = sim.weightTargets();
     // Model activation -> stored activation (-1: a conv output folded away with its BatchNorm),
     // and the scale each activation is on (pass-through layers keep their input's).
     std::vector<long> actMap(model.size() + 1, -1);
@@ -213,7 +266,13 @@ ExportedModel exportQuantizedModel(Model& model, const QuantSim& sim, const std:
             l.stride = c->stride();
             l.padding = c->padding();
             l.groups = c->groups();
-            StoredTensor w = intWeights(*t.weight, sim.weightParams(target), wf, l.name);
+            const bool fp32 = sim.targetFormat(target).kind == FormatKind::Float32;
+            std::vector<float> foldFactor;
+            if (bn && fp32)
+                for (std::size_t ch = 0; ch < c->outChannels(); ++ch)
+                    foldFactor.push_back(bn->gamma().value[ch] / std::sqrt(bn->runningVar()[ch] + bn->eps()));
+            StoredTensor w = fp32 ? floatWeights(c->weight(), bn ? &foldFactor : nullptr)
+                                  : intWeights(*t.weight, sim.weightParams(target), sim.targetFormat(target), l.name);
             std::vector<float> bias = c->hasBias() ? c->bias().forwardValue().values()
                                                    : std::vector<float>(c->outChannels(), 0.0f);
             if (bn) {
@@ -236,7 +295,9 @@ ExportedModel exportQuantizedModel(Model& model, const QuantSim& sim, const std:
             if (t.layer != l.name) throw Error("internal error: weight targets out of order at '" + l.name + "'");
             l.inFeatures = f->inFeatures();
             l.outFeatures = f->outFeatures();
-            StoredTensor w = intWeights(*t.weight, sim.weightParams(target), wf, l.name);
+            const bool fp32 = sim.targetFormat(target).kind == FormatKind::Float32;
+            StoredTensor w = fp32 ? floatWeights(*t.weight, nullptr)
+                                  : intWeights(*t.weight, sim.weightParams(target), sim.targetFormat(target), l.name);
             const std::vector<float> bias = t.bias ? t.bias->forwardValue().values() : f->bias().value.values();
             StoredTensor b = intBias(bias, w, inScale);
             l.tensors = {std::move(w), std::move(b)};
@@ -255,9 +316,12 @@ ExportedModel exportQuantizedModel(Model& model, const QuantSim& sim, const std:
             l.dropout = d->p();
         }
         float outScale = inScale;
-        if (points.at(pointLayer)) {
-            l.outputQuant = activationOf(sim.activationQuantizer(pointLayer + 1), af, "output of '" + model.layer(pointLayer).name() + "'");
+        if (points.at(pointLayer) && sim.pointFormat(pointLayer + 1)) {
+            l.outputQuant = activationOf(sim.activationQuantizer(pointLayer + 1), *sim.pointFormat(pointLayer + 1),
+                                         "output of '" + model.layer(pointLayer).name() + "'");
             outScale = l.outputQuant->scale;
+        } else if (points.at(pointLayer)) {
+            outScale = 0.0f; // float: the output of a layer kept FP32
         }
         m.layers.push_back(std::move(l));
         const long stored = static_cast<long>(m.layers.size());
@@ -274,8 +338,7 @@ ExportedModel exportedModelOf(Trainer& trainer)
     const Dataset& data = trainer.data();
     PrecisionStrategy& st = trainer.strategy();
     QuantSim* sim = st.quantSim();
-    const NumberFormat* wf = exportWeightFormat(cfg);
-    if (wf && sim) {
+    if (exportPlan(cfg) && sim) {
         st.prepareExport(data, cfg.evalBatchSize);
         return exportQuantizedModel(trainer.model(), *sim, cfg.model, data, strategyInfo(cfg.precision.strategy).name,
                                     parseGranularity(cfg.precision.granularity).name());

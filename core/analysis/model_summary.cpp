@@ -8,6 +8,7 @@
 #include "nn/linear.h"
 #include "nn/maxpool2d.h"
 #include "nn/model_zoo.h"
+#include "quant/plan_size.h"
 #include "train/quant_sim.h"
 #include "util/errors.h"
 
@@ -23,12 +24,6 @@ std::uint64_t numelOf(const Shape& perImage) { return shapeNumel(perImage); }
 // Per-image shape: drop the batch dimension of a batch-1 shape.
 Shape perImage(const Shape& s) { return s.empty() ? s : Shape(s.begin() + 1, s.end()); }
 
-// Int8 bytes of a Conv2d/Linear with `weights` elements and `outputs` output channels.
-std::uint64_t int8ComputeBytes(std::uint64_t weights, std::uint64_t outputs, bool hasBias)
-{
-    return weights * 1 + (hasBias ? outputs * 4 : 0) + outputs * 4 /* float32 scale per channel */;
-}
-
 } // namespace
 
 ModelSummary summarizeModel(Model& model)
@@ -40,16 +35,15 @@ ModelSummary summarizeModel(Model& model)
     const std::vector<Shape> acts = model.activationShapes(1);
     s.classes = acts.empty() ? 0 : numelOf(perImage(acts.back()));
 
-    // BatchNorms that fold into their convolution at integer export, and the convolutions that
-    // gain a bias from them.
-    std::vector<bool> bnFolded(model.size(), false), convGainsBias(model.size(), false);
+    // BatchNorms that fold into their convolution at integer export.
+    std::vector<bool> bnFolded(model.size(), false);
     for (std::size_t i = 0; i < model.size(); ++i) {
         if (model.layer(i).kind() != LayerKind::BatchNorm2d) continue;
-        if (foldableConv(model, i)) {
-            bnFolded[i] = true;
-            convGainsBias[model.inputsOf(i)[0] - 1] = true;
-        }
+        bnFolded[i] = foldableConv(model, i) != nullptr;
     }
+
+    // Int8 sizes: quant/plan_size's rule for a uniform int8 channel-wise plan.
+    const PlanSize int8Size = planSize(model, PrecisionPlan{});
 
     s.layers.reserve(model.size());
     for (std::size_t i = 0; i < model.size(); ++i) {
@@ -70,14 +64,13 @@ ModelSummary summarizeModel(Model& model)
             const std::uint64_t k = c.kernel();
             // outH * outW * outC * (inC / groups) * k * k
             r.macs = outN * (c.inChannels() / c.groups()) * k * k;
-            const std::uint64_t weights = std::uint64_t{c.outChannels()} * (c.inChannels() / c.groups()) * k * k;
-            r.int8Bytes = int8ComputeBytes(weights, c.outChannels(), c.hasBias() || convGainsBias[i]);
+            r.int8Bytes = int8Size.layerBytes[i];
             break;
         }
         case LayerKind::Linear: {
             const auto& f = dynamic_cast<const Linear&>(layer);
             r.macs = std::uint64_t{f.inFeatures()} * f.outFeatures();
-            r.int8Bytes = int8ComputeBytes(std::uint64_t{f.inFeatures()} * f.outFeatures(), f.outFeatures(), true);
+            r.int8Bytes = int8Size.layerBytes[i];
             break;
         }
         case LayerKind::BatchNorm2d: {
@@ -85,7 +78,7 @@ ModelSummary summarizeModel(Model& model)
             r.buffers = 2 * std::uint64_t{bn.channels()};
             r.elementwiseOps = 2 * outN;
             if (bnFolded[i]) r.foldedInto = model.layer(model.inputsOf(i)[0] - 1).name();
-            else r.int8Bytes = 4 * (r.params + r.buffers);
+            else r.int8Bytes = int8Size.layerBytes[i];
             break;
         }
         case LayerKind::ReLU:

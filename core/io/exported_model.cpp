@@ -273,9 +273,11 @@ void ExportedModel::validate(const std::string& source) const
         if (shapeNumel(s) > kMaxActivation) bad(source, id + " would produce " + std::to_string(shapeNumel(s)) + " values per image");
         if (quantized) {
             if (l.kind == LayerKind::BatchNorm2d) bad(source, id + ": an integer model has its BatchNorm folded");
-            if ((l.kind == LayerKind::Conv2d || l.kind == LayerKind::Linear)) {
-                if (l.tensors[0].encoding != TensorEncoding::Int) bad(source, id + ": an integer model needs integer weights");
-            }
+            // Conv2d/Linear weights are integer, or float for a layer a precision plan keeps FP32
+            // (its output then carries no quantization: it stays float).
+            if ((l.kind == LayerKind::Conv2d || l.kind == LayerKind::Linear) && l.tensors[0].encoding != TensorEncoding::Int &&
+                l.outputQuant)
+                bad(source, id + ": a layer kept FP32 (float weights) carries output quantization");
             if (l.outputQuant) checkActivation(*l.outputQuant, id + " output quantization", source);
         } else {
             if (l.outputQuant) bad(source, id + ": an FP32 model carries activation quantization");
