@@ -129,8 +129,7 @@ void checkOnnxWeights(const StoredLayer& l)
         throw ConfigError(id + ": ONNX QDQ export needs signed weights of at most 8 bits (int8 initializers)");
     for (std::int32_t z : w.zeroPoints)
         if (z != 0) throw ConfigError(id + ": ONNX QDQ export needs symmetric weights (zero point 0)");
-    if (l.tensors.size() < 2 || l.tensors[1].encoding != TensorEncoding::Int)
-        throw ConfigError(id + ": the bias is not stored as int32");
+    if (l.tensors.size() < 2) throw ConfigError(id + ": an integer layer needs its bias (int32, or float after a float input)");
 }
 
 void setShape(onnx::ValueInfoProto* v, const std::string& name, const std::vector<std::int64_t>& dims)
@@ -266,10 +265,16 @@ std::vector<std::uint8_t> encodeOnnx(const ExportedModel& source)
         case LayerKind::Conv2d:
         case LayerKind::Linear: {
             std::vector<std::string> ins{in(0)};
-            if (m.quantized) {
+            // A layer a precision plan keeps FP32 is a plain float op inside the QDQ graph.
+            if (m.quantized && l.tensors.at(0).encoding == TensorEncoding::Int) {
                 checkOnnxWeights(l);
                 ins.push_back(b.dequantized(l.name + ".weight", l.tensors[0]));
-                ins.push_back(b.dequantized(l.name + ".bias", l.tensors[1]));
+                if (l.tensors[1].encoding == TensorEncoding::Int) {
+                    ins.push_back(b.dequantized(l.name + ".bias", l.tensors[1]));
+                } else { // reads a float activation: no accumulator scale, a float bias
+                    ins.push_back(l.name + ".bias");
+                    b.floats(ins.back(), dimsOf(l.tensors[1].shape), l.tensors[1].values);
+                }
             } else {
                 for (const StoredTensor& t : l.tensors) {
                     ins.push_back(l.name + "." + t.name);

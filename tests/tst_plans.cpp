@@ -1,0 +1,481 @@
+// Per-layer precision plans: JSON and CLI-spec parsing, every bad plan refused with a ConfigError
+// naming the file, the layer and the valid choices; QuantSim under a plan (an int4 layer on its
+// int4 grid, a layer kept FP32 bit-equal to its float weights and with a float output); a PTQ
+// export whose .qsm tensors carry each layer's bits and reads back; the ONNX QDQ export of a mixed
+// plan in onnxruntime against QuantScope's reference; and the plan size against hand-computed bytes.
+#include "data/idx.h"
+#include "infer/model_runner.h"
+#include "io/onnx_io.h"
+#include "io/qsm.h"
+#include "nn/batchnorm2d.h"
+#include "nn/conv2d.h"
+#include "quant/plan_size.h"
+#include "quant/precision_plan.h"
+#include "util/errors.h"
+
+#include <tbb/task_arena.h> // before Qt: TBB's profiling.h has a member named emit
+
+#include "onnx/export_fixtures.h"
+
+#include <QProcess>
+#include <QtTest>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+using namespace quantscope;
+namespace fs = std::filesystem;
+
+namespace {
+
+// onnxruntime fuses Q/DQ into integer kernels that round once per activation, where the fake-quant
+// reference rounds the float result (tst_onnx's tolerances for the same comparison).
+constexpr double kMinQdqAgreement = 0.99;
+constexpr double kQdqMeanOutputDiff = 1e-3;
+// The .qsm's runner against the fake-quant simulation it came from: the stored int32 biases sit on
+// the accumulator grid where the simulation fake-quantizes them on the weight grid.
+constexpr double kMinSimAgreement = 0.98;
+
+QString nodeModules()
+{
+    const char* cache = std::getenv("QS_NODE_CACHE");
+    const std::string dir = cache && *cache ? cache : std::string(std::getenv("HOME") ? std::getenv("HOME") : "/root") + "/.cache/quantscope/node";
+    return QString::fromStdString(dir + "/node_modules");
+}
+bool haveOrt() { return fs::exists((nodeModules() + "/onnxruntime-node/package.json").toStdString()); }
+
+std::vector<float> ortOutputs(const std::string& model, const std::string& images)
+{
+    QProcessEnvironment env = QProcessEnvironment::systemEnvironment();
+    env.insert("NODE_PATH", nodeModules());
+    QProcess p;
+    p.setProcessEnvironment(env);
+    p.start("node", {QStringLiteral(QS_TEST_DATA "/../onnx/run_ort.js"), QString::fromStdString(model), QString::fromStdString(images), "--outputs"});
+    p.waitForFinished(300000);
+    if (p.exitCode() != 0) qWarning("onnxruntime failed: %s", p.readAllStandardError().constData());
+    std::vector<float> v;
+    for (const QString& line : QString::fromUtf8(p.readAllStandardOutput()).split('\n', Qt::SkipEmptyParts))
+        for (const QString& x : line.split(',')) v.push_back(x.toFloat());
+    return v;
+}
+
+std::vector<float> referenceOutputs(const ExportedModel& m, const LabeledImages& set, std::string* description = nullptr)
+{
+    ModelRunner r(m, RunnerOptions{});
+    if (description) *description = r.description();
+    std::vector<float> out(set.size() * m.classes);
+    std::vector<std::int32_t> pred(set.size());
+    for (std::size_t b = 0; b < set.size(); b += 100) {
+        const std::size_t n = std::min<std::size_t>(100, set.size() - b);
+        r.predict(set.pixels.data() + b * set.imageBytes(), n, pred.data() + b, out.data() + b * m.classes);
+    }
+    return out;
+}
+
+std::vector<std::int32_t> argmaxOf(const std::vector<float>& v, std::size_t k)
+{
+    std::vector<std::int32_t> p;
+    for (std::size_t i = 0; i + k <= v.size(); i += k)
+        p.push_back(static_cast<std::int32_t>(std::max_element(v.begin() + static_cast<long>(i), v.begin() + static_cast<long>(i + k)) -
+                                              v.begin() - static_cast<long>(i)));
+    return p;
+}
+
+double agreement(const std::vector<std::int32_t>& a, const std::vector<std::int32_t>& b)
+{
+    std::size_t same = 0;
+    for (std::size_t i = 0; i < std::min(a.size(), b.size()); ++i) same += a[i] == b[i];
+    return a.empty() ? 0.0 : static_cast<double>(same) / static_cast<double>(a.size());
+}
+
+// seed-cnn (conv1, conv2, fc1, fc2) quantized by PTQ under `layers` over an int8 channel default.
+struct Planned {
+    std::unique_ptr<Model> model;
+    std::unique_ptr<QuantSim> sim;
+};
+
+Planned ptqWithPlan(const Dataset& data, const std::vector<LayerOverride>& layers, const std::string& preset = "seed-cnn")
+{
+    Planned p;
+    p.model = makeModel(preset, 1, 28, 28, 10, 3);
+    PrecisionConfig pc;
+    pc.strategy = Strategy::Ptq;
+    pc.activationCalibration = "minmax";
+    pc.layers = layers;
+    p.sim = std::make_unique<QuantSim>(*p.model, pc, findFormat(pc.format));
+    p.sim->quantizeWeights(Rounding::Nearest, 0);
+    p.sim->calibrate(data, data.train, data.train.size(), 64);
+    p.sim->setObserving(false);
+    return p;
+}
+
+LayerOverride entry(const std::string& layer, const std::string& format, const std::string& granularity = "")
+{
+    LayerOverride o;
+    o.layer = layer;
+    o.format = format;
+    if (!granularity.empty()) o.granularity = granularity;
+    return o;
+}
+
+const Param& weightOf(Model& m, const std::string& layer)
+{
+    for (std::size_t i = 0; i < m.size(); ++i)
+        if (m.layer(i).name() == layer)
+            for (Param* p : m.layer(i).params())
+                if (p->isWeight) return *p;
+    throw std::runtime_error("no layer " + layer);
+}
+
+std::size_t layerIndex(const Model& m, const std::string& name)
+{
+    for (std::size_t i = 0; i < m.size(); ++i)
+        if (m.layer(i).name() == name) return i;
+    throw std::runtime_error("no layer " + name);
+}
+
+} // namespace
+
+class TestPlans : public QObject {
+    Q_OBJECT
+private slots:
+    void initTestCase();
+    void cleanupTestCase();
+    void parsesPlans();
+    void roundTripsJson();
+    void layerSpecs();
+    void refusesBadPlans_data();
+    void refusesBadPlans();
+    void refusesBadSpecs_data();
+    void refusesBadSpecs();
+    void planNeedsAQuantizingStrategy();
+    void int4AndFp32LayersGetExactlyThoseWeights();
+    void uniformPlanIsTodaysQuantization();
+    void ptqPlanExportsQsmWithEachLayersBits();
+    void mixedPlanRunsInOnnxruntime();
+    void sizeAgainstHandComputedBytes();
+    void sizeFoldsBatchNorm();
+
+private:
+    Dataset m_data;
+    std::string m_dir;
+};
+
+void TestPlans::initTestCase()
+{
+    m_data = fixtures::syntheticDataset(256, 200);
+    m_dir = fixtures::tempDir("plans");
+}
+
+void TestPlans::cleanupTestCase() { fs::remove_all(m_dir); }
+
+void TestPlans::parsesPlans()
+{
+    const std::string text = R"({"version":1,
+        "default":{"format":"int8","granularity":"tensor","act_format":"int8"},
+        "layers":{"conv1":{"format":"int4","granularity":"group:3","calibration":"mse"},
+                  "fc1":"int2:channel", "fc2":{"keep_fp32":true}, "conv2":"uint4"}})";
+    const PrecisionPlan p = parsePlanJson(text, "p.json");
+    QCOMPARE(p.defaults.granularity, std::string("tensor"));
+    QCOMPARE(p.forLayer("conv1").format, std::string("int4"));
+    QCOMPARE(p.forLayer("conv1").granularity, std::string("group:3"));
+    QCOMPARE(p.forLayer("conv1").calibration, std::string("mse"));
+    QCOMPARE(p.forLayer("conv1").activationFormat, std::string("int8")); // from the default
+    QCOMPARE(p.forLayer("fc1").format, std::string("int2"));
+    QCOMPARE(p.forLayer("fc1").granularity, std::string("channel"));
+    QVERIFY(p.forLayer("fc2").keepFp32());
+    QCOMPARE(p.forLayer("conv2").format, std::string("uint4"));
+    QCOMPARE(p.forLayer("conv2").granularity, std::string("tensor")); // a string without granularity keeps the default's
+    QCOMPARE(p.forLayer("not-named"), p.defaults);
+    auto m = makeModel("seed-cnn", 1, 28, 28, 10, 1);
+    checkPlan(p, *m); // fits: no throw
+    QCOMPARE(planLayerNames(*m), (std::vector<std::string>{"conv1", "conv2", "fc1", "fc2"}));
+}
+
+void TestPlans::roundTripsJson()
+{
+    PrecisionPlan p;
+    p.defaults.format = "int4";
+    p.defaults.calibration = "mse";
+    applyLayerSpec(p, "fc1=int2:group:8");
+    applyKeepFp32(p, "fc2,conv1");
+    const std::string path = m_dir + "/rt.json";
+    writePlanFile(path, p);
+    const PrecisionPlan back = readPlanFile(path);
+    QCOMPARE(back.defaults, p.defaults);
+    QCOMPARE(back.layers.size(), p.layers.size());
+    for (const char* l : {"conv1", "conv2", "fc1", "fc2"}) QCOMPARE(back.forLayer(l), p.forLayer(l));
+}
+
+void TestPlans::layerSpecs()
+{
+    PrecisionPlan p;
+    applyLayerSpec(p, "fc1=int4");
+    applyLayerSpec(p, "layer2.conv1=int2:group:16");
+    applyLayerSpec(p, "fc1=int3"); // the last one wins; its granularity stays the default's
+    applyKeepFp32(p, "fc2");
+    QCOMPARE(p.forLayer("fc1").format, std::string("int3"));
+    QCOMPARE(p.forLayer("fc1").granularity, std::string("channel"));
+    QCOMPARE(p.forLayer("layer2.conv1").granularity, std::string("group:16"));
+    QVERIFY(p.forLayer("fc2").keepFp32());
+    QCOMPARE(p.layers.size(), std::size_t{3});
+}
+
+void TestPlans::refusesBadPlans_data()
+{
+    QTest::addColumn<QString>("json");
+    QTest::addColumn<QStringList>("mentions"); // every piece must be in the message
+    QTest::newRow("not json") << R"({"layers": )" << QStringList{"bad.json", "not valid JSON"};
+    QTest::newRow("unknown top key") << R"({"layer":{}})" << QStringList{"bad.json", "unknown key 'layer'", "default, layers"};
+    QTest::newRow("version") << R"({"version":2})" << QStringList{"bad.json", "version"};
+    QTest::newRow("layers not object") << R"({"layers":["fc1"]})" << QStringList{"bad.json", "\"layers\" must be an object"};
+    QTest::newRow("unknown layer") << R"({"layers":{"fc3":"int4"}})" << QStringList{"bad.json", "layer 'fc3'", "conv1, conv2, fc1, fc2"};
+    QTest::newRow("not a weight layer") << R"({"layers":{"relu1":"int4"}})" << QStringList{"bad.json", "layer 'relu1'", "conv1, conv2, fc1, fc2"};
+    QTest::newRow("unknown format") << R"({"layers":{"fc1":{"format":"int1"}}})"
+                                    << QStringList{"bad.json", "layer 'fc1'", "unknown format 'int1'", "int2", "mxfp4"};
+    QTest::newRow("unknown default format") << R"({"default":{"format":"fp64"}})" << QStringList{"bad.json", "default", "'fp64'", "int8"};
+    QTest::newRow("unknown granularity") << R"({"layers":{"fc1":"int4:row"}})"
+                                         << QStringList{"bad.json", "layer 'fc1'", "granularity 'row'", "group:N"};
+    QTest::newRow("group too large") << R"({"layers":{"conv1":"int4:group:16"}})"
+                                     << QStringList{"bad.json", "layer 'conv1'", "group size 16", "rows of 9", "group:1..group:9"};
+    QTest::newRow("unknown calibration") << R"({"layers":{"fc1":{"calibration":"entropy"}}})"
+                                         << QStringList{"bad.json", "layer 'fc1'", "calibration 'entropy'", "mse"};
+    QTest::newRow("block activation") << R"({"layers":{"fc1":{"act_format":"mxfp4"}}})"
+                                      << QStringList{"bad.json", "layer 'fc1'", "mxfp4", "uint8"};
+    QTest::newRow("unknown layer key") << R"({"layers":{"fc1":{"bits":4}}})"
+                                       << QStringList{"bad.json", "layer 'fc1'", "unknown key 'bits'", "act_format"};
+    QTest::newRow("wrong type") << R"({"layers":{"fc1":4}})" << QStringList{"bad.json", "layer 'fc1'", "expected an object"};
+}
+
+void TestPlans::refusesBadPlans()
+{
+    QFETCH(QString, json);
+    QFETCH(QStringList, mentions);
+    const std::string path = m_dir + "/bad.json";
+    std::ofstream(path) << json.toStdString();
+    auto m = makeModel("seed-cnn", 1, 28, 28, 10, 1);
+    QString message;
+    try {
+        checkPlan(readPlanFile(path), *m);
+    } catch (const ConfigError& e) {
+        message = e.what();
+    }
+    QVERIFY2(!message.isEmpty(), "no ConfigError");
+    for (const QString& s : mentions) QVERIFY2(message.contains(s), qPrintable("'" + s + "' missing from: " + message));
+}
+
+void TestPlans::refusesBadSpecs_data()
+{
+    QTest::addColumn<QString>("layer");
+    QTest::addColumn<QString>("keep");
+    QTest::addColumn<QString>("mention");
+    QTest::newRow("no =") << "fc1" << "" << "NAME=FORMAT";
+    QTest::newRow("no format") << "fc1=" << "" << "NAME=FORMAT";
+    QTest::newRow("bad format") << "fc1=int99" << "" << "unknown format 'int99'";
+    QTest::newRow("bad group") << "fc1=int4:group:0" << "" << "unknown granularity 'group:0'";
+    QTest::newRow("empty keep") << "" << "fc1,,fc2" << "NAME[,NAME]";
+}
+
+void TestPlans::refusesBadSpecs()
+{
+    QFETCH(QString, layer);
+    QFETCH(QString, keep);
+    QFETCH(QString, mention);
+    PrecisionPlan p;
+    QString message;
+    try {
+        if (!layer.isEmpty()) applyLayerSpec(p, layer.toStdString());
+        if (!keep.isEmpty()) applyKeepFp32(p, keep.toStdString());
+    } catch (const ConfigError& e) {
+        message = e.what();
+    }
+    QVERIFY2(message.contains(mention), qPrintable(message));
+}
+
+void TestPlans::planNeedsAQuantizingStrategy()
+{
+    PrecisionConfig pc;
+    pc.layers = {entry("fc1", "int4")};
+    for (Strategy s : {Strategy::Fp32, Strategy::Mixed, Strategy::LowPrecision}) {
+        pc.strategy = s;
+        QVERIFY_THROWS_EXCEPTION(ConfigError, pc.validate());
+    }
+    for (Strategy s : {Strategy::Ptq, Strategy::Qat, Strategy::Progressive}) {
+        pc.strategy = s;
+        pc.validate();
+    }
+    // Every layer kept FP32 quantizes nothing.
+    auto m = makeModel("seed-cnn", 1, 28, 28, 10, 1);
+    pc.strategy = Strategy::Ptq;
+    pc.layers.clear();
+    PrecisionPlan all;
+    applyKeepFp32(all, "conv1,conv2,fc1,fc2");
+    pc.layers = all.layers;
+    QVERIFY_THROWS_EXCEPTION(ConfigError, QuantSim(*m, pc, findFormat("int8")));
+}
+
+void TestPlans::int4AndFp32LayersGetExactlyThoseWeights()
+{
+    Planned p = ptqWithPlan(m_data, {entry("conv2", "int4"), entry("fc2", "fp32")});
+    Model& m = *p.model;
+    // fc2 kept FP32: the weights the forward pass uses are the float ones, bit for bit.
+    const Param& fc2 = weightOf(m, "fc2");
+    QVERIFY(!fc2.hasOverride);
+    QVERIFY(std::memcmp(fc2.forwardValue().data(), fc2.value.data(), fc2.value.numel() * sizeof(float)) == 0);
+    // conv2 at int4: every output channel on its own grid of at most 16 levels, q in [-8, 7].
+    const Param& conv2 = weightOf(m, "conv2");
+    QVERIFY(conv2.hasOverride);
+    const std::size_t rows = conv2.value.dim(0), row = conv2.value.numel() / rows;
+    const std::size_t t2 = 1; // conv2 is the second weight target
+    QCOMPARE(p.sim->weightTargets()[t2].layer, std::string("conv2"));
+    const QuantParams& qp = p.sim->weightParams(t2);
+    QCOMPARE(qp.qmin, -8);
+    QCOMPARE(qp.qmax, 7);
+    QCOMPARE(qp.scale.size(), rows);
+    for (std::size_t r = 0; r < rows; ++r) {
+        std::set<float> levels;
+        for (std::size_t j = 0; j < row; ++j) {
+            const float v = conv2.forwardValue()[r * row + j];
+            const float q = std::nearbyint(v / qp.scale[r]);
+            QVERIFY2(std::abs(v / qp.scale[r] - q) < 1e-3f && q >= -8.0f && q <= 7.0f,
+                     qPrintable(QString("conv2 weight %1 off the int4 grid (scale %2, zero point %3)").arg(v).arg(qp.scale[r]).arg(qp.zeroPoint[r])));
+            levels.insert(v);
+        }
+        QVERIFY(levels.size() <= 16);
+    }
+    // conv1 keeps the default (int8): more than 16 levels somewhere.
+    QCOMPARE(p.sim->weightParams(0).qmax, 127);
+    // Activations: fc2's output stays float, fc1's output (after relu) is quantized at uint8.
+    QVERIFY(p.sim->pointFormat(layerIndex(m, "fc2") + 1) == nullptr);
+    const std::size_t relu = static_cast<std::size_t>(m.soleConsumer(layerIndex(m, "fc1")));
+    QVERIFY(p.sim->pointFormat(relu + 1) != nullptr);
+    QCOMPARE(p.sim->pointFormat(relu + 1)->name, std::string("uint8"));
+    // Layer statistics: one per quantized layer, fc2 has none.
+    const std::vector<LayerStats> st = p.sim->stats(1);
+    QCOMPARE(st.size(), std::size_t{3});
+    QCOMPARE(st[1].layer, std::string("conv2"));
+    QCOMPARE(st[1].format, std::string("int4"));
+    QCOMPARE(st[2].layer, std::string("fc1"));
+    QCOMPARE(st[2].format, std::string("int8"));
+}
+
+void TestPlans::uniformPlanIsTodaysQuantization()
+{
+    // A plan whose entries repeat the default quantizes exactly as no plan.
+    Planned a = ptqWithPlan(m_data, {});
+    Planned b = ptqWithPlan(m_data, {entry("fc1", "int8", "channel")});
+    for (const char* l : {"conv1", "conv2", "fc1", "fc2"}) {
+        const Param &wa = weightOf(*a.model, l), &wb = weightOf(*b.model, l);
+        QVERIFY(std::memcmp(wa.forwardValue().data(), wb.forwardValue().data(), wa.value.numel() * sizeof(float)) == 0);
+    }
+}
+
+void TestPlans::ptqPlanExportsQsmWithEachLayersBits()
+{
+    Planned p = ptqWithPlan(m_data, {entry("conv1", "int8"), entry("conv2", "int4"), entry("fc1", "int2", "group:8"), entry("fc2", "fp32")});
+    const ExportedModel m = exportQuantizedModel(*p.model, *p.sim, "seed-cnn", m_data, "ptq", "channel");
+    const std::string path = m_dir + "/plan.qsm";
+    writeQsm(path, m);
+    const ExportedModel back = readQsm(path);
+    std::map<std::string, const StoredLayer*> byName;
+    for (const StoredLayer& l : back.layers) byName[l.name] = &l;
+    const StoredTensor& c1 = byName.at("conv1")->tensors[0];
+    const StoredTensor& c2 = byName.at("conv2")->tensors[0];
+    const StoredTensor& f1 = byName.at("fc1")->tensors[0];
+    const StoredTensor& f2 = byName.at("fc2")->tensors[0];
+    QCOMPARE(c1.encoding, TensorEncoding::Int);
+    QCOMPARE(c1.bits, 8);
+    QCOMPARE(c2.bits, 4);
+    QCOMPARE(c2.layout, ScaleLayout::Channel);
+    QCOMPARE(f1.bits, 2);
+    QCOMPARE(f1.layout, ScaleLayout::Group);
+    QCOMPARE(f1.groupSize, std::size_t{8});
+    QCOMPARE(f1.qmin, -2);
+    QCOMPARE(f1.qmax, 1);
+    QCOMPARE(f2.encoding, TensorEncoding::Float32);
+    QVERIFY(f2.values == weightOf(*p.model, "fc2").value.values()); // the float weights, unchanged
+    QVERIFY(!byName.at("fc2")->outputQuant);                          // fc2's output stays float
+    QVERIFY(byName.at("fc1")->outputQuant || byName.at("relu3")->outputQuant);
+
+    // The file runs (the integer engine refuses group scales and float weights and says so; the
+    // reference runs it) and agrees with the simulation it came from.
+    std::string runner;
+    const std::vector<float> fromFile = referenceOutputs(back, m_data.test, &runner);
+    QVERIFY2(QString::fromStdString(runner).contains("fake-quant reference"), runner.c_str());
+    std::vector<std::int32_t> simPred;
+    evaluate(*p.model, m_data, m_data.test, 100, p.sim.get(), &simPred);
+    const double agree = agreement(argmaxOf(fromFile, back.classes), simPred);
+    qInfo(".qsm (%s) vs the simulation: %.1f %% of %zu images agree", runner.c_str(), 100 * agree, simPred.size());
+    QVERIFY(agree >= kMinSimAgreement);
+}
+
+void TestPlans::mixedPlanRunsInOnnxruntime()
+{
+    if (!haveOrt()) QSKIP("onnxruntime-node is not installed (tests/onnx/install_ort.sh)");
+    Planned p = ptqWithPlan(m_data, {entry("conv1", "int8"), entry("conv2", "int4"), entry("fc1", "int2", "tensor"), entry("fc2", "fp32")});
+    const ExportedModel m = exportQuantizedModel(*p.model, *p.sim, "seed-cnn", m_data, "ptq", "channel");
+    const std::string path = m_dir + "/plan.onnx", images = m_dir + "/test-images-idx3-ubyte";
+    writeOnnx(path, m);
+    writeIdx(images, {static_cast<std::uint32_t>(m_data.test.size()), 28, 28}, m_data.test.pixels);
+    const std::vector<float> ort = ortOutputs(path, images), ref = referenceOutputs(m, m_data.test);
+    QCOMPARE(ort.size(), ref.size());
+    double sum = 0;
+    for (std::size_t i = 0; i < ref.size(); ++i) sum += std::abs(static_cast<double>(ort[i]) - ref[i]);
+    const double mean = sum / static_cast<double>(ref.size());
+    const double agree = agreement(argmaxOf(ort, m.classes), argmaxOf(ref, m.classes));
+    qInfo("mixed plan: onnxruntime vs fake-quant reference: argmax agrees on %.1f %%, mean |diff| %.2e", 100 * agree, mean);
+    QVERIFY(agree >= kMinQdqAgreement);
+    QVERIFY(mean <= kQdqMeanOutputDiff);
+}
+
+void TestPlans::sizeAgainstHandComputedBytes()
+{
+    auto m = fixtures::tinyModel(); // fc1 16->6, relu, fc2 6->10
+    PrecisionPlan p;                // default int8 channel
+    QCOMPARE(planSize(*m, p).bytes, std::uint64_t{(96 + 6 * 4 + 6 * 4) + (60 + 10 * 4 + 10 * 4)});
+
+    applyLayerSpec(p, "fc1=int4:channel");
+    applyKeepFp32(p, "fc2");
+    PlanSize s = planSize(*m, p);
+    // fc1: 96 weights at 4 bits = 48 bytes, 6 float scales, 6 int32 biases; fc2 float: 70 * 4.
+    QCOMPARE(s.layers.at(0).bytes, std::uint64_t{48 + 24 + 24});
+    QCOMPARE(s.layers.at(1).bytes, std::uint64_t{280});
+    QCOMPARE(s.bytes, std::uint64_t{96 + 280});
+    QCOMPARE(s.fp32Bytes, std::uint64_t{(96 + 6 + 60 + 10) * 4});
+    QCOMPARE(s.percentOfFp32, 100.0 * 376 / 688);
+    QCOMPARE(s.bitsPerWeight, 8.0 * (48 + 24 + 240) / 156);
+
+    applyLayerSpec(p, "fc1=uint2:group:5"); // rows of 16 in groups of 5: 4 slots a row; affine: + int32 zero points
+    s = planSize(*m, p);
+    QCOMPARE(s.layers.at(0).scaleSlots, std::uint64_t{24});
+    QCOMPARE(s.layers.at(0).bytes, std::uint64_t{24 + 24 * 8 + 24});
+
+    applyLayerSpec(p, "fc1=mxfp4"); // 96 elements at 4 bits + 3 block exponents; 6 biases at 4 bits (3 bytes) + 1 block
+    s = planSize(*m, p);
+    QCOMPARE(s.layers.at(0).bytes, std::uint64_t{48 + 3 + 3 + 1});
+
+    PrecisionPlan g; // global: one scale for both layers
+    g.defaults.granularity = "global";
+    s = planSize(*m, g);
+    QCOMPARE(s.bytes, std::uint64_t{96 + 60 + 4 + 16 * 4});
+}
+
+void TestPlans::sizeFoldsBatchNorm()
+{
+    // conv 1->2 3x3 without bias, BatchNorm2d(2) folded into it: the conv gains a 2-value bias.
+    Model m("conv-bn", Shape{1, 5, 5});
+    m.add(std::make_unique<Conv2d>("conv", 1, 2, 3, 1, 0, 1, false));
+    m.add(std::make_unique<BatchNorm2d>("bn", 2));
+    m.add(std::make_unique<Flatten>("flatten"));
+    m.add(std::make_unique<Linear>("fc", 18, 10));
+    m.initParams(1);
+    const PlanSize s = planSize(m, PrecisionPlan{});
+    QCOMPARE(s.layers.at(0).bytes, std::uint64_t{18 + 2 * 4 + 2 * 4});
+    QCOMPARE(s.layerBytes.at(1), std::uint64_t{0});
+    QCOMPARE(s.fp32Bytes, std::uint64_t{(18 + 2 + 2 + 2 + 2 + 180 + 10) * 4});
+}
+
+QTEST_GUILESS_MAIN(TestPlans)
+#include "tst_plans.moc"
