@@ -335,10 +335,6 @@ void MainWindow::onLayerStats(int id, const LayerStatsList& stats)
     RunPtr r = m_runs->runById(id);
     if (!r || stats.empty()) return;
     r->layerStats.push_back(stats);
-    long long scaleCount = 0;
-    for (const LayerStats& s : stats)
-        if (s.tensor == "weight") scaleCount += static_cast<long long>(s.scales.size());
-    if (r->hasStart && scaleCount > 0) r->modelBytes = modelBytes(r->config, r->start.parameters, scaleCount);
     m_runs->runChanged(id);
     if (std::find(m_shown.begin(), m_shown.end(), r) != m_shown.end()) {
         m_quantDirty = true;

@@ -1,5 +1,7 @@
 #include "quant_catalog.h"
 
+#include "quant/plan_size.h"
+
 #include "nn/model.h"
 #include "quant/format.h"
 #include "quant/granularity.h"
@@ -154,44 +156,9 @@ bool quantizesWeights(const TrainConfig& cfg)
     }
 }
 
-double modelBytes(const TrainConfig& cfg, std::size_t params, long long scaleSlots)
-{
-    const FormatChoice* f = formatChoice(storedFormat(cfg));
-    const int bits = f ? f->bits : 32;
-    double bytes = static_cast<double>(params) * bits / 8.0;
-    if (f && f->integer && scaleSlots > 0) bytes += 4.0 * static_cast<double>(scaleSlots);
-    if (f && f->mx && f->blockSize > 0) bytes += std::ceil(static_cast<double>(params) / f->blockSize);
-    return bytes;
-}
-
 double estimateModelBytes(const TrainConfig& cfg, Model& model)
 {
-    Model* m = &model;
-    const std::string& g = cfg.precision.granularity;
-    std::size_t groupSize = 0;
-    if (g.rfind("group", 0) == 0) {
-        const auto colon = g.find(':');
-        groupSize = colon == std::string::npos ? 32 : std::strtoul(g.c_str() + colon + 1, nullptr, 10);
-        if (groupSize == 0) groupSize = 32;
-    }
-    std::size_t params = 0;
-    long long scaleCount = 0;
-    bool anyLayer = false;
-    for (std::size_t i = 0; i < m->size(); ++i) {
-        bool layerHasWeight = false;
-        for (Param* p : m->layer(i).params()) {
-            params += p->value.numel();
-            if (!p->isWeight) continue;
-            layerHasWeight = true;
-            if (g == "channel") scaleCount += static_cast<long long>(p->value.dim(0));
-            else if (g == "tensor") scaleCount += 1;
-            else if (groupSize) scaleCount += static_cast<long long>((p->value.numel() + groupSize - 1) / groupSize);
-        }
-        if (layerHasWeight && g == "layer") scaleCount += 1;
-        anyLayer = anyLayer || layerHasWeight;
-    }
-    if (g == "global" && anyLayer) scaleCount = 1;
-    return modelBytes(cfg, params, scaleCount);
+    return static_cast<double>(planSize(model, cfg.precision.storedPlan()).bytes);
 }
 
 } // namespace quantscope

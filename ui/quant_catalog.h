@@ -51,11 +51,7 @@ QString storedFormat(const TrainConfig& cfg);
 // Whether a run of this config quantizes weights (and so reports quantized accuracy).
 bool quantizesWeights(const TrainConfig& cfg);
 
-// Model size in bytes for its stored format: params * bits / 8 + 4 bytes per scale (integer
-// formats) or + 1 byte per block of blockSize (MX formats).
-// `scaleSlots` < 0 means: estimate them from the model's weight shapes and the granularity.
-double modelBytes(const TrainConfig& cfg, std::size_t params, long long scaleSlots);
-// Counts the parameters and scale slots of `model` (its weight shapes and the granularity).
+// The model's stored size under the run's plan (quant/plan_size.h's rule; the runs table's Size).
 double estimateModelBytes(const TrainConfig& cfg, Model& model);
 
 } // namespace quantscope

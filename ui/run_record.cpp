@@ -1,5 +1,7 @@
 #include "run_record.h"
 
+#include "quant/precision_plan.h"
+
 #include "format_text.h"
 #include "quant_catalog.h"
 
@@ -270,6 +272,12 @@ QJsonObject configToJson(const TrainConfig& c)
                    {"bn_freeze_epoch", double(p.bnFreezeEpoch)},
                    {"blend_steps", double(p.blendSteps)},
                    {"percentile", double(p.percentile)}};
+    // The per-layer plan, as docs/PLANS.md's "layers" object (absent for a uniform run).
+    if (!p.layers.empty()) {
+        const QJsonObject plan = QJsonDocument::fromJson(QByteArray::fromStdString(planToJson(p.plan()))).object();
+        pj["layers"] = plan["layers"];
+        if (!p.planSource.empty()) pj["plan_file"] = str(p.planSource);
+    }
     return QJsonObject{{"model", str(c.model)},
                        {"model_file", str(c.modelFile)},
                        {"reinit_model", c.reinitModel},
@@ -323,6 +331,15 @@ TrainConfig configFromJson(const QJsonObject& o)
     pc.bnFreezeEpoch = count(p["bn_freeze_epoch"].toDouble(double(pc.bnFreezeEpoch)));
     pc.blendSteps = count(p["blend_steps"].toDouble(double(pc.blendSteps)));
     pc.percentile = static_cast<float>(p["percentile"].toDouble(pc.percentile));
+    if (p["layers"].isObject()) {
+        const QJsonObject plan{{"layers", p["layers"]}};
+        try {
+            pc.layers = parsePlanJson(QJsonDocument(plan).toJson(QJsonDocument::Compact).toStdString(), "run record").layers;
+            pc.planSource = sstr(p["plan_file"], "");
+        } catch (const std::exception&) {
+            pc.layers.clear(); // a hand-edited record: the run loads as uniform
+        }
+    }
     return c;
 }
 

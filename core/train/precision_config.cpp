@@ -1,5 +1,7 @@
 #include "train/precision_config.h"
 
+#include "quant/format.h"
+#include "train/strategy.h"
 #include "util/errors.h"
 
 namespace quantscope {
@@ -66,6 +68,40 @@ PrecisionPlan PrecisionConfig::plan(const std::string& weightFormat) const
     p.layers = layers;
     p.source = planSource;
     return p;
+}
+
+} // namespace quantscope
+
+namespace quantscope {
+
+PrecisionPlan PrecisionConfig::storedPlan() const
+{
+    switch (strategy) {
+    case Strategy::Fp32: {
+        PrecisionPlan p = plan("fp32");
+        p.layers.clear();
+        return p;
+    }
+    case Strategy::Progressive: {
+        std::string name = format;
+        try {
+            name = parseSchedule(schedule).back().format;
+        } catch (const ConfigError&) { // a schedule being typed: size the default format
+        }
+        PrecisionPlan p = plan(name);
+        bool integer = false;
+        for (const NumberFormat& f : numberFormats()) integer = integer || (f.name == name && needsScale(f));
+        if (!integer) p.layers.clear();
+        return p;
+    }
+    case Strategy::Mixed:
+    case Strategy::LowPrecision: {
+        PrecisionPlan p = plan();
+        p.layers.clear();
+        return p;
+    }
+    default: return plan();
+    }
 }
 
 } // namespace quantscope
