@@ -46,6 +46,7 @@ MainWindow::MainWindow(const MainWindowOptions& options, QWidget* parent)
     buildLayout();
     buildMenus();
     connectController();
+    refreshPlanModel();
 
     m_redraw.setSingleShot(true);
     m_redraw.setInterval(50); // at most 20 redraws per second, whatever the trainer's pace
@@ -98,6 +99,7 @@ void MainWindow::connectController()
             m_dockFittedToData = true;
             QTimer::singleShot(0, this, &MainWindow::fitDatasetDock);
         }
+        refreshPlanModel();
         statusBar()->showMessage(tr("Loaded %1: %2 training and %3 test images")
                                      .arg(QString::fromStdString(m_data->name), formatCount(double(m_data->train.size())),
                                           formatCount(double(m_data->test.size()))),

@@ -101,6 +101,9 @@ public slots:
     // Model summary (main_window_summary.cpp): of the preset picked in the Training dock for the
     // loaded dataset's image size, of a .qsm/.onnx file, or of any summary (e.g. a loaded model).
     void showModelSummary();
+    // Gives the Training dock's plan table the chosen model for the loaded dataset's images
+    // (rebuilt only when the model or the image shape changes).
+    void refreshPlanModel();
     void openModelSummaryFile();
     bool showModelSummaryOfFile(const QString& path);
     void showSummary(const quantscope::ModelSummary& s);
@@ -121,6 +124,7 @@ protected:
     static QIcon appIcon();
 
 private:
+    QString m_planModelKey;
     void buildActions();
     void buildLayout();
     void buildMenus();

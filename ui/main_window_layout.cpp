@@ -156,6 +156,7 @@ void MainWindow::buildLayout()
     resizeDocks({m_datasetDock}, {400}, Qt::Horizontal);
 
     connect(m_trainingPanel, &TrainingPanel::openModelFileRequested, this, &MainWindow::openModelFile);
+    connect(m_trainingPanel, &TrainingPanel::configChanged, this, &MainWindow::refreshPlanModel);
     connect(m_datasetPanel, &DatasetPanel::folderChosen, this, &MainWindow::openDatasetFolder);
     connect(m_datasetPanel, &DatasetPanel::filesChosen, this, &MainWindow::openDatasetFiles);
     connect(m_datasetPanel, &DatasetPanel::limitsChanged, this, [this] {

@@ -7,6 +7,8 @@
 #include "training_panel.h"
 
 #include "analysis/model_summary.h"
+#include "io/model_source.h"
+#include "nn/model_zoo.h"
 #include "util/errors.h"
 
 #include <QFileDialog>
@@ -44,6 +46,34 @@ void MainWindow::showModelSummary()
         showSummary(summarizePreset(preset, c, h, w, classes));
     } catch (const Error& e) {
         showError(tr("Cannot summarise %1: %2").arg(QString::fromStdString(preset), QString::fromUtf8(e.what())));
+    }
+}
+
+void MainWindow::refreshPlanModel()
+{
+    const TrainConfig& cfg = m_trainingPanel->config();
+    std::size_t c = 1, h = 28, w = 28, classes = 10;
+    if (m_data) {
+        c = m_data->channels();
+        h = m_data->height();
+        w = m_data->width();
+        classes = m_data->numClasses();
+    }
+    const QString key = QStringLiteral("%1|%2|%3x%4x%5|%6")
+                            .arg(QString::fromStdString(cfg.model), QString::fromStdString(cfg.modelFile))
+                            .arg(c)
+                            .arg(h)
+                            .arg(w)
+                            .arg(classes);
+    if (key == m_planModelKey) return;
+    m_planModelKey = key;
+    try {
+        std::shared_ptr<const Model> model =
+            cfg.modelFile.empty() ? std::shared_ptr<const Model>(makeModel(cfg.model, c, h, w, classes, cfg.seed))
+                                  : std::shared_ptr<const Model>(modelFromFile(cfg.modelFile, false)(Shape{c, h, w}, classes, cfg.seed));
+        m_trainingPanel->setPlanModel(std::move(model));
+    } catch (const Error&) {
+        m_trainingPanel->setPlanModel(nullptr); // the summary and training say why
     }
 }
 

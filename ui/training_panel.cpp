@@ -1,5 +1,7 @@
 #include "training_panel.h"
 
+#include "plan_table.h"
+
 #include "quant_catalog.h"
 
 #include "nn/model_zoo.h"
@@ -386,6 +388,16 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
     }
     precBox->setLayout(pg);
 
+    m_planBox = new QGroupBox(tr("Per-layer plan"));
+    m_planBox->setObjectName(QStringLiteral("planBox"));
+    m_planBox->setToolTip(tr("Each Conv2d/Linear layer's weight format, granularity and activation format; grey cells follow "
+                             "the options above. Sizes are the stored model's."));
+    m_planTable = new PlanTable;
+    auto* planLayout = new QVBoxLayout;
+    planLayout->addWidget(m_planTable);
+    m_planBox->setLayout(planLayout);
+    m_baseTips.insert(m_planBox, m_planBox->toolTip());
+
     auto* optBox = new QGroupBox(tr("Optimisation"));
     auto* og = grid();
     put(og, 0, 0, tr("&Optimizer"), m_optimizer);
@@ -405,6 +417,7 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
     auto* v = new QVBoxLayout(this);
     v->addWidget(modelBox);
     v->addWidget(precBox);
+    v->addWidget(m_planBox);
     v->addWidget(optBox);
     v->addLayout(buttons);
     v->addStretch(1);
@@ -438,6 +451,11 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
         }
     });
     connect(m_schedule, &ScheduleEditor::changed, this, changed);
+    connect(m_planTable, &PlanTable::planEdited, this, [this] {
+        if (m_initializing) return;
+        m_cfg.precision.layers = m_planTable->plan().layers;
+        emit configChanged();
+    });
 
     setConfig(defaultConfig());
 }
@@ -632,7 +650,13 @@ void TrainingPanel::updateApplicability()
     }
     setApplies(m_epochs, !progressive,
                tr("a progressive run lasts the sum of its schedule's epochs (%1).").arg(m_schedule->totalEpochs()));
+    const bool plans = p.strategy == Strategy::Ptq || p.strategy == Strategy::Qat || progressive;
+    setApplies(m_planBox, plans, tr("per-layer plans apply to PTQ, QAT and progressive's last phase; sizes show the "
+                                    "stored model."));
+    m_planTable->setPlan(p.storedPlan());
 }
+
+void TrainingPanel::setPlanModel(std::shared_ptr<const Model> model) { m_planTable->setModel(std::move(model)); }
 
 void TrainingPanel::setRunning(bool running)
 {

@@ -6,6 +6,8 @@
 
 #include "train/trainer.h"
 
+#include <memory>
+
 #include <QHash>
 #include <QWidget>
 
@@ -16,6 +18,7 @@ class QLabel;
 class QLineEdit;
 class QPushButton;
 class QSpinBox;
+class QGroupBox;
 class QVBoxLayout;
 
 namespace quantscope {
@@ -45,6 +48,8 @@ private:
     bool m_initializing = false;
 };
 
+class PlanTable;
+
 class TrainingPanel : public QWidget {
     Q_OBJECT
 public:
@@ -66,6 +71,9 @@ public:
     // The input normalisation typed by the user ("MEAN,STD", see Normalization::parse), or empty
     // for the dataset's statistics.
     QString normalizeText() const;
+    // The per-layer plan table (its rows are the layers of the model set here by the main window).
+    PlanTable* planTable() const { return m_planTable; }
+    void setPlanModel(std::shared_ptr<const Model> model);
 
 public slots:
     // Asks the main window for a model file (emits openModelFileRequested).
@@ -118,6 +126,8 @@ private:
     QPushButton* m_pause;
     QPushButton* m_stop;
     QPushButton* m_summary;
+    QGroupBox* m_planBox;
+    PlanTable* m_planTable;
 };
 
 } // namespace quantscope
