@@ -155,6 +155,8 @@ private slots:
     void uniformPlanIsTodaysQuantization();
     void ptqPlanExportsQsmWithEachLayersBits();
     void mixedPlanRunsInOnnxruntime();
+    void qatAndProgressiveHonourThePlan_data();
+    void qatAndProgressiveHonourThePlan();
     void sizeAgainstHandComputedBytes();
     void sizeFoldsBatchNorm();
 
@@ -428,6 +430,60 @@ void TestPlans::mixedPlanRunsInOnnxruntime()
     qInfo("mixed plan: onnxruntime vs fake-quant reference: argmax agrees on %.1f %%, mean |diff| %.2e", 100 * agree, mean);
     QVERIFY(agree >= kMinQdqAgreement);
     QVERIFY(mean <= kQdqMeanOutputDiff);
+}
+
+namespace {
+struct StatsLog final : TrainObserver {
+    std::vector<LayerStats> last;
+    void onLayerStats(const std::vector<LayerStats>& s) override { last = s; }
+};
+} // namespace
+
+void TestPlans::qatAndProgressiveHonourThePlan_data()
+{
+    QTest::addColumn<QString>("strategy");
+    QTest::addColumn<QString>("schedule");
+    QTest::addColumn<QString>("defaultFormat"); // the format of layers the plan does not name
+    QTest::newRow("qat") << "qat" << "" << "int8";
+    QTest::newRow("progressive, plan in the last phase") << "progressive" << "int8:1,int4:1" << "int4";
+}
+
+void TestPlans::qatAndProgressiveHonourThePlan()
+{
+    QFETCH(QString, strategy);
+    QFETCH(QString, schedule);
+    QFETCH(QString, defaultFormat);
+    TrainConfig cfg;
+    cfg.model = "seed-cnn";
+    cfg.threads = 2;
+    cfg.epochs = 1;
+    cfg.precision.strategy = parseStrategy(strategy.toStdString());
+    if (!schedule.isEmpty()) {
+        cfg.precision.schedule = schedule.toStdString();
+        cfg.epochsFromSchedule();
+    }
+    cfg.precision.layers = {entry("fc1", "int2"), entry("fc2", "fp32")};
+    StatsLog log;
+    Trainer t(cfg, m_data, &log);
+    t.run();
+    // The last epoch's statistics: fc1 at int2, the unnamed layers at the default, fc2 absent.
+    std::map<std::string, std::string> formats;
+    for (const LayerStats& s : log.last) formats[s.layer] = s.format;
+    QCOMPARE(formats.size(), std::size_t{3});
+    QCOMPARE(formats["fc1"], std::string("int2"));
+    QCOMPARE(formats["conv1"], defaultFormat.toStdString());
+    QVERIFY(!formats.count("fc2"));
+    // The export: each layer at its bits, fc2 in float.
+    QuantSim* sim = t.strategy().quantSim();
+    QVERIFY(sim);
+    t.strategy().prepareExport(m_data, 100);
+    const ExportedModel m = exportQuantizedModel(t.model(), *sim, "seed-cnn", m_data, strategy.toStdString(), "channel");
+    std::map<std::string, const StoredTensor*> w;
+    for (const StoredLayer& l : m.layers)
+        if (!l.tensors.empty()) w[l.name] = &l.tensors[0];
+    QCOMPARE(w.at("fc1")->bits, 2);
+    QCOMPARE(w.at("conv2")->bits, findFormat(defaultFormat.toStdString()).bits);
+    QCOMPARE(w.at("fc2")->encoding, TensorEncoding::Float32);
 }
 
 void TestPlans::sizeAgainstHandComputedBytes()
