@@ -6,10 +6,13 @@
 #include "analysis/model_summary.h"
 #include "io/model_source.h"
 #include "nn/model_zoo.h"
+#include "quant/plan_size.h"
+#include "quant/precision_plan.h"
 
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <optional>
 #include <cstdio>
 #include <string>
 
@@ -26,6 +29,12 @@ const char* const kInfoHelp =
     "  --input-shape CxHxW  presets: the input image (default 1x28x28; C <= 16, H, W <= 256)\n"
     "  --classes N          presets: outputs of the last layer (default 10)\n"
     "  --json               one JSON object on stdout\n"
+    "size under a precision plan (docs/PLANS.md; presets and FP32 files):\n"
+    "  --format F, --granularity G   the plan's default (default int8, channel)\n"
+    "  --plan FILE          a JSON plan\n"
+    "  --layer NAME=FORMAT[:GRANULARITY]  one layer's format (repeatable)\n"
+    "  --keep-fp32 NAME[,NAME]       layers kept in float\n"
+    "                       prints each layer's bytes and bits per weight, the total, % of FP32\n"
     "  -h, --help           this text\n"
     "\n"
     "MACs: Conv2d outH*outW*outC*(inC/groups)*k*k, Linear in*out, other layers 0 (their\n"
@@ -100,6 +109,36 @@ std::string bytesText(std::uint64_t b)
     char buf[64];
     std::snprintf(buf, sizeof buf, "%.1f KB (%s bytes)", static_cast<double>(b) / 1024.0, withCommas(b).c_str());
     return buf;
+}
+
+nlohmann::json planJson(const PlanSize& p)
+{
+    nlohmann::json layers = nlohmann::json::array();
+    for (const LayerSize& l : p.layers)
+        layers.push_back({{"name", l.layer},
+                          {"format", l.format},
+                          {"granularity", l.granularity},
+                          {"weights", l.weights},
+                          {"bytes", l.bytes},
+                          {"fp32_bytes", l.fp32Bytes},
+                          {"bits_per_weight", l.bitsPerWeight}});
+    return {{"layers", layers},
+            {"bytes", p.bytes},
+            {"fp32_bytes", p.fp32Bytes},
+            {"percent_of_fp32", p.percentOfFp32},
+            {"bits_per_weight", p.bitsPerWeight}};
+}
+
+void printPlan(const PlanSize& p)
+{
+    std::size_t w = 5;
+    for (const LayerSize& l : p.layers) w = std::max(w, l.layer.size());
+    std::printf("Plan: %-*s  %-8s  %-12s  %12s  %11s\n", static_cast<int>(w), "Layer", "Weights", "Granularity", "Bytes", "Bits/weight");
+    for (const LayerSize& l : p.layers)
+        std::printf("      %-*s  %-8s  %-12s  %12s  %11.2f\n", static_cast<int>(w), l.layer.c_str(), l.format.c_str(),
+                    l.granularity.empty() ? "-" : l.granularity.c_str(), withCommas(l.bytes).c_str(), l.bitsPerWeight);
+    std::printf("Plan size: %s, %.1f %% of FP32, %.2f bits per weight\n", bytesText(p.bytes).c_str(), p.percentOfFp32,
+                p.bitsPerWeight);
 }
 
 nlohmann::json toJson(const ModelSummary& s)
@@ -197,7 +236,8 @@ void printTable(const ModelSummary& s)
 
 int runInfo(const std::vector<std::string>& argv)
 {
-    const Args args(argv, {"--input-shape", "--classes"}, {"--json", "--help"});
+    const Args args(argv, {"--input-shape", "--classes", "--plan", "--layer", "--keep-fp32", "--format", "--granularity"},
+                    {"--json", "--help"});
     if (args.has("--help")) {
         std::fputs(kInfoHelp, stdout);
         return kExitOk;
@@ -210,8 +250,31 @@ int runInfo(const std::vector<std::string>& argv)
     const Shape in = parseInputShape(args.str("--input-shape", "1x28x28"));
     const std::size_t classes = args.u64("--classes", 10, 2, 100000);
     const ModelSummary s = summarize(spec, in[0], in[1], in[2], classes);
-    if (args.has("--json")) std::fputs((toJson(s).dump() + "\n").c_str(), stdout);
-    else printTable(s);
+    std::optional<PlanSize> plan;
+    if (args.has("--plan") || args.has("--layer") || args.has("--keep-fp32") || args.has("--format") || args.has("--granularity")) {
+        PrecisionPlan p;
+        p.defaults.format = args.str("--format", p.defaults.format);
+        p.defaults.granularity = args.str("--granularity", p.defaults.granularity);
+        if (args.has("--plan")) {
+            p = readPlanFile(args.str("--plan", ""), p.defaults);
+            if (args.has("--format")) p.defaults.format = args.str("--format", "");
+            if (args.has("--granularity")) p.defaults.granularity = args.str("--granularity", "");
+        }
+        for (const std::string& spec : args.all("--layer")) applyLayerSpec(p, spec);
+        for (const std::string& names : args.all("--keep-fp32")) applyKeepFp32(p, names);
+        const std::unique_ptr<Model> model =
+            file ? modelFromFile(spec, false)(Shape{s.inputShape}, s.classes, 1) : makeModel(spec, in[0], in[1], in[2], classes, 1);
+        checkPlan(p, *model);
+        plan = planSize(*model, p);
+    }
+    if (args.has("--json")) {
+        nlohmann::json j = toJson(s);
+        if (plan) j["plan"] = planJson(*plan);
+        std::fputs((j.dump() + "\n").c_str(), stdout);
+    } else {
+        printTable(s);
+        if (plan) printPlan(*plan);
+    }
     return kExitOk;
 }
 

@@ -5,6 +5,8 @@
 
 #include <QtTest>
 
+#include <map>
+
 #include <nlohmann/json.hpp>
 
 #include <csignal>
@@ -85,6 +87,7 @@ private slots:
     void jsonLines();
     void modelFiles();
     void interruptStopsCleanly();
+    void planInStartEvent();
 
 private:
     QTemporaryDir m_tmp;
@@ -144,6 +147,15 @@ void TestCli::errors_data()
                                         << QStringList{"/nonexistent/m.onnx"};
     QTest::newRow("--normalize garbage") << QStringList{"train", "--data", "$VALID", "--normalize", "0.5"} << kExitUsage
                                          << QStringList{"normalisation '0.5'"};
+    QTest::newRow("--layer unknown layer") << QStringList{"train", "--data", "$VALID", "--strategy", "ptq", "--layer", "fc9=int4"}
+                                           << kExitUsage << QStringList{"fc9", "conv1, conv2, fc1, fc2"};
+    QTest::newRow("--layer unknown format") << QStringList{"train", "--strategy", "ptq", "--layer", "fc1=int1"} << kExitUsage
+                                            << QStringList{"fc1", "int1", "int4"};
+    QTest::newRow("--layer group too large") << QStringList{"train", "--data", "$VALID", "--strategy", "ptq", "--layer", "conv1=int4:group:64"}
+                                             << kExitUsage << QStringList{"conv1", "group size 64", "group:1..group:9"};
+    QTest::newRow("--plan missing file") << QStringList{"train", "--strategy", "ptq", "--plan", "/nonexistent/plan.json"} << kExitData
+                                         << QStringList{"/nonexistent/plan.json"};
+    QTest::newRow("--keep-fp32 with fp32") << QStringList{"train", "--keep-fp32", "fc2"} << kExitUsage << QStringList{"ptq, qat or progressive"};
     QTest::newRow("corrupt IDX file") << QStringList{"train", "--data", "$CORRUPT", "--model", "mlp"} << kExitData
                                       << QStringList{"$CORRUPT_FILE"};
 }
@@ -238,6 +250,30 @@ void TestCli::modelFiles()
     const Result twice = runCli({"eval", onnx, "--data", m_valid, "--normalize", "0.5,0.5"});
     QCOMPARE(twice.exitCode, kExitUsage);
     QVERIFY2(twice.err.contains("stores its input normalisation"), qPrintable(twice.err));
+}
+
+// A per-layer plan: the start event carries it, the layer statistics show each layer's format
+// and none for the layer kept FP32.
+void TestCli::planInStartEvent()
+{
+    const Result r = runCli({"train", "--data", m_valid, "--json", "--train-limit", "300", "--test-limit", "100", "--quiet",
+                             "--strategy", "ptq", "--layer", "fc1=int4:tensor", "--keep-fp32", "fc2"});
+    QVERIFY2(r.exitCode == kExitOk, qPrintable(QString("exit %1: %2").arg(r.exitCode).arg(r.err)));
+    std::map<std::string, std::string> formats;
+    nlohmann::json start;
+    for (const QString& line : r.out.split('\n', Qt::SkipEmptyParts)) {
+        const nlohmann::json j = nlohmann::json::parse(line.toStdString());
+        if (j["event"] == "start") start = j;
+        if (j["event"] == "layer_stats") formats[j["layer"]] = j["format"].get<std::string>() + " " + j["granularity"].get<std::string>();
+    }
+    QVERIFY2(start.contains("plan"), start.dump().c_str());
+    QCOMPARE(start["plan"]["default"]["format"].get<std::string>(), std::string("int8"));
+    QCOMPARE(start["plan"]["layers"]["fc1"]["format"].get<std::string>(), std::string("int4"));
+    QCOMPARE(start["plan"]["layers"]["fc1"]["granularity"].get<std::string>(), std::string("tensor"));
+    QCOMPARE(start["plan"]["layers"]["fc2"]["format"].get<std::string>(), std::string("fp32"));
+    QCOMPARE(formats["fc1"], std::string("int4 tensor-wise"));
+    QCOMPARE(formats["conv1"], std::string("int8 channel-wise"));
+    QVERIFY(!formats.count("fc2"));
 }
 
 // Ctrl-C during training: the run stops within a batch, still reports "done" with stopped=true,

@@ -59,6 +59,7 @@ private slots:
     void presetTable();
     void presetJson();
     void qsmFile();
+    void planSize();
     void errors_data();
     void errors();
 
@@ -123,6 +124,32 @@ void TestCliInfo::presetJson()
     QCOMPARE(macs, j.at("macs").get<std::uint64_t>());
     QVERIFY(j.at("int8_bytes").get<std::uint64_t>() * 3 < j.at("fp32_bytes").get<std::uint64_t>());
     QVERIFY(!j.contains("file_bytes"));
+}
+
+// info --layer/--keep-fp32: the plan's per-layer bytes add up to its total, the layers it names
+// change only their own rows, and a uniform int8 plan is the int8 size.
+void TestCliInfo::planSize()
+{
+    const Result u = runCli({"info", "seed-cnn", "--json", "--format", "int8"});
+    QCOMPARE(u.exitCode, kExitOk);
+    const nlohmann::json uj = nlohmann::json::parse(u.out.toStdString());
+    QCOMPARE(uj.at("plan").at("bytes").get<std::uint64_t>(), uj.at("int8_bytes").get<std::uint64_t>());
+    const Result r = runCli({"info", "seed-cnn", "--json", "--layer", "fc1=int4", "--keep-fp32", "fc2"});
+    QCOMPARE(r.exitCode, kExitOk);
+    const nlohmann::json p = nlohmann::json::parse(r.out.toStdString()).at("plan");
+    std::uint64_t sum = 0;
+    for (const auto& l : p.at("layers")) sum += l.at("bytes").get<std::uint64_t>();
+    QCOMPARE(sum, p.at("bytes").get<std::uint64_t>());
+    const auto& ul = uj.at("plan").at("layers");
+    const auto& pl = p.at("layers");
+    QCOMPARE(pl.at(0).at("bytes"), ul.at(0).at("bytes")); // conv1, conv2 unchanged
+    QCOMPARE(pl.at(1).at("bytes"), ul.at(1).at("bytes"));
+    QCOMPARE(pl.at(2).at("format").get<std::string>(), std::string("int4"));
+    QCOMPARE(pl.at(3).at("bytes").get<std::uint64_t>(), pl.at(3).at("fp32_bytes").get<std::uint64_t>()); // fc2 in float
+    QVERIFY(pl.at(2).at("bytes").get<std::uint64_t>() * 2 < ul.at(2).at("bytes").get<std::uint64_t>() + 4096);
+    const Result bad = runCli({"info", "seed-cnn", "--layer", "fc7=int4"});
+    QCOMPARE(bad.exitCode, kExitUsage);
+    QVERIFY2(bad.err.contains("fc7") && bad.err.contains("conv1, conv2, fc1, fc2"), qPrintable(bad.err));
 }
 
 // A .qsm: its own shape and name, the file's size, BatchNorms marked as folded at int8 export.
