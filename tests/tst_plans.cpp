@@ -354,6 +354,12 @@ void TestPlans::int4AndFp32LayersGetExactlyThoseWeights()
     const std::size_t relu = static_cast<std::size_t>(m.soleConsumer(layerIndex(m, "fc1")));
     QVERIFY(p.sim->pointFormat(relu + 1) != nullptr);
     QCOMPARE(p.sim->pointFormat(relu + 1)->name, std::string("uint8"));
+    // A float layer read by an integer one: its output is quantized there (the boundary's Q).
+    Planned q = ptqWithPlan(m_data, {entry("conv1", "fp32")});
+    const std::size_t relu1 = static_cast<std::size_t>(q.model->soleConsumer(layerIndex(*q.model, "conv1")));
+    QVERIFY(q.sim->pointFormat(relu1 + 1) != nullptr);
+    QCOMPARE(q.sim->pointFormat(relu1 + 1)->name, std::string("uint8"));
+    QVERIFY(!weightOf(*q.model, "conv1").hasOverride);
     // Layer statistics: one per quantized layer, fc2 has none.
     const std::vector<LayerStats> st = p.sim->stats(1);
     QCOMPARE(st.size(), std::size_t{3});
@@ -416,7 +422,8 @@ void TestPlans::ptqPlanExportsQsmWithEachLayersBits()
 void TestPlans::mixedPlanRunsInOnnxruntime()
 {
     if (!haveOrt()) QSKIP("onnxruntime-node is not installed (tests/onnx/install_ort.sh)");
-    Planned p = ptqWithPlan(m_data, {entry("conv1", "int8"), entry("conv2", "int4"), entry("fc1", "int2", "tensor"), entry("fc2", "fp32")});
+    // Both boundaries: float conv1 -> int4 conv2 (Q), int2 fc1 -> float fc2 (DQ).
+    Planned p = ptqWithPlan(m_data, {entry("conv1", "fp32"), entry("conv2", "int4"), entry("fc1", "int2", "tensor"), entry("fc2", "fp32")});
     const ExportedModel m = exportQuantizedModel(*p.model, *p.sim, "seed-cnn", m_data, "ptq", "channel");
     const std::string path = m_dir + "/plan.onnx", images = m_dir + "/test-images-idx3-ubyte";
     writeOnnx(path, m);

@@ -273,11 +273,8 @@ void ExportedModel::validate(const std::string& source) const
         if (shapeNumel(s) > kMaxActivation) bad(source, id + " would produce " + std::to_string(shapeNumel(s)) + " values per image");
         if (quantized) {
             if (l.kind == LayerKind::BatchNorm2d) bad(source, id + ": an integer model has its BatchNorm folded");
-            // Conv2d/Linear weights are integer, or float for a layer a precision plan keeps FP32
-            // (its output then carries no quantization: it stays float).
-            if ((l.kind == LayerKind::Conv2d || l.kind == LayerKind::Linear) && l.tensors[0].encoding != TensorEncoding::Int &&
-                l.outputQuant)
-                bad(source, id + ": a layer kept FP32 (float weights) carries output quantization");
+            // Conv2d/Linear weights are integer, or float for a layer a precision plan keeps FP32;
+            // such a layer's output is quantized where an integer layer reads it, else float.
             if (l.outputQuant) checkActivation(*l.outputQuant, id + " output quantization", source);
         } else {
             if (l.outputQuant) bad(source, id + ": an FP32 model carries activation quantization");

@@ -9,6 +9,7 @@
 #include "util/errors.h"
 #include "util/rng.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace quantscope {
@@ -170,8 +171,39 @@ void QuantSim::assignActivationFormats()
             if (k == LayerKind::Add || in.size() != 1 || in[0] == 0) break;
             j = in[0] - 1;
         }
-        m_pfmt[i + 1] = owner >= 0 ? activationFormatFor(m_prec[static_cast<std::size_t>(owner)]) : defaultFmt;
+        if (owner < 0) {
+            m_pfmt[i + 1] = defaultFmt;
+            continue;
+        }
+        const LayerPrecision& p = m_prec[static_cast<std::size_t>(owner)];
+        m_pfmt[i + 1] = activationFormatFor(p);
+        // A layer kept FP32 hands an integer layer that reads its output a quantized tensor (the
+        // boundary's Q, at its act_format); its output stays float where only float layers (or
+        // nothing: the logits) read it.
+        if (!m_pfmt[i + 1] && readByQuantizedLayer(i + 1)) {
+            const NumberFormat& a = findFormat(p.activationFormat);
+            m_pfmt[i + 1] = needsScale(a) ? &a : defaultFmt;
+        }
     }
+}
+
+bool QuantSim::readByQuantizedLayer(std::size_t activation) const
+{
+    const NumberFormat* defaultFmt = activationFormatFor(m_plan.defaults);
+    for (std::size_t j = 0; j < m_model.size(); ++j) {
+        const auto& in = m_model.inputsOf(j);
+        if (std::find(in.begin(), in.end(), activation) == in.end()) continue;
+        const LayerKind k = m_model.layer(j).kind();
+        if (k == LayerKind::Conv2d || k == LayerKind::Linear) {
+            for (std::size_t t = 0; t < m_targets.size(); ++t)
+                if (m_targets[t].layer == m_model.layer(j).name() && m_group[t] >= 0) return true;
+        } else if (k == LayerKind::Add) {
+            if (defaultFmt) return true; // the join is quantized at the default's format
+        } else if (readByQuantizedLayer(j + 1)) { // BatchNorm, ReLU, pooling, Flatten, Dropout: look through
+            return true;
+        }
+    }
+    return false;
 }
 
 const QuantParams& QuantSim::weightParams(std::size_t target) const

@@ -6,9 +6,9 @@
 // A PrecisionPlan (PrecisionConfig::plan) sets each Conv2d/Linear's weight format, granularity,
 // calibration and output activation format; targets that share all three weight settings share
 // one WeightQuantizer (so "global" means one scale over those layers). A layer kept FP32 keeps
-// its float weights and its output activation stays float; the activation it reads stays on the
-// grid of the layer that produced it (as the integer engine hands a float layer a dequantized
-// tensor). Activation points belong to the Conv2d/Linear upstream of them through BatchNorm,
+// its float weights; its output stays float unless a quantized layer reads it (then it is
+// quantized at the layer's act_format: the Q at a float -> integer boundary); the activation it
+// reads stays on the grid of the layer that produced it (the DQ at an integer -> float boundary). Activation points belong to the Conv2d/Linear upstream of them through BatchNorm,
 // ReLU, pooling, flatten and dropout; an Add's output takes the plan's default; the model input
 // takes the activation format of the first quantized layer.
 #pragma once
@@ -104,6 +104,9 @@ private:
     };
     void quantizeActivation(std::size_t point, Tensor& y, bool training);
     void assignActivationFormats();
+    // Whether a quantized Conv2d/Linear (or a quantized Add) reads `activation`, looking through
+    // BatchNorm, ReLU, pooling, Flatten and Dropout.
+    bool readByQuantizedLayer(std::size_t activation) const;
 
     Model& m_model;
     PrecisionConfig m_cfg;
