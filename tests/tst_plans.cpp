@@ -4,6 +4,7 @@
 // export whose .qsm tensors carry each layer's bits and reads back; the ONNX QDQ export of a mixed
 // plan in onnxruntime against QuantScope's reference; and the plan size against hand-computed bytes.
 #include "data/idx.h"
+#include "infer/int_engine.h"
 #include "infer/model_runner.h"
 #include "io/onnx_io.h"
 #include "io/qsm.h"
@@ -155,6 +156,8 @@ private slots:
     void uniformPlanIsTodaysQuantization();
     void ptqPlanExportsQsmWithEachLayersBits();
     void mixedPlanRunsInOnnxruntime();
+    void engineRunsFloatDenseLayers_data();
+    void engineRunsFloatDenseLayers();
     void qatAndProgressiveHonourThePlan_data();
     void qatAndProgressiveHonourThePlan();
     void sizeAgainstHandComputedBytes();
@@ -437,6 +440,44 @@ void TestPlans::mixedPlanRunsInOnnxruntime()
     qInfo("mixed plan: onnxruntime vs fake-quant reference: argmax agrees on %.1f %%, mean |diff| %.2e", 100 * agree, mean);
     QVERIFY(agree >= kMinQdqAgreement);
     QVERIFY(mean <= kQdqMeanOutputDiff);
+}
+
+void TestPlans::engineRunsFloatDenseLayers_data()
+{
+    QTest::addColumn<QString>("fp32Layer");
+    QTest::newRow("fc2 kept FP32: float logits") << "fc2";
+    QTest::newRow("fc1 kept FP32 between int layers") << "fc1";
+}
+
+// The integer engine runs dense layers kept FP32 (DQ in, float GEMM, Q out or float logits) and
+// agrees with the fake-quant reference; a float convolution is refused with its reason.
+void TestPlans::engineRunsFloatDenseLayers()
+{
+    QFETCH(QString, fp32Layer);
+    Planned p = ptqWithPlan(m_data, {entry("conv2", "int4"), entry(fp32Layer.toStdString(), "fp32")});
+    const ExportedModel m = exportQuantizedModel(*p.model, *p.sim, "seed-cnn", m_data, "ptq", "channel");
+    QCOMPARE(IntEngine::unsupportedReason(m), std::string());
+    RunnerOptions io;
+    io.kind = RunnerKind::Integer;
+    ModelRunner engine(m, io);
+    std::vector<float> e(m_data.test.size() * m.classes);
+    std::vector<std::int32_t> pred(m_data.test.size());
+    engine.predict(m_data.test.pixels.data(), m_data.test.size(), pred.data(), e.data());
+    RunnerOptions ro;
+    ro.kind = RunnerKind::Reference;
+    ModelRunner ref(m, ro);
+    std::vector<float> r(e.size());
+    ref.predict(m_data.test.pixels.data(), m_data.test.size(), pred.data(), r.data());
+    double sum = 0;
+    for (std::size_t i = 0; i < e.size(); ++i) sum += std::abs(static_cast<double>(e[i]) - r[i]);
+    const double agree = agreement(argmaxOf(e, m.classes), argmaxOf(r, m.classes));
+    qInfo("engine vs reference with %s in float: %.1f %% agree, mean |diff| %.2e", qPrintable(fp32Layer), 100 * agree, sum / e.size());
+    QVERIFY(agree >= kMinQdqAgreement);
+    QVERIFY(sum / static_cast<double>(e.size()) <= kQdqMeanOutputDiff);
+
+    Planned c = ptqWithPlan(m_data, {entry("conv1", "fp32")});
+    const std::string why = IntEngine::unsupportedReason(exportQuantizedModel(*c.model, *c.sim, "seed-cnn", m_data, "ptq", "channel"));
+    QVERIFY2(QString::fromStdString(why).contains("float convolutions"), why.c_str());
 }
 
 namespace {

@@ -169,7 +169,8 @@ void IntEngine::Impl::runImageOp(const Op& op, Scratch& s) const
         return;
     }
     case OpKind::Add: addRequant(op.add, cur, imagePtr(s, op.in1), nxt, op.elems); return;
-    case OpKind::Linear: break;
+    case OpKind::Linear:
+    case OpKind::FloatLinear: break;
     }
     throw Error("internal error: a dense layer in the image stage");
 }
@@ -193,6 +194,30 @@ void IntEngine::Impl::runBatchOp(const Op& op, Scratch& s, std::size_t n) const
         a.nseg = 1;
         a.segLen = op.K;
         gemmRequant(op.gemm, a, out, outRow, s.g);
+        return;
+    }
+    case OpKind::FloatLinear: {
+        // y = W dq(x) + b in float, then q(y) (or float logits); the arithmetic of QuantSim's
+        // float layer between fake-quantized ones.
+        std::vector<float> x(op.inF), y(op.outF);
+        for (std::size_t r = 0; r < n; ++r) {
+            const std::uint8_t* q = in + r * inRow;
+            for (std::size_t j = 0; j < op.inF; ++j)
+                x[j] = static_cast<float>(static_cast<std::int32_t>(q[op.col[j]]) - op.inD.zp()) * op.inD.aq.scale;
+            for (std::size_t o = 0; o < op.outF; ++o) {
+                const float* w = op.fw.data() + o * op.inF;
+                float acc = 0.0f;
+                for (std::size_t j = 0; j < op.inF; ++j) acc += w[j] * x[j];
+                y[o] = acc + op.fb[o];
+            }
+            std::uint8_t* dst = out + r * outRow;
+            if (op.floatOut) {
+                std::memcpy(dst, y.data(), op.outF * sizeof(float));
+                continue;
+            }
+            for (std::size_t o = 0; o < op.outF; ++o)
+                dst[o] = static_cast<std::uint8_t>(std::clamp<std::int32_t>(quantizeInput(y[o], op.outD), op.lo, op.hi));
+        }
         return;
     }
     case OpKind::Add: {
@@ -254,8 +279,11 @@ void IntEngine::Impl::runChunk(std::size_t b, std::size_t e, const Fill& fill, f
     std::vector<float> row(classes);
     for (std::size_t i = 0; i < n; ++i) {
         const std::uint8_t* q = q0 + i * width;
-        for (std::size_t j = 0; j < classes; ++j)
-            row[j] = static_cast<float>(static_cast<std::int32_t>(q[outputIndex[j]]) - oa.d.zp()) * oa.d.aq.scale;
+        if (oa.floats) // float logits of a last layer kept FP32
+            std::memcpy(row.data(), q, classes * sizeof(float));
+        else
+            for (std::size_t j = 0; j < classes; ++j)
+                row[j] = static_cast<float>(static_cast<std::int32_t>(q[outputIndex[j]]) - oa.d.zp()) * oa.d.aq.scale;
         if (logSoftmax) logSoftmaxRow(row.data(), row.data(), classes);
         if (outputs) std::memcpy(outputs + (b + i) * classes, row.data(), classes * sizeof(float));
         if (preds) preds[b + i] = static_cast<std::int32_t>(std::max_element(row.begin(), row.end()) - row.begin());

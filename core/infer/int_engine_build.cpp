@@ -52,6 +52,9 @@ std::pair<std::int32_t, std::int32_t> clampOf(const Domain& d, LayerKind act)
 
 void checkWeights(const StoredTensor& t, const std::string& id)
 {
+    if (t.encoding == TensorEncoding::Float32)
+        throw ConfigError(id + ": float weights (a layer kept FP32 by a plan); the integer engine runs float dense layers, not float "
+                               "convolutions");
     if (t.encoding != TensorEncoding::Int || !t.isSigned || t.bits > 8)
         throw ConfigError(id + ": the integer engine runs signed weights of at most 8 bits (this model has " +
                           (t.encoding == TensorEncoding::Int ? std::to_string(t.bits) + "-bit " + (t.isSigned ? "signed" : "unsigned")
@@ -292,6 +295,40 @@ void IntEngine::Impl::build(const ExportedModel& m)
         case LayerKind::Linear: {
             const ActInfo& in = input(0);
             const StoredTensor& wt = *l.tensor("weight");
+            if (wt.encoding == TensorEncoding::Float32) { // kept FP32 by a plan
+                Op op;
+                op.kind = OpKind::FloatLinear;
+                op.in0 = in.root;
+                op.inF = l.inFeatures, op.outF = l.outFeatures;
+                op.inD = in.d;
+                op.fw = wt.values;
+                const StoredTensor* bt = l.tensor("bias");
+                op.fb = bt ? bt->dequantized() : std::vector<float>(op.outF, 0.0f);
+                op.col.resize(op.inF);
+                for (std::size_t j = 0; j < op.inF; ++j)
+                    op.col[j] = static_cast<std::uint32_t>(in.permuted ? (j % (in.fh * in.fw)) * in.fc + j / (in.fh * in.fw) : j);
+                ActInfo info;
+                info.flat = true;
+                info.c = op.outF;
+                const long next = m.soleConsumer(i);
+                const bool last = i + 1 == L.size() || (i + 2 == L.size() && L.back().kind == LayerKind::LogSoftmax && next == static_cast<long>(i + 1));
+                if (!l.outputQuant && last) {
+                    op.floatOut = true;
+                    op.traced = false; // float bytes, not a quantization point
+                    op.name = l.name;
+                    op.out = static_cast<int>(i + 1);
+                    info.floats = true;
+                } else {
+                    const Point pt = pointOf(); // throws when a float output feeds another layer
+                    std::tie(op.lo, op.hi) = clampOf(pt.d, pt.relu);
+                    op.outD = pt.d;
+                    op.name = pt.name;
+                    op.out = pt.act;
+                    info.d = pt.d;
+                }
+                push(std::move(op), info);
+                break;
+            }
             checkWeights(wt, id);
             const Point pt = pointOf();
             const auto [lo, hi] = clampOf(pt.d, pt.relu);
@@ -467,7 +504,7 @@ void IntEngine::Impl::planBuffers()
     acts[0].imgBuffer = newBuffer(false, acts[0].numel());
     for (std::size_t j = 0; j < ops.size(); ++j) {
         ActInfo& a = acts[static_cast<std::size_t>(ops[j].out)];
-        if (ops[j].batch) a.batchBuffer = newBuffer(true, roundUp4(a.numel()));
+        if (ops[j].batch) a.batchBuffer = newBuffer(true, roundUp4(a.numel() * (a.floats ? sizeof(float) : 1)));
         else a.imgBuffer = newBuffer(false, a.numel());
     }
     // Image-stage activations the batch stage reads are copied into rows at the end of each image.

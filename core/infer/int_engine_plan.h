@@ -52,6 +52,7 @@ struct ActInfo {
     Domain d;
     std::size_t c = 0, h = 0, w = 0; // spatial (NHWC); flat: c = width, h = w = 0
     bool flat = false;
+    bool floats = false; // float32 values (the logits of a dense layer a plan keeps FP32), 4 bytes each
     // A flat activation flattened from (fc, fh, fw) NHWC: its order is not the model's NCHW one.
     bool permuted = false;
     std::size_t fc = 0, fh = 0, fw = 0;
@@ -66,7 +67,10 @@ struct Buffer {
     int slot = -1;
 };
 
-enum class OpKind { Conv, GroupConv, Depthwise, MaxPool, AvgPool, Add, Linear };
+// FloatLinear: a dense layer a precision plan keeps FP32, between integer ones: it dequantizes its
+// input (the DQ of the boundary), computes in float, and quantizes its output (the Q) or, as the
+// model's last layer, writes float logits.
+enum class OpKind { Conv, GroupConv, Depthwise, MaxPool, AvgPool, Add, Linear, FloatLinear };
 
 struct Op {
     OpKind kind = OpKind::Conv;
@@ -88,6 +92,13 @@ struct Op {
     PoolParams pool; // AvgPool (also GlobalAvgPool2d and the rescale of a standalone ReLU)
     AddParams add;
     std::size_t inF = 0, outF = 0; // Linear
+    // FloatLinear: weights (outF x inF, columns in the engine's order of its input), bias, the
+    // input and output domains and the output clamp (internal bytes; a fused ReLU).
+    std::vector<float> fw, fb;
+    std::vector<std::uint32_t> col; // input byte of feature j
+    Domain inD, outD;
+    std::int32_t lo = 0, hi = 255;
+    bool floatOut = false;
     std::size_t elems = 0;         // Add: values per image (per row in the batch stage)
 };
 
