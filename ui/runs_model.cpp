@@ -69,9 +69,12 @@ QVariant RunsModel::data(const QModelIndex& index, int role) const
     case Id: return r.id;
     case Model: return QString::fromStdString(r.config.model);
     case Strategy: return QString::fromLatin1(s.name);
-    case Format:
-        if (p.strategy == Strategy::Progressive) return QString::fromStdString(p.schedule);
-        return s.usesFormat ? QString::fromStdString(p.format) : noValueText();
+    case Format: {
+        // A per-layer plan: the default and how many layers have their own precision.
+        const QString plan = p.layers.empty() ? QString() : tr(" + %n layer(s)", nullptr, static_cast<int>(p.layers.size()));
+        if (p.strategy == Strategy::Progressive) return QString::fromStdString(p.schedule) + plan;
+        return s.usesFormat ? QString::fromStdString(p.format) + plan : noValueText();
+    }
     case Granularity: return s.usesGranularity ? granularityLabel(p.granularity) : noValueText();
     case Epochs: {
         const std::size_t done = r.finished ? r.finish.epochsDone : r.epochs.size();
