@@ -70,10 +70,6 @@ PrecisionPlan PrecisionConfig::plan(const std::string& weightFormat) const
     return p;
 }
 
-} // namespace quantscope
-
-namespace quantscope {
-
 PrecisionPlan PrecisionConfig::storedPlan() const
 {
     switch (strategy) {
