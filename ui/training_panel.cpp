@@ -417,9 +417,9 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
     auto* v = new QVBoxLayout(this);
     v->addWidget(modelBox);
     v->addWidget(precBox);
-    v->addWidget(m_planBox);
     v->addWidget(optBox);
     v->addLayout(buttons);
+    v->addWidget(m_planBox); // under the buttons, so Train stays in view
     v->addStretch(1);
 
     for (QWidget* w : std::initializer_list<QWidget*>{m_format, m_granularity, m_groupSize, m_rounding, m_calibration,
