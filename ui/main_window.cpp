@@ -230,6 +230,10 @@ void MainWindow::startTraining()
         return;
     }
     TrainConfig cfg = m_trainingPanel->config();
+    // The plan table keeps its entries while another strategy is picked; only PTQ, QAT and
+    // progressive use them.
+    const Strategy st = cfg.precision.strategy;
+    if (st != Strategy::Ptq && st != Strategy::Qat && st != Strategy::Progressive) cfg.precision.layers.clear();
     DatasetPtr data = m_data;
     try {
         if (!cfg.modelFile.empty()) cfg.modelFactory = modelFromFile(cfg.modelFile, cfg.reinitModel);
