@@ -28,7 +28,7 @@
 namespace quantscope::cli {
 
 const char* const kAnalyzeHelp =
-    "usage: quantscope-cli analyze compare MODEL [options]\n"
+    "usage: quantscope-cli analyze compare MODEL [--plan P | --format F ...] [options]\n"
     "\n"
     "compare: quantizes MODEL after training (PTQ) and compares every layer's output with the FP32\n"
     "model's on a batch of test images, in graph order: SQNR and cosine similarity with the error\n"
@@ -42,6 +42,9 @@ const char* const kAnalyzeHelp =
     "  --calibration C      weight ranges: minmax (default), percentile, mse, moving-average\n"
     "  --act-format F       activation format (default uint8)\n"
     "  --act-calibration C  activation ranges (default minmax)\n"
+    "  --plan FILE          a per-layer precision plan (docs/PLANS.md); the options above are its default\n"
+    "  --layer NAME=F[:G]   one layer's weight format (and granularity); repeatable\n"
+    "  --keep-fp32 NAMES    layers left in FP32 (comma-separated)\n"
     "  --calib-images N     calibration images from the training set (default 1000)\n"
     "  --images N           test images compared (default 256)\n"
     "  --threshold DB       flag layers whose SQNR is below this (default 20)\n"
@@ -83,6 +86,7 @@ int runCompare(const Args& args)
     parseGranularity(pc.granularity);
     parseCalibration(pc.calibration);
     parseCalibration(pc.activationCalibration);
+    applyPlanFlags(args, pc);
     pc.validate();
     const std::size_t images = args.u64("--images", 256, 1, 100000);
     const double threshold = args.f64("--threshold", 20.0, -1000.0, 1000.0);
@@ -199,7 +203,7 @@ int runAnalyze(const std::vector<std::string>& argv)
 {
     const Args args(argv,
                     {"--data", "--format", "--granularity", "--calibration", "--act-format", "--act-calibration", "--calib-images",
-                     "--images", "--threshold", "--normalize", "--runner", "--threads"},
+                     "--images", "--threshold", "--normalize", "--runner", "--threads", "--plan", "--layer", "--keep-fp32"},
                     {"--json", "--help"});
     if (args.has("--help") || args.positional().empty()) {
         std::fputs(kAnalyzeHelp, args.has("--help") ? stdout : stderr);

@@ -7,6 +7,7 @@
 
 namespace quantscope {
 struct ExportSummary;
+struct PrecisionConfig;
 }
 
 namespace quantscope::cli {
@@ -24,6 +25,11 @@ int runEval(const std::vector<std::string>& args);
 extern const char* const kEvalHelp;
 
 int runInfo(const std::vector<std::string>& args);
+
+class Args;
+// --plan, --layer, --keep-fp32 into pc.layers (cli_train.cpp); the plan file's default gives the
+// whole-model options (--format, --granularity, --calibration, --act-format) not given explicitly.
+void applyPlanFlags(const Args& args, PrecisionConfig& pc);
 
 int runAnalyze(const std::vector<std::string>& args);
 extern const char* const kAnalyzeHelp;

@@ -143,8 +143,8 @@ void validateNames(const PrecisionConfig& pc)
     if (pc.strategy == Strategy::Progressive) parseSchedule(pc.schedule);
 }
 
-// --plan, --layer, --keep-fp32 into pc.layers; the plan file's default gives the whole-model
-// options that were not given explicitly.
+} // namespace
+
 void applyPlanFlags(const Args& args, PrecisionConfig& pc)
 {
     PrecisionPlan plan = pc.plan();
@@ -165,6 +165,8 @@ void applyPlanFlags(const Args& args, PrecisionConfig& pc)
     pc.layers = plan.layers;
     pc.planSource = plan.source;
 }
+
+namespace {
 
 nlohmann::json finiteOrNull(double v)
 {

@@ -4,6 +4,7 @@
 #include "analysis/model_export.h"
 #include "nn/model_zoo.h"
 #include "quant/format.h"
+#include "quant/precision_plan.h"
 #include "train/quant_sim.h"
 #include "util/errors.h"
 
@@ -93,6 +94,36 @@ private slots:
         QVERIFY(r30.firstBelow >= 0);
         for (long i = 0; i < r30.firstBelow; ++i) QVERIFY(r30.layers[static_cast<std::size_t>(i)].sqnrDb >= 30.0);
         QVERIFY(r30.layers[static_cast<std::size_t>(r30.firstBelow)].sqnrDb < 30.0);
+    }
+
+    // A plan that keeps fc1 in FP32: fc1 is not reported as quantized and adds no error alone;
+    // the int8 layers still do.
+    void planKeepsALayerFloat()
+    {
+        Tensor x;
+        std::vector<std::int32_t> y;
+        m_data.makeBatch(m_data.test, 0, 32, x, y);
+        auto model = makeModel("seed-cnn", 1, 28, 28, 10, 3);
+        PrecisionConfig pc;
+        pc.strategy = Strategy::Ptq;
+        pc.format = "int4";
+        pc.granularity = "channel";
+        pc.activationFormat = "uint8";
+        pc.activationCalibration = "minmax";
+        PrecisionPlan plan = pc.plan();
+        applyKeepFp32(plan, "fc1");
+        pc.layers = plan.layers;
+        QuantSim sim(*model, pc, findFormat("int4"));
+        sim.quantizeWeights(Rounding::Nearest, 0);
+        sim.calibrate(m_data, m_data.train, m_data.train.size(), 64);
+        sim.setObserving(false);
+        const LayerComparisonReport r = compareLayers(*model, sim, x, 20.0);
+        const LayerComparison& fc1 = r.layers[model->outputOf("fc1") - 1];
+        QVERIFY(!fc1.quantizedWeights);
+        QVERIFY(std::isinf(fc1.aloneSqnrDb));
+        const LayerComparison& conv2 = r.layers[model->outputOf("conv2") - 1];
+        QVERIFY(conv2.quantizedWeights);
+        QVERIFY(std::isfinite(conv2.aloneSqnrDb));
     }
 
     // The engine against the fake-quant reference of the same exported model: equal codes almost

@@ -56,9 +56,11 @@ LayerComparisonReport compareLayers(Model& model, QuantSim& sim, const Tensor& x
     model.forward(x, ctx, &sim);
 
     std::vector<bool> quantizedLayer(model.size(), false);
-    for (const WeightTarget& t : sim.weightTargets())
+    for (std::size_t t = 0; t < sim.weightTargets().size(); ++t) {
+        if (sim.targetPrecision(t).format == "fp32") continue; // a plan keeps this layer in float
         for (std::size_t i = 0; i < model.size(); ++i)
-            if (model.layer(i).name() == t.layer) quantizedLayer[i] = true;
+            if (model.layer(i).name() == sim.weightTargets()[t].layer) quantizedLayer[i] = true;
+    }
     // The quantizer of activation a (0 = input, i + 1 = output of layer i), null where not quantized.
     auto quantizerOf = [&](std::size_t a) { return sim.activationQuantizer(a); };
 
