@@ -7,6 +7,7 @@
 
 #include "analysis/layer_compare.h"
 #include "analysis/model_export.h"
+#include "analysis/sensitivity.h"
 #include "data/dataset.h"
 #include "io/model_source.h"
 #include "nn/model_zoo.h"
@@ -23,12 +24,25 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <sstream>
 #include <string>
+
+#include <unistd.h>
 
 namespace quantscope::cli {
 
 const char* const kAnalyzeHelp =
     "usage: quantscope-cli analyze compare MODEL [--plan P | --format F ...] [options]\n"
+    "       quantscope-cli analyze sensitivity MODEL --formats F[,F...] [options]\n"
+    "\n"
+    "sensitivity: quantizes one Conv2d/Linear layer at a time (PTQ; all other layers FP32) to each\n"
+    "format and measures, on --validation N images held out of the training set (default 5000),\n"
+    "the accuracy drop against FP32, the SQNR of the logits and the KL divergence of the outputs.\n"
+    "  --formats F,F,...    candidate weight formats (default int8,int4,int2)\n"
+    "  --all-but-one        quantize every layer except one instead\n"
+    "  --validation N       held-out training images measured on (default 5000)\n"
+    "  (--granularity, --calibration, --act-format, --calib-images, --data, --normalize,\n"
+    "   --threads, --json as below)\n"
     "\n"
     "compare: quantizes MODEL after training (PTQ) and compares every layer's output with the FP32\n"
     "model's on a batch of test images, in graph order: SQNR and cosine similarity with the error\n"
@@ -197,21 +211,102 @@ int runCompare(const Args& args)
     return kExitOk;
 }
 
+int runSensitivity(const Args& args)
+{
+    if (args.positional().size() != 2) throw UsageError("give one model: analyze sensitivity MODEL (see --help)");
+    const std::string spec = args.positional()[1];
+    SensitivityOptions opt;
+    opt.formats.clear();
+    std::stringstream list(args.str("--formats", "int8,int4,int2"));
+    for (std::string f; std::getline(list, f, ',');)
+        if (!f.empty()) opt.formats.push_back(f);
+    opt.granularity = args.str("--granularity", "channel");
+    opt.calibration = args.str("--calibration", "minmax");
+    opt.activationFormat = args.str("--act-format", "uint8");
+    opt.calibImages = args.u64("--calib-images", 1000, 1, 10000000);
+    opt.allButOne = args.has("--all-but-one");
+    parseGranularity(opt.granularity);
+    parseCalibration(opt.calibration);
+    findFormat(opt.activationFormat);
+    const std::size_t threads = args.u64("--threads", 2, 1, 1024);
+    const bool json = args.has("--json");
+
+    DatasetOptions dopt;
+    dopt.dir = args.str("--data", kDefaultDataDir);
+    dopt.validation = args.u64("--validation", 5000, 1);
+    dopt.testLimit = 1; // the test set is not used
+    Dataset data = Dataset::load(dopt);
+    if (args.has("--normalize")) data.normalization = Normalization::parse(args.str("--normalize", "")).broadcast(data.channels());
+    const Shape input{data.channels(), data.height(), data.width()};
+    std::unique_ptr<Model> model;
+    std::string name = spec;
+    if (isModelFile(spec)) {
+        const ExportedModel m = readModelFile(spec);
+        if (m.normalizationKnown && !args.has("--normalize")) data.normalization = m.normalization.broadcast(data.channels());
+        model = modelFromFile(spec, false)(input, data.numClasses(), 1);
+        name = std::filesystem::path(spec).stem().string();
+    } else {
+        model = makeModel(spec, input[0], input[1], input[2], data.numClasses(), 1);
+        if (!json) std::fprintf(stderr, "note: %s is a preset, freshly initialised (give a trained .qsm/.onnx)\n", spec.c_str());
+    }
+    const bool tty = !json && ::isatty(STDERR_FILENO);
+    SensitivityReport r;
+    tbb::task_arena arena(static_cast<int>(threads));
+    arena.execute([&] {
+        r = analyzeSensitivity(*model, data, data.validation, opt, [&](std::size_t done, std::size_t total) {
+            if (tty) std::fprintf(stderr, "\r%zu of %zu layer x format cells", done, total);
+            return true;
+        });
+    });
+    if (tty) std::fputc('\n', stderr);
+    if (json) {
+        nlohmann::json cells = nlohmann::json::array();
+        for (const SensitivityCell& c : r.cells)
+            cells.push_back({{"layer", c.layer}, {"format", c.format}, {"accuracy", c.accuracy}, {"drop_points", c.dropPoints},
+                             {"logit_sqnr_db", finite(c.logitSqnrDb)}, {"kl", c.klDivergence}});
+        const nlohmann::json j = {{"event", "sensitivity"}, {"model", name}, {"mode", opt.allButOne ? "all-but-one" : "one-layer"},
+                                  {"granularity", opt.granularity}, {"calibration", opt.calibration},
+                                  {"validation_images", r.images}, {"fp32_acc", r.fp32Accuracy}, {"cells", cells},
+                                  {"seconds", r.seconds}};
+        std::fputs((j.dump() + "\n").c_str(), stdout);
+        return kExitOk;
+    }
+    std::printf("%s: FP32 %.2f %% on %zu validation images; %s, %s weights (%s calibration), %s activations\n", name.c_str(),
+                100.0 * r.fp32Accuracy, r.images, opt.allButOne ? "every layer but the one named" : "one layer at a time",
+                opt.granularity.c_str(), opt.calibration.c_str(), opt.activationFormat.c_str());
+    std::printf("%-24s", "layer");
+    for (const std::string& f : opt.formats) std::printf(" | %-8s %6s %7s %6s", f.c_str(), "change", "SQNR", "KL");
+    std::printf("\n");
+    const std::size_t nf = opt.formats.size();
+    for (std::size_t i = 0; i * nf < r.cells.size(); ++i) {
+        std::printf("%-24s", r.cells[i * nf].layer.c_str());
+        for (std::size_t j = 0; j < nf && i * nf + j < r.cells.size(); ++j) {
+            const SensitivityCell& c = r.cells[i * nf + j];
+            std::printf(" | %7.2f%% %+6.2f %7s %6.4f", 100.0 * c.accuracy, -c.dropPoints, db(c.logitSqnrDb).c_str(), c.klDivergence);
+        }
+        std::printf("\n");
+    }
+    std::printf("(change: accuracy points against FP32; SQNR of the logits in dB; KL(p_fp32 || p_q) in nats) %.1f s\n", r.seconds);
+    return kExitOk;
+}
+
 } // namespace
 
 int runAnalyze(const std::vector<std::string>& argv)
 {
     const Args args(argv,
                     {"--data", "--format", "--granularity", "--calibration", "--act-format", "--act-calibration", "--calib-images",
-                     "--images", "--threshold", "--normalize", "--runner", "--threads", "--plan", "--layer", "--keep-fp32"},
-                    {"--json", "--help"});
+                     "--images", "--threshold", "--normalize", "--runner", "--threads", "--plan", "--layer", "--keep-fp32",
+                     "--formats", "--validation"},
+                    {"--json", "--help", "--all-but-one"});
     if (args.has("--help") || args.positional().empty()) {
         std::fputs(kAnalyzeHelp, args.has("--help") ? stdout : stderr);
         return args.has("--help") ? kExitOk : kExitUsage;
     }
     const std::string what = args.positional()[0];
     if (what == "compare") return runCompare(args);
-    throw UsageError("unknown analysis '" + what + "' (compare)");
+    if (what == "sensitivity") return runSensitivity(args);
+    throw UsageError("unknown analysis '" + what + "' (compare, sensitivity)");
 }
 
 } // namespace quantscope::cli

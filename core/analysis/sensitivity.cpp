@@ -1,0 +1,141 @@
+#include "analysis/sensitivity.h"
+
+#include "quant/format.h"
+#include "quant/metrics.h"
+#include "quant/precision_plan.h"
+#include "train/quant_sim.h"
+#include "util/errors.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
+namespace quantscope {
+
+namespace {
+
+struct Outputs {
+    std::vector<float> logits;          // images x classes
+    std::vector<std::int32_t> predictions;
+};
+
+Outputs runAll(Model& model, const Dataset& data, const LabeledImages& set, std::size_t batch, LayerHooks* hooks)
+{
+    Outputs o;
+    RunContext ctx;
+    ctx.training = false;
+    Tensor x;
+    std::vector<std::int32_t> y;
+    o.predictions.resize(set.size());
+    for (std::size_t b = 0; b < set.size(); b += batch) {
+        const std::size_t e = std::min(set.size(), b + batch);
+        data.makeBatch(set, b, e, x, y);
+        const Tensor& out = model.forward(x, ctx, hooks);
+        o.logits.insert(o.logits.end(), out.data(), out.data() + out.numel());
+        argmaxRows(out, std::span<std::int32_t>(o.predictions.data() + b, e - b));
+    }
+    return o;
+}
+
+// Mean KL(p || q) over rows of `classes` outputs, each row turned into probabilities by softmax.
+double meanKl(const std::vector<float>& p, const std::vector<float>& q, std::size_t classes)
+{
+    const std::size_t rows = classes ? p.size() / classes : 0;
+    double total = 0.0;
+    std::vector<double> lp(classes), lq(classes);
+    const auto logSoftmax = [&](const float* z, std::vector<double>& out) {
+        double m = z[0];
+        for (std::size_t k = 1; k < classes; ++k) m = std::max(m, static_cast<double>(z[k]));
+        double s = 0.0;
+        for (std::size_t k = 0; k < classes; ++k) s += std::exp(z[k] - m);
+        const double lse = m + std::log(s);
+        for (std::size_t k = 0; k < classes; ++k) out[k] = z[k] - lse;
+    };
+    for (std::size_t r = 0; r < rows; ++r) {
+        logSoftmax(p.data() + r * classes, lp);
+        logSoftmax(q.data() + r * classes, lq);
+        double kl = 0.0;
+        for (std::size_t k = 0; k < classes; ++k) kl += std::exp(lp[k]) * (lp[k] - lq[k]);
+        total += kl;
+    }
+    return rows ? total / static_cast<double>(rows) : 0.0;
+}
+
+double accuracyOf(const std::vector<std::int32_t>& pred, const LabeledImages& set)
+{
+    std::size_t c = 0;
+    for (std::size_t i = 0; i < pred.size(); ++i) c += pred[i] == set.labels[i];
+    return pred.empty() ? 0.0 : static_cast<double>(c) / static_cast<double>(pred.size());
+}
+
+} // namespace
+
+SensitivityReport analyzeSensitivity(Model& model, const Dataset& data, const LabeledImages& validation,
+                                     const SensitivityOptions& opt, const SensitivityProgress& progress)
+{
+    const auto t0 = std::chrono::steady_clock::now();
+    if (validation.size() == 0) throw ConfigError("sensitivity: the validation set is empty (give --validation N)");
+    if (opt.formats.empty()) throw ConfigError("sensitivity: no candidate formats");
+    SensitivityReport r;
+    r.layers = planLayerNames(model);
+    r.images = validation.size();
+
+    // Every configuration is checked before anything is measured.
+    std::vector<PrecisionConfig> configs;
+    for (const std::string& layer : r.layers)
+        for (const std::string& f : opt.formats) {
+            if (f == "fp32") throw ConfigError("sensitivity: fp32 is the reference, not a candidate format");
+            findFormat(f);
+            PrecisionConfig pc;
+            pc.strategy = Strategy::Ptq;
+            pc.granularity = opt.granularity;
+            pc.calibration = opt.calibration;
+            pc.activationFormat = opt.activationFormat;
+            pc.activationCalibration = "minmax";
+            pc.calibImages = opt.calibImages;
+            LayerOverride o;
+            o.layer = layer;
+            if (opt.allButOne) {
+                pc.format = f;
+                o.format = "fp32";
+            } else {
+                pc.format = "fp32";
+                o.format = f;
+                o.granularity = opt.granularity;
+                o.calibration = opt.calibration;
+            }
+            pc.layers = {o};
+            checkPlan(pc.plan(), model);
+            configs.push_back(pc);
+        }
+
+    const Outputs fp = runAll(model, data, validation, opt.batchSize, nullptr);
+    r.fp32Accuracy = accuracyOf(fp.predictions, validation);
+    const std::size_t classes = fp.predictions.empty() ? 0 : fp.logits.size() / fp.predictions.size();
+    const std::size_t total = configs.size();
+    for (std::size_t c = 0; c < total; ++c) {
+        if (progress && !progress(c, total)) break;
+        const PrecisionConfig& pc = configs[c];
+        SensitivityCell cell;
+        cell.layer = r.layers[c / opt.formats.size()];
+        cell.format = opt.formats[c % opt.formats.size()];
+        {
+            QuantSim sim(model, pc, findFormat(pc.format));
+            sim.quantizeWeights(Rounding::Nearest, 0);
+            sim.calibrate(data, data.train, std::min(opt.calibImages, data.train.size()), 64);
+            sim.setObserving(false);
+            const Outputs q = runAll(model, data, validation, opt.batchSize, &sim);
+            sim.clearWeights();
+            cell.accuracy = accuracyOf(q.predictions, validation);
+            cell.dropPoints = 100.0 * (r.fp32Accuracy - cell.accuracy);
+            cell.logitSqnrDb = sqnrDb(fp.logits, q.logits);
+            cell.klDivergence = meanKl(fp.logits, q.logits, classes);
+        }
+        r.cells.push_back(cell);
+    }
+    if (progress) progress(r.cells.size(), total);
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return r;
+}
+
+} // namespace quantscope

@@ -1,0 +1,106 @@
+// analysis/sensitivity: one layer at a time (or all but one) quantized to each candidate format,
+// measured on a validation set against FP32.
+#include "analysis/sensitivity.h"
+#include "nn/model_zoo.h"
+#include "util/errors.h"
+
+#include "onnx/export_fixtures.h"
+
+#include <QtTest>
+
+#include <cmath>
+
+using namespace quantscope;
+
+class TestSensitivity : public QObject {
+    Q_OBJECT
+private slots:
+    void initTestCase()
+    {
+        m_data = fixtures::syntheticDataset(400, 10);
+        m_data.validation = fixtures::blobImages(300, 28, 28, 99);
+        // A briefly trained model, so accuracy means something.
+        TrainConfig cfg;
+        cfg.model = "lenet5";
+        cfg.epochs = 3;
+        m_trainer = std::make_unique<Trainer>(cfg, m_data);
+        m_trainer->run();
+        m_model = &m_trainer->model();
+    }
+
+    // Every layer x format cell; fewer bits cost more: the logit SQNR falls from int8 to int2 at
+    // every layer and the KL divergence grows; the FP32 weights are restored afterwards.
+    void oneLayerAtATime()
+    {
+        SensitivityOptions opt;
+        opt.formats = {"int8", "int2"};
+        opt.calibImages = 200;
+        Tensor x;
+        std::vector<std::int32_t> y;
+        m_data.makeBatch(m_data.validation, 0, 16, x, y);
+        RunContext ctx;
+        const Tensor before = m_model->forward(x, ctx);
+        const SensitivityReport r = analyzeSensitivity(*m_model, m_data, m_data.validation, opt);
+        QCOMPARE(r.layers.size(), std::size_t{5}); // lenet5: conv1, conv2, fc1, fc2, fc3
+        QCOMPARE(r.cells.size(), r.layers.size() * 2);
+        QCOMPARE(r.images, std::size_t{300});
+        QVERIFY2(r.fp32Accuracy > 0.5, qPrintable(QString::number(r.fp32Accuracy)));
+        for (std::size_t i = 0; i < r.layers.size(); ++i) {
+            const SensitivityCell& a = r.cells[2 * i];
+            const SensitivityCell& b = r.cells[2 * i + 1];
+            QCOMPARE(a.layer, r.layers[i]);
+            QCOMPARE(a.format, std::string("int8"));
+            QVERIFY2(a.logitSqnrDb > b.logitSqnrDb + 6.0, qPrintable(QString::fromStdString(a.layer)));
+            QVERIFY(b.klDivergence >= a.klDivergence);
+            QVERIFY(a.klDivergence >= 0.0);
+            QVERIFY(std::abs(a.dropPoints - 100.0 * (r.fp32Accuracy - a.accuracy)) < 1e-9);
+            QVERIFY(std::abs(a.dropPoints) < 5.0); // int8 on one layer is nearly free
+        }
+        const Tensor after = m_model->forward(x, ctx);
+        QCOMPARE(after.values(), before.values());
+    }
+
+    // All but one: quantizing everything but a layer costs at least as much KL as quantizing
+    // that layer alone, summed over the model.
+    void allButOne()
+    {
+        SensitivityOptions opt;
+        opt.formats = {"int2"};
+        opt.calibImages = 200;
+        const SensitivityReport one = analyzeSensitivity(*m_model, m_data, m_data.validation, opt);
+        opt.allButOne = true;
+        const SensitivityReport rest = analyzeSensitivity(*m_model, m_data, m_data.validation, opt);
+        QCOMPARE(rest.cells.size(), one.cells.size());
+        double klOne = 0, klRest = 0;
+        for (std::size_t i = 0; i < one.cells.size(); ++i) {
+            klOne += one.cells[i].klDivergence;
+            klRest += rest.cells[i].klDivergence;
+        }
+        QVERIFY2(klRest > klOne, qPrintable(QString("all but one %1, one %2").arg(klRest).arg(klOne)));
+    }
+
+    void badInputAndStop()
+    {
+        SensitivityOptions opt;
+        opt.formats = {"int8", "int9000"};
+        QVERIFY_THROWS_EXCEPTION(ConfigError, analyzeSensitivity(*m_model, m_data, m_data.validation, opt));
+        opt.formats = {"int4"};
+        opt.granularity = "group:4096";
+        QVERIFY_THROWS_EXCEPTION(ConfigError, analyzeSensitivity(*m_model, m_data, m_data.validation, opt));
+        opt.granularity = "channel";
+        LabeledImages empty;
+        QVERIFY_THROWS_EXCEPTION(ConfigError, analyzeSensitivity(*m_model, m_data, empty, opt));
+        // A progress callback that says stop after two cells.
+        const SensitivityReport r = analyzeSensitivity(*m_model, m_data, m_data.validation, opt,
+                                                       [](std::size_t done, std::size_t) { return done < 2; });
+        QCOMPARE(r.cells.size(), std::size_t{2});
+    }
+
+private:
+    Dataset m_data;
+    std::unique_ptr<Trainer> m_trainer;
+    Model* m_model = nullptr;
+};
+
+QTEST_GUILESS_MAIN(TestSensitivity)
+#include "tst_sensitivity.moc"
