@@ -83,6 +83,36 @@ std::string db(double v)
     return buf;
 }
 
+struct AnalysisInput {
+    Dataset data;
+    std::unique_ptr<Model> model;
+    std::string name; // the file's stem, or the preset's name
+};
+
+// The dataset of `dopt` and the model `spec` for its images: an FP32 model file (whose stored
+// normalisation the data takes, unless --normalize gives one) or a freshly initialised preset.
+AnalysisInput loadAnalysisInput(const Args& args, const std::string& spec, const DatasetOptions& dopt, bool json)
+{
+    AnalysisInput in;
+    in.data = Dataset::load(dopt);
+    Dataset& data = in.data;
+    if (args.has("--normalize")) data.normalization = Normalization::parse(args.str("--normalize", "")).broadcast(data.channels());
+    const Shape input{data.channels(), data.height(), data.width()};
+    in.name = spec;
+    if (isModelFile(spec)) {
+        const ExportedModel m = readModelFile(spec);
+        if (m.normalizationKnown && !args.has("--normalize")) data.normalization = m.normalization.broadcast(data.channels());
+        in.model = modelFromFile(spec, false)(input, data.numClasses(), 1);
+        in.name = std::filesystem::path(spec).stem().string();
+    } else {
+        in.model = makeModel(spec, input[0], input[1], input[2], data.numClasses(), 1);
+        if (!json)
+            std::fprintf(stderr, "note: %s is a preset, freshly initialised (give a trained .qsm/.onnx to analyse a trained model)\n",
+                         spec.c_str());
+    }
+    return in;
+}
+
 int runCompare(const Args& args)
 {
     if (args.positional().size() != 2) throw UsageError("give one model: analyze compare MODEL (see --help)");
@@ -112,20 +142,10 @@ int runCompare(const Args& args)
     DatasetOptions dopt;
     dopt.dir = args.str("--data", kDefaultDataDir);
     dopt.testLimit = images;
-    Dataset data = Dataset::load(dopt);
-    if (args.has("--normalize")) data.normalization = Normalization::parse(args.str("--normalize", "")).broadcast(data.channels());
-    const Shape input{data.channels(), data.height(), data.width()};
-    std::unique_ptr<Model> model;
-    std::string name = spec;
-    if (isModelFile(spec)) {
-        ExportedModel m = readModelFile(spec);
-        if (m.normalizationKnown && !args.has("--normalize")) data.normalization = m.normalization.broadcast(data.channels());
-        model = modelFromFile(spec, false)(input, data.numClasses(), 1);
-        name = std::filesystem::path(spec).stem().string();
-    } else {
-        model = makeModel(spec, input[0], input[1], input[2], data.numClasses(), 1);
-        if (!json) std::fprintf(stderr, "note: %s is a preset, freshly initialised (give a trained .qsm/.onnx to compare a trained model)\n", spec.c_str());
-    }
+    AnalysisInput in = loadAnalysisInput(args, spec, dopt, json);
+    Dataset& data = in.data;
+    const std::unique_ptr<Model>& model = in.model;
+    const std::string& name = in.name;
 
     const auto t0 = std::chrono::steady_clock::now();
     tbb::task_arena arena(static_cast<int>(threads));
@@ -228,6 +248,7 @@ int runSensitivity(const Args& args)
     parseGranularity(opt.granularity);
     parseCalibration(opt.calibration);
     findFormat(opt.activationFormat);
+    for (const std::string& f : opt.formats) findFormat(f); // before the data is loaded
     const std::size_t threads = args.u64("--threads", 2, 1, 1024);
     const bool json = args.has("--json");
 
@@ -235,20 +256,10 @@ int runSensitivity(const Args& args)
     dopt.dir = args.str("--data", kDefaultDataDir);
     dopt.validation = args.u64("--validation", 5000, 1);
     dopt.testLimit = 1; // the test set is not used
-    Dataset data = Dataset::load(dopt);
-    if (args.has("--normalize")) data.normalization = Normalization::parse(args.str("--normalize", "")).broadcast(data.channels());
-    const Shape input{data.channels(), data.height(), data.width()};
-    std::unique_ptr<Model> model;
-    std::string name = spec;
-    if (isModelFile(spec)) {
-        const ExportedModel m = readModelFile(spec);
-        if (m.normalizationKnown && !args.has("--normalize")) data.normalization = m.normalization.broadcast(data.channels());
-        model = modelFromFile(spec, false)(input, data.numClasses(), 1);
-        name = std::filesystem::path(spec).stem().string();
-    } else {
-        model = makeModel(spec, input[0], input[1], input[2], data.numClasses(), 1);
-        if (!json) std::fprintf(stderr, "note: %s is a preset, freshly initialised (give a trained .qsm/.onnx)\n", spec.c_str());
-    }
+    AnalysisInput in = loadAnalysisInput(args, spec, dopt, json);
+    Dataset& data = in.data;
+    const std::unique_ptr<Model>& model = in.model;
+    const std::string& name = in.name;
     const bool tty = !json && ::isatty(STDERR_FILENO);
     SensitivityReport r;
     tbb::task_arena arena(static_cast<int>(threads));

@@ -246,6 +246,23 @@ void TestCli::modelFiles()
     QVERIFY(doneOf(qat)["quant_test_acc"].is_number());
     const Result ev = runCli({"eval", ref, "--data", m_valid, "--test-limit", "100", "--normalize", "0.286,0.353", "--json"});
     QVERIFY2(ev.exitCode == kExitOk, qPrintable(ev.err));
+    // analyze compare / sensitivity on the exported model, as JSON.
+    const Result cmp = runCli({"analyze", "compare", onnx, "--data", m_valid, "--images", "32", "--format", "int4", "--json"});
+    QVERIFY2(cmp.exitCode == kExitOk, qPrintable(cmp.err));
+    const nlohmann::json c = nlohmann::json::parse(cmp.out.toStdString());
+    QCOMPARE(c["event"].get<std::string>(), std::string("compare"));
+    QVERIFY(c["layers"].size() >= 4);
+    QVERIFY(c["layers"][0].contains("sqnr_db") && c["layers"][0].contains("alone_sqnr_db"));
+    const Result sens = runCli({"analyze", "sensitivity", onnx, "--data", m_valid, "--validation", "100", "--formats", "int8,int2",
+                                "--calib-images", "100", "--json"});
+    QVERIFY2(sens.exitCode == kExitOk, qPrintable(sens.err));
+    const nlohmann::json r = nlohmann::json::parse(sens.out.toStdString());
+    QCOMPARE(r["cells"].size(), std::size_t{3 * 2}); // mlp: fc1, fc2, fc3 x int8, int2
+    QCOMPARE(r["validation_images"].get<int>(), 100);
+    const Result badFormat = runCli({"analyze", "sensitivity", onnx, "--data", m_valid, "--formats", "int99"});
+    QCOMPARE(badFormat.exitCode, kExitUsage);
+    QVERIFY2(badFormat.err.contains("int99"), qPrintable(badFormat.err));
+
     // Our own export stores its normalisation: --normalize is refused for it.
     const Result twice = runCli({"eval", onnx, "--data", m_valid, "--normalize", "0.5,0.5"});
     QCOMPARE(twice.exitCode, kExitUsage);
