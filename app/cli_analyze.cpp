@@ -7,6 +7,8 @@
 
 #include "analysis/layer_compare.h"
 #include "analysis/model_export.h"
+#include "analysis/mixed_search.h"
+#include "analysis/plan_eval.h"
 #include "analysis/sensitivity.h"
 #include "data/dataset.h"
 #include "io/model_source.h"
@@ -34,6 +36,15 @@ namespace quantscope::cli {
 const char* const kAnalyzeHelp =
     "usage: quantscope-cli analyze compare MODEL [--plan P | --format F ...] [options]\n"
     "       quantscope-cli analyze sensitivity MODEL --formats F[,F...] [options]\n"
+    "       quantscope-cli analyze search MODEL --formats F,... (--max-drop PTS | --max-bytes N) [options]\n"
+    "\n"
+    "search: per-layer weight formats under an accuracy budget (points below FP32 on the validation\n"
+    "images) or a size budget (bytes): greedy moves ranked by one-layer sensitivity per byte saved,\n"
+    "each verified by evaluation; prints every evaluated plan, the size/accuracy Pareto front and the\n"
+    "uniform plans, and the chosen plan's test accuracy once at the end.\n"
+    "  --calibrations C,... candidate weight calibrations (default minmax; e.g. minmax,mse)\n"
+    "  --max-evals N        plans evaluated at most (default 80)\n"
+    "  --plan-out FILE      write the chosen plan (docs/PLANS.md)\n"
     "\n"
     "sensitivity: quantizes one Conv2d/Linear layer at a time (PTQ; all other layers FP32) to each\n"
     "format and measures, on --validation N images held out of the training set (default 5000),\n"
@@ -301,6 +312,85 @@ int runSensitivity(const Args& args)
     return kExitOk;
 }
 
+int runSearch(const Args& args)
+{
+    if (args.positional().size() != 2) throw UsageError("give one model: analyze search MODEL (see --help)");
+    const std::string spec = args.positional()[1];
+    MixedSearchOptions opt;
+    const auto listOf = [&](const std::string& flag, const std::string& def) {
+        std::vector<std::string> v;
+        std::stringstream list(args.str(flag, def));
+        for (std::string f; std::getline(list, f, ',');)
+            if (!f.empty()) v.push_back(f);
+        return v;
+    };
+    opt.formats = listOf("--formats", "int8,int4,int3,int2");
+    opt.calibrations = listOf("--calibrations", "minmax");
+    opt.granularity = args.str("--granularity", "channel");
+    opt.activationFormat = args.str("--act-format", "uint8");
+    opt.calibImages = args.u64("--calib-images", 1000, 1, 10000000);
+    opt.maxEvaluations = args.u64("--max-evals", 80, 1, 100000);
+    if (args.has("--max-drop")) opt.maxDropPoints = args.f64("--max-drop", 1.0, 0.0, 100.0);
+    if (args.has("--max-bytes")) opt.maxBytes = args.u64("--max-bytes", 0, 1);
+    if (opt.maxDropPoints.has_value() == opt.maxBytes.has_value()) throw UsageError("give exactly one of --max-drop PTS and --max-bytes N");
+    for (const std::string& f : opt.formats) findFormat(f);
+    for (const std::string& c : opt.calibrations) parseCalibration(c);
+    parseGranularity(opt.granularity);
+    const std::size_t threads = args.u64("--threads", 2, 1, 1024);
+    const bool json = args.has("--json");
+
+    DatasetOptions dopt;
+    dopt.dir = args.str("--data", kDefaultDataDir);
+    dopt.validation = args.u64("--validation", 5000, 1);
+    AnalysisInput in = loadAnalysisInput(args, spec, dopt, json);
+    const bool tty = !json && ::isatty(STDERR_FILENO);
+    MixedSearchReport r;
+    double testAcc = 0.0;
+    tbb::task_arena arena(static_cast<int>(threads));
+    arena.execute([&] {
+        r = searchMixedPrecision(*in.model, in.data, in.data.validation, opt, [&](std::size_t done, std::size_t budget) {
+            if (tty) std::fprintf(stderr, "\r%zu plans evaluated (at most %zu)", done, budget);
+            return true;
+        });
+        if (r.chosen >= 0) {
+            PlanEvaluator test(*in.model, in.data, in.data.test, opt.calibImages, 500);
+            testAcc = test.accuracy(r.plans[static_cast<std::size_t>(r.chosen)].plan);
+        }
+    });
+    if (tty) std::fputc('\n', stderr);
+    if (r.chosen >= 0 && args.has("--plan-out")) writePlanFile(args.str("--plan-out", ""), r.plans[static_cast<std::size_t>(r.chosen)].plan);
+    if (json) {
+        nlohmann::json plans = nlohmann::json::array();
+        for (const EvaluatedPlan& p : r.plans)
+            plans.push_back({{"label", p.label}, {"bytes", p.bytes}, {"bits_per_weight", p.bitsPerWeight}, {"accuracy", p.accuracy},
+                             {"uniform", p.uniform}, {"on_front", p.onFront}, {"plan", nlohmann::json::parse(planToJson(p.plan))}});
+        nlohmann::json j = {{"event", "search"}, {"model", in.name}, {"fp32_val_acc", r.fp32Accuracy}, {"validation_images", r.images},
+                            {"evaluations", r.evaluations}, {"plans", plans}, {"seconds", r.seconds}};
+        if (r.chosen >= 0) {
+            j["chosen"] = r.chosen;
+            j["chosen_test_acc"] = testAcc;
+        }
+        std::fputs((j.dump() + "\n").c_str(), stdout);
+        return r.chosen >= 0 ? kExitOk : kExitData;
+    }
+    std::printf("%s: FP32 %.2f %% on %zu validation images; %zu plans evaluated in %.1f s\n", in.name.c_str(), 100.0 * r.fp32Accuracy,
+                r.images, r.evaluations, r.seconds);
+    std::printf("%-5s %-46s %12s %6s %9s\n", "front", "plan", "bytes", "bits", "val acc");
+    for (std::size_t k = 0; k < r.plans.size(); ++k) {
+        const EvaluatedPlan& p = r.plans[k];
+        std::printf("%-5s %-46s %12llu %6.2f %8.2f%%%s\n", p.onFront ? "*" : "", p.label.c_str(), static_cast<unsigned long long>(p.bytes),
+                    p.bitsPerWeight, 100.0 * p.accuracy, static_cast<long>(k) == r.chosen ? "   <- chosen" : "");
+    }
+    if (r.chosen < 0) {
+        std::printf("no evaluated plan meets the budget\n");
+        return kExitData;
+    }
+    const EvaluatedPlan& c = r.plans[static_cast<std::size_t>(r.chosen)];
+    std::printf("chosen: %s, %llu bytes, %.2f bits per weight; test accuracy %.2f %%\n%s\n", c.label.c_str(),
+                static_cast<unsigned long long>(c.bytes), c.bitsPerWeight, 100.0 * testAcc, planToJson(c.plan).c_str());
+    return kExitOk;
+}
+
 } // namespace
 
 int runAnalyze(const std::vector<std::string>& argv)
@@ -308,7 +398,7 @@ int runAnalyze(const std::vector<std::string>& argv)
     const Args args(argv,
                     {"--data", "--format", "--granularity", "--calibration", "--act-format", "--act-calibration", "--calib-images",
                      "--images", "--threshold", "--normalize", "--runner", "--threads", "--plan", "--layer", "--keep-fp32",
-                     "--formats", "--validation"},
+                     "--formats", "--validation", "--calibrations", "--max-evals", "--max-drop", "--max-bytes", "--plan-out"},
                     {"--json", "--help", "--all-but-one"});
     if (args.has("--help") || args.positional().empty()) {
         std::fputs(kAnalyzeHelp, args.has("--help") ? stdout : stderr);
@@ -317,7 +407,8 @@ int runAnalyze(const std::vector<std::string>& argv)
     const std::string what = args.positional()[0];
     if (what == "compare") return runCompare(args);
     if (what == "sensitivity") return runSensitivity(args);
-    throw UsageError("unknown analysis '" + what + "' (compare, sensitivity)");
+    if (what == "search") return runSearch(args);
+    throw UsageError("unknown analysis '" + what + "' (compare, sensitivity, search)");
 }
 
 } // namespace quantscope::cli

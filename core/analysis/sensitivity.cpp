@@ -1,5 +1,6 @@
 #include "analysis/sensitivity.h"
 
+#include "analysis/plan_eval.h"
 #include "quant/format.h"
 #include "quant/metrics.h"
 #include "quant/precision_plan.h"
@@ -13,29 +14,6 @@
 namespace quantscope {
 
 namespace {
-
-struct Outputs {
-    std::vector<float> logits;          // images x classes
-    std::vector<std::int32_t> predictions;
-};
-
-Outputs runAll(Model& model, const Dataset& data, const LabeledImages& set, std::size_t batch, LayerHooks* hooks)
-{
-    Outputs o;
-    RunContext ctx;
-    ctx.training = false;
-    Tensor x;
-    std::vector<std::int32_t> y;
-    o.predictions.resize(set.size());
-    for (std::size_t b = 0; b < set.size(); b += batch) {
-        const std::size_t e = std::min(set.size(), b + batch);
-        data.makeBatch(set, b, e, x, y);
-        const Tensor& out = model.forward(x, ctx, hooks);
-        o.logits.insert(o.logits.end(), out.data(), out.data() + out.numel());
-        argmaxRows(out, std::span<std::int32_t>(o.predictions.data() + b, e - b));
-    }
-    return o;
-}
 
 // Mean KL(p || q) over rows of `classes` outputs, each row turned into probabilities by softmax.
 double meanKl(const std::vector<float>& p, const std::vector<float>& q, std::size_t classes)
@@ -59,13 +37,6 @@ double meanKl(const std::vector<float>& p, const std::vector<float>& q, std::siz
         total += kl;
     }
     return rows ? total / static_cast<double>(rows) : 0.0;
-}
-
-double accuracyOf(const std::vector<std::int32_t>& pred, const LabeledImages& set)
-{
-    std::size_t c = 0;
-    for (std::size_t i = 0; i < pred.size(); ++i) c += pred[i] == set.labels[i];
-    return pred.empty() ? 0.0 : static_cast<double>(c) / static_cast<double>(pred.size());
 }
 
 } // namespace
@@ -109,28 +80,19 @@ SensitivityReport analyzeSensitivity(Model& model, const Dataset& data, const La
             configs.push_back(pc);
         }
 
-    const Outputs fp = runAll(model, data, validation, opt.batchSize, nullptr);
-    r.fp32Accuracy = accuracyOf(fp.predictions, validation);
-    const std::size_t classes = fp.predictions.empty() ? 0 : fp.logits.size() / fp.predictions.size();
+    PlanEvaluator eval(model, data, validation, opt.calibImages, opt.batchSize);
+    r.fp32Accuracy = eval.fp32Accuracy();
     const std::size_t total = configs.size();
     for (std::size_t c = 0; c < total; ++c) {
         if (progress && !progress(c, total)) break;
-        const PrecisionConfig& pc = configs[c];
         SensitivityCell cell;
         cell.layer = r.layers[c / opt.formats.size()];
         cell.format = opt.formats[c % opt.formats.size()];
-        {
-            QuantSim sim(model, pc, findFormat(pc.format));
-            sim.quantizeWeights(Rounding::Nearest, 0);
-            sim.calibrate(data, data.train, std::min(opt.calibImages, data.train.size()), 64);
-            sim.setObserving(false);
-            const Outputs q = runAll(model, data, validation, opt.batchSize, &sim);
-            sim.clearWeights();
-            cell.accuracy = accuracyOf(q.predictions, validation);
-            cell.dropPoints = 100.0 * (r.fp32Accuracy - cell.accuracy);
-            cell.logitSqnrDb = sqnrDb(fp.logits, q.logits);
-            cell.klDivergence = meanKl(fp.logits, q.logits, classes);
-        }
+        const PlanEvaluator::Result q = eval.run(configs[c].plan());
+        cell.accuracy = q.accuracy;
+        cell.dropPoints = 100.0 * (r.fp32Accuracy - cell.accuracy);
+        cell.logitSqnrDb = sqnrDb(eval.fp32Logits(), q.logits);
+        cell.klDivergence = meanKl(eval.fp32Logits(), q.logits, eval.classes());
         r.cells.push_back(cell);
     }
     if (progress) progress(r.cells.size(), total);

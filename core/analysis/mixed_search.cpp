@@ -1,0 +1,172 @@
+#include "analysis/mixed_search.h"
+
+#include "analysis/plan_eval.h"
+#include "quant/format.h"
+#include "quant/plan_size.h"
+#include "util/errors.h"
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+
+namespace quantscope {
+
+namespace {
+
+struct Option {
+    std::string format, calibration;
+    std::string text() const { return format + " (" + calibration + ")"; }
+};
+
+} // namespace
+
+MixedSearchReport searchMixedPrecision(Model& model, const Dataset& data, const LabeledImages& validation,
+                                       const MixedSearchOptions& opt, const SearchProgress& progress)
+{
+    const auto t0 = std::chrono::steady_clock::now();
+    if (opt.maxDropPoints.has_value() == opt.maxBytes.has_value())
+        throw ConfigError("search: give exactly one budget, --max-drop PTS or --max-bytes N");
+    if (validation.size() == 0) throw ConfigError("search: the validation set is empty (give --validation N)");
+    if (opt.formats.empty() || opt.calibrations.empty()) throw ConfigError("search: no candidate formats or calibrations");
+    std::vector<Option> options;
+    for (const std::string& f : opt.formats) {
+        if (f == "fp32") throw ConfigError("search: fp32 is the reference, not a candidate format");
+        findFormat(f);
+        for (const std::string& c : opt.calibrations) options.push_back({f, c});
+    }
+    const std::vector<std::string> layers = planLayerNames(model);
+    PrecisionPlan base;
+    base.defaults.granularity = opt.granularity;
+    base.defaults.activationFormat = opt.activationFormat;
+    base.source = "search";
+    const auto planWith = [&](const std::vector<std::size_t>& choice) {
+        PrecisionPlan p = base;
+        p.defaults.format = options[choice[0]].format;
+        p.defaults.calibration = options[choice[0]].calibration;
+        for (std::size_t i = 0; i < layers.size(); ++i) {
+            LayerOverride& e = p.entry(layers[i]);
+            e.format = options[choice[i]].format;
+            e.calibration = options[choice[i]].calibration;
+        }
+        return p;
+    };
+    // Bytes of each layer at each option (the other layers do not change a layer's bytes).
+    std::vector<std::vector<std::uint64_t>> layerBytes(layers.size(), std::vector<std::uint64_t>(options.size()));
+    for (std::size_t o = 0; o < options.size(); ++o) {
+        const PlanSize ps = planSize(model, planWith(std::vector<std::size_t>(layers.size(), o)));
+        for (std::size_t i = 0; i < layers.size(); ++i)
+            for (const LayerSize& ls : ps.layers)
+                if (ls.layer == layers[i]) layerBytes[i][o] = ls.bytes;
+    }
+    checkPlan(planWith(std::vector<std::size_t>(layers.size(), 0)), model);
+
+    MixedSearchReport r;
+    r.images = validation.size();
+    PlanEvaluator eval(model, data, validation, opt.calibImages, opt.batchSize);
+    r.fp32Accuracy = eval.fp32Accuracy();
+    const auto evaluate = [&](const std::vector<std::size_t>& choice, const std::string& label, bool uniform) -> const EvaluatedPlan* {
+        if (r.evaluations >= opt.maxEvaluations) return nullptr;
+        if (progress && !progress(r.evaluations, opt.maxEvaluations)) return nullptr;
+        EvaluatedPlan e;
+        e.plan = planWith(choice);
+        e.label = label;
+        e.uniform = uniform;
+        const PlanSize ps = planSize(model, e.plan);
+        e.bytes = ps.bytes;
+        e.bitsPerWeight = ps.bitsPerWeight;
+        e.accuracy = eval.accuracy(e.plan);
+        ++r.evaluations;
+        r.plans.push_back(std::move(e));
+        return &r.plans.back();
+    };
+
+    // The uniform plans, for reference.
+    for (std::size_t o = 0; o < options.size(); ++o)
+        if (!evaluate(std::vector<std::size_t>(layers.size(), o), "uniform " + options[o].text(), true)) break;
+
+    // One layer at a time: the accuracy each option costs alone (the rest FP32).
+    std::vector<std::vector<double>> drop(layers.size(), std::vector<double>(options.size(), 0.0));
+    for (std::size_t i = 0; i < layers.size(); ++i)
+        for (std::size_t o = 0; o < options.size(); ++o) {
+            PrecisionPlan p = base;
+            p.defaults.format = "fp32";
+            LayerOverride& e = p.entry(layers[i]);
+            e.format = options[o].format;
+            e.calibration = options[o].calibration;
+            e.granularity = opt.granularity;
+            drop[i][o] = std::max(0.0, r.fp32Accuracy - eval.accuracy(p));
+        }
+
+    // Greedy descent from the widest option of every layer.
+    std::size_t widest = 0;
+    for (std::size_t o = 1; o < options.size(); ++o)
+        if (layerBytes[0][o] > layerBytes[0][widest] ||
+            (layerBytes[0][o] == layerBytes[0][widest] && drop[0][o] < drop[0][widest]))
+            widest = o;
+    std::vector<std::size_t> current(layers.size(), widest);
+    std::vector<std::vector<bool>> rejected(layers.size(), std::vector<bool>(options.size(), false));
+    double currentAcc = r.fp32Accuracy;
+    for (const EvaluatedPlan& e : r.plans)
+        if (e.uniform && e.label == "uniform " + options[widest].text()) currentAcc = e.accuracy;
+    std::uint64_t currentBytes = 0;
+    for (std::size_t i = 0; i < layers.size(); ++i) currentBytes += layerBytes[i][current[i]];
+    for (std::size_t step = 1;; ++step) {
+        if (opt.maxBytes && currentBytes <= *opt.maxBytes) break;
+        // The best-ranked move: least accuracy lost alone per byte saved.
+        long bestLayer = -1, bestOption = -1;
+        double bestScore = 0.0;
+        for (std::size_t i = 0; i < layers.size(); ++i)
+            for (std::size_t o = 0; o < options.size(); ++o) {
+                if (rejected[i][o] || layerBytes[i][o] >= layerBytes[i][current[i]]) continue;
+                const double saved = static_cast<double>(layerBytes[i][current[i]] - layerBytes[i][o]);
+                const double score = (std::max(0.0, drop[i][o] - drop[i][current[i]]) + 1e-9) / saved;
+                if (bestLayer < 0 || score < bestScore) {
+                    bestLayer = static_cast<long>(i);
+                    bestOption = static_cast<long>(o);
+                    bestScore = score;
+                }
+            }
+        if (bestLayer < 0) break;
+        const auto li = static_cast<std::size_t>(bestLayer), oi = static_cast<std::size_t>(bestOption);
+        std::vector<std::size_t> next = current;
+        next[li] = oi;
+        const EvaluatedPlan* e =
+            evaluate(next, "greedy step " + std::to_string(step) + ": " + layers[li] + " " + options[oi].text(), false);
+        if (!e) break;
+        const bool withinDrop = !opt.maxDropPoints || 100.0 * (r.fp32Accuracy - e->accuracy) <= *opt.maxDropPoints;
+        if (withinDrop) {
+            current = next;
+            currentAcc = e->accuracy;
+            currentBytes = e->bytes;
+        } else {
+            rejected[li][oi] = true; // this option is too costly here; smaller options of the layer may still be tried
+        }
+    }
+    (void)currentAcc;
+
+    // The front, and the chosen plan.
+    for (EvaluatedPlan& p : r.plans) {
+        p.onFront = true;
+        for (const EvaluatedPlan& q : r.plans)
+            if (&q != &p && q.bytes <= p.bytes && q.accuracy >= p.accuracy && (q.bytes < p.bytes || q.accuracy > p.accuracy)) {
+                p.onFront = false;
+                break;
+            }
+    }
+    for (std::size_t k = 0; k < r.plans.size(); ++k) {
+        const EvaluatedPlan& p = r.plans[k];
+        if (opt.maxDropPoints) {
+            if (100.0 * (r.fp32Accuracy - p.accuracy) > *opt.maxDropPoints) continue;
+            if (r.chosen < 0 || p.bytes < r.plans[static_cast<std::size_t>(r.chosen)].bytes ||
+                (p.bytes == r.plans[static_cast<std::size_t>(r.chosen)].bytes && p.accuracy > r.plans[static_cast<std::size_t>(r.chosen)].accuracy))
+                r.chosen = static_cast<long>(k);
+        } else {
+            if (p.bytes > *opt.maxBytes) continue;
+            if (r.chosen < 0 || p.accuracy > r.plans[static_cast<std::size_t>(r.chosen)].accuracy) r.chosen = static_cast<long>(k);
+        }
+    }
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return r;
+}
+
+} // namespace quantscope

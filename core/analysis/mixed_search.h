@@ -1,0 +1,62 @@
+// Mixed-bit search: per-layer weight formats chosen under an accuracy budget (the largest drop
+// against FP32 on a validation split) or a size budget (bytes), in the manner of AIMET's AMP and
+// HAWQ-style greedy allocation: every layer starts at the widest candidate; the candidate moves
+// (one layer to a cheaper format/calibration) are ranked by the accuracy each costs alone
+// (one-layer-at-a-time sensitivity) per byte it saves, and each move is verified by evaluating the
+// whole plan. Every evaluated plan is kept with its size and accuracy; the size/accuracy Pareto
+// front and the uniform plans (every layer at one format) come with the report.
+#pragma once
+
+#include "data/dataset.h"
+#include "nn/model.h"
+#include "quant/precision_plan.h"
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace quantscope {
+
+struct MixedSearchOptions {
+    std::vector<std::string> formats{"int8", "int4", "int3", "int2"}; // candidate weight formats
+    std::vector<std::string> calibrations{"minmax"};                  // candidate weight calibrations
+    std::string granularity = "channel";
+    std::string activationFormat = "uint8";
+    std::size_t calibImages = 1000;
+    std::size_t batchSize = 500;
+    std::optional<double> maxDropPoints;    // accuracy budget: FP32 minus plan, in points
+    std::optional<std::uint64_t> maxBytes;  // size budget (plan_size bytes)
+    std::size_t maxEvaluations = 80;        // plans evaluated on the validation set, in all
+};
+
+struct EvaluatedPlan {
+    PrecisionPlan plan;
+    std::string label;          // "uniform int4 (mse)", "greedy step 3: fc1 int2 (minmax)"
+    std::uint64_t bytes = 0;
+    double bitsPerWeight = 0.0;
+    double accuracy = 0.0;      // validation
+    bool uniform = false;
+    bool onFront = false;       // no other plan is at most as large and at least as accurate (one strictly)
+};
+
+struct MixedSearchReport {
+    double fp32Accuracy = 0.0;
+    std::size_t images = 0;
+    std::vector<EvaluatedPlan> plans;
+    long chosen = -1;           // index into plans: the smallest within the accuracy budget, or the most
+                                // accurate within the size budget; -1 when none meets the budget
+    std::size_t evaluations = 0;
+    double seconds = 0.0;
+};
+
+// Progress: plans evaluated, the evaluation budget; returning false stops the search.
+using SearchProgress = std::function<bool(std::size_t done, std::size_t budget)>;
+
+// Throws ConfigError without a budget, with both, for unknown formats/calibrations or an empty
+// validation set, before evaluating anything. `model` is FP32 and left so.
+MixedSearchReport searchMixedPrecision(Model& model, const Dataset& data, const LabeledImages& validation,
+                                       const MixedSearchOptions& opt, const SearchProgress& progress = {});
+
+} // namespace quantscope

@@ -1,0 +1,60 @@
+#include "analysis/plan_eval.h"
+
+#include "quant/format.h"
+#include "train/quant_sim.h"
+
+#include <algorithm>
+
+namespace quantscope {
+
+PlanEvaluator::PlanEvaluator(Model& model, const Dataset& data, const LabeledImages& validation, std::size_t calibImages,
+                             std::size_t batchSize)
+    : m_model(model), m_data(data), m_set(validation), m_calibImages(calibImages), m_batch(std::max<std::size_t>(1, batchSize))
+{
+    m_fp32 = runWith(nullptr);
+    m_classes = m_set.size() ? m_fp32.logits.size() / m_set.size() : 0;
+}
+
+PlanEvaluator::Result PlanEvaluator::runWith(LayerHooks* hooks)
+{
+    Result r;
+    RunContext ctx;
+    ctx.training = false;
+    Tensor x;
+    std::vector<std::int32_t> y, pred;
+    std::size_t correct = 0;
+    for (std::size_t b = 0; b < m_set.size(); b += m_batch) {
+        const std::size_t e = std::min(m_set.size(), b + m_batch);
+        m_data.makeBatch(m_set, b, e, x, y);
+        const Tensor& out = m_model.forward(x, ctx, hooks);
+        r.logits.insert(r.logits.end(), out.data(), out.data() + out.numel());
+        pred.resize(e - b);
+        argmaxRows(out, pred);
+        for (std::size_t i = 0; i < pred.size(); ++i) correct += pred[i] == y[i];
+    }
+    r.accuracy = m_set.size() ? static_cast<double>(correct) / static_cast<double>(m_set.size()) : 0.0;
+    return r;
+}
+
+PlanEvaluator::Result PlanEvaluator::run(const PrecisionPlan& plan)
+{
+    PrecisionConfig pc;
+    pc.strategy = Strategy::Ptq;
+    pc.format = plan.defaults.format;
+    pc.granularity = plan.defaults.granularity;
+    pc.calibration = plan.defaults.calibration;
+    pc.activationFormat = plan.defaults.activationFormat;
+    pc.activationCalibration = "minmax";
+    pc.calibImages = m_calibImages;
+    pc.layers = plan.layers;
+    pc.planSource = plan.source;
+    QuantSim sim(m_model, pc, findFormat(pc.format));
+    sim.quantizeWeights(Rounding::Nearest, 0);
+    sim.calibrate(m_data, m_data.train, std::min(m_calibImages, m_data.train.size()), 64);
+    sim.setObserving(false);
+    Result r = runWith(&sim);
+    sim.clearWeights();
+    return r;
+}
+
+} // namespace quantscope

@@ -1,0 +1,94 @@
+// analysis/mixed_search: per-layer formats under an accuracy or a size budget, every evaluated
+// plan with its size and accuracy, the Pareto front and the uniform plans.
+#include "analysis/mixed_search.h"
+#include "analysis/plan_eval.h"
+#include "util/errors.h"
+
+#include "onnx/export_fixtures.h"
+
+#include <QtTest>
+
+using namespace quantscope;
+
+class TestMixedSearch : public QObject {
+    Q_OBJECT
+private slots:
+    void initTestCase()
+    {
+        m_data = fixtures::syntheticDataset(400, 10);
+        m_data.validation = fixtures::blobImages(300, 28, 28, 99);
+        TrainConfig cfg;
+        cfg.model = "lenet5";
+        cfg.epochs = 3;
+        m_trainer = std::make_unique<Trainer>(cfg, m_data);
+        m_trainer->run();
+    }
+
+    // The front holds no dominated plan, every plan off it is dominated by one on it, and so no
+    // uniform plan lies above the front; the chosen plan meets the budget and is the smallest that does.
+    void accuracyBudget()
+    {
+        MixedSearchOptions opt;
+        opt.formats = {"int8", "int4", "int2"};
+        opt.calibImages = 200;
+        opt.maxDropPoints = 2.0;
+        opt.maxEvaluations = 12;
+        const MixedSearchReport r = searchMixedPrecision(m_trainer->model(), m_data, m_data.validation, opt);
+        QVERIFY(r.evaluations <= 12);
+        QCOMPARE(r.plans.size(), r.evaluations);
+        std::size_t uniform = 0;
+        for (const EvaluatedPlan& p : r.plans) {
+            uniform += p.uniform;
+            bool dominated = false;
+            for (const EvaluatedPlan& q : r.plans)
+                dominated |= &q != &p && q.bytes <= p.bytes && q.accuracy >= p.accuracy && (q.bytes < p.bytes || q.accuracy > p.accuracy);
+            QCOMPARE(p.onFront, !dominated);
+        }
+        QCOMPARE(uniform, std::size_t{3});
+        QVERIFY(r.chosen >= 0);
+        const EvaluatedPlan& c = r.plans[static_cast<std::size_t>(r.chosen)];
+        QVERIFY(100.0 * (r.fp32Accuracy - c.accuracy) <= 2.0);
+        for (const EvaluatedPlan& p : r.plans)
+            if (100.0 * (r.fp32Accuracy - p.accuracy) <= 2.0) QVERIFY(p.bytes >= c.bytes);
+        // The chosen plan evaluates again to the same accuracy (the search leaves the model FP32).
+        PlanEvaluator again(m_trainer->model(), m_data, m_data.validation, 200, 500);
+        QCOMPARE(again.fp32Accuracy(), r.fp32Accuracy);
+        QCOMPARE(again.accuracy(c.plan), c.accuracy);
+    }
+
+    void sizeBudget()
+    {
+        MixedSearchOptions opt;
+        opt.formats = {"int8", "int4", "int2"};
+        opt.calibImages = 200;
+        MixedSearchReport full;
+        {
+            opt.maxBytes = 1u << 30;
+            full = searchMixedPrecision(m_trainer->model(), m_data, m_data.validation, opt);
+        }
+        const std::uint64_t int8Bytes = full.plans[0].bytes; // uniform int8 comes first
+        opt.maxBytes = int8Bytes / 3;
+        const MixedSearchReport r = searchMixedPrecision(m_trainer->model(), m_data, m_data.validation, opt);
+        QVERIFY(r.chosen >= 0);
+        QVERIFY(r.plans[static_cast<std::size_t>(r.chosen)].bytes <= int8Bytes / 3);
+    }
+
+    void badOptions()
+    {
+        MixedSearchOptions opt;
+        QVERIFY_THROWS_EXCEPTION(ConfigError, searchMixedPrecision(m_trainer->model(), m_data, m_data.validation, opt)); // no budget
+        opt.maxDropPoints = 1.0;
+        opt.maxBytes = 1000;
+        QVERIFY_THROWS_EXCEPTION(ConfigError, searchMixedPrecision(m_trainer->model(), m_data, m_data.validation, opt)); // two
+        opt.maxBytes.reset();
+        opt.formats = {"int8", "int77"};
+        QVERIFY_THROWS_EXCEPTION(ConfigError, searchMixedPrecision(m_trainer->model(), m_data, m_data.validation, opt));
+    }
+
+private:
+    Dataset m_data;
+    std::unique_ptr<Trainer> m_trainer;
+};
+
+QTEST_GUILESS_MAIN(TestMixedSearch)
+#include "tst_mixed_search.moc"
