@@ -117,6 +117,11 @@ LayerCompareView::LayerCompareView(QWidget* parent) : QWidget(parent)
     v->addWidget(m_chart, 1);
 }
 
+LayerCompareView::~LayerCompareView()
+{
+    if (m_worker.joinable()) m_worker.join();
+}
+
 QString LayerCompareView::statusText() const { return m_status->text(); }
 
 void LayerCompareView::setRun(int runId, ExportBundlePtr bundle)
@@ -143,7 +148,8 @@ void LayerCompareView::compare()
                               .arg(QString::fromStdString(format), m_granularity->currentText());
     m_status->setText(tr("Comparing run #%1 on %2 test images\u2026").arg(m_runId).arg(kImages));
     QPointer<LayerCompareView> self(this);
-    std::thread([self, bundle, format, granularity, threshold, threads, title] {
+    if (m_worker.joinable()) m_worker.join(); // the previous one has finished (m_busy was false)
+    m_worker = std::thread([self, bundle, format, granularity, threshold, threads, title] {
         LayerComparisonReport report;
         QString error;
         try {
@@ -181,7 +187,7 @@ void LayerCompareView::compare()
             self->showReport(report, title);
             emit self->compareFinished(true, self->m_status->text());
         });
-    }).detach();
+    });
 }
 
 void LayerCompareView::showReport(const LayerComparisonReport& r, const QString& title)

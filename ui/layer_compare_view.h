@@ -12,6 +12,8 @@
 
 #include <QWidget>
 
+#include <thread>
+
 class QComboBox;
 class QDoubleSpinBox;
 class QLabel;
@@ -28,6 +30,7 @@ class LayerCompareView : public QWidget {
     Q_OBJECT
 public:
     explicit LayerCompareView(QWidget* parent = nullptr);
+    ~LayerCompareView() override; // waits for a comparison in flight
 
     // The run to analyse (its FP32 model and dataset); null: none selected / not finished.
     void setRun(int runId, ExportBundlePtr bundle);
@@ -64,6 +67,7 @@ private:
     int m_runId = 0;
     ExportBundlePtr m_bundle;
     bool m_busy = false;
+    std::thread m_worker; // the comparison in flight, if any
     LayerComparisonReport m_report;
 };
 
