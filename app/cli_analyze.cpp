@@ -365,7 +365,7 @@ int runSearch(const Args& args)
             plans.push_back({{"label", p.label}, {"bytes", p.bytes}, {"bits_per_weight", p.bitsPerWeight}, {"accuracy", p.accuracy},
                              {"uniform", p.uniform}, {"on_front", p.onFront}, {"plan", nlohmann::json::parse(planToJson(p.plan))}});
         nlohmann::json j = {{"event", "search"}, {"model", in.name}, {"fp32_val_acc", r.fp32Accuracy}, {"validation_images", r.images},
-                            {"evaluations", r.evaluations}, {"plans", plans}, {"seconds", r.seconds}};
+                            {"evaluations", r.evaluations}, {"sensitivity_evaluations", r.sensitivityEvaluations}, {"plans", plans}, {"seconds", r.seconds}};
         if (r.chosen >= 0) {
             j["chosen"] = r.chosen;
             j["chosen_test_acc"] = testAcc;
@@ -373,8 +373,8 @@ int runSearch(const Args& args)
         std::fputs((j.dump() + "\n").c_str(), stdout);
         return r.chosen >= 0 ? kExitOk : kExitData;
     }
-    std::printf("%s: FP32 %.2f %% on %zu validation images; %zu plans evaluated in %.1f s\n", in.name.c_str(), 100.0 * r.fp32Accuracy,
-                r.images, r.evaluations, r.seconds);
+    std::printf("%s: FP32 %.2f %% on %zu validation images; %zu plans evaluated (and %zu one-layer plans for the ranking) in %.1f s\n",
+                in.name.c_str(), 100.0 * r.fp32Accuracy, r.images, r.evaluations, r.sensitivityEvaluations, r.seconds);
     std::printf("%-5s %-46s %12s %6s %9s\n", "front", "plan", "bytes", "bits", "val acc");
     for (std::size_t k = 0; k < r.plans.size(); ++k) {
         const EvaluatedPlan& p = r.plans[k];

@@ -95,6 +95,7 @@ MixedSearchReport searchMixedPrecision(Model& model, const Dataset& data, const 
             e.calibration = options[o].calibration;
             e.granularity = opt.granularity;
             drop[i][o] = std::max(0.0, r.fp32Accuracy - eval.accuracy(p));
+            ++r.sensitivityEvaluations;
         }
 
     // Greedy descent from the widest option of every layer.

@@ -47,7 +47,8 @@ struct MixedSearchReport {
     std::vector<EvaluatedPlan> plans;
     long chosen = -1;           // index into plans: the smallest within the accuracy budget, or the most
                                 // accurate within the size budget; -1 when none meets the budget
-    std::size_t evaluations = 0;
+    std::size_t evaluations = 0;            // whole plans evaluated (bounded by maxEvaluations)
+    std::size_t sensitivityEvaluations = 0; // one-layer plans behind the ranking: layers x candidates
     double seconds = 0.0;
 };
 
