@@ -15,13 +15,8 @@ class TestMixedSearch : public QObject {
 private slots:
     void initTestCase()
     {
-        m_data = fixtures::syntheticDataset(400, 10);
-        m_data.validation = fixtures::blobImages(300, 28, 28, 99);
-        TrainConfig cfg;
-        cfg.model = "lenet5";
-        cfg.epochs = 3;
-        m_trainer = std::make_unique<Trainer>(cfg, m_data);
-        m_trainer->run();
+        m_data = fixtures::blobsWithValidation();
+        m_trainer = fixtures::trainedLenet5(m_data);
     }
 
     // The front holds no dominated plan, every plan off it is dominated by one on it, and so no

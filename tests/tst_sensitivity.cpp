@@ -17,14 +17,8 @@ class TestSensitivity : public QObject {
 private slots:
     void initTestCase()
     {
-        m_data = fixtures::syntheticDataset(400, 10);
-        m_data.validation = fixtures::blobImages(300, 28, 28, 99);
-        // A briefly trained model, so accuracy means something.
-        TrainConfig cfg;
-        cfg.model = "lenet5";
-        cfg.epochs = 3;
-        m_trainer = std::make_unique<Trainer>(cfg, m_data);
-        m_trainer->run();
+        m_data = fixtures::blobsWithValidation();
+        m_trainer = fixtures::trainedLenet5(m_data);
         m_model = &m_trainer->model();
     }
 

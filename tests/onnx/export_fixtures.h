@@ -132,6 +132,25 @@ inline std::string tempDir(const std::string& name)
     return p.string();
 }
 
+// The blob images with a 300-image validation set, and lenet5 trained 3 epochs on them (FP32), so
+// that accuracy means something to the analyses (sensitivity, mixed-bit search). The Trainer
+// reads `data`, so keep it alive as long as the returned Trainer.
+inline Dataset blobsWithValidation()
+{
+    Dataset d = syntheticDataset(400, 10);
+    d.validation = blobImages(300, 28, 28, 99);
+    return d;
+}
+inline std::unique_ptr<Trainer> trainedLenet5(const Dataset& data)
+{
+    TrainConfig cfg;
+    cfg.model = "lenet5";
+    cfg.epochs = 3;
+    auto t = std::make_unique<Trainer>(cfg, data);
+    t->run();
+    return t;
+}
+
 // Fashion-MNIST when installed (else empty): tests that need real data skip without it.
 inline bool haveFashion() { return std::filesystem::exists(std::string(kDefaultDataDir) + "/t10k-images-idx3-ubyte.gz"); }
 
