@@ -156,8 +156,8 @@ private slots:
     void uniformPlanIsTodaysQuantization();
     void ptqPlanExportsQsmWithEachLayersBits();
     void mixedPlanRunsInOnnxruntime();
-    void engineRunsFloatDenseLayers_data();
-    void engineRunsFloatDenseLayers();
+    void engineRunsFloatLayers_data();
+    void engineRunsFloatLayers();
     void qatAndProgressiveHonourThePlan_data();
     void qatAndProgressiveHonourThePlan();
     void sizeAgainstHandComputedBytes();
@@ -410,8 +410,7 @@ void TestPlans::ptqPlanExportsQsmWithEachLayersBits()
     QVERIFY(!byName.at("fc2")->outputQuant);                          // fc2's output stays float
     QVERIFY(byName.at("fc1")->outputQuant || byName.at("relu3")->outputQuant);
 
-    // The file runs (the integer engine refuses group scales and float weights and says so; the
-    // reference runs it) and agrees with the simulation it came from.
+    // The file runs (the integer engine refuses group scales and says so; the reference runs it) and agrees with the simulation it came from.
     std::string runner;
     const std::vector<float> fromFile = referenceOutputs(back, m_data.test, &runner);
     QVERIFY2(QString::fromStdString(runner).contains("fake-quant reference"), runner.c_str());
@@ -442,20 +441,32 @@ void TestPlans::mixedPlanRunsInOnnxruntime()
     QVERIFY(mean <= kQdqMeanOutputDiff);
 }
 
-void TestPlans::engineRunsFloatDenseLayers_data()
+void TestPlans::engineRunsFloatLayers_data()
 {
+    QTest::addColumn<QString>("preset");
     QTest::addColumn<QString>("fp32Layer");
-    QTest::newRow("fc2 kept FP32: float logits") << "fc2";
-    QTest::newRow("fc1 kept FP32 between int layers") << "fc1";
+    QTest::newRow("fc2 kept FP32: float logits") << "seed-cnn" << "fc2";
+    QTest::newRow("fc1 kept FP32 between int layers") << "seed-cnn" << "fc1";
+    QTest::newRow("conv1 kept FP32: the first layer") << "seed-cnn" << "conv1";
+    QTest::newRow("conv2 kept FP32 between int layers") << "seed-cnn" << "conv2";
+    QTest::newRow("a depthwise conv kept FP32") << "mobilenet-tiny" << "blocks.1.dw";
+    QTest::newRow("a shortcut conv kept FP32 into an Add") << "resnet8" << "layer2.shortcut";
 }
 
-// The integer engine runs dense layers kept FP32 (DQ in, float GEMM, Q out or float logits) and
-// agrees with the fake-quant reference; a float convolution is refused with its reason.
-void TestPlans::engineRunsFloatDenseLayers()
+// The integer engine runs layers kept FP32 between integer ones (DQ in, float product, Q out, or
+// float logits at the end) and agrees with the fake-quant reference.
+void TestPlans::engineRunsFloatLayers()
 {
+    QFETCH(QString, preset);
     QFETCH(QString, fp32Layer);
-    Planned p = ptqWithPlan(m_data, {entry("conv2", "int4"), entry(fp32Layer.toStdString(), "fp32")});
-    const ExportedModel m = exportQuantizedModel(*p.model, *p.sim, "seed-cnn", m_data, "ptq", "channel");
+    std::vector<LayerOverride> layers{entry(fp32Layer.toStdString(), "fp32")};
+    if (preset == "seed-cnn" && fp32Layer != "conv2") layers.push_back(entry("conv2", "int4"));
+    Planned p = ptqWithPlan(m_data, layers, preset.toStdString());
+    const ExportedModel m = exportQuantizedModel(*p.model, *p.sim, preset.toStdString(), m_data, "ptq", "channel");
+    bool hasFloat = false;
+    for (const StoredLayer& l : m.layers)
+        if (l.name == fp32Layer.toStdString()) hasFloat = l.tensors.at(0).encoding == TensorEncoding::Float32;
+    QVERIFY(hasFloat);
     QCOMPARE(IntEngine::unsupportedReason(m), std::string());
     RunnerOptions io;
     io.kind = RunnerKind::Integer;
@@ -471,13 +482,10 @@ void TestPlans::engineRunsFloatDenseLayers()
     double sum = 0;
     for (std::size_t i = 0; i < e.size(); ++i) sum += std::abs(static_cast<double>(e[i]) - r[i]);
     const double agree = agreement(argmaxOf(e, m.classes), argmaxOf(r, m.classes));
-    qInfo("engine vs reference with %s in float: %.1f %% agree, mean |diff| %.2e", qPrintable(fp32Layer), 100 * agree, sum / e.size());
+    qInfo("%s: engine vs reference with %s in float: %.1f %% agree, mean |diff| %.2e", qPrintable(preset), qPrintable(fp32Layer),
+          100 * agree, sum / e.size());
     QVERIFY(agree >= kMinQdqAgreement);
     QVERIFY(sum / static_cast<double>(e.size()) <= kQdqMeanOutputDiff);
-
-    Planned c = ptqWithPlan(m_data, {entry("conv1", "fp32")});
-    const std::string why = IntEngine::unsupportedReason(exportQuantizedModel(*c.model, *c.sim, "seed-cnn", m_data, "ptq", "channel"));
-    QVERIFY2(QString::fromStdString(why).contains("float convolutions"), why.c_str());
 }
 
 namespace {

@@ -44,6 +44,49 @@ void padImage(const std::uint8_t* src, std::size_t h, std::size_t w, std::size_t
     }
 }
 
+// A convolution a plan keeps FP32 (OpKind::FloatConv): y = conv(dq(x), W) + b in float, then
+// q(y) with the fused clamp. x (H, W, Cin) bytes on op.inD, y (Ho, Wo, Cout) bytes on op.outD.
+// Each output sums its taps in (ky, kx, ci) order; the product differs from QuantSim's float
+// convolution only in the order of FP32 accumulation.
+void floatConv(const Op& op, const std::uint8_t* x, std::uint8_t* y)
+{
+    float table[256];
+    for (int v = 0; v < 256; ++v) table[v] = static_cast<float>(v - op.inD.zp()) * op.inD.aq.scale;
+    thread_local std::vector<float> xf, acc;
+    const std::size_t n = op.hin * op.win * op.cin;
+    if (xf.size() < n) xf.resize(n);
+    for (std::size_t i = 0; i < n; ++i) xf[i] = table[x[i]];
+    if (acc.size() < op.cog) acc.resize(op.cog);
+    const std::size_t kk = op.k * op.k;
+    for (std::size_t oy = 0; oy < op.hout; ++oy)
+        for (std::size_t ox = 0; ox < op.wout; ++ox) {
+            std::uint8_t* out = y + (oy * op.wout + ox) * op.cout;
+            for (std::size_t g = 0; g < op.groups; ++g) {
+                float* __restrict a = acc.data();
+                std::fill_n(a, op.cog, 0.0f);
+                for (std::size_t ky = 0; ky < op.k; ++ky) {
+                    const long iy = static_cast<long>(oy * op.stride + ky) - static_cast<long>(op.pad);
+                    if (iy < 0 || iy >= static_cast<long>(op.hin)) continue;
+                    for (std::size_t kx = 0; kx < op.k; ++kx) {
+                        const long ix = static_cast<long>(ox * op.stride + kx) - static_cast<long>(op.pad);
+                        if (ix < 0 || ix >= static_cast<long>(op.win)) continue;
+                        const float* __restrict px = xf.data() + (static_cast<std::size_t>(iy) * op.win + static_cast<std::size_t>(ix)) * op.cin + g * op.cig;
+                        const float* __restrict w = op.fw.data() + ((g * kk + ky * op.k + kx) * op.cig) * op.cog;
+                        for (std::size_t ci = 0; ci < op.cig; ++ci) {
+                            const float v = px[ci];
+                            const float* __restrict wr = w + ci * op.cog;
+                            for (std::size_t o = 0; o < op.cog; ++o) a[o] += v * wr[o];
+                        }
+                    }
+                }
+                for (std::size_t o = 0; o < op.cog; ++o) {
+                    const std::size_t co = g * op.cog + o;
+                    out[co] = static_cast<std::uint8_t>(std::clamp<std::int32_t>(quantizeInput(a[o] + op.fb[co], op.outD), op.lo, op.hi));
+                }
+            }
+        }
+}
+
 } // namespace
 
 void IntEngine::Impl::runImageOp(const Op& op, Scratch& s) const
@@ -169,6 +212,7 @@ void IntEngine::Impl::runImageOp(const Op& op, Scratch& s) const
         return;
     }
     case OpKind::Add: addRequant(op.add, cur, imagePtr(s, op.in1), nxt, op.elems); return;
+    case OpKind::FloatConv: return floatConv(op, cur, nxt);
     case OpKind::Linear:
     case OpKind::FloatLinear: break;
     }

@@ -53,8 +53,7 @@ std::pair<std::int32_t, std::int32_t> clampOf(const Domain& d, LayerKind act)
 void checkWeights(const StoredTensor& t, const std::string& id)
 {
     if (t.encoding == TensorEncoding::Float32)
-        throw ConfigError(id + ": float weights (a layer kept FP32 by a plan); the integer engine runs float dense layers, not float "
-                               "convolutions");
+        throw ConfigError(id + ": float weights where the integer engine needs integer ones");
     if (t.encoding != TensorEncoding::Int || !t.isSigned || t.bits > 8)
         throw ConfigError(id + ": the integer engine runs signed weights of at most 8 bits (this model has " +
                           (t.encoding == TensorEncoding::Int ? std::to_string(t.bits) + "-bit " + (t.isSigned ? "signed" : "unsigned")
@@ -215,6 +214,41 @@ void IntEngine::Impl::build(const ExportedModel& m)
         case LayerKind::Conv2d: {
             const ActInfo& in = input(0);
             const StoredTensor& wt = *l.tensor("weight");
+            if (wt.encoding == TensorEncoding::Float32) { // kept FP32 by a plan
+                const Point pt = pointOf();
+                Op op;
+                op.kind = OpKind::FloatConv;
+                op.name = pt.name;
+                op.in0 = in.root;
+                op.out = pt.act;
+                op.cin = in.c, op.hin = in.h, op.win = in.w, op.cout = l.outChannels, op.k = l.kernel, op.stride = l.stride,
+                op.pad = l.padding;
+                op.hp = in.h + 2 * op.pad, op.wp = in.w + 2 * op.pad;
+                op.hout = (op.hp - op.k) / op.stride + 1, op.wout = (op.wp - op.k) / op.stride + 1;
+                op.groups = l.groups;
+                op.cig = op.cin / op.groups, op.cog = op.cout / op.groups;
+                op.inD = in.d;
+                op.outD = pt.d;
+                std::tie(op.lo, op.hi) = clampOf(pt.d, pt.relu);
+                const std::size_t kk = op.k * op.k;
+                if (wt.values.size() != op.cout * op.cig * kk) throw ConfigError(id + ": float weights of the wrong size");
+                op.fw.assign(wt.values.size(), 0.0f);
+                // (co, ci, ky, kx) -> (g, ky, kx, ci, co within the group)
+                for (std::size_t co = 0; co < op.cout; ++co)
+                    for (std::size_t ci = 0; ci < op.cig; ++ci)
+                        for (std::size_t t = 0; t < kk; ++t) {
+                            const std::size_t g = co / op.cog, o = co % op.cog;
+                            op.fw[((g * kk + t) * op.cig + ci) * op.cog + o] = wt.values[(co * op.cig + ci) * kk + t];
+                        }
+                const StoredTensor* bt = l.tensor("bias");
+                op.fb = bt ? bt->dequantized() : std::vector<float>(op.cout, 0.0f);
+                if (op.fb.size() != op.cout) throw ConfigError(id + ": bias of the wrong size");
+                ActInfo info;
+                info.d = pt.d;
+                info.c = op.cout, info.h = op.hout, info.w = op.wout;
+                push(std::move(op), info);
+                break;
+            }
             checkWeights(wt, id);
             const StoredTensor* bias = l.tensor("bias");
             const Point pt = pointOf();

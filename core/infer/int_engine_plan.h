@@ -70,7 +70,9 @@ struct Buffer {
 // FloatLinear: a dense layer a precision plan keeps FP32, between integer ones: it dequantizes its
 // input (the DQ of the boundary), computes in float, and quantizes its output (the Q) or, as the
 // model's last layer, writes float logits.
-enum class OpKind { Conv, GroupConv, Depthwise, MaxPool, AvgPool, Add, Linear, FloatLinear };
+// FloatConv: the same for a convolution (any groups) a plan keeps FP32; its output is always
+// quantized again (a feature map is never the model's output).
+enum class OpKind { Conv, GroupConv, Depthwise, MaxPool, AvgPool, Add, Linear, FloatLinear, FloatConv };
 
 struct Op {
     OpKind kind = OpKind::Conv;
@@ -94,6 +96,7 @@ struct Op {
     std::size_t inF = 0, outF = 0; // Linear
     // FloatLinear: weights (outF x inF, columns in the engine's order of its input), bias, the
     // input and output domains and the output clamp (internal bytes; a fused ReLU).
+    // FloatConv: fw is (groups, k, k, cig, cog), the output channel fastest; fb has cout entries.
     std::vector<float> fw, fb;
     std::vector<std::uint32_t> col; // input byte of feature j
     Domain inD, outD;
