@@ -252,6 +252,7 @@ public:
                                 {"test_acc", e.testAccuracy},
                                 {"images_per_s", e.imagesPerSecond},
                                 {"seconds", e.seconds},
+                                {"peak_rss_mb", e.peakRssMb},
                                 {"phase", e.phase}};
             if (!std::isnan(e.validationAccuracy)) j["val_acc"] = e.validationAccuracy;
             if (!std::isnan(e.quantTestAccuracy)) j["quant_test_acc"] = e.quantTestAccuracy;
@@ -286,7 +287,8 @@ public:
                                 {"test_acc", orNull(e.testAccuracy)},
                                 {"test_loss", orNull(e.testLoss)},
                                 {"images_per_s", e.imagesPerSecond},
-                                {"seconds", e.seconds}};
+                                {"seconds", e.seconds},
+                                {"peak_rss_mb", e.peakRssMb}};
             if (!std::isnan(e.quantTestAccuracy)) j["quant_test_acc"] = e.quantTestAccuracy;
             if (!std::isnan(e.finalLossScale)) {
                 j["loss_scale"] = e.finalLossScale;
@@ -296,8 +298,9 @@ public:
         } else {
             if (!std::isnan(e.finalLossScale))
                 std::printf("loss scale %g, %zu step(s) skipped on overflow\n", e.finalLossScale, e.skippedSteps);
-            std::printf("%s after %zu epoch(s): test accuracy %.2f %%, %.1f s\n", e.stopped ? "stopped" : "done",
-                        e.epochsDone, std::isnan(e.testAccuracy) ? 0.0 : 100 * e.testAccuracy, e.seconds);
+            std::printf("%s after %zu epoch(s): test accuracy %.2f %%, %.1f s, peak memory %.0f MB\n",
+                        e.stopped ? "stopped" : "done", e.epochsDone, std::isnan(e.testAccuracy) ? 0.0 : 100 * e.testAccuracy,
+                        e.seconds, e.peakRssMb);
         }
     }
 

@@ -11,6 +11,7 @@
 #include "runs_model.h"
 #include "training_panel.h"
 #include "util/errors.h"
+#include "util/memory.h"
 
 #include "io/model_source.h"
 
@@ -316,6 +317,7 @@ void MainWindow::onBatches(int id, const BatchList& events)
                        .arg(r->config.epochs)
                        .arg(formatCount(double(b.step)), formatCount(double(b.stepsPerEpoch)),
                             formatRate(b.imagesPerSecond), formatClock(eta), formatLoss(r->smoothedLoss.back()));
+    text += tr(" \u00b7 peak memory %1 MB").arg(formatCount(peakResidentMegabytes()));
     if (m_controller->isPaused()) text += tr(" \u2014 paused");
     m_statusLabel->setText(text);
     if (!m_firstPointSent) {
@@ -362,6 +364,7 @@ void MainWindow::onFinished(int id, const FinishEvent& e)
         if (std::isfinite(e.quantTestAccuracy)) text += tr(" (quantized %1)").arg(formatPercent(e.quantTestAccuracy));
         text += tr(" in %1").arg(formatSeconds(e.seconds));
         if (e.imagesPerSecond > 0) text += tr(", %1").arg(formatRate(e.imagesPerSecond));
+        if (e.peakRssMb > 0) text += tr(", peak memory %1 MB").arg(formatCount(e.peakRssMb));
         m_statusLabel->setText(text);
         if (!e.stopped) m_progress->setValue(m_progress->maximum());
     }

@@ -389,6 +389,7 @@ QJsonObject runToJson(const RunRecord& r)
                                   {"quant_test_acc", num(e.quantTestAccuracy)},
                                   {"images_per_s", num(e.imagesPerSecond)},
                                   {"seconds", num(e.seconds)},
+                                  {"peak_rss_mb", num(e.peakRssMb)},
                                   {"phase", str(e.phase)}});
     o["epochs"] = epochs;
     QJsonArray stats;
@@ -405,7 +406,8 @@ QJsonObject runToJson(const RunRecord& r)
                                   {"quant_test_acc", num(r.finish.quantTestAccuracy)},
                                   {"test_loss", num(r.finish.testLoss)},
                                   {"seconds", num(r.finish.seconds)},
-                                  {"images_per_s", num(r.finish.imagesPerSecond)}};
+                                  {"images_per_s", num(r.finish.imagesPerSecond)},
+                                  {"peak_rss_mb", num(r.finish.peakRssMb)}};
     return o;
 }
 
@@ -467,6 +469,7 @@ RunPtr runFromJson(const QJsonObject& o)
         ev.quantTestAccuracy = numOr(e["quant_test_acc"]);
         ev.imagesPerSecond = numOr(e["images_per_s"]);
         ev.seconds = numOr(e["seconds"]);
+        ev.peakRssMb = numOr(e["peak_rss_mb"], 0.0);
         ev.phase = sstr(e["phase"], "");
         r->epochs.push_back(ev);
     }
@@ -485,6 +488,7 @@ RunPtr runFromJson(const QJsonObject& o)
         r->finish.testLoss = numOr(f["test_loss"]);
         r->finish.seconds = numOr(f["seconds"], 0.0);
         r->finish.imagesPerSecond = numOr(f["images_per_s"], 0.0);
+        r->finish.peakRssMb = numOr(f["peak_rss_mb"], 0.0);
     }
     return r;
 }

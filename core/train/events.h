@@ -49,6 +49,7 @@ struct EpochEvent {
     std::string phase;                   // precision in force this epoch ("fp32", "int8"...)
     double lossScale = kNoValue;         // dynamic loss scale at the epoch's end (mixed precision)
     std::size_t skippedSteps = 0;        // optimizer steps skipped on overflow so far
+    double peakRssMb = 0.0;              // the process's peak resident memory so far, MiB
 };
 
 struct FinishEvent {
@@ -61,6 +62,7 @@ struct FinishEvent {
     double imagesPerSecond = 0.0;  // mean over epochs
     std::size_t skippedSteps = 0;  // optimizer steps skipped on overflow (loss scaling)
     double finalLossScale = kNoValue;
+    double peakRssMb = 0.0;        // the process's peak resident memory, MiB (util/memory.h)
 };
 
 class TrainObserver {

@@ -3,6 +3,7 @@
 #include "nn/model_zoo.h"
 #include "train/loss.h"
 #include "util/errors.h"
+#include "util/memory.h"
 #include "util/rng.h"
 
 #include <tbb/task_arena.h>
@@ -243,6 +244,7 @@ FinishEvent Trainer::runInArena()
         ee.trainAccuracy = static_cast<double>(correct) / static_cast<double>(seen);
         ee.seconds = trainSeconds;
         ee.imagesPerSecond = static_cast<double>(seen) / std::max(1e-9, trainSeconds);
+        ee.peakRssMb = peakResidentMegabytes();
         ipsSum += ee.imagesPerSecond;
         endOfEpoch(ee, fin);
     }
@@ -255,6 +257,7 @@ FinishEvent Trainer::runInArena()
     fin.skippedSteps = m_strategy->skippedSteps();
     fin.finalLossScale = m_strategy->reportedLossScale();
     fin.imagesPerSecond = fin.epochsDone ? ipsSum / static_cast<double>(fin.epochsDone) : 0.0;
+    fin.peakRssMb = peakResidentMegabytes();
     if (m_observer) m_observer->onFinish(fin);
     return fin;
 }
