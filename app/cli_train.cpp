@@ -8,6 +8,7 @@
 #include "quant/observer.h"
 #include "quant/precision_plan.h"
 #include "quant/rounding.h"
+#include "analysis/engine_eval.h"
 #include "analysis/model_export.h"
 #include "io/model_source.h"
 #include "train/trainer.h"
@@ -80,6 +81,9 @@ const char* const kTrainHelp =
     "                       sets --epochs to the schedule's total\n"
     "  --blend-steps N      progressive: steps over which formats are blended (default 100)\n"
     "  --bn-freeze-epoch N  qat: freeze BatchNorm statistics from epoch N (default never)\n"
+    "  --quant-eval R       how the quantized model is evaluated (ptq, qat, progressive): engine\n"
+    "                       (default: the integer engine's VNNI/AVX2 kernels when every weight and\n"
+    "                       activation is an integer of at most 8 bits, else fake-quant) or fake-quant\n"
     "per-layer plan (ptq, qat, progressive's last phase; the options above are its default):\n"
     "  --plan FILE          a JSON plan (docs/PLANS.md); explicit --format, --granularity,\n"
     "                       --calibration, --act-format override its default\n"
@@ -256,6 +260,7 @@ public:
                                 {"phase", e.phase}};
             if (!std::isnan(e.validationAccuracy)) j["val_acc"] = e.validationAccuracy;
             if (!std::isnan(e.quantTestAccuracy)) j["quant_test_acc"] = e.quantTestAccuracy;
+            if (!e.quantRunner.empty()) j["quant_runner"] = e.quantRunner;
             if (!std::isnan(e.lossScale)) {
                 j["loss_scale"] = e.lossScale;
                 j["skipped_steps"] = e.skippedSteps;
@@ -263,8 +268,8 @@ public:
             emit(j);
         } else {
             if (!std::isnan(e.quantTestAccuracy))
-                std::printf("epoch %zu/%zu  [%s]  quantized model test acc %.2f %%\n", e.epoch, e.epochs,
-                            e.phase.c_str(), 100 * e.quantTestAccuracy);
+                std::printf("epoch %zu/%zu  [%s]  quantized model test acc %.2f %% (%s)\n", e.epoch, e.epochs,
+                            e.phase.c_str(), 100 * e.quantTestAccuracy, e.quantRunner.c_str());
             if (std::isnan(e.trainLoss))
                 std::printf("loaded model (no training)  test loss %.4f  test acc %.2f %%\n", e.testLoss,
                             100 * e.testAccuracy);
@@ -327,7 +332,7 @@ int runTrain(const std::vector<std::string>& argv)
                      "--strategy", "--format", "--granularity", "--rounding", "--calibration", "--act-calibration",
                      "--act-format", "--percentile", "--calib-images", "--schedule", "--blend-steps",
                      "--bn-freeze-epoch", "--export", "--init", "--normalize", "--image-shape", "--resize", "--test-fraction",
-                     "--plan", "--layer", "--keep-fp32"},
+                     "--plan", "--layer", "--keep-fp32", "--quant-eval"},
                     {"--json", "--help", "--nesterov", "--quiet", "--reinit"});
     if (args.has("--help")) {
         std::fputs(kTrainHelp, stdout);
@@ -362,6 +367,9 @@ int runTrain(const std::vector<std::string>& argv)
     cfg.nesterov = args.has("--nesterov");
     cfg.weightDecay = static_cast<float>(args.f64("--weight-decay", 0.0, 0.0, 10.0));
     cfg.threads = args.u64("--threads", 2, 1, 1024);
+    const std::string quantEval = args.str("--quant-eval", "engine");
+    if (quantEval == "engine") cfg.quantizedEvaluator = engineEvaluator(cfg.threads);
+    else if (quantEval != "fake-quant") throw UsageError("--quant-eval takes engine or fake-quant, not '" + quantEval + "'");
     cfg.seed = args.u64("--seed", 1);
     PrecisionConfig& pc = cfg.precision;
     pc.strategy = parseStrategy(args.str("--strategy", "fp32"));

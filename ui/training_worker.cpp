@@ -2,6 +2,8 @@
 
 #include "quant_catalog.h"
 
+#include "analysis/engine_eval.h"
+
 #include <algorithm>
 #include <chrono>
 
@@ -144,7 +146,9 @@ void TrainingWorker::train(const TrainRequest& request)
     SignalObserver observer(*this, request.runId, m_throttleMs);
     try {
         if (!request.data) throw std::runtime_error("no dataset is loaded");
-        Trainer trainer(request.config, *request.data, &observer, m_token);
+        TrainConfig cfg = request.config;
+        cfg.quantizedEvaluator = engineEvaluator(cfg.threads); // integer kernels where the engine can run the model
+        Trainer trainer(cfg, *request.data, &observer, m_token);
         emit modelSize(request.runId, estimateModelBytes(request.config, trainer.model()));
         const FinishEvent fin = trainer.run();
         if (!observer.finishedReported()) emit failed(request.runId, QStringLiteral("training ended without a result"));

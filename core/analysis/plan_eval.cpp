@@ -1,15 +1,20 @@
 #include "analysis/plan_eval.h"
 
+#include "analysis/engine_eval.h"
+
 #include "quant/format.h"
 #include "train/quant_sim.h"
+
+#include <tbb/task_arena.h>
 
 #include <algorithm>
 
 namespace quantscope {
 
 PlanEvaluator::PlanEvaluator(Model& model, const Dataset& data, const LabeledImages& validation, std::size_t calibImages,
-                             std::size_t batchSize)
-    : m_model(model), m_data(data), m_set(validation), m_calibImages(calibImages), m_batch(std::max<std::size_t>(1, batchSize))
+                             std::size_t batchSize, std::size_t threads)
+    : m_model(model), m_data(data), m_set(validation), m_calibImages(calibImages), m_batch(std::max<std::size_t>(1, batchSize)),
+      m_threads(threads ? threads : static_cast<std::size_t>(std::max(1, tbb::this_task_arena::max_concurrency())))
 {
     m_fp32 = runWith(nullptr);
     m_classes = m_set.size() ? m_fp32.logits.size() / m_set.size() : 0;
@@ -52,7 +57,17 @@ PlanEvaluator::Result PlanEvaluator::run(const PrecisionPlan& plan)
     sim.quantizeWeights(Rounding::Nearest, 0);
     sim.calibrate(m_data, m_data.train, std::min(m_calibImages, m_data.train.size()), 64);
     sim.setObserving(false);
-    Result r = runWith(&sim);
+    // The integer engine when it can run the plan (integer formats of at most 8 bits, layers
+    // kept FP32 between them), else the fake-quant float model.
+    Result r;
+    if (std::optional<EngineEval> e = evaluateOnEngine(m_model, sim, m_data, m_set, m_threads, true)) {
+        r.accuracy = e->accuracy;
+        r.logits = std::move(e->logits);
+        m_lastRunner = e->runner;
+    } else {
+        r = runWith(&sim);
+        m_lastRunner = "fake-quant";
+    }
     sim.clearWeights();
     return r;
 }

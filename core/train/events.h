@@ -50,6 +50,7 @@ struct EpochEvent {
     double lossScale = kNoValue;         // dynamic loss scale at the epoch's end (mixed precision)
     std::size_t skippedSteps = 0;        // optimizer steps skipped on overflow so far
     double peakRssMb = 0.0;              // the process's peak resident memory so far, MiB
+    std::string quantRunner;             // what computed quantTestAccuracy ("integer engine (...)", "fake-quant")
 };
 
 struct FinishEvent {

@@ -112,12 +112,12 @@ public:
         if (last.fsim) {
             last.fsim->roundWeightsToOverride(m_params);
             last.fsim->setKey(0);
-            return evaluate(m_model, data, data.test, batch, last.fsim.get()).accuracy;
+            return evaluateFakeQuant(m_model, last.fsim.get(), data, batch);
         }
         last.qsim->quantizeWeights(Rounding::Nearest, 0);
         if (m_cur != m_phases.size() - 1) last.qsim->calibrate(data, data.train, m_cfg.calibImages, batch);
         last.qsim->setObserving(false);
-        const double acc = evaluate(m_model, data, data.test, batch, last.qsim.get()).accuracy;
+        const double acc = evaluateQuantized(m_model, *last.qsim, data, batch);
         last.qsim->setObserving(true);
         return acc;
     }

@@ -65,7 +65,7 @@ public:
         m_sim.quantizeWeights(Rounding::Nearest, 0);
         m_sim.calibrate(data, data.train, m_cfg.calibImages, batch);
         m_sim.setObserving(false);
-        return evaluate(m_model, data, data.test, batch, &m_sim).accuracy;
+        return evaluateQuantized(m_model, m_sim, data, batch);
     }
     std::vector<LayerStats> layerStats(std::size_t epoch) override { return m_sim.stats(epoch); }
     void afterEval() override { m_sim.clearWeights(); }
@@ -106,7 +106,7 @@ public:
     {
         m_sim.quantizeWeights(Rounding::Nearest, 0);
         m_sim.setObserving(false);
-        const double acc = evaluate(m_model, data, data.test, batch, &m_sim).accuracy;
+        const double acc = evaluateQuantized(m_model, m_sim, data, batch);
         m_sim.setObserving(true);
         return acc;
     }
@@ -153,7 +153,7 @@ public:
     double quantizedAccuracy(const Dataset& data, std::size_t batch) override
     {
         m_sim.roundWeightsToOverride(m_params);
-        return evaluate(m_model, data, data.test, batch, &m_sim).accuracy;
+        return evaluateFakeQuant(m_model, &m_sim, data, batch);
     }
     std::vector<LayerStats> layerStats(std::size_t epoch) override
     {
@@ -211,7 +211,7 @@ public:
     double quantizedAccuracy(const Dataset& data, std::size_t batch) override
     {
         m_sim.setKey(0);
-        return evaluate(m_model, data, data.test, batch, &m_sim).accuracy;
+        return evaluateFakeQuant(m_model, &m_sim, data, batch);
     }
     std::vector<LayerStats> layerStats(std::size_t epoch) override
     {
@@ -278,7 +278,21 @@ std::vector<SchedulePhase> parseSchedule(const std::string& text)
 
 std::unique_ptr<PrecisionStrategy> makeProgressiveStrategy(const TrainConfig& cfg, Model& model);
 
-std::unique_ptr<PrecisionStrategy> makeStrategy(const TrainConfig& cfg, Model& model, Optimizer& opt)
+double PrecisionStrategy::evaluateQuantized(Model& model, QuantSim& sim, const Dataset& data, std::size_t batch)
+{
+    if (m_evaluator)
+        if (const std::optional<double> acc = m_evaluator(model, sim, data, data.test, &m_runner)) return *acc;
+    return evaluateFakeQuant(model, &sim, data, batch);
+}
+
+double PrecisionStrategy::evaluateFakeQuant(Model& model, LayerHooks* hooks, const Dataset& data, std::size_t batch)
+{
+    m_runner = "fake-quant";
+    return evaluate(model, data, data.test, batch, hooks).accuracy;
+}
+
+namespace {
+std::unique_ptr<PrecisionStrategy> makeStrategyOf(const TrainConfig& cfg, Model& model, Optimizer& opt)
 {
     switch (cfg.precision.strategy) {
     case Strategy::Fp32: return std::make_unique<PrecisionStrategy>();
@@ -289,6 +303,14 @@ std::unique_ptr<PrecisionStrategy> makeStrategy(const TrainConfig& cfg, Model& m
     case Strategy::Progressive: return makeProgressiveStrategy(cfg, model);
     }
     throw ConfigError("unknown strategy");
+}
+} // namespace
+
+std::unique_ptr<PrecisionStrategy> makeStrategy(const TrainConfig& cfg, Model& model, Optimizer& opt)
+{
+    std::unique_ptr<PrecisionStrategy> s = makeStrategyOf(cfg, model, opt);
+    s->setQuantizedEvaluator(cfg.quantizedEvaluator);
+    return s;
 }
 
 } // namespace quantscope

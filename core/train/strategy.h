@@ -12,11 +12,23 @@
 #include "train/optimizer.h"
 #include "train/precision_config.h"
 
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 namespace quantscope {
+
+class QuantSim;
+
+// Runs the quantized model (`model` under `sim`: weights quantized, observers frozen) on `set`
+// and returns its top-1 accuracy in [0, 1], or nullopt when it cannot run this model (then the
+// fake-quant float evaluation runs). `runner` receives what ran it, e.g. "integer engine
+// (avx512-vnni)". The trainer's room cannot run integer kernels itself (infer/ is above it), so
+// the CLI and the GUI pass analysis/engine_eval.h's engineEvaluator() in TrainConfig.
+using QuantizedEvaluator = std::function<std::optional<double>(Model& model, const QuantSim& sim, const Dataset& data,
+                                                               const LabeledImages& set, std::string* runner)>;
 
 struct TrainConfig;
 class QuantSim;
@@ -45,6 +57,21 @@ public:
     // Call prepareExport first: it quantizes the weights (nearest) and, for PTQ, calibrates.
     virtual QuantSim* quantSim() { return nullptr; }
     virtual void prepareExport(const Dataset& /*data*/, std::size_t /*batch*/) {}
+
+    void setQuantizedEvaluator(QuantizedEvaluator e) { m_evaluator = std::move(e); }
+    // What ran the last quantizedAccuracy: "fake-quant" or the evaluator's runner; empty if none.
+    const std::string& quantizedRunner() const { return m_runner; }
+
+protected:
+    // Test accuracy of `model` under the integer simulation `sim` (ready to run): on the
+    // evaluator when it can, else the fake-quant float model.
+    double evaluateQuantized(Model& model, QuantSim& sim, const Dataset& data, std::size_t batch);
+    // The same through the fake-quant float model only (float formats under `hooks`).
+    double evaluateFakeQuant(Model& model, LayerHooks* hooks, const Dataset& data, std::size_t batch);
+
+private:
+    QuantizedEvaluator m_evaluator;
+    std::string m_runner;
 };
 
 // Builds the strategy of cfg.precision for `model` trained by `opt`. Throws ConfigError when the

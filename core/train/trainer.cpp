@@ -142,6 +142,7 @@ void Trainer::endOfEpoch(EpochEvent& ee, FinishEvent& fin)
     if (m_data.validation.size() > 0)
         ee.validationAccuracy = evaluate(*m_model, m_data, m_data.validation, m_cfg.evalBatchSize).accuracy;
     ee.quantTestAccuracy = m_strategy->quantizedAccuracy(m_data, m_cfg.evalBatchSize);
+    if (!std::isnan(ee.quantTestAccuracy)) ee.quantRunner = m_strategy->quantizedRunner();
     std::vector<LayerStats> stats = m_strategy->layerStats(epoch);
     m_strategy->afterEval();
     fin.epochsDone = epoch;

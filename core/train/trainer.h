@@ -39,6 +39,9 @@ struct TrainConfig {
     // build modelFactory from them.
     std::string modelFile;
     bool reinitModel = false;
+    // Runs the quantized evaluations (each epoch's, PTQ's calibrated model) on integer kernels
+    // where it can (analysis/engine_eval.h); empty: the fake-quant float model.
+    QuantizedEvaluator quantizedEvaluator;
 
     // Throws ConfigError naming the first bad field.
     void validate() const;
