@@ -19,11 +19,13 @@ const char* const kHelp =
     "usage: quantscope-cli <command> [options]\n"
     "\n"
     "commands:\n"
-    "  train    train a model on an MNIST-layout IDX folder (see 'quantscope-cli train --help')\n"
+    "  train    train a preset or a model file (.onnx, .qsm) on a dataset (IDX, CIFAR, CSV, image\n"
+    "           folders) with a precision strategy, and export it (see 'quantscope-cli train --help')\n"
     "  eval     run an exported .qsm/.onnx model on the test set (see 'quantscope-cli eval --help')\n"
     "  info     layers, shapes, parameters, MACs and sizes of a model (see 'quantscope-cli info --help')\n"
-    "  analyze  compare: where a quantized model's error comes from, layer by layer\n"
-    "           (see 'quantscope-cli analyze --help')\n"
+    "  analyze  compare (where a quantized model's error comes from, layer by layer), sensitivity\n"
+    "           (one layer quantized at a time) and search (mixed-bit plans under an accuracy or\n"
+    "           size budget) (see 'quantscope-cli analyze --help')\n"
     "\n"
     "exit codes: 0 ok, 2 usage error, 3 data or I/O error, 4 training diverged, 1 internal error\n";
 
@@ -39,7 +41,7 @@ int main(int argc, char** argv)
         return args.empty() ? kExitUsage : kExitOk;
     }
     if (args[0] == "--version") {
-        std::puts("quantscope-cli 0.1.0");
+        std::puts("quantscope-cli " QS_VERSION);
         return kExitOk;
     }
     const std::string cmd = args[0];
