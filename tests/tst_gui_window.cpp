@@ -350,6 +350,9 @@ private slots:
         QCOMPARE(run->status, RunStatus::Failed);
         QVERIFY2(w.errorText().contains(QStringLiteral("lenet5 needs images of at least 12x12")), qPrintable(w.errorText()));
         QVERIFY(cell(w, 0, RunsModel::Status).startsWith(QStringLiteral("failed")));
+        // The status bar names the cause too (e.g. "training diverged: non-finite gradients for 50 steps").
+        QVERIFY2(w.statusText().contains(QStringLiteral("failed: ")) && w.statusText().contains(QStringLiteral("lenet5 needs images")),
+                 qPrintable(w.statusText()));
         // The window carries on: another model trains.
         selectData(child<QComboBox>(&w, "model"), QStringLiteral("mlp"));
         child<QSpinBox>(&w, "epochs")->setValue(1);

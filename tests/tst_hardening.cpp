@@ -143,6 +143,8 @@ void TestHardening::infinityInUint8Range()
     QCOMPARE(p.scale[0], want.scale);
     QCOMPARE(p.zeroPoint[0], want.zeroPoint);
     QCOMPARE(obs.nonFinite(), std::uint64_t{1});
+    qInfo("[-1, 2, +inf] uint8: scale %g, zero point %d, %llu non-finite skipped", static_cast<double>(p.scale[0]), p.zeroPoint[0],
+          static_cast<unsigned long long>(obs.nonFinite()));
     // Quantizing with it: the finite values survive (within half a step), +inf saturates to the top.
     std::vector<float> y(x.size());
     fakeQuantize(x, p, y, {});
@@ -183,6 +185,7 @@ void TestHardening::overflowingRangeIsAnError()
     } catch (const NumericError& e) {
         const QString msg = QString::fromUtf8(e.what());
         QVERIFY2(msg.contains(QLatin1String("fc9")) && msg.contains(QLatin1String("wider than float32")), e.what());
+        if (QTest::currentDataTag() == QLatin1String("minmax/tensor/uint8")) qInfo("%s", e.what());
     }
 }
 
@@ -321,6 +324,7 @@ void TestHardening::runOfSkippedStepsStops()
         } catch (const NumericError& e) {
             const QString want = QStringLiteral("training diverged: non-finite gradients for %1 steps").arg(limit);
             QVERIFY2(QString::fromUtf8(e.what()).startsWith(want), e.what());
+            qInfo("%s", e.what());
         }
         QCOMPARE(trainer.strategy().skippedSteps(), limit);
         // Halved on every skipped step, down to the floor.
@@ -406,7 +410,10 @@ void TestHardening::tinyWeightsLargeBiasRaiseTheWeightScale()
             QVERIFY(std::llabs(bias->q[c]) <= (1ll << 30));
         }
         bool noted = false;
-        for (const std::string& n : q.exported.notes) noted = noted || n.find("fc1") != std::string::npos;
+        for (const std::string& n : q.exported.notes) {
+            noted = noted || n.find("fc1") != std::string::npos;
+            qInfo("%s: %s", g, n.c_str());
+        }
         QVERIFY2(noted, "the raised scale is not reported");
         // The file reads back and runs on the integer engine, close to the FP32 model.
         const ExportedModel back2 = decodeQsm(encodeQsm(q.exported), "memory");
@@ -418,6 +425,26 @@ void TestHardening::tinyWeightsLargeBiasRaiseTheWeightScale()
         double worst = 0.0;
         for (std::size_t i = 0; i < out.size(); ++i) worst = std::max(worst, std::fabs(static_cast<double>(out[i] - fp32Out[i])));
         QVERIFY2(worst < 0.25, qPrintable(QStringLiteral("%1: largest log-probability difference %2").arg(QLatin1String(g)).arg(worst)));
+        // The engine does not saturate either: a (foreign) file whose float bias cannot be an int32 at
+        // s_in * s_w is refused, naming the layer.
+        ExportedModel foreign = back2;
+        for (StoredLayer& l : foreign.layers)
+            if (l.name == "fc1") {
+                StoredTensor bf;
+                bf.name = "bias";
+                bf.shape = l.tensors.at(1).shape;
+                bf.values.assign(bf.shape.at(0), 1000.0f);
+                l.tensors.at(1) = bf;
+            }
+        RunnerOptions integerOnly;
+        integerOnly.kind = RunnerKind::Integer;
+        try {
+            ModelRunner r(foreign, integerOnly);
+            QFAIL("the integer engine took a bias that does not fit its int32 accumulator");
+        } catch (const ConfigError& e) {
+            QVERIFY2(QString::fromUtf8(e.what()).contains(QLatin1String("fc1")), e.what());
+            qInfo("engine: %s", e.what());
+        }
     }
 }
 
