@@ -1,5 +1,7 @@
 // quantscope-cli as a user runs it (QProcess): exit codes and one-line messages for bad
 // usage and bad data, and the JSON Lines of a small training run.
+#include "diverging_model.h"
+
 #include "data/idx.h"
 #include "train/precision_config.h"
 #include "util/rng.h"
@@ -89,6 +91,7 @@ private slots:
     void modelFiles();
     void interruptStopsCleanly();
     void planInStartEvent();
+    void divergedRunExits4();
     void ignoredOptionsAreNamed_data();
     void ignoredOptionsAreNamed();
 
@@ -294,6 +297,22 @@ void TestCli::planInStartEvent()
     QCOMPARE(formats["fc1"], std::string("int4 tensor-wise"));
     QCOMPARE(formats["conv1"], std::string("int8 channel-wise"));
     QVERIFY(!formats.count("fc2"));
+}
+
+// Mixed precision whose every step overflows: after --max-skipped-steps the run stops with
+// "training diverged: non-finite gradients for N steps" and exit code 4.
+void TestCli::divergedRunExits4()
+{
+    const QString model = m_tmp.filePath("diverging.qsm");
+    fixtures::writeDivergingModel(model.toStdString());
+    for (const QString& n : {QString("50"), QString("12")}) {
+        QStringList args{"train", "--model", model, "--data", m_valid, "--strategy", "mixed", "--format", "fp16", "--batch-size", "8",
+                         "--train-limit", "640", "--test-limit", "50", "--quiet"};
+        if (n != "50") args << "--max-skipped-steps" << n; // 50 is the default
+        const Result r = runCli(args);
+        QVERIFY2(r.exitCode == 4, qPrintable(QString("exit %1: %2").arg(r.exitCode).arg(r.err)));
+        QVERIFY2(r.err.contains("training diverged: non-finite gradients for " + n + " steps"), qPrintable(r.err));
+    }
 }
 
 // An option the strategy does not use: one stderr line naming it and the strategies that use it
