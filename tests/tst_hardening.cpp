@@ -225,8 +225,11 @@ void TestHardening::chooseQParamsScaleIsFiniteAndPositive()
 void TestHardening::layerStatsCountNonFinite()
 {
     for (const char* g : {"global", "layer", "tensor", "channel", "group:2"}) {
-        Param w{"weight", Tensor({2, 4}, {0.5f, -kInf, 0.25f, kNaN, -1.0f, 0.75f, kInf, 0.1f})};
-        Param b{"bias", Tensor({2}, {0.1f, -0.2f})};
+        Param w, b;
+        w.name = "weight";
+        w.value = Tensor({2, 4}, {0.5f, -kInf, 0.25f, kNaN, -1.0f, 0.75f, kInf, 0.1f});
+        b.name = "bias";
+        b.value = Tensor({2}, {0.1f, -0.2f});
         const std::vector<WeightTarget> targets = {{"fc1", &w, &b}};
         WeightQuantizer wq(findFormat("int8"), parseGranularity(g), Calibration::MinMax, Rounding::Nearest);
         wq.apply(targets, 1);
@@ -281,7 +284,8 @@ void TestHardening::exportRefusesNonFiniteParameter()
 
 void TestHardening::lossScaleHasAFloor()
 {
-    Param p{"weight", Tensor({4}, {0.0f, 0.0f, 0.0f, 0.0f})};
+    Param p;
+    p.value = Tensor({4}, {0.0f, 0.0f, 0.0f, 0.0f});
     p.grad = Tensor({4}, {1.0f, kInf, 0.0f, 0.0f});
     const std::vector<Param*> params = {&p};
     LossScaler scaler;
