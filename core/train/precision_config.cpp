@@ -44,6 +44,7 @@ const std::vector<OptionUse>& optionUses()
         {"plan", {Ptq, Qat, Progressive}},
         {"layer", {Ptq, Qat, Progressive}},
         {"keep-fp32", {Ptq, Qat, Progressive}},
+        {"quant-eval", {Ptq, Qat, Progressive}}, // the strategies with a quantized evaluation
         {"max-skipped-steps", {Mixed, LowPrecision, Progressive}}, // the strategies with dynamic loss scaling
     };
     return rows;
