@@ -84,6 +84,9 @@ const char* const kTrainHelp =
     "  --quant-eval R       how the quantized model is evaluated (ptq, qat, progressive): engine\n"
     "                       (default: the integer engine's VNNI/AVX2 kernels when every weight and\n"
     "                       activation is an integer of at most 8 bits, else fake-quant) or fake-quant\n"
+    "  --max-skipped-steps N\n"
+    "                       mixed, lowp, progressive: stop (exit 4, \"training diverged\") after N\n"
+    "                       consecutive steps skipped for non-finite gradients (default 50, 0 never)\n"
     "per-layer plan (ptq, qat, progressive's last phase; the options above are its default):\n"
     "  --plan FILE          a JSON plan (docs/PLANS.md); explicit --format, --granularity,\n"
     "                       --calibration, --act-format override its default\n"
@@ -92,6 +95,8 @@ const char* const kTrainHelp =
     "                       conv1=int2:group:16, fc2=fp32\n"
     "  --keep-fp32 NAME[,NAME]\n"
     "                       keep these layers in float (weights and output activation)\n"
+    "An option the chosen --strategy does not use is named on stderr (and in the JSON start\n"
+    "event's \"ignored_options\") with the strategies that use it.\n"
     "output:\n"
     "  --json               JSON Lines on stdout: {\"event\":\"start\",...}, per epoch one\n"
     "                       {\"event\":\"layer_stats\",...} per quantized layer and one\n"
@@ -180,7 +185,10 @@ nlohmann::json finiteOrNull(double v)
 
 class CliObserver final : public TrainObserver {
 public:
-    CliObserver(bool json, bool progress, nlohmann::json plan) : m_json(json), m_progress(progress), m_plan(std::move(plan)) {}
+    CliObserver(bool json, bool progress, nlohmann::json plan, std::vector<std::string> ignored)
+        : m_json(json), m_progress(progress), m_plan(std::move(plan)), m_ignored(std::move(ignored))
+    {
+    }
 
     void onStart(const StartEvent& e) override
     {
@@ -191,6 +199,7 @@ public:
                                 {"train_images", e.trainImages}, {"test_images", e.testImages},
                                 {"threads", e.threads}};
             if (!m_plan.is_null()) j["plan"] = m_plan;
+            j["ignored_options"] = m_ignored;
             emit(j);
         }
     }
@@ -239,7 +248,8 @@ public:
                                 {"clipped_fraction", s.clippedFraction},
                                 {"mse", finiteOrNull(s.mse)},
                                 {"max_abs_error", finiteOrNull(s.maxAbsError)},
-                                {"sqnr_db", finiteOrNull(s.sqnrDb)}};
+                                {"sqnr_db", finiteOrNull(s.sqnrDb)},
+                                {"non_finite", s.nonFinite}};
             emit(j);
         }
     }
@@ -318,6 +328,7 @@ private:
 
     bool m_json, m_progress;
     nlohmann::json m_plan; // null for strategies without a plan
+    std::vector<std::string> m_ignored; // "--format", ...: given, but not used by the strategy
     StartEvent m_start;
     std::chrono::steady_clock::time_point m_lastDraw{};
 };
@@ -332,7 +343,7 @@ int runTrain(const std::vector<std::string>& argv)
                      "--strategy", "--format", "--granularity", "--rounding", "--calibration", "--act-calibration",
                      "--act-format", "--percentile", "--calib-images", "--schedule", "--blend-steps",
                      "--bn-freeze-epoch", "--export", "--init", "--normalize", "--image-shape", "--resize", "--test-fraction",
-                     "--plan", "--layer", "--keep-fp32", "--quant-eval"},
+                     "--plan", "--layer", "--keep-fp32", "--quant-eval", "--max-skipped-steps"},
                     {"--json", "--help", "--nesterov", "--quiet", "--reinit"});
     if (args.has("--help")) {
         std::fputs(kTrainHelp, stdout);
@@ -385,6 +396,7 @@ int runTrain(const std::vector<std::string>& argv)
     pc.schedule = args.str("--schedule", pc.schedule);
     pc.blendSteps = args.u64("--blend-steps", pc.blendSteps, 0, 100000000);
     pc.bnFreezeEpoch = args.u64("--bn-freeze-epoch", 0, 0, 10000);
+    cfg.maxSkippedSteps = args.u64("--max-skipped-steps", cfg.maxSkippedSteps, 0, 100000000);
     applyPlanFlags(args, pc);
     if (pc.strategy == Strategy::Progressive) {
         const std::size_t given = cfg.epochs;
@@ -395,6 +407,15 @@ int runTrain(const std::vector<std::string>& argv)
     }
     validateNames(pc);
     cfg.validate();
+    // Options the strategy does not use: one line each, from the table the GUI reads.
+    std::vector<std::string> ignored;
+    for (const OptionUse& o : optionUses()) {
+        const std::string flag = std::string("--") + o.option;
+        if (!args.has(flag) || strategyUses(pc.strategy, o.option)) continue;
+        ignored.push_back(flag);
+        std::fprintf(stderr, "quantscope-cli train: %s is ignored by --strategy %s; it is used by %s\n", flag.c_str(),
+                     strategyInfo(pc.strategy).name, strategiesUsing(o.option).c_str());
+    }
     std::vector<std::string> exportPaths; // checked before training, not after it
     std::stringstream exportList(args.str("--export", ""));
     for (std::string p; std::getline(exportList, p, ',');)
@@ -414,7 +435,7 @@ int runTrain(const std::vector<std::string>& argv)
     nlohmann::json planJson;
     if (st == Strategy::Ptq || st == Strategy::Qat || (st == Strategy::Progressive && !cfg.precision.layers.empty()))
         planJson = nlohmann::json::parse(planToJson(cfg.precision.plan()));
-    CliObserver obs(json, progress, std::move(planJson));
+    CliObserver obs(json, progress, std::move(planJson), ignored);
     StopToken stop;
     g_stop = &stop;
     std::signal(SIGINT, onSigint);

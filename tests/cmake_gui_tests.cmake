@@ -7,10 +7,24 @@
 #   gui_datasets colour datasets in the Dataset dock (CIFAR layout, image folder): colour
 #                thumbnails, the shape line, and the Resize field fixing a mixed-size folder
 #   gui_plans    the Training dock's per-layer plan table (edits, sizes, applicability)
+#   gui_screen_WxH  the first window on a WxH screen (offscreen platform with a screen file):
+#                it fits, Train and the charts are on screen, saved geometry is clamped
 if(TARGET quantscope::ui)
   qs_add_test(gui_window LIBS quantscope::ui TIMEOUT 600 LABELS gui)
   qs_add_test(gui_datasets LIBS quantscope::ui TIMEOUT 120 LABELS gui)
   qs_add_test(gui_latency LIBS quantscope::ui TIMEOUT 600 LABELS "gui;slow")
   qs_add_test(gui_summary LIBS quantscope::ui TIMEOUT 120 LABELS gui)
   qs_add_test(gui_plans LIBS quantscope::ui TIMEOUT 120 LABELS gui)
+  add_executable(tst_gui_screen tst_gui_screen.cpp)
+  target_link_libraries(tst_gui_screen PRIVATE quantscope::core quantscope::ui Qt6::Test qs_warnings)
+  foreach(size 1366x768 1280x720)
+    string(REPLACE "x" ";" wh ${size})
+    list(GET wh 0 w)
+    list(GET wh 1 h)
+    set(cfg ${CMAKE_CURRENT_BINARY_DIR}/offscreen_${size}.json)
+    file(WRITE ${cfg} "{\"screens\":[{\"name\":\"screen\",\"x\":0,\"y\":0,\"width\":${w},\"height\":${h},\"logicalDpi\":96,\"logicalBaseDpi\":96,\"dpr\":1}]}\n")
+    add_test(NAME gui_screen_${size} COMMAND tst_gui_screen)
+    set_tests_properties(gui_screen_${size} PROPERTIES
+      ENVIRONMENT "QT_QPA_PLATFORM=offscreen:configfile=${cfg};QS_SCREEN=${size}" LABELS gui TIMEOUT 120)
+  endforeach()
 endif()

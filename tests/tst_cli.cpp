@@ -1,6 +1,9 @@
 // quantscope-cli as a user runs it (QProcess): exit codes and one-line messages for bad
 // usage and bad data, and the JSON Lines of a small training run.
+#include "diverging_model.h"
+
 #include "data/idx.h"
+#include "train/precision_config.h"
 #include "util/rng.h"
 
 #include <QtTest>
@@ -88,6 +91,9 @@ private slots:
     void modelFiles();
     void interruptStopsCleanly();
     void planInStartEvent();
+    void divergedRunExits4();
+    void ignoredOptionsAreNamed_data();
+    void ignoredOptionsAreNamed();
 
 private:
     QTemporaryDir m_tmp;
@@ -291,6 +297,67 @@ void TestCli::planInStartEvent()
     QCOMPARE(formats["fc1"], std::string("int4 tensor-wise"));
     QCOMPARE(formats["conv1"], std::string("int8 channel-wise"));
     QVERIFY(!formats.count("fc2"));
+}
+
+// Mixed precision whose every step overflows: after --max-skipped-steps the run stops with
+// "training diverged: non-finite gradients for N steps" and exit code 4.
+void TestCli::divergedRunExits4()
+{
+    const QString model = m_tmp.filePath("diverging.qsm");
+    fixtures::writeDivergingModel(model.toStdString());
+    for (const QString& n : {QString("50"), QString("12")}) {
+        QStringList args{"train", "--model", model, "--data", m_valid, "--strategy", "mixed", "--format", "fp16", "--batch-size", "8",
+                         "--train-limit", "640", "--test-limit", "50", "--quiet"};
+        if (n != "50") args << "--max-skipped-steps" << n; // 50 is the default
+        const Result r = runCli(args);
+        QVERIFY2(r.exitCode == 4, qPrintable(QString("exit %1: %2").arg(r.exitCode).arg(r.err)));
+        QVERIFY2(r.err.contains("training diverged: non-finite gradients for " + n + " steps"), qPrintable(r.err));
+    }
+}
+
+// An option the strategy does not use: one stderr line naming it and the strategies that use it
+// (from optionUses(), the table the GUI reads), and the start event lists it.
+void TestCli::ignoredOptionsAreNamed_data()
+{
+    QTest::addColumn<QString>("strategy");
+    QTest::addColumn<QStringList>("options");
+    QTest::addColumn<QStringList>("ignored");
+    QTest::newRow("fp32 --format") << "fp32" << QStringList{"--format", "int4"} << QStringList{"--format"};
+    QTest::newRow("fp32 several") << "fp32" << QStringList{"--format", "int4", "--granularity", "tensor", "--calib-images", "10"}
+                                  << QStringList{"--format", "--granularity", "--calib-images"};
+    QTest::newRow("mixed --granularity") << "mixed" << QStringList{"--format", "bf16", "--granularity", "tensor"}
+                                         << QStringList{"--granularity"};
+    QTest::newRow("qat --calib-images --max-skipped-steps") << "qat" << QStringList{"--calib-images", "10", "--max-skipped-steps", "5"}
+                                                            << QStringList{"--calib-images", "--max-skipped-steps"};
+    QTest::newRow("ptq, all used") << "ptq" << QStringList{"--format", "int4", "--calib-images", "50"} << QStringList{};
+}
+
+void TestCli::ignoredOptionsAreNamed()
+{
+    QFETCH(QString, strategy);
+    QFETCH(QStringList, options);
+    QFETCH(QStringList, ignored);
+    const Result r = runCli(QStringList{"train", "--data", m_valid, "--json", "--quiet", "--model", "mlp", "--train-limit", "100",
+                                        "--test-limit", "50", "--strategy", strategy} + options);
+    QVERIFY2(r.exitCode == kExitOk, qPrintable(QString("exit %1: %2").arg(r.exitCode).arg(r.err)));
+    const QStringList lines = r.err.split('\n', Qt::SkipEmptyParts).filter("is ignored by");
+    QCOMPARE(lines.size(), ignored.size());
+    for (const QString& flag : ignored) {
+        const QStringList mine = lines.filter(flag + " is ignored by --strategy " + strategy + "; it is used by ");
+        QVERIFY2(mine.size() == 1, qPrintable(r.err));
+        const QString users = mine[0].section("it is used by ", 1);
+        QVERIFY2(!users.isEmpty() && !users.split(", ").contains(strategy), qPrintable(mine[0]));
+        QCOMPARE(users.toStdString(), strategiesUsing(flag.mid(2).toStdString()));
+    }
+    nlohmann::json start;
+    for (const QString& line : r.out.split('\n', Qt::SkipEmptyParts)) {
+        const nlohmann::json j = nlohmann::json::parse(line.toStdString());
+        if (j["event"] == "start") start = j;
+    }
+    QVERIFY2(start.contains("ignored_options"), start.dump().c_str());
+    QStringList listed;
+    for (const auto& o : start["ignored_options"]) listed << QString::fromStdString(o.get<std::string>());
+    QCOMPARE(listed, ignored);
 }
 
 // Ctrl-C during training: the run stops within a batch, still reports "done" with stopped=true,

@@ -10,6 +10,8 @@
 #include "runs_model.h"
 #include "training_panel.h"
 
+#include "diverging_model.h"
+
 #include "data/idx.h"
 #include "io/exported_model.h"
 #include "io/onnx_io.h"
@@ -350,6 +352,9 @@ private slots:
         QCOMPARE(run->status, RunStatus::Failed);
         QVERIFY2(w.errorText().contains(QStringLiteral("lenet5 needs images of at least 12x12")), qPrintable(w.errorText()));
         QVERIFY(cell(w, 0, RunsModel::Status).startsWith(QStringLiteral("failed")));
+        // The status bar names the cause too (e.g. "training diverged: non-finite gradients for 50 steps").
+        QVERIFY2(w.statusText().contains(QStringLiteral("failed: ")) && w.statusText().contains(QStringLiteral("lenet5 needs images")),
+                 qPrintable(w.statusText()));
         // The window carries on: another model trains.
         selectData(child<QComboBox>(&w, "model"), QStringLiteral("mlp"));
         child<QSpinBox>(&w, "epochs")->setValue(1);
@@ -358,6 +363,30 @@ private slots:
         QVERIFY(ended.wait(kRunTimeoutMs));
         QCOMPARE(w.runsModel()->runAt(1)->status, RunStatus::Done);
         QVERIFY(w.errorText().isEmpty());
+    }
+
+    // A mixed-precision run whose every step overflows stops after 50 skipped steps and says so in
+    // the runs table and the status bar.
+    void divergedRunSaysSo()
+    {
+        MainWindow w(options(m_small.path()));
+        QSignalSpy ready(&w, &MainWindow::datasetReady);
+        QVERIFY(ready.count() > 0 || ready.wait(kLoadTimeoutMs));
+        QTemporaryDir dir;
+        const QString path = QDir(dir.path()).filePath(QStringLiteral("diverging.qsm"));
+        fixtures::writeDivergingModel(path.toStdString());
+        QVERIFY(w.loadModelFile(path));
+        selectData(child<QComboBox>(&w, "strategy"), QStringLiteral("mixed"));
+        selectData(child<QComboBox>(&w, "format"), QStringLiteral("fp16"));
+        child<QSpinBox>(&w, "batchSize")->setValue(8); // 80 steps per epoch
+        child<QSpinBox>(&w, "epochs")->setValue(1);
+        QSignalSpy ended(&w, &MainWindow::runEnded);
+        QTest::mouseClick(w.trainingPanel()->trainButton(), Qt::LeftButton);
+        QVERIFY(ended.wait(kRunTimeoutMs));
+        const QString want = QStringLiteral("training diverged: non-finite gradients for 50 steps");
+        QCOMPARE(w.runsModel()->runAt(0)->status, RunStatus::Failed);
+        QVERIFY2(cell(w, 0, RunsModel::Status).contains(want), qPrintable(cell(w, 0, RunsModel::Status)));
+        QVERIFY2(w.statusText().contains(want), qPrintable(w.statusText()));
     }
 
     // Options the strategy does not use are disabled (not hidden) and say why.

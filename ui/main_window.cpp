@@ -53,8 +53,11 @@ MainWindow::MainWindow(const MainWindowOptions& options, QWidget* parent)
     m_redraw.setInterval(50); // at most 20 redraws per second, whatever the trainer's pace
     connect(&m_redraw, &QTimer::timeout, this, [this] { refreshCurves(false); });
 
-    resize(1500, 940);
-    if (m_options.useSettings) restoreSettings();
+    fitToScreen(false);
+    if (m_options.useSettings) {
+        restoreSettings();
+        fitToScreen(true);
+    }
     if (m_options.trainLimit >= 0 || m_options.testLimit >= 0)
         m_datasetPanel->setLimits(m_options.trainLimit >= 0 ? std::size_t(m_options.trainLimit) : m_datasetPanel->trainLimit(),
                                   m_options.testLimit >= 0 ? std::size_t(m_options.testLimit) : m_datasetPanel->testLimit());
@@ -384,7 +387,8 @@ void MainWindow::onFailed(int id, const QString& message)
         m_runs->runChanged(id);
     }
     showError(tr("Run #%1 failed: %2").arg(id).arg(message));
-    m_statusLabel->setText(tr("Run #%1 failed").arg(id));
+    // The cause's first clause (e.g. "training diverged: non-finite gradients for 50 steps").
+    m_statusLabel->setText(tr("Run #%1 failed: %2").arg(id).arg(message.section(QStringLiteral(" ("), 0, 0)));
     refreshCurves(true);
     updateActions();
     emit runEnded(id);

@@ -131,6 +131,10 @@ private:
     void connectController();
     void loadRequest(DatasetRequest request, const QString& what);
     void fitDatasetDock();
+    // First start: the preferred size, shrunk to the screen's available geometry. After
+    // restoring saved geometry: clamped to the screen the window is on now (a laptop after a
+    // monitor, or a smaller resolution).
+    void fitToScreen(bool restored);
     void updateActions();
     void onSelectionChanged();
     void refreshCurves(bool all);

@@ -27,7 +27,9 @@
 #include <QSplitter>
 #include <QStatusBar>
 #include <QTabWidget>
+#include <QScreen>
 #include <QTableView>
+#include <QToolBar>
 #include <QToolButton>
 #include <QVBoxLayout>
 
@@ -291,8 +293,38 @@ void MainWindow::buildLayout()
     statusBar()->addPermanentWidget(m_sqnrLabel);
 }
 
+void MainWindow::fitToScreen(bool restored)
+{
+    const QScreen* sc = screen() ? screen() : QGuiApplication::primaryScreen();
+    if (!sc) return;
+    const QRect avail = sc->availableGeometry();
+    // Room for the window manager's frame (title bar, borders), which the geometry excludes.
+    const QSize frame = isVisible() ? frameGeometry().size() - geometry().size() : QSize(16, 40);
+    const QSize room(std::max(200, avail.width() - frame.width()), std::max(200, avail.height() - frame.height()));
+    if (!restored) {
+        resize(std::min(1500, room.width()), std::min(940, room.height()));
+        move(avail.topLeft() + QPoint(std::max(0, (room.width() - width()) / 2), std::max(0, (room.height() - height()) / 2)));
+        return;
+    }
+    if (isMaximized() || isFullScreen()) return;
+    QRect g = geometry();
+    g.setSize(g.size().boundedTo(room));
+    g.moveLeft(std::clamp(g.x(), avail.left(), avail.left() + room.width() - g.width()));
+    g.moveTop(std::clamp(g.y(), avail.top(), avail.top() + room.height() - g.height()));
+    setGeometry(g);
+}
+
 void MainWindow::buildMenus()
 {
+    // Train, Pause and Stop also on a toolbar, reachable whatever the docks' scroll position.
+    QToolBar* runBar = addToolBar(tr("Run"));
+    runBar->setObjectName(QStringLiteral("runToolBar"));
+    runBar->setMovable(false);
+    runBar->setToolButtonStyle(Qt::ToolButtonTextOnly);
+    runBar->addAction(m_trainAct);
+    runBar->addAction(m_pauseAct);
+    runBar->addAction(m_stopAct);
+
     QMenu* file = menuBar()->addMenu(tr("&File"));
     file->addAction(m_openAct);
     file->addAction(m_pickFilesAct);

@@ -81,6 +81,8 @@ QString statsCaption(const LayerStats& s)
                          .arg(formatScale(*lo), formatScale(*hi), formatCount(double(s.scales.size())));
     }
     parts << QObject::tr("%1 clipped").arg(formatPercent(s.clippedFraction, s.clippedFraction < 0.01 ? 2 : 1));
+    // Non-finite weights are left out of the ranges and histograms; say how many there were.
+    if (s.nonFinite) parts << QObject::tr("%1 non-finite (inf/NaN) skipped").arg(formatCount(double(s.nonFinite)));
     parts << QObject::tr("SQNR %1").arg(formatDb(s.sqnrDb));
     return parts.join(QStringLiteral("  \u00b7  "));
 }

@@ -68,6 +68,7 @@ QJsonObject statsToJson(const LayerStats& s)
     o["fp32_hist"] = array(s.fp32Hist);
     o["quant_hist"] = array(s.quantHist);
     o["clipped_fraction"] = num(s.clippedFraction);
+    o["non_finite"] = double(s.nonFinite);
     o["mse"] = num(s.mse);
     o["max_abs_error"] = num(s.maxAbsError);
     o["sqnr_db"] = num(s.sqnrDb);
@@ -94,6 +95,7 @@ LayerStats statsFromJson(const QJsonObject& o)
     s.fp32Hist = vec<std::uint64_t>(o["fp32_hist"]);
     s.quantHist = vec<std::uint64_t>(o["quant_hist"]);
     s.clippedFraction = numOr(o["clipped_fraction"], 0);
+    s.nonFinite = static_cast<std::uint64_t>(std::max(0.0, numOr(o["non_finite"], 0)));
     s.mse = numOr(o["mse"], 0);
     s.maxAbsError = numOr(o["max_abs_error"], 0);
     s.sqnrDb = numOr(o["sqnr_db"], 0);
@@ -130,13 +132,13 @@ QStringList runLabels(const std::vector<RunPtr>& runs)
         const PrecisionConfig& p = c.precision;
         const StrategyInfo& s = strategyInfo(p.strategy);
         fields.push_back({QString::fromLatin1(s.name),
-                          p.strategy == Strategy::Progressive ? str(p.schedule) : (s.usesFormat ? str(p.format) : QString()),
-                          s.usesGranularity ? granularityLabel(p.granularity) : QString(), str(c.model),
+                          p.strategy == Strategy::Progressive ? str(p.schedule) : (s.uses("format") ? str(p.format) : QString()),
+                          s.uses("granularity") ? granularityLabel(p.granularity) : QString(), str(c.model),
                           QStringLiteral("lr %1").arg(double(c.lr), 0, 'g', 3), QStringLiteral("%1 ep").arg(c.epochs),
                           QStringLiteral("batch %1").arg(c.batchSize), str(c.optimizer),
                           QStringLiteral("seed %1").arg(c.seed),
-                          s.usesRounding ? str(p.rounding) + QStringLiteral(" rounding") : QString(),
-                          s.usesCalibration ? str(p.calibration) : QString(), r->datasetName});
+                          s.uses("rounding") ? str(p.rounding) + QStringLiteral(" rounding") : QString(),
+                          s.uses("calibration") ? str(p.calibration) : QString(), r->datasetName});
     }
     // Columns where the runs differ; a label shows at most three of them.
     std::vector<qsizetype> differing;
@@ -219,8 +221,8 @@ QString RunRecord::shortConfig() const
     const StrategyInfo& s = strategyInfo(p.strategy);
     QStringList parts{QString::fromLatin1(s.name)};
     if (p.strategy == Strategy::Progressive) parts << str(p.schedule);
-    else if (s.usesFormat) parts << str(p.format);
-    if (s.usesGranularity) parts << granularityLabel(p.granularity);
+    else if (s.uses("format")) parts << str(p.format);
+    if (s.uses("granularity")) parts << granularityLabel(p.granularity);
     return parts.join(QStringLiteral(" \u00b7 "));
 }
 
@@ -236,11 +238,11 @@ QString RunRecord::configTooltip() const
                  .arg(datasetName)
                  .arg(formatCount(hasStart ? double(start.trainImages) : kNoValue));
     lines << QStringLiteral("Model %1, strategy %2").arg(str(config.model), QString::fromLatin1(s.label));
-    if (s.usesFormat) lines << QStringLiteral("Format %1").arg(str(p.format));
-    if (s.usesGranularity) lines << QStringLiteral("Granularity %1").arg(granularityLabel(p.granularity));
-    if (s.usesRounding) lines << QStringLiteral("Rounding %1").arg(str(p.rounding));
-    if (s.usesCalibration) lines << QStringLiteral("Calibration %1").arg(str(p.calibration));
-    if (s.usesSchedule) lines << QStringLiteral("Schedule %1").arg(str(p.schedule));
+    if (s.uses("format")) lines << QStringLiteral("Format %1").arg(str(p.format));
+    if (s.uses("granularity")) lines << QStringLiteral("Granularity %1").arg(granularityLabel(p.granularity));
+    if (s.uses("rounding")) lines << QStringLiteral("Rounding %1").arg(str(p.rounding));
+    if (s.uses("calibration")) lines << QStringLiteral("Calibration %1").arg(str(p.calibration));
+    if (s.uses("schedule")) lines << QStringLiteral("Schedule %1").arg(str(p.schedule));
     lines << QStringLiteral("%1, lr %2, %3 epochs, batch %4, %5 threads, seed %6")
                  .arg(str(config.optimizer))
                  .arg(double(config.lr), 0, 'g', 3)

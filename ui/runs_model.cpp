@@ -73,9 +73,9 @@ QVariant RunsModel::data(const QModelIndex& index, int role) const
         // A per-layer plan: the default and how many layers have their own precision.
         const QString plan = p.layers.empty() ? QString() : tr(" + %n layer(s)", nullptr, static_cast<int>(p.layers.size()));
         if (p.strategy == Strategy::Progressive) return QString::fromStdString(p.schedule) + plan;
-        return s.usesFormat ? QString::fromStdString(p.format) + plan : noValueText();
+        return s.uses("format") ? QString::fromStdString(p.format) + plan : noValueText();
     }
-    case Granularity: return s.usesGranularity ? granularityLabel(p.granularity) : noValueText();
+    case Granularity: return s.uses("granularity") ? granularityLabel(p.granularity) : noValueText();
     case Epochs: {
         const std::size_t done = r.finished ? r.finish.epochsDone : r.epochs.size();
         return QStringLiteral("%1/%2").arg(done).arg(r.config.epochs);

@@ -597,7 +597,7 @@ void TrainingPanel::updateApplicability()
         for (int i = 0; i < m_format->count(); ++i) {
             const FormatChoice* f = formatChoice(m_format->itemData(i).toString());
             QString why;
-            const bool ok = !f || !s.usesFormat || formatFits(p.strategy, *f, &why);
+            const bool ok = !f || !s.uses("format") || formatFits(p.strategy, *f, &why);
             if (QStandardItem* item = items->item(i)) {
                 item->setEnabled(ok);
                 item->setToolTip((f ? f->description : QString()) + (ok ? QString() : tr("\n\nDisabled: ") + why));
@@ -605,7 +605,7 @@ void TrainingPanel::updateApplicability()
         }
     }
     const FormatChoice* cur = formatChoice(qs(p.format));
-    if (s.usesFormat && cur && !formatFits(p.strategy, *cur)) {
+    if (s.uses("format") && cur && !formatFits(p.strategy, *cur)) {
         const QString target = cur->integer || cur->kind == QLatin1String("fp32")
                                    ? (p.strategy == Strategy::Mixed || p.strategy == Strategy::LowPrecision
                                           ? QStringLiteral("fp16")
@@ -626,21 +626,21 @@ void TrainingPanel::updateApplicability()
 
     const bool group = m_granularity->currentData().toString() == QLatin1String("group");
     const bool percentile = m_calibration->currentData().toString() == QLatin1String("percentile");
-    setApplies(m_format, s.usesFormat,
+    setApplies(m_format, s.uses("format"),
                p.strategy == Strategy::Progressive ? tr("progressive takes its formats from the schedule below.")
                                                    : notUsed + QLatin1Char('.'));
-    setApplies(m_granularity, s.usesGranularity, notUsed + QLatin1Char('.'));
-    setApplies(m_groupSize, s.usesGranularity && group,
-               s.usesGranularity ? tr("only group-wise granularity has a group size.") : notUsed + QLatin1Char('.'));
-    setApplies(m_rounding, s.usesRounding, notUsed + QLatin1Char('.'));
-    setApplies(m_calibration, s.usesCalibration, notUsed + QLatin1Char('.'));
-    setApplies(m_percentile, s.usesCalibration && percentile,
-               s.usesCalibration ? tr("only percentile calibration has a percentile.") : notUsed + QLatin1Char('.'));
-    setApplies(m_calibImages, p.strategy == Strategy::Ptq,
+    setApplies(m_granularity, s.uses("granularity"), notUsed + QLatin1Char('.'));
+    setApplies(m_groupSize, s.uses("granularity") && group,
+               s.uses("granularity") ? tr("only group-wise granularity has a group size.") : notUsed + QLatin1Char('.'));
+    setApplies(m_rounding, s.uses("rounding"), notUsed + QLatin1Char('.'));
+    setApplies(m_calibration, s.uses("calibration"), notUsed + QLatin1Char('.'));
+    setApplies(m_percentile, s.uses("calibration") && percentile,
+               s.uses("calibration") ? tr("only percentile calibration has a percentile.") : notUsed + QLatin1Char('.'));
+    setApplies(m_calibImages, s.uses("calib-images"),
                tr("only post-training quantization calibrates on images after training."));
-    setApplies(m_bnFreeze, p.strategy == Strategy::Qat,
+    setApplies(m_bnFreeze, s.uses("bn-freeze-epoch"),
                tr("only quantization-aware training freezes BatchNorm statistics."));
-    setApplies(m_schedule, s.usesSchedule, tr("only the progressive strategy follows a schedule."));
+    setApplies(m_schedule, s.uses("schedule"), tr("only the progressive strategy follows a schedule."));
     setApplies(m_momentum, m_cfg.optimizer == "sgd", tr("only SGD uses momentum; Adam keeps its own moment estimates."));
     const bool progressive = p.strategy == Strategy::Progressive;
     if (progressive) {
@@ -650,7 +650,7 @@ void TrainingPanel::updateApplicability()
     }
     setApplies(m_epochs, !progressive,
                tr("a progressive run lasts the sum of its schedule's epochs (%1).").arg(m_schedule->totalEpochs()));
-    const bool plans = p.strategy == Strategy::Ptq || p.strategy == Strategy::Qat || progressive;
+    const bool plans = s.uses("plan");
     setApplies(m_planBox, plans, tr("per-layer plans apply to PTQ, QAT and progressive's last phase; sizes show the "
                                     "stored model."));
     m_planTable->setPlan(p.storedPlan());

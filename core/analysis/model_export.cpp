@@ -20,6 +20,8 @@
 #include <optional>
 #include <cctype>
 #include <cmath>
+#include <cstdio>
+#include <span>
 #include <limits>
 
 namespace quantscope {
@@ -102,8 +104,18 @@ StoredTensor floatWeights(const Param& w, const std::vector<float>* factor)
     return t;
 }
 
+// Export refuses non-finite parameters (they would become saturated integers or undefined casts).
+void requireFinite(std::span<const float> v, const std::string& what)
+{
+    for (std::size_t i = 0; i < v.size(); ++i)
+        if (!std::isfinite(v[i]))
+            throw NumericError("cannot export: " + what + " holds a non-finite value (" + std::to_string(v[i]) +
+                               " at element " + std::to_string(i) + "); the model diverged, retrain it");
+}
+
 StoredTensor intWeights(const Param& w, const QuantParams& qp, const NumberFormat& f, const std::string& layer)
 {
+    requireFinite(w.value.values(), "layer '" + layer + "' weight");
     StoredTensor t;
     t.name = "weight";
     t.shape = w.value.shape();
@@ -133,9 +145,19 @@ StoredTensor intWeights(const Param& w, const QuantParams& qp, const NumberForma
     return t;
 }
 
+// The largest |int32 bias| an export stores: half the int32 range, so that the accumulated
+// products still fit beside it (the integer engine checks |bias| + K * 255 * 128 < 2^31).
+constexpr double kMaxBiasCode = 1073741824.0; // 2^30
+
 // int32 at the accumulator scale s_in * s_w (per channel when the weights are), as in ONNX QDQ.
-StoredTensor intBias(const std::vector<float>& b, const StoredTensor& w, float inScale)
+// A bias too large for that scale (tiny weights, so a tiny s_w, beside an O(1) bias) is not
+// saturated: like onnxruntime's quantizer (_adjust_weight_scale_for_int32_bias), the weight scale
+// of that channel (or tensor) is raised until the bias fits and the weights are quantized again
+// with it; `notes` says which layer. `wSource` holds the float weights `w` was quantized from.
+StoredTensor intBias(const std::vector<float>& b, StoredTensor& w, const Param& wSource, float inScale, const std::string& layer,
+                     std::vector<std::string>& notes)
 {
+    requireFinite(b, "layer '" + layer + "' bias");
     StoredTensor t;
     t.name = "bias";
     t.shape = {b.size()};
@@ -145,6 +167,37 @@ StoredTensor intBias(const std::vector<float>& b, const StoredTensor& w, float i
         t.encoding = TensorEncoding::Float32;
         t.values = b;
         return t;
+    }
+    const bool perTensor = w.layout == ScaleLayout::Tensor;
+    const std::size_t row = w.q.size() / std::max<std::size_t>(1, b.size());
+    std::size_t raised = 0;
+    float maxRatio = 1.0f;
+    for (std::size_t s = 0; s < w.scales.size(); ++s) {
+        double maxAbs = 0.0;
+        for (std::size_t c = 0; c < b.size(); ++c)
+            if (perTensor || c == s) maxAbs = std::max(maxAbs, std::fabs(static_cast<double>(b[c])));
+        auto fits = [&](float sc) { return maxAbs / static_cast<double>(inScale * sc) <= kMaxBiasCode; };
+        float sw = w.scales[s];
+        if (!fits(sw)) {
+            sw = std::max(sw, static_cast<float>(maxAbs / (static_cast<double>(inScale) * kMaxBiasCode)));
+            while (!fits(sw)) sw = std::nextafter(sw, INFINITY);
+        }
+        if (sw == w.scales[s]) continue;
+        maxRatio = std::max(maxRatio, sw / w.scales[s]);
+        ++raised;
+        w.scales[s] = sw;
+        const std::size_t b0 = perTensor ? 0 : s * row, e0 = perTensor ? w.q.size() : (s + 1) * row;
+        const float* x = wSource.value.data();
+        for (std::size_t i = b0; i < e0; ++i) {
+            const double q = std::nearbyint(static_cast<double>(x[i]) / sw) + w.zeroPoints[s];
+            w.q[i] = static_cast<std::int32_t>(std::clamp(q, static_cast<double>(w.qmin), static_cast<double>(w.qmax)));
+        }
+    }
+    if (raised) {
+        char buf[64];
+        std::snprintf(buf, sizeof buf, "%.3g", static_cast<double>(maxRatio));
+        notes.push_back("layer '" + layer + "': weight scale raised (up to " + buf + "x) on " + std::to_string(raised) +
+                        " of " + std::to_string(w.scales.size()) + " scale(s) so that its int32 bias fits (tiny weights beside a large bias)");
     }
     t.encoding = TensorEncoding::Int;
     t.bits = 32;
@@ -156,8 +209,11 @@ StoredTensor intBias(const std::vector<float>& b, const StoredTensor& w, float i
     t.zeroPoints.assign(t.scales.size(), 0);
     t.q.resize(b.size());
     for (std::size_t c = 0; c < b.size(); ++c) {
-        const double v = std::nearbyint(static_cast<double>(b[c]) / t.scales[w.layout == ScaleLayout::Tensor ? 0 : c]);
-        t.q[c] = static_cast<std::int32_t>(std::clamp(v, -2147483647.0, 2147483647.0));
+        const double v = std::nearbyint(static_cast<double>(b[c]) / t.scales[perTensor ? 0 : c]);
+        if (!(std::fabs(v) <= kMaxBiasCode)) // cannot happen after the raise above
+            throw ConfigError("cannot export layer '" + layer + "': its bias " + std::to_string(b[c]) +
+                              " does not fit an int32 at the accumulator scale");
+        t.q[c] = static_cast<std::int32_t>(v);
     }
     return t;
 }
@@ -273,6 +329,7 @@ ExportedModel exportQuantizedModel(Model& model, const QuantSim& sim, const std:
                     foldFactor.push_back(bn->gamma().value[ch] / std::sqrt(bn->runningVar()[ch] + bn->eps()));
             StoredTensor w = fp32 ? floatWeights(c->weight(), bn ? &foldFactor : nullptr)
                                   : intWeights(*t.weight, sim.weightParams(target), sim.targetFormat(target), l.name);
+            if (c->hasBias()) requireFinite(c->bias().value.values(), "layer '" + l.name + "' bias");
             std::vector<float> bias = c->hasBias() ? c->bias().forwardValue().values()
                                                    : std::vector<float>(c->outChannels(), 0.0f);
             if (bn) {
@@ -287,7 +344,7 @@ ExportedModel exportQuantizedModel(Model& model, const QuantSim& sim, const std:
             } else if (t.bias) {
                 bias = t.bias->forwardValue().values();
             }
-            StoredTensor b = intBias(bias, w, inScale);
+            StoredTensor b = intBias(bias, w, *t.weight, inScale, l.name, m.notes);
             l.tensors = {std::move(w), std::move(b)};
             ++target;
         } else if (auto* f = dynamic_cast<Linear*>(&layer)) {
@@ -298,8 +355,9 @@ ExportedModel exportQuantizedModel(Model& model, const QuantSim& sim, const std:
             const bool fp32 = sim.targetFormat(target).kind == FormatKind::Float32;
             StoredTensor w = fp32 ? floatWeights(*t.weight, nullptr)
                                   : intWeights(*t.weight, sim.weightParams(target), sim.targetFormat(target), l.name);
+            requireFinite(f->bias().value.values(), "layer '" + l.name + "' bias"); // the master, not its saturated fake-quant
             const std::vector<float> bias = t.bias ? t.bias->forwardValue().values() : f->bias().value.values();
-            StoredTensor b = intBias(bias, w, inScale);
+            StoredTensor b = intBias(bias, w, *t.weight, inScale, l.name, m.notes);
             l.tensors = {std::move(w), std::move(b)};
             ++target;
         } else if (dynamic_cast<BatchNorm2d*>(&layer)) {
@@ -380,6 +438,7 @@ ExportSummary writeAndVerify(const ExportedModel& m, const ExportedModel& fp32, 
     s.runner = runner.description();
     s.note = formatBytes(s.fileBytes) + " (" + std::to_string(static_cast<int>(std::lround(100.0 * s.sizeRatio))) + "% of FP32 " +
              formatBytes(s.fp32Bytes) + ")";
+    for (const std::string& n : m.notes) s.note += "; " + n;
     return s;
 }
 

@@ -50,8 +50,9 @@ void checkTensor(const StoredTensor& t, const Shape& want, const std::string& wh
     const std::size_t n = t.numel();
     if (t.encoding == TensorEncoding::Float32) {
         if (t.values.size() != n) bad(source, where + ": " + std::to_string(t.values.size()) + " values for " + std::to_string(n) + " elements");
-        for (float v : t.values)
-            if (!std::isfinite(v)) bad(source, where + " holds a non-finite value");
+        for (std::size_t i = 0; i < t.values.size(); ++i)
+            if (!std::isfinite(t.values[i]))
+                bad(source, where + " holds a non-finite value (" + std::to_string(t.values[i]) + " at element " + std::to_string(i) + ")");
         return;
     }
     checkGrid(where, t.bits, t.isSigned, t.qmin, t.qmax, source);
@@ -356,6 +357,14 @@ ExportedModel exportFloatModel(Model& model, const std::string& modelName, const
         }
         m.layers.push_back(std::move(l));
     }
+    // A diverged model is refused by name, before any file is written (NumericError, not a format problem).
+    for (const StoredLayer& l : m.layers)
+        for (const StoredTensor& t : l.tensors)
+            for (std::size_t i = 0; i < t.values.size(); ++i)
+                if (!std::isfinite(t.values[i]))
+                    throw NumericError("cannot export: layer '" + l.name + "' " + t.name + " holds a non-finite value (" +
+                                       std::to_string(t.values[i]) + " at element " + std::to_string(i) +
+                                       "); the model diverged, retrain it");
     m.validate("model '" + modelName + "'");
     return m;
 }

@@ -100,6 +100,9 @@ struct ExportedModel {
     bool quantized = false;
     std::optional<ActivationQuant> inputQuant; // integer models: quantization of the normalised input
     std::vector<StoredLayer> layers;
+    // What the export had to change, one sentence each (informative, not stored in files), e.g. a
+    // weight scale raised so that an int32 bias fits.
+    std::vector<std::string> notes;
 
     // Parameters and (integer models) activation points, summed over layers.
     std::size_t numParams() const;

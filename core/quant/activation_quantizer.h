@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 namespace quantscope {
@@ -23,6 +24,8 @@ public:
     // Feeds one batch to the observer (ignored while not observing) and updates params().
     void observe(std::span<const float> x);
     void setObserving(bool on) { m_observing = on; }
+    // Names the activation in errors (e.g. "output of 'relu1'").
+    void setName(std::string name) { m_observer.setName(std::move(name)); }
     bool observing() const { return m_observing; }
 
     // In place. steMask is resized to y.numel(): 1 where the gradient passes (inside the clip

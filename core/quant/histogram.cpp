@@ -91,7 +91,7 @@ std::vector<std::uint64_t> histogram(std::span<const float> x, const std::vector
         uniform = std::abs(edges[i] - (e0 + width * static_cast<double>(i))) <= 1e-6 * width;
     const auto last = static_cast<std::ptrdiff_t>(bins) - 1;
     for (float f : x) {
-        if (std::isnan(f)) continue;
+        if (!std::isfinite(f)) continue; // +-inf and NaN are counted apart (LayerStats::nonFinite)
         const double v = f;
         std::ptrdiff_t b;
         if (uniform) {

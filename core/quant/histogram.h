@@ -25,7 +25,7 @@ std::vector<double> floatGridEdges(const NumberFormat& f, double lo, double hi,
 std::vector<double> uniformEdges(double lo, double hi, std::size_t bins = kMaxHistogramBins);
 
 // Counts of x per bin (edges.size() - 1 bins). Values below the first edge count in the first
-// bin, values above the last in the last; NaN is skipped.
+// bin, values above the last in the last; +-inf and NaN are skipped.
 std::vector<std::uint64_t> histogram(std::span<const float> x, const std::vector<double>& edges);
 
 } // namespace quantscope

@@ -25,6 +25,8 @@ struct LayerStats {
     std::vector<double> binEdges;
     std::vector<std::uint64_t> fp32Hist, quantHist;
     double clippedFraction = 0.0;         // share of weights outside the clip range
+    // Weights that are +-inf or NaN: left out of the ranges, scales and histograms above.
+    std::uint64_t nonFinite = 0;
     double mse = 0.0, maxAbsError = 0.0, sqnrDb = 0.0;
 };
 

@@ -18,30 +18,43 @@ constexpr std::size_t kMinSlotSample = 256;
 constexpr std::size_t kMaxSlotSample = 16384;
 constexpr std::uint32_t kKeepAll = 1u << 24;
 
-// min/max of a run, NaN ignored. 16 independent lanes so GCC vectorises it.
-void runMinMax(const float* x, std::size_t n, float& mn, float& mx)
+// min/max of a run over the finite values; returns how many were not finite (+-inf, NaN), which
+// are skipped (as PyTorch's observers skip infinities). 16 independent lanes so GCC vectorises it.
+std::size_t runMinMax(const float* x, std::size_t n, float& mn, float& mx)
 {
     constexpr std::size_t L = 16;
+    constexpr float kMax = std::numeric_limits<float>::max();
     float lmin[L], lmax[L];
+    std::uint32_t bad[L];
     for (std::size_t l = 0; l < L; ++l) {
         lmin[l] = kInf;
         lmax[l] = -kInf;
+        bad[l] = 0;
     }
     std::size_t i = 0;
     for (; i + L <= n; i += L)
         for (std::size_t l = 0; l < L; ++l) {
             const float v = x[i + l];
-            lmin[l] = v < lmin[l] ? v : lmin[l];
-            lmax[l] = v > lmax[l] ? v : lmax[l];
+            const bool finite = std::fabs(v) <= kMax; // false for NaN and +-inf
+            lmin[l] = finite && v < lmin[l] ? v : lmin[l];
+            lmax[l] = finite && v > lmax[l] ? v : lmax[l];
+            bad[l] += finite ? 0u : 1u;
         }
+    std::size_t skipped = 0;
     for (; i < n; ++i) {
+        if (!(std::fabs(x[i]) <= kMax)) {
+            ++skipped;
+            continue;
+        }
         mn = x[i] < mn ? x[i] : mn;
         mx = x[i] > mx ? x[i] : mx;
     }
     for (std::size_t l = 0; l < L; ++l) {
         mn = lmin[l] < mn ? lmin[l] : mn;
         mx = lmax[l] > mx ? lmax[l] : mx;
+        skipped += bad[l];
     }
+    return skipped;
 }
 
 // Sum of squared fake-quantization errors of x[0..n) with one scale. 16 float lanes (vectorised),
@@ -146,6 +159,7 @@ void RangeObserver::reset()
     std::fill(m_max.begin(), m_max.end(), -kInf);
     for (auto& s : m_samples) s = Sample{};
     m_batches = 0;
+    m_nonFinite = 0;
 }
 
 void RangeObserver::updateSlot(std::size_t slot, float batchMin, float batchMax)
@@ -184,7 +198,7 @@ void RangeObserver::addToSample(std::size_t slot, const float* x, std::size_t n)
         t /= 2;
     if (t != s.threshold) shrink(t);
     for (std::size_t j = 0; j < n; ++j) {
-        if (std::isnan(x[j])) continue;
+        if (!std::isfinite(x[j])) continue;
         const std::uint32_t key = positionKey(slot, s.seen + j);
         if (key < s.threshold) {
             s.values.push_back(x[j]);
@@ -211,16 +225,18 @@ void RangeObserver::observe(std::span<const std::span<const float>> parts)
             const std::size_t grain = elementwiseGrain(n);
             const std::size_t chunks = n ? (n + grain - 1) / grain : 0;
             std::vector<float> cmin(chunks, kInf), cmax(chunks, -kInf);
+            std::vector<std::size_t> cbad(chunks, 0);
             parallelChunks(n, grain, [&](std::size_t b, std::size_t e) {
-                runMinMax(x.data() + b, e - b, cmin[b / grain], cmax[b / grain]);
+                cbad[b / grain] = runMinMax(x.data() + b, e - b, cmin[b / grain], cmax[b / grain]);
             });
             for (std::size_t c = 0; c < chunks; ++c) {
                 bmin = std::min(bmin, cmin[c]);
                 bmax = std::max(bmax, cmax[c]);
+                m_nonFinite += cbad[c];
             }
             if (!m_samples.empty()) addToSample(0, x.data(), n);
         }
-        if (bmin <= bmax) ++m_batches; // something other than NaN came in
+        if (bmin <= bmax) ++m_batches; // a finite value came in
         updateSlot(0, bmin, bmax);
         return;
     }
@@ -233,17 +249,19 @@ void RangeObserver::observe(std::span<const std::span<const float>> parts)
                           std::to_string(slots) + " slots of rows of " + std::to_string(row));
     const std::size_t rows = x.size() / row;
     std::vector<float> bmin(slots, kInf), bmax(slots, -kInf);
+    std::vector<std::size_t> bad(slots, 0);
     parallelChunks(rows, std::max<std::size_t>(1, 16384 / row), [&](std::size_t r0, std::size_t r1) {
         for (std::size_t r = r0; r < r1; ++r)
             for (std::size_t g = 0; g < gpr; ++g) {
                 const std::size_t b = r * row + g * len, n = std::min(len, row - g * len), s = r * gpr + g;
-                runMinMax(x.data() + b, n, bmin[s], bmax[s]);
+                bad[s] = runMinMax(x.data() + b, n, bmin[s], bmax[s]);
                 if (!m_samples.empty()) addToSample(s, x.data() + b, n);
             }
     });
     bool any = false;
     for (std::size_t s = 0; s < slots; ++s) {
         any = any || bmin[s] <= bmax[s];
+        m_nonFinite += bad[s];
         updateSlot(s, bmin[s], bmax[s]);
     }
     if (any) ++m_batches;
@@ -337,13 +355,21 @@ QuantParams RangeObserver::params(const NumberFormat& f) const
     if (f.kind != FormatKind::Int)
         throw ConfigError("number format '" + f.name + "' takes no scale from an observer (only int/uint formats do)");
     std::vector<float> lo, hi;
-    clipRange(f, lo, hi);
-    std::vector<float> scales(lo.size());
-    std::vector<std::int32_t> zps(lo.size());
-    for (std::size_t s = 0; s < lo.size(); ++s) {
-        const ScaleZeroPoint sz = chooseQParams(lo[s], hi[s], f);
-        scales[s] = sz.scale;
-        zps[s] = sz.zeroPoint;
+    std::vector<float> scales;
+    std::vector<std::int32_t> zps;
+    std::size_t s = 0;
+    try {
+        clipRange(f, lo, hi); // the mse search meets an overflowing range too
+        scales.resize(lo.size());
+        zps.resize(lo.size());
+        for (; s < lo.size(); ++s) {
+            const ScaleZeroPoint sz = chooseQParams(lo[s], hi[s], f);
+            scales[s] = sz.scale;
+            zps[s] = sz.zeroPoint;
+        }
+    } catch (const NumericError& e) {
+        const std::string slot = lo.size() > 1 ? " (scale slot " + std::to_string(s) + ")" : "";
+        throw NumericError((m_name.empty() ? std::string("observed tensor") : m_name) + slot + ": " + e.what());
     }
     if (lo.size() == 1) return perTensorParams(scales[0], zps[0], f.qmin, f.qmax);
     return groupParams(std::move(scales), std::move(zps), f.qmin, f.qmax, m_rowLength, m_slotLength);

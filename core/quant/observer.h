@@ -8,6 +8,8 @@
 //                   fractions k/50 of the observed range (k = 1..50; 1 = min-max), then 50 finer
 //                   ones within one coarse step of the best; affine formats then refine the low
 //                   and the high end separately (3 x 100 candidates)
+// Every observer tracks finite values only: +-inf and NaN are skipped (and counted, nonFinite()),
+// so one overflowed activation cannot turn a scale into inf.
 // The sample keeps every value while a slot has seen at most its capacity, then a deterministic
 // hash-chosen subset (uniform, independent of batch boundaries); the exact extremes always count.
 #pragma once
@@ -48,7 +50,12 @@ public:
 
     Calibration calibration() const { return m_calibration; }
     std::size_t numSlots() const { return m_min.size(); }
-    // True once a batch with at least one non-NaN value came in (empty batches do not count).
+    // Names the observed tensor in errors ("conv1.weight", "output of 'relu1'").
+    void setName(std::string name) { m_name = std::move(name); }
+    const std::string& name() const { return m_name; }
+    // Values skipped since the last reset() because they were +-inf or NaN.
+    std::uint64_t nonFinite() const { return m_nonFinite; }
+    // True once a batch with at least one finite value came in (empty batches do not count).
     bool hasData() const { return m_batches > 0; }
     std::size_t batches() const { return m_batches; }
     // Running range per slot (+inf / -inf before any data). For moving-average the averaged values.
@@ -58,7 +65,8 @@ public:
     // The range each slot is quantized to: the running range, or the percentile / MSE choice.
     // For mse the search quantizes with f (an Int format).
     void clipRange(const NumberFormat& f, std::vector<float>& lo, std::vector<float>& hi) const;
-    // Scales and zero points for an Int format, with this observer's slot layout.
+    // Scales and zero points for an Int format, with this observer's slot layout. Throws
+    // NumericError naming the tensor when a slot's range is wider than float32 holds.
     QuantParams params(const NumberFormat& f) const;
 
 private:
@@ -79,6 +87,8 @@ private:
     std::size_t m_rowLength, m_slotLength;
     float m_percentile;
     std::size_t m_batches = 0;
+    std::uint64_t m_nonFinite = 0;
+    std::string m_name;
     std::size_t m_sampleCap;
     std::vector<float> m_min, m_max;
     std::vector<Sample> m_samples; // percentile / mse only

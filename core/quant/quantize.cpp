@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <limits>
 #include <string>
 
 namespace quantscope {
@@ -91,8 +93,20 @@ QuantParams groupParams(std::vector<float> scales, std::vector<std::int32_t> zer
 ScaleZeroPoint chooseQParams(float minVal, float maxVal, int qmin, int qmax, bool symmetric)
 {
     if (minVal == INFINITY && maxVal == -INFINITY) return {1.0f, 0};
+    auto text = [](float v) {
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "%g", static_cast<double>(v));
+        return std::string(buf);
+    };
+    const std::string range = "[" + text(minVal) + ", " + text(maxVal) + "]";
+    if (!std::isfinite(minVal) || !std::isfinite(maxVal))
+        throw NumericError("the range " + range + " is not finite, so it has no scale");
+    if (qmin >= qmax) throw ConfigError("empty integer range [" + std::to_string(qmin) + ", " + std::to_string(qmax) + "]");
     const float minNeg = std::min(minVal, 0.0f);
     const float maxPos = std::max(maxVal, 0.0f);
+    if (!std::isfinite(maxPos - minNeg))
+        throw NumericError("the range " + range + " is wider than float32 can hold (its width overflows " +
+                           text(std::numeric_limits<float>::max()) + "), so its scale would be infinite");
     ScaleZeroPoint r;
     if (symmetric) {
         const float m = std::max(-minNeg, maxPos);
@@ -103,6 +117,8 @@ ScaleZeroPoint chooseQParams(float minVal, float maxVal, int qmin, int qmax, boo
         const float zp = static_cast<float>(qmin) - std::nearbyint(minNeg / r.scale);
         r.zeroPoint = static_cast<std::int32_t>(std::clamp(zp, static_cast<float>(qmin), static_cast<float>(qmax)));
     }
+    if (!(r.scale >= kScaleEps) || !std::isfinite(r.scale)) // cannot happen after the checks above
+        throw NumericError("the range " + range + " gave the scale " + text(r.scale));
     return r;
 }
 

@@ -56,7 +56,9 @@ struct ScaleZeroPoint {
 // PyTorch's MinMaxObserver._calculate_qparams in float32: min clamped to <= 0, max to >= 0;
 // symmetric: scale = max(-min, max) / ((qmax - qmin) / 2), zp = 0; affine: scale = (max - min) /
 // (qmax - qmin), zp = clamp(qmin - round_half_even(min / scale)); scale >= kScaleEps. An empty
-// range (min = +inf, max = -inf) gives scale 1, zp 0.
+// range (min = +inf, max = -inf) gives scale 1, zp 0. The scale is always finite and > 0: a range
+// with a NaN or infinite end, or one wider than float32 holds (max - min overflows, e.g.
+// [-3.4e38, 3.4e38]), throws NumericError (callers add the tensor's name).
 ScaleZeroPoint chooseQParams(float minVal, float maxVal, int qmin, int qmax, bool symmetric);
 // Same, with the range and scheme of an Int format (throws ConfigError for other kinds).
 ScaleZeroPoint chooseQParams(float minVal, float maxVal, const NumberFormat& f);

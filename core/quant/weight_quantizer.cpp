@@ -74,9 +74,14 @@ void WeightQuantizer::prepare(const std::vector<WeightTarget>& targets)
 void WeightQuantizer::computeIntParams(const std::vector<WeightTarget>& targets)
 {
     const bool keep = m_calibration == Calibration::MovingAverage; // running ranges survive apply()
-    auto fresh = [&](std::optional<RangeObserver>& o, std::size_t slots, std::size_t row, std::size_t len) {
-        if (!o) o.emplace(m_calibration, slots, row, len, m_percentile);
-        else if (!keep) o->reset();
+    auto fresh = [&](std::optional<RangeObserver>& o, std::size_t slots, std::size_t row, std::size_t len,
+                     const std::string& name) {
+        if (!o) {
+            o.emplace(m_calibration, slots, row, len, m_percentile);
+            o->setName(name);
+        } else if (!keep) {
+            o->reset();
+        }
         return &*o;
     };
     auto biasSpan = [](const WeightTarget& t) {
@@ -89,7 +94,7 @@ void WeightQuantizer::computeIntParams(const std::vector<WeightTarget>& targets)
             parts.emplace_back(t.weight->value.values());
             if (t.bias) parts.push_back(biasSpan(t));
         }
-        RangeObserver* o = fresh(m_globalObserver, 1, 0, 0);
+        RangeObserver* o = fresh(m_globalObserver, 1, 0, 0, "the model's weights and biases (global range)");
         o->observe(std::span<const std::span<const float>>(parts));
         const QuantParams p = o->params(m_format);
         for (TargetState& s : m_state) s.weight.params = s.bias.params = p;
@@ -102,25 +107,26 @@ void WeightQuantizer::computeIntParams(const std::vector<WeightTarget>& targets)
         const std::span<const float> w(t.weight->value.values());
         if (m_granularity.kind == GranularityKind::Layer) {
             const std::span<const float> parts[2] = {w, biasSpan(t)};
-            RangeObserver* o = fresh(s.weightObserver, 1, 0, 0);
+            RangeObserver* o = fresh(s.weightObserver, 1, 0, 0, "layer '" + t.layer + "' weight and bias");
             o->observe(std::span<const std::span<const float>>(parts, t.bias ? 2 : 1));
             s.weight.params = s.bias.params = o->params(m_format);
             continue;
         }
         const std::size_t row = rowLengthOf(s.weightShape);
         RangeObserver* o = nullptr;
+        const std::string name = "layer '" + t.layer + "' weight";
         switch (m_granularity.kind) {
-        case GranularityKind::Tensor: o = fresh(s.weightObserver, 1, 0, 0); break;
-        case GranularityKind::Channel: o = fresh(s.weightObserver, w.size() / row, row, row); break;
+        case GranularityKind::Tensor: o = fresh(s.weightObserver, 1, 0, 0, name); break;
+        case GranularityKind::Channel: o = fresh(s.weightObserver, w.size() / row, row, row, name); break;
         default: {
             const std::size_t len = std::min(m_granularity.groupSize, row);
-            o = fresh(s.weightObserver, slotCount(w.size(), row, len), row, len);
+            o = fresh(s.weightObserver, slotCount(w.size(), row, len), row, len, name);
         }
         }
         o->observe(w);
         s.weight.params = o->params(m_format);
         if (t.bias) {
-            RangeObserver* b = fresh(s.biasObserver, 1, 0, 0);
+            RangeObserver* b = fresh(s.biasObserver, 1, 0, 0, "layer '" + t.layer + "' bias");
             b->observe(biasSpan(t));
             s.bias.params = b->params(m_format);
         }
@@ -242,8 +248,13 @@ LayerStats WeightQuantizer::tensorStats(std::size_t epoch, const WeightTarget& t
     st.channelMax.assign(rows, -std::numeric_limits<float>::infinity());
     for (std::size_t r = 0; r < rows; ++r)
         for (std::size_t j = 0; j < row; ++j) {
-            st.channelMin[r] = std::min(st.channelMin[r], x[r * row + j]);
-            st.channelMax[r] = std::max(st.channelMax[r], x[r * row + j]);
+            const float v = x[r * row + j];
+            if (!std::isfinite(v)) { // skipped by the observers too; counted for the user
+                ++st.nonFinite;
+                continue;
+            }
+            st.channelMin[r] = std::min(st.channelMin[r], v);
+            st.channelMax[r] = std::max(st.channelMax[r], v);
         }
     st.tensorMin = *std::min_element(st.channelMin.begin(), st.channelMin.end());
     st.tensorMax = *std::max_element(st.channelMax.begin(), st.channelMax.end());
@@ -256,6 +267,7 @@ LayerStats WeightQuantizer::tensorStats(std::size_t epoch, const WeightTarget& t
 
     float qlo = std::numeric_limits<float>::infinity(), qhi = -qlo;
     for (float v : xq) {
+        if (!std::isfinite(v)) continue;
         qlo = std::min(qlo, v);
         qhi = std::max(qhi, v);
     }

@@ -57,7 +57,7 @@ bool LossScaler::unscaleOrSkip(const std::vector<Param*>& params, bool overflowS
     bool overflow = overflowSeen;
     for (std::size_t k = 0; k < params.size() && !overflow; ++k) overflow = !allFinite(params[k]->grad);
     if (overflow) {
-        m_scale = std::max(m_scale * 0.5f, 1.0f / 65536.0f);
+        m_scale = std::max(m_scale * 0.5f, kMinLossScale);
         m_clean = 0;
         ++m_skipped;
         return false;
@@ -71,7 +71,7 @@ bool LossScaler::unscaleOrSkip(const std::vector<Param*>& params, bool overflowS
         });
     }
     if (++m_clean >= m_interval) {
-        m_scale = std::min(m_scale * 2.0f, 16777216.0f);
+        m_scale = std::min(m_scale * 2.0f, kMaxLossScale);
         m_clean = 0;
     }
     return true;

@@ -1,8 +1,12 @@
 // FloatSim: emulated low-precision float compute (fp16, bf16, fp8...). As LayerHooks it rounds
 // the model input, every layer's output and every incoming gradient to the format; weights are
 // rounded into Param::override (mixed precision, FP32 masters) or in place (pure low precision).
-// LossScaler: dynamic loss scaling (initial 2^16, x2 after 2000 clean steps, x0.5 and a skipped
-// step on overflow).
+// LossScaler: dynamic loss scaling as in apex / torch.cuda.amp.GradScaler (Micikevicius et al.,
+// "Mixed Precision Training", 2018): initial 2^16; growth interval 2000: after 2000 consecutive
+// steps without overflow the scale doubles (at most 2^24); on an overflow (an inf/NaN gradient)
+// the step is skipped and the scale halves, but never below min_loss_scale = 1.0 (apex's
+// option): a scale under 1 would only shrink gradients that overflow unscaled anyway. The
+// Trainer stops a run whose steps are all skipped (TrainConfig::maxSkippedSteps).
 #pragma once
 
 #include "nn/model.h"
@@ -41,9 +45,14 @@ private:
     bool m_overflow = false;
 };
 
+inline constexpr float kInitialLossScale = 65536.0f;
+inline constexpr float kMinLossScale = 1.0f;         // apex's min_loss_scale
+inline constexpr float kMaxLossScale = 16777216.0f;  // 2^24
+inline constexpr std::size_t kLossScaleGrowthInterval = 2000;
+
 class LossScaler {
 public:
-    explicit LossScaler(float initial = 65536.0f, std::size_t growthInterval = 2000)
+    explicit LossScaler(float initial = kInitialLossScale, std::size_t growthInterval = kLossScaleGrowthInterval)
         : m_scale(initial), m_interval(growthInterval) {}
     float scale() const { return m_scale; }
     // Checks the (scaled) gradients; on overflow halves the scale and returns false (skip the

@@ -4,30 +4,65 @@
 #include "train/strategy.h"
 #include "util/errors.h"
 
+#include <algorithm>
+
 namespace quantscope {
 
 const std::vector<StrategyInfo>& strategies()
 {
     static const std::vector<StrategyInfo> rows = {
-        {Strategy::Fp32, "fp32", "FP32 baseline", "Trains and evaluates in 32-bit floating point; the reference.",
-         false, false, false, false, false},
+        {Strategy::Fp32, "fp32", "FP32 baseline", "Trains and evaluates in 32-bit floating point; the reference."},
         {Strategy::Ptq, "ptq", "Post-training quantization",
-         "Trains in FP32, calibrates on a few images, then quantizes weights and activations.", true, true, true, true,
-         false},
+         "Trains in FP32, calibrates on a few images, then quantizes weights and activations."},
         {Strategy::Qat, "qat", "Quantization-aware training",
-         "Trains with fake-quantized weights and activations (straight-through gradients).", true, true, true, true,
-         false},
+         "Trains with fake-quantized weights and activations (straight-through gradients)."},
         {Strategy::Mixed, "mixed", "Mixed precision",
-         "Computes in FP16 or BF16 with FP32 master weights and dynamic loss scaling.", true, false, false, false,
-         false},
+         "Computes in FP16 or BF16 with FP32 master weights and dynamic loss scaling."},
         {Strategy::LowPrecision, "lowp", "Pure low precision",
-         "Keeps weights, gradients and optimizer state in the low-precision format, with no FP32 copy.", true, false,
-         true, false, false},
+         "Keeps weights, gradients and optimizer state in the low-precision format, with no FP32 copy."},
         {Strategy::Progressive, "progressive", "Progressive",
-         "Moves through a schedule of formats over the epochs, e.g. FP32, then FP16, then INT8.", false, true, true,
-         true, true},
+         "Moves through a schedule of formats over the epochs, e.g. FP32, then FP16, then INT8."},
     };
     return rows;
+}
+
+const std::vector<OptionUse>& optionUses()
+{
+    using enum Strategy;
+    static const std::vector<OptionUse> rows = {
+        {"format", {Ptq, Qat, Mixed, LowPrecision}}, // progressive takes its formats from --schedule
+        {"granularity", {Ptq, Qat, Progressive}},
+        {"rounding", {Ptq, Qat, LowPrecision, Progressive}},
+        {"calibration", {Ptq, Qat, Progressive}},
+        {"act-calibration", {Ptq, Qat, Progressive}},
+        {"act-format", {Ptq, Qat, Progressive}},
+        {"percentile", {Ptq, Qat, Progressive}},
+        {"calib-images", {Ptq}},
+        {"schedule", {Progressive}},
+        {"blend-steps", {Progressive}},
+        {"bn-freeze-epoch", {Qat}},
+        {"plan", {Ptq, Qat, Progressive}},
+        {"layer", {Ptq, Qat, Progressive}},
+        {"keep-fp32", {Ptq, Qat, Progressive}},
+        {"quant-eval", {Ptq, Qat, Progressive}}, // the strategies with a quantized evaluation
+        {"max-skipped-steps", {Mixed, LowPrecision, Progressive}}, // the strategies with dynamic loss scaling
+    };
+    return rows;
+}
+
+bool strategyUses(Strategy s, std::string_view option)
+{
+    for (const OptionUse& r : optionUses())
+        if (option == r.option) return std::find(r.usedBy.begin(), r.usedBy.end(), s) != r.usedBy.end();
+    return true;
+}
+
+std::string strategiesUsing(std::string_view option)
+{
+    std::string out;
+    for (const StrategyInfo& s : strategies())
+        if (strategyUses(s.id, option)) out += (out.empty() ? "" : ", ") + std::string(s.name);
+    return out;
 }
 
 const StrategyInfo& strategyInfo(Strategy s)

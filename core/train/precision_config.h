@@ -1,24 +1,42 @@
 // The precision options of a training run: strategy, number format, granularity, rounding,
-// calibration. Names here are the ones the CLI and the GUI show. Strategy rows say which
-// options they use, so the GUI can disable the others (and say why).
+// calibration. Names here are the ones the CLI and the GUI show. One table, keyed by option
+// name, says which strategies use each option: the GUI disables the others (and says why), the
+// CLI warns about them and lists them in its start event.
 #pragma once
 
 #include "quant/precision_plan.h"
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace quantscope {
 
 enum class Strategy { Fp32, Ptq, Qat, Mixed, LowPrecision, Progressive };
 
+// Which strategies use an option. `option` is the CLI flag without its "--" ("format",
+// "calib-images"); the GUI asks by the same name. A new option that only some strategies use is
+// one row here.
+struct OptionUse {
+    const char* option;
+    std::vector<Strategy> usedBy;
+};
+// Every strategy-dependent option, in the order of `quantscope-cli train --help`. Options not in
+// the table (data, model, optimizer...) are used by every strategy.
+const std::vector<OptionUse>& optionUses();
+// True when strategy s uses the option (true for options not in the table).
+bool strategyUses(Strategy s, std::string_view option);
+// The CLI names of the strategies that use the option, joined: "ptq, qat, mixed, lowp".
+std::string strategiesUsing(std::string_view option);
+
 struct StrategyInfo {
     Strategy id;
     const char* name;        // CLI value: fp32, ptq, qat, mixed, lowp, progressive
     const char* label;       // GUI label
     const char* description; // one sentence (tooltip)
-    bool usesFormat, usesGranularity, usesRounding, usesCalibration, usesSchedule;
+    // optionUses() for this strategy, e.g. uses("format").
+    bool uses(std::string_view option) const { return strategyUses(id, option); }
 };
 
 const std::vector<StrategyInfo>& strategies();

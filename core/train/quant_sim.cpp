@@ -221,7 +221,10 @@ void QuantSim::resetActivationObservers()
     m_act.resize(m_model.size() + 1);
     m_actMask.assign(m_model.size() + 1, {});
     for (std::size_t p = 0; p < m_pfmt.size(); ++p)
-        if (m_pfmt[p] && needsScale(*m_pfmt[p])) m_act[p] = std::make_unique<ActivationQuantizer>(*m_pfmt[p], m_actCal);
+        if (m_pfmt[p] && needsScale(*m_pfmt[p])) {
+            m_act[p] = std::make_unique<ActivationQuantizer>(*m_pfmt[p], m_actCal);
+            m_act[p]->setName(p == 0 ? std::string("the model input") : "the output of '" + m_model.layer(p - 1).name() + "'");
+        }
 }
 
 void QuantSim::quantizeWeights(Rounding rounding, std::uint64_t rngKey)

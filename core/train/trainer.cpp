@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <thread>
 
 namespace quantscope {
@@ -175,7 +176,7 @@ FinishEvent Trainer::runInArena()
     Tensor x, grad;
     std::vector<std::int32_t> y, pred;
     std::vector<Param*> params = m_model->params();
-    std::size_t globalStep = 0;
+    std::size_t globalStep = 0, skippedInARow = 0;
     double ipsSum = 0.0;
     // One shuffle generator seeded with the seed, drawn from epoch after epoch (as the PyTorch
     // reference does with its torch.Generator).
@@ -215,6 +216,15 @@ FinishEvent Trainer::runInArena()
             const bool stepped = m_strategy->afterBackward();
             if (stepped) m_opt->step(params);
             m_strategy->afterStep(stepped, ctx.rngKey);
+            skippedInARow = stepped ? 0 : skippedInARow + 1;
+            if (m_cfg.maxSkippedSteps && skippedInARow >= m_cfg.maxSkippedSteps) {
+                char scale[32];
+                std::snprintf(scale, sizeof scale, "%g", m_strategy->reportedLossScale());
+                throw NumericError("training diverged: non-finite gradients for " + std::to_string(skippedInARow) +
+                                   " steps (all skipped, the last at epoch " + std::to_string(epoch) + ", step " +
+                                   std::to_string(s + 1) + "; loss scale " + scale +
+                                   "; try a smaller learning rate or a wider format such as bf16)");
+            }
             ++globalStep;
             lossSum += static_cast<double>(loss) * static_cast<double>(e - b);
             correct += batchCorrect;

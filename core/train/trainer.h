@@ -28,6 +28,10 @@ struct TrainConfig {
     std::size_t threads = 2;
     std::uint64_t seed = 1;
     std::size_t evalBatchSize = 500;
+    // Strategies with dynamic loss scaling skip a step whose gradients overflow. After this many
+    // consecutive skipped steps the run stops with NumericError "training diverged: non-finite
+    // gradients for N steps" (CLI exit 4). 0 = never stop.
+    std::size_t maxSkippedSteps = 50;
     PrecisionConfig precision;
     // Builds the model instead of the preset `model` names (an imported ONNX model, a saved
     // .qsm, a preset with saved weights: io/model_source.h). `model` then names it in exports.
