@@ -2,6 +2,7 @@
 // events into RunRecords, throttled chart redraws), run selection, status bar, closing.
 #include "main_window.h"
 
+#include "analysis_view.h"
 #include "curve_charts.h"
 #include "dataset_panel.h"
 #include "format_text.h"
@@ -46,6 +47,7 @@ MainWindow::MainWindow(const MainWindowOptions& options, QWidget* parent)
     buildLayout();
     buildMenus();
     connectController();
+    connectAnalysis();
     refreshPlanModel();
 
     m_redraw.setSingleShot(true);
@@ -424,9 +426,11 @@ void MainWindow::updateCompareRun()
     for (auto it = runs.rbegin(); it != runs.rend(); ++it)
         if ((*it)->exportBundle) {
             m_compare->setRun((*it)->id, (*it)->exportBundle);
+            m_analysis->setRun((*it)->id, (*it)->exportBundle, (*it)->shortConfig());
             return;
         }
     m_compare->setRun(0, nullptr);
+    m_analysis->setRun(0, nullptr, QString());
 }
 
 void MainWindow::onSelectionChanged()
