@@ -421,16 +421,26 @@ void MainWindow::selectRuns(const QList<int>& ids)
 
 void MainWindow::updateCompareRun()
 {
+    // The Analysis tab: the same run, else the newest that kept its model (a run in progress
+    // being selected does not take away the model being analysed).
+    const auto newestWithModel = [](const std::vector<RunPtr>& runs) -> RunPtr {
+        for (auto it = runs.rbegin(); it != runs.rend(); ++it)
+            if ((*it)->exportBundle) return *it;
+        return nullptr;
+    };
+    RunPtr analysed = newestWithModel(selectedRuns());
+    if (!analysed) analysed = newestWithModel(m_runs->runs());
+    if (analysed) m_analysis->setRun(analysed->id, analysed->exportBundle, analysed->shortConfig());
+    else m_analysis->setRun(0, nullptr, QString());
+
     std::vector<RunPtr> runs = selectedRuns();
     if (runs.empty()) runs = m_runs->runs();
     for (auto it = runs.rbegin(); it != runs.rend(); ++it)
         if ((*it)->exportBundle) {
             m_compare->setRun((*it)->id, (*it)->exportBundle);
-            m_analysis->setRun((*it)->id, (*it)->exportBundle, (*it)->shortConfig());
             return;
         }
     m_compare->setRun(0, nullptr);
-    m_analysis->setRun(0, nullptr, QString());
 }
 
 void MainWindow::onSelectionChanged()
