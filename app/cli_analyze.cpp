@@ -28,6 +28,7 @@
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <sstream>
 #include <string>
 
@@ -47,6 +48,7 @@ const char* const kAnalyzeHelp =
     "  --calibrations C,... candidate weight calibrations (default minmax; e.g. minmax,mse)\n"
     "  --max-evals N        plans evaluated at most (default 80)\n"
     "  --plan-out FILE      write the chosen plan (docs/PLANS.md)\n"
+    "Ctrl+C stops sensitivity and search within one evaluation; they print what they measured (exit 130).\n"
     "\n"
     "sensitivity: quantizes one Conv2d/Linear layer at a time (PTQ; all other layers FP32) to each\n"
     "format and measures, on --validation N images held out of the training set (default 5000),\n"
@@ -285,6 +287,7 @@ int runSensitivity(const Args& args)
     dopt.dir = args.str("--data", kDefaultDataDir);
     dopt.validation = args.u64("--validation", 5000, 1);
     dopt.testLimit = 1; // the test set is not used
+    std::optional<SigintScope> sigint(std::in_place); // from here, Ctrl+C stops cleanly
     AnalysisInput in = loadAnalysisInput(args, spec, dopt, json);
     Dataset& data = in.data;
     const std::unique_ptr<Model>& model = in.model;
@@ -293,7 +296,6 @@ int runSensitivity(const Args& args)
     SensitivityReport r;
     tbb::task_arena arena(static_cast<int>(threads));
     {
-        const SigintScope sigint;
         arena.execute([&] {
             r = analyzeSensitivity(*model, data, data.validation, opt, [&](std::size_t done, std::size_t total) {
                 if (tty) std::fprintf(stderr, "\r%zu of %zu layer x format cells", done, total);
@@ -301,6 +303,7 @@ int runSensitivity(const Args& args)
             });
         });
     }
+    sigint.reset();
     if (tty) std::fputc('\n', stderr);
     const int status = r.stopped ? 130 : kExitOk;
     if (r.stopped && !json) std::fprintf(stderr, "stopped (Ctrl+C) after %zu cells; the table shows those\n", r.cells.size());
@@ -365,12 +368,12 @@ int runSearch(const Args& args)
     DatasetOptions dopt;
     dopt.dir = args.str("--data", kDefaultDataDir);
     dopt.validation = args.u64("--validation", 5000, 1);
+    const SigintScope sigint; // from here, Ctrl+C stops cleanly
     AnalysisInput in = loadAnalysisInput(args, spec, dopt, json);
     const bool tty = !json && ::isatty(STDERR_FILENO);
     MixedSearchReport r;
     double testAcc = 0.0;
     tbb::task_arena arena(static_cast<int>(threads));
-    const SigintScope sigint;
     arena.execute([&] {
         r = searchMixedPrecision(*in.model, in.data, in.data.validation, opt, [&](SearchPhase phase, std::size_t done, std::size_t total) {
             if (tty && phase == SearchPhase::Ranking) std::fprintf(stderr, "\rranking: %zu of %zu one-layer plans     ", done, total);

@@ -109,8 +109,10 @@ SensitivityView::SensitivityView(InputProvider input, QWidget* parent) : QWidget
     m_table->setEditTriggers(QAbstractItemView::NoEditTriggers);
     m_table->setSelectionMode(QAbstractItemView::SingleSelection);
     m_table->horizontalHeader()->setSectionResizeMode(QHeaderView::Stretch);
-    m_table->verticalHeader()->setSectionResizeMode(QHeaderView::Fixed);
-    m_table->verticalHeader()->setDefaultSectionSize(2 * m_table->fontMetrics().height() + 12);
+    // Rows share the height (a heatmap, not a list) but never get shorter than two lines of text.
+    m_table->verticalHeader()->setMinimumSectionSize(2 * m_table->fontMetrics().height() + 12);
+    m_table->verticalHeader()->setMaximumSectionSize(6 * m_table->fontMetrics().height());
+    m_table->verticalHeader()->setSectionResizeMode(QHeaderView::Stretch);
     m_table->setToolTip(tr("Click a cell for that layer's weight histogram at that format."));
     m_table->setStyleSheet(QStringLiteral("QTableWidget::item:selected { border: 2px solid #1f3b57; color: black; }"));
     connect(m_table, &QTableWidget::cellClicked, this, [this](int r, int c) { openHistogram(r, c); });
@@ -278,7 +280,7 @@ void SensitivityView::showReport(const SensitivityReport& r, const SensitivityOp
         item->setTextAlignment(Qt::AlignCenter);
         if (k < r.cells.size()) {
             const SensitivityCell& c = r.cells[k];
-            item->setText(tr("%1 pts\n%2").arg(c.dropPoints, 0, 'f', 2).arg(sqnrText(c.logitSqnrDb)));
+            item->setText(tr("drop %1 pts\nSQNR %2").arg(c.dropPoints, 0, 'f', 2).arg(sqnrText(c.logitSqnrDb)));
             item->setBackground(dropColor(c.dropPoints, worst));
             item->setForeground(QColor(Qt::black));
             item->setToolTip(tr("%1 at %2 (%3)\nvalidation accuracy %4 (FP32 %5): drop %6 points\nlogit SQNR %7, KL %8 nats\nClick for the "
@@ -362,6 +364,7 @@ bool SensitivityView::openHistogram(int row, int column)
         m_histCaption->setWordWrap(true);
         m_histChart = new HistogramChart;
         auto* log = new QCheckBox(tr("log scale"));
+        log->setChecked(true); // the few weights at the outer levels of a narrow grid stay visible
         connect(log, &QCheckBox::toggled, this, [this](bool on) { m_histChart->setStats(&m_histStats, on); });
         auto* v = new QVBoxLayout(m_histDialog);
         auto* top = new QHBoxLayout;
@@ -373,6 +376,9 @@ bool SensitivityView::openHistogram(int row, int column)
     }
     const auto* log = qobject_cast<QCheckBox*>(m_histDialog->property("logBox").value<QObject*>());
     m_histChart->setStats(&m_histStats, log && log->isChecked());
+    m_histChart->chart()->setTitle(tr("%1 at %2 (%3, %4 calibration): FP32 vs quantized weights")
+                                       .arg(QString::fromStdString(layer), QString::fromStdString(format),
+                                            QString::fromStdString(m_histStats.granularity), QString::fromStdString(m_reportOptions.calibration)));
     const SensitivityCell& c = m_report.cells.size() > k ? m_report.cells[k] : SensitivityCell{};
     m_histDialog->setWindowTitle(tr("%1 at %2 \u2014 weight histogram").arg(QString::fromStdString(layer), QString::fromStdString(format)));
     QString caption = statsCaption(m_histStats);
