@@ -6,7 +6,9 @@
 // layers, Save plan writes a file the plan parser reads back, the Training dock loads and saves
 // plan files, and "Fine-tune with this plan" starts a QAT run with the plan from the run's weights.
 // QS_ANALYSIS_SHOT=DIR with QS_ANALYSIS_MODEL=seed-cnn.qsm (an FP32 model for Fashion-MNIST) also
-// runs both analyses on that model and saves the heatmap and the Pareto chart as PNGs.
+// runs both analyses on that model and saves the heatmap and the Pareto chart as PNGs (5,000
+// validation images, or QS_ANALYSIS_VALIDATION / QS_ANALYSIS_SEARCH_VALIDATION; give
+// QTEST_FUNCTION_TIMEOUT=3600000 on a busy machine).
 #include "analysis_view.h"
 #include "format_text.h"
 #include "main_window.h"
@@ -375,6 +377,7 @@ void TestGuiAnalysis::screenshotsOfSeedCnn()
     s->histogramDialog()->close();
 
     v->pages()->setCurrentIndex(1);
+    if (const int n = qEnvironmentVariableIntValue("QS_ANALYSIS_SEARCH_VALIDATION"); n > 0) v->setValidationImages(n);
     SearchView* q = v->search();
     q->setFormats({"int8", "int4", "int3", "int2"});
     q->setCalibrations({"minmax", "mse"});
