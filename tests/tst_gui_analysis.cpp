@@ -39,6 +39,7 @@
 #include <QTemporaryDir>
 #include <QtTest>
 
+#include <algorithm>
 #include <cmath>
 
 using namespace quantscope;
@@ -124,8 +125,26 @@ void TestGuiAnalysis::initTestCase()
     QVERIFY2(run->status == RunStatus::Done, qPrintable(run->error));
     QTRY_VERIFY_WITH_TIMEOUT(run->exportBundle != nullptr, kLoadTimeoutMs);
     m_view = m_window->analysisView();
+    // More validation images than the training set holds: a fifth of it, not an error.
+    m_view->setValidationImages(100000);
+    QString error;
+    const AnalysisInputPtr in = m_view->input(&error);
+    QVERIFY2(in, qPrintable(error));
+    QCOMPARE(in->data->validation.size(), std::size_t{900 / 5});
     m_view->setValidationImages(200);
     m_view->setCalibrationImages(100);
+    // The images the analyses measure on are the CLI's --validation 200 split, apart from those calibrating.
+    const AnalysisInputPtr used = m_view->input(&error);
+    QCOMPARE(used->data->validation.size(), std::size_t{200});
+    QCOMPARE(used->data->train.size(), std::size_t{100});
+    QVERIFY(!used->heldOut);
+    DatasetOptions cliSplit;
+    cliSplit.dir = m_dir.path().toStdString();
+    cliSplit.validation = 200;
+    const Dataset cli = Dataset::load(cliSplit);
+    QVERIFY(used->data->validation.pixels == cli.validation.pixels);
+    QVERIFY(used->data->validation.labels == cli.validation.labels);
+    QVERIFY(std::equal(used->data->train.labels.begin(), used->data->train.labels.end(), cli.train.labels.begin()));
     QVERIFY2(m_view->sourceCombo()->currentText().startsWith("run #1"), qPrintable(m_view->sourceCombo()->currentText()));
     QTabWidget* tabs = m_window->tabs();
     tabs->setCurrentIndex(tabs->indexOf(m_view));
@@ -231,7 +250,7 @@ void TestGuiAnalysis::searchChartAndPlans()
     QCOMPARE(std::size_t(chart->plansSeries()->count() + chart->uniformSeries()->count()), r.plans.size());
     QCOMPARE(std::size_t(chart->uniformSeries()->count()), uniform);
     QCOMPARE(std::size_t(chart->frontSeries()->count()), front);
-    QCOMPARE(chart->uniformLabels(), QStringList({"int8 (minmax)", "int4 (minmax)", "int2 (minmax)"}));
+    QCOMPARE(chart->uniformLabels(), QStringList({"int2", "int4", "int8"})); // by size
     // The front runs left to right, and no plan lies above it at its size or smaller.
     for (int i = 1; i < chart->frontSeries()->count(); ++i)
         QVERIFY(chart->frontSeries()->at(i).x() >= chart->frontSeries()->at(i - 1).x());

@@ -15,6 +15,8 @@
 #include <QTabWidget>
 #include <QVBoxLayout>
 
+#include <algorithm>
+
 namespace quantscope {
 
 AnalysisView::AnalysisView(QWidget* parent) : QWidget(parent)
@@ -116,6 +118,18 @@ void AnalysisView::updateSourceNote()
     else m_note->setText(m_data ? tr("measured on %1").arg(QString::fromStdString(m_data->name)) : tr("load a dataset to measure it on"));
 }
 
+namespace {
+
+// The validation images asked for, or a fifth of a training set too small for them.
+std::size_t validationFor(const Dataset& d, int asked)
+{
+    const auto n = static_cast<std::size_t>(asked);
+    if (d.validation.size() >= n || n < d.train.size()) return n;
+    return std::max<std::size_t>(1, d.train.size() / 5);
+}
+
+} // namespace
+
 AnalysisInputPtr AnalysisView::input(QString* error) const
 {
     const QString path = m_source->currentData().toString();
@@ -131,7 +145,8 @@ AnalysisInputPtr AnalysisView::input(QString* error) const
             in->bundle = bundle;
             in->threads = std::max<std::size_t>(1, bundle->config.threads);
             in->makeModel = [bundle] { return buildModel(bundle->fp32); };
-            in->data = analysisDataset(*bundle->data, std::size_t(m_validation->value()), std::size_t(m_calibration->value()), &in->heldOut);
+            in->data = analysisDataset(*bundle->data, validationFor(*bundle->data, m_validation->value()), std::size_t(m_calibration->value()),
+                                       &in->heldOut);
         } else {
             if (!m_data) {
                 if (error) *error = tr("Load a dataset first: %1 is measured on the loaded dataset.").arg(QFileInfo(path).fileName());
@@ -139,7 +154,7 @@ AnalysisInputPtr AnalysisView::input(QString* error) const
             }
             const ExportedModel m = readModelFile(path.toStdString());
             if (m.quantized) throw ConfigError(path.toStdString() + " is an integer model; the analyses start from an FP32 model");
-            auto data = analysisDataset(*m_data, std::size_t(m_validation->value()), std::size_t(m_calibration->value()), &in->heldOut);
+            auto data = analysisDataset(*m_data, validationFor(*m_data, m_validation->value()), std::size_t(m_calibration->value()), &in->heldOut);
             if (m.normalizationKnown) data->normalization = m.normalization.broadcast(data->channels());
             const Shape shape{data->channels(), data->height(), data->width()};
             const std::size_t classes = data->numClasses();

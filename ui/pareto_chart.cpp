@@ -17,48 +17,40 @@ namespace quantscope {
 
 namespace {
 
-QString shortLabel(const EvaluatedPlan& p)
-{
-    // "uniform int4 (mse)" -> "int4 mse"; the calibration only when the search had several.
-    QString s = QString::fromStdString(p.label);
-    s.remove(QStringLiteral("uniform "));
-    return s;
-}
-
 } // namespace
 
 ParetoChart::ParetoChart(QWidget* parent) : ChartView(tr("Mixed-bit search: size against accuracy"), parent)
 {
     QChart* c = chart();
     m_plans = new QScatterSeries;
-    m_plans->setName(tr("evaluated plans"));
+    m_plans->setName(tr("plans"));
     m_plans->setMarkerSize(8);
     m_plans->setColor(QColor(0x6b, 0x9b, 0xc8));
     m_plans->setBorderColor(QColor(0x3c, 0x6e, 0x9e));
     m_front = new QLineSeries;
-    m_front->setName(tr("Pareto front"));
+    m_front->setName(tr("front"));
     m_front->setPen(QPen(QColor(0x1f, 0x3b, 0x57), 2));
     m_uniform = new QScatterSeries;
-    m_uniform->setName(tr("uniform plans (every layer one format)"));
+    m_uniform->setName(tr("uniform"));
     m_uniform->setMarkerShape(QScatterSeries::MarkerShapeRectangle);
     m_uniform->setMarkerSize(12);
     m_uniform->setColor(QColor(0xff, 0x9f, 0x40));
     m_uniform->setBorderColor(QColor(0xb3, 0x5c, 0x00));
     m_chosen = new QScatterSeries;
-    m_chosen->setName(tr("chosen plan"));
+    m_chosen->setName(tr("chosen"));
     m_chosen->setMarkerShape(QScatterSeries::MarkerShapeStar);
     m_chosen->setMarkerSize(22);
     m_chosen->setColor(QColor(0xd6, 0x27, 0x28));
     m_chosen->setBorderColor(QColor(0x80, 0x10, 0x10));
     m_selected = new QScatterSeries;
-    m_selected->setName(tr("shown in the table"));
-    m_selected->setMarkerSize(20);
+    m_selected->setName(tr("in the table"));
+    m_selected->setMarkerSize(32);
     m_selected->setColor(Qt::transparent);
     m_selected->setBorderColor(QColor(0x20, 0x20, 0x20));
     QPen ring(QColor(0x20, 0x20, 0x20), 2);
     m_selected->setPen(ring);
     m_fp32 = new QLineSeries;
-    m_fp32->setName(tr("FP32 accuracy"));
+    m_fp32->setName(tr("FP32"));
     QPen grey(QColor(140, 140, 140), 1.5);
     grey.setStyle(Qt::DashLine);
     m_fp32->setPen(grey);
@@ -76,6 +68,9 @@ ParetoChart::ParetoChart(QWidget* parent) : ChartView(tr("Mixed-bit search: size
         s->attachAxis(m_y);
     }
     for (QScatterSeries* s : {m_plans, m_uniform, m_chosen}) connectPoints(s);
+    setLegendVisible(c, m_selected, false);
+    c->legend()->setToolTip(tr("front: the Pareto front (no other plan is as small and as accurate); uniform: every layer at one "
+                               "format (squares, labelled); chosen: the plan the budget picks; the ring: the plan in the table."));
     connect(m_front, &QXYSeries::clicked, this, [this](const QPointF& p) { emit planClicked(nearestPlan(p)); });
     setEmptyMessage(tr("Pick formats and a budget, then Run search: every plan evaluated appears here, with the Pareto front "
                        "and the uniform plans."));
@@ -158,6 +153,7 @@ void ParetoChart::clear()
         delete s;
     }
     m_uniformLabels.clear();
+    m_offChart.clear();
     m_plansIdx.clear();
     m_frontIdx.clear();
     m_uniformIdx.clear();
@@ -182,25 +178,41 @@ void ParetoChart::setReport(const MixedSearchReport& r, std::uint64_t fp32Bytes,
         if (e.uniform) {
             uniform << pt;
             m_uniformIdx.push_back(static_cast<long>(k));
-            auto* label = new QScatterSeries;
-            label->append(pt);
-            label->setMarkerSize(0.1);
-            label->setColor(Qt::transparent);
-            label->setBorderColor(Qt::transparent);
-            label->setPointLabelsFormat(shortLabel(e));
-            label->setPointLabelsVisible(true);
-            label->setPointLabelsClipping(false);
-            label->setPointLabelsColor(QColor(0x80, 0x40, 0x00));
-            chart()->addSeries(label);
-            label->attachAxis(m_x);
-            label->attachAxis(m_y);
-            setLegendVisible(chart(), label, false);
-            m_uniformLabels.push_back(label);
         } else {
             plans << pt;
             m_plansIdx.push_back(static_cast<long>(k));
         }
         if (e.onFront) frontOrder.emplace_back(pt.x(), static_cast<long>(k));
+    }
+    // One label per size the uniform plans take (a format's calibrations share it): the format,
+    // by its most accurate square.
+    std::vector<std::pair<std::uint64_t, long>> bySize;
+    for (long k : m_uniformIdx) bySize.emplace_back(r.plans[static_cast<std::size_t>(k)].bytes, k);
+    std::sort(bySize.begin(), bySize.end());
+    for (std::size_t i = 0; i < bySize.size();) {
+        std::size_t j = i;
+        long top = bySize[i].second;
+        for (; j < bySize.size() && bySize[j].first == bySize[i].first; ++j)
+            if (r.plans[static_cast<std::size_t>(bySize[j].second)].accuracy > r.plans[static_cast<std::size_t>(top)].accuracy) top = bySize[j].second;
+        const EvaluatedPlan& e = r.plans[static_cast<std::size_t>(top)];
+        auto* label = new QScatterSeries;
+        label->append(percentOf(e.bytes), 100.0 * e.accuracy);
+        label->setMarkerSize(0.1);
+        label->setColor(Qt::transparent);
+        label->setBorderColor(Qt::transparent);
+        label->setPointLabelsFormat(QString::fromStdString(e.plan.defaults.format));
+        label->setPointLabelsVisible(true);
+        label->setPointLabelsClipping(false);
+        label->setPointLabelsColor(QColor(0x80, 0x40, 0x00));
+        QFont f = label->pointLabelsFont();
+        f.setBold(true);
+        label->setPointLabelsFont(f);
+        chart()->addSeries(label);
+        label->attachAxis(m_x);
+        label->attachAxis(m_y);
+        setLegendVisible(chart(), label, false);
+        m_uniformLabels.push_back(label);
+        i = j;
     }
     std::sort(frontOrder.begin(), frontOrder.end());
     for (const auto& [x, k] : frontOrder) {
@@ -228,13 +240,26 @@ void ParetoChart::setReport(const MixedSearchReport& r, std::uint64_t fp32Bytes,
     // Room on the right for the uniform plans' labels, and a floor at 0.
     const double xpad = std::max(1.0, 0.08 * (xhi - xlo));
     setNiceRange(m_x, std::max(0.0, xlo - xpad), xhi + xpad);
+    // Focus on the front and the budget: plans far below them (e.g. uniform int2 with min-max) would
+    // squash everything else into a line; they are named in the title instead.
+    double focus = 100.0 * r.fp32Accuracy - (maxDrop ? *maxDrop : 1.0);
+    for (const EvaluatedPlan& e : r.plans)
+        if (e.onFront || e.uniform) focus = std::min(focus, std::max(100.0 * e.accuracy, 100.0 * r.fp32Accuracy - 5.0));
+    focus -= 1.0;
+    m_offChart.clear();
+    if (ylo < focus) {
+        ylo = focus;
+        for (const EvaluatedPlan& e : r.plans)
+            if (100.0 * e.accuracy < focus)
+                m_offChart << tr("%1 at %2").arg(QString::fromStdString(e.label), formatPercent(e.accuracy, 1));
+    }
     const double ypad = std::max(0.2, 0.06 * (yhi - ylo));
     setNiceRange(m_y, ylo - ypad, std::min(100.0, yhi + 2 * ypad));
     m_fp32->replace({QPointF(m_x->min(), 100.0 * r.fp32Accuracy), QPointF(m_x->max(), 100.0 * r.fp32Accuracy)});
     if (maxDrop) m_budget->replace({QPointF(m_x->min(), budgetAcc), QPointF(m_x->max(), budgetAcc)});
     else if (maxBytes) m_budget->replace({QPointF(percentOf(*maxBytes), m_y->min()), QPointF(percentOf(*maxBytes), m_y->max())});
-    m_budget->setName(maxDrop ? tr("budget: FP32 \u2212 %1 points").arg(*maxDrop, 0, 'g', 3)
-                              : maxBytes ? tr("budget: %1").arg(formatBytes(double(*maxBytes))) : tr("budget"));
+    m_budget->setName(maxDrop ? tr("budget \u2212%1 pts").arg(*maxDrop, 0, 'g', 3)
+                              : maxBytes ? tr("budget %1").arg(formatBytes(double(*maxBytes))) : tr("budget"));
     setLegendVisible(chart(), m_budget, maxDrop.has_value() || maxBytes.has_value());
 }
 

@@ -39,6 +39,9 @@ public:
     long frontPlanAt(int i) const;
     // The labels written by the uniform plans' points.
     QStringList uniformLabels() const;
+    // Plans below the accuracy range shown ("uniform int2 (minmax) at 79.7 %"); the chart focuses
+    // on the front and the budget.
+    const QStringList& offChart() const { return m_offChart; }
     // A plan's size on the x axis (% of FP32).
     double percentOf(std::uint64_t bytes) const;
 
@@ -58,7 +61,8 @@ private:
     QScatterSeries* m_selected;
     QLineSeries* m_fp32;
     QLineSeries* m_budget;
-    std::vector<QScatterSeries*> m_uniformLabels; // one per uniform plan: its label, out of the legend
+    std::vector<QScatterSeries*> m_uniformLabels; // one per size of the uniform plans: the format, out of the legend
+    QStringList m_offChart;
     std::vector<long> m_plansIdx, m_frontIdx, m_uniformIdx;
     MixedSearchReport m_report;
     std::uint64_t m_fp32Bytes = 1;

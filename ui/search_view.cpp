@@ -357,7 +357,9 @@ void SearchView::showOutcome(const std::shared_ptr<const Outcome>& out)
     m_model = out->model;
     m_testAcc = out->testAccuracy;
     m_chart->setReport(r, out->fp32Bytes, out->options.maxDropPoints, out->options.maxBytes);
-    m_chart->chart()->setTitle(tr("%1: size against validation accuracy (%2 plans)").arg(in->name).arg(r.plans.size()));
+    QString title = tr("%1: size against validation accuracy (%2 plans)").arg(in->name).arg(r.plans.size());
+    if (!m_chart->offChart().isEmpty()) title += QStringLiteral("<br><small>") + tr("below the chart: %1").arg(m_chart->offChart().join(QStringLiteral(", "))) + QStringLiteral("</small>");
+    m_chart->chart()->setTitle(title);
     std::size_t front = 0;
     for (const EvaluatedPlan& p : r.plans) front += p.onFront;
     QString s = tr("<b>%1</b>: FP32 %2 on %3 validation images%4; %5 plans evaluated (%6 on the front) and %7 one-layer plans "
