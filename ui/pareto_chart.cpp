@@ -15,10 +15,6 @@
 
 namespace quantscope {
 
-namespace {
-
-} // namespace
-
 ParetoChart::ParetoChart(QWidget* parent) : ChartView(tr("Mixed-bit search: size against accuracy"), parent)
 {
     QChart* c = chart();
