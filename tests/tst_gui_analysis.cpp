@@ -81,6 +81,7 @@ class TestGuiAnalysis : public QObject {
 private slots:
     void initTestCase();
     void sensitivityHeatmap();
+    void sensitivityAllButOne();
     void sensitivityStops();
     void searchChartAndPlans();
     void searchStops();
@@ -204,6 +205,26 @@ void TestGuiAnalysis::sensitivityHeatmap()
     QCOMPARE(QString::fromStdString(s->histogramStats().format), QString("int8"));
     QVERIFY(s->histogramChart()->binCount() > 16);
     s->histogramDialog()->close();
+}
+
+void TestGuiAnalysis::sensitivityAllButOne()
+{
+    // "All but this layer": one cell per layer (every other layer at int2, this one FP32), and the
+    // cells say which mode they measured.
+    SensitivityView* s = m_view->sensitivity();
+    s->setFormats({"int2"});
+    s->modeCombo()->setCurrentIndex(1);
+    QSignalSpy done(s, &SensitivityView::analysisFinished);
+    s->run();
+    QVERIFY(done.wait(kRunTimeoutMs));
+    QVERIFY2(done.first().at(0).toBool(), qPrintable(done.first().at(1).toString()));
+    const SensitivityReport& r = s->report();
+    QCOMPARE(r.cells.size(), r.layers.size());
+    QCOMPARE(s->heatmap()->columnCount(), 1);
+    QVERIFY(s->statusText().contains("all but one layer"));
+    QVERIFY(s->heatmap()->item(0, 0)->toolTip().contains("this one FP32"));
+    for (std::size_t i = 0; i < r.cells.size(); ++i) QVERIFY(s->heatmap()->item(int(i), 0)->text().contains(dropText(r.cells[i].dropPoints)));
+    s->modeCombo()->setCurrentIndex(0);
 }
 
 void TestGuiAnalysis::sensitivityStops()
