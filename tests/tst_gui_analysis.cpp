@@ -26,6 +26,7 @@
 
 #include <QComboBox>
 #include <QDialog>
+#include <QElapsedTimer>
 #include <QDir>
 #include <QFileInfo>
 #include <QLabel>
@@ -86,6 +87,7 @@ private slots:
     void searchChartAndPlans();
     void searchStops();
     void fineTuneStartsQat();
+    void closingMidAnalysis();
     void screenshotsOfSeedCnn();
     void cleanupTestCase();
 
@@ -379,6 +381,26 @@ void TestGuiAnalysis::fineTuneStartsQat()
     QVERIFY(m_view->sourceCombo()->currentText().startsWith("run #1"));
     m_window->stopTraining();
     QVERIFY(ended.wait(kRunTimeoutMs));
+}
+
+void TestGuiAnalysis::closingMidAnalysis()
+{
+    // Closing the window while a search runs stops it within one evaluation and joins its thread.
+    SearchView* s = m_view->search();
+    s->setFormats({"int8", "int6", "int5", "int4", "int3", "int2"});
+    s->setCalibrations({"minmax", "mse", "percentile"});
+    s->setMaxEvaluations(500);
+    QSignalSpy progressed(s->progressBar(), &QProgressBar::valueChanged);
+    s->run();
+    QVERIFY(s->isRunning());
+    QTRY_VERIFY_WITH_TIMEOUT(progressed.count() > 1, kRunTimeoutMs); // under way
+    QElapsedTimer t;
+    t.start();
+    m_window->close();
+    m_window.reset();
+    m_view = nullptr;
+    qInfo("closed in %lld ms", static_cast<long long>(t.elapsed()));
+    QVERIFY2(t.elapsed() < 3000, qPrintable(QString::number(t.elapsed()))); // the whole search would take several seconds
 }
 
 void TestGuiAnalysis::screenshotsOfSeedCnn()
