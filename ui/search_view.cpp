@@ -75,7 +75,6 @@ SearchView::SearchView(InputProvider input, QWidget* parent) : QWidget(parent), 
     m_granularity->setObjectName(QStringLiteral("searchGranularity"));
     m_granularity->addItem(tr("channel-wise"), QStringLiteral("channel"));
     m_granularity->addItem(tr("tensor-wise"), QStringLiteral("tensor"));
-    m_granularity->addItem(tr("group-wise (16)"), QStringLiteral("group:16"));
     m_granularity->setToolTip(tr("The granularity every candidate uses."));
     m_budgetKind = new QComboBox;
     m_budgetKind->setObjectName(QStringLiteral("searchBudgetKind"));

@@ -67,7 +67,6 @@ SensitivityView::SensitivityView(InputProvider input, QWidget* parent) : QWidget
     m_granularity->setObjectName(QStringLiteral("sensGranularity"));
     m_granularity->addItem(tr("channel-wise"), QStringLiteral("channel"));
     m_granularity->addItem(tr("tensor-wise"), QStringLiteral("tensor"));
-    m_granularity->addItem(tr("group-wise (16)"), QStringLiteral("group:16"));
     m_granularity->setToolTip(tr("How the quantized layer's weights share scales."));
     m_calibration = new QComboBox;
     m_calibration->setObjectName(QStringLiteral("sensCalibration"));
