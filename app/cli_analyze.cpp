@@ -22,10 +22,13 @@
 #include <nlohmann/json.hpp>
 #include <tbb/task_arena.h>
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <sstream>
 #include <string>
 
@@ -45,6 +48,7 @@ const char* const kAnalyzeHelp =
     "  --calibrations C,... candidate weight calibrations (default minmax; e.g. minmax,mse)\n"
     "  --max-evals N        plans evaluated at most (default 80)\n"
     "  --plan-out FILE      write the chosen plan (docs/PLANS.md)\n"
+    "Ctrl+C stops sensitivity and search within one evaluation; they print what they measured (exit 130).\n"
     "\n"
     "sensitivity: quantizes one Conv2d/Linear layer at a time (PTQ; all other layers FP32) to each\n"
     "format and measures, on --validation N images held out of the training set (default 5000),\n"
@@ -79,6 +83,22 @@ const char* const kAnalyzeHelp =
     "  --json               one JSON object on stdout\n";
 
 namespace {
+
+// Ctrl+C during sensitivity or search: the analysis stops within one evaluation and prints what
+// it has measured so far (exit status 130, as train's).
+volatile std::sig_atomic_t g_interrupted = 0;
+extern "C" void onAnalyzeSigint(int) { g_interrupted = 1; }
+
+struct SigintScope {
+    SigintScope()
+    {
+        g_interrupted = 0;
+        std::signal(SIGINT, onAnalyzeSigint);
+    }
+    ~SigintScope() { std::signal(SIGINT, SIG_DFL); }
+    SigintScope(const SigintScope&) = delete;
+    SigintScope& operator=(const SigintScope&) = delete;
+};
 
 nlohmann::json finite(double v)
 {
@@ -267,6 +287,7 @@ int runSensitivity(const Args& args)
     dopt.dir = args.str("--data", kDefaultDataDir);
     dopt.validation = args.u64("--validation", 5000, 1);
     dopt.testLimit = 1; // the test set is not used
+    std::optional<SigintScope> sigint(std::in_place); // from here, Ctrl+C stops cleanly
     AnalysisInput in = loadAnalysisInput(args, spec, dopt, json);
     Dataset& data = in.data;
     const std::unique_ptr<Model>& model = in.model;
@@ -274,13 +295,18 @@ int runSensitivity(const Args& args)
     const bool tty = !json && ::isatty(STDERR_FILENO);
     SensitivityReport r;
     tbb::task_arena arena(static_cast<int>(threads));
-    arena.execute([&] {
-        r = analyzeSensitivity(*model, data, data.validation, opt, [&](std::size_t done, std::size_t total) {
-            if (tty) std::fprintf(stderr, "\r%zu of %zu layer x format cells", done, total);
-            return true;
+    {
+        arena.execute([&] {
+            r = analyzeSensitivity(*model, data, data.validation, opt, [&](std::size_t done, std::size_t total) {
+                if (tty) std::fprintf(stderr, "\r%zu of %zu layer x format cells", done, total);
+                return g_interrupted == 0;
+            });
         });
-    });
+    }
+    sigint.reset();
     if (tty) std::fputc('\n', stderr);
+    const int status = r.stopped ? 130 : kExitOk;
+    if (r.stopped && !json) std::fprintf(stderr, "stopped (Ctrl+C) after %zu cells; the table shows those\n", r.cells.size());
     if (json) {
         nlohmann::json cells = nlohmann::json::array();
         for (const SensitivityCell& c : r.cells)
@@ -289,9 +315,9 @@ int runSensitivity(const Args& args)
         const nlohmann::json j = {{"event", "sensitivity"}, {"model", name}, {"mode", opt.allButOne ? "all-but-one" : "one-layer"},
                                   {"granularity", opt.granularity}, {"calibration", opt.calibration},
                                   {"validation_images", r.images}, {"fp32_acc", r.fp32Accuracy}, {"cells", cells},
-                                  {"seconds", r.seconds}};
+                                  {"stopped", r.stopped}, {"seconds", r.seconds}};
         std::fputs((j.dump() + "\n").c_str(), stdout);
-        return kExitOk;
+        return status;
     }
     std::printf("%s: FP32 %.2f %% on %zu validation images; %s, %s weights (%s calibration), %s activations\n", name.c_str(),
                 100.0 * r.fp32Accuracy, r.images, opt.allButOne ? "every layer but the one named" : "one layer at a time",
@@ -309,7 +335,7 @@ int runSensitivity(const Args& args)
         std::printf("\n");
     }
     std::printf("(change: accuracy points against FP32; SQNR of the logits in dB; KL(p_fp32 || p_q) in nats) %.1f s\n", r.seconds);
-    return kExitOk;
+    return status;
 }
 
 int runSearch(const Args& args)
@@ -342,35 +368,42 @@ int runSearch(const Args& args)
     DatasetOptions dopt;
     dopt.dir = args.str("--data", kDefaultDataDir);
     dopt.validation = args.u64("--validation", 5000, 1);
+    const SigintScope sigint; // from here, Ctrl+C stops cleanly
     AnalysisInput in = loadAnalysisInput(args, spec, dopt, json);
     const bool tty = !json && ::isatty(STDERR_FILENO);
     MixedSearchReport r;
     double testAcc = 0.0;
     tbb::task_arena arena(static_cast<int>(threads));
     arena.execute([&] {
-        r = searchMixedPrecision(*in.model, in.data, in.data.validation, opt, [&](std::size_t done, std::size_t budget) {
-            if (tty) std::fprintf(stderr, "\r%zu plans evaluated (at most %zu)", done, budget);
-            return true;
+        r = searchMixedPrecision(*in.model, in.data, in.data.validation, opt, [&](SearchPhase phase, std::size_t done, std::size_t total) {
+            if (tty && phase == SearchPhase::Ranking) std::fprintf(stderr, "\rranking: %zu of %zu one-layer plans     ", done, total);
+            else if (tty) std::fprintf(stderr, "\r%zu plans evaluated (at most %zu)       ", done, total);
+            return g_interrupted == 0;
         });
-        if (r.chosen >= 0) {
+        if (r.chosen >= 0 && !r.stopped) {
             PlanEvaluator test(*in.model, in.data, in.data.test, opt.calibImages, 500);
             testAcc = test.accuracy(r.plans[static_cast<std::size_t>(r.chosen)].plan);
         }
     });
     if (tty) std::fputc('\n', stderr);
-    if (r.chosen >= 0 && args.has("--plan-out")) writePlanFile(args.str("--plan-out", ""), r.plans[static_cast<std::size_t>(r.chosen)].plan);
+    if (r.stopped && !json)
+        std::fprintf(stderr, "stopped (Ctrl+C) after %zu plans; below are those, their front and the best of them (no test accuracy)\n",
+                     r.evaluations);
+    if (r.chosen >= 0 && !r.stopped && args.has("--plan-out")) writePlanFile(args.str("--plan-out", ""), r.plans[static_cast<std::size_t>(r.chosen)].plan);
     if (json) {
         nlohmann::json plans = nlohmann::json::array();
         for (const EvaluatedPlan& p : r.plans)
             plans.push_back({{"label", p.label}, {"bytes", p.bytes}, {"bits_per_weight", p.bitsPerWeight}, {"accuracy", p.accuracy},
                              {"uniform", p.uniform}, {"on_front", p.onFront}, {"plan", nlohmann::json::parse(planToJson(p.plan))}});
         nlohmann::json j = {{"event", "search"}, {"model", in.name}, {"fp32_val_acc", r.fp32Accuracy}, {"validation_images", r.images},
-                            {"evaluations", r.evaluations}, {"sensitivity_evaluations", r.sensitivityEvaluations}, {"plans", plans}, {"seconds", r.seconds}};
+                            {"evaluations", r.evaluations}, {"sensitivity_evaluations", r.sensitivityEvaluations}, {"plans", plans},
+                            {"stopped", r.stopped}, {"seconds", r.seconds}};
         if (r.chosen >= 0) {
             j["chosen"] = r.chosen;
-            j["chosen_test_acc"] = testAcc;
+            if (!r.stopped) j["chosen_test_acc"] = testAcc;
         }
         std::fputs((j.dump() + "\n").c_str(), stdout);
+        if (r.stopped) return 130;
         return r.chosen >= 0 ? kExitOk : kExitData;
     }
     std::printf("%s: FP32 %.2f %% on %zu validation images; %zu plans evaluated (and %zu one-layer plans for the ranking) in %.1f s\n",
@@ -383,7 +416,13 @@ int runSearch(const Args& args)
     }
     if (r.chosen < 0) {
         std::printf("no evaluated plan meets the budget\n");
-        return kExitData;
+        return r.stopped ? 130 : kExitData;
+    }
+    if (r.stopped) {
+        const EvaluatedPlan& c = r.plans[static_cast<std::size_t>(r.chosen)];
+        std::printf("best so far: %s, %llu bytes, %.2f bits per weight (validation %.2f %%)\n", c.label.c_str(),
+                    static_cast<unsigned long long>(c.bytes), c.bitsPerWeight, 100.0 * c.accuracy);
+        return 130;
     }
     const EvaluatedPlan& c = r.plans[static_cast<std::size_t>(r.chosen)];
     std::printf("chosen: %s, %llu bytes, %.2f bits per weight; test accuracy %.2f %%\n%s\n", c.label.c_str(),

@@ -9,6 +9,8 @@
 #   gui_plans    the Training dock's per-layer plan table (edits, sizes, applicability)
 #   gui_screen_WxH  the first window on a WxH screen (offscreen platform with a screen file):
 #                it fits, Train and the charts are on screen, saved geometry is clamped
+#   gui_analysis the Analysis tab: sensitivity heatmap and histograms, mixed-bit search chart,
+#                plan files, fine-tune with a plan, Stop
 if(TARGET quantscope::ui)
   qs_add_test(gui_window LIBS quantscope::ui TIMEOUT 600 LABELS gui)
   qs_add_test(gui_datasets LIBS quantscope::ui TIMEOUT 120 LABELS gui)
@@ -27,4 +29,5 @@ if(TARGET quantscope::ui)
     set_tests_properties(gui_screen_${size} PROPERTIES
       ENVIRONMENT "QT_QPA_PLATFORM=offscreen:configfile=${cfg};QS_SCREEN=${size}" LABELS gui TIMEOUT 120)
   endforeach()
+  qs_add_test(gui_analysis LIBS quantscope::ui TIMEOUT 600 LABELS gui)
 endif()

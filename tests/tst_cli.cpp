@@ -90,6 +90,7 @@ private slots:
     void jsonLines();
     void modelFiles();
     void interruptStopsCleanly();
+    void interruptStopsSearch();
     void planInStartEvent();
     void divergedRunExits4();
     void ignoredOptionsAreNamed_data();
@@ -381,6 +382,25 @@ void TestCli::interruptStopsCleanly()
     const nlohmann::json last = nlohmann::json::parse(lines.last().toStdString());
     QCOMPARE(QString::fromStdString(last.value("event", "")), QString("done"));
     QVERIFY(last.value("stopped", false));
+}
+
+// Ctrl-C during a mixed-bit search: it stops within one evaluation, still prints its JSON (the
+// plans evaluated so far, stopped=true) and exits with 130.
+void TestCli::interruptStopsSearch()
+{
+    QProcess p;
+    p.start(kCli, {"analyze", "search", "seed-cnn", "--data", m_valid, "--validation", QString::number(kTrain / 2), "--formats",
+                   "int8,int7,int6,int5,int4,int3,int2", "--calibrations", "minmax,mse,percentile", "--max-drop", "0.5",
+                   "--max-evals", "100000", "--json"});
+    QVERIFY(p.waitForStarted());
+    QTest::qWait(1500); // loading, then evaluating: either way the search stops cleanly
+    ::kill(static_cast<pid_t>(p.processId()), SIGINT);
+    QVERIFY(p.waitForFinished(kRunTimeoutMs));
+    QCOMPARE(p.exitStatus(), QProcess::NormalExit);
+    QCOMPARE(p.exitCode(), kExitInterrupted);
+    const nlohmann::json j = nlohmann::json::parse(p.readAllStandardOutput().trimmed().toStdString());
+    QCOMPARE(QString::fromStdString(j.value("event", "")), QString("search"));
+    QVERIFY(j.value("stopped", false));
 }
 
 QTEST_GUILESS_MAIN(TestCli)

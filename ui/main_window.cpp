@@ -2,6 +2,7 @@
 // events into RunRecords, throttled chart redraws), run selection, status bar, closing.
 #include "main_window.h"
 
+#include "analysis_view.h"
 #include "curve_charts.h"
 #include "dataset_panel.h"
 #include "format_text.h"
@@ -47,6 +48,7 @@ MainWindow::MainWindow(const MainWindowOptions& options, QWidget* parent)
     buildLayout();
     buildMenus();
     connectController();
+    connectAnalysis();
     refreshPlanModel();
 
     m_redraw.setSingleShot(true);
@@ -426,6 +428,18 @@ void MainWindow::selectRuns(const QList<int>& ids)
 
 void MainWindow::updateCompareRun()
 {
+    // The Analysis tab: the same run, else the newest that kept its model (a run in progress
+    // being selected does not take away the model being analysed).
+    const auto newestWithModel = [](const std::vector<RunPtr>& runs) -> RunPtr {
+        for (auto it = runs.rbegin(); it != runs.rend(); ++it)
+            if ((*it)->exportBundle) return *it;
+        return nullptr;
+    };
+    RunPtr analysed = newestWithModel(selectedRuns());
+    if (!analysed) analysed = newestWithModel(m_runs->runs());
+    if (analysed) m_analysis->setRun(analysed->id, analysed->exportBundle, analysed->shortConfig());
+    else m_analysis->setRun(0, nullptr, QString());
+
     std::vector<RunPtr> runs = selectedRuns();
     if (runs.empty()) runs = m_runs->runs();
     for (auto it = runs.rbegin(); it != runs.rend(); ++it)

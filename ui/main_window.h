@@ -11,18 +11,24 @@
 #include <QMainWindow>
 #include <QTimer>
 
+#include <memory>
+
 class QAction;
 class QDockWidget;
 class QLabel;
 class QProgressBar;
 class QSplitter;
 class QTabWidget;
+class QTemporaryDir;
 class QTableView;
 class QToolButton;
 
 namespace quantscope {
 
+struct AnalysisInput;
 struct ModelSummary;
+struct PrecisionPlan;
+class AnalysisView;
 class ModelSummaryDialog;
 class LayerCompareView;
 class AccuracyChart;
@@ -109,6 +115,13 @@ public slots:
     void showSummary(const quantscope::ModelSummary& s);
     ModelSummaryDialog* modelSummaryDialog() const { return m_summaryDialog; }
     LayerCompareView* layerCompareView() const { return m_compare; }
+    AnalysisView* analysisView() const { return m_analysis; }
+
+    // Analysis tab (main_window_analysis.cpp): "Fine-tune with this plan" puts `plan` into the
+    // Training dock (strategy QAT, the plan table filled) with the analysed model as the start
+    // (a run's FP32 model is written to a session .qsm first) and starts the run; false (with a
+    // message) if it cannot.
+    bool fineTuneWithPlan(std::shared_ptr<const quantscope::AnalysisInput> input, const quantscope::PrecisionPlan& plan);
 
 signals:
     void datasetReady(bool ok);
@@ -179,6 +192,9 @@ private:
     RangesPanel* m_ranges;
     SqnrChart* m_sqnr;
     LayerCompareView* m_compare;
+    AnalysisView* m_analysis;
+    std::shared_ptr<QTemporaryDir> m_fineTuneDir; // the FP32 models of runs being fine-tuned
+    void connectAnalysis();
     // Gives the Layers tab the newest selected (else newest) run that kept its model.
     void updateCompareRun();
     LossScaleChart* m_lossScale;

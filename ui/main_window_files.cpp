@@ -2,6 +2,7 @@
 // and the QSettings that remember layout, dataset and options.
 #include "main_window.h"
 
+#include "analysis_view.h"
 #include "dataset_panel.h"
 #include "format_text.h"
 #include "quant_catalog.h"
@@ -55,6 +56,7 @@ bool MainWindow::loadModelFile(const QString& path)
                             .arg(shape)
                             .arg(m.classes);
     m_trainingPanel->addModelFile(path, QFileInfo(path).fileName(), tip);
+    m_analysis->addModelFile(path);
     clearError();
     QString note;
     if (m_data && (m_data->channels() != m.channels || m_data->height() != m.height || m_data->width() != m.width))

@@ -2,6 +2,7 @@
 // and status bar, the menus, and the window icon.
 #include "main_window.h"
 
+#include "analysis_view.h"
 #include "curve_charts.h"
 #include "dataset_panel.h"
 #include "layer_compare_view.h"
@@ -194,6 +195,11 @@ void MainWindow::buildLayout()
     m_tabs->addTab(m_sqnr, tr("Error (SQNR)"));
     m_tabs->addTab(m_lossScale, tr("Loss scale"));
     m_tabs->addTab(m_compare, tr("Layers"));
+    m_analysis = new AnalysisView;
+    m_analysis->setObjectName(QStringLiteral("analysisView"));
+    m_tabs->addTab(m_analysis, tr("Analysis"));
+    m_tabs->setTabToolTip(m_tabs->indexOf(m_analysis), tr("Per-layer sensitivity and mixed-bit search of a trained model: which "
+                                                          "layers can take fewer bits, and the size/accuracy Pareto front."));
     m_tabs->setTabToolTip(0, tr("Loss per step and per epoch; accuracy per epoch, FP32 and quantized."));
     m_tabs->setTabToolTip(1, tr("FP32 vs quantized weight histograms of one layer, with the clip range."));
     m_tabs->setTabToolTip(2, tr("Per-output-channel weight ranges of one layer against the whole tensor's range."));

@@ -249,13 +249,32 @@ PlanTable::PlanTable(QWidget* parent) : QWidget(parent), m_model(new PlanTableMo
     m_reset = new QPushButton(tr("Uniform"));
     m_reset->setToolTip(tr("Forget every layer's own settings: all layers take the options above."));
 
+    m_load = new QPushButton(tr("Load plan\u2026"));
+    m_load->setObjectName(QStringLiteral("planLoad"));
+    m_load->setToolTip(tr("Read a plan file (JSON, docs/PLANS.md): its default becomes the options above, its layers this table."));
+    m_save = new QPushButton(tr("Save plan\u2026"));
+    m_save->setObjectName(QStringLiteral("planSave"));
+    m_save->setToolTip(tr("Write the options above and this table as a plan file (quantscope-cli train --plan reads it)."));
+    connect(m_load, &QPushButton::clicked, this, &PlanTable::loadRequested);
+    connect(m_save, &QPushButton::clicked, this, &PlanTable::saveRequested);
+    m_note = new QLabel;
+    m_note->setObjectName(QStringLiteral("planNote"));
+    m_note->setWordWrap(true);
+    m_note->hide();
+
     auto* bottom = new QHBoxLayout;
     bottom->addWidget(m_total, 1);
     bottom->addWidget(m_reset);
+    auto* files = new QHBoxLayout;
+    files->addStretch(1);
+    files->addWidget(m_load);
+    files->addWidget(m_save);
     auto* v = new QVBoxLayout(this);
     v->setContentsMargins(0, 0, 0, 0);
     v->addWidget(m_view);
     v->addLayout(bottom);
+    v->addLayout(files);
+    v->addWidget(m_note);
 
     connect(m_model, &PlanTableModel::planEdited, this, [this] {
         updateTotal();
@@ -270,6 +289,15 @@ PlanTable::PlanTable(QWidget* parent) : QWidget(parent), m_model(new PlanTableMo
     });
     updateTotal();
 }
+
+void PlanTable::setNote(const QString& text, bool error)
+{
+    m_note->setText(text);
+    m_note->setStyleSheet(error ? QStringLiteral("color: #a40000;") : QString());
+    m_note->setVisible(!text.isEmpty());
+}
+
+QString PlanTable::noteText() const { return m_note->text(); }
 
 void PlanTable::setModel(std::shared_ptr<const Model> model)
 {

@@ -36,6 +36,7 @@ public:
     const PrecisionPlan& plan() const { return m_plan; }
     const PlanSize& size() const { return m_size; }
     bool hasModel() const { return m_model != nullptr; }
+    const Model* model() const { return m_model.get(); }
 
     int rowCount(const QModelIndex& parent = {}) const override;
     int columnCount(const QModelIndex& parent = {}) const override;
@@ -75,12 +76,20 @@ public:
     PlanTableModel* tableModel() const { return m_model; }
     QTableView* view() const { return m_view; }
     QLabel* totalLabel() const { return m_total; }
+    QPushButton* loadButton() const { return m_load; }
+    QPushButton* saveButton() const { return m_save; }
+    // A line under the table: what Load / Save did, or why they could not (in red).
+    void setNote(const QString& text, bool error);
+    QString noteText() const;
     void setModel(std::shared_ptr<const Model> model);
     void setPlan(const PrecisionPlan& plan);
     const PrecisionPlan& plan() const { return m_model->plan(); }
 
 signals:
     void planEdited();
+    // Load plan... / Save plan... were clicked (the Training panel owns the files: it holds the defaults).
+    void loadRequested();
+    void saveRequested();
 
 private:
     void updateTotal();
@@ -89,6 +98,9 @@ private:
     QTableView* m_view;
     QLabel* m_total;
     QPushButton* m_reset;
+    QPushButton* m_load;
+    QPushButton* m_save;
+    QLabel* m_note;
 };
 
 } // namespace quantscope

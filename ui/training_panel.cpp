@@ -451,6 +451,8 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
         }
     });
     connect(m_schedule, &ScheduleEditor::changed, this, changed);
+    connect(m_planTable, &PlanTable::loadRequested, this, &TrainingPanel::loadPlanInteractive);
+    connect(m_planTable, &PlanTable::saveRequested, this, &TrainingPanel::savePlanInteractive);
     connect(m_planTable, &PlanTable::planEdited, this, [this] {
         if (m_initializing) return;
         m_cfg.precision.layers = m_planTable->plan().layers;

@@ -74,10 +74,19 @@ public:
     // The per-layer plan table (its rows are the layers of the model set here by the main window).
     PlanTable* planTable() const { return m_planTable; }
     void setPlanModel(std::shared_ptr<const Model> model);
+    // Plan files (training_panel_plans.cpp, docs/PLANS.md). Load: the file's default becomes the
+    // format/granularity/calibration options, its layers the plan table's (checked against the
+    // table's model; a strategy without plans becomes QAT); emits configChanged. Save: the plan in
+    // force (the options as default, the table's layers), written atomically. False with the
+    // reason in *error (and under the table) when they cannot.
+    bool loadPlanFile(const QString& path, QString* error = nullptr);
+    bool savePlanFile(const QString& path, QString* error = nullptr);
 
 public slots:
     // Asks the main window for a model file (emits openModelFileRequested).
     void requestModelFile() { emit openModelFileRequested(); }
+    void loadPlanInteractive();
+    void savePlanInteractive();
 
     // Sensible first run: QAT, int8, channel-wise, seed-cnn, Adam 1e-3, 2 epochs, batch 64, 2 threads.
     static TrainConfig defaultConfig();

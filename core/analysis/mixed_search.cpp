@@ -65,8 +65,11 @@ MixedSearchReport searchMixedPrecision(Model& model, const Dataset& data, const 
     PlanEvaluator eval(model, data, validation, opt.calibImages, opt.batchSize);
     r.fp32Accuracy = eval.fp32Accuracy();
     const auto evaluate = [&](const std::vector<std::size_t>& choice, const std::string& label, bool uniform) -> const EvaluatedPlan* {
-        if (r.evaluations >= opt.maxEvaluations) return nullptr;
-        if (progress && !progress(r.evaluations, opt.maxEvaluations)) return nullptr;
+        if (r.evaluations >= opt.maxEvaluations || r.stopped) return nullptr;
+        if (progress && !progress(uniform ? SearchPhase::Uniform : SearchPhase::Greedy, r.evaluations, opt.maxEvaluations)) {
+            r.stopped = true;
+            return nullptr;
+        }
         EvaluatedPlan e;
         e.plan = planWith(choice);
         e.label = label;
@@ -86,8 +89,13 @@ MixedSearchReport searchMixedPrecision(Model& model, const Dataset& data, const 
 
     // One layer at a time: the accuracy each option costs alone (the rest FP32).
     std::vector<std::vector<double>> drop(layers.size(), std::vector<double>(options.size(), 0.0));
-    for (std::size_t i = 0; i < layers.size(); ++i)
+    const std::size_t rankTotal = layers.size() * options.size();
+    for (std::size_t i = 0; i < layers.size() && !r.stopped; ++i)
         for (std::size_t o = 0; o < options.size(); ++o) {
+            if (progress && !progress(SearchPhase::Ranking, r.sensitivityEvaluations, rankTotal)) {
+                r.stopped = true;
+                break;
+            }
             PrecisionPlan p = base;
             p.defaults.format = "fp32";
             LayerOverride& e = p.entry(layers[i]);
@@ -104,6 +112,7 @@ MixedSearchReport searchMixedPrecision(Model& model, const Dataset& data, const 
         if (layerBytes[0][o] > layerBytes[0][widest] ||
             (layerBytes[0][o] == layerBytes[0][widest] && drop[0][o] < drop[0][widest]))
             widest = o;
+    if (progress && !r.stopped && !progress(SearchPhase::Ranking, r.sensitivityEvaluations, rankTotal)) r.stopped = true;
     std::vector<std::size_t> current(layers.size(), widest);
     std::vector<std::vector<bool>> rejected(layers.size(), std::vector<bool>(options.size(), false));
     double currentAcc = r.fp32Accuracy;
@@ -111,7 +120,7 @@ MixedSearchReport searchMixedPrecision(Model& model, const Dataset& data, const 
         if (e.uniform && e.label == "uniform " + options[widest].text()) currentAcc = e.accuracy;
     std::uint64_t currentBytes = 0;
     for (std::size_t i = 0; i < layers.size(); ++i) currentBytes += layerBytes[i][current[i]];
-    for (std::size_t step = 1;; ++step) {
+    for (std::size_t step = 1; !r.stopped; ++step) {
         if (opt.maxBytes && currentBytes <= *opt.maxBytes) break;
         // The best-ranked move: least accuracy lost alone per byte saved.
         long bestLayer = -1, bestOption = -1;
@@ -144,6 +153,7 @@ MixedSearchReport searchMixedPrecision(Model& model, const Dataset& data, const 
         }
     }
     (void)currentAcc;
+    if (progress && !r.stopped && !progress(SearchPhase::Greedy, r.evaluations, opt.maxEvaluations)) r.stopped = true;
 
     // The front, and the chosen plan.
     for (EvaluatedPlan& p : r.plans) {

@@ -49,11 +49,18 @@ struct MixedSearchReport {
                                 // accurate within the size budget; -1 when none meets the budget
     std::size_t evaluations = 0;            // whole plans evaluated (bounded by maxEvaluations)
     std::size_t sensitivityEvaluations = 0; // one-layer plans behind the ranking: layers x candidates
+    bool stopped = false;       // the progress callback asked to stop: the plans are those evaluated so far
     double seconds = 0.0;
 };
 
-// Progress: plans evaluated, the evaluation budget; returning false stops the search.
-using SearchProgress = std::function<bool(std::size_t done, std::size_t budget)>;
+// What the search is doing when it reports: the uniform plans and the greedy steps count whole
+// plans against the evaluation budget (done = plans evaluated, total = maxEvaluations); the
+// ranking counts one-layer evaluations (done of total = layers x candidates).
+enum class SearchPhase { Uniform, Ranking, Greedy };
+// Called before every evaluation (and once more at the end of a phase); returning false stops
+// the search within one evaluation (the report then holds the plans evaluated so far, their
+// front and the best of them, and stopped = true).
+using SearchProgress = std::function<bool(SearchPhase phase, std::size_t done, std::size_t total)>;
 
 // Throws ConfigError without a budget, with both, for unknown formats/calibrations or an empty
 // validation set, before evaluating anything. `model` is FP32 and left so.

@@ -84,7 +84,10 @@ SensitivityReport analyzeSensitivity(Model& model, const Dataset& data, const La
     r.fp32Accuracy = eval.fp32Accuracy();
     const std::size_t total = configs.size();
     for (std::size_t c = 0; c < total; ++c) {
-        if (progress && !progress(c, total)) break;
+        if (progress && !progress(c, total)) {
+            r.stopped = true;
+            break;
+        }
         SensitivityCell cell;
         cell.layer = r.layers[c / opt.formats.size()];
         cell.format = opt.formats[c % opt.formats.size()];
@@ -95,7 +98,7 @@ SensitivityReport analyzeSensitivity(Model& model, const Dataset& data, const La
         cell.klDivergence = meanKl(eval.fp32Logits(), q.logits, eval.classes());
         r.cells.push_back(cell);
     }
-    if (progress) progress(r.cells.size(), total);
+    if (progress && !r.stopped) progress(r.cells.size(), total);
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return r;
 }

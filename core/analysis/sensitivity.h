@@ -44,6 +44,7 @@ struct SensitivityReport {
     std::size_t images = 0;
     std::vector<std::string> layers;  // Conv2d / Linear layers in graph order
     std::vector<SensitivityCell> cells; // layer-major: layers[i] x formats[j] at i * formats + j
+    bool stopped = false;               // the progress callback asked to stop: cells holds those done
     double seconds = 0.0;
 };
 

@@ -1,0 +1,460 @@
+// The Analysis tab as a user meets it, offscreen: a small model trained in the window on an IDX
+// fixture; Sensitivity fills a layer x format heatmap with exactly the core report's cells
+// (colour by drop, text = drop and SQNR), clicking a cell opens that layer's weight histogram at
+// that format, Stop ends an analysis early with the cells done; Search draws every evaluated
+// plan, the front, the uniform plans (labelled) and the chosen plan, shows a clicked plan's
+// layers, Save plan writes a file the plan parser reads back, the Training dock loads and saves
+// plan files, and "Fine-tune with this plan" starts a QAT run with the plan from the run's weights.
+// QS_ANALYSIS_SHOT=DIR with QS_ANALYSIS_MODEL=seed-cnn.qsm (an FP32 model for Fashion-MNIST) also
+// runs both analyses on that model and saves the heatmap and the Pareto chart as PNGs (5,000
+// validation images, or QS_ANALYSIS_VALIDATION / QS_ANALYSIS_SEARCH_VALIDATION; give
+// QTEST_FUNCTION_TIMEOUT=3600000 on a busy machine).
+#include "analysis_view.h"
+#include "format_text.h"
+#include "main_window.h"
+#include "pareto_chart.h"
+#include "plan_table.h"
+#include "quant_charts.h"
+#include "runs_model.h"
+#include "search_view.h"
+#include "sensitivity_view.h"
+#include "training_panel.h"
+
+#include "data/idx.h"
+#include "quant/precision_plan.h"
+#include "util/rng.h"
+
+#include <QComboBox>
+#include <QDialog>
+#include <QElapsedTimer>
+#include <QDir>
+#include <QFileInfo>
+#include <QLabel>
+#include <QLineSeries>
+#include <QProgressBar>
+#include <QPushButton>
+#include <QScatterSeries>
+#include <QSignalSpy>
+#include <QTabWidget>
+#include <QTableWidget>
+#include <QTemporaryDir>
+#include <QtTest>
+
+#include <algorithm>
+#include <cmath>
+
+using namespace quantscope;
+
+namespace {
+
+constexpr int kRunTimeoutMs = 180000;  // generous: the machine is shared
+constexpr int kLoadTimeoutMs = 20000;
+
+// An MNIST-layout folder: class k is a bright block at its own place on noise.
+void writeFixture(const QString& dir, std::size_t nTrain, std::size_t nTest)
+{
+    constexpr std::size_t H = 28, W = 28;
+    Rng rng(11);
+    auto make = [&](std::size_t n, const char* images, const char* labels) {
+        std::vector<std::uint8_t> px(n * H * W), lb(n);
+        for (std::size_t i = 0; i < n; ++i) {
+            const auto k = static_cast<std::size_t>(rng.below(10));
+            lb[i] = static_cast<std::uint8_t>(k);
+            std::uint8_t* img = px.data() + i * H * W;
+            for (std::size_t j = 0; j < H * W; ++j) img[j] = static_cast<std::uint8_t>(rng.below(80));
+            const std::size_t r0 = (H * (k / 5)) / 2, c0 = (W * (k % 5)) / 5;
+            for (std::size_t r = r0; r < std::min(H, r0 + H / 4); ++r)
+                for (std::size_t c = c0; c < std::min(W, c0 + W / 7); ++c) img[r * W + c] = static_cast<std::uint8_t>(170 + rng.below(80));
+        }
+        writeIdx(QDir(dir).filePath(images).toStdString(), {std::uint32_t(n), std::uint32_t(H), std::uint32_t(W)}, px);
+        writeIdx(QDir(dir).filePath(labels).toStdString(), {std::uint32_t(n)}, lb);
+    };
+    make(nTrain, "train-images-idx3-ubyte", "train-labels-idx1-ubyte");
+    make(nTest, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte");
+}
+
+QString dropText(double drop) { return QString::number(drop, 'f', 2) + QStringLiteral(" pts"); }
+
+} // namespace
+
+class TestGuiAnalysis : public QObject {
+    Q_OBJECT
+private slots:
+    void initTestCase();
+    void sensitivityHeatmap();
+    void sensitivityAllButOne();
+    void sensitivityStops();
+    void searchChartAndPlans();
+    void searchStops();
+    void fineTuneStartsQat();
+    void closingMidAnalysis();
+    void screenshotsOfSeedCnn();
+    void cleanupTestCase();
+
+private:
+    QTemporaryDir m_dir;
+    std::unique_ptr<MainWindow> m_window;
+    AnalysisView* m_view = nullptr;
+    QString m_planPath;
+};
+
+void TestGuiAnalysis::initTestCase()
+{
+    QVERIFY(m_dir.isValid());
+    writeFixture(m_dir.path(), 900, 200);
+    MainWindowOptions o;
+    o.useSettings = false;
+    o.dataDir = m_dir.path();
+    o.quietExport = true;
+    m_window = std::make_unique<MainWindow>(o);
+    m_window->resize(1500, 1000);
+    m_window->show();
+    if (!m_window->dataset()) {
+        QSignalSpy r(m_window.get(), &MainWindow::datasetReady);
+        QVERIFY(r.wait(kLoadTimeoutMs));
+    }
+    QVERIFY(m_window->dataset());
+    // A small FP32 model, trained here so that accuracy means something to the analyses.
+    TrainConfig c = m_window->trainingPanel()->config();
+    c.model = "lenet5";
+    c.precision.strategy = Strategy::Fp32;
+    c.epochs = 3;
+    c.batchSize = 32;
+    m_window->trainingPanel()->setConfig(c);
+    QSignalSpy ended(m_window.get(), &MainWindow::runEnded);
+    m_window->startTraining();
+    QVERIFY(ended.wait(kRunTimeoutMs));
+    const RunPtr run = m_window->runsModel()->runAt(0);
+    QVERIFY2(run->status == RunStatus::Done, qPrintable(run->error));
+    QTRY_VERIFY_WITH_TIMEOUT(run->exportBundle != nullptr, kLoadTimeoutMs);
+    m_view = m_window->analysisView();
+    // More validation images than the training set holds: a fifth of it, not an error.
+    m_view->setValidationImages(100000);
+    QString error;
+    const AnalysisInputPtr in = m_view->input(&error);
+    QVERIFY2(in, qPrintable(error));
+    QCOMPARE(in->data->validation.size(), std::size_t{900 / 5});
+    m_view->setValidationImages(200);
+    m_view->setCalibrationImages(100);
+    // The images the analyses measure on are the CLI's --validation 200 split, apart from those calibrating.
+    const AnalysisInputPtr used = m_view->input(&error);
+    QCOMPARE(used->data->validation.size(), std::size_t{200});
+    QCOMPARE(used->data->train.size(), std::size_t{100});
+    QVERIFY(!used->heldOut);
+    DatasetOptions cliSplit;
+    cliSplit.dir = m_dir.path().toStdString();
+    cliSplit.validation = 200;
+    const Dataset cli = Dataset::load(cliSplit);
+    QVERIFY(used->data->validation.pixels == cli.validation.pixels);
+    QVERIFY(used->data->validation.labels == cli.validation.labels);
+    QVERIFY(std::equal(used->data->train.labels.begin(), used->data->train.labels.end(), cli.train.labels.begin()));
+    QVERIFY2(m_view->sourceCombo()->currentText().startsWith("run #1"), qPrintable(m_view->sourceCombo()->currentText()));
+    QTabWidget* tabs = m_window->tabs();
+    tabs->setCurrentIndex(tabs->indexOf(m_view));
+    QCOMPARE(tabs->tabText(tabs->currentIndex()), QString("Analysis"));
+}
+
+void TestGuiAnalysis::sensitivityHeatmap()
+{
+    SensitivityView* s = m_view->sensitivity();
+    s->setFormats({"int8", "int2"});
+    QSignalSpy done(s, &SensitivityView::analysisFinished);
+    QSignalSpy progressed(s->progressBar(), &QProgressBar::valueChanged);
+    QTest::mouseClick(s->runButton(), Qt::LeftButton);
+    QVERIFY(s->isRunning());
+    QVERIFY(!s->runButton()->isEnabled());
+    QVERIFY(s->stopButton()->isEnabled());
+    QVERIFY(done.wait(kRunTimeoutMs));
+    QVERIFY2(done.first().at(0).toBool(), qPrintable(done.first().at(1).toString()));
+    QVERIFY(progressed.count() > 0);
+    const SensitivityReport& r = s->report();
+    QCOMPARE(r.layers.size(), std::size_t{5}); // lenet5: conv1, conv2, fc1, fc2, fc3
+    QCOMPARE(r.images, std::size_t{200});
+    QCOMPARE(r.cells.size(), r.layers.size() * 2);
+    QTableWidget* t = s->heatmap();
+    QCOMPARE(t->rowCount(), int(r.layers.size()));
+    QCOMPARE(t->columnCount(), 2);
+    QCOMPARE(t->horizontalHeaderItem(1)->text(), QString("int2"));
+    double worst = -1e9, best = 1e9;
+    int worstRow = 0, bestRow = 0;
+    for (int row = 0; row < t->rowCount(); ++row) {
+        QCOMPARE(t->verticalHeaderItem(row)->text(), QString::fromStdString(r.layers[std::size_t(row)]));
+        for (int col = 0; col < 2; ++col) {
+            const SensitivityCell& c = r.cells[std::size_t(row) * 2 + std::size_t(col)];
+            const QString text = t->item(row, col)->text();
+            QVERIFY2(text.contains(dropText(c.dropPoints)), qPrintable(text));
+            if (std::isfinite(c.logitSqnrDb)) QVERIFY2(text.contains(QString::number(c.logitSqnrDb, 'f', 1) + " dB"), qPrintable(text));
+            if (col == 1 && c.dropPoints > worst) worst = c.dropPoints, worstRow = row;
+            if (col == 1 && c.dropPoints < best) best = c.dropPoints, bestRow = row;
+        }
+    }
+    // The colour says the drop: a layer that costs more at int2 is redder (less green) than one that costs less.
+    if (worst > best + 0.5)
+        QVERIFY(t->item(worstRow, 1)->background().color().green() < t->item(bestRow, 1)->background().color().green());
+    QVERIFY(s->statusText().contains(formatPercent(r.fp32Accuracy, 2)));
+
+    // Clicking a cell opens that layer's weight histogram at that format.
+    const QRect rect = t->visualItemRect(t->item(1, 1));
+    QTest::mouseClick(t->viewport(), Qt::LeftButton, {}, rect.center());
+    QVERIFY(s->histogramDialog());
+    QVERIFY(s->histogramDialog()->isVisible());
+    QCOMPARE(QString::fromStdString(s->histogramStats().layer), QString::fromStdString(r.layers[1]));
+    QCOMPARE(QString::fromStdString(s->histogramStats().format), QString("int2"));
+    QVERIFY(s->histogramChart()->binCount() >= 3);
+    QVERIFY(s->histogramChart()->binCount() <= 4); // int2: four levels at most on the coarsest grid
+    // Another cell: the same window shows the new layer and format.
+    QVERIFY(s->openHistogram(0, 0));
+    QCOMPARE(QString::fromStdString(s->histogramStats().format), QString("int8"));
+    QVERIFY(s->histogramChart()->binCount() > 16);
+    s->histogramDialog()->close();
+}
+
+void TestGuiAnalysis::sensitivityAllButOne()
+{
+    // "All but this layer": one cell per layer (every other layer at int2, this one FP32), and the
+    // cells say which mode they measured.
+    SensitivityView* s = m_view->sensitivity();
+    s->setFormats({"int2"});
+    s->modeCombo()->setCurrentIndex(1);
+    QSignalSpy done(s, &SensitivityView::analysisFinished);
+    s->run();
+    QVERIFY(done.wait(kRunTimeoutMs));
+    QVERIFY2(done.first().at(0).toBool(), qPrintable(done.first().at(1).toString()));
+    const SensitivityReport& r = s->report();
+    QCOMPARE(r.cells.size(), r.layers.size());
+    QCOMPARE(s->heatmap()->columnCount(), 1);
+    QVERIFY(s->statusText().contains("all but one layer"));
+    QVERIFY(s->heatmap()->item(0, 0)->toolTip().contains("this one FP32"));
+    for (std::size_t i = 0; i < r.cells.size(); ++i) QVERIFY(s->heatmap()->item(int(i), 0)->text().contains(dropText(r.cells[i].dropPoints)));
+    s->modeCombo()->setCurrentIndex(0);
+}
+
+void TestGuiAnalysis::sensitivityStops()
+{
+    SensitivityView* s = m_view->sensitivity();
+    s->setFormats({"int8", "int6", "int4", "int3", "int2"});
+    QSignalSpy done(s, &SensitivityView::analysisFinished);
+    s->run();
+    QTest::mouseClick(s->stopButton(), Qt::LeftButton);
+    QVERIFY(done.wait(kRunTimeoutMs));
+    const SensitivityReport& r = s->report();
+    QVERIFY(r.stopped);
+    QVERIFY(r.cells.size() < r.layers.size() * 5);
+    QCOMPARE(s->heatmap()->rowCount(), int(r.layers.size()));
+    const int last = s->heatmap()->rowCount() - 1;
+    QCOMPARE(s->heatmap()->item(last, 4)->text(), noValueText()); // not measured
+    QVERIFY(s->statusText().contains("Stopped"));
+    QVERIFY(s->runButton()->isEnabled());
+    QVERIFY(!s->stopButton()->isEnabled());
+}
+
+void TestGuiAnalysis::searchChartAndPlans()
+{
+    m_view->pages()->setCurrentIndex(1);
+    SearchView* s = m_view->search();
+    s->setFormats({"int8", "int4", "int2"});
+    s->setCalibrations({"minmax"});
+    s->setBudget(SearchView::Budget::MaxDrop, 2.0);
+    s->setMaxEvaluations(20);
+    QSignalSpy done(s, &SearchView::searchFinished);
+    QTest::mouseClick(s->runButton(), Qt::LeftButton);
+    QVERIFY(done.wait(kRunTimeoutMs));
+    QVERIFY2(done.first().at(0).toBool(), qPrintable(done.first().at(1).toString()));
+    const MixedSearchReport& r = s->report();
+    QVERIFY(r.evaluations >= 3);
+    QVERIFY(r.evaluations <= 20);
+    std::size_t uniform = 0, front = 0;
+    for (const EvaluatedPlan& p : r.plans) {
+        uniform += p.uniform;
+        front += p.onFront;
+    }
+    QCOMPARE(uniform, std::size_t{3});
+    ParetoChart* chart = s->chart();
+    QCOMPARE(std::size_t(chart->plansSeries()->count() + chart->uniformSeries()->count()), r.plans.size());
+    QCOMPARE(std::size_t(chart->uniformSeries()->count()), uniform);
+    QCOMPARE(std::size_t(chart->frontSeries()->count()), front);
+    QCOMPARE(chart->uniformLabels(), QStringList({"int2", "int4", "int8"})); // by size
+    // The front runs left to right, and no plan lies above it at its size or smaller.
+    for (int i = 1; i < chart->frontSeries()->count(); ++i)
+        QVERIFY(chart->frontSeries()->at(i).x() >= chart->frontSeries()->at(i - 1).x());
+    QVERIFY(r.chosen >= 0);
+    QCOMPARE(chart->chosenSeries()->count(), 1);
+    const EvaluatedPlan& chosen = r.plans[std::size_t(r.chosen)];
+    QCOMPARE(chart->chosenSeries()->at(0).y(), 100.0 * chosen.accuracy);
+    QVERIFY(100.0 * (r.fp32Accuracy - chosen.accuracy) <= 2.0 + 1e-9);
+    QVERIFY(std::isfinite(s->chosenTestAccuracy()));
+    // The side table shows the chosen plan, layer by layer.
+    QCOMPARE(s->selectedPlan(), r.chosen);
+    QTableWidget* t = s->planTable();
+    QCOMPARE(t->rowCount(), 5);
+    for (int row = 0; row < 5; ++row)
+        QCOMPARE(t->item(row, 1)->text(), QString::fromStdString(chosen.plan.forLayer(t->item(row, 0)->text().toStdString()).format));
+    // Clicking another point shows that plan.
+    const long other = r.chosen == 0 ? 1 : 0;
+    emit chart->planClicked(other);
+    QCOMPARE(s->selectedPlan(), other);
+    QCOMPARE(chart->selectedSeries()->count(), 1);
+    QCOMPARE(t->item(0, 1)->text(), QString::fromStdString(r.plans[std::size_t(other)].plan.forLayer(t->item(0, 0)->text().toStdString()).format));
+    s->selectPlan(r.chosen);
+
+    // Save plan writes the plan file the CLI's --plan reads.
+    m_planPath = m_dir.filePath("chosen-plan.json");
+    QVERIFY(s->savePlanTo(m_planPath));
+    const PrecisionPlan read = readPlanFile(m_planPath.toStdString());
+    for (const std::string& layer : r.plans.empty() ? std::vector<std::string>{} : std::vector<std::string>{"conv1", "conv2", "fc1", "fc2", "fc3"})
+        QVERIFY(read.forLayer(layer) == chosen.plan.forLayer(layer));
+    QVERIFY(!s->savePlanTo(m_dir.filePath("no/such/folder/plan.json")));
+    QVERIFY(s->statusText().contains("Could not save"));
+
+    // The Training dock loads it into its plan table and saves it back.
+    TrainingPanel* panel = m_window->trainingPanel();
+    TrainConfig c = panel->config();
+    c.model = "lenet5";
+    c.precision.strategy = Strategy::Qat;
+    panel->setConfig(c);
+    m_window->refreshPlanModel();
+    QVERIFY(panel->loadPlanFile(m_planPath));
+    QCOMPARE(panel->config().precision.layers, read.layers);
+    QCOMPARE(panel->config().precision.format, read.defaults.format);
+    QVERIFY(panel->planTable()->noteText().contains("chosen-plan.json"));
+    const QString again = m_dir.filePath("again.json");
+    QVERIFY(panel->savePlanFile(again));
+    const PrecisionPlan back = readPlanFile(again.toStdString());
+    for (const char* layer : {"conv1", "conv2", "fc1", "fc2", "fc3"}) QVERIFY(back.forLayer(layer) == read.forLayer(layer));
+    // A plan naming a layer the model does not have is refused, with the layer named under the table.
+    QFile bad(m_dir.filePath("bad.json"));
+    QVERIFY(bad.open(QIODevice::WriteOnly));
+    bad.write(R"({"layers": {"fc9": "int4"}})");
+    bad.close();
+    QString error;
+    QVERIFY(!panel->loadPlanFile(bad.fileName(), &error));
+    QVERIFY2(error.contains("fc9"), qPrintable(error));
+    QVERIFY(panel->planTable()->noteText().contains("fc9"));
+    QCOMPARE(panel->config().precision.layers, read.layers); // unchanged
+}
+
+void TestGuiAnalysis::searchStops()
+{
+    SearchView* s = m_view->search();
+    s->setFormats({"int8", "int6", "int5", "int4", "int3", "int2"});
+    s->setCalibrations({"minmax", "mse"});
+    s->setMaxEvaluations(200);
+    QSignalSpy done(s, &SearchView::searchFinished);
+    s->run();
+    QTest::mouseClick(s->stopButton(), Qt::LeftButton);
+    QVERIFY(done.wait(kRunTimeoutMs));
+    QVERIFY(s->report().stopped);
+    QVERIFY(s->report().evaluations < 200);
+    QVERIFY(s->statusText().contains("Stopped"));
+    QVERIFY(s->runButton()->isEnabled());
+}
+
+void TestGuiAnalysis::fineTuneStartsQat()
+{
+    // Back to the finished search with a plan.
+    SearchView* s = m_view->search();
+    s->setFormats({"int8", "int4", "int2"});
+    s->setCalibrations({"minmax"});
+    s->setMaxEvaluations(12);
+    QSignalSpy done(s, &SearchView::searchFinished);
+    s->run();
+    QVERIFY(done.wait(kRunTimeoutMs));
+    QVERIFY(s->selectedPlan() >= 0);
+    const PrecisionPlan plan = s->report().plans[std::size_t(s->selectedPlan())].plan;
+    const int before = m_window->runsModel()->rowCount();
+    QSignalSpy started(m_window.get(), &MainWindow::runStarted);
+    QSignalSpy ended(m_window.get(), &MainWindow::runEnded);
+    QTest::mouseClick(s->fineTuneButton(), Qt::LeftButton);
+    QCOMPARE(started.count(), 1);
+    QCOMPARE(m_window->runsModel()->rowCount(), before + 1);
+    const RunPtr run = m_window->runsModel()->runById(started.first().at(0).toInt());
+    QVERIFY(run);
+    QCOMPARE(run->config.precision.strategy, Strategy::Qat);
+    QCOMPARE(run->config.precision.layers, plan.layers);
+    QCOMPARE(run->config.precision.format, plan.defaults.format);
+    QVERIFY(run->config.pretrained);
+    QVERIFY(QFileInfo::exists(QString::fromStdString(run->config.modelFile))); // the run's FP32 weights, as .qsm
+    // The Training dock shows it: strategy QAT, the plan table holding the plan.
+    QCOMPARE(m_window->trainingPanel()->config().precision.layers, plan.layers);
+    QCOMPARE(m_window->trainingPanel()->planTable()->plan().layers, plan.layers);
+    // The Analysis tab keeps analysing the run it was on.
+    QVERIFY(m_view->sourceCombo()->currentText().startsWith("run #1"));
+    m_window->stopTraining();
+    QVERIFY(ended.wait(kRunTimeoutMs));
+}
+
+void TestGuiAnalysis::closingMidAnalysis()
+{
+    // Closing the window while a search runs stops it within one evaluation and joins its thread.
+    SearchView* s = m_view->search();
+    s->setFormats({"int8", "int6", "int5", "int4", "int3", "int2"});
+    s->setCalibrations({"minmax", "mse", "percentile"});
+    s->setMaxEvaluations(500);
+    QSignalSpy progressed(s->progressBar(), &QProgressBar::valueChanged);
+    s->run();
+    QVERIFY(s->isRunning());
+    QTRY_VERIFY_WITH_TIMEOUT(progressed.count() > 1, kRunTimeoutMs); // under way
+    QElapsedTimer t;
+    t.start();
+    m_window->close();
+    m_window.reset();
+    m_view = nullptr;
+    qInfo("closed in %lld ms", static_cast<long long>(t.elapsed()));
+    QVERIFY2(t.elapsed() < 3000, qPrintable(QString::number(t.elapsed()))); // the whole search would take several seconds
+}
+
+void TestGuiAnalysis::screenshotsOfSeedCnn()
+{
+    const QString dir = qEnvironmentVariable("QS_ANALYSIS_SHOT");
+    const QString model = qEnvironmentVariable("QS_ANALYSIS_MODEL");
+    if (dir.isEmpty() || model.isEmpty()) QSKIP("QS_ANALYSIS_SHOT=DIR and QS_ANALYSIS_MODEL=seed-cnn.qsm save the screenshots");
+    m_window.reset();
+    MainWindowOptions o;
+    o.useSettings = false;
+    o.dataDir = qEnvironmentVariable("QS_ANALYSIS_DATA", QString::fromLatin1(kDefaultDataDir));
+    auto w = std::make_unique<MainWindow>(o);
+    w->resize(1600, 1000);
+    w->show();
+    if (!w->dataset()) {
+        QSignalSpy r(w.get(), &MainWindow::datasetReady);
+        QVERIFY(r.wait(60000));
+    }
+    QVERIFY(w->loadModelFile(model));
+    AnalysisView* v = w->analysisView();
+    v->setValidationImages(qEnvironmentVariableIntValue("QS_ANALYSIS_VALIDATION") > 0 ? qEnvironmentVariableIntValue("QS_ANALYSIS_VALIDATION")
+                                                                                        : 5000);
+    w->tabs()->setCurrentIndex(w->tabs()->indexOf(v));
+    SensitivityView* s = v->sensitivity();
+    s->setFormats({"int8", "int4", "int2"});
+    QSignalSpy sdone(s, &SensitivityView::analysisFinished);
+    s->run();
+    QVERIFY(sdone.wait(600000));
+    QVERIFY2(sdone.first().at(0).toBool(), qPrintable(sdone.first().at(1).toString()));
+    qInfo("sensitivity: %s", qPrintable(s->statusText()));
+    QTest::qWait(200);
+    QVERIFY(w->grab().save(dir + "/analysis-sensitivity.png"));
+    QVERIFY(s->openHistogram(2, 2));
+    QTest::qWait(200);
+    QVERIFY(s->histogramDialog()->grab().save(dir + "/analysis-histogram.png"));
+    s->histogramDialog()->close();
+
+    v->pages()->setCurrentIndex(1);
+    if (const int n = qEnvironmentVariableIntValue("QS_ANALYSIS_SEARCH_VALIDATION"); n > 0) v->setValidationImages(n);
+    SearchView* q = v->search();
+    q->setFormats({"int8", "int4", "int3", "int2"});
+    q->setCalibrations({"minmax", "mse"});
+    q->setBudget(SearchView::Budget::MaxDrop, 1.0);
+    QSignalSpy qdone(q, &SearchView::searchFinished);
+    q->run();
+    QVERIFY(qdone.wait(1200000));
+    QVERIFY2(qdone.first().at(0).toBool(), qPrintable(qdone.first().at(1).toString()));
+    qInfo("search: %s", qPrintable(q->statusText()));
+    QTest::qWait(200);
+    QVERIFY(w->grab().save(dir + "/analysis-search.png"));
+    QVERIFY(q->chart()->grab().save(dir + "/analysis-pareto.png"));
+}
+
+void TestGuiAnalysis::cleanupTestCase() { m_window.reset(); }
+
+QTEST_MAIN(TestGuiAnalysis)
+#include "tst_gui_analysis.moc"

@@ -1,0 +1,90 @@
+#include "analysis_input.h"
+
+#include "util/errors.h"
+
+#include <algorithm>
+
+namespace quantscope {
+
+namespace {
+
+LabeledImages pick(const LabeledImages& s, const std::vector<std::size_t>& idx)
+{
+    LabeledImages out;
+    out.channels = s.channels;
+    out.height = s.height;
+    out.width = s.width;
+    const std::size_t n = s.imageBytes();
+    out.pixels.resize(idx.size() * n);
+    out.labels.resize(idx.size());
+    for (std::size_t k = 0; k < idx.size(); ++k) {
+        std::copy_n(s.pixels.begin() + static_cast<std::ptrdiff_t>(idx[k] * n), n, out.pixels.begin() + static_cast<std::ptrdiff_t>(k * n));
+        out.labels[k] = s.labels[idx[k]];
+    }
+    return out;
+}
+
+std::vector<std::size_t> firstOf(std::size_t n)
+{
+    std::vector<std::size_t> v(n);
+    for (std::size_t i = 0; i < n; ++i) v[i] = i;
+    return v;
+}
+
+} // namespace
+
+std::shared_ptr<Dataset> analysisDataset(const Dataset& data, std::size_t validation, std::size_t calibration, bool* heldOut)
+{
+    auto d = std::make_shared<Dataset>();
+    d->name = data.name;
+    d->dir = data.dir;
+    d->layout = data.layout;
+    d->classNames = data.classNames;
+    d->normalization = data.normalization;
+    d->test = data.test;
+    if (validation == 0) throw ConfigError("analysis: give at least one validation image");
+    if (data.validation.size() >= validation) {
+        d->validation = pick(data.validation, firstOf(validation));
+        d->train = pick(data.train, firstOf(std::min(calibration, data.train.size())));
+        if (heldOut) *heldOut = true;
+        return d;
+    }
+    if (validation >= data.train.size())
+        throw ConfigError("analysis: " + std::to_string(validation) + " validation images leave no calibration images (the training set has " +
+                          std::to_string(data.train.size()) + ")");
+    // Dataset::load's split for --validation N with the default seed 1.
+    std::vector<std::size_t> perm = seededPermutation(data.train.size(), 1ull ^ 0x7A11DA7Eull);
+    std::vector<std::size_t> val(perm.end() - static_cast<std::ptrdiff_t>(validation), perm.end());
+    perm.resize(perm.size() - validation);
+    std::sort(val.begin(), val.end());
+    std::sort(perm.begin(), perm.end());
+    perm.resize(std::min(calibration, perm.size()));
+    d->validation = pick(data.train, val);
+    d->train = pick(data.train, perm);
+    if (heldOut) *heldOut = false;
+    return d;
+}
+
+AnalysisThread::~AnalysisThread()
+{
+    m_stop = true;
+    if (m_thread.joinable()) m_thread.join();
+}
+
+bool AnalysisThread::start(std::function<void(const std::atomic<bool>& stop)> work)
+{
+    if (m_running) return false;
+    if (m_thread.joinable()) m_thread.join(); // the previous one has posted its result
+    m_stop = false;
+    m_running = true;
+    m_thread = std::thread([this, work = std::move(work)] { work(m_stop); });
+    return true;
+}
+
+void AnalysisThread::finished()
+{
+    m_running = false;
+    if (m_thread.joinable()) m_thread.join();
+}
+
+} // namespace quantscope

@@ -1,0 +1,60 @@
+// What the Analysis tab measures: an FP32 model (a finished run's, or a model file's) with the
+// images it is measured on, and the background thread an analysis runs on.
+// The validation images are drawn from the training set exactly as `quantscope-cli analyze
+// --validation N` draws them (the tail of the seeded permutation of Dataset::load's split), so
+// the GUI and the CLI measure the same images; calibration takes the first images of the rest.
+#pragma once
+
+#include "training_worker.h"
+
+#include "nn/model.h"
+
+#include <QString>
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <thread>
+
+namespace quantscope {
+
+struct AnalysisInput {
+    QString name;             // "run #3" or the file name, for titles
+    std::shared_ptr<const Dataset> data; // validation = the images measured on; train = calibration images; test as loaded
+    std::function<std::unique_ptr<Model>()> makeModel; // a fresh FP32 copy of the model analysed
+    QString modelFile;        // the file analysed (empty for a run)
+    ExportBundlePtr bundle;   // the run analysed (null for a file)
+    bool heldOut = false;     // the validation images come from the dataset's own validation split
+    std::size_t threads = 2;
+};
+using AnalysisInputPtr = std::shared_ptr<const AnalysisInput>;
+
+// The images of `data` an analysis uses: `validation` images from its validation split when it has
+// that many, else the last of a seeded permutation of its training set (the CLI's split); the
+// first `calibration` of the remaining training images; the test set as is. Throws ConfigError
+// when the training set is too small.
+std::shared_ptr<Dataset> analysisDataset(const Dataset& data, std::size_t validation, std::size_t calibration, bool* heldOut);
+
+// One analysis thread at a time: start() runs `work` on a std::thread (joined, never detached),
+// stop() raises the flag `work` polls, the destructor stops and joins.
+class AnalysisThread {
+public:
+    AnalysisThread() = default;
+    ~AnalysisThread();
+    AnalysisThread(const AnalysisThread&) = delete;
+    AnalysisThread& operator=(const AnalysisThread&) = delete;
+
+    // `work` gets the stop flag to poll; false when an analysis is still running.
+    bool start(std::function<void(const std::atomic<bool>& stop)> work);
+    void stop() { m_stop = true; }
+    bool running() const { return m_running; }
+    // Called by the GUI thread when the work has posted its result.
+    void finished();
+
+private:
+    std::thread m_thread;
+    std::atomic<bool> m_stop{false};
+    bool m_running = false;
+};
+
+} // namespace quantscope

@@ -1,0 +1,175 @@
+#include "analysis_view.h"
+
+#include "format_text.h"
+#include "search_view.h"
+#include "sensitivity_view.h"
+
+#include "io/model_source.h"
+#include "util/errors.h"
+
+#include <QComboBox>
+#include <QFileInfo>
+#include <QHBoxLayout>
+#include <QLabel>
+#include <QSpinBox>
+#include <QTabWidget>
+#include <QVBoxLayout>
+
+#include <algorithm>
+
+namespace quantscope {
+
+AnalysisView::AnalysisView(QWidget* parent) : QWidget(parent)
+{
+    m_source = new QComboBox;
+    m_source->setObjectName(QStringLiteral("analysisSource"));
+    m_source->setMinimumContentsLength(28);
+    m_source->setSizeAdjustPolicy(QComboBox::AdjustToMinimumContentsLengthWithIcon);
+    m_source->setToolTip(tr("The FP32 model analysed: the selected finished run's trained model, or a model file opened with "
+                            "File > Open model file (measured on the loaded dataset)."));
+    m_source->addItem(tr("no finished run yet"), QString());
+    m_validation = new QSpinBox;
+    m_validation->setObjectName(QStringLiteral("analysisValidation"));
+    m_validation->setRange(10, 100000);
+    m_validation->setSingleStep(500);
+    m_validation->setValue(5000);
+    m_validation->setToolTip(tr("Images measured on: the dataset's validation split, or drawn from its training set as "
+                                "quantscope-cli analyze --validation N draws them (not the test set)."));
+    m_calibration = new QSpinBox;
+    m_calibration->setObjectName(QStringLiteral("analysisCalibration"));
+    m_calibration->setRange(1, 100000);
+    m_calibration->setSingleStep(100);
+    m_calibration->setValue(1000);
+    m_calibration->setToolTip(tr("Training images (not the validation ones) that calibrate the activation ranges."));
+    m_note = new QLabel;
+    m_note->setObjectName(QStringLiteral("analysisNote"));
+    m_note->setStyleSheet(QStringLiteral("color: #555;"));
+    connect(m_source, &QComboBox::currentIndexChanged, this, &AnalysisView::updateSourceNote);
+
+    const auto provider = [this](QString* error) { return input(error); };
+    m_sensitivity = new SensitivityView(provider);
+    m_search = new SearchView(provider);
+    m_pages = new QTabWidget;
+    m_pages->setObjectName(QStringLiteral("analysisPages"));
+    m_pages->setDocumentMode(true);
+    m_pages->addTab(m_sensitivity, tr("Sensitivity"));
+    m_pages->addTab(m_search, tr("Mixed-bit search"));
+    m_pages->setTabToolTip(0, tr("Which layers can go to fewer bits: each layer quantized alone to each format "
+                                 "(quantscope-cli analyze sensitivity)."));
+    m_pages->setTabToolTip(1, tr("Per-layer formats under an accuracy or size budget, with the size/accuracy Pareto front "
+                                 "(quantscope-cli analyze search)."));
+
+    auto* bar = new QHBoxLayout;
+    bar->addWidget(new QLabel(tr("Model")));
+    bar->addWidget(m_source);
+    bar->addSpacing(12);
+    bar->addWidget(new QLabel(tr("Validation images")));
+    bar->addWidget(m_validation);
+    bar->addWidget(new QLabel(tr("Calibration images")));
+    bar->addWidget(m_calibration);
+    bar->addSpacing(12);
+    bar->addWidget(m_note, 1);
+    auto* v = new QVBoxLayout(this);
+    v->addLayout(bar);
+    v->addWidget(m_pages, 1);
+    updateSourceNote();
+}
+
+void AnalysisView::setRun(int runId, ExportBundlePtr bundle, const QString& description)
+{
+    m_runId = runId;
+    m_bundle = std::move(bundle);
+    m_source->setItemText(0, m_bundle ? tr("run #%1 (%2)").arg(runId).arg(description) : tr("no finished run yet"));
+    updateSourceNote();
+}
+
+void AnalysisView::setDataset(DatasetPtr data)
+{
+    m_data = std::move(data);
+    updateSourceNote();
+}
+
+void AnalysisView::addModelFile(const QString& path)
+{
+    int i = m_source->findData(path);
+    if (i < 0) {
+        m_source->addItem(QFileInfo(path).fileName(), path);
+        i = m_source->count() - 1;
+        m_source->setItemData(i, path, Qt::ToolTipRole);
+    }
+    m_source->setCurrentIndex(i);
+}
+
+bool AnalysisView::selectSource(const QString& path)
+{
+    const int i = path.isEmpty() ? 0 : m_source->findData(path);
+    if (i < 0) return false;
+    m_source->setCurrentIndex(i);
+    return true;
+}
+
+void AnalysisView::setValidationImages(int n) { m_validation->setValue(n); }
+void AnalysisView::setCalibrationImages(int n) { m_calibration->setValue(n); }
+
+void AnalysisView::updateSourceNote()
+{
+    const QString path = m_source->currentData().toString();
+    if (path.isEmpty()) m_note->setText(m_bundle ? tr("measured on the run's dataset") : tr("train a run or open a model file"));
+    else m_note->setText(m_data ? tr("measured on %1").arg(QString::fromStdString(m_data->name)) : tr("load a dataset to measure it on"));
+}
+
+namespace {
+
+// The validation images asked for, or a fifth of a training set too small for them.
+std::size_t validationFor(const Dataset& d, int asked)
+{
+    const auto n = static_cast<std::size_t>(asked);
+    if (d.validation.size() >= n || n < d.train.size()) return n;
+    return std::max<std::size_t>(1, d.train.size() / 5);
+}
+
+} // namespace
+
+AnalysisInputPtr AnalysisView::input(QString* error) const
+{
+    const QString path = m_source->currentData().toString();
+    auto in = std::make_shared<AnalysisInput>();
+    try {
+        if (path.isEmpty()) {
+            if (!m_bundle) {
+                if (error) *error = tr("Nothing to analyse yet: train a run to the end, or open an FP32 model file (File > Open model file).");
+                return nullptr;
+            }
+            const ExportBundlePtr bundle = m_bundle;
+            in->name = tr("run #%1").arg(m_runId);
+            in->bundle = bundle;
+            in->threads = std::max<std::size_t>(1, bundle->config.threads);
+            in->makeModel = [bundle] { return buildModel(bundle->fp32); };
+            in->data = analysisDataset(*bundle->data, validationFor(*bundle->data, m_validation->value()), std::size_t(m_calibration->value()),
+                                       &in->heldOut);
+        } else {
+            if (!m_data) {
+                if (error) *error = tr("Load a dataset first: %1 is measured on the loaded dataset.").arg(QFileInfo(path).fileName());
+                return nullptr;
+            }
+            const ExportedModel m = readModelFile(path.toStdString());
+            if (m.quantized) throw ConfigError(path.toStdString() + " is an integer model; the analyses start from an FP32 model");
+            auto data = analysisDataset(*m_data, validationFor(*m_data, m_validation->value()), std::size_t(m_calibration->value()), &in->heldOut);
+            if (m.normalizationKnown) data->normalization = m.normalization.broadcast(data->channels());
+            const Shape shape{data->channels(), data->height(), data->width()};
+            const std::size_t classes = data->numClasses();
+            in->data = data;
+            in->name = QFileInfo(path).fileName();
+            in->modelFile = path;
+            const std::string file = path.toStdString();
+            in->makeModel = [file, shape, classes] { return modelFromFile(file, false)(shape, classes, 1); };
+            in->makeModel(); // a model that does not fit the dataset fails here, with the file's name
+        }
+    } catch (const std::exception& e) {
+        if (error) *error = tr("Cannot analyse: %1").arg(QString::fromUtf8(e.what()));
+        return nullptr;
+    }
+    return in;
+}
+
+} // namespace quantscope

@@ -1,0 +1,59 @@
+// The Analysis tab: which model to ask questions of (the selected finished run's, or a model file
+// opened with File > Open model file), how many training images to hold out for validation and
+// to calibrate on, and two pages: Sensitivity (SensitivityView) and Search (SearchView).
+#pragma once
+
+#include "analysis_input.h"
+
+#include <QWidget>
+
+class QComboBox;
+class QLabel;
+class QSpinBox;
+class QTabWidget;
+
+namespace quantscope {
+
+class SearchView;
+class SensitivityView;
+
+class AnalysisView : public QWidget {
+    Q_OBJECT
+public:
+    explicit AnalysisView(QWidget* parent = nullptr);
+
+    // The run offered first (the selected, else newest, run that kept its model); null: none.
+    void setRun(int runId, ExportBundlePtr bundle, const QString& description);
+    // The dataset a model file is measured on (the loaded one).
+    void setDataset(DatasetPtr data);
+    // Offers an FP32 model file (.qsm / .onnx) and selects it.
+    void addModelFile(const QString& path);
+    // Selects the run entry (true) or a file entry by path.
+    bool selectSource(const QString& pathOrEmptyForRun);
+
+    void setValidationImages(int n);
+    void setCalibrationImages(int n);
+    // What an analysis would measure now; null with *error set when nothing can be analysed.
+    AnalysisInputPtr input(QString* error) const;
+
+    SensitivityView* sensitivity() const { return m_sensitivity; }
+    SearchView* search() const { return m_search; }
+    QTabWidget* pages() const { return m_pages; }
+    QComboBox* sourceCombo() const { return m_source; }
+
+private:
+    void updateSourceNote();
+
+    QComboBox* m_source;
+    QSpinBox* m_validation;
+    QSpinBox* m_calibration;
+    QLabel* m_note;
+    QTabWidget* m_pages;
+    SensitivityView* m_sensitivity;
+    SearchView* m_search;
+    int m_runId = 0;
+    ExportBundlePtr m_bundle;
+    DatasetPtr m_data;
+};
+
+} // namespace quantscope

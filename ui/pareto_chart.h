@@ -1,0 +1,71 @@
+// The mixed-bit search's chart (core/analysis/mixed_search.h): model size (% of FP32) against
+// validation accuracy. Every evaluated plan is a point, the Pareto front a line through its
+// plans, the uniform plans squares with their format written by them, the chosen plan a star,
+// and the plan the user clicked a ring; dashed lines mark FP32's accuracy and the budget.
+// Hovering a point shows its plan in a tooltip; clicking it emits planClicked.
+#pragma once
+
+#include "chart_view.h"
+
+#include "analysis/mixed_search.h"
+
+#include <optional>
+#include <vector>
+
+class QLineSeries;
+class QScatterSeries;
+
+namespace quantscope {
+
+class ParetoChart : public ChartView {
+    Q_OBJECT
+public:
+    explicit ParetoChart(QWidget* parent = nullptr);
+
+    // fp32Bytes: the FP32 model's size (the 100 % of the x axis). Budget lines: FP32 accuracy minus
+    // maxDrop, or maxBytes; none when not given.
+    void setReport(const MixedSearchReport& r, std::uint64_t fp32Bytes, std::optional<double> maxDrop,
+                   std::optional<std::uint64_t> maxBytes);
+    void setSelected(long plan); // the ring; -1 hides it
+    void clear();
+
+    QScatterSeries* plansSeries() const { return m_plans; }     // every evaluated plan that is not uniform
+    QLineSeries* frontSeries() const { return m_front; }        // the front, by size
+    QScatterSeries* uniformSeries() const { return m_uniform; } // every uniform plan
+    QScatterSeries* chosenSeries() const { return m_chosen; }
+    QScatterSeries* selectedSeries() const { return m_selected; }
+    // The plan index of point i of a series above (-1 when out of range).
+    long planAt(const QScatterSeries* s, int i) const;
+    long frontPlanAt(int i) const;
+    // The labels written by the uniform plans' points.
+    QStringList uniformLabels() const;
+    // Plans below the accuracy range shown ("uniform int2 (minmax) at 79.7 %"); the chart focuses
+    // on the front and the budget.
+    const QStringList& offChart() const { return m_offChart; }
+    // A plan's size on the x axis (% of FP32).
+    double percentOf(std::uint64_t bytes) const;
+
+signals:
+    void planClicked(long plan);
+
+private:
+    void connectPoints(QScatterSeries* s);
+    long nearestPlan(const QPointF& p) const;
+
+    QValueAxis* m_x;
+    QValueAxis* m_y;
+    QScatterSeries* m_plans;
+    QLineSeries* m_front;
+    QScatterSeries* m_uniform;
+    QScatterSeries* m_chosen;
+    QScatterSeries* m_selected;
+    QLineSeries* m_fp32;
+    QLineSeries* m_budget;
+    std::vector<QScatterSeries*> m_uniformLabels; // one per size of the uniform plans: the format, out of the legend
+    QStringList m_offChart;
+    std::vector<long> m_plansIdx, m_frontIdx, m_uniformIdx;
+    MixedSearchReport m_report;
+    std::uint64_t m_fp32Bytes = 1;
+};
+
+} // namespace quantscope

@@ -1,0 +1,461 @@
+// TBB first: Qt defines emit as a macro, which oneTBB's profiling.h uses as a name.
+#include <tbb/task_arena.h>
+
+#include "search_view.h"
+
+#include "format_text.h"
+#include "pareto_chart.h"
+#include "quant_catalog.h"
+
+#include "analysis/plan_eval.h"
+#include "quant/plan_size.h"
+#include "quant/precision_plan.h"
+
+#include <QApplication>
+#include <QCheckBox>
+#include <QComboBox>
+#include <QDoubleSpinBox>
+#include <QFileDialog>
+#include <QGridLayout>
+#include <QHBoxLayout>
+#include <QHeaderView>
+#include <QLabel>
+#include <QPointer>
+#include <QProgressBar>
+#include <QPushButton>
+#include <QSpinBox>
+#include <QSplitter>
+#include <QTableWidget>
+#include <QVBoxLayout>
+
+#include <cmath>
+#include <limits>
+
+namespace quantscope {
+
+namespace {
+
+const char* const kFormats[] = {"int8", "int6", "int5", "int4", "int3", "int2"};
+const char* const kCalibrations[] = {"minmax", "mse", "percentile"};
+
+} // namespace
+
+struct SearchView::Outcome {
+    MixedSearchReport report;
+    MixedSearchOptions options;
+    std::shared_ptr<const Model> model;
+    std::uint64_t fp32Bytes = 0;
+    double testAccuracy = std::numeric_limits<double>::quiet_NaN();
+    std::size_t testImages = 0;
+    QString error;
+};
+
+SearchView::SearchView(InputProvider input, QWidget* parent) : QWidget(parent), m_input(std::move(input))
+{
+    auto* formats = new QHBoxLayout;
+    for (const char* f : kFormats) {
+        auto* b = new QCheckBox(QString::fromLatin1(f));
+        b->setObjectName(QStringLiteral("searchFormat_%1").arg(QString::fromLatin1(f)));
+        b->setChecked(std::string(f) != "int6" && std::string(f) != "int5");
+        b->setToolTip(tr("A layer may take %1 weights.").arg(QString::fromLatin1(f)));
+        m_formatBoxes.append(b);
+        formats->addWidget(b);
+    }
+    auto* calibs = new QHBoxLayout;
+    for (const char* c : kCalibrations) {
+        auto* b = new QCheckBox(QString::fromLatin1(c));
+        b->setObjectName(QStringLiteral("searchCalib_%1").arg(QString::fromLatin1(c)));
+        b->setChecked(std::string(c) == "minmax");
+        b->setToolTip(tr("A layer's weight ranges may come from %1 calibration (each format is tried with each ticked calibration).")
+                          .arg(QString::fromLatin1(c)));
+        m_calibBoxes.append(b);
+        calibs->addWidget(b);
+    }
+    m_granularity = new QComboBox;
+    m_granularity->setObjectName(QStringLiteral("searchGranularity"));
+    m_granularity->addItem(tr("channel-wise"), QStringLiteral("channel"));
+    m_granularity->addItem(tr("tensor-wise"), QStringLiteral("tensor"));
+    m_granularity->setToolTip(tr("The granularity every candidate uses."));
+    m_budgetKind = new QComboBox;
+    m_budgetKind->setObjectName(QStringLiteral("searchBudgetKind"));
+    m_budgetKind->addItem(tr("max accuracy drop"), int(Budget::MaxDrop));
+    m_budgetKind->addItem(tr("max size (% of FP32)"), int(Budget::MaxPercent));
+    m_budgetKind->addItem(tr("max size (bytes)"), int(Budget::MaxBytes));
+    m_budgetKind->setToolTip(tr("Accuracy budget: the smallest plan within this many points of FP32 (validation) is chosen. "
+                                "Size budget: the most accurate plan at most this large is chosen."));
+    m_budget = new QDoubleSpinBox;
+    m_budget->setObjectName(QStringLiteral("searchBudget"));
+    m_maxEvals = new QSpinBox;
+    m_maxEvals->setObjectName(QStringLiteral("searchMaxEvals"));
+    m_maxEvals->setRange(1, 10000);
+    m_maxEvals->setValue(80);
+    m_maxEvals->setToolTip(tr("Whole plans evaluated on the validation images, at most (the one-layer ranking comes on top)."));
+    connect(m_budgetKind, &QComboBox::currentIndexChanged, this, &SearchView::updateBudgetSpin);
+    updateBudgetSpin();
+
+    m_run = new QPushButton(tr("Run search"));
+    m_run->setObjectName(QStringLiteral("searchRun"));
+    m_run->setToolTip(tr("Greedy descent from the widest format: moves ranked by accuracy lost per byte saved, each verified."));
+    m_stop = new QPushButton(tr("Stop"));
+    m_stop->setObjectName(QStringLiteral("searchStop"));
+    m_stop->setEnabled(false);
+    m_stop->setToolTip(tr("Stop after the plan being evaluated; the plans evaluated so far stay."));
+    connect(m_run, &QPushButton::clicked, this, &SearchView::run);
+    connect(m_stop, &QPushButton::clicked, this, &SearchView::stop);
+    m_progress = new QProgressBar;
+    m_progress->setObjectName(QStringLiteral("searchProgress"));
+    m_progress->setRange(0, 1);
+    m_progress->setValue(0);
+    m_progress->setFormat(QString());
+    m_progress->setMinimumWidth(260);
+    m_status = new QLabel(tr("Pick the candidate formats and a budget, then Run search."));
+    m_status->setObjectName(QStringLiteral("searchStatus"));
+    m_status->setWordWrap(true);
+    m_status->setTextInteractionFlags(Qt::TextSelectableByMouse);
+
+    m_chart = new ParetoChart;
+    m_chart->setObjectName(QStringLiteral("paretoChart"));
+    connect(m_chart, &ParetoChart::planClicked, this, &SearchView::selectPlan);
+    m_planTitle = new QLabel(tr("The chosen plan appears here; click any point to see its plan."));
+    m_planTitle->setObjectName(QStringLiteral("searchPlanTitle"));
+    m_planTitle->setWordWrap(true);
+    m_planTable = new QTableWidget(0, 4);
+    m_planTable->setObjectName(QStringLiteral("searchPlanTable"));
+    m_planTable->setHorizontalHeaderLabels({tr("layer"), tr("weights"), tr("calibration"), tr("bytes")});
+    m_planTable->setEditTriggers(QAbstractItemView::NoEditTriggers);
+    m_planTable->setSelectionMode(QAbstractItemView::NoSelection);
+    m_planTable->verticalHeader()->hide();
+    m_planTable->horizontalHeader()->setSectionResizeMode(QHeaderView::ResizeToContents);
+    m_planTable->horizontalHeader()->setSectionResizeMode(0, QHeaderView::Stretch);
+    m_save = new QPushButton(tr("Save plan\u2026"));
+    m_save->setObjectName(QStringLiteral("searchSavePlan"));
+    m_save->setToolTip(tr("Write this plan as JSON (docs/PLANS.md), as --plan-out does; train --plan reads it."));
+    m_fineTune = new QPushButton(tr("Fine-tune with this plan"));
+    m_fineTune->setObjectName(QStringLiteral("searchFineTune"));
+    m_fineTune->setToolTip(tr("Put this plan into the Training dock (strategy QAT, the plan table filled) and start a QAT run "
+                              "from the analysed model's weights."));
+    m_save->setEnabled(false);
+    m_fineTune->setEnabled(false);
+    connect(m_save, &QPushButton::clicked, this, &SearchView::savePlanInteractive);
+    connect(m_fineTune, &QPushButton::clicked, this, &SearchView::fineTune);
+
+    auto* side = new QWidget;
+    auto* sv = new QVBoxLayout(side);
+    sv->setContentsMargins(0, 0, 0, 0);
+    sv->addWidget(m_planTitle);
+    sv->addWidget(m_planTable, 1);
+    auto* sb = new QHBoxLayout;
+    sb->addWidget(m_save);
+    sb->addWidget(m_fineTune);
+    sv->addLayout(sb);
+    auto* split = new QSplitter(Qt::Horizontal);
+    split->addWidget(m_chart);
+    split->addWidget(side);
+    split->setStretchFactor(0, 3);
+    split->setStretchFactor(1, 1);
+    split->setChildrenCollapsible(false);
+    split->setSizes({700, 330});
+
+    auto* g = new QGridLayout;
+    g->addWidget(new QLabel(tr("Formats")), 0, 0);
+    g->addLayout(formats, 0, 1, 1, 3);
+    g->addWidget(new QLabel(tr("Calibrations")), 0, 4);
+    g->addLayout(calibs, 0, 5, 1, 2);
+    g->addWidget(new QLabel(tr("Granularity")), 1, 0);
+    g->addWidget(m_granularity, 1, 1);
+    g->addWidget(new QLabel(tr("Budget")), 1, 2);
+    auto* budget = new QHBoxLayout;
+    budget->addWidget(m_budgetKind);
+    budget->addWidget(m_budget);
+    g->addLayout(budget, 1, 3);
+    g->addWidget(new QLabel(tr("Evaluations")), 1, 4);
+    g->addWidget(m_maxEvals, 1, 5);
+    g->setColumnStretch(7, 1);
+    auto* bar = new QHBoxLayout;
+    bar->addWidget(m_run);
+    bar->addWidget(m_stop);
+    bar->addWidget(m_progress);
+    bar->addWidget(m_status, 1);
+    auto* v = new QVBoxLayout(this);
+    v->addLayout(g);
+    v->addLayout(bar);
+    v->addWidget(split, 1);
+}
+
+SearchView::~SearchView() = default; // m_thread stops and joins
+
+QString SearchView::statusText() const { return m_status->text(); }
+
+QStringList SearchView::formats() const
+{
+    QStringList out;
+    for (QCheckBox* b : m_formatBoxes)
+        if (b->isChecked()) out << b->text();
+    return out;
+}
+void SearchView::setFormats(const QStringList& f)
+{
+    for (QCheckBox* b : m_formatBoxes) b->setChecked(f.contains(b->text()));
+}
+QStringList SearchView::calibrations() const
+{
+    QStringList out;
+    for (QCheckBox* b : m_calibBoxes)
+        if (b->isChecked()) out << b->text();
+    return out;
+}
+void SearchView::setCalibrations(const QStringList& c)
+{
+    for (QCheckBox* b : m_calibBoxes) b->setChecked(c.contains(b->text()));
+}
+
+void SearchView::setBudget(Budget kind, double value)
+{
+    m_budgetKind->setCurrentIndex(m_budgetKind->findData(int(kind)));
+    m_budget->setValue(value);
+}
+
+void SearchView::setMaxEvaluations(int n) { m_maxEvals->setValue(n); }
+
+void SearchView::updateBudgetSpin()
+{
+    const auto kind = Budget(m_budgetKind->currentData().toInt());
+    if (kind == Budget::MaxDrop) {
+        m_budget->setRange(0.0, 100.0);
+        m_budget->setDecimals(2);
+        m_budget->setSingleStep(0.25);
+        m_budget->setSuffix(tr(" points"));
+        m_budget->setValue(1.0);
+    } else if (kind == Budget::MaxPercent) {
+        m_budget->setRange(0.1, 100.0);
+        m_budget->setDecimals(1);
+        m_budget->setSingleStep(1.0);
+        m_budget->setSuffix(QStringLiteral(" %"));
+        m_budget->setValue(6.25); // about 2 bits a weight
+    } else {
+        m_budget->setRange(1.0, 1e12);
+        m_budget->setDecimals(0);
+        m_budget->setSingleStep(1000.0);
+        m_budget->setSuffix(tr(" bytes"));
+        m_budget->setValue(100000.0);
+    }
+}
+
+void SearchView::setBusy(bool busy)
+{
+    m_run->setEnabled(!busy);
+    m_stop->setEnabled(busy);
+    for (QWidget* w : std::initializer_list<QWidget*>{m_granularity, m_budgetKind, m_budget, m_maxEvals}) w->setEnabled(!busy);
+    for (QCheckBox* b : m_formatBoxes + m_calibBoxes) b->setEnabled(!busy);
+    const bool plan = !busy && m_selected >= 0;
+    m_save->setEnabled(plan);
+    m_fineTune->setEnabled(plan);
+}
+
+void SearchView::run()
+{
+    if (m_thread.running()) return;
+    MixedSearchOptions opt;
+    opt.formats.clear();
+    opt.calibrations.clear();
+    for (const QString& f : formats()) opt.formats.push_back(f.toStdString());
+    for (const QString& c : calibrations()) opt.calibrations.push_back(c.toStdString());
+    if (opt.formats.empty() || opt.calibrations.empty()) {
+        m_status->setText(tr("Tick at least one format and one calibration."));
+        return;
+    }
+    QString error;
+    AnalysisInputPtr in = m_input ? m_input(&error) : nullptr;
+    if (!in) {
+        m_status->setText(error);
+        emit searchFinished(false, error);
+        return;
+    }
+    opt.granularity = m_granularity->currentData().toString().toStdString();
+    opt.calibImages = in->data->train.size();
+    opt.maxEvaluations = static_cast<std::size_t>(m_maxEvals->value());
+    const auto kind = Budget(m_budgetKind->currentData().toInt());
+    const double budget = m_budget->value();
+    if (kind == Budget::MaxDrop) opt.maxDropPoints = budget;
+    else if (kind == Budget::MaxBytes) opt.maxBytes = static_cast<std::uint64_t>(budget);
+    m_running = in;
+    m_selected = -1;
+    setBusy(true);
+    m_progress->setRange(0, 1);
+    m_progress->setValue(0);
+    m_progress->setFormat(tr("measuring FP32\u2026"));
+    m_status->setText(tr("%1: searching on %2 validation images\u2026").arg(in->name, formatCount(double(in->data->validation.size()))));
+    QPointer<SearchView> self(this);
+    const bool percent = kind == Budget::MaxPercent;
+    m_thread.start([self, in, opt, percent, budget](const std::atomic<bool>& stop) mutable {
+        auto out = std::make_shared<Outcome>();
+        try {
+            std::shared_ptr<Model> model = in->makeModel();
+            PrecisionPlan fp32;
+            fp32.defaults.format = "fp32";
+            out->fp32Bytes = planSize(*model, fp32).fp32Bytes;
+            if (percent) opt.maxBytes = static_cast<std::uint64_t>(std::floor(budget / 100.0 * double(out->fp32Bytes)));
+            out->options = opt;
+            tbb::task_arena arena(static_cast<int>(std::max<std::size_t>(1, in->threads)));
+            arena.execute([&] {
+                out->report = searchMixedPrecision(*model, *in->data, in->data->validation, opt,
+                                                   [&](SearchPhase phase, std::size_t done, std::size_t total) {
+                                                       QMetaObject::invokeMethod(qApp, [self, phase, done, total] {
+                                                           if (self) self->showProgress(phase, done, total);
+                                                       });
+                                                       return !stop.load();
+                                                   });
+                // The chosen plan's test accuracy, once, as the CLI reports it.
+                if (out->report.chosen >= 0 && !out->report.stopped && in->data->test.size() > 0 && !stop.load()) {
+                    PlanEvaluator test(*model, *in->data, in->data->test, opt.calibImages, 500);
+                    out->testAccuracy = test.accuracy(out->report.plans[static_cast<std::size_t>(out->report.chosen)].plan);
+                    out->testImages = in->data->test.size();
+                }
+            });
+            out->model = std::move(model);
+        } catch (const std::exception& e) {
+            out->error = QString::fromUtf8(e.what());
+        }
+        QMetaObject::invokeMethod(qApp, [self, out] {
+            if (self) self->showOutcome(out);
+        });
+    });
+}
+
+void SearchView::stop()
+{
+    if (!m_thread.running()) return;
+    m_thread.stop();
+    m_status->setText(tr("Stopping after the plan being evaluated\u2026"));
+}
+
+void SearchView::showProgress(SearchPhase phase, std::size_t done, std::size_t total)
+{
+    if (!m_thread.running() || total == 0) return;
+    m_progress->setRange(0, static_cast<int>(total));
+    m_progress->setValue(static_cast<int>(std::min(done, total)));
+    m_progress->setFormat(phase == SearchPhase::Ranking ? tr("ranking: one-layer plan %1 of %2").arg(std::min(done + 1, total)).arg(total)
+                          : phase == SearchPhase::Uniform ? tr("uniform plan %1 (of at most %2 plans)").arg(done + 1).arg(total)
+                                                          : tr("plan %1 of at most %2").arg(std::min(done + 1, total)).arg(total));
+}
+
+void SearchView::showOutcome(const std::shared_ptr<const Outcome>& out)
+{
+    m_thread.finished();
+    const AnalysisInputPtr in = std::move(m_running);
+    if (!out->error.isEmpty()) {
+        setBusy(false);
+        m_progress->setFormat(tr("failed"));
+        m_status->setText(tr("Cannot search: %1").arg(out->error));
+        emit searchFinished(false, out->error);
+        return;
+    }
+    const MixedSearchReport& r = out->report;
+    m_report = r;
+    m_reported = in;
+    m_model = out->model;
+    m_testAcc = out->testAccuracy;
+    m_chart->setReport(r, out->fp32Bytes, out->options.maxDropPoints, out->options.maxBytes);
+    QString title = tr("%1: size against validation accuracy (%2 plans)").arg(in->name).arg(r.plans.size());
+    if (!m_chart->offChart().isEmpty()) title += QStringLiteral("<br><small>") + tr("below the chart: %1").arg(m_chart->offChart().join(QStringLiteral(", "))) + QStringLiteral("</small>");
+    m_chart->chart()->setTitle(title);
+    std::size_t front = 0;
+    for (const EvaluatedPlan& p : r.plans) front += p.onFront;
+    QString s = tr("<b>%1</b>: FP32 %2 on %3 validation images%4; %5 plans evaluated (%6 on the front) and %7 one-layer plans "
+                   "for the ranking in %8.")
+                    .arg(in->name, formatPercent(r.fp32Accuracy, 2), formatCount(double(r.images)),
+                         in->heldOut ? QString() : tr(" (drawn from the training set)"))
+                    .arg(r.evaluations)
+                    .arg(front)
+                    .arg(r.sensitivityEvaluations)
+                    .arg(formatSeconds(r.seconds));
+    if (r.chosen >= 0) {
+        const EvaluatedPlan& c = r.plans[static_cast<std::size_t>(r.chosen)];
+        s += tr(" Chosen: %1, %2 (%3 % of FP32, %4 bits/weight), validation %5")
+                 .arg(QString::fromStdString(c.label).toHtmlEscaped(), formatBytes(double(c.bytes)))
+                 .arg(100.0 * double(c.bytes) / double(std::max<std::uint64_t>(1, out->fp32Bytes)), 0, 'f', 1)
+                 .arg(c.bitsPerWeight, 0, 'f', 2)
+                 .arg(formatPercent(c.accuracy, 2));
+        if (std::isfinite(m_testAcc)) s += tr(", test %1 on %2 images").arg(formatPercent(m_testAcc, 2), formatCount(double(out->testImages)));
+        s += QLatin1Char('.');
+    } else {
+        s += tr(" No evaluated plan meets the budget.");
+    }
+    if (r.stopped) s += tr(" Stopped early: the best of the plans evaluated so far is marked.");
+    m_status->setText(s);
+    m_progress->setRange(0, static_cast<int>(std::max<std::size_t>(1, out->options.maxEvaluations)));
+    m_progress->setValue(static_cast<int>(r.evaluations));
+    m_progress->setFormat(r.stopped ? tr("stopped after %1 plans").arg(r.evaluations) : tr("%1 plans evaluated").arg(r.evaluations));
+    m_selected = -1;
+    selectPlan(r.chosen);
+    setBusy(false);
+    emit searchFinished(true, s);
+}
+
+void SearchView::selectPlan(long plan)
+{
+    if (plan < 0 || plan >= static_cast<long>(m_report.plans.size())) {
+        m_selected = -1;
+        m_chart->setSelected(-1);
+        m_planTable->setRowCount(0);
+        m_planTitle->setText(tr("No plan selected: click a point of the chart."));
+        setBusy(m_thread.running());
+        return;
+    }
+    m_selected = plan;
+    m_chart->setSelected(plan);
+    const EvaluatedPlan& e = m_report.plans[static_cast<std::size_t>(plan)];
+    m_planTitle->setText(tr("<b>%1</b>%2<br>%3 \u00b7 %4 bits/weight \u00b7 validation %5")
+                             .arg(QString::fromStdString(e.label).toHtmlEscaped(),
+                                  plan == m_report.chosen ? tr(" \u2014 chosen") : e.onFront ? tr(" \u2014 on the front") : QString(),
+                                  formatBytes(double(e.bytes)))
+                             .arg(e.bitsPerWeight, 0, 'f', 2)
+                             .arg(formatPercent(e.accuracy, 2)));
+    PlanSize ps;
+    if (m_model) ps = planSize(*m_model, e.plan);
+    const std::vector<std::string> layers = m_model ? planLayerNames(*m_model) : std::vector<std::string>{};
+    m_planTable->setRowCount(static_cast<int>(layers.size()));
+    for (std::size_t i = 0; i < layers.size(); ++i) {
+        const LayerPrecision lp = e.plan.forLayer(layers[i]);
+        std::uint64_t bytes = 0;
+        for (const LayerSize& ls : ps.layers)
+            if (ls.layer == layers[i]) bytes = ls.bytes;
+        const QStringList cells = {QString::fromStdString(layers[i]), QString::fromStdString(lp.format), QString::fromStdString(lp.calibration),
+                                   formatCount(double(bytes))};
+        for (int c = 0; c < cells.size(); ++c) {
+            auto* item = new QTableWidgetItem(cells[c]);
+            if (c == 3) item->setTextAlignment(Qt::AlignRight | Qt::AlignVCenter);
+            m_planTable->setItem(static_cast<int>(i), c, item);
+        }
+    }
+    setBusy(m_thread.running());
+}
+
+void SearchView::savePlanInteractive()
+{
+    if (m_selected < 0) return;
+    const QString path = QFileDialog::getSaveFileName(this, tr("Save plan"), QStringLiteral("plan.json"), tr("Plans (*.json)"));
+    if (!path.isEmpty()) savePlanTo(path);
+}
+
+bool SearchView::savePlanTo(const QString& path)
+{
+    if (m_selected < 0) return false;
+    try {
+        writePlanFile(path.toStdString(), m_report.plans[static_cast<std::size_t>(m_selected)].plan);
+    } catch (const std::exception& e) {
+        m_status->setText(tr("Could not save the plan: %1").arg(QString::fromUtf8(e.what())));
+        return false;
+    }
+    m_status->setText(tr("Saved the plan \u201c%1\u201d to %2 (quantscope-cli train --plan reads it).")
+                          .arg(QString::fromStdString(m_report.plans[static_cast<std::size_t>(m_selected)].label), path));
+    return true;
+}
+
+void SearchView::fineTune()
+{
+    if (m_selected < 0 || !m_reported) return;
+    emit fineTuneRequested(m_reported, m_report.plans[static_cast<std::size_t>(m_selected)].plan);
+}
+
+} // namespace quantscope

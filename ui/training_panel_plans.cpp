@@ -1,0 +1,73 @@
+// The Training dock's plan files: Load plan... / Save plan... by the per-layer plan table.
+#include "training_panel.h"
+
+#include "plan_table.h"
+
+#include "quant/precision_plan.h"
+
+#include <QFileDialog>
+#include <QFileInfo>
+
+namespace quantscope {
+
+void TrainingPanel::loadPlanInteractive()
+{
+    const QString path = QFileDialog::getOpenFileName(this, tr("Load plan"), QString(), tr("Plans (*.json);;All files (*)"));
+    if (!path.isEmpty()) loadPlanFile(path);
+}
+
+void TrainingPanel::savePlanInteractive()
+{
+    const QString path = QFileDialog::getSaveFileName(this, tr("Save plan"), QStringLiteral("plan.json"), tr("Plans (*.json)"));
+    if (!path.isEmpty()) savePlanFile(path);
+}
+
+bool TrainingPanel::loadPlanFile(const QString& path, QString* error)
+{
+    TrainConfig cfg = m_cfg;
+    PrecisionConfig& p = cfg.precision;
+    QString note;
+    try {
+        const PrecisionPlan plan = readPlanFile(path.toStdString(), p.plan().defaults);
+        if (const Model* model = m_planTable->tableModel()->model()) checkPlan(plan, *model);
+        p.format = plan.defaults.format;
+        p.granularity = plan.defaults.granularity;
+        p.calibration = plan.defaults.calibration;
+        p.activationFormat = plan.defaults.activationFormat;
+        p.layers = plan.layers;
+        p.planSource = path.toStdString();
+        if (p.strategy != Strategy::Ptq && p.strategy != Strategy::Qat && p.strategy != Strategy::Progressive) {
+            p.strategy = Strategy::Qat;
+            note = tr(" The strategy is now QAT (plans apply to PTQ, QAT and progressive).");
+        }
+    } catch (const std::exception& e) {
+        const QString why = tr("Could not load the plan: %1").arg(QString::fromUtf8(e.what()));
+        m_planTable->setNote(why, true);
+        if (error) *error = why;
+        return false;
+    }
+    setConfig(cfg);
+    m_planTable->setNote(tr("Loaded %1: %2 layer entries over a %3 default.%4")
+                             .arg(QFileInfo(path).fileName())
+                             .arg(p.layers.size())
+                             .arg(QString::fromStdString(p.format), note),
+                         false);
+    emit configChanged();
+    return true;
+}
+
+bool TrainingPanel::savePlanFile(const QString& path, QString* error)
+{
+    try {
+        writePlanFile(path.toStdString(), m_cfg.precision.plan());
+    } catch (const std::exception& e) {
+        const QString why = tr("Could not save the plan: %1").arg(QString::fromUtf8(e.what()));
+        m_planTable->setNote(why, true);
+        if (error) *error = why;
+        return false;
+    }
+    m_planTable->setNote(tr("Saved the plan to %1.").arg(path), false);
+    return true;
+}
+
+} // namespace quantscope
