@@ -84,6 +84,10 @@ const char* const kTrainHelp =
     "  --quant-eval R       how the quantized model is evaluated (ptq, qat, progressive): engine\n"
     "                       (default: the integer engine's VNNI/AVX2 kernels when every weight and\n"
     "                       activation is an integer of at most 8 bits, else fake-quant) or fake-quant\n"
+    "  --quantizer Q        qat: observer (default: scales from ranges) or lsq (learned step\n"
+    "                       sizes, Esser et al. 2020; --json adds step_sizes events)\n"
+    "  --lsq-plus           with --quantizer lsq: also learn the offset of affine activations (LSQ+)\n"
+    "  --narrow-range       signed weights use [-(2^(n-1)-1), 2^(n-1)-1] (int8: [-127, 127])\n"
     "per-layer plan (ptq, qat, progressive's last phase; the options above are its default):\n"
     "  --plan FILE          a JSON plan (docs/PLANS.md); explicit --format, --granularity,\n"
     "                       --calibration, --act-format override its default\n"
@@ -244,6 +248,19 @@ public:
         }
     }
 
+    void onStepSizes(const StepSizeEvent& e) override
+    {
+        if (!m_json) return;
+        nlohmann::json steps = nlohmann::json::array();
+        for (const StepSizeTrack& t : e.steps) {
+            nlohmann::json k = {{"layer", t.layer}, {"tensor", t.tensor}, {"step", t.step}, {"step_min", t.stepMin},
+                                {"step_max", t.stepMax}};
+            if (std::isfinite(t.offset)) k["offset"] = t.offset;
+            steps.push_back(std::move(k));
+        }
+        emit({{"event", "step_sizes"}, {"epoch", e.epoch}, {"global_step", e.globalStep}, {"steps", std::move(steps)}});
+    }
+
     void onEpoch(const EpochEvent& e) override
     {
         if (m_progress) std::fputc('\n', stderr);
@@ -332,8 +349,8 @@ int runTrain(const std::vector<std::string>& argv)
                      "--strategy", "--format", "--granularity", "--rounding", "--calibration", "--act-calibration",
                      "--act-format", "--percentile", "--calib-images", "--schedule", "--blend-steps",
                      "--bn-freeze-epoch", "--export", "--init", "--normalize", "--image-shape", "--resize", "--test-fraction",
-                     "--plan", "--layer", "--keep-fp32", "--quant-eval"},
-                    {"--json", "--help", "--nesterov", "--quiet", "--reinit"});
+                     "--plan", "--layer", "--keep-fp32", "--quant-eval", "--quantizer"},
+                    {"--json", "--help", "--nesterov", "--quiet", "--reinit", "--lsq-plus", "--narrow-range"});
     if (args.has("--help")) {
         std::fputs(kTrainHelp, stdout);
         return kExitOk;
@@ -385,6 +402,9 @@ int runTrain(const std::vector<std::string>& argv)
     pc.schedule = args.str("--schedule", pc.schedule);
     pc.blendSteps = args.u64("--blend-steps", pc.blendSteps, 0, 100000000);
     pc.bnFreezeEpoch = args.u64("--bn-freeze-epoch", 0, 0, 10000);
+    pc.quantizer = args.str("--quantizer", pc.quantizer);
+    pc.lsqPlus = args.has("--lsq-plus");
+    pc.narrowRange = args.has("--narrow-range");
     applyPlanFlags(args, pc);
     if (pc.strategy == Strategy::Progressive) {
         const std::size_t given = cfg.epochs;
