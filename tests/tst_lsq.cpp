@@ -241,14 +241,19 @@ void TestLsq::activationStepAndOffsetGradients()
     q.step().grad.fill(0.0f);
     q.offset().grad.fill(0.0f);
     q.backward(dx);
-    // Closed form: g = 1/sqrt(N_features * Qp), N_features = 50.
-    const double g = lsqGradScale(50, p.qmax - p.zeroPoint[0]);
+    // Closed form of LSQ+ in its parameters (s, beta): x_hat = clamp(round((x - beta)/s), qmin,
+    // qmax) * s + beta; d/ds = round(y) - y inside, qmin / qmax outside; d/dbeta = 0 inside, 1
+    // outside; g = 1/sqrt(N_features * Qp) with N_features = 50, Qp = qmax.
+    const double g = lsqGradScale(50, p.qmax);
+    const double s = p.scale[0], beta = -p.zeroPoint[0] * s;
     double ds = 0.0, db = 0.0;
     std::size_t clipped = 0;
     for (std::size_t i = 0; i < x.size(); ++i) {
-        ds += dy[i] * lsqStepDerivative(x[i], p.scale[0], p.zeroPoint[0], p.qmin, p.qmax);
         bool inside = false;
         fakeQuantizeValue(x[i], p.scale[0], p.zeroPoint[0], p.qmin, p.qmax, inside);
+        const float v = x[i] * (1.0f / p.scale[0]);
+        const float level = std::nearbyint(v) + static_cast<float>(p.zeroPoint[0]);
+        ds += dy[i] * (inside ? std::nearbyint(v) - v : (level < p.qmin ? p.qmin : p.qmax));
         if (!inside) {
             db += dy[i];
             ++clipped;
@@ -260,21 +265,21 @@ void TestLsq::activationStepAndOffsetGradients()
     QVERIFY(clipped > 10 && clipped < 190);
     QVERIFY(std::abs(q.step().grad[0] - g * ds) < 1e-4 * std::max(1.0, std::abs(g * ds)));
     QVERIFY(std::abs(q.offset().grad[0] - g * db) < 1e-4 * std::max(1.0, std::abs(g * db)));
-    // Numerical check of the offset: the surrogate s * (clamp((x - beta)/s) + residual) + beta,
-    // whose derivative is 0 inside and 1 outside.
-    const double s = p.scale[0], beta = -p.zeroPoint[0] * s, h = 1e-4 * s;
-    auto L = [&](double b) {
+    // Numerical check of both on the straight-through surrogate (rounding residual frozen at (s, beta)).
+    auto L = [&](double ss, double b) {
         double sum = 0.0;
         for (std::size_t i = 0; i < x.size(); ++i) {
             const double y0 = (x[i] - beta) / s, r0 = std::nearbyint(y0);
-            const double lo = p.qmin - p.zeroPoint[0], hi = p.qmax - p.zeroPoint[0];
-            const double f = r0 < lo ? lo * s + b : r0 > hi ? hi * s + b : s * ((x[i] - b) / s + (r0 - y0)) + b;
+            const double f = r0 < p.qmin ? p.qmin * ss + b : r0 > p.qmax ? p.qmax * ss + b : ss * ((x[i] - b) / ss + (r0 - y0)) + b;
             sum += dy[i] * f;
         }
         return sum;
     };
-    const double numeric = (L(beta + h) - L(beta - h)) / (2 * h);
-    QVERIFY2(std::abs(numeric - db) < 1e-3 * std::max(1.0, std::abs(db)), qPrintable(QString("%1 vs %2").arg(numeric).arg(db)));
+    const double hb = 1e-4 * s, hs = 1e-4 * s;
+    const double numB = (L(s, beta + hb) - L(s, beta - hb)) / (2 * hb);
+    const double numS = (L(s + hs, beta) - L(s - hs, beta)) / (2 * hs);
+    QVERIFY2(std::abs(numB - db) < 1e-3 * std::max(1.0, std::abs(db)), qPrintable(QString("offset: %1 vs %2").arg(numB).arg(db)));
+    QVERIFY2(std::abs(numS - ds) < 1e-3 * std::max(1.0, std::abs(ds)), qPrintable(QString("step: %1 vs %2").arg(numS).arg(ds)));
 }
 
 void TestLsq::optionsAreChecked()

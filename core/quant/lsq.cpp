@@ -150,6 +150,8 @@ void LsqActivationQuantizer::forward(std::span<float> y, bool training, std::siz
             d[i] = lsqStepDerivative(x[i], s, z, p.qmin, p.qmax);
             const float q = std::nearbyint(x[i] * (1.0f / s)) + static_cast<float>(z);
             r[i] = static_cast<std::uint8_t>(!(q >= static_cast<float>(p.qmin) && q <= static_cast<float>(p.qmax)));
+            // LSQ+ holds beta while s moves: x_hat = qmin * s + beta outside, so d/ds = qmin (qmax).
+            if (m_learnOffset && r[i] && !std::isnan(x[i])) d[i] += static_cast<float>(z);
         }
     });
     fakeQuantize(y, p, y, {});
@@ -181,7 +183,8 @@ void LsqActivationQuantizer::backward(std::span<float> dy)
         sumB += partB[c];
     }
     const QuantParams p = params();
-    const float gs = lsqGradScale(n / m_samples, lsqPositiveLevels(p, 0));
+    // LSQ+: Qp = qmax (levels above the offset), as in the paper.
+    const float gs = lsqGradScale(n / m_samples, m_learnOffset ? p.qmax : lsqPositiveLevels(p, 0));
     m_step.grad[0] += static_cast<float>(sumS) * gs;
     if (m_learnOffset) m_offset.grad[0] += static_cast<float>(sumB) * gs;
     m_dstep.clear();

@@ -50,7 +50,9 @@ void lsqStepGradient(std::span<const float> x, std::span<const float> dxhat, con
 // are Params the optimizer updates. The first batch initialises them: zero point from the
 // batch's min-max range (uint8) or 0 (symmetric formats), step 2<|x|>/sqrt(Qp); LSQ+ then
 // learns the offset beta, whose zero point z = clamp(round(-beta / s), qmin, qmax) is used in
-// the forward pass, so the model always runs on an integer grid.
+// the forward pass, so the model always runs on an integer grid. LSQ+ differentiates in its own
+// parameters (s, beta): outside the range x_hat = qmin * s + beta (qmax * s + beta), so d x_hat / d s
+// = qmin (qmax) there, and g uses Qp = qmax.
 class LsqActivationQuantizer {
 public:
     // f must be an integer format (needsScale); throws ConfigError otherwise.
