@@ -12,22 +12,22 @@ const std::vector<StrategyInfo>& strategies()
 {
     static const std::vector<StrategyInfo> rows = {
         {Strategy::Fp32, "fp32", "FP32 baseline", "Trains and evaluates in 32-bit floating point; the reference.",
-         false, false, false, false, false},
+         false, false, false, false, false, false},
         {Strategy::Ptq, "ptq", "Post-training quantization",
          "Trains in FP32, calibrates on a few images, then quantizes weights and activations.", true, true, true, true,
-         false},
+         false, false},
         {Strategy::Qat, "qat", "Quantization-aware training",
          "Trains with fake-quantized weights and activations (straight-through gradients).", true, true, true, true,
-         false},
+         false, true},
         {Strategy::Mixed, "mixed", "Mixed precision",
          "Computes in FP16 or BF16 with FP32 master weights and dynamic loss scaling.", true, false, false, false,
-         false},
+         false, false},
         {Strategy::LowPrecision, "lowp", "Pure low precision",
          "Keeps weights, gradients and optimizer state in the low-precision format, with no FP32 copy.", true, false,
-         true, false, false},
+         true, false, false, false},
         {Strategy::Progressive, "progressive", "Progressive",
          "Moves through a schedule of formats over the epochs, e.g. FP32, then FP16, then INT8.", false, true, true,
-         true, true},
+         true, true, false},
     };
     return rows;
 }

@@ -19,6 +19,7 @@ struct StrategyInfo {
     const char* label;       // GUI label
     const char* description; // one sentence (tooltip)
     bool usesFormat, usesGranularity, usesRounding, usesCalibration, usesSchedule;
+    bool usesQuantizer; // learned step sizes (--quantizer lsq) are possible
 };
 
 const std::vector<StrategyInfo>& strategies();
