@@ -87,6 +87,8 @@ const char* const kTrainHelp =
     "  --quantizer Q        qat: observer (default: scales from ranges) or lsq (learned step\n"
     "                       sizes, Esser et al. 2020; --json adds step_sizes events)\n"
     "  --lsq-plus           with --quantizer lsq: also learn the offset of affine activations (LSQ+)\n"
+    "  --lsq-init I         with --quantizer lsq: initial steps lsq (2<|x|>/sqrt(Qp), default) or\n"
+    "                       range (the observers' scales: --calibration, first batch's min-max)\n"
     "  --narrow-range       signed weights use [-(2^(n-1)-1), 2^(n-1)-1] (int8: [-127, 127])\n"
     "per-layer plan (ptq, qat, progressive's last phase; the options above are its default):\n"
     "  --plan FILE          a JSON plan (docs/PLANS.md); explicit --format, --granularity,\n"
@@ -349,7 +351,7 @@ int runTrain(const std::vector<std::string>& argv)
                      "--strategy", "--format", "--granularity", "--rounding", "--calibration", "--act-calibration",
                      "--act-format", "--percentile", "--calib-images", "--schedule", "--blend-steps",
                      "--bn-freeze-epoch", "--export", "--init", "--normalize", "--image-shape", "--resize", "--test-fraction",
-                     "--plan", "--layer", "--keep-fp32", "--quant-eval", "--quantizer"},
+                     "--plan", "--layer", "--keep-fp32", "--quant-eval", "--quantizer", "--lsq-init"},
                     {"--json", "--help", "--nesterov", "--quiet", "--reinit", "--lsq-plus", "--narrow-range"});
     if (args.has("--help")) {
         std::fputs(kTrainHelp, stdout);
@@ -404,6 +406,7 @@ int runTrain(const std::vector<std::string>& argv)
     pc.bnFreezeEpoch = args.u64("--bn-freeze-epoch", 0, 0, 10000);
     pc.quantizer = args.str("--quantizer", pc.quantizer);
     pc.lsqPlus = args.has("--lsq-plus");
+    pc.lsqInit = args.str("--lsq-init", pc.lsqInit);
     pc.narrowRange = args.has("--narrow-range");
     applyPlanFlags(args, pc);
     if (pc.strategy == Strategy::Progressive) {

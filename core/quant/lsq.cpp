@@ -89,8 +89,8 @@ void lsqStepGradient(std::span<const float> x, std::span<const float> dxhat, con
 
 // ---- activations -----------------------------------------------------------------------------
 
-LsqActivationQuantizer::LsqActivationQuantizer(const NumberFormat& f, bool learnOffset, std::string name)
-    : m_format(f), m_learnOffset(learnOffset && !f.symmetric), m_name(std::move(name))
+LsqActivationQuantizer::LsqActivationQuantizer(const NumberFormat& f, bool learnOffset, std::string name, bool initFromRange)
+    : m_format(f), m_learnOffset(learnOffset && !f.symmetric), m_name(std::move(name)), m_initFromRange(initFromRange)
 {
     if (!needsScale(f)) throw ConfigError("LSQ needs an integer activation format, not '" + f.name + "'");
     m_step.name = "lsq_step";
@@ -108,7 +108,7 @@ void LsqActivationQuantizer::initialise(std::span<const float> x)
     o.observe(x);
     QuantParams p = o.params(m_format);
     m_zeroPoint = p.zeroPoint.at(0);
-    const float s = lsqInitialSteps(x, p).at(0);
+    const float s = m_initFromRange ? p.scale.at(0) : lsqInitialSteps(x, p).at(0);
     m_step.value[0] = s;
     m_offset.value[0] = -static_cast<float>(m_zeroPoint) * s;
     m_init = true;

@@ -56,7 +56,8 @@ void lsqStepGradient(std::span<const float> x, std::span<const float> dxhat, con
 class LsqActivationQuantizer {
 public:
     // f must be an integer format (needsScale); throws ConfigError otherwise.
-    LsqActivationQuantizer(const NumberFormat& f, bool learnOffset, std::string name);
+    // initFromRange: start from the first batch's min-max scale instead of 2<|x|>/sqrt(Qp).
+    LsqActivationQuantizer(const NumberFormat& f, bool learnOffset, std::string name, bool initFromRange = false);
 
     bool initialised() const { return m_init; }
     // Sets step (and offset) from x (one batch of activations).
@@ -80,6 +81,7 @@ private:
     NumberFormat m_format;
     bool m_learnOffset;
     std::string m_name;
+    bool m_initFromRange;
     Param m_step, m_offset;
     std::int32_t m_zeroPoint = 0; // fixed (plain LSQ) zero point
     bool m_init = false;

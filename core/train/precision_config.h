@@ -46,6 +46,9 @@ struct PrecisionConfig {
     std::string quantizer = "observer";
     bool lsqPlus = false;
     bool narrowRange = false;
+    // lsq: initial steps from LSQ's rule 2<|x|>/sqrt(Qp) ("lsq") or from the observers' ranges
+    // (weights: --calibration; activations: the first batch's min-max) ("range").
+    std::string lsqInit = "lsq";
     // Per-layer precision (--plan, --layer, --keep-fp32, the GUI's plan table): entries over the
     // default that format/granularity/calibration/activationFormat above make. Empty = uniform.
     std::vector<LayerOverride> layers;

@@ -164,7 +164,8 @@ QuantSim::QuantSim(Model& model, const PrecisionConfig& cfg, const NumberFormat&
         m_lsqAct.resize(m_pfmt.size());
         for (std::size_t q = 1; q < m_pfmt.size(); ++q) // point 0 (the input) keeps its observer
             if (m_pfmt[q] && needsScale(*m_pfmt[q]))
-                m_lsqAct[q] = std::make_unique<LsqActivationQuantizer>(*m_pfmt[q], cfg.lsqPlus, m_model.layer(q - 1).name());
+                m_lsqAct[q] = std::make_unique<LsqActivationQuantizer>(*m_pfmt[q], cfg.lsqPlus, m_model.layer(q - 1).name(),
+                                                                     cfg.lsqInit == "range");
     }
 }
 
@@ -233,7 +234,9 @@ void QuantSim::initLearnedWeightSteps()
     for (std::size_t t = 0; t < m_lsqW.size(); ++t) {
         if (!m_lsqW[t] || m_lsqWInit[t]) continue;
         const std::size_t g = static_cast<std::size_t>(m_group[t]);
-        const std::vector<float> s = lsqInitialSteps(m_targets[t].weight->value.values(), m_groups[g].wq->weightParams(m_slot[t]));
+        const QuantParams& observed = m_groups[g].wq->weightParams(m_slot[t]);
+        const std::vector<float> s =
+            m_cfg.lsqInit == "range" ? observed.scale : lsqInitialSteps(m_targets[t].weight->value.values(), observed);
         if (s.size() != m_lsqW[t]->value.numel())
             throw ConfigError("LSQ: layer '" + m_targets[t].layer + "' has " + std::to_string(s.size()) + " scale slots, not " +
                               std::to_string(m_lsqW[t]->value.numel()));
