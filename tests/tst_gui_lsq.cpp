@@ -15,6 +15,8 @@
 #include <QLineSeries>
 #include <QtTest>
 
+#include <cstdlib>
+
 using namespace quantscope;
 
 namespace {
@@ -128,6 +130,11 @@ private slots:
             QCOMPARE(s->at(s->count() - 1).y(), run->stepSizes.back().steps[k].step);
             const StepSizeTrack& tr = run->stepSizes.front().steps[k];
             QCOMPARE(s->name(), QString::fromStdString(tr.layer + " " + tr.tensor));
+        }
+        // QS_SCREENSHOT_DIR=DIR keeps a picture of the chart (for docs and reviews).
+        if (const char* dir = std::getenv("QS_SCREENSHOT_DIR")) {
+            chart.show();
+            QVERIFY(chart.saveAsPng(QString::fromLocal8Bit(dir) + QStringLiteral("/step_sizes.png")).isEmpty());
         }
         // A run without learned steps: no lines, and a message saying how to get them.
         auto plain = std::make_shared<RunRecord>();
