@@ -143,7 +143,7 @@ QuantSim::QuantSim(Model& model, const PrecisionConfig& cfg, const NumberFormat&
     if (m_lsq) {
         // Learned weight steps: one per slot of each integer target's layout.
         m_lsqW.resize(m_targets.size());
-        m_lsqWInit.assign(m_targets.size(), false);
+        m_lsqWInit.assign(m_targets.size(), true); // targets without a learned step count as done
         for (std::size_t t = 0; t < m_targets.size(); ++t) {
             if (m_group[t] < 0 || !needsScale(*m_tfmt[t])) continue;
             const Granularity g = parseGranularity(m_prec[t].granularity);
@@ -160,6 +160,7 @@ QuantSim::QuantSim(Model& model, const PrecisionConfig& cfg, const NumberFormat&
             p->value = Tensor(Shape{slots}, 1.0f);
             p->grad = Tensor(Shape{slots}, 0.0f);
             m_lsqW[t] = std::move(p);
+            m_lsqWInit[t] = false;
         }
         m_lsqAct.resize(m_pfmt.size());
         for (std::size_t q = 1; q < m_pfmt.size(); ++q) // point 0 (the input) keeps its observer
