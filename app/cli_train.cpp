@@ -68,8 +68,9 @@ const char* const kTrainHelp =
     "  --seed N             seed for initialisation, shuffling and dropout (default 1)\n"
     "precision:\n"
     "  --strategy NAME      fp32 (default), ptq, qat, mixed, lowp, progressive\n"
-    "  --format NAME        number format: int2..int16, uint2..uint16, fp16, bf16, fp8-e4m3,\n"
-    "                       fp8-e5m2, mxint8, mxfp8-e4m3, mxfp4 (default int8; mixed/lowp: bf16)\n"
+    "  --format NAME        number format: int2..int16, uint2..uint16, ternary, binary (weights),\n"
+    "                       fp16, bf16, fp8-e4m3, fp8-e5m2, mxint8, mxfp8-e4m3, mxfp4\n"
+    "                       (default int8; mixed/lowp: bf16)\n"
     "  --granularity G      global, layer, tensor, channel (default), group:N\n"
     "  --rounding R         nearest (default, half to even) or stochastic\n"
     "  --calibration C      weight ranges: minmax (default), moving-average, percentile, mse\n"
@@ -87,6 +88,12 @@ const char* const kTrainHelp =
     "  --max-skipped-steps N\n"
     "                       mixed, lowp, progressive: stop (exit 4, \"training diverged\") after N\n"
     "                       consecutive steps skipped for non-finite gradients (default 50, 0 never)\n"
+    "  --quantizer Q        qat: observer (default: scales from ranges) or lsq (learned step\n"
+    "                       sizes, Esser et al. 2020; --json adds step_sizes events)\n"
+    "  --lsq-plus           with --quantizer lsq: also learn the offset of affine activations (LSQ+)\n"
+    "  --lsq-init I         with --quantizer lsq: initial steps lsq (2<|x|>/sqrt(Qp), default) or\n"
+    "                       range (the observers' scales: --calibration, first batch's min-max)\n"
+    "  --narrow-range       signed weights use [-(2^(n-1)-1), 2^(n-1)-1] (int8: [-127, 127])\n"
     "per-layer plan (ptq, qat, progressive's last phase; the options above are its default):\n"
     "  --plan FILE          a JSON plan (docs/PLANS.md); explicit --format, --granularity,\n"
     "                       --calibration, --act-format override its default\n"
@@ -254,6 +261,19 @@ public:
         }
     }
 
+    void onStepSizes(const StepSizeEvent& e) override
+    {
+        if (!m_json) return;
+        nlohmann::json steps = nlohmann::json::array();
+        for (const StepSizeTrack& t : e.steps) {
+            nlohmann::json k = {{"layer", t.layer}, {"tensor", t.tensor}, {"step", t.step}, {"step_min", t.stepMin},
+                                {"step_max", t.stepMax}};
+            if (std::isfinite(t.offset)) k["offset"] = t.offset;
+            steps.push_back(std::move(k));
+        }
+        emit({{"event", "step_sizes"}, {"epoch", e.epoch}, {"global_step", e.globalStep}, {"steps", std::move(steps)}});
+    }
+
     void onEpoch(const EpochEvent& e) override
     {
         if (m_progress) std::fputc('\n', stderr);
@@ -343,8 +363,8 @@ int runTrain(const std::vector<std::string>& argv)
                      "--strategy", "--format", "--granularity", "--rounding", "--calibration", "--act-calibration",
                      "--act-format", "--percentile", "--calib-images", "--schedule", "--blend-steps",
                      "--bn-freeze-epoch", "--export", "--init", "--normalize", "--image-shape", "--resize", "--test-fraction",
-                     "--plan", "--layer", "--keep-fp32", "--quant-eval", "--max-skipped-steps"},
-                    {"--json", "--help", "--nesterov", "--quiet", "--reinit"});
+                     "--plan", "--layer", "--keep-fp32", "--quant-eval", "--max-skipped-steps", "--quantizer", "--lsq-init"},
+                    {"--json", "--help", "--nesterov", "--quiet", "--reinit", "--lsq-plus", "--narrow-range"});
     if (args.has("--help")) {
         std::fputs(kTrainHelp, stdout);
         return kExitOk;
@@ -397,6 +417,10 @@ int runTrain(const std::vector<std::string>& argv)
     pc.blendSteps = args.u64("--blend-steps", pc.blendSteps, 0, 100000000);
     pc.bnFreezeEpoch = args.u64("--bn-freeze-epoch", 0, 0, 10000);
     cfg.maxSkippedSteps = args.u64("--max-skipped-steps", cfg.maxSkippedSteps, 0, 100000000);
+    pc.quantizer = args.str("--quantizer", pc.quantizer);
+    pc.lsqPlus = args.has("--lsq-plus");
+    pc.lsqInit = args.str("--lsq-init", pc.lsqInit);
+    pc.narrowRange = args.has("--narrow-range");
     applyPlanFlags(args, pc);
     if (pc.strategy == Strategy::Progressive) {
         const std::size_t given = cfg.epochs;

@@ -11,6 +11,7 @@
 #                it fits, Train and the charts are on screen, saved geometry is clamped
 #   gui_analysis the Analysis tab: sensitivity heatmap and histograms, mixed-bit search chart,
 #                plan files, fine-tune with a plan, Stop
+#   gui_lsq      the LSQ options' applicability and the Step sizes chart of a real LSQ run
 if(TARGET quantscope::ui)
   qs_add_test(gui_window LIBS quantscope::ui TIMEOUT 600 LABELS gui)
   qs_add_test(gui_datasets LIBS quantscope::ui TIMEOUT 120 LABELS gui)
@@ -30,4 +31,5 @@ if(TARGET quantscope::ui)
       ENVIRONMENT "QT_QPA_PLATFORM=offscreen:configfile=${cfg};QS_SCREEN=${size}" LABELS gui TIMEOUT 120)
   endforeach()
   qs_add_test(gui_analysis LIBS quantscope::ui TIMEOUT 600 LABELS gui)
+  qs_add_test(gui_lsq LIBS quantscope::ui TIMEOUT 120 LABELS gui)
 endif()

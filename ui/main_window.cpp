@@ -4,6 +4,7 @@
 
 #include "analysis_view.h"
 #include "curve_charts.h"
+#include "step_size_chart.h"
 #include "dataset_panel.h"
 #include "format_text.h"
 #include "quant_catalog.h"
@@ -138,6 +139,7 @@ void MainWindow::connectController()
     connect(c, &TrainingController::batches, this, &MainWindow::onBatches);
     connect(c, &TrainingController::epochDone, this, &MainWindow::onEpoch);
     connect(c, &TrainingController::layerStats, this, &MainWindow::onLayerStats);
+    connect(c, &TrainingController::stepSizes, this, &MainWindow::onStepSizes);
     connect(c, &TrainingController::finished, this, &MainWindow::onFinished);
     connect(c, &TrainingController::exportReady, this, &MainWindow::onExportReady);
     connect(c, &TrainingController::exportUnavailable, this, [this](int id, const QString& reason) {
@@ -343,6 +345,14 @@ void MainWindow::onEpoch(int id, const EpochEvent& e)
     if (!m_redraw.isActive()) m_redraw.start();
 }
 
+void MainWindow::onStepSizes(int id, const StepSizeEvent& e)
+{
+    RunPtr r = m_runs->runById(id);
+    if (!r || e.steps.empty()) return;
+    r->stepSizes.push_back(e);
+    if (!m_redraw.isActive()) m_redraw.start();
+}
+
 void MainWindow::onLayerStats(int id, const LayerStatsList& stats)
 {
     RunPtr r = m_runs->runById(id);
@@ -460,7 +470,7 @@ void MainWindow::onSelectionChanged()
     QList<int> ids;
     for (const RunPtr& r : m_shown) ids << r->id;
     m_runs->setShownRuns(ids);
-    for (RunChart* c : std::initializer_list<RunChart*>{m_loss, m_accuracy, m_lossScale, m_sqnr}) c->setRuns(m_shown);
+    for (RunChart* c : std::initializer_list<RunChart*>{m_loss, m_accuracy, m_lossScale, m_stepSizes, m_sqnr}) c->setRuns(m_shown);
     m_quantDirty = true;
     refreshQuant();
     emit chartsRefreshed();
@@ -475,6 +485,7 @@ void MainWindow::refreshCurves(bool all)
         m_accuracy->refresh();
     }
     if (all || tab == m_lossScale) m_lossScale->refresh();
+    if (all || tab == m_stepSizes) m_stepSizes->refresh();
     if (all && m_quantDirty) refreshQuant();
     emit chartsRefreshed();
 }

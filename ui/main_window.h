@@ -37,6 +37,7 @@ class DatasetPanel;
 class HistogramPanel;
 class LossChart;
 class LossScaleChart;
+class StepSizeChart;
 class RangesPanel;
 class RunChart;
 class RunsModel;
@@ -68,6 +69,7 @@ public:
     RangesPanel* rangesPanel() const { return m_ranges; }
     SqnrChart* sqnrChart() const { return m_sqnr; }
     LossScaleChart* lossScaleChart() const { return m_lossScale; }
+    StepSizeChart* stepSizeChart() const { return m_stepSizes; }
     RunsModel* runsModel() const { return m_runs; }
     QTableView* runsView() const { return m_runsView; }
     QTabWidget* tabs() const { return m_tabs; }
@@ -155,6 +157,7 @@ private:
     void onBatches(int id, const BatchList& events);
     void onEpoch(int id, const EpochEvent& e);
     void onLayerStats(int id, const LayerStatsList& stats);
+    void onStepSizes(int id, const StepSizeEvent& e);
     void onFinished(int id, const FinishEvent& e);
     void onFailed(int id, const QString& message);
     void updateSqnrLabel();
@@ -198,6 +201,7 @@ private:
     // Gives the Layers tab the newest selected (else newest) run that kept its model.
     void updateCompareRun();
     LossScaleChart* m_lossScale;
+    StepSizeChart* m_stepSizes;
     RunsModel* m_runs;
     QTableView* m_runsView;
     QWidget* m_errorBar;

@@ -4,6 +4,7 @@
 
 #include "analysis_view.h"
 #include "curve_charts.h"
+#include "step_size_chart.h"
 #include "dataset_panel.h"
 #include "layer_compare_view.h"
 #include "quant_charts.h"
@@ -187,6 +188,8 @@ void MainWindow::buildLayout()
     m_sqnr->setObjectName(QStringLiteral("sqnrChart"));
     m_lossScale = new LossScaleChart;
     m_lossScale->setObjectName(QStringLiteral("lossScaleChart"));
+    m_stepSizes = new StepSizeChart;
+    m_stepSizes->setObjectName(QStringLiteral("stepSizeChart"));
     m_tabs = new QTabWidget;
     m_tabs->setObjectName(QStringLiteral("chartTabs"));
     m_tabs->addTab(m_curvesSplitter, tr("Curves"));
@@ -194,6 +197,7 @@ void MainWindow::buildLayout()
     m_tabs->addTab(m_ranges, tr("Ranges"));
     m_tabs->addTab(m_sqnr, tr("Error (SQNR)"));
     m_tabs->addTab(m_lossScale, tr("Loss scale"));
+    m_tabs->addTab(m_stepSizes, tr("Step sizes"));
     m_tabs->addTab(m_compare, tr("Layers"));
     m_analysis = new AnalysisView;
     m_analysis->setObjectName(QStringLiteral("analysisView"));
@@ -204,8 +208,9 @@ void MainWindow::buildLayout()
     m_tabs->setTabToolTip(1, tr("FP32 vs quantized weight histograms of one layer, with the clip range."));
     m_tabs->setTabToolTip(2, tr("Per-output-channel weight ranges of one layer against the whole tensor's range."));
     m_tabs->setTabToolTip(3, tr("Signal-to-quantization-noise ratio of every quantized layer."));
-    m_tabs->setTabToolTip(5, tr("Layer-by-layer comparison of a run's model quantized after training against FP32: "
+    m_tabs->setTabToolTip(m_tabs->indexOf(m_compare), tr("Layer-by-layer comparison of a run's model quantized after training against FP32: "
                                 "where the error comes from (quantscope-cli analyze compare)."));
+    m_tabs->setTabToolTip(m_tabs->indexOf(m_stepSizes), tr("LSQ runs: the learned step size of every quantizer over the training steps."));
     m_tabs->setTabToolTip(4, tr("Mixed precision: the dynamic loss scale over steps, and skipped steps."));
     connect(m_tabs, &QTabWidget::currentChanged, this, [this] { refreshCurves(true); });
     connect(m_histogram->bar(), &LayerEpochBar::layerChanged, this, [this](const QString& l) {

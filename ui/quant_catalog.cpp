@@ -91,6 +91,17 @@ const QVector<Choice>& roundingChoices()
     return rows;
 }
 
+const QVector<Choice>& quantizerChoices()
+{
+    static const QVector<Choice> rows = {
+        {"observer", "observer (ranges)", "Scales follow the observed weight and activation ranges (min-max or moving average)."},
+        {"lsq", "LSQ (learned steps)",
+         "Learned step size quantization (Esser et al., ICLR 2020): every step size is trained with the weights; "
+         "see the Step sizes tab."},
+    };
+    return rows;
+}
+
 const QVector<Choice>& calibrationChoices()
 {
     static const QVector<Choice> rows = {

@@ -35,6 +35,7 @@ struct RunRecord {
     double emaRaw = 0.0;                            // the EMA before debiasing
     std::vector<EpochEvent> epochs;
     std::vector<std::vector<LayerStats>> layerStats; // one entry per epoch that reported them
+    std::vector<StepSizeEvent> stepSizes;            // LSQ runs: learned step sizes over the steps
     bool finished = false;
     FinishEvent finish;
     QString error;

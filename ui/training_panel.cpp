@@ -289,6 +289,15 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
     m_bnFreeze = spin(0, 1000, tr("QAT freezes the BatchNorm statistics from this epoch on (0 = never); only "
                                   "models with BatchNorm have any."));
     m_bnFreeze->setSpecialValueText(tr("never"));
+    m_quantizer = choiceCombo(quantizerChoices(), tr("How QAT chooses its scales: from observed ranges, or learned (LSQ)."));
+    m_quantizer->setObjectName(QStringLiteral("quantizer"));
+    m_lsqPlus = new QCheckBox(tr("LSQ+ offset"));
+    m_lsqPlus->setObjectName(QStringLiteral("lsqPlus"));
+    m_lsqPlus->setToolTip(tr("LSQ+ (Bhalgat et al. 2020): also learn the offset (zero point) of uint8 activations."));
+    m_narrowRange = new QCheckBox(tr("Narrow weight range"));
+    m_narrowRange->setObjectName(QStringLiteral("narrowRange"));
+    m_narrowRange->setToolTip(tr("Signed weights use a symmetric grid without its lowest level: int8 [-127, 127] "
+                                 "(onnxruntime's and TensorRT's convention)."));
 
     m_schedule = new ScheduleEditor;
     m_schedule->setObjectName(QStringLiteral("schedule"));
@@ -374,6 +383,9 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
     put(pg, 3, 2, tr("Percentile"), m_percentile);
     put(pg, 4, 0, tr("Calib. images"), m_calibImages);
     put(pg, 4, 2, tr("BN freeze"), m_bnFreeze);
+    put(pg, 6, 0, tr("&Quantizer"), m_quantizer);
+    pg->addWidget(m_lsqPlus, 6, 2, 1, 2);
+    pg->addWidget(m_narrowRange, 7, 1, 1, 3);
     put(pg, 5, 0, tr("Sched&ule"), m_schedule, 3);
     {
         // The label cell holds the label and, under it, the "+ phase" button.
@@ -424,7 +436,7 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
 
     for (QWidget* w : std::initializer_list<QWidget*>{m_format, m_granularity, m_groupSize, m_rounding, m_calibration,
                                                       m_percentile, m_calibImages, m_bnFreeze, m_schedule, m_momentum,
-                                                      m_epochs})
+                                                      m_epochs, m_quantizer, m_lsqPlus, m_narrowRange})
         m_baseTips.insert(w, w->toolTip());
 
     // Widgets -> config, under the guard.
@@ -436,7 +448,7 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
         updateApplicability();
         emit configChanged();
     };
-    for (QComboBox* c : {m_model, m_strategy, m_format, m_granularity, m_rounding, m_calibration, m_optimizer})
+    for (QComboBox* c : {m_model, m_strategy, m_format, m_granularity, m_rounding, m_calibration, m_optimizer, m_quantizer})
         connect(c, &QComboBox::currentIndexChanged, this, changed);
     for (QSpinBox* s : {m_groupSize, m_calibImages, m_bnFreeze, m_epochs, m_batch, m_threads, m_seed})
         connect(s, &QSpinBox::valueChanged, this, changed);
@@ -444,6 +456,8 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
     connect(m_momentum, &QDoubleSpinBox::valueChanged, this, changed);
     connect(m_lr, &QLineEdit::textChanged, this, changed);
     connect(m_reinit, &QCheckBox::toggled, this, changed);
+    connect(m_lsqPlus, &QCheckBox::toggled, this, changed);
+    connect(m_narrowRange, &QCheckBox::toggled, this, changed);
     connect(m_model, &QComboBox::activated, this, [this](int index) {
         if (m_model->itemData(index).toString().isEmpty()) { // "Open model file..."
             m_model->setCurrentIndex(m_lastModelIndex);
@@ -503,6 +517,9 @@ void TrainingPanel::setConfig(const TrainConfig& cfg)
     m_percentile->setValue(double(p.percentile));
     m_calibImages->setValue(static_cast<int>(p.calibImages));
     m_bnFreeze->setValue(static_cast<int>(p.bnFreezeEpoch));
+    selectData(m_quantizer, qs(p.quantizer));
+    m_lsqPlus->setChecked(p.lsqPlus);
+    m_narrowRange->setChecked(p.narrowRange);
     m_schedule->setSchedule(qs(p.schedule));
     selectData(m_optimizer, qs(cfg.optimizer));
     m_momentum->setValue(double(cfg.momentum));
@@ -548,6 +565,12 @@ void TrainingPanel::readWidgets()
     p.percentile = static_cast<float>(m_percentile->value());
     p.calibImages = static_cast<std::size_t>(m_calibImages->value());
     p.bnFreezeEpoch = static_cast<std::size_t>(m_bnFreeze->value());
+    // Options that do not apply are not passed on (the greyed widgets keep the user's choice).
+    const bool learned = strategyInfo(p.strategy).uses("quantizer");
+    p.quantizer = learned ? m_quantizer->currentData().toString().toStdString() : std::string("observer");
+    p.lsqPlus = learned && p.quantizer == "lsq" && m_lsqPlus->isChecked();
+    p.narrowRange = (p.strategy == Strategy::Ptq || p.strategy == Strategy::Qat || p.strategy == Strategy::Progressive) &&
+                    m_narrowRange->isChecked();
     p.schedule = m_schedule->schedule().toStdString();
     c.optimizer = m_optimizer->currentData().toString().toStdString();
     c.momentum = static_cast<float>(m_momentum->value());
@@ -643,6 +666,11 @@ void TrainingPanel::updateApplicability()
     setApplies(m_bnFreeze, s.uses("bn-freeze-epoch"),
                tr("only quantization-aware training freezes BatchNorm statistics."));
     setApplies(m_schedule, s.uses("schedule"), tr("only the progressive strategy follows a schedule."));
+    setApplies(m_quantizer, s.uses("quantizer"), tr("only quantization-aware training can learn its step sizes (LSQ)."));
+    setApplies(m_lsqPlus, s.uses("lsq-plus") && p.quantizer == "lsq",
+               s.uses("lsq-plus") ? tr("only the LSQ quantizer learns an offset.")
+                                  : tr("only quantization-aware training can learn its step sizes (LSQ)."));
+    setApplies(m_narrowRange, s.uses("narrow-range"), tr("only integer weights (PTQ, QAT, progressive) have a narrow range."));
     setApplies(m_momentum, m_cfg.optimizer == "sgd", tr("only SGD uses momentum; Adam keeps its own moment estimates."));
     const bool progressive = p.strategy == Strategy::Progressive;
     if (progressive) {

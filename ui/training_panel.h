@@ -123,6 +123,9 @@ private:
     QDoubleSpinBox* m_percentile;
     QSpinBox* m_calibImages;
     QSpinBox* m_bnFreeze;
+    QComboBox* m_quantizer;
+    QCheckBox* m_lsqPlus;
+    QCheckBox* m_narrowRange;
     ScheduleEditor* m_schedule;
     QComboBox* m_optimizer;
     QDoubleSpinBox* m_momentum;

@@ -37,6 +37,7 @@ public:
     }
 
     void onLayerStats(const std::vector<LayerStats>& stats) override { emit m_worker.layerStats(m_runId, stats); }
+    void onStepSizes(const StepSizeEvent& e) override { emit m_worker.stepSizes(m_runId, e); }
 
     void onFinish(const FinishEvent& e) override
     {
@@ -78,6 +79,7 @@ void registerTypes()
         qRegisterMetaType<BatchList>();
         qRegisterMetaType<EpochEvent>();
         qRegisterMetaType<LayerStatsList>();
+        qRegisterMetaType<StepSizeEvent>();
         qRegisterMetaType<FinishEvent>();
         qRegisterMetaType<ExportBundlePtr>();
         qRegisterMetaType<ExportRequest>();
@@ -202,6 +204,7 @@ TrainingController::TrainingController(QObject* parent, int throttleMs) : QObjec
     connect(m_worker, &TrainingWorker::batches, this, &TrainingController::batches, q);
     connect(m_worker, &TrainingWorker::epochDone, this, &TrainingController::epochDone, q);
     connect(m_worker, &TrainingWorker::layerStats, this, &TrainingController::layerStats, q);
+    connect(m_worker, &TrainingWorker::stepSizes, this, &TrainingController::stepSizes, q);
     connect(m_worker, &TrainingWorker::finished, this, [this](int id, const FinishEvent& e) {
         m_training = false;
         m_token.setPaused(false);

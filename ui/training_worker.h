@@ -72,6 +72,7 @@ signals:
     void batches(int runId, quantscope::BatchList events);
     void epochDone(int runId, quantscope::EpochEvent event);
     void layerStats(int runId, quantscope::LayerStatsList stats);
+    void stepSizes(int runId, quantscope::StepSizeEvent event);
     void finished(int runId, quantscope::FinishEvent event);
     void failed(int runId, QString message);
     void exportReady(int runId, quantscope::ExportBundlePtr bundle);
@@ -116,6 +117,7 @@ signals:
     void batches(int runId, quantscope::BatchList events);
     void epochDone(int runId, quantscope::EpochEvent event);
     void layerStats(int runId, quantscope::LayerStatsList stats);
+    void stepSizes(int runId, quantscope::StepSizeEvent event);
     void finished(int runId, quantscope::FinishEvent event);
     void failed(int runId, QString message);
     void exportReady(int runId, quantscope::ExportBundlePtr bundle);
@@ -149,6 +151,7 @@ Q_DECLARE_METATYPE(quantscope::StartEvent)
 Q_DECLARE_METATYPE(quantscope::BatchList)
 Q_DECLARE_METATYPE(quantscope::EpochEvent)
 Q_DECLARE_METATYPE(quantscope::LayerStatsList)
+Q_DECLARE_METATYPE(quantscope::StepSizeEvent)
 Q_DECLARE_METATYPE(quantscope::FinishEvent)
 Q_DECLARE_METATYPE(quantscope::ExportBundlePtr)
 Q_DECLARE_METATYPE(quantscope::ExportRequest)

@@ -120,7 +120,7 @@ StoredTensor intWeights(const Param& w, const QuantParams& qp, const NumberForma
     t.name = "weight";
     t.shape = w.value.shape();
     t.encoding = TensorEncoding::Int;
-    t.bits = f.bits;
+    t.bits = std::max(f.bits, 2); // binary {-1, +1} is stored on a 2-bit signed grid
     t.isSigned = f.isSigned;
     t.qmin = qp.qmin;
     t.qmax = qp.qmax;

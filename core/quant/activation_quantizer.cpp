@@ -15,17 +15,24 @@ ActivationQuantizer::ActivationQuantizer(const NumberFormat& f, Calibration c, f
 
 void ActivationQuantizer::observe(std::span<const float> x)
 {
-    if (!m_observing || !needsScale(m_format)) return;
+    if (!m_observing || !needsScale(m_format) || m_fixed) return;
     m_observer.observe(x);
     m_params = m_observer.params(m_format);
 }
 
-bool ActivationQuantizer::ready() const { return !needsScale(m_format) || m_observer.hasData(); }
+bool ActivationQuantizer::ready() const { return !needsScale(m_format) || m_fixed || m_observer.hasData(); }
+
+void ActivationQuantizer::setFixedParams(const QuantParams& p)
+{
+    m_params = p;
+    m_fixed = true;
+}
 
 void ActivationQuantizer::reset()
 {
     m_observer.reset();
     m_params = QuantParams{};
+    m_fixed = false;
 }
 
 void ActivationQuantizer::fakeQuantize(Tensor& y, std::vector<std::uint8_t>& steMask) const

@@ -41,12 +41,16 @@ public:
     const RangeObserver& observer() const { return m_observer; }
     // Forgets the observed range.
     void reset();
+    // Int formats: params() = p from now on (learned quantizers, quant/lsq.h); ready() is true and
+    // observe() leaves them alone until reset().
+    void setFixedParams(const QuantParams& p);
 
 private:
     NumberFormat m_format;
     RangeObserver m_observer;
     QuantParams m_params;
     bool m_observing = true;
+    bool m_fixed = false;
 };
 
 } // namespace quantscope

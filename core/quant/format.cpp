@@ -45,6 +45,15 @@ std::vector<NumberFormat> buildTable()
                             "OCP FP8 E5M2: max 57344, overflow to inf, NaN kept"));
     for (int b = 2; b <= 16; ++b) rows.push_back(intRow(b, true));
     for (int b = 2; b <= 16; ++b) rows.push_back(intRow(b, false));
+    // Weight-only grids (as weights; activations stay on an integer format). Stored and exported
+    // as signed integers in {-1, 0, 1}.
+    rows.push_back({"ternary", FormatKind::Int, 2, true, true, -1, 1, 0, 0, 1.0f, false, true, 0,
+                    "ternary weights {-1, 0, 1} x scale; scale = mean of |w| above 0.7 mean|w| (TWN, Li et al. 2016)",
+                    false});
+    rows.push_back({"binary", FormatKind::Int, 1, true, true, -1, 1, 0, 0, 1.0f, false, true, 0,
+                    "binary weights {-1, +1} x scale: sign(w) with a straight-through gradient inside |w| <= scale; "
+                    "scale = mean|w| (XNOR-Net, Rastegari et al. 2016)",
+                    true});
     rows.push_back({"mxint8", FormatKind::MxInt, 8, true, true, -127, 127, 0, 6, 127.0f / 64.0f, false, true, 32,
                     "OCP MX INT8: blocks of 32 share a power-of-two scale; elements k/64, |k| <= 127"});
     rows.push_back({"mxfp8-e4m3", FormatKind::MxFloat, 8, true, true, 0, 0, 4, 3, 448.0f, false, true, 32,
@@ -82,6 +91,16 @@ const NumberFormat& findFormat(const std::string& name)
         known += (known.empty() ? "" : ", ") + f.name;
     }
     throw ConfigError("unknown number format '" + name + "' (known: " + known + ")");
+}
+
+NumberFormat narrowRangeFormat(const NumberFormat& f)
+{
+    NumberFormat n = f;
+    if (f.kind == FormatKind::Int && f.isSigned && f.symmetric && f.qmin == -f.qmax - 1) {
+        n.qmin = -f.qmax;
+        n.description += " (narrow range [" + std::to_string(n.qmin) + ", " + std::to_string(n.qmax) + "])";
+    }
+    return n;
 }
 
 int minNormalExponent(const NumberFormat& f)

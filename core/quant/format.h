@@ -31,6 +31,7 @@ struct NumberFormat {
     bool saturating;       // overflow clamps to +-maxFinite
     int blockSize;         // MX: elements sharing one scale (32); 0 otherwise
     std::string description; // one line for tooltips and --help
+    bool signOnly = false; // Int: binary grid {-1, +1} (q = sign(x), no zero level); see QuantParams::signOnly
 };
 
 const char* formatKindName(FormatKind k);
@@ -42,6 +43,12 @@ const NumberFormat& findFormat(const std::string& name);
 
 inline bool isFloatFormat(const NumberFormat& f) { return f.kind == FormatKind::Float || f.kind == FormatKind::Float32; }
 inline bool isMxFormat(const NumberFormat& f) { return f.kind == FormatKind::MxInt || f.kind == FormatKind::MxFloat; }
+// Weight-only formats with one level each side of zero: ternary {-1, 0, 1} and binary {-1, +1}.
+// Their weight scale follows their paper unless LSQ learns it (weight_quantizer.h).
+inline bool isTernaryOrBinary(const NumberFormat& f) { return f.kind == FormatKind::Int && f.qmin == -1 && f.qmax == 1; }
+// The narrow symmetric range of a signed symmetric Int format: qmin = -qmax (int8: [-127, 127],
+// the convention of onnxruntime's and TensorRT's weight quantizers). Other formats unchanged.
+NumberFormat narrowRangeFormat(const NumberFormat& f);
 // Formats that need a scale (and an observer) to quantize: the Int rows.
 inline bool needsScale(const NumberFormat& f) { return f.kind == FormatKind::Int; }
 

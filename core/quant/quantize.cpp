@@ -149,6 +149,16 @@ float fakeQuantizeValue(float x, float scale, std::int32_t zeroPoint, int qmin, 
     return static_cast<float>((qc - zeroPoint) * static_cast<double>(scale));
 }
 
+float signQuantizeValue(float x, float scale, bool& passes)
+{
+    if (std::isnan(x)) {
+        passes = false;
+        return x;
+    }
+    passes = std::fabs(x) <= scale;
+    return x >= 0.0f ? scale : -scale;
+}
+
 void fakeQuantizeRef(std::span<const float> x, const QuantParams& p, std::span<float> y,
                      std::span<std::uint8_t> steMask, Rounding r, std::uint64_t rngKey)
 {
@@ -158,6 +168,11 @@ void fakeQuantizeRef(std::span<const float> x, const QuantParams& p, std::span<f
     for (std::size_t i = 0; i < x.size(); ++i) {
         const std::size_t s = p.slotOf(i);
         bool passes = false;
+        if (p.signOnly) {
+            y[i] = signQuantizeValue(x[i], p.scale[s], passes);
+            if (!steMask.empty()) steMask[i] = passes ? 1 : 0;
+            continue;
+        }
         y[i] = fakeQuantizeValue(x[i], p.scale[s], p.zeroPoint[s], p.qmin, p.qmax, passes, r, elementBits(rngKey, i));
         if (!steMask.empty()) steMask[i] = passes ? 1 : 0;
     }
@@ -231,6 +246,14 @@ void fakeQuantize(std::span<const float> x, const QuantParams& p, std::span<floa
             const std::size_t len = re - rb;
             const float sc = p.scale[s];
             const std::int32_t zp = p.zeroPoint[s];
+            if (p.signOnly) {
+                for (std::size_t i = 0; i < len; ++i) {
+                    bool passes = false;
+                    ys[i] = signQuantizeValue(xs[i], sc, passes);
+                    if (ms) ms[i] = passes ? 1 : 0;
+                }
+                return;
+            }
             if (withMask)
                 sto ? fakeQuantizeRun<true, true>(xs, ys, ms, len, sc, zp, p.qmin, p.qmax, rngKey, rb)
                     : fakeQuantizeRun<true, false>(xs, ys, ms, len, sc, zp, p.qmin, p.qmax, rngKey, rb);
@@ -252,6 +275,10 @@ void quantizeToInt(std::span<const float> x, const QuantParams& p, std::span<std
             const float inv = 1.0f / p.scale[s];
             const float zp = static_cast<float>(p.zeroPoint[s]);
             const float lo = static_cast<float>(p.qmin), hi = static_cast<float>(p.qmax);
+            if (p.signOnly) {
+                for (std::size_t i = rb; i < re; ++i) q[i] = std::isnan(x[i]) ? 0 : (x[i] >= 0.0f ? 1 : -1);
+                return;
+            }
             for (std::size_t i = rb; i < re; ++i) {
                 const float v = x[i] * inv;
                 float qf = (r == Rounding::Stochastic ? roundStochastic(v, elementBits(rngKey, i)) : std::nearbyint(v)) + zp;

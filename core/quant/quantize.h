@@ -27,6 +27,9 @@ struct QuantParams {
     // Layout of the slots over the flattened tensor (row-major, dim 0 = output channel):
     std::size_t slotLength = 0; // elements per slot within a row (per channel: = rowLength; group: N)
     std::size_t rowLength = 0;  // elements per output channel; unused when there is one slot
+    // Binary grid (the "binary" format): q = +1 for x >= 0, -1 below (NaN -> zp, mask 0); the
+    // straight-through mask passes |x| <= scale. qmin = -1, qmax = 1, zero points 0.
+    bool signOnly = false;
 
     std::size_t numSlots() const { return scale.size(); }
     bool perTensor() const { return scale.size() == 1; }
@@ -76,7 +79,10 @@ void fakeQuantizeRef(std::span<const float> x, const QuantParams& p, std::span<f
 float fakeQuantizeValue(float x, float scale, std::int32_t zeroPoint, int qmin, int qmax, bool& passes,
                         Rounding r = Rounding::Nearest, std::uint64_t randomBits = 0);
 
-// q = clamp(round(x / scale) + zp, qmin, qmax) as integers (NaN -> zp).
+// Binary grid: x' = scale * (x >= 0 ? 1 : -1); passes = |x| <= scale; NaN gives NaN, passes false.
+float signQuantizeValue(float x, float scale, bool& passes);
+
+// q = clamp(round(x / scale) + zp, qmin, qmax) as integers (NaN -> zp; binary grids: sign).
 void quantizeToInt(std::span<const float> x, const QuantParams& p, std::span<std::int32_t> q,
                    Rounding r = Rounding::Nearest, std::uint64_t rngKey = 0);
 // x = (q - zp) * scale.

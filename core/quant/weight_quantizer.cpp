@@ -133,6 +133,43 @@ void WeightQuantizer::computeIntParams(const std::vector<WeightTarget>& targets)
     }
 }
 
+namespace {
+// Ternary (TWN) and binary (XNOR-Net) scale per slot of p, from the weights x.
+void paperScales(std::span<const float> x, QuantParams& p, bool binary)
+{
+    const std::size_t slots = p.numSlots();
+    std::vector<double> sum(slots, 0.0), above(slots, 0.0);
+    std::vector<std::size_t> n(slots, 0), nAbove(slots, 0);
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        if (!std::isfinite(x[i])) continue;
+        const std::size_t k = p.slotOf(i);
+        sum[k] += std::fabs(x[i]);
+        ++n[k];
+    }
+    for (std::size_t i = 0; i < x.size() && !binary; ++i) {
+        if (!std::isfinite(x[i])) continue;
+        const std::size_t k = p.slotOf(i);
+        const double delta = n[k] ? 0.7 * sum[k] / static_cast<double>(n[k]) : 0.0;
+        if (std::fabs(x[i]) > delta) {
+            above[k] += std::fabs(x[i]);
+            ++nAbove[k];
+        }
+    }
+    for (std::size_t k = 0; k < slots; ++k) {
+        const double v = binary ? (n[k] ? sum[k] / static_cast<double>(n[k]) : 0.0)
+                                : (nAbove[k] ? above[k] / static_cast<double>(nAbove[k]) : 0.0);
+        p.scale[k] = std::max(static_cast<float>(v), kScaleEps);
+        p.zeroPoint[k] = 0;
+    }
+}
+} // namespace
+
+void WeightQuantizer::setLearnedScales(std::size_t i, std::vector<float> scales)
+{
+    if (i >= m_state.size()) throw ConfigError("weight quantizer: no target " + std::to_string(i) + " (apply() first)");
+    m_state[i].learned = std::move(scales);
+}
+
 void WeightQuantizer::quantizeTensor(const Tensor& value, const QuantParams& params, std::uint64_t key, Tensor& out,
                                      std::vector<std::uint8_t>& mask, QuantParams* blockScalesOut) const
 {
@@ -168,14 +205,28 @@ void WeightQuantizer::apply(const std::vector<WeightTarget>& targets, std::uint6
     prepare(targets);
     m_lastKey = rngKey;
     if (m_format.kind == FormatKind::Int) computeIntParams(targets);
+    const bool fewLevels = isTernaryOrBinary(m_format);
     for (std::size_t i = 0; i < targets.size(); ++i) {
         const WeightTarget& t = targets[i];
         TargetState& s = m_state[i];
         if (m_format.kind != FormatKind::Int) s.weight.params = s.bias.params = QuantParams{};
+        if (fewLevels && s.learned.empty()) paperScales(t.weight->value.values(), s.weight.params, m_format.signOnly);
+        if (!s.learned.empty()) {
+            if (s.learned.size() != s.weight.params.numSlots())
+                throw ConfigError("weight quantizer: layer '" + t.layer + "' has " + std::to_string(s.weight.params.numSlots()) +
+                                  " scale slots but " + std::to_string(s.learned.size()) + " learned steps");
+            s.weight.params.scale = s.learned;
+            s.weight.params.zeroPoint.assign(s.learned.size(), 0);
+        }
+        s.weight.params.signOnly = m_format.signOnly;
         quantizeTensor(t.weight->value, s.weight.params, tensorKey(rngKey, i, 0), t.weight->override, s.weight.mask,
                        &s.weight.params);
         t.weight->hasOverride = true;
-        if (t.bias) {
+        if (t.bias && fewLevels) { // biases stay float (stored at int32 on export)
+            t.bias->override = t.bias->value;
+            s.bias.mask.assign(t.bias->value.numel(), 1);
+            t.bias->hasOverride = true;
+        } else if (t.bias) {
             quantizeTensor(t.bias->value, s.bias.params, tensorKey(rngKey, i, 1), t.bias->override, s.bias.mask,
                            &s.bias.params);
             t.bias->hasOverride = true;

@@ -1,7 +1,9 @@
 // WeightQuantizer: what the precision strategies (QAT, PTQ, progressive) call to fake-quantize
 // the weights and biases of a model. Integer formats get scales from observers laid out by the
 // granularity; float formats (fp16, bf16, fp8) are rounded element-wise and MX formats per block
-// of 32 (granularity does not apply to either). Quantized values go to Param::override, the
+// of 32 (granularity does not apply to either). Ternary and binary weights take their papers'
+// scale per slot (TWN: mean of |w| above 0.7 mean|w|; XNOR-Net: mean|w|) whatever the calibration,
+// and leave biases in float (the export stores them at int32 like every bias). Quantized values go to Param::override, the
 // master copy Param::value is left alone; the straight-through gradient is masked to the clip range.
 #pragma once
 
@@ -60,6 +62,10 @@ public:
     std::size_t numTargets() const { return m_state.size(); }
     // Forgets moving-average ranges.
     void reset();
+    // LSQ: target i's weight scales (one per slot of the granularity's layout, zero points 0)
+    // come from `scales` instead of the observer from the next apply() on; empty = observer again.
+    // Biases keep the observer. Throws ConfigError at apply() when the count does not fit.
+    void setLearnedScales(std::size_t i, std::vector<float> scales);
 
 private:
     struct TensorState {
@@ -71,6 +77,7 @@ private:
         std::size_t biasSize = 0;
         TensorState weight, bias;
         std::optional<RangeObserver> weightObserver, biasObserver;
+        std::vector<float> learned; // LSQ scales (empty: the observer's)
     };
 
     void prepare(const std::vector<WeightTarget>& targets);

@@ -66,6 +66,20 @@ struct FinishEvent {
     double peakRssMb = 0.0;        // the process's peak resident memory, MiB (util/memory.h)
 };
 
+// LSQ (quant/lsq.h): one learned quantizer's step size at one moment of training.
+struct StepSizeTrack {
+    std::string layer;          // the Conv2d/Linear (weights) or the layer whose output is quantized
+    std::string tensor;         // "weight" or "activation"
+    double step = 0.0;          // per tensor: the step; per channel/group: the mean over slots
+    double stepMin = 0.0, stepMax = 0.0; // over slots (= step per tensor)
+    double offset = kNoValue;   // LSQ+ activations: the learned offset beta (= -zero point * step)
+};
+struct StepSizeEvent {
+    std::size_t epoch = 0;      // 1-based
+    std::size_t globalStep = 0; // 1-based over the run (after that optimizer step)
+    std::vector<StepSizeTrack> steps;
+};
+
 class TrainObserver {
 public:
     virtual ~TrainObserver() = default;
@@ -74,6 +88,8 @@ public:
     virtual void onEpoch(const EpochEvent&) {}
     // After each epoch, for strategies that quantize weights: one entry per quantized tensor.
     virtual void onLayerStats(const std::vector<LayerStats>&) {}
+    // Learned quantizers (QAT with --quantizer lsq): about 20 times per epoch and at its end.
+    virtual void onStepSizes(const StepSizeEvent&) {}
     virtual void onFinish(const FinishEvent&) {}
 };
 

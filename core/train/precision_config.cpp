@@ -1,6 +1,8 @@
 #include "train/precision_config.h"
 
 #include "quant/format.h"
+#include "quant/granularity.h"
+#include "quant/lsq.h"
 #include "train/strategy.h"
 #include "util/errors.h"
 
@@ -46,6 +48,10 @@ const std::vector<OptionUse>& optionUses()
         {"keep-fp32", {Ptq, Qat, Progressive}},
         {"quant-eval", {Ptq, Qat, Progressive}}, // the strategies with a quantized evaluation
         {"max-skipped-steps", {Mixed, LowPrecision, Progressive}}, // the strategies with dynamic loss scaling
+        {"quantizer", {Qat}},                                       // learned step sizes (LSQ)
+        {"lsq-plus", {Qat}},
+        {"lsq-init", {Qat}},
+        {"narrow-range", {Ptq, Qat, Progressive}},                  // integer weights
     };
     return rows;
 }
@@ -88,6 +94,18 @@ void PrecisionConfig::validate() const
         throw ConfigError("unknown rounding '" + rounding + "' (known: nearest, stochastic)");
     if (calibImages == 0) throw ConfigError("calibration needs at least one image");
     if (!(percentile > 50.0f && percentile <= 100.0f)) throw ConfigError("percentile must be in (50, 100]");
+    const QuantizerKind q = parseQuantizer(quantizer);
+    if (q == QuantizerKind::Lsq && strategy != Strategy::Qat)
+        throw ConfigError(std::string("--quantizer lsq needs strategy qat, not ") + strategyInfo(strategy).name);
+    if (lsqPlus && q != QuantizerKind::Lsq) throw ConfigError("--lsq-plus needs --quantizer lsq");
+    if (lsqInit != "lsq" && lsqInit != "range") throw ConfigError("unknown LSQ initialisation '" + lsqInit + "' (known: lsq, range)");
+    if (q == QuantizerKind::Lsq) {
+        const GranularityKind g = parseGranularity(granularity).kind;
+        if (g == GranularityKind::Global || g == GranularityKind::Layer)
+            throw ConfigError("LSQ learns steps per tensor, per channel or per group, not with granularity '" + granularity + "'");
+    }
+    if (isTernaryOrBinary(findFormat(activationFormat)))
+        throw ConfigError("'" + activationFormat + "' is a weight format; activations need an integer format such as uint8");
     if (!layers.empty() && strategy != Strategy::Ptq && strategy != Strategy::Qat && strategy != Strategy::Progressive)
         throw ConfigError(std::string("a per-layer plan (--plan, --layer, --keep-fp32) needs strategy ptq, qat or progressive, not ") +
                           strategyInfo(strategy).name);

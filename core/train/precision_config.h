@@ -57,6 +57,15 @@ struct PrecisionConfig {
     std::size_t bnFreezeEpoch = 0;        // qat: freeze BN statistics from this epoch (0 = never)
     std::size_t blendSteps = 100;         // progressive: steps over which formats are blended
     float percentile = 99.99f;            // percentile calibration
+    // qat: observer (scales from ranges) | lsq (learned step sizes, quant/lsq.h); lsqPlus adds
+    // LSQ+'s learned offset to affine activations. narrowRange: signed symmetric weights use
+    // [-(2^(n-1) - 1), 2^(n-1) - 1] (int8: [-127, 127]), in every strategy with integer weights.
+    std::string quantizer = "observer";
+    bool lsqPlus = false;
+    bool narrowRange = false;
+    // lsq: initial steps from LSQ's rule 2<|x|>/sqrt(Qp) ("lsq") or from the observers' ranges
+    // (weights: --calibration; activations: the first batch's min-max) ("range").
+    std::string lsqInit = "lsq";
     // Per-layer precision (--plan, --layer, --keep-fp32, the GUI's plan table): entries over the
     // default that format/granularity/calibration/activationFormat above make. Empty = uniform.
     std::vector<LayerOverride> layers;

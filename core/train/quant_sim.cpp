@@ -107,6 +107,7 @@ QuantSim::QuantSim(Model& model, const PrecisionConfig& cfg, const NumberFormat&
 
     // Group the targets by their weight settings; fp32 targets join no group.
     const Rounding rounding = parseRounding(cfg.rounding);
+    m_lsq = parseQuantizer(cfg.quantizer) == QuantizerKind::Lsq;
     for (std::size_t t = 0; t < m_targets.size(); ++t) {
         m_prec.push_back(m_plan.forLayer(m_targets[t].layer));
         const LayerPrecision& p = m_prec.back();
@@ -123,7 +124,8 @@ QuantSim::QuantSim(Model& model, const PrecisionConfig& cfg, const NumberFormat&
         }
         if (g == static_cast<long>(m_groups.size())) {
             Group grp;
-            grp.wq = std::make_unique<WeightQuantizer>(*m_tfmt.back(), parseGranularity(p.granularity),
+            grp.wq = std::make_unique<WeightQuantizer>(cfg.narrowRange ? narrowRangeFormat(*m_tfmt.back()) : *m_tfmt.back(),
+                                                       parseGranularity(p.granularity),
                                                        parseCalibration(p.calibration), rounding, cfg.percentile);
             m_groups.push_back(std::move(grp));
         }
@@ -138,6 +140,138 @@ QuantSim::QuantSim(Model& model, const PrecisionConfig& cfg, const NumberFormat&
     m_points = activationQuantPoints(model);
     assignActivationFormats();
     resetActivationObservers();
+    if (m_lsq) {
+        // Learned weight steps: one per slot of each integer target's layout.
+        m_lsqW.resize(m_targets.size());
+        m_lsqWInit.assign(m_targets.size(), true); // targets without a learned step count as done
+        for (std::size_t t = 0; t < m_targets.size(); ++t) {
+            if (m_group[t] < 0 || !needsScale(*m_tfmt[t])) continue;
+            const Granularity g = parseGranularity(m_prec[t].granularity);
+            if (g.kind == GranularityKind::Global || g.kind == GranularityKind::Layer)
+                throw ConfigError("LSQ learns steps per tensor, per channel or per group; layer '" + m_targets[t].layer +
+                                  "' has granularity '" + m_prec[t].granularity + "'");
+            const Shape& sh = m_targets[t].weight->value.shape();
+            const std::size_t n = shapeNumel(sh), row = n / sh.at(0);
+            const std::size_t slots = g.kind == GranularityKind::Tensor    ? 1
+                                      : g.kind == GranularityKind::Channel ? sh.at(0)
+                                                                           : slotCount(n, row, std::min(g.groupSize, row));
+            auto p = std::make_unique<Param>();
+            p->name = "lsq_step";
+            p->value = Tensor(Shape{slots}, 1.0f);
+            p->grad = Tensor(Shape{slots}, 0.0f);
+            m_lsqW[t] = std::move(p);
+            m_lsqWInit[t] = false;
+        }
+        m_lsqAct.resize(m_pfmt.size());
+        for (std::size_t q = 1; q < m_pfmt.size(); ++q) // point 0 (the input) keeps its observer
+            if (m_pfmt[q] && needsScale(*m_pfmt[q]))
+                m_lsqAct[q] = std::make_unique<LsqActivationQuantizer>(*m_pfmt[q], cfg.lsqPlus, m_model.layer(q - 1).name(),
+                                                                     cfg.lsqInit == "range");
+    }
+}
+
+std::vector<Param*> QuantSim::learnedParams()
+{
+    std::vector<Param*> out;
+    for (auto& p : m_lsqW)
+        if (p) out.push_back(p.get());
+    for (auto& a : m_lsqAct)
+        if (a) {
+            out.push_back(&a->step());
+            if (a->learnsOffset()) out.push_back(&a->offset());
+        }
+    return out;
+}
+
+std::vector<StepSizeTrack> QuantSim::learnedSteps() const
+{
+    std::vector<StepSizeTrack> out;
+    for (std::size_t t = 0; t < m_lsqW.size(); ++t) {
+        if (!m_lsqW[t] || !m_lsqWInit[t]) continue;
+        const auto v = m_lsqW[t]->value.values();
+        StepSizeTrack k;
+        k.layer = m_targets[t].layer;
+        k.tensor = "weight";
+        double sum = 0.0;
+        k.stepMin = k.stepMax = v[0];
+        for (float x : v) {
+            sum += x;
+            k.stepMin = std::min<double>(k.stepMin, x);
+            k.stepMax = std::max<double>(k.stepMax, x);
+        }
+        k.step = sum / static_cast<double>(v.size());
+        out.push_back(std::move(k));
+    }
+    for (const auto& a : m_lsqAct) {
+        if (!a || !a->initialised()) continue;
+        LsqActivationQuantizer& q = *a;
+        StepSizeTrack k;
+        k.layer = q.name();
+        k.tensor = "activation";
+        k.step = k.stepMin = k.stepMax = q.step().value[0];
+        if (q.learnsOffset()) k.offset = q.offset().value[0];
+        out.push_back(std::move(k));
+    }
+    return out;
+}
+
+void QuantSim::zeroLearnedGradients()
+{
+    for (Param* p : learnedParams()) p->grad.fill(0.0f);
+}
+
+void QuantSim::clampLearnedSteps()
+{
+    for (auto& p : m_lsqW)
+        if (p)
+            for (float& v : p->value.values()) v = v >= kScaleEps ? v : kScaleEps; // also NaN
+    for (auto& a : m_lsqAct)
+        if (a) a->clampStep();
+}
+
+void QuantSim::initLearnedWeightSteps()
+{
+    // LSQ's initialisation 2<|w|>/sqrt(Qp) per slot, on the layout of the observer's params.
+    for (std::size_t t = 0; t < m_lsqW.size(); ++t) {
+        if (!m_lsqW[t] || m_lsqWInit[t]) continue;
+        const std::size_t g = static_cast<std::size_t>(m_group[t]);
+        const QuantParams& observed = m_groups[g].wq->weightParams(m_slot[t]);
+        const std::vector<float> s =
+            m_cfg.lsqInit == "range" ? observed.scale : lsqInitialSteps(m_targets[t].weight->value.values(), observed);
+        if (s.size() != m_lsqW[t]->value.numel())
+            throw ConfigError("LSQ: layer '" + m_targets[t].layer + "' has " + std::to_string(s.size()) + " scale slots, not " +
+                              std::to_string(m_lsqW[t]->value.numel()));
+        std::copy(s.begin(), s.end(), m_lsqW[t]->value.data());
+        m_lsqWInit[t] = true;
+    }
+}
+
+void QuantSim::learnedWeightGradients()
+{
+    // dL/ds = g * sum_i dL/dw_hat_i * d w_hat_i / d s. Folded convs: w_hat = fq(w f; s) / f, so
+    // the folded weight's upstream gradient is the conv's divided by f (per output channel).
+    std::vector<long> foldOf(m_targets.size(), -1);
+    for (std::size_t k = 0; k < m_folds.size(); ++k) foldOf[m_folds[k].target] = static_cast<long>(k);
+    std::vector<float> up;
+    for (std::size_t t = 0; t < m_lsqW.size(); ++t) {
+        if (!m_lsqW[t] || !m_lsqWInit[t]) continue;
+        const QuantParams& p = weightParams(t);
+        const Param& w = *m_targets[t].weight;
+        std::span<const float> grad;
+        if (foldOf[t] >= 0) {
+            const Fold& f = m_folds[static_cast<std::size_t>(foldOf[t])];
+            const Tensor& cg = f.conv->weight().grad;
+            const std::size_t C = f.factor.size(), row = cg.numel() / C;
+            up.resize(cg.numel());
+            for (std::size_t c = 0; c < C; ++c)
+                for (std::size_t j = 0; j < row; ++j)
+                    up[c * row + j] = f.factor[c] != 0.0f ? cg[c * row + j] / f.factor[c] : 0.0f;
+            grad = up;
+        } else {
+            grad = w.grad.values();
+        }
+        lsqStepGradient(w.value.values(), grad, p, m_lsqW[t]->grad.values());
+    }
 }
 
 void QuantSim::assignActivationFormats()
@@ -241,10 +375,21 @@ void QuantSim::quantizeWeights(Rounding rounding, std::uint64_t rngKey)
         }
     }
     // The first group keeps the run's key, so a uniform plan rounds exactly as before plans.
-    for (std::size_t g = 0; g < m_groups.size(); ++g) {
-        m_groups[g].wq->setRounding(rounding);
-        m_groups[g].wq->apply(m_groups[g].targets, g == 0 ? rngKey : streamKey(rngKey, 0x706c616eull, g));
+    auto applyAll = [&] {
+        for (std::size_t g = 0; g < m_groups.size(); ++g) {
+            m_groups[g].wq->setRounding(rounding);
+            m_groups[g].wq->apply(m_groups[g].targets, g == 0 ? rngKey : streamKey(rngKey, 0x706c616eull, g));
+        }
+    };
+    if (m_lsq && std::find(m_lsqWInit.begin(), m_lsqWInit.end(), false) != m_lsqWInit.end()) {
+        applyAll(); // the observer's layout, then LSQ's initial steps on it
+        initLearnedWeightSteps();
     }
+    for (std::size_t t = 0; t < m_lsqW.size(); ++t)
+        if (m_lsqW[t])
+            m_groups[static_cast<std::size_t>(m_group[t])].wq->setLearnedScales(
+                m_slot[t], std::vector<float>(m_lsqW[t]->value.values().begin(), m_lsqW[t]->value.values().end()));
+    applyAll();
     // Back to the unfolded parameter: conv(x, fq(w s)) / s == conv(x, fq(w s) / s).
     for (Fold& f : m_folds) {
         if (m_group[f.target] < 0) continue;
@@ -271,6 +416,7 @@ void QuantSim::clearWeights()
 
 void QuantSim::maskWeightGradients()
 {
+    if (m_lsq) learnedWeightGradients(); // before the masks: the step sees clipped weights too
     // d fq(w s)/s / dw = mask (the s cancels), so folded targets take the conv's gradient.
     for (Fold& f : m_folds)
         if (m_group[f.target] >= 0) f.folded.grad.values() = f.conv->weight().grad.values();
@@ -300,6 +446,12 @@ void QuantSim::quantizeActivation(std::size_t point, Tensor& y, bool training)
         return;
     }
     ActivationQuantizer& q = *m_act[point];
+    if (m_lsq && m_lsqAct[point] && !m_observeOnly) {
+        LsqActivationQuantizer& lq = *m_lsqAct[point];
+        lq.forward(y.values(), training, y.shape().empty() ? 1 : y.dim(0));
+        q.setFixedParams(lq.params()); // what export reads
+        return;
+    }
     if (m_observing) q.observe(y.values());
     if (m_observeOnly || !q.ready()) return;
     std::vector<std::uint8_t>& mask = m_actMask[point];
@@ -317,6 +469,10 @@ void QuantSim::afterForward(std::size_t layer, Layer&, Tensor& y, const RunConte
 void QuantSim::beforeBackward(std::size_t layer, Layer&, Tensor& dy)
 {
     if (!m_points[layer]) return;
+    if (m_lsq && m_lsqAct[layer + 1] && m_actsEnabled) {
+        m_lsqAct[layer + 1]->backward(dy.values());
+        return;
+    }
     const std::vector<std::uint8_t>& mask = m_actMask[layer + 1];
     if (mask.size() != dy.numel()) return; // not quantized this step (observer not ready / float)
     const std::size_t n = dy.numel();

@@ -16,6 +16,7 @@
 #include "nn/model.h"
 #include "quant/activation_quantizer.h"
 #include "quant/granularity.h"
+#include "quant/lsq.h"
 #include "quant/observer.h"
 #include "quant/weight_quantizer.h"
 #include "train/events.h"
@@ -84,6 +85,18 @@ public:
     // null where it stays float (not a point, or the output of a layer kept FP32).
     const NumberFormat* pointFormat(std::size_t point) const { return m_pfmt.at(point); }
 
+    // LSQ (cfg.quantizer == "lsq", quant/lsq.h): learned weight steps per target (slots as the
+    // granularity lays them out; folded convs learn the step of the folded weight) and learned
+    // activation steps per point (LSQ+: and offsets). The model input keeps its observer (no
+    // gradient reaches it). Steps initialise on the first quantizeWeights / forward.
+    bool learnsSteps() const { return m_lsq; }
+    std::vector<Param*> learnedParams();
+    std::vector<StepSizeTrack> learnedSteps() const;
+    // Zeroes the learned parameters' gradients (before a training step).
+    void zeroLearnedGradients();
+    // Keeps every learned step >= kScaleEps (after an optimizer step).
+    void clampLearnedSteps();
+
     void onInput(Tensor& x, const RunContext& ctx) override;
     void afterForward(std::size_t layer, Layer& l, Tensor& y, const RunContext& ctx) override;
     void beforeBackward(std::size_t layer, Layer& l, Tensor& dy) override;
@@ -128,6 +141,12 @@ private:
     bool m_observing = true;
     bool m_actsEnabled = true;
     bool m_observeOnly = false;
+    bool m_lsq = false;
+    std::vector<std::unique_ptr<Param>> m_lsqW;                    // per target (null: not learned)
+    std::vector<bool> m_lsqWInit;                                  // per target
+    std::vector<std::unique_ptr<LsqActivationQuantizer>> m_lsqAct; // per activation point
+    void initLearnedWeightSteps();
+    void learnedWeightGradients();
 };
 
 } // namespace quantscope

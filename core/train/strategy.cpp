@@ -95,12 +95,19 @@ public:
                 if (auto* bn = dynamic_cast<BatchNorm2d*>(&m_model.layer(i))) bn->setFrozen(true);
         m_sim.setObserving(true);
     }
-    void beforeStep(std::size_t, std::size_t, std::uint64_t key) override { m_sim.quantizeWeights(m_rounding, key); }
+    void beforeStep(std::size_t, std::size_t, std::uint64_t key) override
+    {
+        m_sim.zeroLearnedGradients();
+        m_sim.quantizeWeights(m_rounding, key);
+    }
     bool afterBackward() override
     {
         m_sim.maskWeightGradients();
         return true;
     }
+    void afterStep(bool, std::uint64_t) override { m_sim.clampLearnedSteps(); }
+    std::vector<Param*> learnedParams() override { return m_sim.learnedParams(); }
+    std::vector<StepSizeTrack> learnedSteps() const override { return m_sim.learnedSteps(); }
     void beforeFloatEval() override { m_sim.clearWeights(); }
     double quantizedAccuracy(const Dataset& data, std::size_t batch) override
     {

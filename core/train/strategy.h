@@ -56,6 +56,11 @@ public:
     // model uses (PTQ, QAT, progressive ending in an integer format); nullptr otherwise.
     // Call prepareExport first: it quantizes the weights (nearest) and, for PTQ, calibrates.
     virtual QuantSim* quantSim() { return nullptr; }
+    // Parameters the strategy learns besides the model's (LSQ step sizes and offsets); the
+    // Trainer hands them to the optimizer with the model's. Fixed from construction on.
+    virtual std::vector<Param*> learnedParams() { return {}; }
+    // The learned step sizes now (empty for strategies without learned quantizers).
+    virtual std::vector<StepSizeTrack> learnedSteps() const { return {}; }
     virtual void prepareExport(const Dataset& /*data*/, std::size_t /*batch*/) {}
 
     void setQuantizedEvaluator(QuantizedEvaluator e) { m_evaluator = std::move(e); }

@@ -8,6 +8,7 @@
 
 #include <tbb/task_arena.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -176,6 +177,8 @@ FinishEvent Trainer::runInArena()
     Tensor x, grad;
     std::vector<std::int32_t> y, pred;
     std::vector<Param*> params = m_model->params();
+    for (Param* p : m_strategy->learnedParams()) params.push_back(p);
+    const std::size_t reportEvery = std::max<std::size_t>(1, steps / 20); // learned step sizes
     std::size_t globalStep = 0, skippedInARow = 0;
     double ipsSum = 0.0;
     // One shuffle generator seeded with the seed, drawn from epoch after epoch (as the PyTorch
@@ -242,6 +245,10 @@ FinishEvent Trainer::runInArena()
                 be.lossScale = m_strategy->reportedLossScale();
                 be.skipped = !stepped;
                 m_observer->onBatch(be);
+                if ((s + 1) % reportEvery == 0 || s + 1 == steps) {
+                    StepSizeEvent sz{epoch, globalStep, m_strategy->learnedSteps()};
+                    if (!sz.steps.empty()) m_observer->onStepSizes(sz);
+                }
             }
         }
         const double trainSeconds = secondsSince(te);

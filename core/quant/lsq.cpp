@@ -1,0 +1,199 @@
+#include "quant/lsq.h"
+
+#include "quant/observer.h"
+#include "tensor/parallel.h"
+#include "util/errors.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace quantscope {
+
+QuantizerKind parseQuantizer(const std::string& name)
+{
+    if (name == "observer") return QuantizerKind::Observer;
+    if (name == "lsq") return QuantizerKind::Lsq;
+    throw ConfigError("unknown quantizer '" + name + "' (known: observer, lsq)");
+}
+
+const char* quantizerName(QuantizerKind k) { return k == QuantizerKind::Lsq ? "lsq" : "observer"; }
+
+int lsqPositiveLevels(const QuantParams& p, std::size_t slot)
+{
+    if (p.signOnly) return 1;
+    return std::max(1, p.qmax - p.zeroPoint.at(slot));
+}
+
+float lsqGradScale(std::size_t n, int positiveLevels)
+{
+    const double d = static_cast<double>(std::max<std::size_t>(n, 1)) * static_cast<double>(std::max(positiveLevels, 1));
+    return static_cast<float>(1.0 / std::sqrt(d));
+}
+
+float lsqStepDerivative(float x, float scale, std::int32_t zeroPoint, int qmin, int qmax, bool signOnly)
+{
+    if (std::isnan(x)) return 0.0f;
+    if (signOnly) return x >= 0.0f ? 1.0f : -1.0f; // x_hat = s sign(x)
+    // Same arithmetic as fakeQuantizeValue: v = x * (1/s), q = nearbyint(v) + z.
+    const float v = x * (1.0f / scale);
+    const float r = std::nearbyint(v);
+    const float q = r + static_cast<float>(zeroPoint);
+    if (q < static_cast<float>(qmin)) return static_cast<float>(qmin - zeroPoint); // -Qn
+    if (q > static_cast<float>(qmax)) return static_cast<float>(qmax - zeroPoint); // Qp
+    return r - v;
+}
+
+std::vector<float> lsqInitialSteps(std::span<const float> x, const QuantParams& p)
+{
+    p.validate(x.size());
+    const std::size_t slots = p.numSlots();
+    std::vector<double> sum(slots, 0.0);
+    std::vector<std::size_t> count(slots, 0);
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        if (!std::isfinite(x[i])) continue;
+        const std::size_t k = p.slotOf(i);
+        const double beta = -static_cast<double>(p.zeroPoint[k]) * static_cast<double>(p.scale[k]);
+        sum[k] += std::fabs(static_cast<double>(x[i]) - beta);
+        ++count[k];
+    }
+    std::vector<float> s(slots);
+    for (std::size_t k = 0; k < slots; ++k) {
+        const double mean = count[k] ? sum[k] / static_cast<double>(count[k]) : 0.0;
+        const double qp = static_cast<double>(lsqPositiveLevels(p, k));
+        // Sign-only grids: the L2-optimal binary scale is <|x|> itself (XNOR-Net).
+        const double v = p.signOnly ? mean : 2.0 * mean / std::sqrt(qp);
+        s[k] = std::max(static_cast<float>(v), kScaleEps);
+    }
+    return s;
+}
+
+void lsqStepGradient(std::span<const float> x, std::span<const float> dxhat, const QuantParams& p, std::span<float> ds,
+                     std::size_t samples)
+{
+    p.validate(x.size());
+    if (dxhat.size() != x.size() || ds.size() != p.numSlots())
+        throw ConfigError("lsqStepGradient: sizes do not match the quantization parameters");
+    std::vector<double> acc(p.numSlots(), 0.0);
+    std::vector<std::size_t> count(p.numSlots(), 0);
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        const std::size_t k = p.slotOf(i);
+        ++count[k];
+        const float d = lsqStepDerivative(x[i], p.scale[k], p.zeroPoint[k], p.qmin, p.qmax, p.signOnly);
+        acc[k] += static_cast<double>(dxhat[i]) * static_cast<double>(d);
+    }
+    for (std::size_t k = 0; k < p.numSlots(); ++k) {
+        const std::size_t n = count[k] / std::max<std::size_t>(samples, 1);
+        ds[k] = static_cast<float>(acc[k]) * lsqGradScale(n, lsqPositiveLevels(p, k));
+    }
+}
+
+// ---- activations -----------------------------------------------------------------------------
+
+LsqActivationQuantizer::LsqActivationQuantizer(const NumberFormat& f, bool learnOffset, std::string name, bool initFromRange)
+    : m_format(f), m_learnOffset(learnOffset && !f.symmetric), m_name(std::move(name)), m_initFromRange(initFromRange)
+{
+    if (!needsScale(f)) throw ConfigError("LSQ needs an integer activation format, not '" + f.name + "'");
+    m_step.name = "lsq_step";
+    m_step.value = Tensor(Shape{1}, 1.0f);
+    m_step.grad = Tensor(Shape{1}, 0.0f);
+    m_offset.name = "lsq_offset";
+    m_offset.value = Tensor(Shape{1}, 0.0f);
+    m_offset.grad = Tensor(Shape{1}, 0.0f);
+}
+
+void LsqActivationQuantizer::initialise(std::span<const float> x)
+{
+    // Zero point from the batch's range (PyTorch's min-max choice), then LSQ's step.
+    RangeObserver o(Calibration::MinMax, 1, 0, 0);
+    o.observe(x);
+    QuantParams p = o.params(m_format);
+    m_zeroPoint = p.zeroPoint.at(0);
+    const float s = m_initFromRange ? p.scale.at(0) : lsqInitialSteps(x, p).at(0);
+    m_step.value[0] = s;
+    m_offset.value[0] = -static_cast<float>(m_zeroPoint) * s;
+    m_init = true;
+}
+
+QuantParams LsqActivationQuantizer::params() const
+{
+    const float s = m_step.value[0];
+    std::int32_t z = m_zeroPoint;
+    if (m_learnOffset) {
+        const float zf = std::nearbyint(-m_offset.value[0] / s);
+        z = static_cast<std::int32_t>(std::clamp(std::isfinite(zf) ? zf : 0.0f, static_cast<float>(m_format.qmin),
+                                                 static_cast<float>(m_format.qmax)));
+    }
+    return perTensorParams(s, z, m_format.qmin, m_format.qmax);
+}
+
+void LsqActivationQuantizer::forward(std::span<float> y, bool training, std::size_t samples)
+{
+    if (!m_init) initialise(y);
+    const QuantParams p = params();
+    if (!training) {
+        m_dstep.clear();
+        m_region.clear();
+        fakeQuantize(y, p, y, {});
+        return;
+    }
+    m_samples = std::max<std::size_t>(samples, 1);
+    const std::size_t n = y.size();
+    m_dstep.resize(n);
+    m_region.resize(n);
+    const float s = p.scale[0];
+    const std::int32_t z = p.zeroPoint[0];
+    float* d = m_dstep.data();
+    std::uint8_t* r = m_region.data();
+    const float* x = y.data();
+    parallelChunks(n, elementwiseGrain(n), [&](std::size_t b, std::size_t e) {
+        for (std::size_t i = b; i < e; ++i) {
+            d[i] = lsqStepDerivative(x[i], s, z, p.qmin, p.qmax);
+            const float q = std::nearbyint(x[i] * (1.0f / s)) + static_cast<float>(z);
+            r[i] = static_cast<std::uint8_t>(!(q >= static_cast<float>(p.qmin) && q <= static_cast<float>(p.qmax)));
+            // LSQ+ holds beta while s moves: x_hat = qmin * s + beta outside, so d/ds = qmin (qmax).
+            if (m_learnOffset && r[i] && !std::isnan(x[i])) d[i] += static_cast<float>(z);
+        }
+    });
+    fakeQuantize(y, p, y, {});
+}
+
+void LsqActivationQuantizer::backward(std::span<float> dy)
+{
+    if (m_dstep.size() != dy.size() || dy.empty()) return;
+    const std::size_t n = dy.size();
+    const float* d = m_dstep.data();
+    const std::uint8_t* r = m_region.data();
+    float* g = dy.data();
+    // dL/ds = g * sum dy * dxhat/ds;  dL/dbeta = g * sum_{clipped} dy;  dL/dx = dy inside.
+    const std::size_t grain = elementwiseGrain(n), chunks = (n + grain - 1) / grain;
+    std::vector<double> partS(chunks, 0.0), partB(chunks, 0.0); // per chunk: deterministic sums
+    parallelChunks(n, grain, [&](std::size_t b, std::size_t e) {
+        double a = 0.0, o = 0.0;
+        for (std::size_t i = b; i < e; ++i) {
+            a += static_cast<double>(g[i]) * static_cast<double>(d[i]);
+            if (r[i]) o += static_cast<double>(g[i]);
+            g[i] = r[i] ? 0.0f : g[i];
+        }
+        partS[b / grain] = a;
+        partB[b / grain] = o;
+    });
+    double sumS = 0.0, sumB = 0.0;
+    for (std::size_t c = 0; c < chunks; ++c) {
+        sumS += partS[c];
+        sumB += partB[c];
+    }
+    const QuantParams p = params();
+    // LSQ+: Qp = qmax (levels above the offset), as in the paper.
+    const float gs = lsqGradScale(n / m_samples, m_learnOffset ? p.qmax : lsqPositiveLevels(p, 0));
+    m_step.grad[0] += static_cast<float>(sumS) * gs;
+    if (m_learnOffset) m_offset.grad[0] += static_cast<float>(sumB) * gs;
+    m_dstep.clear();
+    m_region.clear();
+}
+
+void LsqActivationQuantizer::clampStep()
+{
+    if (!(m_step.value[0] >= kScaleEps)) m_step.value[0] = kScaleEps; // also NaN
+}
+
+} // namespace quantscope

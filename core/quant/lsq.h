@@ -1,0 +1,93 @@
+// LSQ: learned step size quantization (Esser et al., "Learned Step Size Quantization", ICLR 2020)
+// and LSQ+'s learned offset for affine activations (Bhalgat et al., "LSQ+: Improving low-bit
+// quantization through learnable offsets and better initialization", CVPR Workshops 2020).
+//
+// The grid is the usual integer grid of quant/quantize.h: x_hat = (clamp(round(x/s) + z, qmin,
+// qmax) - z) * s, so learned steps are just scales (exported, stored and run like any other).
+// With Qn = z - qmin and Qp = qmax - z (levels below and above zero), the straight-through
+// gradients of the paper are
+//   d x_hat / d x = 1 inside the clip range, 0 outside;
+//   d x_hat / d s = round(x/s) - x/s inside, -Qn below, Qp above;
+//   d x_hat / d beta = 0 inside, 1 outside (LSQ+: offset beta = -z * s);
+// and the step gradient is multiplied by g = 1 / sqrt(N * Qp) (N = elements of one weight slot,
+// or features of one activation sample). Initialisation: s = 2 <|x|> / sqrt(Qp) per slot.
+// Sign-only grids (binary formats, QuantParams::signOnly): x_hat = s * sign(x), d x_hat / d s =
+// sign(x), and the gradient of x passes where |x| <= s.
+#pragma once
+
+#include "nn/layer.h"
+#include "quant/format.h"
+#include "quant/quantize.h"
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+namespace quantscope {
+
+// Which quantizer QAT trains with: observer (scales from min-max / moving-average ranges) or
+// lsq (learned step sizes). Throws ConfigError listing the known names.
+enum class QuantizerKind { Observer, Lsq };
+QuantizerKind parseQuantizer(const std::string& name);
+const char* quantizerName(QuantizerKind k);
+
+// Positive levels of slot `slot`: Qp = qmax - zp (>= 1).
+int lsqPositiveLevels(const QuantParams& p, std::size_t slot);
+// LSQ's gradient scale g = 1 / sqrt(n * Qp).
+float lsqGradScale(std::size_t n, int positiveLevels);
+// d x_hat / d s of one element (the paper's straight-through derivative, above).
+float lsqStepDerivative(float x, float scale, std::int32_t zeroPoint, int qmin, int qmax, bool signOnly = false);
+// LSQ's initial steps, one per slot of p's layout: 2 * mean|x - beta| / sqrt(Qp), beta = -zp * s0
+// with the observer's scale s0 of that slot (0 when symmetric). The result is >= kScaleEps.
+std::vector<float> lsqInitialSteps(std::span<const float> x, const QuantParams& p);
+// dL/ds per slot of p: g_slot * sum_i dL/dx_hat_i * d x_hat_i / d s (g_slot = lsqGradScale(slot
+// elements / `samples`, Qp)), written to ds (size p.numSlots()). Reference loop.
+void lsqStepGradient(std::span<const float> x, std::span<const float> dxhat, const QuantParams& p,
+                     std::span<float> ds, std::size_t samples = 1);
+
+// LSQ / LSQ+ fake quantization of one activation point, per tensor. The step (and LSQ+'s offset)
+// are Params the optimizer updates. The first batch initialises them: zero point from the
+// batch's min-max range (uint8) or 0 (symmetric formats), step 2<|x|>/sqrt(Qp); LSQ+ then
+// learns the offset beta, whose zero point z = clamp(round(-beta / s), qmin, qmax) is used in
+// the forward pass, so the model always runs on an integer grid. LSQ+ differentiates in its own
+// parameters (s, beta): outside the range x_hat = qmin * s + beta (qmax * s + beta), so d x_hat / d s
+// = qmin (qmax) there, and g uses Qp = qmax.
+class LsqActivationQuantizer {
+public:
+    // f must be an integer format (needsScale); throws ConfigError otherwise.
+    // initFromRange: start from the first batch's min-max scale instead of 2<|x|>/sqrt(Qp).
+    LsqActivationQuantizer(const NumberFormat& f, bool learnOffset, std::string name, bool initFromRange = false);
+
+    bool initialised() const { return m_init; }
+    // Sets step (and offset) from x (one batch of activations).
+    void initialise(std::span<const float> x);
+    // In place; initialises on the first call. Training: remembers what backward() needs.
+    void forward(std::span<float> y, bool training, std::size_t samples);
+    // dy: dL/dx_hat in, dL/dx out (masked to the clip range); adds dL/ds (and dL/dbeta) to the
+    // Params' gradients. No-op unless the last forward was a training one of the same size.
+    void backward(std::span<float> dy);
+    // Keeps s >= kScaleEps after an optimizer step.
+    void clampStep();
+    // The grid in force: scale = s, zero point z (see above).
+    QuantParams params() const;
+
+    Param& step() { return m_step; }
+    Param& offset() { return m_offset; }
+    bool learnsOffset() const { return m_learnOffset; }
+    const std::string& name() const { return m_name; }
+
+private:
+    NumberFormat m_format;
+    bool m_learnOffset;
+    std::string m_name;
+    bool m_initFromRange;
+    Param m_step, m_offset;
+    std::int32_t m_zeroPoint = 0; // fixed (plain LSQ) zero point
+    bool m_init = false;
+    std::size_t m_samples = 1;
+    std::vector<float> m_dstep;           // per element: d x_hat / d s (training forward)
+    std::vector<std::uint8_t> m_region;   // per element: 0 inside, 1 clipped (below or above)
+};
+
+} // namespace quantscope

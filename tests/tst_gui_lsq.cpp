@@ -1,0 +1,148 @@
+// The LSQ options in the Training dock and the Step sizes chart, offscreen: the quantizer choice
+// applies to QAT only (greyed with the reason otherwise, and not passed on), LSQ+ only to the
+// LSQ quantizer, the narrow range to integer strategies; the chart draws one line per learned
+// quantizer of a real LSQ run and says what to do when a run has none.
+#include <tbb/task_arena.h> // before Qt: TBB's profiling.h has a member named emit
+
+#include "onnx/export_fixtures.h"
+
+#include "step_size_chart.h"
+#include "training_panel.h"
+
+#include <QApplication>
+#include <QCheckBox>
+#include <QComboBox>
+#include <QLineSeries>
+#include <QtTest>
+
+#include <cstdlib>
+
+using namespace quantscope;
+
+namespace {
+
+void selectData(QComboBox* c, const QString& value)
+{
+    QVERIFY2(c, "combo box not found");
+    const int i = c->findData(value);
+    QVERIFY2(i >= 0, qPrintable(QStringLiteral("no entry '%1'").arg(value)));
+    c->setCurrentIndex(i);
+}
+
+template <class T> T* child(QObject* parent, const char* name)
+{
+    T* w = parent->findChild<T*>(QString::fromLatin1(name));
+    if (!w) qWarning("child %s not found", name);
+    return w;
+}
+
+// Collects what a run reports into a RunRecord, as the window does.
+class RecordObserver : public TrainObserver {
+public:
+    explicit RecordObserver(RunRecord& r) : m_r(r) {}
+    void onStart(const StartEvent& e) override
+    {
+        m_r.hasStart = true;
+        m_r.start = e;
+    }
+    void onStepSizes(const StepSizeEvent& e) override { m_r.stepSizes.push_back(e); }
+
+private:
+    RunRecord& m_r;
+};
+
+} // namespace
+
+class TestGuiLsq : public QObject {
+    Q_OBJECT
+private slots:
+    void quantizerApplicability()
+    {
+        TrainingPanel p;
+        auto* strategy = child<QComboBox>(&p, "strategy");
+        auto* quantizer = child<QComboBox>(&p, "quantizer");
+        auto* lsqPlus = child<QCheckBox>(&p, "lsqPlus");
+        auto* narrow = child<QCheckBox>(&p, "narrowRange");
+        QVERIFY(strategy && quantizer && lsqPlus && narrow);
+        // Default QAT with the observer: the quantizer applies, LSQ+ does not yet.
+        QCOMPARE(p.config().precision.quantizer, std::string("observer"));
+        QVERIFY(quantizer->isEnabled());
+        QVERIFY(!lsqPlus->isEnabled());
+        selectData(quantizer, QStringLiteral("lsq"));
+        QCOMPARE(p.config().precision.quantizer, std::string("lsq"));
+        QVERIFY(lsqPlus->isEnabled());
+        lsqPlus->setChecked(true);
+        narrow->setChecked(true);
+        QVERIFY(p.config().precision.lsqPlus);
+        QVERIFY(p.config().precision.narrowRange);
+        p.config().validate();
+
+        // PTQ: no learned steps (greyed, says why, not passed on); the narrow range still applies.
+        selectData(strategy, QStringLiteral("ptq"));
+        QVERIFY(!quantizer->isEnabled());
+        QVERIFY2(quantizer->toolTip().contains(QStringLiteral("Disabled")), qPrintable(quantizer->toolTip()));
+        QVERIFY(!lsqPlus->isEnabled());
+        QCOMPARE(p.config().precision.quantizer, std::string("observer"));
+        QVERIFY(!p.config().precision.lsqPlus);
+        QVERIFY(narrow->isEnabled());
+        QVERIFY(p.config().precision.narrowRange);
+        p.config().validate();
+
+        // FP32: neither.
+        selectData(strategy, QStringLiteral("fp32"));
+        QVERIFY(!narrow->isEnabled());
+        QVERIFY(!p.config().precision.narrowRange);
+        // Back to QAT: the user's choice comes back.
+        selectData(strategy, QStringLiteral("qat"));
+        QCOMPARE(p.config().precision.quantizer, std::string("lsq"));
+        QVERIFY(p.config().precision.lsqPlus);
+    }
+
+    void stepSizeChartDrawsLearnedSteps()
+    {
+        const Dataset data = fixtures::syntheticDataset(320, 50);
+        TrainConfig cfg;
+        cfg.model = "seed-cnn";
+        cfg.epochs = 1;
+        cfg.batchSize = 32;
+        cfg.precision.strategy = Strategy::Qat;
+        cfg.precision.format = "int4";
+        cfg.precision.quantizer = "lsq";
+        auto run = std::make_shared<RunRecord>();
+        run->config = cfg;
+        RecordObserver obs(*run);
+        Trainer t(cfg, data, &obs);
+        t.run();
+        QVERIFY(run->stepSizes.size() >= 2);
+        const std::size_t tracks = run->stepSizes.front().steps.size();
+        QVERIFY(tracks >= 4);
+
+        StepSizeChart chart;
+        chart.resize(800, 500);
+        chart.setRuns({run});
+        QVERIFY(chart.emptyMessage().isEmpty());
+        const auto series = chart.chart()->series();
+        QCOMPARE(std::size_t(series.size()), tracks);
+        for (std::size_t k = 0; k < tracks; ++k) {
+            auto* s = qobject_cast<QLineSeries*>(series[qsizetype(k)]);
+            QVERIFY(s);
+            QCOMPARE(std::size_t(s->count()), run->stepSizes.size());
+            QCOMPARE(s->at(s->count() - 1).y(), run->stepSizes.back().steps[k].step);
+            const StepSizeTrack& tr = run->stepSizes.front().steps[k];
+            QCOMPARE(s->name(), QString::fromStdString(tr.layer + " " + tr.tensor));
+        }
+        // QS_SCREENSHOT_DIR=DIR keeps a picture of the chart (for docs and reviews).
+        if (const char* dir = std::getenv("QS_SCREENSHOT_DIR")) {
+            chart.show();
+            QVERIFY(chart.saveAsPng(QString::fromLocal8Bit(dir) + QStringLiteral("/step_sizes.png")).isEmpty());
+        }
+        // A run without learned steps: no lines, and a message saying how to get them.
+        auto plain = std::make_shared<RunRecord>();
+        chart.setRuns({plain});
+        QVERIFY(chart.chart()->series().isEmpty());
+        QVERIFY(chart.emptyMessage().contains(QStringLiteral("LSQ")));
+    }
+};
+
+QTEST_MAIN(TestGuiLsq)
+#include "tst_gui_lsq.moc"

@@ -1,0 +1,496 @@
+// Learned quantizers and small grids (issue 11, parts 1 and 4): LSQ's step-size gradient
+// against the paper's closed form and a finite-difference check of its straight-through
+// surrogate, LSQ+'s offset gradient, LSQ QAT learning on a small model (loss falls, steps move,
+// the exported model runs on the integer engine like the fake-quant), the narrow symmetric range
+// end to end (fake-quant, .qsm, ONNX, engine), and the ternary / binary weight grids.
+#include "analysis/model_export.h"
+#include "infer/int_engine.h"
+#include "io/onnx_io.h"
+#include "io/qsm.h"
+#include "quant/format.h"
+#include "quant/lsq.h"
+#include "quant/quantize.h"
+#include "quant/weight_quantizer.h"
+#include "train/trainer.h"
+#include "util/errors.h"
+#include "util/rng.h"
+
+#include "onnx/export_fixtures.h"
+
+#include <tbb/task_arena.h> // before Qt: TBB's profiling.h has a member named emit
+
+#include <QtTest>
+
+#include <cmath>
+#include <set>
+
+using namespace quantscope;
+
+namespace {
+
+// Finite differences: central, with a step small enough that no element crosses a clip edge.
+constexpr float kFdStep = 1e-3f;
+// Relative agreement of the analytic and numerical step gradients (float sums of ~1000 terms).
+constexpr double kFdTolerance = 1e-3;
+// Exported integer models agree with the fake-quant simulation on at least this share of argmaxes
+// (the rest: ties at a rounding edge, as in tst_infer).
+constexpr double kMinArgmaxAgreement = 0.99;
+
+std::vector<float> randomVector(std::size_t n, float scale, std::uint64_t seed)
+{
+    Rng rng(seed);
+    std::vector<float> v(n);
+    for (float& x : v) x = scale * (static_cast<float>(rng.uniform()) * 2.0f - 1.0f);
+    return v;
+}
+
+// The straight-through surrogate LSQ differentiates (PyTorch: x_hat = round_pass(clamp(x/s,
+// -Qn, Qp)) * s with round_pass(y) = y + (round(y) - y).detach()): the rounding residual is
+// frozen at s0, so f(s) = s * (clamp(x/s) + residual(s0)) inside the range, s * Qp / -s * Qn outside.
+double surrogateLoss(const std::vector<float>& x, const std::vector<float>& c, double s, double s0, int qn, int qp)
+{
+    double L = 0.0;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        const double y0 = x[i] / s0;
+        const double r0 = std::nearbyint(y0);
+        double fi;
+        if (r0 < -qn) fi = -qn * s;
+        else if (r0 > qp) fi = qp * s;
+        else fi = s * (x[i] / s + (r0 - y0));
+        L += c[i] * fi;
+    }
+    return L;
+}
+
+// Records losses and step sizes.
+class StepRecorder : public TrainObserver {
+public:
+    std::vector<double> losses;
+    std::vector<StepSizeEvent> steps;
+    std::vector<EpochEvent> epochs;
+    void onBatch(const BatchEvent& e) override { losses.push_back(e.loss); }
+    void onStepSizes(const StepSizeEvent& e) override { steps.push_back(e); }
+    void onEpoch(const EpochEvent& e) override { epochs.push_back(e); }
+};
+
+double meanOf(const std::vector<double>& v, std::size_t b, std::size_t e)
+{
+    double s = 0.0;
+    for (std::size_t i = b; i < e; ++i) s += v[i];
+    return s / static_cast<double>(e - b);
+}
+
+// Argmax agreement of the integer engine with the simulation on the test set.
+double engineAgreement(Model& model, QuantSim& sim, const ExportedModel& em, const Dataset& data, double* engineAcc = nullptr)
+{
+    std::vector<std::int32_t> simPred;
+    evaluate(model, data, data.test, 500, &sim, &simPred);
+    IntEngine engine(em);
+    std::vector<std::int32_t> pred(data.test.size(), -1);
+    engine.run(data.test.pixels.data(), data.test.size(), nullptr, pred.data());
+    std::size_t same = 0, correct = 0;
+    for (std::size_t i = 0; i < pred.size(); ++i) {
+        same += pred[i] == simPred[i];
+        correct += pred[i] == data.test.labels[i];
+    }
+    if (engineAcc) *engineAcc = static_cast<double>(correct) / static_cast<double>(pred.size());
+    return static_cast<double>(same) / static_cast<double>(pred.size());
+}
+
+TrainConfig qatConfig(const std::string& format, const std::string& quantizer, std::size_t epochs)
+{
+    TrainConfig cfg;
+    cfg.model = "seed-cnn";
+    cfg.epochs = epochs;
+    cfg.threads = 2;
+    cfg.batchSize = 32;
+    cfg.precision.strategy = Strategy::Qat;
+    cfg.precision.format = format;
+    cfg.precision.granularity = "channel";
+    cfg.precision.quantizer = quantizer;
+    return cfg;
+}
+
+} // namespace
+
+class TestLsq : public QObject {
+    Q_OBJECT
+private slots:
+    void initTestCase();
+    void stepDerivativeClosedForm();
+    void stepGradientMatchesFiniteDifferences_data();
+    void stepGradientMatchesFiniteDifferences();
+    void initialStepIsPaperRule();
+    void activationStepAndOffsetGradients();
+    void optionsAreChecked();
+    void lsqQatLearnsAndExports();
+    void narrowRangeEndToEnd();
+    void ternaryAndBinaryGrids();
+    void ternaryAndBinaryQatRunOnEngine_data();
+    void ternaryAndBinaryQatRunOnEngine();
+
+private:
+    Dataset m_data;
+};
+
+void TestLsq::initTestCase() { m_data = fixtures::syntheticDataset(640, 200); }
+
+void TestLsq::stepDerivativeClosedForm()
+{
+    // int4: Qn = 8, Qp = 7; s = 0.5.
+    const float s = 0.5f;
+    // Inside: round(x/s) - x/s.
+    QCOMPARE(lsqStepDerivative(0.3f, s, 0, -8, 7), std::nearbyint(0.6f) - 0.6f);
+    QCOMPARE(lsqStepDerivative(-1.1f, s, 0, -8, 7), std::nearbyint(-2.2f) - (-1.1f / s));
+    // Outside: -Qn below, Qp above.
+    QCOMPARE(lsqStepDerivative(-5.0f, s, 0, -8, 7), -8.0f);
+    QCOMPARE(lsqStepDerivative(10.0f, s, 0, -8, 7), 7.0f);
+    // Affine (uint8, zero point 3): Qn = 3, Qp = 252.
+    QCOMPARE(lsqStepDerivative(-4.0f, s, 3, 0, 255), -3.0f);
+    QCOMPARE(lsqStepDerivative(1000.0f, s, 3, 0, 255), 252.0f);
+    // Binary: sign(x).
+    QCOMPARE(lsqStepDerivative(-0.2f, s, 0, -1, 1, true), -1.0f);
+    QCOMPARE(lsqStepDerivative(0.0f, s, 0, -1, 1, true), 1.0f);
+    // Gradient scale.
+    QCOMPARE(lsqGradScale(100, 7), static_cast<float>(1.0 / std::sqrt(700.0)));
+
+    // lsqStepGradient is g * sum dy * derivative per slot (2 channels of 3).
+    const std::vector<float> x = {0.3f, -5.0f, 10.0f, 0.1f, 0.2f, -0.7f};
+    const std::vector<float> dy = {1.0f, 2.0f, -1.0f, 0.5f, -0.5f, 3.0f};
+    const QuantParams p = perRowParams({0.5f, 0.25f}, {0, 0}, -8, 7, 3);
+    std::vector<float> ds(2);
+    lsqStepGradient(x, dy, p, ds);
+    const float g = lsqGradScale(3, 7);
+    const float want0 = g * (1.0f * (1.0f - 0.6f) + 2.0f * -8.0f + -1.0f * 7.0f);
+    const float want1 = g * (0.5f * (0.0f - 0.4f) + -0.5f * (1.0f - 0.8f) + 3.0f * (std::nearbyint(-2.8f) + 2.8f));
+    QVERIFY(std::abs(ds[0] - want0) < 1e-5f);
+    QVERIFY(std::abs(ds[1] - want1) < 1e-5f);
+}
+
+void TestLsq::stepGradientMatchesFiniteDifferences_data()
+{
+    QTest::addColumn<QString>("format");
+    QTest::addColumn<float>("spread"); // |x| up to spread * s: > Qp clips some
+    QTest::newRow("int4, some clipped") << "int4" << 9.0f;
+    QTest::newRow("int3, many clipped") << "int3" << 8.0f;
+    QTest::newRow("int8, none clipped") << "int8" << 100.0f;
+}
+
+void TestLsq::stepGradientMatchesFiniteDifferences()
+{
+    QFETCH(QString, format);
+    QFETCH(float, spread);
+    const NumberFormat& f = findFormat(format.toStdString());
+    const float s0 = 0.05f;
+    const std::size_t n = 1000;
+    std::vector<float> x = randomVector(n, spread * s0, 3);
+    const std::vector<float> c = randomVector(n, 1.0f, 4); // dL/dx_hat
+    // Keep every element away from a clip edge by more than the FD step moves it.
+    for (float& v : x) {
+        const float y = v / s0;
+        if (std::abs(std::abs(y) - (f.qmax + 0.5f)) < 0.05f || std::abs(std::abs(y) - (-f.qmin + 0.5f)) < 0.05f) v *= 0.9f;
+    }
+    const QuantParams p = perTensorParams(s0, 0, f.qmin, f.qmax);
+    std::vector<float> ds(1);
+    lsqStepGradient(x, c, p, ds);
+    const double g = lsqGradScale(n, f.qmax);
+    const double analytic = ds[0] / g;
+    const double h = kFdStep * s0;
+    const double numeric = (surrogateLoss(x, c, s0 + h, s0, -f.qmin, f.qmax) - surrogateLoss(x, c, s0 - h, s0, -f.qmin, f.qmax)) / (2 * h);
+    QVERIFY2(std::abs(analytic - numeric) <= kFdTolerance * std::max(1.0, std::abs(numeric)),
+             qPrintable(QString("analytic %1, numeric %2").arg(analytic).arg(numeric)));
+    // The fake-quantized values are the surrogate's at s0.
+    std::vector<float> y(n);
+    fakeQuantize(x, p, y, {});
+    double L = 0.0;
+    for (std::size_t i = 0; i < n; ++i) L += c[i] * y[i];
+    QVERIFY(std::abs(L - surrogateLoss(x, c, s0, s0, -f.qmin, f.qmax)) < 1e-3 * std::max(1.0, std::abs(L)));
+}
+
+void TestLsq::initialStepIsPaperRule()
+{
+    // Per channel: 2 <|w|> / sqrt(Qp) of each row.
+    const std::vector<float> w = {0.1f, -0.3f, 0.2f, 1.0f, -2.0f, 3.0f};
+    const QuantParams p = perRowParams({1.0f, 1.0f}, {0, 0}, -8, 7, 3);
+    const std::vector<float> s = lsqInitialSteps(w, p);
+    QCOMPARE(s.size(), std::size_t{2});
+    QVERIFY(std::abs(s[0] - 2.0f * 0.2f / std::sqrt(7.0f)) < 1e-6f);
+    QVERIFY(std::abs(s[1] - 2.0f * 2.0f / std::sqrt(7.0f)) < 1e-6f);
+}
+
+void TestLsq::activationStepAndOffsetGradients()
+{
+    // uint8 with LSQ+: one batch of 4 samples x 50 features, partly negative (nonzero zero point).
+    const NumberFormat& u8 = findFormat("uint8");
+    LsqActivationQuantizer q(u8, true, "act");
+    std::vector<float> x = randomVector(200, 3.0f, 9);
+    for (float& v : x) v += 1.0f;
+    q.initialise(x);
+    // Shrink the step so that some values clip at both ends.
+    q.step().value[0] *= 0.02f;
+    q.offset().value[0] = -static_cast<float>(q.params().zeroPoint[0]) * q.step().value[0];
+    const QuantParams p = q.params();
+    QVERIFY(p.zeroPoint[0] > 0);
+    std::vector<float> y = x;
+    q.forward(y, true, 4);
+    std::vector<float> want(200);
+    fakeQuantize(x, p, want, {});
+    QCOMPARE(y, want);
+    const std::vector<float> dy = randomVector(200, 1.0f, 10);
+    std::vector<float> dx = dy;
+    q.step().grad.fill(0.0f);
+    q.offset().grad.fill(0.0f);
+    q.backward(dx);
+    // Closed form of LSQ+ in its parameters (s, beta): x_hat = clamp(round((x - beta)/s), qmin,
+    // qmax) * s + beta; d/ds = round(y) - y inside, qmin / qmax outside; d/dbeta = 0 inside, 1
+    // outside; g = 1/sqrt(N_features * Qp) with N_features = 50, Qp = qmax.
+    const double g = lsqGradScale(50, p.qmax);
+    const double s = p.scale[0], beta = -p.zeroPoint[0] * s;
+    double ds = 0.0, db = 0.0;
+    std::size_t clipped = 0;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        bool inside = false;
+        fakeQuantizeValue(x[i], p.scale[0], p.zeroPoint[0], p.qmin, p.qmax, inside);
+        const float v = x[i] * (1.0f / p.scale[0]);
+        const float level = std::nearbyint(v) + static_cast<float>(p.zeroPoint[0]);
+        ds += dy[i] * (inside ? std::nearbyint(v) - v : (level < p.qmin ? p.qmin : p.qmax));
+        if (!inside) {
+            db += dy[i];
+            ++clipped;
+            QCOMPARE(dx[i], 0.0f); // d x_hat / dx = 0 outside
+        } else {
+            QCOMPARE(dx[i], dy[i]);
+        }
+    }
+    QVERIFY(clipped > 10 && clipped < 190);
+    QVERIFY(std::abs(q.step().grad[0] - g * ds) < 1e-4 * std::max(1.0, std::abs(g * ds)));
+    QVERIFY(std::abs(q.offset().grad[0] - g * db) < 1e-4 * std::max(1.0, std::abs(g * db)));
+    // Numerical check of both on the straight-through surrogate (rounding residual frozen at (s, beta)).
+    auto L = [&](double ss, double b) {
+        double sum = 0.0;
+        for (std::size_t i = 0; i < x.size(); ++i) {
+            const double y0 = (x[i] - beta) / s, r0 = std::nearbyint(y0);
+            const double f = r0 < p.qmin ? p.qmin * ss + b : r0 > p.qmax ? p.qmax * ss + b : ss * ((x[i] - b) / ss + (r0 - y0)) + b;
+            sum += dy[i] * f;
+        }
+        return sum;
+    };
+    const double hb = 1e-4 * s, hs = 1e-4 * s;
+    const double numB = (L(s, beta + hb) - L(s, beta - hb)) / (2 * hb);
+    const double numS = (L(s + hs, beta) - L(s - hs, beta)) / (2 * hs);
+    QVERIFY2(std::abs(numB - db) < 1e-3 * std::max(1.0, std::abs(db)), qPrintable(QString("offset: %1 vs %2").arg(numB).arg(db)));
+    QVERIFY2(std::abs(numS - ds) < 1e-3 * std::max(1.0, std::abs(ds)), qPrintable(QString("step: %1 vs %2").arg(numS).arg(ds)));
+}
+
+void TestLsq::optionsAreChecked()
+{
+    PrecisionConfig pc;
+    pc.strategy = Strategy::Ptq;
+    pc.quantizer = "lsq";
+    QVERIFY_THROWS_EXCEPTION(ConfigError, pc.validate()); // lsq needs qat
+    pc.strategy = Strategy::Qat;
+    pc.validate();
+    pc.granularity = "layer";
+    QVERIFY_THROWS_EXCEPTION(ConfigError, pc.validate());
+    pc.granularity = "channel";
+    pc.quantizer = "learned";
+    QVERIFY_THROWS_EXCEPTION(ConfigError, pc.validate());
+    pc.quantizer = "observer";
+    pc.lsqPlus = true;
+    QVERIFY_THROWS_EXCEPTION(ConfigError, pc.validate()); // lsq+ needs lsq
+    pc.lsqPlus = false;
+    pc.activationFormat = "binary";
+    QVERIFY_THROWS_EXCEPTION(ConfigError, pc.validate()); // a weight-only format
+}
+
+void TestLsq::lsqQatLearnsAndExports()
+{
+    TrainConfig cfg = qatConfig("int4", "lsq", 2);
+    cfg.precision.lsqPlus = true;
+    StepRecorder rec;
+    Trainer t(cfg, m_data, &rec);
+    const std::size_t learned = t.strategy().learnedParams().size();
+    QVERIFY(learned > 0);
+    t.run();
+    // The loss falls.
+    const std::size_t n = rec.losses.size();
+    QVERIFY(n >= 40);
+    QVERIFY2(meanOf(rec.losses, n - 10, n) < 0.7 * meanOf(rec.losses, 0, 10),
+             qPrintable(QString("first %1, last %2").arg(meanOf(rec.losses, 0, 10)).arg(meanOf(rec.losses, n - 10, n))));
+    // Step sizes were reported for every conv/linear weight and activation point, and moved.
+    QVERIFY(rec.steps.size() >= 2);
+    const auto& first = rec.steps.front().steps;
+    const auto& last = rec.steps.back().steps;
+    QCOMPARE(first.size(), last.size());
+    std::set<std::string> tensors;
+    std::size_t moved = 0;
+    for (std::size_t i = 0; i < first.size(); ++i) {
+        tensors.insert(first[i].tensor);
+        QCOMPARE(first[i].layer, last[i].layer);
+        QVERIFY(last[i].step > 0.0);
+        if (std::abs(last[i].step - first[i].step) > 1e-3 * first[i].step) ++moved;
+    }
+    QVERIFY(tensors.count("weight") && tensors.count("activation"));
+    QVERIFY2(moved == first.size(), qPrintable(QString("%1 of %2 steps moved").arg(moved).arg(first.size())));
+    // The quantized model learned the task (10 classes: chance is 0.1).
+    QVERIFY(rec.epochs.back().quantTestAccuracy > 0.5);
+
+    // Exported: the learned steps are the stored scales, and the integer engine agrees.
+    const ExportedModel em = exportedModelOf(t);
+    QuantSim& sim = *t.strategy().quantSim();
+    std::size_t target = 0;
+    for (const StoredLayer& l : em.layers) {
+        if (l.tensors.empty() || l.tensors[0].encoding != TensorEncoding::Int) continue;
+        const auto steps = t.strategy().learnedParams().at(target)->value.values();
+        QCOMPARE(l.tensors[0].scales, std::vector<float>(steps.begin(), steps.end()));
+        QCOMPARE(l.tensors[0].scales, sim.weightParams(target).scale);
+        ++target;
+    }
+    QVERIFY(target >= 2);
+    double engineAcc = 0;
+    const double agree = engineAgreement(t.model(), sim, em, m_data, &engineAcc);
+    qInfo("LSQ+ int4 QAT: quantized %.3f, engine %.3f, argmax agreement %.3f", rec.epochs.back().quantTestAccuracy, engineAcc, agree);
+    QVERIFY(agree >= kMinArgmaxAgreement);
+    // .qsm keeps them.
+    const ExportedModel back = decodeQsm(encodeQsm(em), "lsq.qsm");
+    QCOMPARE(back.layers.size(), em.layers.size());
+    for (std::size_t i = 0; i < em.layers.size(); ++i)
+        if (!em.layers[i].tensors.empty()) QCOMPARE(back.layers[i].tensors[0].scales, em.layers[i].tensors[0].scales);
+}
+
+void TestLsq::narrowRangeEndToEnd()
+{
+    // The weight grid: [-127, 127], and the max-abs weight lands on +-127.
+    const NumberFormat nf = narrowRangeFormat(findFormat("int8"));
+    QCOMPARE(nf.qmin, -127);
+    QCOMPARE(nf.qmax, 127);
+    QCOMPARE(narrowRangeFormat(findFormat("uint8")).qmin, 0); // unsigned: unchanged
+    QCOMPARE(narrowRangeFormat(findFormat("int4")).qmin, -7);
+
+    // PTQ with --narrow-range: fake-quant, export, .qsm, ONNX and the engine all use [-127, 127].
+    auto model = makeModel("seed-cnn", 1, 28, 28, 10, 3);
+    PrecisionConfig pc;
+    pc.strategy = Strategy::Ptq;
+    pc.format = "int8";
+    pc.granularity = "channel";
+    pc.narrowRange = true;
+    pc.activationCalibration = "minmax";
+    QuantSim sim(*model, pc, findFormat("int8"));
+    sim.quantizeWeights(Rounding::Nearest, 0);
+    sim.calibrate(m_data, m_data.train, m_data.train.size(), 64);
+    sim.setObserving(false);
+    const ExportedModel em = exportQuantizedModel(*model, sim, "seed-cnn", m_data, "ptq", "channel");
+    std::size_t intWeights = 0;
+    for (const StoredLayer& l : em.layers) {
+        if (l.tensors.empty() || l.tensors[0].encoding != TensorEncoding::Int) continue;
+        const StoredTensor& w = l.tensors[0];
+        QCOMPARE(w.qmin, -127);
+        QCOMPARE(w.qmax, 127);
+        const auto [lo, hi] = std::minmax_element(w.q.begin(), w.q.end());
+        QVERIFY(*lo >= -127);
+        QVERIFY(*lo == -127 || *hi == 127); // max-abs on the grid's end
+        ++intWeights;
+    }
+    QVERIFY(intWeights >= 2);
+    QVERIFY(engineAgreement(*model, sim, em, m_data) >= kMinArgmaxAgreement);
+    const ExportedModel viaOnnx = onnxForm(em);
+    const std::pair<ExportedModel, const ExportedModel*> files[] = {{decodeQsm(encodeQsm(em), "narrow.qsm"), &em},
+                                                                     {decodeOnnx(encodeOnnx(em), "narrow.onnx"), &viaOnnx}};
+    for (const auto& [back, ref] : files) {
+        QCOMPARE(back.layers.size(), ref->layers.size());
+        for (std::size_t i = 0; i < ref->layers.size(); ++i) {
+            if (ref->layers[i].tensors.empty() || ref->layers[i].tensors[0].encoding != TensorEncoding::Int) continue;
+            QCOMPARE(back.layers[i].tensors[0].qmin, -127);
+            QCOMPARE(back.layers[i].tensors[0].q, ref->layers[i].tensors[0].q);
+        }
+        QVERIFY(engineAgreement(*model, sim, back, m_data) >= kMinArgmaxAgreement);
+    }
+}
+
+void TestLsq::ternaryAndBinaryGrids()
+{
+    const NumberFormat& tern = findFormat("ternary");
+    const NumberFormat& bin = findFormat("binary");
+    QVERIFY(isTernaryOrBinary(tern) && isTernaryOrBinary(bin));
+    QVERIFY(needsScale(tern) && needsScale(bin));
+    const std::vector<float> w = randomVector(4 * 64, 1.0f, 21);
+    Param weight;
+    weight.name = "weight";
+    weight.isWeight = true;
+    weight.value = Tensor(Shape{4, 64}, w);
+    weight.grad = Tensor(Shape{4, 64}, 1.0f);
+    for (const NumberFormat* f : {&tern, &bin}) {
+        WeightQuantizer wq(*f, parseGranularity("channel"), Calibration::MinMax, Rounding::Nearest);
+        std::vector<WeightTarget> targets = {{"fc", &weight, nullptr}};
+        wq.apply(targets, 0);
+        const QuantParams& p = wq.weightParams(0);
+        QCOMPARE(p.numSlots(), std::size_t{4});
+        std::set<float> levels;
+        for (std::size_t r = 0; r < 4; ++r) {
+            double sum = 0, above = 0;
+            std::size_t nAbove = 0;
+            for (std::size_t j = 0; j < 64; ++j) sum += std::abs(w[r * 64 + j]);
+            for (std::size_t j = 0; j < 64; ++j)
+                if (std::abs(w[r * 64 + j]) > 0.7 * sum / 64) {
+                    above += std::abs(w[r * 64 + j]);
+                    ++nAbove;
+                }
+            // The papers' scales: XNOR-Net mean|w|, TWN mean of |w| above 0.7 mean|w|.
+            const double want = f == &bin ? sum / 64 : above / static_cast<double>(nAbove);
+            QVERIFY(std::abs(p.scale[r] - want) < 1e-5);
+            for (std::size_t j = 0; j < 64; ++j) {
+                const float v = weight.override[r * 64 + j] / p.scale[r];
+                levels.insert(v);
+                if (f == &bin) QCOMPARE(v, w[r * 64 + j] >= 0 ? 1.0f : -1.0f); // sign
+            }
+        }
+        if (f == &bin) QCOMPARE(levels, (std::set<float>{-1.0f, 1.0f}));
+        else QCOMPARE(levels, (std::set<float>{-1.0f, 0.0f, 1.0f}));
+        // Straight-through: the gradient passes inside |w| <= scale (binary), inside the clip range (ternary).
+        weight.grad.fill(1.0f);
+        wq.maskGradients(targets);
+        for (std::size_t i = 0; i < w.size(); ++i) {
+            const float s = p.scale[i / 64];
+            const bool inside = f == &bin ? std::abs(w[i]) <= s : std::abs(std::nearbyint(w[i] / s)) <= 1.0f;
+            QCOMPARE(weight.grad[i], inside ? 1.0f : 0.0f);
+        }
+        // Integers for export: the same grid.
+        std::vector<std::int32_t> q(w.size());
+        quantizeToInt(w, p, q);
+        for (std::size_t i = 0; i < w.size(); ++i) QCOMPARE(static_cast<float>(q[i]) * p.scale[i / 64], weight.override[i]);
+    }
+}
+
+void TestLsq::ternaryAndBinaryQatRunOnEngine_data()
+{
+    QTest::addColumn<QString>("format");
+    QTest::addColumn<QString>("quantizer");
+    QTest::newRow("ternary, observer") << "ternary" << "observer";
+    QTest::newRow("binary, observer") << "binary" << "observer";
+    QTest::newRow("binary, lsq") << "binary" << "lsq";
+}
+
+void TestLsq::ternaryAndBinaryQatRunOnEngine()
+{
+    QFETCH(QString, format);
+    QFETCH(QString, quantizer);
+    StepRecorder rec;
+    Trainer t(qatConfig(format.toStdString(), quantizer.toStdString(), 1), m_data, &rec);
+    t.run();
+    const double acc = rec.epochs.back().quantTestAccuracy;
+    QVERIFY2(acc > 0.3, qPrintable(QString("quantized accuracy %1").arg(acc)));
+    const ExportedModel em = exportedModelOf(t);
+    for (const StoredLayer& l : em.layers)
+        if (!l.tensors.empty() && l.tensors[0].encoding == TensorEncoding::Int)
+            for (std::int32_t v : l.tensors[0].q) QVERIFY(v >= -1 && v <= 1 && (format != "binary" || v != 0));
+    double engineAcc = 0;
+    const double agree = engineAgreement(t.model(), *t.strategy().quantSim(), em, m_data, &engineAcc);
+    qInfo("%s %s QAT: quantized %.3f, engine %.3f, agreement %.3f", qPrintable(format), qPrintable(quantizer), acc, engineAcc, agree);
+    QVERIFY(agree >= kMinArgmaxAgreement);
+    // ONNX keeps the grid (int8 QDQ on {-1, 0, 1}).
+    const ExportedModel back = decodeOnnx(encodeOnnx(em), "small.onnx");
+    QVERIFY(engineAgreement(t.model(), *t.strategy().quantSim(), back, m_data) >= kMinArgmaxAgreement);
+}
+
+QTEST_GUILESS_MAIN(TestLsq)
+#include "tst_lsq.moc"
