@@ -114,6 +114,9 @@ private:
     QDoubleSpinBox* m_percentile;
     QSpinBox* m_calibImages;
     QSpinBox* m_bnFreeze;
+    QSpinBox* m_adaroundIters;
+    QCheckBox* m_cle;
+    QCheckBox* m_biasCorrection;
     ScheduleEditor* m_schedule;
     QComboBox* m_optimizer;
     QDoubleSpinBox* m_momentum;

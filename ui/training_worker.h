@@ -72,6 +72,8 @@ signals:
     void batches(int runId, quantscope::BatchList events);
     void epochDone(int runId, quantscope::EpochEvent event);
     void layerStats(int runId, quantscope::LayerStatsList stats);
+    // PTQ refinement progress: a status line and the share done (0..1, or -1 when unknown).
+    void ptqProgress(int runId, QString text, double done);
     void finished(int runId, quantscope::FinishEvent event);
     void failed(int runId, QString message);
     void exportReady(int runId, quantscope::ExportBundlePtr bundle);
@@ -116,6 +118,7 @@ signals:
     void batches(int runId, quantscope::BatchList events);
     void epochDone(int runId, quantscope::EpochEvent event);
     void layerStats(int runId, quantscope::LayerStatsList stats);
+    void ptqProgress(int runId, QString text, double done);
     void finished(int runId, quantscope::FinishEvent event);
     void failed(int runId, QString message);
     void exportReady(int runId, quantscope::ExportBundlePtr bundle);

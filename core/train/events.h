@@ -63,6 +63,18 @@ struct FinishEvent {
     double finalLossScale = kNoValue;
 };
 
+// PTQ refinement progress (AdaRound, bias correction), between the epoch's evaluations.
+struct PtqProgressEvent {
+    std::string stage;              // "adaround", "bias-correction"
+    std::string layer;              // the layer being refined
+    std::size_t layerIndex = 0;     // 1-based among the refined layers
+    std::size_t layers = 0;
+    std::size_t iteration = 0;      // AdaRound: iterations done on this layer
+    std::size_t iterations = 0;
+    double loss = kNoValue;         // AdaRound: mean reconstruction loss over the last iterations
+    double elapsedSeconds = 0.0;    // since the refinement started
+};
+
 class TrainObserver {
 public:
     virtual ~TrainObserver() = default;
@@ -71,6 +83,7 @@ public:
     virtual void onEpoch(const EpochEvent&) {}
     // After each epoch, for strategies that quantize weights: one entry per quantized tensor.
     virtual void onLayerStats(const std::vector<LayerStats>&) {}
+    virtual void onPtqProgress(const PtqProgressEvent&) {}
     virtual void onFinish(const FinishEvent&) {}
 };
 

@@ -49,8 +49,13 @@ Strategy parseStrategy(const std::string& name)
 
 void PrecisionConfig::validate() const
 {
-    if (rounding != "nearest" && rounding != "stochastic")
-        throw ConfigError("unknown rounding '" + rounding + "' (known: nearest, stochastic)");
+    if (rounding != "nearest" && rounding != "stochastic" && rounding != "adaround")
+        throw ConfigError("unknown rounding '" + rounding + "' (known: nearest, stochastic, adaround)");
+    if (strategy != Strategy::Ptq && (rounding == "adaround" || crossLayerEqualization || biasCorrection))
+        throw ConfigError(std::string(rounding == "adaround" ? "--rounding adaround"
+                                                             : (crossLayerEqualization ? "--cle" : "--bias-correction")) +
+                          " is a post-training method: it needs --strategy ptq, not " + strategyInfo(strategy).name);
+    if (adaroundIters == 0 || adaroundIters > 1000000) throw ConfigError("AdaRound iterations must be between 1 and 1000000");
     if (calibImages == 0) throw ConfigError("calibration needs at least one image");
     if (!(percentile > 50.0f && percentile <= 100.0f)) throw ConfigError("percentile must be in (50, 100]");
     if (!layers.empty() && strategy != Strategy::Ptq && strategy != Strategy::Qat && strategy != Strategy::Progressive)

@@ -30,7 +30,7 @@ struct PrecisionConfig {
     Strategy strategy = Strategy::Fp32;
     std::string format = "int8";          // a row of numberFormats()
     std::string granularity = "channel";  // global | layer | tensor | channel | group:N
-    std::string rounding = "nearest";     // nearest | stochastic
+    std::string rounding = "nearest";     // nearest | stochastic | adaround (ptq only)
     std::string calibration = "minmax";   // weights: minmax | moving-average | percentile | mse
     std::string activationCalibration = "moving-average";
     std::string activationFormat = "uint8"; // activations are quantized per tensor
@@ -39,6 +39,11 @@ struct PrecisionConfig {
     std::size_t bnFreezeEpoch = 0;        // qat: freeze BN statistics from this epoch (0 = never)
     std::size_t blendSteps = 100;         // progressive: steps over which formats are blended
     float percentile = 99.99f;            // percentile calibration
+    // PTQ refinements (train/ptq_refine.h): AdaRound iterations per layer (rounding "adaround"),
+    // cross-layer equalization, empirical bias correction.
+    std::size_t adaroundIters = 500;
+    bool crossLayerEqualization = false;  // --cle
+    bool biasCorrection = false;          // --bias-correction
     // Per-layer precision (--plan, --layer, --keep-fp32, the GUI's plan table): entries over the
     // default that format/granularity/calibration/activationFormat above make. Empty = uniform.
     std::vector<LayerOverride> layers;

@@ -20,6 +20,7 @@ namespace quantscope {
 
 struct TrainConfig;
 class QuantSim;
+class PtqRefiner;
 
 class PrecisionStrategy {
 public:
@@ -45,6 +46,22 @@ public:
     // Call prepareExport first: it quantizes the weights (nearest) and, for PTQ, calibrates.
     virtual QuantSim* quantSim() { return nullptr; }
     virtual void prepareExport(const Dataset& /*data*/, std::size_t /*batch*/) {}
+    // PTQ with --cle / --bias-correction / --rounding adaround: what the refinement did; else null.
+    virtual const PtqRefiner* refiner() const { return nullptr; }
+    // Where long work inside the hooks (AdaRound) reports progress and looks for a stop request.
+    void attach(TrainObserver* observer, const StopToken* stop)
+    {
+        m_observer = observer;
+        m_stop = stop;
+    }
+
+protected:
+    TrainObserver* observer() const { return m_observer; }
+    bool stopRequested() const { return m_stop && m_stop->stopRequested(); }
+
+private:
+    TrainObserver* m_observer = nullptr;
+    const StopToken* m_stop = nullptr;
 };
 
 // Builds the strategy of cfg.precision for `model` trained by `opt`. Throws ConfigError when the
