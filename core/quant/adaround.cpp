@@ -49,6 +49,26 @@ void checkProblem(const AdaRoundProblem& p)
     p.params->validate(p.weight.size());
 }
 
+// Vectorised twins of rectifiedSigmoid / rectifiedSigmoidGrad and of the regulariser gradient
+// (Eigen's packet exp/log), for the optimisation loop; tests compare them with the scalar ones.
+void rectifiedSigmoidArrays(const Eigen::Ref<const Eigen::ArrayXf>& v, Eigen::ArrayXf& h, Eigen::ArrayXf& hg)
+{
+    const Eigen::ArrayXf sig = ((-v).exp() + 1.0f).inverse();
+    const Eigen::ArrayXf raw = sig * (kAdaRoundZeta - kAdaRoundGamma) + kAdaRoundGamma;
+    h = raw.max(0.0f).min(1.0f);
+    hg = ((raw > 0.0f) && (raw < 1.0f)).select(sig * (1.0f - sig) * (kAdaRoundZeta - kAdaRoundGamma), 0.0f);
+}
+
+// d/dV [1 - |2h - 1|^beta] = -beta |u|^(beta - 1) sign(u) * 2 h'(V), u = 2h - 1
+void regularizerGradArrays(const Eigen::ArrayXf& h, const Eigen::ArrayXf& hg, float beta, Eigen::ArrayXf& out)
+{
+    const Eigen::ArrayXf u = 2.0f * h - 1.0f;
+    const Eigen::ArrayXf au = u.abs();
+    const Eigen::ArrayXf powv = (au > 0.0f).select(((beta - 1.0f) * au.max(1e-30f).log()).exp(), 0.0f);
+    const Eigen::ArrayXf sign = (u > 0.0f).select(Eigen::ArrayXf::Ones(u.size()), (u < 0.0f).select(-1.0f, Eigen::ArrayXf::Zero(u.size())));
+    out = -beta * powv * sign * 2.0f * hg;
+}
+
 // Per-element grid data: scale, zero point, floor(w / s).
 struct Grid {
     std::vector<float> scale, zp, base;
@@ -126,12 +146,11 @@ double adaroundRegularizer(std::span<const float> v, float beta)
 
 void adaroundRegularizerGrad(std::span<const float> v, float beta, std::span<float> grad)
 {
-    // d/dV [1 - |2h - 1|^beta] = -beta |2h - 1|^(beta - 1) sign(2h - 1) * 2 h'(V)
-    for (std::size_t i = 0; i < v.size(); ++i) {
-        const float u = 2.0f * rectifiedSigmoid(v[i]) - 1.0f;
-        const float sign = u > 0.0f ? 1.0f : (u < 0.0f ? -1.0f : 0.0f);
-        grad[i] = -beta * std::pow(std::fabs(u), beta - 1.0f) * sign * 2.0f * rectifiedSigmoidGrad(v[i]);
-    }
+    // The vectorised code the optimisation runs (the tests check it numerically).
+    Eigen::ArrayXf h, hg, out;
+    rectifiedSigmoidArrays(Eigen::Map<const Eigen::ArrayXf>(v.data(), static_cast<Eigen::Index>(v.size())), h, hg);
+    regularizerGradArrays(h, hg, beta, out);
+    std::copy(out.data(), out.data() + out.size(), grad.begin());
 }
 
 float adaroundBeta(std::size_t it, std::size_t n, const AdaRoundOptions& o)
@@ -188,20 +207,25 @@ AdaRoundResult adaroundLayer(const AdaRoundProblem& p, const AdaRoundOptions& o,
         parallelChunks(rows, chunk, [&](std::size_t r0, std::size_t r1) {
             double lossSum = 0.0;
             RowMat ws, y, d, gw;
-            std::vector<float> regGrad;
+            Eigen::ArrayXf h, hg, inside, reg;
             for (std::size_t a = r0; a < r1;) {
-                const std::size_t g = a / rpg, e = std::min(r1, (g + 1) * rpg), nr = e - a;
-                // soft weights W~(V) of rows [a, e)
-                ws.resize(nr, cols);
-                for (std::size_t i = 0; i < nr * cols; ++i) {
-                    const std::size_t j = a * cols + i;
-                    const float q = std::clamp(grid.base[j] + grid.zp[j] + rectifiedSigmoid(v[j]), grid.qmin, grid.qmax);
-                    ws.data()[i] = grid.scale[j] * (q - grid.zp[j]);
-                }
+                const std::size_t g = a / rpg, e = std::min(r1, (g + 1) * rpg), nr = e - a, m = nr * cols;
+                const std::size_t j0 = a * cols;
+                // soft weights W~(V) of rows [a, e), vectorised (Eigen's exp): h, dh/dV, clamp mask
+                Eigen::Map<Eigen::ArrayXf> V(v.data() + j0, static_cast<Eigen::Index>(m));
+                Eigen::Map<const Eigen::ArrayXf> base(grid.base.data() + j0, static_cast<Eigen::Index>(m));
+                Eigen::Map<const Eigen::ArrayXf> zp(grid.zp.data() + j0, static_cast<Eigen::Index>(m));
+                Eigen::Map<const Eigen::ArrayXf> sc(grid.scale.data() + j0, static_cast<Eigen::Index>(m));
+                rectifiedSigmoidArrays(V, h, hg);
+                const Eigen::ArrayXf qs = base + zp + h;
+                inside = ((qs >= grid.qmin) && (qs <= grid.qmax)).cast<float>();
+                ws.resize(static_cast<Eigen::Index>(nr), static_cast<Eigen::Index>(cols));
+                Eigen::Map<Eigen::ArrayXf>(ws.data(), static_cast<Eigen::Index>(m)) = sc * (qs.max(grid.qmin).min(grid.qmax) - zp);
                 // y: (B, nr) = x_g (B, cols) W~^T
-                StridedConst x(xb.data() + g * cols, B, cols, Eigen::OuterStride<>(kin));
+                StridedConst x(xb.data() + g * cols, static_cast<Eigen::Index>(B), static_cast<Eigen::Index>(cols),
+                               Eigen::OuterStride<>(static_cast<Eigen::Index>(kin)));
                 y.noalias() = x * ws.transpose();
-                d.resize(B, nr);
+                d.resize(static_cast<Eigen::Index>(B), static_cast<Eigen::Index>(nr));
                 for (std::size_t s = 0; s < B; ++s)
                     for (std::size_t r = 0; r < nr; ++r) {
                         const float pre = y(s, r) + (p.bias.empty() ? 0.0f : p.bias[a + r]);
@@ -210,21 +234,18 @@ AdaRoundResult adaroundLayer(const AdaRoundProblem& p, const AdaRoundOptions& o,
                         // dL/dpre of mean_s sum_r err^2
                         d(s, r) = 2.0f * err * activateGrad(pre, p.activation) / static_cast<float>(B);
                     }
-                // dL/dW~: (nr, cols) = d^T x
+                // dL/dW~: (nr, cols) = d^T x;  dL/dV = dL/dW~ * s * h'(V) inside the clamp (+ lambda * reg')
                 gw.noalias() = d.transpose() * x;
-                regGrad.resize(nr * cols);
-                if (beta > 0.0f)
-                    adaroundRegularizerGrad(std::span<const float>(v.data() + a * cols, nr * cols), beta, regGrad);
-                for (std::size_t i = 0; i < nr * cols; ++i) {
-                    const std::size_t j = a * cols + i;
-                    const float qs = grid.base[j] + grid.zp[j] + rectifiedSigmoid(v[j]);
-                    const bool inside = qs >= grid.qmin && qs <= grid.qmax;
-                    float gv = inside ? gw.data()[i] * grid.scale[j] * rectifiedSigmoidGrad(v[j]) : 0.0f;
-                    if (beta > 0.0f) gv += o.lambda * regGrad[i];
-                    m1[j] = b1 * m1[j] + (1.0f - b1) * gv;
-                    m2[j] = b2 * m2[j] + (1.0f - b2) * gv * gv;
-                    v[j] -= o.learningRate * (m1[j] / c1) / (std::sqrt(m2[j] / c2) + eps);
+                Eigen::ArrayXf gv = Eigen::Map<const Eigen::ArrayXf>(gw.data(), static_cast<Eigen::Index>(m)) * sc * hg * inside;
+                if (beta > 0.0f) {
+                    regularizerGradArrays(h, hg, beta, reg);
+                    gv += o.lambda * reg;
                 }
+                Eigen::Map<Eigen::ArrayXf> M1(m1.data() + j0, static_cast<Eigen::Index>(m));
+                Eigen::Map<Eigen::ArrayXf> M2(m2.data() + j0, static_cast<Eigen::Index>(m));
+                M1 = b1 * M1 + (1.0f - b1) * gv;
+                M2 = b2 * M2 + (1.0f - b2) * gv.square();
+                V -= o.learningRate * (M1 / c1) / ((M2 / c2).sqrt() + eps);
                 a = e;
             }
             part[r0 / chunk] = lossSum;
