@@ -76,6 +76,8 @@ const char* const kTrainHelp =
     "  --adaround-iters N   ptq --rounding adaround: iterations per layer (default 500)\n"
     "  --cle                ptq: cross-layer equalization after BatchNorm folding (pairs\n"
     "                       through ReLU; ReLU6 pairs are skipped and listed)\n"
+    "  --cle-relu6-to-relu  with --cle: replace ReLU6 by ReLU first, as the CLE paper does for\n"
+    "                       MobileNets (changes the FP32 model; its accuracy is reported)\n"
     "  --bias-correction    ptq: empirical bias correction on the calibration images\n"
     "  --calibration C      weight ranges: minmax (default), moving-average, percentile, mse\n"
     "  --act-calibration C  activation ranges (default moving-average)\n"
@@ -364,6 +366,10 @@ void printRefineReport(const PtqRefiner& r, bool json)
         j["cle_pairs"] = pairs;
         j["cle_skipped"] = cle.skipped;
         j["cle_sweeps"] = cle.sweeps;
+        if (r.replacedRelu6() > 0) {
+            j["relu6_replaced"] = r.replacedRelu6();
+            j["fp32_acc_after_relu6_to_relu"] = orNull(r.floatAccuracyAfterCle());
+        }
         j["adaround"] = ada;
         j["bias_correction"] = bias;
         std::fputs((j.dump() + "\n").c_str(), stdout);
@@ -373,6 +379,9 @@ void printRefineReport(const PtqRefiner& r, bool json)
         std::printf("CLE %s -> %s: channel range ratio %.1f -> %.1f\n", p.first.c_str(), p.second.c_str(),
                     p.rangeRatioBefore, p.rangeRatioAfter);
     for (const std::string& s : cle.skipped) std::printf("CLE skipped %s\n", s.c_str());
+    if (r.replacedRelu6() > 0)
+        std::printf("CLE replaced %zu ReLU6 by ReLU: FP32 test accuracy of that model %.2f %%\n", r.replacedRelu6(),
+                    100 * r.floatAccuracyAfterCle());
     for (const AdaRoundLayerReport& a : r.adaround())
         std::printf("AdaRound %-12s reconstruction loss %.4g (nearest) -> %.4g, %.1f %% flipped, %zu samples, %.1f s\n",
                     a.layer.c_str(), a.lossNearest, a.lossAdaRound, 100 * a.flippedFraction, a.samples, a.seconds);
@@ -392,7 +401,8 @@ int runTrain(const std::vector<std::string>& argv)
                      "--act-format", "--percentile", "--calib-images", "--schedule", "--blend-steps",
                      "--bn-freeze-epoch", "--export", "--init", "--normalize", "--image-shape", "--resize", "--test-fraction",
                      "--plan", "--layer", "--keep-fp32", "--adaround-iters"},
-                    {"--json", "--help", "--nesterov", "--quiet", "--reinit", "--cle", "--bias-correction"});
+                    {"--json", "--help", "--nesterov", "--quiet", "--reinit", "--cle", "--bias-correction",
+                     "--cle-relu6-to-relu"});
     if (args.has("--help")) {
         std::fputs(kTrainHelp, stdout);
         return kExitOk;
@@ -444,6 +454,7 @@ int runTrain(const std::vector<std::string>& argv)
     pc.adaroundIters = args.u64("--adaround-iters", pc.adaroundIters, 1, 1000000);
     pc.crossLayerEqualization = args.has("--cle");
     pc.biasCorrection = args.has("--bias-correction");
+    pc.cleRelu6ToRelu = args.has("--cle-relu6-to-relu");
     applyPlanFlags(args, pc);
     if (pc.strategy == Strategy::Progressive) {
         const std::size_t given = cfg.epochs;

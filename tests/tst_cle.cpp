@@ -57,7 +57,7 @@ void roughen(Model& m, std::uint64_t seed)
     }
 }
 
-// Rescales the last Linear so the logits are O(1): an absolute tolerance then means what it says.
+// Rescales the last Linear so the logits lie in [-1, 1]: an absolute tolerance then means what it says.
 void normaliseLogits(Model& m, const Tensor& x)
 {
     RunContext ctx;
@@ -67,8 +67,8 @@ void normaliseLogits(Model& m, const Tensor& x)
             float mx = 0.0f;
             for (float v : m.activation(i + 1).values()) mx = std::max(mx, std::fabs(v));
             if (mx > 0.0f) {
-                for (float& v : f->weight().value.values()) v *= 4.0f / mx;
-                for (float& v : f->bias().value.values()) v *= 4.0f / mx;
+                for (float& v : f->weight().value.values()) v *= 1.0f / mx;
+                for (float& v : f->bias().value.values()) v *= 1.0f / mx;
             }
             return;
         }
@@ -151,6 +151,7 @@ private slots:
     void functionUnchangedAndRangesEqualised();
     void depthwisePairEndsWithEqualRanges();
     void relu6PairsAreSkipped();
+    void relu6ToReluOptIn();
     void biasCorrectionReducesMeanOutputError();
     void optionsNeedPtq();
 };
@@ -211,6 +212,26 @@ void TestCle::relu6PairsAreSkipped()
     QVERIFY(rep.foldedBatchNorms >= 9);
     QVERIFY(!rep.skipped.empty());
     QVERIFY2(QString::fromStdString(rep.skipped.front()).contains("ReLU6"), rep.skipped.front().c_str());
+}
+
+// --cle-relu6-to-relu: the ReLU6 layers become ReLU (a different FP32 model), then the pairs of
+// mobilenet-tiny equalise and leave that model's function unchanged; the originals go back.
+void TestCle::relu6ToReluOptIn()
+{
+    auto m = makeModel("mobilenet-tiny");
+    roughen(*m, 6);
+    const Tensor x = randomInput(*m, 2, 3);
+    auto old = replaceRelu6WithRelu(*m);
+    QCOMPARE(old.size(), std::size_t{9});
+    normaliseLogits(*m, x);
+    const std::vector<float> before = run(*m, x);
+    const EqualizationReport rep = equalizeCrossLayer(*m);
+    QVERIFY2(maxDiff(before, run(*m, x)) < kFunctionTol, qPrintable(QString::number(maxDiff(before, run(*m, x)))));
+    QCOMPARE(rep.pairs.size(), std::size_t{9}); // conv1 -> dw -> pw -> ... -> the last pw -> (global pool) fc
+    for (const EqualizedPair& p : rep.pairs) QVERIFY2(p.rangeRatioAfter < p.rangeRatioBefore, p.first.c_str());
+    for (auto& [i, layer] : old) m->replaceLayer(i, std::move(layer));
+    QCOMPARE(m->layer(old.empty() ? 0 : 2).kind(), LayerKind::ReLU6);
+    QVERIFY_THROWS_EXCEPTION(ConfigError, m->replaceLayer(2, std::make_unique<ReLU>("another-name")));
 }
 
 void TestCle::biasCorrectionReducesMeanOutputError()

@@ -1,5 +1,6 @@
 #include "quant/equalization.h"
 
+#include "nn/activations.h"
 #include "nn/batchnorm2d.h"
 #include "nn/conv2d.h"
 #include "nn/linear.h"
@@ -80,6 +81,15 @@ std::vector<float> outputChannelRanges(const Param& weight)
     return r;
 }
 
+std::vector<std::pair<std::size_t, LayerPtr>> replaceRelu6WithRelu(Model& model)
+{
+    std::vector<std::pair<std::size_t, LayerPtr>> old;
+    for (std::size_t i = 0; i < model.size(); ++i)
+        if (model.layer(i).kind() == LayerKind::ReLU6)
+            old.emplace_back(i, model.replaceLayer(i, std::make_unique<ReLU>(model.layer(i).name())));
+    return old;
+}
+
 std::size_t foldBatchNormsInPlace(Model& model)
 {
     std::size_t folded = 0;
@@ -139,7 +149,7 @@ EqualizationReport equalizeCrossLayer(Model& model, std::size_t maxSweeps, doubl
                 why = "ReLU6 " + l.name() + " is not positively homogeneous";
                 break;
             } else if (kind != LayerKind::ReLU && kind != LayerKind::MaxPool2d && kind != LayerKind::AvgPool2d &&
-                       kind != LayerKind::Flatten && kind != LayerKind::Dropout) {
+                       kind != LayerKind::GlobalAvgPool2d && kind != LayerKind::Flatten && kind != LayerKind::Dropout) {
                 why = std::string(layerKindName(kind)) + " " + l.name() + " lies between";
                 break;
             }

@@ -39,10 +39,15 @@ struct EqualizationReport {
 
 // Folds the BatchNorms (foldBatchNormsInPlace), then equalizes every eligible pair. A pair is a
 // Conv2d/Linear whose output reaches exactly one Conv2d/Linear through single-reader BatchNorm,
-// ReLU, max/average pooling, Flatten and Dropout layers (a BatchNorm between them has its mean and
+// ReLU, max/average/global-average pooling, Flatten and Dropout layers (a BatchNorm between them has its mean and
 // beta scaled with the channel). Anything else in between (Add, ReLU6, several readers) ends the
 // search; a Linear after Flatten takes each channel's block of features.
 EqualizationReport equalizeCrossLayer(Model& model, std::size_t maxSweeps = 100, double tolerance = 1e-6);
+
+// Replaces every ReLU6 by a ReLU of the same name (what the ICCV 2019 paper and AIMET do before
+// CLE on MobileNets; it changes the FP32 function where activations exceeded 6). Returns the
+// replaced layers with their indices, so they can be put back (Model::replaceLayer).
+std::vector<std::pair<std::size_t, LayerPtr>> replaceRelu6WithRelu(Model& model);
 
 // Per output channel: max |w| of a Conv2d/Linear's weight (its first dimension).
 std::vector<float> outputChannelRanges(const Param& weight);

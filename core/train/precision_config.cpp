@@ -55,6 +55,7 @@ void PrecisionConfig::validate() const
         throw ConfigError(std::string(rounding == "adaround" ? "--rounding adaround"
                                                              : (crossLayerEqualization ? "--cle" : "--bias-correction")) +
                           " is a post-training method: it needs --strategy ptq, not " + strategyInfo(strategy).name);
+    if (cleRelu6ToRelu && !crossLayerEqualization) throw ConfigError("--cle-relu6-to-relu needs --cle");
     if (adaroundIters == 0 || adaroundIters > 1000000) throw ConfigError("AdaRound iterations must be between 1 and 1000000");
     if (calibImages == 0) throw ConfigError("calibration needs at least one image");
     if (!(percentile > 50.0f && percentile <= 100.0f)) throw ConfigError("percentile must be in (50, 100]");

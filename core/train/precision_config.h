@@ -43,6 +43,7 @@ struct PrecisionConfig {
     // cross-layer equalization, empirical bias correction.
     std::size_t adaroundIters = 500;
     bool crossLayerEqualization = false;  // --cle
+    bool cleRelu6ToRelu = false;          // --cle-relu6-to-relu: ReLU6 -> ReLU first (changes the FP32 model)
     bool biasCorrection = false;          // --bias-correction
     // Per-layer precision (--plan, --layer, --keep-fp32, the GUI's plan table): entries over the
     // default that format/granularity/calibration/activationFormat above make. Empty = uniform.

@@ -373,9 +373,16 @@ void commitQuantizedWeights(Model& model, QuantSim& sim)
 }
 
 // ---------------------------------------------------------------- the refiner
+void PtqRefiner::restoreLayers()
+{
+    for (auto& [i, layer] : m_swapped) m_model.replaceLayer(i, std::move(layer));
+    m_swapped.clear();
+}
+
 void PtqRefiner::begin(QuantSim& sim)
 {
     if (!m_float.empty()) m_float.restore();
+    restoreLayers();
     std::vector<Param*> extra;
     for (const WeightTarget& t : sim.weightTargets()) extra.push_back(t.weight);
     m_float = ParamSnapshot(m_model, extra);
@@ -403,6 +410,7 @@ void PtqRefiner::begin(QuantSim& sim)
         }
         m_rangesBefore[m_model.layer(i).name()] = {std::move(lo), std::move(hi)};
     }
+    if (m_opt.relu6ToRelu) m_swapped = replaceRelu6WithRelu(m_model);
     m_cle = equalizeCrossLayer(m_model);
 }
 
@@ -429,6 +437,7 @@ void PtqRefiner::refine(QuantSim& sim, const Dataset& data, std::size_t images, 
 void PtqRefiner::restoreFloat()
 {
     if (!m_float.empty()) m_float.restore();
+    restoreLayers();
     m_float = ParamSnapshot(); // training goes on from here: nothing older to go back to
     m_refined = ParamSnapshot();
 }

@@ -83,6 +83,7 @@ void commitQuantizedWeights(Model& model, QuantSim& sim);
 // What PtqStrategy runs around its calibration; keeps the FP32 model to go back to.
 struct PtqRefineOptions {
     bool cle = false, biasCorrection = false, adaround = false;
+    bool relu6ToRelu = false; // with cle: ReLU6 layers become ReLU first (replaceRelu6WithRelu)
     AdaRoundOptions ada;
     bool any() const { return cle || biasCorrection || adaround; }
 };
@@ -93,6 +94,11 @@ public:
     bool active() const { return m_opt.any(); }
     // Before quantizeWeights: back to the FP32 weights, snapshot them, apply CLE.
     void begin(QuantSim& sim);
+    // How many ReLU6 layers begin() turned into ReLU (the FP32 model then differs), and the FP32
+    // test accuracy of that model where the caller measured it (NaN otherwise).
+    std::size_t replacedRelu6() const { return m_swapped.size(); }
+    void setFloatAccuracyAfterCle(double a) { m_floatAfterCle = a; }
+    double floatAccuracyAfterCle() const { return m_floatAfterCle; }
     // After quantizeWeights + calibrate: AdaRound, bias correction, commit; remembers the result.
     void refine(QuantSim& sim, const Dataset& data, std::size_t images, std::size_t batchSize,
                 const PtqProgressFn& progress);
@@ -110,7 +116,10 @@ public:
 private:
     Model& m_model;
     PtqRefineOptions m_opt;
+    void restoreLayers();
     ParamSnapshot m_float, m_refined;
+    std::vector<std::pair<std::size_t, LayerPtr>> m_swapped; // ReLU6 layers replaced by ReLU
+    double m_floatAfterCle = kNoValue;
     EqualizationReport m_cle;
     std::vector<AdaRoundLayerReport> m_ada;
     std::vector<BiasCorrectionReport> m_bias;

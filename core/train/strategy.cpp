@@ -66,6 +66,7 @@ PtqRefineOptions refineOptions(const TrainConfig& cfg)
 {
     PtqRefineOptions o;
     o.cle = cfg.precision.crossLayerEqualization;
+    o.relu6ToRelu = cfg.precision.cleRelu6ToRelu;
     o.biasCorrection = cfg.precision.biasCorrection;
     o.adaround = cfg.precision.rounding == "adaround";
     o.ada.iterations = cfg.precision.adaroundIters;
@@ -87,7 +88,11 @@ public:
     }
     double quantizedAccuracy(const Dataset& data, std::size_t batch) override
     {
-        if (m_refiner.active()) m_refiner.begin(m_sim); // FP32 weights back, CLE
+        if (m_refiner.active()) {
+            m_refiner.begin(m_sim); // FP32 weights back, CLE
+            if (m_refiner.replacedRelu6() > 0) // a different FP32 model: measure it
+                m_refiner.setFloatAccuracyAfterCle(evaluate(m_model, data, data.test, batch).accuracy);
+        }
         m_sim.quantizeWeights(Rounding::Nearest, 0);
         m_sim.calibrate(data, data.train, m_cfg.calibImages, batch);
         m_sim.setObserving(false);
