@@ -384,12 +384,19 @@ void RangesChart::setStats(const LayerStats* s)
     m_x->setTickInterval(std::max(1.0, niceStep(n, 10)));
     setNiceRange(m_y, ylo - 0.05 * (yhi - ylo), yhi + 0.05 * (yhi - ylo));
     auto ratio = [](double w, double nr) { return nr > 0 ? QString::number(w / nr, 'f', 1) : QStringLiteral("\u221e"); };
-    chart()->setTitle(tr("Per-channel weight ranges \u2014 %1, epoch %2 (%3 output channels; widest %4\u00d7 the narrowest)")
-                          .arg(statsName(*s))
-                          .arg(s->epoch)
-                          .arg(n)
-                          .arg(before ? tr("%1 before CLE, %2 after").arg(ratio(wideBefore, narrowBefore), ratio(wide, narrow))
-                                      : ratio(wide, narrow)));
+    if (before)
+        chart()->setTitle(tr("Per-channel weight ranges \u2014 %1, epoch %2 (%3 output channels; widest %4\u00d7 the "
+                             "narrowest before CLE, %5\u00d7 after)")
+                              .arg(statsName(*s))
+                              .arg(s->epoch)
+                              .arg(n)
+                              .arg(ratio(wideBefore, narrowBefore), ratio(wide, narrow)));
+    else
+        chart()->setTitle(tr("Per-channel weight ranges \u2014 %1, epoch %2 (%3 output channels; widest %4\u00d7 the narrowest)")
+                              .arg(statsName(*s))
+                              .arg(s->epoch)
+                              .arg(n)
+                              .arg(ratio(wide, narrow)));
     setEmptyMessage({});
 }
 
