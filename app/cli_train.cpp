@@ -9,6 +9,7 @@
 #include "quant/precision_plan.h"
 #include "quant/rounding.h"
 #include "analysis/engine_eval.h"
+#include "train/ptq_refine.h"
 #include "analysis/model_export.h"
 #include "io/model_source.h"
 #include "train/trainer.h"
@@ -72,7 +73,14 @@ const char* const kTrainHelp =
     "                       fp16, bf16, fp8-e4m3, fp8-e5m2, mxint8, mxfp8-e4m3, mxfp4\n"
     "                       (default int8; mixed/lowp: bf16)\n"
     "  --granularity G      global, layer, tensor, channel (default), group:N\n"
-    "  --rounding R         nearest (default, half to even) or stochastic\n"
+    "  --rounding R         nearest (default, half to even), stochastic, or adaround (ptq:\n"
+    "                       learned rounding, Nagel et al. ICML 2020, layer by layer)\n"
+    "  --adaround-iters N   ptq --rounding adaround: iterations per layer (default 500)\n"
+    "  --cle                ptq: cross-layer equalization after BatchNorm folding (pairs\n"
+    "                       through ReLU; ReLU6 pairs are skipped and listed)\n"
+    "  --cle-relu6-to-relu  with --cle: replace ReLU6 by ReLU first, as the CLE paper does for\n"
+    "                       MobileNets (changes the FP32 model; its accuracy is reported)\n"
+    "  --bias-correction    ptq: empirical bias correction on the calibration images\n"
     "  --calibration C      weight ranges: minmax (default), moving-average, percentile, mse\n"
     "  --act-calibration C  activation ranges (default moving-average)\n"
     "  --act-format NAME    activation format for integer strategies (default uint8)\n"
@@ -153,7 +161,7 @@ void validateNames(const PrecisionConfig& pc)
     findFormat(pc.format);
     findFormat(pc.activationFormat);
     parseGranularity(pc.granularity);
-    parseRounding(pc.rounding);
+    if (pc.rounding != "adaround") parseRounding(pc.rounding);
     parseCalibration(pc.calibration);
     parseCalibration(pc.activationCalibration);
     if (pc.strategy == Strategy::Progressive) parseSchedule(pc.schedule);
@@ -257,6 +265,10 @@ public:
                                 {"max_abs_error", finiteOrNull(s.maxAbsError)},
                                 {"sqnr_db", finiteOrNull(s.sqnrDb)},
                                 {"non_finite", s.nonFinite}};
+            if (!s.channelMinBefore.empty()) {
+                j["channel_min_before_cle"] = s.channelMinBefore;
+                j["channel_max_before_cle"] = s.channelMaxBefore;
+            }
             emit(j);
         }
     }
@@ -272,6 +284,24 @@ public:
             steps.push_back(std::move(k));
         }
         emit({{"event", "step_sizes"}, {"epoch", e.epoch}, {"global_step", e.globalStep}, {"steps", std::move(steps)}});
+    }
+
+    void onPtqProgress(const PtqProgressEvent& e) override
+    {
+        if (m_json) {
+            nlohmann::json j = {{"event", "ptq_progress"}, {"stage", e.stage},          {"layer", e.layer},
+                                {"layer_index", e.layerIndex}, {"layers", e.layers},      {"iteration", e.iteration},
+                                {"iterations", e.iterations}, {"loss", finiteOrNull(e.loss)},
+                                {"seconds", e.elapsedSeconds}};
+            emit(j);
+        }
+        if (!m_progress) return;
+        if (e.stage == "adaround")
+            std::fprintf(stderr, "\rAdaRound layer %zu/%zu %-12s iteration %zu/%zu  loss %.4g  %.0f s   ", e.layerIndex,
+                         e.layers, e.layer.c_str(), e.iteration, e.iterations, e.loss, e.elapsedSeconds);
+        else
+            std::fprintf(stderr, "\r%s...%40s", e.stage.c_str(), "");
+        std::fflush(stderr);
     }
 
     void onEpoch(const EpochEvent& e) override
@@ -355,6 +385,52 @@ private:
 
 } // namespace
 
+namespace {
+// What --cle, --rounding adaround and --bias-correction did (after the last evaluation).
+void printRefineReport(const PtqRefiner& r, bool json)
+{
+    const EqualizationReport& cle = r.equalization();
+    if (json) {
+        nlohmann::json j = {{"event", "ptq_refine"}};
+        nlohmann::json pairs = nlohmann::json::array(), ada = nlohmann::json::array(), bias = nlohmann::json::array();
+        for (const EqualizedPair& p : cle.pairs)
+            pairs.push_back({{"first", p.first}, {"second", p.second}, {"range_ratio_before", p.rangeRatioBefore},
+                             {"range_ratio_after", p.rangeRatioAfter}});
+        for (const AdaRoundLayerReport& a : r.adaround())
+            ada.push_back({{"layer", a.layer}, {"samples", a.samples}, {"iterations", a.iterations},
+                           {"loss_nearest", a.lossNearest}, {"loss_adaround", a.lossAdaRound},
+                           {"flipped_fraction", a.flippedFraction}, {"seconds", a.seconds}});
+        for (const BiasCorrectionReport& b : r.biasCorrection())
+            bias.push_back({{"layer", b.layer}, {"mean_abs_shift", b.meanAbsShift}, {"applied", b.applied}});
+        j["cle_pairs"] = pairs;
+        j["cle_skipped"] = cle.skipped;
+        j["cle_sweeps"] = cle.sweeps;
+        if (r.replacedRelu6() > 0) {
+            j["relu6_replaced"] = r.replacedRelu6();
+            j["fp32_acc_after_relu6_to_relu"] = orNull(r.floatAccuracyAfterCle());
+        }
+        j["adaround"] = ada;
+        j["bias_correction"] = bias;
+        std::fputs((j.dump() + "\n").c_str(), stdout);
+        return;
+    }
+    for (const EqualizedPair& p : cle.pairs)
+        std::printf("CLE %s -> %s: channel range ratio %.1f -> %.1f\n", p.first.c_str(), p.second.c_str(),
+                    p.rangeRatioBefore, p.rangeRatioAfter);
+    for (const std::string& s : cle.skipped) std::printf("CLE skipped %s\n", s.c_str());
+    if (r.replacedRelu6() > 0)
+        std::printf("CLE replaced %zu ReLU6 by ReLU: FP32 test accuracy of that model %.2f %%\n", r.replacedRelu6(),
+                    100 * r.floatAccuracyAfterCle());
+    for (const AdaRoundLayerReport& a : r.adaround())
+        std::printf("AdaRound %-12s reconstruction loss %.4g (nearest) -> %.4g, %.1f %% flipped, %zu samples, %.1f s\n",
+                    a.layer.c_str(), a.lossNearest, a.lossAdaRound, 100 * a.flippedFraction, a.samples, a.seconds);
+    for (const BiasCorrectionReport& b : r.biasCorrection())
+        std::printf("bias correction %-12s mean |shift| %.3g%s\n", b.layer.c_str(), b.meanAbsShift,
+                    b.applied ? "" : " (not applied: no bias)");
+    std::fflush(stdout);
+}
+} // namespace
+
 int runTrain(const std::vector<std::string>& argv)
 {
     const Args args(argv,
@@ -363,8 +439,10 @@ int runTrain(const std::vector<std::string>& argv)
                      "--strategy", "--format", "--granularity", "--rounding", "--calibration", "--act-calibration",
                      "--act-format", "--percentile", "--calib-images", "--schedule", "--blend-steps",
                      "--bn-freeze-epoch", "--export", "--init", "--normalize", "--image-shape", "--resize", "--test-fraction",
-                     "--plan", "--layer", "--keep-fp32", "--quant-eval", "--max-skipped-steps", "--quantizer", "--lsq-init"},
-                    {"--json", "--help", "--nesterov", "--quiet", "--reinit", "--lsq-plus", "--narrow-range"});
+                     "--plan", "--layer", "--keep-fp32", "--quant-eval", "--max-skipped-steps", "--quantizer", "--lsq-init",
+                     "--adaround-iters"},
+                    {"--json", "--help", "--nesterov", "--quiet", "--reinit", "--lsq-plus", "--narrow-range", "--cle",
+                     "--bias-correction", "--cle-relu6-to-relu"});
     if (args.has("--help")) {
         std::fputs(kTrainHelp, stdout);
         return kExitOk;
@@ -421,6 +499,10 @@ int runTrain(const std::vector<std::string>& argv)
     pc.lsqPlus = args.has("--lsq-plus");
     pc.lsqInit = args.str("--lsq-init", pc.lsqInit);
     pc.narrowRange = args.has("--narrow-range");
+    pc.adaroundIters = args.u64("--adaround-iters", pc.adaroundIters, 1, 1000000);
+    pc.crossLayerEqualization = args.has("--cle");
+    pc.biasCorrection = args.has("--bias-correction");
+    pc.cleRelu6ToRelu = args.has("--cle-relu6-to-relu");
     applyPlanFlags(args, pc);
     if (pc.strategy == Strategy::Progressive) {
         const std::size_t given = cfg.epochs;
@@ -465,6 +547,7 @@ int runTrain(const std::vector<std::string>& argv)
     std::signal(SIGINT, onSigint);
     Trainer trainer(cfg, data, &obs, &stop);
     const FinishEvent fin = trainer.run();
+    if (const PtqRefiner* r = trainer.strategy().refiner()) printRefineReport(*r, json);
     for (const std::string& p : exportPaths)
         if (!fin.stopped) printExportSummary(exportModel(trainer, p), json);
     g_stop = nullptr;

@@ -12,6 +12,7 @@
 #   gui_analysis the Analysis tab: sensitivity heatmap and histograms, mixed-bit search chart,
 #                plan files, fine-tune with a plan, Stop
 #   gui_lsq      the LSQ options' applicability and the Step sizes chart of a real LSQ run
+#   gui_ptq      the Ranges chart before and after PTQ cross-layer equalization
 if(TARGET quantscope::ui)
   qs_add_test(gui_window LIBS quantscope::ui TIMEOUT 600 LABELS gui)
   qs_add_test(gui_datasets LIBS quantscope::ui TIMEOUT 120 LABELS gui)
@@ -32,4 +33,5 @@ if(TARGET quantscope::ui)
   endforeach()
   qs_add_test(gui_analysis LIBS quantscope::ui TIMEOUT 600 LABELS gui)
   qs_add_test(gui_lsq LIBS quantscope::ui TIMEOUT 120 LABELS gui)
+  qs_add_test(gui_ptq LIBS quantscope::ui TIMEOUT 120 LABELS gui)
 endif()

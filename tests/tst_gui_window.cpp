@@ -425,6 +425,32 @@ private slots:
         QVERIFY(c.precision.schedule == "fp32:1,fp16:1,int8:1");
         c.validate();
 
+        // AdaRound, CLE and bias correction are PTQ-only: greyed out with the reason elsewhere.
+        auto* cle = child<QCheckBox>(&p, "cle");
+        auto* bias = child<QCheckBox>(&p, "biasCorrection");
+        auto* iters = child<QSpinBox>(&p, "adaroundIters");
+        auto* rounding = child<QComboBox>(&p, "rounding");
+        QVERIFY(cle && bias && iters && rounding);
+        selectData(strategy, QStringLiteral("qat"));
+        QVERIFY(!cle->isEnabled() && !bias->isEnabled() && !iters->isEnabled());
+        QVERIFY2(cle->toolTip().contains(QStringLiteral("Disabled")), qPrintable(cle->toolTip()));
+        selectData(strategy, QStringLiteral("ptq"));
+        QVERIFY(cle->isEnabled() && bias->isEnabled());
+        QVERIFY(!iters->isEnabled()); // nearest rounding does not iterate
+        selectData(rounding, QStringLiteral("adaround"));
+        QVERIFY(iters->isEnabled());
+        cle->setChecked(true);
+        bias->setChecked(true);
+        c = p.config();
+        QCOMPARE(c.precision.rounding, std::string("adaround"));
+        QVERIFY(c.precision.crossLayerEqualization && c.precision.biasCorrection);
+        c.validate();
+        selectData(strategy, QStringLiteral("qat")); // the PTQ-only choices do not travel
+        c = p.config();
+        QCOMPARE(c.precision.rounding, std::string("nearest"));
+        QVERIFY(!c.precision.crossLayerEqualization && !c.precision.biasCorrection);
+        c.validate();
+
         // Every option has a tooltip.
         for (QWidget* w : p.findChildren<QWidget*>())
             if (qobject_cast<QComboBox*>(w) || qobject_cast<QAbstractSpinBox*>(w))

@@ -140,6 +140,10 @@ void MainWindow::connectController()
     connect(c, &TrainingController::epochDone, this, &MainWindow::onEpoch);
     connect(c, &TrainingController::layerStats, this, &MainWindow::onLayerStats);
     connect(c, &TrainingController::stepSizes, this, &MainWindow::onStepSizes);
+    connect(c, &TrainingController::ptqProgress, this, [this](int id, const QString& text, double done) {
+        m_statusLabel->setText(tr("Run #%1 \u00b7 %2").arg(id).arg(text));
+        if (done >= 0.0) m_progress->setValue(int(1000.0 * done));
+    });
     connect(c, &TrainingController::finished, this, &MainWindow::onFinished);
     connect(c, &TrainingController::exportReady, this, &MainWindow::onExportReady);
     connect(c, &TrainingController::exportUnavailable, this, [this](int id, const QString& reason) {

@@ -201,8 +201,15 @@ void MainWindow::buildLayout()
     m_tabs->addTab(m_compare, tr("Layers"));
     m_analysis = new AnalysisView;
     m_analysis->setObjectName(QStringLiteral("analysisView"));
-    m_tabs->addTab(m_analysis, tr("Analysis"));
-    m_tabs->setTabToolTip(m_tabs->indexOf(m_analysis), tr("Per-layer sensitivity and mixed-bit search of a trained model: which "
+    // In a scroll area: its rows of controls are wider than a 1366-pixel screen leaves the tabs,
+    // and the window's minimum width must not grow past the screen.
+    auto* analysisScroll = new QScrollArea;
+    analysisScroll->setObjectName(QStringLiteral("analysisScroll"));
+    analysisScroll->setWidgetResizable(true);
+    analysisScroll->setFrameShape(QFrame::NoFrame);
+    analysisScroll->setWidget(m_analysis);
+    m_tabs->addTab(analysisScroll, tr("Analysis"));
+    m_tabs->setTabToolTip(m_tabs->indexOf(analysisScroll), tr("Per-layer sensitivity and mixed-bit search of a trained model: which "
                                                           "layers can take fewer bits, and the size/accuracy Pareto front."));
     m_tabs->setTabToolTip(0, tr("Loss per step and per epoch; accuracy per epoch, FP32 and quantized."));
     m_tabs->setTabToolTip(1, tr("FP32 vs quantized weight histograms of one layer, with the clip range."));

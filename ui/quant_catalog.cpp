@@ -87,6 +87,9 @@ const QVector<Choice>& roundingChoices()
         {"nearest", "nearest", "Rounds every value to the nearest representable level."},
         {"stochastic", "stochastic",
          "Rounds up or down at random in proportion to the distance, so rounding is unbiased on average."},
+        {"adaround", "AdaRound (PTQ)",
+         "Post-training quantization only: learns, layer by layer on the calibration images, whether each weight "
+         "rounds up or down so the layer's output changes least (Nagel et al., ICML 2020)."},
     };
     return rows;
 }

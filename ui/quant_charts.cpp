@@ -317,6 +317,14 @@ RangesChart::RangesChart(QWidget* parent) : ChartView(tr("Per-channel weight ran
     m_chanLower = new QLineSeries(this);
     m_chan = area(chart(), m_chanUpper, m_chanLower, QColor(44, 160, 44, 190), pen(QColor(20, 100, 20), 1));
     m_chan->setName(tr("min\u2013max of each output channel"));
+    m_beforeUpper = new QLineSeries(this);
+    m_beforeUpper->setPen(pen(QColor(230, 120, 20), 1.5));
+    m_beforeUpper->setName(tr("before cross-layer equalization"));
+    m_beforeLower = new QLineSeries(this);
+    m_beforeLower->setPen(pen(QColor(230, 120, 20), 1.5));
+    chart()->addSeries(m_beforeUpper);
+    chart()->addSeries(m_beforeLower);
+    for (QLegendMarker* mk : chart()->legend()->markers(m_beforeLower)) mk->setVisible(false);
     for (QAbstractSeries* s : chart()->series()) {
         s->attachAxis(m_x);
         s->attachAxis(m_y);
@@ -329,7 +337,7 @@ void RangesChart::setStats(const LayerStats* s)
     const bool valid = s && !s->channelMin.empty() && s->channelMin.size() == s->channelMax.size();
     m_channels = valid ? static_cast<int>(s->channelMin.size()) : 0;
     if (!valid) {
-        for (QLineSeries* l : {m_bandUpper, m_bandLower, m_chanUpper, m_chanLower}) l->clear();
+        for (QLineSeries* l : {m_bandUpper, m_bandLower, m_chanUpper, m_chanLower, m_beforeUpper, m_beforeLower}) l->clear();
         chart()->setTitle(tr("Per-channel weight ranges"));
         setEmptyMessage(kNoStats);
         return;
@@ -352,18 +360,45 @@ void RangesChart::setStats(const LayerStats* s)
     }
     m_chanUpper->replace(up);
     m_chanLower->replace(lo);
+    // Before CLE: an outline of each channel's earlier range, so both show at once.
+    const bool before = s->channelMinBefore.size() == std::size_t(n) && s->channelMaxBefore.size() == std::size_t(n);
+    double ylo = std::min(0.0, double(s->tensorMin)), yhi = std::max(0.0, double(s->tensorMax));
+    double narrowBefore = 1e300, wideBefore = 0;
+    QList<QPointF> bu, bl;
+    if (before)
+        for (int c = 0; c < n; ++c) {
+            const double mn = s->channelMinBefore[std::size_t(c)], mx = s->channelMaxBefore[std::size_t(c)];
+            bu << QPointF(c - 0.5, mx) << QPointF(c + 0.5, mx);
+            bl << QPointF(c - 0.5, mn) << QPointF(c + 0.5, mn);
+            ylo = std::min(ylo, mn);
+            yhi = std::max(yhi, mx);
+            narrowBefore = std::min(narrowBefore, mx - mn);
+            wideBefore = std::max(wideBefore, mx - mn);
+        }
+    m_beforeUpper->replace(bu);
+    m_beforeLower->replace(bl);
+    m_beforeUpper->setVisible(before);
+    m_beforeLower->setVisible(before);
     m_band->setName(tr("per-tensor range [%1, %2]").arg(formatScale(s->tensorMin), formatScale(s->tensorMax)));
     m_x->setRange(x0, x1);
     m_x->setTickType(QValueAxis::TicksDynamic);
     m_x->setTickAnchor(0);
     m_x->setTickInterval(std::max(1.0, niceStep(n, 10)));
-    const double ylo = std::min(0.0, double(s->tensorMin)), yhi = std::max(0.0, double(s->tensorMax));
     setNiceRange(m_y, ylo - 0.05 * (yhi - ylo), yhi + 0.05 * (yhi - ylo));
-    chart()->setTitle(tr("Per-channel weight ranges \u2014 %1, epoch %2 (%3 output channels; widest %4\u00d7 the narrowest)")
-                          .arg(statsName(*s))
-                          .arg(s->epoch)
-                          .arg(n)
-                          .arg(narrow > 0 ? QString::number(wide / narrow, 'f', 1) : QStringLiteral("\u221e")));
+    auto ratio = [](double w, double nr) { return nr > 0 ? QString::number(w / nr, 'f', 1) : QStringLiteral("\u221e"); };
+    if (before)
+        chart()->setTitle(tr("Per-channel weight ranges \u2014 %1, epoch %2 (%3 output channels; widest %4\u00d7 the "
+                             "narrowest before CLE, %5\u00d7 after)")
+                              .arg(statsName(*s))
+                              .arg(s->epoch)
+                              .arg(n)
+                              .arg(ratio(wideBefore, narrowBefore), ratio(wide, narrow)));
+    else
+        chart()->setTitle(tr("Per-channel weight ranges \u2014 %1, epoch %2 (%3 output channels; widest %4\u00d7 the narrowest)")
+                              .arg(statsName(*s))
+                              .arg(s->epoch)
+                              .arg(n)
+                              .arg(ratio(wide, narrow)));
     setEmptyMessage({});
 }
 
@@ -436,7 +471,10 @@ void RangesPanel::refresh()
                           "range, which a single tensor-wise scale must cover. %1")
                            .arg(QString::fromStdString(s->granularity) == QLatin1String("channel-wise")
                                     ? tr("This run uses one scale per channel.")
-                                    : tr("This run uses %1 quantization.").arg(QString::fromStdString(s->granularity))));
+                                    : tr("This run uses %1 quantization.").arg(QString::fromStdString(s->granularity))) +
+                       (s->channelMinBefore.empty()
+                            ? QString()
+                            : tr(" The orange outline is each channel's range before cross-layer equalization.")));
 }
 
 // ---------------------------------------------------------------- SqnrChart

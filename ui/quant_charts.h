@@ -87,6 +87,8 @@ private:
     QLineSeries* m_chanUpper;
     QLineSeries* m_chanLower;
     QAreaSeries* m_chan;
+    QLineSeries* m_beforeUpper; // PTQ with cross-layer equalization: the ranges before it (outline)
+    QLineSeries* m_beforeLower;
     int m_channels = 0;
 };
 

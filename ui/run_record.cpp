@@ -240,7 +240,15 @@ QString RunRecord::configTooltip() const
     lines << QStringLiteral("Model %1, strategy %2").arg(str(config.model), QString::fromLatin1(s.label));
     if (s.uses("format")) lines << QStringLiteral("Format %1").arg(str(p.format));
     if (s.uses("granularity")) lines << QStringLiteral("Granularity %1").arg(granularityLabel(p.granularity));
-    if (s.uses("rounding")) lines << QStringLiteral("Rounding %1").arg(str(p.rounding));
+    if (s.uses("rounding"))
+        lines << QStringLiteral("Rounding %1").arg(str(p.rounding)) +
+                     (p.rounding == "adaround" ? QStringLiteral(" (%1 iterations per layer)").arg(p.adaroundIters) : QString());
+    if (p.crossLayerEqualization || p.biasCorrection) {
+        QStringList ptq;
+        if (p.crossLayerEqualization) ptq << QStringLiteral("cross-layer equalization");
+        if (p.biasCorrection) ptq << QStringLiteral("bias correction");
+        lines << QStringLiteral("PTQ %1").arg(ptq.join(QStringLiteral(", ")));
+    }
     if (s.uses("calibration")) lines << QStringLiteral("Calibration %1").arg(str(p.calibration));
     if (s.uses("schedule")) lines << QStringLiteral("Schedule %1").arg(str(p.schedule));
     lines << QStringLiteral("%1, lr %2, %3 epochs, batch %4, %5 threads, seed %6")
@@ -273,7 +281,10 @@ QJsonObject configToJson(const TrainConfig& c)
                    {"schedule", str(p.schedule)},
                    {"bn_freeze_epoch", double(p.bnFreezeEpoch)},
                    {"blend_steps", double(p.blendSteps)},
-                   {"percentile", double(p.percentile)}};
+                   {"percentile", double(p.percentile)},
+                   {"adaround_iters", double(p.adaroundIters)},
+                   {"cle", p.crossLayerEqualization},
+                   {"bias_correction", p.biasCorrection}};
     // The per-layer plan, as docs/PLANS.md's "layers" object (absent for a uniform run).
     if (!p.layers.empty()) {
         const QJsonObject plan = QJsonDocument::fromJson(QByteArray::fromStdString(planToJson(p.plan()))).object();
@@ -329,6 +340,9 @@ TrainConfig configFromJson(const QJsonObject& o)
     pc.activationCalibration = sstr(p["activation_calibration"], pc.activationCalibration);
     pc.activationFormat = sstr(p["activation_format"], pc.activationFormat);
     pc.calibImages = count(p["calib_images"].toDouble(double(pc.calibImages)));
+    pc.adaroundIters = std::max<std::size_t>(1, count(p["adaround_iters"].toDouble(double(pc.adaroundIters))));
+    pc.crossLayerEqualization = p["cle"].toBool(false);
+    pc.biasCorrection = p["bias_correction"].toBool(false);
     pc.schedule = sstr(p["schedule"], pc.schedule);
     pc.bnFreezeEpoch = count(p["bn_freeze_epoch"].toDouble(double(pc.bnFreezeEpoch)));
     pc.blendSteps = count(p["blend_steps"].toDouble(double(pc.blendSteps)));

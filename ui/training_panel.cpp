@@ -298,6 +298,19 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
     m_narrowRange->setObjectName(QStringLiteral("narrowRange"));
     m_narrowRange->setToolTip(tr("Signed weights use a symmetric grid without its lowest level: int8 [-127, 127] "
                                  "(onnxruntime's and TensorRT's convention)."));
+    m_adaroundIters = spin(1, 100000, tr("AdaRound: optimisation steps per layer (more is slower and usually a little "
+                                         "better; the paper uses 10,000-20,000)."));
+    m_adaroundIters->setObjectName(QStringLiteral("adaroundIters"));
+    m_adaroundIters->setSingleStep(100);
+    m_cle = new QCheckBox(tr("Cross-layer equalization"));
+    m_cle->setObjectName(QStringLiteral("cle"));
+    m_cle->setToolTip(tr("PTQ: after folding BatchNorm, rescales consecutive conv/fc pairs through ReLU so their "
+                         "per-channel weight ranges match; the FP32 function is unchanged (Nagel et al., ICCV 2019). "
+                         "Pairs through ReLU6 are skipped. The Ranges chart shows the ranges before and after."));
+    m_biasCorrection = new QCheckBox(tr("Bias correction"));
+    m_biasCorrection->setObjectName(QStringLiteral("biasCorrection"));
+    m_biasCorrection->setToolTip(tr("PTQ: adds E[W x] - E[W~ x] over the calibration images to each layer's bias, "
+                                    "so quantization no longer shifts the mean output (Nagel et al., ICCV 2019)."));
 
     m_schedule = new ScheduleEditor;
     m_schedule->setObjectName(QStringLiteral("schedule"));
@@ -387,6 +400,14 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
     pg->addWidget(m_lsqPlus, 6, 2, 1, 2);
     pg->addWidget(m_narrowRange, 7, 1, 1, 3);
     put(pg, 5, 0, tr("Sched&ule"), m_schedule, 3);
+    put(pg, 6, 0, tr("AdaRound iters"), m_adaroundIters);
+    {
+        auto* boxes = new QHBoxLayout;
+        boxes->addWidget(m_cle);
+        boxes->addWidget(m_biasCorrection);
+        boxes->addStretch();
+        pg->addLayout(boxes, 7, 0, 1, 4);
+    }
     {
         // The label cell holds the label and, under it, the "+ phase" button.
         QLabel* l = m_labels.value(m_schedule);
@@ -436,7 +457,8 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
 
     for (QWidget* w : std::initializer_list<QWidget*>{m_format, m_granularity, m_groupSize, m_rounding, m_calibration,
                                                       m_percentile, m_calibImages, m_bnFreeze, m_schedule, m_momentum,
-                                                      m_epochs, m_quantizer, m_lsqPlus, m_narrowRange})
+                                                      m_epochs, m_quantizer, m_lsqPlus, m_narrowRange, m_adaroundIters, m_cle,
+                                                      m_biasCorrection})
         m_baseTips.insert(w, w->toolTip());
 
     // Widgets -> config, under the guard.
@@ -450,8 +472,9 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
     };
     for (QComboBox* c : {m_model, m_strategy, m_format, m_granularity, m_rounding, m_calibration, m_optimizer, m_quantizer})
         connect(c, &QComboBox::currentIndexChanged, this, changed);
-    for (QSpinBox* s : {m_groupSize, m_calibImages, m_bnFreeze, m_epochs, m_batch, m_threads, m_seed})
+    for (QSpinBox* s : {m_groupSize, m_calibImages, m_bnFreeze, m_epochs, m_batch, m_threads, m_seed, m_adaroundIters})
         connect(s, &QSpinBox::valueChanged, this, changed);
+    for (QCheckBox* b : {m_cle, m_biasCorrection}) connect(b, &QCheckBox::toggled, this, changed);
     connect(m_percentile, &QDoubleSpinBox::valueChanged, this, changed);
     connect(m_momentum, &QDoubleSpinBox::valueChanged, this, changed);
     connect(m_lr, &QLineEdit::textChanged, this, changed);
@@ -520,6 +543,9 @@ void TrainingPanel::setConfig(const TrainConfig& cfg)
     selectData(m_quantizer, qs(p.quantizer));
     m_lsqPlus->setChecked(p.lsqPlus);
     m_narrowRange->setChecked(p.narrowRange);
+    m_adaroundIters->setValue(static_cast<int>(std::min<std::size_t>(p.adaroundIters, 100000)));
+    m_cle->setChecked(p.crossLayerEqualization);
+    m_biasCorrection->setChecked(p.biasCorrection);
     m_schedule->setSchedule(qs(p.schedule));
     selectData(m_optimizer, qs(cfg.optimizer));
     m_momentum->setValue(double(cfg.momentum));
@@ -571,6 +597,12 @@ void TrainingPanel::readWidgets()
     p.lsqPlus = learned && p.quantizer == "lsq" && m_lsqPlus->isChecked();
     p.narrowRange = (p.strategy == Strategy::Ptq || p.strategy == Strategy::Qat || p.strategy == Strategy::Progressive) &&
                     m_narrowRange->isChecked();
+    p.adaroundIters = static_cast<std::size_t>(m_adaroundIters->value());
+    // The PTQ methods only travel with PTQ (validate() refuses them elsewhere).
+    const bool ptq = p.strategy == Strategy::Ptq;
+    p.crossLayerEqualization = ptq && m_cle->isChecked();
+    p.biasCorrection = ptq && m_biasCorrection->isChecked();
+    if (!ptq && p.rounding == "adaround") p.rounding = "nearest";
     p.schedule = m_schedule->schedule().toStdString();
     c.optimizer = m_optimizer->currentData().toString().toStdString();
     c.momentum = static_cast<float>(m_momentum->value());
@@ -665,6 +697,27 @@ void TrainingPanel::updateApplicability()
                tr("only post-training quantization calibrates on images after training."));
     setApplies(m_bnFreeze, s.uses("bn-freeze-epoch"),
                tr("only quantization-aware training freezes BatchNorm statistics."));
+    {
+        const bool ptq = p.strategy == Strategy::Ptq;
+        const QString why = tr("AdaRound, cross-layer equalization and bias correction are post-training methods: "
+                               "they need the PTQ strategy.");
+        if (auto* items = qobject_cast<QStandardItemModel*>(m_rounding->model()))
+            for (int i = 0; i < m_rounding->count(); ++i)
+                if (m_rounding->itemData(i).toString() == QLatin1String("adaround"))
+                    if (QStandardItem* item = items->item(i)) {
+                        item->setEnabled(ptq);
+                        item->setToolTip(ptq ? QString() : tr("Disabled: ") + why);
+                    }
+        if (!ptq && m_rounding->currentData().toString() == QLatin1String("adaround")) {
+            m_initializing = true;
+            selectData(m_rounding, QStringLiteral("nearest"));
+            m_initializing = false;
+        }
+        setApplies(m_adaroundIters, ptq && p.rounding == "adaround",
+                   ptq ? tr("only AdaRound rounding iterates (choose it under Rounding).") : why);
+        setApplies(m_cle, ptq, why);
+        setApplies(m_biasCorrection, ptq, why);
+    }
     setApplies(m_schedule, s.uses("schedule"), tr("only the progressive strategy follows a schedule."));
     setApplies(m_quantizer, s.uses("quantizer"), tr("only quantization-aware training can learn its step sizes (LSQ)."));
     setApplies(m_lsqPlus, s.uses("lsq-plus") && p.quantizer == "lsq",

@@ -126,6 +126,9 @@ private:
     QComboBox* m_quantizer;
     QCheckBox* m_lsqPlus;
     QCheckBox* m_narrowRange;
+    QSpinBox* m_adaroundIters;
+    QCheckBox* m_cle;
+    QCheckBox* m_biasCorrection;
     ScheduleEditor* m_schedule;
     QComboBox* m_optimizer;
     QDoubleSpinBox* m_momentum;

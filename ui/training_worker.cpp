@@ -39,6 +39,31 @@ public:
     void onLayerStats(const std::vector<LayerStats>& stats) override { emit m_worker.layerStats(m_runId, stats); }
     void onStepSizes(const StepSizeEvent& e) override { emit m_worker.stepSizes(m_runId, e); }
 
+    // PTQ refinement (AdaRound, bias correction): a status line and the share done, throttled.
+    void onPtqProgress(const PtqProgressEvent& e) override
+    {
+        const auto now = Clock::now();
+        const bool last = e.iteration == e.iterations && e.layerIndex == e.layers;
+        if (!last && now - m_lastPtq < m_throttle) return;
+        m_lastPtq = now;
+        double done = -1.0;
+        QString text;
+        if (e.stage == "adaround" && e.layers > 0 && e.iterations > 0) {
+            done = (double(e.layerIndex - 1) + double(e.iteration) / double(e.iterations)) / double(e.layers);
+            text = QStringLiteral("AdaRound \u00b7 layer %1/%2 %3 \u00b7 iteration %4/%5 \u00b7 loss %6 \u00b7 %7 s")
+                       .arg(e.layerIndex)
+                       .arg(e.layers)
+                       .arg(QString::fromStdString(e.layer))
+                       .arg(e.iteration)
+                       .arg(e.iterations)
+                       .arg(e.loss, 0, 'g', 4)
+                       .arg(e.elapsedSeconds, 0, 'f', 0);
+        } else {
+            text = QStringLiteral("Bias correction on the calibration images...");
+        }
+        emit m_worker.ptqProgress(m_runId, text, done);
+    }
+
     void onFinish(const FinishEvent& e) override
     {
         flush(Clock::now());
@@ -61,6 +86,7 @@ private:
     }
 
     TrainingWorker& m_worker;
+    Clock::time_point m_lastPtq{};
     int m_runId;
     Clock::duration m_throttle;
     Clock::time_point m_lastFlush{};
@@ -205,6 +231,7 @@ TrainingController::TrainingController(QObject* parent, int throttleMs) : QObjec
     connect(m_worker, &TrainingWorker::epochDone, this, &TrainingController::epochDone, q);
     connect(m_worker, &TrainingWorker::layerStats, this, &TrainingController::layerStats, q);
     connect(m_worker, &TrainingWorker::stepSizes, this, &TrainingController::stepSizes, q);
+    connect(m_worker, &TrainingWorker::ptqProgress, this, &TrainingController::ptqProgress, q);
     connect(m_worker, &TrainingWorker::finished, this, [this](int id, const FinishEvent& e) {
         m_training = false;
         m_token.setPaused(false);

@@ -73,6 +73,8 @@ signals:
     void epochDone(int runId, quantscope::EpochEvent event);
     void layerStats(int runId, quantscope::LayerStatsList stats);
     void stepSizes(int runId, quantscope::StepSizeEvent event);
+    // PTQ refinement progress: a status line and the share done (0..1, or -1 when unknown).
+    void ptqProgress(int runId, QString text, double done);
     void finished(int runId, quantscope::FinishEvent event);
     void failed(int runId, QString message);
     void exportReady(int runId, quantscope::ExportBundlePtr bundle);
@@ -118,6 +120,7 @@ signals:
     void epochDone(int runId, quantscope::EpochEvent event);
     void layerStats(int runId, quantscope::LayerStatsList stats);
     void stepSizes(int runId, quantscope::StepSizeEvent event);
+    void ptqProgress(int runId, QString text, double done);
     void finished(int runId, quantscope::FinishEvent event);
     void failed(int runId, QString message);
     void exportReady(int runId, quantscope::ExportBundlePtr bundle);

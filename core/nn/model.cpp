@@ -76,6 +76,16 @@ std::size_t Model::add(LayerPtr layer, std::vector<std::size_t> inputs)
     return index + 1;
 }
 
+LayerPtr Model::replaceLayer(std::size_t i, LayerPtr layer)
+{
+    if (!layer || i >= m_layers.size()) throw ConfigError("model " + m_name + ": no layer " + std::to_string(i) + " to replace");
+    if (layer->name() != m_layers[i]->name() || layer->numInputs() != m_layers[i]->numInputs())
+        throw ConfigError("model " + m_name + ": '" + layer->name() + "' cannot replace '" + m_layers[i]->name() +
+                          "' (the name and the number of inputs must match)");
+    std::swap(layer, m_layers[i]);
+    return layer;
+}
+
 std::size_t Model::outputOf(const std::string& name) const
 {
     for (std::size_t i = 0; i < m_layers.size(); ++i)

@@ -36,6 +36,10 @@ public:
     // Throws ConfigError when an input is not an earlier activation, the count does not match
     // layer->numInputs(), or the name is empty or already taken.
     std::size_t add(LayerPtr layer, std::vector<std::size_t> inputs = {});
+    // Puts `layer` in place of layer i (same name and number of inputs; it reads the same
+    // activations) and returns the old one. Throws ConfigError otherwise. For graph rewrites such
+    // as CLE's ReLU6 -> ReLU (quant/equalization.h).
+    LayerPtr replaceLayer(std::size_t i, LayerPtr layer);
     // Activation index of the output of the layer called `name`; throws ConfigError if none.
     std::size_t outputOf(const std::string& name) const;
     // The activations layer i reads, and the layers that read activation a.

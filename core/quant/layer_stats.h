@@ -19,6 +19,8 @@ struct LayerStats {
     std::vector<float> scales;            // one per scale slot
     std::vector<std::int32_t> zeroPoints; // one per scale slot
     std::vector<float> channelMin, channelMax; // FP32 weights, per output channel
+    // The same before cross-layer equalization (PTQ --cle); empty without it.
+    std::vector<float> channelMinBefore, channelMaxBefore;
     float tensorMin = 0.0f, tensorMax = 0.0f;  // FP32 weights, whole tensor
     float clipLow = 0.0f, clipHigh = 0.0f;     // representable range (widest over slots)
     // Histograms over shared bins aligned to the quantization grid (edges.size() == bins + 1).

@@ -80,6 +80,18 @@ struct StepSizeEvent {
     std::vector<StepSizeTrack> steps;
 };
 
+// PTQ refinement progress (AdaRound, bias correction), between the epoch's evaluations.
+struct PtqProgressEvent {
+    std::string stage;              // "adaround", "bias-correction"
+    std::string layer;              // the layer being refined
+    std::size_t layerIndex = 0;     // 1-based among the refined layers
+    std::size_t layers = 0;
+    std::size_t iteration = 0;      // AdaRound: iterations done on this layer
+    std::size_t iterations = 0;
+    double loss = kNoValue;         // AdaRound: mean reconstruction loss over the last iterations
+    double elapsedSeconds = 0.0;    // since the refinement started
+};
+
 class TrainObserver {
 public:
     virtual ~TrainObserver() = default;
@@ -90,6 +102,7 @@ public:
     virtual void onLayerStats(const std::vector<LayerStats>&) {}
     // Learned quantizers (QAT with --quantizer lsq): about 20 times per epoch and at its end.
     virtual void onStepSizes(const StepSizeEvent&) {}
+    virtual void onPtqProgress(const PtqProgressEvent&) {}
     virtual void onFinish(const FinishEvent&) {}
 };
 

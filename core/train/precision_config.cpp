@@ -52,6 +52,10 @@ const std::vector<OptionUse>& optionUses()
         {"lsq-plus", {Qat}},
         {"lsq-init", {Qat}},
         {"narrow-range", {Ptq, Qat, Progressive}},                  // integer weights
+        {"adaround-iters", {Ptq}},                                  // PTQ refinements (train/ptq_refine.h)
+        {"cle", {Ptq}},
+        {"cle-relu6-to-relu", {Ptq}},
+        {"bias-correction", {Ptq}},
     };
     return rows;
 }
@@ -90,8 +94,14 @@ Strategy parseStrategy(const std::string& name)
 
 void PrecisionConfig::validate() const
 {
-    if (rounding != "nearest" && rounding != "stochastic")
-        throw ConfigError("unknown rounding '" + rounding + "' (known: nearest, stochastic)");
+    if (rounding != "nearest" && rounding != "stochastic" && rounding != "adaround")
+        throw ConfigError("unknown rounding '" + rounding + "' (known: nearest, stochastic, adaround)");
+    if (strategy != Strategy::Ptq && (rounding == "adaround" || crossLayerEqualization || biasCorrection))
+        throw ConfigError(std::string(rounding == "adaround" ? "--rounding adaround"
+                                                             : (crossLayerEqualization ? "--cle" : "--bias-correction")) +
+                          " is a post-training method: it needs --strategy ptq, not " + strategyInfo(strategy).name);
+    if (cleRelu6ToRelu && !crossLayerEqualization) throw ConfigError("--cle-relu6-to-relu needs --cle");
+    if (adaroundIters == 0 || adaroundIters > 1000000) throw ConfigError("AdaRound iterations must be between 1 and 1000000");
     if (calibImages == 0) throw ConfigError("calibration needs at least one image");
     if (!(percentile > 50.0f && percentile <= 100.0f)) throw ConfigError("percentile must be in (50, 100]");
     const QuantizerKind q = parseQuantizer(quantizer);

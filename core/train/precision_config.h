@@ -48,7 +48,7 @@ struct PrecisionConfig {
     Strategy strategy = Strategy::Fp32;
     std::string format = "int8";          // a row of numberFormats()
     std::string granularity = "channel";  // global | layer | tensor | channel | group:N
-    std::string rounding = "nearest";     // nearest | stochastic
+    std::string rounding = "nearest";     // nearest | stochastic | adaround (ptq only)
     std::string calibration = "minmax";   // weights: minmax | moving-average | percentile | mse
     std::string activationCalibration = "moving-average";
     std::string activationFormat = "uint8"; // activations are quantized per tensor
@@ -66,6 +66,12 @@ struct PrecisionConfig {
     // lsq: initial steps from LSQ's rule 2<|x|>/sqrt(Qp) ("lsq") or from the observers' ranges
     // (weights: --calibration; activations: the first batch's min-max) ("range").
     std::string lsqInit = "lsq";
+    // PTQ refinements (train/ptq_refine.h): AdaRound iterations per layer (rounding "adaround"),
+    // cross-layer equalization, empirical bias correction.
+    std::size_t adaroundIters = 500;
+    bool crossLayerEqualization = false;  // --cle
+    bool cleRelu6ToRelu = false;          // --cle-relu6-to-relu: ReLU6 -> ReLU first (changes the FP32 model)
+    bool biasCorrection = false;          // --bias-correction
     // Per-layer precision (--plan, --layer, --keep-fp32, the GUI's plan table): entries over the
     // default that format/granularity/calibration/activationFormat above make. Empty = uniform.
     std::vector<LayerOverride> layers;

@@ -6,6 +6,7 @@
 #include "quant/float_cast.h"
 #include "quant/weight_quantizer.h"
 #include "train/float_sim.h"
+#include "train/ptq_refine.h"
 #include "train/quant_sim.h"
 #include "train/trainer.h"
 #include "util/errors.h"
@@ -54,29 +55,83 @@ const NumberFormat& floatFormatFor(const std::string& strategy, const std::strin
 }
 
 // ---------------------------------------------------------------- PTQ
+// rounding "adaround" quantizes to nearest first (for the scales), then AdaRound re-rounds.
+PrecisionConfig nearestFirst(PrecisionConfig c)
+{
+    if (c.rounding == "adaround") c.rounding = "nearest";
+    return c;
+}
+
+PtqRefineOptions refineOptions(const TrainConfig& cfg)
+{
+    PtqRefineOptions o;
+    o.cle = cfg.precision.crossLayerEqualization;
+    o.relu6ToRelu = cfg.precision.cleRelu6ToRelu;
+    o.biasCorrection = cfg.precision.biasCorrection;
+    o.adaround = cfg.precision.rounding == "adaround";
+    o.ada.iterations = cfg.precision.adaroundIters;
+    o.ada.seed = cfg.seed;
+    return o;
+}
+
 class PtqStrategy final : public PrecisionStrategy {
 public:
     PtqStrategy(const TrainConfig& cfg, Model& model)
-        : m_cfg(cfg.precision), m_model(model), m_sim(model, cfg.precision, findFormat(cfg.precision.format))
+        : m_cfg(cfg.precision), m_model(model), m_sim(model, nearestFirst(cfg.precision), findFormat(cfg.precision.format)),
+          m_refiner(model, refineOptions(cfg))
     {
+    }
+    void beginEpoch(std::size_t) override
+    {
+        if (m_refiner.active()) m_refiner.restoreFloat();
+        m_trained = true;
     }
     double quantizedAccuracy(const Dataset& data, std::size_t batch) override
     {
+        if (m_refiner.active()) {
+            m_refiner.begin(m_sim); // FP32 weights back, CLE
+            if (m_refiner.replacedRelu6() > 0) // a different FP32 model: measure it
+                m_refiner.setFloatAccuracyAfterCle(evaluate(m_model, data, data.test, batch).accuracy);
+        }
         m_sim.quantizeWeights(Rounding::Nearest, 0);
         m_sim.calibrate(data, data.train, m_cfg.calibImages, batch);
         m_sim.setObserving(false);
+        if (m_refiner.active()) {
+            m_refiner.refine(m_sim, data, m_cfg.calibImages, batch, [this](const PtqProgressEvent& e) {
+                if (observer()) observer()->onPtqProgress(e);
+                return !stopRequested();
+            });
+            m_trained = false;
+        }
         return evaluateQuantized(m_model, m_sim, data, batch);
     }
-    std::vector<LayerStats> layerStats(std::size_t epoch) override { return m_sim.stats(epoch); }
-    void afterEval() override { m_sim.clearWeights(); }
+    std::vector<LayerStats> layerStats(std::size_t epoch) override
+    {
+        std::vector<LayerStats> s = m_sim.stats(epoch);
+        m_refiner.annotate(s);
+        return s;
+    }
+    // A refined model stays refined after its evaluation (export reads it); the next training
+    // epoch starts from the FP32 weights again (beginEpoch).
+    void afterEval() override
+    {
+        if (!m_refiner.active()) m_sim.clearWeights();
+    }
     std::string phase(std::size_t) const override { return "fp32"; }
     QuantSim* quantSim() override { return &m_sim; }
-    void prepareExport(const Dataset& data, std::size_t batch) override { quantizedAccuracy(data, batch); }
+    void prepareExport(const Dataset& data, std::size_t batch) override
+    {
+        if (m_refiner.active() && !m_trained && m_refiner.reapplyRefined()) return;
+        quantizedAccuracy(data, batch);
+    }
+    const PtqRefiner* refiner() const override { return m_refiner.active() ? &m_refiner : nullptr; }
 
 private:
     PrecisionConfig m_cfg;
     Model& m_model;
     QuantSim m_sim;
+    PtqRefiner m_refiner;
+    bool m_trained = true;
 };
 
 // ---------------------------------------------------------------- QAT

@@ -32,6 +32,7 @@ using QuantizedEvaluator = std::function<std::optional<double>(Model& model, con
 
 struct TrainConfig;
 class QuantSim;
+class PtqRefiner;
 
 class PrecisionStrategy {
 public:
@@ -62,12 +63,22 @@ public:
     // The learned step sizes now (empty for strategies without learned quantizers).
     virtual std::vector<StepSizeTrack> learnedSteps() const { return {}; }
     virtual void prepareExport(const Dataset& /*data*/, std::size_t /*batch*/) {}
+    // PTQ with --cle / --bias-correction / --rounding adaround: what the refinement did; else null.
+    virtual const PtqRefiner* refiner() const { return nullptr; }
+    // Where long work inside the hooks (AdaRound) reports progress and looks for a stop request.
+    void attach(TrainObserver* observer, const StopToken* stop)
+    {
+        m_observer = observer;
+        m_stop = stop;
+    }
 
     void setQuantizedEvaluator(QuantizedEvaluator e) { m_evaluator = std::move(e); }
     // What ran the last quantizedAccuracy: "fake-quant" or the evaluator's runner; empty if none.
     const std::string& quantizedRunner() const { return m_runner; }
 
 protected:
+    TrainObserver* observer() const { return m_observer; }
+    bool stopRequested() const { return m_stop && m_stop->stopRequested(); }
     // Test accuracy of `model` under the integer simulation `sim` (ready to run): on the
     // evaluator when it can, else the fake-quant float model.
     double evaluateQuantized(Model& model, QuantSim& sim, const Dataset& data, std::size_t batch);
@@ -75,6 +86,8 @@ protected:
     double evaluateFakeQuant(Model& model, LayerHooks* hooks, const Dataset& data, std::size_t batch);
 
 private:
+    TrainObserver* m_observer = nullptr;
+    const StopToken* m_stop = nullptr;
     QuantizedEvaluator m_evaluator;
     std::string m_runner;
 };

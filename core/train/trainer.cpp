@@ -109,6 +109,7 @@ Trainer::Trainer(TrainConfig cfg, const Dataset& data, TrainObserver* observer, 
                   : makeModel(m_cfg.model, m_data.channels(), m_data.height(), m_data.width(), m_data.numClasses(), m_cfg.seed);
     m_opt = makeOptimizer(m_cfg);
     m_strategy = makeStrategy(m_cfg, *m_model, *m_opt);
+    m_strategy->attach(m_observer, m_stop);
 }
 
 Trainer::~Trainer() = default;
