@@ -150,7 +150,10 @@ void TestGuiAnalysis::initTestCase()
     QVERIFY(std::equal(used->data->train.labels.begin(), used->data->train.labels.end(), cli.train.labels.begin()));
     QVERIFY2(m_view->sourceCombo()->currentText().startsWith("run #1"), qPrintable(m_view->sourceCombo()->currentText()));
     QTabWidget* tabs = m_window->tabs();
-    tabs->setCurrentIndex(tabs->indexOf(m_view));
+    int page = -1; // the Analysis tab holds the view inside a scroll area
+    for (int i = 0; i < tabs->count(); ++i)
+        if (tabs->widget(i)->isAncestorOf(m_view)) page = i;
+    tabs->setCurrentIndex(page);
     QCOMPARE(tabs->tabText(tabs->currentIndex()), QString("Analysis"));
 }
 
@@ -423,7 +426,8 @@ void TestGuiAnalysis::screenshotsOfSeedCnn()
     AnalysisView* v = w->analysisView();
     v->setValidationImages(qEnvironmentVariableIntValue("QS_ANALYSIS_VALIDATION") > 0 ? qEnvironmentVariableIntValue("QS_ANALYSIS_VALIDATION")
                                                                                         : 5000);
-    w->tabs()->setCurrentIndex(w->tabs()->indexOf(v));
+    for (int i = 0; i < w->tabs()->count(); ++i)
+        if (w->tabs()->widget(i)->isAncestorOf(v)) w->tabs()->setCurrentIndex(i);
     SensitivityView* s = v->sensitivity();
     s->setFormats({"int8", "int4", "int2"});
     QSignalSpy sdone(s, &SensitivityView::analysisFinished);
