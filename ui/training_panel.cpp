@@ -396,17 +396,18 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
     put(pg, 3, 2, tr("Percentile"), m_percentile);
     put(pg, 4, 0, tr("Calib. images"), m_calibImages);
     put(pg, 4, 2, tr("BN freeze"), m_bnFreeze);
+    put(pg, 5, 0, tr("Sched&ule"), m_schedule, 3);
+    // QAT's quantizer (LSQ), the integer grids, then PTQ's refinements: one row each.
     put(pg, 6, 0, tr("&Quantizer"), m_quantizer);
     pg->addWidget(m_lsqPlus, 6, 2, 1, 2);
-    pg->addWidget(m_narrowRange, 7, 1, 1, 3);
-    put(pg, 5, 0, tr("Sched&ule"), m_schedule, 3);
-    put(pg, 6, 0, tr("AdaRound iters"), m_adaroundIters);
+    put(pg, 7, 0, tr("AdaRound iters"), m_adaroundIters);
+    pg->addWidget(m_narrowRange, 7, 2, 1, 2);
     {
         auto* boxes = new QHBoxLayout;
         boxes->addWidget(m_cle);
         boxes->addWidget(m_biasCorrection);
         boxes->addStretch();
-        pg->addLayout(boxes, 7, 0, 1, 4);
+        pg->addLayout(boxes, 8, 0, 1, 4);
     }
     {
         // The label cell holds the label and, under it, the "+ phase" button.
