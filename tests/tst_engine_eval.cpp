@@ -12,6 +12,8 @@
 #include <QtTest>
 
 using namespace quantscope;
+using fixtures::agreement;
+using fixtures::argmaxOf;
 
 namespace {
 // The bar for the engine against the float fake-quant evaluation of the same model: issue 12's on
@@ -19,22 +21,6 @@ namespace {
 // has many near-tied logits, so that the int32 bias rounding decides more of them.
 constexpr double kMinAgreement = 0.999;
 constexpr double kMinAgreementBlobs = 0.995;
-
-double agreement(const std::vector<std::int32_t>& a, const std::vector<std::int32_t>& b)
-{
-    std::size_t same = 0;
-    for (std::size_t i = 0; i < a.size(); ++i) same += a[i] == b[i];
-    return a.empty() ? 0.0 : static_cast<double>(same) / static_cast<double>(a.size());
-}
-
-std::vector<std::int32_t> argmaxOf(const std::vector<float>& v, std::size_t k)
-{
-    std::vector<std::int32_t> p;
-    for (std::size_t i = 0; i + k <= v.size(); i += k)
-        p.push_back(static_cast<std::int32_t>(std::max_element(v.begin() + static_cast<long>(i), v.begin() + static_cast<long>(i + k)) -
-                                              v.begin() - static_cast<long>(i)));
-    return p;
-}
 
 struct EngineObserver final : TrainObserver {
     std::vector<EpochEvent> epochs;

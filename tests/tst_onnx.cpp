@@ -32,6 +32,8 @@
 #include <filesystem>
 
 using namespace quantscope;
+using fixtures::agreement;
+using fixtures::argmaxOf;
 namespace fs = std::filesystem;
 
 namespace {
@@ -127,16 +129,6 @@ std::vector<float> referenceOutputs(const ExportedModel& m, const LabeledImages&
     return out;
 }
 
-std::vector<std::int32_t> argmaxOf(const std::vector<float>& v, std::size_t k)
-{
-    std::vector<std::int32_t> p;
-    for (std::size_t i = 0; i + k <= v.size(); i += k)
-        p.push_back(static_cast<std::int32_t>(std::max_element(v.begin() + static_cast<std::ptrdiff_t>(i),
-                                                                v.begin() + static_cast<std::ptrdiff_t>(i + k)) -
-                                               (v.begin() + static_cast<std::ptrdiff_t>(i))));
-    return p;
-}
-
 std::vector<std::int32_t> enginePredictions(const ExportedModel& m, const LabeledImages& set)
 {
     ModelRunner r(m);
@@ -148,13 +140,6 @@ double accuracy(const std::vector<std::int32_t>& p, const LabeledImages& set)
     std::size_t c = 0;
     for (std::size_t i = 0; i < p.size(); ++i) c += p[i] == set.labels[i];
     return static_cast<double>(c) / static_cast<double>(set.size());
-}
-
-double agreement(const std::vector<std::int32_t>& a, const std::vector<std::int32_t>& b)
-{
-    std::size_t s = 0;
-    for (std::size_t i = 0; i < a.size(); ++i) s += a[i] == b[i];
-    return static_cast<double>(s) / static_cast<double>(a.size());
 }
 
 // BatchNorm statistics away from (1, 0, 0, 1), so a folding or reading mistake shows.

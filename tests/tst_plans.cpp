@@ -27,6 +27,8 @@
 #include <set>
 
 using namespace quantscope;
+using fixtures::agreement;
+using fixtures::argmaxOf;
 namespace fs = std::filesystem;
 
 namespace {
@@ -73,22 +75,6 @@ std::vector<float> referenceOutputs(const ExportedModel& m, const LabeledImages&
         r.predict(set.pixels.data() + b * set.imageBytes(), n, pred.data() + b, out.data() + b * m.classes);
     }
     return out;
-}
-
-std::vector<std::int32_t> argmaxOf(const std::vector<float>& v, std::size_t k)
-{
-    std::vector<std::int32_t> p;
-    for (std::size_t i = 0; i + k <= v.size(); i += k)
-        p.push_back(static_cast<std::int32_t>(std::max_element(v.begin() + static_cast<long>(i), v.begin() + static_cast<long>(i + k)) -
-                                              v.begin() - static_cast<long>(i)));
-    return p;
-}
-
-double agreement(const std::vector<std::int32_t>& a, const std::vector<std::int32_t>& b)
-{
-    std::size_t same = 0;
-    for (std::size_t i = 0; i < std::min(a.size(), b.size()); ++i) same += a[i] == b[i];
-    return a.empty() ? 0.0 : static_cast<double>(same) / static_cast<double>(a.size());
 }
 
 // seed-cnn (conv1, conv2, fc1, fc2) quantized by PTQ under `layers` over an int8 channel default.

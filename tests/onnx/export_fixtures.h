@@ -13,6 +13,7 @@
 #include "train/trainer.h"
 #include "util/rng.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
@@ -149,6 +150,25 @@ inline std::unique_ptr<Trainer> trainedLenet5(const Dataset& data)
     auto t = std::make_unique<Trainer>(cfg, data);
     t->run();
     return t;
+}
+
+// Predicted class of each row of k outputs (images x classes, row-major): the first maximum.
+inline std::vector<std::int32_t> argmaxOf(const std::vector<float>& v, std::size_t k)
+{
+    std::vector<std::int32_t> p;
+    for (std::size_t i = 0; i + k <= v.size(); i += k)
+        p.push_back(static_cast<std::int32_t>(std::max_element(v.begin() + static_cast<std::ptrdiff_t>(i),
+                                                                v.begin() + static_cast<std::ptrdiff_t>(i + k)) -
+                                               (v.begin() + static_cast<std::ptrdiff_t>(i))));
+    return p;
+}
+
+// Share of positions where two prediction lists agree, in [0, 1] (0 for empty lists).
+inline double agreement(const std::vector<std::int32_t>& a, const std::vector<std::int32_t>& b)
+{
+    std::size_t same = 0;
+    for (std::size_t i = 0; i < std::min(a.size(), b.size()); ++i) same += a[i] == b[i];
+    return a.empty() ? 0.0 : static_cast<double>(same) / static_cast<double>(a.size());
 }
 
 // Fashion-MNIST when installed (else empty): tests that need real data skip without it.
