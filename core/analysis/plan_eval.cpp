@@ -57,10 +57,15 @@ PlanEvaluator::Result PlanEvaluator::run(const PrecisionPlan& plan)
     sim.quantizeWeights(Rounding::Nearest, 0);
     sim.calibrate(m_data, m_data.train, std::min(m_calibImages, m_data.train.size()), 64);
     sim.setObserving(false);
-    // The integer engine when it can run the plan (integer formats of at most 8 bits, layers
-    // kept FP32 between them), else the fake-quant float model.
+    // The integer engine when it can run the plan (integer formats of at most 8 bits), else the
+    // fake-quant float model. A plan that keeps layers FP32 (sensitivity's one-layer plans) runs
+    // on the float model: the engine's float layers are plain loops, slower than its batched GEMMs.
+    bool floatLayers = plan.defaults.keepFp32();
+    for (const LayerOverride& o : plan.layers) floatLayers = floatLayers || (o.format && *o.format == "fp32");
     Result r;
-    if (std::optional<EngineEval> e = evaluateOnEngine(m_model, sim, m_data, m_set, m_threads, true)) {
+    std::optional<EngineEval> e;
+    if (!floatLayers) e = evaluateOnEngine(m_model, sim, m_data, m_set, m_threads, true);
+    if (e) {
         r.accuracy = e->accuracy;
         r.logits = std::move(e->logits);
         m_lastRunner = e->runner;
