@@ -230,11 +230,15 @@ void MainWindow::restoreSettings()
     QSettings s;
     // A damaged settings file never stops the start: the window opens with its defaults, says
     // which file and what is wrong, and the file is rewritten whole on exit.
-    if (s.status() != QSettings::NoError) {
+    // Qt's INI reader skips lines it cannot parse, so a file with bytes in it but none of the keys
+    // this window writes is damaged too.
+    const bool noKnownKey = QFileInfo(s.fileName()).size() > 0 && !s.contains(QStringLiteral("window/geometry")) &&
+                            !s.contains(QStringLiteral("training/config")) && !s.contains(QStringLiteral("dataset/trainLimit"));
+    if (s.status() != QSettings::NoError || noKnownKey) {
         showError(tr("The settings file %1 could not be read (%2): QuantScope started with its default layout and "
                      "options, and rewrites the file when it closes.")
-                      .arg(s.fileName(), s.status() == QSettings::FormatError ? tr("it is not a valid settings file")
-                                                                              : tr("it cannot be opened")));
+                      .arg(s.fileName(), s.status() == QSettings::AccessError ? tr("it cannot be opened")
+                                                                              : tr("it is not a valid settings file")));
         return;
     }
     if (s.contains(QStringLiteral("window/geometry"))) restoreGeometry(s.value(QStringLiteral("window/geometry")).toByteArray());

@@ -118,7 +118,7 @@ CliResult runCliExport(const QString& data, const QString& target)
     if (!p.waitForFinished(300000)) {
         p.kill();
         p.waitForFinished();
-        return {-2, QStringLiteral("timed out")};
+        return {-2, QStringLiteral("timed out"), QString()};
     }
     CliResult r;
     r.exitCode = p.exitStatus() == QProcess::NormalExit ? p.exitCode() : -1;
