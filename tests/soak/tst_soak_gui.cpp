@@ -28,7 +28,7 @@ using namespace quantscope;
 
 namespace {
 
-constexpr int kCycles = 50;
+constexpr int kDefaultCycles = 50; // QS_SOAK_CYCLES overrides it (>= 11), e.g. to hunt a leak under LSan
 constexpr int kFirstMeasuredCycle = 10;   // after the allocator, fonts and TBB's pool have warmed up
 constexpr double kMaxGrowth = 0.05;       // resident memory, cycle 10 -> cycle 50
 constexpr int kLoadTimeoutMs = 30000;
@@ -80,6 +80,9 @@ private slots:
         QVERIFY(dir.isValid());
         writeFixture(dir.path(), 3000, 200); // 188 steps of 16: every run is still going when stopped
 
+        const int kCycles = std::max(kFirstMeasuredCycle + 1, qEnvironmentVariableIntValue("QS_SOAK_CYCLES") > 0
+                                                                   ? qEnvironmentVariableIntValue("QS_SOAK_CYCLES")
+                                                                   : kDefaultCycles);
         double rssAt10 = 0, rssLast = 0, rawAt10 = 0, rawLast = 0;
         QElapsedTimer total;
         total.start();
