@@ -4,7 +4,8 @@
 // process (/proc/self/statm) grows less than 5 % from cycle 10 to the last cycle. Memory is read
 // after malloc_trim(0): freed blocks that glibc keeps cached in the worker thread's arena swing
 // the raw figure by tens of MiB from one cycle to the next (both figures are printed); a leak
-// stays resident either way.
+// stays resident either way. "At cycle N" is the median of the readings after cycles N-4..N: single
+// readings still move by +-5 MiB (about 10 %) from run to run as threads come and go.
 #include "main_window.h"
 #include "runs_model.h"
 #include "training_panel.h"
@@ -20,6 +21,9 @@
 #include <QSpinBox>
 #include <QTemporaryDir>
 #include <QtTest>
+
+#include <algorithm>
+#include <vector>
 
 #include <malloc.h>
 #include <unistd.h>
@@ -68,6 +72,14 @@ void writeFixture(const QString& dir, std::size_t nTrain, std::size_t nTest)
     make(nTest, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte");
 }
 
+// Median of the readings after cycles cycle-4 .. cycle (readings[i] is after cycle i + 1).
+double medianOf5(std::vector<double> readings, int cycle)
+{
+    std::vector<double> w(readings.begin() + (cycle - 5), readings.begin() + cycle);
+    std::sort(w.begin(), w.end());
+    return w[2];
+}
+
 } // namespace
 
 class TestSoakGui : public QObject {
@@ -83,7 +95,7 @@ private slots:
         const int kCycles = std::max(kFirstMeasuredCycle + 1, qEnvironmentVariableIntValue("QS_SOAK_CYCLES") > 0
                                                                    ? qEnvironmentVariableIntValue("QS_SOAK_CYCLES")
                                                                    : kDefaultCycles);
-        double rssAt10 = 0, rssLast = 0, rawAt10 = 0, rawLast = 0;
+        std::vector<double> trimmed, raws, heap;
         QElapsedTimer total;
         total.start();
         for (int cycle = 1; cycle <= kCycles; ++cycle) {
@@ -127,17 +139,22 @@ private slots:
             const double raw = residentMiB();
             ::malloc_trim(0);
             const double rss = residentMiB();
-            if (cycle == 1 || cycle % 5 == 0)
-                qInfo("cycle %d: resident %.1f MiB (%.1f MiB before malloc_trim), %.1f s so far", cycle, rss, raw,
+            if (cycle == 1 || cycle % 5 == 0) {
+                const struct mallinfo2 mi = ::mallinfo2(); // live heap: tells a leak from fragmentation
+                qInfo("cycle %d: resident %.1f MiB (%.1f MiB before malloc_trim), heap in use %.1f MiB, %.1f s so far",
+                      cycle, rss, raw, double(mi.uordblks + mi.hblkhd) / (1024.0 * 1024.0),
                       double(total.elapsed()) / 1000.0);
-            if (cycle == kFirstMeasuredCycle) {
-                rssAt10 = rss;
-                rawAt10 = raw;
             }
-            rssLast = rss;
-            rawLast = raw;
+            const struct mallinfo2 mi = ::mallinfo2();
+            trimmed.push_back(rss);
+            raws.push_back(raw);
+            heap.push_back(double(mi.uordblks + mi.hblkhd) / (1024.0 * 1024.0));
         }
+        const double rssAt10 = medianOf5(trimmed, kFirstMeasuredCycle), rssLast = medianOf5(trimmed, kCycles);
+        const double rawAt10 = medianOf5(raws, kFirstMeasuredCycle), rawLast = medianOf5(raws, kCycles);
         const double growth = (rssLast - rssAt10) / rssAt10;
+        qInfo("main-arena heap in use: %.2f MiB at cycle %d, %.2f MiB at cycle %d", heap[kFirstMeasuredCycle - 1],
+              kFirstMeasuredCycle, heap.back(), kCycles);
         qInfo("soak: %d cycles (Train -> Stop, Train -> close) in %.1f s; resident memory %.1f MiB at cycle %d, "
               "%.1f MiB at cycle %d: %+.2f %% (limit %.0f %%); before malloc_trim %.1f and %.1f MiB",
               kCycles, double(total.elapsed()) / 1000.0, rssAt10, kFirstMeasuredCycle, rssLast, kCycles,
