@@ -13,6 +13,7 @@
 #include "analysis/model_export.h"
 #include "io/model_source.h"
 #include "train/trainer.h"
+#include "util/atomic_file.h"
 
 #include <nlohmann/json.hpp>
 
@@ -123,10 +124,20 @@ const char* const kTrainHelp =
 
 namespace {
 
-StopToken* g_stop = nullptr;
-extern "C" void onSigint(int)
+// Ctrl+C (SIGINT): the first one asks the run to stop after the current batch (exit 130, no
+// export, nothing half-written). It is caught from the start of the command, dataset loading
+// included, so an early Ctrl+C never kills the process mid-way; SA_RESETHAND gives the default
+// action back, so a second Ctrl+C ends the process at once (e.g. during a long dataset load).
+StopToken g_stop; // static storage: valid for the handler at any moment; its flag is lock-free
+extern "C" void onSigint(int) { g_stop.requestStop(); }
+
+void catchSigint()
 {
-    if (g_stop) g_stop->requestStop();
+    struct sigaction sa {};
+    sa.sa_handler = onSigint;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESETHAND | SA_RESTART;
+    ::sigaction(SIGINT, &sa, nullptr);
 }
 
 std::string humanCount(double v)
@@ -447,6 +458,7 @@ int runTrain(const std::vector<std::string>& argv)
         std::fputs(kTrainHelp, stdout);
         return kExitOk;
     }
+    catchSigint();
     if (!args.positional().empty()) throw UsageError("unexpected argument '" + args.positional()[0] + "'");
 
     TrainConfig cfg;
@@ -525,7 +537,10 @@ int runTrain(const std::vector<std::string>& argv)
     std::vector<std::string> exportPaths; // checked before training, not after it
     std::stringstream exportList(args.str("--export", ""));
     for (std::string p; std::getline(exportList, p, ',');)
-        if (!p.empty()) checkExportable(cfg, exportPaths.emplace_back(p));
+        if (!p.empty()) {
+            checkExportable(cfg, exportPaths.emplace_back(p));
+            checkWritableFolder(p); // a read-only or missing folder is named now, not after training
+        }
 
     DatasetOptions dopt = datasetOptions(args);
     dopt.trainLimit = args.u64("--train-limit", 0, 1);
@@ -542,16 +557,11 @@ int runTrain(const std::vector<std::string>& argv)
     if (st == Strategy::Ptq || st == Strategy::Qat || (st == Strategy::Progressive && !cfg.precision.layers.empty()))
         planJson = nlohmann::json::parse(planToJson(cfg.precision.plan()));
     CliObserver obs(json, progress, std::move(planJson), ignored);
-    StopToken stop;
-    g_stop = &stop;
-    std::signal(SIGINT, onSigint);
-    Trainer trainer(cfg, data, &obs, &stop);
+    Trainer trainer(cfg, data, &obs, &g_stop); // a Ctrl+C during loading stops it at its first batch
     const FinishEvent fin = trainer.run();
     if (const PtqRefiner* r = trainer.strategy().refiner()) printRefineReport(*r, json);
     for (const std::string& p : exportPaths)
         if (!fin.stopped) printExportSummary(exportModel(trainer, p), json);
-    g_stop = nullptr;
-    std::signal(SIGINT, SIG_DFL);
     return fin.stopped ? 130 : kExitOk;
 }
 

@@ -7,6 +7,8 @@
 #include "runs_model.h"
 #include "training_panel.h"
 
+#include "slow_tests.h"
+
 #include "data/idx.h"
 #include "util/rng.h"
 
@@ -131,9 +133,14 @@ private slots:
               windowReportedMs);
         QVERIFY2(seconds > 2.0, "the run must last a few seconds for the measurement to mean something");
         QVERIFY(lateMs.size() > 100);
-        QVERIFY2(p99 < kP99LimitMs, qPrintable(QStringLiteral("p99 lateness %1 ms").arg(p99)));
+        // Under sanitizers (QS_SANITIZER_RUN) both bounds are scaled by the instrumentation's cost,
+        // not dropped: a GUI thread blocked by training still fails.
+        const double slow = quantscope::testing::sanitizerSlowdown();
+        QVERIFY2(p99 < kP99LimitMs * slow,
+                 qPrintable(QStringLiteral("p99 lateness %1 ms (limit %2 ms)").arg(p99).arg(kP99LimitMs * slow)));
         QVERIFY(firstPointMs >= 0);
-        QVERIFY2(firstPointMs < kFirstPointLimitMs, qPrintable(QStringLiteral("first point after %1 ms").arg(firstPointMs)));
+        QVERIFY2(double(firstPointMs) < double(kFirstPointLimitMs) * slow,
+                 qPrintable(QStringLiteral("first point after %1 ms").arg(firstPointMs)));
     }
 };
 

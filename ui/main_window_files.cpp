@@ -230,6 +230,19 @@ void MainWindow::onExported(int id, const ExportSummary& s)
 void MainWindow::restoreSettings()
 {
     QSettings s;
+    // A damaged settings file never stops the start: the window opens with its defaults, says
+    // which file and what is wrong, and the file is rewritten whole on exit.
+    // Qt's INI reader skips lines it cannot parse, so a file with bytes in it but none of the keys
+    // this window writes is damaged too.
+    const bool noKnownKey = QFileInfo(s.fileName()).size() > 0 && !s.contains(QStringLiteral("window/geometry")) &&
+                            !s.contains(QStringLiteral("training/config")) && !s.contains(QStringLiteral("dataset/trainLimit"));
+    if (s.status() != QSettings::NoError || noKnownKey) {
+        showError(tr("The settings file %1 could not be read (%2): QuantScope started with its default layout and "
+                     "options, and rewrites the file when it closes.")
+                      .arg(s.fileName(), s.status() == QSettings::AccessError ? tr("it cannot be opened")
+                                                                              : tr("it is not a valid settings file")));
+        return;
+    }
     if (s.contains(QStringLiteral("window/geometry"))) restoreGeometry(s.value(QStringLiteral("window/geometry")).toByteArray());
     if (s.contains(QStringLiteral("window/state")))
         m_restoredLayout = restoreState(s.value(QStringLiteral("window/state")).toByteArray());
@@ -240,8 +253,14 @@ void MainWindow::restoreSettings()
     m_tabs->setCurrentIndex(s.value(QStringLiteral("window/tab"), 0).toInt());
     const QByteArray cfg = s.value(QStringLiteral("training/config")).toByteArray();
     if (!cfg.isEmpty()) {
-        const QJsonDocument doc = QJsonDocument::fromJson(cfg);
+        QJsonParseError pe;
+        const QJsonDocument doc = QJsonDocument::fromJson(cfg, &pe);
         if (doc.isObject()) m_trainingPanel->setConfig(configFromJson(doc.object()));
+        else
+            showError(tr("The saved training options in %1 (training/config) are damaged (%2 at byte %3): the default "
+                         "options are shown.")
+                          .arg(s.fileName(), pe.error != QJsonParseError::NoError ? pe.errorString() : tr("not a JSON object"))
+                          .arg(pe.offset));
     }
     m_datasetPanel->setLimits(s.value(QStringLiteral("dataset/trainLimit"), 0).toULongLong(),
                               s.value(QStringLiteral("dataset/testLimit"), 0).toULongLong());

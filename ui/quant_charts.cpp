@@ -191,7 +191,7 @@ HistogramChart::HistogramChart(QWidget* parent) : ChartView(tr("Weight histogram
 {
     m_x = makeValueAxis(tr("weight value"), Qt::AlignBottom, QStringLiteral("%.2f"));
     m_yLin = makeValueAxis(tr("weights per bin (count)"), Qt::AlignLeft, QStringLiteral("%.0f"));
-    m_yLog = new QLogValueAxis;
+    m_yLog = new QLogValueAxis(this); // owned by this view until the log toggle first adds it to the chart
     m_yLog->setBase(10);
     m_yLog->setTitleText(tr("weights per bin (count, log scale)"));
     m_yLog->setLabelFormat(QStringLiteral("%g"));

@@ -20,7 +20,13 @@ namespace {
 
 QJsonValue num(double v) { return std::isfinite(v) ? QJsonValue(v) : QJsonValue(QJsonValue::Null); }
 double numOr(const QJsonValue& v, double fallback = kNoValue) { return v.isDouble() ? v.toDouble() : fallback; }
-std::size_t count(const QJsonValue& v) { return static_cast<std::size_t>(std::max(0.0, v.toDouble())); }
+// A count read from a runs file: anything but a number in [0, 2^53] (text, negative, 1e300) is 0,
+// never an out-of-range float-to-integer conversion.
+std::size_t count(const QJsonValue& v)
+{
+    const double d = v.toDouble();
+    return d >= 0.0 && d <= 9007199254740992.0 ? static_cast<std::size_t>(d) : 0;
+}
 QString str(const std::string& s) { return QString::fromStdString(s); }
 std::string sstr(const QJsonValue& v, const std::string& fallback)
 {

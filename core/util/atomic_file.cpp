@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fcntl.h>
+#include <filesystem>
 #include <string>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -21,6 +22,12 @@ std::string errnoText(int e)
     if (e == ENOENT) return "the folder does not exist";
     if (e == EROFS) return "the file system is read-only";
     return std::strerror(e);
+}
+
+std::string folderOf(const std::string& path)
+{
+    const std::string dir = std::filesystem::path(path).parent_path().string();
+    return dir.empty() ? std::string(".") : dir;
 }
 } // namespace
 
@@ -58,6 +65,24 @@ void writeFileAtomic(const std::string& path, const void* data, std::size_t size
         ::unlink(tmp.c_str());
         throw IoError(path + ": cannot replace the file: " + errnoText(e));
     }
+    // Make the rename itself durable (best effort: some file systems refuse fsync on a folder).
+    const std::string dir = folderOf(path);
+    const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        ::fsync(dfd);
+        ::close(dfd);
+    }
+}
+
+void checkWritableFolder(const std::string& path)
+{
+    const std::string dir = folderOf(path);
+    struct stat st {};
+    if (::stat(dir.c_str(), &st) != 0)
+        throw IoError(path + ": cannot write here: " + dir + ": " + errnoText(errno));
+    if (!S_ISDIR(st.st_mode)) throw IoError(path + ": cannot write here: " + dir + " is not a folder");
+    if (::access(dir.c_str(), W_OK | X_OK) != 0)
+        throw IoError(path + ": cannot write in " + dir + ": " + errnoText(errno));
 }
 
 std::vector<std::uint8_t> readFileBytes(const std::string& path, std::uint64_t maxBytes)

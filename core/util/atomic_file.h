@@ -20,6 +20,11 @@ inline void writeFileAtomic(const std::string& path, std::string_view text)
     writeFileAtomic(path, text.data(), text.size());
 }
 
+// Throws IoError naming `path` unless the folder that would hold it exists and this process may
+// create files in it (not read-only, not missing, permitted): what writeFileAtomic needs, checked
+// before a long job whose result goes there. A full disk cannot be known in advance.
+void checkWritableFolder(const std::string& path);
+
 // Reads a whole file, refusing files larger than maxBytes. Throws IoError.
 std::vector<std::uint8_t> readFileBytes(const std::string& path, std::uint64_t maxBytes);
 
