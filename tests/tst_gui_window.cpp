@@ -52,7 +52,8 @@ namespace {
 
 // Generous bounds: a run on a few hundred images takes well under a second here, but the
 // machine is shared and the tests may run beside others.
-constexpr int kRunTimeoutMs = 120000;
+// Scaled under the sanitizer presets (QS_SANITIZER_RUN): fullFlow's run outlasted 120 s under ASan.
+const int kRunTimeoutMs = static_cast<int>(120000 * quantscope::testing::sanitizerSlowdown());
 constexpr int kLoadTimeoutMs = 20000;
 // Stop must end the run within one batch: the worker then reports at once (no evaluation).
 // Scaled by the instrumentation's cost under the sanitizer presets (QS_SANITIZER_RUN).
