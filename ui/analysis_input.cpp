@@ -2,6 +2,10 @@
 
 #include "util/errors.h"
 
+#include <QLabel>
+#include <QProgressBar>
+#include <QPushButton>
+
 #include <algorithm>
 
 namespace quantscope {
@@ -85,6 +89,30 @@ void AnalysisThread::finished()
 {
     m_running = false;
     if (m_thread.joinable()) m_thread.join();
+}
+
+RunControls makeRunControls(const QString& prefix, const QString& runText, const QString& runTip, const QString& stopTip,
+                            const QString& statusText)
+{
+    RunControls c;
+    c.run = new QPushButton(runText);
+    c.run->setObjectName(prefix + QStringLiteral("Run"));
+    c.run->setToolTip(runTip);
+    c.stop = new QPushButton(QObject::tr("Stop"));
+    c.stop->setObjectName(prefix + QStringLiteral("Stop"));
+    c.stop->setEnabled(false);
+    c.stop->setToolTip(stopTip);
+    c.progress = new QProgressBar;
+    c.progress->setObjectName(prefix + QStringLiteral("Progress"));
+    c.progress->setRange(0, 1);
+    c.progress->setValue(0);
+    c.progress->setFormat(QString());
+    c.progress->setMinimumWidth(260);
+    c.status = new QLabel(statusText);
+    c.status->setObjectName(prefix + QStringLiteral("Status"));
+    c.status->setWordWrap(true);
+    c.status->setTextInteractionFlags(Qt::TextSelectableByMouse);
+    return c;
 }
 
 } // namespace quantscope

@@ -11,6 +11,10 @@
 
 #include <QString>
 
+class QLabel;
+class QProgressBar;
+class QPushButton;
+
 #include <atomic>
 #include <functional>
 #include <memory>
@@ -56,5 +60,17 @@ private:
     std::atomic<bool> m_stop{false};
     bool m_running = false;
 };
+
+// The Run / Stop buttons, progress bar and status line every analysis page has. Object names are
+// `<prefix>Run`, `<prefix>Stop`, `<prefix>Progress`, `<prefix>Status`; Stop starts disabled. The
+// caller connects the buttons and lays the widgets out.
+struct RunControls {
+    QPushButton* run = nullptr;
+    QPushButton* stop = nullptr;
+    QProgressBar* progress = nullptr;
+    QLabel* status = nullptr;
+};
+RunControls makeRunControls(const QString& prefix, const QString& runText, const QString& runTip, const QString& stopTip,
+                            const QString& statusText);
 
 } // namespace quantscope

@@ -93,25 +93,17 @@ SearchView::SearchView(InputProvider input, QWidget* parent) : QWidget(parent), 
     connect(m_budgetKind, &QComboBox::currentIndexChanged, this, &SearchView::updateBudgetSpin);
     updateBudgetSpin();
 
-    m_run = new QPushButton(tr("Run search"));
-    m_run->setObjectName(QStringLiteral("searchRun"));
-    m_run->setToolTip(tr("Greedy descent from the widest format: moves ranked by accuracy lost per byte saved, each verified."));
-    m_stop = new QPushButton(tr("Stop"));
-    m_stop->setObjectName(QStringLiteral("searchStop"));
-    m_stop->setEnabled(false);
-    m_stop->setToolTip(tr("Stop after the plan being evaluated; the plans evaluated so far stay."));
+    const RunControls rc = makeRunControls(
+        QStringLiteral("search"), tr("Run search"),
+        tr("Greedy descent from the widest format: moves ranked by accuracy lost per byte saved, each verified."),
+        tr("Stop after the plan being evaluated; the plans evaluated so far stay."),
+        tr("Pick the candidate formats and a budget, then Run search."));
+    m_run = rc.run;
+    m_stop = rc.stop;
+    m_progress = rc.progress;
+    m_status = rc.status;
     connect(m_run, &QPushButton::clicked, this, &SearchView::run);
     connect(m_stop, &QPushButton::clicked, this, &SearchView::stop);
-    m_progress = new QProgressBar;
-    m_progress->setObjectName(QStringLiteral("searchProgress"));
-    m_progress->setRange(0, 1);
-    m_progress->setValue(0);
-    m_progress->setFormat(QString());
-    m_progress->setMinimumWidth(260);
-    m_status = new QLabel(tr("Pick the candidate formats and a budget, then Run search."));
-    m_status->setObjectName(QStringLiteral("searchStatus"));
-    m_status->setWordWrap(true);
-    m_status->setTextInteractionFlags(Qt::TextSelectableByMouse);
 
     m_chart = new ParetoChart;
     m_chart->setObjectName(QStringLiteral("paretoChart"));

@@ -82,26 +82,17 @@ SensitivityView::SensitivityView(InputProvider input, QWidget* parent) : QWidget
     m_mode->addItem(tr("all but this layer quantized"), true);
     m_mode->setToolTip(tr("Alone: the other layers stay FP32, so a cell is what quantizing that layer costs. All but: every "
                           "other layer is quantized, so a cell is what keeping that layer in FP32 saves."));
-    m_run = new QPushButton(tr("Run sensitivity"));
-    m_run->setObjectName(QStringLiteral("sensRun"));
-    m_run->setToolTip(tr("Quantize one layer at a time to each format (post-training) and measure the validation accuracy."));
-    m_stop = new QPushButton(tr("Stop"));
-    m_stop->setObjectName(QStringLiteral("sensStop"));
-    m_stop->setEnabled(false);
-    m_stop->setToolTip(tr("Stop after the cell being measured; the cells done so far stay."));
+    const RunControls rc = makeRunControls(
+        QStringLiteral("sens"), tr("Run sensitivity"),
+        tr("Quantize one layer at a time to each format (post-training) and measure the validation accuracy."),
+        tr("Stop after the cell being measured; the cells done so far stay."),
+        tr("Pick the formats and click Run: each Conv2d/Linear layer is quantized alone and measured."));
+    m_run = rc.run;
+    m_stop = rc.stop;
+    m_progress = rc.progress;
+    m_status = rc.status;
     connect(m_run, &QPushButton::clicked, this, &SensitivityView::run);
     connect(m_stop, &QPushButton::clicked, this, &SensitivityView::stop);
-
-    m_progress = new QProgressBar;
-    m_progress->setObjectName(QStringLiteral("sensProgress"));
-    m_progress->setRange(0, 1);
-    m_progress->setValue(0);
-    m_progress->setFormat(QString());
-    m_progress->setMinimumWidth(260);
-    m_status = new QLabel(tr("Pick the formats and click Run: each Conv2d/Linear layer is quantized alone and measured."));
-    m_status->setObjectName(QStringLiteral("sensStatus"));
-    m_status->setWordWrap(true);
-    m_status->setTextInteractionFlags(Qt::TextSelectableByMouse);
 
     m_table = new QTableWidget;
     m_table->setObjectName(QStringLiteral("sensHeatmap"));
