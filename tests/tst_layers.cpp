@@ -164,6 +164,12 @@ GradSetup makeGradSetup(const QString& row, Rng& rng)
     } else if (row == "conv2d_k5_s1_p2") {
         s.layer = std::make_unique<Conv2d>("conv", 1, 2, 5, 1, 2);
         s.x = randomTensor({2, 1, 6, 6}, rng);
+    } else if (row == "conv2d_direct_k3_s1_p1_bias") { // the direct stride-1 kernels (conv_direct.h)
+        s.layer = std::make_unique<Conv2d>("conv", 8, 3, 3, 1, 1, 1, true);
+        s.x = randomTensor({3, 8, 5, 6}, rng);
+    } else if (row == "conv2d_direct_k5_s1_p2") {
+        s.layer = std::make_unique<Conv2d>("conv", 9, 2, 5, 1, 2, 1, false);
+        s.x = randomTensor({2, 9, 4, 5}, rng);
     } else if (row == "conv2d_g2_k3_s1_p1_bias") {
         s.layer = std::make_unique<Conv2d>("conv", 4, 6, 3, 1, 1, 2, true);
         s.x = randomTensor({2, 4, 5, 5}, rng);
@@ -311,6 +317,8 @@ private slots:
     // fast kernels against their reference paths
     void depthwiseMatchesIm2col_data();
     void depthwiseMatchesIm2col();
+    void directConvMatchesIm2col_data();
+    void directConvMatchesIm2col();
 
     // behaviour around the gradient checks
     void dropoutMask();
@@ -585,7 +593,8 @@ void TestLayers::layerGradient_data()
 {
     QTest::addColumn<QString>("layer");
     for (const char* row :
-         {"conv2d_k3_s1_p0", "conv2d_k3_s2_p1", "conv2d_k5_s1_p2", "conv2d_g2_k3_s1_p1_bias",
+         {"conv2d_k3_s1_p0", "conv2d_k3_s2_p1", "conv2d_k5_s1_p2", "conv2d_direct_k3_s1_p1_bias",
+          "conv2d_direct_k5_s1_p2", "conv2d_g2_k3_s1_p1_bias",
           "conv2d_g2_k3_s2_p0_nobias", "conv2d_g3_k1_channel_multiplier", "depthwise_k3_s1_p1", "depthwise_k3_s2_p1",
           "depthwise_k3_s2_p1_bias", "batchnorm2d_train", "batchnorm2d_frozen", "relu", "relu6", "maxpool2d_k2",
           "maxpool2d_k3_s2_overlapping", "maxpool2d_k3_s2_p1", "maxpool2d_k2_s2_p1", "avgpool2d_k2",
@@ -839,6 +848,70 @@ void TestLayers::depthwiseMatchesIm2col()
     QVERIFY(bitIdentical(dw.weight().grad, dW));
 }
 
+void TestLayers::directConvMatchesIm2col_data()
+{
+    QTest::addColumn<int>("cin");
+    QTest::addColumn<int>("cout");
+    QTest::addColumn<int>("k");
+    QTest::addColumn<int>("N");
+    QTest::addColumn<int>("H");
+    QTest::addColumn<int>("W");
+    QTest::addColumn<bool>("bias");
+    // resnet8's layers, and odd shapes: a last group of fewer images, output channels that fill
+    // no register tile, 5x5 and 7x7, non-square planes, planes smaller than the kernel's reach.
+    QTest::newRow("k3_16to16_28x28_N5") << 16 << 16 << 3 << 5 << 28 << 28 << false;
+    QTest::newRow("k3_32to24_14x14_N11_bias") << 32 << 24 << 3 << 11 << 14 << 14 << true;
+    QTest::newRow("k3_64to64_7x7_N19") << 64 << 64 << 3 << 19 << 7 << 7 << false;
+    QTest::newRow("k3_8to70_5x6_N2_bias") << 8 << 70 << 3 << 2 << 5 << 6 << true;
+    QTest::newRow("k5_9to13_9x11_N20") << 9 << 13 << 5 << 20 << 9 << 11 << true;
+    QTest::newRow("k7_12to17_3x4_N3") << 12 << 17 << 7 << 3 << 3 << 4 << false;
+}
+
+// Stride-1 "same" convolutions with 8 or more input channels run the direct kernels; the same
+// layer forced onto the im2col + GEMM path is their reference. Sums run in another order, so
+// the tolerance is relative to the size of the terms.
+void TestLayers::directConvMatchesIm2col()
+{
+    QFETCH(int, cin);
+    QFETCH(int, cout);
+    QFETCH(int, k);
+    QFETCH(int, N);
+    QFETCH(int, H);
+    QFETCH(int, W);
+    QFETCH(bool, bias);
+    Rng rng(stableHash(QTest::currentDataTag()));
+    Conv2d conv("conv", cin, cout, k, 1, (k - 1) / 2, 1, bias), ref("ref", cin, cout, k, 1, (k - 1) / 2, 1, bias);
+    QVERIFY(conv.usesDirectKernel());
+    ref.setReferencePath(true);
+    QVERIFY(!ref.usesDirectKernel());
+    for (std::size_t i = 0; i < conv.params().size(); ++i)
+        ref.params()[i]->value = conv.params()[i]->value = randomTensor(conv.params()[i]->value.shape(), rng);
+    const Tensor x = randomTensor({std::size_t(N), std::size_t(cin), std::size_t(H), std::size_t(W)}, rng);
+    const Tensor dy = randomTensor(conv.outputShape(x.shape()), rng);
+    RunContext ctx;
+    ctx.training = true;
+    Tensor y, dx, yRef, dxRef;
+    conv.forward(x, y, ctx);
+    conv.backward(x, y, dy, dx, true);
+    ref.forward(x, yRef, ctx);
+    ref.backward(x, yRef, dy, dxRef, true);
+    QCOMPARE(y.shape(), yRef.shape());
+    QS_COMPARE_TENSORS(y, yRef, 1e-5, 1e-5);
+    QS_COMPARE_TENSORS(dx, dxRef, 1e-5, 1e-5);
+    // dW sums N H W products of N(0, 1) terms: a few 1e-5 of absolute error in another order
+    QS_COMPARE_TENSORS(conv.weight().grad, ref.weight().grad, 1e-4, 1e-5);
+    if (bias) QS_COMPARE_TENSORS(conv.bias().grad, ref.bias().grad, 1e-4, 1e-5);
+
+    // Inference gives the training forward's bits; without an input gradient, the same dW.
+    Tensor yEval, unused;
+    conv.forward(x, yEval, RunContext{});
+    QVERIFY(bitIdentical(yEval, y));
+    const Tensor dW = conv.weight().grad;
+    conv.forward(x, y, ctx);
+    conv.backward(x, y, dy, unused, false);
+    QVERIFY(bitIdentical(conv.weight().grad, dW));
+}
+
 // Inverted dropout: about p of the elements are zeroed, the rest scaled by 1/(1-p); the mask is
 // a function of the step key only; evaluation is the identity.
 void TestLayers::dropoutMask()
@@ -912,6 +985,9 @@ DeterminismSetup makeDeterminismSetup(const QString& layer)
     } else if (layer == "conv2d_g4_k3_s1_p1") {
         s.layer = std::make_unique<Conv2d>("conv", 8, 16, 3, 1, 1, 4);
         s.x = randomTensor({19, 8, 12, 12}, rng);
+    } else if (layer == "conv2d_direct_k3_s1_p1") {
+        s.layer = std::make_unique<Conv2d>("conv", 8, 16, 3, 1, 1);
+        s.x = randomTensor({19, 8, 12, 12}, rng);
     } else if (layer == "depthwise_k3_s1_p1") {
         s.layer = std::make_unique<Conv2d>("conv", 16, 16, 3, 1, 1, 16);
         s.x = randomTensor({19, 16, 12, 12}, rng);
@@ -964,8 +1040,8 @@ std::string compareRuns(const LayerRun& a, const LayerRun& b)
 void determinismRows()
 {
     QTest::addColumn<QString>("layer");
-    for (const char* row : {"conv2d_k3_s1_p0", "conv2d_k3_s2_p1", "conv2d_g4_k3_s1_p1", "depthwise_k3_s1_p1",
-                            "depthwise_k3_s2_p1", "linear", "batchnorm2d"})
+    for (const char* row : {"conv2d_k3_s1_p0", "conv2d_k3_s2_p1", "conv2d_g4_k3_s1_p1", "conv2d_direct_k3_s1_p1",
+                            "depthwise_k3_s1_p1", "depthwise_k3_s2_p1", "linear", "batchnorm2d"})
         QTest::newRow(row) << QString(row);
 }
 

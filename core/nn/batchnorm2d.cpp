@@ -29,9 +29,15 @@ Shape BatchNorm2d::outputShape(const Shape& in) const
 
 namespace {
 
-// Sums over one plane in a fixed association order (16 interleaved float lanes, so the loop
-// vectorises and the result does not depend on threads or alignment); planes are then summed
-// in double, so the batch statistics stay accurate for large N*H*W.
+// Per-plane sums in a fixed association order: 16 interleaved float lanes (the loop vectorises
+// and the result depends neither on threads nor on alignment), then the lanes in double.
+double laneTotal(const float (&acc)[16])
+{
+    double s = 0.0;
+    for (float a : acc) s += a;
+    return s;
+}
+
 double planeSum(const float* __restrict p, std::size_t n)
 {
     float acc[16] = {};
@@ -39,9 +45,7 @@ double planeSum(const float* __restrict p, std::size_t n)
     for (; i + 16 <= n; i += 16)
         for (std::size_t j = 0; j < 16; ++j) acc[j] += p[i + j];
     for (std::size_t j = 0; i + j < n; ++j) acc[j] += p[i + j];
-    double s = 0.0;
-    for (float a : acc) s += a;
-    return s;
+    return laneTotal(acc);
 }
 
 // sum (p - mean)^2
@@ -58,119 +62,124 @@ double planeSquaredDeviation(const float* __restrict p, std::size_t n, float mea
         const float d = p[i + j] - mean;
         acc[j] += d * d;
     }
-    double s = 0.0;
-    for (float a : acc) s += a;
-    return s;
+    return laneTotal(acc);
 }
 
-// sum dy, sum dy * xhat
-void planeGradSums(const float* __restrict dy, const float* __restrict xh, std::size_t n, double& sdy, double& sdyx)
+// sum dy and sum dy (x - mean)
+void planeGradSums(const float* __restrict dy, const float* __restrict x, float mean, std::size_t n, double& sdy,
+                   double& sdyx)
 {
     float a[16] = {}, b[16] = {};
     std::size_t i = 0;
     for (; i + 16 <= n; i += 16)
         for (std::size_t j = 0; j < 16; ++j) {
             a[j] += dy[i + j];
-            b[j] += dy[i + j] * xh[i + j];
+            b[j] += dy[i + j] * (x[i + j] - mean);
         }
     for (std::size_t j = 0; i + j < n; ++j) {
         a[j] += dy[i + j];
-        b[j] += dy[i + j] * xh[i + j];
+        b[j] += dy[i + j] * (x[i + j] - mean);
     }
-    for (std::size_t j = 0; j < 16; ++j) {
-        sdy += a[j];
-        sdyx += b[j];
-    }
+    sdy = laneTotal(a);
+    sdyx = laneTotal(b);
 }
 
 } // namespace
 
-// y = gamma * (x - mean_c) / sqrt(var_c + eps) + beta, statistics over (N, H, W)
+// y = gamma (x - mean_c) / sqrt(var_c + eps) + beta, statistics over (N, H, W).
+// Every pass walks the batch image by image (each image's (C, H, W) block is contiguous, so the
+// passes stream through memory); per-plane partial sums are combined per channel in image order,
+// so the statistics do not depend on the thread count. The variance combines each plane's sum
+// of squared deviations about its own mean (Chan et al., "Updating formulae and a pairwise
+// algorithm for computing sample variances", 1979): one pass over memory, no cancellation.
 void BatchNorm2d::forward(const Tensor& x, Tensor& y, const RunContext& ctx)
 {
     y.resize(outputShape(x.shape()));
-    const std::size_t N = x.dim(0), HW = x.dim(2) * x.dim(3), M = N * HW;
+    const std::size_t N = x.dim(0), C = m_c, HW = x.dim(2) * x.dim(3), M = N * HW;
     const bool batchStats = ctx.training && !m_frozen;
-    const bool training = ctx.training;
-    if (training) {
-        m_xhat.resize(x.shape());
-        m_invStd.assign(m_c, 0.0f);
+    m_mean.assign(C, 0.0f);
+    m_invStd.assign(C, 0.0f);
+    if (batchStats) {
+        m_planeStats.resize(2 * N * C);
+        parallelFor(N, [&](std::size_t n) {
+            for (std::size_t c = 0; c < C; ++c) {
+                const float* p = x.data() + (n * C + c) * HW;
+                const double s = planeSum(p, HW);
+                m_planeStats[2 * (n * C + c)] = s;
+                m_planeStats[2 * (n * C + c) + 1] = planeSquaredDeviation(p, HW, static_cast<float>(s / HW));
+            }
+        });
+        for (std::size_t c = 0; c < C; ++c) {
+            double s = 0.0;
+            for (std::size_t n = 0; n < N; ++n) s += m_planeStats[2 * (n * C + c)];
+            const double mean = s / static_cast<double>(M);
+            double m2 = 0.0;
+            for (std::size_t n = 0; n < N; ++n) {
+                const double d = m_planeStats[2 * (n * C + c)] / static_cast<double>(HW) - mean;
+                m2 += m_planeStats[2 * (n * C + c) + 1] + static_cast<double>(HW) * d * d;
+            }
+            const float var = static_cast<float>(m2 / static_cast<double>(M));
+            const float unbiased = M > 1 ? static_cast<float>(m2 / static_cast<double>(M - 1)) : var;
+            m_runMean[c] = (1.0f - m_momentum) * m_runMean[c] + m_momentum * static_cast<float>(mean);
+            m_runVar[c] = (1.0f - m_momentum) * m_runVar[c] + m_momentum * unbiased;
+            m_mean[c] = static_cast<float>(mean);
+            m_invStd[c] = 1.0f / std::sqrt(var + m_eps);
+        }
+    } else {
+        for (std::size_t c = 0; c < C; ++c) {
+            m_mean[c] = m_runMean[c];
+            m_invStd[c] = 1.0f / std::sqrt(m_runVar[c] + m_eps);
+        }
     }
     const float* g = m_gamma.forwardValue().data();
     const float* b = m_beta.forwardValue().data();
-    parallelFor(m_c, [&](std::size_t c) {
-        float mean, var;
-        if (batchStats) {
-            double s = 0.0, s2 = 0.0;
-            for (std::size_t n = 0; n < N; ++n) s += planeSum(x.data() + (n * m_c + c) * HW, HW);
-            mean = static_cast<float>(s / static_cast<double>(M));
-            for (std::size_t n = 0; n < N; ++n) s2 += planeSquaredDeviation(x.data() + (n * m_c + c) * HW, HW, mean);
-            var = static_cast<float>(s2 / static_cast<double>(M));
-            const float unbiased = M > 1 ? static_cast<float>(s2 / static_cast<double>(M - 1)) : var;
-            m_runMean[c] = (1.0f - m_momentum) * m_runMean[c] + m_momentum * mean;
-            m_runVar[c] = (1.0f - m_momentum) * m_runVar[c] + m_momentum * unbiased;
-        } else {
-            mean = m_runMean[c];
-            var = m_runVar[c];
-        }
-        const float inv = 1.0f / std::sqrt(var + m_eps);
-        const float gc = g[c], bc = b[c];
-        if (training) m_invStd[c] = inv;
-        for (std::size_t n = 0; n < N; ++n) {
-            const std::size_t off = (n * m_c + c) * HW;
+    parallelFor(N, [&](std::size_t n) {
+        for (std::size_t c = 0; c < C; ++c) {
+            const std::size_t off = (n * C + c) * HW;
             const float* __restrict xp = x.data() + off;
             float* __restrict yp = y.data() + off;
-            if (training) {
-                float* __restrict xh = m_xhat.data() + off;
-                for (std::size_t i = 0; i < HW; ++i) {
-                    const float v = (xp[i] - mean) * inv;
-                    xh[i] = v;
-                    yp[i] = gc * v + bc;
-                }
-            } else {
-                const float scale = gc * inv, shift = bc - mean * gc * inv;
-                for (std::size_t i = 0; i < HW; ++i) yp[i] = xp[i] * scale + shift;
-            }
+            const float scale = g[c] * m_invStd[c], mean = m_mean[c], bc = b[c];
+            for (std::size_t i = 0; i < HW; ++i) yp[i] = (xp[i] - mean) * scale + bc;
         }
     });
 }
 
-// Batch statistics: dx = gamma*inv/M * (M*dy - sum(dy) - xhat*sum(dy*xhat))
-// Frozen statistics: dx = gamma*inv*dy
+// With xhat = (x - mean) inv recomputed from x (nothing but the per-channel mean and inv is kept):
+// batch statistics: dx = gamma inv / M (M dy - sum(dy) - xhat sum(dy xhat));
+// frozen statistics: dx = gamma inv dy. dgamma = sum dy xhat, dbeta = sum dy.
 void BatchNorm2d::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Tensor& dx, bool needInputGrad)
 {
-    const std::size_t N = x.dim(0), HW = x.dim(2) * x.dim(3);
+    const std::size_t N = x.dim(0), C = m_c, HW = x.dim(2) * x.dim(3);
+    if (m_mean.size() != C) throw ConfigError(name() + ": backward without a training forward");
     const float M = static_cast<float>(N * HW);
     if (needInputGrad) dx.resize(x.shape());
     const float* g = m_gamma.forwardValue().data();
-    parallelFor(m_c, [&](std::size_t c) {
+    // Channel by channel: a channel's dy and x planes (2 N H W floats) stay in L2 between the
+    // sums and the dx pass.
+    parallelFor(C, [&](std::size_t c) {
         double sdy = 0.0, sdyx = 0.0;
+        const float mean = m_mean[c], inv = m_invStd[c];
         for (std::size_t n = 0; n < N; ++n) {
-            const std::size_t off = (n * m_c + c) * HW;
-            planeGradSums(dy.data() + off, m_xhat.data() + off, HW, sdy, sdyx);
+            const std::size_t off = (n * C + c) * HW;
+            double a, b;
+            planeGradSums(dy.data() + off, x.data() + off, mean, HW, a, b);
+            sdy += a;
+            sdyx += b;
         }
+        sdyx *= inv; // sum dy xhat
         m_gamma.grad[c] = static_cast<float>(sdyx);
         m_beta.grad[c] = static_cast<float>(sdy);
         if (!needInputGrad) return;
-        const float inv = m_invStd[c];
-        if (m_frozen) {
-            const float k = g[c] * inv;
-            for (std::size_t n = 0; n < N; ++n) {
-                const std::size_t off = (n * m_c + c) * HW;
-                const float* __restrict gp = dy.data() + off;
-                float* __restrict out = dx.data() + off;
-                for (std::size_t i = 0; i < HW; ++i) out[i] = k * gp[i];
-            }
-            return;
-        }
-        const float k = g[c] * inv / M;
-        const float a = static_cast<float>(sdy), bsum = static_cast<float>(sdyx);
+        // dx = alpha dy + beta (x - mean) + gamma
+        const float alpha = g[c] * inv;
+        const float beta = m_frozen ? 0.0f : -g[c] * inv * inv * static_cast<float>(sdyx) / M;
+        const float gamma = m_frozen ? 0.0f : -g[c] * inv * static_cast<float>(sdy) / M;
         for (std::size_t n = 0; n < N; ++n) {
-            const std::size_t off = (n * m_c + c) * HW;
+            const std::size_t off = (n * C + c) * HW;
             const float* __restrict gp = dy.data() + off;
-            const float* __restrict xh = m_xhat.data() + off;
+            const float* __restrict xp = x.data() + off;
             float* __restrict out = dx.data() + off;
-            for (std::size_t i = 0; i < HW; ++i) out[i] = k * (M * gp[i] - a - xh[i] * bsum);
+            for (std::size_t i = 0; i < HW; ++i) out[i] = alpha * gp[i] + beta * (xp[i] - mean) + gamma;
         }
     });
 }

@@ -33,8 +33,10 @@ private:
     bool m_frozen = false;
     Param m_gamma, m_beta;
     Tensor m_runMean, m_runVar;
-    Tensor m_xhat;           // training cache
-    std::vector<float> m_invStd;
+    // The last forward's per-channel mean and 1/sqrt(var + eps) (batch or running statistics):
+    // backward recomputes xhat from its input with them.
+    std::vector<float> m_mean, m_invStd;
+    std::vector<double> m_planeStats; // per (image, channel) partial sums of the current pass
 };
 
 } // namespace quantscope

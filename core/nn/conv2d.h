@@ -2,7 +2,9 @@
 // (groups > 1) runs one GEMM per group; depthwise convolution (groups == in == out channels) has
 // its own direct kernel (kernels up to 7x7, strides up to 4; larger ones take the grouped im2col
 // path, which is also the kernel's reference in the tests), not im2col with one channel per GEMM.
-// 1x1 stride-1 convolutions read their input as the columns.
+// 1x1 stride-1 convolutions read their input as the columns. Stride-1 "same" convolutions (3x3
+// pad 1, 5x5 pad 2, 7x7 pad 3; groups 1) run direct kernels instead (conv_direct.h: no column matrix), with
+// the im2col path as their reference.
 #pragma once
 
 #include "nn/layer.h"
@@ -38,15 +40,25 @@ public:
     Param& weight() { return m_weight; }
     // Without a bias this Param is empty (shape (0)) and not among params().
     Param& bias() { return m_bias; }
+    // Forces the im2col + GEMM path even where a direct kernel exists (the kernels' reference in
+    // the tests and benchmarks). Off by default.
+    void setReferencePath(bool on) { m_reference = on; }
+    // True when this layer runs the direct stride-1 kernels (conv_direct.h): groups 1, stride 1,
+    // at least 8 input channels, odd kernel from 3x3 to 7x7 with "same" padding (k - 1) / 2.
+    bool usesDirectKernel() const;
 
 private:
     // The direct depthwise kernel (isDepthwise()); the grouped im2col path is its reference.
     void forwardDepthwise(const Tensor& x, Tensor& y) const;
     void backwardDepthwise(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad);
+    void forwardDirect(const Tensor& x, Tensor& y);
+    void backwardDirect(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad);
 
     std::size_t m_cin, m_cout, m_k, m_stride, m_pad, m_groups;
     bool m_hasBias;
+    bool m_reference = false;
     Param m_weight, m_bias;
+    std::vector<float> m_packed; // direct kernels: the weights packed by conv_direct::packA
     Shape m_colsFor;     // input shape of the last training forward (backward checks it)
     std::vector<float> m_partials; // backward: per-image weight and bias gradients
 };

@@ -1,0 +1,34 @@
+// Direct ("implicit GEMM") convolution kernels for stride-1 convolutions with "same" padding.
+//
+// The input plane is zero-padded once to (H + 2p) x (W + 2p) and the output is computed at the
+// padded row pitch Wp = W + 2p. Then tap (ky, kx) of every output pixel j = oy Wp + ox reads the
+// padded input at j + ky Wp + kx: each row of the im2col matrix is a contiguous run of the padded
+// plane, and the GEMM reads it in place through a table of row pointers instead of a copied
+// column matrix (columns ox >= W of each output row are scratch and are dropped). The input
+// gradient is the same product with the weights rotated by 180 degrees and transposed (a "full"
+// convolution of the padded output gradient); the weight gradient is the product of the output
+// gradient's rows with the same row table.
+//
+// Every output element is summed in a fixed order (k = 0..K-1, or j in fixed chunks), so the
+// results never depend on threads or on the address of the data.
+#pragma once
+
+#include <cstddef>
+#include <vector>
+
+namespace quantscope::conv_direct {
+
+// Rows of A (M x K, row-major, lda apart) packed in blocks of 8 rows, k-major inside a block:
+// packed[(b K + k) 8 + i] = A[(8 b + i) lda + k], zero for rows >= M.
+void packA(const float* A, std::size_t M, std::size_t K, std::size_t lda, std::vector<float>& packed);
+
+// C[m ldc + j] = sum_k A[m, k] rows[k][j] for m < M, j < L, with A packed by packA.
+// rows[k] must be readable for L floats.
+void gemmRows(const float* packedA, std::size_t M, std::size_t K, const float* const* rows, std::size_t L,
+              float* C, std::size_t ldc);
+
+// C[m ldc + k] += sum_{j < L} D[m][j] R[k][j] for m < M, k < K (the weight gradient).
+void gemmRowsTransAdd(const float* const* D, std::size_t M, const float* const* R, std::size_t K, std::size_t L,
+                      float* C, std::size_t ldc);
+
+} // namespace quantscope::conv_direct
