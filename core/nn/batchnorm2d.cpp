@@ -5,6 +5,10 @@
 
 #include <cmath>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 namespace quantscope {
 
 BatchNorm2d::BatchNorm2d(std::string name, std::size_t channels, float eps, float momentum)
@@ -29,15 +33,76 @@ Shape BatchNorm2d::outputShape(const Shape& in) const
 
 namespace {
 
-// Per-plane sums in a fixed association order: 16 interleaved float lanes (the loop vectorises
-// and the result depends neither on threads nor on alignment), then the lanes in double.
-double laneTotal(const float (&acc)[16])
+// Per-plane sums in a fixed association order: 16 interleaved float lanes (lane j sums the
+// elements i with i % 16 == j; the result depends neither on threads nor on alignment), then the
+// lanes in double, in order.
+double laneTotal(const float* acc)
 {
     double s = 0.0;
-    for (float a : acc) s += a;
+    for (std::size_t j = 0; j < 16; ++j) s += acc[j];
     return s;
 }
 
+#if defined(__AVX512F__)
+// Explicit vectors: inlined into the parallel loops, GCC 12 kept the lane arrays on the stack.
+inline __mmask16 tailMask(std::size_t left) { return static_cast<__mmask16>((1u << left) - 1u); }
+
+inline double laneTotal(__m512 v)
+{
+    alignas(64) float acc[16];
+    _mm512_store_ps(acc, v);
+    return laneTotal(acc);
+}
+
+double planeSum(const float* __restrict p, std::size_t n)
+{
+    __m512 acc = _mm512_setzero_ps();
+    std::size_t i = 0;
+    for (; i + 16 <= n; i += 16) acc = _mm512_add_ps(acc, _mm512_loadu_ps(p + i));
+    if (i < n) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(tailMask(n - i), p + i));
+    return laneTotal(acc);
+}
+
+// sum (p - mean)^2
+double planeSquaredDeviation(const float* __restrict p, std::size_t n, float mean)
+{
+    const __m512 m = _mm512_set1_ps(mean);
+    __m512 acc = _mm512_setzero_ps();
+    std::size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 d = _mm512_sub_ps(_mm512_loadu_ps(p + i), m);
+        acc = _mm512_fmadd_ps(d, d, acc);
+    }
+    if (i < n) {
+        const __mmask16 k = tailMask(n - i);
+        const __m512 d = _mm512_maskz_sub_ps(k, _mm512_maskz_loadu_ps(k, p + i), m);
+        acc = _mm512_fmadd_ps(d, d, acc);
+    }
+    return laneTotal(acc);
+}
+
+// sum dy and sum dy (x - mean)
+void planeGradSums(const float* __restrict dy, const float* __restrict x, float mean, std::size_t n, double& sdy,
+                   double& sdyx)
+{
+    const __m512 m = _mm512_set1_ps(mean);
+    __m512 a = _mm512_setzero_ps(), b = _mm512_setzero_ps();
+    std::size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 g = _mm512_loadu_ps(dy + i);
+        a = _mm512_add_ps(a, g);
+        b = _mm512_fmadd_ps(g, _mm512_sub_ps(_mm512_loadu_ps(x + i), m), b);
+    }
+    if (i < n) {
+        const __mmask16 k = tailMask(n - i);
+        const __m512 g = _mm512_maskz_loadu_ps(k, dy + i);
+        a = _mm512_add_ps(a, g);
+        b = _mm512_fmadd_ps(g, _mm512_maskz_sub_ps(k, _mm512_maskz_loadu_ps(k, x + i), m), b);
+    }
+    sdy = laneTotal(a);
+    sdyx = laneTotal(b);
+}
+#else
 double planeSum(const float* __restrict p, std::size_t n)
 {
     float acc[16] = {};
@@ -83,6 +148,7 @@ void planeGradSums(const float* __restrict dy, const float* __restrict x, float 
     sdy = laneTotal(a);
     sdyx = laneTotal(b);
 }
+#endif
 
 } // namespace
 
