@@ -642,8 +642,7 @@ bool Conv2d::usesDirectKernel() const
     // 1x1 convolutions stay on the Eigen path, which reads the input planes as its columns and
     // measured faster there (no run copies; pointwise 32->64 at 14x14: 1.9 against 2.5 ms), and so
     // do convolutions of fewer than 8 input channels (the 1->16 stem: 1.0 against 1.6 ms).
-    return !m_reference && m_groups == 1 && m_stride == 1 && m_cin >= 8 && m_k % 2 == 1 && m_k >= 3 && m_k <= 7 &&
-           m_pad == (m_k - 1) / 2;
+    return !m_reference && m_groups == 1 && m_stride == 1 && m_cin >= 8 && m_k >= 2 && m_k <= 7 && m_pad < m_k;
 }
 
 namespace {
@@ -655,27 +654,29 @@ namespace {
 // next image, so tap (ky, kx) of the output at run position j = i Rn + oy Wq + ox (image i of the
 // group) reads position j + ky Wq + kx of the channel's run. Small planes are grouped so the
 // runs are long (a few thousand floats) and still fit in L2 with the output.
+// The output gradient laid out with padding p' = k - 1 - p has the same pitch and image stride
+// (Wo + p' = W + p), so one run position j names the same output pixel in both layouts.
 struct RunGeometry {
-    std::size_t H, W, k, p, Wq, Rn, head, Ng, S; // S: floats per channel run
+    std::size_t H, W, k, p, Ho, Wo, Wq, Rn, head, Ng, S; // S: floats per channel run
     // Length of the output run for a group of `images` images (scratch positions included).
-    std::size_t length(std::size_t images) const { return (images - 1) * Rn + (H - 1) * Wq + W; }
+    std::size_t length(std::size_t images) const { return (images - 1) * Rn + (Ho - 1) * Wq + Wo; }
 };
 
 // The group size depends on the geometry only (never on threads): it fixes the order in which
-// the weight gradient's partial sums are added.
-RunGeometry runGeometry(std::size_t H, std::size_t W, std::size_t k)
+// the weight gradient's partial sums are added. Requires p <= k - 1.
+RunGeometry runGeometry(std::size_t H, std::size_t W, std::size_t k, std::size_t p)
 {
-    const std::size_t p = (k - 1) / 2, Wq = W + p, Rn = (H + p) * Wq, head = p * Wq + p;
+    const std::size_t Wq = W + p, Rn = (H + p) * Wq, head = p * Wq + p;
     std::size_t Ng = 1;
     while (Ng < 16 && 2 * Ng * Rn <= 2048) Ng *= 2;
-    return {H, W, k, p, Wq, Rn, head, Ng, head + Ng * Rn};
+    return {H, W, k, p, H + 2 * p + 1 - k, W + 2 * p + 1 - k, Wq, Rn, head, Ng, head + Ng * Rn};
 }
 
 // x images [n0, n0 + count) of (N, C, H, W) -> runs (C, S).
 void toRuns(const float* x, std::size_t C, std::size_t n0, std::size_t count, const RunGeometry& g, float* runs)
 {
     const std::size_t HW = g.H * g.W;
-    if (g.p == 0) { // 1x1: the runs are the planes back to back
+    if (g.p == 0) { // no padding: the runs are the planes back to back
         for (std::size_t c = 0; c < C; ++c)
             for (std::size_t i = 0; i < count; ++i)
                 std::memcpy(runs + c * g.S + i * HW, x + ((n0 + i) * C + c) * HW, HW * sizeof(float));
@@ -690,18 +691,19 @@ void toRuns(const float* x, std::size_t C, std::size_t n0, std::size_t count, co
         }
 }
 
-// out (C, ld) at run positions -> images [n0, n0 + count) of y (N, C, H, W), plus bias[c].
+// out (C, ld) at run positions of g's output -> images [n0, n0 + count) of y (N, C, Ho, Wo),
+// plus bias[c].
 void fromRuns(const float* out, std::size_t ld, std::size_t C, std::size_t n0, std::size_t count,
               const RunGeometry& g, const float* bias, float* y)
 {
-    const std::size_t HW = g.H * g.W;
+    const std::size_t HWo = g.Ho * g.Wo;
     for (std::size_t c = 0; c < C; ++c) {
         const float b = bias ? bias[c] : 0.0f;
         for (std::size_t i = 0; i < count; ++i) {
-            float* __restrict dst = y + ((n0 + i) * C + c) * HW;
+            float* __restrict dst = y + ((n0 + i) * C + c) * HWo;
             const float* __restrict src = out + c * ld + i * g.Rn;
-            for (std::size_t r = 0; r < g.H; ++r)
-                for (std::size_t j = 0; j < g.W; ++j) dst[r * g.W + j] = src[r * g.Wq + j] + b;
+            for (std::size_t r = 0; r < g.Ho; ++r)
+                for (std::size_t j = 0; j < g.Wo; ++j) dst[r * g.Wo + j] = src[r * g.Wq + j] + b;
         }
     }
 }
@@ -728,7 +730,7 @@ std::vector<const float*>& threadRows(int which, std::size_t size)
 void Conv2d::forwardDirect(const Tensor& x, Tensor& y)
 {
     const std::size_t N = x.dim(0), K = m_cin * m_k * m_k;
-    const RunGeometry g = runGeometry(x.dim(2), x.dim(3), m_k);
+    const RunGeometry g = runGeometry(x.dim(2), x.dim(3), m_k, m_pad);
     conv_direct::packA(m_weight.forwardValue().data(), m_cout, K, K, m_packed);
     const float* bias = m_hasBias ? m_bias.forwardValue().data() : nullptr;
     parallelFor((N + g.Ng - 1) / g.Ng, [&](std::size_t grp) {
@@ -747,9 +749,11 @@ void Conv2d::forwardDirect(const Tensor& x, Tensor& y)
 // dx = rot180(W)^T * rows(runs(dy)): the "full" convolution of the output gradient.
 void Conv2d::backwardDirect(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad)
 {
-    const std::size_t N = x.dim(0), HW = x.dim(2) * x.dim(3);
+    const std::size_t N = x.dim(0), HWo = dy.dim(2) * dy.dim(3);
     const std::size_t kk = m_k * m_k, K = m_cin * kk, K2 = m_cout * kk;
-    const RunGeometry g = runGeometry(x.dim(2), x.dim(3), m_k);
+    // x with padding p; dy with padding k - 1 - p (same pitch and image stride, see RunGeometry)
+    const RunGeometry g = runGeometry(x.dim(2), x.dim(3), m_k, m_pad);
+    const RunGeometry gd = runGeometry(dy.dim(2), dy.dim(3), m_k, m_k - 1 - m_pad);
     const std::size_t wSize = m_cout * K, bSize = m_hasBias ? m_cout : 0, partSize = wSize + bSize;
     const std::size_t groups = (N + g.Ng - 1) / g.Ng;
     // One partial gradient per group, summed in group order: the result depends on the batch
@@ -769,23 +773,24 @@ void Conv2d::backwardDirect(const Tensor& x, const Tensor& dy, Tensor& dx, bool 
         const std::size_t n0 = grp * g.Ng, count = std::min(g.Ng, N - n0), L = g.length(count);
         float* part = m_partials.data() + grp * partSize;
         float* xr = threadBuffer(0, m_cin * g.S).data();
-        float* gr = threadBuffer(2, m_cout * g.S).data();
+        float* gr = threadBuffer(2, m_cout * gd.S).data();
         const float** rows = threadRows(0, std::max(K, K2)).data();
         const float** drows = threadRows(1, m_cout).data();
         toRuns(x.data(), m_cin, n0, count, g, xr);
-        toRuns(dy.data(), m_cout, n0, count, g, gr);
+        toRuns(dy.data(), m_cout, n0, count, gd, gr);
         if (bSize)
             for (std::size_t o = 0; o < m_cout; ++o)
-                for (std::size_t i = 0; i < count; ++i) part[wSize + o] += fixedOrderSum(dy.data() + ((n0 + i) * m_cout + o) * HW, HW);
+                for (std::size_t i = 0; i < count; ++i) part[wSize + o] += fixedOrderSum(dy.data() + ((n0 + i) * m_cout + o) * HWo, HWo);
         // dy at run position j (the output's positions): zero at every scratch position
-        for (std::size_t o = 0; o < m_cout; ++o) drows[o] = gr + o * g.S + g.head;
+        for (std::size_t o = 0; o < m_cout; ++o) drows[o] = gr + o * gd.S + gd.head;
         tapRows(xr, m_cin, g, rows);
         conv_direct::gemmRowsTransAdd(drows, m_cout, rows, K, L, part, K);
         if (!needInputGrad) return;
-        float* out = threadBuffer(1, m_cin * L).data();
-        tapRows(gr, m_cout, g, rows);
-        conv_direct::gemmRows(m_packed.data(), m_cin, K2, rows, L, out, L);
-        fromRuns(out, L, m_cin, n0, count, g, nullptr, dx.data());
+        const std::size_t Lx = gd.length(count);
+        float* out = threadBuffer(1, m_cin * Lx).data();
+        tapRows(gr, m_cout, gd, rows);
+        conv_direct::gemmRows(m_packed.data(), m_cin, K2, rows, Lx, out, Lx);
+        fromRuns(out, Lx, m_cin, n0, count, gd, nullptr, dx.data());
     });
     reducePartials(m_partials, groups, wSize, bSize, m_weight.grad.data(), m_bias.grad.data());
 }

@@ -2,9 +2,9 @@
 // (groups > 1) runs one GEMM per group; depthwise convolution (groups == in == out channels) has
 // its own direct kernel (kernels up to 7x7, strides up to 4; larger ones take the grouped im2col
 // path, which is also the kernel's reference in the tests), not im2col with one channel per GEMM.
-// 1x1 stride-1 convolutions read their input as the columns. Stride-1 "same" convolutions (3x3
-// pad 1, 5x5 pad 2, 7x7 pad 3; groups 1) run direct kernels instead (conv_direct.h: no column matrix), with
-// the im2col path as their reference.
+// 1x1 stride-1 convolutions read their input as the columns. Stride-1 convolutions of 8 or more
+// input channels (kernels 2x2 to 7x7, any padding below the kernel size, groups 1) run direct
+// kernels instead (conv_direct.h: no column matrix), with the im2col path as their reference.
 #pragma once
 
 #include "nn/layer.h"
@@ -44,7 +44,7 @@ public:
     // the tests and benchmarks). Off by default.
     void setReferencePath(bool on) { m_reference = on; }
     // True when this layer runs the direct stride-1 kernels (conv_direct.h): groups 1, stride 1,
-    // at least 8 input channels, odd kernel from 3x3 to 7x7 with "same" padding (k - 1) / 2.
+    // at least 8 input channels, kernel 2x2 to 7x7, padding below the kernel size.
     bool usesDirectKernel() const;
 
 private:

@@ -1,12 +1,12 @@
-// Direct ("implicit GEMM") convolution kernels for stride-1 convolutions with "same" padding.
+// Direct ("implicit GEMM") convolution kernels for stride-1 convolutions.
 //
-// The input plane is zero-padded once to (H + 2p) x (W + 2p) and the output is computed at the
-// padded row pitch Wp = W + 2p. Then tap (ky, kx) of every output pixel j = oy Wp + ox reads the
+// The input plane is zero-padded once and the output is computed at the padded row pitch Wp
+// (conv2d.cpp lays several images out in one run, sharing the padding between rows and images). Then tap (ky, kx) of every output pixel j = oy Wp + ox reads the
 // padded input at j + ky Wp + kx: each row of the im2col matrix is a contiguous run of the padded
 // plane, and the GEMM reads it in place through a table of row pointers instead of a copied
 // column matrix (columns ox >= W of each output row are scratch and are dropped). The input
 // gradient is the same product with the weights rotated by 180 degrees and transposed (a "full"
-// convolution of the padded output gradient); the weight gradient is the product of the output
+// convolution of the output gradient padded by k - 1 - p); the weight gradient is the product of the output
 // gradient's rows with the same row table.
 //
 // Every output element is summed in a fixed order (k = 0..K-1, or j in fixed chunks), so the
