@@ -790,6 +790,24 @@ void TestLayers::depthwiseMatchesIm2col_data()
 
 // Depthwise convolution runs a direct kernel (up to 7x7, stride 4); one input channel through a
 // 1->1 Conv2d runs the im2col + GEMM path, the reference. Channel by channel, the two agree.
+namespace {
+// A fast kernel's inference forward gives its training forward's bits, and its backward without
+// an input gradient gives the same weight gradient as with one (conv's current weight.grad).
+bool inferenceAndWeightGradientOnlyAgree(Conv2d& conv, const Tensor& x, const Tensor& y, const Tensor& dy)
+{
+    Tensor yEval, yTrain, unused;
+    conv.forward(x, yEval, RunContext{});
+    if (!bitIdentical(yEval, y)) return false;
+    const Tensor dW = conv.weight().grad;
+    RunContext ctx;
+    ctx.training = true;
+    conv.forward(x, yTrain, ctx);
+    conv.backward(x, yTrain, dy, unused, false);
+    return bitIdentical(conv.weight().grad, dW);
+}
+
+} // namespace
+
 void TestLayers::depthwiseMatchesIm2col()
 {
     QFETCH(int, k);
@@ -838,14 +856,7 @@ void TestLayers::depthwiseMatchesIm2col()
     QS_COMPARE_TENSORS(dw.weight().grad, dwRef, kDepthwiseGradAtol, kDepthwiseGradRtol);
     if (bias) QS_COMPARE_TENSORS(dw.bias().grad, dbRef, kDepthwiseGradAtol, kDepthwiseGradRtol);
 
-    // Inference gives the training forward's bits; without an input gradient, the same dW.
-    Tensor yEval, unused;
-    dw.forward(x, yEval, RunContext{});
-    QVERIFY(bitIdentical(yEval, y));
-    const Tensor dW = dw.weight().grad;
-    dw.forward(x, y, ctx);
-    dw.backward(x, y, dy, unused, false);
-    QVERIFY(bitIdentical(dw.weight().grad, dW));
+    QVERIFY(inferenceAndWeightGradientOnlyAgree(dw, x, y, dy));
 }
 
 void TestLayers::directConvMatchesIm2col_data()
@@ -912,14 +923,7 @@ void TestLayers::directConvMatchesIm2col()
     QS_COMPARE_TENSORS(conv.weight().grad, ref.weight().grad, 1e-4, 1e-5);
     if (bias) QS_COMPARE_TENSORS(conv.bias().grad, ref.bias().grad, 1e-4, 1e-5);
 
-    // Inference gives the training forward's bits; without an input gradient, the same dW.
-    Tensor yEval, unused;
-    conv.forward(x, yEval, RunContext{});
-    QVERIFY(bitIdentical(yEval, y));
-    const Tensor dW = conv.weight().grad;
-    conv.forward(x, y, ctx);
-    conv.backward(x, y, dy, unused, false);
-    QVERIFY(bitIdentical(conv.weight().grad, dW));
+    QVERIFY(inferenceAndWeightGradientOnlyAgree(conv, x, y, dy));
 }
 
 // Inverted dropout: about p of the elements are zeroed, the rest scaled by 1/(1-p); the mask is
