@@ -167,6 +167,9 @@ GradSetup makeGradSetup(const QString& row, Rng& rng)
     } else if (row == "conv2d_direct_k3_s1_p1_bias") { // the direct stride-1 kernels (conv_direct.h)
         s.layer = std::make_unique<Conv2d>("conv", 8, 3, 3, 1, 1, 1, true);
         s.x = randomTensor({3, 8, 5, 6}, rng);
+    } else if (row == "conv2d_direct_k3_s2_p1") {
+        s.layer = std::make_unique<Conv2d>("conv", 8, 3, 3, 2, 1, 1, true);
+        s.x = randomTensor({2, 8, 6, 7}, rng);
     } else if (row == "conv2d_direct_k5_s1_p2") {
         s.layer = std::make_unique<Conv2d>("conv", 9, 2, 5, 1, 2, 1, false);
         s.x = randomTensor({2, 9, 4, 5}, rng);
@@ -594,7 +597,7 @@ void TestLayers::layerGradient_data()
     QTest::addColumn<QString>("layer");
     for (const char* row :
          {"conv2d_k3_s1_p0", "conv2d_k3_s2_p1", "conv2d_k5_s1_p2", "conv2d_direct_k3_s1_p1_bias",
-          "conv2d_direct_k5_s1_p2", "conv2d_g2_k3_s1_p1_bias",
+          "conv2d_direct_k5_s1_p2", "conv2d_direct_k3_s2_p1", "conv2d_g2_k3_s1_p1_bias",
           "conv2d_g2_k3_s2_p0_nobias", "conv2d_g3_k1_channel_multiplier", "depthwise_k3_s1_p1", "depthwise_k3_s2_p1",
           "depthwise_k3_s2_p1_bias", "batchnorm2d_train", "batchnorm2d_frozen", "relu", "relu6", "maxpool2d_k2",
           "maxpool2d_k3_s2_overlapping", "maxpool2d_k3_s2_p1", "maxpool2d_k2_s2_p1", "avgpool2d_k2",
@@ -864,6 +867,7 @@ void TestLayers::directConvMatchesIm2col_data()
     QTest::addColumn<int>("cin");
     QTest::addColumn<int>("cout");
     QTest::addColumn<int>("k");
+    QTest::addColumn<int>("stride");
     QTest::addColumn<int>("pad");
     QTest::addColumn<int>("N");
     QTest::addColumn<int>("H");
@@ -871,20 +875,27 @@ void TestLayers::directConvMatchesIm2col_data()
     QTest::addColumn<bool>("bias");
     // resnet8's layers, seed-cnn's unpadded conv2, and odd shapes: a last group of fewer images, output channels that fill
     // no register tile, 5x5 and 7x7, non-square planes, planes smaller than the kernel's reach.
-    QTest::newRow("k3_16to16_28x28_N5") << 16 << 16 << 3 << 1 << 5 << 28 << 28 << false;
-    QTest::newRow("k3_32to24_14x14_N11_bias") << 32 << 24 << 3 << 1 << 11 << 14 << 14 << true;
-    QTest::newRow("k3_64to64_7x7_N19") << 64 << 64 << 3 << 1 << 19 << 7 << 7 << false;
-    QTest::newRow("k3_8to70_5x6_N2_bias") << 8 << 70 << 3 << 1 << 2 << 5 << 6 << true;
-    QTest::newRow("k5_9to13_9x11_N20") << 9 << 13 << 5 << 2 << 20 << 9 << 11 << true;
-    QTest::newRow("k7_12to17_3x4_N3") << 12 << 17 << 7 << 3 << 3 << 3 << 4 << false;
-    QTest::newRow("k3_p0_32to64_26x26_N9_seedcnn") << 32 << 64 << 3 << 0 << 9 << 26 << 26 << true;
-    QTest::newRow("k3_p2_8to8_6x5_N4") << 8 << 8 << 3 << 2 << 4 << 6 << 5 << false;
-    QTest::newRow("k5_p1_10to6_12x9_N5") << 10 << 6 << 5 << 1 << 5 << 12 << 9 << true;
-    QTest::newRow("k2_p0_8to5_7x7_N3") << 8 << 5 << 2 << 0 << 3 << 7 << 7 << false;
-    QTest::newRow("k4_p3_8to9_5x6_N2") << 8 << 9 << 4 << 3 << 2 << 5 << 6 << true;
+    QTest::newRow("k3_16to16_28x28_N5") << 16 << 16 << 3 << 1 << 1 << 5 << 28 << 28 << false;
+    QTest::newRow("k3_32to24_14x14_N11_bias") << 32 << 24 << 3 << 1 << 1 << 11 << 14 << 14 << true;
+    QTest::newRow("k3_64to64_7x7_N19") << 64 << 64 << 3 << 1 << 1 << 19 << 7 << 7 << false;
+    QTest::newRow("k3_8to70_5x6_N2_bias") << 8 << 70 << 3 << 1 << 1 << 2 << 5 << 6 << true;
+    QTest::newRow("k5_9to13_9x11_N20") << 9 << 13 << 5 << 1 << 2 << 20 << 9 << 11 << true;
+    QTest::newRow("k7_12to17_3x4_N3") << 12 << 17 << 7 << 1 << 3 << 3 << 3 << 4 << false;
+    QTest::newRow("k3_p0_32to64_26x26_N9_seedcnn") << 32 << 64 << 3 << 1 << 0 << 9 << 26 << 26 << true;
+    QTest::newRow("k3_p2_8to8_6x5_N4") << 8 << 8 << 3 << 1 << 2 << 4 << 6 << 5 << false;
+    QTest::newRow("k5_p1_10to6_12x9_N5") << 10 << 6 << 5 << 1 << 1 << 5 << 12 << 9 << true;
+    QTest::newRow("k2_p0_8to5_7x7_N3") << 8 << 5 << 2 << 1 << 0 << 3 << 7 << 7 << false;
+    QTest::newRow("k4_p3_8to9_5x6_N2") << 8 << 9 << 4 << 1 << 3 << 2 << 5 << 6 << true;
+    // strided: resnet8's downsampling convs, odd strides and paddings (strided 1x1 stays on Eigen)
+    QTest::newRow("k3_s2_p1_16to32_28x28_N5") << 16 << 32 << 3 << 2 << 1 << 5 << 28 << 28 << false;
+    QTest::newRow("k3_s2_p1_32to64_14x14_N19_bias") << 32 << 64 << 3 << 2 << 1 << 19 << 14 << 14 << true;
+    QTest::newRow("k2_s2_p0_16to32_28x28_N3") << 16 << 32 << 2 << 2 << 0 << 3 << 28 << 28 << false;
+    QTest::newRow("k3_s2_p0_8to6_9x8_N4") << 8 << 6 << 3 << 2 << 0 << 4 << 9 << 8 << true;
+    QTest::newRow("k5_s3_p2_10to7_11x13_N3") << 10 << 7 << 5 << 3 << 2 << 3 << 11 << 13 << false;
+    QTest::newRow("k4_s2_p1_9to5_10x9_N2_bias") << 9 << 5 << 4 << 2 << 1 << 2 << 10 << 9 << true;
 }
 
-// Stride-1 convolutions with 8 or more input channels run the direct kernels; the same
+// Convolutions with 8 or more input channels (groups 1, kernels up to 7x7) run the direct kernels; the same
 // layer forced onto the im2col + GEMM path is their reference. Sums run in another order, so
 // the tolerance is relative to the size of the terms.
 void TestLayers::directConvMatchesIm2col()
@@ -892,13 +903,14 @@ void TestLayers::directConvMatchesIm2col()
     QFETCH(int, cin);
     QFETCH(int, cout);
     QFETCH(int, k);
+    QFETCH(int, stride);
     QFETCH(int, pad);
     QFETCH(int, N);
     QFETCH(int, H);
     QFETCH(int, W);
     QFETCH(bool, bias);
     Rng rng(stableHash(QTest::currentDataTag()));
-    Conv2d conv("conv", cin, cout, k, 1, pad, 1, bias), ref("ref", cin, cout, k, 1, pad, 1, bias);
+    Conv2d conv("conv", cin, cout, k, stride, pad, 1, bias), ref("ref", cin, cout, k, stride, pad, 1, bias);
     QVERIFY(conv.usesDirectKernel());
     ref.setReferencePath(true);
     QVERIFY(!ref.usesDirectKernel());
@@ -999,6 +1011,9 @@ DeterminismSetup makeDeterminismSetup(const QString& layer)
     } else if (layer == "conv2d_g4_k3_s1_p1") {
         s.layer = std::make_unique<Conv2d>("conv", 8, 16, 3, 1, 1, 4);
         s.x = randomTensor({19, 8, 12, 12}, rng);
+    } else if (layer == "conv2d_im2col_k3_s2_p1") { // fewer than 8 input channels: im2col + GEMM
+        s.layer = std::make_unique<Conv2d>("conv", 4, 16, 3, 2, 1);
+        s.x = randomTensor({19, 4, 13, 13}, rng);
     } else if (layer == "conv2d_direct_k3_s1_p1") {
         s.layer = std::make_unique<Conv2d>("conv", 8, 16, 3, 1, 1);
         s.x = randomTensor({19, 8, 12, 12}, rng);
@@ -1055,6 +1070,7 @@ void determinismRows()
 {
     QTest::addColumn<QString>("layer");
     for (const char* row : {"conv2d_k3_s1_p0", "conv2d_k3_s2_p1", "conv2d_g4_k3_s1_p1", "conv2d_direct_k3_s1_p1",
+                            "conv2d_im2col_k3_s2_p1",
                             "depthwise_k3_s1_p1", "depthwise_k3_s2_p1", "linear", "batchnorm2d"})
         QTest::newRow(row) << QString(row);
 }

@@ -341,16 +341,20 @@ DepthwiseGeometry depthwiseGeometry(std::size_t H, std::size_t W, std::size_t k,
 }
 
 // x: (H, W) -> q: (s, s, Hq, Wq), zero where the padding falls and in the slack.
-void toPhases(const float* __restrict x, const DepthwiseGeometry& g, float* __restrict q)
+// x: (H, W) -> the phases of one plane, phaseStride floats apart (phase (py, px) row r at
+// q + (py s + px) phaseStride + r Wq), without clearing the padding.
+void scatterPhases(const float* __restrict x, const DepthwiseGeometry& g, float* __restrict q, std::size_t phaseStride)
 {
-    std::memset(q, 0, g.planeBuffer() * sizeof(float));
+    std::array<std::size_t, kMaxDepthwiseStride> at{};
+    for (std::size_t r = 0; r < g.numRuns; ++r)
+        at[r] = g.runs[r].at / g.phaseSize() * phaseStride + g.runs[r].at % g.phaseSize();
     std::size_t py = g.py0, qr = g.qr0;
     for (std::size_t iy = 0; iy < g.H; ++iy) {
         const float* __restrict in = x + iy * g.W;
-        float* row = q + py * g.s * g.phaseSize() + qr * g.Wq;
+        float* row = q + py * g.s * phaseStride + qr * g.Wq;
         for (std::size_t r = 0; r < g.numRuns; ++r) {
             const DepthwiseGeometry::Run& run = g.runs[r];
-            float* __restrict out = row + run.at;
+            float* __restrict out = row + at[r];
             if (g.s == 1)
                 std::memcpy(out, in, run.n * sizeof(float)); // short rows: no scalar loop tails
             else if (g.s == 2)
@@ -363,6 +367,13 @@ void toPhases(const float* __restrict x, const DepthwiseGeometry& g, float* __re
             ++qr;
         }
     }
+}
+
+// x: (H, W) -> q: (s, s, Hq, Wq), zero where the padding falls and in the slack.
+void toPhases(const float* __restrict x, const DepthwiseGeometry& g, float* __restrict q)
+{
+    std::memset(q, 0, g.planeBuffer() * sizeof(float));
+    scatterPhases(x, g, q, g.phaseSize());
 }
 
 // dq: (s, s, Hq, Wq) -> dx: (H, W), dropping the padding (the inverse of toPhases).
@@ -641,8 +652,10 @@ bool Conv2d::usesDirectKernel() const
 {
     // 1x1 convolutions stay on the Eigen path, which reads the input planes as its columns and
     // measured faster there (no run copies; pointwise 32->64 at 14x14: 1.9 against 2.5 ms), and so
-    // do convolutions of fewer than 8 input channels (the 1->16 stem: 1.0 against 1.6 ms).
-    return !m_reference && m_groups == 1 && m_stride == 1 && m_cin >= 8 && m_k >= 2 && m_k <= 7 && m_pad < m_k;
+    // do convolutions of fewer than 8 input channels (the 1->16 stem: 1.0 against 1.6 ms) and
+    // strided 1x1 shortcuts (resnet8's 16->32: 1.8 against 5.2 ms).
+    return !m_reference && m_groups == 1 && m_cin >= 8 && m_k <= 7 && m_pad < m_k &&
+           m_k >= 2 && m_stride <= 4;
 }
 
 namespace {
@@ -726,9 +739,145 @@ std::vector<const float*>& threadRows(int which, std::size_t size)
 
 } // namespace
 
+namespace {
+
+// Strided convolutions: each channel's run is split into s x s phase runs. Phase (py, px) holds
+// the zero-padded pixels (r s + py, c s + px) of the group's images at pitch Wq, Rn floats per
+// image; tap (ky, kx) of the output at run position j = i Rn + oy Wq + ox then reads phase
+// (ky % s, kx % s) at j + (ky / s) Wq + kx / s (as the depthwise kernel does for one plane).
+struct PhaseGeometry {
+    std::size_t H, W, k, s, p, Ho, Wo, Wq, Rn, Ng, PS, S; // PS: floats per phase run, S per channel
+    std::size_t length(std::size_t images) const { return (images - 1) * Rn + (Ho - 1) * Wq + Wo; }
+};
+
+PhaseGeometry phaseGeometry(std::size_t H, std::size_t W, std::size_t k, std::size_t s, std::size_t p)
+{
+    const std::size_t Hq = (H + 2 * p + s - 1) / s, Wq = (W + 2 * p + s - 1) / s, Rn = Hq * Wq;
+    std::size_t Ng = 1;
+    while (Ng < 16 && 2 * Ng * Rn <= 2048) Ng *= 2;
+    return {H, W, k, s, p, (H + 2 * p - k) / s + 1, (W + 2 * p - k) / s + 1, Wq, Rn, Ng, Ng * Rn, s * s * Ng * Rn};
+}
+
+// x images [n0, n0 + count) of (N, C, H, W) -> phase runs (C, s, s, PS), zero padded (dg: the
+// same phase split of one plane, as the depthwise kernel makes it).
+void toPhaseRuns(const float* x, std::size_t C, std::size_t n0, std::size_t count, const PhaseGeometry& g,
+                 const DepthwiseGeometry& dg, float* runs)
+{
+    const std::size_t HW = g.H * g.W;
+    std::memset(runs, 0, C * g.S * sizeof(float));
+    for (std::size_t c = 0; c < C; ++c)
+        for (std::size_t i = 0; i < count; ++i)
+            scatterPhases(x + ((n0 + i) * C + c) * HW, dg, runs + c * g.S + i * g.Rn, g.PS);
+}
+
+// dy images [n0, n0 + count) of (N, M, Ho, Wo) -> (M, Ng Rn) at the output's run positions, zero
+// at the scratch positions.
+void toOutputRuns(const float* dy, std::size_t M, std::size_t n0, std::size_t count, const PhaseGeometry& g, float* runs)
+{
+    const std::size_t HWo = g.Ho * g.Wo;
+    std::memset(runs, 0, M * g.PS * sizeof(float));
+    for (std::size_t m = 0; m < M; ++m)
+        for (std::size_t i = 0; i < count; ++i)
+            for (std::size_t oy = 0; oy < g.Ho; ++oy)
+                std::memcpy(runs + m * g.PS + i * g.Rn + oy * g.Wq, dy + ((n0 + i) * M + m) * HWo + oy * g.Wo,
+                            g.Wo * sizeof(float));
+}
+
+void phaseTapRows(const float* runs, std::size_t C, const PhaseGeometry& g, const float** rows)
+{
+    for (std::size_t c = 0; c < C; ++c)
+        for (std::size_t ky = 0; ky < g.k; ++ky)
+            for (std::size_t kx = 0; kx < g.k; ++kx)
+                *rows++ = runs + c * g.S + ((ky % g.s) * g.s + kx % g.s) * g.PS + (ky / g.s) * g.Wq + kx / g.s;
+}
+
+// out (C, ld) at the output's run positions -> images [n0, n0 + count) of y, plus bias[c].
+void fromPhaseRuns(const float* out, std::size_t ld, std::size_t C, std::size_t n0, std::size_t count,
+                   const PhaseGeometry& g, const float* bias, float* y)
+{
+    const std::size_t HWo = g.Ho * g.Wo;
+    for (std::size_t c = 0; c < C; ++c) {
+        const float b = bias ? bias[c] : 0.0f;
+        for (std::size_t i = 0; i < count; ++i) {
+            float* __restrict dst = y + ((n0 + i) * C + c) * HWo;
+            const float* __restrict src = out + c * ld + i * g.Rn;
+            for (std::size_t r = 0; r < g.Ho; ++r)
+                for (std::size_t j = 0; j < g.Wo; ++j) dst[r * g.Wo + j] = src[r * g.Wq + j] + b;
+        }
+    }
+}
+
+} // namespace
+
+void Conv2d::forwardStrided(const Tensor& x, Tensor& y)
+{
+    const std::size_t N = x.dim(0), K = m_cin * m_k * m_k;
+    const PhaseGeometry g = phaseGeometry(x.dim(2), x.dim(3), m_k, m_stride, m_pad);
+    const DepthwiseGeometry dg = depthwiseGeometry(x.dim(2), x.dim(3), m_k, m_stride, m_pad);
+    conv_direct::packA(m_weight.forwardValue().data(), m_cout, K, K, m_packed);
+    const float* bias = m_hasBias ? m_bias.forwardValue().data() : nullptr;
+    parallelFor((N + g.Ng - 1) / g.Ng, [&](std::size_t grp) {
+        const std::size_t n0 = grp * g.Ng, count = std::min(g.Ng, N - n0), L = g.length(count);
+        float* runs = threadBuffer(0, m_cin * g.S).data();
+        float* out = threadBuffer(1, m_cout * L).data();
+        const float** rows = threadRows(0, K).data();
+        toPhaseRuns(x.data(), m_cin, n0, count, g, dg, runs);
+        phaseTapRows(runs, m_cin, g, rows);
+        conv_direct::gemmRows(m_packed.data(), m_cout, K, rows, L, out, L);
+        fromPhaseRuns(out, L, m_cout, n0, count, g, bias, y.data());
+    });
+}
+
+// dW from the phase runs (as in backwardDirect); dx_n = col2im(W^T dy_n), image by image.
+void Conv2d::backwardStrided(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad)
+{
+    using Idx = Eigen::Index;
+    const std::size_t N = x.dim(0), H = x.dim(2), W = x.dim(3), HWo = dy.dim(2) * dy.dim(3);
+    const std::size_t K = m_cin * m_k * m_k;
+    const PhaseGeometry g = phaseGeometry(H, W, m_k, m_stride, m_pad);
+    const DepthwiseGeometry dg = depthwiseGeometry(H, W, m_k, m_stride, m_pad);
+    const std::size_t wSize = m_cout * K, bSize = m_hasBias ? m_cout : 0, partSize = wSize + bSize;
+    const std::size_t groups = (N + g.Ng - 1) / g.Ng;
+    m_partials.assign(groups * partSize, 0.0f);
+    if (needInputGrad) {
+        dx.resize(x.shape());
+        dx.setZero(); // col2im accumulates
+    }
+    const float* wdata = m_weight.forwardValue().data();
+    parallelFor(groups, [&](std::size_t grp) {
+        const std::size_t n0 = grp * g.Ng, count = std::min(g.Ng, N - n0), L = g.length(count);
+        float* part = m_partials.data() + grp * partSize;
+        float* xr = threadBuffer(0, m_cin * g.S).data();
+        float* gr = threadBuffer(2, m_cout * g.PS).data();
+        const float** rows = threadRows(0, K).data();
+        const float** drows = threadRows(1, m_cout).data();
+        toPhaseRuns(x.data(), m_cin, n0, count, g, dg, xr);
+        toOutputRuns(dy.data(), m_cout, n0, count, g, gr);
+        if (bSize)
+            for (std::size_t o = 0; o < m_cout; ++o)
+                for (std::size_t i = 0; i < count; ++i) part[wSize + o] += fixedOrderSum(dy.data() + ((n0 + i) * m_cout + o) * HWo, HWo);
+        for (std::size_t o = 0; o < m_cout; ++o) drows[o] = gr + o * g.PS;
+        phaseTapRows(xr, m_cin, g, rows);
+        conv_direct::gemmRowsTransAdd(drows, m_cout, rows, K, L, part, K);
+        if (!needInputGrad) return;
+        float* dcols = threadBuffer(1, K * HWo).data();
+        ConstMatrixMap Wm(wdata, static_cast<Idx>(m_cout), static_cast<Idx>(K));
+        for (std::size_t n = n0; n < n0 + count; ++n) {
+            ConstMatrixMap Gm(dy.data() + n * m_cout * HWo, static_cast<Idx>(m_cout), static_cast<Idx>(HWo));
+            MatrixMap(dcols, static_cast<Idx>(K), static_cast<Idx>(HWo)).noalias() = Wm.transpose() * Gm;
+            col2imAdd(dcols, m_cin, H, W, m_k, m_stride, m_pad, dx.data() + n * m_cin * H * W);
+        }
+    });
+    reducePartials(m_partials, groups, wSize, bSize, m_weight.grad.data(), m_bias.grad.data());
+}
+
 // y = W * rows(runs(x)) + b, a group of images at a time.
 void Conv2d::forwardDirect(const Tensor& x, Tensor& y)
 {
+    if (m_stride > 1) {
+        forwardStrided(x, y);
+        return;
+    }
     const std::size_t N = x.dim(0), K = m_cin * m_k * m_k;
     const RunGeometry g = runGeometry(x.dim(2), x.dim(3), m_k, m_pad);
     conv_direct::packA(m_weight.forwardValue().data(), m_cout, K, K, m_packed);
@@ -749,6 +898,10 @@ void Conv2d::forwardDirect(const Tensor& x, Tensor& y)
 // dx = rot180(W)^T * rows(runs(dy)): the "full" convolution of the output gradient.
 void Conv2d::backwardDirect(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad)
 {
+    if (m_stride > 1) {
+        backwardStrided(x, dy, dx, needInputGrad);
+        return;
+    }
     const std::size_t N = x.dim(0), HWo = dy.dim(2) * dy.dim(3);
     const std::size_t kk = m_k * m_k, K = m_cin * kk, K2 = m_cout * kk;
     // x with padding p; dy with padding k - 1 - p (same pitch and image stride, see RunGeometry)

@@ -2,9 +2,9 @@
 // (groups > 1) runs one GEMM per group; depthwise convolution (groups == in == out channels) has
 // its own direct kernel (kernels up to 7x7, strides up to 4; larger ones take the grouped im2col
 // path, which is also the kernel's reference in the tests), not im2col with one channel per GEMM.
-// 1x1 stride-1 convolutions read their input as the columns. Stride-1 convolutions of 8 or more
-// input channels (kernels 2x2 to 7x7, any padding below the kernel size, groups 1) run direct
-// kernels instead (conv_direct.h: no column matrix), with the im2col path as their reference.
+// 1x1 stride-1 convolutions read their input as the columns. Convolutions of 8 or more input
+// channels (kernels 2x2 to 7x7, any padding below the kernel size, strides up to 4, groups 1) run
+// direct kernels instead (conv_direct.h: no column matrix), with the im2col path as their reference.
 #pragma once
 
 #include "nn/layer.h"
@@ -43,8 +43,9 @@ public:
     // Forces the im2col + GEMM path even where a direct kernel exists (the kernels' reference in
     // the tests and benchmarks). Off by default.
     void setReferencePath(bool on) { m_reference = on; }
-    // True when this layer runs the direct stride-1 kernels (conv_direct.h): groups 1, stride 1,
-    // at least 8 input channels, kernel 2x2 to 7x7, padding below the kernel size.
+    // True when this layer runs the direct kernels (conv_direct.h): groups 1, at least 8 input
+    // channels, kernel 2x2 to 7x7, padding below the kernel size, stride up to 4 (strided ones
+    // read phase-split runs and take the input gradient through col2im).
     bool usesDirectKernel() const;
 
 private:
@@ -53,6 +54,8 @@ private:
     void backwardDepthwise(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad);
     void forwardDirect(const Tensor& x, Tensor& y);
     void backwardDirect(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad);
+    void forwardStrided(const Tensor& x, Tensor& y);
+    void backwardStrided(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad);
 
     std::size_t m_cin, m_cout, m_k, m_stride, m_pad, m_groups;
     bool m_hasBias;
