@@ -1,0 +1,197 @@
+// Dispatch, argument checks, the scalar twin and the emulated path of the bf16 GEMM.
+#include "tensor/gemm_bf16.h"
+
+#include "tensor/bf16.h"
+#include "tensor/gemm_bf16_kernels.h"
+#include "tensor/tensor.h"
+#include "util/errors.h"
+
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <vector>
+
+namespace quantscope {
+
+namespace {
+
+// Linux >= 5.16: AMX tile data is off until the process asks for it (arch/x86/include/uapi/asm/prctl.h).
+constexpr int kArchReqXcompPerm = 0x1023;
+constexpr int kXfeatureXtiledata = 18;
+
+bool amxPermitted()
+{
+    static const bool ok = [] {
+#if defined(__linux__) && defined(SYS_arch_prctl)
+        return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+        return false;
+#endif
+    }();
+    return ok;
+}
+
+bool avx512Bf16Cpu()
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
+}
+
+void checkArgs(const GemmBf16Args& g)
+{
+    const auto need = [](std::size_t ld, std::size_t row, const char* name) {
+        if (ld < row)
+            throw ConfigError(std::string("gemmBf16: leading dimension ") + name + " = " + std::to_string(ld) +
+                              " is smaller than its rows (" + std::to_string(row) + ")");
+    };
+    if (g.M && g.K) need(g.lda, g.transA ? g.M : g.K, "lda");
+    if (g.K && g.N) need(g.ldb, g.transB ? g.K : g.N, "ldb");
+    if (g.M && g.N) need(g.ldc, g.N, "ldc");
+    if ((g.M && g.K && !g.A) || (g.K && g.N && !g.B) || (g.M && g.N && !g.C))
+        throw ConfigError("gemmBf16: null matrix");
+}
+
+inline float opA(const GemmBf16Args& g, std::size_t m, std::size_t k) { return g.transA ? g.A[k * g.lda + m] : g.A[m * g.lda + k]; }
+inline float opB(const GemmBf16Args& g, std::size_t k, std::size_t n) { return g.transB ? g.B[n * g.ldb + k] : g.B[k * g.ldb + n]; }
+
+// Rounds op(A) and op(B) into FP32 copies and multiplies them with Eigen.
+void gemmEmulated(const GemmBf16Args& g)
+{
+    using Idx = Eigen::Index;
+    thread_local std::vector<float> a, b;
+    a.resize(g.M * g.K);
+    b.resize(g.K * g.N);
+    for (std::size_t m = 0; m < g.M; ++m)
+        for (std::size_t k = 0; k < g.K; ++k) a[m * g.K + k] = roundBf16(opA(g, m, k));
+    for (std::size_t k = 0; k < g.K; ++k)
+        for (std::size_t n = 0; n < g.N; ++n) b[k * g.N + n] = roundBf16(opB(g, k, n));
+    ConstMatrixMap Am(a.data(), static_cast<Idx>(g.M), static_cast<Idx>(g.K));
+    ConstMatrixMap Bm(b.data(), static_cast<Idx>(g.K), static_cast<Idx>(g.N));
+    Eigen::Map<RowMatrix, 0, Eigen::OuterStride<>> Cm(g.C, static_cast<Idx>(g.M), static_cast<Idx>(g.N),
+                                                      Eigen::OuterStride<>(static_cast<Idx>(g.ldc)));
+    if (g.accumulate)
+        Cm.noalias() += Am * Bm;
+    else
+        Cm.noalias() = Am * Bm;
+}
+
+struct AlignedFree {
+    void operator()(std::uint32_t* p) const { ::operator delete[](p, std::align_val_t{64}); }
+};
+
+std::uint32_t* scratch(std::unique_ptr<std::uint32_t[], AlignedFree>& buf, std::size_t& cap, std::size_t n)
+{
+    if (n > cap) {
+        buf.reset(static_cast<std::uint32_t*>(::operator new[](n * sizeof(std::uint32_t), std::align_val_t{64})));
+        cap = n;
+    }
+    return buf.get();
+}
+
+} // namespace
+
+namespace bf16detail {
+std::uint32_t* scratchA(std::size_t n)
+{
+    thread_local std::unique_ptr<std::uint32_t[], AlignedFree> buf;
+    thread_local std::size_t cap = 0;
+    return scratch(buf, cap, n);
+}
+std::uint32_t* scratchB(std::size_t n)
+{
+    thread_local std::unique_ptr<std::uint32_t[], AlignedFree> buf;
+    thread_local std::size_t cap = 0;
+    return scratch(buf, cap, n);
+}
+} // namespace bf16detail
+
+const char* bf16PathName(Bf16Path path)
+{
+    switch (path) {
+    case Bf16Path::Emulated: return "emulated";
+    case Bf16Path::Avx512Bf16: return "avx512-bf16";
+    case Bf16Path::AmxBf16: return "amx-bf16";
+    }
+    return "?";
+}
+
+bool bf16PathSupported(Bf16Path path)
+{
+    switch (path) {
+    case Bf16Path::Emulated: return true;
+    case Bf16Path::Avx512Bf16: return avx512Bf16Cpu();
+    case Bf16Path::AmxBf16:
+        // The AMX path packs with the AVX-512 packers, so it needs AVX512_BF16 as well.
+        return avx512Bf16Cpu() && __builtin_cpu_supports("amx-tile") && __builtin_cpu_supports("amx-bf16") &&
+               amxPermitted();
+    }
+    return false;
+}
+
+Bf16Path parseBf16Path(const std::string& name)
+{
+    if (name == "auto") {
+        for (Bf16Path p : {Bf16Path::AmxBf16, Bf16Path::Avx512Bf16})
+            if (bf16PathSupported(p)) return p;
+        return Bf16Path::Emulated;
+    }
+    Bf16Path p;
+    if (name == "emulated" || name == "scalar")
+        p = Bf16Path::Emulated;
+    else if (name == "avx512-bf16" || name == "avx512")
+        p = Bf16Path::Avx512Bf16;
+    else if (name == "amx-bf16" || name == "amx")
+        p = Bf16Path::AmxBf16;
+    else
+        throw ConfigError("unknown bf16 GEMM path '" + name + "' (known: auto, amx-bf16, avx512-bf16, emulated)");
+    if (!bf16PathSupported(p)) throw ConfigError("this CPU cannot run the " + std::string(bf16PathName(p)) + " bf16 GEMM");
+    return p;
+}
+
+Bf16Path bestBf16Path()
+{
+    static const Bf16Path best = [] {
+        const char* env = std::getenv("QS_BF16_PATH");
+        return parseBf16Path(env && *env ? env : "auto");
+    }();
+    return best;
+}
+
+void gemmBf16(const GemmBf16Args& g) { gemmBf16(bestBf16Path(), g); }
+
+void gemmBf16(Bf16Path path, const GemmBf16Args& g)
+{
+    checkArgs(g);
+    if (g.M == 0 || g.N == 0) return;
+    if (g.K == 0) {
+        if (!g.accumulate)
+            for (std::size_t m = 0; m < g.M; ++m) std::memset(g.C + m * g.ldc, 0, g.N * sizeof(float));
+        return;
+    }
+    if (!bf16PathSupported(path)) throw ConfigError("this CPU cannot run the " + std::string(bf16PathName(path)) + " bf16 GEMM");
+    switch (path) {
+    case Bf16Path::Emulated: gemmEmulated(g); return;
+    case Bf16Path::Avx512Bf16: bf16detail::gemmAvx512(g); return;
+    case Bf16Path::AmxBf16: bf16detail::gemmAmx(g); return;
+    }
+}
+
+void gemmBf16Ref(const GemmBf16Args& g)
+{
+    checkArgs(g);
+    for (std::size_t m = 0; m < g.M; ++m)
+        for (std::size_t n = 0; n < g.N; ++n) {
+            float s = 0.0f;
+            for (std::size_t k = 0; k < g.K; ++k) s += roundBf16(opA(g, m, k)) * roundBf16(opB(g, k, n));
+            float& c = g.C[m * g.ldc + n];
+            c = g.accumulate ? c + s : s;
+        }
+}
+
+} // namespace quantscope

@@ -1,0 +1,65 @@
+// bf16 GEMM with FP32 accumulation: C (M x N) = or += op(A) (M x K) * op(B) (K x N), where A and B
+// are FP32 and are rounded to bf16 (round to nearest even, tensor/bf16.h, the rounding of the
+// bf16 emulation) while they are packed. The products of conv (im2col) and fc layers:
+//   forward          Y    = W    * cols     (no transpose)
+//   weight gradient  dW   = dY   * cols^T   (transB)
+//   input gradient   dcols = W^T * dY       (transA)
+//
+// Three paths, chosen at run time (like infer/isa.h for the integer engine):
+//   "amx-bf16"    Intel AMX tiles, TDPBF16PS (Sapphire Rapids and later);
+//   "avx512-bf16" AVX512_BF16 VDPBF16PS (Cooper Lake, Sapphire Rapids, AMD Zen 4);
+//   "emulated"    round into FP32 copies and multiply with Eigen (what the emulation did).
+// gemmBf16Ref is the plain-loop scalar twin every path is tested against.
+//
+// Results equal gemmBf16Ref up to the order of FP32 accumulation: the products of two bf16
+// values are exact in FP32, only the summation order differs (and VDPBF16PS/TDPBF16PS treat
+// subnormal inputs as zero and flush subnormal results, which moves a result by less than
+// K * FLT_MIN). Sources: Intel SDM vol. 2 (VDPBF16PS), Intel AMX (Intel ISE reference, ch. 3).
+//
+// Every call is single-threaded: the layers already run one GEMM per image / column block on
+// their TBB threads. Packing buffers are per thread (grown once, then reused).
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+namespace quantscope {
+
+enum class Bf16Path { Emulated, Avx512Bf16, AmxBf16 };
+
+// "emulated", "avx512-bf16", "amx-bf16": what the training start event reports.
+const char* bf16PathName(Bf16Path path);
+// Whether this CPU (and OS: AMX needs the kernel's permission, requested once per process) runs it.
+bool bf16PathSupported(Bf16Path path);
+// "auto" -> bestBf16Path(); also accepts the short names "scalar" (= emulated), "avx512", "amx".
+// Throws ConfigError for an unknown name or a path this CPU cannot run.
+Bf16Path parseBf16Path(const std::string& name);
+// The fastest supported path: AMX, else AVX512_BF16, else emulated. The environment variable
+// QS_BF16_PATH (any name parseBf16Path accepts) overrides it. Read once per process.
+Bf16Path bestBf16Path();
+
+// op(A) is M x K: A[m * lda + k], or A[k * lda + m] when transA (A stored K x M).
+// op(B) is K x N: B[k * ldb + n], or B[n * ldb + k] when transB (B stored N x K).
+// C[m * ldc + n] = sum_k bf16(op(A)[m][k]) * bf16(op(B)[k][n])   (+ C[m * ldc + n] if accumulate)
+// All matrices row-major FP32; C must not overlap A or B. Throws ConfigError when a leading
+// dimension is smaller than its row length. M, N or K may be 0 (K == 0: C = 0 or unchanged).
+struct GemmBf16Args {
+    bool transA = false, transB = false;
+    std::size_t M = 0, N = 0, K = 0;
+    const float* A = nullptr;
+    std::size_t lda = 0;
+    const float* B = nullptr;
+    std::size_t ldb = 0;
+    float* C = nullptr;
+    std::size_t ldc = 0;
+    bool accumulate = false;
+};
+
+// On bestBf16Path().
+void gemmBf16(const GemmBf16Args& g);
+// On a given path (ConfigError if this CPU cannot run it).
+void gemmBf16(Bf16Path path, const GemmBf16Args& g);
+// The scalar twin: for each (m, n) one FP32 sum over k in order, then added to C if accumulate.
+void gemmBf16Ref(const GemmBf16Args& g);
+
+} // namespace quantscope

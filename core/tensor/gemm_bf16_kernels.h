@@ -1,0 +1,32 @@
+// Internal to the bf16 GEMM (tensor/gemm_bf16*.cpp): the packed layouts and the kernel entry
+// points. Callers use tensor/gemm_bf16.h.
+//
+// Packed A: Mp rows of Kp2 uint32 "pairs" (low half bf16(op(A)[m][2p]), high half
+// bf16(op(A)[m][2p+1])), zero beyond M and K. This is also AMX's A tile layout (rows of bf16).
+// Packed B: ceil(N/16) panels of Kp2 x 16 pairs: panel j, pair p, lane c holds
+// (bf16(op(B)[2p][16j+c]), bf16(op(B)[2p+1][16j+c])), zero beyond N and K: the operand layout
+// of VDPBF16PS and of AMX's B tiles (16 pair rows x 64 bytes).
+#pragma once
+
+#include "tensor/gemm_bf16.h"
+
+#include <cstddef>
+#include <cstdint>
+
+namespace quantscope::bf16detail {
+
+// Rounds while packing (AVX-512 code: call only where the avx512-bf16 path is supported).
+void packA(bool transA, std::size_t M, std::size_t K, const float* A, std::size_t lda, std::uint32_t* dst,
+           std::size_t Mp, std::size_t Kp2);
+void packB(bool transB, std::size_t K, std::size_t N, const float* B, std::size_t ldb, std::uint32_t* dst,
+           std::size_t Kp2);
+
+// Arguments already checked, M, N, K > 0.
+void gemmAvx512(const GemmBf16Args& g);
+void gemmAmx(const GemmBf16Args& g);
+
+// Per-thread packing buffers of at least n uint32 (64-byte aligned).
+std::uint32_t* scratchA(std::size_t n);
+std::uint32_t* scratchB(std::size_t n);
+
+} // namespace quantscope::bf16detail
