@@ -53,7 +53,8 @@ void checkArgs(const GemmBf16Args& g)
     if (g.M && g.K) need(g.lda, g.transA ? g.M : g.K, "lda");
     if (g.K && g.N) need(g.ldb, g.transB ? g.K : g.N, "ldb");
     if (g.M && g.N) need(g.ldc, g.N, "ldc");
-    if ((g.M && g.K && !g.A) || (g.K && g.N && !g.B) || (g.M && g.N && !g.C))
+    const bool product = g.M && g.N && g.K;
+    if ((product && (!g.A || !g.B)) || (g.M && g.N && !g.C))
         throw ConfigError("gemmBf16: null matrix");
 }
 

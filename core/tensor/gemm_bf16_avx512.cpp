@@ -176,30 +176,36 @@ void packA(bool transA, std::size_t M, std::size_t K, const float* A, std::size_
 void packB(bool transB, std::size_t K, std::size_t N, const float* B, std::size_t ldb, std::uint32_t* dst, std::size_t Kp2)
 {
     const std::size_t panels = (N + 15) / 16;
+    if (!transB) {
+        // B stored K x N: rows 2p and 2p+1 are read once, left to right (streaming), and each 16
+        // columns become one packed row (64 bytes) of their panel.
+        for (std::size_t p = 0; p < Kp2; ++p) {
+            const std::size_t k = 2 * p;
+            const float* r0 = k < K ? B + k * ldb : nullptr;
+            const float* r1 = k + 1 < K ? B + (k + 1) * ldb : nullptr;
+            for (std::size_t j = 0; j < panels; ++j) {
+                const std::size_t n0 = 16 * j;
+                const __mmask16 nm = tailMask(N - n0);
+                const __m512 x0 = r0 ? _mm512_maskz_loadu_ps(nm, r0 + n0) : _mm512_setzero_ps();
+                const __m512 x1 = r1 ? _mm512_maskz_loadu_ps(nm, r1 + n0) : _mm512_setzero_ps();
+                _mm512_store_si512(dst + (j * Kp2 + p) * 16, pairsAcross(x0, x1));
+            }
+        }
+        return;
+    }
+    // B stored N x K: row n holds k contiguously; 16 rows x 16 pairs, transposed.
     for (std::size_t j = 0; j < panels; ++j) {
         const std::size_t n0 = 16 * j;
-        const __mmask16 nm = tailMask(N - n0);
+        const std::size_t cols = std::min<std::size_t>(16, N - n0);
         std::uint32_t* out = dst + j * Kp2 * 16;
-        if (!transB) {
-            // B stored K x N: rows 2p and 2p+1, 16 columns -> one packed row of the panel.
-            for (std::size_t p = 0; p < Kp2; ++p) {
-                const std::size_t k = 2 * p;
-                const __m512 x0 = k < K ? _mm512_maskz_loadu_ps(nm, B + k * ldb + n0) : _mm512_setzero_ps();
-                const __m512 x1 = k + 1 < K ? _mm512_maskz_loadu_ps(nm, B + (k + 1) * ldb + n0) : _mm512_setzero_ps();
-                _mm512_store_si512(out + p * 16, pairsAcross(x0, x1));
-            }
-        } else {
-            // B stored N x K: row n holds k contiguously; 16 rows x 16 pairs, transposed.
-            const std::size_t cols = std::min<std::size_t>(16, N - n0);
-            for (std::size_t p0 = 0; p0 < Kp2; p0 += 16) {
-                const std::size_t k0 = 2 * p0;
-                __m512i r[16];
-                for (std::size_t c = 0; c < 16; ++c)
-                    r[c] = c < cols ? pairsRun(B + (n0 + c) * ldb + k0, k0 < K ? K - k0 : 0) : _mm512_setzero_si512();
-                transpose16(r);
-                const std::size_t rowsOut = std::min<std::size_t>(16, Kp2 - p0);
-                for (std::size_t q = 0; q < rowsOut; ++q) _mm512_store_si512(out + (p0 + q) * 16, r[q]);
-            }
+        for (std::size_t p0 = 0; p0 < Kp2; p0 += 16) {
+            const std::size_t k0 = 2 * p0;
+            __m512i r[16];
+            for (std::size_t c = 0; c < 16; ++c)
+                r[c] = c < cols ? pairsRun(B + (n0 + c) * ldb + k0, k0 < K ? K - k0 : 0) : _mm512_setzero_si512();
+            transpose16(r);
+            const std::size_t rowsOut = std::min<std::size_t>(16, Kp2 - p0);
+            for (std::size_t q = 0; q < rowsOut; ++q) _mm512_store_si512(out + (p0 + q) * 16, r[q]);
         }
     }
 }

@@ -1,0 +1,114 @@
+// GFLOP/s of the bf16 GEMM paths (tensor/gemm_bf16.h) against FP32 Eigen on the per-image
+// products of seed-cnn and resnet8 at 28 x 28 (the fc layers at batch 64): forward W * cols,
+// weight gradient dY * cols^T, input gradient W^T * dY. Single thread, best of 5 timings of
+// at least 20 ms each. Not a ctest: run build/release/tests/bench/bench_gemm_bf16 [--quick].
+#include "tensor/gemm_bf16.h"
+#include "tensor/tensor.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+using namespace quantscope;
+
+namespace {
+
+struct Shape3 {
+    const char* layer;
+    const char* product;
+    bool transA, transB;
+    std::size_t M, N, K;
+};
+
+double bestSeconds(const std::function<void()>& f, double minSeconds)
+{
+    using Clock = std::chrono::steady_clock;
+    double best = 1e30;
+    for (int rep = 0; rep < 5; ++rep) {
+        std::size_t iters = 0;
+        const auto t0 = Clock::now();
+        double el = 0;
+        do {
+            f();
+            ++iters;
+            el = std::chrono::duration<double>(Clock::now() - t0).count();
+        } while (el < minSeconds);
+        best = std::min(best, el / static_cast<double>(iters));
+    }
+    return best;
+}
+
+} // namespace
+
+int main(int argc, char** argv)
+{
+    const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+    const double minSeconds = quick ? 0.005 : 0.02;
+    // Conv layer with Cout, K = Cin k k, HWo: forward (Cout x HWo) = W (Cout x K) cols (K x HWo);
+    // dW (Cout x K) = dY (Cout x HWo) cols^T; dcols (K x HWo) = W^T dY.
+    std::vector<Shape3> shapes;
+    const auto conv = [&](const char* name, std::size_t cout, std::size_t k, std::size_t hwo) {
+        shapes.push_back({name, "fwd  W*cols", false, false, cout, hwo, k});
+        shapes.push_back({name, "dW   dY*cols^T", false, true, cout, k, hwo});
+        shapes.push_back({name, "dX   W^T*dY", true, false, k, hwo, cout});
+    };
+    // fc with batch B: Y (B x out) = X (B x in) W^T; dW (out x in) = dY^T X; dX (B x in) = dY W.
+    const auto fc = [&](const char* name, std::size_t batch, std::size_t in, std::size_t out) {
+        shapes.push_back({name, "fwd  X*W^T", false, true, batch, out, in});
+        shapes.push_back({name, "dW   dY^T*X", true, false, out, in, batch});
+        shapes.push_back({name, "dX   dY*W", false, false, batch, in, out});
+    };
+    conv("seed-cnn conv1", 32, 9, 676);
+    conv("seed-cnn conv2", 64, 288, 576);
+    fc("seed-cnn fc1", 64, 9216, 128);
+    fc("seed-cnn fc2", 64, 128, 10);
+    conv("resnet8 16ch 3x3", 16, 144, 784);
+    conv("resnet8 32ch 3x3", 32, 288, 196);
+    conv("resnet8 64ch 3x3", 64, 576, 49);
+    fc("resnet8 fc", 64, 64, 10);
+
+    std::vector<Bf16Path> paths;
+    for (Bf16Path p : {Bf16Path::Emulated, Bf16Path::Avx512Bf16, Bf16Path::AmxBf16})
+        if (bf16PathSupported(p)) paths.push_back(p);
+
+    std::printf("%-18s %-15s %5s %5s %5s %9s", "layer", "product", "M", "N", "K", "fp32-eigen");
+    for (Bf16Path p : paths) std::printf(" %11s", bf16PathName(p));
+    std::printf("   (GFLOP/s, 1 thread)\n");
+    std::mt19937 rng(7);
+    std::normal_distribution<float> nd;
+    for (const Shape3& s : shapes) {
+        const std::size_t aRows = s.transA ? s.K : s.M, aCols = s.transA ? s.M : s.K;
+        const std::size_t bRows = s.transB ? s.N : s.K, bCols = s.transB ? s.K : s.N;
+        std::vector<float> A(aRows * aCols), B(bRows * bCols), C(s.M * s.N);
+        for (float& x : A) x = nd(rng);
+        for (float& x : B) x = nd(rng);
+        const double flop = 2.0 * static_cast<double>(s.M) * static_cast<double>(s.N) * static_cast<double>(s.K);
+        using Idx = Eigen::Index;
+        ConstMatrixMap Am(A.data(), static_cast<Idx>(aRows), static_cast<Idx>(aCols));
+        ConstMatrixMap Bm(B.data(), static_cast<Idx>(bRows), static_cast<Idx>(bCols));
+        MatrixMap Cm(C.data(), static_cast<Idx>(s.M), static_cast<Idx>(s.N));
+        const double tEigen = bestSeconds(
+            [&] {
+                if (s.transA)
+                    Cm.noalias() = Am.transpose() * Bm;
+                else if (s.transB)
+                    Cm.noalias() = Am * Bm.transpose();
+                else
+                    Cm.noalias() = Am * Bm;
+            },
+            minSeconds);
+        std::printf("%-18s %-15s %5zu %5zu %5zu %9.1f", s.layer, s.product, s.M, s.N, s.K, flop / tEigen * 1e-9);
+        for (Bf16Path p : paths) {
+            const GemmBf16Args g{s.transA, s.transB, s.M, s.N, s.K, A.data(), aCols, B.data(), bCols, C.data(), s.N, false};
+            const double t = bestSeconds([&] { gemmBf16(p, g); }, minSeconds);
+            std::printf(" %11.1f", flop / t * 1e-9);
+        }
+        std::printf("\n");
+    }
+    return 0;
+}
