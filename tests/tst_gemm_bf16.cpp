@@ -134,6 +134,8 @@ private slots:
     void pathsMatchScalarTwinAndEmulation();
     void packingRoundsLikeTheEmulation_data();
     void packingRoundsLikeTheEmulation();
+    void prepackedAGivesTheSameResults_data();
+    void prepackedAGivesTheSameResults();
     void pathNamesAndOverride();
     void badArgumentsAreConfigErrors();
     void emptyProducts();
@@ -221,6 +223,41 @@ void TestGemmBf16::packingRoundsLikeTheEmulation()
                                  .arg(std::bit_cast<std::uint32_t>(x[m]), 8, 16, QChar('0'))
                                  .arg(C[m], 0, 'g', 9)
                                  .arg(expected[m], 0, 'g', 9)));
+    }
+}
+
+void TestGemmBf16::prepackedAGivesTheSameResults_data()
+{
+    QTest::addColumn<int>("path");
+    for (Bf16Path path : supportedPaths()) QTest::addRow("%s", bf16PathName(path)) << static_cast<int>(path);
+}
+
+// A layer packs W once per batch and multiplies it with every image's columns: each product
+// must be bit for bit the one gemmBf16 gives, also after the packed A is remade for another shape.
+void TestGemmBf16::prepackedAGivesTheSameResults()
+{
+    QFETCH(int, path);
+    const auto p = static_cast<Bf16Path>(path);
+    PackedBf16A packed;
+    struct S {
+        int M, N, K;
+        bool transA, transB;
+    };
+    for (const S& s : {S{32, 196, 288, false, false}, S{17, 9, 143, true, true}, S{64, 49, 576, true, false}}) {
+        for (unsigned image = 0; image < 3; ++image) {
+            Problem pr = makeProblem(static_cast<std::size_t>(s.M), static_cast<std::size_t>(s.N), static_cast<std::size_t>(s.K),
+                                     s.transA, s.transB, image == 2, 100 + image);
+            if (image == 0)
+                packBf16A(packed, p, s.transA, pr.M, pr.K, pr.A.data(), pr.lda);
+            else // the same A as image 0, other B and C
+                pr.A = makeProblem(pr.M, pr.N, pr.K, s.transA, s.transB, false, 100).A;
+            QCOMPARE(packed.rows(), pr.M);
+            QCOMPARE(packed.depth(), pr.K);
+            std::vector<float> C = pr.C0, D = pr.C0;
+            gemmBf16Packed(packed, pr.transB, pr.N, pr.B.data(), pr.ldb, C.data(), pr.ldc, pr.accumulate);
+            gemmBf16(p, pr.args(D.data()));
+            QCOMPARE(C, D);
+        }
     }
 }
 

@@ -43,36 +43,40 @@ bool avx512Bf16Cpu()
            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
 }
 
-void checkArgs(const GemmBf16Args& g)
+// aPacked: A was packed already (gemmBf16Packed), only B and C are checked.
+void checkArgs(const GemmBf16Args& g, bool aPacked = false)
 {
     const auto need = [](std::size_t ld, std::size_t row, const char* name) {
         if (ld < row)
             throw ConfigError(std::string("gemmBf16: leading dimension ") + name + " = " + std::to_string(ld) +
                               " is smaller than its rows (" + std::to_string(row) + ")");
     };
-    if (g.M && g.K) need(g.lda, g.transA ? g.M : g.K, "lda");
+    if (!aPacked && g.M && g.K) need(g.lda, g.transA ? g.M : g.K, "lda");
     if (g.K && g.N) need(g.ldb, g.transB ? g.K : g.N, "ldb");
     if (g.M && g.N) need(g.ldc, g.N, "ldc");
     const bool product = g.M && g.N && g.K;
-    if ((product && (!g.A || !g.B)) || (g.M && g.N && !g.C))
-        throw ConfigError("gemmBf16: null matrix");
+    if ((product && ((!aPacked && !g.A) || !g.B)) || (g.M && g.N && !g.C)) throw ConfigError("gemmBf16: null matrix");
 }
 
 inline float opA(const GemmBf16Args& g, std::size_t m, std::size_t k) { return g.transA ? g.A[k * g.lda + m] : g.A[m * g.lda + k]; }
 inline float opB(const GemmBf16Args& g, std::size_t k, std::size_t n) { return g.transB ? g.B[n * g.ldb + k] : g.B[k * g.ldb + n]; }
 
-// Rounds op(A) and op(B) into FP32 copies and multiplies them with Eigen.
-void gemmEmulated(const GemmBf16Args& g)
+// op(A) rounded, M x K row-major, into `out`.
+void roundA(const GemmBf16Args& g, float* out)
+{
+    for (std::size_t m = 0; m < g.M; ++m)
+        for (std::size_t k = 0; k < g.K; ++k) out[m * g.K + k] = roundBf16(opA(g, m, k));
+}
+
+// The emulated path: op(B) rounded into an FP32 copy, then Eigen's FP32 GEMM with the rounded A.
+void multiplyEmulated(const float* a, const GemmBf16Args& g)
 {
     using Idx = Eigen::Index;
-    thread_local std::vector<float> a, b;
-    a.resize(g.M * g.K);
+    thread_local std::vector<float> b;
     b.resize(g.K * g.N);
-    for (std::size_t m = 0; m < g.M; ++m)
-        for (std::size_t k = 0; k < g.K; ++k) a[m * g.K + k] = roundBf16(opA(g, m, k));
     for (std::size_t k = 0; k < g.K; ++k)
         for (std::size_t n = 0; n < g.N; ++n) b[k * g.N + n] = roundBf16(opB(g, k, n));
-    ConstMatrixMap Am(a.data(), static_cast<Idx>(g.M), static_cast<Idx>(g.K));
+    ConstMatrixMap Am(a, static_cast<Idx>(g.M), static_cast<Idx>(g.K));
     ConstMatrixMap Bm(b.data(), static_cast<Idx>(g.K), static_cast<Idx>(g.N));
     Eigen::Map<RowMatrix, 0, Eigen::OuterStride<>> Cm(g.C, static_cast<Idx>(g.M), static_cast<Idx>(g.N),
                                                       Eigen::OuterStride<>(static_cast<Idx>(g.ldc)));
@@ -80,6 +84,21 @@ void gemmEmulated(const GemmBf16Args& g)
         Cm.noalias() += Am * Bm;
     else
         Cm.noalias() = Am * Bm;
+}
+
+void requireSupported(Bf16Path path)
+{
+    if (!bf16PathSupported(path)) throw ConfigError("this CPU cannot run the " + std::string(bf16PathName(path)) + " bf16 GEMM");
+}
+
+// K == 0 or an empty C: nothing to multiply. Returns true when it handled the call.
+bool trivial(const GemmBf16Args& g)
+{
+    if (g.M == 0 || g.N == 0) return true;
+    if (g.K != 0) return false;
+    if (!g.accumulate)
+        for (std::size_t m = 0; m < g.M; ++m) std::memset(g.C + m * g.ldc, 0, g.N * sizeof(float));
+    return true;
 }
 
 struct AlignedFree {
@@ -169,18 +188,58 @@ void gemmBf16(const GemmBf16Args& g) { gemmBf16(bestBf16Path(), g); }
 void gemmBf16(Bf16Path path, const GemmBf16Args& g)
 {
     checkArgs(g);
-    if (g.M == 0 || g.N == 0) return;
-    if (g.K == 0) {
-        if (!g.accumulate)
-            for (std::size_t m = 0; m < g.M; ++m) std::memset(g.C + m * g.ldc, 0, g.N * sizeof(float));
+    if (trivial(g)) return;
+    requireSupported(path);
+    if (path == Bf16Path::Emulated) {
+        thread_local std::vector<float> a;
+        a.resize(g.M * g.K);
+        roundA(g, a.data());
+        multiplyEmulated(a.data(), g);
         return;
     }
-    if (!bf16PathSupported(path)) throw ConfigError("this CPU cannot run the " + std::string(bf16PathName(path)) + " bf16 GEMM");
-    switch (path) {
-    case Bf16Path::Emulated: gemmEmulated(g); return;
-    case Bf16Path::Avx512Bf16: bf16detail::gemmAvx512(g); return;
-    case Bf16Path::AmxBf16: bf16detail::gemmAmx(g); return;
+    const std::size_t Kp2 = bf16detail::pairsPerRow(path, g.K), Mp = bf16detail::paddedRows(path, g.M);
+    std::uint32_t* pa = bf16detail::scratchA(Mp * Kp2);
+    bf16detail::packA(g.transA, g.M, g.K, g.A, g.lda, pa, Mp, Kp2);
+    if (path == Bf16Path::AmxBf16)
+        bf16detail::multiplyAmx(pa, Kp2, g);
+    else
+        bf16detail::multiplyAvx512(pa, Kp2, g);
+}
+
+void packBf16A(PackedBf16A& out, Bf16Path path, bool transA, std::size_t M, std::size_t K, const float* A, std::size_t lda)
+{
+    GemmBf16Args g;
+    g.transA = transA, g.M = M, g.K = K, g.A = A, g.lda = lda, g.N = 0;
+    checkArgs(g);
+    if (M && K && !A) throw ConfigError("packBf16A: null matrix");
+    requireSupported(path);
+    out.m_path = path;
+    out.m_M = M;
+    out.m_K = K;
+    if (path == Bf16Path::Emulated) {
+        out.m_rounded.resize(M * K);
+        roundA(g, out.m_rounded.data());
+        return;
     }
+    out.m_Kp2 = bf16detail::pairsPerRow(path, K);
+    const std::size_t Mp = bf16detail::paddedRows(path, M);
+    out.m_pairs.resize(Mp * out.m_Kp2);
+    if (M && K) bf16detail::packA(transA, M, K, A, lda, out.m_pairs.data(), Mp, out.m_Kp2);
+}
+
+void gemmBf16Packed(const PackedBf16A& a, bool transB, std::size_t N, const float* B, std::size_t ldb, float* C, std::size_t ldc,
+                    bool accumulate)
+{
+    GemmBf16Args g;
+    g.transB = transB, g.M = a.m_M, g.N = N, g.K = a.m_K, g.B = B, g.ldb = ldb, g.C = C, g.ldc = ldc, g.accumulate = accumulate;
+    checkArgs(g, true);
+    if (trivial(g)) return;
+    if (a.m_path == Bf16Path::Emulated)
+        multiplyEmulated(a.m_rounded.data(), g);
+    else if (a.m_path == Bf16Path::AmxBf16)
+        bf16detail::multiplyAmx(a.m_pairs.data(), a.m_Kp2, g);
+    else
+        bf16detail::multiplyAvx512(a.m_pairs.data(), a.m_Kp2, g);
 }
 
 void gemmBf16Ref(const GemmBf16Args& g)

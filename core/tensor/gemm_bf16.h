@@ -21,7 +21,9 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
+#include <vector>
 
 namespace quantscope {
 
@@ -54,6 +56,32 @@ struct GemmBf16Args {
     std::size_t ldc = 0;
     bool accumulate = false;
 };
+
+// op(A) rounded and packed once for several products that share it (a layer's weights W in
+// W * cols_n and W^T * dY_n over the images n of a batch). Made (and remade in place, keeping
+// its storage) by packBf16A; used by gemmBf16Packed on the path it was packed for.
+class PackedBf16A {
+public:
+    Bf16Path path() const { return m_path; }
+    std::size_t rows() const { return m_M; }  // M
+    std::size_t depth() const { return m_K; } // K
+
+private:
+    friend void packBf16A(PackedBf16A& out, Bf16Path path, bool transA, std::size_t M, std::size_t K, const float* A,
+                          std::size_t lda);
+    friend void gemmBf16Packed(const PackedBf16A& a, bool transB, std::size_t N, const float* B, std::size_t ldb, float* C,
+                               std::size_t ldc, bool accumulate);
+    Bf16Path m_path = Bf16Path::Emulated;
+    std::size_t m_M = 0, m_K = 0, m_Kp2 = 0;
+    std::vector<std::uint32_t> m_pairs; // avx512-bf16 / amx-bf16: bf16 pairs (gemm_bf16_kernels.h)
+    std::vector<float> m_rounded;       // emulated: op(A) rounded, M x K row-major
+};
+
+// Packs op(A) (M x K, as in GemmBf16Args) for `path`. Throws ConfigError like gemmBf16.
+void packBf16A(PackedBf16A& out, Bf16Path path, bool transA, std::size_t M, std::size_t K, const float* A, std::size_t lda);
+// C (M x N) (+)= a * op(B); the same result as gemmBf16 with the A that was packed.
+void gemmBf16Packed(const PackedBf16A& a, bool transB, std::size_t N, const float* B, std::size_t ldb, float* C, std::size_t ldc,
+                    bool accumulate);
 
 // On bestBf16Path().
 void gemmBf16(const GemmBf16Args& g);

@@ -119,14 +119,12 @@ void block(const std::uint32_t* a, std::size_t Kp2, const std::uint32_t* b, std:
 
 } // namespace
 
-void gemmAmx(const GemmBf16Args& g)
+void multiplyAmx(const std::uint32_t* pa, std::size_t Kp2, const GemmBf16Args& g)
 {
-    const std::size_t Kp2 = (g.K + 31) / 32 * 16, ksteps = Kp2 / 16;
-    const std::size_t mTiles = (g.M + 15) / 16, Mp = mTiles * 16;
+    const std::size_t ksteps = Kp2 / 16;
+    const std::size_t mTiles = (g.M + 15) / 16;
     const std::size_t panels = (g.N + 15) / 16;
-    std::uint32_t* pa = scratchA(Mp * Kp2);
     std::uint32_t* pb = scratchB(panels * Kp2 * 16);
-    packA(g.transA, g.M, g.K, g.A, g.lda, pa, Mp, Kp2);
     packB(g.transB, g.K, g.N, g.B, g.ldb, pb, Kp2);
 
     TileConfig cfg;

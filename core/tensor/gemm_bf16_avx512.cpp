@@ -210,14 +210,11 @@ void packB(bool transB, std::size_t K, std::size_t N, const float* B, std::size_
     }
 }
 
-void gemmAvx512(const GemmBf16Args& g)
+void multiplyAvx512(const std::uint32_t* pa, std::size_t Kp2, const GemmBf16Args& g)
 {
-    const std::size_t Kp2 = (g.K + 1) / 2;
     const std::size_t panels = (g.N + 15) / 16;
-    // The packed buffers are 64-byte aligned; panel rows are 64 bytes.
-    std::uint32_t* pa = scratchA(g.M * Kp2 + 16);
+    // The packed buffer is 64-byte aligned; panel rows are 64 bytes.
     std::uint32_t* pb = scratchB(panels * Kp2 * 16);
-    packA(g.transA, g.M, g.K, g.A, g.lda, pa, g.M, Kp2);
     packB(g.transB, g.K, g.N, g.B, g.ldb, pb, Kp2);
 
     // K blocks of at most ~192 pairs keep NR panels of B (3 x 12 KB) in L1 across the row tiles.

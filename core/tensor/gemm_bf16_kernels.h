@@ -21,9 +21,15 @@ void packA(bool transA, std::size_t M, std::size_t K, const float* A, std::size_
 void packB(bool transB, std::size_t K, std::size_t N, const float* B, std::size_t ldb, std::uint32_t* dst,
            std::size_t Kp2);
 
-// Arguments already checked, M, N, K > 0.
-void gemmAvx512(const GemmBf16Args& g);
-void gemmAmx(const GemmBf16Args& g);
+// The packed shape of op(A) for a path: Kp2 pairs a row (AVX-512: K rounded up to even; AMX: to
+// a multiple of 32, one tile's depth) and Mp rows (AMX: a multiple of 16, one tile's height).
+inline std::size_t pairsPerRow(Bf16Path path, std::size_t K) { return path == Bf16Path::AmxBf16 ? (K + 31) / 32 * 16 : (K + 1) / 2; }
+inline std::size_t paddedRows(Bf16Path path, std::size_t M) { return path == Bf16Path::AmxBf16 ? (M + 15) / 16 * 16 : M; }
+
+// C (+)= A * op(B) with A already packed (pa: paddedRows(M) x Kp2, see above); packs B and
+// multiplies. g.A is not read. Arguments already checked, M, N, K > 0.
+void multiplyAvx512(const std::uint32_t* pa, std::size_t Kp2, const GemmBf16Args& g);
+void multiplyAmx(const std::uint32_t* pa, std::size_t Kp2, const GemmBf16Args& g);
 
 // Per-thread packing buffers of at least n uint32 (64-byte aligned).
 std::uint32_t* scratchA(std::size_t n);
