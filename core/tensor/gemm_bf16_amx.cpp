@@ -121,11 +121,18 @@ void block(const std::uint32_t* a, std::size_t Kp2, const std::uint32_t* b, std:
 
 void multiplyAmx(const std::uint32_t* pa, std::size_t Kp2, const GemmBf16Args& g)
 {
-    const std::size_t ksteps = Kp2 / 16;
-    const std::size_t mTiles = (g.M + 15) / 16;
     const std::size_t panels = (g.N + 15) / 16;
     std::uint32_t* pb = scratchB(panels * Kp2 * 16);
     packB(g.transB, g.K, g.N, g.B, g.ldb, pb, Kp2);
+    kernelAmx(pa, pb, Kp2, g.M, g.N, g.C, g.ldc, g.accumulate);
+}
+
+void kernelAmx(const std::uint32_t* pa, const std::uint32_t* pb, std::size_t Kp2, std::size_t M, std::size_t N, float* C,
+               std::size_t ldc, bool accumulate)
+{
+    const std::size_t ksteps = Kp2 / 16;
+    const std::size_t mTiles = (M + 15) / 16;
+    const std::size_t panels = (N + 15) / 16;
 
     TileConfig cfg;
     for (int t = 0; t < 8; ++t) {
@@ -144,19 +151,19 @@ void multiplyAmx(const std::uint32_t* pa, std::size_t Kp2, const GemmBf16Args& g
             for (int r = 0; r < 2; ++r)
                 for (int c = 0; c < 2; ++c) {
                     const std::size_t m0 = (i + r) * 16, n0 = (j + c) * 16;
-                    ct[r][c] = {g.C + m0 * g.ldc + n0, g.ldc, m0 < g.M ? std::min<std::size_t>(16, g.M - m0) : 0,
-                                n0 < g.N ? std::min<std::size_t>(16, g.N - n0) : 0};
+                    ct[r][c] = {C + m0 * ldc + n0, ldc, m0 < M ? std::min<std::size_t>(16, M - m0) : 0,
+                                n0 < N ? std::min<std::size_t>(16, N - n0) : 0};
                 }
             const std::uint32_t* a = pa + i * 16 * Kp2;
             const std::uint32_t* b = pb + j * panelStride;
             if (tm == 2 && tn == 2)
-                block<2, 2>(a, Kp2, b, panelStride, ksteps, ct, g.accumulate, bounce);
+                block<2, 2>(a, Kp2, b, panelStride, ksteps, ct, accumulate, bounce);
             else if (tm == 2)
-                block<2, 1>(a, Kp2, b, panelStride, ksteps, ct, g.accumulate, bounce);
+                block<2, 1>(a, Kp2, b, panelStride, ksteps, ct, accumulate, bounce);
             else if (tn == 2)
-                block<1, 2>(a, Kp2, b, panelStride, ksteps, ct, g.accumulate, bounce);
+                block<1, 2>(a, Kp2, b, panelStride, ksteps, ct, accumulate, bounce);
             else
-                block<1, 1>(a, Kp2, b, panelStride, ksteps, ct, g.accumulate, bounce);
+                block<1, 1>(a, Kp2, b, panelStride, ksteps, ct, accumulate, bounce);
         }
     }
     _tile_release();

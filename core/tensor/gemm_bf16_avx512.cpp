@@ -31,21 +31,20 @@ namespace {
 
 inline __mmask16 tailMask(std::size_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u); }
 
-// tensor/bf16.h's bf16Bits on 16 lanes; the bf16 is left in the upper half of each lane.
+// tensor/bf16.h's bf16Bits on 16 lanes; the bf16 is left in the upper half of each lane (the
+// lower half is garbage). NaN lanes get the quiet bit instead of the rounding increment.
 inline __m512i roundHigh(__m512 x)
 {
     const __m512i u = _mm512_castps_si512(x);
     const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
     const __m512i r = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7FFF)), lsb);
-    const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7FFFFFFF)), _mm512_set1_epi32(0x7F800000));
-    return _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(u, _mm512_set1_epi32(0x00400000)));
+    return _mm512_mask_or_epi32(r, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), u, _mm512_set1_epi32(0x00400000));
 }
 
 // Lane i: (bf16(x0[i]), bf16(x1[i])) - two rows of k, the same column.
 inline __m512i pairsAcross(__m512 x0, __m512 x1)
 {
-    return _mm512_or_si512(_mm512_srli_epi32(roundHigh(x0), 16),
-                           _mm512_and_si512(roundHigh(x1), _mm512_set1_epi32(static_cast<int>(0xFFFF0000u))));
+    return _mm512_mask_blend_epi16(__mmask32(0xAAAAAAAAu), _mm512_srli_epi32(roundHigh(x0), 16), roundHigh(x1));
 }
 
 // Lane i: (bf16(x[2i]), bf16(x[2i+1])) for 32 consecutive values x = lo:hi.
@@ -216,6 +215,13 @@ void multiplyAvx512(const std::uint32_t* pa, std::size_t Kp2, const GemmBf16Args
     // The packed buffer is 64-byte aligned; panel rows are 64 bytes.
     std::uint32_t* pb = scratchB(panels * Kp2 * 16);
     packB(g.transB, g.K, g.N, g.B, g.ldb, pb, Kp2);
+    kernelAvx512(pa, pb, Kp2, g.M, g.N, g.C, g.ldc, g.accumulate);
+}
+
+void kernelAvx512(const std::uint32_t* pa, const std::uint32_t* pb, std::size_t Kp2, std::size_t M, std::size_t N, float* C,
+                  std::size_t ldc, bool accumulate)
+{
+    const std::size_t panels = (N + 15) / 16;
 
     // K blocks of at most ~192 pairs keep NR panels of B (3 x 12 KB) in L1 across the row tiles.
     const std::size_t kBlocks = (Kp2 + 191) / 192;
@@ -223,14 +229,14 @@ void multiplyAvx512(const std::uint32_t* pa, std::size_t Kp2, const GemmBf16Args
     const std::size_t panelStride = Kp2 * 16;
     for (std::size_t p0 = 0; p0 < Kp2; p0 += kc) {
         const std::size_t kp = std::min(kc, Kp2 - p0);
-        const bool load = g.accumulate || p0 > 0;
+        const bool load = accumulate || p0 > 0;
         for (std::size_t j0 = 0; j0 < panels; j0 += kNR) {
             const std::size_t nr = std::min<std::size_t>(kNR, panels - j0);
-            const std::size_t ncols = std::min<std::size_t>(g.N - 16 * j0, 16 * nr);
-            for (std::size_t m0 = 0; m0 < g.M; m0 += kMR) {
-                const std::size_t mr = std::min<std::size_t>(kMR, g.M - m0);
+            const std::size_t ncols = std::min<std::size_t>(N - 16 * j0, 16 * nr);
+            for (std::size_t m0 = 0; m0 < M; m0 += kMR) {
+                const std::size_t mr = std::min<std::size_t>(kMR, M - m0);
                 kTiles[mr - 1][nr - 1](pa + m0 * Kp2 + p0, Kp2, pb + j0 * panelStride + p0 * 16, panelStride, kp,
-                                       g.C + m0 * g.ldc + 16 * j0, g.ldc, ncols, load);
+                                       C + m0 * ldc + 16 * j0, ldc, ncols, load);
             }
         }
     }

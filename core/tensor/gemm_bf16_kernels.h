@@ -30,6 +30,11 @@ inline std::size_t paddedRows(Bf16Path path, std::size_t M) { return path == Bf1
 // multiplies. g.A is not read. Arguments already checked, M, N, K > 0.
 void multiplyAvx512(const std::uint32_t* pa, std::size_t Kp2, const GemmBf16Args& g);
 void multiplyAmx(const std::uint32_t* pa, std::size_t Kp2, const GemmBf16Args& g);
+// The kernels alone, on packed A and packed B (pb: ceil(N/16) panels of Kp2 x 16 pairs).
+void kernelAvx512(const std::uint32_t* pa, const std::uint32_t* pb, std::size_t Kp2, std::size_t M, std::size_t N, float* C,
+                  std::size_t ldc, bool accumulate);
+void kernelAmx(const std::uint32_t* pa, const std::uint32_t* pb, std::size_t Kp2, std::size_t M, std::size_t N, float* C,
+               std::size_t ldc, bool accumulate);
 
 // Per-thread packing buffers of at least n uint32 (64-byte aligned).
 std::uint32_t* scratchA(std::size_t n);
