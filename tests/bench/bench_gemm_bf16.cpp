@@ -2,11 +2,16 @@
 // products of seed-cnn and resnet8 at 28 x 28 (the fc layers at batch 64): forward W * cols,
 // weight gradient dY * cols^T, input gradient W^T * dY. Single thread, best of 5 timings of
 // at least 20 ms each. Not a ctest: run build/release/tests/bench/bench_gemm_bf16 [--quick].
+// Every path column starts from FP32 A and B (rounding and packing included). The last column is
+// the best hardware path's kernel alone on A and B packed beforehand (what a fused im2col-to-bf16
+// packer would leave), comparable to a bf16 library GEMM fed bf16 inputs.
 #include "tensor/gemm_bf16.h"
+#include "tensor/gemm_bf16_kernels.h"
 #include "tensor/tensor.h"
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <functional>
@@ -78,6 +83,8 @@ int main(int argc, char** argv)
 
     std::printf("%-18s %-15s %5s %5s %5s %9s", "layer", "product", "M", "N", "K", "fp32-eigen");
     for (Bf16Path p : paths) std::printf(" %11s", bf16PathName(p));
+    const Bf16Path hw = paths.back();
+    if (hw != Bf16Path::Emulated) std::printf(" %s-kernel", hw == Bf16Path::AmxBf16 ? "amx" : "avx512");
     std::printf("   (GFLOP/s, 1 thread)\n");
     std::mt19937 rng(7);
     std::normal_distribution<float> nd;
@@ -107,6 +114,23 @@ int main(int argc, char** argv)
             const GemmBf16Args g{s.transA, s.transB, s.M, s.N, s.K, A.data(), aCols, B.data(), bCols, C.data(), s.N, false};
             const double t = bestSeconds([&] { gemmBf16(p, g); }, minSeconds);
             std::printf(" %11.1f", flop / t * 1e-9);
+        }
+        if (hw != Bf16Path::Emulated) {
+            const std::size_t Kp2 = bf16detail::pairsPerRow(hw, s.K), Mp = bf16detail::paddedRows(hw, s.M);
+            std::vector<std::uint32_t> pbBuf(((s.N + 15) / 16) * Kp2 * 16 + 16);
+            auto* pb = reinterpret_cast<std::uint32_t*>((reinterpret_cast<std::uintptr_t>(pbBuf.data()) + 63) & ~std::uintptr_t{63});
+            bf16detail::packB(s.transB, s.K, s.N, B.data(), bCols, pb, Kp2);
+            std::vector<std::uint32_t> paBuf(Mp * Kp2);
+            bf16detail::packA(s.transA, s.M, s.K, A.data(), aCols, paBuf.data(), Mp, Kp2);
+            const double t = bestSeconds(
+                [&] {
+                    if (hw == Bf16Path::AmxBf16)
+                        bf16detail::kernelAmx(paBuf.data(), pb, Kp2, s.M, s.N, C.data(), s.N, false);
+                    else
+                        bf16detail::kernelAvx512(paBuf.data(), pb, Kp2, s.M, s.N, C.data(), s.N, false);
+                },
+                minSeconds);
+            std::printf(" %13.1f", flop / t * 1e-9);
         }
         std::printf("\n");
     }
