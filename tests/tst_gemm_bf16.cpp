@@ -3,6 +3,7 @@
 // quant's roundToFormat, multiply in FP32 with Eigen), on odd shapes, both transposes, with and
 // without accumulation; the rounding inside the packers bit for bit against roundToFormat; the
 // path names, the override parser and the argument checks.
+#include "nn/conv2d.h"
 #include "quant/float_cast.h"
 #include "quant/format.h"
 #include "tensor/bf16.h"
@@ -136,6 +137,8 @@ private slots:
     void packingRoundsLikeTheEmulation();
     void prepackedAGivesTheSameResults_data();
     void prepackedAGivesTheSameResults();
+    void im2colPackingMatchesIm2col_data();
+    void im2colPackingMatchesIm2col();
     void pathNamesAndOverride();
     void badArgumentsAreConfigErrors();
     void emptyProducts();
@@ -259,6 +262,49 @@ void TestGemmBf16::prepackedAGivesTheSameResults()
             QCOMPARE(C, D);
         }
     }
+}
+
+void TestGemmBf16::im2colPackingMatchesIm2col_data()
+{
+    QTest::addColumn<int>("path");
+    for (Bf16Path path : supportedPaths()) QTest::addRow("%s", bf16PathName(path)) << static_cast<int>(path);
+}
+
+// A convolution packed straight from the image gives bit for bit what nn's im2col followed by
+// gemmBf16 gives: padding, strides, 1x1 kernels, odd sizes.
+void TestGemmBf16::im2colPackingMatchesIm2col()
+{
+    QFETCH(int, path);
+    const auto p = static_cast<Bf16Path>(path);
+    struct Geo {
+        std::size_t C, H, W, k, stride, pad, M;
+    };
+    PackedBf16A wPacked;
+    PackedBf16B colsPacked;
+    for (const Geo& g : {Geo{1, 28, 28, 3, 1, 0, 32}, Geo{3, 9, 9, 3, 1, 1, 16}, Geo{2, 7, 5, 3, 2, 0, 5}, Geo{16, 14, 14, 3, 2, 1, 32},
+                         Geo{5, 6, 7, 1, 1, 0, 17}, Geo{4, 5, 5, 5, 1, 2, 8}, Geo{3, 8, 6, 1, 2, 0, 3}}) {
+        const std::size_t Ho = (g.H + 2 * g.pad - g.k) / g.stride + 1, Wo = (g.W + 2 * g.pad - g.k) / g.stride + 1;
+        const std::size_t K = g.C * g.k * g.k, N = Ho * Wo;
+        std::mt19937 rng(static_cast<unsigned>(K * 131 + N));
+        std::normal_distribution<float> nd;
+        std::vector<float> x(g.C * g.H * g.W), w(g.M * K), cols(K * N);
+        for (float& v : x) v = nd(rng);
+        for (float& v : w) v = nd(rng);
+        im2col(x.data(), g.C, g.H, g.W, g.k, g.stride, g.pad, cols.data());
+        packBf16A(wPacked, p, false, g.M, K, w.data(), K);
+        packBf16Im2col(colsPacked, p, x.data(), g.C, g.H, g.W, g.k, g.stride, g.pad);
+        QCOMPARE(colsPacked.depth(), K);
+        QCOMPARE(colsPacked.cols(), N);
+        std::vector<float> Y(g.M * N, 3.0f), Z(g.M * N, 3.0f);
+        gemmBf16PackedAB(wPacked, colsPacked, Y.data(), N, true);
+        gemmBf16(p, {false, false, g.M, N, K, w.data(), K, cols.data(), N, Z.data(), N, true});
+        QCOMPARE(Y, Z);
+    }
+    // Operands packed for different depths do not multiply.
+    packBf16A(wPacked, p, false, 4, 7, std::vector<float>(28, 1.0f).data(), 7);
+    std::vector<float> y(64);
+    QVERIFY_THROWS_EXCEPTION(ConfigError, gemmBf16PackedAB(wPacked, colsPacked, y.data(), colsPacked.cols(), false));
+    QVERIFY_THROWS_EXCEPTION(ConfigError, packBf16Im2col(colsPacked, p, y.data(), 1, 2, 2, 5, 1, 1));
 }
 
 void TestGemmBf16::pathNamesAndOverride()

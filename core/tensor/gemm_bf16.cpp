@@ -68,22 +68,61 @@ void roundA(const GemmBf16Args& g, float* out)
         for (std::size_t k = 0; k < g.K; ++k) out[m * g.K + k] = roundBf16(opA(g, m, k));
 }
 
+// C (M x N) (+)= a (M x K) * b (K x N), both already rounded, in FP32 with Eigen.
+void eigenProduct(const float* a, const float* b, std::size_t M, std::size_t N, std::size_t K, float* C, std::size_t ldc,
+                  bool accumulate)
+{
+    using Idx = Eigen::Index;
+    ConstMatrixMap Am(a, static_cast<Idx>(M), static_cast<Idx>(K));
+    ConstMatrixMap Bm(b, static_cast<Idx>(K), static_cast<Idx>(N));
+    Eigen::Map<RowMatrix, 0, Eigen::OuterStride<>> Cm(C, static_cast<Idx>(M), static_cast<Idx>(N),
+                                                      Eigen::OuterStride<>(static_cast<Idx>(ldc)));
+    if (accumulate)
+        Cm.noalias() += Am * Bm;
+    else
+        Cm.noalias() = Am * Bm;
+}
+
 // The emulated path: op(B) rounded into an FP32 copy, then Eigen's FP32 GEMM with the rounded A.
 void multiplyEmulated(const float* a, const GemmBf16Args& g)
 {
-    using Idx = Eigen::Index;
     thread_local std::vector<float> b;
     b.resize(g.K * g.N);
     for (std::size_t k = 0; k < g.K; ++k)
         for (std::size_t n = 0; n < g.N; ++n) b[k * g.N + n] = roundBf16(opB(g, k, n));
-    ConstMatrixMap Am(a, static_cast<Idx>(g.M), static_cast<Idx>(g.K));
-    ConstMatrixMap Bm(b.data(), static_cast<Idx>(g.K), static_cast<Idx>(g.N));
-    Eigen::Map<RowMatrix, 0, Eigen::OuterStride<>> Cm(g.C, static_cast<Idx>(g.M), static_cast<Idx>(g.N),
-                                                      Eigen::OuterStride<>(static_cast<Idx>(g.ldc)));
-    if (g.accumulate)
-        Cm.noalias() += Am * Bm;
-    else
-        Cm.noalias() = Am * Bm;
+    eigenProduct(a, b.data(), g.M, g.N, g.K, g.C, g.ldc, g.accumulate);
+}
+
+struct ConvGeometry {
+    std::size_t C, H, W, k, stride, pad, Ho, Wo;
+};
+
+// Row (c, ky, kx) of im2col(x) into out (Ho Wo values), as nn's im2col writes it:
+// out[(oy, ox)] = x[c, oy s + ky - pad, ox s + kx - pad], 0 outside the image.
+void im2colRow(const float* x, const ConvGeometry& g, std::size_t row, float* out)
+{
+    const std::size_t c = row / (g.k * g.k), ky = row / g.k % g.k, kx = row % g.k;
+    const long off = static_cast<long>(kx) - static_cast<long>(g.pad);
+    // Output columns [lo, hi) read inside the image: 0 <= ox s + off < W.
+    std::size_t lo = 0;
+    while (lo < g.Wo && static_cast<long>(lo * g.stride) + off < 0) ++lo;
+    std::size_t hi = lo;
+    while (hi < g.Wo && static_cast<long>(hi * g.stride) + off < static_cast<long>(g.W)) ++hi;
+    for (std::size_t oy = 0; oy < g.Ho; ++oy) {
+        float* __restrict o = out + oy * g.Wo;
+        const long iy = static_cast<long>(oy * g.stride + ky) - static_cast<long>(g.pad);
+        if (iy < 0 || iy >= static_cast<long>(g.H)) {
+            std::memset(o, 0, g.Wo * sizeof(float));
+            continue;
+        }
+        const float* __restrict in = x + (c * g.H + static_cast<std::size_t>(iy)) * g.W;
+        for (std::size_t ox = 0; ox < lo; ++ox) o[ox] = 0.0f;
+        if (g.stride == 1)
+            std::memcpy(o + lo, in + (static_cast<long>(lo) + off), (hi - lo) * sizeof(float));
+        else
+            for (std::size_t ox = lo; ox < hi; ++ox) o[ox] = in[static_cast<long>(ox * g.stride) + off];
+        for (std::size_t ox = hi; ox < g.Wo; ++ox) o[ox] = 0.0f;
+    }
 }
 
 void requireSupported(Bf16Path path)
@@ -240,6 +279,62 @@ void gemmBf16Packed(const PackedBf16A& a, bool transB, std::size_t N, const floa
         bf16detail::multiplyAmx(a.m_pairs.data(), a.m_Kp2, g);
     else
         bf16detail::multiplyAvx512(a.m_pairs.data(), a.m_Kp2, g);
+}
+
+void packBf16Im2col(PackedBf16B& out, Bf16Path path, const float* x, std::size_t C, std::size_t H, std::size_t W,
+                    std::size_t k, std::size_t stride, std::size_t pad)
+{
+    if (k == 0 || stride == 0 || H + 2 * pad < k || W + 2 * pad < k)
+        throw ConfigError("packBf16Im2col: a " + std::to_string(k) + "x" + std::to_string(k) + " kernel with stride " +
+                          std::to_string(stride) + " and padding " + std::to_string(pad) + " does not fit a " +
+                          std::to_string(H) + "x" + std::to_string(W) + " image");
+    if (C && !x) throw ConfigError("packBf16Im2col: null image");
+    requireSupported(path);
+    const ConvGeometry g{C, H, W, k, stride, pad, (H + 2 * pad - k) / stride + 1, (W + 2 * pad - k) / stride + 1};
+    const std::size_t K = C * k * k, N = g.Ho * g.Wo;
+    out.m_path = path;
+    out.m_K = K;
+    out.m_N = N;
+    if (path == Bf16Path::Emulated) {
+        out.m_rounded.resize(K * N);
+        for (std::size_t r = 0; r < K; ++r) {
+            float* row = out.m_rounded.data() + r * N;
+            im2colRow(x, g, r, row);
+            for (std::size_t n = 0; n < N; ++n) row[n] = roundBf16(row[n]);
+        }
+        return;
+    }
+    out.m_Kp2 = bf16detail::pairsPerRow(path, K);
+    out.m_pairs.resize((N + 15) / 16 * out.m_Kp2 * 16);
+    thread_local std::vector<float> rows;
+    rows.resize(2 * N);
+    for (std::size_t p = 0; p < out.m_Kp2; ++p) {
+        const std::size_t r = 2 * p;
+        if (r < K) im2colRow(x, g, r, rows.data());
+        if (r + 1 < K) im2colRow(x, g, r + 1, rows.data() + N);
+        bf16detail::packBPairRow(r < K ? rows.data() : nullptr, r + 1 < K ? rows.data() + N : nullptr, N, out.m_pairs.data(),
+                                 out.m_Kp2, p);
+    }
+}
+
+void gemmBf16PackedAB(const PackedBf16A& a, const PackedBf16B& b, float* C, std::size_t ldc, bool accumulate)
+{
+    if (a.m_path != b.m_path || a.m_K != b.m_K)
+        throw ConfigError(std::string("gemmBf16PackedAB: A packed for ") + bf16PathName(a.m_path) + " with depth " +
+                          std::to_string(a.m_K) + ", B for " + bf16PathName(b.m_path) + " with depth " + std::to_string(b.m_K));
+    GemmBf16Args g;
+    g.M = a.m_M, g.N = b.m_N, g.K = a.m_K, g.C = C, g.ldc = ldc, g.accumulate = accumulate;
+    if (g.M && g.N) {
+        if (ldc < g.N) throw ConfigError("gemmBf16PackedAB: ldc " + std::to_string(ldc) + " is smaller than N " + std::to_string(g.N));
+        if (!C) throw ConfigError("gemmBf16PackedAB: null matrix");
+    }
+    if (trivial(g)) return;
+    if (a.m_path == Bf16Path::Emulated)
+        eigenProduct(a.m_rounded.data(), b.m_rounded.data(), g.M, g.N, g.K, C, ldc, accumulate);
+    else if (a.m_path == Bf16Path::AmxBf16)
+        bf16detail::kernelAmx(a.m_pairs.data(), b.m_pairs.data(), a.m_Kp2, g.M, g.N, C, ldc, accumulate);
+    else
+        bf16detail::kernelAvx512(a.m_pairs.data(), b.m_pairs.data(), a.m_Kp2, g.M, g.N, C, ldc, accumulate);
 }
 
 void gemmBf16Ref(const GemmBf16Args& g)

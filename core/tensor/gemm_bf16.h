@@ -60,6 +60,8 @@ struct GemmBf16Args {
 // op(A) rounded and packed once for several products that share it (a layer's weights W in
 // W * cols_n and W^T * dY_n over the images n of a batch). Made (and remade in place, keeping
 // its storage) by packBf16A; used by gemmBf16Packed on the path it was packed for.
+class PackedBf16B;
+
 class PackedBf16A {
 public:
     Bf16Path path() const { return m_path; }
@@ -71,6 +73,7 @@ private:
                           std::size_t lda);
     friend void gemmBf16Packed(const PackedBf16A& a, bool transB, std::size_t N, const float* B, std::size_t ldb, float* C,
                                std::size_t ldc, bool accumulate);
+    friend void gemmBf16PackedAB(const PackedBf16A& a, const PackedBf16B& b, float* C, std::size_t ldc, bool accumulate);
     Bf16Path m_path = Bf16Path::Emulated;
     std::size_t m_M = 0, m_K = 0, m_Kp2 = 0;
     std::vector<std::uint32_t> m_pairs; // avx512-bf16 / amx-bf16: bf16 pairs (gemm_bf16_kernels.h)
@@ -82,6 +85,35 @@ void packBf16A(PackedBf16A& out, Bf16Path path, bool transA, std::size_t M, std:
 // C (M x N) (+)= a * op(B); the same result as gemmBf16 with the A that was packed.
 void gemmBf16Packed(const PackedBf16A& a, bool transB, std::size_t N, const float* B, std::size_t ldb, float* C, std::size_t ldc,
                     bool accumulate);
+
+// op(B) (K x N) rounded and packed, here straight from an image: B = im2col(x) for one image
+// x (C, H, W), K = C k k rows (c, ky, kx), N = Ho Wo columns (oy, ox), the layout of nn's
+// im2col (conv2d.h). Packing from the image keeps the FP32 columns out of memory: two rows at a
+// time live in a per-thread buffer. Made by packBf16Im2col, used by gemmBf16PackedAB.
+class PackedBf16B {
+public:
+    Bf16Path path() const { return m_path; }
+    std::size_t depth() const { return m_K; } // K
+    std::size_t cols() const { return m_N; }  // N
+
+private:
+    friend void packBf16Im2col(PackedBf16B& out, Bf16Path path, const float* x, std::size_t C, std::size_t H, std::size_t W,
+                               std::size_t k, std::size_t stride, std::size_t pad);
+    friend void gemmBf16PackedAB(const PackedBf16A& a, const PackedBf16B& b, float* C, std::size_t ldc, bool accumulate);
+    Bf16Path m_path = Bf16Path::Emulated;
+    std::size_t m_K = 0, m_N = 0, m_Kp2 = 0;
+    std::vector<std::uint32_t> m_pairs; // panels of bf16 pairs (gemm_bf16_kernels.h)
+    std::vector<float> m_rounded;       // emulated: B rounded, K x N row-major
+};
+
+// B = im2col(x) for a k x k kernel with the given stride and zero padding, rounded and packed:
+// the same bf16 values as im2col followed by packing. Ho = (H + 2 pad - k) / stride + 1, Wo
+// likewise. Throws ConfigError for k or stride 0 or a kernel larger than the padded image.
+void packBf16Im2col(PackedBf16B& out, Bf16Path path, const float* x, std::size_t C, std::size_t H, std::size_t W,
+                    std::size_t k, std::size_t stride, std::size_t pad);
+// C (a.rows() x b.cols()) (+)= a * b: bit for bit gemmBf16 on the same operands. Throws
+// ConfigError when a and b were packed for different paths or depths.
+void gemmBf16PackedAB(const PackedBf16A& a, const PackedBf16B& b, float* C, std::size_t ldc, bool accumulate);
 
 // On bestBf16Path().
 void gemmBf16(const GemmBf16Args& g);

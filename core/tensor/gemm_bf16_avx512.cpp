@@ -107,7 +107,7 @@ void tile(const std::uint32_t* a, std::size_t lda2, const std::uint32_t* b, std:
         for (int j = 0; j < NR; ++j) acc[i][j] = load ? _mm512_maskz_loadu_ps(mk[j], c + i * ldc + 16 * j) : _mm512_setzero_ps();
     for (std::size_t p = 0; p < kp; ++p) {
         __m512i bv[NR];
-        for (int j = 0; j < NR; ++j) bv[j] = _mm512_load_si512(b + j * panelStride + p * 16);
+        for (int j = 0; j < NR; ++j) bv[j] = _mm512_loadu_si512(b + j * panelStride + p * 16);
         for (int i = 0; i < MR; ++i) {
             const __m512i av = _mm512_set1_epi32(static_cast<int>(a[i * lda2 + p]));
             for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], (__m512bh)av, (__m512bh)bv[j]);
@@ -172,6 +172,18 @@ void packA(bool transA, std::size_t M, std::size_t K, const float* A, std::size_
     for (std::size_t m = M; m < Mp; ++m) std::memset(dst + m * Kp2, 0, Kp2 * sizeof(std::uint32_t));
 }
 
+void packBPairRow(const float* r0, const float* r1, std::size_t N, std::uint32_t* dst, std::size_t Kp2, std::size_t p)
+{
+    const std::size_t panels = (N + 15) / 16;
+    for (std::size_t j = 0; j < panels; ++j) {
+        const std::size_t n0 = 16 * j;
+        const __mmask16 nm = tailMask(N - n0);
+        const __m512 x0 = r0 ? _mm512_maskz_loadu_ps(nm, r0 + n0) : _mm512_setzero_ps();
+        const __m512 x1 = r1 ? _mm512_maskz_loadu_ps(nm, r1 + n0) : _mm512_setzero_ps();
+        _mm512_storeu_si512(dst + (j * Kp2 + p) * 16, pairsAcross(x0, x1));
+    }
+}
+
 void packB(bool transB, std::size_t K, std::size_t N, const float* B, std::size_t ldb, std::uint32_t* dst, std::size_t Kp2)
 {
     const std::size_t panels = (N + 15) / 16;
@@ -180,15 +192,7 @@ void packB(bool transB, std::size_t K, std::size_t N, const float* B, std::size_
         // columns become one packed row (64 bytes) of their panel.
         for (std::size_t p = 0; p < Kp2; ++p) {
             const std::size_t k = 2 * p;
-            const float* r0 = k < K ? B + k * ldb : nullptr;
-            const float* r1 = k + 1 < K ? B + (k + 1) * ldb : nullptr;
-            for (std::size_t j = 0; j < panels; ++j) {
-                const std::size_t n0 = 16 * j;
-                const __mmask16 nm = tailMask(N - n0);
-                const __m512 x0 = r0 ? _mm512_maskz_loadu_ps(nm, r0 + n0) : _mm512_setzero_ps();
-                const __m512 x1 = r1 ? _mm512_maskz_loadu_ps(nm, r1 + n0) : _mm512_setzero_ps();
-                _mm512_store_si512(dst + (j * Kp2 + p) * 16, pairsAcross(x0, x1));
-            }
+            packBPairRow(k < K ? B + k * ldb : nullptr, k + 1 < K ? B + (k + 1) * ldb : nullptr, N, dst, Kp2, p);
         }
         return;
     }
@@ -204,7 +208,7 @@ void packB(bool transB, std::size_t K, std::size_t N, const float* B, std::size_
                 r[c] = c < cols ? pairsRun(B + (n0 + c) * ldb + k0, k0 < K ? K - k0 : 0) : _mm512_setzero_si512();
             transpose16(r);
             const std::size_t rowsOut = std::min<std::size_t>(16, Kp2 - p0);
-            for (std::size_t q = 0; q < rowsOut; ++q) _mm512_store_si512(out + (p0 + q) * 16, r[q]);
+            for (std::size_t q = 0; q < rowsOut; ++q) _mm512_storeu_si512(out + (p0 + q) * 16, r[q]);
         }
     }
 }

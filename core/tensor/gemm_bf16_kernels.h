@@ -3,6 +3,7 @@
 //
 // Packed A: Mp rows of Kp2 uint32 "pairs" (low half bf16(op(A)[m][2p]), high half
 // bf16(op(A)[m][2p+1])), zero beyond M and K. This is also AMX's A tile layout (rows of bf16).
+// No alignment is assumed anywhere (unaligned loads and stores).
 // Packed B: ceil(N/16) panels of Kp2 x 16 pairs: panel j, pair p, lane c holds
 // (bf16(op(B)[2p][16j+c]), bf16(op(B)[2p+1][16j+c])), zero beyond N and K: the operand layout
 // of VDPBF16PS and of AMX's B tiles (16 pair rows x 64 bytes).
@@ -20,6 +21,8 @@ void packA(bool transA, std::size_t M, std::size_t K, const float* A, std::size_
            std::size_t Mp, std::size_t Kp2);
 void packB(bool transB, std::size_t K, std::size_t N, const float* B, std::size_t ldb, std::uint32_t* dst,
            std::size_t Kp2);
+// Pair row p of packed B from two rows of op(B) (N values each; r1 == nullptr: zeros).
+void packBPairRow(const float* r0, const float* r1, std::size_t N, std::uint32_t* dst, std::size_t Kp2, std::size_t p);
 
 // The packed shape of op(A) for a path: Kp2 pairs a row (AVX-512: K rounded up to even; AMX: to
 // a multiple of 32, one tile's depth) and Mp rows (AMX: a multiple of 16, one tile's height).
