@@ -5,6 +5,9 @@
 // Every path column starts from FP32 A and B (rounding and packing included). The last column is
 // the best hardware path's kernel alone on A and B packed beforehand (what a fused im2col-to-bf16
 // packer would leave), comparable to a bf16 library GEMM fed bf16 inputs.
+// A second table times a whole per-image convolution forward from the FP32 image, W packed once
+// per batch: im2col + Eigen FP32, im2col + gemmBf16Packed, and packBf16Im2col + gemmBf16PackedAB.
+#include "nn/conv2d.h"
 #include "tensor/gemm_bf16.h"
 #include "tensor/gemm_bf16_kernels.h"
 #include "tensor/tensor.h"
@@ -131,6 +134,55 @@ int main(int argc, char** argv)
                 },
                 minSeconds);
             std::printf(" %13.1f", flop / t * 1e-9);
+        }
+        std::printf("\n");
+    }
+
+    struct Conv {
+        const char* layer;
+        std::size_t C, H, W, k, stride, pad, M;
+    };
+    const Conv convs[] = {{"seed-cnn conv1", 1, 28, 28, 3, 1, 0, 32},   {"seed-cnn conv2", 32, 26, 26, 3, 1, 0, 64},
+                          {"resnet8 16ch", 16, 28, 28, 3, 1, 1, 16},    {"resnet8 16->32 s2", 16, 28, 28, 3, 2, 1, 32},
+                          {"resnet8 32ch", 32, 14, 14, 3, 1, 1, 32},    {"resnet8 64ch", 64, 7, 7, 3, 1, 1, 64}};
+    std::printf("\nconv forward of one image from FP32 x, W packed once (GFLOP/s, 1 thread)\n");
+    std::printf("%-18s %5s %5s %5s %14s", "layer", "M", "N", "K", "im2col+eigen");
+    for (Bf16Path p : paths) std::printf(" %22s %22s", (std::string("im2col+") + bf16PathName(p)).c_str(), (std::string("fused+") + bf16PathName(p)).c_str());
+    std::printf("\n");
+    for (const Conv& c : convs) {
+        const std::size_t Ho = (c.H + 2 * c.pad - c.k) / c.stride + 1, Wo = (c.W + 2 * c.pad - c.k) / c.stride + 1;
+        const std::size_t K = c.C * c.k * c.k, N = Ho * Wo;
+        std::vector<float> x(c.C * c.H * c.W), w(c.M * K), cols(K * N), y(c.M * N);
+        for (float& v : x) v = nd(rng);
+        for (float& v : w) v = nd(rng);
+        const double flop = 2.0 * static_cast<double>(c.M * N * K);
+        using Idx = Eigen::Index;
+        const double tEigen = bestSeconds(
+            [&] {
+                im2col(x.data(), c.C, c.H, c.W, c.k, c.stride, c.pad, cols.data());
+                MatrixMap(y.data(), static_cast<Idx>(c.M), static_cast<Idx>(N)).noalias() =
+                    ConstMatrixMap(w.data(), static_cast<Idx>(c.M), static_cast<Idx>(K)) *
+                    ConstMatrixMap(cols.data(), static_cast<Idx>(K), static_cast<Idx>(N));
+            },
+            minSeconds);
+        std::printf("%-18s %5zu %5zu %5zu %14.1f", c.layer, c.M, N, K, flop / tEigen * 1e-9);
+        for (Bf16Path p : paths) {
+            PackedBf16A wp;
+            PackedBf16B bp;
+            packBf16A(wp, p, false, c.M, K, w.data(), K);
+            const double tSplit = bestSeconds(
+                [&] {
+                    im2col(x.data(), c.C, c.H, c.W, c.k, c.stride, c.pad, cols.data());
+                    gemmBf16Packed(wp, false, N, cols.data(), N, y.data(), N, false);
+                },
+                minSeconds);
+            const double tFused = bestSeconds(
+                [&] {
+                    packBf16Im2col(bp, p, x.data(), c.C, c.H, c.W, c.k, c.stride, c.pad);
+                    gemmBf16PackedAB(wp, bp, y.data(), N, false);
+                },
+                minSeconds);
+            std::printf(" %22.1f %22.1f", flop / tSplit * 1e-9, flop / tFused * 1e-9);
         }
         std::printf("\n");
     }
