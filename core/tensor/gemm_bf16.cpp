@@ -9,6 +9,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -104,24 +105,23 @@ void im2colRow(const float* x, const ConvGeometry& g, std::size_t row, float* ou
     const std::size_t c = row / (g.k * g.k), ky = row / g.k % g.k, kx = row % g.k;
     const long off = static_cast<long>(kx) - static_cast<long>(g.pad);
     // Output columns [lo, hi) read inside the image: 0 <= ox s + off < W.
-    std::size_t lo = 0;
-    while (lo < g.Wo && static_cast<long>(lo * g.stride) + off < 0) ++lo;
-    std::size_t hi = lo;
-    while (hi < g.Wo && static_cast<long>(hi * g.stride) + off < static_cast<long>(g.W)) ++hi;
+    const long s = static_cast<long>(g.stride), Wo = static_cast<long>(g.Wo);
+    const long lo = std::min(Wo, off < 0 ? (-off + s - 1) / s : 0L);
+    const long hi = std::max(lo, std::min(Wo, (static_cast<long>(g.W) - off + s - 1) / s));
     for (std::size_t oy = 0; oy < g.Ho; ++oy) {
         float* __restrict o = out + oy * g.Wo;
         const long iy = static_cast<long>(oy * g.stride + ky) - static_cast<long>(g.pad);
         if (iy < 0 || iy >= static_cast<long>(g.H)) {
-            std::memset(o, 0, g.Wo * sizeof(float));
+            for (long ox = 0; ox < Wo; ++ox) o[ox] = 0.0f;
             continue;
         }
-        const float* __restrict in = x + (c * g.H + static_cast<std::size_t>(iy)) * g.W;
-        for (std::size_t ox = 0; ox < lo; ++ox) o[ox] = 0.0f;
-        if (g.stride == 1)
-            std::memcpy(o + lo, in + (static_cast<long>(lo) + off), (hi - lo) * sizeof(float));
+        const float* __restrict in = x + (c * g.H + static_cast<std::size_t>(iy)) * g.W + off; // in[ox s] for ox in [lo, hi)
+        for (long ox = 0; ox < lo; ++ox) o[ox] = 0.0f;
+        if (s == 1)
+            for (long ox = lo; ox < hi; ++ox) o[ox] = in[ox];
         else
-            for (std::size_t ox = lo; ox < hi; ++ox) o[ox] = in[static_cast<long>(ox * g.stride) + off];
-        for (std::size_t ox = hi; ox < g.Wo; ++ox) o[ox] = 0.0f;
+            for (long ox = lo; ox < hi; ++ox) o[ox] = in[ox * s];
+        for (long ox = hi; ox < Wo; ++ox) o[ox] = 0.0f;
     }
 }
 
