@@ -21,6 +21,9 @@ void packA(bool transA, std::size_t M, std::size_t K, const float* A, std::size_
            std::size_t Mp, std::size_t Kp2);
 void packB(bool transB, std::size_t K, std::size_t N, const float* B, std::size_t ldb, std::uint32_t* dst,
            std::size_t Kp2);
+// Packed B = im2col(x) (rows (c, ky, kx), columns (oy, ox)) gathered straight from the image x.
+void packBIm2col(const float* x, std::size_t C, std::size_t H, std::size_t W, std::size_t k, std::size_t stride, std::size_t pad,
+                 std::size_t Ho, std::size_t Wo, std::uint32_t* dst, std::size_t Kp2);
 // Pair row p of packed B from two rows of op(B) (N values each; r1 == nullptr: zeros).
 void packBPairRow(const float* r0, const float* r1, std::size_t N, std::uint32_t* dst, std::size_t Kp2, std::size_t p);
 
