@@ -6,6 +6,7 @@
 #include "tensor/tensor.h"
 #include "util/errors.h"
 
+#include <cpuid.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -45,6 +46,15 @@ bool avx512Bf16Cpu()
 }
 
 // aPacked: A was packed already (gemmBf16Packed), only B and C are checked.
+// CPUID.(EAX=7, ECX=0):EDX bit 24 AMX-TILE, bit 22 AMX-BF16 (Intel SDM vol. 2A, CPUID). Read
+// directly: clang 14's __builtin_cpu_supports does not know the AMX features.
+bool amxBf16Cpu()
+{
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    return (d >> 24 & 1u) && (d >> 22 & 1u);
+}
+
 void checkArgs(const GemmBf16Args& g, bool aPacked = false)
 {
     const auto need = [](std::size_t ld, std::size_t row, const char* name) {
@@ -187,8 +197,7 @@ bool bf16PathSupported(Bf16Path path)
     case Bf16Path::Avx512Bf16: return avx512Bf16Cpu();
     case Bf16Path::AmxBf16:
         // The AMX path packs with the AVX-512 packers, so it needs AVX512_BF16 as well.
-        return avx512Bf16Cpu() && __builtin_cpu_supports("amx-tile") && __builtin_cpu_supports("amx-bf16") &&
-               amxPermitted();
+        return avx512Bf16Cpu() && amxBf16Cpu() && amxPermitted();
     }
     return false;
 }
