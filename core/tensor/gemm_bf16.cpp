@@ -40,19 +40,27 @@ bool amxPermitted()
 
 bool avx512Bf16Cpu()
 {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
+    static const bool has = [] {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
+    }();
+    return has;
 }
 
 // aPacked: A was packed already (gemmBf16Packed), only B and C are checked.
 // CPUID.(EAX=7, ECX=0):EDX bit 24 AMX-TILE, bit 22 AMX-BF16 (Intel SDM vol. 2A, CPUID). Read
 // directly: clang 14's __builtin_cpu_supports does not know the AMX features.
+// Read once: CPUID serialises and, in a virtual machine, traps to the hypervisor (microseconds),
+// while gemmBf16 checks the path on every call.
 bool amxBf16Cpu()
 {
-    unsigned a = 0, b = 0, c = 0, d = 0;
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
-    return (d >> 24 & 1u) && (d >> 22 & 1u);
+    static const bool has = [] {
+        unsigned a = 0, b = 0, c = 0, d = 0;
+        if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+        return (d >> 24 & 1u) && (d >> 22 & 1u);
+    }();
+    return has;
 }
 
 void checkArgs(const GemmBf16Args& g, bool aPacked = false)
