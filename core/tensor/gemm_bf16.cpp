@@ -323,11 +323,12 @@ void packBf16Im2col(PackedBf16B& out, Bf16Path path, const float* x, std::size_t
     }
     out.m_Kp2 = bf16detail::pairsPerRow(path, K);
     out.m_pairs.resize((N + 15) / 16 * out.m_Kp2 * 16);
-    // Short output rows (Wo < 10): one masked gather per 16 columns from the image (packing
-    // measured 16-17 us against 23 us for im2col + packB at 7 x 7, resnet8's 64-channel stage;
-    // on par at 14 x 14, 1.4x slower at 28 x 28). Longer rows: two im2col rows at a time through a
-    // per-thread buffer (on par with im2col + packB at 24 x 24 and 28 x 28).
-    if (g.Wo < 10) {
+    // Output rows shorter than a panel (Wo < 16): one masked gather per 16 columns from the image
+    // (packing measured 16-17 us against 23 us for im2col + packB at 7 x 7, resnet8's 64-channel
+    // stage; on par at 14 x 14, where the row buffer below is slower; 1.4x slower at 28 x 28).
+    // Longer rows: two im2col rows at a time through a per-thread buffer (on par with im2col +
+    // packB at 24 x 24 and 28 x 28).
+    if (g.Wo < 16) {
         bf16detail::packBIm2col(x, C, H, W, k, stride, pad, g.Ho, g.Wo, out.m_pairs.data(), out.m_Kp2);
         return;
     }

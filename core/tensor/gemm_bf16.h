@@ -113,8 +113,10 @@ private:
     std::vector<float> m_rounded;       // emulated: B rounded, K x N row-major
 };
 
-// Measured (thread CPU time, packing alone): 1.35x im2col + packing for 7 x 7 outputs (resnet8's
-// 64-channel stage), on par at 24 x 24 and 28 x 28; it needs no K x Ho Wo FP32 columns buffer.
+// Measured: the packing alone is 1.35x faster than im2col + packing for 7 x 7 outputs and on par
+// at 14 x 14 to 28 x 28, but a whole per-image forward with it was 0.8-0.95x im2col +
+// gemmBf16Packed (bench_gemm_bf16, loaded machine). Its gain is memory: no K x Ho Wo FP32
+// columns buffer. Prefer im2col + gemmBf16Packed until it measures faster.
 // B = im2col(x) for a k x k kernel with the given stride and zero padding, rounded and packed:
 // the same bf16 values as im2col followed by packing. Ho = (H + 2 pad - k) / stride + 1, Wo
 // likewise. Throws ConfigError for k or stride 0 or a kernel larger than the padded image.
