@@ -271,8 +271,8 @@ void TestGemmBf16::im2colPackingMatchesIm2col_data()
 }
 
 // A convolution packed straight from the image gives bit for bit what nn's im2col followed by
-// gemmBf16 gives: padding, strides, 1x1 kernels, odd sizes; output rows shorter than 16 (the
-// gather packer) and longer (the row-buffer packer).
+// gemmBf16 gives: padding, strides, 1x1 kernels, odd sizes; stride-1 "same" convolutions
+// (masked loads) and the others (gathers), and a geometry repeated after another (cached tables).
 void TestGemmBf16::im2colPackingMatchesIm2col()
 {
     QFETCH(int, path);
@@ -286,22 +286,24 @@ void TestGemmBf16::im2colPackingMatchesIm2col()
                          Geo{5, 6, 7, 1, 1, 0, 17}, Geo{4, 5, 5, 5, 1, 2, 8}, Geo{3, 8, 6, 1, 2, 0, 3}, Geo{3, 20, 18, 3, 1, 1, 8},
                          Geo{2, 40, 36, 3, 2, 1, 4}, Geo{2, 17, 40, 1, 1, 0, 5},
                          Geo{32, 14, 14, 3, 1, 1, 32}, Geo{6, 9, 19, 3, 1, 0, 7}, Geo{2, 16, 18, 3, 1, 0, 3}}) {
-        const std::size_t Ho = (g.H + 2 * g.pad - g.k) / g.stride + 1, Wo = (g.W + 2 * g.pad - g.k) / g.stride + 1;
-        const std::size_t K = g.C * g.k * g.k, N = Ho * Wo;
-        std::mt19937 rng(static_cast<unsigned>(K * 131 + N));
-        std::normal_distribution<float> nd;
-        std::vector<float> x(g.C * g.H * g.W), w(g.M * K), cols(K * N);
-        for (float& v : x) v = nd(rng);
-        for (float& v : w) v = nd(rng);
-        im2col(x.data(), g.C, g.H, g.W, g.k, g.stride, g.pad, cols.data());
-        packBf16A(wPacked, p, false, g.M, K, w.data(), K);
-        packBf16Im2col(colsPacked, p, x.data(), g.C, g.H, g.W, g.k, g.stride, g.pad);
-        QCOMPARE(colsPacked.depth(), K);
-        QCOMPARE(colsPacked.cols(), N);
-        std::vector<float> Y(g.M * N, 3.0f), Z(g.M * N, 3.0f);
-        gemmBf16PackedAB(wPacked, colsPacked, Y.data(), N, true);
-        gemmBf16(p, {false, false, g.M, N, K, w.data(), K, cols.data(), N, Z.data(), N, true});
-        QCOMPARE(Y, Z);
+        for (int again = 0; again < 2; ++again) { // the second time on cached tables, other values
+            const std::size_t Ho = (g.H + 2 * g.pad - g.k) / g.stride + 1, Wo = (g.W + 2 * g.pad - g.k) / g.stride + 1;
+            const std::size_t K = g.C * g.k * g.k, N = Ho * Wo;
+            std::mt19937 rng(static_cast<unsigned>(K * 131 + N + 7 * again));
+            std::normal_distribution<float> nd;
+            std::vector<float> x(g.C * g.H * g.W), w(g.M * K), cols(K * N);
+            for (float& v : x) v = nd(rng);
+            for (float& v : w) v = nd(rng);
+            im2col(x.data(), g.C, g.H, g.W, g.k, g.stride, g.pad, cols.data());
+            packBf16A(wPacked, p, false, g.M, K, w.data(), K);
+            packBf16Im2col(colsPacked, p, x.data(), g.C, g.H, g.W, g.k, g.stride, g.pad);
+            QCOMPARE(colsPacked.depth(), K);
+            QCOMPARE(colsPacked.cols(), N);
+            std::vector<float> Y(g.M * N, 3.0f), Z(g.M * N, 3.0f);
+            gemmBf16PackedAB(wPacked, colsPacked, Y.data(), N, true);
+            gemmBf16(p, {false, false, g.M, N, K, w.data(), K, cols.data(), N, Z.data(), N, true});
+            QCOMPARE(Y, Z);
+        }
     }
     // Operands packed for different depths do not multiply.
     packBf16A(wPacked, p, false, 4, 7, std::vector<float>(28, 1.0f).data(), 7);

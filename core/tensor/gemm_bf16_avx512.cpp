@@ -17,7 +17,6 @@
 #include <cstdint>
 #include <cstring>
 #include <utility>
-#include <vector>
 
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16"))), apply_to = function)
@@ -185,40 +184,32 @@ void packBPairRow(const float* r0, const float* r1, std::size_t N, std::uint32_t
     }
 }
 
-void packBIm2col(const float* x, std::size_t C, std::size_t H, std::size_t W, std::size_t k, std::size_t stride, std::size_t pad,
-                 std::size_t Ho, std::size_t Wo, std::uint32_t* dst, std::size_t Kp2)
+void packBIm2col(const float* x, const Im2colPlan& t, std::size_t C, std::uint32_t* dst, std::size_t Kp2)
 {
-    // Column n = (oy, ox) of row (c, ky, kx) is x[c H W + (oy s + ky - pad) W + ox s + kx - pad]:
-    // an image offset pix[n] = oy s W + ox s plus a per-row constant, so each 16 columns are one
-    // masked gather; the mask (per (ky, kx) and panel) zeroes the padding.
-    const std::size_t N = Ho * Wo, panels = (N + 15) / 16, kk = k * k, K = C * kk;
-    thread_local std::vector<std::int32_t> pix;
-    thread_local std::vector<__mmask16> valid;
-    pix.assign(panels * 16, 0);
-    valid.assign(kk * panels, 0);
-    for (std::size_t n = 0; n < N; ++n) {
-        const std::size_t oy = n / Wo, ox = n % Wo;
-        pix[n] = static_cast<std::int32_t>(oy * stride * W + ox * stride);
-        for (std::size_t t = 0; t < kk; ++t) {
-            const long iy = static_cast<long>(oy * stride + t / k) - static_cast<long>(pad);
-            const long ix = static_cast<long>(ox * stride + t % k) - static_cast<long>(pad);
-            if (iy >= 0 && iy < static_cast<long>(H) && ix >= 0 && ix < static_cast<long>(W))
-                valid[t * panels + n / 16] = static_cast<__mmask16>(valid[t * panels + n / 16] | (1u << (n % 16)));
-        }
-    }
-    const auto rowOffset = [&](std::size_t r) {
-        const std::size_t c = r / kk, t = r % kk;
-        return static_cast<std::int32_t>(static_cast<long>(c * H * W) + (static_cast<long>(t / k) - static_cast<long>(pad)) * static_cast<long>(W) +
-                                         static_cast<long>(t % k) - static_cast<long>(pad));
-    };
+    const std::size_t N = t.N, panels = (N + 15) / 16, kk = t.kk, K = C * kk;
+    const std::int32_t* pix = t.pix;
+    const std::uint16_t* valid = t.valid;
+    const auto rowOffset = [&](std::size_t r) { return static_cast<std::int32_t>(r / kk * t.HW) + t.tapOffset[r % kk]; };
+    const bool contiguous = t.contiguous;
     for (std::size_t p = 0; p < Kp2; ++p) {
         const std::size_t r0 = 2 * p, r1 = 2 * p + 1;
         const bool has0 = r0 < K, has1 = r1 < K;
         const __m512i off0 = _mm512_set1_epi32(has0 ? rowOffset(r0) : 0), off1 = _mm512_set1_epi32(has1 ? rowOffset(r1) : 0);
-        const __mmask16* m0 = valid.data() + (has0 ? r0 % kk : 0) * panels;
-        const __mmask16* m1 = valid.data() + (has1 ? r1 % kk : 0) * panels;
+        const std::uint16_t* m0 = valid + (has0 ? r0 % kk : 0) * panels;
+        const std::uint16_t* m1 = valid + (has1 ? r1 % kk : 0) * panels;
+        if (contiguous) {
+            // pix[n] == n: column n of row r is x[rowOffset(r) + n], 16 columns one masked load.
+            const float* x0 = x + (has0 ? rowOffset(r0) : 0);
+            const float* x1 = x + (has1 ? rowOffset(r1) : 0);
+            for (std::size_t j = 0; j < panels; ++j) {
+                const __m512 v0 = has0 ? _mm512_maskz_loadu_ps(m0[j], x0 + 16 * j) : _mm512_setzero_ps();
+                const __m512 v1 = has1 ? _mm512_maskz_loadu_ps(m1[j], x1 + 16 * j) : _mm512_setzero_ps();
+                _mm512_storeu_si512(dst + (j * Kp2 + p) * 16, pairsAcross(v0, v1));
+            }
+            continue;
+        }
         for (std::size_t j = 0; j < panels; ++j) {
-            const __m512i idx = _mm512_loadu_si512(pix.data() + 16 * j);
+            const __m512i idx = _mm512_loadu_si512(pix + 16 * j);
             const __m512 v0 = has0 ? _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m0[j], _mm512_add_epi32(idx, off0), x, 4)
                                    : _mm512_setzero_ps();
             const __m512 v1 = has1 ? _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m1[j], _mm512_add_epi32(idx, off1), x, 4)

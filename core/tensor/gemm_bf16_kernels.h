@@ -21,9 +21,19 @@ void packA(bool transA, std::size_t M, std::size_t K, const float* A, std::size_
            std::size_t Mp, std::size_t Kp2);
 void packB(bool transB, std::size_t K, std::size_t N, const float* B, std::size_t ldb, std::uint32_t* dst,
            std::size_t Kp2);
-// Packed B = im2col(x) (rows (c, ky, kx), columns (oy, ox)) gathered straight from the image x.
-void packBIm2col(const float* x, std::size_t C, std::size_t H, std::size_t W, std::size_t k, std::size_t stride, std::size_t pad,
-                 std::size_t Ho, std::size_t Wo, std::uint32_t* dst, std::size_t Kp2);
+// The geometry of packBIm2col as plain pointers (the tables live in gemm_bf16.cpp, so that no
+// std::vector code is compiled for AVX-512). Column n = (oy, ox) of im2col row (c, ky, kx)
+// reads x[c HW + tapOffset[ky k + kx] + pix[n]], pix[n] = oy s W + ox s, where bit n % 16 of
+// valid[(ky k + kx) panels + n / 16] is set (0 elsewhere: padding and columns past N).
+struct Im2colPlan {
+    std::size_t N = 0, kk = 0, HW = 0;
+    bool contiguous = false;                // stride 1 and Wo == W: pix[n] == n, masked loads, no gathers
+    const std::int32_t* pix = nullptr;      // ceil(N / 16) * 16
+    const std::int32_t* tapOffset = nullptr; // k * k: (ky - pad) W + kx - pad
+    const std::uint16_t* valid = nullptr;   // k * k * ceil(N / 16)
+};
+// Packed B = im2col(x) (rows (c, ky, kx), columns (oy, ox)) straight from the image x.
+void packBIm2col(const float* x, const Im2colPlan& t, std::size_t C, std::uint32_t* dst, std::size_t Kp2);
 // Pair row p of packed B from two rows of op(B) (N values each; r1 == nullptr: zeros).
 void packBPairRow(const float* r0, const float* r1, std::size_t N, std::uint32_t* dst, std::size_t Kp2, std::size_t p);
 
