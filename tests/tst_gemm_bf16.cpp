@@ -271,7 +271,7 @@ void TestGemmBf16::im2colPackingMatchesIm2col_data()
 }
 
 // A convolution packed straight from the image gives bit for bit what nn's im2col followed by
-// gemmBf16 gives: padding, strides, 1x1 kernels, odd sizes; stride-1 "same" convolutions
+// gemmBf16 gives, for the forward product W * cols and the weight gradient dY * cols^T: padding, strides, 1x1 kernels, odd sizes; stride-1 "same" convolutions
 // (masked loads) and the others (gathers), and a geometry repeated after another (cached tables).
 void TestGemmBf16::im2colPackingMatchesIm2col()
 {
@@ -303,6 +303,17 @@ void TestGemmBf16::im2colPackingMatchesIm2col()
             gemmBf16PackedAB(wPacked, colsPacked, Y.data(), N, true);
             gemmBf16(p, {false, false, g.M, N, K, w.data(), K, cols.data(), N, Z.data(), N, true});
             QCOMPARE(Y, Z);
+            // The weight gradient dW (M x K) = dY (M x N) * cols^T from im2col(x)^T packed the same way.
+            std::vector<float> dY(g.M * N), dW(g.M * K, 1.0f), dW2(g.M * K, 1.0f);
+            for (float& v : dY) v = nd(rng);
+            PackedBf16A dYPacked;
+            packBf16A(dYPacked, p, false, g.M, N, dY.data(), N);
+            packBf16Im2colT(colsPacked, p, x.data(), g.C, g.H, g.W, g.k, g.stride, g.pad);
+            QCOMPARE(colsPacked.depth(), N);
+            QCOMPARE(colsPacked.cols(), K);
+            gemmBf16PackedAB(dYPacked, colsPacked, dW.data(), K, again == 1);
+            gemmBf16(p, {false, true, g.M, K, N, dY.data(), N, cols.data(), N, dW2.data(), K, again == 1});
+            QCOMPARE(dW, dW2);
         }
     }
     // Operands packed for different depths do not multiply.

@@ -129,7 +129,7 @@ bf16detail::Im2colPlan im2colPlan(const ConvGeometry& g)
     const std::size_t N = g.Ho * g.Wo, kk = g.k * g.k, panels = (N + 15) / 16;
     if (!(t.H == g.H && t.W == g.W && t.k == g.k && t.stride == g.stride && t.pad == g.pad && !t.tapOffset.empty())) {
         t.H = g.H, t.W = g.W, t.k = g.k, t.stride = g.stride, t.pad = g.pad;
-        t.pix.assign(panels * 16, 0);
+        t.pix.assign((N + 31) / 32 * 32, 0); // packBIm2colT reads 32 pixels at a time
         t.valid.assign(kk * panels, 0);
         t.tapOffset.resize(kk);
         for (std::size_t tap = 0; tap < kk; ++tap)
@@ -331,8 +331,11 @@ void gemmBf16Packed(const PackedBf16A& a, bool transB, std::size_t N, const floa
         bf16detail::multiplyAvx512(a.m_pairs.data(), a.m_Kp2, g);
 }
 
-void packBf16Im2col(PackedBf16B& out, Bf16Path path, const float* x, std::size_t C, std::size_t H, std::size_t W,
-                    std::size_t k, std::size_t stride, std::size_t pad)
+namespace {
+
+void packIm2col(Bf16Path path, const float* x, std::size_t C, std::size_t H, std::size_t W, std::size_t k,
+                std::size_t stride, std::size_t pad, bool transposed, Bf16Path& outPath, std::size_t& outK, std::size_t& outN,
+                std::size_t& outKp2, std::vector<std::uint32_t>& pairs, std::vector<float>& rounded)
 {
     if (k == 0 || stride == 0 || H + 2 * pad < k || W + 2 * pad < k)
         throw ConfigError("packBf16Im2col: a " + std::to_string(k) + "x" + std::to_string(k) + " kernel with stride " +
@@ -342,25 +345,45 @@ void packBf16Im2col(PackedBf16B& out, Bf16Path path, const float* x, std::size_t
     if (C * H * W > 0x7FFFFFFFu) throw ConfigError("packBf16Im2col: an image of more than 2^31 values (32-bit offsets)");
     requireSupported(path);
     const ConvGeometry g{C, H, W, k, stride, pad, (H + 2 * pad - k) / stride + 1, (W + 2 * pad - k) / stride + 1};
-    const std::size_t K = C * k * k, N = g.Ho * g.Wo;
-    out.m_path = path;
-    out.m_K = K;
-    out.m_N = N;
+    const std::size_t rows = C * k * k, pixels = g.Ho * g.Wo; // im2col is rows x pixels
+    outPath = path;
+    outK = transposed ? pixels : rows;
+    outN = transposed ? rows : pixels;
     if (path == Bf16Path::Emulated) {
-        out.m_rounded.resize(K * N);
-        for (std::size_t r = 0; r < K; ++r) {
-            float* row = out.m_rounded.data() + r * N;
-            im2colRow(x, g, r, row);
-            for (std::size_t n = 0; n < N; ++n) row[n] = roundBf16(row[n]);
+        rounded.resize(rows * pixels);
+        thread_local std::vector<float> row;
+        row.resize(pixels);
+        for (std::size_t r = 0; r < rows; ++r) {
+            im2colRow(x, g, r, row.data());
+            for (std::size_t n = 0; n < pixels; ++n) {
+                const float v = roundBf16(row[n]);
+                (transposed ? rounded[n * rows + r] : rounded[r * pixels + n]) = v;
+            }
         }
         return;
     }
-    out.m_Kp2 = bf16detail::pairsPerRow(path, K);
-    out.m_pairs.resize((N + 15) / 16 * out.m_Kp2 * 16);
+    outKp2 = bf16detail::pairsPerRow(path, outK);
+    pairs.resize((outN + 15) / 16 * outKp2 * 16);
     // Straight from the image: masked loads for stride-1 "same" convolutions, masked gathers
-    // otherwise (packing alone, thread CPU time: 1.5-3x faster than nn's im2col + packB on the
-    // seed-cnn and resnet8 layers, 1.1-1.3x on seed-cnn's conv2).
-    bf16detail::packBIm2col(x, im2colPlan(g), C, out.m_pairs.data(), out.m_Kp2);
+    // otherwise.
+    if (transposed)
+        bf16detail::packBIm2colT(x, im2colPlan(g), C, pairs.data(), outKp2);
+    else
+        bf16detail::packBIm2col(x, im2colPlan(g), C, pairs.data(), outKp2);
+}
+
+} // namespace
+
+void packBf16Im2col(PackedBf16B& out, Bf16Path path, const float* x, std::size_t C, std::size_t H, std::size_t W, std::size_t k,
+                    std::size_t stride, std::size_t pad)
+{
+    packIm2col(path, x, C, H, W, k, stride, pad, false, out.m_path, out.m_K, out.m_N, out.m_Kp2, out.m_pairs, out.m_rounded);
+}
+
+void packBf16Im2colT(PackedBf16B& out, Bf16Path path, const float* x, std::size_t C, std::size_t H, std::size_t W, std::size_t k,
+                     std::size_t stride, std::size_t pad)
+{
+    packIm2col(path, x, C, H, W, k, stride, pad, true, out.m_path, out.m_K, out.m_N, out.m_Kp2, out.m_pairs, out.m_rounded);
 }
 
 void gemmBf16PackedAB(const PackedBf16A& a, const PackedBf16B& b, float* C, std::size_t ldc, bool accumulate)

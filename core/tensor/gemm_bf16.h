@@ -107,6 +107,8 @@ public:
 private:
     friend void packBf16Im2col(PackedBf16B& out, Bf16Path path, const float* x, std::size_t C, std::size_t H, std::size_t W,
                                std::size_t k, std::size_t stride, std::size_t pad);
+    friend void packBf16Im2colT(PackedBf16B& out, Bf16Path path, const float* x, std::size_t C, std::size_t H, std::size_t W,
+                                std::size_t k, std::size_t stride, std::size_t pad);
     friend void gemmBf16PackedAB(const PackedBf16A& a, const PackedBf16B& b, float* C, std::size_t ldc, bool accumulate);
     Bf16Path m_path = Bf16Path::Emulated;
     std::size_t m_K = 0, m_N = 0, m_Kp2 = 0;
@@ -123,6 +125,10 @@ private:
 // likewise. Throws ConfigError for k or stride 0 or a kernel larger than the padded image.
 void packBf16Im2col(PackedBf16B& out, Bf16Path path, const float* x, std::size_t C, std::size_t H, std::size_t W,
                     std::size_t k, std::size_t stride, std::size_t pad);
+// B = im2col(x)^T (K = Ho Wo pixels, N = C k k), for the weight gradient dW = dY * cols^T
+// (A = dY of the image, Cout x Ho Wo): the same bf16 values as im2col, transposed, packed.
+void packBf16Im2colT(PackedBf16B& out, Bf16Path path, const float* x, std::size_t C, std::size_t H, std::size_t W,
+                     std::size_t k, std::size_t stride, std::size_t pad);
 // C (a.rows() x b.cols()) (+)= a * b: bit for bit gemmBf16 on the same operands. Throws
 // ConfigError when a and b were packed for different paths or depths.
 void gemmBf16PackedAB(const PackedBf16A& a, const PackedBf16B& b, float* C, std::size_t ldc, bool accumulate);

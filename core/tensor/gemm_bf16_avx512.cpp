@@ -219,6 +219,50 @@ void packBIm2col(const float* x, const Im2colPlan& t, std::size_t C, std::uint32
     }
 }
 
+void packBIm2colT(const float* x, const Im2colPlan& t, std::size_t C, std::uint32_t* dst, std::size_t Kp2)
+{
+    // B = im2col(x)^T: K = N_pix pixels (pairs of consecutive pixels), N = C k k columns (rows
+    // of im2col). For each 16 columns and 16 pairs (32 pixels): one row of 32 pixels per column,
+    // read like packBIm2col, rounded into 16 pairs, then a 16 x 16 transpose into the panel.
+    const std::size_t pixels = t.N, pixPanels = (pixels + 15) / 16, kk = t.kk, cols = C * kk;
+    const std::size_t panels = (cols + 15) / 16;
+    const std::int32_t* pix = t.pix;
+    const std::uint16_t* valid = t.valid;
+    for (std::size_t j = 0; j < panels; ++j) {
+        std::uint32_t* out = dst + j * Kp2 * 16;
+        for (std::size_t p0 = 0; p0 < Kp2; p0 += 16) {
+            const std::size_t q = p0 / 16; // pixels [32 q, 32 q + 32): pixel panels 2q and 2q + 1
+            __m512i r[16];
+            for (std::size_t c = 0; c < 16; ++c) {
+                const std::size_t row = 16 * j + c;
+                if (row >= cols || 2 * q >= pixPanels) {
+                    r[c] = _mm512_setzero_si512();
+                    continue;
+                }
+                const std::size_t tap = row % kk;
+                const std::int32_t off = static_cast<std::int32_t>(row / kk * t.HW) + t.tapOffset[tap];
+                const __mmask16 mLo = valid[tap * pixPanels + 2 * q];
+                const __mmask16 mHi = 2 * q + 1 < pixPanels ? valid[tap * pixPanels + 2 * q + 1] : __mmask16(0);
+                __m512 lo, hi;
+                if (t.contiguous) {
+                    lo = _mm512_maskz_loadu_ps(mLo, x + off + 32 * q);
+                    hi = _mm512_maskz_loadu_ps(mHi, x + off + 32 * q + 16);
+                } else {
+                    const __m512i o = _mm512_set1_epi32(off);
+                    lo = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mLo, _mm512_add_epi32(_mm512_loadu_si512(pix + 32 * q), o), x, 4);
+                    hi = mHi ? _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mHi,
+                                                        _mm512_add_epi32(_mm512_loadu_si512(pix + 32 * q + 16), o), x, 4)
+                             : _mm512_setzero_ps();
+                }
+                r[c] = pairsAlong(lo, hi);
+            }
+            transpose16(r);
+            const std::size_t rowsOut = std::min<std::size_t>(16, Kp2 - p0);
+            for (std::size_t i = 0; i < rowsOut; ++i) _mm512_storeu_si512(out + (p0 + i) * 16, r[i]);
+        }
+    }
+}
+
 void packB(bool transB, std::size_t K, std::size_t N, const float* B, std::size_t ldb, std::uint32_t* dst, std::size_t Kp2)
 {
     const std::size_t panels = (N + 15) / 16;

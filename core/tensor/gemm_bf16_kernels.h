@@ -28,12 +28,15 @@ void packB(bool transB, std::size_t K, std::size_t N, const float* B, std::size_
 struct Im2colPlan {
     std::size_t N = 0, kk = 0, HW = 0;
     bool contiguous = false;                // stride 1 and Wo == W: pix[n] == n, masked loads, no gathers
-    const std::int32_t* pix = nullptr;      // ceil(N / 16) * 16
+    const std::int32_t* pix = nullptr;      // ceil(N / 32) * 32 (zero past N)
     const std::int32_t* tapOffset = nullptr; // k * k: (ky - pad) W + kx - pad
     const std::uint16_t* valid = nullptr;   // k * k * ceil(N / 16)
 };
 // Packed B = im2col(x) (rows (c, ky, kx), columns (oy, ox)) straight from the image x.
 void packBIm2col(const float* x, const Im2colPlan& t, std::size_t C, std::uint32_t* dst, std::size_t Kp2);
+// Packed B = im2col(x)^T (rows: pixels (oy, ox), columns: (c, ky, kx)) straight from the image.
+// Needs t.pix padded to a multiple of 32 pixels.
+void packBIm2colT(const float* x, const Im2colPlan& t, std::size_t C, std::uint32_t* dst, std::size_t Kp2);
 // Pair row p of packed B from two rows of op(B) (N values each; r1 == nullptr: zeros).
 void packBPairRow(const float* r0, const float* r1, std::size_t N, std::uint32_t* dst, std::size_t Kp2, std::size_t p);
 

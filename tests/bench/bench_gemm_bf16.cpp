@@ -6,7 +6,8 @@
 // the best hardware path's kernel alone on A and B packed beforehand (what a fused im2col-to-bf16
 // packer would leave), comparable to a bf16 library GEMM fed bf16 inputs.
 // A second table times a whole per-image convolution forward from the FP32 image, W packed once
-// per batch: im2col + Eigen FP32, im2col + gemmBf16Packed, and packBf16Im2col + gemmBf16PackedAB.
+// per batch: im2col + Eigen FP32, im2col + gemmBf16Packed, and packBf16Im2col + gemmBf16PackedAB;
+// a third the weight gradient dY * cols^T: im2col + gemmBf16 against packBf16Im2colT.
 #include "nn/conv2d.h"
 #include "tensor/gemm_bf16.h"
 #include "tensor/gemm_bf16_kernels.h"
@@ -188,6 +189,48 @@ int main(int argc, char** argv)
                 [&] {
                     packBf16Im2col(bp, p, x.data(), c.C, c.H, c.W, c.k, c.stride, c.pad);
                     gemmBf16PackedAB(wp, bp, y.data(), N, false);
+                },
+                minSeconds);
+            std::printf(" %22.1f %22.1f", flop / tSplit * 1e-9, flop / tFused * 1e-9);
+        }
+        std::printf("\n");
+    }
+
+    std::printf("\nconv weight gradient of one image dW = dY * cols^T from FP32 x and dY (GFLOP/s, 1 thread)\n");
+    std::printf("%-18s %5s %5s %5s %14s", "layer", "M", "N", "K", "im2col+eigen");
+    for (Bf16Path p : paths) std::printf(" %22s %22s", (std::string("im2col+") + bf16PathName(p)).c_str(), (std::string("fused+") + bf16PathName(p)).c_str());
+    std::printf("\n");
+    for (const Conv& c : convs) {
+        const std::size_t Ho = (c.H + 2 * c.pad - c.k) / c.stride + 1, Wo = (c.W + 2 * c.pad - c.k) / c.stride + 1;
+        const std::size_t K = c.C * c.k * c.k, N = Ho * Wo;
+        std::vector<float> x(c.C * c.H * c.W), dy(c.M * N), cols(K * N), dw(c.M * K);
+        for (float& v : x) v = nd(rng);
+        for (float& v : dy) v = nd(rng);
+        const double flop = 2.0 * static_cast<double>(c.M * N * K);
+        using Idx = Eigen::Index;
+        const double tEigen = bestSeconds(
+            [&] {
+                im2col(x.data(), c.C, c.H, c.W, c.k, c.stride, c.pad, cols.data());
+                MatrixMap(dw.data(), static_cast<Idx>(c.M), static_cast<Idx>(K)).noalias() =
+                    ConstMatrixMap(dy.data(), static_cast<Idx>(c.M), static_cast<Idx>(N)) *
+                    ConstMatrixMap(cols.data(), static_cast<Idx>(K), static_cast<Idx>(N)).transpose();
+            },
+            minSeconds);
+        std::printf("%-18s %5zu %5zu %5zu %14.1f", c.layer, c.M, K, N, flop / tEigen * 1e-9);
+        for (Bf16Path p : paths) {
+            PackedBf16A dyp;
+            PackedBf16B bp;
+            const double tSplit = bestSeconds(
+                [&] {
+                    im2col(x.data(), c.C, c.H, c.W, c.k, c.stride, c.pad, cols.data());
+                    gemmBf16(p, {false, true, c.M, K, N, dy.data(), N, cols.data(), N, dw.data(), K, false});
+                },
+                minSeconds);
+            const double tFused = bestSeconds(
+                [&] {
+                    packBf16A(dyp, p, false, c.M, N, dy.data(), N);
+                    packBf16Im2colT(bp, p, x.data(), c.C, c.H, c.W, c.k, c.stride, c.pad);
+                    gemmBf16PackedAB(dyp, bp, dw.data(), K, false);
                 },
                 minSeconds);
             std::printf(" %22.1f %22.1f", flop / tSplit * 1e-9, flop / tFused * 1e-9);
