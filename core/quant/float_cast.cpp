@@ -1,5 +1,6 @@
 #include "quant/float_cast.h"
 
+#include "tensor/bf16.h"
 #include "tensor/parallel.h"
 #include "util/errors.h"
 
@@ -109,17 +110,16 @@ void roundGridSpan(float* x, std::size_t n, const FloatGrid& g, float pre, float
 template <bool Stochastic>
 void roundBf16Span(float* x, std::size_t n, std::uint64_t key, std::size_t base)
 {
-    for (std::size_t i = 0; i < n; ++i) {
-        std::uint32_t u = std::bit_cast<std::uint32_t>(x[i]);
-        const bool nan = (u & 0x7FFFFFFFu) > 0x7F800000u;
-        std::uint32_t add;
-        if constexpr (Stochastic)
-            add = static_cast<std::uint32_t>(elementBits(key, base + i) >> 48);
-        else
-            add = 0x7FFFu + (u >> 16 & 1u);
-        const std::uint32_t rounded = (u + add) & 0xFFFF0000u;
-        u = nan ? (u | 0x00400000u) : rounded;
-        x[i] = std::bit_cast<float>(u);
+    if constexpr (!Stochastic) {
+        for (std::size_t i = 0; i < n; ++i) x[i] = roundBf16(x[i]); // tensor/bf16.h, shared with the bf16 GEMM packers
+    } else {
+        for (std::size_t i = 0; i < n; ++i) {
+            const std::uint32_t u = std::bit_cast<std::uint32_t>(x[i]);
+            const bool nan = (u & 0x7FFFFFFFu) > 0x7F800000u;
+            const std::uint32_t add = static_cast<std::uint32_t>(elementBits(key, base + i) >> 48);
+            const std::uint32_t rounded = (u + add) & 0xFFFF0000u;
+            x[i] = std::bit_cast<float>(nan ? (u | 0x00400000u) : rounded);
+        }
     }
 }
 
