@@ -226,7 +226,7 @@ public:
             nlohmann::json j = {{"event", "start"},        {"model", e.model},         {"parameters", e.parameters},
                                 {"epochs", e.epochs},      {"steps_per_epoch", e.stepsPerEpoch},
                                 {"train_images", e.trainImages}, {"test_images", e.testImages},
-                                {"threads", e.threads}};
+                                {"threads", e.threads},    {"compute", e.compute}};
             if (!m_plan.is_null()) j["plan"] = m_plan;
             j["ignored_options"] = m_ignored;
             emit(j);

@@ -482,6 +482,10 @@ void Conv2d::forward(const Tensor& x, Tensor& y, const RunContext& ctx)
         forwardDepthwise(x, y);
         return;
     }
+    if (usesBf16Gemm()) {
+        forwardBf16(x, y);
+        return;
+    }
     if (usesDirectKernel()) {
         forwardDirect(x, y);
         return;
@@ -517,6 +521,10 @@ void Conv2d::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Te
     if (m_colsFor != x.shape()) throw ConfigError(name() + ": backward without a matching training forward");
     if (directDepthwise(*this)) {
         backwardDepthwise(x, dy, dx, needInputGrad);
+        return;
+    }
+    if (usesBf16Gemm()) {
+        backwardBf16(x, dy, dx, needInputGrad);
         return;
     }
     if (usesDirectKernel()) {
@@ -946,6 +954,58 @@ void Conv2d::backwardDirect(const Tensor& x, const Tensor& dy, Tensor& dx, bool 
         fromRuns(out, Lx, m_cin, n0, count, gd, nullptr, dx.data());
     });
     reducePartials(m_partials, groups, wSize, bSize, m_weight.grad.data(), m_bias.grad.data());
+}
+
+// --- bf16 products (setBf16Products) ------------------------------------------------------------
+
+// y_n = bf16(W) * bf16(im2col(x_n)) + b, with W packed once per batch and each image's columns
+// packed straight from the image.
+void Conv2d::forwardBf16(const Tensor& x, Tensor& y)
+{
+    const std::size_t N = x.dim(0), H = x.dim(2), W = x.dim(3), HWo = y.dim(2) * y.dim(3);
+    const std::size_t K = m_cin * m_k * m_k;
+    packBf16A(m_packedBf16, m_bf16, false, m_cout, K, m_weight.forwardValue().data(), K);
+    const float* bias = m_hasBias ? m_bias.forwardValue().data() : nullptr;
+    parallelFor(N, [&](std::size_t n) {
+        static thread_local PackedBf16B cols;
+        packBf16Im2col(cols, m_bf16, x.data() + n * m_cin * H * W, m_cin, H, W, m_k, m_stride, m_pad);
+        float* out = y.data() + n * m_cout * HWo;
+        gemmBf16PackedAB(m_packedBf16, cols, out, HWo, false);
+        if (!bias) return;
+        for (std::size_t o = 0; o < m_cout; ++o)
+            for (std::size_t j = 0; j < HWo; ++j) out[o * HWo + j] += bias[o];
+    });
+}
+
+// dW_n = bf16(dy_n) * bf16(im2col(x_n))^T per image, summed in image order; dx_n =
+// col2im(bf16(W)^T * bf16(dy_n)).
+void Conv2d::backwardBf16(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad)
+{
+    const std::size_t N = x.dim(0), H = x.dim(2), W = x.dim(3), HWo = dy.dim(2) * dy.dim(3);
+    const std::size_t K = m_cin * m_k * m_k;
+    const std::size_t wSize = m_cout * K, bSize = m_hasBias ? m_cout : 0, partSize = wSize + bSize;
+    m_partials.resize(N * partSize);
+    if (needInputGrad) {
+        dx.resize(x.shape());
+        dx.setZero(); // col2im accumulates
+        packBf16A(m_packedBf16, m_bf16, true, K, m_cout, m_weight.forwardValue().data(), K);
+    }
+    parallelFor(N, [&](std::size_t n) {
+        static thread_local PackedBf16A grad;
+        static thread_local PackedBf16B colsT;
+        const float* gy = dy.data() + n * m_cout * HWo;
+        const float* xn = x.data() + n * m_cin * H * W;
+        float* part = m_partials.data() + n * partSize;
+        packBf16A(grad, m_bf16, false, m_cout, HWo, gy, HWo);
+        packBf16Im2colT(colsT, m_bf16, xn, m_cin, H, W, m_k, m_stride, m_pad);
+        gemmBf16PackedAB(grad, colsT, part, K, false);
+        for (std::size_t o = 0; o < bSize; ++o) part[wSize + o] = fixedOrderSum(gy + o * HWo, HWo);
+        if (!needInputGrad) return;
+        float* dcols = threadBuffer(1, K * HWo).data();
+        gemmBf16Packed(m_packedBf16, false, HWo, gy, HWo, dcols, HWo, false);
+        col2imAdd(dcols, m_cin, H, W, m_k, m_stride, m_pad, dx.data() + n * m_cin * H * W);
+    });
+    reducePartials(m_partials, N, wSize, bSize, m_weight.grad.data(), m_bias.grad.data());
 }
 
 } // namespace quantscope

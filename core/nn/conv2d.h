@@ -8,6 +8,7 @@
 #pragma once
 
 #include "nn/layer.h"
+#include "tensor/gemm_bf16.h"
 
 namespace quantscope {
 
@@ -43,6 +44,14 @@ public:
     // Forces the im2col + GEMM path even where a direct kernel exists (the kernels' reference in
     // the tests and benchmarks). Off by default.
     void setReferencePath(bool on) { m_reference = on; }
+    // bf16 products (mixed and low-precision bf16 training, whose inputs, weights and output
+    // gradients are already bf16 values): forward, input- and weight-gradient GEMMs round their
+    // operands to bf16 while packing and accumulate in FP32 on `path` (tensor/gemm_bf16.h):
+    // the emulation's results up to the order of FP32 accumulation. Emulated (the default) keeps
+    // the FP32 kernels. Depthwise and grouped convolutions keep their FP32 kernels (exact on
+    // bf16 inputs too: bf16 x bf16 products are exact in FP32).
+    void setBf16Products(Bf16Path path) { m_bf16 = path; }
+    Bf16Path bf16Products() const { return m_bf16; }
     // True when this layer runs the direct kernels (conv_direct.h): groups 1, at least 8 input
     // channels, kernel 2x2 to 7x7, padding below the kernel size, stride up to 4 (strided ones
     // read phase-split runs and take the input gradient through col2im).
@@ -55,11 +64,16 @@ private:
     void forwardDirect(const Tensor& x, Tensor& y);
     void backwardDirect(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad);
     void forwardStrided(const Tensor& x, Tensor& y);
+    bool usesBf16Gemm() const { return m_bf16 != Bf16Path::Emulated && m_groups == 1; }
+    void forwardBf16(const Tensor& x, Tensor& y);
+    void backwardBf16(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad);
     void backwardStrided(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad);
 
     std::size_t m_cin, m_cout, m_k, m_stride, m_pad, m_groups;
     bool m_hasBias;
     bool m_reference = false;
+    Bf16Path m_bf16 = Bf16Path::Emulated;
+    PackedBf16A m_packedBf16;
     Param m_weight, m_bias;
     std::vector<float> m_packed; // direct kernels: the weights packed by conv_direct::packA
     Shape m_colsFor;     // input shape of the last training forward (backward checks it)

@@ -44,6 +44,19 @@ void Linear::forward(const Tensor& x, Tensor& y, const RunContext& /*ctx*/)
     const Eigen::Map<const Eigen::RowVectorXf> b(m_bias.forwardValue().data(), static_cast<Idx>(m_out));
     const ConstMatrixMap X = x.matrix(N, m_in);
     MatrixMap Y = y.matrix(N, m_out);
+    if (m_bf16 != Bf16Path::Emulated) { // y rows = bf16(x rows) bf16(W)^T
+        parallelChunks(N, kRowGrain, [&](std::size_t r0, std::size_t r1) {
+            GemmBf16Args g;
+            g.transB = true;
+            g.M = r1 - r0, g.N = m_out, g.K = m_in;
+            g.A = x.data() + r0 * m_in, g.lda = m_in;
+            g.B = m_weight.forwardValue().data(), g.ldb = m_in;
+            g.C = y.data() + r0 * m_out, g.ldc = m_out;
+            gemmBf16(m_bf16, g);
+        });
+        Y.rowwise() += b;
+        return;
+    }
     // Split over output features when W is the big operand (each task packs only its rows of
     // W), over batch rows otherwise.
     if (m_out >= 2 * kOutGrain && m_out * m_in >= N * m_in) {
@@ -68,11 +81,24 @@ void Linear::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Te
     const ConstMatrixMap X = x.matrix(N, m_in);
     const ConstMatrixMap G = dy.matrix(N, m_out);
     MatrixMap dW = m_weight.grad.matrix(m_out, m_in);
-    // Column blocks of dW are independent: dW[:, j0:j1] = G^T X[:, j0:j1].
-    parallelChunks(m_in, kColGrain, [&](std::size_t j0, std::size_t j1) {
-        const Idx cols = static_cast<Idx>(j1 - j0);
-        dW.middleCols(static_cast<Idx>(j0), cols).noalias() = G.transpose() * X.middleCols(static_cast<Idx>(j0), cols);
-    });
+    const bool bf16 = m_bf16 != Bf16Path::Emulated;
+    if (bf16) { // dW[:, j0:j1] = bf16(dy)^T bf16(x[:, j0:j1])
+        parallelChunks(m_in, kColGrain, [&](std::size_t j0, std::size_t j1) {
+            GemmBf16Args g;
+            g.transA = true;
+            g.M = m_out, g.N = j1 - j0, g.K = N;
+            g.A = dy.data(), g.lda = m_out;
+            g.B = x.data() + j0, g.ldb = m_in;
+            g.C = m_weight.grad.data() + j0, g.ldc = m_in;
+            gemmBf16(m_bf16, g);
+        });
+    } else {
+        // Column blocks of dW are independent: dW[:, j0:j1] = G^T X[:, j0:j1].
+        parallelChunks(m_in, kColGrain, [&](std::size_t j0, std::size_t j1) {
+            const Idx cols = static_cast<Idx>(j1 - j0);
+            dW.middleCols(static_cast<Idx>(j0), cols).noalias() = G.transpose() * X.middleCols(static_cast<Idx>(j0), cols);
+        });
+    }
     // db: plain in-order sums over the batch. Eigen's vectorised colwise().sum() rounds
     // differently depending on the destination's alignment, so identical runs differed.
     float* db = m_bias.grad.data();
@@ -83,6 +109,17 @@ void Linear::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Te
     dx.resize(x.shape());
     const ConstMatrixMap Wm = m_weight.forwardValue().matrix(m_out, m_in);
     MatrixMap DX = dx.matrix(N, m_in);
+    if (bf16) { // dx[:, j0:j1] = bf16(dy) bf16(W[:, j0:j1])
+        parallelChunks(m_in, kColGrain, [&](std::size_t j0, std::size_t j1) {
+            GemmBf16Args g;
+            g.M = N, g.N = j1 - j0, g.K = m_out;
+            g.A = dy.data(), g.lda = m_out;
+            g.B = m_weight.forwardValue().data() + j0, g.ldb = m_in;
+            g.C = dx.data() + j0, g.ldc = m_in;
+            gemmBf16(m_bf16, g);
+        });
+        return;
+    }
     // Column blocks of dx: dx[:, j0:j1] = G W[:, j0:j1]; each task packs only its slice of W.
     parallelChunks(m_in, kColGrain, [&](std::size_t j0, std::size_t j1) {
         const Idx cols = static_cast<Idx>(j1 - j0);

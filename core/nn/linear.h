@@ -2,6 +2,7 @@
 #pragma once
 
 #include "nn/layer.h"
+#include "tensor/gemm_bf16.h"
 
 namespace quantscope {
 
@@ -22,8 +23,13 @@ public:
     Param& weight() { return m_weight; }
     Param& bias() { return m_bias; }
 
+    // bf16 products on `path` (see Conv2d::setBf16Products); Emulated keeps the FP32 GEMMs.
+    void setBf16Products(Bf16Path path) { m_bf16 = path; }
+    Bf16Path bf16Products() const { return m_bf16; }
+
 private:
     std::size_t m_in, m_out;
+    Bf16Path m_bf16 = Bf16Path::Emulated;
     Param m_weight, m_bias;
 };
 

@@ -22,6 +22,7 @@ struct StartEvent {
     std::size_t stepsPerEpoch = 0;
     std::size_t trainImages = 0, testImages = 0;
     std::size_t threads = 0;
+    std::string compute = "fp32"; // what computes the products (PrecisionStrategy::computePath)
 };
 
 struct BatchEvent {

@@ -13,6 +13,7 @@
 #include "util/rng.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <sstream>
 
 namespace quantscope {
@@ -189,14 +190,63 @@ private:
     Rounding m_rounding;
 };
 
+// ---------------------------------------------------------------- bf16 products
+// Mixed and low-precision bf16 training run their conv/fc GEMMs on bf16 hardware (tensor/
+// gemm_bf16.h) where the CPU has AMX: their operands are bf16 values already (FloatSim rounds
+// inputs, outputs, gradients and weights), so the products are exact and only the order of the
+// FP32 accumulation differs from the emulation. AVX512_BF16 alone measured slower than the FP32
+// kernels on the Sapphire Rapids machine here (0.5-0.8x), so it is taken only when
+// QS_BF16_PATH asks for it; otherwise the emulation runs and the start event says why.
+class Bf16Products {
+public:
+    Bf16Products(Model& model, const std::string& format) : m_model(model)
+    {
+        if (format != "bf16") {
+            m_name = "emulated (" + format + " has no hardware path here)";
+            return;
+        }
+        const Bf16Path best = bestBf16Path();
+        const bool forced = std::getenv("QS_BF16_PATH") != nullptr;
+        if (best == Bf16Path::AmxBf16 || (forced && best != Bf16Path::Emulated)) {
+            m_path = best;
+            m_name = bf16PathName(best);
+        } else if (best == Bf16Path::Avx512Bf16) {
+            m_name = "emulated (avx512-bf16 measured slower than FP32 here; QS_BF16_PATH=avx512 forces it)";
+        } else {
+            m_name = forced ? "emulated (QS_BF16_PATH)" : "emulated (this CPU has no AMX-BF16 or AVX512_BF16)";
+        }
+        enable(true);
+    }
+    ~Bf16Products() { enable(false); }
+    Bf16Products(const Bf16Products&) = delete;
+    Bf16Products& operator=(const Bf16Products&) = delete;
+    // Off for FP32 evaluations of the master weights, on for training and the bf16 evaluation.
+    void enable(bool on)
+    {
+        const Bf16Path p = on ? m_path : Bf16Path::Emulated;
+        for (std::size_t i = 0; i < m_model.size(); ++i) {
+            if (auto* c = dynamic_cast<Conv2d*>(&m_model.layer(i))) c->setBf16Products(p);
+            else if (auto* l = dynamic_cast<Linear*>(&m_model.layer(i))) l->setBf16Products(p);
+        }
+    }
+    const std::string& name() const { return m_name; }
+
+private:
+    Model& m_model;
+    Bf16Path m_path = Bf16Path::Emulated;
+    std::string m_name;
+};
+
 // ---------------------------------------------------------------- mixed precision
 class MixedStrategy final : public PrecisionStrategy {
 public:
     MixedStrategy(const TrainConfig& cfg, Model& model)
         : m_cfg(cfg.precision), m_model(model), m_params(model.params()),
-          m_sim(floatFormatFor("mixed precision", cfg.precision.format), Rounding::Nearest)
+          m_sim(floatFormatFor("mixed precision", cfg.precision.format), Rounding::Nearest),
+          m_products(model, cfg.precision.format)
     {
     }
+    std::string computePath() const override { return m_products.name(); }
     LayerHooks* hooks() override { return &m_sim; }
     void beforeStep(std::size_t, std::size_t, std::uint64_t key) override
     {
@@ -211,17 +261,26 @@ public:
         roundInPlace(m_params, m_sim.format(), Rounding::Nearest, 0, true);
         return m_scaler.unscaleOrSkip(m_params, m_sim.overflow());
     }
-    void beforeFloatEval() override { clearOverrides(m_model); }
+    void beforeFloatEval() override
+    {
+        clearOverrides(m_model);
+        m_products.enable(false);
+    }
     double quantizedAccuracy(const Dataset& data, std::size_t batch) override
     {
         m_sim.roundWeightsToOverride(m_params);
+        m_products.enable(true);
         return evaluateFakeQuant(m_model, &m_sim, data, batch);
     }
     std::vector<LayerStats> layerStats(std::size_t epoch) override
     {
         return weightStatsFor(m_model, m_cfg, m_cfg.format, epoch);
     }
-    void afterEval() override { clearOverrides(m_model); }
+    void afterEval() override
+    {
+        clearOverrides(m_model);
+        m_products.enable(true);
+    }
     std::string phase(std::size_t) const override { return m_cfg.format; }
     double reportedLossScale() const override { return m_scaler.scale(); }
     std::size_t skippedSteps() const override { return m_scaler.skippedSteps(); }
@@ -232,6 +291,7 @@ private:
     std::vector<Param*> m_params;
     FloatSim m_sim;
     LossScaler m_scaler;
+    Bf16Products m_products;
 };
 
 // ---------------------------------------------------------------- pure low precision
@@ -241,12 +301,14 @@ public:
         : m_cfg(cfg.precision), m_model(model), m_opt(opt), m_params(model.params()),
           m_fmt(floatFormatFor("pure low precision", cfg.precision.format)),
           m_rounding(parseRounding(cfg.precision.rounding)), m_sim(m_fmt, m_rounding),
-          m_scaled(m_fmt.kind == FormatKind::Float && m_fmt.expBits < 8)
+          m_scaled(m_fmt.kind == FormatKind::Float && m_fmt.expBits < 8), m_products(model, cfg.precision.format)
     {
         // No FP32 master copy: the weights themselves live on the format's grid from the start.
         roundInPlace(m_params, m_fmt, Rounding::Nearest, 0, false);
     }
     LayerHooks* hooks() override { return &m_sim; }
+    std::string computePath() const override { return m_products.name(); }
+    void beforeFloatEval() override { m_products.enable(false); }
     void beforeStep(std::size_t, std::size_t, std::uint64_t key) override
     {
         m_key = key;
@@ -273,13 +335,18 @@ public:
     double quantizedAccuracy(const Dataset& data, std::size_t batch) override
     {
         m_sim.setKey(0);
+        m_products.enable(true);
         return evaluateFakeQuant(m_model, &m_sim, data, batch);
     }
     std::vector<LayerStats> layerStats(std::size_t epoch) override
     {
         return weightStatsFor(m_model, m_cfg, m_cfg.format, epoch);
     }
-    void afterEval() override { clearOverrides(m_model); }
+    void afterEval() override
+    {
+        clearOverrides(m_model);
+        m_products.enable(true);
+    }
     std::string phase(std::size_t) const override { return m_cfg.format + "-" + m_cfg.rounding; }
     double reportedLossScale() const override { return m_scaled ? m_scaler.scale() : kNoValue; }
     std::size_t skippedSteps() const override { return m_scaler.skippedSteps(); }
@@ -294,6 +361,7 @@ private:
     FloatSim m_sim;
     LossScaler m_scaler;
     bool m_scaled;
+    Bf16Products m_products;
     std::uint64_t m_key = 0;
 };
 

@@ -53,6 +53,9 @@ public:
     // Dynamic loss scale in force (NaN when the strategy does not scale the loss).
     virtual double reportedLossScale() const { return kNoValue; }
     virtual std::size_t skippedSteps() const { return 0; }
+    // What computes the training products, for the run's start event: "fp32", or for mixed and
+    // low-precision bf16 the bf16 GEMM path ("amx-bf16", "avx512-bf16") or "emulated (why)".
+    virtual std::string computePath() const { return "fp32"; }
     // The integer quantization simulation whose weights/activation params an exported integer
     // model uses (PTQ, QAT, progressive ending in an integer format); nullptr otherwise.
     // Call prepareExport first: it quantizes the weights (nearest) and, for PTQ, calibrates.

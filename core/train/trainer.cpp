@@ -172,6 +172,7 @@ FinishEvent Trainer::runInArena()
     se.trainImages = N;
     se.testImages = m_data.test.size();
     se.threads = m_cfg.threads;
+    se.compute = m_strategy->computePath();
     if (m_observer) m_observer->onStart(se);
 
     FinishEvent fin;
