@@ -11,6 +11,9 @@
 
 #include <QtTest>
 
+#include <cmath>
+#include <limits>
+
 using namespace quantscope;
 using fixtures::agreement;
 using fixtures::argmaxOf;
@@ -21,6 +24,17 @@ namespace {
 // has many near-tied logits, so that the int32 bias rounding decides more of them.
 constexpr double kMinAgreement = 0.999;
 constexpr double kMinAgreementBlobs = 0.995;
+// int4 weights: the engine rounds each bias to int32 at s_in x s_w, the fake-quant model keeps it
+// float. s_w is 2^4 = 16x coarser at 4 bits than at 8, so that rounding moves an activation up to
+// 16x further, and more images sit within it of a rounding boundary or of a tie between two
+// classes. How many do depends on the trained model, which depends on the build: the release
+// build (-march=native, FMA) agreed on >= 99.9 %, the asan build (baseline x86-64, no FMA, so a
+// slightly different model after the same training) on 99.87 % (4 of 3000 images). The bar holds
+// for both. What a user relies on is asserted beside it, for every format: each image the two
+// disagree on is a near tie, its two classes at most kMaxTieSteps output steps apart in the
+// engine's own logits (the asan build: all were exact ties, the same uint8 code for both classes).
+constexpr double kMinAgreementInt4 = 0.998;
+constexpr int kMaxTieSteps = 1;
 
 struct EngineObserver final : TrainObserver {
     std::vector<EpochEvent> epochs;
@@ -79,7 +93,7 @@ void TestEngineEval::engineAgreesWithFakeQuant()
     const bool fashion = m_fashionModel != nullptr;
     Model& model = fashion ? m_fashionModel->model() : m_trained->model();
     const Dataset& data = fashion ? m_fashion : m_data;
-    const double bar = fashion ? kMinAgreement : kMinAgreementBlobs;
+    double bar = fashion ? kMinAgreement : kMinAgreementBlobs;
     PrecisionConfig pc;
     pc.strategy = Strategy::Ptq;
     pc.format = format.toStdString();
@@ -97,11 +111,32 @@ void TestEngineEval::engineAgreesWithFakeQuant()
     QVERIFY2(e.has_value(), why.c_str());
     QVERIFY2(QString::fromStdString(e->runner).contains("integer engine"), e->runner.c_str());
     QCOMPARE(e->logits.size(), data.test.size() * 10);
-    const double agree = agreement(argmaxOf(e->logits, 10), fake);
-    qInfo("%s, %s %s: engine %.2f %% (%s), fake-quant %.2f %%, argmax agreement %.2f %% of %zu", fashion ? "Fashion-MNIST seed-cnn" : "blobs lenet5",
-          qPrintable(format), qPrintable(granularity), 100 * e->accuracy, e->runner.c_str(), 100 * f.accuracy, 100 * agree, fake.size());
+    const std::vector<std::int32_t> enginePred = argmaxOf(e->logits, 10);
+    const double agree = agreement(enginePred, fake);
+    // The engine's logits are its uint8 output codes dequantized (then log-softmax, a shift per
+    // image): every difference between two classes of an image is a multiple of the output step.
+    // The step is the smallest such difference over the set.
+    float step = std::numeric_limits<float>::infinity();
+    for (std::size_t i = 0; i < fake.size(); ++i)
+        for (std::size_t a = 0; a < 10; ++a)
+            for (std::size_t b = 0; b < 10; ++b) {
+                const float d = e->logits[i * 10 + a] - e->logits[i * 10 + b];
+                if (d > 1e-4f) step = std::min(step, d);
+            }
+    QVERIFY(std::isfinite(step));
+    double worstTie = 0; // in output steps: how far apart the two classes are where they disagree
+    for (std::size_t i = 0; i < fake.size(); ++i)
+        if (enginePred[i] != fake[i])
+            worstTie = std::max<double>(worstTie, (e->logits[i * 10 + static_cast<std::size_t>(enginePred[i])] -
+                                                   e->logits[i * 10 + static_cast<std::size_t>(fake[i])]) / step);
+    if (fashion && format == "int4") bar = kMinAgreementInt4;
+    qInfo("%s, %s %s: engine %.2f %% (%s), fake-quant %.2f %%, argmax agreement %.2f %% of %zu (bar %.1f %%); "
+          "disagreements at most %.2f output steps apart",
+          fashion ? "Fashion-MNIST seed-cnn" : "blobs lenet5", qPrintable(format), qPrintable(granularity), 100 * e->accuracy,
+          e->runner.c_str(), 100 * f.accuracy, 100 * agree, fake.size(), 100 * bar, worstTie);
     QVERIFY(agree >= bar);
     QVERIFY(std::abs(e->accuracy - f.accuracy) <= 1.0 - bar + 1e-12);
+    QVERIFY2(worstTie <= kMaxTieSteps + 1e-3, qPrintable(QStringLiteral("engine and fake-quant disagree on an image whose classes are %1 output steps apart").arg(worstTie)));
 }
 
 void TestEngineEval::fallsBackWithTheReason_data()
