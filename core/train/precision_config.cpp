@@ -108,7 +108,7 @@ void PrecisionConfig::validate() const
     if (q == QuantizerKind::Lsq && strategy != Strategy::Qat)
         throw ConfigError(std::string("--quantizer lsq needs strategy qat, not ") + strategyInfo(strategy).name);
     if (lsqPlus && q != QuantizerKind::Lsq) throw ConfigError("--lsq-plus needs --quantizer lsq");
-    if (lsqInit != "lsq" && lsqInit != "range") throw ConfigError("unknown LSQ initialisation '" + lsqInit + "' (known: lsq, range)");
+    parseLsqInit(lsqInit); // throws on an unknown name
     if (q == QuantizerKind::Lsq) {
         const GranularityKind g = parseGranularity(granularity).kind;
         if (g == GranularityKind::Global || g == GranularityKind::Layer)

@@ -63,9 +63,10 @@ struct PrecisionConfig {
     std::string quantizer = "observer";
     bool lsqPlus = false;
     bool narrowRange = false;
-    // lsq: initial steps from LSQ's rule 2<|x|>/sqrt(Qp) ("lsq") or from the observers' ranges
-    // (weights: --calibration; activations: the first batch's min-max) ("range").
-    std::string lsqInit = "lsq";
+    // lsq: initial steps (quant/lsq.h LsqInit): the MSE-optimal grid ("mse"), LSQ's rule
+    // 2<|x|>/sqrt(Qp) ("lsq"), or the observers' ranges (weights: --calibration; activations:
+    // the first batch's min-max) ("range").
+    std::string lsqInit = "mse";
     // PTQ refinements (train/ptq_refine.h): AdaRound iterations per layer (rounding "adaround"),
     // cross-layer equalization, empirical bias correction.
     std::size_t adaroundIters = 500;

@@ -166,7 +166,7 @@ QuantSim::QuantSim(Model& model, const PrecisionConfig& cfg, const NumberFormat&
         for (std::size_t q = 1; q < m_pfmt.size(); ++q) // point 0 (the input) keeps its observer
             if (m_pfmt[q] && needsScale(*m_pfmt[q]))
                 m_lsqAct[q] = std::make_unique<LsqActivationQuantizer>(*m_pfmt[q], cfg.lsqPlus, m_model.layer(q - 1).name(),
-                                                                     cfg.lsqInit == "range");
+                                                                     parseLsqInit(cfg.lsqInit));
     }
 }
 
@@ -231,13 +231,17 @@ void QuantSim::clampLearnedSteps()
 
 void QuantSim::initLearnedWeightSteps()
 {
-    // LSQ's initialisation 2<|w|>/sqrt(Qp) per slot, on the layout of the observer's params.
+    // Per slot, on the layout of the observer's params: the MSE-optimal step of the weights as they
+    // are (the checkpoint's, or the folded ones), LSQ's 2<|w|>/sqrt(Qp), or the observer's scale.
+    const LsqInit rule = parseLsqInit(m_cfg.lsqInit);
     for (std::size_t t = 0; t < m_lsqW.size(); ++t) {
         if (!m_lsqW[t] || m_lsqWInit[t]) continue;
         const std::size_t g = static_cast<std::size_t>(m_group[t]);
         const QuantParams& observed = m_groups[g].wq->weightParams(m_slot[t]);
-        const std::vector<float> s =
-            m_cfg.lsqInit == "range" ? observed.scale : lsqInitialSteps(m_targets[t].weight->value.values(), observed);
+        const auto w = m_targets[t].weight->value.values();
+        const std::vector<float> s = rule == LsqInit::Range   ? observed.scale
+                                     : rule == LsqInit::Paper ? lsqInitialSteps(w, observed)
+                                                              : lsqMseSteps(w, observed, m_groups[g].wq->format());
         if (s.size() != m_lsqW[t]->value.numel())
             throw ConfigError("LSQ: layer '" + m_targets[t].layer + "' has " + std::to_string(s.size()) + " scale slots, not " +
                               std::to_string(m_lsqW[t]->value.numel()));
