@@ -72,7 +72,7 @@ public:
     // f must be an integer format (needsScale); throws ConfigError otherwise. init: how the first
     // batch sets the step (and zero point): Mse = the MSE-optimal grid of that batch; Range = its
     // min-max grid; Paper = min-max zero point, step 2<|x - beta|>/sqrt(Qp).
-    LsqActivationQuantizer(const NumberFormat& f, bool learnOffset, std::string name, LsqInit init = LsqInit::Paper);
+    LsqActivationQuantizer(const NumberFormat& f, bool learnOffset, std::string name, LsqInit init = LsqInit::Mse);
 
     bool initialised() const { return m_init; }
     // Sets step (and offset) from x (one batch of activations).
