@@ -7,10 +7,12 @@
 #include "infer/int_engine.h"
 #include "io/onnx_io.h"
 #include "io/qsm.h"
+#include "nn/model_zoo.h"
 #include "quant/format.h"
 #include "quant/lsq.h"
 #include "quant/quantize.h"
 #include "quant/weight_quantizer.h"
+#include "train/quant_sim.h"
 #include "train/trainer.h"
 #include "util/errors.h"
 #include "util/rng.h"
@@ -150,6 +152,8 @@ private slots:
     void mseInitialStepsLoseLeast_data();
     void mseInitialStepsLoseLeast();
     void activationMseInitIsUnsignedAfterRelu();
+    void firstLast8BitWidensTheEnds_data();
+    void firstLast8BitWidensTheEnds();
     void activationStepAndOffsetGradients();
     void optionsAreChecked();
     void lsqQatLearnsAndExports();
@@ -309,6 +313,65 @@ void TestLsq::activationMseInitIsUnsignedAfterRelu()
     QCOMPARE(PrecisionConfig{}.lsqInit, std::string("mse"));
     QVERIFY(parseLsqInit("lsq") == LsqInit::Paper);
     QVERIFY_THROWS_EXCEPTION(ConfigError, parseLsqInit("minmax"));
+}
+
+void TestLsq::firstLast8BitWidensTheEnds_data()
+{
+    // model, first layer, last layer, a middle target, the activation feeding the last layer,
+    // an activation in the middle (output of that layer)
+    QTest::addColumn<QString>("model");
+    QTest::addColumn<QString>("first");
+    QTest::addColumn<QString>("last");
+    QTest::addColumn<QString>("middle");
+    QTest::addColumn<QString>("lastInput");
+    QTest::addColumn<QString>("middleAct");
+    QTest::newRow("seed-cnn") << "seed-cnn" << "conv1" << "fc2" << "conv2" << "relu3" << "relu1";
+    QTest::newRow("resnet8") << "resnet8" << "conv1" << "fc" << "layer2.conv1" << "pool" << "relu";
+}
+
+void TestLsq::firstLast8BitWidensTheEnds()
+{
+    // W2A2 with --first-last-8bit: the first and last layers' weights are int8, the model input,
+    // the last layer's input and the logits uint8; everything else stays at 2 bits. Without
+    // the option every layer is at 2 bits.
+    QFETCH(QString, model);
+    QFETCH(QString, first);
+    QFETCH(QString, last);
+    QFETCH(QString, middle);
+    QFETCH(QString, lastInput);
+    QFETCH(QString, middleAct);
+    for (bool ends : {false, true}) {
+        auto m = makeModel(model.toStdString());
+        PrecisionConfig pc;
+        pc.strategy = Strategy::Qat;
+        pc.format = "int2";
+        pc.activationFormat = "uint2";
+        pc.quantizer = "lsq";
+        pc.firstLast8Bit = ends;
+        pc.validate();
+        QuantSim sim(*m, pc, findFormat("int2"));
+        const std::string wide = ends ? "8" : "2";
+        auto targetFormat = [&](const QString& layer) {
+            for (std::size_t t = 0; t < sim.weightTargets().size(); ++t)
+                if (sim.weightTargets()[t].layer == layer.toStdString()) return sim.targetFormat(t).name;
+            return std::string("missing");
+        };
+        auto outputFormat = [&](const QString& layer) {
+            for (std::size_t i = 0; i < m->size(); ++i)
+                if (m->layer(i).name() == layer.toStdString()) {
+                    const NumberFormat* f = sim.pointFormat(i + 1);
+                    return f ? f->name : std::string("float");
+                }
+            return std::string("missing");
+        };
+        QCOMPARE(targetFormat(first), "int" + wide);
+        QCOMPARE(targetFormat(last), "int" + wide);
+        QCOMPARE(targetFormat(middle), std::string("int2"));
+        QCOMPARE(sim.pointFormat(0)->name, "uint" + wide);
+        QCOMPARE(outputFormat(lastInput), "uint" + wide);
+        QCOMPARE(outputFormat(last), "uint" + wide); // the logits
+        QCOMPARE(outputFormat(middleAct), std::string("uint2"));
+    }
 }
 
 void TestLsq::activationStepAndOffsetGradients()

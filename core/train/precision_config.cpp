@@ -52,6 +52,7 @@ const std::vector<OptionUse>& optionUses()
         {"lsq-plus", {Qat}},
         {"lsq-init", {Qat}},
         {"narrow-range", {Ptq, Qat, Progressive}},                  // integer weights
+        {"first-last-8bit", {Ptq, Qat, Progressive}},
         {"adaround-iters", {Ptq}},                                  // PTQ refinements (train/ptq_refine.h)
         {"cle", {Ptq}},
         {"cle-relu6-to-relu", {Ptq}},

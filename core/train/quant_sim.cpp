@@ -105,11 +105,22 @@ QuantSim::QuantSim(Model& model, const PrecisionConfig& cfg, const NumberFormat&
     }
     for (Fold& f : m_folds) m_targets[f.target].weight = &f.folded; // stable addresses from here on
 
+    // --first-last-8bit: the first and last targets with an integer format keep int8 weights.
+    long firstInt = -1, lastInt = -1;
+    for (std::size_t t = 0; t < m_targets.size(); ++t)
+        if (needsScale(findFormat(m_plan.forLayer(m_targets[t].layer).format))) {
+            if (firstInt < 0) firstInt = static_cast<long>(t);
+            lastInt = static_cast<long>(t);
+        }
+    if (cfg.firstLast8Bit) m_ends = {firstInt, lastInt};
+
     // Group the targets by their weight settings; fp32 targets join no group.
     const Rounding rounding = parseRounding(cfg.rounding);
     m_lsq = parseQuantizer(cfg.quantizer) == QuantizerKind::Lsq;
     for (std::size_t t = 0; t < m_targets.size(); ++t) {
         m_prec.push_back(m_plan.forLayer(m_targets[t].layer));
+        if (cfg.firstLast8Bit && (static_cast<long>(t) == firstInt || static_cast<long>(t) == lastInt))
+            m_prec.back().format = "int8";
         const LayerPrecision& p = m_prec.back();
         m_tfmt.push_back(&findFormat(p.format));
         m_group.push_back(-1);
@@ -283,10 +294,15 @@ void QuantSim::assignActivationFormats()
     const LayerPrecision fallback = m_plan.defaults;
     const NumberFormat* defaultFmt = activationFormatFor(fallback);
     std::vector<long> targetOfLayer(m_model.size(), -1);
+    std::vector<std::size_t> layerOfTarget;
     for (std::size_t t = 0, i = 0; i < m_model.size(); ++i) {
         const LayerKind k = m_model.layer(i).kind();
-        if (k == LayerKind::Conv2d || k == LayerKind::Linear) targetOfLayer[i] = static_cast<long>(t++);
+        if (k == LayerKind::Conv2d || k == LayerKind::Linear) {
+            targetOfLayer[i] = static_cast<long>(t++);
+            layerOfTarget.push_back(i);
+        }
     }
+    std::vector<long> ownerOfPoint(m_model.size() + 1, -1);
     m_pfmt.assign(m_model.size() + 1, nullptr);
     // Input: the first quantized layer's activation format.
     for (std::size_t t = 0; t < m_targets.size(); ++t)
@@ -309,6 +325,7 @@ void QuantSim::assignActivationFormats()
             if (k == LayerKind::Add || in.size() != 1 || in[0] == 0) break;
             j = in[0] - 1;
         }
+        ownerOfPoint[i + 1] = owner;
         if (owner < 0) {
             m_pfmt[i + 1] = defaultFmt;
             continue;
@@ -323,6 +340,30 @@ void QuantSim::assignActivationFormats()
             m_pfmt[i + 1] = needsScale(a) ? &a : defaultFmt;
         }
     }
+    if (m_ends.first >= 0) widenEndActivations(layerOfTarget, ownerOfPoint);
+}
+
+void QuantSim::widenEndActivations(const std::vector<std::size_t>& layerOfTarget, const std::vector<long>& ownerOfPoint)
+{
+    // 8 bits of the same signedness where an integer format was chosen.
+    auto widen = [&](std::size_t point) {
+        const NumberFormat* f = m_pfmt.at(point);
+        if (f && needsScale(*f)) m_pfmt[point] = &findFormat(f->symmetric || f->qmin < 0 ? "int8" : "uint8");
+    };
+    widen(0); // the first layer's input
+    const std::size_t last = layerOfTarget.at(static_cast<std::size_t>(m_ends.second));
+    for (std::size_t p = 1; p < ownerOfPoint.size(); ++p) // the last layer's output(s)
+        if (ownerOfPoint[p] == m_ends.second) widen(p);
+    // Its input: the nearest quantization point upstream, through single-input layers.
+    const auto& in = m_model.inputsOf(last);
+    if (in.size() != 1) return;
+    std::size_t a = in[0]; // activation index: 0 = model input, j + 1 = output of layer j
+    while (a > 0 && !m_points[a - 1]) {
+        const auto& up = m_model.inputsOf(a - 1);
+        if (up.size() != 1) return;
+        a = up[0];
+    }
+    widen(a);
 }
 
 bool QuantSim::readByQuantizedLayer(std::size_t activation) const
