@@ -71,13 +71,13 @@ std::vector<float> lsqMseSteps(std::span<const float> x, const QuantParams& p, c
                                std::vector<std::int32_t>* zeroPoints)
 {
     p.validate(x.size());
-    if (f.kind != FormatKind::Int || f.qmin != p.qmin || f.qmax != p.qmax)
-        throw ConfigError("lsqMseSteps: format '" + f.name + "' does not match the grid [" + std::to_string(p.qmin) + ", " +
-                          std::to_string(p.qmax) + "]");
     if (p.signOnly) { // no range to search on a sign grid: <|x|> is already the L2-optimal scale
         if (zeroPoints) zeroPoints->assign(p.numSlots(), 0);
         return lsqInitialSteps(x, p);
     }
+    if (f.kind != FormatKind::Int || f.qmin != p.qmin || f.qmax != p.qmax)
+        throw ConfigError("lsqMseSteps: format '" + f.name + "' does not match the grid [" + std::to_string(p.qmin) + ", " +
+                          std::to_string(p.qmax) + "]");
     RangeObserver o(Calibration::Mse, p.numSlots(), p.perTensor() ? 0 : p.rowLength, p.perTensor() ? 0 : p.slotLength);
     o.observe(x);
     QuantParams q = o.params(f);

@@ -105,7 +105,8 @@ QuantSim::QuantSim(Model& model, const PrecisionConfig& cfg, const NumberFormat&
     }
     for (Fold& f : m_folds) m_targets[f.target].weight = &f.folded; // stable addresses from here on
 
-    // --first-last-8bit: the first and last targets with an integer format keep int8 weights.
+    // --first-last-8bit: the first and last targets with an integer format narrower than 8 bits
+    // get int8 weights.
     long firstInt = -1, lastInt = -1;
     for (std::size_t t = 0; t < m_targets.size(); ++t)
         if (needsScale(findFormat(m_plan.forLayer(m_targets[t].layer).format))) {
@@ -119,7 +120,8 @@ QuantSim::QuantSim(Model& model, const PrecisionConfig& cfg, const NumberFormat&
     m_lsq = parseQuantizer(cfg.quantizer) == QuantizerKind::Lsq;
     for (std::size_t t = 0; t < m_targets.size(); ++t) {
         m_prec.push_back(m_plan.forLayer(m_targets[t].layer));
-        if (cfg.firstLast8Bit && (static_cast<long>(t) == firstInt || static_cast<long>(t) == lastInt))
+        if (cfg.firstLast8Bit && (static_cast<long>(t) == firstInt || static_cast<long>(t) == lastInt) &&
+            findFormat(m_prec.back().format).bits < 8)
             m_prec.back().format = "int8";
         const LayerPrecision& p = m_prec.back();
         m_tfmt.push_back(&findFormat(p.format));
@@ -345,10 +347,10 @@ void QuantSim::assignActivationFormats()
 
 void QuantSim::widenEndActivations(const std::vector<std::size_t>& layerOfTarget, const std::vector<long>& ownerOfPoint)
 {
-    // 8 bits of the same signedness where an integer format was chosen.
+    // 8 bits of the same signedness where an integer format narrower than that was chosen.
     auto widen = [&](std::size_t point) {
         const NumberFormat* f = m_pfmt.at(point);
-        if (f && needsScale(*f)) m_pfmt[point] = &findFormat(f->symmetric || f->qmin < 0 ? "int8" : "uint8");
+        if (f && needsScale(*f) && f->bits < 8) m_pfmt[point] = &findFormat(f->isSigned ? "int8" : "uint8");
     };
     widen(0); // the first layer's input
     const std::size_t last = layerOfTarget.at(static_cast<std::size_t>(m_ends.second));
@@ -360,7 +362,7 @@ void QuantSim::widenEndActivations(const std::vector<std::size_t>& layerOfTarget
     std::size_t a = in[0]; // activation index: 0 = model input, j + 1 = output of layer j
     while (a > 0 && !m_points[a - 1]) {
         const auto& up = m_model.inputsOf(a - 1);
-        if (up.size() != 1) return;
+        if (up.size() != 1 || isCompute(m_model.layer(a - 1).kind())) return; // no point of its own: float
         a = up[0];
     }
     widen(a);
