@@ -103,9 +103,14 @@ const char* const kTrainHelp =
     "  --quantizer Q        qat: observer (default: scales from ranges) or lsq (learned step\n"
     "                       sizes, Esser et al. 2020; --json adds step_sizes events)\n"
     "  --lsq-plus           with --quantizer lsq: also learn the offset of affine activations (LSQ+)\n"
-    "  --lsq-init I         with --quantizer lsq: initial steps lsq (2<|x|>/sqrt(Qp), default) or\n"
-    "                       range (the observers' scales: --calibration, first batch's min-max)\n"
+    "  --lsq-init I         with --quantizer lsq: initial steps mse (default: the grid with the least\n"
+    "                       quantization error, per weight slot and on the first batch's activations),\n"
+    "                       lsq (the paper's 2<|x|>/sqrt(Qp)) or range (the observers' scales:\n"
+    "                       --calibration, first batch's min-max)\n"
     "  --narrow-range       signed weights use [-(2^(n-1)-1), 2^(n-1)-1] (int8: [-127, 127])\n"
+    "  --first-last-8bit    the first and last Conv2d/Linear keep int8 weights, and the model input,\n"
+    "                       the last layer's input and its output (logits) 8-bit activations (as the\n"
+    "                       LSQ paper); every other layer follows --format / --act-format\n"
     "per-layer plan (ptq, qat, progressive's last phase; the options above are its default):\n"
     "  --plan FILE          a JSON plan (docs/PLANS.md); explicit --format, --granularity,\n"
     "                       --calibration, --act-format override its default\n"
@@ -455,7 +460,7 @@ int runTrain(const std::vector<std::string>& argv)
                      "--bn-freeze-epoch", "--export", "--init", "--normalize", "--image-shape", "--resize", "--test-fraction",
                      "--plan", "--layer", "--keep-fp32", "--quant-eval", "--max-skipped-steps", "--quantizer", "--lsq-init",
                      "--adaround-iters"},
-                    {"--json", "--help", "--nesterov", "--quiet", "--reinit", "--lsq-plus", "--narrow-range", "--cle",
+                    {"--json", "--help", "--nesterov", "--quiet", "--reinit", "--lsq-plus", "--narrow-range", "--first-last-8bit", "--cle",
                      "--bias-correction", "--cle-relu6-to-relu"});
     if (args.has("--help")) {
         std::fputs(kTrainHelp, stdout);
@@ -514,6 +519,7 @@ int runTrain(const std::vector<std::string>& argv)
     pc.lsqPlus = args.has("--lsq-plus");
     pc.lsqInit = args.str("--lsq-init", pc.lsqInit);
     pc.narrowRange = args.has("--narrow-range");
+    pc.firstLast8Bit = args.has("--first-last-8bit");
     pc.adaroundIters = args.u64("--adaround-iters", pc.adaroundIters, 1, 1000000);
     pc.crossLayerEqualization = args.has("--cle");
     pc.biasCorrection = args.has("--bias-correction");

@@ -7,10 +7,12 @@
 #include "infer/int_engine.h"
 #include "io/onnx_io.h"
 #include "io/qsm.h"
+#include "nn/model_zoo.h"
 #include "quant/format.h"
 #include "quant/lsq.h"
 #include "quant/quantize.h"
 #include "quant/weight_quantizer.h"
+#include "train/quant_sim.h"
 #include "train/trainer.h"
 #include "util/errors.h"
 #include "util/rng.h"
@@ -111,6 +113,32 @@ TrainConfig qatConfig(const std::string& format, const std::string& quantizer, s
     return cfg;
 }
 
+// Squared quantization error of x on the grid p (fake-quant).
+double quantError(const std::vector<float>& x, const QuantParams& p)
+{
+    std::vector<float> y(x.size());
+    fakeQuantize(x, p, y, {});
+    double e = 0.0;
+    for (std::size_t i = 0; i < x.size(); ++i) e += (double(x[i]) - y[i]) * (double(x[i]) - y[i]);
+    return e;
+}
+
+// Heavy-tailed weights, one row per channel: Gaussian-like bulk (sum of uniforms) plus a few
+// outliers, the shape that makes min-max grids coarse at low bit widths.
+std::vector<float> heavyTailedRows(std::size_t rows, std::size_t row, std::uint64_t seed)
+{
+    Rng rng(seed);
+    std::vector<float> w(rows * row);
+    for (std::size_t c = 0; c < rows; ++c)
+        for (std::size_t j = 0; j < row; ++j) {
+            double v = 0.0;
+            for (int k = 0; k < 4; ++k) v += rng.uniform() - 0.5;
+            if (j % 97 == 5) v *= 8.0; // outliers
+            w[c * row + j] = static_cast<float>(v * (0.05 * (c + 1)));
+        }
+    return w;
+}
+
 } // namespace
 
 class TestLsq : public QObject {
@@ -121,6 +149,11 @@ private slots:
     void stepGradientMatchesFiniteDifferences_data();
     void stepGradientMatchesFiniteDifferences();
     void initialStepIsPaperRule();
+    void mseInitialStepsLoseLeast_data();
+    void mseInitialStepsLoseLeast();
+    void activationMseInitIsUnsignedAfterRelu();
+    void firstLast8BitWidensTheEnds_data();
+    void firstLast8BitWidensTheEnds();
     void activationStepAndOffsetGradients();
     void optionsAreChecked();
     void lsqQatLearnsAndExports();
@@ -218,11 +251,134 @@ void TestLsq::initialStepIsPaperRule()
     QVERIFY(std::abs(s[1] - 2.0f * 2.0f / std::sqrt(7.0f)) < 1e-6f);
 }
 
+void TestLsq::mseInitialStepsLoseLeast_data()
+{
+    QTest::addColumn<QString>("format");
+    QTest::newRow("int2") << "int2";
+    QTest::newRow("int3") << "int3";
+    QTest::newRow("int4") << "int4";
+}
+
+void TestLsq::mseInitialStepsLoseLeast()
+{
+    // --lsq-init mse (the default) starts every channel at the grid that quantizes the
+    // checkpoint's weights with the least error: no worse than the paper's 2<|w|>/sqrt(Qp)
+    // or min-max, and strictly better than one of them at these bit widths.
+    QFETCH(QString, format);
+    const NumberFormat& f = findFormat(format.toStdString());
+    const std::size_t rows = 3, row = 300;
+    const std::vector<float> w = heavyTailedRows(rows, row, 21);
+    WeightQuantizer wq(f, parseGranularity("channel"), Calibration::MinMax, Rounding::Nearest);
+    Param wp;
+    wp.value = Tensor(Shape{rows, row});
+    std::copy(w.begin(), w.end(), wp.value.data());
+    wp.grad = Tensor(Shape{rows, row});
+    wq.apply({WeightTarget{"fc", &wp, nullptr}}, 0);
+    const QuantParams minmax = wq.weightParams(0);
+    std::vector<std::int32_t> zp;
+    const std::vector<float> mse = lsqMseSteps(w, minmax, f, &zp);
+    QCOMPARE(mse.size(), rows);
+    QCOMPARE(zp, std::vector<std::int32_t>(rows, 0)); // symmetric weights
+    QuantParams pm = minmax, pp = minmax;
+    pm.scale = mse;
+    pp.scale = lsqInitialSteps(w, minmax);
+    const double eMse = quantError(w, pm), eMinMax = quantError(w, minmax), ePaper = quantError(w, pp);
+    QVERIFY2(eMse <= eMinMax && eMse <= ePaper,
+             qPrintable(QString("mse %1, min-max %2, paper %3").arg(eMse).arg(eMinMax).arg(ePaper)));
+    QVERIFY(eMse < 0.9 * std::max(eMinMax, ePaper));
+    // The step scales with its channel (rows 0.05, 0.10, 0.15 wide).
+    QVERIFY(mse[0] < mse[1] && mse[1] < mse[2]);
+    // A grid that is not the format's is refused.
+    QVERIFY_THROWS_EXCEPTION(ConfigError, lsqMseSteps(w, minmax, findFormat("int8")));
+}
+
+void TestLsq::activationMseInitIsUnsignedAfterRelu()
+{
+    // Post-ReLU activations (>= 0, many zeros, a long tail) at uint2: the MSE init keeps the zero
+    // point at 0 (no level wasted below zero) and loses less than LSQ's and min-max's starts.
+    const NumberFormat& u2 = findFormat("uint2");
+    std::vector<float> x = randomVector(4000, 1.0f, 33);
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] = std::max(0.0f, x[i]) * (i % 50 == 0 ? 6.0f : 1.0f);
+    double err[3];
+    const LsqInit rules[3] = {LsqInit::Mse, LsqInit::Paper, LsqInit::Range};
+    for (int k = 0; k < 3; ++k) {
+        LsqActivationQuantizer q(u2, false, "relu", rules[k]);
+        q.initialise(x);
+        QCOMPARE(q.params().zeroPoint[0], 0);
+        err[k] = quantError(x, q.params());
+    }
+    QVERIFY2(err[0] <= err[1] && err[0] <= err[2], qPrintable(QString("mse %1, lsq %2, range %3").arg(err[0]).arg(err[1]).arg(err[2])));
+    QVERIFY(err[0] < 0.9 * std::min(err[1], err[2]));
+    // The default of a run is mse; the names are checked.
+    QCOMPARE(PrecisionConfig{}.lsqInit, std::string("mse"));
+    QVERIFY(parseLsqInit("lsq") == LsqInit::Paper);
+    QVERIFY_THROWS_EXCEPTION(ConfigError, parseLsqInit("minmax"));
+}
+
+void TestLsq::firstLast8BitWidensTheEnds_data()
+{
+    // model, first layer, last layer, a middle target, the activation feeding the last layer,
+    // an activation in the middle (output of that layer)
+    QTest::addColumn<QString>("model");
+    QTest::addColumn<QString>("first");
+    QTest::addColumn<QString>("last");
+    QTest::addColumn<QString>("middle");
+    QTest::addColumn<QString>("lastInput");
+    QTest::addColumn<QString>("middleAct");
+    QTest::newRow("seed-cnn") << "seed-cnn" << "conv1" << "fc2" << "conv2" << "relu3" << "relu1";
+    QTest::newRow("resnet8") << "resnet8" << "conv1" << "fc" << "layer2.conv1" << "pool" << "relu";
+}
+
+void TestLsq::firstLast8BitWidensTheEnds()
+{
+    // W2A2 with --first-last-8bit: the first and last layers' weights are int8, the model input,
+    // the last layer's input and the logits uint8; everything else stays at 2 bits. Without
+    // the option every layer is at 2 bits.
+    QFETCH(QString, model);
+    QFETCH(QString, first);
+    QFETCH(QString, last);
+    QFETCH(QString, middle);
+    QFETCH(QString, lastInput);
+    QFETCH(QString, middleAct);
+    for (bool ends : {false, true}) {
+        auto m = makeModel(model.toStdString());
+        PrecisionConfig pc;
+        pc.strategy = Strategy::Qat;
+        pc.format = "int2";
+        pc.activationFormat = "uint2";
+        pc.quantizer = "lsq";
+        pc.firstLast8Bit = ends;
+        pc.validate();
+        QuantSim sim(*m, pc, findFormat("int2"));
+        const std::string wide = ends ? "8" : "2";
+        auto targetFormat = [&](const QString& layer) {
+            for (std::size_t t = 0; t < sim.weightTargets().size(); ++t)
+                if (sim.weightTargets()[t].layer == layer.toStdString()) return sim.targetFormat(t).name;
+            return std::string("missing");
+        };
+        auto outputFormat = [&](const QString& layer) {
+            for (std::size_t i = 0; i < m->size(); ++i)
+                if (m->layer(i).name() == layer.toStdString()) {
+                    const NumberFormat* f = sim.pointFormat(i + 1);
+                    return f ? f->name : std::string("float");
+                }
+            return std::string("missing");
+        };
+        QCOMPARE(targetFormat(first), "int" + wide);
+        QCOMPARE(targetFormat(last), "int" + wide);
+        QCOMPARE(targetFormat(middle), std::string("int2"));
+        QCOMPARE(sim.pointFormat(0)->name, "uint" + wide);
+        QCOMPARE(outputFormat(lastInput), "uint" + wide);
+        QCOMPARE(outputFormat(last), "uint" + wide); // the logits
+        QCOMPARE(outputFormat(middleAct), std::string("uint2"));
+    }
+}
+
 void TestLsq::activationStepAndOffsetGradients()
 {
     // uint8 with LSQ+: one batch of 4 samples x 50 features, partly negative (nonzero zero point).
     const NumberFormat& u8 = findFormat("uint8");
-    LsqActivationQuantizer q(u8, true, "act");
+    LsqActivationQuantizer q(u8, true, "act", LsqInit::Paper); // min-max zero point, LSQ step
     std::vector<float> x = randomVector(200, 3.0f, 9);
     for (float& v : x) v += 1.0f;
     q.initialise(x);

@@ -282,7 +282,9 @@ ExportedModel exportQuantizedModel(Model& model, const QuantSim& sim, const std:
     m.weightFormat = wf.name;
     m.activationFormat = af.name;
     m.granularity = granularity;
-    if (!sim.plan().uniform()) { // informative: the format of every layer
+    bool perLayer = !sim.plan().uniform(); // a plan, or --first-last-8bit's int8 ends
+    for (std::size_t t = 0; t < targets.size(); ++t) perLayer = perLayer || sim.targetPrecision(t).format != wf.name;
+    if (perLayer) { // informative: the format of every layer
         std::string per;
         for (std::size_t t = 0; t < targets.size(); ++t)
             per += (per.empty() ? "" : ", ") + targets[t].layer + " " + sim.targetPrecision(t).format;

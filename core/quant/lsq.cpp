@@ -67,6 +67,33 @@ std::vector<float> lsqInitialSteps(std::span<const float> x, const QuantParams& 
     return s;
 }
 
+std::vector<float> lsqMseSteps(std::span<const float> x, const QuantParams& p, const NumberFormat& f,
+                               std::vector<std::int32_t>* zeroPoints)
+{
+    p.validate(x.size());
+    if (p.signOnly) { // no range to search on a sign grid: <|x|> is already the L2-optimal scale
+        if (zeroPoints) zeroPoints->assign(p.numSlots(), 0);
+        return lsqInitialSteps(x, p);
+    }
+    if (f.kind != FormatKind::Int || f.qmin != p.qmin || f.qmax != p.qmax)
+        throw ConfigError("lsqMseSteps: format '" + f.name + "' does not match the grid [" + std::to_string(p.qmin) + ", " +
+                          std::to_string(p.qmax) + "]");
+    RangeObserver o(Calibration::Mse, p.numSlots(), p.perTensor() ? 0 : p.rowLength, p.perTensor() ? 0 : p.slotLength);
+    o.observe(x);
+    QuantParams q = o.params(f);
+    if (zeroPoints) *zeroPoints = q.zeroPoint;
+    for (float& s : q.scale) s = std::max(s, kScaleEps);
+    return q.scale;
+}
+
+LsqInit parseLsqInit(const std::string& name)
+{
+    if (name == "mse") return LsqInit::Mse;
+    if (name == "lsq") return LsqInit::Paper;
+    if (name == "range") return LsqInit::Range;
+    throw ConfigError("unknown LSQ initialisation '" + name + "' (known: mse, lsq, range)");
+}
+
 void lsqStepGradient(std::span<const float> x, std::span<const float> dxhat, const QuantParams& p, std::span<float> ds,
                      std::size_t samples)
 {
@@ -89,8 +116,8 @@ void lsqStepGradient(std::span<const float> x, std::span<const float> dxhat, con
 
 // ---- activations -----------------------------------------------------------------------------
 
-LsqActivationQuantizer::LsqActivationQuantizer(const NumberFormat& f, bool learnOffset, std::string name, bool initFromRange)
-    : m_format(f), m_learnOffset(learnOffset && !f.symmetric), m_name(std::move(name)), m_initFromRange(initFromRange)
+LsqActivationQuantizer::LsqActivationQuantizer(const NumberFormat& f, bool learnOffset, std::string name, LsqInit init)
+    : m_format(f), m_learnOffset(learnOffset && !f.symmetric), m_name(std::move(name)), m_initRule(init)
 {
     if (!needsScale(f)) throw ConfigError("LSQ needs an integer activation format, not '" + f.name + "'");
     m_step.name = "lsq_step";
@@ -103,12 +130,13 @@ LsqActivationQuantizer::LsqActivationQuantizer(const NumberFormat& f, bool learn
 
 void LsqActivationQuantizer::initialise(std::span<const float> x)
 {
-    // Zero point from the batch's range (PyTorch's min-max choice), then LSQ's step.
-    RangeObserver o(Calibration::MinMax, 1, 0, 0);
+    // Mse: the batch's MSE-optimal grid. Otherwise the zero point from the batch's range
+    // (PyTorch's min-max choice), then the min-max step (Range) or LSQ's (Paper).
+    RangeObserver o(m_initRule == LsqInit::Mse ? Calibration::Mse : Calibration::MinMax, 1, 0, 0);
     o.observe(x);
     QuantParams p = o.params(m_format);
     m_zeroPoint = p.zeroPoint.at(0);
-    const float s = m_initFromRange ? p.scale.at(0) : lsqInitialSteps(x, p).at(0);
+    const float s = m_initRule == LsqInit::Paper ? lsqInitialSteps(x, p).at(0) : std::max(p.scale.at(0), kScaleEps);
     m_step.value[0] = s;
     m_offset.value[0] = -static_cast<float>(m_zeroPoint) * s;
     m_init = true;

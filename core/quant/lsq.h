@@ -22,6 +22,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 namespace quantscope {
@@ -41,6 +42,19 @@ float lsqStepDerivative(float x, float scale, std::int32_t zeroPoint, int qmin, 
 // LSQ's initial steps, one per slot of p's layout: 2 * mean|x - beta| / sqrt(Qp), beta = -zp * s0
 // with the observer's scale s0 of that slot (0 when symmetric). The result is >= kScaleEps.
 std::vector<float> lsqInitialSteps(std::span<const float> x, const QuantParams& p);
+// Steps that minimise the quantization MSE of x, one per slot of p's layout (the mse observer's
+// search, quant/observer.h, on the grid of format f; f's qmin/qmax must be p's). The zero points
+// come back in zeroPoints (0 for symmetric formats). Used by --lsq-init mse (the LSQ+ paper's
+// argument: start from the grid that loses least, then learn).
+std::vector<float> lsqMseSteps(std::span<const float> x, const QuantParams& p, const NumberFormat& f,
+                               std::vector<std::int32_t>* zeroPoints = nullptr);
+
+// How learned steps start (--lsq-init): mse (default: the MSE-optimal grid of the checkpoint's
+// weights and of the first batch's activations), lsq (the paper's 2<|x|>/sqrt(Qp)), range (the
+// observers' scales: --calibration for weights, the first batch's min-max for activations).
+enum class LsqInit { Mse, Paper, Range };
+// "mse" | "lsq" | "range"; throws ConfigError listing them.
+LsqInit parseLsqInit(const std::string& name);
 // dL/ds per slot of p: g_slot * sum_i dL/dx_hat_i * d x_hat_i / d s (g_slot = lsqGradScale(slot
 // elements / `samples`, Qp)), written to ds (size p.numSlots()). Reference loop.
 void lsqStepGradient(std::span<const float> x, std::span<const float> dxhat, const QuantParams& p,
@@ -55,9 +69,10 @@ void lsqStepGradient(std::span<const float> x, std::span<const float> dxhat, con
 // = qmin (qmax) there, and g uses Qp = qmax.
 class LsqActivationQuantizer {
 public:
-    // f must be an integer format (needsScale); throws ConfigError otherwise.
-    // initFromRange: start from the first batch's min-max scale instead of 2<|x|>/sqrt(Qp).
-    LsqActivationQuantizer(const NumberFormat& f, bool learnOffset, std::string name, bool initFromRange = false);
+    // f must be an integer format (needsScale); throws ConfigError otherwise. init: how the first
+    // batch sets the step (and zero point): Mse = the MSE-optimal grid of that batch; Range = its
+    // min-max grid; Paper = min-max zero point, step 2<|x - beta|>/sqrt(Qp).
+    LsqActivationQuantizer(const NumberFormat& f, bool learnOffset, std::string name, LsqInit init = LsqInit::Mse);
 
     bool initialised() const { return m_init; }
     // Sets step (and offset) from x (one batch of activations).
@@ -81,7 +96,7 @@ private:
     NumberFormat m_format;
     bool m_learnOffset;
     std::string m_name;
-    bool m_initFromRange;
+    LsqInit m_initRule;
     Param m_step, m_offset;
     std::int32_t m_zeroPoint = 0; // fixed (plain LSQ) zero point
     bool m_init = false;

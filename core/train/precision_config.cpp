@@ -52,6 +52,7 @@ const std::vector<OptionUse>& optionUses()
         {"lsq-plus", {Qat}},
         {"lsq-init", {Qat}},
         {"narrow-range", {Ptq, Qat, Progressive}},                  // integer weights
+        {"first-last-8bit", {Ptq, Qat, Progressive}},
         {"adaround-iters", {Ptq}},                                  // PTQ refinements (train/ptq_refine.h)
         {"cle", {Ptq}},
         {"cle-relu6-to-relu", {Ptq}},
@@ -108,7 +109,7 @@ void PrecisionConfig::validate() const
     if (q == QuantizerKind::Lsq && strategy != Strategy::Qat)
         throw ConfigError(std::string("--quantizer lsq needs strategy qat, not ") + strategyInfo(strategy).name);
     if (lsqPlus && q != QuantizerKind::Lsq) throw ConfigError("--lsq-plus needs --quantizer lsq");
-    if (lsqInit != "lsq" && lsqInit != "range") throw ConfigError("unknown LSQ initialisation '" + lsqInit + "' (known: lsq, range)");
+    parseLsqInit(lsqInit); // throws on an unknown name
     if (q == QuantizerKind::Lsq) {
         const GranularityKind g = parseGranularity(granularity).kind;
         if (g == GranularityKind::Global || g == GranularityKind::Layer)

@@ -63,9 +63,15 @@ struct PrecisionConfig {
     std::string quantizer = "observer";
     bool lsqPlus = false;
     bool narrowRange = false;
-    // lsq: initial steps from LSQ's rule 2<|x|>/sqrt(Qp) ("lsq") or from the observers' ranges
-    // (weights: --calibration; activations: the first batch's min-max) ("range").
-    std::string lsqInit = "lsq";
+    // firstLast8Bit: the first and last quantized Conv2d/Linear keep 8-bit weights (int8, same
+    // granularity) and 8-bit activations at their inputs (the model input; what feeds the last
+    // layer) and at the last layer's output (the logits), as LSQ (Esser et al. 2020, section 3)
+    // and most low-bit papers do. Off by default: a uniform WbAb run quantizes every layer.
+    bool firstLast8Bit = false;
+    // lsq: initial steps (quant/lsq.h LsqInit): the MSE-optimal grid ("mse"), LSQ's rule
+    // 2<|x|>/sqrt(Qp) ("lsq"), or the observers' ranges (weights: --calibration; activations:
+    // the first batch's min-max) ("range").
+    std::string lsqInit = "mse";
     // PTQ refinements (train/ptq_refine.h): AdaRound iterations per layer (rounding "adaround"),
     // cross-layer equalization, empirical bias correction.
     std::size_t adaroundIters = 500;

@@ -105,11 +105,24 @@ QuantSim::QuantSim(Model& model, const PrecisionConfig& cfg, const NumberFormat&
     }
     for (Fold& f : m_folds) m_targets[f.target].weight = &f.folded; // stable addresses from here on
 
+    // --first-last-8bit: the first and last targets with an integer format narrower than 8 bits
+    // get int8 weights.
+    long firstInt = -1, lastInt = -1;
+    for (std::size_t t = 0; t < m_targets.size(); ++t)
+        if (needsScale(findFormat(m_plan.forLayer(m_targets[t].layer).format))) {
+            if (firstInt < 0) firstInt = static_cast<long>(t);
+            lastInt = static_cast<long>(t);
+        }
+    if (cfg.firstLast8Bit) m_ends = {firstInt, lastInt};
+
     // Group the targets by their weight settings; fp32 targets join no group.
     const Rounding rounding = parseRounding(cfg.rounding);
     m_lsq = parseQuantizer(cfg.quantizer) == QuantizerKind::Lsq;
     for (std::size_t t = 0; t < m_targets.size(); ++t) {
         m_prec.push_back(m_plan.forLayer(m_targets[t].layer));
+        if (cfg.firstLast8Bit && (static_cast<long>(t) == firstInt || static_cast<long>(t) == lastInt) &&
+            findFormat(m_prec.back().format).bits < 8)
+            m_prec.back().format = "int8";
         const LayerPrecision& p = m_prec.back();
         m_tfmt.push_back(&findFormat(p.format));
         m_group.push_back(-1);
@@ -166,7 +179,7 @@ QuantSim::QuantSim(Model& model, const PrecisionConfig& cfg, const NumberFormat&
         for (std::size_t q = 1; q < m_pfmt.size(); ++q) // point 0 (the input) keeps its observer
             if (m_pfmt[q] && needsScale(*m_pfmt[q]))
                 m_lsqAct[q] = std::make_unique<LsqActivationQuantizer>(*m_pfmt[q], cfg.lsqPlus, m_model.layer(q - 1).name(),
-                                                                     cfg.lsqInit == "range");
+                                                                     parseLsqInit(cfg.lsqInit));
     }
 }
 
@@ -231,13 +244,17 @@ void QuantSim::clampLearnedSteps()
 
 void QuantSim::initLearnedWeightSteps()
 {
-    // LSQ's initialisation 2<|w|>/sqrt(Qp) per slot, on the layout of the observer's params.
+    // Per slot, on the layout of the observer's params: the MSE-optimal step of the weights as they
+    // are (the checkpoint's, or the folded ones), LSQ's 2<|w|>/sqrt(Qp), or the observer's scale.
+    const LsqInit rule = parseLsqInit(m_cfg.lsqInit);
     for (std::size_t t = 0; t < m_lsqW.size(); ++t) {
         if (!m_lsqW[t] || m_lsqWInit[t]) continue;
         const std::size_t g = static_cast<std::size_t>(m_group[t]);
         const QuantParams& observed = m_groups[g].wq->weightParams(m_slot[t]);
-        const std::vector<float> s =
-            m_cfg.lsqInit == "range" ? observed.scale : lsqInitialSteps(m_targets[t].weight->value.values(), observed);
+        const auto w = m_targets[t].weight->value.values();
+        const std::vector<float> s = rule == LsqInit::Range   ? observed.scale
+                                     : rule == LsqInit::Paper ? lsqInitialSteps(w, observed)
+                                                              : lsqMseSteps(w, observed, m_groups[g].wq->format());
         if (s.size() != m_lsqW[t]->value.numel())
             throw ConfigError("LSQ: layer '" + m_targets[t].layer + "' has " + std::to_string(s.size()) + " scale slots, not " +
                               std::to_string(m_lsqW[t]->value.numel()));
@@ -279,10 +296,15 @@ void QuantSim::assignActivationFormats()
     const LayerPrecision fallback = m_plan.defaults;
     const NumberFormat* defaultFmt = activationFormatFor(fallback);
     std::vector<long> targetOfLayer(m_model.size(), -1);
+    std::vector<std::size_t> layerOfTarget;
     for (std::size_t t = 0, i = 0; i < m_model.size(); ++i) {
         const LayerKind k = m_model.layer(i).kind();
-        if (k == LayerKind::Conv2d || k == LayerKind::Linear) targetOfLayer[i] = static_cast<long>(t++);
+        if (k == LayerKind::Conv2d || k == LayerKind::Linear) {
+            targetOfLayer[i] = static_cast<long>(t++);
+            layerOfTarget.push_back(i);
+        }
     }
+    std::vector<long> ownerOfPoint(m_model.size() + 1, -1);
     m_pfmt.assign(m_model.size() + 1, nullptr);
     // Input: the first quantized layer's activation format.
     for (std::size_t t = 0; t < m_targets.size(); ++t)
@@ -305,6 +327,7 @@ void QuantSim::assignActivationFormats()
             if (k == LayerKind::Add || in.size() != 1 || in[0] == 0) break;
             j = in[0] - 1;
         }
+        ownerOfPoint[i + 1] = owner;
         if (owner < 0) {
             m_pfmt[i + 1] = defaultFmt;
             continue;
@@ -319,6 +342,30 @@ void QuantSim::assignActivationFormats()
             m_pfmt[i + 1] = needsScale(a) ? &a : defaultFmt;
         }
     }
+    if (m_ends.first >= 0) widenEndActivations(layerOfTarget, ownerOfPoint);
+}
+
+void QuantSim::widenEndActivations(const std::vector<std::size_t>& layerOfTarget, const std::vector<long>& ownerOfPoint)
+{
+    // 8 bits of the same signedness where an integer format narrower than that was chosen.
+    auto widen = [&](std::size_t point) {
+        const NumberFormat* f = m_pfmt.at(point);
+        if (f && needsScale(*f) && f->bits < 8) m_pfmt[point] = &findFormat(f->isSigned ? "int8" : "uint8");
+    };
+    widen(0); // the first layer's input
+    const std::size_t last = layerOfTarget.at(static_cast<std::size_t>(m_ends.second));
+    for (std::size_t p = 1; p < ownerOfPoint.size(); ++p) // the last layer's output(s)
+        if (ownerOfPoint[p] == m_ends.second) widen(p);
+    // Its input: the nearest quantization point upstream, through single-input layers.
+    const auto& in = m_model.inputsOf(last);
+    if (in.size() != 1) return;
+    std::size_t a = in[0]; // activation index: 0 = model input, j + 1 = output of layer j
+    while (a > 0 && !m_points[a - 1]) {
+        const auto& up = m_model.inputsOf(a - 1);
+        if (up.size() != 1 || isCompute(m_model.layer(a - 1).kind())) return; // no point of its own: float
+        a = up[0];
+    }
+    widen(a);
 }
 
 bool QuantSim::readByQuantizedLayer(std::size_t activation) const

@@ -24,6 +24,7 @@
 #include "train/precision_config.h"
 
 #include <memory>
+#include <utility>
 #include <vector>
 
 namespace quantscope {
@@ -145,6 +146,10 @@ private:
     std::vector<std::unique_ptr<Param>> m_lsqW;                    // per target (null: not learned)
     std::vector<bool> m_lsqWInit;                                  // per target
     std::vector<std::unique_ptr<LsqActivationQuantizer>> m_lsqAct; // per activation point
+    // --first-last-8bit: targets kept at 8 bits (first, last; -1 = off) and the activations
+    // around them widened to 8 bits.
+    std::pair<long, long> m_ends{-1, -1};
+    void widenEndActivations(const std::vector<std::size_t>& layerOfTarget, const std::vector<long>& ownerOfPoint);
     void initLearnedWeightSteps();
     void learnedWeightGradients();
 };
