@@ -713,9 +713,10 @@ void toRuns(const float* x, std::size_t C, std::size_t n0, std::size_t count, co
 }
 
 // out (C, ld) at run positions of g's output -> images [n0, n0 + count) of y (N, C, Ho, Wo),
-// plus bias[c].
-void fromRuns(const float* out, std::size_t ld, std::size_t C, std::size_t n0, std::size_t count,
-              const RunGeometry& g, const float* bias, float* y)
+// plus bias[c]. Geometry: RunGeometry or PhaseGeometry (output pitch Wq, Rn floats per image).
+template <typename Geometry>
+void fromRuns(const float* out, std::size_t ld, std::size_t C, std::size_t n0, std::size_t count, const Geometry& g,
+              const float* bias, float* y)
 {
     const std::size_t HWo = g.Ho * g.Wo;
     for (std::size_t c = 0; c < C; ++c) {
@@ -799,21 +800,6 @@ void phaseTapRows(const float* runs, std::size_t C, const PhaseGeometry& g, cons
                 *rows++ = runs + c * g.S + ((ky % g.s) * g.s + kx % g.s) * g.PS + (ky / g.s) * g.Wq + kx / g.s;
 }
 
-// out (C, ld) at the output's run positions -> images [n0, n0 + count) of y, plus bias[c].
-void fromPhaseRuns(const float* out, std::size_t ld, std::size_t C, std::size_t n0, std::size_t count,
-                   const PhaseGeometry& g, const float* bias, float* y)
-{
-    const std::size_t HWo = g.Ho * g.Wo;
-    for (std::size_t c = 0; c < C; ++c) {
-        const float b = bias ? bias[c] : 0.0f;
-        for (std::size_t i = 0; i < count; ++i) {
-            float* __restrict dst = y + ((n0 + i) * C + c) * HWo;
-            const float* __restrict src = out + c * ld + i * g.Rn;
-            for (std::size_t r = 0; r < g.Ho; ++r)
-                for (std::size_t j = 0; j < g.Wo; ++j) dst[r * g.Wo + j] = src[r * g.Wq + j] + b;
-        }
-    }
-}
 
 } // namespace
 
@@ -832,7 +818,7 @@ void Conv2d::forwardStrided(const Tensor& x, Tensor& y)
         toPhaseRuns(x.data(), m_cin, n0, count, g, dg, runs);
         phaseTapRows(runs, m_cin, g, rows);
         conv_direct::gemmRows(m_packed.data(), m_cout, K, rows, L, out, L);
-        fromPhaseRuns(out, L, m_cout, n0, count, g, bias, y.data());
+        fromRuns(out, L, m_cout, n0, count, g, bias, y.data());
     });
 }
 
