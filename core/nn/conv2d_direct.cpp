@@ -1,0 +1,356 @@
+// Conv2d's direct kernels (conv_direct.h) for convolutions of 8 or more input channels, and its
+// bf16 products (setBf16Products); conv2d.cpp has the im2col and depthwise paths.
+#include "nn/conv2d.h"
+#include "nn/conv2d_shared.h"
+#include "nn/conv_direct.h"
+
+#include "tensor/parallel.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace quantscope {
+
+using namespace conv_detail;
+
+// --- Stride-1 "same" convolutions: direct kernels (conv_direct.h) ------------------------------
+
+bool Conv2d::usesDirectKernel() const
+{
+    // 1x1 convolutions stay on the Eigen path, which reads the input planes as its columns and
+    // measured faster there (no run copies; pointwise 32->64 at 14x14: 1.9 against 2.5 ms), and so
+    // do convolutions of fewer than 8 input channels (the 1->16 stem: 1.0 against 1.6 ms) and
+    // strided 1x1 shortcuts (resnet8's 16->32: 1.8 against 5.2 ms).
+    return !m_reference && m_groups == 1 && m_cin >= 8 && m_k <= 7 && m_pad < m_k &&
+           m_k >= 2 && m_stride <= 4;
+}
+
+namespace {
+
+// A group of images laid out for the direct kernels, channel by channel: each channel is one run
+// holding the group's images one after another at row pitch Wq = W + p, each image followed by p
+// zero rows, behind a head of p rows and p columns of zeros. The zero columns at the end of a row
+// are also the left padding of the next row, and an image's zero rows the top padding of the
+// next image, so tap (ky, kx) of the output at run position j = i Rn + oy Wq + ox (image i of the
+// group) reads position j + ky Wq + kx of the channel's run. Small planes are grouped so the
+// runs are long (a few thousand floats) and still fit in L2 with the output.
+// The output gradient laid out with padding p' = k - 1 - p has the same pitch and image stride
+// (Wo + p' = W + p), so one run position j names the same output pixel in both layouts.
+struct RunGeometry {
+    std::size_t H, W, k, p, Ho, Wo, Wq, Rn, head, Ng, S; // S: floats per channel run
+    // Length of the output run for a group of `images` images (scratch positions included).
+    std::size_t length(std::size_t images) const { return (images - 1) * Rn + (Ho - 1) * Wq + Wo; }
+};
+
+// The group size depends on the geometry only (never on threads): it fixes the order in which
+// the weight gradient's partial sums are added. Requires p <= k - 1.
+RunGeometry runGeometry(std::size_t H, std::size_t W, std::size_t k, std::size_t p)
+{
+    const std::size_t Wq = W + p, Rn = (H + p) * Wq, head = p * Wq + p;
+    std::size_t Ng = 1;
+    while (Ng < 16 && 2 * Ng * Rn <= 2048) Ng *= 2;
+    return {H, W, k, p, H + 2 * p + 1 - k, W + 2 * p + 1 - k, Wq, Rn, head, Ng, head + Ng * Rn};
+}
+
+// x images [n0, n0 + count) of (N, C, H, W) -> runs (C, S).
+void toRuns(const float* x, std::size_t C, std::size_t n0, std::size_t count, const RunGeometry& g, float* runs)
+{
+    const std::size_t HW = g.H * g.W;
+    if (g.p == 0) { // no padding: the runs are the planes back to back
+        for (std::size_t c = 0; c < C; ++c)
+            for (std::size_t i = 0; i < count; ++i)
+                std::memcpy(runs + c * g.S + i * HW, x + ((n0 + i) * C + c) * HW, HW * sizeof(float));
+        return;
+    }
+    std::memset(runs, 0, C * g.S * sizeof(float));
+    for (std::size_t c = 0; c < C; ++c)
+        for (std::size_t i = 0; i < count; ++i) {
+            const float* src = x + ((n0 + i) * C + c) * HW;
+            float* dst = runs + c * g.S + g.head + i * g.Rn;
+            for (std::size_t y = 0; y < g.H; ++y) std::memcpy(dst + y * g.Wq, src + y * g.W, g.W * sizeof(float));
+        }
+}
+
+// out (C, ld) at run positions of g's output -> images [n0, n0 + count) of y (N, C, Ho, Wo),
+// plus bias[c]. Geometry: RunGeometry or PhaseGeometry (output pitch Wq, Rn floats per image).
+template <typename Geometry>
+void fromRuns(const float* out, std::size_t ld, std::size_t C, std::size_t n0, std::size_t count, const Geometry& g,
+              const float* bias, float* y)
+{
+    const std::size_t HWo = g.Ho * g.Wo;
+    for (std::size_t c = 0; c < C; ++c) {
+        const float b = bias ? bias[c] : 0.0f;
+        for (std::size_t i = 0; i < count; ++i) {
+            float* __restrict dst = y + ((n0 + i) * C + c) * HWo;
+            const float* __restrict src = out + c * ld + i * g.Rn;
+            for (std::size_t r = 0; r < g.Ho; ++r)
+                for (std::size_t j = 0; j < g.Wo; ++j) dst[r * g.Wo + j] = src[r * g.Wq + j] + b;
+        }
+    }
+}
+
+// rows[c k k + ky k + kx] = runs + c S + ky Wq + kx: the im2col rows, read in place.
+void tapRows(const float* runs, std::size_t C, const RunGeometry& g, const float** rows)
+{
+    for (std::size_t c = 0; c < C; ++c)
+        for (std::size_t ky = 0; ky < g.k; ++ky)
+            for (std::size_t kx = 0; kx < g.k; ++kx) *rows++ = runs + c * g.S + ky * g.Wq + kx;
+}
+
+std::vector<const float*>& threadRows(int which, std::size_t size)
+{
+    static thread_local std::vector<const float*> tables[2];
+    std::vector<const float*>& t = tables[which];
+    if (t.size() < size) t.resize(size);
+    return t;
+}
+
+} // namespace
+
+namespace {
+
+// Strided convolutions: each channel's run is split into s x s phase runs. Phase (py, px) holds
+// the zero-padded pixels (r s + py, c s + px) of the group's images at pitch Wq, Rn floats per
+// image; tap (ky, kx) of the output at run position j = i Rn + oy Wq + ox then reads phase
+// (ky % s, kx % s) at j + (ky / s) Wq + kx / s (as the depthwise kernel does for one plane).
+struct PhaseGeometry {
+    std::size_t H, W, k, s, p, Ho, Wo, Wq, Rn, Ng, PS, S; // PS: floats per phase run, S per channel
+    std::size_t length(std::size_t images) const { return (images - 1) * Rn + (Ho - 1) * Wq + Wo; }
+};
+
+PhaseGeometry phaseGeometry(std::size_t H, std::size_t W, std::size_t k, std::size_t s, std::size_t p)
+{
+    const std::size_t Hq = (H + 2 * p + s - 1) / s, Wq = (W + 2 * p + s - 1) / s, Rn = Hq * Wq;
+    std::size_t Ng = 1;
+    while (Ng < 16 && 2 * Ng * Rn <= 2048) Ng *= 2;
+    return {H, W, k, s, p, (H + 2 * p - k) / s + 1, (W + 2 * p - k) / s + 1, Wq, Rn, Ng, Ng * Rn, s * s * Ng * Rn};
+}
+
+// x images [n0, n0 + count) of (N, C, H, W) -> phase runs (C, s, s, PS), zero padded (dg: the
+// same phase split of one plane, as the depthwise kernel makes it).
+void toPhaseRuns(const float* x, std::size_t C, std::size_t n0, std::size_t count, const PhaseGeometry& g,
+                 const DepthwiseGeometry& dg, float* runs)
+{
+    const std::size_t HW = g.H * g.W;
+    std::memset(runs, 0, C * g.S * sizeof(float));
+    for (std::size_t c = 0; c < C; ++c)
+        for (std::size_t i = 0; i < count; ++i)
+            scatterPhases(x + ((n0 + i) * C + c) * HW, dg, runs + c * g.S + i * g.Rn, g.PS);
+}
+
+// dy images [n0, n0 + count) of (N, M, Ho, Wo) -> (M, Ng Rn) at the output's run positions, zero
+// at the scratch positions.
+void toOutputRuns(const float* dy, std::size_t M, std::size_t n0, std::size_t count, const PhaseGeometry& g, float* runs)
+{
+    const std::size_t HWo = g.Ho * g.Wo;
+    std::memset(runs, 0, M * g.PS * sizeof(float));
+    for (std::size_t m = 0; m < M; ++m)
+        for (std::size_t i = 0; i < count; ++i)
+            for (std::size_t oy = 0; oy < g.Ho; ++oy)
+                std::memcpy(runs + m * g.PS + i * g.Rn + oy * g.Wq, dy + ((n0 + i) * M + m) * HWo + oy * g.Wo,
+                            g.Wo * sizeof(float));
+}
+
+void phaseTapRows(const float* runs, std::size_t C, const PhaseGeometry& g, const float** rows)
+{
+    for (std::size_t c = 0; c < C; ++c)
+        for (std::size_t ky = 0; ky < g.k; ++ky)
+            for (std::size_t kx = 0; kx < g.k; ++kx)
+                *rows++ = runs + c * g.S + ((ky % g.s) * g.s + kx % g.s) * g.PS + (ky / g.s) * g.Wq + kx / g.s;
+}
+
+
+} // namespace
+
+void Conv2d::forwardStrided(const Tensor& x, Tensor& y)
+{
+    const std::size_t N = x.dim(0), K = m_cin * m_k * m_k;
+    const PhaseGeometry g = phaseGeometry(x.dim(2), x.dim(3), m_k, m_stride, m_pad);
+    const DepthwiseGeometry dg = depthwiseGeometry(x.dim(2), x.dim(3), m_k, m_stride, m_pad);
+    conv_direct::packA(m_weight.forwardValue().data(), m_cout, K, K, m_packed);
+    const float* bias = m_hasBias ? m_bias.forwardValue().data() : nullptr;
+    parallelFor((N + g.Ng - 1) / g.Ng, [&](std::size_t grp) {
+        const std::size_t n0 = grp * g.Ng, count = std::min(g.Ng, N - n0), L = g.length(count);
+        float* runs = threadBuffer(0, m_cin * g.S).data();
+        float* out = threadBuffer(1, m_cout * L).data();
+        const float** rows = threadRows(0, K).data();
+        toPhaseRuns(x.data(), m_cin, n0, count, g, dg, runs);
+        phaseTapRows(runs, m_cin, g, rows);
+        conv_direct::gemmRows(m_packed.data(), m_cout, K, rows, L, out, L);
+        fromRuns(out, L, m_cout, n0, count, g, bias, y.data());
+    });
+}
+
+// dW from the phase runs (as in backwardDirect); dx_n = col2im(W^T dy_n), image by image.
+void Conv2d::backwardStrided(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad)
+{
+    using Idx = Eigen::Index;
+    const std::size_t N = x.dim(0), H = x.dim(2), W = x.dim(3), HWo = dy.dim(2) * dy.dim(3);
+    const std::size_t K = m_cin * m_k * m_k;
+    const PhaseGeometry g = phaseGeometry(H, W, m_k, m_stride, m_pad);
+    const DepthwiseGeometry dg = depthwiseGeometry(H, W, m_k, m_stride, m_pad);
+    const std::size_t wSize = m_cout * K, bSize = m_hasBias ? m_cout : 0, partSize = wSize + bSize;
+    const std::size_t groups = (N + g.Ng - 1) / g.Ng;
+    m_partials.assign(groups * partSize, 0.0f);
+    if (needInputGrad) {
+        dx.resize(x.shape());
+        dx.setZero(); // col2im accumulates
+    }
+    const float* wdata = m_weight.forwardValue().data();
+    parallelFor(groups, [&](std::size_t grp) {
+        const std::size_t n0 = grp * g.Ng, count = std::min(g.Ng, N - n0), L = g.length(count);
+        float* part = m_partials.data() + grp * partSize;
+        float* xr = threadBuffer(0, m_cin * g.S).data();
+        float* gr = threadBuffer(2, m_cout * g.PS).data();
+        const float** rows = threadRows(0, K).data();
+        const float** drows = threadRows(1, m_cout).data();
+        toPhaseRuns(x.data(), m_cin, n0, count, g, dg, xr);
+        toOutputRuns(dy.data(), m_cout, n0, count, g, gr);
+        if (bSize)
+            for (std::size_t o = 0; o < m_cout; ++o)
+                for (std::size_t i = 0; i < count; ++i) part[wSize + o] += fixedOrderSum(dy.data() + ((n0 + i) * m_cout + o) * HWo, HWo);
+        for (std::size_t o = 0; o < m_cout; ++o) drows[o] = gr + o * g.PS;
+        phaseTapRows(xr, m_cin, g, rows);
+        conv_direct::gemmRowsTransAdd(drows, m_cout, rows, K, L, part, K);
+        if (!needInputGrad) return;
+        float* dcols = threadBuffer(1, K * HWo).data();
+        ConstMatrixMap Wm(wdata, static_cast<Idx>(m_cout), static_cast<Idx>(K));
+        for (std::size_t n = n0; n < n0 + count; ++n) {
+            ConstMatrixMap Gm(dy.data() + n * m_cout * HWo, static_cast<Idx>(m_cout), static_cast<Idx>(HWo));
+            MatrixMap(dcols, static_cast<Idx>(K), static_cast<Idx>(HWo)).noalias() = Wm.transpose() * Gm;
+            col2imAdd(dcols, m_cin, H, W, m_k, m_stride, m_pad, dx.data() + n * m_cin * H * W);
+        }
+    });
+    reducePartials(m_partials, groups, wSize, bSize, m_weight.grad.data(), m_bias.grad.data());
+}
+
+// y = W * rows(runs(x)) + b, a group of images at a time.
+void Conv2d::forwardDirect(const Tensor& x, Tensor& y)
+{
+    if (m_stride > 1) {
+        forwardStrided(x, y);
+        return;
+    }
+    const std::size_t N = x.dim(0), K = m_cin * m_k * m_k;
+    const RunGeometry g = runGeometry(x.dim(2), x.dim(3), m_k, m_pad);
+    conv_direct::packA(m_weight.forwardValue().data(), m_cout, K, K, m_packed);
+    const float* bias = m_hasBias ? m_bias.forwardValue().data() : nullptr;
+    parallelFor((N + g.Ng - 1) / g.Ng, [&](std::size_t grp) {
+        const std::size_t n0 = grp * g.Ng, count = std::min(g.Ng, N - n0), L = g.length(count);
+        float* runs = threadBuffer(0, m_cin * g.S).data();
+        float* out = threadBuffer(1, m_cout * L).data();
+        const float** rows = threadRows(0, K).data();
+        toRuns(x.data(), m_cin, n0, count, g, runs);
+        tapRows(runs, m_cin, g, rows);
+        conv_direct::gemmRows(m_packed.data(), m_cout, K, rows, L, out, L);
+        fromRuns(out, L, m_cout, n0, count, g, bias, y.data());
+    });
+}
+
+// dW = sum over groups of runs(dy) rows(runs(x))^T ; db = sum dy ;
+// dx = rot180(W)^T * rows(runs(dy)): the "full" convolution of the output gradient.
+void Conv2d::backwardDirect(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad)
+{
+    if (m_stride > 1) {
+        backwardStrided(x, dy, dx, needInputGrad);
+        return;
+    }
+    const std::size_t N = x.dim(0), HWo = dy.dim(2) * dy.dim(3);
+    const std::size_t kk = m_k * m_k, K = m_cin * kk, K2 = m_cout * kk;
+    // x with padding p; dy with padding k - 1 - p (same pitch and image stride, see RunGeometry)
+    const RunGeometry g = runGeometry(x.dim(2), x.dim(3), m_k, m_pad);
+    const RunGeometry gd = runGeometry(dy.dim(2), dy.dim(3), m_k, m_k - 1 - m_pad);
+    const std::size_t wSize = m_cout * K, bSize = m_hasBias ? m_cout : 0, partSize = wSize + bSize;
+    const std::size_t groups = (N + g.Ng - 1) / g.Ng;
+    // One partial gradient per group, summed in group order: the result depends on the batch
+    // and layer shapes only, never on the thread count.
+    m_partials.assign(groups * partSize, 0.0f);
+    if (needInputGrad) {
+        dx.resize(x.shape());
+        // rot[ci, co kk + t] = W[co, ci, kk - 1 - t]
+        const float* w = m_weight.forwardValue().data();
+        std::vector<float> rot(m_cin * K2);
+        for (std::size_t co = 0; co < m_cout; ++co)
+            for (std::size_t ci = 0; ci < m_cin; ++ci)
+                for (std::size_t t = 0; t < kk; ++t) rot[ci * K2 + co * kk + t] = w[(co * m_cin + ci) * kk + (kk - 1 - t)];
+        conv_direct::packA(rot.data(), m_cin, K2, K2, m_packed);
+    }
+    parallelFor(groups, [&](std::size_t grp) {
+        const std::size_t n0 = grp * g.Ng, count = std::min(g.Ng, N - n0), L = g.length(count);
+        float* part = m_partials.data() + grp * partSize;
+        float* xr = threadBuffer(0, m_cin * g.S).data();
+        float* gr = threadBuffer(2, m_cout * gd.S).data();
+        const float** rows = threadRows(0, std::max(K, K2)).data();
+        const float** drows = threadRows(1, m_cout).data();
+        toRuns(x.data(), m_cin, n0, count, g, xr);
+        toRuns(dy.data(), m_cout, n0, count, gd, gr);
+        if (bSize)
+            for (std::size_t o = 0; o < m_cout; ++o)
+                for (std::size_t i = 0; i < count; ++i) part[wSize + o] += fixedOrderSum(dy.data() + ((n0 + i) * m_cout + o) * HWo, HWo);
+        // dy at run position j (the output's positions): zero at every scratch position
+        for (std::size_t o = 0; o < m_cout; ++o) drows[o] = gr + o * gd.S + gd.head;
+        tapRows(xr, m_cin, g, rows);
+        conv_direct::gemmRowsTransAdd(drows, m_cout, rows, K, L, part, K);
+        if (!needInputGrad) return;
+        const std::size_t Lx = gd.length(count);
+        float* out = threadBuffer(1, m_cin * Lx).data();
+        tapRows(gr, m_cout, gd, rows);
+        conv_direct::gemmRows(m_packed.data(), m_cin, K2, rows, Lx, out, Lx);
+        fromRuns(out, Lx, m_cin, n0, count, gd, nullptr, dx.data());
+    });
+    reducePartials(m_partials, groups, wSize, bSize, m_weight.grad.data(), m_bias.grad.data());
+}
+
+// --- bf16 products (setBf16Products) ------------------------------------------------------------
+
+// y_n = bf16(W) * bf16(im2col(x_n)) + b, with W packed once per batch and each image's columns
+// packed straight from the image.
+void Conv2d::forwardBf16(const Tensor& x, Tensor& y)
+{
+    const std::size_t N = x.dim(0), H = x.dim(2), W = x.dim(3), HWo = y.dim(2) * y.dim(3);
+    const std::size_t K = m_cin * m_k * m_k;
+    packBf16A(m_packedBf16, m_bf16, false, m_cout, K, m_weight.forwardValue().data(), K);
+    const float* bias = m_hasBias ? m_bias.forwardValue().data() : nullptr;
+    parallelFor(N, [&](std::size_t n) {
+        static thread_local PackedBf16B cols;
+        packBf16Im2col(cols, m_bf16, x.data() + n * m_cin * H * W, m_cin, H, W, m_k, m_stride, m_pad);
+        float* out = y.data() + n * m_cout * HWo;
+        gemmBf16PackedAB(m_packedBf16, cols, out, HWo, false);
+        if (!bias) return;
+        for (std::size_t o = 0; o < m_cout; ++o)
+            for (std::size_t j = 0; j < HWo; ++j) out[o * HWo + j] += bias[o];
+    });
+}
+
+// dW_n = bf16(dy_n) * bf16(im2col(x_n))^T per image, summed in image order; dx_n =
+// col2im(bf16(W)^T * bf16(dy_n)).
+void Conv2d::backwardBf16(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad)
+{
+    const std::size_t N = x.dim(0), H = x.dim(2), W = x.dim(3), HWo = dy.dim(2) * dy.dim(3);
+    const std::size_t K = m_cin * m_k * m_k;
+    const std::size_t wSize = m_cout * K, bSize = m_hasBias ? m_cout : 0, partSize = wSize + bSize;
+    m_partials.resize(N * partSize);
+    if (needInputGrad) {
+        dx.resize(x.shape());
+        dx.setZero(); // col2im accumulates
+        packBf16A(m_packedBf16, m_bf16, true, K, m_cout, m_weight.forwardValue().data(), K);
+    }
+    parallelFor(N, [&](std::size_t n) {
+        static thread_local PackedBf16A grad;
+        static thread_local PackedBf16B colsT;
+        const float* gy = dy.data() + n * m_cout * HWo;
+        const float* xn = x.data() + n * m_cin * H * W;
+        float* part = m_partials.data() + n * partSize;
+        packBf16A(grad, m_bf16, false, m_cout, HWo, gy, HWo);
+        packBf16Im2colT(colsT, m_bf16, xn, m_cin, H, W, m_k, m_stride, m_pad);
+        gemmBf16PackedAB(grad, colsT, part, K, false);
+        for (std::size_t o = 0; o < bSize; ++o) part[wSize + o] = fixedOrderSum(gy + o * HWo, HWo);
+        if (!needInputGrad) return;
+        float* dcols = threadBuffer(1, K * HWo).data();
+        gemmBf16Packed(m_packedBf16, false, HWo, gy, HWo, dcols, HWo, false);
+        col2imAdd(dcols, m_cin, H, W, m_k, m_stride, m_pad, dx.data() + n * m_cin * H * W);
+    });
+    reducePartials(m_partials, N, wSize, bSize, m_weight.grad.data(), m_bias.grad.data());
+}
+
+} // namespace quantscope

@@ -1,0 +1,50 @@
+// Internal to core/nn's convolution (conv2d.cpp, conv2d_direct.cpp): the helpers both halves
+// use. Not a public interface.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <vector>
+
+namespace quantscope::conv_detail {
+
+// Sum of n floats in a fixed association order (16 interleaved partial sums).
+float fixedOrderSum(const float* v, std::size_t n);
+// A per-thread scratch buffer (which: 0, 1 or 2) of at least `size` floats.
+std::vector<float>& threadBuffer(int which, std::size_t size);
+// dW = sum_n partials[n][0, wSize), db = sum_n partials[n][wSize, wSize + bSize), in order.
+void reducePartials(const std::vector<float>& partials, std::size_t N, std::size_t wSize, std::size_t bSize,
+                    float* dW, float* dB);
+
+// The s x s phase split of one zero-padded plane (see conv2d.cpp, the depthwise kernel).
+constexpr std::size_t kMaxDepthwiseTaps = 49;
+constexpr std::size_t kMaxDepthwiseStride = 4;
+constexpr std::size_t kBlock = 16;
+
+struct DepthwiseGeometry {
+    std::size_t H, W, s, p, Ho, Wo, Hq, Wq, L, Lr; // Lr: L rounded up to whole blocks
+    std::size_t py0, qr0; // phase row and row within it of input row 0 (padded row p)
+    // Per phase column px: where input row pixels ix0, ix0 + s, ... (n of them) land in a phase row.
+    struct Run {
+        std::size_t at, ix0, n;
+    };
+    std::array<Run, kMaxDepthwiseStride> runs;
+    std::size_t numRuns = 0;
+    std::array<std::size_t, kMaxDepthwiseTaps> taps;      // where tap t = ky k + kx starts in the phase planes
+    std::array<std::size_t, kMaxDepthwiseTaps> phaseTaps; // tap indices by phase, ascending within a phase
+    // phase f's taps: phaseTaps[phaseBegin[f] .. phaseBegin[f + 1])
+    std::array<std::size_t, kMaxDepthwiseStride * kMaxDepthwiseStride + 1> phaseBegin;
+    std::size_t margin = 0; // largest offset of a tap within its phase plane
+    std::size_t phaseSize() const { return Hq * Wq; }
+    std::size_t planeSize() const { return s * s * Hq * Wq; }
+    // Phase planes plus slack, and dy at pitch Wq behind `margin` zeros (how far back the dx
+    // gather reaches) plus slack.
+    std::size_t planeBuffer() const { return planeSize() + kBlock; }
+    std::size_t gradBuffer() const { return margin + phaseSize() + kBlock; }
+};
+
+DepthwiseGeometry depthwiseGeometry(std::size_t H, std::size_t W, std::size_t k, std::size_t s, std::size_t p);
+// x: (H, W) -> the phases of one plane, phaseStride floats apart, without clearing the padding.
+void scatterPhases(const float* __restrict x, const DepthwiseGeometry& g, float* __restrict q, std::size_t phaseStride);
+
+} // namespace quantscope::conv_detail
