@@ -7,6 +7,7 @@
 #include "io/model_source.h"
 #include "nn/batchnorm2d.h"
 #include "nn/conv2d.h"
+#include "nn/linear.h"
 #include "nn/model_zoo.h"
 #include "quant/quantize.h"
 #include "train/float_sim.h"
@@ -69,7 +70,8 @@ private slots:
     void badCombinationsAreConfigErrors();
 
 private:
-    FinishEvent run(TrainConfig cfg, Recorder& rec, const Dataset& data);
+    // bf16Left: how many conv/fc layers still run bf16 products after the run (must be none).
+    FinishEvent run(TrainConfig cfg, Recorder& rec, const Dataset& data, std::size_t* bf16Left = nullptr);
     std::optional<Dataset> m_data;
 };
 
@@ -83,10 +85,18 @@ void TestStrategies::initTestCase()
     m_data = Dataset::load(o);
 }
 
-FinishEvent TestStrategies::run(TrainConfig cfg, Recorder& rec, const Dataset& data)
+FinishEvent TestStrategies::run(TrainConfig cfg, Recorder& rec, const Dataset& data, std::size_t* bf16Left)
 {
     Trainer t(cfg, data, &rec);
-    return t.run();
+    const FinishEvent fin = t.run();
+    if (bf16Left) {
+        *bf16Left = 0;
+        for (std::size_t i = 0; i < t.model().size(); ++i) {
+            if (auto* c = dynamic_cast<Conv2d*>(&t.model().layer(i)); c && c->bf16Products() != Bf16Path::Emulated) ++*bf16Left;
+            if (auto* l = dynamic_cast<Linear*>(&t.model().layer(i)); l && l->bf16Products() != Bf16Path::Emulated) ++*bf16Left;
+        }
+    }
+    return fin;
 }
 
 void TestStrategies::activationPointsOfSeedCnn()
@@ -224,7 +234,9 @@ void TestStrategies::strategiesTrainAndReport()
     cfg.precision.granularity = granularity.toStdString();
     cfg.precision.calibImages = 500;
     Recorder rec;
-    const FinishEvent fin = run(cfg, rec, *m_data);
+    std::size_t bf16Left = 0;
+    const FinishEvent fin = run(cfg, rec, *m_data, &bf16Left);
+    QCOMPARE(bf16Left, std::size_t{0}); // export and analysis after the run see plain FP32 layers
     QCOMPARE(rec.epochs.size(), std::size_t(epochs));
     const EpochEvent& e = rec.epochs.back();
     QVERIFY2(e.testAccuracy > minAccuracy, qPrintable(QString("fp32 accuracy %1").arg(e.testAccuracy)));

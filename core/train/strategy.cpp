@@ -281,6 +281,7 @@ public:
         clearOverrides(m_model);
         m_products.enable(true);
     }
+    void endRun() override { m_products.enable(false); }
     std::string phase(std::size_t) const override { return m_cfg.format; }
     double reportedLossScale() const override { return m_scaler.scale(); }
     std::size_t skippedSteps() const override { return m_scaler.skippedSteps(); }
@@ -347,6 +348,7 @@ public:
         clearOverrides(m_model);
         m_products.enable(true);
     }
+    void endRun() override { m_products.enable(false); }
     std::string phase(std::size_t) const override { return m_cfg.format + "-" + m_cfg.rounding; }
     double reportedLossScale() const override { return m_scaled ? m_scaler.scale() : kNoValue; }
     std::size_t skippedSteps() const override { return m_scaler.skippedSteps(); }

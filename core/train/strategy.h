@@ -48,6 +48,9 @@ public:
     virtual double quantizedAccuracy(const Dataset& /*data*/, std::size_t /*batch*/) { return kNoValue; }
     virtual std::vector<LayerStats> layerStats(std::size_t /*epoch*/) { return {}; }
     virtual void afterEval() {}
+    // The run is over (finished, stopped or diverged): layers go back to their plain FP32 kernels so
+    // that whatever uses the model next (export, analysis, another run) sees no strategy state.
+    virtual void endRun() {}
     // The precision in force in this epoch, e.g. "fp32", "fp16", "int8".
     virtual std::string phase(std::size_t /*epoch*/) const { return "fp32"; }
     // Dynamic loss scale in force (NaN when the strategy does not scale the loss).

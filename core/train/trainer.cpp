@@ -116,6 +116,10 @@ Trainer::~Trainer() = default;
 
 FinishEvent Trainer::run()
 {
+    struct EndRun { // also when the run throws (diverged, bad data)
+        PrecisionStrategy& strategy;
+        ~EndRun() { strategy.endRun(); }
+    } endRun{*m_strategy};
     tbb::task_arena arena(static_cast<int>(m_cfg.threads));
     FinishEvent result;
     arena.execute([&] { result = runInArena(); });
