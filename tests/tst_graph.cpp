@@ -81,6 +81,8 @@ private slots:
     void presets();
     void presetThreadCountDeterminism_data();
     void presetThreadCountDeterminism();
+    void fusedBatchNormActivationIsBitIdentical_data();
+    void fusedBatchNormActivationIsBitIdentical();
 };
 
 void TestGraph::addRejects_data()
@@ -243,6 +245,60 @@ void TestGraph::presetThreadCountDeterminism()
     QCOMPARE(one.grads.size(), two.grads.size());
     for (std::size_t k = 0; k < one.grads.size(); ++k)
         QVERIFY2(bitIdentical(one.grads[k], two.grads[k]), qPrintable(QString("gradient of parameter %1").arg(k)));
+}
+
+void TestGraph::fusedBatchNormActivationIsBitIdentical_data()
+{
+    QTest::addColumn<QString>("preset");
+    QTest::addColumn<int>("fusedPairs"); // BatchNorm2d -> ReLU/ReLU6 pairs where the BN has no other reader
+    QTest::newRow("resnet8") << "resnet8" << 4;         // stem and each block's first BN; the second feeds the Add
+    QTest::newRow("mobilenet-tiny") << "mobilenet-tiny" << 9; // stem, then depthwise and pointwise in 4 blocks
+    QTest::newRow("seed-cnn-bn") << "seed-cnn-bn" << 2;
+}
+
+// The trainer's fused BatchNorm + activation pass (Model::setFusion) gives the same bits as the
+// separate layers: training output, every parameter gradient, the running statistics (seen
+// through an inference forward after the step) and a fused inference forward.
+void TestGraph::fusedBatchNormActivationIsBitIdentical()
+{
+    QFETCH(QString, preset);
+    QFETCH(int, fusedPairs);
+    Rng rng(21);
+    const Tensor x = randomTensor({5, 1, 28, 28}, rng);
+    Tensor dOut;
+    struct Run {
+        Tensor y, yEval, yEvalFused;
+        std::vector<Tensor> grads;
+        int emptyActivations = 0;
+    };
+    const auto run = [&](bool fused) {
+        Run r;
+        auto m = makeModel(preset.toStdString());
+        m->setFusion(fused);
+        RunContext ctx;
+        ctx.training = true;
+        r.y = m->forward(x, ctx);
+        for (std::size_t a = 1; a <= m->size(); ++a) r.emptyActivations += m->activation(a).empty() ? 1 : 0;
+        if (dOut.empty()) {
+            Rng g(22);
+            dOut = randomTensor(r.y.shape(), g);
+        }
+        m->backward(dOut);
+        for (Param* p : m->params()) r.grads.push_back(p->grad);
+        r.yEvalFused = m->forward(x, RunContext{});
+        m->setFusion(false);
+        r.yEval = m->forward(x, RunContext{});
+        return r;
+    };
+    const Run plain = run(false), fused = run(true);
+    QCOMPARE(plain.emptyActivations, 0);
+    QCOMPARE(fused.emptyActivations, fusedPairs);
+    QVERIFY(bitIdentical(plain.y, fused.y));
+    QCOMPARE(plain.grads.size(), fused.grads.size());
+    for (std::size_t k = 0; k < plain.grads.size(); ++k)
+        QVERIFY2(bitIdentical(plain.grads[k], fused.grads[k]), qPrintable(QString("gradient of parameter %1").arg(k)));
+    QVERIFY2(bitIdentical(plain.yEval, fused.yEval), "running statistics");
+    QVERIFY(bitIdentical(plain.yEval, fused.yEvalFused));
 }
 
 QTEST_GUILESS_MAIN(TestGraph)

@@ -15,6 +15,15 @@ public:
     void forward(const Tensor& x, Tensor& y, const RunContext& ctx) override;
     void backward(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, bool needInputGrad) override;
     std::vector<Param*> params() override { return {&m_gamma, &m_beta}; }
+    // BatchNorm fused with the clamp activation that alone reads its output (ReLU: cap = +inf,
+    // ReLU6: cap = 6), as Model's training pass runs the pair (one pass over memory fewer each
+    // way). forwardClamped writes r = min(max(BN(x), 0), cap) without materialising BN(x);
+    // backwardClamped takes dr = dL/dr and the activation's output r, and gives exactly BN's
+    // backward of dy = dr [r > 0] (ReLU) or dr [0 < r < 6] (ReLU6: PyTorch's hardtanh_backward,
+    // the bounds pass no gradient), which are the activations' own rules since r > 0 iff x > 0
+    // and 0 < r < 6 iff 0 < x < 6. Shapes as forward/backward.
+    void forwardClamped(const Tensor& x, Tensor& r, const RunContext& ctx, float cap);
+    void backwardClamped(const Tensor& x, const Tensor& r, const Tensor& dr, Tensor& dx, bool needInputGrad, float cap);
     std::string describe() const override { return std::to_string(m_c) + " channels"; }
 
     std::size_t channels() const { return m_c; }
@@ -28,6 +37,10 @@ public:
     bool frozen() const { return m_frozen; }
 
 private:
+    void forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx, float cap, bool clamp);
+    // r == nullptr: plain BN backward; otherwise dy is masked by the clamp's rule on r.
+    void backwardImpl(const Tensor& x, const Tensor* r, const Tensor& dy, Tensor& dx, bool needInputGrad, float cap);
+
     std::size_t m_c;
     float m_eps, m_momentum;
     bool m_frozen = false;

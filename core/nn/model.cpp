@@ -1,5 +1,6 @@
 #include "nn/model.h"
 
+#include "nn/activations.h"
 #include "nn/batchnorm2d.h"
 #include "nn/conv2d.h"
 #include "nn/linear.h"
@@ -8,6 +9,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 namespace quantscope {
 
@@ -180,6 +182,27 @@ void Model::initParams(std::uint64_t seed)
     }
 }
 
+namespace {
+// The clamp of a fusable activation: +inf for ReLU, 6 for ReLU6.
+float clampCap(const Layer& l) { return l.kind() == LayerKind::ReLU6 ? 6.0f : std::numeric_limits<float>::infinity(); }
+} // namespace
+
+void Model::planFusion()
+{
+    const std::size_t L = m_layers.size();
+    m_clampOf.assign(L, -1);
+    m_fusedAway.assign(L, 0);
+    for (std::size_t i = 0; i < L; ++i) {
+        if (m_layers[i]->kind() != LayerKind::BatchNorm2d || m_inputs[i].size() != 1) continue;
+        const long j = soleConsumer(i);
+        if (j < 0) continue;
+        const LayerKind k = m_layers[static_cast<std::size_t>(j)]->kind();
+        if ((k != LayerKind::ReLU && k != LayerKind::ReLU6) || m_inputs[static_cast<std::size_t>(j)].size() != 1) continue;
+        m_clampOf[i] = j;
+        m_fusedAway[static_cast<std::size_t>(j)] = 1;
+    }
+}
+
 const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks* hooks)
 {
     if (m_layers.empty()) throw ConfigError("model " + m_name + " has no layers");
@@ -191,9 +214,18 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
     m_acts[0].resize(x.shape());
     std::memcpy(m_acts[0].data(), x.data(), x.numel() * sizeof(float));
     if (hooks) hooks->onInput(m_acts[0], ctx);
+    m_fusedPass = m_fusion && !hooks;
+    if (m_fusedPass) planFusion();
     std::vector<const Tensor*> xs;
     for (std::size_t i = 0; i < m_layers.size(); ++i) {
         const auto& in = m_inputs[i];
+        if (m_fusedPass && m_fusedAway[i]) continue; // ran inside its BatchNorm2d
+        if (m_fusedPass && m_clampOf[i] >= 0) {
+            const auto j = static_cast<std::size_t>(m_clampOf[i]);
+            static_cast<BatchNorm2d&>(*m_layers[i]).forwardClamped(m_acts[in[0]], m_acts[j + 1], ctx, clampCap(*m_layers[j]));
+            m_acts[i + 1] = Tensor();
+            continue;
+        }
         if (in.size() == 1) {
             m_layers[i]->forward(m_acts[in[0]], m_acts[i + 1], ctx);
         } else {
@@ -240,6 +272,11 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks)
         }
         if (hooks) hooks->beforeBackward(i, *m_layers[i], dy);
         const auto& in = m_inputs[i];
+        if (m_fusedPass && m_fusedAway[i]) { // its BatchNorm2d takes dL/d(output) as it is
+            std::swap(m_grads[in[0]], dy);
+            m_gradSet[in[0]] = 1;
+            continue;
+        }
         // Where each input gradient goes: straight into the activation's gradient when this layer
         // is its only reader, into the scratch tensor (then added) otherwise.
         auto target = [&](std::size_t a) -> Tensor* {
@@ -251,7 +288,12 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks)
             Tensor* direct = target(a);
             const bool need = a != 0;
             Tensor& dx = direct ? *direct : m_gradScratch;
-            m_layers[i]->backward(m_acts[a], m_acts[i + 1], dy, dx, need);
+            if (m_fusedPass && m_clampOf[i] >= 0) {
+                const auto j = static_cast<std::size_t>(m_clampOf[i]);
+                static_cast<BatchNorm2d&>(*m_layers[i]).backwardClamped(m_acts[a], m_acts[j + 1], dy, dx, need, clampCap(*m_layers[j]));
+            } else {
+                m_layers[i]->backward(m_acts[a], m_acts[i + 1], dy, dx, need);
+            }
             if (need && !direct) {
                 if (m_gradSet[a]) addInto(m_grads[a], dx);
                 else std::swap(m_grads[a], m_gradScratch);

@@ -71,10 +71,21 @@ public:
     // dOut = dL/d(output of the last forward); fills every Param::grad. Requires a training forward.
     void backward(const Tensor& dOut, LayerHooks* hooks = nullptr);
 
-    // Activation i: 0 = input, i+1 = output of layer i (of the last forward).
+    // Activation i: 0 = input, i+1 = output of layer i (of the last forward). After a fused pass
+    // (setFusion) the output of a BatchNorm2d that ran fused with its activation is empty.
     const Tensor& activation(std::size_t i) const { return m_acts.at(i); }
 
+    // Layer fusion for passes without hooks: each BatchNorm2d whose only reader is a ReLU or
+    // ReLU6 runs with it as one layer (BatchNorm2d::forwardClamped / backwardClamped), one pass
+    // over memory fewer each way, with results bit-identical to the separate layers. The BN's
+    // own output is then not materialised (activation() of it is empty). Off by default: the
+    // trainer turns it on for its run, analyses that read every activation keep it off.
+    void setFusion(bool on) { m_fusion = on; }
+    bool fusion() const { return m_fusion; }
+
 private:
+    void planFusion();
+
     std::string m_name;
     Shape m_inputShape;
     std::vector<LayerPtr> m_layers;
@@ -85,6 +96,10 @@ private:
     std::vector<Tensor> m_multiScratch;                // the same for multi-input layers
     std::vector<Tensor> m_acts;
     std::vector<Tensor> m_grads; // m_grads[i] = dL/d(activation i); sizes stay put across steps
+    bool m_fusion = false;
+    bool m_fusedPass = false;        // the last forward ran fused
+    std::vector<long> m_clampOf;     // per layer: the activation layer a BatchNorm2d runs fused with, or -1
+    std::vector<std::uint8_t> m_fusedAway; // per layer: an activation run inside its BatchNorm2d
 };
 
 } // namespace quantscope

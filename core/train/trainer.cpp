@@ -116,10 +116,18 @@ Trainer::~Trainer() = default;
 
 FinishEvent Trainer::run()
 {
+    // BatchNorm + ReLU pairs run fused in passes without hooks (Model::setFusion) for this run only:
+    // whatever reads every activation of the model afterwards sees them all.
+    m_model->setFusion(true);
     struct EndRun { // also when the run throws (diverged, bad data)
         PrecisionStrategy& strategy;
-        ~EndRun() { strategy.endRun(); }
-    } endRun{*m_strategy};
+        Model& model;
+        ~EndRun()
+        {
+            strategy.endRun();
+            model.setFusion(false);
+        }
+    } endRun{*m_strategy, *m_model};
     tbb::task_arena arena(static_cast<int>(m_cfg.threads));
     FinishEvent result;
     arena.execute([&] { result = runInArena(); });
