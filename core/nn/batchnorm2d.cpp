@@ -234,7 +234,7 @@ void BatchNorm2d::forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx,
     m_invStd.assign(C, 0.0f);
     if (batchStats) {
         m_planeStats.resize(2 * N * C);
-        parallelFor(N, [&](std::size_t n) {
+        parallelForStatic(N, [&](std::size_t n) {
             for (std::size_t c = 0; c < C; ++c) {
                 const float* p = x.data() + (n * C + c) * HW;
                 const double s = planeSum(p, HW);
@@ -266,7 +266,7 @@ void BatchNorm2d::forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx,
     }
     const float* g = m_gamma.forwardValue().data();
     const float* b = m_beta.forwardValue().data();
-    parallelFor(N, [&](std::size_t n) {
+    parallelForStatic(N, [&](std::size_t n) {
         for (std::size_t c = 0; c < C; ++c) {
             const std::size_t off = (n * C + c) * HW;
             const float* __restrict xp = x.data() + off;
@@ -312,7 +312,7 @@ void BatchNorm2d::backwardImpl(const Tensor& x, const Tensor* r, const Tensor& d
     const Clamp kind = !r ? Clamp::None : std::isinf(cap) ? Clamp::Relu : Clamp::Capped;
     const float* rp = r ? r->data() : nullptr;
     m_planeStats.resize(2 * N * C);
-    parallelFor(N, [&](std::size_t n) {
+    parallelForStatic(N, [&](std::size_t n) {
         for (std::size_t c = 0; c < C; ++c) {
             const std::size_t off = (n * C + c) * HW;
             double& a = m_planeStats[2 * (n * C + c)];
@@ -340,7 +340,7 @@ void BatchNorm2d::backwardImpl(const Tensor& x, const Tensor* r, const Tensor& d
         gamma[c] = m_frozen ? 0.0f : -g[c] * inv * static_cast<float>(sdy) / M;
     }
     if (!needInputGrad) return;
-    parallelFor(N, [&](std::size_t n) {
+    parallelForStatic(N, [&](std::size_t n) {
         for (std::size_t c = 0; c < C; ++c) {
             const std::size_t off = (n * C + c) * HW;
             const float* rr = rp ? rp + off : nullptr;

@@ -65,6 +65,28 @@ void parallelFor(std::size_t n, Body&& body)
     });
 }
 
+// body(i) for i in [0, n), split evenly over the arena's threads with TBB's static partitioner:
+// a second loop over the same n hands the same items to the same threads (as far as TBB keeps
+// its affinity), so passes that walk a batch twice (BatchNorm's statistics, then its output)
+// find the images in the core's own cache. Results must not depend on the split (each item
+// writes its own outputs), as with parallelFor.
+template <typename Body>
+void parallelForStatic(std::size_t n, Body&& body)
+{
+    if (n == 0) return;
+    [[maybe_unused]] char spawned = 0, joined = 0;
+    QS_TSAN_RELEASE(&spawned);
+    tbb::parallel_for(
+        tbb::blocked_range<std::size_t>(0, n, 1),
+        [&](const tbb::blocked_range<std::size_t>& r) {
+            QS_TSAN_ACQUIRE(&spawned);
+            for (std::size_t i = r.begin(); i != r.end(); ++i) body(i);
+            QS_TSAN_RELEASE(&joined);
+        },
+        tbb::static_partitioner());
+    QS_TSAN_ACQUIRE(&joined);
+}
+
 // A grain that splits n elementwise items into pieces of at least ~16k elements.
 inline std::size_t elementwiseGrain(std::size_t n) { return n < 32768 ? n : 16384; }
 
