@@ -14,11 +14,14 @@
 #include "train/quant_sim.h"
 #include "train/trainer.h"
 #include "util/errors.h"
+#include "util/rng.h"
 
 #include <QtTest>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
+#include <limits>
 #include <optional>
 
 using namespace quantscope;
@@ -62,6 +65,8 @@ private slots:
     void bnFoldedWeightsLieOnTheIntGrid();
     void lossScalerHalvesOnOverflowAndGrows();
     void mixedFp16ReportsLossScale();
+    void floatSimSkipsOnlyExactRounding_data();
+    void floatSimSkipsOnlyExactRounding();
     void lowpNearestStallsWhereStochasticLearns();
     void progressiveFollowsTheSchedule();
     void qatIsDeterministic();
@@ -367,6 +372,69 @@ void TestStrategies::lossScalerHalvesOnOverflowAndGrows()
     QCOMPARE(ls.scale(), 1024.0f); // grown after 3 clean steps
     QVERIFY(!ls.unscaleOrSkip({&p}, true)); // overflow seen in an activation gradient
     QCOMPARE(ls.scale(), 512.0f);
+}
+
+void TestStrategies::floatSimSkipsOnlyExactRounding_data()
+{
+    QTest::addColumn<QString>("model");
+    QTest::addColumn<QString>("format");
+    QTest::addColumn<bool>("stochastic");
+    QTest::addColumn<bool>("overflow"); // an inf in the loss gradient
+    QTest::newRow("seed-cnn bf16") << "seed-cnn" << "bf16" << false << false;
+    QTest::newRow("seed-cnn fp8-e4m3 stochastic") << "seed-cnn" << "fp8-e4m3" << true << false;
+    QTest::newRow("mobilenet-tiny fp16 (ReLU6)") << "mobilenet-tiny" << "fp16" << false << false;
+    QTest::newRow("resnet8 bf16 overflow") << "resnet8" << "bf16" << false << true;
+    QTest::newRow("seed-cnn mxfp8 (never skips)") << "seed-cnn" << "mxfp8-e4m3" << false << false;
+}
+
+// FloatSim::setModel lets the hooks skip rounding what is on the grid already (ReLU, MaxPool and
+// Flatten outputs, gradients that only such layers produce) and the overflow checks those
+// gradients had on the way in: the same bits as rounding everything, and the same overflow.
+void TestStrategies::floatSimSkipsOnlyExactRounding()
+{
+    QFETCH(QString, model);
+    QFETCH(QString, format);
+    QFETCH(bool, stochastic);
+    QFETCH(bool, overflow);
+    const NumberFormat& f = findFormat(format.toStdString());
+    struct Run {
+        Tensor y;
+        std::vector<Tensor> grads;
+        bool overflow = false;
+    };
+    Rng rng(5);
+    Tensor x({3, 1, 28, 28});
+    for (float& v : x.values()) v = rng.uniform(0.0f, 1.0f);
+    const auto run = [&](bool skip) {
+        Run r;
+        auto m = makeModel(model.toStdString());
+        FloatSim sim(f, stochastic ? Rounding::Stochastic : Rounding::Nearest);
+        if (skip) sim.setModel(*m);
+        sim.setKey(77);
+        RunContext ctx;
+        ctx.training = true;
+        ctx.rngKey = 3;
+        r.y = m->forward(x, ctx, &sim);
+        Tensor d(r.y.shape());
+        Rng g(6);
+        for (float& v : d.values()) v = g.uniform(-1.0f, 1.0f) * 100.0f;
+        if (overflow) d[1] = std::numeric_limits<float>::infinity();
+        m->backward(d, &sim);
+        for (Param* p : m->params()) r.grads.push_back(p->grad);
+        r.overflow = sim.overflow();
+        return r;
+    };
+    const Run all = run(false), skipped = run(true);
+    QCOMPARE(skipped.overflow, overflow);
+    QCOMPARE(all.overflow, overflow);
+    QCOMPARE(all.y.values(), skipped.y.values());
+    QCOMPARE(all.grads.size(), skipped.grads.size());
+    for (std::size_t k = 0; k < all.grads.size(); ++k) {
+        const std::vector<float>& a = all.grads[k].values();
+        const std::vector<float>& b = skipped.grads[k].values();
+        QVERIFY2(a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0,
+                 qPrintable(QString("gradient of parameter %1").arg(k)));
+    }
 }
 
 void TestStrategies::mixedFp16ReportsLossScale()

@@ -5,8 +5,10 @@
 #include "util/errors.h"
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #if defined(__F16C__) || defined(__AVX512F__)
@@ -260,7 +262,11 @@ void roundToFormatRef(std::span<float> x, const NumberFormat& f, Rounding r, std
     }
 }
 
-void roundToFormat(std::span<float> x, const NumberFormat& f, Rounding r, std::uint64_t rngKey)
+namespace {
+// roundToFormat; with `finite`, each chunk is checked after it is rounded and a non-finite value
+// clears the flag.
+void roundToFormatImpl(std::span<float> x, const NumberFormat& f, Rounding r, std::uint64_t rngKey,
+                       std::atomic<bool>* finite)
 {
     if (f.kind == FormatKind::Float32 || x.empty()) return;
     if (f.kind == FormatKind::Int) throwNeedsScale(f);
@@ -286,6 +292,7 @@ void roundToFormat(std::span<float> x, const NumberFormat& f, Rounding r, std::u
             else
                 sto ? roundGridSpan<true>(data + b, e - b, g, 1.0f, 1.0f, rngKey, b)
                     : roundGridSpan<false>(data + b, e - b, g, 1.0f, 1.0f, rngKey, b);
+            if (finite && !allFiniteSpan(data + b, e - b)) finite->store(false, std::memory_order_relaxed);
         });
         return;
     }
@@ -297,7 +304,40 @@ void roundToFormat(std::span<float> x, const NumberFormat& f, Rounding r, std::u
             const std::size_t len = std::min(bs, e - s);
             sto ? roundMxBlock<true>(data + s, len, f, g, rngKey, s) : roundMxBlock<false>(data + s, len, f, g, rngKey, s);
         }
+        if (finite && !allFiniteSpan(data + b, e - b)) finite->store(false, std::memory_order_relaxed);
     });
+}
+} // namespace
+
+bool allFiniteSpan(const float* x, std::size_t n)
+{
+    // inf and NaN are the values whose exponent field is all ones
+    std::uint32_t bad = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+        std::uint32_t u;
+        std::memcpy(&u, x + i, sizeof u);
+        bad |= static_cast<std::uint32_t>((u & 0x7F800000u) == 0x7F800000u);
+    }
+    return bad == 0;
+}
+
+void roundToFormat(std::span<float> x, const NumberFormat& f, Rounding r, std::uint64_t rngKey)
+{
+    roundToFormatImpl(x, f, r, rngKey, nullptr);
+}
+
+bool roundToFormatAllFinite(std::span<float> x, const NumberFormat& f, Rounding r, std::uint64_t rngKey)
+{
+    std::atomic<bool> finite{true};
+    if (f.kind == FormatKind::Float32) {
+        const std::size_t n = x.size();
+        parallelChunks(n, elementwiseGrain(n), [&](std::size_t b, std::size_t e) {
+            if (!allFiniteSpan(x.data() + b, e - b)) finite.store(false, std::memory_order_relaxed);
+        });
+    } else {
+        roundToFormatImpl(x, f, r, rngKey, &finite);
+    }
+    return finite.load();
 }
 
 } // namespace quantscope

@@ -26,6 +26,11 @@ float roundFloat(float x, const NumberFormat& f, Rounding r, std::uint64_t rando
 // elementBits(rngKey, i). MX formats work on consecutive blocks of f.blockSize values of the span
 // (the last block may be shorter). Fp32: no-op. Int formats: throws ConfigError.
 void roundToFormat(std::span<float> x, const NumberFormat& f, Rounding r, std::uint64_t rngKey = 0);
+// roundToFormat, and true when every rounded value is finite: each chunk is checked right after
+// it is rounded, while it is still in cache (mixed precision's overflow check of a gradient).
+bool roundToFormatAllFinite(std::span<float> x, const NumberFormat& f, Rounding r, std::uint64_t rngKey = 0);
+// True when no element is inf or NaN (an exponent-field test, vectorised; no TBB).
+bool allFiniteSpan(const float* x, std::size_t n);
 
 // Scalar twin of roundToFormat (one roundFloat per element; MX blocks via mxBlockScale).
 void roundToFormatRef(std::span<float> x, const NumberFormat& f, Rounding r, std::uint64_t rngKey = 0);

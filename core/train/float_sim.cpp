@@ -14,11 +14,45 @@ bool allFinite(const Tensor& t)
     std::atomic<bool> ok{true};
     const std::size_t n = t.numel();
     parallelChunks(n, elementwiseGrain(n), [&](std::size_t b, std::size_t e) {
-        bool local = true;
-        for (std::size_t i = b; i < e; ++i) local &= std::isfinite(t[i]);
-        if (!local) ok = false;
+        if (!allFiniteSpan(t.data() + b, e - b)) ok.store(false, std::memory_order_relaxed);
     });
     return ok;
+}
+
+namespace {
+// Layers whose output holds only values of their input (selected, masked or moved), and whose
+// input gradient holds only values of their output gradient or zeros.
+bool keepsGrid(const Layer& l, bool backward)
+{
+    switch (l.kind()) {
+    case LayerKind::ReLU:
+    case LayerKind::ReLU6:
+    case LayerKind::Flatten: return true;
+    case LayerKind::MaxPool2d: return !backward; // overlapping windows add gradients
+    default: return false;
+    }
+}
+} // namespace
+
+FloatSim::FloatSim(const NumberFormat& f, Rounding r) : m_fmt(f), m_rounding(r), m_keepsGrid(false)
+{
+    if (f.kind == FormatKind::Float) {
+        float six = 6.0f;
+        roundToFormat(std::span<float>(&six, 1), f, Rounding::Nearest);
+        m_keepsGrid = six == 6.0f;
+    }
+}
+
+void FloatSim::setModel(const Model& model)
+{
+    m_exactGrad.assign(model.size(), 0);
+    if (!m_keepsGrid) return;
+    for (std::size_t i = 0; i + 1 < model.size(); ++i) {
+        const std::vector<std::size_t>& readers = model.consumersOf(i + 1);
+        bool exact = !readers.empty();
+        for (std::size_t r : readers) exact = exact && keepsGrid(model.layer(r), true) && model.inputsOf(r).size() == 1;
+        m_exactGrad[i] = exact ? 1 : 0;
+    }
 }
 
 void FloatSim::round(Tensor& t, std::uint64_t salt) const
@@ -41,15 +75,17 @@ void FloatSim::roundWeightsToOverride(const std::vector<Param*>& params) const
 // (possibly stochastic) applies to what accumulates over steps: gradients, updates, state.
 void FloatSim::onInput(Tensor& x, const RunContext&) { roundToFormat(x.values(), m_fmt, Rounding::Nearest); }
 
-void FloatSim::afterForward(std::size_t, Layer&, Tensor& y, const RunContext&)
+void FloatSim::afterForward(std::size_t, Layer& l, Tensor& y, const RunContext&)
 {
+    // Every activation is rounded, the input included: a grid-keeping layer's output is exact.
+    if (m_keepsGrid && keepsGrid(l, false)) return;
     roundToFormat(y.values(), m_fmt, Rounding::Nearest);
 }
 
 void FloatSim::beforeBackward(std::size_t layer, Layer&, Tensor& dy)
 {
-    round(dy, 0x3000 + layer);
-    if (!m_overflow && !allFinite(dy)) m_overflow = true;
+    if (layer < m_exactGrad.size() && m_exactGrad[layer]) return;
+    if (!roundToFormatAllFinite(dy.values(), m_fmt, m_rounding, streamKey(m_key, 0x3000 + layer))) m_overflow = true;
 }
 
 bool LossScaler::unscaleOrSkip(const std::vector<Param*>& params, bool overflowSeen)

@@ -15,12 +15,13 @@
 
 #include <atomic>
 #include <cstdint>
+#include <vector>
 
 namespace quantscope {
 
 class FloatSim final : public LayerHooks {
 public:
-    FloatSim(const NumberFormat& f, Rounding r) : m_fmt(f), m_rounding(r) {}
+    FloatSim(const NumberFormat& f, Rounding r);
 
     void setKey(std::uint64_t key) { m_key = key; }
     // True when a gradient held inf/NaN since the last resetOverflow().
@@ -30,6 +31,13 @@ public:
     void round(Tensor& t, std::uint64_t salt) const;
     // Rounds every param into its override (masters stay FP32).
     void roundWeightsToOverride(const std::vector<Param*>& params) const;
+
+    // Lets the hooks skip what is exact already (element-wise formats only): the output of a
+    // ReLU, ReLU6, MaxPool2d or Flatten of values on the grid is on the grid, and so is the
+    // gradient entering a layer whose output only such layers read (their backward masks or
+    // routes values that were rounded and checked for overflow on the way in). Optional: without
+    // it every output and gradient is rounded; the results are the same bits either way.
+    void setModel(const Model& model);
 
     void onInput(Tensor& x, const RunContext& ctx) override;
     void afterForward(std::size_t layer, Layer& l, Tensor& y, const RunContext& ctx) override;
@@ -43,6 +51,8 @@ private:
     Rounding m_rounding;
     std::uint64_t m_key = 0;
     bool m_overflow = false;
+    bool m_keepsGrid; // element-wise format (not MX) that holds 6, the ReLU6 bound
+    std::vector<std::uint8_t> m_exactGrad; // per layer: dL/d(output) is on the grid and checked already
 };
 
 inline constexpr float kInitialLossScale = 65536.0f;

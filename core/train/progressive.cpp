@@ -39,8 +39,10 @@ public:
             const NumberFormat& f = findFormat(sp.format);
             if (needsScale(f))
                 p.qsim = std::make_unique<QuantSim>(model, cfg.precision, f, &sp == &schedule.back()); // the plan: last phase
-            else if (f.kind != FormatKind::Float32)
+            else if (f.kind != FormatKind::Float32) {
                 p.fsim = std::make_unique<FloatSim>(f, Rounding::Nearest);
+                p.fsim->setModel(model);
+            }
             epoch += sp.epochs;
             m_phases.push_back(std::move(p));
         }

@@ -245,6 +245,7 @@ public:
           m_sim(floatFormatFor("mixed precision", cfg.precision.format), Rounding::Nearest),
           m_products(model, cfg.precision.format)
     {
+        m_sim.setModel(model);
     }
     std::string computePath() const override { return m_products.name(); }
     LayerHooks* hooks() override { return &m_sim; }
@@ -306,6 +307,7 @@ public:
     {
         // No FP32 master copy: the weights themselves live on the format's grid from the start.
         roundInPlace(m_params, m_fmt, Rounding::Nearest, 0, false);
+        m_sim.setModel(model);
     }
     LayerHooks* hooks() override { return &m_sim; }
     std::string computePath() const override { return m_products.name(); }
