@@ -62,13 +62,23 @@ void toRuns(const float* x, std::size_t C, std::size_t n0, std::size_t count, co
                 std::memcpy(runs + c * g.S + i * HW, x + ((n0 + i) * C + c) * HW, HW * sizeof(float));
         return;
     }
-    std::memset(runs, 0, C * g.S * sizeof(float));
-    for (std::size_t c = 0; c < C; ++c)
+    // Every float of the runs is written once: the data, and zeros only where the padding falls
+    // (the head, each row's last p columns, each image's last p rows, the images past count).
+    const std::size_t pad = g.p * sizeof(float);
+    for (std::size_t c = 0; c < C; ++c) {
+        float* run = runs + c * g.S;
+        std::memset(run, 0, g.head * sizeof(float));
         for (std::size_t i = 0; i < count; ++i) {
             const float* src = x + ((n0 + i) * C + c) * HW;
-            float* dst = runs + c * g.S + g.head + i * g.Rn;
-            for (std::size_t y = 0; y < g.H; ++y) std::memcpy(dst + y * g.Wq, src + y * g.W, g.W * sizeof(float));
+            float* dst = run + g.head + i * g.Rn;
+            for (std::size_t y = 0; y < g.H; ++y) {
+                std::memcpy(dst + y * g.Wq, src + y * g.W, g.W * sizeof(float));
+                std::memset(dst + y * g.Wq + g.W, 0, pad);
+            }
+            std::memset(dst + g.H * g.Wq, 0, (g.Rn - g.H * g.Wq) * sizeof(float));
         }
+        std::memset(run + g.head + count * g.Rn, 0, (g.Ng - count) * g.Rn * sizeof(float));
+    }
 }
 
 // out (C, ld) at run positions of g's output -> images [n0, n0 + count) of y (N, C, Ho, Wo),

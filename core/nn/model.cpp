@@ -4,6 +4,7 @@
 #include "nn/batchnorm2d.h"
 #include "nn/conv2d.h"
 #include "nn/linear.h"
+#include "tensor/parallel.h"
 #include "util/errors.h"
 #include "util/rng.h"
 
@@ -243,7 +244,21 @@ void addInto(Tensor& acc, const Tensor& g)
 {
     float* a = acc.data();
     const float* b = g.data();
-    for (std::size_t k = 0, n = acc.numel(); k < n; ++k) a[k] += b[k];
+    const std::size_t n = acc.numel();
+    parallelChunks(n, elementwiseGrain(n), [=](std::size_t lo, std::size_t hi) {
+        for (std::size_t k = lo; k < hi; ++k) a[k] += b[k];
+    });
+}
+
+void copyInto(Tensor& dst, const Tensor& g)
+{
+    dst.resize(g.shape());
+    float* a = dst.data();
+    const float* b = g.data();
+    const std::size_t n = g.numel();
+    parallelChunks(n, elementwiseGrain(n), [=](std::size_t lo, std::size_t hi) {
+        std::memcpy(a + lo, b + lo, (hi - lo) * sizeof(float));
+    });
 }
 } // namespace
 
@@ -275,6 +290,19 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks)
         if (m_fusedPass && m_fusedAway[i]) { // its BatchNorm2d takes dL/d(output) as it is
             std::swap(m_grads[in[0]], dy);
             m_gradSet[in[0]] = 1;
+            continue;
+        }
+        if (m_layers[i]->kind() == LayerKind::Add) {
+            // dL/d(input) = dy for each input: added where a gradient is there already, else
+            // copied, and the last input takes dy's buffer itself (dy is not read again).
+            for (std::size_t j = 0; j < in.size(); ++j) {
+                const std::size_t a = in[j];
+                if (a == 0) continue;
+                if (m_gradSet[a]) addInto(m_grads[a], dy);
+                else if (j + 1 == in.size()) std::swap(m_grads[a], dy);
+                else copyInto(m_grads[a], dy);
+                m_gradSet[a] = 1;
+            }
             continue;
         }
         // Where each input gradient goes: straight into the activation's gradient when this layer
