@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
 namespace quantscope {
 
@@ -169,6 +170,84 @@ void phaseTapRows(const float* runs, std::size_t C, const PhaseGeometry& g, cons
                 *rows++ = runs + c * g.S + ((ky % g.s) * g.s + kx % g.s) * g.PS + (ky / g.s) * g.Wq + kx / g.s;
 }
 
+// The input gradient of a strided convolution, phase by phase (no col2im): the input pixels
+// (iy, ix) with (iy + p) % s = py and (ix + p) % s = px, at (iy + p) = a s + py, only see the taps
+// ky = py + s t, kx = px + s u, and those read dy at (a - t, b - u). Each phase is then a stride-1
+// "full" correlation of dy (laid out in runs padded by q = ceil(k / s) - 1, see RunGeometry) with
+// a sub-kernel of Ty x Tx taps: one gemmRows over rows dy_run - t Wq - u, output at run position
+// a Wq + b, scattered into dx. Every dx element is one sum in a fixed order.
+struct StridedDxPhase {
+    std::size_t py, px, Ty, Tx, Aa, Bb; // taps per axis; phase positions a < Aa, b < Bb
+    std::vector<float> packed;          // A (Cin x Cout Ty Tx) packed by packA
+};
+
+struct StridedDxPlan {
+    RunGeometry gd; // dy runs
+    std::vector<StridedDxPhase> phases;
+};
+
+// Empty when the phase outputs would run past dy's padding (then col2im takes it).
+std::optional<StridedDxPlan> stridedDxPlan(const float* w, std::size_t cout, std::size_t cin, std::size_t H, std::size_t W,
+                                           std::size_t k, std::size_t s, std::size_t p, std::size_t Ho, std::size_t Wo,
+                                           std::size_t Ng)
+{
+    const std::size_t q = (k + s - 1) / s - 1, Wq = Wo + q, Rn = (Ho + q) * Wq, head = q * Wq + q;
+    StridedDxPlan plan{{Ho, Wo, k, q, 0, 0, Wq, Rn, head, Ng, head + Ng * Rn}, {}};
+    const auto taps = [&](std::size_t r) { return r < k ? (k - r + s - 1) / s : 0; };
+    const auto positions = [&](std::size_t r, std::size_t n) { return n - 1 + p >= r ? (n - 1 + p - r) / s + 1 : 0; };
+    std::vector<float> A;
+    for (std::size_t py = 0; py < s; ++py)
+        for (std::size_t px = 0; px < s; ++px) {
+            StridedDxPhase ph{py, px, taps(py), taps(px), positions(py, H), positions(px, W), {}};
+            if (ph.Aa > Ho + q || ph.Bb > Wo + q) return std::nullopt;
+            const std::size_t Kp = cout * ph.Ty * ph.Tx;
+            if (Kp > 0) {
+                A.assign(cin * Kp, 0.0f);
+                for (std::size_t ci = 0; ci < cin; ++ci)
+                    for (std::size_t co = 0; co < cout; ++co)
+                        for (std::size_t t = 0; t < ph.Ty; ++t)
+                            for (std::size_t u = 0; u < ph.Tx; ++u)
+                                A[ci * Kp + (co * ph.Ty + t) * ph.Tx + u] =
+                                    w[((co * cin + ci) * k + py + s * t) * k + px + s * u];
+                conv_direct::packA(A.data(), cin, Kp, Kp, ph.packed);
+            }
+            plan.phases.push_back(std::move(ph));
+        }
+    return plan;
+}
+
+// dx of images [n0, n0 + count) from dy's runs (plan.gd), phase by phase; out: Cin x L scratch.
+void stridedInputGradient(const StridedDxPlan& plan, const float* dyRuns, std::size_t cout, std::size_t cin,
+                          std::size_t H, std::size_t W, std::size_t s, std::size_t p, std::size_t n0, std::size_t count,
+                          const float** rows, float* out, float* dx)
+{
+    const RunGeometry& gd = plan.gd;
+    const std::size_t HW = H * W;
+    for (const StridedDxPhase& ph : plan.phases) {
+        const std::size_t Kp = cout * ph.Ty * ph.Tx;
+        if (ph.Aa == 0 || ph.Bb == 0) continue;
+        const std::size_t L = (count - 1) * gd.Rn + (ph.Aa - 1) * gd.Wq + ph.Bb;
+        if (Kp > 0) {
+            for (std::size_t co = 0; co < cout; ++co)
+                for (std::size_t t = 0; t < ph.Ty; ++t)
+                    for (std::size_t u = 0; u < ph.Tx; ++u)
+                        rows[(co * ph.Ty + t) * ph.Tx + u] = dyRuns + co * gd.S + gd.head - t * gd.Wq - u;
+            conv_direct::gemmRows(ph.packed.data(), cin, Kp, rows, L, out, L);
+        }
+        for (std::size_t a = 0; a < ph.Aa; ++a) {
+            if (a * s + ph.py < p) continue;
+            const std::size_t iy = a * s + ph.py - p;
+            for (std::size_t b = 0; b < ph.Bb; ++b) {
+                if (b * s + ph.px < p) continue;
+                const std::size_t ix = b * s + ph.px - p;
+                for (std::size_t ci = 0; ci < cin; ++ci)
+                    for (std::size_t i = 0; i < count; ++i)
+                        dx[((n0 + i) * cin + ci) * HW + iy * W + ix] = Kp ? out[ci * L + i * gd.Rn + a * gd.Wq + b] : 0.0f;
+            }
+        }
+    }
+}
+
 
 } // namespace
 
@@ -191,7 +270,8 @@ void Conv2d::forwardStrided(const Tensor& x, Tensor& y)
     });
 }
 
-// dW from the phase runs (as in backwardDirect); dx_n = col2im(W^T dy_n), image by image.
+// dW from the phase runs (as in backwardDirect); dx phase by phase (stridedInputGradient), or
+// where dy's padding does not cover the phases, dx_n = col2im(W^T dy_n) image by image.
 void Conv2d::backwardStrided(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad)
 {
     using Idx = Eigen::Index;
@@ -202,17 +282,20 @@ void Conv2d::backwardStrided(const Tensor& x, const Tensor& dy, Tensor& dx, bool
     const std::size_t wSize = m_cout * K, bSize = m_hasBias ? m_cout : 0, partSize = wSize + bSize;
     const std::size_t groups = (N + g.Ng - 1) / g.Ng;
     m_partials.assign(groups * partSize, 0.0f);
+    const float* wdata = m_weight.forwardValue().data();
+    std::optional<StridedDxPlan> plan;
     if (needInputGrad) {
         dx.resize(x.shape());
-        dx.setZero(); // col2im accumulates
+        plan = stridedDxPlan(wdata, m_cout, m_cin, H, W, m_k, m_stride, m_pad, dy.dim(2), dy.dim(3), g.Ng);
+        if (!plan) dx.setZero(); // col2im accumulates
     }
-    const float* wdata = m_weight.forwardValue().data();
+    const std::size_t maxRows = std::max(K, m_cout * ((m_k + m_stride - 1) / m_stride) * ((m_k + m_stride - 1) / m_stride));
     parallelFor(groups, [&](std::size_t grp) {
         const std::size_t n0 = grp * g.Ng, count = std::min(g.Ng, N - n0), L = g.length(count);
         float* part = m_partials.data() + grp * partSize;
         float* xr = threadBuffer(0, m_cin * g.S).data();
         float* gr = threadBuffer(2, m_cout * g.PS).data();
-        const float** rows = threadRows(0, K).data();
+        const float** rows = threadRows(0, maxRows).data();
         const float** drows = threadRows(1, m_cout).data();
         toPhaseRuns(x.data(), m_cin, n0, count, g, dg, xr);
         toOutputRuns(dy.data(), m_cout, n0, count, g, gr);
@@ -223,6 +306,13 @@ void Conv2d::backwardStrided(const Tensor& x, const Tensor& dy, Tensor& dx, bool
         phaseTapRows(xr, m_cin, g, rows);
         conv_direct::gemmRowsTransAdd(drows, m_cout, rows, K, L, part, K);
         if (!needInputGrad) return;
+        if (plan) { // the x runs are done with: their buffer takes dy's padded runs
+            float* dyRuns = threadBuffer(0, m_cout * plan->gd.S).data();
+            toRuns(dy.data(), m_cout, n0, count, plan->gd, dyRuns);
+            float* out = threadBuffer(1, m_cin * plan->gd.Ng * plan->gd.Rn).data();
+            stridedInputGradient(*plan, dyRuns, m_cout, m_cin, H, W, m_stride, m_pad, n0, count, rows, out, dx.data());
+            return;
+        }
         float* dcols = threadBuffer(1, K * HWo).data();
         ConstMatrixMap Wm(wdata, static_cast<Idx>(m_cout), static_cast<Idx>(K));
         for (std::size_t n = n0; n < n0 + count; ++n) {
