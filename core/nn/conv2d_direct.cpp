@@ -234,17 +234,18 @@ void stridedInputGradient(const StridedDxPlan& plan, const float* dyRuns, std::s
                         rows[(co * ph.Ty + t) * ph.Tx + u] = dyRuns + co * gd.S + gd.head - t * gd.Wq - u;
             conv_direct::gemmRows(ph.packed.data(), cin, Kp, rows, L, out, L);
         }
-        for (std::size_t a = 0; a < ph.Aa; ++a) {
-            if (a * s + ph.py < p) continue;
-            const std::size_t iy = a * s + ph.py - p;
-            for (std::size_t b = 0; b < ph.Bb; ++b) {
-                if (b * s + ph.px < p) continue;
-                const std::size_t ix = b * s + ph.px - p;
-                for (std::size_t ci = 0; ci < cin; ++ci)
-                    for (std::size_t i = 0; i < count; ++i)
-                        dx[((n0 + i) * cin + ci) * HW + iy * W + ix] = Kp ? out[ci * L + i * gd.Rn + a * gd.Wq + b] : 0.0f;
+        // first phase positions inside the image: a s + py >= p, b s + px >= p
+        const std::size_t a0 = ph.py < p ? (p - ph.py + s - 1) / s : 0, b0 = ph.px < p ? (p - ph.px + s - 1) / s : 0;
+        for (std::size_t ci = 0; ci < cin; ++ci)
+            for (std::size_t i = 0; i < count; ++i) {
+                float* __restrict d = dx + ((n0 + i) * cin + ci) * HW;
+                const float* __restrict o = out + ci * L + i * gd.Rn;
+                for (std::size_t a = a0; a < ph.Aa; ++a) {
+                    float* __restrict row = d + (a * s + ph.py - p) * W;
+                    const float* __restrict src = o + a * gd.Wq;
+                    for (std::size_t b = b0; b < ph.Bb; ++b) row[b * s + ph.px - p] = Kp ? src[b] : 0.0f;
+                }
             }
-        }
     }
 }
 
