@@ -783,6 +783,10 @@ void TestLayers::depthwiseMatchesIm2col_data()
     QTest::newRow("k3_s2_p1_2x2") << 3 << 2 << 1 << 2 << 2 << false;
     QTest::newRow("k3_s1_p1_28x28_bias") << 3 << 1 << 1 << 28 << 28 << true;
     QTest::newRow("k3_s2_p1_13x13_bias") << 3 << 2 << 1 << 13 << 13 << true;
+    // stride 2 rows longer than one 32-float (de)interleave block, odd and even widths
+    QTest::newRow("k3_s2_p1_28x28_mobilenet") << 3 << 2 << 1 << 28 << 28 << false;
+    QTest::newRow("k3_s2_p1_5x37") << 3 << 2 << 1 << 5 << 37 << true;
+    QTest::newRow("k3_s2_p0_6x34") << 3 << 2 << 0 << 6 << 34 << false;
     QTest::newRow("k5_s1_p2_9x7") << 5 << 1 << 2 << 9 << 7 << false;
     QTest::newRow("k4_s2_p1_9x10") << 4 << 2 << 1 << 9 << 10 << true;
     QTest::newRow("k3_s3_p1_10x11") << 3 << 3 << 1 << 10 << 11 << false;

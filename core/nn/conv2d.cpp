@@ -316,7 +316,41 @@ DepthwiseGeometry depthwiseGeometry(std::size_t H, std::size_t W, std::size_t k,
     return g;
 }
 
-// x: (H, W) -> q: (s, s, Hq, Wq), zero where the padding falls and in the slack.
+#if defined(__AVX512F__)
+// Stride 2: the even and odd elements of in[0, n) to ev[0, ceil(n / 2)) and od[0, floor(n / 2)).
+void deinterleave2(const float* __restrict in, std::size_t n, float* __restrict ev, float* __restrict od)
+{
+    const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    for (std::size_t i = 0; i < n; i += 32) {
+        const std::size_t left = n - i;
+        const __mmask16 k0 = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1u);
+        const __mmask16 k1 = left >= 32 ? __mmask16(0xFFFF) : left > 16 ? __mmask16((1u << (left - 16)) - 1u) : __mmask16(0);
+        const __m512 a = _mm512_maskz_loadu_ps(k0, in + i), b = _mm512_maskz_loadu_ps(k1, in + i + 16);
+        const std::size_t ne = std::min<std::size_t>(16, (left + 1) / 2), no = std::min<std::size_t>(16, left / 2);
+        _mm512_mask_storeu_ps(ev + i / 2, __mmask16((1u << ne) - 1u), _mm512_permutex2var_ps(a, ie, b));
+        if (no) _mm512_mask_storeu_ps(od + i / 2, __mmask16((1u << no) - 1u), _mm512_permutex2var_ps(a, io, b));
+    }
+}
+
+// The inverse: out[2 m] = ev[m], out[2 m + 1] = od[m] for 2 m (+ 1) < n.
+void interleave2(const float* __restrict ev, const float* __restrict od, std::size_t n, float* __restrict out)
+{
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    for (std::size_t i = 0; i < n; i += 32) {
+        const std::size_t left = n - i;
+        const std::size_t ne = std::min<std::size_t>(16, (left + 1) / 2), no = std::min<std::size_t>(16, left / 2);
+        const __m512 e = _mm512_maskz_loadu_ps(__mmask16((1u << ne) - 1u), ev + i / 2);
+        const __m512 o = _mm512_maskz_loadu_ps(__mmask16((1u << no) - 1u), od + i / 2);
+        const __mmask16 k0 = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1u);
+        const __mmask16 k1 = left >= 32 ? __mmask16(0xFFFF) : left > 16 ? __mmask16((1u << (left - 16)) - 1u) : __mmask16(0);
+        _mm512_mask_storeu_ps(out + i, k0, _mm512_permutex2var_ps(e, lo, o));
+        if (k1) _mm512_mask_storeu_ps(out + i + 16, k1, _mm512_permutex2var_ps(e, hi, o));
+    }
+}
+#endif
+
 // x: (H, W) -> the phases of one plane, phaseStride floats apart (phase (py, px) row r at
 // q + (py s + px) phaseStride + r Wq), without clearing the padding.
 void scatterPhases(const float* __restrict x, const DepthwiseGeometry& g, float* __restrict q, std::size_t phaseStride)
@@ -328,6 +362,17 @@ void scatterPhases(const float* __restrict x, const DepthwiseGeometry& g, float*
     for (std::size_t iy = 0; iy < g.H; ++iy) {
         const float* __restrict in = x + iy * g.W;
         float* row = q + py * g.s * phaseStride + qr * g.Wq;
+#if defined(__AVX512F__)
+        if (g.s == 2 && g.numRuns == 2) { // the run whose first input column is 0 takes the even ones
+            const std::size_t e = g.runs[0].ix0 == 0 ? 0 : 1;
+            deinterleave2(in, g.W, row + at[e], row + at[1 - e]);
+            if (++py == g.s) {
+                py = 0;
+                ++qr;
+            }
+            continue;
+        }
+#endif
         for (std::size_t r = 0; r < g.numRuns; ++r) {
             const DepthwiseGeometry::Run& run = g.runs[r];
             float* __restrict out = row + at[r];
@@ -345,20 +390,25 @@ void scatterPhases(const float* __restrict x, const DepthwiseGeometry& g, float*
     }
 }
 
-// x: (H, W) -> q: (s, s, Hq, Wq), zero where the padding falls and in the slack.
-void toPhases(const float* __restrict x, const DepthwiseGeometry& g, float* __restrict q)
-{
-    std::memset(q, 0, g.planeBuffer() * sizeof(float));
-    scatterPhases(x, g, q, g.phaseSize());
-}
 
-// dq: (s, s, Hq, Wq) -> dx: (H, W), dropping the padding (the inverse of toPhases).
+// dq: (s, s, Hq, Wq) -> dx: (H, W), dropping the padding (the inverse of scatterPhases).
 void fromPhases(const float* __restrict dq, const DepthwiseGeometry& g, float* __restrict dx)
 {
     std::size_t py = g.py0, qr = g.qr0;
     for (std::size_t iy = 0; iy < g.H; ++iy) {
         float* __restrict out = dx + iy * g.W;
         const float* row = dq + py * g.s * g.phaseSize() + qr * g.Wq;
+#if defined(__AVX512F__)
+        if (g.s == 2 && g.numRuns == 2) {
+            const std::size_t e = g.runs[0].ix0 == 0 ? 0 : 1;
+            interleave2(row + g.runs[e].at, row + g.runs[1 - e].at, g.W, out);
+            if (++py == g.s) {
+                py = 0;
+                ++qr;
+            }
+            continue;
+        }
+#endif
         for (std::size_t r = 0; r < g.numRuns; ++r) {
             const DepthwiseGeometry::Run& run = g.runs[r];
             const float* __restrict in = row + run.at;
@@ -565,8 +615,10 @@ void Conv2d::forwardDepthwise(const Tensor& x, Tensor& y) const
         float* acc = threadBuffer(1, g.Lr).data();
         const float* src[kMaxDepthwiseTaps];
         for (std::size_t t = 0; t < kk; ++t) src[t] = q + g.taps[t];
+        // every plane fills the same cells: the padding and slack are zeroed once per image
+        std::memset(q, 0, g.planeBuffer() * sizeof(float));
         for (std::size_t c = 0; c < C; ++c) {
-            toPhases(x.data() + (n * C + c) * HW, g, q);
+            scatterPhases(x.data() + (n * C + c) * HW, g, q, g.phaseSize());
             tapSumAny(src, wdata + c * kk, kk, g.Lr, acc);
             float* out = y.data() + (n * C + c) * HWo;
             for (std::size_t oy = 0; oy < g.Ho; ++oy) {
@@ -606,10 +658,11 @@ void Conv2d::backwardDepthwise(const Tensor& x, const Tensor& dy, Tensor& dx, bo
         float wf[kMaxDepthwiseTaps];
         for (std::size_t i = 0; i < kk; ++i) back[i] = gq - g.taps[g.phaseTaps[i]] % P;
         std::memset(G, 0, g.gradBuffer() * sizeof(float));
+        std::memset(q, 0, g.planeBuffer() * sizeof(float)); // as in forwardDepthwise
         for (std::size_t c = 0; c < C; ++c) {
             const float* gy = dy.data() + (n * C + c) * HWo;
             for (std::size_t oy = 0; oy < g.Ho; ++oy) std::copy_n(gy + oy * g.Wo, g.Wo, G + g.margin + oy * g.Wq);
-            toPhases(x.data() + (n * C + c) * HW, g, q);
+            scatterPhases(x.data() + (n * C + c) * HW, g, q, g.phaseSize());
             // gq is zero past L: the whole blocks add nothing
             for (std::size_t t = 0; t < kk; ++t) part[c * kk + t] = fixedOrderDot(gq, src[t], g.Lr);
             if (bSize) part[wSize + c] = fixedOrderSum(gy, HWo);
