@@ -377,7 +377,7 @@ void scatterPhases(const float* __restrict x, const DepthwiseGeometry& g, float*
             const DepthwiseGeometry::Run& run = g.runs[r];
             float* __restrict out = row + at[r];
             if (g.s == 1)
-                std::memcpy(out, in, run.n * sizeof(float)); // short rows: no scalar loop tails
+                copyRow(out, in, run.n);
             else if (g.s == 2)
                 for (std::size_t m = 0; m < run.n; ++m) out[m] = in[run.ix0 + 2 * m];
             else
@@ -413,7 +413,7 @@ void fromPhases(const float* __restrict dq, const DepthwiseGeometry& g, float* _
             const DepthwiseGeometry::Run& run = g.runs[r];
             const float* __restrict in = row + run.at;
             if (g.s == 1)
-                std::memcpy(out, in, run.n * sizeof(float));
+                copyRow(out, in, run.n);
             else if (g.s == 2)
                 for (std::size_t m = 0; m < run.n; ++m) out[run.ix0 + 2 * m] = in[m];
             else
@@ -661,7 +661,7 @@ void Conv2d::backwardDepthwise(const Tensor& x, const Tensor& dy, Tensor& dx, bo
         std::memset(q, 0, g.planeBuffer() * sizeof(float)); // as in forwardDepthwise
         for (std::size_t c = 0; c < C; ++c) {
             const float* gy = dy.data() + (n * C + c) * HWo;
-            for (std::size_t oy = 0; oy < g.Ho; ++oy) std::copy_n(gy + oy * g.Wo, g.Wo, G + g.margin + oy * g.Wq);
+            for (std::size_t oy = 0; oy < g.Ho; ++oy) copyRow(G + g.margin + oy * g.Wq, gy + oy * g.Wo, g.Wo);
             scatterPhases(x.data() + (n * C + c) * HW, g, q, g.phaseSize());
             // gq is zero past L: the whole blocks add nothing
             for (std::size_t t = 0; t < kk; ++t) part[c * kk + t] = fixedOrderDot(gq, src[t], g.Lr);

@@ -65,7 +65,6 @@ void toRuns(const float* x, std::size_t C, std::size_t n0, std::size_t count, co
     }
     // Every float of the runs is written once: the data, and zeros only where the padding falls
     // (the head, each row's last p columns, each image's last p rows, the images past count).
-    const std::size_t pad = g.p * sizeof(float);
     for (std::size_t c = 0; c < C; ++c) {
         float* run = runs + c * g.S;
         std::memset(run, 0, g.head * sizeof(float));
@@ -73,8 +72,8 @@ void toRuns(const float* x, std::size_t C, std::size_t n0, std::size_t count, co
             const float* src = x + ((n0 + i) * C + c) * HW;
             float* dst = run + g.head + i * g.Rn;
             for (std::size_t y = 0; y < g.H; ++y) {
-                std::memcpy(dst + y * g.Wq, src + y * g.W, g.W * sizeof(float));
-                std::memset(dst + y * g.Wq + g.W, 0, pad);
+                copyRow(dst + y * g.Wq, src + y * g.W, g.W);
+                for (std::size_t z = 0; z < g.p; ++z) dst[y * g.Wq + g.W + z] = 0.0f;
             }
             std::memset(dst + g.H * g.Wq, 0, (g.Rn - g.H * g.Wq) * sizeof(float));
         }
@@ -158,8 +157,7 @@ void toOutputRuns(const float* dy, std::size_t M, std::size_t n0, std::size_t co
     for (std::size_t m = 0; m < M; ++m)
         for (std::size_t i = 0; i < count; ++i)
             for (std::size_t oy = 0; oy < g.Ho; ++oy)
-                std::memcpy(runs + m * g.PS + i * g.Rn + oy * g.Wq, dy + ((n0 + i) * M + m) * HWo + oy * g.Wo,
-                            g.Wo * sizeof(float));
+                copyRow(runs + m * g.PS + i * g.Rn + oy * g.Wq, dy + ((n0 + i) * M + m) * HWo + oy * g.Wo, g.Wo);
 }
 
 void phaseTapRows(const float* runs, std::size_t C, const PhaseGeometry& g, const float** rows)
