@@ -471,6 +471,8 @@ private slots:
         QSignalSpy ended(&w, &MainWindow::runEnded);
         w.startTraining();
         QVERIFY(ended.wait(kRunTimeoutMs));
+        QCOMPARE(w.runsModel()->runAt(0)->start.compute, std::string("fp32"));
+        w.runsModel()->runAt(0)->start.compute = "amx-bf16"; // as a mixed bf16 run on AMX reports it
         QTemporaryDir out;
         const QString json = QDir(out.path()).filePath(QStringLiteral("runs.json"));
         QCOMPARE(saveRunsJson(json, w.runsModel()->runs()), QString());
@@ -489,6 +491,8 @@ private slots:
         QCOMPARE(b->layerStats.size(), a->layerStats.size());
         QCOMPARE(b->finalTestAccuracy(), a->finalTestAccuracy());
         QCOMPARE(b->config.precision.granularity, a->config.precision.granularity);
+        QCOMPARE(b->start.compute, std::string("amx-bf16"));
+        QVERIFY2(b->configTooltip().contains(QStringLiteral("Products on amx-bf16")), qPrintable(b->configTooltip()));
         QCOMPARE(w2.lossChart()->pointCount(), int(a->steps.size()));
 
         QVERIFY(!w2.loadRunsFrom(csv)); // not JSON: a message, no rows

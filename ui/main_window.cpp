@@ -126,9 +126,12 @@ void MainWindow::connectController()
             r->start = e;
             m_runs->runChanged(id);
         }
-        m_statusLabel->setText(tr("Run #%1: %2 parameters, %3 steps per epoch")
-                                   .arg(id)
-                                   .arg(formatCount(double(e.parameters)), formatCount(double(e.stepsPerEpoch))));
+        QString text = tr("Run #%1: %2 parameters, %3 steps per epoch")
+                           .arg(id)
+                           .arg(formatCount(double(e.parameters)), formatCount(double(e.stepsPerEpoch)));
+        // mixed / low precision: which hardware computes the products (or why it is emulated)
+        if (!e.compute.empty() && e.compute != "fp32") text += tr(", products on %1").arg(QString::fromStdString(e.compute));
+        m_statusLabel->setText(text);
     });
     connect(c, &TrainingController::modelSize, this, [this](int id, double bytes) {
         if (RunPtr r = m_runs->runById(id); r && !std::isfinite(r->modelBytes)) {

@@ -257,6 +257,8 @@ QString RunRecord::configTooltip() const
     }
     if (s.uses("calibration")) lines << QStringLiteral("Calibration %1").arg(str(p.calibration));
     if (s.uses("schedule")) lines << QStringLiteral("Schedule %1").arg(str(p.schedule));
+    if (hasStart && !start.compute.empty() && start.compute != "fp32")
+        lines << QStringLiteral("Products on %1").arg(str(start.compute));
     lines << QStringLiteral("%1, lr %2, %3 epochs, batch %4, %5 threads, seed %6")
                  .arg(str(config.optimizer))
                  .arg(double(config.lr), 0, 'g', 3)
@@ -385,7 +387,8 @@ QJsonObject runToJson(const RunRecord& r)
                                  {"steps_per_epoch", double(r.start.stepsPerEpoch)},
                                  {"train_images", double(r.start.trainImages)},
                                  {"test_images", double(r.start.testImages)},
-                                 {"threads", double(r.start.threads)}};
+                                 {"threads", double(r.start.threads)},
+                                 {"compute", str(r.start.compute)}};
     using B = BatchEvent;
     o["steps"] = QJsonObject{
         {"epoch", column(r.steps, [](const B& b) { return double(b.epoch); })},
@@ -459,6 +462,7 @@ RunPtr runFromJson(const QJsonObject& o)
         r->start.trainImages = count(s["train_images"]);
         r->start.testImages = count(s["test_images"]);
         r->start.threads = count(s["threads"]);
+        r->start.compute = sstr(s["compute"], "fp32");
     }
     const QJsonObject st = o["steps"].toObject();
     const QJsonArray loss = st["loss"].toArray();
