@@ -1,5 +1,5 @@
 // Conv2d's direct kernels (conv_direct.h) for convolutions of 8 or more input channels, and its
-// bf16 products (setBf16Products); conv2d.cpp has the im2col and depthwise paths.
+// bf16 products (setBf16Products); conv2d.cpp has the im2col path, conv2d_depthwise.cpp the depthwise kernel.
 #include "nn/conv2d.h"
 #include "nn/conv2d_shared.h"
 #include "nn/conv_direct.h"

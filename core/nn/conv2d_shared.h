@@ -1,5 +1,5 @@
-// Internal to core/nn's convolution (conv2d.cpp, conv2d_direct.cpp): the helpers both halves
-// use. Not a public interface.
+// Internal to core/nn's convolution (conv2d.cpp, conv2d_direct.cpp, conv2d_depthwise.cpp): the helpers they
+// share. Not a public interface.
 #pragma once
 
 #include <array>
@@ -29,6 +29,9 @@ inline void copyRow(float* __restrict dst, const float* __restrict src, std::siz
 #endif
 }
 
+// Output size of a convolution or pooling window along one axis.
+inline std::size_t outDim(std::size_t in, std::size_t k, std::size_t s, std::size_t p) { return (in + 2 * p - k) / s + 1; }
+
 // Sum of n floats in a fixed association order (16 interleaved partial sums).
 float fixedOrderSum(const float* v, std::size_t n);
 // A per-thread scratch buffer (which: 0, 1 or 2) of at least `size` floats.
@@ -37,7 +40,7 @@ std::vector<float>& threadBuffer(int which, std::size_t size);
 void reducePartials(const std::vector<float>& partials, std::size_t N, std::size_t wSize, std::size_t bSize,
                     float* dW, float* dB);
 
-// The s x s phase split of one zero-padded plane (see conv2d.cpp, the depthwise kernel).
+// The s x s phase split of one zero-padded plane (see conv2d_depthwise.cpp).
 constexpr std::size_t kMaxDepthwiseTaps = 49;
 constexpr std::size_t kMaxDepthwiseStride = 4;
 constexpr std::size_t kBlock = 16;
@@ -69,3 +72,11 @@ DepthwiseGeometry depthwiseGeometry(std::size_t H, std::size_t W, std::size_t k,
 void scatterPhases(const float* __restrict x, const DepthwiseGeometry& g, float* __restrict q, std::size_t phaseStride);
 
 } // namespace quantscope::conv_detail
+
+namespace quantscope {
+class Conv2d;
+namespace conv_detail {
+// True when c runs the depthwise kernel (conv2d_depthwise.cpp): depthwise, up to 7x7, stride up to 4.
+bool directDepthwise(const Conv2d& c);
+} // namespace conv_detail
+} // namespace quantscope
