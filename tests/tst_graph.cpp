@@ -11,6 +11,8 @@
 #include "util/errors.h"
 #include "util/rng.h"
 
+#include "test_tensors.h"
+
 #include <tbb/task_arena.h> // before Qt: TBB's profiling.h has a member named emit
 
 #include <QtTest>
@@ -22,20 +24,9 @@
 #include <vector>
 
 using namespace quantscope;
+using namespace quantscope::testing;
 
 namespace {
-
-Tensor randomTensor(const Shape& shape, Rng& rng)
-{
-    Tensor t(shape);
-    for (float& v : t.values()) v = rng.uniform(-1.0f, 1.0f);
-    return t;
-}
-
-bool bitIdentical(const Tensor& a, const Tensor& b)
-{
-    return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), a.numel() * sizeof(float)) == 0;
-}
 
 // Runs f and returns the message of the ConfigError it throws, or "no ConfigError".
 std::string configErrorOf(const std::function<void()>& f)
