@@ -82,43 +82,81 @@ double planeSquaredDeviation(const float* __restrict p, std::size_t n, float mea
     return laneTotal(acc);
 }
 
+// BN's output of one element, y = (x - mean) scale + bias, computed the same way (one FMA) in the
+// forward pass and in the fused backward, which recomputes the activation's mask from x.
+struct ChannelAffine {
+    float mean, scale, bias, cap;
+};
+
+inline __m512 bnValue(__m512 x, const ChannelAffine& a)
+{
+    return _mm512_fmadd_ps(_mm512_sub_ps(x, _mm512_set1_ps(a.mean)), _mm512_set1_ps(a.scale), _mm512_set1_ps(a.bias));
+}
+
+// min(max(y, 0), cap) with std::min/std::max's results, NaN included (the second operand of
+// vmaxps/vminps is returned when one is NaN): what ReLU and ReLU6 compute.
+inline __m512 clampValue(__m512 y, float cap)
+{
+    return _mm512_min_ps(_mm512_set1_ps(cap), _mm512_max_ps(_mm512_setzero_ps(), y));
+}
+
+// y = BN(x) over one plane, clamped to [0, cap] when Clamped.
+template <bool Clamped>
+void planeNormalize(const float* __restrict x, std::size_t n, const ChannelAffine& a, float* __restrict y)
+{
+    std::size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 v = bnValue(_mm512_loadu_ps(x + i), a);
+        _mm512_storeu_ps(y + i, Clamped ? clampValue(v, a.cap) : v);
+    }
+    if (i < n) {
+        const __mmask16 k = tailMask(n - i);
+        const __m512 v = bnValue(_mm512_maskz_loadu_ps(k, x + i), a);
+        _mm512_mask_storeu_ps(y + i, k, Clamped ? clampValue(v, a.cap) : v);
+    }
+}
+
 // The gradient entering BN from a fused clamp activation: dy where the activation passes it
-// (Clamp::None: no activation; Relu: r > 0; Relu6: 0 < r < cap), 0 elsewhere.
+// (Clamp::None: no activation; Relu: BN(x) > 0; Capped (ReLU6): 0 < BN(x) < cap), 0 elsewhere.
+// r > 0 iff BN(x) > 0 and r < cap iff BN(x) < cap, and BN(x) is recomputed exactly as the
+// forward pass computed it, so the activation's output r need not be read (r unused here).
 enum class Clamp { None, Relu, Capped };
 
 template <Clamp K>
-inline __m512 gradIn(const float* __restrict dy, const float* __restrict r, std::size_t i, __mmask16 k, __m512 capv)
+inline __m512 gradIn(const float* __restrict dy, __m512 xv, std::size_t i, __mmask16 k, const ChannelAffine& a)
 {
     if constexpr (K == Clamp::None) {
-        (void)r;
-        (void)capv;
+        (void)xv;
+        (void)a;
         return _mm512_maskz_loadu_ps(k, dy + i);
     } else {
-        const __m512 rv = _mm512_maskz_loadu_ps(k, r + i);
-        __mmask16 pass = _mm512_mask_cmp_ps_mask(k, rv, _mm512_setzero_ps(), _CMP_GT_OQ);
-        if constexpr (K == Clamp::Capped) pass = _mm512_mask_cmp_ps_mask(pass, rv, capv, _CMP_LT_OQ);
+        const __m512 v = bnValue(xv, a);
+        __mmask16 pass = _mm512_mask_cmp_ps_mask(k, v, _mm512_setzero_ps(), _CMP_GT_OQ);
+        if constexpr (K == Clamp::Capped) pass = _mm512_mask_cmp_ps_mask(pass, v, _mm512_set1_ps(a.cap), _CMP_LT_OQ);
         return _mm512_maskz_loadu_ps(pass, dy + i);
     }
 }
 
 // sum g and sum g (x - mean) over one plane, g = gradIn<K>
 template <Clamp K>
-void planeGradSums(const float* __restrict dy, const float* __restrict r, const float* __restrict x, float mean,
-                   float cap, std::size_t n, double& sdy, double& sdyx)
+void planeGradSums(const float* __restrict dy, const float* __restrict /*r*/, const float* __restrict x,
+                   const ChannelAffine& af, std::size_t n, double& sdy, double& sdyx)
 {
-    const __m512 m = _mm512_set1_ps(mean), capv = _mm512_set1_ps(cap);
+    const __m512 m = _mm512_set1_ps(af.mean);
     __m512 a = _mm512_setzero_ps(), b = _mm512_setzero_ps();
     std::size_t i = 0;
     for (; i + 16 <= n; i += 16) {
-        const __m512 g = gradIn<K>(dy, r, i, 0xFFFF, capv);
+        const __m512 xv = _mm512_loadu_ps(x + i);
+        const __m512 g = gradIn<K>(dy, xv, i, 0xFFFF, af);
         a = _mm512_add_ps(a, g);
-        b = _mm512_fmadd_ps(g, _mm512_sub_ps(_mm512_loadu_ps(x + i), m), b);
+        b = _mm512_fmadd_ps(g, _mm512_sub_ps(xv, m), b);
     }
     if (i < n) {
         const __mmask16 k = tailMask(n - i);
-        const __m512 g = gradIn<K>(dy, r, i, k, capv);
+        const __m512 xv = _mm512_maskz_loadu_ps(k, x + i);
+        const __m512 g = gradIn<K>(dy, xv, i, k, af);
         a = _mm512_add_ps(a, g);
-        b = _mm512_fmadd_ps(g, _mm512_maskz_sub_ps(k, _mm512_maskz_loadu_ps(k, x + i), m), b);
+        b = _mm512_fmadd_ps(g, _mm512_maskz_sub_ps(k, xv, m), b);
     }
     sdy = laneTotal(a);
     sdyx = laneTotal(b);
@@ -126,20 +164,22 @@ void planeGradSums(const float* __restrict dy, const float* __restrict r, const 
 
 // out = alpha g + beta (x - mean) + gamma over one plane, g = gradIn<K>
 template <Clamp K>
-void planeInputGrad(const float* __restrict dy, const float* __restrict r, const float* __restrict x, float mean,
-                    float cap, std::size_t n, float alpha, float beta, float gamma, float* __restrict out)
+void planeInputGrad(const float* __restrict dy, const float* __restrict /*r*/, const float* __restrict x,
+                    const ChannelAffine& af, std::size_t n, float alpha, float beta, float gamma, float* __restrict out)
 {
-    const __m512 m = _mm512_set1_ps(mean), capv = _mm512_set1_ps(cap), va = _mm512_set1_ps(alpha),
-                 vb = _mm512_set1_ps(beta), vg = _mm512_set1_ps(gamma);
+    const __m512 m = _mm512_set1_ps(af.mean), va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta),
+                 vg = _mm512_set1_ps(gamma);
     std::size_t i = 0;
     for (; i + 16 <= n; i += 16) {
-        const __m512 t = _mm512_fmadd_ps(vb, _mm512_sub_ps(_mm512_loadu_ps(x + i), m), vg);
-        _mm512_storeu_ps(out + i, _mm512_fmadd_ps(va, gradIn<K>(dy, r, i, 0xFFFF, capv), t));
+        const __m512 xv = _mm512_loadu_ps(x + i);
+        const __m512 t = _mm512_fmadd_ps(vb, _mm512_sub_ps(xv, m), vg);
+        _mm512_storeu_ps(out + i, _mm512_fmadd_ps(va, gradIn<K>(dy, xv, i, 0xFFFF, af), t));
     }
     if (i < n) {
         const __mmask16 k = tailMask(n - i);
-        const __m512 t = _mm512_fmadd_ps(vb, _mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), m), vg);
-        _mm512_mask_storeu_ps(out + i, k, _mm512_fmadd_ps(va, gradIn<K>(dy, r, i, k, capv), t));
+        const __m512 xv = _mm512_maskz_loadu_ps(k, x + i);
+        const __m512 t = _mm512_fmadd_ps(vb, _mm512_sub_ps(xv, m), vg);
+        _mm512_mask_storeu_ps(out + i, k, _mm512_fmadd_ps(va, gradIn<K>(dy, xv, i, k, af), t));
     }
 }
 #else
@@ -170,6 +210,21 @@ double planeSquaredDeviation(const float* __restrict p, std::size_t n, float mea
     return laneTotal(acc);
 }
 
+struct ChannelAffine {
+    float mean, scale, bias, cap;
+};
+
+template <bool Clamped>
+void planeNormalize(const float* __restrict x, std::size_t n, const ChannelAffine& a, float* __restrict y)
+{
+    for (std::size_t i = 0; i < n; ++i) {
+        const float v = (x[i] - a.mean) * a.scale + a.bias;
+        y[i] = Clamped ? std::min(std::max(v, 0.0f), a.cap) : v;
+    }
+}
+
+// Without AVX-512 the fused backward reads the activation's output r for its mask (the
+// compiler may contract BN's multiply-add differently in two loops; r is what the forward wrote).
 enum class Clamp { None, Relu, Capped };
 
 template <Clamp K>
@@ -189,24 +244,24 @@ inline float gradIn(const float* __restrict dy, const float* __restrict r, std::
 
 // sum g and sum g (x - mean) over one plane, g = gradIn<K>
 template <Clamp K>
-void planeGradSums(const float* __restrict dy, const float* __restrict r, const float* __restrict x, float mean,
-                   float cap, std::size_t n, double& sdy, double& sdyx)
+void planeGradSums(const float* __restrict dy, const float* __restrict r, const float* __restrict x,
+                   const ChannelAffine& af, std::size_t n, double& sdy, double& sdyx)
 {
     float a[16] = {}, b[16] = {};
     for (std::size_t i = 0; i < n; ++i) {
-        const float g = gradIn<K>(dy, r, i, cap);
+        const float g = gradIn<K>(dy, r, i, af.cap);
         a[i % 16] += g;
-        b[i % 16] += g * (x[i] - mean);
+        b[i % 16] += g * (x[i] - af.mean);
     }
     sdy = laneTotal(a);
     sdyx = laneTotal(b);
 }
 
 template <Clamp K>
-void planeInputGrad(const float* __restrict dy, const float* __restrict r, const float* __restrict x, float mean,
-                    float cap, std::size_t n, float alpha, float beta, float gamma, float* __restrict out)
+void planeInputGrad(const float* __restrict dy, const float* __restrict r, const float* __restrict x,
+                    const ChannelAffine& af, std::size_t n, float alpha, float beta, float gamma, float* __restrict out)
 {
-    for (std::size_t i = 0; i < n; ++i) out[i] = alpha * gradIn<K>(dy, r, i, cap) + beta * (x[i] - mean) + gamma;
+    for (std::size_t i = 0; i < n; ++i) out[i] = alpha * gradIn<K>(dy, r, i, af.cap) + beta * (x[i] - af.mean) + gamma;
 }
 #endif
 
@@ -271,11 +326,9 @@ void BatchNorm2d::forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx,
             const std::size_t off = (n * C + c) * HW;
             const float* __restrict xp = x.data() + off;
             float* __restrict yp = y.data() + off;
-            const float scale = g[c] * m_invStd[c], mean = m_mean[c], bc = b[c];
-            if (clamp)
-                for (std::size_t i = 0; i < HW; ++i) yp[i] = std::min(std::max((xp[i] - mean) * scale + bc, 0.0f), cap);
-            else
-                for (std::size_t i = 0; i < HW; ++i) yp[i] = (xp[i] - mean) * scale + bc;
+            const ChannelAffine a{m_mean[c], g[c] * m_invStd[c], b[c], cap};
+            if (clamp) planeNormalize<true>(xp, HW, a, yp);
+            else planeNormalize<false>(xp, HW, a, yp);
         }
     });
 }
@@ -309,6 +362,9 @@ void BatchNorm2d::backwardImpl(const Tensor& x, const Tensor* r, const Tensor& d
     const float M = static_cast<float>(N * HW);
     if (needInputGrad) dx.resize(x.shape());
     const float* g = m_gamma.forwardValue().data();
+    const float* bet = m_beta.forwardValue().data();
+    // BN's forward affine per channel, for the fused activation's mask (see gradIn)
+    const auto affine = [&](std::size_t c) { return ChannelAffine{m_mean[c], g[c] * m_invStd[c], bet[c], cap}; };
     const Clamp kind = !r ? Clamp::None : std::isinf(cap) ? Clamp::Relu : Clamp::Capped;
     const float* rp = r ? r->data() : nullptr;
     m_planeStats.resize(2 * N * C);
@@ -318,9 +374,9 @@ void BatchNorm2d::backwardImpl(const Tensor& x, const Tensor* r, const Tensor& d
             double& a = m_planeStats[2 * (n * C + c)];
             double& b = m_planeStats[2 * (n * C + c) + 1];
             const float* rr = rp ? rp + off : nullptr;
-            if (kind == Clamp::None) planeGradSums<Clamp::None>(dy.data() + off, rr, x.data() + off, m_mean[c], cap, HW, a, b);
-            else if (kind == Clamp::Relu) planeGradSums<Clamp::Relu>(dy.data() + off, rr, x.data() + off, m_mean[c], cap, HW, a, b);
-            else planeGradSums<Clamp::Capped>(dy.data() + off, rr, x.data() + off, m_mean[c], cap, HW, a, b);
+            if (kind == Clamp::None) planeGradSums<Clamp::None>(dy.data() + off, rr, x.data() + off, affine(c), HW, a, b);
+            else if (kind == Clamp::Relu) planeGradSums<Clamp::Relu>(dy.data() + off, rr, x.data() + off, affine(c), HW, a, b);
+            else planeGradSums<Clamp::Capped>(dy.data() + off, rr, x.data() + off, affine(c), HW, a, b);
         }
     });
     // Per channel: dx = alpha g + beta (x - mean) + gamma
@@ -346,11 +402,11 @@ void BatchNorm2d::backwardImpl(const Tensor& x, const Tensor* r, const Tensor& d
             const float* rr = rp ? rp + off : nullptr;
             float* out = dx.data() + off;
             if (kind == Clamp::None)
-                planeInputGrad<Clamp::None>(dy.data() + off, rr, x.data() + off, m_mean[c], cap, HW, alpha[c], beta[c], gamma[c], out);
+                planeInputGrad<Clamp::None>(dy.data() + off, rr, x.data() + off, affine(c), HW, alpha[c], beta[c], gamma[c], out);
             else if (kind == Clamp::Relu)
-                planeInputGrad<Clamp::Relu>(dy.data() + off, rr, x.data() + off, m_mean[c], cap, HW, alpha[c], beta[c], gamma[c], out);
+                planeInputGrad<Clamp::Relu>(dy.data() + off, rr, x.data() + off, affine(c), HW, alpha[c], beta[c], gamma[c], out);
             else
-                planeInputGrad<Clamp::Capped>(dy.data() + off, rr, x.data() + off, m_mean[c], cap, HW, alpha[c], beta[c], gamma[c], out);
+                planeInputGrad<Clamp::Capped>(dy.data() + off, rr, x.data() + off, affine(c), HW, alpha[c], beta[c], gamma[c], out);
         }
     });
 }
