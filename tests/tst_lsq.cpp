@@ -523,9 +523,9 @@ void TestLsq::lsqQatLearnsAndExports()
 // A BatchNorm-folded conv learns its step in the conv's own weight units (u = s / |f|, f = gamma /
 // sqrt(running_var + eps)): the grid of the conv's weights is fq(w; u) whatever the BatchNorm
 // statistics are, the reported and exported step is the folded one, s = |f| u, and the gradient
-// reaching u is |f| dL/ds. Before, the step was learned in folded units: on resnet8 the folded
-// steps of layer2/layer3.conv1 were a few 1e-3, Adam moved them by its lr (1e-3) a step, and
-// channels reached the floor (kScaleEps) in the first epoch of the run.
+// reaching u is |f| dL/ds. Before, the step was learned in folded units, so the grid in weight
+// units moved whenever the running variance did, and Adam moved resnet8's folded steps of a few
+// 1e-3 by its lr (1e-3) a step.
 void TestLsq::foldedStepsAreInWeightUnits_data()
 {
     QTest::addColumn<QString>("granularity");
