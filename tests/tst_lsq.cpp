@@ -7,11 +7,14 @@
 #include "infer/int_engine.h"
 #include "io/onnx_io.h"
 #include "io/qsm.h"
+#include "nn/batchnorm2d.h"
+#include "nn/conv2d.h"
 #include "nn/model_zoo.h"
 #include "quant/format.h"
 #include "quant/lsq.h"
 #include "quant/quantize.h"
 #include "quant/weight_quantizer.h"
+#include "train/loss.h"
 #include "train/quant_sim.h"
 #include "train/trainer.h"
 #include "util/errors.h"
@@ -23,6 +26,7 @@
 
 #include <QtTest>
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 
@@ -157,6 +161,8 @@ private slots:
     void activationStepAndOffsetGradients();
     void optionsAreChecked();
     void lsqQatLearnsAndExports();
+    void foldedStepsAreInWeightUnits_data();
+    void foldedStepsAreInWeightUnits();
     void narrowRangeEndToEnd();
     void ternaryAndBinaryGrids();
     void ternaryAndBinaryQatRunOnEngine_data();
@@ -512,6 +518,102 @@ void TestLsq::lsqQatLearnsAndExports()
     QCOMPARE(back.layers.size(), em.layers.size());
     for (std::size_t i = 0; i < em.layers.size(); ++i)
         if (!em.layers[i].tensors.empty()) QCOMPARE(back.layers[i].tensors[0].scales, em.layers[i].tensors[0].scales);
+}
+
+// A BatchNorm-folded conv learns its step in the conv's own weight units (u = s / |f|, f = gamma /
+// sqrt(running_var + eps)): the grid of the conv's weights is fq(w; u) whatever the BatchNorm
+// statistics are, the reported and exported step is the folded one, s = |f| u, and the gradient
+// reaching u is |f| dL/ds. Before, the step was learned in folded units, so the grid in weight
+// units moved whenever the running variance did, and Adam moved resnet8's folded steps of a few
+// 1e-3 by its lr (1e-3) a step.
+void TestLsq::foldedStepsAreInWeightUnits_data()
+{
+    QTest::addColumn<QString>("granularity");
+    QTest::newRow("channel") << "channel";
+    QTest::newRow("group:8") << "group:8";
+}
+
+void TestLsq::foldedStepsAreInWeightUnits()
+{
+    QFETCH(QString, granularity);
+    auto model = makeModel("seed-cnn-bn");
+    PrecisionConfig pc;
+    pc.strategy = Strategy::Qat;
+    pc.format = "int4";
+    pc.activationFormat = "uint4";
+    pc.granularity = granularity.toStdString();
+    pc.quantizer = "lsq";
+    QuantSim sim(*model, pc, findFormat("int4"));
+    auto* conv = dynamic_cast<Conv2d*>(&model->layer(0));
+    auto* bn = dynamic_cast<BatchNorm2d*>(&model->layer(1));
+    QVERIFY(conv && bn && sim.foldsBatchNorm());
+    // Non-trivial statistics, one factor per channel.
+    const std::size_t C = conv->outChannels();
+    for (std::size_t c = 0; c < C; ++c) {
+        bn->runningVar()[c] = 0.2f + 0.1f * static_cast<float>(c);
+        bn->gamma().value[c] = 1.5f - 0.04f * static_cast<float>(c);
+    }
+    sim.quantizeWeights(Rounding::Nearest, 0); // initialises the steps (MSE grid of w f)
+    const Tensor before = conv->weight().override;
+    const std::vector<float> sBefore = sim.weightParams(0).scale;
+    const std::vector<float> u(sim.learnedParams().at(0)->value.values().begin(),
+                               sim.learnedParams().at(0)->value.values().end());
+    QCOMPARE(sBefore.size(), u.size());
+    // The BatchNorm statistics move (as they do every training step): f shrinks 4x.
+    for (std::size_t c = 0; c < C; ++c) {
+        bn->runningVar()[c] = 4.0f * bn->runningVar()[c] + 3.0f * bn->eps();
+        bn->gamma().value[c] *= 0.5f;
+    }
+    sim.quantizeWeights(Rounding::Nearest, 0);
+    const Tensor& after = conv->weight().override;
+    // The conv's quantized weights stay where they were (float rounding may flip a tie).
+    std::size_t moved = 0;
+    for (std::size_t i = 0; i < after.numel(); ++i) moved += std::abs(after[i] - before[i]) > 1e-5f * (1.0f + std::abs(before[i]));
+    QVERIFY2(moved <= after.numel() / 200, qPrintable(QString("%1 of %2 weights moved").arg(moved).arg(after.numel())));
+    // The folded step (exported, reported) followed f: s = |f| u.
+    const std::vector<float>& sAfter = sim.weightParams(0).scale;
+    for (std::size_t k = 0; k < u.size(); ++k)
+        QVERIFY2(std::abs(sAfter[k] - 0.25f * sBefore[k]) <= 1e-5f * sBefore[k],
+                 qPrintable(QString("slot %1: %2 -> %3").arg(k).arg(sBefore[k]).arg(sAfter[k])));
+    const StepSizeTrack conv1 = sim.learnedSteps().front();
+    QCOMPARE(QString::fromStdString(conv1.layer), QString("conv1"));
+    QVERIFY(std::abs(conv1.stepMin - *std::min_element(sAfter.begin(), sAfter.end())) <= 1e-6 * conv1.stepMin);
+
+    // The gradient reaching u is |f| dL/ds: one training step on a batch.
+    const Dataset data = fixtures::syntheticDataset(32, 1);
+    Tensor x, grad;
+    std::vector<std::int32_t> y;
+    data.makeBatch(data.train, 0, 32, x, y);
+    RunContext ctx;
+    ctx.training = true;
+    sim.zeroLearnedGradients();
+    sim.quantizeWeights(Rounding::Nearest, 0);
+    std::vector<float> f(C); // the folding factors of this step (the training forward moves the running statistics)
+    for (std::size_t c = 0; c < C; ++c) f[c] = bn->gamma().value[c] / std::sqrt(bn->runningVar()[c] + bn->eps());
+    const Tensor& out = model->forward(x, ctx, &sim);
+    nllLoss(out, y, grad);
+    model->backward(grad, &sim);
+    // dL/ds the folded way: w f against the upstream gradient dL/dw_hat / f.
+    const QuantParams p = sim.weightParams(0);
+    const std::size_t row = conv->weight().value.numel() / C, per = p.numSlots() / C;
+    std::vector<float> wf(C * row), up(C * row), ds(p.numSlots());
+    for (std::size_t c = 0; c < C; ++c) {
+        for (std::size_t j = 0; j < row; ++j) {
+            wf[c * row + j] = conv->weight().value[c * row + j] * f[c];
+            up[c * row + j] = conv->weight().grad[c * row + j] / f[c];
+        }
+    }
+    lsqStepGradient(wf, up, p, ds);
+    sim.maskWeightGradients(); // computes the learned steps' gradients
+    const float* gu = sim.learnedParams().at(0)->grad.data();
+    std::size_t nonzero = 0;
+    for (std::size_t k = 0; k < p.numSlots(); ++k) {
+        const float expect = std::abs(f[k / per]) * ds[k];
+        nonzero += expect != 0.0f;
+        QVERIFY2(std::abs(gu[k] - expect) <= 1e-4f * std::abs(expect) + 1e-9f,
+                 qPrintable(QString("slot %1: dL/du %2, |f| dL/ds %3").arg(k).arg(gu[k]).arg(expect)));
+    }
+    QVERIFY(nonzero > 0);
 }
 
 void TestLsq::narrowRangeEndToEnd()

@@ -201,7 +201,9 @@ std::vector<StepSizeTrack> QuantSim::learnedSteps() const
     std::vector<StepSizeTrack> out;
     for (std::size_t t = 0; t < m_lsqW.size(); ++t) {
         if (!m_lsqW[t] || !m_lsqWInit[t]) continue;
-        const auto v = m_lsqW[t]->value.values();
+        const std::vector<float> units = stepUnits(t);
+        std::vector<float> v(m_lsqW[t]->value.values().begin(), m_lsqW[t]->value.values().end());
+        for (std::size_t k = 0; k < v.size(); ++k) v[k] *= units[k]; // the grid's step s
         StepSizeTrack k;
         k.layer = m_targets[t].layer;
         k.tensor = "weight";
@@ -258,9 +260,33 @@ void QuantSim::initLearnedWeightSteps()
         if (s.size() != m_lsqW[t]->value.numel())
             throw ConfigError("LSQ: layer '" + m_targets[t].layer + "' has " + std::to_string(s.size()) + " scale slots, not " +
                               std::to_string(m_lsqW[t]->value.numel()));
-        std::copy(s.begin(), s.end(), m_lsqW[t]->value.data());
+        const std::vector<float> units = stepUnits(t);
+        float* u = m_lsqW[t]->value.data();
+        for (std::size_t k = 0; k < s.size(); ++k) u[k] = std::max(s[k] / units[k], kScaleEps);
         m_lsqWInit[t] = true;
     }
+}
+
+std::vector<float> QuantSim::stepUnits(std::size_t t) const
+{
+    const std::size_t slots = m_lsqW.at(t) ? m_lsqW[t]->value.numel() : 0;
+    std::vector<float> units(slots, 1.0f);
+    for (const Fold& f : m_folds) {
+        if (f.target != t || f.factor.empty() || slots == 0) continue;
+        const std::size_t C = f.factor.size();
+        // |f| below this counts as a dead channel: its step stays in folded units.
+        auto unit = [](float x) { return std::fabs(x) > 1e-12f ? std::fabs(x) : 1.0f; };
+        if (slots % C != 0) { // per tensor: the mean |f|
+            double sum = 0.0;
+            for (float x : f.factor) sum += std::fabs(x);
+            const float mean = static_cast<float>(sum / static_cast<double>(C));
+            std::fill(units.begin(), units.end(), unit(mean));
+        } else { // per channel, or groups inside each channel's row
+            const std::size_t per = slots / C;
+            for (std::size_t k = 0; k < slots; ++k) units[k] = unit(f.factor[k / per]);
+        }
+    }
+    return units;
 }
 
 void QuantSim::learnedWeightGradients()
@@ -288,6 +314,10 @@ void QuantSim::learnedWeightGradients()
             grad = w.grad.values();
         }
         lsqStepGradient(w.value.values(), grad, p, m_lsqW[t]->grad.values());
+        // dL/du = dL/ds * ds/du, s = |f| u.
+        const std::vector<float> units = stepUnits(t);
+        float* gu = m_lsqW[t]->grad.data();
+        for (std::size_t k = 0; k < units.size(); ++k) gu[k] *= units[k];
     }
 }
 
@@ -433,9 +463,13 @@ void QuantSim::quantizeWeights(Rounding rounding, std::uint64_t rngKey)
         initLearnedWeightSteps();
     }
     for (std::size_t t = 0; t < m_lsqW.size(); ++t)
-        if (m_lsqW[t])
-            m_groups[static_cast<std::size_t>(m_group[t])].wq->setLearnedScales(
-                m_slot[t], std::vector<float>(m_lsqW[t]->value.values().begin(), m_lsqW[t]->value.values().end()));
+        if (m_lsqW[t]) {
+            // s = |f| u with this step's folding factors (1 for unfolded targets).
+            const std::vector<float> units = stepUnits(t);
+            std::vector<float> s(m_lsqW[t]->value.values().begin(), m_lsqW[t]->value.values().end());
+            for (std::size_t k = 0; k < s.size(); ++k) s[k] = std::max(s[k] * units[k], kScaleEps);
+            m_groups[static_cast<std::size_t>(m_group[t])].wq->setLearnedScales(m_slot[t], std::move(s));
+        }
     applyAll();
     // Back to the unfolded parameter: conv(x, fq(w s)) / s == conv(x, fq(w s) / s).
     for (Fold& f : m_folds) {

@@ -87,9 +87,15 @@ public:
     const NumberFormat* pointFormat(std::size_t point) const { return m_pfmt.at(point); }
 
     // LSQ (cfg.quantizer == "lsq", quant/lsq.h): learned weight steps per target (slots as the
-    // granularity lays them out; folded convs learn the step of the folded weight) and learned
-    // activation steps per point (LSQ+: and offsets). The model input keeps its observer (no
-    // gradient reaches it). Steps initialise on the first quantizeWeights / forward.
+    // granularity lays them out) and learned activation steps per point (LSQ+: and offsets). The
+    // model input keeps its observer (no gradient reaches it). Steps initialise on the first
+    // quantizeWeights / forward.
+    // A BatchNorm-folded conv quantizes the folded weight w f (f = gamma / sqrt(running_var + eps)
+    // per output channel) with step s, but learns u = s / |f| (per tensor: / the mean |f|), the
+    // step in the conv's own weight units, as the LSQ paper (which keeps BN unfolded) does:
+    // fq(w f; |f| u) / f = fq(w; u) per channel. The optimizer moves u at the pace of the weights
+    // it quantizes and the grid stays put in weight units while the BN statistics move.
+    // learnedParams() hold u for those targets; learnedSteps(), weightParams() and export give s.
     bool learnsSteps() const { return m_lsq; }
     std::vector<Param*> learnedParams();
     std::vector<StepSizeTrack> learnedSteps() const;
@@ -152,6 +158,9 @@ private:
     void widenEndActivations(const std::vector<std::size_t>& layerOfTarget, const std::vector<long>& ownerOfPoint);
     void initLearnedWeightSteps();
     void learnedWeightGradients();
+    // Per slot of target t's learned step: s / u (|f| of the slot's channel, per tensor the mean
+    // |f|; 1 for unfolded targets). Valid after quantizeWeights computed the folding factors.
+    std::vector<float> stepUnits(std::size_t t) const;
 };
 
 } // namespace quantscope
