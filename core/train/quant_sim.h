@@ -93,7 +93,8 @@ public:
     // A BatchNorm-folded conv quantizes the folded weight w f (f = gamma / sqrt(running_var + eps)
     // per output channel) with step s, but learns u = s / |f| (per tensor: / the mean |f|), the
     // step in the conv's own weight units, as the LSQ paper (which keeps BN unfolded) does:
-    // fq(w f; |f| u) / f = fq(w; u) per channel. The optimizer moves u at the pace of the weights
+    // fq(w f; |f| u) / f = fq(w; u) per channel (gamma > 0; a negative gamma mirrors the grid,
+    // -fq(-w; u)). The optimizer moves u at the pace of the weights
     // it quantizes and the grid stays put in weight units while the BN statistics move.
     // learnedParams() hold u for those targets; learnedSteps(), weightParams() and export give s.
     bool learnsSteps() const { return m_lsq; }
