@@ -2,6 +2,8 @@
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
+#elif defined(__SSE2__)
+#include <emmintrin.h>
 #endif
 
 #include <algorithm>
@@ -170,10 +172,11 @@ void gemmRowsTransAdd(const float* const* D, std::size_t M, const float* const* 
 #else // portable twins: the same sums in the same order
 
 // Without AVX-512 (the sanitizer presets, the x86-64-v3 package) these run every direct
-// convolution, so they are register-blocked: a tile of 4 x 4 outputs is held in named scalars
-// (registers at any optimisation level) and each value read feeds four products, where an
-// element-at-a-time loop reads and writes the output once per product. Each output is still
-// summed from 0 over k (gemmRows) or j (gemmRowsTransAdd) in order.
+// convolution, so they are register-blocked: gemmRows holds 4 x 8 outputs in SSE registers (4 x 4
+// in named scalars at the edges, and without SSE2), gemmRowsTransAdd 4 x 4 in named scalars, so
+// that each value read feeds four or more products, where an element-at-a-time loop read and
+// wrote the output once per product. Each output is still summed from 0 over k (gemmRows) or
+// j (gemmRowsTransAdd) in order.
 
 namespace {
 
@@ -209,6 +212,31 @@ void gemmRows(const float* packedA, std::size_t M, std::size_t K, const float* c
         std::size_t i = 0;
         for (; i + 4 <= mRows; i += 4) {
             std::size_t j = 0;
+#if defined(__SSE2__)
+            // 4 x 8 tiles in eight SSE registers (x86-64's baseline): per k one load of the four
+            // weights and two of the row, each lane its own output summed over k in order.
+            for (; j + 8 <= L; j += 8) {
+                __m128 c0l = _mm_setzero_ps(), c0h = c0l, c1l = c0l, c1h = c0l, c2l = c0l, c2h = c0l, c3l = c0l, c3h = c0l;
+                for (std::size_t k = 0; k < K; ++k) {
+                    const __m128 a = _mm_loadu_ps(pa + k * kMr + i);
+                    const float* r = rows[k] + j;
+                    const __m128 rl = _mm_loadu_ps(r), rh = _mm_loadu_ps(r + 4);
+                    __m128 s = _mm_shuffle_ps(a, a, 0x00);
+                    c0l = _mm_add_ps(c0l, _mm_mul_ps(s, rl)), c0h = _mm_add_ps(c0h, _mm_mul_ps(s, rh));
+                    s = _mm_shuffle_ps(a, a, 0x55);
+                    c1l = _mm_add_ps(c1l, _mm_mul_ps(s, rl)), c1h = _mm_add_ps(c1h, _mm_mul_ps(s, rh));
+                    s = _mm_shuffle_ps(a, a, 0xAA);
+                    c2l = _mm_add_ps(c2l, _mm_mul_ps(s, rl)), c2h = _mm_add_ps(c2h, _mm_mul_ps(s, rh));
+                    s = _mm_shuffle_ps(a, a, 0xFF);
+                    c3l = _mm_add_ps(c3l, _mm_mul_ps(s, rl)), c3h = _mm_add_ps(c3h, _mm_mul_ps(s, rh));
+                }
+                float* c = cb + i * ldc + j;
+                _mm_storeu_ps(c, c0l), _mm_storeu_ps(c + 4, c0h);
+                _mm_storeu_ps(c + ldc, c1l), _mm_storeu_ps(c + ldc + 4, c1h);
+                _mm_storeu_ps(c + 2 * ldc, c2l), _mm_storeu_ps(c + 2 * ldc + 4, c2h);
+                _mm_storeu_ps(c + 3 * ldc, c3l), _mm_storeu_ps(c + 3 * ldc + 4, c3h);
+            }
+#endif
             for (; j + 4 <= L; j += 4) {
                 QS_TILE_ZERO;
                 for (std::size_t k = 0; k < K; ++k) {
