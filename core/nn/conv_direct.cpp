@@ -172,9 +172,9 @@ void gemmRowsTransAdd(const float* const* D, std::size_t M, const float* const* 
 #else // portable twins: the same sums in the same order
 
 // Without AVX-512 (the sanitizer presets, the x86-64-v3 package) these run every direct
-// convolution, so they are register-blocked: gemmRows holds 4 x 8 outputs in SSE registers (4 x 4
-// in named scalars at the edges, and without SSE2), gemmRowsTransAdd 4 x 4 in named scalars, so
-// that each value read feeds four or more products, where an element-at-a-time loop read and
+// convolution, so they are register-blocked: gemmRows holds 4 x 8 outputs in SSE registers,
+// gemmRowsTransAdd 8 x 4 (4 x 4 in named scalars at the edges, and without SSE2), so that each
+// value read feeds four or more products, where an element-at-a-time loop read and
 // wrote the output once per product. Each output is still summed from 0 over k (gemmRows) or
 // j (gemmRowsTransAdd) in order.
 
@@ -288,6 +288,41 @@ void gemmRowsTransAdd(const float* const* D, std::size_t M, const float* const* 
         C[m * ldc + k] += s;
     };
     std::size_t m = 0;
+#if defined(__SSE2__)
+    // Blocks of 8 output channels: D's 8 rows transposed to (L, 8), then per j one broadcast of
+    // R[k + i][j] feeds two SSE vectors over m, as the AVX-512 kernel does with 16 lanes; each
+    // output is still its own sum over j in order.
+    static thread_local std::vector<float> dt;
+    if (dt.size() < L * 8) dt.resize(L * 8);
+    for (; m + 8 <= M; m += 8) {
+        for (std::size_t j = 0; j < L; ++j)
+            for (std::size_t mm = 0; mm < 8; ++mm) dt[j * 8 + mm] = D[m + mm][j];
+        const float* t = dt.data();
+        std::size_t k = 0;
+        for (; k + 4 <= K; k += 4) {
+            const float *r0 = R[k], *r1 = R[k + 1], *r2 = R[k + 2], *r3 = R[k + 3];
+            __m128 a0l = _mm_setzero_ps(), a0h = a0l, a1l = a0l, a1h = a0l, a2l = a0l, a2h = a0l, a3l = a0l, a3h = a0l;
+            for (std::size_t j = 0; j < L; ++j) {
+                const __m128 dl = _mm_loadu_ps(t + j * 8), dh = _mm_loadu_ps(t + j * 8 + 4);
+                __m128 b = _mm_set1_ps(r0[j]);
+                a0l = _mm_add_ps(a0l, _mm_mul_ps(dl, b)), a0h = _mm_add_ps(a0h, _mm_mul_ps(dh, b));
+                b = _mm_set1_ps(r1[j]);
+                a1l = _mm_add_ps(a1l, _mm_mul_ps(dl, b)), a1h = _mm_add_ps(a1h, _mm_mul_ps(dh, b));
+                b = _mm_set1_ps(r2[j]);
+                a2l = _mm_add_ps(a2l, _mm_mul_ps(dl, b)), a2h = _mm_add_ps(a2h, _mm_mul_ps(dh, b));
+                b = _mm_set1_ps(r3[j]);
+                a3l = _mm_add_ps(a3l, _mm_mul_ps(dl, b)), a3h = _mm_add_ps(a3h, _mm_mul_ps(dh, b));
+            }
+            float out[4][8];
+            _mm_storeu_ps(out[0], a0l), _mm_storeu_ps(out[0] + 4, a0h), _mm_storeu_ps(out[1], a1l), _mm_storeu_ps(out[1] + 4, a1h);
+            _mm_storeu_ps(out[2], a2l), _mm_storeu_ps(out[2] + 4, a2h), _mm_storeu_ps(out[3], a3l), _mm_storeu_ps(out[3] + 4, a3h);
+            for (std::size_t mm = 0; mm < 8; ++mm)
+                for (std::size_t i = 0; i < 4; ++i) C[(m + mm) * ldc + k + i] += out[i][mm];
+        }
+        for (; k < K; ++k)
+            for (std::size_t mm = 0; mm < 8; ++mm) single(m + mm, k);
+    }
+#endif
     for (; m + 4 <= M; m += 4) {
         const float *d0 = D[m], *d1 = D[m + 1], *d2 = D[m + 2], *d3 = D[m + 3];
         std::size_t k = 0;
