@@ -64,13 +64,7 @@ void TestEngineEval::initTestCase()
 {
     m_data.test = fixtures::blobImages(1000, 28, 28, 123);
     m_trained = fixtures::trainedLenet5(m_data);
-    // Under the sanitizer presets (QS_SANITIZER_RUN) the agreement rows run on the synthetic blobs'
-    // lenet5 and its bar (99.5 %), as without Fashion-MNIST: with seed-cnn trained on 3000
-    // Fashion images and 3000 evaluated per row, the unit took 758 s under ASan. The release
-    // suite runs the Fashion rows.
-    if (qEnvironmentVariableIsSet("QS_SANITIZER_RUN"))
-        qInfo("sanitizer run: the agreement rows use the synthetic blobs, not a Fashion-MNIST seed-cnn (release suite)");
-    else if (fixtures::haveFashion()) {
+    if (fixtures::haveFashion()) {
         DatasetOptions o;
         o.trainLimit = 3000;
         o.testLimit = 3000;
