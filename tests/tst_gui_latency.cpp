@@ -1,7 +1,8 @@
 // How responsive the window stays while it trains, offscreen. A 10 ms QTimer on the GUI thread
 // records how late each tick arrives during a run of several seconds (QAT int8 channel-wise on
-// a 6,000-image fixture); the 99th percentile must stay under 50 ms. Also measured: the time
-// from clicking Train to the first point on the loss chart. Both are printed for the record.
+// a 6,000-image fixture, 1,200 under the sanitizer presets); the 99th percentile must stay under
+// 50 ms. Also measured: the time from clicking Train to the first point on the loss chart. Both
+// are printed for the record.
 #include "curve_charts.h"
 #include "main_window.h"
 #include "runs_model.h"
@@ -33,6 +34,11 @@ constexpr int kTickMs = 10;
 constexpr double kP99LimitMs = 50.0;       // the bound: 99 % of ticks within 50 ms
 constexpr qint64 kFirstPointLimitMs = 3000; // "within a second" on an idle machine; shared here
 constexpr std::size_t kTrain = 6000, kTest = 500;
+constexpr int kRunTimeoutMs = 300000;
+// Under the sanitizer presets (QS_SANITIZER_RUN) the fixture shrinks by the instrumentation's cost
+// (sanitizerSlowdown()): the run still lasts far longer than the 2 s the measurement needs, and
+// its wait stays bounded by the same 300 s.
+std::size_t trainImages() { return static_cast<std::size_t>(double(kTrain) / quantscope::testing::sanitizerSlowdown()); }
 
 void writeFixture(const QString& dir, std::size_t nTrain, std::size_t nTest, std::uint64_t seed = 3)
 {
@@ -74,7 +80,7 @@ private slots:
     {
         QTemporaryDir dir;
         QVERIFY(dir.isValid());
-        writeFixture(dir.path(), kTrain, kTest);
+        writeFixture(dir.path(), trainImages(), kTest);
         MainWindowOptions o;
         o.useSettings = false;
         o.dataDir = dir.path();
@@ -118,7 +124,7 @@ private slots:
         probe.start();
         sinceClick.start();
         QTest::mouseClick(w.trainingPanel()->trainButton(), Qt::LeftButton);
-        QVERIFY(ended.wait(300000));
+        QVERIFY(ended.wait(kRunTimeoutMs));
         const double seconds = double(clock.elapsed()) / 1000.0;
         probe.stop();
 

@@ -4,6 +4,7 @@
 #include "search_view.h"
 
 #include "format_text.h"
+#include "tsan_handoff.h"
 #include "pareto_chart.h"
 #include "quant_catalog.h"
 
@@ -292,7 +293,7 @@ void SearchView::run()
             arena.execute([&] {
                 out->report = searchMixedPrecision(*model, *in->data, in->data->validation, opt,
                                                    [&](SearchPhase phase, std::size_t done, std::size_t total) {
-                                                       QMetaObject::invokeMethod(qApp, [self, phase, done, total] {
+                                                       QS_TSAN_HANDOFF(), QMetaObject::invokeMethod(qApp, [self, phase, done, total] {
                                                            if (self) self->showProgress(phase, done, total);
                                                        });
                                                        return !stop.load();
@@ -308,7 +309,7 @@ void SearchView::run()
         } catch (const std::exception& e) {
             out->error = QString::fromUtf8(e.what());
         }
-        QMetaObject::invokeMethod(qApp, [self, out] {
+        QS_TSAN_HANDOFF(), QMetaObject::invokeMethod(qApp, [self, out] {
             if (self) self->showOutcome(out);
         });
     });

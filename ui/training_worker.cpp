@@ -1,8 +1,11 @@
 #include "training_worker.h"
 
 #include "quant_catalog.h"
+#include "tsan_handoff.h"
 
 #include "analysis/engine_eval.h"
+
+#include <QCoreApplication>
 
 #include <algorithm>
 #include <chrono>
@@ -21,7 +24,7 @@ public:
     {
     }
 
-    void onStart(const StartEvent& e) override { emit m_worker.started(m_runId, e); }
+    void onStart(const StartEvent& e) override { QS_TSAN_HANDOFF(), emit m_worker.started(m_runId, e), QS_TSAN_HANDOFF(); }
 
     void onBatch(const BatchEvent& e) override
     {
@@ -33,11 +36,11 @@ public:
     void onEpoch(const EpochEvent& e) override
     {
         flush(Clock::now());
-        emit m_worker.epochDone(m_runId, e);
+        QS_TSAN_HANDOFF(), emit m_worker.epochDone(m_runId, e), QS_TSAN_HANDOFF();
     }
 
-    void onLayerStats(const std::vector<LayerStats>& stats) override { emit m_worker.layerStats(m_runId, stats); }
-    void onStepSizes(const StepSizeEvent& e) override { emit m_worker.stepSizes(m_runId, e); }
+    void onLayerStats(const std::vector<LayerStats>& stats) override { QS_TSAN_HANDOFF(), emit m_worker.layerStats(m_runId, stats), QS_TSAN_HANDOFF(); }
+    void onStepSizes(const StepSizeEvent& e) override { QS_TSAN_HANDOFF(), emit m_worker.stepSizes(m_runId, e), QS_TSAN_HANDOFF(); }
 
     // PTQ refinement (AdaRound, bias correction): a status line and the share done, throttled.
     void onPtqProgress(const PtqProgressEvent& e) override
@@ -61,14 +64,14 @@ public:
         } else {
             text = QStringLiteral("Bias correction on the calibration images...");
         }
-        emit m_worker.ptqProgress(m_runId, text, done);
+        QS_TSAN_HANDOFF(), emit m_worker.ptqProgress(m_runId, text, done), QS_TSAN_HANDOFF();
     }
 
     void onFinish(const FinishEvent& e) override
     {
         flush(Clock::now());
         m_finished = true;
-        emit m_worker.finished(m_runId, e);
+        QS_TSAN_HANDOFF(), emit m_worker.finished(m_runId, e), QS_TSAN_HANDOFF();
     }
 
     bool finishedReported() const { return m_finished; }
@@ -82,7 +85,7 @@ private:
         if (m_pending.empty()) return;
         BatchList out;
         out.swap(m_pending);
-        emit m_worker.batches(m_runId, std::move(out));
+        QS_TSAN_HANDOFF(), emit m_worker.batches(m_runId, std::move(out)), QS_TSAN_HANDOFF();
     }
 
     TrainingWorker& m_worker;
@@ -124,11 +127,11 @@ void TrainingWorker::loadDataset(const DatasetRequest& request)
     try {
         auto data = std::make_shared<Dataset>(request.explicitFiles ? Dataset::load(request.files, request.options)
                                                                     : Dataset::load(request.options));
-        emit datasetLoaded(request.id, std::move(data));
+        QS_TSAN_HANDOFF(), emit datasetLoaded(request.id, std::move(data)), QS_TSAN_HANDOFF();
     } catch (const std::exception& e) {
-        emit datasetFailed(request.id, QString::fromStdString(e.what()));
+        QS_TSAN_HANDOFF(), emit datasetFailed(request.id, QString::fromStdString(e.what())), QS_TSAN_HANDOFF();
     } catch (...) {
-        emit datasetFailed(request.id, QStringLiteral("the dataset could not be read (unknown error)"));
+        QS_TSAN_HANDOFF(), emit datasetFailed(request.id, QStringLiteral("the dataset could not be read (unknown error)")), QS_TSAN_HANDOFF();
     }
 }
 
@@ -146,9 +149,9 @@ void TrainingWorker::keepForExport(const TrainRequest& request, Trainer& trainer
         if (!b->model.quantized && st != Strategy::Fp32)
             b->note = "trained with " + request.config.precision.format +
                       " arithmetic; the file holds its FP32 master weights";
-        emit exportReady(request.runId, std::move(b));
+        QS_TSAN_HANDOFF(), emit exportReady(request.runId, std::move(b)), QS_TSAN_HANDOFF();
     } catch (const std::exception& e) {
-        emit exportFailed(request.runId, QStringLiteral("this run's model cannot be exported: %1").arg(QString::fromStdString(e.what())));
+        QS_TSAN_HANDOFF(), emit exportFailed(request.runId, QStringLiteral("this run's model cannot be exported: %1").arg(QString::fromStdString(e.what()))), QS_TSAN_HANDOFF();
     }
 }
 
@@ -161,11 +164,11 @@ void TrainingWorker::exportRun(const ExportRequest& request)
         checkExportable(b.config, path);
         ExportSummary s = writeAndVerify(b.model, b.fp32, *b.data, path, b.config.threads);
         s.note = b.note; // core's note repeats the sizes, which the window reports itself
-        emit exported(request.runId, std::move(s));
+        QS_TSAN_HANDOFF(), emit exported(request.runId, std::move(s)), QS_TSAN_HANDOFF();
     } catch (const std::exception& e) {
-        emit exportFailed(request.runId, QString::fromStdString(e.what()));
+        QS_TSAN_HANDOFF(), emit exportFailed(request.runId, QString::fromStdString(e.what())), QS_TSAN_HANDOFF();
     } catch (...) {
-        emit exportFailed(request.runId, QStringLiteral("the export failed (unknown error)"));
+        QS_TSAN_HANDOFF(), emit exportFailed(request.runId, QStringLiteral("the export failed (unknown error)")), QS_TSAN_HANDOFF();
     }
 }
 
@@ -177,14 +180,14 @@ void TrainingWorker::train(const TrainRequest& request)
         TrainConfig cfg = request.config;
         cfg.quantizedEvaluator = engineEvaluator(cfg.threads); // integer kernels where the engine can run the model
         Trainer trainer(cfg, *request.data, &observer, m_token);
-        emit modelSize(request.runId, estimateModelBytes(request.config, trainer.model()));
+        QS_TSAN_HANDOFF(), emit modelSize(request.runId, estimateModelBytes(request.config, trainer.model())), QS_TSAN_HANDOFF();
         const FinishEvent fin = trainer.run();
-        if (!observer.finishedReported()) emit failed(request.runId, QStringLiteral("training ended without a result"));
+        if (!observer.finishedReported()) QS_TSAN_HANDOFF(), emit failed(request.runId, QStringLiteral("training ended without a result")), QS_TSAN_HANDOFF();
         else if (!fin.stopped) keepForExport(request, trainer);
     } catch (const std::exception& e) {
-        emit failed(request.runId, QString::fromStdString(e.what()));
+        QS_TSAN_HANDOFF(), emit failed(request.runId, QString::fromStdString(e.what())), QS_TSAN_HANDOFF();
     } catch (...) {
-        emit failed(request.runId, QStringLiteral("training failed (unknown error)"));
+        QS_TSAN_HANDOFF(), emit failed(request.runId, QStringLiteral("training failed (unknown error)")), QS_TSAN_HANDOFF();
     }
 }
 
@@ -192,6 +195,9 @@ TrainingController::TrainingController(QObject* parent, int throttleMs) : QObjec
 {
     registerTypes();
     m_worker = new TrainingWorker(&m_token, throttleMs);
+    static const bool guiThreadFilter = (installTsanHandoff(QCoreApplication::instance()), true);
+    (void)guiThreadFilter;
+    installTsanHandoff(m_worker); // the filter is the worker's child: it moves with it
     m_worker->moveToThread(&m_thread);
     m_thread.setObjectName(QStringLiteral("quantscope-training"));
 
@@ -202,28 +208,28 @@ TrainingController::TrainingController(QObject* parent, int throttleMs) : QObjec
     connect(m_worker, &TrainingWorker::exportReady, this, &TrainingController::exportReady, q);
     connect(m_worker, &TrainingWorker::exported, this, [this](int id, const ExportSummary& s) {
         m_exporting = false;
-        emit busyChanged();
-        emit exported(id, s);
+        QS_TSAN_HANDOFF(), emit busyChanged(), QS_TSAN_HANDOFF();
+        QS_TSAN_HANDOFF(), emit exported(id, s), QS_TSAN_HANDOFF();
     }, q);
     connect(m_worker, &TrainingWorker::exportFailed, this, [this](int id, const QString& msg) {
         if (!m_exporting) {
-            emit exportUnavailable(id, msg);
+            QS_TSAN_HANDOFF(), emit exportUnavailable(id, msg), QS_TSAN_HANDOFF();
             return;
         }
         m_exporting = false;
-        emit busyChanged();
-        emit exportFailed(id, msg);
+        QS_TSAN_HANDOFF(), emit busyChanged(), QS_TSAN_HANDOFF();
+        QS_TSAN_HANDOFF(), emit exportFailed(id, msg), QS_TSAN_HANDOFF();
     }, q);
 
     connect(m_worker, &TrainingWorker::datasetLoaded, this, [this](quint64 id, DatasetPtr d) {
         m_loads = std::max(0, m_loads - 1);
-        emit busyChanged();
-        emit datasetLoaded(id, std::move(d));
+        QS_TSAN_HANDOFF(), emit busyChanged(), QS_TSAN_HANDOFF();
+        QS_TSAN_HANDOFF(), emit datasetLoaded(id, std::move(d)), QS_TSAN_HANDOFF();
     }, q);
     connect(m_worker, &TrainingWorker::datasetFailed, this, [this](quint64 id, const QString& msg) {
         m_loads = std::max(0, m_loads - 1);
-        emit busyChanged();
-        emit datasetFailed(id, msg);
+        QS_TSAN_HANDOFF(), emit busyChanged(), QS_TSAN_HANDOFF();
+        QS_TSAN_HANDOFF(), emit datasetFailed(id, msg), QS_TSAN_HANDOFF();
     }, q);
     connect(m_worker, &TrainingWorker::started, this, &TrainingController::started, q);
     connect(m_worker, &TrainingWorker::modelSize, this, &TrainingController::modelSize, q);
@@ -235,14 +241,14 @@ TrainingController::TrainingController(QObject* parent, int throttleMs) : QObjec
     connect(m_worker, &TrainingWorker::finished, this, [this](int id, const FinishEvent& e) {
         m_training = false;
         m_token.setPaused(false);
-        emit busyChanged();
-        emit finished(id, e);
+        QS_TSAN_HANDOFF(), emit busyChanged(), QS_TSAN_HANDOFF();
+        QS_TSAN_HANDOFF(), emit finished(id, e), QS_TSAN_HANDOFF();
     }, q);
     connect(m_worker, &TrainingWorker::failed, this, [this](int id, const QString& msg) {
         m_training = false;
         m_token.setPaused(false);
-        emit busyChanged();
-        emit failed(id, msg);
+        QS_TSAN_HANDOFF(), emit busyChanged(), QS_TSAN_HANDOFF();
+        QS_TSAN_HANDOFF(), emit failed(id, msg), QS_TSAN_HANDOFF();
     }, q);
     m_thread.start();
 }
@@ -267,8 +273,8 @@ quint64 TrainingController::loadDataset(DatasetRequest request)
     if (!m_worker) return 0;
     request.id = m_nextRequest++;
     ++m_loads;
-    emit busyChanged();
-    emit requestLoad(request);
+    QS_TSAN_HANDOFF(), emit busyChanged(), QS_TSAN_HANDOFF();
+    QS_TSAN_HANDOFF(), emit requestLoad(request), QS_TSAN_HANDOFF();
     return request.id;
 }
 
@@ -276,8 +282,8 @@ bool TrainingController::exportRun(int runId, ExportBundlePtr bundle, const QStr
 {
     if (!m_worker || m_training || isLoading() || m_exporting || !bundle) return false;
     m_exporting = true;
-    emit busyChanged();
-    emit requestExport(ExportRequest{runId, std::move(bundle), path});
+    QS_TSAN_HANDOFF(), emit busyChanged(), QS_TSAN_HANDOFF();
+    QS_TSAN_HANDOFF(), emit requestExport(ExportRequest{runId, std::move(bundle), path}), QS_TSAN_HANDOFF();
     return true;
 }
 
@@ -287,8 +293,8 @@ bool TrainingController::startTraining(int runId, const TrainConfig& config, Dat
     m_token.reset();
     m_training = true;
     m_runId = runId;
-    emit busyChanged();
-    emit requestTrain(TrainRequest{runId, config, std::move(data)});
+    QS_TSAN_HANDOFF(), emit busyChanged(), QS_TSAN_HANDOFF();
+    QS_TSAN_HANDOFF(), emit requestTrain(TrainRequest{runId, config, std::move(data)}), QS_TSAN_HANDOFF();
     return true;
 }
 

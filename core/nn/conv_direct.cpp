@@ -2,6 +2,8 @@
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
+#elif defined(__SSE2__)
+#include <emmintrin.h>
 #endif
 
 #include <algorithm>
@@ -169,19 +171,108 @@ void gemmRowsTransAdd(const float* const* D, std::size_t M, const float* const* 
 
 #else // portable twins: the same sums in the same order
 
+// Without AVX-512 (the sanitizer presets, the x86-64-v3 package) these run every direct
+// convolution, so they are register-blocked: gemmRows holds 4 x 8 outputs in SSE registers,
+// gemmRowsTransAdd 8 x 4 (4 x 4 in named scalars at the edges, and without SSE2), so that each
+// value read feeds four or more products, where an element-at-a-time loop read and
+// wrote the output once per product. Each output is still summed from 0 over k (gemmRows) or
+// j (gemmRowsTransAdd) in order.
+
+namespace {
+
+// The 16 accumulators of a 4 x 4 tile: s<row><column>.
+#define QS_TILE_ZERO float s00 = 0, s01 = 0, s02 = 0, s03 = 0, s10 = 0, s11 = 0, s12 = 0, s13 = 0, s20 = 0, s21 = 0, \
+                           s22 = 0, s23 = 0, s30 = 0, s31 = 0, s32 = 0, s33 = 0
+#define QS_TILE_MAC(a0, a1, a2, a3, b0, b1, b2, b3)                                                          \
+    s00 += (a0) * (b0), s01 += (a0) * (b1), s02 += (a0) * (b2), s03 += (a0) * (b3), s10 += (a1) * (b0),     \
+        s11 += (a1) * (b1), s12 += (a1) * (b2), s13 += (a1) * (b3), s20 += (a2) * (b0), s21 += (a2) * (b1), \
+        s22 += (a2) * (b2), s23 += (a2) * (b3), s30 += (a3) * (b0), s31 += (a3) * (b1), s32 += (a3) * (b2), \
+        s33 += (a3) * (b3)
+
+// out(r, c) for the tile's row r and column c; set(r, c, value) stores one output.
+template <typename Set>
+inline void storeTile(Set&& set, float s00, float s01, float s02, float s03, float s10, float s11, float s12, float s13,
+                      float s20, float s21, float s22, float s23, float s30, float s31, float s32, float s33)
+{
+    set(0, 0, s00), set(0, 1, s01), set(0, 2, s02), set(0, 3, s03);
+    set(1, 0, s10), set(1, 1, s11), set(1, 2, s12), set(1, 3, s13);
+    set(2, 0, s20), set(2, 1, s21), set(2, 2, s22), set(2, 3, s23);
+    set(3, 0, s30), set(3, 1, s31), set(3, 2, s32), set(3, 3, s33);
+}
+
+} // namespace
+
 void gemmRows(const float* packedA, std::size_t M, std::size_t K, const float* const* rows, std::size_t L,
               float* C, std::size_t ldc)
 {
     for (std::size_t b = 0; b * kMr < M; ++b) {
         const std::size_t mRows = std::min(kMr, M - b * kMr);
         const float* pa = packedA + b * K * kMr;
-        for (std::size_t i = 0; i < mRows; ++i) {
-            float* c = C + (b * kMr + i) * ldc;
-            std::fill(c, c + L, 0.0f);
-            for (std::size_t k = 0; k < K; ++k) {
-                const float a = pa[k * kMr + i];
-                const float* __restrict r = rows[k];
-                for (std::size_t j = 0; j < L; ++j) c[j] += a * r[j];
+        float* cb = C + b * kMr * ldc;
+        std::size_t i = 0;
+        for (; i + 4 <= mRows; i += 4) {
+            std::size_t j = 0;
+#if defined(__SSE2__)
+            // 4 x 8 tiles in eight SSE registers (x86-64's baseline): per k one load of the four
+            // weights and two of the row, each lane its own output summed over k in order.
+            for (; j + 8 <= L; j += 8) {
+                __m128 c0l = _mm_setzero_ps(), c0h = c0l, c1l = c0l, c1h = c0l, c2l = c0l, c2h = c0l, c3l = c0l, c3h = c0l;
+                for (std::size_t k = 0; k < K; ++k) {
+                    const __m128 a = _mm_loadu_ps(pa + k * kMr + i);
+                    const float* r = rows[k] + j;
+                    const __m128 rl = _mm_loadu_ps(r), rh = _mm_loadu_ps(r + 4);
+                    __m128 s = _mm_shuffle_ps(a, a, 0x00);
+                    c0l = _mm_add_ps(c0l, _mm_mul_ps(s, rl)), c0h = _mm_add_ps(c0h, _mm_mul_ps(s, rh));
+                    s = _mm_shuffle_ps(a, a, 0x55);
+                    c1l = _mm_add_ps(c1l, _mm_mul_ps(s, rl)), c1h = _mm_add_ps(c1h, _mm_mul_ps(s, rh));
+                    s = _mm_shuffle_ps(a, a, 0xAA);
+                    c2l = _mm_add_ps(c2l, _mm_mul_ps(s, rl)), c2h = _mm_add_ps(c2h, _mm_mul_ps(s, rh));
+                    s = _mm_shuffle_ps(a, a, 0xFF);
+                    c3l = _mm_add_ps(c3l, _mm_mul_ps(s, rl)), c3h = _mm_add_ps(c3h, _mm_mul_ps(s, rh));
+                }
+                float* c = cb + i * ldc + j;
+                _mm_storeu_ps(c, c0l), _mm_storeu_ps(c + 4, c0h);
+                _mm_storeu_ps(c + ldc, c1l), _mm_storeu_ps(c + ldc + 4, c1h);
+                _mm_storeu_ps(c + 2 * ldc, c2l), _mm_storeu_ps(c + 2 * ldc + 4, c2h);
+                _mm_storeu_ps(c + 3 * ldc, c3l), _mm_storeu_ps(c + 3 * ldc + 4, c3h);
+            }
+#endif
+            for (; j + 4 <= L; j += 4) {
+                QS_TILE_ZERO;
+                for (std::size_t k = 0; k < K; ++k) {
+                    const float* a = pa + k * kMr + i;
+                    const float* r = rows[k] + j;
+                    QS_TILE_MAC(a[0], a[1], a[2], a[3], r[0], r[1], r[2], r[3]);
+                }
+                storeTile([&](std::size_t ii, std::size_t jj, float v) { cb[(i + ii) * ldc + j + jj] = v; }, s00, s01, s02,
+                          s03, s10, s11, s12, s13, s20, s21, s22, s23, s30, s31, s32, s33);
+            }
+            for (; j < L; ++j) { // the last L % 4 columns
+                float t0 = 0, t1 = 0, t2 = 0, t3 = 0;
+                for (std::size_t k = 0; k < K; ++k) {
+                    const float* a = pa + k * kMr + i;
+                    const float r = rows[k][j];
+                    t0 += a[0] * r, t1 += a[1] * r, t2 += a[2] * r, t3 += a[3] * r;
+                }
+                cb[i * ldc + j] = t0, cb[(i + 1) * ldc + j] = t1, cb[(i + 2) * ldc + j] = t2, cb[(i + 3) * ldc + j] = t3;
+            }
+        }
+        for (; i < mRows; ++i) { // the last mRows % 4 rows
+            float* c = cb + i * ldc;
+            std::size_t j = 0;
+            for (; j + 4 <= L; j += 4) {
+                float t0 = 0, t1 = 0, t2 = 0, t3 = 0;
+                for (std::size_t k = 0; k < K; ++k) {
+                    const float a = pa[k * kMr + i];
+                    const float* r = rows[k] + j;
+                    t0 += a * r[0], t1 += a * r[1], t2 += a * r[2], t3 += a * r[3];
+                }
+                c[j] = t0, c[j + 1] = t1, c[j + 2] = t2, c[j + 3] = t3;
+            }
+            for (; j < L; ++j) {
+                float t = 0;
+                for (std::size_t k = 0; k < K; ++k) t += pa[k * kMr + i] * rows[k][j];
+                c[j] = t;
             }
         }
     }
@@ -190,13 +281,67 @@ void gemmRows(const float* packedA, std::size_t M, std::size_t K, const float* c
 void gemmRowsTransAdd(const float* const* D, std::size_t M, const float* const* R, std::size_t K, std::size_t L,
                       float* C, std::size_t ldc)
 {
-    for (std::size_t m = 0; m < M; ++m)
-        for (std::size_t k = 0; k < K; ++k) {
-            float s = 0.0f;
-            for (std::size_t j = 0; j < L; ++j) s += D[m][j] * R[k][j];
-            C[m * ldc + k] += s;
+    // one output: C[m ldc + k] += sum over j in order
+    auto single = [&](std::size_t m, std::size_t k) {
+        float s = 0.0f;
+        for (std::size_t j = 0; j < L; ++j) s += D[m][j] * R[k][j];
+        C[m * ldc + k] += s;
+    };
+    std::size_t m = 0;
+#if defined(__SSE2__)
+    // Blocks of 8 output channels: D's 8 rows transposed to (L, 8), then per j one broadcast of
+    // R[k + i][j] feeds two SSE vectors over m, as the AVX-512 kernel does with 16 lanes; each
+    // output is still its own sum over j in order.
+    static thread_local std::vector<float> dt;
+    if (dt.size() < L * 8) dt.resize(L * 8);
+    for (; m + 8 <= M; m += 8) {
+        for (std::size_t j = 0; j < L; ++j)
+            for (std::size_t mm = 0; mm < 8; ++mm) dt[j * 8 + mm] = D[m + mm][j];
+        const float* t = dt.data();
+        std::size_t k = 0;
+        for (; k + 4 <= K; k += 4) {
+            const float *r0 = R[k], *r1 = R[k + 1], *r2 = R[k + 2], *r3 = R[k + 3];
+            __m128 a0l = _mm_setzero_ps(), a0h = a0l, a1l = a0l, a1h = a0l, a2l = a0l, a2h = a0l, a3l = a0l, a3h = a0l;
+            for (std::size_t j = 0; j < L; ++j) {
+                const __m128 dl = _mm_loadu_ps(t + j * 8), dh = _mm_loadu_ps(t + j * 8 + 4);
+                __m128 b = _mm_set1_ps(r0[j]);
+                a0l = _mm_add_ps(a0l, _mm_mul_ps(dl, b)), a0h = _mm_add_ps(a0h, _mm_mul_ps(dh, b));
+                b = _mm_set1_ps(r1[j]);
+                a1l = _mm_add_ps(a1l, _mm_mul_ps(dl, b)), a1h = _mm_add_ps(a1h, _mm_mul_ps(dh, b));
+                b = _mm_set1_ps(r2[j]);
+                a2l = _mm_add_ps(a2l, _mm_mul_ps(dl, b)), a2h = _mm_add_ps(a2h, _mm_mul_ps(dh, b));
+                b = _mm_set1_ps(r3[j]);
+                a3l = _mm_add_ps(a3l, _mm_mul_ps(dl, b)), a3h = _mm_add_ps(a3h, _mm_mul_ps(dh, b));
+            }
+            float out[4][8];
+            _mm_storeu_ps(out[0], a0l), _mm_storeu_ps(out[0] + 4, a0h), _mm_storeu_ps(out[1], a1l), _mm_storeu_ps(out[1] + 4, a1h);
+            _mm_storeu_ps(out[2], a2l), _mm_storeu_ps(out[2] + 4, a2h), _mm_storeu_ps(out[3], a3l), _mm_storeu_ps(out[3] + 4, a3h);
+            for (std::size_t mm = 0; mm < 8; ++mm)
+                for (std::size_t i = 0; i < 4; ++i) C[(m + mm) * ldc + k + i] += out[i][mm];
         }
+        for (; k < K; ++k)
+            for (std::size_t mm = 0; mm < 8; ++mm) single(m + mm, k);
+    }
+#endif
+    for (; m + 4 <= M; m += 4) {
+        const float *d0 = D[m], *d1 = D[m + 1], *d2 = D[m + 2], *d3 = D[m + 3];
+        std::size_t k = 0;
+        for (; k + 4 <= K; k += 4) {
+            const float *r0 = R[k], *r1 = R[k + 1], *r2 = R[k + 2], *r3 = R[k + 3];
+            QS_TILE_ZERO;
+            for (std::size_t j = 0; j < L; ++j) QS_TILE_MAC(d0[j], d1[j], d2[j], d3[j], r0[j], r1[j], r2[j], r3[j]);
+            storeTile([&](std::size_t mm, std::size_t kk, float v) { C[(m + mm) * ldc + k + kk] += v; }, s00, s01, s02, s03,
+                      s10, s11, s12, s13, s20, s21, s22, s23, s30, s31, s32, s33);
+        }
+        for (; k < K; ++k)
+            for (std::size_t mm = 0; mm < 4; ++mm) single(m + mm, k);
+    }
+    for (; m < M; ++m)
+        for (std::size_t k = 0; k < K; ++k) single(m, k);
 }
+
+#undef QS_TILE_ZERO
+#undef QS_TILE_MAC
 
 #endif
 
