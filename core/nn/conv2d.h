@@ -56,6 +56,10 @@ public:
     // channels, kernel 2x2 to 7x7, padding below the kernel size, stride up to 4 (strided ones
     // read phase-split runs and take the input gradient through col2im).
     bool usesDirectKernel() const;
+    // False in builds without AVX-512 (the .deb's x86-64-v3): there the direct kernels' portable
+    // twins measured 2-3x slower than im2col + Eigen, which every convolution then takes. The
+    // sanitizer builds define QS_DIRECT_KERNELS_ALWAYS to keep checking the twins' run layouts.
+    static bool directKernelsBuilt();
 
 private:
     // The direct depthwise kernel (isDepthwise()); the grouped im2col path is its reference.

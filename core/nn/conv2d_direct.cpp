@@ -16,8 +16,18 @@ using namespace conv_detail;
 
 // --- Stride-1 "same" convolutions: direct kernels (conv_direct.h) ------------------------------
 
+bool Conv2d::directKernelsBuilt()
+{
+#if defined(__AVX512F__) || defined(QS_DIRECT_KERNELS_ALWAYS)
+    return true;
+#else
+    return false;
+#endif
+}
+
 bool Conv2d::usesDirectKernel() const
 {
+    if (!directKernelsBuilt()) return false;
     // 1x1 convolutions stay on the Eigen path, which reads the input planes as its columns and
     // measured faster there (no run copies; pointwise 32->64 at 14x14: 1.9 against 2.5 ms), and so
     // do convolutions of fewer than 8 input channels (the 1->16 stem: 1.0 against 1.6 ms) and
