@@ -117,12 +117,7 @@ void scatterPhases(const float* __restrict x, const DepthwiseGeometry& g, float*
         if (g.s == 2 && g.numRuns == 2) { // the run whose first input column is 0 takes the even ones
             const std::size_t e = g.runs[0].ix0 == 0 ? 0 : 1;
             deinterleave2(in, g.W, row + at[e], row + at[1 - e]);
-            if (++py == g.s) {
-                py = 0;
-                ++qr;
-            }
-            continue;
-        }
+        } else
 #endif
         for (std::size_t r = 0; r < g.numRuns; ++r) {
             const DepthwiseGeometry::Run& run = g.runs[r];
@@ -141,7 +136,6 @@ void scatterPhases(const float* __restrict x, const DepthwiseGeometry& g, float*
     }
 }
 
-
 // dq: (s, s, Hq, Wq) -> dx: (H, W), dropping the padding (the inverse of scatterPhases).
 void fromPhases(const float* __restrict dq, const DepthwiseGeometry& g, float* __restrict dx)
 {
@@ -153,12 +147,7 @@ void fromPhases(const float* __restrict dq, const DepthwiseGeometry& g, float* _
         if (g.s == 2 && g.numRuns == 2) {
             const std::size_t e = g.runs[0].ix0 == 0 ? 0 : 1;
             interleave2(row + g.runs[e].at, row + g.runs[1 - e].at, g.W, out);
-            if (++py == g.s) {
-                py = 0;
-                ++qr;
-            }
-            continue;
-        }
+        } else
 #endif
         for (std::size_t r = 0; r < g.numRuns; ++r) {
             const DepthwiseGeometry::Run& run = g.runs[r];
