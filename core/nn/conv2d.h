@@ -67,7 +67,6 @@ private:
     void backwardDepthwise(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad);
     void forwardDirect(const Tensor& x, Tensor& y);
     void backwardDirect(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad);
-    void forwardStrided(const Tensor& x, Tensor& y);
     bool usesBf16Gemm() const { return m_bf16 != Bf16Path::Emulated && m_groups == 1; }
     void forwardBf16(const Tensor& x, Tensor& y);
     void backwardBf16(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad);

@@ -260,25 +260,6 @@ void stridedInputGradient(const StridedDxPlan& plan, const float* dyRuns, std::s
 
 } // namespace
 
-void Conv2d::forwardStrided(const Tensor& x, Tensor& y)
-{
-    const std::size_t N = x.dim(0), K = m_cin * m_k * m_k;
-    const PhaseGeometry g = phaseGeometry(x.dim(2), x.dim(3), m_k, m_stride, m_pad);
-    const DepthwiseGeometry dg = depthwiseGeometry(x.dim(2), x.dim(3), m_k, m_stride, m_pad);
-    conv_direct::packA(m_weight.forwardValue().data(), m_cout, K, K, m_packed);
-    const float* bias = m_hasBias ? m_bias.forwardValue().data() : nullptr;
-    parallelFor((N + g.Ng - 1) / g.Ng, [&](std::size_t grp) {
-        const std::size_t n0 = grp * g.Ng, count = std::min(g.Ng, N - n0), L = g.length(count);
-        float* runs = threadBuffer(0, m_cin * g.S).data();
-        float* out = threadBuffer(1, m_cout * L).data();
-        const float** rows = threadRows(0, K).data();
-        toPhaseRuns(x.data(), m_cin, n0, count, g, dg, runs);
-        phaseTapRows(runs, m_cin, g, rows);
-        conv_direct::gemmRows(m_packed.data(), m_cout, K, rows, L, out, L);
-        fromRuns(out, L, m_cout, n0, count, g, bias, y.data());
-    });
-}
-
 // dW from the phase runs (as in backwardDirect); dx phase by phase (stridedInputGradient), or
 // where dy's padding does not cover the phases, dx_n = col2im(W^T dy_n) image by image.
 void Conv2d::backwardStrided(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad)
@@ -333,27 +314,47 @@ void Conv2d::backwardStrided(const Tensor& x, const Tensor& dy, Tensor& dx, bool
     reducePartials(m_partials, groups, wSize, bSize, m_weight.grad.data(), m_bias.grad.data());
 }
 
-// y = W * rows(runs(x)) + b, a group of images at a time.
-void Conv2d::forwardDirect(const Tensor& x, Tensor& y)
+namespace {
+// y = W * rows(runs(x)) + b, a group of g.Ng images at a time; layout(n0, count, runs, rows) lays
+// the group out (stride 1: padded runs; strided: phase runs) and fills the K tap rows.
+template <typename Geometry, typename Layout>
+void forwardGroups(const Tensor& x, Tensor& y, const Geometry& g, std::size_t cin, std::size_t cout, std::size_t K,
+                   const std::vector<float>& packed, const float* bias, Layout&& layout)
 {
-    if (m_stride > 1) {
-        forwardStrided(x, y);
-        return;
-    }
-    const std::size_t N = x.dim(0), K = m_cin * m_k * m_k;
-    const RunGeometry g = runGeometry(x.dim(2), x.dim(3), m_k, m_pad);
-    conv_direct::packA(m_weight.forwardValue().data(), m_cout, K, K, m_packed);
-    const float* bias = m_hasBias ? m_bias.forwardValue().data() : nullptr;
+    const std::size_t N = x.dim(0);
     parallelFor((N + g.Ng - 1) / g.Ng, [&](std::size_t grp) {
         const std::size_t n0 = grp * g.Ng, count = std::min(g.Ng, N - n0), L = g.length(count);
-        float* runs = threadBuffer(0, m_cin * g.S).data();
-        float* out = threadBuffer(1, m_cout * L).data();
+        float* runs = threadBuffer(0, cin * g.S).data();
+        float* out = threadBuffer(1, cout * L).data();
         const float** rows = threadRows(0, K).data();
-        toRuns(x.data(), m_cin, n0, count, g, runs);
-        tapRows(runs, m_cin, g, rows);
-        conv_direct::gemmRows(m_packed.data(), m_cout, K, rows, L, out, L);
-        fromRuns(out, L, m_cout, n0, count, g, bias, y.data());
+        layout(n0, count, runs, rows);
+        conv_direct::gemmRows(packed.data(), cout, K, rows, L, out, L);
+        fromRuns(out, L, cout, n0, count, g, bias, y.data());
     });
+}
+} // namespace
+
+void Conv2d::forwardDirect(const Tensor& x, Tensor& y)
+{
+    const std::size_t K = m_cin * m_k * m_k;
+    conv_direct::packA(m_weight.forwardValue().data(), m_cout, K, K, m_packed);
+    const float* bias = m_hasBias ? m_bias.forwardValue().data() : nullptr;
+    if (m_stride > 1) {
+        const PhaseGeometry g = phaseGeometry(x.dim(2), x.dim(3), m_k, m_stride, m_pad);
+        const DepthwiseGeometry dg = depthwiseGeometry(x.dim(2), x.dim(3), m_k, m_stride, m_pad);
+        forwardGroups(x, y, g, m_cin, m_cout, K, m_packed, bias,
+                      [&](std::size_t n0, std::size_t count, float* runs, const float** rows) {
+                          toPhaseRuns(x.data(), m_cin, n0, count, g, dg, runs);
+                          phaseTapRows(runs, m_cin, g, rows);
+                      });
+        return;
+    }
+    const RunGeometry g = runGeometry(x.dim(2), x.dim(3), m_k, m_pad);
+    forwardGroups(x, y, g, m_cin, m_cout, K, m_packed, bias,
+                  [&](std::size_t n0, std::size_t count, float* runs, const float** rows) {
+                      toRuns(x.data(), m_cin, n0, count, g, runs);
+                      tapRows(runs, m_cin, g, rows);
+                  });
 }
 
 // dW = sum over groups of runs(dy) rows(runs(x))^T ; db = sum dy ;
