@@ -72,8 +72,8 @@ private slots:
     void presets();
     void presetThreadCountDeterminism_data();
     void presetThreadCountDeterminism();
-    void fusedBatchNormActivationIsBitIdentical_data();
-    void fusedBatchNormActivationIsBitIdentical();
+    void fusedActivationIsBitIdentical_data();
+    void fusedActivationIsBitIdentical();
 };
 
 void TestGraph::addRejects_data()
@@ -238,19 +238,44 @@ void TestGraph::presetThreadCountDeterminism()
         QVERIFY2(bitIdentical(one.grads[k], two.grads[k]), qPrintable(QString("gradient of parameter %1").arg(k)));
 }
 
-void TestGraph::fusedBatchNormActivationIsBitIdentical_data()
+// Convolutions on every path that fuses an activation, with ReLU and ReLU6: direct stride 1
+// (padded: the mask is applied in the run layout), direct stride 2 and 1x1 (im2col) and no bias
+// (a masked copy first); the last conv has two readers, so its ReLU runs on its own.
+std::unique_ptr<Model> fusionConvs()
+{
+    auto m = std::make_unique<Model>("fusion-convs", Shape{1, 28, 28});
+    m->add(std::make_unique<Conv2d>("stem", 1, 8, 3, 1, 1));             // im2col (1 input channel)
+    m->add(std::make_unique<ReLU>("stem_relu"));
+    m->add(std::make_unique<Conv2d>("same", 8, 16, 3, 1, 1));            // direct, stride 1, padded
+    m->add(std::make_unique<ReLU6>("same_relu6"));
+    m->add(std::make_unique<Conv2d>("down", 16, 16, 3, 2, 1, 1, false)); // direct, stride 2, no bias
+    m->add(std::make_unique<ReLU6>("down_relu6"));
+    m->add(std::make_unique<Conv2d>("point", 16, 8, 1));                 // im2col, 1x1
+    m->add(std::make_unique<ReLU>("point_relu"));
+    const std::size_t shared = m->add(std::make_unique<Conv2d>("shared", 8, 8, 3, 1, 1));
+    const std::size_t relu = m->add(std::make_unique<ReLU>("shared_relu"));
+    m->add(std::make_unique<Add>("join"), {shared, relu});
+    m->add(std::make_unique<Flatten>("flat"));
+    m->add(std::make_unique<Linear>("fc", 8 * 14 * 14, 10));
+    m->initParams(5);
+    return m;
+}
+
+void TestGraph::fusedActivationIsBitIdentical_data()
 {
     QTest::addColumn<QString>("preset");
-    QTest::addColumn<int>("fusedPairs"); // BatchNorm2d -> ReLU/ReLU6 pairs where the BN has no other reader
+    QTest::addColumn<int>("fusedPairs"); // BatchNorm2d or Conv2d -> ReLU/ReLU6 pairs where the first has no other reader
     QTest::newRow("resnet8") << "resnet8" << 4;         // stem and each block's first BN; the second feeds the Add
     QTest::newRow("mobilenet-tiny") << "mobilenet-tiny" << 9; // stem, then depthwise and pointwise in 4 blocks
     QTest::newRow("seed-cnn-bn") << "seed-cnn-bn" << 2;
+    QTest::newRow("seed-cnn") << "seed-cnn" << 2;       // conv1 (im2col), conv2 (direct, unpadded)
+    QTest::newRow("convs") << "convs" << 4;             // fusionConvs: all but the shared conv
 }
 
-// The trainer's fused BatchNorm + activation pass (Model::setFusion) gives the same bits as the
-// separate layers: training output, every parameter gradient, the running statistics (seen
+// The trainer's fused BatchNorm/Conv2d + activation pass (Model::setFusion) gives the same bits as
+// the separate layers: training output, every parameter gradient, the running statistics (seen
 // through an inference forward after the step) and a fused inference forward.
-void TestGraph::fusedBatchNormActivationIsBitIdentical()
+void TestGraph::fusedActivationIsBitIdentical()
 {
     QFETCH(QString, preset);
     QFETCH(int, fusedPairs);
@@ -264,7 +289,7 @@ void TestGraph::fusedBatchNormActivationIsBitIdentical()
     };
     const auto run = [&](bool fused) {
         Run r;
-        auto m = makeModel(preset.toStdString());
+        auto m = preset == "convs" ? fusionConvs() : makeModel(preset.toStdString());
         m->setFusion(fused);
         RunContext ctx;
         ctx.training = true;

@@ -15,6 +15,8 @@
 #include <array>
 #include <cstdint>
 #include <cstring>
+#include <limits>
+#include <stdexcept>
 #include <string>
 
 namespace quantscope {
@@ -243,6 +245,32 @@ float fixedOrderSum(const float* v, std::size_t n)
     return s;
 }
 
+float fixedOrderSumMasked(const float* v, const float* r, std::size_t n, float cap)
+{
+    const bool bounded = boundedClamp(cap);
+    float acc[16] = {};
+    std::size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (std::size_t j = 0; j < 16; ++j) acc[j] += gradientPasses(v[i + j], r[i + j], cap, bounded);
+    for (std::size_t j = 0; i + j < n; ++j) acc[j] += gradientPasses(v[i + j], r[i + j], cap, bounded);
+    float s = 0.0f;
+    for (float a : acc) s += a;
+    return s;
+}
+
+void addBiasClamp(float* y, std::size_t n, const float* bias, float cap)
+{
+    if (bias && !hasClamp(cap)) {
+        const float b = *bias;
+        for (std::size_t j = 0; j < n; ++j) y[j] += b;
+    } else if (bias) {
+        const float b = *bias;
+        for (std::size_t j = 0; j < n; ++j) y[j] = clampTo(y[j] + b, cap);
+    } else if (hasClamp(cap)) {
+        for (std::size_t j = 0; j < n; ++j) y[j] = clampTo(y[j], cap);
+    }
+}
+
 std::vector<float>& threadBuffer(int which, std::size_t size)
 {
     static thread_local std::vector<float> buffers[3];
@@ -274,6 +302,19 @@ using namespace conv_detail;
 // y_n[g] = W[g] * cols_n[g] + b 1^T
 void Conv2d::forward(const Tensor& x, Tensor& y, const RunContext& ctx)
 {
+    forwardImpl(x, y, ctx, std::numeric_limits<float>::quiet_NaN());
+}
+
+bool Conv2d::fusesActivation() const { return !usesBf16Gemm() && !directDepthwise(*this); }
+
+void Conv2d::forwardClamped(const Tensor& x, Tensor& r, const RunContext& ctx, float cap)
+{
+    if (!fusesActivation()) throw std::logic_error(name() + ": no fused activation on this convolution's path");
+    forwardImpl(x, r, ctx, cap);
+}
+
+void Conv2d::forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx, float cap)
+{
     using Idx = Eigen::Index;
     const Shape os = outputShape(x.shape());
     y.resize(os);
@@ -295,7 +336,7 @@ void Conv2d::forward(const Tensor& x, Tensor& y, const RunContext& ctx)
         return;
     }
     if (usesDirectKernel()) {
-        forwardDirect(x, y);
+        forwardDirect(x, y, cap);
         return;
     }
     const bool pointwise = m_k == 1 && m_stride == 1 && m_pad == 0;
@@ -311,12 +352,8 @@ void Conv2d::forward(const Tensor& x, Tensor& y, const RunContext& ctx)
             float* out = y.data() + (n * m_cout + g * coutG) * HWo;
             MatrixMap Y(out, static_cast<Idx>(coutG), static_cast<Idx>(HWo));
             Y.noalias() = Wg * C;
-            if (!bias) continue;
-            for (std::size_t o = 0; o < coutG; ++o) {
-                float* row = out + o * HWo;
-                const float bo = bias[g * coutG + o];
-                for (std::size_t j = 0; j < HWo; ++j) row[j] += bo;
-            }
+            for (std::size_t o = 0; o < coutG; ++o)
+                addBiasClamp(out + o * HWo, HWo, bias ? bias + g * coutG + o : nullptr, cap);
         }
     });
 }
@@ -325,8 +362,33 @@ void Conv2d::forward(const Tensor& x, Tensor& y, const RunContext& ctx)
 // dx_n = col2im(dcols_n)
 void Conv2d::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Tensor& dx, bool needInputGrad)
 {
+    backwardImpl(x, nullptr, dy, dx, needInputGrad, std::numeric_limits<float>::quiet_NaN());
+}
+
+void Conv2d::backwardClamped(const Tensor& x, const Tensor& r, const Tensor& dr, Tensor& dx, bool needInputGrad, float cap)
+{
+    if (!fusesActivation()) throw std::logic_error(name() + ": no fused activation on this convolution's path");
+    if (r.shape() != dr.shape()) throw ConfigError(name() + ": fused activation output and gradient differ in shape");
+    backwardImpl(x, &r, dr, dx, needInputGrad, cap);
+}
+
+void Conv2d::backwardImpl(const Tensor& x, const Tensor* r, const Tensor& dyIn, Tensor& dx, bool needInputGrad, float cap)
+{
     using Idx = Eigen::Index;
     if (m_colsFor != x.shape()) throw ConfigError(name() + ": backward without a matching training forward");
+    if (r && usesDirectKernel() && m_stride == 1) { // masked while dy is laid out in runs
+        backwardDirect(x, r, dyIn, dx, needInputGrad, cap);
+        return;
+    }
+    if (r) { // dy = dr masked by the activation's rule, then the plain backward
+        m_maskedDy.resize(dyIn.shape());
+        const float* g = dyIn.data();
+        const float* rv = r->data();
+        float* out = m_maskedDy.data();
+        const std::size_t n = dyIn.numel();
+        parallelChunks(n, elementwiseGrain(n), [=](std::size_t b, std::size_t e) { copyRowMasked(out + b, g + b, rv + b, e - b, cap); });
+    }
+    const Tensor& dy = r ? m_maskedDy : dyIn;
     if (directDepthwise(*this)) {
         backwardDepthwise(x, dy, dx, needInputGrad);
         return;
@@ -336,7 +398,7 @@ void Conv2d::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Te
         return;
     }
     if (usesDirectKernel()) {
-        backwardDirect(x, dy, dx, needInputGrad);
+        backwardDirect(x, nullptr, dy, dx, needInputGrad, cap);
         return;
     }
     const std::size_t N = x.dim(0), H = x.dim(2), W = x.dim(3), HWo = dy.dim(2) * dy.dim(3);

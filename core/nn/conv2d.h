@@ -61,12 +61,28 @@ public:
     // sanitizer builds define QS_DIRECT_KERNELS_ALWAYS to keep checking the twins' run layouts.
     static bool directKernelsBuilt();
 
+    // Conv2d fused with the clamp activation that alone reads its output (ReLU: cap = +inf, ReLU6:
+    // cap = 6), as Model's training pass runs the pair, like BatchNorm2d::forwardClamped.
+    // forwardClamped writes r = min(max(conv(x), 0), cap) in the convolution's epilogue without
+    // materialising conv(x); backwardClamped takes dr = dL/dr and r and gives exactly the
+    // convolution's backward of dy = dr [r > 0] (ReLU) or dr [0 < r < cap] (ReLU6, PyTorch's
+    // hardtanh_backward), the activations' own rules. The stride-1 direct kernels apply the mask
+    // while laying dy out (no pass of its own); the other paths mask a copy first. Shapes as
+    // forward/backward. Only where fusesActivation() (the direct and im2col paths).
+    bool fusesActivation() const;
+    void forwardClamped(const Tensor& x, Tensor& r, const RunContext& ctx, float cap);
+    void backwardClamped(const Tensor& x, const Tensor& r, const Tensor& dr, Tensor& dx, bool needInputGrad, float cap);
+
 private:
+    // cap: the fused activation's clamp (forwardClamped), or NaN for none.
+    void forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx, float cap);
+    // r != nullptr: dy is masked by the clamp's rule on r (backwardClamped).
+    void backwardImpl(const Tensor& x, const Tensor* r, const Tensor& dy, Tensor& dx, bool needInputGrad, float cap);
     // The direct depthwise kernel (isDepthwise()); the grouped im2col path is its reference.
     void forwardDepthwise(const Tensor& x, Tensor& y) const;
     void backwardDepthwise(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad);
-    void forwardDirect(const Tensor& x, Tensor& y);
-    void backwardDirect(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad);
+    void forwardDirect(const Tensor& x, Tensor& y, float cap);
+    void backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, Tensor& dx, bool needInputGrad, float cap);
     bool usesBf16Gemm() const { return m_bf16 != Bf16Path::Emulated && m_groups == 1; }
     void forwardBf16(const Tensor& x, Tensor& y);
     void backwardBf16(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad);
@@ -81,6 +97,7 @@ private:
     std::vector<float> m_packed; // direct kernels: the weights packed by conv_direct::packA
     Shape m_colsFor;     // input shape of the last training forward (backward checks it)
     std::vector<float> m_partials; // backward: per-image weight and bias gradients
+    Tensor m_maskedDy;             // backwardClamped off the stride-1 direct path: dr masked
 };
 
 // im2col for one image: x (C, H, W) -> cols (C*k*k, Ho*Wo), rows ldc apart (0: Ho*Wo), so

@@ -8,7 +8,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <optional>
+#include <stdexcept>
 
 namespace quantscope {
 
@@ -63,14 +65,19 @@ RunGeometry runGeometry(std::size_t H, std::size_t W, std::size_t k, std::size_t
     return {H, W, k, p, H + 2 * p + 1 - k, W + 2 * p + 1 - k, Wq, Rn, head, Ng, head + Ng * Rn};
 }
 
-// x images [n0, n0 + count) of (N, C, H, W) -> runs (C, S).
-void toRuns(const float* x, std::size_t C, std::size_t n0, std::size_t count, const RunGeometry& g, float* runs)
+// x images [n0, n0 + count) of (N, C, H, W) -> runs (C, S). With r (the fused activation's
+// output, x's shape), x is masked by the activation's backward rule on r as it is copied.
+void toRuns(const float* x, std::size_t C, std::size_t n0, std::size_t count, const RunGeometry& g, float* runs,
+            const float* r = nullptr, float cap = 0.0f)
 {
     const std::size_t HW = g.H * g.W;
+    const auto copy = [&](float* dst, std::size_t at, std::size_t n) {
+        if (r) copyRowMasked(dst, x + at, r + at, n, cap);
+        else copyRow(dst, x + at, n);
+    };
     if (g.p == 0) { // no padding: the runs are the planes back to back
         for (std::size_t c = 0; c < C; ++c)
-            for (std::size_t i = 0; i < count; ++i)
-                std::memcpy(runs + c * g.S + i * HW, x + ((n0 + i) * C + c) * HW, HW * sizeof(float));
+            for (std::size_t i = 0; i < count; ++i) copy(runs + c * g.S + i * HW, ((n0 + i) * C + c) * HW, HW);
         return;
     }
     // Every float of the runs is written once: the data, and zeros only where the padding falls
@@ -79,10 +86,10 @@ void toRuns(const float* x, std::size_t C, std::size_t n0, std::size_t count, co
         float* run = runs + c * g.S;
         std::memset(run, 0, g.head * sizeof(float));
         for (std::size_t i = 0; i < count; ++i) {
-            const float* src = x + ((n0 + i) * C + c) * HW;
+            const std::size_t src = ((n0 + i) * C + c) * HW;
             float* dst = run + g.head + i * g.Rn;
             for (std::size_t y = 0; y < g.H; ++y) {
-                copyRow(dst + y * g.Wq, src + y * g.W, g.W);
+                copy(dst + y * g.Wq, src + y * g.W, g.W);
                 for (std::size_t z = 0; z < g.p; ++z) dst[y * g.Wq + g.W + z] = 0.0f;
             }
             std::memset(dst + g.H * g.Wq, 0, (g.Rn - g.H * g.Wq) * sizeof(float));
@@ -92,19 +99,29 @@ void toRuns(const float* x, std::size_t C, std::size_t n0, std::size_t count, co
 }
 
 // out (C, ld) at run positions of g's output -> images [n0, n0 + count) of y (N, C, Ho, Wo),
-// plus bias[c]. Geometry: RunGeometry or PhaseGeometry (output pitch Wq, Rn floats per image).
+// plus bias[c], clamped to [0, cap] when hasClamp(cap) (the fused activation). Geometry:
+// RunGeometry or PhaseGeometry (output pitch Wq, Rn floats per image).
 template <typename Geometry>
 void fromRuns(const float* out, std::size_t ld, std::size_t C, std::size_t n0, std::size_t count, const Geometry& g,
-              const float* bias, float* y)
+              const float* bias, float* y, float cap = std::numeric_limits<float>::quiet_NaN())
 {
     const std::size_t HWo = g.Ho * g.Wo;
+    const bool clamp = hasClamp(cap);
     for (std::size_t c = 0; c < C; ++c) {
         const float b = bias ? bias[c] : 0.0f;
         for (std::size_t i = 0; i < count; ++i) {
             float* __restrict dst = y + ((n0 + i) * C + c) * HWo;
             const float* __restrict src = out + c * ld + i * g.Rn;
-            for (std::size_t r = 0; r < g.Ho; ++r)
-                for (std::size_t j = 0; j < g.Wo; ++j) dst[r * g.Wo + j] = src[r * g.Wq + j] + b;
+            for (std::size_t r = 0; r < g.Ho; ++r) {
+                if (!clamp && bias)
+                    for (std::size_t j = 0; j < g.Wo; ++j) dst[r * g.Wo + j] = src[r * g.Wq + j] + b;
+                else if (!clamp)
+                    for (std::size_t j = 0; j < g.Wo; ++j) dst[r * g.Wo + j] = src[r * g.Wq + j];
+                else if (bias)
+                    for (std::size_t j = 0; j < g.Wo; ++j) dst[r * g.Wo + j] = clampTo(src[r * g.Wq + j] + b, cap);
+                else
+                    for (std::size_t j = 0; j < g.Wo; ++j) dst[r * g.Wo + j] = clampTo(src[r * g.Wq + j], cap);
+            }
         }
     }
 }
@@ -319,7 +336,7 @@ namespace {
 // the group out (stride 1: padded runs; strided: phase runs) and fills the K tap rows.
 template <typename Geometry, typename Layout>
 void forwardGroups(const Tensor& x, Tensor& y, const Geometry& g, std::size_t cin, std::size_t cout, std::size_t K,
-                   const std::vector<float>& packed, const float* bias, Layout&& layout)
+                   const std::vector<float>& packed, const float* bias, float cap, Layout&& layout)
 {
     const std::size_t N = x.dim(0);
     parallelFor((N + g.Ng - 1) / g.Ng, [&](std::size_t grp) {
@@ -329,12 +346,12 @@ void forwardGroups(const Tensor& x, Tensor& y, const Geometry& g, std::size_t ci
         const float** rows = threadRows(0, K).data();
         layout(n0, count, runs, rows);
         conv_direct::gemmRows(packed.data(), cout, K, rows, L, out, L);
-        fromRuns(out, L, cout, n0, count, g, bias, y.data());
+        fromRuns(out, L, cout, n0, count, g, bias, y.data(), cap);
     });
 }
 } // namespace
 
-void Conv2d::forwardDirect(const Tensor& x, Tensor& y)
+void Conv2d::forwardDirect(const Tensor& x, Tensor& y, float cap)
 {
     const std::size_t K = m_cin * m_k * m_k;
     conv_direct::packA(m_weight.forwardValue().data(), m_cout, K, K, m_packed);
@@ -342,7 +359,7 @@ void Conv2d::forwardDirect(const Tensor& x, Tensor& y)
     if (m_stride > 1) {
         const PhaseGeometry g = phaseGeometry(x.dim(2), x.dim(3), m_k, m_stride, m_pad);
         const DepthwiseGeometry dg = depthwiseGeometry(x.dim(2), x.dim(3), m_k, m_stride, m_pad);
-        forwardGroups(x, y, g, m_cin, m_cout, K, m_packed, bias,
+        forwardGroups(x, y, g, m_cin, m_cout, K, m_packed, bias, cap,
                       [&](std::size_t n0, std::size_t count, float* runs, const float** rows) {
                           toPhaseRuns(x.data(), m_cin, n0, count, g, dg, runs);
                           phaseTapRows(runs, m_cin, g, rows);
@@ -350,7 +367,7 @@ void Conv2d::forwardDirect(const Tensor& x, Tensor& y)
         return;
     }
     const RunGeometry g = runGeometry(x.dim(2), x.dim(3), m_k, m_pad);
-    forwardGroups(x, y, g, m_cin, m_cout, K, m_packed, bias,
+    forwardGroups(x, y, g, m_cin, m_cout, K, m_packed, bias, cap,
                   [&](std::size_t n0, std::size_t count, float* runs, const float** rows) {
                       toRuns(x.data(), m_cin, n0, count, g, runs);
                       tapRows(runs, m_cin, g, rows);
@@ -359,8 +376,10 @@ void Conv2d::forwardDirect(const Tensor& x, Tensor& y)
 
 // dW = sum over groups of runs(dy) rows(runs(x))^T ; db = sum dy ;
 // dx = rot180(W)^T * rows(runs(dy)): the "full" convolution of the output gradient.
-void Conv2d::backwardDirect(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad)
+// r: the fused activation's output (backwardClamped), whose rule masks dy as it is laid out.
+void Conv2d::backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, Tensor& dx, bool needInputGrad, float cap)
 {
+    if (r && m_stride > 1) throw std::logic_error(name() + ": the strided direct backward takes no fused activation");
     if (m_stride > 1) {
         backwardStrided(x, dy, dx, needInputGrad);
         return;
@@ -393,10 +412,14 @@ void Conv2d::backwardDirect(const Tensor& x, const Tensor& dy, Tensor& dx, bool 
         const float** rows = threadRows(0, std::max(K, K2)).data();
         const float** drows = threadRows(1, m_cout).data();
         toRuns(x.data(), m_cin, n0, count, g, xr);
-        toRuns(dy.data(), m_cout, n0, count, gd, gr);
+        const float* rv = r ? r->data() : nullptr;
+        toRuns(dy.data(), m_cout, n0, count, gd, gr, rv, cap);
         if (bSize)
             for (std::size_t o = 0; o < m_cout; ++o)
-                for (std::size_t i = 0; i < count; ++i) part[wSize + o] += fixedOrderSum(dy.data() + ((n0 + i) * m_cout + o) * HWo, HWo);
+                for (std::size_t i = 0; i < count; ++i) {
+                    const std::size_t at = ((n0 + i) * m_cout + o) * HWo;
+                    part[wSize + o] += rv ? fixedOrderSumMasked(dy.data() + at, rv + at, HWo, cap) : fixedOrderSum(dy.data() + at, HWo);
+                }
         // dy at run position j (the output's positions): zero at every scratch position
         for (std::size_t o = 0; o < m_cout; ++o) drows[o] = gr + o * gd.S + gd.head;
         tapRows(xr, m_cin, g, rows);

@@ -2,9 +2,11 @@
 // share. Not a public interface.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #if defined(__AVX512F__)
@@ -29,11 +31,51 @@ inline void copyRow(float* __restrict dst, const float* __restrict src, std::siz
 #endif
 }
 
+// The clamp activation fused into a convolution (Conv2d::forwardClamped): cap = +inf for ReLU,
+// 6 for ReLU6, NaN for none. clampTo is ReLU's and ReLU6's own expression, and gradientPasses
+// their backward rule on the output r: r > 0 (ReLU), 0 < r < 6 (ReLU6).
+inline bool hasClamp(float cap) { return cap == cap; }
+inline float clampTo(float v, float cap) { return std::min(std::max(v, 0.0f), cap); }
+inline bool boundedClamp(float cap) { return cap < std::numeric_limits<float>::infinity(); }
+inline float gradientPasses(float g, float r, float cap, bool bounded)
+{
+    return (r > 0.0f && (!bounded || r < cap)) ? g : 0.0f;
+}
+
+// dst[0, n) = src[0, n) masked by the fused clamp's rule on r[0, n) (gradientPasses).
+inline void copyRowMasked(float* __restrict dst, const float* __restrict src, const float* __restrict r, std::size_t n,
+                          float cap)
+{
+    const bool bounded = boundedClamp(cap);
+    std::size_t i = 0;
+#if defined(__AVX512F__)
+    const __m512 zero = _mm512_setzero_ps(), hi = _mm512_set1_ps(cap);
+    auto pass = [&](__m512 rv, __mmask16 k) {
+        __mmask16 m = _mm512_mask_cmp_ps_mask(k, rv, zero, _CMP_GT_OQ);
+        if (bounded) m = _mm512_mask_cmp_ps_mask(m, rv, hi, _CMP_LT_OQ);
+        return m;
+    };
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(dst + i, _mm512_maskz_loadu_ps(pass(_mm512_loadu_ps(r + i), 0xFFFF), src + i));
+    if (i < n) {
+        const __mmask16 k = static_cast<__mmask16>((1u << (n - i)) - 1u);
+        _mm512_mask_storeu_ps(dst + i, k, _mm512_maskz_loadu_ps(pass(_mm512_maskz_loadu_ps(k, r + i), k), src + i));
+    }
+#else
+    for (; i < n; ++i) dst[i] = gradientPasses(src[i], r[i], cap, bounded);
+#endif
+}
+
 // Output size of a convolution or pooling window along one axis.
 inline std::size_t outDim(std::size_t in, std::size_t k, std::size_t s, std::size_t p) { return (in + 2 * p - k) / s + 1; }
 
 // Sum of n floats in a fixed association order (16 interleaved partial sums).
 float fixedOrderSum(const float* v, std::size_t n);
+// fixedOrderSum of v masked by the fused clamp's rule on r (gradientPasses): the same bits as
+// fixedOrderSum of the masked copy.
+float fixedOrderSumMasked(const float* v, const float* r, std::size_t n, float cap);
+// y[0, n) += *bias (when bias is given), then clamped to [0, cap] (when hasClamp(cap)).
+void addBiasClamp(float* y, std::size_t n, const float* bias, float cap);
 // A per-thread scratch buffer (which: 0, 1 or 2) of at least `size` floats.
 std::vector<float>& threadBuffer(int which, std::size_t size);
 // dW = sum_n partials[n][0, wSize), db = sum_n partials[n][wSize, wSize + bSize), in order.

@@ -194,7 +194,10 @@ void Model::planFusion()
     m_clampOf.assign(L, -1);
     m_fusedAway.assign(L, 0);
     for (std::size_t i = 0; i < L; ++i) {
-        if (m_layers[i]->kind() != LayerKind::BatchNorm2d || m_inputs[i].size() != 1) continue;
+        const Layer& l = *m_layers[i];
+        const bool fuses = l.kind() == LayerKind::BatchNorm2d ||
+                           (l.kind() == LayerKind::Conv2d && static_cast<const Conv2d&>(l).fusesActivation());
+        if (!fuses || m_inputs[i].size() != 1) continue;
         const long j = soleConsumer(i);
         if (j < 0) continue;
         const LayerKind k = m_layers[static_cast<std::size_t>(j)]->kind();
@@ -223,7 +226,10 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
         if (m_fusedPass && m_fusedAway[i]) continue; // ran inside its BatchNorm2d
         if (m_fusedPass && m_clampOf[i] >= 0) {
             const auto j = static_cast<std::size_t>(m_clampOf[i]);
-            static_cast<BatchNorm2d&>(*m_layers[i]).forwardClamped(m_acts[in[0]], m_acts[j + 1], ctx, clampCap(*m_layers[j]));
+            if (m_layers[i]->kind() == LayerKind::Conv2d)
+                static_cast<Conv2d&>(*m_layers[i]).forwardClamped(m_acts[in[0]], m_acts[j + 1], ctx, clampCap(*m_layers[j]));
+            else
+                static_cast<BatchNorm2d&>(*m_layers[i]).forwardClamped(m_acts[in[0]], m_acts[j + 1], ctx, clampCap(*m_layers[j]));
             m_acts[i + 1] = Tensor();
             continue;
         }
@@ -318,7 +324,10 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks)
             Tensor& dx = direct ? *direct : m_gradScratch;
             if (m_fusedPass && m_clampOf[i] >= 0) {
                 const auto j = static_cast<std::size_t>(m_clampOf[i]);
-                static_cast<BatchNorm2d&>(*m_layers[i]).backwardClamped(m_acts[a], m_acts[j + 1], dy, dx, need, clampCap(*m_layers[j]));
+                if (m_layers[i]->kind() == LayerKind::Conv2d)
+                    static_cast<Conv2d&>(*m_layers[i]).backwardClamped(m_acts[a], m_acts[j + 1], dy, dx, need, clampCap(*m_layers[j]));
+                else
+                    static_cast<BatchNorm2d&>(*m_layers[i]).backwardClamped(m_acts[a], m_acts[j + 1], dy, dx, need, clampCap(*m_layers[j]));
             } else {
                 m_layers[i]->backward(m_acts[a], m_acts[i + 1], dy, dx, need);
             }

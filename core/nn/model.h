@@ -72,14 +72,15 @@ public:
     void backward(const Tensor& dOut, LayerHooks* hooks = nullptr);
 
     // Activation i: 0 = input, i+1 = output of layer i (of the last forward). After a fused pass
-    // (setFusion) the output of a BatchNorm2d that ran fused with its activation is empty.
+    // (setFusion) the output of a BatchNorm2d or Conv2d that ran fused with its activation is empty.
     const Tensor& activation(std::size_t i) const { return m_acts.at(i); }
 
-    // Layer fusion for passes without hooks: each BatchNorm2d whose only reader is a ReLU or
-    // ReLU6 runs with it as one layer (BatchNorm2d::forwardClamped / backwardClamped), one pass
-    // over memory fewer each way, with results bit-identical to the separate layers. The BN's
-    // own output is then not materialised (activation() of it is empty). Off by default: the
-    // trainer turns it on for its run, analyses that read every activation keep it off.
+    // Layer fusion for passes without hooks: each BatchNorm2d, and each Conv2d on a path that
+    // fuses (Conv2d::fusesActivation), whose only reader is a ReLU or ReLU6 runs with it as one
+    // layer (forwardClamped / backwardClamped), one pass over memory fewer each way, with results
+    // bit-identical to the separate layers. The BN's or convolution's own output is then not
+    // materialised (activation() of it is empty). Off by default: the trainer turns it on for its
+    // run, analyses that read every activation keep it off.
     void setFusion(bool on) { m_fusion = on; }
     bool fusion() const { return m_fusion; }
 
@@ -98,8 +99,8 @@ private:
     std::vector<Tensor> m_grads; // m_grads[i] = dL/d(activation i); sizes stay put across steps
     bool m_fusion = false;
     bool m_fusedPass = false;        // the last forward ran fused
-    std::vector<long> m_clampOf;     // per layer: the activation layer a BatchNorm2d runs fused with, or -1
-    std::vector<std::uint8_t> m_fusedAway; // per layer: an activation run inside its BatchNorm2d
+    std::vector<long> m_clampOf;     // per layer: the activation layer a BatchNorm2d or Conv2d runs fused with, or -1
+    std::vector<std::uint8_t> m_fusedAway; // per layer: an activation run inside the layer before it
 };
 
 } // namespace quantscope
