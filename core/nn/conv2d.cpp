@@ -250,9 +250,27 @@ float fixedOrderSumMasked(const float* v, const float* r, std::size_t n, float c
     const bool bounded = boundedClamp(cap);
     float acc[16] = {};
     std::size_t i = 0;
+#if defined(__AVX512F__)
+    // lane j of the accumulator is acc[j]: the same additions in the same order
+    const __m512 zero = _mm512_setzero_ps(), hi = _mm512_set1_ps(cap);
+    const auto pass = [&](__m512 rv, __mmask16 k) {
+        __mmask16 m = _mm512_mask_cmp_ps_mask(k, rv, zero, _CMP_GT_OQ);
+        if (bounded) m = _mm512_mask_cmp_ps_mask(m, rv, hi, _CMP_LT_OQ);
+        return m;
+    };
+    __m512 a = _mm512_setzero_ps();
+    for (; i + 16 <= n; i += 16)
+        a = _mm512_add_ps(a, _mm512_maskz_loadu_ps(pass(_mm512_loadu_ps(r + i), 0xFFFF), v + i));
+    if (i < n) {
+        const __mmask16 k = static_cast<__mmask16>((1u << (n - i)) - 1u);
+        a = _mm512_mask_add_ps(a, k, a, _mm512_maskz_loadu_ps(pass(_mm512_maskz_loadu_ps(k, r + i), k), v + i));
+    }
+    _mm512_storeu_ps(acc, a);
+#else
     for (; i + 16 <= n; i += 16)
         for (std::size_t j = 0; j < 16; ++j) acc[j] += gradientPasses(v[i + j], r[i + j], cap, bounded);
     for (std::size_t j = 0; i + j < n; ++j) acc[j] += gradientPasses(v[i + j], r[i + j], cap, bounded);
+#endif
     float s = 0.0f;
     for (float a : acc) s += a;
     return s;
