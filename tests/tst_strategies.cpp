@@ -70,6 +70,8 @@ private slots:
     void lowpNearestStallsWhereStochasticLearns();
     void progressiveFollowsTheSchedule();
     void qatIsDeterministic();
+    void qatFusedPassIsBitIdentical_data();
+    void qatFusedPassIsBitIdentical();
     void ptqOfALoadedFp32Model();
     void badCombinationsAreConfigErrors_data();
     void badCombinationsAreConfigErrors();
@@ -521,6 +523,69 @@ void TestStrategies::qatIsDeterministic()
     QCOMPARE(a.epochs.back().quantTestAccuracy, b.epochs.back().quantTestAccuracy);
     QCOMPARE(a.batches.back().loss, b.batches.back().loss);
     QCOMPARE(a.stats[0][0].scales, b.stats[0][0].scales);
+}
+
+void TestStrategies::qatFusedPassIsBitIdentical_data()
+{
+    QTest::addColumn<QString>("preset");
+    QTest::addColumn<int>("fusedPairs"); // conv/BN + ReLU pairs whose first layer QuantSim leaves alone
+    QTest::newRow("seed-cnn") << "seed-cnn" << 2;       // conv1 + relu1, conv2 + relu2
+    // BN + ReLU never fuses with hooks (its fused backward recomputes the ReLU's output, which the
+    // hooks fake-quantized), nor does ReLU6 (its rule reads its input)
+    QTest::newRow("seed-cnn-bn") << "seed-cnn-bn" << 0;
+    QTest::newRow("resnet8") << "resnet8" << 0;
+    QTest::newRow("mobilenet-tiny") << "mobilenet-tiny" << 0;
+}
+
+// QAT's training pass (QuantSim's hooks: observers, fake-quant, STE masks) runs the pairs that the
+// hooks leave alone fused (Model::setFusion, as the trainer does): output, every parameter
+// gradient and the next step's fake-quantized output are the same bits as the separate layers.
+void TestStrategies::qatFusedPassIsBitIdentical()
+{
+    QFETCH(QString, preset);
+    QFETCH(int, fusedPairs);
+    Rng rng(31);
+    Tensor x({6, 1, 28, 28});
+    for (float& v : x.values()) v = rng.uniform(-1.0f, 2.0f);
+    struct Run {
+        std::vector<Tensor> outputs, grads;
+        int emptyActivations = 0;
+    };
+    const auto run = [&](bool fused) {
+        Run r;
+        auto m = makeModel(preset.toStdString());
+        PrecisionConfig pc;
+        pc.strategy = Strategy::Qat;
+        pc.format = "int8";
+        pc.granularity = "channel";
+        QuantSim sim(*m, pc, findFormat("int8"));
+        m->setFusion(fused);
+        RunContext ctx;
+        ctx.training = true;
+        for (int step = 0; step < 2; ++step) { // the second step runs on ready observers
+            sim.quantizeWeights(Rounding::Nearest, static_cast<std::uint64_t>(step));
+            const Tensor y = m->forward(x, ctx, &sim);
+            r.outputs.push_back(y);
+            if (step == 0)
+                for (std::size_t a = 1; a <= m->size(); ++a) r.emptyActivations += m->activation(a).empty() ? 1 : 0;
+            Tensor dOut(y.shape());
+            Rng g(32 + static_cast<std::uint64_t>(step));
+            for (float& v : dOut.values()) v = g.uniform(-1.0f, 1.0f);
+            m->backward(dOut, &sim);
+            sim.maskWeightGradients();
+            for (Param* p : m->params()) r.grads.push_back(p->grad);
+        }
+        return r;
+    };
+    const Run plain = run(false), fused = run(true);
+    QCOMPARE(plain.emptyActivations, 0);
+    QCOMPARE(fused.emptyActivations, fusedPairs);
+    const auto same = [](const Tensor& a, const Tensor& b) {
+        return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), a.numel() * sizeof(float)) == 0;
+    };
+    for (std::size_t k = 0; k < plain.outputs.size(); ++k) QVERIFY2(same(plain.outputs[k], fused.outputs[k]), qPrintable(QString("output of step %1").arg(k)));
+    QCOMPARE(plain.grads.size(), fused.grads.size());
+    for (std::size_t k = 0; k < plain.grads.size(); ++k) QVERIFY2(same(plain.grads[k], fused.grads[k]), qPrintable(QString("gradient %1").arg(k)));
 }
 
 void TestStrategies::ptqOfALoadedFp32Model()

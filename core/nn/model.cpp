@@ -188,20 +188,22 @@ namespace {
 float clampCap(const Layer& l) { return l.kind() == LayerKind::ReLU6 ? 6.0f : std::numeric_limits<float>::infinity(); }
 } // namespace
 
-void Model::planFusion()
+void Model::planFusion(const LayerHooks* hooks)
 {
     const std::size_t L = m_layers.size();
     m_clampOf.assign(L, -1);
     m_fusedAway.assign(L, 0);
     for (std::size_t i = 0; i < L; ++i) {
         const Layer& l = *m_layers[i];
-        const bool fuses = l.kind() == LayerKind::BatchNorm2d ||
+        // With hooks, only convolutions: their fused backward reads the ReLU's output as the hooks
+        // left it (BatchNorm2d's recomputes it from its input).
+        const bool fuses = (l.kind() == LayerKind::BatchNorm2d && !hooks) ||
                            (l.kind() == LayerKind::Conv2d && static_cast<const Conv2d&>(l).fusesActivation());
-        if (!fuses || m_inputs[i].size() != 1) continue;
+        if (!fuses || m_inputs[i].size() != 1 || (hooks && hooks->touchesOutput(i))) continue;
         const long j = soleConsumer(i);
         if (j < 0) continue;
         const LayerKind k = m_layers[static_cast<std::size_t>(j)]->kind();
-        if ((k != LayerKind::ReLU && k != LayerKind::ReLU6) || m_inputs[static_cast<std::size_t>(j)].size() != 1) continue;
+        if ((k != LayerKind::ReLU && (k != LayerKind::ReLU6 || hooks)) || m_inputs[static_cast<std::size_t>(j)].size() != 1) continue;
         m_clampOf[i] = j;
         m_fusedAway[static_cast<std::size_t>(j)] = 1;
     }
@@ -218,12 +220,15 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
     m_acts[0].resize(x.shape());
     std::memcpy(m_acts[0].data(), x.data(), x.numel() * sizeof(float));
     if (hooks) hooks->onInput(m_acts[0], ctx);
-    m_fusedPass = m_fusion && !hooks;
-    if (m_fusedPass) planFusion();
+    m_fusedPass = m_fusion;
+    if (m_fusedPass) planFusion(hooks);
     std::vector<const Tensor*> xs;
     for (std::size_t i = 0; i < m_layers.size(); ++i) {
         const auto& in = m_inputs[i];
-        if (m_fusedPass && m_fusedAway[i]) continue; // ran inside its BatchNorm2d
+        if (m_fusedPass && m_fusedAway[i]) { // ran inside the layer before it
+            if (hooks) hooks->afterForward(i, *m_layers[i], m_acts[i + 1], ctx);
+            continue;
+        }
         if (m_fusedPass && m_clampOf[i] >= 0) {
             const auto j = static_cast<std::size_t>(m_clampOf[i]);
             if (m_layers[i]->kind() == LayerKind::Conv2d)

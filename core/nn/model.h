@@ -24,6 +24,9 @@ public:
     virtual void afterForward(std::size_t /*layer*/, Layer& /*l*/, Tensor& /*y*/, const RunContext& /*ctx*/) {}
     // dy is dL/d(output) about to enter layer's backward; a hook may change it (STE mask, rounding).
     virtual void beforeBackward(std::size_t /*layer*/, Layer& /*l*/, Tensor& /*dy*/) {}
+    // False when afterForward and beforeBackward of this layer do nothing: the model may then
+    // run the layer fused with the ReLU after it (Model::setFusion) and skip both calls.
+    virtual bool touchesOutput(std::size_t /*layer*/) const { return true; }
 };
 
 class Model {
@@ -75,17 +78,21 @@ public:
     // (setFusion) the output of a BatchNorm2d or Conv2d that ran fused with its activation is empty.
     const Tensor& activation(std::size_t i) const { return m_acts.at(i); }
 
-    // Layer fusion for passes without hooks: each BatchNorm2d, and each Conv2d on a path that
-    // fuses (Conv2d::fusesActivation), whose only reader is a ReLU or ReLU6 runs with it as one
-    // layer (forwardClamped / backwardClamped), one pass over memory fewer each way, with results
+    // Layer fusion: each BatchNorm2d, and each Conv2d on a path that fuses
+    // (Conv2d::fusesActivation), whose only reader is a ReLU or ReLU6 runs with it as one layer
+    // (forwardClamped / backwardClamped), one pass over memory fewer each way, with results
     // bit-identical to the separate layers. The BN's or convolution's own output is then not
-    // materialised (activation() of it is empty). Off by default: the trainer turns it on for its
-    // run, analyses that read every activation keep it off.
+    // materialised (activation() of it is empty). In a pass with hooks only Conv2d + ReLU pairs
+    // whose convolution the hooks leave alone (LayerHooks::touchesOutput) fuse: the hooks still
+    // see the ReLU's output and gradient, and ReLU's backward rule reads that output as the hooks
+    // left it (fake-quantized, say), as the fused convolution's does (ReLU6's reads its input,
+    // BatchNorm2d's fused backward recomputes its output). Off by
+    // default: the trainer turns it on for its run, analyses that read every activation keep it off.
     void setFusion(bool on) { m_fusion = on; }
     bool fusion() const { return m_fusion; }
 
 private:
-    void planFusion();
+    void planFusion(const LayerHooks* hooks);
 
     std::string m_name;
     Shape m_inputShape;

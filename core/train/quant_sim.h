@@ -108,6 +108,9 @@ public:
     void onInput(Tensor& x, const RunContext& ctx) override;
     void afterForward(std::size_t layer, Layer& l, Tensor& y, const RunContext& ctx) override;
     void beforeBackward(std::size_t layer, Layer& l, Tensor& dy) override;
+    // Only the activation quantization points (activationPoints()) are touched: a conv or BN
+    // whose ReLU follows is not one, so the trainer's pass may run the pair fused.
+    bool touchesOutput(std::size_t layer) const override { return layer < m_points.size() && m_points[layer]; }
 
 private:
     struct Fold {

@@ -116,8 +116,9 @@ Trainer::~Trainer() = default;
 
 FinishEvent Trainer::run()
 {
-    // BatchNorm + ReLU pairs run fused in passes without hooks (Model::setFusion) for this run only:
-    // whatever reads every activation of the model afterwards sees them all.
+    // BatchNorm/Conv2d + ReLU pairs run fused (Model::setFusion; with hooks only where the hooks
+    // leave the first layer's output alone) for this run only: whatever reads every activation
+    // of the model afterwards sees them all.
     m_model->setFusion(true);
     struct EndRun { // also when the run throws (diverged, bad data)
         PrecisionStrategy& strategy;
