@@ -4,6 +4,7 @@
 #include "nn/batchnorm2d.h"
 #include "nn/conv2d.h"
 #include "nn/linear.h"
+#include "nn/maxpool2d.h"
 #include "util/rng.h"
 
 #include "test_tensors.h" // before Qt: TBB's profiling.h has a member named emit
@@ -16,6 +17,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <memory>
 
 using namespace quantscope;
@@ -39,6 +41,8 @@ private slots:
     void depthwiseMatchesIm2col();
     void directConvMatchesIm2col_data();
     void directConvMatchesIm2col();
+    void maxPool2x2MatchesScalarRules_data();
+    void maxPool2x2MatchesScalarRules();
 
     void threadCountDeterminism_data();
     void threadCountDeterminism();
@@ -352,6 +356,72 @@ void TestLayerKernels::bufferAlignmentDeterminism()
         const std::string diff = compareRuns(ref, runLayer(*fresh.layer, xs[k], dys[k], 1));
         QVERIFY2(diff.empty(), ("copy " + std::to_string(k) + ": " + diff).c_str());
     }
+}
+
+void TestLayerKernels::maxPool2x2MatchesScalarRules_data()
+{
+    QTest::addColumn<int>("H");
+    QTest::addColumn<int>("W");
+    QTest::addColumn<int>("pad");
+    QTest::newRow("24x24") << 24 << 24 << 0;       // seed-cnn's pool: 12 outputs per row, one partial block
+    QTest::newRow("9x37_odd") << 9 << 37 << 0;     // 18 outputs per row: a full block and a tail, odd sizes
+    QTest::newRow("64x66") << 64 << 66 << 0;       // two full blocks and a tail of 1
+    QTest::newRow("7x35_pad1") << 7 << 35 << 1;    // -inf padding
+}
+
+// The vectorised 2x2/2 pool against the rules written out (x padded with -inf; per window in
+// scan order, '>' takes a later value, a NaN wins over a number): output values, and the input
+// gradient (dy at each window's winner, 0 elsewhere, including what no window covers), bit for
+// bit, on inputs full of ties (few distinct values), NaNs and signed zeros.
+void TestLayerKernels::maxPool2x2MatchesScalarRules()
+{
+    QFETCH(int, H);
+    QFETCH(int, W);
+    QFETCH(int, pad);
+    const std::size_t N = 2, C = 3, p = static_cast<std::size_t>(pad);
+    Rng rng(41);
+    Tensor x({N, C, static_cast<std::size_t>(H), static_cast<std::size_t>(W)});
+    for (float& v : x.values()) {
+        const float u = rng.uniform(0.0f, 1.0f);
+        v = u < 0.03f ? std::nanf("") : (u < 0.1f ? -0.0f : std::round(rng.uniform(-3.0f, 3.0f)));
+    }
+    MaxPool2d pool("pool", 2, 2, p);
+    RunContext ctx;
+    ctx.training = true;
+    Tensor y, dx;
+    pool.forward(x, y, ctx);
+    const std::size_t Hp = H + 2 * p, Wp = W + 2 * p, Ho = (Hp - 2) / 2 + 1, Wo = (Wp - 2) / 2 + 1;
+    QCOMPARE(y.shape(), (Shape{N, C, Ho, Wo}));
+    Tensor dy(y.shape());
+    for (float& v : dy.values()) v = rng.uniform(0.0f, 1.0f) < 0.1f ? -0.0f : rng.uniform(-1.0f, 1.0f);
+    pool.backward(x, y, dy, dx, true);
+    Tensor yRef(y.shape()), dxRef(x.shape());
+    dxRef.setZero();
+    const float ninf = -std::numeric_limits<float>::infinity();
+    for (std::size_t pl = 0; pl < N * C; ++pl) {
+        const auto at = [&](long r, long c) {
+            r -= static_cast<long>(p);
+            c -= static_cast<long>(p);
+            return (r < 0 || c < 0 || r >= H || c >= W) ? ninf : x[pl * H * W + static_cast<std::size_t>(r * W + c)];
+        };
+        for (std::size_t oy = 0; oy < Ho; ++oy)
+            for (std::size_t ox = 0; ox < Wo; ++ox) {
+                long br = static_cast<long>(2 * oy), bc = static_cast<long>(2 * ox);
+                float bv = at(br, bc);
+                for (int t = 1; t < 4; ++t) {
+                    const long r = static_cast<long>(2 * oy) + t / 2, c = static_cast<long>(2 * ox) + t % 2;
+                    const float v = at(r, c);
+                    const bool nan = v != v, takes = t == 1 ? (v > bv || nan) : (v > bv || (nan && bv == bv));
+                    if (takes) { bv = v; br = r; bc = c; }
+                }
+                yRef[pl * Ho * Wo + oy * Wo + ox] = bv;
+                const long r = br - static_cast<long>(p), c = bc - static_cast<long>(p);
+                if (r >= 0 && c >= 0 && r < H && c < W)
+                    dxRef[pl * H * W + static_cast<std::size_t>(r * W + c)] += dy[pl * Ho * Wo + oy * Wo + ox];
+            }
+    }
+    QVERIFY(bitIdentical(y, yRef));
+    QVERIFY(bitIdentical(dx, dxRef));
 }
 
 QTEST_GUILESS_MAIN(TestLayerKernels)

@@ -4,9 +4,77 @@
 #include "tensor/parallel.h"
 #include "util/errors.h"
 
+#include <algorithm>
 #include <limits>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 namespace quantscope {
+
+namespace {
+#if defined(__AVX512F__)
+// The 2x2/2 pool of outputs [ox0, ox0 + n) (n <= 16) of output row oy: the scalar fast path's
+// rules lane by lane ('>' keeps the first maximum; a NaN wins), in the same order.
+inline void pool2x2Row(const float* in, std::size_t W, std::size_t oy, std::size_t ox0, std::size_t n, float* out,
+                       std::uint32_t* am)
+{
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    const std::uint32_t k32 = n == 16 ? 0xFFFFFFFFu : static_cast<std::uint32_t>((std::uint64_t{1} << (2 * n)) - 1);
+    const __mmask16 kl = static_cast<__mmask16>(k32), kh = static_cast<__mmask16>(k32 >> 16);
+    const __mmask16 k = static_cast<__mmask16>(n == 16 ? 0xFFFFu : (1u << n) - 1u);
+    const float* r0 = in + 2 * oy * W + 2 * ox0;
+    const float* r1 = r0 + W;
+    const __m512 l0 = _mm512_maskz_loadu_ps(kl, r0), h0 = _mm512_maskz_loadu_ps(kh, r0 + 16);
+    const __m512 l1 = _mm512_maskz_loadu_ps(kl, r1), h1 = _mm512_maskz_loadu_ps(kh, r1 + 16);
+    const __m512 a = _mm512_permutex2var_ps(l0, even, h0), b = _mm512_permutex2var_ps(l0, odd, h0);
+    const __m512 c = _mm512_permutex2var_ps(l1, even, h1), d = _mm512_permutex2var_ps(l1, odd, h1);
+    const __m512i ia = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(2 * oy * W + 2 * ox0)), even);
+    const __m512i iw = _mm512_set1_epi32(static_cast<int>(W));
+    __mmask16 m = _mm512_cmp_ps_mask(b, a, _CMP_GT_OQ) | _mm512_cmp_ps_mask(b, b, _CMP_UNORD_Q);
+    __m512 bv = _mm512_mask_mov_ps(a, m, b);
+    __m512i best = _mm512_mask_add_epi32(ia, m, ia, _mm512_set1_epi32(1));
+    m = _mm512_cmp_ps_mask(c, bv, _CMP_GT_OQ) | (_mm512_cmp_ps_mask(c, c, _CMP_UNORD_Q) & _mm512_cmp_ps_mask(bv, bv, _CMP_ORD_Q));
+    bv = _mm512_mask_mov_ps(bv, m, c);
+    best = _mm512_mask_add_epi32(best, m, ia, iw);
+    m = _mm512_cmp_ps_mask(d, bv, _CMP_GT_OQ) | (_mm512_cmp_ps_mask(d, d, _CMP_UNORD_Q) & _mm512_cmp_ps_mask(bv, bv, _CMP_ORD_Q));
+    bv = _mm512_mask_mov_ps(bv, m, d);
+    best = _mm512_mask_add_epi32(best, m, ia, _mm512_add_epi32(iw, _mm512_set1_epi32(1)));
+    _mm512_mask_storeu_ps(out, k, bv);
+    if (am) _mm512_mask_storeu_epi32(am, k, best);
+}
+
+// dL/dx of rows 2 oy and 2 oy + 1 at columns [2 ox0, 2 ox0 + 2n) from the outputs [ox0, ox0 + n):
+// dy where the window's argmax is, 0 elsewhere, as 0 + dy (the scalar path's accumulation).
+inline void unpool2x2Row(const float* dy, const std::uint32_t* am, std::size_t W, std::size_t oy, std::size_t ox0,
+                         std::size_t n, float* d)
+{
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
+    const std::uint32_t k32 = n == 16 ? 0xFFFFFFFFu : static_cast<std::uint32_t>((std::uint64_t{1} << (2 * n)) - 1);
+    const __mmask16 kl = static_cast<__mmask16>(k32), kh = static_cast<__mmask16>(k32 >> 16);
+    const __mmask16 k = static_cast<__mmask16>(n == 16 ? 0xFFFFu : (1u << n) - 1u);
+    const __m512 zero = _mm512_setzero_ps();
+    const __m512 g = _mm512_add_ps(zero, _mm512_maskz_loadu_ps(k, dy));
+    const __m512i at = _mm512_maskz_loadu_epi32(k, am);
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i ia = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(2 * oy * W + 2 * ox0)), even);
+    const __m512i iw = _mm512_set1_epi32(static_cast<int>(W)), one = _mm512_set1_epi32(1);
+    const __m512 a = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(at, ia), g);
+    const __m512 b = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(at, _mm512_add_epi32(ia, one)), g);
+    const __m512 c = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(at, _mm512_add_epi32(ia, iw)), g);
+    const __m512 e = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(at, _mm512_add_epi32(ia, _mm512_add_epi32(iw, one))), g);
+    float* d0 = d + 2 * oy * W + 2 * ox0;
+    float* d1 = d0 + W;
+    _mm512_mask_storeu_ps(d0, kl, _mm512_permutex2var_ps(a, lo, b));
+    _mm512_mask_storeu_ps(d0 + 16, kh, _mm512_permutex2var_ps(a, hi, b));
+    _mm512_mask_storeu_ps(d1, kl, _mm512_permutex2var_ps(c, lo, e));
+    _mm512_mask_storeu_ps(d1 + 16, kh, _mm512_permutex2var_ps(c, hi, e));
+}
+#endif
+} // namespace
 
 MaxPool2d::MaxPool2d(std::string name, std::size_t kernel, std::size_t stride, std::size_t padding)
     : Layer(std::move(name)), m_k(kernel), m_stride(stride ? stride : kernel), m_pad(padding)
@@ -48,6 +116,13 @@ void MaxPool2d::poolPadded(const Tensor& x, Tensor& y, bool train)
             float* out = y.data() + p * Ho * Wo;
             std::uint32_t* am = train ? m_argmax.data() + p * Ho * Wo : nullptr;
             if (m_k == 2 && m_stride == 2) {
+#if defined(__AVX512F__)
+                for (std::size_t oy = 0; oy < Ho; ++oy)
+                    for (std::size_t ox = 0; ox < Wo; ox += 16)
+                        pool2x2Row(in, W, oy, ox, std::min<std::size_t>(16, Wo - ox), out + oy * Wo + ox,
+                                   am ? am + oy * Wo + ox : nullptr);
+                continue;
+#endif
                 // Fast path for the common 2x2/2 pool. '>' keeps the first maximum; a NaN wins.
                 for (std::size_t oy = 0; oy < Ho; ++oy) {
                     const float* r0 = in + 2 * oy * W;
@@ -95,6 +170,19 @@ void MaxPool2d::backward(const Tensor& x, const Tensor& y, const Tensor& dy, Ten
     parallelChunks(planes, 16, [&](std::size_t p0, std::size_t p1) {
         for (std::size_t p = p0; p < p1; ++p) {
             float* d = dxp.data() + p * HW;
+#if defined(__AVX512F__)
+            if (m_k == 2 && m_stride == 2) { // every window written whole, then what no window covers
+                const std::size_t W = dxp.dim(3), Ho = y.dim(2), Wo = y.dim(3);
+                for (std::size_t oy = 0; oy < Ho; ++oy) {
+                    for (std::size_t ox = 0; ox < Wo; ox += 16)
+                        unpool2x2Row(dy.data() + p * HWo + oy * Wo + ox, m_argmax.data() + p * HWo + oy * Wo + ox, W, oy, ox,
+                                     std::min<std::size_t>(16, Wo - ox), d);
+                    if (W > 2 * Wo) d[2 * oy * W + W - 1] = d[(2 * oy + 1) * W + W - 1] = 0.0f;
+                }
+                std::fill(d + 2 * Ho * W, d + HW, 0.0f);
+                continue;
+            }
+#endif
             std::fill(d, d + HW, 0.0f);
             for (std::size_t o = 0; o < HWo; ++o) d[m_argmax[p * HWo + o]] += dy[p * HWo + o];
         }
