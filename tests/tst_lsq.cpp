@@ -163,6 +163,8 @@ private slots:
     void lsqQatLearnsAndExports();
     void foldedStepsAreInWeightUnits_data();
     void foldedStepsAreInWeightUnits();
+    void collapsedStepIsLiftedToTheFloor_data();
+    void collapsedStepIsLiftedToTheFloor();
     void narrowRangeEndToEnd();
     void ternaryAndBinaryGrids();
     void ternaryAndBinaryQatRunOnEngine_data();
@@ -614,6 +616,77 @@ void TestLsq::foldedStepsAreInWeightUnits()
                  qPrintable(QString("slot %1: dL/du %2, |f| dL/ds %3").arg(k).arg(gu[k]).arg(expect)));
     }
     QVERIFY(nonzero > 0);
+}
+
+// A learned weight step never falls below lsqStepFloor (<|w|> / Qp per slot). Behind a BatchNorm
+// in training mode a fully clipped channel has no step gradient (the loss does not see the scale
+// of its quantized weights) and no weight gradient (the straight-through mask is 0 everywhere), so
+// a step that Adam pushed that low stayed there: resnet8's layer1-3 conv1 ended with channels at
+// the 1.2e-7 step floor, binary for good. Here channel 0's step is put where those ended; the
+// clamp after the optimizer step lifts it, and the channel's weights and step learn again.
+void TestLsq::collapsedStepIsLiftedToTheFloor_data()
+{
+    QTest::addColumn<QString>("format");
+    QTest::newRow("int2") << "int2";
+    QTest::newRow("int4") << "int4";
+    QTest::newRow("binary") << "binary";
+}
+
+void TestLsq::collapsedStepIsLiftedToTheFloor()
+{
+    QFETCH(QString, format);
+    auto model = makeModel("seed-cnn-bn");
+    PrecisionConfig pc;
+    pc.strategy = Strategy::Qat;
+    pc.format = format.toStdString();
+    pc.activationFormat = "uint4";
+    pc.granularity = "channel";
+    pc.quantizer = "lsq";
+    QuantSim sim(*model, pc, findFormat(pc.format));
+    auto* conv = dynamic_cast<Conv2d*>(&model->layer(0));
+    auto* bn = dynamic_cast<BatchNorm2d*>(&model->layer(1));
+    QVERIFY(conv && bn && sim.foldsBatchNorm());
+    const std::size_t C = conv->outChannels(), row = conv->weight().value.numel() / C;
+    for (std::size_t c = 0; c < C; ++c) bn->runningVar()[c] = 0.3f + 0.2f * static_cast<float>(c); // |f| != 1
+    sim.quantizeWeights(Rounding::Nearest, 0); // initialises the steps
+    Param& u = *sim.learnedParams().at(0);
+    const std::vector<float> u0(u.value.values().begin(), u.value.values().end());
+    const int qp = lsqPositiveLevels(sim.weightParams(0), 0);
+    // The floor in the conv's own units: <|w_c|> / Qp.
+    std::vector<float> floor(C);
+    for (std::size_t c = 0; c < C; ++c) {
+        double sum = 0.0;
+        for (std::size_t j = 0; j < row; ++j) sum += std::abs(conv->weight().value[c * row + j]);
+        floor[c] = static_cast<float>(sum / static_cast<double>(row) / qp);
+    }
+    // The start (the MSE grid; binary: <|w|>) is at or above the floor: it does not bind there.
+    for (std::size_t c = 0; c < C; ++c)
+        QVERIFY2(u0[c] >= floor[c] * (1.0f - 1e-5f), qPrintable(QString("channel %1: start %2 below the floor %3").arg(c).arg(u0[c]).arg(floor[c])));
+
+    u.value[0] = kScaleEps; // the collapse
+    sim.clampLearnedSteps(); // what runs after every optimizer step
+    QVERIFY2(std::abs(u.value[0] - floor[0]) <= 1e-5f * floor[0],
+             qPrintable(QString("channel 0: step %1, floor %2").arg(u.value[0]).arg(floor[0])));
+    for (std::size_t c = 1; c < C; ++c) QCOMPARE(u.value[c], u0[c]); // the others keep theirs
+
+    // One training step: channel 0's grid clips at Qp s = <|w f|>, so part of its weights are
+    // inside the clip range and get gradients, and its step gets one too.
+    const Dataset data = fixtures::syntheticDataset(32, 1);
+    Tensor x, grad;
+    std::vector<std::int32_t> y;
+    data.makeBatch(data.train, 0, 32, x, y);
+    RunContext ctx;
+    ctx.training = true;
+    sim.zeroLearnedGradients();
+    sim.quantizeWeights(Rounding::Nearest, 0);
+    const Tensor& out = model->forward(x, ctx, &sim);
+    nllLoss(out, y, grad);
+    model->backward(grad, &sim);
+    sim.maskWeightGradients();
+    std::size_t learning = 0;
+    for (std::size_t j = 0; j < row; ++j) learning += conv->weight().grad[j] != 0.0f;
+    QVERIFY2(learning >= row / 4, qPrintable(QString("%1 of channel 0's %2 weights have a gradient").arg(learning).arg(row)));
+    QVERIFY(u.grad[0] != 0.0f);
 }
 
 void TestLsq::narrowRangeEndToEnd()

@@ -86,6 +86,27 @@ std::vector<float> lsqMseSteps(std::span<const float> x, const QuantParams& p, c
     return q.scale;
 }
 
+// <|x|> / Qp per slot
+std::vector<float> lsqStepFloor(std::span<const float> x, const QuantParams& p)
+{
+    p.validate(x.size());
+    const std::size_t slots = p.numSlots();
+    std::vector<double> sum(slots, 0.0);
+    std::vector<std::size_t> count(slots, 0);
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        if (!std::isfinite(x[i])) continue;
+        const std::size_t k = p.slotOf(i);
+        sum[k] += std::fabs(static_cast<double>(x[i]));
+        ++count[k];
+    }
+    std::vector<float> s(slots);
+    for (std::size_t k = 0; k < slots; ++k) {
+        const double mean = count[k] ? sum[k] / static_cast<double>(count[k]) : 0.0;
+        s[k] = std::max(static_cast<float>(mean / static_cast<double>(lsqPositiveLevels(p, k))), kScaleEps);
+    }
+    return s;
+}
+
 LsqInit parseLsqInit(const std::string& name)
 {
     if (name == "mse") return LsqInit::Mse;
