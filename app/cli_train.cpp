@@ -23,6 +23,7 @@
 #include <csignal>
 #include <filesystem>
 #include <cstdio>
+#include <cstdlib>
 #include <sstream>
 #include <string>
 
@@ -219,6 +220,19 @@ nlohmann::json finiteOrNull(double v)
     return v;
 }
 
+// A float setting (the learning rate) as the shortest decimal that reads back to it: 0.001, not
+// 0.0010000000474974513.
+double asWritten(double floatValue)
+{
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.9g", floatValue);
+    for (int digits = 1; digits <= 9; ++digits) {
+        std::snprintf(buf, sizeof buf, "%.*g", digits, floatValue);
+        if (static_cast<float>(std::strtod(buf, nullptr)) == static_cast<float>(floatValue)) break;
+    }
+    return std::strtod(buf, nullptr);
+}
+
 class CliObserver final : public TrainObserver {
 public:
     CliObserver(bool json, bool progress, nlohmann::json plan, std::vector<std::string> ignored)
@@ -234,7 +248,7 @@ public:
                                 {"epochs", e.epochs},      {"steps_per_epoch", e.stepsPerEpoch},
                                 {"train_images", e.trainImages}, {"test_images", e.testImages},
                                 {"threads", e.threads},    {"compute", e.compute},
-                                {"optimizer", e.optimizer}, {"lr", e.lr},
+                                {"optimizer", e.optimizer}, {"lr", asWritten(e.lr)},
                                 {"lr_schedule", e.lrSchedule}};
             if (!m_plan.is_null()) j["plan"] = m_plan;
             j["ignored_options"] = m_ignored;
@@ -341,7 +355,7 @@ public:
                                 {"seconds", e.seconds},
                                 {"peak_rss_mb", e.peakRssMb},
                                 {"phase", e.phase}};
-            if (!std::isnan(e.lr)) j["lr"] = e.lr;
+            if (!std::isnan(e.lr)) j["lr"] = asWritten(e.lr);
             if (!std::isnan(e.validationAccuracy)) j["val_acc"] = e.validationAccuracy;
             if (!std::isnan(e.quantTestAccuracy)) j["quant_test_acc"] = e.quantTestAccuracy;
             if (!e.quantRunner.empty()) j["quant_runner"] = e.quantRunner;
