@@ -23,6 +23,7 @@
 #include <csignal>
 #include <filesystem>
 #include <cstdio>
+#include <cstdlib>
 #include <sstream>
 #include <string>
 
@@ -63,6 +64,8 @@ const char* const kTrainHelp =
     "  --batch-size N       images per step (default 64)\n"
     "  --optimizer NAME     adam (default) or sgd\n"
     "  --lr F               learning rate (default 1e-3)\n"
+    "  --lr-schedule NAME   constant (default) or cosine: per step from --lr down to 0 over\n"
+    "                       the run (SGDR without restarts, Loshchilov & Hutter 2017)\n"
     "  --momentum F         SGD momentum (default 0)\n"
     "  --nesterov           SGD with Nesterov momentum\n"
     "  --weight-decay F     L2 weight decay (default 0)\n"
@@ -217,6 +220,19 @@ nlohmann::json finiteOrNull(double v)
     return v;
 }
 
+// A float setting (the learning rate) as the shortest decimal that reads back to it: 0.001, not
+// 0.0010000000474974513.
+double asWritten(double floatValue)
+{
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.9g", floatValue);
+    for (int digits = 1; digits <= 9; ++digits) {
+        std::snprintf(buf, sizeof buf, "%.*g", digits, floatValue);
+        if (static_cast<float>(std::strtod(buf, nullptr)) == static_cast<float>(floatValue)) break;
+    }
+    return std::strtod(buf, nullptr);
+}
+
 class CliObserver final : public TrainObserver {
 public:
     CliObserver(bool json, bool progress, nlohmann::json plan, std::vector<std::string> ignored)
@@ -231,7 +247,9 @@ public:
             nlohmann::json j = {{"event", "start"},        {"model", e.model},         {"parameters", e.parameters},
                                 {"epochs", e.epochs},      {"steps_per_epoch", e.stepsPerEpoch},
                                 {"train_images", e.trainImages}, {"test_images", e.testImages},
-                                {"threads", e.threads},    {"compute", e.compute}};
+                                {"threads", e.threads},    {"compute", e.compute},
+                                {"optimizer", e.optimizer}, {"lr", asWritten(e.lr)},
+                                {"lr_schedule", e.lrSchedule}};
             if (!m_plan.is_null()) j["plan"] = m_plan;
             j["ignored_options"] = m_ignored;
             emit(j);
@@ -337,6 +355,7 @@ public:
                                 {"seconds", e.seconds},
                                 {"peak_rss_mb", e.peakRssMb},
                                 {"phase", e.phase}};
+            if (!std::isnan(e.lr)) j["lr"] = asWritten(e.lr);
             if (!std::isnan(e.validationAccuracy)) j["val_acc"] = e.validationAccuracy;
             if (!std::isnan(e.quantTestAccuracy)) j["quant_test_acc"] = e.quantTestAccuracy;
             if (!e.quantRunner.empty()) j["quant_runner"] = e.quantRunner;
@@ -453,7 +472,7 @@ void printRefineReport(const PtqRefiner& r, bool json)
 int runTrain(const std::vector<std::string>& argv)
 {
     const Args args(argv,
-                    {"--data", "--model", "--epochs", "--batch-size", "--lr", "--optimizer", "--momentum",
+                    {"--data", "--model", "--epochs", "--batch-size", "--lr", "--lr-schedule", "--optimizer", "--momentum",
                      "--weight-decay", "--threads", "--seed", "--train-limit", "--test-limit", "--validation",
                      "--strategy", "--format", "--granularity", "--rounding", "--calibration", "--act-calibration",
                      "--act-format", "--percentile", "--calib-images", "--schedule", "--blend-steps",
@@ -491,6 +510,7 @@ int runTrain(const std::vector<std::string>& argv)
     cfg.epochs = args.u64("--epochs", 1, cfg.pretrained ? 0 : 1, 10000);
     cfg.batchSize = args.u64("--batch-size", 64, 1, 65536);
     cfg.lr = static_cast<float>(args.f64("--lr", 1e-3, 1e-12, 100.0));
+    cfg.lrSchedule = args.str("--lr-schedule", cfg.lrSchedule);
     cfg.optimizer = args.str("--optimizer", "adam");
     cfg.momentum = static_cast<float>(args.f64("--momentum", 0.0, 0.0, 0.999999));
     cfg.nesterov = args.has("--nesterov");

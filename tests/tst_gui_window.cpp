@@ -517,6 +517,9 @@ private slots:
             QVERIFY(ready.count() > 0 || ready.wait(kLoadTimeoutMs));
             selectData(child<QComboBox>(&w, "granularity"), QStringLiteral("tensor"));
             child<QSpinBox>(&w, "seed")->setValue(42);
+            QCOMPARE(w.trainingPanel()->config().lrSchedule, std::string("constant")); // the default
+            selectData(child<QComboBox>(&w, "lrSchedule"), QStringLiteral("cosine"));
+            QCOMPARE(w.trainingPanel()->config().lrSchedule, std::string("cosine"));
             auto* split = child<QSplitter>(&w, "mainSplitter");
             split->setSizes({500, 300});
             splitter = split->saveState();
@@ -526,6 +529,7 @@ private slots:
         MainWindow w(o);
         QCOMPARE(w.trainingPanel()->config().precision.granularity, std::string("tensor"));
         QCOMPARE(w.trainingPanel()->config().seed, std::uint64_t(42));
+        QCOMPARE(w.trainingPanel()->config().lrSchedule, std::string("cosine"));
         QCOMPARE(w.tabs()->currentIndex(), 3);
         QCOMPARE(child<QSplitter>(&w, "mainSplitter")->saveState(), splitter);
         QSettings().clear();

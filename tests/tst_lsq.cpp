@@ -163,6 +163,8 @@ private slots:
     void lsqQatLearnsAndExports();
     void foldedStepsAreInWeightUnits_data();
     void foldedStepsAreInWeightUnits();
+    void collapsedStepIsLiftedToTheFloor_data();
+    void collapsedStepIsLiftedToTheFloor();
     void narrowRangeEndToEnd();
     void ternaryAndBinaryGrids();
     void ternaryAndBinaryQatRunOnEngine_data();
@@ -614,6 +616,90 @@ void TestLsq::foldedStepsAreInWeightUnits()
                  qPrintable(QString("slot %1: dL/du %2, |f| dL/ds %3").arg(k).arg(gu[k]).arg(expect)));
     }
     QVERIFY(nonzero > 0);
+}
+
+// A learned weight step never falls below lsqStepFloor (a quarter of a slot's weights inside). Behind a BatchNorm
+// in training mode a fully clipped channel has no step gradient (the loss does not see the scale
+// of its quantized weights) and no weight gradient (the straight-through mask is 0 everywhere), so
+// a step that Adam pushed that low stayed there: resnet8's layer1-3 conv1 ended with channels at
+// the 1.2e-7 step floor, binary for good. Here channel 0's step is put where those ended; the
+// clamp after the optimizer step lifts it, and the channel's weights and step learn again.
+void TestLsq::collapsedStepIsLiftedToTheFloor_data()
+{
+    QTest::addColumn<QString>("format");
+    QTest::newRow("int2") << "int2";
+    QTest::newRow("int4") << "int4";
+    QTest::newRow("binary") << "binary";
+}
+
+void TestLsq::collapsedStepIsLiftedToTheFloor()
+{
+    QFETCH(QString, format);
+    auto model = makeModel("seed-cnn-bn");
+    PrecisionConfig pc;
+    pc.strategy = Strategy::Qat;
+    pc.format = format.toStdString();
+    pc.activationFormat = "uint4";
+    pc.granularity = "channel";
+    pc.quantizer = "lsq";
+    QuantSim sim(*model, pc, findFormat(pc.format));
+    auto* conv = dynamic_cast<Conv2d*>(&model->layer(0));
+    auto* bn = dynamic_cast<BatchNorm2d*>(&model->layer(1));
+    QVERIFY(conv && bn && sim.foldsBatchNorm());
+    const std::size_t C = conv->outChannels(), row = conv->weight().value.numel() / C;
+    for (std::size_t c = 0; c < C; ++c) bn->runningVar()[c] = 0.3f + 0.2f * static_cast<float>(c); // |f| != 1
+    sim.quantizeWeights(Rounding::Nearest, 0); // initialises the steps
+    Param& u = *sim.learnedParams().at(0);
+    const std::vector<float> u0(u.value.values().begin(), u.value.values().end());
+    const QuantParams& p = sim.weightParams(0);
+    // The floor in the conv's own units: the least step with 3 of the channel's 9 weights inside
+    // [qmin s, qmax s] (binary: |w| <= s).
+    QCOMPARE(row, std::size_t(9));
+    const float qmax = p.signOnly ? 1.0f : static_cast<float>(p.qmax), qmin = p.signOnly ? -1.0f : static_cast<float>(p.qmin);
+    std::vector<float> floor(C), f(C), wf(C * row);
+    for (std::size_t c = 0; c < C; ++c) {
+        f[c] = bn->gamma().value[c] / std::sqrt(bn->runningVar()[c] + bn->eps());
+        std::vector<float> mag(row);
+        for (std::size_t j = 0; j < row; ++j) {
+            const float w = conv->weight().value[c * row + j];
+            mag[j] = w >= 0.0f ? w / qmax : w / qmin;
+            wf[c * row + j] = conv->weight().value[c * row + j] * f[c];
+        }
+        std::sort(mag.begin(), mag.end());
+        floor[c] = mag[2];
+    }
+    // The floor does not bind at the start: every channel starts on its MSE grid (binary: <|w|>).
+    const std::vector<float> mse = lsqMseSteps(wf, p, findFormat(pc.format));
+    for (std::size_t c = 0; c < C; ++c) {
+        QVERIFY2(std::abs(u0[c] - mse[c] / std::abs(f[c])) <= 1e-5f * u0[c],
+                 qPrintable(QString("channel %1: start %2, MSE grid %3").arg(c).arg(u0[c]).arg(mse[c] / std::abs(f[c]))));
+        QVERIFY(u0[c] > floor[c]);
+    }
+
+    u.value[0] = kScaleEps; // the collapse
+    sim.clampLearnedSteps(); // what runs after every optimizer step
+    QVERIFY2(std::abs(u.value[0] - floor[0]) <= 1e-5f * floor[0],
+             qPrintable(QString("channel 0: step %1, floor %2").arg(u.value[0]).arg(floor[0])));
+    for (std::size_t c = 1; c < C; ++c) QCOMPARE(u.value[c], u0[c]); // the others keep theirs
+
+    // One training step: 3 of channel 0's 9 weights are inside its clip range, so they get
+    // gradients, and its step gets one too.
+    const Dataset data = fixtures::syntheticDataset(32, 1);
+    Tensor x, grad;
+    std::vector<std::int32_t> y;
+    data.makeBatch(data.train, 0, 32, x, y);
+    RunContext ctx;
+    ctx.training = true;
+    sim.zeroLearnedGradients();
+    sim.quantizeWeights(Rounding::Nearest, 0);
+    const Tensor& out = model->forward(x, ctx, &sim);
+    nllLoss(out, y, grad);
+    model->backward(grad, &sim);
+    sim.maskWeightGradients();
+    std::size_t learning = 0;
+    for (std::size_t j = 0; j < row; ++j) learning += conv->weight().grad[j] != 0.0f;
+    QVERIFY2(learning >= 3, qPrintable(QString("%1 of channel 0's %2 weights have a gradient").arg(learning).arg(row)));
+    QVERIFY(u.grad[0] != 0.0f);
 }
 
 void TestLsq::narrowRangeEndToEnd()

@@ -2,6 +2,7 @@
 // (same seed, and 1 vs 2 threads), the stop token ends a run within one batch, and bad
 // configurations are refused with ConfigError.
 #include "data/dataset.h"
+#include "train/lr_schedule.h"
 #include "train/trainer.h"
 #include "util/errors.h"
 #include "util/rng.h"
@@ -134,6 +135,8 @@ private slots:
     void reproducible_data();
     void reproducible();
 
+    void cosineScheduleFollowsClosedForm();
+    void constantScheduleLeavesTheRateAlone();
     void stopFromObserverWithinOneBatch();
     void stopWhilePaused();
 
@@ -250,6 +253,77 @@ void TestTraining::reproducible()
         QVERIFY2(!diff.isEmpty(), "two seeds gave the same run");
 }
 
+// Cosine decay (SGDR without restarts, Loshchilov & Hutter 2017): lr_t = lr (1 + cos(pi t / T)) / 2
+// over the run's T optimizer steps, t = 0 at the first. The formula at its landmarks, then the
+// Trainer: each epoch's last step runs at the closed form, the first step at lr (so the first
+// batch is the constant run's), and the runs part after it.
+void TestTraining::cosineScheduleFollowsClosedForm()
+{
+    constexpr float lr = 0.004f;
+    constexpr std::size_t T = 400;
+    QCOMPARE(scheduledLearningRate(LrSchedule::Cosine, lr, 0, T), lr);
+    QCOMPARE(scheduledLearningRate(LrSchedule::Cosine, lr, T / 2, T), lr / 2);
+    QCOMPARE(scheduledLearningRate(LrSchedule::Cosine, lr, T / 4, T), static_cast<float>(lr * (2.0 + std::sqrt(2.0)) / 4.0));
+    QCOMPARE(scheduledLearningRate(LrSchedule::Cosine, lr, 3 * T / 4, T), static_cast<float>(lr * (2.0 - std::sqrt(2.0)) / 4.0));
+    QCOMPARE(scheduledLearningRate(LrSchedule::Cosine, lr, T, T), 0.0f);
+    const float last = scheduledLearningRate(LrSchedule::Cosine, lr, T - 1, T);
+    QVERIFY(last > 0.0f && last < 1e-4f * lr); // (1 + cos(pi (T-1)/T)) / 2 = 1.5e-5 at T = 400
+    QCOMPARE(scheduledLearningRate(LrSchedule::Constant, lr, T - 1, T), lr);
+    QCOMPARE(QString(lrScheduleName(parseLrSchedule("cosine"))), QString("cosine"));
+
+    const Dataset data = syntheticDataset(320, 100);
+    TrainConfig cfg;
+    cfg.model = "mlp";
+    cfg.epochs = 2;
+    cfg.batchSize = 32; // 10 steps an epoch, T = 20
+    cfg.lr = lr;
+    cfg.lrSchedule = "cosine";
+    Recorder rec;
+    {
+        Trainer t(cfg, data, &rec);
+        t.run();
+    }
+    QVERIFY(rec.start);
+    QCOMPARE(QString::fromStdString(rec.start->lrSchedule), QString("cosine"));
+    QCOMPARE(rec.start->lr, double(lr));
+    QCOMPARE(rec.epochs.size(), std::size_t(2));
+    const double pi = 3.14159265358979323846;
+    for (std::size_t e = 0; e < 2; ++e) {
+        const double t = 10.0 * static_cast<double>(e + 1) - 1.0; // the epoch's last step
+        const double expect = lr * 0.5 * (1.0 + std::cos(pi * t / 20.0));
+        QVERIFY2(std::abs(rec.epochs[e].lr - expect) <= 1e-6 * expect,
+                 qPrintable(QString("epoch %1: lr %2, closed form %3").arg(e + 1).arg(rec.epochs[e].lr).arg(expect)));
+    }
+    cfg.lrSchedule = "constant";
+    const RunResult cosine = trainOnce(data, [&] { TrainConfig c = cfg; c.lrSchedule = "cosine"; return c; }());
+    const RunResult constant = trainOnce(data, cfg);
+    QVERIFY(sameBits(cosine.batchLosses.at(0), constant.batchLosses.at(0)));
+    QVERIFY(sameBits(cosine.batchLosses.at(1), constant.batchLosses.at(1))); // step 1's update: both at lr
+    QVERIFY(!compareRuns(cosine, constant).isEmpty());
+}
+
+// "constant" never touches the optimizer's rate: every epoch's last step ran at lr itself, to the
+// bit (runs without a schedule are the runs from before schedules existed; the CLI A/B against the
+// build before them is in docs/LEARNED_QUANTIZATION.md).
+void TestTraining::constantScheduleLeavesTheRateAlone()
+{
+    const Dataset data = syntheticDataset(320, 100);
+    TrainConfig cfg;
+    cfg.model = "mlp";
+    cfg.epochs = 2;
+    cfg.batchSize = 32;
+    cfg.optimizer = "sgd";
+    cfg.momentum = 0.9f;
+    cfg.lr = 0.0123f;
+    QCOMPARE(cfg.lrSchedule, std::string("constant")); // the default
+    Recorder rec;
+    Trainer t(cfg, data, &rec);
+    t.run();
+    QCOMPARE(QString::fromStdString(rec.start->lrSchedule), QString("constant"));
+    QCOMPARE(rec.epochs.size(), std::size_t(2));
+    for (const EpochEvent& e : rec.epochs) QVERIFY(sameBits(e.lr, double(cfg.lr)));
+}
+
 // requestStop() from the observer: the batch in progress is the last one; no epoch is reported
 // and the finish event says stopped.
 void TestTraining::stopFromObserverWithinOneBatch()
@@ -324,6 +398,7 @@ void TestTraining::badConfigThrows_data()
     QTest::newRow("threads 0") << "threads" << "0" << "threads";
     QTest::newRow("momentum 1") << "momentum" << "1" << "momentum";
     QTest::newRow("negative weight decay") << "weightDecay" << "-0.1" << "weight decay";
+    QTest::newRow("unknown lr schedule") << "lrSchedule" << "step" << "learning-rate schedule 'step'";
     QTest::newRow("empty training set") << "data" << "empty" << "training set is empty";
 }
 
@@ -344,6 +419,7 @@ void TestTraining::badConfigThrows()
     if (field == "threads") cfg.threads = value.toULong();
     if (field == "momentum") cfg.momentum = f;
     if (field == "weightDecay") cfg.weightDecay = f;
+    if (field == "lrSchedule") cfg.lrSchedule = value.toStdString();
     if (field == "data") data.train = LabeledImages{1, 28, 28, {}, {}};
     QString message;
     try {

@@ -125,6 +125,16 @@ const QVector<Choice>& optimizerChoices()
     return rows;
 }
 
+const QVector<Choice>& lrScheduleChoices()
+{
+    static const QVector<Choice> rows = {
+        {"constant", "Constant", "The learning rate stays as set for the whole run."},
+        {"cosine", "Cosine", "Cosine decay per step from the learning rate down to 0 at the end of the run "
+                             "(Loshchilov & Hutter 2017, without restarts; the LSQ paper's schedule)."},
+    };
+    return rows;
+}
+
 QString granularityLabel(const std::string& spec)
 {
     try {

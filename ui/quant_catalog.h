@@ -38,6 +38,7 @@ const QVector<Choice>& granularityChoices(); // tensor, channel, layer, global, 
 const QVector<Choice>& roundingChoices();
 const QVector<Choice>& calibrationChoices();
 const QVector<Choice>& optimizerChoices();
+const QVector<Choice>& lrScheduleChoices(); // constant, cosine (train/lr_schedule.h)
 const QVector<Choice>& quantizerChoices(); // observer, lsq
 
 // "channel" -> "channel-wise", "group:32" -> "group-wise (32)".

@@ -140,7 +140,9 @@ QStringList runLabels(const std::vector<RunPtr>& runs)
         fields.push_back({QString::fromLatin1(s.name),
                           p.strategy == Strategy::Progressive ? str(p.schedule) : (s.uses("format") ? str(p.format) : QString()),
                           s.uses("granularity") ? granularityLabel(p.granularity) : QString(), str(c.model),
-                          QStringLiteral("lr %1").arg(double(c.lr), 0, 'g', 3), QStringLiteral("%1 ep").arg(c.epochs),
+                          QStringLiteral("lr %1").arg(double(c.lr), 0, 'g', 3) +
+                              (c.lrSchedule == "constant" ? QString() : QStringLiteral(" ") + str(c.lrSchedule)),
+                          QStringLiteral("%1 ep").arg(c.epochs),
                           QStringLiteral("batch %1").arg(c.batchSize), str(c.optimizer),
                           QStringLiteral("seed %1").arg(c.seed),
                           s.uses("rounding") ? str(p.rounding) + QStringLiteral(" rounding") : QString(),
@@ -259,9 +261,10 @@ QString RunRecord::configTooltip() const
     if (s.uses("schedule")) lines << QStringLiteral("Schedule %1").arg(str(p.schedule));
     if (hasStart && !start.compute.empty() && start.compute != "fp32")
         lines << QStringLiteral("Products on %1").arg(str(start.compute));
-    lines << QStringLiteral("%1, lr %2, %3 epochs, batch %4, %5 threads, seed %6")
+    lines << QStringLiteral("%1, lr %2%3, %4 epochs, batch %5, %6 threads, seed %7")
                  .arg(str(config.optimizer))
                  .arg(double(config.lr), 0, 'g', 3)
+                 .arg(config.lrSchedule == "constant" ? QString() : QStringLiteral(" (%1)").arg(str(config.lrSchedule)))
                  .arg(config.epochs)
                  .arg(config.batchSize)
                  .arg(config.threads)
@@ -306,6 +309,7 @@ QJsonObject configToJson(const TrainConfig& c)
                        {"batch_size", double(c.batchSize)},
                        {"optimizer", str(c.optimizer)},
                        {"lr", double(c.lr)},
+                       {"lr_schedule", str(c.lrSchedule)},
                        {"momentum", double(c.momentum)},
                        {"nesterov", c.nesterov},
                        {"weight_decay", double(c.weightDecay)},
@@ -326,6 +330,7 @@ TrainConfig configFromJson(const QJsonObject& o)
     c.batchSize = count(o["batch_size"].toDouble(double(c.batchSize)));
     c.optimizer = sstr(o["optimizer"], c.optimizer);
     c.lr = static_cast<float>(o["lr"].toDouble(c.lr));
+    c.lrSchedule = sstr(o["lr_schedule"], c.lrSchedule);
     c.momentum = static_cast<float>(o["momentum"].toDouble(c.momentum));
     c.nesterov = o["nesterov"].toBool(c.nesterov);
     c.weightDecay = static_cast<float>(o["weight_decay"].toDouble(c.weightDecay));

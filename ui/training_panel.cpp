@@ -331,6 +331,10 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
     m_lr->setValidator(lrValidator);
     m_lr->setToolTip(tr("Step size of each update, e.g. 1e-3 for Adam or 0.01 for SGD."));
 
+    m_lrSchedule = choiceCombo(lrScheduleChoices(), tr("How the learning rate moves over the run: constant, or a "
+                                                       "cosine decay from the value set to 0 at the last step."));
+    m_lrSchedule->setObjectName(QStringLiteral("lrSchedule"));
+
     m_epochs = spin(1, 1000, tr("Passes over the training set."));
     m_epochs->setObjectName(QStringLiteral("epochs"));
     m_batch = spin(1, 4096, tr("Images per training step."));
@@ -437,10 +441,11 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
     put(og, 0, 0, tr("&Optimizer"), m_optimizer);
     put(og, 0, 2, tr("Momentum"), m_momentum);
     put(og, 1, 0, tr("&Learning rate"), m_lr);
-    put(og, 1, 2, tr("&Epochs"), m_epochs);
-    put(og, 2, 0, tr("&Batch size"), m_batch);
-    put(og, 2, 2, tr("&Threads"), m_threads);
-    put(og, 3, 0, tr("S&eed"), m_seed);
+    put(og, 1, 2, tr("LR sc&hedule"), m_lrSchedule);
+    put(og, 2, 0, tr("&Epochs"), m_epochs);
+    put(og, 2, 2, tr("&Batch size"), m_batch);
+    put(og, 3, 0, tr("&Threads"), m_threads);
+    put(og, 3, 2, tr("S&eed"), m_seed);
     optBox->setLayout(og);
 
     auto* buttons = new QHBoxLayout;
@@ -471,7 +476,8 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
         updateApplicability();
         emit configChanged();
     };
-    for (QComboBox* c : {m_model, m_strategy, m_format, m_granularity, m_rounding, m_calibration, m_optimizer, m_quantizer})
+    for (QComboBox* c : {m_model, m_strategy, m_format, m_granularity, m_rounding, m_calibration, m_optimizer, m_lrSchedule,
+                          m_quantizer})
         connect(c, &QComboBox::currentIndexChanged, this, changed);
     for (QSpinBox* s : {m_groupSize, m_calibImages, m_bnFreeze, m_epochs, m_batch, m_threads, m_seed, m_adaroundIters})
         connect(s, &QSpinBox::valueChanged, this, changed);
@@ -551,6 +557,7 @@ void TrainingPanel::setConfig(const TrainConfig& cfg)
     selectData(m_optimizer, qs(cfg.optimizer));
     m_momentum->setValue(double(cfg.momentum));
     m_lr->setText(QString::number(double(cfg.lr), 'g', 4));
+    selectData(m_lrSchedule, qs(cfg.lrSchedule));
     m_epochs->setValue(static_cast<int>(cfg.epochs));
     m_batch->setValue(static_cast<int>(cfg.batchSize));
     m_threads->setValue(static_cast<int>(cfg.threads));
@@ -610,6 +617,7 @@ void TrainingPanel::readWidgets()
     bool ok = false;
     const double lr = QLocale::c().toDouble(m_lr->text().trimmed(), &ok);
     if (ok && lr > 0) c.lr = static_cast<float>(lr);
+    c.lrSchedule = m_lrSchedule->currentData().toString().toStdString();
     c.epochs = p.strategy == Strategy::Progressive ? std::max<std::size_t>(1, m_schedule->totalEpochs())
                                                      : static_cast<std::size_t>(m_epochs->value());
     c.batchSize = static_cast<std::size_t>(m_batch->value());
@@ -745,8 +753,8 @@ void TrainingPanel::setPlanModel(std::shared_ptr<const Model> model) { m_planTab
 void TrainingPanel::setRunning(bool running)
 {
     m_running = running;
-    for (QWidget* w : std::initializer_list<QWidget*>{m_model, m_normalize, m_strategy, m_optimizer, m_lr, m_batch, m_threads,
-                                                      m_seed})
+    for (QWidget* w : std::initializer_list<QWidget*>{m_model, m_normalize, m_strategy, m_optimizer, m_lr, m_lrSchedule, m_batch,
+                                                      m_threads, m_seed})
         w->setEnabled(!running);
     if (QLabel* l = m_labels.value(m_model)) l->setEnabled(!running);
     updateApplicability();

@@ -133,6 +133,7 @@ private:
     QComboBox* m_optimizer;
     QDoubleSpinBox* m_momentum;
     QLineEdit* m_lr;
+    QComboBox* m_lrSchedule;
     QSpinBox* m_epochs;
     QSpinBox* m_batch;
     QSpinBox* m_threads;

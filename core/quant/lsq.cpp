@@ -86,6 +86,31 @@ std::vector<float> lsqMseSteps(std::span<const float> x, const QuantParams& p, c
     return q.scale;
 }
 
+// Per slot: the ceil(n / 4)-th smallest of t_i, the least step that has x_i inside [-Qn s, Qp s]
+std::vector<float> lsqStepFloor(std::span<const float> x, const QuantParams& p)
+{
+    p.validate(x.size());
+    const std::size_t slots = p.numSlots();
+    std::vector<std::vector<float>> mag(slots);
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        if (!std::isfinite(x[i])) continue;
+        const std::size_t k = p.slotOf(i);
+        const int z = p.zeroPoint[k];
+        // t = x / Qp above zero, -x / Qn below (sign-only grids: |x|, inside |x| <= s).
+        const int levels = p.signOnly ? 1 : (x[i] >= 0.0f ? p.qmax - z : z - p.qmin);
+        mag[k].push_back(std::fabs(x[i]) / static_cast<float>(std::max(levels, 1)));
+    }
+    std::vector<float> s(slots, kScaleEps);
+    for (std::size_t k = 0; k < slots; ++k) {
+        std::vector<float>& m = mag[k];
+        if (m.empty()) continue;
+        const std::size_t rank = (m.size() * kLsqFloorShareNum + kLsqFloorShareDen - 1) / kLsqFloorShareDen - 1;
+        std::nth_element(m.begin(), m.begin() + static_cast<std::ptrdiff_t>(rank), m.end());
+        s[k] = std::max(m[rank], kScaleEps);
+    }
+    return s;
+}
+
 LsqInit parseLsqInit(const std::string& name)
 {
     if (name == "mse") return LsqInit::Mse;

@@ -49,6 +49,24 @@ std::vector<float> lsqInitialSteps(std::span<const float> x, const QuantParams& 
 std::vector<float> lsqMseSteps(std::span<const float> x, const QuantParams& p, const NumberFormat& f,
                                std::vector<std::int32_t>* zeroPoints = nullptr);
 
+// The lowest step a learned weight step may take, one per slot of p's layout: the least step whose
+// clip range [-Qn s, Qp s] holds at least a quarter of the slot's n elements (the ceil(n/4)-th
+// smallest of x_i / Qp for x_i >= 0 and -x_i / Qn below; sign-only grids, whose gradient passes
+// |x| <= s: of |x_i|). QAT keeps every learned weight step at or above it (and >= kScaleEps).
+// Why: behind a BatchNorm in training mode the loss does not change when a channel's quantized
+// weights are scaled (van Laarhoven, "L2 regularization versus batch and weight normalization",
+// 2017), so with LSQ's gradient (Esser et al. 2020, eq. 3) a channel's step gradient reduces to
+// -(1/s) sum over its unclipped weights of dL/dw_hat w. Once every weight is clipped it is zero,
+// and so is every weight's straight-through gradient: nothing moves the channel again. Adam
+// moves a parameter by about its learning rate whatever the size of its gradient, and pushed
+// steps there (resnet8's layer1-3 conv1: channels at the 1.2e-7 float floor, binary for good).
+// The floor keeps the gradients of a quarter of the weights, whatever their distribution, and
+// sits below the grids LSQ learns otherwise: on a Gaussian a quarter is inside |x| <= 0.32 sigma,
+// where the MSE-optimal clip is 1.71, 2.15 and 2.55 sigma at 2, 3 and 4 bits (Banner et al.,
+// "Post training 4-bit quantization of convolutional networks for rapid-deployment", NeurIPS 2019).
+inline constexpr std::size_t kLsqFloorShareNum = 1, kLsqFloorShareDen = 4;
+std::vector<float> lsqStepFloor(std::span<const float> x, const QuantParams& p);
+
 // How learned steps start (--lsq-init): mse (default: the MSE-optimal grid of the checkpoint's
 // weights and of the first batch's activations), lsq (the paper's 2<|x|>/sqrt(Qp)), range (the
 // observers' scales: --calibration for weights, the first batch's min-max for activations).

@@ -23,6 +23,9 @@ struct StartEvent {
     std::size_t trainImages = 0, testImages = 0;
     std::size_t threads = 0;
     std::string compute = "fp32"; // what computes the products (PrecisionStrategy::computePath)
+    std::string optimizer;        // "adam" | "sgd"
+    double lr = 0.0;              // the base learning rate
+    std::string lrSchedule;       // "constant" | "cosine" (train/lr_schedule.h)
 };
 
 struct BatchEvent {
@@ -52,6 +55,7 @@ struct EpochEvent {
     std::size_t skippedSteps = 0;        // optimizer steps skipped on overflow so far
     double peakRssMb = 0.0;              // the process's peak resident memory so far, MiB
     std::string quantRunner;             // what computed quantTestAccuracy ("integer engine (...)", "fake-quant")
+    double lr = kNoValue;                // the learning rate of the epoch's last optimizer step
 };
 
 struct FinishEvent {

@@ -242,6 +242,25 @@ void QuantSim::clampLearnedSteps()
             for (float& v : p->value.values()) v = v >= kScaleEps ? v : kScaleEps; // also NaN
     for (auto& a : m_lsqAct)
         if (a) a->clampStep();
+    floorLearnedWeightSteps();
+}
+
+void QuantSim::floorLearnedWeightSteps()
+{
+    // In the units u is learned in: floor(s) / (s / u).
+    for (std::size_t t = 0; t < m_lsqW.size(); ++t) {
+        if (!m_lsqW[t] || !m_lsqWInit[t]) continue;
+        const QuantParams& p = weightParams(t);
+        const auto w = m_targets[t].weight->value.values();
+        if (p.numSlots() != m_lsqW[t]->value.numel() || p.scale.empty()) continue; // not quantized yet
+        const std::vector<float> floor = lsqStepFloor(w, p);
+        const std::vector<float> units = stepUnits(t);
+        float* u = m_lsqW[t]->value.data();
+        for (std::size_t k = 0; k < floor.size(); ++k) {
+            const float f = floor[k] / units[k];
+            u[k] = u[k] >= f ? u[k] : f; // also NaN
+        }
+    }
 }
 
 void QuantSim::initLearnedWeightSteps()
@@ -462,6 +481,7 @@ void QuantSim::quantizeWeights(Rounding rounding, std::uint64_t rngKey)
         applyAll(); // the observer's layout, then LSQ's initial steps on it
         initLearnedWeightSteps();
     }
+    floorLearnedWeightSteps(); // with this step's weights (and folding factors)
     for (std::size_t t = 0; t < m_lsqW.size(); ++t)
         if (m_lsqW[t]) {
             // s = |f| u with this step's folding factors (1 for unfolded targets).

@@ -102,7 +102,9 @@ public:
     std::vector<StepSizeTrack> learnedSteps() const;
     // Zeroes the learned parameters' gradients (before a training step).
     void zeroLearnedGradients();
-    // Keeps every learned step >= kScaleEps (after an optimizer step).
+    // Keeps every learned step >= kScaleEps and every learned weight step at or above its floor
+    // (lsqStepFloor of the weights it quantizes; after an optimizer step, and again in
+    // quantizeWeights with that step's weights).
     void clampLearnedSteps();
 
     void onInput(Tensor& x, const RunContext& ctx) override;
@@ -161,6 +163,7 @@ private:
     std::pair<long, long> m_ends{-1, -1};
     void widenEndActivations(const std::vector<std::size_t>& layerOfTarget, const std::vector<long>& ownerOfPoint);
     void initLearnedWeightSteps();
+    void floorLearnedWeightSteps();
     void learnedWeightGradients();
     // Per slot of target t's learned step: s / u (|f| of the slot's channel, per tensor the mean
     // |f|; 1 for unfolded targets). Valid after quantizeWeights computed the folding factors.

@@ -2,6 +2,7 @@
 
 #include "nn/model_zoo.h"
 #include "train/loss.h"
+#include "train/lr_schedule.h"
 #include "util/errors.h"
 #include "util/memory.h"
 #include "util/rng.h"
@@ -29,6 +30,7 @@ void TrainConfig::validate() const
                                       : "epochs must be between 0 and 10000");
     if (batchSize == 0 || batchSize > 65536) throw ConfigError("batch size must be between 1 and 65536");
     if (!(lr > 0.0f) || !std::isfinite(lr)) throw ConfigError("learning rate must be a positive number");
+    parseLrSchedule(lrSchedule);
     if (optimizer != "adam" && optimizer != "sgd")
         throw ConfigError("unknown optimizer '" + optimizer + "' (known: adam, sgd)");
     if (!(momentum >= 0.0f && momentum < 1.0f)) throw ConfigError("momentum must be in [0, 1)");
@@ -186,6 +188,9 @@ FinishEvent Trainer::runInArena()
     se.testImages = m_data.test.size();
     se.threads = m_cfg.threads;
     se.compute = m_strategy->computePath();
+    se.optimizer = m_cfg.optimizer;
+    se.lr = m_cfg.lr;
+    se.lrSchedule = m_cfg.lrSchedule;
     if (m_observer) m_observer->onStart(se);
 
     FinishEvent fin;
@@ -194,6 +199,9 @@ FinishEvent Trainer::runInArena()
     std::vector<Param*> params = m_model->params();
     for (Param* p : m_strategy->learnedParams()) params.push_back(p);
     const std::size_t reportEvery = std::max<std::size_t>(1, steps / 20); // learned step sizes
+    // Constant leaves the optimizer's rate alone (bit-identical to runs before schedules).
+    const LrSchedule schedule = parseLrSchedule(m_cfg.lrSchedule);
+    const std::size_t totalSteps = steps * m_cfg.epochs;
     std::size_t globalStep = 0, skippedInARow = 0;
     double ipsSum = 0.0;
     // One shuffle generator seeded with the seed, drawn from epoch after epoch (as the PyTorch
@@ -232,6 +240,10 @@ FinishEvent Trainer::runInArena()
                 for (float& g : grad.values()) g *= ls;
             m_model->backward(grad, hooks);
             const bool stepped = m_strategy->afterBackward();
+            // The schedule counts batches, skipped steps included (as PyTorch's scheduler.step()
+            // after every batch does).
+            if (schedule != LrSchedule::Constant)
+                m_opt->setLearningRate(scheduledLearningRate(schedule, m_cfg.lr, globalStep, totalSteps));
             if (stepped) m_opt->step(params);
             m_strategy->afterStep(stepped, ctx.rngKey);
             skippedInARow = stepped ? 0 : skippedInARow + 1;
@@ -278,6 +290,7 @@ FinishEvent Trainer::runInArena()
         ee.seconds = trainSeconds;
         ee.imagesPerSecond = static_cast<double>(seen) / std::max(1e-9, trainSeconds);
         ee.peakRssMb = peakResidentMegabytes();
+        ee.lr = m_opt->learningRate();
         ipsSum += ee.imagesPerSecond;
         endOfEpoch(ee, fin);
     }

@@ -22,6 +22,9 @@ struct TrainConfig {
     std::size_t batchSize = 64;
     std::string optimizer = "adam"; // "adam" | "sgd"
     float lr = 1e-3f;
+    // How the learning rate moves over the run, per optimizer step (train/lr_schedule.h):
+    // "constant" (lr throughout) or "cosine" (from lr down to 0 over epochs * steps per epoch).
+    std::string lrSchedule = "constant";
     float momentum = 0.0f;          // sgd
     bool nesterov = false;          // sgd
     float weightDecay = 0.0f;
