@@ -200,6 +200,7 @@ TrainingController::TrainingController(QObject* parent, int throttleMs) : QObjec
     installTsanHandoff(m_worker); // the filter is the worker's child: it moves with it
     m_worker->moveToThread(&m_thread);
     m_thread.setObjectName(QStringLiteral("quantscope-training"));
+    installTsanJoin(&m_thread);
 
     const auto q = Qt::QueuedConnection;
     connect(this, &TrainingController::requestLoad, m_worker, &TrainingWorker::loadDataset, q);
@@ -262,6 +263,7 @@ void TrainingController::shutdown()
     m_token.setPaused(false);
     m_thread.quit();
     m_thread.wait();
+    QS_TSAN_HANDOFF(); // the worker thread's last writes happen before this (installTsanJoin)
     delete m_worker;
     m_worker = nullptr;
     m_training = m_exporting = false;
