@@ -15,6 +15,7 @@
 #include "train/trainer.h"
 #include "util/errors.h"
 #include "util/rng.h"
+#include "slow_tests.h"
 
 #include <QtTest>
 
@@ -45,6 +46,19 @@ constexpr double kMinAccuracy = 0.60; // 1 epoch of 3000 images reaches ~0.70-0.
 // mobilenet-tiny learns slower: 1 epoch of 3000 images gave 50.5 % here and 55.5 % in the
 // PyTorch reference (pytorch_ref.py --model mobilenet-tiny --train-limit 3000 --test-limit 1000).
 constexpr double kMinMobileNetAccuracy = 0.40;
+
+// Under the sanitizer presets (QS_SANITIZER_RUN) every training here runs on a fifth of the
+// images (sanitizerSlowdown()) in batches of 64 / 4 = 16: about as many steps as the release
+// suite's 3000 images in batches of 64, with a fifth of the arithmetic (under ASan a row took 4-6
+// minutes at full size, the whole unit over an hour). Every check and bar stays the same.
+double slowdown() { return quantscope::testing::sanitizerSlowdown(); }
+std::size_t scaled(std::size_t n) { return static_cast<std::size_t>(double(n) / slowdown()); }
+TrainConfig baseConfig()
+{
+    TrainConfig cfg;
+    if (slowdown() > 1.0) cfg.batchSize = 16;
+    return cfg;
+}
 
 } // namespace
 
@@ -85,8 +99,8 @@ void TestStrategies::initTestCase()
     if (!std::filesystem::exists(kDefaultDataDir))
         QSKIP("Fashion-MNIST is not installed (Debian package dataset-fashion-mnist)");
     DatasetOptions o;
-    o.trainLimit = 3000;
-    o.testLimit = 1000;
+    o.trainLimit = scaled(3000);
+    o.testLimit = scaled(1000);
     m_data = Dataset::load(o);
 }
 
@@ -231,13 +245,13 @@ void TestStrategies::strategiesTrainAndReport()
     QFETCH(double, maxGap);
     QFETCH(int, epochs);
     QFETCH(double, minAccuracy);
-    TrainConfig cfg;
+    TrainConfig cfg = baseConfig();
     cfg.model = model.toStdString();
     cfg.epochs = std::size_t(epochs);
     cfg.precision.strategy = parseStrategy(strategy.toStdString());
     cfg.precision.format = format.toStdString();
     cfg.precision.granularity = granularity.toStdString();
-    cfg.precision.calibImages = 500;
+    cfg.precision.calibImages = scaled(500);
     Recorder rec;
     std::size_t bf16Left = 0;
     const FinishEvent fin = run(cfg, rec, *m_data, &bf16Left);
@@ -439,7 +453,7 @@ void TestStrategies::floatSimSkipsOnlyExactRounding()
 
 void TestStrategies::mixedFp16ReportsLossScale()
 {
-    TrainConfig cfg;
+    TrainConfig cfg = baseConfig();
     cfg.precision.strategy = Strategy::Mixed;
     cfg.precision.format = "fp16";
     Recorder rec;
@@ -461,7 +475,7 @@ void TestStrategies::lowpNearestStallsWhereStochasticLearns()
     double acc[3];
     const char* modes[3] = {"nearest", "stochastic", "fp32"};
     for (int i = 0; i < 3; ++i) {
-        TrainConfig cfg;
+        TrainConfig cfg = baseConfig();
         cfg.model = "mlp";
         cfg.optimizer = "sgd";
         cfg.lr = 0.01f;
@@ -482,7 +496,7 @@ void TestStrategies::lowpNearestStallsWhereStochasticLearns()
 
 void TestStrategies::progressiveFollowsTheSchedule()
 {
-    TrainConfig cfg;
+    TrainConfig cfg = baseConfig();
     cfg.model = "mlp";
     cfg.precision.strategy = Strategy::Progressive;
     cfg.precision.schedule = "fp32:1,bf16:1,int8:1";
@@ -510,7 +524,7 @@ void TestStrategies::progressiveFollowsTheSchedule()
 
 void TestStrategies::qatIsDeterministic()
 {
-    TrainConfig cfg;
+    TrainConfig cfg = baseConfig();
     cfg.model = "mlp";
     cfg.precision.strategy = Strategy::Qat;
     cfg.precision.format = "int4";
@@ -528,20 +542,20 @@ void TestStrategies::ptqOfALoadedFp32Model()
     // Train FP32, save it, then PTQ the saved model without training (epochs 0).
     QTemporaryDir dir;
     const std::string path = (dir.path() + "/fp32.qsm").toStdString();
-    TrainConfig cfg;
+    TrainConfig cfg = baseConfig();
     cfg.model = "mlp";
     Recorder trained;
     Trainer t(cfg, *m_data, &trained);
     t.run();
     exportModel(t, path);
 
-    TrainConfig ptq;
+    TrainConfig ptq = baseConfig();
     ptq.model = "mlp";
     ptq.epochs = 0;
     ptq.modelFactory = presetWithWeights("mlp", path);
     ptq.pretrained = true;
     ptq.precision.strategy = Strategy::Ptq;
-    ptq.precision.calibImages = 500;
+    ptq.precision.calibImages = scaled(500);
     Recorder rec;
     Trainer p(ptq, *m_data, &rec);
     const FinishEvent fin = p.run();
@@ -614,7 +628,7 @@ void TestStrategies::badCombinationsAreConfigErrors()
     QFETCH(QString, format);
     QFETCH(QString, schedule);
     QFETCH(int, epochs);
-    TrainConfig cfg;
+    TrainConfig cfg = baseConfig();
     cfg.model = "mlp";
     cfg.epochs = std::size_t(epochs);
     cfg.precision.strategy = parseStrategy(strategy.toStdString());
