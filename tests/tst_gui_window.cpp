@@ -86,10 +86,12 @@ void writeFixture(const QString& dir, std::size_t nTrain, std::size_t nTest, std
 }
 
 // fullFlow's two QAT runs (2 epochs each) on their own fixture. Under the sanitizer presets
-// (QS_SANITIZER_RUN) it holds a fifth of the images in batches of 16: under TSan the first run on
-// 640 images had not ended after 600 s (the instrumented kernels' range checks: 55 % of its time
-// in TSan's MemoryAccessRange), while every check below still holds on 128 images.
-std::size_t flowTrainImages() { return static_cast<std::size_t>(640 / quantscope::testing::sanitizerSlowdown()); }
+// (QS_SANITIZER_RUN) it holds 192 images, learnt in batches of 16 (24 steps): under TSan the first
+// run on 640 images had not ended after 600 s (55 % of its time in TSan's MemoryAccessRange, the
+// instrumented kernels' range checks). 24 steps still learn the fixture (release build, test
+// accuracy: 192 in 16s 0.90, 256 in 16s 0.75, 320 in 32s 1.00); fewer do not reliably (128 in 16s
+// 0.15, 256 in 32s 0.10), so the scaled run keeps its accuracy check.
+std::size_t flowTrainImages() { return quantscope::testing::sanitizerSlowdown() > 1.0 ? 192 : 640; }
 std::size_t flowTestImages() { return static_cast<std::size_t>(200 / quantscope::testing::sanitizerSlowdown()); }
 int flowBatch() { return quantscope::testing::sanitizerSlowdown() > 1.0 ? 16 : 64; }
 
@@ -194,7 +196,8 @@ private slots:
         QVERIFY(cell(w, 0, RunsModel::Size).endsWith(QStringLiteral("B")));
         QCOMPARE(cell(w, 0, RunsModel::Status), QStringLiteral("done"));
         QVERIFY(std::isfinite(run->finalTestAccuracy()));
-        QVERIFY2(run->finalTestAccuracy() > 0.3, "the fixture is learnable: accuracy well above 10 %");
+        qInfo("fullFlow: %zu training images in batches of %zu, 2 epochs: test accuracy %.3f", nTrain, batch, run->finalTestAccuracy());
+        QVERIFY2(run->finalTestAccuracy() > 0.3, qPrintable(QStringLiteral("the fixture is learnable: accuracy %1, well above 10 %").arg(run->finalTestAccuracy())));
 
         // Layer statistics arrive for QAT: the histogram has bins, the ranges and SQNR bars show.
         if (!run->layerStats.empty()) {
