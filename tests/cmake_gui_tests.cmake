@@ -13,6 +13,7 @@
 #                plan files, fine-tune with a plan, Stop
 #   gui_lsq      the LSQ options' applicability and the Step sizes chart of a real LSQ run
 #   gui_ptq      the Ranges chart before and after PTQ cross-layer equalization
+#   gui_runs_table  the runs table's chart colours, and its repaints do not grow the heap
 if(TARGET quantscope::ui)
   qs_add_test(gui_window LIBS quantscope::ui TIMEOUT 600 LABELS gui)
   qs_add_test(gui_datasets LIBS quantscope::ui TIMEOUT 120 LABELS gui)
@@ -35,4 +36,5 @@ if(TARGET quantscope::ui)
   qs_add_test(gui_analysis LIBS quantscope::ui TIMEOUT 600 LABELS gui)
   qs_add_test(gui_lsq LIBS quantscope::ui TIMEOUT 120 LABELS gui)
   qs_add_test(gui_ptq LIBS quantscope::ui TIMEOUT 120 LABELS gui)
+  qs_add_test(gui_runs_table LIBS quantscope::ui TIMEOUT 120 LABELS gui)
 endif()

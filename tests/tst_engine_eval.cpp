@@ -8,6 +8,7 @@
 #include "train/trainer.h"
 #include <tbb/task_arena.h> // before Qt: TBB's profiling.h has a member named emit
 #include "onnx/export_fixtures.h"
+#include "slow_tests.h"
 
 #include <QtTest>
 
@@ -56,7 +57,7 @@ private slots:
 private:
     Dataset m_data = fixtures::blobsWithValidation();
     std::unique_ptr<Trainer> m_trained;
-    Dataset m_fashion;                     // Fashion-MNIST, 3000 training images, when installed
+    Dataset m_fashion;                     // Fashion-MNIST, 3000 training images (1000 under sanitizers), when installed
     std::unique_ptr<Trainer> m_fashionModel; // seed-cnn trained 1 epoch on them
 };
 
@@ -65,13 +66,19 @@ void TestEngineEval::initTestCase()
     m_data.test = fixtures::blobImages(1000, 28, 28, 123);
     m_trained = fixtures::trainedLenet5(m_data);
     if (fixtures::haveFashion()) {
+        // Under the sanitizer presets (QS_SANITIZER_RUN) a third of the work: 1000 training images
+        // in batches of 16, 1000 test images (under TSan the full-size training alone had not
+        // ended after 28 minutes). The release build agreed there on 99.9-100 % of the 1000 images
+        // in every row, each disagreement within 1 output step: the bars are unchanged.
+        const bool scaled = quantscope::testing::sanitizerSlowdown() > 1.0;
         DatasetOptions o;
-        o.trainLimit = 3000;
-        o.testLimit = 3000;
+        o.trainLimit = scaled ? 1000 : 3000;
+        o.testLimit = scaled ? 1000 : 3000;
         m_fashion = Dataset::load(o);
         TrainConfig cfg;
         cfg.model = "seed-cnn";
         cfg.epochs = 1;
+        if (scaled) cfg.batchSize = 16;
         m_fashionModel = std::make_unique<Trainer>(cfg, m_fashion);
         m_fashionModel->run();
     }

@@ -85,6 +85,16 @@ void writeFixture(const QString& dir, std::size_t nTrain, std::size_t nTest, std
     make(nTest, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte");
 }
 
+// fullFlow's two QAT runs (2 epochs each), layerCompareTab and exportModel on their own fixture. Under the sanitizer presets
+// (QS_SANITIZER_RUN) it holds 192 images, learnt in batches of 16 (24 steps): under TSan the first
+// run on 640 images had not ended after 600 s (55 % of its time in TSan's MemoryAccessRange, the
+// instrumented kernels' range checks). 24 steps still learn the fixture (release build, test
+// accuracy: 192 in 16s 0.90, 256 in 16s 0.75, 320 in 32s 1.00); fewer do not reliably (128 in 16s
+// 0.15, 256 in 32s 0.10), so the scaled run keeps its accuracy check.
+std::size_t flowTrainImages() { return quantscope::testing::sanitizerSlowdown() > 1.0 ? 192 : 640; }
+std::size_t flowTestImages() { return static_cast<std::size_t>(200 / quantscope::testing::sanitizerSlowdown()); }
+int flowBatch() { return quantscope::testing::sanitizerSlowdown() > 1.0 ? 16 : 64; }
+
 MainWindowOptions options(const QString& dir)
 {
     MainWindowOptions o;
@@ -123,6 +133,8 @@ private slots:
     {
         QVERIFY(m_small.isValid());
         QVERIFY(m_big.isValid());
+        QVERIFY(m_flow.isValid());
+        writeFixture(m_flow.path(), flowTrainImages(), flowTestImages());
         writeFixture(m_small.path(), 640, 200);
         writeFixture(m_big.path(), 6000, 200);
     }
@@ -130,21 +142,22 @@ private slots:
     // The first-time user's path: open the fixture, QAT / int8 / channel-wise, click Train.
     void fullFlow()
     {
-        MainWindow w(options(m_small.path()));
+        MainWindow w(options(m_flow.path()));
         QSignalSpy ready(&w, &MainWindow::datasetReady); // before any event loop runs
         w.show();
         QVERIFY(QTest::qWaitForWindowExposed(&w));
         QVERIFY(ready.count() > 0 || ready.wait(kLoadTimeoutMs));
         QCOMPARE(ready.first().first().toBool(), true);
         QVERIFY(w.datasetPanel()->errorText().isEmpty());
-        QVERIFY(child<QLabel>(&w, "datasetCounts")->text().contains(QStringLiteral("640 training")));
+        const std::size_t nTrain = flowTrainImages(), batch = std::size_t(flowBatch());
+        QVERIFY(child<QLabel>(&w, "datasetCounts")->text().contains(QStringLiteral("%1 training").arg(nTrain)));
         QVERIFY(w.datasetPanel()->thumbnails()->sampleCount() > 0);
 
         selectData(child<QComboBox>(&w, "strategy"), QStringLiteral("qat"));
         selectData(child<QComboBox>(&w, "format"), QStringLiteral("int8"));
         selectData(child<QComboBox>(&w, "granularity"), QStringLiteral("channel"));
         child<QSpinBox>(&w, "epochs")->setValue(2);
-        child<QSpinBox>(&w, "batchSize")->setValue(64);
+        child<QSpinBox>(&w, "batchSize")->setValue(int(batch));
         const TrainConfig cfg = w.trainingPanel()->config();
         QCOMPARE(cfg.precision.strategy, Strategy::Qat);
         QCOMPARE(cfg.precision.format, std::string("int8"));
@@ -165,7 +178,7 @@ private slots:
         QVERIFY(run);
         QCOMPARE(run->status, RunStatus::Done);
         QCOMPARE(run->config.precision.strategy, Strategy::Qat);
-        const std::size_t steps = 2 * ((640 + 63) / 64);
+        const std::size_t steps = 2 * ((nTrain + batch - 1) / batch);
         QCOMPARE(run->steps.size(), steps);
         QCOMPARE(run->epochs.size(), std::size_t(2));
 
@@ -183,7 +196,8 @@ private slots:
         QVERIFY(cell(w, 0, RunsModel::Size).endsWith(QStringLiteral("B")));
         QCOMPARE(cell(w, 0, RunsModel::Status), QStringLiteral("done"));
         QVERIFY(std::isfinite(run->finalTestAccuracy()));
-        QVERIFY2(run->finalTestAccuracy() > 0.3, "the fixture is learnable: accuracy well above 10 %");
+        qInfo("fullFlow: %zu training images in batches of %zu, 2 epochs: test accuracy %.3f", nTrain, batch, run->finalTestAccuracy());
+        QVERIFY2(run->finalTestAccuracy() > 0.3, qPrintable(QStringLiteral("the fixture is learnable: accuracy %1, well above 10 %").arg(run->finalTestAccuracy())));
 
         // Layer statistics arrive for QAT: the histogram has bins, the ranges and SQNR bars show.
         if (!run->layerStats.empty()) {
@@ -588,7 +602,7 @@ private slots:
     // for both curves; int2 weights fall further below FP32 than int8 at the first convolution.
     void layerCompareTab()
     {
-        MainWindow w(options(m_small.path()));
+        MainWindow w(options(m_flow.path())); // scaled under sanitizers: 640 images took over 25 min under TSan
         QSignalSpy ready(&w, &MainWindow::datasetReady);
         QVERIFY(ready.count() > 0 || ready.wait(kLoadTimeoutMs));
         selectData(child<QComboBox>(&w, "strategy"), QStringLiteral("fp32"));
@@ -644,7 +658,7 @@ private slots:
             QVERIFY2(text.contains(QStringLiteral("no run to export")), qPrintable(text));
         }
 
-        MainWindowOptions o = options(m_small.path());
+        MainWindowOptions o = options(m_flow.path()); // scaled under sanitizers, as fullFlow
         o.quietExport = true;
         MainWindow w(o);
         QSignalSpy ready(&w, &MainWindow::datasetReady);
@@ -682,7 +696,7 @@ private slots:
     }
 
 private:
-    QTemporaryDir m_small, m_big;
+    QTemporaryDir m_small, m_big, m_flow;
 };
 
 QTEST_MAIN(TestGuiWindow)

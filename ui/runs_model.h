@@ -5,6 +5,8 @@
 #include "run_record.h"
 
 #include <QAbstractTableModel>
+#include <QHash>
+#include <QIcon>
 
 #include <vector>
 
@@ -34,8 +36,15 @@ public:
     void setShownRuns(const QList<int>& ids);
 
 private:
+    QIcon slotIcon(int slot) const;
+
     std::vector<RunPtr> m_runs;
     QList<int> m_shown;
+    // One swatch icon per chart colour, made once. A QColor decoration would make the view's
+    // delegate draw a new QPixmap and QIcon at every repaint of the cell, and Qt caches each
+    // drawn icon in QPixmapCache under that pixmap's serial number: the cache gained entries no
+    // later repaint could hit, at every repaint (up to its 10 MiB limit).
+    mutable QHash<QRgb, QIcon> m_slotIcons;
 };
 
 } // namespace quantscope

@@ -6,11 +6,16 @@
 // Under -fsanitize=thread QS_TSAN_HANDOFF() is called before and after each emit/post, and
 // TsanHandoffFilter when a thread dispatches a QEvent::MetaCall; each acquires and releases one
 // address, so TSan orders these points as Qt's mutex does. Outside TSan builds both are nothing.
+// QThread::wait() joins the same way (Qt's futex, not pthread_join, which TSan would see): the
+// training thread's end is stated by installTsanJoin(thread), a QS_TSAN_HANDOFF() in that thread
+// once its event loop has returned (QThread::finished, a direct connection: it runs in the ending
+// thread), and QS_TSAN_HANDOFF() after wait() in the joining thread; only QuantScope's QThreads.
 // (core/tensor/parallel.h does the same for TBB's parallel loops.)
 #pragma once
 
 #include <QEvent>
 #include <QObject>
+#include <QThread>
 
 #if defined(__SANITIZE_THREAD__)
 #include <sanitizer/tsan_interface.h>
@@ -46,6 +51,16 @@ inline void installTsanHandoff([[maybe_unused]] QObject* target)
 {
 #if defined(__SANITIZE_THREAD__)
     target->installEventFilter(new TsanHandoffFilter(target));
+#endif
+}
+
+// States a QThread's end to TSan: the thread releases the hand-off as its last act that runs
+// QuantScope's code (QThread::finished, emitted in that thread after its event loop returned);
+// the joiner calls QS_TSAN_HANDOFF() after thread->wait(). Nothing outside TSan builds.
+inline void installTsanJoin([[maybe_unused]] QThread* thread)
+{
+#if defined(__SANITIZE_THREAD__)
+    QObject::connect(thread, &QThread::finished, thread, [] { QS_TSAN_HANDOFF(); }, Qt::DirectConnection);
 #endif
 }
 

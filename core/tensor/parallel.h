@@ -7,6 +7,7 @@
 #include <tbb/partitioner.h>
 
 #include <cstddef>
+#include <utility>
 
 // ThreadSanitizer cannot see the ordering that oneTBB gives a parallel_for: libtbb (Debian's
 // libtbb12) is not instrumented, so the hand-over of a chunk to a worker and the join at the end
@@ -27,6 +28,33 @@
 
 namespace quantscope {
 
+namespace detail {
+#if defined(__SANITIZE_THREAD__)
+// The loop body as TBB holds it: TBB copies it into each task it makes (the root task on the
+// spawner, each half of a split range on the thread that splits it) and publishes the task through
+// libtbb's task pool, which TSan does not see; another thread then runs it. Each copy releases its
+// own address once written, and each call acquires it before reading the body's captures, so TSan
+// orders the copy before the run (as TBB's publication does) and keeps checking the chunks against
+// each other. Without it a chunk's read of its captures "raced" with the thread that made the task,
+// or with an earlier task that libtbb's allocator had put at the same address (tst_infer, 2026-11-30).
+template <class F>
+struct TsanTaskBody {
+    F f;
+    explicit TsanTaskBody(F fn) : f(std::move(fn)) { __tsan_release(this); }
+    TsanTaskBody(const TsanTaskBody& o) : f(o.f) { __tsan_release(this); }
+    TsanTaskBody& operator=(const TsanTaskBody&) = delete;
+    void operator()(const tbb::blocked_range<std::size_t>& r) const
+    {
+        __tsan_acquire(const_cast<TsanTaskBody*>(this));
+        f(r);
+    }
+};
+template <class F> TsanTaskBody<F> taskBody(F f) { return TsanTaskBody<F>(std::move(f)); }
+#else
+template <class F> F taskBody(F f) { return f; }
+#endif
+} // namespace detail
+
 // Calls body(begin, end) over [0, n) in chunks of `grain`; chunk boundaries do not depend on
 // the number of threads.
 template <typename Body>
@@ -43,7 +71,7 @@ void parallelChunks(std::size_t n, std::size_t grain, Body&& body)
     QS_TSAN_RELEASE(&spawned);
     tbb::parallel_for(
         tbb::blocked_range<std::size_t>(0, chunks, 1),
-        [&](const tbb::blocked_range<std::size_t>& r) {
+        detail::taskBody([&](const tbb::blocked_range<std::size_t>& r) {
             QS_TSAN_ACQUIRE(&spawned);
             for (std::size_t c = r.begin(); c != r.end(); ++c) {
                 const std::size_t b = c * grain;
@@ -51,7 +79,7 @@ void parallelChunks(std::size_t n, std::size_t grain, Body&& body)
                 body(b, e);
             }
             QS_TSAN_RELEASE(&joined);
-        },
+        }),
         tbb::simple_partitioner());
     QS_TSAN_ACQUIRE(&joined);
 }
@@ -78,11 +106,11 @@ void parallelForStatic(std::size_t n, Body&& body)
     QS_TSAN_RELEASE(&spawned);
     tbb::parallel_for(
         tbb::blocked_range<std::size_t>(0, n, 1),
-        [&](const tbb::blocked_range<std::size_t>& r) {
+        detail::taskBody([&](const tbb::blocked_range<std::size_t>& r) {
             QS_TSAN_ACQUIRE(&spawned);
             for (std::size_t i = r.begin(); i != r.end(); ++i) body(i);
             QS_TSAN_RELEASE(&joined);
-        },
+        }),
         tbb::static_partitioner());
     QS_TSAN_ACQUIRE(&joined);
 }
