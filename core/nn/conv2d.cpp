@@ -252,12 +252,7 @@ float fixedOrderSumMasked(const float* v, const float* r, std::size_t n, float c
     std::size_t i = 0;
 #if defined(__AVX512F__)
     // lane j of the accumulator is acc[j]: the same additions in the same order
-    const __m512 zero = _mm512_setzero_ps(), hi = _mm512_set1_ps(cap);
-    const auto pass = [&](__m512 rv, __mmask16 k) {
-        __mmask16 m = _mm512_mask_cmp_ps_mask(k, rv, zero, _CMP_GT_OQ);
-        if (bounded) m = _mm512_mask_cmp_ps_mask(m, rv, hi, _CMP_LT_OQ);
-        return m;
-    };
+    const auto pass = [&](__m512 rv, __mmask16 k) { return gradientPassMask(rv, k, cap, bounded); };
     __m512 a = _mm512_setzero_ps();
     for (; i + 16 <= n; i += 16)
         a = _mm512_add_ps(a, _mm512_maskz_loadu_ps(pass(_mm512_loadu_ps(r + i), 0xFFFF), v + i));

@@ -42,6 +42,16 @@ inline float gradientPasses(float g, float r, float cap, bool bounded)
     return (r > 0.0f && (!bounded || r < cap)) ? g : 0.0f;
 }
 
+#if defined(__AVX512F__)
+// gradientPasses' rule on 16 lanes of r (lanes outside k fail).
+inline __mmask16 gradientPassMask(__m512 r, __mmask16 k, float cap, bool bounded)
+{
+    __mmask16 m = _mm512_mask_cmp_ps_mask(k, r, _mm512_setzero_ps(), _CMP_GT_OQ);
+    if (bounded) m = _mm512_mask_cmp_ps_mask(m, r, _mm512_set1_ps(cap), _CMP_LT_OQ);
+    return m;
+}
+#endif
+
 // dst[0, n) = src[0, n) masked by the fused clamp's rule on r[0, n) (gradientPasses).
 inline void copyRowMasked(float* __restrict dst, const float* __restrict src, const float* __restrict r, std::size_t n,
                           float cap)
@@ -49,12 +59,7 @@ inline void copyRowMasked(float* __restrict dst, const float* __restrict src, co
     const bool bounded = boundedClamp(cap);
     std::size_t i = 0;
 #if defined(__AVX512F__)
-    const __m512 zero = _mm512_setzero_ps(), hi = _mm512_set1_ps(cap);
-    auto pass = [&](__m512 rv, __mmask16 k) {
-        __mmask16 m = _mm512_mask_cmp_ps_mask(k, rv, zero, _CMP_GT_OQ);
-        if (bounded) m = _mm512_mask_cmp_ps_mask(m, rv, hi, _CMP_LT_OQ);
-        return m;
-    };
+    const auto pass = [&](__m512 rv, __mmask16 k) { return gradientPassMask(rv, k, cap, bounded); };
     for (; i + 16 <= n; i += 16)
         _mm512_storeu_ps(dst + i, _mm512_maskz_loadu_ps(pass(_mm512_loadu_ps(r + i), 0xFFFF), src + i));
     if (i < n) {
