@@ -340,6 +340,7 @@ void Conv2d::forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx, floa
     // The columns are rebuilt in backward rather than cached: one image's columns stay in
     // cache, a whole batch's would not (42 MB for seed-cnn's conv2), and the rebuild is cheaper.
     if (ctx.training) m_colsFor = x.shape();
+    m_lastInteger = false;
     if (directDepthwise(*this)) {
         forwardDepthwise(x, y);
         return;

@@ -9,6 +9,9 @@
 
 #include "nn/layer.h"
 #include "tensor/gemm_bf16.h"
+#include "tensor/gemm_s8.h"
+
+#include <optional>
 
 namespace quantscope {
 
@@ -73,6 +76,19 @@ public:
     void forwardClamped(const Tensor& x, Tensor& r, const RunContext& ctx, float cap);
     void backwardClamped(const Tensor& x, const Tensor& r, const Tensor& dr, Tensor& dx, bool needInputGrad, float cap);
 
+    // QAT's integer products (tensor/gemm_s8.h), set by QuantSim while the weights are
+    // fake-quantized: weightScales gives the weights' grid, w[c] = weightScales[c] q with integer
+    // q in [-128, 127] (one entry: per tensor; empty: off), inputGrid the input's, x = scale (u -
+    // zero) with u in [0, 255] (nullopt: off). With both set, the stride-1 direct forward on a CPU
+    // with AVX512_VNNI computes its product on the codes (int8 x uint8 -> int32, exact) and
+    // dequantizes once per output: the fake-quantized product up to the order of FP32 rounding.
+    // It checks that weights and input are on their grids (within 1e-4 of a step) and otherwise
+    // runs its FP32 kernel, as do every other path and CPU. Backward is unchanged (FP32, STE).
+    void setIntegerWeightScales(std::vector<float> scales) { m_intWScale = std::move(scales); }
+    void setIntegerInputGrid(std::optional<U8Grid> grid) { m_intInput = grid; }
+    // Whether the last forward ran on the integer products.
+    bool lastForwardWasInteger() const { return m_lastInteger; }
+
 private:
     // cap: the fused activation's clamp (forwardClamped), or NaN for none.
     void forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx, float cap);
@@ -82,6 +98,8 @@ private:
     void forwardDepthwise(const Tensor& x, Tensor& y) const;
     void backwardDepthwise(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad);
     void forwardDirect(const Tensor& x, Tensor& y, float cap);
+    // The integer products of forwardDirect (stride 1); false (y unspecified) when they do not apply.
+    bool forwardDirectS8(const Tensor& x, Tensor& y, float cap);
     void backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, Tensor& dx, bool needInputGrad, float cap);
     bool usesBf16Gemm() const { return m_bf16 != Bf16Path::Emulated && m_groups == 1; }
     void forwardBf16(const Tensor& x, Tensor& y);
@@ -98,6 +116,13 @@ private:
     Shape m_colsFor;     // input shape of the last training forward (backward checks it)
     std::vector<float> m_partials; // backward: per-image weight and bias gradients
     Tensor m_maskedDy;             // backwardClamped off the stride-1 direct path: dr masked
+    std::vector<float> m_intWScale;     // setIntegerWeightScales
+    std::optional<U8Grid> m_intInput;   // setIntegerInputGrid
+    std::vector<std::int8_t> m_s8Codes; // the weights' codes in the kernel's k order
+    PackedS8A m_packedS8;
+    std::vector<float> m_s8Scale;        // per output channel: input scale x weight scale
+    std::vector<std::int32_t> m_s8Corr;  // per output channel: -zero x sum of the codes
+    bool m_lastInteger = false;
 };
 
 // im2col for one image: x (C, H, W) -> cols (C*k*k, Ho*Wo), rows ldc apart (0: Ho*Wo), so

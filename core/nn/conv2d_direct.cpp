@@ -7,6 +7,9 @@
 #include "tensor/parallel.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <optional>
@@ -132,6 +135,52 @@ void tapRows(const float* runs, std::size_t C, const RunGeometry& g, const float
     for (std::size_t c = 0; c < C; ++c)
         for (std::size_t ky = 0; ky < g.k; ++ky)
             for (std::size_t kx = 0; kx < g.k; ++kx) *rows++ = runs + c * g.S + ky * g.Wq + kx;
+}
+
+// The integer products' layout (Conv2d::forwardDirectS8): the runs of toRuns, as uint8 codes
+// with four channels interleaved in each dword: channel c at byte c % 4 of dword position j of
+// group run c / 4 (4 S bytes per group; channels past C hold the code of 0). Returns false when a
+// value of x is off the grid (quantizeInterleave4).
+bool toRunsU8(const float* x, std::size_t C, std::size_t n0, std::size_t count, const RunGeometry& g,
+              const U8Grid& grid, std::uint8_t* runs)
+{
+    const std::size_t HW = g.H * g.W, C4 = (C + 3) / 4;
+    const std::uint32_t zeroWord = 0x01010101u * static_cast<std::uint32_t>(grid.zero);
+    const auto fill = [&](std::uint8_t* dst, std::size_t dwords) {
+        for (std::size_t i = 0; i < dwords; ++i) std::memcpy(dst + 4 * i, &zeroWord, 4);
+    };
+    for (std::size_t cg = 0; cg < C4; ++cg) {
+        std::uint8_t* run = runs + 4 * cg * g.S;
+        fill(run, g.head);
+        for (std::size_t i = 0; i < count; ++i) {
+            const float* plane[4];
+            for (std::size_t j = 0; j < 4; ++j) {
+                const std::size_t c = 4 * cg + j;
+                plane[j] = c < C ? x + ((n0 + i) * C + c) * HW : nullptr;
+            }
+            std::uint8_t* dst = run + 4 * (g.head + i * g.Rn);
+            if (g.p == 0) { // the planes back to back
+                if (!quantizeInterleave4(plane, HW, grid, dst)) return false;
+                continue;
+            }
+            for (std::size_t y = 0; y < g.H; ++y) {
+                const float* row[4];
+                for (std::size_t j = 0; j < 4; ++j) row[j] = plane[j] ? plane[j] + y * g.W : nullptr;
+                if (!quantizeInterleave4(row, g.W, grid, dst + 4 * y * g.Wq)) return false;
+                fill(dst + 4 * (y * g.Wq + g.W), g.p);
+            }
+            fill(dst + 4 * g.H * g.Wq, g.Rn - g.H * g.Wq);
+        }
+        fill(run + 4 * (g.head + count * g.Rn), (g.Ng - count) * g.Rn);
+    }
+    return true;
+}
+
+std::vector<const std::uint8_t*>& threadByteRows(std::size_t size)
+{
+    static thread_local std::vector<const std::uint8_t*> table;
+    if (table.size() < size) table.resize(size);
+    return table;
 }
 
 std::vector<const float*>& threadRows(int which, std::size_t size)
@@ -351,8 +400,66 @@ void forwardGroups(const Tensor& x, Tensor& y, const Geometry& g, std::size_t ci
 }
 } // namespace
 
+bool Conv2d::forwardDirectS8(const Tensor& x, Tensor& y, float cap)
+{
+    if (!m_intInput || m_intWScale.empty() || m_stride != 1 || !s8ProductsAvailable()) return false;
+    if (m_intWScale.size() != 1 && m_intWScale.size() != m_cout) return false;
+    const std::size_t kk = m_k * m_k, C4 = (m_cin + 3) / 4, K4 = C4 * kk;
+    const U8Grid in = *m_intInput;
+    // The weights' codes, k ordered (channel group, ky, kx, channel in group) as the runs' taps.
+    const float* w = m_weight.forwardValue().data();
+    m_s8Codes.assign(m_cout * 4 * K4, 0);
+    m_s8Scale.resize(m_cout);
+    m_s8Corr.resize(m_cout);
+    for (std::size_t o = 0; o < m_cout; ++o) {
+        const float s = m_intWScale.size() == 1 ? m_intWScale[0] : m_intWScale[o];
+        if (!(std::fabs(s) > 0.0f) || !std::isfinite(s)) return false;
+        const float inv = 1.0f / s, tol = 1e-4f * std::fabs(s);
+        std::int32_t sum = 0;
+        std::int8_t* codes = m_s8Codes.data() + o * 4 * K4;
+        for (std::size_t c = 0; c < m_cin; ++c)
+            for (std::size_t t = 0; t < kk; ++t) {
+                const float v = w[(o * m_cin + c) * kk + t];
+                const float q = std::nearbyint(v * inv);
+                if (!(q >= -128.0f && q <= 127.0f) || !(std::fabs(std::fma(-q, s, v)) <= tol)) return false;
+                codes[((c / 4) * kk + t) * 4 + c % 4] = static_cast<std::int8_t>(q);
+                sum += static_cast<std::int32_t>(q);
+            }
+        m_s8Scale[o] = in.scale * s;
+        m_s8Corr[o] = -in.zero * sum;
+    }
+    packS8A(m_s8Codes.data(), m_cout, K4, m_packedS8);
+
+    const float* bias = m_hasBias ? m_bias.forwardValue().data() : nullptr;
+    const RunGeometry g = runGeometry(x.dim(2), x.dim(3), m_k, m_pad);
+    const std::size_t N = x.dim(0);
+    std::atomic<bool> offGrid{false};
+    parallelFor((N + g.Ng - 1) / g.Ng, [&](std::size_t grp) {
+        if (offGrid.load(std::memory_order_relaxed)) return;
+        const std::size_t n0 = grp * g.Ng, count = std::min(g.Ng, N - n0), L = g.length(count);
+        // C4 runs of S dwords: the float buffer's storage, as bytes.
+        auto* runs = reinterpret_cast<std::uint8_t*>(threadBuffer(0, C4 * g.S).data());
+        float* out = threadBuffer(1, m_cout * L).data();
+        const std::uint8_t** rows = threadByteRows(K4).data();
+        if (!toRunsU8(x.data(), m_cin, n0, count, g, in, runs)) {
+            offGrid.store(true, std::memory_order_relaxed);
+            return;
+        }
+        for (std::size_t cg = 0; cg < C4; ++cg)
+            for (std::size_t ky = 0; ky < m_k; ++ky)
+                for (std::size_t kx = 0; kx < m_k; ++kx) *rows++ = runs + 4 * (cg * g.S + ky * g.Wq + kx);
+        gemmS8Rows(m_packedS8, rows - K4, L, m_s8Scale.data(), m_s8Corr.data(), out, L);
+        fromRuns(out, L, m_cout, n0, count, g, bias, y.data(), cap);
+    });
+    return !offGrid.load();
+}
+
 void Conv2d::forwardDirect(const Tensor& x, Tensor& y, float cap)
 {
+    if (forwardDirectS8(x, y, cap)) {
+        m_lastInteger = true;
+        return;
+    }
     const std::size_t K = m_cin * m_k * m_k;
     conv_direct::packA(m_weight.forwardValue().data(), m_cout, K, K, m_packed);
     const float* bias = m_hasBias ? m_bias.forwardValue().data() : nullptr;

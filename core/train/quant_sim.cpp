@@ -443,7 +443,100 @@ const QuantParams& QuantSim::weightParams(std::size_t target) const
     return g < 0 ? none : m_groups[static_cast<std::size_t>(g)].wq->weightParams(m_slot[target]);
 }
 
-QuantSim::~QuantSim() { clearWeights(); }
+QuantSim::~QuantSim()
+{
+    clearWeights();
+    for (std::size_t p = 0; p < m_intReaders.size(); ++p) setIntegerInputs(p, std::nullopt);
+}
+
+std::string QuantSim::enableIntegerProducts()
+{
+    if (!s8ProductsAvailable())
+        return "fp32 fake-quant (no AVX512_VNNI here, or QS_INT8_PRODUCTS=0: no int8 products)";
+    // Conv2d layers by target: a folded target's conv is its Fold's, others own their weight.
+    std::vector<Conv2d*> convOf(m_targets.size(), nullptr);
+    for (const Fold& f : m_folds) convOf[f.target] = f.conv;
+    for (std::size_t i = 0; i < m_model.size(); ++i)
+        if (auto* c = dynamic_cast<Conv2d*>(&m_model.layer(i)))
+            for (std::size_t t = 0; t < m_targets.size(); ++t)
+                if (m_targets[t].weight == &c->weight()) convOf[t] = c;
+    m_intConvs.clear();
+    for (std::size_t t = 0; t < m_targets.size(); ++t) {
+        Conv2d* c = convOf[t];
+        if (!c || m_group[t] < 0 || !c->usesDirectKernel() || c->stride() != 1 || c->bf16Products() != Bf16Path::Emulated)
+            continue;
+        const NumberFormat& f = *m_tfmt[t];
+        if (!needsScale(f) || f.qmin < -128 || f.qmax > 127 + 128 || f.qmax - f.qmin > 255) continue;
+        m_intConvs.emplace_back(t, c);
+    }
+    // Readers per activation point, of a point with an integer format of at most 8 bits.
+    m_intReaders.assign(m_pfmt.size(), {});
+    std::string names;
+    for (std::size_t p = 0; p < m_pfmt.size(); ++p) {
+        const NumberFormat* f = m_pfmt[p];
+        if (!f || !needsScale(*f) || f->qmax - f->qmin > 255) continue;
+        std::vector<Conv2d*> readers;
+        collectIntegerReaders(p, readers);
+        for (Conv2d* r : readers)
+            for (const auto& ic : m_intConvs)
+                if (ic.second == r) {
+                    m_intReaders[p].push_back(r);
+                    names += (names.empty() ? "" : ", ") + r->name();
+                }
+    }
+    if (names.empty()) return "fp32 fake-quant (no convolution with integer weights and input on the direct kernels)";
+    return "int8 products (avx512-vnni): " + names + "; fp32 fake-quant elsewhere";
+}
+
+void QuantSim::collectIntegerReaders(std::size_t activation, std::vector<Conv2d*>& out) const
+{
+    for (std::size_t j = 0; j < m_model.size(); ++j) {
+        const auto& in = m_model.inputsOf(j);
+        if (std::find(in.begin(), in.end(), activation) == in.end()) continue;
+        Layer& l = m_model.layer(j);
+        switch (l.kind()) {
+        case LayerKind::Conv2d: out.push_back(static_cast<Conv2d*>(&l)); break;
+        // Values on the grid stay on it: max(x, 0) and the max of a window are grid values (0 is
+        // one: the zero point is an integer), Flatten moves nothing.
+        case LayerKind::ReLU:
+        case LayerKind::MaxPool2d:
+        case LayerKind::Flatten:
+            if (!m_points[j]) collectIntegerReaders(j + 1, out);
+            break;
+        default: break;
+        }
+    }
+}
+
+void QuantSim::setIntegerInputs(std::size_t point, std::optional<U8Grid> grid)
+{
+    if (point >= m_intReaders.size()) return;
+    for (Conv2d* c : m_intReaders[point]) c->setIntegerInputGrid(grid);
+}
+
+void QuantSim::setIntegerWeights(bool on)
+{
+    for (const auto& [t, conv] : m_intConvs) {
+        std::vector<float> scales;
+        const QuantParams& p = weightParams(t);
+        const std::size_t C = conv->outChannels();
+        const bool perTensor = p.numSlots() == 1, perChannel = p.numSlots() == C && p.slotLength == p.rowLength;
+        if (on && (perTensor || perChannel)) {
+            scales.resize(perTensor ? 1 : C);
+            for (std::size_t c = 0; c < scales.size(); ++c) scales[c] = p.scale[c];
+            for (const Fold& f : m_folds) // the conv's weight is fq(w f) / f: per channel s / f
+                if (f.target == t && f.factor.size() == C) {
+                    std::vector<float> folded(C);
+                    for (std::size_t c = 0; c < C; ++c) {
+                        const float s = scales[perTensor ? 0 : c];
+                        folded[c] = f.factor[c] != 0.0f ? s / f.factor[c] : s;
+                    }
+                    scales = std::move(folded);
+                }
+        }
+        conv->setIntegerWeightScales(std::move(scales));
+    }
+}
 
 void QuantSim::resetActivationObservers()
 {
@@ -504,6 +597,7 @@ void QuantSim::quantizeWeights(Rounding rounding, std::uint64_t rngKey)
         }
         w.hasOverride = true;
     }
+    setIntegerWeights(true);
 }
 
 void QuantSim::clearWeights()
@@ -513,6 +607,7 @@ void QuantSim::clearWeights()
         if (t.bias) t.bias->clearOverride();
     }
     for (Fold& f : m_folds) f.conv->weight().clearOverride();
+    setIntegerWeights(false);
 }
 
 void QuantSim::maskWeightGradients()
@@ -539,6 +634,12 @@ std::vector<LayerStats> QuantSim::stats(std::size_t epoch)
 
 void QuantSim::quantizeActivation(std::size_t point, Tensor& y, bool training)
 {
+    // The readers' integer products follow what this point does in this forward.
+    const bool integerReaders = point < m_intReaders.size() && !m_intReaders[point].empty();
+    if (integerReaders) setIntegerInputs(point, std::nullopt);
+    const auto gridOf = [](const QuantParams& p) {
+        return U8Grid{p.scale.at(0), p.zeroPoint.at(0) - p.qmin};
+    };
     if (!m_actsEnabled) return;
     const NumberFormat* f = m_pfmt[point];
     if (!f) return; // stays float
@@ -551,6 +652,8 @@ void QuantSim::quantizeActivation(std::size_t point, Tensor& y, bool training)
         LsqActivationQuantizer& lq = *m_lsqAct[point];
         lq.forward(y.values(), training, y.shape().empty() ? 1 : y.dim(0));
         q.setFixedParams(lq.params()); // what export reads
+        // LSQ's grid: s (clamp(round(x / s) + z) - z), z = 0 (LSQ+: its offset rounded to a zero point).
+        if (integerReaders && lq.params().perTensor()) setIntegerInputs(point, gridOf(lq.params()));
         return;
     }
     if (m_observing) q.observe(y.values());
@@ -558,6 +661,7 @@ void QuantSim::quantizeActivation(std::size_t point, Tensor& y, bool training)
     std::vector<std::uint8_t>& mask = m_actMask[point];
     q.fakeQuantize(y, mask);
     if (!training) mask.clear();
+    if (integerReaders && q.params().perTensor() && !q.params().signOnly) setIntegerInputs(point, gridOf(q.params()));
 }
 
 void QuantSim::onInput(Tensor& x, const RunContext& ctx) { quantizeActivation(0, x, ctx.training); }

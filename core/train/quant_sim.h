@@ -19,11 +19,14 @@
 #include "quant/lsq.h"
 #include "quant/observer.h"
 #include "quant/weight_quantizer.h"
+#include "tensor/gemm_s8.h"
 #include "train/events.h"
 #include "quant/precision_plan.h"
 #include "train/precision_config.h"
 
 #include <memory>
+#include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -107,6 +110,16 @@ public:
     // quantizeWeights with that step's weights).
     void clampLearnedSteps();
 
+    // QAT's integer products (Conv2d::setIntegerWeightScales / setIntegerInputGrid, tensor/
+    // gemm_s8.h): each convolution on the stride-1 direct kernels whose weight format and input
+    // are integer grids of at most 8 bits (the input read straight from an activation point, or
+    // through ReLU, max pooling and Flatten, which keep values on the grid) computes its forward
+    // product as int8 x uint8 -> int32 and dequantizes once. Weight grids follow quantizeWeights
+    // (folded convs: the folded scale / the folding factor, per channel), input grids each
+    // forward. Off until called; clearWeights and the destructor turn the layers off. Returns what
+    // the run's start event reports ("int8 products (avx512-vnni): conv2", or why none).
+    std::string enableIntegerProducts();
+
     void onInput(Tensor& x, const RunContext& ctx) override;
     void afterForward(std::size_t layer, Layer& l, Tensor& y, const RunContext& ctx) override;
     void beforeBackward(std::size_t layer, Layer& l, Tensor& dy) override;
@@ -129,6 +142,13 @@ private:
         std::vector<WeightTarget> targets;
     };
     void quantizeActivation(std::size_t point, Tensor& y, bool training);
+    // The integer products' grids: inputs of point `point` (nullopt: off), weights of every
+    // enabled conv after quantizeWeights (off = empty).
+    void setIntegerInputs(std::size_t point, std::optional<U8Grid> grid);
+    void setIntegerWeights(bool on);
+    void collectIntegerReaders(std::size_t activation, std::vector<Conv2d*>& out) const;
+    std::vector<std::vector<Conv2d*>> m_intReaders;           // per activation point
+    std::vector<std::pair<std::size_t, Conv2d*>> m_intConvs;   // (target, conv) with integer products
     void assignActivationFormats();
     // Whether a quantized Conv2d/Linear (or a quantized Add) reads `activation`, looking through
     // BatchNorm, ReLU, pooling, Flatten and Dropout.

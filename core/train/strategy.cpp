@@ -140,10 +140,11 @@ class QatStrategy final : public PrecisionStrategy {
 public:
     QatStrategy(const TrainConfig& cfg, Model& model)
         : m_cfg(cfg.precision), m_model(model), m_sim(model, cfg.precision, findFormat(cfg.precision.format)),
-          m_rounding(parseRounding(cfg.precision.rounding))
+          m_rounding(parseRounding(cfg.precision.rounding)), m_compute(m_sim.enableIntegerProducts())
     {
     }
     LayerHooks* hooks() override { return &m_sim; }
+    std::string computePath() const override { return m_compute; }
     void beginEpoch(std::size_t epoch) override
     {
         if (m_cfg.bnFreezeEpoch && epoch >= m_cfg.bnFreezeEpoch)
@@ -188,6 +189,7 @@ private:
     Model& m_model;
     QuantSim m_sim;
     Rounding m_rounding;
+    std::string m_compute;
 };
 
 // ---------------------------------------------------------------- bf16 products
