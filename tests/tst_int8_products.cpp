@@ -49,53 +49,72 @@ private slots:
 void TestInt8Products::kernelMatchesScalarTwin_data()
 {
     QTest::addColumn<int>("M");
-    QTest::addColumn<int>("K4");
+    QTest::addColumn<int>("groups"); // channel groups of 4
+    QTest::addColumn<int>("taps");
     QTest::addColumn<int>("L");
-    QTest::newRow("one of each") << 1 << 1 << 1;
-    QTest::newRow("rows below a block, lane tail") << 5 << 3 << 17;
-    QTest::newRow("one block, two vectors") << 8 << 7 << 32;
-    QTest::newRow("block tail, tile tail") << 13 << 9 << 49;
-    QTest::newRow("full tiles") << 16 << 18 << 96;
-    QTest::newRow("seed-cnn conv2 group") << 64 << 72 << 2703;
+    QTest::newRow("one of each") << 1 << 1 << 1 << 1;
+    QTest::newRow("rows below a block, lane tail") << 5 << 3 << 1 << 17;
+    QTest::newRow("one block, two vectors") << 8 << 7 << 1 << 32;
+    QTest::newRow("block tail, tile tail, 3 groups") << 13 << 3 << 3 << 49;
+    QTest::newRow("full tiles, 16 groups") << 32 << 16 << 4 << 96;
+    QTest::newRow("24 groups: chunks of 12") << 20 << 24 << 2 << 40;
+    QTest::newRow("seed-cnn conv2 group") << 64 << 8 << 9 << 2703;
 }
 
-// Same int32 sums and the same epilogue: the same bits, including extreme codes (-128 x 255).
+// Every path this CPU runs against the scalar twin: the same int32 sums and the same epilogue, so
+// the same bits, including extreme codes (-128 x 255); nothing written past L.
 void TestInt8Products::kernelMatchesScalarTwin()
 {
     QFETCH(int, M);
-    QFETCH(int, K4);
+    QFETCH(int, groups);
+    QFETCH(int, taps);
     QFETCH(int, L);
-    if (!s8ProductsAvailable()) QSKIP("this CPU has no AVX512_VNNI (or QS_INT8_PRODUCTS=0): only the scalar twin exists");
-    Rng rng(static_cast<std::uint64_t>(M * 1000003 + K4 * 1009 + L));
-    std::vector<std::int8_t> a(static_cast<std::size_t>(M) * 4 * K4);
+    Rng rng(stableHash(QTest::currentDataTag()));
+    const std::size_t Ms = static_cast<std::size_t>(M), G = static_cast<std::size_t>(groups),
+                      T = static_cast<std::size_t>(taps), Ls = static_cast<std::size_t>(L), K4 = G * T;
+    std::vector<std::int8_t> a(Ms * 4 * K4);
     for (auto& v : a) v = static_cast<std::int8_t>(randomInt(rng, -128, 127));
     a[0] = -128;
-    std::vector<std::uint8_t> b(static_cast<std::size_t>(K4) * 4 * L + 64);
-    for (auto& v : b) v = static_cast<std::uint8_t>(randomInt(rng, 0, 255));
-    b[0] = 255;
-    std::vector<const std::uint8_t*> rows(static_cast<std::size_t>(K4));
-    for (int g = 0; g < K4; ++g) rows[static_cast<std::size_t>(g)] = b.data() + static_cast<std::size_t>(g) * 4 * L;
-    std::vector<float> scale(static_cast<std::size_t>(M));
-    std::vector<std::int32_t> corr(static_cast<std::size_t>(M));
-    for (int m = 0; m < M; ++m) {
-        scale[static_cast<std::size_t>(m)] = rng.uniform(-1e-3f, 1e-3f);
-        corr[static_cast<std::size_t>(m)] = randomInt(rng, -100000, 100000);
+    // Runs of the groups, each read at T offsets (in dwords, up to maxShift).
+    const std::size_t maxShift = 37, groupStride = 4 * (Ls + maxShift + 3);
+    std::vector<std::size_t> tapOffset(T);
+    for (auto& t : tapOffset) t = 4 * static_cast<std::size_t>(randomInt(rng, 0, static_cast<int>(maxShift)));
+    std::vector<std::uint8_t> runs(G * groupStride + kS8RowSlack);
+    for (auto& v : runs) v = static_cast<std::uint8_t>(randomInt(rng, 0, 255));
+    runs[tapOffset[0]] = 255;
+    const S8Runs b{runs.data(), groupStride, tapOffset.data(), T, G};
+    std::vector<float> scale(Ms);
+    std::vector<std::int32_t> corr(Ms);
+    for (std::size_t m = 0; m < Ms; ++m) {
+        scale[m] = rng.uniform(-1e-3f, 1e-3f);
+        corr[m] = randomInt(rng, -100000, 100000);
     }
-    PackedS8A packed;
-    packS8A(a.data(), static_cast<std::size_t>(M), static_cast<std::size_t>(K4), packed);
-    const std::size_t ldo = static_cast<std::size_t>(L) + 3;
+    const std::size_t ldo = Ls + 3;
     const float sentinel = -7.25f;
-    std::vector<float> out(static_cast<std::size_t>(M) * ldo, sentinel), ref(out);
-    gemmS8Rows(packed, rows.data(), static_cast<std::size_t>(L), scale.data(), corr.data(), out.data(), ldo);
-    gemmS8RowsRef(packed, rows.data(), static_cast<std::size_t>(L), scale.data(), corr.data(), ref.data(), ldo);
-    QVERIFY(std::memcmp(out.data(), ref.data(), out.size() * sizeof(float)) == 0);
-    for (int m = 0; m < M; ++m) // nothing written past L
-        for (std::size_t l = static_cast<std::size_t>(L); l < ldo; ++l) QCOMPARE(out[static_cast<std::size_t>(m) * ldo + l], sentinel);
+    PackedS8A plain;
+    packS8A(S8Path::None, a.data(), Ms, K4, plain);
+    std::vector<float> ref(Ms * ldo, sentinel);
+    gemmS8RunsRef(plain, b, Ls, scale.data(), corr.data(), ref.data(), ldo);
     // The twin itself against the sum written out (row 0, column 0).
     std::int64_t acc = 0;
-    for (int g = 0; g < K4; ++g)
-        for (int j = 0; j < 4; ++j) acc += std::int64_t{a[static_cast<std::size_t>(4 * g + j)]} * rows[static_cast<std::size_t>(g)][j];
+    for (std::size_t g = 0; g < K4; ++g)
+        for (std::size_t j = 0; j < 4; ++j)
+            acc += std::int64_t{a[4 * g + j]} * runs[(g % G) * groupStride + tapOffset[g / G] + j];
     QCOMPARE(ref[0], static_cast<float>(static_cast<std::int32_t>(acc) + corr[0]) * scale[0]);
+
+    int tested = 0;
+    for (S8Path path : {S8Path::Avx512Vnni, S8Path::AmxInt8}) {
+        if (!s8PathSupported(path)) continue;
+        ++tested;
+        PackedS8A packed;
+        packS8A(path, a.data(), Ms, K4, packed);
+        std::vector<float> out(Ms * ldo, sentinel), twin(Ms * ldo, sentinel);
+        gemmS8Runs(packed, b, Ls, scale.data(), corr.data(), out.data(), ldo);
+        gemmS8RunsRef(packed, b, Ls, scale.data(), corr.data(), twin.data(), ldo); // the twin reads any packing
+        QVERIFY2(std::memcmp(out.data(), ref.data(), out.size() * sizeof(float)) == 0, s8PathName(path));
+        QVERIFY2(std::memcmp(twin.data(), ref.data(), twin.size() * sizeof(float)) == 0, s8PathName(path));
+    }
+    if (tested == 0) QSKIP("this CPU has neither AMX-INT8 nor AVX512_VNNI: only the scalar twin exists");
 }
 
 void TestInt8Products::quantizerMatchesScalarTwin_data()

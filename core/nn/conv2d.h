@@ -80,7 +80,7 @@ public:
     // fake-quantized: weightScales gives the weights' grid, w[c] = weightScales[c] q with integer
     // q in [-128, 127] (one entry: per tensor; empty: off), inputGrid the input's, x = scale (u -
     // zero) with u in [0, 255] (nullopt: off). With both set, the stride-1 direct forward on a CPU
-    // with AVX512_VNNI computes its product on the codes (int8 x uint8 -> int32, exact) and
+    // with AMX-INT8 or AVX512_VNNI computes its product on the codes (int8 x uint8 -> int32, exact) and
     // dequantizes once per output: the fake-quantized product up to the order of FP32 rounding.
     // It checks that weights and input are on their grids (within 1e-4 of a step) and otherwise
     // runs its FP32 kernel, as do every other path and CPU. Backward is unchanged (FP32, STE).
@@ -122,6 +122,7 @@ private:
     PackedS8A m_packedS8;
     std::vector<float> m_s8Scale;        // per output channel: input scale x weight scale
     std::vector<std::int32_t> m_s8Corr;  // per output channel: -zero x sum of the codes
+    std::vector<std::size_t> m_s8Taps;   // byte offsets of the k x k taps in the runs
     bool m_lastInteger = false;
 };
 

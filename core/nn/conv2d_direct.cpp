@@ -176,13 +176,6 @@ bool toRunsU8(const float* x, std::size_t C, std::size_t n0, std::size_t count, 
     return true;
 }
 
-std::vector<const std::uint8_t*>& threadByteRows(std::size_t size)
-{
-    static thread_local std::vector<const std::uint8_t*> table;
-    if (table.size() < size) table.resize(size);
-    return table;
-}
-
 std::vector<const float*>& threadRows(int which, std::size_t size)
 {
     static thread_local std::vector<const float*> tables[2];
@@ -406,7 +399,8 @@ bool Conv2d::forwardDirectS8(const Tensor& x, Tensor& y, float cap)
     if (m_intWScale.size() != 1 && m_intWScale.size() != m_cout) return false;
     const std::size_t kk = m_k * m_k, C4 = (m_cin + 3) / 4, K4 = C4 * kk;
     const U8Grid in = *m_intInput;
-    // The weights' codes, k ordered (channel group, ky, kx, channel in group) as the runs' taps.
+    // The weights' codes, k ordered (ky, kx, channel group, channel in group) as gemmS8Runs reads
+    // the runs: k-group g = tap * C4 + c / 4.
     const float* w = m_weight.forwardValue().data();
     m_s8Codes.assign(m_cout * 4 * K4, 0);
     m_s8Scale.resize(m_cout);
@@ -422,33 +416,34 @@ bool Conv2d::forwardDirectS8(const Tensor& x, Tensor& y, float cap)
                 const float v = w[(o * m_cin + c) * kk + t];
                 const float q = std::nearbyint(v * inv);
                 if (!(q >= -128.0f && q <= 127.0f) || !(std::fabs(std::fma(-q, s, v)) <= tol)) return false;
-                codes[((c / 4) * kk + t) * 4 + c % 4] = static_cast<std::int8_t>(q);
+                codes[(t * C4 + c / 4) * 4 + c % 4] = static_cast<std::int8_t>(q);
                 sum += static_cast<std::int32_t>(q);
             }
         m_s8Scale[o] = in.scale * s;
         m_s8Corr[o] = -in.zero * sum;
     }
-    packS8A(m_s8Codes.data(), m_cout, K4, m_packedS8);
+    packS8A(bestS8Path(), m_s8Codes.data(), m_cout, K4, m_packedS8);
+    m_s8Taps.resize(kk);
 
     const float* bias = m_hasBias ? m_bias.forwardValue().data() : nullptr;
     const RunGeometry g = runGeometry(x.dim(2), x.dim(3), m_k, m_pad);
+    for (std::size_t ky = 0; ky < m_k; ++ky)
+        for (std::size_t kx = 0; kx < m_k; ++kx) m_s8Taps[ky * m_k + kx] = 4 * (ky * g.Wq + kx);
+    const std::size_t* taps = m_s8Taps.data();
     const std::size_t N = x.dim(0);
     std::atomic<bool> offGrid{false};
     parallelFor((N + g.Ng - 1) / g.Ng, [&](std::size_t grp) {
         if (offGrid.load(std::memory_order_relaxed)) return;
         const std::size_t n0 = grp * g.Ng, count = std::min(g.Ng, N - n0), L = g.length(count);
-        // C4 runs of S dwords: the float buffer's storage, as bytes.
-        auto* runs = reinterpret_cast<std::uint8_t*>(threadBuffer(0, C4 * g.S).data());
+        // C4 runs of S dwords (and the kernels' slack): the float buffer's storage, as bytes.
+        auto* runs = reinterpret_cast<std::uint8_t*>(threadBuffer(0, C4 * g.S + kS8RowSlack / 4).data());
         float* out = threadBuffer(1, m_cout * L).data();
-        const std::uint8_t** rows = threadByteRows(K4).data();
         if (!toRunsU8(x.data(), m_cin, n0, count, g, in, runs)) {
             offGrid.store(true, std::memory_order_relaxed);
             return;
         }
-        for (std::size_t cg = 0; cg < C4; ++cg)
-            for (std::size_t ky = 0; ky < m_k; ++ky)
-                for (std::size_t kx = 0; kx < m_k; ++kx) *rows++ = runs + 4 * (cg * g.S + ky * g.Wq + kx);
-        gemmS8Rows(m_packedS8, rows - K4, L, m_s8Scale.data(), m_s8Corr.data(), out, L);
+        const S8Runs b{runs, 4 * g.S, taps, kk, C4};
+        gemmS8Runs(m_packedS8, b, L, m_s8Scale.data(), m_s8Corr.data(), out, L);
         fromRuns(out, L, m_cout, n0, count, g, bias, y.data(), cap);
     });
     return !offGrid.load();

@@ -2,13 +2,10 @@
 #include "tensor/gemm_bf16.h"
 
 #include "tensor/bf16.h"
+#include "tensor/cpu_features.h"
 #include "tensor/gemm_bf16_kernels.h"
 #include "tensor/tensor.h"
 #include "util/errors.h"
-
-#include <cpuid.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -22,22 +19,6 @@ namespace quantscope {
 
 namespace {
 
-// Linux >= 5.16: AMX tile data is off until the process asks for it (arch/x86/include/uapi/asm/prctl.h).
-constexpr int kArchReqXcompPerm = 0x1023;
-constexpr int kXfeatureXtiledata = 18;
-
-bool amxPermitted()
-{
-    static const bool ok = [] {
-#if defined(__linux__) && defined(SYS_arch_prctl)
-        return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
-#else
-        return false;
-#endif
-    }();
-    return ok;
-}
-
 bool avx512Bf16Cpu()
 {
     static const bool has = [] {
@@ -49,20 +30,6 @@ bool avx512Bf16Cpu()
 }
 
 // aPacked: A was packed already (gemmBf16Packed), only B and C are checked.
-// CPUID.(EAX=7, ECX=0):EDX bit 24 AMX-TILE, bit 22 AMX-BF16 (Intel SDM vol. 2A, CPUID). Read
-// directly: clang 14's __builtin_cpu_supports does not know the AMX features.
-// Read once: CPUID serialises and, in a virtual machine, traps to the hypervisor (microseconds),
-// while gemmBf16 checks the path on every call.
-bool amxBf16Cpu()
-{
-    static const bool has = [] {
-        unsigned a = 0, b = 0, c = 0, d = 0;
-        if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
-        return (d >> 24 & 1u) && (d >> 22 & 1u);
-    }();
-    return has;
-}
-
 void checkArgs(const GemmBf16Args& g, bool aPacked = false)
 {
     const auto need = [](std::size_t ld, std::size_t row, const char* name) {
@@ -238,7 +205,7 @@ bool bf16PathSupported(Bf16Path path)
     case Bf16Path::Avx512Bf16: return avx512Bf16Cpu();
     case Bf16Path::AmxBf16:
         // The AMX path packs with the AVX-512 packers, so it needs AVX512_BF16 as well.
-        return avx512Bf16Cpu() && amxBf16Cpu() && amxPermitted();
+        return avx512Bf16Cpu() && cpuHasAmxBf16() && amxTileDataPermitted();
     }
     return false;
 }

@@ -8,15 +8,20 @@
 // the result is the exact product of the fake-quantized operands rounded twice (int32 -> float,
 // the scale), where the float fake-quant product rounds at each of its K additions.
 //
-// B is read in place as rows of dwords: rows[g] + 4 l holds B[4g + j][l] at byte j (four
-// consecutive k of one column side by side, the operand layout of VPDPBUSD). A convolution lays
-// its input out with four channels interleaved so that each kernel tap of four channels is such
-// a row, without an im2col copy (nn/conv2d_direct.cpp).
+// B is a convolution's input laid out in runs (nn/conv2d_direct.cpp): `groups` runs of four
+// interleaved channels, groupStride bytes apart, each read at `taps` shifted offsets. K-group
+// g = tap * groups + cg (four consecutive k) is the row of dwords at
+// base + cg * groupStride + tapOffset[tap]: its dword l holds B[4g + j][l] at byte j, the operand
+// layout of VPDPBUSD, and rows of one tap are groupStride apart, as an AMX tile load wants them.
+// No im2col copy.
 //
-// Paths, chosen at run time: AVX-512 VNNI (VPDPBUSD: 64 multiply-adds per instruction, four
-// times FP32's FMA; Intel Cascade Lake and later, AMD Zen 4), or none: without VNNI the callers
-// keep their FP32 kernels. gemmS8RowsRef is the scalar twin the VNNI kernel is tested against
-// (bit-identical: same int32 sums, same epilogue). Source: Intel SDM vol. 2, VPDPBUSD.
+// Paths, chosen at run time:
+//   "amx-int8"     Intel AMX TDPBSUD on 16 x 16 int32 tiles (Sapphire Rapids and later);
+//   "avx512-vnni"  VPDPBUSD, 64 multiply-adds an instruction, four times FP32's FMA per lane
+//                  (Cascade Lake and later, AMD Zen 4);
+//   none: the callers keep their FP32 kernels.
+// gemmS8RunsRef is the scalar twin both are tested against (bit-identical: the same int32 sums and
+// the same epilogue). Sources: Intel SDM vol. 2 (VPDPBUSD, TDPBSUD), Intel AMX ISE reference ch. 3.
 #pragma once
 
 #include <cstddef>
@@ -25,26 +30,40 @@
 
 namespace quantscope {
 
-// Whether this CPU runs the VNNI kernel (AVX512F/BW/VL + AVX512_VNNI). QS_INT8_PRODUCTS=0 in the
-// environment turns the path off (A/B checks; read once per process).
-bool s8ProductsAvailable();
+enum class S8Path { None, Avx512Vnni, AmxInt8 };
+const char* s8PathName(S8Path path); // "none", "avx512-vnni", "amx-int8"
+bool s8PathSupported(S8Path path);
+// AMX where present, else VNNI, else none. QS_INT8_PRODUCTS in the environment overrides it:
+// "0" (none), "vnni", "amx" (when supported). Read once per process.
+S8Path bestS8Path();
+inline bool s8ProductsAvailable() { return bestS8Path() != S8Path::None; }
 
-// A (M x 4 K4 int8, row m's k-group g at A[m * 4 K4 + 4 g]) packed in blocks of 8 rows:
-// block b holds [K4][8][4] bytes (rows past M are zero).
+// A: M x 4 K4 int8 codes, row m's k-group g at A[m * 4 K4 + 4 g], packed for one path (VNNI:
+// blocks of 8 rows [K4][8][4]; AMX: rows padded to a multiple of 16; None: as given, for the twin).
 struct PackedS8A {
+    S8Path path = S8Path::None;
     std::size_t M = 0, K4 = 0;
     std::vector<std::int8_t> data;
 };
-void packS8A(const std::int8_t* A, std::size_t M, std::size_t K4, PackedS8A& out);
+void packS8A(S8Path path, const std::int8_t* A, std::size_t M, std::size_t K4, PackedS8A& out);
 
-// out[m * ldo + l] = float(sum_{g < K4, j < 4} A[m][4g + j] * rows[g][4 l + j] + corr[m]) * scale[m]
-// for m < M, l < L. Each rows[g] must be readable for 4 L bytes. Single-threaded (callers run one
-// call per image group on their TBB threads). Requires s8ProductsAvailable() (else logic_error).
-void gemmS8Rows(const PackedS8A& A, const std::uint8_t* const* rows, std::size_t L, const float* scale,
-                const std::int32_t* corr, float* out, std::size_t ldo);
-// The scalar twin (any CPU), same arguments.
-void gemmS8RowsRef(const PackedS8A& A, const std::uint8_t* const* rows, std::size_t L, const float* scale,
-                   const std::int32_t* corr, float* out, std::size_t ldo);
+struct S8Runs {
+    const std::uint8_t* base = nullptr;
+    std::size_t groupStride = 0;            // bytes between channel groups' runs (a multiple of 4)
+    const std::size_t* tapOffset = nullptr; // taps entries, bytes (multiples of 4)
+    std::size_t taps = 0, groups = 0;       // K4 = taps * groups
+};
+// Bytes every row must stay readable past its 4 L bytes (the AMX path loads whole 16-column tiles).
+constexpr std::size_t kS8RowSlack = 128;
+
+// out[m * ldo + l] = float(sum_{g < K4, j < 4} A[m][4g + j] * B[4g + j][l] + corr[m]) * scale[m]
+// for m < M, l < L, on A.path (logic_error for None or a path this CPU cannot run). Single-threaded
+// (callers run one call per image group on their TBB threads).
+void gemmS8Runs(const PackedS8A& A, const S8Runs& B, std::size_t L, const float* scale, const std::int32_t* corr,
+                float* out, std::size_t ldo);
+// The scalar twin (any CPU, any packing), same arguments.
+void gemmS8RunsRef(const PackedS8A& A, const S8Runs& B, std::size_t L, const float* scale, const std::int32_t* corr,
+                   float* out, std::size_t ldo);
 
 // The grid of a fake-quantized tensor: x = scale (u - zero) with integer codes u in [0, 255]
 // (a format's q = u + qmin, zero = zp - qmin: uint8 as is, int8 shifted by 128).

@@ -452,7 +452,7 @@ QuantSim::~QuantSim()
 std::string QuantSim::enableIntegerProducts()
 {
     if (!s8ProductsAvailable())
-        return "fp32 fake-quant (no AVX512_VNNI here, or QS_INT8_PRODUCTS=0: no int8 products)";
+        return "fp32 fake-quant (no AMX-INT8 or AVX512_VNNI here, or QS_INT8_PRODUCTS=0: no int8 products)";
     // Conv2d layers by target: a folded target's conv is its Fold's, others own their weight.
     std::vector<Conv2d*> convOf(m_targets.size(), nullptr);
     for (const Fold& f : m_folds) convOf[f.target] = f.conv;
@@ -485,7 +485,7 @@ std::string QuantSim::enableIntegerProducts()
                 }
     }
     if (names.empty()) return "fp32 fake-quant (no convolution with integer weights and input on the direct kernels)";
-    return "int8 products (avx512-vnni): " + names + "; fp32 fake-quant elsewhere";
+    return std::string("int8 products (") + s8PathName(bestS8Path()) + "): " + names + "; fp32 fake-quant elsewhere";
 }
 
 void QuantSim::collectIntegerReaders(std::size_t activation, std::vector<Conv2d*>& out) const

@@ -1,0 +1,40 @@
+#include "tensor/cpu_features.h"
+
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+namespace quantscope {
+
+namespace {
+
+constexpr int kArchReqXcompPerm = 0x1023;
+constexpr int kXfeatureXtiledata = 18;
+
+unsigned cpuidLeaf7Edx()
+{
+    static const unsigned edx = [] {
+        unsigned a = 0, b = 0, c = 0, d = 0;
+        return __get_cpuid_count(7, 0, &a, &b, &c, &d) ? d : 0u;
+    }();
+    return edx;
+}
+
+} // namespace
+
+bool cpuHasAmxBf16() { return (cpuidLeaf7Edx() >> 24 & 1u) && (cpuidLeaf7Edx() >> 22 & 1u); }
+bool cpuHasAmxInt8() { return (cpuidLeaf7Edx() >> 24 & 1u) && (cpuidLeaf7Edx() >> 25 & 1u); }
+
+bool amxTileDataPermitted()
+{
+    static const bool ok = [] {
+#if defined(__linux__) && defined(SYS_arch_prctl)
+        return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+        return false;
+#endif
+    }();
+    return ok;
+}
+
+} // namespace quantscope

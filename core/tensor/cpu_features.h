@@ -1,0 +1,15 @@
+// Run-time CPU facts shared by the tensor kernels' dispatchers (gemm_bf16, gemm_s8). Each is read
+// once per process: CPUID serialises and, in a virtual machine, traps to the hypervisor.
+#pragma once
+
+namespace quantscope {
+
+// CPUID.(EAX=7, ECX=0):EDX bit 24 AMX-TILE with bit 22 AMX-BF16, or with bit 25 AMX-INT8 (Intel
+// SDM vol. 2A, CPUID). Read directly: clang 14's __builtin_cpu_supports does not know them.
+bool cpuHasAmxBf16();
+bool cpuHasAmxInt8();
+// Linux >= 5.16 keeps AMX tile data off until the process asks for it (arch_prctl
+// ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA; arch/x86/include/uapi/asm/prctl.h). Asked once.
+bool amxTileDataPermitted();
+
+} // namespace quantscope

@@ -1,0 +1,81 @@
+// The QAT forward of a convolution on its integer products (tensor/gemm_s8.h) against the FP32
+// direct kernel, on the same fake-quantized operands: median milliseconds of one batch forward
+// each way, alternating, in one arena of --threads threads. The path is the process's best
+// (QS_INT8_PRODUCTS=vnni|amx picks one). Shapes: seed-cnn's conv2 and resnet8's stride-1 convs.
+//
+//   build/release/tests/bench/bench_int8_conv [--threads N] [--reps N]
+#include "nn/conv2d.h"
+#include "tensor/gemm_s8.h"
+#include "util/rng.h"
+
+#include <tbb/task_arena.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+using namespace quantscope;
+
+namespace {
+
+double median(std::vector<double> v)
+{
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+}
+
+void bench(const char* name, std::size_t cin, std::size_t cout, std::size_t pad, std::size_t H, std::size_t N, int reps)
+{
+    Rng rng(1);
+    Conv2d conv(name, cin, cout, 3, 1, pad, 1, true);
+    const float sw = 0.01f, sx = 0.02f;
+    for (float& w : conv.weight().value.values()) w = std::nearbyint(rng.uniform(-127.0f, 127.0f)) * sw;
+    Tensor x({N, cin, H, H});
+    for (float& v : x.values()) v = rng.uniform(0.0f, 1.0f) < 0.4f ? 0.0f : std::nearbyint(rng.uniform(0.0f, 255.0f)) * sx;
+    RunContext ctx;
+    ctx.training = true;
+    Tensor y;
+    std::vector<double> fp32, int8;
+    for (int r = 0; r < reps; ++r)
+        for (int mode = 0; mode < 2; ++mode) {
+            conv.setIntegerWeightScales(mode ? std::vector<float>{sw} : std::vector<float>{});
+            conv.setIntegerInputGrid(U8Grid{sx, 0});
+            const auto t0 = std::chrono::steady_clock::now();
+            conv.forwardClamped(x, y, ctx, INFINITY);
+            const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+            if (mode && !conv.lastForwardWasInteger()) {
+                std::fprintf(stderr, "%s: the integer path did not run\n", name);
+                std::exit(1);
+            }
+            (mode ? int8 : fp32).push_back(ms);
+        }
+    const double f = median(fp32), i = median(int8);
+    std::printf("%-28s N=%zu  fp32 %7.2f ms  int8 %7.2f ms  speed-up %.2fx\n", name, N, f, i, f / i);
+}
+
+} // namespace
+
+int main(int argc, char** argv)
+{
+    int threads = 2, reps = 15;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (std::strcmp(argv[i], "--threads") == 0) threads = std::atoi(argv[i + 1]);
+        else if (std::strcmp(argv[i], "--reps") == 0) reps = std::atoi(argv[i + 1]);
+    }
+    if (!Conv2d::directKernelsBuilt() || !s8ProductsAvailable()) {
+        std::printf("no integer products in this build or on this CPU\n");
+        return 0;
+    }
+    std::printf("integer path: %s, %d threads, median of %d\n", s8PathName(bestS8Path()), threads, reps);
+    tbb::task_arena arena(threads);
+    arena.execute([&] {
+        bench("seed-cnn conv2 32->64 26x26", 32, 64, 0, 26, 64, reps);
+        bench("resnet8 layer1 16->16 28x28", 16, 16, 1, 28, 64, reps);
+        bench("resnet8 layer2 32->32 14x14", 32, 32, 1, 14, 64, reps);
+        bench("resnet8 layer3 64->64 7x7", 64, 64, 1, 7, 64, reps);
+    });
+}
