@@ -485,7 +485,9 @@ private slots:
         QSignalSpy ended(&w, &MainWindow::runEnded);
         w.startTraining();
         QVERIFY(ended.wait(kRunTimeoutMs));
-        QCOMPARE(w.runsModel()->runAt(0)->start.compute, std::string("fp32"));
+        // The run's start event names what computed its products (this QAT run: its int8 products
+        // where the CPU has them, else "fp32 fake-quant (why)").
+        QVERIFY(!w.runsModel()->runAt(0)->start.compute.empty());
         w.runsModel()->runAt(0)->start.compute = "amx-bf16"; // as a mixed bf16 run on AMX reports it
         QTemporaryDir out;
         const QString json = QDir(out.path()).filePath(QStringLiteral("runs.json"));
