@@ -79,10 +79,10 @@ void TestInt8Products::kernelMatchesScalarTwin()
     const std::size_t maxShift = 37, groupStride = 4 * (Ls + maxShift + 3);
     std::vector<std::size_t> tapOffset(T);
     for (auto& t : tapOffset) t = 4 * static_cast<std::size_t>(randomInt(rng, 0, static_cast<int>(maxShift)));
-    std::vector<std::uint8_t> runs(G * groupStride + kS8RowSlack);
+    std::vector<std::uint8_t> runs(G * groupStride + kRunsRowSlack);
     for (auto& v : runs) v = static_cast<std::uint8_t>(randomInt(rng, 0, 255));
     runs[tapOffset[0]] = 255;
-    const S8Runs b{runs.data(), groupStride, tapOffset.data(), T, G};
+    const ConvRuns b{runs.data(), groupStride, tapOffset.data(), T, G};
     std::vector<float> scale(Ms);
     std::vector<std::int32_t> corr(Ms);
     for (std::size_t m = 0; m < Ms; ++m) {
@@ -94,7 +94,7 @@ void TestInt8Products::kernelMatchesScalarTwin()
     PackedS8A plain;
     packS8A(S8Path::None, a.data(), Ms, K4, plain);
     std::vector<float> ref(Ms * ldo, sentinel);
-    gemmS8RunsRef(plain, b, Ls, scale.data(), corr.data(), ref.data(), ldo);
+    gemmConvRunsRef(plain, b, Ls, scale.data(), corr.data(), ref.data(), ldo);
     // The twin itself against the sum written out (row 0, column 0).
     std::int64_t acc = 0;
     for (std::size_t g = 0; g < K4; ++g)
@@ -109,8 +109,8 @@ void TestInt8Products::kernelMatchesScalarTwin()
         PackedS8A packed;
         packS8A(path, a.data(), Ms, K4, packed);
         std::vector<float> out(Ms * ldo, sentinel), twin(Ms * ldo, sentinel);
-        gemmS8Runs(packed, b, Ls, scale.data(), corr.data(), out.data(), ldo);
-        gemmS8RunsRef(packed, b, Ls, scale.data(), corr.data(), twin.data(), ldo); // the twin reads any packing
+        gemmConvRuns(packed, b, Ls, scale.data(), corr.data(), out.data(), ldo);
+        gemmConvRunsRef(packed, b, Ls, scale.data(), corr.data(), twin.data(), ldo); // the twin reads any packing
         QVERIFY2(std::memcmp(out.data(), ref.data(), out.size() * sizeof(float)) == 0, s8PathName(path));
         QVERIFY2(std::memcmp(twin.data(), ref.data(), twin.size() * sizeof(float)) == 0, s8PathName(path));
     }

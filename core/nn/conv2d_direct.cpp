@@ -399,7 +399,7 @@ bool Conv2d::forwardDirectS8(const Tensor& x, Tensor& y, float cap)
     if (m_intWScale.size() != 1 && m_intWScale.size() != m_cout) return false;
     const std::size_t kk = m_k * m_k, C4 = (m_cin + 3) / 4, K4 = C4 * kk;
     const U8Grid in = *m_intInput;
-    // The weights' codes, k ordered (ky, kx, channel group, channel in group) as gemmS8Runs reads
+    // The weights' codes, k ordered (ky, kx, channel group, channel in group) as gemmConvRuns reads
     // the runs: k-group g = tap * C4 + c / 4.
     const float* w = m_weight.forwardValue().data();
     m_s8Codes.assign(m_cout * 4 * K4, 0);
@@ -436,14 +436,14 @@ bool Conv2d::forwardDirectS8(const Tensor& x, Tensor& y, float cap)
         if (offGrid.load(std::memory_order_relaxed)) return;
         const std::size_t n0 = grp * g.Ng, count = std::min(g.Ng, N - n0), L = g.length(count);
         // C4 runs of S dwords (and the kernels' slack): the float buffer's storage, as bytes.
-        auto* runs = reinterpret_cast<std::uint8_t*>(threadBuffer(0, C4 * g.S + kS8RowSlack / 4).data());
+        auto* runs = reinterpret_cast<std::uint8_t*>(threadBuffer(0, C4 * g.S + kRunsRowSlack / 4).data());
         float* out = threadBuffer(1, m_cout * L).data();
         if (!toRunsU8(x.data(), m_cin, n0, count, g, in, runs)) {
             offGrid.store(true, std::memory_order_relaxed);
             return;
         }
-        const S8Runs b{runs, 4 * g.S, taps, kk, C4};
-        gemmS8Runs(m_packedS8, b, L, m_s8Scale.data(), m_s8Corr.data(), out, L);
+        const ConvRuns b{runs, 4 * g.S, taps, kk, C4};
+        gemmConvRuns(m_packedS8, b, L, m_s8Scale.data(), m_s8Corr.data(), out, L);
         fromRuns(out, L, m_cout, n0, count, g, bias, y.data(), cap);
     });
     return !offGrid.load();

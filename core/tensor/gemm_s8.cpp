@@ -16,7 +16,7 @@ namespace s8detail {
 // Call only where the path is supported. rows: K4 row pointers (VNNI), or the runs (AMX).
 void gemmRowsVnni(const std::int8_t* A, std::size_t M, std::size_t K4, const std::uint8_t* const* rows, std::size_t L,
                   const float* scale, const std::int32_t* corr, float* out, std::size_t ldo);
-void gemmRunsAmx(const std::int8_t* A, std::size_t M, const S8Runs& B, std::size_t L, const float* scale,
+void gemmRunsAmx(const std::int8_t* A, std::size_t M, const ConvRuns& B, std::size_t L, const float* scale,
                  const std::int32_t* corr, float* out, std::size_t ldo);
 bool quantizeInterleave4Avx512(const float* const src[4], std::size_t n, float scale, float inv, std::int32_t zero,
                                std::uint8_t* dst);
@@ -113,37 +113,32 @@ inline std::int32_t codeAt(const PackedS8A& A, std::size_t m, std::size_t g, std
     return A.data[m * 4 * A.K4 + 4 * g + j];
 }
 
-const std::uint8_t* rowOf(const S8Runs& B, std::size_t g)
-{
-    return B.base + (g % B.groups) * B.groupStride + B.tapOffset[g / B.groups];
-}
-
 } // namespace
 
-void gemmS8Runs(const PackedS8A& A, const S8Runs& B, std::size_t L, const float* scale, const std::int32_t* corr,
+void gemmConvRuns(const PackedS8A& A, const ConvRuns& B, std::size_t L, const float* scale, const std::int32_t* corr,
                 float* out, std::size_t ldo)
 {
     if (A.path == S8Path::None || !s8PathSupported(A.path))
-        throw std::logic_error(std::string("gemmS8Runs: path ") + s8PathName(A.path) + " does not run on this CPU");
-    if (A.K4 != B.taps * B.groups) throw std::logic_error("gemmS8Runs: A's depth is not B's taps x groups");
+        throw std::logic_error(std::string("gemmConvRuns: path ") + s8PathName(A.path) + " does not run on this CPU");
+    if (A.K4 != B.taps * B.groups) throw std::logic_error("gemmConvRuns: A's depth is not B's taps x groups");
     if (A.path == S8Path::AmxInt8) {
         s8detail::gemmRunsAmx(A.data.data(), A.M, B, L, scale, corr, out, ldo);
         return;
     }
     static thread_local std::vector<const std::uint8_t*> rows;
     rows.resize(A.K4);
-    for (std::size_t g = 0; g < A.K4; ++g) rows[g] = rowOf(B, g);
+    for (std::size_t g = 0; g < A.K4; ++g) rows[g] = B.row(g);
     s8detail::gemmRowsVnni(A.data.data(), A.M, A.K4, rows.data(), L, scale, corr, out, ldo);
 }
 
-void gemmS8RunsRef(const PackedS8A& A, const S8Runs& B, std::size_t L, const float* scale, const std::int32_t* corr,
+void gemmConvRunsRef(const PackedS8A& A, const ConvRuns& B, std::size_t L, const float* scale, const std::int32_t* corr,
                    float* out, std::size_t ldo)
 {
     for (std::size_t m = 0; m < A.M; ++m)
         for (std::size_t l = 0; l < L; ++l) {
             std::int32_t acc = 0;
             for (std::size_t g = 0; g < A.K4; ++g) {
-                const std::uint8_t* b = rowOf(B, g) + 4 * l;
+                const std::uint8_t* b = B.row(g) + 4 * l;
                 for (std::size_t j = 0; j < 4; ++j) acc += codeAt(A, m, g, j) * std::int32_t{b[j]};
             }
             out[m * ldo + l] = static_cast<float>(acc + corr[m]) * scale[m];

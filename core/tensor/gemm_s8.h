@@ -8,21 +8,20 @@
 // the result is the exact product of the fake-quantized operands rounded twice (int32 -> float,
 // the scale), where the float fake-quant product rounds at each of its K additions.
 //
-// B is a convolution's input laid out in runs (nn/conv2d_direct.cpp): `groups` runs of four
-// interleaved channels, groupStride bytes apart, each read at `taps` shifted offsets. K-group
-// g = tap * groups + cg (four consecutive k) is the row of dwords at
-// base + cg * groupStride + tapOffset[tap]: its dword l holds B[4g + j][l] at byte j, the operand
-// layout of VPDPBUSD, and rows of one tap are groupStride apart, as an AMX tile load wants them.
-// No im2col copy.
+// B is a convolution's input laid out in runs of four interleaved channels (tensor/conv_runs.h):
+// dword l of K-group g's row holds B[4g + j][l] at byte j, the operand layout of VPDPBUSD and
+// TDPBSUD. No im2col copy.
 //
 // Paths, chosen at run time:
 //   "amx-int8"     Intel AMX TDPBSUD on 16 x 16 int32 tiles (Sapphire Rapids and later);
 //   "avx512-vnni"  VPDPBUSD, 64 multiply-adds an instruction, four times FP32's FMA per lane
 //                  (Cascade Lake and later, AMD Zen 4);
 //   none: the callers keep their FP32 kernels.
-// gemmS8RunsRef is the scalar twin both are tested against (bit-identical: the same int32 sums and
+// gemmConvRunsRef is the scalar twin both are tested against (bit-identical: the same int32 sums and
 // the same epilogue). Sources: Intel SDM vol. 2 (VPDPBUSD, TDPBSUD), Intel AMX ISE reference ch. 3.
 #pragma once
+
+#include "tensor/conv_runs.h"
 
 #include <cstddef>
 #include <cstdint>
@@ -47,22 +46,13 @@ struct PackedS8A {
 };
 void packS8A(S8Path path, const std::int8_t* A, std::size_t M, std::size_t K4, PackedS8A& out);
 
-struct S8Runs {
-    const std::uint8_t* base = nullptr;
-    std::size_t groupStride = 0;            // bytes between channel groups' runs (a multiple of 4)
-    const std::size_t* tapOffset = nullptr; // taps entries, bytes (multiples of 4)
-    std::size_t taps = 0, groups = 0;       // K4 = taps * groups
-};
-// Bytes every row must stay readable past its 4 L bytes (the AMX path loads whole 16-column tiles).
-constexpr std::size_t kS8RowSlack = 128;
-
 // out[m * ldo + l] = float(sum_{g < K4, j < 4} A[m][4g + j] * B[4g + j][l] + corr[m]) * scale[m]
 // for m < M, l < L, on A.path (logic_error for None or a path this CPU cannot run). Single-threaded
 // (callers run one call per image group on their TBB threads).
-void gemmS8Runs(const PackedS8A& A, const S8Runs& B, std::size_t L, const float* scale, const std::int32_t* corr,
+void gemmConvRuns(const PackedS8A& A, const ConvRuns& B, std::size_t L, const float* scale, const std::int32_t* corr,
                 float* out, std::size_t ldo);
 // The scalar twin (any CPU, any packing), same arguments.
-void gemmS8RunsRef(const PackedS8A& A, const S8Runs& B, std::size_t L, const float* scale, const std::int32_t* corr,
+void gemmConvRunsRef(const PackedS8A& A, const ConvRuns& B, std::size_t L, const float* scale, const std::int32_t* corr,
                    float* out, std::size_t ldo);
 
 // The grid of a fake-quantized tensor: x = scale (u - zero) with integer codes u in [0, 255]
