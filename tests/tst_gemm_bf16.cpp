@@ -14,6 +14,7 @@
 #include <QtTest>
 
 #include <bit>
+#include <cstring>
 #include <cfloat>
 #include <cmath>
 #include <limits>
@@ -142,6 +143,10 @@ private slots:
     void pathNamesAndOverride();
     void badArgumentsAreConfigErrors();
     void emptyProducts();
+    void runsProductMatchesScalarTwin_data();
+    void runsProductMatchesScalarTwin();
+    void convolutionOnBf16Runs_data();
+    void convolutionOnBf16Runs();
 };
 
 void TestGemmBf16::pathsMatchScalarTwinAndEmulation_data()
@@ -371,6 +376,131 @@ void TestGemmBf16::emptyProducts()
         QCOMPARE(c, std::vector<float>(6, 0.0f));
         gemmBf16(p, {false, false, 0, 3, 4, nullptr, 4, nullptr, 3, nullptr, 3, false});
     }
+}
+
+void TestGemmBf16::runsProductMatchesScalarTwin_data()
+{
+    QTest::addColumn<int>("M");
+    QTest::addColumn<int>("pairs"); // channel pairs per tap
+    QTest::addColumn<int>("taps");
+    QTest::addColumn<int>("L");
+    QTest::newRow("one of each") << 1 << 1 << 1 << 1;
+    QTest::newRow("row and column tails") << 13 << 3 << 9 << 37;
+    QTest::newRow("two tiles each way") << 32 << 16 << 1 << 64;
+    QTest::newRow("24 pairs: chunks of 12") << 20 << 24 << 4 << 50;
+    QTest::newRow("seed-cnn conv2 group") << 64 << 16 << 9 << 2703;
+}
+
+// The AMX path over runs against its scalar twin: the same exact products summed in another order
+// (tolerance() above); nothing written past L.
+void TestGemmBf16::runsProductMatchesScalarTwin()
+{
+    QFETCH(int, M);
+    QFETCH(int, pairs);
+    QFETCH(int, taps);
+    QFETCH(int, L);
+    if (!bf16PathSupported(Bf16Path::AmxBf16)) QSKIP("no AMX-BF16 on this CPU: convolutions keep the im2col bf16 path");
+    std::mt19937 rng(static_cast<unsigned>(M * 7919 + pairs * 131 + taps * 17 + L));
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    const std::size_t Ms = static_cast<std::size_t>(M), P = static_cast<std::size_t>(pairs), T = static_cast<std::size_t>(taps),
+                      Ls = static_cast<std::size_t>(L), K2 = P * T;
+    std::vector<float> a(Ms * 2 * K2);
+    for (float& v : a) v = nd(rng);
+    PackedBf16Runs packed;
+    packBf16RunsA(a.data(), Ms, K2, packed);
+    const std::size_t shift = 29, stride = 4 * (Ls + shift + 1);
+    std::vector<std::size_t> tapOffset(T);
+    for (std::size_t t = 0; t < T; ++t) tapOffset[t] = 4 * ((t * 7) % shift);
+    std::vector<std::uint16_t> runs((P * stride + kRunsRowSlack) / 2);
+    for (auto& v : runs) v = bf16Bits(nd(rng) * 0.01f);
+    const ConvRuns b{reinterpret_cast<const std::uint8_t*>(runs.data()), stride, tapOffset.data(), T, P};
+    const std::size_t ldo = Ls + 2;
+    std::vector<float> out(Ms * ldo, kGuard), ref(Ms * ldo, kGuard);
+    gemmBf16Runs(packed, b, Ls, out.data(), ldo);
+    gemmBf16RunsRef(packed, b, Ls, ref.data(), ldo);
+    for (std::size_t m = 0; m < Ms; ++m) {
+        for (std::size_t l = 0; l < Ls; ++l) {
+            double sumAbs = 0.0;
+            for (std::size_t g = 0; g < K2; ++g)
+                for (std::size_t j = 0; j < 2; ++j) {
+                    std::uint16_t bj;
+                    std::memcpy(&bj, b.row(g) + 4 * l + 2 * j, 2);
+                    sumAbs += std::fabs(static_cast<double>(bf16ToFloat(packed.data[m * 2 * K2 + 2 * g + j])) * bf16ToFloat(bj));
+                }
+            const double got = out[m * ldo + l], want = ref[m * ldo + l];
+            if (!(std::fabs(got - want) <= tolerance(2 * K2, sumAbs)))
+                QFAIL(qPrintable(QStringLiteral("out[%1][%2] = %3, twin %4").arg(m).arg(l).arg(got, 0, 'g', 9).arg(want, 0, 'g', 9)));
+        }
+        for (std::size_t l = Ls; l < ldo; ++l) QCOMPARE(out[m * ldo + l], kGuard);
+    }
+}
+
+void TestGemmBf16::convolutionOnBf16Runs_data()
+{
+    QTest::addColumn<int>("cin");
+    QTest::addColumn<int>("cout");
+    QTest::addColumn<int>("k");
+    QTest::addColumn<int>("pad");
+    QTest::addColumn<int>("H");
+    QTest::newRow("seed-cnn conv2 shape") << 32 << 64 << 3 << 0 << 26;
+    QTest::newRow("resnet8 padded") << 16 << 16 << 3 << 1 << 14;
+    QTest::newRow("odd channels, 5x5") << 9 << 7 << 5 << 2 << 11;
+}
+
+// A convolution on AMX over its runs (forward and input gradient) against the emulated path on the
+// same bf16 values: within tolerance() of the exact sums; the weight gradient (FP32 direct kernel
+// in both) and the bias gradient bit for bit.
+void TestGemmBf16::convolutionOnBf16Runs()
+{
+    QFETCH(int, cin);
+    QFETCH(int, cout);
+    QFETCH(int, k);
+    QFETCH(int, pad);
+    QFETCH(int, H);
+    if (!bf16PathSupported(Bf16Path::AmxBf16) || !Conv2d::directKernelsBuilt())
+        QSKIP("no AMX-BF16 on this CPU (or no direct kernels in this build)");
+    const std::size_t C = static_cast<std::size_t>(cin), O = static_cast<std::size_t>(cout), K = static_cast<std::size_t>(k);
+    const std::size_t P = static_cast<std::size_t>(pad), Hs = static_cast<std::size_t>(H), N = 5;
+    std::mt19937 rng(static_cast<unsigned>(cin * 31 + cout));
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    Conv2d amx("amx", C, O, K, 1, P), emu("emu", C, O, K, 1, P), absConv("abs", C, O, K, 1, P);
+    for (float& w : amx.weight().value.values()) w = roundBf16(nd(rng) * 0.1f);
+    for (float& b : amx.bias().value.values()) b = nd(rng);
+    emu.weight().value = amx.weight().value;
+    emu.bias().value = amx.bias().value;
+    absConv.weight().value = amx.weight().value;
+    for (float& w : absConv.weight().value.values()) w = std::fabs(w);
+    absConv.bias().value.fill(0.0f);
+    amx.setBf16Products(Bf16Path::AmxBf16);
+    Tensor x({N, C, Hs, Hs});
+    for (float& v : x.values()) v = roundBf16(nd(rng));
+    Tensor ax = x;
+    for (float& v : ax.values()) v = std::fabs(v);
+    RunContext ctx;
+    ctx.training = true;
+    Tensor y, yEmu, yAbs;
+    amx.forward(x, y, ctx);
+    emu.forward(x, yEmu, ctx);
+    absConv.forward(ax, yAbs, ctx);
+    const double Kf = static_cast<double>(C * K * K);
+    for (std::size_t i = 0; i < y.numel(); ++i)
+        if (!(std::fabs(y[i] - yEmu[i]) <= tolerance(static_cast<std::size_t>(Kf), yAbs[i]) + 2.0 * FLT_EPSILON * std::fabs(yEmu[i])))
+            QFAIL(qPrintable(QStringLiteral("y[%1] = %2, emulated %3").arg(i).arg(y[i], 0, 'g', 9).arg(yEmu[i], 0, 'g', 9)));
+    Tensor dy(y.shape()), ady(y.shape());
+    for (std::size_t i = 0; i < dy.numel(); ++i) {
+        dy[i] = roundBf16(nd(rng) * 0.01f);
+        ady[i] = std::fabs(dy[i]);
+    }
+    Tensor dx, dxEmu, dxAbs;
+    amx.backward(x, y, dy, dx, true);
+    emu.backward(x, yEmu, dy, dxEmu, true);
+    absConv.backward(ax, yAbs, ady, dxAbs, true);
+    const std::size_t K2 = O * K * K;
+    for (std::size_t i = 0; i < dx.numel(); ++i)
+        if (!(std::fabs(dx[i] - dxEmu[i]) <= tolerance(K2, dxAbs[i])))
+            QFAIL(qPrintable(QStringLiteral("dx[%1] = %2, emulated %3").arg(i).arg(dx[i], 0, 'g', 9).arg(dxEmu[i], 0, 'g', 9)));
+    QVERIFY(std::memcmp(amx.weight().grad.data(), emu.weight().grad.data(), emu.weight().grad.numel() * sizeof(float)) == 0);
+    QVERIFY(std::memcmp(amx.bias().grad.data(), emu.bias().grad.data(), emu.bias().grad.numel() * sizeof(float)) == 0);
 }
 
 QTEST_GUILESS_MAIN(TestGemmBf16)

@@ -346,7 +346,8 @@ void Conv2d::forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx, floa
         return;
     }
     if (usesBf16Gemm()) {
-        forwardBf16(x, y);
+        if (usesBf16Runs()) forwardDirectBf16(x, y);
+        else forwardBf16(x, y);
         return;
     }
     if (usesDirectKernel()) {
@@ -407,7 +408,7 @@ void Conv2d::backwardImpl(const Tensor& x, const Tensor* r, const Tensor& dyIn, 
         backwardDepthwise(x, dy, dx, needInputGrad);
         return;
     }
-    if (usesBf16Gemm()) {
+    if (usesBf16Gemm() && !usesBf16Runs()) {
         backwardBf16(x, dy, dx, needInputGrad);
         return;
     }

@@ -102,6 +102,10 @@ private:
     bool forwardDirectS8(const Tensor& x, Tensor& y, float cap);
     void backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, Tensor& dx, bool needInputGrad, float cap);
     bool usesBf16Gemm() const { return m_bf16 != Bf16Path::Emulated && m_groups == 1; }
+    // bf16 products on AMX over the direct kernels' runs (forward and input gradient; the weight
+    // gradient takes the FP32 direct kernel, exact on bf16 operands up to the order of additions).
+    bool usesBf16Runs() const { return m_bf16 == Bf16Path::AmxBf16 && usesDirectKernel() && m_stride == 1; }
+    void forwardDirectBf16(const Tensor& x, Tensor& y);
     void forwardBf16(const Tensor& x, Tensor& y);
     void backwardBf16(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad);
     void backwardStrided(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad);
@@ -123,6 +127,7 @@ private:
     std::vector<float> m_s8Scale;        // per output channel: input scale x weight scale
     std::vector<std::int32_t> m_s8Corr;  // per output channel: -zero x sum of the codes
     std::vector<std::size_t> m_s8Taps;   // byte offsets of the k x k taps in the runs
+    PackedBf16Runs m_packedBf16Runs;     // usesBf16Runs: W (forward) or rot180(W)^T (input gradient)
     bool m_lastInteger = false;
 };
 

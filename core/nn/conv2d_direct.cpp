@@ -176,6 +176,50 @@ bool toRunsU8(const float* x, std::size_t C, std::size_t n0, std::size_t count, 
     return true;
 }
 
+// The bf16 products' layout (usesBf16Runs): the runs of toRuns as bf16, two channels interleaved
+// in each dword: channel c at half c % 2 of dword position j of pair run c / 2 (channels past C and
+// every padding position hold 0).
+void toRunsBf16(const float* x, std::size_t C, std::size_t n0, std::size_t count, const RunGeometry& g, std::uint16_t* runs)
+{
+    const std::size_t HW = g.H * g.W, C2 = (C + 1) / 2;
+    const auto zero = [](std::uint16_t* dst, std::size_t dwords) { std::memset(dst, 0, 4 * dwords); };
+    for (std::size_t cp = 0; cp < C2; ++cp) {
+        std::uint16_t* run = runs + 2 * cp * g.S;
+        zero(run, g.head);
+        for (std::size_t i = 0; i < count; ++i) {
+            const float* plane[2];
+            for (std::size_t j = 0; j < 2; ++j) {
+                const std::size_t c = 2 * cp + j;
+                plane[j] = c < C ? x + ((n0 + i) * C + c) * HW : nullptr;
+            }
+            std::uint16_t* dst = run + 2 * (g.head + i * g.Rn);
+            if (g.p == 0) {
+                roundInterleave2(plane, HW, dst);
+                continue;
+            }
+            for (std::size_t y = 0; y < g.H; ++y) {
+                const float* row[2] = {plane[0] ? plane[0] + y * g.W : nullptr, plane[1] ? plane[1] + y * g.W : nullptr};
+                roundInterleave2(row, g.W, dst + 2 * y * g.Wq);
+                zero(dst + 2 * (y * g.Wq + g.W), g.p);
+            }
+            zero(dst + 2 * g.H * g.Wq, g.Rn - g.H * g.Wq);
+        }
+        zero(run + 2 * (g.head + count * g.Rn), (g.Ng - count) * g.Rn);
+    }
+}
+
+// A (M x C k k, taps of each channel consecutive) in the bf16 runs' K order: (tap, channel pair,
+// channel in pair), channels past C zero: M x 2 K2 floats, K2 = k k ceil(C / 2).
+std::vector<float> bf16RunsOrder(const float* A, std::size_t M, std::size_t C, std::size_t kk)
+{
+    const std::size_t C2 = (C + 1) / 2, K2 = kk * C2;
+    std::vector<float> out(M * 2 * K2, 0.0f);
+    for (std::size_t m = 0; m < M; ++m)
+        for (std::size_t c = 0; c < C; ++c)
+            for (std::size_t t = 0; t < kk; ++t) out[m * 2 * K2 + (t * C2 + c / 2) * 2 + c % 2] = A[(m * C + c) * kk + t];
+    return out;
+}
+
 std::vector<const float*>& threadRows(int which, std::size_t size)
 {
     static thread_local std::vector<const float*> tables[2];
@@ -449,6 +493,27 @@ bool Conv2d::forwardDirectS8(const Tensor& x, Tensor& y, float cap)
     return !offGrid.load();
 }
 
+void Conv2d::forwardDirectBf16(const Tensor& x, Tensor& y)
+{
+    const std::size_t kk = m_k * m_k, C2 = (m_cin + 1) / 2, K2 = kk * C2;
+    packBf16RunsA(bf16RunsOrder(m_weight.forwardValue().data(), m_cout, m_cin, kk).data(), m_cout, K2, m_packedBf16Runs);
+    const float* bias = m_hasBias ? m_bias.forwardValue().data() : nullptr;
+    const RunGeometry g = runGeometry(x.dim(2), x.dim(3), m_k, m_pad);
+    std::vector<std::size_t> taps(kk);
+    for (std::size_t t = 0; t < kk; ++t) taps[t] = 4 * ((t / m_k) * g.Wq + t % m_k);
+    const std::size_t N = x.dim(0);
+    parallelFor((N + g.Ng - 1) / g.Ng, [&](std::size_t grp) {
+        const std::size_t n0 = grp * g.Ng, count = std::min(g.Ng, N - n0), L = g.length(count);
+        // C2 runs of S dwords (and the kernel's slack): the float buffer's storage.
+        auto* runs = reinterpret_cast<std::uint16_t*>(threadBuffer(0, C2 * g.S + kRunsRowSlack / 4).data());
+        float* out = threadBuffer(1, m_cout * L).data();
+        toRunsBf16(x.data(), m_cin, n0, count, g, runs);
+        const ConvRuns b{reinterpret_cast<const std::uint8_t*>(runs), 4 * g.S, taps.data(), kk, C2};
+        gemmBf16Runs(m_packedBf16Runs, b, L, out, L);
+        fromRuns(out, L, m_cout, n0, count, g, bias, y.data());
+    });
+}
+
 void Conv2d::forwardDirect(const Tensor& x, Tensor& y, float cap)
 {
     if (forwardDirectS8(x, y, cap)) {
@@ -504,8 +569,13 @@ void Conv2d::backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, 
         for (std::size_t co = 0; co < m_cout; ++co)
             for (std::size_t ci = 0; ci < m_cin; ++ci)
                 for (std::size_t t = 0; t < kk; ++t) rot[ci * K2 + co * kk + t] = w[(co * m_cin + ci) * kk + (kk - 1 - t)];
-        conv_direct::packA(rot.data(), m_cin, K2, K2, m_packed);
+        if (usesBf16Runs())
+            packBf16RunsA(bf16RunsOrder(rot.data(), m_cin, m_cout, kk).data(), m_cin, kk * ((m_cout + 1) / 2), m_packedBf16Runs);
+        else
+            conv_direct::packA(rot.data(), m_cin, K2, K2, m_packed);
     }
+    std::vector<std::size_t> dyTaps(kk);
+    for (std::size_t t = 0; t < kk; ++t) dyTaps[t] = 4 * ((t / m_k) * gd.Wq + t % m_k);
     parallelFor(groups, [&](std::size_t grp) {
         const std::size_t n0 = grp * g.Ng, count = std::min(g.Ng, N - n0), L = g.length(count);
         float* part = m_partials.data() + grp * partSize;
@@ -529,8 +599,16 @@ void Conv2d::backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, 
         if (!needInputGrad) return;
         const std::size_t Lx = gd.length(count);
         float* out = threadBuffer(1, m_cin * Lx).data();
-        tapRows(gr, m_cout, gd, rows);
-        conv_direct::gemmRows(m_packed.data(), m_cin, K2, rows, Lx, out, Lx);
+        if (usesBf16Runs()) { // dy's runs as bf16 pairs; the x runs are done with: their buffer takes them
+            const std::size_t C2 = (m_cout + 1) / 2;
+            auto* dyRuns = reinterpret_cast<std::uint16_t*>(threadBuffer(0, C2 * gd.S + kRunsRowSlack / 4).data());
+            toRunsBf16(dy.data(), m_cout, n0, count, gd, dyRuns);
+            const ConvRuns b{reinterpret_cast<const std::uint8_t*>(dyRuns), 4 * gd.S, dyTaps.data(), kk, C2};
+            gemmBf16Runs(m_packedBf16Runs, b, Lx, out, Lx);
+        } else {
+            tapRows(gr, m_cout, gd, rows);
+            conv_direct::gemmRows(m_packed.data(), m_cin, K2, rows, Lx, out, Lx);
+        }
         fromRuns(out, Lx, m_cin, n0, count, gd, nullptr, dx.data());
     });
     reducePartials(m_partials, groups, wSize, bSize, m_weight.grad.data(), m_bias.grad.data());

@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <stdexcept>
 #include <vector>
 
 namespace quantscope {
@@ -383,6 +384,51 @@ void gemmBf16Ref(const GemmBf16Args& g)
             float& c = g.C[m * g.ldc + n];
             c = g.accumulate ? c + s : s;
         }
+}
+
+} // namespace quantscope
+
+namespace quantscope {
+
+namespace bf16detail {
+void gemmRunsAmx(const std::uint16_t* A, std::size_t M, const ConvRuns& B, std::size_t L, float* out, std::size_t ldo);
+} // namespace bf16detail
+
+void packBf16RunsA(const float* A, std::size_t M, std::size_t K2, PackedBf16Runs& out)
+{
+    out.M = M;
+    out.K2 = K2;
+    out.data.assign((M + 15) / 16 * 16 * 2 * K2, 0);
+    for (std::size_t i = 0; i < M * 2 * K2; ++i) out.data[i] = bf16Bits(A[i]);
+}
+
+void gemmBf16Runs(const PackedBf16Runs& A, const ConvRuns& B, std::size_t L, float* out, std::size_t ldo)
+{
+    if (!bf16PathSupported(Bf16Path::AmxBf16)) throw std::logic_error("gemmBf16Runs: this CPU has no AMX-BF16");
+    if (A.K2 != B.taps * B.groups) throw std::logic_error("gemmBf16Runs: A's depth is not B's taps x groups");
+    bf16detail::gemmRunsAmx(A.data.data(), A.M, B, L, out, ldo);
+}
+
+void gemmBf16RunsRef(const PackedBf16Runs& A, const ConvRuns& B, std::size_t L, float* out, std::size_t ldo)
+{
+    for (std::size_t m = 0; m < A.M; ++m)
+        for (std::size_t l = 0; l < L; ++l) {
+            float acc = 0.0f;
+            for (std::size_t g = 0; g < A.K2; ++g) {
+                std::uint16_t b[2];
+                std::memcpy(b, B.row(g) + 4 * l, 4);
+                for (std::size_t j = 0; j < 2; ++j) acc += bf16ToFloat(A.data[m * 2 * A.K2 + 2 * g + j]) * bf16ToFloat(b[j]);
+            }
+            out[m * ldo + l] = acc;
+        }
+}
+
+void roundInterleave2(const float* const src[2], std::size_t n, std::uint16_t* dst)
+{
+    for (std::size_t i = 0; i < n; ++i) {
+        dst[2 * i] = src[0] ? bf16Bits(src[0][i]) : std::uint16_t{0};
+        dst[2 * i + 1] = src[1] ? bf16Bits(src[1][i]) : std::uint16_t{0};
+    }
 }
 
 } // namespace quantscope

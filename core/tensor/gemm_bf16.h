@@ -27,6 +27,8 @@
 // their TBB threads. Packing buffers are per thread (grown once, then reused).
 #pragma once
 
+#include "tensor/conv_runs.h"
+
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -139,5 +141,26 @@ void gemmBf16(const GemmBf16Args& g);
 void gemmBf16(Bf16Path path, const GemmBf16Args& g);
 // The scalar twin: for each (m, n) one FP32 sum over k in order, then added to C if accumulate.
 void gemmBf16Ref(const GemmBf16Args& g);
+
+// A convolution's products read in place from its runs (tensor/conv_runs.h) of two interleaved
+// bf16 channels per dword, on AMX-BF16 (TDPBF16PS, the shared tile loop of amx_runs_kernel.h):
+//   out[m * ldo + l] = sum_{g, j < 2} bf16(A[m][2g + j]) * B[2g + j][l]     (FP32 accumulation)
+// for m < M, l < L: the direct kernels' forward (A = W) and input gradient (A = rot180(W)^T, B =
+// dy's runs) without im2col or col2im. K-group g = tap * groups + pair. Same rounding and the same
+// tolerance as the other paths (the products of bf16 values are exact; only the order of the FP32
+// additions differs, and TDPBF16PS flushes subnormals).
+struct PackedBf16Runs {
+    std::size_t M = 0, K2 = 0;        // K2 K-groups of two
+    std::vector<std::uint16_t> data;  // M rounded up to 16 rows of 2 K2 bf16 (zero rows below M)
+};
+// A: M x 2 K2 FP32 row-major, rounded to bf16 here.
+void packBf16RunsA(const float* A, std::size_t M, std::size_t K2, PackedBf16Runs& out);
+// Requires bf16PathSupported(Bf16Path::AmxBf16) (logic_error otherwise). Rows readable for 4 L +
+// kRunsRowSlack bytes. Single-threaded.
+void gemmBf16Runs(const PackedBf16Runs& A, const ConvRuns& B, std::size_t L, float* out, std::size_t ldo);
+// The scalar twin (any CPU): the same products summed in K-group order.
+void gemmBf16RunsRef(const PackedBf16Runs& A, const ConvRuns& B, std::size_t L, float* out, std::size_t ldo);
+// dst[2 i + j] = bf16 bits of src[j][i] (round to nearest even, tensor/bf16.h; a null row: 0).
+void roundInterleave2(const float* const src[2], std::size_t n, std::uint16_t* dst);
 
 } // namespace quantscope
