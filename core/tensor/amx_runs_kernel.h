@@ -4,7 +4,8 @@
 // 4 g) x B (conv_runs.h). Tiles 0-3: a 2 x 2 block of 16 x 16 C tiles; 4-5: A tiles (16 rows x KC
 // K-groups, read straight from A); 6-7: B tiles (KC K-groups of one tap x 16 columns, read
 // straight from the runs). KC is the largest divisor of the channel groups up to 16, so every
-// tile has one shape. Op::dp<C, A, B>() is the tile product (TDPBSUD, TDPBF16PS); drain(bounce,
+// tile has one shape. Op::dp<C>() is the tile product (TDPBSUD, TDPBF16PS) into C tile C from
+// A tile 4 + C / 2 and B tile 6 + C % 2 (spelt out: the intrinsics are macros of literal tiles); drain(bounce,
 // m0, l0) takes each C tile's 16 x 16 values through a bounce buffer. The tile intrinsics are
 // inline asm without memory operands, hence the compiler barrier before the bounce is read.
 #pragma once
@@ -45,15 +46,15 @@ void block(const std::uint8_t* a, std::size_t rowBytes, const ConvRuns& B, std::
             const std::uint8_t* b = B.base + ch * KC * B.groupStride + B.tapOffset[tap] + 4 * l0;
             _tile_loadd(4, a + 4 * g0, strideA);
             _tile_loadd(6, b, strideB);
-            Op::template dp<0, 4, 6>();
+            Op::template dp<0>();
             if constexpr (TN == 2) {
                 _tile_loadd(7, b + 64, strideB);
-                Op::template dp<1, 4, 7>();
+                Op::template dp<1>();
             }
             if constexpr (TM == 2) {
                 _tile_loadd(5, a + 16 * rowBytes + 4 * g0, strideA);
-                Op::template dp<2, 5, 6>();
-                if constexpr (TN == 2) Op::template dp<3, 5, 7>();
+                Op::template dp<2>();
+                if constexpr (TN == 2) Op::template dp<3>();
             }
         }
     _tile_stored(0, bounce, 64);

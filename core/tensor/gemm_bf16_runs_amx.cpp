@@ -23,10 +23,13 @@ namespace quantscope::bf16detail {
 namespace {
 
 struct DpBf16 {
-    template <int C, int A, int B>
+    template <int C>
     static void dp()
     {
-        _tile_dpbf16ps(C, A, B);
+        if constexpr (C == 0) _tile_dpbf16ps(0, 4, 6);
+        else if constexpr (C == 1) _tile_dpbf16ps(1, 4, 7);
+        else if constexpr (C == 2) _tile_dpbf16ps(2, 5, 6);
+        else _tile_dpbf16ps(3, 5, 7);
     }
 };
 

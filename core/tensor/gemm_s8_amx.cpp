@@ -23,10 +23,13 @@ namespace quantscope::s8detail {
 namespace {
 
 struct DpBsud {
-    template <int C, int A, int B>
+    template <int C>
     static void dp()
     {
-        _tile_dpbsud(C, A, B);
+        if constexpr (C == 0) _tile_dpbsud(0, 4, 6);
+        else if constexpr (C == 1) _tile_dpbsud(1, 4, 7);
+        else if constexpr (C == 2) _tile_dpbsud(2, 5, 6);
+        else _tile_dpbsud(3, 5, 7);
     }
 };
 
