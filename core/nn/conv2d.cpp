@@ -286,7 +286,7 @@ void addBiasClamp(float* y, std::size_t n, const float* bias, float cap)
 
 std::vector<float>& threadBuffer(int which, std::size_t size)
 {
-    static thread_local std::vector<float> buffers[3];
+    static thread_local std::vector<float> buffers[5];
     std::vector<float>& b = buffers[which];
     if (b.size() < size) b.resize(size);
     return b;

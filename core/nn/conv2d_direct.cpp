@@ -4,6 +4,7 @@
 #include "nn/conv2d_shared.h"
 #include "nn/conv_direct.h"
 
+#include "tensor/bf16.h"
 #include "tensor/parallel.h"
 
 #include <algorithm>
@@ -218,6 +219,45 @@ std::vector<float> bf16RunsOrder(const float* A, std::size_t M, std::size_t C, s
         for (std::size_t c = 0; c < C; ++c)
             for (std::size_t t = 0; t < kk; ++t) out[m * 2 * K2 + (t * C2 + c / 2) * 2 + c % 2] = A[(m * C + c) * kk + t];
     return out;
+}
+
+// The weight gradient on AMX-BF16 (weightGradBf16Runs) from the float runs of the direct backward:
+// x's runs xr (geometry g) and dy's runs gr (geometry gd, output position l at gd.head + l) of a
+// group of L output positions, added into part (W's layout). Needs C a multiple of 16.
+void weightGradientBf16(const float* xr, const float* gr, const RunGeometry& g, const RunGeometry& gd, std::size_t C,
+                        std::size_t O, std::size_t k, std::size_t L, const std::size_t* taps, float* part)
+{
+    const std::size_t P = (L + 31) / 32 * 16, Op = (O + 15) / 16 * 16;
+    // x as bf16 runs, one channel a run, each followed by zeros that the last tiles read past S
+    // (the largest tap offset + 2 P is at most S + 31).
+    const std::size_t xs = g.S + 64;
+    auto* xb = reinterpret_cast<std::uint16_t*>(threadBuffer(3, (C * xs + 1) / 2 + kRunsRowSlack / 4).data());
+    for (std::size_t c = 0; c < C; ++c) {
+        std::uint16_t* dst = xb + c * xs;
+        const float* src = xr + c * g.S;
+        for (std::size_t i = 0; i < g.S; ++i) dst[i] = bf16Bits(src[i]);
+        std::memset(dst + g.S, 0, (xs - g.S) * sizeof(std::uint16_t));
+    }
+    // dy as P x Op dwords of bf16 pairs (2p, 2p + 1), zero past L and past O; through a block of
+    // 16 pairs x Op so that the reads are rows of dy and the writes rows of the pairs.
+    auto* pairs = reinterpret_cast<std::uint32_t*>(threadBuffer(4, P * Op).data());
+    std::uint32_t block[16 * 64];
+    for (std::size_t p0 = 0; p0 < P; p0 += 16)
+        for (std::size_t ob = 0; ob < Op; ob += 64) {
+            const std::size_t on = std::min<std::size_t>(64, Op - ob);
+            for (std::size_t o = 0; o < on; ++o) {
+                const float* d = gr + (ob + o) * gd.S + gd.head;
+                for (std::size_t p = 0; p < 16; ++p) {
+                    const std::size_t l = 2 * (p0 + p);
+                    const std::uint32_t lo = ob + o < O && l < L ? bf16Bits(d[l]) : 0u;
+                    const std::uint32_t hi = ob + o < O && l + 1 < L ? bf16Bits(d[l + 1]) : 0u;
+                    block[p * 64 + o] = lo | hi << 16;
+                }
+            }
+            for (std::size_t p = 0; p < 16; ++p) std::memcpy(pairs + (p0 + p) * Op + ob, block + p * 64, on * 4);
+        }
+    const WeightGradRuns a{xb, 2 * xs, taps, k * k, C, pairs, O, Op, P};
+    weightGradBf16Runs(a, part);
 }
 
 std::vector<const float*>& threadRows(int which, std::size_t size)
@@ -574,8 +614,13 @@ void Conv2d::backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, 
         else
             conv_direct::packA(rot.data(), m_cin, K2, K2, m_packed);
     }
-    std::vector<std::size_t> dyTaps(kk);
-    for (std::size_t t = 0; t < kk; ++t) dyTaps[t] = 4 * ((t / m_k) * gd.Wq + t % m_k);
+    std::vector<std::size_t> dyTaps(kk), xTaps(kk);
+    for (std::size_t t = 0; t < kk; ++t) {
+        dyTaps[t] = 4 * ((t / m_k) * gd.Wq + t % m_k);
+        xTaps[t] = (t / m_k) * g.Wq + t % m_k;
+    }
+    // The weight gradient on AMX too where the channels fill whole tiles.
+    const bool bf16Grad = usesBf16Runs() && m_cin % 16 == 0;
     parallelFor(groups, [&](std::size_t grp) {
         const std::size_t n0 = grp * g.Ng, count = std::min(g.Ng, N - n0), L = g.length(count);
         float* part = m_partials.data() + grp * partSize;
@@ -594,8 +639,12 @@ void Conv2d::backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, 
                 }
         // dy at run position j (the output's positions): zero at every scratch position
         for (std::size_t o = 0; o < m_cout; ++o) drows[o] = gr + o * gd.S + gd.head;
-        tapRows(xr, m_cin, g, rows);
-        conv_direct::gemmRowsTransAdd(drows, m_cout, rows, K, L, part, K);
+        if (bf16Grad) {
+            weightGradientBf16(xr, gr, g, gd, m_cin, m_cout, m_k, L, xTaps.data(), part);
+        } else {
+            tapRows(xr, m_cin, g, rows);
+            conv_direct::gemmRowsTransAdd(drows, m_cout, rows, K, L, part, K);
+        }
         if (!needInputGrad) return;
         const std::size_t Lx = gd.length(count);
         float* out = threadBuffer(1, m_cin * Lx).data();

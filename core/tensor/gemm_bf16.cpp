@@ -432,3 +432,34 @@ void roundInterleave2(const float* const src[2], std::size_t n, std::uint16_t* d
 }
 
 } // namespace quantscope
+
+namespace quantscope {
+
+namespace bf16detail {
+void weightGradRunsAmx(const WeightGradRuns& a, float* dW);
+} // namespace bf16detail
+
+void weightGradBf16Runs(const WeightGradRuns& a, float* dW)
+{
+    if (!bf16PathSupported(Bf16Path::AmxBf16)) throw std::logic_error("weightGradBf16Runs: this CPU has no AMX-BF16");
+    if (a.C % 16 || a.P % 16 || a.Op % 16 || a.Op < a.O) throw std::logic_error("weightGradBf16Runs: C, P and Op must be multiples of 16");
+    bf16detail::weightGradRunsAmx(a, dW);
+}
+
+void weightGradBf16RunsRef(const WeightGradRuns& a, float* dW)
+{
+    for (std::size_t o = 0; o < a.O; ++o)
+        for (std::size_t c = 0; c < a.C; ++c)
+            for (std::size_t t = 0; t < a.taps; ++t) {
+                const std::uint16_t* x = a.x + c * a.channelStride / 2 + a.tapOffset[t];
+                float acc = 0.0f;
+                for (std::size_t p = 0; p < a.P; ++p) {
+                    const std::uint32_t d = a.dyPairs[p * a.Op + o];
+                    acc += bf16ToFloat(x[2 * p]) * bf16ToFloat(static_cast<std::uint16_t>(d & 0xFFFFu));
+                    acc += bf16ToFloat(x[2 * p + 1]) * bf16ToFloat(static_cast<std::uint16_t>(d >> 16));
+                }
+                dW[(o * a.C + c) * a.taps + t] += acc;
+            }
+}
+
+} // namespace quantscope

@@ -163,4 +163,22 @@ void gemmBf16RunsRef(const PackedBf16Runs& A, const ConvRuns& B, std::size_t L, 
 // dst[2 i + j] = bf16 bits of src[j][i] (round to nearest even, tensor/bf16.h; a null row: 0).
 void roundInterleave2(const float* const src[2], std::size_t n, std::uint16_t* dst);
 
+// The weight gradient of a convolution on AMX-BF16 from its runs: for every tap t, channel c < C
+// and output channel o < O,
+//   dW[(o C + c) taps + t] += sum_{l < 2 P} bf16(x_c[tapOffset[t] + l]) * bf16(dy_o[l])   (FP32)
+// x: bf16 runs of one channel each (channelStride bytes apart, position l at 2 l bytes, readable for
+// 4 P + kRunsRowSlack bytes past the largest tap offset); dyPairs: dy as P x Op dwords, dword (p, o)
+// holding (dy_o[2p], dy_o[2p + 1]) (Op: O rounded up to 16, zero columns past O; zero past the run).
+// C must be a multiple of 16, P of 16. Requires bf16PathSupported(Bf16Path::AmxBf16).
+struct WeightGradRuns {
+    const std::uint16_t* x = nullptr;
+    std::size_t channelStride = 0;          // bytes
+    const std::size_t* tapOffset = nullptr; // positions (bf16 elements)
+    std::size_t taps = 0, C = 0;
+    const std::uint32_t* dyPairs = nullptr;
+    std::size_t O = 0, Op = 0, P = 0;
+};
+void weightGradBf16Runs(const WeightGradRuns& a, float* dW);
+void weightGradBf16RunsRef(const WeightGradRuns& a, float* dW);
+
 } // namespace quantscope

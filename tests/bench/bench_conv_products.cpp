@@ -1,10 +1,14 @@
-// The QAT forward of a convolution on its integer products (tensor/gemm_s8.h) against the FP32
-// direct kernel, on the same fake-quantized operands: median milliseconds of one batch forward
-// each way, alternating, in one arena of --threads threads. The path is the process's best
-// (QS_INT8_PRODUCTS=vnni|amx picks one). Shapes: seed-cnn's conv2 and resnet8's stride-1 convs.
+// A convolution's training products on each path, alternating in one process (median
+// milliseconds, one arena of --threads threads), on the same operands:
+//   QAT forward: int8 products (tensor/gemm_s8.h; QS_INT8_PRODUCTS=vnni|amx picks the path)
+//                against the FP32 direct kernel on the same fake-quantized values;
+//   bf16 forward + backward (mixed/lowp): AMX over the runs against AMX over im2col (the path
+//                before the runs) and the FP32 direct kernels.
+// Shapes: seed-cnn's conv2 and resnet8's stride-1 convs.
 //
-//   build/release/tests/bench/bench_int8_conv [--threads N] [--reps N]
+//   build/release/tests/bench/bench_conv_products [--threads N] [--reps N]
 #include "nn/conv2d.h"
+#include "tensor/gemm_bf16.h"
 #include "tensor/gemm_s8.h"
 #include "util/rng.h"
 
@@ -54,7 +58,30 @@ void bench(const char* name, std::size_t cin, std::size_t cout, std::size_t pad,
             (mode ? int8 : fp32).push_back(ms);
         }
     const double f = median(fp32), i = median(int8);
-    std::printf("%-28s N=%zu  fp32 %7.2f ms  int8 %7.2f ms  speed-up %.2fx\n", name, N, f, i, f / i);
+    std::printf("%-28s N=%zu  forward: fp32 %7.2f ms  int8 %7.2f ms  speed-up %.2fx\n", name, N, f, i, f / i);
+    if (!bf16PathSupported(Bf16Path::AmxBf16)) return;
+    // bf16 training step of the layer: forward + backward (dW, db, dx).
+    conv.setIntegerWeightScales({});
+    Tensor dy, dx;
+    std::vector<double> t[3];
+    for (int r = 0; r < reps; ++r)
+        for (int mode = 0; mode < 3; ++mode) { // 0 fp32 direct, 1 bf16 im2col, 2 bf16 runs
+            conv.setBf16Products(mode ? Bf16Path::AmxBf16 : Bf16Path::Emulated);
+            conv.setReferencePath(mode == 1); // no direct kernel: the im2col bf16 path
+            const auto t0 = std::chrono::steady_clock::now();
+            conv.forward(x, y, ctx);
+            if (dy.shape() != y.shape()) {
+                dy = y;
+                for (float& v : dy.values()) v = rng.uniform(-0.01f, 0.01f);
+            }
+            conv.backward(x, y, dy, dx, true);
+            t[mode].push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+        }
+    conv.setReferencePath(false);
+    conv.setBf16Products(Bf16Path::Emulated);
+    const double a = median(t[0]), b = median(t[1]), c = median(t[2]);
+    std::printf("%-28s N=%zu  fwd+bwd: fp32 %7.2f ms  bf16 im2col %7.2f ms  bf16 runs %7.2f ms  runs vs fp32 %.2fx\n", name,
+                N, a, b, c, a / c);
 }
 
 } // namespace
