@@ -246,12 +246,20 @@ void weightGradientBf16(const float* xr, const float* gr, const RunGeometry& g, 
         for (std::size_t ob = 0; ob < Op; ob += 64) {
             const std::size_t on = std::min<std::size_t>(64, Op - ob);
             for (std::size_t o = 0; o < on; ++o) {
-                const float* d = gr + (ob + o) * gd.S + gd.head;
-                for (std::size_t p = 0; p < 16; ++p) {
-                    const std::size_t l = 2 * (p0 + p);
-                    const std::uint32_t lo = ob + o < O && l < L ? bf16Bits(d[l]) : 0u;
-                    const std::uint32_t hi = ob + o < O && l + 1 < L ? bf16Bits(d[l + 1]) : 0u;
-                    block[p * 64 + o] = lo | hi << 16;
+                const float* __restrict d = gr + (ob + o) * gd.S + gd.head + 2 * p0;
+                std::uint32_t* __restrict col = block + o;
+                if (ob + o >= O) {
+                    for (std::size_t p = 0; p < 16; ++p) col[p * 64] = 0;
+                } else if (2 * (p0 + 16) <= L) { // the whole block inside the run
+                    for (std::size_t p = 0; p < 16; ++p)
+                        col[p * 64] = std::uint32_t{bf16Bits(d[2 * p])} | std::uint32_t{bf16Bits(d[2 * p + 1])} << 16;
+                } else {
+                    for (std::size_t p = 0; p < 16; ++p) {
+                        const std::size_t l = 2 * (p0 + p);
+                        const std::uint32_t lo = l < L ? bf16Bits(d[2 * p]) : 0u;
+                        const std::uint32_t hi = l + 1 < L ? bf16Bits(d[2 * p + 1]) : 0u;
+                        col[p * 64] = lo | hi << 16;
+                    }
                 }
             }
             for (std::size_t p = 0; p < 16; ++p) std::memcpy(pairs + (p0 + p) * Op + ob, block + p * 64, on * 4);

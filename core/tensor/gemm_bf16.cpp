@@ -425,9 +425,24 @@ void gemmBf16RunsRef(const PackedBf16Runs& A, const ConvRuns& B, std::size_t L, 
 
 void roundInterleave2(const float* const src[2], std::size_t n, std::uint16_t* dst)
 {
-    for (std::size_t i = 0; i < n; ++i) {
-        dst[2 * i] = src[0] ? bf16Bits(src[0][i]) : std::uint16_t{0};
-        dst[2 * i + 1] = src[1] ? bf16Bits(src[1][i]) : std::uint16_t{0};
+    // One branch per call, not per element, so that the loops vectorise.
+    const float* __restrict a = src[0];
+    const float* __restrict b = src[1];
+    std::uint16_t* __restrict d = dst;
+    if (a && b) {
+        for (std::size_t i = 0; i < n; ++i) {
+            d[2 * i] = bf16Bits(a[i]);
+            d[2 * i + 1] = bf16Bits(b[i]);
+        }
+    } else if (a || b) {
+        const float* __restrict v = a ? a : b;
+        const std::size_t at = a ? 0 : 1;
+        for (std::size_t i = 0; i < n; ++i) {
+            d[2 * i + at] = bf16Bits(v[i]);
+            d[2 * i + 1 - at] = 0;
+        }
+    } else {
+        std::memset(d, 0, 4 * n);
     }
 }
 
