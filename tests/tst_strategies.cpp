@@ -10,6 +10,7 @@
 #include "nn/linear.h"
 #include "nn/model_zoo.h"
 #include "quant/quantize.h"
+#include "tensor/gemm_bf16.h"
 #include "train/float_sim.h"
 #include "train/quant_sim.h"
 #include "train/trainer.h"
@@ -92,6 +93,8 @@ private slots:
     void qatIsDeterministic();
     void qatFusedPassIsBitIdentical_data();
     void qatFusedPassIsBitIdentical();
+    void mixedFusedPassIsBitIdentical_data();
+    void mixedFusedPassIsBitIdentical();
     void ptqOfALoadedFp32Model();
     void badCombinationsAreConfigErrors_data();
     void badCombinationsAreConfigErrors();
@@ -603,6 +606,75 @@ void TestStrategies::qatFusedPassIsBitIdentical()
     const Run plain = run(false), fused = run(true);
     QCOMPARE(plain.emptyActivations, 0);
     QCOMPARE(fused.emptyActivations, fusedPairs);
+    const auto same = [](const Tensor& a, const Tensor& b) {
+        return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), a.numel() * sizeof(float)) == 0;
+    };
+    for (std::size_t k = 0; k < plain.outputs.size(); ++k) QVERIFY2(same(plain.outputs[k], fused.outputs[k]), qPrintable(QString("output of step %1").arg(k)));
+    QCOMPARE(plain.grads.size(), fused.grads.size());
+    for (std::size_t k = 0; k < plain.grads.size(); ++k) QVERIFY2(same(plain.grads[k], fused.grads[k]), qPrintable(QString("gradient %1").arg(k)));
+}
+
+void TestStrategies::mixedFusedPassIsBitIdentical_data()
+{
+    QTest::addColumn<QString>("preset");
+    QTest::addColumn<QString>("format");
+    QTest::addColumn<int>("fusedPairs");
+    QTest::newRow("seed-cnn bf16") << "seed-cnn" << "bf16" << 2;
+    QTest::newRow("seed-cnn fp16") << "seed-cnn" << "fp16" << 2;
+    // Block formats: a block's rounding depends on the values ReLU changes, so no fusion.
+    QTest::newRow("seed-cnn mxfp8") << "seed-cnn" << "mxfp8-e4m3" << 0;
+    QTest::newRow("resnet8 bf16") << "resnet8" << "bf16" << 0; // convs feed BatchNorm
+}
+
+// Mixed precision's training pass (FloatSim's hooks, bf16 products where the CPU has AMX) runs a
+// convolution and its ReLU fused where FloatSim leaves the conv's output alone (rounding commutes
+// with ReLU; the ReLU rounds instead): logits, every gradient and the fused pairs' count.
+void TestStrategies::mixedFusedPassIsBitIdentical()
+{
+    QFETCH(QString, preset);
+    QFETCH(QString, format);
+    QFETCH(int, fusedPairs);
+    Rng rng(41);
+    Tensor x({6, 1, 28, 28});
+    for (float& v : x.values()) v = rng.uniform(-1.0f, 2.0f);
+    const NumberFormat& fmt = findFormat(format.toStdString());
+    const Bf16Path path = format == "bf16" && bf16PathSupported(Bf16Path::AmxBf16) ? Bf16Path::AmxBf16 : Bf16Path::Emulated;
+    struct Run {
+        std::vector<Tensor> outputs, grads;
+        int emptyActivations = 0;
+    };
+    const auto run = [&](bool fused) {
+        Run r;
+        auto m = makeModel(preset.toStdString());
+        m->initParams(3);
+        for (std::size_t i = 0; i < m->size(); ++i)
+            if (auto* c = dynamic_cast<Conv2d*>(&m->layer(i))) c->setBf16Products(path);
+        FloatSim sim(fmt, Rounding::Nearest);
+        sim.setModel(*m);
+        m->setFusion(fused);
+        RunContext ctx;
+        ctx.training = true;
+        for (int step = 0; step < 2; ++step) {
+            for (Param* p : m->params()) p->grad.fill(0.0f);
+            sim.roundWeightsToOverride(m->params());
+            const Tensor y = m->forward(x, ctx, &sim);
+            r.outputs.push_back(y);
+            if (step == 0)
+                for (std::size_t a = 1; a <= m->size(); ++a) r.emptyActivations += m->activation(a).empty() ? 1 : 0;
+            Tensor dOut(y.shape());
+            Rng g(42 + static_cast<std::uint64_t>(step));
+            for (float& v : dOut.values()) v = g.uniform(-1.0f, 1.0f);
+            m->backward(dOut, &sim);
+            for (Param* p : m->params()) r.grads.push_back(p->grad);
+            for (Param* p : m->params()) p->clearOverride();
+        }
+        return r;
+    };
+    const Run plain = run(false), fused = run(true);
+    QCOMPARE(plain.emptyActivations, 0);
+    // On AMX, seed-cnn's conv1 (one input channel) takes the im2col bf16 path, which does not fuse.
+    const int conv1OnIm2col = path == Bf16Path::AmxBf16 && preset == "seed-cnn" ? 1 : 0;
+    QCOMPARE(fused.emptyActivations, fusedPairs - conv1OnIm2col);
     const auto same = [](const Tensor& a, const Tensor& b) {
         return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), a.numel() * sizeof(float)) == 0;
     };

@@ -318,7 +318,7 @@ void Conv2d::forward(const Tensor& x, Tensor& y, const RunContext& ctx)
     forwardImpl(x, y, ctx, std::numeric_limits<float>::quiet_NaN());
 }
 
-bool Conv2d::fusesActivation() const { return !usesBf16Gemm() && !directDepthwise(*this); }
+bool Conv2d::fusesActivation() const { return (!usesBf16Gemm() || usesBf16Runs()) && !directDepthwise(*this); }
 
 void Conv2d::forwardClamped(const Tensor& x, Tensor& r, const RunContext& ctx, float cap)
 {
@@ -346,7 +346,7 @@ void Conv2d::forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx, floa
         return;
     }
     if (usesBf16Gemm()) {
-        if (usesBf16Runs()) forwardDirectBf16(x, y);
+        if (usesBf16Runs()) forwardDirectBf16(x, y, cap);
         else forwardBf16(x, y);
         return;
     }

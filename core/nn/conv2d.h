@@ -105,7 +105,7 @@ private:
     // bf16 products on AMX over the direct kernels' runs (forward and input gradient; the weight
     // gradient takes the FP32 direct kernel, exact on bf16 operands up to the order of additions).
     bool usesBf16Runs() const { return m_bf16 == Bf16Path::AmxBf16 && usesDirectKernel() && m_stride == 1; }
-    void forwardDirectBf16(const Tensor& x, Tensor& y);
+    void forwardDirectBf16(const Tensor& x, Tensor& y, float cap);
     void forwardBf16(const Tensor& x, Tensor& y);
     void backwardBf16(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad);
     void backwardStrided(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad);

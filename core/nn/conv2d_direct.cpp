@@ -541,7 +541,7 @@ bool Conv2d::forwardDirectS8(const Tensor& x, Tensor& y, float cap)
     return !offGrid.load();
 }
 
-void Conv2d::forwardDirectBf16(const Tensor& x, Tensor& y)
+void Conv2d::forwardDirectBf16(const Tensor& x, Tensor& y, float cap)
 {
     const std::size_t kk = m_k * m_k, C2 = (m_cin + 1) / 2, K2 = kk * C2;
     packBf16RunsA(bf16RunsOrder(m_weight.forwardValue().data(), m_cout, m_cin, kk).data(), m_cout, K2, m_packedBf16Runs);
@@ -558,7 +558,7 @@ void Conv2d::forwardDirectBf16(const Tensor& x, Tensor& y)
         toRunsBf16(x.data(), m_cin, n0, count, g, runs);
         const ConvRuns b{reinterpret_cast<const std::uint8_t*>(runs), 4 * g.S, taps.data(), kk, C2};
         gemmBf16Runs(m_packedBf16Runs, b, L, out, L);
-        fromRuns(out, L, m_cout, n0, count, g, bias, y.data());
+        fromRuns(out, L, m_cout, n0, count, g, bias, y.data(), cap);
     });
 }
 
@@ -656,10 +656,13 @@ void Conv2d::backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, 
         if (!needInputGrad) return;
         const std::size_t Lx = gd.length(count);
         float* out = threadBuffer(1, m_cin * Lx).data();
-        if (usesBf16Runs()) { // dy's runs as bf16 pairs; the x runs are done with: their buffer takes them
+        if (usesBf16Runs()) { // dy's runs (masked by a fused clamp) as bf16 pairs, in the x runs' buffer
             const std::size_t C2 = (m_cout + 1) / 2;
             auto* dyRuns = reinterpret_cast<std::uint16_t*>(threadBuffer(0, C2 * gd.S + kRunsRowSlack / 4).data());
-            toRunsBf16(dy.data(), m_cout, n0, count, gd, dyRuns);
+            for (std::size_t cp = 0; cp < C2; ++cp) {
+                const float* pair[2] = {gr + 2 * cp * gd.S, 2 * cp + 1 < m_cout ? gr + (2 * cp + 1) * gd.S : nullptr};
+                roundInterleave2(pair, gd.S, dyRuns + 2 * cp * gd.S);
+            }
             const ConvRuns b{reinterpret_cast<const std::uint8_t*>(dyRuns), 4 * gd.S, dyTaps.data(), kk, C2};
             gemmBf16Runs(m_packedBf16Runs, b, Lx, out, Lx);
         } else {

@@ -46,7 +46,17 @@ FloatSim::FloatSim(const NumberFormat& f, Rounding r) : m_fmt(f), m_rounding(r),
 void FloatSim::setModel(const Model& model)
 {
     m_exactGrad.assign(model.size(), 0);
-    if (!m_keepsGrid) return;
+    m_clampedConv.assign(model.size(), 0);
+    m_roundsClamp.assign(model.size(), 0);
+    if (!m_keepsGrid) return; // MX: a block's rounding depends on its other values, ReLU changes them
+    for (std::size_t i = 0; i + 1 < model.size(); ++i) {
+        const std::vector<std::size_t>& readers = model.consumersOf(i + 1);
+        if (model.layer(i).kind() != LayerKind::Conv2d || readers.size() != 1) continue;
+        const std::size_t r = readers[0];
+        if (model.layer(r).kind() != LayerKind::ReLU || model.inputsOf(r).size() != 1) continue;
+        m_clampedConv[i] = 1;
+        m_roundsClamp[r] = 1;
+    }
     for (std::size_t i = 0; i + 1 < model.size(); ++i) {
         const std::vector<std::size_t>& readers = model.consumersOf(i + 1);
         bool exact = !readers.empty();
@@ -75,10 +85,11 @@ void FloatSim::roundWeightsToOverride(const std::vector<Param*>& params) const
 // (possibly stochastic) applies to what accumulates over steps: gradients, updates, state.
 void FloatSim::onInput(Tensor& x, const RunContext&) { roundToFormat(x.values(), m_fmt, Rounding::Nearest); }
 
-void FloatSim::afterForward(std::size_t, Layer& l, Tensor& y, const RunContext&)
+void FloatSim::afterForward(std::size_t layer, Layer& l, Tensor& y, const RunContext&)
 {
-    // Every activation is rounded, the input included: a grid-keeping layer's output is exact.
-    if (m_keepsGrid && keepsGrid(l, false)) return;
+    // Every activation is rounded, the input included: a grid-keeping layer's output is exact,
+    // except a ReLU that rounds for its convolution (touchesOutput).
+    if (m_keepsGrid && keepsGrid(l, false) && !(layer < m_roundsClamp.size() && m_roundsClamp[layer])) return;
     roundToFormat(y.values(), m_fmt, Rounding::Nearest);
 }
 
