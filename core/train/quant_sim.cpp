@@ -485,7 +485,7 @@ std::string QuantSim::enableIntegerProducts()
                 }
     }
     if (names.empty()) return "fp32 fake-quant (no convolution with integer weights and input on the direct kernels)";
-    return std::string("int8 products (") + s8PathName(bestS8Path()) + "): " + names + "; fp32 fake-quant elsewhere";
+    return std::string(s8PathName(bestS8Path())) + " in " + names + ", fp32 fake-quant elsewhere";
 }
 
 void QuantSim::collectIntegerReaders(std::size_t activation, std::vector<Conv2d*>& out) const

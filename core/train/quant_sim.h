@@ -117,7 +117,7 @@ public:
     // product as int8 x uint8 -> int32 and dequantizes once. Weight grids follow quantizeWeights
     // (folded convs: the folded scale / the folding factor, per channel), input grids each
     // forward. Off until called; clearWeights and the destructor turn the layers off. Returns what
-    // the run's start event reports ("int8 products (avx512-vnni): conv2", or why none).
+    // the run's start event reports ("amx-int8 in conv2, fp32 fake-quant elsewhere", or why none).
     std::string enableIntegerProducts();
 
     void onInput(Tensor& x, const RunContext& ctx) override;
