@@ -138,75 +138,61 @@ void tapRows(const float* runs, std::size_t C, const RunGeometry& g, const float
             for (std::size_t kx = 0; kx < g.k; ++kx) *rows++ = runs + c * g.S + ky * g.Wq + kx;
 }
 
-// The integer products' layout (Conv2d::forwardDirectS8): the runs of toRuns, as uint8 codes
-// with four channels interleaved in each dword: channel c at byte c % 4 of dword position j of
-// group run c / 4 (4 S bytes per group; channels past C hold the code of 0). Returns false when a
-// value of x is off the grid (quantizeInterleave4).
-bool toRunsU8(const float* x, std::size_t C, std::size_t n0, std::size_t count, const RunGeometry& g,
-              const U8Grid& grid, std::uint8_t* runs)
+// The runs of toRuns with `Ch` channels interleaved in each dword (channel c at element c % Ch of
+// dword position j of group run c / Ch; channels past C and every padding position hold `pad`),
+// each row of Ch planes packed by pack(rows[Ch], n, dst), which may refuse (false).
+template <std::size_t Ch, typename T, typename Pack>
+bool toInterleavedRuns(const float* x, std::size_t C, std::size_t n0, std::size_t count, const RunGeometry& g, T pad,
+                       T* runs, Pack&& pack)
 {
-    const std::size_t HW = g.H * g.W, C4 = (C + 3) / 4;
-    const std::uint32_t zeroWord = 0x01010101u * static_cast<std::uint32_t>(grid.zero);
-    const auto fill = [&](std::uint8_t* dst, std::size_t dwords) {
-        for (std::size_t i = 0; i < dwords; ++i) std::memcpy(dst + 4 * i, &zeroWord, 4);
-    };
-    for (std::size_t cg = 0; cg < C4; ++cg) {
-        std::uint8_t* run = runs + 4 * cg * g.S;
+    const std::size_t HW = g.H * g.W, groups = (C + Ch - 1) / Ch;
+    const auto fill = [&](T* dst, std::size_t dwords) { std::fill(dst, dst + Ch * dwords, pad); };
+    for (std::size_t cg = 0; cg < groups; ++cg) {
+        T* run = runs + Ch * cg * g.S;
         fill(run, g.head);
         for (std::size_t i = 0; i < count; ++i) {
-            const float* plane[4];
-            for (std::size_t j = 0; j < 4; ++j) {
-                const std::size_t c = 4 * cg + j;
+            const float* plane[Ch];
+            for (std::size_t j = 0; j < Ch; ++j) {
+                const std::size_t c = Ch * cg + j;
                 plane[j] = c < C ? x + ((n0 + i) * C + c) * HW : nullptr;
             }
-            std::uint8_t* dst = run + 4 * (g.head + i * g.Rn);
+            T* dst = run + Ch * (g.head + i * g.Rn);
             if (g.p == 0) { // the planes back to back
-                if (!quantizeInterleave4(plane, HW, grid, dst)) return false;
+                if (!pack(plane, HW, dst)) return false;
                 continue;
             }
             for (std::size_t y = 0; y < g.H; ++y) {
-                const float* row[4];
-                for (std::size_t j = 0; j < 4; ++j) row[j] = plane[j] ? plane[j] + y * g.W : nullptr;
-                if (!quantizeInterleave4(row, g.W, grid, dst + 4 * y * g.Wq)) return false;
-                fill(dst + 4 * (y * g.Wq + g.W), g.p);
+                const float* row[Ch];
+                for (std::size_t j = 0; j < Ch; ++j) row[j] = plane[j] ? plane[j] + y * g.W : nullptr;
+                if (!pack(row, g.W, dst + Ch * y * g.Wq)) return false;
+                fill(dst + Ch * (y * g.Wq + g.W), g.p);
             }
-            fill(dst + 4 * g.H * g.Wq, g.Rn - g.H * g.Wq);
+            fill(dst + Ch * g.H * g.Wq, g.Rn - g.H * g.Wq);
         }
-        fill(run + 4 * (g.head + count * g.Rn), (g.Ng - count) * g.Rn);
+        fill(run + Ch * (g.head + count * g.Rn), (g.Ng - count) * g.Rn);
     }
     return true;
 }
 
-// The bf16 products' layout (usesBf16Runs): the runs of toRuns as bf16, two channels interleaved
-// in each dword: channel c at half c % 2 of dword position j of pair run c / 2 (channels past C and
-// every padding position hold 0).
+// The integer products' layout (Conv2d::forwardDirectS8): uint8 codes, four channels a dword;
+// channels past C and the padding hold the code of 0. False when a value of x is off the grid
+// (quantizeInterleave4).
+bool toRunsU8(const float* x, std::size_t C, std::size_t n0, std::size_t count, const RunGeometry& g,
+              const U8Grid& grid, std::uint8_t* runs)
+{
+    return toInterleavedRuns<4>(x, C, n0, count, g, static_cast<std::uint8_t>(grid.zero), runs,
+                                [&](const float* const* rows, std::size_t n, std::uint8_t* dst) {
+                                    return quantizeInterleave4(rows, n, grid, dst);
+                                });
+}
+
+// The bf16 products' layout (usesBf16Runs): bf16, two channels a dword, zero padding.
 void toRunsBf16(const float* x, std::size_t C, std::size_t n0, std::size_t count, const RunGeometry& g, std::uint16_t* runs)
 {
-    const std::size_t HW = g.H * g.W, C2 = (C + 1) / 2;
-    const auto zero = [](std::uint16_t* dst, std::size_t dwords) { std::memset(dst, 0, 4 * dwords); };
-    for (std::size_t cp = 0; cp < C2; ++cp) {
-        std::uint16_t* run = runs + 2 * cp * g.S;
-        zero(run, g.head);
-        for (std::size_t i = 0; i < count; ++i) {
-            const float* plane[2];
-            for (std::size_t j = 0; j < 2; ++j) {
-                const std::size_t c = 2 * cp + j;
-                plane[j] = c < C ? x + ((n0 + i) * C + c) * HW : nullptr;
-            }
-            std::uint16_t* dst = run + 2 * (g.head + i * g.Rn);
-            if (g.p == 0) {
-                roundInterleave2(plane, HW, dst);
-                continue;
-            }
-            for (std::size_t y = 0; y < g.H; ++y) {
-                const float* row[2] = {plane[0] ? plane[0] + y * g.W : nullptr, plane[1] ? plane[1] + y * g.W : nullptr};
-                roundInterleave2(row, g.W, dst + 2 * y * g.Wq);
-                zero(dst + 2 * (y * g.Wq + g.W), g.p);
-            }
-            zero(dst + 2 * g.H * g.Wq, g.Rn - g.H * g.Wq);
-        }
-        zero(run + 2 * (g.head + count * g.Rn), (g.Ng - count) * g.Rn);
-    }
+    toInterleavedRuns<2>(x, C, n0, count, g, std::uint16_t{0}, runs, [](const float* const* rows, std::size_t n, std::uint16_t* dst) {
+        roundInterleave2(rows, n, dst);
+        return true;
+    });
 }
 
 // A (M x C k k, taps of each channel consecutive) in the bf16 runs' K order: (tap, channel pair,

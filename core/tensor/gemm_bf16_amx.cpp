@@ -20,19 +20,14 @@
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16,amx-tile,amx-bf16")
 #endif
 
+#include "tensor/amx_runs_kernel.h" // its TileConfig and barrier (internal-linkage templates and types)
+
 namespace quantscope::bf16detail {
 
 namespace {
 
-struct alignas(64) TileConfig {
-    std::uint8_t palette = 1;
-    std::uint8_t startRow = 0;
-    std::uint8_t reserved[14] = {};
-    std::uint16_t colsb[16] = {};
-    std::uint8_t rows[16] = {};
-};
-
-inline void barrier() { __asm__ volatile("" ::: "memory"); }
+using amx_runs::barrier;
+using amx_runs::TileConfig;
 
 // A C tile at (m0, n0): whole when 16 rows and 16 columns lie inside C, else through `bounce`.
 struct CTile {
