@@ -190,6 +190,7 @@ void TestInt8Products::convolutionOnCodesIsTheExactProduct_data()
     QTest::newRow("int8 input, ReLU6") << 8 << 13 << 3 << 1 << 2 << 9 << true << 128 << 6.0f;
     QTest::newRow("channels not a multiple of 4, 5x5") << 13 << 24 << 5 << 2 << 4 << 11 << true << 5 << none;
     QTest::newRow("2x2, odd batch") << 12 << 8 << 2 << 1 << 17 << 7 << true << 0 << none;
+    QTest::newRow("1x1 pointwise, ReLU6") << 16 << 24 << 1 << 0 << 3 << 7 << true << 3 << 6.0f;
 }
 
 // Weights w = s_w[c] q and inputs x = s_x (u - z) on their grids: the integer path gives the exact
@@ -211,7 +212,7 @@ void TestInt8Products::convolutionOnCodesIsTheExactProduct()
     Rng rng(stableHash(QTest::currentDataTag()));
     const std::size_t C = static_cast<std::size_t>(cin), O = static_cast<std::size_t>(cout), kk = static_cast<std::size_t>(k * k);
     Conv2d conv("conv", C, O, static_cast<std::size_t>(k), 1, static_cast<std::size_t>(pad));
-    QVERIFY(conv.usesDirectKernel());
+    QVERIFY(conv.takesIntegerProducts());
     std::vector<float> ws(perChannel ? O : 1);
     for (float& s : ws) s = rng.uniform(0.001f, 0.02f) * (rng.uniform(0.0f, 1.0f) < 0.2f ? -1.0f : 1.0f); // folded: s / f < 0
     std::vector<int> qw(O * C * kk);
@@ -350,6 +351,10 @@ void TestInt8Products::qatStepTakesTheIntegerPath_data()
                                      // the logits by 2.2e-3 and the gradients by 1.5-70 % of their
                                      // ranges, so only the logits are compared here (gradTol < 0).
                                      << 0.02 << -1.0;
+    // The 1x1 pointwise convs (runs of one plane a row); depthwise convs keep their own kernel.
+    QTest::newRow("mobilenet-tiny channel") << "mobilenet-tiny" << "channel" << "observer"
+                                            << QStringList{"blocks.0.pw", "blocks.1.pw", "blocks.2.pw", "blocks.3.pw"}
+                                            << 0.02 << -1.0;
 }
 
 // Two QAT training steps with and without the integer products: the listed convs (and only they)

@@ -355,6 +355,10 @@ void Conv2d::forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx, floa
         return;
     }
     const bool pointwise = m_k == 1 && m_stride == 1 && m_pad == 0;
+    if (pointwise && forwardDirectS8(x, y, cap)) { // QAT's integer products, laid out as runs
+        m_lastInteger = true;
+        return;
+    }
     parallelFor(N, [&](std::size_t n) {
         float* cols = pointwise ? nullptr : threadBuffer(0, K * HWo).data();
         for (std::size_t g = 0; g < G; ++g) {

@@ -79,8 +79,8 @@ public:
     // QAT's integer products (tensor/gemm_s8.h), set by QuantSim while the weights are
     // fake-quantized: weightScales gives the weights' grid, w[c] = weightScales[c] q with integer
     // q in [-128, 127] (one entry: per tensor; empty: off), inputGrid the input's, x = scale (u -
-    // zero) with u in [0, 255] (nullopt: off). With both set, the stride-1 direct forward on a CPU
-    // with AMX-INT8 or AVX512_VNNI computes its product on the codes (int8 x uint8 -> int32, exact) and
+    // zero) with u in [0, 255] (nullopt: off). With both set, a forward that takesIntegerProducts()
+    // on a CPU with AMX-INT8 or AVX512_VNNI computes its product on the codes (int8 x uint8 -> int32, exact) and
     // dequantizes once per output: the fake-quantized product up to the order of FP32 rounding.
     // It checks that weights and input are on their grids (within 1e-4 of a step) and otherwise
     // runs its FP32 kernel, as do every other path and CPU. Backward is unchanged (FP32, STE).
@@ -88,6 +88,9 @@ public:
     void setIntegerInputGrid(std::optional<U8Grid> grid) { m_intInput = grid; }
     // Whether the last forward ran on the integer products.
     bool lastForwardWasInteger() const { return m_lastInteger; }
+    // Whether this layer's forward can take them: groups 1, stride 1, FP32 products, and the direct
+    // kernels (or a 1x1 convolution without padding, laid out the same way), in an AVX-512 build.
+    bool takesIntegerProducts() const;
 
 private:
     // cap: the fused activation's clamp (forwardClamped), or NaN for none.

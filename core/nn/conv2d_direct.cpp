@@ -471,9 +471,16 @@ void forwardGroups(const Tensor& x, Tensor& y, const Geometry& g, std::size_t ci
 }
 } // namespace
 
+bool Conv2d::takesIntegerProducts() const
+{
+    const bool pointwise = m_k == 1 && m_pad == 0;
+    return directKernelsBuilt() && !m_reference && m_groups == 1 && m_stride == 1 && !usesBf16Gemm() &&
+           (usesDirectKernel() || pointwise);
+}
+
 bool Conv2d::forwardDirectS8(const Tensor& x, Tensor& y, float cap)
 {
-    if (!m_intInput || m_intWScale.empty() || m_stride != 1 || !s8ProductsAvailable()) return false;
+    if (!m_intInput || m_intWScale.empty() || !takesIntegerProducts() || !s8ProductsAvailable()) return false;
     if (m_intWScale.size() != 1 && m_intWScale.size() != m_cout) return false;
     const std::size_t kk = m_k * m_k, C4 = (m_cin + 3) / 4, K4 = C4 * kk;
     const U8Grid in = *m_intInput;

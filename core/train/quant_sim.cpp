@@ -463,8 +463,7 @@ std::string QuantSim::enableIntegerProducts()
     m_intConvs.clear();
     for (std::size_t t = 0; t < m_targets.size(); ++t) {
         Conv2d* c = convOf[t];
-        if (!c || m_group[t] < 0 || !c->usesDirectKernel() || c->stride() != 1 || c->bf16Products() != Bf16Path::Emulated)
-            continue;
+        if (!c || m_group[t] < 0 || !c->takesIntegerProducts()) continue;
         const NumberFormat& f = *m_tfmt[t];
         if (!needsScale(f) || f.qmin < -128 || f.qmax > 127 + 128 || f.qmax - f.qmin > 255) continue;
         m_intConvs.emplace_back(t, c);

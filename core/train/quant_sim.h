@@ -111,7 +111,7 @@ public:
     void clampLearnedSteps();
 
     // QAT's integer products (Conv2d::setIntegerWeightScales / setIntegerInputGrid, tensor/
-    // gemm_s8.h): each convolution on the stride-1 direct kernels whose weight format and input
+    // gemm_s8.h): each convolution that takesIntegerProducts() (stride-1 direct kernels, 1x1) whose weight format and input
     // are integer grids of at most 8 bits (the input read straight from an activation point, or
     // through ReLU, max pooling and Flatten, which keep values on the grid) computes its forward
     // product as int8 x uint8 -> int32 and dequantizes once. Weight grids follow quantizeWeights
