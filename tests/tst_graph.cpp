@@ -1,13 +1,17 @@
 // Graph models: what Model::add accepts, shape errors a user can act on, the resnet8 and
 // mobilenet-tiny presets (parameter counts of the reference's common.py), and thread-count
-// determinism of a whole forward/backward. Gradients of graphs are checked in tst_layers.
+// determinism of a whole forward/backward, and resnet8's training steps against PyTorch's ResNet8
+// (029_resnet8_adam_steps.json). Gradients of graphs are checked in tst_layers.
 #include "nn/activations.h"
 #include "nn/add.h"
 #include "nn/avgpool2d.h"
+#include "nn/batchnorm2d.h"
 #include "nn/conv2d.h"
 #include "nn/linear.h"
 #include "nn/model.h"
 #include "nn/model_zoo.h"
+#include "train/loss.h"
+#include "train/optimizer.h"
 #include "util/errors.h"
 #include "util/rng.h"
 
@@ -15,8 +19,11 @@
 
 #include <tbb/task_arena.h> // before Qt: TBB's profiling.h has a member named emit
 
+#include "golden.h" // Qt
+
 #include <QtTest>
 
+#include <cmath>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -74,6 +81,8 @@ private slots:
     void presetThreadCountDeterminism();
     void fusedActivationIsBitIdentical_data();
     void fusedActivationIsBitIdentical();
+    void resnet8TrainsAsPyTorch_data();
+    void resnet8TrainsAsPyTorch();
 };
 
 void TestGraph::addRejects_data()
@@ -315,6 +324,143 @@ void TestGraph::fusedActivationIsBitIdentical()
         QVERIFY2(bitIdentical(plain.grads[k], fused.grads[k]), qPrintable(QString("gradient of parameter %1").arg(k)));
     QVERIFY2(bitIdentical(plain.yEval, fused.yEval), "running statistics");
     QVERIFY(bitIdentical(plain.yEval, fused.yEvalFused));
+}
+
+namespace {
+
+// u(t, i) of make_029_resnet8_adam_steps.py: splitmix64(t * 2^32 + i) as a double in [-1, 1).
+double refUniform(std::uint64_t t, std::uint64_t i)
+{
+    return static_cast<double>(splitmix64((t << 32) + i) >> 11) / 9007199254740992.0 * 2.0 - 1.0;
+}
+
+// sum_i v[i] u(t + 1000, i) in double: the reference's per-tensor probe.
+double refProbe(const Tensor& v, std::uint64_t t)
+{
+    double s = 0.0;
+    for (std::size_t i = 0; i < v.numel(); ++i) s += static_cast<double>(v[i]) * refUniform(t + 1000, i);
+    return s;
+}
+
+double l2Norm(const Tensor& v)
+{
+    double s = 0.0;
+    for (float f : v.values()) s += static_cast<double>(f) * f;
+    return std::sqrt(s);
+}
+
+} // namespace
+
+void TestGraph::resnet8TrainsAsPyTorch_data()
+{
+    QTest::addColumn<bool>("fused");
+    QTest::newRow("layers fused as the trainer runs them") << true;
+    QTest::newRow("separate layers") << false;
+}
+
+// PyTorch's ResNet8 (common.py) from fixed weights, three Adam steps (lr 1e-3) on one batch of 8
+// 1x12x12 images in training mode, then evaluated: 029_resnet8_adam_steps.json. The preset, given
+// the same weights, must give the same losses, training output, gradients, running statistics
+// and eval output. This pins what moves accuracy between the two trainers: BatchNorm's eps,
+// momentum (0.1 on the new value) and unbiased running variance, eval on running statistics,
+// the wiring of the blocks and shortcuts, global average pooling, the loss and Adam. The weights
+// come from the formula both sides compute (see the script), not from either side's init.
+void TestGraph::resnet8TrainsAsPyTorch()
+{
+    QFETCH(bool, fused);
+    const golden::GoldenCase g = golden::loadGolden("029_resnet8_adam_steps.json");
+    const auto& p = g.params;
+    const std::size_t n = p.at("n"), c = p.at("c"), h = p.at("h"), w = p.at("w"), classes = p.at("classes");
+    auto m = makeModel("resnet8", c, h, w, classes);
+    m->setFusion(fused);
+    // The reference's weights, tensor by tensor in QuantScope's parameter order.
+    std::vector<Param*> order;
+    std::size_t total = 0;
+    for (std::size_t t = 0; t < p.at("tensors").size(); ++t) {
+        const auto& d = p.at("tensors")[t];
+        Layer* l = m->findLayer(d.at("layer").get<std::string>());
+        QVERIFY2(l, d.dump().c_str());
+        Param* q = nullptr;
+        for (Param* cand : l->params())
+            if (cand->name == d.at("param").get<std::string>()) q = cand;
+        QVERIFY2(q, d.dump().c_str());
+        const Shape shape = d.at("shape").get<Shape>();
+        QCOMPARE(q->value.shape(), shape);
+        const std::string init = d.at("init");
+        // fan-in of a conv weight (out, in, kh, kw) or an fc weight (out, in); the fc bias uses the fc's
+        const double fanIn = init == "b" ? static_cast<double>(order.back()->value.numel() / q->value.numel())
+                                         : static_cast<double>(q->value.numel() / shape[0]);
+        for (std::size_t i = 0; i < q->value.numel(); ++i) {
+            const double u = refUniform(t, i);
+            q->value[i] = static_cast<float>(init == "gamma" ? 1.0 + 0.1 * u
+                                             : init == "beta" ? 0.1 * u
+                                                              : u / std::sqrt(fanIn));
+        }
+        order.push_back(q);
+        total += q->value.numel();
+    }
+    QCOMPARE(total, m->numParams()); // every parameter is set
+    QCOMPARE(order.size(), m->params().size());
+
+    const Tensor& x = g.in("x");
+    QCOMPARE(x.shape(), (Shape{n, c, h, w}));
+    const std::vector<std::int32_t> y = g.intInput("target");
+    AdamOptions ao;
+    ao.lr = p.at("lr").get<float>();
+    Adam adam(ao);
+    // Float32 on both sides, summed in different orders. Measured here: losses 1.3e-7 relative,
+    // log-probabilities 4.8e-7, gradients (norms and probes) 7e-7 of the tensor's norm, parameters
+    // after the steps 1.2e-6 of their norm (Adam's first step is about lr sign(g), so an element
+    // whose gradient is near 0 may move differently), running means 2.3e-6 (layer3.bn2, after that
+    // parameter), running variances 3e-7 relative. The bounds leave a margin of about 10x; a
+    // biased running variance or the other momentum convention misses them by 1e-3 or more.
+    constexpr double kLossRtol = 2e-6, kOutAtol = 1e-5, kGradRel = 1e-5, kParamRel = 1e-5, kMeanAtol = 2e-5,
+                     kVarRtol = 5e-6;
+    for (std::size_t s = 1; s <= p.at("steps").get<std::size_t>(); ++s) {
+        RunContext ctx;
+        ctx.training = true;
+        const Tensor out = m->forward(x, ctx);
+        Tensor grad;
+        const double loss = nllLoss(out, y, grad);
+        const double expLoss = g.scalar("loss_step" + std::to_string(s));
+        QVERIFY2(std::abs(loss - expLoss) <= kLossRtol * std::abs(expLoss),
+                 qPrintable(QString("step %1: loss %2, PyTorch %3").arg(s).arg(loss, 0, 'g', 9).arg(expLoss, 0, 'g', 9)));
+        m->backward(grad);
+        if (s == 1) {
+            QS_COMPARE_TENSORS(out, g.out("logp_train_step1"), kOutAtol, 0.0);
+            const Tensor& probes = g.out("grad_probe_step1");
+            const Tensor& norms = g.out("grad_norm_step1");
+            for (std::size_t t = 0; t < order.size(); ++t) {
+                const double norm = l2Norm(order[t]->grad), probe = refProbe(order[t]->grad, t);
+                // a probe sums numel terms of size ~norm/sqrt(numel): its rounding scales with norm
+                QVERIFY2(std::abs(norm - norms[t]) <= kGradRel * norms[t] + 1e-8 &&
+                             std::abs(probe - probes[t]) <= kGradRel * norms[t] + 1e-8,
+                         qPrintable(QString("gradient of %1.%2: norm %3 (PyTorch %4), probe %5 (PyTorch %6)")
+                                        .arg(QString::fromStdString(p.at("tensors")[t].at("layer").get<std::string>()),
+                                             QString::fromStdString(order[t]->name))
+                                        .arg(norm, 0, 'g', 9).arg(double(norms[t]), 0, 'g', 9)
+                                        .arg(probe, 0, 'g', 9).arg(double(probes[t]), 0, 'g', 9)));
+            }
+        }
+        adam.step(order);
+    }
+    const Tensor& after = g.out("param_probe_after");
+    for (std::size_t t = 0; t < order.size(); ++t) {
+        const double probe = refProbe(order[t]->value, t), tol = kParamRel * l2Norm(order[t]->value);
+        QVERIFY2(std::abs(probe - after[t]) <= tol,
+                 qPrintable(QString("parameter %1 after the steps: probe %2, PyTorch %3")
+                                .arg(t).arg(probe, 0, 'g', 9).arg(double(after[t]), 0, 'g', 9)));
+    }
+    int bns = 0;
+    for (std::size_t i = 0; i < m->size(); ++i) {
+        auto* bn = dynamic_cast<BatchNorm2d*>(&m->layer(i));
+        if (!bn) continue;
+        ++bns;
+        QS_COMPARE_TENSORS(bn->runningMean(), g.out("running_mean." + bn->name()), kMeanAtol, 0.0);
+        QS_COMPARE_TENSORS(bn->runningVar(), g.out("running_var." + bn->name()), 0.0, kVarRtol);
+    }
+    QCOMPARE(bns, 9);
+    QS_COMPARE_TENSORS(m->forward(x, RunContext{}), g.out("logp_eval_after"), kOutAtol, 0.0);
 }
 
 QTEST_GUILESS_MAIN(TestGraph)
