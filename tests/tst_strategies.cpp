@@ -572,11 +572,15 @@ void TestStrategies::qatBnReestimation()
             }
         return v;
     };
+    DatasetOptions o; // a fifth of the unit's subset: 4 short runs
+    o.trainLimit = scaled(640);
+    o.testLimit = scaled(200);
+    const Dataset data = Dataset::load(o);
     Recorder off, on;
-    Trainer a(cfg, *m_data, &off);
+    Trainer a(cfg, data, &off);
     a.run();
     cfg.precision.bnReestimateBatches = 5;
-    Trainer b(cfg, *m_data, &on);
+    Trainer b(cfg, data, &on);
     b.run();
     QCOMPARE(on.epochs.size(), off.epochs.size());
     QVERIFY(std::isnan(off.epochs.back().quantTestAccuracyBeforeBnReestimation));
@@ -594,7 +598,7 @@ void TestStrategies::qatBnReestimation()
     QVERIFY(sim);
     sim->quantizeWeights(Rounding::Nearest, 0);
     sim->setObserving(false);
-    QCOMPARE(reestimateBatchNorm(b.model(), *m_data, m_data->train, 5, cfg.batchSize, sim), std::size_t(2));
+    QCOMPARE(reestimateBatchNorm(b.model(), data, data.train, 5, cfg.batchSize, sim), std::size_t(2));
     const std::vector<float> twice = runningStats(b);
     QCOMPARE(twice.size(), once.size());
     for (std::size_t i = 0; i < once.size(); ++i)
@@ -604,7 +608,7 @@ void TestStrategies::qatBnReestimation()
     QuantSim* simA = a.strategy().quantSim();
     simA->quantizeWeights(Rounding::Nearest, 0);
     simA->setObserving(false);
-    reestimateBatchNorm(a.model(), *m_data, m_data->train, 5, cfg.batchSize, simA);
+    reestimateBatchNorm(a.model(), data, data.train, 5, cfg.batchSize, simA);
     const std::vector<float> fromA = runningStats(a);
     for (std::size_t i = 0; i < once.size(); ++i)
         QVERIFY2(std::abs(fromA[i] - once[i]) <= 1e-5f * (1.0f + std::abs(once[i])),
@@ -614,9 +618,9 @@ void TestStrategies::qatBnReestimation()
     cfg.model = "seed-cnn";
     Recorder plainOff, plainOn;
     cfg.precision.bnReestimateBatches = 0;
-    run(cfg, plainOff, *m_data);
+    run(cfg, plainOff, data);
     cfg.precision.bnReestimateBatches = 5;
-    run(cfg, plainOn, *m_data);
+    run(cfg, plainOn, data);
     QVERIFY(std::isnan(plainOn.epochs.back().quantTestAccuracyBeforeBnReestimation));
     QCOMPARE(plainOn.epochs.back().quantTestAccuracy, plainOff.epochs.back().quantTestAccuracy);
 }
