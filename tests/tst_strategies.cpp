@@ -614,6 +614,20 @@ void TestStrategies::qatBnReestimation()
         QVERIFY2(std::abs(fromA[i] - once[i]) <= 1e-5f * (1.0f + std::abs(once[i])),
                  qPrintable(QString("statistic %1: %2 against %3").arg(i).arg(fromA[i]).arg(once[i])));
 
+    // With the statistics frozen for epoch 2 (--bn-freeze-epoch 2), epoch 1 re-estimates them as
+    // before and the frozen epoch trains and ends on exactly those: no second re-estimation.
+    cfg.epochs = 2;
+    cfg.precision.bnFreezeEpoch = 2;
+    Recorder frozen;
+    Trainer c(cfg, data, &frozen);
+    c.run();
+    QCOMPARE(frozen.epochs.size(), std::size_t(2));
+    QCOMPARE(frozen.epochs[0].quantTestAccuracy, on.epochs.back().quantTestAccuracy);
+    QVERIFY(std::isnan(frozen.epochs[1].quantTestAccuracyBeforeBnReestimation));
+    QVERIFY(runningStats(c) == once);
+    cfg.epochs = 1;
+    cfg.precision.bnFreezeEpoch = 0;
+
     // No BatchNorm: nothing to re-estimate, nothing reported, the same run.
     cfg.model = "seed-cnn";
     Recorder plainOff, plainOn;
