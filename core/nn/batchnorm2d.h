@@ -36,7 +36,7 @@ public:
     void setFrozen(bool frozen) { m_frozen = frozen; }
     bool frozen() const { return m_frozen; }
     // Re-estimation of the running statistics (Nagel et al., "Overcoming Oscillations in
-    // Quantization-Aware Training", ICML 2022, section 3.2; AIMET's reestimate_bn_stats): between
+    // Quantization-Aware Training", ICML 2022; AIMET's reestimate_bn_stats): between
     // begin and end, every forward pass (training or evaluation, frozen or not) normalises with
     // its batch statistics, and the running mean and variance become the plain average over
     // those passes of the batch mean and the unbiased batch variance (PyTorch's momentum=None),
