@@ -97,6 +97,9 @@ const char* const kTrainHelp =
     "                       sets --epochs to the schedule's total\n"
     "  --blend-steps N      progressive: steps over which formats are blended (default 100)\n"
     "  --bn-freeze-epoch N  qat: freeze BatchNorm statistics from epoch N (default never)\n"
+    "  --bn-reestimate N    qat: before each quantized evaluation, re-estimate the BatchNorm\n"
+    "                       statistics on N training batches run through the quantized model\n"
+    "                       (default 0 = off; 100 is AIMET's default)\n"
     "  --quant-eval R       how the quantized model is evaluated (ptq, qat, progressive): engine\n"
     "                       (default: the integer engine's VNNI/AVX2 kernels when every weight and\n"
     "                       activation is an integer of at most 8 bits, else fake-quant) or fake-quant\n"
@@ -362,6 +365,8 @@ public:
             if (!std::isnan(e.lr)) j["lr"] = asWritten(e.lr);
             if (!std::isnan(e.validationAccuracy)) j["val_acc"] = e.validationAccuracy;
             if (!std::isnan(e.quantTestAccuracy)) j["quant_test_acc"] = e.quantTestAccuracy;
+            if (!std::isnan(e.quantTestAccuracyBeforeBnReestimation))
+                j["quant_test_acc_before_bn_reestimate"] = e.quantTestAccuracyBeforeBnReestimation;
             if (!e.quantRunner.empty()) j["quant_runner"] = e.quantRunner;
             if (!std::isnan(e.lossScale)) {
                 j["loss_scale"] = e.lossScale;
@@ -369,6 +374,9 @@ public:
             }
             emit(j);
         } else {
+            if (!std::isnan(e.quantTestAccuracyBeforeBnReestimation))
+                std::printf("epoch %zu/%zu  [%s]  quantized model test acc %.2f %% before BatchNorm re-estimation\n",
+                            e.epoch, e.epochs, e.phase.c_str(), 100 * e.quantTestAccuracyBeforeBnReestimation);
             if (!std::isnan(e.quantTestAccuracy))
                 std::printf("epoch %zu/%zu  [%s]  quantized model test acc %.2f %% (%s)\n", e.epoch, e.epochs,
                             e.phase.c_str(), 100 * e.quantTestAccuracy, e.quantRunner.c_str());
@@ -480,7 +488,7 @@ int runTrain(const std::vector<std::string>& argv)
                      "--weight-decay", "--threads", "--seed", "--train-limit", "--test-limit", "--validation",
                      "--strategy", "--format", "--granularity", "--rounding", "--calibration", "--act-calibration",
                      "--act-format", "--percentile", "--calib-images", "--schedule", "--blend-steps",
-                     "--bn-freeze-epoch", "--export", "--init", "--normalize", "--image-shape", "--resize", "--test-fraction",
+                     "--bn-freeze-epoch", "--bn-reestimate", "--export", "--init", "--normalize", "--image-shape", "--resize", "--test-fraction",
                      "--plan", "--layer", "--keep-fp32", "--quant-eval", "--max-skipped-steps", "--quantizer", "--lsq-init",
                      "--adaround-iters"},
                     {"--json", "--help", "--nesterov", "--quiet", "--reinit", "--lsq-plus", "--narrow-range", "--first-last-8bit", "--cle",
@@ -538,6 +546,7 @@ int runTrain(const std::vector<std::string>& argv)
     pc.schedule = args.str("--schedule", pc.schedule);
     pc.blendSteps = args.u64("--blend-steps", pc.blendSteps, 0, 100000000);
     pc.bnFreezeEpoch = args.u64("--bn-freeze-epoch", 0, 0, 10000);
+    pc.bnReestimateBatches = args.u64("--bn-reestimate", 0, 0, 1000000);
     cfg.maxSkippedSteps = args.u64("--max-skipped-steps", cfg.maxSkippedSteps, 0, 100000000);
     pc.quantizer = args.str("--quantizer", pc.quantizer);
     pc.lsqPlus = args.has("--lsq-plus");

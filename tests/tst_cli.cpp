@@ -92,6 +92,7 @@ private slots:
     void interruptStopsCleanly();
     void interruptStopsSearch();
     void planInStartEvent();
+    void bnReestimateInEpochEvents();
     void divergedRunExits4();
     void ignoredOptionsAreNamed_data();
     void ignoredOptionsAreNamed();
@@ -298,6 +299,33 @@ void TestCli::planInStartEvent()
     QCOMPARE(formats["fc1"], std::string("int4 tensor-wise"));
     QCOMPARE(formats["conv1"], std::string("int8 channel-wise"));
     QVERIFY(!formats.count("fc2"));
+}
+
+// --bn-reestimate: QAT of a model with BatchNorm reports, per epoch, the quantized accuracy before
+// the re-estimation beside the one after it; without the option there is no such field.
+void TestCli::bnReestimateInEpochEvents()
+{
+    for (const bool on : {false, true}) {
+        QStringList args{"train", "--data", m_valid, "--json", "--train-limit", "256", "--test-limit", "100", "--quiet",
+                         "--model", "seed-cnn-bn", "--strategy", "qat", "--format", "int4", "--act-format", "uint4"};
+        if (on) args << "--bn-reestimate" << "2";
+        const Result r = runCli(args);
+        QVERIFY2(r.exitCode == kExitOk, qPrintable(QString("exit %1: %2").arg(r.exitCode).arg(r.err)));
+        QVERIFY2(!r.err.contains("is ignored by"), qPrintable(r.err));
+        int epochs = 0;
+        for (const QString& line : r.out.split('\n', Qt::SkipEmptyParts)) {
+            const nlohmann::json j = nlohmann::json::parse(line.toStdString());
+            if (j["event"] != "epoch") continue;
+            ++epochs;
+            QVERIFY2(j.contains("quant_test_acc"), j.dump().c_str());
+            QVERIFY2(j.contains("quant_test_acc_before_bn_reestimate") == on, j.dump().c_str());
+            if (on) {
+                const double before = j["quant_test_acc_before_bn_reestimate"].get<double>();
+                QVERIFY2(before >= 0.0 && before <= 1.0, j.dump().c_str());
+            }
+        }
+        QCOMPARE(epochs, 1);
+    }
 }
 
 // Mixed precision whose every step overflows: after --max-skipped-steps the run stops with

@@ -297,6 +297,7 @@ private slots:
     // behaviour around the gradient checks
     void dropoutMask();
     void maxPoolTiesGoToFirstMaximum();
+    void batchNormReestimationAveragesBatchStatistics();
 };
 
 void TestLayers::goldenConv2d()
@@ -780,4 +781,75 @@ void TestLayers::maxPoolTiesGoToFirstMaximum()
 }
 
 QTEST_GUILESS_MAIN(TestLayers)
+// BatchNorm re-estimation (Nagel et al. 2022; AIMET's reestimate_bn_stats): between begin and end,
+// every forward pass normalises with its batch statistics, in evaluation mode and frozen alike,
+// and the running statistics become the plain average of the batch means and unbiased batch
+// variances over those passes, whatever they held before (not the momentum-0.1 moving average).
+void TestLayers::batchNormReestimationAveragesBatchStatistics()
+{
+    constexpr std::size_t N = 4, C = 3, H = 5, W = 5, HW = H * W, kPasses = 3;
+    const float eps = 1e-5f;
+    BatchNorm2d bn("bn", C, eps);
+    Rng rng(7);
+    bn.gamma().value = randomTensor({C}, rng, 0.5f, 2.0f);
+    bn.beta().value = randomTensor({C}, rng);
+    bn.runningMean() = randomTensor({C}, rng, 5.0f, 9.0f); // far from the data's statistics
+    bn.runningVar() = randomTensor({C}, rng, 50.0f, 90.0f);
+    bn.setFrozen(true); // re-estimation ignores the freeze; it stays frozen afterwards
+    std::vector<Tensor> xs;
+    for (std::size_t k = 0; k < kPasses; ++k) // a different mean and spread per pass
+        xs.push_back(randomTensor({N, C, H, W}, rng, -1.0f - float(k), 1.0f + 2.0f * float(k)));
+
+    bn.beginReestimation();
+    QVERIFY(bn.reestimating());
+    std::vector<double> meanSum(C, 0.0), varSum(C, 0.0);
+    for (std::size_t k = 0; k < kPasses; ++k) {
+        Tensor y;
+        bn.forward(xs[k], y, RunContext{}); // evaluation mode
+        for (std::size_t c = 0; c < C; ++c) {
+            double s = 0.0, s2 = 0.0;
+            for (std::size_t n = 0; n < N; ++n)
+                for (std::size_t i = 0; i < HW; ++i) s += xs[k][(n * C + c) * HW + i];
+            const double mean = s / double(N * HW);
+            for (std::size_t n = 0; n < N; ++n)
+                for (std::size_t i = 0; i < HW; ++i) s2 += std::pow(xs[k][(n * C + c) * HW + i] - mean, 2);
+            meanSum[c] += mean;
+            varSum[c] += s2 / double(N * HW - 1);
+            // this pass normalised with its own (biased) batch statistics
+            const double inv = 1.0 / std::sqrt(s2 / double(N * HW) + eps);
+            for (std::size_t n = 0; n < N; ++n)
+                for (std::size_t i = 0; i < HW; ++i) {
+                    const std::size_t j = (n * C + c) * HW + i;
+                    const double want = bn.gamma().value[c] * (xs[k][j] - mean) * inv + bn.beta().value[c];
+                    QVERIFY2(std::abs(y[j] - want) <= kRefAtol * (1.0 + std::abs(want)),
+                             qPrintable(QString("pass %1 element %2: %3, expected %4").arg(k).arg(j).arg(y[j]).arg(want)));
+                }
+        }
+    }
+    bn.endReestimation();
+    QVERIFY(!bn.reestimating());
+    QVERIFY(bn.frozen());
+    Tensor expMean({C}), expVar({C});
+    for (std::size_t c = 0; c < C; ++c) {
+        expMean[c] = static_cast<float>(meanSum[c] / kPasses);
+        expVar[c] = static_cast<float>(varSum[c] / kPasses);
+    }
+    QS_COMPARE_TENSORS(bn.runningMean(), expMean, kRefAtol, kRunStatRtol * 10);
+    QS_COMPARE_TENSORS(bn.runningVar(), expVar, 0.0, kRunStatRtol * 10);
+
+    // After it, evaluation (and the frozen training pass) use the re-estimated statistics and no
+    // longer change them.
+    Tensor y;
+    RunContext train;
+    train.training = true;
+    bn.forward(xs[0], y, train);
+    QS_COMPARE_TENSORS(bn.runningVar(), expVar, 0.0, kRunStatRtol * 10);
+
+    // A span without a forward pass leaves the statistics as they were.
+    bn.beginReestimation();
+    bn.endReestimation();
+    QS_COMPARE_TENSORS(bn.runningMean(), expMean, 0.0, 0.0);
+    QS_COMPARE_TENSORS(bn.runningVar(), expVar, 0.0, 0.0);
+}
+
 #include "tst_layers.moc"

@@ -91,6 +91,7 @@ private slots:
     void lowpNearestStallsWhereStochasticLearns();
     void progressiveFollowsTheSchedule();
     void qatIsDeterministic();
+    void qatBnReestimation();
     void qatFusedPassIsBitIdentical_data();
     void qatFusedPassIsBitIdentical();
     void mixedFusedPassIsBitIdentical_data();
@@ -549,6 +550,96 @@ void TestStrategies::qatIsDeterministic()
     QCOMPARE(a.epochs.back().quantTestAccuracy, b.epochs.back().quantTestAccuracy);
     QCOMPARE(a.batches.back().loss, b.batches.back().loss);
     QCOMPARE(a.stats[0][0].scales, b.stats[0][0].scales);
+}
+
+// --bn-reestimate: before the quantized evaluation, QAT replaces every BatchNorm's running
+// statistics by the average batch statistics of the quantized model on the first N training
+// batches. Training itself is untouched (same FP32 evaluation, same first quantized figure, which
+// the epoch reports as the figure before re-estimation); the running statistics afterwards are
+// those of the quantized model, not the moving average training kept; a model without
+// BatchNorm reports nothing and runs as before.
+void TestStrategies::qatBnReestimation()
+{
+    TrainConfig cfg = baseConfig();
+    cfg.model = "seed-cnn-bn";
+    cfg.precision.strategy = Strategy::Qat;
+    cfg.precision.format = "int2";
+    cfg.precision.activationFormat = "uint2";
+    cfg.precision.quantizer = "lsq";
+    const auto runningStats = [](Trainer& t) {
+        std::vector<float> v;
+        for (std::size_t i = 0; i < t.model().size(); ++i)
+            if (auto* bn = dynamic_cast<BatchNorm2d*>(&t.model().layer(i))) {
+                v.insert(v.end(), bn->runningMean().values().begin(), bn->runningMean().values().end());
+                v.insert(v.end(), bn->runningVar().values().begin(), bn->runningVar().values().end());
+            }
+        return v;
+    };
+    DatasetOptions o; // a fifth of the unit's subset: 4 short runs
+    o.trainLimit = scaled(640);
+    o.testLimit = scaled(200);
+    const Dataset data = Dataset::load(o);
+    Recorder off, on;
+    Trainer a(cfg, data, &off);
+    a.run();
+    cfg.precision.bnReestimateBatches = 5;
+    Trainer b(cfg, data, &on);
+    b.run();
+    QCOMPARE(on.epochs.size(), off.epochs.size());
+    QVERIFY(std::isnan(off.epochs.back().quantTestAccuracyBeforeBnReestimation));
+    QCOMPARE(on.batches.back().loss, off.batches.back().loss);
+    QCOMPARE(on.epochs.back().testAccuracy, off.epochs.back().testAccuracy);
+    QCOMPARE(on.epochs.back().quantTestAccuracyBeforeBnReestimation, off.epochs.back().quantTestAccuracy);
+    QVERIFY(std::isfinite(on.epochs.back().quantTestAccuracy));
+    QVERIFY(runningStats(a) != runningStats(b));
+
+    // Re-estimating the re-estimated model on the same batches under the same quantized weights
+    // gives the same statistics: they are the quantized model's batch statistics, whatever
+    // the moving average held.
+    const std::vector<float> once = runningStats(b);
+    QuantSim* sim = b.strategy().quantSim();
+    QVERIFY(sim);
+    sim->quantizeWeights(Rounding::Nearest, 0);
+    sim->setObserving(false);
+    QCOMPARE(reestimateBatchNorm(b.model(), data, data.train, 5, cfg.batchSize, sim), std::size_t(2));
+    const std::vector<float> twice = runningStats(b);
+    QCOMPARE(twice.size(), once.size());
+    for (std::size_t i = 0; i < once.size(); ++i)
+        QVERIFY2(std::abs(twice[i] - once[i]) <= 1e-5f * (1.0f + std::abs(once[i])),
+                 qPrintable(QString("statistic %1: %2 then %3").arg(i).arg(once[i]).arg(twice[i])));
+    // ... and from the moving average the run without it ended with, the same again.
+    QuantSim* simA = a.strategy().quantSim();
+    simA->quantizeWeights(Rounding::Nearest, 0);
+    simA->setObserving(false);
+    reestimateBatchNorm(a.model(), data, data.train, 5, cfg.batchSize, simA);
+    const std::vector<float> fromA = runningStats(a);
+    for (std::size_t i = 0; i < once.size(); ++i)
+        QVERIFY2(std::abs(fromA[i] - once[i]) <= 1e-5f * (1.0f + std::abs(once[i])),
+                 qPrintable(QString("statistic %1: %2 against %3").arg(i).arg(fromA[i]).arg(once[i])));
+
+    // With the statistics frozen for epoch 2 (--bn-freeze-epoch 2), epoch 1 re-estimates them as
+    // before and the frozen epoch trains and ends on exactly those: no second re-estimation.
+    cfg.epochs = 2;
+    cfg.precision.bnFreezeEpoch = 2;
+    Recorder frozen;
+    Trainer c(cfg, data, &frozen);
+    c.run();
+    QCOMPARE(frozen.epochs.size(), std::size_t(2));
+    QCOMPARE(frozen.epochs[0].quantTestAccuracy, on.epochs.back().quantTestAccuracy);
+    QVERIFY(std::isnan(frozen.epochs[1].quantTestAccuracyBeforeBnReestimation));
+    QVERIFY(runningStats(c) == once);
+    cfg.epochs = 1;
+    cfg.precision.bnFreezeEpoch = 0;
+
+    // No BatchNorm: nothing to re-estimate, nothing reported, the same run.
+    cfg.model = "seed-cnn";
+    Recorder plainOff, plainOn;
+    cfg.precision.bnReestimateBatches = 0;
+    run(cfg, plainOff, data);
+    cfg.precision.bnReestimateBatches = 5;
+    run(cfg, plainOn, data);
+    QVERIFY(std::isnan(plainOn.epochs.back().quantTestAccuracyBeforeBnReestimation));
+    QCOMPARE(plainOn.epochs.back().quantTestAccuracy, plainOff.epochs.back().quantTestAccuracy);
 }
 
 void TestStrategies::qatFusedPassIsBitIdentical_data()

@@ -291,6 +291,7 @@ QJsonObject configToJson(const TrainConfig& c)
                    {"calib_images", double(p.calibImages)},
                    {"schedule", str(p.schedule)},
                    {"bn_freeze_epoch", double(p.bnFreezeEpoch)},
+                   {"bn_reestimate_batches", double(p.bnReestimateBatches)},
                    {"blend_steps", double(p.blendSteps)},
                    {"percentile", double(p.percentile)},
                    {"adaround_iters", double(p.adaroundIters)},
@@ -358,6 +359,7 @@ TrainConfig configFromJson(const QJsonObject& o)
     pc.biasCorrection = p["bias_correction"].toBool(false);
     pc.schedule = sstr(p["schedule"], pc.schedule);
     pc.bnFreezeEpoch = count(p["bn_freeze_epoch"].toDouble(double(pc.bnFreezeEpoch)));
+    pc.bnReestimateBatches = count(p["bn_reestimate_batches"].toDouble(double(pc.bnReestimateBatches)));
     pc.blendSteps = count(p["blend_steps"].toDouble(double(pc.blendSteps)));
     pc.percentile = static_cast<float>(p["percentile"].toDouble(pc.percentile));
     if (p["layers"].isObject()) {

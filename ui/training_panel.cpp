@@ -289,6 +289,11 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
     m_bnFreeze = spin(0, 1000, tr("QAT freezes the BatchNorm statistics from this epoch on (0 = never); only "
                                   "models with BatchNorm have any."));
     m_bnFreeze->setSpecialValueText(tr("never"));
+    m_bnReestimate = spin(0, 100000, tr("Before each quantized evaluation, QAT re-estimates the BatchNorm statistics on this "
+                                        "many training batches run through the quantized model (0 = off; 100 is AIMET's "
+                                        "default). Only models with BatchNorm have any."));
+    m_bnReestimate->setSpecialValueText(tr("off"));
+    m_bnReestimate->setObjectName(QStringLiteral("bnReestimate"));
     m_quantizer = choiceCombo(quantizerChoices(), tr("How QAT chooses its scales: from observed ranges, or learned (LSQ)."));
     m_quantizer->setObjectName(QStringLiteral("quantizer"));
     m_lsqPlus = new QCheckBox(tr("LSQ+ offset"));
@@ -413,6 +418,7 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
         boxes->addStretch();
         pg->addLayout(boxes, 8, 0, 1, 4);
     }
+    put(pg, 9, 0, tr("BN re-estimate"), m_bnReestimate);
     {
         // The label cell holds the label and, under it, the "+ phase" button.
         QLabel* l = m_labels.value(m_schedule);
@@ -462,7 +468,7 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
     v->addStretch(1);
 
     for (QWidget* w : std::initializer_list<QWidget*>{m_format, m_granularity, m_groupSize, m_rounding, m_calibration,
-                                                      m_percentile, m_calibImages, m_bnFreeze, m_schedule, m_momentum,
+                                                      m_percentile, m_calibImages, m_bnFreeze, m_bnReestimate, m_schedule, m_momentum,
                                                       m_epochs, m_quantizer, m_lsqPlus, m_narrowRange, m_adaroundIters, m_cle,
                                                       m_biasCorrection})
         m_baseTips.insert(w, w->toolTip());
@@ -479,7 +485,7 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
     for (QComboBox* c : {m_model, m_strategy, m_format, m_granularity, m_rounding, m_calibration, m_optimizer, m_lrSchedule,
                           m_quantizer})
         connect(c, &QComboBox::currentIndexChanged, this, changed);
-    for (QSpinBox* s : {m_groupSize, m_calibImages, m_bnFreeze, m_epochs, m_batch, m_threads, m_seed, m_adaroundIters})
+    for (QSpinBox* s : {m_groupSize, m_calibImages, m_bnFreeze, m_bnReestimate, m_epochs, m_batch, m_threads, m_seed, m_adaroundIters})
         connect(s, &QSpinBox::valueChanged, this, changed);
     for (QCheckBox* b : {m_cle, m_biasCorrection}) connect(b, &QCheckBox::toggled, this, changed);
     connect(m_percentile, &QDoubleSpinBox::valueChanged, this, changed);
@@ -547,6 +553,7 @@ void TrainingPanel::setConfig(const TrainConfig& cfg)
     m_percentile->setValue(double(p.percentile));
     m_calibImages->setValue(static_cast<int>(p.calibImages));
     m_bnFreeze->setValue(static_cast<int>(p.bnFreezeEpoch));
+    m_bnReestimate->setValue(static_cast<int>(std::min<std::size_t>(p.bnReestimateBatches, 100000)));
     selectData(m_quantizer, qs(p.quantizer));
     m_lsqPlus->setChecked(p.lsqPlus);
     m_narrowRange->setChecked(p.narrowRange);
@@ -599,6 +606,7 @@ void TrainingPanel::readWidgets()
     p.percentile = static_cast<float>(m_percentile->value());
     p.calibImages = static_cast<std::size_t>(m_calibImages->value());
     p.bnFreezeEpoch = static_cast<std::size_t>(m_bnFreeze->value());
+    p.bnReestimateBatches = static_cast<std::size_t>(m_bnReestimate->value());
     // Options that do not apply are not passed on (the greyed widgets keep the user's choice).
     const bool learned = strategyInfo(p.strategy).uses("quantizer");
     p.quantizer = learned ? m_quantizer->currentData().toString().toStdString() : std::string("observer");
@@ -706,6 +714,8 @@ void TrainingPanel::updateApplicability()
                tr("only post-training quantization calibrates on images after training."));
     setApplies(m_bnFreeze, s.uses("bn-freeze-epoch"),
                tr("only quantization-aware training freezes BatchNorm statistics."));
+    setApplies(m_bnReestimate, s.uses("bn-reestimate"),
+               tr("only quantization-aware training re-estimates BatchNorm statistics."));
     {
         const bool ptq = p.strategy == Strategy::Ptq;
         const QString why = tr("AdaRound, cross-layer equalization and bias correction are post-training methods: "

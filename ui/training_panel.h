@@ -123,6 +123,7 @@ private:
     QDoubleSpinBox* m_percentile;
     QSpinBox* m_calibImages;
     QSpinBox* m_bnFreeze;
+    QSpinBox* m_bnReestimate;
     QComboBox* m_quantizer;
     QCheckBox* m_lsqPlus;
     QCheckBox* m_narrowRange;

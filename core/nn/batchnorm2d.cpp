@@ -280,11 +280,35 @@ void BatchNorm2d::forwardClamped(const Tensor& x, Tensor& r, const RunContext& c
     forwardImpl(x, r, ctx, cap, true);
 }
 
+void BatchNorm2d::beginReestimation()
+{
+    if (m_reestimating) return;
+    m_savedMean = m_runMean;
+    m_savedVar = m_runVar;
+    m_reestimating = true;
+    m_reestimated = 0;
+}
+
+void BatchNorm2d::endReestimation()
+{
+    if (!m_reestimating) return;
+    if (m_reestimated == 0) {
+        m_runMean = m_savedMean;
+        m_runVar = m_savedVar;
+    }
+    m_reestimating = false;
+    m_reestimated = 0;
+    m_savedMean = Tensor();
+    m_savedVar = Tensor();
+}
+
 void BatchNorm2d::forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx, float cap, bool clamp)
 {
     y.resize(outputShape(x.shape()));
     const std::size_t N = x.dim(0), C = m_c, HW = x.dim(2) * x.dim(3), M = N * HW;
-    const bool batchStats = ctx.training && !m_frozen;
+    const bool batchStats = (ctx.training && !m_frozen) || m_reestimating;
+    // Re-estimation: the k-th pass enters the running average with weight 1/k.
+    const float momentum = m_reestimating ? 1.0f / static_cast<float>(++m_reestimated) : m_momentum;
     m_mean.assign(C, 0.0f);
     m_invStd.assign(C, 0.0f);
     if (batchStats) {
@@ -308,8 +332,8 @@ void BatchNorm2d::forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx,
             }
             const float var = static_cast<float>(m2 / static_cast<double>(M));
             const float unbiased = M > 1 ? static_cast<float>(m2 / static_cast<double>(M - 1)) : var;
-            m_runMean[c] = (1.0f - m_momentum) * m_runMean[c] + m_momentum * static_cast<float>(mean);
-            m_runVar[c] = (1.0f - m_momentum) * m_runVar[c] + m_momentum * unbiased;
+            m_runMean[c] = (1.0f - momentum) * m_runMean[c] + momentum * static_cast<float>(mean);
+            m_runVar[c] = (1.0f - momentum) * m_runVar[c] + momentum * unbiased;
             m_mean[c] = static_cast<float>(mean);
             m_invStd[c] = 1.0f / std::sqrt(var + m_eps);
         }

@@ -35,6 +35,16 @@ public:
     // When frozen, training forward uses (and does not update) the running statistics.
     void setFrozen(bool frozen) { m_frozen = frozen; }
     bool frozen() const { return m_frozen; }
+    // Re-estimation of the running statistics (Nagel et al., "Overcoming Oscillations in
+    // Quantization-Aware Training", ICML 2022; AIMET's reestimate_bn_stats): between
+    // begin and end, every forward pass (training or evaluation, frozen or not) normalises with
+    // its batch statistics, and the running mean and variance become the plain average over
+    // those passes of the batch mean and the unbiased batch variance (PyTorch's momentum=None),
+    // replacing what they held. gamma and beta are untouched. A span without a forward pass
+    // leaves the running statistics as they were.
+    void beginReestimation();
+    void endReestimation();
+    bool reestimating() const { return m_reestimating; }
 
 private:
     void forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx, float cap, bool clamp);
@@ -44,6 +54,9 @@ private:
     std::size_t m_c;
     float m_eps, m_momentum;
     bool m_frozen = false;
+    bool m_reestimating = false;
+    std::size_t m_reestimated = 0; // forward passes averaged since beginReestimation
+    Tensor m_savedMean, m_savedVar; // the statistics before it (restored when no pass ran)
     Param m_gamma, m_beta;
     Tensor m_runMean, m_runVar;
     // The last forward's per-channel mean and 1/sqrt(var + eps) (batch or running statistics):

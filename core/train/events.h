@@ -56,6 +56,9 @@ struct EpochEvent {
     double peakRssMb = 0.0;              // the process's peak resident memory so far, MiB
     std::string quantRunner;             // what computed quantTestAccuracy ("integer engine (...)", "fake-quant")
     double lr = kNoValue;                // the learning rate of the epoch's last optimizer step
+    // QAT with --bn-reestimate: the quantized accuracy before the BatchNorm statistics were
+    // re-estimated (on the running averages training kept); quantTestAccuracy is after it.
+    double quantTestAccuracyBeforeBnReestimation = kNoValue;
 };
 
 struct FinishEvent {

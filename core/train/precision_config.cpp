@@ -43,6 +43,7 @@ const std::vector<OptionUse>& optionUses()
         {"schedule", {Progressive}},
         {"blend-steps", {Progressive}},
         {"bn-freeze-epoch", {Qat}},
+        {"bn-reestimate", {Qat}},
         {"plan", {Ptq, Qat, Progressive}},
         {"layer", {Ptq, Qat, Progressive}},
         {"keep-fp32", {Ptq, Qat, Progressive}},

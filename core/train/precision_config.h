@@ -55,6 +55,14 @@ struct PrecisionConfig {
     std::size_t calibImages = 1000;       // ptq
     std::string schedule = "fp32:1,fp16:1,int8:1"; // progressive: format:epochs,...
     std::size_t bnFreezeEpoch = 0;        // qat: freeze BN statistics from this epoch (0 = never)
+    // qat: before each quantized evaluation (and so before export), re-estimate every BatchNorm's
+    // running statistics on this many batches of the training set (the first batches, in stored
+    // order, at the training batch size) run through the quantized model: the average of the
+    // batch statistics, replacing the exponential moving average that training kept (Nagel et
+    // al., ICML 2022; AIMET's reestimate_bn_stats, 100 batches by default). 0 = off. Not after
+    // an epoch trained with frozen statistics (bnFreezeEpoch): a freeze keeps the statistics the
+    // evaluation before it re-estimated.
+    std::size_t bnReestimateBatches = 0;
     std::size_t blendSteps = 100;         // progressive: steps over which formats are blended
     float percentile = 99.99f;            // percentile calibration
     // qat: observer (scales from ranges) | lsq (learned step sizes, quant/lsq.h); lsqPlus adds

@@ -46,6 +46,9 @@ public:
     virtual void beforeFloatEval() {}
     // Test accuracy of the quantized / low-precision model; NaN when the strategy has none.
     virtual double quantizedAccuracy(const Dataset& /*data*/, std::size_t /*batch*/) { return kNoValue; }
+    // QAT with BatchNorm re-estimation: the last quantizedAccuracy's figure before it re-estimated
+    // the statistics; NaN otherwise.
+    virtual double accuracyBeforeBnReestimation() const { return kNoValue; }
     virtual std::vector<LayerStats> layerStats(std::size_t /*epoch*/) { return {}; }
     virtual void afterEval() {}
     // The run is over (finished, stopped or diverged): layers go back to their plain FP32 kernels so

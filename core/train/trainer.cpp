@@ -1,5 +1,6 @@
 #include "train/trainer.h"
 
+#include "nn/batchnorm2d.h"
 #include "nn/model_zoo.h"
 #include "train/loss.h"
 #include "train/lr_schedule.h"
@@ -101,6 +102,33 @@ EvalResult evaluate(Model& model, const Dataset& data, const LabeledImages& set,
     return r;
 }
 
+std::size_t reestimateBatchNorm(Model& model, const Dataset& data, const LabeledImages& set, std::size_t batches,
+                                std::size_t batchSize, LayerHooks* hooks)
+{
+    std::vector<BatchNorm2d*> bns;
+    for (std::size_t i = 0; i < model.size(); ++i)
+        if (auto* bn = dynamic_cast<BatchNorm2d*>(&model.layer(i))) bns.push_back(bn);
+    if (bns.empty() || batches == 0 || batchSize == 0 || set.size() == 0) return 0;
+    struct Span { // ends the re-estimation also when a forward pass throws
+        std::vector<BatchNorm2d*>& bns;
+        ~Span()
+        {
+            for (BatchNorm2d* bn : bns) bn->endReestimation();
+        }
+    } span{bns};
+    for (BatchNorm2d* bn : bns) bn->beginReestimation();
+    Tensor x;
+    std::vector<std::int32_t> y;
+    RunContext ctx;
+    ctx.training = false;
+    const std::size_t n = batches >= (set.size() + batchSize - 1) / batchSize ? set.size() : batches * batchSize;
+    for (std::size_t b = 0; b < n; b += batchSize) {
+        data.makeBatch(set, b, std::min(n, b + batchSize), x, y);
+        model.forward(x, ctx, hooks);
+    }
+    return bns.size();
+}
+
 Trainer::Trainer(TrainConfig cfg, const Dataset& data, TrainObserver* observer, StopToken* stop)
     : m_cfg(std::move(cfg)), m_data(data), m_observer(observer), m_stop(stop)
 {
@@ -161,6 +189,7 @@ void Trainer::endOfEpoch(EpochEvent& ee, FinishEvent& fin)
         ee.validationAccuracy = evaluate(*m_model, m_data, m_data.validation, m_cfg.evalBatchSize).accuracy;
     ee.quantTestAccuracy = m_strategy->quantizedAccuracy(m_data, m_cfg.evalBatchSize);
     if (!std::isnan(ee.quantTestAccuracy)) ee.quantRunner = m_strategy->quantizedRunner();
+    ee.quantTestAccuracyBeforeBnReestimation = m_strategy->accuracyBeforeBnReestimation();
     std::vector<LayerStats> stats = m_strategy->layerStats(epoch);
     m_strategy->afterEval();
     fin.epochsDone = epoch;

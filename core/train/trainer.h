@@ -67,6 +67,17 @@ struct EvalResult {
 EvalResult evaluate(Model& model, const Dataset& data, const LabeledImages& set, std::size_t batchSize,
                     LayerHooks* hooks = nullptr, std::vector<std::int32_t>* predictions = nullptr);
 
+// BatchNorm re-estimation (Nagel et al., "Overcoming Oscillations in Quantization-Aware
+// Training", ICML 2022; AIMET's reestimate_bn_stats): runs the first `batches` batches of
+// `batchSize` images of `set` (in stored order; fewer when the set is shorter) through `model`
+// under `hooks` in evaluation mode, every BatchNorm2d normalising with its batch statistics, and
+// replaces each BatchNorm2d's running mean and variance by the average over those batches of
+// the batch mean and the unbiased batch variance (BatchNorm2d::beginReestimation). No parameter
+// changes. Returns the number of BatchNorm2d layers re-estimated (0: the model has none, or
+// `batches` or the set is empty, and nothing changes).
+std::size_t reestimateBatchNorm(Model& model, const Dataset& data, const LabeledImages& set, std::size_t batches,
+                                std::size_t batchSize, LayerHooks* hooks = nullptr);
+
 std::unique_ptr<Optimizer> makeOptimizer(const TrainConfig& cfg);
 
 class Trainer {
