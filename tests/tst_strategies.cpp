@@ -54,11 +54,20 @@ constexpr double kMinMobileNetAccuracy = 0.40;
 // suite's 3000 images in batches of 64, with a fifth of the arithmetic (under ASan a row took 4-6
 // minutes at full size, the whole unit over an hour). Every check runs; the FP32 accuracy bar is
 // lower there (kMinScaledAccuracy: 600 images gave resnet8 47-56 % in the release build, seed-cnn
-// and mlp above 60 %), the quantized-vs-FP32 gaps are the same. The one purely statistical check,
+// and mlp above 60 %), the quantized-vs-FP32 gaps are the same (one row trains longer there to meet
+// them, kScaledQatInt4Epochs). The one purely statistical check,
 // nearest vs stochastic rounding, needs the full data and skips under sanitizers, saying so.
 double slowdown() { return quantscope::testing::sanitizerSlowdown(); }
 std::size_t scaled(std::size_t n) { return static_cast<std::size_t>(double(n) / slowdown()); }
 constexpr double kMinScaledAccuracy = 0.40; // 4x chance
+// mobilenet-tiny's QAT int4 group:8 row trains 3 epochs on the scaled data instead of 1: one epoch
+// there is 600 / 16 = 38 steps (release: 3000 / 64 = 47), too few for QAT's activation ranges to settle,
+// and its gap spread over seeds 1-20 (quantscope-cli train --model mobilenet-tiny --strategy qat
+// --format int4 --granularity group:8 --train-limit 600 --test-limit 200 --batch-size 16, release
+// build) was -0.085 .. +0.125 (2 of 20 above the 0.10 bar; the ASan build's numerics gave 0.105),
+// with FP32 at 35-49.5 % against the 0.40 bar. With 3 epochs (113 steps): gaps -0.19 .. +0.03,
+// FP32 44-68.5 %, like the full data in 1 epoch (seeds 1-10: gaps -0.13 .. -0.03). Same bars.
+constexpr int kScaledQatInt4Epochs = 3;
 double accuracyBar(double fullDataBar) { return slowdown() > 1.0 ? std::min(fullDataBar, kMinScaledAccuracy) : fullDataBar; }
 TrainConfig baseConfig()
 {
@@ -231,21 +240,23 @@ void TestStrategies::strategiesTrainAndReport_data()
     QTest::addColumn<double>("maxGap");
     QTest::addColumn<int>("epochs"); // QAT's activation ranges need ~100 steps to settle
     QTest::addColumn<double>("minAccuracy");
-    QTest::newRow("ptq int8 channel") << "ptq" << "int8" << "channel" << "seed-cnn" << kInt8Gap << 1 << kMinAccuracy;
-    QTest::newRow("ptq int8 tensor") << "ptq" << "int8" << "tensor" << "seed-cnn" << kInt8Gap << 1 << kMinAccuracy;
-    QTest::newRow("qat int8 channel") << "qat" << "int8" << "channel" << "seed-cnn" << kInt8Gap << 2 << kMinAccuracy;
-    QTest::newRow("qat int8 channel bn") << "qat" << "int8" << "channel" << "seed-cnn-bn" << 0.10 << 2 << kMinAccuracy;
-    QTest::newRow("qat fp8-e4m3") << "qat" << "fp8-e4m3" << "tensor" << "seed-cnn" << kInt8Gap << 1 << kMinAccuracy;
-    QTest::newRow("ptq mxfp4") << "ptq" << "mxfp4" << "tensor" << "seed-cnn" << 0.10 << 1 << kMinAccuracy;
-    QTest::newRow("mixed bf16") << "mixed" << "bf16" << "tensor" << "seed-cnn" << 0.02 << 1 << kMinAccuracy;
-    QTest::newRow("lowp bf16") << "lowp" << "bf16" << "tensor" << "mlp" << 0.02 << 1 << kMinAccuracy;
+    // Epochs on the scaled data under the sanitizer presets (0: the same as `epochs`); see kScaledQatInt4Epochs.
+    QTest::addColumn<int>("scaledEpochs");
+    QTest::newRow("ptq int8 channel") << "ptq" << "int8" << "channel" << "seed-cnn" << kInt8Gap << 1 << kMinAccuracy << 0;
+    QTest::newRow("ptq int8 tensor") << "ptq" << "int8" << "tensor" << "seed-cnn" << kInt8Gap << 1 << kMinAccuracy << 0;
+    QTest::newRow("qat int8 channel") << "qat" << "int8" << "channel" << "seed-cnn" << kInt8Gap << 2 << kMinAccuracy << 0;
+    QTest::newRow("qat int8 channel bn") << "qat" << "int8" << "channel" << "seed-cnn-bn" << 0.10 << 2 << kMinAccuracy << 0;
+    QTest::newRow("qat fp8-e4m3") << "qat" << "fp8-e4m3" << "tensor" << "seed-cnn" << kInt8Gap << 1 << kMinAccuracy << 0;
+    QTest::newRow("ptq mxfp4") << "ptq" << "mxfp4" << "tensor" << "seed-cnn" << 0.10 << 1 << kMinAccuracy << 0;
+    QTest::newRow("mixed bf16") << "mixed" << "bf16" << "tensor" << "seed-cnn" << 0.02 << 1 << kMinAccuracy << 0;
+    QTest::newRow("lowp bf16") << "lowp" << "bf16" << "tensor" << "mlp" << 0.02 << 1 << kMinAccuracy << 0;
     // Graph models: residual Adds and depthwise convs through every strategy.
-    QTest::newRow("resnet8 qat int8 channel") << "qat" << "int8" << "channel" << "resnet8" << kInt8Gap << 1 << kMinAccuracy;
-    QTest::newRow("resnet8 ptq int8 tensor") << "ptq" << "int8" << "tensor" << "resnet8" << kInt8Gap << 1 << kMinAccuracy;
-    QTest::newRow("resnet8 mixed bf16") << "mixed" << "bf16" << "tensor" << "resnet8" << 0.02 << 1 << kMinAccuracy;
-    QTest::newRow("mobilenet-tiny ptq int8 channel") << "ptq" << "int8" << "channel" << "mobilenet-tiny" << kInt8Gap << 1 << kMinMobileNetAccuracy;
-    QTest::newRow("mobilenet-tiny qat int4 group:8") << "qat" << "int4" << "group:8" << "mobilenet-tiny" << 0.10 << 1 << kMinMobileNetAccuracy;
-    QTest::newRow("mobilenet-tiny lowp bf16") << "lowp" << "bf16" << "tensor" << "mobilenet-tiny" << 0.03 << 1 << kMinMobileNetAccuracy;
+    QTest::newRow("resnet8 qat int8 channel") << "qat" << "int8" << "channel" << "resnet8" << kInt8Gap << 1 << kMinAccuracy << 0;
+    QTest::newRow("resnet8 ptq int8 tensor") << "ptq" << "int8" << "tensor" << "resnet8" << kInt8Gap << 1 << kMinAccuracy << 0;
+    QTest::newRow("resnet8 mixed bf16") << "mixed" << "bf16" << "tensor" << "resnet8" << 0.02 << 1 << kMinAccuracy << 0;
+    QTest::newRow("mobilenet-tiny ptq int8 channel") << "ptq" << "int8" << "channel" << "mobilenet-tiny" << kInt8Gap << 1 << kMinMobileNetAccuracy << 0;
+    QTest::newRow("mobilenet-tiny qat int4 group:8") << "qat" << "int4" << "group:8" << "mobilenet-tiny" << 0.10 << 1 << kMinMobileNetAccuracy << kScaledQatInt4Epochs;
+    QTest::newRow("mobilenet-tiny lowp bf16") << "lowp" << "bf16" << "tensor" << "mobilenet-tiny" << 0.03 << 1 << kMinMobileNetAccuracy << 0;
 }
 
 void TestStrategies::strategiesTrainAndReport()
@@ -257,6 +268,8 @@ void TestStrategies::strategiesTrainAndReport()
     QFETCH(double, maxGap);
     QFETCH(int, epochs);
     QFETCH(double, minAccuracy);
+    QFETCH(int, scaledEpochs);
+    if (slowdown() > 1.0 && scaledEpochs > 0) epochs = scaledEpochs;
     TrainConfig cfg = baseConfig();
     cfg.model = model.toStdString();
     cfg.epochs = std::size_t(epochs);

@@ -4,7 +4,7 @@
 #include "layer_compare_view.h"
 
 #include "chart_view.h"
-#include "tsan_handoff.h"
+#include "gui_call.h"
 
 #include "quant/format.h"
 #include "train/quant_sim.h"
@@ -176,7 +176,7 @@ void LayerCompareView::compare()
         } catch (const std::exception& e) {
             error = QString::fromUtf8(e.what());
         }
-        QS_TSAN_HANDOFF(), QMetaObject::invokeMethod(qApp, [self, report, error, title] {
+        postToGuiThread([self, report, error, title] {
             if (!self) return;
             self->m_busy = false;
             self->m_compare->setEnabled(self->m_bundle != nullptr);

@@ -4,7 +4,7 @@
 #include "search_view.h"
 
 #include "format_text.h"
-#include "tsan_handoff.h"
+#include "gui_call.h"
 #include "pareto_chart.h"
 #include "quant_catalog.h"
 
@@ -293,7 +293,7 @@ void SearchView::run()
             arena.execute([&] {
                 out->report = searchMixedPrecision(*model, *in->data, in->data->validation, opt,
                                                    [&](SearchPhase phase, std::size_t done, std::size_t total) {
-                                                       QS_TSAN_HANDOFF(), QMetaObject::invokeMethod(qApp, [self, phase, done, total] {
+                                                       postToGuiThread([self, phase, done, total] {
                                                            if (self) self->showProgress(phase, done, total);
                                                        });
                                                        return !stop.load();
@@ -309,7 +309,7 @@ void SearchView::run()
         } catch (const std::exception& e) {
             out->error = QString::fromUtf8(e.what());
         }
-        QS_TSAN_HANDOFF(), QMetaObject::invokeMethod(qApp, [self, out] {
+        postToGuiThread([self, out] {
             if (self) self->showOutcome(out);
         });
     });

@@ -4,7 +4,7 @@
 #include "sensitivity_view.h"
 
 #include "format_text.h"
-#include "tsan_handoff.h"
+#include "gui_call.h"
 #include "quant_catalog.h"
 #include "quant_charts.h"
 
@@ -205,7 +205,7 @@ void SensitivityView::run()
             tbb::task_arena arena(static_cast<int>(std::max<std::size_t>(1, in->threads)));
             arena.execute([&] {
                 r = analyzeSensitivity(*model, *in->data, in->data->validation, opt, [&](std::size_t done, std::size_t total) {
-                    QS_TSAN_HANDOFF(), QMetaObject::invokeMethod(qApp, [self, done, total] {
+                    postToGuiThread([self, done, total] {
                         if (self) self->showProgress(done, total);
                     });
                     return !stop.load();
@@ -214,7 +214,7 @@ void SensitivityView::run()
         } catch (const std::exception& e) {
             error = QString::fromUtf8(e.what());
         }
-        QS_TSAN_HANDOFF(), QMetaObject::invokeMethod(qApp, [self, r, opt, error] {
+        postToGuiThread([self, r, opt, error] {
             if (self) self->showReport(r, opt, error);
         });
     });
