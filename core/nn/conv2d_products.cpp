@@ -1,0 +1,231 @@
+// Conv2d's low-precision products over the direct kernels' runs (nn/conv2d_runs.h): QAT's int8
+// forward (tensor/gemm_s8.h) and bf16 on AMX (tensor/gemm_bf16.h gemmBf16Runs, weightGradBf16Runs).
+#include "nn/conv2d.h"
+#include "nn/conv2d_runs.h"
+#include "nn/conv2d_shared.h"
+
+#include "tensor/bf16.h"
+#include "tensor/gemm_bf16.h"
+#include "tensor/gemm_s8.h"
+#include "tensor/parallel.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace quantscope {
+
+using namespace conv_detail;
+
+namespace {
+
+// The runs of toRuns with `Ch` channels interleaved in each dword (channel c at element c % Ch of
+// dword position j of group run c / Ch; channels past C and every padding position hold `pad`),
+// each row of Ch planes packed by pack(rows[Ch], n, dst), which may refuse (false).
+template <std::size_t Ch, typename T, typename Pack>
+bool toInterleavedRuns(const float* x, std::size_t C, std::size_t n0, std::size_t count, const RunGeometry& g, T pad,
+                       T* runs, Pack&& pack)
+{
+    const std::size_t HW = g.H * g.W, groups = (C + Ch - 1) / Ch;
+    const auto fill = [&](T* dst, std::size_t dwords) { std::fill(dst, dst + Ch * dwords, pad); };
+    for (std::size_t cg = 0; cg < groups; ++cg) {
+        T* run = runs + Ch * cg * g.S;
+        fill(run, g.head);
+        for (std::size_t i = 0; i < count; ++i) {
+            const float* plane[Ch];
+            for (std::size_t j = 0; j < Ch; ++j) {
+                const std::size_t c = Ch * cg + j;
+                plane[j] = c < C ? x + ((n0 + i) * C + c) * HW : nullptr;
+            }
+            T* dst = run + Ch * (g.head + i * g.Rn);
+            if (g.p == 0) { // the planes back to back
+                if (!pack(plane, HW, dst)) return false;
+                continue;
+            }
+            for (std::size_t y = 0; y < g.H; ++y) {
+                const float* row[Ch];
+                for (std::size_t j = 0; j < Ch; ++j) row[j] = plane[j] ? plane[j] + y * g.W : nullptr;
+                if (!pack(row, g.W, dst + Ch * y * g.Wq)) return false;
+                fill(dst + Ch * (y * g.Wq + g.W), g.p);
+            }
+            fill(dst + Ch * g.H * g.Wq, g.Rn - g.H * g.Wq);
+        }
+        fill(run + Ch * (g.head + count * g.Rn), (g.Ng - count) * g.Rn);
+    }
+    return true;
+}
+
+// The integer products' layout (Conv2d::forwardDirectS8): uint8 codes, four channels a dword;
+// channels past C and the padding hold the code of 0. False when a value of x is off the grid
+// (quantizeInterleave4).
+bool toRunsU8(const float* x, std::size_t C, std::size_t n0, std::size_t count, const RunGeometry& g,
+              const U8Grid& grid, std::uint8_t* runs)
+{
+    return toInterleavedRuns<4>(x, C, n0, count, g, static_cast<std::uint8_t>(grid.zero), runs,
+                                [&](const float* const* rows, std::size_t n, std::uint8_t* dst) {
+                                    return quantizeInterleave4(rows, n, grid, dst);
+                                });
+}
+
+// The bf16 products' layout (usesBf16Runs): bf16, two channels a dword, zero padding.
+void toRunsBf16(const float* x, std::size_t C, std::size_t n0, std::size_t count, const RunGeometry& g, std::uint16_t* runs)
+{
+    toInterleavedRuns<2>(x, C, n0, count, g, std::uint16_t{0}, runs, [](const float* const* rows, std::size_t n, std::uint16_t* dst) {
+        roundInterleave2(rows, n, dst);
+        return true;
+    });
+}
+
+} // namespace
+
+namespace conv_detail {
+
+// A (M x C k k, taps of each channel consecutive) in the bf16 runs' K order: (tap, channel pair,
+// channel in pair), channels past C zero: M x 2 K2 floats, K2 = k k ceil(C / 2).
+std::vector<float> bf16RunsOrder(const float* A, std::size_t M, std::size_t C, std::size_t kk)
+{
+    const std::size_t C2 = (C + 1) / 2, K2 = kk * C2;
+    std::vector<float> out(M * 2 * K2, 0.0f);
+    for (std::size_t m = 0; m < M; ++m)
+        for (std::size_t c = 0; c < C; ++c)
+            for (std::size_t t = 0; t < kk; ++t) out[m * 2 * K2 + (t * C2 + c / 2) * 2 + c % 2] = A[(m * C + c) * kk + t];
+    return out;
+}
+
+// The weight gradient on AMX-BF16 (weightGradBf16Runs) from the float runs of the direct backward:
+// x's runs xr (geometry g) and dy's runs gr (geometry gd, output position l at gd.head + l) of a
+// group of L output positions, added into part (W's layout). Needs C a multiple of 16.
+void weightGradientBf16(const float* xr, const float* gr, const RunGeometry& g, const RunGeometry& gd, std::size_t C,
+                        std::size_t O, std::size_t k, std::size_t L, const std::size_t* taps, float* part)
+{
+    const std::size_t P = (L + 31) / 32 * 16, Op = (O + 15) / 16 * 16;
+    // x as bf16 runs, one channel a run, each followed by zeros that the last tiles read past S
+    // (the largest tap offset + 2 P is at most S + 31).
+    const std::size_t xs = g.S + 64;
+    auto* xb = reinterpret_cast<std::uint16_t*>(threadBuffer(3, (C * xs + 1) / 2 + kRunsRowSlack / 4).data());
+    for (std::size_t c = 0; c < C; ++c) {
+        std::uint16_t* dst = xb + c * xs;
+        const float* src = xr + c * g.S;
+        for (std::size_t i = 0; i < g.S; ++i) dst[i] = bf16Bits(src[i]);
+        std::memset(dst + g.S, 0, (xs - g.S) * sizeof(std::uint16_t));
+    }
+    // dy as P x Op dwords of bf16 pairs (2p, 2p + 1), zero past L and past O; through a block of
+    // 16 pairs x Op so that the reads are rows of dy and the writes rows of the pairs.
+    auto* pairs = reinterpret_cast<std::uint32_t*>(threadBuffer(4, P * Op).data());
+    std::uint32_t block[16 * 64];
+    for (std::size_t p0 = 0; p0 < P; p0 += 16)
+        for (std::size_t ob = 0; ob < Op; ob += 64) {
+            const std::size_t on = std::min<std::size_t>(64, Op - ob);
+            for (std::size_t o = 0; o < on; ++o) {
+                const float* __restrict d = gr + (ob + o) * gd.S + gd.head + 2 * p0;
+                std::uint32_t* __restrict col = block + o;
+                if (ob + o >= O) {
+                    for (std::size_t p = 0; p < 16; ++p) col[p * 64] = 0;
+                } else if (2 * (p0 + 16) <= L) { // the whole block inside the run
+                    for (std::size_t p = 0; p < 16; ++p)
+                        col[p * 64] = std::uint32_t{bf16Bits(d[2 * p])} | std::uint32_t{bf16Bits(d[2 * p + 1])} << 16;
+                } else {
+                    for (std::size_t p = 0; p < 16; ++p) {
+                        const std::size_t l = 2 * (p0 + p);
+                        const std::uint32_t lo = l < L ? bf16Bits(d[2 * p]) : 0u;
+                        const std::uint32_t hi = l + 1 < L ? bf16Bits(d[2 * p + 1]) : 0u;
+                        col[p * 64] = lo | hi << 16;
+                    }
+                }
+            }
+            for (std::size_t p = 0; p < 16; ++p) std::memcpy(pairs + (p0 + p) * Op + ob, block + p * 64, on * 4);
+        }
+    const WeightGradRuns a{xb, 2 * xs, taps, k * k, C, pairs, O, Op, P};
+    weightGradBf16Runs(a, part);
+}
+
+} // namespace conv_detail
+
+bool Conv2d::takesIntegerProducts() const
+{
+    const bool pointwise = m_k == 1 && m_pad == 0;
+    return directKernelsBuilt() && !m_reference && m_groups == 1 && m_stride == 1 && !usesBf16Gemm() &&
+           (usesDirectKernel() || pointwise);
+}
+
+bool Conv2d::forwardDirectS8(const Tensor& x, Tensor& y, float cap)
+{
+    if (!m_intInput || m_intWScale.empty() || !takesIntegerProducts() || !s8ProductsAvailable()) return false;
+    if (m_intWScale.size() != 1 && m_intWScale.size() != m_cout) return false;
+    const std::size_t kk = m_k * m_k, C4 = (m_cin + 3) / 4, K4 = C4 * kk;
+    const U8Grid in = *m_intInput;
+    // The weights' codes, k ordered (ky, kx, channel group, channel in group) as gemmConvRuns reads
+    // the runs: k-group g = tap * C4 + c / 4.
+    const float* w = m_weight.forwardValue().data();
+    m_s8Codes.assign(m_cout * 4 * K4, 0);
+    m_s8Scale.resize(m_cout);
+    m_s8Corr.resize(m_cout);
+    for (std::size_t o = 0; o < m_cout; ++o) {
+        const float s = m_intWScale.size() == 1 ? m_intWScale[0] : m_intWScale[o];
+        if (!(std::fabs(s) > 0.0f) || !std::isfinite(s)) return false;
+        const float inv = 1.0f / s, tol = 1e-4f * std::fabs(s);
+        std::int32_t sum = 0;
+        std::int8_t* codes = m_s8Codes.data() + o * 4 * K4;
+        for (std::size_t c = 0; c < m_cin; ++c)
+            for (std::size_t t = 0; t < kk; ++t) {
+                const float v = w[(o * m_cin + c) * kk + t];
+                const float q = std::nearbyint(v * inv);
+                if (!(q >= -128.0f && q <= 127.0f) || !(std::fabs(std::fma(-q, s, v)) <= tol)) return false;
+                codes[(t * C4 + c / 4) * 4 + c % 4] = static_cast<std::int8_t>(q);
+                sum += static_cast<std::int32_t>(q);
+            }
+        m_s8Scale[o] = in.scale * s;
+        m_s8Corr[o] = -in.zero * sum;
+    }
+    packS8A(bestS8Path(), m_s8Codes.data(), m_cout, K4, m_packedS8);
+    m_s8Taps.resize(kk);
+
+    const float* bias = m_hasBias ? m_bias.forwardValue().data() : nullptr;
+    const RunGeometry g = runGeometry(x.dim(2), x.dim(3), m_k, m_pad);
+    for (std::size_t ky = 0; ky < m_k; ++ky)
+        for (std::size_t kx = 0; kx < m_k; ++kx) m_s8Taps[ky * m_k + kx] = 4 * (ky * g.Wq + kx);
+    const std::size_t* taps = m_s8Taps.data();
+    const std::size_t N = x.dim(0);
+    std::atomic<bool> offGrid{false};
+    parallelFor((N + g.Ng - 1) / g.Ng, [&](std::size_t grp) {
+        if (offGrid.load(std::memory_order_relaxed)) return;
+        const std::size_t n0 = grp * g.Ng, count = std::min(g.Ng, N - n0), L = g.length(count);
+        // C4 runs of S dwords (and the kernels' slack): the float buffer's storage, as bytes.
+        auto* runs = reinterpret_cast<std::uint8_t*>(threadBuffer(0, C4 * g.S + kRunsRowSlack / 4).data());
+        float* out = threadBuffer(1, m_cout * L).data();
+        if (!toRunsU8(x.data(), m_cin, n0, count, g, in, runs)) {
+            offGrid.store(true, std::memory_order_relaxed);
+            return;
+        }
+        const ConvRuns b{runs, 4 * g.S, taps, kk, C4};
+        gemmConvRuns(m_packedS8, b, L, m_s8Scale.data(), m_s8Corr.data(), out, L);
+        fromRuns(out, L, m_cout, n0, count, g, bias, y.data(), cap);
+    });
+    return !offGrid.load();
+}
+
+void Conv2d::forwardDirectBf16(const Tensor& x, Tensor& y, float cap)
+{
+    const std::size_t kk = m_k * m_k, C2 = (m_cin + 1) / 2, K2 = kk * C2;
+    packBf16RunsA(bf16RunsOrder(m_weight.forwardValue().data(), m_cout, m_cin, kk).data(), m_cout, K2, m_packedBf16Runs);
+    const float* bias = m_hasBias ? m_bias.forwardValue().data() : nullptr;
+    const RunGeometry g = runGeometry(x.dim(2), x.dim(3), m_k, m_pad);
+    std::vector<std::size_t> taps(kk);
+    for (std::size_t t = 0; t < kk; ++t) taps[t] = 4 * ((t / m_k) * g.Wq + t % m_k);
+    const std::size_t N = x.dim(0);
+    parallelFor((N + g.Ng - 1) / g.Ng, [&](std::size_t grp) {
+        const std::size_t n0 = grp * g.Ng, count = std::min(g.Ng, N - n0), L = g.length(count);
+        // C2 runs of S dwords (and the kernel's slack): the float buffer's storage.
+        auto* runs = reinterpret_cast<std::uint16_t*>(threadBuffer(0, C2 * g.S + kRunsRowSlack / 4).data());
+        float* out = threadBuffer(1, m_cout * L).data();
+        toRunsBf16(x.data(), m_cin, n0, count, g, runs);
+        const ConvRuns b{reinterpret_cast<const std::uint8_t*>(runs), 4 * g.S, taps.data(), kk, C2};
+        gemmBf16Runs(m_packedBf16Runs, b, L, out, L);
+        fromRuns(out, L, m_cout, n0, count, g, bias, y.data(), cap);
+    });
+}
+
+} // namespace quantscope
