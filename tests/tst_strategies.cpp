@@ -78,6 +78,31 @@ TrainConfig baseConfig()
 
 } // namespace
 
+namespace {
+
+// Two training passes of the fused-pass tests: each step's output and every parameter gradient,
+// and how many activations the first step left unmaterialised (fused away).
+struct PassRun {
+    std::vector<Tensor> outputs, grads;
+    int emptyActivations = 0;
+};
+
+// The first output or gradient whose bits differ (empty: none).
+QString firstDifference(const PassRun& a, const PassRun& b)
+{
+    const auto same = [](const Tensor& x, const Tensor& y) {
+        return x.shape() == y.shape() && std::memcmp(x.data(), y.data(), x.numel() * sizeof(float)) == 0;
+    };
+    if (a.outputs.size() != b.outputs.size() || a.grads.size() != b.grads.size()) return QStringLiteral("different step counts");
+    for (std::size_t k = 0; k < a.outputs.size(); ++k)
+        if (!same(a.outputs[k], b.outputs[k])) return QString("output of step %1").arg(k);
+    for (std::size_t k = 0; k < a.grads.size(); ++k)
+        if (!same(a.grads[k], b.grads[k])) return QString("gradient %1").arg(k);
+    return {};
+}
+
+} // namespace
+
 class TestStrategies : public QObject {
     Q_OBJECT
 
@@ -677,12 +702,8 @@ void TestStrategies::qatFusedPassIsBitIdentical()
     Rng rng(31);
     Tensor x({6, 1, 28, 28});
     for (float& v : x.values()) v = rng.uniform(-1.0f, 2.0f);
-    struct Run {
-        std::vector<Tensor> outputs, grads;
-        int emptyActivations = 0;
-    };
     const auto run = [&](bool fused) {
-        Run r;
+        PassRun r;
         auto m = makeModel(preset.toStdString());
         PrecisionConfig pc;
         pc.strategy = Strategy::Qat;
@@ -707,15 +728,11 @@ void TestStrategies::qatFusedPassIsBitIdentical()
         }
         return r;
     };
-    const Run plain = run(false), fused = run(true);
+    const PassRun plain = run(false), fused = run(true);
     QCOMPARE(plain.emptyActivations, 0);
     QCOMPARE(fused.emptyActivations, fusedPairs);
-    const auto same = [](const Tensor& a, const Tensor& b) {
-        return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), a.numel() * sizeof(float)) == 0;
-    };
-    for (std::size_t k = 0; k < plain.outputs.size(); ++k) QVERIFY2(same(plain.outputs[k], fused.outputs[k]), qPrintable(QString("output of step %1").arg(k)));
-    QCOMPARE(plain.grads.size(), fused.grads.size());
-    for (std::size_t k = 0; k < plain.grads.size(); ++k) QVERIFY2(same(plain.grads[k], fused.grads[k]), qPrintable(QString("gradient %1").arg(k)));
+    const QString differs = firstDifference(plain, fused);
+    QVERIFY2(differs.isEmpty(), qPrintable(differs));
 }
 
 void TestStrategies::mixedFusedPassIsBitIdentical_data()
@@ -743,12 +760,8 @@ void TestStrategies::mixedFusedPassIsBitIdentical()
     for (float& v : x.values()) v = rng.uniform(-1.0f, 2.0f);
     const NumberFormat& fmt = findFormat(format.toStdString());
     const Bf16Path path = format == "bf16" && bf16PathSupported(Bf16Path::AmxBf16) ? Bf16Path::AmxBf16 : Bf16Path::Emulated;
-    struct Run {
-        std::vector<Tensor> outputs, grads;
-        int emptyActivations = 0;
-    };
     const auto run = [&](bool fused) {
-        Run r;
+        PassRun r;
         auto m = makeModel(preset.toStdString());
         m->initParams(3);
         for (std::size_t i = 0; i < m->size(); ++i)
@@ -774,17 +787,13 @@ void TestStrategies::mixedFusedPassIsBitIdentical()
         }
         return r;
     };
-    const Run plain = run(false), fused = run(true);
+    const PassRun plain = run(false), fused = run(true);
     QCOMPARE(plain.emptyActivations, 0);
     // On AMX, seed-cnn's conv1 (one input channel) takes the im2col bf16 path, which does not fuse.
     const int conv1OnIm2col = path == Bf16Path::AmxBf16 && preset == "seed-cnn" ? 1 : 0;
     QCOMPARE(fused.emptyActivations, fusedPairs - conv1OnIm2col);
-    const auto same = [](const Tensor& a, const Tensor& b) {
-        return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), a.numel() * sizeof(float)) == 0;
-    };
-    for (std::size_t k = 0; k < plain.outputs.size(); ++k) QVERIFY2(same(plain.outputs[k], fused.outputs[k]), qPrintable(QString("output of step %1").arg(k)));
-    QCOMPARE(plain.grads.size(), fused.grads.size());
-    for (std::size_t k = 0; k < plain.grads.size(); ++k) QVERIFY2(same(plain.grads[k], fused.grads[k]), qPrintable(QString("gradient %1").arg(k)));
+    const QString differs = firstDifference(plain, fused);
+    QVERIFY2(differs.isEmpty(), qPrintable(differs));
 }
 
 void TestStrategies::ptqOfALoadedFp32Model()
