@@ -14,6 +14,27 @@ void ensureState(std::vector<Tensor>& state, const std::vector<Param*>& params)
     if (!state.empty()) throw ConfigError("optimizer: the parameter list changed between steps");
     for (Param* p : params) state.emplace_back(p->value.shape(), 0.0f);
 }
+
+// The update loops are functions of __restrict pointers, not lambdas over captured ones: through
+// the captures GCC assumed the state could alias the weights and kept every element scalar
+// (Adam measured 3.8 ns a parameter on seed-cnn's 1.2 M, 7-8 % of a mixed bf16 step). Vectorised,
+// each element still takes the same operations in the same order (no reassociation), so the
+// results are unchanged. std::sqrt vectorises because the build passes -fno-math-errno.
+struct AdamConstants {
+    float b1, b2, eps, wd, stepSize, sqrtBc2;
+};
+
+void adamUpdate(float* __restrict w, const float* __restrict g, float* __restrict m, float* __restrict v, std::size_t n,
+                const AdamConstants c)
+{
+    for (std::size_t i = 0; i < n; ++i) {
+        const float gi = g[i] + c.wd * w[i];
+        m[i] = c.b1 * m[i] + (1.0f - c.b1) * gi;
+        v[i] = c.b2 * v[i] + (1.0f - c.b2) * gi * gi;
+        const float denom = std::sqrt(v[i]) / c.sqrtBc2 + c.eps;
+        w[i] -= c.stepSize * m[i] / denom;
+    }
+}
 } // namespace
 
 Sgd::Sgd(const SgdOptions& o) : Optimizer(o.lr), m_opt(o)
@@ -72,18 +93,13 @@ void Adam::step(const std::vector<Param*>& params)
     for (std::size_t k = 0; k < params.size(); ++k) {
         Param& p = *params[k];
         const std::size_t n = p.value.numel();
-        float* __restrict w = p.value.data();
-        const float* __restrict g = p.grad.data();
-        float* __restrict m = m_m[k].data();
-        float* __restrict v = m_v[k].data();
-        parallelChunks(n, elementwiseGrain(n), [&](std::size_t i0, std::size_t i1) {
-            for (std::size_t i = i0; i < i1; ++i) {
-                const float gi = g[i] + wd * w[i];
-                m[i] = b1 * m[i] + (1.0f - b1) * gi;
-                v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
-                const float denom = std::sqrt(v[i]) / sqrtBc2 + eps;
-                w[i] -= stepSize * m[i] / denom;
-            }
+        float* w = p.value.data();
+        const float* g = p.grad.data();
+        float* m = m_m[k].data();
+        float* v = m_v[k].data();
+        const AdamConstants c{b1, b2, eps, wd, stepSize, sqrtBc2};
+        parallelChunks(n, elementwiseGrain(n), [=](std::size_t i0, std::size_t i1) {
+            adamUpdate(w + i0, g + i0, m + i0, v + i0, i1 - i0, c);
         });
     }
 }
