@@ -1,7 +1,7 @@
 // Graph models: what Model::add accepts, shape errors a user can act on, the resnet8 and
 // mobilenet-tiny presets (parameter counts of the reference's common.py), and thread-count
 // determinism of a whole forward/backward, and resnet8's training steps against PyTorch's ResNet8
-// (029_resnet8_adam_steps.json). Gradients of graphs are checked in tst_layers.
+// (029_resnet8_adam_steps.json). Gradients of graphs are checked in tst_layers_gradients.
 #include "nn/activations.h"
 #include "nn/add.h"
 #include "nn/avgpool2d.h"

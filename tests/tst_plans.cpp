@@ -34,7 +34,7 @@ namespace fs = std::filesystem;
 namespace {
 
 // onnxruntime fuses Q/DQ into integer kernels that round once per activation, where the fake-quant
-// reference rounds the float result (tst_onnx's tolerances for the same comparison).
+// reference rounds the float result (tst_onnx_graphs's tolerances for the same comparison).
 constexpr double kMinQdqAgreement = 0.99;
 constexpr double kQdqMeanOutputDiff = 1e-3;
 // The .qsm's runner against the fake-quant simulation it came from: the stored int32 biases sit on

@@ -1,5 +1,6 @@
-// Shared by tst_qsm, tst_infer and tst_onnx: small synthetic datasets, models quantized by the
-// real QuantSim (weights, calibrated activations), and a QAT run on Fashion-MNIST when present.
+// Shared by tst_qsm, tst_infer, tst_onnx_export and tst_onnx_graphs: small synthetic datasets,
+// models quantized by the real QuantSim (weights, calibrated activations), and a QAT run on
+// Fashion-MNIST when present.
 #pragma once
 
 #include "data/dataset.h"
