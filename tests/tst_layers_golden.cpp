@@ -53,6 +53,29 @@ void compareParameterFree(Layer& layer, const golden::GoldenCase& g, double atol
     QS_COMPARE_TENSORS(dx, g.out("grad_x"), atol, rtol);
 }
 
+// A layer with weights, in training mode, against its golden case: y and grad_x at the reference
+// tolerances, grad_w (and grad_b when there is a bias) at the gradient ones. Then inference, which
+// takes other code paths (a convolution's per-thread scratch, no cache), must give y bit for bit.
+void compareWeighted(Layer& layer, Param& weight, Param* bias, const golden::GoldenCase& g)
+{
+    weight.value = g.in("w");
+    if (bias) bias->value = g.in("b");
+    RunContext ctx;
+    ctx.training = true;
+    Tensor y, dx;
+    layer.forward(g.in("x"), y, ctx);
+    QS_COMPARE_TENSORS(y, g.out("y"), kRefAtol, kRefRtol);
+    layer.backward(g.in("x"), y, g.in("grad_y"), dx, true);
+    QS_COMPARE_TENSORS(dx, g.out("grad_x"), kRefAtol, kRefRtol);
+    QS_COMPARE_TENSORS(weight.grad, g.out("grad_w"), kRefGradAtol, kRefGradRtol);
+    if (bias) {
+        QS_COMPARE_TENSORS(bias->grad, g.out("grad_b"), kRefGradAtol, kRefGradRtol);
+    }
+    Tensor yEval;
+    layer.forward(g.in("x"), yEval, RunContext{});
+    QVERIFY(bitIdentical(yEval, y));
+}
+
 } // namespace
 
 class TestLayersGolden : public QObject {
@@ -87,22 +110,7 @@ void TestLayersGolden::goldenConv2d()
     const Tensor& w = g.in("w");
     Conv2d conv("conv", w.dim(1), w.dim(0), w.dim(2), g.params.at("stride").get<std::size_t>(),
                 g.params.at("padding").get<std::size_t>());
-    conv.weight().value = w;
-    conv.bias().value = g.in("b");
-    RunContext ctx;
-    ctx.training = true;
-    Tensor y, dx;
-    conv.forward(g.in("x"), y, ctx);
-    QS_COMPARE_TENSORS(y, g.out("y"), kRefAtol, kRefRtol);
-    conv.backward(g.in("x"), y, g.in("grad_y"), dx, true);
-    QS_COMPARE_TENSORS(dx, g.out("grad_x"), kRefAtol, kRefRtol);
-    QS_COMPARE_TENSORS(conv.weight().grad, g.out("grad_w"), kRefGradAtol, kRefGradRtol);
-    QS_COMPARE_TENSORS(conv.bias().grad, g.out("grad_b"), kRefGradAtol, kRefGradRtol);
-
-    // Inference takes the other im2col path (per-thread scratch, no cache): same numbers.
-    Tensor yEval;
-    conv.forward(g.in("x"), yEval, RunContext{});
-    QVERIFY(bitIdentical(yEval, y));
+    compareWeighted(conv, conv.weight(), &conv.bias(), g);
 }
 
 void TestLayersGolden::goldenGroupedConv2d_data()
@@ -124,19 +132,7 @@ void TestLayersGolden::goldenGroupedConv2d()
                 g.params.at("padding").get<std::size_t>(), groups, false);
     QCOMPARE(conv.inChannels(), g.in("x").dim(1));
     QCOMPARE(conv.params().size(), std::size_t{1});
-    conv.weight().value = w;
-    RunContext ctx;
-    ctx.training = true;
-    Tensor y, dx;
-    conv.forward(g.in("x"), y, ctx);
-    QS_COMPARE_TENSORS(y, g.out("y"), kRefAtol, kRefRtol);
-    conv.backward(g.in("x"), y, g.in("grad_y"), dx, true);
-    QS_COMPARE_TENSORS(dx, g.out("grad_x"), kRefAtol, kRefRtol);
-    QS_COMPARE_TENSORS(conv.weight().grad, g.out("grad_w"), kRefGradAtol, kRefGradRtol);
-
-    Tensor yEval;
-    conv.forward(g.in("x"), yEval, RunContext{});
-    QVERIFY(bitIdentical(yEval, y));
+    compareWeighted(conv, conv.weight(), nullptr, g);
 }
 
 void TestLayersGolden::goldenMaxPool2d()
@@ -199,17 +195,7 @@ void TestLayersGolden::goldenLinear()
     const golden::GoldenCase g = golden::loadGolden("017_linear.json");
     const Tensor& w = g.in("w");
     Linear fc("fc", w.dim(1), w.dim(0));
-    fc.weight().value = w;
-    fc.bias().value = g.in("b");
-    RunContext ctx;
-    ctx.training = true;
-    Tensor y, dx;
-    fc.forward(g.in("x"), y, ctx);
-    QS_COMPARE_TENSORS(y, g.out("y"), kRefAtol, kRefRtol);
-    fc.backward(g.in("x"), y, g.in("grad_y"), dx, true);
-    QS_COMPARE_TENSORS(dx, g.out("grad_x"), kRefAtol, kRefRtol);
-    QS_COMPARE_TENSORS(fc.weight().grad, g.out("grad_w"), kRefGradAtol, kRefGradRtol);
-    QS_COMPARE_TENSORS(fc.bias().grad, g.out("grad_b"), kRefGradAtol, kRefGradRtol);
+    compareWeighted(fc, fc.weight(), &fc.bias(), g);
 }
 
 void TestLayersGolden::goldenBatchNorm2dTrain()
