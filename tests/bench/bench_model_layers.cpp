@@ -1,0 +1,126 @@
+// Where a training step of a preset goes, layer by layer: one arena of --threads threads, a batch
+// of 64 random images, and for every layer the fastest of --reps calls of its forward (training
+// mode), its backward, and its backward without the input gradient (for a convolution: the weight
+// gradient alone). Fastest, not median: on a shared 2-core VM the minimum is what the code costs;
+// contention only adds. The layers run unfused here (the model fuses conv/BN + ReLU), so the sum
+// differs a little from the step time printed first (Model::forward + backward, fused, median). A
+// ReLU that the model runs inside the conv or BatchNorm before it has no activation of its own and
+// shows an empty output and zero times; its cost is in that layer's fused step, not in its row.
+//
+//   build/release/tests/bench/bench_model_layers [--model NAME] [--threads N] [--reps N]
+#include "nn/layer.h"
+#include "nn/model.h"
+#include "nn/model_zoo.h"
+#include "util/rng.h"
+
+#include <tbb/task_arena.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+using namespace quantscope;
+
+namespace {
+
+double nowMs()
+{
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+double fastest(std::vector<double> v) { return *std::min_element(v.begin(), v.end()); }
+
+double median(std::vector<double> v)
+{
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+}
+
+Tensor filled(const Shape& shape, float value)
+{
+    Tensor t(shape);
+    std::fill(t.values().begin(), t.values().end(), value);
+    return t;
+}
+
+} // namespace
+
+int main(int argc, char** argv)
+{
+    std::string preset = "resnet8";
+    int threads = 2, reps = 20;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!std::strcmp(argv[i], "--model")) preset = argv[i + 1];
+        else if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
+        else if (!std::strcmp(argv[i], "--reps")) reps = std::max(1, std::atoi(argv[i + 1]));
+        else {
+            std::fprintf(stderr, "usage: %s [--model NAME] [--threads N] [--reps N]\n", argv[0]);
+            return 2;
+        }
+    }
+    tbb::task_arena arena(threads);
+    arena.execute([&] {
+        auto model = makeModel(preset);
+        model->initParams(1);
+        model->setFusion(true);
+        const std::size_t N = 64;
+        Shape in{N};
+        for (std::size_t d : model->inputShape()) in.push_back(d);
+        Tensor x(in);
+        Rng rng(1);
+        for (float& v : x.values()) v = rng.uniform(0.0f, 1.0f);
+        RunContext ctx;
+        ctx.training = true;
+        std::vector<double> step, fwd;
+        for (int r = 0; r < reps + 3; ++r) {
+            const double t0 = nowMs();
+            const Tensor& y = model->forward(x, ctx);
+            const double t1 = nowMs();
+            model->backward(filled(y.shape(), 1e-3f));
+            const double t2 = nowMs();
+            if (r >= 3) step.push_back(t2 - t0), fwd.push_back(t1 - t0); // 3 warm-up steps
+        }
+        std::printf("%s, batch %zu, %d threads: step %.2f ms (forward %.2f), median of %d -> %.0f img/s\n",
+                    preset.c_str(), N, threads, median(step), median(fwd), reps, N * 1000.0 / median(step));
+        std::printf("%-4s %-22s %9s %9s %13s  %s\n", "#", "layer", "fwd ms", "bwd ms", "bwd no dx ms", "output");
+        double sumF = 0.0, sumB = 0.0;
+        for (std::size_t i = 0; i < model->size(); ++i) {
+            Layer& l = model->layer(i);
+            const std::vector<std::size_t>& ins = model->inputsOf(i);
+            std::vector<const Tensor*> xs;
+            for (std::size_t a : ins) xs.push_back(&model->activation(a));
+            Tensor y, dx;
+            std::vector<Tensor> dxs(ins.size());
+            std::vector<double> f, b, w;
+            for (int r = 0; r < reps; ++r) {
+                double t0 = nowMs();
+                if (ins.size() == 1) l.forward(*xs[0], y, ctx);
+                else l.forwardMulti(xs, y, ctx);
+                f.push_back(nowMs() - t0);
+                const Tensor dy = filled(y.shape(), 1e-3f);
+                t0 = nowMs();
+                if (ins.size() == 1) {
+                    l.backward(*xs[0], y, dy, dx, ins[0] != 0);
+                } else {
+                    std::vector<Tensor*> slots;
+                    for (Tensor& t : dxs) slots.push_back(&t);
+                    l.backwardMulti(xs, y, dy, slots);
+                }
+                b.push_back(nowMs() - t0);
+                t0 = nowMs();
+                if (ins.size() == 1) l.backward(*xs[0], y, dy, dx, false);
+                w.push_back(nowMs() - t0);
+            }
+            sumF += fastest(f);
+            sumB += fastest(b);
+            std::printf("%-4zu %-22s %9.3f %9.3f %13.3f  %s\n", i, l.name().c_str(), fastest(f), fastest(b),
+                        ins.size() == 1 ? fastest(w) : 0.0, shapeString(y.shape()).c_str());
+        }
+        std::printf("sum of the fastest calls: forward %.2f ms, backward %.2f ms\n", sumF, sumB);
+    });
+    return 0;
+}
