@@ -122,15 +122,18 @@ void planeNormalize(const float* __restrict x, std::size_t n, const ChannelAffin
 // forward pass computed it, so the activation's output r need not be read (r unused here).
 enum class Clamp { None, Relu, Capped };
 
-template <Clamp K>
-inline __m512 gradIn(const float* __restrict dy, __m512 xv, std::size_t i, __mmask16 k, const ChannelAffine& a)
+// FromR: the mask from the activation's output r as the caller left it (see backwardClamped).
+template <Clamp K, bool FromR>
+inline __m512 gradIn(const float* __restrict dy, const float* __restrict r, __m512 xv, std::size_t i, __mmask16 k,
+                     const ChannelAffine& a)
 {
     if constexpr (K == Clamp::None) {
+        (void)r;
         (void)xv;
         (void)a;
         return _mm512_maskz_loadu_ps(k, dy + i);
     } else {
-        const __m512 v = bnValue(xv, a);
+        const __m512 v = FromR ? _mm512_maskz_loadu_ps(k, r + i) : bnValue(xv, a);
         __mmask16 pass = _mm512_mask_cmp_ps_mask(k, v, _mm512_setzero_ps(), _CMP_GT_OQ);
         if constexpr (K == Clamp::Capped) pass = _mm512_mask_cmp_ps_mask(pass, v, _mm512_set1_ps(a.cap), _CMP_LT_OQ);
         return _mm512_maskz_loadu_ps(pass, dy + i);
@@ -138,8 +141,8 @@ inline __m512 gradIn(const float* __restrict dy, __m512 xv, std::size_t i, __mma
 }
 
 // sum g and sum g (x - mean) over one plane, g = gradIn<K>
-template <Clamp K>
-void planeGradSums(const float* __restrict dy, const float* __restrict /*r*/, const float* __restrict x,
+template <Clamp K, bool FromR>
+void planeGradSums(const float* __restrict dy, const float* __restrict r, const float* __restrict x,
                    const ChannelAffine& af, std::size_t n, double& sdy, double& sdyx)
 {
     const __m512 m = _mm512_set1_ps(af.mean);
@@ -147,14 +150,14 @@ void planeGradSums(const float* __restrict dy, const float* __restrict /*r*/, co
     std::size_t i = 0;
     for (; i + 16 <= n; i += 16) {
         const __m512 xv = _mm512_loadu_ps(x + i);
-        const __m512 g = gradIn<K>(dy, xv, i, 0xFFFF, af);
+        const __m512 g = gradIn<K, FromR>(dy, r, xv, i, 0xFFFF, af);
         a = _mm512_add_ps(a, g);
         b = _mm512_fmadd_ps(g, _mm512_sub_ps(xv, m), b);
     }
     if (i < n) {
         const __mmask16 k = tailMask(n - i);
         const __m512 xv = _mm512_maskz_loadu_ps(k, x + i);
-        const __m512 g = gradIn<K>(dy, xv, i, k, af);
+        const __m512 g = gradIn<K, FromR>(dy, r, xv, i, k, af);
         a = _mm512_add_ps(a, g);
         b = _mm512_fmadd_ps(g, _mm512_maskz_sub_ps(k, xv, m), b);
     }
@@ -163,8 +166,8 @@ void planeGradSums(const float* __restrict dy, const float* __restrict /*r*/, co
 }
 
 // out = alpha g + beta (x - mean) + gamma over one plane, g = gradIn<K>
-template <Clamp K>
-void planeInputGrad(const float* __restrict dy, const float* __restrict /*r*/, const float* __restrict x,
+template <Clamp K, bool FromR>
+void planeInputGrad(const float* __restrict dy, const float* __restrict r, const float* __restrict x,
                     const ChannelAffine& af, std::size_t n, float alpha, float beta, float gamma, float* __restrict out)
 {
     const __m512 m = _mm512_set1_ps(af.mean), va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta),
@@ -173,13 +176,13 @@ void planeInputGrad(const float* __restrict dy, const float* __restrict /*r*/, c
     for (; i + 16 <= n; i += 16) {
         const __m512 xv = _mm512_loadu_ps(x + i);
         const __m512 t = _mm512_fmadd_ps(vb, _mm512_sub_ps(xv, m), vg);
-        _mm512_storeu_ps(out + i, _mm512_fmadd_ps(va, gradIn<K>(dy, xv, i, 0xFFFF, af), t));
+        _mm512_storeu_ps(out + i, _mm512_fmadd_ps(va, gradIn<K, FromR>(dy, r, xv, i, 0xFFFF, af), t));
     }
     if (i < n) {
         const __mmask16 k = tailMask(n - i);
         const __m512 xv = _mm512_maskz_loadu_ps(k, x + i);
         const __m512 t = _mm512_fmadd_ps(vb, _mm512_sub_ps(xv, m), vg);
-        _mm512_mask_storeu_ps(out + i, k, _mm512_fmadd_ps(va, gradIn<K>(dy, xv, i, k, af), t));
+        _mm512_mask_storeu_ps(out + i, k, _mm512_fmadd_ps(va, gradIn<K, FromR>(dy, r, xv, i, k, af), t));
     }
 }
 #else
@@ -243,7 +246,7 @@ inline float gradIn(const float* __restrict dy, const float* __restrict r, std::
 }
 
 // sum g and sum g (x - mean) over one plane, g = gradIn<K>
-template <Clamp K>
+template <Clamp K, bool /*FromR: the mask comes from r always here*/>
 void planeGradSums(const float* __restrict dy, const float* __restrict r, const float* __restrict x,
                    const ChannelAffine& af, std::size_t n, double& sdy, double& sdyx)
 {
@@ -257,7 +260,7 @@ void planeGradSums(const float* __restrict dy, const float* __restrict r, const 
     sdyx = laneTotal(b);
 }
 
-template <Clamp K>
+template <Clamp K, bool /*FromR: the mask comes from r always here*/>
 void planeInputGrad(const float* __restrict dy, const float* __restrict r, const float* __restrict x,
                     const ChannelAffine& af, std::size_t n, float alpha, float beta, float gamma, float* __restrict out)
 {
@@ -366,20 +369,31 @@ void BatchNorm2d::forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx,
 // the result does not depend on the thread count), then dx.
 void BatchNorm2d::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Tensor& dx, bool needInputGrad)
 {
-    backwardImpl(x, nullptr, dy, dx, needInputGrad, 0.0f);
+    backwardImpl(x, nullptr, dy, dx, needInputGrad, 0.0f, false);
 }
 
 void BatchNorm2d::backwardClamped(const Tensor& x, const Tensor& r, const Tensor& dr, Tensor& dx, bool needInputGrad,
-                                  float cap)
+                                  float cap, bool maskFromOutput)
 {
     if (r.shape() != x.shape() || dr.shape() != x.shape())
         throw ConfigError(name() + ": fused backward given " + shapeString(r.shape()) + " / " + shapeString(dr.shape()) +
                           " for input " + shapeString(x.shape()));
-    backwardImpl(x, &r, dr, dx, needInputGrad, cap);
+    backwardImpl(x, &r, dr, dx, needInputGrad, cap, maskFromOutput);
 }
 
+namespace {
+// Calls f.operator()<K, FromR>() with the clamp kind and mask source as template arguments.
+template <class F>
+void withClampKind(Clamp kind, bool fromR, F&& f)
+{
+    if (kind == Clamp::None) f.template operator()<Clamp::None, false>();
+    else if (kind == Clamp::Relu) fromR ? f.template operator()<Clamp::Relu, true>() : f.template operator()<Clamp::Relu, false>();
+    else fromR ? f.template operator()<Clamp::Capped, true>() : f.template operator()<Clamp::Capped, false>();
+}
+} // namespace
+
 void BatchNorm2d::backwardImpl(const Tensor& x, const Tensor* r, const Tensor& dy, Tensor& dx, bool needInputGrad,
-                               float cap)
+                               float cap, bool maskFromOutput)
 {
     const std::size_t N = x.dim(0), C = m_c, HW = x.dim(2) * x.dim(3);
     if (m_mean.size() != C) throw ConfigError(name() + ": backward without a training forward");
@@ -392,16 +406,16 @@ void BatchNorm2d::backwardImpl(const Tensor& x, const Tensor* r, const Tensor& d
     const Clamp kind = !r ? Clamp::None : std::isinf(cap) ? Clamp::Relu : Clamp::Capped;
     const float* rp = r ? r->data() : nullptr;
     m_planeStats.resize(2 * N * C);
-    parallelForStatic(N, [&](std::size_t n) {
-        for (std::size_t c = 0; c < C; ++c) {
-            const std::size_t off = (n * C + c) * HW;
-            double& a = m_planeStats[2 * (n * C + c)];
-            double& b = m_planeStats[2 * (n * C + c) + 1];
-            const float* rr = rp ? rp + off : nullptr;
-            if (kind == Clamp::None) planeGradSums<Clamp::None>(dy.data() + off, rr, x.data() + off, affine(c), HW, a, b);
-            else if (kind == Clamp::Relu) planeGradSums<Clamp::Relu>(dy.data() + off, rr, x.data() + off, affine(c), HW, a, b);
-            else planeGradSums<Clamp::Capped>(dy.data() + off, rr, x.data() + off, affine(c), HW, a, b);
-        }
+    const bool fromR = maskFromOutput && r;
+    withClampKind(kind, fromR, [&]<Clamp K, bool R>() {
+        parallelForStatic(N, [&](std::size_t n) {
+            for (std::size_t c = 0; c < C; ++c) {
+                const std::size_t off = (n * C + c) * HW;
+                const float* rr = rp ? rp + off : nullptr;
+                planeGradSums<K, R>(dy.data() + off, rr, x.data() + off, affine(c), HW, m_planeStats[2 * (n * C + c)],
+                                    m_planeStats[2 * (n * C + c) + 1]);
+            }
+        });
     });
     // Per channel: dx = alpha g + beta (x - mean) + gamma
     std::vector<float> alpha(C), beta(C), gamma(C);
@@ -420,18 +434,15 @@ void BatchNorm2d::backwardImpl(const Tensor& x, const Tensor* r, const Tensor& d
         gamma[c] = m_frozen ? 0.0f : -g[c] * inv * static_cast<float>(sdy) / M;
     }
     if (!needInputGrad) return;
-    parallelForStatic(N, [&](std::size_t n) {
-        for (std::size_t c = 0; c < C; ++c) {
-            const std::size_t off = (n * C + c) * HW;
-            const float* rr = rp ? rp + off : nullptr;
-            float* out = dx.data() + off;
-            if (kind == Clamp::None)
-                planeInputGrad<Clamp::None>(dy.data() + off, rr, x.data() + off, affine(c), HW, alpha[c], beta[c], gamma[c], out);
-            else if (kind == Clamp::Relu)
-                planeInputGrad<Clamp::Relu>(dy.data() + off, rr, x.data() + off, affine(c), HW, alpha[c], beta[c], gamma[c], out);
-            else
-                planeInputGrad<Clamp::Capped>(dy.data() + off, rr, x.data() + off, affine(c), HW, alpha[c], beta[c], gamma[c], out);
-        }
+    withClampKind(kind, fromR, [&]<Clamp K, bool R>() {
+        parallelForStatic(N, [&](std::size_t n) {
+            for (std::size_t c = 0; c < C; ++c) {
+                const std::size_t off = (n * C + c) * HW;
+                const float* rr = rp ? rp + off : nullptr;
+                planeInputGrad<K, R>(dy.data() + off, rr, x.data() + off, affine(c), HW, alpha[c], beta[c], gamma[c],
+                                     dx.data() + off);
+            }
+        });
     });
 }
 

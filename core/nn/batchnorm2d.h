@@ -21,9 +21,13 @@ public:
     // backwardClamped takes dr = dL/dr and the activation's output r, and gives exactly BN's
     // backward of dy = dr [r > 0] (ReLU) or dr [0 < r < 6] (ReLU6: PyTorch's hardtanh_backward,
     // the bounds pass no gradient), which are the activations' own rules since r > 0 iff x > 0
-    // and 0 < r < 6 iff 0 < x < 6. Shapes as forward/backward.
+    // and 0 < r < 6 iff 0 < x < 6. Shapes as forward/backward. With maskFromOutput the mask is
+    // read from r itself (r > 0, 0 < r < cap) rather than recomputed from BN(x): for a caller that
+    // changed r after forwardClamped (FloatSim rounds it), so that the mask is the one the unfused
+    // activation would have used.
     void forwardClamped(const Tensor& x, Tensor& r, const RunContext& ctx, float cap);
-    void backwardClamped(const Tensor& x, const Tensor& r, const Tensor& dr, Tensor& dx, bool needInputGrad, float cap);
+    void backwardClamped(const Tensor& x, const Tensor& r, const Tensor& dr, Tensor& dx, bool needInputGrad, float cap,
+                         bool maskFromOutput = false);
     std::string describe() const override { return std::to_string(m_c) + " channels"; }
 
     std::size_t channels() const { return m_c; }
@@ -49,7 +53,8 @@ public:
 private:
     void forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx, float cap, bool clamp);
     // r == nullptr: plain BN backward; otherwise dy is masked by the clamp's rule on r.
-    void backwardImpl(const Tensor& x, const Tensor* r, const Tensor& dy, Tensor& dx, bool needInputGrad, float cap);
+    void backwardImpl(const Tensor& x, const Tensor* r, const Tensor& dy, Tensor& dx, bool needInputGrad, float cap,
+                      bool maskFromOutput);
 
     std::size_t m_c;
     float m_eps, m_momentum;

@@ -195,9 +195,9 @@ void Model::planFusion(const LayerHooks* hooks)
     m_fusedAway.assign(L, 0);
     for (std::size_t i = 0; i < L; ++i) {
         const Layer& l = *m_layers[i];
-        // With hooks, only convolutions: their fused backward reads the ReLU's output as the hooks
-        // left it (BatchNorm2d's recomputes it from its input).
-        const bool fuses = (l.kind() == LayerKind::BatchNorm2d && !hooks) ||
+        // With hooks, convolutions (their fused backward reads the ReLU's output as the hooks left
+        // it) and the BatchNorms the hooks name (whose backward then reads it too, not BN(x)).
+        const bool fuses = (l.kind() == LayerKind::BatchNorm2d && (!hooks || hooks->fusesBatchNorm(i))) ||
                            (l.kind() == LayerKind::Conv2d && static_cast<const Conv2d&>(l).fusesActivation());
         if (!fuses || m_inputs[i].size() != 1 || (hooks && hooks->touchesOutput(i))) continue;
         const long j = soleConsumer(i);
@@ -332,7 +332,8 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks)
                 if (m_layers[i]->kind() == LayerKind::Conv2d)
                     static_cast<Conv2d&>(*m_layers[i]).backwardClamped(m_acts[a], m_acts[j + 1], dy, dx, need, clampCap(*m_layers[j]));
                 else
-                    static_cast<BatchNorm2d&>(*m_layers[i]).backwardClamped(m_acts[a], m_acts[j + 1], dy, dx, need, clampCap(*m_layers[j]));
+                    static_cast<BatchNorm2d&>(*m_layers[i]).backwardClamped(m_acts[a], m_acts[j + 1], dy, dx, need, clampCap(*m_layers[j]),
+                                                                            hooks != nullptr);
             } else {
                 m_layers[i]->backward(m_acts[a], m_acts[i + 1], dy, dx, need);
             }

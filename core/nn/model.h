@@ -27,6 +27,10 @@ public:
     // False when afterForward and beforeBackward of this layer do nothing: the model may then
     // run the layer fused with the ReLU after it (Model::setFusion) and skip both calls.
     virtual bool touchesOutput(std::size_t /*layer*/) const { return true; }
+    // True when this BatchNorm2d may run fused with the ReLU that alone reads it although hooks are
+    // set (touchesOutput must be false for it too). The fused backward then takes the ReLU's mask
+    // from the ReLU's output as the hooks left it, as the unfused ReLU's backward does.
+    virtual bool fusesBatchNorm(std::size_t /*layer*/) const { return false; }
 };
 
 class Model {

@@ -46,15 +46,16 @@ FloatSim::FloatSim(const NumberFormat& f, Rounding r) : m_fmt(f), m_rounding(r),
 void FloatSim::setModel(const Model& model)
 {
     m_exactGrad.assign(model.size(), 0);
-    m_clampedConv.assign(model.size(), 0);
+    m_clamped.assign(model.size(), 0);
     m_roundsClamp.assign(model.size(), 0);
     if (!m_keepsGrid) return; // MX: a block's rounding depends on its other values, ReLU changes them
     for (std::size_t i = 0; i + 1 < model.size(); ++i) {
         const std::vector<std::size_t>& readers = model.consumersOf(i + 1);
-        if (model.layer(i).kind() != LayerKind::Conv2d || readers.size() != 1) continue;
+        const LayerKind k = model.layer(i).kind();
+        if ((k != LayerKind::Conv2d && k != LayerKind::BatchNorm2d) || readers.size() != 1) continue;
         const std::size_t r = readers[0];
         if (model.layer(r).kind() != LayerKind::ReLU || model.inputsOf(r).size() != 1) continue;
-        m_clampedConv[i] = 1;
+        m_clamped[i] = k == LayerKind::BatchNorm2d ? 2 : 1;
         m_roundsClamp[r] = 1;
     }
     for (std::size_t i = 0; i + 1 < model.size(); ++i) {

@@ -42,10 +42,13 @@ public:
     void onInput(Tensor& x, const RunContext& ctx) override;
     void afterForward(std::size_t layer, Layer& l, Tensor& y, const RunContext& ctx) override;
     void beforeBackward(std::size_t layer, Layer& l, Tensor& dy) override;
-    // After setModel, a convolution whose output only a ReLU reads is left alone: rounding commutes
-    // with ReLU (round is monotone, keeps signs and rounds 0 to 0), so the ReLU's output is rounded
-    // instead and the trainer's pass may run the pair fused, with the same bits.
-    bool touchesOutput(std::size_t layer) const override { return !(layer < m_clampedConv.size() && m_clampedConv[layer]); }
+    // After setModel, a convolution or BatchNorm whose output only a ReLU reads is left alone:
+    // rounding commutes with ReLU (round is monotone, keeps signs and rounds 0 to 0), so the ReLU's
+    // output is rounded instead and the trainer's pass may run the pair fused, with the same bits.
+    // The fused BatchNorm's backward takes the ReLU's mask from that rounded output (as the
+    // unfused ReLU would): round(v) > 0 differs from v > 0 where v underflows to 0.
+    bool touchesOutput(std::size_t layer) const override { return !(layer < m_clamped.size() && m_clamped[layer]); }
+    bool fusesBatchNorm(std::size_t layer) const override { return layer < m_clamped.size() && m_clamped[layer] == 2; }
 
     const NumberFormat& format() const { return m_fmt; }
     Rounding rounding() const { return m_rounding; }
@@ -57,7 +60,7 @@ private:
     bool m_overflow = false;
     bool m_keepsGrid; // element-wise format (not MX) that holds 6, the ReLU6 bound
     std::vector<std::uint8_t> m_exactGrad; // per layer: dL/d(output) is on the grid and checked already
-    std::vector<std::uint8_t> m_clampedConv; // per layer: a Conv2d read only by a ReLU (touchesOutput false)
+    std::vector<std::uint8_t> m_clamped;     // per layer: a Conv2d (1) or BatchNorm2d (2) read only by a ReLU (touchesOutput false)
     std::vector<std::uint8_t> m_roundsClamp; // per layer: that ReLU, which rounds its output itself
 };
 
