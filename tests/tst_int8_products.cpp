@@ -10,6 +10,7 @@
 #include "util/rng.h"
 
 #include "test_tensors.h" // before Qt: TBB's profiling.h has a member named emit
+#include "slow_tests.h"
 
 #include <QtTest>
 
@@ -335,7 +336,16 @@ void TestInt8Products::qatStepTakesTheIntegerPath_data()
     // seed-cnn: the products differ in the last bits only (seen: 9e-8 of the logits, 3e-7 of a
     // gradient); a tolerance of 1e-3 still holds if one activation rounds to its neighbouring code.
     QTest::newRow("seed-cnn channel") << "seed-cnn" << "channel" << "observer" << QStringList{"conv2"} << 1e-3 << 1e-3;
-    QTest::newRow("seed-cnn tensor, lsq") << "seed-cnn" << "tensor" << "lsq" << QStringList{"conv2"} << 1e-3 << 1e-3;
+    // Under the sanitizer presets (QS_SANITIZER_RUN: baseline x86-64, the direct kernels' portable
+    // twins, no FMA) this row's logits agree bit for bit but one output of conv2 moves its gradient
+    // to the other position of a maxpool window: two of its outputs are equal on the integer
+    // products and a rounding apart in this build's FP32 sums, so the pool's argmax differs
+    // (asan 2026-11-30: conv2.weight's gradient differs in output channel 31 only, 200 of its 288
+    // weights, by 1.2 % of the range; conv2.bias and the fc gradients within 2e-7; every run of
+    // either path gave the same bits). A tie, not a wrong product: there the logits are compared
+    // and the gradients are not. The release build compares both (no tie there).
+    QTest::newRow("seed-cnn tensor, lsq") << "seed-cnn" << "tensor" << "lsq" << QStringList{"conv2"} << 1e-3
+                                          << (quantscope::testing::sanitizerSlowdown() > 1.0 ? -1.0 : 1e-3);
     // Group-wise scales are not one per channel: FP32 everywhere.
     QTest::newRow("seed-cnn group") << "seed-cnn" << "group:8" << "observer" << QStringList{} << 0.0 << 0.0;
     // BN-folded convs (per channel: the folded scale / the folding factor); the stem (1 channel),

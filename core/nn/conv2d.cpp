@@ -6,6 +6,9 @@
 #include "util/errors.h"
 
 #include <tbb/enumerable_thread_specific.h>
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#endif
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -284,6 +287,42 @@ void addBiasClamp(float* y, std::size_t n, const float* bias, float cap)
     }
 }
 
+#if defined(__SANITIZE_ADDRESS__)
+namespace {
+// Under ASan a buffer's floats past the caller's `size` are poisoned until the next call (ASan's
+// container-overflow annotation over the vector's capacity): a kernel that reads or writes past
+// what it asked for is reported even when an earlier, larger request left the buffer longer, not
+// only on the first call in a thread. The whole capacity is addressable again before the vector
+// itself touches it (resize, destruction).
+struct AnnotatedBuffer {
+    std::vector<float> v;
+    std::size_t visible = 0; // floats addressable now; the capacity when not annotated
+
+    void annotate(std::size_t from, std::size_t to)
+    {
+        if (v.capacity() == 0 || from == to) return;
+        float* beg = v.data();
+        __sanitizer_annotate_contiguous_container(beg, beg + v.capacity(), beg + from, beg + to);
+        visible = to;
+    }
+    std::vector<float>& take(std::size_t size)
+    {
+        annotate(visible, v.capacity());
+        if (v.size() < size) v.resize(size);
+        visible = v.capacity();
+        annotate(visible, size);
+        return v;
+    }
+    ~AnnotatedBuffer() { annotate(visible, v.capacity()); }
+};
+} // namespace
+
+std::vector<float>& threadBuffer(int which, std::size_t size)
+{
+    static thread_local AnnotatedBuffer buffers[5];
+    return buffers[which].take(size);
+}
+#else
 std::vector<float>& threadBuffer(int which, std::size_t size)
 {
     static thread_local std::vector<float> buffers[5];
@@ -291,6 +330,7 @@ std::vector<float>& threadBuffer(int which, std::size_t size)
     if (b.size() < size) b.resize(size);
     return b;
 }
+#endif
 
 // dW = sum_n partials[n][0, wSize), db = sum_n partials[n][wSize, wSize + bSize), in image order.
 void reducePartials(const std::vector<float>& partials, std::size_t N, std::size_t wSize, std::size_t bSize,

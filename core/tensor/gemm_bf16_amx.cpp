@@ -28,6 +28,8 @@ namespace {
 
 using amx_runs::barrier;
 using amx_runs::TileConfig;
+using amx_runs::tileRead;
+using amx_runs::tileWrite;
 
 // A C tile at (m0, n0): whole when 16 rows and 16 columns lie inside C, else through `bounce`.
 struct CTile {
@@ -59,6 +61,7 @@ inline void drainBounce(const CTile& t, const float* bounce)
 #define QS_LOAD_C(T, tile, bounce, load)                                                                               \
     do {                                                                                                               \
         if ((tile).whole() && (load)) {                                                                                \
+            tileRead((tile).c, static_cast<long>((tile).ldc * sizeof(float)), 16, 64);                                 \
             _tile_loadd(T, (tile).c, static_cast<long>((tile).ldc * sizeof(float)));                                   \
         } else if ((tile).whole() || !(load)) {                                                                        \
             _tile_zero(T);                                                                                             \
@@ -71,6 +74,7 @@ inline void drainBounce(const CTile& t, const float* bounce)
 #define QS_STORE_C(T, tile, bounce)                                                                                    \
     do {                                                                                                               \
         if ((tile).whole()) {                                                                                          \
+            tileWrite((tile).c, static_cast<long>((tile).ldc * sizeof(float)), 16, 64);                                \
             _tile_stored(T, (tile).c, static_cast<long>((tile).ldc * sizeof(float)));                                  \
         } else {                                                                                                       \
             _tile_stored(T, bounce, 64);                                                                               \
@@ -90,14 +94,18 @@ void block(const std::uint32_t* a, std::size_t Kp2, const std::uint32_t* b, std:
     if constexpr (TM == 2 && TN == 2) QS_LOAD_C(3, ct[1][1], bounce, load);
     const long strideA = static_cast<long>(Kp2 * sizeof(std::uint32_t));
     for (std::size_t s = 0; s < ksteps; ++s) {
+        tileRead(a + 16 * s, strideA, 16, 64);
         _tile_loadd(4, a + 16 * s, strideA);
+        tileRead(b + 256 * s, 64, 16, 64);
         _tile_loadd(6, b + 256 * s, 64);
         _tile_dpbf16ps(0, 4, 6);
         if constexpr (TN == 2) {
+            tileRead(b + panelStride + 256 * s, 64, 16, 64);
             _tile_loadd(7, b + panelStride + 256 * s, 64);
             _tile_dpbf16ps(1, 4, 7);
         }
         if constexpr (TM == 2) {
+            tileRead(a + 16 * Kp2 + 16 * s, strideA, 16, 64);
             _tile_loadd(5, a + 16 * Kp2 + 16 * s, strideA);
             _tile_dpbf16ps(2, 5, 6);
             if constexpr (TN == 2) _tile_dpbf16ps(3, 5, 7);

@@ -72,14 +72,18 @@ void gradBlock(const WeightGradRuns& a, std::size_t t, std::size_t c0, std::size
     const std::uint8_t* x = reinterpret_cast<const std::uint8_t*>(a.x) + c0 * a.channelStride + 2 * a.tapOffset[t];
     const std::uint8_t* d = reinterpret_cast<const std::uint8_t*>(a.dyPairs) + 4 * o0;
     for (std::size_t p0 = 0; p0 < a.P; p0 += 16) {
+        amx_runs::tileRead(x + 4 * p0, strideA, 16, 64);
         _tile_loadd(4, x + 4 * p0, strideA);
+        amx_runs::tileRead(d + 4 * p0 * a.Op, strideB, 16, 64);
         _tile_loadd(6, d + 4 * p0 * a.Op, strideB);
         _tile_dpbf16ps(0, 4, 6);
         if constexpr (TN == 2) {
+            amx_runs::tileRead(d + 4 * p0 * a.Op + 64, strideB, 16, 64);
             _tile_loadd(7, d + 4 * p0 * a.Op + 64, strideB);
             _tile_dpbf16ps(1, 4, 7);
         }
         if constexpr (TM == 2) {
+            amx_runs::tileRead(x + 16 * a.channelStride + 4 * p0, strideA, 16, 64);
             _tile_loadd(5, x + 16 * a.channelStride + 4 * p0, strideA);
             _tile_dpbf16ps(2, 5, 6);
             if constexpr (TN == 2) _tile_dpbf16ps(3, 5, 7);
