@@ -539,7 +539,11 @@ void SqnrChart::refresh()
         }
         m_series->append(set);
     }
-    setNiceRange(m_y, 0, top * 1.15, true);
+    // Many bars side by side: upright value labels ran into each other ("48.248.2"), so they turn
+    // vertical, with room above the tallest bar for them.
+    const bool vertical = barCount() > 12;
+    m_series->setLabelsAngle(vertical ? -90.0 : 0.0);
+    setNiceRange(m_y, 0, top * (vertical ? 1.3 : 1.15), true);
     chart()->setTitle(withStats > 1 ? tr("Quantization error per layer: SQNR of %1 runs (higher is better)").arg(withStats)
                                     : tr("Quantization error per layer: SQNR (higher is better)"));
     setEmptyMessage(withStats ? QString() : kNoStats);
