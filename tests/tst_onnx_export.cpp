@@ -139,9 +139,7 @@ void TestOnnxExport::onnxruntimeRunsSyntheticModels()
     QFETCH(QString, format);
     QFETCH(QString, granularity);
     QFETCH(QString, act);
-    if (!haveOrt())
-        QSKIP(qPrintable("onnxruntime-node is not installed in " + nodeModules() +
-                         " (tests/onnx/install_ort.sh installs it; it needs the npm registry)"));
+    QS_SKIP_WITHOUT_ORT();
     const ExportedModel m = modelFor(preset, format, granularity, act);
     const std::string path = m_dir + "/ort.onnx";
     writeOnnx(path, m);
@@ -156,9 +154,7 @@ void TestOnnxExport::onnxruntimeRunsSyntheticModels()
 void TestOnnxExport::onnxruntimeMatchesEngineOnFashion()
 {
     QS_SKIP_UNDER_SANITIZERS();
-    if (!haveOrt())
-        QSKIP(qPrintable("onnxruntime-node is not installed in " + nodeModules() +
-                         " (tests/onnx/install_ort.sh installs it; it needs the npm registry)"));
+    QS_SKIP_WITHOUT_ORT();
     if (!fixtures::haveFashion()) QSKIP("Fashion-MNIST is not installed (scripts/setup installs dataset-fashion-mnist)");
     DatasetOptions o;
     o.trainLimit = fixtures::fullData() ? 0 : 2000;

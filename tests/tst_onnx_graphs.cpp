@@ -237,9 +237,7 @@ void TestOnnxGraphs::graphOnnxruntimeMatchesReference()
     QFETCH(QString, format);
     QFETCH(QString, granularity);
     QFETCH(QString, act);
-    if (!haveOrt())
-        QSKIP(qPrintable("onnxruntime-node is not installed in " + nodeModules() +
-                         " (tests/onnx/install_ort.sh installs it; it needs the npm registry)"));
+    QS_SKIP_WITHOUT_ORT();
     const ExportedModel m = graphExport(model, format, granularity, act);
     const std::string path = m_dir + "/graph-ort.onnx";
     writeOnnx(path, m);

@@ -40,6 +40,14 @@ inline QString nodeModules()
 
 inline bool haveOrt() { return std::filesystem::exists((nodeModules() + "/onnxruntime-node/package.json").toStdString()); }
 
+// Skips the calling test function, saying where onnxruntime-node was looked for and how to get it.
+#define QS_SKIP_WITHOUT_ORT()                                                                                \
+    do {                                                                                                     \
+        if (!haveOrt())                                                                                      \
+            QSKIP(qPrintable("onnxruntime-node is not installed in " + nodeModules() +                       \
+                             " (tests/onnx/install_ort.sh installs it; it needs the npm registry)"));        \
+    } while (false)
+
 struct Run {
     int exitCode = -1;
     QString out, err;
