@@ -85,6 +85,7 @@ namespace {
 struct PassRun {
     std::vector<Tensor> outputs, grads;
     int emptyActivations = 0;
+    int selfRounding = 0, convs = 0; // FloatSim::roundsOutputBf16 layers, and Conv2d layers
 };
 
 // The first output or gradient whose bits differ (empty: none).
@@ -757,6 +758,8 @@ void TestStrategies::mixedFusedPassIsBitIdentical_data()
 // Mixed precision's training pass (FloatSim's hooks, bf16 products where the CPU has AMX) runs a
 // convolution or BatchNorm and its ReLU fused where FloatSim leaves their output alone (rounding
 // commutes with ReLU; the ReLU rounds instead): logits, every gradient and the fused pairs' count.
+// With bf16 the convolutions also round their own outputs in their epilogues
+// (FloatSim::roundsOutputBf16): the same bits as the hooks' own rounding pass (setLayerRounding off).
 void TestStrategies::mixedFusedPassIsBitIdentical()
 {
     QFETCH(QString, preset);
@@ -767,14 +770,19 @@ void TestStrategies::mixedFusedPassIsBitIdentical()
     for (float& v : x.values()) v = rng.uniform(-1.0f, 2.0f);
     const NumberFormat& fmt = findFormat(format.toStdString());
     const Bf16Path path = format == "bf16" && bf16PathSupported(Bf16Path::AmxBf16) ? Bf16Path::AmxBf16 : Bf16Path::Emulated;
-    const auto run = [&](bool fused) {
+    const auto run = [&](bool fused, bool layerRounding) {
         PassRun r;
         auto m = makeModel(preset.toStdString());
         m->initParams(3);
         for (std::size_t i = 0; i < m->size(); ++i)
             if (auto* c = dynamic_cast<Conv2d*>(&m->layer(i))) c->setBf16Products(path);
         FloatSim sim(fmt, Rounding::Nearest);
+        sim.setLayerRounding(layerRounding);
         sim.setModel(*m);
+        for (std::size_t i = 0; i < m->size(); ++i) {
+            r.selfRounding += sim.roundsOutputBf16(i) ? 1 : 0;
+            r.convs += m->layer(i).kind() == LayerKind::Conv2d ? 1 : 0;
+        }
         m->setFusion(fused);
         RunContext ctx;
         ctx.training = true;
@@ -794,13 +802,18 @@ void TestStrategies::mixedFusedPassIsBitIdentical()
         }
         return r;
     };
-    const PassRun plain = run(false), fused = run(true);
+    const PassRun plain = run(false, true), fused = run(true, true), hooksRound = run(true, false);
     QCOMPARE(plain.emptyActivations, 0);
+    // bf16: every convolution rounds its own output; other formats, or with it off: none.
+    QCOMPARE(fused.selfRounding, format == "bf16" ? fused.convs : 0);
+    QCOMPARE(hooksRound.selfRounding, 0);
     // On AMX, seed-cnn's conv1 (one input channel) takes the im2col bf16 path, which does not fuse.
     const int conv1OnIm2col = path == Bf16Path::AmxBf16 && preset == "seed-cnn" ? 1 : 0;
     QCOMPARE(fused.emptyActivations, fusedPairs - conv1OnIm2col);
     const QString differs = firstDifference(plain, fused);
     QVERIFY2(differs.isEmpty(), qPrintable(differs));
+    const QString differsFromHooks = firstDifference(hooksRound, fused);
+    QVERIFY2(differsFromHooks.isEmpty(), qPrintable("layer rounding against the hooks' pass: " + differsFromHooks));
 }
 
 void TestStrategies::ptqOfALoadedFp32Model()

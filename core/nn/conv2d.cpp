@@ -274,8 +274,13 @@ float fixedOrderSumMasked(const float* v, const float* r, std::size_t n, float c
     return s;
 }
 
-void addBiasClamp(float* y, std::size_t n, const float* bias, float cap)
+void addBiasClamp(float* y, std::size_t n, const float* bias, float cap, bool roundBf16)
 {
+    if (roundBf16) {
+        addBiasClamp(y, n, bias, cap, false);
+        roundRowBf16(y, n);
+        return;
+    }
     if (bias && !hasClamp(cap)) {
         const float b = *bias;
         for (std::size_t j = 0; j < n; ++j) y[j] += b;
@@ -381,8 +386,14 @@ void Conv2d::forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx, floa
     // cache, a whole batch's would not (42 MB for seed-cnn's conv2), and the rebuild is cheaper.
     if (ctx.training) m_colsFor = x.shape();
     m_lastInteger = false;
+    m_roundOut = ctx.roundOutputBf16;
     if (directDepthwise(*this)) {
         forwardDepthwise(x, y);
+        if (m_roundOut) { // no epilogue of its own: a pass over the output
+            float* v = y.data();
+            const std::size_t n = y.numel();
+            parallelChunks(n, elementwiseGrain(n), [=](std::size_t b, std::size_t e) { roundRowBf16(v + b, e - b); });
+        }
         return;
     }
     if (usesBf16Gemm()) {
@@ -412,7 +423,7 @@ void Conv2d::forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx, floa
             MatrixMap Y(out, static_cast<Idx>(coutG), static_cast<Idx>(HWo));
             Y.noalias() = Wg * C;
             for (std::size_t o = 0; o < coutG; ++o)
-                addBiasClamp(out + o * HWo, HWo, bias ? bias + g * coutG + o : nullptr, cap);
+                addBiasClamp(out + o * HWo, HWo, bias ? bias + g * coutG + o : nullptr, cap, m_roundOut);
         }
     });
 }

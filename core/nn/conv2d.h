@@ -132,6 +132,7 @@ private:
     std::vector<std::size_t> m_s8Taps;   // byte offsets of the k x k taps in the runs
     PackedBf16Runs m_packedBf16Runs;     // usesBf16Runs: W (forward) or rot180(W)^T (input gradient)
     bool m_lastInteger = false;
+    bool m_roundOut = false; // this forward's RunContext::roundOutputBf16
 };
 
 // im2col for one image: x (C, H, W) -> cols (C*k*k, Ho*Wo), rows ldc apart (0: Ho*Wo), so

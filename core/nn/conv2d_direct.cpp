@@ -291,7 +291,7 @@ namespace {
 // the group out (stride 1: padded runs; strided: phase runs) and fills the K tap rows.
 template <typename Geometry, typename Layout>
 void forwardGroups(const Tensor& x, Tensor& y, const Geometry& g, std::size_t cin, std::size_t cout, std::size_t K,
-                   const std::vector<float>& packed, const float* bias, float cap, Layout&& layout)
+                   const std::vector<float>& packed, const float* bias, float cap, bool roundBf16, Layout&& layout)
 {
     const std::size_t N = x.dim(0);
     parallelFor((N + g.Ng - 1) / g.Ng, [&](std::size_t grp) {
@@ -301,7 +301,7 @@ void forwardGroups(const Tensor& x, Tensor& y, const Geometry& g, std::size_t ci
         const float** rows = threadRows(0, K).data();
         layout(n0, count, runs, rows);
         conv_direct::gemmRows(packed.data(), cout, K, rows, L, out, L);
-        fromRuns(out, L, cout, n0, count, g, bias, y.data(), cap);
+        fromRuns(out, L, cout, n0, count, g, bias, y.data(), cap, roundBf16);
     });
 }
 } // namespace
@@ -319,7 +319,7 @@ void Conv2d::forwardDirect(const Tensor& x, Tensor& y, float cap)
     if (m_stride > 1) {
         const PhaseGeometry g = phaseGeometry(x.dim(2), x.dim(3), m_k, m_stride, m_pad);
         const DepthwiseGeometry dg = depthwiseGeometry(x.dim(2), x.dim(3), m_k, m_stride, m_pad);
-        forwardGroups(x, y, g, m_cin, m_cout, K, m_packed, bias, cap,
+        forwardGroups(x, y, g, m_cin, m_cout, K, m_packed, bias, cap, m_roundOut,
                       [&](std::size_t n0, std::size_t count, float* runs, const float** rows) {
                           toPhaseRuns(x.data(), m_cin, n0, count, g, dg, runs);
                           phaseTapRows(runs, m_cin, g, rows);
@@ -327,7 +327,7 @@ void Conv2d::forwardDirect(const Tensor& x, Tensor& y, float cap)
         return;
     }
     const RunGeometry g = runGeometry(x.dim(2), x.dim(3), m_k, m_pad);
-    forwardGroups(x, y, g, m_cin, m_cout, K, m_packed, bias, cap,
+    forwardGroups(x, y, g, m_cin, m_cout, K, m_packed, bias, cap, m_roundOut,
                   [&](std::size_t n0, std::size_t count, float* runs, const float** rows) {
                       toRuns(x.data(), m_cin, n0, count, g, runs);
                       tapRows(runs, m_cin, g, rows);
@@ -434,9 +434,10 @@ void Conv2d::forwardBf16(const Tensor& x, Tensor& y)
         packBf16Im2col(cols, m_bf16, x.data() + n * m_cin * H * W, m_cin, H, W, m_k, m_stride, m_pad);
         float* out = y.data() + n * m_cout * HWo;
         gemmBf16PackedAB(m_packedBf16, cols, out, HWo, false);
-        if (!bias) return;
-        for (std::size_t o = 0; o < m_cout; ++o)
-            for (std::size_t j = 0; j < HWo; ++j) out[o * HWo + j] += bias[o];
+        if (bias)
+            for (std::size_t o = 0; o < m_cout; ++o)
+                for (std::size_t j = 0; j < HWo; ++j) out[o * HWo + j] += bias[o];
+        if (m_roundOut) roundRowBf16(out, m_cout * HWo);
     });
 }
 

@@ -202,7 +202,7 @@ bool Conv2d::forwardDirectS8(const Tensor& x, Tensor& y, float cap)
         }
         const ConvRuns b{runs, 4 * g.S, taps, kk, C4};
         gemmConvRuns(m_packedS8, b, L, m_s8Scale.data(), m_s8Corr.data(), out, L);
-        fromRuns(out, L, m_cout, n0, count, g, bias, y.data(), cap);
+        fromRuns(out, L, m_cout, n0, count, g, bias, y.data(), cap, m_roundOut);
     });
     return !offGrid.load();
 }
@@ -224,7 +224,7 @@ void Conv2d::forwardDirectBf16(const Tensor& x, Tensor& y, float cap)
         toRunsBf16(x.data(), m_cin, n0, count, g, runs);
         const ConvRuns b{reinterpret_cast<const std::uint8_t*>(runs), 4 * g.S, taps.data(), kk, C2};
         gemmBf16Runs(m_packedBf16Runs, b, L, out, L);
-        fromRuns(out, L, m_cout, n0, count, g, bias, y.data(), cap);
+        fromRuns(out, L, m_cout, n0, count, g, bias, y.data(), cap, m_roundOut);
     });
 }
 

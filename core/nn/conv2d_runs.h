@@ -38,10 +38,11 @@ inline RunGeometry runGeometry(std::size_t H, std::size_t W, std::size_t k, std:
 
 // out (C, ld) at run positions of g's output -> images [n0, n0 + count) of y (N, C, Ho, Wo),
 // plus bias[c], clamped to [0, cap] when hasClamp(cap) (the fused activation). Geometry:
-// RunGeometry or PhaseGeometry (output pitch Wq, Rn floats per image).
+// RunGeometry or PhaseGeometry (output pitch Wq, Rn floats per image). With roundBf16 each row is
+// then rounded to bf16 (RunContext::roundOutputBf16).
 template <typename Geometry>
 void fromRuns(const float* out, std::size_t ld, std::size_t C, std::size_t n0, std::size_t count, const Geometry& g,
-              const float* bias, float* y, float cap = std::numeric_limits<float>::quiet_NaN())
+              const float* bias, float* y, float cap = std::numeric_limits<float>::quiet_NaN(), bool roundBf16 = false)
 {
     const std::size_t HWo = g.Ho * g.Wo;
     const bool clamp = hasClamp(cap);
@@ -59,6 +60,7 @@ void fromRuns(const float* out, std::size_t ld, std::size_t C, std::size_t n0, s
                     for (std::size_t j = 0; j < g.Wo; ++j) dst[r * g.Wo + j] = clampTo(src[r * g.Wq + j] + b, cap);
                 else
                     for (std::size_t j = 0; j < g.Wo; ++j) dst[r * g.Wo + j] = clampTo(src[r * g.Wq + j], cap);
+                if (roundBf16) roundRowBf16(dst + r * g.Wo, g.Wo);
             }
         }
     }

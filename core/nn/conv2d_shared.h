@@ -2,6 +2,8 @@
 // share. Not a public interface.
 #pragma once
 
+#include "tensor/bf16.h"
+
 #include <algorithm>
 #include <array>
 #include <cstddef>
@@ -29,6 +31,13 @@ inline void copyRow(float* __restrict dst, const float* __restrict src, std::siz
 #else
     std::memcpy(dst, src, n * sizeof(float));
 #endif
+}
+
+// y[0, n) rounded to bf16, nearest even (RunContext::roundOutputBf16): the convolution's epilogue
+// rounds each row while it is in cache, instead of a pass over the whole activation afterwards.
+inline void roundRowBf16(float* __restrict y, std::size_t n)
+{
+    for (std::size_t j = 0; j < n; ++j) y[j] = roundBf16(y[j]);
 }
 
 // The clamp activation fused into a convolution (Conv2d::forwardClamped): cap = +inf for ReLU,
@@ -80,7 +89,8 @@ float fixedOrderSum(const float* v, std::size_t n);
 // fixedOrderSum of the masked copy.
 float fixedOrderSumMasked(const float* v, const float* r, std::size_t n, float cap);
 // y[0, n) += *bias (when bias is given), then clamped to [0, cap] (when hasClamp(cap)).
-void addBiasClamp(float* y, std::size_t n, const float* bias, float cap);
+// With roundBf16, then rounded to bf16 (roundRowBf16).
+void addBiasClamp(float* y, std::size_t n, const float* bias, float cap, bool roundBf16 = false);
 // A per-thread scratch buffer (which: 0 to 4) of at least `size` floats.
 std::vector<float>& threadBuffer(int which, std::size_t size);
 // dW = sum_n partials[n][0, wSize), db = sum_n partials[n][wSize, wSize + bSize), in order.

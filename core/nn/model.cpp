@@ -223,29 +223,39 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
     m_fusedPass = m_fusion;
     if (m_fusedPass) planFusion(hooks);
     std::vector<const Tensor*> xs;
+    // The context of a layer whose hooks let it round its own output to bf16 (RunContext).
+    RunContext roundedCtx = ctx;
+    roundedCtx.roundOutputBf16 = true;
+    auto ctxOf = [&](std::size_t i) -> const RunContext& {
+        return hooks && m_layers[i]->kind() == LayerKind::Conv2d && hooks->roundsOutputBf16(i) ? roundedCtx : ctx;
+    };
+    std::size_t roundedBy = static_cast<std::size_t>(-1); // the fused layer that rounded the clamp's output
     for (std::size_t i = 0; i < m_layers.size(); ++i) {
         const auto& in = m_inputs[i];
         if (m_fusedPass && m_fusedAway[i]) { // ran inside the layer before it
-            if (hooks) hooks->afterForward(i, *m_layers[i], m_acts[i + 1], ctx);
+            if (hooks) hooks->afterForward(i, *m_layers[i], m_acts[i + 1], roundedBy == i ? roundedCtx : ctx);
             continue;
         }
         if (m_fusedPass && m_clampOf[i] >= 0) {
             const auto j = static_cast<std::size_t>(m_clampOf[i]);
+            const RunContext& c = ctxOf(i);
             if (m_layers[i]->kind() == LayerKind::Conv2d)
-                static_cast<Conv2d&>(*m_layers[i]).forwardClamped(m_acts[in[0]], m_acts[j + 1], ctx, clampCap(*m_layers[j]));
+                static_cast<Conv2d&>(*m_layers[i]).forwardClamped(m_acts[in[0]], m_acts[j + 1], c, clampCap(*m_layers[j]));
             else
-                static_cast<BatchNorm2d&>(*m_layers[i]).forwardClamped(m_acts[in[0]], m_acts[j + 1], ctx, clampCap(*m_layers[j]));
+                static_cast<BatchNorm2d&>(*m_layers[i]).forwardClamped(m_acts[in[0]], m_acts[j + 1], c, clampCap(*m_layers[j]));
+            roundedBy = c.roundOutputBf16 ? j : static_cast<std::size_t>(-1);
             m_acts[i + 1] = Tensor();
             continue;
         }
+        const RunContext& c = ctxOf(i);
         if (in.size() == 1) {
-            m_layers[i]->forward(m_acts[in[0]], m_acts[i + 1], ctx);
+            m_layers[i]->forward(m_acts[in[0]], m_acts[i + 1], c);
         } else {
             xs.clear();
             for (std::size_t a : in) xs.push_back(&m_acts[a]);
-            m_layers[i]->forwardMulti(xs, m_acts[i + 1], ctx);
+            m_layers[i]->forwardMulti(xs, m_acts[i + 1], c);
         }
-        if (hooks) hooks->afterForward(i, *m_layers[i], m_acts[i + 1], ctx);
+        if (hooks) hooks->afterForward(i, *m_layers[i], m_acts[i + 1], c);
     }
     return m_acts.back();
 }

@@ -31,6 +31,11 @@ public:
     // set (touchesOutput must be false for it too). The fused backward then takes the ReLU's mask
     // from the ReLU's output as the hooks left it, as the unfused ReLU's backward does.
     virtual bool fusesBatchNorm(std::size_t /*layer*/) const { return false; }
+    // True when the hooks round layer's output (or, fused, its ReLU's) to bf16 nearest even and
+    // the layer may do it itself (RunContext::roundOutputBf16): Model::forward then sets the flag
+    // for that layer's call, and afterForward of the layer and of a ReLU it is fused with gets the
+    // flag too. Only Conv2d honours it today (Conv2d::roundsOutputBf16).
+    virtual bool roundsOutputBf16(std::size_t /*layer*/) const { return false; }
 };
 
 class Model {

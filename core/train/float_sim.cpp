@@ -1,5 +1,6 @@
 #include "train/float_sim.h"
 
+#include "nn/maxpool2d.h"
 #include "quant/float_cast.h"
 #include "tensor/parallel.h"
 #include "util/rng.h"
@@ -28,7 +29,10 @@ bool keepsGrid(const Layer& l, bool backward)
     case LayerKind::ReLU:
     case LayerKind::ReLU6:
     case LayerKind::Flatten: return true;
-    case LayerKind::MaxPool2d: return !backward; // overlapping windows add gradients
+    case LayerKind::MaxPool2d: { // overlapping windows add gradients; disjoint ones only route them
+        const auto& pool = static_cast<const MaxPool2d&>(l);
+        return !backward || pool.stride() >= pool.kernel();
+    }
     default: return false;
     }
 }
@@ -48,7 +52,11 @@ void FloatSim::setModel(const Model& model)
     m_exactGrad.assign(model.size(), 0);
     m_clamped.assign(model.size(), 0);
     m_roundsClamp.assign(model.size(), 0);
-    if (!m_keepsGrid) return; // MX: a block's rounding depends on its other values, ReLU changes them
+    m_selfRounds.assign(model.size(), 0);
+    if (!m_keepsGrid) return;
+    const bool bf16 = m_fmt.kind == FormatKind::Float && m_fmt.expBits == 8 && m_fmt.manBits == 7;
+    if (bf16 && m_layerRounding)
+        for (std::size_t i = 0; i < model.size(); ++i) m_selfRounds[i] = model.layer(i).kind() == LayerKind::Conv2d; // MX: a block's rounding depends on its other values, ReLU changes them
     for (std::size_t i = 0; i + 1 < model.size(); ++i) {
         const std::vector<std::size_t>& readers = model.consumersOf(i + 1);
         const LayerKind k = model.layer(i).kind();
@@ -56,7 +64,7 @@ void FloatSim::setModel(const Model& model)
         const std::size_t r = readers[0];
         if (model.layer(r).kind() != LayerKind::ReLU || model.inputsOf(r).size() != 1) continue;
         m_clamped[i] = k == LayerKind::BatchNorm2d ? 2 : 1;
-        m_roundsClamp[r] = 1;
+        m_roundsClamp[r] = m_selfRounds[i] ? 0 : 1; // a self-rounding convolution's ReLU gets grid values
     }
     for (std::size_t i = 0; i + 1 < model.size(); ++i) {
         const std::vector<std::size_t>& readers = model.consumersOf(i + 1);
@@ -86,10 +94,12 @@ void FloatSim::roundWeightsToOverride(const std::vector<Param*>& params) const
 // (possibly stochastic) applies to what accumulates over steps: gradients, updates, state.
 void FloatSim::onInput(Tensor& x, const RunContext&) { roundToFormat(x.values(), m_fmt, Rounding::Nearest); }
 
-void FloatSim::afterForward(std::size_t layer, Layer& l, Tensor& y, const RunContext&)
+void FloatSim::afterForward(std::size_t layer, Layer& l, Tensor& y, const RunContext& ctx)
 {
     // Every activation is rounded, the input included: a grid-keeping layer's output is exact,
-    // except a ReLU that rounds for its convolution (touchesOutput).
+    // except a ReLU that rounds for its convolution (touchesOutput). A layer that rounded its
+    // output itself (roundsOutputBf16) is done.
+    if (ctx.roundOutputBf16) return;
     if (m_keepsGrid && keepsGrid(l, false) && !(layer < m_roundsClamp.size() && m_roundsClamp[layer])) return;
     roundToFormat(y.values(), m_fmt, Rounding::Nearest);
 }

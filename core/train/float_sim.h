@@ -35,7 +35,8 @@ public:
     // Lets the hooks skip what is exact already (element-wise formats only): the output of a
     // ReLU, ReLU6, MaxPool2d or Flatten of values on the grid is on the grid, and so is the
     // gradient entering a layer whose output only such layers read (their backward masks or
-    // routes values that were rounded and checked for overflow on the way in). Optional: without
+    // routes values that were rounded and checked for overflow on the way in; a MaxPool2d only
+    // when its windows do not overlap, stride >= kernel, since overlapping windows add). Optional: without
     // it every output and gradient is rounded; the results are the same bits either way.
     void setModel(const Model& model);
 
@@ -49,6 +50,12 @@ public:
     // unfused ReLU would): round(v) > 0 differs from v > 0 where v underflows to 0.
     bool touchesOutput(std::size_t layer) const override { return !(layer < m_clamped.size() && m_clamped[layer]); }
     bool fusesBatchNorm(std::size_t layer) const override { return layer < m_clamped.size() && m_clamped[layer] == 2; }
+    // After setModel, with bf16: every Conv2d rounds its own output in its epilogue (the same
+    // roundBf16 as roundToFormat's, so the same bits), and the ReLU after it has nothing to round.
+    bool roundsOutputBf16(std::size_t layer) const override { return layer < m_selfRounds.size() && m_selfRounds[layer]; }
+    // Whether setModel lets the convolutions round their own outputs (default on). Off, the hooks
+    // round every output in a pass of their own, as before: the tests compare the two.
+    void setLayerRounding(bool on) { m_layerRounding = on; }
 
     const NumberFormat& format() const { return m_fmt; }
     Rounding rounding() const { return m_rounding; }
@@ -62,6 +69,8 @@ private:
     std::vector<std::uint8_t> m_exactGrad; // per layer: dL/d(output) is on the grid and checked already
     std::vector<std::uint8_t> m_clamped;     // per layer: a Conv2d (1) or BatchNorm2d (2) read only by a ReLU (touchesOutput false)
     std::vector<std::uint8_t> m_roundsClamp; // per layer: that ReLU, which rounds its output itself
+    std::vector<std::uint8_t> m_selfRounds;  // per layer: a Conv2d that rounds its output (roundsOutputBf16)
+    bool m_layerRounding = true;
 };
 
 inline constexpr float kInitialLossScale = 65536.0f;
