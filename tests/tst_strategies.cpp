@@ -86,6 +86,7 @@ struct PassRun {
     std::vector<Tensor> outputs, grads;
     int emptyActivations = 0;
     int selfRounding = 0, convs = 0; // FloatSim::roundsOutputBf16 layers, and Conv2d layers
+    int masterWeights = 0;           // layers whose weight went in unrounded (readsWeightAsBf16)
 };
 
 // The first output or gradient whose bits differ (empty: none).
@@ -770,12 +771,15 @@ void TestStrategies::mixedFusedPassIsBitIdentical()
     for (float& v : x.values()) v = rng.uniform(-1.0f, 2.0f);
     const NumberFormat& fmt = findFormat(format.toStdString());
     const Bf16Path path = format == "bf16" && bf16PathSupported(Bf16Path::AmxBf16) ? Bf16Path::AmxBf16 : Bf16Path::Emulated;
-    const auto run = [&](bool fused, bool layerRounding) {
+    // masterWeights: the weights that only bf16 products read keep no rounded copy (as
+    // MixedStrategy's step does): their packers round them the same way.
+    const auto run = [&](bool fused, bool layerRounding, bool masterWeights = false) {
         PassRun r;
         auto m = makeModel(preset.toStdString());
         m->initParams(3);
         for (std::size_t i = 0; i < m->size(); ++i)
             if (auto* c = dynamic_cast<Conv2d*>(&m->layer(i))) c->setBf16Products(path);
+            else if (auto* f = dynamic_cast<Linear*>(&m->layer(i))) f->setBf16Products(path);
         FloatSim sim(fmt, Rounding::Nearest);
         sim.setLayerRounding(layerRounding);
         sim.setModel(*m);
@@ -786,9 +790,18 @@ void TestStrategies::mixedFusedPassIsBitIdentical()
         m->setFusion(fused);
         RunContext ctx;
         ctx.training = true;
+        std::vector<Param*> rounded;
+        for (std::size_t i = 0; i < m->size(); ++i) {
+            const auto* c = dynamic_cast<Conv2d*>(&m->layer(i));
+            const auto* f = dynamic_cast<Linear*>(&m->layer(i));
+            const bool bf16Read = (c && c->readsWeightAsBf16()) || (f && f->readsWeightAsBf16());
+            for (Param* p : m->layer(i).params())
+                if (!(masterWeights && bf16Read && p->isWeight)) rounded.push_back(p);
+            r.masterWeights += masterWeights && bf16Read ? 1 : 0;
+        }
         for (int step = 0; step < 2; ++step) {
             for (Param* p : m->params()) p->grad.fill(0.0f);
-            sim.roundWeightsToOverride(m->params());
+            sim.roundWeightsToOverride(rounded);
             const Tensor y = m->forward(x, ctx, &sim);
             r.outputs.push_back(y);
             if (step == 0)
@@ -803,6 +816,7 @@ void TestStrategies::mixedFusedPassIsBitIdentical()
         return r;
     };
     const PassRun plain = run(false, true), fused = run(true, true), hooksRound = run(true, false);
+    const PassRun masters = run(true, true, true);
     QCOMPARE(plain.emptyActivations, 0);
     // bf16: every convolution rounds its own output; other formats, or with it off: none.
     QCOMPARE(fused.selfRounding, format == "bf16" ? fused.convs : 0);
@@ -814,6 +828,10 @@ void TestStrategies::mixedFusedPassIsBitIdentical()
     QVERIFY2(differs.isEmpty(), qPrintable(differs));
     const QString differsFromHooks = firstDifference(hooksRound, fused);
     QVERIFY2(differsFromHooks.isEmpty(), qPrintable("layer rounding against the hooks' pass: " + differsFromHooks));
+    // On AMX every convolution but the depthwise ones, and every fc layer, packs its weight.
+    if (path == Bf16Path::AmxBf16) QVERIFY(masters.masterWeights > 0);
+    const QString differsWithMasters = firstDifference(masters, fused);
+    QVERIFY2(differsWithMasters.isEmpty(), qPrintable("master weights on the bf16 products: " + differsWithMasters));
 }
 
 void TestStrategies::ptqOfALoadedFp32Model()

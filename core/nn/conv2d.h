@@ -55,6 +55,9 @@ public:
     // bf16 inputs too: bf16 x bf16 products are exact in FP32).
     void setBf16Products(Bf16Path path) { m_bf16 = path; }
     Bf16Path bf16Products() const { return m_bf16; }
+    // True when every product that reads the weight packs it to bf16 (rounding to nearest even,
+    // tensor/bf16.h): bf16 products on, groups 1. A rounded copy of the weight then changes nothing.
+    bool readsWeightAsBf16() const { return usesBf16Gemm(); }
     // True when this layer runs the direct kernels (conv_direct.h): groups 1, at least 8 input
     // channels, kernel 2x2 to 7x7, padding below the kernel size, stride up to 4 (strided ones
     // read phase-split runs and take the input gradient through col2im).

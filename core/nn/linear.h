@@ -26,6 +26,8 @@ public:
     // bf16 products on `path` (see Conv2d::setBf16Products); Emulated keeps the FP32 GEMMs.
     void setBf16Products(Bf16Path path) { m_bf16 = path; }
     Bf16Path bf16Products() const { return m_bf16; }
+    // True when every product that reads the weight packs it to bf16 (Conv2d::readsWeightAsBf16).
+    bool readsWeightAsBf16() const { return m_bf16 != Bf16Path::Emulated; }
 
 private:
     std::size_t m_in, m_out;
