@@ -85,7 +85,7 @@ namespace {
 struct PassRun {
     std::vector<Tensor> outputs, grads;
     int emptyActivations = 0;
-    int selfRounding = 0, convs = 0; // FloatSim::roundsOutputBf16 layers, and Conv2d layers
+    int selfRounding = 0, convs = 0; // FloatSim::roundsOutputBf16 layers, and Conv2d/BatchNorm2d layers
     int masterWeights = 0;           // layers whose weight went in unrounded (readsWeightAsBf16)
 };
 
@@ -759,7 +759,7 @@ void TestStrategies::mixedFusedPassIsBitIdentical_data()
 // Mixed precision's training pass (FloatSim's hooks, bf16 products where the CPU has AMX) runs a
 // convolution or BatchNorm and its ReLU fused where FloatSim leaves their output alone (rounding
 // commutes with ReLU; the ReLU rounds instead): logits, every gradient and the fused pairs' count.
-// With bf16 the convolutions also round their own outputs in their epilogues
+// With bf16 the convolutions and BatchNorms also round their own outputs in their epilogues
 // (FloatSim::roundsOutputBf16): the same bits as the hooks' own rounding pass (setLayerRounding off).
 void TestStrategies::mixedFusedPassIsBitIdentical()
 {
@@ -785,7 +785,8 @@ void TestStrategies::mixedFusedPassIsBitIdentical()
         sim.setModel(*m);
         for (std::size_t i = 0; i < m->size(); ++i) {
             r.selfRounding += sim.roundsOutputBf16(i) ? 1 : 0;
-            r.convs += m->layer(i).kind() == LayerKind::Conv2d ? 1 : 0;
+            const LayerKind k = m->layer(i).kind();
+            r.convs += k == LayerKind::Conv2d || k == LayerKind::BatchNorm2d ? 1 : 0;
         }
         m->setFusion(fused);
         RunContext ctx;
@@ -818,7 +819,7 @@ void TestStrategies::mixedFusedPassIsBitIdentical()
     const PassRun plain = run(false, true), fused = run(true, true), hooksRound = run(true, false);
     const PassRun masters = run(true, true, true);
     QCOMPARE(plain.emptyActivations, 0);
-    // bf16: every convolution rounds its own output; other formats, or with it off: none.
+    // bf16: every convolution and BatchNorm rounds its own output; other formats, or with it off: none.
     QCOMPARE(fused.selfRounding, format == "bf16" ? fused.convs : 0);
     QCOMPARE(hooksRound.selfRounding, 0);
     // On AMX, seed-cnn's conv1 (one input channel) takes the im2col bf16 path, which does not fuse.

@@ -1,5 +1,6 @@
 #include "nn/batchnorm2d.h"
 
+#include "tensor/bf16.h"
 #include "tensor/parallel.h"
 #include "util/errors.h"
 
@@ -356,6 +357,8 @@ void BatchNorm2d::forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx,
             const ChannelAffine a{m_mean[c], g[c] * m_invStd[c], b[c], cap};
             if (clamp) planeNormalize<true>(xp, HW, a, yp);
             else planeNormalize<false>(xp, HW, a, yp);
+            if (ctx.roundOutputBf16) // the plane is still in cache (RunContext::roundOutputBf16)
+                for (std::size_t i = 0; i < HW; ++i) yp[i] = roundBf16(yp[i]);
         }
     });
 }

@@ -227,7 +227,8 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
     RunContext roundedCtx = ctx;
     roundedCtx.roundOutputBf16 = true;
     auto ctxOf = [&](std::size_t i) -> const RunContext& {
-        return hooks && m_layers[i]->kind() == LayerKind::Conv2d && hooks->roundsOutputBf16(i) ? roundedCtx : ctx;
+        const LayerKind k = m_layers[i]->kind();
+        return hooks && (k == LayerKind::Conv2d || k == LayerKind::BatchNorm2d) && hooks->roundsOutputBf16(i) ? roundedCtx : ctx;
     };
     std::size_t roundedBy = static_cast<std::size_t>(-1); // the fused layer that rounded the clamp's output
     for (std::size_t i = 0; i < m_layers.size(); ++i) {

@@ -34,7 +34,7 @@ public:
     // True when the hooks round layer's output (or, fused, its ReLU's) to bf16 nearest even and
     // the layer may do it itself (RunContext::roundOutputBf16): Model::forward then sets the flag
     // for that layer's call, and afterForward of the layer and of a ReLU it is fused with gets the
-    // flag too. Only Conv2d honours it today (Conv2d::roundsOutputBf16).
+    // flag too. Conv2d and BatchNorm2d honour it; Model sets it for no other layer.
     virtual bool roundsOutputBf16(std::size_t /*layer*/) const { return false; }
 };
 

@@ -56,7 +56,8 @@ void FloatSim::setModel(const Model& model)
     if (!m_keepsGrid) return;
     const bool bf16 = m_fmt.kind == FormatKind::Float && m_fmt.expBits == 8 && m_fmt.manBits == 7;
     if (bf16 && m_layerRounding)
-        for (std::size_t i = 0; i < model.size(); ++i) m_selfRounds[i] = model.layer(i).kind() == LayerKind::Conv2d; // MX: a block's rounding depends on its other values, ReLU changes them
+        for (std::size_t i = 0; i < model.size(); ++i)
+            m_selfRounds[i] = model.layer(i).kind() == LayerKind::Conv2d || model.layer(i).kind() == LayerKind::BatchNorm2d; // MX: a block's rounding depends on its other values, ReLU changes them
     for (std::size_t i = 0; i + 1 < model.size(); ++i) {
         const std::vector<std::size_t>& readers = model.consumersOf(i + 1);
         const LayerKind k = model.layer(i).kind();
@@ -64,7 +65,7 @@ void FloatSim::setModel(const Model& model)
         const std::size_t r = readers[0];
         if (model.layer(r).kind() != LayerKind::ReLU || model.inputsOf(r).size() != 1) continue;
         m_clamped[i] = k == LayerKind::BatchNorm2d ? 2 : 1;
-        m_roundsClamp[r] = m_selfRounds[i] ? 0 : 1; // a self-rounding convolution's ReLU gets grid values
+        m_roundsClamp[r] = m_selfRounds[i] ? 0 : 1; // a self-rounding layer's ReLU gets grid values
     }
     for (std::size_t i = 0; i + 1 < model.size(); ++i) {
         const std::vector<std::size_t>& readers = model.consumersOf(i + 1);

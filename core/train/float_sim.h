@@ -50,8 +50,9 @@ public:
     // unfused ReLU would): round(v) > 0 differs from v > 0 where v underflows to 0.
     bool touchesOutput(std::size_t layer) const override { return !(layer < m_clamped.size() && m_clamped[layer]); }
     bool fusesBatchNorm(std::size_t layer) const override { return layer < m_clamped.size() && m_clamped[layer] == 2; }
-    // After setModel, with bf16: every Conv2d rounds its own output in its epilogue (the same
-    // roundBf16 as roundToFormat's, so the same bits), and the ReLU after it has nothing to round.
+    // After setModel, with bf16: every Conv2d and BatchNorm2d rounds its own output in its epilogue
+    // (the same roundBf16 as roundToFormat's, so the same bits), and a ReLU after it has nothing
+    // to round.
     bool roundsOutputBf16(std::size_t layer) const override { return layer < m_selfRounds.size() && m_selfRounds[layer]; }
     // Whether setModel lets the convolutions round their own outputs (default on). Off, the hooks
     // round every output in a pass of their own, as before: the tests compare the two.
