@@ -35,6 +35,26 @@ void adamUpdate(float* __restrict w, const float* __restrict g, float* __restric
         w[i] -= c.stepSize * m[i] / denom;
     }
 }
+
+struct SgdConstants {
+    float lr, wd, momentum, dampening;
+    bool first, nesterov;
+};
+
+// b == nullptr: no momentum.
+void sgdUpdate(float* __restrict w, const float* __restrict g, float* __restrict b, std::size_t n, const SgdConstants c)
+{
+    if (!b) {
+        for (std::size_t i = 0; i < n; ++i) w[i] -= c.lr * (g[i] + c.wd * w[i]);
+        return;
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+        float d = g[i] + c.wd * w[i];
+        b[i] = c.first ? d : c.momentum * b[i] + (1.0f - c.dampening) * d;
+        d = c.nesterov ? d + c.momentum * b[i] : b[i];
+        w[i] -= c.lr * d;
+    }
+}
 } // namespace
 
 Sgd::Sgd(const SgdOptions& o) : Optimizer(o.lr), m_opt(o)
@@ -56,15 +76,9 @@ void Sgd::step(const std::vector<Param*>& params)
         float* w = p.value.data();
         const float* g = p.grad.data();
         float* b = m_opt.momentum != 0.0f ? m_buf[k].data() : nullptr;
-        parallelChunks(n, elementwiseGrain(n), [&](std::size_t i0, std::size_t i1) {
-            for (std::size_t i = i0; i < i1; ++i) {
-                float d = g[i] + m_opt.weightDecay * w[i];
-                if (b) {
-                    b[i] = first ? d : m_opt.momentum * b[i] + (1.0f - m_opt.dampening) * d;
-                    d = m_opt.nesterov ? d + m_opt.momentum * b[i] : b[i];
-                }
-                w[i] -= m_lr * d;
-            }
+        const SgdConstants c{m_lr, m_opt.weightDecay, m_opt.momentum, m_opt.dampening, first, m_opt.nesterov};
+        parallelChunks(n, elementwiseGrain(n), [=](std::size_t i0, std::size_t i1) {
+            sgdUpdate(w + i0, g + i0, b ? b + i0 : nullptr, i1 - i0, c);
         });
     }
 }
