@@ -73,7 +73,10 @@ void TestLsqTraining::lsqQatLearnsAndExports()
     QVERIFY(n >= 40);
     QVERIFY2(meanOf(rec.losses, n - 10, n) < 0.7 * meanOf(rec.losses, 0, 10),
              qPrintable(QString("first %1, last %2").arg(meanOf(rec.losses, 0, 10)).arg(meanOf(rec.losses, n - 10, n))));
-    // Step sizes were reported for every conv/linear weight and activation point, and moved.
+    // Step sizes were reported for every conv/linear weight and activation point, and moved. A
+    // per-channel track moved when its mean, smallest or largest step did: the channels of a
+    // layer move both ways (fc2's 10 steps from 0.0105..0.0128 to 0.0032..0.0166 over the run),
+    // so their mean alone can stay within 1e-3 of itself (fc2 in the -O1 baseline build: 3e-4).
     QVERIFY(rec.steps.size() >= 2);
     const auto& first = rec.steps.front().steps;
     const auto& last = rec.steps.back().steps;
@@ -84,7 +87,10 @@ void TestLsqTraining::lsqQatLearnsAndExports()
         tensors.insert(first[i].tensor);
         QCOMPARE(first[i].layer, last[i].layer);
         QVERIFY(last[i].step > 0.0);
-        if (std::abs(last[i].step - first[i].step) > 1e-3 * first[i].step) ++moved;
+        const auto movedBy = [](double a, double b) { return std::abs(b - a) > 1e-3 * a; };
+        if (movedBy(first[i].step, last[i].step) || movedBy(first[i].stepMin, last[i].stepMin) ||
+            movedBy(first[i].stepMax, last[i].stepMax))
+            ++moved;
     }
     QVERIFY(tensors.count("weight") && tensors.count("activation"));
     QVERIFY2(moved == first.size(), qPrintable(QString("%1 of %2 steps moved").arg(moved).arg(first.size())));

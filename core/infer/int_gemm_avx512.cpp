@@ -9,6 +9,7 @@
 #endif
 
 #include "infer/int_gemm.h"
+#include "tensor/sanitizer_access.h"
 
 #include <immintrin.h>
 
@@ -97,6 +98,7 @@ void tile(const PackedGemm& b, const GemmA& a, const Tile& t, std::size_t panel0
         const Epilogue ep = epilogueFor(b, n0);
         for (int i = 0; i < MR; ++i) {
             const __m512i r = requant16(acc[i][j], ep, lo64, hi64, zp);
+            QS_SANITIZER_ONLY(sanitizer::maskedWrite(t.outs[i] + n0, m, 1));
             _mm512_mask_cvtepi32_storeu_epi8(t.outs[i] + n0, m, r);
         }
     }

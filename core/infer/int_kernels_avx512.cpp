@@ -8,6 +8,7 @@
 #endif
 
 #include "infer/int_kernels.h"
+#include "tensor/sanitizer_access.h"
 
 #include <immintrin.h>
 
@@ -96,6 +97,7 @@ inline void dwVectors(const PackedDepthwise& p, const std::uint8_t* base, std::s
         if (L - at >= 64) {
             _mm512_storeu_si512(orow + at, packed);
         } else {
+            QS_SANITIZER_ONLY(sanitizer::maskedWrite(orow + at, (~__mmask64{0}) >> (64 - (L - at)), 1));
             _mm512_mask_storeu_epi8(orow + at, (~__mmask64{0}) >> (64 - (L - at)), packed);
         }
     }
@@ -149,6 +151,8 @@ void addRequantAvx512(const AddParams& p, const std::uint8_t* a, const std::uint
     };
     for (std::size_t i = 0; i < n; i += 16) {
         const __mmask16 m = n - i >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1);
+        QS_SANITIZER_ONLY(sanitizer::maskedRead(a + i, m, 1));
+        QS_SANITIZER_ONLY(sanitizer::maskedRead(b + i, m, 1));
         const __m512i x = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, a + i));
         const __m512i y = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, b + i));
         const __m512i e = _mm512_add_epi64(_mm512_add_epi64(_mm512_mul_epi32(x, ma), _mm512_mul_epi32(y, mb)), C);
@@ -156,6 +160,7 @@ void addRequantAvx512(const AddParams& p, const std::uint8_t* a, const std::uint
             _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(x, 32), ma), _mm512_mul_epi32(_mm512_srli_epi64(y, 32), mb)), C);
         __m512i r = _mm512_add_epi32(_mm512_mask_blend_epi32(0xAAAA, round(e), _mm512_slli_epi64(round(o), 32)), zo);
         r = _mm512_min_epi32(_mm512_max_epi32(r, lo), hi);
+        QS_SANITIZER_ONLY(sanitizer::maskedWrite(out + i, m, 1));
         _mm512_mask_cvtepi32_storeu_epi8(out + i, m, r);
     }
 }
@@ -182,8 +187,10 @@ void avgPoolRequantAvx512(const PoolParams& p, const std::uint8_t* in, std::uint
                 __m512i acc = _mm512_setzero_si512();
                 for (std::size_t ky = 0; ky < p.kh; ++ky) {
                     const std::uint8_t* row = win + ky * p.W * p.C + c;
-                    for (std::size_t kx = 0; kx < p.kw; ++kx)
+                    for (std::size_t kx = 0; kx < p.kw; ++kx) {
+                        QS_SANITIZER_ONLY(sanitizer::maskedRead(row + kx * p.C, m, 1));
                         acc = _mm512_add_epi32(acc, _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, row + kx * p.C)));
+                    }
                 }
                 acc = _mm512_sub_epi32(acc, sub);
                 __m512i e = _mm512_mul_epi32(acc, mult);
@@ -193,6 +200,7 @@ void avgPoolRequantAvx512(const PoolParams& p, const std::uint8_t* in, std::uint
                 e = _mm512_min_epi64(_mm512_max_epi64(e, lo64), hi64);
                 o = _mm512_min_epi64(_mm512_max_epi64(o, lo64), hi64);
                 const __m512i r = _mm512_add_epi32(_mm512_mask_blend_epi32(0xAAAA, e, _mm512_slli_epi64(o, 32)), zp);
+                QS_SANITIZER_ONLY(sanitizer::maskedWrite(o8 + c, m, 1));
                 _mm512_mask_cvtepi32_storeu_epi8(o8 + c, m, r);
             }
         }

@@ -9,6 +9,7 @@
 #endif
 
 #include "tensor/gemm_bf16_kernels.h"
+#include "tensor/sanitizer_access.h"
 
 #include <immintrin.h>
 
@@ -90,6 +91,7 @@ inline void transpose16(__m512i r[16])
 // (32 floats from src = row start + 2 p0), zero past kEnd (count of valid k from src).
 inline __m512i pairsRun(const float* src, std::size_t kValid)
 {
+    QS_SANITIZER_ONLY(sanitizer::maskedRead(src, kValid >= 32 ? 0xFFFFFFFFu : (std::uint64_t{1} << kValid) - 1, 4));
     const __m512 lo = _mm512_maskz_loadu_ps(tailMask(kValid), src);
     const __m512 hi = kValid > 16 ? _mm512_maskz_loadu_ps(tailMask(kValid - 16), src + 16) : _mm512_setzero_ps();
     return pairsAlong(lo, hi);
@@ -104,7 +106,10 @@ void tile(const std::uint32_t* a, std::size_t lda2, const std::uint32_t* b, std:
     __mmask16 mk[NR];
     for (int j = 0; j < NR; ++j) mk[j] = tailMask(ncols > std::size_t(16 * j) ? ncols - 16 * j : 0);
     for (int i = 0; i < MR; ++i)
-        for (int j = 0; j < NR; ++j) acc[i][j] = load ? _mm512_maskz_loadu_ps(mk[j], c + i * ldc + 16 * j) : _mm512_setzero_ps();
+        for (int j = 0; j < NR; ++j) {
+            QS_SANITIZER_ONLY(if (load) sanitizer::maskedRead(c + i * ldc + 16 * j, mk[j], 4));
+            acc[i][j] = load ? _mm512_maskz_loadu_ps(mk[j], c + i * ldc + 16 * j) : _mm512_setzero_ps();
+        }
     for (std::size_t p = 0; p < kp; ++p) {
         __m512i bv[NR];
         for (int j = 0; j < NR; ++j) bv[j] = _mm512_loadu_si512(b + j * panelStride + p * 16);
@@ -114,7 +119,10 @@ void tile(const std::uint32_t* a, std::size_t lda2, const std::uint32_t* b, std:
         }
     }
     for (int i = 0; i < MR; ++i)
-        for (int j = 0; j < NR; ++j) _mm512_mask_storeu_ps(c + i * ldc + 16 * j, mk[j], acc[i][j]);
+        for (int j = 0; j < NR; ++j) {
+            QS_SANITIZER_ONLY(sanitizer::maskedWrite(c + i * ldc + 16 * j, mk[j], 4));
+            _mm512_mask_storeu_ps(c + i * ldc + 16 * j, mk[j], acc[i][j]);
+        }
 }
 
 constexpr int kMR = 8, kNR = 3;
@@ -146,6 +154,7 @@ void packA(bool transA, std::size_t M, std::size_t K, const float* A, std::size_
             for (std::size_t p = 0; p < Kp2; p += 16) {
                 const std::size_t k0 = 2 * p;
                 const __m512i v = pairsRun(row + k0, k0 < K ? K - k0 : 0);
+                QS_SANITIZER_ONLY(sanitizer::maskedWrite(out + p, tailMask(Kp2 - p), 4));
                 _mm512_mask_storeu_epi32(out + p, tailMask(Kp2 - p), v);
             }
         }
@@ -159,13 +168,18 @@ void packA(bool transA, std::size_t M, std::size_t K, const float* A, std::size_
                 __m512i r[16];
                 for (std::size_t q = 0; q < 16; ++q) {
                     const std::size_t k = 2 * (p0 + q);
+                    QS_SANITIZER_ONLY(if (k < K) sanitizer::maskedRead(A + k * lda + m0, mm, 4));
+                    QS_SANITIZER_ONLY(if (k + 1 < K) sanitizer::maskedRead(A + (k + 1) * lda + m0, mm, 4));
                     const __m512 x0 = k < K ? _mm512_maskz_loadu_ps(mm, A + k * lda + m0) : _mm512_setzero_ps();
                     const __m512 x1 = k + 1 < K ? _mm512_maskz_loadu_ps(mm, A + (k + 1) * lda + m0) : _mm512_setzero_ps();
                     r[q] = pairsAcross(x0, x1);
                 }
                 transpose16(r);
                 const __mmask16 pm = tailMask(Kp2 - p0);
-                for (std::size_t i = 0; i < rows; ++i) _mm512_mask_storeu_epi32(dst + (m0 + i) * Kp2 + p0, pm, r[i]);
+                for (std::size_t i = 0; i < rows; ++i) {
+                    QS_SANITIZER_ONLY(sanitizer::maskedWrite(dst + (m0 + i) * Kp2 + p0, pm, 4));
+                    _mm512_mask_storeu_epi32(dst + (m0 + i) * Kp2 + p0, pm, r[i]);
+                }
             }
         }
     }
@@ -178,6 +192,8 @@ void packBPairRow(const float* r0, const float* r1, std::size_t N, std::uint32_t
     for (std::size_t j = 0; j < panels; ++j) {
         const std::size_t n0 = 16 * j;
         const __mmask16 nm = tailMask(N - n0);
+        QS_SANITIZER_ONLY(if (r0) sanitizer::maskedRead(r0 + n0, nm, 4));
+        QS_SANITIZER_ONLY(if (r1) sanitizer::maskedRead(r1 + n0, nm, 4));
         const __m512 x0 = r0 ? _mm512_maskz_loadu_ps(nm, r0 + n0) : _mm512_setzero_ps();
         const __m512 x1 = r1 ? _mm512_maskz_loadu_ps(nm, r1 + n0) : _mm512_setzero_ps();
         _mm512_storeu_si512(dst + (j * Kp2 + p) * 16, pairsAcross(x0, x1));
@@ -202,6 +218,8 @@ void packBIm2col(const float* x, const Im2colPlan& t, std::size_t C, std::uint32
             const float* x0 = x + (has0 ? rowOffset(r0) : 0);
             const float* x1 = x + (has1 ? rowOffset(r1) : 0);
             for (std::size_t j = 0; j < panels; ++j) {
+                QS_SANITIZER_ONLY(if (has0) sanitizer::maskedRead(x0 + 16 * j, m0[j], 4));
+                QS_SANITIZER_ONLY(if (has1) sanitizer::maskedRead(x1 + 16 * j, m1[j], 4));
                 const __m512 v0 = has0 ? _mm512_maskz_loadu_ps(m0[j], x0 + 16 * j) : _mm512_setzero_ps();
                 const __m512 v1 = has1 ? _mm512_maskz_loadu_ps(m1[j], x1 + 16 * j) : _mm512_setzero_ps();
                 _mm512_storeu_si512(dst + (j * Kp2 + p) * 16, pairsAcross(v0, v1));
@@ -210,6 +228,8 @@ void packBIm2col(const float* x, const Im2colPlan& t, std::size_t C, std::uint32
         }
         for (std::size_t j = 0; j < panels; ++j) {
             const __m512i idx = _mm512_loadu_si512(pix + 16 * j);
+            QS_SANITIZER_ONLY(if (has0) sanitizer::gatherRead(x, pix + 16 * j, rowOffset(r0), m0[j], 4));
+            QS_SANITIZER_ONLY(if (has1) sanitizer::gatherRead(x, pix + 16 * j, rowOffset(r1), m1[j], 4));
             const __m512 v0 = has0 ? _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m0[j], _mm512_add_epi32(idx, off0), x, 4)
                                    : _mm512_setzero_ps();
             const __m512 v1 = has1 ? _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m1[j], _mm512_add_epi32(idx, off1), x, 4)
@@ -245,10 +265,13 @@ void packBIm2colT(const float* x, const Im2colPlan& t, std::size_t C, std::uint3
                 const __mmask16 mHi = 2 * q + 1 < pixPanels ? valid[tap * pixPanels + 2 * q + 1] : __mmask16(0);
                 __m512 lo, hi;
                 if (t.contiguous) {
+                    QS_SANITIZER_ONLY(sanitizer::maskedRead(x + off + 32 * q, mLo | std::uint64_t{mHi} << 16, 4));
                     lo = _mm512_maskz_loadu_ps(mLo, x + off + 32 * q);
                     hi = _mm512_maskz_loadu_ps(mHi, x + off + 32 * q + 16);
                 } else {
                     const __m512i o = _mm512_set1_epi32(off);
+                    QS_SANITIZER_ONLY(sanitizer::gatherRead(x, pix + 32 * q, off, mLo, 4));
+                    QS_SANITIZER_ONLY(if (mHi) sanitizer::gatherRead(x, pix + 32 * q + 16, off, mHi, 4));
                     lo = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mLo, _mm512_add_epi32(_mm512_loadu_si512(pix + 32 * q), o), x, 4);
                     hi = mHi ? _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mHi,
                                                         _mm512_add_epi32(_mm512_loadu_si512(pix + 32 * q + 16), o), x, 4)

@@ -3,6 +3,7 @@
 // buffer. Headers before the target pragma except amx_runs_kernel.h (internal-linkage templates).
 #include "tensor/conv_runs.h"
 #include "tensor/gemm_bf16.h"
+#include "tensor/sanitizer_access.h"
 
 #include <immintrin.h>
 
@@ -45,7 +46,10 @@ struct Store {
         const auto* c = static_cast<const float*>(bounce);
         const std::size_t rows = M - m0 < 16 ? M - m0 : 16, cols = L - l0 < 16 ? L - l0 : 16;
         const __mmask16 k = cols == 16 ? __mmask16(0xFFFF) : __mmask16((1u << cols) - 1u);
-        for (std::size_t r = 0; r < rows; ++r) _mm512_mask_storeu_ps(out + (m0 + r) * ldo + l0, k, _mm512_load_ps(c + 16 * r));
+        for (std::size_t r = 0; r < rows; ++r) {
+            QS_SANITIZER_ONLY(sanitizer::maskedWrite(out + (m0 + r) * ldo + l0, k, 4));
+            _mm512_mask_storeu_ps(out + (m0 + r) * ldo + l0, k, _mm512_load_ps(c + 16 * r));
+        }
     }
 };
 

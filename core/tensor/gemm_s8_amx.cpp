@@ -3,6 +3,7 @@
 // through the bounce buffer into an AVX-512 epilogue (+ corr, x scale). Headers before the target
 // pragma except amx_runs_kernel.h, whose templates have internal linkage.
 #include "tensor/gemm_s8.h"
+#include "tensor/sanitizer_access.h"
 
 #include <immintrin.h>
 
@@ -49,6 +50,7 @@ struct Dequantize {
         for (std::size_t r = 0; r < rows; ++r) {
             const std::size_t m = m0 + r;
             const __m512i acc = _mm512_add_epi32(_mm512_load_si512(c + 16 * r), _mm512_set1_epi32(corr[m]));
+            QS_SANITIZER_ONLY(sanitizer::maskedWrite(out + m * ldo + l0, k, 4));
             _mm512_mask_storeu_ps(out + m * ldo + l0, k, _mm512_mul_ps(_mm512_cvtepi32_ps(acc), _mm512_set1_ps(scale[m])));
         }
     }

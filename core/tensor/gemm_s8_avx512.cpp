@@ -4,6 +4,8 @@
 // multiply-adds each), and the quantizer that lays B out. All headers come before the target
 // pragma; everything compiled under it is internal or called only after the run-time check
 // (gemm_s8.cpp).
+#include "tensor/sanitizer_access.h"
+
 #include <immintrin.h>
 
 #include <cstddef>
@@ -42,6 +44,7 @@ void tile(const std::int8_t* block, std::size_t K4, std::size_t rowsHere, const 
     for (std::size_t g = 0; g < K4; ++g) {
         const std::uint8_t* r = rows[g] + 4 * l0;
         __m512i v[NV];
+        QS_SANITIZER_ONLY(sanitizer::maskedRead(r + 64 * (NV - 1), lastMask, 4));
         for (int j = 0; j < NV; ++j)
             v[j] = j + 1 < NV ? _mm512_loadu_si512(r + 64 * j) : _mm512_maskz_loadu_epi32(lastMask, r + 64 * j);
         const std::int8_t* a = block + g * 32;
@@ -57,7 +60,10 @@ void tile(const std::int8_t* block, std::size_t K4, std::size_t rowsHere, const 
         for (int j = 0; j < NV; ++j) {
             const __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc[i][j], c)), s);
             if (j + 1 < NV) _mm512_storeu_ps(o + 16 * j, y);
-            else _mm512_mask_storeu_ps(o + 16 * j, lastMask, y);
+            else {
+                QS_SANITIZER_ONLY(sanitizer::maskedWrite(o + 16 * j, lastMask, 4));
+                _mm512_mask_storeu_ps(o + 16 * j, lastMask, y);
+            }
         }
     }
 }
@@ -99,6 +105,7 @@ bool quantizeInterleave4Avx512(const float* const src[4], std::size_t n, float s
         for (int j = 0; j < 4; ++j) {
             __m512i u = vzero;
             if (src[j]) {
+                QS_SANITIZER_ONLY(sanitizer::maskedRead(src[j] + i, k, 4));
                 const __m512 x = _mm512_maskz_loadu_ps(k, src[j] + i);
                 const __m512 r = _mm512_roundscale_ps(_mm512_mul_ps(x, vinv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
                 const __m512 ar = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(r), absMask));
@@ -113,6 +120,7 @@ bool quantizeInterleave4Avx512(const float* const src[4], std::size_t n, float s
             word = _mm512_or_si512(word, _mm512_sll_epi32(_mm512_and_si512(u, hi), _mm_cvtsi32_si128(8 * j)));
         }
         if (ok != k) return false;
+        QS_SANITIZER_ONLY(sanitizer::maskedWrite(dst + 4 * i, k, 4));
         _mm512_mask_storeu_epi32(dst + 4 * i, k, word);
     }
     return true;
