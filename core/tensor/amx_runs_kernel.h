@@ -13,23 +13,12 @@
 #pragma once
 
 #include "tensor/conv_runs.h"
+#include "tensor/sanitizer_access.h"
 
 #include <immintrin.h>
 
 #include <cstddef>
 #include <cstdint>
-
-// The sanitizers' own entry points for an access of n bytes (libasan's __asan_loadN/__asan_storeN,
-// libtsan's __tsan_read_range/__tsan_write_range, as GCC declares them under -fsanitize in GNU
-// mode, not in -std=c++20): a bad access is reported at the caller as READ/WRITE of size n, as an
-// instrumented one is.
-#if defined(__SANITIZE_ADDRESS__)
-extern "C" void __asan_loadN(void* addr, long n);
-extern "C" void __asan_storeN(void* addr, long n);
-#elif defined(__SANITIZE_THREAD__)
-extern "C" void __tsan_read_range(void* addr, long n);
-extern "C" void __tsan_write_range(void* addr, long n);
-#endif
 
 namespace quantscope {
 namespace {
@@ -39,35 +28,17 @@ namespace amx_runs {
 // tile store (tilestored) writes them. GCC's intrinsics are inline asm without memory operands, so
 // ASan and TSan see neither (a 16-row tile over 15 rows of a heap block read past it silently
 // under ASan, 2026-11-30): under a sanitizer these state the rows to it first.
-inline void tileRead([[maybe_unused]] const void* p, [[maybe_unused]] long stride, [[maybe_unused]] std::size_t rows,
-                     [[maybe_unused]] std::size_t bytes)
+// Each of the `rows` rows stated as one span (sanitizer_access.h); nothing outside sanitizer builds.
+inline void tileRows([[maybe_unused]] const void* p, [[maybe_unused]] long stride, [[maybe_unused]] std::size_t rows,
+                     [[maybe_unused]] std::size_t bytes, [[maybe_unused]] bool write)
 {
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-    for (std::size_t r = 0; r < rows; ++r) {
-        void* row = const_cast<std::uint8_t*>(static_cast<const std::uint8_t*>(p)) + static_cast<long>(r) * stride;
-#if defined(__SANITIZE_ADDRESS__)
-        __asan_loadN(row, static_cast<long>(bytes));
-#else
-        __tsan_read_range(row, static_cast<long>(bytes));
-#endif
-    }
+    auto* base = const_cast<std::uint8_t*>(static_cast<const std::uint8_t*>(p));
+    for (std::size_t r = 0; r < rows; ++r) sanitizer::stateSpan(base + static_cast<long>(r) * stride, static_cast<long>(bytes), write);
 #endif
 }
-
-inline void tileWrite([[maybe_unused]] void* p, [[maybe_unused]] long stride, [[maybe_unused]] std::size_t rows,
-                      [[maybe_unused]] std::size_t bytes)
-{
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-    for (std::size_t r = 0; r < rows; ++r) {
-        void* row = static_cast<std::uint8_t*>(p) + static_cast<long>(r) * stride;
-#if defined(__SANITIZE_ADDRESS__)
-        __asan_storeN(row, static_cast<long>(bytes));
-#else
-        __tsan_write_range(row, static_cast<long>(bytes));
-#endif
-    }
-#endif
-}
+inline void tileRead(const void* p, long stride, std::size_t rows, std::size_t bytes) { tileRows(p, stride, rows, bytes, false); }
+inline void tileWrite(void* p, long stride, std::size_t rows, std::size_t bytes) { tileRows(p, stride, rows, bytes, true); }
 
 struct alignas(64) TileConfig {
     std::uint8_t palette = 1;
