@@ -87,32 +87,6 @@ TrainConfig baseConfig()
 
 } // namespace
 
-namespace {
-
-// Two training passes of the fused-pass tests: each step's output and every parameter gradient,
-// and how many activations the first step left unmaterialised (fused away).
-struct PassRun {
-    std::vector<Tensor> outputs, grads;
-    int emptyActivations = 0;
-    int selfRounding = 0, convs = 0; // FloatSim::roundsOutputBf16 layers, and Conv2d/BatchNorm2d layers
-    int masterWeights = 0;           // layers whose weight went in unrounded (readsWeightAsBf16)
-};
-
-// The first output or gradient whose bits differ (empty: none).
-QString firstDifference(const PassRun& a, const PassRun& b)
-{
-    const auto same = [](const Tensor& x, const Tensor& y) {
-        return x.shape() == y.shape() && std::memcmp(x.data(), y.data(), x.numel() * sizeof(float)) == 0;
-    };
-    if (a.outputs.size() != b.outputs.size() || a.grads.size() != b.grads.size()) return QStringLiteral("different step counts");
-    for (std::size_t k = 0; k < a.outputs.size(); ++k)
-        if (!same(a.outputs[k], b.outputs[k])) return QString("output of step %1").arg(k);
-    for (std::size_t k = 0; k < a.grads.size(); ++k)
-        if (!same(a.grads[k], b.grads[k])) return QString("gradient %1").arg(k);
-    return {};
-}
-
-} // namespace
 
 class TestStrategies : public QObject {
     Q_OBJECT
@@ -131,16 +105,10 @@ private slots:
     void bnFoldedWeightsLieOnTheIntGrid();
     void lossScalerHalvesOnOverflowAndGrows();
     void mixedFp16ReportsLossScale();
-    void floatSimSkipsOnlyExactRounding_data();
-    void floatSimSkipsOnlyExactRounding();
     void lowpNearestStallsWhereStochasticLearns();
     void progressiveFollowsTheSchedule();
     void qatIsDeterministic();
     void qatBnReestimation();
-    void qatFusedPassIsBitIdentical_data();
-    void qatFusedPassIsBitIdentical();
-    void mixedFusedPassIsBitIdentical_data();
-    void mixedFusedPassIsBitIdentical();
     void ptqOfALoadedFp32Model();
     void badCombinationsAreConfigErrors_data();
     void badCombinationsAreConfigErrors();
@@ -453,69 +421,6 @@ void TestStrategies::lossScalerHalvesOnOverflowAndGrows()
     QCOMPARE(ls.scale(), 512.0f);
 }
 
-void TestStrategies::floatSimSkipsOnlyExactRounding_data()
-{
-    QTest::addColumn<QString>("model");
-    QTest::addColumn<QString>("format");
-    QTest::addColumn<bool>("stochastic");
-    QTest::addColumn<bool>("overflow"); // an inf in the loss gradient
-    QTest::newRow("seed-cnn bf16") << "seed-cnn" << "bf16" << false << false;
-    QTest::newRow("seed-cnn fp8-e4m3 stochastic") << "seed-cnn" << "fp8-e4m3" << true << false;
-    QTest::newRow("mobilenet-tiny fp16 (ReLU6)") << "mobilenet-tiny" << "fp16" << false << false;
-    QTest::newRow("resnet8 bf16 overflow") << "resnet8" << "bf16" << false << true;
-    QTest::newRow("seed-cnn mxfp8 (never skips)") << "seed-cnn" << "mxfp8-e4m3" << false << false;
-}
-
-// FloatSim::setModel lets the hooks skip rounding what is on the grid already (ReLU, MaxPool and
-// Flatten outputs, gradients that only such layers produce) and the overflow checks those
-// gradients had on the way in: the same bits as rounding everything, and the same overflow.
-void TestStrategies::floatSimSkipsOnlyExactRounding()
-{
-    QFETCH(QString, model);
-    QFETCH(QString, format);
-    QFETCH(bool, stochastic);
-    QFETCH(bool, overflow);
-    const NumberFormat& f = findFormat(format.toStdString());
-    struct Run {
-        Tensor y;
-        std::vector<Tensor> grads;
-        bool overflow = false;
-    };
-    Rng rng(5);
-    Tensor x({3, 1, 28, 28});
-    for (float& v : x.values()) v = rng.uniform(0.0f, 1.0f);
-    const auto run = [&](bool skip) {
-        Run r;
-        auto m = makeModel(model.toStdString());
-        FloatSim sim(f, stochastic ? Rounding::Stochastic : Rounding::Nearest);
-        if (skip) sim.setModel(*m);
-        sim.setKey(77);
-        RunContext ctx;
-        ctx.training = true;
-        ctx.rngKey = 3;
-        r.y = m->forward(x, ctx, &sim);
-        Tensor d(r.y.shape());
-        Rng g(6);
-        for (float& v : d.values()) v = g.uniform(-1.0f, 1.0f) * 100.0f;
-        if (overflow) d[1] = std::numeric_limits<float>::infinity();
-        m->backward(d, &sim);
-        for (Param* p : m->params()) r.grads.push_back(p->grad);
-        r.overflow = sim.overflow();
-        return r;
-    };
-    const Run all = run(false), skipped = run(true);
-    QCOMPARE(skipped.overflow, overflow);
-    QCOMPARE(all.overflow, overflow);
-    QCOMPARE(all.y.values(), skipped.y.values());
-    QCOMPARE(all.grads.size(), skipped.grads.size());
-    for (std::size_t k = 0; k < all.grads.size(); ++k) {
-        const std::vector<float>& a = all.grads[k].values();
-        const std::vector<float>& b = skipped.grads[k].values();
-        QVERIFY2(a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0,
-                 qPrintable(QString("gradient of parameter %1").arg(k)));
-    }
-}
-
 void TestStrategies::mixedFp16ReportsLossScale()
 {
     TrainConfig cfg = baseConfig();
@@ -693,159 +598,6 @@ void TestStrategies::qatBnReestimation()
     run(cfg, plainOn, data);
     QVERIFY(std::isnan(plainOn.epochs.back().quantTestAccuracyBeforeBnReestimation));
     QCOMPARE(plainOn.epochs.back().quantTestAccuracy, plainOff.epochs.back().quantTestAccuracy);
-}
-
-void TestStrategies::qatFusedPassIsBitIdentical_data()
-{
-    QTest::addColumn<QString>("preset");
-    QTest::addColumn<int>("fusedPairs"); // conv/BN + ReLU pairs whose first layer QuantSim leaves alone
-    QTest::newRow("seed-cnn") << "seed-cnn" << 2;       // conv1 + relu1, conv2 + relu2
-    // BN + ReLU never fuses with hooks (its fused backward recomputes the ReLU's output, which the
-    // hooks fake-quantized), nor does ReLU6 (its rule reads its input)
-    QTest::newRow("seed-cnn-bn") << "seed-cnn-bn" << 0;
-    QTest::newRow("resnet8") << "resnet8" << 0;
-    QTest::newRow("mobilenet-tiny") << "mobilenet-tiny" << 0;
-}
-
-// QAT's training pass (QuantSim's hooks: observers, fake-quant, STE masks) runs the pairs that the
-// hooks leave alone fused (Model::setFusion, as the trainer does): output, every parameter
-// gradient and the next step's fake-quantized output are the same bits as the separate layers.
-void TestStrategies::qatFusedPassIsBitIdentical()
-{
-    QFETCH(QString, preset);
-    QFETCH(int, fusedPairs);
-    Rng rng(31);
-    Tensor x({6, 1, 28, 28});
-    for (float& v : x.values()) v = rng.uniform(-1.0f, 2.0f);
-    const auto run = [&](bool fused) {
-        PassRun r;
-        auto m = makeModel(preset.toStdString());
-        PrecisionConfig pc;
-        pc.strategy = Strategy::Qat;
-        pc.format = "int8";
-        pc.granularity = "channel";
-        QuantSim sim(*m, pc, findFormat("int8"));
-        m->setFusion(fused);
-        RunContext ctx;
-        ctx.training = true;
-        for (int step = 0; step < 2; ++step) { // the second step runs on ready observers
-            sim.quantizeWeights(Rounding::Nearest, static_cast<std::uint64_t>(step));
-            const Tensor y = m->forward(x, ctx, &sim);
-            r.outputs.push_back(y);
-            if (step == 0)
-                for (std::size_t a = 1; a <= m->size(); ++a) r.emptyActivations += m->activation(a).empty() ? 1 : 0;
-            Tensor dOut(y.shape());
-            Rng g(32 + static_cast<std::uint64_t>(step));
-            for (float& v : dOut.values()) v = g.uniform(-1.0f, 1.0f);
-            m->backward(dOut, &sim);
-            sim.maskWeightGradients();
-            for (Param* p : m->params()) r.grads.push_back(p->grad);
-        }
-        return r;
-    };
-    const PassRun plain = run(false), fused = run(true);
-    QCOMPARE(plain.emptyActivations, 0);
-    QCOMPARE(fused.emptyActivations, fusedPairs);
-    const QString differs = firstDifference(plain, fused);
-    QVERIFY2(differs.isEmpty(), qPrintable(differs));
-}
-
-void TestStrategies::mixedFusedPassIsBitIdentical_data()
-{
-    QTest::addColumn<QString>("preset");
-    QTest::addColumn<QString>("format");
-    QTest::addColumn<int>("fusedPairs");
-    QTest::newRow("seed-cnn bf16") << "seed-cnn" << "bf16" << 2;
-    QTest::newRow("seed-cnn fp16") << "seed-cnn" << "fp16" << 2;
-    // Block formats: a block's rounding depends on the values ReLU changes, so no fusion.
-    QTest::newRow("seed-cnn mxfp8") << "seed-cnn" << "mxfp8-e4m3" << 0;
-    // The convs feed BatchNorm; the four BatchNorm + ReLU pairs fuse (the ReLUs after the Adds do
-    // not). fp8: BN outputs below e4m3's smallest step round to 0, so the fused backward must take
-    // the ReLU's mask from the rounded output, not from BN(x) > 0 (measured: that fails this row).
-    QTest::newRow("resnet8 bf16") << "resnet8" << "bf16" << 4;
-    QTest::newRow("resnet8 fp16") << "resnet8" << "fp16" << 4;
-    QTest::newRow("resnet8 fp8-e4m3") << "resnet8" << "fp8-e4m3" << 4;
-    // ReLU6 does not fuse under hooks: round(v) may reach 6 where v < 6, which changes its mask.
-    QTest::newRow("mobilenet-tiny bf16") << "mobilenet-tiny" << "bf16" << 0;
-}
-
-// Mixed precision's training pass (FloatSim's hooks, bf16 products where the CPU has AMX) runs a
-// convolution or BatchNorm and its ReLU fused where FloatSim leaves their output alone (rounding
-// commutes with ReLU; the ReLU rounds instead): logits, every gradient and the fused pairs' count.
-// With bf16 the convolutions and BatchNorms also round their own outputs in their epilogues
-// (FloatSim::roundsOutputBf16): the same bits as the hooks' own rounding pass (setLayerRounding off).
-void TestStrategies::mixedFusedPassIsBitIdentical()
-{
-    QFETCH(QString, preset);
-    QFETCH(QString, format);
-    QFETCH(int, fusedPairs);
-    Rng rng(41);
-    Tensor x({6, 1, 28, 28});
-    for (float& v : x.values()) v = rng.uniform(-1.0f, 2.0f);
-    const NumberFormat& fmt = findFormat(format.toStdString());
-    const Bf16Path path = format == "bf16" && bf16PathSupported(Bf16Path::AmxBf16) ? Bf16Path::AmxBf16 : Bf16Path::Emulated;
-    // masterWeights: the weights that only bf16 products read keep no rounded copy (as
-    // MixedStrategy's step does): their packers round them the same way.
-    const auto run = [&](bool fused, bool layerRounding, bool masterWeights = false) {
-        PassRun r;
-        auto m = makeModel(preset.toStdString());
-        m->initParams(3);
-        for (std::size_t i = 0; i < m->size(); ++i)
-            if (auto* c = dynamic_cast<Conv2d*>(&m->layer(i))) c->setBf16Products(path);
-            else if (auto* f = dynamic_cast<Linear*>(&m->layer(i))) f->setBf16Products(path);
-        FloatSim sim(fmt, Rounding::Nearest);
-        sim.setLayerRounding(layerRounding);
-        sim.setModel(*m);
-        for (std::size_t i = 0; i < m->size(); ++i) {
-            r.selfRounding += sim.roundsOutputBf16(i) ? 1 : 0;
-            const LayerKind k = m->layer(i).kind();
-            r.convs += k == LayerKind::Conv2d || k == LayerKind::BatchNorm2d ? 1 : 0;
-        }
-        m->setFusion(fused);
-        RunContext ctx;
-        ctx.training = true;
-        std::vector<Param*> rounded;
-        for (std::size_t i = 0; i < m->size(); ++i) {
-            const auto* c = dynamic_cast<Conv2d*>(&m->layer(i));
-            const auto* f = dynamic_cast<Linear*>(&m->layer(i));
-            const bool bf16Read = (c && c->readsWeightAsBf16()) || (f && f->readsWeightAsBf16());
-            for (Param* p : m->layer(i).params())
-                if (!(masterWeights && bf16Read && p->isWeight)) rounded.push_back(p);
-            r.masterWeights += masterWeights && bf16Read ? 1 : 0;
-        }
-        for (int step = 0; step < 2; ++step) {
-            for (Param* p : m->params()) p->grad.fill(0.0f);
-            sim.roundWeightsToOverride(rounded);
-            const Tensor y = m->forward(x, ctx, &sim);
-            r.outputs.push_back(y);
-            if (step == 0)
-                for (std::size_t a = 1; a <= m->size(); ++a) r.emptyActivations += m->activation(a).empty() ? 1 : 0;
-            Tensor dOut(y.shape());
-            Rng g(42 + static_cast<std::uint64_t>(step));
-            for (float& v : dOut.values()) v = g.uniform(-1.0f, 1.0f);
-            m->backward(dOut, &sim);
-            for (Param* p : m->params()) r.grads.push_back(p->grad);
-            for (Param* p : m->params()) p->clearOverride();
-        }
-        return r;
-    };
-    const PassRun plain = run(false, true), fused = run(true, true), hooksRound = run(true, false);
-    const PassRun masters = run(true, true, true);
-    QCOMPARE(plain.emptyActivations, 0);
-    // bf16: every convolution and BatchNorm rounds its own output; other formats, or with it off: none.
-    QCOMPARE(fused.selfRounding, format == "bf16" ? fused.convs : 0);
-    QCOMPARE(hooksRound.selfRounding, 0);
-    // On AMX, seed-cnn's conv1 (one input channel) takes the im2col bf16 path, which does not fuse.
-    const int conv1OnIm2col = path == Bf16Path::AmxBf16 && preset == "seed-cnn" ? 1 : 0;
-    QCOMPARE(fused.emptyActivations, fusedPairs - conv1OnIm2col);
-    const QString differs = firstDifference(plain, fused);
-    QVERIFY2(differs.isEmpty(), qPrintable(differs));
-    const QString differsFromHooks = firstDifference(hooksRound, fused);
-    QVERIFY2(differsFromHooks.isEmpty(), qPrintable("layer rounding against the hooks' pass: " + differsFromHooks));
-    // On AMX every convolution but the depthwise ones, and every fc layer, packs its weight.
-    if (path == Bf16Path::AmxBf16) QVERIFY(masters.masterWeights > 0);
-    const QString differsWithMasters = firstDifference(masters, fused);
-    QVERIFY2(differsWithMasters.isEmpty(), qPrintable("master weights on the bf16 products: " + differsWithMasters));
 }
 
 void TestStrategies::ptqOfALoadedFp32Model()
