@@ -97,6 +97,15 @@ void compare(const Problem& p, const std::vector<float>& C, const std::vector<fl
     }
 }
 
+// The hardware paths that read a convolution's runs (gemmBf16Runs, weightGradBf16Runs).
+std::vector<Bf16Path> runsPaths()
+{
+    std::vector<Bf16Path> v;
+    for (Bf16Path p : {Bf16Path::Avx512Bf16, Bf16Path::AmxBf16})
+        if (bf16PathSupported(p)) v.push_back(p);
+    return v;
+}
+
 std::vector<Bf16Path> supportedPaths()
 {
     std::vector<Bf16Path> v;
@@ -145,8 +154,13 @@ private slots:
     void emptyProducts();
     void runsProductMatchesScalarTwin_data();
     void runsProductMatchesScalarTwin();
+    void runsWeightGradientMatchesScalarTwin_data();
+    void runsWeightGradientMatchesScalarTwin();
     void convolutionOnBf16Runs_data();
     void convolutionOnBf16Runs();
+
+private:
+    void checkConvolutionOnRuns(Bf16Path path, int cin, int cout, int k, int pad, int H);
 };
 
 void TestGemmBf16::pathsMatchScalarTwinAndEmulation_data()
@@ -391,23 +405,21 @@ void TestGemmBf16::runsProductMatchesScalarTwin_data()
     QTest::newRow("seed-cnn conv2 group") << 64 << 16 << 9 << 2703;
 }
 
-// The AMX path over runs against its scalar twin: the same exact products summed in another order
-// (tolerance() above); nothing written past L.
+// Each hardware path over runs (AMX, AVX512_BF16) against the scalar twin: the same exact products
+// summed in another order (tolerance() above); nothing written past L.
 void TestGemmBf16::runsProductMatchesScalarTwin()
 {
     QFETCH(int, M);
     QFETCH(int, pairs);
     QFETCH(int, taps);
     QFETCH(int, L);
-    if (!bf16PathSupported(Bf16Path::AmxBf16)) QSKIP("no AMX-BF16 on this CPU: convolutions keep the im2col bf16 path");
+    if (runsPaths().empty()) QSKIP("no AMX-BF16 or AVX512_BF16 on this CPU: convolutions keep the im2col bf16 path");
     std::mt19937 rng(static_cast<unsigned>(M * 7919 + pairs * 131 + taps * 17 + L));
     std::normal_distribution<float> nd(0.0f, 1.0f);
     const std::size_t Ms = static_cast<std::size_t>(M), P = static_cast<std::size_t>(pairs), T = static_cast<std::size_t>(taps),
                       Ls = static_cast<std::size_t>(L), K2 = P * T;
     std::vector<float> a(Ms * 2 * K2);
     for (float& v : a) v = nd(rng);
-    PackedBf16Runs packed;
-    packBf16RunsA(a.data(), Ms, K2, packed);
     const std::size_t shift = 29, stride = 4 * (Ls + shift + 1);
     std::vector<std::size_t> tapOffset(T);
     for (std::size_t t = 0; t < T; ++t) tapOffset[t] = 4 * ((t * 7) % shift);
@@ -415,23 +427,96 @@ void TestGemmBf16::runsProductMatchesScalarTwin()
     for (auto& v : runs) v = bf16Bits(nd(rng) * 0.01f);
     const ConvRuns b{reinterpret_cast<const std::uint8_t*>(runs.data()), stride, tapOffset.data(), T, P};
     const std::size_t ldo = Ls + 2;
-    std::vector<float> out(Ms * ldo, kGuard), ref(Ms * ldo, kGuard);
-    gemmBf16Runs(packed, b, Ls, out.data(), ldo);
-    gemmBf16RunsRef(packed, b, Ls, ref.data(), ldo);
-    for (std::size_t m = 0; m < Ms; ++m) {
-        for (std::size_t l = 0; l < Ls; ++l) {
-            double sumAbs = 0.0;
-            for (std::size_t g = 0; g < K2; ++g)
-                for (std::size_t j = 0; j < 2; ++j) {
-                    std::uint16_t bj;
-                    std::memcpy(&bj, b.row(g) + 4 * l + 2 * j, 2);
-                    sumAbs += std::fabs(static_cast<double>(bf16ToFloat(packed.data[m * 2 * K2 + 2 * g + j])) * bf16ToFloat(bj));
-                }
-            const double got = out[m * ldo + l], want = ref[m * ldo + l];
-            if (!(std::fabs(got - want) <= tolerance(2 * K2, sumAbs)))
-                QFAIL(qPrintable(QStringLiteral("out[%1][%2] = %3, twin %4").arg(m).arg(l).arg(got, 0, 'g', 9).arg(want, 0, 'g', 9)));
+    for (Bf16Path path : runsPaths()) {
+        PackedBf16Runs packed;
+        packBf16RunsA(a.data(), Ms, K2, packed, path);
+        std::vector<float> out(Ms * ldo, kGuard), ref(Ms * ldo, kGuard);
+        gemmBf16Runs(packed, b, Ls, out.data(), ldo);
+        gemmBf16RunsRef(packed, b, Ls, ref.data(), ldo);
+        for (std::size_t m = 0; m < Ms; ++m) {
+            for (std::size_t l = 0; l < Ls; ++l) {
+                double sumAbs = 0.0;
+                for (std::size_t g = 0; g < K2; ++g)
+                    for (std::size_t j = 0; j < 2; ++j) {
+                        std::uint16_t bj;
+                        std::memcpy(&bj, b.row(g) + 4 * l + 2 * j, 2);
+                        sumAbs += std::fabs(static_cast<double>(bf16ToFloat(packed.data[m * 2 * K2 + 2 * g + j])) * bf16ToFloat(bj));
+                    }
+                const double got = out[m * ldo + l], want = ref[m * ldo + l];
+                if (!(std::fabs(got - want) <= tolerance(2 * K2, sumAbs)))
+                    QFAIL(qPrintable(QStringLiteral("%1: out[%2][%3] = %4, twin %5")
+                                         .arg(bf16PathName(path))
+                                         .arg(m)
+                                         .arg(l)
+                                         .arg(got, 0, 'g', 9)
+                                         .arg(want, 0, 'g', 9)));
+            }
+            for (std::size_t l = Ls; l < ldo; ++l) QCOMPARE(out[m * ldo + l], kGuard);
         }
-        for (std::size_t l = Ls; l < ldo; ++l) QCOMPARE(out[m * ldo + l], kGuard);
+    }
+}
+
+void TestGemmBf16::runsWeightGradientMatchesScalarTwin_data()
+{
+    QTest::addColumn<int>("C");
+    QTest::addColumn<int>("O");
+    QTest::addColumn<int>("taps");
+    QTest::addColumn<int>("P");
+    QTest::newRow("16 channels, one tap") << 16 << 16 << 1 << 16;
+    QTest::newRow("seed-cnn conv2 group") << 32 << 64 << 9 << 1360;
+    QTest::newRow("80 outputs: a panel past 64") << 32 << 80 << 4 << 144;
+    QTest::newRow("odd rows, 7 outputs") << 16 << 7 << 5 << 48;
+}
+
+// The weight gradient over runs on each hardware path against its scalar twin (added into a dW
+// that already holds values); AVX512_BF16 also takes channel counts that are not multiples of 16.
+void TestGemmBf16::runsWeightGradientMatchesScalarTwin()
+{
+    QFETCH(int, C);
+    QFETCH(int, O);
+    QFETCH(int, taps);
+    QFETCH(int, P);
+    if (runsPaths().empty()) QSKIP("no AMX-BF16 or AVX512_BF16 on this CPU");
+    std::mt19937 rng(static_cast<unsigned>(C * 31 + O * 7 + taps + P));
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    const std::size_t Cs = static_cast<std::size_t>(C), Os = static_cast<std::size_t>(O), T = static_cast<std::size_t>(taps),
+                      Ps = static_cast<std::size_t>(P), Op = (Os + 15) / 16 * 16;
+    std::vector<std::size_t> tapOffset(T);
+    for (std::size_t t = 0; t < T; ++t) tapOffset[t] = (t * 5) % 23; // odd offsets: unaligned pairs
+    const std::size_t xs = 2 * Ps + 24 + 32;
+    std::vector<std::uint16_t> x(Cs * xs + kRunsRowSlack);
+    for (auto& v : x) v = bf16Bits(nd(rng));
+    std::vector<std::uint32_t> dy(Ps * Op, 0);
+    for (std::size_t p = 0; p < Ps; ++p)
+        for (std::size_t o = 0; o < Os; ++o)
+            dy[p * Op + o] = std::uint32_t{bf16Bits(nd(rng) * 0.01f)} | std::uint32_t{bf16Bits(nd(rng) * 0.01f)} << 16;
+    std::vector<float> dW0(Os * Cs * T);
+    for (float& v : dW0) v = nd(rng);
+    for (Bf16Path path : runsPaths()) {
+        if (path == Bf16Path::AmxBf16 && Cs % 16) continue;
+        const WeightGradRuns a{path, x.data(), 2 * xs, tapOffset.data(), T, Cs, dy.data(), Os, Op, Ps};
+        std::vector<float> got = dW0, want = dW0;
+        weightGradBf16Runs(a, got.data());
+        weightGradBf16RunsRef(a, want.data());
+        for (std::size_t o = 0; o < Os; ++o)
+            for (std::size_t c = 0; c < Cs; ++c)
+                for (std::size_t t = 0; t < T; ++t) {
+                    const std::uint16_t* xr = x.data() + c * xs + tapOffset[t];
+                    double sumAbs = std::fabs(dW0[(o * Cs + c) * T + t]);
+                    for (std::size_t p = 0; p < Ps; ++p) {
+                        const std::uint32_t d = dy[p * Op + o];
+                        sumAbs += std::fabs(static_cast<double>(bf16ToFloat(xr[2 * p])) * bf16ToFloat(static_cast<std::uint16_t>(d)));
+                        sumAbs += std::fabs(static_cast<double>(bf16ToFloat(xr[2 * p + 1])) *
+                                            bf16ToFloat(static_cast<std::uint16_t>(d >> 16)));
+                    }
+                    const std::size_t i = (o * Cs + c) * T + t;
+                    if (!(std::fabs(got[i] - want[i]) <= tolerance(2 * Ps + 1, sumAbs)))
+                        QFAIL(qPrintable(QStringLiteral("%1: dW[%2] = %3, twin %4")
+                                             .arg(bf16PathName(path))
+                                             .arg(i)
+                                             .arg(got[i], 0, 'g', 9)
+                                             .arg(want[i], 0, 'g', 9)));
+                }
     }
 }
 
@@ -448,8 +533,9 @@ void TestGemmBf16::convolutionOnBf16Runs_data()
     QTest::newRow("48 channels, 20 outputs, 2x2") << 48 << 20 << 2 << 1 << 9;
 }
 
-// A convolution on AMX over its runs (forward, input and weight gradients) against the emulated
-// path on the same bf16 values: within tolerance() of the exact sums; the bias gradient bit for bit.
+// A convolution over its runs on each hardware path (forward, input and weight gradients) against
+// the emulated path on the same bf16 values: within tolerance() of the exact sums; the bias
+// gradient bit for bit.
 void TestGemmBf16::convolutionOnBf16Runs()
 {
     QFETCH(int, cin);
@@ -457,21 +543,26 @@ void TestGemmBf16::convolutionOnBf16Runs()
     QFETCH(int, k);
     QFETCH(int, pad);
     QFETCH(int, H);
-    if (!bf16PathSupported(Bf16Path::AmxBf16) || !Conv2d::directKernelsBuilt())
-        QSKIP("no AMX-BF16 on this CPU (or no direct kernels in this build)");
+    if (runsPaths().empty() || !Conv2d::directKernelsBuilt())
+        QSKIP("no AMX-BF16 or AVX512_BF16 on this CPU (or no direct kernels in this build)");
+    for (Bf16Path path : runsPaths()) checkConvolutionOnRuns(path, cin, cout, k, pad, H);
+}
+
+void TestGemmBf16::checkConvolutionOnRuns(Bf16Path path, int cin, int cout, int k, int pad, int H)
+{
     const std::size_t C = static_cast<std::size_t>(cin), O = static_cast<std::size_t>(cout), K = static_cast<std::size_t>(k);
     const std::size_t P = static_cast<std::size_t>(pad), Hs = static_cast<std::size_t>(H), N = 5;
     std::mt19937 rng(static_cast<unsigned>(cin * 31 + cout));
     std::normal_distribution<float> nd(0.0f, 1.0f);
-    Conv2d amx("amx", C, O, K, 1, P), emu("emu", C, O, K, 1, P), absConv("abs", C, O, K, 1, P);
-    for (float& w : amx.weight().value.values()) w = roundBf16(nd(rng) * 0.1f);
-    for (float& b : amx.bias().value.values()) b = nd(rng);
-    emu.weight().value = amx.weight().value;
-    emu.bias().value = amx.bias().value;
-    absConv.weight().value = amx.weight().value;
+    Conv2d hw("hw", C, O, K, 1, P), emu("emu", C, O, K, 1, P), absConv("abs", C, O, K, 1, P);
+    for (float& w : hw.weight().value.values()) w = roundBf16(nd(rng) * 0.1f);
+    for (float& b : hw.bias().value.values()) b = nd(rng);
+    emu.weight().value = hw.weight().value;
+    emu.bias().value = hw.bias().value;
+    absConv.weight().value = hw.weight().value;
     for (float& w : absConv.weight().value.values()) w = std::fabs(w);
     absConv.bias().value.fill(0.0f);
-    amx.setBf16Products(Bf16Path::AmxBf16);
+    hw.setBf16Products(path);
     Tensor x({N, C, Hs, Hs});
     for (float& v : x.values()) v = roundBf16(nd(rng));
     Tensor ax = x;
@@ -479,36 +570,36 @@ void TestGemmBf16::convolutionOnBf16Runs()
     RunContext ctx;
     ctx.training = true;
     Tensor y, yEmu, yAbs;
-    amx.forward(x, y, ctx);
+    hw.forward(x, y, ctx);
     emu.forward(x, yEmu, ctx);
     absConv.forward(ax, yAbs, ctx);
     const double Kf = static_cast<double>(C * K * K);
     for (std::size_t i = 0; i < y.numel(); ++i)
         if (!(std::fabs(y[i] - yEmu[i]) <= tolerance(static_cast<std::size_t>(Kf), yAbs[i]) + 2.0 * FLT_EPSILON * std::fabs(yEmu[i])))
-            QFAIL(qPrintable(QStringLiteral("y[%1] = %2, emulated %3").arg(i).arg(y[i], 0, 'g', 9).arg(yEmu[i], 0, 'g', 9)));
+            QFAIL(qPrintable(QStringLiteral("%1: y[%2] = %3, emulated %4").arg(bf16PathName(path)).arg(i).arg(y[i], 0, 'g', 9).arg(yEmu[i], 0, 'g', 9)));
     Tensor dy(y.shape()), ady(y.shape());
     for (std::size_t i = 0; i < dy.numel(); ++i) {
         dy[i] = roundBf16(nd(rng) * 0.01f);
         ady[i] = std::fabs(dy[i]);
     }
     Tensor dx, dxEmu, dxAbs;
-    amx.backward(x, y, dy, dx, true);
+    hw.backward(x, y, dy, dx, true);
     emu.backward(x, yEmu, dy, dxEmu, true);
     absConv.backward(ax, yAbs, ady, dxAbs, true);
     const std::size_t K2 = O * K * K;
     for (std::size_t i = 0; i < dx.numel(); ++i)
         if (!(std::fabs(dx[i] - dxEmu[i]) <= tolerance(K2, dxAbs[i])))
-            QFAIL(qPrintable(QStringLiteral("dx[%1] = %2, emulated %3").arg(i).arg(dx[i], 0, 'g', 9).arg(dxEmu[i], 0, 'g', 9)));
-    // dW: on AMX too where the input channels fill whole tiles (multiples of 16), else the FP32
-    // direct kernel (bit for bit); N Ho Wo terms each.
-    const Tensor& gw = amx.weight().grad;
+            QFAIL(qPrintable(QStringLiteral("%1: dx[%2] = %3, emulated %4").arg(bf16PathName(path)).arg(i).arg(dx[i], 0, 'g', 9).arg(dxEmu[i], 0, 'g', 9)));
+    // dW: in bf16 too, on AMX where the input channels fill whole tiles (multiples of 16), else the
+    // FP32 direct kernel (bit for bit); N Ho Wo terms each.
+    const Tensor& gw = hw.weight().grad;
     const Tensor& gwEmu = emu.weight().grad;
     const std::size_t terms = N * y.dim(2) * y.dim(3);
-    if (C % 16 != 0) QVERIFY(std::memcmp(gw.data(), gwEmu.data(), gw.numel() * sizeof(float)) == 0);
+    if (path == Bf16Path::AmxBf16 && C % 16 != 0) QVERIFY(std::memcmp(gw.data(), gwEmu.data(), gw.numel() * sizeof(float)) == 0);
     for (std::size_t i = 0; i < gw.numel(); ++i)
         if (!(std::fabs(gw[i] - gwEmu[i]) <= tolerance(terms, absConv.weight().grad[i])))
-            QFAIL(qPrintable(QStringLiteral("dW[%1] = %2, emulated %3").arg(i).arg(gw[i], 0, 'g', 9).arg(gwEmu[i], 0, 'g', 9)));
-    QVERIFY(std::memcmp(amx.bias().grad.data(), emu.bias().grad.data(), emu.bias().grad.numel() * sizeof(float)) == 0);
+            QFAIL(qPrintable(QStringLiteral("%1: dW[%2] = %3, emulated %4").arg(bf16PathName(path)).arg(i).arg(gw[i], 0, 'g', 9).arg(gwEmu[i], 0, 'g', 9)));
+    QVERIFY(std::memcmp(hw.bias().grad.data(), emu.bias().grad.data(), emu.bias().grad.numel() * sizeof(float)) == 0);
 }
 
 QTEST_GUILESS_MAIN(TestGemmBf16)

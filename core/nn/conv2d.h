@@ -108,9 +108,10 @@ private:
     bool forwardDirectS8(const Tensor& x, Tensor& y, float cap);
     void backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, Tensor& dx, bool needInputGrad, float cap);
     bool usesBf16Gemm() const { return m_bf16 != Bf16Path::Emulated && m_groups == 1; }
-    // bf16 products on AMX over the direct kernels' runs (forward and input gradient; the weight
-    // gradient takes the FP32 direct kernel, exact on bf16 operands up to the order of additions).
-    bool usesBf16Runs() const { return m_bf16 == Bf16Path::AmxBf16 && usesDirectKernel() && m_stride == 1; }
+    // bf16 products over the direct kernels' runs, on AMX or AVX512_BF16 (forward, input gradient,
+    // and the weight gradient except on AMX with input channels not a multiple of 16, which takes
+    // the FP32 direct kernel, exact on bf16 operands up to the order of additions).
+    bool usesBf16Runs() const { return m_bf16 != Bf16Path::Emulated && usesDirectKernel() && m_stride == 1; }
     void forwardDirectBf16(const Tensor& x, Tensor& y, float cap);
     void forwardBf16(const Tensor& x, Tensor& y);
     void backwardBf16(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad);

@@ -363,7 +363,7 @@ void Conv2d::backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, 
             for (std::size_t ci = 0; ci < m_cin; ++ci)
                 for (std::size_t t = 0; t < kk; ++t) rot[ci * K2 + co * kk + t] = w[(co * m_cin + ci) * kk + (kk - 1 - t)];
         if (usesBf16Runs())
-            packBf16RunsA(bf16RunsOrder(rot.data(), m_cin, m_cout, kk).data(), m_cin, kk * ((m_cout + 1) / 2), m_packedBf16Runs);
+            packBf16RunsA(bf16RunsOrder(rot.data(), m_cin, m_cout, kk).data(), m_cin, kk * ((m_cout + 1) / 2), m_packedBf16Runs, m_bf16);
         else
             conv_direct::packA(rot.data(), m_cin, K2, K2, m_packed);
     }
@@ -372,8 +372,8 @@ void Conv2d::backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, 
         dyTaps[t] = 4 * ((t / m_k) * gd.Wq + t % m_k);
         xTaps[t] = (t / m_k) * g.Wq + t % m_k;
     }
-    // The weight gradient on AMX too where the channels fill whole tiles.
-    const bool bf16Grad = usesBf16Runs() && m_cin % 16 == 0;
+    // The weight gradient in bf16 too (on AMX where the channels fill whole tiles).
+    const bool bf16Grad = usesBf16Runs() && (m_bf16 != Bf16Path::AmxBf16 || m_cin % 16 == 0);
     parallelFor(groups, [&](std::size_t grp) {
         const std::size_t n0 = grp * g.Ng, count = std::min(g.Ng, N - n0), L = g.length(count);
         float* part = m_partials.data() + grp * partSize;
@@ -393,7 +393,7 @@ void Conv2d::backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, 
         // dy at run position j (the output's positions): zero at every scratch position
         for (std::size_t o = 0; o < m_cout; ++o) drows[o] = gr + o * gd.S + gd.head;
         if (bf16Grad) {
-            weightGradientBf16(xr, gr, g, gd, m_cin, m_cout, m_k, L, xTaps.data(), part);
+            weightGradientBf16(m_bf16, xr, gr, g, gd, m_cin, m_cout, m_k, L, xTaps.data(), part);
         } else {
             tapRows(xr, m_cin, g, rows);
             conv_direct::gemmRowsTransAdd(drows, m_cout, rows, K, L, part, K);

@@ -1,5 +1,5 @@
 // Conv2d's low-precision products over the direct kernels' runs (nn/conv2d_runs.h): QAT's int8
-// forward (tensor/gemm_s8.h) and bf16 on AMX (tensor/gemm_bf16.h gemmBf16Runs, weightGradBf16Runs).
+// forward (tensor/gemm_s8.h) and bf16 on AMX or AVX512_BF16 (tensor/gemm_bf16.h gemmBf16Runs, weightGradBf16Runs).
 #include "nn/conv2d.h"
 #include "nn/conv2d_runs.h"
 #include "nn/conv2d_shared.h"
@@ -95,10 +95,11 @@ std::vector<float> bf16RunsOrder(const float* A, std::size_t M, std::size_t C, s
     return out;
 }
 
-// The weight gradient on AMX-BF16 (weightGradBf16Runs) from the float runs of the direct backward:
-// x's runs xr (geometry g) and dy's runs gr (geometry gd, output position l at gd.head + l) of a
-// group of L output positions, added into part (W's layout). Needs C a multiple of 16.
-void weightGradientBf16(const float* xr, const float* gr, const RunGeometry& g, const RunGeometry& gd, std::size_t C,
+// The weight gradient on AMX-BF16 or AVX512_BF16 (weightGradBf16Runs) from the float runs of the
+// direct backward: x's runs xr (geometry g) and dy's runs gr (geometry gd, output position l at
+// gd.head + l) of a group of L output positions, added into part (W's layout). AMX needs C a
+// multiple of 16.
+void weightGradientBf16(Bf16Path path, const float* xr, const float* gr, const RunGeometry& g, const RunGeometry& gd, std::size_t C,
                         std::size_t O, std::size_t k, std::size_t L, const std::size_t* taps, float* part)
 {
     const std::size_t P = (L + 31) / 32 * 16, Op = (O + 15) / 16 * 16;
@@ -138,7 +139,7 @@ void weightGradientBf16(const float* xr, const float* gr, const RunGeometry& g, 
             }
             for (std::size_t p = 0; p < 16; ++p) std::memcpy(pairs + (p0 + p) * Op + ob, block + p * 64, on * 4);
         }
-    const WeightGradRuns a{xb, 2 * xs, taps, k * k, C, pairs, O, Op, P};
+    const WeightGradRuns a{path, xb, 2 * xs, taps, k * k, C, pairs, O, Op, P};
     weightGradBf16Runs(a, part);
 }
 
@@ -210,7 +211,7 @@ bool Conv2d::forwardDirectS8(const Tensor& x, Tensor& y, float cap)
 void Conv2d::forwardDirectBf16(const Tensor& x, Tensor& y, float cap)
 {
     const std::size_t kk = m_k * m_k, C2 = (m_cin + 1) / 2, K2 = kk * C2;
-    packBf16RunsA(bf16RunsOrder(m_weight.forwardValue().data(), m_cout, m_cin, kk).data(), m_cout, K2, m_packedBf16Runs);
+    packBf16RunsA(bf16RunsOrder(m_weight.forwardValue().data(), m_cout, m_cin, kk).data(), m_cout, K2, m_packedBf16Runs, m_bf16);
     const float* bias = m_hasBias ? m_bias.forwardValue().data() : nullptr;
     const RunGeometry g = runGeometry(x.dim(2), x.dim(3), m_k, m_pad);
     std::vector<std::size_t> taps(kk);

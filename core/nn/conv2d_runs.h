@@ -68,8 +68,9 @@ void fromRuns(const float* out, std::size_t ld, std::size_t C, std::size_t n0, s
 
 // A (M x C k k, taps of each channel consecutive) in the bf16 runs' K order (conv2d_products.cpp).
 std::vector<float> bf16RunsOrder(const float* A, std::size_t M, std::size_t C, std::size_t kk);
-// The weight gradient on AMX-BF16 from the direct backward's float runs (conv2d_products.cpp).
-void weightGradientBf16(const float* xr, const float* gr, const RunGeometry& g, const RunGeometry& gd, std::size_t C,
-                        std::size_t O, std::size_t k, std::size_t L, const std::size_t* taps, float* part);
+// The weight gradient on `path` (AMX-BF16 or AVX512_BF16) from the direct backward's float runs
+// (conv2d_products.cpp).
+void weightGradientBf16(Bf16Path path, const float* xr, const float* gr, const RunGeometry& g, const RunGeometry& gd,
+                        std::size_t C, std::size_t O, std::size_t k, std::size_t L, const std::size_t* taps, float* part);
 
 } // namespace quantscope::conv_detail

@@ -44,15 +44,13 @@ void Linear::forward(const Tensor& x, Tensor& y, const RunContext& /*ctx*/)
     const Eigen::Map<const Eigen::RowVectorXf> b(m_bias.forwardValue().data(), static_cast<Idx>(m_out));
     const ConstMatrixMap X = x.matrix(N, m_in);
     MatrixMap Y = y.matrix(N, m_out);
-    if (m_bf16 != Bf16Path::Emulated) { // y rows = bf16(x rows) bf16(W)^T
-        parallelChunks(N, kRowGrain, [&](std::size_t r0, std::size_t r1) {
-            GemmBf16Args g;
-            g.transB = true;
-            g.M = r1 - r0, g.N = m_out, g.K = m_in;
-            g.A = x.data() + r0 * m_in, g.lda = m_in;
-            g.B = m_weight.forwardValue().data(), g.ldb = m_in;
-            g.C = y.data() + r0 * m_out, g.ldc = m_out;
-            gemmBf16(m_bf16, g);
+    if (m_bf16 != Bf16Path::Emulated) { // y = bf16(x) bf16(W)^T
+        // x packed once, then column blocks of y, each packing only its rows of W: W (seed-cnn's
+        // fc1: 4.7 MB) is read once a step, not once per block of batch rows (forward 0.99 -> 0.68 ms on Zen 5).
+        packBf16A(m_xPacked, m_bf16, false, N, m_in, x.data(), m_in);
+        const std::size_t grain = m_out >= 2 * kOutGrain ? kOutGrain : m_out;
+        parallelChunks(m_out, grain, [&](std::size_t j0, std::size_t j1) {
+            gemmBf16Packed(m_xPacked, true, j1 - j0, m_weight.forwardValue().data() + j0 * m_in, m_in, y.data() + j0, m_out, false);
         });
         Y.rowwise() += b;
         return;

@@ -32,6 +32,7 @@ public:
 private:
     std::size_t m_in, m_out;
     Bf16Path m_bf16 = Bf16Path::Emulated;
+    PackedBf16A m_xPacked; // bf16 forward: the batch, packed once for every column block of y
     Param m_weight, m_bias;
 };
 

@@ -25,6 +25,16 @@ unsigned cpuidLeaf7Edx()
 bool cpuHasAmxBf16() { return (cpuidLeaf7Edx() >> 24 & 1u) && (cpuidLeaf7Edx() >> 22 & 1u); }
 bool cpuHasAmxInt8() { return (cpuidLeaf7Edx() >> 24 & 1u) && (cpuidLeaf7Edx() >> 25 & 1u); }
 
+bool cpuIsAmd()
+{
+    static const bool amd = [] {
+        unsigned a = 0, b = 0, c = 0, d = 0;
+        if (!__get_cpuid(0, &a, &b, &c, &d)) return false;
+        return b == 0x68747541u && d == 0x69746e65u && c == 0x444d4163u; // "Auth" "enti" "cAMD"
+    }();
+    return amd;
+}
+
 bool amxTileDataPermitted()
 {
     static const bool ok = [] {

@@ -11,5 +11,9 @@ bool cpuHasAmxInt8();
 // Linux >= 5.16 keeps AMX tile data off until the process asks for it (arch_prctl
 // ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA; arch/x86/include/uapi/asm/prctl.h). Asked once.
 bool amxTileDataPermitted();
+// CPUID leaf 0 vendor "AuthenticAMD". AMD's Zen 4 and Zen 5 issue VDPBF16PS at the rate of an FP32
+// FMA (twice its multiply-adds), where Intel's Cooper Lake and Sapphire Rapids issue it at half
+// that (one port), so whether AVX512_BF16 alone beats FP32 depends on the vendor.
+bool cpuIsAmd();
 
 } // namespace quantscope

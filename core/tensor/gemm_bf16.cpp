@@ -392,10 +392,13 @@ namespace quantscope {
 
 namespace bf16detail {
 void gemmRunsAmx(const std::uint16_t* A, std::size_t M, const ConvRuns& B, std::size_t L, float* out, std::size_t ldo);
+void gemmRunsAvx512(const std::uint16_t* A, std::size_t M, const ConvRuns& B, std::size_t L, float* out, std::size_t ldo);
 } // namespace bf16detail
 
-void packBf16RunsA(const float* A, std::size_t M, std::size_t K2, PackedBf16Runs& out)
+void packBf16RunsA(const float* A, std::size_t M, std::size_t K2, PackedBf16Runs& out, Bf16Path path)
 {
+    if (path == Bf16Path::Emulated) throw std::logic_error("packBf16RunsA: the runs products need a hardware bf16 path");
+    out.path = path;
     out.M = M;
     out.K2 = K2;
     out.data.assign((M + 15) / 16 * 16 * 2 * K2, 0);
@@ -404,9 +407,11 @@ void packBf16RunsA(const float* A, std::size_t M, std::size_t K2, PackedBf16Runs
 
 void gemmBf16Runs(const PackedBf16Runs& A, const ConvRuns& B, std::size_t L, float* out, std::size_t ldo)
 {
-    if (!bf16PathSupported(Bf16Path::AmxBf16)) throw std::logic_error("gemmBf16Runs: this CPU has no AMX-BF16");
+    if (A.path == Bf16Path::Emulated || !bf16PathSupported(A.path))
+        throw std::logic_error(std::string("gemmBf16Runs: this CPU cannot run the ") + bf16PathName(A.path) + " path");
     if (A.K2 != B.taps * B.groups) throw std::logic_error("gemmBf16Runs: A's depth is not B's taps x groups");
-    bf16detail::gemmRunsAmx(A.data.data(), A.M, B, L, out, ldo);
+    if (A.path == Bf16Path::AmxBf16) bf16detail::gemmRunsAmx(A.data.data(), A.M, B, L, out, ldo);
+    else bf16detail::gemmRunsAvx512(A.data.data(), A.M, B, L, out, ldo);
 }
 
 void gemmBf16RunsRef(const PackedBf16Runs& A, const ConvRuns& B, std::size_t L, float* out, std::size_t ldo)
@@ -452,13 +457,17 @@ namespace quantscope {
 
 namespace bf16detail {
 void weightGradRunsAmx(const WeightGradRuns& a, float* dW);
+void weightGradRunsAvx512(const WeightGradRuns& a, float* dW);
 } // namespace bf16detail
 
 void weightGradBf16Runs(const WeightGradRuns& a, float* dW)
 {
-    if (!bf16PathSupported(Bf16Path::AmxBf16)) throw std::logic_error("weightGradBf16Runs: this CPU has no AMX-BF16");
-    if (a.C % 16 || a.P % 16 || a.Op % 16 || a.Op < a.O) throw std::logic_error("weightGradBf16Runs: C, P and Op must be multiples of 16");
-    bf16detail::weightGradRunsAmx(a, dW);
+    if (a.path == Bf16Path::Emulated || !bf16PathSupported(a.path))
+        throw std::logic_error(std::string("weightGradBf16Runs: this CPU cannot run the ") + bf16PathName(a.path) + " path");
+    if (a.P % 16 || a.Op % 16 || a.Op < a.O) throw std::logic_error("weightGradBf16Runs: P and Op must be multiples of 16");
+    if (a.path == Bf16Path::AmxBf16 && a.C % 16) throw std::logic_error("weightGradBf16Runs: AMX needs C a multiple of 16");
+    if (a.path == Bf16Path::AmxBf16) bf16detail::weightGradRunsAmx(a, dW);
+    else bf16detail::weightGradRunsAvx512(a, dW);
 }
 
 void weightGradBf16RunsRef(const WeightGradRuns& a, float* dW)

@@ -143,34 +143,40 @@ void gemmBf16(Bf16Path path, const GemmBf16Args& g);
 void gemmBf16Ref(const GemmBf16Args& g);
 
 // A convolution's products read in place from its runs (tensor/conv_runs.h) of two interleaved
-// bf16 channels per dword, on AMX-BF16 (TDPBF16PS, the shared tile loop of amx_runs_kernel.h):
+// bf16 channels per dword:
 //   out[m * ldo + l] = sum_{g, j < 2} bf16(A[m][2g + j]) * B[2g + j][l]     (FP32 accumulation)
 // for m < M, l < L: the direct kernels' forward (A = W) and input gradient (A = rot180(W)^T, B =
-// dy's runs) without im2col or col2im. K-group g = tap * groups + pair. Same rounding and the same
-// tolerance as the other paths (the products of bf16 values are exact; only the order of the FP32
-// additions differs, and TDPBF16PS flushes subnormals).
+// dy's runs) without im2col or col2im. K-group g = tap * groups + pair. Two hardware paths: AMX-BF16
+// (TDPBF16PS, the shared tile loop of amx_runs_kernel.h) and AVX512_BF16 (VDPBF16PS register tiles
+// of 8 rows x 48 columns, gemm_bf16_runs_avx512.cpp). Same rounding and the same tolerance as the
+// other paths (the products of bf16 values are exact; only the order of the FP32 additions differs,
+// and both instructions flush subnormals).
 struct PackedBf16Runs {
+    Bf16Path path = Bf16Path::AmxBf16;
     std::size_t M = 0, K2 = 0;        // K2 K-groups of two
     std::vector<std::uint16_t> data;  // M rounded up to 16 rows of 2 K2 bf16 (zero rows below M)
 };
-// A: M x 2 K2 FP32 row-major, rounded to bf16 here.
-void packBf16RunsA(const float* A, std::size_t M, std::size_t K2, PackedBf16Runs& out);
-// Requires bf16PathSupported(Bf16Path::AmxBf16) (logic_error otherwise). Rows readable for 4 L +
+// A: M x 2 K2 FP32 row-major, rounded to bf16 here, for `path` (AmxBf16 or Avx512Bf16; logic_error
+// for Emulated).
+void packBf16RunsA(const float* A, std::size_t M, std::size_t K2, PackedBf16Runs& out, Bf16Path path);
+// On A.path; requires bf16PathSupported(A.path) (logic_error otherwise). Rows readable for 4 L +
 // kRunsRowSlack bytes. Single-threaded.
 void gemmBf16Runs(const PackedBf16Runs& A, const ConvRuns& B, std::size_t L, float* out, std::size_t ldo);
-// The scalar twin (any CPU): the same products summed in K-group order.
 void gemmBf16RunsRef(const PackedBf16Runs& A, const ConvRuns& B, std::size_t L, float* out, std::size_t ldo);
 // dst[2 i + j] = bf16 bits of src[j][i] (round to nearest even, tensor/bf16.h; a null row: 0).
 void roundInterleave2(const float* const src[2], std::size_t n, std::uint16_t* dst);
 
-// The weight gradient of a convolution on AMX-BF16 from its runs: for every tap t, channel c < C
+// The weight gradient of a convolution from its runs, on AMX-BF16 or AVX512_BF16: for every tap t, channel c < C
 // and output channel o < O,
 //   dW[(o C + c) taps + t] += sum_{l < 2 P} bf16(x_c[tapOffset[t] + l]) * bf16(dy_o[l])   (FP32)
 // x: bf16 runs of one channel each (channelStride bytes apart, position l at 2 l bytes, readable for
 // 4 P + kRunsRowSlack bytes past the largest tap offset); dyPairs: dy as P x Op dwords, dword (p, o)
 // holding (dy_o[2p], dy_o[2p + 1]) (Op: O rounded up to 16, zero columns past O; zero past the run).
-// C must be a multiple of 16, P of 16. Requires bf16PathSupported(Bf16Path::AmxBf16).
+// P must be a multiple of 16, and on AMX C too (a tile's rows). Requires bf16PathSupported(path).
+// The AVX512_BF16 kernel sums dW^T tiles of 6 (tap, channel) rows x 64 output channels over blocks
+// of 128 pairs (the dy block stays in L1), then adds them to dW.
 struct WeightGradRuns {
+    Bf16Path path = Bf16Path::AmxBf16;
     const std::uint16_t* x = nullptr;
     std::size_t channelStride = 0;          // bytes
     const std::size_t* tapOffset = nullptr; // positions (bf16 elements)

@@ -7,8 +7,13 @@
 // ReLU that the model runs inside the conv or BatchNorm before it has no activation of its own and
 // shows an empty output and zero times; its cost is in that layer's fused step, not in its row.
 //
-//   build/release/tests/bench/bench_model_layers [--model NAME] [--threads N] [--reps N]
+// --bf16 PATH (amx-bf16, avx512-bf16) runs the conv and fc products on that bf16 path, as mixed
+// and low-precision bf16 training do (without their rounding passes).
+//
+//   build/release/tests/bench/bench_model_layers [--model NAME] [--threads N] [--reps N] [--bf16 PATH]
+#include "nn/conv2d.h"
 #include "nn/layer.h"
+#include "nn/linear.h"
 #include "nn/model.h"
 #include "nn/model_zoo.h"
 #include "util/rng.h"
@@ -53,12 +58,14 @@ int main(int argc, char** argv)
 {
     std::string preset = "resnet8";
     int threads = 2, reps = 20;
+    Bf16Path bf16 = Bf16Path::Emulated;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!std::strcmp(argv[i], "--model")) preset = argv[i + 1];
         else if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
         else if (!std::strcmp(argv[i], "--reps")) reps = std::max(1, std::atoi(argv[i + 1]));
+        else if (!std::strcmp(argv[i], "--bf16")) bf16 = parseBf16Path(argv[i + 1]);
         else {
-            std::fprintf(stderr, "usage: %s [--model NAME] [--threads N] [--reps N]\n", argv[0]);
+            std::fprintf(stderr, "usage: %s [--model NAME] [--threads N] [--reps N] [--bf16 PATH]\n", argv[0]);
             return 2;
         }
     }
@@ -67,6 +74,10 @@ int main(int argc, char** argv)
         auto model = makeModel(preset);
         model->initParams(1);
         model->setFusion(true);
+        for (std::size_t i = 0; i < model->size(); ++i) {
+            if (auto* c = dynamic_cast<Conv2d*>(&model->layer(i))) c->setBf16Products(bf16);
+            else if (auto* f = dynamic_cast<Linear*>(&model->layer(i))) f->setBf16Products(bf16);
+        }
         const std::size_t N = 64;
         Shape in{N};
         for (std::size_t d : model->inputShape()) in.push_back(d);
@@ -85,7 +96,7 @@ int main(int argc, char** argv)
             if (r >= 3) step.push_back(t2 - t0), fwd.push_back(t1 - t0); // 3 warm-up steps
         }
         std::printf("%s, batch %zu, %d threads: step %.2f ms (forward %.2f), median of %d -> %.0f img/s\n",
-                    preset.c_str(), N, threads, median(step), median(fwd), reps, N * 1000.0 / median(step));
+                    (preset + (bf16 == Bf16Path::Emulated ? "" : std::string(" ") + bf16PathName(bf16))).c_str(), N, threads, median(step), median(fwd), reps, N * 1000.0 / median(step));
         std::printf("%-4s %-22s %9s %9s %13s  %s\n", "#", "layer", "fwd ms", "bwd ms", "bwd no dx ms", "output");
         double sumF = 0.0, sumB = 0.0;
         for (std::size_t i = 0; i < model->size(); ++i) {
