@@ -8,6 +8,7 @@
 #include "nn/batchnorm2d.h"
 #include "nn/conv2d.h"
 #include "nn/linear.h"
+#include "nn/maxpool2d.h"
 #include "nn/model.h"
 #include "nn/model_zoo.h"
 #include "train/loss.h"
@@ -270,15 +271,41 @@ std::unique_ptr<Model> fusionConvs()
     return m;
 }
 
+// Max pools after Conv2d + clamp pairs: fused into the direct convolutions' epilogue (ReLU6 with
+// a bias-less convolution, an odd output that the pool floors), not after the im2col stem.
+std::unique_ptr<Model> fusionPools()
+{
+    auto m = std::make_unique<Model>("fusion-pools", Shape{1, 28, 28});
+    m->add(std::make_unique<Conv2d>("stem", 1, 8, 3, 1, 1));          // im2col: clamp fused, pool not
+    m->add(std::make_unique<ReLU>("stem_relu"));
+    m->add(std::make_unique<MaxPool2d>("stem_pool", 2));               // 14 x 14
+    m->add(std::make_unique<Conv2d>("mid", 8, 16, 3, 1, 0, 1, false)); // direct, no bias: 12 x 12
+    m->add(std::make_unique<ReLU6>("mid_relu6"));
+    m->add(std::make_unique<MaxPool2d>("mid_pool", 2));                // fused: 6 x 6
+    m->add(std::make_unique<Conv2d>("odd", 16, 8, 2));                 // direct, 5 x 5
+    m->add(std::make_unique<ReLU>("odd_relu"));
+    m->add(std::make_unique<MaxPool2d>("odd_pool", 2));                // fused, floors to 2 x 2
+    m->add(std::make_unique<Flatten>("flat"));
+    m->add(std::make_unique<Linear>("fc", 8 * 2 * 2, 10));
+    m->initParams(5);
+    return m;
+}
+
 void TestGraph::fusedActivationIsBitIdentical_data()
 {
     QTest::addColumn<QString>("preset");
-    QTest::addColumn<int>("fusedPairs"); // BatchNorm2d or Conv2d -> ReLU/ReLU6 pairs where the first has no other reader
-    QTest::newRow("resnet8") << "resnet8" << 4;         // stem and each block's first BN; the second feeds the Add
-    QTest::newRow("mobilenet-tiny") << "mobilenet-tiny" << 9; // stem, then depthwise and pointwise in 4 blocks
-    QTest::newRow("seed-cnn-bn") << "seed-cnn-bn" << 2;
-    QTest::newRow("seed-cnn") << "seed-cnn" << 2;       // conv1 (im2col), conv2 (direct, unpadded)
-    QTest::newRow("convs") << "convs" << 4;             // fusionConvs: all but the shared conv
+    // Activations left empty: the first layer of each BatchNorm2d or Conv2d -> ReLU/ReLU6 pair where
+    // it has no other reader, and the clamp of each Conv2d + clamp + 2x2 max pool run as one.
+    QTest::addColumn<int>("emptyActivations");
+    QTest::addColumn<bool>("bf16"); // the convolutions on the bf16 products (where the CPU has them)
+    QTest::newRow("resnet8") << "resnet8" << 4 << false;         // stem and each block's first BN; the second feeds the Add
+    QTest::newRow("mobilenet-tiny") << "mobilenet-tiny" << 9 << false; // stem, then depthwise and pointwise in 4 blocks
+    QTest::newRow("seed-cnn-bn") << "seed-cnn-bn" << 2 << false;
+    QTest::newRow("seed-cnn") << "seed-cnn" << 3 << false;       // conv1 (im2col), conv2 (direct, unpadded) and its pooled ReLU
+    QTest::newRow("seed-cnn bf16") << "seed-cnn" << 2 << true; // conv1's bf16 im2col path fuses no clamp
+    QTest::newRow("convs") << "convs" << 4 << false;             // fusionConvs: all but the shared conv
+    QTest::newRow("pools") << "pools" << 5 << false;             // fusionPools: 3 pairs, 2 of them pooled
+    QTest::newRow("pools bf16") << "pools" << 4 << true;         // nor does the stem's
 }
 
 // The trainer's fused BatchNorm/Conv2d + activation pass (Model::setFusion) gives the same bits as
@@ -287,7 +314,9 @@ void TestGraph::fusedActivationIsBitIdentical_data()
 void TestGraph::fusedActivationIsBitIdentical()
 {
     QFETCH(QString, preset);
-    QFETCH(int, fusedPairs);
+    QFETCH(int, emptyActivations);
+    QFETCH(bool, bf16);
+    if (bf16 && bestBf16Path() == Bf16Path::Emulated) QSKIP("no bf16 products on this CPU");
     Rng rng(21);
     const Tensor x = randomTensor({5, 1, 28, 28}, rng);
     Tensor dOut;
@@ -298,7 +327,10 @@ void TestGraph::fusedActivationIsBitIdentical()
     };
     const auto run = [&](bool fused) {
         Run r;
-        auto m = preset == "convs" ? fusionConvs() : makeModel(preset.toStdString());
+        auto m = preset == "convs" ? fusionConvs() : preset == "pools" ? fusionPools() : makeModel(preset.toStdString());
+        if (bf16)
+            for (std::size_t i = 0; i < m->size(); ++i)
+                if (auto* c = dynamic_cast<Conv2d*>(&m->layer(i))) c->setBf16Products(bestBf16Path());
         m->setFusion(fused);
         RunContext ctx;
         ctx.training = true;
@@ -317,7 +349,7 @@ void TestGraph::fusedActivationIsBitIdentical()
     };
     const Run plain = run(false), fused = run(true);
     QCOMPARE(plain.emptyActivations, 0);
-    QCOMPARE(fused.emptyActivations, fusedPairs);
+    QCOMPARE(fused.emptyActivations, emptyActivations);
     QVERIFY(bitIdentical(plain.y, fused.y));
     QCOMPARE(plain.grads.size(), fused.grads.size());
     for (std::size_t k = 0; k < plain.grads.size(); ++k)

@@ -1,6 +1,8 @@
 #include "nn/conv2d.h"
 
+#include "nn/conv2d_runs.h"
 #include "nn/conv2d_shared.h"
+#include "nn/maxpool2d.h"
 
 #include "tensor/parallel.h"
 #include "util/errors.h"
@@ -369,6 +371,35 @@ void Conv2d::forwardClamped(const Tensor& x, Tensor& r, const RunContext& ctx, f
 {
     if (!fusesActivation()) throw std::logic_error(name() + ": no fused activation on this convolution's path");
     forwardImpl(x, r, ctx, cap);
+}
+
+bool Conv2d::poolsInEpilogue() const
+{
+    return fusesActivation() && usesDirectKernel() && m_stride == 1 && (!usesBf16Gemm() || usesBf16Runs());
+}
+
+void Conv2d::forwardPooled(const Tensor& x, Tensor& y, const RunContext& ctx, float cap, MaxPool2d& pool)
+{
+    if (!poolsInEpilogue() || !pool.fusesAfterConvolution())
+        throw std::logic_error(name() + ": no fused pool on this convolution's path");
+    const Shape os = outputShape(x.shape());
+    PooledOut pooled;
+    pooled.argmax = pool.beginFused(os, y, ctx.training);
+    pooled.y = y.data();
+    if (ctx.training) m_colsFor = x.shape();
+    m_lastInteger = false;
+    m_roundOut = ctx.roundOutputBf16;
+    Tensor unused;
+    if (usesBf16Runs()) forwardDirectBf16(x, unused, cap, &pooled);
+    else forwardDirect(x, unused, cap, &pooled);
+}
+
+void Conv2d::backwardPooled(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, bool needInputGrad, float cap,
+                            MaxPool2d& pool)
+{
+    if (!poolsInEpilogue()) throw std::logic_error(name() + ": no fused pool on this convolution's path");
+    pool.backwardFused(y, dy, m_maskedDy, cap);
+    backwardImpl(x, nullptr, m_maskedDy, dx, needInputGrad, std::numeric_limits<float>::quiet_NaN());
 }
 
 void Conv2d::forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx, float cap)

@@ -15,6 +15,11 @@
 
 namespace quantscope {
 
+class MaxPool2d;
+namespace conv_detail {
+struct PooledOut;
+}
+
 class Conv2d final : public Layer {
 public:
     // weight: (Cout, Cin / groups, k, k), bias: (Cout) unless hasBias is false. Cin and Cout must
@@ -78,6 +83,16 @@ public:
     bool fusesActivation() const;
     void forwardClamped(const Tensor& x, Tensor& r, const RunContext& ctx, float cap);
     void backwardClamped(const Tensor& x, const Tensor& r, const Tensor& dr, Tensor& dx, bool needInputGrad, float cap);
+    // The same pair followed by the 2x2 stride-2 max pool that alone reads the clamp's output
+    // (MaxPool2d::fusesAfterConvolution), as Model's training pass runs the three: forwardPooled
+    // writes the pool's output y (N, Cout, Ho / 2, Wo / 2) from the epilogue's clamped rows, so
+    // neither conv(x) nor the clamp's output is materialised; backwardPooled takes y and dy =
+    // dL/dy and gives exactly the three layers' backward (MaxPool2d::backwardFused, then this
+    // layer's). Only where poolsInEpilogue(): the stride-1 direct kernels, FP32 or bf16 runs.
+    bool poolsInEpilogue() const;
+    void forwardPooled(const Tensor& x, Tensor& y, const RunContext& ctx, float cap, MaxPool2d& pool);
+    void backwardPooled(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, bool needInputGrad, float cap,
+                        MaxPool2d& pool);
 
     // QAT's integer products (tensor/gemm_s8.h), set by QuantSim while the weights are
     // fake-quantized: weightScales gives the weights' grid, w[c] = weightScales[c] q with integer
@@ -103,7 +118,8 @@ private:
     // The direct depthwise kernel (isDepthwise()); the grouped im2col path is its reference.
     void forwardDepthwise(const Tensor& x, Tensor& y) const;
     void backwardDepthwise(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad);
-    void forwardDirect(const Tensor& x, Tensor& y, float cap);
+    // pooled: the fused pool (forwardPooled) that takes the output instead of y.
+    void forwardDirect(const Tensor& x, Tensor& y, float cap, const conv_detail::PooledOut* pooled = nullptr);
     // The integer products of forwardDirect (stride 1); false (y unspecified) when they do not apply.
     bool forwardDirectS8(const Tensor& x, Tensor& y, float cap);
     void backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, Tensor& dx, bool needInputGrad, float cap);
@@ -112,7 +128,7 @@ private:
     // and the weight gradient except on AMX with input channels not a multiple of 16, which takes
     // the FP32 direct kernel, exact on bf16 operands up to the order of additions).
     bool usesBf16Runs() const { return m_bf16 != Bf16Path::Emulated && usesDirectKernel() && m_stride == 1; }
-    void forwardDirectBf16(const Tensor& x, Tensor& y, float cap);
+    void forwardDirectBf16(const Tensor& x, Tensor& y, float cap, const conv_detail::PooledOut* pooled = nullptr);
     void forwardBf16(const Tensor& x, Tensor& y);
     void backwardBf16(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad);
     void backwardStrided(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad);

@@ -291,7 +291,8 @@ namespace {
 // the group out (stride 1: padded runs; strided: phase runs) and fills the K tap rows.
 template <typename Geometry, typename Layout>
 void forwardGroups(const Tensor& x, Tensor& y, const Geometry& g, std::size_t cin, std::size_t cout, std::size_t K,
-                   const std::vector<float>& packed, const float* bias, float cap, bool roundBf16, Layout&& layout)
+                   const std::vector<float>& packed, const float* bias, float cap, bool roundBf16, const PooledOut* pooled,
+                   Layout&& layout)
 {
     const std::size_t N = x.dim(0);
     parallelFor((N + g.Ng - 1) / g.Ng, [&](std::size_t grp) {
@@ -301,15 +302,16 @@ void forwardGroups(const Tensor& x, Tensor& y, const Geometry& g, std::size_t ci
         const float** rows = threadRows(0, K).data();
         layout(n0, count, runs, rows);
         conv_direct::gemmRows(packed.data(), cout, K, rows, L, out, L);
-        fromRuns(out, L, cout, n0, count, g, bias, y.data(), cap, roundBf16);
+        if (pooled) fromRunsPooled(out, L, cout, n0, count, g, bias, *pooled, cap, roundBf16);
+        else fromRuns(out, L, cout, n0, count, g, bias, y.data(), cap, roundBf16);
     });
 }
 } // namespace
 
 
-void Conv2d::forwardDirect(const Tensor& x, Tensor& y, float cap)
+void Conv2d::forwardDirect(const Tensor& x, Tensor& y, float cap, const PooledOut* pooled)
 {
-    if (forwardDirectS8(x, y, cap)) {
+    if (!pooled && forwardDirectS8(x, y, cap)) {
         m_lastInteger = true;
         return;
     }
@@ -319,7 +321,7 @@ void Conv2d::forwardDirect(const Tensor& x, Tensor& y, float cap)
     if (m_stride > 1) {
         const PhaseGeometry g = phaseGeometry(x.dim(2), x.dim(3), m_k, m_stride, m_pad);
         const DepthwiseGeometry dg = depthwiseGeometry(x.dim(2), x.dim(3), m_k, m_stride, m_pad);
-        forwardGroups(x, y, g, m_cin, m_cout, K, m_packed, bias, cap, m_roundOut,
+        forwardGroups(x, y, g, m_cin, m_cout, K, m_packed, bias, cap, m_roundOut, nullptr,
                       [&](std::size_t n0, std::size_t count, float* runs, const float** rows) {
                           toPhaseRuns(x.data(), m_cin, n0, count, g, dg, runs);
                           phaseTapRows(runs, m_cin, g, rows);
@@ -327,7 +329,7 @@ void Conv2d::forwardDirect(const Tensor& x, Tensor& y, float cap)
         return;
     }
     const RunGeometry g = runGeometry(x.dim(2), x.dim(3), m_k, m_pad);
-    forwardGroups(x, y, g, m_cin, m_cout, K, m_packed, bias, cap, m_roundOut,
+    forwardGroups(x, y, g, m_cin, m_cout, K, m_packed, bias, cap, m_roundOut, pooled,
                   [&](std::size_t n0, std::size_t count, float* runs, const float** rows) {
                       toRuns(x.data(), m_cin, n0, count, g, runs);
                       tapRows(runs, m_cin, g, rows);
@@ -377,27 +379,28 @@ void Conv2d::backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, 
     parallelFor(groups, [&](std::size_t grp) {
         const std::size_t n0 = grp * g.Ng, count = std::min(g.Ng, N - n0), L = g.length(count);
         float* part = m_partials.data() + grp * partSize;
-        float* xr = threadBuffer(0, m_cin * g.S).data();
-        float* gr = threadBuffer(2, m_cout * gd.S).data();
-        const float** rows = threadRows(0, std::max(K, K2)).data();
-        const float** drows = threadRows(1, m_cout).data();
-        toRuns(x.data(), m_cin, n0, count, g, xr);
         const float* rv = r ? r->data() : nullptr;
-        toRuns(dy.data(), m_cout, n0, count, gd, gr, rv, cap);
         if (bSize)
             for (std::size_t o = 0; o < m_cout; ++o)
                 for (std::size_t i = 0; i < count; ++i) {
                     const std::size_t at = ((n0 + i) * m_cout + o) * HWo;
                     part[wSize + o] += rv ? fixedOrderSumMasked(dy.data() + at, rv + at, HWo, cap) : fixedOrderSum(dy.data() + at, HWo);
                 }
+        if (bf16Grad) { // x and dy straight to bf16 runs
+            backwardGroupBf16(m_bf16, x.data(), dy.data(), rv, cap, n0, count, g, gd, m_cin, m_cout, m_k, xTaps.data(),
+                              dyTaps.data(), part, needInputGrad ? &m_packedBf16Runs : nullptr, dx.data());
+            return;
+        }
+        float* xr = threadBuffer(0, m_cin * g.S).data();
+        float* gr = threadBuffer(2, m_cout * gd.S).data();
+        const float** rows = threadRows(0, std::max(K, K2)).data();
+        const float** drows = threadRows(1, m_cout).data();
+        toRuns(x.data(), m_cin, n0, count, g, xr);
+        toRuns(dy.data(), m_cout, n0, count, gd, gr, rv, cap);
         // dy at run position j (the output's positions): zero at every scratch position
         for (std::size_t o = 0; o < m_cout; ++o) drows[o] = gr + o * gd.S + gd.head;
-        if (bf16Grad) {
-            weightGradientBf16(m_bf16, xr, gr, g, gd, m_cin, m_cout, m_k, L, xTaps.data(), part);
-        } else {
-            tapRows(xr, m_cin, g, rows);
-            conv_direct::gemmRowsTransAdd(drows, m_cout, rows, K, L, part, K);
-        }
+        tapRows(xr, m_cin, g, rows);
+        conv_direct::gemmRowsTransAdd(drows, m_cout, rows, K, L, part, K);
         if (!needInputGrad) return;
         const std::size_t Lx = gd.length(count);
         float* out = threadBuffer(1, m_cin * Lx).data();

@@ -24,15 +24,17 @@ namespace {
 
 // The runs of toRuns with `Ch` channels interleaved in each dword (channel c at element c % Ch of
 // dword position j of group run c / Ch; channels past C and every padding position hold `pad`),
-// each row of Ch planes packed by pack(rows[Ch], n, dst), which may refuse (false).
+// each row of Ch planes packed by pack(rows[Ch], n, dst), which may refuse (false). Group runs are
+// `stride` positions apart (at least g.S; positions past g.S hold `pad` too).
 template <std::size_t Ch, typename T, typename Pack>
 bool toInterleavedRuns(const float* x, std::size_t C, std::size_t n0, std::size_t count, const RunGeometry& g, T pad,
-                       T* runs, Pack&& pack)
+                       T* runs, Pack&& pack, std::size_t stride = 0)
 {
+    if (stride < g.S) stride = g.S;
     const std::size_t HW = g.H * g.W, groups = (C + Ch - 1) / Ch;
     const auto fill = [&](T* dst, std::size_t dwords) { std::fill(dst, dst + Ch * dwords, pad); };
     for (std::size_t cg = 0; cg < groups; ++cg) {
-        T* run = runs + Ch * cg * g.S;
+        T* run = runs + Ch * cg * stride;
         fill(run, g.head);
         for (std::size_t i = 0; i < count; ++i) {
             const float* plane[Ch];
@@ -53,7 +55,7 @@ bool toInterleavedRuns(const float* x, std::size_t C, std::size_t n0, std::size_
             }
             fill(dst + Ch * g.H * g.Wq, g.Rn - g.H * g.Wq);
         }
-        fill(run + Ch * (g.head + count * g.Rn), (g.Ng - count) * g.Rn);
+        fill(run + Ch * (g.head + count * g.Rn), (g.Ng - count) * g.Rn + (stride - g.S));
     }
     return true;
 }
@@ -70,13 +72,84 @@ bool toRunsU8(const float* x, std::size_t C, std::size_t n0, std::size_t count, 
                                 });
 }
 
-// The bf16 products' layout (usesBf16Runs): bf16, two channels a dword, zero padding.
-void toRunsBf16(const float* x, std::size_t C, std::size_t n0, std::size_t count, const RunGeometry& g, std::uint16_t* runs)
+// The bf16 products' layout (usesBf16Runs): bf16, two channels a dword, zero padding. With r, x
+// is an output gradient masked by the fused clamp's rule on r (gradientPasses), as toRuns masks it.
+void toRunsBf16(const float* x, std::size_t C, std::size_t n0, std::size_t count, const RunGeometry& g, std::uint16_t* runs,
+                const float* r = nullptr, float cap = 0.0f)
 {
-    toInterleavedRuns<2>(x, C, n0, count, g, std::uint16_t{0}, runs, [](const float* const* rows, std::size_t n, std::uint16_t* dst) {
-        roundInterleave2(rows, n, dst);
+    if (!r) {
+        toInterleavedRuns<2>(x, C, n0, count, g, std::uint16_t{0}, runs, [](const float* const* rows, std::size_t n, std::uint16_t* dst) {
+            roundInterleave2(rows, n, dst);
+            return true;
+        });
+        return;
+    }
+    toInterleavedRuns<2>(x, C, n0, count, g, std::uint16_t{0}, runs, [&](const float* const* rows, std::size_t n, std::uint16_t* dst) {
+        constexpr std::size_t kChunk = 256;
+        alignas(64) float masked[2][kChunk];
+        for (std::size_t at = 0; at < n; at += kChunk) {
+            const std::size_t len = std::min(kChunk, n - at);
+            const float* pair[2] = {nullptr, nullptr};
+            for (std::size_t j = 0; j < 2; ++j)
+                if (rows[j]) {
+                    copyRowMasked(masked[j], rows[j] + at, r + (rows[j] - x) + at, len, cap);
+                    pair[j] = masked[j];
+                }
+            roundInterleave2(pair, len, dst + 2 * at);
+        }
         return true;
     });
+}
+
+// One channel a run in bf16 (the weight gradient's x operand), runs `stride` positions apart,
+// zero padding and zeros from g.S to the stride.
+void toRunsBf16Single(const float* x, std::size_t C, std::size_t n0, std::size_t count, const RunGeometry& g,
+                      std::size_t stride, std::uint16_t* runs)
+{
+    toInterleavedRuns<1>(
+        x, C, n0, count, g, std::uint16_t{0}, runs,
+        [](const float* const* rows, std::size_t n, std::uint16_t* dst) {
+            const float* __restrict src = rows[0];
+            std::uint16_t* __restrict d = dst;
+            for (std::size_t i = 0; i < n; ++i) d[i] = bf16Bits(src[i]);
+            return true;
+        },
+        stride);
+}
+
+// dy as weightGradBf16Runs' pairs (P x Op dwords, dword (p, o) = (dy_o[2p], dy_o[2p + 1]), zero
+// past L and past O) from its interleaved bf16 runs (toRunsBf16, geometry gd, output position l at
+// gd.head + l): the two dwords of channels (2cp, 2cp + 1) at positions 2p, 2p + 1 hold the 2 x 2
+// block transposed, so each qword of the pairs is a qword of the runs with its middle halves swapped.
+void dyPairsFromRuns(const std::uint16_t* dyRuns, const RunGeometry& gd, std::size_t O, std::size_t L, std::size_t P,
+                     std::size_t Op, std::uint32_t* pairs)
+{
+    const std::size_t C2 = (O + 1) / 2;
+    const auto* runs = reinterpret_cast<const std::uint32_t*>(dyRuns);
+    const auto swapMiddle = [](std::uint64_t q) {
+        return (q & 0xFFFF00000000FFFFull) | (q >> 16 & 0x00000000FFFF0000ull) | (q << 16 & 0x0000FFFF00000000ull);
+    };
+    for (std::size_t p0 = 0; p0 < P; p0 += 16) {
+        const bool whole = 2 * (p0 + 16) <= L;
+        for (std::size_t cp = 0; cp < C2; ++cp) {
+            const std::uint32_t* src = runs + cp * gd.S + gd.head + 2 * p0;
+            std::uint32_t* dst = pairs + p0 * Op + 2 * cp;
+            for (std::size_t p = 0; p < 16; ++p) {
+                std::uint64_t q;
+                if (whole) {
+                    std::memcpy(&q, src + 2 * p, 8);
+                } else {
+                    const std::size_t l = 2 * (p0 + p);
+                    const std::uint64_t lo = l < L ? src[2 * p] : 0u, hi = l + 1 < L ? src[2 * p + 1] : 0u;
+                    q = lo | hi << 32;
+                }
+                q = swapMiddle(q);
+                std::memcpy(dst + p * Op, &q, 8);
+            }
+        }
+        for (std::size_t p = 0; p < 16; ++p)
+            std::fill(pairs + (p0 + p) * Op + 2 * C2, pairs + (p0 + p + 1) * Op, 0u);
+    }
 }
 
 } // namespace
@@ -95,52 +168,36 @@ std::vector<float> bf16RunsOrder(const float* A, std::size_t M, std::size_t C, s
     return out;
 }
 
-// The weight gradient on AMX-BF16 or AVX512_BF16 (weightGradBf16Runs) from the float runs of the
-// direct backward: x's runs xr (geometry g) and dy's runs gr (geometry gd, output position l at
-// gd.head + l) of a group of L output positions, added into part (W's layout). AMX needs C a
-// multiple of 16.
-void weightGradientBf16(Bf16Path path, const float* xr, const float* gr, const RunGeometry& g, const RunGeometry& gd, std::size_t C,
-                        std::size_t O, std::size_t k, std::size_t L, const std::size_t* taps, float* part)
+// The bf16 backward of images [n0, n0 + count) (one group; Conv2d::backwardDirect, stride 1): x
+// and dy (masked by the fused clamp's rule on r when r is given) go straight from the tensors to
+// bf16 runs, without the float runs of the FP32 backward; the weight gradient (weightGradBf16Runs)
+// is added into part, and with rot (the rotated weights, packBf16RunsA) dx's images are written.
+// The same bf16 operands, so the same bits, as rounding the float runs.
+void backwardGroupBf16(Bf16Path path, const float* x, const float* dy, const float* r, float cap, std::size_t n0,
+                       std::size_t count, const RunGeometry& g, const RunGeometry& gd, std::size_t C, std::size_t O,
+                       std::size_t k, const std::size_t* xTaps, const std::size_t* dyTaps, float* part,
+                       const PackedBf16Runs* rot, float* dx)
 {
-    const std::size_t P = (L + 31) / 32 * 16, Op = (O + 15) / 16 * 16;
+    const std::size_t L = g.length(count), P = (L + 31) / 32 * 16, Op = (O + 15) / 16 * 16, kk = k * k;
+    const std::size_t C2 = (O + 1) / 2;
     // x as bf16 runs, one channel a run, each followed by zeros that the last tiles read past S
     // (the largest tap offset + 2 P is at most S + 31).
     const std::size_t xs = g.S + 64;
     auto* xb = reinterpret_cast<std::uint16_t*>(threadBuffer(3, (C * xs + 1) / 2 + kRunsRowSlack / 4).data());
-    for (std::size_t c = 0; c < C; ++c) {
-        std::uint16_t* dst = xb + c * xs;
-        const float* src = xr + c * g.S;
-        for (std::size_t i = 0; i < g.S; ++i) dst[i] = bf16Bits(src[i]);
-        std::memset(dst + g.S, 0, (xs - g.S) * sizeof(std::uint16_t));
-    }
-    // dy as P x Op dwords of bf16 pairs (2p, 2p + 1), zero past L and past O; through a block of
-    // 16 pairs x Op so that the reads are rows of dy and the writes rows of the pairs.
+    toRunsBf16Single(x, C, n0, count, g, xs, xb);
+    // dy as interleaved bf16 runs (the input gradient's operand), then as the weight gradient's pairs
+    auto* dyRuns = reinterpret_cast<std::uint16_t*>(threadBuffer(2, C2 * gd.S + kRunsRowSlack / 4).data());
+    toRunsBf16(dy, O, n0, count, gd, dyRuns, r, cap);
     auto* pairs = reinterpret_cast<std::uint32_t*>(threadBuffer(4, P * Op).data());
-    std::uint32_t block[16 * 64];
-    for (std::size_t p0 = 0; p0 < P; p0 += 16)
-        for (std::size_t ob = 0; ob < Op; ob += 64) {
-            const std::size_t on = std::min<std::size_t>(64, Op - ob);
-            for (std::size_t o = 0; o < on; ++o) {
-                const float* __restrict d = gr + (ob + o) * gd.S + gd.head + 2 * p0;
-                std::uint32_t* __restrict col = block + o;
-                if (ob + o >= O) {
-                    for (std::size_t p = 0; p < 16; ++p) col[p * 64] = 0;
-                } else if (2 * (p0 + 16) <= L) { // the whole block inside the run
-                    for (std::size_t p = 0; p < 16; ++p)
-                        col[p * 64] = std::uint32_t{bf16Bits(d[2 * p])} | std::uint32_t{bf16Bits(d[2 * p + 1])} << 16;
-                } else {
-                    for (std::size_t p = 0; p < 16; ++p) {
-                        const std::size_t l = 2 * (p0 + p);
-                        const std::uint32_t lo = l < L ? bf16Bits(d[2 * p]) : 0u;
-                        const std::uint32_t hi = l + 1 < L ? bf16Bits(d[2 * p + 1]) : 0u;
-                        col[p * 64] = lo | hi << 16;
-                    }
-                }
-            }
-            for (std::size_t p = 0; p < 16; ++p) std::memcpy(pairs + (p0 + p) * Op + ob, block + p * 64, on * 4);
-        }
-    const WeightGradRuns a{path, xb, 2 * xs, taps, k * k, C, pairs, O, Op, P};
+    dyPairsFromRuns(dyRuns, gd, O, L, P, Op, pairs);
+    const WeightGradRuns a{path, xb, 2 * xs, xTaps, kk, C, pairs, O, Op, P};
     weightGradBf16Runs(a, part);
+    if (!rot) return;
+    const std::size_t Lx = gd.length(count);
+    float* out = threadBuffer(1, C * Lx).data();
+    const ConvRuns b{reinterpret_cast<const std::uint8_t*>(dyRuns), 4 * gd.S, dyTaps, kk, C2};
+    gemmBf16Runs(*rot, b, Lx, out, Lx);
+    fromRuns(out, Lx, C, n0, count, gd, nullptr, dx);
 }
 
 } // namespace conv_detail
@@ -208,7 +265,7 @@ bool Conv2d::forwardDirectS8(const Tensor& x, Tensor& y, float cap)
     return !offGrid.load();
 }
 
-void Conv2d::forwardDirectBf16(const Tensor& x, Tensor& y, float cap)
+void Conv2d::forwardDirectBf16(const Tensor& x, Tensor& y, float cap, const PooledOut* pooled)
 {
     const std::size_t kk = m_k * m_k, C2 = (m_cin + 1) / 2, K2 = kk * C2;
     packBf16RunsA(bf16RunsOrder(m_weight.forwardValue().data(), m_cout, m_cin, kk).data(), m_cout, K2, m_packedBf16Runs, m_bf16);
@@ -225,7 +282,8 @@ void Conv2d::forwardDirectBf16(const Tensor& x, Tensor& y, float cap)
         toRunsBf16(x.data(), m_cin, n0, count, g, runs);
         const ConvRuns b{reinterpret_cast<const std::uint8_t*>(runs), 4 * g.S, taps.data(), kk, C2};
         gemmBf16Runs(m_packedBf16Runs, b, L, out, L);
-        fromRuns(out, L, m_cout, n0, count, g, bias, y.data(), cap, m_roundOut);
+        if (pooled) fromRunsPooled(out, L, m_cout, n0, count, g, bias, *pooled, cap, m_roundOut);
+        else fromRuns(out, L, m_cout, n0, count, g, bias, y.data(), cap, m_roundOut);
     });
 }
 

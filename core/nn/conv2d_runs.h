@@ -3,6 +3,8 @@
 #pragma once
 
 #include "nn/conv2d_shared.h"
+#include "nn/maxpool2d.h"
+#include "tensor/gemm_bf16.h"
 
 #include <cstddef>
 #include <cstdint>
@@ -66,11 +68,57 @@ void fromRuns(const float* out, std::size_t ld, std::size_t C, std::size_t n0, s
     }
 }
 
+// The 2x2 stride-2 max pool fused after the convolution and its clamp (Conv2d::forwardPooled):
+// the pool's output (N, C, Ho / 2, Wo / 2) and its argmax (nullptr when not training).
+struct PooledOut {
+    float* y = nullptr;
+    std::uint32_t* argmax = nullptr;
+};
+
+// fromRuns' rows (bias, clamp, bf16 rounding alike), pooled two rows at a time by maxPool2x2Row
+// into pool's planes instead of written out.
+template <typename Geometry>
+void fromRunsPooled(const float* out, std::size_t ld, std::size_t C, std::size_t n0, std::size_t count, const Geometry& g,
+                    const float* bias, const PooledOut& pool, float cap, bool roundBf16)
+{
+    const std::size_t Hp = g.Ho / 2, Wp = g.Wo / 2, HWp = Hp * Wp;
+    const bool clamp = hasClamp(cap);
+    static thread_local std::vector<float> rows;
+    if (rows.size() < 2 * g.Wo) rows.resize(2 * g.Wo);
+    for (std::size_t c = 0; c < C; ++c) {
+        const float b = bias ? bias[c] : 0.0f;
+        for (std::size_t i = 0; i < count; ++i) {
+            const std::size_t plane = (n0 + i) * C + c;
+            const float* __restrict src = out + c * ld + i * g.Rn;
+            for (std::size_t py = 0; py < Hp; ++py) {
+                for (std::size_t h = 0; h < 2; ++h) {
+                    float* __restrict dst = rows.data() + h * g.Wo;
+                    const float* __restrict s = src + (2 * py + h) * g.Wq;
+                    if (!clamp && bias)
+                        for (std::size_t j = 0; j < g.Wo; ++j) dst[j] = s[j] + b;
+                    else if (!clamp)
+                        for (std::size_t j = 0; j < g.Wo; ++j) dst[j] = s[j];
+                    else if (bias)
+                        for (std::size_t j = 0; j < g.Wo; ++j) dst[j] = clampTo(s[j] + b, cap);
+                    else
+                        for (std::size_t j = 0; j < g.Wo; ++j) dst[j] = clampTo(s[j], cap);
+                    if (roundBf16) roundRowBf16(dst, g.Wo);
+                }
+                const std::size_t at = plane * HWp + py * Wp;
+                maxPool2x2Row(rows.data(), rows.data() + g.Wo, Wp, static_cast<std::uint32_t>(2 * py * g.Wo),
+                              static_cast<std::uint32_t>(g.Wo), pool.y + at, pool.argmax ? pool.argmax + at : nullptr);
+            }
+        }
+    }
+}
+
 // A (M x C k k, taps of each channel consecutive) in the bf16 runs' K order (conv2d_products.cpp).
 std::vector<float> bf16RunsOrder(const float* A, std::size_t M, std::size_t C, std::size_t kk);
-// The weight gradient on `path` (AMX-BF16 or AVX512_BF16) from the direct backward's float runs
-// (conv2d_products.cpp).
-void weightGradientBf16(Bf16Path path, const float* xr, const float* gr, const RunGeometry& g, const RunGeometry& gd,
-                        std::size_t C, std::size_t O, std::size_t k, std::size_t L, const std::size_t* taps, float* part);
+// The bf16 backward of one group of images from x and dy straight to bf16 runs: dW into part, dx
+// when rot is given (conv2d_products.cpp). AMX needs C a multiple of 16.
+void backwardGroupBf16(Bf16Path path, const float* x, const float* dy, const float* r, float cap, std::size_t n0,
+                       std::size_t count, const RunGeometry& g, const RunGeometry& gd, std::size_t C, std::size_t O,
+                       std::size_t k, const std::size_t* xTaps, const std::size_t* dyTaps, float* part,
+                       const PackedBf16Runs* rot, float* dx);
 
 } // namespace quantscope::conv_detail

@@ -1,6 +1,7 @@
 #include "nn/maxpool2d.h"
 
 #include "nn/avgpool2d.h" // padPlanes, cropPlanes
+#include "nn/conv2d_shared.h" // the fused clamp's gradient rule
 #include "tensor/parallel.h"
 #include "util/errors.h"
 
@@ -13,25 +14,30 @@
 
 namespace quantscope {
 
+using conv_detail::boundedClamp;
+using conv_detail::gradientPasses;
+#if defined(__AVX512F__)
+using conv_detail::gradientPassMask;
+#endif
+
 namespace {
 #if defined(__AVX512F__)
-// The 2x2/2 pool of outputs [ox0, ox0 + n) (n <= 16) of output row oy: the scalar fast path's
-// rules lane by lane ('>' keeps the first maximum; a NaN wins), in the same order.
-inline void pool2x2Row(const float* in, std::size_t W, std::size_t oy, std::size_t ox0, std::size_t n, float* out,
-                       std::uint32_t* am)
+// The 2x2/2 pool of n <= 16 outputs from input rows r0 and r1 (columns [0, 2n)), r0[0] at plane
+// offset base and r1 a row (W) below it: the scalar path's rules lane by lane ('>' keeps the first
+// maximum; a NaN wins), in the same order.
+inline void pool2x2Row16(const float* r0, const float* r1, std::size_t n, std::uint32_t base, std::uint32_t W, float* out,
+                         std::uint32_t* am)
 {
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
     const std::uint32_t k32 = n == 16 ? 0xFFFFFFFFu : static_cast<std::uint32_t>((std::uint64_t{1} << (2 * n)) - 1);
     const __mmask16 kl = static_cast<__mmask16>(k32), kh = static_cast<__mmask16>(k32 >> 16);
     const __mmask16 k = static_cast<__mmask16>(n == 16 ? 0xFFFFu : (1u << n) - 1u);
-    const float* r0 = in + 2 * oy * W + 2 * ox0;
-    const float* r1 = r0 + W;
     const __m512 l0 = _mm512_maskz_loadu_ps(kl, r0), h0 = _mm512_maskz_loadu_ps(kh, r0 + 16);
     const __m512 l1 = _mm512_maskz_loadu_ps(kl, r1), h1 = _mm512_maskz_loadu_ps(kh, r1 + 16);
     const __m512 a = _mm512_permutex2var_ps(l0, even, h0), b = _mm512_permutex2var_ps(l0, odd, h0);
     const __m512 c = _mm512_permutex2var_ps(l1, even, h1), d = _mm512_permutex2var_ps(l1, odd, h1);
-    const __m512i ia = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(2 * oy * W + 2 * ox0)), even);
+    const __m512i ia = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(base)), even);
     const __m512i iw = _mm512_set1_epi32(static_cast<int>(W));
     __mmask16 m = _mm512_cmp_ps_mask(b, a, _CMP_GT_OQ) | _mm512_cmp_ps_mask(b, b, _CMP_UNORD_Q);
     __m512 bv = _mm512_mask_mov_ps(a, m, b);
@@ -48,8 +54,9 @@ inline void pool2x2Row(const float* in, std::size_t W, std::size_t oy, std::size
 
 // dL/dx of rows 2 oy and 2 oy + 1 at columns [2 ox0, 2 ox0 + 2n) from the outputs [ox0, ox0 + n):
 // dy where the window's argmax is, 0 elsewhere, as 0 + dy (the scalar path's accumulation).
+// With y (the pooled outputs), dy only where the clamp's rule passes y (gradientPasses), else 0.
 inline void unpool2x2Row(const float* dy, const std::uint32_t* am, std::size_t W, std::size_t oy, std::size_t ox0,
-                         std::size_t n, float* d)
+                         std::size_t n, float* d, const float* y = nullptr, float cap = 0.0f)
 {
     const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
@@ -57,7 +64,8 @@ inline void unpool2x2Row(const float* dy, const std::uint32_t* am, std::size_t W
     const __mmask16 kl = static_cast<__mmask16>(k32), kh = static_cast<__mmask16>(k32 >> 16);
     const __mmask16 k = static_cast<__mmask16>(n == 16 ? 0xFFFFu : (1u << n) - 1u);
     const __m512 zero = _mm512_setzero_ps();
-    const __m512 g = _mm512_add_ps(zero, _mm512_maskz_loadu_ps(k, dy));
+    const __mmask16 pass = y ? gradientPassMask(_mm512_maskz_loadu_ps(k, y), k, cap, boundedClamp(cap)) : k;
+    const __m512 g = _mm512_maskz_mov_ps(pass, _mm512_add_ps(zero, _mm512_maskz_loadu_ps(k, dy)));
     const __m512i at = _mm512_maskz_loadu_epi32(k, am);
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i ia = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(2 * oy * W + 2 * ox0)), even);
@@ -75,6 +83,28 @@ inline void unpool2x2Row(const float* dy, const std::uint32_t* am, std::size_t W
 }
 #endif
 } // namespace
+
+void maxPool2x2Row(const float* r0, const float* r1, std::size_t n, std::uint32_t base, std::uint32_t W, float* out,
+                   std::uint32_t* am)
+{
+#if defined(__AVX512F__)
+    for (std::size_t ox = 0; ox < n; ox += 16)
+        pool2x2Row16(r0 + 2 * ox, r1 + 2 * ox, std::min<std::size_t>(16, n - ox), base + static_cast<std::uint32_t>(2 * ox), W,
+                     out + ox, am ? am + ox : nullptr);
+#else
+    // '>' keeps the first maximum; a NaN wins.
+    for (std::size_t ox = 0; ox < n; ++ox) {
+        const std::size_t c = 2 * ox;
+        std::uint32_t best = base + static_cast<std::uint32_t>(c);
+        float bv = r0[c];
+        if (r0[c + 1] > bv || r0[c + 1] != r0[c + 1]) { bv = r0[c + 1]; best += 1; }
+        if (r1[c] > bv || (r1[c] != r1[c] && bv == bv)) { bv = r1[c]; best = base + W + static_cast<std::uint32_t>(c); }
+        if (r1[c + 1] > bv || (r1[c + 1] != r1[c + 1] && bv == bv)) { bv = r1[c + 1]; best = base + W + static_cast<std::uint32_t>(c + 1); }
+        out[ox] = bv;
+        if (am) am[ox] = best;
+    }
+#endif
+}
 
 MaxPool2d::MaxPool2d(std::string name, std::size_t kernel, std::size_t stride, std::size_t padding)
     : Layer(std::move(name)), m_k(kernel), m_stride(stride ? stride : kernel), m_pad(padding)
@@ -116,28 +146,9 @@ void MaxPool2d::poolPadded(const Tensor& x, Tensor& y, bool train)
             float* out = y.data() + p * Ho * Wo;
             std::uint32_t* am = train ? m_argmax.data() + p * Ho * Wo : nullptr;
             if (m_k == 2 && m_stride == 2) {
-#if defined(__AVX512F__)
                 for (std::size_t oy = 0; oy < Ho; ++oy)
-                    for (std::size_t ox = 0; ox < Wo; ox += 16)
-                        pool2x2Row(in, W, oy, ox, std::min<std::size_t>(16, Wo - ox), out + oy * Wo + ox,
-                                   am ? am + oy * Wo + ox : nullptr);
-                continue;
-#endif
-                // Fast path for the common 2x2/2 pool. '>' keeps the first maximum; a NaN wins.
-                for (std::size_t oy = 0; oy < Ho; ++oy) {
-                    const float* r0 = in + 2 * oy * W;
-                    const float* r1 = r0 + W;
-                    for (std::size_t ox = 0; ox < Wo; ++ox) {
-                        const std::size_t c = 2 * ox;
-                        std::uint32_t best = static_cast<std::uint32_t>(2 * oy * W + c);
-                        float bv = r0[c];
-                        if (r0[c + 1] > bv || r0[c + 1] != r0[c + 1]) { bv = r0[c + 1]; best += 1; }
-                        if (r1[c] > bv || (r1[c] != r1[c] && bv == bv)) { bv = r1[c]; best = static_cast<std::uint32_t>((2 * oy + 1) * W + c); }
-                        if (r1[c + 1] > bv || (r1[c + 1] != r1[c + 1] && bv == bv)) { bv = r1[c + 1]; best = static_cast<std::uint32_t>((2 * oy + 1) * W + c + 1); }
-                        out[oy * Wo + ox] = bv;
-                        if (am) am[oy * Wo + ox] = best;
-                    }
-                }
+                    maxPool2x2Row(in + 2 * oy * W, in + (2 * oy + 1) * W, Wo, static_cast<std::uint32_t>(2 * oy * W),
+                                  static_cast<std::uint32_t>(W), out + oy * Wo, am ? am + oy * Wo : nullptr);
                 continue;
             }
             for (std::size_t oy = 0; oy < Ho; ++oy)
@@ -166,7 +177,34 @@ void MaxPool2d::backward(const Tensor& x, const Tensor& y, const Tensor& dy, Ten
     if (!needInputGrad) return;
     Tensor& dxp = m_pad ? m_paddedGrad : dx;
     dxp.resize({x.dim(0), x.dim(1), x.dim(2) + 2 * m_pad, x.dim(3) + 2 * m_pad});
+    unpool(y, dy, dxp, nullptr, 0.0f);
+    if (m_pad) cropPlanes(m_paddedGrad, m_pad, dx);
+}
+
+std::uint32_t* MaxPool2d::beginFused(const Shape& in, Tensor& y, bool train)
+{
+    if (!fusesAfterConvolution() || in.size() != 4) throw std::logic_error(name() + ": not a pool that runs fused");
+    y.resize(outputShape(in));
+    m_fusedIn = in;
+    if (!train) return nullptr;
+    m_argmax.resize(y.numel());
+    return m_argmax.data();
+}
+
+void MaxPool2d::backwardFused(const Tensor& y, const Tensor& dy, Tensor& dx, float cap)
+{
+    if (m_fusedIn.size() != 4 || m_argmax.size() != y.numel() || dy.shape() != y.shape())
+        throw ConfigError(name() + ": fused backward without a matching fused training forward");
+    dx.resize(m_fusedIn);
+    unpool(y, dy, dx, &y, cap);
+}
+
+// dx (the padded input's gradient) from dy through the argmax; with mask, dy only where the clamp's
+// rule passes the pooled output (gradientPasses), as the clamp's own backward would leave it.
+void MaxPool2d::unpool(const Tensor& y, const Tensor& dy, Tensor& dxp, const Tensor* mask, float cap)
+{
     const std::size_t planes = y.dim(0) * y.dim(1), HW = dxp.dim(2) * dxp.dim(3), HWo = y.dim(2) * y.dim(3);
+    const bool bounded = boundedClamp(cap);
     parallelChunks(planes, 16, [&](std::size_t p0, std::size_t p1) {
         for (std::size_t p = p0; p < p1; ++p) {
             float* d = dxp.data() + p * HW;
@@ -174,9 +212,11 @@ void MaxPool2d::backward(const Tensor& x, const Tensor& y, const Tensor& dy, Ten
             if (m_k == 2 && m_stride == 2) { // every window written whole, then what no window covers
                 const std::size_t W = dxp.dim(3), Ho = y.dim(2), Wo = y.dim(3);
                 for (std::size_t oy = 0; oy < Ho; ++oy) {
-                    for (std::size_t ox = 0; ox < Wo; ox += 16)
-                        unpool2x2Row(dy.data() + p * HWo + oy * Wo + ox, m_argmax.data() + p * HWo + oy * Wo + ox, W, oy, ox,
-                                     std::min<std::size_t>(16, Wo - ox), d);
+                    for (std::size_t ox = 0; ox < Wo; ox += 16) {
+                        const std::size_t at = p * HWo + oy * Wo + ox;
+                        unpool2x2Row(dy.data() + at, m_argmax.data() + at, W, oy, ox, std::min<std::size_t>(16, Wo - ox), d,
+                                     mask ? mask->data() + at : nullptr, cap);
+                    }
                     if (W > 2 * Wo) d[2 * oy * W + W - 1] = d[(2 * oy + 1) * W + W - 1] = 0.0f;
                 }
                 std::fill(d + 2 * Ho * W, d + HW, 0.0f);
@@ -184,10 +224,12 @@ void MaxPool2d::backward(const Tensor& x, const Tensor& y, const Tensor& dy, Ten
             }
 #endif
             std::fill(d, d + HW, 0.0f);
-            for (std::size_t o = 0; o < HWo; ++o) d[m_argmax[p * HWo + o]] += dy[p * HWo + o];
+            for (std::size_t o = 0; o < HWo; ++o) {
+                const float g = dy[p * HWo + o];
+                d[m_argmax[p * HWo + o]] += mask ? gradientPasses(g, (*mask)[p * HWo + o], cap, bounded) : g;
+            }
         }
     });
-    if (m_pad) cropPlanes(m_paddedGrad, m_pad, dx);
 }
 
 } // namespace quantscope

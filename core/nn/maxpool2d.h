@@ -22,13 +22,33 @@ public:
     std::size_t stride() const { return m_stride; }
     std::size_t padding() const { return m_pad; }
 
+    // Run fused after a convolution and its clamp activation (Model::setFusion, Conv2d::forwardPooled):
+    // true for the 2x2 stride-2 pool without padding. The convolution's epilogue pools the clamped
+    // rows with maxPool2x2Row into the y and argmax that beginFused(in, y, train) sets up (in: the
+    // convolution's output shape; y resized to the pool's output; the argmax buffer, or nullptr
+    // when not training). backwardFused(y, dy, dx, cap) then writes dx (shape in) = dy at each
+    // window's argmax where the clamp's rule passes the pooled value (gradientPasses: for the
+    // clamp's output r, r at the argmax is that value), 0 elsewhere: the pool's and the clamp's
+    // backward in one pass, bit for bit. ConfigError without a matching fused training forward.
+    bool fusesAfterConvolution() const { return m_k == 2 && m_stride == 2 && m_pad == 0; }
+    std::uint32_t* beginFused(const Shape& in, Tensor& y, bool train);
+    void backwardFused(const Tensor& y, const Tensor& dy, Tensor& dx, float cap);
+
 private:
     // The pooling itself on an input that already carries its padding.
     void poolPadded(const Tensor& x, Tensor& y, bool train);
+    void unpool(const Tensor& y, const Tensor& dy, Tensor& dxp, const Tensor* mask, float cap);
 
     std::size_t m_k, m_stride, m_pad;
     std::vector<std::uint32_t> m_argmax; // training cache: offset within the (n,c) plane of the padded input
     Tensor m_padded, m_paddedGrad;       // padding > 0: the padded input, and dL/d(padded input)
+    Shape m_fusedIn;                     // beginFused: the convolution's output shape
 };
+
+// The 2x2 stride-2 max pool of n outputs from two input rows r0, r1 (2n values each read), r0[0] at
+// offset base of its plane and r1 at base + W: out[j] = the window's maximum (ties to the first in
+// scan order, a NaN wins, as PyTorch), am[j] (when given) its plane offset. MaxPool2d's own kernel.
+void maxPool2x2Row(const float* r0, const float* r1, std::size_t n, std::uint32_t base, std::uint32_t W, float* out,
+                   std::uint32_t* am);
 
 } // namespace quantscope

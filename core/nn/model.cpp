@@ -4,6 +4,7 @@
 #include "nn/batchnorm2d.h"
 #include "nn/conv2d.h"
 #include "nn/linear.h"
+#include "nn/maxpool2d.h"
 #include "tensor/parallel.h"
 #include "util/errors.h"
 #include "util/rng.h"
@@ -192,6 +193,7 @@ void Model::planFusion(const LayerHooks* hooks)
 {
     const std::size_t L = m_layers.size();
     m_clampOf.assign(L, -1);
+    m_poolOf.assign(L, -1);
     m_fusedAway.assign(L, 0);
     for (std::size_t i = 0; i < L; ++i) {
         const Layer& l = *m_layers[i];
@@ -206,6 +208,16 @@ void Model::planFusion(const LayerHooks* hooks)
         if ((k != LayerKind::ReLU && (k != LayerKind::ReLU6 || hooks)) || m_inputs[static_cast<std::size_t>(j)].size() != 1) continue;
         m_clampOf[i] = j;
         m_fusedAway[static_cast<std::size_t>(j)] = 1;
+        // A 2x2/2 max pool after the clamp joins where nothing reads the clamp's output (no hooks, or
+        // hooks that leave the three layers alone).
+        if (l.kind() != LayerKind::Conv2d || !static_cast<const Conv2d&>(l).poolsInEpilogue()) continue;
+        const long pk = soleConsumer(static_cast<std::size_t>(j));
+        if (pk < 0 || m_inputs[static_cast<std::size_t>(pk)].size() != 1) continue;
+        const Layer& pool = *m_layers[static_cast<std::size_t>(pk)];
+        if (pool.kind() != LayerKind::MaxPool2d || !static_cast<const MaxPool2d&>(pool).fusesAfterConvolution()) continue;
+        if (hooks && !hooks->fusesPool(i, static_cast<std::size_t>(j), static_cast<std::size_t>(pk))) continue;
+        m_poolOf[i] = pk;
+        m_fusedAway[static_cast<std::size_t>(pk)] = 1;
     }
 }
 
@@ -240,6 +252,15 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
         if (m_fusedPass && m_clampOf[i] >= 0) {
             const auto j = static_cast<std::size_t>(m_clampOf[i]);
             const RunContext& c = ctxOf(i);
+            if (m_poolOf[i] >= 0) { // conv + clamp + pool: only the pool's output is materialised
+                const auto k = static_cast<std::size_t>(m_poolOf[i]);
+                static_cast<Conv2d&>(*m_layers[i]).forwardPooled(m_acts[in[0]], m_acts[k + 1], c, clampCap(*m_layers[j]),
+                                                                 static_cast<MaxPool2d&>(*m_layers[k]));
+                roundedBy = static_cast<std::size_t>(-1);
+                m_acts[i + 1] = Tensor();
+                m_acts[j + 1] = Tensor();
+                continue;
+            }
             if (m_layers[i]->kind() == LayerKind::Conv2d)
                 static_cast<Conv2d&>(*m_layers[i]).forwardClamped(m_acts[in[0]], m_acts[j + 1], c, clampCap(*m_layers[j]));
             else
@@ -340,7 +361,11 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks)
             Tensor& dx = direct ? *direct : m_gradScratch;
             if (m_fusedPass && m_clampOf[i] >= 0) {
                 const auto j = static_cast<std::size_t>(m_clampOf[i]);
-                if (m_layers[i]->kind() == LayerKind::Conv2d)
+                if (m_poolOf[i] >= 0) { // dy is the pool's output gradient (passed down by the fused-away layers)
+                    const auto k = static_cast<std::size_t>(m_poolOf[i]);
+                    static_cast<Conv2d&>(*m_layers[i]).backwardPooled(m_acts[a], m_acts[k + 1], dy, dx, need, clampCap(*m_layers[j]),
+                                                                      static_cast<MaxPool2d&>(*m_layers[k]));
+                } else if (m_layers[i]->kind() == LayerKind::Conv2d)
                     static_cast<Conv2d&>(*m_layers[i]).backwardClamped(m_acts[a], m_acts[j + 1], dy, dx, need, clampCap(*m_layers[j]));
                 else
                     static_cast<BatchNorm2d&>(*m_layers[i]).backwardClamped(m_acts[a], m_acts[j + 1], dy, dx, need, clampCap(*m_layers[j]),

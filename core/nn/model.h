@@ -36,6 +36,13 @@ public:
     // for that layer's call, and afterForward of the layer and of a ReLU it is fused with gets the
     // flag too. Conv2d and BatchNorm2d honour it; Model sets it for no other layer.
     virtual bool roundsOutputBf16(std::size_t /*layer*/) const { return false; }
+    // True when a Conv2d (conv) fused with its clamp activation (clamp) may also run the 2x2 max
+    // pool (pool) that alone reads the clamp in its epilogue (Conv2d::forwardPooled), although
+    // hooks are set: the convolution rounds its own output (roundsOutputBf16), afterForward leaves
+    // the clamp's and the pool's outputs alone and beforeBackward the gradients entering the clamp
+    // and the convolution (exact already). The clamp's activation is then empty and the pool's
+    // output gradient is what beforeBackward of the clamp and of the convolution sees.
+    virtual bool fusesPool(std::size_t /*conv*/, std::size_t /*clamp*/, std::size_t /*pool*/) const { return false; }
 };
 
 class Model {
@@ -95,7 +102,10 @@ public:
     // whose convolution the hooks leave alone (LayerHooks::touchesOutput) fuse: the hooks still
     // see the ReLU's output and gradient, and ReLU's backward rule reads that output as the hooks
     // left it (fake-quantized, say), as the fused convolution's does (ReLU6's reads its input,
-    // BatchNorm2d's fused backward recomputes its output). Off by
+    // BatchNorm2d's fused backward recomputes its output). Without hooks (or where the hooks allow
+    // it: LayerHooks::fusesPool), a convolution fused with its clamp whose clamp's only reader is a
+    // 2x2 stride-2 max pool runs that pool in its epilogue too (Conv2d::forwardPooled): then the
+    // clamp's output is empty as well. Off by
     // default: the trainer turns it on for its run, analyses that read every activation keep it off.
     void setFusion(bool on) { m_fusion = on; }
     bool fusion() const { return m_fusion; }
@@ -116,7 +126,8 @@ private:
     bool m_fusion = false;
     bool m_fusedPass = false;        // the last forward ran fused
     std::vector<long> m_clampOf;     // per layer: the activation layer a BatchNorm2d or Conv2d runs fused with, or -1
-    std::vector<std::uint8_t> m_fusedAway; // per layer: an activation run inside the layer before it
+    std::vector<std::uint8_t> m_fusedAway; // per layer: an activation (or pool) run inside the layer before it
+    std::vector<long> m_poolOf;      // per layer: the max pool a Conv2d + clamp runs fused with, or -1
 };
 
 } // namespace quantscope

@@ -54,6 +54,15 @@ public:
     // (the same roundBf16 as roundToFormat's, so the same bits), and a ReLU after it has nothing
     // to round.
     bool roundsOutputBf16(std::size_t layer) const override { return layer < m_selfRounds.size() && m_selfRounds[layer]; }
+    // A self-rounding convolution, its ReLU and a max pool after it run as one where the gradients
+    // entering the convolution and the ReLU are exact already (beforeBackward skips them; the pool's
+    // own is the same tensor fused or not), and the ReLU's and the pool's outputs of grid values
+    // are on the grid (afterForward skips them).
+    bool fusesPool(std::size_t conv, std::size_t clamp, std::size_t /*pool*/) const override
+    {
+        const auto exact = [&](std::size_t l) { return l < m_exactGrad.size() && m_exactGrad[l]; };
+        return m_layerRounding && roundsOutputBf16(conv) && exact(conv) && exact(clamp);
+    }
     // Whether setModel lets the convolutions round their own outputs (default on). Off, the hooks
     // round every output in a pass of their own, as before: the tests compare the two.
     void setLayerRounding(bool on) { m_layerRounding = on; }
