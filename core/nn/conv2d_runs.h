@@ -4,6 +4,7 @@
 
 #include "nn/conv2d_shared.h"
 #include "nn/maxpool2d.h"
+#include "nn/pool2x2_avx512.h"
 #include "tensor/gemm_bf16.h"
 
 #include <cstddef>
@@ -83,14 +84,40 @@ void fromRunsPooled(const float* out, std::size_t ld, std::size_t C, std::size_t
 {
     const std::size_t Hp = g.Ho / 2, Wp = g.Wo / 2, HWp = Hp * Wp;
     const bool clamp = hasClamp(cap);
+#if !defined(__AVX512F__)
     static thread_local std::vector<float> rows;
     if (rows.size() < 2 * g.Wo) rows.resize(2 * g.Wo);
+#endif
     for (std::size_t c = 0; c < C; ++c) {
         const float b = bias ? bias[c] : 0.0f;
         for (std::size_t i = 0; i < count; ++i) {
             const std::size_t plane = (n0 + i) * C + c;
             const float* __restrict src = out + c * ld + i * g.Rn;
             for (std::size_t py = 0; py < Hp; ++py) {
+#if defined(__AVX512F__)
+                // In registers: no store of the clamped rows to reload (the masked reloads of
+                // just-stored rows stalled on store forwarding: 5 % of a mixed seed-cnn step).
+                const std::size_t at = plane * HWp + py * Wp;
+                const float* s0 = src + 2 * py * g.Wq;
+                const float* s1 = s0 + g.Wq;
+                const __m512 vb = _mm512_set1_ps(b), zero = _mm512_setzero_ps(), vcap = _mm512_set1_ps(cap);
+                const auto rowPart = [&](const float* s, __mmask16 km) {
+                    __m512 v = _mm512_maskz_loadu_ps(km, s);
+                    if (bias) v = _mm512_add_ps(v, vb);
+                    if (clamp) v = _mm512_min_ps(vcap, _mm512_max_ps(zero, v)); // clampTo: a NaN stays
+                    if (roundBf16) v = pool_detail::roundBf16x16(v);
+                    return v;
+                };
+                for (std::size_t ox = 0; ox < Wp; ox += 16) {
+                    const std::size_t n = std::min<std::size_t>(16, Wp - ox), c0 = 2 * ox;
+                    const std::uint32_t k32 = n == 16 ? 0xFFFFFFFFu : static_cast<std::uint32_t>((std::uint64_t{1} << (2 * n)) - 1);
+                    const __mmask16 kl = static_cast<__mmask16>(k32), kh = static_cast<__mmask16>(k32 >> 16);
+                    pool_detail::pool2x2(rowPart(s0 + c0, kl), rowPart(s0 + c0 + 16, kh), rowPart(s1 + c0, kl),
+                                         rowPart(s1 + c0 + 16, kh), n, static_cast<std::uint32_t>(2 * py * g.Wo + c0),
+                                         static_cast<std::uint32_t>(g.Wo), pool.y + at + ox,
+                                         pool.argmax ? pool.argmax + at + ox : nullptr);
+                }
+#else
                 for (std::size_t h = 0; h < 2; ++h) {
                     float* __restrict dst = rows.data() + h * g.Wo;
                     const float* __restrict s = src + (2 * py + h) * g.Wq;
@@ -107,6 +134,7 @@ void fromRunsPooled(const float* out, std::size_t ld, std::size_t C, std::size_t
                 const std::size_t at = plane * HWp + py * Wp;
                 maxPool2x2Row(rows.data(), rows.data() + g.Wo, Wp, static_cast<std::uint32_t>(2 * py * g.Wo),
                               static_cast<std::uint32_t>(g.Wo), pool.y + at, pool.argmax ? pool.argmax + at : nullptr);
+#endif
             }
         }
     }

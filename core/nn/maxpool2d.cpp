@@ -2,6 +2,7 @@
 
 #include "nn/avgpool2d.h" // padPlanes, cropPlanes
 #include "nn/conv2d_shared.h" // the fused clamp's gradient rule
+#include "nn/pool2x2_avx512.h"
 #include "tensor/parallel.h"
 #include "util/errors.h"
 
@@ -23,33 +24,14 @@ using conv_detail::gradientPassMask;
 namespace {
 #if defined(__AVX512F__)
 // The 2x2/2 pool of n <= 16 outputs from input rows r0 and r1 (columns [0, 2n)), r0[0] at plane
-// offset base and r1 a row (W) below it: the scalar path's rules lane by lane ('>' keeps the first
-// maximum; a NaN wins), in the same order.
+// offset base and r1 a row (W) below it.
 inline void pool2x2Row16(const float* r0, const float* r1, std::size_t n, std::uint32_t base, std::uint32_t W, float* out,
                          std::uint32_t* am)
 {
-    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
     const std::uint32_t k32 = n == 16 ? 0xFFFFFFFFu : static_cast<std::uint32_t>((std::uint64_t{1} << (2 * n)) - 1);
     const __mmask16 kl = static_cast<__mmask16>(k32), kh = static_cast<__mmask16>(k32 >> 16);
-    const __mmask16 k = static_cast<__mmask16>(n == 16 ? 0xFFFFu : (1u << n) - 1u);
-    const __m512 l0 = _mm512_maskz_loadu_ps(kl, r0), h0 = _mm512_maskz_loadu_ps(kh, r0 + 16);
-    const __m512 l1 = _mm512_maskz_loadu_ps(kl, r1), h1 = _mm512_maskz_loadu_ps(kh, r1 + 16);
-    const __m512 a = _mm512_permutex2var_ps(l0, even, h0), b = _mm512_permutex2var_ps(l0, odd, h0);
-    const __m512 c = _mm512_permutex2var_ps(l1, even, h1), d = _mm512_permutex2var_ps(l1, odd, h1);
-    const __m512i ia = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(base)), even);
-    const __m512i iw = _mm512_set1_epi32(static_cast<int>(W));
-    __mmask16 m = _mm512_cmp_ps_mask(b, a, _CMP_GT_OQ) | _mm512_cmp_ps_mask(b, b, _CMP_UNORD_Q);
-    __m512 bv = _mm512_mask_mov_ps(a, m, b);
-    __m512i best = _mm512_mask_add_epi32(ia, m, ia, _mm512_set1_epi32(1));
-    m = _mm512_cmp_ps_mask(c, bv, _CMP_GT_OQ) | (_mm512_cmp_ps_mask(c, c, _CMP_UNORD_Q) & _mm512_cmp_ps_mask(bv, bv, _CMP_ORD_Q));
-    bv = _mm512_mask_mov_ps(bv, m, c);
-    best = _mm512_mask_add_epi32(best, m, ia, iw);
-    m = _mm512_cmp_ps_mask(d, bv, _CMP_GT_OQ) | (_mm512_cmp_ps_mask(d, d, _CMP_UNORD_Q) & _mm512_cmp_ps_mask(bv, bv, _CMP_ORD_Q));
-    bv = _mm512_mask_mov_ps(bv, m, d);
-    best = _mm512_mask_add_epi32(best, m, ia, _mm512_add_epi32(iw, _mm512_set1_epi32(1)));
-    _mm512_mask_storeu_ps(out, k, bv);
-    if (am) _mm512_mask_storeu_epi32(am, k, best);
+    pool_detail::pool2x2(_mm512_maskz_loadu_ps(kl, r0), _mm512_maskz_loadu_ps(kh, r0 + 16), _mm512_maskz_loadu_ps(kl, r1),
+                         _mm512_maskz_loadu_ps(kh, r1 + 16), n, base, W, out, am);
 }
 
 // dL/dx of rows 2 oy and 2 oy + 1 at columns [2 ox0, 2 ox0 + 2n) from the outputs [ox0, ox0 + n):
