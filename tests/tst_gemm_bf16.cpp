@@ -158,6 +158,7 @@ private slots:
     void runsWeightGradientMatchesScalarTwin();
     void convolutionOnBf16Runs_data();
     void convolutionOnBf16Runs();
+    void roundInterleave2IsBf16Bits();
 
 private:
     void checkConvolutionOnRuns(Bf16Path path, int cin, int cout, int k, int pad, int H);
@@ -600,6 +601,38 @@ void TestGemmBf16::checkConvolutionOnRuns(Bf16Path path, int cin, int cout, int 
         if (!(std::fabs(gw[i] - gwEmu[i]) <= tolerance(terms, absConv.weight().grad[i])))
             QFAIL(qPrintable(QStringLiteral("%1: dW[%2] = %3, emulated %4").arg(bf16PathName(path)).arg(i).arg(gw[i], 0, 'g', 9).arg(gwEmu[i], 0, 'g', 9)));
     QVERIFY(std::memcmp(hw.bias().grad.data(), emu.bias().grad.data(), emu.bias().grad.numel() * sizeof(float)) == 0);
+}
+
+// The bf16 runs' interleaving (vectorised where the build has AVX-512) gives bf16Bits of each value
+// bit for bit, specials included (ties to even, subnormals, overflow to inf, NaN quietened, signed
+// zeros), at every length (the masked tails), with either channel absent (zeros in its half).
+void TestGemmBf16::roundInterleave2IsBf16Bits()
+{
+    std::mt19937 rng(7);
+    std::normal_distribution<float> nd(0.0f, 3.0f);
+    const float specials[] = {0.0f, -0.0f, 1.0f + 1.0f / 256.0f /* tie, even below */, 1.0f + 3.0f / 256.0f /* tie, odd */,
+                              std::numeric_limits<float>::denorm_min(), -1e-40f, FLT_MAX, -FLT_MAX,
+                              std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                              std::numeric_limits<float>::quiet_NaN(), std::bit_cast<float>(0x7F800001u) /* signalling */,
+                              std::bit_cast<float>(0x3F80FFFFu), std::bit_cast<float>(0x3F808000u)};
+    for (std::size_t n : {1u, 7u, 15u, 16u, 17u, 31u, 32u, 45u}) {
+        std::vector<float> a(n), b(n);
+        for (std::size_t i = 0; i < n; ++i) {
+            a[i] = i % 3 == 0 ? specials[(i / 3) % std::size(specials)] : nd(rng);
+            b[i] = i % 2 == 0 ? specials[(i * 5 + 1) % std::size(specials)] : nd(rng);
+        }
+        for (int which = 0; which < 4; ++which) {
+            const float* src[2] = {which & 1 ? a.data() : nullptr, which & 2 ? b.data() : nullptr};
+            std::vector<std::uint16_t> got(2 * n + 2, 0xABCDu);
+            roundInterleave2(src, n, got.data());
+            for (std::size_t i = 0; i < n; ++i) {
+                const std::uint16_t lo = src[0] ? bf16Bits(a[i]) : 0, hi = src[1] ? bf16Bits(b[i]) : 0;
+                QVERIFY2(got[2 * i] == lo && got[2 * i + 1] == hi,
+                         qPrintable(QString("n %1, channels %2, element %3").arg(n).arg(which).arg(i)));
+            }
+            QCOMPARE(got[2 * n], std::uint16_t{0xABCDu}); // nothing written past the end
+        }
+    }
 }
 
 QTEST_GUILESS_MAIN(TestGemmBf16)

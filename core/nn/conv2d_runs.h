@@ -5,6 +5,7 @@
 #include "nn/conv2d_shared.h"
 #include "nn/maxpool2d.h"
 #include "nn/pool2x2_avx512.h"
+#include "tensor/bf16.h"
 #include "tensor/gemm_bf16.h"
 
 #include <cstddef>
@@ -105,7 +106,7 @@ void fromRunsPooled(const float* out, std::size_t ld, std::size_t C, std::size_t
                     __m512 v = _mm512_maskz_loadu_ps(km, s);
                     if (bias) v = _mm512_add_ps(v, vb);
                     if (clamp) v = _mm512_min_ps(vcap, _mm512_max_ps(zero, v)); // clampTo: a NaN stays
-                    if (roundBf16) v = pool_detail::roundBf16x16(v);
+                    if (roundBf16) v = roundBf16X16(v);
                     return v;
                 };
                 for (std::size_t ox = 0; ox < Wp; ox += 16) {

@@ -41,18 +41,5 @@ inline void pool2x2(__m512 l0, __m512 h0, __m512 l1, __m512 h1, std::size_t n, s
     _mm512_mask_storeu_epi32(am, k, best);
 }
 
-// 16 values rounded to bf16 nearest even and back, as roundBf16 (tensor/bf16.h), bit for bit:
-// the carry into the exponent covers subnormals and overflow, NaN stays NaN (quietened).
-inline __m512 roundBf16x16(__m512 v)
-{
-    const __m512i u = _mm512_castps_si512(v);
-    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-    const __m512i rounded = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7FFF)), lsb);
-    const __m512i quiet = _mm512_or_si512(u, _mm512_set1_epi32(0x00400000));
-    const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7FFFFFFF)), _mm512_set1_epi32(0x7F800000));
-    const __m512i r = _mm512_mask_mov_epi32(rounded, nan, quiet);
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_srli_epi32(r, 16), 16));
-}
-
 } // namespace quantscope::pool_detail
 #endif

@@ -6,6 +6,10 @@
 #include <bit>
 #include <cstdint>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 namespace quantscope {
 
 // The bf16 bits (the upper half of the FP32 pattern) of x rounded to nearest, ties to even.
@@ -24,5 +28,21 @@ inline float bf16ToFloat(std::uint16_t b) { return std::bit_cast<float>(static_c
 
 // x rounded to bf16 (round to nearest even), as FP32.
 inline float roundBf16(float x) { return bf16ToFloat(bf16Bits(x)); }
+
+#if defined(__AVX512F__)
+// bf16Bits of 16 lanes, each in the low half of its dword (upper half zero): the same bits.
+inline __m512i bf16BitsX16(__m512 v)
+{
+    const __m512i u = _mm512_castps_si512(v);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    const __m512i rounded = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7FFF)), lsb);
+    const __m512i quiet = _mm512_or_si512(u, _mm512_set1_epi32(0x00400000));
+    const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7FFFFFFF)), _mm512_set1_epi32(0x7F800000));
+    return _mm512_srli_epi32(_mm512_mask_mov_epi32(rounded, nan, quiet), 16);
+}
+
+// roundBf16 of 16 lanes.
+inline __m512 roundBf16X16(__m512 v) { return _mm512_castsi512_ps(_mm512_slli_epi32(bf16BitsX16(v), 16)); }
+#endif
 
 } // namespace quantscope
