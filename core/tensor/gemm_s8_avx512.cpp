@@ -39,26 +39,38 @@ void tile(const std::int8_t* block, std::size_t K4, std::size_t rowsHere, const 
           std::size_t l0, __mmask16 lastMask, const float* scale, const std::int32_t* corr, float* out, std::size_t ldo)
 {
     __m512i acc[8][NV];
+#pragma GCC unroll 8
     for (int i = 0; i < 8; ++i)
+#pragma GCC unroll 3
         for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_setzero_si512();
     for (std::size_t g = 0; g < K4; ++g) {
         const std::uint8_t* r = rows[g] + 4 * l0;
         __m512i v[NV];
         QS_SANITIZER_ONLY(sanitizer::maskedRead(r + 64 * (NV - 1), lastMask, 4));
+#pragma GCC unroll 3
         for (int j = 0; j < NV; ++j)
             v[j] = j + 1 < NV ? _mm512_loadu_si512(r + 64 * j) : _mm512_maskz_loadu_epi32(lastMask, r + 64 * j);
         const std::int8_t* a = block + g * 32;
+#pragma GCC unroll 8
         for (int i = 0; i < 8; ++i) {
             const __m512i w = _mm512_set1_epi32(load4(a + 4 * i));
+#pragma GCC unroll 3
             for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], v[j], w);
         }
     }
-    for (std::size_t i = 0; i < rowsHere; ++i) {
+    // Constant indices only (an unrolled loop with a guard): indexing acc by the run-time row count
+    // kept the accumulators on the stack, copied through one register and stored back on every
+    // k-group (GCC 12; the int8 forward ran at 1.1x the FP32 kernel on Zen 5).
+#pragma GCC unroll 8
+    for (int ii = 0; ii < 8; ++ii) {
+        if (static_cast<std::size_t>(ii) >= rowsHere) break;
+        const std::size_t i = static_cast<std::size_t>(ii);
         const __m512i c = _mm512_set1_epi32(corr[i]);
         const __m512 s = _mm512_set1_ps(scale[i]);
         float* o = out + i * ldo + l0;
+#pragma GCC unroll 3
         for (int j = 0; j < NV; ++j) {
-            const __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc[i][j], c)), s);
+            const __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc[ii][j], c)), s);
             if (j + 1 < NV) _mm512_storeu_ps(o + 16 * j, y);
             else {
                 QS_SANITIZER_ONLY(sanitizer::maskedWrite(o + 16 * j, lastMask, 4));
