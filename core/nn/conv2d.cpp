@@ -389,9 +389,9 @@ void Conv2d::forwardPooled(const Tensor& x, Tensor& y, const RunContext& ctx, fl
     if (ctx.training) m_colsFor = x.shape();
     m_lastInteger = false;
     m_roundOut = ctx.roundOutputBf16;
-    Tensor unused;
-    if (usesBf16Runs()) forwardDirectBf16(x, unused, cap, &pooled);
-    else forwardDirect(x, unused, cap, &pooled);
+    // y is the pool's output here: the kernels write it through pooled, never as the conv's output
+    if (usesBf16Runs()) forwardDirectBf16(x, y, cap, &pooled);
+    else forwardDirect(x, y, cap, &pooled);
 }
 
 void Conv2d::backwardPooled(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, bool needInputGrad, float cap,

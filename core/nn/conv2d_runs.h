@@ -40,6 +40,23 @@ inline RunGeometry runGeometry(std::size_t H, std::size_t W, std::size_t k, std:
     return {H, W, k, p, H + 2 * p + 1 - k, W + 2 * p + 1 - k, Wq, Rn, head, Ng, head + Ng * Rn};
 }
 
+// One output row of the convolution's epilogue: dst[j] = src[j] (+ b when hasBias), clamped to
+// [0, cap] when hasClamp(cap), then rounded to bf16 when roundBf16 (fromRuns, fromRunsPooled).
+inline void epilogueRow(float* __restrict dst, const float* __restrict src, std::size_t n, bool hasBias, float b, float cap,
+                        bool roundBf16)
+{
+    const bool clamp = hasClamp(cap);
+    if (!clamp && hasBias)
+        for (std::size_t j = 0; j < n; ++j) dst[j] = src[j] + b;
+    else if (!clamp)
+        for (std::size_t j = 0; j < n; ++j) dst[j] = src[j];
+    else if (hasBias)
+        for (std::size_t j = 0; j < n; ++j) dst[j] = clampTo(src[j] + b, cap);
+    else
+        for (std::size_t j = 0; j < n; ++j) dst[j] = clampTo(src[j], cap);
+    if (roundBf16) roundRowBf16(dst, n);
+}
+
 // out (C, ld) at run positions of g's output -> images [n0, n0 + count) of y (N, C, Ho, Wo),
 // plus bias[c], clamped to [0, cap] when hasClamp(cap) (the fused activation). Geometry:
 // RunGeometry or PhaseGeometry (output pitch Wq, Rn floats per image). With roundBf16 each row is
@@ -49,23 +66,12 @@ void fromRuns(const float* out, std::size_t ld, std::size_t C, std::size_t n0, s
               const float* bias, float* y, float cap = std::numeric_limits<float>::quiet_NaN(), bool roundBf16 = false)
 {
     const std::size_t HWo = g.Ho * g.Wo;
-    const bool clamp = hasClamp(cap);
     for (std::size_t c = 0; c < C; ++c) {
         const float b = bias ? bias[c] : 0.0f;
         for (std::size_t i = 0; i < count; ++i) {
             float* __restrict dst = y + ((n0 + i) * C + c) * HWo;
             const float* __restrict src = out + c * ld + i * g.Rn;
-            for (std::size_t r = 0; r < g.Ho; ++r) {
-                if (!clamp && bias)
-                    for (std::size_t j = 0; j < g.Wo; ++j) dst[r * g.Wo + j] = src[r * g.Wq + j] + b;
-                else if (!clamp)
-                    for (std::size_t j = 0; j < g.Wo; ++j) dst[r * g.Wo + j] = src[r * g.Wq + j];
-                else if (bias)
-                    for (std::size_t j = 0; j < g.Wo; ++j) dst[r * g.Wo + j] = clampTo(src[r * g.Wq + j] + b, cap);
-                else
-                    for (std::size_t j = 0; j < g.Wo; ++j) dst[r * g.Wo + j] = clampTo(src[r * g.Wq + j], cap);
-                if (roundBf16) roundRowBf16(dst + r * g.Wo, g.Wo);
-            }
+            for (std::size_t r = 0; r < g.Ho; ++r) epilogueRow(dst + r * g.Wo, src + r * g.Wq, g.Wo, bias != nullptr, b, cap, roundBf16);
         }
     }
 }
@@ -84,7 +90,7 @@ void fromRunsPooled(const float* out, std::size_t ld, std::size_t C, std::size_t
                     const float* bias, const PooledOut& pool, float cap, bool roundBf16)
 {
     const std::size_t Hp = g.Ho / 2, Wp = g.Wo / 2, HWp = Hp * Wp;
-    const bool clamp = hasClamp(cap);
+    [[maybe_unused]] const bool clamp = hasClamp(cap);
 #if !defined(__AVX512F__)
     static thread_local std::vector<float> rows;
     if (rows.size() < 2 * g.Wo) rows.resize(2 * g.Wo);
@@ -119,19 +125,8 @@ void fromRunsPooled(const float* out, std::size_t ld, std::size_t C, std::size_t
                                          pool.argmax ? pool.argmax + at + ox : nullptr);
                 }
 #else
-                for (std::size_t h = 0; h < 2; ++h) {
-                    float* __restrict dst = rows.data() + h * g.Wo;
-                    const float* __restrict s = src + (2 * py + h) * g.Wq;
-                    if (!clamp && bias)
-                        for (std::size_t j = 0; j < g.Wo; ++j) dst[j] = s[j] + b;
-                    else if (!clamp)
-                        for (std::size_t j = 0; j < g.Wo; ++j) dst[j] = s[j];
-                    else if (bias)
-                        for (std::size_t j = 0; j < g.Wo; ++j) dst[j] = clampTo(s[j] + b, cap);
-                    else
-                        for (std::size_t j = 0; j < g.Wo; ++j) dst[j] = clampTo(s[j], cap);
-                    if (roundBf16) roundRowBf16(dst, g.Wo);
-                }
+                for (std::size_t h = 0; h < 2; ++h)
+                    epilogueRow(rows.data() + h * g.Wo, src + (2 * py + h) * g.Wq, g.Wo, bias != nullptr, b, cap, roundBf16);
                 const std::size_t at = plane * HWp + py * Wp;
                 maxPool2x2Row(rows.data(), rows.data() + g.Wo, Wp, static_cast<std::uint32_t>(2 * py * g.Wo),
                               static_cast<std::uint32_t>(g.Wo), pool.y + at, pool.argmax ? pool.argmax + at : nullptr);
