@@ -64,8 +64,9 @@ public:
     // tensor/bf16.h): bf16 products on, groups 1. A rounded copy of the weight then changes nothing.
     bool readsWeightAsBf16() const { return usesBf16Gemm(); }
     // True when this layer runs the direct kernels (conv_direct.h): groups 1, at least 8 input
-    // channels, kernel 2x2 to 7x7, padding below the kernel size, stride up to 4 (strided ones
-    // read phase-split runs and take the input gradient through col2im).
+    // channels, kernel 2x2 to 7x7 (or 1x1 with stride 2 to 4 and no padding), padding below the
+    // kernel size, stride up to 4 (strided ones read phase-split runs and take the input
+    // gradient phase by phase; strided 1x1 ones read the sampled pixels only).
     bool usesDirectKernel() const;
     // False in builds without AVX-512 (the .deb's x86-64-v3): there the direct kernels' portable
     // twins measured 2-3x slower than im2col + Eigen, which every convolution then takes. The
@@ -132,6 +133,9 @@ private:
     void forwardBf16(const Tensor& x, Tensor& y);
     void backwardBf16(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad);
     void backwardStrided(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad);
+    // Strided 1x1 convolutions (pad 0): the sampled pixels gathered into runs (conv2d_direct.cpp).
+    void forwardSubsampled(const Tensor& x, Tensor& y, const float* bias, float cap);
+    void backwardSubsampled(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad);
 
     std::size_t m_cin, m_cout, m_k, m_stride, m_pad, m_groups;
     bool m_hasBias;

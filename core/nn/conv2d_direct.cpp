@@ -35,12 +35,14 @@ bool Conv2d::directKernelsBuilt()
 bool Conv2d::usesDirectKernel() const
 {
     if (!directKernelsBuilt()) return false;
-    // 1x1 convolutions stay on the Eigen path, which reads the input planes as its columns and
-    // measured faster there (no run copies; pointwise 32->64 at 14x14: 1.9 against 2.5 ms), and so
-    // do convolutions of fewer than 8 input channels (the 1->16 stem: 1.0 against 1.6 ms) and
-    // strided 1x1 shortcuts (resnet8's 16->32: 1.8 against 5.2 ms).
+    // Stride-1 1x1 convolutions stay on the Eigen path, which reads the input planes as its
+    // columns and measured faster there (no run copies; pointwise 32->64 at 14x14: 1.9 against
+    // 2.5 ms), and so do convolutions of fewer than 8 input channels (the 1->16 stem: 1.0 against
+    // 1.6 ms). Strided 1x1 ones (ResNet's projection shortcuts) gather the pixels they read into
+    // runs (forwardSubsampled): resnet8's two took 2.1 ms of a 23 ms training step on im2col +
+    // Eigen image by image, with a serial clear of dx and col2im.
     return !m_reference && m_groups == 1 && m_cin >= 8 && m_k <= 7 && m_pad < m_k &&
-           m_k >= 2 && m_stride <= 4;
+           (m_k >= 2 || m_stride > 1) && m_stride <= 4;
 }
 
 namespace {
@@ -286,6 +288,127 @@ void Conv2d::backwardStrided(const Tensor& x, const Tensor& dy, Tensor& dx, bool
     reducePartials(m_partials, groups, wSize, bSize, m_weight.grad.data(), m_bias.grad.data());
 }
 
+// --- Strided 1x1 convolutions (pad 0): the pixels (oy s, ox s) -------------------------------------
+//
+// A group of Ng images is gathered into one run per channel, (C, Ng HoWo) with images back to
+// back, so the products are one gemmRows / gemmRowsTransAdd over L = count HoWo columns (no
+// padding, no phases: the other s^2 - 1 phases are never read). dx is written once, every
+// element: the products at the sampled pixels, zeros elsewhere.
+namespace {
+
+struct SubsampleGeometry {
+    std::size_t H, W, s, Ho, Wo, HWo, Ng, S; // S: floats per channel run (Ng HoWo)
+};
+
+SubsampleGeometry subsampleGeometry(std::size_t H, std::size_t W, std::size_t s)
+{
+    const std::size_t Ho = (H - 1) / s + 1, Wo = (W - 1) / s + 1, HWo = Ho * Wo;
+    std::size_t Ng = 1;
+    while (Ng < 16 && 2 * Ng * HWo <= 2048) Ng *= 2;
+    return {H, W, s, Ho, Wo, HWo, Ng, Ng * HWo};
+}
+
+// x images [n0, n0 + count) of (N, C, H, W) -> runs (C, S): run c holds image i's sampled
+// pixels at i HoWo + oy Wo + ox.
+void gatherSubsampled(const float* x, std::size_t C, std::size_t n0, std::size_t count, const SubsampleGeometry& g,
+                      float* runs)
+{
+    const std::size_t HW = g.H * g.W;
+    for (std::size_t c = 0; c < C; ++c)
+        for (std::size_t i = 0; i < count; ++i) {
+            const float* __restrict src = x + ((n0 + i) * C + c) * HW;
+            float* __restrict dst = runs + c * g.S + i * g.HWo;
+            for (std::size_t oy = 0; oy < g.Ho; ++oy, dst += g.Wo) {
+                const float* row = src + oy * g.s * g.W;
+                for (std::size_t ox = 0; ox < g.Wo; ++ox) dst[ox] = row[ox * g.s];
+            }
+        }
+}
+
+// dx planes of images [n0, n0 + count) from out (C x L, image i at i HoWo): every element
+// written, the sampled pixels from out and zeros between them.
+void scatterSubsampled(const float* out, std::size_t L, std::size_t C, std::size_t n0, std::size_t count,
+                       const SubsampleGeometry& g, float* dx)
+{
+    const std::size_t HW = g.H * g.W;
+    for (std::size_t c = 0; c < C; ++c)
+        for (std::size_t i = 0; i < count; ++i) {
+            float* __restrict d = dx + ((n0 + i) * C + c) * HW;
+            const float* __restrict src = out + c * L + i * g.HWo;
+            std::memset(d, 0, HW * sizeof(float));
+            for (std::size_t oy = 0; oy < g.Ho; ++oy, src += g.Wo) {
+                float* row = d + oy * g.s * g.W;
+                for (std::size_t ox = 0; ox < g.Wo; ++ox) row[ox * g.s] = src[ox];
+            }
+        }
+}
+
+} // namespace
+
+// y = W runs(x) + b, a group of images at a time (W packed in m_packed by forwardDirect).
+void Conv2d::forwardSubsampled(const Tensor& x, Tensor& y, const float* bias, float cap)
+{
+    const SubsampleGeometry g = subsampleGeometry(x.dim(2), x.dim(3), m_stride);
+    const std::size_t N = x.dim(0);
+    parallelFor((N + g.Ng - 1) / g.Ng, [&](std::size_t grp) {
+        const std::size_t n0 = grp * g.Ng, count = std::min(g.Ng, N - n0), L = count * g.HWo;
+        float* runs = threadBuffer(0, m_cin * g.S).data();
+        float* out = threadBuffer(1, m_cout * L).data();
+        const float** rows = threadRows(0, m_cin).data();
+        gatherSubsampled(x.data(), m_cin, n0, count, g, runs);
+        for (std::size_t c = 0; c < m_cin; ++c) rows[c] = runs + c * g.S;
+        conv_direct::gemmRows(m_packed.data(), m_cout, m_cin, rows, L, out, L);
+        for (std::size_t o = 0; o < m_cout; ++o)
+            for (std::size_t i = 0; i < count; ++i) {
+                float* dst = y.data() + ((n0 + i) * m_cout + o) * g.HWo;
+                copyRow(dst, out + o * L + i * g.HWo, g.HWo);
+                addBiasClamp(dst, g.HWo, bias ? bias + o : nullptr, cap, m_roundOut);
+            }
+    });
+}
+
+// dW = sum over groups of runs(dy) runs(x)^T, db = sum dy, dx = scatter(W^T runs(dy)).
+void Conv2d::backwardSubsampled(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad)
+{
+    const SubsampleGeometry g = subsampleGeometry(x.dim(2), x.dim(3), m_stride);
+    const std::size_t N = x.dim(0);
+    const std::size_t wSize = m_cout * m_cin, bSize = m_hasBias ? m_cout : 0, partSize = wSize + bSize;
+    const std::size_t groups = (N + g.Ng - 1) / g.Ng;
+    m_partials.assign(groups * partSize, 0.0f);
+    if (needInputGrad) {
+        dx.resize(x.shape());
+        const float* w = m_weight.forwardValue().data();
+        std::vector<float> wt(m_cin * m_cout); // W^T (Cin x Cout)
+        for (std::size_t o = 0; o < m_cout; ++o)
+            for (std::size_t c = 0; c < m_cin; ++c) wt[c * m_cout + o] = w[o * m_cin + c];
+        conv_direct::packA(wt.data(), m_cin, m_cout, m_cout, m_packed);
+    }
+    parallelFor(groups, [&](std::size_t grp) {
+        const std::size_t n0 = grp * g.Ng, count = std::min(g.Ng, N - n0), L = count * g.HWo;
+        float* part = m_partials.data() + grp * partSize;
+        float* xr = threadBuffer(0, m_cin * g.S).data();
+        float* gr = threadBuffer(2, m_cout * g.S).data();
+        const float** rows = threadRows(0, m_cin).data();
+        const float** drows = threadRows(1, m_cout).data();
+        gatherSubsampled(x.data(), m_cin, n0, count, g, xr);
+        for (std::size_t o = 0; o < m_cout; ++o) {
+            drows[o] = gr + o * g.S;
+            for (std::size_t i = 0; i < count; ++i) {
+                const float* src = dy.data() + ((n0 + i) * m_cout + o) * g.HWo;
+                copyRow(gr + o * g.S + i * g.HWo, src, g.HWo);
+                if (bSize) part[wSize + o] += fixedOrderSum(src, g.HWo);
+            }
+        }
+        for (std::size_t c = 0; c < m_cin; ++c) rows[c] = xr + c * g.S;
+        conv_direct::gemmRowsTransAdd(drows, m_cout, rows, m_cin, L, part, m_cin);
+        if (!needInputGrad) return;
+        float* out = threadBuffer(1, m_cin * L).data();
+        conv_direct::gemmRows(m_packed.data(), m_cin, m_cout, drows, L, out, L);
+        scatterSubsampled(out, L, m_cin, n0, count, g, dx.data());
+    });
+    reducePartials(m_partials, groups, wSize, bSize, m_weight.grad.data(), m_bias.grad.data());
+}
+
 namespace {
 // y = W * rows(runs(x)) + b, a group of g.Ng images at a time; layout(n0, count, runs, rows) lays
 // the group out (stride 1: padded runs; strided: phase runs) and fills the K tap rows.
@@ -318,6 +441,10 @@ void Conv2d::forwardDirect(const Tensor& x, Tensor& y, float cap, const PooledOu
     const std::size_t K = m_cin * m_k * m_k;
     conv_direct::packA(m_weight.forwardValue().data(), m_cout, K, K, m_packed);
     const float* bias = m_hasBias ? m_bias.forwardValue().data() : nullptr;
+    if (m_k == 1) {
+        forwardSubsampled(x, y, bias, cap);
+        return;
+    }
     if (m_stride > 1) {
         const PhaseGeometry g = phaseGeometry(x.dim(2), x.dim(3), m_k, m_stride, m_pad);
         const DepthwiseGeometry dg = depthwiseGeometry(x.dim(2), x.dim(3), m_k, m_stride, m_pad);
@@ -343,7 +470,8 @@ void Conv2d::backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, 
 {
     if (r && m_stride > 1) throw std::logic_error(name() + ": the strided direct backward takes no fused activation");
     if (m_stride > 1) {
-        backwardStrided(x, dy, dx, needInputGrad);
+        if (m_k == 1) backwardSubsampled(x, dy, dx, needInputGrad);
+        else backwardStrided(x, dy, dx, needInputGrad);
         return;
     }
     const std::size_t N = x.dim(0), HWo = dy.dim(2) * dy.dim(3);

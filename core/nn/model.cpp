@@ -9,11 +9,41 @@
 #include "util/errors.h"
 #include "util/rng.h"
 
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
 
 namespace quantscope {
+
+namespace {
+// Adds the milliseconds of its scope to *ms (when ms is given): Model::setLayerTimes.
+class ScopeTimer {
+public:
+    explicit ScopeTimer(double* ms) : m_ms(ms)
+    {
+        if (m_ms) m_t0 = std::chrono::steady_clock::now();
+    }
+    ~ScopeTimer()
+    {
+        if (m_ms) *m_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - m_t0).count();
+    }
+    ScopeTimer(const ScopeTimer&) = delete;
+    ScopeTimer& operator=(const ScopeTimer&) = delete;
+
+private:
+    double* m_ms;
+    std::chrono::steady_clock::time_point m_t0;
+};
+
+// The slot of layer i in times (sized to the model on first use), or nullptr.
+double* timeSlot(std::vector<double>* times, std::size_t i, std::size_t layers)
+{
+    if (!times) return nullptr;
+    if (times->size() != layers) times->assign(layers, 0.0);
+    return &(*times)[i];
+}
+} // namespace
 
 const char* layerKindName(LayerKind k)
 {
@@ -243,7 +273,9 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
         return hooks && (k == LayerKind::Conv2d || k == LayerKind::BatchNorm2d) && hooks->roundsOutputBf16(i) ? roundedCtx : ctx;
     };
     std::size_t roundedBy = static_cast<std::size_t>(-1); // the fused layer that rounded the clamp's output
+    if (m_times) ++m_times->forwardPasses;
     for (std::size_t i = 0; i < m_layers.size(); ++i) {
+        const ScopeTimer timer(timeSlot(m_times ? &m_times->forwardMs : nullptr, i, m_layers.size()));
         const auto& in = m_inputs[i];
         if (m_fusedPass && m_fusedAway[i]) { // ran inside the layer before it
             if (hooks) hooks->afterForward(i, *m_layers[i], m_acts[i + 1], roundedBy == i ? roundedCtx : ctx);
@@ -321,7 +353,9 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks)
     m_gradSet[L] = 1;
     std::vector<const Tensor*> xs;
     std::vector<Tensor*> dxs;
+    if (m_times) ++m_times->backwardPasses;
     for (std::size_t i = L; i-- > 0;) {
+        const ScopeTimer timer(timeSlot(m_times ? &m_times->backwardMs : nullptr, i, L));
         Tensor& dy = m_grads[i + 1];
         if (!m_gradSet[i + 1]) { // an output nobody reads: no gradient flows from it
             dy.resize(m_acts[i + 1].shape());

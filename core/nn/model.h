@@ -110,6 +110,17 @@ public:
     void setFusion(bool on) { m_fusion = on; }
     bool fusion() const { return m_fusion; }
 
+    // Wall-clock milliseconds of each layer's forward and backward call inside the model's passes
+    // (fused passes included: a layer that ran inside the one before it counts ~0 and its time is
+    // in that layer's; the input-gradient accumulation of a layer with several readers counts in
+    // the layer whose gradient it adds), added up over the passes while set. For profilers such
+    // as tests/bench/bench_model_layers; nullptr (the default) turns it off.
+    struct LayerTimes {
+        std::vector<double> forwardMs, backwardMs; // per layer
+        std::size_t forwardPasses = 0, backwardPasses = 0;
+    };
+    void setLayerTimes(LayerTimes* times) { m_times = times; }
+
 private:
     void planFusion(const LayerHooks* hooks);
 
@@ -128,6 +139,7 @@ private:
     std::vector<long> m_clampOf;     // per layer: the activation layer a BatchNorm2d or Conv2d runs fused with, or -1
     std::vector<std::uint8_t> m_fusedAway; // per layer: an activation (or pool) run inside the layer before it
     std::vector<long> m_poolOf;      // per layer: the max pool a Conv2d + clamp runs fused with, or -1
+    LayerTimes* m_times = nullptr;
 };
 
 } // namespace quantscope

@@ -10,7 +10,11 @@
 // --bf16 PATH (amx-bf16, avx512-bf16) runs the conv and fc products on that bf16 path, as mixed
 // and low-precision bf16 training do (without their rounding passes).
 //
-//   build/release/tests/bench/bench_model_layers [--model NAME] [--threads N] [--reps N] [--bf16 PATH]
+// The "model" columns are each layer's mean time inside the timed steps (Model::setLayerTimes):
+// with the model's fusion and its activations' real cache state. --layers 0 prints only those (and
+// the steps), without the layer-by-layer calls.
+//
+//   build/release/tests/bench/bench_model_layers [--model NAME] [--threads N] [--reps N] [--bf16 PATH] [--layers 0|1]
 #include "nn/conv2d.h"
 #include "nn/layer.h"
 #include "nn/linear.h"
@@ -59,13 +63,15 @@ int main(int argc, char** argv)
     std::string preset = "resnet8";
     int threads = 2, reps = 20;
     Bf16Path bf16 = Bf16Path::Emulated;
+    bool layers = true;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!std::strcmp(argv[i], "--model")) preset = argv[i + 1];
         else if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
         else if (!std::strcmp(argv[i], "--reps")) reps = std::max(1, std::atoi(argv[i + 1]));
         else if (!std::strcmp(argv[i], "--bf16")) bf16 = parseBf16Path(argv[i + 1]);
+        else if (!std::strcmp(argv[i], "--layers")) layers = std::atoi(argv[i + 1]) != 0;
         else {
-            std::fprintf(stderr, "usage: %s [--model NAME] [--threads N] [--reps N] [--bf16 PATH]\n", argv[0]);
+            std::fprintf(stderr, "usage: %s [--model NAME] [--threads N] [--reps N] [--bf16 PATH] [--layers 0|1]\n", argv[0]);
             return 2;
         }
     }
@@ -87,7 +93,9 @@ int main(int argc, char** argv)
         RunContext ctx;
         ctx.training = true;
         std::vector<double> step, fwd;
+        Model::LayerTimes inModel;
         for (int r = 0; r < reps + 3; ++r) {
+            if (r == 3) model->setLayerTimes(&inModel); // after the warm-up steps
             const double t0 = nowMs();
             const Tensor& y = model->forward(x, ctx);
             const double t1 = nowMs();
@@ -95,10 +103,15 @@ int main(int argc, char** argv)
             const double t2 = nowMs();
             if (r >= 3) step.push_back(t2 - t0), fwd.push_back(t1 - t0); // 3 warm-up steps
         }
-        std::printf("%s, batch %zu, %d threads: step %.2f ms (forward %.2f), median of %d -> %.0f img/s\n",
-                    (preset + (bf16 == Bf16Path::Emulated ? "" : std::string(" ") + bf16PathName(bf16))).c_str(), N, threads, median(step), median(fwd), reps, N * 1000.0 / median(step));
-        std::printf("%-4s %-22s %9s %9s %13s  %s\n", "#", "layer", "fwd ms", "bwd ms", "bwd no dx ms", "output");
-        double sumF = 0.0, sumB = 0.0;
+        std::printf("%s, batch %zu, %d threads: step %.2f ms (forward %.2f), median of %d -> %.0f img/s; fastest %.2f ms (forward %.2f)\n",
+                    (preset + (bf16 == Bf16Path::Emulated ? "" : std::string(" ") + bf16PathName(bf16))).c_str(), N, threads, median(step), median(fwd), reps, N * 1000.0 / median(step), fastest(step), fastest(fwd));
+        model->setLayerTimes(nullptr);
+        const auto meanIn = [&](const std::vector<double>& v, std::size_t i, std::size_t passes) {
+            return i < v.size() && passes ? v[i] / static_cast<double>(passes) : 0.0;
+        };
+        std::printf("%-4s %-22s %9s %9s %13s %9s %9s  %s\n", "#", "layer", "fwd ms", "bwd ms", "bwd no dx ms", "model fwd",
+                    "model bwd", "output");
+        double sumF = 0.0, sumB = 0.0, sumMF = 0.0, sumMB = 0.0;
         for (std::size_t i = 0; i < model->size(); ++i) {
             Layer& l = model->layer(i);
             const std::vector<std::size_t>& ins = model->inputsOf(i);
@@ -107,7 +120,7 @@ int main(int argc, char** argv)
             Tensor y, dx;
             std::vector<Tensor> dxs(ins.size());
             std::vector<double> f, b, w;
-            for (int r = 0; r < reps; ++r) {
+            for (int r = 0; r < (layers ? reps : 0); ++r) {
                 double t0 = nowMs();
                 if (ins.size() == 1) l.forward(*xs[0], y, ctx);
                 else l.forwardMulti(xs, y, ctx);
@@ -126,12 +139,19 @@ int main(int argc, char** argv)
                 if (ins.size() == 1) l.backward(*xs[0], y, dy, dx, false);
                 w.push_back(nowMs() - t0);
             }
-            sumF += fastest(f);
-            sumB += fastest(b);
-            std::printf("%-4zu %-22s %9.3f %9.3f %13.3f  %s\n", i, l.name().c_str(), fastest(f), fastest(b),
-                        ins.size() == 1 ? fastest(w) : 0.0, shapeString(y.shape()).c_str());
+            const double mf = meanIn(inModel.forwardMs, i, inModel.forwardPasses), mb = meanIn(inModel.backwardMs, i, inModel.backwardPasses);
+            sumF += layers ? fastest(f) : 0.0;
+            sumB += layers ? fastest(b) : 0.0;
+            sumMF += mf;
+            sumMB += mb;
+            if (layers)
+                std::printf("%-4zu %-22s %9.3f %9.3f %13.3f %9.3f %9.3f  %s\n", i, l.name().c_str(), fastest(f), fastest(b),
+                            ins.size() == 1 ? fastest(w) : 0.0, mf, mb, shapeString(y.shape()).c_str());
+            else
+                std::printf("%-4zu %-22s %9s %9s %13s %9.3f %9.3f\n", i, l.name().c_str(), "-", "-", "-", mf, mb);
         }
-        std::printf("sum of the fastest calls: forward %.2f ms, backward %.2f ms\n", sumF, sumB);
+        if (layers) std::printf("sum of the fastest calls: forward %.2f ms, backward %.2f ms\n", sumF, sumB);
+        std::printf("sum in the model (mean of the timed steps): forward %.2f ms, backward %.2f ms\n", sumMF, sumMB);
     });
     return 0;
 }
