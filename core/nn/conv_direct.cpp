@@ -1,6 +1,11 @@
 #include "nn/conv_direct.h"
 
 #if defined(__AVX512F__)
+#if !defined(__clang__)
+// GCC 12's _mm512_shuffle_f32x4 (and _mm512_reduce_add_ps) pass _mm512_undefined_ps() as the
+// masked-off source, which -Wuninitialized reports inside its own header.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 #include <immintrin.h>
 #elif defined(__SSE2__)
 #include <emmintrin.h>
@@ -90,49 +95,56 @@ void gemmRows(const float* packedA, std::size_t M, std::size_t K, const float* c
 
 namespace {
 
-// KR x (16 MV) tile of C^T: acc[i][v] lane l = sum_j R[k + i][j] Dt[j][m + 16 v + l], j in order.
-template <int KR, int MV>
-void transTile(const float* Dt, std::size_t ldt, const float* const* r, std::size_t L, std::size_t kr,
-               std::size_t m, std::size_t M, float* C, std::size_t ldc, std::size_t k)
+// The 16 lanes of v added in a fixed order: 128-bit blocks (0 + 2) + (1 + 3), then within the block.
+inline float laneSum(__m512 v)
 {
-    __m512 acc[KR][MV];
-#pragma GCC unroll 32
-    for (int i = 0; i < KR; ++i)
-#pragma GCC unroll 4
-        for (int v = 0; v < MV; ++v) acc[i][v] = _mm512_setzero_ps();
-    const float* d = Dt + m;
-    for (std::size_t j = 0; j < L; ++j, d += ldt) {
-        __m512 dv[MV];
-#pragma GCC unroll 4
-        for (int v = 0; v < MV; ++v) dv[v] = _mm512_loadu_ps(d + 16 * v);
-#pragma GCC unroll 32
-        for (int i = 0; i < KR; ++i) {
-            const __m512 a = _mm512_set1_ps(r[i][j]);
-#pragma GCC unroll 4
-            for (int v = 0; v < MV; ++v) acc[i][v] = _mm512_fmadd_ps(a, dv[v], acc[i][v]);
-        }
-    }
-    alignas(64) float tmp[16];
-    for (std::size_t i = 0; i < kr; ++i)
-        for (int v = 0; v < MV; ++v) {
-            _mm512_store_ps(tmp, acc[i][v]);
-            for (std::size_t l = 0; l < 16 && m + 16 * v + l < M; ++l) C[(m + 16 * v + l) * ldc + k + i] += tmp[l];
-        }
+    __m512 t = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(1, 0, 3, 2)));
+    t = _mm512_add_ps(t, _mm512_shuffle_f32x4(t, t, _MM_SHUFFLE(2, 3, 0, 1)));
+    __m128 x = _mm512_castps512_ps128(t);
+    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    x = _mm_add_ss(x, _mm_movehdup_ps(x));
+    return _mm_cvtss_f32(x);
 }
 
-template <int KR, int MV>
-void transBlock(const float* Dt, std::size_t ldt, const float* const* R, std::size_t K, std::size_t L, std::size_t m,
-                std::size_t M, float* C, std::size_t ldc)
+// An MT x KT tile of C: acc[a][b] lane l sums D[m + a][j] R[k + b][j] over the j = l (mod 16),
+// in order (the last j < L masked), then the 16 lanes are added by laneSum. Each 16 columns of j cost MT + KT vector loads for MT KT multiply-adds, and D is read in
+// place (no transposed copy). Rows past the tile's mr x kr repeat its last row and are dropped.
+template <int MT, int KT>
+void dotTile(const float* const* D, std::size_t m, std::size_t mr, const float* const* R, std::size_t k, std::size_t kr,
+             std::size_t L, float* C, std::size_t ldc)
 {
-    std::size_t k = 0;
-    for (; k + KR <= K; k += KR) transTile<KR, MV>(Dt, ldt, R + k, L, KR, m, M, C, ldc, k);
-    // the last K % KR rows in tiles of 4 (the rows past K repeat the last one and are dropped)
-    for (; k < K; k += 4) {
-        const std::size_t kr = std::min<std::size_t>(4, K - k);
-        const float* r[4];
-        for (std::size_t i = 0; i < 4; ++i) r[i] = R[k + std::min(i, kr - 1)];
-        transTile<4, MV>(Dt, ldt, r, L, kr, m, M, C, ldc, k);
+    const float* d[MT];
+    const float* r[KT];
+#pragma GCC unroll 8
+    for (int a = 0; a < MT; ++a) d[a] = D[m + std::min<std::size_t>(a, mr - 1)];
+#pragma GCC unroll 8
+    for (int b = 0; b < KT; ++b) r[b] = R[k + std::min<std::size_t>(b, kr - 1)];
+    __m512 acc[MT][KT];
+#pragma GCC unroll 8
+    for (int a = 0; a < MT; ++a)
+#pragma GCC unroll 8
+        for (int b = 0; b < KT; ++b) acc[a][b] = _mm512_setzero_ps();
+    // One loop for whole and tail columns (a full mask costs what a plain load does), and the
+    // accumulators only ever indexed by constants: GCC 12 then keeps them in registers.
+    for (std::size_t j = 0; j < L; j += 16) {
+        const __mmask16 mask = tailMask(L - j);
+        __m512 dv[MT];
+#pragma GCC unroll 8
+        for (int a = 0; a < MT; ++a) dv[a] = _mm512_maskz_loadu_ps(mask, d[a] + j);
+#pragma GCC unroll 8
+        for (int b = 0; b < KT; ++b) {
+            const __m512 rv = _mm512_maskz_loadu_ps(mask, r[b] + j);
+#pragma GCC unroll 8
+            for (int a = 0; a < MT; ++a) acc[a][b] = _mm512_fmadd_ps(dv[a], rv, acc[a][b]);
+        }
     }
+    float sums[MT][KT];
+#pragma GCC unroll 8
+    for (int a = 0; a < MT; ++a)
+#pragma GCC unroll 8
+        for (int b = 0; b < KT; ++b) sums[a][b] = laneSum(acc[a][b]);
+    for (std::size_t a = 0; a < mr; ++a)
+        for (std::size_t b = 0; b < kr; ++b) C[(m + a) * ldc + k + b] += sums[a][b];
 }
 
 } // namespace
@@ -140,36 +152,17 @@ void transBlock(const float* Dt, std::size_t ldt, const float* const* R, std::si
 void gemmRowsTransAdd(const float* const* D, std::size_t M, const float* const* R, std::size_t K, std::size_t L,
                       float* C, std::size_t ldc)
 {
-    // D transposed to (L, Mp), Mp = M rounded up to 16 lanes (zeros past M): the product is then
-    // vectorised over output channels, each broadcast R[k][j] feeding 1-4 vectors, and every
-    // output is a sum over j in order held in a register (no horizontal reductions).
-    const std::size_t Mp = (M + 15) / 16 * 16;
-    static thread_local std::vector<float> dt;
-    if (dt.size() < L * Mp) dt.resize(L * Mp);
-    for (std::size_t j = 0; j < L; ++j) {
-        float* row = dt.data() + j * Mp;
-        for (std::size_t m = 0; m < M; ++m) row[m] = D[m][j];
-        for (std::size_t m = M; m < Mp; ++m) row[m] = 0.0f;
-    }
-    for (std::size_t m = 0; m < Mp;) {
-        const std::size_t left = (Mp - m) / 16;
-        if (left >= 4) {
-            transBlock<6, 4>(dt.data(), Mp, R, K, L, m, M, C, ldc);
-            m += 64;
-        } else if (left == 3) {
-            transBlock<8, 3>(dt.data(), Mp, R, K, L, m, M, C, ldc);
-            m += 48;
-        } else if (left == 2) {
-            transBlock<12, 2>(dt.data(), Mp, R, K, L, m, M, C, ldc);
-            m += 32;
-        } else {
-            transBlock<24, 1>(dt.data(), Mp, R, K, L, m, M, C, ldc);
-            m += 16;
-        }
+    // Vectorised over j (the long side: pixels of a group of images) with 4 x 6 tiles; M and K
+    // (output channels, input channels x taps) are any size.
+    constexpr std::size_t MT = 4, KT = 6;
+    for (std::size_t m = 0; m < M; m += MT) {
+        const std::size_t mr = std::min(MT, M - m);
+        for (std::size_t k = 0; k < K; k += KT)
+            dotTile<MT, KT>(D, m, mr, R, k, std::min(KT, K - k), L, C, ldc);
     }
 }
 
-#else // portable twins: the same sums in the same order
+#else // portable twins: the same sums (gemmRows in the same order; gemmRowsTransAdd's AVX-512 kernel adds 16 lanes)
 
 // Without AVX-512 (the sanitizer presets, the x86-64-v3 package) these run every direct
 // convolution, so they are register-blocked: gemmRows holds 4 x 8 outputs in SSE registers,

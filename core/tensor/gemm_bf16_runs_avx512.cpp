@@ -1,6 +1,6 @@
 // AVX512_BF16 path of a convolution's products on its runs (gemmBf16Runs and weightGradBf16Runs,
 // tensor/gemm_bf16.h), for CPUs without AMX (AMD Zen 4 and 5): VDPBF16PS register tiles, the bf16
-// twins of the FP32 direct kernels (nn/conv_direct.cpp tile8x48 and transTile) on the same runs the
+// twins of the FP32 direct kernels (nn/conv_direct.cpp tile8x48 and dotTile) on the same runs the
 // AMX path reads. One VDPBF16PS is 32 multiply-adds a zmm against an FMA's 16, and Zen 4/5 issue
 // it at the FMA's rate. All headers come before the target pragma; everything compiled under it has
 // internal linkage or is only called after the run-time check (gemm_bf16.cpp).
