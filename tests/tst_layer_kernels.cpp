@@ -5,6 +5,7 @@
 #include "nn/conv2d.h"
 #include "nn/linear.h"
 #include "nn/maxpool2d.h"
+#include "util/errors.h"
 #include "util/rng.h"
 
 #include "test_tensors.h" // before Qt: TBB's profiling.h has a member named emit
@@ -41,6 +42,8 @@ private slots:
     void depthwiseMatchesIm2col();
     void directConvMatchesIm2col_data();
     void directConvMatchesIm2col();
+    void addedInputGradientIsBitIdentical_data() { directConvMatchesIm2col_data(); }
+    void addedInputGradientIsBitIdentical();
     void maxPool2x2MatchesScalarRules_data();
     void maxPool2x2MatchesScalarRules();
 
@@ -236,6 +239,47 @@ void TestLayerKernels::directConvMatchesIm2col()
     if (bias) QS_COMPARE_TENSORS(conv.bias().grad, ref.bias().grad, 1e-4, 1e-5);
 
     QVERIFY(inferenceAndWeightGradientOnlyAgree(conv, x, y, dy));
+}
+
+// A convolution adding its input gradient into one that is there already (Model's gradient of an
+// activation with two readers: a residual block's input) gives exactly backward into a fresh
+// tensor followed by the addition, plain and with the fused ReLU, and the same weight gradient.
+void TestLayerKernels::addedInputGradientIsBitIdentical()
+{
+    QFETCH(int, cin);
+    QFETCH(int, cout);
+    QFETCH(int, k);
+    QFETCH(int, stride);
+    QFETCH(int, pad);
+    QFETCH(int, N);
+    QFETCH(int, H);
+    QFETCH(int, W);
+    QFETCH(bool, bias);
+    if (!Conv2d::directKernelsBuilt()) QSKIP("built without AVX-512: no direct kernels (Conv2d::directKernelsBuilt)");
+    Rng rng(stableHash(QTest::currentDataTag()));
+    Conv2d conv("conv", cin, cout, k, stride, pad, 1, bias);
+    QVERIFY(conv.addsInputGradient());
+    for (Param* p : conv.params()) p->value = randomTensor(p->value.shape(), rng);
+    const Tensor x = randomTensor({std::size_t(N), std::size_t(cin), std::size_t(H), std::size_t(W)}, rng);
+    const Tensor dy = randomTensor(conv.outputShape(x.shape()), rng);
+    const Tensor before = randomTensor(x.shape(), rng); // the gradient another reader left
+    RunContext ctx;
+    ctx.training = true;
+    for (const bool clamped : {false, true}) {
+        Tensor y, dx, added = before;
+        if (clamped) conv.forwardClamped(x, y, ctx, std::numeric_limits<float>::infinity());
+        else conv.forward(x, y, ctx);
+        if (clamped) conv.backwardClamped(x, y, dy, dx, true, std::numeric_limits<float>::infinity());
+        else conv.backward(x, y, dy, dx, true);
+        const Tensor dW = conv.weight().grad;
+        Tensor expected = before;
+        for (std::size_t i = 0; i < expected.numel(); ++i) expected.values()[i] += dx.values()[i];
+        conv.backwardAddingInputGradient(x, clamped ? &y : nullptr, dy, added, std::numeric_limits<float>::infinity());
+        QVERIFY2(bitIdentical(added, expected), clamped ? "with the fused ReLU" : "plain");
+        QVERIFY(bitIdentical(conv.weight().grad, dW));
+    }
+    Tensor wrong({std::size_t(N), std::size_t(cin), std::size_t(H), std::size_t(W) + 1});
+    QVERIFY_THROWS_EXCEPTION(ConfigError, conv.backwardAddingInputGradient(x, nullptr, dy, wrong, 0.0f));
 }
 
 // Inverted dropout: about p of the elements are zeroed, the rest scaled by 1/(1-p); the mask is

@@ -473,6 +473,22 @@ void Conv2d::backwardClamped(const Tensor& x, const Tensor& r, const Tensor& dr,
     backwardImpl(x, &r, dr, dx, needInputGrad, cap);
 }
 
+void Conv2d::backwardAddingInputGradient(const Tensor& x, const Tensor* r, const Tensor& dy, Tensor& dx, float cap)
+{
+    if (!addsInputGradient()) throw std::logic_error(name() + ": this convolution's path cannot add its input gradient");
+    if (r && !fusesActivation()) throw std::logic_error(name() + ": no fused activation on this convolution's path");
+    if (r && r->shape() != dy.shape()) throw ConfigError(name() + ": fused activation output and gradient differ in shape");
+    if (dx.shape() != x.shape())
+        throw ConfigError(name() + ": the gradient to add into is " + shapeString(dx.shape()) + ", the input " +
+                          shapeString(x.shape()));
+    struct Reset {
+        bool& flag;
+        ~Reset() { flag = false; }
+    } reset{m_addDx};
+    m_addDx = true;
+    backwardImpl(x, r, dy, dx, true, r ? cap : std::numeric_limits<float>::quiet_NaN());
+}
+
 void Conv2d::backwardImpl(const Tensor& x, const Tensor* r, const Tensor& dyIn, Tensor& dx, bool needInputGrad, float cap)
 {
     using Idx = Eigen::Index;

@@ -91,6 +91,14 @@ public:
     // dL/dy and gives exactly the three layers' backward (MaxPool2d::backwardFused, then this
     // layer's). Only where poolsInEpilogue(): the stride-1 direct kernels, FP32 or bf16 runs.
     bool poolsInEpilogue() const;
+    // The backward (backward, or backwardClamped when r is given) adding its input gradient into
+    // dx, which already holds x's shape: dx += dL/dx, each element with one addition, so exactly
+    // the backward into a fresh tensor followed by dx += it (Model's gradient of an activation
+    // with several readers, such as a residual block's input), without that tensor and the pass
+    // over it. Only where addsInputGradient(): the FP32 direct kernels. Throws ConfigError when dx
+    // does not have x's shape.
+    bool addsInputGradient() const { return usesDirectKernel() && !usesBf16Gemm(); }
+    void backwardAddingInputGradient(const Tensor& x, const Tensor* r, const Tensor& dy, Tensor& dx, float cap);
     void forwardPooled(const Tensor& x, Tensor& y, const RunContext& ctx, float cap, MaxPool2d& pool);
     void backwardPooled(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, bool needInputGrad, float cap,
                         MaxPool2d& pool);
@@ -157,6 +165,7 @@ private:
     PackedBf16Runs m_packedBf16Runs;     // usesBf16Runs: W (forward) or rot180(W)^T (input gradient)
     bool m_lastInteger = false;
     bool m_roundOut = false; // this forward's RunContext::roundOutputBf16
+    bool m_addDx = false;    // inside backwardAddingInputGradient: the direct kernels add into dx
 };
 
 // im2col for one image: x (C, H, W) -> cols (C*k*k, Ho*Wo), rows ldc apart (0: Ho*Wo), so

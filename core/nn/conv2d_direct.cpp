@@ -199,9 +199,10 @@ std::optional<StridedDxPlan> stridedDxPlan(const float* w, std::size_t cout, std
 }
 
 // dx of images [n0, n0 + count) from dy's runs (plan.gd), phase by phase; out: Cin x L scratch.
+// add: dx += it (Conv2d::backwardAddingInputGradient).
 void stridedInputGradient(const StridedDxPlan& plan, const float* dyRuns, std::size_t cout, std::size_t cin,
                           std::size_t H, std::size_t W, std::size_t s, std::size_t p, std::size_t n0, std::size_t count,
-                          const float** rows, float* out, float* dx)
+                          const float** rows, float* out, float* dx, bool add)
 {
     const RunGeometry& gd = plan.gd;
     const std::size_t HW = H * W;
@@ -225,7 +226,10 @@ void stridedInputGradient(const StridedDxPlan& plan, const float* dyRuns, std::s
                 for (std::size_t a = a0; a < ph.Aa; ++a) {
                     float* __restrict row = d + (a * s + ph.py - p) * W;
                     const float* __restrict src = o + a * gd.Wq;
-                    for (std::size_t b = b0; b < ph.Bb; ++b) row[b * s + ph.px - p] = Kp ? src[b] : 0.0f;
+                    if (add && Kp)
+                        for (std::size_t b = b0; b < ph.Bb; ++b) row[b * s + ph.px - p] += src[b];
+                    else if (!add)
+                        for (std::size_t b = b0; b < ph.Bb; ++b) row[b * s + ph.px - p] = Kp ? src[b] : 0.0f;
                 }
             }
     }
@@ -249,9 +253,9 @@ void Conv2d::backwardStrided(const Tensor& x, const Tensor& dy, Tensor& dx, bool
     const float* wdata = m_weight.forwardValue().data();
     std::optional<StridedDxPlan> plan;
     if (needInputGrad) {
-        dx.resize(x.shape());
+        if (!m_addDx) dx.resize(x.shape());
         plan = stridedDxPlan(wdata, m_cout, m_cin, H, W, m_k, m_stride, m_pad, dy.dim(2), dy.dim(3), g.Ng);
-        if (!plan) dx.setZero(); // col2im accumulates
+        if (!plan && !m_addDx) dx.setZero(); // col2im accumulates
     }
     const std::size_t maxRows = std::max(K, m_cout * ((m_k + m_stride - 1) / m_stride) * ((m_k + m_stride - 1) / m_stride));
     parallelFor(groups, [&](std::size_t grp) {
@@ -274,7 +278,8 @@ void Conv2d::backwardStrided(const Tensor& x, const Tensor& dy, Tensor& dx, bool
             float* dyRuns = threadBuffer(0, m_cout * plan->gd.S).data();
             toRuns(dy.data(), m_cout, n0, count, plan->gd, dyRuns);
             float* out = threadBuffer(1, m_cin * plan->gd.Ng * plan->gd.Rn).data();
-            stridedInputGradient(*plan, dyRuns, m_cout, m_cin, H, W, m_stride, m_pad, n0, count, rows, out, dx.data());
+            stridedInputGradient(*plan, dyRuns, m_cout, m_cin, H, W, m_stride, m_pad, n0, count, rows, out, dx.data(),
+                                 m_addDx);
             return;
         }
         float* dcols = threadBuffer(1, K * HWo).data();
@@ -326,19 +331,23 @@ void gatherSubsampled(const float* x, std::size_t C, std::size_t n0, std::size_t
 }
 
 // dx planes of images [n0, n0 + count) from out (C x L, image i at i HoWo): every element
-// written, the sampled pixels from out and zeros between them.
+// written, the sampled pixels from out and zeros between them; with add, out added into the
+// sampled pixels only (the others' gradient is zero).
 void scatterSubsampled(const float* out, std::size_t L, std::size_t C, std::size_t n0, std::size_t count,
-                       const SubsampleGeometry& g, float* dx)
+                       const SubsampleGeometry& g, float* dx, bool add)
 {
     const std::size_t HW = g.H * g.W;
     for (std::size_t c = 0; c < C; ++c)
         for (std::size_t i = 0; i < count; ++i) {
             float* __restrict d = dx + ((n0 + i) * C + c) * HW;
             const float* __restrict src = out + c * L + i * g.HWo;
-            std::memset(d, 0, HW * sizeof(float));
+            if (!add) std::memset(d, 0, HW * sizeof(float));
             for (std::size_t oy = 0; oy < g.Ho; ++oy, src += g.Wo) {
                 float* row = d + oy * g.s * g.W;
-                for (std::size_t ox = 0; ox < g.Wo; ++ox) row[ox * g.s] = src[ox];
+                if (add)
+                    for (std::size_t ox = 0; ox < g.Wo; ++ox) row[ox * g.s] += src[ox];
+                else
+                    for (std::size_t ox = 0; ox < g.Wo; ++ox) row[ox * g.s] = src[ox];
             }
         }
 }
@@ -376,7 +385,7 @@ void Conv2d::backwardSubsampled(const Tensor& x, const Tensor& dy, Tensor& dx, b
     const std::size_t groups = (N + g.Ng - 1) / g.Ng;
     m_partials.assign(groups * partSize, 0.0f);
     if (needInputGrad) {
-        dx.resize(x.shape());
+        if (!m_addDx) dx.resize(x.shape());
         const float* w = m_weight.forwardValue().data();
         std::vector<float> wt(m_cin * m_cout); // W^T (Cin x Cout)
         for (std::size_t o = 0; o < m_cout; ++o)
@@ -404,7 +413,7 @@ void Conv2d::backwardSubsampled(const Tensor& x, const Tensor& dy, Tensor& dx, b
         if (!needInputGrad) return;
         float* out = threadBuffer(1, m_cin * L).data();
         conv_direct::gemmRows(m_packed.data(), m_cin, m_cout, drows, L, out, L);
-        scatterSubsampled(out, L, m_cin, n0, count, g, dx.data());
+        scatterSubsampled(out, L, m_cin, n0, count, g, dx.data(), m_addDx);
     });
     reducePartials(m_partials, groups, wSize, bSize, m_weight.grad.data(), m_bias.grad.data());
 }
@@ -485,7 +494,7 @@ void Conv2d::backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, 
     // and layer shapes only, never on the thread count.
     m_partials.assign(groups * partSize, 0.0f);
     if (needInputGrad) {
-        dx.resize(x.shape());
+        if (!m_addDx) dx.resize(x.shape());
         // rot[ci, co kk + t] = W[co, ci, kk - 1 - t]
         const float* w = m_weight.forwardValue().data();
         std::vector<float> rot(m_cin * K2);
@@ -545,7 +554,8 @@ void Conv2d::backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, 
             tapRows(gr, m_cout, gd, rows);
             conv_direct::gemmRows(m_packed.data(), m_cin, K2, rows, Lx, out, Lx);
         }
-        fromRuns(out, Lx, m_cin, n0, count, gd, nullptr, dx.data());
+        if (m_addDx) addFromRuns(out, Lx, m_cin, n0, count, gd, dx.data());
+        else fromRuns(out, Lx, m_cin, n0, count, gd, nullptr, dx.data());
     });
     reducePartials(m_partials, groups, wSize, bSize, m_weight.grad.data(), m_bias.grad.data());
 }

@@ -76,6 +76,21 @@ void fromRuns(const float* out, std::size_t ld, std::size_t C, std::size_t n0, s
     }
 }
 
+// y += fromRuns' rows (no bias, no clamp): Conv2d::backwardAddingInputGradient.
+template <typename Geometry>
+void addFromRuns(const float* out, std::size_t ld, std::size_t C, std::size_t n0, std::size_t count, const Geometry& g,
+                 float* y)
+{
+    const std::size_t HWo = g.Ho * g.Wo;
+    for (std::size_t c = 0; c < C; ++c)
+        for (std::size_t i = 0; i < count; ++i) {
+            float* __restrict dst = y + ((n0 + i) * C + c) * HWo;
+            const float* __restrict src = out + c * ld + i * g.Rn;
+            for (std::size_t r = 0; r < g.Ho; ++r)
+                for (std::size_t j = 0; j < g.Wo; ++j) dst[r * g.Wo + j] += src[r * g.Wq + j];
+        }
+}
+
 // The 2x2 stride-2 max pool fused after the convolution and its clamp (Conv2d::forwardPooled):
 // the pool's output (N, C, Ho / 2, Wo / 2) and its argmax (nullptr when not training).
 struct PooledOut {

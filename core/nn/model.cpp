@@ -392,6 +392,18 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks)
             const std::size_t a = in[0];
             Tensor* direct = target(a);
             const bool need = a != 0;
+            // A convolution whose input has a gradient already (a residual block's input, read by
+            // the block's shortcut too) adds its own into it: the same bits as the scratch tensor
+            // and addInto, without either.
+            auto* conv = m_layers[i]->kind() == LayerKind::Conv2d ? static_cast<Conv2d*>(m_layers[i].get()) : nullptr;
+            if (need && !direct && m_gradSet[a] && conv && conv->addsInputGradient() &&
+                !(m_fusedPass && m_poolOf[i] >= 0)) {
+                const bool clamped = m_fusedPass && m_clampOf[i] >= 0;
+                const auto j = clamped ? static_cast<std::size_t>(m_clampOf[i]) : 0;
+                conv->backwardAddingInputGradient(m_acts[a], clamped ? &m_acts[j + 1] : nullptr, dy, m_grads[a],
+                                                  clamped ? clampCap(*m_layers[j]) : 0.0f);
+                continue;
+            }
             Tensor& dx = direct ? *direct : m_gradScratch;
             if (m_fusedPass && m_clampOf[i] >= 0) {
                 const auto j = static_cast<std::size_t>(m_clampOf[i]);
