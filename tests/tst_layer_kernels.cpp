@@ -193,10 +193,14 @@ void TestLayerKernels::directConvMatchesIm2col_data()
     QTest::newRow("k1_s2_p0_8to70_7x9_N37") << 8 << 70 << 1 << 2 << 0 << 37 << 7 << 9 << false;
 }
 
-// Convolutions with 8 or more input channels (groups 1, kernels up to 7x7) run the direct kernels; the same
-// layer forced onto the im2col + GEMM path is their reference. Sums run in another order, so
-// the tolerance is relative to the size of the terms.
-void TestLayerKernels::directConvMatchesIm2col()
+namespace {
+// A row of directConvMatchesIm2col_data.
+struct DirectConvCase {
+    int cin, cout, k, stride, pad, N, H, W;
+    bool bias;
+};
+
+DirectConvCase fetchDirectConvCase()
 {
     QFETCH(int, cin);
     QFETCH(int, cout);
@@ -207,6 +211,16 @@ void TestLayerKernels::directConvMatchesIm2col()
     QFETCH(int, H);
     QFETCH(int, W);
     QFETCH(bool, bias);
+    return {cin, cout, k, stride, pad, N, H, W, bias};
+}
+} // namespace
+
+// Convolutions with 8 or more input channels (groups 1, kernels up to 7x7) run the direct kernels; the same
+// layer forced onto the im2col + GEMM path is their reference. Sums run in another order, so
+// the tolerance is relative to the size of the terms.
+void TestLayerKernels::directConvMatchesIm2col()
+{
+    const auto [cin, cout, k, stride, pad, N, H, W, bias] = fetchDirectConvCase();
     if (!Conv2d::directKernelsBuilt())
         QSKIP("built without AVX-512: every convolution runs im2col + Eigen (Conv2d::directKernelsBuilt)");
     Rng rng(stableHash(QTest::currentDataTag()));
@@ -246,15 +260,7 @@ void TestLayerKernels::directConvMatchesIm2col()
 // tensor followed by the addition, plain and with the fused ReLU, and the same weight gradient.
 void TestLayerKernels::addedInputGradientIsBitIdentical()
 {
-    QFETCH(int, cin);
-    QFETCH(int, cout);
-    QFETCH(int, k);
-    QFETCH(int, stride);
-    QFETCH(int, pad);
-    QFETCH(int, N);
-    QFETCH(int, H);
-    QFETCH(int, W);
-    QFETCH(bool, bias);
+    const auto [cin, cout, k, stride, pad, N, H, W, bias] = fetchDirectConvCase();
     if (!Conv2d::directKernelsBuilt()) QSKIP("built without AVX-512: no direct kernels (Conv2d::directKernelsBuilt)");
     Rng rng(stableHash(QTest::currentDataTag()));
     Conv2d conv("conv", cin, cout, k, stride, pad, 1, bias);
