@@ -35,6 +35,8 @@ void ReLU::forward(const Tensor& x, Tensor& y, const RunContext& /*ctx*/)
 // dx = dy * [y > 0]
 void ReLU::backward(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, bool needInputGrad)
 {
+    checkOutputGradient(x, dy);
+    if (y.shape() != x.shape()) throw ConfigError(name() + ": backward without a matching forward");
     if (!needInputGrad) return;
     dx.resize(x.shape());
     const std::size_t n = x.numel();
@@ -80,6 +82,8 @@ void LogSoftmax::forward(const Tensor& x, Tensor& y, const RunContext& /*ctx*/)
 // dx_j = dy_j - exp(y_j) * sum_i dy_i
 void LogSoftmax::backward(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, bool needInputGrad)
 {
+    checkOutputGradient(x, dy);
+    if (y.shape() != x.shape()) throw ConfigError(name() + ": backward without a matching forward");
     if (!needInputGrad) return;
     dx.resize(x.shape());
     const std::size_t N = x.dim(0), K = x.dim(1);
@@ -107,6 +111,7 @@ void Flatten::forward(const Tensor& x, Tensor& y, const RunContext& /*ctx*/)
 
 void Flatten::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Tensor& dx, bool needInputGrad)
 {
+    checkOutputGradient(x, dy);
     if (!needInputGrad) return;
     dx.resize(x.shape());
     std::memcpy(dx.data(), dy.data(), dy.numel() * sizeof(float));
@@ -118,6 +123,7 @@ void ReLU6::forward(const Tensor& x, Tensor& y, const RunContext& /*ctx*/) { cla
 // dx = dy * [0 < x < 6] (PyTorch's hardtanh_backward: the bounds themselves pass no gradient)
 void ReLU6::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Tensor& dx, bool needInputGrad)
 {
+    checkOutputGradient(x, dy);
     if (!needInputGrad) return;
     dx.resize(x.shape());
     const std::size_t n = x.numel();

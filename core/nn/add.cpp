@@ -44,6 +44,10 @@ void Add::forwardMulti(const std::vector<const Tensor*>& xs, Tensor& y, const Ru
 void Add::backwardMulti(const std::vector<const Tensor*>& xs, const Tensor& /*y*/, const Tensor& dy,
                         const std::vector<Tensor*>& dxs)
 {
+    const Shape os = outputShapeMulti({xs.at(0)->shape(), xs.at(1)->shape()});
+    if (dy.shape() != os)
+        throw ConfigError(name() + ": output gradient " + shapeString(dy.shape()) + " does not match the output " +
+                          shapeString(os));
     float* out[2] = {};
     for (std::size_t j = 0; j < 2; ++j) {
         if (!dxs.at(j)) continue;

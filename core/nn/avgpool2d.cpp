@@ -87,6 +87,7 @@ Shape AvgPool2d::outputShape(const Shape& in) const
 
 void AvgPool2d::forward(const Tensor& x, Tensor& y, const RunContext& /*ctx*/)
 {
+    outputShape(x.shape()); // throws for an input it does not take
     if (m_pad == 0) return poolPadded(x, y);
     padPlanes(x, m_pad, 0.0f, m_padded);
     poolPadded(m_padded, y);
@@ -129,6 +130,7 @@ void AvgPool2d::poolPadded(const Tensor& x, Tensor& y) const
 void AvgPool2d::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Tensor& dx, bool needInputGrad)
 {
     if (!needInputGrad) return;
+    checkOutputGradient(x, dy);
     if (m_pad == 0) return backwardPadded(x.shape(), dy, dx);
     backwardPadded({x.dim(0), x.dim(1), x.dim(2) + 2 * m_pad, x.dim(3) + 2 * m_pad}, dy, m_paddedGrad);
     cropPlanes(m_paddedGrad, m_pad, dx);
@@ -197,6 +199,7 @@ void GlobalAvgPool2d::forward(const Tensor& x, Tensor& y, const RunContext& /*ct
 void GlobalAvgPool2d::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Tensor& dx, bool needInputGrad)
 {
     if (!needInputGrad) return;
+    checkOutputGradient(x, dy);
     dx.resize(x.shape());
     const std::size_t HW = x.dim(2) * x.dim(3);
     const float inv = 1.0f / static_cast<float>(HW);

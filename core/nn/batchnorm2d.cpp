@@ -398,6 +398,7 @@ void withClampKind(Clamp kind, bool fromR, F&& f)
 void BatchNorm2d::backwardImpl(const Tensor& x, const Tensor* r, const Tensor& dy, Tensor& dx, bool needInputGrad,
                                float cap, bool maskFromOutput)
 {
+    checkOutputGradient(x, dy);
     const std::size_t N = x.dim(0), C = m_c, HW = x.dim(2) * x.dim(3);
     if (m_mean.size() != C) throw ConfigError(name() + ": backward without a training forward");
     const float M = static_cast<float>(N * HW);

@@ -344,6 +344,11 @@ void reducePartials(const std::vector<float>& partials, std::size_t N, std::size
                     float* dW, float* dB)
 {
     const std::size_t partSize = wSize + bSize;
+    if (N == 0) { // an empty batch: no gradient
+        std::fill_n(dW, wSize, 0.0f);
+        std::fill_n(dB, bSize, 0.0f);
+        return;
+    }
     std::copy_n(partials.data(), wSize, dW);
     std::copy_n(partials.data() + wSize, bSize, dB);
     for (std::size_t n = 1; n < N; ++n) {
@@ -492,6 +497,7 @@ void Conv2d::backwardAddingInputGradient(const Tensor& x, const Tensor* r, const
 void Conv2d::backwardImpl(const Tensor& x, const Tensor* r, const Tensor& dyIn, Tensor& dx, bool needInputGrad, float cap)
 {
     using Idx = Eigen::Index;
+    checkOutputGradient(x, dyIn);
     if (m_colsFor != x.shape()) throw ConfigError(name() + ": backward without a matching training forward");
     if (r && usesDirectKernel() && m_stride == 1) { // masked while dy is laid out in runs
         backwardDirect(x, r, dyIn, dx, needInputGrad, cap);

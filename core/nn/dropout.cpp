@@ -61,9 +61,11 @@ void Dropout::forward(const Tensor& x, Tensor& y, const RunContext& ctx)
 // dx = dy * mask
 void Dropout::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Tensor& dx, bool needInputGrad)
 {
+    checkOutputGradient(x, dy);
     if (!needInputGrad) return;
-    dx.resize(x.shape());
     const std::size_t n = x.numel();
+    if (m_mask.size() != n) throw ConfigError(name() + ": backward without a matching training forward");
+    dx.resize(x.shape());
     const float* __restrict g = dy.data();
     const float* __restrict m = m_mask.data();
     float* __restrict out = dx.data();

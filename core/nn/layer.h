@@ -80,6 +80,12 @@ public:
 
     const std::string& name() const { return m_name; }
 
+protected:
+    // Throws ConfigError naming this layer and both shapes unless dy has the shape forward gives x
+    // (outputShape(x.shape()), which throws itself for an x this layer does not take): for the
+    // backward of layers that would otherwise index x and dy blindly.
+    void checkOutputGradient(const Tensor& x, const Tensor& dy) const;
+
 private:
     std::string m_name;
 };

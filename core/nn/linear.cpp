@@ -75,6 +75,7 @@ void Linear::forward(const Tensor& x, Tensor& y, const RunContext& /*ctx*/)
 // dW = dy^T x ; db = 1^T dy ; dx = dy W
 void Linear::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Tensor& dx, bool needInputGrad)
 {
+    checkOutputGradient(x, dy);
     const std::size_t N = x.dim(0);
     const ConstMatrixMap X = x.matrix(N, m_in);
     const ConstMatrixMap G = dy.matrix(N, m_out);

@@ -111,6 +111,7 @@ Shape MaxPool2d::outputShape(const Shape& in) const
 // y[n,c,oy,ox] = max over the k x k window of x padded with -inf
 void MaxPool2d::forward(const Tensor& x, Tensor& y, const RunContext& ctx)
 {
+    outputShape(x.shape()); // throws for an input it does not take
     if (m_pad == 0) return poolPadded(x, y, ctx.training);
     padPlanes(x, m_pad, -std::numeric_limits<float>::infinity(), m_padded);
     poolPadded(m_padded, y, ctx.training);
@@ -157,6 +158,9 @@ void MaxPool2d::poolPadded(const Tensor& x, Tensor& y, bool train)
 void MaxPool2d::backward(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, bool needInputGrad)
 {
     if (!needInputGrad) return;
+    checkOutputGradient(x, dy);
+    if (y.shape() != dy.shape() || m_argmax.size() != y.numel())
+        throw ConfigError(name() + ": backward without a matching training forward");
     Tensor& dxp = m_pad ? m_paddedGrad : dx;
     dxp.resize({x.dim(0), x.dim(1), x.dim(2) + 2 * m_pad, x.dim(3) + 2 * m_pad});
     unpool(y, dy, dxp, nullptr, 0.0f);

@@ -64,6 +64,14 @@ const char* layerKindName(LayerKind k)
     return "?";
 }
 
+void Layer::checkOutputGradient(const Tensor& x, const Tensor& dy) const
+{
+    const Shape os = outputShape(x.shape());
+    if (dy.shape() != os)
+        throw ConfigError(m_name + ": output gradient " + shapeString(dy.shape()) + " does not match the output " +
+                          shapeString(os) + " of input " + shapeString(x.shape()));
+}
+
 Shape Layer::outputShapeMulti(const std::vector<Shape>& in) const
 {
     if (in.size() != 1)

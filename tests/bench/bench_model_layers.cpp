@@ -106,6 +106,10 @@ int main(int argc, char** argv)
         std::printf("%s, batch %zu, %d threads: step %.2f ms (forward %.2f), median of %d -> %.0f img/s; fastest %.2f ms (forward %.2f)\n",
                     (preset + (bf16 == Bf16Path::Emulated ? "" : std::string(" ") + bf16PathName(bf16))).c_str(), N, threads, median(step), median(fwd), reps, N * 1000.0 / median(step), fastest(step), fastest(fwd));
         model->setLayerTimes(nullptr);
+        // The layers alone read every activation: a fused pass leaves those of the layers it ran
+        // inside others empty (seed-cnn's pooled ReLU), so one unfused forward lays them all out.
+        model->setFusion(false);
+        model->forward(x, ctx);
         const auto meanIn = [&](const std::vector<double>& v, std::size_t i, std::size_t passes) {
             return i < v.size() && passes ? v[i] / static_cast<double>(passes) : 0.0;
         };
