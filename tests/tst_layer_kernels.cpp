@@ -3,6 +3,7 @@
 // arenas of 1 and 2 threads and whatever the alignment of its buffers.
 #include "nn/batchnorm2d.h"
 #include "nn/conv2d.h"
+#include "nn/conv_direct.h"
 #include "nn/linear.h"
 #include "nn/maxpool2d.h"
 #include "util/errors.h"
@@ -253,6 +254,20 @@ void TestLayerKernels::directConvMatchesIm2col()
     if (bias) QS_COMPARE_TENSORS(conv.bias().grad, ref.bias().grad, 1e-4, 1e-5);
 
     QVERIFY(inferenceAndWeightGradientOnlyAgree(conv, x, y, dy));
+
+    // The weight gradient's other AVX-512 kernel (conv_direct::TransAddKernel, chosen per CPU):
+    // the same sums in another order, and the input gradient untouched by the choice.
+    const conv_direct::TransAddKernel chosen = conv_direct::transAddKernel();
+    for (const auto kernel : {conv_direct::TransAddKernel::Pixels, conv_direct::TransAddKernel::Channels}) {
+        if (kernel == chosen) continue;
+        Tensor dxOther(x.shape());
+        dxOther.fill(std::numeric_limits<float>::quiet_NaN());
+        conv_direct::setTransAddKernel(kernel);
+        conv.backward(x, y, dy, dxOther, true);
+        conv_direct::setTransAddKernel(chosen);
+        QS_COMPARE_TENSORS(conv.weight().grad, ref.weight().grad, 1e-4, 1e-5);
+        QVERIFY(bitIdentical(dxOther, dx));
+    }
 }
 
 // A convolution adding its input gradient into one that is there already (Model's gradient of an

@@ -11,14 +11,27 @@
 #include <emmintrin.h>
 #endif
 
+#include "tensor/cpu_features.h"
+
 #include <algorithm>
+#include <atomic>
 #include <vector>
 
 namespace quantscope::conv_direct {
 
 namespace {
 constexpr std::size_t kMr = 8; // rows of C per register tile
+
+std::atomic<TransAddKernel>& transAddChoice()
+{
+    static std::atomic<TransAddKernel> choice{defaultTransAddKernel()};
+    return choice;
+}
 } // namespace
+
+TransAddKernel defaultTransAddKernel() { return cpuSplitsAvx512() ? TransAddKernel::Channels : TransAddKernel::Pixels; }
+TransAddKernel transAddKernel() { return transAddChoice().load(std::memory_order_relaxed); }
+void setTransAddKernel(TransAddKernel kernel) { transAddChoice().store(kernel, std::memory_order_relaxed); }
 
 void packA(const float* A, std::size_t M, std::size_t K, std::size_t lda, std::vector<float>& packed)
 {
@@ -147,10 +160,54 @@ void dotTile(const float* const* D, std::size_t m, std::size_t mr, const float* 
         for (std::size_t b = 0; b < kr; ++b) C[(m + a) * ldc + k + b] += sums[a][b];
 }
 
-} // namespace
+// KR x (16 MV) tile of C^T: acc[i][v] lane l = sum_j R[k + i][j] Dt[j][m + 16 v + l], j in order.
+template <int KR, int MV>
+void transTile(const float* Dt, std::size_t ldt, const float* const* r, std::size_t L, std::size_t kr,
+               std::size_t m, std::size_t M, float* C, std::size_t ldc, std::size_t k)
+{
+    __m512 acc[KR][MV];
+#pragma GCC unroll 32
+    for (int i = 0; i < KR; ++i)
+#pragma GCC unroll 4
+        for (int v = 0; v < MV; ++v) acc[i][v] = _mm512_setzero_ps();
+    const float* d = Dt + m;
+    for (std::size_t j = 0; j < L; ++j, d += ldt) {
+        __m512 dv[MV];
+#pragma GCC unroll 4
+        for (int v = 0; v < MV; ++v) dv[v] = _mm512_loadu_ps(d + 16 * v);
+#pragma GCC unroll 32
+        for (int i = 0; i < KR; ++i) {
+            const __m512 a = _mm512_set1_ps(r[i][j]);
+#pragma GCC unroll 4
+            for (int v = 0; v < MV; ++v) acc[i][v] = _mm512_fmadd_ps(a, dv[v], acc[i][v]);
+        }
+    }
+    alignas(64) float tmp[16];
+    for (std::size_t i = 0; i < kr; ++i)
+        for (int v = 0; v < MV; ++v) {
+            _mm512_store_ps(tmp, acc[i][v]);
+            for (std::size_t l = 0; l < 16 && m + 16 * v + l < M; ++l) C[(m + 16 * v + l) * ldc + k + i] += tmp[l];
+        }
+}
 
-void gemmRowsTransAdd(const float* const* D, std::size_t M, const float* const* R, std::size_t K, std::size_t L,
-                      float* C, std::size_t ldc)
+template <int KR, int MV>
+void transBlock(const float* Dt, std::size_t ldt, const float* const* R, std::size_t K, std::size_t L, std::size_t m,
+                std::size_t M, float* C, std::size_t ldc)
+{
+    std::size_t k = 0;
+    for (; k + KR <= K; k += KR) transTile<KR, MV>(Dt, ldt, R + k, L, KR, m, M, C, ldc, k);
+    // the last K % KR rows in tiles of 4 (the rows past K repeat the last one and are dropped)
+    for (; k < K; k += 4) {
+        const std::size_t kr = std::min<std::size_t>(4, K - k);
+        const float* r[4];
+        for (std::size_t i = 0; i < 4; ++i) r[i] = R[k + std::min(i, kr - 1)];
+        transTile<4, MV>(Dt, ldt, r, L, kr, m, M, C, ldc, k);
+    }
+}
+
+// TransAddKernel::Pixels
+void transAddPixels(const float* const* D, std::size_t M, const float* const* R, std::size_t K, std::size_t L,
+                    float* C, std::size_t ldc)
 {
     // Vectorised over j (the long side: pixels of a group of images) with 4 x 6 tiles; M and K
     // (output channels, input channels x taps) are any size.
@@ -160,6 +217,47 @@ void gemmRowsTransAdd(const float* const* D, std::size_t M, const float* const* 
         for (std::size_t k = 0; k < K; k += KT)
             dotTile<MT, KT>(D, m, mr, R, k, std::min(KT, K - k), L, C, ldc);
     }
+}
+
+// TransAddKernel::Channels
+void transAddChannels(const float* const* D, std::size_t M, const float* const* R, std::size_t K, std::size_t L,
+                      float* C, std::size_t ldc)
+{
+    // D transposed to (L, Mp), Mp = M rounded up to 16 lanes (zeros past M): each broadcast
+    // R[k][j] feeds 1-4 vectors of output channels.
+    const std::size_t Mp = (M + 15) / 16 * 16;
+    static thread_local std::vector<float> dt;
+    if (dt.size() < L * Mp) dt.resize(L * Mp);
+    for (std::size_t j = 0; j < L; ++j) {
+        float* row = dt.data() + j * Mp;
+        for (std::size_t m = 0; m < M; ++m) row[m] = D[m][j];
+        for (std::size_t m = M; m < Mp; ++m) row[m] = 0.0f;
+    }
+    for (std::size_t m = 0; m < Mp;) {
+        const std::size_t left = (Mp - m) / 16;
+        if (left >= 4) {
+            transBlock<6, 4>(dt.data(), Mp, R, K, L, m, M, C, ldc);
+            m += 64;
+        } else if (left == 3) {
+            transBlock<8, 3>(dt.data(), Mp, R, K, L, m, M, C, ldc);
+            m += 48;
+        } else if (left == 2) {
+            transBlock<12, 2>(dt.data(), Mp, R, K, L, m, M, C, ldc);
+            m += 32;
+        } else {
+            transBlock<24, 1>(dt.data(), Mp, R, K, L, m, M, C, ldc);
+            m += 16;
+        }
+    }
+}
+
+} // namespace
+
+void gemmRowsTransAdd(const float* const* D, std::size_t M, const float* const* R, std::size_t K, std::size_t L,
+                      float* C, std::size_t ldc)
+{
+    if (transAddKernel() == TransAddKernel::Channels) transAddChannels(D, M, R, K, L, C, ldc);
+    else transAddPixels(D, M, R, K, L, C, ldc);
 }
 
 #else // portable twins: the same sums (gemmRows in the same order; gemmRowsTransAdd's AVX-512 kernel adds 16 lanes)

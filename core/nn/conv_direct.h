@@ -31,4 +31,23 @@ void gemmRows(const float* packedA, std::size_t M, std::size_t K, const float* c
 void gemmRowsTransAdd(const float* const* D, std::size_t M, const float* const* R, std::size_t K, std::size_t L,
                       float* C, std::size_t ldc);
 
+// gemmRowsTransAdd's two AVX-512 kernels, which sum in different orders (each fixed):
+//  - Pixels: 4 x 6 tiles of (m, k) vectorised over j, D read in place, each output's 16 lanes
+//    added at the end. 10 vector loads per 24 multiply-adds, and a reduction per output.
+//  - Channels: D transposed to (L, M), vectorised over m, R[k][j] broadcast; every output a sum
+//    over j in order in one register. A broadcast per multiply-add row, no reductions.
+// Which is faster depends on the CPU: where AVX-512 runs at full width (Zen 5, Intel) Pixels
+// (resnet8's 16-channel layers: 0.83 against 1.0 ms, the others even); on Zen 4, which runs
+// each 512-bit operation as two 256-bit halves, Channels (seed-cnn's conv2 backward in a training
+// step: 16.1 against 17.4-19.3 ms; resnet8's 64-channel layer3.conv2: 1.50 against 1.82 ms).
+// defaultTransAddKernel() is that choice for this CPU (cpuSplitsAvx512); the results then depend
+// on the CPU model, as the bf16 and AMX paths' do, never on threads. Builds without AVX-512 run
+// their one portable kernel whatever is set.
+enum class TransAddKernel { Pixels, Channels };
+TransAddKernel defaultTransAddKernel();
+TransAddKernel transAddKernel();
+// For tests and benchmarks, which run both kernels on any CPU. Not thread-safe against
+// convolutions running at the same time.
+void setTransAddKernel(TransAddKernel kernel);
+
 } // namespace quantscope::conv_direct

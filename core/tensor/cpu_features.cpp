@@ -35,6 +35,17 @@ bool cpuIsAmd()
     return amd;
 }
 
+bool cpuSplitsAvx512()
+{
+    static const bool split = [] {
+        unsigned a = 0, b = 0, c = 0, d = 0;
+        if (!cpuIsAmd() || !__get_cpuid(1, &a, &b, &c, &d)) return false;
+        const unsigned base = a >> 8 & 0xFu, ext = a >> 20 & 0xFFu;
+        return (base == 0xFu ? base + ext : base) == 0x19u;
+    }();
+    return split;
+}
+
 bool amxTileDataPermitted()
 {
     static const bool ok = [] {

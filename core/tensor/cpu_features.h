@@ -15,5 +15,9 @@ bool amxTileDataPermitted();
 // FMA (twice its multiply-adds), where Intel's Cooper Lake and Sapphire Rapids issue it at half
 // that (one port), so whether AVX512_BF16 alone beats FP32 depends on the vendor.
 bool cpuIsAmd();
+// AMD family 19h (Zen 3, Zen 4: CPUID leaf 1 base family 0Fh + extended family 0Ah; AMD's Software
+// Optimization Guide for family 19h): Zen 4 executes each 512-bit AVX-512 operation as two
+// 256-bit halves, so kernels that a 512-bit datapath favours may not win there (Zen 3 has no AVX-512).
+bool cpuSplitsAvx512();
 
 } // namespace quantscope

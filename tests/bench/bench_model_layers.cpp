@@ -14,8 +14,12 @@
 // with the model's fusion and its activations' real cache state. --layers 0 prints only those (and
 // the steps), without the layer-by-layer calls.
 //
+// --trans-add picks the FP32 weight gradient's kernel (conv_direct::TransAddKernel; default: this
+// CPU's, conv_direct::defaultTransAddKernel).
 //   build/release/tests/bench/bench_model_layers [--model NAME] [--threads N] [--reps N] [--bf16 PATH] [--layers 0|1]
+//                                                [--trans-add pixels|channels]
 #include "nn/conv2d.h"
+#include "nn/conv_direct.h"
 #include "nn/layer.h"
 #include "nn/linear.h"
 #include "nn/model.h"
@@ -70,8 +74,11 @@ int main(int argc, char** argv)
         else if (!std::strcmp(argv[i], "--reps")) reps = std::max(1, std::atoi(argv[i + 1]));
         else if (!std::strcmp(argv[i], "--bf16")) bf16 = parseBf16Path(argv[i + 1]);
         else if (!std::strcmp(argv[i], "--layers")) layers = std::atoi(argv[i + 1]) != 0;
+        else if (!std::strcmp(argv[i], "--trans-add"))
+            conv_direct::setTransAddKernel(!std::strcmp(argv[i + 1], "channels") ? conv_direct::TransAddKernel::Channels
+                                                                                 : conv_direct::TransAddKernel::Pixels);
         else {
-            std::fprintf(stderr, "usage: %s [--model NAME] [--threads N] [--reps N] [--bf16 PATH] [--layers 0|1]\n", argv[0]);
+            std::fprintf(stderr, "usage: %s [--model NAME] [--threads N] [--reps N] [--bf16 PATH] [--layers 0|1] [--trans-add pixels|channels]\n", argv[0]);
             return 2;
         }
     }
