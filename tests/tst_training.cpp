@@ -2,6 +2,9 @@
 // (same seed, and 1 vs 2 threads), the stop token ends a run within one batch, and bad
 // configurations are refused with ConfigError.
 #include "data/dataset.h"
+#include "nn/activations.h"
+#include "nn/linear.h"
+#include "nn/model.h"
 #include "train/lr_schedule.h"
 #include "train/trainer.h"
 #include "util/errors.h"
@@ -142,6 +145,7 @@ private slots:
 
     void badConfigThrows_data();
     void badConfigThrows();
+    void logitsModelTrainsWithCrossEntropy();
 
 private:
     std::optional<Dataset> m_fashion;
@@ -433,6 +437,52 @@ void TestTraining::badConfigThrows()
         message = e.what();
     }
     QVERIFY2(message.contains(says), qPrintable(message));
+}
+
+// A classifier that outputs logits (the usual PyTorch model ending in a Linear, imported from
+// ONNX) trains and evaluates with cross-entropy, and one ending in LogSoftmax with NLL: the same
+// network either way gives the same losses (up to where the softmax's rounding falls) and learns.
+// NLL on the logits themselves would be unbounded below: the loss ran to -167 and the accuracy
+// fell to 16 % on an imported model before.
+void TestTraining::logitsModelTrainsWithCrossEntropy()
+{
+    const Dataset data = syntheticDataset(640, 200);
+    const auto factory = [](bool logSoftmax) -> ModelFactory {
+        return [logSoftmax](const Shape& input, std::size_t classes, std::uint64_t seed) {
+            auto m = std::make_unique<Model>("tiny", input);
+            m->add(std::make_unique<Flatten>("flatten"));
+            m->add(std::make_unique<Linear>("fc1", input[0] * input[1] * input[2], 32));
+            m->add(std::make_unique<ReLU>("relu"));
+            m->add(std::make_unique<Linear>("fc2", 32, classes));
+            if (logSoftmax) m->add(std::make_unique<LogSoftmax>("log_softmax"));
+            m->initParams(seed);
+            return m;
+        };
+    };
+    TrainConfig cfg;
+    cfg.model = "tiny";
+    cfg.epochs = 3;
+    cfg.batchSize = 32;
+    cfg.evalBatchSize = 64;
+    cfg.lr = 1e-3f;
+    cfg.threads = 2;
+    cfg.modelFactory = factory(false);
+    const RunResult logits = trainOnce(data, cfg);
+    cfg.modelFactory = factory(true);
+    const RunResult logProbs = trainOnce(data, cfg);
+    QCOMPARE(logits.batchLosses.size(), logProbs.batchLosses.size());
+    for (std::size_t i = 0; i < logits.batchLosses.size(); ++i) {
+        QVERIFY2(logits.batchLosses[i] > 0.0, qPrintable(QString("batch %1 loss %2").arg(i).arg(logits.batchLosses[i])));
+        QVERIFY2(std::abs(logits.batchLosses[i] - logProbs.batchLosses[i]) <= 1e-3 * logProbs.batchLosses[i],
+                 qPrintable(QString("batch %1: %2 vs %3").arg(i).arg(logits.batchLosses[i]).arg(logProbs.batchLosses[i])));
+    }
+    // epoch metrics: train loss, train accuracy, test loss, test accuracy
+    const std::size_t last = logits.epochMetrics.size() - 4;
+    QVERIFY(logits.epochMetrics[last + 2] > 0.0);
+    QVERIFY2(std::abs(logits.epochMetrics[last + 2] - logProbs.epochMetrics[last + 2]) < 1e-3,
+             qPrintable(QString("test loss %1 vs %2").arg(logits.epochMetrics[last + 2]).arg(logProbs.epochMetrics[last + 2])));
+    QVERIFY2(logits.epochMetrics[last + 3] > 0.7, qPrintable(QString("test accuracy %1").arg(logits.epochMetrics[last + 3])));
+    QVERIFY(logits.batchLosses.back() < logits.batchLosses.front());
 }
 
 QTEST_GUILESS_MAIN(TestTraining)

@@ -1,6 +1,7 @@
 #include "train/loss.h"
 
 #include "nn/activations.h"
+#include "nn/model.h"
 #include "util/errors.h"
 
 #include <cmath>
@@ -50,6 +51,16 @@ float crossEntropyLoss(const Tensor& logits, std::span<const std::int32_t> targe
         for (std::size_t j = 0; j < K; ++j) grad[n * K + j] = (std::exp(lp[j]) - (j == t ? 1.0f : 0.0f)) * inv;
     }
     return static_cast<float>(s / static_cast<double>(N));
+}
+
+bool outputsLogProbabilities(const Model& model)
+{
+    return model.size() > 0 && model.layer(model.size() - 1).kind() == LayerKind::LogSoftmax;
+}
+
+float classificationLoss(bool logProbs, const Tensor& out, std::span<const std::int32_t> targets, Tensor& grad)
+{
+    return logProbs ? nllLoss(out, targets, grad) : crossEntropyLoss(out, targets, grad);
 }
 
 float mseLoss(const Tensor& pred, const Tensor& target, Tensor& grad)
