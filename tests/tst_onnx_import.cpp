@@ -401,6 +401,16 @@ void TestOnnxImport::badInput_data()
         "ConfigError", "Reshape node '/Reshape'");
     row("two outputs", "seqview_op13_fold", [](onnx::ModelProto& mp) { *mp.mutable_graph()->add_output() = mp.graph().output(0); },
         "ConfigError", "2 outputs");
+    // torch.onnx.export(..., training=TrainingMode.TRAINING) at opsets 9-13: BatchNormalization with
+    // its running and saved statistics as outputs normalises with batch statistics
+    row("batchnorm training form before opset 14", "flatten_bn_op13_fold_dyn",
+        [](onnx::ModelProto& mp) {
+            onnx::NodeProto* bn = findNode(mp, "BatchNormalization");
+            for (const char* o : {"running_mean_out", "running_var_out", "saved_mean", "saved_var"}) bn->add_output(o);
+        },
+        "ConfigError", "5 outputs, the training form of opset 13");
+    row("no opset", "seqview_op13_fold", [](onnx::ModelProto& mp) { mp.clear_opset_import(); }, "FormatError", "not an ONNX model");
+    row("no graph", "seqview_op13_fold", [](onnx::ModelProto& mp) { mp.clear_graph(); }, "FormatError", "not an ONNX model");
 }
 
 void TestOnnxImport::badInput()
@@ -441,6 +451,16 @@ void TestOnnxImport::truncatedFilesFail()
         }
     }
     QVERIFY(formatErrors >= 3);
+    // An empty file and a few stray bytes (protobuf reads them as a message of defaults)
+    for (const std::vector<std::uint8_t>& bytes : {std::vector<std::uint8_t>{}, std::vector<std::uint8_t>{'\n'},
+                                                   std::vector<std::uint8_t>{0x08, 0x07}}) {
+        try {
+            importOnnx(bytes, "stray.onnx");
+            QFAIL(qPrintable(QString("%1 bytes imported").arg(bytes.size())));
+        } catch (const FormatError& e) {
+            QVERIFY2(QString(e.what()).startsWith("stray.onnx: not an ONNX model"), e.what());
+        }
+    }
     try {
         importOnnx("/nonexistent/model.onnx");
         QFAIL("a missing file imported");

@@ -346,9 +346,13 @@ std::size_t Importer::square(const NodeProto& n, const char* attr, std::vector<s
 ExportedModel importOnnx(const std::vector<std::uint8_t>& bytes, const std::string& source, OnnxImportInfo* info)
 {
     onnx::ModelProto mp;
+    if (bytes.empty()) throw FormatError(source + ": not an ONNX model (the file is empty)");
     if (bytes.size() > static_cast<std::size_t>(std::numeric_limits<int>::max()) ||
         !mp.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())))
         throw FormatError(source + ": not an ONNX model (the protobuf does not parse; a truncated or damaged file?)");
+    // Protobuf parses a few stray bytes as a message of defaults: no graph, no opset.
+    if (!mp.has_graph() || mp.opset_import_size() == 0)
+        throw FormatError(source + ": not an ONNX model (no graph or no opset; a truncated or damaged file?)");
     OnnxImportInfo local;
     return onnximport::Importer(mp, source, info ? *info : local).run();
 }

@@ -348,6 +348,14 @@ void Importer::batchNormalization(const NodeProto& n)
     perImageRank(n, x, 3, "BatchNormalization is read on [N, C, H, W]");
     noExtraOutputs(n);
     if (attrInt(n, "training_mode", 0) != 0) failNode(n, "training_mode = 1: export the model in eval mode");
+    // Before opset 14 the training form is the one with the running and saved statistics as
+    // outputs (torch.onnx.export(..., training=TrainingMode.TRAINING)): it normalises with the
+    // batch's statistics, which the inference layer read here would not.
+    if (m_opset < 14)
+        for (int k = 1; k < n.output_size(); ++k)
+            if (!n.output(k).empty())
+                failNode(n, std::to_string(n.output_size()) + " outputs, the training form of opset " + std::to_string(m_opset) +
+                                " (batch statistics): export the model in eval mode");
     const std::size_t c = shapeOf(x)[0];
     StoredLayer l;
     l.kind = LayerKind::BatchNorm2d;
