@@ -156,7 +156,8 @@ void TestOnnxImport::matchesPyTorch_data()
     QTest::addColumn<QString>("name");
     for (const char* n : {"seqview_op11_nofold_dyn", "seqview_op13_fold", "flatten_bn_op17_nofold", "flatten_bn_op13_fold_dyn",
                           "residual_op13_fold_dyn", "residual_op11_nofold", "mobile_op11_fold_dyn", "mobile_op17_nofold_dyn",
-                          "padconv_op13_nofold", "padconv_op17_fold_dyn", "matmul_op13_nofold_dyn", "poolpad_op13_fold_dyn", "ref_resnet8",
+                          "padconv_op13_nofold", "padconv_op17_fold_dyn", "matmul_op13_nofold_dyn", "poolpad_op13_fold_dyn", "squeeze_op11_nofold",
+                          "squeeze_op13_fold_dyn", "squeezeall_op13_fold", "ref_resnet8",
                           "ref_mobilenet-tiny"})
         QTest::newRow(n) << QString(n);
 }
@@ -409,6 +410,12 @@ void TestOnnxImport::badInput_data()
             for (const char* o : {"running_mean_out", "running_var_out", "saved_mean", "saved_var"}) bn->add_output(o);
         },
         "ConfigError", "5 outputs, the training form of opset 13");
+    row("squeeze of an axis that is not 1", "squeeze_op11_nofold",
+        [](onnx::ModelProto& mp) { setInts(findNode(mp, "Squeeze"), "axes", std::vector<std::int64_t>{1}); }, "FormatError",
+        "axis 1 has size 6, not 1");
+    row("squeeze of the batch axis", "squeeze_op11_nofold",
+        [](onnx::ModelProto& mp) { setInts(findNode(mp, "Squeeze"), "axes", std::vector<std::int64_t>{0}); }, "ConfigError",
+        "squeezes the batch axis");
     row("no opset", "seqview_op13_fold", [](onnx::ModelProto& mp) { mp.clear_opset_import(); }, "FormatError", "not an ONNX model");
     row("no graph", "seqview_op13_fold", [](onnx::ModelProto& mp) { mp.clear_graph(); }, "FormatError", "not an ONNX model");
 }

@@ -238,10 +238,12 @@ ExportedModel Importer::run()
             continue;
         }
         const auto it = handlers().find(n.op_type());
-        if (it == handlers().end())
-            failNode(n, "operator " + n.op_type() + " is not supported by QuantScope's importer (it reads Conv, Gemm, MatMul, "
-                        "Relu, Clip, MaxPool, AveragePool, GlobalAveragePool, ReduceMean, BatchNormalization, Add, Flatten, "
-                        "Reshape, Dropout, Identity, Softmax, LogSoftmax and constant shape arithmetic)");
+        if (it == handlers().end()) {
+            std::string read; // the operators it has a handler for, in order
+            for (const auto& h : handlers()) read += h.first + ", ";
+            failNode(n, "operator " + n.op_type() + " is not supported by QuantScope's importer (it reads " + read +
+                            "and constant shape arithmetic)");
+        }
         (this->*(it->second))(n);
         for (int o = 0; o < n.output_size(); ++o)
             if (!n.output(o).empty() && m_uses[n.output(o)] > 0 && !m_values.count(n.output(o)))

@@ -38,6 +38,7 @@ const std::map<std::string, Importer::Handler>& Importer::handlers()
         {"BatchNormalization", &Importer::batchNormalization},
         {"Flatten", &Importer::flatten},
         {"Reshape", &Importer::reshape},
+        {"Squeeze", &Importer::squeeze},
         {"Dropout", &Importer::dropout},
         {"Identity", &Importer::identity},
         {"Cast", &Importer::cast},
@@ -409,6 +410,46 @@ void Importer::reshape(const NodeProto& n)
     StoredLayer l;
     l.kind = LayerKind::Flatten;
     addLayer(n, std::move(l), {shapeNumel(shapeOf(x))}, {x});
+}
+
+// Squeeze of an activation (axes from the attribute before opset 13, the input since; none: every
+// axis of size 1 but the batch's) that leaves each image one axis: the (N, C, 1, 1) -> (N, C) of
+// x.squeeze(-1).squeeze(-1) or x.squeeze() after a global pooling, which is a Flatten. Squeezing
+// the batch axis, an axis that is not 1, or to another rank is a ConfigError.
+void Importer::squeeze(const NodeProto& n)
+{
+    const std::size_t x = act(n, 0);
+    const auto viewed = m_squeezed.find(n.input(0));
+    const Shape s = viewed != m_squeezed.end() ? viewed->second : shapeOf(x); // per image
+    const std::int64_t rank = static_cast<std::int64_t>(s.size()) + 1;
+    std::vector<std::int64_t> axes;
+    if (m_opset < 13) axes = attrInts(n, "axes");
+    else if (const ConstTensor* a = optConstant(n, 1, "axes")) {
+        if (a->isFloat) failNode(n, "axes are not integers", false);
+        axes = a->i;
+    }
+    std::vector<bool> drop(static_cast<std::size_t>(rank), false);
+    if (axes.empty())
+        for (std::int64_t d = 1; d < rank; ++d) drop[static_cast<std::size_t>(d)] = s[static_cast<std::size_t>(d - 1)] == 1;
+    for (std::int64_t a : axes) {
+        const std::int64_t d = a < 0 ? a + rank : a;
+        if (d == 0) failNode(n, "squeezes the batch axis");
+        if (d < 0 || d >= rank) failNode(n, "axis " + std::to_string(a) + " is out of range for rank " + std::to_string(rank), false);
+        if (s[static_cast<std::size_t>(d - 1)] != 1)
+            failNode(n, "axis " + std::to_string(a) + " has size " + std::to_string(s[static_cast<std::size_t>(d - 1)]) + ", not 1", false);
+        drop[static_cast<std::size_t>(d)] = true;
+    }
+    Shape out;
+    for (std::int64_t d = 1; d < rank; ++d)
+        if (!drop[static_cast<std::size_t>(d)]) out.push_back(s[static_cast<std::size_t>(d - 1)]);
+    if (out.size() != 1) { // on the way to one axis (a Squeeze follows): the same activation, viewed
+        if (!n.output(0).empty()) m_squeezed[n.output(0)] = out;
+        return alias(n, x);
+    }
+    if (shapeOf(x).size() == 1) return alias(n, x);
+    StoredLayer l;
+    l.kind = LayerKind::Flatten;
+    addLayer(n, std::move(l), out, {x});
 }
 
 // Dropout: identity at inference; kept as a layer (ratio from the attribute before opset 12, the

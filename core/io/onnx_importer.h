@@ -129,6 +129,7 @@ private:
     void batchNormalization(const NodeProto& n);
     void flatten(const NodeProto& n);
     void reshape(const NodeProto& n);
+    void squeeze(const NodeProto& n);
     void dropout(const NodeProto& n);
     void identity(const NodeProto& n);
     void cast(const NodeProto& n);
@@ -145,6 +146,9 @@ private:
     std::vector<Shape> m_shapes;           // per-image shape of every activation
     std::map<std::string, Value> m_values; // every ONNX value defined so far
     std::map<std::string, int> m_uses;     // live readers of each value (graph output counts)
+    // Squeeze outputs that alias an activation under a shape of their own (the (N, C, 1) between
+    // the two Squeezes of x.squeeze(-1).squeeze(-1)): the shape the next Squeeze reads.
+    std::map<std::string, Shape> m_squeezed;
     std::set<std::string> m_names;         // layer names taken
     std::int64_t m_staticBatch = -1;       // the input's batch dimension when the export fixed it
     std::string m_inputName, m_outputName;

@@ -153,6 +153,26 @@ class PoolPad(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
+class SqueezeHead(nn.Module):
+    """Global pooling then x.squeeze(-1).squeeze(-1) (two Squeeze nodes) into the Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 6, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(6, 4)
+
+    def forward(self, x):
+        return self.fc(self.pool(F.relu(self.conv(x))).squeeze(-1).squeeze(-1))
+
+
+class SqueezeAllHead(SqueezeHead):
+    """The same with x.squeeze() (one Squeeze of every axis of size 1; the batch is not 1)."""
+
+    def forward(self, x):
+        return self.fc(self.pool(F.relu(self.conv(x))).squeeze())
+
+
 # name, module, input [C, H, W], opset, do_constant_folding, dynamic batch
 CASES = [
     ("seqview_op11_nofold_dyn", SeqView, (1, 12, 12), 11, False, True),
@@ -167,6 +187,9 @@ CASES = [
     ("padconv_op17_fold_dyn", PadConv, (1, 9, 9), 17, True, True),
     ("matmul_op13_nofold_dyn", MatMulHead, (1, 12, 12), 13, False, True),
     ("poolpad_op13_fold_dyn", PoolPad, (1, 12, 12), 13, True, True),
+    ("squeeze_op11_nofold", SqueezeHead, (1, 8, 8), 11, False, False),
+    ("squeeze_op13_fold_dyn", SqueezeHead, (1, 8, 8), 13, True, True),
+    ("squeezeall_op13_fold", SqueezeAllHead, (1, 8, 8), 13, True, False),
 ]
 
 
