@@ -329,6 +329,31 @@ void TestOnnxImport::readsQuantScopeExport()
     const ExportedModel back = importOnnx(encodeOnnx(exportFloatModel(*colour, "resnet8", norm, {})), "colour.onnx");
     QCOMPARE(back.channels, std::size_t{3});
     QCOMPARE(back.normalization, norm);
+    // The same normalisation written as a Mul by 1 / stddev, the factor first: (1 / s) * (x - m)
+    const std::vector<std::uint8_t> bytes = encodeOnnx(exportFloatModel(*colour, "resnet8", norm, {}));
+    onnx::ModelProto mp;
+    QVERIFY(mp.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())));
+    onnx::NodeProto* div = findNode(mp, "Div");
+    QVERIFY(div);
+    const std::string centered = div->input(0), stddev = div->input(1);
+    div->set_op_type("Mul");
+    div->set_input(0, stddev);
+    div->set_input(1, centered);
+    bool inverted = false;
+    for (onnx::TensorProto& t : *mp.mutable_graph()->mutable_initializer())
+        if (t.name() == stddev) {
+            std::vector<float> v(t.raw_data().size() / 4);
+            std::memcpy(v.data(), t.raw_data().data(), v.size() * 4);
+            for (float& f : v) f = 1.0f / f;
+            t.set_raw_data(std::string(reinterpret_cast<const char*>(v.data()), v.size() * 4));
+            inverted = true;
+        }
+    QVERIFY(inverted);
+    const ExportedModel mul = importOnnx(serialize(mp), "colour_mul.onnx");
+    QCOMPARE(mul.normalization.mean, norm.mean);
+    QCOMPARE(mul.normalization.stddev.size(), norm.stddev.size());
+    for (std::size_t c = 0; c < norm.stddev.size(); ++c)
+        QVERIFY2(std::fabs(mul.normalization.stddev[c] - norm.stddev[c]) <= 1e-6f * norm.stddev[c], qPrintable(QString::number(c)));
 }
 
 void TestOnnxImport::badInput_data()

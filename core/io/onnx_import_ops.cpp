@@ -29,6 +29,7 @@ const std::map<std::string, Importer::Handler>& Importer::handlers()
         {"Add", &Importer::add},
         {"Sub", &Importer::sub},
         {"Div", &Importer::div},
+        {"Mul", &Importer::mul},
         {"Relu", &Importer::relu},
         {"Clip", &Importer::clip},
         {"MaxPool", &Importer::pool},
@@ -228,6 +229,22 @@ void Importer::div(const NodeProto& n)
     std::vector<float> s = perChannel(n, constant(n, 1, "the stddev"), "the stddev");
     for (float v : s)
         if (!(v > 0.0f) || !std::isfinite(v)) failNode(n, "the stddev must be positive", false);
+    m_m.normalization.stddev = std::move(s);
+    m_sawStd = true;
+    alias(n, 0);
+}
+
+// The same normalisation written (input - mean) * (1 / stddev), the factor on either side.
+void Importer::mul(const NodeProto& n)
+{
+    const int a = value(n, 0).kind == Value::Kind::Const ? 1 : 0; // the activation's side
+    if (act(n, a) != 0 || !m_m.layers.empty() || m_sawStd)
+        failNode(n, "only the input normalisation ((input - mean) * (1 / stddev)) is read");
+    std::vector<float> s = perChannel(n, constant(n, 1 - a, "the factor"), "the factor");
+    for (float& v : s) {
+        if (!(v > 0.0f) || !std::isfinite(v)) failNode(n, "the factor 1 / stddev must be positive", false);
+        v = 1.0f / v;
+    }
     m_m.normalization.stddev = std::move(s);
     m_sawStd = true;
     alias(n, 0);

@@ -121,6 +121,7 @@ private:
     std::vector<float> perChannel(const NodeProto& n, const ConstTensor& c, const char* what) const;
     void sub(const NodeProto& n);
     void div(const NodeProto& n);
+    void mul(const NodeProto& n);
     void relu(const NodeProto& n);
     void clip(const NodeProto& n);
     void pool(const NodeProto& n);
