@@ -441,6 +441,25 @@ void TestOnnxImport::badInput_data()
     row("squeeze of the batch axis", "squeeze_op11_nofold",
         [](onnx::ModelProto& mp) { setInts(findNode(mp, "Squeeze"), "axes", std::vector<std::int64_t>{0}); }, "ConfigError",
         "squeezes the batch axis");
+    // torch.onnx.export(..., export_params=False): every weight a graph input, no initializer
+    row("weights not in the file", "seqview_op13_fold",
+        [](onnx::ModelProto& mp) {
+            onnx::GraphProto* g = mp.mutable_graph();
+            for (const onnx::TensorProto& t : g->initializer()) {
+                onnx::ValueInfoProto* v = g->add_input();
+                v->set_name(t.name());
+                v->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::FLOAT);
+            }
+            g->clear_initializer();
+        },
+        "ConfigError", "the weights are not in the file");
+    row("two image inputs", "seqview_op13_fold",
+        [](onnx::ModelProto& mp) {
+            onnx::ValueInfoProto* v = mp.mutable_graph()->add_input();
+            *v = mp.graph().input(0);
+            v->set_name("second");
+        },
+        "ConfigError", "several inputs ('input', 'second')");
     row("no opset", "seqview_op13_fold", [](onnx::ModelProto& mp) { mp.clear_opset_import(); }, "FormatError", "not an ONNX model");
     row("no graph", "seqview_op13_fold", [](onnx::ModelProto& mp) { mp.clear_graph(); }, "FormatError", "not an ONNX model");
 }

@@ -88,10 +88,20 @@ void Importer::readInput()
     }
     if (g.sparse_initializer_size() > 0) fail("sparse initializers are not read", true);
     const onnx::ValueInfoProto* in = nullptr;
+    std::size_t extra = 0; // graph inputs past the first that are not initializers
+    std::string extraName;
     for (const onnx::ValueInfoProto& v : g.input()) {
         if (inits.count(v.name())) continue; // older exporters list initializers as inputs too
-        if (in) fail("the graph has several inputs ('" + in->name() + "', '" + v.name() + "'); QuantScope models take one image tensor", true);
-        in = &v;
+        if (!in) in = &v;
+        else if (extra++ == 0) extraName = v.name();
+    }
+    if (extra > 0) {
+        // torch.onnx.export(..., export_params=False) leaves every weight a graph input: no initializers at all
+        if (inits.empty())
+            fail("the graph has " + std::to_string(extra + 1) + " inputs and no initializers: the weights are not in the file "
+                 "(exported with export_params=False?); re-export with the parameters",
+                 true);
+        fail("the graph has several inputs ('" + in->name() + "', '" + extraName + "'); QuantScope models take one image tensor", true);
     }
     if (!in) fail("the graph has no input");
     m_inputName = in->name();

@@ -315,7 +315,11 @@ void Importer::pool(const NodeProto& n)
     }
     const std::size_t padding = square(n, xv.kind == Value::Kind::Padded ? "pads (with the Pad before it)" : "pads", pads, 0, 4);
     if (2 * padding > k)
-        failNode(n, "padding " + std::to_string(padding) + " is more than half the kernel " + std::to_string(k) + " (PyTorch's own limit)");
+        failNode(n, xv.kind == Value::Kind::Padded
+                        ? "padding " + std::to_string(padding) + " (with the zero Pad before it) is more than half the kernel " +
+                              std::to_string(k) + ", which QuantScope's pooling layers take at most (as PyTorch's do)"
+                        : "padding " + std::to_string(padding) + " is more than half the kernel " + std::to_string(k) +
+                              " (PyTorch's own limit)");
     const Shape& in = shapeOf(x);
     const std::size_t hp = in[1] + 2 * padding, wp = in[2] + 2 * padding;
     if (hp < k || wp < k) failNode(n, "the window is larger than its input " + shapeString(in), false);
