@@ -145,6 +145,7 @@ private slots:
     void poolPaddingImports();
     void foldsWhatExportersWrite();
     void readsQuantScopeExport();
+    void flatInputReadsFlattenedImages();
     void badInput_data();
     void badInput();
     void truncatedFilesFail();
@@ -356,6 +357,37 @@ void TestOnnxImport::readsQuantScopeExport()
         QVERIFY2(std::fabs(mul.normalization.stddev[c] - norm.stddev[c]) <= 1e-6f * norm.stddev[c], qPrintable(QString::number(c)));
 }
 
+// An MLP exported on flat images [N, 64], normalising inside the graph: read as 1 x 8 x 8 images
+// with a Flatten in front, the normalisation kept, the outputs PyTorch's.
+void TestOnnxImport::flatInputReadsFlattenedImages()
+{
+    for (const char* name : {"flatmlp_op13_fold_dyn", "flatmlp_op11_nofold"}) {
+        const fs::path p = kFixtures / (std::string(name) + ".onnx");
+        OnnxImportInfo info;
+        const ExportedModel m = importOnnx(fileBytes(p), p.string(), &info);
+        QVERIFY(info.flatInput);
+        QCOMPARE(Shape({m.channels, m.height, m.width}), Shape({1, 8, 8}));
+        QCOMPARE(m.layers.front().kind, LayerKind::Flatten);
+        QCOMPARE(m.layers.front().name, std::string("input_flatten"));
+        QCOMPARE(m.normalization, Normalization::uniform(0.5f, 0.25f, 1));
+        Reference ref = loadReference(kFixtures / (std::string(name) + ".json"));
+        QCOMPARE(ref.inputShape, Shape({3, 64}));
+        ref.inputShape = {3, 1, 8, 8}; // the images the data pipeline gives, normalised as it would
+        for (auto& v : ref.input) v = (v - 0.5) / 0.25;
+        const double dev = maxDeviation(m, info, ref);
+        QVERIFY2(dev <= kOutputTol, qPrintable(QString("%1: deviation %2").arg(name).arg(dev)));
+    }
+    // Colour: 3072 = 3 x 32 x 32 (never also 1 x k x k).
+    onnx::ModelProto mp = parse(kFixtures / "flatmlp_op13_fold_dyn.onnx");
+    mp.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->mutable_shape()->mutable_dim(1)->set_dim_value(3072);
+    try {
+        importOnnx(serialize(mp), "colour_mlp.onnx");
+        QFAIL("a Linear of 64 inputs read 3072 features");
+    } catch (const FormatError& e) {
+        QVERIFY2(QString(e.what()).contains("does not take 3072 features"), e.what()); // read as 3 x 32 x 32, flattened
+    }
+}
+
 void TestOnnxImport::badInput_data()
 {
     using Mutate = std::function<void(onnx::ModelProto&)>;
@@ -377,6 +409,20 @@ void TestOnnxImport::badInput_data()
     row("external data", "seqview_op13_fold",
         [](onnx::ModelProto& mp) { mp.mutable_graph()->mutable_initializer(0)->set_data_location(onnx::TensorProto::EXTERNAL); },
         "ConfigError", "external");
+    row("flat input of no square image", "flatmlp_op13_fold_dyn",
+        [](onnx::ModelProto& mp) { mp.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->mutable_shape()->mutable_dim(1)->set_dim_value(50); },
+        "ConfigError", "neither");
+    row("flat input with per-feature normalisation", "flatmlp_op11_nofold",
+        [](onnx::ModelProto& mp) {
+            onnx::TensorProto* t = mp.mutable_graph()->add_initializer(); // a [2] mean where the scalar was
+            t->set_name("mean_per_feature");
+            t->set_data_type(onnx::TensorProto::FLOAT);
+            t->add_dims(2);
+            t->add_float_data(0.5f);
+            t->add_float_data(0.4f);
+            findNode(mp, "Sub")->set_input(1, "mean_per_feature");
+        },
+        "ConfigError", "per-feature");
     row("opset 9", "seqview_op13_fold", [](onnx::ModelProto& mp) { mp.mutable_opset_import(0)->set_version(9); }, "ConfigError", "opset 9");
     row("opset 18", "seqview_op13_fold", [](onnx::ModelProto& mp) { mp.mutable_opset_import(0)->set_version(18); }, "ConfigError", "opset 18");
     row("cycle", "seqview_op13_fold",

@@ -110,8 +110,11 @@ void Importer::readInput()
     if (tt.elem_type() != onnx::TensorProto::FLOAT)
         fail("input '" + m_inputName + "' has element type " + std::to_string(tt.elem_type()) + ", not float32", true);
     const auto& shape = tt.shape();
+    if (shape.dim_size() == 2) return readFlatInput(shape);
     if (shape.dim_size() != 4)
-        fail("input '" + m_inputName + "' has rank " + std::to_string(shape.dim_size()) + "; an image model takes [N, C, H, W]", true);
+        fail("input '" + m_inputName + "' has rank " + std::to_string(shape.dim_size()) +
+                 "; an image model takes [N, C, H, W], or [N, C*H*W] for a model of flattened images",
+             true);
     if (shape.dim(0).has_dim_value()) m_staticBatch = shape.dim(0).dim_value();
     const char* names[] = {"N", "C", "H", "W"};
     std::size_t d[4] = {};
@@ -132,6 +135,51 @@ void Importer::readInput()
     Value v;
     v.kind = Value::Kind::Act;
     v.act = 0;
+    m_values[m_inputName] = v;
+}
+
+// A model of flattened images (an MLP on [N, 784]): the image shape is the one square image of 1
+// or 3 channels with that many values (784 -> 1 x 28 x 28, 3072 -> 3 x 32 x 32; never both, as
+// 3 k^2 is not a square), and the model starts with the Flatten the caller did before the export.
+void Importer::readFlatInput(const onnx::TensorShapeProto& shape)
+{
+    if (shape.dim(0).has_dim_value()) m_staticBatch = shape.dim(0).dim_value();
+    const auto& dim = shape.dim(1);
+    if (!dim.has_dim_value())
+        fail("input '" + m_inputName + "' dimension 1 (the features) is dynamic" + (dim.has_dim_param() ? " ('" + dim.dim_param() + "')" : "") +
+             "; re-export with a fixed input size");
+    const std::int64_t f = dim.dim_value();
+    if (f < 1 || f > kMaxInputChannels * kMaxInputSide * kMaxInputSide)
+        fail("input '" + m_inputName + "' has " + std::to_string(f) + " features, out of range");
+    std::size_t c = 0, side = 0;
+    for (const std::int64_t ch : {1, 3}) {
+        if (f % ch != 0) continue;
+        const auto s = static_cast<std::int64_t>(std::llround(std::sqrt(static_cast<double>(f / ch))));
+        if (s * s == f / ch && s <= kMaxInputSide) {
+            c = static_cast<std::size_t>(ch);
+            side = static_cast<std::size_t>(s);
+            break;
+        }
+    }
+    if (c == 0)
+        fail("input '" + m_inputName + "' is [N, " + std::to_string(f) + "]: a flat input is read as square images of 1 or 3 channels flattened, and " +
+                 std::to_string(f) + " values are neither (export the model with an [N, C, H, W] input and a Flatten)",
+             true);
+    m_m.channels = c;
+    m_m.height = m_m.width = side;
+    m_shapes = {{c, side, side}};
+    StoredLayer l;
+    l.kind = LayerKind::Flatten;
+    l.name = "input_flatten";
+    l.inputs = {0};
+    m_names.insert(l.name);
+    m_m.layers.push_back(std::move(l));
+    m_shapes.push_back({static_cast<std::size_t>(f)});
+    m_inputAct = 1;
+    m_info.flatInput = true;
+    Value v;
+    v.kind = Value::Kind::Act;
+    v.act = m_inputAct;
     m_values[m_inputName] = v;
 }
 

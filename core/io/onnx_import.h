@@ -28,12 +28,15 @@ struct OnnxImportInfo {
     // so it was dropped: the imported model's outputs are the logits before it (argmax and
     // cross-entropy training are unchanged; softmax(output) gives the file's probabilities).
     bool droppedSoftmax = false;
+    // The graph input was flat, [N, C*H*W] (an MLP): read as square images of 1 or 3 channels,
+    // ExportedModel's channels/height/width, and a first layer "input_flatten".
+    bool flatInput = false;
 };
 
 // Reads an FP32 ONNX model: architecture and weights. Input pixels are assumed already normalised
 // (ExportedModel::normalization is the identity and normalizationKnown false: the caller sets it) unless the graph itself starts
 // with Sub/Div of its input by constants (one or one per channel), as QuantScope's exports do. channels/height/width come from the graph input
-// [N, C, H, W] (N may be symbolic), classes from the output [N, classes], modelName from the file
+// [N, C, H, W] (N may be symbolic), or [N, F] with F = C H W (see OnnxImportInfo::flatInput), classes from the output [N, classes], modelName from the file
 // stem, layer names from the exporter's module scopes (node "/layer1/conv1/Conv" -> "layer1.conv1")
 // or else the weight's initializer ("conv1.weight" -> "conv1"), made unique.
 // Throws IoError (file unreadable), FormatError (malformed protobuf or graph: dangling input, cycle,

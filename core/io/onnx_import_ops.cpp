@@ -205,6 +205,8 @@ void Importer::add(const NodeProto& n)
 std::vector<float> Importer::perChannel(const NodeProto& n, const ConstTensor& c, const char* what) const
 {
     const std::size_t C = shapeOf(0)[0];
+    if (m_inputAct != 0 && !(c.isFloat && c.numel() == 1))
+        failNode(n, std::string(what) + " " + listOf(c.dims) + " of a flat input is not one value (per-feature normalisation is not read)");
     std::vector<std::int64_t> dims = c.dims;
     while (!dims.empty() && dims.front() == 1) dims.erase(dims.begin());
     while (dims.size() > 1 && dims.back() == 1) dims.pop_back();
@@ -216,29 +218,30 @@ std::vector<float> Importer::perChannel(const NodeProto& n, const ConstTensor& c
 
 void Importer::sub(const NodeProto& n)
 {
-    if (act(n, 0) != 0 || !m_m.layers.empty() || m_sawMean || m_sawStd)
+    if (act(n, 0) != m_inputAct || m_m.layers.size() != m_inputAct || m_sawMean || m_sawStd)
         failNode(n, "only the input normalisation (input - mean) is read");
     m_m.normalization.mean = perChannel(n, constant(n, 1, "the mean"), "the mean");
     m_sawMean = true;
-    alias(n, 0);
+    alias(n, m_inputAct);
 }
 
 void Importer::div(const NodeProto& n)
 {
-    if (act(n, 0) != 0 || !m_m.layers.empty() || m_sawStd) failNode(n, "only the input normalisation ((input - mean) / stddev) is read");
+    if (act(n, 0) != m_inputAct || m_m.layers.size() != m_inputAct || m_sawStd)
+        failNode(n, "only the input normalisation ((input - mean) / stddev) is read");
     std::vector<float> s = perChannel(n, constant(n, 1, "the stddev"), "the stddev");
     for (float v : s)
         if (!(v > 0.0f) || !std::isfinite(v)) failNode(n, "the stddev must be positive", false);
     m_m.normalization.stddev = std::move(s);
     m_sawStd = true;
-    alias(n, 0);
+    alias(n, m_inputAct);
 }
 
 // The same normalisation written (input - mean) * (1 / stddev), the factor on either side.
 void Importer::mul(const NodeProto& n)
 {
     const int a = value(n, 0).kind == Value::Kind::Const ? 1 : 0; // the activation's side
-    if (act(n, a) != 0 || !m_m.layers.empty() || m_sawStd)
+    if (act(n, a) != m_inputAct || m_m.layers.size() != m_inputAct || m_sawStd)
         failNode(n, "only the input normalisation ((input - mean) * (1 / stddev)) is read");
     std::vector<float> s = perChannel(n, constant(n, 1 - a, "the factor"), "the factor");
     for (float& v : s) {
@@ -247,7 +250,7 @@ void Importer::mul(const NodeProto& n)
     }
     m_m.normalization.stddev = std::move(s);
     m_sawStd = true;
-    alias(n, 0);
+    alias(n, m_inputAct);
 }
 
 void Importer::relu(const NodeProto& n)

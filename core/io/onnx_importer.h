@@ -111,6 +111,7 @@ private:
     // ---- graph
     void checkOpset();
     void readInput();
+    void readFlatInput(const onnx::TensorShapeProto& shape);
     std::vector<int> liveOrder();
 
     // ---- operators
@@ -153,6 +154,7 @@ private:
     std::set<std::string> m_names;         // layer names taken
     std::int64_t m_staticBatch = -1;       // the input's batch dimension when the export fixed it
     std::string m_inputName, m_outputName;
+    std::size_t m_inputAct = 0;            // the graph input's activation: 1 after a flat input's Flatten
     bool m_sawMean = false, m_sawStd = false;
 };
 

@@ -173,7 +173,20 @@ class SqueezeAllHead(SqueezeHead):
         return self.fc(self.pool(F.relu(self.conv(x))).squeeze())
 
 
-# name, module, input [C, H, W], opset, do_constant_folding, dynamic batch
+class FlatMLP(nn.Module):
+    """An MLP on flat images [N, 64] (an 8 x 8 image flattened by the caller), normalising its
+    input inside the graph ((x - 0.5) / 0.25) and ending in a bias-free Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(64, 24)
+        self.fc2 = nn.Linear(24, 5, bias=False)
+
+    def forward(self, x):
+        return self.fc2(F.relu(self.fc1((x - 0.5) / 0.25)))
+
+
+# name, module, input [C, H, W] (or [features] for a flat input), opset, do_constant_folding, dynamic batch
 CASES = [
     ("seqview_op11_nofold_dyn", SeqView, (1, 12, 12), 11, False, True),
     ("seqview_op13_fold", SeqView, (1, 12, 12), 13, True, False),
@@ -190,6 +203,8 @@ CASES = [
     ("squeeze_op11_nofold", SqueezeHead, (1, 8, 8), 11, False, False),
     ("squeeze_op13_fold_dyn", SqueezeHead, (1, 8, 8), 13, True, True),
     ("squeezeall_op13_fold", SqueezeAllHead, (1, 8, 8), 13, True, False),
+    ("flatmlp_op13_fold_dyn", FlatMLP, (64,), 13, True, True),
+    ("flatmlp_op11_nofold", FlatMLP, (64,), 11, False, False),
 ]
 
 
