@@ -18,6 +18,8 @@
 #include "util/errors.h"
 #include "util/rng.h"
 
+#include "onnx/export_fixtures.h" // fixtures::syntheticDataset
+
 #include <QtTest>
 
 #include <cmath>
@@ -117,6 +119,18 @@ std::unique_ptr<Model> separableNet()
     return m;
 }
 
+// flatten, fc1 (bias=False), ReLU, fc2 (bias=False): a pair whose first layer has no bias.
+std::unique_ptr<Model> biasFreeMlp()
+{
+    auto m = std::make_unique<Model>("bias-free-mlp", Shape{1, 6, 6});
+    m->add(std::make_unique<Flatten>("flatten"));
+    m->add(std::make_unique<Linear>("fc1", 36, 12, false));
+    m->add(std::make_unique<ReLU>("relu1"));
+    m->add(std::make_unique<Linear>("fc2", 12, 5, false));
+    m->initParams(3);
+    return m;
+}
+
 double meanOutputError(Model& model, QuantSim& sim, const Dataset& data, std::size_t images, std::size_t layer)
 {
     // mean over channels of |E[y_fp] - E[y_q]| at `layer`'s output
@@ -153,6 +167,7 @@ private slots:
     void relu6PairsAreSkipped();
     void relu6ToReluOptIn();
     void biasCorrectionReducesMeanOutputError();
+    void biasCorrectionSkipsBiasFreeLinear();
     void optionsNeedPtq();
 };
 
@@ -164,13 +179,14 @@ void TestCle::functionUnchangedAndRangesEqualised_data()
     QTest::newRow("seed-cnn-bn") << "seed-cnn-bn" << 3;
     QTest::newRow("resnet8 (inside the residual blocks)") << "resnet8" << 3;
     QTest::newRow("lenet5") << "lenet5" << 4;
+    QTest::newRow("bias-free mlp") << "bias-free-mlp" << 1;
 }
 
 void TestCle::functionUnchangedAndRangesEqualised()
 {
     QFETCH(QString, model);
     QFETCH(int, pairs);
-    auto m = model == "separable" ? separableNet() : makeModel(model.toStdString());
+    auto m = model == "separable" ? separableNet() : (model == "bias-free-mlp" ? biasFreeMlp() : makeModel(model.toStdString()));
     roughen(*m, 9);
     const Tensor x = randomInput(*m, 3, 4);
     normaliseLogits(*m, x);
@@ -262,6 +278,38 @@ void TestCle::biasCorrectionReducesMeanOutputError()
     qInfo("mean |E[y_fp] - E[y_q]| of the logits on the calibration images: %.4f -> %.4f", before, after);
     QCOMPARE(rep.size(), std::size_t{5});
     QVERIFY(after < 0.7 * before);
+}
+
+// A Linear without a bias (and no BatchNorm) is skipped, reported as not applied: bias correction
+// does not give the model a bias its architecture does not have. The layer with a bias is corrected.
+void TestCle::biasCorrectionSkipsBiasFreeLinear()
+{
+    const Dataset data = fixtures::syntheticDataset(200, 10, 12, 12);
+    auto m = std::make_unique<Model>("mlp", Shape{1, 12, 12});
+    m->add(std::make_unique<Flatten>("flatten"));
+    m->add(std::make_unique<Linear>("fc1", 144, 16, false));
+    m->add(std::make_unique<ReLU>("relu1"));
+    m->add(std::make_unique<Linear>("fc2", 16, 10));
+    m->initParams(4);
+    PrecisionConfig pc;
+    pc.strategy = Strategy::Ptq;
+    pc.format = "int4";
+    pc.granularity = "tensor";
+    QuantSim sim(*m, pc, findFormat("int4"));
+    sim.quantizeWeights(Rounding::Nearest, 0);
+    sim.calibrate(data, data.train, 200, 100);
+    sim.setObserving(false);
+    const std::vector<BiasCorrectionReport> rep = applyBiasCorrection(*m, sim, data, data.train, 200, 100);
+    QCOMPARE(rep.size(), std::size_t{2});
+    QCOMPARE(rep[0].layer, std::string("fc1"));
+    QVERIFY(!rep[0].applied);
+    QVERIFY(rep[0].meanAbsShift > 0.0); // there was a shift to correct; it is reported, not applied
+    QVERIFY(rep[1].applied);
+    auto& fc1 = dynamic_cast<Linear&>(*m->findLayer("fc1"));
+    QVERIFY(!fc1.hasBias());
+    QCOMPARE(fc1.params().size(), std::size_t{1});
+    QVERIFY(!fc1.bias().hasOverride);
+    QVERIFY(dynamic_cast<Linear&>(*m->findLayer("fc2")).bias().hasOverride);
 }
 
 void TestCle::optionsNeedPtq()

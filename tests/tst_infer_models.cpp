@@ -3,6 +3,7 @@
 // set, integers at every quantization point within 1 step (where they disagree the first diverging
 // layer is reported), across kernels and thread counts. The kernels alone: tst_infer.
 #include "infer_fixtures.h" // first: TBB's profiling.h before Qt (a member named emit)
+#include "io/onnx_io.h"
 
 using namespace quantscope;
 using namespace infer_fixtures;
@@ -13,6 +14,7 @@ private slots:
     void initTestCase();
     void syntheticModelsMatchFakeQuant_data();
     void syntheticModelsMatchFakeQuant();
+    void biasFreeLinearThroughQdq();
     void floatInputMatchesPixels();
     void unsupportedModelsFallBack_data();
     void unsupportedModelsFallBack();
@@ -66,6 +68,24 @@ void TestInferModels::syntheticModelsMatchFakeQuant()
         QVERIFY2(c.agreement >= kMinArgmaxAgreement, qPrintable(QString("%1: agreement %2\n%3").arg(isaName(isa)).arg(c.agreement).arg(c.report)));
         if (first.empty()) first = c.enginePred;
         QCOMPARE(c.enginePred, first); // every kernel set predicts the same
+    }
+}
+
+// A Linear without a bias (nn.Linear(32, 10, bias=False)) quantized, written as a QDQ ONNX graph
+// (its Gemm without C) and read back: it has no int32 bias, and the integer engine (adding
+// nothing for it) agrees with the simulation it was exported from on every kernel set.
+void TestInferModels::biasFreeLinearThroughQdq()
+{
+    auto q = fixtures::quantize(fixtures::biasFreeMlp(), m_synthetic, "int8");
+    const ExportedModel back = decodeOnnx(encodeOnnx(q.exported), "bias-free.onnx");
+    QCOMPARE(fixtures::storedLayer(back, "fc2")->tensors.size(), std::size_t{1});
+    QCOMPARE(fixtures::storedLayer(back, "fc1")->tensors.size(), std::size_t{2});
+    QVERIFY2(IntEngine::unsupportedReason(back).empty(), IntEngine::unsupportedReason(back).c_str());
+    for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni}) {
+        if (!isaSupported(isa)) continue;
+        const Comparison c = compareWithSim(*q.model, *q.sim, back, m_synthetic, isa);
+        if (!c.report.isEmpty()) qInfo("%s: %s", isaName(isa), qPrintable(c.report));
+        QVERIFY2(c.agreement >= kMinArgmaxAgreement, qPrintable(QString("%1: agreement %2\n%3").arg(isaName(isa)).arg(c.agreement).arg(c.report)));
     }
 }
 

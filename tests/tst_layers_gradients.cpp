@@ -222,6 +222,9 @@ GradSetup makeGradSetup(const QString& row, Rng& rng)
     } else if (row == "linear") {
         s.layer = std::make_unique<Linear>("fc", 5, 4);
         s.x = randomTensor({3, 5}, rng);
+    } else if (row == "linear_nobias") { // nn.Linear(5, 4, bias=False): y = x W^T, the weight its only parameter
+        s.layer = std::make_unique<Linear>("fc", 5, 4, false);
+        s.x = randomTensor({3, 5}, rng);
     } else if (row == "log_softmax") {
         s.layer = std::make_unique<LogSoftmax>("log_softmax");
         s.x = randomTensor({3, 6}, rng, -3.0f, 3.0f);
@@ -259,7 +262,7 @@ void TestLayersGradients::layerGradient_data()
           "depthwise_k3_s2_p1_bias", "batchnorm2d_train", "batchnorm2d_frozen", "relu", "relu6", "maxpool2d_k2",
           "maxpool2d_k3_s2_overlapping", "maxpool2d_k3_s2_p1", "maxpool2d_k2_s2_p1", "avgpool2d_k2",
           "avgpool2d_k3_s2_overlapping", "avgpool2d_k3_s3_tiled", "avgpool2d_k3_s2_p1", "avgpool2d_k3_s1_p1",
-          "global_avgpool2d", "add", "dropout_p0.5", "flatten", "linear", "log_softmax"})
+          "global_avgpool2d", "add", "dropout_p0.5", "flatten", "linear", "linear_nobias", "log_softmax"})
         QTest::newRow(row) << QString(row);
 }
 
@@ -296,6 +299,7 @@ void TestLayersGradients::layerGradient()
     l.backwardMulti(in, y, r, dxPtrs);
     std::vector<Tensor> paramGrads;
     for (Param* p : l.params()) paramGrads.push_back(p->grad);
+    if (layer.endsWith("_nobias")) QCOMPARE(l.params().size(), std::size_t{1}); // no bias to train
 
     Tensor yy;
     const auto loss = [&] {

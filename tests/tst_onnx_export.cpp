@@ -56,6 +56,10 @@ private:
 
 ExportedModel TestOnnxExport::modelFor(const QString& preset, const QString& format, const QString& granularity, const QString& act)
 {
+    if (preset == "bias-free-mlp") { // fixtures::biasFreeMlp: fc2 = nn.Linear(32, 10, bias=False)
+        if (format == "fp32") return exportFloatModel(*fixtures::biasFreeMlp(), "bias-free-mlp", m_data.normalization, m_data.classNames);
+        return fixtures::quantize(fixtures::biasFreeMlp(), m_data, format.toStdString(), granularity.toStdString(), act.toStdString()).exported;
+    }
     if (format == "fp32") {
         auto m = makeModel(preset.toStdString(), 1, 28, 28, 10, 4);
         return exportFloatModel(*m, preset.toStdString(), m_data.normalization, m_data.classNames);
@@ -74,6 +78,8 @@ static void addModelRows()
     QTest::newRow("lenet5 int4 per channel (padding)") << "lenet5" << "int4" << "channel" << "uint8";
     QTest::newRow("mlp fp32") << "mlp" << "fp32" << "" << "";
     QTest::newRow("seed-cnn-bn fp32 (BN folded)") << "seed-cnn-bn" << "fp32" << "" << "";
+    QTest::newRow("bias-free mlp fp32 (Gemm without C)") << "bias-free-mlp" << "fp32" << "" << "";
+    QTest::newRow("bias-free mlp int8 per channel (QDQ Gemm without C)") << "bias-free-mlp" << "int8" << "channel" << "uint8";
 }
 
 void TestOnnxExport::checkerAcceptsExports_data() { addModelRows(); }
@@ -100,6 +106,10 @@ void TestOnnxExport::checkerAcceptsExports()
     const ExportedModel back = readOnnx(path);
     compareExported(back, onnxForm(m));
     if (QTest::currentTestFailed()) return;
+    if (preset == "bias-free-mlp") { // fc2 is a Gemm of two inputs and reads back without a bias
+        QCOMPARE(fixtures::storedLayer(back, "fc2")->tensors.size(), std::size_t{1});
+        QCOMPARE(back.numParams(), fixtures::kBiasFreeMlpParams);
+    }
     if (m.quantized) QCOMPARE(enginePredictions(back, m_data.test), enginePredictions(m, m_data.test));
 }
 

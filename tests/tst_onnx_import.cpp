@@ -146,6 +146,7 @@ private slots:
     void foldsWhatExportersWrite();
     void readsQuantScopeExport();
     void flatInputReadsFlattenedImages();
+    void biasFreeLinearHasNoBias();
     void badInput_data();
     void badInput();
     void truncatedFilesFail();
@@ -386,6 +387,42 @@ void TestOnnxImport::flatInputReadsFlattenedImages()
     } catch (const FormatError& e) {
         QVERIFY2(QString(e.what()).contains("does not take 3072 features"), e.what()); // read as 3 x 32 x 32, flattened
     }
+}
+
+// PyTorch's nn.Linear(..., bias=False) exports as a MatMul (or a Gemm without C): it imports as a
+// Linear without a bias, so the parameter count is PyTorch's and fine-tuning trains no bias that
+// the model does not have. A MatMul + Add head still gets its bias from the Add.
+void TestOnnxImport::biasFreeLinearHasNoBias()
+{
+    auto linears = [](const ExportedModel& m) {
+        std::vector<const StoredLayer*> v;
+        for (const StoredLayer& l : m.layers)
+            if (l.kind == LayerKind::Linear) v.push_back(&l);
+        return v;
+    };
+    for (const char* name : {"flatmlp_op13_fold_dyn", "flatmlp_op11_nofold"}) {
+        const ExportedModel m = importOnnx((kFixtures / (std::string(name) + ".onnx")).string());
+        const auto fc = linears(m);
+        QCOMPARE(fc.size(), std::size_t{2});
+        QCOMPARE(fc[0]->tensors.size(), std::size_t{2}); // fc1 = nn.Linear(64, 24)
+        QCOMPARE(fc[1]->tensors.size(), std::size_t{1}); // fc2 = nn.Linear(24, 5, bias=False)
+        QCOMPARE(fc[1]->tensors[0].name, std::string("weight"));
+        QCOMPARE(m.numParams(), std::size_t{64 * 24 + 24 + 24 * 5}); // PyTorch's sum(p.numel()): 1,680
+        const std::unique_ptr<Model> model = buildModel(m);
+        QCOMPARE(model->params().size(), std::size_t{3}); // fc1.weight, fc1.bias, fc2.weight
+    }
+    // x @ W + b: the Add is the bias (conv bias-free: 3*1*5*5 + 48*6 + 6 = 369).
+    const ExportedModel mm = importOnnx((kFixtures / "matmul_op13_nofold_dyn.onnx").string());
+    QCOMPARE(linears(mm).at(0)->tensors.size(), std::size_t{2});
+    QCOMPARE(mm.numParams(), std::size_t{369});
+    // Gemm without C: fc1 of the flat MLP with its C input removed.
+    onnx::ModelProto mp = parse(kFixtures / "flatmlp_op13_fold_dyn.onnx");
+    onnx::NodeProto* gemm = findNode(mp, "Gemm");
+    QCOMPARE(gemm->input_size(), 3);
+    gemm->mutable_input()->RemoveLast();
+    const ExportedModel noC = importOnnx(serialize(mp), "gemm_without_c.onnx");
+    QCOMPARE(linears(noC).at(0)->tensors.size(), std::size_t{1});
+    QCOMPARE(noC.numParams(), std::size_t{64 * 24 + 24 * 5});
 }
 
 void TestOnnxImport::badInput_data()

@@ -135,6 +135,7 @@ private slots:
     void colourRoundTrip();
     void integerRoundTrip_data();
     void integerRoundTrip();
+    void biasFreeLinearRoundTrip();
     void packing_data();
     void packing();
     void sizesAgainstFp32();
@@ -294,6 +295,42 @@ void TestQsm::integerRoundTrip()
     std::size_t same = 0;
     for (std::size_t i = 0; i < simPred.size(); ++i) same += simPred[i] == refPred[i];
     QVERIFY2(static_cast<double>(same) >= kReferenceAgreement * static_cast<double>(simPred.size()), qPrintable(QString("%1 of %2 agree").arg(same).arg(simPred.size())));
+}
+
+// A Linear without a bias (nn.Linear(32, 10, bias=False)) is stored with its weight alone, FP32
+// and int8 alike, and loads back without a bias: the parameter count stays PyTorch's and the
+// reloaded model computes what was saved.
+void TestQsm::biasFreeLinearRoundTrip()
+{
+    auto model = fixtures::biasFreeMlp();
+    const ExportedModel fp = exportFloatModel(*model, "bias-free-mlp", m_data.normalization, m_data.classNames);
+    QCOMPARE(fixtures::storedLayer(fp, "fc2")->tensors.size(), std::size_t{1});
+    const ExportedModel fpBack = decodeQsm(encodeQsm(fp), "bias-free.qsm");
+    compareModels(fp, fpBack);
+    QCOMPARE(fixtures::storedLayer(fpBack, "fc2")->tensors.size(), std::size_t{1});
+    QCOMPARE(fpBack.numParams(), fixtures::kBiasFreeMlpParams);
+    auto rebuilt = buildModel(fpBack);
+    QVERIFY(!dynamic_cast<Linear&>(rebuilt->layer(3)).hasBias());
+    QVERIFY(dynamic_cast<Linear&>(rebuilt->layer(1)).hasBias());
+    QCOMPARE(rebuilt->numParams(), fixtures::kBiasFreeMlpParams);
+    Tensor x;
+    std::vector<std::int32_t> y;
+    m_data.makeBatch(m_data.test, 0, 32, x, y);
+    RunContext ctx;
+    const Tensor a = model->forward(x, ctx);
+    const Tensor& b = rebuilt->forward(x, ctx);
+    QCOMPARE(b.values(), a.values());
+
+    // int8: fc2 keeps one tensor (no int32 bias), and the loaded model predicts what was saved.
+    const auto q = fixtures::quantize(fixtures::biasFreeMlp(), m_data, "int8");
+    QCOMPARE(fixtures::storedLayer(q.exported, "fc2")->tensors.size(), std::size_t{1});
+    QCOMPARE(fixtures::storedLayer(q.exported, "fc1")->tensors.size(), std::size_t{2});
+    const ExportedModel qBack = decodeQsm(encodeQsm(q.exported), "bias-free-int8.qsm");
+    compareModels(q.exported, qBack);
+    QCOMPARE(predict(qBack, m_data.test), predict(q.exported, m_data.test));
+    std::vector<std::int32_t> simPred;
+    evaluate(*q.model, m_data, m_data.test, 64, q.sim.get(), &simPred);
+    QVERIFY(fixtures::agreement(predict(qBack, m_data.test), simPred) >= kReferenceAgreement);
 }
 
 void TestQsm::packing_data()

@@ -357,10 +357,14 @@ ExportedModel exportQuantizedModel(Model& model, const QuantSim& sim, const std:
             const bool fp32 = sim.targetFormat(target).kind == FormatKind::Float32;
             StoredTensor w = fp32 ? floatWeights(*t.weight, nullptr)
                                   : intWeights(*t.weight, sim.weightParams(target), sim.targetFormat(target), l.name);
-            requireFinite(f->bias().value.values(), "layer '" + l.name + "' bias"); // the master, not its saturated fake-quant
-            const std::vector<float> bias = t.bias ? t.bias->forwardValue().values() : f->bias().value.values();
-            StoredTensor b = intBias(bias, w, *t.weight, inScale, l.name, m.notes);
-            l.tensors = {std::move(w), std::move(b)};
+            if (f->hasBias()) {
+                requireFinite(f->bias().value.values(), "layer '" + l.name + "' bias"); // the master, not its saturated fake-quant
+                const std::vector<float> bias = t.bias ? t.bias->forwardValue().values() : f->bias().value.values();
+                StoredTensor b = intBias(bias, w, *t.weight, inScale, l.name, m.notes);
+                l.tensors = {std::move(w), std::move(b)};
+            } else { // bias=False: the weight alone; the engines add nothing (an int32 bias of zero)
+                l.tensors = {std::move(w)};
+            }
             ++target;
         } else if (dynamic_cast<BatchNorm2d*>(&layer)) {
             throw ConfigError("BatchNorm2d '" + l.name + "' does not follow a convolution read by nothing else, so it cannot be folded for integer export");

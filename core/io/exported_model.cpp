@@ -262,7 +262,10 @@ void ExportedModel::validate(const std::string& source) const
             needRank(1);
             if (!inRange(l.inFeatures, 1, std::size_t{1} << 24) || !inRange(l.outFeatures, 1, kMaxDim) || s[0] != l.inFeatures)
                 bad(source, id + " expects " + std::to_string(l.inFeatures) + " features, gets " + shapeString(s));
-            expectTensors(l, {{"weight", {l.outFeatures, l.inFeatures}}, {"bias", {l.outFeatures}}}, source);
+            if (l.tensors.size() == 1) // nn.Linear(..., bias=False)
+                expectTensors(l, {{"weight", {l.outFeatures, l.inFeatures}}}, source);
+            else
+                expectTensors(l, {{"weight", {l.outFeatures, l.inFeatures}}, {"bias", {l.outFeatures}}}, source);
             s = {l.outFeatures};
             break;
         case LayerKind::LogSoftmax:
@@ -353,7 +356,8 @@ ExportedModel exportFloatModel(Model& model, const std::string& modelName, const
         } else if (auto* f = dynamic_cast<Linear*>(&layer)) {
             l.inFeatures = f->inFeatures();
             l.outFeatures = f->outFeatures();
-            l.tensors = {floatTensor("weight", f->weight().value), floatTensor("bias", f->bias().value)};
+            l.tensors = {floatTensor("weight", f->weight().value)};
+            if (f->hasBias()) l.tensors.push_back(floatTensor("bias", f->bias().value));
         }
         m.layers.push_back(std::move(l));
     }
@@ -407,9 +411,10 @@ std::unique_ptr<Model> buildModel(const ExportedModel& m)
         case LayerKind::Dropout: model->add(std::make_unique<Dropout>(l.name, l.dropout), in); break;
         case LayerKind::Flatten: model->add(std::make_unique<Flatten>(l.name), in); break;
         case LayerKind::Linear: {
-            auto f = std::make_unique<Linear>(l.name, l.inFeatures, l.outFeatures);
+            const bool bias = l.tensors.size() > 1;
+            auto f = std::make_unique<Linear>(l.name, l.inFeatures, l.outFeatures, bias);
             setParam(f->weight(), l.tensors.at(0));
-            setParam(f->bias(), l.tensors.at(1));
+            if (bias) setParam(f->bias(), l.tensors.at(1));
             model->add(std::move(f), in);
             break;
         }

@@ -76,7 +76,7 @@ struct StoredLayer {
     // (out, in/groups, k, k) and an optional bias). MaxPool2d, AvgPool2d: kernel, stride, padding
     // (MaxPool pads with -inf, AvgPool with zeros counted in the mean; padding <= kernel / 2).
     std::size_t inChannels = 0, outChannels = 0, kernel = 0, stride = 0, padding = 0, groups = 1;
-    std::size_t inFeatures = 0, outFeatures = 0; // Linear
+    std::size_t inFeatures = 0, outFeatures = 0; // Linear (tensors: weight (out, in) and an optional bias)
     float eps = 0.0f, momentum = 0.0f;           // BatchNorm2d
     float dropout = 0.0f;                        // Dropout p
     bool bnFolded = false;                       // Conv2d: a BatchNorm2d was folded into it

@@ -5,7 +5,8 @@
 // Add (residual), Flatten, Reshape to (N, -1), Dropout, Identity, LogSoftmax, and a trailing
 // Softmax (dropped, see below). Constant subgraphs are folded (onnx_const.h); a zero Pad merges
 // into the Conv or AveragePool after it; Sub/Div of the input by scalars (QuantScope's own exports) become
-// ExportedModel::mean/stddev.
+// ExportedModel::mean/stddev. A Gemm without C or a MatMul without an Add after it (PyTorch's
+// nn.Linear(..., bias=False)) is a Linear without a bias, so parameters count as in PyTorch.
 #pragma once
 
 #include "io/exported_model.h"

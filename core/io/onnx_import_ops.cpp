@@ -108,7 +108,8 @@ void Importer::conv(const NodeProto& n)
 }
 
 // Gemm: Y = alpha * A' * B' + beta * C with A the activation (N, in): a Linear with
-// W = alpha * B' (out, in) and bias beta * C.
+// W = alpha * B' (out, in) and bias beta * C; without C (PyTorch's nn.Linear(..., bias=False)) a
+// Linear without a bias, so the parameter count is PyTorch's and fine-tuning trains no bias.
 void Importer::gemm(const NodeProto& n)
 {
     const std::size_t x = act(n, 0);
@@ -126,23 +127,24 @@ void Importer::gemm(const NodeProto& n)
     std::vector<float> w(in * out);
     for (std::size_t o = 0; o < out; ++o)
         for (std::size_t i = 0; i < in; ++i) w[o * in + i] = alpha * (transB ? bv[o * in + i] : bv[i * out + o]);
-    std::vector<float> bias(out, 0.0f);
-    if (const ConstTensor* c = optConstant(n, 2, "C (the bias)")) {
-        const std::vector<float>& cv = floats(n, *c, "C");
-        const bool perOutput = cv.size() == out && (c->dims.size() == 1 || (c->dims.size() == 2 && c->dims[0] == 1));
-        if (!perOutput && cv.size() != 1) failNode(n, "C " + listOf(c->dims) + " is not a bias of " + std::to_string(out) + " values");
-        for (std::size_t o = 0; o < out; ++o) bias[o] = beta * (perOutput ? cv[o] : cv[0]);
-    }
     StoredLayer l;
     l.kind = LayerKind::Linear;
     l.inFeatures = in;
     l.outFeatures = out;
-    l.tensors = {floatTensor("weight", {out, in}, std::move(w)), floatTensor("bias", {out}, std::move(bias))};
+    l.tensors = {floatTensor("weight", {out, in}, std::move(w))};
+    if (const ConstTensor* c = optConstant(n, 2, "C (the bias)")) {
+        const std::vector<float>& cv = floats(n, *c, "C");
+        const bool perOutput = cv.size() == out && (c->dims.size() == 1 || (c->dims.size() == 2 && c->dims[0] == 1));
+        if (!perOutput && cv.size() != 1) failNode(n, "C " + listOf(c->dims) + " is not a bias of " + std::to_string(out) + " values");
+        std::vector<float> bias(out);
+        for (std::size_t o = 0; o < out; ++o) bias[o] = beta * (perOutput ? cv[o] : cv[0]);
+        l.tensors.push_back(floatTensor("bias", {out}, std::move(bias)));
+    }
     addLayer(n, std::move(l), {out}, {x}, &bt);
 }
 
-// MatMul: Y = A B with A the activation (N, in) and B (in, out): a Linear with W = B^T and a zero
-// bias, which the Add after it fills.
+// MatMul: Y = A B with A the activation (N, in) and B (in, out): a Linear with W = B^T and no
+// bias; an Add of a constant after it (MatMul + Add, as older exporters write a Linear) gives it one.
 void Importer::matMul(const NodeProto& n)
 {
     const std::size_t x = act(n, 0);
@@ -159,12 +161,13 @@ void Importer::matMul(const NodeProto& n)
     l.kind = LayerKind::Linear;
     l.inFeatures = in;
     l.outFeatures = out;
-    l.tensors = {floatTensor("weight", {out, in}, std::move(w)), floatTensor("bias", {out}, std::vector<float>(out, 0.0f))};
+    l.tensors = {floatTensor("weight", {out, in}, std::move(w))};
     addLayer(n, std::move(l), {out}, {x}, &bt);
 }
 
 // Add: two activations of one shape (a residual join), or a Linear/Conv output plus a constant
-// (its bias, as MatMul + Add export a Linear).
+// (its bias, as MatMul + Add export a Linear): a layer without a bias gains one, one with a bias
+// adds the constant to it.
 void Importer::add(const NodeProto& n)
 {
     const Value& a = value(n, 0);

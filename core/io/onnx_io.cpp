@@ -129,7 +129,10 @@ void checkOnnxWeights(const StoredLayer& l)
         throw ConfigError(id + ": ONNX QDQ export needs signed weights of at most 8 bits (int8 initializers)");
     for (std::int32_t z : w.zeroPoints)
         if (z != 0) throw ConfigError(id + ": ONNX QDQ export needs symmetric weights (zero point 0)");
-    if (l.tensors.size() < 2) throw ConfigError(id + ": an integer layer needs its bias (int32, or float after a float input)");
+    // A Linear without a bias (bias=False) is a Gemm without C; an integer convolution carries its
+    // bias (zero when it had none), as the integer export writes it.
+    if (l.tensors.size() < 2 && l.kind != LayerKind::Linear)
+        throw ConfigError(id + ": an integer layer needs its bias (int32, or float after a float input)");
 }
 
 void setShape(onnx::ValueInfoProto* v, const std::string& name, const std::vector<std::int64_t>& dims)
@@ -269,7 +272,9 @@ std::vector<std::uint8_t> encodeOnnx(const ExportedModel& source)
             if (m.quantized && l.tensors.at(0).encoding == TensorEncoding::Int) {
                 checkOnnxWeights(l);
                 ins.push_back(b.dequantized(l.name + ".weight", l.tensors[0]));
-                if (l.tensors[1].encoding == TensorEncoding::Int) {
+                if (l.tensors.size() < 2) {
+                    // bias=False: Gemm without C
+                } else if (l.tensors[1].encoding == TensorEncoding::Int) {
                     ins.push_back(b.dequantized(l.name + ".bias", l.tensors[1]));
                 } else { // reads a float activation: no accumulator scale, a float bias
                     ins.push_back(l.name + ".bias");

@@ -2,7 +2,8 @@
 // writes. Integer models become QDQ graphs: the input is float32 [N, C, H, W] pixels in [0, 1]
 // named "input", normalised inside the graph (Sub, Div), then QuantizeLinear/DequantizeLinear;
 // weights are int8 initializers (symmetric, per channel on axis 0 or per tensor) behind a
-// DequantizeLinear, biases int32 at scale s_in * s_w; BatchNorm is folded and Relu/Clip follow
+// DequantizeLinear, biases int32 at scale s_in * s_w (a Linear without a bias is a Gemm without
+// C, in FP32 and QDQ graphs alike); BatchNorm is folded and Relu/Clip follow
 // Conv/Gemm/Add directly, before the activation's Q/DQ pair. Graph models keep their shape: a
 // node reads the ONNX values of its layer's `inputs` (Add reads two). FP32 models are plain
 // ONNX. The output "logits" is [N, classes] (log-probabilities when the model ends in LogSoftmax).

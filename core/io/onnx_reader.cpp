@@ -296,7 +296,8 @@ private:
     void gemm(const onnx::NodeProto& n)
     {
         StoredLayer& l = layer(n, LayerKind::Linear);
-        l.tensors = {tensorOf(input(n, 1), "weight"), tensorOf(input(n, 2), "bias")};
+        l.tensors = {tensorOf(input(n, 1), "weight")};
+        if (n.input_size() > 2 && !n.input(2).empty()) l.tensors.push_back(tensorOf(n.input(2), "bias")); // none: bias=False
         const Shape& ws = l.tensors[0].shape;
         if (ws.size() != 2 || attrInt(n, "transB", 0) != 1 || attrInt(n, "transA", 0) != 0 || attrFloat(n, "alpha", 1.0f) != 1.0f ||
             attrFloat(n, "beta", 1.0f) != 1.0f)

@@ -14,7 +14,8 @@ constexpr std::size_t kColGrain = 1024; // input features per task in dW and dx
 constexpr std::size_t kOutGrain = 32;   // output features per task in forward
 } // namespace
 
-Linear::Linear(std::string name, std::size_t in, std::size_t out) : Layer(std::move(name)), m_in(in), m_out(out)
+Linear::Linear(std::string name, std::size_t in, std::size_t out, bool hasBias)
+    : Layer(std::move(name)), m_in(in), m_out(out), m_hasBias(hasBias)
 {
     if (!in || !out) throw ConfigError("linear: sizes must be positive");
     m_weight.name = "weight";
@@ -22,11 +23,14 @@ Linear::Linear(std::string name, std::size_t in, std::size_t out) : Layer(std::m
     m_weight.value = Tensor({out, in});
     m_weight.grad = Tensor({out, in});
     m_bias.name = "bias";
-    m_bias.value = Tensor({out});
-    m_bias.grad = Tensor({out});
+    m_bias.value = Tensor({hasBias ? out : 0});
+    m_bias.grad = Tensor(m_bias.value.shape());
 }
 
-std::string Linear::describe() const { return std::to_string(m_in) + "->" + std::to_string(m_out); }
+std::string Linear::describe() const
+{
+    return std::to_string(m_in) + "->" + std::to_string(m_out) + (m_hasBias ? "" : " no bias");
+}
 
 Shape Linear::outputShape(const Shape& in) const
 {
@@ -35,13 +39,12 @@ Shape Linear::outputShape(const Shape& in) const
     return {in[0], m_out};
 }
 
-// x: (N, in), W: (out, in), y: (N, out) = x W^T + 1 b^T
+// x: (N, in), W: (out, in), y: (N, out) = x W^T + 1 b^T (no b^T term without a bias)
 void Linear::forward(const Tensor& x, Tensor& y, const RunContext& /*ctx*/)
 {
     y.resize(outputShape(x.shape()));
     const std::size_t N = x.dim(0);
     const ConstMatrixMap Wm = m_weight.forwardValue().matrix(m_out, m_in);
-    const Eigen::Map<const Eigen::RowVectorXf> b(m_bias.forwardValue().data(), static_cast<Idx>(m_out));
     const ConstMatrixMap X = x.matrix(N, m_in);
     MatrixMap Y = y.matrix(N, m_out);
     if (m_bf16 != Bf16Path::Emulated) { // y = bf16(x) bf16(W)^T
@@ -52,7 +55,7 @@ void Linear::forward(const Tensor& x, Tensor& y, const RunContext& /*ctx*/)
         parallelChunks(m_out, grain, [&](std::size_t j0, std::size_t j1) {
             gemmBf16Packed(m_xPacked, true, j1 - j0, m_weight.forwardValue().data() + j0 * m_in, m_in, y.data() + j0, m_out, false);
         });
-        Y.rowwise() += b;
+        addBias(Y);
         return;
     }
     // Split over output features when W is the big operand (each task packs only its rows of
@@ -69,10 +72,18 @@ void Linear::forward(const Tensor& x, Tensor& y, const RunContext& /*ctx*/)
             Y.middleRows(static_cast<Idx>(r0), rows).noalias() = X.middleRows(static_cast<Idx>(r0), rows) * Wm.transpose();
         });
     }
+    addBias(Y);
+}
+
+// Y: (N, out) += 1 b^T; nothing without a bias.
+void Linear::addBias(MatrixMap& Y) const
+{
+    if (!m_hasBias) return;
+    const Eigen::Map<const Eigen::RowVectorXf> b(m_bias.forwardValue().data(), static_cast<Idx>(m_out));
     Y.rowwise() += b;
 }
 
-// dW = dy^T x ; db = 1^T dy ; dx = dy W
+// dW = dy^T x ; db = 1^T dy (no db without a bias) ; dx = dy W
 void Linear::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Tensor& dx, bool needInputGrad)
 {
     checkOutputGradient(x, dy);
@@ -100,10 +111,12 @@ void Linear::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Te
     }
     // db: plain in-order sums over the batch. Eigen's vectorised colwise().sum() rounds
     // differently depending on the destination's alignment, so identical runs differed.
-    float* db = m_bias.grad.data();
-    std::fill(db, db + m_out, 0.0f);
-    for (std::size_t n = 0; n < N; ++n)
-        for (std::size_t j = 0; j < m_out; ++j) db[j] += dy[n * m_out + j];
+    if (m_hasBias) {
+        float* db = m_bias.grad.data();
+        std::fill(db, db + m_out, 0.0f);
+        for (std::size_t n = 0; n < N; ++n)
+            for (std::size_t j = 0; j < m_out; ++j) db[j] += dy[n * m_out + j];
+    }
     if (!needInputGrad) return;
     dx.resize(x.shape());
     const ConstMatrixMap Wm = m_weight.forwardValue().matrix(m_out, m_in);

@@ -1,4 +1,4 @@
-// Linear (fully connected): y = x W^T + b, TBB-parallel over row blocks.
+// Linear (fully connected): y = x W^T + b (or x W^T without a bias), TBB-parallel over row blocks.
 #pragma once
 
 #include "nn/layer.h"
@@ -8,19 +8,26 @@ namespace quantscope {
 
 class Linear final : public Layer {
 public:
-    // weight: (out, in), bias: (out)
-    Linear(std::string name, std::size_t in, std::size_t out);
+    // weight: (out, in), bias: (out) unless hasBias is false (PyTorch's nn.Linear(in, out,
+    // bias=False): y = x W^T). Sizes must be positive (ConfigError otherwise).
+    Linear(std::string name, std::size_t in, std::size_t out, bool hasBias = true);
 
     LayerKind kind() const override { return LayerKind::Linear; }
     Shape outputShape(const Shape& in) const override;
     void forward(const Tensor& x, Tensor& y, const RunContext& ctx) override;
     void backward(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, bool needInputGrad) override;
-    std::vector<Param*> params() override { return {&m_weight, &m_bias}; }
+    std::vector<Param*> params() override
+    {
+        if (m_hasBias) return {&m_weight, &m_bias};
+        return {&m_weight};
+    }
     std::string describe() const override;
 
     std::size_t inFeatures() const { return m_in; }
     std::size_t outFeatures() const { return m_out; }
+    bool hasBias() const { return m_hasBias; }
     Param& weight() { return m_weight; }
+    // Without a bias this Param is empty (shape (0)) and not among params().
     Param& bias() { return m_bias; }
 
     // bf16 products on `path` (see Conv2d::setBf16Products); Emulated keeps the FP32 GEMMs.
@@ -30,7 +37,10 @@ public:
     bool readsWeightAsBf16() const { return m_bf16 != Bf16Path::Emulated; }
 
 private:
+    void addBias(MatrixMap& Y) const;
+
     std::size_t m_in, m_out;
+    bool m_hasBias;
     Bf16Path m_bf16 = Bf16Path::Emulated;
     PackedBf16A m_xPacked; // bf16 forward: the batch, packed once for every column block of y
     Param m_weight, m_bias;

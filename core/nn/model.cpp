@@ -205,7 +205,7 @@ void Model::initParams(std::uint64_t seed)
         } else if (auto* f = dynamic_cast<Linear*>(l.get())) {
             fanIn = f->inFeatures();
             w = &f->weight();
-            b = &f->bias();
+            b = f->hasBias() ? &f->bias() : nullptr;
         }
         if (auto* bn = dynamic_cast<BatchNorm2d*>(l.get())) { // PyTorch's reset_parameters()
             bn->gamma().value.fill(1.0f);

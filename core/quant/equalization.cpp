@@ -22,7 +22,7 @@ Param* weightOf(Layer& l)
 Param* biasOf(Layer& l)
 {
     if (auto* c = dynamic_cast<Conv2d*>(&l)) return c->hasBias() ? &c->bias() : nullptr;
-    if (auto* f = dynamic_cast<Linear*>(&l)) return &f->bias();
+    if (auto* f = dynamic_cast<Linear*>(&l)) return f->hasBias() ? &f->bias() : nullptr;
     return nullptr;
 }
 

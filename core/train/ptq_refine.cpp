@@ -71,12 +71,19 @@ std::vector<Site> quantizedSites(Model& model, QuantSim& sim)
     return sites;
 }
 
+// The conv/linear bias of a site, or null when the layer has none (bias=False).
+Param* layerBias(const Site& s)
+{
+    if (s.conv) return s.conv->hasBias() ? &s.conv->bias() : nullptr;
+    return s.fc->hasBias() ? &s.fc->bias() : nullptr;
+}
+
 // The folded bias of a site: conv/linear bias (FP32 or its quantized forward value), then the
 // BatchNorm's affine part, exactly as QuantSim folds it.
 std::vector<float> effectiveBias(const Site& s, bool quantized)
 {
     std::vector<float> b(s.rows, 0.0f);
-    Param* bias = s.conv ? (s.conv->hasBias() ? &s.conv->bias() : nullptr) : &s.fc->bias();
+    Param* bias = layerBias(s);
     if (bias) {
         const Tensor& v = quantized ? bias->forwardValue() : bias->value;
         for (std::size_t c = 0; c < s.rows; ++c) b[c] = v[c];
@@ -344,7 +351,11 @@ std::vector<BiasCorrectionReport> applyBiasCorrection(Model& model, QuantSim& si
         rep.meanAbsShift = sumAbs / static_cast<double>(s.rows);
         // Into the override only: the FP32 network (overrides off) stays the reference for the
         // layers after this one. A folded convolution's BatchNorm adds the shift after its factor.
-        Param* bias = s.bn ? &s.bn->beta() : (s.conv ? (s.conv->hasBias() ? &s.conv->bias() : nullptr) : &s.fc->bias());
+        // A layer without a bias (nn.Linear/Conv2d(..., bias=False)) and without a BatchNorm is
+        // skipped and reported as not applied: AIMET's bias correction would add a bias to it, but
+        // then the corrected model would no longer have the architecture it was given (its .qsm,
+        // ONNX export and parameter count would gain a tensor PyTorch's model does not have).
+        Param* bias = s.bn ? &s.bn->beta() : layerBias(s);
         if (bias) {
             if (!bias->hasOverride) bias->override = bias->value;
             bias->hasOverride = true;

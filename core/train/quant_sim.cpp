@@ -100,7 +100,7 @@ QuantSim::QuantSim(Model& model, const PrecisionConfig& cfg, const NumberFormat&
                 m_targets.push_back({l.name(), &c->weight(), c->hasBias() ? &c->bias() : nullptr});
             }
         } else if (auto* f = dynamic_cast<Linear*>(&l)) {
-            m_targets.push_back({l.name(), &f->weight(), &f->bias()});
+            m_targets.push_back({l.name(), &f->weight(), f->hasBias() ? &f->bias() : nullptr});
         }
     }
     for (Fold& f : m_folds) m_targets[f.target].weight = &f.folded; // stable addresses from here on

@@ -29,7 +29,7 @@ std::vector<WeightTarget> weightTargets(Model& model)
         if (auto* c = dynamic_cast<Conv2d*>(&model.layer(i)))
             t.push_back({c->name(), &c->weight(), c->hasBias() ? &c->bias() : nullptr});
         else if (auto* f = dynamic_cast<Linear*>(&model.layer(i)))
-            t.push_back({f->name(), &f->weight(), &f->bias()});
+            t.push_back({f->name(), &f->weight(), f->hasBias() ? &f->bias() : nullptr});
     }
     return t;
 }

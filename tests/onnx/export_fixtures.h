@@ -127,6 +127,29 @@ inline std::unique_ptr<Model> tinyModel()
     return m;
 }
 
+// PyTorch's nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 10,
+// bias=False)) on 28x28 images: a head without a bias, as imported MLPs often end. fc2 is its
+// only bias-free layer; 784 * 32 + 32 + 32 * 10 = 25,440 parameters.
+inline std::unique_ptr<Model> biasFreeMlp(std::uint64_t seed = 4)
+{
+    auto m = std::make_unique<Model>("bias-free-mlp", Shape{1, 28, 28});
+    m->add(std::make_unique<Flatten>("flatten"));
+    m->add(std::make_unique<Linear>("fc1", 784, 32));
+    m->add(std::make_unique<ReLU>("relu1"));
+    m->add(std::make_unique<Linear>("fc2", 32, 10, false));
+    m->initParams(seed);
+    return m;
+}
+inline constexpr std::size_t kBiasFreeMlpParams = 784 * 32 + 32 + 32 * 10;
+
+// The stored layer named `name` (nullptr when there is none).
+inline const StoredLayer* storedLayer(const ExportedModel& m, const std::string& name)
+{
+    for (const StoredLayer& l : m.layers)
+        if (l.name == name) return &l;
+    return nullptr;
+}
+
 inline std::string tempDir(const std::string& name)
 {
     const std::filesystem::path p = std::filesystem::temp_directory_path() / ("quantscope-" + name + "-" + std::to_string(::getpid()));
