@@ -185,13 +185,18 @@ void TestInt8Products::convolutionOnCodesIsTheExactProduct_data()
     QTest::addColumn<bool>("perChannel");
     QTest::addColumn<int>("zero");  // input grid: uint8 zp (int8: 128)
     QTest::addColumn<float>("cap"); // fused clamp: NaN none, inf ReLU, 6 ReLU6
+    QTest::addColumn<int>("stride");
     const float none = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
-    QTest::newRow("seed-cnn conv2 shape, uint8, ReLU") << 32 << 64 << 3 << 0 << 5 << 26 << true << 0 << inf;
-    QTest::newRow("padded, zp 17, per tensor") << 16 << 16 << 3 << 1 << 3 << 14 << false << 17 << none;
-    QTest::newRow("int8 input, ReLU6") << 8 << 13 << 3 << 1 << 2 << 9 << true << 128 << 6.0f;
-    QTest::newRow("channels not a multiple of 4, 5x5") << 13 << 24 << 5 << 2 << 4 << 11 << true << 5 << none;
-    QTest::newRow("2x2, odd batch") << 12 << 8 << 2 << 1 << 17 << 7 << true << 0 << none;
-    QTest::newRow("1x1 pointwise, ReLU6") << 16 << 24 << 1 << 0 << 3 << 7 << true << 3 << 6.0f;
+    QTest::newRow("seed-cnn conv2 shape, uint8, ReLU") << 32 << 64 << 3 << 0 << 5 << 26 << true << 0 << inf << 1;
+    QTest::newRow("padded, zp 17, per tensor") << 16 << 16 << 3 << 1 << 3 << 14 << false << 17 << none << 1;
+    QTest::newRow("int8 input, ReLU6") << 8 << 13 << 3 << 1 << 2 << 9 << true << 128 << 6.0f << 1;
+    QTest::newRow("channels not a multiple of 4, 5x5") << 13 << 24 << 5 << 2 << 4 << 11 << true << 5 << none << 1;
+    QTest::newRow("2x2, odd batch") << 12 << 8 << 2 << 1 << 17 << 7 << true << 0 << none << 1;
+    QTest::newRow("1x1 pointwise, ReLU6") << 16 << 24 << 1 << 0 << 3 << 7 << true << 3 << 6.0f << 1;
+    // Strided convolutions on the phase runs (resnet8's layer2.conv1 and layer3.conv1 shapes).
+    QTest::newRow("stride 2, resnet8 layer2.conv1") << 16 << 32 << 3 << 1 << 5 << 28 << true << 0 << none << 2;
+    QTest::newRow("stride 2, odd size, zp 9, per tensor, ReLU") << 32 << 20 << 3 << 1 << 3 << 13 << false << 9 << inf << 2;
+    QTest::newRow("stride 3, 5x5, channels not a multiple of 4") << 10 << 8 << 5 << 2 << 2 << 17 << true << 128 << 6.0f << 3;
 }
 
 // Weights w = s_w[c] q and inputs x = s_x (u - z) on their grids: the integer path gives the exact
@@ -208,11 +213,12 @@ void TestInt8Products::convolutionOnCodesIsTheExactProduct()
     QFETCH(bool, perChannel);
     QFETCH(int, zero);
     QFETCH(float, cap);
+    QFETCH(int, stride);
     if (!Conv2d::directKernelsBuilt()) QSKIP("built without AVX-512: no direct kernels, no integer products");
     if (!s8ProductsAvailable()) QSKIP("this CPU has no AVX512_VNNI (or QS_INT8_PRODUCTS=0)");
     Rng rng(stableHash(QTest::currentDataTag()));
     const std::size_t C = static_cast<std::size_t>(cin), O = static_cast<std::size_t>(cout), kk = static_cast<std::size_t>(k * k);
-    Conv2d conv("conv", C, O, static_cast<std::size_t>(k), 1, static_cast<std::size_t>(pad));
+    Conv2d conv("conv", C, O, static_cast<std::size_t>(k), static_cast<std::size_t>(stride), static_cast<std::size_t>(pad));
     QVERIFY(conv.takesIntegerProducts());
     std::vector<float> ws(perChannel ? O : 1);
     for (float& s : ws) s = rng.uniform(0.001f, 0.02f) * (rng.uniform(0.0f, 1.0f) < 0.2f ? -1.0f : 1.0f); // folded: s / f < 0
@@ -258,7 +264,8 @@ void TestInt8Products::convolutionOnCodesIsTheExactProduct()
                     for (std::size_t c = 0; c < C; ++c)
                         for (std::size_t ky = 0; ky < static_cast<std::size_t>(k); ++ky)
                             for (std::size_t kx = 0; kx < static_cast<std::size_t>(k); ++kx) {
-                                const long iy = static_cast<long>(oy + ky) - pad, ix = static_cast<long>(ox + kx) - pad;
+                                const long iy = static_cast<long>(oy * static_cast<std::size_t>(stride) + ky) - pad,
+                                           ix = static_cast<long>(ox * static_cast<std::size_t>(stride) + kx) - pad;
                                 if (iy < 0 || ix < 0 || iy >= static_cast<long>(Hs) || ix >= static_cast<long>(Hs)) continue;
                                 const std::size_t xi = ((n * C + c) * Hs + static_cast<std::size_t>(iy)) * Hs + static_cast<std::size_t>(ix);
                                 const long long prod = static_cast<long long>(qw[(o * C + c) * kk + ky * static_cast<std::size_t>(k) + kx]) * (ux[xi] - zero);
@@ -348,10 +355,12 @@ void TestInt8Products::qatStepTakesTheIntegerPath_data()
                                           << (quantscope::testing::sanitizerSlowdown() > 1.0 ? -1.0 : 1e-3);
     // Group-wise scales are not one per channel: FP32 everywhere.
     QTest::newRow("seed-cnn group") << "seed-cnn" << "group:8" << "observer" << QStringList{} << 0.0 << 0.0;
-    // BN-folded convs (per channel: the folded scale / the folding factor); the stem (1 channel),
-    // the strided and the 1x1 convs stay on their FP32 kernels.
+    // BN-folded convs (per channel: the folded scale / the folding factor), the strided 3x3 ones
+    // on their phase runs; the stem (1 channel) and the strided 1x1 shortcuts stay on their FP32
+    // kernels.
     QTest::newRow("resnet8 channel") << "resnet8" << "channel" << "observer"
-                                     << QStringList{"layer1.conv1", "layer1.conv2", "layer2.conv2", "layer3.conv2"}
+                                     << QStringList{"layer1.conv1", "layer1.conv2", "layer2.conv1", "layer2.conv2",
+                                                    "layer3.conv1", "layer3.conv2"}
                                      // layer1.conv1's output is 6e-7 from the FP32 product, which
                                      // rounds 1 of relu1's 100,352 activations to the next code;
                                      // training-mode BN's batch statistics spread that step over

@@ -115,8 +115,9 @@ public:
     void setIntegerInputGrid(std::optional<U8Grid> grid) { m_intInput = grid; }
     // Whether the last forward ran on the integer products.
     bool lastForwardWasInteger() const { return m_lastInteger; }
-    // Whether this layer's forward can take them: groups 1, stride 1, FP32 products, and the direct
-    // kernels (or a 1x1 convolution without padding, laid out the same way), in an AVX-512 build.
+    // Whether this layer's forward can take them: groups 1, FP32 products, and the direct kernels
+    // (stride 1, or a strided kernel of 2x2 or more on the phase runs), or a stride-1 1x1
+    // convolution without padding, laid out the same way; in an AVX-512 build.
     bool takesIntegerProducts() const;
 
 private:
@@ -129,7 +130,7 @@ private:
     void backwardDepthwise(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad);
     // pooled: the fused pool (forwardPooled) that takes the output instead of y.
     void forwardDirect(const Tensor& x, Tensor& y, float cap, const conv_detail::PooledOut* pooled = nullptr);
-    // The integer products of forwardDirect (stride 1); false (y unspecified) when they do not apply.
+    // The integer products of forwardDirect; false (y unspecified) when they do not apply.
     bool forwardDirectS8(const Tensor& x, Tensor& y, float cap);
     void backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, Tensor& dx, bool needInputGrad, float cap);
     bool usesBf16Gemm() const { return m_bf16 != Bf16Path::Emulated && m_groups == 1; }

@@ -101,16 +101,9 @@ std::vector<const float*>& threadRows(int which, std::size_t size)
 
 } // namespace
 
-namespace {
+// --- Strided convolutions: phase runs (conv2d_runs.h) ------------------------------------------
 
-// Strided convolutions: each channel's run is split into s x s phase runs. Phase (py, px) holds
-// the zero-padded pixels (r s + py, c s + px) of the group's images at pitch Wq, Rn floats per
-// image; tap (ky, kx) of the output at run position j = i Rn + oy Wq + ox then reads phase
-// (ky % s, kx % s) at j + (ky / s) Wq + kx / s (as the depthwise kernel does for one plane).
-struct PhaseGeometry {
-    std::size_t H, W, k, s, p, Ho, Wo, Wq, Rn, Ng, PS, S; // PS: floats per phase run, S per channel
-    std::size_t length(std::size_t images) const { return (images - 1) * Rn + (Ho - 1) * Wq + Wo; }
-};
+namespace conv_detail {
 
 PhaseGeometry phaseGeometry(std::size_t H, std::size_t W, std::size_t k, std::size_t s, std::size_t p)
 {
@@ -120,8 +113,6 @@ PhaseGeometry phaseGeometry(std::size_t H, std::size_t W, std::size_t k, std::si
     return {H, W, k, s, p, (H + 2 * p - k) / s + 1, (W + 2 * p - k) / s + 1, Wq, Rn, Ng, Ng * Rn, s * s * Ng * Rn};
 }
 
-// x images [n0, n0 + count) of (N, C, H, W) -> phase runs (C, s, s, PS), zero padded (dg: the
-// same phase split of one plane, as the depthwise kernel makes it).
 void toPhaseRuns(const float* x, std::size_t C, std::size_t n0, std::size_t count, const PhaseGeometry& g,
                  const DepthwiseGeometry& dg, float* runs)
 {
@@ -131,6 +122,15 @@ void toPhaseRuns(const float* x, std::size_t C, std::size_t n0, std::size_t coun
         for (std::size_t i = 0; i < count; ++i)
             scatterPhases(x + ((n0 + i) * C + c) * HW, dg, runs + c * g.S + i * g.Rn, g.PS);
 }
+
+std::size_t phaseTapOffset(const PhaseGeometry& g, std::size_t ky, std::size_t kx)
+{
+    return ((ky % g.s) * g.s + kx % g.s) * g.PS + (ky / g.s) * g.Wq + kx / g.s;
+}
+
+} // namespace conv_detail
+
+namespace {
 
 // dy images [n0, n0 + count) of (N, M, Ho, Wo) -> (M, Ng Rn) at the output's run positions, zero
 // at the scratch positions.
@@ -149,7 +149,7 @@ void phaseTapRows(const float* runs, std::size_t C, const PhaseGeometry& g, cons
     for (std::size_t c = 0; c < C; ++c)
         for (std::size_t ky = 0; ky < g.k; ++ky)
             for (std::size_t kx = 0; kx < g.k; ++kx)
-                *rows++ = runs + c * g.S + ((ky % g.s) * g.s + kx % g.s) * g.PS + (ky / g.s) * g.Wq + kx / g.s;
+                *rows++ = runs + c * g.S + phaseTapOffset(g, ky, kx);
 }
 
 // The input gradient of a strided convolution, phase by phase (no col2im): the input pixels

@@ -205,8 +205,9 @@ void backwardGroupBf16(Bf16Path path, const float* x, const float* dy, const flo
 bool Conv2d::takesIntegerProducts() const
 {
     const bool pointwise = m_k == 1 && m_pad == 0;
-    return directKernelsBuilt() && !m_reference && m_groups == 1 && m_stride == 1 && !usesBf16Gemm() &&
-           (usesDirectKernel() || pointwise);
+    // Strided: the direct kernels' phase runs (k > 1); strided 1x1 convolutions stay FP32.
+    return directKernelsBuilt() && !m_reference && m_groups == 1 && !usesBf16Gemm() &&
+           (m_stride == 1 ? usesDirectKernel() || pointwise : usesDirectKernel() && m_k > 1);
 }
 
 bool Conv2d::forwardDirectS8(const Tensor& x, Tensor& y, float cap)
@@ -242,12 +243,40 @@ bool Conv2d::forwardDirectS8(const Tensor& x, Tensor& y, float cap)
     m_s8Taps.resize(kk);
 
     const float* bias = m_hasBias ? m_bias.forwardValue().data() : nullptr;
+    const std::size_t N = x.dim(0);
+    std::atomic<bool> offGrid{false};
+    if (m_stride > 1) { // the FP32 phase runs (as forwardDirect lays them out), then to codes
+        const PhaseGeometry g = phaseGeometry(x.dim(2), x.dim(3), m_k, m_stride, m_pad);
+        const DepthwiseGeometry dg = depthwiseGeometry(x.dim(2), x.dim(3), m_k, m_stride, m_pad);
+        for (std::size_t ky = 0; ky < m_k; ++ky)
+            for (std::size_t kx = 0; kx < m_k; ++kx) m_s8Taps[ky * m_k + kx] = 4 * phaseTapOffset(g, ky, kx);
+        const std::size_t* taps = m_s8Taps.data();
+        parallelFor((N + g.Ng - 1) / g.Ng, [&](std::size_t grp) {
+            if (offGrid.load(std::memory_order_relaxed)) return;
+            const std::size_t n0 = grp * g.Ng, count = std::min(g.Ng, N - n0), L = g.length(count);
+            float* phases = threadBuffer(2, m_cin * g.S).data();
+            auto* runs = reinterpret_cast<std::uint8_t*>(threadBuffer(0, C4 * g.S + kRunsRowSlack / 4).data());
+            float* out = threadBuffer(1, m_cout * L).data();
+            toPhaseRuns(x.data(), m_cin, n0, count, g, dg, phases);
+            for (std::size_t c4 = 0; c4 < C4; ++c4) {
+                const float* rows[4];
+                for (std::size_t j = 0; j < 4; ++j) rows[j] = 4 * c4 + j < m_cin ? phases + (4 * c4 + j) * g.S : nullptr;
+                if (!quantizeInterleave4(rows, g.S, in, runs + 4 * c4 * g.S)) {
+                    offGrid.store(true, std::memory_order_relaxed);
+                    return;
+                }
+            }
+            std::fill(runs + 4 * C4 * g.S, runs + 4 * C4 * g.S + kRunsRowSlack, static_cast<std::uint8_t>(in.zero));
+            const ConvRuns b{runs, 4 * g.S, taps, kk, C4};
+            gemmConvRuns(m_packedS8, b, L, m_s8Scale.data(), m_s8Corr.data(), out, L);
+            fromRuns(out, L, m_cout, n0, count, g, bias, y.data(), cap, m_roundOut);
+        });
+        return !offGrid.load();
+    }
     const RunGeometry g = runGeometry(x.dim(2), x.dim(3), m_k, m_pad);
     for (std::size_t ky = 0; ky < m_k; ++ky)
         for (std::size_t kx = 0; kx < m_k; ++kx) m_s8Taps[ky * m_k + kx] = 4 * (ky * g.Wq + kx);
     const std::size_t* taps = m_s8Taps.data();
-    const std::size_t N = x.dim(0);
-    std::atomic<bool> offGrid{false};
     parallelFor((N + g.Ng - 1) / g.Ng, [&](std::size_t grp) {
         if (offGrid.load(std::memory_order_relaxed)) return;
         const std::size_t n0 = grp * g.Ng, count = std::min(g.Ng, N - n0), L = g.length(count);

@@ -40,6 +40,23 @@ inline RunGeometry runGeometry(std::size_t H, std::size_t W, std::size_t k, std:
     return {H, W, k, p, H + 2 * p + 1 - k, W + 2 * p + 1 - k, Wq, Rn, head, Ng, head + Ng * Rn};
 }
 
+// Strided convolutions (conv2d_direct.cpp): each channel's run is split into s x s phase runs.
+// Phase (py, px) holds the zero-padded pixels (r s + py, c s + px) of the group's images at pitch
+// Wq, Rn floats per image; tap (ky, kx) of the output at run position j = i Rn + oy Wq + ox then
+// reads phase (ky % s, kx % s) at j + (ky / s) Wq + kx / s (phaseTapOffset; as the depthwise
+// kernel does for one plane). Ng depends on the geometry only, as RunGeometry's.
+struct PhaseGeometry {
+    std::size_t H, W, k, s, p, Ho, Wo, Wq, Rn, Ng, PS, S; // PS: floats per phase run, S per channel
+    std::size_t length(std::size_t images) const { return (images - 1) * Rn + (Ho - 1) * Wq + Wo; }
+};
+PhaseGeometry phaseGeometry(std::size_t H, std::size_t W, std::size_t k, std::size_t s, std::size_t p);
+// x images [n0, n0 + count) of (N, C, H, W) -> phase runs (C, s, s, PS), zero padded (dg: the
+// same phase split of one plane, as the depthwise kernel makes it).
+void toPhaseRuns(const float* x, std::size_t C, std::size_t n0, std::size_t count, const PhaseGeometry& g,
+                 const DepthwiseGeometry& dg, float* runs);
+// Where tap (ky, kx) starts in a channel's phase runs, in elements.
+std::size_t phaseTapOffset(const PhaseGeometry& g, std::size_t ky, std::size_t kx);
+
 // One output row of the convolution's epilogue: dst[j] = src[j] (+ b when hasBias), clamped to
 // [0, cap] when hasClamp(cap), then rounded to bf16 when roundBf16 (fromRuns, fromRunsPooled).
 inline void epilogueRow(float* __restrict dst, const float* __restrict src, std::size_t n, bool hasBias, float b, float cap,
