@@ -433,7 +433,8 @@ void Conv2d::forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx, floa
         return;
     }
     if (usesBf16Gemm()) {
-        if (usesBf16Runs()) forwardDirectBf16(x, y, cap);
+        // stride 1 on the runs, strided kernels of 2x2 or more on the phase runs, the rest im2col
+        if (usesBf16Runs() || (usesDirectKernel() && m_k > 1)) forwardDirectBf16(x, y, cap);
         else forwardBf16(x, y);
         return;
     }

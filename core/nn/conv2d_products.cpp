@@ -299,10 +299,31 @@ void Conv2d::forwardDirectBf16(const Tensor& x, Tensor& y, float cap, const Pool
     const std::size_t kk = m_k * m_k, C2 = (m_cin + 1) / 2, K2 = kk * C2;
     packBf16RunsA(bf16RunsOrder(m_weight.forwardValue().data(), m_cout, m_cin, kk).data(), m_cout, K2, m_packedBf16Runs, m_bf16);
     const float* bias = m_hasBias ? m_bias.forwardValue().data() : nullptr;
-    const RunGeometry g = runGeometry(x.dim(2), x.dim(3), m_k, m_pad);
-    std::vector<std::size_t> taps(kk);
-    for (std::size_t t = 0; t < kk; ++t) taps[t] = 4 * ((t / m_k) * g.Wq + t % m_k);
     const std::size_t N = x.dim(0);
+    std::vector<std::size_t> taps(kk);
+    if (m_stride > 1) { // the FP32 phase runs (as forwardDirect lays them out), then to bf16 pairs
+        const PhaseGeometry g = phaseGeometry(x.dim(2), x.dim(3), m_k, m_stride, m_pad);
+        const DepthwiseGeometry dg = depthwiseGeometry(x.dim(2), x.dim(3), m_k, m_stride, m_pad);
+        for (std::size_t t = 0; t < kk; ++t) taps[t] = 4 * phaseTapOffset(g, t / m_k, t % m_k);
+        parallelFor((N + g.Ng - 1) / g.Ng, [&](std::size_t grp) {
+            const std::size_t n0 = grp * g.Ng, count = std::min(g.Ng, N - n0), L = g.length(count);
+            float* phases = threadBuffer(2, m_cin * g.S).data();
+            auto* runs = reinterpret_cast<std::uint16_t*>(threadBuffer(0, C2 * g.S + kRunsRowSlack / 4).data());
+            float* out = threadBuffer(1, m_cout * L).data();
+            toPhaseRuns(x.data(), m_cin, n0, count, g, dg, phases);
+            for (std::size_t cp = 0; cp < C2; ++cp) {
+                const float* pair[2] = {phases + 2 * cp * g.S, 2 * cp + 1 < m_cin ? phases + (2 * cp + 1) * g.S : nullptr};
+                roundInterleave2(pair, g.S, runs + 2 * cp * g.S);
+            }
+            std::fill(runs + 2 * C2 * g.S, runs + 2 * C2 * g.S + kRunsRowSlack / 2, std::uint16_t{0});
+            const ConvRuns b{reinterpret_cast<const std::uint8_t*>(runs), 4 * g.S, taps.data(), kk, C2};
+            gemmBf16Runs(m_packedBf16Runs, b, L, out, L);
+            fromRuns(out, L, m_cout, n0, count, g, bias, y.data(), cap, m_roundOut);
+        });
+        return;
+    }
+    const RunGeometry g = runGeometry(x.dim(2), x.dim(3), m_k, m_pad);
+    for (std::size_t t = 0; t < kk; ++t) taps[t] = 4 * ((t / m_k) * g.Wq + t % m_k);
     parallelFor((N + g.Ng - 1) / g.Ng, [&](std::size_t grp) {
         const std::size_t n0 = grp * g.Ng, count = std::min(g.Ng, N - n0), L = g.length(count);
         // C2 runs of S dwords (and the kernel's slack): the float buffer's storage.
