@@ -109,6 +109,8 @@ int runEval(const std::vector<std::string>& argv)
 
     exportFormatFor(path); // a clear error for other extensions
     ExportedModel model = readModelFile(path);
+    if (!args.has("--json"))
+        for (const std::string& n : model.notes) std::fprintf(stderr, "quantscope-cli eval: %s: %s\n", path.c_str(), n.c_str());
 
     DatasetOptions dopt = datasetOptions(args);
     dopt.testLimit = args.u64("--test-limit", 0, 1);

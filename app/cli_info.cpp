@@ -172,7 +172,8 @@ nlohmann::json toJson(const ModelSummary& s)
                         {"macs", s.macs},
                         {"elementwise_ops", s.elementwiseOps},
                         {"fp32_bytes", s.fp32Bytes},
-                        {"int8_bytes", s.int8Bytes}};
+                        {"int8_bytes", s.int8Bytes},
+                        {"notes", s.notes}};
     if (s.fileBytes) j["file_bytes"] = *s.fileBytes;
     if (s.exporterFoldedConvs) {
         j["exporter_folded_convs"] = s.exporterFoldedConvs;
@@ -229,6 +230,7 @@ void printTable(const ModelSummary& s)
     std::printf("FP32 size: %s\n", bytesText(s.fp32Bytes).c_str());
     std::printf("Int8 size: %s (BatchNorm folded, int8 weights, int32 biases, per-channel scales)\n", bytesText(s.int8Bytes).c_str());
     if (s.fileBytes) std::printf("File size: %s\n", bytesText(*s.fileBytes).c_str());
+    for (const std::string& n : s.notes) std::printf("Note: %s\n", n.c_str());
     std::printf("%s\n", rule.c_str());
 }
 

@@ -50,7 +50,8 @@ const char* const kTrainHelp =
     "  --validation N       hold out N training images as a validation set (default 0)\n"
     "  --normalize MEAN,STD input normalisation (pixels first scaled to [0, 1]); each a number\n"
     "                       or one per channel joined by ':' (0.49:0.48:0.45,0.25:0.24:0.26),\n"
-    "                       or 'none' (default: the train set's per-channel statistics)\n"
+    "                       or 'none' (default: the one a --model/--init file stores, else\n"
+    "                       the train set's per-channel statistics)\n"
     "model and training:\n"
     "  --model NAME|FILE    seed-cnn (default), seed-cnn-bn, lenet5, mlp, resnet8,\n"
     "                       mobilenet-tiny; or a model file: an FP32 .onnx (from PyTorch's\n"
@@ -592,7 +593,23 @@ int runTrain(const std::vector<std::string>& argv)
     dopt.validation = args.u64("--validation", 0);
     dopt.seed = cfg.seed;
     Dataset data = Dataset::load(dopt);
-    if (args.has("--normalize")) data.normalization = Normalization::parse(args.str("--normalize", "")).broadcast(data.channels());
+    if (args.has("--normalize")) {
+        data.normalization = Normalization::parse(args.str("--normalize", "")).broadcast(data.channels());
+    }
+    if (cfg.pretrained && !cfg.modelFile.empty()) {
+        const ExportedModel file = readModelFile(cfg.modelFile);
+        const bool say = !args.has("--json") && !args.has("--quiet");
+        if (say)
+            for (const std::string& n : file.notes) std::fprintf(stderr, "quantscope-cli train: %s: %s\n", cfg.modelFile.c_str(), n.c_str());
+        // The file's weights were trained on inputs normalised its way: keep it (as eval does).
+        const std::size_t nc = file.normalization.mean.size();
+        if (!args.has("--normalize") && file.normalizationKnown && (nc == 1 || nc == data.channels())) {
+            data.normalization = file.normalization.broadcast(data.channels());
+            if (say)
+                std::fprintf(stderr, "quantscope-cli train: input normalisation %s, stored in %s (--normalize overrides it)\n",
+                             data.normalization.describe().c_str(), cfg.modelFile.c_str());
+        }
+    }
 
     const bool json = args.has("--json");
     const bool progress = !args.has("--quiet") && ::isatty(STDERR_FILENO);

@@ -271,6 +271,15 @@ void TestCli::modelFiles()
     QCOMPARE(badFormat.exitCode, kExitUsage);
     QVERIFY2(badFormat.err.contains("int99"), qPrintable(badFormat.err));
 
+    // A model trained with another normalisation than the data's statistics: a run from its file
+    // takes the file's (the same accuracy as the run that trained it, and as eval of the file).
+    const QString own = m_tmp.filePath("mlp_norm.qsm");
+    const Result normed = runCli(QStringList{"train", "--model", "mlp", "--normalize", "0.5,0.25", "--export", own} + common);
+    QVERIFY2(normed.exitCode == kExitOk, qPrintable(normed.err));
+    const Result again = runCli(QStringList{"train", "--model", own, "--epochs", "0"} + common);
+    QVERIFY2(again.exitCode == kExitOk, qPrintable(again.err));
+    QCOMPARE(doneOf(again)["test_acc"].get<double>(), doneOf(normed)["test_acc"].get<double>());
+
     // Our own export stores its normalisation: --normalize is refused for it.
     const Result twice = runCli({"eval", onnx, "--data", m_valid, "--normalize", "0.5,0.5"});
     QCOMPARE(twice.exitCode, kExitUsage);

@@ -192,6 +192,8 @@ void TestOnnxImport::softmaxHeadIsDropped()
     const fs::path p = kFixtures / "padconv_op13_nofold.onnx";
     const ExportedModel m = importOnnx(fileBytes(p), p.string(), &info);
     QVERIFY(info.droppedSoftmax);
+    QCOMPARE(m.notes.size(), std::size_t{1}); // and says so
+    QVERIFY2(m.notes[0].find("final Softmax is dropped") != std::string::npos, m.notes[0].c_str());
     QCOMPARE(info.opset, 13);
     QCOMPARE(m.layers.back().kind, LayerKind::Linear); // the logits, softmax left to the loss
     OnnxImportInfo info2;
@@ -370,6 +372,8 @@ void TestOnnxImport::flatInputReadsFlattenedImages()
         QCOMPARE(Shape({m.channels, m.height, m.width}), Shape({1, 8, 8}));
         QCOMPARE(m.layers.front().kind, LayerKind::Flatten);
         QCOMPARE(m.layers.front().name, std::string("input_flatten"));
+        QCOMPARE(m.notes.size(), std::size_t{1}); // info, train and eval print how the input was read
+        QVERIFY2(m.notes[0].find("[N, 64] is read as 1x8x8 images") != std::string::npos, m.notes[0].c_str());
         QCOMPARE(m.normalization, Normalization::uniform(0.5f, 0.25f, 1));
         Reference ref = loadReference(kFixtures / (std::string(name) + ".json"));
         QCOMPARE(ref.inputShape, Shape({3, 64}));

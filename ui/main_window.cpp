@@ -262,6 +262,13 @@ void MainWindow::startTraining()
             auto d = std::make_shared<Dataset>(*m_data);
             d->normalization = Normalization::parse(norm.toStdString()).broadcast(d->channels());
             data = d;
+        } else if (!cfg.modelFile.empty() && cfg.pretrained) { // or the one the model file stores
+            if (const std::optional<Normalization> n = storedNormalization(cfg.modelFile);
+                n && (n->mean.size() == 1 || n->mean.size() == m_data->channels())) {
+                auto d = std::make_shared<Dataset>(*m_data);
+                d->normalization = n->broadcast(d->channels());
+                data = d;
+            }
         }
         cfg.validate();
     } catch (const std::exception& e) {

@@ -136,6 +136,7 @@ ModelSummary summarizeExported(const ExportedModel& m, const std::string& source
                 ++s.exporterFoldedConvs;
                 s.exporterFoldedChannels += l.outChannels;
             }
+    s.notes = m.notes;
     return s;
 }
 

@@ -67,6 +67,9 @@ struct ModelSummary {
     // params + exporterFoldedChannels parameters if those convolutions had no bias of their own
     // (the usual conv-BN pattern: BatchNorm's gamma and beta, 2 per channel, became 1 bias).
     std::size_t exporterFoldedConvs = 0, exporterFoldedChannels = 0;
+    // How the file was read, one sentence each (ExportedModel::notes: an ONNX graph's final Softmax
+    // dropped, a flat input read as images).
+    std::vector<std::string> notes;
 };
 
 // Summarises `model` for its own input shape (Model::inputShape). Throws ConfigError (from

@@ -43,6 +43,13 @@ ExportedModel readModelFile(const std::string& path)
     throw ConfigError(path + ": not a model file (expected .qsm or .onnx)");
 }
 
+std::optional<Normalization> storedNormalization(const std::string& path)
+{
+    const ExportedModel m = readModelFile(path);
+    if (!m.normalizationKnown) return std::nullopt;
+    return m.normalization;
+}
+
 void loadFloatWeights(Model& model, const ExportedModel& m, const std::string& source)
 {
     if (m.quantized) throw ConfigError(source + ": is a quantized model; training and PTQ start from an FP32 model");

@@ -7,6 +7,7 @@
 #include "io/exported_model.h"
 #include "nn/model_zoo.h"
 
+#include <optional>
 #include <string>
 
 namespace quantscope {
@@ -19,6 +20,13 @@ bool isModelFile(const std::string& spec);
 // an identity normalisation (their input is taken as already normalised). Throws IoError /
 // FormatError / ConfigError naming the file.
 ExportedModel readModelFile(const std::string& path);
+
+// The input normalisation the model in `path` stores (ExportedModel::normalizationKnown: every
+// .qsm, QuantScope's ONNX exports, and ONNX graphs that normalise their input themselves, such as
+// PyTorch's with (x - m) / s in forward()), or nullopt for a graph that does not say. A run that
+// starts from the file's weights takes it instead of the training set's statistics, as eval does:
+// the weights were trained on inputs normalised that way. Throws as readModelFile.
+std::optional<Normalization> storedNormalization(const std::string& path);
 
 // The architecture and weights of the FP32 model in `path`. With `reinit` the weights are
 // initialised afresh from the seed (PyTorch's default init; BatchNorm to identity), so only

@@ -177,6 +177,8 @@ void Importer::readFlatInput(const onnx::TensorShapeProto& shape)
     m_shapes.push_back({static_cast<std::size_t>(f)});
     m_inputAct = 1;
     m_info.flatInput = true;
+    m_m.notes.push_back("the input [N, " + std::to_string(f) + "] is read as " + std::to_string(c) + "x" + std::to_string(side) + "x" +
+                        std::to_string(side) + " images, flattened by a first layer input_flatten");
     Value v;
     v.kind = Value::Kind::Act;
     v.act = m_inputAct;

@@ -519,6 +519,8 @@ void Importer::softmax(const NodeProto& n)
     if (n.output_size() < 1 || n.output(0) != m_outputName)
         failNode(n, "a Softmax inside the graph is not a layer QuantScope has (only one that makes the output is dropped)");
     m_info.droppedSoftmax = true;
+    m_m.notes.push_back("the graph's final Softmax is dropped: the model outputs the scores before it (the same argmax; "
+                        "training takes cross-entropy on them)");
     alias(n, x);
 }
 
