@@ -382,6 +382,28 @@ void TestOnnxImport::flatInputReadsFlattenedImages()
         const double dev = maxDeviation(m, info, ref);
         QVERIFY2(dev <= kOutputTol, qPrintable(QString("%1: deviation %2").arg(name).arg(dev)));
     }
+    // The same normalisation written the other way round, x / 0.25 - 2 (Div first, then Sub, as
+    // PyTorch exports x / s - m / s): mean 2 x 0.25, and the same outputs.
+    {
+        onnx::ModelProto mp = parse(kFixtures / "flatmlp_op13_fold_dyn.onnx");
+        onnx::NodeProto* sub = findNode(mp, "Sub");
+        onnx::NodeProto* div = findNode(mp, "Div");
+        const std::string input = sub->input(0), subOut = sub->output(0), divOut = div->output(0);
+        for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node())
+            for (int i = 0; i < n.input_size(); ++i)
+                if (n.input(i) == divOut) n.set_input(i, subOut); // the Gemm reads the Sub now
+        div->set_input(0, input);
+        sub->set_input(0, divOut);
+        onnx::TensorProto* two = mp.mutable_graph()->add_initializer();
+        two->set_name("two");
+        two->set_data_type(onnx::TensorProto::FLOAT);
+        two->add_float_data(2.0f);
+        sub->set_input(1, "two");
+        // Div before Sub in the file, as the data flows
+        std::swap(*sub, *div);
+        const ExportedModel m = importOnnx(serialize(mp), "div_sub.onnx");
+        QCOMPARE(m.normalization, Normalization::uniform(0.5f, 0.25f, 1));
+    }
     // Colour: 3072 = 3 x 32 x 32 (never also 1 x k x k).
     onnx::ModelProto mp = parse(kFixtures / "flatmlp_op13_fold_dyn.onnx");
     mp.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->mutable_shape()->mutable_dim(1)->set_dim_value(3072);
@@ -464,6 +486,20 @@ void TestOnnxImport::badInput_data()
             findNode(mp, "Sub")->set_input(1, "mean_per_feature");
         },
         "ConfigError", "per-feature");
+    // An unsupported operator is named even behind a node that would fail first (GELU's Erf
+    // after the Div that scales its input, which is no input normalisation).
+    row("unsupported operator after a bad node", "flatmlp_op11_nofold",
+        [](onnx::ModelProto& mp) {
+            findNode(mp, "Relu")->set_op_type("Erf");
+            onnx::TensorProto* t = mp.mutable_graph()->add_initializer();
+            t->set_name("mean_per_feature");
+            t->set_data_type(onnx::TensorProto::FLOAT);
+            t->add_dims(2);
+            t->add_float_data(0.5f);
+            t->add_float_data(0.4f);
+            findNode(mp, "Sub")->set_input(1, "mean_per_feature");
+        },
+        "ConfigError", "operator Erf is not supported");
     row("opset 9", "seqview_op13_fold", [](onnx::ModelProto& mp) { mp.mutable_opset_import(0)->set_version(9); }, "ConfigError", "opset 9");
     row("opset 18", "seqview_op13_fold", [](onnx::ModelProto& mp) { mp.mutable_opset_import(0)->set_version(18); }, "ConfigError", "opset 18");
     row("cycle", "seqview_op13_fold",

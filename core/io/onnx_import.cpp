@@ -266,10 +266,22 @@ ExportedModel Importer::run()
     readInput();
     const std::vector<int> order = liveOrder();
     const onnx::GraphProto& g = m_mp.graph();
+    const auto unsupported = [&](const NodeProto& n) {
+        std::string read; // the operators it has a handler for, in order
+        for (const auto& h : handlers()) read += h.first + ", ";
+        failNode(n, "operator " + n.op_type() + " is not supported by QuantScope's importer (it reads " + read +
+                        "and constant shape arithmetic)");
+    };
+    // An operator QuantScope has no layer for is named first, wherever it sits: GELU's Erf, not
+    // the Div in front of it that would otherwise fail as a misplaced input normalisation.
     for (int k : order) {
         const NodeProto& n = g.node(k);
         if (!n.domain().empty() && n.domain() != "ai.onnx")
             failNode(n, "operator " + n.domain() + "::" + n.op_type() + " is not supported");
+        if (!handlers().count(n.op_type()) && !isFoldable(n.op_type())) unsupported(n);
+    }
+    for (int k : order) {
+        const NodeProto& n = g.node(k);
         bool allConst = true;
         std::vector<const ConstTensor*> in;
         for (int i = 0; i < n.input_size(); ++i) {
@@ -298,12 +310,7 @@ ExportedModel Importer::run()
             continue;
         }
         const auto it = handlers().find(n.op_type());
-        if (it == handlers().end()) {
-            std::string read; // the operators it has a handler for, in order
-            for (const auto& h : handlers()) read += h.first + ", ";
-            failNode(n, "operator " + n.op_type() + " is not supported by QuantScope's importer (it reads " + read +
-                            "and constant shape arithmetic)");
-        }
+        if (it == handlers().end()) unsupported(n);
         (this->*(it->second))(n);
         for (int o = 0; o < n.output_size(); ++o)
             if (!n.output(o).empty() && m_uses[n.output(o)] > 0 && !m_values.count(n.output(o)))

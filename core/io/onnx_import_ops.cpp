@@ -184,6 +184,8 @@ void Importer::add(const NodeProto& n)
     const Value& v = ai == 0 ? a : b;
     const ConstTensor& c = constant(n, 1 - ai, "one addend");
     if (v.kind != Value::Kind::Act) failNode(n, "adds a Pad's output");
+    if (v.act == m_inputAct && m_m.layers.size() == m_inputAct && !m_sawMean) // x * (1 / s) + b: the normalisation's shift
+        return shiftInput(n, c, -1.0f);
     const bool last = v.act == m_m.layers.size() && v.act > 0;
     StoredLayer* l = last ? &m_m.layers[v.act - 1] : nullptr;
     if (!l || (l->kind != LayerKind::Linear && l->kind != LayerKind::Conv2d) || m_uses[n.input(ai)] != 1)
@@ -219,13 +221,27 @@ std::vector<float> Importer::perChannel(const NodeProto& n, const ConstTensor& c
     return c.f;
 }
 
-void Importer::sub(const NodeProto& n)
+// The mean of the input normalisation from a constant c subtracted from the input (sign 1) or
+// added to it (sign -1), before or after its scaling: (x - c) / s, or x / s - c = (x - c s) / s.
+void Importer::shiftInput(const NodeProto& n, const ConstTensor& c, float sign)
 {
-    if (act(n, 0) != m_inputAct || m_m.layers.size() != m_inputAct || m_sawMean || m_sawStd)
-        failNode(n, "only the input normalisation (input - mean) is read");
-    m_m.normalization.mean = perChannel(n, constant(n, 1, "the mean"), "the mean");
+    std::vector<float> m = perChannel(n, c, "the mean");
+    for (float& v : m) v *= sign;
+    if (m_sawStd) { // the scale came first: the shift is in scaled units
+        const std::vector<float>& s = m_m.normalization.stddev;
+        if (m.size() == 1 && s.size() > 1) m.assign(s.size(), m[0]);
+        for (std::size_t i = 0; i < m.size(); ++i) m[i] *= s.size() == 1 ? s[0] : s[i];
+    }
+    m_m.normalization.mean = std::move(m);
     m_sawMean = true;
     alias(n, m_inputAct);
+}
+
+void Importer::sub(const NodeProto& n)
+{
+    if (act(n, 0) != m_inputAct || m_m.layers.size() != m_inputAct || m_sawMean)
+        failNode(n, "only the input normalisation (input - mean, or input / stddev - mean / stddev) is read");
+    shiftInput(n, constant(n, 1, "the mean"), 1.0f);
 }
 
 void Importer::div(const NodeProto& n)

@@ -120,6 +120,7 @@ private:
     void matMul(const NodeProto& n);
     void add(const NodeProto& n);
     std::vector<float> perChannel(const NodeProto& n, const ConstTensor& c, const char* what) const;
+    void shiftInput(const NodeProto& n, const ConstTensor& c, float sign);
     void sub(const NodeProto& n);
     void div(const NodeProto& n);
     void mul(const NodeProto& n);
