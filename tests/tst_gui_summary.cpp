@@ -22,6 +22,7 @@ class TestGuiSummary : public QObject {
 private slots:
     void summaryButtonShowsPreset();
     void badFileShowsError();
+    void importNotesAreShown();
 };
 
 namespace {
@@ -79,6 +80,22 @@ void TestGuiSummary::badFileShowsError()
     MainWindow w(offlineOptions());
     QVERIFY(!w.showModelSummaryOfFile(junk));
     QVERIFY2(w.errorText().contains("junk.qsm"), qPrintable(w.errorText()));
+}
+
+// A PyTorch MLP exported on flat images: the summary and the model picker say how it was read.
+void TestGuiSummary::importNotesAreShown()
+{
+    const QString path = QStringLiteral(QS_TEST_DATA "/../onnx_import/flatmlp_op13_fold_dyn.onnx");
+    MainWindow w(offlineOptions());
+    QVERIFY(w.showModelSummaryOfFile(path));
+    const QString totals = w.modelSummaryDialog()->totalsText();
+    QVERIFY2(totals.contains("is read as 1x8x8 images, flattened by a first layer input_flatten"), qPrintable(totals));
+    if (const QByteArray dir = qgetenv("QS_SUMMARY_SHOT"); !dir.isEmpty()) {
+        QTest::qWait(100);
+        QVERIFY(w.modelSummaryDialog()->grab().save(QString::fromLocal8Bit(dir) + "/model-summary-flat.png"));
+    }
+    QVERIFY(w.loadModelFile(path));
+    QVERIFY2(w.statusText().contains("input_flatten"), qPrintable(w.statusText()));
 }
 
 QTEST_MAIN(TestGuiSummary)

@@ -49,12 +49,17 @@ bool MainWindow::loadModelFile(const QString& path)
         return false;
     }
     const QString shape = QStringLiteral("%1x%2x%3").arg(m.channels).arg(m.height).arg(m.width);
-    const QString tip = tr("%1\n%2 layers, %3 parameters, input %4, %5 classes")
-                            .arg(path)
-                            .arg(m.layers.size())
-                            .arg(formatCount(static_cast<double>(m.numParams())))
-                            .arg(shape)
-                            .arg(m.classes);
+    QString tip = tr("%1\n%2 layers, %3 parameters, input %4, %5 classes")
+                      .arg(path)
+                      .arg(m.layers.size())
+                      .arg(formatCount(static_cast<double>(m.numParams())))
+                      .arg(shape)
+                      .arg(m.classes);
+    // Training from the file takes its normalisation unless the Normalize field says otherwise.
+    if (m.normalizationKnown) tip += tr("\ninput normalisation %1 (stored in the file)").arg(QString::fromStdString(m.normalization.describe()));
+    QString notes;
+    for (const std::string& n : m.notes) notes += QStringLiteral("; ") + QString::fromStdString(n);
+    if (!notes.isEmpty()) tip += QStringLiteral("\n") + notes.mid(2);
     m_trainingPanel->addModelFile(path, QFileInfo(path).fileName(), tip);
     m_analysis->addModelFile(path);
     clearError();
@@ -65,7 +70,8 @@ bool MainWindow::loadModelFile(const QString& path)
                    .arg(m_data->channels())
                    .arg(m_data->height())
                    .arg(m_data->width());
-    m_statusLabel->setText(tr("Model %1: %2 parameters%3").arg(QFileInfo(path).fileName(), formatCount(static_cast<double>(m.numParams())), note));
+    m_statusLabel->setText(
+        tr("Model %1: %2 parameters%3%4").arg(QFileInfo(path).fileName(), formatCount(static_cast<double>(m.numParams())), note, notes));
     return true;
 }
 

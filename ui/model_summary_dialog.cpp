@@ -181,6 +181,7 @@ void ModelSummaryDialog::setSummary(const ModelSummary& s)
                 "convolutions) the model has <b>%2</b> parameters.")
                  .arg(s.exporterFoldedConvs)
                  .arg(formatCount(static_cast<double>(s.params + s.exporterFoldedChannels)));
+    for (const std::string& n : s.notes) t += tr("<br>Note: %1.").arg(QString::fromStdString(n).toHtmlEscaped());
     m_totals->setText(t);
     m_table->resizeColumnsToContents();
     m_table->selectionModel()->clearCurrentIndex();
