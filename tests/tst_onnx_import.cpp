@@ -382,6 +382,20 @@ void TestOnnxImport::flatInputReadsFlattenedImages()
         const double dev = maxDeviation(m, info, ref);
         QVERIFY2(dev <= kOutputTol, qPrintable(QString("%1: deviation %2").arg(name).arg(dev)));
     }
+    // BatchNorm1d after a Linear (the second one bias-free): folded into it, PyTorch's outputs.
+    for (const char* name : {"flatmlpbn_op13_fold_dyn", "flatmlpbn_op11_nofold"}) {
+        const fs::path p = kFixtures / (std::string(name) + ".onnx");
+        OnnxImportInfo info;
+        const ExportedModel m = importOnnx(fileBytes(p), p.string(), &info);
+        QCOMPARE(m.layers.size(), std::size_t{6}); // input_flatten, fc1, relu, fc2, relu, fc3: no BatchNorm
+        for (const StoredLayer& l : m.layers) QVERIFY(l.kind != LayerKind::BatchNorm2d);
+        QCOMPARE(m.notes.size(), std::size_t{3}); // the flat input, two folds
+        QVERIFY2(m.notes[2].find("folded into it") != std::string::npos, m.notes[2].c_str());
+        Reference ref = loadReference(kFixtures / (std::string(name) + ".json"));
+        ref.inputShape = {3, 1, 8, 8};
+        const double dev = maxDeviation(m, info, ref);
+        QVERIFY2(dev <= kOutputTol, qPrintable(QString("%1: deviation %2").arg(name).arg(dev)));
+    }
     // The same normalisation written the other way round, x / 0.25 - 2 (Div first, then Sub, as
     // PyTorch exports x / s - m / s): mean 2 x 0.25, and the same outputs.
     {
@@ -500,6 +514,24 @@ void TestOnnxImport::badInput_data()
             findNode(mp, "Sub")->set_input(1, "mean_per_feature");
         },
         "ConfigError", "operator Erf is not supported");
+    row("BatchNorm1d not after a Linear", "flatmlpbn_op13_fold_dyn",
+        [](onnx::ModelProto& mp) {
+            // the second BatchNormalization (bn2) reads the second Relu's output instead of fc2's:
+            // bn2 -> relu2 -> bn2 would be a cycle, so relu2 reads fc2 and bn2 follows it
+            std::vector<onnx::NodeProto*> bn, relu;
+            for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node()) {
+                if (n.op_type() == "BatchNormalization") bn.push_back(&n);
+                if (n.op_type() == "Relu") relu.push_back(&n);
+            }
+            const std::string fc2 = bn[1]->input(0), bn2 = bn[1]->output(0), relu2 = relu[1]->output(0);
+            relu[1]->set_input(0, fc2);
+            bn[1]->set_input(0, relu2);
+            for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node())
+                if (&n != bn[1])
+                    for (int i = 0; i < n.input_size(); ++i)
+                        if (n.input(i) == relu2) n.set_input(i, bn2);
+        },
+        "ConfigError", "no BatchNorm1d layer");
     row("opset 9", "seqview_op13_fold", [](onnx::ModelProto& mp) { mp.mutable_opset_import(0)->set_version(9); }, "ConfigError", "opset 9");
     row("opset 18", "seqview_op13_fold", [](onnx::ModelProto& mp) { mp.mutable_opset_import(0)->set_version(18); }, "ConfigError", "opset 18");
     row("cycle", "seqview_op13_fold",

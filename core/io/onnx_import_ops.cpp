@@ -389,7 +389,8 @@ void Importer::reduceMean(const NodeProto& n)
 void Importer::batchNormalization(const NodeProto& n)
 {
     const std::size_t x = act(n, 0);
-    perImageRank(n, x, 3, "BatchNormalization is read on [N, C, H, W]");
+    if (shapeOf(x).size() == 1) return batchNormAfterLinear(n, x);
+    perImageRank(n, x, 3, "BatchNormalization is read on [N, C, H, W], or on [N, C] right after a Linear");
     noExtraOutputs(n);
     if (attrInt(n, "training_mode", 0) != 0) failNode(n, "training_mode = 1: export the model in eval mode");
     // Before opset 14 the training form is the one with the running and saved statistics as
@@ -418,6 +419,46 @@ void Importer::batchNormalization(const NodeProto& n)
     for (float v : l.tensors[3].values)
         if (!(v >= 0.0f)) failNode(n, "input_var holds a negative or non-finite variance", false);
     addLayer(n, std::move(l), shapeOf(x), {x});
+}
+
+// BatchNorm1d on [N, C] right after a Linear that nothing else reads: folded into it with its
+// running statistics (eval mode), y = (x W^T + b - mean) gamma / sqrt(var + eps) + beta, so
+// W'[c] = W[c] a[c] and b'[c] = (b[c] - mean[c]) a[c] + beta[c] with a = gamma / sqrt(var + eps);
+// the imported model has no BatchNorm there (fine-tuning trains the folded Linear), which a note says.
+void Importer::batchNormAfterLinear(const NodeProto& n, std::size_t x)
+{
+    noExtraOutputs(n);
+    StoredLayer* l = x == m_m.layers.size() && x > 0 ? &m_m.layers[x - 1] : nullptr;
+    if (!l || l->kind != LayerKind::Linear || m_uses[n.input(0)] != 1)
+        failNode(n, "BatchNormalization on [N, C] (BatchNorm1d) is read only right after a Linear that nothing else reads "
+                    "(it is folded into it); QuantScope has no BatchNorm1d layer");
+    if (attrInt(n, "training_mode", 0) != 0) failNode(n, "training_mode = 1: export the model in eval mode");
+    if (m_opset < 14)
+        for (int k = 1; k < n.output_size(); ++k)
+            if (!n.output(k).empty()) failNode(n, "the training form (batch statistics): export the model in eval mode");
+    const std::size_t c = l->outFeatures;
+    const float eps = attrFloat(n, "epsilon", 1e-5f);
+    if (!(eps > 0.0f) || !std::isfinite(eps)) failNode(n, "epsilon must be positive", false);
+    const char* what[] = {"scale", "B", "input_mean", "input_var"};
+    std::vector<float> v[4];
+    for (int i = 0; i < 4; ++i) {
+        const ConstTensor& t = constant(n, i + 1, what[i]);
+        if (t.numel() != c) failNode(n, std::string(what[i]) + " has " + std::to_string(t.numel()) + " values for " + std::to_string(c) + " features", false);
+        v[i] = floats(n, t, what[i]);
+    }
+    if (l->tensors.size() < 2) l->tensors.push_back(floatTensor("bias", {c}, std::vector<float>(c, 0.0f)));
+    std::vector<float>& w = l->tensors[0].values; // after the push_back, which may move the tensors
+    std::vector<float>& b = l->tensors[1].values;
+    const std::size_t in = l->inFeatures;
+    for (std::size_t o = 0; o < c; ++o) {
+        if (!(v[3][o] >= 0.0f)) failNode(n, "input_var holds a negative or non-finite variance", false);
+        const double a = static_cast<double>(v[0][o]) / std::sqrt(static_cast<double>(v[3][o]) + eps);
+        for (std::size_t i = 0; i < in; ++i) w[o * in + i] = static_cast<float>(w[o * in + i] * a);
+        b[o] = static_cast<float>((static_cast<double>(b[o]) - v[2][o]) * a + v[1][o]);
+    }
+    m_m.notes.push_back("BatchNormalization '" + n.name() + "' after Linear '" + l->name +
+                        "' is folded into it (its running statistics); fine-tuning trains the folded Linear");
+    alias(n, x);
 }
 
 void Importer::flatten(const NodeProto& n)

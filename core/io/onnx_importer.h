@@ -130,6 +130,7 @@ private:
     void globalAveragePool(const NodeProto& n);
     void reduceMean(const NodeProto& n);
     void batchNormalization(const NodeProto& n);
+    void batchNormAfterLinear(const NodeProto& n, std::size_t x);
     void flatten(const NodeProto& n);
     void reshape(const NodeProto& n);
     void squeeze(const NodeProto& n);

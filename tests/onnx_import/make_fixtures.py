@@ -186,6 +186,22 @@ class FlatMLP(nn.Module):
         return self.fc2(F.relu(self.fc1((x - 0.5) / 0.25)))
 
 
+class FlatMLPBN(nn.Module):
+    """An MLP on flat images with BatchNorm1d after each hidden Linear (the second one bias-free),
+    folded into the Linears at import."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(64, 24)
+        self.bn1 = nn.BatchNorm1d(24)
+        self.fc2 = nn.Linear(24, 16, bias=False)
+        self.bn2 = nn.BatchNorm1d(16, eps=1e-3)
+        self.fc3 = nn.Linear(16, 5)
+
+    def forward(self, x):
+        return self.fc3(F.relu(self.bn2(self.fc2(F.relu(self.bn1(self.fc1(x)))))))
+
+
 # name, module, input [C, H, W] (or [features] for a flat input), opset, do_constant_folding, dynamic batch
 CASES = [
     ("seqview_op11_nofold_dyn", SeqView, (1, 12, 12), 11, False, True),
@@ -205,6 +221,8 @@ CASES = [
     ("squeezeall_op13_fold", SqueezeAllHead, (1, 8, 8), 13, True, False),
     ("flatmlp_op13_fold_dyn", FlatMLP, (64,), 13, True, True),
     ("flatmlp_op11_nofold", FlatMLP, (64,), 11, False, False),
+    ("flatmlpbn_op13_fold_dyn", FlatMLPBN, (64,), 13, True, True),
+    ("flatmlpbn_op11_nofold", FlatMLPBN, (64,), 11, False, False),
 ]
 
 
@@ -223,7 +241,7 @@ def main():
         model = cls()
         # Non-trivial BatchNorm statistics, as after training.
         for mod in model.modules():
-            if isinstance(mod, nn.BatchNorm2d):
+            if isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):
                 mod.running_mean.uniform_(-0.5, 0.5)
                 mod.running_var.uniform_(0.5, 2.0)
                 mod.weight.data.uniform_(0.5, 1.5)
