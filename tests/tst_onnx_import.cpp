@@ -130,6 +130,18 @@ std::vector<std::string> layerNames(const ExportedModel& m)
     return v;
 }
 
+// The flat MLP's Sub reads a [2] mean (one per feature, which a flat input cannot take) instead of its scalar.
+void subtractPerFeatureMean(onnx::ModelProto& mp)
+{
+    onnx::TensorProto* t = mp.mutable_graph()->add_initializer();
+    t->set_name("mean_per_feature");
+    t->set_data_type(onnx::TensorProto::FLOAT);
+    t->add_dims(2);
+    t->add_float_data(0.5f);
+    t->add_float_data(0.4f);
+    findNode(mp, "Sub")->set_input(1, "mean_per_feature");
+}
+
 bool contains(const std::vector<std::string>& v, const std::string& s) { return std::find(v.begin(), v.end(), s) != v.end(); }
 
 } // namespace
@@ -491,13 +503,7 @@ void TestOnnxImport::badInput_data()
         "ConfigError", "neither");
     row("flat input with per-feature normalisation", "flatmlp_op11_nofold",
         [](onnx::ModelProto& mp) {
-            onnx::TensorProto* t = mp.mutable_graph()->add_initializer(); // a [2] mean where the scalar was
-            t->set_name("mean_per_feature");
-            t->set_data_type(onnx::TensorProto::FLOAT);
-            t->add_dims(2);
-            t->add_float_data(0.5f);
-            t->add_float_data(0.4f);
-            findNode(mp, "Sub")->set_input(1, "mean_per_feature");
+            subtractPerFeatureMean(mp);
         },
         "ConfigError", "per-feature");
     // An unsupported operator is named even behind a node that would fail first (GELU's Erf
@@ -505,13 +511,7 @@ void TestOnnxImport::badInput_data()
     row("unsupported operator after a bad node", "flatmlp_op11_nofold",
         [](onnx::ModelProto& mp) {
             findNode(mp, "Relu")->set_op_type("Erf");
-            onnx::TensorProto* t = mp.mutable_graph()->add_initializer();
-            t->set_name("mean_per_feature");
-            t->set_data_type(onnx::TensorProto::FLOAT);
-            t->add_dims(2);
-            t->add_float_data(0.5f);
-            t->add_float_data(0.4f);
-            findNode(mp, "Sub")->set_input(1, "mean_per_feature");
+            subtractPerFeatureMean(mp);
         },
         "ConfigError", "operator Erf is not supported");
     row("BatchNorm1d not after a Linear", "flatmlpbn_op13_fold_dyn",

@@ -200,6 +200,33 @@ void backwardGroupBf16(Bf16Path path, const float* x, const float* dy, const flo
     fromRuns(out, Lx, C, n0, count, gd, nullptr, dx);
 }
 
+// The strided products' layout, shared by the int8 and bf16 forwards: the phase runs of x
+// (toPhaseRuns, as the FP32 direct kernels read them) and the k x k taps' byte offsets in runs of
+// dwords laid out like them. forEachGroup(fn) calls fn(n0, count, L, phases) for each group of
+// images, in parallel, with the group's FP32 phase runs in per-thread buffer 2.
+struct PhaseProducts {
+    PhaseGeometry g;
+    DepthwiseGeometry dg;
+    std::vector<std::size_t> tapBytes;
+
+    PhaseProducts(const Tensor& x, std::size_t k, std::size_t s, std::size_t p)
+        : g(phaseGeometry(x.dim(2), x.dim(3), k, s, p)), dg(depthwiseGeometry(x.dim(2), x.dim(3), k, s, p)), tapBytes(k * k)
+    {
+        for (std::size_t t = 0; t < k * k; ++t) tapBytes[t] = 4 * phaseTapOffset(g, t / k, t % k);
+    }
+    template <typename F>
+    void forEachGroup(const Tensor& x, std::size_t cin, F&& fn) const
+    {
+        const std::size_t N = x.dim(0);
+        parallelFor((N + g.Ng - 1) / g.Ng, [&](std::size_t grp) {
+            const std::size_t n0 = grp * g.Ng, count = std::min(g.Ng, N - n0);
+            float* phases = threadBuffer(2, cin * g.S).data();
+            toPhaseRuns(x.data(), cin, n0, count, g, dg, phases);
+            fn(n0, count, g.length(count), phases);
+        });
+    }
+};
+
 } // namespace conv_detail
 
 bool Conv2d::takesIntegerProducts() const
@@ -246,18 +273,12 @@ bool Conv2d::forwardDirectS8(const Tensor& x, Tensor& y, float cap)
     const std::size_t N = x.dim(0);
     std::atomic<bool> offGrid{false};
     if (m_stride > 1) { // the FP32 phase runs (as forwardDirect lays them out), then to codes
-        const PhaseGeometry g = phaseGeometry(x.dim(2), x.dim(3), m_k, m_stride, m_pad);
-        const DepthwiseGeometry dg = depthwiseGeometry(x.dim(2), x.dim(3), m_k, m_stride, m_pad);
-        for (std::size_t ky = 0; ky < m_k; ++ky)
-            for (std::size_t kx = 0; kx < m_k; ++kx) m_s8Taps[ky * m_k + kx] = 4 * phaseTapOffset(g, ky, kx);
-        const std::size_t* taps = m_s8Taps.data();
-        parallelFor((N + g.Ng - 1) / g.Ng, [&](std::size_t grp) {
+        const PhaseProducts pp(x, m_k, m_stride, m_pad);
+        const PhaseGeometry& g = pp.g;
+        pp.forEachGroup(x, m_cin, [&](std::size_t n0, std::size_t count, std::size_t L, const float* phases) {
             if (offGrid.load(std::memory_order_relaxed)) return;
-            const std::size_t n0 = grp * g.Ng, count = std::min(g.Ng, N - n0), L = g.length(count);
-            float* phases = threadBuffer(2, m_cin * g.S).data();
             auto* runs = reinterpret_cast<std::uint8_t*>(threadBuffer(0, C4 * g.S + kRunsRowSlack / 4).data());
             float* out = threadBuffer(1, m_cout * L).data();
-            toPhaseRuns(x.data(), m_cin, n0, count, g, dg, phases);
             for (std::size_t c4 = 0; c4 < C4; ++c4) {
                 const float* rows[4];
                 for (std::size_t j = 0; j < 4; ++j) rows[j] = 4 * c4 + j < m_cin ? phases + (4 * c4 + j) * g.S : nullptr;
@@ -267,7 +288,7 @@ bool Conv2d::forwardDirectS8(const Tensor& x, Tensor& y, float cap)
                 }
             }
             std::fill(runs + 4 * C4 * g.S, runs + 4 * C4 * g.S + kRunsRowSlack, static_cast<std::uint8_t>(in.zero));
-            const ConvRuns b{runs, 4 * g.S, taps, kk, C4};
+            const ConvRuns b{runs, 4 * g.S, pp.tapBytes.data(), kk, C4};
             gemmConvRuns(m_packedS8, b, L, m_s8Scale.data(), m_s8Corr.data(), out, L);
             fromRuns(out, L, m_cout, n0, count, g, bias, y.data(), cap, m_roundOut);
         });
@@ -302,21 +323,17 @@ void Conv2d::forwardDirectBf16(const Tensor& x, Tensor& y, float cap, const Pool
     const std::size_t N = x.dim(0);
     std::vector<std::size_t> taps(kk);
     if (m_stride > 1) { // the FP32 phase runs (as forwardDirect lays them out), then to bf16 pairs
-        const PhaseGeometry g = phaseGeometry(x.dim(2), x.dim(3), m_k, m_stride, m_pad);
-        const DepthwiseGeometry dg = depthwiseGeometry(x.dim(2), x.dim(3), m_k, m_stride, m_pad);
-        for (std::size_t t = 0; t < kk; ++t) taps[t] = 4 * phaseTapOffset(g, t / m_k, t % m_k);
-        parallelFor((N + g.Ng - 1) / g.Ng, [&](std::size_t grp) {
-            const std::size_t n0 = grp * g.Ng, count = std::min(g.Ng, N - n0), L = g.length(count);
-            float* phases = threadBuffer(2, m_cin * g.S).data();
+        const PhaseProducts pp(x, m_k, m_stride, m_pad);
+        const PhaseGeometry& g = pp.g;
+        pp.forEachGroup(x, m_cin, [&](std::size_t n0, std::size_t count, std::size_t L, const float* phases) {
             auto* runs = reinterpret_cast<std::uint16_t*>(threadBuffer(0, C2 * g.S + kRunsRowSlack / 4).data());
             float* out = threadBuffer(1, m_cout * L).data();
-            toPhaseRuns(x.data(), m_cin, n0, count, g, dg, phases);
             for (std::size_t cp = 0; cp < C2; ++cp) {
                 const float* pair[2] = {phases + 2 * cp * g.S, 2 * cp + 1 < m_cin ? phases + (2 * cp + 1) * g.S : nullptr};
                 roundInterleave2(pair, g.S, runs + 2 * cp * g.S);
             }
             std::fill(runs + 2 * C2 * g.S, runs + 2 * C2 * g.S + kRunsRowSlack / 2, std::uint16_t{0});
-            const ConvRuns b{reinterpret_cast<const std::uint8_t*>(runs), 4 * g.S, taps.data(), kk, C2};
+            const ConvRuns b{reinterpret_cast<const std::uint8_t*>(runs), 4 * g.S, pp.tapBytes.data(), kk, C2};
             gemmBf16Runs(m_packedBf16Runs, b, L, out, L);
             fromRuns(out, L, m_cout, n0, count, g, bias, y.data(), cap, m_roundOut);
         });
