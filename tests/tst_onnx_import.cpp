@@ -1,8 +1,7 @@
 // FP32 ONNX import: real torch.onnx.export files (tests/onnx_import, made by make_fixtures.py with
 // Debian's torch 1.13, opsets 11/13/17, with and without constant folding, static and dynamic
 // batch) import and their forward matches PyTorch's output within 1e-4; layer names follow the
-// user's modules; QuantScope's own FP32 export reads back; and broken files (made here through the
-// protobuf classes) each get a typed error naming the file and the node.
+// user's modules; QuantScope's own FP32 export reads back. Broken files: tst_onnx_import_errors.
 // QS_ONNX_REF_DIR=DIR additionally checks DIR/{seed-cnn,resnet8,mobilenet-tiny}.{onnx,json}
 // (pytorch_ref.py exports, npz_to_json.py) on all their images.
 #include "data/dataset.h"
@@ -13,6 +12,8 @@
 #include "data/normalization.h"
 #include "nn/model_zoo.h"
 #include "util/errors.h"
+
+#include "onnx_import_fixtures.h"
 
 #include <onnx/onnx_pb.h>
 
@@ -28,123 +29,8 @@
 
 using namespace quantscope;
 namespace fs = std::filesystem;
+using namespace onnx_import_fixtures;
 
-namespace {
-
-constexpr double kOutputTol = 1e-4;               // |QuantScope - PyTorch| per output value (the brief's bound)
-constexpr double kMinPredictionAgreement = 0.999; // issue 9: argmax equal to PyTorch's on the 10k test images
-
-const fs::path kFixtures = fs::path(QS_ONNX_FIXTURES);
-
-struct Reference {
-    Shape inputShape, outputShape;
-    std::vector<float> input, output;
-    std::string head;
-};
-
-Reference loadReference(const fs::path& p)
-{
-    std::ifstream f(p);
-    if (!f) throw std::runtime_error("cannot open " + p.string());
-    const nlohmann::json j = nlohmann::json::parse(f);
-    Reference r;
-    r.inputShape = j.at("input_shape").get<Shape>();
-    r.outputShape = j.at("output_shape").get<Shape>();
-    r.input = j.at("input").get<std::vector<float>>();
-    r.output = j.at("output").get<std::vector<float>>();
-    r.head = j.at("head").get<std::string>();
-    return r;
-}
-
-std::vector<std::uint8_t> fileBytes(const fs::path& p)
-{
-    std::ifstream f(p, std::ios::binary);
-    return {std::istreambuf_iterator<char>(f), {}};
-}
-
-onnx::ModelProto parse(const fs::path& p)
-{
-    const std::vector<std::uint8_t> b = fileBytes(p);
-    onnx::ModelProto mp;
-    if (!mp.ParseFromArray(b.data(), static_cast<int>(b.size()))) throw std::runtime_error("cannot parse " + p.string());
-    return mp;
-}
-
-std::vector<std::uint8_t> serialize(const onnx::ModelProto& mp)
-{
-    std::string s;
-    mp.SerializeToString(&s);
-    return {s.begin(), s.end()};
-}
-
-onnx::NodeProto* findNode(onnx::ModelProto& mp, const std::string& op)
-{
-    for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node())
-        if (n.op_type() == op) return &n;
-    throw std::runtime_error("no " + op + " node");
-}
-
-void setInts(onnx::NodeProto* n, const std::string& name, std::vector<std::int64_t> v)
-{
-    for (onnx::AttributeProto& a : *n->mutable_attribute())
-        if (a.name() == name) {
-            a.clear_ints();
-            for (std::int64_t x : v) a.add_ints(x);
-            return;
-        }
-    onnx::AttributeProto* a = n->add_attribute();
-    a->set_name(name);
-    a->set_type(onnx::AttributeProto::INTS);
-    for (std::int64_t x : v) a->add_ints(x);
-}
-
-// Runs the imported model in eval mode on the reference input and returns the largest deviation
-// from PyTorch's output (after softmax when the file's Softmax head was dropped).
-double maxDeviation(const ExportedModel& em, const OnnxImportInfo& info, const Reference& ref)
-{
-    std::unique_ptr<Model> model = buildModel(em);
-    const Tensor x(ref.inputShape, ref.input);
-    RunContext ctx;
-    ctx.training = false;
-    Tensor y = model->forward(x, ctx);
-    if (y.shape() != ref.outputShape) throw std::runtime_error("output shape " + shapeString(y.shape()) + " vs " + shapeString(ref.outputShape));
-    if (info.droppedSoftmax) {
-        const std::size_t k = y.shape()[1];
-        for (std::size_t r = 0; r < y.shape()[0]; ++r) {
-            float* row = y.data() + r * k;
-            const float mx = *std::max_element(row, row + k);
-            double sum = 0;
-            for (std::size_t c = 0; c < k; ++c) sum += std::exp(row[c] - mx);
-            for (std::size_t c = 0; c < k; ++c) row[c] = static_cast<float>(std::exp(row[c] - mx) / sum);
-        }
-    }
-    double worst = 0;
-    for (std::size_t i = 0; i < y.numel(); ++i) worst = std::max(worst, std::fabs(double(y[i]) - ref.output[i]));
-    return worst;
-}
-
-std::vector<std::string> layerNames(const ExportedModel& m)
-{
-    std::vector<std::string> v;
-    for (const StoredLayer& l : m.layers) v.push_back(l.name);
-    return v;
-}
-
-// The flat MLP's Sub reads a [2] mean (one per feature, which a flat input cannot take) instead of its scalar.
-void subtractPerFeatureMean(onnx::ModelProto& mp)
-{
-    onnx::TensorProto* t = mp.mutable_graph()->add_initializer();
-    t->set_name("mean_per_feature");
-    t->set_data_type(onnx::TensorProto::FLOAT);
-    t->add_dims(2);
-    t->add_float_data(0.5f);
-    t->add_float_data(0.4f);
-    findNode(mp, "Sub")->set_input(1, "mean_per_feature");
-}
-
-bool contains(const std::vector<std::string>& v, const std::string& s) { return std::find(v.begin(), v.end(), s) != v.end(); }
-
-} // namespace
 
 class TestOnnxImport : public QObject {
     Q_OBJECT
@@ -159,9 +45,6 @@ private slots:
     void readsQuantScopeExport();
     void flatInputReadsFlattenedImages();
     void biasFreeLinearHasNoBias();
-    void badInput_data();
-    void badInput();
-    void truncatedFilesFail();
     void referenceModels();
 };
 
@@ -475,204 +358,6 @@ void TestOnnxImport::biasFreeLinearHasNoBias()
     const ExportedModel noC = importOnnx(serialize(mp), "gemm_without_c.onnx");
     QCOMPARE(linears(noC).at(0)->tensors.size(), std::size_t{1});
     QCOMPARE(noC.numParams(), std::size_t{64 * 24 + 24 * 5});
-}
-
-void TestOnnxImport::badInput_data()
-{
-    using Mutate = std::function<void(onnx::ModelProto&)>;
-    QTest::addColumn<QString>("file");
-    QTest::addColumn<void*>("mutate");
-    QTest::addColumn<QString>("errorType");
-    QTest::addColumn<QString>("mentions");
-    static std::vector<Mutate> keep; // the rows hold pointers into this
-    keep.reserve(32);
-    auto row = [&](const char* name, const char* file, Mutate m, const char* type, const char* mentions) {
-        keep.push_back(std::move(m));
-        QTest::newRow(name) << QString(file) << static_cast<void*>(&keep.back()) << QString(type) << QString(mentions);
-    };
-    row("unsupported operator", "residual_op13_fold_dyn", [](onnx::ModelProto& mp) { findNode(mp, "Relu")->set_op_type("HardSwish"); },
-        "ConfigError", "HardSwish node '/Relu'");
-    row("dynamic height", "residual_op13_fold_dyn",
-        [](onnx::ModelProto& mp) { mp.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->mutable_shape()->mutable_dim(2)->set_dim_param("H"); },
-        "FormatError", "dynamic");
-    row("external data", "seqview_op13_fold",
-        [](onnx::ModelProto& mp) { mp.mutable_graph()->mutable_initializer(0)->set_data_location(onnx::TensorProto::EXTERNAL); },
-        "ConfigError", "external");
-    row("flat input of no square image", "flatmlp_op13_fold_dyn",
-        [](onnx::ModelProto& mp) { mp.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->mutable_shape()->mutable_dim(1)->set_dim_value(50); },
-        "ConfigError", "neither");
-    row("flat input with per-feature normalisation", "flatmlp_op11_nofold",
-        [](onnx::ModelProto& mp) {
-            subtractPerFeatureMean(mp);
-        },
-        "ConfigError", "per-feature");
-    // An unsupported operator is named even behind a node that would fail first (GELU's Erf
-    // after the Div that scales its input, which is no input normalisation).
-    row("unsupported operator after a bad node", "flatmlp_op11_nofold",
-        [](onnx::ModelProto& mp) {
-            findNode(mp, "Relu")->set_op_type("Erf");
-            subtractPerFeatureMean(mp);
-        },
-        "ConfigError", "operator Erf is not supported");
-    row("BatchNorm1d not after a Linear", "flatmlpbn_op13_fold_dyn",
-        [](onnx::ModelProto& mp) {
-            // the second BatchNormalization (bn2) reads the second Relu's output instead of fc2's:
-            // bn2 -> relu2 -> bn2 would be a cycle, so relu2 reads fc2 and bn2 follows it
-            std::vector<onnx::NodeProto*> bn, relu;
-            for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node()) {
-                if (n.op_type() == "BatchNormalization") bn.push_back(&n);
-                if (n.op_type() == "Relu") relu.push_back(&n);
-            }
-            const std::string fc2 = bn[1]->input(0), bn2 = bn[1]->output(0), relu2 = relu[1]->output(0);
-            relu[1]->set_input(0, fc2);
-            bn[1]->set_input(0, relu2);
-            for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node())
-                if (&n != bn[1])
-                    for (int i = 0; i < n.input_size(); ++i)
-                        if (n.input(i) == relu2) n.set_input(i, bn2);
-        },
-        "ConfigError", "no BatchNorm1d layer");
-    row("opset 9", "seqview_op13_fold", [](onnx::ModelProto& mp) { mp.mutable_opset_import(0)->set_version(9); }, "ConfigError", "opset 9");
-    row("opset 18", "seqview_op13_fold", [](onnx::ModelProto& mp) { mp.mutable_opset_import(0)->set_version(18); }, "ConfigError", "opset 18");
-    row("cycle", "seqview_op13_fold",
-        [](onnx::ModelProto& mp) { findNode(mp, "Relu")->set_input(0, findNode(mp, "MaxPool")->output(0)); }, "FormatError", "cycle");
-    row("dangling input", "seqview_op13_fold", [](onnx::ModelProto& mp) { findNode(mp, "MaxPool")->set_input(0, "nowhere"); },
-        "FormatError", "MaxPool node '/pool/MaxPool' reads 'nowhere'");
-    row("raw size vs dims", "seqview_op13_fold",
-        [](onnx::ModelProto& mp) {
-            onnx::TensorProto* t = mp.mutable_graph()->mutable_initializer(0);
-            t->mutable_raw_data()->resize(t->raw_data().size() - 4);
-        },
-        "FormatError", "bytes, its dims need");
-    row("absurd dims", "seqview_op13_fold",
-        [](onnx::ModelProto& mp) { mp.mutable_graph()->mutable_initializer(0)->set_dims(0, std::int64_t{1} << 40); }, "FormatError",
-        "out of range");
-    row("overflowing dims", "seqview_op13_fold",
-        [](onnx::ModelProto& mp) {
-            onnx::TensorProto* t = mp.mutable_graph()->mutable_initializer(0);
-            t->clear_dims();
-            for (int i = 0; i < 4; ++i) t->add_dims(std::int64_t{1} << 30);
-        },
-        "FormatError", "elements");
-    row("dilation", "seqview_op13_fold", [](onnx::ModelProto& mp) { setInts(findNode(mp, "Conv"), "dilations", {2, 2}); }, "ConfigError",
-        "Conv node '/conv1/Conv': attribute dilations");
-    row("asymmetric pads", "seqview_op13_fold", [](onnx::ModelProto& mp) { setInts(findNode(mp, "Conv"), "pads", std::vector<std::int64_t>{0, 0, 1, 1}); },
-        "ConfigError", "pads");
-    row("avgpool count_include_pad=0", "flatten_bn_op17_nofold",
-        [](onnx::ModelProto& mp) {
-            onnx::NodeProto* pool = findNode(mp, "AveragePool");
-            setInts(pool, "pads", std::vector<std::int64_t>{1, 1, 1, 1});
-            setInts(pool, "kernel_shape", std::vector<std::int64_t>{3, 3});
-        },
-        "ConfigError", "count_include_pad = 0");
-    row("maxpool padding over half the kernel", "seqview_op13_fold",
-        [](onnx::ModelProto& mp) { setInts(findNode(mp, "MaxPool"), "pads", std::vector<std::int64_t>{2, 2, 2, 2}); }, "ConfigError",
-        "more than half the kernel");
-    row("rectangular stride", "seqview_op13_fold", [](onnx::ModelProto& mp) { setInts(findNode(mp, "Conv"), "strides", {1, 2}); },
-        "ConfigError", "strides");
-    row("reshape that is not a flatten", "seqview_op11_nofold_dyn",
-        [](onnx::ModelProto& mp) {
-            for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node())
-                if (n.name() == "/Constant_1") { // the -1 of x.view(x.size(0), -1)
-                    onnx::TensorProto* t = n.mutable_attribute(0)->mutable_t();
-                    t->clear_raw_data();
-                    t->add_int64_data(7);
-                }
-        },
-        "ConfigError", "Reshape node '/Reshape'");
-    row("two outputs", "seqview_op13_fold", [](onnx::ModelProto& mp) { *mp.mutable_graph()->add_output() = mp.graph().output(0); },
-        "ConfigError", "2 outputs");
-    // torch.onnx.export(..., training=TrainingMode.TRAINING) at opsets 9-13: BatchNormalization with
-    // its running and saved statistics as outputs normalises with batch statistics
-    row("batchnorm training form before opset 14", "flatten_bn_op13_fold_dyn",
-        [](onnx::ModelProto& mp) {
-            onnx::NodeProto* bn = findNode(mp, "BatchNormalization");
-            for (const char* o : {"running_mean_out", "running_var_out", "saved_mean", "saved_var"}) bn->add_output(o);
-        },
-        "ConfigError", "5 outputs, the training form of opset 13");
-    row("squeeze of an axis that is not 1", "squeeze_op11_nofold",
-        [](onnx::ModelProto& mp) { setInts(findNode(mp, "Squeeze"), "axes", std::vector<std::int64_t>{1}); }, "FormatError",
-        "axis 1 has size 6, not 1");
-    row("squeeze of the batch axis", "squeeze_op11_nofold",
-        [](onnx::ModelProto& mp) { setInts(findNode(mp, "Squeeze"), "axes", std::vector<std::int64_t>{0}); }, "ConfigError",
-        "squeezes the batch axis");
-    // torch.onnx.export(..., export_params=False): every weight a graph input, no initializer
-    row("weights not in the file", "seqview_op13_fold",
-        [](onnx::ModelProto& mp) {
-            onnx::GraphProto* g = mp.mutable_graph();
-            for (const onnx::TensorProto& t : g->initializer()) {
-                onnx::ValueInfoProto* v = g->add_input();
-                v->set_name(t.name());
-                v->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::FLOAT);
-            }
-            g->clear_initializer();
-        },
-        "ConfigError", "the weights are not in the file");
-    row("two image inputs", "seqview_op13_fold",
-        [](onnx::ModelProto& mp) {
-            onnx::ValueInfoProto* v = mp.mutable_graph()->add_input();
-            *v = mp.graph().input(0);
-            v->set_name("second");
-        },
-        "ConfigError", "several inputs ('input', 'second')");
-    row("no opset", "seqview_op13_fold", [](onnx::ModelProto& mp) { mp.clear_opset_import(); }, "FormatError", "not an ONNX model");
-    row("no graph", "seqview_op13_fold", [](onnx::ModelProto& mp) { mp.clear_graph(); }, "FormatError", "not an ONNX model");
-}
-
-void TestOnnxImport::badInput()
-{
-    QFETCH(QString, file);
-    QFETCH(void*, mutate);
-    QFETCH(QString, errorType);
-    QFETCH(QString, mentions);
-    onnx::ModelProto mp = parse(kFixtures / (file.toStdString() + ".onnx"));
-    (*static_cast<std::function<void(onnx::ModelProto&)>*>(mutate))(mp);
-    const std::string source = "broken/" + file.toStdString() + ".onnx";
-    try {
-        importOnnx(serialize(mp), source);
-        QFAIL("imported a broken file");
-    } catch (const Error& e) {
-        const QString msg = e.what();
-        const QString type = dynamic_cast<const ConfigError*>(&e) ? "ConfigError" : dynamic_cast<const FormatError*>(&e) ? "FormatError" : "Error";
-        QVERIFY2(type == errorType, qPrintable(type + ": " + msg));
-        QVERIFY2(msg.startsWith(QString::fromStdString(source)), e.what());
-        QVERIFY2(msg.contains(mentions), e.what());
-    }
-}
-
-void TestOnnxImport::truncatedFilesFail()
-{
-    const std::vector<std::uint8_t> full = fileBytes(kFixtures / "residual_op13_fold_dyn.onnx");
-    int formatErrors = 0;
-    for (std::size_t cut : {std::size_t{1}, std::size_t{17}, full.size() / 3, full.size() / 2, full.size() - 5}) {
-        const std::vector<std::uint8_t> part(full.begin(), full.begin() + static_cast<std::ptrdiff_t>(cut));
-        try {
-            importOnnx(part, "cut.onnx");
-            QFAIL(qPrintable(QString("a file cut at %1 bytes imported").arg(cut)));
-        } catch (const FormatError& e) {
-            QVERIFY2(QString(e.what()).startsWith("cut.onnx: "), e.what());
-            ++formatErrors;
-        } catch (const Error& e) {
-            QVERIFY2(QString(e.what()).startsWith("cut.onnx: "), e.what());
-        }
-    }
-    QVERIFY(formatErrors >= 3);
-    // An empty file and a few stray bytes (protobuf reads them as a message of defaults)
-    for (const std::vector<std::uint8_t>& bytes : {std::vector<std::uint8_t>{}, std::vector<std::uint8_t>{'\n'},
-                                                   std::vector<std::uint8_t>{0x08, 0x07}}) {
-        try {
-            importOnnx(bytes, "stray.onnx");
-            QFAIL(qPrintable(QString("%1 bytes imported").arg(bytes.size())));
-        } catch (const FormatError& e) {
-            QVERIFY2(QString(e.what()).startsWith("stray.onnx: not an ONNX model"), e.what());
-        }
-    }
-    try {
-        importOnnx("/nonexistent/model.onnx");
-        QFAIL("a missing file imported");
-    } catch (const IoError& e) {
-        QVERIFY(QString(e.what()).contains("/nonexistent/model.onnx"));
-    }
 }
 
 void TestOnnxImport::referenceModels()

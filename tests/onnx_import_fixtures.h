@@ -1,0 +1,144 @@
+// Shared by the ONNX import tests (tst_onnx_import: PyTorch exports against PyTorch's outputs;
+// tst_onnx_import_errors: broken files made from them): the fixtures' folder and reference
+// outputs, protobuf edits of a parsed file, and the imported model's forward against PyTorch's.
+#pragma once
+
+#include "io/exported_model.h"
+#include "io/onnx_import.h"
+#include "nn/model.h"
+#include "nn/model_zoo.h"
+
+#include <onnx/onnx_pb.h>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace onnx_import_fixtures {
+
+using namespace quantscope;
+namespace fs = std::filesystem;
+
+
+constexpr double kOutputTol = 1e-4;               // |QuantScope - PyTorch| per output value (the brief's bound)
+constexpr double kMinPredictionAgreement = 0.999; // issue 9: argmax equal to PyTorch's on the 10k test images
+
+inline const fs::path kFixtures = fs::path(QS_ONNX_FIXTURES);
+
+struct Reference {
+    Shape inputShape, outputShape;
+    std::vector<float> input, output;
+    std::string head;
+};
+
+inline Reference loadReference(const fs::path& p)
+{
+    std::ifstream f(p);
+    if (!f) throw std::runtime_error("cannot open " + p.string());
+    const nlohmann::json j = nlohmann::json::parse(f);
+    Reference r;
+    r.inputShape = j.at("input_shape").get<Shape>();
+    r.outputShape = j.at("output_shape").get<Shape>();
+    r.input = j.at("input").get<std::vector<float>>();
+    r.output = j.at("output").get<std::vector<float>>();
+    r.head = j.at("head").get<std::string>();
+    return r;
+}
+
+inline std::vector<std::uint8_t> fileBytes(const fs::path& p)
+{
+    std::ifstream f(p, std::ios::binary);
+    return {std::istreambuf_iterator<char>(f), {}};
+}
+
+inline onnx::ModelProto parse(const fs::path& p)
+{
+    const std::vector<std::uint8_t> b = fileBytes(p);
+    onnx::ModelProto mp;
+    if (!mp.ParseFromArray(b.data(), static_cast<int>(b.size()))) throw std::runtime_error("cannot parse " + p.string());
+    return mp;
+}
+
+inline std::vector<std::uint8_t> serialize(const onnx::ModelProto& mp)
+{
+    std::string s;
+    mp.SerializeToString(&s);
+    return {s.begin(), s.end()};
+}
+
+inline onnx::NodeProto* findNode(onnx::ModelProto& mp, const std::string& op)
+{
+    for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node())
+        if (n.op_type() == op) return &n;
+    throw std::runtime_error("no " + op + " node");
+}
+
+inline void setInts(onnx::NodeProto* n, const std::string& name, std::vector<std::int64_t> v)
+{
+    for (onnx::AttributeProto& a : *n->mutable_attribute())
+        if (a.name() == name) {
+            a.clear_ints();
+            for (std::int64_t x : v) a.add_ints(x);
+            return;
+        }
+    onnx::AttributeProto* a = n->add_attribute();
+    a->set_name(name);
+    a->set_type(onnx::AttributeProto::INTS);
+    for (std::int64_t x : v) a->add_ints(x);
+}
+
+// Runs the imported model in eval mode on the reference input and returns the largest deviation
+// from PyTorch's output (after softmax when the file's Softmax head was dropped).
+inline double maxDeviation(const ExportedModel& em, const OnnxImportInfo& info, const Reference& ref)
+{
+    std::unique_ptr<Model> model = buildModel(em);
+    const Tensor x(ref.inputShape, ref.input);
+    RunContext ctx;
+    ctx.training = false;
+    Tensor y = model->forward(x, ctx);
+    if (y.shape() != ref.outputShape) throw std::runtime_error("output shape " + shapeString(y.shape()) + " vs " + shapeString(ref.outputShape));
+    if (info.droppedSoftmax) {
+        const std::size_t k = y.shape()[1];
+        for (std::size_t r = 0; r < y.shape()[0]; ++r) {
+            float* row = y.data() + r * k;
+            const float mx = *std::max_element(row, row + k);
+            double sum = 0;
+            for (std::size_t c = 0; c < k; ++c) sum += std::exp(row[c] - mx);
+            for (std::size_t c = 0; c < k; ++c) row[c] = static_cast<float>(std::exp(row[c] - mx) / sum);
+        }
+    }
+    double worst = 0;
+    for (std::size_t i = 0; i < y.numel(); ++i) worst = std::max(worst, std::fabs(double(y[i]) - ref.output[i]));
+    return worst;
+}
+
+inline std::vector<std::string> layerNames(const ExportedModel& m)
+{
+    std::vector<std::string> v;
+    for (const StoredLayer& l : m.layers) v.push_back(l.name);
+    return v;
+}
+
+// The flat MLP's Sub reads a [2] mean (one per feature, which a flat input cannot take) instead of its scalar.
+inline void subtractPerFeatureMean(onnx::ModelProto& mp)
+{
+    onnx::TensorProto* t = mp.mutable_graph()->add_initializer();
+    t->set_name("mean_per_feature");
+    t->set_data_type(onnx::TensorProto::FLOAT);
+    t->add_dims(2);
+    t->add_float_data(0.5f);
+    t->add_float_data(0.4f);
+    findNode(mp, "Sub")->set_input(1, "mean_per_feature");
+}
+
+inline bool contains(const std::vector<std::string>& v, const std::string& s) { return std::find(v.begin(), v.end(), s) != v.end(); }
+
+
+} // namespace onnx_import_fixtures

@@ -1,0 +1,227 @@
+// FP32 ONNX import of broken files, made here from the PyTorch exports in tests/onnx_import
+// through libonnx's protobuf classes: each gets a typed error (FormatError for a malformed file,
+// ConfigError for valid ONNX QuantScope cannot represent) naming the file and, for a node, its op
+// type and name; truncated files never import.
+#include "io/onnx_import.h"
+#include "util/errors.h"
+
+#include "onnx_import_fixtures.h"
+
+#include <onnx/onnx_pb.h>
+
+#include <QtTest>
+
+#include <functional>
+
+using namespace quantscope;
+using namespace onnx_import_fixtures;
+
+class TestOnnxImportErrors : public QObject {
+    Q_OBJECT
+
+private slots:
+    void badInput_data();
+    void badInput();
+    void truncatedFilesFail();
+};
+
+void TestOnnxImportErrors::badInput_data()
+{
+    using Mutate = std::function<void(onnx::ModelProto&)>;
+    QTest::addColumn<QString>("file");
+    QTest::addColumn<void*>("mutate");
+    QTest::addColumn<QString>("errorType");
+    QTest::addColumn<QString>("mentions");
+    static std::vector<Mutate> keep; // the rows hold pointers into this
+    keep.reserve(32);
+    auto row = [&](const char* name, const char* file, Mutate m, const char* type, const char* mentions) {
+        keep.push_back(std::move(m));
+        QTest::newRow(name) << QString(file) << static_cast<void*>(&keep.back()) << QString(type) << QString(mentions);
+    };
+    row("unsupported operator", "residual_op13_fold_dyn", [](onnx::ModelProto& mp) { findNode(mp, "Relu")->set_op_type("HardSwish"); },
+        "ConfigError", "HardSwish node '/Relu'");
+    row("dynamic height", "residual_op13_fold_dyn",
+        [](onnx::ModelProto& mp) { mp.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->mutable_shape()->mutable_dim(2)->set_dim_param("H"); },
+        "FormatError", "dynamic");
+    row("external data", "seqview_op13_fold",
+        [](onnx::ModelProto& mp) { mp.mutable_graph()->mutable_initializer(0)->set_data_location(onnx::TensorProto::EXTERNAL); },
+        "ConfigError", "external");
+    row("flat input of no square image", "flatmlp_op13_fold_dyn",
+        [](onnx::ModelProto& mp) { mp.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->mutable_shape()->mutable_dim(1)->set_dim_value(50); },
+        "ConfigError", "neither");
+    row("flat input with per-feature normalisation", "flatmlp_op11_nofold",
+        [](onnx::ModelProto& mp) {
+            subtractPerFeatureMean(mp);
+        },
+        "ConfigError", "per-feature");
+    // An unsupported operator is named even behind a node that would fail first (GELU's Erf
+    // after the Div that scales its input, which is no input normalisation).
+    row("unsupported operator after a bad node", "flatmlp_op11_nofold",
+        [](onnx::ModelProto& mp) {
+            findNode(mp, "Relu")->set_op_type("Erf");
+            subtractPerFeatureMean(mp);
+        },
+        "ConfigError", "operator Erf is not supported");
+    row("BatchNorm1d not after a Linear", "flatmlpbn_op13_fold_dyn",
+        [](onnx::ModelProto& mp) {
+            // the second BatchNormalization (bn2) reads the second Relu's output instead of fc2's:
+            // bn2 -> relu2 -> bn2 would be a cycle, so relu2 reads fc2 and bn2 follows it
+            std::vector<onnx::NodeProto*> bn, relu;
+            for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node()) {
+                if (n.op_type() == "BatchNormalization") bn.push_back(&n);
+                if (n.op_type() == "Relu") relu.push_back(&n);
+            }
+            const std::string fc2 = bn[1]->input(0), bn2 = bn[1]->output(0), relu2 = relu[1]->output(0);
+            relu[1]->set_input(0, fc2);
+            bn[1]->set_input(0, relu2);
+            for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node())
+                if (&n != bn[1])
+                    for (int i = 0; i < n.input_size(); ++i)
+                        if (n.input(i) == relu2) n.set_input(i, bn2);
+        },
+        "ConfigError", "no BatchNorm1d layer");
+    row("opset 9", "seqview_op13_fold", [](onnx::ModelProto& mp) { mp.mutable_opset_import(0)->set_version(9); }, "ConfigError", "opset 9");
+    row("opset 18", "seqview_op13_fold", [](onnx::ModelProto& mp) { mp.mutable_opset_import(0)->set_version(18); }, "ConfigError", "opset 18");
+    row("cycle", "seqview_op13_fold",
+        [](onnx::ModelProto& mp) { findNode(mp, "Relu")->set_input(0, findNode(mp, "MaxPool")->output(0)); }, "FormatError", "cycle");
+    row("dangling input", "seqview_op13_fold", [](onnx::ModelProto& mp) { findNode(mp, "MaxPool")->set_input(0, "nowhere"); },
+        "FormatError", "MaxPool node '/pool/MaxPool' reads 'nowhere'");
+    row("raw size vs dims", "seqview_op13_fold",
+        [](onnx::ModelProto& mp) {
+            onnx::TensorProto* t = mp.mutable_graph()->mutable_initializer(0);
+            t->mutable_raw_data()->resize(t->raw_data().size() - 4);
+        },
+        "FormatError", "bytes, its dims need");
+    row("absurd dims", "seqview_op13_fold",
+        [](onnx::ModelProto& mp) { mp.mutable_graph()->mutable_initializer(0)->set_dims(0, std::int64_t{1} << 40); }, "FormatError",
+        "out of range");
+    row("overflowing dims", "seqview_op13_fold",
+        [](onnx::ModelProto& mp) {
+            onnx::TensorProto* t = mp.mutable_graph()->mutable_initializer(0);
+            t->clear_dims();
+            for (int i = 0; i < 4; ++i) t->add_dims(std::int64_t{1} << 30);
+        },
+        "FormatError", "elements");
+    row("dilation", "seqview_op13_fold", [](onnx::ModelProto& mp) { setInts(findNode(mp, "Conv"), "dilations", {2, 2}); }, "ConfigError",
+        "Conv node '/conv1/Conv': attribute dilations");
+    row("asymmetric pads", "seqview_op13_fold", [](onnx::ModelProto& mp) { setInts(findNode(mp, "Conv"), "pads", std::vector<std::int64_t>{0, 0, 1, 1}); },
+        "ConfigError", "pads");
+    row("avgpool count_include_pad=0", "flatten_bn_op17_nofold",
+        [](onnx::ModelProto& mp) {
+            onnx::NodeProto* pool = findNode(mp, "AveragePool");
+            setInts(pool, "pads", std::vector<std::int64_t>{1, 1, 1, 1});
+            setInts(pool, "kernel_shape", std::vector<std::int64_t>{3, 3});
+        },
+        "ConfigError", "count_include_pad = 0");
+    row("maxpool padding over half the kernel", "seqview_op13_fold",
+        [](onnx::ModelProto& mp) { setInts(findNode(mp, "MaxPool"), "pads", std::vector<std::int64_t>{2, 2, 2, 2}); }, "ConfigError",
+        "more than half the kernel");
+    row("rectangular stride", "seqview_op13_fold", [](onnx::ModelProto& mp) { setInts(findNode(mp, "Conv"), "strides", {1, 2}); },
+        "ConfigError", "strides");
+    row("reshape that is not a flatten", "seqview_op11_nofold_dyn",
+        [](onnx::ModelProto& mp) {
+            for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node())
+                if (n.name() == "/Constant_1") { // the -1 of x.view(x.size(0), -1)
+                    onnx::TensorProto* t = n.mutable_attribute(0)->mutable_t();
+                    t->clear_raw_data();
+                    t->add_int64_data(7);
+                }
+        },
+        "ConfigError", "Reshape node '/Reshape'");
+    row("two outputs", "seqview_op13_fold", [](onnx::ModelProto& mp) { *mp.mutable_graph()->add_output() = mp.graph().output(0); },
+        "ConfigError", "2 outputs");
+    // torch.onnx.export(..., training=TrainingMode.TRAINING) at opsets 9-13: BatchNormalization with
+    // its running and saved statistics as outputs normalises with batch statistics
+    row("batchnorm training form before opset 14", "flatten_bn_op13_fold_dyn",
+        [](onnx::ModelProto& mp) {
+            onnx::NodeProto* bn = findNode(mp, "BatchNormalization");
+            for (const char* o : {"running_mean_out", "running_var_out", "saved_mean", "saved_var"}) bn->add_output(o);
+        },
+        "ConfigError", "5 outputs, the training form of opset 13");
+    row("squeeze of an axis that is not 1", "squeeze_op11_nofold",
+        [](onnx::ModelProto& mp) { setInts(findNode(mp, "Squeeze"), "axes", std::vector<std::int64_t>{1}); }, "FormatError",
+        "axis 1 has size 6, not 1");
+    row("squeeze of the batch axis", "squeeze_op11_nofold",
+        [](onnx::ModelProto& mp) { setInts(findNode(mp, "Squeeze"), "axes", std::vector<std::int64_t>{0}); }, "ConfigError",
+        "squeezes the batch axis");
+    // torch.onnx.export(..., export_params=False): every weight a graph input, no initializer
+    row("weights not in the file", "seqview_op13_fold",
+        [](onnx::ModelProto& mp) {
+            onnx::GraphProto* g = mp.mutable_graph();
+            for (const onnx::TensorProto& t : g->initializer()) {
+                onnx::ValueInfoProto* v = g->add_input();
+                v->set_name(t.name());
+                v->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::FLOAT);
+            }
+            g->clear_initializer();
+        },
+        "ConfigError", "the weights are not in the file");
+    row("two image inputs", "seqview_op13_fold",
+        [](onnx::ModelProto& mp) {
+            onnx::ValueInfoProto* v = mp.mutable_graph()->add_input();
+            *v = mp.graph().input(0);
+            v->set_name("second");
+        },
+        "ConfigError", "several inputs ('input', 'second')");
+    row("no opset", "seqview_op13_fold", [](onnx::ModelProto& mp) { mp.clear_opset_import(); }, "FormatError", "not an ONNX model");
+    row("no graph", "seqview_op13_fold", [](onnx::ModelProto& mp) { mp.clear_graph(); }, "FormatError", "not an ONNX model");
+}
+
+void TestOnnxImportErrors::badInput()
+{
+    QFETCH(QString, file);
+    QFETCH(void*, mutate);
+    QFETCH(QString, errorType);
+    QFETCH(QString, mentions);
+    onnx::ModelProto mp = parse(kFixtures / (file.toStdString() + ".onnx"));
+    (*static_cast<std::function<void(onnx::ModelProto&)>*>(mutate))(mp);
+    const std::string source = "broken/" + file.toStdString() + ".onnx";
+    try {
+        importOnnx(serialize(mp), source);
+        QFAIL("imported a broken file");
+    } catch (const Error& e) {
+        const QString msg = e.what();
+        const QString type = dynamic_cast<const ConfigError*>(&e) ? "ConfigError" : dynamic_cast<const FormatError*>(&e) ? "FormatError" : "Error";
+        QVERIFY2(type == errorType, qPrintable(type + ": " + msg));
+        QVERIFY2(msg.startsWith(QString::fromStdString(source)), e.what());
+        QVERIFY2(msg.contains(mentions), e.what());
+    }
+}
+
+void TestOnnxImportErrors::truncatedFilesFail()
+{
+    const std::vector<std::uint8_t> full = fileBytes(kFixtures / "residual_op13_fold_dyn.onnx");
+    int formatErrors = 0;
+    for (std::size_t cut : {std::size_t{1}, std::size_t{17}, full.size() / 3, full.size() / 2, full.size() - 5}) {
+        const std::vector<std::uint8_t> part(full.begin(), full.begin() + static_cast<std::ptrdiff_t>(cut));
+        try {
+            importOnnx(part, "cut.onnx");
+            QFAIL(qPrintable(QString("a file cut at %1 bytes imported").arg(cut)));
+        } catch (const FormatError& e) {
+            QVERIFY2(QString(e.what()).startsWith("cut.onnx: "), e.what());
+            ++formatErrors;
+        } catch (const Error& e) {
+            QVERIFY2(QString(e.what()).startsWith("cut.onnx: "), e.what());
+        }
+    }
+    QVERIFY(formatErrors >= 3);
+    // An empty file and a few stray bytes (protobuf reads them as a message of defaults)
+    for (const std::vector<std::uint8_t>& bytes : {std::vector<std::uint8_t>{}, std::vector<std::uint8_t>{'\n'},
+                                                   std::vector<std::uint8_t>{0x08, 0x07}}) {
+        try {
+            importOnnx(bytes, "stray.onnx");
+            QFAIL(qPrintable(QString("%1 bytes imported").arg(bytes.size())));
+        } catch (const FormatError& e) {
+            QVERIFY2(QString(e.what()).startsWith("stray.onnx: not an ONNX model"), e.what());
+        }
+    }
+    try {
+        importOnnx("/nonexistent/model.onnx");
+        QFAIL("a missing file imported");
+    } catch (const IoError& e) {
+        QVERIFY(QString(e.what()).contains("/nonexistent/model.onnx"));
+    }
+}
+
+QTEST_GUILESS_MAIN(TestOnnxImportErrors)
+#include "tst_onnx_import_errors.moc"
