@@ -96,6 +96,21 @@ void TestGuiSummary::importNotesAreShown()
     }
     QVERIFY(w.loadModelFile(path));
     QVERIFY2(w.statusText().contains("input_flatten"), qPrintable(w.statusText()));
+    // Its in-graph normalisation is what an empty Normalize field means for it.
+    QVERIFY2(w.trainingPanel()->normalizePlaceholder().startsWith("file: mean 0.5"),
+             qPrintable(w.trainingPanel()->normalizePlaceholder()));
+    QVERIFY2(w.trainingPanel()->normalizePlaceholder().contains("0.5"), qPrintable(w.trainingPanel()->normalizePlaceholder()));
+    if (const QByteArray dir = qgetenv("QS_SUMMARY_SHOT"); !dir.isEmpty()) {
+        w.show();
+        QTest::qWait(100);
+        QVERIFY(w.grab().save(QString::fromLocal8Bit(dir) + "/main-window-flat-model.png"));
+    }
+    TrainConfig c = w.trainingPanel()->config();
+    c.model = "mlp";
+    c.modelFile.clear();
+    c.pretrained = false;
+    w.trainingPanel()->setConfig(c); // a preset: the dataset's statistics
+    QCOMPARE(w.trainingPanel()->normalizePlaceholder(), QString("dataset statistics"));
 }
 
 QTEST_MAIN(TestGuiSummary)

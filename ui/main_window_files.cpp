@@ -60,7 +60,8 @@ bool MainWindow::loadModelFile(const QString& path)
     QString notes;
     for (const std::string& n : m.notes) notes += QStringLiteral("; ") + QString::fromStdString(n);
     if (!notes.isEmpty()) tip += QStringLiteral("\n") + notes.mid(2);
-    m_trainingPanel->addModelFile(path, QFileInfo(path).fileName(), tip);
+    m_trainingPanel->addModelFile(path, QFileInfo(path).fileName(), tip,
+                                  m.normalizationKnown ? QString::fromStdString(m.normalization.describe()) : QString());
     m_analysis->addModelFile(path);
     clearError();
     QString note;

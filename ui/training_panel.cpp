@@ -30,6 +30,7 @@ namespace quantscope {
 namespace {
 
 constexpr int kFileRole = Qt::UserRole + 1; // model picker: the entry is a model file (its data is the path)
+constexpr int kNormRole = Qt::UserRole + 2; // model picker: the input normalisation the file stores, or empty
 
 QString qs(const std::string& s) { return QString::fromStdString(s); }
 
@@ -240,8 +241,9 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
     m_normalize->setObjectName(QStringLiteral("normalize"));
     m_normalize->setPlaceholderText(tr("dataset statistics"));
     m_normalize->setToolTip(tr("Input normalisation, pixels first scaled to [0, 1]: MEAN,STD, each a number or one per "
-                               "channel joined by ':' (0.485:0.456:0.406,0.229:0.224:0.225), or 'none'. Empty: the "
-                               "train set's per-channel mean and standard deviation. Stored with exported models."));
+                               "channel joined by ':' (0.485:0.456:0.406,0.229:0.224:0.225), or 'none'. Empty: the one "
+                               "a model file stores when training starts from its weights, else the train set's "
+                               "per-channel mean and standard deviation. Stored with exported models."));
 
     m_strategy = new QComboBox;
     m_strategy->setObjectName(QStringLiteral("strategy"));
@@ -512,7 +514,7 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
     setConfig(defaultConfig());
 }
 
-void TrainingPanel::addModelFile(const QString& path, const QString& label, const QString& tip)
+void TrainingPanel::addModelFile(const QString& path, const QString& label, const QString& tip, const QString& normalization)
 {
     int i = m_model->findData(path);
     if (i < 0) {
@@ -521,10 +523,13 @@ void TrainingPanel::addModelFile(const QString& path, const QString& label, cons
         m_model->setItemData(i, true, kFileRole);
     }
     m_model->setItemData(i, tip, Qt::ToolTipRole);
+    m_model->setItemData(i, normalization, kNormRole);
     m_model->setCurrentIndex(i);
+    updateApplicability(); // the Normalize field's placeholder
 }
 
 QString TrainingPanel::normalizeText() const { return m_normalize->text().trimmed(); }
+QString TrainingPanel::normalizePlaceholder() const { return m_normalize->placeholderText(); }
 
 void TrainingPanel::setConfig(const TrainConfig& cfg)
 {
@@ -652,6 +657,10 @@ void TrainingPanel::updateApplicability()
     // training (0 epochs).
     const bool file = !m_cfg.modelFile.empty();
     m_reinit->setEnabled(file && !m_running);
+    // What an empty Normalize field means: the file's stored normalisation when training starts
+    // from its weights (MainWindow::startTraining), else the dataset's statistics.
+    const QString stored = file && m_cfg.pretrained ? m_model->currentData(kNormRole).toString() : QString();
+    m_normalize->setPlaceholderText(stored.isEmpty() ? tr("dataset statistics") : tr("file: %1").arg(stored));
     {
         const QSignalBlocker block(m_epochs);
         m_epochs->setMinimum(m_cfg.pretrained ? 0 : 1);

@@ -66,8 +66,12 @@ public:
     // Next to the model picker: opens the model summary (the main window connects it).
     QPushButton* summaryButton() const { return m_summary; }
     // Adds a model file (checked by the caller) to the model picker and selects it. `label` is
-    // shown, `tip` is its tooltip (layers, parameters, input).
-    void addModelFile(const QString& path, const QString& label, const QString& tip);
+    // shown, `tip` is its tooltip (layers, parameters, input); `normalization` the input
+    // normalisation the file stores (Normalization::describe), or empty: an empty Normalize field
+    // then shows it as its placeholder, as training from the file takes it.
+    void addModelFile(const QString& path, const QString& label, const QString& tip, const QString& normalization = {});
+    // The Normalize field's placeholder: what an empty field means for the model picked.
+    QString normalizePlaceholder() const;
     // The input normalisation typed by the user ("MEAN,STD", see Normalization::parse), or empty
     // for the dataset's statistics.
     QString normalizeText() const;
