@@ -533,10 +533,13 @@ void TestGemmBf16::convolutionOnBf16Runs_data()
     QTest::newRow("resnet8 padded") << 16 << 16 << 3 << 1 << 14 << 1;
     QTest::newRow("odd channels, 5x5") << 9 << 7 << 5 << 2 << 11 << 1;
     QTest::newRow("48 channels, 20 outputs, 2x2") << 48 << 20 << 2 << 1 << 9 << 1;
-    // Strided: the forward on the phase runs (the backward on im2col).
+    // Strided: forward and backward on the phase runs (backwardStridedBf16)...
     QTest::newRow("stride 2, resnet8 layer2.conv1") << 16 << 32 << 3 << 1 << 28 << 2;
     QTest::newRow("stride 2, odd size and channels") << 9 << 12 << 3 << 1 << 13 << 2;
     QTest::newRow("stride 3, 5x5") << 12 << 8 << 5 << 2 << 17 << 3;
+    // ... except where dy's runs do not line up with the phase runs (31 = 3 x 10 + 1 columns: 11
+    // phase columns, 10 output columns), which keeps the im2col backward.
+    QTest::newRow("stride 3, 2x2, im2col backward") << 8 << 16 << 2 << 0 << 31 << 3;
 }
 
 // A convolution over its runs on each hardware path (forward, input and weight gradients) against

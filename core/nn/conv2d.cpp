@@ -518,6 +518,7 @@ void Conv2d::backwardImpl(const Tensor& x, const Tensor* r, const Tensor& dyIn, 
         return;
     }
     if (usesBf16Gemm() && !usesBf16Runs()) {
+        if (usesDirectKernel() && m_k > 1 && backwardStridedBf16(x, dy, dx, needInputGrad)) return;
         backwardBf16(x, dy, dx, needInputGrad);
         return;
     }

@@ -142,6 +142,9 @@ private:
     void forwardBf16(const Tensor& x, Tensor& y);
     void backwardBf16(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad);
     void backwardStrided(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad);
+    // The strided backward on bf16 phase runs (conv2d_products.cpp); false (nothing written) when
+    // its layout does not apply, and backwardBf16 takes it.
+    bool backwardStridedBf16(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad);
     // Strided 1x1 convolutions (pad 0): the sampled pixels gathered into runs (conv2d_direct.cpp).
     void forwardSubsampled(const Tensor& x, Tensor& y, const float* bias, float cap);
     void backwardSubsampled(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad);

@@ -152,26 +152,13 @@ void phaseTapRows(const float* runs, std::size_t C, const PhaseGeometry& g, cons
                 *rows++ = runs + c * g.S + phaseTapOffset(g, ky, kx);
 }
 
-// The input gradient of a strided convolution, phase by phase (no col2im): the input pixels
-// (iy, ix) with (iy + p) % s = py and (ix + p) % s = px, at (iy + p) = a s + py, only see the taps
-// ky = py + s t, kx = px + s u, and those read dy at (a - t, b - u). Each phase is then a stride-1
-// "full" correlation of dy (laid out in runs padded by q = ceil(k / s) - 1, see RunGeometry) with
-// a sub-kernel of Ty x Tx taps: one gemmRows over rows dy_run - t Wq - u, output at run position
-// a Wq + b, scattered into dx. Every dx element is one sum in a fixed order.
-struct StridedDxPhase {
-    std::size_t py, px, Ty, Tx, Aa, Bb; // taps per axis; phase positions a < Aa, b < Bb
-    std::vector<float> packed;          // A (Cin x Cout Ty Tx) packed by packA
-};
+} // namespace
 
-struct StridedDxPlan {
-    RunGeometry gd; // dy runs
-    std::vector<StridedDxPhase> phases;
-};
+namespace conv_detail {
 
-// Empty when the phase outputs would run past dy's padding (then col2im takes it).
 std::optional<StridedDxPlan> stridedDxPlan(const float* w, std::size_t cout, std::size_t cin, std::size_t H, std::size_t W,
                                            std::size_t k, std::size_t s, std::size_t p, std::size_t Ho, std::size_t Wo,
-                                           std::size_t Ng)
+                                           std::size_t Ng, Bf16Path bf16)
 {
     const std::size_t q = (k + s - 1) / s - 1, Wq = Wo + q, Rn = (Ho + q) * Wq, head = q * Wq + q;
     StridedDxPlan plan{{Ho, Wo, k, q, 0, 0, Wq, Rn, head, Ng, head + Ng * Rn}, {}};
@@ -180,7 +167,7 @@ std::optional<StridedDxPlan> stridedDxPlan(const float* w, std::size_t cout, std
     std::vector<float> A;
     for (std::size_t py = 0; py < s; ++py)
         for (std::size_t px = 0; px < s; ++px) {
-            StridedDxPhase ph{py, px, taps(py), taps(px), positions(py, H), positions(px, W), {}};
+            StridedDxPhase ph{py, px, taps(py), taps(px), positions(py, H), positions(px, W), {}, {}};
             if (ph.Aa > Ho + q || ph.Bb > Wo + q) return std::nullopt;
             const std::size_t Kp = cout * ph.Ty * ph.Tx;
             if (Kp > 0) {
@@ -191,12 +178,44 @@ std::optional<StridedDxPlan> stridedDxPlan(const float* w, std::size_t cout, std
                             for (std::size_t u = 0; u < ph.Tx; ++u)
                                 A[ci * Kp + (co * ph.Ty + t) * ph.Tx + u] =
                                     w[((co * cin + ci) * k + py + s * t) * k + px + s * u];
-                conv_direct::packA(A.data(), cin, Kp, Kp, ph.packed);
+                if (bf16 == Bf16Path::Emulated) {
+                    conv_direct::packA(A.data(), cin, Kp, Kp, ph.packed);
+                } else {
+                    const std::size_t tt = ph.Ty * ph.Tx;
+                    packBf16RunsA(bf16RunsOrder(A.data(), cin, cout, tt).data(), cin, tt * ((cout + 1) / 2), ph.bf16, bf16);
+                }
             }
             plan.phases.push_back(std::move(ph));
         }
     return plan;
 }
+
+void scatterPhaseGradient(const StridedDxPhase& ph, const RunGeometry& gd, const float* out, std::size_t L,
+                          std::size_t cin, std::size_t H, std::size_t W, std::size_t s, std::size_t p, std::size_t n0,
+                          std::size_t count, float* dx, bool add)
+{
+    const std::size_t HW = H * W;
+    const bool any = ph.Ty * ph.Tx > 0;
+    // first phase positions inside the image: a s + py >= p, b s + px >= p
+    const std::size_t a0 = ph.py < p ? (p - ph.py + s - 1) / s : 0, b0 = ph.px < p ? (p - ph.px + s - 1) / s : 0;
+    for (std::size_t ci = 0; ci < cin; ++ci)
+        for (std::size_t i = 0; i < count; ++i) {
+            float* __restrict d = dx + ((n0 + i) * cin + ci) * HW;
+            const float* __restrict o = out + ci * L + i * gd.Rn;
+            for (std::size_t a = a0; a < ph.Aa; ++a) {
+                float* __restrict row = d + (a * s + ph.py - p) * W;
+                const float* __restrict src = o + a * gd.Wq;
+                if (add && any)
+                    for (std::size_t b = b0; b < ph.Bb; ++b) row[b * s + ph.px - p] += src[b];
+                else if (!add)
+                    for (std::size_t b = b0; b < ph.Bb; ++b) row[b * s + ph.px - p] = any ? src[b] : 0.0f;
+            }
+        }
+}
+
+} // namespace conv_detail
+
+namespace {
 
 // dx of images [n0, n0 + count) from dy's runs (plan.gd), phase by phase; out: Cin x L scratch.
 // add: dx += it (Conv2d::backwardAddingInputGradient).
@@ -205,11 +224,10 @@ void stridedInputGradient(const StridedDxPlan& plan, const float* dyRuns, std::s
                           const float** rows, float* out, float* dx, bool add)
 {
     const RunGeometry& gd = plan.gd;
-    const std::size_t HW = H * W;
     for (const StridedDxPhase& ph : plan.phases) {
         const std::size_t Kp = cout * ph.Ty * ph.Tx;
         if (ph.Aa == 0 || ph.Bb == 0) continue;
-        const std::size_t L = (count - 1) * gd.Rn + (ph.Aa - 1) * gd.Wq + ph.Bb;
+        const std::size_t L = ph.length(gd, count);
         if (Kp > 0) {
             for (std::size_t co = 0; co < cout; ++co)
                 for (std::size_t t = 0; t < ph.Ty; ++t)
@@ -217,24 +235,9 @@ void stridedInputGradient(const StridedDxPlan& plan, const float* dyRuns, std::s
                         rows[(co * ph.Ty + t) * ph.Tx + u] = dyRuns + co * gd.S + gd.head - t * gd.Wq - u;
             conv_direct::gemmRows(ph.packed.data(), cin, Kp, rows, L, out, L);
         }
-        // first phase positions inside the image: a s + py >= p, b s + px >= p
-        const std::size_t a0 = ph.py < p ? (p - ph.py + s - 1) / s : 0, b0 = ph.px < p ? (p - ph.px + s - 1) / s : 0;
-        for (std::size_t ci = 0; ci < cin; ++ci)
-            for (std::size_t i = 0; i < count; ++i) {
-                float* __restrict d = dx + ((n0 + i) * cin + ci) * HW;
-                const float* __restrict o = out + ci * L + i * gd.Rn;
-                for (std::size_t a = a0; a < ph.Aa; ++a) {
-                    float* __restrict row = d + (a * s + ph.py - p) * W;
-                    const float* __restrict src = o + a * gd.Wq;
-                    if (add && Kp)
-                        for (std::size_t b = b0; b < ph.Bb; ++b) row[b * s + ph.px - p] += src[b];
-                    else if (!add)
-                        for (std::size_t b = b0; b < ph.Bb; ++b) row[b * s + ph.px - p] = Kp ? src[b] : 0.0f;
-                }
-            }
+        scatterPhaseGradient(ph, gd, out, L, cin, H, W, s, p, n0, count, dx, add);
     }
 }
-
 
 } // namespace
 

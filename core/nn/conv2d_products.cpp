@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 namespace quantscope {
@@ -352,6 +353,70 @@ void Conv2d::forwardDirectBf16(const Tensor& x, Tensor& y, float cap, const Pool
         if (pooled) fromRunsPooled(out, L, m_cout, n0, count, g, bias, *pooled, cap, m_roundOut);
         else fromRuns(out, L, m_cout, n0, count, g, bias, y.data(), cap, m_roundOut);
     });
+}
+
+// The strided backward in bf16, on the phase runs of the forward (PhaseProducts): dW[o, c, ky, kx]
+// sums x's phase (ky % s, kx % s) at run position j + phaseTapOffset times dy_o at the output's
+// run position j (weightGradBf16Runs), and dx is made phase by phase (stridedDxPlan) by
+// gemmBf16Runs over dy's bf16 runs. dy's runs serve both products: they put output (i, oy, ox) at
+// i Rn + oy Wq + ox with the phase runs' Rn and Wq, or this path declines. The bf16 operands are
+// the im2col path's (backwardBf16), so the results differ from it only in the order of the FP32
+// additions (groups of images instead of single images).
+bool Conv2d::backwardStridedBf16(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad)
+{
+    if (m_stride < 2 || m_k < 2 || (m_bf16 == Bf16Path::AmxBf16 && m_cin % 16 != 0)) return false;
+    const PhaseProducts pp(x, m_k, m_stride, m_pad);
+    const PhaseGeometry& g = pp.g;
+    const std::size_t N = x.dim(0), H = x.dim(2), W = x.dim(3), HWo = dy.dim(2) * dy.dim(3);
+    std::optional<StridedDxPlan> plan = stridedDxPlan(m_weight.forwardValue().data(), m_cout, m_cin, H, W, m_k, m_stride,
+                                                      m_pad, dy.dim(2), dy.dim(3), g.Ng, needInputGrad ? m_bf16 : Bf16Path::Emulated);
+    if (!plan || plan->gd.Wq != g.Wq || plan->gd.Rn != g.Rn) return false;
+    const RunGeometry& gd = plan->gd;
+    const std::size_t kk = m_k * m_k, K = m_cin * kk, C2 = (m_cout + 1) / 2, Op = (m_cout + 15) / 16 * 16;
+    const std::size_t wSize = m_cout * K, bSize = m_hasBias ? m_cout : 0, partSize = wSize + bSize;
+    const std::size_t groups = (N + g.Ng - 1) / g.Ng;
+    m_partials.assign(groups * partSize, 0.0f);
+    if (needInputGrad && !m_addDx) dx.resize(x.shape());
+    std::vector<std::size_t> xTaps(kk);
+    for (std::size_t t = 0; t < kk; ++t) xTaps[t] = phaseTapOffset(g, t / m_k, t % m_k);
+    pp.forEachGroup(x, m_cin, [&](std::size_t n0, std::size_t count, std::size_t L, const float* phases) {
+        float* part = m_partials.data() + n0 / g.Ng * partSize;
+        for (std::size_t o = 0; o < bSize; ++o)
+            for (std::size_t i = 0; i < count; ++i) part[wSize + o] += fixedOrderSum(dy.data() + ((n0 + i) * m_cout + o) * HWo, HWo);
+        // x's phase runs in bf16, one channel a run, each followed by zeros the last tiles read
+        // (the largest tap offset + 2 P is at most S + 31).
+        const std::size_t xs = g.S + 64, P = (L + 31) / 32 * 16;
+        auto* xb = reinterpret_cast<std::uint16_t*>(threadBuffer(3, (m_cin * xs + 1) / 2 + kRunsRowSlack / 4).data());
+        for (std::size_t c = 0; c < m_cin; ++c) {
+            const float* __restrict src = phases + c * g.S;
+            std::uint16_t* __restrict d = xb + c * xs;
+            for (std::size_t j = 0; j < g.S; ++j) d[j] = bf16Bits(src[j]);
+            std::fill(d + g.S, d + xs, std::uint16_t{0});
+        }
+        auto* dyRuns = reinterpret_cast<std::uint16_t*>(threadBuffer(0, C2 * gd.S + kRunsRowSlack / 4).data());
+        toRunsBf16(dy.data(), m_cout, n0, count, gd, dyRuns);
+        std::fill(dyRuns + 2 * C2 * gd.S, dyRuns + 2 * C2 * gd.S + kRunsRowSlack / 2, std::uint16_t{0});
+        auto* pairs = reinterpret_cast<std::uint32_t*>(threadBuffer(4, P * Op).data());
+        dyPairsFromRuns(dyRuns, gd, m_cout, L, P, Op, pairs);
+        weightGradBf16Runs(WeightGradRuns{m_bf16, xb, 2 * xs, xTaps.data(), kk, m_cin, pairs, m_cout, Op, P}, part);
+        if (!needInputGrad) return;
+        static thread_local std::vector<std::size_t> taps;
+        for (const StridedDxPhase& ph : plan->phases) {
+            if (ph.Aa == 0 || ph.Bb == 0) continue;
+            const std::size_t tt = ph.Ty * ph.Tx, Lp = ph.length(gd, count);
+            float* out = threadBuffer(1, m_cin * Lp).data();
+            if (tt > 0) {
+                taps.resize(tt);
+                for (std::size_t t = 0; t < ph.Ty; ++t)
+                    for (std::size_t u = 0; u < ph.Tx; ++u) taps[t * ph.Tx + u] = 4 * (gd.head - t * gd.Wq - u);
+                gemmBf16Runs(ph.bf16, ConvRuns{reinterpret_cast<const std::uint8_t*>(dyRuns), 4 * gd.S, taps.data(), tt, C2}, Lp,
+                             out, Lp);
+            }
+            scatterPhaseGradient(ph, gd, out, Lp, m_cin, H, W, m_stride, m_pad, n0, count, dx.data(), m_addDx);
+        }
+    });
+    reducePartials(m_partials, groups, wSize, bSize, m_weight.grad.data(), m_bias.grad.data());
+    return true;
 }
 
 } // namespace quantscope

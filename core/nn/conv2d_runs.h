@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <vector>
 
 namespace quantscope::conv_detail {
@@ -167,6 +168,36 @@ void fromRunsPooled(const float* out, std::size_t ld, std::size_t C, std::size_t
         }
     }
 }
+
+// The input gradient of a strided convolution, phase by phase (no col2im; conv2d_direct.cpp): the
+// input pixels (iy, ix) with (iy + p) % s = py and (ix + p) % s = px, at (iy + p) = a s + py, only
+// see the taps ky = py + s t, kx = px + s u, and those read dy at (a - t, b - u). Each phase is then
+// a stride-1 "full" correlation of dy (laid out in runs padded by q = ceil(k / s) - 1, see
+// RunGeometry) with a sub-kernel of Ty x Tx taps: one product over rows dy_run - t Wq - u, output
+// at run position a Wq + b, scattered into dx. Every dx element is one sum in a fixed order.
+struct StridedDxPhase {
+    std::size_t py, px, Ty, Tx, Aa, Bb; // taps per axis; phase positions a < Aa, b < Bb
+    std::vector<float> packed;          // FP32: A (Cin x Cout Ty Tx) packed by conv_direct::packA
+    PackedBf16Runs bf16;                // bf16: the same A in the runs' K order (packBf16RunsA)
+    // Output run positions of `count` images (the product's L).
+    std::size_t length(const RunGeometry& gd, std::size_t count) const { return (count - 1) * gd.Rn + (Aa - 1) * gd.Wq + Bb; }
+};
+
+struct StridedDxPlan {
+    RunGeometry gd; // dy runs
+    std::vector<StridedDxPhase> phases;
+};
+
+// w (Cout, Cin, k, k) -> the phases' sub-kernels, packed for FP32 (bf16 == Emulated) or for that
+// bf16 path. Empty when the phase outputs would run past dy's padding (then col2im takes it).
+std::optional<StridedDxPlan> stridedDxPlan(const float* w, std::size_t cout, std::size_t cin, std::size_t H, std::size_t W,
+                                           std::size_t k, std::size_t s, std::size_t p, std::size_t Ho, std::size_t Wo,
+                                           std::size_t Ng, Bf16Path bf16 = Bf16Path::Emulated);
+// One phase's product (out: Cin x L at dy's run positions) into dx's pixels of that phase, images
+// [n0, n0 + count) of (N, Cin, H, W); add: dx += it. A phase without taps writes zeros.
+void scatterPhaseGradient(const StridedDxPhase& ph, const RunGeometry& gd, const float* out, std::size_t L,
+                          std::size_t cin, std::size_t H, std::size_t W, std::size_t s, std::size_t p, std::size_t n0,
+                          std::size_t count, float* dx, bool add);
 
 // A (M x C k k, taps of each channel consecutive) in the bf16 runs' K order (conv2d_products.cpp).
 std::vector<float> bf16RunsOrder(const float* A, std::size_t M, std::size_t C, std::size_t kk);
