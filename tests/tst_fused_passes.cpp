@@ -64,12 +64,13 @@ void TestFusedPasses::floatSimSkipsOnlyExactRounding_data()
     QTest::newRow("seed-cnn bf16") << "seed-cnn" << "bf16" << false << false;
     QTest::newRow("seed-cnn fp8-e4m3 stochastic") << "seed-cnn" << "fp8-e4m3" << true << false;
     QTest::newRow("mobilenet-tiny fp16 (ReLU6)") << "mobilenet-tiny" << "fp16" << false << false;
+    QTest::newRow("resnet8 bf16 (Add)") << "resnet8" << "bf16" << false << false;
     QTest::newRow("resnet8 bf16 overflow") << "resnet8" << "bf16" << false << true;
     QTest::newRow("seed-cnn mxfp8 (never skips)") << "seed-cnn" << "mxfp8-e4m3" << false << false;
 }
 
 // FloatSim::setModel lets the hooks skip rounding what is on the grid already (ReLU, MaxPool and
-// Flatten outputs, gradients that only such layers produce) and the overflow checks those
+// Flatten outputs, gradients that only such layers or an Add produce) and the overflow checks those
 // gradients had on the way in: the same bits as rounding everything, and the same overflow.
 void TestFusedPasses::floatSimSkipsOnlyExactRounding()
 {

@@ -77,8 +77,8 @@ inline void epilogueRow(float* __restrict dst, const float* __restrict src, std:
 
 // out (C, ld) at run positions of g's output -> images [n0, n0 + count) of y (N, C, Ho, Wo),
 // plus bias[c], clamped to [0, cap] when hasClamp(cap) (the fused activation). Geometry:
-// RunGeometry or PhaseGeometry (output pitch Wq, Rn floats per image). With roundBf16 each row is
-// then rounded to bf16 (RunContext::roundOutputBf16).
+// RunGeometry or PhaseGeometry (output pitch Wq, Rn floats per image). With roundBf16 each plane
+// is then rounded to bf16 (RunContext::roundOutputBf16).
 template <typename Geometry>
 void fromRuns(const float* out, std::size_t ld, std::size_t C, std::size_t n0, std::size_t count, const Geometry& g,
               const float* bias, float* y, float cap = std::numeric_limits<float>::quiet_NaN(), bool roundBf16 = false)
@@ -89,7 +89,10 @@ void fromRuns(const float* out, std::size_t ld, std::size_t C, std::size_t n0, s
         for (std::size_t i = 0; i < count; ++i) {
             float* __restrict dst = y + ((n0 + i) * C + c) * HWo;
             const float* __restrict src = out + c * ld + i * g.Rn;
-            for (std::size_t r = 0; r < g.Ho; ++r) epilogueRow(dst + r * g.Wo, src + r * g.Wq, g.Wo, bias != nullptr, b, cap, roundBf16);
+            for (std::size_t r = 0; r < g.Ho; ++r) epilogueRow(dst + r * g.Wo, src + r * g.Wq, g.Wo, bias != nullptr, b, cap, false);
+            // The plane at once, still in cache: rounding row by row cost more than the hooks'
+            // own pass on resnet8's short rows (7 to 28 values; bench_model_layers --hooks bf16).
+            if (roundBf16) roundRowBf16(dst, HWo);
         }
     }
 }

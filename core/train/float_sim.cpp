@@ -5,6 +5,7 @@
 #include "tensor/parallel.h"
 #include "util/rng.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 
@@ -67,11 +68,19 @@ void FloatSim::setModel(const Model& model)
         m_clamped[i] = k == LayerKind::BatchNorm2d ? 2 : 1;
         m_roundsClamp[r] = m_selfRounds[i] ? 0 : 1; // a self-rounding layer's ReLU gets grid values
     }
+    // The gradient entering layer i is its readers' input gradient. With one reader it is on the
+    // grid when that reader keeps the grid (a ReLU passes or masks its own), or is an Add of
+    // different activations (each input takes the Add's own gradient as it is: a residual block's
+    // last BatchNorm). With several readers it is their sum, which is rounded.
+    const auto passesGrid = [&](std::size_t r) {
+        const std::vector<std::size_t>& in = model.inputsOf(r);
+        if (model.layer(r).kind() == LayerKind::Add)
+            return std::all_of(in.begin(), in.end(), [&](std::size_t a) { return std::count(in.begin(), in.end(), a) == 1; });
+        return keepsGrid(model.layer(r), true) && in.size() == 1;
+    };
     for (std::size_t i = 0; i + 1 < model.size(); ++i) {
         const std::vector<std::size_t>& readers = model.consumersOf(i + 1);
-        bool exact = !readers.empty();
-        for (std::size_t r : readers) exact = exact && keepsGrid(model.layer(r), true) && model.inputsOf(r).size() == 1;
-        m_exactGrad[i] = exact ? 1 : 0;
+        m_exactGrad[i] = readers.size() == 1 && passesGrid(readers[0]) ? 1 : 0;
     }
 }
 

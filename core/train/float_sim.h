@@ -34,10 +34,11 @@ public:
 
     // Lets the hooks skip what is exact already (element-wise formats only): the output of a
     // ReLU, ReLU6, MaxPool2d or Flatten of values on the grid is on the grid, and so is the
-    // gradient entering a layer whose output only such layers read (their backward masks or
+    // gradient entering a layer whose output only one such layer reads (its backward masks or
     // routes values that were rounded and checked for overflow on the way in; a MaxPool2d only
-    // when its windows do not overlap, stride >= kernel, since overlapping windows add). Optional: without
-    // it every output and gradient is rounded; the results are the same bits either way.
+    // when its windows do not overlap, stride >= kernel, since overlapping windows add), or only
+    // an Add of two different activations (each input gets the Add's gradient as it is).
+    // Optional: without it every output and gradient is rounded; the same bits either way.
     void setModel(const Model& model);
 
     void onInput(Tensor& x, const RunContext& ctx) override;

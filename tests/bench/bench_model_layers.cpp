@@ -8,7 +8,10 @@
 // shows an empty output and zero times; its cost is in that layer's fused step, not in its row.
 //
 // --bf16 PATH (amx-bf16, avx512-bf16) runs the conv and fc products on that bf16 path, as mixed
-// and low-precision bf16 training do (without their rounding passes).
+// and low-precision bf16 training do (without their rounding passes). --hooks FORMAT adds those:
+// the step runs with FloatSim's hooks (setModel, rounding to nearest), as mixed training runs it.
+// --compare-layer-rounding 1 then alternates its steps with steps whose hooks round everything in
+// passes of their own (FloatSim::setLayerRounding off; the same bits) and prints both medians.
 //
 // The "model" columns are each layer's mean time inside the timed steps (Model::setLayerTimes):
 // with the model's fusion and its activations' real cache state. --layers 0 prints only those (and
@@ -17,13 +20,15 @@
 // --trans-add picks the FP32 weight gradient's kernel (conv_direct::TransAddKernel; default: this
 // CPU's, conv_direct::defaultTransAddKernel).
 //   build/release/tests/bench/bench_model_layers [--model NAME] [--threads N] [--reps N] [--bf16 PATH] [--layers 0|1]
-//                                                [--trans-add pixels|channels]
+//                                                [--trans-add pixels|channels] [--hooks bf16 [--compare-layer-rounding 1]]
 #include "nn/conv2d.h"
 #include "nn/conv_direct.h"
 #include "nn/layer.h"
 #include "nn/linear.h"
 #include "nn/model.h"
 #include "nn/model_zoo.h"
+#include "quant/format.h"
+#include "train/float_sim.h"
 #include "util/rng.h"
 
 #include <tbb/task_arena.h>
@@ -33,6 +38,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -68,17 +74,21 @@ int main(int argc, char** argv)
     int threads = 2, reps = 20;
     Bf16Path bf16 = Bf16Path::Emulated;
     bool layers = true;
+    std::string hooks; // --hooks FORMAT: FloatSim's rounding, as mixed training runs the step
+    bool compareLayerRounding = false;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!std::strcmp(argv[i], "--model")) preset = argv[i + 1];
         else if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
         else if (!std::strcmp(argv[i], "--reps")) reps = std::max(1, std::atoi(argv[i + 1]));
         else if (!std::strcmp(argv[i], "--bf16")) bf16 = parseBf16Path(argv[i + 1]);
         else if (!std::strcmp(argv[i], "--layers")) layers = std::atoi(argv[i + 1]) != 0;
+        else if (!std::strcmp(argv[i], "--hooks")) hooks = argv[i + 1];
+        else if (!std::strcmp(argv[i], "--compare-layer-rounding")) compareLayerRounding = std::atoi(argv[i + 1]) != 0;
         else if (!std::strcmp(argv[i], "--trans-add"))
             conv_direct::setTransAddKernel(!std::strcmp(argv[i + 1], "channels") ? conv_direct::TransAddKernel::Channels
                                                                                  : conv_direct::TransAddKernel::Pixels);
         else {
-            std::fprintf(stderr, "usage: %s [--model NAME] [--threads N] [--reps N] [--bf16 PATH] [--layers 0|1] [--trans-add pixels|channels]\n", argv[0]);
+            std::fprintf(stderr, "usage: %s [--model NAME] [--threads N] [--reps N] [--bf16 PATH] [--layers 0|1] [--trans-add pixels|channels] [--hooks FORMAT [--compare-layer-rounding 1]]\n", argv[0]);
             return 2;
         }
     }
@@ -99,17 +109,43 @@ int main(int argc, char** argv)
         for (float& v : x.values()) v = rng.uniform(0.0f, 1.0f);
         RunContext ctx;
         ctx.training = true;
+        // With --hooks, the rounding of mixed training (FloatSim after setModel, rounded to nearest);
+        // with --compare-layer-rounding, steps alternate with a FloatSim whose layers leave every
+        // rounding to the hooks' own passes (setLayerRounding off): the same bits, in one process.
+        std::unique_ptr<FloatSim> sim, simPasses;
+        if (!hooks.empty()) {
+            sim = std::make_unique<FloatSim>(findFormat(hooks), Rounding::Nearest);
+            sim->setModel(*model);
+            if (compareLayerRounding) {
+                simPasses = std::make_unique<FloatSim>(findFormat(hooks), Rounding::Nearest);
+                simPasses->setLayerRounding(false);
+                simPasses->setModel(*model);
+            }
+        }
+        std::vector<double> passesStep;
         std::vector<double> step, fwd;
         Model::LayerTimes inModel;
         for (int r = 0; r < reps + 3; ++r) {
             if (r == 3) model->setLayerTimes(&inModel); // after the warm-up steps
+            const auto passesStepRun = [&] { // the hooks' passes, alternating with the timed configuration
+                if (!simPasses) return;
+                const double p0 = nowMs();
+                const Tensor& yp = model->forward(x, ctx, simPasses.get());
+                model->backward(filled(yp.shape(), 1e-3f), simPasses.get());
+                if (r >= 3) passesStep.push_back(nowMs() - p0);
+            };
+            if (r % 2 == 0) passesStepRun(); // either goes first every other step
             const double t0 = nowMs();
-            const Tensor& y = model->forward(x, ctx);
+            const Tensor& y = model->forward(x, ctx, sim.get());
             const double t1 = nowMs();
-            model->backward(filled(y.shape(), 1e-3f));
+            model->backward(filled(y.shape(), 1e-3f), sim.get());
             const double t2 = nowMs();
             if (r >= 3) step.push_back(t2 - t0), fwd.push_back(t1 - t0); // 3 warm-up steps
+            if (r % 2 == 1) passesStepRun();
         }
+        if (simPasses)
+            std::printf("hooks %s: step %.2f ms with the layers rounding, %.2f ms with the hooks' passes (medians, alternating)\n",
+                        hooks.c_str(), median(step), median(passesStep));
         std::printf("%s, batch %zu, %d threads: step %.2f ms (forward %.2f), median of %d -> %.0f img/s; fastest %.2f ms (forward %.2f)\n",
                     (preset + (bf16 == Bf16Path::Emulated ? "" : std::string(" ") + bf16PathName(bf16))).c_str(), N, threads, median(step), median(fwd), reps, N * 1000.0 / median(step), fastest(step), fastest(fwd));
         model->setLayerTimes(nullptr);
