@@ -95,8 +95,8 @@ inline void setInts(onnx::NodeProto* n, const std::string& name, std::vector<std
 }
 
 // Runs the imported model in eval mode on the reference input and returns the largest deviation
-// from PyTorch's output (after softmax when the file's Softmax head was dropped).
-inline double maxDeviation(const ExportedModel& em, const OnnxImportInfo& info, const Reference& ref)
+// from PyTorch's output (probabilities where the file ends in Softmax: the model's last layer).
+inline double maxDeviation(const ExportedModel& em, const Reference& ref)
 {
     std::unique_ptr<Model> model = buildModel(em);
     const Tensor x(ref.inputShape, ref.input);
@@ -104,16 +104,6 @@ inline double maxDeviation(const ExportedModel& em, const OnnxImportInfo& info, 
     ctx.training = false;
     Tensor y = model->forward(x, ctx);
     if (y.shape() != ref.outputShape) throw std::runtime_error("output shape " + shapeString(y.shape()) + " vs " + shapeString(ref.outputShape));
-    if (info.droppedSoftmax) {
-        const std::size_t k = y.shape()[1];
-        for (std::size_t r = 0; r < y.shape()[0]; ++r) {
-            float* row = y.data() + r * k;
-            const float mx = *std::max_element(row, row + k);
-            double sum = 0;
-            for (std::size_t c = 0; c < k; ++c) sum += std::exp(row[c] - mx);
-            for (std::size_t c = 0; c < k; ++c) row[c] = static_cast<float>(std::exp(row[c] - mx) / sum);
-        }
-    }
     double worst = 0;
     for (std::size_t i = 0; i < y.numel(); ++i) worst = std::max(worst, std::fabs(double(y[i]) - ref.output[i]));
     return worst;

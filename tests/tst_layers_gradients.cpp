@@ -228,6 +228,9 @@ GradSetup makeGradSetup(const QString& row, Rng& rng)
     } else if (row == "log_softmax") {
         s.layer = std::make_unique<LogSoftmax>("log_softmax");
         s.x = randomTensor({3, 6}, rng, -3.0f, 3.0f);
+    } else if (row == "softmax") {
+        s.layer = std::make_unique<Softmax>("softmax");
+        s.x = randomTensor({3, 6}, rng, -3.0f, 3.0f);
     }
     // Parameters away from their defaults (BatchNorm gamma = 1, beta = 0; conv/linear = 0).
     if (s.layer)
@@ -262,7 +265,7 @@ void TestLayersGradients::layerGradient_data()
           "depthwise_k3_s2_p1_bias", "batchnorm2d_train", "batchnorm2d_frozen", "relu", "relu6", "maxpool2d_k2",
           "maxpool2d_k3_s2_overlapping", "maxpool2d_k3_s2_p1", "maxpool2d_k2_s2_p1", "avgpool2d_k2",
           "avgpool2d_k3_s2_overlapping", "avgpool2d_k3_s3_tiled", "avgpool2d_k3_s2_p1", "avgpool2d_k3_s1_p1",
-          "global_avgpool2d", "add", "dropout_p0.5", "flatten", "linear", "linear_nobias", "log_softmax"})
+          "global_avgpool2d", "add", "dropout_p0.5", "flatten", "linear", "linear_nobias", "log_softmax", "softmax"})
         QTest::newRow(row) << QString(row);
 }
 
@@ -395,6 +398,7 @@ void TestLayersGradients::lossGradient_data()
     QTest::addColumn<QString>("loss");
     QTest::newRow("nll") << "nll";
     QTest::newRow("cross_entropy") << "cross_entropy";
+    QTest::newRow("nll_of_probabilities") << "nll_of_probabilities";
     QTest::newRow("mse") << "mse";
 }
 
@@ -413,6 +417,9 @@ void TestLayersGradients::lossGradient()
     } else if (loss == "cross_entropy") {
         x = randomTensor({5, 5}, rng, -3.0f, 3.0f);
         f = [&](Tensor& g) { return crossEntropyLoss(x, targets, g); };
+    } else if (loss == "nll_of_probabilities") { // probabilities (a Softmax's output), not normalised here
+        x = randomTensor({5, 5}, rng, 0.2f, 1.0f); // away from 0, where the difference quotient of log bends
+        f = [&](Tensor& g) { return nllOfProbabilitiesLoss(x, targets, g); };
     } else {
         x = randomTensor({4, 6}, rng);
         const Tensor target = randomTensor({4, 6}, rng);

@@ -5,6 +5,7 @@
 // points on the 10k test set. Models from PyTorch re-quantized here and colour models predict in
 // onnxruntime what QuantScope predicts. Graph models are in tst_onnx_graphs.cpp.
 #include "data/idx.h"
+#include "infer/int_engine.h"
 #include "infer/model_runner.h"
 #include "io/onnx_io.h"
 #include "io/qsm.h"
@@ -194,6 +195,9 @@ void TestOnnxExport::importedPyTorchModelsRequantize_data()
     QTest::newRow("pytorch_ref resnet8") << "ref_resnet8.onnx";
     QTest::newRow("pytorch_ref mobilenet-tiny") << "ref_mobilenet-tiny.onnx";
     QTest::newRow("residual block, opset 11") << "residual_op11_nofold.onnx";
+    // The same block with a Softmax head (a PyTorch forward that returns probabilities): the
+    // engine and onnxruntime output the same probabilities.
+    QTest::newRow("residual block, Softmax head") << "residual_op11_nofold.onnx+softmax";
 }
 
 // A model written by torch.onnx.export (tests/onnx_import) is imported, quantized (PTQ int8
@@ -202,8 +206,17 @@ void TestOnnxExport::importedPyTorchModelsRequantize_data()
 void TestOnnxExport::importedPyTorchModelsRequantize()
 {
     QFETCH(QString, file);
+    const bool softmaxHead = file.endsWith("+softmax");
+    if (softmaxHead) file.chop(8);
     const std::string path = std::string(QS_TEST_DATA) + "/../onnx_import/" + file.toStdString();
     ExportedModel imported = readOnnxModel(path);
+    if (softmaxHead) {
+        StoredLayer head;
+        head.kind = LayerKind::Softmax;
+        head.name = "softmax";
+        head.inputs = {imported.layers.size()};
+        imported.layers.push_back(head);
+    }
     QVERIFY(!imported.normalizationKnown);
     QCOMPARE(imported.channels, std::size_t{1});
     // Data shaped as the model wants it.
@@ -226,6 +239,23 @@ void TestOnnxExport::importedPyTorchModelsRequantize()
     const double a = agreement(ort, enginePredictions(q, data.test));
     qInfo("%s re-quantized: onnxruntime vs QuantScope %.1f %% agree", qPrintable(file), 100 * a);
     QVERIFY(a >= kMinOrtAgreement);
+    if (!softmaxHead) return;
+    const std::vector<float> probs = fixtures::ortOutputs(out, images);
+    IntEngine engine(q);
+    std::vector<float> mine(data.test.size() * q.classes);
+    engine.run(data.test.pixels.data(), data.test.size(), mine.data(), nullptr);
+    QCOMPARE(probs.size(), mine.size());
+    double worst = 0.0;
+    for (std::size_t i = 0; i < data.test.size(); ++i) {
+        double sum = 0.0;
+        for (std::size_t j = 0; j < q.classes; ++j) {
+            sum += mine[i * q.classes + j];
+            worst = std::max(worst, static_cast<double>(std::fabs(mine[i * q.classes + j] - probs[i * q.classes + j])));
+        }
+        QVERIFY2(std::fabs(sum - 1.0) < 1e-5, qPrintable(QString("image %1: probabilities sum to %2").arg(i).arg(sum)));
+    }
+    qInfo("Softmax head: largest |engine - onnxruntime| probability %.3g", worst);
+    QVERIFY(worst < 1e-4); // the same dequantized scores, through the same softmax
 }
 
 void TestOnnxExport::colourModelsInOnnxruntime_data()

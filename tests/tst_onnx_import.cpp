@@ -38,7 +38,7 @@ class TestOnnxImport : public QObject {
 private slots:
     void matchesPyTorch_data();
     void matchesPyTorch();
-    void softmaxHeadIsDropped();
+    void softmaxHeadIsKept();
     void layerNamesFollowModules();
     void poolPaddingImports();
     void foldsWhatExportersWrite();
@@ -72,7 +72,7 @@ void TestOnnxImport::matchesPyTorch()
     QVERIFY(!m.quantized);
     QCOMPARE(m.normalization, Normalization::identity(m.channels)); // the exports take normalised input...
     QVERIFY(!m.normalizationKnown);                                 // ...and do not say how it was normalised
-    const double dev = maxDeviation(m, info, ref);
+    const double dev = maxDeviation(m, ref);
     qInfo("%s: %zu layers, %zu parameters, max |QuantScope - PyTorch| = %.3g", qPrintable(name), m.layers.size(), m.numParams(), dev);
     QVERIFY2(dev <= kOutputTol, qPrintable(QString("deviation %1").arg(dev)));
     // Names are unique (Model::add would refuse duplicates; buildModel ran above).
@@ -81,20 +81,27 @@ void TestOnnxImport::matchesPyTorch()
     QVERIFY(std::adjacent_find(names.begin(), names.end()) == names.end());
 }
 
-void TestOnnxImport::softmaxHeadIsDropped()
+// A graph ending in Softmax keeps it as the model's last layer: the model outputs the file's
+// probabilities (matchesPyTorch compares them), through the .qsm and ONNX exports too.
+void TestOnnxImport::softmaxHeadIsKept()
 {
     OnnxImportInfo info;
     const fs::path p = kFixtures / "padconv_op13_nofold.onnx";
     const ExportedModel m = importOnnx(fileBytes(p), p.string(), &info);
-    QVERIFY(info.droppedSoftmax);
-    QCOMPARE(m.notes.size(), std::size_t{1}); // and says so
-    QVERIFY2(m.notes[0].find("final Softmax is dropped") != std::string::npos, m.notes[0].c_str());
     QCOMPARE(info.opset, 13);
-    QCOMPARE(m.layers.back().kind, LayerKind::Linear); // the logits, softmax left to the loss
+    QCOMPARE(m.layers.back().kind, LayerKind::Softmax);
+    QVERIFY(m.notes.empty());
+    const Reference ref = loadReference(kFixtures / "padconv_op13_nofold.json");
+    const ExportedModel viaQsm = decodeQsm(encodeQsm(m), "memory");
+    QCOMPARE(viaQsm.layers.back().kind, LayerKind::Softmax);
+    QVERIFY(maxDeviation(viaQsm, ref) <= kOutputTol);
+    const std::vector<std::uint8_t> onnxBytes = encodeOnnx(m);
+    const ExportedModel viaOnnx = decodeOnnx(onnxBytes, "export.onnx");
+    QCOMPARE(viaOnnx.layers.back().kind, LayerKind::Softmax);
+    QVERIFY(maxDeviation(viaOnnx, ref) <= kOutputTol);
     OnnxImportInfo info2;
     const fs::path q = kFixtures / "flatten_bn_op17_nofold.onnx";
     const ExportedModel l = importOnnx(fileBytes(q), q.string(), &info2);
-    QVERIFY(!info2.droppedSoftmax);
     QCOMPARE(l.layers.back().kind, LayerKind::LogSoftmax);
 }
 
@@ -133,7 +140,7 @@ void TestOnnxImport::poolPaddingImports()
     const ExportedModel qsm = decodeQsm(encodeQsm(m), "poolpad.qsm");
     for (std::size_t i = 0; i < m.layers.size(); ++i) QCOMPARE(qsm.layers[i].padding, m.layers[i].padding);
     const Reference ref = loadReference(kFixtures / "poolpad_op13_fold_dyn.json");
-    QVERIFY(maxDeviation(qsm, OnnxImportInfo{}, ref) <= kOutputTol);
+    QVERIFY(maxDeviation(qsm, ref) <= kOutputTol);
 }
 
 // What other exporters (and older torch versions) write around layers, made from a fixture: the
@@ -199,7 +206,7 @@ void TestOnnxImport::foldsWhatExportersWrite()
     QVERIFY(dropout);
     QCOMPARE(dropout->name, std::string("drop"));
     QCOMPARE(dropout->dropout, 0.25f);
-    const double dev = maxDeviation(m, OnnxImportInfo{}, loadReference(kFixtures / "seqview_op13_fold.json"));
+    const double dev = maxDeviation(m, loadReference(kFixtures / "seqview_op13_fold.json"));
     QVERIFY2(dev <= kOutputTol, qPrintable(QString("deviation %1").arg(dev)));
 }
 
@@ -274,7 +281,7 @@ void TestOnnxImport::flatInputReadsFlattenedImages()
         QCOMPARE(ref.inputShape, Shape({3, 64}));
         ref.inputShape = {3, 1, 8, 8}; // the images the data pipeline gives, normalised as it would
         for (auto& v : ref.input) v = (v - 0.5) / 0.25;
-        const double dev = maxDeviation(m, info, ref);
+        const double dev = maxDeviation(m, ref);
         QVERIFY2(dev <= kOutputTol, qPrintable(QString("%1: deviation %2").arg(name).arg(dev)));
     }
     // BatchNorm1d after a Linear (the second one bias-free): folded into it, PyTorch's outputs.
@@ -288,7 +295,7 @@ void TestOnnxImport::flatInputReadsFlattenedImages()
         QVERIFY2(m.notes[2].find("folded into it") != std::string::npos, m.notes[2].c_str());
         Reference ref = loadReference(kFixtures / (std::string(name) + ".json"));
         ref.inputShape = {3, 1, 8, 8};
-        const double dev = maxDeviation(m, info, ref);
+        const double dev = maxDeviation(m, ref);
         QVERIFY2(dev <= kOutputTol, qPrintable(QString("%1: deviation %2").arg(name).arg(dev)));
     }
     // The same normalisation written the other way round, x / 0.25 - 2 (Div first, then Sub, as
@@ -369,7 +376,7 @@ void TestOnnxImport::referenceModels()
         OnnxImportInfo info;
         const ExportedModel em = importOnnx(fileBytes(base.string() + ".onnx"), base.string() + ".onnx", &info);
         const Reference ref = loadReference(base.string() + ".json");
-        const double dev = maxDeviation(em, info, ref);
+        const double dev = maxDeviation(em, ref);
         qInfo("%s: %zu parameters, %zu images, max |QuantScope - PyTorch| logit = %.3g", m, em.numParams(), ref.inputShape[0], dev);
         QVERIFY2(dev <= kOutputTol, m);
         // Predictions on the whole Fashion-MNIST test split, normalised as common.py does.

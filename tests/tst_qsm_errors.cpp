@@ -42,6 +42,7 @@ private slots:
     void absurdSizes_data();
     void absurdSizes();
     void unknownVersion();
+    void softmaxNeedsVersion4();
     void notAModel();
     void impossibleGraphs_data();
     void impossibleGraphs();
@@ -185,6 +186,23 @@ void TestQsmErrors::unknownVersion()
     const Caught c = catchError([&] { decodeQsm(b, "future.qsm"); });
     QCOMPARE(c.type, QString("FormatError"));
     QVERIFY2(c.message.contains("version " + QString::number(v)), qPrintable(c.message));
+}
+
+// Softmax (kind 12) came with version 4: a model ending in it round-trips, and the same bytes
+// labelled version 3 are refused with the kind named.
+void TestQsmErrors::softmaxNeedsVersion4()
+{
+    ExportedModel m = decodeQsm(m_tiny, "tiny.qsm");
+    QCOMPARE(m.layers.back().kind, LayerKind::LogSoftmax);
+    m.layers.back().kind = LayerKind::Softmax;
+    Bytes b = encodeQsm(m);
+    QCOMPARE(decodeQsm(b, "softmax.qsm").layers.back().kind, LayerKind::Softmax);
+    const std::uint16_t v3 = 3;
+    std::memcpy(b.data() + 8, &v3, 2);
+    fixHeader(b);
+    const Caught c = catchError([&] { decodeQsm(b, "softmax-v3.qsm"); });
+    QCOMPARE(c.type, QString("FormatError"));
+    QVERIFY2(c.message.contains("unknown layer kind 12"), qPrintable(c.message));
 }
 
 void TestQsmErrors::notAModel()

@@ -1,6 +1,7 @@
 // analysis/sensitivity: one layer at a time (or all but one) quantized to each candidate format,
 // measured on a validation set against FP32.
 #include "analysis/sensitivity.h"
+#include "nn/activations.h"
 #include "nn/model_zoo.h"
 #include "util/errors.h"
 
@@ -52,6 +53,30 @@ private slots:
         }
         const Tensor after = m_model->forward(x, ctx);
         QCOMPARE(after.values(), before.values());
+    }
+
+    // A model ending in Softmax (probabilities) gets the KL of its probabilities, the same as its
+    // LogSoftmax twin's, not the KL of a softmax of them (which flattens it towards zero).
+    void softmaxHeadGivesTheSameKl()
+    {
+        SensitivityOptions opt;
+        opt.formats = {"int2"};
+        opt.calibImages = 200;
+        const SensitivityReport logProbs = analyzeSensitivity(*m_model, m_data, m_data.validation, opt);
+        const std::size_t last = m_model->size() - 1;
+        QCOMPARE(m_model->layer(last).kind(), LayerKind::LogSoftmax);
+        LayerPtr saved = m_model->replaceLayer(last, std::make_unique<Softmax>(m_model->layer(last).name()));
+        const SensitivityReport probs = analyzeSensitivity(*m_model, m_data, m_data.validation, opt);
+        m_model->replaceLayer(last, std::move(saved));
+        QCOMPARE(probs.cells.size(), logProbs.cells.size());
+        for (std::size_t i = 0; i < probs.cells.size(); ++i) {
+            const SensitivityCell& a = logProbs.cells[i];
+            const SensitivityCell& b = probs.cells[i];
+            QCOMPARE(b.accuracy, a.accuracy);
+            QVERIFY2(a.klDivergence > 1e-4, qPrintable(QString::fromStdString(a.layer))); // int2 moves the outputs
+            QVERIFY2(std::abs(b.klDivergence - a.klDivergence) <= 1e-3 * a.klDivergence + 1e-6,
+                     qPrintable(QString("%1: KL %2 with Softmax, %3 with LogSoftmax").arg(QString::fromStdString(a.layer)).arg(b.klDivergence).arg(a.klDivergence)));
+        }
     }
 
     // All but one: quantizing everything but a layer costs at least as much KL as quantizing

@@ -440,21 +440,25 @@ void TestTraining::badConfigThrows()
 }
 
 // A classifier that outputs logits (the usual PyTorch model ending in a Linear, imported from
-// ONNX) trains and evaluates with cross-entropy, and one ending in LogSoftmax with NLL: the same
-// network either way gives the same losses (up to where the softmax's rounding falls) and learns.
+// ONNX) trains and evaluates with cross-entropy, one ending in LogSoftmax with NLL and one ending
+// in Softmax (an exported PyTorch classifier whose forward returns probabilities) with the NLL of
+// its probabilities: the same network each way gives the same losses (up to where the softmax's
+// rounding falls) and learns.
 // NLL on the logits themselves would be unbounded below: the loss ran to -167 and the accuracy
 // fell to 16 % on an imported model before.
 void TestTraining::logitsModelTrainsWithCrossEntropy()
 {
     const Dataset data = syntheticDataset(640, 200);
-    const auto factory = [](bool logSoftmax) -> ModelFactory {
-        return [logSoftmax](const Shape& input, std::size_t classes, std::uint64_t seed) {
+    enum class Head { Logits, LogSoftmax, Softmax };
+    const auto factory = [](Head head) -> ModelFactory {
+        return [head](const Shape& input, std::size_t classes, std::uint64_t seed) {
             auto m = std::make_unique<Model>("tiny", input);
             m->add(std::make_unique<Flatten>("flatten"));
             m->add(std::make_unique<Linear>("fc1", input[0] * input[1] * input[2], 32));
             m->add(std::make_unique<ReLU>("relu"));
             m->add(std::make_unique<Linear>("fc2", 32, classes));
-            if (logSoftmax) m->add(std::make_unique<LogSoftmax>("log_softmax"));
+            if (head == Head::LogSoftmax) m->add(std::make_unique<LogSoftmax>("log_softmax"));
+            if (head == Head::Softmax) m->add(std::make_unique<Softmax>("softmax"));
             m->initParams(seed);
             return m;
         };
@@ -466,16 +470,23 @@ void TestTraining::logitsModelTrainsWithCrossEntropy()
     cfg.evalBatchSize = 64;
     cfg.lr = 1e-3f;
     cfg.threads = 2;
-    cfg.modelFactory = factory(false);
+    cfg.modelFactory = factory(Head::Logits);
     const RunResult logits = trainOnce(data, cfg);
-    cfg.modelFactory = factory(true);
+    cfg.modelFactory = factory(Head::LogSoftmax);
     const RunResult logProbs = trainOnce(data, cfg);
+    cfg.modelFactory = factory(Head::Softmax);
+    const RunResult probs = trainOnce(data, cfg);
     QCOMPARE(logits.batchLosses.size(), logProbs.batchLosses.size());
+    QCOMPARE(probs.batchLosses.size(), logProbs.batchLosses.size());
     for (std::size_t i = 0; i < logits.batchLosses.size(); ++i) {
         QVERIFY2(logits.batchLosses[i] > 0.0, qPrintable(QString("batch %1 loss %2").arg(i).arg(logits.batchLosses[i])));
         QVERIFY2(std::abs(logits.batchLosses[i] - logProbs.batchLosses[i]) <= 1e-3 * logProbs.batchLosses[i],
                  qPrintable(QString("batch %1: %2 vs %3").arg(i).arg(logits.batchLosses[i]).arg(logProbs.batchLosses[i])));
+        QVERIFY2(std::abs(probs.batchLosses[i] - logProbs.batchLosses[i]) <= 1e-3 * logProbs.batchLosses[i],
+                 qPrintable(QString("Softmax head, batch %1: %2 vs %3").arg(i).arg(probs.batchLosses[i]).arg(logProbs.batchLosses[i])));
     }
+    QVERIFY2(std::abs(probs.epochMetrics.back() - logProbs.epochMetrics.back()) <= 0.02,
+             qPrintable(QString("Softmax head test accuracy %1 vs %2").arg(probs.epochMetrics.back()).arg(logProbs.epochMetrics.back())));
     // epoch metrics: train loss, train accuracy, test loss, test accuracy
     const std::size_t last = logits.epochMetrics.size() - 4;
     QVERIFY(logits.epochMetrics[last + 2] > 0.0);

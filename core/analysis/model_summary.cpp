@@ -95,7 +95,8 @@ ModelSummary summarizeModel(Model& model)
             break;
         }
         case LayerKind::GlobalAvgPool2d: r.elementwiseOps = numelOf(in); break;
-        case LayerKind::LogSoftmax: r.elementwiseOps = 3 * outN; break;
+        case LayerKind::LogSoftmax:
+        case LayerKind::Softmax: r.elementwiseOps = 3 * outN; break;
         case LayerKind::Dropout:
         case LayerKind::Flatten: break;
         }

@@ -4,24 +4,33 @@
 #include "quant/format.h"
 #include "quant/metrics.h"
 #include "quant/precision_plan.h"
+#include "train/loss.h"
 #include "train/quant_sim.h"
 #include "util/errors.h"
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <limits>
 
 namespace quantscope {
 
 namespace {
 
-// Mean KL(p || q) over rows of `classes` outputs, each row turned into probabilities by softmax.
-double meanKl(const std::vector<float>& p, const std::vector<float>& q, std::size_t classes)
+// Mean KL(p || q) over rows of `classes` outputs, each row turned into probabilities by softmax
+// (logits; log-probabilities are their own log-softmax), or taken as they are where the model ends
+// in Softmax (probabilities: their log, floored at FLT_MIN, is the row's log-softmax).
+double meanKl(const std::vector<float>& p, const std::vector<float>& q, std::size_t classes, bool probabilities)
 {
     const std::size_t rows = classes ? p.size() / classes : 0;
     double total = 0.0;
     std::vector<double> lp(classes), lq(classes);
     const auto logSoftmax = [&](const float* z, std::vector<double>& out) {
+        if (probabilities) {
+            for (std::size_t k = 0; k < classes; ++k)
+                out[k] = std::log(std::max(static_cast<double>(z[k]), static_cast<double>(std::numeric_limits<float>::min())));
+            return;
+        }
         double m = z[0];
         for (std::size_t k = 1; k < classes; ++k) m = std::max(m, static_cast<double>(z[k]));
         double s = 0.0;
@@ -82,6 +91,7 @@ SensitivityReport analyzeSensitivity(Model& model, const Dataset& data, const La
 
     PlanEvaluator eval(model, data, validation, opt.calibImages, opt.batchSize);
     r.fp32Accuracy = eval.fp32Accuracy();
+    const bool probabilities = modelOutput(model) == ModelOutput::Probabilities;
     const std::size_t total = configs.size();
     for (std::size_t c = 0; c < total; ++c) {
         if (progress && !progress(c, total)) {
@@ -95,7 +105,7 @@ SensitivityReport analyzeSensitivity(Model& model, const Dataset& data, const La
         cell.accuracy = q.accuracy;
         cell.dropPoints = 100.0 * (r.fp32Accuracy - cell.accuracy);
         cell.logitSqnrDb = sqnrDb(eval.fp32Logits(), q.logits);
-        cell.klDivergence = meanKl(eval.fp32Logits(), q.logits, eval.classes());
+        cell.klDivergence = meanKl(eval.fp32Logits(), q.logits, eval.classes(), probabilities);
         r.cells.push_back(cell);
     }
     if (progress && !r.stopped) progress(r.cells.size(), total);

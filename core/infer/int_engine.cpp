@@ -316,7 +316,7 @@ void IntEngine::Impl::runChunk(std::size_t b, std::size_t e, const Fill& fill, f
         if (tap && op.traced) (*tap)(&op, op.out, batchPtr(s, op.out));
     }
 
-    // Edges: dequantize the class scores; log-softmax; argmax.
+    // Edges: dequantize the class scores; log-softmax or softmax; argmax.
     const ActInfo& oa = acts[static_cast<std::size_t>(outputAct)];
     const std::size_t width = buffers[static_cast<std::size_t>(acts[static_cast<std::size_t>(oa.root)].batchBuffer)].bytes;
     const std::uint8_t* q0 = batchPtr(s, outputAct);
@@ -329,6 +329,7 @@ void IntEngine::Impl::runChunk(std::size_t b, std::size_t e, const Fill& fill, f
             for (std::size_t j = 0; j < classes; ++j)
                 row[j] = static_cast<float>(static_cast<std::int32_t>(q[outputIndex[j]]) - oa.d.zp()) * oa.d.aq.scale;
         if (logSoftmax) logSoftmaxRow(row.data(), row.data(), classes);
+        if (softmax) softmaxRow(row.data(), row.data(), classes);
         if (outputs) std::memcpy(outputs + (b + i) * classes, row.data(), classes * sizeof(float));
         if (preds) preds[b + i] = static_cast<std::int32_t>(std::max_element(row.begin(), row.end()) - row.begin());
     }

@@ -52,7 +52,7 @@ public:
     std::size_t imageBytes() const; // C * H * W
 
     // n images of raw pixel bytes (C planes of H x W each, as in IDX files). outputs: n x classes
-    // (log-probabilities when the model ends in LogSoftmax), predictions: n argmax classes; either
+    // (log-probabilities when the model ends in LogSoftmax, probabilities in Softmax), predictions: n argmax classes; either
     // may be null.
     void run(const std::uint8_t* pixels, std::size_t n, float* outputs, std::int32_t* predictions) const;
     // x: normalised (N, C, H, W) input as a Model takes it; out becomes (N, classes).

@@ -345,7 +345,7 @@ void IntEngine::Impl::build(const ExportedModel& m)
                 info.flat = true;
                 info.c = op.outF;
                 const long next = m.soleConsumer(i);
-                const bool last = i + 1 == L.size() || (i + 2 == L.size() && L.back().kind == LayerKind::LogSoftmax && next == static_cast<long>(i + 1));
+                const bool last = i + 1 == L.size() || (i + 2 == L.size() && (L.back().kind == LayerKind::LogSoftmax || L.back().kind == LayerKind::Softmax) && next == static_cast<long>(i + 1));
                 if (!l.outputQuant && last) {
                     op.floatOut = true;
                     op.traced = false; // float bytes, not a quantization point
@@ -504,14 +504,17 @@ void IntEngine::Impl::build(const ExportedModel& m)
             break;
         }
         case LayerKind::LogSoftmax:
-            if (i + 1 != L.size()) throw ConfigError(id + ": LogSoftmax must be the last layer");
-            if (l.outputQuant) throw ConfigError(id + ": a quantized LogSoftmax output is not supported");
-            logSoftmax = true;
+        case LayerKind::Softmax: {
+            const char* what = l.kind == LayerKind::Softmax ? "Softmax" : "LogSoftmax";
+            if (i + 1 != L.size()) throw ConfigError(id + ": " + what + " must be the last layer");
+            if (l.outputQuant) throw ConfigError(id + ": a quantized " + what + " output is not supported");
+            (l.kind == LayerKind::Softmax ? softmax : logSoftmax) = true;
             break;
+        }
         case LayerKind::BatchNorm2d: throw ConfigError(id + ": BatchNorm must be folded into its convolution");
         }
     }
-    outputAct = logSoftmax ? static_cast<int>(L.back().inputs.at(0)) : static_cast<int>(L.size());
+    outputAct = logSoftmax || softmax ? static_cast<int>(L.back().inputs.at(0)) : static_cast<int>(L.size());
     const ActInfo& out = acts[static_cast<std::size_t>(outputAct)];
     if (!out.defined) throw ConfigError("the integer engine does not compute the model's output");
     if (out.numel() != classes)

@@ -124,7 +124,7 @@ struct IntEngine::Impl {
     std::vector<int> crossing;      // activations copied from the image stage into the batch stage
     int outputAct = -1;
     std::vector<std::uint32_t> outputIndex; // class j -> byte of the output row
-    bool logSoftmax = false;
+    bool logSoftmax = false, softmax = false; // the model's head, in float on the dequantized scores
     std::size_t maxPad = 0, maxCols = 0;
     std::unique_ptr<tbb::task_arena> arena;
     mutable tbb::enumerable_thread_specific<Scratch> scratch;

@@ -269,6 +269,7 @@ void ExportedModel::validate(const std::string& source) const
             s = {l.outFeatures};
             break;
         case LayerKind::LogSoftmax:
+        case LayerKind::Softmax:
             needRank(1);
             expectTensors(l, {}, source);
             break;
@@ -419,6 +420,7 @@ std::unique_ptr<Model> buildModel(const ExportedModel& m)
             break;
         }
         case LayerKind::LogSoftmax: model->add(std::make_unique<LogSoftmax>(l.name), in); break;
+        case LayerKind::Softmax: model->add(std::make_unique<Softmax>(l.name), in); break;
         }
     }
     try {

@@ -20,7 +20,7 @@
 namespace quantscope {
 
 // "Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "Dropout", "Flatten", "Linear", "LogSoftmax",
-// "Add", "GlobalAvgPool2d", "AvgPool2d", "ReLU6".
+// "Add", "GlobalAvgPool2d", "AvgPool2d", "ReLU6", "Softmax".
 const char* storedKindName(LayerKind k);
 
 enum class TensorEncoding : std::uint8_t { Float32 = 0, Int = 1 };

@@ -25,10 +25,6 @@ inline constexpr int kOnnxImportMaxOpset = 17;
 struct OnnxImportInfo {
     int opset = 0;
     std::string producer;        // producer_name + version, e.g. "pytorch 1.13.1"
-    // The graph ended in Softmax over the classes. QuantScope models end in logits or LogSoftmax,
-    // so it was dropped: the imported model's outputs are the logits before it (argmax and
-    // cross-entropy training are unchanged; softmax(output) gives the file's probabilities).
-    bool droppedSoftmax = false;
     // The graph input was flat, [N, C*H*W] (an MLP): read as square images of 1 or 3 channels,
     // ExportedModel's channels/height/width, and a first layer "input_flatten".
     bool flatInput = false;

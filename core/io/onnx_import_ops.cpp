@@ -566,7 +566,9 @@ void Importer::cast(const NodeProto& n)
     alias(n, x);
 }
 
-// Softmax over the classes, as the graph's output: dropped (OnnxImportInfo::droppedSoftmax).
+// Softmax over the classes, as the graph's output: the model's last layer (a Softmax inside the
+// graph is refused). Training takes the NLL of its probabilities (loss.h), which is cross-entropy
+// on the scores before it.
 void Importer::softmax(const NodeProto& n)
 {
     const std::size_t x = act(n, 0);
@@ -574,11 +576,10 @@ void Importer::softmax(const NodeProto& n)
     const std::int64_t axis = attrInt(n, "axis", m_opset < 13 ? 1 : -1);
     if (axis != 1 && axis != -1) failNode(n, "axis = " + std::to_string(axis) + " is not the class axis");
     if (n.output_size() < 1 || n.output(0) != m_outputName)
-        failNode(n, "a Softmax inside the graph is not a layer QuantScope has (only one that makes the output is dropped)");
-    m_info.droppedSoftmax = true;
-    m_m.notes.push_back("the graph's final Softmax is dropped: the model outputs the scores before it (the same argmax; "
-                        "training takes cross-entropy on them)");
-    alias(n, x);
+        failNode(n, "a Softmax inside the graph is not supported (only one that makes the model's output)");
+    StoredLayer l;
+    l.kind = LayerKind::Softmax;
+    addLayer(n, std::move(l), shapeOf(x), {x});
 }
 
 void Importer::logSoftmax(const NodeProto& n)

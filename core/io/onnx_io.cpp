@@ -336,6 +336,7 @@ std::vector<std::uint8_t> encodeOnnx(const ExportedModel& source)
         case LayerKind::Dropout: throw Error("internal error: onnxForm left Dropout '" + l.name + "' in");
         case LayerKind::Flatten: GraphBuilder::intAttr(b.node("Flatten", l.name, {in(0)}, out), "axis", 1); break;
         case LayerKind::LogSoftmax: GraphBuilder::intAttr(b.node("LogSoftmax", l.name, {in(0)}, out), "axis", 1); break;
+        case LayerKind::Softmax: GraphBuilder::intAttr(b.node("Softmax", l.name, {in(0)}, out), "axis", 1); break;
         }
         value.push_back(m.quantized && l.outputQuant ? b.qdq(out, l.name, *l.outputQuant) : out);
     }
@@ -344,9 +345,10 @@ std::vector<std::uint8_t> encodeOnnx(const ExportedModel& source)
     if (last->output(0) != value.back()) throw Error("internal error: the last ONNX node does not make the model output");
     last->set_output(0, "logits");
     setShape(g->add_output(), "logits", {static_cast<std::int64_t>(m.classes)});
-    const bool logProbs = m.layers.back().kind == LayerKind::LogSoftmax;
-    g->mutable_output(0)->set_doc_string(logProbs ? "log-probabilities of the classes (argmax = predicted class)"
-                                                  : "class scores (argmax = predicted class)");
+    const LayerKind lastKind = m.layers.back().kind;
+    g->mutable_output(0)->set_doc_string(lastKind == LayerKind::LogSoftmax ? "log-probabilities of the classes (argmax = predicted class)"
+                                         : lastKind == LayerKind::Softmax  ? "probabilities of the classes (argmax = predicted class)"
+                                                                           : "class scores (argmax = predicted class)");
     try {
         onnx::checker::check_model(mp);
     } catch (const std::exception& e) {

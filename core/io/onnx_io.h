@@ -6,7 +6,8 @@
 // C, in FP32 and QDQ graphs alike); BatchNorm is folded and Relu/Clip follow
 // Conv/Gemm/Add directly, before the activation's Q/DQ pair. Graph models keep their shape: a
 // node reads the ONNX values of its layer's `inputs` (Add reads two). FP32 models are plain
-// ONNX. The output "logits" is [N, classes] (log-probabilities when the model ends in LogSoftmax).
+// ONNX. The output "logits" is [N, classes] (log-probabilities when the model ends in LogSoftmax,
+// probabilities when it ends in Softmax).
 #pragma once
 
 #include "io/exported_model.h"

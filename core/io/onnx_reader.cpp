@@ -352,6 +352,12 @@ private:
         if (axis != 1 && axis != -1) failNode(n, "is not over the classes");
         layer(n, LayerKind::LogSoftmax);
     }
+    void softmax(const onnx::NodeProto& n)
+    {
+        const std::int64_t axis = attrInt(n, "axis", -1);
+        if (axis != 1 && axis != -1) failNode(n, "is not over the classes");
+        layer(n, LayerKind::Softmax);
+    }
     void identity(const onnx::NodeProto& n) { define(n, activation(n, 0)); }
 
     const onnx::ModelProto& m_mp;
@@ -384,6 +390,7 @@ const std::map<std::string, OnnxReader::Handler>& OnnxReader::handlers()
         {"GlobalAveragePool", &OnnxReader::globalAveragePool},
         {"Flatten", &OnnxReader::flatten},
         {"LogSoftmax", &OnnxReader::logSoftmax},
+        {"Softmax", &OnnxReader::softmax},
         {"Identity", &OnnxReader::identity},
     };
     return table;

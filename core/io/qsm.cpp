@@ -18,7 +18,8 @@ static_assert(static_cast<int>(LayerKind::Conv2d) == 0 && static_cast<int>(Layer
               static_cast<int>(LayerKind::Dropout) == 4 && static_cast<int>(LayerKind::Flatten) == 5 &&
               static_cast<int>(LayerKind::Linear) == 6 && static_cast<int>(LayerKind::LogSoftmax) == 7 &&
               static_cast<int>(LayerKind::Add) == 8 && static_cast<int>(LayerKind::GlobalAvgPool2d) == 9 &&
-              static_cast<int>(LayerKind::AvgPool2d) == 10 && static_cast<int>(LayerKind::ReLU6) == 11);
+              static_cast<int>(LayerKind::AvgPool2d) == 10 && static_cast<int>(LayerKind::ReLU6) == 11 &&
+              static_cast<int>(LayerKind::Softmax) == 12);
 
 namespace {
 
@@ -248,12 +249,14 @@ StoredTensor getTensor(Reader& r)
 
 // Version 1 files hold plain stacks of the first eight kinds; version 2 adds each layer's input
 // list, Conv2d groups and the kinds Add, GlobalAvgPool2d, AvgPool2d, ReLU6; version 3 adds per-channel
-// normalisation and the padding of MaxPool2d and AvgPool2d.
+// normalisation and the padding of MaxPool2d and AvgPool2d; version 4 the kind Softmax.
 StoredLayer getLayer(Reader& r, std::uint16_t version, std::size_t index)
 {
     StoredLayer l;
     const std::uint8_t kind = r.u8("layer kind");
-    const int lastKind = version == 1 ? static_cast<int>(LayerKind::LogSoftmax) : kLastLayerKind;
+    const int lastKind = version == 1   ? static_cast<int>(LayerKind::LogSoftmax)
+                         : version <= 3 ? static_cast<int>(LayerKind::ReLU6)
+                                        : kLastLayerKind;
     if (kind > lastKind) r.fail("unknown layer kind " + std::to_string(kind));
     l.kind = static_cast<LayerKind>(kind);
     l.name = r.str("layer name");

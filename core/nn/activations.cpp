@@ -95,6 +95,43 @@ void LogSoftmax::backward(const Tensor& x, const Tensor& y, const Tensor& dy, Te
     }
 }
 
+Shape Softmax::outputShape(const Shape& in) const
+{
+    if (in.size() != 2) throw ConfigError(name() + ": expected input (N,K), got " + shapeString(in));
+    return in;
+}
+
+void softmaxRow(const float* x, float* y, std::size_t k)
+{
+    const float m = *std::max_element(x, x + k);
+    double s = 0.0;
+    for (std::size_t j = 0; j < k; ++j) s += std::exp(static_cast<double>(x[j] - m));
+    const double inv = 1.0 / s;
+    for (std::size_t j = 0; j < k; ++j) y[j] = static_cast<float>(std::exp(static_cast<double>(x[j] - m)) * inv);
+}
+
+void Softmax::forward(const Tensor& x, Tensor& y, const RunContext& /*ctx*/)
+{
+    y.resize(outputShape(x.shape()));
+    const std::size_t N = x.dim(0), K = x.dim(1);
+    for (std::size_t n = 0; n < N; ++n) softmaxRow(x.data() + n * K, y.data() + n * K, K);
+}
+
+// dx_j = y_j (dy_j - sum_i dy_i y_i)
+void Softmax::backward(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, bool needInputGrad)
+{
+    checkOutputGradient(x, dy);
+    if (y.shape() != x.shape()) throw ConfigError(name() + ": backward without a matching forward");
+    if (!needInputGrad) return;
+    dx.resize(x.shape());
+    const std::size_t N = x.dim(0), K = x.dim(1);
+    for (std::size_t n = 0; n < N; ++n) {
+        double s = 0.0;
+        for (std::size_t j = 0; j < K; ++j) s += static_cast<double>(dy[n * K + j]) * y[n * K + j];
+        for (std::size_t j = 0; j < K; ++j) dx[n * K + j] = y[n * K + j] * (dy[n * K + j] - static_cast<float>(s));
+    }
+}
+
 Shape Flatten::outputShape(const Shape& in) const
 {
     if (in.empty()) throw ConfigError(name() + ": cannot flatten a scalar");

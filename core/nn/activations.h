@@ -1,4 +1,5 @@
-// Parameter-free elementwise/row layers: ReLU, ReLU6, LogSoftmax (over the last dim of (N, K)), Flatten.
+// Parameter-free elementwise/row layers: ReLU, ReLU6, LogSoftmax and Softmax (over the last dim of
+// (N, K)), Flatten.
 #pragma once
 
 #include "nn/layer.h"
@@ -33,6 +34,18 @@ public:
     void backward(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, bool needInputGrad) override;
 };
 
+// y_j = exp(x_j) / sum_i exp(x_i) over the classes of (N, K) (torch.nn.Softmax(dim=1), ONNX
+// Softmax on axis 1): a classifier's probabilities, as a model imported from PyTorch may end.
+// dx_j = y_j (dy_j - sum_i dy_i y_i). Training takes the NLL of its output (loss.h).
+class Softmax final : public Layer {
+public:
+    using Layer::Layer;
+    LayerKind kind() const override { return LayerKind::Softmax; }
+    Shape outputShape(const Shape& in) const override;
+    void forward(const Tensor& x, Tensor& y, const RunContext& ctx) override;
+    void backward(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, bool needInputGrad) override;
+};
+
 class Flatten final : public Layer {
 public:
     using Layer::Layer;
@@ -44,5 +57,7 @@ public:
 
 // Numerically stable log-softmax of one row of k values.
 void logSoftmaxRow(const float* x, float* y, std::size_t k);
+// Softmax of one row of k values: exp(x_j - max) / sum, the sum in double.
+void softmaxRow(const float* x, float* y, std::size_t k);
 
 } // namespace quantscope

@@ -27,9 +27,9 @@ namespace quantscope {
 // The values are the layer kind codes of .qsm files (docs/FORMAT.md): append, never reorder.
 enum class LayerKind {
     Conv2d, BatchNorm2d, ReLU, MaxPool2d, Dropout, Flatten, Linear, LogSoftmax,
-    Add, GlobalAvgPool2d, AvgPool2d, ReLU6
+    Add, GlobalAvgPool2d, AvgPool2d, ReLU6, Softmax
 };
-constexpr int kLastLayerKind = static_cast<int>(LayerKind::ReLU6);
+constexpr int kLastLayerKind = static_cast<int>(LayerKind::Softmax);
 
 const char* layerKindName(LayerKind k);
 

@@ -60,6 +60,7 @@ const char* layerKindName(LayerKind k)
     case LayerKind::GlobalAvgPool2d: return "GlobalAvgPool2d";
     case LayerKind::AvgPool2d: return "AvgPool2d";
     case LayerKind::ReLU6: return "ReLU6";
+    case LayerKind::Softmax: return "Softmax";
     }
     return "?";
 }

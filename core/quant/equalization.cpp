@@ -145,7 +145,7 @@ EqualizationReport equalizeCrossLayer(Model& model, std::size_t maxSweeps, doubl
             const LayerKind kind = l.kind();
             if (kind == LayerKind::BatchNorm2d) {
                 p.norms.push_back(dynamic_cast<BatchNorm2d*>(&l));
-            } else if (kind == LayerKind::LogSoftmax) { // the model's output: nothing to pair with
+            } else if (kind == LayerKind::LogSoftmax || kind == LayerKind::Softmax) { // the model's output: nothing to pair with
                 break;
             } else if (kind == LayerKind::ReLU6) {
                 why = "ReLU6 " + l.name() + " is not positively homogeneous";

@@ -4,7 +4,9 @@
 #include "nn/model.h"
 #include "util/errors.h"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 
 namespace quantscope {
 
@@ -53,14 +55,40 @@ float crossEntropyLoss(const Tensor& logits, std::span<const std::int32_t> targe
     return static_cast<float>(s / static_cast<double>(N));
 }
 
-bool outputsLogProbabilities(const Model& model)
+float nllOfProbabilitiesLoss(const Tensor& probs, std::span<const std::int32_t> targets, Tensor& grad)
 {
-    return model.size() > 0 && model.layer(model.size() - 1).kind() == LayerKind::LogSoftmax;
+    checkTargets(probs, targets, "NLL loss on probabilities");
+    const std::size_t N = probs.dim(0), K = probs.dim(1);
+    grad.resize(probs.shape());
+    grad.setZero();
+    double s = 0.0;
+    const float invN = 1.0f / static_cast<float>(N);
+    for (std::size_t n = 0; n < N; ++n) {
+        const auto t = static_cast<std::size_t>(targets[n]);
+        const float p = std::max(probs[n * K + t], std::numeric_limits<float>::min());
+        s -= std::log(static_cast<double>(p));
+        grad[n * K + t] = -invN / p;
+    }
+    return static_cast<float>(s / static_cast<double>(N));
 }
 
-float classificationLoss(bool logProbs, const Tensor& out, std::span<const std::int32_t> targets, Tensor& grad)
+ModelOutput modelOutput(const Model& model)
 {
-    return logProbs ? nllLoss(out, targets, grad) : crossEntropyLoss(out, targets, grad);
+    if (model.size() == 0) return ModelOutput::Logits;
+    const LayerKind k = model.layer(model.size() - 1).kind();
+    return k == LayerKind::LogSoftmax ? ModelOutput::LogProbabilities
+           : k == LayerKind::Softmax  ? ModelOutput::Probabilities
+                                      : ModelOutput::Logits;
+}
+
+float classificationLoss(ModelOutput kind, const Tensor& out, std::span<const std::int32_t> targets, Tensor& grad)
+{
+    switch (kind) {
+    case ModelOutput::LogProbabilities: return nllLoss(out, targets, grad);
+    case ModelOutput::Probabilities: return nllOfProbabilitiesLoss(out, targets, grad);
+    case ModelOutput::Logits: break;
+    }
+    return crossEntropyLoss(out, targets, grad);
 }
 
 float mseLoss(const Tensor& pred, const Tensor& target, Tensor& grad)

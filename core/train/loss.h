@@ -16,15 +16,21 @@ float nllLoss(const Tensor& logProbs, std::span<const std::int32_t> targets, Ten
 // dL/dlogits = (softmax(logits) - onehot(t)) / N
 float crossEntropyLoss(const Tensor& logits, std::span<const std::int32_t> targets, Tensor& grad);
 
-// The classification loss a model is trained and evaluated with, as PyTorch would train it: a
-// model whose last layer is LogSoftmax (the presets) outputs log-probabilities and takes NLL
-// (nn.NLLLoss); any other model's output is logits and takes cross-entropy (nn.CrossEntropyLoss,
-// NLL of log_softmax), which is what a classifier imported from PyTorch ending in a Linear (or in
-// a Softmax, which the ONNX importer drops) was trained with. NLL on logits would be unbounded
-// below: training would drive the true class's logit up without limit.
-bool outputsLogProbabilities(const class Model& model);
-// nllLoss when logProbs, else crossEntropyLoss. Shapes and errors as theirs.
-float classificationLoss(bool logProbs, const Tensor& out, std::span<const std::int32_t> targets, Tensor& grad);
+// probs: (N, K) probabilities (a Softmax's output). L = -1/N sum_n log(max(p[n, t_n], FLT_MIN));
+// dL/dp[n, j] = -1/(N max(p[n, t_n], FLT_MIN)) [j == t_n]. Through Softmax's backward this is
+// cross-entropy's (softmax - onehot) / N; the floor keeps the loss finite where p underflows.
+float nllOfProbabilitiesLoss(const Tensor& probs, std::span<const std::int32_t> targets, Tensor& grad);
+
+// What a classifier's output holds, from its last layer: LogSoftmax (the presets) gives
+// log-probabilities, Softmax probabilities, anything else (a Linear) logits.
+enum class ModelOutput { Logits, LogProbabilities, Probabilities };
+ModelOutput modelOutput(const class Model& model);
+// The classification loss a model is trained and evaluated with, as PyTorch would train it:
+// log-probabilities take NLL (nn.NLLLoss), logits cross-entropy (nn.CrossEntropyLoss, NLL of
+// log_softmax), probabilities the NLL of their log (nllOfProbabilitiesLoss: the same loss as
+// cross-entropy on the Softmax's input). NLL on logits would be unbounded below: training would
+// drive the true class's logit up without limit. Shapes and errors as the losses'.
+float classificationLoss(ModelOutput kind, const Tensor& out, std::span<const std::int32_t> targets, Tensor& grad);
 
 // pred, target: same shape. L = mean((pred - target)^2); dL/dpred = 2 (pred - target) / numel
 float mseLoss(const Tensor& pred, const Tensor& target, Tensor& grad);
