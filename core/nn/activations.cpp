@@ -56,11 +56,35 @@ void ReLU::backward(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& 
     });
 }
 
-Shape LogSoftmax::outputShape(const Shape& in) const
+namespace {
+// LogSoftmax and Softmax: (N, K) class scores, row by row.
+Shape classRows(const Layer& l, const Shape& in)
 {
-    if (in.size() != 2) throw ConfigError(name() + ": expected input (N,K), got " + shapeString(in));
+    if (in.size() != 2) throw ConfigError(l.name() + ": expected input (N,K), got " + shapeString(in));
     return in;
 }
+
+template <class Row>
+void forwardRows(const Layer& l, const Tensor& x, Tensor& y, Row row)
+{
+    y.resize(classRows(l, x.shape()));
+    const std::size_t N = x.dim(0), K = x.dim(1);
+    for (std::size_t n = 0; n < N; ++n) row(x.data() + n * K, y.data() + n * K, K);
+}
+
+// row(dy, y, dx, K) for each row, after the checks (the caller's checkOutputGradient first).
+template <class Row>
+void backwardRows(const Layer& l, const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, bool needInputGrad, Row row)
+{
+    if (y.shape() != x.shape()) throw ConfigError(l.name() + ": backward without a matching forward");
+    if (!needInputGrad) return;
+    dx.resize(x.shape());
+    const std::size_t N = x.dim(0), K = x.dim(1);
+    for (std::size_t n = 0; n < N; ++n) row(dy.data() + n * K, y.data() + n * K, dx.data() + n * K, K);
+}
+} // namespace
+
+Shape LogSoftmax::outputShape(const Shape& in) const { return classRows(*this, in); }
 
 void logSoftmaxRow(const float* x, float* y, std::size_t k)
 {
@@ -72,34 +96,20 @@ void logSoftmaxRow(const float* x, float* y, std::size_t k)
 }
 
 // y_j = x_j - log sum_i exp(x_i)
-void LogSoftmax::forward(const Tensor& x, Tensor& y, const RunContext& /*ctx*/)
-{
-    y.resize(outputShape(x.shape()));
-    const std::size_t N = x.dim(0), K = x.dim(1);
-    for (std::size_t n = 0; n < N; ++n) logSoftmaxRow(x.data() + n * K, y.data() + n * K, K);
-}
+void LogSoftmax::forward(const Tensor& x, Tensor& y, const RunContext& /*ctx*/) { forwardRows(*this, x, y, logSoftmaxRow); }
 
 // dx_j = dy_j - exp(y_j) * sum_i dy_i
 void LogSoftmax::backward(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, bool needInputGrad)
 {
     checkOutputGradient(x, dy);
-    if (y.shape() != x.shape()) throw ConfigError(name() + ": backward without a matching forward");
-    if (!needInputGrad) return;
-    dx.resize(x.shape());
-    const std::size_t N = x.dim(0), K = x.dim(1);
-    for (std::size_t n = 0; n < N; ++n) {
+    backwardRows(*this, x, y, dy, dx, needInputGrad, [](const float* g, const float* yr, float* d, std::size_t K) {
         double s = 0.0;
-        for (std::size_t j = 0; j < K; ++j) s += dy[n * K + j];
-        for (std::size_t j = 0; j < K; ++j)
-            dx[n * K + j] = dy[n * K + j] - std::exp(y[n * K + j]) * static_cast<float>(s);
-    }
+        for (std::size_t j = 0; j < K; ++j) s += g[j];
+        for (std::size_t j = 0; j < K; ++j) d[j] = g[j] - std::exp(yr[j]) * static_cast<float>(s);
+    });
 }
 
-Shape Softmax::outputShape(const Shape& in) const
-{
-    if (in.size() != 2) throw ConfigError(name() + ": expected input (N,K), got " + shapeString(in));
-    return in;
-}
+Shape Softmax::outputShape(const Shape& in) const { return classRows(*this, in); }
 
 void softmaxRow(const float* x, float* y, std::size_t k)
 {
@@ -110,26 +120,17 @@ void softmaxRow(const float* x, float* y, std::size_t k)
     for (std::size_t j = 0; j < k; ++j) y[j] = static_cast<float>(std::exp(static_cast<double>(x[j] - m)) * inv);
 }
 
-void Softmax::forward(const Tensor& x, Tensor& y, const RunContext& /*ctx*/)
-{
-    y.resize(outputShape(x.shape()));
-    const std::size_t N = x.dim(0), K = x.dim(1);
-    for (std::size_t n = 0; n < N; ++n) softmaxRow(x.data() + n * K, y.data() + n * K, K);
-}
+void Softmax::forward(const Tensor& x, Tensor& y, const RunContext& /*ctx*/) { forwardRows(*this, x, y, softmaxRow); }
 
 // dx_j = y_j (dy_j - sum_i dy_i y_i)
 void Softmax::backward(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, bool needInputGrad)
 {
     checkOutputGradient(x, dy);
-    if (y.shape() != x.shape()) throw ConfigError(name() + ": backward without a matching forward");
-    if (!needInputGrad) return;
-    dx.resize(x.shape());
-    const std::size_t N = x.dim(0), K = x.dim(1);
-    for (std::size_t n = 0; n < N; ++n) {
+    backwardRows(*this, x, y, dy, dx, needInputGrad, [](const float* g, const float* yr, float* d, std::size_t K) {
         double s = 0.0;
-        for (std::size_t j = 0; j < K; ++j) s += static_cast<double>(dy[n * K + j]) * y[n * K + j];
-        for (std::size_t j = 0; j < K; ++j) dx[n * K + j] = y[n * K + j] * (dy[n * K + j] - static_cast<float>(s));
-    }
+        for (std::size_t j = 0; j < K; ++j) s += static_cast<double>(g[j]) * yr[j];
+        for (std::size_t j = 0; j < K; ++j) d[j] = yr[j] * (g[j] - static_cast<float>(s));
+    });
 }
 
 Shape Flatten::outputShape(const Shape& in) const
