@@ -5,6 +5,7 @@
 #include "nn/activations.h"
 #include "nn/linear.h"
 #include "nn/model.h"
+#include "train/loss.h"
 #include "train/lr_schedule.h"
 #include "train/trainer.h"
 #include "util/errors.h"
@@ -146,6 +147,7 @@ private slots:
     void badConfigThrows_data();
     void badConfigThrows();
     void logitsModelTrainsWithCrossEntropy();
+    void softmaxHeadLossIsExactWhereProbabilitiesUnderflow();
 
 private:
     std::optional<Dataset> m_fashion;
@@ -494,6 +496,42 @@ void TestTraining::logitsModelTrainsWithCrossEntropy()
              qPrintable(QString("test loss %1 vs %2").arg(logits.epochMetrics[last + 2]).arg(logProbs.epochMetrics[last + 2])));
     QVERIFY2(logits.epochMetrics[last + 3] > 0.7, qPrintable(QString("test accuracy %1").arg(logits.epochMetrics[last + 3])));
     QVERIFY(logits.batchLosses.back() < logits.batchLosses.front());
+}
+
+// A Softmax head's loss is cross-entropy on its input, also where scores hundreds apart make the
+// true class's probability underflow (the NLL of max(p, FLT_MIN) stopped at 87.3): the same loss
+// and the same gradients as the model without the head, trained on its logits.
+void TestTraining::softmaxHeadLossIsExactWhereProbabilitiesUnderflow()
+{
+    const auto make = [](bool head) {
+        auto m = std::make_unique<Model>("wide", Shape{1, 4, 4});
+        m->add(std::make_unique<Flatten>("flatten"));
+        m->add(std::make_unique<Linear>("fc", 16, 5));
+        if (head) m->add(std::make_unique<Softmax>("softmax"));
+        m->initParams(7);
+        for (float& w : m->params()[0]->value.values()) w *= 400.0f; // scores hundreds apart
+        return m;
+    };
+    auto logits = make(false), probs = make(true);
+    Rng rng(3);
+    Tensor x({6, 1, 4, 4});
+    for (float& v : x.values()) v = rng.uniform(-1.0f, 1.0f);
+    const std::vector<std::int32_t> y = {0, 1, 2, 3, 4, 0};
+    RunContext ctx;
+    ctx.training = true;
+    Tensor gLogits, gProbs;
+    const ModelLoss a = modelClassificationLoss(*logits, logits->forward(x, ctx), y, gLogits);
+    const ModelLoss b = modelClassificationLoss(*probs, probs->forward(x, ctx), y, gProbs);
+    QVERIFY(!a.beforeHead);
+    QVERIFY(b.beforeHead);
+    QVERIFY2(a.loss > 100.0f, qPrintable(QString::number(a.loss))); // past what -log(FLT_MIN) can say
+    QCOMPARE(b.loss, a.loss);
+    logits->backward(gLogits);
+    probs->backward(gProbs, nullptr, true);
+    for (std::size_t k = 0; k < logits->params().size(); ++k)
+        QCOMPARE(probs->params()[k]->grad.values(), logits->params()[k]->grad.values());
+    // A head that does not read the layer before it alone cannot be skipped.
+    QVERIFY_THROWS_EXCEPTION(ConfigError, logits->backward(gLogits, nullptr, true));
 }
 
 QTEST_GUILESS_MAIN(TestTraining)

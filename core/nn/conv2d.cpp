@@ -519,6 +519,17 @@ void Conv2d::backwardImpl(const Tensor& x, const Tensor* r, const Tensor& dyIn, 
     }
     if (usesBf16Gemm() && !usesBf16Runs()) {
         if (usesDirectKernel() && m_k > 1 && backwardStridedBf16(x, dy, dx, needInputGrad)) return;
+        if (m_addDx) { // the im2col backward writes a fresh tensor: added here
+            Tensor own;
+            backwardBf16(x, dy, own, needInputGrad);
+            float* d = dx.data();
+            const float* s = own.data();
+            const std::size_t n = dx.numel();
+            parallelChunks(n, elementwiseGrain(n), [=](std::size_t b, std::size_t e) {
+                for (std::size_t i = b; i < e; ++i) d[i] += s[i];
+            });
+            return;
+        }
         backwardBf16(x, dy, dx, needInputGrad);
         return;
     }

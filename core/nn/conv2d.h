@@ -95,9 +95,11 @@ public:
     // dx, which already holds x's shape: dx += dL/dx, each element with one addition, so exactly
     // the backward into a fresh tensor followed by dx += it (Model's gradient of an activation
     // with several readers, such as a residual block's input), without that tensor and the pass
-    // over it. Only where addsInputGradient(): the FP32 direct kernels. Throws ConfigError when dx
-    // does not have x's shape.
-    bool addsInputGradient() const { return usesDirectKernel() && !usesBf16Gemm(); }
+    // over it. Only where addsInputGradient(): the FP32 direct kernels, and the bf16 ones of strided
+    // convolutions of 2x2 or more (backwardStridedBf16; where its layout does not apply, the
+    // im2col backward goes through a tensor of its own). Throws ConfigError when dx does not
+    // have x's shape.
+    bool addsInputGradient() const { return usesDirectKernel() && (!usesBf16Gemm() || (m_stride > 1 && m_k > 1)); }
     void backwardAddingInputGradient(const Tensor& x, const Tensor* r, const Tensor& dy, Tensor& dx, float cap);
     void forwardPooled(const Tensor& x, Tensor& y, const RunContext& ctx, float cap, MaxPool2d& pool);
     void backwardPooled(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, bool needInputGrad, float cap,

@@ -349,21 +349,32 @@ void copyInto(Tensor& dst, const Tensor& g)
 // Reverse topological order. dL/d(activation a) is the sum over the layers that read a; a layer
 // with a single reader writes its input gradient in place, otherwise it goes through a scratch
 // tensor and is added. The model input (activation 0) gets no gradient.
-void Model::backward(const Tensor& dOut, LayerHooks* hooks)
+bool Model::lastLayerReadsOnlyThePrevious() const
 {
-    if (m_acts.size() != m_layers.size() + 1 || dOut.shape() != m_acts.back().shape())
-        throw ConfigError("model " + m_name + ": backward does not match the last forward");
     const std::size_t L = m_layers.size();
+    return L >= 2 && m_inputs[L - 1].size() == 1 && m_inputs[L - 1][0] == L - 1 && m_consumers[L - 1].size() == 1 &&
+           m_layers[L - 1]->params().empty();
+}
+
+void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
+{
+    if (fromLastInput && !lastLayerReadsOnlyThePrevious())
+        throw ConfigError("model " + m_name + ": backward from the last layer's input needs a last layer without "
+                          "parameters that alone reads the layer before it");
+    const std::size_t L = m_layers.size();
+    const std::size_t start = fromLastInput ? L - 1 : L; // the activation dOut belongs to
+    if (m_acts.size() != L + 1 || dOut.shape() != m_acts[start].shape())
+        throw ConfigError("model " + m_name + ": backward does not match the last forward");
     m_grads.resize(L + 1);
     m_gradSet.assign(L + 1, 0);
-    Tensor& top = m_grads.back();
+    Tensor& top = m_grads[start];
     top.resize(dOut.shape());
     std::memcpy(top.data(), dOut.data(), dOut.numel() * sizeof(float));
-    m_gradSet[L] = 1;
+    m_gradSet[start] = 1;
     std::vector<const Tensor*> xs;
     std::vector<Tensor*> dxs;
     if (m_times) ++m_times->backwardPasses;
-    for (std::size_t i = L; i-- > 0;) {
+    for (std::size_t i = start; i-- > 0;) {
         const ScopeTimer timer(timeSlot(m_times ? &m_times->backwardMs : nullptr, i, L));
         Tensor& dy = m_grads[i + 1];
         if (!m_gradSet[i + 1]) { // an output nobody reads: no gradient flows from it

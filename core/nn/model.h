@@ -88,7 +88,12 @@ public:
     // x: (N, C, H, W). Returns the output of the last layer (valid until the next forward).
     const Tensor& forward(const Tensor& x, const RunContext& ctx, LayerHooks* hooks = nullptr);
     // dOut = dL/d(output of the last forward); fills every Param::grad. Requires a training forward.
-    void backward(const Tensor& dOut, LayerHooks* hooks = nullptr);
+    // fromLastInput: dOut is dL/d(input of the last layer) instead, and the last layer (which has
+    // no parameters: a Softmax head whose loss is taken on its input) is skipped; it must read the
+    // layer before it, and be that layer's only reader (ConfigError otherwise).
+    void backward(const Tensor& dOut, LayerHooks* hooks = nullptr, bool fromLastInput = false);
+    // Whether backward(..., fromLastInput = true) can run on this model.
+    bool lastLayerReadsOnlyThePrevious() const;
 
     // Activation i: 0 = input, i+1 = output of layer i (of the last forward). After a fused pass
     // (setFusion) the output of a BatchNorm2d or Conv2d that ran fused with its activation is empty.

@@ -91,6 +91,14 @@ float classificationLoss(ModelOutput kind, const Tensor& out, std::span<const st
     return crossEntropyLoss(out, targets, grad);
 }
 
+ModelLoss modelClassificationLoss(const Model& model, const Tensor& out, std::span<const std::int32_t> targets, Tensor& grad)
+{
+    const ModelOutput kind = modelOutput(model);
+    if (kind == ModelOutput::Probabilities && model.lastLayerReadsOnlyThePrevious())
+        return {crossEntropyLoss(model.activation(model.size() - 1), targets, grad), true};
+    return {classificationLoss(kind, out, targets, grad), false};
+}
+
 float mseLoss(const Tensor& pred, const Tensor& target, Tensor& grad)
 {
     if (pred.shape() != target.shape())

@@ -32,6 +32,18 @@ ModelOutput modelOutput(const class Model& model);
 // drive the true class's logit up without limit. Shapes and errors as the losses'.
 float classificationLoss(ModelOutput kind, const Tensor& out, std::span<const std::int32_t> targets, Tensor& grad);
 
+// The classification loss of the model's last forward pass, out being its output. A Softmax head
+// that alone reads the layer before it (Model::lastLayerReadsOnlyThePrevious) takes cross-entropy
+// on its input, the scores before it: the same loss as the NLL of its probabilities, but exact
+// where they underflow (scores 700 apart made -log(max(p, FLT_MIN)) 87 where cross-entropy is
+// 740). grad is then dL/d(that input), for Model::backward(grad, hooks, true): beforeHead.
+// Any other model: classificationLoss(modelOutput(model), out, ...).
+struct ModelLoss {
+    float loss = 0.0f;
+    bool beforeHead = false;
+};
+ModelLoss modelClassificationLoss(const class Model& model, const Tensor& out, std::span<const std::int32_t> targets, Tensor& grad);
+
 // pred, target: same shape. L = mean((pred - target)^2); dL/dpred = 2 (pred - target) / numel
 float mseLoss(const Tensor& pred, const Tensor& target, Tensor& grad);
 

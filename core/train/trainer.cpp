@@ -85,12 +85,11 @@ EvalResult evaluate(Model& model, const Dataset& data, const LabeledImages& set,
     ctx.training = false;
     double lossSum = 0.0;
     std::size_t correct = 0;
-    const ModelOutput outKind = modelOutput(model);
     for (std::size_t b = 0; b < set.size(); b += batchSize) {
         const std::size_t e = std::min(set.size(), b + batchSize);
         data.makeBatch(set, b, e, x, y);
         const Tensor& out = model.forward(x, ctx, hooks);
-        lossSum += static_cast<double>(classificationLoss(outKind, out, y, grad)) * static_cast<double>(e - b);
+        lossSum += static_cast<double>(modelClassificationLoss(model, out, y, grad).loss) * static_cast<double>(e - b);
         pred.resize(e - b);
         argmaxRows(out, pred);
         for (std::size_t i = 0; i < pred.size(); ++i) {
@@ -208,8 +207,6 @@ FinishEvent Trainer::runInArena()
     const auto t0 = Clock::now();
     const LabeledImages& train = m_data.train;
     const std::size_t N = train.size(), B = m_cfg.batchSize;
-    // NLL on log-probabilities, cross-entropy on logits (a model imported from PyTorch)
-    const ModelOutput outKind = modelOutput(*m_model);
     const std::size_t steps = (N + B - 1) / B;
     StartEvent se;
     se.model = m_cfg.model;
@@ -259,7 +256,10 @@ FinishEvent Trainer::runInArena()
             m_strategy->beforeStep(epoch, s + 1, ctx.rngKey);
             LayerHooks* hooks = m_strategy->hooks();
             const Tensor& out = m_model->forward(x, ctx, hooks);
-            const float loss = classificationLoss(outKind, out, y, grad);
+            // NLL on log-probabilities, cross-entropy on logits (a model imported from PyTorch) or
+            // on a Softmax head's input
+            const ModelLoss ml = modelClassificationLoss(*m_model, out, y, grad);
+            const float loss = ml.loss;
             if (!std::isfinite(loss))
                 throw NumericError("training diverged: the loss became " + std::to_string(loss) + " at epoch " +
                                    std::to_string(epoch) + ", step " + std::to_string(s + 1) +
@@ -270,7 +270,7 @@ FinishEvent Trainer::runInArena()
             for (std::size_t i = 0; i < pred.size(); ++i) batchCorrect += pred[i] == y[i];
             if (const float ls = m_strategy->lossScale(); ls != 1.0f)
                 for (float& g : grad.values()) g *= ls;
-            m_model->backward(grad, hooks);
+            m_model->backward(grad, hooks, ml.beforeHead);
             const bool stepped = m_strategy->afterBackward();
             // The schedule counts batches, skipped steps included (as PyTorch's scheduler.step()
             // after every batch does).
