@@ -133,6 +133,11 @@ AnalysisInput loadAnalysisInput(const Args& args, const std::string& spec, const
     if (isModelFile(spec)) {
         const ExportedModel m = readModelFile(spec);
         if (m.normalizationKnown && !args.has("--normalize")) data.normalization = m.normalization.broadcast(data.channels());
+        else if (!args.has("--normalize") && !json)
+            std::fprintf(stderr,
+                         "quantscope-cli analyze: %s does not say how its input was normalised: using the train set's "
+                         "statistics, %s (give --normalize none if the model takes [0, 1] pixels as they are)\n",
+                         spec.c_str(), data.normalization.describe().c_str());
         in.model = modelFromFile(spec, false)(input, data.numClasses(), 1);
         in.name = std::filesystem::path(spec).stem().string();
     } else {

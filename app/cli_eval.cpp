@@ -128,6 +128,11 @@ int runEval(const std::vector<std::string>& argv)
         model.normalization = Normalization::parse(args.str("--normalize", "")).broadcast(model.channels);
     } else if (needStatistics) {
         model.normalization = data.normalization.broadcast(model.channels);
+        if (!args.has("--json"))
+            std::fprintf(stderr,
+                         "quantscope-cli eval: %s does not say how its input was normalised: using the train set's "
+                         "statistics, %s (give --normalize none if the model takes [0, 1] pixels as they are)\n",
+                         path.c_str(), model.normalization.describe().c_str());
     }
     ModelRunner runner(model, ro);
     if (model.classes != data.numClasses())

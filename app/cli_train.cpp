@@ -608,6 +608,11 @@ int runTrain(const std::vector<std::string>& argv)
             if (say)
                 std::fprintf(stderr, "quantscope-cli train: input normalisation %s, stored in %s (--normalize overrides it)\n",
                              data.normalization.describe().c_str(), cfg.modelFile.c_str());
+        } else if (!args.has("--normalize") && !file.normalizationKnown && say) {
+            std::fprintf(stderr,
+                         "quantscope-cli train: %s does not say how its input was normalised: using the train set's "
+                         "statistics, %s (give --normalize none if the model takes [0, 1] pixels as they are)\n",
+                         cfg.modelFile.c_str(), data.normalization.describe().c_str());
         }
     }
 

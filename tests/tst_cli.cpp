@@ -254,6 +254,12 @@ void TestCli::modelFiles()
     QVERIFY(doneOf(qat)["quant_test_acc"].is_number());
     const Result ev = runCli({"eval", ref, "--data", m_valid, "--test-limit", "100", "--normalize", "0.286,0.353", "--json"});
     QVERIFY2(ev.exitCode == kExitOk, qPrintable(ev.err));
+    // Without --normalize, a file that does not say how its input was normalised gets the train
+    // set's statistics, and eval says so.
+    const Result guessed = runCli({"eval", ref, "--data", m_valid, "--test-limit", "20"});
+    QVERIFY2(guessed.exitCode == kExitOk, qPrintable(guessed.err));
+    QVERIFY2(guessed.err.contains("does not say how its input was normalised: using the train set's statistics"), qPrintable(guessed.err));
+    QVERIFY(!ev.err.contains("does not say how its input")); // --normalize given
     // analyze compare / sensitivity on the exported model, as JSON.
     const Result cmp = runCli({"analyze", "compare", onnx, "--data", m_valid, "--images", "32", "--format", "int4", "--json"});
     QVERIFY2(cmp.exitCode == kExitOk, qPrintable(cmp.err));
