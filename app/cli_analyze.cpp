@@ -52,7 +52,8 @@ const char* const kAnalyzeHelp =
     "\n"
     "sensitivity: quantizes one Conv2d/Linear layer at a time (PTQ; all other layers FP32) to each\n"
     "format and measures, on --validation N images held out of the training set (default 5000),\n"
-    "the accuracy drop against FP32, the SQNR of the logits and the KL divergence of the outputs.\n"
+    "the accuracy drop against FP32, the SQNR of the model's outputs (logits, log-probabilities or\n"
+    "probabilities, as the model ends) and the KL divergence of its probabilities.\n"
     "  --formats F,F,...    candidate weight formats (default int8,int4,int2)\n"
     "  --all-but-one        quantize every layer except one instead\n"
     "  --validation N       held-out training images measured on (default 5000)\n"
@@ -339,7 +340,7 @@ int runSensitivity(const Args& args)
         }
         std::printf("\n");
     }
-    std::printf("(change: accuracy points against FP32; SQNR of the logits in dB; KL(p_fp32 || p_q) in nats) %.1f s\n", r.seconds);
+    std::printf("(change: accuracy points against FP32; SQNR of the model's outputs in dB; KL(p_fp32 || p_q) in nats) %.1f s\n", r.seconds);
     return status;
 }
 

@@ -284,6 +284,23 @@ void TestOnnxImport::flatInputReadsFlattenedImages()
         const double dev = maxDeviation(m, ref);
         QVERIFY2(dev <= kOutputTol, qPrintable(QString("%1: deviation %2").arg(name).arg(dev)));
     }
+    // Image input flattened by the model (x.flatten(1), x.view(-1, 64)) and then normalised by one
+    // mean and one stddev, ending in softmax: the normalisation is read (it commutes with the
+    // flattening), the Softmax kept, PyTorch's probabilities.
+    for (const char* name : {"imgmlp_op13_fold_dyn", "imgmlpview_op11_nofold"}) {
+        const fs::path p = kFixtures / (std::string(name) + ".onnx");
+        OnnxImportInfo info;
+        const ExportedModel m = importOnnx(fileBytes(p), p.string(), &info);
+        QVERIFY(!info.flatInput);
+        QCOMPARE(m.layers.front().kind, LayerKind::Flatten);
+        QCOMPARE(m.layers.back().kind, LayerKind::Softmax);
+        QVERIFY(m.normalizationKnown);
+        QCOMPARE(m.normalization, Normalization::uniform(0.3f, 0.35f, 1));
+        Reference ref = loadReference(kFixtures / (std::string(name) + ".json"));
+        for (auto& v : ref.input) v = (v - 0.3) / 0.35; // the data pipeline normalises
+        const double dev = maxDeviation(m, ref);
+        QVERIFY2(dev <= kOutputTol, qPrintable(QString("%1: deviation %2").arg(name).arg(dev)));
+    }
     // BatchNorm1d after a Linear (the second one bias-free): folded into it, PyTorch's outputs.
     for (const char* name : {"flatmlpbn_op13_fold_dyn", "flatmlpbn_op11_nofold"}) {
         const fs::path p = kFixtures / (std::string(name) + ".onnx");

@@ -40,6 +40,30 @@ void TestOnnxImportErrors::badInput_data()
     };
     row("unsupported operator", "residual_op13_fold_dyn", [](onnx::ModelProto& mp) { findNode(mp, "Relu")->set_op_type("HardSwish"); },
         "ConfigError", "HardSwish node '/Relu'");
+    // log(softmax(x)) written in forward: the Log is named with the export that works.
+    row("log of a softmax", "imgmlp_op13_fold_dyn", [](onnx::ModelProto& mp) {
+            onnx::NodeProto* sm = findNode(mp, "Softmax");
+            const std::string out = sm->output(0);
+            sm->set_output(0, "probs");
+            onnx::NodeProto* log = mp.mutable_graph()->add_node();
+            log->set_op_type("Log");
+            log->set_name("/Log");
+            log->add_input("probs");
+            log->add_output(out);
+        },
+        "ConfigError", "export F.log_softmax(x, dim=1) instead");
+    // A Sub that is no input normalisation (after the first Linear) lists the forms that are.
+    row("a Sub inside the graph", "imgmlp_op13_fold_dyn", [](onnx::ModelProto& mp) {
+            onnx::NodeProto* relu = findNode(mp, "Relu");
+            onnx::NodeProto* sub = findNode(mp, "Sub");
+            const std::string reluIn = relu->input(0);
+            const std::string subIn = sub->input(0);
+            sub->set_input(0, reluIn); // Sub now reads fc1's output ...
+            relu->set_input(0, sub->output(0));
+            // ... and the Div, which read the Sub, reads the flattened input instead
+            findNode(mp, "Div")->set_input(0, subIn);
+        },
+        "ConfigError", "right after the model flattens it");
     row("dynamic height", "residual_op13_fold_dyn",
         [](onnx::ModelProto& mp) { mp.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->mutable_shape()->mutable_dim(2)->set_dim_param("H"); },
         "FormatError", "dynamic");

@@ -5,7 +5,7 @@
 // format, the plan's float/integer boundary rule, docs/PLANS.md) and measure on a held-out
 // validation set:
 //  - the top-1 accuracy and its drop against FP32 (points, FP32 minus quantized);
-//  - the SQNR of the logits against FP32's (10 log10(sum z^2 / sum (z - z')^2), dB);
+//  - the SQNR of the model's outputs (logits, log-probabilities or probabilities) against FP32's (10 log10(sum z^2 / sum (z - z')^2), dB);
 //  - the mean KL divergence KL(p_FP32 || p_quantized) of the output distributions (nats), the
 //    outputs turned into probabilities with a softmax.
 // The "all but one" mode quantizes every layer but one instead.

@@ -269,8 +269,10 @@ ExportedModel Importer::run()
     const auto unsupported = [&](const NodeProto& n) {
         std::string read; // the operators it has a handler for, in order
         for (const auto& h : handlers()) read += h.first + ", ";
+        // log(softmax(x)) is how a forward often writes what F.log_softmax does in one operator.
+        const std::string hint = n.op_type() == "Log" ? "; for log(softmax(x)) export F.log_softmax(x, dim=1) instead" : "";
         failNode(n, "operator " + n.op_type() + " is not supported by QuantScope's importer (it reads " + read +
-                        "and constant shape arithmetic)");
+                        "and constant shape arithmetic)" + hint);
     };
     // An operator QuantScope has no layer for is named first, wherever it sits: GELU's Erf, not
     // the Div in front of it that would otherwise fail as a misplaced input normalisation.

@@ -221,6 +221,12 @@ std::vector<float> Importer::perChannel(const NodeProto& n, const ConstTensor& c
     return c.f;
 }
 
+// What a Sub, Div or Mul on the input may be: the one message for all three.
+constexpr const char* kNormalisationForms =
+    "only the input normalisation is read here: (input - mean) / stddev, (input - mean) * (1 / stddev) or "
+    "input / stddev - mean / stddev, by one value or one per channel, on the graph input or right after the model "
+    "flattens it";
+
 // The mean of the input normalisation from a constant c subtracted from the input (sign 1) or
 // added to it (sign -1), before or after its scaling: (x - c) / s, or x / s - c = (x - c s) / s.
 void Importer::shiftInput(const NodeProto& n, const ConstTensor& c, float sign)
@@ -240,14 +246,14 @@ void Importer::shiftInput(const NodeProto& n, const ConstTensor& c, float sign)
 void Importer::sub(const NodeProto& n)
 {
     if (act(n, 0) != m_inputAct || m_m.layers.size() != m_inputAct || m_sawMean)
-        failNode(n, "only the input normalisation (input - mean, or input / stddev - mean / stddev) is read");
+        failNode(n, kNormalisationForms);
     shiftInput(n, constant(n, 1, "the mean"), 1.0f);
 }
 
 void Importer::div(const NodeProto& n)
 {
     if (act(n, 0) != m_inputAct || m_m.layers.size() != m_inputAct || m_sawStd)
-        failNode(n, "only the input normalisation ((input - mean) / stddev) is read");
+        failNode(n, kNormalisationForms);
     std::vector<float> s = perChannel(n, constant(n, 1, "the stddev"), "the stddev");
     for (float v : s)
         if (!(v > 0.0f) || !std::isfinite(v)) failNode(n, "the stddev must be positive", false);
@@ -261,7 +267,7 @@ void Importer::mul(const NodeProto& n)
 {
     const int a = value(n, 0).kind == Value::Kind::Const ? 1 : 0; // the activation's side
     if (act(n, a) != m_inputAct || m_m.layers.size() != m_inputAct || m_sawStd)
-        failNode(n, "only the input normalisation ((input - mean) * (1 / stddev)) is read");
+        failNode(n, kNormalisationForms);
     std::vector<float> s = perChannel(n, constant(n, 1 - a, "the factor"), "the factor");
     for (float& v : s) {
         if (!(v > 0.0f) || !std::isfinite(v)) failNode(n, "the factor 1 / stddev must be positive", false);
@@ -468,10 +474,19 @@ void Importer::flatten(const NodeProto& n)
     std::int64_t axis = attrInt(n, "axis", 1);
     if (axis < 0) axis += rank;
     if (axis != 1) failNode(n, "axis = " + std::to_string(attrInt(n, "axis", 1)) + "; only flattening each image (axis 1) is read");
+    flattenImages(n, x);
+}
+
+// x -> (N, C H W): a Flatten layer (nothing for a flat x). An MLP that flattens the graph input
+// first may normalise the flat values next, by one mean and one stddev (which commute with the
+// flattening): the flattened input is then where the normalisation is read (m_inputAct).
+void Importer::flattenImages(const NodeProto& n, std::size_t x)
+{
     if (shapeOf(x).size() == 1) return alias(n, x);
     StoredLayer l;
     l.kind = LayerKind::Flatten;
     addLayer(n, std::move(l), {shapeNumel(shapeOf(x))}, {x});
+    if (x == 0 && m_inputAct == 0 && m_m.layers.size() == 1) m_inputAct = 1;
 }
 
 // Reshape of an activation to (N, -1), whatever form the target takes: [N, -1] from x.size(0)
@@ -490,10 +505,7 @@ void Importer::reshape(const NodeProto& n)
     if (!ok)
         failNode(n, "reshapes to " + (t.isFloat ? std::string("a float shape") : listOf(t.i)) +
                         "; only flattening each image to (N, -1) is a layer QuantScope has");
-    if (shapeOf(x).size() == 1) return alias(n, x);
-    StoredLayer l;
-    l.kind = LayerKind::Flatten;
-    addLayer(n, std::move(l), {shapeNumel(shapeOf(x))}, {x});
+    flattenImages(n, x);
 }
 
 // Squeeze of an activation (axes from the attribute before opset 13, the input since; none: every

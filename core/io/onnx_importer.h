@@ -133,6 +133,7 @@ private:
     void batchNormAfterLinear(const NodeProto& n, std::size_t x);
     void flatten(const NodeProto& n);
     void reshape(const NodeProto& n);
+    void flattenImages(const NodeProto& n, std::size_t x);
     void squeeze(const NodeProto& n);
     void dropout(const NodeProto& n);
     void identity(const NodeProto& n);

@@ -202,6 +202,28 @@ class FlatMLPBN(nn.Module):
         return self.fc3(F.relu(self.bn2(self.fc2(F.relu(self.bn1(self.fc1(x)))))))
 
 
+class ImageMLP(nn.Module):
+    """An MLP on 8 x 8 images that flattens them first and normalises the flat values
+    ((x - 0.3) / 0.35, one value each), ending in a Softmax (probabilities)."""
+
+    def __init__(self, view=False):
+        super().__init__()
+        self.view = view
+        self.fc1 = nn.Linear(64, 24)
+        self.fc2 = nn.Linear(24, 5)
+
+    def forward(self, x):
+        x = x.view(-1, 64) if self.view else x.flatten(1)
+        return torch.softmax(self.fc2(F.relu(self.fc1((x - 0.3) / 0.35))), dim=-1)
+
+
+class ImageMLPView(ImageMLP):
+    """The same with x.view(-1, 64) (a Reshape) and F.softmax over dim 1."""
+
+    def __init__(self):
+        super().__init__(view=True)
+
+
 # name, module, input [C, H, W] (or [features] for a flat input), opset, do_constant_folding, dynamic batch
 CASES = [
     ("seqview_op11_nofold_dyn", SeqView, (1, 12, 12), 11, False, True),
@@ -223,13 +245,15 @@ CASES = [
     ("flatmlp_op11_nofold", FlatMLP, (64,), 11, False, False),
     ("flatmlpbn_op13_fold_dyn", FlatMLPBN, (64,), 13, True, True),
     ("flatmlpbn_op11_nofold", FlatMLPBN, (64,), 11, False, False),
+    ("imgmlp_op13_fold_dyn", ImageMLP, (1, 8, 8), 13, True, True),
+    ("imgmlpview_op11_nofold", ImageMLPView, (1, 8, 8), 11, False, False),
 ]
 
 
 def head_of(name, module):
     if isinstance(module, FlattenBN):
         return "log_softmax"
-    if isinstance(module, PadConv):
+    if isinstance(module, (PadConv, ImageMLP)):
         return "softmax"
     return "logits"
 
