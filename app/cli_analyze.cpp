@@ -79,7 +79,8 @@ const char* const kAnalyzeHelp =
     "  --images N           test images compared (default 256)\n"
     "  --threshold DB       flag layers whose SQNR is below this (default 20)\n"
     "  --normalize MEAN,STD input normalisation for a model that does not store one\n"
-    "  --runner engine      also compare the integer engine with fake-quant at every point\n"
+    "  --runner engine      also compare the integer engine with fake-quant at every point, on\n"
+    "                       the first 64 of the --images (each image is traced point by point)\n"
     "  --threads N          worker threads (default 2)\n"
     "  --json               one JSON object on stdout\n";
 
