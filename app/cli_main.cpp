@@ -27,7 +27,9 @@ const char* const kHelp =
     "           (one layer quantized at a time) and search (mixed-bit plans under an accuracy or\n"
     "           size budget) (see 'quantscope-cli analyze --help')\n"
     "\n"
-    "exit codes: 0 ok, 2 usage error, 3 data or I/O error, 4 training diverged, 1 internal error\n";
+    "exit codes: 0 ok, 2 usage or configuration error (options, or a model or data that QuantScope\n"
+    "does not take, such as an unsupported operator), 3 data or I/O error (missing, truncated or corrupt\n"
+    "files), 4 training diverged, 1 internal error\n";
 
 } // namespace
 
