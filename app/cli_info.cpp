@@ -175,6 +175,7 @@ nlohmann::json toJson(const ModelSummary& s)
                         {"int8_bytes", s.int8Bytes},
                         {"notes", s.notes}};
     if (s.fileBytes) j["file_bytes"] = *s.fileBytes;
+    if (s.source != "preset") j["normalization"] = s.normalizationKnown ? nlohmann::json(s.normalization) : nlohmann::json(nullptr);
     if (s.exporterFoldedConvs) {
         j["exporter_folded_convs"] = s.exporterFoldedConvs;
         j["params_with_batchnorm"] = s.params + s.exporterFoldedChannels;
@@ -230,6 +231,11 @@ void printTable(const ModelSummary& s)
     std::printf("FP32 size: %s\n", bytesText(s.fp32Bytes).c_str());
     std::printf("Int8 size: %s (BatchNorm folded, int8 weights, int32 biases, per-channel scales)\n", bytesText(s.int8Bytes).c_str());
     if (s.fileBytes) std::printf("File size: %s\n", bytesText(*s.fileBytes).c_str());
+    if (s.source != "preset")
+        std::printf("Input normalisation: %s\n",
+                    s.normalizationKnown ? (s.normalization + " (stored in the file)").c_str()
+                                         : "not stored in the file (train, eval and analyze use the train set's statistics "
+                                           "unless --normalize is given)");
     for (const std::string& n : s.notes) std::printf("Note: %s\n", n.c_str());
     std::printf("%s\n", rule.c_str());
 }

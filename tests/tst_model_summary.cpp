@@ -280,6 +280,12 @@ void TestModelSummary::pytorchExportsWithFoldedBatchNorm()
     QCOMPARE(m.params + m.exporterFoldedChannels, std::uint64_t{31946});
     const ModelSummary plain = summarizeFile(dir + "flatten_bn_op17_nofold.onnx");
     QCOMPARE(plain.exporterFoldedConvs, std::size_t{0});
+    // The input normalisation is told as the file stores it, or as not stored.
+    QVERIFY(!plain.normalizationKnown);
+    QVERIFY(plain.normalization.empty());
+    const ModelSummary normalised = summarizeFile(dir + "imgmlp_op13_fold_dyn.onnx");
+    QVERIFY(normalised.normalizationKnown);
+    QCOMPARE(normalised.normalization, std::string("mean 0.3000, std 0.3500"));
 }
 
 QTEST_GUILESS_MAIN(TestModelSummary)

@@ -138,6 +138,8 @@ ModelSummary summarizeExported(const ExportedModel& m, const std::string& source
                 s.exporterFoldedChannels += l.outChannels;
             }
     s.notes = m.notes;
+    s.normalizationKnown = m.normalizationKnown;
+    if (m.normalizationKnown) s.normalization = m.normalization.describe();
     return s;
 }
 

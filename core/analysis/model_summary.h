@@ -67,9 +67,14 @@ struct ModelSummary {
     // params + exporterFoldedChannels parameters if those convolutions had no bias of their own
     // (the usual conv-BN pattern: BatchNorm's gamma and beta, 2 per channel, became 1 bias).
     std::size_t exporterFoldedConvs = 0, exporterFoldedChannels = 0;
-    // How the file was read, one sentence each (ExportedModel::notes: an ONNX graph's final Softmax
-    // dropped, a flat input read as images).
+    // How the file was read, one sentence each (ExportedModel::notes: a flat input read as images,
+    // a BatchNorm1d folded).
     std::vector<std::string> notes;
+    // A file's input normalisation (Normalization::describe, e.g. "mean 0.2860, std 0.3530"), or
+    // empty where the file does not say (an ONNX graph without Sub/Div on its input: train, eval
+    // and analyze then use the train set's statistics unless --normalize is given). Empty for presets.
+    std::string normalization;
+    bool normalizationKnown = false;
 };
 
 // Summarises `model` for its own input shape (Model::inputShape). Throws ConfigError (from
