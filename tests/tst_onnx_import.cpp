@@ -103,6 +103,28 @@ void TestOnnxImport::softmaxHeadIsKept()
     const fs::path q = kFixtures / "flatten_bn_op17_nofold.onnx";
     const ExportedModel l = importOnnx(fileBytes(q), q.string(), &info2);
     QCOMPARE(l.layers.back().kind, LayerKind::LogSoftmax);
+    // A reshape of the probabilities on the way out (softmax(x).view(-1, classes)) keeps them.
+    onnx::ModelProto mp = parse(kFixtures / "imgmlp_op13_fold_dyn.onnx");
+    onnx::NodeProto* sm = findNode(mp, "Softmax");
+    const std::string out = sm->output(0);
+    sm->set_output(0, "probs");
+    onnx::TensorProto* shape = mp.mutable_graph()->add_initializer();
+    shape->set_name("view_shape");
+    shape->set_data_type(onnx::TensorProto::INT64);
+    shape->add_dims(2);
+    shape->add_int64_data(-1);
+    shape->add_int64_data(5);
+    onnx::NodeProto* view = mp.mutable_graph()->add_node();
+    view->set_op_type("Reshape");
+    view->set_name("/Reshape_out");
+    view->add_input("probs");
+    view->add_input("view_shape");
+    view->add_output(out);
+    const ExportedModel viewed = importOnnx(serialize(mp), "viewed.onnx");
+    QCOMPARE(viewed.layers.back().kind, LayerKind::Softmax);
+    Reference vref = loadReference(kFixtures / "imgmlp_op13_fold_dyn.json");
+    for (auto& v : vref.input) v = (v - 0.3) / 0.35;
+    QVERIFY(maxDeviation(viewed, vref) <= kOutputTol);
 }
 
 void TestOnnxImport::layerNamesFollowModules()

@@ -52,6 +52,19 @@ void TestOnnxImportErrors::badInput_data()
             log->add_output(out);
         },
         "ConfigError", "export F.log_softmax(x, dim=1) instead");
+    // Probabilities used for more than reshaping on the way out.
+    row("a Softmax inside the graph", "imgmlp_op13_fold_dyn", [](onnx::ModelProto& mp) {
+            onnx::NodeProto* sm = findNode(mp, "Softmax");
+            const std::string out = sm->output(0);
+            sm->set_output(0, "probs");
+            onnx::NodeProto* twice = mp.mutable_graph()->add_node();
+            twice->set_op_type("Add");
+            twice->set_name("/Add_probs");
+            twice->add_input("probs");
+            twice->add_input("probs");
+            twice->add_output(out);
+        },
+        "ConfigError", "a Softmax inside the graph is not supported");
     // A Sub that is no input normalisation (after the first Linear) lists the forms that are.
     row("a Sub inside the graph", "imgmlp_op13_fold_dyn", [](onnx::ModelProto& mp) {
             onnx::NodeProto* relu = findNode(mp, "Relu");

@@ -6,6 +6,9 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <set>
+#include <string>
+#include <vector>
 
 namespace quantscope::onnximport {
 
@@ -579,16 +582,34 @@ void Importer::cast(const NodeProto& n)
 }
 
 // Softmax over the classes, as the graph's output: the model's last layer (a Softmax inside the
-// graph is refused). Training takes the NLL of its probabilities (loss.h), which is cross-entropy
-// on the scores before it.
+// graph is refused). Training takes cross-entropy on the scores before it (loss.h
+// modelClassificationLoss). What reads its output may only reshape it on the way to the graph
+// output (x.view(-1, classes), flatten, squeeze, identity: [N, classes] stays).
 void Importer::softmax(const NodeProto& n)
 {
     const std::size_t x = act(n, 0);
     perImageRank(n, x, 1, "Softmax is read over the classes of [N, classes]");
     const std::int64_t axis = attrInt(n, "axis", m_opset < 13 ? 1 : -1);
     if (axis != 1 && axis != -1) failNode(n, "axis = " + std::to_string(axis) + " is not the class axis");
-    if (n.output_size() < 1 || n.output(0) != m_outputName)
-        failNode(n, "a Softmax inside the graph is not supported (only one that makes the model's output)");
+    if (n.output_size() < 1) failNode(n, "has no output");
+    std::vector<std::string> frontier{n.output(0)};
+    std::set<std::string> seen;
+    while (!frontier.empty()) {
+        const std::string v = frontier.back();
+        frontier.pop_back();
+        if (!seen.insert(v).second) continue;
+        for (const NodeProto& c : m_mp.graph().node()) {
+            if (c.input_size() < 1 || c.input(0) != v) {
+                for (const std::string& in : c.input())
+                    if (in == v) failNode(n, "a Softmax inside the graph is not supported (only one that makes the model's output)");
+                continue;
+            }
+            const std::string& op = c.op_type();
+            if (op != "Reshape" && op != "Flatten" && op != "Squeeze" && op != "Identity")
+                failNode(n, "a Softmax inside the graph is not supported (only one that makes the model's output)");
+            if (c.output_size() > 0) frontier.push_back(c.output(0));
+        }
+    }
     StoredLayer l;
     l.kind = LayerKind::Softmax;
     addLayer(n, std::move(l), shapeOf(x), {x});
