@@ -109,6 +109,21 @@ inline double maxDeviation(const ExportedModel& em, const Reference& ref)
     return worst;
 }
 
+// A node `op` put between the graph's Softmax and the graph output: the Softmax's output becomes
+// "probs", which the node reads as its `inputs` say, and the node makes the graph output.
+inline onnx::NodeProto* afterSoftmax(onnx::ModelProto& mp, const std::string& op, const std::vector<std::string>& inputs)
+{
+    onnx::NodeProto* sm = findNode(mp, "Softmax");
+    const std::string out = sm->output(0);
+    sm->set_output(0, "probs");
+    onnx::NodeProto* n = mp.mutable_graph()->add_node();
+    n->set_op_type(op);
+    n->set_name("/" + op + "_after_softmax");
+    for (const std::string& in : inputs) n->add_input(in);
+    n->add_output(out);
+    return n;
+}
+
 inline std::vector<std::string> layerNames(const ExportedModel& m)
 {
     std::vector<std::string> v;

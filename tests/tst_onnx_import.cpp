@@ -105,21 +105,13 @@ void TestOnnxImport::softmaxHeadIsKept()
     QCOMPARE(l.layers.back().kind, LayerKind::LogSoftmax);
     // A reshape of the probabilities on the way out (softmax(x).view(-1, classes)) keeps them.
     onnx::ModelProto mp = parse(kFixtures / "imgmlp_op13_fold_dyn.onnx");
-    onnx::NodeProto* sm = findNode(mp, "Softmax");
-    const std::string out = sm->output(0);
-    sm->set_output(0, "probs");
+    afterSoftmax(mp, "Reshape", {"probs", "view_shape"});
     onnx::TensorProto* shape = mp.mutable_graph()->add_initializer();
     shape->set_name("view_shape");
     shape->set_data_type(onnx::TensorProto::INT64);
     shape->add_dims(2);
     shape->add_int64_data(-1);
     shape->add_int64_data(5);
-    onnx::NodeProto* view = mp.mutable_graph()->add_node();
-    view->set_op_type("Reshape");
-    view->set_name("/Reshape_out");
-    view->add_input("probs");
-    view->add_input("view_shape");
-    view->add_output(out);
     const ExportedModel viewed = importOnnx(serialize(mp), "viewed.onnx");
     QCOMPARE(viewed.layers.back().kind, LayerKind::Softmax);
     Reference vref = loadReference(kFixtures / "imgmlp_op13_fold_dyn.json");

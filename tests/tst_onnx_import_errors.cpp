@@ -41,29 +41,10 @@ void TestOnnxImportErrors::badInput_data()
     row("unsupported operator", "residual_op13_fold_dyn", [](onnx::ModelProto& mp) { findNode(mp, "Relu")->set_op_type("HardSwish"); },
         "ConfigError", "HardSwish node '/Relu'");
     // log(softmax(x)) written in forward: the Log is named with the export that works.
-    row("log of a softmax", "imgmlp_op13_fold_dyn", [](onnx::ModelProto& mp) {
-            onnx::NodeProto* sm = findNode(mp, "Softmax");
-            const std::string out = sm->output(0);
-            sm->set_output(0, "probs");
-            onnx::NodeProto* log = mp.mutable_graph()->add_node();
-            log->set_op_type("Log");
-            log->set_name("/Log");
-            log->add_input("probs");
-            log->add_output(out);
-        },
+    row("log of a softmax", "imgmlp_op13_fold_dyn", [](onnx::ModelProto& mp) { afterSoftmax(mp, "Log", {"probs"}); },
         "ConfigError", "export F.log_softmax(x, dim=1) instead");
     // Probabilities used for more than reshaping on the way out.
-    row("a Softmax inside the graph", "imgmlp_op13_fold_dyn", [](onnx::ModelProto& mp) {
-            onnx::NodeProto* sm = findNode(mp, "Softmax");
-            const std::string out = sm->output(0);
-            sm->set_output(0, "probs");
-            onnx::NodeProto* twice = mp.mutable_graph()->add_node();
-            twice->set_op_type("Add");
-            twice->set_name("/Add_probs");
-            twice->add_input("probs");
-            twice->add_input("probs");
-            twice->add_output(out);
-        },
+    row("a Softmax inside the graph", "imgmlp_op13_fold_dyn", [](onnx::ModelProto& mp) { afterSoftmax(mp, "Add", {"probs", "probs"}); },
         "ConfigError", "a Softmax inside the graph is not supported");
     // A Sub that is no input normalisation (after the first Linear) lists the forms that are.
     row("a Sub inside the graph", "imgmlp_op13_fold_dyn", [](onnx::ModelProto& mp) {
