@@ -8,6 +8,7 @@
 #include "util/errors.h"
 
 #include "onnx/export_fixtures.h"
+#include "onnx/exported_compare.h"
 
 #include <QtTest>
 
@@ -52,49 +53,8 @@ inline void fixHeader(Bytes& b)
     std::memcpy(b.data() + 24, &crc, 4);
 }
 
-inline void compareModels(const ExportedModel& a, const ExportedModel& b)
-{
-    QCOMPARE(b.modelName, a.modelName);
-    QCOMPARE(b.quantized, a.quantized);
-    QCOMPARE(b.classNames, a.classNames);
-    QVERIFY(b.normalization == a.normalization);
-    QCOMPARE(b.inputQuant, a.inputQuant);
-    QCOMPARE(b.layers.size(), a.layers.size());
-    for (std::size_t i = 0; i < a.layers.size(); ++i) {
-        const StoredLayer &x = a.layers[i], &y = b.layers[i];
-        QCOMPARE(y.name, x.name);
-        QCOMPARE(y.kind, x.kind);
-        QCOMPARE(y.inputs, x.inputs);
-        QCOMPARE(y.inChannels, x.inChannels);
-        QCOMPARE(y.outChannels, x.outChannels);
-        QCOMPARE(y.kernel, x.kernel);
-        QCOMPARE(y.stride, x.stride);
-        QCOMPARE(y.padding, x.padding);
-        QCOMPARE(y.groups, x.groups);
-        QCOMPARE(y.inFeatures, x.inFeatures);
-        QCOMPARE(y.outFeatures, x.outFeatures);
-        QCOMPARE(y.eps, x.eps);
-        QCOMPARE(y.momentum, x.momentum);
-        QCOMPARE(y.dropout, x.dropout);
-        QCOMPARE(y.outputQuant, x.outputQuant);
-        QCOMPARE(y.bnFolded, x.bnFolded);
-        QCOMPARE(y.tensors.size(), x.tensors.size());
-        for (std::size_t t = 0; t < x.tensors.size(); ++t) {
-            QCOMPARE(y.tensors[t].name, x.tensors[t].name);
-            QCOMPARE(y.tensors[t].shape, x.tensors[t].shape);
-            QCOMPARE(y.tensors[t].encoding, x.tensors[t].encoding);
-            QCOMPARE(y.tensors[t].layout, x.tensors[t].layout);
-            QCOMPARE(y.tensors[t].groupSize, x.tensors[t].groupSize);
-            QCOMPARE(y.tensors[t].qmin, x.tensors[t].qmin);
-            QCOMPARE(y.tensors[t].qmax, x.tensors[t].qmax);
-            QCOMPARE(y.tensors[t].values, x.tensors[t].values);
-            QCOMPARE(y.tensors[t].q, x.tensors[t].q);
-            QCOMPARE(y.tensors[t].scales, x.tensors[t].scales);
-            QCOMPARE(y.tensors[t].zeroPoints, x.tensors[t].zeroPoints);
-            QCOMPARE(y.tensors[t].bits, x.tensors[t].bits);
-        }
-    }
-}
+// a (written) and b (read back) field by field (fixtures::compareExported, exact).
+inline void compareModels(const ExportedModel& a, const ExportedModel& b) { fixtures::compareExported(b, a); }
 
 inline std::vector<std::int32_t> predict(const ExportedModel& m, const LabeledImages& set)
 {

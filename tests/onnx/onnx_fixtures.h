@@ -10,6 +10,7 @@
 #include "io/exported_model.h"
 
 #include "export_fixtures.h"
+#include "exported_compare.h"
 
 #include <QProcess>
 #include <QString>
@@ -110,59 +111,6 @@ inline double accuracy(const std::vector<std::int32_t>& p, const LabeledImages& 
     std::size_t c = 0;
     for (std::size_t i = 0; i < p.size(); ++i) c += p[i] == set.labels[i];
     return static_cast<double>(c) / static_cast<double>(set.size());
-}
-
-// Field by field (QCOMPARE returns from this helper: check QTest::currentTestFailed() after it).
-inline void compareExported(const ExportedModel& b, const ExportedModel& a)
-{
-    QCOMPARE(b.modelName, a.modelName);
-    QCOMPARE(b.channels, a.channels);
-    QCOMPARE(b.height, a.height);
-    QCOMPARE(b.width, a.width);
-    QCOMPARE(b.classes, a.classes);
-    QVERIFY(b.normalization == a.normalization);
-    QCOMPARE(b.classNames, a.classNames);
-    QCOMPARE(b.strategy, a.strategy);
-    QCOMPARE(b.weightFormat, a.weightFormat);
-    QCOMPARE(b.activationFormat, a.activationFormat);
-    QCOMPARE(b.granularity, a.granularity);
-    QCOMPARE(b.quantized, a.quantized);
-    QCOMPARE(b.inputQuant, a.inputQuant);
-    QCOMPARE(b.layers.size(), a.layers.size());
-    for (std::size_t i = 0; i < a.layers.size(); ++i) {
-        const StoredLayer &x = a.layers[i], &y = b.layers[i];
-        QCOMPARE(y.name, x.name);
-        QCOMPARE(y.kind, x.kind);
-        QCOMPARE(y.inputs, x.inputs);
-        QCOMPARE(y.inChannels, x.inChannels);
-        QCOMPARE(y.outChannels, x.outChannels);
-        QCOMPARE(y.kernel, x.kernel);
-        QCOMPARE(y.stride, x.stride);
-        QCOMPARE(y.padding, x.padding);
-        QCOMPARE(y.groups, x.groups);
-        QCOMPARE(y.inFeatures, x.inFeatures);
-        QCOMPARE(y.outFeatures, x.outFeatures);
-        QCOMPARE(y.eps, x.eps);
-        QVERIFY(std::abs(y.momentum - x.momentum) < 1e-6f); // ONNX stores 1 - momentum
-        QCOMPARE(y.bnFolded, x.bnFolded);
-        QCOMPARE(y.outputQuant, x.outputQuant);
-        QCOMPARE(y.tensors.size(), x.tensors.size());
-        for (std::size_t t = 0; t < x.tensors.size(); ++t) {
-            const StoredTensor &p = x.tensors[t], &q = y.tensors[t];
-            QCOMPARE(q.name, p.name);
-            QCOMPARE(q.shape, p.shape);
-            QCOMPARE(q.encoding, p.encoding);
-            QCOMPARE(q.values, p.values);
-            QCOMPARE(q.bits, p.bits);
-            QCOMPARE(q.isSigned, p.isSigned);
-            QCOMPARE(q.qmin, p.qmin);
-            QCOMPARE(q.qmax, p.qmax);
-            QCOMPARE(q.layout, p.layout);
-            QCOMPARE(q.scales, p.scales);
-            QCOMPARE(q.zeroPoints, p.zeroPoints);
-            QCOMPARE(q.q, p.q);
-        }
-    }
 }
 
 // What both test classes hold (inherited next to QObject): the synthetic data they export and run
