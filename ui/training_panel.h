@@ -4,6 +4,8 @@
 // strategy does not use are disabled and their tooltip says why. Panels never call core.
 #pragma once
 
+#include "schedule_editor.h"
+
 #include "train/trainer.h"
 
 #include <memory>
@@ -19,34 +21,8 @@ class QLineEdit;
 class QPushButton;
 class QSpinBox;
 class QGroupBox;
-class QVBoxLayout;
 
 namespace quantscope {
-
-// The progressive schedule as rows of (format, epochs); reads and writes "fp32:1,fp16:1,int8:1".
-class ScheduleEditor : public QWidget {
-    Q_OBJECT
-public:
-    explicit ScheduleEditor(QWidget* parent = nullptr);
-    void setSchedule(const QString& spec);
-    QString schedule() const;
-    std::size_t totalEpochs() const;
-    QPushButton* addButton() const { return m_add; }
-
-signals:
-    void changed();
-
-protected:
-    void changeEvent(QEvent* e) override;
-
-private:
-    void addRow(const QString& format, int epochs);
-    void removeRow(QWidget* row);
-    void updateButtons();
-    QVBoxLayout* m_rows;
-    QPushButton* m_add;
-    bool m_initializing = false;
-};
 
 class PlanTable;
 
