@@ -1,7 +1,9 @@
 # GUI tests (Qt Test, offscreen; defined here because tests/CMakeLists.txt skips tst_gui*):
 #   gui_window   the full flow (open a fixture, QAT int8 channel-wise, click Train, charts and
 #                runs table fill), stop and pause mid-epoch, bad dataset paths, closing mid-run,
-#                option applicability, runs JSON round trip, the export entry
+#                option applicability
+#   gui_files    runs JSON and CSV, settings that persist, a model file that starts a run, the
+#                Layer compare tab, exporting a run's model
 #   gui_latency  GUI-thread responsiveness while training, and click-to-first-loss-point time
 #   gui_summary  the model summary window (Summary button, View menu) and its errors
 #   gui_datasets colour datasets in the Dataset dock (CIFAR layout, image folder): colour
@@ -16,6 +18,7 @@
 #   gui_runs_table  the runs table's chart colours, and its repaints do not grow the heap
 if(TARGET quantscope::ui)
   qs_add_test(gui_window LIBS quantscope::ui TIMEOUT 600 LABELS gui)
+  qs_add_test(gui_files LIBS quantscope::ui TIMEOUT 600 LABELS gui)
   qs_add_test(gui_datasets LIBS quantscope::ui TIMEOUT 120 LABELS gui)
   qs_add_test(gui_latency LIBS quantscope::ui TIMEOUT 600 LABELS "gui;slow")
   qs_add_test(gui_summary LIBS quantscope::ui TIMEOUT 120 LABELS gui)

@@ -1,0 +1,293 @@
+// The QuantScope window's files, offscreen: runs saved as JSON and CSV, settings that persist,
+// a model file that starts a run, the Layer compare tab, and exporting a run's model (.qsm,
+// ONNX) with a failed export leaving nothing behind.
+#include "curve_charts.h"
+#include "dataset_panel.h"
+#include "layer_compare_view.h"
+#include "main_window.h"
+#include "quant_charts.h"
+#include "runs_model.h"
+#include "training_panel.h"
+
+#include "diverging_model.h"
+#include "gui_window_fixtures.h"
+#include "slow_tests.h"
+
+#include "data/idx.h"
+#include "io/exported_model.h"
+#include "io/onnx_io.h"
+#include "io/qsm.h"
+#include "nn/model_zoo.h"
+#include "util/rng.h"
+
+#include <QApplication>
+#include <QCheckBox>
+#include <QComboBox>
+#include <QDir>
+#include <QElapsedTimer>
+#include <QFile>
+#include <QFileInfo>
+#include <QImage>
+#include <QLabel>
+#include <QLegend>
+#include <QLegendMarker>
+#include <QLineSeries>
+#include <QScatterSeries>
+#include <QMessageBox>
+#include <QPushButton>
+#include <QSettings>
+#include <QSignalSpy>
+#include <QSplitter>
+#include <QStandardPaths>
+#include <QSpinBox>
+#include <QTableView>
+#include <QTemporaryDir>
+#include <QtTest>
+
+#include <algorithm>
+#include <cmath>
+
+using namespace quantscope;
+
+using namespace quantscope::testing;
+
+class TestGuiFiles : public QObject {
+    Q_OBJECT
+
+private slots:
+    void initTestCase()
+    {
+        QVERIFY(m_small.isValid());
+        QVERIFY(m_flow.isValid());
+        writeFixture(m_flow.path(), flowTrainImages(), flowTestImages());
+        writeFixture(m_small.path(), 640, 200);
+    }
+
+    // Runs survive a JSON round trip; metrics export as CSV.
+    void runsJsonAndCsv()
+    {
+        MainWindow w(options(m_flow.path())); // scaled under sanitizers: 640 images outlasted 600 s under TSan at load ~10
+        QSignalSpy ready(&w, &MainWindow::datasetReady);
+        QVERIFY(ready.count() > 0 || ready.wait(kLoadTimeoutMs));
+        child<QSpinBox>(&w, "epochs")->setValue(1);
+        QSignalSpy ended(&w, &MainWindow::runEnded);
+        w.startTraining();
+        QVERIFY(ended.wait(kRunTimeoutMs));
+        // The run's start event names what computed its products (this QAT run: its int8 products
+        // where the CPU has them, else "fp32 fake-quant (why)").
+        QVERIFY(!w.runsModel()->runAt(0)->start.compute.empty());
+        w.runsModel()->runAt(0)->start.compute = "amx-bf16"; // as a mixed bf16 run on AMX reports it
+        QTemporaryDir out;
+        const QString json = QDir(out.path()).filePath(QStringLiteral("runs.json"));
+        QCOMPARE(saveRunsJson(json, w.runsModel()->runs()), QString());
+        const QString csv = QDir(out.path()).filePath(QStringLiteral("metrics.csv"));
+        QCOMPARE(saveMetricsCsv(csv, w.runsModel()->runs()), QString());
+        QFile f(csv);
+        QVERIFY(f.open(QIODevice::ReadOnly));
+        QCOMPARE(f.readAll().count('\n'), 2); // header + one epoch
+
+        MainWindow w2(MainWindowOptions{false, QString(), false});
+        QVERIFY(w2.loadRunsFrom(json));
+        QCOMPARE(w2.runsModel()->rowCount(), 1);
+        const RunPtr a = w.runsModel()->runAt(0), b = w2.runsModel()->runAt(0);
+        QCOMPARE(b->steps.size(), a->steps.size());
+        QCOMPARE(b->epochs.size(), a->epochs.size());
+        QCOMPARE(b->layerStats.size(), a->layerStats.size());
+        QCOMPARE(b->finalTestAccuracy(), a->finalTestAccuracy());
+        QCOMPARE(b->config.precision.granularity, a->config.precision.granularity);
+        QCOMPARE(b->start.compute, std::string("amx-bf16"));
+        QVERIFY2(b->configTooltip().contains(QStringLiteral("Products on amx-bf16")), qPrintable(b->configTooltip()));
+        QCOMPARE(w2.lossChart()->pointCount(), int(a->steps.size()));
+
+        QVERIFY(!w2.loadRunsFrom(csv)); // not JSON: a message, no rows
+        QVERIFY(w2.errorText().contains(QStringLiteral("not valid JSON")));
+        QCOMPARE(w2.runsModel()->rowCount(), 1);
+    }
+
+    // The window remembers its layout and the last options (QSettings, in Qt's test location).
+    void settingsPersist()
+    {
+        QStandardPaths::setTestModeEnabled(true);
+        QCoreApplication::setOrganizationName(QStringLiteral("QuantScopeTest"));
+        QCoreApplication::setApplicationName(QStringLiteral("tst_gui_window"));
+        QSettings().clear();
+        MainWindowOptions o = options(m_small.path());
+        o.useSettings = true;
+        QByteArray splitter;
+        {
+            MainWindow w(o);
+            QSignalSpy ready(&w, &MainWindow::datasetReady);
+            w.show();
+            QVERIFY(ready.count() > 0 || ready.wait(kLoadTimeoutMs));
+            selectData(child<QComboBox>(&w, "granularity"), QStringLiteral("tensor"));
+            child<QSpinBox>(&w, "seed")->setValue(42);
+            QCOMPARE(w.trainingPanel()->config().lrSchedule, std::string("constant")); // the default
+            selectData(child<QComboBox>(&w, "lrSchedule"), QStringLiteral("cosine"));
+            QCOMPARE(w.trainingPanel()->config().lrSchedule, std::string("cosine"));
+            auto* split = child<QSplitter>(&w, "mainSplitter");
+            split->setSizes({500, 300});
+            splitter = split->saveState();
+            w.tabs()->setCurrentIndex(3);
+            w.close();
+        }
+        MainWindow w(o);
+        QCOMPARE(w.trainingPanel()->config().precision.granularity, std::string("tensor"));
+        QCOMPARE(w.trainingPanel()->config().seed, std::uint64_t(42));
+        QCOMPARE(w.trainingPanel()->config().lrSchedule, std::string("cosine"));
+        QCOMPARE(w.tabs()->currentIndex(), 3);
+        QCOMPARE(child<QSplitter>(&w, "mainSplitter")->saveState(), splitter);
+        QSettings().clear();
+    }
+
+    // File > Open model file: an FP32 ONNX file joins the model picker and starts a run from its
+    // weights (PTQ with 0 epochs quantizes it without training); broken and integer files are
+    // refused with a message naming them, and the picker keeps its choice.
+    void modelFileStartsARun()
+    {
+        MainWindow w(options(m_small.path()));
+        QSignalSpy ready(&w, &MainWindow::datasetReady);
+        QVERIFY(ready.count() > 0 || ready.wait(kLoadTimeoutMs));
+        const DatasetPtr data = w.dataset();
+        QTemporaryDir dir;
+        const QString path = QDir(dir.path()).filePath(QStringLiteral("my-lenet.onnx"));
+        auto model = makeModel("lenet5", data->channels(), data->height(), data->width(), data->numClasses(), 5);
+        writeOnnx(path.toStdString(), exportFloatModel(*model, "lenet5", data->normalization, data->classNames));
+
+        auto* picker = child<QComboBox>(&w, "model");
+        const QString before = picker->currentText();
+        const QString broken = QDir(dir.path()).filePath(QStringLiteral("broken.onnx"));
+        {
+            QFile f(broken);
+            QVERIFY(f.open(QIODevice::WriteOnly));
+            f.write("not a protobuf at all");
+        }
+        QVERIFY(!w.loadModelFile(broken));
+        QVERIFY2(w.errorText().contains(QStringLiteral("broken.onnx")), qPrintable(w.errorText()));
+        QCOMPARE(picker->currentText(), before);
+
+        QVERIFY(w.loadModelFile(path));
+        QCOMPARE(picker->currentText(), QStringLiteral("my-lenet.onnx"));
+        QCOMPARE(w.trainingPanel()->config().modelFile, path.toStdString());
+        QVERIFY(w.trainingPanel()->config().pretrained);
+        QVERIFY(child<QCheckBox>(&w, "reinitModel")->isEnabled());
+        selectData(child<QComboBox>(&w, "strategy"), QStringLiteral("ptq"));
+        child<QSpinBox>(&w, "epochs")->setValue(0);
+        QCOMPARE(w.trainingPanel()->config().epochs, std::size_t{0});
+        QSignalSpy ended(&w, &MainWindow::runEnded);
+        w.startTraining();
+        QVERIFY(ended.wait(kRunTimeoutMs));
+        const RunRecord* run = w.runsModel()->runById(ended.first().first().toInt()).get();
+        QCOMPARE(run->status, RunStatus::Done);
+        QCOMPARE(run->finish.epochsDone, std::size_t{0});
+        QVERIFY(!std::isnan(run->finish.quantTestAccuracy));
+        QCOMPARE(run->config.modelFile, path.toStdString());
+
+        // Choosing a preset again leaves the file behind.
+        selectData(picker, QStringLiteral("mlp"));
+        QVERIFY(w.trainingPanel()->config().modelFile.empty());
+        QVERIFY(!child<QCheckBox>(&w, "reinitModel")->isEnabled());
+    }
+
+    // The Layers tab: after a run, Compare quantizes its FP32 model and draws one point per layer
+    // for both curves; int2 weights fall further below FP32 than int8 at the first convolution.
+    void layerCompareTab()
+    {
+        MainWindow w(options(m_flow.path())); // scaled under sanitizers: 640 images took over 25 min under TSan
+        QSignalSpy ready(&w, &MainWindow::datasetReady);
+        QVERIFY(ready.count() > 0 || ready.wait(kLoadTimeoutMs));
+        selectData(child<QComboBox>(&w, "strategy"), QStringLiteral("fp32"));
+        child<QSpinBox>(&w, "epochs")->setValue(1);
+        LayerCompareView* view = w.layerCompareView();
+        QVERIFY(!view->compareButton()->isEnabled()); // no run yet
+        QSignalSpy ended(&w, &MainWindow::runEnded);
+        w.startTraining();
+        QVERIFY(ended.wait(kRunTimeoutMs));
+        QTRY_VERIFY_WITH_TIMEOUT(view->compareButton()->isEnabled(), 20000);
+        QSignalSpy done(view, &LayerCompareView::compareFinished);
+        const auto run = [&](const QString& format) {
+            selectData(child<QComboBox>(view, "compareFormat"), format);
+            done.clear();
+            view->compareButton()->click();
+            return done.wait(kRunTimeoutMs) && done.first().first().toBool();
+        };
+        QVERIFY2(run(QStringLiteral("int8")), qPrintable(view->statusText()));
+        const std::size_t layers = view->report().layers.size();
+        QVERIFY(layers >= 5);
+        QCOMPARE(static_cast<std::size_t>(view->propagatedSeries()->count()), layers);
+        QVERIFY(view->aloneSeries()->count() >= 4 && static_cast<std::size_t>(view->aloneSeries()->count()) < layers); // conv1, conv2, fc1, fc2 and the points
+        const double int8Conv1 = view->report().layers[0].aloneSqnrDb;
+        QVERIFY2(run(QStringLiteral("int2")), qPrintable(view->statusText()));
+        QVERIFY(view->report().layers[0].aloneSqnrDb < int8Conv1 - 10.0);
+        QVERIFY2(view->statusText().contains(QStringLiteral("dB")), qPrintable(view->statusText()));
+        if (const char* dir = std::getenv("QS_COMPARE_SHOT")) {
+            w.resize(1600, 1000);
+            w.tabs()->setCurrentWidget(view);
+            QTest::qWait(200);
+            w.grab().save(QString::fromLocal8Bit(dir) + QStringLiteral("/layers-tab.png"));
+        }
+    }
+
+    // File > Export quantized model… writes .qsm / .onnx through core's writers and reports the
+    // size and the accuracy re-measured from the file.
+    void exportModel()
+    {
+        {
+            // With no run yet, the entry is there and explains what to do.
+            MainWindow empty(MainWindowOptions{false, QString(), false});
+            auto* act = empty.findChild<QAction*>(QStringLiteral("exportModelAction"));
+            QVERIFY(act);
+            QVERIFY(act->isEnabled());
+            QString text;
+            QTimer::singleShot(100, [&text] {
+                if (auto* box = qobject_cast<QMessageBox*>(QApplication::activeModalWidget())) {
+                    text = box->text();
+                    box->accept();
+                }
+            });
+            act->trigger();
+            QVERIFY2(text.contains(QStringLiteral("no run to export")), qPrintable(text));
+        }
+
+        MainWindowOptions o = options(m_flow.path()); // scaled under sanitizers, as fullFlow
+        o.quietExport = true;
+        MainWindow w(o);
+        QSignalSpy ready(&w, &MainWindow::datasetReady);
+        QVERIFY(ready.count() > 0 || ready.wait(kLoadTimeoutMs));
+        child<QSpinBox>(&w, "epochs")->setValue(1); // default: QAT int8 channel-wise
+        QSignalSpy ended(&w, &MainWindow::runEnded);
+        w.startTraining();
+        QVERIFY(ended.wait(kRunTimeoutMs));
+        const int id = ended.first().first().toInt();
+        QTRY_VERIFY_WITH_TIMEOUT(w.runsModel()->runById(id)->exportBundle != nullptr, 20000);
+
+        QTemporaryDir out;
+        QSignalSpy done(&w, &MainWindow::exportFinished);
+        for (const char* name : {"model.qsm", "model.onnx"}) {
+            const QString path = QDir(out.path()).filePath(QString::fromLatin1(name));
+            done.clear();
+            QVERIFY(w.exportRunTo(id, path));
+            QVERIFY(done.wait(kRunTimeoutMs));
+            const QString report = done.first().at(2).toString();
+            qInfo("%s", qPrintable(report));
+            QVERIFY2(done.first().at(1).toBool(), qPrintable(report));
+            QVERIFY(QFileInfo(path).size() > 1000);
+            QVERIFY(report.contains(QStringLiteral("re-measured")));
+            QVERIFY(report.contains(QStringLiteral("int8")));
+        }
+
+        // What the writers cannot take is refused with their reason, before anything is written.
+        done.clear();
+        const QString bad = QDir(out.path()).filePath(QStringLiteral("model.txt"));
+        QVERIFY(!w.exportRunTo(id, bad));
+        QCOMPARE(done.count(), 1);
+        QVERIFY(!done.first().at(1).toBool());
+        QVERIFY(!QFileInfo::exists(bad));
+        QVERIFY(!w.errorText().isEmpty());
+    }
+
+private:
+    QTemporaryDir m_small, m_flow;
+};
+
+QTEST_MAIN(TestGuiFiles)
+#include "tst_gui_files.moc"
