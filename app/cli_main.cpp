@@ -4,6 +4,7 @@
 
 #include "util/errors.h"
 
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -31,23 +32,23 @@ const char* const kHelp =
     "does not take, such as an unsupported operator), 3 data or I/O error (missing, truncated or corrupt\n"
     "files), 4 training diverged, 1 internal error\n";
 
-} // namespace
+// What main's command returned, unless standard output could not take what it printed (a full
+// disk behind `> file`, /dev/full): a result the user never sees is an I/O error (exit 3).
+int checkedStdout(const std::string& cmd, int rc)
+{
+    errno = 0;
+    const bool failed = std::fflush(stdout) != 0 || std::ferror(stdout);
+    if (!failed) return rc;
+    const int e = errno;
+    std::fprintf(stderr, "quantscope-cli %s: write failed: standard output: %s\n", cmd.c_str(),
+                 e == ENOSPC ? "the disk is full" : e ? std::strerror(e) : "an earlier write was lost");
+    return rc == quantscope::cli::kExitOk ? quantscope::cli::kExitData : rc;
+}
 
-int main(int argc, char** argv)
+int runCommand(const std::string& cmd, std::vector<std::string>& args)
 {
     using namespace quantscope;
     using namespace quantscope::cli;
-    std::vector<std::string> args(argv + 1, argv + argc);
-    if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
-        std::fputs(kHelp, args.empty() ? stderr : stdout);
-        return args.empty() ? kExitUsage : kExitOk;
-    }
-    if (args[0] == "--version") {
-        std::puts("quantscope-cli " QS_VERSION);
-        return kExitOk;
-    }
-    const std::string cmd = args[0];
-    args.erase(args.begin());
     try {
         if (cmd == "train") return runTrain(args);
         if (cmd == "eval") return runEval(args);
@@ -77,4 +78,23 @@ int main(int argc, char** argv)
         std::fprintf(stderr, "quantscope-cli %s: internal error: %s\n", cmd.c_str(), e.what());
         return kExitInternal;
     }
+}
+
+} // namespace
+
+int main(int argc, char** argv)
+{
+    using namespace quantscope::cli;
+    std::vector<std::string> args(argv + 1, argv + argc);
+    if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+        std::fputs(kHelp, args.empty() ? stderr : stdout);
+        return checkedStdout("help", args.empty() ? kExitUsage : kExitOk);
+    }
+    if (args[0] == "--version") {
+        std::puts("quantscope-cli " QS_VERSION);
+        return checkedStdout("--version", kExitOk);
+    }
+    const std::string cmd = args[0];
+    args.erase(args.begin());
+    return checkedStdout(cmd, runCommand(cmd, args));
 }

@@ -94,6 +94,7 @@ private slots:
     void planInStartEvent();
     void bnReestimateInEpochEvents();
     void divergedRunExits4();
+    void writesThroughDevicesAndLinks();
     void ignoredOptionsAreNamed_data();
     void ignoredOptionsAreNamed();
 
@@ -226,6 +227,45 @@ void TestCli::jsonLines()
 // Model files as the start of a run: a model exported by one run is quantized without training by
 // the next (the same FP32 accuracy, --epochs 0); a PyTorch export (torch.onnx.export of the
 // reference resnet8) fine-tunes with QAT; eval takes --normalize for it.
+// Output paths that are not plain files: a device (/dev/full) is written in place and its error
+// reported, never replaced by a regular file (as root, a rename over /dev/full did that); a
+// symbolic link stays a link to the file written; a folder is refused; and standard output on a
+// full device is an I/O error, not exit 0 with the output lost.
+void TestCli::writesThroughDevicesAndLinks()
+{
+    namespace fs = std::filesystem;
+    if (!fs::is_character_file("/dev/full")) QSKIP("no /dev/full here");
+    const QString model = m_tmp.filePath("devices.qsm");
+    const Result trained = runCli({"train", "--model", "mlp", "--data", m_valid, "--train-limit", "200", "--test-limit", "50",
+                                   "--quiet", "--export", model});
+    QVERIFY2(trained.exitCode == kExitOk, qPrintable(trained.err));
+    const QStringList eval{"eval", model, "--data", m_valid, "--test-limit", "50", "--predictions"};
+
+    const Result full = runCli(eval + QStringList{"/dev/full"});
+    QCOMPARE(full.exitCode, kExitData);
+    QVERIFY2(full.err.contains("/dev/full: write failed: the disk is full"), qPrintable(full.err));
+    QVERIFY(fs::is_character_file("/dev/full"));
+
+    const QString target = m_tmp.filePath("predictions.csv"), link = m_tmp.filePath("latest.csv");
+    QVERIFY(QFile::link(target, link));
+    const Result linked = runCli(eval + QStringList{link});
+    QVERIFY2(linked.exitCode == kExitOk, qPrintable(linked.err));
+    QVERIFY(fs::is_symlink(link.toStdString()));
+    QVERIFY(fs::file_size(target.toStdString()) > 50); // a header and 50 rows
+
+    const Result folder = runCli(eval + QStringList{m_tmp.path()});
+    QCOMPARE(folder.exitCode, kExitData);
+    QVERIFY2(folder.err.contains("is a folder"), qPrintable(folder.err));
+
+    QProcess p;
+    p.setStandardOutputFile("/dev/full");
+    p.start(kCli, {"info", model});
+    QVERIFY(p.waitForStarted() && p.waitForFinished(kRunTimeoutMs));
+    QCOMPARE(p.exitCode(), kExitData);
+    const QString err = QString::fromUtf8(p.readAllStandardError());
+    QVERIFY2(err.contains("write failed: standard output: the disk is full"), qPrintable(err));
+}
+
 void TestCli::modelFiles()
 {
     const QString onnx = m_tmp.filePath("mlp.onnx");

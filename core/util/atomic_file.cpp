@@ -29,41 +29,90 @@ std::string folderOf(const std::string& path)
     const std::string dir = std::filesystem::path(path).parent_path().string();
     return dir.empty() ? std::string(".") : dir;
 }
-} // namespace
 
-void writeFileAtomic(const std::string& path, const void* data, std::size_t size)
+
+// Writes all of [data, data + size) to fd; false with errno set on failure.
+bool writeAll(int fd, const void* data, std::size_t size)
 {
-    std::string tmp = path + ".tmp-XXXXXX";
-    int fd = ::mkstemp(tmp.data());
-    if (fd < 0) throw IoError(path + ": cannot create a temporary file next to it: " + errnoText(errno));
-    auto fail = [&](const char* what) {
-        const int e = errno;
-        ::close(fd);
-        ::unlink(tmp.c_str());
-        throw IoError(path + ": " + what + ": " + errnoText(e));
-    };
     const char* p = static_cast<const char*>(data);
     std::size_t left = size;
     while (left > 0) {
         const ssize_t n = ::write(fd, p, left);
         if (n < 0) {
             if (errno == EINTR) continue;
-            fail("write failed");
+            return false;
         }
         p += n;
         left -= static_cast<std::size_t>(n);
     }
+    return true;
+}
+
+// Where a write to `path` lands: `path` itself, or, when it is a symbolic link, the file the
+// chain of links names (a dangling link's target included), so that the link stays a link.
+std::string linkTarget(const std::string& path)
+{
+    namespace fs = std::filesystem;
+    fs::path p(path);
+    for (int hops = 0; hops < 40; ++hops) {
+        std::error_code ec;
+        if (!fs::is_symlink(fs::symlink_status(p, ec))) return p.string();
+        const fs::path next = fs::read_symlink(p, ec);
+        if (ec) return p.string();
+        p = next.is_absolute() ? next : p.parent_path() / next;
+    }
+    throw IoError(path + ": too many levels of symbolic links");
+}
+} // namespace
+
+void writeFileAtomic(const std::string& requested, const void* data, std::size_t size)
+{
+    const std::string path = linkTarget(requested);
+    struct stat st {};
+    if (::stat(path.c_str(), &st) == 0) {
+        if (S_ISDIR(st.st_mode)) throw IoError(requested + ": is a folder, not a file");
+        if (!S_ISREG(st.st_mode)) {
+            // A device, FIFO or socket (/dev/stdout, /dev/null, a named pipe): written in place.
+            // Renaming a temporary over it would replace the device node with a plain file.
+            const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+            if (fd < 0) throw IoError(requested + ": cannot open: " + errnoText(errno));
+            if (!writeAll(fd, data, size)) {
+                const int e = errno;
+                ::close(fd);
+                throw IoError(requested + ": write failed: " + errnoText(e));
+            }
+            if (::close(fd) != 0) throw IoError(requested + ": close failed: " + errnoText(errno));
+            return;
+        }
+    }
+    std::string tmp = path + ".tmp-XXXXXX";
+    int fd = ::mkstemp(tmp.data());
+    if (fd < 0) {
+        const int e = errno;
+        struct stat dst {};
+        // ENOENT from a folder that exists: one that takes no new files (/proc, /sys).
+        if (e == ENOENT && ::stat(folderOf(path).c_str(), &dst) == 0 && S_ISDIR(dst.st_mode))
+            throw IoError(requested + ": cannot create a temporary file next to it: its folder takes no new files");
+        throw IoError(requested + ": cannot create a temporary file next to it: " + errnoText(e));
+    }
+    auto fail = [&](const char* what) {
+        const int e = errno;
+        ::close(fd);
+        ::unlink(tmp.c_str());
+        throw IoError(requested + ": " + what + ": " + errnoText(e));
+    };
+    if (!writeAll(fd, data, size)) fail("write failed");
     if (::fsync(fd) != 0) fail("flush to disk failed");
     ::fchmod(fd, 0644);
     if (::close(fd) != 0) {
         const int e = errno;
         ::unlink(tmp.c_str());
-        throw IoError(path + ": close failed: " + errnoText(e));
+        throw IoError(requested + ": close failed: " + errnoText(e));
     }
     if (::rename(tmp.c_str(), path.c_str()) != 0) {
         const int e = errno;
         ::unlink(tmp.c_str());
-        throw IoError(path + ": cannot replace the file: " + errnoText(e));
+        throw IoError(requested + ": cannot replace the file: " + errnoText(e));
     }
     // Make the rename itself durable (best effort: some file systems refuse fsync on a folder).
     const std::string dir = folderOf(path);
