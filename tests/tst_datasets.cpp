@@ -189,6 +189,8 @@ private slots:
     void imageFolderSplit();
     void imageFolderSingleTree();
     void imageFolderResize();
+    void imageFolderLayouts_data();
+    void imageFolderLayouts();
     void colourBatch();
     void resizeNumerics();
     void layouts_data();
@@ -389,6 +391,56 @@ void TestDatasets::imageFolderSingleTree()
     QCOMPARE(std::count(d.test.labels.begin(), d.test.labels.end(), 1), 2);
 }
 
+// Where the train and test images of a folder come from: torchvision's train/ + val/ (a user's
+// ImageNet-style tree was read as two classes, 'train' and 'val'), train/ alone and a wrapper
+// folder around a tree (both were read as one class) split by the test fraction; a folder whose
+// one sub-folder holds images directly is still one class, and an error.
+void TestDatasets::imageFolderLayouts_data()
+{
+    QTest::addColumn<QString>("layout");
+    QTest::addColumn<int>("train");
+    QTest::addColumn<int>("test"); // -1: a FormatError naming a single class
+    QTest::newRow("train/ + val/") << "train+val" << 12 << 6;
+    QTest::newRow("train/ + validation/") << "train+validation" << 12 << 6;
+    QTest::newRow("train/ alone") << "train" << 6 << 6;
+    QTest::newRow("a wrapper folder") << "wrap" << 6 << 6;
+    QTest::newRow("two wrappers") << "wrap2" << 6 << 6;
+    QTest::newRow("one class folder") << "oneclass" << 0 << -1;
+}
+
+void TestDatasets::imageFolderLayouts()
+{
+    QFETCH(QString, layout);
+    QFETCH(int, train);
+    QFETCH(int, test);
+    const std::string r = path("img-layout-" + layout.toStdString());
+    const std::string l = layout.toStdString();
+    if (l.starts_with("train")) {
+        writeImageTree(r + "/train", kClasses3, 4, 0, ".png", 1, 8, 8);
+        if (l != "train") writeImageTree(r + "/" + l.substr(6), kClasses3, 2, 100, ".png", 1, 8, 8);
+    } else if (l == "wrap") {
+        writeImageTree(r + "/mytree", kClasses3, 4, 0, ".png", 1, 8, 8);
+    } else if (l == "wrap2") {
+        writeImageTree(r + "/outer/inner", kClasses3, 4, 0, ".png", 1, 8, 8);
+    } else {
+        writeImageTree(r, {"only"}, 6, 0, ".png", 1, 8, 8);
+    }
+    DatasetOptions o;
+    o.dir = r;
+    o.testFraction = 0.5;
+    if (test < 0) {
+        const Caught c = catchError([&] { Dataset::load(o); });
+        QCOMPARE(c.type, QString("FormatError"));
+        QVERIFY2(c.message.contains("single class"), qPrintable(c.message));
+        return;
+    }
+    const Dataset d = Dataset::load(o);
+    QCOMPARE(d.classNames, kClasses3);
+    QCOMPARE(d.train.size(), std::size_t(train));
+    QCOMPARE(d.test.size(), std::size_t(test));
+    QCOMPARE(std::count(d.test.labels.begin(), d.test.labels.end(), 2), test / 3);
+}
+
 // Different sizes need --resize; with it every image has the asked size.
 void TestDatasets::imageFolderResize()
 {
@@ -397,7 +449,7 @@ void TestDatasets::imageFolderResize()
     writeImage(r + "/b/big.jpg", 50, 3, 16, 12);
     DatasetOptions o;
     o.dir = r;
-    o.testFraction = 0.34;
+    o.testFraction = 0.5;
     const Caught c = catchError([&] { Dataset::load(o); });
     QCOMPARE(c.type, QString("FormatError"));
     QVERIFY2(c.message.contains("--resize") && c.message.contains("big.jpg"), qPrintable(c.message));

@@ -1,7 +1,10 @@
 // Image folders in torchvision's ImageFolder convention: one sub-folder per class, named after
 // it, holding .png/.jpg/.jpeg files (searched recursively, in name order; other files are
-// skipped). Either root/train/<class>/ with root/test/<class>/, or a single root/<class>/ tree
-// split per class by opts.testFraction (fixed seed). Classes are the train folders in name order.
+// skipped). Either root/train/<class>/ with a test split root/{test,val,valid,validation}/<class>/
+// (the first that exists), root/train/ alone, or a single root/<class>/ tree; without a test split
+// each class is split by opts.testFraction (fixed seed). A root whose only sub-folder holds folders
+// and no images (an unpacked archive's wrapper) is looked into. Classes are the train folders in
+// name order.
 // The dataset is colour (C=3) if any image is, else grayscale; all images must share one size
 // unless opts.resize gives one. Headers are read first, so sizes are checked before allocating.
 #include "data/readers.h"
@@ -49,6 +52,45 @@ std::vector<std::string> imagesUnder(const fs::path& dir)
     return out;
 }
 
+// Throws IoError naming `dir` if this process may not list it (an unreadable class folder would
+// otherwise look empty).
+void checkListable(const fs::path& dir)
+{
+    std::error_code ec;
+    fs::directory_iterator it(dir, ec);
+    if (ec) throw IoError(dir.string() + ": cannot list the folder: " + (ec == std::errc::permission_denied ? std::string("permission denied") : ec.message()));
+}
+
+bool holdsImageFiles(const fs::path& dir)
+{
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(dir, ec))
+        if (e.is_regular_file(ec) && isImageFileName(e.path().string())) return true;
+    return false;
+}
+
+// The folders of an image dataset: the train tree, and the test tree if there is one.
+struct SplitFolders {
+    fs::path train, test; // test empty: split the train tree by the test fraction
+};
+
+SplitFolders splitFolders(fs::path r)
+{
+    std::error_code ec;
+    for (int depth = 0; depth < 4; ++depth) {
+        if (fs::is_directory(r / "train", ec)) {
+            for (const char* name : {"test", "val", "valid", "validation"})
+                if (fs::is_directory(r / name, ec)) return {r / "train", r / name};
+            return {r / "train", {}};
+        }
+        // A wrapper: one sub-folder that holds folders, and no images of its own.
+        const std::vector<std::string> subs = sortedSubfolders(r);
+        if (subs.size() != 1 || holdsImageFiles(r / subs[0]) || sortedSubfolders(r / subs[0]).empty()) break;
+        r /= subs[0];
+    }
+    return {r, {}};
+}
+
 // The images of one split folder; class folders must be among `classes` (the train ones).
 std::vector<ImageEntry> listSplit(const fs::path& dir, const std::vector<std::string>& classes)
 {
@@ -60,6 +102,7 @@ std::vector<ImageEntry> listSplit(const fs::path& dir, const std::vector<std::st
         if (it == index.end())
             throw FormatError((dir / c).string() + ": class folder '" + c + "' is not among the training classes");
         const std::vector<std::string> files = imagesUnder(dir / c);
+        if (files.empty()) checkListable(dir / c);
         if (files.empty())
             throw FormatError((dir / c).string() + ": empty class folder (no .png, .jpg or .jpeg images)");
         for (const std::string& f : files) out.push_back({f, it->second, {}});
@@ -126,8 +169,9 @@ RawDataset readImageFolder(const std::string& root, const DatasetOptions& opts)
     std::error_code ec;
     RawDataset raw;
     raw.name = baseName(root);
-    const bool split = fs::is_directory(r / "train", ec) && fs::is_directory(r / "test", ec);
-    const fs::path trainDir = split ? r / "train" : r;
+    const SplitFolders folders = splitFolders(r);
+    const bool split = !folders.test.empty();
+    const fs::path& trainDir = folders.train;
     raw.classNames = sortedSubfolders(trainDir);
     if (raw.classNames.size() > kMaxClasses)
         throw FormatError(trainDir.string() + ": holds " + std::to_string(raw.classNames.size()) +
@@ -135,7 +179,7 @@ RawDataset readImageFolder(const std::string& root, const DatasetOptions& opts)
     std::vector<ImageEntry> entries = listSplit(trainDir, raw.classNames);
     const std::size_t trainCount = entries.size();
     if (split) {
-        std::vector<ImageEntry> test = listSplit(r / "test", raw.classNames);
+        std::vector<ImageEntry> test = listSplit(folders.test, raw.classNames);
         entries.insert(entries.end(), test.begin(), test.end());
     }
     const Target t = scanHeaders(entries, opts.resize);
@@ -148,13 +192,14 @@ RawDataset readImageFolder(const std::string& root, const DatasetOptions& opts)
     if (split) {
         raw.train = decodeAll(entries, 0, trainCount, t);
         raw.test = decodeAll(entries, trainCount, entries.size(), t);
-        raw.split = "train/ and test/";
+        raw.split = "train/ and " + folders.test.filename().string() + "/";
     } else {
         const LabeledImages all = decodeAll(entries, 0, entries.size(), t);
         auto [tr, te] = splitTrainTest(all, opts.testFraction, root);
         raw.train = std::move(tr);
         raw.test = std::move(te);
-        raw.split = std::to_string(static_cast<int>(opts.testFraction * 100 + 0.5)) + "% of each class folder";
+        raw.split = std::to_string(static_cast<int>(opts.testFraction * 100 + 0.5)) + "% of each class folder" +
+                    (trainDir == r ? std::string() : " of " + fs::relative(trainDir, r, ec).string() + "/");
     }
     return raw;
 }
