@@ -537,10 +537,15 @@ void TestIdx::classNames_data()
     QTest::addColumn<QString>("classesTxt");
     QTest::addColumn<QString>("first");
     QTest::addColumn<QString>("last");
-    QTest::newRow("digits by default") << "digits" << "" << "0" << "9";
-    QTest::newRow("fashion by folder name") << "Fashion-MNIST" << "" << "T-shirt/top" << "Ankle boot";
-    QTest::newRow("classes.txt wins") << "fashion-x" << "a\nb\nc\nd\ne\nf\ng\nh\ni\nj\n" << "a" << "j";
-    QTest::newRow("classes.txt with 9 lines is ignored") << "other" << "a\nb\nc\nd\ne\nf\ng\nh\ni\n" << "0" << "9";
+    QTest::addColumn<int>("labelCount");
+    QTest::addColumn<int>("classes"); // 0: a FormatError naming classes.txt
+    QTest::newRow("digits by default") << "digits" << "" << "0" << "9" << 10 << 10;
+    QTest::newRow("fashion by folder name") << "Fashion-MNIST" << "" << "T-shirt/top" << "Ankle boot" << 10 << 10;
+    QTest::newRow("classes.txt wins") << "fashion-x" << "a\nb\nc\nd\ne\nf\ng\nh\ni\nj\n" << "a" << "j" << 10 << 10;
+    QTest::newRow("classes.txt with CRLF") << "crlf" << "a\r\nb\r\nc\r\n" << "a" << "c" << 3 << 3;
+    QTest::newRow("15 labels (EMNIST-like)") << "letters" << "" << "0" << "14" << 15 << 15;
+    QTest::newRow("classes.txt names 15") << "letters-named" << "a\nb\nc\nd\ne\nf\ng\nh\ni\nj\nk\nl\nm\nn\no\n" << "a" << "o" << 15 << 15;
+    QTest::newRow("classes.txt with 9 lines for 10 labels") << "other" << "a\nb\nc\nd\ne\nf\ng\nh\ni\n" << "" << "" << 10 << 0;
 }
 
 void TestIdx::classNames()
@@ -552,9 +557,20 @@ void TestIdx::classNames()
     const std::string dir = path("names/" + folder);
     fs::create_directories(dir);
     const QByteArray txt = classesTxt.toUtf8();
+    QFETCH(int, labelCount);
+    QFETCH(int, classes);
     if (!txt.isEmpty()) writeBytes(dir + "/classes.txt", Bytes(txt.begin(), txt.end()));
-    const std::vector<std::string> names = guessClassNames(dir);
-    QCOMPARE(names.size(), std::size_t(10));
+    if (classes == 0) {
+        try {
+            guessClassNames(dir, std::size_t(labelCount));
+            QFAIL("no error");
+        } catch (const FormatError& e) {
+            QVERIFY2(QString(e.what()).contains("classes.txt: names 9 classes, but the labels go up to 9"), e.what());
+        }
+        return;
+    }
+    const std::vector<std::string> names = guessClassNames(dir, std::size_t(labelCount));
+    QCOMPARE(names.size(), std::size_t(classes));
     QCOMPARE(QString::fromStdString(names.front()), first);
     QCOMPARE(QString::fromStdString(names.back()), last);
 }

@@ -109,13 +109,30 @@ std::vector<std::size_t> seededPermutation(std::size_t n, std::uint64_t seed)
     return seededPermutation(n, rng);
 }
 
-std::vector<std::string> guessClassNames(const std::string& dir)
+std::vector<std::string> guessClassNames(const std::string& dir, std::size_t labelCount)
 {
-    std::ifstream f(fs::path(dir) / "classes.txt");
-    std::vector<std::string> names;
-    for (std::string line; f && std::getline(f, line);)
-        if (!line.empty()) names.push_back(line);
-    if (names.size() == 10) return names;
+    const fs::path txt = fs::path(dir) / "classes.txt";
+    std::error_code ec;
+    if (fs::is_regular_file(txt, ec)) {
+        std::ifstream f(txt);
+        std::vector<std::string> names;
+        for (std::string line; f && std::getline(f, line);) {
+            if (!line.empty() && line.back() == '\r') line.pop_back();
+            if (!line.empty()) names.push_back(line);
+        }
+        if (names.size() < labelCount)
+            throw FormatError(txt.string() + ": names " + std::to_string(names.size()) + " classes, but the labels go up to " +
+                              std::to_string(labelCount - 1));
+        if (names.size() > kMaxClasses)
+            throw FormatError(txt.string() + ": names " + std::to_string(names.size()) + " classes; at most " +
+                              std::to_string(kMaxClasses) + " are accepted");
+        return names;
+    }
+    if (labelCount > 10) {
+        std::vector<std::string> names;
+        for (std::size_t k = 0; k < labelCount; ++k) names.push_back(std::to_string(k));
+        return names;
+    }
     std::string lower = fs::path(dir).lexically_normal().string();
     std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
     if (lower.find("fashion") != std::string::npos)
@@ -152,9 +169,14 @@ Dataset Dataset::load(const DatasetFiles& files, const DatasetOptions& opts)
     RawDataset raw;
     const std::string dir = fs::path(files.trainImages).parent_path().string();
     raw.name = baseName(dir);
-    raw.classNames = guessClassNames(dir);
-    raw.train = readSet(files.trainImages, files.trainLabels, raw.classNames.size());
-    raw.test = readSet(files.testImages, files.testLabels, raw.classNames.size());
+    // IDX labels are bytes: the classes are classes.txt's, or as many as the largest label needs
+    // (at least the ten of MNIST and its kin).
+    raw.train = readSet(files.trainImages, files.trainLabels, 256);
+    raw.test = readSet(files.testImages, files.testLabels, 256);
+    std::int32_t largest = 0;
+    for (const LabeledImages* set : {&raw.train, &raw.test})
+        for (std::int32_t l : set->labels) largest = std::max(largest, l);
+    raw.classNames = guessClassNames(dir, static_cast<std::size_t>(largest) + 1);
     if (raw.train.height != raw.test.height || raw.train.width != raw.test.width)
         throw FormatError(files.testImages + ": images are " + std::to_string(raw.test.height) + "x" +
                           std::to_string(raw.test.width) + " but the train images are " +
