@@ -15,10 +15,12 @@
 #include "nn/dropout.h"
 #include "nn/linear.h"
 #include "nn/maxpool2d.h"
+#include "nn/model_zoo.h"
 #include "quant/observer.h"
 #include "quant/quantize.h"
 #include "quant/weight_quantizer.h"
 #include "train/float_sim.h"
+#include "train/trainer.h"
 #include "util/errors.h"
 
 #include "test_tensors.h" // before Qt: TBB's profiling.h has a member named emit
@@ -89,6 +91,7 @@ private slots:
     void tinyWeightsLargeBiasRaiseTheWeightScale();
     void layersRejectMismatchedShapes_data();
     void layersRejectMismatchedShapes();
+    void imagesTooLargeForTheModel();
     void convolutionOfAnEmptyBatch_data();
     void convolutionOfAnEmptyBatch();
 };
@@ -522,6 +525,32 @@ void TestHardening::layersRejectMismatchedShapes_data()
 // A layer called with shapes that do not fit (an input it does not take, an output gradient of
 // another shape than its output) throws ConfigError naming the layer: never reads out of bounds,
 // crashes or gives a gradient of garbage.
+// Images far larger than a preset was made for are ConfigErrors before the memory goes: a layer
+// over 2^28 weights (seed-cnn's fc1 on 1024x1024 would hold 2.1 billion; a user's run grew to
+// 8.3 GB and ended in "out of memory", exit 1), and a training footprint over 80 % of memory.
+void TestHardening::imagesTooLargeForTheModel()
+{
+    try {
+        makeModel("seed-cnn", 1, 1024, 1024, 3, 1);
+        QFAIL("seed-cnn on 1024x1024 was built");
+    } catch (const ConfigError& e) {
+        QVERIFY2(QString(e.what()).contains("fc1 (Linear 16646400 -> 128) would hold 2130739200 weights"), e.what());
+    }
+    QVERIFY_THROWS_EXCEPTION(ConfigError, Linear("huge", std::size_t{1} << 40, std::size_t{1} << 40));
+    auto m = makeModel("resnet8", 1, 64, 64, 10, 1); // 16x64x64 activations: about 3.9 MB a 64-image batch each
+    const std::uint64_t need = trainingFootprintBytes(*m, 64);
+    QVERIFY(need > (std::uint64_t{1} << 30) && need < (std::uint64_t{4} << 30));
+    checkTrainingFootprint(*m, 64, 2 * need); // fits
+    try {
+        checkTrainingFootprint(*m, 64, need);
+        QFAIL("a footprint of all the memory passed");
+    } catch (const ConfigError& e) {
+        QVERIFY2(QString(e.what()).startsWith("resnet8 on 1x64x64 images needs about"), e.what());
+        QVERIFY2(QString(e.what()).contains("--resize HxW"), e.what());
+    }
+    checkTrainingFootprint(*m, 64, 0); // unknown memory: no check
+}
+
 void TestHardening::layersRejectMismatchedShapes()
 {
     QFETCH(QString, kind);

@@ -38,6 +38,7 @@ Conv2d::Conv2d(std::string name, std::size_t inChannels, std::size_t outChannels
     if (m_cin % m_groups || m_cout % m_groups)
         throw ConfigError(this->name() + ": " + std::to_string(m_cin) + " input and " + std::to_string(m_cout) +
                           " output channels are not multiples of groups = " + std::to_string(m_groups));
+    checkWeightCount(this->name(), "Conv2d " + describe(), {m_cout, m_cin / m_groups, m_k, m_k});
     m_weight.name = "weight";
     m_weight.isWeight = true;
     m_weight.value = Tensor({m_cout, m_cin / m_groups, m_k, m_k});

@@ -18,6 +18,7 @@
 #include "tensor/tensor.h"
 
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <vector>
@@ -32,6 +33,14 @@ enum class LayerKind {
 constexpr int kLastLayerKind = static_cast<int>(LayerKind::Softmax);
 
 const char* layerKindName(LayerKind k);
+
+// The most weights one layer may hold: 2^28 (1 GiB in FP32; its training state is four times
+// that). A preset on images far larger than it was made for (seed-cnn's fc1 on 1024x1024 holds
+// 2.1 billion) is refused before anything is allocated.
+inline constexpr std::uint64_t kMaxLayerWeights = std::uint64_t{1} << 28;
+// Throws ConfigError naming `layer` and `shape` (e.g. "Linear 4194304 -> 128") if `count`
+// weights (the product of `dims`) exceed kMaxLayerWeights.
+void checkWeightCount(const std::string& layer, const std::string& shape, std::initializer_list<std::size_t> dims);
 
 struct Param {
     std::string name;      // "weight", "bias", "gamma", "beta"

@@ -18,6 +18,7 @@ Linear::Linear(std::string name, std::size_t in, std::size_t out, bool hasBias)
     : Layer(std::move(name)), m_in(in), m_out(out), m_hasBias(hasBias)
 {
     if (!in || !out) throw ConfigError("linear: sizes must be positive");
+    checkWeightCount(this->name(), "Linear " + std::to_string(in) + " -> " + std::to_string(out), {in, out});
     m_weight.name = "weight";
     m_weight.isWeight = true;
     m_weight.value = Tensor({out, in});

@@ -10,6 +10,7 @@
 #include "util/rng.h"
 
 #include <chrono>
+#include <cstdio>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -44,6 +45,19 @@ double* timeSlot(std::vector<double>* times, std::size_t i, std::size_t layers)
     return &(*times)[i];
 }
 } // namespace
+
+void checkWeightCount(const std::string& layer, const std::string& shape, std::initializer_list<std::size_t> dims)
+{
+    std::uint64_t n = 1;
+    bool over = false;
+    for (std::size_t d : dims) over = over || __builtin_mul_overflow(n, std::uint64_t{d}, &n);
+    if (!over && n <= kMaxLayerWeights) return;
+    char gib[32];
+    std::snprintf(gib, sizeof gib, "%.1f", over ? 1e30 : double(n) * 4.0 / double(1u << 30));
+    throw ConfigError(layer + " (" + shape + ") would hold " + (over ? std::string("more than 2^64") : std::to_string(n)) +
+                      " weights (" + gib + " GiB), more than the " + std::to_string(kMaxLayerWeights) +
+                      " a layer may hold: the input is too large for this model (resize the images)");
+}
 
 const char* layerKindName(LayerKind k)
 {

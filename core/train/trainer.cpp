@@ -129,6 +129,31 @@ std::size_t reestimateBatchNorm(Model& model, const Dataset& data, const Labeled
     return bns.size();
 }
 
+std::uint64_t trainingFootprintBytes(Model& model, std::size_t batchSize)
+{
+    std::uint64_t activations = 0;
+    for (const Shape& s : model.activationShapes(batchSize)) {
+        std::uint64_t n = 1;
+        for (std::size_t d : s) n *= d;
+        activations += n;
+    }
+    return 16 * static_cast<std::uint64_t>(model.numParams()) + 16 * activations;
+}
+
+void checkTrainingFootprint(Model& model, std::size_t batchSize, unsigned long long physicalBytes)
+{
+    if (physicalBytes == 0) return;
+    const std::uint64_t need = trainingFootprintBytes(model, batchSize);
+    if (static_cast<double>(need) <= 0.8 * static_cast<double>(physicalBytes)) return;
+    const Shape& in = model.inputShape();
+    char text[256];
+    std::snprintf(text, sizeof text, "needs about %.1f GiB to train in batches of %zu, and this machine has %.1f GiB",
+                  static_cast<double>(need) / double(1u << 30), batchSize, static_cast<double>(physicalBytes) / double(1u << 30));
+    throw ConfigError(model.name() + " on " + std::to_string(in.at(0)) + "x" + std::to_string(in.at(1)) + "x" +
+                      std::to_string(in.at(2)) + " images " + text + " (" + std::to_string(model.numParams()) +
+                      " parameters); resize the images (--resize HxW) or use a smaller --batch-size");
+}
+
 Trainer::Trainer(TrainConfig cfg, const Dataset& data, TrainObserver* observer, StopToken* stop)
     : m_cfg(std::move(cfg)), m_data(data), m_observer(observer), m_stop(stop)
 {
@@ -137,6 +162,7 @@ Trainer::Trainer(TrainConfig cfg, const Dataset& data, TrainObserver* observer, 
     m_model = m_cfg.modelFactory
                   ? m_cfg.modelFactory(Shape{m_data.channels(), m_data.height(), m_data.width()}, m_data.numClasses(), m_cfg.seed)
                   : makeModel(m_cfg.model, m_data.channels(), m_data.height(), m_data.width(), m_data.numClasses(), m_cfg.seed);
+    checkTrainingFootprint(*m_model, m_cfg.batchSize, physicalMemoryBytes());
     m_opt = makeOptimizer(m_cfg);
     m_strategy = makeStrategy(m_cfg, *m_model, *m_opt);
     m_strategy->attach(m_observer, m_stop);

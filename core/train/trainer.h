@@ -62,6 +62,15 @@ struct EvalResult {
     std::size_t count = 0;
 };
 
+// Bytes a training run of `model` holds, roughly: 16 per parameter (value, gradient and two Adam
+// moments in FP32) and 16 per activation value of a batch (the value, its gradient and the
+// kernels' scratch: resnet8 on one 1x1024x1024 image peaked at 4.3 GB, against 4.2 GB estimated).
+std::uint64_t trainingFootprintBytes(Model& model, std::size_t batchSize);
+// Throws ConfigError naming the model, its input shape, the need and `physicalBytes` when the
+// footprint exceeds 80 % of physicalBytes (0: unknown, no check). The Trainer checks it before
+// allocating the optimizer, so an image far too large for a preset is an error, not an OOM kill.
+void checkTrainingFootprint(Model& model, std::size_t batchSize, unsigned long long physicalBytes);
+
 // Evaluates `model` (eval mode) on `set`; optional hooks (e.g. fake-quant) apply to every layer.
 // When predictions is non-null it receives the argmax class of every image.
 EvalResult evaluate(Model& model, const Dataset& data, const LabeledImages& set, std::size_t batchSize,

@@ -1,6 +1,9 @@
 #include "util/memory.h"
 
+#include <fstream>
+#include <string>
 #include <sys/resource.h>
+#include <unistd.h>
 
 namespace quantscope {
 
@@ -9,6 +12,22 @@ double peakResidentMegabytes()
     rusage u{};
     if (getrusage(RUSAGE_SELF, &u) != 0) return 0.0;
     return static_cast<double>(u.ru_maxrss) / 1024.0;
+}
+
+unsigned long long physicalMemoryBytes()
+{
+    const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+    unsigned long long bytes = pages > 0 && page > 0 ? static_cast<unsigned long long>(pages) * static_cast<unsigned long long>(page) : 0;
+    std::ifstream f("/sys/fs/cgroup/memory.max");
+    std::string limit;
+    if (f >> limit && limit != "max") {
+        try {
+            const unsigned long long l = std::stoull(limit);
+            if (l > 0 && (bytes == 0 || l < bytes)) bytes = l;
+        } catch (const std::exception&) {
+        }
+    }
+    return bytes;
 }
 
 } // namespace quantscope
