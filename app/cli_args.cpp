@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 
 namespace quantscope::cli {
@@ -75,8 +76,12 @@ double Args::f64(const std::string& flag, double def, double min, double max) co
     char* end = nullptr;
     const double v = std::strtod(s.c_str(), &end);
     if (s.empty() || *end != '\0' || !std::isfinite(v)) throw UsageError(flag + ": expected a number, got '" + s + "'");
-    if (v < min || v > max)
-        throw UsageError(flag + ": " + s + " is out of range [" + std::to_string(min) + ", " + std::to_string(max) + "]");
+    if (v < min || v > max) {
+        // %g: std::to_string's six decimals printed the --lr bound 1e-12 as 0.000000.
+        char range[64];
+        std::snprintf(range, sizeof range, "[%g, %g]", min, max);
+        throw UsageError(flag + ": " + s + " is out of range " + range);
+    }
     return v;
 }
 

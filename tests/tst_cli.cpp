@@ -146,6 +146,7 @@ void TestCli::errors_data()
     QTest::newRow("--epochs without value") << QStringList{"train", "--epochs"} << kExitUsage
                                             << QStringList{"--epochs", "needs a value"};
     QTest::newRow("--lr negative") << QStringList{"train", "--lr", "-1"} << kExitUsage << QStringList{"--lr"};
+    QTest::newRow("--lr 0") << QStringList{"train", "--lr", "0"} << kExitUsage << QStringList{"--lr: 0 is out of range [1e-12, 100]"};
     QTest::newRow("unknown model") << QStringList{"train", "--data", "$VALID", "--model", "resnet50"} << kExitUsage
                                    << QStringList{"resnet50"};
     QTest::newRow("--data /nonexistent") << QStringList{"train", "--data", "/nonexistent"} << kExitData
