@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <cstdio>
 #include <string>
 
@@ -123,9 +124,18 @@ int runEval(const std::vector<std::string>& argv)
                           std::to_string(model.width) + " images; " + dopt.dir + " has " + std::to_string(data.test.channels) + "x" +
                           std::to_string(data.test.height) + "x" + std::to_string(data.test.width));
     if (args.has("--normalize")) {
-        if (model.normalizationKnown)
-            throw UsageError(path + " stores its input normalisation (" + model.normalization.describe() + "); --normalize is for models that do not");
-        model.normalization = Normalization::parse(args.str("--normalize", "")).broadcast(model.channels);
+        const Normalization given = Normalization::parse(args.str("--normalize", "")).broadcast(model.channels);
+        // The stored one, given again (scripts pass the same flags to every model): fine, to the
+        // four decimals describe() prints. Another one would evaluate a model on inputs it was not
+        // trained on.
+        const Normalization stored = model.normalization.broadcast(model.channels);
+        bool same = true;
+        for (std::size_t c = 0; c < model.channels; ++c)
+            same = same && std::abs(given.mean[c] - stored.mean[c]) <= 5e-4f && std::abs(given.stddev[c] - stored.stddev[c]) <= 5e-4f;
+        if (model.normalizationKnown && !same)
+            throw UsageError(path + " stores its input normalisation (" + model.normalization.describe() + "), and --normalize asks for " +
+                             given.describe() + "; --normalize is for models that do not store one");
+        if (!model.normalizationKnown) model.normalization = given;
     } else if (needStatistics) {
         model.normalization = data.normalization.broadcast(model.channels);
         if (!args.has("--json"))

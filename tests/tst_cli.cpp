@@ -95,6 +95,7 @@ private slots:
     void bnReestimateInEpochEvents();
     void divergedRunExits4();
     void writesThroughDevicesAndLinks();
+    void evalNormalizeAgainstTheStoredOne();
     void ignoredOptionsAreNamed_data();
     void ignoredOptionsAreNamed();
 
@@ -265,6 +266,25 @@ void TestCli::writesThroughDevicesAndLinks()
     QCOMPARE(p.exitCode(), kExitData);
     const QString err = QString::fromUtf8(p.readAllStandardError());
     QVERIFY2(err.contains("write failed: standard output: the disk is full"), qPrintable(err));
+}
+
+// eval --normalize on a model that stores its normalisation: the same values again are accepted
+// (a script passing the same flags to every model used to fail), others are a usage error naming both.
+void TestCli::evalNormalizeAgainstTheStoredOne()
+{
+    const QString model = m_tmp.filePath("normalized.qsm");
+    const Result trained = runCli({"train", "--model", "mlp", "--data", m_valid, "--train-limit", "200", "--test-limit", "50",
+                                   "--quiet", "--normalize", "0.25,0.5", "--export", model});
+    QVERIFY2(trained.exitCode == kExitOk, qPrintable(trained.err));
+    const QStringList eval{"eval", model, "--data", m_valid, "--test-limit", "50", "--normalize"};
+    const Result same = runCli(eval + QStringList{"0.25,0.5"});
+    QVERIFY2(same.exitCode == kExitOk, qPrintable(same.err));
+    const Result plain = runCli({"eval", model, "--data", m_valid, "--test-limit", "50"});
+    QCOMPARE(same.out, plain.out);
+    const Result other = runCli(eval + QStringList{"0.3,0.5"});
+    QCOMPARE(other.exitCode, kExitUsage);
+    QVERIFY2(other.err.contains("stores its input normalisation (mean 0.2500, std 0.5000), and --normalize asks for mean 0.3000, std 0.5000"),
+             qPrintable(other.err));
 }
 
 void TestCli::modelFiles()
