@@ -181,6 +181,11 @@ void TestOnnxImportErrors::badInput_data()
             v->set_name("second");
         },
         "ConfigError", "several inputs ('input', 'second')");
+    row("an int64 input", "seqview_op13_fold",
+        [](onnx::ModelProto& mp) {
+            mp.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::INT64);
+        },
+        "ConfigError", "input 'input' has element type int64, not float32");
     row("no opset", "seqview_op13_fold", [](onnx::ModelProto& mp) { mp.clear_opset_import(); }, "FormatError", "not an ONNX model");
     row("no graph", "seqview_op13_fold", [](onnx::ModelProto& mp) { mp.clear_graph(); }, "FormatError", "not an ONNX model");
 }

@@ -2,6 +2,7 @@
 // not a model, impossible graphs) must give a typed error naming the file, never a crash or a huge
 // allocation.
 #include "infer/model_runner.h"
+#include "io/model_source.h"
 #include "io/qsm.h"
 #include "nn/add.h"
 #include "nn/conv2d.h"
@@ -44,6 +45,7 @@ private slots:
     void unknownVersion();
     void softmaxNeedsVersion4();
     void notAModel();
+    void renamedModelFilesSayWhatTheyAre();
     void impossibleGraphs_data();
     void impossibleGraphs();
 
@@ -298,6 +300,22 @@ void TestQsmErrors::impossibleGraphs()
     QCOMPARE(c.type, QString("FormatError"));
     QVERIFY2(c.message.startsWith(QString::fromStdString(path) + ": "), qPrintable(c.message));
     QVERIFY2(c.message.contains(expected), qPrintable(c.message));
+}
+
+// A .qsm named .onnx and an ONNX file named .qsm: the error says which kind the file is (it said
+// "the protobuf does not parse" and "bad magic number").
+void TestQsmErrors::renamedModelFilesSayWhatTheyAre()
+{
+    const std::string qsmAsOnnx = m_dir + "/model-qsm.onnx", onnxAsQsm = m_dir + "/model-onnx.qsm";
+    writeQsm(qsmAsOnnx, smallGraph());
+    std::filesystem::copy_file(QS_TEST_DATA "/../onnx_import/seqview_op13_fold.onnx", onnxAsQsm,
+                               std::filesystem::copy_options::overwrite_existing);
+    const Caught a = catchError([&] { readModelFile(qsmAsOnnx); });
+    QCOMPARE(a.type, QString("FormatError"));
+    QVERIFY2(a.message.contains("model-qsm.onnx: is a QuantScope .qsm model, not ONNX: rename it"), qPrintable(a.message));
+    const Caught b = catchError([&] { readModelFile(onnxAsQsm); });
+    QCOMPARE(b.type, QString("FormatError"));
+    QVERIFY2(b.message.contains("model-onnx.qsm: is an ONNX model, not a QuantScope .qsm: rename it"), qPrintable(b.message));
 }
 
 QTEST_GUILESS_MAIN(TestQsmErrors)

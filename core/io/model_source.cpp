@@ -7,7 +7,9 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 
 namespace quantscope {
 
@@ -38,9 +40,28 @@ bool isModelFile(const std::string& spec)
 ExportedModel readModelFile(const std::string& path)
 {
     const std::string e = lowerExtension(path);
-    if (e == ".qsm") return readQsm(path);
-    if (e == ".onnx") return readOnnxModel(path);
-    throw ConfigError(path + ": not a model file (expected .qsm or .onnx)");
+    if (e != ".qsm" && e != ".onnx") throw ConfigError(path + ": not a model file (expected .qsm or .onnx)");
+    try {
+        return e == ".qsm" ? readQsm(path) : readOnnxModel(path);
+    } catch (const FormatError&) {
+        // A file of the other kind under a wrong name: say so rather than "bad magic number" or
+        // "the protobuf does not parse".
+        if (e == ".onnx") {
+            std::ifstream f(path, std::ios::binary);
+            std::uint8_t head[8] = {};
+            if (f.read(reinterpret_cast<char*>(head), 8) && std::memcmp(head, kQsmMagic, 8) == 0)
+                throw FormatError(path + ": is a QuantScope .qsm model, not ONNX: rename it to end in .qsm");
+        } else {
+            bool onnx = false;
+            try {
+                readOnnxModel(path);
+                onnx = true;
+            } catch (const Error&) {
+            }
+            if (onnx) throw FormatError(path + ": is an ONNX model, not a QuantScope .qsm: rename it to end in .onnx");
+        }
+        throw;
+    }
 }
 
 std::optional<Normalization> storedNormalization(const std::string& path)

@@ -3,6 +3,8 @@
 #include "io/onnx_const.h"
 
 #include <algorithm>
+#include <cctype>
+#include <cstdint>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -413,7 +415,7 @@ ConstTensor cast(const onnx::NodeProto& n, const ConstTensor& a)
             else r.i[k] = to == TensorProto::BOOL ? (a.f[k] != 0.0f) : static_cast<std::int64_t>(a.f[k]);
         }
     } else {
-        fail("Cast to element type " + std::to_string(to) + " is not folded", true);
+        fail("Cast to element type " + elemTypeName(to) + " is not folded", true);
     }
     return r;
 }
@@ -477,6 +479,15 @@ ConstTensor shapeOf(const onnx::NodeProto& n, const ConstTensor& a)
 
 } // namespace
 
+std::string elemTypeName(std::int64_t type)
+{
+    if (type < 0 || type > INT32_MAX || !onnx::TensorProto::DataType_IsValid(static_cast<int>(type)))
+        return "type " + std::to_string(type);
+    std::string n = onnx::TensorProto::DataType_Name(static_cast<onnx::TensorProto::DataType>(type));
+    std::transform(n.begin(), n.end(), n.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    return n;
+}
+
 std::uint64_t checkedNumel(const std::vector<std::int64_t>& dims, const std::string& what)
 {
     std::uint64_t n = 1;
@@ -536,7 +547,7 @@ ConstTensor decodeTensor(const TensorProto& t)
             else r.i[k] = in64 ? t.int64_data(kk) : inU64 ? static_cast<std::int64_t>(t.uint64_data(kk)) : t.int32_data(kk);
         }
     } else {
-        fail(what + " has element type " + std::to_string(type) + "; float32, float64 and integers are read", true);
+        fail(what + " has element type " + elemTypeName(type) + "; float32, float64 and integers are read", true);
     }
     return r;
 }

@@ -46,6 +46,8 @@ struct FoldError {
 
 // Element count of `dims`, checked: every dim in [0, 2^31], the product at most kMaxConstElements.
 // Throws FoldError.
+// An ONNX element type as its name: "int64", "float16", "type 99" for an unknown code.
+std::string elemTypeName(std::int64_t type);
 std::uint64_t checkedNumel(const std::vector<std::int64_t>& dims, const std::string& what);
 
 // Decodes an initializer or a Constant's tensor. Throws FoldError for external data, an unknown

@@ -108,7 +108,7 @@ void Importer::readInput()
     if (!in->type().has_tensor_type()) fail("input '" + m_inputName + "' is not a tensor");
     const auto& tt = in->type().tensor_type();
     if (tt.elem_type() != onnx::TensorProto::FLOAT)
-        fail("input '" + m_inputName + "' has element type " + std::to_string(tt.elem_type()) + ", not float32", true);
+        fail("input '" + m_inputName + "' has element type " + elemTypeName(tt.elem_type()) + ", not float32", true);
     const auto& shape = tt.shape();
     if (shape.dim_size() == 2) return readFlatInput(shape);
     if (shape.dim_size() != 4)

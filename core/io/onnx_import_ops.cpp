@@ -577,7 +577,7 @@ void Importer::identity(const NodeProto& n) { define(n, value(n, 0)); }
 void Importer::cast(const NodeProto& n)
 {
     const std::size_t x = act(n, 0);
-    if (attrInt(n, "to", 0) != onnx::TensorProto::FLOAT) failNode(n, "casts an activation to element type " + std::to_string(attrInt(n, "to", 0)) + "; activations are float32");
+    if (attrInt(n, "to", 0) != onnx::TensorProto::FLOAT) failNode(n, "casts an activation to element type " + elemTypeName(attrInt(n, "to", 0)) + "; activations are float32");
     alias(n, x);
 }
 
