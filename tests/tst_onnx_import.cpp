@@ -36,6 +36,7 @@ class TestOnnxImport : public QObject {
     Q_OBJECT
 
 private slots:
+    void clampChainsAreRelu6();
     void matchesPyTorch_data();
     void matchesPyTorch();
     void softmaxHeadIsKept();
@@ -54,7 +55,7 @@ void TestOnnxImport::matchesPyTorch_data()
     for (const char* n : {"seqview_op11_nofold_dyn", "seqview_op13_fold", "flatten_bn_op17_nofold", "flatten_bn_op13_fold_dyn",
                           "residual_op13_fold_dyn", "residual_op11_nofold", "mobile_op11_fold_dyn", "mobile_op17_nofold_dyn",
                           "padconv_op13_nofold", "padconv_op17_fold_dyn", "matmul_op13_nofold_dyn", "poolpad_op13_fold_dyn", "squeeze_op11_nofold",
-                          "squeeze_op13_fold_dyn", "squeezeall_op13_fold", "ref_resnet8",
+                          "squeeze_op13_fold_dyn", "squeezeall_op13_fold", "clampchain_op13_fold_dyn", "clampchain_op11_nofold", "ref_resnet8",
                           "ref_mobilenet-tiny"})
         QTest::newRow(n) << QString(n);
 }
@@ -79,6 +80,20 @@ void TestOnnxImport::matchesPyTorch()
     std::vector<std::string> names = layerNames(m);
     std::sort(names.begin(), names.end());
     QVERIFY(std::adjacent_find(names.begin(), names.end()) == names.end());
+}
+
+// ReLU6 written as two clamps (x.clamp(min=0).clamp(max=6), F.relu(x).clamp(max=6)) imports as
+// one ReLU6 layer each, the trailing clamp(min=0) as nothing: a user's model was refused at
+// "Clip(-inf, 6)". matchesPyTorch compares the outputs.
+void TestOnnxImport::clampChainsAreRelu6()
+{
+    for (const char* name : {"clampchain_op13_fold_dyn", "clampchain_op11_nofold"}) {
+        const ExportedModel m = importOnnx((kFixtures / (std::string(name) + ".onnx")).string());
+        std::vector<LayerKind> kinds;
+        for (const StoredLayer& l : m.layers)
+            if (l.kind == LayerKind::ReLU || l.kind == LayerKind::ReLU6) kinds.push_back(l.kind);
+        QVERIFY2(kinds == std::vector<LayerKind>({LayerKind::ReLU6, LayerKind::ReLU6}), name);
+    }
 }
 
 // A graph ending in Softmax keeps it as the model's last layer: the model outputs the file's

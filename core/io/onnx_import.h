@@ -1,9 +1,10 @@
 // General FP32 ONNX import: the graphs torch.onnx.export (opsets 11-17) and similar tools write,
 // read through Debian's libonnx protobuf classes into a float ExportedModel (buildModel() makes
-// it a trainable Model). Layers: Conv, Gemm, MatMul(+Add), Relu, Clip (ReLU6 / ReLU), MaxPool,
-// AveragePool, GlobalAveragePool, ReduceMean over (H, W), BatchNormalization (inference form),
-// Add (residual), Flatten, Reshape to (N, -1), Dropout, Identity, LogSoftmax, and a trailing
-// Softmax (dropped, see below). Constant subgraphs are folded (onnx_const.h); a zero Pad merges
+// it a trainable Model). Layers: Conv, Gemm, MatMul(+Add), Relu, Clip (ReLU6 / ReLU; a Clip(max=6)
+// or Clip(min <= 0) right after a Relu that nothing else reads merges into it, as PyTorch writes
+// x.clamp(min=0).clamp(max=6)), MaxPool, AveragePool, GlobalAveragePool, ReduceMean over (H, W),
+// BatchNormalization (inference form), Add (residual), Flatten, Reshape to (N, -1), Dropout,
+// Identity, LogSoftmax, and a trailing Softmax (kept as the last layer). Constant subgraphs are folded (onnx_const.h); a zero Pad merges
 // into the Conv or AveragePool after it; Sub/Div of the input by scalars (QuantScope's own exports) become
 // ExportedModel::mean/stddev. A Gemm without C or a MatMul without an Add after it (PyTorch's
 // nn.Linear(..., bias=False)) is a Linear without a bias, so parameters count as in PyTorch.

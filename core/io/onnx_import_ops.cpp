@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <set>
 #include <string>
@@ -304,10 +305,24 @@ void Importer::clip(const NodeProto& n)
                 (i == 1 ? lo : hi) = static_cast<float>(c->at(0));
             }
     }
+    // Right after a ReLU that nothing else reads (x.clamp(min=0).clamp(max=6), F.relu(x).clamp(max=6)):
+    // a lower bound of at most 0 changes nothing, so Clip(lo <= 0, 6) makes the ReLU a ReLU6 and
+    // Clip(lo <= 0) is nothing at all.
+    const bool afterRelu = x > 0 && x == m_m.layers.size() && m_uses[n.input(0)] == 1 &&
+                           (m_m.layers[x - 1].kind == LayerKind::ReLU || m_m.layers[x - 1].kind == LayerKind::ReLU6);
+    if (afterRelu && lo <= 0.0f && (hi == 6.0f || (std::isinf(hi) && hi > 0))) {
+        if (hi == 6.0f) m_m.layers[x - 1].kind = LayerKind::ReLU6;
+        return alias(n, x);
+    }
     StoredLayer l;
     if (lo == 0.0f && hi == 6.0f) l.kind = LayerKind::ReLU6;
     else if (lo == 0.0f && std::isinf(hi) && hi > 0) l.kind = LayerKind::ReLU;
-    else failNode(n, "Clip(" + std::to_string(lo) + ", " + std::to_string(hi) + "): only Clip(0, 6) (ReLU6) and Clip(0) (ReLU) are layers QuantScope has");
+    else {
+        char bounds[64];
+        std::snprintf(bounds, sizeof bounds, "Clip(%g, %g)", lo, hi);
+        failNode(n, std::string(bounds) + ": only Clip(0, 6) (ReLU6) and Clip(0) (ReLU) are layers QuantScope has, and Clip(max=6) "
+                    "right after a ReLU");
+    }
     addLayer(n, std::move(l), shapeOf(x), {x});
 }
 

@@ -10,7 +10,8 @@ For each case NAME it writes, next to this script:
               output on them, flat, row-major.
 tst_onnx_import compares QuantScope's forward with "output" within 1e-4.
 
-Usage: /usr/bin/python3 tests/onnx_import/make_fixtures.py [OUT_DIR]
+Usage: /usr/bin/python3 tests/onnx_import/make_fixtures.py [OUT_DIR [NAME...]]
+(with NAMEs, only those cases are written; each case's seed depends only on its place in CASES)
 """
 import json
 import os
@@ -224,6 +225,24 @@ class ImageMLPView(ImageMLP):
         super().__init__(view=True)
 
 
+class ClampChain(nn.Module):
+    """ReLU6 written as two clamps: x.clamp(min=0).clamp(max=6) (Clip(0) then Clip(max=6)) and
+    F.relu(x).clamp(max=6) (Relu then Clip), then x.clamp(min=0) after a Relu (a no-op)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 6, 3, stride=2, padding=1)
+        self.fc = nn.Linear(6, 10)
+        for conv in (self.conv1, self.conv2):  # large enough outputs that the bound 6 is reached
+            conv.weight.data *= 8
+
+    def forward(self, x):
+        x = self.conv1(x).clamp(min=0).clamp(max=6)
+        x = F.relu(self.conv2(x)).clamp(max=6).clamp(min=0)
+        return self.fc(x.mean((2, 3)))
+
+
 # name, module, input [C, H, W] (or [features] for a flat input), opset, do_constant_folding, dynamic batch
 CASES = [
     ("seqview_op11_nofold_dyn", SeqView, (1, 12, 12), 11, False, True),
@@ -247,6 +266,8 @@ CASES = [
     ("flatmlpbn_op11_nofold", FlatMLPBN, (64,), 11, False, False),
     ("imgmlp_op13_fold_dyn", ImageMLP, (1, 8, 8), 13, True, True),
     ("imgmlpview_op11_nofold", ImageMLPView, (1, 8, 8), 11, False, False),
+    ("clampchain_op13_fold_dyn", ClampChain, (1, 8, 8), 13, True, True),
+    ("clampchain_op11_nofold", ClampChain, (1, 8, 8), 11, False, False),
 ]
 
 
@@ -260,7 +281,10 @@ def head_of(name, module):
 
 def main():
     os.makedirs(OUT, exist_ok=True)
+    only = set(sys.argv[2:])
     for i, (name, cls, chw, opset, fold, dynamic) in enumerate(CASES):
+        if only and name not in only:
+            continue
         torch.manual_seed(100 + i)
         model = cls()
         # Non-trivial BatchNorm statistics, as after training.
