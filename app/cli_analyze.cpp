@@ -337,11 +337,14 @@ int runSensitivity(const Args& args)
         std::printf("%-24s", r.cells[i * nf].layer.c_str());
         for (std::size_t j = 0; j < nf && i * nf + j < r.cells.size(); ++j) {
             const SensitivityCell& c = r.cells[i * nf + j];
-            std::printf(" | %7.2f%% %+6.2f %7s %6.4f", 100.0 * c.accuracy, -c.dropPoints, db(c.logitSqnrDb).c_str(), c.klDivergence);
+            // +0.0 for no change (a drop of 0 printed as "-0.00")
+            std::printf(" | %7.2f%% %+6.2f %7s %6.4f", 100.0 * c.accuracy, c.dropPoints == 0.0 ? 0.0 : -c.dropPoints,
+                        db(c.logitSqnrDb).c_str(), c.klDivergence);
         }
         std::printf("\n");
     }
-    std::printf("(change: accuracy points against FP32; SQNR of the model's outputs in dB; KL(p_fp32 || p_q) in nats) %.1f s\n", r.seconds);
+    std::printf("(change: accuracy points against FP32; SQNR of the model's outputs in dB; KL(p_fp32 || p_q) in nats)\n");
+    std::printf("%.1f s\n", r.seconds);
     return status;
 }
 
@@ -401,7 +404,7 @@ int runSearch(const Args& args)
         nlohmann::json plans = nlohmann::json::array();
         for (const EvaluatedPlan& p : r.plans)
             plans.push_back({{"label", p.label}, {"bytes", p.bytes}, {"bits_per_weight", p.bitsPerWeight}, {"accuracy", p.accuracy},
-                             {"uniform", p.uniform}, {"on_front", p.onFront}, {"plan", nlohmann::json::parse(planToJson(p.plan))}});
+                             {"uniform", p.uniform}, {"on_front", p.onFront}, {"over_budget", p.overBudget}, {"plan", nlohmann::json::parse(planToJson(p.plan))}});
         nlohmann::json j = {{"event", "search"}, {"model", in.name}, {"fp32_val_acc", r.fp32Accuracy}, {"validation_images", r.images},
                             {"evaluations", r.evaluations}, {"sensitivity_evaluations", r.sensitivityEvaluations}, {"plans", plans},
                             {"stopped", r.stopped}, {"seconds", r.seconds}};
@@ -419,7 +422,8 @@ int runSearch(const Args& args)
     for (std::size_t k = 0; k < r.plans.size(); ++k) {
         const EvaluatedPlan& p = r.plans[k];
         std::printf("%-5s %-46s %12llu %6.2f %8.2f%%%s\n", p.onFront ? "*" : "", p.label.c_str(), static_cast<unsigned long long>(p.bytes),
-                    p.bitsPerWeight, 100.0 * p.accuracy, static_cast<long>(k) == r.chosen ? "   <- chosen" : "");
+                    p.bitsPerWeight, 100.0 * p.accuracy,
+                    static_cast<long>(k) == r.chosen ? "   <- chosen" : p.overBudget ? "   over budget: not taken" : "");
     }
     if (r.chosen < 0) {
         std::printf("no evaluated plan meets the budget\n");

@@ -40,6 +40,9 @@ private slots:
             QCOMPARE(p.onFront, !dominated);
         }
         QCOMPARE(uniform, std::size_t{3});
+        // A greedy move is marked over budget exactly when it lost more than the budget.
+        for (const EvaluatedPlan& p : r.plans)
+            QCOMPARE(p.overBudget, !p.uniform && 100.0 * (r.fp32Accuracy - p.accuracy) > 2.0);
         QVERIFY(r.chosen >= 0);
         const EvaluatedPlan& c = r.plans[static_cast<std::size_t>(r.chosen)];
         QVERIFY(100.0 * (r.fp32Accuracy - c.accuracy) <= 2.0);

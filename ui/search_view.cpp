@@ -400,7 +400,10 @@ void SearchView::selectPlan(long plan)
     const EvaluatedPlan& e = m_report.plans[static_cast<std::size_t>(plan)];
     m_planTitle->setText(tr("<b>%1</b>%2<br>%3 \u00b7 %4 bits/weight \u00b7 validation %5")
                              .arg(QString::fromStdString(e.label).toHtmlEscaped(),
-                                  plan == m_report.chosen ? tr(" \u2014 chosen") : e.onFront ? tr(" \u2014 on the front") : QString(),
+                                  plan == m_report.chosen ? tr(" \u2014 chosen")
+                                  : e.overBudget          ? tr(" \u2014 over the accuracy budget, not taken")
+                                  : e.onFront             ? tr(" \u2014 on the front")
+                                                          : QString(),
                                   formatBytes(double(e.bytes)))
                              .arg(e.bitsPerWeight, 0, 'f', 2)
                              .arg(formatPercent(e.accuracy, 2)));

@@ -150,6 +150,7 @@ MixedSearchReport searchMixedPrecision(Model& model, const Dataset& data, const 
             currentBytes = e->bytes;
         } else {
             rejected[li][oi] = true; // this option is too costly here; smaller options of the layer may still be tried
+            r.plans[static_cast<std::size_t>(e - r.plans.data())].overBudget = true;
         }
     }
     (void)currentAcc;

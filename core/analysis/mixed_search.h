@@ -39,6 +39,8 @@ struct EvaluatedPlan {
     double accuracy = 0.0;      // validation
     bool uniform = false;
     bool onFront = false;       // no other plan is at most as large and at least as accurate (one strictly)
+    bool overBudget = false;    // a greedy move past the accuracy budget: evaluated, not taken (the next
+                                // step starts again from the plan before it)
 };
 
 struct MixedSearchReport {
