@@ -48,6 +48,7 @@ const char* const kAnalyzeHelp =
     "  --calibrations C,... candidate weight calibrations (default minmax; e.g. minmax,mse)\n"
     "  --max-evals N        plans evaluated at most (default 80)\n"
     "  --plan-out FILE      write the chosen plan (docs/PLANS.md)\n"
+    "  --test-limit N       test images for the chosen plan's test accuracy (default: all)\n"
     "Ctrl+C stops sensitivity and search within one evaluation; they print what they measured (exit 130).\n"
     "\n"
     "sensitivity: quantizes one Conv2d/Linear layer at a time (PTQ; all other layers FP32) to each\n"
@@ -66,7 +67,8 @@ const char* const kAnalyzeHelp =
     "first layer whose SQNR falls below --threshold. MODEL is an FP32 .qsm or .onnx file (or a\n"
     "preset name, freshly initialised).\n"
     "\n"
-    "  --data PATH          dataset (any layout 'train' reads; default Fashion-MNIST)\n"
+    "  --data PATH          dataset (any layout 'train' reads; default Fashion-MNIST), with\n"
+    "                       --image-shape CxHxW, --resize HxW and --test-fraction F as for train\n"
     "  --format F           weight format (default int8)\n"
     "  --granularity G      tensor, channel, group:N, ... (default channel)\n"
     "  --calibration C      weight ranges: minmax (default), percentile, mse, moving-average\n"
@@ -177,8 +179,7 @@ int runCompare(const Args& args)
     if (!runner.empty() && runner != "engine") throw UsageError("unknown --runner '" + runner + "' (engine)");
     const bool json = args.has("--json");
 
-    DatasetOptions dopt;
-    dopt.dir = args.str("--data", kDefaultDataDir);
+    DatasetOptions dopt = datasetOptions(args); // --data, --image-shape, --resize, --test-fraction
     dopt.testLimit = images;
     AnalysisInput in = loadAnalysisInput(args, spec, dopt, json);
     Dataset& data = in.data;
@@ -290,8 +291,7 @@ int runSensitivity(const Args& args)
     const std::size_t threads = args.u64("--threads", 2, 1, 1024);
     const bool json = args.has("--json");
 
-    DatasetOptions dopt;
-    dopt.dir = args.str("--data", kDefaultDataDir);
+    DatasetOptions dopt = datasetOptions(args); // --data, --image-shape, --resize, --test-fraction
     dopt.validation = args.u64("--validation", 5000, 1);
     dopt.testLimit = 1; // the test set is not used
     std::optional<SigintScope> sigint(std::in_place); // from here, Ctrl+C stops cleanly
@@ -375,9 +375,9 @@ int runSearch(const Args& args)
     const std::size_t threads = args.u64("--threads", 2, 1, 1024);
     const bool json = args.has("--json");
 
-    DatasetOptions dopt;
-    dopt.dir = args.str("--data", kDefaultDataDir);
+    DatasetOptions dopt = datasetOptions(args); // --data, --image-shape, --resize, --test-fraction
     dopt.validation = args.u64("--validation", 5000, 1);
+    dopt.testLimit = args.u64("--test-limit", 0, 1); // the chosen plan's test accuracy
     const SigintScope sigint; // from here, Ctrl+C stops cleanly
     AnalysisInput in = loadAnalysisInput(args, spec, dopt, json);
     const bool tty = !json && ::isatty(STDERR_FILENO);
@@ -448,7 +448,8 @@ int runAnalyze(const std::vector<std::string>& argv)
     const Args args(argv,
                     {"--data", "--format", "--granularity", "--calibration", "--act-format", "--act-calibration", "--calib-images",
                      "--images", "--threshold", "--normalize", "--runner", "--threads", "--plan", "--layer", "--keep-fp32",
-                     "--formats", "--validation", "--calibrations", "--max-evals", "--max-drop", "--max-bytes", "--plan-out"},
+                     "--formats", "--validation", "--calibrations", "--max-evals", "--max-drop", "--max-bytes", "--plan-out",
+                     "--image-shape", "--resize", "--test-fraction", "--test-limit"},
                     {"--json", "--help", "--all-but-one"});
     if (args.has("--help") || args.positional().empty()) {
         std::fputs(kAnalyzeHelp, args.has("--help") ? stdout : stderr);

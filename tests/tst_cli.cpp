@@ -96,6 +96,7 @@ private slots:
     void divergedRunExits4();
     void writesThroughDevicesAndLinks();
     void evalNormalizeAgainstTheStoredOne();
+    void analyzeTakesTheDataOptions();
     void ignoredOptionsAreNamed_data();
     void ignoredOptionsAreNamed();
 
@@ -285,6 +286,37 @@ void TestCli::evalNormalizeAgainstTheStoredOne()
     QCOMPARE(other.exitCode, kExitUsage);
     QVERIFY2(other.err.contains("stores its input normalisation (mean 0.2500, std 0.5000), and --normalize asks for mean 0.3000, std 0.5000"),
              qPrintable(other.err));
+}
+
+// analyze reads datasets as train does: a CSV of 1x8x12 images needs --image-shape (96 columns
+// are neither k^2 nor 3k^2), which analyze refused as an unknown option; search takes --test-limit.
+void TestCli::analyzeTakesTheDataOptions()
+{
+    const QString csv = m_tmp.filePath("colour.csv"), model = m_tmp.filePath("colour.qsm");
+    {
+        QFile f(csv);
+        QVERIFY(f.open(QIODevice::WriteOnly));
+        Rng rng(3);
+        for (int i = 0; i < 90; ++i) {
+            const int label = i % 3;
+            QStringList row{QString::number(label)};
+            for (int p = 0; p < 96; ++p) row << QString::number((p / 32 == label ? 150 : 0) + int(rng.below(100)));
+            f.write((row.join(',') + "\n").toUtf8());
+        }
+    }
+    const QStringList data{"--data", csv, "--image-shape", "1x8x12", "--test-fraction", "0.2"};
+    const Result trained = runCli(QStringList{"train", "--model", "mlp", "--quiet", "--export", model} + data);
+    QVERIFY2(trained.exitCode == kExitOk, qPrintable(trained.err));
+    const Result cmp = runCli(QStringList{"analyze", "compare", model, "--images", "16", "--json"} + data);
+    QVERIFY2(cmp.exitCode == kExitOk, qPrintable(cmp.err));
+    const Result sens = runCli(QStringList{"analyze", "sensitivity", model, "--validation", "20", "--formats", "int8", "--json"} + data);
+    QVERIFY2(sens.exitCode == kExitOk, qPrintable(sens.err));
+    const Result search = runCli(QStringList{"analyze", "search", model, "--validation", "20", "--formats", "int8,int4",
+                                             "--max-drop", "50", "--test-limit", "10"} + data);
+    QVERIFY2(search.exitCode == kExitOk, qPrintable(search.err));
+    QVERIFY2(search.out.contains("chosen:"), qPrintable(search.out));
+    const Result missing = runCli({"analyze", "compare", model, "--data", csv});
+    QCOMPARE(missing.exitCode, kExitData);
 }
 
 void TestCli::modelFiles()
