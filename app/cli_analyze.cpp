@@ -130,6 +130,7 @@ AnalysisInput loadAnalysisInput(const Args& args, const std::string& spec, const
 {
     AnalysisInput in;
     in.data = Dataset::load(dopt);
+    unusedDatasetFlags(args, in.data, "analyze", json);
     Dataset& data = in.data;
     if (args.has("--normalize")) data.normalization = Normalization::parse(args.str("--normalize", "")).broadcast(data.channels());
     const Shape input{data.channels(), data.height(), data.width()};

@@ -99,4 +99,17 @@ DatasetOptions datasetOptions(const Args& args)
     return o;
 }
 
+std::vector<std::string> unusedDatasetFlags(const Args& args, const Dataset& data, const char* command, bool quiet)
+{
+    std::vector<std::string> unused;
+    const auto note = [&](const char* flag, const std::string& why) {
+        if (!args.has(flag)) return;
+        unused.push_back(flag);
+        if (!quiet) std::fprintf(stderr, "quantscope-cli %s: %s is ignored: %s\n", command, flag, why.c_str());
+    };
+    if (data.layout != DatasetLayout::Csv) note("--image-shape", std::string("it is for CSV files, and ") + data.dir + " is " + layoutName(data.layout));
+    if (!data.splitByFraction) note("--test-fraction", data.dir + " gives its own test set");
+    return unused;
+}
+
 } // namespace quantscope::cli

@@ -45,5 +45,9 @@ private:
 // --resize HxW, --test-fraction F. The caller adds limits and the seed.
 inline const std::set<std::string> kDatasetFlags = {"--data", "--image-shape", "--resize", "--test-fraction"};
 DatasetOptions datasetOptions(const Args& args);
+// The dataset flags given that `data` did not use (--image-shape on anything but a CSV,
+// --test-fraction where the files give the test set), each named on stderr as "<command>: ..."
+// unless quiet.
+std::vector<std::string> unusedDatasetFlags(const Args& args, const Dataset& data, const char* command, bool quiet);
 
 } // namespace quantscope::cli

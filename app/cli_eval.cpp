@@ -119,6 +119,7 @@ int runEval(const std::vector<std::string>& argv)
     const bool needStatistics = !model.normalizationKnown && !args.has("--normalize");
     dopt.trainLimit = needStatistics ? 0 : 1;
     const Dataset data = Dataset::load(dopt);
+    unusedDatasetFlags(args, data, "eval", args.has("--json"));
     if (data.test.channels != model.channels || data.test.height != model.height || data.test.width != model.width)
         throw ConfigError(path + " takes " + std::to_string(model.channels) + "x" + std::to_string(model.height) + "x" +
                           std::to_string(model.width) + " images; " + dopt.dir + " has " + std::to_string(data.test.channels) + "x" +

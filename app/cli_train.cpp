@@ -593,6 +593,7 @@ int runTrain(const std::vector<std::string>& argv)
     dopt.validation = args.u64("--validation", 0);
     dopt.seed = cfg.seed;
     Dataset data = Dataset::load(dopt);
+    for (const std::string& f : unusedDatasetFlags(args, data, "train", false)) ignored.push_back(f);
     if (args.has("--normalize")) {
         data.normalization = Normalization::parse(args.str("--normalize", "")).broadcast(data.channels());
     }

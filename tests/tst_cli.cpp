@@ -459,14 +459,18 @@ void TestCli::ignoredOptionsAreNamed_data()
     QTest::addColumn<QString>("strategy");
     QTest::addColumn<QStringList>("options");
     QTest::addColumn<QStringList>("ignored");
-    QTest::newRow("fp32 --format") << "fp32" << QStringList{"--format", "int4"} << QStringList{"--format"};
+    QTest::addColumn<QStringList>("dataIgnored"); // dataset flags the IDX folder does not use
+    QTest::newRow("fp32 --format") << "fp32" << QStringList{"--format", "int4"} << QStringList{"--format"} << QStringList{};
     QTest::newRow("fp32 several") << "fp32" << QStringList{"--format", "int4", "--granularity", "tensor", "--calib-images", "10"}
-                                  << QStringList{"--format", "--granularity", "--calib-images"};
+                                  << QStringList{"--format", "--granularity", "--calib-images"} << QStringList{};
     QTest::newRow("mixed --granularity") << "mixed" << QStringList{"--format", "bf16", "--granularity", "tensor"}
-                                         << QStringList{"--granularity"};
+                                         << QStringList{"--granularity"} << QStringList{};
     QTest::newRow("qat --calib-images --max-skipped-steps") << "qat" << QStringList{"--calib-images", "10", "--max-skipped-steps", "5"}
-                                                            << QStringList{"--calib-images", "--max-skipped-steps"};
-    QTest::newRow("ptq, all used") << "ptq" << QStringList{"--format", "int4", "--calib-images", "50"} << QStringList{};
+                                                            << QStringList{"--calib-images", "--max-skipped-steps"} << QStringList{};
+    QTest::newRow("ptq, all used") << "ptq" << QStringList{"--format", "int4", "--calib-images", "50"} << QStringList{} << QStringList{};
+    QTest::newRow("--image-shape and --test-fraction on IDX")
+        << "fp32" << QStringList{"--image-shape", "1x28x28", "--test-fraction", "0.3"} << QStringList{}
+        << QStringList{"--image-shape", "--test-fraction"};
 }
 
 void TestCli::ignoredOptionsAreNamed()
@@ -474,6 +478,7 @@ void TestCli::ignoredOptionsAreNamed()
     QFETCH(QString, strategy);
     QFETCH(QStringList, options);
     QFETCH(QStringList, ignored);
+    QFETCH(QStringList, dataIgnored);
     const Result r = runCli(QStringList{"train", "--data", m_valid, "--json", "--quiet", "--model", "mlp", "--train-limit", "100",
                                         "--test-limit", "50", "--strategy", strategy} + options);
     QVERIFY2(r.exitCode == kExitOk, qPrintable(QString("exit %1: %2").arg(r.exitCode).arg(r.err)));
@@ -486,6 +491,9 @@ void TestCli::ignoredOptionsAreNamed()
         QVERIFY2(!users.isEmpty() && !users.split(", ").contains(strategy), qPrintable(mine[0]));
         QCOMPARE(users.toStdString(), strategiesUsing(flag.mid(2).toStdString()));
     }
+    const QStringList dataLines = r.err.split('\n', Qt::SkipEmptyParts).filter(" is ignored: ");
+    QCOMPARE(dataLines.size(), dataIgnored.size());
+    for (const QString& flag : dataIgnored) QVERIFY2(dataLines.filter(flag + " is ignored: ").size() == 1, qPrintable(r.err));
     nlohmann::json start;
     for (const QString& line : r.out.split('\n', Qt::SkipEmptyParts)) {
         const nlohmann::json j = nlohmann::json::parse(line.toStdString());
@@ -494,7 +502,7 @@ void TestCli::ignoredOptionsAreNamed()
     QVERIFY2(start.contains("ignored_options"), start.dump().c_str());
     QStringList listed;
     for (const auto& o : start["ignored_options"]) listed << QString::fromStdString(o.get<std::string>());
-    QCOMPARE(listed, ignored);
+    QCOMPARE(listed, ignored + dataIgnored);
 }
 
 // Ctrl-C during training: the run stops within a batch, still reports "done" with stopped=true,

@@ -217,6 +217,7 @@ RawDataset readCsvDataset(const std::string& path, const DatasetOptions& opts)
         auto [tr, te] = splitTrainTest(all, opts.testFraction, trainPath.string());
         raw.train = std::move(tr);
         raw.test = std::move(te);
+        raw.splitByFraction = true;
         raw.split = std::to_string(static_cast<int>(std::lround(opts.testFraction * 100))) + "% of " +
                     trainPath.filename().string() + " per class" + why;
     }

@@ -197,6 +197,7 @@ Dataset finishLoad(RawDataset&& raw, const DetectedLayout& found, const DatasetO
     d.layout = found.layout;
     d.name = raw.name;
     d.split = raw.split;
+    d.splitByFraction = raw.splitByFraction;
     d.classNames = std::move(raw.classNames);
     d.train = std::move(raw.train);
     d.test = std::move(raw.test);

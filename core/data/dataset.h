@@ -81,6 +81,7 @@ public:
     std::string dir;                      // the folder or file read
     DatasetLayout layout = DatasetLayout::Idx;
     std::string split;                    // how the test set came about when not given, e.g. "20% of train.csv"
+    bool splitByFraction = false;         // held out by DatasetOptions::testFraction (else the files give it)
     DatasetFiles files;                   // IDX only
     LabeledImages train, validation, test;
     std::vector<std::string> classNames;  // one per class (at least 2)

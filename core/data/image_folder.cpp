@@ -198,6 +198,7 @@ RawDataset readImageFolder(const std::string& root, const DatasetOptions& opts)
         auto [tr, te] = splitTrainTest(all, opts.testFraction, root);
         raw.train = std::move(tr);
         raw.test = std::move(te);
+        raw.splitByFraction = true;
         raw.split = std::to_string(static_cast<int>(opts.testFraction * 100 + 0.5)) + "% of each class folder" +
                     (trainDir == r ? std::string() : " of " + fs::relative(trainDir, r, ec).string() + "/");
     }

@@ -16,6 +16,7 @@ struct RawDataset {
     LabeledImages train, test;           // planar (C, H, W) bytes per image
     std::vector<std::string> classNames; // one per class; labels index it
     std::string split;                   // how train/test came about, e.g. "test.csv" or "20% of train.csv"
+    bool splitByFraction = false;        // the test set was held out by DatasetOptions::testFraction
 };
 
 // Largest dataset accepted in memory (bytes of pixels), checked before allocating it.
