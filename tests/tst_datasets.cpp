@@ -189,6 +189,7 @@ private slots:
     void imageFolderSplit();
     void imageFolderSingleTree();
     void imageFolderResize();
+    void classNamesAreUtf8();
     void imageFolderLayouts_data();
     void imageFolderLayouts();
     void colourBatch();
@@ -389,6 +390,19 @@ void TestDatasets::imageFolderSingleTree()
     QCOMPARE(d.test.size(), std::size_t{4});
     QCOMPARE(d.train.size(), std::size_t{6});
     QCOMPARE(std::count(d.test.labels.begin(), d.test.labels.end(), 1), 2);
+}
+
+// Class folder names in another encoding (Latin-1 "cl\xe9ss") become valid UTF-8, with U+FFFD for
+// the stray byte; UTF-8 names stay as they are. The .qsm and ONNX files store them as UTF-8 strings.
+void TestDatasets::classNamesAreUtf8()
+{
+    const std::string r = path("img-names");
+    writeImageTree(r, {"caf\xC3\xA9", "cl\xE9ss", "ok\xC0\x80"}, 4, 0, ".png", 1, 8, 8);
+    DatasetOptions o;
+    o.dir = r;
+    o.testFraction = 0.5;
+    const Dataset d = Dataset::load(o);
+    QCOMPARE(d.classNames, std::vector<std::string>({"caf\xC3\xA9", "cl\xEF\xBF\xBDss", "ok\xEF\xBF\xBD\xEF\xBF\xBD"}));
 }
 
 // Where the train and test images of a folder come from: torchvision's train/ + val/ (a user's

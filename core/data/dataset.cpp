@@ -188,6 +188,34 @@ Dataset Dataset::load(const DatasetFiles& files, const DatasetOptions& opts)
 
 namespace {
 
+// `s` with every byte that is not part of a well-formed UTF-8 sequence replaced by U+FFFD: class
+// names come from folder names and text files in any encoding, and the model files store UTF-8.
+std::string validUtf8(const std::string& s)
+{
+    std::string out;
+    const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+    const std::size_t n = s.size();
+    for (std::size_t i = 0; i < n;) {
+        const unsigned char c = p[i];
+        std::size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+        bool ok = len > 0 && i + len <= n;
+        for (std::size_t k = 1; ok && k < len; ++k) ok = (p[i + k] & 0xC0) == 0x80;
+        if (ok && len > 1) { // no overlong forms, surrogates or code points past U+10FFFF
+            std::uint32_t cp = c & (0xFF >> (len + 1));
+            for (std::size_t k = 1; k < len; ++k) cp = cp << 6 | (p[i + k] & 0x3F);
+            ok = cp >= (len == 2 ? 0x80u : len == 3 ? 0x800u : 0x10000u) && cp <= 0x10FFFF && (cp < 0xD800 || cp > 0xDFFF);
+        }
+        if (ok) {
+            out.append(s, i, len);
+            i += len;
+        } else {
+            out += "\xEF\xBF\xBD";
+            ++i;
+        }
+    }
+    return out;
+}
+
 // What every layout shares after reading: checks, --resize, the validation split, the limits and
 // the normalisation statistics.
 Dataset finishLoad(RawDataset&& raw, const DetectedLayout& found, const DatasetOptions& opts)
@@ -198,6 +226,7 @@ Dataset finishLoad(RawDataset&& raw, const DetectedLayout& found, const DatasetO
     d.name = raw.name;
     d.split = raw.split;
     d.splitByFraction = raw.splitByFraction;
+    for (std::string& name : raw.classNames) name = validUtf8(name);
     d.classNames = std::move(raw.classNames);
     d.train = std::move(raw.train);
     d.test = std::move(raw.test);
