@@ -624,11 +624,11 @@ int runTrain(const std::vector<std::string>& argv)
     if (st == Strategy::Ptq || st == Strategy::Qat || (st == Strategy::Progressive && !cfg.precision.layers.empty()))
         planJson = nlohmann::json::parse(planToJson(cfg.precision.plan()));
     CliObserver obs(json, progress, std::move(planJson), ignored);
-    if (!json && !args.has("--quiet")) // what was read, before the first epoch's line (JSON: the start event)
+    Trainer trainer(cfg, data, &obs, &g_stop); // a Ctrl+C during loading stops it at its first batch
+    if (!json && !args.has("--quiet")) // what was read, once the model is built (JSON: the start event)
         std::printf("data: %s (%s), %zu training and %zu test images of %zux%zux%zu, %zu classes%s\n", data.name.c_str(),
                     layoutName(data.layout), data.train.size(), data.test.size(), data.channels(), data.height(), data.width(),
                     data.numClasses(), data.split.empty() ? "" : ("; test set: " + data.split).c_str());
-    Trainer trainer(cfg, data, &obs, &g_stop); // a Ctrl+C during loading stops it at its first batch
     const FinishEvent fin = trainer.run();
     if (const PtqRefiner* r = trainer.strategy().refiner()) printRefineReport(*r, json);
     for (const std::string& p : exportPaths)
