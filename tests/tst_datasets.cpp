@@ -564,6 +564,8 @@ void TestDatasets::broken_data()
     QTest::newRow("CIFAR-100 coarse label 20") << "cifar100-coarse" << "FormatError" << "train.bin" << "record 2: coarse label";
     QTest::newRow("CIFAR test batch missing") << "cifar-notest" << "IoError" << "test_batch.bin" << "missing";
     QTest::newRow("CIFAR names file of 3 lines") << "cifar-names" << "FormatError" << "batches.meta.txt" << "3 class names";
+    QTest::newRow("CIFAR names file of 20 lines") << "cifar-names20" << "FormatError" << "batches.meta.txt"
+                                                  << "holds 20 class names; the dataset has 10 classes";
     QTest::newRow("CSV row with a column too many") << "csv-columns" << "FormatError" << "train.csv" << "line 4 has 18 columns; the header has 17";
     QTest::newRow("CSV non-numeric cell") << "csv-text" << "FormatError" << "train.csv" << "line 3, column 6: 'abc' is not a whole number";
     QTest::newRow("CSV fractional pixel") << "csv-frac" << "FormatError" << "train.csv" << "line 2, column 2: '0.5' is not a whole number";
@@ -633,6 +635,12 @@ void TestDatasets::broken()
         writeBytes(r + "/test.bin", cifarRecords(0, 4, 100, true));
     } else if (make == "cifar-notest") writeBytes(r + "/data_batch_1.bin", cifarRecords(0, 10, 10, false));
     else if (make == "cifar-names") cifar(), writeText(r + "/batches.meta.txt", "a\nb\nc\n");
+    else if (make == "cifar-names20") {
+        cifar();
+        std::string names;
+        for (int k = 0; k < 20; ++k) names += "class" + std::to_string(k) + "\n";
+        writeText(r + "/batches.meta.txt", names);
+    }
     else if (make == "csv-columns") csv(), editLine(4, row17 + ",9");
     else if (make == "csv-text") csv(), editLine(3, "1,0,0,0,0,abc,0,0,0,0,0,0,0,0,0,0,0");
     else if (make == "csv-frac") csv(), editLine(2, "1,0.5,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0");

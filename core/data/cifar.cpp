@@ -35,11 +35,11 @@ std::vector<std::string> readNames(const fs::path& p, std::size_t expected)
     for (std::string line; std::getline(f, line);) {
         while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
         if (!line.empty()) names.push_back(line);
-        if (names.size() > expected) break;
+        if (names.size() > kMaxClasses) break; // a huge file: counted no further
     }
     if (names.size() != expected)
-        throw FormatError(p.string() + ": holds " + (names.size() > expected ? "more than " : "") +
-                          std::to_string(names.size()) + " class names; the dataset has " + std::to_string(expected));
+        throw FormatError(p.string() + ": holds " + (names.size() > kMaxClasses ? "more than " + std::to_string(kMaxClasses) : std::to_string(names.size())) +
+                          " class names; the dataset has " + std::to_string(expected) + " classes");
     return names;
 }
 
