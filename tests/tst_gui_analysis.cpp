@@ -20,6 +20,7 @@
 #include "sensitivity_view.h"
 #include "training_panel.h"
 
+#include "gui_window_fixtures.h"
 #include "slow_tests.h"
 
 #include "data/idx.h"
@@ -52,29 +53,6 @@ namespace {
 constexpr int kRunTimeoutMs = 180000;  // generous: the machine is shared
 constexpr int kLoadTimeoutMs = 20000;
 
-// An MNIST-layout folder: class k is a bright block at its own place on noise.
-void writeFixture(const QString& dir, std::size_t nTrain, std::size_t nTest)
-{
-    constexpr std::size_t H = 28, W = 28;
-    Rng rng(11);
-    auto make = [&](std::size_t n, const char* images, const char* labels) {
-        std::vector<std::uint8_t> px(n * H * W), lb(n);
-        for (std::size_t i = 0; i < n; ++i) {
-            const auto k = static_cast<std::size_t>(rng.below(10));
-            lb[i] = static_cast<std::uint8_t>(k);
-            std::uint8_t* img = px.data() + i * H * W;
-            for (std::size_t j = 0; j < H * W; ++j) img[j] = static_cast<std::uint8_t>(rng.below(80));
-            const std::size_t r0 = (H * (k / 5)) / 2, c0 = (W * (k % 5)) / 5;
-            for (std::size_t r = r0; r < std::min(H, r0 + H / 4); ++r)
-                for (std::size_t c = c0; c < std::min(W, c0 + W / 7); ++c) img[r * W + c] = static_cast<std::uint8_t>(170 + rng.below(80));
-        }
-        writeIdx(QDir(dir).filePath(images).toStdString(), {std::uint32_t(n), std::uint32_t(H), std::uint32_t(W)}, px);
-        writeIdx(QDir(dir).filePath(labels).toStdString(), {std::uint32_t(n)}, lb);
-    };
-    make(nTrain, "train-images-idx3-ubyte", "train-labels-idx1-ubyte");
-    make(nTest, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte");
-}
-
 QString dropText(double drop) { return QString::number(drop, 'f', 2) + QStringLiteral(" pts"); }
 
 } // namespace
@@ -103,7 +81,7 @@ private:
 void TestGuiAnalysis::initTestCase()
 {
     QVERIFY(m_dir.isValid());
-    writeFixture(m_dir.path(), 900, 200);
+    quantscope::testing::writeFixture(m_dir.path(), 900, 200, 11); // gui_window_fixtures.h
     MainWindowOptions o;
     o.useSettings = false;
     o.dataDir = m_dir.path();

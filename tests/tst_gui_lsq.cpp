@@ -6,6 +6,7 @@
 
 #include "onnx/export_fixtures.h"
 
+#include "gui_window_fixtures.h"
 #include "step_size_chart.h"
 #include "training_panel.h"
 
@@ -21,20 +22,8 @@ using namespace quantscope;
 
 namespace {
 
-void selectData(QComboBox* c, const QString& value)
-{
-    QVERIFY2(c, "combo box not found");
-    const int i = c->findData(value);
-    QVERIFY2(i >= 0, qPrintable(QStringLiteral("no entry '%1'").arg(value)));
-    c->setCurrentIndex(i);
-}
-
-template <class T> T* child(QObject* parent, const char* name)
-{
-    T* w = parent->findChild<T*>(QString::fromLatin1(name));
-    if (!w) qWarning("child %s not found", name);
-    return w;
-}
+using quantscope::testing::child; // gui_window_fixtures.h
+using quantscope::testing::selectData;
 
 // Collects what a run reports into a RunRecord, as the window does.
 class RecordObserver : public TrainObserver {
