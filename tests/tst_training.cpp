@@ -410,6 +410,9 @@ void TestTraining::badConfigThrows_data()
     QTest::newRow("negative weight decay") << "weightDecay" << "-0.1" << "weight decay";
     QTest::newRow("unknown lr schedule") << "lrSchedule" << "step" << "learning-rate schedule 'step'";
     QTest::newRow("empty training set") << "data" << "empty" << "training set is empty";
+    // A loaded model, --epochs 0: PTQ calibrates it; QAT has nothing to evaluate (it crashed)
+    QTest::newRow("qat, 0 epochs, pretrained") << "qat0" << "" << "--strategy qat trains, so it needs at least 1 epoch";
+    QTest::newRow("progressive, 0 epochs, pretrained") << "progressive0" << "" << "--strategy progressive trains";
 }
 
 void TestTraining::badConfigThrows()
@@ -431,6 +434,14 @@ void TestTraining::badConfigThrows()
     if (field == "weightDecay") cfg.weightDecay = f;
     if (field == "lrSchedule") cfg.lrSchedule = value.toStdString();
     if (field == "data") data.train = LabeledImages{1, 28, 28, {}, {}};
+    if (field == "qat0" || field == "progressive0") {
+        cfg.epochs = 0;
+        cfg.pretrained = true;
+        cfg.modelFactory = [](const Shape& in, std::size_t classes, std::uint64_t seed) {
+            return makeModel("mlp", in[0], in[1], in[2], classes, seed);
+        };
+        cfg.precision.strategy = field == "qat0" ? Strategy::Qat : Strategy::Progressive;
+    }
     QString message;
     try {
         Trainer t(cfg, data);

@@ -29,6 +29,11 @@ void TrainConfig::validate() const
     if (epochs > 10000 || (epochs == 0 && !pretrained))
         throw ConfigError(!pretrained ? "epochs must be between 1 and 10000 (0 only with a trained model to start from)"
                                       : "epochs must be between 0 and 10000");
+    // QAT and progressive learn their quantizers (ranges, LSQ steps) in training: with no epoch
+    // there is nothing to evaluate them with (a run crashed on it). PTQ calibrates instead.
+    if (epochs == 0 && (precision.strategy == Strategy::Qat || precision.strategy == Strategy::Progressive))
+        throw ConfigError(std::string("--epochs 0 evaluates a loaded model as it is (ptq: calibrated and quantized); --strategy ") +
+                          (precision.strategy == Strategy::Qat ? "qat" : "progressive") + " trains, so it needs at least 1 epoch");
     if (batchSize == 0 || batchSize > 65536) throw ConfigError("batch size must be between 1 and 65536");
     if (!(lr > 0.0f) || !std::isfinite(lr)) throw ConfigError("learning rate must be a positive number");
     parseLrSchedule(lrSchedule);
