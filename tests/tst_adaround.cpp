@@ -102,6 +102,7 @@ private slots:
     void deterministicAcrossThreads();
     void badShapesAreConfigErrors();
     void ptqAdaRoundExports();
+    void stopDuringAdaRoundIsAStoppedRun();
 };
 
 void TestAdaRound::rectifiedSigmoid_data()
@@ -282,6 +283,34 @@ void TestAdaRound::badShapesAreConfigErrors()
 
 // PTQ int3 channel-wise from a briefly trained seed-cnn: every layer's reconstruction error goes
 // down, progress is reported, and the integer export accepts the refined weights (on the grid).
+// Ctrl+C while AdaRound refines (after training): the run is a stopped one, so the CLI exits 130
+// and exports nothing. It used to finish as done, and a half-refined model was exported.
+void TestAdaRound::stopDuringAdaRoundIsAStoppedRun()
+{
+    if (!std::filesystem::exists(kDefaultDataDir)) QSKIP("Fashion-MNIST is not installed (dataset-fashion-mnist)");
+    DatasetOptions dopt;
+    dopt.trainLimit = 500;
+    dopt.testLimit = 100;
+    const Dataset data = Dataset::load(dopt);
+    TrainConfig cfg;
+    cfg.model = "lenet5";
+    cfg.precision.strategy = Strategy::Ptq;
+    cfg.precision.format = "int3";
+    cfg.precision.rounding = "adaround";
+    cfg.precision.adaroundIters = 100;
+    cfg.precision.calibImages = 128;
+    StopToken stop;
+    struct StopOnFirstProgress : TrainObserver {
+        StopToken* stop = nullptr;
+        void onPtqProgress(const PtqProgressEvent&) override { stop->requestStop(); }
+    } obs;
+    obs.stop = &stop;
+    Trainer t(cfg, data, &obs, &stop);
+    const FinishEvent fin = t.run();
+    QVERIFY(fin.stopped);
+    QVERIFY(t.strategy().refiner()->adaround().size() < 5);
+}
+
 void TestAdaRound::ptqAdaRoundExports()
 {
     if (!std::filesystem::exists(kDefaultDataDir)) QSKIP("Fashion-MNIST is not installed (dataset-fashion-mnist)");

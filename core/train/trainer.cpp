@@ -356,11 +356,18 @@ FinishEvent Trainer::runInArena()
         ee.lr = m_opt->learningRate();
         ipsSum += ee.imagesPerSecond;
         endOfEpoch(ee, fin);
+        if (m_stop && m_stop->stopRequested()) { // during the evaluation (PTQ's AdaRound stops early): a stopped run
+            fin.stopped = true;
+            break;
+        }
     }
     if (m_cfg.epochs == 0) { // a loaded model, evaluated (and for PTQ calibrated) as it is
         EpochEvent ee;
         ee.trainLoss = ee.trainAccuracy = kNoValue;
         endOfEpoch(ee, fin);
+        // A stop during calibration or AdaRound left a half-refined model: no export (the CLI
+        // exits 130), as a stop during training.
+        if (m_stop && m_stop->stopRequested()) fin.stopped = true;
     }
     fin.seconds = secondsSince(t0);
     fin.skippedSteps = m_strategy->skippedSteps();
