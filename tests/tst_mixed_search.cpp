@@ -42,7 +42,7 @@ private slots:
         QCOMPARE(uniform, std::size_t{3});
         // A greedy move is marked over budget exactly when it lost more than the budget.
         for (const EvaluatedPlan& p : r.plans)
-            QCOMPARE(p.overBudget, !p.uniform && 100.0 * (r.fp32Accuracy - p.accuracy) > 2.0);
+            QCOMPARE(p.overBudget, !p.uniform && !withinDropBudget(r.fp32Accuracy, p.accuracy, 2.0));
         QVERIFY(r.chosen >= 0);
         const EvaluatedPlan& c = r.plans[static_cast<std::size_t>(r.chosen)];
         QVERIFY(100.0 * (r.fp32Accuracy - c.accuracy) <= 2.0);
@@ -69,6 +69,16 @@ private slots:
         const MixedSearchReport r = searchMixedPrecision(m_trainer->model(), m_data, m_data.validation, opt);
         QVERIFY(r.chosen >= 0);
         QVERIFY(r.plans[static_cast<std::size_t>(r.chosen)].bytes <= int8Bytes / 3);
+    }
+
+    // A drop of exactly the budget is within it: 0.808 - 0.798 is 1.0000000000000009 points in
+    // doubles, and the search refused such a step at --max-drop 1.
+    void dropOfExactlyTheBudget()
+    {
+        QVERIFY(100.0 * (0.808 - 0.798) > 1.0);
+        QVERIFY(withinDropBudget(0.808, 0.798, 1.0));
+        QVERIFY(!withinDropBudget(0.808, 0.797, 1.0));
+        QVERIFY(withinDropBudget(0.5, 0.6, 0.0)); // a gain is always within
     }
 
     void badOptions()

@@ -143,7 +143,7 @@ MixedSearchReport searchMixedPrecision(Model& model, const Dataset& data, const 
         const EvaluatedPlan* e =
             evaluate(next, "greedy step " + std::to_string(step) + ": " + layers[li] + " " + options[oi].text(), false);
         if (!e) break;
-        const bool withinDrop = !opt.maxDropPoints || 100.0 * (r.fp32Accuracy - e->accuracy) <= *opt.maxDropPoints;
+        const bool withinDrop = !opt.maxDropPoints || withinDropBudget(r.fp32Accuracy, e->accuracy, *opt.maxDropPoints);
         if (withinDrop) {
             current = next;
             currentAcc = e->accuracy;
@@ -168,7 +168,7 @@ MixedSearchReport searchMixedPrecision(Model& model, const Dataset& data, const 
     for (std::size_t k = 0; k < r.plans.size(); ++k) {
         const EvaluatedPlan& p = r.plans[k];
         if (opt.maxDropPoints) {
-            if (100.0 * (r.fp32Accuracy - p.accuracy) > *opt.maxDropPoints) continue;
+            if (!withinDropBudget(r.fp32Accuracy, p.accuracy, *opt.maxDropPoints)) continue;
             if (r.chosen < 0 || p.bytes < r.plans[static_cast<std::size_t>(r.chosen)].bytes ||
                 (p.bytes == r.plans[static_cast<std::size_t>(r.chosen)].bytes && p.accuracy > r.plans[static_cast<std::size_t>(r.chosen)].accuracy))
                 r.chosen = static_cast<long>(k);

@@ -31,6 +31,14 @@ struct MixedSearchOptions {
     std::size_t maxEvaluations = 80;        // plans evaluated on the validation set, in all
 };
 
+// Whether `accuracy` is at most `budgetPoints` below `fp32Accuracy` (fractions in [0, 1], the
+// budget in points): a drop of exactly the budget is within it, whatever the rounding of
+// 100 (a - b) (80.80 % against 79.80 % gave 1.0000000000000009 and was refused at --max-drop 1).
+inline bool withinDropBudget(double fp32Accuracy, double accuracy, double budgetPoints)
+{
+    return 100.0 * (fp32Accuracy - accuracy) <= budgetPoints + 1e-9;
+}
+
 struct EvaluatedPlan {
     PrecisionPlan plan;
     std::string label;          // "uniform int4 (mse)", "greedy step 3: fc1 int2 (minmax)"
