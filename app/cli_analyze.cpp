@@ -426,8 +426,9 @@ int runSearch(const Args& args)
                     p.bitsPerWeight, 100.0 * p.accuracy,
                     static_cast<long>(k) == r.chosen ? "   <- chosen" : p.overBudget ? "   over budget: not taken" : "");
     }
-    if (r.chosen < 0) {
-        std::printf("no evaluated plan meets the budget\n");
+    if (r.chosen < 0) { // exit 3: said on stderr, where a script looks for the reason
+        std::fprintf(stderr, "quantscope-cli analyze: no evaluated plan meets the budget%s\n",
+                     args.has("--plan-out") ? "; --plan-out is not written" : "");
         return r.stopped ? 130 : kExitData;
     }
     if (r.stopped) {

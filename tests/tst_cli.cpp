@@ -315,6 +315,11 @@ void TestCli::analyzeTakesTheDataOptions()
                                              "--max-drop", "50", "--test-limit", "10"} + data);
     QVERIFY2(search.exitCode == kExitOk, qPrintable(search.err));
     QVERIFY2(search.out.contains("chosen:"), qPrintable(search.out));
+    const Result none = runCli(QStringList{"analyze", "search", model, "--validation", "20", "--formats", "int8", "--max-bytes", "1",
+                                           "--plan-out", m_tmp.filePath("none.plan.json")} + data);
+    QCOMPARE(none.exitCode, kExitData);
+    QVERIFY2(none.err.contains("no evaluated plan meets the budget; --plan-out is not written"), qPrintable(none.err));
+    QVERIFY(!QFileInfo::exists(m_tmp.filePath("none.plan.json")));
     const Result missing = runCli({"analyze", "compare", model, "--data", csv});
     QCOMPARE(missing.exitCode, kExitData);
 }
