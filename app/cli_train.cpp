@@ -19,6 +19,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <filesystem>
@@ -417,9 +418,12 @@ public:
         } else {
             if (!std::isnan(e.finalLossScale))
                 std::printf("loss scale %g, %zu step(s) skipped on overflow\n", e.finalLossScale, e.skippedSteps);
-            std::printf("%s after %zu epoch(s): test accuracy %.2f %%, %.1f s, peak memory %.0f MB\n",
-                        e.stopped ? "stopped" : "done", e.epochsDone, std::isnan(e.testAccuracy) ? 0.0 : 100 * e.testAccuracy,
-                        e.seconds, e.peakRssMb);
+            if (std::isnan(e.testAccuracy)) // stopped before anything was evaluated (it printed "test accuracy 0.00 %")
+                std::printf("%s after %zu epoch(s), before any evaluation, %.1f s, peak memory %.0f MB\n",
+                            e.stopped ? "stopped" : "done", e.epochsDone, e.seconds, e.peakRssMb);
+            else
+                std::printf("%s after %zu epoch(s): test accuracy %.2f %%, %.1f s, peak memory %.0f MB\n",
+                            e.stopped ? "stopped" : "done", e.epochsDone, 100 * e.testAccuracy, e.seconds, e.peakRssMb);
         }
     }
 
@@ -587,6 +591,17 @@ int runTrain(const std::vector<std::string>& argv)
             checkExportable(cfg, exportPaths.emplace_back(p));
             checkWritableFolder(p); // a read-only or missing folder is named now, not after training
         }
+
+    // Options that only matter with another option: named like the strategy's (the GUI greys them out).
+    const auto unusedWith = [&](const char* flag, bool used, const char* why) {
+        if (!args.has(flag) || used || std::find(ignored.begin(), ignored.end(), flag) != ignored.end()) return;
+        ignored.push_back(flag);
+        std::fprintf(stderr, "quantscope-cli train: %s is ignored: %s\n", flag, why);
+    };
+    unusedWith("--momentum", cfg.optimizer == "sgd", "it is for --optimizer sgd");
+    unusedWith("--nesterov", cfg.optimizer == "sgd", "it is for --optimizer sgd");
+    unusedWith("--percentile", pc.calibration == "percentile" || pc.activationCalibration == "percentile",
+               "it is for --calibration percentile or --act-calibration percentile");
 
     DatasetOptions dopt = datasetOptions(args);
     dopt.trainLimit = args.u64("--train-limit", 0, 1);

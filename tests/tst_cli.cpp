@@ -473,6 +473,9 @@ void TestCli::ignoredOptionsAreNamed_data()
     QTest::newRow("qat --calib-images --max-skipped-steps") << "qat" << QStringList{"--calib-images", "10", "--max-skipped-steps", "5"}
                                                             << QStringList{"--calib-images", "--max-skipped-steps"} << QStringList{};
     QTest::newRow("ptq, all used") << "ptq" << QStringList{"--format", "int4", "--calib-images", "50"} << QStringList{} << QStringList{};
+    QTest::newRow("adam --momentum --nesterov, --percentile with minmax")
+        << "ptq" << QStringList{"--momentum", "0.9", "--nesterov", "--percentile", "99"} << QStringList{}
+        << QStringList{"--momentum", "--nesterov", "--percentile"};
     QTest::newRow("--image-shape and --test-fraction on IDX")
         << "fp32" << QStringList{"--image-shape", "1x28x28", "--test-fraction", "0.3"} << QStringList{}
         << QStringList{"--image-shape", "--test-fraction"};
