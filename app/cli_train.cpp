@@ -602,6 +602,15 @@ int runTrain(const std::vector<std::string>& argv)
     unusedWith("--nesterov", cfg.optimizer == "sgd", "it is for --optimizer sgd");
     unusedWith("--percentile", pc.calibration == "percentile" || pc.activationCalibration == "percentile",
                "it is for --calibration percentile or --act-calibration percentile");
+    if (pc.strategy == Strategy::LowPrecision && pc.rounding == "nearest") {
+        const NumberFormat& f = findFormat(pc.format);
+        if (f.kind == FormatKind::Float && f.manBits <= 3) // the lesson of stochastic rounding, said up front
+            std::fprintf(stderr,
+                         "quantscope-cli train: note: --strategy lowp --format %s rounds every update to nearest; with %d "
+                         "mantissa bits most updates are smaller than half a step and are lost, so training may stall "
+                         "(--rounding stochastic keeps them on average)\n",
+                         pc.format.c_str(), f.manBits);
+    }
 
     DatasetOptions dopt = datasetOptions(args);
     dopt.trainLimit = args.u64("--train-limit", 0, 1);
