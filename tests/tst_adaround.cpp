@@ -281,51 +281,57 @@ void TestAdaRound::badShapesAreConfigErrors()
     QVERIFY_THROWS_EXCEPTION(ConfigError, adaroundLayer(p, AdaRoundOptions{}));
 }
 
-// PTQ int3 channel-wise from a briefly trained seed-cnn: every layer's reconstruction error goes
-// down, progress is reported, and the integer export accepts the refined weights (on the grid).
+namespace {
+
+// lenet5, PTQ int3 with AdaRound (100 iterations), on the first trainImages/testImages of
+// Fashion-MNIST.
+struct AdaRoundRun {
+    Dataset data;
+    TrainConfig cfg;
+    AdaRoundRun(std::size_t trainImages, std::size_t testImages, std::size_t calibImages)
+    {
+        DatasetOptions dopt;
+        dopt.trainLimit = trainImages;
+        dopt.testLimit = testImages;
+        data = Dataset::load(dopt);
+        cfg.model = "lenet5";
+        cfg.epochs = 1;
+        cfg.precision.strategy = Strategy::Ptq;
+        cfg.precision.format = "int3";
+        cfg.precision.rounding = "adaround";
+        cfg.precision.adaroundIters = 100;
+        cfg.precision.calibImages = calibImages;
+    }
+};
+
+} // namespace
+
 // Ctrl+C while AdaRound refines (after training): the run is a stopped one, so the CLI exits 130
 // and exports nothing. It used to finish as done, and a half-refined model was exported.
 void TestAdaRound::stopDuringAdaRoundIsAStoppedRun()
 {
     if (!std::filesystem::exists(kDefaultDataDir)) QSKIP("Fashion-MNIST is not installed (dataset-fashion-mnist)");
-    DatasetOptions dopt;
-    dopt.trainLimit = 500;
-    dopt.testLimit = 100;
-    const Dataset data = Dataset::load(dopt);
-    TrainConfig cfg;
-    cfg.model = "lenet5";
-    cfg.precision.strategy = Strategy::Ptq;
-    cfg.precision.format = "int3";
-    cfg.precision.rounding = "adaround";
-    cfg.precision.adaroundIters = 100;
-    cfg.precision.calibImages = 128;
+    const AdaRoundRun run(500, 100, 128);
     StopToken stop;
     struct StopOnFirstProgress : TrainObserver {
         StopToken* stop = nullptr;
         void onPtqProgress(const PtqProgressEvent&) override { stop->requestStop(); }
     } obs;
     obs.stop = &stop;
-    Trainer t(cfg, data, &obs, &stop);
+    Trainer t(run.cfg, run.data, &obs, &stop);
     const FinishEvent fin = t.run();
     QVERIFY(fin.stopped);
     QVERIFY(t.strategy().refiner()->adaround().size() < 5);
 }
 
+// PTQ int3 channel-wise from a briefly trained seed-cnn: every layer's reconstruction error goes
+// down, progress is reported, and the integer export accepts the refined weights (on the grid).
 void TestAdaRound::ptqAdaRoundExports()
 {
     if (!std::filesystem::exists(kDefaultDataDir)) QSKIP("Fashion-MNIST is not installed (dataset-fashion-mnist)");
-    DatasetOptions dopt;
-    dopt.trainLimit = 2000;
-    dopt.testLimit = 500;
-    const Dataset data = Dataset::load(dopt);
-    TrainConfig cfg;
-    cfg.model = "lenet5";
-    cfg.epochs = 1;
-    cfg.precision.strategy = Strategy::Ptq;
-    cfg.precision.format = "int3";
-    cfg.precision.rounding = "adaround";
-    cfg.precision.adaroundIters = 100;
-    cfg.precision.calibImages = 256;
+    const AdaRoundRun run(2000, 500, 256);
+    const Dataset& data = run.data;
+    const TrainConfig& cfg = run.cfg;
     struct Progress : TrainObserver {
         std::size_t events = 0;
         std::set<std::string> layers;
