@@ -1,7 +1,8 @@
 // Datasets beyond IDX: small CIFAR-10/100, CSV and image-folder fixtures generated in a temporary
 // folder (PNG/JPEG written with libpng/libjpeg), read back through layout detection; their broken
 // variants, each a typed error naming the file and the record, line or image; the resize numerics;
-// colour batches; and every preset built for the datasets' shapes.
+// colour batches; and every preset built for the datasets' shapes. The image-folder layouts are
+// tst_image_folders; the shared fixtures dataset_fixtures.h.
 #include "data/dataset.h"
 #include "data/image_codec.h"
 #include "data/readers.h"
@@ -19,159 +20,12 @@
 #include <set>
 
 #include "alloc_tracker.h"
+#include "dataset_fixtures.h"
 
 using namespace quantscope;
 namespace fs = std::filesystem;
 
-namespace {
-
-using Bytes = std::vector<std::uint8_t>;
-
-constexpr std::size_t kSmallAllocation = 1u << 20; // reading a hostile header of a few bytes
-constexpr double kBatchMomentTol = 1e-4;
-constexpr int kJpegTol = 12; // JPEG at quality 95 of smooth 8x8 images: per-pixel error bound
-
-struct Caught {
-    QString type, message;
-};
-
-template <typename F>
-Caught catchError(F&& f)
-{
-    try {
-        f();
-    } catch (const IoError& e) {
-        return {"IoError", e.what()};
-    } catch (const FormatError& e) {
-        return {"FormatError", e.what()};
-    } catch (const ConfigError& e) {
-        return {"ConfigError", e.what()};
-    } catch (const std::exception& e) {
-        return {"other", e.what()};
-    }
-    return {"none", ""};
-}
-
-void writeBytes(const std::string& path, const Bytes& b)
-{
-    fs::create_directories(fs::path(path).parent_path());
-    std::ofstream f(path, std::ios::binary | std::ios::trunc);
-    f.write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
-}
-
-void writeText(const std::string& path, const std::string& text)
-{
-    fs::create_directories(fs::path(path).parent_path());
-    std::ofstream(path, std::ios::trunc) << text;
-}
-
-// Pixel (c, y, x) of image i: a smooth pattern that differs per image, channel and class.
-std::uint8_t pixelOf(std::size_t i, std::size_t c, std::size_t y, std::size_t x)
-{
-    return static_cast<std::uint8_t>((i * 37 + c * 80 + y * 5 + x * 3) % 256);
-}
-
-// Planar (C, H, W) bytes of image i.
-Bytes planar(std::size_t i, std::size_t C, std::size_t H, std::size_t W)
-{
-    Bytes b(C * H * W);
-    for (std::size_t c = 0; c < C; ++c)
-        for (std::size_t y = 0; y < H; ++y)
-            for (std::size_t x = 0; x < W; ++x) b[(c * H + y) * W + x] = pixelOf(i, c, y, x);
-    return b;
-}
-
-// CIFAR records: [label] (or [coarse, fine]) then 3x32x32 planar.
-Bytes cifarRecords(std::size_t first, std::size_t n, std::size_t classes, bool hundred)
-{
-    Bytes out;
-    for (std::size_t i = first; i < first + n; ++i) {
-        if (hundred) out.push_back(static_cast<std::uint8_t>(i % 20));
-        out.push_back(static_cast<std::uint8_t>(i % classes));
-        const Bytes px = planar(i, 3, 32, 32);
-        out.insert(out.end(), px.begin(), px.end());
-    }
-    return out;
-}
-
-// A CSV of n rows, label i % classes, then C*H*W pixels (planar).
-std::string csvText(std::size_t first, std::size_t n, std::size_t classes, std::size_t C, std::size_t H,
-                    std::size_t W, bool header = true, bool labelled = true)
-{
-    std::string s;
-    if (header) {
-        if (labelled) s += "label";
-        for (std::size_t p = 0; p < C * H * W; ++p) s += (p || labelled ? "," : "") + ("pixel" + std::to_string(p));
-        s += "\n";
-    }
-    for (std::size_t i = first; i < first + n; ++i) {
-        if (labelled) s += std::to_string(i % classes);
-        const Bytes px = planar(i, C, H, W);
-        for (std::size_t p = 0; p < px.size(); ++p) s += (p || labelled ? "," : "") + std::to_string(px[p]);
-        s += "\r\n"; // Windows line ends are read too
-    }
-    return s;
-}
-
-// Interleaved (H, W, C) bytes of image i, for the image writers.
-Bytes interleaved(std::size_t i, std::size_t C, std::size_t H, std::size_t W)
-{
-    const Bytes p = planar(i, C, H, W);
-    Bytes out(p.size());
-    for (std::size_t c = 0; c < C; ++c)
-        for (std::size_t k = 0; k < H * W; ++k) out[k * C + c] = p[c * H * W + k];
-    return out;
-}
-
-void writeImage(const std::string& path, std::size_t i, std::size_t C, std::size_t H, std::size_t W)
-{
-    fs::create_directories(fs::path(path).parent_path());
-    const Bytes px = interleaved(i, C, H, W);
-    if (path.ends_with(".png")) writePng(path, px.data(), W, H, C);
-    else writeJpeg(path, px.data(), W, H, C, 95);
-}
-
-// root/<split>/<class>/img<i>.<ext>: n images per class, ids from `first`.
-void writeImageTree(const std::string& root, const std::vector<std::string>& classes, std::size_t n, std::size_t first,
-                    const char* ext, std::size_t C, std::size_t H, std::size_t W)
-{
-    for (std::size_t c = 0; c < classes.size(); ++c)
-        for (std::size_t k = 0; k < n; ++k) {
-            const std::size_t i = first + c * n + k;
-            writeImage(root + "/" + classes[c] + "/img" + std::to_string(i) + ext, i, C, H, W);
-        }
-}
-
-std::uint32_t be(std::uint32_t v) { return ((v & 0xFF) << 24) | ((v & 0xFF00) << 8) | ((v >> 8) & 0xFF00) | (v >> 24); }
-
-// A PNG whose IHDR claims w x h (valid CRCs), with a little IDAT: the header is read, not the data.
-Bytes pngWithHeader(std::uint32_t w, std::uint32_t h)
-{
-    Bytes b = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
-    auto chunk = [&](const char* type, const Bytes& data) {
-        const std::uint32_t len = be(static_cast<std::uint32_t>(data.size()));
-        b.insert(b.end(), reinterpret_cast<const std::uint8_t*>(&len), reinterpret_cast<const std::uint8_t*>(&len) + 4);
-        Bytes body(type, type + 4);
-        body.insert(body.end(), data.begin(), data.end());
-        b.insert(b.end(), body.begin(), body.end());
-        const std::uint32_t crc = be(static_cast<std::uint32_t>(crc32(0, body.data(), static_cast<uInt>(body.size()))));
-        b.insert(b.end(), reinterpret_cast<const std::uint8_t*>(&crc), reinterpret_cast<const std::uint8_t*>(&crc) + 4);
-    };
-    Bytes ihdr(13, 0);
-    const std::uint32_t bw = be(w), bh = be(h);
-    std::memcpy(ihdr.data(), &bw, 4);
-    std::memcpy(ihdr.data() + 4, &bh, 4);
-    ihdr[8] = 8; // bit depth
-    ihdr[9] = 2; // RGB
-    chunk("IHDR", ihdr);
-    chunk("IDAT", Bytes{0x78, 0x9c, 0x03, 0x00});
-    chunk("IEND", {});
-    return b;
-}
-
-const std::vector<std::string> kClasses3 = {"cat", "dog", "eel"};
-
-} // namespace
+using namespace dataset_fixtures;
 
 class TestDatasets : public QObject {
     Q_OBJECT
@@ -186,12 +40,6 @@ private slots:
     void csvShapes_data();
     void csvShapes();
     void csvFolder();
-    void imageFolderSplit();
-    void imageFolderSingleTree();
-    void imageFolderResize();
-    void classNamesAreUtf8();
-    void imageFolderLayouts_data();
-    void imageFolderLayouts();
     void colourBatch();
     void resizeNumerics();
     void layouts_data();
@@ -340,138 +188,6 @@ void TestDatasets::csvFolder()
     QCOMPARE(b.train.size() + b.test.size(), std::size_t{40});
     QCOMPARE(b.test.size(), std::size_t{8}); // 20% of 10 per class
     QVERIFY2(QString::fromStdString(b.split).contains("no label column"), b.split.c_str());
-}
-
-// train/ + test/: PNG and JPEG, grey and colour mixed -> C=3, grey replicated; PNG exact.
-void TestDatasets::imageFolderSplit()
-{
-    const std::string r = path("img-split");
-    writeImageTree(r + "/train", kClasses3, 4, 0, ".png", 3, 8, 8);
-    writeImage(r + "/train/dog/zz-grey.png", 500, 1, 8, 8); // one grayscale image among colour ones
-    writeImageTree(r + "/test", kClasses3, 2, 100, ".jpg", 3, 8, 8);
-    writeText(r + "/train/cat/notes.txt", "not an image: skipped");
-    DatasetOptions o;
-    o.dir = r;
-    const Dataset d = Dataset::load(o);
-    QCOMPARE(d.layout, DatasetLayout::ImageFolder);
-    QCOMPARE(d.channels(), std::size_t{3});
-    QCOMPARE(d.train.size(), std::size_t{13});
-    QCOMPARE(d.test.size(), std::size_t{6});
-    QCOMPARE(d.classNames, kClasses3);
-    // cat/img0..3 come first in name order: image 0 is img0.png of class 0
-    QCOMPARE(d.train.labels[0], 0);
-    QVERIFY(Bytes(d.train.pixels.begin(), d.train.pixels.begin() + 192) == planar(0, 3, 8, 8));
-    // dog: img4..7 then zz-grey; the grey image's three planes are equal
-    const std::size_t g = 8;
-    QCOMPARE(d.train.labels[g], 1);
-    const Bytes grey = planar(500, 1, 8, 8);
-    for (std::size_t c = 0; c < 3; ++c)
-        QVERIFY(std::equal(grey.begin(), grey.end(), d.train.pixels.begin() + static_cast<std::ptrdiff_t>(g * 192 + c * 64)));
-    // JPEG: close to what was written
-    const Bytes want = planar(100, 3, 8, 8);
-    int worst = 0;
-    for (std::size_t k = 0; k < want.size(); ++k) worst = std::max(worst, std::abs(int(want[k]) - int(d.test.pixels[k])));
-    QVERIFY2(worst <= kJpegTol, qPrintable(QString("JPEG error %1").arg(worst)));
-    QCOMPARE(d.test.labels[5], 2);
-}
-
-// One tree, grayscale only: C=1, split per class by the test fraction.
-void TestDatasets::imageFolderSingleTree()
-{
-    const std::string r = path("img-tree");
-    writeImageTree(r, {"a", "b"}, 5, 0, ".png", 1, 6, 7);
-    DatasetOptions o;
-    o.dir = r;
-    o.testFraction = 0.4;
-    const Dataset d = Dataset::load(o);
-    QCOMPARE(d.channels(), std::size_t{1});
-    QCOMPARE(d.height(), std::size_t{6});
-    QCOMPARE(d.width(), std::size_t{7});
-    QCOMPARE(d.test.size(), std::size_t{4});
-    QCOMPARE(d.train.size(), std::size_t{6});
-    QCOMPARE(std::count(d.test.labels.begin(), d.test.labels.end(), 1), 2);
-}
-
-// Class folder names in another encoding (Latin-1 "cl\xe9ss") become valid UTF-8, with U+FFFD for
-// the stray byte; UTF-8 names stay as they are. The .qsm and ONNX files store them as UTF-8 strings.
-void TestDatasets::classNamesAreUtf8()
-{
-    const std::string r = path("img-names");
-    writeImageTree(r, {"caf\xC3\xA9", "cl\xE9ss", "ok\xC0\x80"}, 4, 0, ".png", 1, 8, 8);
-    DatasetOptions o;
-    o.dir = r;
-    o.testFraction = 0.5;
-    const Dataset d = Dataset::load(o);
-    QCOMPARE(d.classNames, std::vector<std::string>({"caf\xC3\xA9", "cl\xEF\xBF\xBDss", "ok\xEF\xBF\xBD\xEF\xBF\xBD"}));
-}
-
-// Where the train and test images of a folder come from: torchvision's train/ + val/ (a user's
-// ImageNet-style tree was read as two classes, 'train' and 'val'), train/ alone and a wrapper
-// folder around a tree (both were read as one class) split by the test fraction; a folder whose
-// one sub-folder holds images directly is still one class, and an error.
-void TestDatasets::imageFolderLayouts_data()
-{
-    QTest::addColumn<QString>("layout");
-    QTest::addColumn<int>("train");
-    QTest::addColumn<int>("test"); // -1: a FormatError naming a single class
-    QTest::newRow("train/ + val/") << "train+val" << 12 << 6;
-    QTest::newRow("train/ + validation/") << "train+validation" << 12 << 6;
-    QTest::newRow("train/ alone") << "train" << 6 << 6;
-    QTest::newRow("a wrapper folder") << "wrap" << 6 << 6;
-    QTest::newRow("two wrappers") << "wrap2" << 6 << 6;
-    QTest::newRow("one class folder") << "oneclass" << 0 << -1;
-}
-
-void TestDatasets::imageFolderLayouts()
-{
-    QFETCH(QString, layout);
-    QFETCH(int, train);
-    QFETCH(int, test);
-    const std::string r = path("img-layout-" + layout.toStdString());
-    const std::string l = layout.toStdString();
-    if (l.starts_with("train")) {
-        writeImageTree(r + "/train", kClasses3, 4, 0, ".png", 1, 8, 8);
-        if (l != "train") writeImageTree(r + "/" + l.substr(6), kClasses3, 2, 100, ".png", 1, 8, 8);
-    } else if (l == "wrap") {
-        writeImageTree(r + "/mytree", kClasses3, 4, 0, ".png", 1, 8, 8);
-    } else if (l == "wrap2") {
-        writeImageTree(r + "/outer/inner", kClasses3, 4, 0, ".png", 1, 8, 8);
-    } else {
-        writeImageTree(r, {"only"}, 6, 0, ".png", 1, 8, 8);
-    }
-    DatasetOptions o;
-    o.dir = r;
-    o.testFraction = 0.5;
-    if (test < 0) {
-        const Caught c = catchError([&] { Dataset::load(o); });
-        QCOMPARE(c.type, QString("FormatError"));
-        QVERIFY2(c.message.contains("single class"), qPrintable(c.message));
-        return;
-    }
-    const Dataset d = Dataset::load(o);
-    QCOMPARE(d.classNames, kClasses3);
-    QCOMPARE(d.train.size(), std::size_t(train));
-    QCOMPARE(d.test.size(), std::size_t(test));
-    QCOMPARE(std::count(d.test.labels.begin(), d.test.labels.end(), 2), test / 3);
-}
-
-// Different sizes need --resize; with it every image has the asked size.
-void TestDatasets::imageFolderResize()
-{
-    const std::string r = path("img-sizes");
-    writeImageTree(r, {"a", "b"}, 3, 0, ".png", 3, 8, 8);
-    writeImage(r + "/b/big.jpg", 50, 3, 16, 12);
-    DatasetOptions o;
-    o.dir = r;
-    o.testFraction = 0.5;
-    const Caught c = catchError([&] { Dataset::load(o); });
-    QCOMPARE(c.type, QString("FormatError"));
-    QVERIFY2(c.message.contains("--resize") && c.message.contains("big.jpg"), qPrintable(c.message));
-    o.resize = parseResize("4x6");
-    const Dataset d = Dataset::load(o);
-    QCOMPARE(d.height(), std::size_t{4});
-    QCOMPARE(d.width(), std::size_t{6});
-    QCOMPARE(d.train.pixels.size(), d.train.size() * 3 * 4 * 6);
 }
 
 // makeBatch writes (B, C, H, W), channel planes where the data has them, normalised.

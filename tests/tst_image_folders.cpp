@@ -1,0 +1,166 @@
+// Image-folder datasets (torchvision's ImageFolder convention), written as PNG/JPEG fixtures in a
+// temporary folder and read back through layout detection: train/ + test/ (or val/), one tree split
+// per class, wrapper folders, mixed sizes with --resize, and class names made valid UTF-8.
+#include "data/dataset.h"
+#include "data/readers.h"
+#include "util/errors.h"
+
+#include <QtTest>
+
+#include <algorithm>
+#include <filesystem>
+
+#include "dataset_fixtures.h"
+
+using namespace quantscope;
+using namespace dataset_fixtures;
+
+class TestImageFolders : public QObject {
+    Q_OBJECT
+
+    QTemporaryDir m_tmp;
+    std::string path(const std::string& rel) const { return (fs::path(m_tmp.path().toStdString()) / rel).string(); }
+
+private slots:
+    void imageFolderSplit();
+    void imageFolderSingleTree();
+    void classNamesAreUtf8();
+    void imageFolderLayouts_data();
+    void imageFolderLayouts();
+    void imageFolderResize();
+};
+
+// train/ + test/: PNG and JPEG, grey and colour mixed -> C=3, grey replicated; PNG exact.
+void TestImageFolders::imageFolderSplit()
+{
+    const std::string r = path("img-split");
+    writeImageTree(r + "/train", kClasses3, 4, 0, ".png", 3, 8, 8);
+    writeImage(r + "/train/dog/zz-grey.png", 500, 1, 8, 8); // one grayscale image among colour ones
+    writeImageTree(r + "/test", kClasses3, 2, 100, ".jpg", 3, 8, 8);
+    writeText(r + "/train/cat/notes.txt", "not an image: skipped");
+    DatasetOptions o;
+    o.dir = r;
+    const Dataset d = Dataset::load(o);
+    QCOMPARE(d.layout, DatasetLayout::ImageFolder);
+    QCOMPARE(d.channels(), std::size_t{3});
+    QCOMPARE(d.train.size(), std::size_t{13});
+    QCOMPARE(d.test.size(), std::size_t{6});
+    QCOMPARE(d.classNames, kClasses3);
+    // cat/img0..3 come first in name order: image 0 is img0.png of class 0
+    QCOMPARE(d.train.labels[0], 0);
+    QVERIFY(Bytes(d.train.pixels.begin(), d.train.pixels.begin() + 192) == planar(0, 3, 8, 8));
+    // dog: img4..7 then zz-grey; the grey image's three planes are equal
+    const std::size_t g = 8;
+    QCOMPARE(d.train.labels[g], 1);
+    const Bytes grey = planar(500, 1, 8, 8);
+    for (std::size_t c = 0; c < 3; ++c)
+        QVERIFY(std::equal(grey.begin(), grey.end(), d.train.pixels.begin() + static_cast<std::ptrdiff_t>(g * 192 + c * 64)));
+    // JPEG: close to what was written
+    const Bytes want = planar(100, 3, 8, 8);
+    int worst = 0;
+    for (std::size_t k = 0; k < want.size(); ++k) worst = std::max(worst, std::abs(int(want[k]) - int(d.test.pixels[k])));
+    QVERIFY2(worst <= kJpegTol, qPrintable(QString("JPEG error %1").arg(worst)));
+    QCOMPARE(d.test.labels[5], 2);
+}
+
+// One tree, grayscale only: C=1, split per class by the test fraction.
+void TestImageFolders::imageFolderSingleTree()
+{
+    const std::string r = path("img-tree");
+    writeImageTree(r, {"a", "b"}, 5, 0, ".png", 1, 6, 7);
+    DatasetOptions o;
+    o.dir = r;
+    o.testFraction = 0.4;
+    const Dataset d = Dataset::load(o);
+    QCOMPARE(d.channels(), std::size_t{1});
+    QCOMPARE(d.height(), std::size_t{6});
+    QCOMPARE(d.width(), std::size_t{7});
+    QCOMPARE(d.test.size(), std::size_t{4});
+    QCOMPARE(d.train.size(), std::size_t{6});
+    QCOMPARE(std::count(d.test.labels.begin(), d.test.labels.end(), 1), 2);
+}
+
+// Class folder names in another encoding (Latin-1 "cl\xe9ss") become valid UTF-8, with U+FFFD for
+// the stray byte; UTF-8 names stay as they are. The .qsm and ONNX files store them as UTF-8 strings.
+void TestImageFolders::classNamesAreUtf8()
+{
+    const std::string r = path("img-names");
+    writeImageTree(r, {"caf\xC3\xA9", "cl\xE9ss", "ok\xC0\x80"}, 4, 0, ".png", 1, 8, 8);
+    DatasetOptions o;
+    o.dir = r;
+    o.testFraction = 0.5;
+    const Dataset d = Dataset::load(o);
+    QCOMPARE(d.classNames, std::vector<std::string>({"caf\xC3\xA9", "cl\xEF\xBF\xBDss", "ok\xEF\xBF\xBD\xEF\xBF\xBD"}));
+}
+
+// Where the train and test images of a folder come from: torchvision's train/ + val/ (a user's
+// ImageNet-style tree was read as two classes, 'train' and 'val'), train/ alone and a wrapper
+// folder around a tree (both were read as one class) split by the test fraction; a folder whose
+// one sub-folder holds images directly is still one class, and an error.
+void TestImageFolders::imageFolderLayouts_data()
+{
+    QTest::addColumn<QString>("layout");
+    QTest::addColumn<int>("train");
+    QTest::addColumn<int>("test"); // -1: a FormatError naming a single class
+    QTest::newRow("train/ + val/") << "train+val" << 12 << 6;
+    QTest::newRow("train/ + validation/") << "train+validation" << 12 << 6;
+    QTest::newRow("train/ alone") << "train" << 6 << 6;
+    QTest::newRow("a wrapper folder") << "wrap" << 6 << 6;
+    QTest::newRow("two wrappers") << "wrap2" << 6 << 6;
+    QTest::newRow("one class folder") << "oneclass" << 0 << -1;
+}
+
+void TestImageFolders::imageFolderLayouts()
+{
+    QFETCH(QString, layout);
+    QFETCH(int, train);
+    QFETCH(int, test);
+    const std::string r = path("img-layout-" + layout.toStdString());
+    const std::string l = layout.toStdString();
+    if (l.starts_with("train")) {
+        writeImageTree(r + "/train", kClasses3, 4, 0, ".png", 1, 8, 8);
+        if (l != "train") writeImageTree(r + "/" + l.substr(6), kClasses3, 2, 100, ".png", 1, 8, 8);
+    } else if (l == "wrap") {
+        writeImageTree(r + "/mytree", kClasses3, 4, 0, ".png", 1, 8, 8);
+    } else if (l == "wrap2") {
+        writeImageTree(r + "/outer/inner", kClasses3, 4, 0, ".png", 1, 8, 8);
+    } else {
+        writeImageTree(r, {"only"}, 6, 0, ".png", 1, 8, 8);
+    }
+    DatasetOptions o;
+    o.dir = r;
+    o.testFraction = 0.5;
+    if (test < 0) {
+        const Caught c = catchError([&] { Dataset::load(o); });
+        QCOMPARE(c.type, QString("FormatError"));
+        QVERIFY2(c.message.contains("single class"), qPrintable(c.message));
+        return;
+    }
+    const Dataset d = Dataset::load(o);
+    QCOMPARE(d.classNames, kClasses3);
+    QCOMPARE(d.train.size(), std::size_t(train));
+    QCOMPARE(d.test.size(), std::size_t(test));
+    QCOMPARE(std::count(d.test.labels.begin(), d.test.labels.end(), 2), test / 3);
+}
+
+// Different sizes need --resize; with it every image has the asked size.
+void TestImageFolders::imageFolderResize()
+{
+    const std::string r = path("img-sizes");
+    writeImageTree(r, {"a", "b"}, 3, 0, ".png", 3, 8, 8);
+    writeImage(r + "/b/big.jpg", 50, 3, 16, 12);
+    DatasetOptions o;
+    o.dir = r;
+    o.testFraction = 0.5;
+    const Caught c = catchError([&] { Dataset::load(o); });
+    QCOMPARE(c.type, QString("FormatError"));
+    QVERIFY2(c.message.contains("--resize") && c.message.contains("big.jpg"), qPrintable(c.message));
+    o.resize = parseResize("4x6");
+    const Dataset d = Dataset::load(o);
+    QCOMPARE(d.height(), std::size_t{4});
+    QCOMPARE(d.width(), std::size_t{6});
+    QCOMPARE(d.train.pixels.size(), d.train.size() * 3 * 4 * 6);
+}
+
+QTEST_GUILESS_MAIN(TestImageFolders)
+#include "tst_image_folders.moc"
