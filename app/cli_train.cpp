@@ -602,6 +602,7 @@ int runTrain(const std::vector<std::string>& argv)
     unusedWith("--nesterov", cfg.optimizer == "sgd", "it is for --optimizer sgd");
     unusedWith("--percentile", pc.calibration == "percentile" || pc.activationCalibration == "percentile",
                "it is for --calibration percentile or --act-calibration percentile");
+    unusedWith("--lsq-init", pc.quantizer == "lsq", "it is for --quantizer lsq");
     if (pc.strategy == Strategy::LowPrecision && pc.rounding == "nearest") {
         const NumberFormat& f = findFormat(pc.format);
         if (f.kind == FormatKind::Float && f.manBits <= 3) // the lesson of stochastic rounding, said up front

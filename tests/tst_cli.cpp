@@ -476,6 +476,7 @@ void TestCli::ignoredOptionsAreNamed_data()
     QTest::newRow("adam --momentum --nesterov, --percentile with minmax")
         << "ptq" << QStringList{"--momentum", "0.9", "--nesterov", "--percentile", "99"} << QStringList{}
         << QStringList{"--momentum", "--nesterov", "--percentile"};
+    QTest::newRow("qat --lsq-init without lsq") << "qat" << QStringList{"--lsq-init", "lsq"} << QStringList{} << QStringList{"--lsq-init"};
     QTest::newRow("--image-shape and --test-fraction on IDX")
         << "fp32" << QStringList{"--image-shape", "1x28x28", "--test-fraction", "0.3"} << QStringList{}
         << QStringList{"--image-shape", "--test-fraction"};
