@@ -603,6 +603,12 @@ int runTrain(const std::vector<std::string>& argv)
     unusedWith("--percentile", pc.calibration == "percentile" || pc.activationCalibration == "percentile",
                "it is for --calibration percentile or --act-calibration percentile");
     unusedWith("--lsq-init", pc.quantizer == "lsq", "it is for --quantizer lsq");
+    if (pc.strategy == Strategy::Ptq) {
+        const FormatKind kind = findFormat(pc.format).kind;
+        unusedWith("--rounding", pc.rounding != "stochastic", "ptq rounds its weights to nearest, or learns the rounding with adaround");
+        unusedWith("--rounding", pc.rounding != "adaround" || kind == FormatKind::Int,
+                   "AdaRound learns the rounding of an integer grid, and this --format is not one");
+    }
     if (pc.strategy == Strategy::LowPrecision && pc.rounding == "nearest") {
         const NumberFormat& f = findFormat(pc.format);
         if (f.kind == FormatKind::Float && f.manBits <= 3) // the lesson of stochastic rounding, said up front

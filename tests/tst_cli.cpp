@@ -477,6 +477,9 @@ void TestCli::ignoredOptionsAreNamed_data()
         << "ptq" << QStringList{"--momentum", "0.9", "--nesterov", "--percentile", "99"} << QStringList{}
         << QStringList{"--momentum", "--nesterov", "--percentile"};
     QTest::newRow("qat --lsq-init without lsq") << "qat" << QStringList{"--lsq-init", "lsq"} << QStringList{} << QStringList{"--lsq-init"};
+    QTest::newRow("ptq --rounding stochastic") << "ptq" << QStringList{"--rounding", "stochastic"} << QStringList{} << QStringList{"--rounding"};
+    QTest::newRow("ptq adaround on fp8") << "ptq" << QStringList{"--rounding", "adaround", "--format", "fp8-e4m3"} << QStringList{}
+                                         << QStringList{"--rounding"};
     QTest::newRow("--image-shape and --test-fraction on IDX")
         << "fp32" << QStringList{"--image-shape", "1x28x28", "--test-fraction", "0.3"} << QStringList{}
         << QStringList{"--image-shape", "--test-fraction"};
