@@ -108,6 +108,7 @@ void TestImageFolders::imageFolderLayouts_data()
     QTest::newRow("a wrapper folder") << "wrap" << 6 << 6;
     QTest::newRow("two wrappers") << "wrap2" << 6 << 6;
     QTest::newRow("one class folder") << "oneclass" << 0 << -1;
+    QTest::newRow("a class named train") << "classtrain" << 6 << 6;
 }
 
 void TestImageFolders::imageFolderLayouts()
@@ -122,6 +123,8 @@ void TestImageFolders::imageFolderLayouts()
         if (l != "train") writeImageTree(r + "/" + l.substr(6), kClasses3, 2, 100, ".png", 1, 8, 8);
     } else if (l == "wrap") {
         writeImageTree(r + "/mytree", kClasses3, 4, 0, ".png", 1, 8, 8);
+    } else if (l == "classtrain") {
+        writeImageTree(r, {"cat", "train", "zebra"}, 4, 0, ".png", 1, 8, 8);
     } else if (l == "wrap2") {
         writeImageTree(r + "/outer/inner", kClasses3, 4, 0, ".png", 1, 8, 8);
     } else {
@@ -137,7 +140,8 @@ void TestImageFolders::imageFolderLayouts()
         return;
     }
     const Dataset d = Dataset::load(o);
-    QCOMPARE(d.classNames, kClasses3);
+    const std::vector<std::string> classes = l == "classtrain" ? std::vector<std::string>({"cat", "train", "zebra"}) : kClasses3;
+    QCOMPARE(d.classNames, classes);
     QCOMPARE(d.train.size(), std::size_t(train));
     QCOMPARE(d.test.size(), std::size_t(test));
     QCOMPARE(std::count(d.test.labels.begin(), d.test.labels.end(), 2), test / 3);

@@ -78,7 +78,9 @@ SplitFolders splitFolders(fs::path r)
 {
     std::error_code ec;
     for (int depth = 0; depth < 4; ++depth) {
-        if (fs::is_directory(r / "train", ec)) {
+        // train/ as a split holds class folders; a class folder named "train" (CIFAR-100 has one)
+        // holds images.
+        if (fs::is_directory(r / "train", ec) && !holdsImageFiles(r / "train") && !sortedSubfolders(r / "train").empty()) {
             for (const char* name : {"test", "val", "valid", "validation"})
                 if (fs::is_directory(r / name, ec)) return {r / "train", r / name};
             return {r / "train", {}};
