@@ -146,6 +146,13 @@ int runEval(const std::vector<std::string>& argv)
                          path.c_str(), model.normalization.describe().c_str());
     }
     ModelRunner runner(model, ro);
+    if (!args.has("--json")) { // options this run does not use, named as train names its own
+        if (args.has("--isa") && !runner.isInteger())
+            std::fprintf(stderr, "quantscope-cli eval: --isa is ignored: it picks the integer engine's kernels, and the runner is the %s\n",
+                         runner.description().c_str());
+        if (args.has("--passes") && !args.has("--bench"))
+            std::fprintf(stderr, "quantscope-cli eval: --passes is ignored: it is for --bench\n");
+    }
     if (model.classes != data.numClasses())
         throw ConfigError(path + " has " + std::to_string(model.classes) + " classes; the data has " + std::to_string(data.numClasses()));
 

@@ -282,6 +282,11 @@ void TestCli::evalNormalizeAgainstTheStoredOne()
     QVERIFY2(same.exitCode == kExitOk, qPrintable(same.err));
     const Result plain = runCli({"eval", model, "--data", m_valid, "--test-limit", "50"});
     QCOMPARE(same.out, plain.out);
+    // Options this float model's run does not use are named (they passed in silence).
+    const Result unused = runCli({"eval", model, "--data", m_valid, "--test-limit", "50", "--isa", "avx2", "--passes", "2"});
+    QVERIFY2(unused.exitCode == kExitOk, qPrintable(unused.err));
+    QVERIFY2(unused.err.contains("--isa is ignored") && unused.err.contains("--passes is ignored: it is for --bench"), qPrintable(unused.err));
+    QCOMPARE(unused.out, plain.out);
     const Result other = runCli(eval + QStringList{"0.3,0.5"});
     QCOMPARE(other.exitCode, kExitUsage);
     QVERIFY2(other.err.contains("stores its input normalisation (mean 0.2500, std 0.5000), and --normalize asks for mean 0.3000, std 0.5000"),
