@@ -25,6 +25,7 @@
 #include <filesystem>
 #include <cstdio>
 #include <cstdlib>
+#include <set>
 #include <sstream>
 #include <string>
 
@@ -213,6 +214,16 @@ void applyPlanFlags(const Args& args, PrecisionConfig& pc)
         if (args.has("--granularity")) plan.defaults.granularity = pc.granularity;
         if (args.has("--calibration")) plan.defaults.calibration = pc.calibration;
         if (args.has("--act-format")) plan.defaults.activationFormat = pc.activationFormat;
+    }
+    // A layer both given a format and kept FP32 on the command line is a contradiction, not an
+    // order of precedence (--keep-fp32 used to win in silence).
+    std::set<std::string> layerNames;
+    for (const std::string& spec : args.all("--layer")) layerNames.insert(spec.substr(0, spec.find('=')));
+    for (const std::string& names : args.all("--keep-fp32")) {
+        std::stringstream list(names);
+        for (std::string n; std::getline(list, n, ',');)
+            if (layerNames.count(n))
+                throw UsageError("layer '" + n + "' is both in --keep-fp32 and in --layer " + n + "=...; keep one");
     }
     for (const std::string& spec : args.all("--layer")) applyLayerSpec(plan, spec);
     for (const std::string& names : args.all("--keep-fp32")) applyKeepFp32(plan, names);

@@ -167,6 +167,8 @@ void TestCli::errors_data()
                                              << kExitUsage << QStringList{"conv1", "group size 64", "group:1..group:9"};
     QTest::newRow("--plan missing file") << QStringList{"train", "--strategy", "ptq", "--plan", "/nonexistent/plan.json"} << kExitData
                                          << QStringList{"/nonexistent/plan.json"};
+    QTest::newRow("--keep-fp32 and --layer on one layer") << QStringList{"train", "--strategy", "ptq", "--keep-fp32", "fc1", "--layer", "fc1=int4"}
+                                                          << kExitUsage << QStringList{"layer 'fc1' is both in --keep-fp32 and in --layer"};
     QTest::newRow("--keep-fp32 with fp32") << QStringList{"train", "--keep-fp32", "fc2"} << kExitUsage << QStringList{"ptq, qat or progressive"};
     QTest::newRow("corrupt IDX file") << QStringList{"train", "--data", "$CORRUPT", "--model", "mlp"} << kExitData
                                       << QStringList{"$CORRUPT_FILE"};

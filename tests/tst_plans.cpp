@@ -238,6 +238,8 @@ void TestPlans::refusesBadPlans_data()
     QTest::newRow("unknown layer key") << R"({"layers":{"fc1":{"bits":4}}})"
                                        << QStringList{"bad.json", "layer 'fc1'", "unknown key 'bits'", "act_format"};
     QTest::newRow("wrong type") << R"({"layers":{"fc1":4}})" << QStringList{"bad.json", "layer 'fc1'", "expected an object"};
+    QTest::newRow("keep_fp32 with a format") << R"({"layers":{"fc1":{"format":"int4","keep_fp32":true}}})"
+                                             << QStringList{"bad.json", "layer 'fc1'", "contradict each other"};
 }
 
 void TestPlans::refusesBadPlans()

@@ -99,7 +99,13 @@ void readFields(const json& j, const std::string& source, const std::string& lay
         else if (key == "act_format") o.activationFormat = stringField(j, "act_format", source, layer);
         else if (key == "keep_fp32") {
             if (!value.is_boolean()) fail(source, where(layer) + ": \"keep_fp32\" must be true or false");
-            if (value.get<bool>()) o.format = "fp32";
+            if (value.get<bool>()) {
+                // With a format of its own the entry contradicts itself (keep_fp32 used to win in silence).
+                if (j.contains("format") && j["format"].is_string() && j["format"].get<std::string>() != "fp32")
+                    fail(source, where(layer) + ": \"keep_fp32\": true and \"format\": \"" + j["format"].get<std::string>() +
+                                     "\" contradict each other; keep one");
+                o.format = "fp32";
+            }
         } else
             fail(source, where(layer) + ": unknown key '" + key +
                              "' (valid: format, granularity, calibration, act_format, keep_fp32)");
