@@ -297,6 +297,24 @@ void TestLsqSteps::firstLast8BitWidensTheEnds()
         QCOMPARE(outputFormat(last), "uint" + wide); // the logits
         QCOMPARE(outputFormat(middleAct), std::string("uint2"));
     }
+    // A format given to the first layer by name (--layer, a plan file) wins over the option.
+    auto m = makeModel(model.toStdString());
+    PrecisionConfig pc;
+    pc.strategy = Strategy::Qat;
+    pc.format = "int2";
+    pc.activationFormat = "uint2";
+    pc.firstLast8Bit = true;
+    LayerOverride o;
+    o.layer = first.toStdString();
+    o.format = "int4";
+    pc.layers.push_back(o);
+    pc.validate();
+    QuantSim sim(*m, pc, findFormat("int2"));
+    for (std::size_t t = 0; t < sim.weightTargets().size(); ++t) {
+        const std::string& l = sim.weightTargets()[t].layer;
+        if (l == first.toStdString()) QCOMPARE(sim.targetFormat(t).name, std::string("int4"));
+        if (l == last.toStdString()) QCOMPARE(sim.targetFormat(t).name, std::string("int8"));
+    }
 }
 
 void TestLsqSteps::activationStepAndOffsetGradients()

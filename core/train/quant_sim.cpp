@@ -106,7 +106,8 @@ QuantSim::QuantSim(Model& model, const PrecisionConfig& cfg, const NumberFormat&
     for (Fold& f : m_folds) m_targets[f.target].weight = &f.folded; // stable addresses from here on
 
     // --first-last-8bit: the first and last targets with an integer format narrower than 8 bits
-    // get int8 weights.
+    // get int8 weights, unless the plan gives that layer a format of its own (--layer, a plan
+    // file): the named layer is the more specific wish.
     long firstInt = -1, lastInt = -1;
     for (std::size_t t = 0; t < m_targets.size(); ++t)
         if (needsScale(findFormat(m_plan.forLayer(m_targets[t].layer).format))) {
@@ -120,7 +121,10 @@ QuantSim::QuantSim(Model& model, const PrecisionConfig& cfg, const NumberFormat&
     m_lsq = parseQuantizer(cfg.quantizer) == QuantizerKind::Lsq;
     for (std::size_t t = 0; t < m_targets.size(); ++t) {
         m_prec.push_back(m_plan.forLayer(m_targets[t].layer));
-        if (cfg.firstLast8Bit && (static_cast<long>(t) == firstInt || static_cast<long>(t) == lastInt) &&
+        const std::string& name = m_targets[t].layer;
+        const bool named = std::any_of(m_plan.layers.begin(), m_plan.layers.end(),
+                                       [&](const LayerOverride& o) { return o.layer == name && o.format; });
+        if (cfg.firstLast8Bit && (static_cast<long>(t) == firstInt || static_cast<long>(t) == lastInt) && !named &&
             findFormat(m_prec.back().format).bits < 8)
             m_prec.back().format = "int8";
         const LayerPrecision& p = m_prec.back();
