@@ -3,6 +3,8 @@
 // type, and the tolerances of the JPEG round trip.
 #pragma once
 
+#include "caught_error.h"
+
 #include "data/image_codec.h"
 #include "util/errors.h"
 
@@ -27,26 +29,8 @@ constexpr std::size_t kSmallAllocation = 1u << 20; // reading a hostile header o
 constexpr double kBatchMomentTol = 1e-4;
 constexpr int kJpegTol = 12; // JPEG at quality 95 of smooth 8x8 images: per-pixel error bound
 
-struct Caught {
-    QString type, message;
-};
-
-template <typename F>
-inline Caught catchError(F&& f)
-{
-    try {
-        f();
-    } catch (const IoError& e) {
-        return {"IoError", e.what()};
-    } catch (const FormatError& e) {
-        return {"FormatError", e.what()};
-    } catch (const ConfigError& e) {
-        return {"ConfigError", e.what()};
-    } catch (const std::exception& e) {
-        return {"other", e.what()};
-    }
-    return {"none", ""};
-}
+using quantscope::testing::Caught; // caught_error.h
+using quantscope::testing::catchError;
 
 inline void writeBytes(const std::string& path, const Bytes& b)
 {

@@ -3,6 +3,8 @@
 // stored models field by field, and running one.
 #pragma once
 
+#include "caught_error.h"
+
 #include "infer/model_runner.h"
 #include "io/qsm.h"
 #include "util/errors.h"
@@ -23,26 +25,8 @@ namespace qsm_fixtures {
 using namespace quantscope;
 using Bytes = std::vector<std::uint8_t>;
 
-struct Caught {
-    QString type, message;
-};
-
-template <typename F>
-inline Caught catchError(F&& f)
-{
-    try {
-        f();
-    } catch (const FormatError& e) {
-        return {"FormatError", e.what()};
-    } catch (const IoError& e) {
-        return {"IoError", e.what()};
-    } catch (const ConfigError& e) {
-        return {"ConfigError", e.what()};
-    } catch (const std::exception& e) {
-        return {"other", e.what()};
-    }
-    return {"no error", {}};
-}
+using quantscope::testing::Caught; // caught_error.h
+using quantscope::testing::catchError;
 
 // Rewrites the header's payload size and CRC so the parser, not the CRC check, meets the damage.
 inline void fixHeader(Bytes& b)

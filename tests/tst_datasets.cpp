@@ -430,7 +430,7 @@ void TestDatasets::options()
         if (flag == "shape") parseImageShape(text.toStdString());
         else parseResize(text.toStdString());
     });
-    QCOMPARE(c.type, ok ? QString("none") : QString("ConfigError"));
+    QCOMPARE(c.type, ok ? QString("no error") : QString("ConfigError"));
     if (!ok) QVERIFY2(c.message.contains(text), qPrintable(c.message));
 }
 

@@ -8,6 +8,8 @@
 
 #include <QtTest>
 
+#include "caught_error.h"
+
 #include <zlib.h>
 
 #include <atomic>
@@ -62,26 +64,8 @@ Bytes readBytes(const std::string& path)
     return Bytes(std::istreambuf_iterator<char>(f), {});
 }
 
-struct Caught {
-    QString type, message;
-};
-
-template <typename F>
-Caught catchError(F&& f)
-{
-    try {
-        f();
-    } catch (const IoError& e) {
-        return {"IoError", e.what()};
-    } catch (const FormatError& e) {
-        return {"FormatError", e.what()};
-    } catch (const ConfigError& e) {
-        return {"ConfigError", e.what()};
-    } catch (const std::exception& e) {
-        return {QString("std::exception (%1)").arg(typeid(e).name()), e.what()};
-    }
-    return {"no error", {}};
-}
+using quantscope::testing::Caught; // caught_error.h
+using quantscope::testing::catchError;
 
 // A labelled set whose images are all different: the first two pixels hold the index.
 struct Set {
