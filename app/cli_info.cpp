@@ -268,7 +268,7 @@ int runInfo(const std::vector<std::string>& argv)
             if (args.has("--format")) p.defaults.format = args.str("--format", "");
             if (args.has("--granularity")) p.defaults.granularity = args.str("--granularity", "");
         }
-        for (const std::string& spec : args.all("--layer")) applyLayerSpec(p, spec);
+        applyLayerSpecs(p, args.all("--layer"));
         for (const std::string& names : args.all("--keep-fp32")) applyKeepFp32(p, names);
         const std::unique_ptr<Model> model =
             file ? modelFromFile(spec, false)(Shape{s.inputShape}, s.classes, 1) : makeModel(spec, in[0], in[1], in[2], classes, 1);

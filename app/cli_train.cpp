@@ -225,7 +225,7 @@ void applyPlanFlags(const Args& args, PrecisionConfig& pc)
             if (layerNames.count(n))
                 throw UsageError("layer '" + n + "' is both in --keep-fp32 and in --layer " + n + "=...; keep one");
     }
-    for (const std::string& spec : args.all("--layer")) applyLayerSpec(plan, spec);
+    applyLayerSpecs(plan, args.all("--layer"));
     for (const std::string& names : args.all("--keep-fp32")) applyKeepFp32(plan, names);
     pc.format = plan.defaults.format;
     pc.granularity = plan.defaults.granularity;
@@ -614,6 +614,12 @@ int runTrain(const std::vector<std::string>& argv)
     unusedWith("--percentile", pc.calibration == "percentile" || pc.activationCalibration == "percentile",
                "it is for --calibration percentile or --act-calibration percentile");
     unusedWith("--lsq-init", pc.quantizer == "lsq", "it is for --quantizer lsq");
+    // Granularity is where an integer grid's scale lives; float and MX formats have none (an MX
+    // block is its own granularity). Used when the default or any layer's format is an integer one.
+    bool intGrid = needsScale(findFormat(pc.format));
+    for (const LayerOverride& o : pc.layers) intGrid = intGrid || (o.format && o.format != "fp32" && needsScale(findFormat(*o.format)));
+    unusedWith("--granularity", intGrid, "float and MX formats take no scale, so no granularity");
+    unusedWith("--narrow-range", intGrid, "it is for integer formats");
     if (pc.strategy == Strategy::Ptq) {
         const FormatKind kind = findFormat(pc.format).kind;
         unusedWith("--rounding", pc.rounding != "stochastic", "ptq rounds its weights to nearest, or learns the rounding with adaround");

@@ -487,6 +487,10 @@ void TestCli::ignoredOptionsAreNamed_data()
     QTest::newRow("ptq --rounding stochastic") << "ptq" << QStringList{"--rounding", "stochastic"} << QStringList{} << QStringList{"--rounding"};
     QTest::newRow("ptq adaround on fp8") << "ptq" << QStringList{"--rounding", "adaround", "--format", "fp8-e4m3"} << QStringList{}
                                          << QStringList{"--rounding"};
+    QTest::newRow("ptq fp8 --granularity --narrow-range") << "ptq" << QStringList{"--format", "fp8-e4m3", "--granularity", "tensor", "--narrow-range"}
+                                                          << QStringList{} << QStringList{"--granularity", "--narrow-range"};
+    QTest::newRow("ptq fp8 --granularity for an int4 layer")
+        << "ptq" << QStringList{"--format", "fp8-e4m3", "--granularity", "tensor", "--layer", "fc1=int4"} << QStringList{} << QStringList{};
     QTest::newRow("--image-shape and --test-fraction on IDX")
         << "fp32" << QStringList{"--image-shape", "1x28x28", "--test-fraction", "0.3"} << QStringList{}
         << QStringList{"--image-shape", "--test-fraction"};

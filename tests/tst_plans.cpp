@@ -240,6 +240,11 @@ void TestPlans::refusesBadPlans_data()
     QTest::newRow("wrong type") << R"({"layers":{"fc1":4}})" << QStringList{"bad.json", "layer 'fc1'", "expected an object"};
     QTest::newRow("keep_fp32 with a format") << R"({"layers":{"fc1":{"format":"int4","keep_fp32":true}}})"
                                              << QStringList{"bad.json", "layer 'fc1'", "contradict each other"};
+    // JSON itself keeps the last of two equal keys; a plan refuses them.
+    QTest::newRow("a layer twice") << R"({"layers":{"fc1":"int4","conv1":"int8","fc1":"int8"}})"
+                                   << QStringList{"bad.json", "'fc1'", "twice"};
+    QTest::newRow("a field twice") << R"({"default":{"format":"int4","granularity":"tensor","format":"int8"}})"
+                                   << QStringList{"bad.json", "'format'", "twice"};
 }
 
 void TestPlans::refusesBadPlans()
@@ -269,6 +274,7 @@ void TestPlans::refusesBadSpecs_data()
     QTest::newRow("bad format") << "fc1=int99" << "" << "unknown format 'int99'";
     QTest::newRow("bad group") << "fc1=int4:group:0" << "" << "unknown granularity 'group:0'";
     QTest::newRow("empty keep") << "" << "fc1,,fc2" << "NAME[,NAME]";
+    QTest::newRow("a layer twice") << "fc1=int4;conv1=int8;fc1=int8" << "" << "'fc1' twice";
 }
 
 void TestPlans::refusesBadSpecs()
@@ -279,7 +285,9 @@ void TestPlans::refusesBadSpecs()
     PrecisionPlan p;
     QString message;
     try {
-        if (!layer.isEmpty()) applyLayerSpec(p, layer.toStdString());
+        std::vector<std::string> specs; // several --layer options, split at ';'
+        for (const QString& spec : layer.split(';', Qt::SkipEmptyParts)) specs.push_back(spec.toStdString());
+        if (!layer.isEmpty()) applyLayerSpecs(p, specs);
         if (!keep.isEmpty()) applyKeepFp32(p, keep.toStdString());
     } catch (const ConfigError& e) {
         message = e.what();

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <set>
 
 namespace quantscope {
 
@@ -170,12 +171,25 @@ PrecisionPlan parsePlanJson(const std::string& text, const std::string& source, 
     PrecisionPlan plan;
     plan.defaults = defaults;
     plan.source = source;
+    // JSON keeps the last of two equal keys in silence; in a plan that hides a contradiction
+    // ("conv1" given int4 and int8), so a repeated key in any object is an error.
+    std::vector<std::set<std::string>> keysSeen;
+    std::string repeated;
+    const json::parser_callback_t noRepeats = [&](int, json::parse_event_t event, json& parsed) {
+        if (event == json::parse_event_t::object_start) keysSeen.emplace_back();
+        else if (event == json::parse_event_t::object_end && !keysSeen.empty()) keysSeen.pop_back();
+        else if (event == json::parse_event_t::key && !keysSeen.empty() && repeated.empty() &&
+                 !keysSeen.back().insert(parsed.get<std::string>()).second)
+            repeated = parsed.get<std::string>();
+        return true;
+    };
     json j;
     try {
-        j = json::parse(text);
+        j = json::parse(text, noRepeats);
     } catch (const json::parse_error& e) {
         fail(source, std::string("not valid JSON: ") + e.what());
     }
+    if (!repeated.empty()) fail(source, "the key '" + repeated + "' appears twice in one object; keep one");
     if (!j.is_object()) fail(source, "expected a JSON object with \"default\" and \"layers\"");
     for (const auto& [key, value] : j.items()) {
         if (key == "version") {
@@ -242,6 +256,17 @@ void applyLayerSpec(PrecisionPlan& plan, const std::string& spec)
     LayerOverride& e = plan.entry(name);
     e.format = o.format;
     if (o.granularity) e.granularity = o.granularity;
+}
+
+void applyLayerSpecs(PrecisionPlan& plan, const std::vector<std::string>& specs)
+{
+    std::set<std::string> named;
+    for (const std::string& spec : specs) {
+        const std::string name = spec.substr(0, spec.find('='));
+        if (!name.empty() && !named.insert(name).second)
+            throw ConfigError("--layer names '" + name + "' twice; keep one");
+    }
+    for (const std::string& spec : specs) applyLayerSpec(plan, spec);
 }
 
 void applyKeepFp32(PrecisionPlan& plan, const std::string& names)

@@ -62,6 +62,8 @@ void writePlanFile(const std::string& path, const PrecisionPlan& plan); // atomi
 
 // "NAME=FORMAT[:GRANULARITY]" (--layer) into the plan's entry for NAME. Throws ConfigError.
 void applyLayerSpec(PrecisionPlan& plan, const std::string& spec);
+// Every --layer spec in order; a layer named twice is a ConfigError (the last used to win).
+void applyLayerSpecs(PrecisionPlan& plan, const std::vector<std::string>& specs);
 // "NAME[,NAME]" (--keep-fp32): those layers' format becomes fp32.
 void applyKeepFp32(PrecisionPlan& plan, const std::string& names);
 
