@@ -21,6 +21,8 @@
 
 #include <QtTest>
 
+#include <unistd.h>
+
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -47,6 +49,9 @@ private slots:
     void flatInputReadsFlattenedImages();
     void biasFreeLinearHasNoBias();
     void referenceModels();
+    void readsUsersInputConventions();
+    void sharedWeightsAreNamed();
+    void metadataDoesNotMisroute();
 };
 
 void TestOnnxImport::matchesPyTorch_data()
@@ -453,6 +458,92 @@ void TestOnnxImport::referenceModels()
         qInfo("%s: predictions equal to PyTorch's on %zu of %zu test images (%.2f %%)", m, same, want.size(), 100.0 * agree);
         QVERIFY2(agree >= kMinPredictionAgreement, m);
     }
+}
+
+// What users write in front of their models: x / 255 (or * (1/255)) then a normalisation,
+// which takes 0..255 pixels (read on QuantScope's [0, 1] scale, with a note; it gave chance
+// accuracy), and x.view(-1, 1, H, W) on images (a no-op) or on a flat input (un-flattening).
+void TestOnnxImport::readsUsersInputConventions()
+{
+    for (const char* name : {"pixels255_op13_fold_dyn", "pixels255mul_op11_nofold"}) {
+        const fs::path p = kFixtures / (std::string(name) + ".onnx");
+        const ExportedModel m = importOnnx(fileBytes(p), p.string());
+        QVERIFY(m.normalizationKnown);
+        QVERIFY2(std::fabs(m.normalization.mean[0] - 0.1307f) < 1e-5f && std::fabs(m.normalization.stddev[0] - 0.3081f) < 1e-5f,
+                 qPrintable(QString("%1: mean %2 stddev %3").arg(name).arg(m.normalization.mean[0]).arg(m.normalization.stddev[0])));
+        QCOMPARE(m.notes.size(), std::size_t{1});
+        QVERIFY2(m.notes[0].find("0..255 pixels") != std::string::npos, m.notes[0].c_str());
+        Reference ref = loadReference(kFixtures / (std::string(name) + ".json"));
+        for (float& v : ref.input) // the pipeline's [0, 1] pixel, normalised as the model says
+            v = (v / 255.0f - m.normalization.mean[0]) / m.normalization.stddev[0];
+        const double dev = maxDeviation(m, ref);
+        QVERIFY2(dev <= kOutputTol, qPrintable(QString("%1: deviation %2").arg(name).arg(dev)));
+    }
+    for (const char* name : {"viewinput_op13_fold_dyn", "viewflat_op11_nofold"}) {
+        const fs::path p = kFixtures / (std::string(name) + ".onnx");
+        OnnxImportInfo info;
+        const ExportedModel m = importOnnx(fileBytes(p), p.string(), &info);
+        QCOMPARE(Shape({m.channels, m.height, m.width}), Shape({1, 8, 8}));
+        QVERIFY2(m.layers.front().kind == LayerKind::Conv2d, name); // no Flatten in front: the view undid it
+        Reference ref = loadReference(kFixtures / (std::string(name) + ".json"));
+        ref.inputShape = {ref.inputShape[0], 1, 8, 8};
+        const double dev = maxDeviation(m, ref);
+        QVERIFY2(dev <= kOutputTol, qPrintable(QString("%1: deviation %2").arg(name).arg(dev)));
+    }
+}
+
+// A conv called twice shares its weight in the file; QuantScope reads two layers, and says so.
+void TestOnnxImport::sharedWeightsAreNamed()
+{
+    const fs::path p = kFixtures / "viewinput_op13_fold_dyn.onnx";
+    const ExportedModel m = importOnnx(fileBytes(p), p.string());
+    std::vector<std::string> convs;
+    for (const StoredLayer& l : m.layers)
+        if (l.kind == LayerKind::Conv2d) convs.push_back(l.name);
+    QCOMPARE(convs.size(), std::size_t{2});
+    QCOMPARE(convs[0], std::string("conv"));
+    QCOMPARE(m.notes.size(), std::size_t{1});
+    QVERIFY2(m.notes[0].find("shared by the layers 'conv' and '" + convs[1] + "'") != std::string::npos, m.notes[0].c_str());
+}
+
+// A PyTorch export that carries QuantScope's class-name key is still a PyTorch export (it went to
+// the reader of QuantScope's own files and failed); QuantScope's own FP32 export still reads back
+// when a tool strips its node names (valid ONNX).
+void TestOnnxImport::metadataDoesNotMisroute()
+{
+    const fs::path dir = fs::temp_directory_path() / ("qs_onnx_meta_" + std::to_string(::getpid()));
+    fs::create_directories(dir);
+    onnx::ModelProto mp = parse(kFixtures / "seqview_op13_fold.onnx");
+    auto* prop = mp.add_metadata_props();
+    prop->set_key("quantscope.class_names");
+    std::string names;
+    for (int c = 0; c < 10; ++c) names += "class" + std::to_string(c) + "\n";
+    prop->set_value(names);
+    const std::vector<std::uint8_t> bytes = serialize(mp);
+    const fs::path withNames = dir / "with_names.onnx";
+    std::ofstream(withNames, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    const ExportedModel m = readOnnxModel(withNames.string());
+    QCOMPARE(m.classNames.size(), std::size_t{10});
+    QCOMPARE(m.classNames[3], std::string("class3"));
+    QVERIFY(maxDeviation(m, loadReference(kFixtures / "seqview_op13_fold.json")) <= kOutputTol);
+
+    std::unique_ptr<Model> original = makeModel("resnet8", 1, 28, 28, 10, 7);
+    onnx::ModelProto own;
+    const std::vector<std::uint8_t> ownBytes = encodeOnnx(exportFloatModel(*original, "resnet8", Normalization::uniform(0.25f, 0.5f, 1), {}));
+    QVERIFY(own.ParseFromArray(ownBytes.data(), static_cast<int>(ownBytes.size())));
+    for (onnx::NodeProto& n : *own.mutable_graph()->mutable_node()) n.clear_name();
+    const std::vector<std::uint8_t> stripped = serialize(own);
+    const fs::path strippedPath = dir / "stripped.onnx";
+    std::ofstream(strippedPath, std::ios::binary).write(reinterpret_cast<const char*>(stripped.data()), static_cast<std::streamsize>(stripped.size()));
+    const ExportedModel back = readOnnxModel(strippedPath.string());
+    std::unique_ptr<Model> imported = buildModel(back);
+    Tensor x({2, 1, 28, 28});
+    for (std::size_t i = 0; i < x.numel(); ++i) x[i] = std::sin(0.37f * float(i));
+    RunContext ctx;
+    const Tensor a = original->forward(x, ctx);
+    const Tensor b = imported->forward(x, ctx);
+    for (std::size_t i = 0; i < a.numel(); ++i) QVERIFY(std::fabs(a[i] - b[i]) <= kOutputTol);
+    fs::remove_all(dir);
 }
 
 QTEST_GUILESS_MAIN(TestOnnxImport)

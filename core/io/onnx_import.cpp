@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <map>
 #include <queue>
@@ -344,8 +345,33 @@ ExportedModel Importer::run()
     m_m.normalizationKnown = m_sawMean || m_sawStd; // else the caller supplies it (--normalize, dataset statistics)
     for (std::vector<float>* v : {&m_m.normalization.mean, &m_m.normalization.stddev})
         if (v->size() == 1) v->assign(m_m.channels, v->front());
+    pixelScale255();
     m_m.validate(m_source);
     return std::move(m_m);
+}
+
+// A model that divides its input by 255 (x / 255, or ToTensor's scaling written into the graph
+// before a normalisation) takes pixels of 0..255. QuantScope's pixels are on [0, 1], so the
+// stored normalisation moves to that scale: (255 p - M) / S = (p - M/255) / (S/255). A stddev
+// of at least 4 on every channel marks the 0..255 scale: on [0, 1] pixels no normalisation
+// divides by 4 (torchvision's are 0.2-0.5; on 0..255 pixels they are 50-255).
+void Importer::pixelScale255()
+{
+    Normalization& z = m_m.normalization;
+    if (!m_sawStd || z.stddev.empty()) return;
+    for (float s : z.stddev)
+        if (!(s >= 4.0f)) return;
+    const auto g4 = [](float v) {
+        char b[32];
+        std::snprintf(b, sizeof b, "%.4g", static_cast<double>(v));
+        return std::string(b);
+    };
+    const std::string before = "mean " + g4(z.mean.front()) + ", stddev " + g4(z.stddev.front());
+    for (float& m : z.mean) m /= 255.0f;
+    for (float& s : z.stddev) s /= 255.0f;
+    m_m.notes.push_back("the graph's input normalisation (" + before + (z.stddev.size() > 1 ? ", first channel" : "") +
+                        ") is on the scale of 0..255 pixels; QuantScope's pixels are on [0, 1], so it is read as mean " +
+                        g4(z.mean.front()) + ", stddev " + g4(z.stddev.front()));
 }
 
 // ------------------------------------------------------------------------------------- layers
@@ -372,6 +398,14 @@ StoredLayer& Importer::addLayer(const NodeProto& n, StoredLayer l, Shape out, co
     std::string base = layerName(n, weight) + suffix, name = base;
     for (int k = 2; m_names.count(name); ++k) name = base + "_" + std::to_string(k);
     m_names.insert(name);
+    if (weight && !weight->origin.empty()) {
+        // A module called twice (shared weights): ONNX gives each call a node; each becomes a layer.
+        const auto [it, first] = m_weightUser.emplace(weight->origin, name);
+        if (!first)
+            m_m.notes.push_back("the weight '" + weight->origin + "' is shared by the layers '" + it->second + "' and '" + name +
+                                "' (as when one module is called twice): they are read as two layers with a copy each, so their "
+                                "parameters count twice and training unties them");
+    }
     l.name = name;
     l.inputs = inputs;
     std::size_t numel = 1;

@@ -188,7 +188,7 @@ void Importer::add(const NodeProto& n)
     const Value& v = ai == 0 ? a : b;
     const ConstTensor& c = constant(n, 1 - ai, "one addend");
     if (v.kind != Value::Kind::Act) failNode(n, "adds a Pad's output");
-    if (v.act == m_inputAct && m_m.layers.size() == m_inputAct && !m_sawMean) // x * (1 / s) + b: the normalisation's shift
+    if (v.act == m_inputAct && m_m.layers.size() == m_inputAct) // x * (1 / s) + b: the normalisation's shift
         return shiftInput(n, c, -1.0f);
     const bool last = v.act == m_m.layers.size() && v.act > 0;
     StoredLayer* l = last ? &m_m.layers[v.act - 1] : nullptr;
@@ -231,55 +231,81 @@ constexpr const char* kNormalisationForms =
     "input / stddev - mean / stddev, by one value or one per channel, on the graph input or right after the model "
     "flattens it";
 
-// The mean of the input normalisation from a constant c subtracted from the input (sign 1) or
-// added to it (sign -1), before or after its scaling: (x - c) / s, or x / s - c = (x - c s) / s.
+// The input normalisation (x - mean) / stddev, composed node by node as the graph writes it:
+// with u = (x - M) / S, u - c = (x - (M + c S)) / S and u / c = (x - M) / (S c). So
+// x / 255 then (u - 0.1307) / 0.3081, or (x - m) * (1 / s) + b, are one normalisation.
+namespace {
+// a and b to one length (one value widens to the other's per-channel list).
+void widen(std::vector<float>& a, std::vector<float>& b)
+{
+    if (a.size() == 1 && b.size() > 1) a.assign(b.size(), a[0]);
+    if (b.size() == 1 && a.size() > 1) b.assign(a.size(), b[0]);
+}
+} // namespace
+
+void Importer::checkInputNormalisation(const NodeProto& n, int actInput) const
+{
+    if (act(n, actInput) == m_inputAct && m_m.layers.size() == m_inputAct) return;
+    if (m_m.layers.size() != m_inputAct)
+        failNode(n, std::string("applies to the output of a layer (e.g. a temperature on the logits), which is not read; ") +
+                        kNormalisationForms);
+    failNode(n, kNormalisationForms);
+}
+
+// A constant c subtracted from the input (sign 1) or added to it (sign -1).
 void Importer::shiftInput(const NodeProto& n, const ConstTensor& c, float sign)
 {
-    std::vector<float> m = perChannel(n, c, "the mean");
-    for (float& v : m) v *= sign;
-    if (m_sawStd) { // the scale came first: the shift is in scaled units
-        const std::vector<float>& s = m_m.normalization.stddev;
-        if (m.size() == 1 && s.size() > 1) m.assign(s.size(), m[0]);
-        for (std::size_t i = 0; i < m.size(); ++i) m[i] *= s.size() == 1 ? s[0] : s[i];
-    }
-    m_m.normalization.mean = std::move(m);
+    std::vector<float> shift = perChannel(n, c, "the mean");
+    std::vector<float>& M = m_m.normalization.mean;
+    std::vector<float>& S = m_m.normalization.stddev;
+    widen(shift, M);
+    widen(shift, S);
+    widen(M, S);
+    for (std::size_t i = 0; i < M.size(); ++i) M[i] += sign * shift[i] * S[i];
     m_sawMean = true;
+    alias(n, m_inputAct);
+}
+
+// The input divided by `divisor` (per channel): the stddev grows by it.
+void Importer::scaleInput(const NodeProto& n, std::vector<float> divisor)
+{
+    for (float v : divisor) {
+        if (v > 0.0f && std::isfinite(v)) continue;
+        char b[32];
+        std::snprintf(b, sizeof b, "%g", static_cast<double>(v));
+        failNode(n, std::string("divides the input by ") + b + "; a normalisation's stddev must be positive and finite");
+    }
+    std::vector<float>& M = m_m.normalization.mean;
+    std::vector<float>& S = m_m.normalization.stddev;
+    widen(divisor, S);
+    widen(M, S);
+    for (std::size_t i = 0; i < S.size(); ++i) S[i] *= divisor[i];
+    m_sawStd = true;
     alias(n, m_inputAct);
 }
 
 void Importer::sub(const NodeProto& n)
 {
-    if (act(n, 0) != m_inputAct || m_m.layers.size() != m_inputAct || m_sawMean)
-        failNode(n, kNormalisationForms);
+    if (value(n, 0).kind == Value::Kind::Const)
+        failNode(n, std::string("subtracts the input from a constant (such as 1 - x, an inversion); ") + kNormalisationForms);
+    checkInputNormalisation(n, 0);
     shiftInput(n, constant(n, 1, "the mean"), 1.0f);
 }
 
 void Importer::div(const NodeProto& n)
 {
-    if (act(n, 0) != m_inputAct || m_m.layers.size() != m_inputAct || m_sawStd)
-        failNode(n, kNormalisationForms);
-    std::vector<float> s = perChannel(n, constant(n, 1, "the stddev"), "the stddev");
-    for (float v : s)
-        if (!(v > 0.0f) || !std::isfinite(v)) failNode(n, "the stddev must be positive", false);
-    m_m.normalization.stddev = std::move(s);
-    m_sawStd = true;
-    alias(n, m_inputAct);
+    checkInputNormalisation(n, 0);
+    scaleInput(n, perChannel(n, constant(n, 1, "the stddev"), "the stddev"));
 }
 
-// The same normalisation written (input - mean) * (1 / stddev), the factor on either side.
+// x * f, the factor on either side: a division by 1 / f.
 void Importer::mul(const NodeProto& n)
 {
     const int a = value(n, 0).kind == Value::Kind::Const ? 1 : 0; // the activation's side
-    if (act(n, a) != m_inputAct || m_m.layers.size() != m_inputAct || m_sawStd)
-        failNode(n, kNormalisationForms);
-    std::vector<float> s = perChannel(n, constant(n, 1 - a, "the factor"), "the factor");
-    for (float& v : s) {
-        if (!(v > 0.0f) || !std::isfinite(v)) failNode(n, "the factor 1 / stddev must be positive", false);
-        v = 1.0f / v;
-    }
-    m_m.normalization.stddev = std::move(s);
-    m_sawStd = true;
-    alias(n, m_inputAct);
+    checkInputNormalisation(n, a);
+    std::vector<float> f = perChannel(n, constant(n, 1 - a, "the factor"), "the factor");
+    for (float& v : f) v = 1.0f / v; // 0 becomes inf, refused with the value
+    scaleInput(n, std::move(f));
 }
 
 void Importer::relu(const NodeProto& n)
@@ -514,16 +540,47 @@ void Importer::reshape(const NodeProto& n)
     const std::size_t x = act(n, 0);
     const ConstTensor& t = constant(n, 1, "the target shape");
     const std::int64_t numel = static_cast<std::int64_t>(shapeNumel(shapeOf(x)));
-    bool ok = !t.isFloat && t.i.size() == 2;
-    if (ok) {
+    const auto isBatch = [&](std::int64_t a) {
+        return a == kBatchDim || (a == 0 && attrInt(n, "allowzero", 0) == 0) || (m_staticBatch > 0 && a == m_staticBatch);
+    };
+    if (!t.isFloat && t.i.size() == 2) {
         const std::int64_t a = t.i[0], b = t.i[1];
-        const bool batch = a == kBatchDim || (a == 0 && attrInt(n, "allowzero", 0) == 0) || (m_staticBatch > 0 && a == m_staticBatch);
-        ok = (batch && (b == -1 || b == numel)) || (a == -1 && b == numel);
+        if ((isBatch(a) && (b == -1 || b == numel)) || (a == -1 && b == numel)) return flattenImages(n, x);
     }
-    if (!ok)
-        failNode(n, "reshapes to " + (t.isFloat ? std::string("a float shape") : listOf(t.i)) +
-                        "; only flattening each image to (N, -1) is a layer QuantScope has");
-    flattenImages(n, x);
+    // A reshape to the shape each image already has (x.view(-1, 1, 28, 28) or
+    // x.reshape(x.size(0), C, H, W) on [N, C, H, W]) changes nothing.
+    if (!t.isFloat && t.i.size() == shapeOf(x).size() + 1 && (isBatch(t.i[0]) || t.i[0] == -1)) {
+        bool same = true;
+        for (std::size_t d = 0; d < shapeOf(x).size(); ++d) {
+            const std::int64_t v = t.i[d + 1];
+            same = same && (v == static_cast<std::int64_t>(shapeOf(x)[d]) || (v == 0 && attrInt(n, "allowzero", 0) == 0));
+        }
+        if (same) return alias(n, x);
+    }
+    // A flat [N, C*H*W] input that the graph's first node views as [N, C, H, W] again (the
+    // MNIST tutorials' x.view(-1, 1, 28, 28)): the images need no flattening at all.
+    if (!t.isFloat && x == m_inputAct && m_info.flatInput && m_m.layers.size() == 1 && m_uses[n.input(0)] == 1 &&
+        t.i.size() == m_shapes[0].size() + 1 && (isBatch(t.i[0]) || t.i[0] == -1)) {
+        bool same = true;
+        for (std::size_t d = 0; d < m_shapes[0].size(); ++d) same = same && t.i[d + 1] == static_cast<std::int64_t>(m_shapes[0][d]);
+        if (same) {
+            m_names.erase(m_m.layers.back().name);
+            m_m.layers.pop_back();
+            m_shapes.pop_back();
+            std::erase_if(m_m.notes, [](const std::string& note) { return note.find("input_flatten") != std::string::npos; });
+            m_inputAct = 0;
+            return alias(n, 0);
+        }
+    }
+    std::string target = "a float shape";
+    if (!t.isFloat) {
+        target = "[";
+        for (std::size_t d = 0; d < t.i.size(); ++d)
+            target += (d ? ", " : "") + (t.i[d] == kBatchDim ? std::string("N") : std::to_string(t.i[d]));
+        target += "]";
+    }
+    failNode(n, "reshapes " + shapeString(shapeOf(x)) + " images to " + target +
+                    "; QuantScope reads flattening each image to (N, -1) and a reshape to the shape it already has");
 }
 
 // Squeeze of an activation (axes from the attribute before opset 13, the input since; none: every

@@ -120,7 +120,10 @@ private:
     void matMul(const NodeProto& n);
     void add(const NodeProto& n);
     std::vector<float> perChannel(const NodeProto& n, const ConstTensor& c, const char* what) const;
+    void checkInputNormalisation(const NodeProto& n, int actInput) const;
     void shiftInput(const NodeProto& n, const ConstTensor& c, float sign);
+    void scaleInput(const NodeProto& n, std::vector<float> divisor);
+    void pixelScale255();
     void sub(const NodeProto& n);
     void div(const NodeProto& n);
     void mul(const NodeProto& n);
@@ -155,6 +158,7 @@ private:
     // the two Squeezes of x.squeeze(-1).squeeze(-1)): the shape the next Squeeze reads.
     std::map<std::string, Shape> m_squeezed;
     std::set<std::string> m_names;         // layer names taken
+    std::map<std::string, std::string> m_weightUser; // weight initializer -> the first layer made from it
     std::int64_t m_staticBatch = -1;       // the input's batch dimension when the export fixed it
     std::string m_inputName, m_outputName;
     std::size_t m_inputAct = 0;            // the graph input's activation: 1 after a flat input's Flatten

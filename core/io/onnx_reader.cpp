@@ -172,6 +172,7 @@ private:
         StoredLayer l;
         l.kind = kind;
         l.name = n.name();
+        if (l.name.empty()) l.name = n.op_type() + "_" + std::to_string(m_m.layers.size() + 1); // names are optional in ONNX
         for (int i = 0; i < inputs; ++i) l.inputs.push_back(activation(n, i));
         m_m.layers.push_back(std::move(l));
         define(n, m_m.layers.size());
@@ -467,8 +468,11 @@ ExportedModel readOnnxModel(const std::string& path)
     if (bytes.size() > static_cast<std::size_t>(std::numeric_limits<int>::max()) ||
         !mp.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())))
         throw FormatError(path + ": not an ONNX model (the protobuf does not parse; a truncated or damaged file?)");
-    for (const auto& p : mp.metadata_props())
-        if (p.key().rfind("quantscope.", 0) == 0) return OnnxReader(mp, path).read(); // one of QuantScope's own exports
+    // One of QuantScope's own exports (FP32 or QDQ) is read by OnnxReader; anything else, including
+    // a PyTorch export that carries quantscope.class_names, by the general importer.
+    bool ours = false;
+    for (const auto& p : mp.metadata_props()) ours = ours || p.key() == "quantscope.model";
+    if (ours && mp.producer_name() == "QuantScope") return OnnxReader(mp, path).read();
     return importOnnx(bytes, path);
 }
 

@@ -243,6 +243,42 @@ class ClampChain(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
+class Pixels255(nn.Module):
+    """A model that takes 0..255 pixels: ToTensor's x / 255 and then (x - 0.1307) / 0.3081 written
+    into the graph (Div, Sub, Div), or x * (1 / 255) (Mul), before a conv."""
+
+    def __init__(self, mul=False):
+        super().__init__()
+        self.mul = mul
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 4 * 4, 10)
+
+    def forward(self, x):
+        x = x * (1.0 / 255.0) if self.mul else x / 255.0
+        x = (x - 0.1307) / 0.3081
+        return self.fc(F.max_pool2d(F.relu(self.conv(x)), 2).flatten(1))
+
+
+class Pixels255Mul(Pixels255):
+    def __init__(self):
+        super().__init__(mul=True)
+
+
+class ViewInput(nn.Module):
+    """The MNIST tutorials' x.view(-1, 1, 8, 8) first: a no-op on [N, 1, 8, 8] images, and an
+    un-flattening on a flat [N, 64] input; then a conv used twice (shared weights)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, padding=1)
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = x.view(-1, 1, 8, 8)
+        x = F.relu(self.conv(F.relu(self.conv(x))))
+        return self.fc(x.reshape(x.size(0), -1))
+
+
 # name, module, input [C, H, W] (or [features] for a flat input), opset, do_constant_folding, dynamic batch
 CASES = [
     ("seqview_op11_nofold_dyn", SeqView, (1, 12, 12), 11, False, True),
@@ -268,6 +304,10 @@ CASES = [
     ("imgmlpview_op11_nofold", ImageMLPView, (1, 8, 8), 11, False, False),
     ("clampchain_op13_fold_dyn", ClampChain, (1, 8, 8), 13, True, True),
     ("clampchain_op11_nofold", ClampChain, (1, 8, 8), 11, False, False),
+    ("pixels255_op13_fold_dyn", Pixels255, (1, 8, 8), 13, True, True),
+    ("pixels255mul_op11_nofold", Pixels255Mul, (1, 8, 8), 11, False, False),
+    ("viewinput_op13_fold_dyn", ViewInput, (1, 8, 8), 13, True, True),
+    ("viewflat_op11_nofold", ViewInput, (64,), 11, False, False),
 ]
 
 
@@ -296,6 +336,8 @@ def main():
                 mod.bias.data.uniform_(-0.3, 0.3)
         model.eval()
         x = torch.randn(3, *chw)
+        if isinstance(model, Pixels255):
+            x = torch.randint(0, 256, (3, *chw)).float()  # 0..255 pixels
         path = os.path.join(OUT, name + ".onnx")
         axes = {"input": {0: "N"}, "logits": {0: "N"}} if dynamic else None
         torch.onnx.export(model, x, path, opset_version=opset, input_names=["input"], output_names=["logits"],
