@@ -1,6 +1,6 @@
 // The .qsm file: FP32 and integer round trips (the reloaded model predicts exactly what was
-// saved), graph models (resnet8, mobilenet-tiny), version 1 files written by the previous
-// QuantScope (tests/data/v1_*.qsm) that load and predict as they did, packed sizes against FP32,
+// saved), graph models (resnet8, mobilenet-tiny), version 1 and 4 files written by earlier
+// QuantScopes (tests/data/v1_*.qsm, v4_*.qsm) that load and predict as they did, packed sizes against FP32,
 // atomic writes and FP32 reload for PTQ. Corrupted files: tst_qsm_errors.
 #include "infer/int_engine.h"
 #include "infer/model_runner.h"
@@ -54,8 +54,8 @@ private slots:
     void sizesAgainstFp32();
     void atomicWrite();
     void fp32ReloadForPtq();
-    void version1Files_data();
-    void version1Files();
+    void olderVersionFiles_data();
+    void olderVersionFiles();
 
 private:
     Dataset m_data;
@@ -315,29 +315,33 @@ void TestQsm::fp32ReloadForPtq()
 // --model lenet5 --train-limit 256 --test-limit 64 --epochs 1 [--strategy qat [--format int4]]
 // --export tests/data/v1_lenet5_<kind>.qsm` on Fashion-MNIST, and `quantscope-cli eval FILE
 // --test-limit 1000 --predictions tests/data/v1_lenet5_<kind>.predictions.csv` with that build.
-void TestQsm::version1Files_data()
+void TestQsm::olderVersionFiles_data()
 {
     QTest::addColumn<QString>("file");
     QTest::addColumn<bool>("quantized");
-    QTest::newRow("lenet5 fp32") << "v1_lenet5_fp32" << false;
-    QTest::newRow("lenet5 qat int8") << "v1_lenet5_int8" << true;
-    QTest::newRow("lenet5 qat int4") << "v1_lenet5_int4" << true;
+    QTest::addColumn<int>("fileVersion");
+    QTest::newRow("lenet5 fp32") << "v1_lenet5_fp32" << false << 1;
+    QTest::newRow("lenet5 qat int8") << "v1_lenet5_int8" << true << 1;
+    QTest::newRow("lenet5 qat int4") << "v1_lenet5_int4" << true << 1;
+    // Version 4 stored every zero point, zeros included; this one is PTQ int4 group:16 (symmetric).
+    QTest::newRow("lenet5 ptq int4 group:16, version 4") << "v4_lenet5_int4g16" << true << 4;
 }
 
-void TestQsm::version1Files()
+void TestQsm::olderVersionFiles()
 {
     QFETCH(QString, file);
     QFETCH(bool, quantized);
+    QFETCH(int, fileVersion);
     const std::string path = std::string(QS_TEST_DATA) + "/" + file.toStdString() + ".qsm";
     const Bytes bytes = readFileBytes(path, kQsmMaxBytes);
     std::uint16_t version = 0;
     std::memcpy(&version, bytes.data() + 8, 2);
-    QCOMPARE(version, std::uint16_t{1}); // a real version 1 file
+    QCOMPARE(int(version), fileVersion); // a real file of that version
     const ExportedModel m = readQsm(path);
     QCOMPARE(m.quantized, quantized);
     QCOMPARE(m.modelName, std::string("lenet5"));
     // A plain stack: layer i reads activation i; convs have groups 1 and a bias.
-    for (std::size_t i = 0; i < m.layers.size(); ++i) {
+    for (std::size_t i = 0; i < m.layers.size() && fileVersion == 1; ++i) {
         QCOMPARE(m.layers[i].inputs, std::vector<std::size_t>{i});
         if (m.layers[i].kind == LayerKind::Conv2d) {
             QCOMPARE(m.layers[i].groups, std::size_t{1});
@@ -347,13 +351,20 @@ void TestQsm::version1Files()
     // It runs where it ran (the integer engine for integer models), and saved again it is a
     // version 2 file of the same model.
     ModelRunner r(m);
-    QCOMPARE(r.isInteger(), quantized);
+    QCOMPARE(r.isInteger(), quantized && fileVersion == 1); // group-wise scales run on the fake-quant reference
     const Bytes v2 = encodeQsm(m);
     std::memcpy(&version, v2.data() + 8, 2);
     QCOMPARE(version, kQsmVersion);
     compareModels(m, decodeQsm(v2, "resaved.qsm"));
+    if (fileVersion == 4) { // saved again without its zero points, all 0: 4 bytes per scale fewer
+        std::size_t zeroPoints = 0;
+        for (const StoredLayer& l : m.layers)
+            for (const StoredTensor& t : l.tensors) zeroPoints += t.encoding == TensorEncoding::Int ? t.zeroPoints.size() : 0;
+        QVERIFY(zeroPoints > 1000); // group:16 on lenet5: thousands of scales
+        QCOMPARE(v2.size() + 4 * zeroPoints, bytes.size());
+    }
     if (QTest::currentTestFailed()) return;
-    // On Fashion-MNIST it predicts what the version 1 build predicted.
+    // On Fashion-MNIST it predicts what the build that wrote it predicted.
     if (!fixtures::haveFashion()) QSKIP("Fashion-MNIST is not installed (scripts/setup installs dataset-fashion-mnist)");
     DatasetOptions o;
     o.trainLimit = 256;
@@ -371,7 +382,7 @@ void TestQsm::version1Files()
         same += now[i] == then[i];
         correct += now[i] == data.test.labels[i];
     }
-    qInfo("%s: %zu of %zu predictions as the version 1 build made them; accuracy %.1f %%", qPrintable(file), same, now.size(),
+    qInfo("%s: %zu of %zu predictions as the version %d build made them; accuracy %.1f %%", qPrintable(file), same, now.size(), fileVersion,
           100.0 * static_cast<double>(correct) / static_cast<double>(now.size()));
     QCOMPARE(same, now.size());
 }

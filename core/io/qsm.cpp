@@ -5,6 +5,7 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <bit>
 #include <cstring>
 #include <limits>
@@ -27,6 +28,7 @@ constexpr std::size_t kMaxString = 1024;
 constexpr std::size_t kMaxClassNames = 65536;
 constexpr std::size_t kMaxLayers = 1024;
 constexpr std::size_t kMaxRank = 4;
+constexpr std::uint8_t kTensorZeroPointsZero = 1; // tensor flag (version 5): no zero points stored, all 0
 constexpr std::uint64_t kMaxElements = std::uint64_t{1} << 31;
 
 std::uint32_t crc32Of(const std::uint8_t* p, std::size_t n)
@@ -97,13 +99,15 @@ void putTensor(Writer& w, const StoredTensor& t)
     w.u8(t.bits);
     w.u8(t.isSigned ? 1 : 0);
     w.u8(static_cast<std::uint8_t>(t.layout));
-    w.u8(0);
+    // Version 5: flag bit 0 says every zero point is 0 (symmetric formats) and none is stored.
+    const bool zeroPointsZero = std::all_of(t.zeroPoints.begin(), t.zeroPoints.end(), [](std::int32_t z) { return z == 0; });
+    w.u8(zeroPointsZero ? kTensorZeroPointsZero : 0);
     w.i32(t.qmin);
     w.i32(t.qmax);
     w.u32(t.layout == ScaleLayout::Group ? t.groupSize : 0);
     w.u32(t.scales.size());
     w.raw(t.scales.data(), t.scales.size() * 4);
-    w.raw(t.zeroPoints.data(), t.zeroPoints.size() * 4);
+    if (!zeroPointsZero) w.raw(t.zeroPoints.data(), t.zeroPoints.size() * 4);
     std::vector<std::uint8_t> packed;
     packInts(t.q, t.bits, packed);
     w.u64(packed.size());
@@ -191,7 +195,7 @@ ActivationQuant getActivation(Reader& r)
     return a;
 }
 
-StoredTensor getTensor(Reader& r)
+StoredTensor getTensor(Reader& r, std::uint16_t version)
 {
     StoredTensor t;
     t.name = r.str("tensor name");
@@ -220,7 +224,9 @@ StoredTensor getTensor(Reader& r)
     t.bits = r.u8("tensor bits");
     const std::uint8_t sgn = r.u8("tensor signedness");
     const std::uint8_t layout = r.u8("tensor scale layout");
-    if (r.u8("reserved") != 0) r.fail("reserved field is not zero");
+    const std::uint8_t flags = r.u8(version >= 5 ? "tensor flags" : "reserved");
+    if (version < 5 && flags != 0) r.fail("reserved field is not zero");
+    if (flags & ~kTensorZeroPointsZero) r.fail("tensor '" + t.name + "' has unknown flags " + std::to_string(flags));
     if (sgn > 1) r.fail("tensor '" + t.name + "' signedness flag is " + std::to_string(sgn));
     if (layout > 2) r.fail("tensor '" + t.name + "' has unknown scale layout " + std::to_string(layout));
     if (!((t.bits >= 2 && t.bits <= 16) || t.bits == 32)) r.fail("tensor '" + t.name + "' has " + std::to_string(t.bits) + "-bit integers (2..16 or 32)");
@@ -230,15 +236,17 @@ StoredTensor getTensor(Reader& r)
     t.qmax = r.i32("tensor qmax");
     t.groupSize = toSize(r.u32("tensor group size"));
     if (t.layout == ScaleLayout::Group && t.groupSize == 0) r.fail("tensor '" + t.name + "' has group size 0");
-    const std::uint32_t ns = r.count("scale count", kMaxElements, 8);
+    const std::uint32_t ns = r.count("scale count", kMaxElements, (flags & kTensorZeroPointsZero) ? 4 : 8); // bytes per slot
     if (ns != t.expectedScales())
         r.fail("tensor '" + t.name + "' has " + std::to_string(ns) + " scales, its layout needs " + std::to_string(t.expectedScales()));
     const std::uint8_t* sp = r.take(4ull * ns, "scales");
     t.scales.resize(ns);
     std::memcpy(t.scales.data(), sp, 4ull * ns);
-    const std::uint8_t* zp = r.take(4ull * ns, "zero points");
-    t.zeroPoints.resize(ns);
-    std::memcpy(t.zeroPoints.data(), zp, 4ull * ns);
+    t.zeroPoints.assign(ns, 0);
+    if (!(flags & kTensorZeroPointsZero)) {
+        const std::uint8_t* zp = r.take(4ull * ns, "zero points");
+        std::memcpy(t.zeroPoints.data(), zp, 4ull * ns);
+    }
     const std::uint64_t bytes = r.u64("tensor data size");
     if (bytes != packedBytes(n, t.bits))
         r.fail("tensor '" + t.name + "': " + std::to_string(bytes) + " data bytes for " + std::to_string(n) + " values of " + std::to_string(t.bits) + " bits");
@@ -249,7 +257,8 @@ StoredTensor getTensor(Reader& r)
 
 // Version 1 files hold plain stacks of the first eight kinds; version 2 adds each layer's input
 // list, Conv2d groups and the kinds Add, GlobalAvgPool2d, AvgPool2d, ReLU6; version 3 adds per-channel
-// normalisation and the padding of MaxPool2d and AvgPool2d; version 4 the kind Softmax.
+// normalisation and the padding of MaxPool2d and AvgPool2d; version 4 the kind Softmax; version 5
+// a tensor flag that leaves out zero points that are all 0 (getTensor).
 StoredLayer getLayer(Reader& r, std::uint16_t version, std::size_t index)
 {
     StoredLayer l;
@@ -304,7 +313,7 @@ StoredLayer getLayer(Reader& r, std::uint16_t version, std::size_t index)
     }
     const std::uint8_t nt = r.u8("tensor count");
     if (nt > 4) r.fail("layer '" + l.name + "' has " + std::to_string(nt) + " tensors (at most 4)");
-    for (std::uint8_t i = 0; i < nt; ++i) l.tensors.push_back(getTensor(r));
+    for (std::uint8_t i = 0; i < nt; ++i) l.tensors.push_back(getTensor(r, version));
     const std::uint8_t hq = r.u8("output quantization flag");
     if (hq > 1) r.fail("output quantization flag is " + std::to_string(hq));
     if (hq) l.outputQuant = getActivation(r);
