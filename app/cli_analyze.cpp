@@ -44,10 +44,13 @@ const char* const kAnalyzeHelp =
     "search: per-layer weight formats under an accuracy budget (points below FP32 on the validation\n"
     "images) or a size budget (bytes): greedy moves ranked by one-layer sensitivity per byte saved,\n"
     "each verified by evaluation; prints every evaluated plan, the size/accuracy Pareto front and the\n"
-    "uniform plans, and the chosen plan's test accuracy once at the end.\n"
+    "uniform plans, and the chosen plan's test accuracy once at the end. Exit 5 when no evaluated plan\n"
+    "meets the budget. Bytes are those of docs/PLANS.md (weights, scales, biases: what info --plan and the\n"
+    "plan table count); a .qsm file adds its names and layer records, about 1-2 KB.\n"
     "  --calibrations C,... candidate weight calibrations (default minmax; e.g. minmax,mse)\n"
     "  --max-evals N        plans evaluated at most (default 80)\n"
-    "  --plan-out FILE      write the chosen plan (docs/PLANS.md)\n"
+    "  --plan-out FILE      write the chosen plan (docs/PLANS.md), with the activation calibration it was\n"
+    "                       measured with (minmax), so train --strategy ptq --plan reproduces its accuracy\n"
     "  --test-limit N       test images for the chosen plan's test accuracy (default: all)\n"
     "Ctrl+C stops sensitivity and search within one evaluation; they print what they measured (exit 130).\n"
     "\n"
@@ -415,7 +418,7 @@ int runSearch(const Args& args)
         }
         std::fputs((j.dump() + "\n").c_str(), stdout);
         if (r.stopped) return 130;
-        return r.chosen >= 0 ? kExitOk : kExitData;
+        return r.chosen >= 0 ? kExitOk : kExitNoResult;
     }
     std::printf("%s: FP32 %.2f %% on %zu validation images; %zu plans evaluated (and %zu one-layer plans for the ranking) in %.1f s\n",
                 in.name.c_str(), 100.0 * r.fp32Accuracy, r.images, r.evaluations, r.sensitivityEvaluations, r.seconds);
@@ -426,10 +429,27 @@ int runSearch(const Args& args)
                     p.bitsPerWeight, 100.0 * p.accuracy,
                     static_cast<long>(k) == r.chosen ? "   <- chosen" : p.overBudget ? "   over budget: not taken" : "");
     }
-    if (r.chosen < 0) { // exit 3: said on stderr, where a script looks for the reason
-        std::fprintf(stderr, "quantscope-cli analyze: no evaluated plan meets the budget%s\n",
+    if (r.chosen < 0) { // exit 5: said on stderr, where a script looks for the reason, with how far the best plan was
+        std::string nearest;
+        if (!r.plans.empty()) {
+            std::uint64_t smallest = r.plans.front().bytes;
+            double best = r.plans.front().accuracy;
+            for (const EvaluatedPlan& p : r.plans) {
+                smallest = std::min(smallest, p.bytes);
+                best = std::max(best, p.accuracy);
+            }
+            char b[160];
+            if (opt.maxBytes)
+                std::snprintf(b, sizeof b, " (the smallest evaluated plan is %llu bytes; the budget is %llu)",
+                              static_cast<unsigned long long>(smallest), static_cast<unsigned long long>(*opt.maxBytes));
+            else
+                std::snprintf(b, sizeof b, " (the most accurate evaluated plan is %.2f points below FP32; the budget is %.2f)",
+                              100.0 * (r.fp32Accuracy - best), *opt.maxDropPoints);
+            nearest = b;
+        }
+        std::fprintf(stderr, "quantscope-cli analyze: no evaluated plan meets the budget%s%s\n", nearest.c_str(),
                      args.has("--plan-out") ? "; --plan-out is not written" : "");
-        return r.stopped ? 130 : kExitData;
+        return r.stopped ? 130 : kExitNoResult;
     }
     if (r.stopped) {
         const EvaluatedPlan& c = r.plans[static_cast<std::size_t>(r.chosen)];

@@ -17,6 +17,7 @@ inline constexpr int kExitInternal = 1;
 inline constexpr int kExitUsage = 2;
 inline constexpr int kExitData = 3;
 inline constexpr int kExitNumeric = 4;
+inline constexpr int kExitNoResult = 5; // the command ran, and nothing met its budget (analyze search)
 
 int runTrain(const std::vector<std::string>& args);
 extern const char* const kTrainHelp;

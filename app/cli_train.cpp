@@ -214,6 +214,9 @@ void applyPlanFlags(const Args& args, PrecisionConfig& pc)
         if (args.has("--granularity")) plan.defaults.granularity = pc.granularity;
         if (args.has("--calibration")) plan.defaults.calibration = pc.calibration;
         if (args.has("--act-format")) plan.defaults.activationFormat = pc.activationFormat;
+        // The activation calibration the plan was measured with (analyze search writes it), unless
+        // --act-calibration says otherwise: the plan then reproduces the accuracy it was chosen at.
+        if (!plan.activationCalibration.empty() && !args.has("--act-calibration")) pc.activationCalibration = plan.activationCalibration;
     }
     // A layer both given a format and kept FP32 on the command line is a contradiction, not an
     // order of precedence (--keep-fp32 used to win in silence).

@@ -22,7 +22,7 @@ using namespace quantscope;
 
 namespace {
 
-constexpr int kExitOk = 0, kExitUsage = 2, kExitData = 3, kExitInterrupted = 130;
+constexpr int kExitOk = 0, kExitUsage = 2, kExitData = 3, kExitNoResult = 5, kExitInterrupted = 130;
 constexpr int kRunTimeoutMs = 60000;
 constexpr std::size_t kTrain = 600, kTest = 250;
 // The synthetic classes are trivially separable; an MLP that learns at all gets far above
@@ -318,14 +318,19 @@ void TestCli::analyzeTakesTheDataOptions()
     QVERIFY2(cmp.exitCode == kExitOk, qPrintable(cmp.err));
     const Result sens = runCli(QStringList{"analyze", "sensitivity", model, "--validation", "20", "--formats", "int8", "--json"} + data);
     QVERIFY2(sens.exitCode == kExitOk, qPrintable(sens.err));
+    const QString planOut = m_tmp.filePath("chosen.plan.json");
     const Result search = runCli(QStringList{"analyze", "search", model, "--validation", "20", "--formats", "int8,int4",
-                                             "--max-drop", "50", "--test-limit", "10"} + data);
+                                             "--max-drop", "50", "--test-limit", "10", "--plan-out", planOut} + data);
     QVERIFY2(search.exitCode == kExitOk, qPrintable(search.err));
     QVERIFY2(search.out.contains("chosen:"), qPrintable(search.out));
+    QFile chosen(planOut); // the plan says how its activations were calibrated when it was measured
+    QVERIFY(chosen.open(QIODevice::ReadOnly));
+    QCOMPARE(nlohmann::json::parse(chosen.readAll().toStdString())["default"]["act_calibration"].get<std::string>(), std::string("minmax"));
     const Result none = runCli(QStringList{"analyze", "search", model, "--validation", "20", "--formats", "int8", "--max-bytes", "1",
                                            "--plan-out", m_tmp.filePath("none.plan.json")} + data);
-    QCOMPARE(none.exitCode, kExitData);
-    QVERIFY2(none.err.contains("no evaluated plan meets the budget; --plan-out is not written"), qPrintable(none.err));
+    QCOMPARE(none.exitCode, kExitNoResult);
+    QVERIFY2(none.err.contains("no evaluated plan meets the budget (the smallest evaluated plan is "), qPrintable(none.err));
+    QVERIFY2(none.err.contains("; --plan-out is not written"), qPrintable(none.err));
     QVERIFY(!QFileInfo::exists(m_tmp.filePath("none.plan.json")));
     const Result missing = runCli({"analyze", "compare", model, "--data", csv});
     QCOMPARE(missing.exitCode, kExitData);
@@ -419,6 +424,27 @@ void TestCli::planInStartEvent()
     QCOMPARE(formats["fc1"], std::string("int4 tensor-wise"));
     QCOMPARE(formats["conv1"], std::string("int8 channel-wise"));
     QVERIFY(!formats.count("fc2"));
+    QCOMPARE(start["plan"]["default"]["act_calibration"].get<std::string>(), std::string("moving-average")); // train's default
+
+    // A plan file's activation calibration (what analyze search measured with) is the run's, unless
+    // --act-calibration says otherwise.
+    const QString planFile = m_tmp.filePath("act.plan.json");
+    {
+        QFile f(planFile);
+        QVERIFY(f.open(QIODevice::WriteOnly));
+        f.write(R"({"default": {"format": "int8", "act_calibration": "percentile"}, "layers": {"fc2": "fp32"}})");
+    }
+    for (const QString& given : {QString(), QString("minmax")}) {
+        QStringList args{"train", "--data", m_valid, "--json", "--train-limit", "300", "--test-limit", "100", "--quiet",
+                         "--strategy", "ptq", "--plan", planFile};
+        if (!given.isEmpty()) args << "--act-calibration" << given;
+        const Result p = runCli(args);
+        QVERIFY2(p.exitCode == kExitOk, qPrintable(QString("exit %1: %2").arg(p.exitCode).arg(p.err)));
+        nlohmann::json s;
+        for (const QString& line : p.out.split('\n', Qt::SkipEmptyParts))
+            if (const nlohmann::json j = nlohmann::json::parse(line.toStdString()); j["event"] == "start") s = j;
+        QCOMPARE(s["plan"]["default"]["act_calibration"].get<std::string>(), given.isEmpty() ? std::string("percentile") : given.toStdString());
+    }
 }
 
 // --bn-reestimate: QAT of a model with BatchNorm reports, per epoch, the quantized accuracy before

@@ -190,12 +190,14 @@ void TestPlans::roundTripsJson()
     PrecisionPlan p;
     p.defaults.format = "int4";
     p.defaults.calibration = "mse";
+    p.activationCalibration = "percentile";
     applyLayerSpec(p, "fc1=int2:group:8");
     applyKeepFp32(p, "fc2,conv1");
     const std::string path = m_dir + "/rt.json";
     writePlanFile(path, p);
     const PrecisionPlan back = readPlanFile(path);
     QCOMPARE(back.defaults, p.defaults);
+    QCOMPARE(back.activationCalibration, p.activationCalibration);
     QCOMPARE(back.layers.size(), p.layers.size());
     for (const char* l : {"conv1", "conv2", "fc1", "fc2"}) QCOMPARE(back.forLayer(l), p.forLayer(l));
 }
@@ -241,6 +243,10 @@ void TestPlans::refusesBadPlans_data()
     QTest::newRow("keep_fp32 with a format") << R"({"layers":{"fc1":{"format":"int4","keep_fp32":true}}})"
                                              << QStringList{"bad.json", "layer 'fc1'", "contradict each other"};
     // JSON itself keeps the last of two equal keys; a plan refuses them.
+    QTest::newRow("act_calibration in a layer") << R"({"layers":{"fc1":{"act_calibration":"minmax"}}})"
+                                                << QStringList{"bad.json", "layer 'fc1'", "whole-model", "default"};
+    QTest::newRow("unknown act_calibration") << R"({"default":{"act_calibration":"entropy"}})"
+                                             << QStringList{"bad.json", "'entropy'"};
     QTest::newRow("a layer twice") << R"({"layers":{"fc1":"int4","conv1":"int8","fc1":"int8"}})"
                                    << QStringList{"bad.json", "'fc1'", "twice"};
     QTest::newRow("a field twice") << R"({"default":{"format":"int4","granularity":"tensor","format":"int8"}})"

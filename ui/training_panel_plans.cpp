@@ -34,6 +34,7 @@ bool TrainingPanel::loadPlanFile(const QString& path, QString* error)
         p.granularity = plan.defaults.granularity;
         p.calibration = plan.defaults.calibration;
         p.activationFormat = plan.defaults.activationFormat;
+        if (!plan.activationCalibration.empty()) p.activationCalibration = plan.activationCalibration;
         p.layers = plan.layers;
         p.planSource = path.toStdString();
         if (p.strategy != Strategy::Ptq && p.strategy != Strategy::Qat && p.strategy != Strategy::Progressive) {

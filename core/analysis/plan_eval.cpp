@@ -49,7 +49,7 @@ PlanEvaluator::Result PlanEvaluator::run(const PrecisionPlan& plan)
     pc.granularity = plan.defaults.granularity;
     pc.calibration = plan.defaults.calibration;
     pc.activationFormat = plan.defaults.activationFormat;
-    pc.activationCalibration = "minmax";
+    pc.activationCalibration = plan.activationCalibration.empty() ? "minmax" : plan.activationCalibration;
     pc.calibImages = m_calibImages;
     pc.layers = plan.layers;
     pc.planSource = plan.source;

@@ -109,7 +109,7 @@ PlanSize planSize(const Model& model, const PrecisionPlan& plan)
                 break;
             }
             }
-            r.weightBytes = packedBytes(r.weights, f.bits);
+            r.weightBytes = packedBytes(r.weights, std::max(f.bits, 2)); // binary is stored on the 2-bit grid (.qsm, engine)
             r.scaleBytes = r.scaleSlots * (f.symmetric ? 4 : 8);
             r.biasBytes = 4 * r.biases;
             break;

@@ -1,7 +1,8 @@
 // The stored size of a model under a precision plan, computed once for every place that shows
 // or searches sizes (the GUI plan table and runs table, `quantscope-cli info`, the search).
 // Bytes are those of the weights as the integer export stores them, without names and headers:
-//   Conv2d/Linear weights   integer formats: n * bits / 8 rounded up (packed as .qsm packs them),
+//   Conv2d/Linear weights   integer formats: n * bits / 8 rounded up (packed as .qsm packs them;
+//                           binary takes 2 bits, the grid .qsm and the engine store it on),
 //                           plus a float32 scale per slot of the granularity (global: one for
 //                           all layers sharing that format) and an int32 zero point per slot for
 //                           affine (unsigned) formats; float formats n * bits / 8; MX formats

@@ -196,14 +196,22 @@ PrecisionPlan parsePlanJson(const std::string& text, const std::string& source, 
             if (!value.is_number_integer() || value.get<long long>() != 1)
                 fail(source, "\"version\" must be 1 (the only plan version)");
         } else if (key == "default") {
+            json d = value;
+            if (d.is_object() && d.contains("act_calibration")) { // whole-model only
+                plan.activationCalibration = stringField(d, "act_calibration", source, "");
+                checkCalibration(source, "", plan.activationCalibration);
+                d.erase("act_calibration");
+            }
             LayerOverride o;
-            readFields(value, source, "", o);
+            readFields(d, source, "", o);
             checkNames(source, "", o);
             apply(plan.defaults, o);
         } else if (key == "layers") {
             if (!value.is_object()) fail(source, "\"layers\" must be an object {\"layer name\": {...}}");
             for (const auto& [name, entry] : value.items()) {
                 if (name.empty()) fail(source, "a layer entry has an empty name");
+                if (entry.is_object() && entry.contains("act_calibration"))
+                    fail(source, where(name) + ": \"act_calibration\" is a whole-model setting; put it in \"default\"");
                 LayerOverride& o = plan.entry(name);
                 readFields(entry, source, name, o);
                 checkNames(source, name, o);
@@ -227,6 +235,7 @@ std::string planToJson(const PrecisionPlan& plan)
               {"granularity", plan.defaults.granularity},
               {"calibration", plan.defaults.calibration},
               {"act_format", plan.defaults.activationFormat}};
+    if (!plan.activationCalibration.empty()) d["act_calibration"] = plan.activationCalibration;
     json layers = json::object();
     for (const LayerOverride& o : plan.layers) {
         json e = json::object();

@@ -36,6 +36,10 @@ struct PrecisionPlan {
     LayerPrecision defaults;              // the whole-model options (--format, --granularity...)
     std::vector<LayerOverride> layers;    // at most one entry per layer name, in the order given
     std::string source;                   // the plan file (or "--layer"), named in errors
+    // How the activations' ranges were calibrated when the plan was measured (a whole-model
+    // setting, "default"."act_calibration" in the file): minmax | moving-average | percentile | mse.
+    // Empty: not said; the command's --act-calibration applies.
+    std::string activationCalibration;
 
     // The precision of `layer`: its entry over the default.
     LayerPrecision forLayer(const std::string& layer) const;
@@ -49,7 +53,7 @@ std::vector<std::string> planLayerNames(const Model& model);
 
 // JSON (docs/PLANS.md):
 //   {"version":1, "default":{"format":"int8","granularity":"channel","calibration":"minmax",
-//    "act_format":"uint8"}, "layers":{"conv1":{"format":"int4","granularity":"group:16"},
+//    "act_format":"uint8", "act_calibration":"minmax"}, "layers":{"conv1":{"format":"int4","granularity":"group:16"},
 //    "fc1":"int2:channel", "fc2":"fp32"}}
 // Fields of "default" that are missing keep `defaults`. Throws ConfigError naming `source` and
 // the bad key, layer or value with the valid choices. Layer names are checked by checkPlan().

@@ -132,6 +132,7 @@ PrecisionPlan PrecisionConfig::plan(const std::string& weightFormat) const
     p.defaults.activationFormat = activationFormat;
     p.layers = layers;
     p.source = planSource;
+    p.activationCalibration = activationCalibration;
     return p;
 }
 
