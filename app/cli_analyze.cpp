@@ -205,8 +205,8 @@ int runCompare(const Args& args)
         data.makeBatch(data.test, 0, std::min(images, data.test.size()), x, y);
         r = compareLayers(*model, sim, x, threshold);
         if (!runner.empty()) {
-            const ExportedModel em = exportQuantizedModel(*model, sim, name, data, "ptq", pc.granularity);
-            try {
+            try { // a plan the engine cannot run (MX or float weights, group scales) leaves a note, not an error
+                const ExportedModel em = exportQuantizedModel(*model, sim, name, data, "ptq", pc.granularity);
                 engine = compareEngineWithFakeQuant(em, data, data.test, std::min<std::size_t>(images, 64));
             } catch (const ConfigError& e) {
                 engineNote = e.what();
@@ -249,8 +249,13 @@ int runCompare(const Args& args)
         std::fputs((j.dump() + "\n").c_str(), stdout);
         return kExitOk;
     }
-    std::printf("%s, %s weights (%s), %s activations, %zu test images\n", name.c_str(), pc.format.c_str(), pc.granularity.c_str(),
-                pc.activationFormat.c_str(), r.images);
+    // The weights as set: a format's granularity only where it has a scale (MX blocks and float
+    // formats have none), and the plan's layers when it has any.
+    std::string weights = pc.format + (needsScale(findFormat(pc.format)) ? " (" + pc.granularity + ")" : "");
+    if (!pc.layers.empty())
+        weights = "a per-layer plan (" + std::to_string(pc.layers.size()) + (pc.layers.size() == 1 ? " layer entry" : " layer entries") +
+                  " over " + weights + ")";
+    std::printf("%s, weights %s, %s activations, %zu test images\n", name.c_str(), weights.c_str(), pc.activationFormat.c_str(), r.images);
     std::printf("%-4s %-24s %-16s %4s %10s %8s %10s %8s\n", "#", "layer", "kind", "q", "SQNR dB", "cosine", "alone dB", "cosine");
     for (const LayerComparison& c : r.layers) {
         const bool flagged = (r.firstBelow >= 0 && c.index == r.layers[r.firstBelow].index);

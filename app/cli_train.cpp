@@ -393,12 +393,13 @@ public:
             }
             emit(j);
         } else {
+            const std::string tag = quantTag(e.phase);
             if (!std::isnan(e.quantTestAccuracyBeforeBnReestimation))
                 std::printf("epoch %zu/%zu  [%s]  quantized model test acc %.2f %% before BatchNorm re-estimation\n",
-                            e.epoch, e.epochs, e.phase.c_str(), 100 * e.quantTestAccuracyBeforeBnReestimation);
+                            e.epoch, e.epochs, tag.c_str(), 100 * e.quantTestAccuracyBeforeBnReestimation);
             if (!std::isnan(e.quantTestAccuracy))
                 std::printf("epoch %zu/%zu  [%s]  quantized model test acc %.2f %% (%s)\n", e.epoch, e.epochs,
-                            e.phase.c_str(), 100 * e.quantTestAccuracy, e.quantRunner.c_str());
+                            tag.c_str(), 100 * e.quantTestAccuracy, e.quantRunner.c_str());
             if (std::isnan(e.trainLoss))
                 std::printf("loaded model (no training)  test loss %.4f  test acc %.2f %%\n", e.testLoss,
                             100 * e.testAccuracy);
@@ -409,6 +410,18 @@ public:
                         humanCount(e.imagesPerSecond).c_str(), e.seconds);
             std::fflush(stdout);
         }
+    }
+
+    // What a quantized evaluation measured: the phase's format (PTQ's phase is the FP32 training
+    // before it, so the plan's format), and "per-layer plan" when layers have formats of their own.
+    std::string quantTag(const std::string& phase) const
+    {
+        std::string tag = phase;
+        if (m_plan.is_object()) {
+            if (tag == "fp32" && m_plan.contains("default")) tag = m_plan.at("default").value("format", tag);
+            if (m_plan.contains("layers") && !m_plan.at("layers").empty()) tag += ", per-layer plan";
+        }
+        return tag;
     }
 
     void onFinish(const FinishEvent& e) override
@@ -435,6 +448,10 @@ public:
             if (std::isnan(e.testAccuracy)) // stopped before anything was evaluated (it printed "test accuracy 0.00 %")
                 std::printf("%s after %zu epoch(s), before any evaluation, %.1f s, peak memory %.0f MB\n",
                             e.stopped ? "stopped" : "done", e.epochsDone, e.seconds, e.peakRssMb);
+            else if (!std::isnan(e.quantTestAccuracy)) // the quantized model is what the run made; FP32 beside it
+                std::printf("%s after %zu epoch(s): quantized test accuracy %.2f %% (FP32 weights %.2f %%), %.1f s, peak memory %.0f MB\n",
+                            e.stopped ? "stopped" : "done", e.epochsDone, 100 * e.quantTestAccuracy, 100 * e.testAccuracy, e.seconds,
+                            e.peakRssMb);
             else
                 std::printf("%s after %zu epoch(s): test accuracy %.2f %%, %.1f s, peak memory %.0f MB\n",
                             e.stopped ? "stopped" : "done", e.epochsDone, 100 * e.testAccuracy, e.seconds, e.peakRssMb);
@@ -527,7 +544,10 @@ int runTrain(const std::vector<std::string>& argv)
     const bool reinit = args.has("--reinit");
     if (isModelFile(modelSpec)) {
         if (!initPath.empty()) throw UsageError("--init loads weights into a preset; --model " + modelSpec + " has its own");
-        cfg.model = std::filesystem::path(modelSpec).stem().string();
+        // The name the file stores (the preset a QuantScope model was built from; an imported
+        // graph's file name), which exports keep: a PTQ of mb.qsm is still a mobilenet-tiny.
+        cfg.model = readModelFile(modelSpec).modelName;
+        if (cfg.model.empty()) cfg.model = std::filesystem::path(modelSpec).stem().string();
         cfg.modelFactory = modelFromFile(modelSpec, reinit);
         cfg.pretrained = !reinit;
         cfg.modelFile = modelSpec;
@@ -617,6 +637,7 @@ int runTrain(const std::vector<std::string>& argv)
     unusedWith("--percentile", pc.calibration == "percentile" || pc.activationCalibration == "percentile",
                "it is for --calibration percentile or --act-calibration percentile");
     unusedWith("--lsq-init", pc.quantizer == "lsq", "it is for --quantizer lsq");
+    unusedWith("--adaround-iters", pc.rounding == "adaround", "it is for --rounding adaround");
     // Granularity is where an integer grid's scale lives; float and MX formats have none (an MX
     // block is its own granularity). Used when the default or any layer's format is an integer one.
     bool intGrid = needsScale(findFormat(pc.format));

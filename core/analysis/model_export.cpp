@@ -68,7 +68,7 @@ std::optional<PrecisionPlan> exportPlan(const TrainConfig& cfg)
 // Every precision a plan gives a layer (the default's and each entry's).
 std::vector<std::pair<std::string, LayerPrecision>> planPrecisions(const PrecisionPlan& plan)
 {
-    std::vector<std::pair<std::string, LayerPrecision>> v{{"the default", plan.defaults}};
+    std::vector<std::pair<std::string, LayerPrecision>> v{{"the whole-model setting", plan.defaults}};
     for (const LayerOverride& o : plan.layers) v.emplace_back("layer '" + o.layer + "'", plan.forLayer(o.layer));
     return v;
 }
@@ -283,13 +283,22 @@ ExportedModel exportQuantizedModel(Model& model, const QuantSim& sim, const std:
     m.activationFormat = af.name;
     m.granularity = granularity;
     bool perLayer = !sim.plan().uniform(); // a plan, or --first-last-8bit's int8 ends
-    for (std::size_t t = 0; t < targets.size(); ++t) perLayer = perLayer || sim.targetPrecision(t).format != wf.name;
-    if (perLayer) { // informative: the format of every layer
+    bool mixedGranularity = false;
+    for (std::size_t t = 0; t < targets.size(); ++t) {
+        const LayerPrecision& p = sim.targetPrecision(t);
+        perLayer = perLayer || p.format != wf.name;
+        mixedGranularity = mixedGranularity || (!p.keepFp32() && p.granularity != granularity);
+    }
+    if (perLayer) { // informative: the format of every layer, and its granularity where not the default's
         std::string per;
-        for (std::size_t t = 0; t < targets.size(); ++t)
-            per += (per.empty() ? "" : ", ") + targets[t].layer + " " + sim.targetPrecision(t).format;
+        for (std::size_t t = 0; t < targets.size(); ++t) {
+            const LayerPrecision& p = sim.targetPrecision(t);
+            per += (per.empty() ? "" : ", ") + targets[t].layer + " " + p.format +
+                   (!p.keepFp32() && p.granularity != granularity ? ":" + p.granularity : "");
+        }
         m.weightFormat = "per-layer (" + (per.size() > 200 ? per.substr(0, 197) + "..." : per) + ")";
     }
+    if (mixedGranularity) m.granularity = granularity + " unless a layer says otherwise";
     m.quantized = true;
     if (!sim.pointFormat(0)) throw ConfigError("integer export needs the model input quantized (no layer is quantized)");
     m.inputQuant = activationOf(sim.activationQuantizer(0), *sim.pointFormat(0), "model input");
