@@ -426,6 +426,15 @@ void TestCli::planInStartEvent()
     QVERIFY(!formats.count("fc2"));
     QCOMPARE(start["plan"]["default"]["act_calibration"].get<std::string>(), std::string("moving-average")); // train's default
 
+    // The text report says what was quantized: the epoch line is tagged with the format and the
+    // plan (PTQ said [fp32]), and the done line leads with the quantized model's accuracy.
+    const Result text = runCli({"train", "--data", m_valid, "--train-limit", "300", "--test-limit", "100", "--quiet",
+                                "--strategy", "ptq", "--layer", "fc1=int4:tensor"});
+    QVERIFY2(text.exitCode == kExitOk, qPrintable(text.err));
+    QVERIFY2(text.out.contains("[int8, per-layer plan]  quantized model test acc "), qPrintable(text.out));
+    QVERIFY2(text.out.contains("done after 1 epoch(s): quantized test accuracy "), qPrintable(text.out));
+    QVERIFY2(text.out.contains("(FP32 weights "), qPrintable(text.out));
+
     // A plan file's activation calibration (what analyze search measured with) is the run's, unless
     // --act-calibration says otherwise.
     const QString planFile = m_tmp.filePath("act.plan.json");
