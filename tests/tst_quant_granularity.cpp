@@ -316,6 +316,7 @@ void TestQuantGranularity::stats_data()
     QTest::addColumn<QString>("calibration");
     QTest::newRow("int8 tensor") << "int8" << "tensor" << "minmax";
     QTest::newRow("int4 channel") << "int4" << "channel" << "minmax";
+    QTest::newRow("int2 channel (split steps)") << "int2" << "channel" << "minmax";
     QTest::newRow("uint8 group:32") << "uint8" << "group:32" << "minmax";
     QTest::newRow("int16 tensor (merged levels)") << "int16" << "tensor" << "minmax";
     QTest::newRow("int4 tensor percentile") << "int4" << "tensor" << "percentile";
@@ -367,11 +368,23 @@ void TestQuantGranularity::stats()
     if (f.kind == FormatKind::Int) {
         QCOMPARE(s.scales, q.weightParams(0).scale);
         QCOMPARE(s.zeroPoints, q.weightParams(0).zeroPoint);
-        // Bins follow the grid of the largest scale: each bin is a whole number of steps wide,
-        // and every quantized value of a slot with that scale sits at a bin centre.
+        // Bins follow the grid of the largest scale: each bin is a whole number of steps wide, or
+        // (several scales on a coarse grid) an odd fraction of a step, so that every quantized value
+        // of a slot with that scale sits at a bin centre.
         const float big = *std::max_element(s.scales.begin(), s.scales.end());
         const double width = s.binEdges[1] - s.binEdges[0];
-        QVERIFY(std::abs(width / big - std::nearbyint(width / big)) < kEdgeRtol);
+        const double split = big / width;
+        const bool wholeSteps = std::abs(width / big - std::nearbyint(width / big)) < kEdgeRtol;
+        const bool oddSplit = s.scales.size() > 1 && std::abs(split - std::nearbyint(split)) < 1e-3 && std::lround(split) % 2 == 1;
+        QVERIFY2(wholeSteps || oddSplit, qPrintable(QString("bin %1, step %2").arg(width).arg(big)));
+        if (s.scales.size() > 1) QVERIFY2(s.fp32Hist.size() >= 24, qPrintable(QString::number(s.fp32Hist.size()))); // int2 per channel too
+        for (std::size_t k = 0; k < s.scales.size() && width <= big * (1.0 + kEdgeRtol); ++k) // the widest slot's levels at bin centres
+            if (s.scales[k] == big)
+                for (std::size_t i = 0; i < n; ++i)
+                    if (q.weightParams(0).slotOf(i) == k) {
+                        const double v = conv.weight.override[i], pos = (v - s.binEdges[0]) / width - 0.5;
+                        QVERIFY2(std::abs(pos - std::nearbyint(pos)) < 1e-3, qPrintable(QString("value %1 off-centre").arg(v)));
+                    }
         // Per tensor with <= 8 bits: exactly one bin per level.
         if (f.bits <= 8 && granularity == "tensor") QVERIFY(std::abs(width - big) <= kEdgeRtol * big);
         if (calibration == "percentile") QVERIFY(s.clippedFraction >= 1.0 / double(n)); // the outlier

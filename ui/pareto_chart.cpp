@@ -242,15 +242,13 @@ void ParetoChart::setReport(const MixedSearchReport& r, std::uint64_t fp32Bytes,
     for (const EvaluatedPlan& e : r.plans)
         if (e.onFront || e.uniform) focus = std::min(focus, std::max(100.0 * e.accuracy, 100.0 * r.fp32Accuracy - 5.0));
     focus -= 1.0;
-    m_offChart.clear();
-    if (ylo < focus) {
-        ylo = focus;
-        for (const EvaluatedPlan& e : r.plans)
-            if (100.0 * e.accuracy < focus)
-                m_offChart << tr("%1 at %2").arg(QString::fromStdString(e.label), formatPercent(e.accuracy, 1));
-    }
+    if (ylo < focus) ylo = focus;
     const double ypad = std::max(0.2, 0.06 * (yhi - ylo));
     setNiceRange(m_y, ylo - ypad, std::min(100.0, yhi + 2 * ypad));
+    // Named in the title: the plans the axis (rounded out to nice ticks) really leaves out.
+    m_offChart.clear();
+    for (const EvaluatedPlan& e : r.plans)
+        if (100.0 * e.accuracy < m_y->min()) m_offChart << tr("%1 at %2").arg(QString::fromStdString(e.label), formatPercent(e.accuracy, 1));
     m_fp32->replace({QPointF(m_x->min(), 100.0 * r.fp32Accuracy), QPointF(m_x->max(), 100.0 * r.fp32Accuracy)});
     if (maxDrop) m_budget->replace({QPointF(m_x->min(), budgetAcc), QPointF(m_x->max(), budgetAcc)});
     else if (maxBytes) m_budget->replace({QPointF(percentOf(*maxBytes), m_y->min()), QPointF(percentOf(*maxBytes), m_y->max())});

@@ -42,6 +42,7 @@ public:
     // Plans below the accuracy range shown ("uniform int2 (minmax) at 79.7 %"); the chart focuses
     // on the front and the budget.
     const QStringList& offChart() const { return m_offChart; }
+    const QValueAxis* yAxis() const { return m_y; } // accuracy (%)
     // A plan's size on the x axis (% of FP32).
     double percentOf(std::uint64_t bytes) const;
 

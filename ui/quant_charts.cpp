@@ -289,10 +289,14 @@ void HistogramChart::setStats(const LayerStats* s, bool logScale)
     const double yTop = logScale ? std::pow(10.0, std::ceil(std::log10(top * 1.5))) : top * 1.08;
     m_clipLow->replace(QList<QPointF>{{s->clipLow, floor}, {s->clipLow, yTop}});
     m_clipHigh->replace(QList<QPointF>{{s->clipHigh, floor}, {s->clipHigh, yTop}});
-    m_clipLow->setName(tr("clip range [%1, %2]: %3 of weights clipped")
+    // One scale: the bars are the levels. A scale per channel or group: each has its own grid, the
+    // bins split the widest one's steps, and the clip lines are the widest range.
+    const bool severalGrids = s->scales.size() > 1;
+    m_clipLow->setName((severalGrids ? tr("widest clip [%1, %2]: %3 clipped") : tr("clip range [%1, %2]: %3 clipped"))
                            .arg(formatScale(s->clipLow), formatScale(s->clipHigh),
                                 formatPercent(s->clippedFraction, s->clippedFraction < 0.01 ? 2 : 1)));
-    m_quant->setName(tr("quantized %1 values (bars at the levels)").arg(QString::fromStdString(s->format)));
+    m_quant->setName((severalGrids ? tr("quantized %1, per-channel/group grids") : tr("quantized %1 values (bars at the levels)"))
+                         .arg(QString::fromStdString(s->format)));
 
     const double lo = std::min({e.front(), double(s->clipLow), double(s->tensorMin)});
     const double hi = std::max({e.back(), double(s->clipHigh), double(s->tensorMax)});

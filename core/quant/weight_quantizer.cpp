@@ -348,7 +348,18 @@ LayerStats WeightQuantizer::tensorStats(std::size_t epoch, const WeightTarget& t
             clipped += (x[i] < p.clipLow(k) - half || x[i] > p.clipHigh(k) + half) ? 1 : 0;
         }
         st.clippedFraction = static_cast<double>(clipped) / static_cast<double>(n);
-        st.binEdges = integerGridEdges(p.scale[widest], lo, hi);
+        // Bins on the widest slot's grid: one level per bin. With a scale per channel or group the
+        // other slots' levels fall between, and a coarse grid (int2: 4 levels) would leave the FP32
+        // histogram a few bars wide; so the step is split into an odd number of bins (the widest
+        // slot's levels stay at bin centres) until some 48 bins cover the range.
+        double step = p.scale[widest];
+        const double across = step > 0.0 ? (hi - lo) / step : 0.0;
+        if (p.numSlots() > 1 && across > 0.0 && across < 32.0) {
+            int split = std::max(1, static_cast<int>(std::lround(48.0 / across)));
+            if (split % 2 == 0) ++split;
+            step /= split;
+        }
+        st.binEdges = integerGridEdges(step, lo, hi);
     } else if (isMxFormat(m_format)) {
         st.scales = p.scale;
         st.zeroPoints = p.zeroPoint;
