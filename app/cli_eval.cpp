@@ -10,6 +10,7 @@
 #include "io/onnx_io.h"
 #include "io/qsm.h"
 #include "util/atomic_file.h"
+#include "util/byte_size.h"
 #include "util/errors.h"
 
 #include <nlohmann/json.hpp>
@@ -53,12 +54,7 @@ std::string percent(double v)
     return buf;
 }
 
-std::string bytesText(std::uint64_t b)
-{
-    char buf[48];
-    std::snprintf(buf, sizeof buf, "%.1f KB", static_cast<double>(b) / 1024.0);
-    return buf;
-}
+std::string bytesText(std::uint64_t b) { return formatByteSize(b); }
 
 } // namespace
 

@@ -8,6 +8,7 @@
 #include "nn/model_zoo.h"
 #include "quant/plan_size.h"
 #include "quant/precision_plan.h"
+#include "util/byte_size.h"
 
 #include <nlohmann/json.hpp>
 
@@ -106,9 +107,7 @@ std::string scaled(double v, const char* unit)
 
 std::string bytesText(std::uint64_t b)
 {
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "%.1f KB (%s bytes)", static_cast<double>(b) / 1024.0, withCommas(b).c_str());
-    return buf;
+    return formatByteSize(b) + " (" + withCommas(b) + " bytes)";
 }
 
 nlohmann::json planJson(const PlanSize& p)
@@ -131,11 +130,15 @@ nlohmann::json planJson(const PlanSize& p)
 
 void printPlan(const PlanSize& p)
 {
-    std::size_t w = 5;
-    for (const LayerSize& l : p.layers) w = std::max(w, l.layer.size());
-    std::printf("Plan: %-*s  %-8s  %-12s  %12s  %11s\n", static_cast<int>(w), "Layer", "Weights", "Granularity", "Bytes", "Bits/weight");
+    std::size_t w = 5, g = 11; // columns as wide as their widest entry ("group-wise (16)")
+    for (const LayerSize& l : p.layers) {
+        w = std::max(w, l.layer.size());
+        g = std::max(g, l.granularity.size());
+    }
+    std::printf("Plan: %-*s  %-8s  %-*s  %12s  %11s\n", static_cast<int>(w), "Layer", "Weights", static_cast<int>(g), "Granularity", "Bytes",
+                "Bits/weight");
     for (const LayerSize& l : p.layers)
-        std::printf("      %-*s  %-8s  %-12s  %12s  %11.2f\n", static_cast<int>(w), l.layer.c_str(), l.format.c_str(),
+        std::printf("      %-*s  %-8s  %-*s  %12s  %11.2f\n", static_cast<int>(w), l.layer.c_str(), l.format.c_str(), static_cast<int>(g),
                     l.granularity.empty() ? "-" : l.granularity.c_str(), withCommas(l.bytes).c_str(), l.bitsPerWeight);
     std::printf("Plan size: %s, %.1f %% of FP32, %.2f bits per weight\n", bytesText(p.bytes).c_str(), p.percentOfFp32,
                 p.bitsPerWeight);
@@ -175,6 +178,13 @@ nlohmann::json toJson(const ModelSummary& s)
                         {"int8_bytes", s.int8Bytes},
                         {"notes", s.notes}};
     if (s.fileBytes) j["file_bytes"] = *s.fileBytes;
+    if (!s.storedWeights.empty()) {
+        nlohmann::json stored = nlohmann::json::array();
+        for (const StoredWeights& l : s.storedWeights)
+            stored.push_back({{"layer", l.layer}, {"format", l.format}, {"granularity", l.granularity}, {"weights", l.weights},
+                              {"bytes", l.bytes}, {"bits_per_weight", l.bitsPerWeight}});
+        j["stored_weights"] = std::move(stored);
+    }
     if (s.source != "preset") j["normalization"] = s.normalizationKnown ? nlohmann::json(s.normalization) : nlohmann::json(nullptr);
     if (s.exporterFoldedConvs) {
         j["exporter_folded_convs"] = s.exporterFoldedConvs;
@@ -237,6 +247,18 @@ void printTable(const ModelSummary& s)
                                          : "not stored in the file (train, eval and analyze use the train set's statistics "
                                            "unless --normalize is given)");
     for (const std::string& n : s.notes) std::printf("Note: %s\n", n.c_str());
+    if (!s.storedWeights.empty()) { // what a plan became, read back from the file
+        std::size_t w = 5, g = 11;
+        for (const StoredWeights& l : s.storedWeights) {
+            w = std::max(w, l.layer.size());
+            g = std::max(g, l.granularity.size());
+        }
+        std::printf("Stored: %-*s  %-8s  %-*s  %12s  %11s\n", static_cast<int>(w), "Layer", "Weights", static_cast<int>(g), "Granularity",
+                    "Bytes", "Bits/weight");
+        for (const StoredWeights& l : s.storedWeights)
+            std::printf("        %-*s  %-8s  %-*s  %12s  %11.2f\n", static_cast<int>(w), l.layer.c_str(), l.format.c_str(), static_cast<int>(g),
+                        l.granularity.empty() ? "-" : l.granularity.c_str(), withCommas(l.bytes).c_str(), l.bitsPerWeight);
+    }
     std::printf("%s\n", rule.c_str());
 }
 

@@ -10,6 +10,7 @@
 #include "io/qsm.h"
 #include "nn/batchnorm2d.h"
 #include "nn/conv2d.h"
+#include "analysis/model_summary.h"
 #include "quant/plan_size.h"
 #include "quant/precision_plan.h"
 #include "util/errors.h"
@@ -399,6 +400,20 @@ void TestPlans::ptqPlanExportsQsmWithEachLayersBits()
     const std::uint64_t promised = planSize(*p.model, plan).bytes, stored = fs::file_size(path);
     qInfo("plan %llu bytes, file %llu bytes", static_cast<unsigned long long>(promised), static_cast<unsigned long long>(stored));
     QVERIFY2(stored >= promised && stored - promised < 8192, qPrintable(QString("plan %1, file %2").arg(promised).arg(stored)));
+    // info's "Stored" table reads each layer back: its format, granularity and the bytes the plan
+    // table gave that layer's weights and scales.
+    const ModelSummary summary = summarizeFile(path);
+    const PlanSize sizes = planSize(*p.model, plan);
+    QCOMPARE(summary.storedWeights.size(), sizes.layers.size());
+    for (std::size_t i = 0; i < sizes.layers.size(); ++i) {
+        const StoredWeights& w = summary.storedWeights[i];
+        const LayerSize& l = sizes.layers[i];
+        QCOMPARE(w.layer, l.layer);
+        QCOMPARE(w.format, l.format);
+        QCOMPARE(w.granularity, l.granularity);
+        QVERIFY2(w.bytes == l.weightBytes + (l.format == "fp32" ? 0 : l.scaleBytes),
+                 qPrintable(QString("%1: stored %2, plan %3 + %4").arg(QString::fromStdString(w.layer)).arg(w.bytes).arg(l.weightBytes).arg(l.scaleBytes)));
+    }
     const ExportedModel back = readQsm(path);
     std::map<std::string, const StoredLayer*> byName;
     for (const StoredLayer& l : back.layers) byName[l.name] = &l;

@@ -1,5 +1,7 @@
 #include "format_text.h"
 
+#include "util/byte_size.h"
+
 #include <QLocale>
 
 #include <cmath>
@@ -26,15 +28,7 @@ QString formatPercent(double fraction, int decimals)
 QString formatBytes(double bytes)
 {
     if (bad(bytes) || bytes < 0) return noValueText();
-    if (bytes < 1000.0) return QString::number(static_cast<qint64>(std::llround(bytes))) + QStringLiteral(" B");
-    static const char* units[] = {"kB", "MB", "GB", "TB"};
-    double v = bytes / 1000.0;
-    int u = 0;
-    while (v >= 999.95 && u < 3) {
-        v /= 1000.0;
-        ++u;
-    }
-    return QString::number(v, 'f', v < 99.95 ? 1 : 0) + QLatin1Char(' ') + QLatin1String(units[u]);
+    return QString::fromStdString(formatByteSize(static_cast<std::uint64_t>(std::llround(bytes)))); // as the CLI writes sizes
 }
 
 QString formatDb(double db)

@@ -7,7 +7,7 @@
 namespace quantscope {
 
 QString formatPercent(double fraction, int decimals = 1); // 0.907 -> "90.7 %"
-QString formatBytes(double bytes);                        // 1234567 -> "1.2 MB"
+QString formatBytes(double bytes);                        // 1234567 -> "1.18 MB" (1024-based, as the CLI)
 QString formatDb(double db);                              // 38.24 -> "38.2 dB"
 QString formatRate(double imagesPerSecond);               // 2140.3 -> "2,140 img/s"
 QString formatCount(double n);                            // 60000 -> "60,000"

@@ -3,6 +3,7 @@
 #include "infer/model_runner.h"
 #include "io/onnx_io.h"
 #include "io/qsm.h"
+#include "util/byte_size.h"
 #include "nn/avgpool2d.h"
 #include "nn/batchnorm2d.h"
 #include "nn/conv2d.h"
@@ -216,14 +217,6 @@ StoredTensor intBias(const std::vector<float>& b, StoredTensor& w, const Param& 
         t.q[c] = static_cast<std::int32_t>(v);
     }
     return t;
-}
-
-std::string formatBytes(std::uint64_t b)
-{
-    char buf[64];
-    if (b >= 1024 * 1024) std::snprintf(buf, sizeof buf, "%.2f MB", static_cast<double>(b) / (1024.0 * 1024.0));
-    else std::snprintf(buf, sizeof buf, "%.1f KB", static_cast<double>(b) / 1024.0);
-    return buf;
 }
 
 } // namespace
@@ -451,8 +444,8 @@ ExportSummary writeAndVerify(const ExportedModel& m, const ExportedModel& fp32, 
     s.accuracy = ev.accuracy;
     s.testImages = ev.count;
     s.runner = runner.description();
-    s.note = formatBytes(s.fileBytes) + " (" + std::to_string(static_cast<int>(std::lround(100.0 * s.sizeRatio))) + "% of FP32 " +
-             formatBytes(s.fp32Bytes) + ")";
+    s.note = formatByteSize(s.fileBytes) + " (" + std::to_string(static_cast<int>(std::lround(100.0 * s.sizeRatio))) + "% of the same model as an FP32 " +
+             (s.format == ExportFormat::Qsm ? ".qsm, " : ".onnx, ") + formatByteSize(s.fp32Bytes) + ")";
     for (const std::string& n : m.notes) s.note += "; " + n;
     return s;
 }

@@ -2,6 +2,7 @@
 
 #include "io/exported_model.h"
 #include "io/model_source.h"
+#include "io/qsm.h"
 #include "nn/avgpool2d.h"
 #include "nn/batchnorm2d.h"
 #include "nn/conv2d.h"
@@ -12,6 +13,7 @@
 #include "train/quant_sim.h"
 #include "util/errors.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <system_error>
 
@@ -137,6 +139,27 @@ ModelSummary summarizeExported(const ExportedModel& m, const std::string& source
                 ++s.exporterFoldedConvs;
                 s.exporterFoldedChannels += l.outChannels;
             }
+    for (const StoredLayer& l : m.layers) {
+        if (!m.quantized || (l.kind != LayerKind::Conv2d && l.kind != LayerKind::Linear) || l.tensors.empty()) continue;
+        const StoredTensor& t = l.tensors.front(); // the weight
+        StoredWeights w;
+        w.layer = l.name;
+        w.weights = 1;
+        for (std::size_t d : t.shape) w.weights *= d;
+        if (t.encoding == TensorEncoding::Float32) {
+            w.format = "fp32";
+            w.bytes = 4 * w.weights;
+        } else {
+            w.format = std::string(t.isSigned ? "int" : "uint") + std::to_string(t.bits);
+            w.granularity = t.layout == ScaleLayout::Tensor    ? "tensor-wise"
+                            : t.layout == ScaleLayout::Channel ? "channel-wise"
+                                                               : "group-wise (" + std::to_string(t.groupSize) + ")";
+            const bool zeroPoints = std::any_of(t.zeroPoints.begin(), t.zeroPoints.end(), [](std::int32_t z) { return z != 0; });
+            w.bytes = packedBytes(w.weights, t.bits) + t.scales.size() * (zeroPoints ? 8 : 4);
+        }
+        w.bitsPerWeight = w.weights ? 8.0 * static_cast<double>(w.bytes) / static_cast<double>(w.weights) : 0.0;
+        s.storedWeights.push_back(std::move(w));
+    }
     s.notes = m.notes;
     s.normalizationKnown = m.normalizationKnown;
     if (m.normalizationKnown) s.normalization = m.normalization.describe();

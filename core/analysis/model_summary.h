@@ -38,6 +38,16 @@ struct LayerSummary {
     std::string foldedInto;          // BatchNorm2d folded at int8 export: the convolution's name
 };
 
+// How an integer file stores one Conv2d/Linear weight (ModelSummary::storedWeights).
+struct StoredWeights {
+    std::string layer;          // "blocks.2.pw"
+    std::string format;         // "int4", "uint8", or "fp32" for a layer kept in float
+    std::string granularity;    // "channel-wise", "tensor-wise", "group-wise (16)"; "" for fp32
+    std::uint64_t weights = 0;  // elements
+    std::uint64_t bytes = 0;    // as .qsm version 5 stores them: packed values, float32 scales, int32 zero points unless all 0
+    double bitsPerWeight = 0.0; // 8 * bytes / weights
+};
+
 struct ModelSummary {
     std::string modelName;           // preset name, or the name stored in the file
     std::string source;              // "preset", or the file's path
@@ -75,6 +85,9 @@ struct ModelSummary {
     // and analyze then use the train set's statistics unless --normalize is given). Empty for presets.
     std::string normalization;
     bool normalizationKnown = false;
+    // An integer file's Conv2d/Linear weights as stored, in layer order (empty for FP32 files and
+    // presets): what a per-layer plan became.
+    std::vector<StoredWeights> storedWeights;
 };
 
 // Summarises `model` for its own input shape (Model::inputShape). Throws ConfigError (from
