@@ -33,7 +33,7 @@ void TestOnnxImportErrors::badInput_data()
     QTest::addColumn<QString>("errorType");
     QTest::addColumn<QString>("mentions");
     static std::vector<Mutate> keep; // the rows hold pointers into this
-    keep.reserve(32);
+    keep.reserve(64); // more than the rows: the pointers must not move
     auto row = [&](const char* name, const char* file, Mutate m, const char* type, const char* mentions) {
         keep.push_back(std::move(m));
         QTest::newRow(name) << QString(file) << static_cast<void*>(&keep.back()) << QString(type) << QString(mentions);
@@ -98,6 +98,26 @@ void TestOnnxImportErrors::badInput_data()
                         if (n.input(i) == relu2) n.set_input(i, bn2);
         },
         "ConfigError", "no BatchNorm1d layer");
+    // export_modules_as_functions: the Linear is a call of a local function the file defines.
+    row("a local function", "seqview_op13_fold",
+        [](onnx::ModelProto& mp) {
+            onnx::NodeProto* gemm = findNode(mp, "Gemm");
+            gemm->set_domain("torch.nn.modules.linear");
+            gemm->set_op_type("Linear");
+            onnx::FunctionProto* f = mp.add_functions();
+            f->set_domain("torch.nn.modules.linear");
+            f->set_name("Linear");
+        },
+        "ConfigError", "re-export without export_modules_as_functions");
+    // 1 - x (an inversion) is no normalisation: named as such.
+    row("a constant minus the input", "pixels255_op13_fold_dyn",
+        [](onnx::ModelProto& mp) {
+            onnx::NodeProto* s = findNode(mp, "Sub");
+            const std::string a = s->input(0), b = s->input(1);
+            s->set_input(0, b);
+            s->set_input(1, a);
+        },
+        "ConfigError", "subtracts the input from a constant");
     row("opset 9", "seqview_op13_fold", [](onnx::ModelProto& mp) { mp.mutable_opset_import(0)->set_version(9); }, "ConfigError", "opset 9");
     row("opset 18", "seqview_op13_fold", [](onnx::ModelProto& mp) { mp.mutable_opset_import(0)->set_version(18); }, "ConfigError", "opset 18");
     row("cycle", "seqview_op13_fold",

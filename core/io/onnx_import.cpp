@@ -279,8 +279,13 @@ ExportedModel Importer::run()
     // the Div in front of it that would otherwise fail as a misplaced input normalisation.
     for (int k : order) {
         const NodeProto& n = g.node(k);
-        if (!n.domain().empty() && n.domain() != "ai.onnx")
+        if (!n.domain().empty() && n.domain() != "ai.onnx") {
+            for (const onnx::FunctionProto& f : m_mp.functions()) // torch.onnx.export(..., export_modules_as_functions=...)
+                if (f.domain() == n.domain() && f.name() == n.op_type())
+                    failNode(n, "calls the ONNX local function " + n.domain() + "::" + n.op_type() +
+                                    ", which QuantScope's importer does not expand; re-export without export_modules_as_functions");
             failNode(n, "operator " + n.domain() + "::" + n.op_type() + " is not supported");
+        }
         if (!handlers().count(n.op_type()) && !isFoldable(n.op_type())) unsupported(n);
     }
     for (int k : order) {
