@@ -29,7 +29,9 @@ const char* const kEvalHelp =
     "\n"
     "  --data PATH          any layout train reads (IDX, CIFAR, CSV, image folders; see train --help)\n"
     "                       (default /usr/share/datasets/fashion-mnist)\n"
-    "  --image-shape CxHxW, --resize HxW, --test-fraction F   as for train\n"
+    "  --image-shape CxHxW, --resize HxW   as for train\n"
+    "  --test-fraction F    a folder or CSV file without a test split of its own is evaluated whole;\n"
+    "                       with F, only the share train held out (train's split, same seed)\n"
     "  --test-limit N       only the first N test images\n"
     "  --normalize MEAN,STD input normalisation for a model that does not store one (an ONNX\n"
     "                       file from PyTorch): each a number or one per channel joined by ':';\n"
@@ -111,10 +113,20 @@ int runEval(const std::vector<std::string>& argv)
 
     DatasetOptions dopt = datasetOptions(args);
     dopt.testLimit = args.u64("--test-limit", 0, 1);
-    // Only the test set is used, unless the model's normalisation must come from the train set.
+    // Only the test set is read, and a folder or CSV file with no test split of its own is all test
+    // images (--test-fraction F: the share train held out, as train split it), unless the model's
+    // normalisation must come from the train set: then the train set is read for its statistics
+    // (as train computed them), and the test set still is every image.
     const bool needStatistics = !model.normalizationKnown && !args.has("--normalize");
-    dopt.trainLimit = needStatistics ? 0 : 1;
-    const Dataset data = Dataset::load(dopt);
+    const bool heldOutShare = args.has("--test-fraction");
+    dopt.testOnly = !needStatistics && !heldOutShare;
+    Dataset data = Dataset::load(dopt);
+    if (needStatistics && data.splitByFraction && !heldOutShare) {
+        const Normalization statistics = data.normalization;
+        dopt.testOnly = true;
+        data = Dataset::load(dopt);
+        data.normalization = statistics;
+    }
     unusedDatasetFlags(args, data, "eval", args.has("--json"));
     if (data.test.channels != model.channels || data.test.height != model.height || data.test.width != model.width)
         throw ConfigError(path + " takes " + std::to_string(model.channels) + "x" + std::to_string(model.height) + "x" +
@@ -151,6 +163,24 @@ int runEval(const std::vector<std::string>& argv)
     }
     if (model.classes != data.numClasses())
         throw ConfigError(path + " has " + std::to_string(model.classes) + " classes; the data has " + std::to_string(data.numClasses()));
+    // The class names the file stores against the data's: the same names in another order (a
+    // renamed or added folder shifts every label) are matched by name; other names are said.
+    const ClassMatch classes = matchClasses(model.classNames, data.classNames);
+    std::string classNote;
+    const auto list = [](const std::vector<std::string>& v) {
+        std::string s;
+        for (std::size_t i = 0; i < v.size() && i < 12; ++i) s += (i ? ", " : "") + v[i];
+        return v.size() > 12 ? s + ", ..." : s;
+    };
+    if (classes.kind == ClassMatch::Kind::Reordered) {
+        for (std::int32_t& l : data.test.labels) l = classes.dataToModel[static_cast<std::size_t>(l)];
+        classNote = "the data's class folders are in another order than the model's classes (" + list(model.classNames) +
+                    "); labels are matched by name";
+    } else if (classes.kind == ClassMatch::Kind::Different) {
+        classNote = "the model was trained on the classes " + list(model.classNames) + "; the data's are " + list(data.classNames) +
+                    ": labels are compared by index, so the accuracy means something only if they are the same classes";
+    }
+    if (!classNote.empty() && !args.has("--json")) std::fprintf(stderr, "quantscope-cli eval: %s: %s\n", path.c_str(), classNote.c_str());
 
     const RunnerEval ev = evaluateRunner(runner, data.test, batch);
     double ips = 0.0;
@@ -174,11 +204,18 @@ int runEval(const std::vector<std::string>& argv)
                             {"quantized", model.quantized}, {"precision", precision},
                             {"file_bytes", fileBytes},  {"runner", runner.description()},
                             {"threads", threads},       {"batch_size", batch},
-                            {"test_images", ev.count},  {"test_acc", ev.accuracy}};
+                            {"test_images", ev.count},  {"test_acc", ev.accuracy},
+                            {"data", data.dir},         {"test_split", data.split},
+                            {"normalization", model.normalization.describe()},
+                            {"notes", model.notes}};
+        if (!classNote.empty()) j["class_note"] = classNote;
         if (args.has("--bench")) j["images_per_s"] = ips;
         std::fputs((j.dump() + "\n").c_str(), stdout);
     } else {
         std::printf("%s: %s, %s, %s\n", path.c_str(), model.modelName.c_str(), precision.c_str(), bytesText(fileBytes).c_str());
+        std::printf("data: %s (%s), %zu test images of %zux%zux%zu, %zu classes; test set: %s\n", data.name.c_str(),
+                    layoutName(data.layout), ev.count, data.channels(), data.height(), data.width(), data.numClasses(),
+                    data.split.empty() ? "the test files" : data.split.c_str());
         std::printf("runner: %s, %zu thread(s)\n", runner.description().c_str(), threads);
         std::printf("test accuracy: %s (%zu images)\n", percent(ev.accuracy).c_str(), ev.count);
         if (args.has("--bench"))

@@ -261,8 +261,8 @@ double asWritten(double floatValue)
 
 class CliObserver final : public TrainObserver {
 public:
-    CliObserver(bool json, bool progress, nlohmann::json plan, std::vector<std::string> ignored)
-        : m_json(json), m_progress(progress), m_plan(std::move(plan)), m_ignored(std::move(ignored))
+    CliObserver(bool json, bool progress, nlohmann::json plan, std::vector<std::string> ignored, nlohmann::json startExtra)
+        : m_json(json), m_progress(progress), m_plan(std::move(plan)), m_ignored(std::move(ignored)), m_startExtra(std::move(startExtra))
     {
     }
 
@@ -278,6 +278,7 @@ public:
                                 {"lr_schedule", e.lrSchedule}};
             if (!m_plan.is_null()) j["plan"] = m_plan;
             j["ignored_options"] = m_ignored;
+            for (const auto& [k, v] : m_startExtra.items()) j[k] = v;
             emit(j);
         }
     }
@@ -468,6 +469,7 @@ private:
     bool m_json, m_progress;
     nlohmann::json m_plan; // null for strategies without a plan
     std::vector<std::string> m_ignored; // "--format", ...: given, but not used by the strategy
+    nlohmann::json m_startExtra;        // normalisation, data, test split, the model file's import notes
     StartEvent m_start;
     std::chrono::steady_clock::time_point m_lastDraw{};
 };
@@ -670,13 +672,36 @@ int runTrain(const std::vector<std::string>& argv)
     if (args.has("--normalize")) {
         data.normalization = Normalization::parse(args.str("--normalize", "")).broadcast(data.channels());
     }
+    nlohmann::json startExtra = nlohmann::json::object(); // what was read, for the JSON start event
     if (cfg.pretrained && !cfg.modelFile.empty()) {
         const ExportedModel file = readModelFile(cfg.modelFile);
-        const bool say = !args.has("--json") && !args.has("--quiet");
+        const bool say = !args.has("--json"); // --quiet hides the progress bar, not what the run assumes
+        startExtra["model_notes"] = file.notes;
         if (say)
             for (const std::string& n : file.notes) std::fprintf(stderr, "quantscope-cli train: %s: %s\n", cfg.modelFile.c_str(), n.c_str());
         // The file's weights were trained on inputs normalised its way: keep it (as eval does).
         const std::size_t nc = file.normalization.mean.size();
+        if (args.has("--normalize") && file.normalizationKnown && (nc == 1 || nc == data.channels())) {
+            // Another normalisation would feed the kept weights inputs they were not trained on.
+            const Normalization stored = file.normalization.broadcast(data.channels());
+            bool same = true;
+            for (std::size_t c = 0; c < data.channels(); ++c)
+                same = same && std::abs(data.normalization.mean[c] - stored.mean[c]) <= 5e-4f &&
+                       std::abs(data.normalization.stddev[c] - stored.stddev[c]) <= 5e-4f;
+            if (!same)
+                throw UsageError(cfg.modelFile + " stores its input normalisation (" + file.normalization.describe() +
+                                 "), and --normalize asks for " + data.normalization.describe() +
+                                 "; its weights were trained on the stored one (--reinit trains the architecture afresh with yours)");
+        }
+        // Its classes against the data's: a reordered or renamed class folder shifts every label.
+        const ClassMatch classes = matchClasses(file.classNames, data.classNames);
+        if (say && classes.kind == ClassMatch::Kind::Reordered)
+            std::fprintf(stderr, "quantscope-cli train: warning: %s was trained on the same classes in another order; its outputs "
+                                 "follow the file's order and the data's labels do not, so its accuracy before fine-tuning is wrong "
+                                 "(order the class folders as the file does)\n", cfg.modelFile.c_str());
+        else if (say && classes.kind == ClassMatch::Kind::Different)
+            std::fprintf(stderr, "quantscope-cli train: warning: %s was trained on other classes than the data's; labels are taken "
+                                 "by index\n", cfg.modelFile.c_str());
         if (!args.has("--normalize") && file.normalizationKnown && (nc == 1 || nc == data.channels())) {
             data.normalization = file.normalization.broadcast(data.channels());
             if (say)
@@ -696,7 +721,10 @@ int runTrain(const std::vector<std::string>& argv)
     nlohmann::json planJson;
     if (st == Strategy::Ptq || st == Strategy::Qat || (st == Strategy::Progressive && !cfg.precision.layers.empty()))
         planJson = nlohmann::json::parse(planToJson(cfg.precision.plan()));
-    CliObserver obs(json, progress, std::move(planJson), ignored);
+    startExtra["normalization"] = data.normalization.describe();
+    startExtra["data"] = data.dir;
+    startExtra["test_split"] = data.split;
+    CliObserver obs(json, progress, std::move(planJson), ignored, std::move(startExtra));
     Trainer trainer(cfg, data, &obs, &g_stop); // a Ctrl+C during loading stops it at its first batch
     if (!json && !args.has("--quiet")) // what was read, once the model is built (JSON: the start event)
         std::printf("data: %s (%s), %zu training and %zu test images of %zux%zux%zu, %zu classes%s\n", data.name.c_str(),

@@ -293,6 +293,22 @@ void TestCli::evalNormalizeAgainstTheStoredOne()
     QCOMPARE(other.exitCode, kExitUsage);
     QVERIFY2(other.err.contains("stores its input normalisation (mean 0.2500, std 0.5000), and --normalize asks for mean 0.3000, std 0.5000"),
              qPrintable(other.err));
+    // train from the file's weights refuses another normalisation as eval does (it replaced the
+    // stored one in silence, and the exported model carried it); --reinit trains afresh with it.
+    const QStringList fromFile{"train", "--model", model, "--data", m_valid, "--train-limit", "200", "--test-limit", "50",
+                               "--quiet", "--strategy", "ptq", "--epochs", "0", "--normalize"};
+    const Result trainOther = runCli(fromFile + QStringList{"0.3,0.5"});
+    QCOMPARE(trainOther.exitCode, kExitUsage);
+    QVERIFY2(trainOther.err.contains("its weights were trained on the stored one"), qPrintable(trainOther.err));
+    QCOMPARE(runCli(fromFile + QStringList{"0.25,0.5"}).exitCode, kExitOk);
+    const Result fresh = runCli({"train", "--model", model, "--reinit", "--data", m_valid, "--train-limit", "200", "--test-limit", "50",
+                                 "--quiet", "--normalize", "0.3,0.5"});
+    QVERIFY2(fresh.exitCode == kExitOk, qPrintable(fresh.err));
+    // eval's JSON says which normalisation it used and which test set it measured.
+    const Result json = runCli({"eval", model, "--data", m_valid, "--test-limit", "50", "--json"});
+    const nlohmann::json j = nlohmann::json::parse(json.out.toStdString());
+    QCOMPARE(j.at("normalization").get<std::string>(), std::string("mean 0.2500, std 0.5000"));
+    QVERIFY(j.contains("test_split") && j.contains("notes"));
 }
 
 // analyze reads datasets as train does: a CSV of 1x8x12 images needs --image-shape (96 columns

@@ -51,6 +51,7 @@ private slots:
     void options();
     void presetsTakeTheShape_data();
     void presetsTakeTheShape();
+    void modelClassesAgainstTheData();
 };
 
 // CIFAR-10: five training batches (fewer here), records planar as stored, names from batches.meta.txt.
@@ -293,6 +294,10 @@ void TestDatasets::broken_data()
     QTest::newRow("CSV 10 pixels, no shape") << "csv-shape" << "FormatError" << "train.csv" << "--image-shape";
     QTest::newRow("CSV --image-shape disagrees") << "csv-shape-option" << "ConfigError" << "train.csv" << "needs 12";
     QTest::newRow("CSV header only") << "csv-empty" << "FormatError" << "train.csv" << "no data rows";
+    // Classes run 0..K-1: a stray label 7 made 8 classes, 4 of them empty; a label in the last
+    // column made a class of each pixel value (183 classes of one row each, trained to 7 %).
+    QTest::newRow("CSV label gap") << "csv-gap" << "FormatError" << "train.csv" << "labels 4, 5, 6 have no rows";
+    QTest::newRow("CSV label not first") << "csv-lastlabel" << "FormatError" << "train.csv" << "20 of its 20 classes have a single row";
     QTest::newRow("PNG cut short") << "png-truncated" << "FormatError" << "train/b/img3.png" << "fails to decode";
     QTest::newRow("JPEG cut short") << "jpg-truncated" << "FormatError" << "test/a/img6.jpg" << "fails to decode";
     QTest::newRow("not an image") << "png-garbage" << "FormatError" << "train/a/img0.png" << "not a PNG or JPEG";
@@ -368,6 +373,12 @@ void TestDatasets::broken()
     else if (make == "csv-shape") writeText(r + "/train.csv", csvText(0, 10, 2, 1, 2, 5));
     else if (make == "csv-shape-option") csv(), o.imageShape = parseImageShape("3x2x2");
     else if (make == "csv-empty") writeText(r + "/train.csv", "label,a,b,c,d\n\n");
+    else if (make == "csv-gap") csv(), editLine(2, "7" + row17.substr(1));
+    else if (make == "csv-lastlabel") {
+        std::string text = "label,a,b,c,d\n";
+        for (int i = 0; i < 20; ++i) text += std::to_string(i) + ",1,2,3,0\n";
+        writeText(r + "/train.csv", text);
+    }
     else if (make == "png-truncated") images(), cut("train/b/img3.png", 60);
     else if (make == "jpg-truncated") images(), cut("test/a/img6.jpg", 300);
     else if (make == "png-garbage") images(), writeText(r + "/train/a/img0.png", "hello, not a PNG");
@@ -464,6 +475,21 @@ void TestDatasets::presetsTakeTheShape()
     const Tensor& y = m->forward(x, RunContext{});
     QCOMPARE(y.shape(), (Shape{2, std::size_t(classes)}));
     for (std::size_t k = 0; k < y.numel(); ++k) QVERIFY(std::isfinite(y.data()[k]));
+}
+
+// A model file's class names against the data's: the same names in another order map by name;
+// other names, unnamed (numbered) data or another count say nothing can be matched.
+void TestDatasets::modelClassesAgainstTheData()
+{
+    const std::vector<std::string> model = {"cat", "dog", "eel"};
+    QCOMPARE(matchClasses(model, model).kind, ClassMatch::Kind::Same);
+    const ClassMatch r = matchClasses(model, {"eel", "cat", "dog"});
+    QCOMPARE(r.kind, ClassMatch::Kind::Reordered);
+    QCOMPARE(r.dataToModel, std::vector<std::int32_t>({2, 0, 1})); // data label 0 (eel) is the model's class 2
+    QCOMPARE(matchClasses(model, {"a_cat", "dog", "eel"}).kind, ClassMatch::Kind::Different);
+    QCOMPARE(matchClasses(model, {"0", "1", "2"}).kind, ClassMatch::Kind::Unknown);
+    QCOMPARE(matchClasses({}, model).kind, ClassMatch::Kind::Unknown);
+    QCOMPARE(matchClasses(model, {"cat", "dog"}).kind, ClassMatch::Kind::Unknown);
 }
 
 QTEST_APPLESS_MAIN(TestDatasets)

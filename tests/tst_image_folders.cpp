@@ -28,6 +28,7 @@ private slots:
     void imageFolderLayouts_data();
     void imageFolderLayouts();
     void imageFolderResize();
+    void testOnlyReadsWhatEvalUses();
 };
 
 // train/ + test/: PNG and JPEG, grey and colour mixed -> C=3, grey replicated; PNG exact.
@@ -164,6 +165,36 @@ void TestImageFolders::imageFolderResize()
     QCOMPARE(d.height(), std::size_t{4});
     QCOMPARE(d.width(), std::size_t{6});
     QCOMPARE(d.train.pixels.size(), d.train.size() * 3 * 4 * 6);
+}
+
+// eval of a model that knows its normalisation reads the test split alone (a damaged training
+// image no longer failed it), and a tree without a split is evaluated whole (it measured 20 %).
+void TestImageFolders::testOnlyReadsWhatEvalUses()
+{
+    const std::string r = path("img-testonly");
+    writeImageTree(r + "/train", {"a", "b"}, 4, 0, ".png", 1, 6, 6);
+    writeImageTree(r + "/test", {"a", "b"}, 3, 100, ".png", 1, 6, 6);
+    writeBytes(r + "/train/a/img0.png", Bytes{0x89, 'P', 'N', 'G'}); // truncated
+    DatasetOptions o;
+    o.dir = r;
+    QVERIFY_THROWS_EXCEPTION(FormatError, Dataset::load(o));
+    o.testOnly = true;
+    const Dataset d = Dataset::load(o);
+    QCOMPARE(d.test.size(), std::size_t{6});
+    QCOMPARE(d.train.size(), std::size_t{0});
+    QCOMPARE(d.classNames, std::vector<std::string>({"a", "b"}));
+    QVERIFY2(d.split.find("train/ not read") != std::string::npos, d.split.c_str());
+
+    const std::string tree = path("img-testonly-tree");
+    writeImageTree(tree, {"a", "b", "c"}, 5, 0, ".png", 1, 6, 6);
+    DatasetOptions t;
+    t.dir = tree;
+    QCOMPARE(Dataset::load(t).test.size(), std::size_t{3}); // 20 % of each class
+    t.testOnly = true;
+    const Dataset whole = Dataset::load(t);
+    QCOMPARE(whole.test.size(), std::size_t{15});
+    QVERIFY(!whole.splitByFraction);
+    QVERIFY2(whole.split.find("every image") != std::string::npos, whole.split.c_str());
 }
 
 QTEST_GUILESS_MAIN(TestImageFolders)

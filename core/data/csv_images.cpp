@@ -195,6 +195,25 @@ RawDataset readCsvDataset(const std::string& path, const DatasetOptions& opts)
                           "; a classifier needs at least two classes");
     const std::size_t classes = names.empty() ? maxLabel(all) + 1 : names.size();
     raw.classNames = names.empty() ? numberedClassNames(classes) : names;
+    // Classes are 0..K-1: a label with no rows is a gap (a stray label, or the label not in the
+    // first column, when pixel values become labels). A folder of images refuses an empty class too.
+    std::vector<std::size_t> rows(classes, 0);
+    for (std::int32_t l : all.labels) ++rows[static_cast<std::size_t>(l)];
+    std::string empty;
+    std::size_t emptyCount = 0, single = 0;
+    for (std::size_t c = 0; c < classes; ++c) {
+        single += rows[c] == 1;
+        if (rows[c] != 0) continue;
+        if (++emptyCount <= 5) empty += (empty.empty() ? "" : ", ") + std::to_string(c);
+    }
+    const std::string hint = "; labels must run 0..K-1 in the first column" + std::string(names.empty() ? "" : " (K from classes.txt)");
+    if (emptyCount)
+        throw FormatError(trainPath.string() + ": " + std::to_string(classes) + " classes, and label" + (emptyCount > 1 ? "s " : " ") + empty +
+                          (emptyCount > 5 ? " and " + std::to_string(emptyCount - 5) + " more" : "") + (emptyCount > 1 ? " have" : " has") +
+                          " no rows" + hint);
+    if (classes > 2 && 2 * single > classes)
+        throw FormatError(trainPath.string() + ": " + std::to_string(single) + " of its " + std::to_string(classes) +
+                          " classes have a single row" + hint);
 
     const fs::path testPath = dir / "test.csv";
     bool haveTest = false;
@@ -213,7 +232,13 @@ RawDataset readCsvDataset(const std::string& path, const DatasetOptions& opts)
                               trainPath.string() + " has " + std::to_string(train.columns));
         }
     }
-    if (!haveTest) {
+    if (!haveTest && opts.testOnly) { // every row is a test row
+        raw.train.channels = all.channels;
+        raw.train.height = all.height;
+        raw.train.width = all.width;
+        raw.test = std::move(all);
+        raw.split = "every row of " + trainPath.filename().string() + why;
+    } else if (!haveTest) {
         auto [tr, te] = splitTrainTest(all, opts.testFraction, trainPath.string());
         raw.train = std::move(tr);
         raw.test = std::move(te);

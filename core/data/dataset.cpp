@@ -171,8 +171,14 @@ Dataset Dataset::load(const DatasetFiles& files, const DatasetOptions& opts)
     raw.name = baseName(dir);
     // IDX labels are bytes: the classes are classes.txt's, or as many as the largest label needs
     // (at least the ten of MNIST and its kin).
-    raw.train = readSet(files.trainImages, files.trainLabels, 256);
     raw.test = readSet(files.testImages, files.testLabels, 256);
+    if (opts.testOnly) { // the train files are not read; an empty set of the test images' shape
+        raw.train.channels = raw.test.channels;
+        raw.train.height = raw.test.height;
+        raw.train.width = raw.test.width;
+    } else {
+        raw.train = readSet(files.trainImages, files.trainLabels, 256);
+    }
     std::int32_t largest = 0;
     for (const LabeledImages* set : {&raw.train, &raw.test})
         for (std::int32_t l : set->labels) largest = std::max(largest, l);
@@ -230,7 +236,7 @@ Dataset finishLoad(RawDataset&& raw, const DetectedLayout& found, const DatasetO
     d.classNames = std::move(raw.classNames);
     d.train = std::move(raw.train);
     d.test = std::move(raw.test);
-    checkLabels(d.train, d.classNames, found.path, "training");
+    if (!opts.testOnly) checkLabels(d.train, d.classNames, found.path, "training");
     checkLabels(d.test, d.classNames, found.path, "test");
     if (d.test.channels != d.train.channels || d.test.height != d.train.height || d.test.width != d.train.width)
         throw FormatError(found.path + ": test images are " + shapeText(d.test) + " but training images are " +
@@ -322,6 +328,30 @@ void Dataset::makeBatch(const LabeledImages& set, std::size_t begin, std::size_t
     std::vector<std::size_t> idx(end - begin);
     for (std::size_t i = 0; i < idx.size(); ++i) idx[i] = begin + i;
     makeBatch(set, idx, x, y);
+}
+
+ClassMatch matchClasses(const std::vector<std::string>& modelNames, const std::vector<std::string>& dataNames)
+{
+    ClassMatch m;
+    const auto numbered = [](const std::vector<std::string>& v) { return v == numberedClassNames(v.size()); };
+    if (modelNames.empty() || dataNames.empty() || modelNames.size() != dataNames.size() || numbered(modelNames) ||
+        numbered(dataNames))
+        return m;
+    if (modelNames == dataNames) {
+        m.kind = ClassMatch::Kind::Same;
+        return m;
+    }
+    std::vector<std::string> a = modelNames, b = dataNames;
+    std::sort(a.begin(), a.end());
+    std::sort(b.begin(), b.end());
+    if (a != b || std::adjacent_find(a.begin(), a.end()) != a.end()) {
+        m.kind = ClassMatch::Kind::Different;
+        return m;
+    }
+    m.kind = ClassMatch::Kind::Reordered;
+    for (const std::string& name : dataNames)
+        m.dataToModel.push_back(static_cast<std::int32_t>(std::find(modelNames.begin(), modelNames.end(), name) - modelNames.begin()));
+    return m;
 }
 
 } // namespace quantscope

@@ -64,6 +64,10 @@ struct DatasetOptions {
     ImageShape imageShape;       // CSV: the shape of a row's pixels; not given = from the column count
     ImageShape resize;           // HxW every image is resized to (needed when image files differ in size)
     double testFraction = 0.2;   // a single CSV file or image tree: share of each class held out as test (fixed seed)
+    // The caller uses the test set alone (eval of a model that knows its normalisation): training
+    // images are not decoded (image folders, IDX; the train set is left empty, of the test set's
+    // shape), and a layout with no test split of its own (one image tree, one CSV file) is all test.
+    bool testOnly = false;
 };
 
 class Dataset {
@@ -115,5 +119,17 @@ class Rng;
 std::vector<std::size_t> seededPermutation(std::size_t n, std::uint64_t seed);
 // The same, drawing from (and advancing) an existing generator.
 std::vector<std::size_t> seededPermutation(std::size_t n, Rng& rng);
+
+// How the class names a model file stores line up with a dataset's (both in label order).
+struct ClassMatch {
+    enum class Kind {
+        Same,      // the same names in the same order
+        Unknown,   // one side has no names, or only the numbered "0", "1", ... of unnamed data, or the counts differ
+        Reordered, // the same names in another order: dataToModel maps a data label to the model's class
+        Different, // other names
+    } kind = Kind::Unknown;
+    std::vector<std::int32_t> dataToModel; // Reordered only
+};
+ClassMatch matchClasses(const std::vector<std::string>& modelNames, const std::vector<std::string>& dataNames);
 
 } // namespace quantscope

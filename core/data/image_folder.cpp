@@ -179,6 +179,7 @@ RawDataset readImageFolder(const std::string& root, const DatasetOptions& opts)
         throw FormatError(trainDir.string() + ": holds " + std::to_string(raw.classNames.size()) +
                           " class folders; at most " + std::to_string(kMaxClasses) + " are accepted");
     std::vector<ImageEntry> entries = listSplit(trainDir, raw.classNames);
+    if (split && opts.testOnly) entries.clear(); // listed for the class check, not read
     const std::size_t trainCount = entries.size();
     if (split) {
         std::vector<ImageEntry> test = listSplit(folders.test, raw.classNames);
@@ -194,7 +195,12 @@ RawDataset readImageFolder(const std::string& root, const DatasetOptions& opts)
     if (split) {
         raw.train = decodeAll(entries, 0, trainCount, t);
         raw.test = decodeAll(entries, trainCount, entries.size(), t);
-        raw.split = "train/ and " + folders.test.filename().string() + "/";
+        raw.split = opts.testOnly ? folders.test.filename().string() + "/ (train/ not read)"
+                                  : folders.test.filename().string() + "/ beside train/";
+    } else if (opts.testOnly) { // no split of its own: every image is a test image
+        raw.test = decodeAll(entries, 0, entries.size(), t);
+        raw.train = decodeAll(entries, 0, 0, t);
+        raw.split = "every image of " + (trainDir == r ? r.filename().string() : fs::relative(trainDir, r, ec).string()) + "/";
     } else {
         const LabeledImages all = decodeAll(entries, 0, entries.size(), t);
         auto [tr, te] = splitTrainTest(all, opts.testFraction, root);

@@ -248,10 +248,10 @@ StoredTensor getTensor(Reader& r, std::uint16_t version)
         std::memcpy(t.zeroPoints.data(), zp, 4ull * ns);
     }
     const std::uint64_t bytes = r.u64("tensor data size");
-    if (bytes != packedBytes(n, t.bits))
+    if (bytes != packedBytes(n, t.bits, version))
         r.fail("tensor '" + t.name + "': " + std::to_string(bytes) + " data bytes for " + std::to_string(n) + " values of " + std::to_string(t.bits) + " bits");
     const std::uint8_t* p = r.take(bytes, "tensor data");
-    unpackInts(p, static_cast<std::size_t>(n), t.bits, t.isSigned, t.q);
+    unpackInts(p, static_cast<std::size_t>(n), t.bits, t.isSigned, t.q, version);
     return t;
 }
 
@@ -322,8 +322,9 @@ StoredLayer getLayer(Reader& r, std::uint16_t version, std::size_t index)
 
 } // namespace
 
-std::uint64_t packedBytes(std::uint64_t n, int bits)
+std::uint64_t packedBytes(std::uint64_t n, int bits, std::uint16_t version)
 {
+    if (version >= 5) return (n * static_cast<std::uint64_t>(bits) + 7) / 8;
     if (bits == 2) return (n + 3) / 4;
     if (bits == 4) return (n + 1) / 2;
     if (bits <= 8) return n;
@@ -331,48 +332,58 @@ std::uint64_t packedBytes(std::uint64_t n, int bits)
     return 4 * n;
 }
 
+// Version 5: value i in bits [i * bits, (i + 1) * bits) of a little-endian bit stream (the low
+// bits first). For 2, 4, 8, 16 and 32 bits this is the layout versions 1-4 wrote.
 void packInts(const std::vector<std::int32_t>& q, int bits, std::vector<std::uint8_t>& out)
 {
     const std::size_t n = q.size();
     out.assign(static_cast<std::size_t>(packedBytes(n, bits)), 0);
-    if (bits == 2 || bits == 4) {
-        const int per = 8 / bits;
-        const std::uint32_t mask = (1u << bits) - 1;
-        for (std::size_t i = 0; i < n; ++i)
-            out[i / per] |= static_cast<std::uint8_t>((static_cast<std::uint32_t>(q[i]) & mask) << ((i % per) * bits));
-    } else if (bits <= 8) {
-        for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<std::uint8_t>(q[i]);
-    } else if (bits <= 16) {
-        for (std::size_t i = 0; i < n; ++i) {
-            const std::uint16_t v = static_cast<std::uint16_t>(q[i]);
-            std::memcpy(out.data() + 2 * i, &v, 2);
-        }
-    } else {
+    if (bits == 32) {
         std::memcpy(out.data(), q.data(), 4 * n);
+        return;
+    }
+    if (bits == 8) {
+        for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<std::uint8_t>(q[i]);
+        return;
+    }
+    const std::uint64_t mask = (std::uint64_t{1} << bits) - 1;
+    for (std::size_t i = 0; i < n; ++i) {
+        const std::uint64_t bit = static_cast<std::uint64_t>(i) * static_cast<std::uint64_t>(bits);
+        std::uint64_t v = (static_cast<std::uint64_t>(static_cast<std::uint32_t>(q[i])) & mask) << (bit % 8);
+        for (std::size_t b = static_cast<std::size_t>(bit / 8); v; ++b, v >>= 8) out[b] |= static_cast<std::uint8_t>(v & 0xFF);
     }
 }
 
-void unpackInts(const std::uint8_t* data, std::size_t n, int bits, bool isSigned, std::vector<std::int32_t>& q)
+void unpackInts(const std::uint8_t* data, std::size_t n, int bits, bool isSigned, std::vector<std::int32_t>& q, std::uint16_t version)
 {
     q.resize(n);
     auto extend = [&](std::uint32_t v, int b) -> std::int32_t {
         if (isSigned && b < 32 && (v >> (b - 1)) & 1u) return static_cast<std::int32_t>(v | ~((1u << b) - 1));
         return static_cast<std::int32_t>(v);
     };
-    if (bits == 2 || bits == 4) {
-        const int per = 8 / bits;
-        const std::uint32_t mask = (1u << bits) - 1;
-        for (std::size_t i = 0; i < n; ++i) q[i] = extend((data[i / per] >> ((i % per) * bits)) & mask, bits);
-    } else if (bits <= 8) {
-        for (std::size_t i = 0; i < n; ++i) q[i] = extend(data[i], 8);
-    } else if (bits <= 16) {
-        for (std::size_t i = 0; i < n; ++i) {
-            std::uint16_t v;
-            std::memcpy(&v, data + 2 * i, 2);
-            q[i] = extend(v, 16);
-        }
-    } else {
+    if (bits == 32) {
         std::memcpy(q.data(), data, 4 * n);
+    } else if (version < 5 && bits != 2 && bits != 4) { // a byte (up to 8 bits) or two, sign-extended from the byte
+        for (std::size_t i = 0; i < n; ++i) {
+            if (bits <= 8) {
+                q[i] = extend(data[i], 8);
+            } else {
+                std::uint16_t v;
+                std::memcpy(&v, data + 2 * i, 2);
+                q[i] = extend(v, 16);
+            }
+        }
+    } else if (bits == 8) {
+        for (std::size_t i = 0; i < n; ++i) q[i] = extend(data[i], 8);
+    } else {
+        const std::uint64_t mask = (std::uint64_t{1} << bits) - 1;
+        for (std::size_t i = 0; i < n; ++i) {
+            const std::uint64_t bit = static_cast<std::uint64_t>(i) * static_cast<std::uint64_t>(bits);
+            const std::size_t first = static_cast<std::size_t>(bit / 8);
+            std::uint64_t v = 0;
+            for (std::size_t b = 0; b * 8 < (bit % 8) + static_cast<std::uint64_t>(bits); ++b) v |= std::uint64_t{data[first + b]} << (8 * b);
+            q[i] = extend(static_cast<std::uint32_t>((v >> (bit % 8)) & mask), bits);
+        }
     }
 }
 

@@ -28,11 +28,13 @@ ExportedModel decodeQsm(const std::vector<std::uint8_t>& bytes, const std::strin
 // Reads a file: IoError when it cannot be read, FormatError when it is not a valid model.
 ExportedModel readQsm(const std::string& path);
 
-// Bytes needed for n integers of `bits` bits (2, 4 and 8 packed; other widths up to 8 in a byte,
-// 9..16 in two bytes, 32 in four).
-std::uint64_t packedBytes(std::uint64_t n, int bits);
-void packInts(const std::vector<std::int32_t>& q, int bits, std::vector<std::uint8_t>& out);
-// Unpacks n values; signed values are sign-extended from `bits`.
-void unpackInts(const std::uint8_t* data, std::size_t n, int bits, bool isSigned, std::vector<std::int32_t>& q);
+// Bytes needed for n integers of `bits` bits. Version 5 packs every width as one little-endian
+// bit stream, ceil(n * bits / 8) bytes (int3: 8 values in 3 bytes). Versions 1-4 packed 2 and 4
+// bits, and stored other widths up to 8 in a byte, 9..16 in two bytes, 32 in four.
+std::uint64_t packedBytes(std::uint64_t n, int bits, std::uint16_t version = kQsmVersion);
+void packInts(const std::vector<std::int32_t>& q, int bits, std::vector<std::uint8_t>& out); // as version 5
+// Unpacks n values written by `version`; signed values are sign-extended from their width.
+void unpackInts(const std::uint8_t* data, std::size_t n, int bits, bool isSigned, std::vector<std::int32_t>& q,
+                std::uint16_t version = kQsmVersion);
 
 } // namespace quantscope
