@@ -69,6 +69,7 @@ private slots:
     void searchStops();
     void fineTuneStartsQat();
     void closingMidAnalysis();
+    void fp16HistogramZoomsToTheWeights();
     void screenshotsOfSeedCnn();
     void cleanupTestCase();
 
@@ -255,6 +256,7 @@ void TestGuiAnalysis::searchChartAndPlans()
         front += p.onFront;
     }
     QCOMPARE(uniform, std::size_t{3});
+    QCOMPARE(s->progressBar()->value(), s->progressBar()->maximum()); // finished: a full bar (it stayed at evaluations / budget)
     ParetoChart* chart = s->chart();
     QCOMPARE(std::size_t(chart->plansSeries()->count() + chart->uniformSeries()->count()), r.plans.size());
     QCOMPARE(std::size_t(chart->uniformSeries()->count()), uniform);
@@ -452,6 +454,31 @@ void TestGuiAnalysis::screenshotsOfSeedCnn()
 }
 
 void TestGuiAnalysis::cleanupTestCase() { m_window.reset(); }
+
+// fp16's clip range (+-65504) is far beyond any weight: the axis stays on the weights (it ran to
+// +-100000 and drew them as one bar), and the legend says the clip lines are off it.
+void TestGuiAnalysis::fp16HistogramZoomsToTheWeights()
+{
+    LayerStats s;
+    s.format = "fp16";
+    for (int i = 0; i <= 20; ++i) s.binEdges.push_back(-0.3 + 0.03 * i);
+    s.fp32Hist.assign(20, 10);
+    s.quantHist.assign(20, 10);
+    s.tensorMin = -0.29f;
+    s.tensorMax = 0.28f;
+    s.clipLow = -65504.0f;
+    s.clipHigh = 65504.0f;
+    HistogramChart chart;
+    chart.setStats(&s, false);
+    QVERIFY2(chart.xAxis()->max() < 2.0 && chart.xAxis()->min() > -2.0,
+             qPrintable(QString("axis %1..%2").arg(chart.xAxis()->min()).arg(chart.xAxis()->max())));
+    // An integer grid's clip range near the weights stays on the axis.
+    s.format = "int8";
+    s.clipLow = -0.4f;
+    s.clipHigh = 0.4f;
+    chart.setStats(&s, false);
+    QVERIFY(chart.xAxis()->min() <= -0.4 && chart.xAxis()->max() >= 0.4);
+}
 
 QTEST_MAIN(TestGuiAnalysis)
 #include "tst_gui_analysis.moc"

@@ -13,7 +13,9 @@
 
 #include <QtTest>
 
+#include <QComboBox>
 #include <QGroupBox>
+#include <QWheelEvent>
 #include <QLabel>
 #include <QTableView>
 
@@ -23,6 +25,8 @@ class TestGuiPlans : public QObject {
     Q_OBJECT
 private slots:
     void tableEditsThePlan();
+    void planFollowsTheModel();
+    void wheelDoesNotChangeOptions();
 };
 
 void TestGuiPlans::tableEditsThePlan()
@@ -81,6 +85,62 @@ void TestGuiPlans::tableEditsThePlan()
     c.precision.strategy = Strategy::Mixed;
     panel->setConfig(c);
     QVERIFY(!panel->findChild<QGroupBox*>("planBox")->isEnabled());
+}
+
+// A plan made for one model, and then another model picked: the entries the new model has no
+// layer for are dropped, and the table says which (they failed the next run on a layer the table
+// did not show).
+void TestGuiPlans::planFollowsTheModel()
+{
+    MainWindowOptions o;
+    o.useSettings = false;
+    o.autoLoad = false;
+    MainWindow w(o);
+    TrainingPanel* panel = w.trainingPanel();
+    TrainConfig c = panel->config();
+    c.model = "resnet8";
+    c.precision.strategy = Strategy::Ptq;
+    LayerOverride a, b;
+    a.layer = "layer1.conv1";
+    a.format = "int4";
+    b.layer = "conv1";
+    b.format = "int2";
+    c.precision.layers = {a, b};
+    panel->setConfig(c);
+    w.refreshPlanModel();
+    QCOMPARE(panel->config().precision.layers.size(), std::size_t{2});
+    c = panel->config();
+    c.model = "mobilenet-tiny";
+    panel->setConfig(c);
+    w.refreshPlanModel();
+    QCOMPARE(panel->config().precision.layers.size(), std::size_t{1}); // conv1: both models have it
+    QCOMPARE(panel->config().precision.layers[0].layer, std::string("conv1"));
+    const QLabel* note = panel->planTable()->findChild<QLabel*>("planNote");
+    QVERIFY(note);
+    QVERIFY2(note->text().contains("Dropped 1 layer entry") && note->text().contains("layer1.conv1"), qPrintable(note->text()));
+}
+
+// A wheel over an option the user has not clicked scrolls the dock, not the option (it switched
+// the quantizer to LSQ under a scrolling pointer); once clicked, the wheel works as usual.
+void TestGuiPlans::wheelDoesNotChangeOptions()
+{
+    TrainingPanel panel;
+    panel.show();
+    auto* quantizer = panel.findChild<QComboBox*>("quantizer");
+    QVERIFY(quantizer);
+    quantizer->setEnabled(true);
+    const int before = quantizer->currentIndex();
+    const auto wheel = [&] {
+        QWheelEvent e(QPointF(5, 5), quantizer->mapToGlobal(QPointF(5, 5)), QPoint(), QPoint(0, -120), Qt::NoButton, Qt::NoModifier,
+                      Qt::NoScrollPhase, false);
+        QCoreApplication::sendEvent(quantizer, &e);
+    };
+    wheel();
+    QCOMPARE(quantizer->currentIndex(), before);
+    quantizer->setFocus();
+    QTRY_VERIFY(quantizer->hasFocus());
+    wheel();
+    QVERIFY(quantizer->currentIndex() != before || quantizer->count() == 1);
 }
 
 QTEST_MAIN(TestGuiPlans)

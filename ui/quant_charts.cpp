@@ -298,8 +298,17 @@ void HistogramChart::setStats(const LayerStats* s, bool logScale)
     m_quant->setName((severalGrids ? tr("quantized %1, per-channel/group grids") : tr("quantized %1 values (bars at the levels)"))
                          .arg(QString::fromStdString(s->format)));
 
-    const double lo = std::min({e.front(), double(s->clipLow), double(s->tensorMin)});
-    const double hi = std::max({e.back(), double(s->clipHigh), double(s->tensorMax)});
+    // The clip lines join the axis when they are near the weights; a float format's (fp16: +-65504)
+    // would squash every weight into one bar, so then the legend gives the range instead.
+    double lo = std::min(e.front(), double(s->tensorMin)), hi = std::max(e.back(), double(s->tensorMax));
+    const double span = std::max(hi - lo, 1e-12);
+    const bool clipNear = s->clipLow >= lo - 4.0 * span && s->clipHigh <= hi + 4.0 * span;
+    if (clipNear) {
+        lo = std::min(lo, double(s->clipLow));
+        hi = std::max(hi, double(s->clipHigh));
+    } else {
+        m_clipLow->setName(m_clipLow->name() + tr(" (off the axis)"));
+    }
     setNiceRange(m_x, lo - 0.02 * (hi - lo), hi + 0.02 * (hi - lo));
     if (logScale) m_yLog->setRange(floor, yTop);
     else setNiceRange(m_yLin, 0, yTop, true);

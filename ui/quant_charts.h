@@ -53,6 +53,7 @@ public:
     explicit HistogramChart(QWidget* parent = nullptr);
     void setStats(const LayerStats* stats, bool logScale);
     int binCount() const { return m_bins; }
+    const QValueAxis* xAxis() const { return m_x; } // weight value
 
 private:
     void useLogAxis(bool log);

@@ -376,8 +376,10 @@ void SearchView::showOutcome(const std::shared_ptr<const Outcome>& out)
     }
     if (r.stopped) s += tr(" Stopped early: the best of the plans evaluated so far is marked.");
     m_status->setText(s);
+    // A finished search is a full bar (it converged before the evaluation budget); a stopped one
+    // shows how far it got against that budget.
     m_progress->setRange(0, static_cast<int>(std::max<std::size_t>(1, out->options.maxEvaluations)));
-    m_progress->setValue(static_cast<int>(r.evaluations));
+    m_progress->setValue(r.stopped ? static_cast<int>(r.evaluations) : m_progress->maximum());
     m_progress->setFormat(r.stopped ? tr("stopped after %1 plans").arg(r.evaluations) : tr("%1 plans evaluated").arg(r.evaluations));
     m_selected = -1;
     selectPlan(r.chosen);

@@ -5,8 +5,11 @@
 #include "quant_catalog.h"
 
 #include "nn/model_zoo.h"
+#include "quant/precision_plan.h"
 
+#include <QAbstractSpinBox>
 #include <QCheckBox>
+#include <QCoreApplication>
 #include <QComboBox>
 #include <QDoubleSpinBox>
 #include <QDoubleValidator>
@@ -22,6 +25,8 @@
 #include <QStandardItemModel>
 #include <QThread>
 #include <QVBoxLayout>
+
+#include <algorithm>
 
 namespace quantscope {
 
@@ -380,7 +385,22 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
         emit configChanged();
     });
 
+    for (QWidget* w : findChildren<QWidget*>()) // options change by click or keys, not by a passing wheel
+        if (qobject_cast<QComboBox*>(w) || qobject_cast<QAbstractSpinBox*>(w)) {
+            w->setFocusPolicy(Qt::StrongFocus);
+            w->installEventFilter(this);
+        }
     setConfig(defaultConfig());
+}
+
+bool TrainingPanel::eventFilter(QObject* watched, QEvent* event)
+{
+    auto* w = qobject_cast<QWidget*>(watched);
+    if (event->type() == QEvent::Wheel && w && !w->hasFocus() && w->parentWidget()) {
+        QCoreApplication::sendEvent(w->parentWidget(), event); // on up to the dock's scroll area
+        return true;
+    }
+    return QWidget::eventFilter(watched, event);
 }
 
 void TrainingPanel::addModelFile(const QString& path, const QString& label, const QString& tip, const QString& normalization)
@@ -636,7 +656,34 @@ void TrainingPanel::updateApplicability()
     m_planTable->setPlan(p.storedPlan());
 }
 
-void TrainingPanel::setPlanModel(std::shared_ptr<const Model> model) { m_planTable->setModel(std::move(model)); }
+void TrainingPanel::setPlanModel(std::shared_ptr<const Model> model)
+{
+    // Entries for layers the new model does not have came from another model's plan: they would
+    // fail the next run on a layer the table cannot show, so they go, and the table says so.
+    QStringList dropped;
+    if (model) {
+        const std::vector<std::string> names = planLayerNames(*model);
+        std::vector<LayerOverride>& layers = m_cfg.precision.layers;
+        for (auto it = layers.begin(); it != layers.end();) {
+            if (std::find(names.begin(), names.end(), it->layer) != names.end()) {
+                ++it;
+                continue;
+            }
+            dropped << QString::fromStdString(it->layer);
+            it = layers.erase(it);
+        }
+    }
+    m_planTable->setModel(std::move(model));
+    if (!dropped.isEmpty()) {
+        m_planTable->setPlan(m_cfg.precision.storedPlan());
+        m_planTable->setNote(tr("Dropped %1 layer %2 this model does not have: %3.")
+                                 .arg(dropped.size())
+                                 .arg(dropped.size() == 1 ? tr("entry") : tr("entries"))
+                                 .arg(dropped.mid(0, 6).join(QStringLiteral(", ")) + (dropped.size() > 6 ? QStringLiteral(", ...") : QString())),
+                             false);
+        emit configChanged();
+    }
+}
 
 void TrainingPanel::setRunning(bool running)
 {

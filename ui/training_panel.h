@@ -76,6 +76,11 @@ signals:
     // The picker's "Open model file..." entry was chosen.
     void openModelFileRequested();
 
+protected:
+    // A wheel over a combo box or spin box the user has not clicked scrolls the dock instead of
+    // changing the option under the pointer.
+    bool eventFilter(QObject* watched, QEvent* event) override;
+
 private:
     void readWidgets();       // widgets -> m_cfg
     void updateApplicability();

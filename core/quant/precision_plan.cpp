@@ -293,7 +293,7 @@ void applyKeepFp32(PrecisionPlan& plan, const std::string& names)
 
 void checkPlan(const PrecisionPlan& plan, const Model& model)
 {
-    const std::string source = plan.source.empty() ? "(command line)" : plan.source;
+    const std::string source = plan.source.empty() ? "(per-layer settings)" : plan.source;
     LayerOverride d{"", plan.defaults.format, plan.defaults.granularity, plan.defaults.calibration,
                     plan.defaults.activationFormat};
     checkNames(source, "", d);
