@@ -652,15 +652,8 @@ int runTrain(const std::vector<std::string>& argv)
         unusedWith("--rounding", pc.rounding != "adaround" || kind == FormatKind::Int,
                    "AdaRound learns the rounding of an integer grid, and this --format is not one");
     }
-    if (pc.strategy == Strategy::LowPrecision && pc.rounding == "nearest") {
-        const NumberFormat& f = findFormat(pc.format);
-        if (f.kind == FormatKind::Float && f.manBits <= 3) // the lesson of stochastic rounding, said up front
-            std::fprintf(stderr,
-                         "quantscope-cli train: note: --strategy lowp --format %s rounds every update to nearest; with %d "
-                         "mantissa bits most updates are smaller than half a step and are lost, so training may stall "
-                         "(--rounding stochastic keeps them on average)\n",
-                         pc.format.c_str(), f.manBits);
-    }
+    if (const std::string w = pc.stallWarning(); !w.empty()) // the lesson of stochastic rounding, said up front
+        std::fprintf(stderr, "quantscope-cli train: note: %s (--rounding stochastic)\n", w.c_str());
 
     DatasetOptions dopt = datasetOptions(args);
     dopt.trainLimit = args.u64("--train-limit", 0, 1);

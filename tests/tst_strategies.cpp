@@ -48,6 +48,7 @@ private slots:
     void lossScalerHalvesOnOverflowAndGrows();
     void mixedFp16ReportsLossScale();
     void lowpNearestStallsWhereStochasticLearns();
+    void lowpFp8NearestIsWarned();
     void progressiveFollowsTheSchedule();
     void badCombinationsAreConfigErrors_data();
     void badCombinationsAreConfigErrors();
@@ -337,6 +338,27 @@ void TestStrategies::lowpNearestStallsWhereStochasticLearns()
     qInfo("lowp bf16 SGD lr 0.01: nearest %.3f, stochastic %.3f, fp32 %.3f", acc[0], acc[1], acc[2]);
     QVERIFY2(acc[1] > acc[0] + 0.04, "stochastic rounding learns where nearest stalls");
     QVERIFY2(std::fabs(acc[1] - acc[2]) < 0.03, "stochastic rounding tracks fp32");
+}
+
+// The warning the CLI prints and the GUI shows before such a run: fp8 (3 mantissa bits or fewer)
+// with nearest rounding in pure low precision; not with stochastic rounding, bf16, or QAT.
+void TestStrategies::lowpFp8NearestIsWarned()
+{
+    PrecisionConfig pc;
+    pc.strategy = Strategy::LowPrecision;
+    pc.rounding = "nearest";
+    for (const char* f : {"fp8-e4m3", "fp8-e5m2"}) {
+        pc.format = f;
+        QVERIFY2(pc.stallWarning().find("stochastic rounding") != std::string::npos, f);
+    }
+    pc.format = "bf16";
+    QVERIFY(pc.stallWarning().empty()); // 7 mantissa bits: lowpNearestStallsWhereStochasticLearns measures what remains
+    pc.format = "fp8-e4m3";
+    pc.rounding = "stochastic";
+    QVERIFY(pc.stallWarning().empty());
+    pc.rounding = "nearest";
+    pc.strategy = Strategy::Qat;
+    QVERIFY(pc.stallWarning().empty());
 }
 
 void TestStrategies::progressiveFollowsTheSchedule()

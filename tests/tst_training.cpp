@@ -371,7 +371,8 @@ void TestTraining::stopFromObserverWithinOneBatch()
     QCOMPARE(fin2.testAccuracy, rec2.epochs[0].testAccuracy);
 }
 
-// Paused training does no batches; a stop while paused ends the run.
+// Paused training does no batches; a stop while paused ends the run; the run's time leaves the
+// pause out (a run paused for minutes reported them as training time).
 void TestTraining::stopWhilePaused()
 {
     const Dataset data = syntheticDataset(640, 50);
@@ -384,14 +385,15 @@ void TestTraining::stopWhilePaused()
     rec.pauseAtBatch = 2;
     std::thread stopper([&] {
         while (!stop.paused()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        std::this_thread::sleep_for(std::chrono::milliseconds(600));
         stop.requestStop();
     });
     Trainer t(cfg, data, &rec, &stop);
     const FinishEvent fin = t.run();
     stopper.join();
     QVERIFY(fin.stopped);
-    QCOMPARE(rec.batches.size(), std::size_t(2)); // nothing ran during the 100 ms pause
+    QCOMPARE(rec.batches.size(), std::size_t(2)); // nothing ran during the 600 ms pause
+    QVERIFY2(fin.seconds < 0.4, qPrintable(QString("%1 s for two batches of a 600 ms pause").arg(fin.seconds)));
 }
 
 void TestTraining::badConfigThrows_data()

@@ -166,4 +166,14 @@ PrecisionPlan PrecisionConfig::storedPlan() const
     }
 }
 
+std::string PrecisionConfig::stallWarning() const
+{
+    if (strategy != Strategy::LowPrecision || rounding != "nearest") return {};
+    const NumberFormat& f = findFormat(format);
+    if (f.kind != FormatKind::Float || f.manBits > 3) return {};
+    return "pure low precision in " + format + " rounds every update to nearest; with " + std::to_string(f.manBits) +
+           " mantissa bits most updates are smaller than half a step and are lost, so training may stall (stochastic "
+           "rounding keeps them on average)";
+}
+
 } // namespace quantscope

@@ -101,6 +101,11 @@ struct PrecisionConfig {
 
     // Throws ConfigError naming the bad option (a plan with a strategy that cannot use one).
     void validate() const;
+    // What these settings deserve to be told before a run, or "": pure low precision on a float
+    // format of at most 3 mantissa bits (fp8) rounding every update to nearest loses most updates
+    // (smaller than half a step), so training may stall; stochastic rounding keeps them on average
+    // (Gupta et al. 2015, "Deep Learning with Limited Numerical Precision").
+    std::string stallWarning() const;
 };
 
 } // namespace quantscope

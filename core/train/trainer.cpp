@@ -211,8 +211,11 @@ FinishEvent Trainer::run()
 
 bool Trainer::waitWhilePaused()
 {
-    while (m_stop && m_stop->paused() && !m_stop->stopRequested())
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (m_stop && m_stop->paused()) { // paused time is no training time: the reported seconds leave it out
+        const auto t = Clock::now();
+        while (m_stop->paused() && !m_stop->stopRequested()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        m_pausedSeconds += secondsSince(t);
+    }
     return !(m_stop && m_stop->stopRequested());
 }
 
@@ -284,6 +287,8 @@ FinishEvent Trainer::runInArena()
         const std::vector<std::size_t> perm = seededPermutation(N, shuffle);
         m_strategy->beginEpoch(epoch);
         const auto te = Clock::now();
+        const double pausedBefore = m_pausedSeconds;
+        const auto epochSeconds = [&] { return secondsSince(te) - (m_pausedSeconds - pausedBefore); };
         double lossSum = 0.0;
         std::size_t correct = 0, seen = 0;
         bool stopped = false;
@@ -343,8 +348,8 @@ FinishEvent Trainer::runInArena()
                 be.globalStep = globalStep;
                 be.loss = loss;
                 be.accuracy = static_cast<double>(batchCorrect) / static_cast<double>(e - b);
-                be.imagesPerSecond = static_cast<double>(seen) / std::max(1e-9, secondsSince(te));
-                be.elapsedSeconds = secondsSince(t0);
+                be.imagesPerSecond = static_cast<double>(seen) / std::max(1e-9, epochSeconds());
+                be.elapsedSeconds = secondsSince(t0) - m_pausedSeconds;
                 be.lossScale = m_strategy->reportedLossScale();
                 be.skipped = !stepped;
                 m_observer->onBatch(be);
@@ -354,7 +359,7 @@ FinishEvent Trainer::runInArena()
                 }
             }
         }
-        const double trainSeconds = secondsSince(te);
+        const double trainSeconds = epochSeconds();
         if (stopped) {
             fin.stopped = true;
             break;
@@ -382,7 +387,7 @@ FinishEvent Trainer::runInArena()
         // exits 130), as a stop during training.
         if (m_stop && m_stop->stopRequested()) fin.stopped = true;
     }
-    fin.seconds = secondsSince(t0);
+    fin.seconds = secondsSince(t0) - m_pausedSeconds;
     fin.skippedSteps = m_strategy->skippedSteps();
     fin.finalLossScale = m_strategy->reportedLossScale();
     fin.imagesPerSecond = fin.epochsDone ? ipsSum / static_cast<double>(fin.epochsDone) : 0.0;

@@ -105,6 +105,7 @@ private:
     FinishEvent runInArena();
     void endOfEpoch(EpochEvent& ee, FinishEvent& fin);
     bool waitWhilePaused();
+    double m_pausedSeconds = 0.0; // time spent paused, left out of every reported duration
 
     TrainConfig m_cfg;
     const Dataset& m_data;
