@@ -85,6 +85,17 @@ private slots:
         QFile f(csv);
         QVERIFY(f.open(QIODevice::ReadOnly));
         QCOMPARE(f.readAll().count('\n'), 2); // header + one epoch
+        // A progressive run's format is its schedule, not the greyed-out format box's leftover.
+        auto progressive = std::make_shared<RunRecord>(*w.runsModel()->runAt(0));
+        progressive->config.precision.strategy = Strategy::Progressive;
+        progressive->config.precision.schedule = "fp32:1,fp16:1,int8:1";
+        progressive->config.precision.format = "int3";
+        const QString csv2 = QDir(out.path()).filePath(QStringLiteral("progressive.csv"));
+        QCOMPARE(saveMetricsCsv(csv2, {progressive}), QString());
+        QFile f2(csv2);
+        QVERIFY(f2.open(QIODevice::ReadOnly));
+        const QString rows = QString::fromUtf8(f2.readAll());
+        QVERIFY2(rows.contains("fp32:1,fp16:1,int8:1") && !rows.contains("int3"), qPrintable(rows));
 
         MainWindow w2(MainWindowOptions{false, QString(), false});
         QVERIFY(w2.loadRunsFrom(json));

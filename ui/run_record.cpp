@@ -574,8 +574,13 @@ QString saveMetricsCsv(const QString& path, const std::vector<RunPtr>& runs)
     for (const RunPtr& r : runs)
         for (const EpochEvent& e : r->epochs) {
             const PrecisionConfig& p = r->config.precision;
+            // The format the strategy uses: progressive's schedule (its phase column says each epoch's),
+            // none for FP32 (the format box's leftover was written).
+            const StrategyInfo& s = strategyInfo(p.strategy);
+            const std::string format = p.strategy == Strategy::Progressive ? p.schedule : s.uses("format") ? p.format : std::string();
+            const std::string granularity = s.uses("granularity") ? p.granularity : std::string();
             out << r->id << ',' << csvField(str(r->config.model)) << ',' << strategyName(p.strategy) << ','
-                << csvField(str(p.format)) << ',' << csvField(str(p.granularity)) << ',' << e.epoch << ','
+                << csvField(str(format)) << ',' << csvField(str(granularity)) << ',' << e.epoch << ','
                 << csvField(str(e.phase)) << ',' << csvNum(e.trainLoss) << ',' << csvNum(e.trainAccuracy) << ','
                 << csvNum(e.testLoss) << ',' << csvNum(e.testAccuracy) << ',' << csvNum(e.quantTestAccuracy) << ','
                 << csvNum(e.validationAccuracy) << ',' << csvNum(e.imagesPerSecond) << ',' << csvNum(e.seconds)

@@ -82,8 +82,9 @@ QVariant RunsModel::data(const QModelIndex& index, int role) const
     case Model: return QString::fromStdString(r.config.model);
     case Strategy: return QString::fromLatin1(s.name);
     case Format: {
-        // A per-layer plan: the default and how many layers have their own precision.
-        const QString plan = p.layers.empty() ? QString() : tr(" + %n layer(s)", nullptr, static_cast<int>(p.layers.size()));
+        // A per-layer plan: the default and how many layers have their own precision ("int3 + 10
+        // layer(s)" read as int3 and ten more layers).
+        const QString plan = p.layers.empty() ? QString() : tr(" default, %1 per-layer").arg(p.layers.size());
         if (p.strategy == Strategy::Progressive) return QString::fromStdString(p.schedule) + plan;
         return s.uses("format") ? QString::fromStdString(p.format) + plan : noValueText();
     }
