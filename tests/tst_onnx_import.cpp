@@ -34,6 +34,33 @@ namespace fs = std::filesystem;
 using namespace onnx_import_fixtures;
 
 
+namespace {
+
+// m's outputs against PyTorch's for the fixture `name`, once `adapt` has turned the fixture's
+// inputs into what the data pipeline gives the model (its shape, its normalisation).
+void checkAgainstPyTorch(const ExportedModel& m, const std::string& name, const std::function<void(Reference&)>& adapt)
+{
+    Reference ref = loadReference(kFixtures / (name + ".json"));
+    adapt(ref);
+    const double dev = maxDeviation(m, ref);
+    QVERIFY2(dev <= kOutputTol, qPrintable(QString("%1: deviation %2").arg(QString::fromStdString(name)).arg(dev)));
+}
+
+// The imported model computes what `original` computes, on two 1x28x28 images.
+void checkSameForward(Model& original, const ExportedModel& imported, const char* what)
+{
+    std::unique_ptr<Model> model = buildModel(imported);
+    Tensor x({2, 1, 28, 28});
+    for (std::size_t i = 0; i < x.numel(); ++i) x[i] = std::sin(0.37f * float(i));
+    RunContext ctx;
+    const Tensor a = original.forward(x, ctx);
+    const Tensor b = model->forward(x, ctx);
+    QCOMPARE(a.shape(), b.shape());
+    for (std::size_t i = 0; i < a.numel(); ++i) QVERIFY2(std::fabs(a[i] - b[i]) <= kOutputTol, what);
+}
+
+} // namespace
+
 class TestOnnxImport : public QObject {
     Q_OBJECT
 
@@ -252,14 +279,7 @@ void TestOnnxImport::readsQuantScopeExport()
         const ExportedModel back = importOnnx(encodeOnnx(e), std::string(preset) + ".onnx");
         QCOMPARE(back.normalization, Normalization::uniform(0.25f, 0.5f, 1));
         QVERIFY(back.normalizationKnown);
-        std::unique_ptr<Model> imported = buildModel(back);
-        Tensor x({2, 1, 28, 28});
-        for (std::size_t i = 0; i < x.numel(); ++i) x[i] = std::sin(0.37f * float(i));
-        RunContext ctx;
-        const Tensor a = original->forward(x, ctx);
-        const Tensor b = imported->forward(x, ctx);
-        QCOMPARE(a.shape(), b.shape());
-        for (std::size_t i = 0; i < a.numel(); ++i) QVERIFY2(std::fabs(a[i] - b[i]) <= kOutputTol, preset);
+        checkSameForward(*original, back, preset);
     }
     // Colour input with per-channel normalisation (Sub/Div constants [1, 3, 1, 1]).
     std::unique_ptr<Model> colour = makeModel("resnet8", 3, 16, 16, 10, 5);
@@ -311,12 +331,11 @@ void TestOnnxImport::flatInputReadsFlattenedImages()
         QCOMPARE(m.notes.size(), std::size_t{1}); // info, train and eval print how the input was read
         QVERIFY2(m.notes[0].find("[N, 64] is read as 1x8x8 images") != std::string::npos, m.notes[0].c_str());
         QCOMPARE(m.normalization, Normalization::uniform(0.5f, 0.25f, 1));
-        Reference ref = loadReference(kFixtures / (std::string(name) + ".json"));
-        QCOMPARE(ref.inputShape, Shape({3, 64}));
-        ref.inputShape = {3, 1, 8, 8}; // the images the data pipeline gives, normalised as it would
-        for (auto& v : ref.input) v = (v - 0.5) / 0.25;
-        const double dev = maxDeviation(m, ref);
-        QVERIFY2(dev <= kOutputTol, qPrintable(QString("%1: deviation %2").arg(name).arg(dev)));
+        checkAgainstPyTorch(m, name, [](Reference& ref) {
+            QCOMPARE(ref.inputShape, Shape({3, 64}));
+            ref.inputShape = {3, 1, 8, 8}; // the images the data pipeline gives, normalised as it would
+            for (auto& v : ref.input) v = (v - 0.5) / 0.25;
+        });
     }
     // Image input flattened by the model (x.flatten(1), x.view(-1, 64)) and then normalised by one
     // mean and one stddev, ending in softmax: the normalisation is read (it commutes with the
@@ -330,10 +349,9 @@ void TestOnnxImport::flatInputReadsFlattenedImages()
         QCOMPARE(m.layers.back().kind, LayerKind::Softmax);
         QVERIFY(m.normalizationKnown);
         QCOMPARE(m.normalization, Normalization::uniform(0.3f, 0.35f, 1));
-        Reference ref = loadReference(kFixtures / (std::string(name) + ".json"));
-        for (auto& v : ref.input) v = (v - 0.3) / 0.35; // the data pipeline normalises
-        const double dev = maxDeviation(m, ref);
-        QVERIFY2(dev <= kOutputTol, qPrintable(QString("%1: deviation %2").arg(name).arg(dev)));
+        checkAgainstPyTorch(m, name, [](Reference& ref) {
+            for (auto& v : ref.input) v = (v - 0.3) / 0.35; // the data pipeline normalises
+        });
     }
     // BatchNorm1d after a Linear (the second one bias-free): folded into it, PyTorch's outputs.
     for (const char* name : {"flatmlpbn_op13_fold_dyn", "flatmlpbn_op11_nofold"}) {
@@ -473,11 +491,10 @@ void TestOnnxImport::readsUsersInputConventions()
                  qPrintable(QString("%1: mean %2 stddev %3").arg(name).arg(m.normalization.mean[0]).arg(m.normalization.stddev[0])));
         QCOMPARE(m.notes.size(), std::size_t{1});
         QVERIFY2(m.notes[0].find("0..255 pixels") != std::string::npos, m.notes[0].c_str());
-        Reference ref = loadReference(kFixtures / (std::string(name) + ".json"));
-        for (float& v : ref.input) // the pipeline's [0, 1] pixel, normalised as the model says
-            v = (v / 255.0f - m.normalization.mean[0]) / m.normalization.stddev[0];
-        const double dev = maxDeviation(m, ref);
-        QVERIFY2(dev <= kOutputTol, qPrintable(QString("%1: deviation %2").arg(name).arg(dev)));
+        checkAgainstPyTorch(m, name, [&](Reference& ref) {
+            for (float& v : ref.input) // the pipeline's [0, 1] pixel, normalised as the model says
+                v = (v / 255.0f - m.normalization.mean[0]) / m.normalization.stddev[0];
+        });
     }
     for (const char* name : {"viewinput_op13_fold_dyn", "viewflat_op11_nofold"}) {
         const fs::path p = kFixtures / (std::string(name) + ".onnx");
@@ -485,10 +502,7 @@ void TestOnnxImport::readsUsersInputConventions()
         const ExportedModel m = importOnnx(fileBytes(p), p.string(), &info);
         QCOMPARE(Shape({m.channels, m.height, m.width}), Shape({1, 8, 8}));
         QVERIFY2(m.layers.front().kind == LayerKind::Conv2d, name); // no Flatten in front: the view undid it
-        Reference ref = loadReference(kFixtures / (std::string(name) + ".json"));
-        ref.inputShape = {ref.inputShape[0], 1, 8, 8};
-        const double dev = maxDeviation(m, ref);
-        QVERIFY2(dev <= kOutputTol, qPrintable(QString("%1: deviation %2").arg(name).arg(dev)));
+        checkAgainstPyTorch(m, name, [](Reference& ref) { ref.inputShape = {ref.inputShape[0], 1, 8, 8}; });
     }
 }
 
@@ -535,14 +549,7 @@ void TestOnnxImport::metadataDoesNotMisroute()
     const std::vector<std::uint8_t> stripped = serialize(own);
     const fs::path strippedPath = dir / "stripped.onnx";
     std::ofstream(strippedPath, std::ios::binary).write(reinterpret_cast<const char*>(stripped.data()), static_cast<std::streamsize>(stripped.size()));
-    const ExportedModel back = readOnnxModel(strippedPath.string());
-    std::unique_ptr<Model> imported = buildModel(back);
-    Tensor x({2, 1, 28, 28});
-    for (std::size_t i = 0; i < x.numel(); ++i) x[i] = std::sin(0.37f * float(i));
-    RunContext ctx;
-    const Tensor a = original->forward(x, ctx);
-    const Tensor b = imported->forward(x, ctx);
-    for (std::size_t i = 0; i < a.numel(); ++i) QVERIFY(std::fabs(a[i] - b[i]) <= kOutputTol);
+    checkSameForward(*original, readOnnxModel(strippedPath.string()), "names stripped");
     fs::remove_all(dir);
 }
 
