@@ -355,30 +355,6 @@ ExportedModel Importer::run()
     return std::move(m_m);
 }
 
-// A model that divides its input by 255 (x / 255, or ToTensor's scaling written into the graph
-// before a normalisation) takes pixels of 0..255. QuantScope's pixels are on [0, 1], so the
-// stored normalisation moves to that scale: (255 p - M) / S = (p - M/255) / (S/255). A stddev
-// of at least 4 on every channel marks the 0..255 scale: on [0, 1] pixels no normalisation
-// divides by 4 (torchvision's are 0.2-0.5; on 0..255 pixels they are 50-255).
-void Importer::pixelScale255()
-{
-    Normalization& z = m_m.normalization;
-    if (!m_sawStd || z.stddev.empty()) return;
-    for (float s : z.stddev)
-        if (!(s >= 4.0f)) return;
-    const auto g4 = [](float v) {
-        char b[32];
-        std::snprintf(b, sizeof b, "%.4g", static_cast<double>(v));
-        return std::string(b);
-    };
-    const std::string before = "mean " + g4(z.mean.front()) + ", stddev " + g4(z.stddev.front());
-    for (float& m : z.mean) m /= 255.0f;
-    for (float& s : z.stddev) s /= 255.0f;
-    m_m.notes.push_back("the graph's input normalisation (" + before + (z.stddev.size() > 1 ? ", first channel" : "") +
-                        ") is on the scale of 0..255 pixels; QuantScope's pixels are on [0, 1], so it is read as mean " +
-                        g4(z.mean.front()) + ", stddev " + g4(z.stddev.front()));
-}
-
 // ------------------------------------------------------------------------------------- layers
 
 std::string Importer::layerName(const NodeProto& n, const ConstTensor* weight)

@@ -17,6 +17,14 @@
 
 namespace quantscope::onnximport {
 
+// "[1, 64, 3, 3]": a dims list as errors print it.
+inline std::string listOf(const std::vector<std::int64_t>& v)
+{
+    std::string s;
+    for (std::int64_t x : v) s += (s.empty() ? "" : ", ") + std::to_string(x);
+    return "[" + s + "]";
+}
+
 using onnx::NodeProto;
 
 struct Value {

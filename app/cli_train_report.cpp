@@ -1,0 +1,330 @@
+// quantscope-cli train's reports: the progress bar, the epoch and done lines (or JSON Lines with
+// --json), and PTQ's refinement report.
+#include "cli_train_report.h"
+
+#include "train/ptq_refine.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+namespace quantscope::cli {
+
+namespace {
+
+std::string humanCount(double v)
+{
+    std::string s = std::to_string(static_cast<long long>(v + 0.5));
+    for (int i = static_cast<int>(s.size()) - 3; i > 0; i -= 3) s.insert(static_cast<std::size_t>(i), ",");
+    return s;
+}
+
+std::string clock(double seconds)
+{
+    if (!(seconds >= 0) || seconds > 359999) return "--:--";
+    const long s = static_cast<long>(seconds + 0.5);
+    char buf[32];
+    if (s >= 3600)
+        std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", s / 3600, (s / 60) % 60, s % 60);
+    else
+        std::snprintf(buf, sizeof buf, "%ld:%02ld", s / 60, s % 60);
+    return buf;
+}
+
+
+nlohmann::json orNull(double v)
+{
+    if (std::isnan(v)) return nullptr;
+    return v;
+}
+
+nlohmann::json finiteOrNull(double v)
+{
+    if (!std::isfinite(v)) return nullptr;
+    return v;
+}
+
+// A float setting (the learning rate) as the shortest decimal that reads back to it: 0.001, not
+// 0.0010000000474974513.
+double asWritten(double floatValue)
+{
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.9g", floatValue);
+    for (int digits = 1; digits <= 9; ++digits) {
+        std::snprintf(buf, sizeof buf, "%.*g", digits, floatValue);
+        if (static_cast<float>(std::strtod(buf, nullptr)) == static_cast<float>(floatValue)) break;
+    }
+    return std::strtod(buf, nullptr);
+}
+
+class CliObserver final : public TrainObserver {
+public:
+    CliObserver(bool json, bool progress, nlohmann::json plan, std::vector<std::string> ignored, nlohmann::json startExtra)
+        : m_json(json), m_progress(progress), m_plan(std::move(plan)), m_ignored(std::move(ignored)), m_startExtra(std::move(startExtra))
+    {
+    }
+
+    void onStart(const StartEvent& e) override
+    {
+        m_start = e;
+        if (m_json) {
+            nlohmann::json j = {{"event", "start"},        {"model", e.model},         {"parameters", e.parameters},
+                                {"epochs", e.epochs},      {"steps_per_epoch", e.stepsPerEpoch},
+                                {"train_images", e.trainImages}, {"test_images", e.testImages},
+                                {"threads", e.threads},    {"compute", e.compute},
+                                {"optimizer", e.optimizer}, {"lr", asWritten(e.lr)},
+                                {"lr_schedule", e.lrSchedule}};
+            if (!m_plan.is_null()) j["plan"] = m_plan;
+            j["ignored_options"] = m_ignored;
+            for (const auto& [k, v] : m_startExtra.items()) j[k] = v;
+            emit(j);
+        }
+    }
+
+    void onBatch(const BatchEvent& e) override
+    {
+        if (!m_progress) return;
+        const auto now = std::chrono::steady_clock::now();
+        if (e.step != e.stepsPerEpoch && now - m_lastDraw < std::chrono::milliseconds(100)) return;
+        m_lastDraw = now;
+        const double frac = static_cast<double>(e.step) / static_cast<double>(e.stepsPerEpoch);
+        const int width = 24, filled = static_cast<int>(frac * width);
+        std::string bar(static_cast<std::size_t>(filled), '#');
+        bar.append(static_cast<std::size_t>(width - filled), '-');
+        const double remainingImages =
+            static_cast<double>((e.stepsPerEpoch - e.step) + (m_start.epochs - e.epoch) * e.stepsPerEpoch) *
+            static_cast<double>(m_start.trainImages) / static_cast<double>(e.stepsPerEpoch);
+        const double eta = e.imagesPerSecond > 0 ? remainingImages / e.imagesPerSecond : -1;
+        std::fprintf(stderr, "\r[%s] epoch %zu/%zu  step %zu/%zu  loss %.4f  %s img/s  ETA %s   ", bar.c_str(),
+                     e.epoch, m_start.epochs, e.step, e.stepsPerEpoch, e.loss, humanCount(e.imagesPerSecond).c_str(),
+                     clock(eta).c_str());
+        std::fflush(stderr);
+    }
+
+    void onLayerStats(const std::vector<LayerStats>& stats) override
+    {
+        if (!m_json) return;
+        for (const LayerStats& s : stats) {
+            nlohmann::json j = {{"event", "layer_stats"},
+                                {"epoch", s.epoch},
+                                {"layer", s.layer},
+                                {"tensor", s.tensor},
+                                {"format", s.format},
+                                {"granularity", s.granularity},
+                                {"scales", s.scales},
+                                {"zero_points", s.zeroPoints},
+                                {"channel_min", s.channelMin},
+                                {"channel_max", s.channelMax},
+                                {"tensor_min", s.tensorMin},
+                                {"tensor_max", s.tensorMax},
+                                {"clip_low", s.clipLow},
+                                {"clip_high", s.clipHigh},
+                                {"bin_edges", s.binEdges},
+                                {"fp32_hist", s.fp32Hist},
+                                {"quant_hist", s.quantHist},
+                                {"clipped_fraction", s.clippedFraction},
+                                {"mse", finiteOrNull(s.mse)},
+                                {"max_abs_error", finiteOrNull(s.maxAbsError)},
+                                {"sqnr_db", finiteOrNull(s.sqnrDb)},
+                                {"non_finite", s.nonFinite}};
+            if (!s.channelMinBefore.empty()) {
+                j["channel_min_before_cle"] = s.channelMinBefore;
+                j["channel_max_before_cle"] = s.channelMaxBefore;
+            }
+            emit(j);
+        }
+    }
+
+    void onStepSizes(const StepSizeEvent& e) override
+    {
+        if (!m_json) return;
+        nlohmann::json steps = nlohmann::json::array();
+        for (const StepSizeTrack& t : e.steps) {
+            nlohmann::json k = {{"layer", t.layer}, {"tensor", t.tensor}, {"step", t.step}, {"step_min", t.stepMin},
+                                {"step_max", t.stepMax}};
+            if (std::isfinite(t.offset)) k["offset"] = t.offset;
+            steps.push_back(std::move(k));
+        }
+        emit({{"event", "step_sizes"}, {"epoch", e.epoch}, {"global_step", e.globalStep}, {"steps", std::move(steps)}});
+    }
+
+    void onPtqProgress(const PtqProgressEvent& e) override
+    {
+        if (m_json) {
+            nlohmann::json j = {{"event", "ptq_progress"}, {"stage", e.stage},          {"layer", e.layer},
+                                {"layer_index", e.layerIndex}, {"layers", e.layers},      {"iteration", e.iteration},
+                                {"iterations", e.iterations}, {"loss", finiteOrNull(e.loss)},
+                                {"seconds", e.elapsedSeconds}};
+            emit(j);
+        }
+        if (!m_progress) return;
+        if (e.stage == "adaround")
+            std::fprintf(stderr, "\rAdaRound layer %zu/%zu %-12s iteration %zu/%zu  loss %.4g  %.0f s   ", e.layerIndex,
+                         e.layers, e.layer.c_str(), e.iteration, e.iterations, e.loss, e.elapsedSeconds);
+        else
+            std::fprintf(stderr, "\r%s...%40s", e.stage.c_str(), "");
+        std::fflush(stderr);
+    }
+
+    void onEpoch(const EpochEvent& e) override
+    {
+        if (m_progress) std::fputc('\n', stderr);
+        if (m_json) {
+            nlohmann::json j = {{"event", "epoch"},
+                                {"epoch", e.epoch},
+                                {"train_loss", e.trainLoss},
+                                {"train_acc", e.trainAccuracy},
+                                {"test_loss", e.testLoss},
+                                {"test_acc", e.testAccuracy},
+                                {"images_per_s", e.imagesPerSecond},
+                                {"seconds", e.seconds},
+                                {"peak_rss_mb", e.peakRssMb},
+                                {"phase", e.phase}};
+            if (!std::isnan(e.lr)) j["lr"] = asWritten(e.lr);
+            if (!std::isnan(e.validationAccuracy)) j["val_acc"] = e.validationAccuracy;
+            if (!std::isnan(e.quantTestAccuracy)) j["quant_test_acc"] = e.quantTestAccuracy;
+            if (!std::isnan(e.quantTestAccuracyBeforeBnReestimation))
+                j["quant_test_acc_before_bn_reestimate"] = e.quantTestAccuracyBeforeBnReestimation;
+            if (!e.quantRunner.empty()) j["quant_runner"] = e.quantRunner;
+            if (!std::isnan(e.lossScale)) {
+                j["loss_scale"] = e.lossScale;
+                j["skipped_steps"] = e.skippedSteps;
+            }
+            emit(j);
+        } else {
+            const std::string tag = quantTag(e.phase);
+            if (!std::isnan(e.quantTestAccuracyBeforeBnReestimation))
+                std::printf("epoch %zu/%zu  [%s]  quantized model test acc %.2f %% before BatchNorm re-estimation\n",
+                            e.epoch, e.epochs, tag.c_str(), 100 * e.quantTestAccuracyBeforeBnReestimation);
+            if (!std::isnan(e.quantTestAccuracy))
+                std::printf("epoch %zu/%zu  [%s]  quantized model test acc %.2f %% (%s)\n", e.epoch, e.epochs,
+                            tag.c_str(), 100 * e.quantTestAccuracy, e.quantRunner.c_str());
+            if (std::isnan(e.trainLoss))
+                std::printf("loaded model (no training)  test loss %.4f  test acc %.2f %%\n", e.testLoss,
+                            100 * e.testAccuracy);
+            else
+                std::printf("epoch %zu/%zu  train loss %.4f  train acc %.2f %%  test loss %.4f  test acc %.2f %%  "
+                        "%s img/s  %.1f s\n",
+                        e.epoch, e.epochs, e.trainLoss, 100 * e.trainAccuracy, e.testLoss, 100 * e.testAccuracy,
+                        humanCount(e.imagesPerSecond).c_str(), e.seconds);
+            std::fflush(stdout);
+        }
+    }
+
+    // What a quantized evaluation measured: the phase's format (PTQ's phase is the FP32 training
+    // before it, so the plan's format), and "per-layer plan" when layers have formats of their own.
+    std::string quantTag(const std::string& phase) const
+    {
+        std::string tag = phase;
+        if (m_plan.is_object()) {
+            if (tag == "fp32" && m_plan.contains("default")) tag = m_plan.at("default").value("format", tag);
+            if (m_plan.contains("layers") && !m_plan.at("layers").empty()) tag += ", per-layer plan";
+        }
+        return tag;
+    }
+
+    void onFinish(const FinishEvent& e) override
+    {
+        if (m_progress && e.stopped) std::fputc('\n', stderr);
+        if (m_json) {
+            nlohmann::json j = {{"event", "done"},
+                                {"stopped", e.stopped},
+                                {"epochs_done", e.epochsDone},
+                                {"test_acc", orNull(e.testAccuracy)},
+                                {"test_loss", orNull(e.testLoss)},
+                                {"images_per_s", e.imagesPerSecond},
+                                {"seconds", e.seconds},
+                                {"peak_rss_mb", e.peakRssMb}};
+            if (!std::isnan(e.quantTestAccuracy)) j["quant_test_acc"] = e.quantTestAccuracy;
+            if (!std::isnan(e.finalLossScale)) {
+                j["loss_scale"] = e.finalLossScale;
+                j["skipped_steps"] = e.skippedSteps;
+            }
+            emit(j);
+        } else {
+            if (!std::isnan(e.finalLossScale))
+                std::printf("loss scale %g, %zu step(s) skipped on overflow\n", e.finalLossScale, e.skippedSteps);
+            if (std::isnan(e.testAccuracy)) // stopped before anything was evaluated (it printed "test accuracy 0.00 %")
+                std::printf("%s after %zu epoch(s), before any evaluation, %.1f s, peak memory %.0f MB\n",
+                            e.stopped ? "stopped" : "done", e.epochsDone, e.seconds, e.peakRssMb);
+            else if (!std::isnan(e.quantTestAccuracy)) // the quantized model is what the run made; FP32 beside it
+                std::printf("%s after %zu epoch(s): quantized test accuracy %.2f %% (FP32 weights %.2f %%), %.1f s, peak memory %.0f MB\n",
+                            e.stopped ? "stopped" : "done", e.epochsDone, 100 * e.quantTestAccuracy, 100 * e.testAccuracy, e.seconds,
+                            e.peakRssMb);
+            else
+                std::printf("%s after %zu epoch(s): test accuracy %.2f %%, %.1f s, peak memory %.0f MB\n",
+                            e.stopped ? "stopped" : "done", e.epochsDone, 100 * e.testAccuracy, e.seconds, e.peakRssMb);
+        }
+    }
+
+private:
+    void emit(const nlohmann::json& j)
+    {
+        std::fputs((j.dump() + "\n").c_str(), stdout);
+        std::fflush(stdout);
+    }
+
+    bool m_json, m_progress;
+    nlohmann::json m_plan; // null for strategies without a plan
+    std::vector<std::string> m_ignored; // "--format", ...: given, but not used by the strategy
+    nlohmann::json m_startExtra;        // normalisation, data, test split, the model file's import notes
+    StartEvent m_start;
+    std::chrono::steady_clock::time_point m_lastDraw{};
+};
+
+} // namespace
+
+std::unique_ptr<TrainObserver> makeCliObserver(bool json, bool progress, nlohmann::json plan, std::vector<std::string> ignored,
+                                               nlohmann::json startExtra)
+{
+    return std::make_unique<CliObserver>(json, progress, std::move(plan), std::move(ignored), std::move(startExtra));
+}
+
+// What --cle, --rounding adaround and --bias-correction did (after the last evaluation).
+void printRefineReport(const PtqRefiner& r, bool json)
+{
+    const EqualizationReport& cle = r.equalization();
+    if (json) {
+        nlohmann::json j = {{"event", "ptq_refine"}};
+        nlohmann::json pairs = nlohmann::json::array(), ada = nlohmann::json::array(), bias = nlohmann::json::array();
+        for (const EqualizedPair& p : cle.pairs)
+            pairs.push_back({{"first", p.first}, {"second", p.second}, {"range_ratio_before", p.rangeRatioBefore},
+                             {"range_ratio_after", p.rangeRatioAfter}});
+        for (const AdaRoundLayerReport& a : r.adaround())
+            ada.push_back({{"layer", a.layer}, {"samples", a.samples}, {"iterations", a.iterations},
+                           {"loss_nearest", a.lossNearest}, {"loss_adaround", a.lossAdaRound},
+                           {"flipped_fraction", a.flippedFraction}, {"seconds", a.seconds}});
+        for (const BiasCorrectionReport& b : r.biasCorrection())
+            bias.push_back({{"layer", b.layer}, {"mean_abs_shift", b.meanAbsShift}, {"applied", b.applied}});
+        j["cle_pairs"] = pairs;
+        j["cle_skipped"] = cle.skipped;
+        j["cle_sweeps"] = cle.sweeps;
+        if (r.replacedRelu6() > 0) {
+            j["relu6_replaced"] = r.replacedRelu6();
+            j["fp32_acc_after_relu6_to_relu"] = orNull(r.floatAccuracyAfterCle());
+        }
+        j["adaround"] = ada;
+        j["bias_correction"] = bias;
+        std::fputs((j.dump() + "\n").c_str(), stdout);
+        return;
+    }
+    for (const EqualizedPair& p : cle.pairs)
+        std::printf("CLE %s -> %s: channel range ratio %.1f -> %.1f\n", p.first.c_str(), p.second.c_str(),
+                    p.rangeRatioBefore, p.rangeRatioAfter);
+    for (const std::string& s : cle.skipped) std::printf("CLE skipped %s\n", s.c_str());
+    if (r.replacedRelu6() > 0)
+        std::printf("CLE replaced %zu ReLU6 by ReLU: FP32 test accuracy of that model %.2f %%\n", r.replacedRelu6(),
+                    100 * r.floatAccuracyAfterCle());
+    for (const AdaRoundLayerReport& a : r.adaround())
+        std::printf("AdaRound %-12s reconstruction loss %.4g (nearest) -> %.4g, %.1f %% flipped, %zu samples, %.1f s\n",
+                    a.layer.c_str(), a.lossNearest, a.lossAdaRound, 100 * a.flippedFraction, a.samples, a.seconds);
+    for (const BiasCorrectionReport& b : r.biasCorrection())
+        std::printf("bias correction %-12s mean |shift| %.3g%s\n", b.layer.c_str(), b.meanAbsShift,
+                    b.applied ? "" : " (not applied: no bias)");
+    std::fflush(stdout);
+}
+
+} // namespace quantscope::cli

@@ -1,0 +1,136 @@
+// The ONNX importer's reading of the input normalisation a graph writes in front of its layers:
+// Sub, Add, Div and Mul of the graph input by constants, composed into one (x - mean) / stddev,
+// and moved to QuantScope's [0, 1] pixels when the graph takes 0..255 pixels.
+#include "io/onnx_importer.h"
+
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+namespace quantscope::onnximport {
+
+// Sub / Div of the graph input by constants (one value, or one per channel: [C], [C, 1, 1],
+// [1, C, 1, 1]): the input normalisation QuantScope's own exports carry, x = (input - mean) / stddev.
+std::vector<float> Importer::perChannel(const NodeProto& n, const ConstTensor& c, const char* what) const
+{
+    const std::size_t C = shapeOf(0)[0];
+    if (m_inputAct != 0 && !(c.isFloat && c.numel() == 1))
+        failNode(n, std::string(what) + " " + listOf(c.dims) + " of a flat input is not one value (per-feature normalisation is not read)");
+    std::vector<std::int64_t> dims = c.dims;
+    while (!dims.empty() && dims.front() == 1) dims.erase(dims.begin());
+    while (dims.size() > 1 && dims.back() == 1) dims.pop_back();
+    const bool ok = c.isFloat && (c.numel() == 1 || (c.numel() == C && dims.size() == 1 && c.dims.size() != 2 && c.dims.size() <= 4 &&
+                                                      (c.dims.size() < 3 || c.dims[c.dims.size() - 3] == static_cast<std::int64_t>(C))));
+    if (!ok) failNode(n, std::string(what) + " " + listOf(c.dims) + " is not one value or one per input channel");
+    return c.f;
+}
+
+// What a Sub, Div or Mul on the input may be: the one message for all three.
+constexpr const char* kNormalisationForms =
+    "only the input normalisation is read here: (input - mean) / stddev, (input - mean) * (1 / stddev) or "
+    "input / stddev - mean / stddev, by one value or one per channel, on the graph input or right after the model "
+    "flattens it";
+
+// The input normalisation (x - mean) / stddev, composed node by node as the graph writes it:
+// with u = (x - M) / S, u - c = (x - (M + c S)) / S and u / c = (x - M) / (S c). So
+// x / 255 then (u - 0.1307) / 0.3081, or (x - m) * (1 / s) + b, are one normalisation.
+namespace {
+// a and b to one length (one value widens to the other's per-channel list).
+void widen(std::vector<float>& a, std::vector<float>& b)
+{
+    if (a.size() == 1 && b.size() > 1) a.assign(b.size(), a[0]);
+    if (b.size() == 1 && a.size() > 1) b.assign(a.size(), b[0]);
+}
+} // namespace
+
+void Importer::checkInputNormalisation(const NodeProto& n, int actInput) const
+{
+    if (act(n, actInput) == m_inputAct && m_m.layers.size() == m_inputAct) return;
+    if (m_m.layers.size() != m_inputAct)
+        failNode(n, std::string("applies to the output of a layer (e.g. a temperature on the logits), which is not read; ") +
+                        kNormalisationForms);
+    failNode(n, kNormalisationForms);
+}
+
+// A constant c subtracted from the input (sign 1) or added to it (sign -1).
+void Importer::shiftInput(const NodeProto& n, const ConstTensor& c, float sign)
+{
+    std::vector<float> shift = perChannel(n, c, "the mean");
+    std::vector<float>& M = m_m.normalization.mean;
+    std::vector<float>& S = m_m.normalization.stddev;
+    widen(shift, M);
+    widen(shift, S);
+    widen(M, S);
+    for (std::size_t i = 0; i < M.size(); ++i) M[i] += sign * shift[i] * S[i];
+    m_sawMean = true;
+    alias(n, m_inputAct);
+}
+
+// The input divided by `divisor` (per channel): the stddev grows by it.
+void Importer::scaleInput(const NodeProto& n, std::vector<float> divisor)
+{
+    for (float v : divisor) {
+        if (v > 0.0f && std::isfinite(v)) continue;
+        char b[32];
+        std::snprintf(b, sizeof b, "%g", static_cast<double>(v));
+        failNode(n, std::string("divides the input by ") + b + "; a normalisation's stddev must be positive and finite");
+    }
+    std::vector<float>& M = m_m.normalization.mean;
+    std::vector<float>& S = m_m.normalization.stddev;
+    widen(divisor, S);
+    widen(M, S);
+    for (std::size_t i = 0; i < S.size(); ++i) S[i] *= divisor[i];
+    m_sawStd = true;
+    alias(n, m_inputAct);
+}
+
+void Importer::sub(const NodeProto& n)
+{
+    if (value(n, 0).kind == Value::Kind::Const)
+        failNode(n, std::string("subtracts the input from a constant (such as 1 - x, an inversion); ") + kNormalisationForms);
+    checkInputNormalisation(n, 0);
+    shiftInput(n, constant(n, 1, "the mean"), 1.0f);
+}
+
+void Importer::div(const NodeProto& n)
+{
+    checkInputNormalisation(n, 0);
+    scaleInput(n, perChannel(n, constant(n, 1, "the stddev"), "the stddev"));
+}
+
+// x * f, the factor on either side: a division by 1 / f.
+void Importer::mul(const NodeProto& n)
+{
+    const int a = value(n, 0).kind == Value::Kind::Const ? 1 : 0; // the activation's side
+    checkInputNormalisation(n, a);
+    std::vector<float> f = perChannel(n, constant(n, 1 - a, "the factor"), "the factor");
+    for (float& v : f) v = 1.0f / v; // 0 becomes inf, refused with the value
+    scaleInput(n, std::move(f));
+}
+
+// A model that divides its input by 255 (x / 255, or ToTensor's scaling written into the graph
+// before a normalisation) takes pixels of 0..255. QuantScope's pixels are on [0, 1], so the
+// stored normalisation moves to that scale: (255 p - M) / S = (p - M/255) / (S/255). A stddev
+// of at least 4 on every channel marks the 0..255 scale: on [0, 1] pixels no normalisation
+// divides by 4 (torchvision's are 0.2-0.5; on 0..255 pixels they are 50-255).
+void Importer::pixelScale255()
+{
+    Normalization& z = m_m.normalization;
+    if (!m_sawStd || z.stddev.empty()) return;
+    for (float s : z.stddev)
+        if (!(s >= 4.0f)) return;
+    const auto g4 = [](float v) {
+        char b[32];
+        std::snprintf(b, sizeof b, "%.4g", static_cast<double>(v));
+        return std::string(b);
+    };
+    const std::string before = "mean " + g4(z.mean.front()) + ", stddev " + g4(z.stddev.front());
+    for (float& m : z.mean) m /= 255.0f;
+    for (float& s : z.stddev) s /= 255.0f;
+    m_m.notes.push_back("the graph's input normalisation (" + before + (z.stddev.size() > 1 ? ", first channel" : "") +
+                        ") is on the scale of 0..255 pixels; QuantScope's pixels are on [0, 1], so it is read as mean " +
+                        g4(z.mean.front()) + ", stddev " + g4(z.stddev.front()));
+}
+
+} // namespace quantscope::onnximport
