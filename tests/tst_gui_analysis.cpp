@@ -116,7 +116,11 @@ void TestGuiAnalysis::initTestCase()
     const AnalysisInputPtr in = m_view->input(&error);
     QVERIFY2(in, qPrintable(error));
     QCOMPARE(in->data->validation.size(), std::size_t{900 / 5});
+    const QLabel* note = m_view->findChild<QLabel*>("analysisNote"); // and it says so where the number was typed
+    QVERIFY(note);
+    QVERIFY2(note->text().contains("leave room for 180 validation images, not 100000"), qPrintable(note->text()));
     m_view->setValidationImages(200);
+    QVERIFY2(!note->text().contains("leave room"), qPrintable(note->text()));
     m_view->setCalibrationImages(100);
     // The images the analyses measure on are the CLI's --validation 200 split, apart from those calibrating.
     const AnalysisInputPtr used = m_view->input(&error);

@@ -33,6 +33,7 @@ AnalysisView::AnalysisView(QWidget* parent) : QWidget(parent)
     m_validation->setRange(10, 100000);
     m_validation->setSingleStep(500);
     m_validation->setValue(5000);
+    connect(m_validation, &QSpinBox::valueChanged, this, [this] { updateSourceNote(); });
     m_validation->setToolTip(tr("Images measured on: the dataset's validation split, or drawn from its training set as "
                                 "quantscope-cli analyze --validation N draws them (not the test set)."));
     m_calibration = new QSpinBox;
@@ -111,13 +112,6 @@ bool AnalysisView::selectSource(const QString& path)
 void AnalysisView::setValidationImages(int n) { m_validation->setValue(n); }
 void AnalysisView::setCalibrationImages(int n) { m_calibration->setValue(n); }
 
-void AnalysisView::updateSourceNote()
-{
-    const QString path = m_source->currentData().toString();
-    if (path.isEmpty()) m_note->setText(m_bundle ? tr("measured on the run's dataset") : tr("train a run or open a model file"));
-    else m_note->setText(m_data ? tr("measured on %1").arg(QString::fromStdString(m_data->name)) : tr("load a dataset to measure it on"));
-}
-
 namespace {
 
 // The validation images asked for, or a fifth of a training set too small for them.
@@ -129,6 +123,25 @@ std::size_t validationFor(const Dataset& d, int asked)
 }
 
 } // namespace
+
+void AnalysisView::updateSourceNote()
+{
+    const QString path = m_source->currentData().toString();
+    if (path.isEmpty()) m_note->setText(m_bundle ? tr("measured on the run's dataset") : tr("train a run or open a model file"));
+    else m_note->setText(m_data ? tr("measured on %1").arg(QString::fromStdString(m_data->name)) : tr("load a dataset to measure it on"));
+    // A training set too small for the validation images asked for gives a fifth of it: said here,
+    // where the number was typed (the CLI refuses such a split).
+    const Dataset* d = path.isEmpty() ? (m_bundle ? m_bundle->data.get() : nullptr) : m_data.get();
+    if (d && d->train.size() > 0) {
+        const std::size_t used = validationFor(*d, m_validation->value());
+        if (used != static_cast<std::size_t>(m_validation->value()))
+            m_note->setText(m_note->text() + tr("; its %1 training images leave room for %2 validation images, not %3")
+                                                 .arg(d->train.size())
+                                                 .arg(used)
+                                                 .arg(m_validation->value()));
+    }
+}
+
 
 AnalysisInputPtr AnalysisView::input(QString* error) const
 {
