@@ -198,6 +198,17 @@ void TestGuiAnalysis::sensitivityHeatmap()
     QCOMPARE(QString::fromStdString(s->histogramStats().format), QString("int8"));
     QVERIFY(s->histogramChart()->binCount() > 16);
     s->histogramDialog()->close();
+
+    // Another model picked: the heatmap on screen is said to be of the one it was measured on.
+    const QLabel* note = m_view->findChild<QLabel*>("analysisNote");
+    QVERIFY2(!note->text().contains("results below are of"), qPrintable(note->text()));
+    const RunPtr run = m_window->runsModel()->runAt(0);
+    const QString item = m_view->sourceCombo()->itemText(0); // "run #1 (description)"
+    const QString description = item.mid(item.indexOf('(') + 1).chopped(1);
+    m_view->setRun(7, run->exportBundle, QStringLiteral("another run"));
+    QVERIFY2(note->text().contains("the results below are of run #1"), qPrintable(note->text()));
+    m_view->setRun(1, run->exportBundle, description);
+    QVERIFY2(!note->text().contains("results below are of"), qPrintable(note->text()));
 }
 
 void TestGuiAnalysis::sensitivityAllButOne()

@@ -124,7 +124,14 @@ std::size_t validationFor(const Dataset& d, int asked)
 
 } // namespace
 
-void AnalysisView::updateSourceNote()
+QString AnalysisView::currentKey() const
+{
+    const QString path = m_source->currentData().toString();
+    const Dataset* d = path.isEmpty() ? (m_bundle ? m_bundle->data.get() : nullptr) : m_data.get();
+    return d ? tr("%1 on %2").arg(m_source->currentText(), QString::fromStdString(d->name)) : QString();
+}
+
+void AnalysisView::updateSourceNote() const
 {
     const QString path = m_source->currentData().toString();
     if (path.isEmpty()) m_note->setText(m_bundle ? tr("measured on the run's dataset") : tr("train a run or open a model file"));
@@ -140,6 +147,9 @@ void AnalysisView::updateSourceNote()
                                                  .arg(used)
                                                  .arg(m_validation->value()));
     }
+    // Results measured on another model or dataset stay on screen until the next analysis: said.
+    if (!m_measured.isEmpty() && m_measured != currentKey())
+        m_note->setText(m_note->text() + tr("; <b>the results below are of %1</b>: run again for this one").arg(m_measured.toHtmlEscaped()));
 }
 
 
@@ -182,6 +192,8 @@ AnalysisInputPtr AnalysisView::input(QString* error) const
         if (error) *error = tr("Cannot analyse: %1").arg(QString::fromUtf8(e.what()));
         return nullptr;
     }
+    m_measured = currentKey(); // what the results below will be of, until the source or the data changes
+    updateSourceNote();
     return in;
 }
 

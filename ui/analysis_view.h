@@ -42,7 +42,8 @@ public:
     QComboBox* sourceCombo() const { return m_source; }
 
 private:
-    void updateSourceNote();
+    void updateSourceNote() const;
+    QString currentKey() const; // "run #3 (...) on fashion-mnist": the model and the data analyses measure
 
     QComboBox* m_source;
     QSpinBox* m_validation;
@@ -54,6 +55,7 @@ private:
     int m_runId = 0;
     ExportBundlePtr m_bundle;
     DatasetPtr m_data;
+    mutable QString m_measured; // currentKey() when the last analysis started (input() is what starts one)
 };
 
 } // namespace quantscope
