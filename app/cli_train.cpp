@@ -24,6 +24,7 @@
 #include <chrono>
 #include <csignal>
 #include <filesystem>
+#include <optional>
 #include <cstdio>
 #include <cstdlib>
 #include <set>
@@ -235,11 +236,13 @@ int runTrain(const std::vector<std::string>& argv)
     TrainConfig cfg;
     const std::string modelSpec = args.str("--model", cfg.model), initPath = args.str("--init", "");
     const bool reinit = args.has("--reinit");
+    std::optional<ExportedModel> file; // a --model file, read once: its name, notes, normalisation and classes
     if (isModelFile(modelSpec)) {
         if (!initPath.empty()) throw UsageError("--init loads weights into a preset; --model " + modelSpec + " has its own");
         // The name the file stores (the preset a QuantScope model was built from; an imported
         // graph's file name), which exports keep: a PTQ of mb.qsm is still a mobilenet-tiny.
-        cfg.model = readModelFile(modelSpec).modelName;
+        file = readModelFile(modelSpec);
+        cfg.model = file->modelName;
         if (cfg.model.empty()) cfg.model = std::filesystem::path(modelSpec).stem().string();
         cfg.modelFactory = modelFromFile(modelSpec, reinit);
         cfg.pretrained = !reinit;
@@ -357,28 +360,27 @@ int runTrain(const std::vector<std::string>& argv)
         data.normalization = Normalization::parse(args.str("--normalize", "")).broadcast(data.channels());
     }
     nlohmann::json startExtra = nlohmann::json::object(); // what was read, for the JSON start event
-    if (cfg.pretrained && !cfg.modelFile.empty()) {
-        const ExportedModel file = readModelFile(cfg.modelFile);
+    if (cfg.pretrained && file) {
         const bool say = !args.has("--json"); // --quiet hides the progress bar, not what the run assumes
-        startExtra["model_notes"] = file.notes;
+        startExtra["model_notes"] = file->notes;
         if (say)
-            for (const std::string& n : file.notes) std::fprintf(stderr, "quantscope-cli train: %s: %s\n", cfg.modelFile.c_str(), n.c_str());
+            for (const std::string& n : file->notes) std::fprintf(stderr, "quantscope-cli train: %s: %s\n", cfg.modelFile.c_str(), n.c_str());
         // The file's weights were trained on inputs normalised its way: keep it (as eval does).
-        const std::size_t nc = file.normalization.mean.size();
-        if (args.has("--normalize") && file.normalizationKnown && (nc == 1 || nc == data.channels())) {
+        const std::size_t nc = file->normalization.mean.size();
+        if (args.has("--normalize") && file->normalizationKnown && (nc == 1 || nc == data.channels())) {
             // Another normalisation would feed the kept weights inputs they were not trained on.
-            const Normalization stored = file.normalization.broadcast(data.channels());
+            const Normalization stored = file->normalization.broadcast(data.channels());
             bool same = true;
             for (std::size_t c = 0; c < data.channels(); ++c)
                 same = same && std::abs(data.normalization.mean[c] - stored.mean[c]) <= 5e-4f &&
                        std::abs(data.normalization.stddev[c] - stored.stddev[c]) <= 5e-4f;
             if (!same)
-                throw UsageError(cfg.modelFile + " stores its input normalisation (" + file.normalization.describe() +
+                throw UsageError(cfg.modelFile + " stores its input normalisation (" + file->normalization.describe() +
                                  "), and --normalize asks for " + data.normalization.describe() +
                                  "; its weights were trained on the stored one (--reinit trains the architecture afresh with yours)");
         }
         // Its classes against the data's: a reordered or renamed class folder shifts every label.
-        const ClassMatch classes = matchClasses(file.classNames, data.classNames);
+        const ClassMatch classes = matchClasses(file->classNames, data.classNames);
         if (say && classes.kind == ClassMatch::Kind::Reordered)
             std::fprintf(stderr, "quantscope-cli train: warning: %s was trained on the same classes in another order; its outputs "
                                  "follow the file's order and the data's labels do not, so its accuracy before fine-tuning is wrong "
@@ -386,12 +388,12 @@ int runTrain(const std::vector<std::string>& argv)
         else if (say && classes.kind == ClassMatch::Kind::Different)
             std::fprintf(stderr, "quantscope-cli train: warning: %s was trained on other classes than the data's; labels are taken "
                                  "by index\n", cfg.modelFile.c_str());
-        if (!args.has("--normalize") && file.normalizationKnown && (nc == 1 || nc == data.channels())) {
-            data.normalization = file.normalization.broadcast(data.channels());
+        if (!args.has("--normalize") && file->normalizationKnown && (nc == 1 || nc == data.channels())) {
+            data.normalization = file->normalization.broadcast(data.channels());
             if (say)
                 std::fprintf(stderr, "quantscope-cli train: input normalisation %s, stored in %s (--normalize overrides it)\n",
                              data.normalization.describe().c_str(), cfg.modelFile.c_str());
-        } else if (!args.has("--normalize") && !file.normalizationKnown && say) {
+        } else if (!args.has("--normalize") && !file->normalizationKnown && say) {
             std::fprintf(stderr,
                          "quantscope-cli train: %s does not say how its input was normalised: using the train set's "
                          "statistics, %s (give --normalize none if the model takes [0, 1] pixels as they are)\n",
