@@ -130,7 +130,8 @@ const char* const kTrainHelp =
     "                       one layer's weight format (repeatable), e.g. fc1=int4:channel,\n"
     "                       conv1=int2:group:16, fc2=fp32\n"
     "  --keep-fp32 NAME[,NAME]\n"
-    "                       keep these layers in float (weights and output activation)\n"
+    "                       keep these layers in float (weights and output activation);\n"
+    "                       a name that holds a comma goes in --layer NAME=fp32\n"
     "An option the chosen --strategy does not use is named on stderr (and in the JSON start\n"
     "event's \"ignored_options\") with the strategies that use it.\n"
     "Hardware paths, chosen at run time and named in the start event's \"compute\": qat's\n"
@@ -197,7 +198,7 @@ void applyPlanFlags(const Args& args, PrecisionConfig& pc)
     // A layer both given a format and kept FP32 on the command line is a contradiction, not an
     // order of precedence (--keep-fp32 used to win in silence).
     std::set<std::string> layerNames;
-    for (const std::string& spec : args.all("--layer")) layerNames.insert(spec.substr(0, spec.find('=')));
+    for (const std::string& spec : args.all("--layer")) layerNames.insert(spec.substr(0, spec.rfind('=')));
     for (const std::string& names : args.all("--keep-fp32")) {
         std::stringstream list(names);
         for (std::string n; std::getline(list, n, ',');)

@@ -210,6 +210,12 @@ void TestPlans::layerSpecs()
     applyLayerSpec(p, "layer2.conv1=int2:group:16");
     applyLayerSpec(p, "fc1=int3"); // the last one wins; its granularity stays the default's
     applyKeepFp32(p, "fc2");
+    // ONNX node names may hold '=' or ',': the format is after the last '='
+    applyLayerSpec(p, "/blocks/mix=a,b/Conv=int4:tensor");
+    QCOMPARE(p.forLayer("/blocks/mix=a,b/Conv").format, std::string("int4"));
+    QCOMPARE(p.forLayer("/blocks/mix=a,b/Conv").granularity, std::string("tensor"));
+    QCOMPARE(p.layers.size(), std::size_t{4});
+    p.layers.pop_back();
     QCOMPARE(p.forLayer("fc1").format, std::string("int3"));
     QCOMPARE(p.forLayer("fc1").granularity, std::string("channel"));
     QCOMPARE(p.forLayer("layer2.conv1").granularity, std::string("group:16"));

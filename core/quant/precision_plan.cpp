@@ -253,7 +253,7 @@ void writePlanFile(const std::string& path, const PrecisionPlan& plan) { writeFi
 
 void applyLayerSpec(PrecisionPlan& plan, const std::string& spec)
 {
-    const auto eq = spec.find('=');
+    const auto eq = spec.rfind('=');
     if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size())
         throw ConfigError("--layer '" + spec + "': expected NAME=FORMAT[:GRANULARITY], e.g. fc1=int4:channel");
     const std::string name = spec.substr(0, eq);
@@ -271,7 +271,7 @@ void applyLayerSpecs(PrecisionPlan& plan, const std::vector<std::string>& specs)
 {
     std::set<std::string> named;
     for (const std::string& spec : specs) {
-        const std::string name = spec.substr(0, spec.find('='));
+        const std::string name = spec.substr(0, spec.rfind('='));
         if (!name.empty() && !named.insert(name).second)
             throw ConfigError("--layer names '" + name + "' twice; keep one");
     }
