@@ -419,8 +419,16 @@ int runTrain(const std::vector<std::string>& argv)
                     data.numClasses(), data.split.empty() ? "" : ("; test set: " + data.split).c_str());
     const FinishEvent fin = trainer.run();
     if (const PtqRefiner* r = trainer.strategy().refiner()) printRefineReport(*r, json);
-    for (const std::string& p : exportPaths)
-        if (!fin.stopped) printExportSummary(exportModel(trainer, p), json);
+    for (const std::string& p : exportPaths) {
+        if (fin.stopped) break;
+        ExportSummary s = exportModel(trainer, p);
+        // ONNX exports name their input and output "input" and "logits", whatever the imported graph called them
+        if (s.format == ExportFormat::Onnx && file && !file->onnxInputName.empty() &&
+            (file->onnxInputName != "input" || file->onnxOutputName != "logits"))
+            s.note += "; its input is 'input' (pixels in [0, 1], normalised inside the graph) and its output 'logits', where " +
+                      cfg.modelFile + " had '" + file->onnxInputName + "' and '" + file->onnxOutputName + "'";
+        printExportSummary(s, json);
+    }
     return fin.stopped ? 130 : kExitOk;
 }
 

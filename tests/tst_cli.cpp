@@ -97,6 +97,7 @@ private slots:
     void writesThroughDevicesAndLinks();
     void evalNormalizeAgainstTheStoredOne();
     void analyzeTakesTheDataOptions();
+    void exportNamesTheImportedGraphsIo();
     void ignoredOptionsAreNamed_data();
     void ignoredOptionsAreNamed();
 
@@ -309,6 +310,37 @@ void TestCli::evalNormalizeAgainstTheStoredOne()
     const nlohmann::json j = nlohmann::json::parse(json.out.toStdString());
     QCOMPARE(j.at("normalization").get<std::string>(), std::string("mean 0.2500, std 0.5000"));
     QVERIFY(j.contains("test_split") && j.contains("notes"));
+}
+
+// A PyTorch graph with its own input and output names (here PyTorch's defaults, 'onnx::Sub_0'
+// and '11'), quantized and exported to ONNX: the export's 'input' and 'logits' are named.
+void TestCli::exportNamesTheImportedGraphsIo()
+{
+    const QString csv = m_tmp.filePath("rgb8.csv"), out = m_tmp.filePath("caffe_int8.onnx");
+    {
+        QFile f(csv);
+        QVERIFY(f.open(QIODevice::WriteOnly));
+        Rng rng(5);
+        for (int i = 0; i < 60; ++i) {
+            QStringList row{QString::number(i % 10)};
+            for (int p = 0; p < 192; ++p) row << QString::number(int(rng.below(256)));
+            f.write((row.join(',') + "\n").toUtf8());
+        }
+    }
+    const QString caffe = QStringLiteral(QS_TEST_DATA "/../onnx_import/caffemean_op13_fold.onnx");
+    const Result r = runCli({"train", "--model", caffe, "--strategy", "ptq", "--epochs", "0", "--data", csv, "--test-fraction", "0.5",
+                             "--export", out, "--json"});
+    QVERIFY2(r.exitCode == kExitOk, qPrintable(r.err));
+    bool seen = false;
+    for (const QString& line : r.out.split('\n', Qt::SkipEmptyParts)) {
+        const nlohmann::json j = nlohmann::json::parse(line.toStdString());
+        if (j["event"] != "export") continue;
+        seen = true;
+        const std::string note = j["note"].get<std::string>();
+        QVERIFY2(note.find("its input is 'input'") != std::string::npos && note.find("had 'onnx::Sub_0' and '11'") != std::string::npos,
+                 note.c_str());
+    }
+    QVERIFY(seen);
 }
 
 // analyze reads datasets as train does: a CSV of 1x8x12 images needs --image-shape (96 columns

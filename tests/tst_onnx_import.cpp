@@ -496,6 +496,31 @@ void TestOnnxImport::readsUsersInputConventions()
                 v = (v / 255.0f - m.normalization.mean[0]) / m.normalization.stddev[0];
         });
     }
+    // Caffe's x - mean on 0..255 pixels (no division), and (x - m) * (1 / s) with per-channel
+    // tensors (a Reciprocal of a constant): per-channel normalisations, read on [0, 1] pixels.
+    const float caffeMean[] = {103.94f, 116.78f, 123.68f}, torchMean[] = {0.485f, 0.456f, 0.406f}, torchStd[] = {0.229f, 0.224f, 0.225f};
+    for (const bool caffe : {true, false}) {
+        const std::string name = caffe ? "caffemean_op13_fold" : "reciprocal_op11_nofold";
+        const fs::path p = kFixtures / (name + ".onnx");
+        const ExportedModel m = importOnnx(fileBytes(p), p.string());
+        QVERIFY(m.normalizationKnown);
+        QCOMPARE(m.normalization.mean.size(), std::size_t{3});
+        for (std::size_t c = 0; c < 3; ++c) {
+            const float mean = caffe ? caffeMean[c] / 255.0f : torchMean[c], stddev = caffe ? 1.0f / 255.0f : torchStd[c];
+            QVERIFY2(std::fabs(m.normalization.mean[c] - mean) < 1e-5f && std::fabs(m.normalization.stddev[c] - stddev) < 1e-6f,
+                     qPrintable(QString("%1 channel %2: mean %3 stddev %4").arg(name.c_str()).arg(c).arg(m.normalization.mean[c]).arg(m.normalization.stddev[c])));
+        }
+        QCOMPARE(m.notes.size(), std::size_t{caffe ? 1u : 0u});
+        if (caffe) QVERIFY2(m.notes[0].find("0..255 pixels") != std::string::npos, m.notes[0].c_str());
+        checkAgainstPyTorch(m, name, [&](Reference& ref) {
+            const std::size_t plane = ref.inputShape[2] * ref.inputShape[3];
+            for (std::size_t k = 0; k < ref.input.size(); ++k) { // the [0, 1] pixel the pipeline gives, normalised as stored
+                const std::size_t c = (k / plane) % 3;
+                const float pixel = caffe ? ref.input[k] / 255.0f : ref.input[k];
+                ref.input[k] = (pixel - m.normalization.mean[c]) / m.normalization.stddev[c];
+            }
+        });
+    }
     for (const char* name : {"viewinput_op13_fold_dyn", "viewflat_op11_nofold"}) {
         const fs::path p = kFixtures / (std::string(name) + ".onnx");
         OnnxImportInfo info;

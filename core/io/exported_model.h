@@ -103,6 +103,9 @@ struct ExportedModel {
     // What the export had to change, one sentence each (informative, not stored in files), e.g. a
     // weight scale raised so that an int32 bias fits.
     std::vector<std::string> notes;
+    // An imported ONNX graph's input and output names (informative, not stored; empty for other
+    // sources). QuantScope's own ONNX exports name them "input" and "logits" (io/onnx_io.h).
+    std::string onnxInputName, onnxOutputName;
 
     // Parameters and (integer models) activation points, summed over layers.
     std::size_t numParams() const;

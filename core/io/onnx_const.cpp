@@ -555,7 +555,8 @@ ConstTensor decodeTensor(const TensorProto& t)
 bool isFoldable(const std::string& op)
 {
     static const char* ops[] = {"Constant", "Identity", "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast",
-                                "Reshape", "Transpose", "Slice", "ConstantOfShape", "Add", "Sub", "Mul", "Div"};
+                                "Reshape", "Transpose", "Slice", "ConstantOfShape", "Add", "Sub", "Mul", "Div",
+                                "Reciprocal", "Neg", "Sqrt"};
     return std::find(std::begin(ops), std::end(ops), op) != std::end(ops);
 }
 
@@ -579,6 +580,13 @@ std::vector<ConstTensor> foldNode(const onnx::NodeProto& n, const std::vector<co
     if (op == "Slice") return need(0), std::vector<ConstTensor>{slice(n, in, opset)};
     if (op == "ConstantOfShape") return {constantOfShape(n, need(0))};
     if (op == "Add" || op == "Sub" || op == "Mul" || op == "Div") return {binary(op, need(0), need(1))};
+    if (op == "Reciprocal" || op == "Neg" || op == "Sqrt") { // (x - m) * (1 / s) with a tensor s leaves a Reciprocal
+        ConstTensor r = need(0);
+        if (!r.isFloat && op != "Neg") fail(op + ": the input is not a float tensor");
+        for (std::int64_t& v : r.i) v = -v;
+        for (float& v : r.f) v = op == "Neg" ? -v : op == "Sqrt" ? std::sqrt(v) : 1.0f / v;
+        return {r};
+    }
     fail(op + " is not folded", true);
 }
 

@@ -204,6 +204,8 @@ std::vector<int> Importer::liveOrder()
     if (g.output_size() != 1)
         fail("the graph has " + std::to_string(g.output_size()) + " outputs; QuantScope models have one (the class scores)", true);
     m_outputName = g.output(0).name();
+    m_m.onnxInputName = m_inputName;
+    m_m.onnxOutputName = m_outputName;
     if (!producer.count(m_outputName) && !m_values.count(m_outputName))
         fail("the graph output '" + m_outputName + "' is not defined by any node");
 

@@ -3,6 +3,7 @@
 // and moved to QuantScope's [0, 1] pixels when the graph takes 0..255 pixels.
 #include "io/onnx_importer.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -110,16 +111,21 @@ void Importer::mul(const NodeProto& n)
 }
 
 // A model that divides its input by 255 (x / 255, or ToTensor's scaling written into the graph
-// before a normalisation) takes pixels of 0..255. QuantScope's pixels are on [0, 1], so the
-// stored normalisation moves to that scale: (255 p - M) / S = (p - M/255) / (S/255). A stddev
-// of at least 4 on every channel marks the 0..255 scale: on [0, 1] pixels no normalisation
-// divides by 4 (torchvision's are 0.2-0.5; on 0..255 pixels they are 50-255).
+// before a normalisation), or subtracts a mean of pixel values (Caffe's x - 104), takes pixels of
+// 0..255. QuantScope's pixels are on [0, 1], so the stored normalisation moves to that scale:
+// (255 p - M) / S = (p - M/255) / (S/255). Every channel must show the 0..255 scale by one of:
+// - a stddev of at least 4: on [0, 1] pixels no normalisation divides by 4 (torchvision's are
+//   0.2-0.5; on 0..255 pixels they are 50-255);
+// - a mean so far from the pixels that [0, 1] would be normalised to values beyond +-5 only.
 void Importer::pixelScale255()
 {
     Normalization& z = m_m.normalization;
-    if (!m_sawStd || z.stddev.empty()) return;
-    for (float s : z.stddev)
-        if (!(s >= 4.0f)) return;
+    if (!(m_sawStd || m_sawMean) || z.mean.empty()) return;
+    for (std::size_t c = 0; c < z.mean.size(); ++c) {
+        const double s = c < z.stddev.size() ? z.stddev[c] : 1.0, m = z.mean[c];
+        const double lo = std::min(-m / s, (1.0 - m) / s), hi = std::max(-m / s, (1.0 - m) / s);
+        if (!(s >= 4.0 || lo > 5.0 || hi < -5.0)) return;
+    }
     const auto g4 = [](float v) {
         char b[32];
         std::snprintf(b, sizeof b, "%.4g", static_cast<double>(v));

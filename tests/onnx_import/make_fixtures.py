@@ -279,6 +279,40 @@ class ViewInput(nn.Module):
         return self.fc(x.reshape(x.size(0), -1))
 
 
+class CaffeMean(nn.Module):
+    """Caffe's preprocessing written into the graph: 0..255 BGR pixels minus a per-channel mean,
+    no division. Exported with PyTorch's own input and output names (no input_names)."""
+    pixels255 = True
+    default_names = True
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor([103.94, 116.78, 123.68]).view(1, 3, 1, 1))
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv.weight.data *= 0.01  # inputs of +-130
+        self.fc = nn.Linear(4 * 4 * 4, 10)
+
+    def forward(self, x):
+        x = x - self.mean
+        return self.fc(F.max_pool2d(F.relu(self.conv(x)), 2).flatten(1))
+
+
+class ReciprocalStd(nn.Module):
+    """(x - m) * (1 / s) with per-channel buffers m and s: without constant folding the graph keeps
+    a Reciprocal of the constant s."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 4 * 4, 10)
+
+    def forward(self, x):
+        x = (x - self.mean) * (1.0 / self.std)
+        return self.fc(F.max_pool2d(F.relu(self.conv(x)), 2).flatten(1))
+
+
 # name, module, input [C, H, W] (or [features] for a flat input), opset, do_constant_folding, dynamic batch
 CASES = [
     ("seqview_op11_nofold_dyn", SeqView, (1, 12, 12), 11, False, True),
@@ -308,6 +342,8 @@ CASES = [
     ("pixels255mul_op11_nofold", Pixels255Mul, (1, 8, 8), 11, False, False),
     ("viewinput_op13_fold_dyn", ViewInput, (1, 8, 8), 13, True, True),
     ("viewflat_op11_nofold", ViewInput, (64,), 11, False, False),
+    ("caffemean_op13_fold", CaffeMean, (3, 8, 8), 13, True, False),
+    ("reciprocal_op11_nofold", ReciprocalStd, (3, 8, 8), 11, False, False),
 ]
 
 
@@ -336,13 +372,13 @@ def main():
                 mod.bias.data.uniform_(-0.3, 0.3)
         model.eval()
         x = torch.randn(3, *chw)
-        if isinstance(model, Pixels255):
+        if isinstance(model, Pixels255) or getattr(model, "pixels255", False):
             x = torch.randint(0, 256, (3, *chw)).float()  # 0..255 pixels
         path = os.path.join(OUT, name + ".onnx")
         axes = {"input": {0: "N"}, "logits": {0: "N"}} if dynamic else None
-        torch.onnx.export(model, x, path, opset_version=opset, input_names=["input"], output_names=["logits"],
-                          dynamic_axes=axes, do_constant_folding=fold,
-                          training=torch.onnx.TrainingMode.EVAL)
+        names = {} if getattr(model, "default_names", False) else {"input_names": ["input"], "output_names": ["logits"]}
+        torch.onnx.export(model, x, path, opset_version=opset, dynamic_axes=axes, do_constant_folding=fold,
+                          training=torch.onnx.TrainingMode.EVAL, **names)
         with torch.no_grad():
             y = model(x)
         ref = {"opset": opset, "input_shape": list(x.shape), "input": x.flatten().tolist(),
