@@ -120,6 +120,18 @@ void TestOnnxImportErrors::badInput_data()
         "ConfigError", "subtracts the input from a constant");
     row("opset 9", "seqview_op13_fold", [](onnx::ModelProto& mp) { mp.mutable_opset_import(0)->set_version(9); }, "ConfigError", "opset 9");
     row("opset 18", "seqview_op13_fold", [](onnx::ModelProto& mp) { mp.mutable_opset_import(0)->set_version(18); }, "ConfigError", "opset 18");
+    row("no ai.onnx opset", "seqview_op13_fold", [](onnx::ModelProto& mp) { mp.mutable_opset_import(0)->set_domain("com.microsoft"); },
+        "FormatError", "declares no ONNX (ai.onnx) opset");
+    row("auto_pad VALID with pads", "seqview_op13_fold",
+        [](onnx::ModelProto& mp) {
+            onnx::NodeProto* conv = findNode(mp, "Conv");
+            setInts(conv, "pads", std::vector<std::int64_t>{1, 1, 1, 1});
+            onnx::AttributeProto* a = conv->add_attribute();
+            a->set_name("auto_pad");
+            a->set_type(onnx::AttributeProto::STRING);
+            a->set_s("VALID");
+        },
+        "FormatError", "both auto_pad = VALID (no padding) and explicit pads");
     row("cycle", "seqview_op13_fold",
         [](onnx::ModelProto& mp) { findNode(mp, "Relu")->set_input(0, findNode(mp, "MaxPool")->output(0)); }, "FormatError", "cycle");
     row("dangling input", "seqview_op13_fold", [](onnx::ModelProto& mp) { findNode(mp, "MaxPool")->set_input(0, "nowhere"); },

@@ -183,7 +183,7 @@ void ExportedModel::validate(const std::string& source) const
     } catch (const ConfigError& e) {
         bad(source, e.what());
     }
-    if (layers.empty() || layers.size() > kMaxLayers) bad(source, std::to_string(layers.size()) + " layers is out of range");
+    if (layers.empty() || layers.size() > kMaxLayers) bad(source, std::to_string(layers.size()) + " layers is out of range (1 to " + std::to_string(kMaxLayers) + ")");
     if (quantized) {
         if (!inputQuant) bad(source, "an integer model needs the quantization of its input");
         checkActivation(*inputQuant, "input quantization", source);

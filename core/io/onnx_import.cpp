@@ -66,6 +66,9 @@ void Importer::checkOpset()
     for (const auto& o : m_mp.opset_import())
         if (o.domain().empty() || o.domain() == "ai.onnx") m_opset = static_cast<int>(o.version());
     m_info.opset = m_opset;
+    if (m_opset == 0)
+        fail("the model declares no ONNX (ai.onnx) opset in opset_import; opsets " + std::to_string(kOnnxImportMinOpset) + " to " +
+             std::to_string(kOnnxImportMaxOpset) + " are read");
     if (m_opset < kOnnxImportMinOpset || m_opset > kOnnxImportMaxOpset)
         fail("the model uses ONNX opset " + std::to_string(m_opset) + "; opsets " + std::to_string(kOnnxImportMinOpset) + " to " +
                  std::to_string(kOnnxImportMaxOpset) + " are read (re-export with torch.onnx.export(..., opset_version=13))",

@@ -57,6 +57,9 @@ void Importer::conv(const NodeProto& n)
     if (w.dims[2] != w.dims[3]) failNode(n, "kernel " + std::to_string(w.dims[2]) + "x" + std::to_string(w.dims[3]) + ": QuantScope's Conv2d takes square kernels");
     const std::string autoPad = attrString(n, "auto_pad", "NOTSET");
     if (autoPad != "NOTSET" && autoPad != "VALID") failNode(n, "auto_pad = " + autoPad + " is not read; export with explicit pads");
+    if (const std::vector<std::int64_t> p = attrInts(n, "pads"); // the spec: auto_pad and pads are not used together
+        autoPad == "VALID" && std::any_of(p.begin(), p.end(), [](std::int64_t v) { return v != 0; }))
+        failNode(n, "has both auto_pad = VALID (no padding) and explicit pads; the two cannot be used together", false);
     const auto k = static_cast<std::size_t>(w.dims[2]);
     if (k < 1 || k > 64) failNode(n, "kernel size " + std::to_string(k) + " is out of range", false);
     if (square(n, "kernel_shape", attrInts(n, "kernel_shape"), w.dims[2], 2) != k) failNode(n, "kernel_shape differs from the weight's shape", false);
@@ -71,7 +74,7 @@ void Importer::conv(const NodeProto& n)
         // ONNX pads are [top, left, bottom, right]; a Pad node's H/W pads were stored the same way.
         for (int i = 0; i < 4; ++i) pads[static_cast<std::size_t>(i)] += xv.pads[static_cast<std::size_t>(i)];
     }
-    const std::size_t padding = square(n, "pads (with the Pad before it)", pads, 0, 4);
+    const std::size_t padding = square(n, xv.kind == Value::Kind::Padded ? "pads (with the Pad before it)" : "pads", pads, 0, 4);
     const std::int64_t group = attrInt(n, "group", 1);
     const Shape& in = shapeOf(x);
     if (group < 1 || group > 65536) failNode(n, "group = " + std::to_string(group), false);
@@ -256,6 +259,9 @@ void Importer::pool(const NodeProto& n)
     noExtraOutputs(n);
     const std::string autoPad = attrString(n, "auto_pad", "NOTSET");
     if (autoPad != "NOTSET" && autoPad != "VALID") failNode(n, "auto_pad = " + autoPad + " is not read; export with explicit pads");
+    if (const std::vector<std::int64_t> p = attrInts(n, "pads"); // the spec: auto_pad and pads are not used together
+        autoPad == "VALID" && std::any_of(p.begin(), p.end(), [](std::int64_t v) { return v != 0; }))
+        failNode(n, "has both auto_pad = VALID (no padding) and explicit pads; the two cannot be used together", false);
     const std::vector<std::int64_t> ks = attrInts(n, "kernel_shape");
     if (ks.size() != 2) failNode(n, "kernel_shape must have 2 values", false);
     const std::size_t k = square(n, "kernel_shape", ks, 0, 2);
