@@ -10,6 +10,7 @@
 // validation images, or QS_ANALYSIS_VALIDATION / QS_ANALYSIS_SEARCH_VALIDATION; give
 // QTEST_FUNCTION_TIMEOUT=3600000 on a busy machine).
 #include "analysis_view.h"
+#include "layer_compare_view.h"
 #include "format_text.h"
 #include "main_window.h"
 #include "pareto_chart.h"
@@ -68,6 +69,7 @@ private slots:
     void searchChartAndPlans();
     void searchStops();
     void fineTuneStartsQat();
+    void tabsAnalyseThePrimaryRun();
     void closingMidAnalysis();
     void fp16HistogramZoomsToTheWeights();
     void screenshotsOfSeedCnn();
@@ -390,6 +392,33 @@ void TestGuiAnalysis::fineTuneStartsQat()
     QVERIFY(m_view->sourceCombo()->currentText().startsWith("run #1"));
     m_window->stopTraining();
     QVERIFY(ended.wait(kRunTimeoutMs));
+}
+
+// With two finished runs selected, the Analysis and Layers tabs analyse the one clicked last,
+// as the histograms and the SQNR label do (Layers took the newest, the histograms the clicked).
+void TestGuiAnalysis::tabsAnalyseThePrimaryRun()
+{
+    TrainConfig c = m_window->trainingPanel()->config();
+    c.precision = PrecisionConfig{};
+    c.precision.strategy = Strategy::Fp32;
+    c.epochs = 1;
+    m_window->trainingPanel()->setConfig(c);
+    QSignalSpy started(m_window.get(), &MainWindow::runStarted);
+    QSignalSpy ended(m_window.get(), &MainWindow::runEnded);
+    m_window->startTraining();
+    QVERIFY(ended.wait(kRunTimeoutMs));
+    const int newer = started.first().at(0).toInt();
+    const RunPtr run = m_window->runsModel()->runById(newer);
+    QTRY_VERIFY_WITH_TIMEOUT(run->exportBundle != nullptr, kLoadTimeoutMs);
+    for (const int primary : {1, newer}) {
+        m_window->selectRuns({primary == 1 ? newer : 1, primary}); // the last one is the current row
+        QCOMPARE(m_window->selectedRuns().size(), std::size_t{2});
+        QCOMPARE(m_window->selectedRuns().front()->id, primary);
+        QCOMPARE(m_window->layerCompareView()->runId(), primary);
+        const QString source = m_view->sourceCombo()->currentText();
+        QVERIFY2(source.startsWith(QString("run #%1").arg(primary)), qPrintable(source));
+    }
+    m_window->selectRuns({1});
 }
 
 void TestGuiAnalysis::closingMidAnalysis()

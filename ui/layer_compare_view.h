@@ -34,6 +34,7 @@ public:
 
     // The run to analyse (its FP32 model and dataset); null: none selected / not finished.
     void setRun(int runId, ExportBundlePtr bundle);
+    int runId() const { return m_runId; } // 0: none
     // Draws a finished comparison.
     void showReport(const LayerComparisonReport& report, const QString& title);
     const LayerComparisonReport& report() const { return m_report; }

@@ -459,26 +459,22 @@ void MainWindow::selectRuns(const QList<int>& ids)
 
 void MainWindow::updateCompareRun()
 {
-    // The Analysis tab: the same run, else the newest that kept its model (a run in progress
-    // being selected does not take away the model being analysed).
+    // The Analysis and Layers tabs analyse the primary run (the selected row clicked last, the
+    // one the histograms and the SQNR label show) when it kept its model; else the newest
+    // selected run that did, else the newest run that did (a run in progress being selected
+    // does not take away the model being analysed).
     const auto newestWithModel = [](const std::vector<RunPtr>& runs) -> RunPtr {
         for (auto it = runs.rbegin(); it != runs.rend(); ++it)
             if ((*it)->exportBundle) return *it;
         return nullptr;
     };
-    RunPtr analysed = newestWithModel(selectedRuns());
+    const std::vector<RunPtr> selected = selectedRuns(); // the primary run first
+    RunPtr analysed = !selected.empty() && selected.front()->exportBundle ? selected.front() : newestWithModel(selected);
     if (!analysed) analysed = newestWithModel(m_runs->runs());
     if (analysed) m_analysis->setRun(analysed->id, analysed->exportBundle, analysed->shortConfig());
     else m_analysis->setRun(0, nullptr, QString());
-
-    std::vector<RunPtr> runs = selectedRuns();
-    if (runs.empty()) runs = m_runs->runs();
-    for (auto it = runs.rbegin(); it != runs.rend(); ++it)
-        if ((*it)->exportBundle) {
-            m_compare->setRun((*it)->id, (*it)->exportBundle);
-            return;
-        }
-    m_compare->setRun(0, nullptr);
+    if (analysed) m_compare->setRun(analysed->id, analysed->exportBundle);
+    else m_compare->setRun(0, nullptr);
 }
 
 void MainWindow::onSelectionChanged()

@@ -81,6 +81,10 @@ public:
     QString statusText() const;
     bool isTraining() const;
 
+    // The selected runs, the primary one (the row clicked last: histograms, ranges, the SQNR
+    // label, the Analysis and Layers tabs) first, the others in table order.
+    std::vector<RunPtr> selectedRuns() const;
+
 public slots:
     void openDatasetFolder(const QString& dir);
     void openDatasetFiles(const quantscope::DatasetFiles& files);
@@ -163,7 +167,6 @@ private:
     void updateSqnrLabel();
     void onExportReady(int id, const ExportBundlePtr& bundle);
     void onExported(int id, const ExportSummary& s);
-    std::vector<RunPtr> selectedRuns() const;
     void restoreSettings();
     void saveSettings();
 
