@@ -6,6 +6,7 @@
 #include "layer_compare_view.h"
 #include "main_window.h"
 #include "quant_charts.h"
+#include "run_record.h"
 #include "runs_model.h"
 #include "training_panel.h"
 
@@ -113,6 +114,53 @@ private slots:
         QVERIFY(!w2.loadRunsFrom(csv)); // not JSON: a message, no rows
         QVERIFY(w2.errorText().contains(QStringLiteral("not valid JSON")));
         QCOMPARE(w2.runsModel()->rowCount(), 1);
+    }
+
+    // Seven runs overlaid: every run's legend entry keeps readable text (the legend was ten
+    // coloured dashes with no labels).
+    void manyRunsKeepTheirLegendText()
+    {
+        std::vector<RunPtr> runs;
+        const char* formats[] = {"int8", "int4", "int2", "fp8-e4m3", "int8", "int4", "fp16"};
+        for (int i = 0; i < 7; ++i) {
+            auto r = std::make_shared<RunRecord>();
+            r->id = i + 1;
+            r->status = RunStatus::Done;
+            r->finished = true;
+            r->config.precision.strategy = i == 6 ? Strategy::LowPrecision : Strategy::Qat;
+            r->config.precision.format = formats[i];
+            r->config.precision.granularity = i % 2 ? "tensor" : "channel";
+            r->config.epochs = 3;
+            for (std::size_t e = 1; e <= 3; ++e) {
+                EpochEvent ev;
+                ev.epoch = e;
+                ev.epochs = 3;
+                ev.trainAccuracy = 0.5 + 0.1 * double(e) + 0.01 * i;
+                ev.testAccuracy = ev.trainAccuracy - 0.02;
+                ev.quantTestAccuracy = ev.testAccuracy - 0.01 * i;
+                r->epochs.push_back(ev);
+            }
+            runs.push_back(r);
+        }
+        const QString json = QDir(m_small.path()).filePath("seven-runs.json");
+        QVERIFY(saveRunsJson(json, runs).isEmpty());
+        MainWindow w(MainWindowOptions{false, QString(), false});
+        w.resize(1600, 1000);
+        w.show();
+        QVERIFY(w.loadRunsFrom(json));
+        QList<int> ids;
+        for (int i = 1; i <= 7; ++i) ids << i;
+        w.selectRuns(ids);
+        QTest::qWait(100);
+        QChart* chart = w.accuracyChart()->chart();
+        int shown = 0;
+        for (QLegendMarker* m : chart->legend()->markers())
+            if (m->isVisible() && m->label().startsWith('#')) ++shown;
+        QCOMPARE(shown, 7);
+        if (const QByteArray dir = qgetenv("QS_LEGEND_SHOT"); !dir.isEmpty())
+            w.grab().save(QString::fromLocal8Bit(dir) + QStringLiteral("/seven-runs.png"));
+        // Vertical at the right: each label gets its own row, not a seventh of the width.
+        QCOMPARE(chart->legend()->alignment(), Qt::AlignRight);
     }
 
     // The window remembers its layout and the last options (QSettings, in Qt's test location).

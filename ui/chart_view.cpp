@@ -1,5 +1,6 @@
 #include "chart_view.h"
 
+#include <algorithm>
 #include <QChart>
 #include <QContextMenuEvent>
 #include <QFileDialog>
@@ -166,6 +167,12 @@ void setLegendVisible(QChart* chart, QAbstractSeries* series, bool visible)
     for (QLegendMarker* m : chart->legend()->markers(series)) m->setVisible(visible);
     // The legend does not always lay itself out again when a marker reappears.
     if (chart->legend()->layout()) chart->legend()->layout()->invalidate();
+}
+
+void fitLegend(QChart* chart, int entries)
+{
+    const Qt::Alignment want = entries > 5 ? Qt::AlignRight : Qt::AlignBottom;
+    if (chart->legend()->alignment() != want) chart->legend()->setAlignment(want);
 }
 
 void addStyleKey(QChart* chart, const QString& name, const QPen& pen, bool points, QAbstractAxis* x, QAbstractAxis* y)

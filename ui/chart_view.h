@@ -73,6 +73,10 @@ protected:
 };
 
 void setLegendVisible(QChart* chart, QAbstractSeries* series, bool visible);
+// The legend below the plot while its `entries` visible entries fit one row (up to 5), else at
+// the right, one entry a row: seven runs and three style keys at the bottom left each label a
+// few pixels, elided to nothing.
+void fitLegend(QChart* chart, int entries);
 // A legend-only entry (an empty series) that explains a line style, e.g. dashed = test.
 void addStyleKey(QChart* chart, const QString& name, const QPen& pen, bool points, QAbstractAxis* x, QAbstractAxis* y);
 
