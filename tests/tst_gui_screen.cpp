@@ -14,6 +14,7 @@
 #include <QScrollArea>
 #include <QSettings>
 #include <QStandardPaths>
+#include <QHeaderView>
 #include <QTableView>
 #include <QTabWidget>
 #include <QToolBar>
@@ -86,6 +87,15 @@ private slots:
             QVERIFY2(avail.contains(globalRect(c)), name);
             QVERIFY2(c->width() >= 200 && c->height() >= 100, name);
         }
+        // The runs table shows its last column (Status) and three rows without scrolling.
+        auto* table = w.findChild<QTableView*>(QStringLiteral("runsTable"));
+        QVERIFY(table);
+        const int status = table->model()->columnCount() - 1;
+        QVERIFY2(table->horizontalHeader()->sectionViewportPosition(status) + 40 <= table->viewport()->width(),
+                 qPrintable(QStringLiteral("Status column at x %1 of a %2-pixel table")
+                                .arg(table->horizontalHeader()->sectionViewportPosition(status)).arg(table->viewport()->width())));
+        QVERIFY2(table->viewport()->height() >= 3 * table->verticalHeader()->defaultSectionSize(),
+                 qPrintable(QStringLiteral("runs table %1 pixels high").arg(table->viewport()->height())));
         const QString shots = qEnvironmentVariable("QS_SHOT_DIR");
         if (!shots.isEmpty()) {
             QDir().mkpath(shots);

@@ -264,8 +264,11 @@ void MainWindow::buildLayout()
     m_runsView->horizontalHeader()->setStretchLastSection(true);
     m_runsView->horizontalHeader()->setSectionResizeMode(QHeaderView::Interactive);
     m_runsView->setToolTip(tr("Every run of this session. Select several (Ctrl+click) to overlay their curves."));
-    const int widths[] = {48, 90, 90, 150, 110, 60, 80, 80, 80, 80};
+    // Narrow enough that the Status column (stretched, last) shows in a 1366-pixel-wide window.
+    const int widths[] = {40, 84, 72, 124, 96, 56, 70, 70, 70, 64};
     for (int c = 0; c < int(std::size(widths)); ++c) m_runsView->setColumnWidth(c, widths[c]);
+    // Four runs stay in view however short the window (at 1366x768 the splitter left two).
+    m_runsView->setMinimumHeight(m_runsView->horizontalHeader()->sizeHint().height() + 4 * m_runsView->verticalHeader()->defaultSectionSize() + 4);
     connect(m_runsView->selectionModel(), &QItemSelectionModel::selectionChanged, this, &MainWindow::onSelectionChanged);
     connect(m_runsView->selectionModel(), &QItemSelectionModel::currentRowChanged, this, &MainWindow::onSelectionChanged);
 
