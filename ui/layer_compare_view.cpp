@@ -58,7 +58,16 @@ LayerCompareView::LayerCompareView(QWidget* parent) : QWidget(parent)
     m_x = new QValueAxis;
     m_x->setTitleText(tr("layer (graph order; hover a point for its name)"));
     m_x->setLabelFormat(QStringLiteral("%d"));
+    m_x->setTickType(QValueAxis::TicksDynamic); // ticks on whole layers (0..1 in five ticks read "0 0 0 0 1")
+    m_x->setTickAnchor(0);
+    m_x->setTickInterval(1);
+    m_x->setRange(0, 10);
     m_y = new QValueAxis;
+    m_y->setLabelFormat(QStringLiteral("%.0f"));
+    m_y->setTickType(QValueAxis::TicksDynamic); // every 10 dB (0..45 in five ticks read "11.3 22.5 33.8")
+    m_y->setTickAnchor(0);
+    m_y->setTickInterval(10);
+    m_y->setRange(0, 60);
     m_y->setTitleText(tr("SQNR of the layer's output vs FP32 (dB)"));
     c->addAxis(m_x, Qt::AlignBottom);
     c->addAxis(m_y, Qt::AlignLeft);
@@ -207,8 +216,8 @@ void LayerCompareView::showReport(const LayerComparisonReport& r, const QString&
     m_alone->replace(alone);
     const double last = r.layers.empty() ? 1.0 : double(r.layers.size() - 1);
     m_threshold->replace({QPointF(0, r.thresholdDb), QPointF(last, r.thresholdDb)});
-    m_x->setRange(0, std::max(1.0, last));
-    m_x->setTickCount(static_cast<int>(std::min<std::size_t>(r.layers.size(), 12)) + (r.layers.size() < 2 ? 1 : 0));
+    m_x->setRange(-0.4, std::max(1.0, last) + 0.4); // the end points' markers whole, not cut by the frame
+    m_x->setTickInterval(std::max(1.0, std::ceil(std::max(1.0, last) / 12.0))); // at most 13 ticks, each on a layer
     m_y->setRange(std::max(0.0, std::floor(std::min(lo, r.thresholdDb) / 10.0) * 10.0 - 5.0),
                   std::ceil(std::max(hi, r.thresholdDb) / 10.0) * 10.0 + 5.0);
     m_chart->chart()->setTitle(title);

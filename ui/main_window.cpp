@@ -112,10 +112,9 @@ void MainWindow::connectController()
             QTimer::singleShot(0, this, &MainWindow::fitDatasetDock);
         }
         refreshPlanModel();
-        statusBar()->showMessage(tr("Loaded %1: %2 training and %3 test images")
+        m_statusLabel->setText(tr("Loaded %1: %2 training and %3 test images")
                                      .arg(QString::fromStdString(m_data->name), formatCount(double(m_data->train.size())),
-                                          formatCount(double(m_data->test.size()))),
-                                 5000);
+                                          formatCount(double(m_data->test.size()))));
         updateActions();
         emit datasetReady(true);
     });

@@ -87,7 +87,7 @@ void MainWindow::saveRuns()
     if (path.isEmpty()) return;
     const QString err = saveRunsJson(path, m_runs->runs());
     if (!err.isEmpty()) showError(tr("Could not save the runs: %1").arg(err));
-    else statusBar()->showMessage(tr("Saved %1 runs to %2").arg(m_runs->rowCount()).arg(path), 5000);
+    else m_statusLabel->setText(tr("Saved %1 runs to %2").arg(m_runs->rowCount()).arg(path));
 }
 
 void MainWindow::loadRuns()
@@ -108,7 +108,7 @@ bool MainWindow::loadRunsFrom(const QString& path)
     QList<int> ids;
     for (const RunPtr& r : runs) ids << r->id;
     selectRuns(ids);
-    statusBar()->showMessage(tr("Loaded %1 runs from %2").arg(runs.size()).arg(path), 5000);
+    m_statusLabel->setText(tr("Loaded %1 runs from %2").arg(runs.size()).arg(path));
     return true;
 }
 
@@ -125,7 +125,7 @@ void MainWindow::exportMetricsCsv()
     if (path.isEmpty()) return;
     const QString err = saveMetricsCsv(path, runs);
     if (!err.isEmpty()) showError(tr("Could not export the metrics: %1").arg(err));
-    else statusBar()->showMessage(tr("Wrote the epoch metrics of %1 runs to %2").arg(runs.size()).arg(path), 5000);
+    else m_statusLabel->setText(tr("Wrote the epoch metrics of %1 runs to %2").arg(runs.size()).arg(path));
 }
 
 void MainWindow::saveCurrentChartPng()
@@ -137,7 +137,7 @@ void MainWindow::saveCurrentChartPng()
                                                       QStringLiteral("quantscope-%1.png").arg(name), tr("PNG images (*.png)"));
     if (path.isEmpty()) return;
     if (!w->grab().save(path, "PNG")) showError(tr("Could not write %1.").arg(path));
-    else statusBar()->showMessage(tr("Saved %1").arg(path), 5000);
+    else m_statusLabel->setText(tr("Saved %1").arg(path));
 }
 
 void MainWindow::exportQuantizedModel()

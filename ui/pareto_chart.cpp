@@ -58,6 +58,8 @@ ParetoChart::ParetoChart(QWidget* parent) : ChartView(tr("Mixed-bit search: size
 
     m_x = makeValueAxis(tr("model size (% of FP32)"), Qt::AlignBottom, QStringLiteral("%.0f"));
     m_y = makeValueAxis(tr("validation accuracy (%)"), Qt::AlignLeft, QStringLiteral("%.1f"));
+    setNiceRange(m_x, 0, 100); // before the first plan: whole percentages, not 0..1 in "0 0 1 1 1"
+    setNiceRange(m_y, 0, 100);
     for (QXYSeries* s : std::initializer_list<QXYSeries*>{m_fp32, m_budget, m_front, m_plans, m_uniform, m_selected, m_chosen}) {
         c->addSeries(s);
         s->attachAxis(m_x);
