@@ -256,6 +256,8 @@ int runTrain(const std::vector<std::string>& argv)
             cfg.modelFactory = presetWithWeights(modelSpec, initPath);
             cfg.pretrained = true;
             cfg.modelFile = initPath;
+            file = readModelFile(initPath); // its normalisation, notes and classes, as for --model FILE
+            file->notes.clear();            // the weights go into the preset; how the file was read is not news
         }
     }
     cfg.epochs = args.u64("--epochs", 1, cfg.pretrained ? 0 : 1, 10000);
@@ -378,7 +380,8 @@ int runTrain(const std::vector<std::string>& argv)
             if (!same)
                 throw UsageError(cfg.modelFile + " stores its input normalisation (" + file->normalization.describe() +
                                  "), and --normalize asks for " + data.normalization.describe() +
-                                 "; its weights were trained on the stored one (--reinit trains the architecture afresh with yours)");
+                                 "; its weights were trained on the stored one (" +
+                                 (initPath.empty() ? "--reinit trains the architecture afresh with yours)" : "without --init, " + modelSpec + " trains afresh with yours)"));
         }
         // Its classes against the data's: a reordered or renamed class folder shifts every label.
         const ClassMatch classes = matchClasses(file->classNames, data.classNames);

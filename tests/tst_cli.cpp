@@ -36,6 +36,16 @@ struct Result {
     QString out, err;
 };
 
+// The JSON "done" event of a run's --json output (null when there is none).
+nlohmann::json doneOf(const Result& r)
+{
+    for (const QString& line : r.out.split('\n', Qt::SkipEmptyParts)) {
+        const nlohmann::json j = nlohmann::json::parse(line.toStdString());
+        if (j["event"] == "done") return j;
+    }
+    return nlohmann::json();
+}
+
 Result runCli(const QStringList& args)
 {
     QProcess p;
@@ -305,6 +315,18 @@ void TestCli::evalNormalizeAgainstTheStoredOne()
     const Result fresh = runCli({"train", "--model", model, "--reinit", "--data", m_valid, "--train-limit", "200", "--test-limit", "50",
                                  "--quiet", "--normalize", "0.3,0.5"});
     QVERIFY2(fresh.exitCode == kExitOk, qPrintable(fresh.err));
+    // --init FILE (the file's weights in the preset) keeps the stored normalisation as --model
+    // FILE does: it used the train set's statistics in silence, and the accuracy fell to chance.
+    const QStringList init{"train", "--model", "mlp", "--init", model, "--data", m_valid, "--test-limit", "50",
+                           "--quiet", "--strategy", "ptq", "--epochs", "0", "--json"};
+    const Result initKept = runCli(init);
+    QVERIFY2(initKept.exitCode == kExitOk, qPrintable(initKept.err));
+    const nlohmann::json start = nlohmann::json::parse(initKept.out.section('\n', 0, 0).toStdString());
+    QCOMPARE(start.at("normalization").get<std::string>(), std::string("mean 0.2500, std 0.5000"));
+    QCOMPARE(doneOf(initKept)["test_acc"].get<double>(), doneOf(runCli(fromFile.mid(0, fromFile.size() - 1) + QStringList{"--json"}))["test_acc"].get<double>());
+    const Result initOther = runCli(init + QStringList{"--normalize", "0.3,0.5"});
+    QCOMPARE(initOther.exitCode, kExitUsage);
+    QVERIFY2(initOther.err.contains("its weights were trained on the stored one (without --init"), qPrintable(initOther.err));
     // eval's JSON says which normalisation it used and which test set it measured.
     const Result json = runCli({"eval", model, "--data", m_valid, "--test-limit", "50", "--json"});
     const nlohmann::json j = nlohmann::json::parse(json.out.toStdString());
@@ -390,13 +412,6 @@ void TestCli::modelFiles()
     const QStringList common{"--data", m_valid, "--train-limit", "500", "--test-limit", "200", "--quiet", "--json"};
     const Result first = runCli(QStringList{"train", "--model", "mlp", "--export", onnx} + common);
     QVERIFY2(first.exitCode == kExitOk, qPrintable(first.err));
-    const auto doneOf = [](const Result& r) {
-        for (const QString& line : r.out.split('\n', Qt::SkipEmptyParts)) {
-            const nlohmann::json j = nlohmann::json::parse(line.toStdString());
-            if (j["event"] == "done") return j;
-        }
-        return nlohmann::json();
-    };
     const nlohmann::json trained = doneOf(first);
     const Result ptq = runCli(QStringList{"train", "--model", onnx, "--strategy", "ptq", "--epochs", "0"} + common);
     QVERIFY2(ptq.exitCode == kExitOk, qPrintable(ptq.err));
