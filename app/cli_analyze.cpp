@@ -81,7 +81,7 @@ const char* const kAnalyzeHelp =
     "  --layer NAME=F[:G]   one layer's weight format (and granularity); repeatable\n"
     "  --keep-fp32 NAMES    layers left in FP32 (comma-separated)\n"
     "  --calib-images N     calibration images from the training set (default 1000)\n"
-    "  --images N           test images compared (default 256)\n"
+    "  --images N           test images compared (default 256; compared 64 at a time)\n"
     "  --threshold DB       flag layers whose SQNR is below this (default 20)\n"
     "  --normalize MEAN,STD input normalisation for a model that does not store one\n"
     "  --runner engine      also compare the integer engine with fake-quant at every point, on\n"
