@@ -28,7 +28,9 @@
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <string>
 
@@ -46,11 +48,15 @@ const char* const kAnalyzeHelp =
     "each verified by evaluation; prints every evaluated plan, the size/accuracy Pareto front and the\n"
     "uniform plans, and the chosen plan's test accuracy once at the end. Exit 5 when no evaluated plan\n"
     "meets the budget. Bytes are those of docs/PLANS.md (weights, scales, biases: what info --plan and the\n"
-    "plan table count); a .qsm file adds its names and layer records, about 1-2 KB.\n"
+    "plan table count); a .qsm file adds its names, layer records and activation scales, a few KB (3.5 KB\n"
+    "for mobilenet-tiny), so leave that room under --max-bytes.\n"
+    "  --formats F,F,...    candidate weight formats (default int8,int4,int3,int2)\n"
     "  --calibrations C,... candidate weight calibrations (default minmax; e.g. minmax,mse)\n"
+    "  --act-calibration C  activation ranges of every plan (default minmax), recorded in --plan-out\n"
     "  --max-evals N        plans evaluated at most (default 80)\n"
     "  --plan-out FILE      write the chosen plan (docs/PLANS.md), with the activation calibration it was\n"
-    "                       measured with (minmax), so train --strategy ptq --plan reproduces its accuracy\n"
+    "                       measured with, so train --strategy ptq --plan reproduces its accuracy (give\n"
+    "                       train the same --calib-images)\n"
     "  --test-limit N       test images for the chosen plan's test accuracy (default: all)\n"
     "Ctrl+C stops sensitivity and search within one evaluation; they print what they measured (exit 130).\n"
     "\n"
@@ -60,6 +66,7 @@ const char* const kAnalyzeHelp =
     "probabilities, as the model ends) and the KL divergence of its probabilities.\n"
     "  --formats F,F,...    candidate weight formats (default int8,int4,int2)\n"
     "  --all-but-one        quantize every layer except one instead\n"
+    "  --act-calibration C  activation ranges (default minmax)\n"
     "  --validation N       held-out training images measured on (default 5000)\n"
     "  (--granularity, --calibration, --act-format, --calib-images, --data, --normalize,\n"
     "   --threads, --json as below)\n"
@@ -291,10 +298,12 @@ int runSensitivity(const Args& args)
     opt.granularity = args.str("--granularity", "channel");
     opt.calibration = args.str("--calibration", "minmax");
     opt.activationFormat = args.str("--act-format", "uint8");
+    opt.activationCalibration = args.str("--act-calibration", "minmax");
     opt.calibImages = args.u64("--calib-images", 1000, 1, 10000000);
     opt.allButOne = args.has("--all-but-one");
     parseGranularity(opt.granularity);
     parseCalibration(opt.calibration);
+    parseCalibration(opt.activationCalibration);
     findFormat(opt.activationFormat);
     for (const std::string& f : opt.formats) findFormat(f); // before the data is loaded
     const std::size_t threads = args.u64("--threads", 2, 1, 1024);
@@ -373,6 +382,8 @@ int runSearch(const Args& args)
     opt.calibrations = listOf("--calibrations", "minmax");
     opt.granularity = args.str("--granularity", "channel");
     opt.activationFormat = args.str("--act-format", "uint8");
+    opt.activationCalibration = args.str("--act-calibration", "minmax");
+    parseCalibration(opt.activationCalibration);
     opt.calibImages = args.u64("--calib-images", 1000, 1, 10000000);
     opt.maxEvaluations = args.u64("--max-evals", 80, 1, 100000);
     if (args.has("--max-drop")) opt.maxDropPoints = args.f64("--max-drop", 1.0, 0.0, 100.0);
@@ -470,19 +481,54 @@ int runSearch(const Args& args)
 
 } // namespace
 
+// The options each analysis reads besides the shared ones (the dataset flags, --normalize,
+// --threads, --json): another analysis's option is an error, not a silent no-op (compare
+// --formats int4,int2 ran int8 under a header that said so in small print).
+const std::map<std::string, std::set<std::string>>& analysisOptions()
+{
+    static const std::map<std::string, std::set<std::string>> own = {
+        {"compare", {"--format", "--granularity", "--calibration", "--act-format", "--act-calibration", "--calib-images", "--plan",
+                     "--layer", "--keep-fp32", "--images", "--threshold", "--runner"}},
+        {"sensitivity", {"--formats", "--all-but-one", "--validation", "--granularity", "--calibration", "--act-format",
+                         "--act-calibration", "--calib-images"}},
+        {"search", {"--formats", "--calibrations", "--max-evals", "--max-drop", "--max-bytes", "--plan-out", "--validation",
+                    "--test-limit", "--granularity", "--act-format", "--act-calibration", "--calib-images"}},
+    };
+    return own;
+}
+
+void checkAnalysisOptions(const Args& args, const std::string& what)
+{
+    static const std::map<std::string, std::string> instead = {
+        {"--formats", "compare takes one --format"}, {"--format", "list candidates in --formats F,F,..."},
+        {"--calibration", "search takes its candidates in --calibrations C,C,..."}};
+    for (const auto& [other, flags] : analysisOptions()) {
+        if (other == what) continue;
+        for (const std::string& f : flags) {
+            if (!args.has(f) || analysisOptions().at(what).count(f)) continue;
+            std::string users;
+            for (const auto& [name, fl] : analysisOptions())
+                if (fl.count(f)) users += (users.empty() ? "" : " and ") + name;
+            const auto hint = instead.find(f);
+            throw UsageError(f + " is not an option of analyze " + what + " (it is one of " + users + ")" +
+                             (hint != instead.end() ? "; " + hint->second : std::string()));
+        }
+    }
+}
+
 int runAnalyze(const std::vector<std::string>& argv)
 {
-    const Args args(argv,
-                    {"--data", "--format", "--granularity", "--calibration", "--act-format", "--act-calibration", "--calib-images",
-                     "--images", "--threshold", "--normalize", "--runner", "--threads", "--plan", "--layer", "--keep-fp32",
-                     "--formats", "--validation", "--calibrations", "--max-evals", "--max-drop", "--max-bytes", "--plan-out",
-                     "--image-shape", "--resize", "--test-fraction", "--test-limit"},
-                    {"--json", "--help", "--all-but-one"});
+    std::set<std::string> valueFlags{"--data", "--image-shape", "--resize", "--test-fraction", "--normalize", "--threads"};
+    for (const auto& [name, flags] : analysisOptions())
+        for (const std::string& f : flags)
+            if (f != "--all-but-one") valueFlags.insert(f);
+    const Args args(argv, valueFlags, {"--json", "--help", "--all-but-one"});
     if (args.has("--help") || args.positional().empty()) {
         std::fputs(kAnalyzeHelp, args.has("--help") ? stdout : stderr);
         return args.has("--help") ? kExitOk : kExitUsage;
     }
     const std::string what = args.positional()[0];
+    if (analysisOptions().count(what)) checkAnalysisOptions(args, what);
     if (what == "compare") return runCompare(args);
     if (what == "sensitivity") return runSensitivity(args);
     if (what == "search") return runSearch(args);

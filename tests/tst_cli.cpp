@@ -446,6 +446,13 @@ void TestCli::modelFiles()
     const nlohmann::json r = nlohmann::json::parse(sens.out.toStdString());
     QCOMPARE(r["cells"].size(), std::size_t{3 * 2}); // mlp: fc1, fc2, fc3 x int8, int2
     QCOMPARE(r["validation_images"].get<int>(), 100);
+    // Another analysis's option is refused, not ignored: compare --formats ran int8.
+    for (const QStringList& wrong : {QStringList{"compare", onnx, "--formats", "int4,int2"}, QStringList{"search", onnx, "--calibration", "mse"},
+                                     QStringList{"sensitivity", onnx, "--plan", "p.json"}, QStringList{"search", onnx, "--format", "int4"}}) {
+        const Result r = runCli(QStringList{"analyze"} + wrong + QStringList{"--data", m_valid});
+        QCOMPARE(r.exitCode, kExitUsage);
+        QVERIFY2(r.err.contains(wrong[2] + " is not an option of analyze " + wrong[0]), qPrintable(r.err));
+    }
     const Result badFormat = runCli({"analyze", "sensitivity", onnx, "--data", m_valid, "--formats", "int99"});
     QCOMPARE(badFormat.exitCode, kExitUsage);
     QVERIFY2(badFormat.err.contains("int99"), qPrintable(badFormat.err));

@@ -69,6 +69,17 @@ private slots:
         const MixedSearchReport r = searchMixedPrecision(m_trainer->model(), m_data, m_data.validation, opt);
         QVERIFY(r.chosen >= 0);
         QVERIFY(r.plans[static_cast<std::size_t>(r.chosen)].bytes <= int8Bytes / 3);
+        QCOMPARE(r.plans[static_cast<std::size_t>(r.chosen)].plan.activationCalibration, std::string("minmax"));
+        // --act-calibration: the plans are measured, and recorded, with it (it was minmax whatever was asked).
+        opt.activationCalibration = "percentile";
+        opt.activationFormat = "uint4";
+        opt.maxEvaluations = 4;
+        const MixedSearchReport p = searchMixedPrecision(m_trainer->model(), m_data, m_data.validation, opt);
+        opt.activationCalibration = "minmax";
+        const MixedSearchReport m = searchMixedPrecision(m_trainer->model(), m_data, m_data.validation, opt);
+        QCOMPARE(p.plans.front().plan.activationCalibration, std::string("percentile"));
+        QVERIFY2(p.plans.front().accuracy != m.plans.front().accuracy,
+                 qPrintable(QString("uniform int8, uint4 activations: %1 with percentile, %2 with minmax").arg(p.plans.front().accuracy).arg(m.plans.front().accuracy)));
     }
 
     // A drop of exactly the budget is within it: 0.808 - 0.798 is 1.0000000000000009 points in

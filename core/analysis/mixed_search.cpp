@@ -38,7 +38,7 @@ MixedSearchReport searchMixedPrecision(Model& model, const Dataset& data, const 
     PrecisionPlan base;
     base.defaults.granularity = opt.granularity;
     base.defaults.activationFormat = opt.activationFormat;
-    base.activationCalibration = "minmax"; // as PlanEvaluator calibrates; written to --plan-out files
+    base.activationCalibration = opt.activationCalibration; // PlanEvaluator calibrates so; written to --plan-out files
     base.source = "search";
     const auto planWith = [&](const std::vector<std::size_t>& choice) {
         PrecisionPlan p = base;

@@ -24,6 +24,7 @@ struct MixedSearchOptions {
     std::vector<std::string> calibrations{"minmax"};                  // candidate weight calibrations
     std::string granularity = "channel";
     std::string activationFormat = "uint8";
+    std::string activationCalibration = "minmax"; // recorded in the plans, as PlanEvaluator calibrates them
     std::size_t calibImages = 1000;
     std::size_t batchSize = 500;
     std::optional<double> maxDropPoints;    // accuracy budget: FP32 minus plan, in points

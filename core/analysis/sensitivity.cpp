@@ -71,7 +71,7 @@ SensitivityReport analyzeSensitivity(Model& model, const Dataset& data, const La
             pc.granularity = opt.granularity;
             pc.calibration = opt.calibration;
             pc.activationFormat = opt.activationFormat;
-            pc.activationCalibration = "minmax";
+            pc.activationCalibration = opt.activationCalibration;
             pc.calibImages = opt.calibImages;
             LayerOverride o;
             o.layer = layer;

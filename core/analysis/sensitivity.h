@@ -26,6 +26,7 @@ struct SensitivityOptions {
     std::string granularity = "channel";
     std::string calibration = "minmax";      // weight ranges
     std::string activationFormat = "uint8";
+    std::string activationCalibration = "minmax"; // activation ranges (calibration names as PrecisionConfig's)
     std::size_t calibImages = 1000;          // from the training set
     std::size_t batchSize = 500;
     bool allButOne = false;                  // quantize every layer except the one named
