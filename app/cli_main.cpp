@@ -4,6 +4,9 @@
 
 #include "util/errors.h"
 
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -45,6 +48,18 @@ int checkedStdout(const std::string& cmd, int rc)
     return rc == quantscope::cli::kExitOk ? quantscope::cli::kExitData : rc;
 }
 
+// An error ends the command: its message on stderr and, under --json, an "error" event on stdout,
+// so a JSON log does not end at its start event (a diverged run wrote nothing more).
+int failed(const std::string& cmd, const std::vector<std::string>& args, const char* type, const std::string& message, int code)
+{
+    std::fprintf(stderr, "quantscope-cli %s: %s\n", cmd.c_str(), message.c_str());
+    if (std::find(args.begin(), args.end(), "--json") != args.end()) {
+        const nlohmann::json j = {{"event", "error"}, {"type", type}, {"message", message}, {"exit_code", code}};
+        std::fputs((j.dump() + "\n").c_str(), stdout);
+    }
+    return code;
+}
+
 int runCommand(const std::string& cmd, std::vector<std::string>& args)
 {
     using namespace quantscope;
@@ -57,26 +72,19 @@ int runCommand(const std::string& cmd, std::vector<std::string>& args)
         std::fprintf(stderr, "quantscope-cli: unknown command '%s' (see --help)\n", cmd.c_str());
         return kExitUsage;
     } catch (const UsageError& e) {
-        std::fprintf(stderr, "quantscope-cli %s: %s\n", cmd.c_str(), e.what());
-        return kExitUsage;
+        return failed(cmd, args, "usage", e.what(), kExitUsage);
     } catch (const ConfigError& e) {
-        std::fprintf(stderr, "quantscope-cli %s: %s\n", cmd.c_str(), e.what());
-        return kExitUsage;
+        return failed(cmd, args, "config", e.what(), kExitUsage);
     } catch (const IoError& e) {
-        std::fprintf(stderr, "quantscope-cli %s: %s\n", cmd.c_str(), e.what());
-        return kExitData;
+        return failed(cmd, args, "io", e.what(), kExitData);
     } catch (const FormatError& e) {
-        std::fprintf(stderr, "quantscope-cli %s: %s\n", cmd.c_str(), e.what());
-        return kExitData;
+        return failed(cmd, args, "format", e.what(), kExitData);
     } catch (const NumericError& e) {
-        std::fprintf(stderr, "quantscope-cli %s: %s\n", cmd.c_str(), e.what());
-        return kExitNumeric;
+        return failed(cmd, args, "numeric", e.what(), kExitNumeric);
     } catch (const std::bad_alloc&) {
-        std::fprintf(stderr, "quantscope-cli %s: out of memory\n", cmd.c_str());
-        return kExitInternal;
+        return failed(cmd, args, "memory", "out of memory", kExitInternal);
     } catch (const std::exception& e) {
-        std::fprintf(stderr, "quantscope-cli %s: internal error: %s\n", cmd.c_str(), e.what());
-        return kExitInternal;
+        return failed(cmd, args, "internal", std::string("internal error: ") + e.what(), kExitInternal);
     }
 }
 

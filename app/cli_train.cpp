@@ -411,6 +411,15 @@ int runTrain(const std::vector<std::string>& argv)
     nlohmann::json planJson;
     if (st == Strategy::Ptq || st == Strategy::Qat || (st == Strategy::Progressive && !cfg.precision.layers.empty()))
         planJson = nlohmann::json::parse(planToJson(cfg.precision.plan()));
+    // How the run is set up, so a JSON log tells PTQ from QAT from LSQ (the start event had none of it).
+    startExtra["strategy"] = strategyInfo(cfg.precision.strategy).name;
+    startExtra["format"] = cfg.precision.format;
+    startExtra["granularity"] = cfg.precision.granularity;
+    startExtra["act_format"] = cfg.precision.activationFormat;
+    startExtra["quantizer"] = cfg.precision.quantizer;
+    startExtra["rounding"] = cfg.precision.rounding;
+    startExtra["seed"] = cfg.seed;
+    startExtra["batch_size"] = cfg.batchSize;
     startExtra["normalization"] = data.normalization.describe();
     startExtra["data"] = data.dir;
     startExtra["test_split"] = data.split;

@@ -567,6 +567,21 @@ void TestCli::divergedRunExits4()
         QVERIFY2(r.exitCode == 4, qPrintable(QString("exit %1: %2").arg(r.exitCode).arg(r.err)));
         QVERIFY2(r.err.contains("training diverged: non-finite gradients for " + n + " steps"), qPrintable(r.err));
     }
+    // Under --json the log ends with an error event (it ended at the start event), and the start
+    // event says how the run was set up.
+    const Result j = runCli({"train", "--model", model, "--data", m_valid, "--strategy", "mixed", "--format", "fp16", "--batch-size", "8",
+                             "--train-limit", "640", "--test-limit", "50", "--max-skipped-steps", "12", "--json"});
+    QCOMPARE(j.exitCode, 4);
+    const QStringList lines = j.out.split('\n', Qt::SkipEmptyParts);
+    QVERIFY(lines.size() >= 2);
+    const nlohmann::json start = nlohmann::json::parse(lines.front().toStdString());
+    QCOMPARE(start.at("strategy").get<std::string>(), std::string("mixed"));
+    QCOMPARE(start.at("format").get<std::string>(), std::string("fp16"));
+    QCOMPARE(start.at("batch_size").get<int>(), 8);
+    const nlohmann::json end = nlohmann::json::parse(lines.back().toStdString());
+    QCOMPARE(end.at("event").get<std::string>(), std::string("error"));
+    QCOMPARE(end.at("exit_code").get<int>(), 4);
+    QVERIFY2(end.at("message").get<std::string>().find("training diverged") != std::string::npos, lines.back().toUtf8().constData());
 }
 
 // An option the strategy does not use: one stderr line naming it and the strategies that use it

@@ -237,6 +237,7 @@ void Trainer::endOfEpoch(EpochEvent& ee, FinishEvent& fin)
     ee.quantTestAccuracy = m_strategy->quantizedAccuracy(m_data, m_cfg.evalBatchSize);
     if (!std::isnan(ee.quantTestAccuracy)) ee.quantRunner = m_strategy->quantizedRunner();
     ee.quantTestAccuracyBeforeBnReestimation = m_strategy->accuracyBeforeBnReestimation();
+    ee.peakRssMb = peakResidentMegabytes(); // the evaluations included (a PTQ --epochs 0 reported 0)
     std::vector<LayerStats> stats = m_strategy->layerStats(epoch);
     m_strategy->afterEval();
     fin.epochsDone = epoch;
@@ -370,7 +371,6 @@ FinishEvent Trainer::runInArena()
         ee.trainAccuracy = static_cast<double>(correct) / static_cast<double>(seen);
         ee.seconds = trainSeconds;
         ee.imagesPerSecond = static_cast<double>(seen) / std::max(1e-9, trainSeconds);
-        ee.peakRssMb = peakResidentMegabytes();
         ee.lr = m_opt->learningRate();
         ipsSum += ee.imagesPerSecond;
         endOfEpoch(ee, fin);
