@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 #include <tbb/task_arena.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -294,7 +295,11 @@ int runSensitivity(const Args& args)
     opt.formats.clear();
     std::stringstream list(args.str("--formats", "int8,int4,int2"));
     for (std::string f; std::getline(list, f, ',');)
-        if (!f.empty()) opt.formats.push_back(f);
+        if (!f.empty()) {
+            if (std::find(opt.formats.begin(), opt.formats.end(), f) != opt.formats.end())
+                throw UsageError("--formats names " + f + " twice");
+            opt.formats.push_back(f);
+        }
     opt.granularity = args.str("--granularity", "channel");
     opt.calibration = args.str("--calibration", "minmax");
     opt.activationFormat = args.str("--act-format", "uint8");
@@ -375,7 +380,11 @@ int runSearch(const Args& args)
         std::vector<std::string> v;
         std::stringstream list(args.str(flag, def));
         for (std::string f; std::getline(list, f, ',');)
-            if (!f.empty()) v.push_back(f);
+            if (!f.empty()) {
+                // twice would be measured twice, out of --max-evals
+                if (std::find(v.begin(), v.end(), f) != v.end()) throw UsageError(flag + " names " + f + " twice");
+                v.push_back(f);
+            }
         return v;
     };
     opt.formats = listOf("--formats", "int8,int4,int3,int2");

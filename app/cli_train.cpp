@@ -343,6 +343,9 @@ int runTrain(const std::vector<std::string>& argv)
     for (const LayerOverride& o : pc.layers) intGrid = intGrid || (o.format && o.format != "fp32" && needsScale(findFormat(*o.format)));
     unusedWith("--granularity", intGrid, "float and MX formats take no scale, so no granularity");
     unusedWith("--narrow-range", intGrid, "it is for integer formats");
+    unusedWith("--first-last-8bit", intGrid, "it keeps the first and last layers at int8 under an integer --format");
+    unusedWith("--quantizer", pc.quantizer != "lsq" || intGrid, "LSQ learns the step of an integer grid; float and MX formats have none");
+    unusedWith("--lsq-plus", intGrid, "LSQ learns the step of an integer grid; float and MX formats have none");
     if (pc.strategy == Strategy::Ptq) {
         const FormatKind kind = findFormat(pc.format).kind;
         unusedWith("--rounding", pc.rounding != "stochastic", "ptq rounds its weights to nearest, or learns the rounding with adaround");

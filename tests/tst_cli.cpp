@@ -453,6 +453,9 @@ void TestCli::modelFiles()
         QCOMPARE(r.exitCode, kExitUsage);
         QVERIFY2(r.err.contains(wrong[2] + " is not an option of analyze " + wrong[0]), qPrintable(r.err));
     }
+    const Result listedTwice = runCli({"analyze", "search", onnx, "--data", m_valid, "--formats", "int8,int4,int8", "--max-drop", "1"});
+    QCOMPARE(listedTwice.exitCode, kExitUsage); // it measured int8 twice, out of --max-evals
+    QVERIFY2(listedTwice.err.contains("--formats names int8 twice"), qPrintable(listedTwice.err));
     const Result badFormat = runCli({"analyze", "sensitivity", onnx, "--data", m_valid, "--formats", "int99"});
     QCOMPARE(badFormat.exitCode, kExitUsage);
     QVERIFY2(badFormat.err.contains("int99"), qPrintable(badFormat.err));
@@ -609,6 +612,9 @@ void TestCli::ignoredOptionsAreNamed_data()
                                          << QStringList{"--rounding"};
     QTest::newRow("ptq fp8 --granularity --narrow-range") << "ptq" << QStringList{"--format", "fp8-e4m3", "--granularity", "tensor", "--narrow-range"}
                                                           << QStringList{} << QStringList{"--granularity", "--narrow-range"};
+    QTest::newRow("qat fp8 --quantizer lsq --first-last-8bit")
+        << "qat" << QStringList{"--format", "fp8-e4m3", "--quantizer", "lsq", "--first-last-8bit"} << QStringList{}
+        << QStringList{"--first-last-8bit", "--quantizer"};
     QTest::newRow("ptq fp8 --granularity for an int4 layer")
         << "ptq" << QStringList{"--format", "fp8-e4m3", "--granularity", "tensor", "--layer", "fc1=int4"} << QStringList{} << QStringList{};
     QTest::newRow("--image-shape and --test-fraction on IDX")
