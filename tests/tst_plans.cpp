@@ -420,6 +420,24 @@ void TestPlans::ptqPlanExportsQsmWithEachLayersBits()
         QVERIFY2(w.bytes == l.weightBytes + (l.format == "fp32" ? 0 : l.scaleBytes),
                  qPrintable(QString("%1: stored %2, plan %3 + %4").arg(QString::fromStdString(w.layer)).arg(w.bytes).arg(l.weightBytes).arg(l.scaleBytes)));
     }
+    // In ONNX (int8 tensors whatever the bits) the same layers take a byte a weight, with an int8
+    // zero point beside each scale: info counted conv2's int4 packed, 12 KB of a 52 KB file.
+    {
+        const std::vector<LayerOverride> onnxLayers = {entry("conv1", "int8"), entry("conv2", "int4"), entry("fc2", "fp32")};
+        Planned o = ptqWithPlan(m_data, onnxLayers);
+        const std::string onnxPath = m_dir + "/plan.onnx";
+        writeOnnx(onnxPath, exportQuantizedModel(*o.model, *o.sim, "seed-cnn", m_data, "ptq", "channel"));
+        const ModelSummary fromOnnx = summarizeFile(onnxPath);
+        const auto conv2 = std::find_if(fromOnnx.storedWeights.begin(), fromOnnx.storedWeights.end(),
+                                        [](const StoredWeights& w) { return w.layer == "conv2"; });
+        QVERIFY(conv2 != fromOnnx.storedWeights.end());
+        QCOMPARE(conv2->format, std::string("int4"));
+        const std::uint64_t channels = weightOf(*o.model, "conv2").value.dim(0);
+        QCOMPARE(conv2->bytes, conv2->weights + 5 * channels);
+        std::uint64_t stored = 0;
+        for (const StoredWeights& w : fromOnnx.storedWeights) stored += w.bytes;
+        QVERIFY2(stored <= fs::file_size(onnxPath), qPrintable(QString("%1 bytes counted in a %2-byte file").arg(stored).arg(fs::file_size(onnxPath))));
+    }
     const ExportedModel back = readQsm(path);
     std::map<std::string, const StoredLayer*> byName;
     for (const StoredLayer& l : back.layers) byName[l.name] = &l;

@@ -14,6 +14,7 @@
 #include "util/errors.h"
 
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <system_error>
 
@@ -139,6 +140,11 @@ ModelSummary summarizeExported(const ExportedModel& m, const std::string& source
                 ++s.exporterFoldedConvs;
                 s.exporterFoldedChannels += l.outChannels;
             }
+    // ONNX has no packed sub-byte tensors at the opsets written (io/onnx_io.h): every integer
+    // weight is an int8, with an int8 zero point beside each float32 scale.
+    std::string ext = std::filesystem::path(source).extension().string();
+    std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    const bool onnx = ext == ".onnx";
     for (const StoredLayer& l : m.layers) {
         if (!m.quantized || (l.kind != LayerKind::Conv2d && l.kind != LayerKind::Linear) || l.tensors.empty()) continue;
         const StoredTensor& t = l.tensors.front(); // the weight
@@ -155,7 +161,7 @@ ModelSummary summarizeExported(const ExportedModel& m, const std::string& source
                             : t.layout == ScaleLayout::Channel ? "channel-wise"
                                                                : "group-wise (" + std::to_string(t.groupSize) + ")";
             const bool zeroPoints = std::any_of(t.zeroPoints.begin(), t.zeroPoints.end(), [](std::int32_t z) { return z != 0; });
-            w.bytes = packedBytes(w.weights, t.bits) + t.scales.size() * (zeroPoints ? 8 : 4);
+            w.bytes = onnx ? w.weights + 5 * t.scales.size() : packedBytes(w.weights, t.bits) + t.scales.size() * (zeroPoints ? 8 : 4);
         }
         w.bitsPerWeight = w.weights ? 8.0 * static_cast<double>(w.bytes) / static_cast<double>(w.weights) : 0.0;
         s.storedWeights.push_back(std::move(w));

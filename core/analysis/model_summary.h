@@ -44,7 +44,8 @@ struct StoredWeights {
     std::string format;         // "int4", "uint8", or "fp32" for a layer kept in float
     std::string granularity;    // "channel-wise", "tensor-wise", "group-wise (16)"; "" for fp32
     std::uint64_t weights = 0;  // elements
-    std::uint64_t bytes = 0;    // as .qsm version 5 stores them: packed values, float32 scales, int32 zero points unless all 0
+    std::uint64_t bytes = 0;    // as stored: .qsm version 5 packs the values, float32 scales, int32 zero points unless all 0;
+                                // ONNX (int8 tensors whatever the bits) one byte a value, float32 scales, int8 zero points
     double bitsPerWeight = 0.0; // 8 * bytes / weights
 };
 
