@@ -33,6 +33,7 @@
 #include <QLegend>
 #include <QLegendMarker>
 #include <QLineSeries>
+#include <QValueAxis>
 #include <QScatterSeries>
 #include <QMessageBox>
 #include <QPushButton>
@@ -161,6 +162,36 @@ private slots:
             w.grab().save(QString::fromLocal8Bit(dir) + QStringLiteral("/seven-runs.png"));
         // Vertical at the right: each label gets its own row, not a seventh of the width.
         QCOMPARE(chart->legend()->alignment(), Qt::AlignRight);
+    }
+
+    // A PTQ --epochs 0 run of a loaded model reports one epoch, numbered 0: the accuracy chart
+    // shows it (its axis started at epoch 1, so the chart stayed empty) and the loss chart says
+    // why it has no steps (it kept "Click Train").
+    void evaluationOnlyRunIsDrawn()
+    {
+        auto r = std::make_shared<RunRecord>();
+        r->id = 1;
+        r->status = RunStatus::Done;
+        r->finished = true;
+        r->config.precision.strategy = Strategy::Ptq;
+        r->config.epochs = 0;
+        r->hasStart = true;
+        r->start.epochs = 0;
+        EpochEvent ev;
+        ev.epoch = 0;
+        ev.testAccuracy = 0.81;
+        ev.quantTestAccuracy = 0.80;
+        r->epochs.push_back(ev);
+        const QString json = QDir(m_small.path()).filePath("ptq-0-epochs.json");
+        QVERIFY(saveRunsJson(json, {r}).isEmpty());
+        MainWindow w(MainWindowOptions{false, QString(), false});
+        QVERIFY(w.loadRunsFrom(json));
+        w.selectRuns({1});
+        QCOMPARE(w.accuracyChart()->pointCount(), 1);
+        QVERIFY2(w.accuracyChart()->epochAxis()->min() < 0.0 && w.accuracyChart()->epochAxis()->max() > 0.0,
+                 qPrintable(QString("epochs %1..%2").arg(w.accuracyChart()->epochAxis()->min()).arg(w.accuracyChart()->epochAxis()->max())));
+        QVERIFY(w.accuracyChart()->emptyMessage().isEmpty());
+        QVERIFY2(w.lossChart()->emptyMessage().contains("evaluated a loaded model"), qPrintable(w.lossChart()->emptyMessage()));
     }
 
     // The window remembers its layout and the last options (QSettings, in Qt's test location).

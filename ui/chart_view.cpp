@@ -142,14 +142,14 @@ void ChartView::setNiceRange(QValueAxis* axis, double lo, double hi, bool includ
     axis->applyNiceNumbers();
 }
 
-void ChartView::setEpochRange(QValueAxis* axis, double maxEpoch)
+void ChartView::setEpochRange(QValueAxis* axis, double maxEpoch, bool fromZero)
 {
-    const double n = std::max(1.0, maxEpoch);
+    const double n = std::max(fromZero ? 0.0 : 1.0, maxEpoch);
     double step = 1;
     while (n / step > 12) step *= n / step > 60 ? 5 : 2;
-    axis->setRange(0.5, n + 0.5);
+    axis->setRange(fromZero ? -0.5 : 0.5, n + 0.5);
     axis->setTickType(QValueAxis::TicksDynamic);
-    axis->setTickAnchor(1);
+    axis->setTickAnchor(fromZero ? 0 : 1);
     axis->setTickInterval(step);
     axis->setLabelFormat(QStringLiteral("%d"));
 }

@@ -50,8 +50,9 @@ protected:
     QValueAxis* makeValueAxis(const QString& title, Qt::Alignment align, const QString& labelFormat);
     // Sets a range with a little headroom and nice tick numbers.
     static void setNiceRange(QValueAxis* axis, double lo, double hi, bool includeZero = false);
-    // An integer epoch axis: ticks at 1, 2, 3... (or a coarser step for long runs).
-    static void setEpochRange(QValueAxis* axis, double maxEpoch);
+    // An integer epoch axis: ticks at 1, 2, 3... (or a coarser step for long runs), from 0 with
+    // fromZero (a run that evaluated a loaded model before any training reports an epoch 0).
+    static void setEpochRange(QValueAxis* axis, double maxEpoch, bool fromZero = false);
 
 private:
     QString m_empty;

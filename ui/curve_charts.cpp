@@ -130,7 +130,12 @@ void LossChart::refresh()
     if (m_runs.size() == 1) chart()->setTitle(tr("Training loss \u2014 %1").arg(m_runs[0]->title()));
     else chart()->setTitle(m_runs.empty() ? tr("Training loss")
                                           : tr("Training loss \u2014 %1 runs (colours as in the runs table)").arg(m_runs.size()));
-    setEmptyMessage(any ? QString() : tr("Click Train (Ctrl+R): the loss of every training step appears here."));
+    const bool evaluatedOnly = !m_runs.empty() && std::all_of(m_runs.begin(), m_runs.end(), [](const RunPtr& r) {
+        return r->steps.empty() && r->hasStart && r->start.epochs == 0;
+    });
+    setEmptyMessage(any             ? QString()
+                    : evaluatedOnly ? tr("No training steps: this run evaluated a loaded model (0 epochs); its accuracy is in the Accuracy chart.")
+                                    : tr("Click Train (Ctrl+R): the loss of every training step appears here."));
 }
 
 int LossChart::pointCount() const
@@ -194,15 +199,17 @@ void AccuracyChart::rebuild()
 void AccuracyChart::refresh()
 {
     double lo = 100, epochs = 1;
-    bool any = false;
+    bool any = false, epochZero = false; // PTQ --epochs 0 of a loaded model reports epoch 0
     for (std::size_t i = 0; i < m_runs.size() && i < m_slots.size(); ++i) {
         const RunRecord& r = *m_runs[i];
         QList<QPointF> train, test, quant;
         for (const EpochEvent& e : r.epochs) {
             const double x = double(e.epoch);
-            train.append({x, 100 * e.trainAccuracy});
+            epochZero = epochZero || e.epoch == 0;
+            if (e.epoch > 0) train.append({x, 100 * e.trainAccuracy}); // no training accuracy before training
+            else lo = std::min(lo, 100 * e.testAccuracy);
             test.append({x, 100 * e.testAccuracy});
-            lo = std::min({lo, 100 * e.trainAccuracy, 100 * e.testAccuracy});
+            if (e.epoch > 0) lo = std::min({lo, 100 * e.trainAccuracy, 100 * e.testAccuracy});
             if (std::isfinite(e.quantTestAccuracy)) {
                 quant.append({x, 100 * e.quantTestAccuracy});
                 lo = std::min(lo, 100 * e.quantTestAccuracy);
@@ -216,7 +223,7 @@ void AccuracyChart::refresh()
         epochs = std::max({epochs, double(r.config.epochs), r.hasStart ? double(r.start.epochs) : 0.0});
         any = any || !test.isEmpty();
     }
-    setEpochRange(m_x, epochs);
+    setEpochRange(m_x, epochZero && epochs <= 1 ? 0 : epochs, epochZero);
     // Round the floor down to a multiple of 5 so small differences near the top stay visible.
     const double floor5 = any ? std::max(0.0, std::floor((lo - 2) / 5) * 5) : 0.0;
     m_y->setTickType(QValueAxis::TicksDynamic);

@@ -41,6 +41,7 @@ public:
     explicit AccuracyChart(QWidget* parent = nullptr);
     void refresh() override;
     int pointCount() const; // points of the primary run's test accuracy
+    QValueAxis* epochAxis() const { return m_x; }
 
 protected:
     void rebuild() override;

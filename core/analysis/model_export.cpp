@@ -459,8 +459,11 @@ ExportSummary exportModel(Trainer& trainer, const std::string& path)
         m.quantized ? exportFloatModel(trainer.model(), trainer.config().model, data.normalization, data.classNames) : m;
     ExportSummary s = writeAndVerify(m, fp32, data, path, trainer.config().threads);
     const Strategy st = trainer.config().precision.strategy;
-    if (!m.quantized && (st == Strategy::Mixed || st == Strategy::LowPrecision || st == Strategy::Progressive))
+    if (!m.quantized && (st == Strategy::Mixed || st == Strategy::Progressive))
         s.note += "; trained with " + trainer.config().precision.format + " arithmetic, exported with its FP32 master weights";
+    else if (!m.quantized && st == Strategy::LowPrecision) // no master copy: the weights are on the format's grid
+        s.note += "; trained in " + trainer.config().precision.format + " (its weights are " + trainer.config().precision.format +
+                  " values), stored as float32";
     return s;
 }
 

@@ -139,7 +139,8 @@ PrecisionPlan PrecisionConfig::plan(const std::string& weightFormat) const
 PrecisionPlan PrecisionConfig::storedPlan() const
 {
     switch (strategy) {
-    case Strategy::Fp32: {
+    case Strategy::Fp32:
+    case Strategy::Mixed: { // FP32 master weights: the model that is exported
         PrecisionPlan p = plan("fp32");
         p.layers.clear();
         return p;
@@ -156,7 +157,6 @@ PrecisionPlan PrecisionConfig::storedPlan() const
         if (!integer) p.layers.clear();
         return p;
     }
-    case Strategy::Mixed:
     case Strategy::LowPrecision: {
         PrecisionPlan p = plan();
         p.layers.clear();

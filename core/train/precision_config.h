@@ -94,9 +94,10 @@ struct PrecisionConfig {
     // The plan in force: the options above as its default (with `weightFormat` instead of
     // `format` when given: progressive's last phase), `layers` over it.
     PrecisionPlan plan(const std::string& weightFormat = {}) const;
-    // The plan the finished model's weights end in, for sizes: fp32 everywhere for the baseline,
-    // progressive's last phase (with the layers when that phase is an integer format), the
-    // format for mixed / pure low precision, plan() for PTQ and QAT.
+    // The plan the finished model's weights end in, for sizes: fp32 everywhere for the baseline
+    // and for mixed precision (its FP32 master weights), progressive's last phase (with the
+    // layers when that phase is an integer format), the format for pure low precision, plan()
+    // for PTQ and QAT.
     PrecisionPlan storedPlan() const;
 
     // Throws ConfigError naming the bad option (a plan with a strategy that cannot use one).
