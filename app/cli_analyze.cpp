@@ -398,6 +398,8 @@ int runSearch(const Args& args)
     if (args.has("--max-drop")) opt.maxDropPoints = args.f64("--max-drop", 1.0, 0.0, 100.0);
     if (args.has("--max-bytes")) opt.maxBytes = args.u64("--max-bytes", 0, 1);
     if (opt.maxDropPoints.has_value() == opt.maxBytes.has_value()) throw UsageError("give exactly one of --max-drop PTS and --max-bytes N");
+    if (args.has("--plan-out"))
+        checkOutputIsNotAnInput("--plan-out", args.str("--plan-out", ""), {{"model", spec}, {"data (--data)", args.str("--data", "")}});
     for (const std::string& f : opt.formats) findFormat(f);
     for (const std::string& c : opt.calibrations) parseCalibration(c);
     parseGranularity(opt.granularity);

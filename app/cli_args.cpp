@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 
 namespace quantscope::cli {
 
@@ -75,7 +76,9 @@ double Args::f64(const std::string& flag, double def, double min, double max) co
     const std::string& s = it->second;
     char* end = nullptr;
     const double v = std::strtod(s.c_str(), &end);
-    if (s.empty() || *end != '\0' || !std::isfinite(v)) throw UsageError(flag + ": expected a number, got '" + s + "'");
+    // strtod also reads hexadecimal ("0x10" is 16): a decimal number is asked for
+    if (s.empty() || *end != '\0' || !std::isfinite(v) || s.find_first_of("xX") != std::string::npos)
+        throw UsageError(flag + ": expected a number, got '" + s + "'");
     if (v < min || v > max) {
         // %g: std::to_string's six decimals printed the --lr bound 1e-12 as 0.000000.
         char range[64];
@@ -110,6 +113,17 @@ std::vector<std::string> unusedDatasetFlags(const Args& args, const Dataset& dat
     if (data.layout != DatasetLayout::Csv) note("--image-shape", std::string("it is for CSV files, and ") + data.dir + " is " + layoutName(data.layout));
     if (!data.splitByFraction) note("--test-fraction", data.dir + " gives its own test set");
     return unused;
+}
+
+void checkOutputIsNotAnInput(const std::string& flag, const std::string& output,
+                             const std::vector<std::pair<std::string, std::string>>& inputs)
+{
+    for (const auto& [what, input] : inputs) {
+        std::error_code ec;
+        if (input.empty() || !std::filesystem::is_regular_file(input, ec)) continue;
+        if (std::filesystem::equivalent(output, input, ec) && !ec)
+            throw UsageError(flag + " " + output + " is the " + what + " this command reads; writing it would replace it");
+    }
 }
 
 } // namespace quantscope::cli

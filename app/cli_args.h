@@ -10,6 +10,7 @@
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace quantscope::cli {
@@ -49,5 +50,12 @@ DatasetOptions datasetOptions(const Args& args);
 // --test-fraction where the files give the test set), each named on stderr as "<command>: ..."
 // unless quiet.
 std::vector<std::string> unusedDatasetFlags(const Args& args, const Dataset& data, const char* command, bool quiet);
+
+// Throws UsageError when the output `flag` names the file of one of `inputs` ({flag or "MODEL",
+// path}), an existing file read by the same command: eval --predictions M.qsm replaced the model
+// with a CSV, analyze search --plan-out M.qsm with JSON. Paths are compared as files (links,
+// "./", hard links), not as text.
+void checkOutputIsNotAnInput(const std::string& flag, const std::string& output,
+                             const std::vector<std::pair<std::string, std::string>>& inputs);
 
 } // namespace quantscope::cli

@@ -31,6 +31,9 @@ class Args;
 // --plan, --layer, --keep-fp32 into pc.layers (cli_train.cpp); the plan file's default gives the
 // whole-model options (--format, --granularity, --calibration, --act-format) not given explicitly.
 void applyPlanFlags(const Args& args, PrecisionConfig& pc);
+// A layer both given a format (--layer) and kept FP32 (--keep-fp32) is a contradiction, not an
+// order of precedence (--keep-fp32 used to win in silence): throws UsageError naming it.
+void checkLayerFlagsAgree(const Args& args);
 
 int runAnalyze(const std::vector<std::string>& args);
 extern const char* const kAnalyzeHelp;

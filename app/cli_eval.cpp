@@ -38,7 +38,8 @@ const char* const kEvalHelp =
     "                       default: the train set's statistics. Models QuantScope wrote keep theirs.\n"
     "  --threads N          worker threads (default 2)\n"
     "  --batch-size N       images per call (default 256)\n"
-    "  --predictions FILE   write 'index,predicted_class', one line per test image\n"
+    "  --predictions FILE   write 'index,predicted_class', one line per test image ('-': standard\n"
+    "                       output); not the model or data file being read\n"
     "  --bench              also measure images/s (one warm-up batch, best of --passes passes)\n"
     "  --passes N           timed passes for --bench (default 3)\n"
     "  --runner R           auto (default), integer (fail if the engine cannot run the model),\n"
@@ -95,6 +96,8 @@ int runEval(const std::vector<std::string>& argv)
     }
     if (args.positional().size() != 1) throw UsageError("give one model file (.qsm or .onnx); see --help");
     const std::string path = args.positional()[0];
+    if (args.has("--predictions"))
+        checkOutputIsNotAnInput("--predictions", args.str("--predictions", ""), {{"model", path}, {"data (--data)", args.str("--data", "")}});
     const std::size_t threads = args.u64("--threads", 2, 1, 1024);
     const std::size_t batch = args.u64("--batch-size", 256, 1, 65536);
     const std::size_t passes = args.u64("--passes", 3, 1, 100);

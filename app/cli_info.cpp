@@ -290,6 +290,7 @@ int runInfo(const std::vector<std::string>& argv)
             if (args.has("--format")) p.defaults.format = args.str("--format", "");
             if (args.has("--granularity")) p.defaults.granularity = args.str("--granularity", "");
         }
+        checkLayerFlagsAgree(args);
         applyLayerSpecs(p, args.all("--layer"));
         for (const std::string& names : args.all("--keep-fp32")) applyKeepFp32(p, names);
         const std::unique_ptr<Model> model =

@@ -181,6 +181,18 @@ void validateNames(const PrecisionConfig& pc)
 
 } // namespace
 
+void checkLayerFlagsAgree(const Args& args)
+{
+    std::set<std::string> layerNames;
+    for (const std::string& spec : args.all("--layer")) layerNames.insert(spec.substr(0, spec.rfind('=')));
+    for (const std::string& names : args.all("--keep-fp32")) {
+        std::stringstream list(names);
+        for (std::string n; std::getline(list, n, ',');)
+            if (layerNames.count(n))
+                throw UsageError("layer '" + n + "' is both in --keep-fp32 and in --layer " + n + "=...; keep one");
+    }
+}
+
 void applyPlanFlags(const Args& args, PrecisionConfig& pc)
 {
     PrecisionPlan plan = pc.plan();
@@ -195,16 +207,7 @@ void applyPlanFlags(const Args& args, PrecisionConfig& pc)
         // --act-calibration says otherwise: the plan then reproduces the accuracy it was chosen at.
         if (!plan.activationCalibration.empty() && !args.has("--act-calibration")) pc.activationCalibration = plan.activationCalibration;
     }
-    // A layer both given a format and kept FP32 on the command line is a contradiction, not an
-    // order of precedence (--keep-fp32 used to win in silence).
-    std::set<std::string> layerNames;
-    for (const std::string& spec : args.all("--layer")) layerNames.insert(spec.substr(0, spec.rfind('=')));
-    for (const std::string& names : args.all("--keep-fp32")) {
-        std::stringstream list(names);
-        for (std::string n; std::getline(list, n, ',');)
-            if (layerNames.count(n))
-                throw UsageError("layer '" + n + "' is both in --keep-fp32 and in --layer " + n + "=...; keep one");
-    }
+    checkLayerFlagsAgree(args);
     applyLayerSpecs(plan, args.all("--layer"));
     for (const std::string& names : args.all("--keep-fp32")) applyKeepFp32(plan, names);
     pc.format = plan.defaults.format;
@@ -321,6 +324,8 @@ int runTrain(const std::vector<std::string>& argv)
     std::stringstream exportList(args.str("--export", ""));
     for (std::string p; std::getline(exportList, p, ',');)
         if (!p.empty()) {
+            checkOutputIsNotAnInput("--export", p, {{"model (--model)", args.str("--model", "")}, {"model (--init)", args.str("--init", "")},
+                                                    {"plan (--plan)", args.str("--plan", "")}, {"data (--data)", args.str("--data", "")}});
             checkExportable(cfg, exportPaths.emplace_back(p));
             checkWritableFolder(p); // a read-only or missing folder is named now, not after training
         }

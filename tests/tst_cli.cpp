@@ -180,6 +180,8 @@ void TestCli::errors_data()
                                          << QStringList{"/nonexistent/plan.json"};
     QTest::newRow("--keep-fp32 and --layer on one layer") << QStringList{"train", "--strategy", "ptq", "--keep-fp32", "fc1", "--layer", "fc1=int4"}
                                                           << kExitUsage << QStringList{"layer 'fc1' is both in --keep-fp32 and in --layer"};
+    QTest::newRow("info --layer and --keep-fp32 on one layer")
+        << QStringList{"info", "seed-cnn", "--layer", "fc1=int4", "--keep-fp32", "fc1"} << kExitUsage << QStringList{"both in --keep-fp32 and in --layer"};
     QTest::newRow("--keep-fp32 with fp32") << QStringList{"train", "--keep-fp32", "fc2"} << kExitUsage << QStringList{"ptq, qat or progressive"};
     QTest::newRow("corrupt IDX file") << QStringList{"train", "--data", "$CORRUPT", "--model", "mlp"} << kExitData
                                       << QStringList{"$CORRUPT_FILE"};
@@ -272,6 +274,35 @@ void TestCli::writesThroughDevicesAndLinks()
     const Result folder = runCli(eval + QStringList{m_tmp.path()});
     QCOMPARE(folder.exitCode, kExitData);
     QVERIFY2(folder.err.contains("is a folder"), qPrintable(folder.err));
+
+    // "-" and /dev/stdout write to standard output itself (a file named "-" was created; through
+    // the link, a temporary was renamed over the shell's redirection and the report was lost).
+    const Result dash = runCli(eval + QStringList{"-"});
+    QVERIFY2(dash.exitCode == kExitOk, qPrintable(dash.err));
+    QVERIFY2(dash.out.startsWith("0,") && dash.out.contains("test accuracy"), qPrintable(dash.out));
+    QVERIFY(!QFileInfo::exists("-"));
+    const QString redirected = m_tmp.filePath("stdout.txt");
+    QProcess r;
+    r.setStandardOutputFile(redirected);
+    r.start(kCli, eval + QStringList{"/dev/stdout"});
+    QVERIFY(r.waitForStarted() && r.waitForFinished(kRunTimeoutMs));
+    QCOMPARE(r.exitCode(), kExitOk);
+    QFile got(redirected);
+    QVERIFY(got.open(QIODevice::ReadOnly));
+    const QByteArray text = got.readAll();
+    QVERIFY2(text.startsWith("0,") && text.contains("test accuracy"), text.constData());
+
+    // An output that is one of the command's inputs is refused before anything is written.
+    const qint64 modelBytes = QFileInfo(model).size();
+    const Result overModel = runCli(eval + QStringList{QDir(m_tmp.path()).filePath("./devices.qsm")});
+    QCOMPARE(overModel.exitCode, kExitUsage);
+    QVERIFY2(overModel.err.contains("is the model this command reads"), qPrintable(overModel.err));
+    const Result overPlan = runCli({"analyze", "search", model, "--data", m_valid, "--formats", "int8", "--max-drop", "1", "--plan-out", model});
+    QCOMPARE(overPlan.exitCode, kExitUsage);
+    const Result overExport = runCli({"train", "--model", model, "--data", m_valid, "--strategy", "ptq", "--epochs", "0", "--export", model});
+    QCOMPARE(overExport.exitCode, kExitUsage);
+    QCOMPARE(QFileInfo(model).size(), modelBytes);
+    QCOMPARE(runCli({"train", "--lr", "0x10"}).exitCode, kExitUsage); // strtod read hexadecimal
 
     QProcess p;
     p.setStandardOutputFile("/dev/full");

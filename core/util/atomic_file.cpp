@@ -63,10 +63,33 @@ std::string linkTarget(const std::string& path)
     }
     throw IoError(path + ": too many levels of symbolic links");
 }
+
+// The descriptor a path names directly: "-" and /dev/stdout are 1, /dev/stderr 2, /dev/fd/N and
+// /proc/self/fd/N are N; -1 for any other path. Through its link, /dev/stdout redirected to a file
+// is that file, and a temporary renamed over it would leave the shell writing to a deleted one.
+int namedDescriptor(const std::string& path)
+{
+    if (path == "-" || path == "/dev/stdout") return 1;
+    if (path == "/dev/stderr") return 2;
+    for (const char* prefix : {"/dev/fd/", "/proc/self/fd/"}) {
+        const std::size_t n = std::strlen(prefix);
+        if (path.size() <= n || path.compare(0, n, prefix) != 0) continue;
+        const std::string digits = path.substr(n);
+        if (digits.size() > 6 || digits.find_first_not_of("0123456789") != std::string::npos) return -1;
+        return std::stoi(digits);
+    }
+    return -1;
+}
 } // namespace
 
 void writeFileAtomic(const std::string& requested, const void* data, std::size_t size)
 {
+    if (const int fd = namedDescriptor(requested); fd >= 0) {
+        std::fflush(nullptr); // what stdio holds goes first, in order
+        if (::fcntl(fd, F_GETFD) < 0) throw IoError(requested + ": descriptor " + std::to_string(fd) + " is not open");
+        if (!writeAll(fd, data, size)) throw IoError(requested + ": write failed: " + errnoText(errno));
+        return;
+    }
     const std::string path = linkTarget(requested);
     struct stat st {};
     if (::stat(path.c_str(), &st) == 0) {
@@ -125,6 +148,7 @@ void writeFileAtomic(const std::string& requested, const void* data, std::size_t
 
 void checkWritableFolder(const std::string& path)
 {
+    if (namedDescriptor(path) >= 0) return; // a descriptor, not a file in a folder
     const std::string dir = folderOf(path);
     struct stat st {};
     if (::stat(dir.c_str(), &st) != 0)

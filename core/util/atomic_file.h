@@ -4,7 +4,8 @@
 // A symbolic link is followed (the file it names is replaced; the link stays). A target that
 // exists and is not a regular file (a device such as /dev/stdout or /dev/full, a FIFO) is written
 // in place, since renaming over it would replace it; its write errors are IoErrors too. A folder
-// is an IoError.
+// is an IoError. "-", /dev/stdout, /dev/stderr, /dev/fd/N and /proc/self/fd/N write to that
+// descriptor itself (after flushing stdio), wherever it is redirected.
 #pragma once
 
 #include <cstdint>
