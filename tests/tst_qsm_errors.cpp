@@ -43,6 +43,7 @@ private slots:
     void absurdSizes_data();
     void absurdSizes();
     void unknownVersion();
+    void namesAreUtf8();
     void softmaxNeedsVersion4();
     void notAModel();
     void renamedModelFilesSayWhatTheyAre();
@@ -178,6 +179,29 @@ void TestQsmErrors::absurdSizes()
     QCOMPARE(c.type, QString("FormatError"));
     QVERIFY2(c.message.contains(expected), qPrintable(c.message));
     QVERIFY2(largest < kMaxAllocationForCorruptFile, qPrintable(QString("allocated %1 bytes").arg(largest)));
+}
+
+// Names are UTF-8 text: a byte that is not is a FormatError (it was printed raw), and the writer
+// stores a name that is not UTF-8 (a Latin-1 folder name) with U+FFFD in its place.
+void TestQsmErrors::namesAreUtf8()
+{
+    Bytes b = m_tiny;
+    const std::string name("tiny");
+    const auto at = std::search(b.begin(), b.end(), name.begin(), name.end());
+    QVERIFY(at != b.end());
+    *(at + 2) = static_cast<std::uint8_t>(0xFF);
+    fixHeader(b);
+    const Caught c = catchError([&] { decodeQsm(b, "latin.qsm"); });
+    QCOMPARE(c.type, QString("FormatError"));
+    QVERIFY2(c.message.contains("model name is not UTF-8"), qPrintable(c.message));
+
+    ExportedModel m = decodeQsm(m_tiny, "tiny.qsm");
+    m.classNames.assign(m.classes, "ok");
+    m.classNames[0] = "caf\xE9";       // Latin-1
+    m.classNames[1] = "\xC3\xA9t\xC3\xA9"; // UTF-8, kept
+    const ExportedModel back = decodeQsm(encodeQsm(m), "names.qsm");
+    QCOMPARE(back.classNames[0], std::string("caf\xEF\xBF\xBD"));
+    QCOMPARE(back.classNames[1], std::string("\xC3\xA9t\xC3\xA9"));
 }
 
 void TestQsmErrors::unknownVersion()

@@ -24,6 +24,44 @@ static_assert(static_cast<int>(LayerKind::Conv2d) == 0 && static_cast<int>(Layer
 
 namespace {
 
+// The length of the longest prefix of `s` that is UTF-8 as RFC 3629 allows it (no overlong
+// forms, no surrogates, nothing above U+10FFFF): s.size() when all of it is.
+std::size_t utf8Length(const std::string& s)
+{
+    for (std::size_t i = 0; i < s.size();) {
+        const auto c = static_cast<unsigned char>(s[i]);
+        if (c < 0x80) {
+            ++i;
+            continue;
+        }
+        std::size_t len = 0;
+        std::uint32_t cp = 0;
+        if ((c & 0xE0) == 0xC0) len = 2, cp = c & 0x1F;
+        else if ((c & 0xF0) == 0xE0) len = 3, cp = c & 0x0F;
+        else if ((c & 0xF8) == 0xF0) len = 4, cp = c & 0x07;
+        else return i;
+        if (i + len > s.size()) return i;
+        for (std::size_t k = 1; k < len; ++k) {
+            const auto b = static_cast<unsigned char>(s[i + k]);
+            if ((b & 0xC0) != 0x80) return i;
+            cp = (cp << 6) | (b & 0x3F);
+        }
+        const std::uint32_t least[] = {0, 0, 0x80, 0x800, 0x10000};
+        if (cp < least[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
+        i += len;
+    }
+    return s.size();
+}
+
+// `s` with every byte that is not part of valid UTF-8 replaced by U+FFFD: what the writer stores
+// (a class folder named in Latin-1 would make a file the reader refuses).
+std::string validUtf8(std::string s)
+{
+    for (std::size_t i = utf8Length(s); i < s.size(); i = utf8Length(s)) s.replace(i, 1, "\xEF\xBF\xBD");
+    return s;
+}
+
+
 constexpr std::size_t kMaxString = 1024;
 constexpr std::size_t kMaxClassNames = 65536;
 constexpr std::size_t kMaxLayers = 1024;
@@ -60,8 +98,9 @@ public:
     void u64(std::uint64_t v) { put(static_cast<std::uint64_t>(v)); }
     void i32(std::int32_t v) { put(v); }
     void f32(float v) { put(v); }
-    void str(const std::string& s)
+    void str(const std::string& text)
     {
+        const std::string s = validUtf8(text);
         if (s.size() > kMaxString) throw ConfigError("string '" + s.substr(0, 40) + "...' is too long for a .qsm file");
         u16(s.size());
         raw(s.data(), s.size());
@@ -160,9 +199,11 @@ public:
         if (n > kMaxString) fail(std::string(what) + ": string of " + std::to_string(n) + " bytes is longer than " + std::to_string(kMaxString));
         need(n, what);
         std::string s(reinterpret_cast<const char*>(m_p + m_pos), n);
+        if (utf8Length(s) != s.size()) fail(std::string(what) + " is not UTF-8 text");
         m_pos += n;
         return s;
     }
+
     const std::uint8_t* take(std::uint64_t n, const char* what)
     {
         need(n, what);
