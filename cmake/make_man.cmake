@@ -23,5 +23,6 @@ foreach(cmd train eval info analyze)
   string(TOUPPER "${cmd}" upper)
   string(APPEND page ".SH ${upper}\n.nf\n${text}.fi\n")
 endforeach()
-string(APPEND page ".SH SEE ALSO\n.BR quantscope (1),\n/usr/share/doc/quantscope/README.md\n")
+# The GUI, quantscope, has no page of its own: the README and docs/GUIDE.md describe it.
+string(APPEND page ".SH SEE ALSO\n/usr/share/doc/quantscope/README.md (the window, the formats, every option),\n/usr/share/doc/quantscope/docs/GUIDE.md (a first session)\n")
 file(WRITE ${OUT} "${page}")
