@@ -266,7 +266,15 @@ int main(int argc, char** argv)
     options.dataDir = parser.value(data);
     options.resize = parser.value(resize);
     options.useSettings = !parser.isSet(noSettings) && !parser.isSet(shotDir) && !parser.isSet(datasetShot);
-    if (parser.isSet(trainLimit)) options.trainLimit = parser.value(trainLimit).toLong();
+    if (parser.isSet(trainLimit)) {
+        bool ok = false;
+        const qlonglong n = parser.value(trainLimit).toLongLong(&ok);
+        if (!ok || n < 0) { // as the CLI's: a bad number is an error, not "all" in silence
+            std::fprintf(stderr, "quantscope: --train-limit: expected a whole number, got '%s'\n", qPrintable(parser.value(trainLimit)));
+            return 2;
+        }
+        options.trainLimit = static_cast<long>(n);
+    }
     std::unique_ptr<ScreenshotTour> tour;
     if (parser.isSet(shotDir)) {
         options.trainLimit = parser.value(shotLimit).toLong();

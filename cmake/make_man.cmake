@@ -26,3 +26,8 @@ endforeach()
 # The GUI, quantscope, has no page of its own: the README and docs/GUIDE.md describe it.
 string(APPEND page ".SH SEE ALSO\n/usr/share/doc/quantscope/README.md (the window, the formats, every option),\n/usr/share/doc/quantscope/docs/GUIDE.md (a first session)\n")
 file(WRITE ${OUT} "${page}")
+# Debian installs man pages gzip-compressed (policy 12.1); -n keeps the build reproducible.
+execute_process(COMMAND gzip -9nf -k ${OUT} RESULT_VARIABLE gz)
+if(NOT gz EQUAL 0)
+  message(FATAL_ERROR "make_man: gzip ${OUT} failed (${gz})")
+endif()
