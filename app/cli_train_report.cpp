@@ -296,7 +296,7 @@ void printRefineReport(const PtqRefiner& r, bool json)
         for (const AdaRoundLayerReport& a : r.adaround())
             ada.push_back({{"layer", a.layer}, {"samples", a.samples}, {"iterations", a.iterations},
                            {"loss_nearest", a.lossNearest}, {"loss_adaround", a.lossAdaRound},
-                           {"flipped_fraction", a.flippedFraction}, {"seconds", a.seconds}});
+                           {"flipped_fraction", a.flippedFraction}, {"kept_nearest", a.keptNearest}, {"seconds", a.seconds}});
         for (const BiasCorrectionReport& b : r.biasCorrection())
             bias.push_back({{"layer", b.layer}, {"mean_abs_shift", b.meanAbsShift}, {"applied", b.applied}});
         j["cle_pairs"] = pairs;
@@ -319,8 +319,13 @@ void printRefineReport(const PtqRefiner& r, bool json)
         std::printf("CLE replaced %zu ReLU6 by ReLU: FP32 test accuracy of that model %.2f %%\n", r.replacedRelu6(),
                     100 * r.floatAccuracyAfterCle());
     for (const AdaRoundLayerReport& a : r.adaround())
-        std::printf("AdaRound %-12s reconstruction loss %.4g (nearest) -> %.4g, %.1f %% flipped, %zu samples, %.1f s\n",
-                    a.layer.c_str(), a.lossNearest, a.lossAdaRound, 100 * a.flippedFraction, a.samples, a.seconds);
+        if (a.keptNearest)
+            std::printf("AdaRound %-12s reconstruction loss %.4g (nearest) -> %.4g learned: kept round-to-nearest (more "
+                        "--adaround-iters may help), %zu samples, %.1f s\n",
+                        a.layer.c_str(), a.lossNearest, a.lossAdaRound, a.samples, a.seconds);
+        else
+            std::printf("AdaRound %-12s reconstruction loss %.4g (nearest) -> %.4g, %.1f %% flipped, %zu samples, %.1f s\n",
+                        a.layer.c_str(), a.lossNearest, a.lossAdaRound, 100 * a.flippedFraction, a.samples, a.seconds);
     for (const BiasCorrectionReport& b : r.biasCorrection())
         std::printf("bias correction %-12s mean |shift| %.3g%s\n", b.layer.c_str(), b.meanAbsShift,
                     b.applied ? "" : " (not applied: no bias)");

@@ -282,6 +282,11 @@ AdaRoundResult adaroundLayer(const AdaRoundProblem& p, const AdaRoundOptions& o,
     r.flippedFraction = static_cast<double>(flipped) / static_cast<double>(n);
     r.lossNearest = reconstructionLoss(p, nearest);
     r.lossAdaRound = reconstructionLoss(p, r.weight);
+    if (r.lossAdaRound > r.lossNearest) { // never worse than the rounding it refines
+        r.weight = std::move(nearest);
+        r.flippedFraction = 0.0;
+        r.keptNearest = true;
+    }
     return r;
 }
 

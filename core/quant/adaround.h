@@ -71,8 +71,11 @@ struct AdaRoundResult {
     std::vector<float> weight;   // hard-rounded, on the grid: s * (q - zp)
     double lossNearest = 0.0;    // reconstruction loss (mean over samples of the squared-error sum) with round-to-nearest
     double lossAdaRound = 0.0;   // the same with the learned rounding
-    double flippedFraction = 0.0; // share of weights rounded the other way than nearest
+    double flippedFraction = 0.0; // share of weights rounded the other way than nearest (0 when keptNearest)
     std::size_t iterations = 0;
+    // The learned rounding reconstructed worse than round-to-nearest (too few iterations, a
+    // stop): `weight` is the nearest rounding, the better of the two on the layer's samples.
+    bool keptNearest = false;
 };
 
 // Throws ConfigError when the shapes do not agree. progress(iteration, loss) is called every

@@ -283,6 +283,7 @@ std::vector<AdaRoundLayerReport> applyAdaRound(Model& model, QuantSim& sim, cons
         rep.lossNearest = r.lossNearest;
         rep.lossAdaRound = r.lossAdaRound;
         rep.flippedFraction = r.flippedFraction;
+        rep.keptNearest = r.keptNearest;
         rep.seconds = secondsSince(tl);
         reports.push_back(rep);
         if (stopped) break;

@@ -53,6 +53,7 @@ struct AdaRoundLayerReport {
     double lossNearest = 0.0, lossAdaRound = 0.0; // reconstruction loss on the layer's samples
     double flippedFraction = 0.0;                 // weights rounded the other way than nearest
     double seconds = 0.0;
+    bool keptNearest = false; // the learned rounding reconstructed worse: the layer keeps round-to-nearest
 };
 
 struct BiasCorrectionReport {
