@@ -17,6 +17,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <string>
 
 namespace quantscope::cli {
@@ -110,8 +111,8 @@ int runEval(const std::vector<std::string>& argv)
     else if (runnerName == "reference") ro.kind = RunnerKind::Reference;
     else if (runnerName != "auto") throw UsageError("unknown --runner '" + runnerName + "' (auto, integer, reference)");
 
-    exportFormatFor(path); // a clear error for other extensions
-    ExportedModel model = readModelFile(path);
+    if (std::filesystem::is_directory(path)) throw UsageError(path + " is a folder: give a model file (.qsm or .onnx); the data goes in --data");
+    ExportedModel model = readModelFile(path); // other extensions: "not a model file (expected .qsm or .onnx)"
     if (!args.has("--json"))
         for (const std::string& n : model.notes) std::fprintf(stderr, "quantscope-cli eval: %s: %s\n", path.c_str(), n.c_str());
 

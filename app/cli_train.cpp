@@ -263,6 +263,9 @@ int runTrain(const std::vector<std::string>& argv)
             file->notes.clear();            // the weights go into the preset; how the file was read is not news
         }
     }
+    if (!cfg.pretrained && args.has("--epochs") && args.str("--epochs", "") == "0")
+        throw UsageError("--epochs 0 evaluates trained weights without training: give them with --model FILE (.qsm/.onnx) or "
+                         "--init FILE; " + modelSpec + " alone starts from a fresh initialisation");
     cfg.epochs = args.u64("--epochs", 1, cfg.pretrained ? 0 : 1, 10000);
     cfg.batchSize = args.u64("--batch-size", 64, 1, 65536);
     cfg.lr = static_cast<float>(args.f64("--lr", 1e-3, 1e-12, 100.0));
@@ -321,6 +324,8 @@ int runTrain(const std::vector<std::string>& argv)
                      strategyInfo(pc.strategy).name, strategiesUsing(o.option).c_str());
     }
     std::vector<std::string> exportPaths; // checked before training, not after it
+    if (args.has("--export") && args.str("--export", "").find_first_not_of(", ") == std::string::npos)
+        throw UsageError("--export: no file name given (an empty shell variable?)");
     std::stringstream exportList(args.str("--export", ""));
     for (std::string p; std::getline(exportList, p, ',');)
         if (!p.empty()) {
@@ -439,6 +444,8 @@ int runTrain(const std::vector<std::string>& argv)
                     data.numClasses(), data.split.empty() ? "" : ("; test set: " + data.split).c_str());
     const FinishEvent fin = trainer.run();
     if (const PtqRefiner* r = trainer.strategy().refiner()) printRefineReport(*r, json);
+    if (fin.stopped && !exportPaths.empty() && !json) // said, not left to be noticed
+        std::fprintf(stderr, "quantscope-cli train: stopped: --export not written (%zu file(s))\n", exportPaths.size());
     for (const std::string& p : exportPaths) {
         if (fin.stopped) break;
         ExportSummary s = exportModel(trainer, p);

@@ -205,11 +205,14 @@ public:
             if (std::isnan(e.trainLoss))
                 std::printf("loaded model (no training)  test loss %.4f  test acc %.2f %%\n", e.testLoss,
                             100 * e.testAccuracy);
-            else
-                std::printf("epoch %zu/%zu  train loss %.4f  train acc %.2f %%  test loss %.4f  test acc %.2f %%  "
-                        "%s img/s  %.1f s\n",
-                        e.epoch, e.epochs, e.trainLoss, 100 * e.trainAccuracy, e.testLoss, 100 * e.testAccuracy,
-                        humanCount(e.imagesPerSecond).c_str(), e.seconds);
+            else {
+                char val[48] = ""; // --validation N: the held-out images' accuracy (it was only in the JSON)
+                if (!std::isnan(e.validationAccuracy)) std::snprintf(val, sizeof val, "  val acc %.2f %%", 100 * e.validationAccuracy);
+                std::printf("epoch %zu/%zu  train loss %.4f  train acc %.2f %%%s  test loss %.4f  test acc %.2f %%  "
+                            "%s img/s  %.1f s\n",
+                            e.epoch, e.epochs, e.trainLoss, 100 * e.trainAccuracy, val, e.testLoss, 100 * e.testAccuracy,
+                            humanCount(e.imagesPerSecond).c_str(), e.seconds);
+            }
             std::fflush(stdout);
         }
     }

@@ -183,6 +183,10 @@ void TestCli::errors_data()
     QTest::newRow("info --layer and --keep-fp32 on one layer")
         << QStringList{"info", "seed-cnn", "--layer", "fc1=int4", "--keep-fp32", "fc1"} << kExitUsage << QStringList{"both in --keep-fp32 and in --layer"};
     QTest::newRow("--keep-fp32 with fp32") << QStringList{"train", "--keep-fp32", "fc2"} << kExitUsage << QStringList{"ptq, qat or progressive"};
+    QTest::newRow("eval of a folder") << QStringList{"eval", "$VALID"} << kExitUsage << QStringList{"is a folder", "--data"};
+    QTest::newRow("--epochs 0 on a preset") << QStringList{"train", "--strategy", "ptq", "--epochs", "0"} << kExitUsage
+                                            << QStringList{"--model FILE", "--init FILE"};
+    QTest::newRow("--export with no name") << QStringList{"train", "--export", ","} << kExitUsage << QStringList{"--export: no file name"};
     QTest::newRow("corrupt IDX file") << QStringList{"train", "--data", "$CORRUPT", "--model", "mlp"} << kExitData
                                       << QStringList{"$CORRUPT_FILE"};
 }
