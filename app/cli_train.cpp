@@ -372,12 +372,25 @@ int runTrain(const std::vector<std::string>& argv)
     dopt.seed = cfg.seed;
     Dataset data = Dataset::load(dopt);
     for (const std::string& f : unusedDatasetFlags(args, data, "train", false)) ignored.push_back(f);
+    // Values past what the data or the run have: said, not clamped in silence.
+    const bool say = !args.has("--json");
+    if (say && pc.strategy == Strategy::Ptq && args.has("--calib-images") && pc.calibImages > data.train.size())
+        std::fprintf(stderr, "quantscope-cli train: note: calibrating on all %zu training images, fewer than --calib-images %zu\n",
+                     data.train.size(), pc.calibImages);
+    if (say && pc.strategy == Strategy::Qat && pc.bnFreezeEpoch > cfg.epochs)
+        std::fprintf(stderr, "quantscope-cli train: note: --bn-freeze-epoch %zu is after the last epoch (%zu): BatchNorm is never frozen\n",
+                     pc.bnFreezeEpoch, cfg.epochs);
+    if (say && pc.strategy == Strategy::Qat && pc.bnReestimateBatches > 0) {
+        const std::size_t batches = (data.train.size() + cfg.batchSize - 1) / cfg.batchSize;
+        if (pc.bnReestimateBatches > batches)
+            std::fprintf(stderr, "quantscope-cli train: note: --bn-reestimate %zu: the training set has %zu batches, all of them are used\n",
+                         pc.bnReestimateBatches, batches);
+    }
     if (args.has("--normalize")) {
         data.normalization = Normalization::parse(args.str("--normalize", "")).broadcast(data.channels());
     }
     nlohmann::json startExtra = nlohmann::json::object(); // what was read, for the JSON start event
     if (cfg.pretrained && file) {
-        const bool say = !args.has("--json"); // --quiet hides the progress bar, not what the run assumes
         startExtra["model_notes"] = file->notes;
         if (say)
             for (const std::string& n : file->notes) std::fprintf(stderr, "quantscope-cli train: %s: %s\n", cfg.modelFile.c_str(), n.c_str());

@@ -108,6 +108,7 @@ private slots:
     void evalNormalizeAgainstTheStoredOne();
     void analyzeTakesTheDataOptions();
     void exportNamesTheImportedGraphsIo();
+    void valuesPastTheDataAreNamed();
     void ignoredOptionsAreNamed_data();
     void ignoredOptionsAreNamed();
 
@@ -398,6 +399,20 @@ void TestCli::exportNamesTheImportedGraphsIo()
                  note.c_str());
     }
     QVERIFY(seen);
+}
+
+// Values past what the data or the run have are named, not clamped in silence.
+void TestCli::valuesPastTheDataAreNamed()
+{
+    const Result calib = runCli({"train", "--data", m_valid, "--strategy", "ptq", "--train-limit", "100", "--calib-images", "5000",
+                                 "--test-limit", "20", "--quiet"});
+    QVERIFY2(calib.exitCode == kExitOk, qPrintable(calib.err));
+    QVERIFY2(calib.err.contains("calibrating on all 100 training images, fewer than --calib-images 5000"), qPrintable(calib.err));
+    const Result bn = runCli({"train", "--data", m_valid, "--model", "seed-cnn-bn", "--strategy", "qat", "--train-limit", "64",
+                              "--bn-freeze-epoch", "3", "--bn-reestimate", "50", "--test-limit", "20", "--quiet"});
+    QVERIFY2(bn.exitCode == kExitOk, qPrintable(bn.err));
+    QVERIFY2(bn.err.contains("--bn-freeze-epoch 3 is after the last epoch (1)"), qPrintable(bn.err));
+    QVERIFY2(bn.err.contains("--bn-reestimate 50: the training set has 1 batches"), qPrintable(bn.err));
 }
 
 // analyze reads datasets as train does: a CSV of 1x8x12 images needs --image-shape (96 columns
