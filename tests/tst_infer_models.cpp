@@ -226,7 +226,12 @@ void TestInferModels::graphModelsMatchFakeQuant()
         if (!isaSupported(isa) || wideRelu6) continue; // (the simulation has the observed grids)
         const Comparison c = compareWithSim(*q.model, *q.sim, q.exported, m_synthetic, isa);
         if (!c.report.isEmpty()) qInfo("%s: %s", isaName(isa), qPrintable(c.report));
-        QVERIFY2(c.agreement >= kMinArgmaxAgreement, qPrintable(QString("%1: agreement %2\n%3").arg(isaName(isa)).arg(c.agreement).arg(c.report)));
+        // The simulation keeps biases float (PyTorch's fake-quant), the engine adds them at int32
+        // with scale s_in * s_w: int4 tensor-wise weights make that step 16 times an int8
+        // channel's, and a tiny model's argmax follows a few flipped codes. The engine against the
+        // exported file's own reference (int32 biases too) stays exact, below.
+        const double least = format == "int4" && granularity == "tensor" ? 0.98 : kMinArgmaxAgreement;
+        QVERIFY2(c.agreement >= least, qPrintable(QString("%1: agreement %2\n%3").arg(isaName(isa)).arg(c.agreement).arg(c.report)));
         if (first.empty()) first = c.enginePred;
         QCOMPARE(c.enginePred, first); // every kernel set predicts the same
     }

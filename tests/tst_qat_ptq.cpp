@@ -37,6 +37,7 @@ private slots:
     void initTestCase();
     void qatStraightThroughZeroesClippedGradients();
     void bnFoldedWeightsLieOnTheIntGrid();
+    void biasesStayFloatAndCalibrationSeesTheFloatModel();
     void qatIsDeterministic();
     void qatBnReestimation();
     void ptqOfALoadedFp32Model();
@@ -106,6 +107,43 @@ void TestQatPtq::bnFoldedWeightsLieOnTheIntGrid()
     }
     sim.clearWeights();
     QVERIFY(!conv->weight().hasOverride);
+}
+
+// PyTorch's semantics (tester 9): a bias stays float on an integer grid (it was rounded onto the
+// weight format's own grid: int2 took -0.3 to -0.40), and PTQ calibrates the activation ranges
+// on the float model, as prepare/calibrate/convert does (they were those of the int2-weight model).
+void TestQatPtq::biasesStayFloatAndCalibrationSeesTheFloatModel()
+{
+    auto m = makeModel("mlp");
+    PrecisionConfig pc;
+    pc.strategy = Strategy::Ptq;
+    pc.granularity = "tensor";
+    pc.activationCalibration = "minmax";
+    QuantSim sim(*m, pc, findFormat("int2"));
+    sim.quantizeWeights(Rounding::Nearest, 0);
+    std::size_t biases = 0;
+    for (const WeightTarget& t : sim.weightTargets()) {
+        QVERIFY(t.weight->hasOverride && t.weight->override.values() != t.weight->value.values());
+        if (!t.bias) continue;
+        ++biases;
+        QVERIFY2(!t.bias->hasOverride || t.bias->override.values() == t.bias->value.values(), t.layer.c_str());
+    }
+    QVERIFY(biases > 0);
+    sim.calibrate(*m_data, m_data->train, 200, 50);
+    auto m2 = makeModel("mlp");
+    QuantSim floatOnly(*m2, pc, findFormat("int2"));
+    floatOnly.calibrate(*m_data, m_data->train, 200, 50);
+    std::size_t points = 0;
+    for (std::size_t a = 1; a <= m->size(); ++a) {
+        const ActivationQuantizer* q = sim.activationQuantizer(a);
+        const ActivationQuantizer* f = floatOnly.activationQuantizer(a);
+        if (!q || !f || q->params().scale.empty()) continue;
+        ++points;
+        QCOMPARE(q->params().scale, f->params().scale);
+        QCOMPARE(q->params().zeroPoint, f->params().zeroPoint);
+    }
+    QVERIFY(points > 0);
+    QVERIFY(sim.weightTargets()[0].weight->hasOverride); // the quantized weights are back
 }
 
 void TestQatPtq::qatIsDeterministic()

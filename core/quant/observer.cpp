@@ -19,7 +19,8 @@ constexpr std::size_t kMaxSlotSample = 16384;
 constexpr std::uint32_t kKeepAll = 1u << 24;
 
 // min/max of a run over the finite values; returns how many were not finite (+-inf, NaN), which
-// are skipped (as PyTorch's observers skip infinities). 16 independent lanes so GCC vectorises it.
+// are skipped and counted (PyTorch's observers do not skip them: an infinity gives an infinite
+// scale there, a NaN an assertion). 16 independent lanes so GCC vectorises it.
 std::size_t runMinMax(const float* x, std::size_t n, float& mn, float& mx)
 {
     constexpr std::size_t L = 16;

@@ -222,7 +222,9 @@ void WeightQuantizer::apply(const std::vector<WeightTarget>& targets, std::uint6
         quantizeTensor(t.weight->value, s.weight.params, tensorKey(rngKey, i, 0), t.weight->override, s.weight.mask,
                        &s.weight.params);
         t.weight->hasOverride = true;
-        if (t.bias && fewLevels) { // biases stay float (stored at int32 on export)
+        // Biases stay float on integer grids, as in PyTorch (the export stores them at int32 with
+        // scale s_in * s_w); they were rounded onto the weight format's own grid (int2: -0.3 to -0.40).
+        if (t.bias && (fewLevels || m_format.kind == FormatKind::Int)) {
             t.bias->override = t.bias->value;
             s.bias.mask.assign(t.bias->value.numel(), 1);
             t.bias->hasOverride = true;

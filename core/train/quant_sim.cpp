@@ -614,6 +614,22 @@ void QuantSim::calibrate(const Dataset& data, const LabeledImages& set, std::siz
     const bool observing = m_observing;
     m_observing = true;
     m_observeOnly = true; // PTQ calibration observes the float activations
+    // ... of the float model, as PyTorch calibrates a prepared model (prepare, calibrate, then
+    // convert): the quantized weights are set aside meanwhile (the ranges were those of the
+    // weight-quantized model: int2's output scale was half PyTorch's).
+    std::vector<std::pair<Param*, bool>> held;
+    const auto hold = [&](Param* p) {
+        if (!p) return;
+        held.emplace_back(p, p->hasOverride);
+        p->hasOverride = false;
+    };
+    for (WeightTarget& t : m_targets) {
+        hold(t.weight);
+        hold(t.bias);
+    }
+    for (Fold& f : m_folds) hold(&f.conv->weight());
+    const bool integerWeights = std::any_of(held.begin(), held.end(), [](const auto& h) { return h.second; });
+    setIntegerWeights(false);
     Tensor x;
     std::vector<std::int32_t> y;
     RunContext ctx;
@@ -623,6 +639,8 @@ void QuantSim::calibrate(const Dataset& data, const LabeledImages& set, std::siz
         data.makeBatch(set, b, std::min(n, b + batchSize), x, y);
         m_model.forward(x, ctx, this);
     }
+    for (const auto& [p, had] : held) p->hasOverride = had;
+    if (integerWeights) setIntegerWeights(true);
     m_observing = observing;
     m_observeOnly = false;
 }

@@ -63,7 +63,10 @@ public:
     void setObserving(bool on) { m_observing = on; }
     void setActivationsEnabled(bool on) { m_actsEnabled = on; }
     void resetActivationObservers();
-    // PTQ calibration: fresh observers fed with the first `images` of `set` (eval mode).
+    // PTQ calibration: fresh observers fed with the first `images` of `set` (eval mode), in
+    // batches of `batchSize` (one moving-average update a batch), on the float model's activations
+    // (FP32 weights and biases, as PyTorch's prepare/calibrate/convert); the quantized weights are
+    // back afterwards.
     void calibrate(const Dataset& data, const LabeledImages& set, std::size_t images, std::size_t batchSize);
 
     std::vector<LayerStats> stats(std::size_t epoch);
