@@ -192,6 +192,25 @@ private slots:
                  qPrintable(QString("epochs %1..%2").arg(w.accuracyChart()->epochAxis()->min()).arg(w.accuracyChart()->epochAxis()->max())));
         QVERIFY(w.accuracyChart()->emptyMessage().isEmpty());
         QVERIFY2(w.lossChart()->emptyMessage().contains("evaluated a loaded model"), qPrintable(w.lossChart()->emptyMessage()));
+        // Beside a trained run of 3 epochs, the axis runs 0..3 (it showed epoch 0 alone).
+        auto trained = std::make_shared<RunRecord>(*r);
+        trained->id = 2;
+        trained->config.epochs = 3;
+        trained->start.epochs = 3;
+        trained->epochs.clear();
+        for (std::size_t e = 1; e <= 3; ++e) {
+            EpochEvent t;
+            t.epoch = e;
+            t.testAccuracy = 0.7 + 0.05 * double(e);
+            trained->epochs.push_back(t);
+        }
+        const QString both = QDir(m_small.path()).filePath("ptq-and-trained.json");
+        QVERIFY(saveRunsJson(both, {r, trained}).isEmpty());
+        MainWindow w2(MainWindowOptions{false, QString(), false});
+        QVERIFY(w2.loadRunsFrom(both));
+        w2.selectRuns({1, 2});
+        QVERIFY2(w2.accuracyChart()->epochAxis()->min() < 0.0 && w2.accuracyChart()->epochAxis()->max() > 3.0,
+                 qPrintable(QString("epochs %1..%2").arg(w2.accuracyChart()->epochAxis()->min()).arg(w2.accuracyChart()->epochAxis()->max())));
     }
 
     // The window remembers its layout and the last options (QSettings, in Qt's test location).
@@ -315,6 +334,28 @@ private slots:
             QTest::qWait(200);
             w.grab().save(QString::fromLocal8Bit(dir) + QStringLiteral("/layers-tab.png"));
         }
+
+        // A run with a per-layer plan is compared with its plan first (the tab ignored it): here
+        // fc1 kept in FP32 is compared unquantized, conv1 at int2.
+        TrainConfig c = w.trainingPanel()->config();
+        c.precision.strategy = Strategy::Ptq;
+        c.precision.format = "int8";
+        c.precision.layers = {LayerOverride{"fc1", std::string("fp32")}, LayerOverride{"conv1", std::string("int2")}};
+        w.trainingPanel()->setConfig(c);
+        ended.clear();
+        w.startTraining();
+        QVERIFY(ended.wait(kRunTimeoutMs));
+        QTRY_VERIFY_WITH_TIMEOUT(view->compareButton()->isEnabled() && view->findChild<QComboBox*>("compareFormat")->currentData() == "plan", 20000);
+        done.clear();
+        view->compareButton()->click();
+        QVERIFY(done.wait(kRunTimeoutMs) && done.first().first().toBool());
+        const auto layer = [&](const char* name) {
+            for (const LayerComparison& l : view->report().layers)
+                if (l.layer == name) return l;
+            return LayerComparison{};
+        };
+        QVERIFY(!layer("fc1").quantizedWeights && std::isinf(layer("fc1").aloneSqnrDb));
+        QVERIFY(layer("conv1").quantizedWeights && layer("conv1").aloneSqnrDb < int8Conv1 - 10.0);
     }
 
     // File > Export quantized model… writes .qsm / .onnx through core's writers and reports the

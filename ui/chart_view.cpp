@@ -6,6 +6,7 @@
 #include <QFileDialog>
 #include <QLegend>
 #include <QGraphicsLayout>
+#include <QGraphicsScene>
 #include <QLegendMarker>
 #include <QLineSeries>
 #include <QMenu>
@@ -159,6 +160,10 @@ void RunChart::setRuns(RunList runs)
     m_runs = std::move(runs);
     rebuild();
     refresh();
+    // The removed series' point markers stayed on screen until the next full repaint (another
+    // tab and back): repaint the whole view now.
+    scene()->invalidate();
+    viewport()->update();
 }
 
 void setLegendVisible(QChart* chart, QAbstractSeries* series, bool visible)

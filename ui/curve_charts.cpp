@@ -198,7 +198,7 @@ void AccuracyChart::rebuild()
 
 void AccuracyChart::refresh()
 {
-    double lo = 100, epochs = 1;
+    double lo = 100, epochs = 0;
     bool any = false, epochZero = false; // PTQ --epochs 0 of a loaded model reports epoch 0
     for (std::size_t i = 0; i < m_runs.size() && i < m_slots.size(); ++i) {
         const RunRecord& r = *m_runs[i];
@@ -223,7 +223,7 @@ void AccuracyChart::refresh()
         epochs = std::max({epochs, double(r.config.epochs), r.hasStart ? double(r.start.epochs) : 0.0});
         any = any || !test.isEmpty();
     }
-    setEpochRange(m_x, epochZero && epochs <= 1 ? 0 : epochs, epochZero);
+    setEpochRange(m_x, epochs, epochZero); // 1..epochs, from 0 when a run reports epoch 0
     // Round the floor down to a multiple of 5 so small differences near the top stay visible.
     const double floor5 = any ? std::max(0.0, std::floor((lo - 2) / 5) * 5) : 0.0;
     m_y->setTickType(QValueAxis::TicksDynamic);

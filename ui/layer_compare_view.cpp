@@ -99,6 +99,9 @@ LayerCompareView::LayerCompareView(QWidget* parent) : QWidget(parent)
     m_granularity->setObjectName(QStringLiteral("compareGranularity"));
     m_granularity->addItem(tr("channel-wise"), QStringLiteral("channel"));
     m_granularity->addItem(tr("tensor-wise"), QStringLiteral("tensor"));
+    m_granularity->setToolTip(tr("Granularity of the weight scales (a run's plan brings its own)."));
+    connect(m_format, &QComboBox::currentIndexChanged, this,
+            [this] { m_granularity->setEnabled(m_format->currentData().toString() != QStringLiteral("plan")); });
     m_thresholdDb = new QDoubleSpinBox;
     m_thresholdDb->setRange(0, 100);
     m_thresholdDb->setValue(20);
@@ -138,6 +141,16 @@ void LayerCompareView::setRun(int runId, ExportBundlePtr bundle)
 {
     m_runId = runId;
     m_bundle = std::move(bundle);
+    // A run with a per-layer plan is compared with its own plan first (each layer at the format
+    // it was trained or calibrated with); the uniform formats stay on offer.
+    const bool plan = m_bundle && !m_bundle->config.precision.layers.empty();
+    const int planIndex = m_format->findData(QStringLiteral("plan"));
+    if (plan && planIndex < 0) {
+        m_format->insertItem(0, tr("the run's plan"), QStringLiteral("plan"));
+        m_format->setCurrentIndex(0);
+    } else if (!plan && planIndex >= 0) {
+        m_format->removeItem(planIndex);
+    }
     m_compare->setEnabled(m_bundle != nullptr && !m_busy);
     m_compare->setToolTip(m_bundle ? tr("Quantize run #%1's FP32 model and compare it layer by layer.").arg(runId)
                                    : tr("Select a finished run in the runs table first."));
@@ -153,27 +166,41 @@ void LayerCompareView::compare()
     const std::string granularity = m_granularity->currentData().toString().toStdString();
     const double threshold = m_thresholdDb->value();
     const std::size_t threads = std::max<std::size_t>(1, bundle->config.threads);
-    const QString title = tr("Run #%1, %2 weights (%3), uint8 activations")
-                              .arg(m_runId)
-                              .arg(QString::fromStdString(format), m_granularity->currentText());
+    const bool plan = format == "plan";
+    const QString title = plan ? tr("Run #%1 with its per-layer plan (%2 layers of their own, default %3)")
+                                     .arg(m_runId)
+                                     .arg(bundle->config.precision.layers.size())
+                                     .arg(QString::fromStdString(bundle->config.precision.format))
+                               : tr("Run #%1, %2 weights (%3), uint8 activations")
+                                     .arg(m_runId)
+                                     .arg(QString::fromStdString(format), m_granularity->currentText());
     m_status->setText(tr("Comparing run #%1 on %2 test images\u2026").arg(m_runId).arg(kImages));
     QPointer<LayerCompareView> self(this);
     if (m_worker.joinable()) m_worker.join(); // the previous one has finished (m_busy was false)
-    m_worker = std::thread([self, bundle, format, granularity, threshold, threads, title] {
+    m_worker = std::thread([self, bundle, format, granularity, threshold, threads, title, plan] {
         LayerComparisonReport report;
         QString error;
         try {
             const Dataset& data = *bundle->data;
             std::unique_ptr<Model> model = buildModel(bundle->fp32);
             PrecisionConfig pc;
+            if (plan) { // the run's own plan and activation settings, calibrated as PTQ calibrates
+                const PrecisionConfig& run = bundle->config.precision;
+                pc.format = run.format;
+                pc.granularity = run.granularity;
+                pc.calibration = run.calibration;
+                pc.activationFormat = run.activationFormat;
+                pc.layers = run.layers;
+            } else {
+                pc.format = format;
+                pc.granularity = granularity;
+                pc.activationFormat = "uint8";
+            }
             pc.strategy = Strategy::Ptq;
-            pc.format = format;
-            pc.granularity = granularity;
-            pc.activationFormat = "uint8";
             pc.activationCalibration = "minmax";
             tbb::task_arena arena(static_cast<int>(threads));
             arena.execute([&] {
-                QuantSim sim(*model, pc, findFormat(format));
+                QuantSim sim(*model, pc, findFormat(pc.format));
                 sim.quantizeWeights(Rounding::Nearest, 0);
                 sim.calibrate(data, data.train, std::min(kCalibImages, data.train.size()), 64);
                 sim.setObserving(false);
