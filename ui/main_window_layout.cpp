@@ -265,7 +265,7 @@ void MainWindow::buildLayout()
     m_runsView->horizontalHeader()->setSectionResizeMode(QHeaderView::Interactive);
     m_runsView->setToolTip(tr("Every run of this session. Select several (Ctrl+click) to overlay their curves."));
     // Narrow enough that the Status column (stretched, last) shows in a 1366-pixel-wide window.
-    const int widths[] = {40, 84, 72, 124, 96, 56, 70, 70, 70, 64};
+    const int widths[] = {52, 84, 72, 116, 92, 56, 70, 70, 70, 64}; // #: the colour swatch and two digits
     for (int c = 0; c < int(std::size(widths)); ++c) m_runsView->setColumnWidth(c, widths[c]);
     // Four runs stay in view however short the window (at 1366x768 the splitter left two).
     m_runsView->setMinimumHeight(m_runsView->horizontalHeader()->sizeHint().height() + 4 * m_runsView->verticalHeader()->defaultSectionSize() + 4);
