@@ -67,6 +67,7 @@ bool MainWindow::fineTuneWithPlan(std::shared_ptr<const AnalysisInput> in, const
     p.activationFormat = plan.defaults.activationFormat;
     p.layers = plan.layers;
     p.planSource.clear();
+    if (cfg.epochs == 0) cfg.epochs = 1; // QAT trains: the Epochs field left at 0 by a PTQ evaluation would refuse it
     m_trainingPanel->setConfig(cfg);
     refreshPlanModel();
     m_trainingDock->show();
