@@ -98,6 +98,17 @@ private slots:
         QVERIFY(f2.open(QIODevice::ReadOnly));
         const QString rows = QString::fromUtf8(f2.readAll());
         QVERIFY2(rows.contains("fp32:1,fp16:1,int8:1") && !rows.contains("int3"), qPrintable(rows));
+        // A per-layer plan is said, as the runs table says it (the row read as uniform int4).
+        auto planned = std::make_shared<RunRecord>(*w.runsModel()->runAt(0));
+        planned->config.precision.strategy = Strategy::Ptq;
+        planned->config.precision.format = "int4";
+        planned->config.precision.layers = {LayerOverride{"fc1", std::string("int2")}, LayerOverride{"fc2", std::string("fp32")}};
+        const QString csv3 = QDir(out.path()).filePath(QStringLiteral("plan.csv"));
+        QCOMPARE(saveMetricsCsv(csv3, {planned}), QString());
+        QFile f3(csv3);
+        QVERIFY(f3.open(QIODevice::ReadOnly));
+        const QString planRows = QString::fromUtf8(f3.readAll());
+        QVERIFY2(planRows.contains("int4 default, 2 per-layer"), qPrintable(planRows));
 
         MainWindow w2(MainWindowOptions{false, QString(), false});
         QVERIFY(w2.loadRunsFrom(json));

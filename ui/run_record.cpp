@@ -577,7 +577,9 @@ QString saveMetricsCsv(const QString& path, const std::vector<RunPtr>& runs)
             // The format the strategy uses: progressive's schedule (its phase column says each epoch's),
             // none for FP32 (the format box's leftover was written).
             const StrategyInfo& s = strategyInfo(p.strategy);
-            const std::string format = p.strategy == Strategy::Progressive ? p.schedule : s.uses("format") ? p.format : std::string();
+            std::string format = p.strategy == Strategy::Progressive ? p.schedule : s.uses("format") ? p.format : std::string();
+            // a per-layer plan, as the runs table says it ("int3 default, 10 per-layer"; it read "int3")
+            if (!p.layers.empty() && !format.empty()) format += " default, " + std::to_string(p.layers.size()) + " per-layer";
             const std::string granularity = s.uses("granularity") ? p.granularity : std::string();
             out << r->id << ',' << csvField(str(r->config.model)) << ',' << strategyName(p.strategy) << ','
                 << csvField(str(format)) << ',' << csvField(str(granularity)) << ',' << e.epoch << ','
