@@ -451,6 +451,16 @@ int runTrain(const std::vector<std::string>& argv)
     startExtra["test_split"] = data.split;
     const std::unique_ptr<TrainObserver> obs = makeCliObserver(json, progress, std::move(planJson), ignored, std::move(startExtra));
     Trainer trainer(cfg, data, obs.get(), &g_stop); // a Ctrl+C during loading stops it at its first batch
+    if (!json && args.has("--format") && !cfg.precision.layers.empty()) {
+        // A plan that gives every layer its own format leaves --format nothing to set.
+        bool everyLayer = true;
+        for (const std::string& name : planLayerNames(trainer.model()))
+            everyLayer = everyLayer && std::any_of(cfg.precision.layers.begin(), cfg.precision.layers.end(),
+                                                   [&](const LayerOverride& o) { return o.layer == name && o.format; });
+        if (everyLayer)
+            std::fprintf(stderr, "quantscope-cli train: note: --format %s changes no layer: the plan gives every layer a format of its own\n",
+                         cfg.precision.format.c_str());
+    }
     if (!json && !args.has("--quiet")) // what was read, once the model is built (JSON: the start event)
         std::printf("data: %s (%s), %zu training and %zu test images of %zux%zux%zu, %zu classes%s\n", data.name.c_str(),
                     layoutName(data.layout), data.train.size(), data.test.size(), data.channels(), data.height(), data.width(),

@@ -413,6 +413,10 @@ void TestCli::valuesPastTheDataAreNamed()
     QVERIFY2(bn.exitCode == kExitOk, qPrintable(bn.err));
     QVERIFY2(bn.err.contains("--bn-freeze-epoch 3 is after the last epoch (1)"), qPrintable(bn.err));
     QVERIFY2(bn.err.contains("--bn-reestimate 50: the training set has 1 batches"), qPrintable(bn.err));
+    const Result plan = runCli({"train", "--data", m_valid, "--model", "mlp", "--strategy", "ptq", "--train-limit", "64", "--test-limit", "20",
+                                "--layer", "fc1=int4", "--layer", "fc2=int4", "--layer", "fc3=fp32", "--format", "int2", "--quiet"});
+    QVERIFY2(plan.exitCode == kExitOk, qPrintable(plan.err));
+    QVERIFY2(plan.err.contains("--format int2 changes no layer"), qPrintable(plan.err));
 }
 
 // analyze reads datasets as train does: a CSV of 1x8x12 images needs --image-shape (96 columns
