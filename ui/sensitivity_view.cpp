@@ -271,7 +271,10 @@ void SensitivityView::showReport(const SensitivityReport& r, const SensitivityOp
         item->setTextAlignment(Qt::AlignCenter);
         if (k < r.cells.size()) {
             const SensitivityCell& c = r.cells[k];
-            item->setText(tr("drop %1 pts\nSQNR %2").arg(c.dropPoints, 0, 'f', 2).arg(sqnrText(c.logitSqnrDb)));
+            // a gain reads as one ("drop -0.40 pts" was a double negative)
+            item->setText((c.dropPoints < 0 ? tr("gain %1 pts\nSQNR %2").arg(-c.dropPoints, 0, 'f', 2)
+                                            : tr("drop %1 pts\nSQNR %2").arg(c.dropPoints, 0, 'f', 2))
+                              .arg(sqnrText(c.logitSqnrDb)));
             item->setBackground(dropColor(c.dropPoints, worst));
             item->setForeground(QColor(Qt::black));
             item->setToolTip(tr("%1 at %2 (%3)\nvalidation accuracy %4 (FP32 %5): drop %6 points\nlogit SQNR %7, KL %8 nats\nClick for the "

@@ -48,7 +48,7 @@ bool TrainingPanel::loadPlanFile(const QString& path, QString* error)
         return false;
     }
     setConfig(cfg);
-    m_planTable->setNote(tr("Loaded %1: %2 layer entries over a %3 default.%4")
+    m_planTable->setNote(tr("Loaded %1: %2 layer entries over the default %3.%4")
                              .arg(QFileInfo(path).fileName())
                              .arg(p.layers.size())
                              .arg(QString::fromStdString(p.format), note),
