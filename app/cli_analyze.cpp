@@ -435,7 +435,7 @@ int runSearch(const Args& args)
         nlohmann::json plans = nlohmann::json::array();
         for (const EvaluatedPlan& p : r.plans)
             plans.push_back({{"label", p.label}, {"bytes", p.bytes}, {"bits_per_weight", p.bitsPerWeight}, {"accuracy", p.accuracy},
-                             {"uniform", p.uniform}, {"on_front", p.onFront}, {"over_budget", p.overBudget}, {"plan", nlohmann::json::parse(planToJson(p.plan))}});
+                             {"uniform", p.uniform}, {"on_front", p.onFront}, {"over_budget", p.overBudget}, {"over_bytes", p.overBytes}, {"plan", nlohmann::json::parse(planToJson(p.plan))}});
         nlohmann::json j = {{"event", "search"}, {"model", in.name}, {"fp32_val_acc", r.fp32Accuracy}, {"validation_images", r.images},
                             {"evaluations", r.evaluations}, {"sensitivity_evaluations", r.sensitivityEvaluations}, {"plans", plans},
                             {"stopped", r.stopped}, {"seconds", r.seconds}};
@@ -454,7 +454,10 @@ int runSearch(const Args& args)
         const EvaluatedPlan& p = r.plans[k];
         std::printf("%-5s %-46s %12llu %6.2f %8.2f%%%s\n", p.onFront ? "*" : "", p.label.c_str(), static_cast<unsigned long long>(p.bytes),
                     p.bitsPerWeight, 100.0 * p.accuracy,
-                    static_cast<long>(k) == r.chosen ? "   <- chosen" : p.overBudget ? "   over budget: not taken" : "");
+                    static_cast<long>(k) == r.chosen ? "   <- chosen"
+                    : p.overBudget                   ? "   over budget: not taken"
+                    : p.overBytes                    ? "   larger than --max-bytes"
+                                                     : "");
     }
     if (r.chosen < 0) { // exit 5: said on stderr, where a script looks for the reason, with how far the best plan was
         std::string nearest;

@@ -69,6 +69,7 @@ private slots:
         const MixedSearchReport r = searchMixedPrecision(m_trainer->model(), m_data, m_data.validation, opt);
         QVERIFY(r.chosen >= 0);
         QVERIFY(r.plans[static_cast<std::size_t>(r.chosen)].bytes <= int8Bytes / 3);
+        for (const EvaluatedPlan& e : r.plans) QCOMPARE(e.overBytes, e.bytes > int8Bytes / 3); // they read as within it
         QCOMPARE(r.plans[static_cast<std::size_t>(r.chosen)].plan.activationCalibration, std::string("minmax"));
         // --act-calibration: the plans are measured, and recorded, with it (it was minmax whatever was asked).
         opt.activationCalibration = "percentile";

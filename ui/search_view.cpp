@@ -404,6 +404,7 @@ void SearchView::selectPlan(long plan)
                              .arg(QString::fromStdString(e.label).toHtmlEscaped(),
                                   plan == m_report.chosen ? tr(" \u2014 chosen")
                                   : e.overBudget          ? tr(" \u2014 over the accuracy budget, not taken")
+                                  : e.overBytes           ? tr(" \u2014 larger than the size budget")
                                   : e.onFront             ? tr(" \u2014 on the front")
                                                           : QString(),
                                   formatBytes(double(e.bytes)))

@@ -158,6 +158,7 @@ MixedSearchReport searchMixedPrecision(Model& model, const Dataset& data, const 
     if (progress && !r.stopped && !progress(SearchPhase::Greedy, r.evaluations, opt.maxEvaluations)) r.stopped = true;
 
     // The front, and the chosen plan.
+    for (EvaluatedPlan& p : r.plans) p.overBytes = opt.maxBytes && p.bytes > *opt.maxBytes;
     for (EvaluatedPlan& p : r.plans) {
         p.onFront = true;
         for (const EvaluatedPlan& q : r.plans)

@@ -50,6 +50,7 @@ struct EvaluatedPlan {
     bool onFront = false;       // no other plan is at most as large and at least as accurate (one strictly)
     bool overBudget = false;    // a greedy move past the accuracy budget: evaluated, not taken (the next
                                 // step starts again from the plan before it)
+    bool overBytes = false;     // under a size budget (maxBytes): larger than it
 };
 
 struct MixedSearchReport {
