@@ -352,6 +352,8 @@ void TestGuiAnalysis::searchStops()
     s->setMaxEvaluations(200);
     QSignalSpy done(s, &SearchView::searchFinished);
     s->run();
+    // While it runs, the chart says so (it kept "Pick formats and a budget, then Run search").
+    QVERIFY2(s->chart()->emptyMessage().startsWith("Searching"), qPrintable(s->chart()->emptyMessage()));
     QTest::mouseClick(s->stopButton(), Qt::LeftButton);
     QVERIFY(done.wait(kRunTimeoutMs));
     QVERIFY(s->report().stopped);

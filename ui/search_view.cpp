@@ -278,6 +278,9 @@ void SearchView::run()
     m_progress->setValue(0);
     m_progress->setFormat(tr("measuring FP32\u2026"));
     m_status->setText(tr("%1: searching on %2 validation images\u2026").arg(in->name, formatCount(double(in->data->validation.size()))));
+    // Not the "pick formats, then Run search" invitation while the search runs.
+    m_chart->clear();
+    m_chart->setEmptyMessage(tr("Searching: every plan evaluated appears here when the search ends (the bar below counts them)."));
     QPointer<SearchView> self(this);
     const bool percent = kind == Budget::MaxPercent;
     m_thread.start([self, in, opt, percent, budget](const std::atomic<bool>& stop) mutable {
