@@ -1,5 +1,6 @@
 // quantscope-cli as a user runs it (QProcess): exit codes and one-line messages for bad
 // usage and bad data, and the JSON Lines of a small training run.
+#include "cli_fixtures.h"
 #include "diverging_model.h"
 
 #include "data/idx.h"
@@ -19,74 +20,7 @@
 #include <signal.h>
 
 using namespace quantscope;
-
-namespace {
-
-constexpr int kExitOk = 0, kExitUsage = 2, kExitData = 3, kExitNoResult = 5, kExitInterrupted = 130;
-constexpr int kRunTimeoutMs = 60000;
-constexpr std::size_t kTrain = 600, kTest = 250;
-// The synthetic classes are trivially separable; an MLP that learns at all gets far above
-// chance (0.10) on them.
-constexpr double kMinSyntheticAccuracy = 0.5;
-
-const QString kCli = QStringLiteral(QS_BINARY_DIR "/app/quantscope-cli");
-
-struct Result {
-    int exitCode = -1;
-    QString out, err;
-};
-
-// The JSON "done" event of a run's --json output (null when there is none).
-nlohmann::json doneOf(const Result& r)
-{
-    for (const QString& line : r.out.split('\n', Qt::SkipEmptyParts)) {
-        const nlohmann::json j = nlohmann::json::parse(line.toStdString());
-        if (j["event"] == "done") return j;
-    }
-    return nlohmann::json();
-}
-
-Result runCli(const QStringList& args)
-{
-    QProcess p;
-    p.start(kCli, args);
-    Result r;
-    if (!p.waitForStarted() || !p.waitForFinished(kRunTimeoutMs)) {
-        p.kill();
-        p.waitForFinished();
-        r.err = "quantscope-cli did not finish: " + p.errorString();
-        return r;
-    }
-    r.exitCode = p.exitStatus() == QProcess::NormalExit ? p.exitCode() : -1;
-    r.out = QString::fromUtf8(p.readAllStandardOutput());
-    r.err = QString::fromUtf8(p.readAllStandardError());
-    return r;
-}
-
-// An MNIST-layout folder of 28x28 images: class k is a bright block at its own place.
-void writeSyntheticFolder(const std::string& dir)
-{
-    std::filesystem::create_directories(dir);
-    Rng rng(5);
-    const auto write = [&](const std::string& prefix, std::size_t n) {
-        std::vector<std::uint8_t> px(n * 784), lb(n);
-        for (std::size_t i = 0; i < n; ++i) {
-            const auto k = static_cast<std::size_t>(rng.below(10));
-            lb[i] = static_cast<std::uint8_t>(k);
-            std::uint8_t* img = px.data() + i * 784;
-            for (std::size_t j = 0; j < 784; ++j) img[j] = static_cast<std::uint8_t>(rng.below(80));
-            const std::size_t r0 = 3 + 13 * (k / 5), c0 = 1 + 5 * (k % 5);
-            for (std::size_t r = r0; r < r0 + 6; ++r)
-                for (std::size_t c = c0; c < c0 + 4; ++c) img[r * 28 + c] = 230;
-        }
-        writeIdx(dir + "/" + prefix + "-images-idx3-ubyte.gz", {std::uint32_t(n), 28, 28}, px);
-        writeIdx(dir + "/" + prefix + "-labels-idx1-ubyte.gz", {std::uint32_t(n)}, lb);
-    };
-    write("train", kTrain);
-    write("t10k", kTest);
-}
-
-} // namespace
+using namespace cli_fixtures;
 
 class TestCli : public QObject {
     Q_OBJECT
@@ -100,15 +34,11 @@ private slots:
     void jsonLines();
     void modelFiles();
     void interruptStopsCleanly();
-    void interruptStopsSearch();
     void planInStartEvent();
     void bnReestimateInEpochEvents();
     void divergedRunExits4();
     void writesThroughDevicesAndLinks();
     void evalNormalizeAgainstTheStoredOne();
-    void analyzeTakesTheDataOptions();
-    void exportNamesTheImportedGraphsIo();
-    void valuesPastTheDataAreNamed();
     void ignoredOptionsAreNamed_data();
     void ignoredOptionsAreNamed();
 
@@ -368,96 +298,6 @@ void TestCli::evalNormalizeAgainstTheStoredOne()
     const nlohmann::json j = nlohmann::json::parse(json.out.toStdString());
     QCOMPARE(j.at("normalization").get<std::string>(), std::string("mean 0.2500, std 0.5000"));
     QVERIFY(j.contains("test_split") && j.contains("notes"));
-}
-
-// A PyTorch graph with its own input and output names (here PyTorch's defaults, 'onnx::Sub_0'
-// and '11'), quantized and exported to ONNX: the export's 'input' and 'logits' are named.
-void TestCli::exportNamesTheImportedGraphsIo()
-{
-    const QString csv = m_tmp.filePath("rgb8.csv"), out = m_tmp.filePath("caffe_int8.onnx");
-    {
-        QFile f(csv);
-        QVERIFY(f.open(QIODevice::WriteOnly));
-        Rng rng(5);
-        for (int i = 0; i < 60; ++i) {
-            QStringList row{QString::number(i % 10)};
-            for (int p = 0; p < 192; ++p) row << QString::number(int(rng.below(256)));
-            f.write((row.join(',') + "\n").toUtf8());
-        }
-    }
-    const QString caffe = QStringLiteral(QS_TEST_DATA "/../onnx_import/caffemean_op13_fold.onnx");
-    const Result r = runCli({"train", "--model", caffe, "--strategy", "ptq", "--epochs", "0", "--data", csv, "--test-fraction", "0.5",
-                             "--export", out, "--json"});
-    QVERIFY2(r.exitCode == kExitOk, qPrintable(r.err));
-    bool seen = false;
-    for (const QString& line : r.out.split('\n', Qt::SkipEmptyParts)) {
-        const nlohmann::json j = nlohmann::json::parse(line.toStdString());
-        if (j["event"] != "export") continue;
-        seen = true;
-        const std::string note = j["note"].get<std::string>();
-        QVERIFY2(note.find("its input is 'input'") != std::string::npos && note.find("had 'onnx::Sub_0' and '11'") != std::string::npos,
-                 note.c_str());
-    }
-    QVERIFY(seen);
-}
-
-// Values past what the data or the run have are named, not clamped in silence.
-void TestCli::valuesPastTheDataAreNamed()
-{
-    const Result calib = runCli({"train", "--data", m_valid, "--strategy", "ptq", "--train-limit", "100", "--calib-images", "5000",
-                                 "--test-limit", "20", "--quiet"});
-    QVERIFY2(calib.exitCode == kExitOk, qPrintable(calib.err));
-    QVERIFY2(calib.err.contains("calibrating on all 100 training images, fewer than --calib-images 5000"), qPrintable(calib.err));
-    const Result bn = runCli({"train", "--data", m_valid, "--model", "seed-cnn-bn", "--strategy", "qat", "--train-limit", "64",
-                              "--bn-freeze-epoch", "3", "--bn-reestimate", "50", "--test-limit", "20", "--quiet"});
-    QVERIFY2(bn.exitCode == kExitOk, qPrintable(bn.err));
-    QVERIFY2(bn.err.contains("--bn-freeze-epoch 3 is after the last epoch (1)"), qPrintable(bn.err));
-    QVERIFY2(bn.err.contains("--bn-reestimate 50: the training set has 1 batches"), qPrintable(bn.err));
-    const Result plan = runCli({"train", "--data", m_valid, "--model", "mlp", "--strategy", "ptq", "--train-limit", "64", "--test-limit", "20",
-                                "--layer", "fc1=int4", "--layer", "fc2=int4", "--layer", "fc3=fp32", "--format", "int2", "--quiet"});
-    QVERIFY2(plan.exitCode == kExitOk, qPrintable(plan.err));
-    QVERIFY2(plan.err.contains("--format int2 changes no layer"), qPrintable(plan.err));
-}
-
-// analyze reads datasets as train does: a CSV of 1x8x12 images needs --image-shape (96 columns
-// are neither k^2 nor 3k^2), which analyze refused as an unknown option; search takes --test-limit.
-void TestCli::analyzeTakesTheDataOptions()
-{
-    const QString csv = m_tmp.filePath("colour.csv"), model = m_tmp.filePath("colour.qsm");
-    {
-        QFile f(csv);
-        QVERIFY(f.open(QIODevice::WriteOnly));
-        Rng rng(3);
-        for (int i = 0; i < 90; ++i) {
-            const int label = i % 3;
-            QStringList row{QString::number(label)};
-            for (int p = 0; p < 96; ++p) row << QString::number((p / 32 == label ? 150 : 0) + int(rng.below(100)));
-            f.write((row.join(',') + "\n").toUtf8());
-        }
-    }
-    const QStringList data{"--data", csv, "--image-shape", "1x8x12", "--test-fraction", "0.2"};
-    const Result trained = runCli(QStringList{"train", "--model", "mlp", "--quiet", "--export", model} + data);
-    QVERIFY2(trained.exitCode == kExitOk, qPrintable(trained.err));
-    const Result cmp = runCli(QStringList{"analyze", "compare", model, "--images", "16", "--json"} + data);
-    QVERIFY2(cmp.exitCode == kExitOk, qPrintable(cmp.err));
-    const Result sens = runCli(QStringList{"analyze", "sensitivity", model, "--validation", "20", "--formats", "int8", "--json"} + data);
-    QVERIFY2(sens.exitCode == kExitOk, qPrintable(sens.err));
-    const QString planOut = m_tmp.filePath("chosen.plan.json");
-    const Result search = runCli(QStringList{"analyze", "search", model, "--validation", "20", "--formats", "int8,int4",
-                                             "--max-drop", "50", "--test-limit", "10", "--plan-out", planOut} + data);
-    QVERIFY2(search.exitCode == kExitOk, qPrintable(search.err));
-    QVERIFY2(search.out.contains("chosen:"), qPrintable(search.out));
-    QFile chosen(planOut); // the plan says how its activations were calibrated when it was measured
-    QVERIFY(chosen.open(QIODevice::ReadOnly));
-    QCOMPARE(nlohmann::json::parse(chosen.readAll().toStdString())["default"]["act_calibration"].get<std::string>(), std::string("minmax"));
-    const Result none = runCli(QStringList{"analyze", "search", model, "--validation", "20", "--formats", "int8", "--max-bytes", "1",
-                                           "--plan-out", m_tmp.filePath("none.plan.json")} + data);
-    QCOMPARE(none.exitCode, kExitNoResult);
-    QVERIFY2(none.err.contains("no evaluated plan meets the budget (the smallest evaluated plan is "), qPrintable(none.err));
-    QVERIFY2(none.err.contains("; --plan-out is not written"), qPrintable(none.err));
-    QVERIFY(!QFileInfo::exists(m_tmp.filePath("none.plan.json")));
-    const Result missing = runCli({"analyze", "compare", model, "--data", csv});
-    QCOMPARE(missing.exitCode, kExitData);
 }
 
 void TestCli::modelFiles()
@@ -729,25 +569,6 @@ void TestCli::interruptStopsCleanly()
     const nlohmann::json last = nlohmann::json::parse(lines.last().toStdString());
     QCOMPARE(QString::fromStdString(last.value("event", "")), QString("done"));
     QVERIFY(last.value("stopped", false));
-}
-
-// Ctrl-C during a mixed-bit search: it stops within one evaluation, still prints its JSON (the
-// plans evaluated so far, stopped=true) and exits with 130.
-void TestCli::interruptStopsSearch()
-{
-    QProcess p;
-    p.start(kCli, {"analyze", "search", "seed-cnn", "--data", m_valid, "--validation", QString::number(kTrain / 2), "--formats",
-                   "int8,int7,int6,int5,int4,int3,int2", "--calibrations", "minmax,mse,percentile", "--max-drop", "0.5",
-                   "--max-evals", "100000", "--json"});
-    QVERIFY(p.waitForStarted());
-    QTest::qWait(1500); // loading, then evaluating: either way the search stops cleanly
-    ::kill(static_cast<pid_t>(p.processId()), SIGINT);
-    QVERIFY(p.waitForFinished(kRunTimeoutMs));
-    QCOMPARE(p.exitStatus(), QProcess::NormalExit);
-    QCOMPARE(p.exitCode(), kExitInterrupted);
-    const nlohmann::json j = nlohmann::json::parse(p.readAllStandardOutput().trimmed().toStdString());
-    QCOMPARE(QString::fromStdString(j.value("event", "")), QString("search"));
-    QVERIFY(j.value("stopped", false));
 }
 
 QTEST_GUILESS_MAIN(TestCli)

@@ -1,0 +1,154 @@
+// quantscope-cli analyze, and train's notes and exports around it, as a user runs them
+// (QProcess): the data options, search's exits and Ctrl+C, ONNX exports of imported graphs,
+// values past what the data has.
+#include "cli_fixtures.h"
+
+#include "util/rng.h"
+
+#include <QDir>
+#include <QFile>
+#include <QTemporaryDir>
+#include <QtTest>
+
+#include <nlohmann/json.hpp>
+
+#include <csignal>
+#include <signal.h>
+
+using namespace quantscope;
+using namespace cli_fixtures;
+
+class TestCliAnalyze : public QObject {
+    Q_OBJECT
+
+private slots:
+    void initTestCase();
+    void exportNamesTheImportedGraphsIo();
+    void valuesPastTheDataAreNamed();
+    void analyzeTakesTheDataOptions();
+    void interruptStopsSearch();
+
+private:
+    QTemporaryDir m_tmp;
+    QString m_valid;
+};
+
+void TestCliAnalyze::initTestCase()
+{
+    QVERIFY2(QFileInfo(kCli).isExecutable(), qPrintable(kCli + " is not built"));
+    QVERIFY(m_tmp.isValid());
+    m_valid = m_tmp.filePath("valid");
+    writeSyntheticFolder(m_valid.toStdString());
+}
+
+// A PyTorch graph with its own input and output names (here PyTorch's defaults, 'onnx::Sub_0'
+// and '11'), quantized and exported to ONNX: the export's 'input' and 'logits' are named.
+void TestCliAnalyze::exportNamesTheImportedGraphsIo()
+{
+    const QString csv = m_tmp.filePath("rgb8.csv"), out = m_tmp.filePath("caffe_int8.onnx");
+    {
+        QFile f(csv);
+        QVERIFY(f.open(QIODevice::WriteOnly));
+        Rng rng(5);
+        for (int i = 0; i < 60; ++i) {
+            QStringList row{QString::number(i % 10)};
+            for (int p = 0; p < 192; ++p) row << QString::number(int(rng.below(256)));
+            f.write((row.join(',') + "\n").toUtf8());
+        }
+    }
+    const QString caffe = QStringLiteral(QS_TEST_DATA "/../onnx_import/caffemean_op13_fold.onnx");
+    const Result r = runCli({"train", "--model", caffe, "--strategy", "ptq", "--epochs", "0", "--data", csv, "--test-fraction", "0.5",
+                             "--export", out, "--json"});
+    QVERIFY2(r.exitCode == kExitOk, qPrintable(r.err));
+    bool seen = false;
+    for (const QString& line : r.out.split('\n', Qt::SkipEmptyParts)) {
+        const nlohmann::json j = nlohmann::json::parse(line.toStdString());
+        if (j["event"] != "export") continue;
+        seen = true;
+        const std::string note = j["note"].get<std::string>();
+        QVERIFY2(note.find("its input is 'input'") != std::string::npos && note.find("had 'onnx::Sub_0' and '11'") != std::string::npos,
+                 note.c_str());
+    }
+    QVERIFY(seen);
+}
+
+// Values past what the data or the run have are named, not clamped in silence.
+void TestCliAnalyze::valuesPastTheDataAreNamed()
+{
+    const Result calib = runCli({"train", "--data", m_valid, "--strategy", "ptq", "--train-limit", "100", "--calib-images", "5000",
+                                 "--test-limit", "20", "--quiet"});
+    QVERIFY2(calib.exitCode == kExitOk, qPrintable(calib.err));
+    QVERIFY2(calib.err.contains("calibrating on all 100 training images, fewer than --calib-images 5000"), qPrintable(calib.err));
+    const Result bn = runCli({"train", "--data", m_valid, "--model", "seed-cnn-bn", "--strategy", "qat", "--train-limit", "64",
+                              "--bn-freeze-epoch", "3", "--bn-reestimate", "50", "--test-limit", "20", "--quiet"});
+    QVERIFY2(bn.exitCode == kExitOk, qPrintable(bn.err));
+    QVERIFY2(bn.err.contains("--bn-freeze-epoch 3 is after the last epoch (1)"), qPrintable(bn.err));
+    QVERIFY2(bn.err.contains("--bn-reestimate 50: the training set has 1 batches"), qPrintable(bn.err));
+    const Result plan = runCli({"train", "--data", m_valid, "--model", "mlp", "--strategy", "ptq", "--train-limit", "64", "--test-limit", "20",
+                                "--layer", "fc1=int4", "--layer", "fc2=int4", "--layer", "fc3=fp32", "--format", "int2", "--quiet"});
+    QVERIFY2(plan.exitCode == kExitOk, qPrintable(plan.err));
+    QVERIFY2(plan.err.contains("--format int2 changes no layer"), qPrintable(plan.err));
+}
+
+// analyze reads datasets as train does: a CSV of 1x8x12 images needs --image-shape (96 columns
+// are neither k^2 nor 3k^2), which analyze refused as an unknown option; search takes --test-limit.
+void TestCliAnalyze::analyzeTakesTheDataOptions()
+{
+    const QString csv = m_tmp.filePath("colour.csv"), model = m_tmp.filePath("colour.qsm");
+    {
+        QFile f(csv);
+        QVERIFY(f.open(QIODevice::WriteOnly));
+        Rng rng(3);
+        for (int i = 0; i < 90; ++i) {
+            const int label = i % 3;
+            QStringList row{QString::number(label)};
+            for (int p = 0; p < 96; ++p) row << QString::number((p / 32 == label ? 150 : 0) + int(rng.below(100)));
+            f.write((row.join(',') + "\n").toUtf8());
+        }
+    }
+    const QStringList data{"--data", csv, "--image-shape", "1x8x12", "--test-fraction", "0.2"};
+    const Result trained = runCli(QStringList{"train", "--model", "mlp", "--quiet", "--export", model} + data);
+    QVERIFY2(trained.exitCode == kExitOk, qPrintable(trained.err));
+    const Result cmp = runCli(QStringList{"analyze", "compare", model, "--images", "16", "--json"} + data);
+    QVERIFY2(cmp.exitCode == kExitOk, qPrintable(cmp.err));
+    const Result sens = runCli(QStringList{"analyze", "sensitivity", model, "--validation", "20", "--formats", "int8", "--json"} + data);
+    QVERIFY2(sens.exitCode == kExitOk, qPrintable(sens.err));
+    const QString planOut = m_tmp.filePath("chosen.plan.json");
+    const Result search = runCli(QStringList{"analyze", "search", model, "--validation", "20", "--formats", "int8,int4",
+                                             "--max-drop", "50", "--test-limit", "10", "--plan-out", planOut} + data);
+    QVERIFY2(search.exitCode == kExitOk, qPrintable(search.err));
+    QVERIFY2(search.out.contains("chosen:"), qPrintable(search.out));
+    QFile chosen(planOut); // the plan says how its activations were calibrated when it was measured
+    QVERIFY(chosen.open(QIODevice::ReadOnly));
+    QCOMPARE(nlohmann::json::parse(chosen.readAll().toStdString())["default"]["act_calibration"].get<std::string>(), std::string("minmax"));
+    const Result none = runCli(QStringList{"analyze", "search", model, "--validation", "20", "--formats", "int8", "--max-bytes", "1",
+                                           "--plan-out", m_tmp.filePath("none.plan.json")} + data);
+    QCOMPARE(none.exitCode, kExitNoResult);
+    QVERIFY2(none.err.contains("no evaluated plan meets the budget (the smallest evaluated plan is "), qPrintable(none.err));
+    QVERIFY2(none.err.contains("; --plan-out is not written"), qPrintable(none.err));
+    QVERIFY(!QFileInfo::exists(m_tmp.filePath("none.plan.json")));
+    const Result missing = runCli({"analyze", "compare", model, "--data", csv});
+    QCOMPARE(missing.exitCode, kExitData);
+}
+
+// Ctrl-C during a mixed-bit search: it stops within one evaluation, still prints its JSON (the
+// plans evaluated so far, stopped=true) and exits with 130.
+void TestCliAnalyze::interruptStopsSearch()
+{
+    QProcess p;
+    p.start(kCli, {"analyze", "search", "seed-cnn", "--data", m_valid, "--validation", QString::number(kTrain / 2), "--formats",
+                   "int8,int7,int6,int5,int4,int3,int2", "--calibrations", "minmax,mse,percentile", "--max-drop", "0.5",
+                   "--max-evals", "100000", "--json"});
+    QVERIFY(p.waitForStarted());
+    QTest::qWait(1500); // loading, then evaluating: either way the search stops cleanly
+    ::kill(static_cast<pid_t>(p.processId()), SIGINT);
+    QVERIFY(p.waitForFinished(kRunTimeoutMs));
+    QCOMPARE(p.exitStatus(), QProcess::NormalExit);
+    QCOMPARE(p.exitCode(), kExitInterrupted);
+    const nlohmann::json j = nlohmann::json::parse(p.readAllStandardOutput().trimmed().toStdString());
+    QCOMPARE(QString::fromStdString(j.value("event", "")), QString("search"));
+    QVERIFY(j.value("stopped", false));
+}
+
+QTEST_GUILESS_MAIN(TestCliAnalyze)
+#include "tst_cli_analyze.moc"
