@@ -351,7 +351,7 @@ int runTrain(const std::vector<std::string>& argv)
     // block is its own granularity). Used when the default or any layer's format is an integer one.
     bool intGrid = needsScale(findFormat(pc.format));
     for (const LayerOverride& o : pc.layers) intGrid = intGrid || (o.format && o.format != "fp32" && needsScale(findFormat(*o.format)));
-    unusedWith("--granularity", intGrid, "float and MX formats take no scale, so no granularity");
+    unusedWith("--granularity", intGrid, "float formats take no scale, and an MX format's scale is its own (one per block of 32)");
     unusedWith("--narrow-range", intGrid, "it is for integer formats");
     unusedWith("--first-last-8bit", intGrid, "it keeps the first and last layers at int8 under an integer --format");
     unusedWith("--quantizer", pc.quantizer != "lsq" || intGrid, "LSQ learns the step of an integer grid; float and MX formats have none");
@@ -421,7 +421,7 @@ int runTrain(const std::vector<std::string>& argv)
         if (!args.has("--normalize") && file->normalizationKnown && (nc == 1 || nc == data.channels())) {
             data.normalization = file->normalization.broadcast(data.channels());
             if (say)
-                std::fprintf(stderr, "quantscope-cli train: input normalisation %s, stored in %s (--normalize overrides it)\n",
+                std::fprintf(stderr, "quantscope-cli train: input normalisation %s, stored in %s (its weights were trained on it)\n",
                              data.normalization.describe().c_str(), cfg.modelFile.c_str());
         } else if (!args.has("--normalize") && !file->normalizationKnown && say) {
             std::fprintf(stderr,
