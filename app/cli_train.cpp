@@ -446,6 +446,7 @@ int runTrain(const std::vector<std::string>& argv)
     startExtra["rounding"] = cfg.precision.rounding;
     startExtra["seed"] = cfg.seed;
     startExtra["batch_size"] = cfg.batchSize;
+    if (cfg.precision.strategy == Strategy::Progressive) startExtra["schedule"] = cfg.precision.schedule;
     startExtra["normalization"] = data.normalization.describe();
     startExtra["data"] = data.dir;
     startExtra["test_split"] = data.split;

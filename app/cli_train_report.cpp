@@ -222,6 +222,13 @@ public:
     std::string quantTag(const std::string& phase) const
     {
         std::string tag = phase;
+        // Progressive evaluates its quantized model at the schedule's last format whatever the
+        // phase (its fp32 epochs read "[fp32] quantized model test acc" of an int4 model).
+        if (m_startExtra.contains("schedule")) {
+            const std::string schedule = m_startExtra.at("schedule").get<std::string>();
+            const std::string last = schedule.substr(schedule.rfind(',') == std::string::npos ? 0 : schedule.rfind(',') + 1);
+            tag = last.substr(0, last.find(':'));
+        }
         if (m_plan.is_object()) {
             if (tag == "fp32" && m_plan.contains("default")) tag = m_plan.at("default").value("format", tag);
             if (m_plan.contains("layers") && !m_plan.at("layers").empty()) tag += ", per-layer plan";

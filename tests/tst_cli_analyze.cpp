@@ -88,6 +88,11 @@ void TestCliAnalyze::valuesPastTheDataAreNamed()
                                 "--layer", "fc1=int4", "--layer", "fc2=int4", "--layer", "fc3=fp32", "--format", "int2", "--quiet"});
     QVERIFY2(plan.exitCode == kExitOk, qPrintable(plan.err));
     QVERIFY2(plan.err.contains("--format int2 changes no layer"), qPrintable(plan.err));
+    // Progressive's quantized evaluation is of the schedule's last format, in its fp32 epochs too.
+    const Result progressive = runCli({"train", "--data", m_valid, "--model", "mlp", "--strategy", "progressive", "--schedule", "fp32:1,int4:1",
+                                       "--train-limit", "64", "--test-limit", "20", "--quiet"});
+    QVERIFY2(progressive.exitCode == kExitOk, qPrintable(progressive.err));
+    QVERIFY2(progressive.out.contains("epoch 1/2  [int4]  quantized model test acc"), qPrintable(progressive.out));
 }
 
 // analyze reads datasets as train does: a CSV of 1x8x12 images needs --image-shape (96 columns
