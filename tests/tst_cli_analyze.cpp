@@ -88,6 +88,13 @@ void TestCliAnalyze::valuesPastTheDataAreNamed()
                                 "--layer", "fc1=int4", "--layer", "fc2=int4", "--layer", "fc3=fp32", "--format", "int2", "--quiet"});
     QVERIFY2(plan.exitCode == kExitOk, qPrintable(plan.err));
     QVERIFY2(plan.err.contains("--format int2 changes no layer"), qPrintable(plan.err));
+    // A narrow-range export says so (nothing told it from a full-range one).
+    const QString narrow = m_tmp.filePath("narrow.qsm");
+    const Result nr = runCli({"train", "--data", m_valid, "--model", "mlp", "--strategy", "ptq", "--narrow-range", "--train-limit", "64",
+                              "--test-limit", "20", "--quiet", "--export", narrow});
+    QVERIFY2(nr.exitCode == kExitOk, qPrintable(nr.err));
+    QVERIFY2(nr.out.contains("int8 weights (channel, narrow range)"), qPrintable(nr.out));
+    QVERIFY2(runCli({"info", narrow}).out.contains("narrow range"), "info");
     // Progressive's quantized evaluation is of the schedule's last format, in its fp32 epochs too.
     const Result progressive = runCli({"train", "--data", m_valid, "--model", "mlp", "--strategy", "progressive", "--schedule", "fp32:1,int4:1",
                                        "--train-limit", "64", "--test-limit", "20", "--quiet"});

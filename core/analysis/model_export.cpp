@@ -421,7 +421,7 @@ ExportSummary writeAndVerify(const ExportedModel& m, const ExportedModel& fp32, 
     s.path = path;
     s.format = exportFormatFor(path);
     s.quantized = m.quantized;
-    s.precision = m.quantized ? m.weightFormat + " weights (" + m.granularity + "), " + m.activationFormat + " activations" : "fp32";
+    s.precision = m.precisionText();
     std::vector<std::uint8_t> bytes, fp32Bytes;
     if (s.format == ExportFormat::Qsm) {
         bytes = encodeQsm(m);

@@ -133,7 +133,7 @@ ModelSummary summarizeExported(const ExportedModel& m, const std::string& source
     if (!m.modelName.empty()) s.modelName = m.modelName;
     s.source = source;
     s.quantized = m.quantized;
-    if (m.quantized) s.precision = m.weightFormat + " weights (" + m.granularity + "), " + m.activationFormat + " activations";
+    if (m.quantized) s.precision = m.precisionText();
     if (!m.quantized)
         for (const StoredLayer& l : m.layers)
             if (l.kind == LayerKind::Conv2d && l.bnFolded) {

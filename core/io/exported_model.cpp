@@ -162,6 +162,18 @@ std::vector<Shape> ExportedModel::activationShapes() const
     return shapes;
 }
 
+std::string ExportedModel::precisionText() const
+{
+    if (!quantized) return "fp32";
+    bool narrow = false;
+    for (const StoredLayer& l : layers)
+        if ((l.kind == LayerKind::Conv2d || l.kind == LayerKind::Linear) && !l.tensors.empty()) {
+            const StoredTensor& w = l.tensors.front();
+            if (w.encoding == TensorEncoding::Int && w.isSigned && w.bits >= 3 && w.qmin == -w.qmax) narrow = true; // 2 bits: ternary's grid
+        }
+    return weightFormat + " weights (" + granularity + (narrow ? ", narrow range" : "") + "), " + activationFormat + " activations";
+}
+
 std::size_t ExportedModel::numParams() const
 {
     std::size_t n = 0;

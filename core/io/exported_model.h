@@ -107,6 +107,10 @@ struct ExportedModel {
     // sources). QuantScope's own ONNX exports name them "input" and "logits" (io/onnx_io.h).
     std::string onnxInputName, onnxOutputName;
 
+    // "int8 weights (channel), uint8 activations" for an integer model, with ", narrow range" when
+    // its signed weights use [-(2^(b-1)-1), 2^(b-1)-1] (--narrow-range, read from the tensors); "fp32".
+    std::string precisionText() const;
+
     // Parameters and (integer models) activation points, summed over layers.
     std::size_t numParams() const;
     // The one layer that reads layer i's output, or -1 when none or several do.
