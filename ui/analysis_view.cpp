@@ -23,7 +23,7 @@ AnalysisView::AnalysisView(QWidget* parent) : QWidget(parent)
 {
     m_source = new QComboBox;
     m_source->setObjectName(QStringLiteral("analysisSource"));
-    m_source->setMinimumContentsLength(28);
+    m_source->setMinimumContentsLength(18); // 28 made the bar 923 pixels at least, past a 1366-pixel window's tab
     m_source->setSizeAdjustPolicy(QComboBox::AdjustToMinimumContentsLengthWithIcon);
     m_source->setToolTip(tr("The FP32 model analysed: the selected finished run's trained model, or a model file opened with "
                             "File > Open model file (measured on the loaded dataset)."));
@@ -44,6 +44,8 @@ AnalysisView::AnalysisView(QWidget* parent) : QWidget(parent)
     m_calibration->setToolTip(tr("Training images (not the validation ones) that calibrate the activation ranges."));
     m_note = new QLabel;
     m_note->setObjectName(QStringLiteral("analysisNote"));
+    m_note->setWordWrap(true);
+    m_note->setMinimumWidth(120); // wraps instead of widening the view past a 1366-pixel window's tab
     m_note->setStyleSheet(QStringLiteral("color: #555;"));
     connect(m_source, &QComboBox::currentIndexChanged, this, &AnalysisView::updateSourceNote);
 
@@ -62,7 +64,7 @@ AnalysisView::AnalysisView(QWidget* parent) : QWidget(parent)
 
     auto* bar = new QHBoxLayout;
     bar->addWidget(new QLabel(tr("Model")));
-    bar->addWidget(m_source);
+    bar->addWidget(m_source, 2);
     bar->addSpacing(12);
     bar->addWidget(new QLabel(tr("Validation images")));
     bar->addWidget(m_validation);

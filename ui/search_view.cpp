@@ -150,10 +150,12 @@ SearchView::SearchView(InputProvider input, QWidget* parent) : QWidget(parent), 
     split->setSizes({700, 330});
 
     auto* g = new QGridLayout;
+    // Formats on a row of their own, the calibrations beside the evaluations: side by side they
+    // set the view's minimum width past a 1366-pixel window's tab.
     g->addWidget(new QLabel(tr("Formats")), 0, 0);
-    g->addLayout(formats, 0, 1, 1, 3);
-    g->addWidget(new QLabel(tr("Calibrations")), 0, 4);
-    g->addLayout(calibs, 0, 5, 1, 2);
+    g->addLayout(formats, 0, 1, 1, 5);
+    g->addWidget(new QLabel(tr("Calibrations")), 2, 0);
+    g->addLayout(calibs, 2, 1, 1, 3);
     g->addWidget(new QLabel(tr("Granularity")), 1, 0);
     g->addWidget(m_granularity, 1, 1);
     g->addWidget(new QLabel(tr("Budget")), 1, 2);

@@ -119,7 +119,10 @@ SensitivityView::SensitivityView(InputProvider input, QWidget* parent) : QWidget
     legendRow->addWidget(m_legend);
     legendRow->addWidget(m_scaleEnd);
     legendRow->addSpacing(16);
-    legendRow->addWidget(new QLabel(tr("Cell text: drop in points, SQNR of the model's outputs. Click a cell for its histogram.")), 1);
+    // Wrapped: on one line it set the view's minimum width past a 1366-pixel window's tab.
+    auto* cellText = new QLabel(tr("Cell text: drop in points, SQNR of the model's outputs. Click a cell for its histogram."));
+    cellText->setWordWrap(true);
+    legendRow->addWidget(cellText, 1);
 
     auto* g = new QGridLayout;
     g->addWidget(new QLabel(tr("Formats")), 0, 0);
