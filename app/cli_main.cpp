@@ -1,6 +1,7 @@
 // quantscope-cli: the headless entry point. Dispatches subcommands and maps errors to exit codes.
 #include "cli_args.h"
 #include "cli_commands.h"
+#include "util/memory.h"
 
 #include "util/errors.h"
 
@@ -94,6 +95,7 @@ int runCommand(const std::string& cmd, std::vector<std::string>& args)
 int main(int argc, char** argv)
 {
     using namespace quantscope::cli;
+    quantscope::keepTrainingBuffersInHeap();
     std::vector<std::string> args(argv + 1, argv + argc);
     if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
         std::fputs(kHelp, args.empty() ? stderr : stdout);

@@ -6,6 +6,8 @@
 #include "runs_model.h"
 #include "training_panel.h"
 
+#include "util/memory.h"
+
 #include <QApplication>
 #include <QPushButton>
 #include <QCheckBox>
@@ -226,6 +228,7 @@ private:
 
 int main(int argc, char** argv)
 {
+    quantscope::keepTrainingBuffersInHeap();
     QApplication app(argc, argv);
     QApplication::setOrganizationName(QStringLiteral("QuantScope"));
     QApplication::setApplicationName(QStringLiteral("QuantScope"));

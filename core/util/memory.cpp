@@ -1,5 +1,7 @@
 #include "util/memory.h"
 
+#include <malloc.h>
+
 #include <fstream>
 #include <string>
 #include <sys/resource.h>
@@ -28,6 +30,15 @@ unsigned long long physicalMemoryBytes()
         }
     }
     return bytes;
+}
+
+void keepTrainingBuffersInHeap()
+{
+#if defined(__GLIBC__)
+    mallopt(M_MMAP_THRESHOLD, 256 << 20);
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
+    mallopt(M_TOP_PAD, 64 << 20);
+#endif
 }
 
 } // namespace quantscope

@@ -12,4 +12,14 @@ double peakResidentMegabytes();
 // limit of this process (/sys/fs/cgroup/memory.max) when that is smaller. 0 when unknown.
 unsigned long long physicalMemoryBytes();
 
+// Keeps training's large per-step buffers (activations, im2col, gradients: hundreds of KB to
+// tens of MB, allocated and freed every step) in the heap instead of glibc handing each back to
+// the kernel with munmap and faulting it in again (mallopt(3): M_MMAP_THRESHOLD 256 MiB,
+// M_TRIM_THRESHOLD 1 GiB, M_TOP_PAD 64 MiB), as PyTorch's caching allocator keeps its blocks.
+// Measured on resnet8 FP32 training (6,400 images, 2 threads, Zen 4, glibc tunables of the same
+// values, alternating): 90k page faults -> 56k, images/s +5.2, +2.7, +5.3 and +0.5 % in four
+// pairs, peak memory 158.6 -> 163.1 MiB. Call once at program start, before the first allocation
+// that matters. A no-op where the C library is not glibc.
+void keepTrainingBuffersInHeap();
+
 } // namespace quantscope
