@@ -1,5 +1,7 @@
 // `quantscope-cli info` as a user runs it (QProcess): the table and the JSON object for a preset
 // and a .qsm file, and one-line errors with the documented exit codes for bad models.
+#include "cli_fixtures.h"
+
 #include "io/exported_model.h"
 #include "io/qsm.h"
 #include "nn/model_zoo.h"
@@ -12,34 +14,9 @@
 #include <fstream>
 
 using namespace quantscope;
+using namespace cli_fixtures;
 
 namespace {
-
-constexpr int kExitOk = 0, kExitUsage = 2, kExitData = 3;
-constexpr int kRunTimeoutMs = 30000;
-const QString kCli = QStringLiteral(QS_BINARY_DIR "/app/quantscope-cli");
-
-struct Result {
-    int exitCode = -1;
-    QString out, err;
-};
-
-Result runCli(const QStringList& args)
-{
-    QProcess p;
-    p.start(kCli, args);
-    Result r;
-    if (!p.waitForStarted() || !p.waitForFinished(kRunTimeoutMs)) {
-        p.kill();
-        p.waitForFinished();
-        r.err = "quantscope-cli did not finish: " + p.errorString();
-        return r;
-    }
-    r.exitCode = p.exitStatus() == QProcess::NormalExit ? p.exitCode() : -1;
-    r.out = QString::fromUtf8(p.readAllStandardOutput());
-    r.err = QString::fromUtf8(p.readAllStandardError());
-    return r;
-}
 
 // The table row of `layer`, split on runs of spaces.
 QStringList tableRow(const QString& out, const QString& layer)
