@@ -78,6 +78,7 @@ private slots:
     void referenceModels();
     void readsUsersInputConventions();
     void sharedWeightsAreNamed();
+    void convHeadsOnFlatFeatures();
     void metadataDoesNotMisroute();
 };
 
@@ -88,7 +89,8 @@ void TestOnnxImport::matchesPyTorch_data()
                           "residual_op13_fold_dyn", "residual_op11_nofold", "mobile_op11_fold_dyn", "mobile_op17_nofold_dyn",
                           "padconv_op13_nofold", "padconv_op17_fold_dyn", "matmul_op13_nofold_dyn", "poolpad_op13_fold_dyn", "squeeze_op11_nofold",
                           "squeeze_op13_fold_dyn", "squeezeall_op13_fold", "clampchain_op13_fold_dyn", "clampchain_op11_nofold", "ref_resnet8",
-                          "ref_mobilenet-tiny"})
+                          "ref_mobilenet-tiny", "convhead_op11_nofold_dyn", "convhead_op13_fold", "unsqueezehead_op11_nofold",
+                          "unsqueezehead_op13_fold_dyn", "convscores_op13_fold_dyn"})
         QTest::newRow(n) << QString(n);
 }
 
@@ -576,6 +578,25 @@ void TestOnnxImport::metadataDoesNotMisroute()
     std::ofstream(strippedPath, std::ios::binary).write(reinterpret_cast<const char*>(stripped.data()), static_cast<std::streamsize>(stripped.size()));
     checkSameForward(*original, readOnnxModel(strippedPath.string()), "names stripped");
     fs::remove_all(dir);
+}
+
+// A 1x1 Conv on flat features viewed as [N, K, 1, 1] (h.view(N, -1, 1, 1), h[:, :, None, None])
+// is a Linear, and a [N, classes, 1, 1] graph output gets a Flatten: the three exports were
+// refused ("reshapes [12] images to [N, -1, 1, 1]", Unsqueeze unsupported, "per-image shape
+// [10,1,1]"). matchesPyTorch compares their outputs with PyTorch's.
+void TestOnnxImport::convHeadsOnFlatFeatures()
+{
+    for (const char* name : {"convhead_op11_nofold_dyn", "convhead_op13_fold", "unsqueezehead_op11_nofold", "unsqueezehead_op13_fold_dyn"}) {
+        const ExportedModel m = importOnnx((kFixtures / (std::string(name) + ".onnx")).string());
+        const StoredLayer& head = m.layers.back();
+        QVERIFY2(head.kind == LayerKind::Linear && head.name == "head" && head.outFeatures == 10, name);
+        QVERIFY2(std::none_of(m.layers.begin(), m.layers.end(), [](const StoredLayer& l) { return l.kind == LayerKind::Conv2d && l.kernel == 1; }), name);
+        QVERIFY2(std::any_of(m.notes.begin(), m.notes.end(), [](const std::string& n) { return n.find("read as a Linear") != std::string::npos; }), name);
+    }
+    const ExportedModel s = importOnnx((kFixtures / "convscores_op13_fold_dyn.onnx").string());
+    QCOMPARE(s.layers.back().kind, LayerKind::Flatten);
+    QCOMPARE(s.layers[s.layers.size() - 2].kind, LayerKind::Conv2d);
+    QCOMPARE(s.classes, std::size_t{10});
 }
 
 QTEST_GUILESS_MAIN(TestOnnxImport)

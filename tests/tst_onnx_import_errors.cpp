@@ -191,6 +191,32 @@ void TestOnnxImportErrors::badInput_data()
     row("squeeze of an axis that is not 1", "squeeze_op11_nofold",
         [](onnx::ModelProto& mp) { setInts(findNode(mp, "Squeeze"), "axes", std::vector<std::int64_t>{1}); }, "FormatError",
         "axis 1 has size 6, not 1");
+    // Flat features viewed as [N, K, 1, 1] before a Conv: a 1x1 kernel is a Linear; padding (or a
+    // larger kernel) would spread the features over a plane, and a softmax over a size-1 axis is
+    // not the class axis.
+    row("padded conv on a flat view", "convhead_op13_fold",
+        [](onnx::ModelProto& mp) {
+            for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node())
+                if (n.name() == "/head/Conv") setInts(&n, "pads", {1, 1, 1, 1});
+        },
+        "ConfigError", "Conv node '/head/Conv': a 1x1 kernel with padding on flat features viewed as [12,1,1]");
+    row("softmax over a size-1 axis of a view", "convhead_op13_fold",
+        [](onnx::ModelProto& mp) {
+            onnx::NodeProto* last = mp.mutable_graph()->mutable_node(mp.graph().node_size() - 1);
+            last->set_op_type("Softmax");
+            last->clear_attribute();
+            onnx::AttributeProto* a = last->add_attribute();
+            a->set_name("axis");
+            a->set_type(onnx::AttributeProto::INT);
+            a->set_i(-1);
+        },
+        "ConfigError", "takes the softmax over axis -1 of");
+    row("unsqueeze to a middle axis", "unsqueezehead_op11_nofold",
+        [](onnx::ModelProto& mp) { setInts(findNode(mp, "Unsqueeze"), "axes", std::vector<std::int64_t>{1}); }, "ConfigError",
+        "unsqueezes [6] images to [1,6]");
+    row("unsqueeze before the batch", "unsqueezehead_op11_nofold",
+        [](onnx::ModelProto& mp) { setInts(findNode(mp, "Unsqueeze"), "axes", std::vector<std::int64_t>{0}); }, "ConfigError",
+        "adds an axis before the batch");
     row("squeeze of the batch axis", "squeeze_op11_nofold",
         [](onnx::ModelProto& mp) { setInts(findNode(mp, "Squeeze"), "axes", std::vector<std::int64_t>{0}); }, "ConfigError",
         "squeezes the batch axis");

@@ -324,7 +324,9 @@ ExportedModel Importer::run()
         }
         const auto it = handlers().find(n.op_type());
         if (it == handlers().end()) unsupported(n);
+        checkViews(n);
         (this->*(it->second))(n);
+        propagateView(n);
         for (int o = 0; o < n.output_size(); ++o)
             if (!n.output(o).empty() && m_uses[n.output(o)] > 0 && !m_values.count(n.output(o)))
                 failNode(n, "output " + std::to_string(o) + " ('" + n.output(o) + "') is used, but only the first output is read");
@@ -336,7 +338,19 @@ ExportedModel Importer::run()
     if (out.kind != Value::Kind::Act || out.act == 0)
         fail("the graph output '" + m_outputName + "' is not computed by any layer", true);
     if (out.act != m_m.layers.size()) fail("the graph output '" + m_outputName + "' is not the last layer's value");
-    const Shape& s = m_shapes[out.act];
+    if (const Shape o = m_shapes[out.act]; o.size() == 3 && o[1] == 1 && o[2] == 1) {
+        // [N, C, 1, 1] scores (a 1x1 Conv head with no flatten after it): read as [N, C].
+        StoredLayer f;
+        f.kind = LayerKind::Flatten;
+        f.name = "output_flatten";
+        for (int k = 2; m_names.count(f.name); ++k) f.name = "output_flatten_" + std::to_string(k);
+        f.inputs = {out.act};
+        m_m.layers.push_back(std::move(f));
+        m_shapes.push_back({o[0]});
+        m_m.notes.push_back("the graph output '" + m_outputName + "' is [N, " + std::to_string(o[0]) +
+                            ", 1, 1]: it is read as class scores [N, " + std::to_string(o[0]) + "] (a Flatten is added)");
+    }
+    const Shape& s = m_shapes.back();
     if (s.size() != 1)
         fail("the graph output '" + m_outputName + "' has per-image shape " + shapeString(s) + "; class scores [N, classes] are expected", true);
     m_m.classes = s[0];

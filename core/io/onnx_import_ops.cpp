@@ -33,6 +33,7 @@ const std::map<std::string, Importer::Handler>& Importer::handlers()
         {"Flatten", &Importer::flatten},
         {"Reshape", &Importer::reshape},
         {"Squeeze", &Importer::squeeze},
+        {"Unsqueeze", &Importer::unsqueeze},
         {"Dropout", &Importer::dropout},
         {"Identity", &Importer::identity},
         {"Cast", &Importer::cast},
@@ -50,6 +51,8 @@ void Importer::conv(const NodeProto& n)
     const Value& xv = value(n, 0);
     if (xv.kind == Value::Kind::Const) failNode(n, "input 0 must be an activation, not a constant");
     const std::size_t x = xv.act;
+    if (xv.kind == Value::Kind::Act && shapeOf(x).size() == 1 && viewedShape(n, 0, x).size() == 3)
+        return convOnFlatView(n, x, viewedShape(n, 0, x));
     perImageRank(n, x, 3, "Conv takes [N, C, H, W]");
     const ConstTensor& w = constant(n, 1, "the weight");
     const ConstTensor* b = optConstant(n, 2, "the bias");
@@ -101,6 +104,41 @@ void Importer::conv(const NodeProto& n)
     }
     const std::size_t ho = (in[1] + 2 * padding - k) / stride + 1, wo = (in[2] + 2 * padding - k) / stride + 1;
     addLayer(n, std::move(l), {cout, ho, wo}, {x}, &w);
+}
+
+// A Conv on flat features viewed as (N, C, 1, 1) (h.view(N, -1, 1, 1), h[:, :, None, None]): a
+// 1x1 kernel without padding (any stride) computes W h + b, a Linear C -> M, whose output is
+// viewed as (N, M, 1, 1) in turn. A larger kernel or padding on a 1x1 plane is refused.
+void Importer::convOnFlatView(const NodeProto& n, std::size_t x, const Shape& view)
+{
+    const ConstTensor& w = constant(n, 1, "the weight");
+    const ConstTensor* b = optConstant(n, 2, "the bias");
+    if (w.dims.size() != 4) failNode(n, "the weight has rank " + std::to_string(w.dims.size()) + ", 2-D convolutions have 4", false);
+    const std::vector<std::int64_t> pads = attrInts(n, "pads");
+    const bool padded = std::any_of(pads.begin(), pads.end(), [](std::int64_t v) { return v != 0; });
+    const std::string autoPad = attrString(n, "auto_pad", "NOTSET");
+    if (view[1] != 1 || view[2] != 1 || w.dims[2] != 1 || w.dims[3] != 1 || padded || (autoPad != "NOTSET" && autoPad != "VALID"))
+        failNode(n, "a " + std::to_string(w.dims[2]) + "x" + std::to_string(w.dims[3]) + " kernel" + (padded ? " with padding" : "") +
+                        " on flat features viewed as " + shapeString(view) +
+                        "; QuantScope reads a 1x1 Conv without padding there (a Linear)");
+    if (attrInt(n, "group", 1) != 1) failNode(n, "group = " + std::to_string(attrInt(n, "group", 1)) + " on flat features viewed as " + shapeString(view) + "; only group 1 is read there");
+    if (square(n, "dilations", attrInts(n, "dilations"), 1, 2) < 1 || square(n, "strides", attrInts(n, "strides"), 1, 2) < 1)
+        failNode(n, "stride or dilation 0", false);
+    const auto cout = static_cast<std::size_t>(w.dims[0]), cin = static_cast<std::size_t>(w.dims[1]);
+    if (cin != view[0] || cout < 1) failNode(n, "weight " + listOf(w.dims) + " does not fit " + std::to_string(view[0]) + " input channels", false);
+    StoredLayer l;
+    l.kind = LayerKind::Linear;
+    l.inFeatures = cin;
+    l.outFeatures = cout;
+    l.tensors.push_back(floatTensor("weight", {cout, cin}, floats(n, w, "the weight"))); // (M, C, 1, 1) is (M, C) in memory
+    if (b) {
+        if (b->numel() != cout) failNode(n, "the bias has " + std::to_string(b->numel()) + " values for " + std::to_string(cout) + " channels", false);
+        l.tensors.push_back(floatTensor("bias", {cout}, floats(n, *b, "the bias")));
+    }
+    const StoredLayer& made = addLayer(n, std::move(l), {cout}, {x}, &w);
+    m_m.notes.push_back("Conv '" + made.name + "' is a 1x1 convolution of flat features viewed as " + shapeString(view) +
+                        ": it is read as a Linear " + std::to_string(cin) + " -> " + std::to_string(cout));
+    setView(n, m_m.layers.size(), {cout, 1, 1});
 }
 
 // Gemm: Y = alpha * A' * B' + beta * C with A the activation (N, in): a Linear with
@@ -304,6 +342,10 @@ void Importer::pool(const NodeProto& n)
 void Importer::globalAveragePool(const NodeProto& n)
 {
     const std::size_t x = act(n, 0);
+    if (const Shape& v = viewedShape(n, 0, x); shapeOf(x).size() == 1 && v.size() == 3 && v[1] == 1 && v[2] == 1) {
+        alias(n, x); // the mean over a 1x1 plane of flat features viewed as (N, C, 1, 1)
+        return setView(n, x, v);
+    }
     perImageRank(n, x, 3, "GlobalAveragePool takes [N, C, H, W]");
     StoredLayer l;
     l.kind = LayerKind::GlobalAvgPool2d;
@@ -314,12 +356,18 @@ void Importer::globalAveragePool(const NodeProto& n)
 void Importer::reduceMean(const NodeProto& n)
 {
     const std::size_t x = act(n, 0);
-    perImageRank(n, x, 3, "ReduceMean is read over H and W of [N, C, H, W]");
+    const Shape& view = viewedShape(n, 0, x);
+    if (view.size() != 3) perImageRank(n, x, 3, "ReduceMean is read over H and W of [N, C, H, W]");
     std::vector<std::int64_t> axes = attrInts(n, "axes");
     for (std::int64_t& a : axes)
         if (a < 0) a += 4;
     std::sort(axes.begin(), axes.end());
     if (axes != std::vector<std::int64_t>{2, 3}) failNode(n, "axes = " + listOf(attrInts(n, "axes")) + "; only the mean over H and W (axes 2, 3) is a layer QuantScope has");
+    if (shapeOf(x).size() == 1 && view[1] == 1 && view[2] == 1) { // flat features viewed as (N, C, 1, 1)
+        alias(n, x);
+        if (attrInt(n, "keepdims", 1) != 0) setView(n, x, view);
+        return;
+    }
     const Shape in = shapeOf(x);
     StoredLayer l;
     l.kind = LayerKind::GlobalAvgPool2d;
@@ -429,45 +477,31 @@ void Importer::flattenImages(const NodeProto& n, std::size_t x)
     if (x == 0 && m_inputAct == 0 && m_m.layers.size() == 1) m_inputAct = 1;
 }
 
-// Reshape of an activation to (N, -1), whatever form the target takes: [N, -1] from x.size(0)
-// (folded to the batch marker), [0, -1], [-1, C*H*W], or the traced batch size of a static export.
+namespace {
+// s without its trailing axes of size 1 (at least one axis kept): [C, 1, 1] and [C] read alike.
+Shape withoutTrailingOnes(Shape s)
+{
+    while (s.size() > 1 && s.back() == 1) s.pop_back();
+    return s;
+}
+} // namespace
+
+// Reshape of an activation. The target's first value must be the batch (x.size(0) folded to the
+// batch marker, 0, -1 or the traced batch size of a static export); each image then gets the
+// per-image shape the rest resolves to (0 copies an axis, -1 takes what is left). Read: flattening
+// each image to (N, -1); a shape that differs from the activation's by trailing axes of size 1
+// (x.view(-1, 1, 28, 28) on [N, 1, 28, 28], h.view(N, -1, 1, 1) on flat features: a view, see
+// m_views); and a flat [N, C*H*W] input that the first node views as [N, C, H, W].
 void Importer::reshape(const NodeProto& n)
 {
     const std::size_t x = act(n, 0);
     const ConstTensor& t = constant(n, 1, "the target shape");
-    const std::int64_t numel = static_cast<std::int64_t>(shapeNumel(shapeOf(x)));
+    const Shape& seen = viewedShape(n, 0, x);
+    const std::size_t numel = shapeNumel(shapeOf(x));
+    const bool allowZero = attrInt(n, "allowzero", 0) != 0;
     const auto isBatch = [&](std::int64_t a) {
-        return a == kBatchDim || (a == 0 && attrInt(n, "allowzero", 0) == 0) || (m_staticBatch > 0 && a == m_staticBatch);
+        return a == kBatchDim || (a == 0 && !allowZero) || (m_staticBatch > 0 && a == m_staticBatch);
     };
-    if (!t.isFloat && t.i.size() == 2) {
-        const std::int64_t a = t.i[0], b = t.i[1];
-        if ((isBatch(a) && (b == -1 || b == numel)) || (a == -1 && b == numel)) return flattenImages(n, x);
-    }
-    // A reshape to the shape each image already has (x.view(-1, 1, 28, 28) or
-    // x.reshape(x.size(0), C, H, W) on [N, C, H, W]) changes nothing.
-    if (!t.isFloat && t.i.size() == shapeOf(x).size() + 1 && (isBatch(t.i[0]) || t.i[0] == -1)) {
-        bool same = true;
-        for (std::size_t d = 0; d < shapeOf(x).size(); ++d) {
-            const std::int64_t v = t.i[d + 1];
-            same = same && (v == static_cast<std::int64_t>(shapeOf(x)[d]) || (v == 0 && attrInt(n, "allowzero", 0) == 0));
-        }
-        if (same) return alias(n, x);
-    }
-    // A flat [N, C*H*W] input that the graph's first node views as [N, C, H, W] again (the
-    // MNIST tutorials' x.view(-1, 1, 28, 28)): the images need no flattening at all.
-    if (!t.isFloat && x == m_inputAct && m_info.flatInput && m_m.layers.size() == 1 && m_uses[n.input(0)] == 1 &&
-        t.i.size() == m_shapes[0].size() + 1 && (isBatch(t.i[0]) || t.i[0] == -1)) {
-        bool same = true;
-        for (std::size_t d = 0; d < m_shapes[0].size(); ++d) same = same && t.i[d + 1] == static_cast<std::int64_t>(m_shapes[0][d]);
-        if (same) {
-            m_names.erase(m_m.layers.back().name);
-            m_m.layers.pop_back();
-            m_shapes.pop_back();
-            std::erase_if(m_m.notes, [](const std::string& note) { return note.find("input_flatten") != std::string::npos; });
-            m_inputAct = 0;
-            return alias(n, 0);
-        }
-    }
     std::string target = "a float shape";
     if (!t.isFloat) {
         target = "[";
@@ -475,8 +509,50 @@ void Importer::reshape(const NodeProto& n)
             target += (d ? ", " : "") + (t.i[d] == kBatchDim ? std::string("N") : std::to_string(t.i[d]));
         target += "]";
     }
-    failNode(n, "reshapes " + shapeString(shapeOf(x)) + " images to " + target +
-                    "; QuantScope reads flattening each image to (N, -1) and a reshape to the shape it already has");
+    // The per-image shape the target resolves to, or an empty shape when it keeps no batch axis.
+    Shape per;
+    if (!t.isFloat && t.i.size() >= 2 && (isBatch(t.i[0]) || t.i[0] == -1)) {
+        bool ok = true;
+        std::size_t known = 1;
+        int open = t.i[0] == -1 ? 0 : -1; // index in per of a -1; the batch's -1 needs every other axis known
+        for (std::size_t d = 1; d < t.i.size() && ok; ++d) {
+            std::int64_t v = t.i[d];
+            if (v == 0 && !allowZero) v = d - 1 < seen.size() ? static_cast<std::int64_t>(seen[d - 1]) : -2;
+            if (v == -1 && open == -1) {
+                open = static_cast<int>(per.size());
+                per.push_back(0);
+                continue;
+            }
+            ok = v >= 1 && static_cast<std::uint64_t>(v) <= numel;
+            if (ok) {
+                per.push_back(static_cast<std::size_t>(v));
+                known *= static_cast<std::size_t>(v);
+                ok = known <= numel;
+            }
+        }
+        if (ok && open >= 0 && t.i[0] != -1) {
+            ok = known > 0 && numel % known == 0;
+            if (ok) per[static_cast<std::size_t>(open)] = numel / known;
+        }
+        if (!ok || shapeNumel(per) != numel) per.clear();
+    }
+    if (per.size() == 1) return flattenImages(n, x);
+    if (!per.empty() && withoutTrailingOnes(per) == withoutTrailingOnes(shapeOf(x))) {
+        alias(n, x);
+        return setView(n, x, per);
+    }
+    // A flat [N, C*H*W] input that the graph's first node views as [N, C, H, W] again (the
+    // MNIST tutorials' x.view(-1, 1, 28, 28)): the images need no flattening at all.
+    if (!per.empty() && x == m_inputAct && m_info.flatInput && m_m.layers.size() == 1 && m_uses[n.input(0)] == 1 && per == m_shapes[0]) {
+        m_names.erase(m_m.layers.back().name);
+        m_m.layers.pop_back();
+        m_shapes.pop_back();
+        std::erase_if(m_m.notes, [](const std::string& note) { return note.find("input_flatten") != std::string::npos; });
+        m_inputAct = 0;
+        return alias(n, 0);
+    }
+    failNode(n, "reshapes " + shapeString(seen) + " images to " + target +
+                    "; QuantScope reads flattening each image to (N, -1), and adding or removing trailing axes of size 1");
 }
 
 // Squeeze of an activation (axes from the attribute before opset 13, the input since; none: every
@@ -486,8 +562,8 @@ void Importer::reshape(const NodeProto& n)
 void Importer::squeeze(const NodeProto& n)
 {
     const std::size_t x = act(n, 0);
-    const auto viewed = m_squeezed.find(n.input(0));
-    const Shape s = viewed != m_squeezed.end() ? viewed->second : shapeOf(x); // per image
+    const auto viewed = m_views.find(n.input(0));
+    const Shape s = viewed != m_views.end() ? viewed->second : shapeOf(x); // per image
     const std::int64_t rank = static_cast<std::int64_t>(s.size()) + 1;
     std::vector<std::int64_t> axes;
     if (m_opset < 13) axes = attrInts(n, "axes");
@@ -510,13 +586,84 @@ void Importer::squeeze(const NodeProto& n)
     for (std::int64_t d = 1; d < rank; ++d)
         if (!drop[static_cast<std::size_t>(d)]) out.push_back(s[static_cast<std::size_t>(d - 1)]);
     if (out.size() != 1) { // on the way to one axis (a Squeeze follows): the same activation, viewed
-        if (!n.output(0).empty()) m_squeezed[n.output(0)] = out;
+        if (!n.output(0).empty()) m_views[n.output(0)] = out;
         return alias(n, x);
     }
     if (shapeOf(x).size() == 1) return alias(n, x);
     StoredLayer l;
     l.kind = LayerKind::Flatten;
     addLayer(n, std::move(l), out, {x});
+}
+
+// Unsqueeze of an activation (axes from the attribute before opset 13, the input since) that adds
+// trailing axes of size 1 to each image: h.unsqueeze(-1).unsqueeze(-1) or h[:, :, None, None] on
+// flat features, which a 1x1 Conv head reads (a view, see m_views). Other axes are refused.
+void Importer::unsqueeze(const NodeProto& n)
+{
+    const std::size_t x = act(n, 0);
+    const Shape& s = viewedShape(n, 0, x);
+    std::vector<std::int64_t> axes;
+    if (m_opset < 13) axes = attrInts(n, "axes");
+    else if (const ConstTensor* a = optConstant(n, 1, "axes")) {
+        if (a->isFloat) failNode(n, "axes are not integers", false);
+        axes = a->i;
+    }
+    if (axes.empty() || axes.size() > 8) failNode(n, "has " + std::to_string(axes.size()) + " axes", false);
+    const std::int64_t rank = static_cast<std::int64_t>(s.size() + 1 + axes.size()); // the output's, batch included
+    std::vector<bool> added(static_cast<std::size_t>(rank), false);
+    for (std::int64_t a : axes) {
+        const std::int64_t d = a < 0 ? a + rank : a;
+        if (d < 0 || d >= rank || added[static_cast<std::size_t>(d)])
+            failNode(n, "axes " + listOf(axes) + " are out of range or repeated for an output of rank " + std::to_string(rank), false);
+        if (d == 0) failNode(n, "adds an axis before the batch; QuantScope's layers keep the batch first");
+        added[static_cast<std::size_t>(d)] = true;
+    }
+    Shape out;
+    std::size_t next = 0;
+    for (std::int64_t d = 1; d < rank; ++d) out.push_back(added[static_cast<std::size_t>(d)] ? 1 : s[next++]);
+    if (withoutTrailingOnes(out) != withoutTrailingOnes(shapeOf(x)))
+        failNode(n, "unsqueezes " + shapeString(s) + " images to " + shapeString(out) +
+                        "; QuantScope reads adding trailing axes of size 1 only");
+    alias(n, x);
+    setView(n, x, out);
+}
+
+// A value viewed under a shape of its own (m_views) is read only by operators that treat it as
+// that shape: reshaping, the shape-preserving ones, a 1x1 Conv, pooling over its 1x1 plane, and a
+// softmax over axis 1. Anything else would compute on the activation's own shape instead.
+void Importer::checkViews(const NodeProto& n) const
+{
+    static const std::set<std::string> reads = {"Conv", "Squeeze", "Unsqueeze", "Flatten", "Reshape", "Relu", "Clip",
+                                                "Dropout", "Identity", "Cast", "BatchNormalization", "Add",
+                                                "GlobalAveragePool", "ReduceMean", "Softmax", "LogSoftmax", "Shape"};
+    for (int i = 0; i < n.input_size(); ++i) {
+        const auto v = m_views.find(n.input(i));
+        if (v == m_views.end()) continue;
+        const std::string what = "'" + n.input(i) + "', a " + shapeString(v->second) + " view of " +
+                                 shapeString(shapeOf(m_values.at(n.input(i)).act)) + " activations";
+        if (!reads.count(n.op_type())) failNode(n, "reads " + what + ", which QuantScope's " + n.op_type() + " would not read as that shape");
+        if ((n.op_type() == "Softmax" || n.op_type() == "LogSoftmax") && attrInt(n, "axis", m_opset < 13 ? 1 : -1) != 1)
+            failNode(n, "takes the softmax over axis " + std::to_string(attrInt(n, "axis", m_opset < 13 ? 1 : -1)) + " of " + what + "; only axis 1 is read");
+        if (n.op_type() == "Add" && n.input_size() == 2) {
+            const auto other = m_views.find(n.input(1 - i));
+            const auto ov = m_values.find(n.input(1 - i));
+            const bool otherAct = ov != m_values.end() && ov->second.kind == Value::Kind::Act;
+            if (otherAct && (other == m_views.end() || other->second != v->second))
+                failNode(n, "adds " + what + " to an activation viewed otherwise; QuantScope's Add takes two activations of one shape");
+        }
+    }
+}
+
+// After a shape-preserving operator, its output keeps the view of its first input.
+void Importer::propagateView(const NodeProto& n)
+{
+    static const std::set<std::string> keeps = {"Relu", "Clip", "Dropout", "Identity", "Cast", "BatchNormalization", "Add"};
+    if (!keeps.count(n.op_type()) || n.input_size() < 1 || n.output_size() < 1 || n.output(0).empty()) return;
+    const auto v = m_views.find(n.input(0));
+    const auto in = m_values.find(n.input(0));
+    const auto out = m_values.find(n.output(0));
+    if (v == m_views.end() || in == m_values.end() || out == m_values.end() || out->second.kind != Value::Kind::Act) return;
+    if (shapeOf(out->second.act) == shapeOf(in->second.act)) m_views[n.output(0)] = v->second;
 }
 
 // Dropout: identity at inference; kept as a layer (ratio from the attribute before opset 12, the
@@ -635,7 +782,7 @@ void Importer::shape(const NodeProto& n)
     const Value& xv = value(n, 0);
     if (xv.kind != Value::Kind::Act) failNode(n, "Shape of a Pad's output is not read");
     std::vector<std::int64_t> dims{kBatchDim};
-    for (std::size_t d : shapeOf(xv.act)) dims.push_back(static_cast<std::int64_t>(d));
+    for (std::size_t d : viewedShape(n, 0, xv.act)) dims.push_back(static_cast<std::int64_t>(d));
     const auto rank = static_cast<std::int64_t>(dims.size());
     std::int64_t start = attrInt(n, "start", 0), end = attrInt(n, "end", rank);
     if (start < 0) start += rank;

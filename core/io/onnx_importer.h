@@ -109,6 +109,19 @@ private:
         if (!t.isFloat) failNode(n, std::string(what) + " is not float");
         return t.f;
     }
+    // The per-image shape input i is read under: its view (m_views) or its activation's shape.
+    const Shape& viewedShape(const NodeProto& n, int i, std::size_t a) const
+    {
+        const auto v = m_views.find(n.input(i));
+        return v != m_views.end() ? v->second : shapeOf(a);
+    }
+    // Records `view` as output 0's per-image shape when it differs from activation a's.
+    void setView(const NodeProto& n, std::size_t a, const Shape& view)
+    {
+        if (n.output_size() > 0 && !n.output(0).empty() && view != shapeOf(a)) m_views[n.output(0)] = view;
+    }
+    void checkViews(const NodeProto& n) const;
+    void propagateView(const NodeProto& n);
     std::size_t perImageRank(const NodeProto& n, std::size_t a, std::size_t rank, const char* what)
     {
         if (shapeOf(a).size() != rank)
@@ -124,6 +137,7 @@ private:
 
     // ---- operators
     void conv(const NodeProto& n);
+    void convOnFlatView(const NodeProto& n, std::size_t x, const Shape& view);
     void gemm(const NodeProto& n);
     void matMul(const NodeProto& n);
     void add(const NodeProto& n);
@@ -146,6 +160,7 @@ private:
     void reshape(const NodeProto& n);
     void flattenImages(const NodeProto& n, std::size_t x);
     void squeeze(const NodeProto& n);
+    void unsqueeze(const NodeProto& n);
     void dropout(const NodeProto& n);
     void identity(const NodeProto& n);
     void cast(const NodeProto& n);
@@ -162,9 +177,12 @@ private:
     std::vector<Shape> m_shapes;           // per-image shape of every activation
     std::map<std::string, Value> m_values; // every ONNX value defined so far
     std::map<std::string, int> m_uses;     // live readers of each value (graph output counts)
-    // Squeeze outputs that alias an activation under a shape of their own (the (N, C, 1) between
-    // the two Squeezes of x.squeeze(-1).squeeze(-1)): the shape the next Squeeze reads.
-    std::map<std::string, Shape> m_squeezed;
+    // Values that alias an activation under a per-image shape of their own, which differs from the
+    // activation's by trailing axes of size 1: the (N, C, 1) between the two Squeezes of
+    // x.squeeze(-1).squeeze(-1), or the (N, K, 1, 1) of h.view(N, -1, 1, 1) / h[:, :, None, None]
+    // on flat features (a 1x1 Conv head reads it as a Linear). Shape-preserving operators pass the
+    // view on (propagateView); operators that would read it differently refuse it (checkViews).
+    std::map<std::string, Shape> m_views;
     std::set<std::string> m_names;         // layer names taken
     std::map<std::string, std::string> m_weightUser; // weight initializer -> the first layer made from it
     std::int64_t m_staticBatch = -1;       // the input's batch dimension when the export fixed it

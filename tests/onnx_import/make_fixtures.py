@@ -313,6 +313,53 @@ class ReciprocalStd(nn.Module):
         return self.fc(F.max_pool2d(F.relu(self.conv(x)), 2).flatten(1))
 
 
+class ConvHead(nn.Module):
+    """Flat features viewed as [N, K, 1, 1] (h.view(h.size(0), -1, 1, 1)) before a 1x1 Conv head,
+    flattened after it: the conv is a Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, stride=2, padding=1)
+        self.fc = nn.Linear(4 * 4 * 4, 12)
+        self.head = nn.Conv2d(12, 10, 1)
+
+    def forward(self, x):
+        h = F.relu(self.fc(torch.flatten(F.relu(self.conv(x)), 1)))
+        return torch.flatten(self.head(h.view(h.size(0), -1, 1, 1)), 1)
+
+
+class UnsqueezeHead(nn.Module):
+    """h[:, :, None, None] (Unsqueeze) on flat features, then 1x1 Conv + BatchNorm + ReLU6, a
+    1x1 Conv, and x.squeeze(-1).squeeze(-1)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 6, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.expand = nn.Conv2d(6, 16, 1, bias=False)
+        self.bn = nn.BatchNorm2d(16)
+        self.head = nn.Conv2d(16, 10, 1)
+
+    def forward(self, x):
+        h = torch.flatten(self.pool(F.relu(self.conv(x))), 1)
+        h = F.relu6(self.bn(self.expand(h[:, :, None, None])))
+        return self.head(h).squeeze(-1).squeeze(-1)
+
+
+class ConvScores(nn.Module):
+    """Global average pooling and a 1x1 Conv classifier with no flatten: the output is
+    [N, classes, 1, 1]."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d((1, 1))
+        self.classifier = nn.Conv2d(8, 10, 1)
+
+    def forward(self, x):
+        return self.classifier(self.pool(F.relu(self.conv(x))))
+
+
 # name, module, input [C, H, W] (or [features] for a flat input), opset, do_constant_folding, dynamic batch
 CASES = [
     ("seqview_op11_nofold_dyn", SeqView, (1, 12, 12), 11, False, True),
@@ -344,6 +391,11 @@ CASES = [
     ("viewflat_op11_nofold", ViewInput, (64,), 11, False, False),
     ("caffemean_op13_fold", CaffeMean, (3, 8, 8), 13, True, False),
     ("reciprocal_op11_nofold", ReciprocalStd, (3, 8, 8), 11, False, False),
+    ("convhead_op11_nofold_dyn", ConvHead, (1, 8, 8), 11, False, True),
+    ("convhead_op13_fold", ConvHead, (1, 8, 8), 13, True, False),
+    ("unsqueezehead_op11_nofold", UnsqueezeHead, (1, 8, 8), 11, False, False),
+    ("unsqueezehead_op13_fold_dyn", UnsqueezeHead, (1, 8, 8), 13, True, True),
+    ("convscores_op13_fold_dyn", ConvScores, (1, 8, 8), 13, True, True),
 ]
 
 
