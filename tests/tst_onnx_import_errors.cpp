@@ -217,6 +217,26 @@ void TestOnnxImportErrors::badInput_data()
     row("unsqueeze before the batch", "unsqueezehead_op11_nofold",
         [](onnx::ModelProto& mp) { setInts(findNode(mp, "Unsqueeze"), "axes", std::vector<std::int64_t>{0}); }, "ConfigError",
         "adds an axis before the batch");
+    // A few bytes of graph asking for millions of values (a fuzzed file's 12.9 million pads).
+    row("huge ConstantOfShape", "seqview_op13_fold",
+        [](onnx::ModelProto& mp) {
+            onnx::GraphProto* g = mp.mutable_graph();
+            onnx::TensorProto* dims = g->add_initializer();
+            dims->set_name("big_shape");
+            dims->set_data_type(onnx::TensorProto::INT64);
+            dims->add_dims(2);
+            dims->add_int64_data(4096);
+            dims->add_int64_data(4096);
+            onnx::NodeProto c;
+            c.set_op_type("ConstantOfShape");
+            c.set_name("zeros");
+            c.add_input("big_shape");
+            c.add_output("zeros_out");
+            *g->add_node() = c;
+            for (int k = g->node_size() - 1; k > 0; --k) g->mutable_node()->SwapElements(k, k - 1); // first
+            findNode(mp, "Reshape")->set_input(1, "zeros_out");
+        },
+        "ConfigError", "ConstantOfShape: 16777216 elements");
     row("squeeze of the batch axis", "squeeze_op11_nofold",
         [](onnx::ModelProto& mp) { setInts(findNode(mp, "Squeeze"), "axes", std::vector<std::int64_t>{0}); }, "ConfigError",
         "squeezes the batch axis");

@@ -425,7 +425,7 @@ ConstTensor constantOfShape(const onnx::NodeProto& n, const ConstTensor& shape)
     const std::vector<std::int64_t> dims = intsOf(shape, "ConstantOfShape shape");
     checkBatchFree(shape, "ConstantOfShape");
     const std::uint64_t total = checkedNumel(dims, "ConstantOfShape");
-    if (total > kMaxFoldedElements) fail("ConstantOfShape: " + std::to_string(total) + " elements is more than a constant subgraph needs", true);
+    if (total > kMaxConstantOfShapeElements) fail("ConstantOfShape: " + std::to_string(total) + " elements is more than a constant subgraph needs", true);
     ConstTensor fill;
     fill.f = {0.0f};
     if (const onnx::AttributeProto* a = findAttr(n, "value")) {
