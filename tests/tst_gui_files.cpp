@@ -303,10 +303,17 @@ private slots:
         QVERIFY(!std::isnan(run->finish.quantTestAccuracy));
         QCOMPARE(run->config.modelFile, path.toStdString());
 
-        // Choosing a preset again leaves the file behind.
+        // Choosing a preset again leaves the file behind. Epochs 0 stays as it was (it was clamped
+        // to 1 without a word, so the next Train trained), and Train says why it cannot start.
         selectData(picker, QStringLiteral("mlp"));
         QVERIFY(w.trainingPanel()->config().modelFile.empty());
         QVERIFY(!child<QCheckBox>(&w, "reinitModel")->isEnabled());
+        QCOMPARE(child<QSpinBox>(&w, "epochs")->value(), 0);
+        const int runsBefore = w.runsModel()->rowCount();
+        w.startTraining();
+        QCOMPARE(w.runsModel()->rowCount(), runsBefore);
+        QVERIFY2(w.errorText().contains(QStringLiteral("Epochs 0")) && w.errorText().contains(QStringLiteral("Open model file")),
+                 qPrintable(w.errorText()));
     }
 
     // The Layers tab: after a run, Compare quantizes its FP32 model and draws one point per layer

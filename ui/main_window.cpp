@@ -249,6 +249,11 @@ void MainWindow::startTraining()
         return;
     }
     TrainConfig cfg = m_trainingPanel->config();
+    if (cfg.epochs == 0 && !cfg.pretrained) {
+        showError(tr("Epochs 0 evaluates trained weights without training, and this model starts from random weights. "
+                     "Open a trained model with File > Open model file, or set Epochs to 1 or more."));
+        return;
+    }
     // The plan table keeps its entries while another strategy is picked; only PTQ, QAT and
     // progressive use them.
     const Strategy st = cfg.precision.strategy;

@@ -216,7 +216,9 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
                                                        "cosine decay from the value set to 0 at the last step."));
     m_lrSchedule->setObjectName(QStringLiteral("lrSchedule"));
 
-    m_epochs = spin(1, 1000, tr("Passes over the training set."));
+    m_epochs = spin(0, 1000, tr("Passes over the training set. 0 trains nothing: a model file's own weights are "
+                                "evaluated as they are (PTQ: calibrated and quantized); a preset, whose weights are "
+                                "random, needs at least 1."));
     m_epochs->setObjectName(QStringLiteral("epochs"));
     m_batch = spin(1, 4096, tr("Images per training step."));
     m_batch->setObjectName(QStringLiteral("batchSize"));
@@ -550,11 +552,9 @@ void TrainingPanel::updateApplicability()
     // from its weights (MainWindow::startTraining), else the dataset's statistics.
     const QString stored = file && m_cfg.pretrained ? m_model->currentData(kNormRole).toString() : QString();
     m_normalize->setPlaceholderText(stored.isEmpty() ? tr("dataset statistics") : tr("file: %1").arg(stored));
-    {
-        const QSignalBlocker block(m_epochs);
-        m_epochs->setMinimum(m_cfg.pretrained ? 0 : 1);
-        if (m_cfg.precision.strategy != Strategy::Progressive) m_cfg.epochs = static_cast<std::size_t>(m_epochs->value());
-    }
+    // Epochs 0 stays as typed for a preset too: Train says why it cannot start (it used to be
+    // clamped to 1 without a word).
+    if (m_cfg.precision.strategy != Strategy::Progressive) m_cfg.epochs = static_cast<std::size_t>(m_epochs->value());
     const PrecisionConfig& p = m_cfg.precision;
     const StrategyInfo& s = strategyInfo(p.strategy);
     const QString label = QString::fromLatin1(s.label);
