@@ -292,7 +292,11 @@ void HistogramChart::setStats(const LayerStats* s, bool logScale)
     // One scale: the bars are the levels. A scale per channel or group: each has its own grid, the
     // bins split the widest one's steps, and the clip lines are the widest range.
     const bool severalGrids = s->scales.size() > 1;
-    m_clipLow->setName((severalGrids ? tr("widest clip [%1, %2]: %3 clipped") : tr("clip range [%1, %2]: %3 clipped"))
+    // "Clipped" counts weights beyond their own channel's or group's range by more than half a
+    // step (closer ones round to the end level anyway): weights just past the drawn line are not
+    // clipped, and with several grids the line is only the widest range (tester 10 #2).
+    m_clipLow->setName((severalGrids ? tr("widest clip [%1, %2]; %3 clipped by their own channel's or group's range")
+                                     : tr("clip range [%1, %2]: %3 clipped (over half a step beyond)"))
                            .arg(formatScale(s->clipLow), formatScale(s->clipHigh),
                                 formatPercent(s->clippedFraction, s->clippedFraction < 0.01 ? 2 : 1)));
     m_quant->setName((severalGrids ? tr("quantized %1, per-channel/group grids") : tr("quantized %1 values (bars at the levels)"))
