@@ -2,13 +2,17 @@
 // temporary folder and read back through layout detection: train/ + test/ (or val/), one tree split
 // per class, wrapper folders, mixed sizes with --resize, and class names made valid UTF-8.
 #include "data/dataset.h"
+#include "data/image_codec.h"
 #include "data/readers.h"
 #include "util/errors.h"
+
+#include <nlohmann/json.hpp>
 
 #include <QtTest>
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 
 #include "dataset_fixtures.h"
 
@@ -29,6 +33,8 @@ private slots:
     void imageFolderLayouts();
     void imageFolderResize();
     void testOnlyReadsWhatEvalUses();
+    void pngModesDecodeAsStored_data();
+    void pngModesDecodeAsStored();
 };
 
 // train/ + test/: PNG and JPEG, grey and colour mixed -> C=3, grey replicated; PNG exact.
@@ -195,6 +201,35 @@ void TestImageFolders::testOnlyReadsWhatEvalUses()
     QCOMPARE(whole.test.size(), std::size_t{15});
     QVERIFY(!whole.splitByFraction);
     QVERIFY2(whole.split.find("every image") != std::string::npos, whole.split.c_str());
+}
+
+void TestImageFolders::pngModesDecodeAsStored_data()
+{
+    QTest::addColumn<QString>("file");
+    for (const char* f : {"rgb.png", "rgb_gamma1.png", "rgba.png", "la.png", "gray16.png", "rgb16.png", "palette_trns.png", "gray2.png"})
+        QTest::newRow(f) << QString(f);
+}
+
+// PNG modes of users' datasets (tests/data/png_modes, written by PIL; make_png_modes.py says what
+// each must decode to): the stored values, as PIL and torchvision read them. libpng's simplified
+// API gamma-encoded 16-bit samples (163 read as 208), applied a gAMA 1.0 chunk (38 read as 107)
+// and composed alpha in linear light (tester 12).
+void TestImageFolders::pngModesDecodeAsStored()
+{
+    QFETCH(QString, file);
+    const fs::path dir = fs::path(QS_TEST_DATA) / "png_modes";
+    std::ifstream in(dir / "expected.json");
+    const nlohmann::json e = nlohmann::json::parse(in).at(file.toStdString());
+    for (const std::size_t channels : {std::size_t{1}, std::size_t{3}}) {
+        ImageInfo info;
+        const std::vector<std::uint8_t> px = decodeImage((dir / file.toStdString()).string(), channels, &info);
+        QCOMPARE(info.width, e.at("width").get<std::size_t>());
+        QCOMPARE(info.height, e.at("height").get<std::size_t>());
+        const std::vector<int> want = e.at(channels == 1 ? "gray" : "rgb").get<std::vector<int>>();
+        QCOMPARE(px.size(), want.size());
+        for (std::size_t i = 0; i < px.size(); ++i)
+            QVERIFY2(px[i] == want[i], qPrintable(QString("%1 channel(s), value %2: %3, expected %4").arg(channels).arg(i).arg(px[i]).arg(want[i])));
+    }
 }
 
 QTEST_GUILESS_MAIN(TestImageFolders)

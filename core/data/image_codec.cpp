@@ -12,6 +12,7 @@
 #include <csetjmp>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 
 namespace quantscope {
 
@@ -35,38 +36,133 @@ void checkSize(const std::string& path, std::size_t w, std::size_t h)
                           std::to_string(kMaxImagePixels) + " pixels");
 }
 
-// ---- PNG (simplified API: it reports errors in image.message, never longjmps into our code) ----
+// ---- PNG: libpng's reading API with no gamma handling, as PIL and torchvision read PNGs: the
+// stored 8-bit values as they are (a gAMA chunk is ignored), 16-bit samples scaled to 8 bits
+// (round(v / 257)), palettes and low bit depths expanded. (The simplified png_image API treated
+// 16-bit data as linear light and gamma-encoded it, honoured gAMA, and composed alpha in linear
+// light: 163 stored as 16 bits read as 208.) libpng reports errors through the error callback,
+// which must not return: it longjmps back into pngDecodeRaw, whose frame holds plain data only.
+
+struct PngSource {
+    const std::uint8_t* data;
+    std::size_t size, pos;
+};
+
+struct PngError {
+    std::jmp_buf jump;
+    char message[256];
+};
+
+void pngReadFromMemory(png_structp png, png_bytep out, png_size_t n)
+{
+    auto* src = static_cast<PngSource*>(png_get_io_ptr(png));
+    if (n > src->size - src->pos) png_error(png, "the file ends early (truncated)");
+    std::memcpy(out, src->data + src->pos, n);
+    src->pos += n;
+}
+
+void pngErrorExit(png_structp png, png_const_charp msg)
+{
+    auto* e = static_cast<PngError*>(png_get_error_ptr(png));
+    std::snprintf(e->message, sizeof e->message, "%s", msg);
+    std::longjmp(e->jump, 1);
+}
+
+void pngWarning(png_structp, png_const_charp) {} // benign (an ancillary chunk); data errors are errors
+
+// What pngDecodeRaw hands back: the header, and with decode the 8-bit samples (malloc'd; the
+// caller frees them) of `channels` per pixel: 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA.
+struct PngPixels {
+    ImageInfo info;
+    std::uint8_t* samples = nullptr;
+    int channels = 0;
+};
+
+bool pngDecodeRaw(const std::uint8_t* data, std::size_t size, bool decode, PngPixels* out, char* message)
+{
+    PngError err;
+    err.message[0] = '\0';
+    PngSource src{data, size, 0};
+    png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &err, pngErrorExit, pngWarning);
+    png_infop info = png ? png_create_info_struct(png) : nullptr;
+    png_bytep* volatile rows = nullptr; // set after setjmp: volatile, so the error path sees it
+    if (!info) {
+        png_destroy_read_struct(&png, nullptr, nullptr);
+        std::snprintf(message, 256, "out of memory");
+        return false;
+    }
+    if (setjmp(err.jump)) {
+        std::free(out->samples);
+        out->samples = nullptr;
+        std::free(rows);
+        png_destroy_read_struct(&png, &info, nullptr);
+        std::memcpy(message, err.message, sizeof err.message);
+        return false;
+    }
+    png_set_read_fn(png, &src, pngReadFromMemory);
+    png_read_info(png, info);
+    const png_uint_32 w = png_get_image_width(png, info), h = png_get_image_height(png, info);
+    const int colorType = png_get_color_type(png, info), depth = png_get_bit_depth(png, info);
+    out->info = ImageInfo{w, h, (colorType & PNG_COLOR_MASK_COLOR) ? std::size_t{3} : std::size_t{1}};
+    if (decode) {
+        if (colorType == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
+        if (colorType == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
+        if (png_get_valid(png, info, PNG_INFO_tRNS)) png_set_tRNS_to_alpha(png);
+        if (depth == 16) png_set_scale_16(png);
+        png_set_interlace_handling(png);
+        png_read_update_info(png, info);
+        out->channels = png_get_channels(png, info);
+        const std::size_t stride = png_get_rowbytes(png, info);
+        if (stride != static_cast<std::size_t>(w) * static_cast<std::size_t>(out->channels)) png_error(png, "unexpected row layout");
+        out->samples = static_cast<std::uint8_t*>(std::malloc(stride * h));
+        rows = static_cast<png_bytep*>(std::malloc(sizeof(png_bytep) * h));
+        if (!out->samples || !rows) png_error(png, "out of memory");
+        for (png_uint_32 y = 0; y < h; ++y) rows[y] = out->samples + y * stride;
+        png_read_image(png, rows);
+        png_read_end(png, nullptr);
+    }
+    std::free(rows);
+    png_destroy_read_struct(&png, &info, nullptr);
+    return true;
+}
 
 ImageInfo pngDecode(const std::vector<std::uint8_t>& bytes, const std::string& path, std::size_t channels,
                     std::vector<std::uint8_t>* out)
 {
-    png_image im;
-    std::memset(&im, 0, sizeof im);
-    im.version = PNG_IMAGE_VERSION;
-    if (!png_image_begin_read_from_memory(&im, bytes.data(), bytes.size()))
-        throw FormatError(path + ": cannot read the PNG header (" + im.message + ")");
-    ImageInfo info{im.width, im.height, (im.format & PNG_FORMAT_FLAG_COLOR) ? std::size_t{3} : std::size_t{1}};
-    try {
-        checkSize(path, info.width, info.height);
-    } catch (...) {
-        png_image_free(&im);
-        throw;
+    char message[256] = {};
+    PngPixels px;
+    if (!pngDecodeRaw(bytes.data(), bytes.size(), false, &px, message))
+        throw FormatError(path + ": cannot read the PNG header (" + message + ")");
+    checkSize(path, px.info.width, px.info.height);
+    if (!out) return px.info;
+    if (!pngDecodeRaw(bytes.data(), bytes.size(), true, &px, message))
+        throw FormatError(path + ": the PNG fails to decode (" + message + ")");
+    const std::unique_ptr<std::uint8_t, decltype(&std::free)> samples(px.samples, &std::free);
+    // Alpha composed over black (v a / 255, rounded, on the stored values); colour to gray with
+    // ITU-R BT.601 luma as PIL's convert("L") computes it; gray replicated to RGB.
+    const int src = px.channels;
+    const bool colour = src >= 3, alpha = src == 2 || src == 4;
+    const std::size_t n = px.info.width * px.info.height;
+    out->assign(n * channels, 0);
+    const std::uint8_t* in = px.samples;
+    std::uint8_t* o = out->data();
+    for (std::size_t i = 0; i < n; ++i, in += src) {
+        std::uint32_t r = in[0], g = colour ? in[1] : in[0], b = colour ? in[2] : in[0];
+        if (alpha) {
+            const std::uint32_t a = in[src - 1];
+            r = (r * a + 127) / 255;
+            g = (g * a + 127) / 255;
+            b = (b * a + 127) / 255;
+        }
+        if (channels == 3) {
+            o[3 * i] = static_cast<std::uint8_t>(r);
+            o[3 * i + 1] = static_cast<std::uint8_t>(g);
+            o[3 * i + 2] = static_cast<std::uint8_t>(b);
+        } else {
+            o[i] = colour ? static_cast<std::uint8_t>((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16) : static_cast<std::uint8_t>(r);
+        }
     }
-    if (!out) {
-        png_image_free(&im);
-        return info;
-    }
-    im.format = channels == 3 ? PNG_FORMAT_RGB : PNG_FORMAT_GRAY;
-    out->assign(PNG_IMAGE_SIZE(im), 0);
-    png_color black{0, 0, 0};
-    if (!png_image_finish_read(&im, &black, out->data(), 0, nullptr)) {
-        const std::string msg = im.message;
-        png_image_free(&im);
-        throw FormatError(path + ": the PNG fails to decode (" + msg + ")");
-    }
-    if (im.warning_or_error & PNG_IMAGE_ERROR)
-        throw FormatError(path + ": the PNG fails to decode (" + std::string(im.message) + ")");
-    return info;
+    return px.info;
 }
 
 // ---- JPEG: libjpeg reports errors through error_exit, which must not return; it longjmps back

@@ -1,4 +1,4 @@
-// PNG and JPEG files through libpng (simplified png_image_* API) and libjpeg-turbo: the header
+// PNG and JPEG files through libpng and libjpeg-turbo: the header
 // (size, grayscale or colour) without decoding, a decode to 8-bit grayscale or RGB, and the
 // writers that tests and the demo-data tool use. No decoder is written here.
 #pragma once
@@ -28,10 +28,12 @@ bool isImageFileName(const std::string& path);
 // corrupt header, an image larger than kMaxImageSide / kMaxImagePixels, a CMYK JPEG).
 ImageInfo readImageInfo(const std::string& path);
 
-// Decodes to interleaved (H, W, channels) bytes, channels 1 or 3 as asked: colour images are
-// converted to grayscale (libpng's sRGB weights, JPEG's Y) and grayscale replicated to RGB.
-// Transparent PNGs are composed over black. Throws FormatError naming the file when the data is
-// corrupt or truncated.
+// Decodes to interleaved (H, W, channels) bytes, channels 1 or 3 as asked, with the stored values
+// as PIL and torchvision read them (no gamma correction; 16-bit PNG samples scaled to 8 bits as
+// round(v / 257)): colour images are converted to grayscale (ITU-R BT.601 luma, as PIL's
+// convert("L") and JPEG's Y) and grayscale replicated to RGB. Transparent PNGs are composed over
+// black (v * alpha / 255). Throws FormatError naming the file when the data is corrupt or
+// truncated.
 std::vector<std::uint8_t> decodeImage(const std::string& path, std::size_t channels, ImageInfo* info = nullptr);
 
 // Writers of interleaved (H, W, channels) bytes, channels 1 or 3, written atomically.
