@@ -7,8 +7,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <QDir>
 #include <QFile>
 #include <QString>
+#include <QStringList>
 
 #include <cmath>
 #include <cstdint>
@@ -107,6 +109,43 @@ inline GoldenCase loadGolden(const QString& file)
     }
     return c;
 }
+
+#ifdef QS_TEST_DATA
+// The reference cases in QS_TEST_DATA (files NNN_*.json) whose "op" is one of `ops`, sorted by
+// name. The golden tests take their rows from here, so a case added to tests/data (another
+// PyTorch vector of a checked op) is checked without being named in a test.
+inline QStringList goldenFiles(std::initializer_list<const char*> ops)
+{
+    QStringList out;
+    const QDir dir(QStringLiteral(QS_TEST_DATA));
+    for (const QString& name : dir.entryList({QStringLiteral("[0-9][0-9][0-9]_*.json")}, QDir::Files, QDir::Name)) {
+        QFile f(dir.filePath(name));
+        if (!f.open(QIODevice::ReadOnly)) throw std::runtime_error(name.toStdString() + ": cannot open reference file");
+        const QByteArray bytes = f.readAll();
+        std::string op;
+        try {
+            op = nlohmann::json::parse(bytes.constBegin(), bytes.constEnd()).at("op").get<std::string>();
+        } catch (const std::exception& e) {
+            throw std::runtime_error(name.toStdString() + ": " + e.what());
+        }
+        for (const char* o : ops)
+            if (op == o) out << name;
+    }
+    return out;
+}
+
+// Every op a golden test checks (tst_quant_golden, tst_layers_golden; resnet8_adam_steps in
+// tst_graph). tst_quant_golden everyCaseIsChecked fails on a case whose op is not here.
+inline const std::vector<std::string>& checkedGoldenOps()
+{
+    static const std::vector<std::string> ops = {
+        "fake_quantize_per_tensor_affine", "fake_quantize_per_channel_affine", "minmax_observer",
+        "per_channel_minmax_observer", "moving_average_minmax_observer", "cast_fp16", "cast_bf16", "conv2d",
+        "max_pool2d", "avg_pool2d", "global_avg_pool2d", "linear", "batch_norm2d", "add", "relu6",
+        "log_softmax_nll_mean", "mse_mean", "adam", "sgd_momentum", "resnet8_adam_steps"};
+    return ops;
+}
+#endif
 
 // |actual - expected| <= atol + rtol * |expected| elementwise; NaN matches NaN, inf matches the
 // same inf. Returns an empty string when they agree, else a description of the worst element.

@@ -21,6 +21,7 @@
 #include <QtTest>
 
 #include <algorithm>
+#include <functional>
 #include <cmath>
 #include <memory>
 
@@ -76,26 +77,62 @@ void compareWeighted(Layer& layer, Param& weight, Param* bias, const golden::Gol
     QVERIFY(bitIdentical(yEval, y));
 }
 
+// One row per reference case of `ops` (named by its file, so cases added to tests/data are
+// checked too); a row that fails when there is none.
+void rowsFor(std::initializer_list<const char*> ops)
+{
+    QTest::addColumn<QString>("file");
+    const QStringList files = golden::goldenFiles(ops);
+    for (const QString& f : files) QTest::newRow(qPrintable(f)) << f;
+    if (files.isEmpty()) QTest::newRow("none") << QString();
+}
+
+#define QS_FETCH_GOLDEN(g)                                                                                   \
+    QFETCH(QString, file);                                                                                    \
+    QVERIFY2(!file.isEmpty(), "no reference case of this op in tests/data");                                  \
+    const golden::GoldenCase g = golden::loadGolden(file)
+
+// A spatial parameter of a case: a number, or PyTorch's pair with equal values (QuantScope's
+// layers are square); `def` when absent.
+std::size_t spatial(const nlohmann::json& params, const char* key, std::size_t def)
+{
+    if (!params.contains(key) || params.at(key).is_null()) return def;
+    const nlohmann::json& v = params.at(key);
+    if (v.is_number()) return v.get<std::size_t>();
+    const std::vector<std::size_t> pair = v.get<std::vector<std::size_t>>();
+    if (pair.empty() || std::adjacent_find(pair.begin(), pair.end(), std::not_equal_to<>()) != pair.end())
+        throw std::runtime_error(std::string(key) + " differs between H and W, which QuantScope's layers do not take");
+    return pair.front();
+}
+
 } // namespace
 
 class TestLayersGolden : public QObject {
     Q_OBJECT
 
 private slots:
-    // PyTorch reference vectors
+    // PyTorch reference vectors: every case of each op in tests/data
+    void goldenConv2d_data() { rowsFor({"conv2d"}); }
     void goldenConv2d();
-    void goldenGroupedConv2d_data();
-    void goldenGroupedConv2d();
+    void goldenMaxPool2d_data() { rowsFor({"max_pool2d"}); }
     void goldenMaxPool2d();
+    void goldenAvgPool2d_data() { rowsFor({"avg_pool2d"}); }
     void goldenAvgPool2d();
+    void goldenGlobalAvgPool2d_data() { rowsFor({"global_avg_pool2d"}); }
     void goldenGlobalAvgPool2d();
+    void goldenAdd_data() { rowsFor({"add"}); }
     void goldenAdd();
+    void goldenReLU6_data() { rowsFor({"relu6"}); }
     void goldenReLU6();
+    void goldenLinear_data() { rowsFor({"linear"}); }
     void goldenLinear();
+    void goldenBatchNorm2dTrain_data() { rowsFor({"batch_norm2d"}); }
     void goldenBatchNorm2dTrain();
+    void goldenLogSoftmaxNll_data() { rowsFor({"log_softmax_nll_mean"}); }
     void goldenLogSoftmaxNll();
+    void goldenMse_data() { rowsFor({"mse_mean"}); }
     void goldenMse();
-    void goldenOptimizer_data();
+    void goldenOptimizer_data() { rowsFor({"adam", "sgd_momentum"}); }
     void goldenOptimizer();
 
     // reference semantics
@@ -104,55 +141,46 @@ private slots:
     void batchNormReestimationAveragesBatchStatistics();
 };
 
+// Plain (015), depthwise (023: groups = channels, stride 2, padding 1) and grouped (024)
+// convolutions, with or without bias, as the case's params say.
 void TestLayersGolden::goldenConv2d()
 {
-    const golden::GoldenCase g = golden::loadGolden("015_conv2d.json");
+    QS_FETCH_GOLDEN(g);
+    QVERIFY2(spatial(g.params, "dilation", 1) == 1, "dilation is not a Conv2d parameter of QuantScope");
     const Tensor& w = g.in("w");
-    Conv2d conv("conv", w.dim(1), w.dim(0), w.dim(2), g.params.at("stride").get<std::size_t>(),
-                g.params.at("padding").get<std::size_t>());
-    compareWeighted(conv, conv.weight(), &conv.bias(), g);
-}
-
-void TestLayersGolden::goldenGroupedConv2d_data()
-{
-    QTest::addColumn<QString>("file");
-    QTest::newRow("depthwise_s2_p1") << "023_conv2d_depthwise_s2_p1.json";
-    QTest::newRow("groups2_p1") << "024_conv2d_grouped_p1.json";
-}
-
-// Grouped and depthwise convolutions without bias (the depthwise row runs the direct kernel).
-void TestLayersGolden::goldenGroupedConv2d()
-{
-    QFETCH(QString, file);
-    const golden::GoldenCase g = golden::loadGolden(file);
-    QVERIFY(!g.params.at("bias").get<bool>());
-    const Tensor& w = g.in("w");
-    const std::size_t groups = g.params.at("groups").get<std::size_t>();
-    Conv2d conv("conv", w.dim(1) * groups, w.dim(0), w.dim(2), g.params.at("stride").get<std::size_t>(),
-                g.params.at("padding").get<std::size_t>(), groups, false);
+    const std::size_t groups = g.params.value("groups", std::size_t{1});
+    const bool bias = g.params.value("bias", g.inputs.count("b") > 0);
+    QCOMPARE(bias, g.inputs.count("b") > 0);
+    Conv2d conv("conv", w.dim(1) * groups, w.dim(0), w.dim(2), spatial(g.params, "stride", 1), spatial(g.params, "padding", 0),
+                groups, bias);
     QCOMPARE(conv.inChannels(), g.in("x").dim(1));
-    QCOMPARE(conv.params().size(), std::size_t{1});
-    compareWeighted(conv, conv.weight(), nullptr, g);
+    QCOMPARE(conv.params().size(), std::size_t{bias ? 2u : 1u});
+    compareWeighted(conv, conv.weight(), bias ? &conv.bias() : nullptr, g);
 }
 
 void TestLayersGolden::goldenMaxPool2d()
 {
-    const golden::GoldenCase g = golden::loadGolden("016_max_pool2d.json");
-    MaxPool2d pool("pool", g.params.at("kernel").get<std::size_t>(), g.params.at("stride").get<std::size_t>());
+    QS_FETCH_GOLDEN(g);
+    QVERIFY2(spatial(g.params, "dilation", 1) == 1 && !g.params.value("ceil_mode", false), "dilation and ceil_mode are not read");
+    const std::size_t k = spatial(g.params, "kernel", 0);
+    MaxPool2d pool("pool", k, spatial(g.params, "stride", k), spatial(g.params, "padding", 0));
     // Max and routing are exact: no arithmetic beyond a copy and one addition per window.
     compareParameterFree(pool, g, 0.0, 0.0);
 }
 
 void TestLayersGolden::goldenAvgPool2d()
 {
-    const golden::GoldenCase g = golden::loadGolden("027_avg_pool2d.json");
-    AvgPool2d pool("pool", g.params.at("kernel").get<std::size_t>(), g.params.at("stride").get<std::size_t>());
+    QS_FETCH_GOLDEN(g);
+    QVERIFY2(g.params.value("count_include_pad", true) && !g.params.value("ceil_mode", false),
+             "AvgPool2d takes count_include_pad=True and floor sizes, PyTorch's defaults");
+    const std::size_t k = spatial(g.params, "kernel", 0);
+    AvgPool2d pool("pool", k, spatial(g.params, "stride", k), spatial(g.params, "padding", 0));
     compareParameterFree(pool, g, kRefAtol, kRefRtol);
 }
 
 void TestLayersGolden::goldenGlobalAvgPool2d()
 {
-    const golden::GoldenCase g = golden::loadGolden("026_global_avg_pool2d.json");
+    QS_FETCH_GOLDEN(g);
     GlobalAvgPool2d pool("pool");
     compareParameterFree(pool, g, kRefAtol, kRefRtol);
 }
@@ -161,7 +189,7 @@ void TestLayersGolden::goldenGlobalAvgPool2d()
 // copies: exact.
 void TestLayersGolden::goldenAdd()
 {
-    const golden::GoldenCase g = golden::loadGolden("025_add.json");
+    QS_FETCH_GOLDEN(g);
     Add add("add");
     QCOMPARE(add.numInputs(), std::size_t{2});
     RunContext ctx;
@@ -178,34 +206,33 @@ void TestLayersGolden::goldenAdd()
     QS_COMPARE_TENSORS(only, g.out("grad_b"), 0.0, 0.0);
 }
 
-// Clamping and masking are exact. The input holds 0 and 6 exactly, whose gradient is 0 as in
+// Clamping and masking are exact. 028's input holds 0 and 6 exactly, whose gradient is 0 as in
 // PyTorch's hardtanh_backward.
 void TestLayersGolden::goldenReLU6()
 {
-    const golden::GoldenCase g = golden::loadGolden("028_relu6.json");
-    const Tensor& x = g.in("x");
-    QVERIFY(std::count(x.values().begin(), x.values().end(), 0.0f) > 0);
-    QVERIFY(std::count(x.values().begin(), x.values().end(), 6.0f) > 0);
+    QS_FETCH_GOLDEN(g);
     ReLU6 relu6("relu6");
     compareParameterFree(relu6, g, 0.0, 0.0);
 }
 
 void TestLayersGolden::goldenLinear()
 {
-    const golden::GoldenCase g = golden::loadGolden("017_linear.json");
+    QS_FETCH_GOLDEN(g);
     const Tensor& w = g.in("w");
-    Linear fc("fc", w.dim(1), w.dim(0));
-    compareWeighted(fc, fc.weight(), &fc.bias(), g);
+    const bool bias = g.inputs.count("b") > 0;
+    Linear fc("fc", w.dim(1), w.dim(0), bias);
+    compareWeighted(fc, fc.weight(), bias ? &fc.bias() : nullptr, g);
 }
 
 void TestLayersGolden::goldenBatchNorm2dTrain()
 {
-    const golden::GoldenCase g = golden::loadGolden("018_batch_norm2d_train.json");
-    QVERIFY(g.params.at("training").get<bool>());
+    QS_FETCH_GOLDEN(g);
+    QVERIFY2(g.params.value("training", true), "only the training form (batch statistics) has reference cases");
     const Tensor& x = g.in("x");
     const std::size_t N = x.dim(0), C = x.dim(1), HW = x.dim(2) * x.dim(3);
-    const float eps = g.params.at("eps").get<float>();
-    BatchNorm2d bn("bn", C, eps);
+    const float eps = g.params.value("eps", 1e-5f);
+    const double kMomentum = g.params.value("momentum", 0.1);
+    BatchNorm2d bn("bn", C, eps, static_cast<float>(kMomentum));
     bn.gamma().value = g.in("gamma");
     bn.beta().value = g.in("beta");
     RunContext ctx;
@@ -220,7 +247,6 @@ void TestLayersGolden::goldenBatchNorm2dTrain()
 
     // Running statistics, PyTorch semantics from their defaults (mean 0, var 1):
     // running = (1 - momentum) running + momentum * batch, with the unbiased batch variance.
-    constexpr double kMomentum = 0.1;
     Tensor expMean({C}), expVar({C});
     for (std::size_t c = 0; c < C; ++c) {
         double s = 0.0, s2 = 0.0;
@@ -253,7 +279,7 @@ void TestLayersGolden::goldenBatchNorm2dTrain()
 
 void TestLayersGolden::goldenLogSoftmaxNll()
 {
-    const golden::GoldenCase g = golden::loadGolden("019_log_softmax_nll.json");
+    QS_FETCH_GOLDEN(g);
     const Tensor& logits = g.in("logits");
     const std::vector<std::int32_t> target = g.intInput("target");
     LogSoftmax ls("log_softmax");
@@ -278,7 +304,7 @@ void TestLayersGolden::goldenLogSoftmaxNll()
 
 void TestLayersGolden::goldenMse()
 {
-    const golden::GoldenCase g = golden::loadGolden("020_mse.json");
+    QS_FETCH_GOLDEN(g);
     Tensor grad;
     const float loss = mseLoss(g.in("pred"), g.in("target"), grad);
     QVERIFY2(std::abs(loss - g.scalar("loss")) <= kRefLossRtol * std::abs(g.scalar("loss")),
@@ -286,43 +312,43 @@ void TestLayersGolden::goldenMse()
     QS_COMPARE_TENSORS(grad, g.out("grad_pred"), kRefAtol, kRefRtol);
 }
 
-void TestLayersGolden::goldenOptimizer_data()
-{
-    QTest::addColumn<QString>("file");
-    QTest::newRow("adam") << "021_optim_adam.json";
-    QTest::newRow("sgd_momentum_weight_decay") << "022_optim_sgd_momentum.json";
-}
-
+// Steps with grad0, grad1, ... from p0; the result after K steps is pK.
 void TestLayersGolden::goldenOptimizer()
 {
-    QFETCH(QString, file);
-    const golden::GoldenCase g = golden::loadGolden(file);
+    QS_FETCH_GOLDEN(g);
     std::unique_ptr<Optimizer> opt;
     if (g.op == "adam") {
-        AdamOptions o;
-        o.lr = g.params.at("lr").get<float>();
-        o.beta1 = g.params.at("betas").at(0).get<float>();
-        o.beta2 = g.params.at("betas").at(1).get<float>();
-        o.eps = g.params.at("eps").get<float>();
-        o.weightDecay = g.params.at("weight_decay").get<float>();
+        AdamOptions o; // PyTorch's defaults where the case names none
+        o.lr = g.params.value("lr", o.lr);
+        if (g.params.contains("betas")) {
+            o.beta1 = g.params.at("betas").at(0).get<float>();
+            o.beta2 = g.params.at("betas").at(1).get<float>();
+        }
+        o.eps = g.params.value("eps", o.eps);
+        o.weightDecay = g.params.value("weight_decay", o.weightDecay);
+        QVERIFY2(!g.params.value("amsgrad", false), "AMSGrad is not QuantScope's Adam");
         opt = std::make_unique<Adam>(o);
     } else {
         QCOMPARE(QString::fromStdString(g.op), QString("sgd_momentum"));
         SgdOptions o;
         o.lr = g.params.at("lr").get<float>();
-        o.momentum = g.params.at("momentum").get<float>();
-        o.weightDecay = g.params.at("weight_decay").get<float>();
+        o.momentum = g.params.value("momentum", o.momentum);
+        o.dampening = g.params.value("dampening", o.dampening);
+        o.weightDecay = g.params.value("weight_decay", o.weightDecay);
+        o.nesterov = g.params.value("nesterov", o.nesterov);
         opt = std::make_unique<Sgd>(o);
     }
     Param p;
     p.name = "weight";
     p.value = g.in("p0");
     const std::vector<Param*> params = {&p};
-    for (const char* grad : {"grad0", "grad1", "grad2"}) {
-        p.grad = g.in(grad);
+    int steps = 0;
+    for (; g.inputs.count("grad" + std::to_string(steps)); ++steps) {
+        p.grad = g.in("grad" + std::to_string(steps));
         opt->step(params);
     }
-    QS_COMPARE_TENSORS(p.value, g.out("p3"), kOptimAtol, kOptimRtol);
+    QVERIFY(steps >= 1);
+    QS_COMPARE_TENSORS(p.value, g.out("p" + std::to_string(steps)), kOptimAtol, kOptimRtol);
 }
 
 void TestLayersGolden::dropoutMask()

@@ -92,10 +92,10 @@ double quantizationSse(const float* x, std::size_t n, float inv, float scale, fl
 #else
 #define QS_NO_FP_CONTRACT // clang contracts only within one statement by default
 #endif
-QS_NO_FP_CONTRACT float movingAverage(float running, float current)
+QS_NO_FP_CONTRACT float movingAverage(float running, float current, float constant)
 {
     const float delta = current - running;
-    const float step = kMovingAverageConstant * delta;
+    const float step = constant * delta;
     return running + step;
 }
 
@@ -154,6 +154,12 @@ RangeObserver::RangeObserver(Calibration c, std::size_t numSlots, std::size_t ro
     if (c == Calibration::Percentile || c == Calibration::Mse) m_samples.resize(numSlots);
 }
 
+void RangeObserver::setAveragingConstant(float c)
+{
+    if (!(c > 0.0f && c <= 1.0f)) throw ConfigError("averaging constant " + std::to_string(c) + " is not in (0, 1]");
+    m_averagingConstant = c;
+}
+
 void RangeObserver::reset()
 {
     std::fill(m_min.begin(), m_min.end(), kInf);
@@ -169,8 +175,8 @@ void RangeObserver::updateSlot(std::size_t slot, float batchMin, float batchMax)
     float& mn = m_min[slot];
     float& mx = m_max[slot];
     if (m_calibration == Calibration::MovingAverage && !(mn == kInf && mx == -kInf)) {
-        mn = movingAverage(mn, batchMin);
-        mx = movingAverage(mx, batchMax);
+        mn = movingAverage(mn, batchMin, m_averagingConstant);
+        mx = movingAverage(mx, batchMax, m_averagingConstant);
     } else {
         mn = std::min(mn, batchMin);
         mx = std::max(mx, batchMax);

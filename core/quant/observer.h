@@ -49,6 +49,11 @@ public:
     void reset();
 
     Calibration calibration() const { return m_calibration; }
+    // Moving-average only: the weight c of each batch, running = running + c (batch - running)
+    // (PyTorch's MovingAverageMinMaxObserver averaging_constant), in (0, 1]; default 0.01.
+    // Throws ConfigError outside (0, 1].
+    void setAveragingConstant(float c);
+    float averagingConstant() const { return m_averagingConstant; }
     std::size_t numSlots() const { return m_min.size(); }
     // Names the observed tensor in errors ("conv1.weight", "output of 'relu1'").
     void setName(std::string name) { m_name = std::move(name); }
@@ -86,6 +91,7 @@ private:
     Calibration m_calibration;
     std::size_t m_rowLength, m_slotLength;
     float m_percentile;
+    float m_averagingConstant = kMovingAverageConstant;
     std::size_t m_batches = 0;
     std::uint64_t m_nonFinite = 0;
     std::string m_name;
