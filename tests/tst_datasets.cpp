@@ -280,6 +280,8 @@ void TestDatasets::broken_data()
     QTest::newRow("CIFAR label 10") << "cifar-label" << "FormatError" << "test_batch.bin" << "record 3: label 10 is out of range";
     QTest::newRow("CIFAR-100 coarse label 20") << "cifar100-coarse" << "FormatError" << "train.bin" << "record 2: coarse label";
     QTest::newRow("CIFAR test batch missing") << "cifar-notest" << "IoError" << "test_batch.bin" << "missing";
+    // A gap in the training batches dropped every later one without a word (tester 12).
+    QTest::newRow("CIFAR batch 2 missing, 3 there") << "cifar-gap" << "IoError" << "data_batch_2.bin" << "missing, but data_batch_3.bin is there";
     QTest::newRow("CIFAR names file of 3 lines") << "cifar-names" << "FormatError" << "batches.meta.txt" << "3 class names";
     QTest::newRow("CIFAR names file of 20 lines") << "cifar-names20" << "FormatError" << "batches.meta.txt"
                                                   << "holds 20 class names; the dataset has 10 classes";
@@ -355,6 +357,7 @@ void TestDatasets::broken()
         writeBytes(r + "/train.bin", b);
         writeBytes(r + "/test.bin", cifarRecords(0, 4, 100, true));
     } else if (make == "cifar-notest") writeBytes(r + "/data_batch_1.bin", cifarRecords(0, 10, 10, false));
+    else if (make == "cifar-gap") cifar(), writeBytes(r + "/data_batch_3.bin", cifarRecords(20, 10, 10, false));
     else if (make == "cifar-names") cifar(), writeText(r + "/batches.meta.txt", "a\nb\nc\n");
     else if (make == "cifar-names20") {
         cifar();

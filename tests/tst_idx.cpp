@@ -145,6 +145,7 @@ private slots:
     void sizeLimits();
     void brokenFolder_data();
     void brokenFolder();
+    void differentSizesWithResize();
 
     void roundTrip_data();
     void roundTrip();
@@ -190,6 +191,11 @@ void TestIdx::brokenFile_data()
     for (std::size_t i = gz.size() - 4; i < gz.size(); ++i) gzHugeSize[i] = 0xF0;
     writeIdx(path("truncated-inside.gz"), {5, kH, kW}, Bytes(5 * kH * kW - 3, 9)); // header/payload mismatch
     writeIdx(path("huge-inside.gz"), {4000000000u, 4000000000u, 4000000000u}, {});
+    // 3,000 labels, then 8 MiB of zeros: 8 KB of gzip that inflated in full before the size check
+    // (tester 12's 1 MB file took 1 GiB).
+    Bytes bomb = idxBytes(0x08, {3000}, 3000);
+    bomb.resize(bomb.size() + (8u << 20), 0);
+    writeGzip(path("bomb.gz"), bomb);
 
     QTest::newRow("empty file") << "e-idx3-ubyte" << QByteArray() << "images" << "FormatError" << "empty";
     QTest::newRow("header cut in the magic") << "h1-idx3-ubyte" << qb({0, 0, 8}) << "images" << "FormatError"
@@ -203,7 +209,7 @@ void TestIdx::brokenFile_data()
     QTest::newRow("wrong magic") << "m-idx3-ubyte" << qb({0x50, 0x4B, 3, 4, 0, 0, 0, 0}) << "images" << "FormatError"
                                  << "bad magic";
     QTest::newRow("float element type") << "f-idx3-ubyte" << qb(idxBytes(0x0D, {1, 1, 1}, 4)) << "images"
-                                        << "FormatError" << "not supported";
+                                        << "FormatError" << "element type 0x0D is not supported";
     QTest::newRow("labels given as images") << "l-idx1-ubyte" << qb(idxBytes(0x08, {5}, 5)) << "images"
                                             << "FormatError" << "3 dimension";
     QTest::newRow("gigantic dims 4e9^3") << "g-idx3-ubyte"
@@ -230,6 +236,8 @@ void TestIdx::brokenFile_data()
                                               << "FormatError" << "corrupt gzip";
     QTest::newRow("gzip of a truncated IDX") << "gt-idx3-ubyte.gz" << qb(readBytes(path("truncated-inside.gz")))
                                              << "images" << "FormatError" << "(truncated?)";
+    QTest::newRow("gzip with 8 MiB of trailing data") << "gb-idx1-ubyte.gz" << qb(readBytes(path("bomb.gz"))) << "labels"
+                                                      << "FormatError" << "header says 3000 (3000 bytes) but the file decompresses to more";
     QTest::newRow("gzip of gigantic dims") << "gg-idx3-ubyte.gz" << qb(readBytes(path("huge-inside.gz")))
                                            << "images" << "FormatError" << "4000000000x4000000000x4000000000";
 }
@@ -314,7 +322,10 @@ void TestIdx::brokenFolder_data()
     QTest::newRow("test images of another size") << "size" << "FormatError" << "testImages" << "7x5";
     QTest::newRow("corrupt train labels") << "corrupt" << "FormatError" << "trainLabels" << "bad magic";
     QTest::newRow("no such folder") << "nofolder" << "IoError" << "dir" << "no such folder";
-    QTest::newRow("validation takes every image") << "validation" << "ConfigError" << "" << "leaves no training";
+    QTest::newRow("validation takes every image") << "validation" << "ConfigError" << "" << "give a smaller --validation";
+    // One stray test label made the model 16 classes, 6 never trained (tester 12).
+    QTest::newRow("test label above every training label") << "testlabel" << "FormatError" << "testLabels"
+                                                           << "label 15 (test image 4) is above every training label";
 }
 
 void TestIdx::brokenFolder()
@@ -340,6 +351,10 @@ void TestIdx::brokenFolder()
         opt.dir = f.dir + "/nope";
     } else if (breakage == "validation") {
         opt.validation = 50;
+    } else if (breakage == "testlabel") {
+        Bytes labels = f.test.labels;
+        labels[3] = 15;
+        writeIdx(f.files.testLabels, {std::uint32_t(labels.size())}, labels);
     }
     const Caught c = catchError([&] { Dataset::load(opt); });
     QCOMPARE(c.type, error);
@@ -352,6 +367,23 @@ void TestIdx::brokenFolder()
     for (const QString& who : blames.split('+', Qt::SkipEmptyParts))
         QVERIFY2(c.message.contains(QString::fromStdString(named.at(who))),
                  qPrintable("message does not name " + who + ": " + c.message));
+}
+
+// Train and test images of different sizes load with --resize, which brings both to one size
+// (it was refused before the resize could apply, tester 12); without it the error says so.
+void TestIdx::differentSizesWithResize()
+{
+    Folder f = writeFolder(path("folder-sizes"), false, "");
+    writeIdx(f.files.testImages, {20, 7, kW}, Bytes(20 * 7 * kW, 3));
+    DatasetOptions opt;
+    opt.dir = f.dir;
+    const Caught c = catchError([&] { Dataset::load(opt); });
+    QVERIFY2(c.message.contains("--resize"), qPrintable(c.message));
+    opt.resize = parseResize("9x9");
+    const Dataset d = Dataset::load(opt);
+    QCOMPARE(d.train.height, std::size_t{9});
+    QCOMPARE(d.test.height, std::size_t{9});
+    QCOMPARE(d.test.width, std::size_t{9});
 }
 
 void TestIdx::roundTrip_data()

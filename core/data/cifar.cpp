@@ -112,11 +112,20 @@ RawDataset readCifar(const std::string& dir, bool cifar100)
         if (raw.classNames.empty())
             for (int i = 0; i < 100; ++i) raw.classNames.push_back(std::to_string(i));
     } else {
-        // The five training batches; a smaller set may hold fewer, but they must start at 1.
+        // The five training batches; a smaller set may hold fewer, from 1 on without a gap (a
+        // missing data_batch_2.bin silently dropped batches 3-5: a partial download trained on a
+        // fifth of the data, tester 12).
         need("data_batch_1.bin");
+        int missing = 0;
         for (int b = 1; b <= 5; ++b) {
             const fs::path p = d / ("data_batch_" + std::to_string(b) + ".bin");
-            if (!fs::is_regular_file(p, ec)) break;
+            if (!fs::is_regular_file(p, ec)) {
+                if (!missing) missing = b;
+                continue;
+            }
+            if (missing)
+                throw IoError((d / ("data_batch_" + std::to_string(missing) + ".bin")).string() + ": missing, but " +
+                              p.filename().string() + " is there (an interrupted download?); the training batches are read from 1 on without a gap");
             append(raw.train, readBatch(p, false));
         }
         raw.test = readBatch(need("test_batch.bin"), false);

@@ -179,14 +179,26 @@ Dataset Dataset::load(const DatasetFiles& files, const DatasetOptions& opts)
     } else {
         raw.train = readSet(files.trainImages, files.trainLabels, 256);
     }
-    std::int32_t largest = 0;
+    std::int32_t largest = 0, largestTrain = 0;
+    for (std::int32_t l : raw.train.labels) largestTrain = std::max(largestTrain, l);
     for (const LabeledImages* set : {&raw.train, &raw.test})
         for (std::int32_t l : set->labels) largest = std::max(largest, l);
     raw.classNames = guessClassNames(dir, static_cast<std::size_t>(largest) + 1);
-    if (raw.train.height != raw.test.height || raw.train.width != raw.test.width)
+    // A test label above every training label made the model that many classes larger, never
+    // trained (tester 12: one stray 15 gave 16 classes). classes.txt may name such classes.
+    std::error_code ec;
+    if (!opts.testOnly && largest > largestTrain && !fs::is_regular_file(fs::path(dir) / "classes.txt", ec)) {
+        const auto at = std::find(raw.test.labels.begin(), raw.test.labels.end(), largest) - raw.test.labels.begin();
+        throw FormatError(files.testLabels + ": label " + std::to_string(largest) + " (test image " + std::to_string(at + 1) +
+                          ") is above every training label (0.." + std::to_string(largestTrain) +
+                          "), so the model could never learn it; fix the labels, or name every class in classes.txt");
+    }
+    // With --resize both sets are brought to one size in finishLoad.
+    if (!opts.resize.given() && (raw.train.height != raw.test.height || raw.train.width != raw.test.width))
         throw FormatError(files.testImages + ": images are " + std::to_string(raw.test.height) + "x" +
                           std::to_string(raw.test.width) + " but the train images are " +
-                          std::to_string(raw.train.height) + "x" + std::to_string(raw.train.width));
+                          std::to_string(raw.train.height) + "x" + std::to_string(raw.train.width) +
+                          "; --resize HxW brings both to one size");
     Dataset d = finishLoad(std::move(raw), {DatasetLayout::Idx, dir}, opts);
     d.files = files;
     return d;
@@ -238,9 +250,10 @@ Dataset finishLoad(RawDataset&& raw, const DetectedLayout& found, const DatasetO
     d.test = std::move(raw.test);
     if (!opts.testOnly) checkLabels(d.train, d.classNames, found.path, "training");
     checkLabels(d.test, d.classNames, found.path, "test");
-    if (d.test.channels != d.train.channels || d.test.height != d.train.height || d.test.width != d.train.width)
+    if (d.test.channels != d.train.channels ||
+        (!opts.resize.given() && (d.test.height != d.train.height || d.test.width != d.train.width)))
         throw FormatError(found.path + ": test images are " + shapeText(d.test) + " but training images are " +
-                          shapeText(d.train));
+                          shapeText(d.train) + (d.test.channels == d.train.channels ? "; --resize HxW brings both to one size" : ""));
     if (opts.resize.given()) {
         d.train = resized(d.train, opts.resize);
         d.test = resized(d.test, opts.resize);
@@ -249,7 +262,7 @@ Dataset finishLoad(RawDataset&& raw, const DetectedLayout& found, const DatasetO
     if (opts.validation > 0) {
         if (opts.validation >= d.train.size())
             throw ConfigError("validation split of " + std::to_string(opts.validation) + " leaves no training images (" +
-                              std::to_string(d.train.size()) + " in all)");
+                              std::to_string(d.train.size()) + " in all); give a smaller --validation N");
         std::vector<std::size_t> perm = seededPermutation(d.train.size(), opts.seed ^ 0x7A11DA7Eull);
         std::vector<std::size_t> val(perm.end() - static_cast<std::ptrdiff_t>(opts.validation), perm.end());
         perm.resize(perm.size() - opts.validation);

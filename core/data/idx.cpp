@@ -7,6 +7,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 
 namespace quantscope {
@@ -18,20 +19,21 @@ bool endsWith(const std::string& s, const std::string& suffix)
     return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
+std::uint32_t be32(const std::uint8_t* p)
+{
+    return (std::uint32_t(p[0]) << 24) | (std::uint32_t(p[1]) << 16) | (std::uint32_t(p[2]) << 8) | p[3];
+}
+
 std::vector<std::uint8_t> gunzip(const std::vector<std::uint8_t>& in, const std::string& path, std::uint64_t maxBytes)
 {
     z_stream zs{};
     if (inflateInit2(&zs, 15 + 16) != Z_OK) throw IoError(path + ": cannot initialise zlib");
-    std::vector<std::uint8_t> out;
-    // The gzip trailer's ISIZE is only a hint (it is untrusted and mod 2^32): cap the reservation.
-    if (in.size() >= 18) {
-        std::uint32_t isize = 0;
-        std::memcpy(&isize, in.data() + in.size() - 4, 4);
-        out.reserve(std::min<std::uint64_t>({isize, maxBytes, in.size() * 1032ull}));
-    }
+    std::vector<std::uint8_t> out; // reserved once an IDX header gives the size (the gzip trailer's ISIZE is untrusted)
     zs.next_in = const_cast<Bytef*>(in.data());
     zs.avail_in = static_cast<uInt>(in.size());
     int rc = Z_OK;
+    bool idxLimitKnown = false;
+    std::uint64_t idxLimit = maxBytes;
     std::uint8_t buf[1 << 16];
     while (rc != Z_STREAM_END) {
         zs.next_out = buf;
@@ -47,6 +49,31 @@ std::vector<std::uint8_t> gunzip(const std::vector<std::uint8_t>& in, const std:
             throw FormatError(path + ": decompresses to more than " + std::to_string(maxBytes) + " bytes");
         }
         out.insert(out.end(), buf, buf + produced);
+        // IDX data: stop once the header's size is passed (by at most a buffer) or once the first
+        // bytes are no IDX header of bytes, for parseIdx to report; a 1 MB file of zeros after a
+        // small header inflated to 1 GiB before "trailing data" (tester 12).
+        if (out.size() >= 4 && !idxLimitKnown) {
+            if (out[0] != 0 || out[1] != 0 || out[2] != 0x08 || out[3] < 1 || out[3] > 4) break;
+            const std::size_t header = 4 + 4 * std::size_t{out[3]};
+            if (out.size() >= header) {
+                Uint128 total = header;
+                Uint128 payload = 1;
+                for (std::size_t i = 0; i < out[3]; ++i) payload *= be32(out.data() + 4 + 4 * i);
+                total += payload;
+                idxLimitKnown = true;
+                if (total < static_cast<Uint128>(maxBytes)) idxLimit = static_cast<std::uint64_t>(total);
+                // The header's size, bounded by what this much gzip can hold (deflate: at most
+                // 1032:1), so a lying header costs no more than the data behind it.
+                out.reserve(std::min<std::uint64_t>(idxLimit + 1, in.size() * 1032ull));
+            }
+        }
+        if (idxLimitKnown && out.size() > idxLimit) {
+            inflateEnd(&zs);
+            std::string dims;
+            for (std::size_t i = 0; i < out[3]; ++i) dims += (i ? "x" : "") + std::to_string(be32(out.data() + 4 + 4 * i));
+            throw FormatError(path + ": header says " + dims + " (" + std::to_string(idxLimit - 4 - 4 * std::size_t{out[3]}) +
+                              " bytes) but the file decompresses to more (trailing data)");
+        }
         if (rc == Z_BUF_ERROR || (rc == Z_OK && zs.avail_in == 0 && produced == 0)) {
             inflateEnd(&zs);
             throw FormatError(path + ": gzip stream is cut short (file truncated?) after " +
@@ -55,11 +82,6 @@ std::vector<std::uint8_t> gunzip(const std::vector<std::uint8_t>& in, const std:
     }
     inflateEnd(&zs);
     return out;
-}
-
-std::uint32_t be32(const std::uint8_t* p)
-{
-    return (std::uint32_t(p[0]) << 24) | (std::uint32_t(p[1]) << 16) | (std::uint32_t(p[2]) << 8) | p[3];
 }
 
 } // namespace
@@ -83,8 +105,11 @@ IdxArray parseIdx(const std::vector<std::uint8_t>& bytes, const std::string& pat
         throw FormatError(path + ": not an IDX file (bad magic " + std::to_string(bytes[0]) + "," +
                           std::to_string(bytes[1]) + "; expected 0,0)");
     if (bytes[2] != 0x08)
-        throw FormatError(path + ": IDX element type 0x" + std::to_string(bytes[2]) +
-                          " is not supported (only unsigned bytes, 0x08)");
+    {
+        char hex[8];
+        std::snprintf(hex, sizeof hex, "0x%02X", unsigned{bytes[2]});
+        throw FormatError(path + ": IDX element type " + hex + " is not supported (only unsigned bytes, 0x08)");
+    }
     const std::size_t rank = bytes[3];
     if (rank == 0 || rank > 4) throw FormatError(path + ": IDX header has " + std::to_string(rank) + " dimensions");
     if (expectedRank && rank != expectedRank)

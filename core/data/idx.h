@@ -17,7 +17,9 @@ struct IdxArray {
 // Largest decompressed file we accept (the full MNIST train images are 47 MB).
 inline constexpr std::uint64_t kIdxMaxBytes = 1ull << 31;
 
-// Reads the whole file (inflating it if it starts with the gzip magic or ends in ".gz").
+// Reads the whole file (inflating it if it starts with the gzip magic or ends in ".gz"). Inflation
+// stops at the size an IDX header gives (a longer stream is "trailing data") or, when the first
+// bytes are no IDX header of bytes, after them (parseIdx then says what is wrong).
 // Throws IoError (missing/unreadable) or FormatError (not gzip, truncated, bad header...).
 std::vector<std::uint8_t> readFileMaybeGzip(const std::string& path, std::uint64_t maxBytes = kIdxMaxBytes);
 
