@@ -17,6 +17,7 @@
 #include "quant/granularity.h"
 #include "quant/observer.h"
 #include "train/quant_sim.h"
+#include "util/atomic_file.h"
 #include "util/errors.h"
 
 #include <nlohmann/json.hpp>
@@ -398,8 +399,10 @@ int runSearch(const Args& args)
     if (args.has("--max-drop")) opt.maxDropPoints = args.f64("--max-drop", 1.0, 0.0, 100.0);
     if (args.has("--max-bytes")) opt.maxBytes = args.u64("--max-bytes", 0, 1);
     if (opt.maxDropPoints.has_value() == opt.maxBytes.has_value()) throw UsageError("give exactly one of --max-drop PTS and --max-bytes N");
-    if (args.has("--plan-out"))
+    if (args.has("--plan-out")) {
         checkOutputIsNotAnInput("--plan-out", args.str("--plan-out", ""), {{"model", spec}, {"data (--data)", args.str("--data", "")}});
+        checkWritableFolder(args.str("--plan-out", "")); // now, not after the search (tester 12)
+    }
     for (const std::string& f : opt.formats) findFormat(f);
     for (const std::string& c : opt.calibrations) parseCalibration(c);
     parseGranularity(opt.granularity);
@@ -430,7 +433,20 @@ int runSearch(const Args& args)
     if (r.stopped && !json)
         std::fprintf(stderr, "stopped (Ctrl+C) after %zu plans; below are those, their front and the best of them (no test accuracy)\n",
                      r.evaluations);
-    if (r.chosen >= 0 && !r.stopped && args.has("--plan-out")) writePlanFile(args.str("--plan-out", ""), r.plans[static_cast<std::size_t>(r.chosen)].plan);
+    // A plan file that cannot be written (a full disk) still leaves the results printed; the
+    // error follows them.
+    std::string planError;
+    if (r.chosen >= 0 && !r.stopped && args.has("--plan-out")) {
+        try {
+            writePlanFile(args.str("--plan-out", ""), r.plans[static_cast<std::size_t>(r.chosen)].plan);
+        } catch (const IoError& e) {
+            planError = e.what();
+        }
+    }
+    const auto done = [&](int code) {
+        if (!planError.empty()) throw IoError(planError);
+        return code;
+    };
     if (json) {
         nlohmann::json plans = nlohmann::json::array();
         for (const EvaluatedPlan& p : r.plans)
@@ -445,7 +461,7 @@ int runSearch(const Args& args)
         }
         std::fputs((j.dump() + "\n").c_str(), stdout);
         if (r.stopped) return 130;
-        return r.chosen >= 0 ? kExitOk : kExitNoResult;
+        return done(r.chosen >= 0 ? kExitOk : kExitNoResult);
     }
     std::printf("%s: FP32 %.2f %% on %zu validation images; %zu plans evaluated (and %zu one-layer plans for the ranking) in %.1f s\n",
                 in.name.c_str(), 100.0 * r.fp32Accuracy, r.images, r.evaluations, r.sensitivityEvaluations, r.seconds);
@@ -490,7 +506,8 @@ int runSearch(const Args& args)
     const EvaluatedPlan& c = r.plans[static_cast<std::size_t>(r.chosen)];
     std::printf("chosen: %s, %llu bytes, %.2f bits per weight; test accuracy %.2f %%\n%s\n", c.label.c_str(),
                 static_cast<unsigned long long>(c.bytes), c.bitsPerWeight, 100.0 * testAcc, planToJson(c.plan).c_str());
-    return kExitOk;
+    std::fflush(stdout);
+    return done(kExitOk);
 }
 
 } // namespace

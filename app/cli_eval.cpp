@@ -98,8 +98,10 @@ int runEval(const std::vector<std::string>& argv)
     }
     if (args.positional().size() != 1) throw UsageError("give one model file (.qsm or .onnx); see --help");
     const std::string path = args.positional()[0];
-    if (args.has("--predictions"))
+    if (args.has("--predictions")) {
         checkOutputIsNotAnInput("--predictions", args.str("--predictions", ""), {{"model", path}, {"data (--data)", args.str("--data", "")}});
+        checkWritableFolder(args.str("--predictions", "")); // now, not after the evaluation (tester 12)
+    }
     const std::size_t threads = args.u64("--threads", 2, 1, 1024);
     const std::size_t batch = args.u64("--batch-size", 256, 1, 65536);
     const std::size_t passes = args.u64("--passes", 3, 1, 100);
@@ -190,11 +192,16 @@ int runEval(const std::vector<std::string>& argv)
     const RunnerEval ev = evaluateRunner(runner, data.test, batch);
     double ips = 0.0;
     if (args.has("--bench")) ips = benchmarkRunner(runner, data.test, batch, passes);
+    std::string predictionsError;
     if (args.has("--predictions")) {
         std::string csv;
         csv.reserve(ev.predictions.size() * 8);
         for (std::size_t i = 0; i < ev.predictions.size(); ++i) csv += std::to_string(i) + "," + std::to_string(ev.predictions[i]) + "\n";
-        writeFileAtomic(args.str("--predictions", ""), std::string_view(csv));
+        try { // a full disk still leaves the accuracy printed; the error follows it
+            writeFileAtomic(args.str("--predictions", ""), std::string_view(csv));
+        } catch (const IoError& e) {
+            predictionsError = e.what();
+        }
     }
     std::uint64_t fileBytes = 0;
     try {
@@ -226,6 +233,8 @@ int runEval(const std::vector<std::string>& argv)
         if (args.has("--bench"))
             std::printf("speed: %.0f images/s (batch %zu, %zu thread(s), best of %zu passes)\n", ips, batch, threads, passes);
     }
+    std::fflush(stdout);
+    if (!predictionsError.empty()) throw IoError(predictionsError);
     return kExitOk;
 }
 

@@ -198,6 +198,28 @@ void TestCli::writesThroughDevicesAndLinks()
     QCOMPARE(full.exitCode, kExitData);
     QVERIFY2(full.err.contains("/dev/full: write failed: the disk is full"), qPrintable(full.err));
     QVERIFY(fs::is_character_file("/dev/full"));
+    // ... after the evaluation's report, which a full disk used to swallow (tester 12).
+    QVERIFY2(full.out.contains("test accuracy"), qPrintable(full.out));
+    const Result fullPlan = runCli({"analyze", "search", model, "--data", m_valid, "--formats", "int8,int4", "--max-drop", "50",
+                                    "--max-evals", "2", "--validation", "100", "--test-limit", "50", "--calib-images", "50",
+                                    "--plan-out", "/dev/full"});
+    QCOMPARE(fullPlan.exitCode, kExitData);
+    QVERIFY2(fullPlan.out.contains("chosen:"), qPrintable(fullPlan.out + fullPlan.err));
+    QVERIFY2(fullPlan.err.contains("/dev/full: write failed: the disk is full"), qPrintable(fullPlan.err));
+    // A folder, a missing folder and a dangling link's missing folder are refused before the
+    // work (train --export to a folder trained the whole run first).
+    const QString danglingLink = m_tmp.filePath("dangling.qsm"), folderQsm = m_tmp.filePath("isdir.qsm");
+    QVERIFY(QFile::link(m_tmp.filePath("nowhere/x.qsm"), danglingLink));
+    QVERIFY(QDir().mkpath(folderQsm));
+    for (const QString& out : {folderQsm, danglingLink, m_tmp.filePath("nowhere/p.qsm")}) {
+        const Result early = runCli(eval + QStringList{out});
+        QCOMPARE(early.exitCode, kExitData);
+        QVERIFY2(!early.out.contains("test accuracy"), qPrintable(out + ": " + early.out));
+        const Result exported = runCli({"train", "--model", "mlp", "--data", m_valid, "--train-limit", "200", "--test-limit", "50",
+                                        "--export", out});
+        QCOMPARE(exported.exitCode, kExitData);
+        QVERIFY2(!exported.out.contains("epoch 1"), qPrintable(out + ": " + exported.out));
+    }
 
     const QString target = m_tmp.filePath("predictions.csv"), link = m_tmp.filePath("latest.csv");
     QVERIFY(QFile::link(target, link));

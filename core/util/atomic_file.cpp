@@ -149,13 +149,24 @@ void writeFileAtomic(const std::string& requested, const void* data, std::size_t
 void checkWritableFolder(const std::string& path)
 {
     if (namedDescriptor(path) >= 0) return; // a descriptor, not a file in a folder
-    const std::string dir = folderOf(path);
+    // Where writeFileAtomic would write: through a chain of symbolic links (a dangling link
+    // writes its target), and never over a folder (tester 12: both failed after training).
+    const std::string target = linkTarget(path);
     struct stat st {};
+    if (::stat(target.c_str(), &st) == 0) {
+        if (S_ISDIR(st.st_mode)) throw IoError(path + ": is a folder, not a file");
+        if (!S_ISREG(st.st_mode)) { // a device or FIFO, written in place
+            if (::access(target.c_str(), W_OK) != 0) throw IoError(path + ": cannot write: " + errnoText(errno));
+            return;
+        }
+    }
+    const std::string dir = folderOf(target);
+    const std::string via = target == path ? std::string() : " (the link's target " + target + ")";
     if (::stat(dir.c_str(), &st) != 0)
-        throw IoError(path + ": cannot write here: " + dir + ": " + errnoText(errno));
-    if (!S_ISDIR(st.st_mode)) throw IoError(path + ": cannot write here: " + dir + " is not a folder");
+        throw IoError(path + ": cannot write here" + via + ": " + dir + ": " + errnoText(errno));
+    if (!S_ISDIR(st.st_mode)) throw IoError(path + ": cannot write here" + via + ": " + dir + " is not a folder");
     if (::access(dir.c_str(), W_OK | X_OK) != 0)
-        throw IoError(path + ": cannot write in " + dir + ": " + errnoText(errno));
+        throw IoError(path + ": cannot write in " + dir + via + ": " + errnoText(errno));
 }
 
 std::vector<std::uint8_t> readFileBytes(const std::string& path, std::uint64_t maxBytes)

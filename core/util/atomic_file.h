@@ -26,8 +26,9 @@ inline void writeFileAtomic(const std::string& path, std::string_view text)
 }
 
 // Throws IoError naming `path` unless the folder that would hold it exists and this process may
-// create files in it (not read-only, not missing, permitted): what writeFileAtomic needs, checked
-// before a long job whose result goes there. A full disk cannot be known in advance.
+// create files in it (not read-only, not missing, permitted), and `path` is no folder: what
+// writeFileAtomic needs, checked before a long job whose result goes there. A symbolic link is
+// followed to the file it names, as writeFileAtomic writes. A full disk cannot be known in advance.
 void checkWritableFolder(const std::string& path);
 
 // Reads a whole file, refusing files larger than maxBytes. Throws IoError.
