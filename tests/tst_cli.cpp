@@ -336,6 +336,20 @@ void TestCli::modelFiles()
     QCOMPARE(d["test_acc"].get<double>(), trained["test_acc"].get<double>());
     QVERIFY(std::abs(d["quant_test_acc"].get<double>() - trained["test_acc"].get<double>()) < 0.05);
 
+    // QuantScope's FP32 ONNX export of a BatchNorm preset folds the BatchNorm: --init cannot load
+    // it into the preset's BatchNorm layers and says to use --model FILE (it told them to choose
+    // resnet8, which they had chosen; tester 12).
+    const QString r8 = m_tmp.filePath("r8.onnx");
+    const Result r8Trained = runCli({"train", "--model", "resnet8", "--data", m_valid, "--train-limit", "64", "--test-limit", "20",
+                                     "--epochs", "1", "--quiet", "--export", r8});
+    QVERIFY2(r8Trained.exitCode == kExitOk, qPrintable(r8Trained.err));
+    const Result initFolded = runCli({"train", "--model", "resnet8", "--init", r8, "--data", m_valid, "--test-limit", "20",
+                                      "--strategy", "ptq", "--epochs", "0", "--quiet"});
+    QCOMPARE(initFolded.exitCode, kExitUsage);
+    QVERIFY2(initFolded.err.contains("BatchNorm folded") && initFolded.err.contains("--model FILE"), qPrintable(initFolded.err));
+    QCOMPARE(runCli({"train", "--model", r8, "--data", m_valid, "--test-limit", "20", "--strategy", "ptq", "--epochs", "0", "--quiet"}).exitCode,
+             kExitOk);
+
     const QString ref = QStringLiteral(QS_TEST_DATA "/../onnx_import/ref_resnet8.onnx");
     const Result qat = runCli(QStringList{"train", "--model", ref, "--strategy", "qat", "--epochs", "1", "--normalize", "0.286,0.353"} +
                               QStringList{"--data", m_valid, "--train-limit", "256", "--test-limit", "100", "--quiet", "--json"});

@@ -86,9 +86,19 @@ void loadFloatWeights(Model& model, const ExportedModel& m, const std::string& s
         const StoredLayer* stored = nullptr;
         for (const StoredLayer& s : m.layers)
             if (s.name == layer.name()) stored = &s;
-        if (!stored || stored->kind != layer.kind())
+        if (!stored || stored->kind != layer.kind()) {
+            // QuantScope's ONNX export folds BatchNorm into the convolutions: the file is the
+            // preset's network, but without the BatchNorm layers --init would load (tester 12: the
+            // message told them to choose the model they had chosen).
+            const bool folded = layer.kind() == LayerKind::BatchNorm2d &&
+                                std::none_of(m.layers.begin(), m.layers.end(), [](const StoredLayer& l) { return l.kind == LayerKind::BatchNorm2d; });
+            if (folded)
+                throw ConfigError(source + ": holds " + m.modelName + " with its BatchNorm folded into the convolutions (as "
+                                  "QuantScope's ONNX export writes it), so it has no BatchNorm2d layer '" + layer.name() +
+                                  "' for --init to load; start from it with --model FILE instead, or give --init the .qsm");
             throw ConfigError(source + ": has no " + layerKindName(layer.kind()) + " layer '" + layer.name() + "' (it holds a " +
                               m.modelName + " model; choose that model)");
+        }
         for (auto& [name, t] : wanted) {
             const StoredTensor* st = stored->tensor(name);
             if (!st || st->shape != t->shape())
