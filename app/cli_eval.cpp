@@ -10,6 +10,7 @@
 #include "io/onnx_io.h"
 #include "io/qsm.h"
 #include "util/atomic_file.h"
+#include "util/memory.h"
 #include "util/byte_size.h"
 #include "util/errors.h"
 
@@ -77,12 +78,14 @@ void printExportSummary(const ExportSummary& s, bool json)
                             {"test_acc", s.accuracy},
                             {"test_images", s.testImages},
                             {"runner", s.runner},
-                            {"note", s.note}};
+                            {"note", s.note},
+                            {"peak_rss_mb", peakResidentMegabytes()}}; // the re-read included
         std::fputs((j.dump() + "\n").c_str(), stdout);
     } else {
         std::printf("exported %s: %s, %s\n", s.path.c_str(), s.precision.c_str(), s.note.c_str());
-        std::printf("re-read from the file: test accuracy %s on %zu images (%s)\n", percent(s.accuracy).c_str(), s.testImages,
-                    s.runner.c_str());
+        // The done line's peak memory came before the export; the re-read may have raised it.
+        std::printf("re-read from the file: test accuracy %s on %zu images (%s); peak memory so far %.0f MB\n", percent(s.accuracy).c_str(),
+                    s.testImages, s.runner.c_str(), peakResidentMegabytes());
     }
     std::fflush(stdout);
 }
@@ -138,7 +141,10 @@ int runEval(const std::vector<std::string>& argv)
     if (data.test.channels != model.channels || data.test.height != model.height || data.test.width != model.width)
         throw ConfigError(path + " takes " + std::to_string(model.channels) + "x" + std::to_string(model.height) + "x" +
                           std::to_string(model.width) + " images; " + dopt.dir + " has " + std::to_string(data.test.channels) + "x" +
-                          std::to_string(data.test.height) + "x" + std::to_string(data.test.width));
+                          std::to_string(data.test.height) + "x" + std::to_string(data.test.width) +
+                          (data.test.channels == model.channels && !dopt.resize.given()
+                               ? "; --resize " + std::to_string(model.height) + "x" + std::to_string(model.width) + " brings the images to the model's size"
+                               : std::string()));
     if (args.has("--normalize")) {
         const Normalization given = Normalization::parse(args.str("--normalize", "")).broadcast(model.channels);
         // The stored one, given again (scripts pass the same flags to every model): fine, to the

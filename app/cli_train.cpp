@@ -343,7 +343,13 @@ int runTrain(const std::vector<std::string>& argv)
     };
     unusedWith("--momentum", cfg.optimizer == "sgd", "it is for --optimizer sgd");
     unusedWith("--nesterov", cfg.optimizer == "sgd", "it is for --optimizer sgd");
-    unusedWith("--percentile", pc.calibration == "percentile" || pc.activationCalibration == "percentile",
+    // LSQ learns the steps from its own start (--lsq-init); only its range start reads the weight
+    // calibration, and no start reads the activation one (tester 12: ignored without a word).
+    const bool lsq = pc.quantizer == "lsq";
+    const bool weightCalibrationUsed = !lsq || pc.lsqInit == "range";
+    unusedWith("--calibration", weightCalibrationUsed, "--quantizer lsq starts its weight steps from --lsq-init (only --lsq-init range reads --calibration)");
+    unusedWith("--act-calibration", !lsq, "--quantizer lsq starts its activation steps from the first batch (--lsq-init)");
+    unusedWith("--percentile", (weightCalibrationUsed && pc.calibration == "percentile") || (!lsq && pc.activationCalibration == "percentile"),
                "it is for --calibration percentile or --act-calibration percentile");
     unusedWith("--lsq-init", pc.quantizer == "lsq", "it is for --quantizer lsq");
     unusedWith("--adaround-iters", pc.rounding == "adaround", "it is for --rounding adaround");

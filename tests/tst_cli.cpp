@@ -545,6 +545,13 @@ void TestCli::ignoredOptionsAreNamed_data()
     QTest::newRow("qat fp8 --quantizer lsq --first-last-8bit")
         << "qat" << QStringList{"--format", "fp8-e4m3", "--quantizer", "lsq", "--first-last-8bit"} << QStringList{}
         << QStringList{"--first-last-8bit", "--quantizer"};
+    // LSQ starts its steps from --lsq-init: the observers' calibrations were ignored without a word.
+    QTest::newRow("qat lsq --calibration --act-calibration --percentile")
+        << "qat" << QStringList{"--quantizer", "lsq", "--calibration", "percentile", "--percentile", "90", "--act-calibration", "minmax"}
+        << QStringList{} << QStringList{"--calibration", "--act-calibration", "--percentile"};
+    QTest::newRow("qat lsq range start reads --calibration")
+        << "qat" << QStringList{"--quantizer", "lsq", "--lsq-init", "range", "--calibration", "percentile", "--act-calibration", "minmax"}
+        << QStringList{} << QStringList{"--act-calibration"};
     QTest::newRow("ptq fp8 --granularity for an int4 layer")
         << "ptq" << QStringList{"--format", "fp8-e4m3", "--granularity", "tensor", "--layer", "fc1=int4"} << QStringList{} << QStringList{};
     QTest::newRow("--image-shape and --test-fraction on IDX")

@@ -605,9 +605,14 @@ void TrainingPanel::updateApplicability()
     setApplies(m_groupSize, s.uses("granularity") && group,
                s.uses("granularity") ? tr("only group-wise granularity has a group size.") : notUsed + QLatin1Char('.'));
     setApplies(m_rounding, s.uses("rounding"), notUsed + QLatin1Char('.'));
-    setApplies(m_calibration, s.uses("calibration"), notUsed + QLatin1Char('.'));
-    setApplies(m_percentile, s.uses("calibration") && percentile,
-               s.uses("calibration") ? tr("only percentile calibration has a percentile.") : notUsed + QLatin1Char('.'));
+    // LSQ starts its steps from the grid with the least error (the CLI's --lsq-init mse), not from
+    // the observers' calibration.
+    const bool lsq = s.uses("quantizer") && p.quantizer == "lsq";
+    const QString lsqWhy = tr("LSQ learns its step sizes, starting from the grid with the least quantization error, "
+                              "not from a calibration.");
+    setApplies(m_calibration, s.uses("calibration") && !lsq, lsq ? lsqWhy : notUsed + QLatin1Char('.'));
+    setApplies(m_percentile, s.uses("calibration") && !lsq && percentile,
+               lsq ? lsqWhy : s.uses("calibration") ? tr("only percentile calibration has a percentile.") : notUsed + QLatin1Char('.'));
     setApplies(m_calibImages, s.uses("calib-images"),
                tr("only post-training quantization calibrates on images after training."));
     setApplies(m_bnFreeze, s.uses("bn-freeze-epoch"),
