@@ -291,6 +291,7 @@ void TestDatasets::broken_data()
     QTest::newRow("CSV pixel 256") << "csv-256" << "FormatError" << "train.csv" << "line 5, column 3: pixel 256 is outside 0..255";
     QTest::newRow("CSV label -1") << "csv-neg" << "FormatError" << "train.csv" << "line 2, column 1: label -1 is out of range";
     QTest::newRow("CSV label beyond classes.txt") << "csv-classes" << "FormatError" << "train.csv" << "label 3 is out of range (0..2)";
+    QTest::newRow("classes.txt naming a class twice") << "csv-dupclasses" << "FormatError" << "csv-dupclasses" << "classes 0 and 2 have the same name 'a'";
     QTest::newRow("CSV test label beyond train's classes") << "csv-testlabel" << "FormatError" << "test.csv" << "label 7 is out of range (0..3)";
     QTest::newRow("CSV single class") << "csv-oneclass" << "FormatError" << "train.csv" << "at least two";
     QTest::newRow("CSV 10 pixels, no shape") << "csv-shape" << "FormatError" << "train.csv" << "--image-shape";
@@ -371,6 +372,7 @@ void TestDatasets::broken()
     else if (make == "csv-256") csv(), editLine(5, "1,0,256,0,0,0,0,0,0,0,0,0,0,0,0,0,0");
     else if (make == "csv-neg") csv(), editLine(2, "-1,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0");
     else if (make == "csv-classes") csv(), writeText(r + "/classes.txt", "x\ny\nz\n");
+    else if (make == "csv-dupclasses") csv(), writeText(r + "/classes.txt", "a\nb\na\nc\n");
     else if (make == "csv-testlabel") csv(), writeText(r + "/test.csv", csvText(0, 3, 4, 1, 4, 4) + "7" + row17.substr(1) + "\n");
     else if (make == "csv-oneclass") writeText(r + "/train.csv", csvText(0, 10, 1, 1, 4, 4));
     else if (make == "csv-shape") writeText(r + "/train.csv", csvText(0, 10, 2, 1, 2, 5));

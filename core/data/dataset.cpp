@@ -244,7 +244,18 @@ Dataset finishLoad(RawDataset&& raw, const DetectedLayout& found, const DatasetO
     d.name = raw.name;
     d.split = raw.split;
     d.splitByFraction = raw.splitByFraction;
-    for (std::string& name : raw.classNames) name = validUtf8(name);
+    // Names are one line each (model files store them one per line): control characters (a
+    // folder name holding a newline) become spaces. Two classes of one name could not be told
+    // apart in a model's class list, so they are an error.
+    for (std::string& name : raw.classNames) {
+        name = validUtf8(name);
+        std::replace_if(name.begin(), name.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7F; }, ' ');
+    }
+    for (std::size_t a = 0; a < raw.classNames.size(); ++a)
+        for (std::size_t b = a + 1; b < raw.classNames.size(); ++b)
+            if (raw.classNames[a] == raw.classNames[b])
+                throw FormatError(found.path + ": classes " + std::to_string(a) + " and " + std::to_string(b) + " have the same name '" +
+                                  raw.classNames[a] + "' (classes.txt or the class folders name each class once)");
     d.classNames = std::move(raw.classNames);
     d.train = std::move(raw.train);
     d.test = std::move(raw.test);
