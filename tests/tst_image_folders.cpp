@@ -208,7 +208,7 @@ void TestImageFolders::testOnlyReadsWhatEvalUses()
 void TestImageFolders::pngModesDecodeAsStored_data()
 {
     QTest::addColumn<QString>("file");
-    for (const char* f : {"rgb.png", "rgb_gamma1.png", "rgba.png", "la.png", "gray16.png", "rgb16.png", "palette_trns.png", "gray2.png"})
+    for (const char* f : {"rgb.png", "rgb_gamma1.png", "rgba.png", "la.png", "gray16.png", "rgb16.png", "palette_trns.png", "gray2.png", "cmyk.jpg"})
         QTest::newRow(f) << QString(f);
 }
 

@@ -189,10 +189,11 @@ void jpegOutputMessage(j_common_ptr c)
     (*c->err->format_message)(c, e->message);
 }
 
-enum class JpegStatus { Ok, Error, Cmyk, TooLarge, Warning };
+enum class JpegStatus { Ok, Error, TooLarge, Warning };
 
+// cmykRow: a buffer of 4 * width bytes for a CMYK file's rows (null: header only, or not CMYK).
 JpegStatus jpegDecodeRaw(const std::uint8_t* data, std::size_t size, std::size_t channels, std::uint8_t* dst,
-                         std::size_t dstSize, ImageInfo* info, char* message)
+                         std::size_t dstSize, ImageInfo* info, char* message, std::uint8_t* cmykRow = nullptr)
 {
     jpeg_decompress_struct cinfo;
     JpegError err;
@@ -211,24 +212,43 @@ JpegStatus jpegDecodeRaw(const std::uint8_t* data, std::size_t size, std::size_t
     info->width = cinfo.image_width;
     info->height = cinfo.image_height;
     info->channels = cinfo.num_components == 1 ? 1 : 3;
-    if (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK) {
-        jpeg_destroy_decompress(&cinfo);
-        return JpegStatus::Cmyk;
-    }
+    const bool cmyk = cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK;
     if (!dst) {
         jpeg_destroy_decompress(&cinfo);
         return JpegStatus::Ok;
     }
-    if (info->width * info->height * channels != dstSize) {
+    if (info->width * info->height * channels != dstSize || (cmyk && !cmykRow)) {
         jpeg_destroy_decompress(&cinfo);
         return JpegStatus::TooLarge;
     }
-    cinfo.out_color_space = channels == 3 ? JCS_RGB : JCS_GRAYSCALE;
+    cinfo.out_color_space = cmyk ? JCS_CMYK : channels == 3 ? JCS_RGB : JCS_GRAYSCALE;
     jpeg_start_decompress(&cinfo);
     const std::size_t stride = info->width * channels;
+    // CMYK (print) JPEGs to RGB as PIL's convert("RGB") does: Adobe's files store the inks
+    // inverted; r = (255 - c)(255 - k) / 255 with PIL's rounding; gray from that RGB by BT.601.
+    const bool inverted = cmyk && cinfo.saw_Adobe_marker;
+    const auto mulDiv255 = [](unsigned a, unsigned b) {
+        const unsigned t = a * b + 128;
+        return ((t >> 8) + t) >> 8;
+    };
     while (cinfo.output_scanline < cinfo.output_height) {
-        JSAMPROW row = dst + static_cast<std::size_t>(cinfo.output_scanline) * stride;
+        std::uint8_t* out = dst + static_cast<std::size_t>(cinfo.output_scanline) * stride;
+        JSAMPROW row = cmyk ? cmykRow : out;
         jpeg_read_scanlines(&cinfo, &row, 1);
+        if (!cmyk) continue;
+        for (std::size_t x = 0; x < info->width; ++x) {
+            unsigned ink[4];
+            for (int k = 0; k < 4; ++k) ink[k] = inverted ? 255u - cmykRow[4 * x + k] : cmykRow[4 * x + k];
+            const unsigned nk = 255u - ink[3];
+            const unsigned r = nk - mulDiv255(ink[0], nk), g = nk - mulDiv255(ink[1], nk), b = nk - mulDiv255(ink[2], nk);
+            if (channels == 3) {
+                out[3 * x] = static_cast<std::uint8_t>(r);
+                out[3 * x + 1] = static_cast<std::uint8_t>(g);
+                out[3 * x + 2] = static_cast<std::uint8_t>(b);
+            } else {
+                out[x] = static_cast<std::uint8_t>((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16);
+            }
+        }
     }
     jpeg_finish_decompress(&cinfo);
     const bool warned = err.pub.num_warnings > 0;
@@ -243,14 +263,14 @@ ImageInfo jpegDecode(const std::vector<std::uint8_t>& bytes, const std::string& 
     char message[JMSG_LENGTH_MAX] = {};
     ImageInfo info;
     auto fail = [&](JpegStatus s) {
-        if (s == JpegStatus::Cmyk) throw FormatError(path + ": CMYK JPEGs are not supported (save it as RGB)");
         if (s != JpegStatus::Ok) throw FormatError(path + ": the JPEG fails to decode (" + std::string(message) + ")");
     };
     fail(jpegDecodeRaw(bytes.data(), bytes.size(), channels, nullptr, 0, &info, message));
     checkSize(path, info.width, info.height);
     if (!out) return info;
     out->assign(info.width * info.height * channels, 0);
-    fail(jpegDecodeRaw(bytes.data(), bytes.size(), channels, out->data(), out->size(), &info, message));
+    std::vector<std::uint8_t> cmykRow(4 * info.width);
+    fail(jpegDecodeRaw(bytes.data(), bytes.size(), channels, out->data(), out->size(), &info, message, cmykRow.data()));
     return info;
 }
 

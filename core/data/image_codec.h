@@ -25,15 +25,15 @@ struct ImageInfo {
 bool isImageFileName(const std::string& path);
 
 // Reads only the header. Throws IoError (unreadable) or FormatError naming the file (not a PNG/JPEG,
-// corrupt header, an image larger than kMaxImageSide / kMaxImagePixels, a CMYK JPEG).
+// corrupt header, an image larger than kMaxImageSide / kMaxImagePixels).
 ImageInfo readImageInfo(const std::string& path);
 
 // Decodes to interleaved (H, W, channels) bytes, channels 1 or 3 as asked, with the stored values
 // as PIL and torchvision read them (no gamma correction; 16-bit PNG samples scaled to 8 bits as
 // round(v / 257)): colour images are converted to grayscale (ITU-R BT.601 luma, as PIL's
 // convert("L") and JPEG's Y) and grayscale replicated to RGB. Transparent PNGs are composed over
-// black (v * alpha / 255). Throws FormatError naming the file when the data is corrupt or
-// truncated.
+// black (v * alpha / 255); CMYK JPEGs are converted to RGB as PIL's convert("RGB") does. Throws
+// FormatError naming the file when the data is corrupt or truncated.
 std::vector<std::uint8_t> decodeImage(const std::string& path, std::size_t channels, ImageInfo* info = nullptr);
 
 // Writers of interleaved (H, W, channels) bytes, channels 1 or 3, written atomically.

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Writes small PNGs in the modes a user's dataset may hold, with PIL, and expected.json: the
+"""Writes small PNGs (and a CMYK JPEG) in the modes a user's dataset may hold, with PIL, and expected.json: the
 8-bit values QuantScope must decode from each, as 1 (gray) and 3 (RGB) channels.
 
 What "expected" means (tests/tst_image_folders.cpp pngModesDecodeAsStored):
@@ -7,7 +7,8 @@ What "expected" means (tests/tst_image_folders.cpp pngModesDecodeAsStored):
   - 16-bit samples scaled to 8 bits as round(v / 257);
   - alpha (RGBA, LA, a palette's or a gray image's tRNS) composed over black: round(v * a / 255);
   - colour to gray as PIL's convert("L"): (R*19595 + G*38470 + B*7471 + 0x8000) >> 16;
-  - gray replicated to RGB.
+  - gray replicated to RGB;
+  - a CMYK JPEG as PIL's convert("RGB") decodes it.
 Usage: /usr/bin/python3 tests/data/png_modes/make_png_modes.py
 """
 import json
@@ -93,6 +94,12 @@ png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", W, H, 2, 0, 
 open(os.path.join(OUT, "gray2.png"), "wb").write(png)
 g = gray2.astype(np.int64) * 85
 cases["gray2.png"] = (g, np.stack([g] * 3, -1))
+
+# A CMYK JPEG as PIL writes it (Adobe marker, inverted inks): PIL's own decode is the reference.
+cmyk = rng.integers(0, 256, (H, W, 4), dtype=np.uint8)
+Image.fromarray(cmyk, "CMYK").save(os.path.join(OUT, "cmyk.jpg"), quality=95)
+pil_rgb = np.asarray(Image.open(os.path.join(OUT, "cmyk.jpg")).convert("RGB")).astype(np.int64)
+cases["cmyk.jpg"] = (luma(pil_rgb), pil_rgb)
 
 expected = {name: {"height": H, "width": W, "gray": gy.flatten().tolist(), "rgb": c.flatten().tolist()}
             for name, (gy, c) in cases.items()}
