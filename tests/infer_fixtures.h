@@ -376,8 +376,34 @@ inline std::unique_ptr<Model> tinyPaddedPools()
     return m;
 }
 
+// BatchNorms no convolution absorbs: one on the input, the pre-activation block's (He et al.
+// 2016: BN -> ReLU -> conv, its conv read by the residual Add too) and one after a ReLU. Integer
+// export stores each as a depthwise 1x1 convolution (tester 11: none could be exported).
+inline std::unique_ptr<Model> tinyPreact()
+{
+    auto m = std::make_unique<Model>("tiny-preact", Shape{1, 28, 28});
+    std::size_t x = m->add(std::make_unique<BatchNorm2d>("bn_in", 1));
+    x = m->add(std::make_unique<Conv2d>("conv1", 1, 8, 3, 1, 1), {x});
+    std::size_t y = m->add(std::make_unique<BatchNorm2d>("a.bn1", 8), {x});
+    y = m->add(std::make_unique<ReLU>("a.relu1"), {y});
+    y = m->add(std::make_unique<Conv2d>("a.conv1", 8, 8, 3, 1, 1, 1, false), {y});
+    y = m->add(std::make_unique<BatchNorm2d>("a.bn2", 8), {y});
+    y = m->add(std::make_unique<ReLU>("a.relu2"), {y});
+    y = m->add(std::make_unique<Conv2d>("a.conv2", 8, 8, 3, 1, 1), {y});
+    x = m->add(std::make_unique<Add>("a.add"), {y, x});
+    x = m->add(std::make_unique<ReLU>("relu3"), {x});
+    x = m->add(std::make_unique<BatchNorm2d>("bn_after_relu", 8), {x});
+    m->add(std::make_unique<GlobalAvgPool2d>("gap"));
+    m->add(std::make_unique<Flatten>("flatten"));
+    m->add(std::make_unique<Linear>("fc", 8, 10));
+    m->initParams(13);
+    randomizeBatchNorms(*m, 14);
+    return m;
+}
+
 inline std::unique_ptr<Model> graphModel(const QString& name)
 {
+    if (name == "tiny-preact") return tinyPreact();
     if (name == "tiny-padded-pools") return tinyPaddedPools();
     if (name == "tiny-residual") return tinyResidual();
     if (name == "tiny-depthwise") return tinyDepthwise();

@@ -201,6 +201,7 @@ void TestInferModels::graphModelsMatchFakeQuant_data()
     QTest::newRow("tiny depthwise, ReLU6 cap inside the grid") << "tiny-depthwise" << "int8" << "channel" << "uint8" << 20 << true;
     QTest::newRow("padded max/avg pools int8 channel") << "tiny-padded-pools" << "int8" << "channel" << "uint8" << 20 << false;
     QTest::newRow("padded pools, int8 activations") << "tiny-padded-pools" << "int8" << "tensor" << "int8" << 20 << false;
+    QTest::newRow("pre-activation and standalone BatchNorms int8 channel") << "tiny-preact" << "int8" << "channel" << "uint8" << 20 << false;
     QTest::newRow("resnet8 preset int8 channel") << "resnet8" << "int8" << "channel" << "uint8" << 4 << false;
     QTest::newRow("mobilenet-tiny preset int8 channel") << "mobilenet-tiny" << "int8" << "channel" << "uint8" << 4 << false;
 }

@@ -19,6 +19,7 @@
 
 #include "onnx/export_fixtures.h"
 #include "onnx/onnx_fixtures.h"
+#include "infer_fixtures.h"
 
 #include <QtTest>
 
@@ -120,6 +121,7 @@ std::unique_ptr<Model> paddedPools()
 
 std::unique_ptr<Model> graphModel(const std::string& name)
 {
+    if (name == "tiny-preact") return infer_fixtures::tinyPreact(); // BatchNorms no convolution absorbs
     auto m = name == "padded-pools"                 ? paddedPools()
              : name.rfind("mixed-graph", 0) == 0 ? mixedGraph(name == "mixed-graph-bn")
                                                   : makeModel(name, 1, 28, 28, 10, 5);
@@ -171,6 +173,9 @@ static void addGraphRows()
     QTest::newRow("mobilenet-tiny fp32") << "mobilenet-tiny" << "fp32" << "" << "" << "Clip,Conv,GlobalAveragePool" << "BatchNormalization";
     QTest::newRow("mobilenet-tiny int8 channel, uint8") << "mobilenet-tiny" << "int8" << "channel" << "uint8" << "Clip,QuantizeLinear" << "BatchNormalization";
     QTest::newRow("mobilenet-tiny int4 channel, uint8") << "mobilenet-tiny" << "int4" << "channel" << "uint8" << "Clip,QuantizeLinear" << "BatchNormalization";
+    QTest::newRow("pre-activation fp32") << "tiny-preact" << "fp32" << "" << "" << "Add,BatchNormalization,Conv" << "QuantizeLinear";
+    QTest::newRow("pre-activation int8 channel, uint8 (BatchNorms as depthwise 1x1 convs)")
+        << "tiny-preact" << "int8" << "channel" << "uint8" << "Add,Conv,QuantizeLinear" << "BatchNormalization";
     QTest::newRow("mixed-graph fp32") << "mixed-graph" << "fp32" << "" << "" << "Add,AveragePool,Clip,MaxPool" << "BatchNormalization";
     QTest::newRow("mixed-graph int8 channel, uint8") << "mixed-graph" << "int8" << "channel" << "uint8" << "Add,AveragePool,Clip,QuantizeLinear" << "BatchNormalization";
     QTest::newRow("mixed-graph-bn fp32 (BatchNorm after Add)") << "mixed-graph-bn" << "fp32" << "" << "" << "Add,BatchNormalization" << "QuantizeLinear";

@@ -368,8 +368,43 @@ ExportedModel exportQuantizedModel(Model& model, const QuantSim& sim, const std:
                 l.tensors = {std::move(w)};
             }
             ++target;
-        } else if (dynamic_cast<BatchNorm2d*>(&layer)) {
-            throw ConfigError("BatchNorm2d '" + l.name + "' does not follow a convolution read by nothing else, so it cannot be folded for integer export");
+        } else if (auto* bn = dynamic_cast<BatchNorm2d*>(&layer)) {
+            // A BatchNorm no convolution absorbs (a pre-activation ResNet's BN -> ReLU -> conv, a
+            // BN on the input or after a ReLU; tester 11: no integer export was possible): its
+            // inference form y = a x + b per channel is a depthwise 1x1 convolution (groups = C),
+            // stored with one int8 weight per channel (+-127 at scale |a| / 127, so a itself) and an
+            // int32 bias at s_in * s_w, which the engines and onnxruntime run as any depthwise conv.
+            if (!(inScale > 0.0f))
+                throw ConfigError("BatchNorm2d '" + l.name + "' follows no convolution and reads a float activation (a layer kept "
+                                  "FP32), so it cannot be exported as an integer layer");
+            const std::size_t C = bn->channels();
+            l.kind = LayerKind::Conv2d;
+            l.inChannels = l.outChannels = C;
+            l.kernel = 1;
+            l.stride = 1;
+            l.padding = 0;
+            l.groups = C;
+            Param a;
+            a.name = "weight";
+            a.isWeight = true;
+            a.value = Tensor({C, 1, 1, 1});
+            std::vector<float> shift(C), scales(C);
+            for (std::size_t ch = 0; ch < C; ++ch) {
+                const float f = bn->gamma().value[ch] / std::sqrt(bn->runningVar()[ch] + bn->eps());
+                a.value[ch] = f;
+                shift[ch] = bn->beta().value[ch] - bn->runningMean()[ch] * f;
+                scales[ch] = f != 0.0f ? std::abs(f) / 127.0f : 1.0f;
+                // The grid's own value (127 s may differ from a by an ulp), which intWeights checks.
+                if (f != 0.0f) a.value[ch] = static_cast<float>(f < 0.0f ? -127 : 127) * scales[ch];
+            }
+            requireFinite(a.value.values(), "BatchNorm2d '" + l.name + "' scale");
+            requireFinite(shift, "BatchNorm2d '" + l.name + "' shift");
+            const NumberFormat& i8 = findFormat("int8");
+            StoredTensor w = intWeights(a, perRowParams(scales, std::vector<std::int32_t>(C, 0), i8.qmin, i8.qmax, 1), i8, l.name);
+            StoredTensor b = intBias(shift, w, a, inScale, l.name, m.notes);
+            l.tensors = {std::move(w), std::move(b)};
+            m.notes.push_back("BatchNorm2d '" + l.name + "' follows no convolution: it is stored as a depthwise 1x1 convolution "
+                              "(one int8 weight per channel, int32 bias)");
         } else if (auto* p = dynamic_cast<MaxPool2d*>(&layer)) {
             l.kernel = p->kernel();
             l.stride = p->stride();
