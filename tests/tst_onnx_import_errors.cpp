@@ -47,13 +47,16 @@ void TestOnnxImportErrors::badInput_data()
     row("a Softmax inside the graph", "imgmlp_op13_fold_dyn", [](onnx::ModelProto& mp) { afterSoftmax(mp, "Add", {"probs", "probs"}); },
         "ConfigError", "a Softmax inside the graph is not supported");
     // A Sub that is no input normalisation (after the first Linear) lists the forms that are.
+    // A Sub after a ReLU is no input normalisation and cannot fold into a layer (after fc1 itself
+    // it would fold into fc1's bias).
     row("a Sub inside the graph", "imgmlp_op13_fold_dyn", [](onnx::ModelProto& mp) {
             onnx::NodeProto* relu = findNode(mp, "Relu");
             onnx::NodeProto* sub = findNode(mp, "Sub");
-            const std::string reluIn = relu->input(0);
-            const std::string subIn = sub->input(0);
-            sub->set_input(0, reluIn); // Sub now reads fc1's output ...
-            relu->set_input(0, sub->output(0));
+            const std::string subIn = sub->input(0), reluOut = relu->output(0);
+            for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node()) // the ReLU's readers read the Sub ...
+                for (int i = 0; i < n.input_size(); ++i)
+                    if (n.input(i) == reluOut) n.set_input(i, sub->output(0));
+            sub->set_input(0, reluOut); // ... which reads the ReLU
             // ... and the Div, which read the Sub, reads the flattened input instead
             findNode(mp, "Div")->set_input(0, subIn);
         },
@@ -211,6 +214,13 @@ void TestOnnxImportErrors::badInput_data()
             a->set_i(-1);
         },
         "ConfigError", "takes the softmax over axis -1 of");
+    // A constant folds into a Linear or Conv that nothing else reads; after a ReLU it cannot.
+    row("constant after a ReLU", "constops_op13_fold_dyn",
+        [](onnx::ModelProto& mp) {
+            for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node())
+                if (n.name() == "/Mul_1") n.set_input(0, "/Relu_output_0"); // 0.2 * relu(...) instead of 0.2 * conv2(x)
+        },
+        "ConfigError", "applies a constant to the output of a layer that is no Linear or Conv read by nothing else");
     row("unsqueeze to a middle axis", "unsqueezehead_op11_nofold",
         [](onnx::ModelProto& mp) { setInts(findNode(mp, "Unsqueeze"), "axes", std::vector<std::int64_t>{1}); }, "ConfigError",
         "unsqueezes [6] images to [1,6]");

@@ -49,7 +49,8 @@ void Importer::checkInputNormalisation(const NodeProto& n, int actInput) const
 {
     if (act(n, actInput) == m_inputAct && m_m.layers.size() == m_inputAct) return;
     if (m_m.layers.size() != m_inputAct)
-        failNode(n, std::string("applies to the output of a layer (e.g. a temperature on the logits), which is not read; ") +
+        failNode(n, std::string("applies a constant to the output of a layer that is no Linear or Conv read by nothing else "
+                                "(a constant folds into such a layer only), e.g. after a ReLU; ") +
                         kNormalisationForms);
     failNode(n, kNormalisationForms);
 }
@@ -86,16 +87,38 @@ void Importer::scaleInput(const NodeProto& n, std::vector<float> divisor)
     alias(n, m_inputAct);
 }
 
+// Whether input i of n is the graph input before any layer reads it: where a Sub, Div or Mul is
+// the input normalisation; elsewhere it may fold into the layer before it (foldConstant).
+bool Importer::onInput(const NodeProto& n, int i) const
+{
+    const Value& v = value(n, i);
+    return v.kind == Value::Kind::Act && v.act == m_inputAct && m_m.layers.size() == m_inputAct;
+}
+
+// After a Linear or Conv that nothing else reads, a constant folds into it; elsewhere it is refused.
+bool Importer::foldsIntoLayer(const NodeProto& n, int i) const
+{
+    const Value& v = value(n, i);
+    if (v.kind != Value::Kind::Act || v.act == 0 || v.act != m_m.layers.size()) return false;
+    const LayerKind k = m_m.layers[v.act - 1].kind;
+    const auto uses = m_uses.find(n.input(i));
+    return (k == LayerKind::Linear || k == LayerKind::Conv2d) && uses != m_uses.end() && uses->second == 1;
+}
+
 void Importer::sub(const NodeProto& n)
 {
     if (value(n, 0).kind == Value::Kind::Const)
         failNode(n, std::string("subtracts the input from a constant (such as 1 - x, an inversion); ") + kNormalisationForms);
+    if (value(n, 1).kind == Value::Kind::Const && !onInput(n, 0) && foldsIntoLayer(n, 0))
+        return foldConstant(n, 0, constant(n, 1, "the constant"), Fold::Sub);
     checkInputNormalisation(n, 0);
     shiftInput(n, constant(n, 1, "the mean"), 1.0f);
 }
 
 void Importer::div(const NodeProto& n)
 {
+    if (value(n, 1).kind == Value::Kind::Const && !onInput(n, 0) && foldsIntoLayer(n, 0))
+        return foldConstant(n, 0, constant(n, 1, "the constant"), Fold::Div);
     checkInputNormalisation(n, 0);
     scaleInput(n, perChannel(n, constant(n, 1, "the stddev"), "the stddev"));
 }
@@ -104,6 +127,8 @@ void Importer::div(const NodeProto& n)
 void Importer::mul(const NodeProto& n)
 {
     const int a = value(n, 0).kind == Value::Kind::Const ? 1 : 0; // the activation's side
+    if (value(n, 1 - a).kind == Value::Kind::Const && !onInput(n, a) && foldsIntoLayer(n, a))
+        return foldConstant(n, a, constant(n, 1 - a, "the factor"), Fold::Mul);
     checkInputNormalisation(n, a);
     std::vector<float> f = perChannel(n, constant(n, 1 - a, "the factor"), "the factor");
     for (float& v : f) v = 1.0f / v; // 0 becomes inf, refused with the value

@@ -220,22 +220,51 @@ void Importer::add(const NodeProto& n)
     if (v.kind != Value::Kind::Act) failNode(n, "adds a Pad's output");
     if (v.act == m_inputAct && m_m.layers.size() == m_inputAct) // x * (1 / s) + b: the normalisation's shift
         return shiftInput(n, c, -1.0f);
-    const bool last = v.act == m_m.layers.size() && v.act > 0;
+    foldConstant(n, ai, c, Fold::Add);
+}
+
+// A constant op on the output of the last layer, a Linear or Conv that nothing else reads, folded
+// into it: + c and - c into its bias, * c and / c (one value, or one per output) into its weights
+// and bias. conv(x) * a + b (a frozen BatchNorm), x + 0.2 * h (a scaled residual branch) and
+// torch.add(x, h, alpha=2) export so (tester 11). Anything else is refused with the forms read.
+void Importer::foldConstant(const NodeProto& n, int ai, const ConstTensor& c, Fold op)
+{
+    const Value& v = value(n, ai);
+    const char* verb = op == Fold::Add ? "adds" : op == Fold::Sub ? "subtracts" : op == Fold::Mul ? "multiplies by" : "divides by";
+    const bool last = v.kind == Value::Kind::Act && v.act == m_m.layers.size() && v.act > 0;
     StoredLayer* l = last ? &m_m.layers[v.act - 1] : nullptr;
     if (!l || (l->kind != LayerKind::Linear && l->kind != LayerKind::Conv2d) || m_uses[n.input(ai)] != 1)
-        failNode(n, "adds a constant to an activation; only a bias right after a Linear (MatMul) or Conv that nothing else reads is read");
-    const std::vector<float>& cv = floats(n, c, "the bias");
+        failNode(n, std::string(verb) + " a constant on an activation; QuantScope reads that only right after a Linear (Gemm, MatMul) "
+                                        "or Conv that nothing else reads, folded into it" +
+                        (op == Fold::Mul || op == Fold::Div ? "" : " as a bias"));
+    const std::vector<float>& cv = floats(n, c, "the constant");
     const std::size_t out = l->kind == LayerKind::Linear ? l->outFeatures : l->outChannels;
-    // Shapes that add one value per output channel/feature: [out], [1, out] (Linear), [out, 1, 1], [1, out, 1, 1] (Conv).
+    // Shapes with one value per output channel/feature: [out], [1, out] (Linear), [out, 1, 1], [1, out, 1, 1] (Conv).
     std::vector<std::int64_t> dims = c.dims;
     while (!dims.empty() && dims.front() == 1 && dims.size() > (l->kind == LayerKind::Linear ? 1u : 3u)) dims.erase(dims.begin());
     const bool ok = cv.size() == 1 ||
                     (l->kind == LayerKind::Linear ? dims == std::vector<std::int64_t>{static_cast<std::int64_t>(out)}
                                                   : dims == std::vector<std::int64_t>{static_cast<std::int64_t>(out), 1, 1});
     if (!ok) failNode(n, "the constant " + listOf(c.dims) + " is not one value per output of '" + l->name + "'");
-    if (l->tensors.size() < 2) l->tensors.push_back(floatTensor("bias", {out}, std::vector<float>(out, 0.0f)));
-    std::vector<float>& bias = l->tensors[1].values;
-    for (std::size_t o = 0; o < out; ++o) bias[o] += cv.size() == 1 ? cv[0] : cv[o];
+    const auto at = [&](std::size_t o) { return cv.size() == 1 ? cv[0] : cv[o]; };
+    if (op == Fold::Add || op == Fold::Sub) {
+        if (l->tensors.size() < 2) l->tensors.push_back(floatTensor("bias", {out}, std::vector<float>(out, 0.0f)));
+        std::vector<float>& bias = l->tensors[1].values;
+        for (std::size_t o = 0; o < out; ++o) bias[o] += op == Fold::Add ? at(o) : -at(o);
+    } else {
+        for (std::size_t o = 0; o < out; ++o)
+            if (!std::isfinite(at(o)) || (op == Fold::Div && at(o) == 0.0f))
+                failNode(n, std::string(verb) + " a constant that is not a finite " + (op == Fold::Div ? "non-zero " : "") + "number", false);
+        std::vector<float>& w = l->tensors[0].values;
+        const std::size_t row = w.size() / out;
+        for (std::size_t o = 0; o < out; ++o) {
+            const float f = op == Fold::Mul ? at(o) : 1.0f / at(o);
+            for (std::size_t i = 0; i < row; ++i) w[o * row + i] *= f;
+            if (l->tensors.size() > 1) l->tensors[1].values[o] *= f;
+        }
+    }
+    m_m.notes.push_back(std::string(n.op_type()) + " '" + n.name() + "' " + verb + " a constant after '" + l->name +
+                        "': folded into its " + (op == Fold::Add || op == Fold::Sub ? "bias" : "weights and bias"));
     alias(n, v.act);
 }
 

@@ -141,11 +141,15 @@ private:
     void gemm(const NodeProto& n);
     void matMul(const NodeProto& n);
     void add(const NodeProto& n);
+    enum class Fold { Add, Sub, Mul, Div };
+    void foldConstant(const NodeProto& n, int actInput, const ConstTensor& c, Fold op);
     std::vector<float> perChannel(const NodeProto& n, const ConstTensor& c, const char* what) const;
     void checkInputNormalisation(const NodeProto& n, int actInput) const;
     void shiftInput(const NodeProto& n, const ConstTensor& c, float sign);
     void scaleInput(const NodeProto& n, std::vector<float> divisor);
     void pixelScale255();
+    bool onInput(const NodeProto& n, int i) const;
+    bool foldsIntoLayer(const NodeProto& n, int i) const;
     void sub(const NodeProto& n);
     void div(const NodeProto& n);
     void mul(const NodeProto& n);

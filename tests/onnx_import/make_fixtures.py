@@ -360,6 +360,27 @@ class ConvScores(nn.Module):
         return self.classifier(self.pool(F.relu(self.conv(x))))
 
 
+class ConstOps(nn.Module):
+    """Constant arithmetic on layer outputs, folded into the layer before: a frozen BatchNorm
+    (conv(x) * a + b, per channel), conv(x) - 0.5, a scaled residual x + 0.2 * h, torch.add(x, h,
+    alpha=2) and a Linear's output / 2."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.register_buffer("a", torch.rand(1, 4, 1, 1) + 0.5)
+        self.register_buffer("b", torch.randn(1, 4, 1, 1) * 0.1)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.conv3 = nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 4 * 4, 10)
+
+    def forward(self, x):
+        x = F.relu(self.conv1(x) * self.a + self.b)
+        x = F.relu(x + 0.2 * self.conv2(x))
+        x = torch.add(x, self.conv3(x) - 0.5, alpha=2)
+        return self.fc(F.max_pool2d(F.relu(x), 2).flatten(1)) / 2.0
+
+
 # name, module, input [C, H, W] (or [features] for a flat input), opset, do_constant_folding, dynamic batch
 CASES = [
     ("seqview_op11_nofold_dyn", SeqView, (1, 12, 12), 11, False, True),
@@ -396,6 +417,8 @@ CASES = [
     ("unsqueezehead_op11_nofold", UnsqueezeHead, (1, 8, 8), 11, False, False),
     ("unsqueezehead_op13_fold_dyn", UnsqueezeHead, (1, 8, 8), 13, True, True),
     ("convscores_op13_fold_dyn", ConvScores, (1, 8, 8), 13, True, True),
+    ("constops_op11_nofold", ConstOps, (1, 8, 8), 11, False, False),
+    ("constops_op13_fold_dyn", ConstOps, (1, 8, 8), 13, True, True),
 ]
 
 
