@@ -355,6 +355,12 @@ void TestCli::modelFiles()
                               QStringList{"--data", m_valid, "--train-limit", "256", "--test-limit", "100", "--quiet", "--json"});
     QVERIFY2(qat.exitCode == kExitOk, qPrintable(qat.err));
     QVERIFY(doneOf(qat)["quant_test_acc"].is_number());
+    // PyTorch's eval-mode export folded the BatchNorms: fine-tuning says what that means (a
+    // ResNet-18 fell to 0 % without a word; tester 11).
+    const nlohmann::json qatStart = nlohmann::json::parse(qat.out.section('\n', 0, 0).toStdString());
+    QVERIFY2(qatStart.at("model_notes").dump().find("folded BatchNorm into 9 convolutions") != std::string::npos &&
+                 qatStart.at("model_notes").dump().find("TrainingMode.PRESERVE") != std::string::npos,
+             qatStart.dump().c_str());
     const Result ev = runCli({"eval", ref, "--data", m_valid, "--test-limit", "100", "--normalize", "0.286,0.353", "--json"});
     QVERIFY2(ev.exitCode == kExitOk, qPrintable(ev.err));
     // Without --normalize, a file that does not say how its input was normalised gets the train
