@@ -331,6 +331,24 @@ void Importer::pool(const NodeProto& n)
         failNode(n, "has both auto_pad = VALID (no padding) and explicit pads; the two cannot be used together", false);
     const std::vector<std::int64_t> ks = attrInts(n, "kernel_shape");
     if (ks.size() != 2) failNode(n, "kernel_shape must have 2 values", false);
+    {
+        // A window over the whole map, as F.avg_pool2d(x, x.shape[2:]) exports on a non-square one:
+        // a global pooling (tester 11). Average: GlobalAvgPool2d; max: a square map only.
+        const Shape& in = shapeOf(x);
+        const std::vector<std::int64_t> p = attrInts(n, "pads");
+        const auto zero = [](std::int64_t v) { return v == 0; };
+        const bool unpadded = std::all_of(p.begin(), p.end(), zero) &&
+                              (xv.kind == Value::Kind::Act || std::all_of(xv.pads.begin(), xv.pads.end(), zero));
+        if (unpadded && in[1] != in[2] && ks[0] == static_cast<std::int64_t>(in[1]) && ks[1] == static_cast<std::int64_t>(in[2])) {
+            if (isMax)
+                failNode(n, "a global max pooling of a non-square " + std::to_string(in[1]) + "x" + std::to_string(in[2]) +
+                                " map; QuantScope's MaxPool2d is square (global average pooling is read)");
+            StoredLayer g;
+            g.kind = LayerKind::GlobalAvgPool2d;
+            addLayer(n, std::move(g), {in[0], 1, 1}, {x});
+            return;
+        }
+    }
     const std::size_t k = square(n, "kernel_shape", ks, 0, 2);
     const std::size_t s = square(n, "strides", attrInts(n, "strides"), 1, 2);
     if (k < 1 || s < 1) failNode(n, "kernel and stride must be at least 1", false);

@@ -381,6 +381,20 @@ class ConstOps(nn.Module):
         return self.fc(F.max_pool2d(F.relu(x), 2).flatten(1)) / 2.0
 
 
+class WholeMapAvg(nn.Module):
+    """Global average pooling of a non-square map written as F.avg_pool2d(x, x.shape[2:]): an
+    AveragePool whose kernel is the whole map."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 6, 3, padding=1)
+        self.fc = nn.Linear(6, 10)
+
+    def forward(self, x):
+        x = F.relu(self.conv(x))
+        return self.fc(F.avg_pool2d(x, x.shape[2:]).flatten(1))
+
+
 # name, module, input [C, H, W] (or [features] for a flat input), opset, do_constant_folding, dynamic batch
 CASES = [
     ("seqview_op11_nofold_dyn", SeqView, (1, 12, 12), 11, False, True),
@@ -419,6 +433,8 @@ CASES = [
     ("convscores_op13_fold_dyn", ConvScores, (1, 8, 8), 13, True, True),
     ("constops_op11_nofold", ConstOps, (1, 8, 8), 11, False, False),
     ("constops_op13_fold_dyn", ConstOps, (1, 8, 8), 13, True, True),
+    ("wholemapavg_op11_nofold", WholeMapAvg, (1, 6, 10), 11, False, False),
+    ("wholemapavg_op13_fold", WholeMapAvg, (1, 9, 5), 13, True, False),
 ]
 
 
