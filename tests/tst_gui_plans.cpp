@@ -10,12 +10,17 @@
 
 #include "nn/model_zoo.h"
 #include "quant/plan_size.h"
+#include "quant/precision_plan.h"
 
 #include <QtTest>
 
 #include <QComboBox>
 #include <QGroupBox>
+#include <QSpinBox>
+#include <QTemporaryDir>
 #include <QWheelEvent>
+
+#include "schedule_editor.h"
 #include <QLabel>
 #include <QTableView>
 
@@ -27,6 +32,7 @@ private slots:
     void tableEditsThePlan();
     void planFollowsTheModel();
     void wheelDoesNotChangeOptions();
+    void planActivationCalibrationIsShown();
 };
 
 void TestGuiPlans::tableEditsThePlan()
@@ -141,6 +147,48 @@ void TestGuiPlans::wheelDoesNotChangeOptions()
     QTRY_VERIFY(quantizer->hasFocus());
     wheel();
     QVERIFY(quantizer->currentIndex() != before || quantizer->count() == 1);
+
+    // The progressive schedule's phase rows too (they are made after the panel; tester 13: int8
+    // became uint7 and 1 epoch 18 while scrolling the dock).
+    auto* schedule = panel.findChild<ScheduleEditor*>();
+    QVERIFY(schedule);
+    schedule->setSchedule(QStringLiteral("fp32:1,int8:1"));
+    schedule->setEnabled(true); // as under --strategy progressive
+    const QString scheduleBefore = schedule->schedule();
+    panel.setFocus();
+    for (QWidget* w : schedule->findChildren<QWidget*>()) {
+        if (!qobject_cast<QComboBox*>(w) && !qobject_cast<QSpinBox*>(w)) continue;
+        w->setEnabled(true);
+        QWheelEvent e(QPointF(5, 5), w->mapToGlobal(QPointF(5, 5)), QPoint(), QPoint(0, -120), Qt::NoButton, Qt::NoModifier,
+                      Qt::NoScrollPhase, false);
+        QCoreApplication::sendEvent(w, &e);
+    }
+    QCOMPARE(schedule->schedule(), scheduleBefore);
+}
+
+// A plan file's activation calibration shows in the Training dock's Act. calibration, where it can
+// be changed (it was hidden state: a later run used percentile ranges the GUI never showed; tester 13).
+void TestGuiPlans::planActivationCalibrationIsShown()
+{
+    QTemporaryDir tmp;
+    TrainingPanel panel;
+    TrainConfig c = panel.config();
+    c.model = "seed-cnn";
+    c.precision.strategy = Strategy::Qat;
+    panel.setConfig(c);
+    auto* act = panel.findChild<QComboBox*>("actCalibration");
+    QVERIFY(act);
+    QCOMPARE(act->currentData().toString(), QString::fromStdString(c.precision.activationCalibration));
+    PrecisionPlan plan = panel.config().precision.plan();
+    plan.activationCalibration = "percentile";
+    const QString path = tmp.filePath("plan.json");
+    writePlanFile(path.toStdString(), plan);
+    QVERIFY(panel.loadPlanFile(path));
+    QCOMPARE(panel.config().precision.activationCalibration, std::string("percentile"));
+    QCOMPARE(act->currentData().toString(), QString("percentile"));
+    QVERIFY(act->isEnabled());
+    act->setCurrentIndex(act->findData(QStringLiteral("minmax")));
+    QCOMPARE(panel.config().precision.activationCalibration, std::string("minmax"));
 }
 
 QTEST_MAIN(TestGuiPlans)

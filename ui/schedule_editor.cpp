@@ -3,6 +3,7 @@
 #include "quant_catalog.h"
 
 #include <QComboBox>
+#include <QCoreApplication>
 #include <QEvent>
 #include <QHBoxLayout>
 #include <QPushButton>
@@ -53,6 +54,10 @@ void ScheduleEditor::addRow(const QString& format, int epochs)
     auto* del = new QToolButton;
     del->setText(QStringLiteral("\u2212"));
     del->setToolTip(tr("Removes this phase."));
+    for (QWidget* w : {static_cast<QWidget*>(fmt), static_cast<QWidget*>(ep)}) {
+        w->setFocusPolicy(Qt::StrongFocus);
+        w->installEventFilter(this);
+    }
     h->addWidget(fmt, 1);
     h->addWidget(ep);
     h->addWidget(del);
@@ -70,6 +75,16 @@ void ScheduleEditor::addRow(const QString& format, int epochs)
     });
     m_rows->addWidget(row);
     updateButtons();
+}
+
+bool ScheduleEditor::eventFilter(QObject* watched, QEvent* event)
+{
+    auto* w = qobject_cast<QWidget*>(watched);
+    if (event->type() == QEvent::Wheel && w && !w->hasFocus()) {
+        QCoreApplication::sendEvent(this, event); // on up to the dock's scroll area
+        return true;
+    }
+    return QWidget::eventFilter(watched, event);
 }
 
 void ScheduleEditor::removeRow(QWidget* row)

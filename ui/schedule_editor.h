@@ -26,6 +26,9 @@ signals:
 
 protected:
     void changeEvent(QEvent* e) override;
+    // A wheel over an unfocused phase combo or spin box scrolls the dock instead of changing the
+    // phase, as the rest of the Training dock does (tester 13: int8 became uint7 while scrolling).
+    bool eventFilter(QObject* watched, QEvent* event) override;
 
 private:
     void addRow(const QString& format, int epochs);

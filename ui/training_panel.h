@@ -105,6 +105,7 @@ private:
     QSpinBox* m_groupSize;
     QComboBox* m_rounding;
     QComboBox* m_calibration;
+    QComboBox* m_actCalibration;
     QDoubleSpinBox* m_percentile;
     QSpinBox* m_calibImages;
     QSpinBox* m_bnFreeze;
