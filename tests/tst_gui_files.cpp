@@ -375,6 +375,24 @@ private slots:
         };
         QVERIFY(!layer("fc1").quantizedWeights && std::isinf(layer("fc1").aloneSqnrDb));
         QVERIFY(layer("conv1").quantizedWeights && layer("conv1").aloneSqnrDb < int8Conv1 - 10.0);
+
+        // A uniform PTQ run is compared at its own settings first (int2 tensor-wise here), not at
+        // the tab's int4 channel-wise (tester 13).
+        c.precision.layers.clear();
+        c.precision.format = "int2";
+        c.precision.granularity = "tensor";
+        w.trainingPanel()->setConfig(c);
+        ended.clear();
+        w.startTraining();
+        QVERIFY(ended.wait(kRunTimeoutMs));
+        auto* formats = view->findChild<QComboBox*>("compareFormat");
+        QTRY_VERIFY_WITH_TIMEOUT(view->compareButton()->isEnabled() && formats->currentData() == "plan" && formats->currentText().contains("int2"),
+                                 20000);
+        QVERIFY2(formats->currentText().contains("tensor"), qPrintable(formats->currentText()));
+        done.clear();
+        view->compareButton()->click();
+        QVERIFY(done.wait(kRunTimeoutMs) && done.first().first().toBool());
+        QVERIFY(layer("conv1").quantizedWeights && layer("conv1").aloneSqnrDb < int8Conv1 - 10.0);
     }
 
     // File > Export quantized model… writes .qsm / .onnx through core's writers and reports the

@@ -141,15 +141,24 @@ void LayerCompareView::setRun(int runId, ExportBundlePtr bundle)
 {
     m_runId = runId;
     m_bundle = std::move(bundle);
-    // A run with a per-layer plan is compared with its own plan first (each layer at the format
-    // it was trained or calibrated with); the uniform formats stay on offer.
-    const bool plan = m_bundle && !m_bundle->config.precision.layers.empty();
+    // A quantized run (PTQ or QAT on an integer grid, or any per-layer plan) is compared at its own
+    // settings first: its format, granularity, calibrations and plan (tester 13: a tensor-wise run
+    // was compared channel-wise, at the tab's int4, and blamed another layer than the CLI). The
+    // uniform formats stay on offer.
+    bool own = false;
+    QString label;
+    if (m_bundle) {
+        const PrecisionConfig& p = m_bundle->config.precision;
+        const bool intGrid = (p.strategy == Strategy::Ptq || p.strategy == Strategy::Qat) && needsScale(findFormat(p.format));
+        own = !p.layers.empty() || intGrid;
+        label = !p.layers.empty() ? tr("the run's plan")
+                                  : tr("the run's settings (%1, %2)").arg(QString::fromStdString(p.format), QString::fromStdString(p.granularity));
+    }
     const int planIndex = m_format->findData(QStringLiteral("plan"));
-    if (plan && planIndex < 0) {
-        m_format->insertItem(0, tr("the run's plan"), QStringLiteral("plan"));
+    if (planIndex >= 0) m_format->removeItem(planIndex);
+    if (own) {
+        m_format->insertItem(0, label, QStringLiteral("plan"));
         m_format->setCurrentIndex(0);
-    } else if (!plan && planIndex >= 0) {
-        m_format->removeItem(planIndex);
     }
     m_compare->setEnabled(m_bundle != nullptr && !m_busy);
     m_compare->setToolTip(m_bundle ? tr("Quantize run #%1's FP32 model and compare it layer by layer.").arg(runId)
@@ -184,12 +193,16 @@ void LayerCompareView::compare()
             const Dataset& data = *bundle->data;
             std::unique_ptr<Model> model = buildModel(bundle->fp32);
             PrecisionConfig pc;
-            if (plan) { // the run's own plan and activation settings, calibrated as PTQ calibrates
+            pc.activationCalibration = "minmax";
+            if (plan) { // the run's own settings and plan, calibrated as PTQ calibrates
                 const PrecisionConfig& run = bundle->config.precision;
                 pc.format = run.format;
                 pc.granularity = run.granularity;
                 pc.calibration = run.calibration;
+                pc.percentile = run.percentile;
                 pc.activationFormat = run.activationFormat;
+                pc.activationCalibration = run.activationCalibration;
+                pc.narrowRange = run.narrowRange;
                 pc.layers = run.layers;
             } else {
                 pc.format = format;
@@ -197,7 +210,6 @@ void LayerCompareView::compare()
                 pc.activationFormat = "uint8";
             }
             pc.strategy = Strategy::Ptq;
-            pc.activationCalibration = "minmax";
             tbb::task_arena arena(static_cast<int>(threads));
             arena.execute([&] {
                 QuantSim sim(*model, pc, findFormat(pc.format));
