@@ -524,6 +524,25 @@ void TestOnnxImport::readsUsersInputConventions()
             }
         });
     }
+    // Buffers through constant arithmetic the exporter kept (no constant folding): expand_as,
+    // exp, clamp, pow and abs fold into the normalisation (tester 11: Expand/Exp/Pow/Abs refused).
+    {
+        const std::string name = "bufferops_op13_nofold_dyn";
+        const fs::path p = kFixtures / (name + ".onnx");
+        const ExportedModel m = importOnnx(fileBytes(p), p.string());
+        QVERIFY(m.normalizationKnown);
+        QCOMPARE(m.normalization.mean.size(), std::size_t{3});
+        for (std::size_t c = 0; c < 3; ++c)
+            QVERIFY2(std::fabs(m.normalization.mean[c] - torchMean[c]) < 1e-6f && std::fabs(m.normalization.stddev[c] - torchStd[c]) < 1e-6f,
+                     qPrintable(QString("channel %1: mean %2 stddev %3").arg(c).arg(m.normalization.mean[c]).arg(m.normalization.stddev[c])));
+        checkAgainstPyTorch(m, name, [&](Reference& ref) {
+            const std::size_t plane = ref.inputShape[2] * ref.inputShape[3];
+            for (std::size_t k = 0; k < ref.input.size(); ++k) {
+                const std::size_t c = (k / plane) % 3;
+                ref.input[k] = (ref.input[k] - m.normalization.mean[c]) / m.normalization.stddev[c];
+            }
+        });
+    }
     for (const char* name : {"viewinput_op13_fold_dyn", "viewflat_op11_nofold"}) {
         const fs::path p = kFixtures / (std::string(name) + ".onnx");
         OnnxImportInfo info;

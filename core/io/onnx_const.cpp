@@ -3,6 +3,7 @@
 #include "io/onnx_const.h"
 
 #include <algorithm>
+#include <limits>
 #include <cctype>
 #include <cstdint>
 #include <cmath>
@@ -157,6 +158,7 @@ ConstTensor binary(const std::string& op, const ConstTensor& a, const ConstTenso
             if (op == "Add") v = x + y;
             else if (op == "Sub") v = x - y;
             else if (op == "Mul") v = x * y;
+            else if (op == "Pow") v = std::pow(x, y);
             else v = x / y;
             r.f[k] = static_cast<float>(v);
         } else {
@@ -167,6 +169,7 @@ ConstTensor binary(const std::string& op, const ConstTensor& a, const ConstTenso
             if (op == "Add") v = x + y;
             else if (op == "Sub") v = x - y;
             else if (op == "Mul") v = x * y;
+            else if (op == "Pow") fail("Pow: integer powers are not folded");
             else {
                 if (y == 0) fail("Div: integer division by zero");
                 v = x / y;
@@ -556,7 +559,7 @@ bool isFoldable(const std::string& op)
 {
     static const char* ops[] = {"Constant", "Identity", "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast",
                                 "Reshape", "Transpose", "Slice", "ConstantOfShape", "Add", "Sub", "Mul", "Div",
-                                "Reciprocal", "Neg", "Sqrt"};
+                                "Reciprocal", "Neg", "Sqrt", "Exp", "Log", "Abs", "Pow", "Clip", "Expand"};
     return std::find(std::begin(ops), std::end(ops), op) != std::end(ops);
 }
 
@@ -579,12 +582,48 @@ std::vector<ConstTensor> foldNode(const onnx::NodeProto& n, const std::vector<co
     if (op == "Transpose") return {transpose(n, need(0))};
     if (op == "Slice") return need(0), std::vector<ConstTensor>{slice(n, in, opset)};
     if (op == "ConstantOfShape") return {constantOfShape(n, need(0))};
-    if (op == "Add" || op == "Sub" || op == "Mul" || op == "Div") return {binary(op, need(0), need(1))};
-    if (op == "Reciprocal" || op == "Neg" || op == "Sqrt") { // (x - m) * (1 / s) with a tensor s leaves a Reciprocal
+    if (op == "Add" || op == "Sub" || op == "Mul" || op == "Div" || op == "Pow") return {binary(op, need(0), need(1))};
+    // (x - m) * (1 / s) with a tensor s leaves a Reciprocal; a normalisation's buffers may pass
+    // through exp(log_std), (v + eps) ** 0.5, s.abs() or s.clamp(min=eps) (tester 11).
+    if (op == "Reciprocal" || op == "Neg" || op == "Sqrt" || op == "Exp" || op == "Log" || op == "Abs") {
         ConstTensor r = need(0);
-        if (!r.isFloat && op != "Neg") fail(op + ": the input is not a float tensor");
-        for (std::int64_t& v : r.i) v = -v;
-        for (float& v : r.f) v = op == "Neg" ? -v : op == "Sqrt" ? std::sqrt(v) : 1.0f / v;
+        if (!r.isFloat && op != "Neg" && op != "Abs") fail(op + ": the input is not a float tensor");
+        for (std::int64_t& v : r.i) v = op == "Neg" ? -v : std::abs(v);
+        for (float& v : r.f)
+            v = op == "Neg" ? -v : op == "Sqrt" ? std::sqrt(v) : op == "Exp" ? std::exp(v) : op == "Log" ? std::log(v)
+                : op == "Abs" ? std::fabs(v) : 1.0f / v;
+        return {r};
+    }
+    if (op == "Clip") { // bounds: attributes before opset 11, optional inputs since
+        ConstTensor r = need(0);
+        double lo = -std::numeric_limits<double>::infinity(), hi = std::numeric_limits<double>::infinity();
+        if (opset < 11) {
+            lo = attrFloat(n, "min", -std::numeric_limits<float>::infinity());
+            hi = attrFloat(n, "max", std::numeric_limits<float>::infinity());
+        } else {
+            for (std::size_t k : {std::size_t{1}, std::size_t{2}})
+                if (k < in.size() && in[k]) {
+                    if (in[k]->numel() != 1) fail("Clip: a bound is not one value");
+                    (k == 1 ? lo : hi) = in[k]->at(0);
+                }
+        }
+        for (float& v : r.f) v = static_cast<float>(std::clamp(static_cast<double>(v), lo, hi));
+        for (std::int64_t& v : r.i) v = static_cast<std::int64_t>(std::clamp(static_cast<double>(v), lo, hi));
+        return {r};
+    }
+    if (op == "Expand") { // x broadcast to a shape: x + zeros(shape)
+        std::vector<std::int64_t> shape = intsOf(need(1), "Expand shape");
+        for (std::int64_t& d : shape) // expand_as(x): the batch broadcasts anyway
+            if (d == kBatchDim) d = 1;
+        ConstTensor zeros;
+        zeros.isFloat = need(0).isFloat;
+        zeros.dims = shape;
+        const std::uint64_t count = checkedNumel(shape, "Expand");
+        if (count > kMaxFoldedElements) fail("Expand: the folded result would have " + std::to_string(count) + " elements", true);
+        if (zeros.isFloat) zeros.f.assign(count, 0.0f);
+        else zeros.i.assign(count, 0);
+        ConstTensor r = binary("Add", need(0), zeros);
+        r.origin = need(0).origin;
         return {r};
     }
     fail(op + " is not folded", true);

@@ -13,9 +13,26 @@ namespace quantscope::onnximport {
 
 // Sub / Div of the graph input by constants (one value, or one per channel: [C], [C, 1, 1],
 // [1, C, 1, 1]): the input normalisation QuantScope's own exports carry, x = (input - mean) / stddev.
-std::vector<float> Importer::perChannel(const NodeProto& n, const ConstTensor& c, const char* what) const
+std::vector<float> Importer::perChannel(const NodeProto& n, const ConstTensor& c0, const char* what) const
 {
     const std::size_t C = shapeOf(0)[0];
+    // A constant of the images' shape that is uniform over each channel's plane (a buffer
+    // expand_as(x)'ed, tester 11) is its per-channel values.
+    ConstTensor reduced;
+    const ConstTensor* cp = &c0;
+    if (c0.isFloat && shapeOf(0).size() == 3 && c0.numel() == shapeNumel(shapeOf(0)) && c0.numel() > C) {
+        const std::size_t plane = c0.numel() / C;
+        bool uniform = true;
+        for (std::size_t ch = 0; ch < C && uniform; ++ch)
+            for (std::size_t i = 1; i < plane && uniform; ++i) uniform = c0.f[ch * plane + i] == c0.f[ch * plane];
+        if (uniform) {
+            reduced.isFloat = true;
+            reduced.dims = {static_cast<std::int64_t>(C), 1, 1};
+            for (std::size_t ch = 0; ch < C; ++ch) reduced.f.push_back(c0.f[ch * plane]);
+            cp = &reduced;
+        }
+    }
+    const ConstTensor& c = *cp;
     if (m_inputAct != 0 && !(c.isFloat && c.numel() == 1))
         failNode(n, std::string(what) + " " + listOf(c.dims) + " of a flat input is not one value (per-feature normalisation is not read)");
     std::vector<std::int64_t> dims = c.dims;
@@ -24,7 +41,7 @@ std::vector<float> Importer::perChannel(const NodeProto& n, const ConstTensor& c
     const bool ok = c.isFloat && (c.numel() == 1 || (c.numel() == C && dims.size() == 1 && c.dims.size() != 2 && c.dims.size() <= 4 &&
                                                       (c.dims.size() < 3 || c.dims[c.dims.size() - 3] == static_cast<std::int64_t>(C))));
     if (!ok) failNode(n, std::string(what) + " " + listOf(c.dims) + " is not one value or one per input channel");
-    return c.f;
+    return c.f; // (a copy: c may be the local reduction)
 }
 
 // What a Sub, Div or Mul on the input may be: the one message for all three.

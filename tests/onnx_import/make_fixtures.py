@@ -395,6 +395,22 @@ class WholeMapAvg(nn.Module):
         return self.fc(F.avg_pool2d(x, x.shape[2:]).flatten(1))
 
 
+class BufferOps(nn.Module):
+    """An input normalisation whose buffers pass through constant arithmetic that stays in the
+    graph without constant folding: mean.expand_as(x), exp(log_std).clamp(min=1e-3) ** 1.0."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("log_std", torch.log(torch.tensor([0.229, 0.224, 0.225])).view(1, 3, 1, 1))
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 4 * 4, 10)
+
+    def forward(self, x):
+        x = (x - self.mean.expand_as(x)) / (torch.exp(self.log_std).clamp(min=1e-3) ** 1.0).abs()
+        return self.fc(F.max_pool2d(F.relu(self.conv(x)), 2).flatten(1))
+
+
 # name, module, input [C, H, W] (or [features] for a flat input), opset, do_constant_folding, dynamic batch
 CASES = [
     ("seqview_op11_nofold_dyn", SeqView, (1, 12, 12), 11, False, True),
@@ -434,6 +450,7 @@ CASES = [
     ("constops_op11_nofold", ConstOps, (1, 8, 8), 11, False, False),
     ("constops_op13_fold_dyn", ConstOps, (1, 8, 8), 13, True, True),
     ("wholemapavg_op11_nofold", WholeMapAvg, (1, 6, 10), 11, False, False),
+    ("bufferops_op13_nofold_dyn", BufferOps, (3, 8, 8), 13, False, True),
     ("wholemapavg_op13_fold", WholeMapAvg, (1, 9, 5), 13, True, False),
 ]
 
