@@ -282,8 +282,19 @@ ExportedModel Importer::run()
     };
     // An operator QuantScope has no layer for is named first, wherever it sits: GELU's Erf, not
     // the Div in front of it that would otherwise fail as a misplaced input normalisation.
+    // Which values depend on the images (Shape of one does not: shapes are constants here): an
+    // operator folded for constants only is unsupported on them (Exp of an activation, not of a
+    // normalisation's buffer).
+    std::set<std::string> dynamic{m_inputName};
     for (int k : order) {
         const NodeProto& n = g.node(k);
+        if (n.op_type() == "Shape") continue;
+        if (std::any_of(n.input().begin(), n.input().end(), [&](const std::string& v) { return dynamic.count(v) > 0; }))
+            for (const std::string& o : n.output()) dynamic.insert(o);
+    }
+    for (int k : order) {
+        const NodeProto& n = g.node(k);
+        const bool onImages = std::any_of(n.input().begin(), n.input().end(), [&](const std::string& v) { return dynamic.count(v) > 0; });
         if (!n.domain().empty() && n.domain() != "ai.onnx") {
             for (const onnx::FunctionProto& f : m_mp.functions()) // torch.onnx.export(..., export_modules_as_functions=...)
                 if (f.domain() == n.domain() && f.name() == n.op_type())
@@ -291,7 +302,7 @@ ExportedModel Importer::run()
                                     ", which QuantScope's importer does not expand; re-export without export_modules_as_functions");
             failNode(n, "operator " + n.domain() + "::" + n.op_type() + " is not supported");
         }
-        if (!handlers().count(n.op_type()) && !isFoldable(n.op_type())) unsupported(n);
+        if (!handlers().count(n.op_type()) && (!isFoldable(n.op_type()) || onImages)) unsupported(n);
     }
     for (int k : order) {
         const NodeProto& n = g.node(k);
