@@ -588,7 +588,7 @@ void TrainingPanel::updateApplicability()
     if (s.uses("format") && cur && !formatFits(p.strategy, *cur)) {
         const QString target = cur->integer || cur->kind == QLatin1String("fp32")
                                    ? (p.strategy == Strategy::Mixed || p.strategy == Strategy::LowPrecision
-                                          ? QStringLiteral("fp16")
+                                          ? QStringLiteral("bf16") // as the CLI: the fast bf16 kernels
                                           : m_lastIntegerFormat)
                                    : m_lastIntegerFormat;
         m_initializing = true;
