@@ -221,6 +221,15 @@ void TestOnnxImportErrors::badInput_data()
                 if (n.name() == "/Mul_1") n.set_input(0, "/Relu_output_0"); // 0.2 * relu(...) instead of 0.2 * conv2(x)
         },
         "ConfigError", "applies a constant to the output of a layer that is no Linear or Conv read by nothing else");
+    // A [N, C, H*W] view of the images is read by reshapes and a mean over its last axis; a
+    // pooling layer would pool the [C, H, W] planes instead.
+    row("pooling a merged view", "gapidioms_op11_nofold",
+        [](onnx::ModelProto& mp) {
+            onnx::NodeProto* mean = findNode(mp, "ReduceMean");
+            mean->set_op_type("GlobalAveragePool");
+            mean->clear_attribute();
+        },
+        "ConfigError", "view of [6,6,7] activations, which QuantScope's GlobalAveragePool would not read as that shape");
     row("unsqueeze to a middle axis", "unsqueezehead_op11_nofold",
         [](onnx::ModelProto& mp) { setInts(findNode(mp, "Unsqueeze"), "axes", std::vector<std::int64_t>{1}); }, "ConfigError",
         "unsqueezes [6] images to [1,6]");

@@ -404,6 +404,27 @@ void Importer::reduceMean(const NodeProto& n)
 {
     const std::size_t x = act(n, 0);
     const Shape& view = viewedShape(n, 0, x);
+    if (view.size() == 2 && shapeOf(x).size() == 3 && view[1] == shapeOf(x)[1] * shapeOf(x)[2] && view[1] > 1) {
+        // The mean over the last axis of [N, C, H*W] (x.view(N, C, -1).mean(-1), x.flatten(2).mean(2);
+        // tester 11): a global average pooling.
+        std::vector<std::int64_t> ax = attrInts(n, "axes");
+        for (std::int64_t& a : ax)
+            if (a < 0) a += 3;
+        if (ax != std::vector<std::int64_t>{2})
+            failNode(n, "axes = " + listOf(attrInts(n, "axes")) + " of " + shapeString(view) + " images; the mean over the last axis is read");
+        const std::size_t C = shapeOf(x)[0];
+        StoredLayer g;
+        g.kind = LayerKind::GlobalAvgPool2d;
+        addLayer(n, std::move(g), {C, 1, 1}, {x});
+        if (attrInt(n, "keepdims", 1) == 0) {
+            StoredLayer f;
+            f.kind = LayerKind::Flatten;
+            addLayer(n, std::move(f), {C}, {m_m.layers.size()}, nullptr, ".flatten");
+        } else {
+            setView(n, m_m.layers.size(), {C, 1});
+        }
+        return;
+    }
     if (view.size() != 3) perImageRank(n, x, 3, "ReduceMean is read over H and W of [N, C, H, W]");
     std::vector<std::int64_t> axes = attrInts(n, "axes");
     for (std::int64_t& a : axes)
@@ -508,6 +529,10 @@ void Importer::flatten(const NodeProto& n)
     const std::int64_t rank = static_cast<std::int64_t>(shapeOf(x).size()) + 1;
     std::int64_t axis = attrInt(n, "axis", 1);
     if (axis < 0) axis += rank;
+    if (axis == 2 && rank == 4 && viewedShape(n, 0, x) == shapeOf(x)) { // x.flatten(2): [N, C, H*W], viewed (a mean over it follows)
+        alias(n, x);
+        return setView(n, x, {shapeOf(x)[0], shapeOf(x)[1] * shapeOf(x)[2]});
+    }
     if (axis != 1) failNode(n, "axis = " + std::to_string(attrInt(n, "axis", 1)) + "; only flattening each image (axis 1) is read");
     flattenImages(n, x);
 }
@@ -585,6 +610,11 @@ void Importer::reshape(const NodeProto& n)
     }
     if (per.size() == 1) return flattenImages(n, x);
     if (!per.empty() && withoutTrailingOnes(per) == withoutTrailingOnes(shapeOf(x))) {
+        alias(n, x);
+        return setView(n, x, per);
+    }
+    // [N, C, H*W] (x.view(N, C, -1), before a mean over the last axis): a view of the images.
+    if (per.size() == 2 && seen.size() == 3 && seen == shapeOf(x) && per[0] == seen[0]) {
         alias(n, x);
         return setView(n, x, per);
     }
@@ -689,6 +719,13 @@ void Importer::checkViews(const NodeProto& n) const
         const std::string what = "'" + n.input(i) + "', a " + shapeString(v->second) + " view of " +
                                  shapeString(shapeOf(m_values.at(n.input(i)).act)) + " activations";
         if (!reads.count(n.op_type())) failNode(n, "reads " + what + ", which QuantScope's " + n.op_type() + " would not read as that shape");
+        // A view that merges axes ([C, H*W] of [C, H, W]) is read only by what does not care
+        // where the planes are: reshapes, the mean over it, elementwise operators.
+        static const std::set<std::string> mergedReads = {"Squeeze", "Unsqueeze", "Flatten", "Reshape", "Relu", "Clip", "Dropout",
+                                                          "Identity", "Cast", "Add", "ReduceMean", "Shape"};
+        const Shape& base = shapeOf(m_values.at(n.input(i)).act);
+        if (withoutTrailingOnes(v->second) != withoutTrailingOnes(base) && !mergedReads.count(n.op_type()))
+            failNode(n, "reads " + what + ", which QuantScope's " + n.op_type() + " would not read as that shape");
         if ((n.op_type() == "Softmax" || n.op_type() == "LogSoftmax") && attrInt(n, "axis", m_opset < 13 ? 1 : -1) != 1)
             failNode(n, "takes the softmax over axis " + std::to_string(attrInt(n, "axis", m_opset < 13 ? 1 : -1)) + " of " + what + "; only axis 1 is read");
         if (n.op_type() == "Add" && n.input_size() == 2) {

@@ -411,6 +411,22 @@ class BufferOps(nn.Module):
         return self.fc(F.max_pool2d(F.relu(self.conv(x)), 2).flatten(1))
 
 
+class GapIdioms(nn.Module):
+    """Global average pooling written through a [N, C, H*W] view: x.view(N, C, -1).mean(-1) on
+    one branch, x.flatten(2).mean(2, keepdim=True).squeeze(-1) on the other."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 6, 3, padding=1)
+        self.fc = nn.Linear(6, 10)
+
+    def forward(self, x):
+        x = F.relu(self.conv(x))
+        a = x.view(x.size(0), x.size(1), -1).mean(-1)
+        b = x.flatten(2).mean(2, keepdim=True).squeeze(-1)
+        return self.fc(a + b)
+
+
 # name, module, input [C, H, W] (or [features] for a flat input), opset, do_constant_folding, dynamic batch
 CASES = [
     ("seqview_op11_nofold_dyn", SeqView, (1, 12, 12), 11, False, True),
@@ -451,6 +467,8 @@ CASES = [
     ("constops_op13_fold_dyn", ConstOps, (1, 8, 8), 13, True, True),
     ("wholemapavg_op11_nofold", WholeMapAvg, (1, 6, 10), 11, False, False),
     ("bufferops_op13_nofold_dyn", BufferOps, (3, 8, 8), 13, False, True),
+    ("gapidioms_op11_nofold", GapIdioms, (1, 6, 7), 11, False, False),
+    ("gapidioms_op13_fold_dyn", GapIdioms, (1, 6, 7), 13, True, True),
     ("wholemapavg_op13_fold", WholeMapAvg, (1, 9, 5), 13, True, False),
 ]
 
