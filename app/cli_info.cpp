@@ -30,6 +30,7 @@ const char* const kInfoHelp =
     "  --input-shape CxHxW  presets: the input image (default 1x28x28; C <= 16, H, W <= 256)\n"
     "  --classes N          presets: outputs of the last layer (default 10)\n"
     "  --json               one JSON object on stdout\n"
+    "  --threads N          accepted as the other commands take it; info computes nothing that uses them\n"
     "size under a precision plan (docs/PLANS.md; presets and FP32 files):\n"
     "  --format F, --granularity G   the plan's default (default int8, channel)\n"
     "  --plan FILE          a JSON plan\n"
@@ -266,7 +267,8 @@ void printTable(const ModelSummary& s)
 
 int runInfo(const std::vector<std::string>& argv)
 {
-    const Args args(argv, {"--input-shape", "--classes", "--plan", "--layer", "--keep-fp32", "--format", "--granularity"},
+    // --threads: scripts pass the same flags to every command (tester 11); info has nothing to run on them.
+    const Args args(argv, {"--input-shape", "--classes", "--plan", "--layer", "--keep-fp32", "--format", "--granularity", "--threads"},
                     {"--json", "--help"});
     if (args.has("--help")) {
         std::fputs(kInfoHelp, stdout);

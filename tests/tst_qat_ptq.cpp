@@ -4,6 +4,7 @@
 // tst_strategies; the fixtures strategy_fixtures.h.
 #include "data/dataset.h"
 #include "analysis/model_export.h"
+#include "io/exported_model.h"
 #include "io/model_source.h"
 #include "nn/batchnorm2d.h"
 #include "nn/conv2d.h"
@@ -41,6 +42,7 @@ private slots:
     void qatIsDeterministic();
     void qatBnReestimation();
     void ptqOfALoadedFp32Model();
+    void initReadsPyTorchShortcutNames();
 
 private:
     FinishEvent run(TrainConfig cfg, Recorder& rec, const Dataset& data) { return runTraining(cfg, rec, data); }
@@ -320,6 +322,33 @@ void TestQatPtq::qatBnReestimation()
     run(cfg, plainOn, data);
     QVERIFY(std::isnan(plainOn.epochs.back().quantTestAccuracyBeforeBnReestimation));
     QCOMPARE(plainOn.epochs.back().quantTestAccuracy, plainOff.epochs.back().quantTestAccuracy);
+}
+
+// --init from PyTorch's export of common.py's ResNet8 (TrainingMode.PRESERVE, BatchNorm kept):
+// its projection shortcut is an nn.Sequential, so its layers are layer2.shortcut.0 and .1 where
+// the preset says layer2.shortcut and layer2.shortcut_bn; they load (tester 11 D10: refused).
+void TestQatPtq::initReadsPyTorchShortcutNames()
+{
+    std::unique_ptr<Model> trained = makeModel("resnet8", 1, 28, 28, 10, 5);
+    ExportedModel m = exportFloatModel(*trained, "resnet8", Normalization::identity(1), {});
+    std::size_t renamed = 0;
+    for (StoredLayer& l : m.layers) {
+        const auto swap = [&](const std::string& from, const std::string& to) {
+            if (l.name.size() > from.size() && l.name.compare(l.name.size() - from.size(), from.size(), from) == 0) {
+                l.name = l.name.substr(0, l.name.size() - from.size()) + to;
+                ++renamed;
+            }
+        };
+        swap(".shortcut_bn", ".shortcut.1");
+        swap(".shortcut", ".shortcut.0");
+    }
+    QCOMPARE(renamed, std::size_t{4}); // layer2 and layer3: conv and BatchNorm each
+    std::unique_ptr<Model> fresh = makeModel("resnet8", 1, 28, 28, 10, 99);
+    loadFloatWeights(*fresh, m, "pytorch_resnet8.onnx");
+    for (std::size_t i = 0; i < fresh->size(); ++i) {
+        const std::vector<Param*> a = fresh->layer(i).params(), b = trained->layer(i).params();
+        for (std::size_t k = 0; k < a.size(); ++k) QVERIFY2(a[k]->value.values() == b[k]->value.values(), fresh->layer(i).name().c_str());
+    }
 }
 
 QTEST_GUILESS_MAIN(TestQatPtq)

@@ -83,9 +83,21 @@ void loadFloatWeights(Model& model, const ExportedModel& m, const std::string& s
             wanted.emplace_back("running_var", &bn->runningVar());
         }
         if (wanted.empty()) continue;
+        // The layer of that name, or PyTorch's name for it: common.py's ResNet8 keeps its projection
+        // shortcut in an nn.Sequential (layer2.shortcut.0 and .1, where the preset says
+        // layer2.shortcut and layer2.shortcut_bn; tester 11).
+        std::vector<std::string> names{layer.name()};
+        const std::string& ln = layer.name();
+        const auto endsWith = [&](const char* suffix) {
+            const std::size_t k = std::strlen(suffix);
+            return ln.size() > k && ln.compare(ln.size() - k, k, suffix) == 0;
+        };
+        if (endsWith(".shortcut")) names.push_back(ln + ".0");
+        if (endsWith(".shortcut_bn")) names.push_back(ln.substr(0, ln.size() - 3) + ".1");
         const StoredLayer* stored = nullptr;
-        for (const StoredLayer& s : m.layers)
-            if (s.name == layer.name()) stored = &s;
+        for (const std::string& name : names)
+            for (const StoredLayer& s : m.layers)
+                if (!stored && s.name == name) stored = &s;
         if (!stored || stored->kind != layer.kind()) {
             // QuantScope's ONNX export folds BatchNorm into the convolutions: the file is the
             // preset's network, but without the BatchNorm layers --init would load (tester 12: the
