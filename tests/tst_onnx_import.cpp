@@ -91,7 +91,8 @@ void TestOnnxImport::matchesPyTorch_data()
                           "squeeze_op13_fold_dyn", "squeezeall_op13_fold", "clampchain_op13_fold_dyn", "clampchain_op11_nofold", "ref_resnet8",
                           "ref_mobilenet-tiny", "convhead_op11_nofold_dyn", "convhead_op13_fold", "unsqueezehead_op11_nofold",
                           "unsqueezehead_op13_fold_dyn", "convscores_op13_fold_dyn", "constops_op11_nofold", "constops_op13_fold_dyn",
-                          "wholemapavg_op11_nofold", "wholemapavg_op13_fold", "gapidioms_op11_nofold", "gapidioms_op13_fold_dyn"})
+                          "wholemapavg_op11_nofold", "wholemapavg_op13_fold", "gapidioms_op11_nofold", "gapidioms_op13_fold_dyn",
+                          "bnneck_op11_nofold", "bnneck_op15_fold_dyn"})
         QTest::newRow(n) << QString(n);
 }
 

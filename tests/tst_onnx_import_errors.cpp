@@ -83,24 +83,8 @@ void TestOnnxImportErrors::badInput_data()
             subtractPerFeatureMean(mp);
         },
         "ConfigError", "operator Erf is not supported");
-    row("BatchNorm1d not after a Linear", "flatmlpbn_op13_fold_dyn",
-        [](onnx::ModelProto& mp) {
-            // the second BatchNormalization (bn2) reads the second Relu's output instead of fc2's:
-            // bn2 -> relu2 -> bn2 would be a cycle, so relu2 reads fc2 and bn2 follows it
-            std::vector<onnx::NodeProto*> bn, relu;
-            for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node()) {
-                if (n.op_type() == "BatchNormalization") bn.push_back(&n);
-                if (n.op_type() == "Relu") relu.push_back(&n);
-            }
-            const std::string fc2 = bn[1]->input(0), bn2 = bn[1]->output(0), relu2 = relu[1]->output(0);
-            relu[1]->set_input(0, fc2);
-            bn[1]->set_input(0, relu2);
-            for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node())
-                if (&n != bn[1])
-                    for (int i = 0; i < n.input_size(); ++i)
-                        if (n.input(i) == relu2) n.set_input(i, bn2);
-        },
-        "ConfigError", "no BatchNorm1d layer");
+    // (A BatchNorm1d after a ReLU and before a Linear, refused here before, folds into that
+    // Linear now: fixtures bnneck_*; 'BatchNorm1d read by no Linear' below is the refusal.)
     // export_modules_as_functions: the Linear is a call of a local function the file defines.
     row("a local function", "seqview_op13_fold",
         [](onnx::ModelProto& mp) {
@@ -230,6 +214,15 @@ void TestOnnxImportErrors::badInput_data()
             mean->clear_attribute();
         },
         "ConfigError", "view of [6,6,7] activations, which QuantScope's GlobalAveragePool would not read as that shape");
+    // A BatchNorm1d no Linear made folds into the Linear after it; anything else reading it is refused.
+    row("BatchNorm1d read by no Linear", "bnneck_op11_nofold",
+        [](onnx::ModelProto& mp) {
+            onnx::NodeProto* fc = findNode(mp, "Gemm");
+            fc->set_op_type("Relu");
+            while (fc->input_size() > 1) fc->mutable_input()->RemoveLast();
+            fc->clear_attribute();
+        },
+        "ConfigError", "or right before Linears (folded into them); Relu '/fc/Gemm' reads it");
     row("unsqueeze to a middle axis", "unsqueezehead_op11_nofold",
         [](onnx::ModelProto& mp) { setInts(findNode(mp, "Unsqueeze"), "axes", std::vector<std::int64_t>{1}); }, "ConfigError",
         "unsqueezes [6] images to [1,6]");

@@ -174,6 +174,7 @@ void Importer::gemm(const NodeProto& n)
         for (std::size_t o = 0; o < out; ++o) bias[o] = beta * (perOutput ? cv[o] : cv[0]);
         l.tensors.push_back(floatTensor("bias", {out}, std::move(bias)));
     }
+    foldPendingAffine(n, l);
     addLayer(n, std::move(l), {out}, {x}, &bt);
 }
 
@@ -196,7 +197,32 @@ void Importer::matMul(const NodeProto& n)
     l.inFeatures = in;
     l.outFeatures = out;
     l.tensors = {floatTensor("weight", {out, in}, std::move(w))};
+    foldPendingAffine(n, l);
     addLayer(n, std::move(l), {out}, {x}, &bt);
+}
+
+// A BatchNorm1d before this Linear (m_pendingAffine: x' = a x + b per feature) folds into it:
+// W' = W diag(a), bias' = bias + W b.
+void Importer::foldPendingAffine(const NodeProto& n, StoredLayer& l)
+{
+    const auto it = m_pendingAffine.find(n.input(0));
+    if (it == m_pendingAffine.end()) return;
+    const auto& [a, b] = it->second.second;
+    const std::size_t in = l.inFeatures, out = l.outFeatures;
+    std::vector<float>& w = l.tensors[0].values;
+    std::vector<float> shift(out, 0.0f);
+    for (std::size_t o = 0; o < out; ++o) {
+        double sum = 0.0;
+        for (std::size_t i = 0; i < in; ++i) {
+            sum += static_cast<double>(w[o * in + i]) * b[i];
+            w[o * in + i] *= a[i];
+        }
+        shift[o] = static_cast<float>(sum);
+    }
+    if (l.tensors.size() < 2) l.tensors.push_back(floatTensor("bias", {out}, std::vector<float>(out, 0.0f)));
+    for (std::size_t o = 0; o < out; ++o) l.tensors[1].values[o] += shift[o];
+    m_m.notes.push_back("BatchNormalization '" + it->second.first + "' before Linear '" + n.name() +
+                        "' is folded into it (its running statistics); fine-tuning trains the folded Linear");
 }
 
 // Add: two activations of one shape (a residual join), or a Linear/Conv output plus a constant
@@ -487,13 +513,48 @@ void Importer::batchNormalization(const NodeProto& n)
 // running statistics (eval mode), y = (x W^T + b - mean) gamma / sqrt(var + eps) + beta, so
 // W'[c] = W[c] a[c] and b'[c] = (b[c] - mean[c]) a[c] + beta[c] with a = gamma / sqrt(var + eps);
 // the imported model has no BatchNorm there (fine-tuning trains the folded Linear), which a note says.
+// BatchNorm1d on features no Linear just made (global pooling -> flatten -> BN -> Linear, the
+// "BNNeck"; tester 11): its inference form x' = a x + b is kept pending on its output, which only
+// a Linear (Gemm, MatMul) may read, and folds into that Linear (foldPendingAffine).
+void Importer::batchNormBeforeLinear(const NodeProto& n, std::size_t x)
+{
+    if (attrInt(n, "training_mode", 0) != 0) failNode(n, "training_mode = 1: export the model in eval mode");
+    if (m_opset < 14)
+        for (int k = 1; k < n.output_size(); ++k)
+            if (!n.output(k).empty()) failNode(n, "the training form (batch statistics): export the model in eval mode");
+    const std::size_t c = shapeOf(x)[0];
+    const float eps = attrFloat(n, "epsilon", 1e-5f);
+    if (!(eps > 0.0f) || !std::isfinite(eps)) failNode(n, "epsilon must be positive", false);
+    const char* what[] = {"scale", "B", "input_mean", "input_var"};
+    std::vector<float> v[4];
+    for (int i = 0; i < 4; ++i) {
+        const ConstTensor& t = constant(n, i + 1, what[i]);
+        if (t.numel() != c) failNode(n, std::string(what[i]) + " has " + std::to_string(t.numel()) + " values for " + std::to_string(c) + " features", false);
+        v[i] = floats(n, t, what[i]);
+    }
+    std::vector<float> a(c), b(c);
+    for (std::size_t f = 0; f < c; ++f) {
+        if (!(v[3][f] >= 0.0f)) failNode(n, "input_var holds a negative or non-finite variance", false);
+        const double s = static_cast<double>(v[0][f]) / std::sqrt(static_cast<double>(v[3][f]) + eps);
+        a[f] = static_cast<float>(s);
+        b[f] = static_cast<float>(v[1][f] - v[2][f] * s);
+    }
+    for (const NodeProto& r : m_mp.graph().node())
+        for (const std::string& in : r.input())
+            if (in == n.output(0) && r.op_type() != "Gemm" && r.op_type() != "MatMul")
+                failNode(n, "BatchNormalization on [N, C] (BatchNorm1d) is read only right after a Linear that nothing else reads, "
+                            "or right before Linears (folded into them); " + r.op_type() + " '" + r.name() + "' reads it");
+    if (n.output(0) == m_outputName) failNode(n, "BatchNormalization on [N, C] (BatchNorm1d) as the graph output is not read");
+    m_pendingAffine[n.output(0)] = {n.name(), {std::move(a), std::move(b)}};
+    alias(n, x);
+}
+
 void Importer::batchNormAfterLinear(const NodeProto& n, std::size_t x)
 {
     noExtraOutputs(n);
     StoredLayer* l = x == m_m.layers.size() && x > 0 ? &m_m.layers[x - 1] : nullptr;
     if (!l || l->kind != LayerKind::Linear || m_uses[n.input(0)] != 1)
-        failNode(n, "BatchNormalization on [N, C] (BatchNorm1d) is read only right after a Linear that nothing else reads "
-                    "(it is folded into it); QuantScope has no BatchNorm1d layer");
+        return batchNormBeforeLinear(n, x);
     if (attrInt(n, "training_mode", 0) != 0) failNode(n, "training_mode = 1: export the model in eval mode");
     if (m_opset < 14)
         for (int k = 1; k < n.output_size(); ++k)

@@ -160,6 +160,8 @@ private:
     void reduceMean(const NodeProto& n);
     void batchNormalization(const NodeProto& n);
     void batchNormAfterLinear(const NodeProto& n, std::size_t x);
+    void batchNormBeforeLinear(const NodeProto& n, std::size_t x);
+    void foldPendingAffine(const NodeProto& n, StoredLayer& l);
     void flatten(const NodeProto& n);
     void reshape(const NodeProto& n);
     void flattenImages(const NodeProto& n, std::size_t x);
@@ -187,6 +189,9 @@ private:
     // on flat features (a 1x1 Conv head reads it as a Linear). Shape-preserving operators pass the
     // view on (propagateView); operators that would read it differently refuse it (checkViews).
     std::map<std::string, Shape> m_views;
+    // BatchNorm1d outputs waiting for the Linear that reads them: node name, and per feature the
+    // scale a and shift b of x' = a x + b (batchNormBeforeLinear, foldPendingAffine).
+    std::map<std::string, std::pair<std::string, std::pair<std::vector<float>, std::vector<float>>>> m_pendingAffine;
     std::set<std::string> m_names;         // layer names taken
     std::map<std::string, std::string> m_weightUser; // weight initializer -> the first layer made from it
     std::int64_t m_staticBatch = -1;       // the input's batch dimension when the export fixed it

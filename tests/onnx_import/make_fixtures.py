@@ -427,6 +427,21 @@ class GapIdioms(nn.Module):
         return self.fc(a + b)
 
 
+class BNNeck(nn.Module):
+    """Global average pooling, flatten, BatchNorm1d, then the Linear classifier (re-ID's BNNeck):
+    a BatchNorm1d no Linear made, folded into the Linear after it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, padding=1)
+        self.neck = nn.BatchNorm1d(8)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = F.adaptive_avg_pool2d(F.relu(self.conv(x)), 1).flatten(1)
+        return self.fc(self.neck(x))
+
+
 # name, module, input [C, H, W] (or [features] for a flat input), opset, do_constant_folding, dynamic batch
 CASES = [
     ("seqview_op11_nofold_dyn", SeqView, (1, 12, 12), 11, False, True),
@@ -469,6 +484,8 @@ CASES = [
     ("bufferops_op13_nofold_dyn", BufferOps, (3, 8, 8), 13, False, True),
     ("gapidioms_op11_nofold", GapIdioms, (1, 6, 7), 11, False, False),
     ("gapidioms_op13_fold_dyn", GapIdioms, (1, 6, 7), 13, True, True),
+    ("bnneck_op11_nofold", BNNeck, (1, 8, 8), 11, False, False),
+    ("bnneck_op15_fold_dyn", BNNeck, (1, 8, 8), 15, True, True),
     ("wholemapavg_op13_fold", WholeMapAvg, (1, 9, 5), 13, True, False),
 ]
 
