@@ -9,6 +9,7 @@
 
 #include <QDir>
 #include <QFile>
+#include <QtTest>
 #include <QString>
 #include <QStringList>
 
@@ -134,6 +135,16 @@ inline QStringList goldenFiles(std::initializer_list<const char*> ops)
     return out;
 }
 
+// One QTest row per reference case of `ops` (named by its file), in column "file"; one row with
+// an empty name when there is none, which QS_FETCH_GOLDEN fails.
+inline void rowsFor(std::initializer_list<const char*> ops)
+{
+    QTest::addColumn<QString>("file");
+    const QStringList files = goldenFiles(ops);
+    for (const QString& f : files) QTest::newRow(qPrintable(f)) << f;
+    if (files.isEmpty()) QTest::newRow("none") << QString();
+}
+
 // Every op a golden test checks (tst_quant_golden, tst_layers_golden; resnet8_adam_steps in
 // tst_graph). tst_quant_golden everyCaseIsChecked fails on a case whose op is not here.
 inline const std::vector<std::string>& checkedGoldenOps()
@@ -200,3 +211,9 @@ inline double maxAbsDiff(const quantscope::Tensor& a, const quantscope::Tensor& 
         const std::string qsCmp_ = golden::compareTensors((actual), (expected), (atol), (rtol));            \
         QVERIFY2(qsCmp_.empty(), (std::string(#actual) + ": " + qsCmp_).c_str());                           \
     } while (false)
+
+// In a data-driven golden test (rows from golden::rowsFor): loads the row's case into `g`.
+#define QS_FETCH_GOLDEN(g)                                                                                   \
+    QFETCH(QString, file);                                                                                    \
+    QVERIFY2(!file.isEmpty(), "no reference case of this op in tests/data");                                  \
+    const golden::GoldenCase g = golden::loadGolden(file)

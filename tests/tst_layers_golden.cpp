@@ -77,20 +77,6 @@ void compareWeighted(Layer& layer, Param& weight, Param* bias, const golden::Gol
     QVERIFY(bitIdentical(yEval, y));
 }
 
-// One row per reference case of `ops` (named by its file, so cases added to tests/data are
-// checked too); a row that fails when there is none.
-void rowsFor(std::initializer_list<const char*> ops)
-{
-    QTest::addColumn<QString>("file");
-    const QStringList files = golden::goldenFiles(ops);
-    for (const QString& f : files) QTest::newRow(qPrintable(f)) << f;
-    if (files.isEmpty()) QTest::newRow("none") << QString();
-}
-
-#define QS_FETCH_GOLDEN(g)                                                                                   \
-    QFETCH(QString, file);                                                                                    \
-    QVERIFY2(!file.isEmpty(), "no reference case of this op in tests/data");                                  \
-    const golden::GoldenCase g = golden::loadGolden(file)
 
 // A spatial parameter of a case: a number, or PyTorch's pair with equal values (QuantScope's
 // layers are square); `def` when absent.
@@ -112,27 +98,27 @@ class TestLayersGolden : public QObject {
 
 private slots:
     // PyTorch reference vectors: every case of each op in tests/data
-    void goldenConv2d_data() { rowsFor({"conv2d"}); }
+    void goldenConv2d_data() { golden::rowsFor({"conv2d"}); }
     void goldenConv2d();
-    void goldenMaxPool2d_data() { rowsFor({"max_pool2d"}); }
+    void goldenMaxPool2d_data() { golden::rowsFor({"max_pool2d"}); }
     void goldenMaxPool2d();
-    void goldenAvgPool2d_data() { rowsFor({"avg_pool2d"}); }
+    void goldenAvgPool2d_data() { golden::rowsFor({"avg_pool2d"}); }
     void goldenAvgPool2d();
-    void goldenGlobalAvgPool2d_data() { rowsFor({"global_avg_pool2d"}); }
+    void goldenGlobalAvgPool2d_data() { golden::rowsFor({"global_avg_pool2d"}); }
     void goldenGlobalAvgPool2d();
-    void goldenAdd_data() { rowsFor({"add"}); }
+    void goldenAdd_data() { golden::rowsFor({"add"}); }
     void goldenAdd();
-    void goldenReLU6_data() { rowsFor({"relu6"}); }
+    void goldenReLU6_data() { golden::rowsFor({"relu6"}); }
     void goldenReLU6();
-    void goldenLinear_data() { rowsFor({"linear"}); }
+    void goldenLinear_data() { golden::rowsFor({"linear"}); }
     void goldenLinear();
-    void goldenBatchNorm2dTrain_data() { rowsFor({"batch_norm2d"}); }
+    void goldenBatchNorm2dTrain_data() { golden::rowsFor({"batch_norm2d"}); }
     void goldenBatchNorm2dTrain();
-    void goldenLogSoftmaxNll_data() { rowsFor({"log_softmax_nll_mean"}); }
+    void goldenLogSoftmaxNll_data() { golden::rowsFor({"log_softmax_nll_mean"}); }
     void goldenLogSoftmaxNll();
-    void goldenMse_data() { rowsFor({"mse_mean"}); }
+    void goldenMse_data() { golden::rowsFor({"mse_mean"}); }
     void goldenMse();
-    void goldenOptimizer_data() { rowsFor({"adam", "sgd_momentum"}); }
+    void goldenOptimizer_data() { golden::rowsFor({"adam", "sgd_momentum"}); }
     void goldenOptimizer();
 
     // reference semantics

@@ -110,19 +110,6 @@ Tensor moveAxisBack(const Tensor& r, const Shape& original, std::size_t axis)
     return t;
 }
 
-// One row per reference case of `ops` (named by its file); a row that fails when there is none.
-void rowsFor(std::initializer_list<const char*> ops)
-{
-    QTest::addColumn<QString>("file");
-    const QStringList files = golden::goldenFiles(ops);
-    for (const QString& f : files) QTest::newRow(qPrintable(f)) << f;
-    if (files.isEmpty()) QTest::newRow("none") << QString();
-}
-
-#define QS_FETCH_GOLDEN(g)                                                                                   \
-    QFETCH(QString, file);                                                                                    \
-    QVERIFY2(!file.isEmpty(), "no reference case of this op in tests/data");                                  \
-    const golden::GoldenCase g = golden::loadGolden(file)
 
 } // namespace
 
@@ -145,7 +132,7 @@ private slots:
     void everyCaseIsChecked();
 };
 
-void TestQuantGolden::fakeQuantPerTensor_data() { rowsFor({"fake_quantize_per_tensor_affine"}); }
+void TestQuantGolden::fakeQuantPerTensor_data() { golden::rowsFor({"fake_quantize_per_tensor_affine"}); }
 
 void TestQuantGolden::fakeQuantPerTensor()
 {
@@ -178,7 +165,7 @@ void TestQuantGolden::fakeQuantPerTensor()
     QVERIFY(firstBitMismatch(deq, c.out("y")).isEmpty());
 }
 
-void TestQuantGolden::fakeQuantPerChannel_data() { rowsFor({"fake_quantize_per_channel_affine"}); }
+void TestQuantGolden::fakeQuantPerChannel_data() { golden::rowsFor({"fake_quantize_per_channel_affine"}); }
 
 // Channels along params.axis (PyTorch's default for weights: 0); QuantScope's per-row layout takes
 // them along axis 0, so another axis is moved to the front and back.
@@ -207,7 +194,7 @@ void TestQuantGolden::fakeQuantPerChannel()
     QS_COMPARE_TENSORS(moveAxisBack(maskAsTensor(maskRef, w.shape()), shape, axis), c.out("grad_w_ste"), kExact, kExact);
 }
 
-void TestQuantGolden::minMaxObserver_data() { rowsFor({"minmax_observer"}); }
+void TestQuantGolden::minMaxObserver_data() { golden::rowsFor({"minmax_observer"}); }
 
 void TestQuantGolden::minMaxObserver()
 {
@@ -227,7 +214,7 @@ void TestQuantGolden::minMaxObserver()
     QCOMPARE(halves.params(f).scale[0], p.scale[0]);
 }
 
-void TestQuantGolden::perChannelObserver_data() { rowsFor({"per_channel_minmax_observer"}); }
+void TestQuantGolden::perChannelObserver_data() { golden::rowsFor({"per_channel_minmax_observer"}); }
 
 void TestQuantGolden::perChannelObserver()
 {
@@ -249,7 +236,7 @@ void TestQuantGolden::perChannelObserver()
     }
 }
 
-void TestQuantGolden::movingAverageObserver_data() { rowsFor({"moving_average_minmax_observer"}); }
+void TestQuantGolden::movingAverageObserver_data() { golden::rowsFor({"moving_average_minmax_observer"}); }
 
 // Batches batch0, batch1, ... in order, averaged with the file's constant (PyTorch's default
 // 0.01, QuantScope's kMovingAverageConstant, when it names none).
@@ -269,7 +256,7 @@ void TestQuantGolden::movingAverageObserver()
     QCOMPARE(p.zeroPoint[0], static_cast<std::int32_t>(c.scalar("zero_point")));
 }
 
-void TestQuantGolden::floatCast_data() { rowsFor({"cast_fp16", "cast_bf16"}); }
+void TestQuantGolden::floatCast_data() { golden::rowsFor({"cast_fp16", "cast_bf16"}); }
 
 void TestQuantGolden::floatCast()
 {

@@ -513,16 +513,15 @@ void Importer::batchNormalization(const NodeProto& n)
 // running statistics (eval mode), y = (x W^T + b - mean) gamma / sqrt(var + eps) + beta, so
 // W'[c] = W[c] a[c] and b'[c] = (b[c] - mean[c]) a[c] + beta[c] with a = gamma / sqrt(var + eps);
 // the imported model has no BatchNorm there (fine-tuning trains the folded Linear), which a note says.
-// BatchNorm1d on features no Linear just made (global pooling -> flatten -> BN -> Linear, the
-// "BNNeck"; tester 11): its inference form x' = a x + b is kept pending on its output, which only
-// a Linear (Gemm, MatMul) may read, and folds into that Linear (foldPendingAffine).
-void Importer::batchNormBeforeLinear(const NodeProto& n, std::size_t x)
+// A BatchNorm1d's inference form on c features, x' = a x + b: checks (eval form, epsilon, one
+// value per feature, variances) and returns a = scale / sqrt(var + eps) and b = B - mean a, in
+// double before rounding (so folding into a Linear rounds once).
+std::pair<std::vector<double>, std::vector<double>> Importer::batchNorm1dAffine(const NodeProto& n, std::size_t c)
 {
     if (attrInt(n, "training_mode", 0) != 0) failNode(n, "training_mode = 1: export the model in eval mode");
     if (m_opset < 14)
         for (int k = 1; k < n.output_size(); ++k)
             if (!n.output(k).empty()) failNode(n, "the training form (batch statistics): export the model in eval mode");
-    const std::size_t c = shapeOf(x)[0];
     const float eps = attrFloat(n, "epsilon", 1e-5f);
     if (!(eps > 0.0f) || !std::isfinite(eps)) failNode(n, "epsilon must be positive", false);
     const char* what[] = {"scale", "B", "input_mean", "input_var"};
@@ -532,13 +531,22 @@ void Importer::batchNormBeforeLinear(const NodeProto& n, std::size_t x)
         if (t.numel() != c) failNode(n, std::string(what[i]) + " has " + std::to_string(t.numel()) + " values for " + std::to_string(c) + " features", false);
         v[i] = floats(n, t, what[i]);
     }
-    std::vector<float> a(c), b(c);
+    std::vector<double> a(c), b(c);
     for (std::size_t f = 0; f < c; ++f) {
         if (!(v[3][f] >= 0.0f)) failNode(n, "input_var holds a negative or non-finite variance", false);
-        const double s = static_cast<double>(v[0][f]) / std::sqrt(static_cast<double>(v[3][f]) + eps);
-        a[f] = static_cast<float>(s);
-        b[f] = static_cast<float>(v[1][f] - v[2][f] * s);
+        a[f] = static_cast<double>(v[0][f]) / std::sqrt(static_cast<double>(v[3][f]) + eps);
+        b[f] = static_cast<double>(v[1][f]) - v[2][f] * a[f];
     }
+    return {std::move(a), std::move(b)};
+}
+
+// BatchNorm1d on features no Linear just made (global pooling -> flatten -> BN -> Linear, the
+// "BNNeck"; tester 11): its inference form x' = a x + b is kept pending on its output, which only
+// a Linear (Gemm, MatMul) may read, and folds into that Linear (foldPendingAffine).
+void Importer::batchNormBeforeLinear(const NodeProto& n, std::size_t x)
+{
+    const auto [ad, bd] = batchNorm1dAffine(n, shapeOf(x)[0]);
+    std::vector<float> a(ad.begin(), ad.end()), b(bd.begin(), bd.end());
     for (const NodeProto& r : m_mp.graph().node())
         for (const std::string& in : r.input())
             if (in == n.output(0) && r.op_type() != "Gemm" && r.op_type() != "MatMul")
@@ -555,29 +563,15 @@ void Importer::batchNormAfterLinear(const NodeProto& n, std::size_t x)
     StoredLayer* l = x == m_m.layers.size() && x > 0 ? &m_m.layers[x - 1] : nullptr;
     if (!l || l->kind != LayerKind::Linear || m_uses[n.input(0)] != 1)
         return batchNormBeforeLinear(n, x);
-    if (attrInt(n, "training_mode", 0) != 0) failNode(n, "training_mode = 1: export the model in eval mode");
-    if (m_opset < 14)
-        for (int k = 1; k < n.output_size(); ++k)
-            if (!n.output(k).empty()) failNode(n, "the training form (batch statistics): export the model in eval mode");
     const std::size_t c = l->outFeatures;
-    const float eps = attrFloat(n, "epsilon", 1e-5f);
-    if (!(eps > 0.0f) || !std::isfinite(eps)) failNode(n, "epsilon must be positive", false);
-    const char* what[] = {"scale", "B", "input_mean", "input_var"};
-    std::vector<float> v[4];
-    for (int i = 0; i < 4; ++i) {
-        const ConstTensor& t = constant(n, i + 1, what[i]);
-        if (t.numel() != c) failNode(n, std::string(what[i]) + " has " + std::to_string(t.numel()) + " values for " + std::to_string(c) + " features", false);
-        v[i] = floats(n, t, what[i]);
-    }
+    const auto [a, shift] = batchNorm1dAffine(n, c);
     if (l->tensors.size() < 2) l->tensors.push_back(floatTensor("bias", {c}, std::vector<float>(c, 0.0f)));
     std::vector<float>& w = l->tensors[0].values; // after the push_back, which may move the tensors
     std::vector<float>& b = l->tensors[1].values;
     const std::size_t in = l->inFeatures;
     for (std::size_t o = 0; o < c; ++o) {
-        if (!(v[3][o] >= 0.0f)) failNode(n, "input_var holds a negative or non-finite variance", false);
-        const double a = static_cast<double>(v[0][o]) / std::sqrt(static_cast<double>(v[3][o]) + eps);
-        for (std::size_t i = 0; i < in; ++i) w[o * in + i] = static_cast<float>(w[o * in + i] * a);
-        b[o] = static_cast<float>((static_cast<double>(b[o]) - v[2][o]) * a + v[1][o]);
+        for (std::size_t i = 0; i < in; ++i) w[o * in + i] = static_cast<float>(w[o * in + i] * a[o]);
+        b[o] = static_cast<float>(static_cast<double>(b[o]) * a[o] + shift[o]);
     }
     m_m.notes.push_back("BatchNormalization '" + n.name() + "' after Linear '" + l->name +
                         "' is folded into it (its running statistics); fine-tuning trains the folded Linear");

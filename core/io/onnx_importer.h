@@ -161,6 +161,7 @@ private:
     void batchNormalization(const NodeProto& n);
     void batchNormAfterLinear(const NodeProto& n, std::size_t x);
     void batchNormBeforeLinear(const NodeProto& n, std::size_t x);
+    std::pair<std::vector<double>, std::vector<double>> batchNorm1dAffine(const NodeProto& n, std::size_t c);
     void foldPendingAffine(const NodeProto& n, StoredLayer& l);
     void flatten(const NodeProto& n);
     void reshape(const NodeProto& n);
