@@ -1,5 +1,6 @@
-// The ONNX importer's graph walker, shared by onnx_import.cpp (graph checks, walk, layer naming)
-// and onnx_import_ops.cpp (one handler per operator). Internal to core/io.
+// The ONNX importer's graph walker, shared by onnx_import.cpp (graph checks, walk, layer naming),
+// onnx_import_ops.cpp (one handler per layer operator), onnx_import_shapes.cpp (shape operators
+// and views) and onnx_import_input.cpp (the input normalisation). Internal to core/io.
 #pragma once
 
 #include "io/exported_model.h"

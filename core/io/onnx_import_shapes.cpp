@@ -1,0 +1,261 @@
+// The ONNX importer's shape operators: Flatten, Reshape, Squeeze, Unsqueeze and Shape, and the
+// views they leave (a value read under a per-image shape of its own: m_views), which every other
+// operator either passes on (propagateView) or refuses (checkViews). Split from
+// onnx_import_ops.cpp, which holds the layers' operators.
+#include "io/onnx_importer.h"
+
+#include <algorithm>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace quantscope::onnximport {
+
+void Importer::flatten(const NodeProto& n)
+{
+    const std::size_t x = act(n, 0);
+    const std::int64_t rank = static_cast<std::int64_t>(shapeOf(x).size()) + 1;
+    std::int64_t axis = attrInt(n, "axis", 1);
+    if (axis < 0) axis += rank;
+    if (axis == 2 && rank == 4 && viewedShape(n, 0, x) == shapeOf(x)) { // x.flatten(2): [N, C, H*W], viewed (a mean over it follows)
+        alias(n, x);
+        return setView(n, x, {shapeOf(x)[0], shapeOf(x)[1] * shapeOf(x)[2]});
+    }
+    if (axis != 1) failNode(n, "axis = " + std::to_string(attrInt(n, "axis", 1)) + "; only flattening each image (axis 1) is read");
+    flattenImages(n, x);
+}
+
+// x -> (N, C H W): a Flatten layer (nothing for a flat x). An MLP that flattens the graph input
+// first may normalise the flat values next, by one mean and one stddev (which commute with the
+// flattening): the flattened input is then where the normalisation is read (m_inputAct).
+void Importer::flattenImages(const NodeProto& n, std::size_t x)
+{
+    if (shapeOf(x).size() == 1) return alias(n, x);
+    StoredLayer l;
+    l.kind = LayerKind::Flatten;
+    addLayer(n, std::move(l), {shapeNumel(shapeOf(x))}, {x});
+    if (x == 0 && m_inputAct == 0 && m_m.layers.size() == 1) m_inputAct = 1;
+}
+
+namespace {
+// s without its trailing axes of size 1 (at least one axis kept): [C, 1, 1] and [C] read alike.
+Shape withoutTrailingOnes(Shape s)
+{
+    while (s.size() > 1 && s.back() == 1) s.pop_back();
+    return s;
+}
+} // namespace
+
+// Reshape of an activation. The target's first value must be the batch (x.size(0) folded to the
+// batch marker, 0, -1 or the traced batch size of a static export); each image then gets the
+// per-image shape the rest resolves to (0 copies an axis, -1 takes what is left). Read: flattening
+// each image to (N, -1); a shape that differs from the activation's by trailing axes of size 1
+// (x.view(-1, 1, 28, 28) on [N, 1, 28, 28], h.view(N, -1, 1, 1) on flat features: a view, see
+// m_views); and a flat [N, C*H*W] input that the first node views as [N, C, H, W].
+void Importer::reshape(const NodeProto& n)
+{
+    const std::size_t x = act(n, 0);
+    const ConstTensor& t = constant(n, 1, "the target shape");
+    const Shape& seen = viewedShape(n, 0, x);
+    const std::size_t numel = shapeNumel(shapeOf(x));
+    const bool allowZero = attrInt(n, "allowzero", 0) != 0;
+    const auto isBatch = [&](std::int64_t a) {
+        return a == kBatchDim || (a == 0 && !allowZero) || (m_staticBatch > 0 && a == m_staticBatch);
+    };
+    std::string target = "a float shape";
+    if (!t.isFloat) {
+        target = "[";
+        for (std::size_t d = 0; d < t.i.size(); ++d)
+            target += (d ? ", " : "") + (t.i[d] == kBatchDim ? std::string("N") : std::to_string(t.i[d]));
+        target += "]";
+    }
+    // The per-image shape the target resolves to, or an empty shape when it keeps no batch axis.
+    Shape per;
+    if (!t.isFloat && t.i.size() >= 2 && (isBatch(t.i[0]) || t.i[0] == -1)) {
+        bool ok = true;
+        std::size_t known = 1;
+        int open = t.i[0] == -1 ? 0 : -1; // index in per of a -1; the batch's -1 needs every other axis known
+        for (std::size_t d = 1; d < t.i.size() && ok; ++d) {
+            std::int64_t v = t.i[d];
+            if (v == 0 && !allowZero) v = d - 1 < seen.size() ? static_cast<std::int64_t>(seen[d - 1]) : -2;
+            if (v == -1 && open == -1) {
+                open = static_cast<int>(per.size());
+                per.push_back(0);
+                continue;
+            }
+            ok = v >= 1 && static_cast<std::uint64_t>(v) <= numel;
+            if (ok) {
+                per.push_back(static_cast<std::size_t>(v));
+                known *= static_cast<std::size_t>(v);
+                ok = known <= numel;
+            }
+        }
+        if (ok && open >= 0 && t.i[0] != -1) {
+            ok = known > 0 && numel % known == 0;
+            if (ok) per[static_cast<std::size_t>(open)] = numel / known;
+        }
+        if (!ok || shapeNumel(per) != numel) per.clear();
+    }
+    if (per.size() == 1) return flattenImages(n, x);
+    if (!per.empty() && withoutTrailingOnes(per) == withoutTrailingOnes(shapeOf(x))) {
+        alias(n, x);
+        return setView(n, x, per);
+    }
+    // [N, C, H*W] (x.view(N, C, -1), before a mean over the last axis): a view of the images.
+    if (per.size() == 2 && seen.size() == 3 && seen == shapeOf(x) && per[0] == seen[0]) {
+        alias(n, x);
+        return setView(n, x, per);
+    }
+    // A flat [N, C*H*W] input that the graph's first node views as [N, C, H, W] again (the
+    // MNIST tutorials' x.view(-1, 1, 28, 28)): the images need no flattening at all.
+    if (!per.empty() && x == m_inputAct && m_info.flatInput && m_m.layers.size() == 1 && m_uses[n.input(0)] == 1 && per == m_shapes[0]) {
+        m_names.erase(m_m.layers.back().name);
+        m_m.layers.pop_back();
+        m_shapes.pop_back();
+        std::erase_if(m_m.notes, [](const std::string& note) { return note.find("input_flatten") != std::string::npos; });
+        m_inputAct = 0;
+        return alias(n, 0);
+    }
+    failNode(n, "reshapes " + shapeString(seen) + " images to " + target +
+                    "; QuantScope reads flattening each image to (N, -1), and adding or removing trailing axes of size 1");
+}
+
+// Squeeze of an activation (axes from the attribute before opset 13, the input since; none: every
+// axis of size 1 but the batch's) that leaves each image one axis: the (N, C, 1, 1) -> (N, C) of
+// x.squeeze(-1).squeeze(-1) or x.squeeze() after a global pooling, which is a Flatten. Squeezing
+// the batch axis, an axis that is not 1, or to another rank is a ConfigError.
+void Importer::squeeze(const NodeProto& n)
+{
+    const std::size_t x = act(n, 0);
+    const auto viewed = m_views.find(n.input(0));
+    const Shape s = viewed != m_views.end() ? viewed->second : shapeOf(x); // per image
+    const std::int64_t rank = static_cast<std::int64_t>(s.size()) + 1;
+    std::vector<std::int64_t> axes;
+    if (m_opset < 13) axes = attrInts(n, "axes");
+    else if (const ConstTensor* a = optConstant(n, 1, "axes")) {
+        if (a->isFloat) failNode(n, "axes are not integers", false);
+        axes = a->i;
+    }
+    std::vector<bool> drop(static_cast<std::size_t>(rank), false);
+    if (axes.empty())
+        for (std::int64_t d = 1; d < rank; ++d) drop[static_cast<std::size_t>(d)] = s[static_cast<std::size_t>(d - 1)] == 1;
+    for (std::int64_t a : axes) {
+        const std::int64_t d = a < 0 ? a + rank : a;
+        if (d == 0) failNode(n, "squeezes the batch axis");
+        if (d < 0 || d >= rank) failNode(n, "axis " + std::to_string(a) + " is out of range for rank " + std::to_string(rank), false);
+        if (s[static_cast<std::size_t>(d - 1)] != 1)
+            failNode(n, "axis " + std::to_string(a) + " has size " + std::to_string(s[static_cast<std::size_t>(d - 1)]) + ", not 1", false);
+        drop[static_cast<std::size_t>(d)] = true;
+    }
+    Shape out;
+    for (std::int64_t d = 1; d < rank; ++d)
+        if (!drop[static_cast<std::size_t>(d)]) out.push_back(s[static_cast<std::size_t>(d - 1)]);
+    if (out.size() != 1) { // on the way to one axis (a Squeeze follows): the same activation, viewed
+        if (!n.output(0).empty()) m_views[n.output(0)] = out;
+        return alias(n, x);
+    }
+    if (shapeOf(x).size() == 1) return alias(n, x);
+    StoredLayer l;
+    l.kind = LayerKind::Flatten;
+    addLayer(n, std::move(l), out, {x});
+}
+
+// Unsqueeze of an activation (axes from the attribute before opset 13, the input since) that adds
+// trailing axes of size 1 to each image: h.unsqueeze(-1).unsqueeze(-1) or h[:, :, None, None] on
+// flat features, which a 1x1 Conv head reads (a view, see m_views). Other axes are refused.
+void Importer::unsqueeze(const NodeProto& n)
+{
+    const std::size_t x = act(n, 0);
+    const Shape& s = viewedShape(n, 0, x);
+    std::vector<std::int64_t> axes;
+    if (m_opset < 13) axes = attrInts(n, "axes");
+    else if (const ConstTensor* a = optConstant(n, 1, "axes")) {
+        if (a->isFloat) failNode(n, "axes are not integers", false);
+        axes = a->i;
+    }
+    if (axes.empty() || axes.size() > 8) failNode(n, "has " + std::to_string(axes.size()) + " axes", false);
+    const std::int64_t rank = static_cast<std::int64_t>(s.size() + 1 + axes.size()); // the output's, batch included
+    std::vector<bool> added(static_cast<std::size_t>(rank), false);
+    for (std::int64_t a : axes) {
+        const std::int64_t d = a < 0 ? a + rank : a;
+        if (d < 0 || d >= rank || added[static_cast<std::size_t>(d)])
+            failNode(n, "axes " + listOf(axes) + " are out of range or repeated for an output of rank " + std::to_string(rank), false);
+        if (d == 0) failNode(n, "adds an axis before the batch; QuantScope's layers keep the batch first");
+        added[static_cast<std::size_t>(d)] = true;
+    }
+    Shape out;
+    std::size_t next = 0;
+    for (std::int64_t d = 1; d < rank; ++d) out.push_back(added[static_cast<std::size_t>(d)] ? 1 : s[next++]);
+    if (withoutTrailingOnes(out) != withoutTrailingOnes(shapeOf(x)))
+        failNode(n, "unsqueezes " + shapeString(s) + " images to " + shapeString(out) +
+                        "; QuantScope reads adding trailing axes of size 1 only");
+    alias(n, x);
+    setView(n, x, out);
+}
+
+// A value viewed under a shape of its own (m_views) is read only by operators that treat it as
+// that shape: reshaping, the shape-preserving ones, a 1x1 Conv, pooling over its 1x1 plane, and a
+// softmax over axis 1. Anything else would compute on the activation's own shape instead.
+void Importer::checkViews(const NodeProto& n) const
+{
+    static const std::set<std::string> reads = {"Conv", "Squeeze", "Unsqueeze", "Flatten", "Reshape", "Relu", "Clip",
+                                                "Dropout", "Identity", "Cast", "BatchNormalization", "Add",
+                                                "GlobalAveragePool", "ReduceMean", "Softmax", "LogSoftmax", "Shape"};
+    for (int i = 0; i < n.input_size(); ++i) {
+        const auto v = m_views.find(n.input(i));
+        if (v == m_views.end()) continue;
+        const std::string what = "'" + n.input(i) + "', a " + shapeString(v->second) + " view of " +
+                                 shapeString(shapeOf(m_values.at(n.input(i)).act)) + " activations";
+        if (!reads.count(n.op_type())) failNode(n, "reads " + what + ", which QuantScope's " + n.op_type() + " would not read as that shape");
+        // A view that merges axes ([C, H*W] of [C, H, W]) is read only by what does not care
+        // where the planes are: reshapes, the mean over it, elementwise operators.
+        static const std::set<std::string> mergedReads = {"Squeeze", "Unsqueeze", "Flatten", "Reshape", "Relu", "Clip", "Dropout",
+                                                          "Identity", "Cast", "Add", "ReduceMean", "Shape"};
+        const Shape& base = shapeOf(m_values.at(n.input(i)).act);
+        if (withoutTrailingOnes(v->second) != withoutTrailingOnes(base) && !mergedReads.count(n.op_type()))
+            failNode(n, "reads " + what + ", which QuantScope's " + n.op_type() + " would not read as that shape");
+        if ((n.op_type() == "Softmax" || n.op_type() == "LogSoftmax") && attrInt(n, "axis", m_opset < 13 ? 1 : -1) != 1)
+            failNode(n, "takes the softmax over axis " + std::to_string(attrInt(n, "axis", m_opset < 13 ? 1 : -1)) + " of " + what + "; only axis 1 is read");
+        if (n.op_type() == "Add" && n.input_size() == 2) {
+            const auto other = m_views.find(n.input(1 - i));
+            const auto ov = m_values.find(n.input(1 - i));
+            const bool otherAct = ov != m_values.end() && ov->second.kind == Value::Kind::Act;
+            if (otherAct && (other == m_views.end() || other->second != v->second))
+                failNode(n, "adds " + what + " to an activation viewed otherwise; QuantScope's Add takes two activations of one shape");
+        }
+    }
+}
+
+// After a shape-preserving operator, its output keeps the view of its first input.
+void Importer::propagateView(const NodeProto& n)
+{
+    static const std::set<std::string> keeps = {"Relu", "Clip", "Dropout", "Identity", "Cast", "BatchNormalization", "Add"};
+    if (!keeps.count(n.op_type()) || n.input_size() < 1 || n.output_size() < 1 || n.output(0).empty()) return;
+    const auto v = m_views.find(n.input(0));
+    const auto in = m_values.find(n.input(0));
+    const auto out = m_values.find(n.output(0));
+    if (v == m_views.end() || in == m_values.end() || out == m_values.end() || out->second.kind != Value::Kind::Act) return;
+    if (shapeOf(out->second.act) == shapeOf(in->second.act)) m_views[n.output(0)] = v->second;
+}
+
+// Shape of an activation: [batch marker, per-image dims...] for the folder (start/end: opset 15).
+void Importer::shape(const NodeProto& n)
+{
+    const Value& xv = value(n, 0);
+    if (xv.kind != Value::Kind::Act) failNode(n, "Shape of a Pad's output is not read");
+    std::vector<std::int64_t> dims{kBatchDim};
+    for (std::size_t d : viewedShape(n, 0, xv.act)) dims.push_back(static_cast<std::int64_t>(d));
+    const auto rank = static_cast<std::int64_t>(dims.size());
+    std::int64_t start = attrInt(n, "start", 0), end = attrInt(n, "end", rank);
+    if (start < 0) start += rank;
+    if (end < 0) end += rank;
+    start = std::clamp<std::int64_t>(start, 0, rank);
+    end = std::clamp<std::int64_t>(end, 0, rank);
+    Value v;
+    v.c.isFloat = false;
+    for (std::int64_t k = start; k < end; ++k) v.c.i.push_back(dims[static_cast<std::size_t>(k)]);
+    v.c.dims = {static_cast<std::int64_t>(v.c.i.size())};
+    define(n, std::move(v));
+}
+
+} // namespace quantscope::onnximport
