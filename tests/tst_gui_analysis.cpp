@@ -44,6 +44,8 @@
 #include <QValueAxis>
 #include <QTemporaryDir>
 #include <QtTest>
+#include <QHelpEvent>
+#include <QToolTip>
 
 #include <algorithm>
 #include <cmath>
@@ -297,6 +299,17 @@ void TestGuiAnalysis::searchChartAndPlans()
     QCOMPARE(chart->chosenSeries()->at(0).y(), 100.0 * chosen.accuracy);
     QVERIFY(100.0 * (r.fp32Accuracy - chosen.accuracy) <= 2.0 + 1e-9);
     QVERIFY(std::isfinite(s->chosenTestAccuracy()));
+    // Hovering a plan shows it, and a pointer that rests there keeps that tooltip (the view's
+    // "Right-click to save" tooltip replaced it; testers 4, 10, 13).
+    emit chart->chosenSeries()->hovered(chart->chosenSeries()->at(0), true);
+    QVERIFY2(chart->hoverText().contains(QString::fromStdString(chosen.label).toHtmlEscaped()) && chart->hoverText().contains("chosen"),
+             qPrintable(chart->hoverText()));
+    chart->show();
+    QHelpEvent rest(QEvent::ToolTip, QPoint(5, 5), chart->mapToGlobal(QPoint(5, 5)));
+    QCoreApplication::sendEvent(chart, &rest);
+    QCOMPARE(QToolTip::text(), chart->hoverText());
+    emit chart->chosenSeries()->hovered(chart->chosenSeries()->at(0), false);
+    QVERIFY(chart->hoverText().isEmpty());
     // The side table shows the chosen plan, layer by layer.
     QCOMPARE(s->selectedPlan(), r.chosen);
     QTableWidget* t = s->planTable();

@@ -3,6 +3,7 @@
 #include "format_text.h"
 
 #include <QChart>
+#include <QHelpEvent>
 #include <QLegend>
 #include <QLegendMarker>
 #include <QLineSeries>
@@ -79,6 +80,7 @@ void ParetoChart::connectPoints(QScatterSeries* s)
     connect(s, &QXYSeries::hovered, this, [this](const QPointF& p, bool on) {
         const long k = nearestPlan(p);
         if (!on || k < 0) {
+            m_hoverText.clear();
             QToolTip::hideText();
             return;
         }
@@ -98,9 +100,19 @@ void ParetoChart::connectPoints(QScatterSeries* s)
                                                       QString::fromStdString(lp.calibration));
         }
         text += tr("click: show in the table</small>");
+        m_hoverText = text;
         QToolTip::showText(QCursor::pos(), text, this);
     });
     connect(s, &QXYSeries::clicked, this, [this](const QPointF& p) { emit planClicked(nearestPlan(p)); });
+}
+
+bool ParetoChart::event(QEvent* e)
+{
+    if (e->type() == QEvent::ToolTip && !m_hoverText.isEmpty()) {
+        QToolTip::showText(static_cast<QHelpEvent*>(e)->globalPos(), m_hoverText, this);
+        return true;
+    }
+    return ChartView::event(e);
 }
 
 double ParetoChart::percentOf(std::uint64_t bytes) const { return 100.0 * double(bytes) / double(std::max<std::uint64_t>(1, m_fp32Bytes)); }

@@ -46,8 +46,16 @@ public:
     // A plan's size on the x axis (% of FP32).
     double percentOf(std::uint64_t bytes) const;
 
+    // The tooltip of the plan under the pointer (empty when none): what a resting pointer shows.
+    const QString& hoverText() const { return m_hoverText; }
+
 signals:
     void planClicked(long plan);
+
+protected:
+    // A resting pointer over a plan keeps its plan tooltip (the view's "Right-click to save"
+    // tooltip replaced it; testers 4, 10, 13).
+    bool event(QEvent* e) override;
 
 private:
     void connectPoints(QScatterSeries* s);
@@ -67,6 +75,7 @@ private:
     std::vector<long> m_plansIdx, m_frontIdx, m_uniformIdx;
     MixedSearchReport m_report;
     std::uint64_t m_fp32Bytes = 1;
+    QString m_hoverText;
 };
 
 } // namespace quantscope
