@@ -90,7 +90,6 @@ void TrainingPanel::updateApplicability()
 
     const bool group = m_granularity->currentData().toString() == QLatin1String("group");
     const bool percentile = m_calibration->currentData().toString() == QLatin1String("percentile");
-
     setApplies(m_format, s.uses("format"),
                p.strategy == Strategy::Progressive ? tr("progressive takes its formats from the schedule below.")
                                                    : notUsed + QLatin1Char('.'));
