@@ -81,6 +81,9 @@ const char* const kAnalyzeHelp =
     "\n"
     "  --data PATH          dataset (any layout 'train' reads; default Fashion-MNIST), with\n"
     "                       --image-shape CxHxW, --resize HxW and --test-fraction F as for train\n"
+    "  --train-limit N      first limit the training set to N seeded images, as train --train-limit N\n"
+    "                       and the GUI's training-images field draw them; the validation and\n"
+    "                       calibration images then come from those N, as in the GUI's Analysis tab\n"
     "  --format F           weight format (default int8)\n"
     "  --granularity G      tensor, channel, group:N, ... (default channel)\n"
     "  --calibration C      weight ranges: minmax (default), percentile, mse, moving-average\n"
@@ -138,6 +141,17 @@ struct AnalysisInput {
 
 // The dataset of `dopt` and the model `spec` for its images: an FP32 model file (whose stored
 // normalisation the data takes, unless --normalize gives one) or a freshly initialised preset.
+// The dataset flags every analysis shares. --train-limit N limits the training set first and
+// holds the validation images out of those N (DatasetOptions::validationAfterLimit), as the GUI's
+// Analysis tab holds them out of a run's limited training set, so its results can be repeated here.
+DatasetOptions analysisDatasetOptions(const Args& args)
+{
+    DatasetOptions dopt = datasetOptions(args);
+    dopt.trainLimit = args.u64("--train-limit", 0, 1);
+    dopt.validationAfterLimit = true;
+    return dopt;
+}
+
 AnalysisInput loadAnalysisInput(const Args& args, const std::string& spec, const DatasetOptions& dopt, bool json)
 {
     AnalysisInput in;
@@ -192,7 +206,7 @@ int runCompare(const Args& args)
     if (!runner.empty() && runner != "engine") throw UsageError("unknown --runner '" + runner + "' (engine)");
     const bool json = args.has("--json");
 
-    DatasetOptions dopt = datasetOptions(args); // --data, --image-shape, --resize, --test-fraction
+    DatasetOptions dopt = analysisDatasetOptions(args); // --data, --image-shape, --resize, --test-fraction, --train-limit
     dopt.testLimit = images;
     AnalysisInput in = loadAnalysisInput(args, spec, dopt, json);
     Dataset& data = in.data;
@@ -315,7 +329,7 @@ int runSensitivity(const Args& args)
     const std::size_t threads = args.u64("--threads", 2, 1, 1024);
     const bool json = args.has("--json");
 
-    DatasetOptions dopt = datasetOptions(args); // --data, --image-shape, --resize, --test-fraction
+    DatasetOptions dopt = analysisDatasetOptions(args); // --data, --image-shape, --resize, --test-fraction, --train-limit
     dopt.validation = args.u64("--validation", 5000, 1);
     dopt.testLimit = 1; // the test set is not used
     std::optional<SigintScope> sigint(std::in_place); // from here, Ctrl+C stops cleanly
@@ -409,7 +423,7 @@ int runSearch(const Args& args)
     const std::size_t threads = args.u64("--threads", 2, 1, 1024);
     const bool json = args.has("--json");
 
-    DatasetOptions dopt = datasetOptions(args); // --data, --image-shape, --resize, --test-fraction
+    DatasetOptions dopt = analysisDatasetOptions(args); // --data, --image-shape, --resize, --test-fraction, --train-limit
     dopt.validation = args.u64("--validation", 5000, 1);
     dopt.testLimit = args.u64("--test-limit", 0, 1); // the chosen plan's test accuracy
     const SigintScope sigint; // from here, Ctrl+C stops cleanly
@@ -549,7 +563,8 @@ void checkAnalysisOptions(const Args& args, const std::string& what)
 
 int runAnalyze(const std::vector<std::string>& argv)
 {
-    std::set<std::string> valueFlags{"--data", "--image-shape", "--resize", "--test-fraction", "--normalize", "--threads"};
+    std::set<std::string> valueFlags{"--data", "--image-shape", "--resize", "--test-fraction", "--normalize", "--threads",
+                                     "--train-limit"};
     for (const auto& [name, flags] : analysisOptions())
         for (const std::string& f : flags)
             if (f != "--all-but-one") valueFlags.insert(f);

@@ -139,6 +139,15 @@ void TestCliAnalyze::analyzeTakesTheDataOptions()
     QVERIFY2(none.err.contains("no evaluated plan meets the budget (the smallest evaluated plan is "), qPrintable(none.err));
     QVERIFY2(none.err.contains("; --plan-out is not written"), qPrintable(none.err));
     QVERIFY(!QFileInfo::exists(m_tmp.filePath("none.plan.json")));
+    // --train-limit: the validation images come out of the limited set (the GUI's Analysis tab)
+    const Result limited = runCli(QStringList{"analyze", "sensitivity", model, "--train-limit", "40", "--validation", "15", "--formats",
+                                              "int8", "--json"} + data);
+    QVERIFY2(limited.exitCode == kExitOk, qPrintable(limited.err));
+    QCOMPARE(nlohmann::json::parse(limited.out.trimmed().toStdString())["validation_images"].get<int>(), 15);
+    const Result tooMany = runCli(QStringList{"analyze", "sensitivity", model, "--train-limit", "40", "--validation", "40", "--formats",
+                                              "int8"} + data);
+    QCOMPARE(tooMany.exitCode, kExitUsage);
+    QVERIFY2(tooMany.err.contains("validation split of 40 leaves no training images (40 in all)"), qPrintable(tooMany.err));
     const Result missing = runCli({"analyze", "compare", model, "--data", csv});
     QCOMPARE(missing.exitCode, kExitData);
 }

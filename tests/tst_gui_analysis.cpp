@@ -65,6 +65,7 @@ class TestGuiAnalysis : public QObject {
     Q_OBJECT
 private slots:
     void initTestCase();
+    void limitedTrainingSetSplitsAsAnalyze();
     void sensitivityHeatmap();
     void sensitivityAllButOne();
     void sensitivityStops();
@@ -145,6 +146,31 @@ void TestGuiAnalysis::initTestCase()
         if (tabs->widget(i)->isAncestorOf(m_view)) page = i;
     tabs->setCurrentIndex(page);
     QCOMPARE(tabs->tabText(tabs->currentIndex()), QString("Analysis"));
+}
+
+// A dataset loaded with a training limit (the Dataset dock's field, --train-limit): the analyses
+// hold their validation images out of the limited set, and analyze --train-limit N (Dataset::load
+// with validationAfterLimit) draws exactly those images, so a GUI result can be repeated.
+void TestGuiAnalysis::limitedTrainingSetSplitsAsAnalyze()
+{
+    DatasetOptions limited;
+    limited.dir = m_dir.path().toStdString();
+    limited.trainLimit = 500;
+    const Dataset gui = Dataset::load(limited);
+    const std::shared_ptr<Dataset> used = analysisDataset(gui, 120, 100000, nullptr);
+    DatasetOptions cliOpts = limited;
+    cliOpts.validation = 120;
+    cliOpts.validationAfterLimit = true;
+    const Dataset cli = Dataset::load(cliOpts);
+    QCOMPARE(used->validation.size(), std::size_t{120});
+    QCOMPARE(cli.validation.size(), std::size_t{120});
+    QVERIFY(used->validation.pixels == cli.validation.pixels);
+    QVERIFY(used->validation.labels == cli.validation.labels);
+    QCOMPARE(used->train.size(), cli.train.size());
+    QVERIFY(used->train.pixels == cli.train.pixels);
+    // train's order (validation split off the whole set first, then the limit) draws others
+    cliOpts.validationAfterLimit = false;
+    QVERIFY(Dataset::load(cliOpts).validation.pixels != used->validation.pixels);
 }
 
 void TestGuiAnalysis::sensitivityHeatmap()

@@ -56,15 +56,12 @@ std::shared_ptr<Dataset> analysisDataset(const Dataset& data, std::size_t valida
     if (validation >= data.train.size())
         throw ConfigError("analysis: " + std::to_string(validation) + " validation images leave no calibration images (the training set has " +
                           std::to_string(data.train.size()) + ")");
-    // Dataset::load's split for --validation N with the default seed 1.
-    std::vector<std::size_t> perm = seededPermutation(data.train.size(), 1ull ^ 0x7A11DA7Eull);
-    std::vector<std::size_t> val(perm.end() - static_cast<std::ptrdiff_t>(validation), perm.end());
-    perm.resize(perm.size() - validation);
-    std::sort(val.begin(), val.end());
-    std::sort(perm.begin(), perm.end());
-    perm.resize(std::min(calibration, perm.size()));
-    d->validation = pick(data.train, val);
-    d->train = pick(data.train, perm);
+    // Dataset::load's split for --validation N with the default seed 1 (analyze --train-limit N
+    // holds them out of the limited set the same way).
+    ValidationSplit split = validationSplit(data.train.size(), validation, 1);
+    split.train.resize(std::min(calibration, split.train.size()));
+    d->validation = pick(data.train, split.validation);
+    d->train = pick(data.train, split.train);
     if (heldOut) *heldOut = false;
     return d;
 }

@@ -103,6 +103,20 @@ std::vector<std::size_t> seededPermutation(std::size_t n, Rng& rng)
     return p;
 }
 
+ValidationSplit validationSplit(std::size_t trainSize, std::size_t n, std::uint64_t seed)
+{
+    if (n >= trainSize)
+        throw ConfigError("validation split of " + std::to_string(n) + " leaves no training images (" + std::to_string(trainSize) +
+                          " in all); give a smaller --validation N");
+    ValidationSplit split;
+    split.train = seededPermutation(trainSize, seed ^ 0x7A11DA7Eull);
+    split.validation.assign(split.train.end() - static_cast<std::ptrdiff_t>(n), split.train.end());
+    split.train.resize(trainSize - n);
+    std::sort(split.validation.begin(), split.validation.end());
+    std::sort(split.train.begin(), split.train.end());
+    return split;
+}
+
 std::vector<std::size_t> seededPermutation(std::size_t n, std::uint64_t seed)
 {
     Rng rng(seed);
@@ -270,24 +284,20 @@ Dataset finishLoad(RawDataset&& raw, const DetectedLayout& found, const DatasetO
         d.test = resized(d.test, opts.resize);
     }
 
-    if (opts.validation > 0) {
-        if (opts.validation >= d.train.size())
-            throw ConfigError("validation split of " + std::to_string(opts.validation) + " leaves no training images (" +
-                              std::to_string(d.train.size()) + " in all); give a smaller --validation N");
-        std::vector<std::size_t> perm = seededPermutation(d.train.size(), opts.seed ^ 0x7A11DA7Eull);
-        std::vector<std::size_t> val(perm.end() - static_cast<std::ptrdiff_t>(opts.validation), perm.end());
-        perm.resize(perm.size() - opts.validation);
-        std::sort(val.begin(), val.end());
-        std::sort(perm.begin(), perm.end());
-        d.validation = subset(d.train, val);
-        d.train = subset(d.train, perm);
-    }
+    const auto holdOut = [&] {
+        if (opts.validation == 0) return;
+        const ValidationSplit split = validationSplit(d.train.size(), opts.validation, opts.seed);
+        d.validation = subset(d.train, split.validation);
+        d.train = subset(d.train, split.train);
+    };
+    if (!opts.validationAfterLimit) holdOut();
     if (opts.trainLimit > 0 && opts.trainLimit < d.train.size()) {
         std::vector<std::size_t> perm = seededPermutation(d.train.size(), opts.seed + 1);
         perm.resize(opts.trainLimit);
         std::sort(perm.begin(), perm.end());
         d.train = subset(d.train, perm);
     }
+    if (opts.validationAfterLimit) holdOut();
     if (opts.testLimit > 0 && opts.testLimit < d.test.size()) {
         std::vector<std::size_t> first(opts.testLimit);
         for (std::size_t i = 0; i < first.size(); ++i) first[i] = i;

@@ -60,6 +60,11 @@ struct DatasetOptions {
     std::size_t trainLimit = 0;  // 0 = all; otherwise a seeded subset of the train set
     std::size_t testLimit = 0;   // 0 = all; otherwise the first N test images
     std::size_t validation = 0;  // images moved from train to a validation set (seeded)
+    // false: the validation images are split off the whole training set, then trainLimit draws
+    // from the rest (train --validation N --train-limit M). true: trainLimit draws first and the
+    // validation images are held out of those M, as the GUI's analyses hold them out of a run's
+    // limited training set (analyze --train-limit M).
+    bool validationAfterLimit = false;
     std::uint64_t seed = 1;
     ImageShape imageShape;       // CSV: the shape of a row's pixels; not given = from the column count
     ImageShape resize;           // HxW every image is resized to (needed when image files differ in size)
@@ -113,6 +118,14 @@ std::vector<std::string> guessClassNames(const std::string& dir, std::size_t lab
 // Per-channel mean and standard deviation of `set`'s pixels scaled to [0, 1] (a constant channel
 // gets stddev 1). Exact: sums over a 256-bin histogram per channel.
 Normalization pixelStatistics(const LabeledImages& set);
+
+// The split DatasetOptions::validation makes: `n` of `trainSize` training images held out as a
+// validation set, seeded (seed: DatasetOptions::seed). Both index lists ascend. ConfigError when
+// n leaves no training image.
+struct ValidationSplit {
+    std::vector<std::size_t> train, validation;
+};
+ValidationSplit validationSplit(std::size_t trainSize, std::size_t n, std::uint64_t seed);
 
 class Rng;
 // A seeded permutation of [0, n): Fisher-Yates over Rng, identical on every platform.
