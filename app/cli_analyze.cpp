@@ -269,7 +269,7 @@ int runCompare(const Args& args)
             j["engine"] = pts;
             if (!engineNote.empty()) j["engine_note"] = engineNote;
         }
-        std::fputs((j.dump() + "\n").c_str(), stdout);
+        printJsonLine(j);
         return kExitOk;
     }
     // The weights as set: a format's granularity only where it has a scale (MX blocks and float
@@ -361,7 +361,7 @@ int runSensitivity(const Args& args)
                                   {"granularity", opt.granularity}, {"calibration", opt.calibration},
                                   {"validation_images", r.images}, {"fp32_acc", r.fp32Accuracy}, {"cells", cells},
                                   {"stopped", r.stopped}, {"seconds", r.seconds}};
-        std::fputs((j.dump() + "\n").c_str(), stdout);
+        printJsonLine(j);
         return status;
     }
     std::printf("%s: FP32 %.2f %% on %zu validation images; %s, %s weights (%s calibration), %s activations\n", name.c_str(),
@@ -473,7 +473,7 @@ int runSearch(const Args& args)
             j["chosen"] = r.chosen;
             if (!r.stopped) j["chosen_test_acc"] = testAcc;
         }
-        std::fputs((j.dump() + "\n").c_str(), stdout);
+        printJsonLine(j);
         if (r.stopped) return 130;
         return done(r.chosen >= 0 ? kExitOk : kExitNoResult);
     }

@@ -2,6 +2,8 @@
 
 #include "util/errors.h"
 
+#include <nlohmann/json.hpp>
+
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -124,6 +126,11 @@ void checkOutputIsNotAnInput(const std::string& flag, const std::string& output,
         if (std::filesystem::equivalent(output, input, ec) && !ec)
             throw UsageError(flag + " " + output + " is the " + what + " this command reads; writing it would replace it");
     }
+}
+
+void printJsonLine(const nlohmann::json& j)
+{
+    std::fputs((j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n").c_str(), stdout);
 }
 
 } // namespace quantscope::cli

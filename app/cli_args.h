@@ -4,6 +4,8 @@
 
 #include "data/dataset.h"
 
+#include <nlohmann/json_fwd.hpp>
+
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -57,5 +59,9 @@ std::vector<std::string> unusedDatasetFlags(const Args& args, const Dataset& dat
 // "./", hard links), not as text.
 void checkOutputIsNotAnInput(const std::string& flag, const std::string& output,
                              const std::vector<std::pair<std::string, std::string>>& inputs);
+
+// Writes j as one line on stdout (the --json event stream). Bytes that are not UTF-8 (a Latin-1
+// file name, a damaged ONNX name) become U+FFFD instead of aborting the dump.
+void printJsonLine(const nlohmann::json& j);
 
 } // namespace quantscope::cli

@@ -80,7 +80,7 @@ void printExportSummary(const ExportSummary& s, bool json)
                             {"runner", s.runner},
                             {"note", s.note},
                             {"peak_rss_mb", peakResidentMegabytes()}}; // the re-read included
-        std::fputs((j.dump() + "\n").c_str(), stdout);
+        printJsonLine(j);
     } else {
         std::printf("exported %s: %s, %s\n", s.path.c_str(), s.precision.c_str(), s.note.c_str());
         // The done line's peak memory came before the export; the re-read may have raised it.
@@ -228,7 +228,7 @@ int runEval(const std::vector<std::string>& argv)
                             {"notes", model.notes}};
         if (!classNote.empty()) j["class_note"] = classNote;
         if (args.has("--bench")) j["images_per_s"] = ips;
-        std::fputs((j.dump() + "\n").c_str(), stdout);
+        printJsonLine(j);
     } else {
         std::printf("%s: %s, %s, %s\n", path.c_str(), model.modelName.c_str(), precision.c_str(), bytesText(fileBytes).c_str());
         std::printf("data: %s (%s), %zu test images of %zux%zux%zu, %zu classes; test set: %s\n", data.name.c_str(),

@@ -303,7 +303,7 @@ int runInfo(const std::vector<std::string>& argv)
     if (args.has("--json")) {
         nlohmann::json j = toJson(s);
         if (plan) j["plan"] = planJson(*plan);
-        std::fputs((j.dump() + "\n").c_str(), stdout);
+        printJsonLine(j);
     } else {
         printTable(s);
         if (plan) printPlan(*plan);

@@ -57,7 +57,7 @@ int failed(const std::string& cmd, const std::vector<std::string>& args, const c
     std::fprintf(stderr, "quantscope-cli %s: %s\n", cmd.c_str(), message.c_str());
     if (std::find(args.begin(), args.end(), "--json") != args.end()) {
         const nlohmann::json j = {{"event", "error"}, {"type", type}, {"message", message}, {"exit_code", code}};
-        std::fputs((j.dump() + "\n").c_str(), stdout);
+        quantscope::cli::printJsonLine(j);
     }
     return code;
 }

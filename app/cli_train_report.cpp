@@ -2,6 +2,8 @@
 // --json), and PTQ's refinement report.
 #include "cli_train_report.h"
 
+#include "cli_args.h"
+
 #include "train/ptq_refine.h"
 
 #include <algorithm>
@@ -273,7 +275,7 @@ public:
 private:
     void emit(const nlohmann::json& j)
     {
-        std::fputs((j.dump() + "\n").c_str(), stdout);
+        printJsonLine(j);
         std::fflush(stdout);
     }
 
@@ -318,7 +320,7 @@ void printRefineReport(const PtqRefiner& r, bool json)
         }
         j["adaround"] = ada;
         j["bias_correction"] = bias;
-        std::fputs((j.dump() + "\n").c_str(), stdout);
+        printJsonLine(j);
         return;
     }
     for (const EqualizedPair& p : cle.pairs)

@@ -175,6 +175,20 @@ void TestCli::jsonLines()
     QVERIFY(done[0].contains("test_acc") && done[0]["test_acc"].is_number());
     QCOMPARE(done[0]["test_acc"].get<double>(), epochs.back()["test_acc"].get<double>());
     QVERIFY2(done[0]["test_acc"].get<double>() > kMinSyntheticAccuracy, done[0].dump().c_str());
+
+    // A file name that is not UTF-8 (Latin-1 'modèle'): still one JSON line, the byte as U+FFFD
+    // (the dump threw, and the process aborted with no JSON). QProcess takes UTF-8 arguments
+    // only, so a shell passes the raw byte.
+    for (const char* command : {"eval", "info"}) {
+        QProcess p;
+        p.start("/bin/sh", {"-c", QString("\"$0\" %1 \"$(printf '%2/mod\\351le.onnx')\" --json").arg(command, m_tmp.path()), kCli});
+        QVERIFY(p.waitForFinished(kRunTimeoutMs));
+        QCOMPARE(p.exitStatus(), QProcess::NormalExit);
+        QCOMPARE(p.exitCode(), kExitData);
+        const nlohmann::json j = nlohmann::json::parse(p.readAllStandardOutput().trimmed().toStdString());
+        QCOMPARE(j.at("event").get<std::string>(), std::string("error"));
+        QVERIFY2(j.at("message").get<std::string>().find("mod\uFFFDle.onnx: no such file") != std::string::npos, j.dump().c_str());
+    }
 }
 
 // Model files as the start of a run: a model exported by one run is quantized without training by

@@ -246,7 +246,7 @@ std::string planToJson(const PrecisionPlan& plan)
         layers[o.layer] = e;
     }
     json j = {{"version", 1}, {"default", d}, {"layers", layers}};
-    return j.dump(2) + "\n";
+    return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n"; // names that are not UTF-8: U+FFFD
 }
 
 void writePlanFile(const std::string& path, const PrecisionPlan& plan) { writeFileAtomic(path, planToJson(plan)); }
