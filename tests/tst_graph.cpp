@@ -84,6 +84,8 @@ private slots:
     void fusedActivationIsBitIdentical();
     void resnet8TrainsAsPyTorch_data();
     void resnet8TrainsAsPyTorch();
+    void inferenceReleasesDeadActivations_data();
+    void inferenceReleasesDeadActivations();
 };
 
 void TestGraph::addRejects_data()
@@ -493,6 +495,48 @@ void TestGraph::resnet8TrainsAsPyTorch()
     }
     QCOMPARE(bns, 9);
     QS_COMPARE_TENSORS(m->forward(x, RunContext{}), g.out("logp_eval_after"), kOutAtol, 0.0);
+}
+
+// RunContext::releaseActivations (evaluation, calibration): each activation is freed once its last
+// reader has run, so a pass holds only the live ones; the output, and the last layer's input that
+// the loss reads, stay, bit-identical to a pass that keeps everything. resnet8's residual
+// inputs stay until their Add has run.
+void TestGraph::inferenceReleasesDeadActivations_data()
+{
+    QTest::addColumn<QString>("preset");
+    for (const char* p : {"resnet8", "mobilenet-tiny", "seed-cnn"}) QTest::newRow(p) << p;
+}
+
+void TestGraph::inferenceReleasesDeadActivations()
+{
+    QFETCH(QString, preset);
+    auto m = makeModel(preset.toStdString());
+    Rng rng(31);
+    const Tensor x = randomTensor({6, 1, 28, 28}, rng);
+    const auto empties = [&] {
+        int e = 0;
+        for (std::size_t a = 0; a <= m->size(); ++a) e += m->activation(a).empty() ? 1 : 0;
+        return e;
+    };
+    const Tensor kept = m->forward(x, RunContext{});
+    const std::size_t n = m->size();
+    const Tensor lastInput = m->activation(n - 1);
+    const int fusedAway = empties(); // a ReLU run inside its conv leaves the conv's output empty
+    QVERIFY(fusedAway < int(n) / 2);
+    RunContext release;
+    release.releaseActivations = true;
+    const Tensor out = m->forward(x, release);
+    QVERIFY(bitIdentical(kept, out));
+    QVERIFY(bitIdentical(lastInput, m->activation(n - 1)));
+    for (std::size_t a = 0; a + 1 < n; ++a) QVERIFY2(m->activation(a).empty(), qPrintable(QString("activation %1 kept").arg(a)));
+    // a training pass keeps every activation for backward, whatever the flag says
+    RunContext training;
+    training.training = true;
+    m->forward(x, training);
+    const int trainingEmpties = empties();
+    training.releaseActivations = true;
+    m->forward(x, training);
+    QCOMPARE(empties(), trainingEmpties);
 }
 
 QTEST_GUILESS_MAIN(TestGraph)

@@ -25,6 +25,7 @@ PlanEvaluator::Result PlanEvaluator::runWith(LayerHooks* hooks)
     Result r;
     RunContext ctx;
     ctx.training = false;
+    ctx.releaseActivations = true; // only the output is read
     Tensor x;
     std::vector<std::int32_t> y, pred;
     std::size_t correct = 0;

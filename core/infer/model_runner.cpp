@@ -58,6 +58,7 @@ void ModelRunner::predict(const std::uint8_t* pixels, std::size_t n, std::int32_
     arena.execute([&] {
         RunContext ctx;
         ctx.training = false;
+        ctx.releaseActivations = true; // only the output is read
         const Tensor& out = m_model->forward(m_x, ctx, m_hooks.get());
         if (outputs) std::memcpy(outputs, out.data(), out.numel() * sizeof(float));
         argmaxRows(out, std::span<std::int32_t>(predictions, n));

@@ -297,7 +297,16 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
     };
     std::size_t roundedBy = static_cast<std::size_t>(-1); // the fused layer that rounded the clamp's output
     if (m_times) ++m_times->forwardPasses;
-    for (std::size_t i = 0; i < m_layers.size(); ++i) {
+    // RunContext::releaseActivations: an activation goes once its last reader (layer i) has run
+    const bool release = ctx.releaseActivations && !ctx.training;
+    const auto released = [&](std::size_t i) {
+        if (!release) return;
+        for (std::size_t a : m_inputs[i]) {
+            const std::vector<std::size_t>& readers = m_consumers[a];
+            if (a + 1 < m_layers.size() && *std::max_element(readers.begin(), readers.end()) == i) m_acts[a] = Tensor();
+        }
+    };
+    for (std::size_t i = 0; i < m_layers.size(); released(i), ++i) {
         const ScopeTimer timer(timeSlot(m_times ? &m_times->forwardMs : nullptr, i, m_layers.size()));
         const auto& in = m_inputs[i];
         if (m_fusedPass && m_fusedAway[i]) { // ran inside the layer before it

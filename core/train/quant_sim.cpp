@@ -634,6 +634,7 @@ void QuantSim::calibrate(const Dataset& data, const LabeledImages& set, std::siz
     std::vector<std::int32_t> y;
     RunContext ctx;
     ctx.training = false;
+    ctx.releaseActivations = true; // only the output is read
     const std::size_t n = std::min(images, set.size());
     for (std::size_t b = 0; b < n; b += batchSize) {
         data.makeBatch(set, b, std::min(n, b + batchSize), x, y);

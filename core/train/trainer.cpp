@@ -101,6 +101,7 @@ EvalResult evaluate(Model& model, const Dataset& data, const LabeledImages& set,
     std::vector<std::int32_t> y, pred;
     RunContext ctx;
     ctx.training = false;
+    ctx.releaseActivations = true; // only the output is read
     double lossSum = 0.0;
     std::size_t correct = 0;
     for (std::size_t b = 0; b < set.size(); b += batchSize) {
@@ -139,6 +140,7 @@ std::size_t reestimateBatchNorm(Model& model, const Dataset& data, const Labeled
     std::vector<std::int32_t> y;
     RunContext ctx;
     ctx.training = false;
+    ctx.releaseActivations = true; // only the output is read
     const std::size_t n = batches >= (set.size() + batchSize - 1) / batchSize ? set.size() : batches * batchSize;
     for (std::size_t b = 0; b < n; b += batchSize) {
         data.makeBatch(set, b, std::min(n, b + batchSize), x, y);
