@@ -45,6 +45,7 @@ private slots:
     void offGridOperandsKeepTheFloatKernel();
     void qatStepTakesTheIntegerPath_data();
     void qatStepTakesTheIntegerPath();
+    void simStoppedBeforeQuantizingEndsCleanly();
 };
 
 void TestInt8Products::kernelMatchesScalarTwin_data()
@@ -451,6 +452,28 @@ void TestInt8Products::qatStepTakesTheIntegerPath()
         const double d = relMaxDiff(fast.grads[k], ref.grads[k]);
         QVERIFY2(d <= gradTol, qPrintable(QString("gradient %1 differs by %2 of its range").arg(k).arg(d)));
     }
+}
+
+// A QAT run stopped (Ctrl+C) before its weights were first quantized: the simulation's
+// destructor turns the integer products off without reading the weight grids it never made (it
+// threw std::out_of_range from the destructor, and the CLI aborted: 15 of 150 soak runs).
+void TestInt8Products::simStoppedBeforeQuantizingEndsCleanly()
+{
+    if (!Conv2d::directKernelsBuilt()) QSKIP("built without AVX-512: no direct kernels, no integer products");
+    if (!s8ProductsAvailable()) QSKIP("this CPU has no AVX512_VNNI (or QS_INT8_PRODUCTS=0)");
+    auto m = makeModel("seed-cnn-bn");
+    m->initParams(5);
+    PrecisionConfig pc;
+    pc.strategy = Strategy::Qat;
+    pc.format = "uint8";
+    pc.granularity = "global";
+    {
+        QuantSim sim(*m, pc, findFormat("uint8"));
+        QVERIFY(!sim.enableIntegerProducts().empty());
+        sim.clearWeights(); // what the destructor does
+    }
+    QuantSim again(*m, pc, findFormat("uint8"));
+    again.enableIntegerProducts();
 }
 
 QTEST_GUILESS_MAIN(TestInt8Products)

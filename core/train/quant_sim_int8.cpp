@@ -79,6 +79,10 @@ void QuantSim::setIntegerWeights(bool on)
 {
     for (const auto& [t, conv] : m_intConvs) {
         std::vector<float> scales;
+        if (!on) { // also from the destructor, when a run stopped before its weights were first quantized
+            conv->setIntegerWeightScales({});
+            continue;
+        }
         const QuantParams& p = weightParams(t);
         const std::size_t C = conv->outChannels();
         const bool perTensor = p.numSlots() == 1, perChannel = p.numSlots() == C && p.slotLength == p.rowLength;
