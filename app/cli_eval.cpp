@@ -140,8 +140,8 @@ int runEval(const std::vector<std::string>& argv)
     unusedDatasetFlags(args, data, "eval", args.has("--json"));
     if (data.test.channels != model.channels || data.test.height != model.height || data.test.width != model.width)
         throw ConfigError(path + " takes " + std::to_string(model.channels) + "x" + std::to_string(model.height) + "x" +
-                          std::to_string(model.width) + " images; " + dopt.dir + " has " + std::to_string(data.test.channels) + "x" +
-                          std::to_string(data.test.height) + "x" + std::to_string(data.test.width) +
+                          std::to_string(model.width) + " images; " + dopt.dir + (dopt.resize.given() ? " resized by --resize gives " : " has ") +
+                          std::to_string(data.test.channels) + "x" + std::to_string(data.test.height) + "x" + std::to_string(data.test.width) +
                           (data.test.channels == model.channels && !dopt.resize.given()
                                ? "; --resize " + std::to_string(model.height) + "x" + std::to_string(model.width) + " brings the images to the model's size"
                                : std::string()));

@@ -9,6 +9,7 @@
 #include "quant/plan_size.h"
 #include "quant/precision_plan.h"
 #include "util/byte_size.h"
+#include "util/errors.h"
 
 #include <nlohmann/json.hpp>
 
@@ -295,6 +296,9 @@ int runInfo(const std::vector<std::string>& argv)
         checkLayerFlagsAgree(args);
         applyLayerSpecs(p, args.all("--layer"));
         for (const std::string& names : args.all("--keep-fp32")) applyKeepFp32(p, names);
+        if (file && readModelFile(spec).quantized) // sizes a plan would give are sizes of an FP32 model's weights
+            throw ConfigError(spec + " is an integer model already; --plan, --layer, --keep-fp32, --format and --granularity size "
+                                     "plans for an FP32 model or a preset (info FILE alone gives this file's stored sizes)");
         const std::unique_ptr<Model> model =
             file ? modelFromFile(spec, false)(Shape{s.inputShape}, s.classes, 1) : makeModel(spec, in[0], in[1], in[2], classes, 1);
         checkPlan(p, *model);

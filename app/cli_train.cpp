@@ -9,6 +9,7 @@
 #include "quant/observer.h"
 #include "quant/precision_plan.h"
 #include "quant/rounding.h"
+#include "util/errors.h"
 #include "analysis/engine_eval.h"
 #include "train/ptq_refine.h"
 #include "analysis/model_export.h"
@@ -173,7 +174,8 @@ void validateNames(const PrecisionConfig& pc)
     findFormat(pc.format);
     findFormat(pc.activationFormat);
     parseGranularity(pc.granularity);
-    if (pc.rounding != "adaround") parseRounding(pc.rounding);
+    if (pc.rounding != "adaround" && pc.rounding != "nearest" && pc.rounding != "stochastic")
+        throw ConfigError("unknown rounding '" + pc.rounding + "' (known: nearest, stochastic, adaround)");
     parseCalibration(pc.calibration);
     parseCalibration(pc.activationCalibration);
     if (pc.strategy == Strategy::Progressive) parseSchedule(pc.schedule);

@@ -21,6 +21,7 @@
 #include <cstdio>
 #include <functional>
 #include <memory>
+#include <string>
 
 using namespace quantscope;
 
@@ -226,43 +227,69 @@ private:
 
 } // namespace
 
+namespace {
+
+// The GUI's command line. --help and --version print without a display (a QCoreApplication):
+// with a QApplication first they aborted on a machine with no X server.
+struct GuiCommandLine {
+    QCommandLineParser parser;
+    QCommandLineOption data{QStringLiteral("data"),
+                            QStringLiteral("Dataset to open at start: a folder (IDX, CIFAR, train.csv, image class "
+                                           "folders) or a .csv file."),
+                            QStringLiteral("path")};
+    QCommandLineOption model{QStringLiteral("model"),
+                             QStringLiteral("Model file to start from: an FP32 .onnx (e.g. from torch.onnx.export) or .qsm."),
+                             QStringLiteral("file")};
+    QCommandLineOption resize{QStringLiteral("resize"), QStringLiteral("Resize every image to HxW (e.g. 32x32)."), QStringLiteral("HxW")};
+    QCommandLineOption datasetShot{QStringLiteral("screenshot-dataset"),
+                                   QStringLiteral("Save a PNG of the window once the dataset is loaded, then quit."), QStringLiteral("file")};
+    QCommandLineOption trainLimit{QStringLiteral("train-limit"), QStringLiteral("Use N training images (0 = all)."), QStringLiteral("n")};
+    QCommandLineOption noSettings{QStringLiteral("no-settings"), QStringLiteral("Neither restore nor save the window layout and options.")};
+    QCommandLineOption shotDir{QStringLiteral("screenshot-dir"), QStringLiteral("Scripted tour saving PNGs here."), QStringLiteral("dir")};
+    QCommandLineOption shotLimit{QStringLiteral("screenshot-train-limit"), QStringLiteral("Training images for the tour."),
+                                 QStringLiteral("n"), QStringLiteral("3000")};
+    QCommandLineOption shotEpochs{QStringLiteral("screenshot-epochs"), QStringLiteral("Epochs per tour run."), QStringLiteral("n"),
+                                  QStringLiteral("2")};
+
+    GuiCommandLine()
+    {
+        parser.setApplicationDescription(QStringLiteral("QuantScope: explore low-precision training and quantization."));
+        parser.addHelpOption();
+        parser.addVersionOption();
+        for (QCommandLineOption* o : {&shotDir, &shotLimit, &shotEpochs, &datasetShot}) o->setFlags(QCommandLineOption::HiddenFromHelp);
+        parser.addOptions({data, model, resize, trainLimit, noSettings, shotDir, shotLimit, shotEpochs, datasetShot});
+    }
+};
+
+void nameApplication()
+{
+    QCoreApplication::setOrganizationName(QStringLiteral("QuantScope"));
+    QCoreApplication::setApplicationName(QStringLiteral("QuantScope"));
+    QCoreApplication::setApplicationVersion(QStringLiteral("0.1.0"));
+}
+
+} // namespace
+
 int main(int argc, char** argv)
 {
     quantscope::keepTrainingBuffersInHeap();
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (a == "-h" || a == "--help" || a == "--help-all" || a == "-v" || a == "--version") {
+            QCoreApplication core(argc, argv);
+            nameApplication();
+            GuiCommandLine cl;
+            cl.parser.process(core); // prints and exits
+            return 0;
+        }
+    }
     QApplication app(argc, argv);
-    QApplication::setOrganizationName(QStringLiteral("QuantScope"));
-    QApplication::setApplicationName(QStringLiteral("QuantScope"));
-    QApplication::setApplicationVersion(QStringLiteral("0.1.0"));
-
-    QCommandLineParser parser;
-    parser.setApplicationDescription(QStringLiteral("QuantScope: explore low-precision training and quantization."));
-    parser.addHelpOption();
-    parser.addVersionOption();
-    QCommandLineOption data(QStringLiteral("data"),
-                            QStringLiteral("Dataset to open at start: a folder (IDX, CIFAR, train.csv, image class "
-                                           "folders) or a .csv file."),
-                            QStringLiteral("path"));
-    QCommandLineOption model(QStringLiteral("model"),
-                             QStringLiteral("Model file to start from: an FP32 .onnx (e.g. from torch.onnx.export) or .qsm."),
-                             QStringLiteral("file"));
-    QCommandLineOption resize(QStringLiteral("resize"), QStringLiteral("Resize every image to HxW (e.g. 32x32)."),
-                              QStringLiteral("HxW"));
-    QCommandLineOption datasetShot(QStringLiteral("screenshot-dataset"),
-                                   QStringLiteral("Save a PNG of the window once the dataset is loaded, then quit."),
-                                   QStringLiteral("file"));
-    QCommandLineOption trainLimit(QStringLiteral("train-limit"), QStringLiteral("Use N training images (0 = all)."),
-                                  QStringLiteral("n"));
-    QCommandLineOption noSettings(QStringLiteral("no-settings"),
-                                  QStringLiteral("Neither restore nor save the window layout and options."));
-    QCommandLineOption shotDir(QStringLiteral("screenshot-dir"), QStringLiteral("Scripted tour saving PNGs here."),
-                               QStringLiteral("dir"));
-    QCommandLineOption shotLimit(QStringLiteral("screenshot-train-limit"),
-                                 QStringLiteral("Training images for the tour."), QStringLiteral("n"), QStringLiteral("3000"));
-    QCommandLineOption shotEpochs(QStringLiteral("screenshot-epochs"), QStringLiteral("Epochs per tour run."),
-                                  QStringLiteral("n"), QStringLiteral("2"));
-    for (QCommandLineOption* o : {&shotDir, &shotLimit, &shotEpochs, &datasetShot})
-        o->setFlags(QCommandLineOption::HiddenFromHelp);
-    parser.addOptions({data, model, resize, trainLimit, noSettings, shotDir, shotLimit, shotEpochs, datasetShot});
+    nameApplication();
+    GuiCommandLine cl;
+    QCommandLineParser& parser = cl.parser;
+    const QCommandLineOption &data = cl.data, &model = cl.model, &resize = cl.resize, &datasetShot = cl.datasetShot,
+                             &trainLimit = cl.trainLimit, &noSettings = cl.noSettings, &shotDir = cl.shotDir, &shotLimit = cl.shotLimit,
+                             &shotEpochs = cl.shotEpochs;
     parser.process(app);
 
     MainWindowOptions options;

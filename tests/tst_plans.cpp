@@ -244,6 +244,12 @@ void TestPlans::refusesBadPlans_data()
                                          << QStringList{"bad.json", "layer 'fc1'", "calibration 'entropy'", "mse"};
     QTest::newRow("block activation") << R"({"layers":{"fc1":{"act_format":"mxfp4"}}})"
                                       << QStringList{"bad.json", "layer 'fc1'", "mxfp4", "uint8"};
+    QTest::newRow("ternary activation") << R"({"layers":{"fc1":{"act_format":"ternary"}}})"
+                                        << QStringList{"bad.json", "layer 'fc1'", "'ternary' is a weight format", "uint8"};
+    QTest::newRow("binary default activation") << R"({"default":{"act_format":"binary"}})"
+                                               << QStringList{"bad.json", "default", "'binary' is a weight format"};
+    QTest::newRow("unknown default key") << R"({"default":{"foo":1}})"
+                                         << QStringList{"bad.json", "default", "unknown key 'foo'", "act_calibration"};
     QTest::newRow("unknown layer key") << R"({"layers":{"fc1":{"bits":4}}})"
                                        << QStringList{"bad.json", "layer 'fc1'", "unknown key 'bits'", "act_format"};
     QTest::newRow("wrong type") << R"({"layers":{"fc1":4}})" << QStringList{"bad.json", "layer 'fc1'", "expected an object"};
@@ -285,7 +291,7 @@ void TestPlans::refusesBadSpecs_data()
     QTest::newRow("no =") << "fc1" << "" << "NAME=FORMAT";
     QTest::newRow("no format") << "fc1=" << "" << "NAME=FORMAT";
     QTest::newRow("bad format") << "fc1=int99" << "" << "unknown format 'int99'";
-    QTest::newRow("bad group") << "fc1=int4:group:0" << "" << "unknown granularity 'group:0'";
+    QTest::newRow("bad group") << "fc1=int4:group:0" << "" << "the group size must be a positive integer";
     QTest::newRow("empty keep") << "" << "fc1,,fc2" << "NAME[,NAME]";
     QTest::newRow("a layer twice") << "fc1=int4;conv1=int8;fc1=int8" << "" << "'fc1' twice";
 }
@@ -406,6 +412,14 @@ void TestPlans::ptqPlanExportsQsmWithEachLayersBits()
     const std::uint64_t promised = planSize(*p.model, plan).bytes, stored = fs::file_size(path);
     qInfo("plan %llu bytes, file %llu bytes", static_cast<unsigned long long>(promised), static_cast<unsigned long long>(stored));
     QVERIFY2(stored >= promised && stored - promised < 8192, qPrintable(QString("plan %1, file %2").arg(promised).arg(stored)));
+    QCOMPARE(QString::fromStdString(m.precisionText()).endsWith("uint8 activations"), true);
+    // a layer with an activation format of its own: the summary line names every stored grid
+    // (it said "uint8 activations" whatever the plan gave)
+    LayerOverride u4 = entry("fc1", "int8");
+    u4.activationFormat = "uint4";
+    Planned q = ptqWithPlan(m_data, {u4});
+    const std::string mixed = exportQuantizedModel(*q.model, *q.sim, "seed-cnn", m_data, "ptq", "channel").precisionText();
+    QVERIFY2(QString::fromStdString(mixed).endsWith("per-layer activations (uint8, uint4)"), mixed.c_str());
     // info's "Stored" table reads each layer back: its format, granularity and the bytes the plan
     // table gave that layer's weights and scales.
     const ModelSummary summary = summarizeFile(path);

@@ -49,6 +49,8 @@ private slots:
     void renamedModelFilesSayWhatTheyAre();
     void impossibleGraphs_data();
     void impossibleGraphs();
+    void specErrors_data();
+    void specErrors();
 
 private:
     std::string m_dir;
@@ -322,6 +324,35 @@ void TestQsmErrors::impossibleGraphs()
     fixHeader(b);
     const std::string path = m_dir + "/graph-" + damage.toStdString() + ".qsm";
     writeFileAtomic(path, b);
+    const Caught c = catchError([&] { readQsm(path); });
+    QCOMPARE(c.type, QString("FormatError"));
+    QVERIFY2(c.message.startsWith(QString::fromStdString(path) + ": "), qPrintable(c.message));
+    QVERIFY2(c.message.contains(expected), qPrintable(c.message));
+}
+
+// Files written from docs/FORMAT.md by hand, outside QuantScope's writer (tests/data/qsm_spec_errors):
+// each breaks one rule the format states, which the reader loaded before.
+void TestQsmErrors::specErrors_data()
+{
+    QTest::addColumn<QString>("file");
+    QTest::addColumn<QString>("expected"); // empty: the file is valid
+    QTest::newRow("group-wise base") << "G_layout2_ok" << "";
+    QTest::newRow("group size on a per-tensor layout") << "G_on_tensor" << "has group size 5 on a scale layout that is not group-wise";
+    QTest::newRow("int32 bias beside group-wise weights") << "G_layout2_intbias" << "group-wise weights take a float32 bias";
+    QTest::newRow("LogSoftmax in the middle") << "logsoftmax_middle" << "LogSoftmax 'ls' is not the last layer";
+    QTest::newRow("Softmax in the middle") << "softmax_middle" << "Softmax 'sm' is not the last layer";
+    QTest::newRow("NaN activation scale") << "actscale_nan" << "output quantization: scale is nan, not a positive number";
+}
+
+void TestQsmErrors::specErrors()
+{
+    QFETCH(QString, file);
+    QFETCH(QString, expected);
+    const std::string path = QS_TEST_DATA "/qsm_spec_errors/" + file.toStdString() + ".qsm";
+    if (expected.isEmpty()) {
+        QVERIFY(!readQsm(path).layers.empty());
+        return;
+    }
     const Caught c = catchError([&] { readQsm(path); });
     QCOMPARE(c.type, QString("FormatError"));
     QVERIFY2(c.message.startsWith(QString::fromStdString(path) + ": "), qPrintable(c.message));

@@ -10,7 +10,9 @@
 #include "nn/maxpool2d.h"
 #include "util/errors.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 
 namespace quantscope {
@@ -27,6 +29,14 @@ constexpr std::size_t kMaxLayers = 1024;
 [[noreturn]] void bad(const std::string& source, const std::string& what)
 {
     throw FormatError(source + ": " + what);
+}
+
+// A stored number as a message shows it: 'nan', '-inf', '-0.5', '1e-45'.
+std::string numberText(float v)
+{
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", static_cast<double>(v));
+    return buf;
 }
 
 std::string layerId(const StoredLayer& l) { return std::string(storedKindName(l.kind)) + " '" + l.name + "'"; }
@@ -61,7 +71,8 @@ void checkTensor(const StoredTensor& t, const Shape& want, const std::string& wh
         bad(source, where + ": " + std::to_string(t.scales.size()) + " scales and " + std::to_string(t.zeroPoints.size()) +
                         " zero points, the layout needs " + std::to_string(t.expectedScales()));
     for (std::size_t i = 0; i < t.scales.size(); ++i) {
-        if (!(std::isfinite(t.scales[i]) && t.scales[i] > 0.0f)) bad(source, where + ": scale " + std::to_string(i) + " is not a positive number");
+        if (!(std::isfinite(t.scales[i]) && t.scales[i] > 0.0f)) 
+            bad(source, where + ": scale " + std::to_string(i) + " is " + numberText(t.scales[i]) + ", not a positive number");
         if (t.zeroPoints[i] < t.qmin || t.zeroPoints[i] > t.qmax) bad(source, where + ": zero point outside the integer range");
         if (t.bits == 32 && t.zeroPoints[i] != 0) bad(source, where + ": 32-bit integers are stored with zero point 0");
     }
@@ -74,7 +85,7 @@ void checkActivation(const ActivationQuant& a, const std::string& where, const s
 {
     checkGrid(where, a.bits, a.isSigned, a.qmin, a.qmax, source);
     if (a.bits > 16) bad(source, where + ": activations of more than 16 bits are not stored");
-    if (!(std::isfinite(a.scale) && a.scale > 0.0f)) bad(source, where + ": scale is not a positive number");
+    if (!(std::isfinite(a.scale) && a.scale > 0.0f)) bad(source, where + ": scale is " + numberText(a.scale) + ", not a positive number");
     if (a.zeroPoint < a.qmin || a.zeroPoint > a.qmax) bad(source, where + ": zero point outside the integer range");
 }
 
@@ -171,7 +182,22 @@ std::string ExportedModel::precisionText() const
             const StoredTensor& w = l.tensors.front();
             if (w.encoding == TensorEncoding::Int && w.isSigned && w.bits >= 3 && w.qmin == -w.qmax) narrow = true; // 2 bits: ternary's grid
         }
-    return weightFormat + " weights (" + granularity + (narrow ? ", narrow range" : "") + "), " + activationFormat + " activations";
+    // A plan may give layers activation formats of their own: then the stored grids say which.
+    std::vector<std::string> grids;
+    const auto grid = [&](const ActivationQuant& a) {
+        const std::string g = (a.isSigned ? "int" : "uint") + std::to_string(a.bits);
+        if (std::find(grids.begin(), grids.end(), g) == grids.end()) grids.push_back(g);
+    };
+    if (inputQuant) grid(*inputQuant);
+    for (const StoredLayer& l : layers)
+        if (l.outputQuant) grid(*l.outputQuant);
+    std::string acts = activationFormat + " activations";
+    if (grids.size() > 1) {
+        acts = "per-layer activations (";
+        for (std::size_t i = 0; i < grids.size(); ++i) acts += (i ? ", " : "") + grids[i];
+        acts += ")";
+    }
+    return weightFormat + " weights (" + granularity + (narrow ? ", narrow range" : "") + "), " + acts;
 }
 
 std::size_t ExportedModel::numParams() const
@@ -284,9 +310,15 @@ void ExportedModel::validate(const std::string& source) const
         case LayerKind::Softmax:
             needRank(1);
             expectTensors(l, {}, source);
+            if (li + 1 != layers.size()) bad(source, id + " is not the last layer (the engines run LogSoftmax and Softmax only there)");
             break;
         default: bad(source, "unknown layer kind");
         }
+        // Group-wise weights have no single accumulator scale per output channel: their bias is float32.
+        if ((l.kind == LayerKind::Conv2d || l.kind == LayerKind::Linear) && l.tensors.size() == 2 &&
+            l.tensors[0].encoding != TensorEncoding::Float32 && l.tensors[0].layout == ScaleLayout::Group &&
+            l.tensors[1].encoding != TensorEncoding::Float32)
+            bad(source, id + ": group-wise weights take a float32 bias, not an integer one");
         if (shapeNumel(s) > kMaxActivation) bad(source, id + " would produce " + std::to_string(shapeNumel(s)) + " values per image");
         if (quantized) {
             if (l.kind == LayerKind::BatchNorm2d) bad(source, id + ": an integer model has its BatchNorm folded");

@@ -73,7 +73,7 @@ std::optional<Normalization> storedNormalization(const std::string& path)
 
 void loadFloatWeights(Model& model, const ExportedModel& m, const std::string& source)
 {
-    if (m.quantized) throw ConfigError(source + ": is a quantized model; training and PTQ start from an FP32 model");
+    if (m.quantized) throw ConfigError(source + " is an integer model; training and PTQ start from an FP32 model (export it as FP32)");
     for (std::size_t i = 0; i < model.size(); ++i) {
         Layer& layer = model.layer(i);
         std::vector<std::pair<std::string, Tensor*>> wanted;
@@ -126,7 +126,7 @@ ModelFactory modelFromFile(const std::string& path, bool reinit)
     return [path, reinit](const Shape& input, std::size_t classes, std::uint64_t seed) {
         const ExportedModel m = readModelFile(path);
         if (m.quantized)
-            throw ConfigError(path + ": is an integer model; training and PTQ start from an FP32 model (export it as FP32)");
+            throw ConfigError(path + " is an integer model; training and PTQ start from an FP32 model (export it as FP32)");
         const Shape theirs{m.channels, m.height, m.width};
         if (theirs != input)
             throw ConfigError(path + ": the model takes " + shapeText(theirs) + " inputs (C x H x W); the dataset's images are " +

@@ -277,6 +277,8 @@ StoredTensor getTensor(Reader& r, std::uint16_t version)
     t.qmax = r.i32("tensor qmax");
     t.groupSize = toSize(r.u32("tensor group size"));
     if (t.layout == ScaleLayout::Group && t.groupSize == 0) r.fail("tensor '" + t.name + "' has group size 0");
+    if (t.layout != ScaleLayout::Group && t.groupSize != 0)
+        r.fail("tensor '" + t.name + "' has group size " + std::to_string(t.groupSize) + " on a scale layout that is not group-wise");
     const std::uint32_t ns = r.count("scale count", kMaxElements, (flags & kTensorZeroPointsZero) ? 4 : 8); // bytes per slot
     if (ns != t.expectedScales())
         r.fail("tensor '" + t.name + "' has " + std::to_string(ns) + " scales, its layout needs " + std::to_string(t.expectedScales()));

@@ -48,14 +48,17 @@ void checkActFormat(const std::string& source, const std::string& layer, const s
     if (isMxFormat(f))
         fail(source, where(layer) + ": activation format '" + name +
                          "' is a block format; activations take an integer (uint8, int8...) or float format");
+    if (isTernaryOrBinary(f)) // as --act-format: a ReLU's output on {-1, 0, 1} loses its sign's half
+        fail(source, where(layer) + ": activation format '" + name +
+                         "' is a weight format; activations take an integer (uint8, int8...) or float format");
 }
 
 Granularity checkGranularity(const std::string& source, const std::string& layer, const std::string& g)
 {
     try {
         return parseGranularity(g);
-    } catch (const ConfigError&) {
-        fail(source, where(layer) + ": unknown granularity '" + g + "' (valid: " + kGranularities + ")");
+    } catch (const ConfigError& e) { // unknown, or a group size that is not a positive integer
+        fail(source, where(layer) + ": " + e.what());
     }
 }
 
@@ -109,7 +112,8 @@ void readFields(const json& j, const std::string& source, const std::string& lay
             }
         } else
             fail(source, where(layer) + ": unknown key '" + key +
-                             "' (valid: format, granularity, calibration, act_format, keep_fp32)");
+                             "' (valid: format, granularity, calibration, act_format, keep_fp32" +
+                             (layer.empty() ? ", act_calibration" : "") + ")");
     }
 }
 
