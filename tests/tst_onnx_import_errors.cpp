@@ -40,6 +40,17 @@ void TestOnnxImportErrors::badInput_data()
     };
     row("unsupported operator", "residual_op13_fold_dyn", [](onnx::ModelProto& mp) { findNode(mp, "Relu")->set_op_type("HardSwish"); },
         "ConfigError", "HardSwish node '/Relu'");
+    // Every unsupported operator type at once (a MobileNetV3 has HardSwish and HardSigmoid), with counts.
+    row("several unsupported operators", "residual_op13_fold_dyn",
+        [](onnx::ModelProto& mp) {
+            int k = 0;
+            for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node())
+                if (n.op_type() == "Relu") n.set_op_type(k++ == 0 ? "HardSwish" : "HardSigmoid");
+        },
+        "ConfigError", "also uses the unsupported HardSigmoid (");
+    row("an input without a shape", "residual_op13_fold_dyn",
+        [](onnx::ModelProto& mp) { mp.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->clear_shape(); },
+        "ConfigError", "declares no shape");
     // log(softmax(x)) written in forward: the Log is named with the export that works.
     row("log of a softmax", "imgmlp_op13_fold_dyn", [](onnx::ModelProto& mp) { afterSoftmax(mp, "Log", {"probs"}); },
         "ConfigError", "export F.log_softmax(x, dim=1) instead");
@@ -63,7 +74,7 @@ void TestOnnxImportErrors::badInput_data()
         "ConfigError", "right after the model flattens it");
     row("dynamic height", "residual_op13_fold_dyn",
         [](onnx::ModelProto& mp) { mp.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->mutable_shape()->mutable_dim(2)->set_dim_param("H"); },
-        "FormatError", "dynamic");
+        "ConfigError", "dynamic");
     row("external data", "seqview_op13_fold",
         [](onnx::ModelProto& mp) { mp.mutable_graph()->mutable_initializer(0)->set_data_location(onnx::TensorProto::EXTERNAL); },
         "ConfigError", "external");

@@ -107,12 +107,16 @@ void Importer::readInput()
                  true);
         fail("the graph has several inputs ('" + in->name() + "', '" + extraName + "'); QuantScope models take one image tensor", true);
     }
-    if (!in) fail("the graph has no input");
+    if (!in) fail("the graph has no input (every graph input is an initializer)", true);
     m_inputName = in->name();
     if (!in->type().has_tensor_type()) fail("input '" + m_inputName + "' is not a tensor");
     const auto& tt = in->type().tensor_type();
     if (tt.elem_type() != onnx::TensorProto::FLOAT)
         fail("input '" + m_inputName + "' has element type " + elemTypeName(tt.elem_type()) + ", not float32", true);
+    if (!tt.has_shape()) // optional in ONNX; torch.onnx.export writes it
+        fail("input '" + m_inputName + "' declares no shape; QuantScope reads the image size from it: re-export with the input's "
+             "shape, [N, C, H, W]",
+             true);
     const auto& shape = tt.shape();
     if (shape.dim_size() == 2) return readFlatInput(shape);
     if (shape.dim_size() != 4)
@@ -126,7 +130,8 @@ void Importer::readInput()
         const auto& dim = shape.dim(i);
         if (!dim.has_dim_value())
             fail("input '" + m_inputName + "' dimension " + std::to_string(i) + " (" + names[i] + ") is dynamic" +
-                 (dim.has_dim_param() ? " ('" + dim.dim_param() + "')" : "") + "; only the batch dimension may be; re-export with a fixed image size");
+                 (dim.has_dim_param() ? " ('" + dim.dim_param() + "')" : "") + "; only the batch dimension may be; re-export with a fixed image size",
+                 true);
         const std::int64_t v = dim.dim_value();
         if (v < 1 || v > (i == 1 ? kMaxInputChannels : kMaxInputSide))
             fail("input '" + m_inputName + "' dimension " + std::to_string(i) + " (" + names[i] + ") is " + std::to_string(v) + ", out of range");
@@ -151,7 +156,8 @@ void Importer::readFlatInput(const onnx::TensorShapeProto& shape)
     const auto& dim = shape.dim(1);
     if (!dim.has_dim_value())
         fail("input '" + m_inputName + "' dimension 1 (the features) is dynamic" + (dim.has_dim_param() ? " ('" + dim.dim_param() + "')" : "") +
-             "; re-export with a fixed input size");
+             "; re-export with a fixed input size",
+             true);
     const std::int64_t f = dim.dim_value();
     if (f < 1 || f > kMaxInputChannels * kMaxInputSide * kMaxInputSide)
         fail("input '" + m_inputName + "' has " + std::to_string(f) + " features, out of range");
@@ -272,12 +278,19 @@ ExportedModel Importer::run()
     readInput();
     const std::vector<int> order = liveOrder();
     const onnx::GraphProto& g = m_mp.graph();
+    // Every unsupported operator type of the graph, in order of appearance, with its node count:
+    // a MobileNetV3 user learns of HardSwish and HardSigmoid at once, not one re-export at a time.
+    std::vector<std::pair<std::string, int>> others;
     const auto unsupported = [&](const NodeProto& n) {
         std::string read; // the operators it has a handler for, in order
         for (const auto& h : handlers()) read += h.first + ", ";
         // log(softmax(x)) is how a forward often writes what F.log_softmax does in one operator.
         const std::string hint = n.op_type() == "Log" ? "; for log(softmax(x)) export F.log_softmax(x, dim=1) instead" : "";
-        failNode(n, "operator " + n.op_type() + " is not supported by QuantScope's importer (it reads " + read +
+        std::string also;
+        for (const auto& [op, count] : others)
+            if (op != n.op_type()) also += (also.empty() ? "" : ", ") + op + " (" + std::to_string(count) + (count == 1 ? " node)" : " nodes)");
+        failNode(n, "operator " + n.op_type() + " is not supported by QuantScope's importer" +
+                        (also.empty() ? std::string() : "; the graph also uses the unsupported " + also) + " (it reads " + read +
                         "and constant shape arithmetic)" + hint);
     };
     // An operator QuantScope has no layer for is named first, wherever it sits: GELU's Erf, not
@@ -292,6 +305,7 @@ ExportedModel Importer::run()
         if (std::any_of(n.input().begin(), n.input().end(), [&](const std::string& v) { return dynamic.count(v) > 0; }))
             for (const std::string& o : n.output()) dynamic.insert(o);
     }
+    const NodeProto* firstUnsupported = nullptr;
     for (int k : order) {
         const NodeProto& n = g.node(k);
         const bool onImages = std::any_of(n.input().begin(), n.input().end(), [&](const std::string& v) { return dynamic.count(v) > 0; });
@@ -302,8 +316,14 @@ ExportedModel Importer::run()
                                     ", which QuantScope's importer does not expand; re-export without export_modules_as_functions");
             failNode(n, "operator " + n.domain() + "::" + n.op_type() + " is not supported");
         }
-        if (!handlers().count(n.op_type()) && (!isFoldable(n.op_type()) || onImages)) unsupported(n);
+        if (!handlers().count(n.op_type()) && (!isFoldable(n.op_type()) || onImages)) {
+            if (!firstUnsupported) firstUnsupported = &n;
+            const auto seen = std::find_if(others.begin(), others.end(), [&](const auto& o) { return o.first == n.op_type(); });
+            if (seen == others.end()) others.emplace_back(n.op_type(), 1);
+            else ++seen->second;
+        }
     }
+    if (firstUnsupported) unsupported(*firstUnsupported);
     for (int k : order) {
         const NodeProto& n = g.node(k);
         bool allConst = true;
