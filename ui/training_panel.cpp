@@ -171,6 +171,17 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
     m_momentum->setDecimals(3);
     m_momentum->setSingleStep(0.1);
     m_momentum->setToolTip(tr("SGD momentum: the share of the previous update carried into the next."));
+    m_nesterov = new QCheckBox(tr("Nesterov"));
+    m_nesterov->setObjectName(QStringLiteral("nesterov"));
+    m_nesterov->setToolTip(tr("SGD with Nesterov momentum (PyTorch's nesterov=True; needs a momentum above 0). CLI: --nesterov."));
+    m_weightDecay = new QLineEdit(QStringLiteral("0"));
+    m_weightDecay->setObjectName(QStringLiteral("weightDecay"));
+    auto* wdValidator = new QDoubleValidator(0.0, 1.0, 8, m_weightDecay);
+    wdValidator->setNotation(QDoubleValidator::ScientificNotation);
+    wdValidator->setLocale(QLocale::c());
+    m_weightDecay->setValidator(wdValidator);
+    m_weightDecay->setToolTip(tr("L2 weight decay added to every gradient, as PyTorch's weight_decay for SGD and Adam "
+                                 "(e.g. 5e-4); 0 = none. CLI: --weight-decay."));
 
     m_lr = new QLineEdit;
     m_lr->setObjectName(QStringLiteral("learningRate"));
@@ -299,6 +310,8 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
     put(og, 2, 2, tr("&Batch size"), m_batch);
     put(og, 3, 0, tr("&Threads"), m_threads);
     put(og, 3, 2, tr("S&eed"), m_seed);
+    put(og, 4, 0, tr("Weight decay"), m_weightDecay);
+    og->addWidget(m_nesterov, 4, 2, 1, 2);
     optBox->setLayout(og);
 
     auto* buttons = new QHBoxLayout;
@@ -317,7 +330,7 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
     for (QWidget* w : std::initializer_list<QWidget*>{m_format, m_granularity, m_groupSize, m_rounding, m_calibration, m_actCalibration,
                                                       m_percentile, m_calibImages, m_bnFreeze, m_bnReestimate, m_schedule, m_momentum,
                                                       m_epochs, m_quantizer, m_lsqPlus, m_narrowRange, m_adaroundIters, m_cle,
-                                                      m_biasCorrection})
+                                                      m_biasCorrection, m_nesterov})
         m_baseTips.insert(w, w->toolTip());
 
     // Widgets -> config, under the guard.
@@ -334,7 +347,8 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
         connect(c, &QComboBox::currentIndexChanged, this, changed);
     for (QSpinBox* s : {m_groupSize, m_calibImages, m_bnFreeze, m_bnReestimate, m_epochs, m_batch, m_threads, m_seed, m_adaroundIters})
         connect(s, &QSpinBox::valueChanged, this, changed);
-    for (QCheckBox* b : {m_cle, m_biasCorrection}) connect(b, &QCheckBox::toggled, this, changed);
+    for (QCheckBox* b : {m_cle, m_biasCorrection, m_nesterov}) connect(b, &QCheckBox::toggled, this, changed);
+    connect(m_weightDecay, &QLineEdit::textChanged, this, changed);
     connect(m_percentile, &QDoubleSpinBox::valueChanged, this, changed);
     connect(m_momentum, &QDoubleSpinBox::valueChanged, this, changed);
     connect(m_lr, &QLineEdit::textChanged, this, changed);
@@ -429,6 +443,8 @@ void TrainingPanel::setConfig(const TrainConfig& cfg)
     m_schedule->setSchedule(qs(p.schedule));
     selectData(m_optimizer, qs(cfg.optimizer));
     m_momentum->setValue(double(cfg.momentum));
+    m_nesterov->setChecked(cfg.nesterov);
+    m_weightDecay->setText(QString::number(double(cfg.weightDecay), 'g', 4));
     m_lr->setText(QString::number(double(cfg.lr), 'g', 4));
     selectData(m_lrSchedule, qs(cfg.lrSchedule));
     m_epochs->setValue(static_cast<int>(cfg.epochs));
@@ -489,7 +505,10 @@ void TrainingPanel::readWidgets()
     p.schedule = m_schedule->schedule().toStdString();
     c.optimizer = m_optimizer->currentData().toString().toStdString();
     c.momentum = static_cast<float>(m_momentum->value());
+    c.nesterov = c.optimizer == "sgd" && c.momentum > 0.0f && m_nesterov->isChecked();
     bool ok = false;
+    const double wd = QLocale::c().toDouble(m_weightDecay->text().trimmed(), &ok);
+    c.weightDecay = ok && wd >= 0 ? static_cast<float>(wd) : 0.0f;
     const double lr = QLocale::c().toDouble(m_lr->text().trimmed(), &ok);
     if (ok && lr > 0) c.lr = static_cast<float>(lr);
     c.lrSchedule = m_lrSchedule->currentData().toString().toStdString();
@@ -533,7 +552,7 @@ void TrainingPanel::setRunning(bool running)
 {
     m_running = running;
     for (QWidget* w : std::initializer_list<QWidget*>{m_model, m_normalize, m_strategy, m_optimizer, m_lr, m_lrSchedule, m_batch,
-                                                      m_threads, m_seed})
+                                                      m_threads, m_seed, m_weightDecay})
         w->setEnabled(!running);
     if (QLabel* l = m_labels.value(m_model)) l->setEnabled(!running);
     updateApplicability();

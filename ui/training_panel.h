@@ -119,6 +119,8 @@ private:
     ScheduleEditor* m_schedule;
     QComboBox* m_optimizer;
     QDoubleSpinBox* m_momentum;
+    QCheckBox* m_nesterov;
+    QLineEdit* m_weightDecay;
     QLineEdit* m_lr;
     QComboBox* m_lrSchedule;
     QSpinBox* m_epochs;

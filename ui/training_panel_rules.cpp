@@ -140,6 +140,9 @@ void TrainingPanel::updateApplicability()
                                   : tr("only quantization-aware training can learn its step sizes (LSQ)."));
     setApplies(m_narrowRange, s.uses("narrow-range"), tr("only integer weights (PTQ, QAT, progressive) have a narrow range."));
     setApplies(m_momentum, m_cfg.optimizer == "sgd", tr("only SGD uses momentum; Adam keeps its own moment estimates."));
+    setApplies(m_nesterov, m_cfg.optimizer == "sgd" && m_cfg.momentum > 0.0f,
+               m_cfg.optimizer == "sgd" ? tr("Nesterov momentum needs a momentum above 0.")
+                                        : tr("only SGD uses momentum; Adam keeps its own moment estimates."));
     const bool progressive = p.strategy == Strategy::Progressive;
     if (progressive) {
         m_initializing = true;
