@@ -33,6 +33,7 @@ private slots:
     void imageFolderLayouts();
     void imageFolderResize();
     void testOnlyReadsWhatEvalUses();
+    void limitsDecodeOnlyWhatIsKept();
     void pngModesDecodeAsStored_data();
     void pngModesDecodeAsStored();
 };
@@ -203,6 +204,63 @@ void TestImageFolders::testOnlyReadsWhatEvalUses()
     QCOMPARE(whole.test.size(), std::size_t{15});
     QVERIFY(!whole.splitByFraction);
     QVERIFY2(whole.split.find("every image") != std::string::npos, whole.split.c_str());
+}
+
+// --train-limit, --validation and --test-limit on a train/ + test/ tree: only the images
+// Dataset::load keeps are decoded (tester 12: 200 of 3,600 large images decoded all 3,600), and
+// they are the images a load without limits gives at those places.
+void TestImageFolders::limitsDecodeOnlyWhatIsKept()
+{
+    const std::string r = path("img-limits");
+    writeImageTree(r + "/train", {"a", "b", "c"}, 8, 0, ".png", 3, 7, 5);
+    writeImageTree(r + "/test", {"a", "b", "c"}, 4, 100, ".png", 3, 7, 5);
+    DatasetOptions all;
+    all.dir = r;
+    const Dataset full = Dataset::load(all);
+    QCOMPARE(full.train.size(), std::size_t{24});
+    for (const bool afterLimit : {false, true}) {
+        DatasetOptions o = all;
+        o.trainLimit = 9;
+        o.validation = 5;
+        o.testLimit = 7;
+        o.seed = 3;
+        o.validationAfterLimit = afterLimit;
+        const Dataset d = Dataset::load(o);
+        const TrainingSelection kept = selectTraining(full.train.size(), o);
+        QCOMPARE(d.train.size(), kept.train.size());
+        QCOMPARE(d.validation.size(), std::size_t{5});
+        QCOMPARE(d.test.size(), std::size_t{7});
+        const std::size_t B = full.train.imageBytes();
+        const auto same = [&](const LabeledImages& got, std::size_t k, const LabeledImages& want, std::size_t i) {
+            return std::equal(got.pixels.begin() + std::ptrdiff_t(k * B), got.pixels.begin() + std::ptrdiff_t((k + 1) * B),
+                              want.pixels.begin() + std::ptrdiff_t(i * B)) &&
+                   got.labels[k] == want.labels[i];
+        };
+        for (std::size_t k = 0; k < kept.train.size(); ++k) QVERIFY2(same(d.train, k, full.train, kept.train[k]), "a kept training image");
+        for (std::size_t k = 0; k < kept.validation.size(); ++k) QVERIFY2(same(d.validation, k, full.train, kept.validation[k]), "a validation image");
+        for (std::size_t k = 0; k < 7; ++k) QVERIFY2(same(d.test, k, full.test, k), "a test image");
+    }
+    // A training image no selection keeps is never decoded: truncating one that is not kept
+    // leaves the limited load as it was, and the full load names it.
+    DatasetOptions o = all;
+    o.trainLimit = 3;
+    const TrainingSelection kept = selectTraining(24, o);
+    std::size_t outside = 0; // class a's img0..img7 list in name order: index i is img<i>
+    while (std::find(kept.train.begin(), kept.train.end(), outside) != kept.train.end()) ++outside;
+    QVERIFY(outside < 8);
+    const std::string victim = r + "/train/a/img" + std::to_string(outside) + ".png";
+    Bytes png;
+    {
+        std::ifstream in(victim, std::ios::binary);
+        png.assign(std::istreambuf_iterator<char>(in), {});
+    }
+    const std::string idat = "IDAT";
+    const auto at = std::search(png.begin(), png.end(), idat.begin(), idat.end());
+    QVERIFY(at != png.end());
+    png.resize(std::size_t(at - png.begin()) + 6); // the header stays readable, the pixels are cut
+    writeBytes(victim, png);
+    QCOMPARE(Dataset::load(o).train.size(), std::size_t{3});
+    QVERIFY_THROWS_EXCEPTION(FormatError, Dataset::load(all));
 }
 
 void TestImageFolders::pngModesDecodeAsStored_data()

@@ -136,7 +136,11 @@ Target scanHeaders(std::vector<ImageEntry>& all, const ImageShape& resize)
     return t;
 }
 
-LabeledImages decodeAll(const std::vector<ImageEntry>& entries, std::size_t begin, std::size_t end, const Target& t)
+// Images [begin, end) of entries, decoded and resized to t. used (indexed from begin): the images
+// Dataset::load will keep (the --train-limit subset, the validation split, the first
+// --test-limit test images); the others keep their label and zero pixels, never decoded.
+LabeledImages decodeAll(const std::vector<ImageEntry>& entries, std::size_t begin, std::size_t end, const Target& t,
+                        const std::vector<bool>* used = nullptr)
 {
     LabeledImages s;
     s.channels = t.channels;
@@ -148,6 +152,8 @@ LabeledImages decodeAll(const std::vector<ImageEntry>& entries, std::size_t begi
     std::vector<std::uint8_t> hwc(B);
     for (std::size_t i = begin; i < end; ++i) {
         const ImageEntry& e = entries[i];
+        s.labels[i - begin] = e.label;
+        if (used && !(*used)[i - begin]) continue;
         ImageInfo info;
         const std::vector<std::uint8_t> img = decodeImage(e.path, t.channels, &info);
         if (info.width != e.info.width || info.height != e.info.height)
@@ -158,7 +164,6 @@ LabeledImages decodeAll(const std::vector<ImageEntry>& entries, std::size_t begi
         const std::size_t plane = t.height * t.width;
         for (std::size_t p = 0; p < plane; ++p)
             for (std::size_t c = 0; c < t.channels; ++c) dst[c * plane + p] = hwc[p * t.channels + c];
-        s.labels[i - begin] = e.label;
     }
     return s;
 }
@@ -193,8 +198,15 @@ RawDataset readImageFolder(const std::string& root, const DatasetOptions& opts)
                           std::to_string(bytes >> 20) + " MiB, more than the limit of " +
                           std::to_string(kMaxDatasetBytes >> 20) + " MiB; use --resize HxW");
     if (split) {
-        raw.train = decodeAll(entries, 0, trainCount, t);
-        raw.test = decodeAll(entries, trainCount, entries.size(), t);
+        // Only what Dataset::load keeps is decoded: 200 of 3,600 large images with --train-limit 200
+        // decoded all 3,600 before (tester 12).
+        std::vector<bool> trainUsed(trainCount, false), testUsed(entries.size() - trainCount, true);
+        const TrainingSelection kept = selectTraining(trainCount, opts);
+        for (std::size_t i : kept.train) trainUsed[i] = true;
+        for (std::size_t i : kept.validation) trainUsed[i] = true;
+        for (std::size_t i = opts.testLimit; opts.testLimit > 0 && i < testUsed.size(); ++i) testUsed[i] = false;
+        raw.train = decodeAll(entries, 0, trainCount, t, &trainUsed);
+        raw.test = decodeAll(entries, trainCount, entries.size(), t, &testUsed);
         raw.split = opts.testOnly ? folders.test.filename().string() + "/ (train/ not read)"
                                   : folders.test.filename().string() + "/ beside train/";
     } else if (opts.testOnly) { // no split of its own: every image is a test image

@@ -24,6 +24,15 @@ inline constexpr std::uint64_t kMaxDatasetBytes = std::uint64_t{1} << 33;
 // Largest class count a CSV label or a class folder tree may make.
 inline constexpr std::size_t kMaxClasses = 1000;
 
+// Which images of a training set of n that Dataset::load keeps, as indices into it, ascending:
+// the validation split (opts.validation) and the seeded --train-limit subset, in the order
+// opts.validationAfterLimit gives. A reader that decodes (image folders) decodes only these.
+// ConfigError when the validation split leaves no training image.
+struct TrainingSelection {
+    std::vector<std::size_t> train, validation;
+};
+TrainingSelection selectTraining(std::size_t n, const DatasetOptions& opts);
+
 // CIFAR-10 (data_batch_1..5.bin + test_batch.bin) or CIFAR-100 (train.bin + test.bin) in `dir`.
 RawDataset readCifar(const std::string& dir, bool cifar100);
 // One CIFAR binary file: records of [label] or [coarse, fine] then 3072 bytes (3x32x32 planar).
