@@ -413,6 +413,21 @@ void TestPlans::ptqPlanExportsQsmWithEachLayersBits()
     qInfo("plan %llu bytes, file %llu bytes", static_cast<unsigned long long>(promised), static_cast<unsigned long long>(stored));
     QVERIFY2(stored >= promised && stored - promised < 8192, qPrintable(QString("plan %1, file %2").arg(promised).arg(stored)));
     QCOMPARE(QString::fromStdString(m.precisionText()).endsWith("uint8 activations"), true);
+    QVERIFY(std::none_of(m.notes.begin(), m.notes.end(), [](const std::string& n) { return n.find("stored as 0") != std::string::npos; }));
+    // fc2's biases far below its int32 step s_in * s_w: the file stores 0 where the simulation adds
+    // them, and the export says so (tester 11 D8: the two accuracies differed without a word)
+    {
+        Planned tiny = ptqWithPlan(m_data, {});
+        for (std::size_t i = 0; i < tiny.model->size(); ++i)
+            if (auto* fc = dynamic_cast<Linear*>(&tiny.model->layer(i)); fc && fc->name() == "fc2") {
+                fc->bias().value.fill(1e-12f);
+                if (fc->bias().hasOverride) fc->bias().override.fill(1e-12f);
+            }
+        const ExportedModel t = exportQuantizedModel(*tiny.model, *tiny.sim, "seed-cnn", m_data, "ptq", "channel");
+        const auto note = std::find_if(t.notes.begin(), t.notes.end(), [](const std::string& n) { return n.find("stored as 0") != std::string::npos; });
+        QVERIFY(note != t.notes.end());
+        QVERIFY2(note->find("layer 'fc2': 10 of 10 bias value(s)") != std::string::npos, note->c_str());
+    }
     // a layer with an activation format of its own: the summary line names every stored grid
     // (it said "uint8 activations" whatever the plan gave)
     LayerOverride u4 = entry("fc1", "int8");
