@@ -23,7 +23,38 @@ private slots:
     void badInput_data();
     void badInput();
     void truncatedFilesFail();
+    void trainingModeDropoutOfRatio0();
 };
+
+namespace {
+
+// A Dropout in training mode (opset 13: ratio and training_mode inputs) after the first ReLU, as
+// torch.onnx.export writes nn.Dropout(p) under TrainingMode.TRAINING or PRESERVE.
+void trainingDropoutAfterRelu(onnx::ModelProto& mp, float ratio)
+{
+    onnx::GraphProto* g = mp.mutable_graph();
+    const std::string relu = findNode(mp, "Relu")->output(0), dropped = relu + "_dropout";
+    for (onnx::NodeProto& n : *g->mutable_node())
+        for (int i = 0; i < n.input_size(); ++i)
+            if (n.input(i) == relu) n.set_input(i, dropped);
+    onnx::TensorProto* r = g->add_initializer();
+    r->set_name("dropout_ratio");
+    r->set_data_type(onnx::TensorProto::FLOAT);
+    r->add_float_data(ratio);
+    onnx::TensorProto* t = g->add_initializer();
+    t->set_name("dropout_training");
+    t->set_data_type(onnx::TensorProto::BOOL);
+    t->add_int32_data(1);
+    onnx::NodeProto* d = g->add_node();
+    d->set_op_type("Dropout");
+    d->set_name("/dropout/Dropout");
+    d->add_input(relu);
+    d->add_input("dropout_ratio");
+    d->add_input("dropout_training");
+    d->add_output(dropped);
+}
+
+} // namespace
 
 void TestOnnxImportErrors::badInput_data()
 {
@@ -287,6 +318,8 @@ void TestOnnxImportErrors::badInput_data()
             mp.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::INT64);
         },
         "ConfigError", "input 'input' has element type int64, not float32");
+    row("Dropout in training mode", "residual_op13_fold_dyn", [](onnx::ModelProto& mp) { trainingDropoutAfterRelu(mp, 0.3f); },
+        "ConfigError", "training_mode = true: export the model in eval mode");
     row("no opset", "seqview_op13_fold", [](onnx::ModelProto& mp) { mp.clear_opset_import(); }, "FormatError", "not an ONNX model");
     row("no graph", "seqview_op13_fold", [](onnx::ModelProto& mp) { mp.clear_graph(); }, "FormatError", "not an ONNX model");
 }
@@ -345,6 +378,17 @@ void TestOnnxImportErrors::truncatedFilesFail()
     } catch (const IoError& e) {
         QVERIFY(QString(e.what()).contains("/nonexistent/model.onnx"));
     }
+}
+
+// nn.Dropout(p=0) exported in training mode is the identity: read, with PyTorch's outputs
+// (tester 11 M3: refused as 'training_mode = true').
+void TestOnnxImportErrors::trainingModeDropoutOfRatio0()
+{
+    onnx::ModelProto mp = parse(kFixtures / "residual_op13_fold_dyn.onnx");
+    trainingDropoutAfterRelu(mp, 0.0f);
+    const ExportedModel em = importOnnx(serialize(mp), "dropout0.onnx");
+    QVERIFY(std::any_of(em.layers.begin(), em.layers.end(), [](const StoredLayer& l) { return l.kind == LayerKind::Dropout; }));
+    QVERIFY(maxDeviation(em, loadReference(kFixtures / "residual_op13_fold_dyn.json")) < kOutputTol);
 }
 
 QTEST_GUILESS_MAIN(TestOnnxImportErrors)

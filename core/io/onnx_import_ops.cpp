@@ -590,9 +590,11 @@ void Importer::dropout(const NodeProto& n)
         if (r->numel() != 1) failNode(n, "ratio is not one value", false);
         p = static_cast<float>(r->at(0));
     }
-    if (const ConstTensor* tm = m_opset >= 12 ? optConstant(n, 2, "training_mode") : nullptr)
-        if (tm->numel() == 1 && tm->at(0) != 0) failNode(n, "training_mode = true: export the model in eval mode");
     if (!(p >= 0.0f && p < 1.0f)) failNode(n, "ratio " + std::to_string(p) + " is outside [0, 1)", false);
+    // In training mode a Dropout drops at random; of ratio 0 it is the identity either way
+    // (nn.Dropout(p=0) exported with TrainingMode.TRAINING or PRESERVE; tester 11 M3).
+    if (const ConstTensor* tm = m_opset >= 12 ? optConstant(n, 2, "training_mode") : nullptr)
+        if (tm->numel() == 1 && tm->at(0) != 0 && p != 0.0f) failNode(n, "training_mode = true: export the model in eval mode");
     StoredLayer l;
     l.kind = LayerKind::Dropout;
     l.dropout = p;
