@@ -137,8 +137,9 @@ void printPlan(const PlanSize& p)
         w = std::max(w, l.layer.size());
         g = std::max(g, l.granularity.size());
     }
-    std::printf("Plan: %-*s  %-8s  %-*s  %12s  %11s\n", static_cast<int>(w), "Layer", "Weights", static_cast<int>(g), "Granularity", "Bytes",
-                "Bits/weight");
+    // Bytes: weights, scales, zero points and the bias, as the GUI's plan table counts a layer
+    std::printf("Plan: %-*s  %-8s  %-*s  %12s  %11s\n", static_cast<int>(w), "Layer", "Weights", static_cast<int>(g), "Granularity",
+                "Bytes+bias", "Bits/weight");
     for (const LayerSize& l : p.layers)
         std::printf("      %-*s  %-8s  %-*s  %12s  %11.2f\n", static_cast<int>(w), l.layer.c_str(), l.format.c_str(), static_cast<int>(g),
                     l.granularity.empty() ? "-" : l.granularity.c_str(), withCommas(l.bytes).c_str(), l.bitsPerWeight);
@@ -260,6 +261,7 @@ void printTable(const ModelSummary& s)
         for (const StoredWeights& l : s.storedWeights)
             std::printf("        %-*s  %-8s  %-*s  %12s  %11.2f\n", static_cast<int>(w), l.layer.c_str(), l.format.c_str(), static_cast<int>(g),
                         l.granularity.empty() ? "-" : l.granularity.c_str(), withCommas(l.bytes).c_str(), l.bitsPerWeight);
+        std::printf("        (Bytes: the weights with their scales and zero points; a plan's table adds the bias)\n");
     }
     std::printf("%s\n", rule.c_str());
 }
