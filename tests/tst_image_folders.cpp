@@ -240,6 +240,51 @@ void TestImageFolders::limitsDecodeOnlyWhatIsKept()
         for (std::size_t k = 0; k < kept.validation.size(); ++k) QVERIFY2(same(d.validation, k, full.train, kept.validation[k]), "a validation image");
         for (std::size_t k = 0; k < 7; ++k) QVERIFY2(same(d.test, k, full.test, k), "a test image");
     }
+    // One class tree split by --test-fraction: the same, through the split's indices
+    const std::string tree = path("img-limits-tree");
+    writeImageTree(tree, {"a", "b"}, 10, 0, ".png", 1, 6, 6);
+    DatasetOptions whole;
+    whole.dir = tree;
+    const Dataset fullTree = Dataset::load(whole);
+    DatasetOptions limitedTree = whole;
+    limitedTree.trainLimit = 5;
+    limitedTree.validation = 3;
+    limitedTree.testLimit = 2;
+    const Dataset t = Dataset::load(limitedTree);
+    const TrainingSelection keptTree = selectTraining(fullTree.train.size(), limitedTree);
+    const std::size_t B6 = fullTree.train.imageBytes();
+    QCOMPARE(t.train.size(), std::size_t{5});
+    for (std::size_t k = 0; k < 5; ++k)
+        QVERIFY(std::equal(t.train.pixels.begin() + std::ptrdiff_t(k * B6), t.train.pixels.begin() + std::ptrdiff_t((k + 1) * B6),
+                           fullTree.train.pixels.begin() + std::ptrdiff_t(keptTree.train[k] * B6)));
+    for (std::size_t k = 0; k < 3; ++k)
+        QVERIFY(std::equal(t.validation.pixels.begin() + std::ptrdiff_t(k * B6), t.validation.pixels.begin() + std::ptrdiff_t((k + 1) * B6),
+                           fullTree.train.pixels.begin() + std::ptrdiff_t(keptTree.validation[k] * B6)));
+    QVERIFY(std::equal(t.test.pixels.begin(), t.test.pixels.end(), fullTree.test.pixels.begin()));
+    QCOMPARE(t.test.size(), std::size_t{2});
+    {   // an image of the tree the limited load does not keep is never decoded (img<i> is entry i)
+        std::vector<std::int32_t> labels(20);
+        for (std::size_t i = 0; i < 20; ++i) labels[i] = i < 10 ? 0 : 1;
+        const TrainTestIndices split = splitTrainTestIndices(labels, whole.testFraction, tree);
+        std::vector<bool> used(20, false);
+        for (std::size_t i : keptTree.train) used[split.train[i]] = true;
+        for (std::size_t i : keptTree.validation) used[split.train[i]] = true;
+        for (std::size_t k = 0; k < 2; ++k) used[split.test[k]] = true;
+        const std::size_t unused = std::size_t(std::find(used.begin(), used.end(), false) - used.begin());
+        QVERIFY(unused < 20);
+        const std::string file = tree + "/" + (unused < 10 ? "a" : "b") + "/img" + std::to_string(unused) + ".png";
+        Bytes png;
+        {
+            std::ifstream in(file, std::ios::binary);
+            png.assign(std::istreambuf_iterator<char>(in), {});
+        }
+        const std::string idat = "IDAT";
+        png.resize(std::size_t(std::search(png.begin(), png.end(), idat.begin(), idat.end()) - png.begin()) + 6);
+        writeBytes(file, png);
+        QCOMPARE(Dataset::load(limitedTree).train.size(), std::size_t{5});
+        QVERIFY_THROWS_EXCEPTION(FormatError, Dataset::load(whole));
+    }
+
     // A training image no selection keeps is never decoded: truncating one that is not kept
     // leaves the limited load as it was, and the full load names it.
     DatasetOptions o = all;

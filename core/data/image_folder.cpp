@@ -214,10 +214,18 @@ RawDataset readImageFolder(const std::string& root, const DatasetOptions& opts)
         raw.train = decodeAll(entries, 0, 0, t);
         raw.split = "every image of " + (trainDir == r ? r.filename().string() : fs::relative(trainDir, r, ec).string()) + "/";
     } else {
-        const LabeledImages all = decodeAll(entries, 0, entries.size(), t);
-        auto [tr, te] = splitTrainTest(all, opts.testFraction, root);
-        raw.train = std::move(tr);
-        raw.test = std::move(te);
+        // The split by --test-fraction needs the labels alone: only the images kept are decoded.
+        std::vector<std::int32_t> labels(entries.size());
+        for (std::size_t i = 0; i < entries.size(); ++i) labels[i] = entries[i].label;
+        const TrainTestIndices split = splitTrainTestIndices(labels, opts.testFraction, root);
+        const TrainingSelection kept = selectTraining(split.train.size(), opts);
+        std::vector<bool> used(entries.size(), false);
+        for (std::size_t i : kept.train) used[split.train[i]] = true;
+        for (std::size_t i : kept.validation) used[split.train[i]] = true;
+        for (std::size_t k = 0; k < split.test.size() && (opts.testLimit == 0 || k < opts.testLimit); ++k) used[split.test[k]] = true;
+        const LabeledImages all = decodeAll(entries, 0, entries.size(), t, &used);
+        raw.train = subset(all, split.train);
+        raw.test = subset(all, split.test);
         raw.splitByFraction = true;
         raw.split = std::to_string(static_cast<int>(opts.testFraction * 100 + 0.5)) + "% of each class folder" +
                     (trainDir == r ? std::string() : " of " + fs::relative(trainDir, r, ec).string() + "/");

@@ -156,29 +156,35 @@ LabeledImages subset(const LabeledImages& s, const std::vector<std::size_t>& idx
     return out;
 }
 
-std::pair<LabeledImages, LabeledImages> splitTrainTest(const LabeledImages& all, double fraction, const std::string& what)
+TrainTestIndices splitTrainTestIndices(const std::vector<std::int32_t>& labels, double fraction, const std::string& what)
 {
     if (!(fraction > 0.0 && fraction < 1.0))
         throw ConfigError("test fraction " + std::to_string(fraction) + " must be between 0 and 1 (exclusive)");
     std::int32_t maxLabel = 0;
-    for (std::int32_t l : all.labels) maxLabel = std::max(maxLabel, l);
+    for (std::int32_t l : labels) maxLabel = std::max(maxLabel, l);
     std::vector<std::vector<std::size_t>> byClass(static_cast<std::size_t>(maxLabel) + 1);
-    for (std::size_t i = 0; i < all.size(); ++i) byClass[static_cast<std::size_t>(all.labels[i])].push_back(i);
+    for (std::size_t i = 0; i < labels.size(); ++i) byClass[static_cast<std::size_t>(labels[i])].push_back(i);
     Rng rng(0x5E57F00Dull);
-    std::vector<std::size_t> train, test;
+    TrainTestIndices s;
     for (const std::vector<std::size_t>& members : byClass) {
         if (members.empty()) continue;
         const std::vector<std::size_t> perm = seededPermutation(members.size(), rng);
         std::size_t n = static_cast<std::size_t>(std::lround(fraction * static_cast<double>(members.size())));
         if (members.size() >= 2) n = std::clamp<std::size_t>(n, 1, members.size() - 1);
         else n = 0;
-        for (std::size_t k = 0; k < perm.size(); ++k) (k < n ? test : train).push_back(members[perm[k]]);
+        for (std::size_t k = 0; k < perm.size(); ++k) (k < n ? s.test : s.train).push_back(members[perm[k]]);
     }
-    if (test.empty())
-        throw ConfigError(what + ": too few images (" + std::to_string(all.size()) + ") to hold out a test set");
-    std::sort(train.begin(), train.end());
-    std::sort(test.begin(), test.end());
-    return {subset(all, train), subset(all, test)};
+    if (s.test.empty())
+        throw ConfigError(what + ": too few images (" + std::to_string(labels.size()) + ") to hold out a test set");
+    std::sort(s.train.begin(), s.train.end());
+    std::sort(s.test.begin(), s.test.end());
+    return s;
+}
+
+std::pair<LabeledImages, LabeledImages> splitTrainTest(const LabeledImages& all, double fraction, const std::string& what)
+{
+    const TrainTestIndices s = splitTrainTestIndices(all.labels, fraction, what);
+    return {subset(all, s.train), subset(all, s.test)};
 }
 
 std::vector<std::string> readClassesTxt(const std::string& dir)

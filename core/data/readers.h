@@ -52,6 +52,12 @@ LabeledImages subset(const LabeledImages& s, const std::vector<std::size_t>& idx
 // the class has two or more), drawn by a fixed seed, goes to test. The seed does not follow --seed,
 // so every run (and `eval`) sees the same test set. Throws ConfigError if test would be empty.
 std::pair<LabeledImages, LabeledImages> splitTrainTest(const LabeledImages& all, double fraction, const std::string& what);
+// The same split as indices into `labels` (each list ascending), for a reader that decodes only
+// what it keeps.
+struct TrainTestIndices {
+    std::vector<std::size_t> train, test;
+};
+TrainTestIndices splitTrainTestIndices(const std::vector<std::int32_t>& labels, double fraction, const std::string& what);
 // Names from a classes.txt in `dir` (one per line, blank lines skipped); empty when there is none.
 std::vector<std::string> readClassesTxt(const std::string& dir);
 // "0".."count-1".
