@@ -206,6 +206,25 @@ void TestImageFolders::testOnlyReadsWhatEvalUses()
     QVERIFY2(whole.split.find("every image") != std::string::npos, whole.split.c_str());
 }
 
+namespace {
+
+// Cuts a PNG just after its first IDAT chunk starts: the header stays readable, the pixels do not.
+void cutPixels(const std::string& file)
+{
+    Bytes png;
+    {
+        std::ifstream in(file, std::ios::binary);
+        png.assign(std::istreambuf_iterator<char>(in), {});
+    }
+    const std::string idat = "IDAT";
+    const auto at = std::search(png.begin(), png.end(), idat.begin(), idat.end());
+    if (at == png.end()) throw std::runtime_error(file + " has no IDAT chunk");
+    png.resize(std::size_t(at - png.begin()) + 6);
+    writeBytes(file, png);
+}
+
+} // namespace
+
 // --train-limit, --validation and --test-limit on a train/ + test/ tree: only the images
 // Dataset::load keeps are decoded (tester 12: 200 of 3,600 large images decoded all 3,600), and
 // they are the images a load without limits gives at those places.
@@ -272,15 +291,7 @@ void TestImageFolders::limitsDecodeOnlyWhatIsKept()
         for (std::size_t k = 0; k < 2; ++k) used[split.test[k]] = true;
         const std::size_t unused = std::size_t(std::find(used.begin(), used.end(), false) - used.begin());
         QVERIFY(unused < 20);
-        const std::string file = tree + "/" + (unused < 10 ? "a" : "b") + "/img" + std::to_string(unused) + ".png";
-        Bytes png;
-        {
-            std::ifstream in(file, std::ios::binary);
-            png.assign(std::istreambuf_iterator<char>(in), {});
-        }
-        const std::string idat = "IDAT";
-        png.resize(std::size_t(std::search(png.begin(), png.end(), idat.begin(), idat.end()) - png.begin()) + 6);
-        writeBytes(file, png);
+        cutPixels(tree + "/" + (unused < 10 ? "a" : "b") + "/img" + std::to_string(unused) + ".png");
         QCOMPARE(Dataset::load(limitedTree).train.size(), std::size_t{5});
         QVERIFY_THROWS_EXCEPTION(FormatError, Dataset::load(whole));
     }
@@ -293,17 +304,7 @@ void TestImageFolders::limitsDecodeOnlyWhatIsKept()
     std::size_t outside = 0; // class a's img0..img7 list in name order: index i is img<i>
     while (std::find(kept.train.begin(), kept.train.end(), outside) != kept.train.end()) ++outside;
     QVERIFY(outside < 8);
-    const std::string victim = r + "/train/a/img" + std::to_string(outside) + ".png";
-    Bytes png;
-    {
-        std::ifstream in(victim, std::ios::binary);
-        png.assign(std::istreambuf_iterator<char>(in), {});
-    }
-    const std::string idat = "IDAT";
-    const auto at = std::search(png.begin(), png.end(), idat.begin(), idat.end());
-    QVERIFY(at != png.end());
-    png.resize(std::size_t(at - png.begin()) + 6); // the header stays readable, the pixels are cut
-    writeBytes(victim, png);
+    cutPixels(r + "/train/a/img" + std::to_string(outside) + ".png");
     QCOMPARE(Dataset::load(o).train.size(), std::size_t{3});
     QVERIFY_THROWS_EXCEPTION(FormatError, Dataset::load(all));
 }
