@@ -5,6 +5,7 @@
 
 #include "data/dataset.h"
 #include "infer/model_runner.h"
+#include "analysis/file_eval.h"
 #include "analysis/model_export.h"
 #include "io/model_source.h"
 #include "io/onnx_io.h"
@@ -138,34 +139,24 @@ int runEval(const std::vector<std::string>& argv)
         data.normalization = statistics;
     }
     unusedDatasetFlags(args, data, "eval", args.has("--json"));
-    if (data.test.channels != model.channels || data.test.height != model.height || data.test.width != model.width)
-        throw ConfigError(path + " takes " + std::to_string(model.channels) + "x" + std::to_string(model.height) + "x" +
-                          std::to_string(model.width) + " images; " + dopt.dir + (dopt.resize.given() ? " resized by --resize gives " : " has ") +
-                          std::to_string(data.test.channels) + "x" + std::to_string(data.test.height) + "x" + std::to_string(data.test.width) +
-                          (data.test.channels == model.channels && !dopt.resize.given()
-                               ? "; --resize " + std::to_string(model.height) + "x" + std::to_string(model.width) + " brings the images to the model's size"
-                               : std::string()));
+    std::optional<Normalization> given;
     if (args.has("--normalize")) {
-        const Normalization given = Normalization::parse(args.str("--normalize", "")).broadcast(model.channels);
-        // The stored one, given again (scripts pass the same flags to every model): fine, to the
-        // four decimals describe() prints. Another one would evaluate a model on inputs it was not
-        // trained on.
+        given = Normalization::parse(args.str("--normalize", "")).broadcast(model.channels);
+        // The stored one, given again, passes (prepareModelForData); another is a usage error here.
         const Normalization stored = model.normalization.broadcast(model.channels);
         bool same = true;
-        for (std::size_t c = 0; c < model.channels; ++c)
-            same = same && std::abs(given.mean[c] - stored.mean[c]) <= 5e-4f && std::abs(given.stddev[c] - stored.stddev[c]) <= 5e-4f;
+        for (std::size_t c = 0; c < model.channels && c < given->channels(); ++c)
+            same = same && std::abs(given->mean[c] - stored.mean[c]) <= 5e-4f && std::abs(given->stddev[c] - stored.stddev[c]) <= 5e-4f;
         if (model.normalizationKnown && !same)
             throw UsageError(path + " stores its input normalisation (" + model.normalization.describe() + "), and --normalize asks for " +
-                             given.describe() + "; --normalize is for models that do not store one");
-        if (!model.normalizationKnown) model.normalization = given;
-    } else if (needStatistics) {
-        model.normalization = data.normalization.broadcast(model.channels);
-        if (!args.has("--json"))
-            std::fprintf(stderr,
-                         "quantscope-cli eval: %s does not say how its input was normalised: using the train set's "
-                         "statistics, %s (give --normalize none if the model takes [0, 1] pixels as they are)\n",
-                         path.c_str(), model.normalization.describe().c_str());
+                             given->describe() + "; --normalize is for models that do not store one");
     }
+    // Shapes, classes (matched by name), the normalisation: as the GUI's Evaluate dialog decides.
+    const DataMatch match = prepareModelForData(model, path, data, dopt.resize.given(), given);
+    data.test.labels = match.labels;
+    if (!match.normalizationNote.empty() && !args.has("--json"))
+        std::fprintf(stderr, "quantscope-cli eval: %s (give --normalize none if the model takes [0, 1] pixels as they are)\n",
+                     match.normalizationNote.c_str());
     ModelRunner runner(model, ro);
     if (!args.has("--json")) { // options this run does not use, named as train names its own
         if (args.has("--isa") && !runner.isInteger())
@@ -174,25 +165,7 @@ int runEval(const std::vector<std::string>& argv)
         if (args.has("--passes") && !args.has("--bench"))
             std::fprintf(stderr, "quantscope-cli eval: --passes is ignored: it is for --bench\n");
     }
-    if (model.classes != data.numClasses())
-        throw ConfigError(path + " has " + std::to_string(model.classes) + " classes; the data has " + std::to_string(data.numClasses()));
-    // The class names the file stores against the data's: the same names in another order (a
-    // renamed or added folder shifts every label) are matched by name; other names are said.
-    const ClassMatch classes = matchClasses(model.classNames, data.classNames);
-    std::string classNote;
-    const auto list = [](const std::vector<std::string>& v) {
-        std::string s;
-        for (std::size_t i = 0; i < v.size() && i < 12; ++i) s += (i ? ", " : "") + v[i];
-        return v.size() > 12 ? s + ", ..." : s;
-    };
-    if (classes.kind == ClassMatch::Kind::Reordered) {
-        for (std::int32_t& l : data.test.labels) l = classes.dataToModel[static_cast<std::size_t>(l)];
-        classNote = "the data's class folders are in another order than the model's classes (" + list(model.classNames) +
-                    "); labels are matched by name";
-    } else if (classes.kind == ClassMatch::Kind::Different) {
-        classNote = "the model was trained on the classes " + list(model.classNames) + "; the data's are " + list(data.classNames) +
-                    ": labels are compared by index, so the accuracy means something only if they are the same classes";
-    }
+    const std::string& classNote = match.classNote;
     if (!classNote.empty() && !args.has("--json")) std::fprintf(stderr, "quantscope-cli eval: %s: %s\n", path.c_str(), classNote.c_str());
 
     const RunnerEval ev = evaluateRunner(runner, data.test, batch);

@@ -1,8 +1,11 @@
 // The QuantScope window's files, offscreen: runs saved as JSON and CSV, settings that persist,
 // a model file that starts a run, the Layer compare tab, and exporting a run's model (.qsm,
-// ONNX) with a failed export leaving nothing behind.
+// ONNX) with a failed export leaving nothing behind, and evaluating the exports (File > Evaluate
+// model file).
 #include "curve_charts.h"
 #include "dataset_panel.h"
+#include "evaluate_dialog.h"
+#include "format_text.h"
 #include "layer_compare_view.h"
 #include "main_window.h"
 #include "quant_charts.h"
@@ -15,7 +18,9 @@
 #include "slow_tests.h"
 
 #include "data/idx.h"
+#include "infer/model_runner.h"
 #include "io/exported_model.h"
+#include "io/model_source.h"
 #include "io/onnx_io.h"
 #include "io/qsm.h"
 #include "nn/model_zoo.h"
@@ -43,6 +48,7 @@
 #include <QStandardPaths>
 #include <QSpinBox>
 #include <QTableView>
+#include <QTableWidget>
 #include <QTemporaryDir>
 #include <QtTest>
 
@@ -443,6 +449,8 @@ private slots:
             QVERIFY(report.contains(QStringLiteral("int8")));
         }
 
+        evaluateExports(w, out.path());
+
         // What the writers cannot take is refused with their reason, before anything is written.
         done.clear();
         const QString bad = QDir(out.path()).filePath(QStringLiteral("model.txt"));
@@ -454,6 +462,67 @@ private slots:
     }
 
 private:
+    // File > Evaluate model file on the exports just written: the integer engine's accuracy is the
+    // CLI's (ModelRunner + evaluateRunner, as quantscope-cli eval) on the same test set, the engine
+    // agrees with fake-quant, the predictions save as eval --predictions does, and a broken file is
+    // refused with its name.
+    static void evaluateExports(MainWindow& w, const QString& dir)
+    {
+        auto* act = w.findChild<QAction*>(QStringLiteral("evaluateModelAction"));
+        QVERIFY(act);
+        act->trigger();
+        EvaluateDialog* dlg = w.evaluateDialog();
+        QVERIFY(dlg && dlg->isVisible());
+        QVERIFY(dlg->statusText().contains(QStringLiteral("Pick a model file")));
+        QSignalSpy finished(dlg, &EvaluateDialog::evaluationFinished);
+        int row = 0;
+        for (const char* name : {"model.qsm", "model.onnx"}) {
+            const QString path = QDir(dir).filePath(QString::fromLatin1(name));
+            dlg->setModelFile(path);
+            dlg->compareBox()->setChecked(true);
+            finished.clear();
+            QVERIFY(dlg->evaluate());
+            QVERIFY(finished.wait(kRunTimeoutMs));
+            QVERIFY2(finished.first().at(0).toBool(), qPrintable(finished.first().at(1).toString()));
+
+            ExportedModel m = readModelFile(path.toStdString());
+            QVERIFY(m.quantized);
+            ModelRunner runner(m);
+            QVERIFY(runner.isInteger());
+            const RunnerEval cli = evaluateRunner(runner, w.dataset()->test);
+            QTableWidget* t = dlg->results();
+            QCOMPARE(t->rowCount(), row + 1);
+            QVERIFY2(t->item(row, 2)->text().contains(QStringLiteral("integer engine")), qPrintable(t->item(row, 2)->text()));
+            QCOMPARE(t->item(row, 4)->text(), formatPercent(cli.accuracy, 2));
+            QVERIFY(t->item(row, 6)->text() != noValueText()); // agreement with fake-quant, measured
+            const double agree = t->item(row, 6)->text().remove(QStringLiteral(" %")).toDouble();
+            QVERIFY2(agree >= 99.0, qPrintable(t->item(row, 6)->text()));
+
+            const QString csv = QDir(dir).filePath(QStringLiteral("pred.csv"));
+            QVERIFY(dlg->savePredictionsTo(csv));
+            QFile f(csv);
+            QVERIFY(f.open(QIODevice::ReadOnly));
+            const QStringList lines = QString::fromUtf8(f.readAll()).split(QLatin1Char('\n'), Qt::SkipEmptyParts);
+            QCOMPARE(std::size_t(lines.size()), cli.predictions.size());
+            for (std::size_t i = 0; i < cli.predictions.size(); ++i)
+                QCOMPARE(lines[int(i)], QStringLiteral("%1,%2").arg(i).arg(cli.predictions[i]));
+            ++row;
+        }
+        const QString broken = QDir(dir).filePath(QStringLiteral("broken.qsm"));
+        QFile b(broken);
+        QVERIFY(b.open(QIODevice::WriteOnly));
+        b.write("QSM not really");
+        b.close();
+        dlg->setModelFile(broken);
+        finished.clear();
+        QVERIFY(dlg->evaluate());
+        QVERIFY(finished.wait(kRunTimeoutMs));
+        QVERIFY(!finished.first().at(0).toBool());
+        QVERIFY2(dlg->statusText().contains(QStringLiteral("broken.qsm")), qPrintable(dlg->statusText()));
+        QCOMPARE(dlg->results()->rowCount(), row); // no row for a failure
+        dlg->close();
+    }
+
     QTemporaryDir m_small, m_flow;
 };
 

@@ -6,6 +6,7 @@
 #include "curve_charts.h"
 #include "step_size_chart.h"
 #include "dataset_panel.h"
+#include "evaluate_dialog.h"
 #include "format_text.h"
 #include "quant_catalog.h"
 #include "layer_compare_view.h"
@@ -107,6 +108,7 @@ void MainWindow::connectController()
         if (id != m_pendingLoad) return;
         m_data = std::move(data);
         m_datasetPanel->setDataset(m_data);
+        if (m_evaluateDialog) m_evaluateDialog->setDataset(m_data, m_source.options.resize.given());
         if (!m_restoredLayout && !m_dockFittedToData) {
             m_dockFittedToData = true;
             QTimer::singleShot(0, this, &MainWindow::fitDatasetDock);

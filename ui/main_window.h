@@ -34,6 +34,7 @@ class LayerCompareView;
 class AccuracyChart;
 class ChartView;
 class DatasetPanel;
+class EvaluateDialog;
 class HistogramPanel;
 class LossChart;
 class LossScaleChart;
@@ -117,6 +118,11 @@ public slots:
     // (rebuilt only when the model or the image shape changes).
     void refreshPlanModel();
     void openModelSummaryFile();
+    // File > Evaluate model file (Ctrl+E, main_window_files.cpp): the dialog that runs an exported
+    // model (.qsm/.onnx, integer or FP32) on the loaded dataset's test set, as quantscope-cli eval;
+    // with a path, that file is put in it (not yet evaluated).
+    void showEvaluateDialog(const QString& path = {});
+    EvaluateDialog* evaluateDialog() const { return m_evaluateDialog; }
     bool showModelSummaryOfFile(const QString& path);
     void showSummary(const quantscope::ModelSummary& s);
     ModelSummaryDialog* modelSummaryDialog() const { return m_summaryDialog; }
@@ -227,7 +233,9 @@ private:
     QAction* m_summaryAct;
     QAction* m_summaryFileAct;
     QAction* m_openModelAct;
+    QAction* m_evaluateAct;
     ModelSummaryDialog* m_summaryDialog = nullptr;
+    EvaluateDialog* m_evaluateDialog = nullptr;
 };
 
 } // namespace quantscope

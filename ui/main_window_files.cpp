@@ -4,6 +4,7 @@
 
 #include "analysis_view.h"
 #include "dataset_panel.h"
+#include "evaluate_dialog.h"
 #include "format_text.h"
 #include "quant_catalog.h"
 #include "runs_model.h"
@@ -44,8 +45,9 @@ bool MainWindow::loadModelFile(const QString& path)
         return false;
     }
     if (m.quantized) {
-        showError(tr("%1 is an integer model; training and PTQ start from an FP32 model. Evaluate it with "
-                     "quantscope-cli eval, or export the FP32 model.").arg(path));
+        showError(tr("%1 is an integer model; training and PTQ start from an FP32 model. It is in the Evaluate model file "
+                     "dialog (File menu, Ctrl+E), which runs it on the integer engine.").arg(path));
+        showEvaluateDialog(path);
         return false;
     }
     const QString shape = QStringLiteral("%1x%2x%3").arg(m.channels).arg(m.height).arg(m.width);
@@ -286,6 +288,23 @@ void MainWindow::saveSettings()
     if (m_data) s.setValue(QStringLiteral("dataset/dir"), QString::fromStdString(m_data->dir));
     s.setValue(QStringLiteral("dataset/trainLimit"), qulonglong(m_datasetPanel->trainLimit()));
     s.setValue(QStringLiteral("dataset/testLimit"), qulonglong(m_datasetPanel->testLimit()));
+}
+
+} // namespace quantscope
+
+namespace quantscope {
+
+void MainWindow::showEvaluateDialog(const QString& path)
+{
+    if (!m_evaluateDialog) {
+        m_evaluateDialog = new EvaluateDialog(this);
+        m_evaluateDialog->setThreads(int(m_trainingPanel->config().threads));
+    }
+    m_evaluateDialog->setDataset(m_data, m_source.options.resize.given());
+    if (!path.isEmpty()) m_evaluateDialog->setModelFile(path);
+    m_evaluateDialog->show();
+    m_evaluateDialog->raise();
+    m_evaluateDialog->activateWindow();
 }
 
 } // namespace quantscope

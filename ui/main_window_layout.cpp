@@ -110,6 +110,12 @@ void MainWindow::buildActions()
     m_pngAct->setShortcut(QKeySequence(Qt::CTRL | Qt::SHIFT | Qt::Key_S));
     m_exportAct = new QAction(tr("&Export quantized model\u2026"), this);
     m_exportAct->setObjectName(QStringLiteral("exportModelAction"));
+    m_evaluateAct = new QAction(tr("E&valuate model file\u2026"), this);
+    m_evaluateAct->setObjectName(QStringLiteral("evaluateModelAction"));
+    m_evaluateAct->setShortcut(QKeySequence(Qt::CTRL | Qt::Key_E));
+    m_evaluateAct->setToolTip(tr("Runs an exported model (.qsm or .onnx, integer or FP32) on the loaded test set: accuracy on the "
+                                 "integer engine, agreement with fake-quant, images/s (quantscope-cli eval)."));
+    connect(m_evaluateAct, &QAction::triggered, this, [this] { showEvaluateDialog(); });
     m_quitAct = new QAction(tr("&Quit"), this);
     m_quitAct->setShortcut(QKeySequence::Quit);
 
@@ -363,6 +369,7 @@ void MainWindow::buildMenus()
     file->addAction(m_pngAct);
     file->addSeparator();
     file->addAction(m_exportAct);
+    file->addAction(m_evaluateAct);
     file->addSeparator();
     file->addAction(m_quitAct);
 

@@ -1,0 +1,156 @@
+#include "analysis/file_eval.h"
+
+#include "util/errors.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
+namespace quantscope {
+
+namespace {
+
+std::string shapeText(std::size_t c, std::size_t h, std::size_t w)
+{
+    return std::to_string(c) + "x" + std::to_string(h) + "x" + std::to_string(w);
+}
+
+std::string nameList(const std::vector<std::string>& v)
+{
+    std::string s;
+    for (std::size_t i = 0; i < v.size() && i < 12; ++i) s += (i ? ", " : "") + v[i];
+    return v.size() > 12 ? s + ", ..." : s;
+}
+
+// Predicts set[b, e) in batches into pred; false when stopped.
+bool predictAll(ModelRunner& runner, const LabeledImages& set, std::size_t batch, std::int32_t* pred, const std::atomic<bool>* stop,
+                const std::function<void(std::size_t)>& done)
+{
+    for (std::size_t b = 0; b < set.size(); b += batch) {
+        if (stop && stop->load()) return false;
+        const std::size_t e = std::min(set.size(), b + batch);
+        runner.predict(set.pixels.data() + b * set.imageBytes(), e - b, pred + b);
+        if (done) done(e);
+    }
+    return true;
+}
+
+double top1(const std::vector<std::int32_t>& pred, const std::vector<std::int32_t>& labels)
+{
+    std::size_t correct = 0;
+    for (std::size_t i = 0; i < pred.size(); ++i) correct += pred[i] == labels[i];
+    return pred.empty() ? 0.0 : static_cast<double>(correct) / static_cast<double>(pred.size());
+}
+
+} // namespace
+
+DataMatch prepareModelForData(ExportedModel& model, const std::string& path, const Dataset& data, bool resized,
+                              const std::optional<Normalization>& normalization)
+{
+    const LabeledImages& t = data.test;
+    if (t.channels != model.channels || t.height != model.height || t.width != model.width)
+        throw ConfigError(path + " takes " + shapeText(model.channels, model.height, model.width) + " images; " + data.dir +
+                          (resized ? " resized gives " : " has ") + shapeText(t.channels, t.height, t.width) +
+                          (t.channels == model.channels && !resized
+                               ? "; resizing to " + std::to_string(model.height) + "x" + std::to_string(model.width) +
+                                     " (--resize, or the Dataset dock's Resize field) brings the images to the model's size"
+                               : std::string()));
+    if (model.classes != data.numClasses())
+        throw ConfigError(path + " has " + std::to_string(model.classes) + " classes; the data has " + std::to_string(data.numClasses()));
+
+    DataMatch m;
+    if (normalization) {
+        const Normalization given = normalization->broadcast(model.channels);
+        given.check(model.channels, path + ": the input normalisation");
+        // The stored one, given again (scripts pass the same flags to every model): fine, to the
+        // four decimals describe() prints. Another one would evaluate a model on inputs it was not
+        // trained on.
+        const Normalization stored = model.normalization.broadcast(model.channels);
+        bool same = true;
+        for (std::size_t c = 0; c < model.channels; ++c)
+            same = same && std::abs(given.mean[c] - stored.mean[c]) <= 5e-4f && std::abs(given.stddev[c] - stored.stddev[c]) <= 5e-4f;
+        if (model.normalizationKnown && !same)
+            throw ConfigError(path + " stores its input normalisation (" + model.normalization.describe() + "), and " + given.describe() +
+                              " was asked for; a normalisation is given only to models that do not store one");
+        if (!model.normalizationKnown) model.normalization = given;
+    } else if (!model.normalizationKnown) {
+        model.normalization = data.normalization.broadcast(model.channels);
+        m.normalizationNote = path + " does not say how its input was normalised: using the train set's statistics, " +
+                              model.normalization.describe();
+    }
+
+    // The class names the file stores against the data's: the same names in another order (a
+    // renamed or added folder shifts every label) are matched by name; other names are said.
+    m.labels = t.labels;
+    const ClassMatch classes = matchClasses(model.classNames, data.classNames);
+    if (classes.kind == ClassMatch::Kind::Reordered) {
+        for (std::int32_t& l : m.labels) l = classes.dataToModel[static_cast<std::size_t>(l)];
+        m.classNote = "the data's class folders are in another order than the model's classes (" + nameList(model.classNames) +
+                      "); labels are matched by name";
+    } else if (classes.kind == ClassMatch::Kind::Different) {
+        m.classNote = "the model was trained on the classes " + nameList(model.classNames) + "; the data's are " + nameList(data.classNames) +
+                      ": labels are compared by index, so the accuracy means something only if they are the same classes";
+    }
+    return m;
+}
+
+std::optional<FileEvalResult> evaluateModelFile(const ExportedModel& model, const LabeledImages& test,
+                                                const std::vector<std::int32_t>& labels, const FileEvalOptions& options,
+                                                const std::atomic<bool>* stop, const FileEvalProgress& progress)
+{
+    if (labels.size() != test.size())
+        throw ConfigError("evaluateModelFile: " + std::to_string(labels.size()) + " labels for " + std::to_string(test.size()) + " images");
+    const std::size_t batch = std::max<std::size_t>(options.batch, 1), n = test.size();
+    ModelRunner runner(model, options.runner);
+    FileEvalResult r;
+    r.runner = runner.description();
+    r.integer = runner.isInteger();
+    r.images = n;
+    const bool compare = options.compareReference && r.integer;
+    // Progress counts images over every pass: accuracy, the reference, and the timed passes with
+    // their warm-up batch.
+    const std::size_t benchImages = options.bench ? std::min(batch, n) + std::max<std::size_t>(options.passes, 1) * n : 0;
+    const std::size_t total = n + (compare ? n : 0) + benchImages;
+    std::size_t base = 0;
+    const auto report = [&](std::size_t done) {
+        if (progress) progress(base + done, total);
+    };
+
+    r.predictions.assign(n, -1);
+    if (!predictAll(runner, test, batch, r.predictions.data(), stop, report)) return std::nullopt;
+    r.accuracy = top1(r.predictions, labels);
+    base += n;
+
+    if (compare) {
+        RunnerOptions ro = options.runner;
+        ro.kind = RunnerKind::Reference;
+        ModelRunner reference(model, ro);
+        std::vector<std::int32_t> refPred(n, -1);
+        if (!predictAll(reference, test, batch, refPred.data(), stop, report)) return std::nullopt;
+        r.referenceAccuracy = top1(refPred, labels);
+        std::size_t same = 0;
+        for (std::size_t i = 0; i < n; ++i) same += refPred[i] == r.predictions[i];
+        r.agreement = n ? static_cast<double>(same) / static_cast<double>(n) : 0.0;
+        base += n;
+    }
+
+    if (options.bench && n > 0) {
+        std::vector<std::int32_t> pred(n);
+        const std::size_t warm = std::min(batch, n);
+        runner.predict(test.pixels.data(), warm, pred.data());
+        base += warm;
+        report(0);
+        double best = 0.0;
+        for (std::size_t p = 0; p < std::max<std::size_t>(options.passes, 1); ++p) {
+            const auto t0 = std::chrono::steady_clock::now();
+            if (!predictAll(runner, test, batch, pred.data(), stop, report)) return std::nullopt;
+            const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            best = std::max(best, static_cast<double>(n) / std::max(s, 1e-9));
+            base += n;
+        }
+        r.imagesPerSecond = best;
+    }
+    return r;
+}
+
+} // namespace quantscope

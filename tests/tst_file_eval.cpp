@@ -1,0 +1,181 @@
+// Scoring a model file on a dataset (core/analysis/file_eval.h), shared by `quantscope-cli eval`
+// and the GUI's Evaluate dialog: the shape, class and normalisation checks, labels matched by
+// class name, the integer engine against the fake-quant reference, and stopping.
+#include "onnx/export_fixtures.h" // first: TBB's profiling.h before Qt (a member named emit)
+
+#include "analysis/file_eval.h"
+#include "nn/model_zoo.h"
+#include "util/errors.h"
+
+#include <QtTest>
+
+using namespace quantscope;
+using namespace fixtures;
+using quantscope::ConfigError;
+
+namespace {
+
+std::vector<std::string> names(std::initializer_list<const char*> v) { return {v.begin(), v.end()}; }
+
+} // namespace
+
+class TestFileEval : public QObject {
+    Q_OBJECT
+private slots:
+    void initTestCase()
+    {
+        m_data = syntheticDataset(256, 300);
+        m_q = quantizePreset("seed-cnn", m_data, "int8");
+        QVERIFY(m_q.exported.quantized);
+    }
+
+    // A model of another image size or class count is refused before anything runs, naming the
+    // file and both sizes.
+    void mismatchesAreRefused_data()
+    {
+        QTest::addColumn<int>("side");
+        QTest::addColumn<int>("classes");
+        QTest::addColumn<bool>("resized");
+        QTest::addColumn<QString>("expected");
+        QTest::newRow("image size") << 32 << 10 << false << "takes 1x28x28 images; synthetic-dir has 1x32x32; resizing to 28x28";
+        QTest::newRow("image size, resized") << 32 << 10 << true << "synthetic-dir resized gives 1x32x32";
+        QTest::newRow("classes") << 28 << 12 << false << "m.qsm has 10 classes; the data has 12";
+    }
+    void mismatchesAreRefused()
+    {
+        QFETCH(int, side);
+        QFETCH(int, classes);
+        QFETCH(bool, resized);
+        QFETCH(QString, expected);
+        Dataset d = syntheticDataset(16, 20, std::size_t(side), std::size_t(side));
+        d.dir = "synthetic-dir";
+        d.classNames.clear();
+        for (int c = 0; c < classes; ++c) d.classNames.push_back("class " + std::to_string(c));
+        ExportedModel m = m_q.exported;
+        try {
+            prepareModelForData(m, "m.qsm", d, resized);
+            QFAIL("accepted");
+        } catch (const ConfigError& e) {
+            QVERIFY2(QString::fromUtf8(e.what()).contains(expected), e.what());
+        }
+    }
+
+    // Class names the file stores are matched to the data's by name; other names are said.
+    void labelsFollowClassNames()
+    {
+        ExportedModel m = m_q.exported;
+        m.classNames = m_data.classNames;
+        Dataset d = m_data;
+        QVERIFY(prepareModelForData(m, "m.qsm", d, false).classNote.empty());
+
+        // The data's classes in reverse order: label d is the model's class 9 - d.
+        std::reverse(d.classNames.begin(), d.classNames.end());
+        const DataMatch r = prepareModelForData(m, "m.qsm", d, false);
+        QVERIFY(r.classNote.find("matched by name") != std::string::npos);
+        QCOMPARE(r.labels.size(), d.test.size());
+        for (std::size_t i = 0; i < d.test.size(); ++i) QCOMPARE(r.labels[i], 9 - d.test.labels[i]);
+
+        d.classNames = names({"a", "b", "c", "d", "e", "f", "g", "h", "i", "j"});
+        const DataMatch other = prepareModelForData(m, "m.qsm", d, false);
+        QVERIFY(other.classNote.find("compared by index") != std::string::npos);
+        QVERIFY(other.labels == d.test.labels);
+    }
+
+    // A model without a stored normalisation takes the given one, else the data's statistics (with
+    // a note); a model with one refuses another.
+    void normalisation()
+    {
+        ExportedModel m = m_q.exported;
+        m.normalizationKnown = false;
+        m.normalization = Normalization::identity(1);
+        DataMatch r = prepareModelForData(m, "m.onnx", m_data, false);
+        QVERIFY(r.normalizationNote.find("m.onnx does not say how its input was normalised") != std::string::npos);
+        QCOMPARE(m.normalization.mean[0], m_data.normalization.mean[0]);
+        QCOMPARE(m.normalization.stddev[0], m_data.normalization.stddev[0]);
+
+        ExportedModel given = m_q.exported;
+        given.normalizationKnown = false;
+        r = prepareModelForData(given, "m.onnx", m_data, false, Normalization::parse("0.5,0.25"));
+        QVERIFY(r.normalizationNote.empty());
+        QCOMPARE(given.normalization.mean[0], 0.5f);
+        QCOMPARE(given.normalization.stddev[0], 0.25f);
+
+        ExportedModel stored = m_q.exported;
+        QVERIFY(stored.normalizationKnown);
+        QVERIFY_THROWS_EXCEPTION(ConfigError, prepareModelForData(stored, "m.qsm", m_data, false, Normalization::parse("0.5,0.25")));
+        // The stored one given again is fine.
+        prepareModelForData(stored, "m.qsm", m_data, false, stored.normalization);
+    }
+
+    // The integer engine's accuracy is evaluateRunner's (the CLI's), the reference comparison is the
+    // fake-quant runner's, and the progress covers every pass.
+    void engineAgainstReference()
+    {
+        ExportedModel m = m_q.exported;
+        const DataMatch match = prepareModelForData(m, "m.qsm", m_data, false);
+        FileEvalOptions opt;
+        opt.compareReference = true;
+        opt.bench = true;
+        opt.passes = 1;
+        opt.batch = 64;
+        std::size_t lastDone = 0, lastTotal = 0, calls = 0;
+        const auto r = evaluateModelFile(m, m_data.test, match.labels, opt, nullptr, [&](std::size_t done, std::size_t total) {
+            QVERIFY(done >= lastDone);
+            lastDone = done;
+            lastTotal = total;
+            ++calls;
+        });
+        QVERIFY(r);
+        QVERIFY(r->integer);
+        QCOMPARE(lastDone, lastTotal);
+        QCOMPARE(lastTotal, 3 * m_data.test.size() + 64); // accuracy, reference, warm-up batch, one timed pass
+        QVERIFY(calls >= 15);
+
+        ModelRunner engine(m);
+        const RunnerEval cli = evaluateRunner(engine, m_data.test);
+        QCOMPARE(r->accuracy, cli.accuracy);
+        QVERIFY(r->predictions == cli.predictions);
+
+        RunnerOptions ro;
+        ro.kind = RunnerKind::Reference;
+        ModelRunner reference(m, ro);
+        const RunnerEval ref = evaluateRunner(reference, m_data.test);
+        QCOMPARE(*r->referenceAccuracy, ref.accuracy);
+        std::size_t same = 0;
+        for (std::size_t i = 0; i < ref.predictions.size(); ++i) same += ref.predictions[i] == cli.predictions[i];
+        QCOMPARE(*r->agreement, double(same) / double(ref.predictions.size()));
+        QVERIFY2(*r->agreement >= 0.99, qPrintable(QString::number(*r->agreement)));
+        QVERIFY(*r->imagesPerSecond > 0.0);
+
+        // The reference alone: no comparison, whatever was asked.
+        opt.runner.kind = RunnerKind::Reference;
+        opt.bench = false;
+        const auto refOnly = evaluateModelFile(m, m_data.test, match.labels, opt);
+        QVERIFY(refOnly && !refOnly->integer && !refOnly->agreement);
+        QCOMPARE(refOnly->accuracy, ref.accuracy);
+    }
+
+    // A raised stop flag ends the evaluation between batches with nothing scored.
+    void stopEndsBetweenBatches()
+    {
+        ExportedModel m = m_q.exported;
+        const DataMatch match = prepareModelForData(m, "m.qsm", m_data, false);
+        std::atomic<bool> stop{false};
+        FileEvalOptions opt;
+        opt.batch = 32;
+        std::size_t seen = 0;
+        const auto r = evaluateModelFile(m, m_data.test, match.labels, opt, &stop, [&](std::size_t done, std::size_t) {
+            seen = done;
+            if (done >= 64) stop = true;
+        });
+        QVERIFY(!r);
+        QCOMPARE(seen, std::size_t(64));
+    }
+
+private:
+    Dataset m_data;
+    Quantized m_q;
+};
+
+QTEST_MAIN(TestFileEval)
+#include "tst_file_eval.moc"
