@@ -290,6 +290,7 @@ int runTrain(const std::vector<std::string>& argv)
     const std::string quantEval = args.str("--quant-eval", "engine");
     if (quantEval == "engine") cfg.quantizedEvaluator = engineEvaluator(cfg.threads);
     else if (quantEval != "fake-quant") throw UsageError("--quant-eval takes engine or fake-quant, not '" + quantEval + "'");
+    cfg.quantEval = quantEval;
     cfg.seed = args.u64("--seed", 1);
     PrecisionConfig& pc = cfg.precision;
     pc.strategy = parseStrategy(args.str("--strategy", "fp32"));

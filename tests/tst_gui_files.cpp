@@ -308,6 +308,25 @@ private slots:
         QCOMPARE(run->finish.epochsDone, std::size_t{0});
         QVERIFY(!std::isnan(run->finish.quantTestAccuracy));
         QCOMPARE(run->config.modelFile, path.toStdString());
+        // The quantized accuracy came from the integer engine, and the run's tooltip says so; with
+        // More options' "fake-quant" the same run measures it on the float model.
+        QVERIFY(!run->epochs.empty());
+        QVERIFY2(QString::fromStdString(run->epochs.back().quantRunner).contains(QStringLiteral("integer engine")),
+                 run->epochs.back().quantRunner.c_str());
+        QVERIFY2(run->configTooltip().contains(QStringLiteral("measured on the integer engine")), qPrintable(run->configTooltip()));
+        {
+            TrainConfig fq = w.trainingPanel()->config();
+            fq.quantEval = "fake-quant";
+            w.trainingPanel()->setConfig(fq);
+            ended.clear();
+            w.startTraining();
+            QVERIFY(ended.wait(kRunTimeoutMs));
+            const RunRecord* f = w.runsModel()->runById(ended.first().first().toInt()).get();
+            QCOMPARE(f->status, RunStatus::Done);
+            QVERIFY(!f->epochs.empty());
+            QCOMPARE(f->epochs.back().quantRunner, std::string("fake-quant"));
+            QCOMPARE(f->config.quantEval, std::string("fake-quant"));
+        }
 
         // Choosing a preset again leaves the file behind. Epochs 0 stays as it was (it was clamped
         // to 1 without a word, so the next Train trained), and Train says why it cannot start.

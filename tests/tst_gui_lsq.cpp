@@ -1,18 +1,23 @@
 // The LSQ options in the Training dock and the Step sizes chart, offscreen: the quantizer choice
 // applies to QAT only (greyed with the reason otherwise, and not passed on), LSQ+ only to the
 // LSQ quantizer, the narrow range to integer strategies; the chart draws one line per learned
-// quantizer of a real LSQ run and says what to do when a run has none.
+// quantizer of a real LSQ run and says what to do when a run has none. The More options dialog
+// (LSQ init, first/last 8-bit, CLE's ReLU6, blend and skipped steps, the quantized evaluation).
 #include <tbb/task_arena.h> // before Qt: TBB's profiling.h has a member named emit
 
 #include "onnx/export_fixtures.h"
 
 #include "gui_window_fixtures.h"
 #include "step_size_chart.h"
+#include "more_options_dialog.h"
 #include "training_panel.h"
 
 #include <QApplication>
 #include <QCheckBox>
 #include <QComboBox>
+#include <QPushButton>
+#include <QSpinBox>
+#include <QTimer>
 #include <QLineSeries>
 #include <QtTest>
 
@@ -85,6 +90,82 @@ private slots:
         selectData(strategy, QStringLiteral("qat"));
         QCOMPARE(p.config().precision.quantizer, std::string("lsq"));
         QVERIFY(p.config().precision.lsqPlus);
+    }
+
+    // "More options...": the CLI flags the dock has no room for. Values reach the run's config where
+    // the strategy uses them, are greyed with the reason where it does not, survive a strategy
+    // change, and travel with saved runs.
+    void moreOptions()
+    {
+        TrainingPanel p;
+        auto* strategy = child<QComboBox>(&p, "strategy");
+        selectData(child<QComboBox>(&p, "quantizer"), QStringLiteral("lsq"));
+        auto* more = child<QPushButton>(&p, "moreOptions");
+        QVERIFY(more && more->isEnabled());
+        const auto inDialog = [&](const std::function<void(MoreOptionsDialog&)>& act, bool accept) {
+            bool seen = false;
+            QTimer::singleShot(0, [&] {
+                auto* d = qobject_cast<MoreOptionsDialog*>(QApplication::activeModalWidget());
+                if (!d) return;
+                seen = true;
+                act(*d);
+                accept ? d->accept() : d->reject();
+            });
+            more->click();
+            QVERIFY(seen);
+        };
+        // QAT with LSQ: everything but CLE's and progressive's options applies.
+        inDialog(
+            [](MoreOptionsDialog& d) {
+                QVERIFY(d.lsqInit()->isEnabled() && d.firstLast8Bit()->isEnabled() && d.quantEval()->isEnabled());
+                QVERIFY(!d.cleRelu6ToRelu()->isEnabled() && !d.blendSteps()->isEnabled() && !d.maxSkippedSteps()->isEnabled());
+                QVERIFY2(d.blendSteps()->toolTip().contains(QStringLiteral("Disabled")), qPrintable(d.blendSteps()->toolTip()));
+                selectData(d.lsqInit(), QStringLiteral("lsq"));
+                d.firstLast8Bit()->setChecked(true);
+                selectData(d.quantEval(), QStringLiteral("fake-quant"));
+                d.maxSkippedSteps()->setValue(7);
+            },
+            true);
+        QCOMPARE(p.config().precision.lsqInit, std::string("lsq"));
+        QVERIFY(p.config().precision.firstLast8Bit);
+        QCOMPARE(p.config().quantEval, std::string("fake-quant"));
+        QCOMPARE(p.config().maxSkippedSteps, std::size_t(7));
+        p.config().validate();
+        QVERIFY2(more->toolTip().contains(QStringLiteral("quantized evaluation: fake-quant")), qPrintable(more->toolTip()));
+
+        // Cancel keeps what was there.
+        inDialog([](MoreOptionsDialog& d) { d.firstLast8Bit()->setChecked(false); }, false);
+        QVERIFY(p.config().precision.firstLast8Bit);
+
+        // FP32 does not pass first/last 8-bit on; back to QAT it returns.
+        selectData(strategy, QStringLiteral("fp32"));
+        QVERIFY(!p.config().precision.firstLast8Bit);
+        p.config().validate();
+        selectData(strategy, QStringLiteral("qat"));
+        QVERIFY(p.config().precision.firstLast8Bit);
+
+        // PTQ with CLE: ReLU6 -> ReLU applies, and only with CLE ticked.
+        selectData(strategy, QStringLiteral("ptq"));
+        child<QCheckBox>(&p, "cle")->setChecked(true);
+        inDialog([](MoreOptionsDialog& d) { QVERIFY(d.cleRelu6ToRelu()->isEnabled()); d.cleRelu6ToRelu()->setChecked(true); }, true);
+        QVERIFY(p.config().precision.cleRelu6ToRelu);
+        p.config().validate();
+        child<QCheckBox>(&p, "cle")->setChecked(false);
+        QVERIFY(!p.config().precision.cleRelu6ToRelu); // --cle-relu6-to-relu needs --cle
+        p.config().validate();
+        child<QCheckBox>(&p, "cle")->setChecked(true);
+
+        // A saved run keeps them all.
+        const TrainConfig back = configFromJson(configToJson(p.config()));
+        QCOMPARE(back.precision.lsqInit, std::string("lsq"));
+        QVERIFY(back.precision.firstLast8Bit);
+        QVERIFY(back.precision.cleRelu6ToRelu);
+        QCOMPARE(back.quantEval, std::string("fake-quant"));
+        QCOMPARE(back.maxSkippedSteps, std::size_t(7));
+        TrainingPanel restored;
+        restored.setConfig(back);
+        QCOMPARE(restored.config().quantEval, std::string("fake-quant"));
+        QVERIFY(restored.config().precision.cleRelu6ToRelu);
     }
 
     void stepSizeChartDrawsLearnedSteps()

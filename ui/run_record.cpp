@@ -257,6 +257,16 @@ QString RunRecord::configTooltip() const
         if (p.biasCorrection) ptq << QStringLiteral("bias correction");
         lines << QStringLiteral("PTQ %1").arg(ptq.join(QStringLiteral(", ")));
     }
+    if (s.uses("quantizer") && p.quantizer != "observer")
+        lines << QStringLiteral("Quantizer %1%2, initial steps %3")
+                     .arg(str(p.quantizer), p.lsqPlus ? QStringLiteral("+ (learned offset)") : QString(), str(p.lsqInit));
+    QStringList extras;
+    if (p.narrowRange) extras << QStringLiteral("narrow weight range");
+    if (p.firstLast8Bit) extras << QStringLiteral("first and last layers at 8 bits");
+    if (p.cleRelu6ToRelu) extras << QStringLiteral("ReLU6 made ReLU for CLE");
+    if (s.uses("blend-steps")) extras << QStringLiteral("blend over %1 steps").arg(p.blendSteps);
+    if (s.uses("quant-eval") && config.quantEval != "engine") extras << QStringLiteral("quantized evaluation on fake-quant");
+    if (!extras.isEmpty()) lines << extras.join(QStringLiteral(", "));
     if (s.uses("calibration")) lines << QStringLiteral("Calibration %1").arg(str(p.calibration));
     if (s.uses("schedule")) lines << QStringLiteral("Schedule %1").arg(str(p.schedule));
     if (hasStart && !start.compute.empty() && start.compute != "fp32")
@@ -269,6 +279,8 @@ QString RunRecord::configTooltip() const
                  .arg(config.batchSize)
                  .arg(config.threads)
                  .arg(config.seed);
+    if (!epochs.empty() && !epochs.back().quantRunner.empty())
+        lines << QStringLiteral("Quantized accuracy measured on the %1").arg(str(epochs.back().quantRunner));
     if (!error.isEmpty()) lines << QStringLiteral("Error: %1").arg(error);
     return lines.join(QLatin1Char('\n'));
 }
@@ -296,7 +308,13 @@ QJsonObject configToJson(const TrainConfig& c)
                    {"percentile", double(p.percentile)},
                    {"adaround_iters", double(p.adaroundIters)},
                    {"cle", p.crossLayerEqualization},
-                   {"bias_correction", p.biasCorrection}};
+                   {"cle_relu6_to_relu", p.cleRelu6ToRelu},
+                   {"bias_correction", p.biasCorrection},
+                   {"quantizer", str(p.quantizer)},
+                   {"lsq_plus", p.lsqPlus},
+                   {"lsq_init", str(p.lsqInit)},
+                   {"narrow_range", p.narrowRange},
+                   {"first_last_8bit", p.firstLast8Bit}};
     // The per-layer plan, as docs/PLANS.md's "layers" object (absent for a uniform run).
     if (!p.layers.empty()) {
         const QJsonObject plan = QJsonDocument::fromJson(QByteArray::fromStdString(planToJson(p.plan()))).object();
@@ -317,6 +335,8 @@ QJsonObject configToJson(const TrainConfig& c)
                        {"threads", double(c.threads)},
                        {"seed", QString::number(c.seed)},
                        {"eval_batch_size", double(c.evalBatchSize)},
+                       {"max_skipped_steps", double(c.maxSkippedSteps)},
+                       {"quant_eval", str(c.quantEval)},
                        {"precision", pj}};
 }
 
@@ -340,6 +360,8 @@ TrainConfig configFromJson(const QJsonObject& o)
     const auto seed = o["seed"].toString().toULongLong(&ok);
     if (ok) c.seed = seed;
     c.evalBatchSize = count(o["eval_batch_size"].toDouble(double(c.evalBatchSize)));
+    c.maxSkippedSteps = count(o["max_skipped_steps"].toDouble(double(c.maxSkippedSteps)));
+    c.quantEval = sstr(o["quant_eval"], c.quantEval) == "fake-quant" ? "fake-quant" : "engine";
     const QJsonObject p = o["precision"].toObject();
     PrecisionConfig& pc = c.precision;
     try {
@@ -357,6 +379,12 @@ TrainConfig configFromJson(const QJsonObject& o)
     pc.adaroundIters = std::max<std::size_t>(1, count(p["adaround_iters"].toDouble(double(pc.adaroundIters))));
     pc.crossLayerEqualization = p["cle"].toBool(false);
     pc.biasCorrection = p["bias_correction"].toBool(false);
+    pc.cleRelu6ToRelu = pc.crossLayerEqualization && p["cle_relu6_to_relu"].toBool(false);
+    pc.quantizer = sstr(p["quantizer"], pc.quantizer);
+    pc.lsqPlus = p["lsq_plus"].toBool(false);
+    pc.lsqInit = sstr(p["lsq_init"], pc.lsqInit);
+    pc.narrowRange = p["narrow_range"].toBool(false);
+    pc.firstLast8Bit = p["first_last_8bit"].toBool(false);
     pc.schedule = sstr(p["schedule"], pc.schedule);
     pc.bnFreezeEpoch = count(p["bn_freeze_epoch"].toDouble(double(pc.bnFreezeEpoch)));
     pc.bnReestimateBatches = count(p["bn_reestimate_batches"].toDouble(double(pc.bnReestimateBatches)));
@@ -419,6 +447,7 @@ QJsonObject runToJson(const RunRecord& r)
                                   {"test_acc", num(e.testAccuracy)},
                                   {"val_acc", num(e.validationAccuracy)},
                                   {"quant_test_acc", num(e.quantTestAccuracy)},
+                                  {"quant_runner", str(e.quantRunner)},
                                   {"images_per_s", num(e.imagesPerSecond)},
                                   {"seconds", num(e.seconds)},
                                   {"peak_rss_mb", num(e.peakRssMb)},
@@ -500,6 +529,7 @@ RunPtr runFromJson(const QJsonObject& o)
         ev.testAccuracy = numOr(e["test_acc"]);
         ev.validationAccuracy = numOr(e["val_acc"]);
         ev.quantTestAccuracy = numOr(e["quant_test_acc"]);
+        ev.quantRunner = sstr(e["quant_runner"], "");
         ev.imagesPerSecond = numOr(e["images_per_s"]);
         ev.seconds = numOr(e["seconds"]);
         ev.peakRssMb = numOr(e["peak_rss_mb"], 0.0);

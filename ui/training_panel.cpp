@@ -1,6 +1,7 @@
 #include "training_panel.h"
 #include "training_panel_util.h"
 
+#include "more_options_dialog.h"
 #include "plan_table.h"
 
 #include "quant_catalog.h"
@@ -156,6 +157,9 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
     m_cle->setToolTip(tr("PTQ: after folding BatchNorm, rescales consecutive conv/fc pairs through ReLU so their "
                          "per-channel weight ranges match; the FP32 function is unchanged (Nagel et al., ICCV 2019). "
                          "Pairs through ReLU6 are skipped. The Ranges chart shows the ranges before and after."));
+    m_more = new QPushButton(tr("More options\u2026"));
+    m_more->setObjectName(QStringLiteral("moreOptions"));
+    connect(m_more, &QPushButton::clicked, this, &TrainingPanel::showMoreOptions);
     m_biasCorrection = new QCheckBox(tr("Bias correction"));
     m_biasCorrection->setObjectName(QStringLiteral("biasCorrection"));
     m_biasCorrection->setToolTip(tr("PTQ: adds E[W x] - E[W~ x] over the calibration images to each layer's bias, "
@@ -277,6 +281,7 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
         pg->addLayout(boxes, 9, 0, 1, 4);
     }
     put(pg, 10, 0, tr("BN re-estimate"), m_bnReestimate);
+    pg->addWidget(m_more, 10, 2, 1, 2);
     {
         // The label cell holds the label and, under it, the "+ phase" button.
         QLabel* l = m_labels.value(m_schedule);
@@ -441,6 +446,12 @@ void TrainingPanel::setConfig(const TrainConfig& cfg)
     m_cle->setChecked(p.crossLayerEqualization);
     m_biasCorrection->setChecked(p.biasCorrection);
     m_schedule->setSchedule(qs(p.schedule));
+    m_lsqInit = p.lsqInit;
+    m_firstLast8Bit = p.firstLast8Bit;
+    m_cleRelu6ToRelu = p.cleRelu6ToRelu;
+    m_blendSteps = p.blendSteps;
+    m_maxSkippedSteps = cfg.maxSkippedSteps;
+    m_quantEval = cfg.quantEval;
     selectData(m_optimizer, qs(cfg.optimizer));
     m_momentum->setValue(double(cfg.momentum));
     m_nesterov->setChecked(cfg.nesterov);
@@ -502,6 +513,14 @@ void TrainingPanel::readWidgets()
     p.crossLayerEqualization = ptq && m_cle->isChecked();
     p.biasCorrection = ptq && m_biasCorrection->isChecked();
     if (!ptq && p.rounding == "adaround") p.rounding = "nearest";
+    const StrategyInfo& info = strategyInfo(p.strategy);
+    p.lsqInit = m_lsqInit;
+    p.firstLast8Bit = info.uses("first-last-8bit") && m_firstLast8Bit;
+    p.cleRelu6ToRelu = p.crossLayerEqualization && m_cleRelu6ToRelu;
+    p.blendSteps = m_blendSteps;
+    c.maxSkippedSteps = m_maxSkippedSteps;
+    c.quantEval = m_quantEval;
+    m_more->setToolTip(tr("Options the dock has no room for (the CLI flags of the same names).\n%1").arg(moreOptionsSummary(c)));
     p.schedule = m_schedule->schedule().toStdString();
     c.optimizer = m_optimizer->currentData().toString().toStdString();
     c.momentum = static_cast<float>(m_momentum->value());
@@ -552,10 +571,35 @@ void TrainingPanel::setRunning(bool running)
 {
     m_running = running;
     for (QWidget* w : std::initializer_list<QWidget*>{m_model, m_normalize, m_strategy, m_optimizer, m_lr, m_lrSchedule, m_batch,
-                                                      m_threads, m_seed, m_weightDecay})
+                                                      m_threads, m_seed, m_weightDecay, m_more})
         w->setEnabled(!running);
     if (QLabel* l = m_labels.value(m_model)) l->setEnabled(!running);
     updateApplicability();
+}
+
+} // namespace quantscope
+
+namespace quantscope {
+
+void TrainingPanel::showMoreOptions()
+{
+    if (m_running) return;
+    readWidgets();
+    TrainConfig shown = m_cfg; // the user's choices, also those the strategy does not pass on
+    shown.precision.firstLast8Bit = m_firstLast8Bit;
+    shown.precision.cleRelu6ToRelu = m_cleRelu6ToRelu;
+    MoreOptionsDialog dialog(shown, this);
+    if (dialog.exec() != QDialog::Accepted) return;
+    TrainConfig chosen = m_cfg;
+    dialog.apply(chosen);
+    m_lsqInit = chosen.precision.lsqInit;
+    m_firstLast8Bit = chosen.precision.firstLast8Bit;
+    m_cleRelu6ToRelu = chosen.precision.cleRelu6ToRelu;
+    m_blendSteps = chosen.precision.blendSteps;
+    m_maxSkippedSteps = chosen.maxSkippedSteps;
+    m_quantEval = chosen.quantEval;
+    readWidgets();
+    emit configChanged();
 }
 
 } // namespace quantscope

@@ -41,6 +41,7 @@ public:
     QPushButton* stopButton() const { return m_stop; }
     // Next to the model picker: opens the model summary (the main window connects it).
     QPushButton* summaryButton() const { return m_summary; }
+    QPushButton* moreOptionsButton() const { return m_more; }
     // Adds a model file (checked by the caller) to the model picker and selects it. `label` is
     // shown, `tip` is its tooltip (layers, parameters, input); `normalization` the input
     // normalisation the file stores (Normalization::describe), or empty: an empty Normalize field
@@ -66,6 +67,8 @@ public slots:
     // Asks the main window for a model file (emits openModelFileRequested).
     void requestModelFile() { emit openModelFileRequested(); }
     void loadPlanInteractive();
+    // Opens the "More options..." dialog (modal); OK takes its values.
+    void showMoreOptions();
     void savePlanInteractive();
 
     // Sensible first run: QAT, int8, channel-wise, seed-cnn, Adam 1e-3, 2 epochs, batch 64, 2 threads.
@@ -116,6 +119,13 @@ private:
     QSpinBox* m_adaroundIters;
     QCheckBox* m_cle;
     QCheckBox* m_biasCorrection;
+    // "More options..." (more_options_dialog.h): the user's choices, passed on by readWidgets
+    // where the strategy uses them.
+    QPushButton* m_more;
+    std::string m_lsqInit = "mse";
+    bool m_firstLast8Bit = false, m_cleRelu6ToRelu = false;
+    std::size_t m_blendSteps = 100, m_maxSkippedSteps = 50;
+    std::string m_quantEval = "engine";
     ScheduleEditor* m_schedule;
     QComboBox* m_optimizer;
     QDoubleSpinBox* m_momentum;

@@ -207,7 +207,8 @@ void TrainingWorker::train(const TrainRequest& request)
     try {
         if (!request.data) throw std::runtime_error("no dataset is loaded");
         TrainConfig cfg = request.config;
-        cfg.quantizedEvaluator = engineEvaluator(cfg.threads); // integer kernels where the engine can run the model
+        // Integer kernels where the engine can run the model, unless the run asks for fake-quant.
+        cfg.quantizedEvaluator = cfg.quantEval == "engine" ? engineEvaluator(cfg.threads) : QuantizedEvaluator{};
         Trainer trainer(cfg, *request.data, &observer, m_token);
         QS_TSAN_HANDOFF(), emit modelSize(request.runId, estimateModelBytes(request.config, trainer.model())), QS_TSAN_HANDOFF();
         const FinishEvent fin = trainer.run();

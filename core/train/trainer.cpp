@@ -44,6 +44,8 @@ void TrainConfig::validate() const
     if (!(weightDecay >= 0.0f)) throw ConfigError("weight decay must be >= 0");
     if (threads == 0 || threads > 1024) throw ConfigError("threads must be between 1 and 1024");
     if (evalBatchSize == 0) throw ConfigError("evaluation batch size must be positive");
+    if (quantEval != "engine" && quantEval != "fake-quant")
+        throw ConfigError("unknown quantized evaluation '" + quantEval + "' (known: engine, fake-quant)");
     precision.validate();
     if (precision.strategy == Strategy::Progressive) {
         std::size_t total = 0;

@@ -49,6 +49,9 @@ struct TrainConfig {
     // Runs the quantized evaluations (each epoch's, PTQ's calibrated model) on integer kernels
     // where it can (analysis/engine_eval.h); empty: the fake-quant float model.
     QuantizedEvaluator quantizedEvaluator;
+    // Informative, for reports and saved runs, as modelFile: "engine" (the CLI and the GUI set
+    // quantizedEvaluator to engineEvaluator) or "fake-quant" (they leave it empty); --quant-eval.
+    std::string quantEval = "engine";
 
     // Throws ConfigError naming the first bad field.
     void validate() const;
