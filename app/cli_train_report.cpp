@@ -323,24 +323,7 @@ void printRefineReport(const PtqRefiner& r, bool json)
         printJsonLine(j);
         return;
     }
-    for (const EqualizedPair& p : cle.pairs)
-        std::printf("CLE %s -> %s: channel range ratio %.1f -> %.1f\n", p.first.c_str(), p.second.c_str(),
-                    p.rangeRatioBefore, p.rangeRatioAfter);
-    for (const std::string& s : cle.skipped) std::printf("CLE skipped %s\n", s.c_str());
-    if (r.replacedRelu6() > 0)
-        std::printf("CLE replaced %zu ReLU6 by ReLU: FP32 test accuracy of that model %.2f %%\n", r.replacedRelu6(),
-                    100 * r.floatAccuracyAfterCle());
-    for (const AdaRoundLayerReport& a : r.adaround())
-        if (a.keptNearest)
-            std::printf("AdaRound %-12s reconstruction loss %.4g (nearest) -> %.4g learned: kept round-to-nearest (more "
-                        "--adaround-iters may help), %zu samples, %.1f s\n",
-                        a.layer.c_str(), a.lossNearest, a.lossAdaRound, a.samples, a.seconds);
-        else
-            std::printf("AdaRound %-12s reconstruction loss %.4g (nearest) -> %.4g, %.1f %% flipped, %zu samples, %.1f s\n",
-                        a.layer.c_str(), a.lossNearest, a.lossAdaRound, 100 * a.flippedFraction, a.samples, a.seconds);
-    for (const BiasCorrectionReport& b : r.biasCorrection())
-        std::printf("bias correction %-12s mean |shift| %.3g%s\n", b.layer.c_str(), b.meanAbsShift,
-                    b.applied ? "" : " (not applied: no bias)");
+    for (const std::string& line : r.reportLines()) std::printf("%s\n", line.c_str());
     std::fflush(stdout);
 }
 

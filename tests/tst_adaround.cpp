@@ -359,11 +359,13 @@ void TestAdaRound::ptqAdaRoundExports()
     struct Progress : TrainObserver {
         std::size_t events = 0;
         std::set<std::string> layers;
+        std::vector<LayerStats> stats;
         void onPtqProgress(const PtqProgressEvent& e) override
         {
             ++events;
             layers.insert(e.layer);
         }
+        void onLayerStats(const std::vector<LayerStats>& s) override { stats = s; }
     } obs;
     Trainer t(cfg, data, &obs);
     const FinishEvent fin = t.run();
@@ -375,6 +377,16 @@ void TestAdaRound::ptqAdaRoundExports()
     QCOMPARE(r->adaround().size(), std::size_t{5});
     for (const AdaRoundLayerReport& a : r->adaround())
         QVERIFY2(a.lossAdaRound <= a.lossNearest, qPrintable(QString::fromStdString(a.layer)));
+    // The weights' statistics compare the FP32 weights with the refined grid (the SQNR chart and
+    // histograms): an error above 0 and a finite SQNR, not the refined weights against themselves.
+    QCOMPARE(obs.stats.size(), std::size_t{5});
+    for (const LayerStats& st : obs.stats) {
+        QVERIFY2(st.mse > 0.0 && std::isfinite(st.sqnrDb) && st.sqnrDb > 5.0,
+                 qPrintable(QString("%1: mse %2, SQNR %3 dB").arg(QString::fromStdString(st.layer)).arg(st.mse).arg(st.sqnrDb)));
+        std::uint64_t counted = 0;
+        for (const std::uint64_t c : st.quantHist) counted += c;
+        QVERIFY(counted > 0);
+    }
     const auto dir = std::filesystem::temp_directory_path() / "qs_tst_adaround";
     std::filesystem::create_directories(dir);
     const ExportSummary s = exportModel(t, (dir / "m.qsm").string());

@@ -2,8 +2,13 @@
 // channel ranges before CLE next to the ones after, and the chart draws both (orange outline,
 // "before CLE, after" ratios in its title). With QS_SHOT_DIR set it saves the charts as PNG; with
 // QS_SHOT_MODEL (an FP32 .qsm, e.g. mobilenet-tiny) it quantizes that model instead of training
-// lenet5 briefly (QS_SHOT_RELU6=1 adds --cle-relu6-to-relu).
+// lenet5 briefly (QS_SHOT_RELU6=1 adds --cle-relu6-to-relu). A refined PTQ run in the window
+// says what CLE, AdaRound and bias correction did, and its weights' SQNR is measured.
+#include "gui_window_fixtures.h"
+#include "main_window.h"
 #include "quant_charts.h"
+#include "runs_model.h"
+#include "training_panel.h"
 
 #include "data/dataset.h"
 #include "io/model_source.h"
@@ -12,6 +17,7 @@
 #include <QtTest>
 
 #include <QDir>
+#include <QSignalSpy>
 #include <filesystem>
 
 using namespace quantscope;
@@ -21,7 +27,55 @@ class TestGuiPtq : public QObject {
 
 private slots:
     void rangesChartShowsBeforeAndAfterCle();
+    void refinedRunReportsItsRefinements();
 };
+
+// PTQ with CLE, AdaRound and bias correction in the window: the run's tooltip lists what each did
+// (PtqRefiner::reportLines, as train prints them), a saved run keeps them, and the weights' SQNR
+// (the Error chart) is finite: the FP32 weights against the refined grid (tester 13 #8: empty).
+void TestGuiPtq::refinedRunReportsItsRefinements()
+{
+    if (!std::filesystem::exists(kDefaultDataDir)) QSKIP("Fashion-MNIST is not installed (dataset-fashion-mnist)");
+    MainWindowOptions o;
+    o.useSettings = false;
+    o.dataDir = QString::fromLatin1(kDefaultDataDir);
+    o.trainLimit = 600;
+    o.testLimit = 100;
+    MainWindow w(o);
+    QSignalSpy ready(&w, &MainWindow::datasetReady);
+    QVERIFY(ready.count() > 0 || ready.wait(quantscope::testing::kLoadTimeoutMs));
+    TrainConfig cfg = w.trainingPanel()->config();
+    cfg.model = "lenet5";
+    cfg.epochs = 1;
+    cfg.precision.strategy = Strategy::Ptq;
+    cfg.precision.format = "int4";
+    cfg.precision.rounding = "adaround";
+    cfg.precision.adaroundIters = 50;
+    cfg.precision.calibImages = 128;
+    cfg.precision.crossLayerEqualization = true;
+    cfg.precision.biasCorrection = true;
+    w.trainingPanel()->setConfig(cfg);
+    QSignalSpy ended(&w, &MainWindow::runEnded);
+    w.startTraining();
+    QVERIFY(ended.wait(quantscope::testing::kRunTimeoutMs));
+    const RunPtr run = w.runsModel()->runById(ended.first().first().toInt());
+    QCOMPARE(run->status, RunStatus::Done);
+    QTRY_VERIFY_WITH_TIMEOUT(!run->refineReport.isEmpty(), 20000);
+    const QString joined = run->refineReport.join(QLatin1Char('\n'));
+    QVERIFY2(joined.contains(QStringLiteral("CLE conv1 -> conv2")), qPrintable(joined));
+    QVERIFY2(joined.contains(QStringLiteral("AdaRound conv1")), qPrintable(joined));
+    QVERIFY2(joined.contains(QStringLiteral("bias correction conv1")), qPrintable(joined));
+    const QString tip = run->configTooltip();
+    QVERIFY2(tip.contains(QStringLiteral("PTQ refinement:")) && tip.contains(QStringLiteral("AdaRound")), qPrintable(tip));
+    const std::vector<LayerStats>* stats = run->latestStats();
+    QVERIFY(stats && !stats->empty());
+    for (const LayerStats& st : *stats)
+        QVERIFY2(std::isfinite(st.sqnrDb) && st.mse > 0.0, qPrintable(QString::fromStdString(st.layer)));
+    // A saved run keeps the report.
+    const auto back = runFromJson(runToJson(*run));
+    QVERIFY(back);
+    QCOMPARE(back->refineReport, run->refineReport);
+}
 
 void TestGuiPtq::rangesChartShowsBeforeAndAfterCle()
 {

@@ -203,6 +203,9 @@ void MainWindow::onExportReady(int id, const ExportBundlePtr& bundle)
     RunPtr run = m_runs->runById(id);
     if (!run) return;
     run->exportBundle = bundle;
+    run->refineReport.clear();
+    for (const std::string& line : bundle->refineReport) run->refineReport << QString::fromStdString(line);
+    if (!run->refineReport.isEmpty()) m_runs->runChanged(id); // the tooltip grows
     updateCompareRun();
     // Keep the models of the newest runs only: each holds a full copy of the weights.
     int kept = 0;

@@ -281,6 +281,12 @@ QString RunRecord::configTooltip() const
                  .arg(config.seed);
     if (!epochs.empty() && !epochs.back().quantRunner.empty())
         lines << QStringLiteral("Quantized accuracy measured on the %1").arg(str(epochs.back().quantRunner));
+    if (!refineReport.isEmpty()) {
+        lines << QStringLiteral("PTQ refinement:");
+        constexpr int kShown = 12;
+        for (int i = 0; i < refineReport.size() && i < kShown; ++i) lines << QStringLiteral("  ") + refineReport[i].simplified();
+        if (refineReport.size() > kShown) lines << QStringLiteral("  ... %1 more (Save runs writes them all)").arg(refineReport.size() - kShown);
+    }
     if (!error.isEmpty()) lines << QStringLiteral("Error: %1").arg(error);
     return lines.join(QLatin1Char('\n'));
 }
@@ -415,6 +421,7 @@ QJsonObject runToJson(const RunRecord& r)
     o["started_at"] = r.startedAt.toString(Qt::ISODate);
     o["model_bytes"] = num(r.modelBytes);
     o["error"] = r.error;
+    if (!r.refineReport.isEmpty()) o["ptq_refine"] = QJsonArray::fromStringList(r.refineReport);
     if (r.hasStart)
         o["start"] = QJsonObject{{"model", str(r.start.model)},
                                  {"parameters", double(r.start.parameters)},
@@ -488,6 +495,7 @@ RunPtr runFromJson(const QJsonObject& o)
     r->startedAt = QDateTime::fromString(o["started_at"].toString(), Qt::ISODate);
     r->modelBytes = numOr(o["model_bytes"]);
     r->error = o["error"].toString();
+    for (const QJsonValue& v : o["ptq_refine"].toArray()) r->refineReport << v.toString();
     if (o["start"].isObject()) {
         const QJsonObject s = o["start"].toObject();
         r->hasStart = true;

@@ -42,6 +42,7 @@ struct RunRecord {
     double modelBytes = kNoValue;
     std::shared_ptr<const ExportBundle> exportBundle; // this session's finished runs only (not saved)
     QString exportNote;                               // why there is none, when known
+    QStringList refineReport;                         // PTQ refinements: PtqRefiner::reportLines()
 
     void addSteps(const std::vector<BatchEvent>& batch);
     double finalTestAccuracy() const;  // FP32 (or the run's own arithmetic for lowp/mixed)

@@ -1,5 +1,7 @@
 #include "training_worker.h"
 
+#include "train/ptq_refine.h"
+
 #include "quant_catalog.h"
 #include "tsan_handoff.h"
 
@@ -174,6 +176,7 @@ void TrainingWorker::keepForExport(const TrainRequest& request, Trainer& trainer
                                      : b->model;
         b->data = request.data;
         b->config = request.config;
+        if (const PtqRefiner* r = trainer.strategy().refiner()) b->refineReport = r->reportLines();
         const Strategy st = request.config.precision.strategy;
         if (!b->model.quantized && st != Strategy::Fp32)
             b->note = "trained with " + request.config.precision.format +

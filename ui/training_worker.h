@@ -39,6 +39,7 @@ struct ExportBundle {
     DatasetPtr data;     // for re-measuring the written file
     TrainConfig config;
     std::string note;    // e.g. why a mixed-precision run exports its FP32 master weights
+    std::vector<std::string> refineReport; // what CLE, AdaRound and bias correction did (PtqRefiner::reportLines)
 };
 using ExportBundlePtr = std::shared_ptr<const ExportBundle>;
 

@@ -4,6 +4,8 @@
 #include "nn/conv2d.h"
 #include "nn/linear.h"
 #include "quant/format.h"
+#include "quant/histogram.h"
+#include "quant/metrics.h"
 #include "train/quant_sim.h"
 #include "util/errors.h"
 #include "util/rng.h"
@@ -11,6 +13,7 @@
 #include <Eigen/Core>
 
 #include <algorithm>
+#include <cstdio>
 #include <chrono>
 #include <cmath>
 
@@ -440,6 +443,22 @@ void PtqRefiner::refine(QuantSim& sim, const Dataset& data, std::size_t images, 
         }
         m_bias = applyBiasCorrection(m_model, sim, data, data.train, images, batchSize);
     }
+    // The weights' statistics while the FP32 weights (after CLE) are still there beside the
+    // refined grid: after the commit both are the refined weights, and the error would read 0.
+    // QuantSim::stats re-rounds the FP32 weights to nearest; the error is the refined grid's.
+    m_stats = sim.stats(0);
+    for (LayerStats& st : m_stats)
+        for (const WeightTarget& t : sim.weightTargets()) {
+            const Param& w = *t.weight;
+            if (t.layer != st.layer || (w.name.empty() ? "weight" : w.name) != st.tensor || !w.hasOverride ||
+                w.override.numel() != w.value.numel())
+                continue;
+            const ErrorMetrics em = errorMetrics(w.value.values(), w.override.values());
+            st.mse = em.mse;
+            st.maxAbsError = em.maxAbsError;
+            st.sqnrDb = em.sqnrDb;
+            st.quantHist = histogram(w.override.values(), st.binEdges);
+        }
     commitQuantizedWeights(m_model, sim);
     std::vector<Param*> extra;
     for (const WeightTarget& t : sim.weightTargets()) extra.push_back(t.weight);
@@ -452,6 +471,7 @@ void PtqRefiner::restoreFloat()
     restoreLayers();
     m_float = ParamSnapshot(); // training goes on from here: nothing older to go back to
     m_refined = ParamSnapshot();
+    m_stats.clear();
 }
 
 bool PtqRefiner::reapplyRefined()
@@ -464,11 +484,53 @@ bool PtqRefiner::reapplyRefined()
 void PtqRefiner::annotate(std::vector<LayerStats>& stats) const
 {
     for (LayerStats& s : stats) {
+        const auto refined = std::find_if(m_stats.begin(), m_stats.end(),
+                                          [&](const LayerStats& r) { return r.layer == s.layer && r.tensor == s.tensor; });
+        if (refined != m_stats.end()) {
+            const std::size_t epoch = s.epoch;
+            s = *refined;
+            s.epoch = epoch;
+        }
         const auto it = m_rangesBefore.find(s.layer);
         if (it == m_rangesBefore.end() || s.tensor != "weight") continue;
         s.channelMinBefore = it->second.first;
         s.channelMaxBefore = it->second.second;
     }
+}
+
+namespace {
+
+std::string printed(const char* fmt, auto... args)
+{
+    char buf[512];
+    std::snprintf(buf, sizeof buf, fmt, args...);
+    return buf;
+}
+
+} // namespace
+
+std::vector<std::string> PtqRefiner::reportLines() const
+{
+    std::vector<std::string> out;
+    for (const EqualizedPair& p : m_cle.pairs)
+        out.push_back(printed("CLE %s -> %s: channel range ratio %.1f -> %.1f", p.first.c_str(), p.second.c_str(), p.rangeRatioBefore,
+                              p.rangeRatioAfter));
+    for (const std::string& s : m_cle.skipped) out.push_back("CLE skipped " + s);
+    if (replacedRelu6() > 0)
+        out.push_back(printed("CLE replaced %zu ReLU6 by ReLU: FP32 test accuracy of that model %.2f %%", replacedRelu6(),
+                              100 * m_floatAfterCle));
+    for (const AdaRoundLayerReport& a : m_ada)
+        if (a.keptNearest)
+            out.push_back(printed("AdaRound %-12s reconstruction loss %.4g (nearest) -> %.4g learned: kept round-to-nearest (more "
+                                  "--adaround-iters may help), %zu samples, %.1f s",
+                                  a.layer.c_str(), a.lossNearest, a.lossAdaRound, a.samples, a.seconds));
+        else
+            out.push_back(printed("AdaRound %-12s reconstruction loss %.4g (nearest) -> %.4g, %.1f %% flipped, %zu samples, %.1f s",
+                                  a.layer.c_str(), a.lossNearest, a.lossAdaRound, 100 * a.flippedFraction, a.samples, a.seconds));
+    for (const BiasCorrectionReport& b : m_bias)
+        out.push_back(printed("bias correction %-12s mean |shift| %.3g%s", b.layer.c_str(), b.meanAbsShift,
+                              b.applied ? "" : " (not applied: no bias)"));
+    return out;
 }
 
 } // namespace quantscope

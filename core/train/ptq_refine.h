@@ -107,8 +107,15 @@ public:
     // restores the refined state of the last refine() when no training happened since.
     void restoreFloat();
     bool reapplyRefined();
-    // Adds the before-CLE channel ranges to the statistics of the equalized layers.
+    // The weights' statistics of the last refine() (FP32 weights after CLE against the refined
+    // grid; the committed weights alone would show no error), with the before-CLE channel ranges
+    // of the equalized layers.
     void annotate(std::vector<LayerStats>& stats) const;
+
+    // What the last refine() did, one line each, as train prints it: CLE's pairs (channel range
+    // ratio before -> after) and skipped layers, the ReLU6 layers replaced, AdaRound's layers
+    // (reconstruction loss nearest -> learned, weights flipped), bias correction's mean |shift|.
+    std::vector<std::string> reportLines() const;
 
     const EqualizationReport& equalization() const { return m_cle; }
     const std::vector<AdaRoundLayerReport>& adaround() const { return m_ada; }
@@ -125,6 +132,7 @@ private:
     std::vector<AdaRoundLayerReport> m_ada;
     std::vector<BiasCorrectionReport> m_bias;
     std::map<std::string, std::pair<std::vector<float>, std::vector<float>>> m_rangesBefore; // layer -> min, max
+    std::vector<LayerStats> m_stats; // QuantSim::stats before the commit of the last refine()
 };
 
 } // namespace quantscope
