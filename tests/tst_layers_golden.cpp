@@ -10,6 +10,7 @@
 #include "nn/dropout.h"
 #include "nn/linear.h"
 #include "nn/maxpool2d.h"
+#include "nn/pointwise.h"
 #include "train/loss.h"
 #include "train/optimizer.h"
 #include "util/rng.h"
@@ -22,6 +23,8 @@
 
 #include <algorithm>
 #include <functional>
+#include <map>
+#include <optional>
 #include <cmath>
 #include <memory>
 
@@ -41,6 +44,8 @@ constexpr double kOptimAtol = 1e-7;      // three optimizer steps on parameters 
 constexpr double kOptimRtol = 1e-6;
 constexpr double kRunStatRtol = 1e-6;    // BatchNorm running statistics vs a double-precision derivation
 constexpr double kCrossEntropyVsNllAtol = 1e-6; // two float routes to the same loss gradient
+constexpr double kPointwiseAtol = 1e-6;  // sigmoid, tanh, SiLU, ELU, GELU: libm vs PyTorch's Sleef, an ulp or two
+constexpr double kPointwiseRtol = 1e-5;
 
 // A parameter-free single-input layer against a PyTorch case: forward y, then dx from grad_y.
 void compareParameterFree(Layer& layer, const golden::GoldenCase& g, double atol, double rtol)
@@ -110,6 +115,8 @@ private slots:
     void goldenAdd();
     void goldenReLU6_data() { golden::rowsFor({"relu6"}); }
     void goldenReLU6();
+    void goldenPointwise_data() { golden::rowsFor({"sigmoid", "tanh", "silu", "hardsigmoid", "hardswish", "leaky_relu", "elu", "gelu"}); }
+    void goldenPointwise();
     void goldenLinear_data() { golden::rowsFor({"linear"}); }
     void goldenLinear();
     void goldenBatchNorm2dTrain_data() { golden::rowsFor({"batch_norm2d"}); }
@@ -199,6 +206,23 @@ void TestLayersGolden::goldenReLU6()
     QS_FETCH_GOLDEN(g);
     ReLU6 relu6("relu6");
     compareParameterFree(relu6, g, 0.0, 0.0);
+}
+
+// Pointwise activations (030-037): x holds the bends exactly (0, +-3), their float neighbours and
+// +-20, +-90 (exp over- and underflows). PyTorch's vectorised kernels (Sleef exp/tanh/erf) and
+// libm differ by an ulp or two; the piecewise-linear ones are exact.
+void TestLayersGolden::goldenPointwise()
+{
+    QS_FETCH_GOLDEN(g);
+    const std::map<std::string, std::pair<LayerKind, const char*>> kinds = {
+        {"sigmoid", {LayerKind::Sigmoid, nullptr}},   {"tanh", {LayerKind::Tanh, nullptr}},
+        {"silu", {LayerKind::SiLU, nullptr}},         {"hardsigmoid", {LayerKind::Hardsigmoid, nullptr}},
+        {"hardswish", {LayerKind::Hardswish, nullptr}}, {"leaky_relu", {LayerKind::LeakyReLU, "negative_slope"}},
+        {"elu", {LayerKind::ELU, "alpha"}},           {"gelu", {LayerKind::GELU, nullptr}}};
+    const auto& [kind, param] = kinds.at(g.op);
+    Pointwise layer(g.op, kind, param ? std::optional<float>(g.params.at(param).get<float>()) : std::nullopt);
+    const bool exact = kind == LayerKind::Hardsigmoid || kind == LayerKind::Hardswish || kind == LayerKind::LeakyReLU;
+    compareParameterFree(layer, g, exact ? 0.0 : kPointwiseAtol, exact ? 0.0 : kPointwiseRtol);
 }
 
 void TestLayersGolden::goldenLinear()

@@ -11,6 +11,7 @@
 #include "nn/linear.h"
 #include "nn/maxpool2d.h"
 #include "nn/model.h"
+#include "nn/pointwise.h"
 #include "train/loss.h"
 #include "util/rng.h"
 
@@ -76,6 +77,19 @@ Tensor awayFromRelu6KinksTensor(const Shape& shape, Rng& rng)
     for (float& v : t.values()) {
         v = rng.uniform(-1.0f, 7.0f);
         for (const float kink : {0.0f, 6.0f})
+            if (std::abs(v - kink) < kReluMargin) v = kink + (v < kink ? -kReluMargin : kReluMargin);
+    }
+    return t;
+}
+
+// Uniform in [-5, 5] (both sides of Hardsigmoid's and Hardswish's bends at -3 and 3, and of the
+// ReLU-like kink at 0), at least kReluMargin from each bend.
+Tensor awayFromPointwiseBendsTensor(const Shape& shape, Rng& rng)
+{
+    Tensor t(shape);
+    for (float& v : t.values()) {
+        v = rng.uniform(-5.0f, 5.0f);
+        for (const float kink : {-3.0f, 0.0f, 3.0f})
             if (std::abs(v - kink) < kReluMargin) v = kink + (v < kink ? -kReluMargin : kReluMargin);
     }
     return t;
@@ -179,6 +193,12 @@ GradSetup makeGradSetup(const QString& row, Rng& rng)
     } else if (row == "relu6") {
         s.layer = std::make_unique<ReLU6>("relu6");
         s.x = awayFromRelu6KinksTensor({2, 3, 4, 4}, rng);
+    } else if (row.startsWith("pointwise_")) { // pointwise_<kind>[_alpha]
+        const QStringList parts = row.split('_');
+        for (const PointwiseInfo& r : pointwiseTable())
+            if (parts[1] == r.name)
+                s.layer = std::make_unique<Pointwise>("act", r.kind, parts.size() > 2 ? std::optional<float>(parts[2].toFloat()) : std::nullopt);
+        s.x = awayFromPointwiseBendsTensor({2, 3, 4, 4}, rng);
     } else if (row == "avgpool2d_k2") {
         s.layer = std::make_unique<AvgPool2d>("pool", 2);
         s.x = randomTensor({2, 2, 6, 5}, rng); // the odd last column is dropped (floor)
@@ -265,7 +285,9 @@ void TestLayersGradients::layerGradient_data()
           "depthwise_k3_s2_p1_bias", "batchnorm2d_train", "batchnorm2d_frozen", "relu", "relu6", "maxpool2d_k2",
           "maxpool2d_k3_s2_overlapping", "maxpool2d_k3_s2_p1", "maxpool2d_k2_s2_p1", "avgpool2d_k2",
           "avgpool2d_k3_s2_overlapping", "avgpool2d_k3_s3_tiled", "avgpool2d_k3_s2_p1", "avgpool2d_k3_s1_p1",
-          "global_avgpool2d", "add", "dropout_p0.5", "flatten", "linear", "linear_nobias", "log_softmax", "softmax"})
+          "global_avgpool2d", "add", "dropout_p0.5", "flatten", "linear", "linear_nobias", "log_softmax", "softmax",
+          "pointwise_Sigmoid", "pointwise_Tanh", "pointwise_SiLU", "pointwise_Hardsigmoid", "pointwise_Hardswish",
+          "pointwise_LeakyReLU", "pointwise_LeakyReLU_0.2", "pointwise_ELU", "pointwise_ELU_0.7", "pointwise_GELU"})
         QTest::newRow(row) << QString(row);
 }
 

@@ -69,16 +69,31 @@ void TestOnnxImportErrors::badInput_data()
         keep.push_back(std::move(m));
         QTest::newRow(name) << QString(file) << static_cast<void*>(&keep.back()) << QString(type) << QString(mentions);
     };
-    row("unsupported operator", "residual_op13_fold_dyn", [](onnx::ModelProto& mp) { findNode(mp, "Relu")->set_op_type("HardSwish"); },
-        "ConfigError", "HardSwish node '/Relu'");
-    // Every unsupported operator type at once (a MobileNetV3 has HardSwish and HardSigmoid), with counts.
+    row("unsupported operator", "residual_op13_fold_dyn", [](onnx::ModelProto& mp) { findNode(mp, "Relu")->set_op_type("Softplus"); },
+        "ConfigError", "Softplus node '/Relu'");
+    // Every unsupported operator type at once, with counts.
     row("several unsupported operators", "residual_op13_fold_dyn",
         [](onnx::ModelProto& mp) {
             int k = 0;
             for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node())
-                if (n.op_type() == "Relu") n.set_op_type(k++ == 0 ? "HardSwish" : "HardSigmoid");
+                if (n.op_type() == "Relu") n.set_op_type(k++ == 0 ? "Softplus" : "Selu");
         },
-        "ConfigError", "also uses the unsupported HardSigmoid (");
+        "ConfigError", "also uses the unsupported Selu (");
+    // HardSigmoid is read as PyTorch's Hardsigmoid (alpha 1/6, beta 1/2) only; ONNX's default alpha
+    // 0.2 (Keras' hard sigmoid) is refused by name, and so is a HardSigmoid + Mul (Hardswish) with it.
+    row("HardSigmoid with alpha 0.2", "residual_op13_fold_dyn",
+        [](onnx::ModelProto& mp) {
+            onnx::NodeProto* n = findNode(mp, "Relu");
+            n->set_op_type("HardSigmoid");
+            onnx::AttributeProto* a = n->add_attribute();
+            a->set_name("alpha");
+            a->set_type(onnx::AttributeProto::FLOAT);
+            a->set_f(0.2f);
+        },
+        "ConfigError", "HardSigmoid node '/Relu': alpha = 0.2, beta = 0.5: QuantScope's Hardsigmoid is PyTorch's relu6(x + 3) / 6");
+    // An Erf that is no part of GELU's subgraph.
+    row("Erf outside GELU", "residual_op13_fold_dyn", [](onnx::ModelProto& mp) { findNode(mp, "Relu")->set_op_type("Erf"); },
+        "ConfigError", "Erf node '/Relu': Erf is read only as part of GELU");
     row("an input without a shape", "residual_op13_fold_dyn",
         [](onnx::ModelProto& mp) { mp.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->clear_shape(); },
         "ConfigError", "declares no shape");
@@ -117,14 +132,14 @@ void TestOnnxImportErrors::badInput_data()
             subtractPerFeatureMean(mp);
         },
         "ConfigError", "per-feature");
-    // An unsupported operator is named even behind a node that would fail first (GELU's Erf
-    // after the Div that scales its input, which is no input normalisation).
+    // An unsupported operator is named even behind a node that would fail first (a Softplus
+    // after a per-feature normalisation, which is refused).
     row("unsupported operator after a bad node", "flatmlp_op11_nofold",
         [](onnx::ModelProto& mp) {
-            findNode(mp, "Relu")->set_op_type("Erf");
+            findNode(mp, "Relu")->set_op_type("Softplus");
             subtractPerFeatureMean(mp);
         },
-        "ConfigError", "operator Erf is not supported");
+        "ConfigError", "operator Softplus is not supported");
     // (A BatchNorm1d after a ReLU and before a Linear, refused here before, folds into that
     // Linear now: fixtures bnneck_*; 'BatchNorm1d read by no Linear' below is the refusal.)
     // export_modules_as_functions: the Linear is a call of a local function the file defines.

@@ -10,6 +10,7 @@
 #include "nn/dropout.h"
 #include "nn/linear.h"
 #include "nn/maxpool2d.h"
+#include "nn/pointwise.h"
 #include "quant/format.h"
 #include "quant/granularity.h"
 #include "train/quant_sim.h"
@@ -424,6 +425,8 @@ ExportedModel exportQuantizedModel(Model& model, const QuantSim& sim, const std:
             l.padding = ap->padding();
         } else if (auto* d = dynamic_cast<Dropout*>(&layer)) {
             l.dropout = d->p();
+        } else if (auto* pw = dynamic_cast<Pointwise*>(&layer)) {
+            l.alpha = pw->alpha();
         }
         float outScale = inScale;
         if (points.at(pointLayer) && sim.pointFormat(pointLayer + 1)) {

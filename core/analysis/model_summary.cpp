@@ -86,7 +86,15 @@ ModelSummary summarizeModel(Model& model)
         }
         case LayerKind::ReLU:
         case LayerKind::ReLU6:
-        case LayerKind::Add: r.elementwiseOps = outN; break;
+        case LayerKind::Add:
+        case LayerKind::Sigmoid:
+        case LayerKind::Tanh:
+        case LayerKind::SiLU:
+        case LayerKind::Hardsigmoid:
+        case LayerKind::Hardswish:
+        case LayerKind::LeakyReLU:
+        case LayerKind::ELU:
+        case LayerKind::GELU: r.elementwiseOps = outN; break;
         case LayerKind::MaxPool2d: {
             const std::uint64_t k = dynamic_cast<const MaxPool2d&>(layer).kernel();
             r.elementwiseOps = outN * k * k;

@@ -213,6 +213,9 @@ void IntEngine::Impl::runImageOp(const Op& op, Scratch& s) const
     }
     case OpKind::Add: addRequant(op.add, cur, imagePtr(s, op.in1), nxt, op.elems); return;
     case OpKind::FloatConv: return floatConv(op, cur, nxt);
+    case OpKind::Lut:
+        for (std::size_t j = 0; j < op.elems; ++j) nxt[j] = op.table[cur[j]];
+        return;
     case OpKind::Linear:
     case OpKind::FloatLinear: break;
     }
@@ -270,6 +273,13 @@ void IntEngine::Impl::runBatchOp(const Op& op, Scratch& s, std::size_t n) const
         for (std::size_t r = 0; r < n; ++r) addRequant(op.add, in + r * inRow, in1 + r * in1Row, out + r * outRow, op.elems);
         return;
     }
+    case OpKind::Lut:
+        for (std::size_t r = 0; r < n; ++r) {
+            const std::uint8_t* src = in + r * inRow;
+            std::uint8_t* dst = out + r * outRow;
+            for (std::size_t j = 0; j < op.elems; ++j) dst[j] = op.table[src[j]];
+        }
+        return;
     case OpKind::AvgPool:
         if (op.pad) throw Error("internal error: a padded pooling in the batch stage");
         for (std::size_t r = 0; r < n; ++r) avgPoolRequant(op.pool, in + r * inRow, out + r * outRow);

@@ -5,9 +5,12 @@
 // average pool writes its own quantization point, or, when its only reader is a ReLU/ReLU6 that
 // carries the point, that ReLU's point with the ReLU folded into the clamp (QuantSim's fusion).
 // A ReLU with its own point after a quantized input is a rescale. Max-pooling, Flatten and
-// Dropout keep their input's grid; Flatten and Dropout are aliases of their input's bytes.
+// Dropout keep their input's grid; Flatten and Dropout are aliases of their input's bytes. A
+// pointwise activation (Sigmoid, GELU, ...) with its own point is a 256-entry table from its
+// input's grid to its own.
 #include "infer/int_engine_plan.h"
 
+#include "nn/pointwise.h"
 #include "util/errors.h"
 
 #include <algorithm>
@@ -116,6 +119,23 @@ PoolParams rescaleParams(Isa isa, std::size_t elems, const Domain& in, const Dom
     p.zp = out.zp();
     std::tie(p.lo, p.hi) = clampOf(out, act);
     return p;
+}
+
+// table[b] = q_out(f(dq_in(b))) for every byte b of the input's grid: dq_in and q_out with
+// QuantSim's fake-quant arithmetic ((q - zp) * scale, then nearbyint(y * (1 / scale)) + zp,
+// clamped), f the layer's own formula (pointwiseApply), so the engine equals the simulation bit
+// for bit. Bytes outside the input's range never occur; they map as their clamped neighbours.
+std::array<std::uint8_t, 256> activationTable(const StoredLayer& l, const Domain& in, const Domain& out)
+{
+    std::array<float, 256> x{}, y{};
+    for (int b = 0; b < 256; ++b) {
+        const std::int32_t q = std::clamp(b, in.lo(), in.hi()) - in.offset;
+        x[static_cast<std::size_t>(b)] = static_cast<float>(q - in.aq.zeroPoint) * in.aq.scale;
+    }
+    pointwiseApply(l.kind, l.alpha, x.data(), y.data(), 256);
+    std::array<std::uint8_t, 256> t{};
+    for (std::size_t b = 0; b < 256; ++b) t[b] = quantizeInput(y[b], out);
+    return t;
 }
 
 } // namespace
@@ -482,6 +502,31 @@ void IntEngine::Impl::build(const ExportedModel& m)
             op.in0 = in.root;
             op.out = static_cast<int>(i + 1);
             op.pool = rescaleParams(isa, in.numel(), in.d, d, l.kind);
+            ActInfo info = in;
+            info.d = d;
+            push(std::move(op), info);
+            break;
+        }
+        case LayerKind::Sigmoid:
+        case LayerKind::Tanh:
+        case LayerKind::SiLU:
+        case LayerKind::Hardsigmoid:
+        case LayerKind::Hardswish:
+        case LayerKind::LeakyReLU:
+        case LayerKind::ELU:
+        case LayerKind::GELU: {
+            const ActInfo& in = input(0);
+            if (in.floats) throw ConfigError(id + " reads float values; the integer engine runs it on a quantized input");
+            if (!l.outputQuant)
+                throw ConfigError(id + ": its output is not quantized, the integer engine needs every layer output as integers");
+            const Domain d = domainOf(*l.outputQuant, l.name);
+            Op op;
+            op.kind = OpKind::Lut;
+            op.name = l.name;
+            op.in0 = in.root;
+            op.out = static_cast<int>(i + 1);
+            op.elems = in.numel();
+            op.table = activationTable(l, in.d, d);
             ActInfo info = in;
             info.d = d;
             push(std::move(op), info);

@@ -15,6 +15,7 @@
 #include <tbb/task_arena.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <functional>
 #include <memory>
@@ -72,7 +73,9 @@ struct Buffer {
 // model's last layer, writes float logits.
 // FloatConv: the same for a convolution (any groups) a plan keeps FP32; its output is always
 // quantized again (a feature map is never the model's output).
-enum class OpKind { Conv, GroupConv, Depthwise, MaxPool, AvgPool, Add, Linear, FloatLinear, FloatConv };
+// Lut: a pointwise activation (Sigmoid, GELU, ...) from one 8-bit grid to another, as 256 output
+// bytes indexed by the input byte (built once from the float formula; TFLite's int8 logistic).
+enum class OpKind { Conv, GroupConv, Depthwise, MaxPool, AvgPool, Add, Linear, FloatLinear, FloatConv, Lut };
 
 struct Op {
     OpKind kind = OpKind::Conv;
@@ -102,7 +105,8 @@ struct Op {
     Domain inD, outD;
     std::int32_t lo = 0, hi = 255;
     bool floatOut = false;
-    std::size_t elems = 0;         // Add: values per image (per row in the batch stage)
+    std::size_t elems = 0;         // Add, Lut: values per image (per row in the batch stage)
+    std::array<std::uint8_t, 256> table{}; // Lut: output byte of each input byte
 };
 
 struct IntEngine::Impl {

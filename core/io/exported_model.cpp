@@ -8,6 +8,7 @@
 #include "nn/dropout.h"
 #include "nn/linear.h"
 #include "nn/maxpool2d.h"
+#include "nn/pointwise.h"
 #include "util/errors.h"
 
 #include <algorithm>
@@ -282,6 +283,18 @@ void ExportedModel::validate(const std::string& source) const
             break;
         case LayerKind::ReLU:
         case LayerKind::ReLU6: expectTensors(l, {}, source); break;
+        case LayerKind::Sigmoid:
+        case LayerKind::Tanh:
+        case LayerKind::SiLU:
+        case LayerKind::Hardsigmoid:
+        case LayerKind::Hardswish:
+        case LayerKind::LeakyReLU:
+        case LayerKind::ELU:
+        case LayerKind::GELU:
+            if (!std::isfinite(l.alpha) || (!pointwiseInfo(l.kind)->hasAlpha && l.alpha != 0.0f))
+                bad(source, id + ": alpha " + numberText(l.alpha) + " is not a finite number (or set on a kind without one)");
+            expectTensors(l, {}, source);
+            break;
         case LayerKind::Add:
             if (shapes[l.inputs[1]] != s)
                 bad(source, id + " adds shapes " + shapeString(s) + " and " + shapeString(shapes[l.inputs[1]]));
@@ -398,6 +411,8 @@ ExportedModel exportFloatModel(Model& model, const std::string& modelName, const
             l.padding = p->padding();
         } else if (auto* d = dynamic_cast<Dropout*>(&layer)) {
             l.dropout = d->p();
+        } else if (auto* pw = dynamic_cast<Pointwise*>(&layer)) {
+            l.alpha = pw->alpha();
         } else if (auto* f = dynamic_cast<Linear*>(&layer)) {
             l.inFeatures = f->inFeatures();
             l.outFeatures = f->outFeatures();
@@ -465,6 +480,14 @@ std::unique_ptr<Model> buildModel(const ExportedModel& m)
         }
         case LayerKind::LogSoftmax: model->add(std::make_unique<LogSoftmax>(l.name), in); break;
         case LayerKind::Softmax: model->add(std::make_unique<Softmax>(l.name), in); break;
+        case LayerKind::Sigmoid:
+        case LayerKind::Tanh:
+        case LayerKind::SiLU:
+        case LayerKind::Hardsigmoid:
+        case LayerKind::Hardswish:
+        case LayerKind::LeakyReLU:
+        case LayerKind::ELU:
+        case LayerKind::GELU: model->add(std::make_unique<Pointwise>(l.name, l.kind, l.alpha), in); break;
         }
     }
     try {

@@ -20,7 +20,8 @@
 namespace quantscope {
 
 // "Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "Dropout", "Flatten", "Linear", "LogSoftmax",
-// "Add", "GlobalAvgPool2d", "AvgPool2d", "ReLU6", "Softmax".
+// "Add", "GlobalAvgPool2d", "AvgPool2d", "ReLU6", "Softmax", and the pointwise activations
+// "Sigmoid", "Tanh", "SiLU", "Hardsigmoid", "Hardswish", "LeakyReLU", "ELU", "GELU".
 const char* storedKindName(LayerKind k);
 
 enum class TensorEncoding : std::uint8_t { Float32 = 0, Int = 1 };
@@ -79,6 +80,7 @@ struct StoredLayer {
     std::size_t inFeatures = 0, outFeatures = 0; // Linear (tensors: weight (out, in) and an optional bias)
     float eps = 0.0f, momentum = 0.0f;           // BatchNorm2d
     float dropout = 0.0f;                        // Dropout p
+    float alpha = 0.0f;                          // LeakyReLU negative_slope, ELU alpha (nn/pointwise.h); 0 for other kinds
     bool bnFolded = false;                       // Conv2d: a BatchNorm2d was folded into it
     std::vector<StoredTensor> tensors;
     std::optional<ActivationQuant> outputQuant;  // integer models: quantization of this layer's output

@@ -305,9 +305,11 @@ ExportedModel Importer::run()
         if (std::any_of(n.input().begin(), n.input().end(), [&](const std::string& v) { return dynamic.count(v) > 0; }))
             for (const std::string& o : n.output()) dynamic.insert(o);
     }
+    findActivationSubgraphs(order, dynamic);
     const NodeProto* firstUnsupported = nullptr;
     for (int k : order) {
         const NodeProto& n = g.node(k);
+        if (m_subgraphOf.count(k)) continue;
         const bool onImages = std::any_of(n.input().begin(), n.input().end(), [&](const std::string& v) { return dynamic.count(v) > 0; });
         if (!n.domain().empty() && n.domain() != "ai.onnx") {
             for (const onnx::FunctionProto& f : m_mp.functions()) // torch.onnx.export(..., export_modules_as_functions=...)
@@ -326,6 +328,10 @@ ExportedModel Importer::run()
     if (firstUnsupported) unsupported(*firstUnsupported);
     for (int k : order) {
         const NodeProto& n = g.node(k);
+        if (const auto sg = m_subgraphOf.find(k); sg != m_subgraphOf.end()) { // SiLU, Hardswish, GELU
+            if (m_subgraphs[sg->second].root == k) readActivationSubgraph(n, m_subgraphs[sg->second]);
+            continue;
+        }
         bool allConst = true;
         std::vector<const ConstTensor*> in;
         for (int i = 0; i < n.input_size(); ++i) {

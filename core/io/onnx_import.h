@@ -4,7 +4,9 @@
 // or Clip(min <= 0) right after a Relu that nothing else reads merges into it, as PyTorch writes
 // x.clamp(min=0).clamp(max=6)), MaxPool, AveragePool, GlobalAveragePool, ReduceMean over (H, W),
 // BatchNormalization (inference form), Add (residual), Flatten, Reshape to (N, -1), Dropout,
-// Identity, LogSoftmax, and a trailing Softmax (kept as the last layer). Constant subgraphs are folded (onnx_const.h); a zero Pad merges
+// Identity, LogSoftmax, a trailing Softmax (kept as the last layer), and the pointwise activations
+// Sigmoid, Tanh, HardSigmoid (alpha 1/6, beta 1/2), HardSwish, LeakyRelu, Elu and the SiLU,
+// Hardswish and erf-GELU subgraphs torch.onnx.export writes (onnx_import_activations.cpp). Constant subgraphs are folded (onnx_const.h); a zero Pad merges
 // into the Conv or AveragePool after it; Sub/Div of the input by scalars (QuantScope's own exports) become
 // ExportedModel::mean/stddev. A Gemm without C or a MatMul without an Add after it (PyTorch's
 // nn.Linear(..., bias=False)) is a Linear without a bias, so parameters count as in PyTorch.

@@ -41,6 +41,13 @@ const std::map<std::string, Importer::Handler>& Importer::handlers()
         {"LogSoftmax", &Importer::logSoftmax},
         {"Pad", &Importer::pad},
         {"Shape", &Importer::shape},
+        {"Sigmoid", &Importer::pointwise},
+        {"Tanh", &Importer::pointwise},
+        {"HardSigmoid", &Importer::pointwise},
+        {"HardSwish", &Importer::pointwise},
+        {"LeakyRelu", &Importer::pointwise},
+        {"Elu", &Importer::pointwise},
+        {"Erf", &Importer::erf},
     };
     return table;
 }

@@ -176,6 +176,22 @@ private:
     void logSoftmax(const NodeProto& n);
     void pad(const NodeProto& n);
     void shape(const NodeProto& n);
+    void pointwise(const NodeProto& n);
+    void erf(const NodeProto& n);
+    void checkHardSigmoid(const NodeProto& n, const char* context) const;
+
+    // ---- activations written as subgraphs (onnx_import_activations.cpp)
+    struct Subgraph {
+        LayerKind kind;                     // SiLU, Hardswish, GELU
+        int root = -1;                      // its last node: where the layer is made
+        std::string x;                      // the value it reads
+        std::vector<int> nodes;             // every node of it (skipped by the walk)
+        std::vector<std::string> constants; // GELU: the scale of x, the added 1, the factor 0.5
+    };
+    void findActivationSubgraphs(const std::vector<int>& order, const std::set<std::string>& dynamic);
+    void readActivationSubgraph(const NodeProto& root, const Subgraph& s);
+    std::vector<Subgraph> m_subgraphs;
+    std::map<int, std::size_t> m_subgraphOf; // node index -> its subgraph
 
     const onnx::ModelProto& m_mp;
     const std::string& m_source;

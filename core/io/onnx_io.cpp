@@ -135,6 +135,13 @@ void checkOnnxWeights(const StoredLayer& l)
         throw ConfigError(id + ": an integer layer needs its bias (int32, or float after a float input)");
 }
 
+// PyTorch's Hardsigmoid, relu6(x + 3) / 6, as ONNX HardSigmoid max(0, min(1, alpha x + beta)).
+void hardSigmoid(onnx::NodeProto* n)
+{
+    GraphBuilder::floatAttr(n, "alpha", 1.0f / 6.0f);
+    GraphBuilder::floatAttr(n, "beta", 0.5f);
+}
+
 void setShape(onnx::ValueInfoProto* v, const std::string& name, const std::vector<std::int64_t>& dims)
 {
     v->set_name(name);
@@ -337,6 +344,33 @@ std::vector<std::uint8_t> encodeOnnx(const ExportedModel& source)
         case LayerKind::Flatten: GraphBuilder::intAttr(b.node("Flatten", l.name, {in(0)}, out), "axis", 1); break;
         case LayerKind::LogSoftmax: GraphBuilder::intAttr(b.node("LogSoftmax", l.name, {in(0)}, out), "axis", 1); break;
         case LayerKind::Softmax: GraphBuilder::intAttr(b.node("Softmax", l.name, {in(0)}, out), "axis", 1); break;
+        case LayerKind::Sigmoid: b.node("Sigmoid", l.name, {in(0)}, out); break;
+        case LayerKind::Tanh: b.node("Tanh", l.name, {in(0)}, out); break;
+        case LayerKind::LeakyReLU: GraphBuilder::floatAttr(b.node("LeakyRelu", l.name, {in(0)}, out), "alpha", l.alpha); break;
+        case LayerKind::ELU: GraphBuilder::floatAttr(b.node("Elu", l.name, {in(0)}, out), "alpha", l.alpha); break;
+        case LayerKind::Hardsigmoid: hardSigmoid(b.node("HardSigmoid", l.name, {in(0)}, out)); break;
+        // Subgraphs (opset 13 has no SiLU, HardSwish or GELU operator), as torch.onnx.export writes
+        // them: inner nodes named "<layer>.<op>" and marked kOnnxPart, the last one named after the
+        // layer and marked with its kind, so the reader rebuilds one layer.
+        case LayerKind::SiLU:
+        case LayerKind::Hardswish: {
+            const bool silu = l.kind == LayerKind::SiLU;
+            onnx::NodeProto* g = b.node(silu ? "Sigmoid" : "HardSigmoid", l.name + (silu ? ".sigmoid" : ".hardsigmoid"), {in(0)}, l.name + ".gate");
+            if (!silu) hardSigmoid(g);
+            g->set_doc_string(kOnnxPart);
+            b.node("Mul", l.name, {in(0), l.name + ".gate"}, out)->set_doc_string(std::string(kOnnxLayerMark) + layerKindName(l.kind));
+            break;
+        }
+        case LayerKind::GELU: // 0.5 x (1 + erf(x / sqrt 2))
+            b.floats(l.name + ".sqrt2", {}, {1.41421356f});
+            b.floats(l.name + ".one", {}, {1.0f});
+            b.floats(l.name + ".half", {}, {0.5f});
+            b.node("Div", l.name + ".div", {in(0), l.name + ".sqrt2"}, l.name + ".scaled")->set_doc_string(kOnnxPart);
+            b.node("Erf", l.name + ".erf", {l.name + ".scaled"}, l.name + ".erf_out")->set_doc_string(kOnnxPart);
+            b.node("Add", l.name + ".add", {l.name + ".erf_out", l.name + ".one"}, l.name + ".cdf2")->set_doc_string(kOnnxPart);
+            b.node("Mul", l.name + ".mul", {in(0), l.name + ".cdf2"}, l.name + ".x_cdf2")->set_doc_string(kOnnxPart);
+            b.node("Mul", l.name, {l.name + ".x_cdf2", l.name + ".half"}, out)->set_doc_string(std::string(kOnnxLayerMark) + "GELU");
+            break;
         }
         value.push_back(m.quantized && l.outputQuant ? b.qdq(out, l.name, *l.outputQuant) : out);
     }

@@ -3,7 +3,9 @@
 // named "input", normalised inside the graph (Sub, Div), then QuantizeLinear/DequantizeLinear;
 // weights are int8 initializers (symmetric, per channel on axis 0 or per tensor) behind a
 // DequantizeLinear, biases int32 at scale s_in * s_w (a Linear without a bias is a Gemm without
-// C, in FP32 and QDQ graphs alike); BatchNorm is folded and Relu/Clip follow
+// C, in FP32 and QDQ graphs alike); pointwise activations are their ONNX operators (Sigmoid, Tanh,
+// HardSigmoid, LeakyRelu, Elu) or subgraphs (SiLU, Hardswish, GELU) between two Q/DQ pairs, which the
+// engine runs as one table; BatchNorm is folded and Relu/Clip follow
 // Conv/Gemm/Add directly, before the activation's Q/DQ pair. Graph models keep their shape: a
 // node reads the ONNX values of its layer's `inputs` (Add reads two). FP32 models are plain
 // ONNX. The output "logits" is [N, classes] (log-probabilities when the model ends in LogSoftmax,
@@ -19,6 +21,11 @@
 namespace quantscope {
 
 inline constexpr int kOnnxOpset = 13;
+// Doc strings of the nodes of a layer written as a subgraph (SiLU: Sigmoid + Mul; Hardswish:
+// HardSigmoid + Mul; GELU: Div, Erf, Add, Mul, Mul): inner nodes carry kOnnxPart, the last one
+// kOnnxLayerMark + the kind's name ("quantscope.layer=GELU").
+inline constexpr const char* kOnnxPart = "quantscope.part";
+inline constexpr const char* kOnnxLayerMark = "quantscope.layer=";
 
 // The model as its ONNX graph holds it: Dropout layers (identity at inference) are left out and
 // their readers read the Dropout's input; in FP32 models a BatchNorm2d that reads a convolution

@@ -11,6 +11,7 @@
 
 #include <onnx/onnx_pb.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <limits>
@@ -360,6 +361,68 @@ private:
         layer(n, LayerKind::Softmax);
     }
     void identity(const onnx::NodeProto& n) { define(n, activation(n, 0)); }
+    void pointwise(const onnx::NodeProto& n, LayerKind kind) { layer(n, kind); }
+    void sigmoid(const onnx::NodeProto& n) { pointwise(n, LayerKind::Sigmoid); }
+    void tanh(const onnx::NodeProto& n) { pointwise(n, LayerKind::Tanh); }
+    void checkHardSigmoid(const onnx::NodeProto& n) const
+    {
+        if (std::abs(attrFloat(n, "alpha", 0.2f) - 1.0f / 6.0f) > 1e-7f || attrFloat(n, "beta", 0.5f) != 0.5f)
+            failNode(n, "only HardSigmoid(alpha = 1/6, beta = 1/2) (PyTorch's Hardsigmoid) is read");
+    }
+    void hardSigmoid(const onnx::NodeProto& n)
+    {
+        checkHardSigmoid(n);
+        pointwise(n, LayerKind::Hardsigmoid);
+    }
+    void leakyRelu(const onnx::NodeProto& n) { layer(n, LayerKind::LeakyReLU).alpha = attrFloat(n, "alpha", 0.01f); }
+    void elu(const onnx::NodeProto& n) { layer(n, LayerKind::ELU).alpha = attrFloat(n, "alpha", 1.0f); }
+    // An inner node of a layer written as a subgraph (kOnnxPart): remembered with the activation
+    // the subgraph reads and the operators so far, and checked when its last node comes.
+    void part(const onnx::NodeProto& n)
+    {
+        Part p;
+        bool chained = false;
+        for (int i = 0; i < n.input_size() && !chained; ++i)
+            if (const auto it = m_parts.find(n.input(i)); it != m_parts.end()) p = it->second, chained = true;
+        if (!chained) p.x = activation(n, 0);
+        for (int i = 1; i < n.input_size(); ++i) {
+            if (m_parts.count(n.input(i)) || (m_act.count(n.input(i)) && m_act.at(n.input(i)) == p.x)) continue;
+            p.constants.push_back(scalar(init(n.input(i))));
+        }
+        if (n.op_type() == "HardSigmoid") checkHardSigmoid(n);
+        p.ops += (p.ops.empty() ? "" : ",") + n.op_type();
+        if (n.output_size() != 1 || m_act.count(n.output(0)) || m_parts.count(n.output(0))) failNode(n, "must make one new value");
+        m_parts[n.output(0)] = p;
+    }
+    // The last node of a SiLU, Hardswish or GELU subgraph (onnx_io.h).
+    void mul(const onnx::NodeProto& n)
+    {
+        const std::string mark = n.doc_string().rfind(kOnnxLayerMark, 0) == 0 ? n.doc_string().substr(std::string(kOnnxLayerMark).size()) : "";
+        const Part* p = nullptr;
+        std::size_t other = 0;
+        for (int i = 0; i < 2 && !p; ++i)
+            if (const auto it = m_parts.find(input(n, i)); it != m_parts.end()) p = &it->second, other = static_cast<std::size_t>(1 - i);
+        if (!p || mark.empty()) failNode(n, "only the Mul that ends a SiLU, Hardswish or GELU subgraph is read");
+        const std::string& o = input(n, static_cast<int>(other));
+        std::vector<float> c = p->constants;
+        const bool readsX = m_act.count(o) && m_act.at(o) == p->x;
+        if (!readsX) c.push_back(scalar(init(o)));
+        LayerKind kind;
+        if (mark == "SiLU" && p->ops == "Sigmoid" && readsX && c.empty()) kind = LayerKind::SiLU;
+        else if (mark == "Hardswish" && p->ops == "HardSigmoid" && readsX && c.empty()) kind = LayerKind::Hardswish;
+        else if (mark == "GELU" && p->ops == "Div,Erf,Add,Mul" && !readsX && c.size() == 3 && std::abs(c[0] - 1.41421356f) < 1e-6f &&
+                 c[1] == 1.0f && c[2] == 0.5f)
+            kind = LayerKind::GELU;
+        else
+            failNode(n, "the subgraph " + p->ops + ", Mul is not the " + mark + " QuantScope writes");
+        StoredLayer l;
+        l.kind = kind;
+        l.name = n.name();
+        l.inputs = {p->x};
+        m_m.layers.push_back(std::move(l));
+        define(n, m_m.layers.size());
+    }
+    void erf(const onnx::NodeProto& n) { failNode(n, "Erf is read only inside the GELU subgraph QuantScope writes"); }
 
     const onnx::ModelProto& m_mp;
     const std::string& m_source;
@@ -371,6 +434,12 @@ private:
     std::set<std::string> m_folded;             // Conv names with a folded BatchNorm
     std::string m_centered;
     bool m_sawSub = false;
+    struct Part {
+        std::size_t x = 0;            // the activation the subgraph reads
+        std::string ops;              // its operators so far, "Div,Erf,Add"
+        std::vector<float> constants; // the scalar initializers they read, in order
+    };
+    std::map<std::string, Part> m_parts; // value of an inner node -> its subgraph so far
 };
 
 const std::map<std::string, OnnxReader::Handler>& OnnxReader::handlers()
@@ -393,6 +462,13 @@ const std::map<std::string, OnnxReader::Handler>& OnnxReader::handlers()
         {"LogSoftmax", &OnnxReader::logSoftmax},
         {"Softmax", &OnnxReader::softmax},
         {"Identity", &OnnxReader::identity},
+        {"Sigmoid", &OnnxReader::sigmoid},
+        {"Tanh", &OnnxReader::tanh},
+        {"HardSigmoid", &OnnxReader::hardSigmoid},
+        {"LeakyRelu", &OnnxReader::leakyRelu},
+        {"Elu", &OnnxReader::elu},
+        {"Mul", &OnnxReader::mul},
+        {"Erf", &OnnxReader::erf},
     };
     return table;
 }
@@ -430,6 +506,10 @@ ExportedModel OnnxReader::read()
     m_m.width = dim(3);
 
     for (const onnx::NodeProto& n : g.node()) {
+        if (n.doc_string() == kOnnxPart) {
+            part(n);
+            continue;
+        }
         const auto it = handlers().find(n.op_type());
         if (it == handlers().end()) failNode(n, "operator " + n.op_type() + " is not one QuantScope exports");
         (this->*(it->second))(n);

@@ -20,7 +20,11 @@ static_assert(static_cast<int>(LayerKind::Conv2d) == 0 && static_cast<int>(Layer
               static_cast<int>(LayerKind::Linear) == 6 && static_cast<int>(LayerKind::LogSoftmax) == 7 &&
               static_cast<int>(LayerKind::Add) == 8 && static_cast<int>(LayerKind::GlobalAvgPool2d) == 9 &&
               static_cast<int>(LayerKind::AvgPool2d) == 10 && static_cast<int>(LayerKind::ReLU6) == 11 &&
-              static_cast<int>(LayerKind::Softmax) == 12);
+              static_cast<int>(LayerKind::Softmax) == 12 && static_cast<int>(LayerKind::Sigmoid) == 13 &&
+              static_cast<int>(LayerKind::Tanh) == 14 && static_cast<int>(LayerKind::SiLU) == 15 &&
+              static_cast<int>(LayerKind::Hardsigmoid) == 16 && static_cast<int>(LayerKind::Hardswish) == 17 &&
+              static_cast<int>(LayerKind::LeakyReLU) == 18 && static_cast<int>(LayerKind::ELU) == 19 &&
+              static_cast<int>(LayerKind::GELU) == 20);
 
 namespace {
 
@@ -301,13 +305,17 @@ StoredTensor getTensor(Reader& r, std::uint16_t version)
 // Version 1 files hold plain stacks of the first eight kinds; version 2 adds each layer's input
 // list, Conv2d groups and the kinds Add, GlobalAvgPool2d, AvgPool2d, ReLU6; version 3 adds per-channel
 // normalisation and the padding of MaxPool2d and AvgPool2d; version 4 the kind Softmax; version 5
-// a tensor flag that leaves out zero points that are all 0 (getTensor).
+// a tensor flag that leaves out zero points that are all 0 (getTensor), and the pointwise
+// activations 13-20 (LeakyReLU and ELU with an f32 alpha). Adding those kinds kept the version:
+// older version 5 files hold none of them and read as before; an older reader names kind 13+ as
+// unknown.
 StoredLayer getLayer(Reader& r, std::uint16_t version, std::size_t index)
 {
     StoredLayer l;
     const std::uint8_t kind = r.u8("layer kind");
     const int lastKind = version == 1   ? static_cast<int>(LayerKind::LogSoftmax)
                          : version <= 3 ? static_cast<int>(LayerKind::ReLU6)
+                         : version == 4 ? static_cast<int>(LayerKind::Softmax)
                                         : kLastLayerKind;
     if (kind > lastKind) r.fail("unknown layer kind " + std::to_string(kind));
     l.kind = static_cast<LayerKind>(kind);
@@ -348,6 +356,8 @@ StoredLayer getLayer(Reader& r, std::uint16_t version, std::size_t index)
         if (version >= 3) l.padding = toSize(r.u32("padding"));
         break;
     case LayerKind::Dropout: l.dropout = r.f32("dropout probability"); break;
+    case LayerKind::LeakyReLU: l.alpha = r.f32("negative slope"); break;
+    case LayerKind::ELU: l.alpha = r.f32("alpha"); break;
     case LayerKind::Linear:
         l.inFeatures = toSize(r.u32("in features"));
         l.outFeatures = toSize(r.u32("out features"));
@@ -482,6 +492,8 @@ std::vector<std::uint8_t> encodeQsm(const ExportedModel& m)
             w.u32(l.padding); // version 3
             break;
         case LayerKind::Dropout: w.f32(l.dropout); break;
+        case LayerKind::LeakyReLU:
+        case LayerKind::ELU: w.f32(l.alpha); break;
         case LayerKind::Linear:
             w.u32(l.inFeatures);
             w.u32(l.outFeatures);

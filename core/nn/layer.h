@@ -28,9 +28,11 @@ namespace quantscope {
 // The values are the layer kind codes of .qsm files (docs/FORMAT.md): append, never reorder.
 enum class LayerKind {
     Conv2d, BatchNorm2d, ReLU, MaxPool2d, Dropout, Flatten, Linear, LogSoftmax,
-    Add, GlobalAvgPool2d, AvgPool2d, ReLU6, Softmax
+    Add, GlobalAvgPool2d, AvgPool2d, ReLU6, Softmax,
+    // pointwise activations (nn/pointwise.h)
+    Sigmoid, Tanh, SiLU, Hardsigmoid, Hardswish, LeakyReLU, ELU, GELU
 };
-constexpr int kLastLayerKind = static_cast<int>(LayerKind::Softmax);
+constexpr int kLastLayerKind = static_cast<int>(LayerKind::GELU);
 
 const char* layerKindName(LayerKind k);
 

@@ -75,6 +75,14 @@ const char* layerKindName(LayerKind k)
     case LayerKind::AvgPool2d: return "AvgPool2d";
     case LayerKind::ReLU6: return "ReLU6";
     case LayerKind::Softmax: return "Softmax";
+    case LayerKind::Sigmoid: return "Sigmoid";
+    case LayerKind::Tanh: return "Tanh";
+    case LayerKind::SiLU: return "SiLU";
+    case LayerKind::Hardsigmoid: return "Hardsigmoid";
+    case LayerKind::Hardswish: return "Hardswish";
+    case LayerKind::LeakyReLU: return "LeakyReLU";
+    case LayerKind::ELU: return "ELU";
+    case LayerKind::GELU: return "GELU";
     }
     return "?";
 }

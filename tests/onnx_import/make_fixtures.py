@@ -14,6 +14,7 @@ Usage: /usr/bin/python3 tests/onnx_import/make_fixtures.py [OUT_DIR [NAME...]]
 (with NAMEs, only those cases are written; each case's seed depends only on its place in CASES)
 """
 import json
+import math
 import os
 import sys
 
@@ -442,6 +443,45 @@ class BNNeck(nn.Module):
         return self.fc(self.neck(x))
 
 
+class ActNet(nn.Module):
+    """conv -> activation -> max pool -> conv -> activation -> flatten -> linear, for one
+    pointwise activation (nn/pointwise.h). The convolutions' weights are scaled up so the
+    activations see values on both sides of their bends (Hardswish's at -3 and 3, say)."""
+
+    def __init__(self, act):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 6, 3, padding=1)
+        self.act1 = act()
+        self.conv2 = nn.Conv2d(6, 6, 3, padding=1)
+        self.act2 = act()
+        self.fc = nn.Linear(6 * 4 * 4, 10)
+        with torch.no_grad():
+            self.conv1.weight.mul_(4.0)
+            self.conv2.weight.mul_(3.0)
+
+    def forward(self, x):
+        x = F.max_pool2d(self.act1(self.conv1(x)), 2)
+        return self.fc(self.act2(self.conv2(x)).flatten(1))
+
+
+class SigmoidTimesX(nn.Module):
+    """SiLU written as torch.sigmoid(x) * x: Mul(s, x), the other input order."""
+
+    def forward(self, x):
+        return torch.sigmoid(x) * x
+
+
+class GeluHalfFirst(nn.Module):
+    """The erf GELU written by hand in another order: x * 0.5 * (1 + erf(x / sqrt(2)))."""
+
+    def forward(self, x):
+        return x * 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+
+
+def act_net(act):
+    return lambda: ActNet(act)
+
+
 # name, module, input [C, H, W] (or [features] for a flat input), opset, do_constant_folding, dynamic batch
 CASES = [
     ("seqview_op11_nofold_dyn", SeqView, (1, 12, 12), 11, False, True),
@@ -487,6 +527,18 @@ CASES = [
     ("bnneck_op11_nofold", BNNeck, (1, 8, 8), 11, False, False),
     ("bnneck_op15_fold_dyn", BNNeck, (1, 8, 8), 15, True, True),
     ("wholemapavg_op13_fold", WholeMapAvg, (1, 9, 5), 13, True, False),
+    ("act_sigmoid_op13_fold_dyn", act_net(nn.Sigmoid), (1, 8, 8), 13, True, True),
+    ("act_tanh_op11_nofold", act_net(nn.Tanh), (1, 8, 8), 11, False, False),
+    ("act_silu_op13_fold_dyn", act_net(nn.SiLU), (1, 8, 8), 13, True, True),
+    ("act_silurev_op11_nofold", act_net(SigmoidTimesX), (1, 8, 8), 11, False, False),
+    ("act_hardsigmoid_op13_fold", act_net(nn.Hardsigmoid), (1, 8, 8), 13, True, False),
+    ("act_hardswish_op13_fold_dyn", act_net(nn.Hardswish), (1, 8, 8), 13, True, True),
+    ("act_hardswish_op14_nofold", act_net(nn.Hardswish), (1, 8, 8), 14, False, False),
+    ("act_leakyrelu_op13_fold", act_net(lambda: nn.LeakyReLU(0.1)), (1, 8, 8), 13, True, False),
+    ("act_elu_op11_nofold", act_net(lambda: nn.ELU(0.7)), (1, 8, 8), 11, False, False),
+    ("act_gelu_op13_fold_dyn", act_net(nn.GELU), (1, 8, 8), 13, True, True),
+    ("act_gelu_op11_nofold", act_net(nn.GELU), (1, 8, 8), 11, False, False),
+    ("act_geluhalf_op17_fold", act_net(GeluHalfFirst), (1, 8, 8), 17, True, False),
 ]
 
 

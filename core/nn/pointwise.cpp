@@ -1,0 +1,147 @@
+#include "nn/pointwise.h"
+
+#include "tensor/parallel.h"
+#include "util/errors.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+namespace quantscope {
+
+namespace {
+
+constexpr PointwiseInfo kTable[] = {
+    {LayerKind::Sigmoid, "Sigmoid", "Sigmoid", false, 0.0f},
+    {LayerKind::Tanh, "Tanh", "Tanh", false, 0.0f},
+    {LayerKind::SiLU, "SiLU", "", false, 0.0f},
+    {LayerKind::Hardsigmoid, "Hardsigmoid", "HardSigmoid", false, 0.0f},
+    {LayerKind::Hardswish, "Hardswish", "", false, 0.0f},
+    {LayerKind::LeakyReLU, "LeakyReLU", "LeakyRelu", true, 0.01f},
+    {LayerKind::ELU, "ELU", "Elu", true, 1.0f},
+    {LayerKind::GELU, "GELU", "", false, 0.0f},
+};
+
+constexpr float kSqrt1_2 = 0.70710678118654752440f; // 1 / sqrt(2)
+constexpr double kInvSqrt2Pi = 0.39894228040143267794; // 1 / sqrt(2 pi)
+
+// The formulas of PyTorch's CPU kernels (aten/src/ATen/native/cpu/Activation.cpp,
+// UnaryOpsKernel.cpp), in float. None has a product followed by a sum, so no FMA contraction can
+// make one call site round differently from another.
+inline float sigmoidOf(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+
+template <LayerKind K>
+void applyRun(float alpha, const float* __restrict x, float* __restrict y, std::size_t n)
+{
+    for (std::size_t i = 0; i < n; ++i) {
+        const float v = x[i];
+        if constexpr (K == LayerKind::Sigmoid) y[i] = sigmoidOf(v);
+        else if constexpr (K == LayerKind::Tanh) y[i] = std::tanh(v);
+        else if constexpr (K == LayerKind::SiLU) y[i] = v / (1.0f + std::exp(-v));
+        else if constexpr (K == LayerKind::Hardsigmoid) y[i] = std::min(std::max(v + 3.0f, 0.0f), 6.0f) / 6.0f;
+        else if constexpr (K == LayerKind::Hardswish) y[i] = v * std::min(std::max(v + 3.0f, 0.0f), 6.0f) / 6.0f;
+        else if constexpr (K == LayerKind::LeakyReLU) y[i] = v > 0.0f ? v : v * alpha;
+        else if constexpr (K == LayerKind::ELU) y[i] = v > 0.0f ? v : alpha * std::expm1(v);
+        else if constexpr (K == LayerKind::GELU) y[i] = 0.5f * v * (1.0f + std::erf(v * kSqrt1_2));
+    }
+}
+
+} // namespace
+
+std::span<const PointwiseInfo> pointwiseTable() { return kTable; }
+
+const PointwiseInfo* pointwiseInfo(LayerKind k)
+{
+    for (const PointwiseInfo& r : kTable)
+        if (r.kind == k) return &r;
+    return nullptr;
+}
+
+[[gnu::noinline]] void pointwiseApply(LayerKind k, float alpha, const float* x, float* y, std::size_t n)
+{
+    switch (k) {
+    case LayerKind::Sigmoid: return applyRun<LayerKind::Sigmoid>(alpha, x, y, n);
+    case LayerKind::Tanh: return applyRun<LayerKind::Tanh>(alpha, x, y, n);
+    case LayerKind::SiLU: return applyRun<LayerKind::SiLU>(alpha, x, y, n);
+    case LayerKind::Hardsigmoid: return applyRun<LayerKind::Hardsigmoid>(alpha, x, y, n);
+    case LayerKind::Hardswish: return applyRun<LayerKind::Hardswish>(alpha, x, y, n);
+    case LayerKind::LeakyReLU: return applyRun<LayerKind::LeakyReLU>(alpha, x, y, n);
+    case LayerKind::ELU: return applyRun<LayerKind::ELU>(alpha, x, y, n);
+    case LayerKind::GELU: return applyRun<LayerKind::GELU>(alpha, x, y, n);
+    default: throw Error(std::string("internal error: ") + layerKindName(k) + " is not a pointwise activation");
+    }
+}
+
+void pointwiseGradient(LayerKind k, float alpha, const float* x, const float* y, const float* dy, float* dx, std::size_t n)
+{
+    for (std::size_t i = 0; i < n; ++i) {
+        const float v = x[i], g = dy[i];
+        switch (k) {
+        case LayerKind::Sigmoid: dx[i] = g * y[i] * (1.0f - y[i]); break; // s (1 - s)
+        case LayerKind::Tanh: dx[i] = g * (1.0f - y[i] * y[i]); break;    // 1 - tanh^2
+        case LayerKind::SiLU: {                                           // s (1 + x (1 - s))
+            const float s = sigmoidOf(v);
+            dx[i] = g * s * (1.0f + v * (1.0f - s));
+            break;
+        }
+        // PyTorch's hardsigmoid_backward: g * (1/6) strictly inside (-3, 3), 0 at and beyond the bounds.
+        case LayerKind::Hardsigmoid: dx[i] = v > -3.0f && v < 3.0f ? g * (1.0f / 6.0f) : 0.0f; break;
+        // PyTorch's hardswish_backward (1.13, 033/034 golden): 0 below -3, x/3 + 1/2 on [-3, 3), 1 from 3 on.
+        case LayerKind::Hardswish: dx[i] = v < -3.0f ? 0.0f : (v < 3.0f ? g * (v / 3.0f + 0.5f) : g); break;
+        case LayerKind::LeakyReLU: dx[i] = v > 0.0f ? g : g * alpha; break;
+        case LayerKind::ELU: dx[i] = v > 0.0f ? g : g * alpha * std::exp(v); break;
+        case LayerKind::GELU: { // Phi(x) + x phi(x)
+            const double xd = v;
+            const double cdf = 0.5 * (1.0 + std::erf(xd * kSqrt1_2));
+            const double pdf = kInvSqrt2Pi * std::exp(-0.5 * xd * xd);
+            dx[i] = static_cast<float>(g * (cdf + xd * pdf));
+            break;
+        }
+        default: throw Error(std::string("internal error: ") + layerKindName(k) + " is not a pointwise activation");
+        }
+    }
+}
+
+Pointwise::Pointwise(std::string name, LayerKind kind, std::optional<float> alpha) : Layer(std::move(name)), m_kind(kind)
+{
+    const PointwiseInfo* info = pointwiseInfo(kind);
+    if (!info) throw ConfigError(this->name() + ": " + layerKindName(kind) + " is not a pointwise activation");
+    m_alpha = info->hasAlpha ? alpha.value_or(info->defaultAlpha) : 0.0f;
+    if (!std::isfinite(m_alpha)) throw ConfigError(this->name() + ": " + info->name + " alpha must be a finite number");
+}
+
+void Pointwise::forward(const Tensor& x, Tensor& y, const RunContext& /*ctx*/)
+{
+    y.resize(x.shape());
+    const std::size_t n = x.numel();
+    const float* in = x.data();
+    float* out = y.data();
+    const LayerKind k = m_kind;
+    const float a = m_alpha;
+    parallelChunks(n, elementwiseGrain(n), [=](std::size_t b, std::size_t e) { pointwiseApply(k, a, in + b, out + b, e - b); });
+}
+
+void Pointwise::backward(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, bool needInputGrad)
+{
+    checkOutputGradient(x, dy);
+    if (y.shape() != x.shape()) throw ConfigError(name() + ": backward without a matching forward");
+    if (!needInputGrad) return;
+    dx.resize(x.shape());
+    const std::size_t n = x.numel();
+    const float *xv = x.data(), *yv = y.data(), *g = dy.data();
+    float* out = dx.data();
+    const LayerKind k = m_kind;
+    const float a = m_alpha;
+    parallelChunks(n, elementwiseGrain(n),
+                   [=](std::size_t b, std::size_t e) { pointwiseGradient(k, a, xv + b, yv + b, g + b, out + b, e - b); });
+}
+
+std::string Pointwise::describe() const
+{
+    if (m_kind != LayerKind::LeakyReLU && m_kind != LayerKind::ELU) return {};
+    char buf[48];
+    std::snprintf(buf, sizeof buf, "%s %g", m_kind == LayerKind::LeakyReLU ? "negative_slope" : "alpha", static_cast<double>(m_alpha));
+    return buf;
+}
+
+} // namespace quantscope

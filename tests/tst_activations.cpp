@@ -1,0 +1,352 @@
+// Pointwise activations (nn/pointwise.h: Sigmoid, Tanh, SiLU, Hardsigmoid, Hardswish, LeakyReLU,
+// ELU, GELU) end to end: PyTorch exports of a small CNN per activation (tests/onnx_import act_*,
+// make_fixtures.py) import as one layer per module, SiLU, Hardswish and GELU from their subgraphs
+// too, and match PyTorch's outputs; they survive .qsm and ONNX (FP32 and QDQ) round trips;
+// onnxruntime runs both exports; the integer engine's lookup tables equal the fake-quant
+// simulation bit for bit. Forward/backward values against PyTorch are in tst_layers_golden, the
+// numerical gradients in tst_layers_gradients, the refusals in tst_onnx_import_errors.
+#include "infer/int_engine.h"
+#include "infer/model_runner.h"
+#include "io/onnx_import.h"
+#include "io/onnx_io.h"
+#include "io/qsm.h"
+#include "nn/conv2d.h"
+#include "nn/linear.h"
+#include "nn/maxpool2d.h"
+#include "nn/pointwise.h"
+#include "util/errors.h"
+
+#include <tbb/task_arena.h> // before Qt: TBB's profiling.h has a member named emit
+
+#include "onnx/export_fixtures.h"
+#include "onnx/onnx_fixtures.h"
+#include "onnx_import_fixtures.h"
+
+#include <QtTest>
+
+#include <cmath>
+#include <fstream>
+#include <set>
+
+using namespace quantscope;
+using onnx_import_fixtures::fileBytes, onnx_import_fixtures::kFixtures, onnx_import_fixtures::loadReference,
+    onnx_import_fixtures::Reference;
+using fixtures::haveOrt, fixtures::nodeModules;
+
+namespace {
+
+// |QuantScope - PyTorch| over the largest |PyTorch output| (float32 on both sides, sums in
+// different orders; the brief's bound).
+constexpr double kFp32RelTol = 1e-5;
+// onnxruntime's float graph against QuantScope's float model (ORT's own exp/erf/tanh).
+constexpr double kOrtFp32RelTol = 1e-5;
+// QDQ in onnxruntime against the engine: argmax agreement and mean |output difference| over the
+// largest |output| (onnxruntime runs the activations in float between Q/DQ, a value near a
+// rounding tie lands one step away).
+constexpr double kMinQdqAgreement = 0.98;
+constexpr double kQdqMeanRelDiff = 2e-2;
+
+const char* const kKindRows[][3] = {
+    // fixture, kind, alpha
+    {"act_sigmoid_op13_fold_dyn", "Sigmoid", "0"},      {"act_tanh_op11_nofold", "Tanh", "0"},
+    {"act_silu_op13_fold_dyn", "SiLU", "0"},            {"act_silurev_op11_nofold", "SiLU", "0"},
+    {"act_hardsigmoid_op13_fold", "Hardsigmoid", "0"},  {"act_hardswish_op13_fold_dyn", "Hardswish", "0"},
+    {"act_hardswish_op14_nofold", "Hardswish", "0"},    {"act_leakyrelu_op13_fold", "LeakyReLU", "0.1"},
+    {"act_elu_op11_nofold", "ELU", "0.7"},              {"act_gelu_op13_fold_dyn", "GELU", "0"},
+    {"act_gelu_op11_nofold", "GELU", "0"},              {"act_geluhalf_op17_fold", "GELU", "0"},
+};
+
+LayerKind kindNamed(const std::string& s)
+{
+    for (const PointwiseInfo& r : pointwiseTable())
+        if (s == r.name) return r.kind;
+    throw std::runtime_error("no pointwise kind " + s);
+}
+
+ExportedModel importFixture(const std::string& name)
+{
+    const std::filesystem::path p = kFixtures / (name + ".onnx");
+    return importOnnx(fileBytes(p), p.string());
+}
+
+// Float forward of `em` on the reference input: the outputs, flat.
+std::vector<float> forwardOn(const ExportedModel& em, const Reference& ref)
+{
+    std::unique_ptr<Model> model = buildModel(em);
+    RunContext ctx;
+    const Tensor y = model->forward(Tensor(ref.inputShape, ref.input), ctx);
+    return y.values();
+}
+
+double maxAbs(const std::vector<float>& v)
+{
+    double m = 0;
+    for (float x : v) m = std::max(m, std::fabs(static_cast<double>(x)));
+    return m;
+}
+
+double maxDiff(const std::vector<float>& a, const std::vector<float>& b)
+{
+    if (a.size() != b.size()) return INFINITY;
+    double m = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) m = std::max(m, std::fabs(static_cast<double>(a[i]) - b[i]));
+    return m;
+}
+
+// The layers' kinds and alphas, in order.
+std::vector<std::pair<LayerKind, float>> kindsOf(const ExportedModel& m)
+{
+    std::vector<std::pair<LayerKind, float>> k;
+    for (const StoredLayer& l : m.layers) k.emplace_back(l.kind, l.alpha);
+    return k;
+}
+
+// conv 1->6 -> act -> max pool -> conv 6->8 -> act -> flatten -> fc -> 10 on 28 x 28, the
+// convolutions' weights scaled so the activations see both sides of their bends.
+std::unique_ptr<Model> actModel(LayerKind kind, float alpha)
+{
+    auto m = std::make_unique<Model>("act-" + std::string(layerKindName(kind)), Shape{1, 28, 28});
+    m->add(std::make_unique<Conv2d>("conv1", 1, 6, 3, 1, 1));
+    m->add(std::make_unique<Pointwise>("act1", kind, alpha));
+    m->add(std::make_unique<MaxPool2d>("pool", 2));
+    m->add(std::make_unique<Conv2d>("conv2", 6, 8, 3, 1, 1));
+    m->add(std::make_unique<Pointwise>("act2", kind, alpha));
+    m->add(std::make_unique<Flatten>("flatten"));
+    m->add(std::make_unique<Linear>("fc", 8 * 14 * 14, 10));
+    m->initParams(11);
+    for (std::size_t i : {std::size_t{0}, std::size_t{3}})
+        for (float& w : dynamic_cast<Conv2d&>(m->layer(i)).weight().value.values()) w *= 3.0f;
+    return m;
+}
+
+} // namespace
+
+class TestActivations : public QObject, fixtures::OnnxWorkspace {
+    Q_OBJECT
+
+private slots:
+    void initTestCase() { openWorkspace("activations"); }
+    void importMatchesPyTorch_data();
+    void importMatchesPyTorch();
+    void roundTripsAndOnnxruntime_data();
+    void roundTripsAndOnnxruntime();
+    void engineEqualsFakeQuant_data();
+    void engineEqualsFakeQuant();
+    void sigmoidWithAnotherReaderStaysSigmoid();
+};
+
+void TestActivations::importMatchesPyTorch_data()
+{
+    QTest::addColumn<QString>("name");
+    QTest::addColumn<QString>("kind");
+    QTest::addColumn<float>("alpha");
+    for (const auto& r : kKindRows) QTest::newRow(r[0]) << QString(r[0]) << QString(r[1]) << std::stof(r[2]);
+}
+
+// Each module is one layer of its kind (SiLU and Hardswish leave no Sigmoid/HardSigmoid behind,
+// GELU no Erf), with PyTorch's alpha, and the model's outputs are PyTorch's.
+void TestActivations::importMatchesPyTorch()
+{
+    QFETCH(QString, name);
+    QFETCH(QString, kind);
+    QFETCH(float, alpha);
+    const ExportedModel m = importFixture(name.toStdString());
+    const LayerKind k = kindNamed(kind.toStdString());
+    std::size_t count = 0;
+    for (const StoredLayer& l : m.layers) {
+        QVERIFY2(!isPointwise(l.kind) || l.kind == k, qPrintable(QString("unexpected ") + layerKindName(l.kind) + " '" + l.name.c_str() + "'"));
+        if (l.kind == k) {
+            ++count;
+            QCOMPARE(l.alpha, alpha);
+        }
+    }
+    QCOMPARE(count, std::size_t{2});
+    const Reference ref = loadReference(kFixtures / (name.toStdString() + ".json"));
+    const std::vector<float> y = forwardOn(m, ref);
+    const double dev = maxDiff(y, ref.output), rel = dev / maxAbs(ref.output);
+    qInfo("%s: max |QuantScope - PyTorch| = %.3g (%.3g of the largest output)", qPrintable(name), dev, rel);
+    QVERIFY2(rel <= kFp32RelTol, qPrintable(QString("relative deviation %1").arg(rel)));
+}
+
+void TestActivations::roundTripsAndOnnxruntime_data() { importMatchesPyTorch_data(); }
+
+// .qsm and ONNX files keep every layer's kind and alpha and the outputs; onnxruntime runs the
+// FP32 export as QuantScope does.
+void TestActivations::roundTripsAndOnnxruntime()
+{
+    QFETCH(QString, name);
+    const ExportedModel m = importFixture(name.toStdString());
+    const Reference ref = loadReference(kFixtures / (name.toStdString() + ".json"));
+    const std::vector<float> want = forwardOn(m, ref);
+
+    const ExportedModel q = decodeQsm(encodeQsm(m), "round trip");
+    QVERIFY(kindsOf(q) == kindsOf(m));
+    QVERIFY(forwardOn(q, ref) == want);
+
+    const std::vector<std::uint8_t> onnxBytes = encodeOnnx(m);
+    const ExportedModel o = decodeOnnx(onnxBytes, "round trip");
+    QVERIFY(kindsOf(o) == kindsOf(onnxForm(m)));
+    QVERIFY(forwardOn(o, ref) == want);
+
+    QS_SKIP_WITHOUT_ORT();
+    const std::string path = m_dir + "/" + name.toStdString() + ".onnx";
+    {
+        std::ofstream f(path, std::ios::binary);
+        f.write(reinterpret_cast<const char*>(onnxBytes.data()), static_cast<std::streamsize>(onnxBytes.size()));
+    }
+    // Images of the model's size (8 x 8 here): the synthetic test images' top-left corners.
+    const std::size_t H = m.height, W = m.width, n = 50;
+    std::vector<std::uint8_t> px(n * H * W);
+    for (std::size_t i = 0; i < n; ++i)
+        for (std::size_t y = 0; y < H; ++y)
+            for (std::size_t x = 0; x < W; ++x) px[(i * H + y) * W + x] = m_data.test.pixels[i * 28 * 28 + (y + 10) * 28 + x + 10];
+    const std::string images = m_dir + "/" + name.toStdString() + "-idx3-ubyte";
+    fixtures::writeIdx(images, {static_cast<std::uint32_t>(n), static_cast<std::uint32_t>(H), static_cast<std::uint32_t>(W)}, px);
+    const std::vector<float> ort = fixtures::ortOutputs(path, images);
+    ModelRunner runner(m);
+    std::vector<float> ours(n * m.classes);
+    std::vector<std::int32_t> pred(n);
+    runner.predict(px.data(), n, pred.data(), ours.data());
+    const double dev = maxDiff(ort, ours), rel = dev / maxAbs(ours);
+    qInfo("%s: onnxruntime vs QuantScope FP32: max diff %.3g (%.3g relative)", qPrintable(name), dev, rel);
+    QVERIFY2(rel <= kOrtFp32RelTol, qPrintable(QString("relative deviation %1").arg(rel)));
+}
+
+void TestActivations::engineEqualsFakeQuant_data()
+{
+    QTest::addColumn<QString>("kind");
+    QTest::addColumn<float>("alpha");
+    QTest::addColumn<QString>("act");
+    for (const PointwiseInfo& r : pointwiseTable())
+        for (const char* act : {"uint8", "int8"})
+            QTest::newRow(qPrintable(QString("%1 %2").arg(r.name).arg(act))) << QString(r.name) << (r.hasAlpha ? 0.2f : 0.0f) << QString(act);
+}
+
+// A model quantized by QuantSim (int8 weights, calibrated activations) and exported: at every
+// activation layer the engine's integers are what the fake-quant simulation computes from the
+// engine's own input integers, exactly (the layer's forward, then the stored point's fake-quant);
+// the QDQ export reads back as the same model, and onnxruntime runs it with the engine's predictions.
+void TestActivations::engineEqualsFakeQuant()
+{
+    QFETCH(QString, kind);
+    QFETCH(float, alpha);
+    QFETCH(QString, act);
+    const LayerKind k = kindNamed(kind.toStdString());
+    auto q = fixtures::quantize(actModel(k, alpha), m_data, "int8", "channel", act.toStdString());
+    QVERIFY2(IntEngine::unsupportedReason(q.exported).empty(), IntEngine::unsupportedReason(q.exported).c_str());
+    for (const StoredLayer& l : q.exported.layers)
+        if (l.kind == k) QVERIFY2(l.outputQuant.has_value(), l.name.c_str());
+    const IntEngine engine(q.exported);
+    std::size_t values = 0, differing = 0, distinct = 0;
+    for (std::size_t img = 0; img < 20; ++img) {
+        const std::vector<PointTrace> trace = engine.trace(m_data.test.pixels.data() + img * m_data.test.imageBytes());
+        for (std::size_t t = 0; t < trace.size(); ++t) {
+            const PointTrace& p = trace[t];
+            const auto l = std::find_if(q.exported.layers.begin(), q.exported.layers.end(), [&](const StoredLayer& s) { return s.name == p.layer; });
+            if (l == q.exported.layers.end() || l->kind != k) continue;
+            // Its input point: the trace of the layer it reads (through a max pool, which keeps the grid).
+            const StoredLayer* src = &q.exported.layers.at(l->inputs.at(0) - 1);
+            const auto in = std::find_if(trace.begin(), trace.end(), [&](const PointTrace& s) { return s.layer == src->name; });
+            QVERIFY2(in != trace.end(), qPrintable(QString::fromStdString(src->name)));
+            QCOMPARE(in->q.size(), p.q.size());
+            Tensor x({1, in->q.size()}), y;
+            for (std::size_t i = 0; i < x.numel(); ++i)
+                x[i] = (static_cast<float>(in->q[i]) - static_cast<float>(in->quant.zeroPoint)) * in->quant.scale;
+            Pointwise layer("ref", k, l->alpha);
+            layer.forward(x, y, RunContext{});
+            fakeQuantizeActivation(y, p.quant);
+            std::set<std::int32_t> seen;
+            for (std::size_t i = 0; i < p.q.size(); ++i) {
+                const auto want = static_cast<std::int32_t>(std::nearbyint(y[i] / p.quant.scale)) + p.quant.zeroPoint;
+                differing += want != p.q[i];
+                seen.insert(p.q[i]);
+            }
+            values += p.q.size();
+            distinct = std::max(distinct, seen.size());
+        }
+    }
+    qInfo("%s %s: %zu activation values, %zu differ from the fake-quant; up to %zu distinct codes in a point", qPrintable(kind),
+          qPrintable(act), values, differing, distinct);
+    QVERIFY(values > 0);
+    QCOMPARE(differing, std::size_t{0});
+    QVERIFY2(distinct >= 16, "the activations barely use their grid: the comparison would prove little");
+
+    // The engine's predictions against the exported model's fake-quant reference.
+    RunnerOptions ro;
+    ro.kind = RunnerKind::Reference;
+    ModelRunner reference(q.exported, ro);
+    ro.kind = RunnerKind::Integer;
+    ModelRunner integer(q.exported, ro);
+    const std::size_t n = m_data.test.size();
+    std::vector<std::int32_t> pr(n), pi(n);
+    std::vector<float> outI(n * 10);
+    reference.predict(m_data.test.pixels.data(), n, pr.data());
+    integer.predict(m_data.test.pixels.data(), n, pi.data(), outI.data());
+    std::size_t same = 0;
+    for (std::size_t i = 0; i < n; ++i) same += pr[i] == pi[i];
+    qInfo("engine vs fake-quant reference: argmax agreement %.1f %% of %zu images", 100.0 * static_cast<double>(same) / static_cast<double>(n), n);
+    QVERIFY(static_cast<double>(same) >= 0.98 * static_cast<double>(n));
+
+    // QDQ: reads back as the same model; onnxruntime predicts what the engine does.
+    const std::vector<std::uint8_t> bytes = encodeOnnx(q.exported);
+    const ExportedModel back = decodeOnnx(bytes, "qdq");
+    QVERIFY(kindsOf(back) == kindsOf(q.exported));
+    for (std::size_t i = 0; i < back.layers.size(); ++i) QVERIFY(back.layers[i].outputQuant == q.exported.layers[i].outputQuant);
+    QS_SKIP_WITHOUT_ORT();
+    const std::string path = m_dir + "/qdq-" + kind.toStdString() + "-" + act.toStdString() + ".onnx";
+    {
+        std::ofstream f(path, std::ios::binary);
+        f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    }
+    const std::vector<float> ort = fixtures::ortOutputs(path, m_images);
+    QCOMPARE(ort.size(), outI.size());
+    const std::vector<std::int32_t> ortPred = fixtures::argmaxOf(ort, 10);
+    std::size_t agree = 0;
+    double sum = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+        agree += ortPred[i] == pi[i];
+        for (std::size_t j = 0; j < 10; ++j) sum += std::fabs(static_cast<double>(ort[i * 10 + j]) - outI[i * 10 + j]);
+    }
+    const double meanRel = sum / static_cast<double>(n * 10) / maxAbs(outI);
+    qInfo("onnxruntime QDQ vs engine: argmax agreement %.1f %%, mean |diff| %.3g of the largest output",
+          100.0 * static_cast<double>(agree) / static_cast<double>(n), meanRel);
+    QVERIFY(static_cast<double>(agree) >= kMinQdqAgreement * static_cast<double>(n));
+    QVERIFY(meanRel <= kQdqMeanRelDiff);
+}
+
+// A Sigmoid whose output is read by more than the Mul of SiLU stays a Sigmoid (the Mul of two
+// activations is then refused by name, not silently turned into SiLU).
+void TestActivations::sigmoidWithAnotherReaderStaysSigmoid()
+{
+    onnx::ModelProto mp = onnx_import_fixtures::parse(kFixtures / "act_silu_op13_fold_dyn.onnx");
+    // A second reader of the first Sigmoid's output: an Identity nobody reads is dead (pruned), so
+    // make the graph output depend on it by feeding the MaxPool from the Sigmoid instead of the Mul.
+    onnx::NodeProto* sig = onnx_import_fixtures::findNode(mp, "Sigmoid");
+    onnx::NodeProto* pool = onnx_import_fixtures::findNode(mp, "MaxPool");
+    pool->set_input(0, sig->output(0)); // the Mul is now dead, the Sigmoid read by the pool
+    const ExportedModel m = importOnnx(onnx_import_fixtures::serialize(mp), "sigmoid-reader");
+    std::vector<LayerKind> kinds;
+    for (const StoredLayer& l : m.layers)
+        if (isPointwise(l.kind)) kinds.push_back(l.kind);
+    QVERIFY(kinds == std::vector<LayerKind>({LayerKind::Sigmoid, LayerKind::SiLU}));
+    // Both readers live: Sigmoid read by the Mul and by an Add into the Mul's output.
+    onnx::ModelProto mp2 = onnx_import_fixtures::parse(kFixtures / "act_silu_op13_fold_dyn.onnx");
+    onnx::NodeProto* sig2 = onnx_import_fixtures::findNode(mp2, "Sigmoid");
+    onnx::NodeProto* mul2 = onnx_import_fixtures::findNode(mp2, "Mul");
+    onnx::NodeProto* add = mp2.mutable_graph()->add_node();
+    add->set_op_type("Add");
+    add->set_name("/extra/Add");
+    add->add_input(mul2->output(0));
+    add->add_input(sig2->output(0));
+    add->add_output("extra_sum");
+    onnx_import_fixtures::findNode(mp2, "MaxPool")->set_input(0, "extra_sum");
+    try {
+        importOnnx(onnx_import_fixtures::serialize(mp2), "sigmoid-two-readers");
+        QFAIL("a Mul of two activations was read");
+    } catch (const ConfigError& e) {
+        QVERIFY2(QString(e.what()).contains("Mul node '/act1/Mul'"), e.what());
+    }
+}
+
+QTEST_GUILESS_MAIN(TestActivations)
+#include "tst_activations.moc"
