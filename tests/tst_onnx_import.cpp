@@ -66,6 +66,7 @@ class TestOnnxImport : public QObject {
 
 private slots:
     void clampChainsAreRelu6();
+    void globalPoolingIdioms();
     void matchesPyTorch_data();
     void matchesPyTorch();
     void softmaxHeadIsKept();
@@ -92,7 +93,7 @@ void TestOnnxImport::matchesPyTorch_data()
                           "ref_mobilenet-tiny", "convhead_op11_nofold_dyn", "convhead_op13_fold", "unsqueezehead_op11_nofold",
                           "unsqueezehead_op13_fold_dyn", "convscores_op13_fold_dyn", "constops_op11_nofold", "constops_op13_fold_dyn",
                           "wholemapavg_op11_nofold", "wholemapavg_op13_fold", "gapidioms_op11_nofold", "gapidioms_op13_fold_dyn",
-                          "bnneck_op11_nofold", "bnneck_op15_fold_dyn"})
+                          "gapidioms2_op11_nofold", "gapidioms2_op13_fold_dyn", "bnneck_op11_nofold", "bnneck_op15_fold_dyn"})
         QTest::newRow(n) << QString(n);
 }
 
@@ -129,6 +130,29 @@ void TestOnnxImport::clampChainsAreRelu6()
         for (const StoredLayer& l : m.layers)
             if (l.kind == LayerKind::ReLU || l.kind == LayerKind::ReLU6) kinds.push_back(l.kind);
         QVERIFY2(kinds == std::vector<LayerKind>({LayerKind::ReLU6, LayerKind::ReLU6}), name);
+    }
+}
+
+// Global pooling as user code writes it (gapidioms2): x.mean(-1).mean(-1), x.sum((2, 3)) / (H W)
+// (with H W a constant, or computed from Shape in a dynamic export) and mean(-2).mean(-1) with
+// keepdim are one GlobalAvgPool2d each, x.amax((2, 3)) one MaxPool2d over the 7x7 map; nothing
+// else pools. matchesPyTorch compares the outputs.
+void TestOnnxImport::globalPoolingIdioms()
+{
+    for (const char* name : {"gapidioms2_op11_nofold", "gapidioms2_op13_fold_dyn"}) {
+        const ExportedModel m = importOnnx((kFixtures / (std::string(name) + ".onnx")).string());
+        std::size_t gap = 0, maxPools = 0;
+        for (const StoredLayer& l : m.layers) {
+            gap += l.kind == LayerKind::GlobalAvgPool2d;
+            if (l.kind == LayerKind::MaxPool2d) {
+                ++maxPools;
+                QCOMPARE(l.kernel, std::size_t{7});
+                QCOMPARE(l.stride, std::size_t{7});
+            }
+            QVERIFY2(l.kind != LayerKind::AvgPool2d, name);
+        }
+        QCOMPARE(gap, std::size_t{3});
+        QCOMPARE(maxPools, std::size_t{1});
     }
 }
 

@@ -271,6 +271,20 @@ void TestOnnxImportErrors::badInput_data()
             mean->clear_attribute();
         },
         "ConfigError", "view of [6,6,7] activations, which QuantScope's GlobalAveragePool would not read as that shape");
+    // A sum over (H, W) is a mean only divided by H W; a global max only of a square map, over H and W.
+    row("sum times H W", "gapidioms2_op11_nofold", [](onnx::ModelProto& mp) { findNode(mp, "Div")->set_op_type("Mul"); },
+        "ConfigError", "multiplies the sum over the 7x7 map by 49; only the mean (multiply by 0.0204081633)");
+    row("max over channels", "gapidioms2_op11_nofold",
+        [](onnx::ModelProto& mp) { setInts(findNode(mp, "ReduceMax"), "axes", std::vector<std::int64_t>{1, 2}); }, "ConfigError",
+        "ReduceMax node '/ReduceMax': axes = [1, 2]; a maximum is read only over H and W");
+    row("global max of a non-square map", "wholemapavg_op11_nofold",
+        [](onnx::ModelProto& mp) {
+            onnx::NodeProto* pool = findNode(mp, "AveragePool");
+            pool->set_op_type("GlobalMaxPool");
+            pool->clear_attribute();
+            pool->set_input(0, findNode(mp, "Pad")->input(0)); // the ReLU's 6x10 map, not the Pad's
+        },
+        "ConfigError", "a global max pooling of a non-square 6x10 map");
     // A BatchNorm1d no Linear made folds into the Linear after it; anything else reading it is refused.
     row("BatchNorm1d read by no Linear", "bnneck_op11_nofold",
         [](onnx::ModelProto& mp) {

@@ -306,6 +306,7 @@ ExportedModel Importer::run()
             for (const std::string& o : n.output()) dynamic.insert(o);
     }
     findActivationSubgraphs(order, dynamic);
+    findPoolingSubgraphs(order, dynamic);
     const NodeProto* firstUnsupported = nullptr;
     for (int k : order) {
         const NodeProto& n = g.node(k);

@@ -23,23 +23,32 @@ constexpr double kConstRtol = 1e-6;
 bool near(double v, double want) { return std::abs(v - want) <= kConstRtol * std::abs(want); }
 } // namespace
 
+Importer::GraphReaders Importer::graphReaders(const std::vector<int>& order) const
+{
+    const onnx::GraphProto& g = m_mp.graph();
+    GraphReaders r;
+    for (int k : order) {
+        for (const std::string& o : g.node(k).output())
+            if (!o.empty()) r.producer[o] = k;
+        for (const std::string& i : g.node(k).input())
+            if (!i.empty()) r.readers[i].push_back(k);
+    }
+    return r;
+}
+
+int Importer::soleReader(const GraphReaders& g, const std::string& v)
+{
+    const auto it = g.readers.find(v);
+    if (it == g.readers.end() || it->second.size() != 1 || m_uses[v] != 1) return -1;
+    return it->second[0];
+}
+
 void Importer::findActivationSubgraphs(const std::vector<int>& order, const std::set<std::string>& dynamic)
 {
     const onnx::GraphProto& g = m_mp.graph();
-    std::map<std::string, int> producer;
-    std::map<std::string, std::vector<int>> readers;
-    for (int k : order) {
-        for (const std::string& o : g.node(k).output())
-            if (!o.empty()) producer[o] = k;
-        for (const std::string& i : g.node(k).input())
-            if (!i.empty()) readers[i].push_back(k);
-    }
-    // The one node reading v (and reading it once), or -1.
-    const auto soleReader = [&](const std::string& v) -> int {
-        const auto it = readers.find(v);
-        if (it == readers.end() || it->second.size() != 1 || m_uses[v] != 1) return -1;
-        return it->second[0];
-    };
+    const GraphReaders gr = graphReaders(order);
+    const std::map<std::string, int>& producer = gr.producer;
+    const auto soleReader = [&](const std::string& v) { return this->soleReader(gr, v); };
     const auto op = [&](int k) -> const std::string& { return g.node(k).op_type(); };
     const auto taken = [&](int k) { return m_subgraphOf.count(k) > 0; };
     const auto record = [&](Subgraph s) {
@@ -111,6 +120,7 @@ void Importer::findActivationSubgraphs(const std::vector<int>& order, const std:
 // Called at a subgraph's last node (its root): checks the constants and attributes, then adds the layer.
 void Importer::readActivationSubgraph(const NodeProto& root, const Subgraph& s)
 {
+    if (s.kind == LayerKind::GlobalAvgPool2d) return readPoolingSubgraph(root, s);
     const onnx::GraphProto& g = m_mp.graph();
     const auto xv = m_values.find(s.x);
     if (xv == m_values.end() || xv->second.kind != Value::Kind::Act)

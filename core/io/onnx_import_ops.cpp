@@ -29,6 +29,8 @@ const std::map<std::string, Importer::Handler>& Importer::handlers()
         {"AveragePool", &Importer::pool},
         {"GlobalAveragePool", &Importer::globalAveragePool},
         {"ReduceMean", &Importer::reduceMean},
+        {"GlobalMaxPool", &Importer::globalMaxPool},
+        {"ReduceMax", &Importer::globalMaxPool},
         {"BatchNormalization", &Importer::batchNormalization},
         {"Flatten", &Importer::flatten},
         {"Reshape", &Importer::reshape},

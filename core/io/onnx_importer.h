@@ -182,14 +182,32 @@ private:
 
     // ---- activations written as subgraphs (onnx_import_activations.cpp)
     struct Subgraph {
-        LayerKind kind;                     // SiLU, Hardswish, GELU
+        LayerKind kind;                     // SiLU, Hardswish, GELU; GlobalAvgPool2d (onnx_import_pooling.cpp)
         int root = -1;                      // its last node: where the layer is made
         std::string x;                      // the value it reads
         std::vector<int> nodes;             // every node of it (skipped by the walk)
-        std::vector<std::string> constants; // GELU: the scale of x, the added 1, the factor 0.5
+        std::vector<std::string> constants; // GELU: the scale of x, the added 1, the factor 0.5;
+                                            // a sum's mean: the divisor, the ReduceSum's axes input ("" if an attribute)
+        int keptDims = 2;                   // pooling: output [N, C] (0, a Flatten follows), [N, C, 1] (1), [N, C, 1, 1] (2)
     };
+    // Who makes and who reads each value, over the graph's nodes in `order`.
+    struct GraphReaders {
+        std::map<std::string, int> producer;
+        std::map<std::string, std::vector<int>> readers;
+    };
+    GraphReaders graphReaders(const std::vector<int>& order) const;
+    // The one node reading v, and reading it once, or -1.
+    int soleReader(const GraphReaders& g, const std::string& v);
     void findActivationSubgraphs(const std::vector<int>& order, const std::set<std::string>& dynamic);
     void readActivationSubgraph(const NodeProto& root, const Subgraph& s);
+    // ---- global pooling idioms (onnx_import_pooling.cpp): x.mean(-1).mean(-1), x.sum((2, 3)) /
+    // (H W) as subgraphs; GlobalMaxPool and ReduceMax over (H, W) as operators.
+    void findPoolingSubgraphs(const std::vector<int>& order, const std::set<std::string>& dynamic);
+    void readPoolingSubgraph(const NodeProto& root, const Subgraph& s);
+    void globalMaxPool(const NodeProto& n);
+    // The GlobalAvgPool2d or MaxPool2d `l` over the whole [C, H, W] map of activation x, made at
+    // node n, then shaped as keptDims says (a Flatten for 0, a [C, 1] view for 1).
+    void addGlobalPool(const NodeProto& n, StoredLayer l, std::size_t x, int keptDims);
     std::vector<Subgraph> m_subgraphs;
     std::map<int, std::size_t> m_subgraphOf; // node index -> its subgraph
 

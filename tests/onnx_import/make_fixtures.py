@@ -428,6 +428,25 @@ class GapIdioms(nn.Module):
         return self.fc(a + b)
 
 
+class GapIdioms2(nn.Module):
+    """Global pooling as more user code writes it: x.mean(-1).mean(-1), x.sum((2, 3)) / (H * W),
+    x.mean(-2, keepdim=True).mean(-1, keepdim=True) flattened, and a global max x.amax((2, 3)) of a
+    square map, summed into the classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 6, 3, padding=1)
+        self.fc = nn.Linear(6, 10)
+
+    def forward(self, x):
+        x = F.relu(self.conv(x))
+        a = x.mean(-1).mean(-1)
+        b = x.sum((2, 3)) / (x.shape[2] * x.shape[3])
+        c = x.mean(-2, keepdim=True).mean(-1, keepdim=True).flatten(1)
+        d = x.amax((2, 3))
+        return self.fc(a + b + c + d)
+
+
 class BNNeck(nn.Module):
     """Global average pooling, flatten, BatchNorm1d, then the Linear classifier (re-ID's BNNeck):
     a BatchNorm1d no Linear made, folded into the Linear after it."""
@@ -524,6 +543,8 @@ CASES = [
     ("bufferops_op13_nofold_dyn", BufferOps, (3, 8, 8), 13, False, True),
     ("gapidioms_op11_nofold", GapIdioms, (1, 6, 7), 11, False, False),
     ("gapidioms_op13_fold_dyn", GapIdioms, (1, 6, 7), 13, True, True),
+    ("gapidioms2_op11_nofold", GapIdioms2, (1, 7, 7), 11, False, False),
+    ("gapidioms2_op13_fold_dyn", GapIdioms2, (1, 7, 7), 13, True, True),
     ("bnneck_op11_nofold", BNNeck, (1, 8, 8), 11, False, False),
     ("bnneck_op15_fold_dyn", BNNeck, (1, 8, 8), 15, True, True),
     ("wholemapavg_op13_fold", WholeMapAvg, (1, 9, 5), 13, True, False),
