@@ -15,6 +15,7 @@
 #include <QtTest>
 
 #include <QComboBox>
+#include <QFile>
 #include <QGroupBox>
 #include <QSpinBox>
 #include <QTemporaryDir>
@@ -33,6 +34,7 @@ private slots:
     void planFollowsTheModel();
     void wheelDoesNotChangeOptions();
     void planActivationCalibrationIsShown();
+    void loadErrorIsScrolledIntoView();
 };
 
 void TestGuiPlans::tableEditsThePlan()
@@ -189,6 +191,32 @@ void TestGuiPlans::planActivationCalibrationIsShown()
     QVERIFY(act->isEnabled());
     act->setCurrentIndex(act->findData(QStringLiteral("minmax")));
     QCOMPARE(panel.config().precision.activationCalibration, std::string("minmax"));
+}
+
+// A plan file that cannot be read: the red note under the table is scrolled into the Training
+// dock's view, not left cut at its lower edge (tester 15 #14), in a window of a laptop's height.
+void TestGuiPlans::loadErrorIsScrolledIntoView()
+{
+    QTemporaryDir tmp;
+    MainWindowOptions o;
+    o.useSettings = false;
+    o.autoLoad = false;
+    MainWindow w(o);
+    w.resize(1280, 720);
+    w.show();
+    QVERIFY(QTest::qWaitForWindowExposed(&w));
+    const QString bad = tmp.filePath("plan.json");
+    {
+        QFile f(bad);
+        QVERIFY(f.open(QIODevice::WriteOnly));
+        f.write("{ not json");
+    }
+    QString error;
+    QVERIFY(!w.trainingPanel()->loadPlanFile(bad, &error));
+    auto* note = w.trainingPanel()->findChild<QLabel*>("planNote");
+    QVERIFY(note && note->isVisible());
+    QVERIFY2(note->text().contains(QStringLiteral("plan.json")), qPrintable(note->text()));
+    QTRY_COMPARE_WITH_TIMEOUT(note->visibleRegion().boundingRect().height(), note->height(), 2000);
 }
 
 QTEST_MAIN(TestGuiPlans)

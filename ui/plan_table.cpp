@@ -13,8 +13,10 @@
 #include <QHeaderView>
 #include <QLabel>
 #include <QPushButton>
+#include <QScrollArea>
 #include <QScrollBar>
 #include <QTableView>
+#include <QTimer>
 #include <QVBoxLayout>
 
 namespace quantscope {
@@ -295,6 +297,16 @@ void PlanTable::setNote(const QString& text, bool error)
     m_note->setText(text);
     m_note->setStyleSheet(error ? QStringLiteral("color: #a40000;") : QString());
     m_note->setVisible(!text.isEmpty());
+    if (text.isEmpty()) return;
+    // The note sits under the table at the foot of the Training dock: scroll it into view once
+    // laid out, or a Load plan error shows cut at the dock's edge (tester 15 #14).
+    QTimer::singleShot(0, m_note, [note = m_note] {
+        for (QWidget* w = note->parentWidget(); w; w = w->parentWidget())
+            if (auto* area = qobject_cast<QScrollArea*>(w)) {
+                area->ensureWidgetVisible(note, 0, 8);
+                return;
+            }
+    });
 }
 
 QString PlanTable::noteText() const { return m_note->text(); }
