@@ -11,6 +11,7 @@
 #include "nn/linear.h"
 #include "nn/maxpool2d.h"
 #include "nn/model_zoo.h"
+#include "nn/pointwise.h"
 #include "quant/equalization.h"
 #include "train/ptq_refine.h"
 #include "train/quant_sim.h"
@@ -119,6 +120,21 @@ std::unique_ptr<Model> separableNet()
     return m;
 }
 
+// conv(8) LeakyReLU(0.1) conv(8) `act` flatten fc: conv1 -> conv2 pairs through the LeakyReLU
+// (positively homogeneous); conv2 -> fc through `act` only if it is one too.
+std::unique_ptr<Model> pointwiseNet(LayerKind act)
+{
+    auto m = std::make_unique<Model>("pointwise", Shape{1, 6, 6});
+    m->add(std::make_unique<Conv2d>("conv1", 1, 8, 3, 1, 1));
+    m->add(std::make_unique<Pointwise>("leaky", LayerKind::LeakyReLU, 0.1f));
+    m->add(std::make_unique<Conv2d>("conv2", 8, 8, 3, 1, 1));
+    m->add(std::make_unique<Pointwise>("act", act));
+    m->add(std::make_unique<Flatten>("flatten"));
+    m->add(std::make_unique<Linear>("fc", 8 * 36, 10));
+    m->initParams(3);
+    return m;
+}
+
 // flatten, fc1 (bias=False), ReLU, fc2 (bias=False): a pair whose first layer has no bias.
 std::unique_ptr<Model> biasFreeMlp()
 {
@@ -165,6 +181,7 @@ private slots:
     void functionUnchangedAndRangesEqualised();
     void depthwisePairEndsWithEqualRanges();
     void relu6PairsAreSkipped();
+    void nonHomogeneousActivationsAreSkipped();
     void relu6ToReluOptIn();
     void biasCorrectionReducesMeanOutputError();
     void biasCorrectionSkipsBiasFreeLinear();
@@ -180,13 +197,17 @@ void TestCle::functionUnchangedAndRangesEqualised_data()
     QTest::newRow("resnet8 (inside the residual blocks)") << "resnet8" << 3;
     QTest::newRow("lenet5") << "lenet5" << 4;
     QTest::newRow("bias-free mlp") << "bias-free-mlp" << 1;
+    QTest::newRow("through LeakyReLU") << "leaky" << 1;
 }
 
 void TestCle::functionUnchangedAndRangesEqualised()
 {
     QFETCH(QString, model);
     QFETCH(int, pairs);
-    auto m = model == "separable" ? separableNet() : (model == "bias-free-mlp" ? biasFreeMlp() : makeModel(model.toStdString()));
+    auto m = model == "separable"       ? separableNet()
+             : model == "bias-free-mlp" ? biasFreeMlp()
+             : model == "leaky"         ? pointwiseNet(LayerKind::Sigmoid)
+                                        : makeModel(model.toStdString());
     roughen(*m, 9);
     const Tensor x = randomInput(*m, 3, 4);
     normaliseLogits(*m, x);
@@ -228,6 +249,19 @@ void TestCle::relu6PairsAreSkipped()
     QVERIFY(rep.foldedBatchNorms >= 9);
     QVERIFY(!rep.skipped.empty());
     QVERIFY2(QString::fromStdString(rep.skipped.front()).contains("ReLU6"), rep.skipped.front().c_str());
+}
+
+// A Sigmoid, SiLU, Hardswish... is not positively homogeneous: its pair is skipped and named.
+void TestCle::nonHomogeneousActivationsAreSkipped()
+{
+    for (const LayerKind act : {LayerKind::Sigmoid, LayerKind::SiLU, LayerKind::Hardswish, LayerKind::GELU}) {
+        auto m = pointwiseNet(act);
+        const EqualizationReport rep = equalizeCrossLayer(*m);
+        QCOMPARE(rep.pairs.size(), std::size_t{1}); // conv1 -> conv2 through the LeakyReLU
+        QCOMPARE(rep.pairs.front().first, std::string("conv1"));
+        QCOMPARE(rep.skipped.size(), std::size_t{1});
+        QVERIFY2(QString::fromStdString(rep.skipped.front()).contains("act is not positively homogeneous"), rep.skipped.front().c_str());
+    }
 }
 
 // --cle-relu6-to-relu: the ReLU6 layers become ReLU (a different FP32 model), then the pairs of

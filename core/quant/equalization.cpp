@@ -4,6 +4,7 @@
 #include "nn/batchnorm2d.h"
 #include "nn/conv2d.h"
 #include "nn/linear.h"
+#include "nn/pointwise.h"
 
 #include <algorithm>
 #include <cmath>
@@ -147,10 +148,10 @@ EqualizationReport equalizeCrossLayer(Model& model, std::size_t maxSweeps, doubl
                 p.norms.push_back(dynamic_cast<BatchNorm2d*>(&l));
             } else if (kind == LayerKind::LogSoftmax || kind == LayerKind::Softmax) { // the model's output: nothing to pair with
                 break;
-            } else if (kind == LayerKind::ReLU6) {
-                why = "ReLU6 " + l.name() + " is not positively homogeneous";
+            } else if (kind == LayerKind::ReLU6 || (isPointwise(kind) && kind != LayerKind::LeakyReLU)) {
+                why = std::string(layerKindName(kind)) + " " + l.name() + " is not positively homogeneous";
                 break;
-            } else if (kind != LayerKind::ReLU && kind != LayerKind::MaxPool2d && kind != LayerKind::AvgPool2d &&
+            } else if (kind != LayerKind::ReLU && kind != LayerKind::LeakyReLU && kind != LayerKind::MaxPool2d && kind != LayerKind::AvgPool2d &&
                        kind != LayerKind::GlobalAvgPool2d && kind != LayerKind::Flatten && kind != LayerKind::Dropout) {
                 why = std::string(layerKindName(kind)) + " " + l.name() + " lies between";
                 break;
