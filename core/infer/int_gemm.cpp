@@ -2,6 +2,7 @@
 #include "infer/int_gemm.h"
 
 #include "util/errors.h"
+#include "util/number_text.h"
 
 #include <cmath>
 #include <cstdio>
@@ -9,20 +10,11 @@
 
 namespace quantscope {
 
-namespace {
-// %g: a huge multiplier from a denormal scale printed 40 digits with std::to_string
-std::string multiplierText(double m)
-{
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%g", m);
-    return buf;
-}
-} // namespace
-
 FixedPointMultiplier fixedPointMultiplier(double m)
 {
+    // numberText (%g): a huge multiplier from a denormal scale printed 40 digits with std::to_string
     if (!(std::isfinite(m) && m > 0.0))
-        throw ConfigError("requantization multiplier " + multiplierText(m) + " is not a positive number");
+        throw ConfigError("requantization multiplier " + numberText(m) + " is not a positive number");
     int e = 0;
     const double f = std::frexp(m, &e); // m = f * 2^e, f in [0.5, 1)
     std::int64_t q = std::llround(f * 2147483648.0);
@@ -31,7 +23,7 @@ FixedPointMultiplier fixedPointMultiplier(double m)
         ++e;
     }
     int shift = 31 - e;
-    if (shift < 1) throw ConfigError("requantization multiplier " + multiplierText(m) + " is too large (scales are inconsistent)");
+    if (shift < 1) throw ConfigError("requantization multiplier " + numberText(m) + " is too large (scales are inconsistent)");
     if (shift > 62) {
         // Tiny multiplier: keep shift 62 and a smaller mult (still exact to 2^-62).
         q = std::llround(std::ldexp(m, 62));

@@ -10,6 +10,7 @@
 #include "nn/maxpool2d.h"
 #include "nn/pointwise.h"
 #include "util/errors.h"
+#include "util/number_text.h"
 
 #include <algorithm>
 #include <cmath>
@@ -33,13 +34,6 @@ constexpr std::size_t kMaxLayers = 1024;
 }
 
 // A stored number as a message shows it: 'nan', '-inf', '-0.5', '1e-45'.
-std::string numberText(float v)
-{
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%g", static_cast<double>(v));
-    return buf;
-}
-
 std::string layerId(const StoredLayer& l) { return std::string(storedKindName(l.kind)) + " '" + l.name + "'"; }
 
 void checkGrid(const std::string& where, int bits, bool isSigned, int qmin, int qmax, const std::string& source)
