@@ -341,6 +341,38 @@ private slots:
                  qPrintable(w.errorText()));
     }
 
+    // The Dataset dock's Validation field holds training images out (after the training limit, as
+    // train --validation N --train-limit M): each epoch measures them, and the Accuracy chart draws
+    // a validation line.
+    void validationHeldOut()
+    {
+        MainWindow w(options(m_small.path()));
+        QSignalSpy ready(&w, &MainWindow::datasetReady);
+        QVERIFY(ready.count() > 0 || ready.wait(kLoadTimeoutMs));
+        const std::size_t all = w.dataset()->train.size();
+        QCOMPARE(w.dataset()->validation.size(), std::size_t{0});
+        ready.clear();
+        child<QSpinBox>(&w, "validationImages")->setValue(100);
+        QVERIFY(ready.wait(kLoadTimeoutMs));
+        QCOMPARE(w.dataset()->validation.size(), std::size_t{100});
+        QCOMPARE(w.dataset()->train.size(), all - 100);
+        selectData(child<QComboBox>(&w, "strategy"), QStringLiteral("fp32"));
+        child<QSpinBox>(&w, "epochs")->setValue(1);
+        QSignalSpy ended(&w, &MainWindow::runEnded);
+        w.startTraining();
+        QVERIFY(ended.wait(kRunTimeoutMs));
+        const RunPtr run = w.runsModel()->runById(ended.first().first().toInt());
+        QCOMPARE(run->status, RunStatus::Done);
+        QVERIFY(!run->epochs.empty() && std::isfinite(run->epochs.back().validationAccuracy));
+        QTRY_VERIFY_WITH_TIMEOUT(
+            [&] {
+                for (QAbstractSeries* s : w.accuracyChart()->chart()->series())
+                    if (s->name() == QStringLiteral("validation") && static_cast<QLineSeries*>(s)->count() == 1) return true;
+                return false;
+            }(),
+            5000);
+    }
+
     // The Layers tab: after a run, Compare quantizes its FP32 model and draws one point per layer
     // for both curves; int2 weights fall further below FP32 than int8 at the first convolution.
     void layerCompareTab()

@@ -186,6 +186,13 @@ void AccuracyChart::rebuild()
         s.quant->setMarkerSize(8);
         addSeries(chart(), s.quant, m_x, m_y);
         setLegendVisible(chart(), s.quant, false);
+        s.validation = new QLineSeries;
+        s.validation->setName(tr("validation"));
+        s.validation->setPen(pen(faded(c, 200), 2.0, Qt::DashDotLine));
+        s.validation->setPointsVisible(true);
+        s.validation->setMarkerSize(6);
+        addSeries(chart(), s.validation, m_x, m_y);
+        setLegendVisible(chart(), s.validation, false);
         m_slots.push_back(s);
     }
     if (many) {
@@ -193,7 +200,7 @@ void AccuracyChart::rebuild()
         addStyleKey(chart(), tr("test, FP32"), pen(Qt::darkGray, 2.5), true, m_x, m_y);
         if (anyQuant) addStyleKey(chart(), tr("test, quantized"), pen(Qt::darkGray, 2.5, Qt::DashLine), true, m_x, m_y);
     }
-    fitLegend(chart(), many ? int(m_runs.size()) + (anyQuant ? 3 : 2) : 3);
+    fitLegend(chart(), many ? int(m_runs.size()) + (anyQuant ? 3 : 2) : 4);
 }
 
 void AccuracyChart::refresh()
@@ -202,7 +209,7 @@ void AccuracyChart::refresh()
     bool any = false, epochZero = false; // PTQ --epochs 0 of a loaded model reports epoch 0
     for (std::size_t i = 0; i < m_runs.size() && i < m_slots.size(); ++i) {
         const RunRecord& r = *m_runs[i];
-        QList<QPointF> train, test, quant;
+        QList<QPointF> train, test, quant, validation;
         for (const EpochEvent& e : r.epochs) {
             const double x = double(e.epoch);
             epochZero = epochZero || e.epoch == 0;
@@ -214,7 +221,13 @@ void AccuracyChart::refresh()
                 quant.append({x, 100 * e.quantTestAccuracy});
                 lo = std::min(lo, 100 * e.quantTestAccuracy);
             }
+            if (std::isfinite(e.validationAccuracy)) {
+                validation.append({x, 100 * e.validationAccuracy});
+                lo = std::min(lo, 100 * e.validationAccuracy);
+            }
         }
+        m_slots[i].validation->replace(validation);
+        setLegendVisible(chart(), m_slots[i].validation, !validation.isEmpty() && m_runs.size() == 1);
         m_slots[i].train->replace(train);
         m_slots[i].test->replace(test);
         m_slots[i].quant->replace(quant);

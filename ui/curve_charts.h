@@ -51,6 +51,7 @@ private:
         QLineSeries* train = nullptr;
         QLineSeries* test = nullptr;
         QLineSeries* quant = nullptr;
+        QLineSeries* validation = nullptr; // the Dataset dock's validation images, when held out
     };
     QValueAxis* m_x;
     QValueAxis* m_y;

@@ -158,6 +158,13 @@ DatasetPanel::DatasetPanel(QWidget* parent) : QWidget(parent)
     m_testLimit = limitSpin(tr("Evaluates on the first this-many test images after each epoch (all: the whole "
                                "test set)."));
     m_testLimit->setObjectName(QStringLiteral("testLimit"));
+    m_validation = limitSpin(tr("Holds this many of the training images out as a validation set, measured after each epoch "
+                                "(the Accuracy chart's validation line); they are not trained on. None: no validation set. "
+                                "As quantscope-cli train --validation N with --train-limit."));
+    m_validation->setObjectName(QStringLiteral("validationImages"));
+    m_validation->setSpecialValueText(tr("none"));
+    m_validation->setSingleStep(500);
+    connect(m_validation, &QSpinBox::valueChanged, this, &DatasetPanel::limitsChanged);
     connect(m_trainLimit, &QSpinBox::valueChanged, this, &DatasetPanel::limitsChanged);
     connect(m_testLimit, &QSpinBox::valueChanged, this, &DatasetPanel::limitsChanged);
 
@@ -200,10 +207,17 @@ DatasetPanel::DatasetPanel(QWidget* parent) : QWidget(parent)
     resizeLabel->setToolTip(m_resize->toolTip());
     auto* shapeLabel = new QLabel(tr("CSV shape"));
     shapeLabel->setToolTip(m_imageShape->toolTip());
-    limits->addWidget(resizeLabel, 1, 0);
-    limits->addWidget(m_resize, 1, 1);
-    limits->addWidget(shapeLabel, 1, 2);
-    limits->addWidget(m_imageShape, 1, 3);
+    auto* validationLabel = new QLabel(tr("Validation"));
+    validationLabel->setToolTip(m_validation->toolTip());
+    auto* validationNote = new QLabel(tr("of the training images"));
+    validationNote->setToolTip(m_validation->toolTip());
+    limits->addWidget(validationLabel, 1, 0);
+    limits->addWidget(m_validation, 1, 1);
+    limits->addWidget(validationNote, 1, 2, 1, 3);
+    limits->addWidget(resizeLabel, 2, 0);
+    limits->addWidget(m_resize, 2, 1);
+    limits->addWidget(shapeLabel, 2, 2);
+    limits->addWidget(m_imageShape, 2, 3);
     limits->setColumnStretch(1, 1);
     limits->setColumnStretch(3, 1);
 
@@ -228,6 +242,15 @@ void DatasetPanel::setBusy(bool busy)
     m_imageShape->setEnabled(!busy);
     m_trainLimit->setEnabled(!busy);
     m_testLimit->setEnabled(!busy);
+    m_validation->setEnabled(!busy);
+}
+
+std::size_t DatasetPanel::validationImages() const { return static_cast<std::size_t>(m_validation->value()); }
+
+void DatasetPanel::setValidationImages(std::size_t n)
+{
+    const QSignalBlocker b(m_validation);
+    m_validation->setValue(static_cast<int>(std::min<std::size_t>(n, 10'000'000)));
 }
 
 std::size_t DatasetPanel::trainLimit() const { return static_cast<std::size_t>(m_trainLimit->value()); }

@@ -34,6 +34,10 @@ public:
     std::size_t trainLimit() const;
     std::size_t testLimit() const;
     void setLimits(std::size_t train, std::size_t test);
+    // Training images held out as a validation set, measured each epoch (0: none; train
+    // --validation N, drawn from the training images kept by the limit).
+    std::size_t validationImages() const;
+    void setValidationImages(std::size_t n);
     // "HxW" / "CxHxW" as typed (empty: as stored / from the CSV's column count).
     QString resizeText() const;
     QString imageShapeText() const;
@@ -66,6 +70,7 @@ private:
     QLineEdit* m_imageShape;
     QSpinBox* m_trainLimit;
     QSpinBox* m_testLimit;
+    QSpinBox* m_validation;
     ThumbnailGrid* m_grid;
 };
 

@@ -190,6 +190,9 @@ void MainWindow::loadRequest(DatasetRequest request, const QString& what)
     if (m_controller->isTraining()) return;
     request.options.trainLimit = m_datasetPanel->trainLimit();
     request.options.testLimit = m_datasetPanel->testLimit();
+    // Held out of the training images the limit keeps, as the Analysis tab holds them out of a run's.
+    request.options.validation = m_datasetPanel->validationImages();
+    request.options.validationAfterLimit = true;
     try {
         const QString resize = m_datasetPanel->resizeText(), shape = m_datasetPanel->imageShapeText();
         request.options.resize = resize.isEmpty() ? ImageShape{} : parseResize(resize.toStdString());

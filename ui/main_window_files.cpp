@@ -276,6 +276,7 @@ void MainWindow::restoreSettings()
     }
     m_datasetPanel->setLimits(s.value(QStringLiteral("dataset/trainLimit"), 0).toULongLong(),
                               s.value(QStringLiteral("dataset/testLimit"), 0).toULongLong());
+    m_datasetPanel->setValidationImages(s.value(QStringLiteral("dataset/validation"), 0).toULongLong());
 }
 
 void MainWindow::saveSettings()
@@ -291,6 +292,7 @@ void MainWindow::saveSettings()
     if (m_data) s.setValue(QStringLiteral("dataset/dir"), QString::fromStdString(m_data->dir));
     s.setValue(QStringLiteral("dataset/trainLimit"), qulonglong(m_datasetPanel->trainLimit()));
     s.setValue(QStringLiteral("dataset/testLimit"), qulonglong(m_datasetPanel->testLimit()));
+    s.setValue(QStringLiteral("dataset/validation"), qulonglong(m_datasetPanel->validationImages()));
 }
 
 } // namespace quantscope
