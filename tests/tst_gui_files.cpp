@@ -35,6 +35,7 @@
 #include <QFileInfo>
 #include <QImage>
 #include <QLabel>
+#include <QLineEdit>
 #include <QLegend>
 #include <QLegendMarker>
 #include <QLineSeries>
@@ -543,11 +544,12 @@ private:
             const RunnerEval cli = evaluateRunner(runner, w.dataset()->test);
             QTableWidget* t = dlg->results();
             QCOMPARE(t->rowCount(), row + 1);
-            QVERIFY2(t->item(row, 2)->text().contains(QStringLiteral("integer engine")), qPrintable(t->item(row, 2)->text()));
-            QCOMPARE(t->item(row, 4)->text(), formatPercent(cli.accuracy, 2));
-            QVERIFY(t->item(row, 6)->text() != noValueText()); // agreement with fake-quant, measured
-            const double agree = t->item(row, 6)->text().remove(QStringLiteral(" %")).toDouble();
-            QVERIFY2(agree >= 99.0, qPrintable(t->item(row, 6)->text()));
+            QVERIFY2(t->item(row, 2)->text().contains(QStringLiteral("(the file's)")), qPrintable(t->item(row, 2)->text()));
+            QVERIFY2(t->item(row, 3)->text().contains(QStringLiteral("integer engine")), qPrintable(t->item(row, 3)->text()));
+            QCOMPARE(t->item(row, 5)->text(), formatPercent(cli.accuracy, 2));
+            QVERIFY(t->item(row, 7)->text() != noValueText()); // agreement with fake-quant, measured
+            const double agree = t->item(row, 7)->text().remove(QStringLiteral(" %")).toDouble();
+            QVERIFY2(agree >= 99.0, qPrintable(t->item(row, 7)->text()));
 
             const QString csv = QDir(dir).filePath(QStringLiteral("pred.csv"));
             QVERIFY(dlg->savePredictionsTo(csv));
@@ -559,6 +561,11 @@ private:
                 QCOMPARE(lines[int(i)], QStringLiteral("%1,%2").arg(i).arg(cli.predictions[i]));
             ++row;
         }
+        // Return in the path field evaluates (it opened the file browser: tester 16).
+        finished.clear();
+        QTest::keyClick(dlg->findChild<QLineEdit*>(QStringLiteral("evaluatePath")), Qt::Key_Return);
+        QVERIFY(finished.wait(kRunTimeoutMs));
+        QCOMPARE(dlg->results()->rowCount(), ++row);
         const QString broken = QDir(dir).filePath(QStringLiteral("broken.qsm"));
         QFile b(broken);
         QVERIFY(b.open(QIODevice::WriteOnly));

@@ -67,6 +67,10 @@ void TestGuiPtq::refinedRunReportsItsRefinements()
     QVERIFY2(joined.contains(QStringLiteral("bias correction conv1")), qPrintable(joined));
     const QString tip = run->configTooltip();
     QVERIFY2(tip.contains(QStringLiteral("PTQ refinement:")) && tip.contains(QStringLiteral("AdaRound")), qPrintable(tip));
+    // CLE in one summary line, and every AdaRound and bias-correction line in view (tester 16).
+    QVERIFY2(tip.contains(QStringLiteral("  CLE: ")) && tip.contains(QStringLiteral(" equalized")), qPrintable(tip));
+    QVERIFY2(tip.contains(QStringLiteral("bias correction fc3")) && tip.contains(QStringLiteral("AdaRound fc3")), qPrintable(tip));
+    QVERIFY2(!tip.contains(QStringLiteral("CLE skipped")), qPrintable(tip));
     const std::vector<LayerStats>* stats = run->latestStats();
     QVERIFY(stats && !stats->empty());
     for (const LayerStats& st : *stats)

@@ -32,7 +32,7 @@ namespace quantscope {
 
 namespace {
 
-enum Column { FileCol, PrecisionCol, RunnerCol, ImagesCol, AccuracyCol, ReferenceCol, AgreementCol, SpeedCol, ColumnCount };
+enum Column { FileCol, PrecisionCol, InputCol, RunnerCol, ImagesCol, AccuracyCol, ReferenceCol, AgreementCol, SpeedCol, ColumnCount };
 
 QString precisionText(const ExportedModel& m)
 {
@@ -53,6 +53,7 @@ EvaluateDialog::EvaluateDialog(QWidget* parent) : QDialog(parent)
     m_browse = new QPushButton(tr("Browse\u2026"));
     m_browse->setObjectName(QStringLiteral("evaluateBrowse"));
     connect(m_browse, &QPushButton::clicked, this, &EvaluateDialog::browse);
+    m_browse->setAutoDefault(false); // Return in the path field evaluates (tester 16: it opened the browser)
     auto* fileRow = new QHBoxLayout;
     fileRow->addWidget(m_path, 1);
     fileRow->addWidget(m_browse);
@@ -110,6 +111,8 @@ EvaluateDialog::EvaluateDialog(QWidget* parent) : QDialog(parent)
                                  tr("Run the model file on the loaded dataset's test set"), tr("Stop after the current batch"),
                                  tr("Pick a model file, then Evaluate."));
     connect(m_controls.run, &QPushButton::clicked, this, [this] { evaluate(); });
+    m_controls.run->setDefault(true);
+    m_controls.stop->setAutoDefault(false);
     connect(m_controls.stop, &QPushButton::clicked, this, &EvaluateDialog::stop);
     auto* runRow = new QHBoxLayout;
     runRow->addWidget(m_controls.run);
@@ -124,8 +127,8 @@ EvaluateDialog::EvaluateDialog(QWidget* parent) : QDialog(parent)
 
     m_results = new QTableWidget(0, ColumnCount);
     m_results->setObjectName(QStringLiteral("evaluateResults"));
-    m_results->setHorizontalHeaderLabels({tr("File"), tr("Precision"), tr("Runner"), tr("Images"), tr("Accuracy"),
-                                          tr("Fake-quant acc."), tr("Agreement"), tr("Speed")});
+    m_results->setHorizontalHeaderLabels({tr("File"), tr("Precision"), tr("Input normalisation"), tr("Runner"), tr("Images"),
+                                          tr("Accuracy"), tr("Fake-quant acc."), tr("Agreement"), tr("Speed")});
     m_results->setEditTriggers(QAbstractItemView::NoEditTriggers);
     m_results->setSelectionBehavior(QAbstractItemView::SelectRows);
     m_results->verticalHeader()->hide();
@@ -139,7 +142,9 @@ EvaluateDialog::EvaluateDialog(QWidget* parent) : QDialog(parent)
                                      "(quantscope-cli eval --predictions)"));
     m_savePredictions->setEnabled(false);
     connect(m_savePredictions, &QPushButton::clicked, this, &EvaluateDialog::savePredictions);
+    m_savePredictions->setAutoDefault(false);
     auto* close = new QPushButton(tr("Close"));
+    close->setAutoDefault(false);
     connect(close, &QPushButton::clicked, this, &QDialog::close);
     auto* bottom = new QHBoxLayout;
     bottom->addWidget(m_savePredictions);
@@ -247,7 +252,7 @@ bool EvaluateDialog::evaluate()
     const std::string file = path.toStdString();
     m_thread.start([self, data, resized, file, normText, opt](const std::atomic<bool>& stop) {
         std::optional<FileEvalResult> r;
-        QString precision, error;
+        QString precision, error, input;
         QStringList notes;
         try {
             ExportedModel m = readModelFile(file);
@@ -257,9 +262,14 @@ bool EvaluateDialog::evaluate()
             const DataMatch match = prepareModelForData(m, file, *data, resized, given);
             if (!match.normalizationNote.empty())
                 notes << QString::fromStdString(match.normalizationNote) +
-                             QObject::tr(" (type MEAN,STD in Normalize to give another, or none for [0, 1] pixels)");
+                             QObject::tr(" of the %1 loaded training images (quantscope-cli eval takes the whole training set's; type "
+                                         "MEAN,STD in Normalize to give one, or none for [0, 1] pixels)")
+                                 .arg(formatCount(double(data->train.size())));
             if (!match.classNote.empty()) notes << QString::fromStdString(match.classNote);
             precision = precisionText(m);
+            input = QString::fromStdString(m.normalization.describe()) +
+                    (m.normalizationKnown ? QObject::tr(" (the file's)")
+                                          : given ? QObject::tr(" (given)") : QObject::tr(" (the loaded training images')"));
             r = evaluateModelFile(m, data->test, match.labels, opt, &stop, [self](std::size_t done, std::size_t total) {
                 postToGuiThread([self, done, total] {
                     if (self) self->showProgress(done, total);
@@ -270,8 +280,8 @@ bool EvaluateDialog::evaluate()
             error = QString::fromUtf8(e.what());
         }
         const QString path = QString::fromStdString(file);
-        postToGuiThread([self, path, r = std::move(r), precision, notes, error] {
-            if (self) self->showResult(path, r, precision, notes, error);
+        postToGuiThread([self, path, r = std::move(r), precision, input, notes, error] {
+            if (self) self->showResult(path, r, precision, input, notes, error);
         });
     });
     return true;
@@ -293,7 +303,7 @@ void EvaluateDialog::showProgress(std::size_t done, std::size_t total)
 }
 
 void EvaluateDialog::showResult(const QString& path, const std::optional<FileEvalResult>& r, const QString& precision,
-                                const QStringList& notes, const QString& error)
+                                const QString& input, const QStringList& notes, const QString& error)
 {
     m_thread.finished();
     if (!notes.isEmpty()) {
@@ -320,6 +330,7 @@ void EvaluateDialog::showResult(const QString& path, const std::optional<FileEva
     };
     set(FileCol, QFileInfo(path).fileName(), path);
     set(PrecisionCol, precision);
+    set(InputCol, input);
     set(RunnerCol, QString::fromStdString(r->runner));
     set(ImagesCol, formatCount(double(r->images)));
     set(AccuracyCol, formatPercent(r->accuracy, 2));

@@ -62,7 +62,7 @@ private:
     void savePredictions();
     void updateDataLabel();
     void showProgress(std::size_t done, std::size_t total);
-    void showResult(const QString& path, const std::optional<FileEvalResult>& r, const QString& precision,
+    void showResult(const QString& path, const std::optional<FileEvalResult>& r, const QString& precision, const QString& input,
                     const QStringList& notes, const QString& error);
     void setBusy(bool busy);
 

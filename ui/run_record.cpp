@@ -280,12 +280,32 @@ QString RunRecord::configTooltip() const
                  .arg(config.threads)
                  .arg(config.seed);
     if (!epochs.empty() && !epochs.back().quantRunner.empty())
-        lines << QStringLiteral("Quantized accuracy measured on the %1").arg(str(epochs.back().quantRunner));
+        lines << QStringLiteral("Quantized accuracy measured on the %1")
+                     .arg(epochs.back().quantRunner == "fake-quant" ? QStringLiteral("fake-quant float model")
+                                                                    : str(epochs.back().quantRunner));
     if (!refineReport.isEmpty()) {
+        // CLE's skipped layers summed up in one line, so that AdaRound's and bias correction's
+        // lines stay in view (tester 16: ten "CLE skipped" lines crowded them out).
+        QStringList pairs, skipped, others;
+        for (const QString& l : refineReport)
+            (l.startsWith(QLatin1String("CLE skipped ")) ? skipped : l.startsWith(QLatin1String("CLE ")) ? pairs : others) << l.simplified();
         lines << QStringLiteral("PTQ refinement:");
-        constexpr int kShown = 12;
-        for (int i = 0; i < refineReport.size() && i < kShown; ++i) lines << QStringLiteral("  ") + refineReport[i].simplified();
-        if (refineReport.size() > kShown) lines << QStringLiteral("  ... %1 more (Save runs writes them all)").arg(refineReport.size() - kShown);
+        if (config.precision.crossLayerEqualization) {
+            QString cle = QStringLiteral("  CLE: %1 pair%2 equalized").arg(pairs.size()).arg(pairs.size() == 1 ? "" : "s");
+            if (!skipped.isEmpty())
+                cle += QStringLiteral(", %1 layer%2 skipped (%3%4)")
+                           .arg(skipped.size())
+                           .arg(skipped.size() == 1 ? "" : "s")
+                           .arg(skipped.front().mid(12))
+                           .arg(skipped.size() > 1 ? QStringLiteral("; ...") : QString());
+            lines << cle;
+        }
+        const auto some = [&](const QStringList& l, int most) {
+            for (int i = 0; i < l.size() && i < most; ++i) lines << QStringLiteral("  ") + l[i];
+            if (l.size() > most) lines << QStringLiteral("  ... %1 more (Save runs writes them all)").arg(l.size() - most);
+        };
+        some(pairs, 3);
+        some(others, 12);
     }
     if (!error.isEmpty()) lines << QStringLiteral("Error: %1").arg(error);
     return lines.join(QLatin1Char('\n'));

@@ -151,6 +151,9 @@ StoredTensor intWeights(const Param& w, const QuantParams& qp, const NumberForma
 // products still fit beside it (the integer engine checks |bias| + K * 255 * 128 < 2^31).
 constexpr double kMaxBiasCode = 1073741824.0; // 2^30
 
+// The start of intBias's note for a layer whose biases round to 0 (merged by mergeVanishedBiasNotes).
+constexpr const char* kVanishedBias = "vanished bias: ";
+
 // int32 at the accumulator scale s_in * s_w (per channel when the weights are), as in ONNX QDQ.
 // A bias too large for that scale (tiny weights, so a tiny s_w, beside an O(1) bias) is not
 // saturated: like onnxruntime's quantizer (_adjust_weight_scale_for_int32_bias), the weight scale
@@ -223,10 +226,26 @@ StoredTensor intBias(const std::vector<float>& b, StoredTensor& w, const Param& 
     // accumulator step s_in * s_w is 0 in the file. Only extreme scale spreads get there, and then
     // the file's accuracy can differ from the simulated one (tester 11 D8): said, not silent.
     if (vanished)
-        notes.push_back("layer '" + layer + "': " + std::to_string(vanished) + " of " + std::to_string(b.size()) +
-                        " bias value(s) are below half the int32 step s_in * s_w and are stored as 0 (the simulation added "
-                        "them as float, so the file's accuracy may differ from the simulated one)");
+        notes.push_back(std::string(kVanishedBias) + "'" + layer + "' " + std::to_string(vanished) + " of " + std::to_string(b.size()));
     return t;
+}
+
+// intBias's notes, one per layer, as one sentence (tester 16: the sentence came once per layer).
+void mergeVanishedBiasNotes(std::vector<std::string>& notes)
+{
+    std::string layers;
+    std::size_t count = 0;
+    for (auto it = notes.begin(); it != notes.end();) {
+        if (it->rfind(kVanishedBias, 0) != 0) {
+            ++it;
+            continue;
+        }
+        layers += (count++ ? ", " : "") + it->substr(std::char_traits<char>::length(kVanishedBias));
+        it = notes.erase(it);
+    }
+    if (count)
+        notes.push_back("bias values below half the int32 step s_in * s_w are stored as 0 (layer" + std::string(count > 1 ? "s " : " ") +
+                        layers + "); the simulation added them as float, so the file's accuracy may differ from the simulated one");
 }
 
 } // namespace
@@ -441,6 +460,7 @@ ExportedModel exportQuantizedModel(Model& model, const QuantSim& sim, const std:
         actMap[pointLayer + 1] = stored;
         actScale[pointLayer + 1] = outScale;
     }
+    mergeVanishedBiasNotes(m.notes);
     m.validate("quantized model '" + modelName + "'");
     return m;
 }

@@ -120,7 +120,7 @@ void Importer::findActivationSubgraphs(const std::vector<int>& order, const std:
 // Called at a subgraph's last node (its root): checks the constants and attributes, then adds the layer.
 void Importer::readActivationSubgraph(const NodeProto& root, const Subgraph& s)
 {
-    if (s.kind == LayerKind::GlobalAvgPool2d) return readPoolingSubgraph(root, s);
+    if (s.kind == LayerKind::GlobalAvgPool2d || s.kind == LayerKind::MaxPool2d) return readPoolingSubgraph(root, s);
     const onnx::GraphProto& g = m_mp.graph();
     const auto xv = m_values.find(s.x);
     if (xv == m_values.end() || xv->second.kind != Value::Kind::Act)

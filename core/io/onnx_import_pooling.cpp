@@ -1,6 +1,7 @@
 // The ONNX importer's global pooling idioms, beyond GlobalAveragePool, ReduceMean over (2, 3) and
 // a pool window over the whole map (onnx_import_ops.cpp), as PyTorch code writes them (tester 11):
 //   x.mean(-1).mean(-1)        ReduceMean over W, then over H (or H then W)   -> GlobalAvgPool2d
+//   x.max(-1)[0].max(-1)[0]    ReduceMax over W, then over H, of a square map -> MaxPool2d over it
 //   x.sum((2, 3)) / (H * W)    ReduceSum over (H, W), then Div by H W or Mul by 1 / (H W)
 //   x.amax((2, 3)), GlobalMaxPool, F.adaptive_max_pool2d(x, 1) on a square map  -> MaxPool2d over it
 // Each reads [N, C, H, W] activations; keepdims decides whether [N, C] (a Flatten follows), [N, C, 1]
@@ -34,8 +35,9 @@ void Importer::findPoolingSubgraphs(const std::vector<int>& order, const std::se
         const NodeProto& next = g.node(m);
         const int k1 = attrInt(n, "keepdims", 1) != 0 ? 1 : 0;
         Subgraph s{LayerKind::GlobalAvgPool2d, m, n.input(0), {k, m}, {}, 2};
-        if (op(k) == "ReduceMean" && op(m) == "ReduceMean") {
-            // Two means of one axis each, W then H or H then W, of a 4-D tensor.
+        if ((op(k) == "ReduceMean" || op(k) == "ReduceMax") && op(m) == op(k)) {
+            // Two means (maxima) of one axis each, W then H or H then W, of a 4-D tensor:
+            // x.mean(-1).mean(-1), x.max(-1)[0].max(-1)[0], x.amax(-1).amax(-1).
             const std::vector<std::int64_t> a1 = attrInts(n, "axes"), a2 = attrInts(next, "axes");
             if (a1.size() != 1 || a2.size() != 1) continue;
             const std::int64_t first = axisOf(a1[0], 4);
@@ -44,6 +46,7 @@ void Importer::findPoolingSubgraphs(const std::vector<int>& order, const std::se
             if (!k1 && second >= first) ++second; // an axis of [N, C, H] or [N, C, W], in [N, C, H, W]
             if (std::min(first, second) != 2 || std::max(first, second) != 3) continue;
             s.keptDims = k1 + (attrInt(next, "keepdims", 1) != 0 ? 1 : 0);
+            if (op(k) == "ReduceMax") s.kind = LayerKind::MaxPool2d;
             m_subgraphs.push_back(s);
         } else if (op(k) == "ReduceSum" && (op(m) == "Div" || op(m) == "Mul") && next.input_size() == 2) {
             // The sum over (H, W) divided by a constant (checked against H W when the shapes are known).
@@ -63,11 +66,9 @@ void Importer::readPoolingSubgraph(const NodeProto& root, const Subgraph& s)
 {
     const onnx::GraphProto& g = m_mp.graph();
     const NodeProto& first = g.node(s.nodes[0]);
-    const auto xv = m_values.find(s.x);
-    if (xv == m_values.end() || xv->second.kind != Value::Kind::Act) failNode(first, "input 0 must be an activation");
-    const std::size_t x = xv->second.act;
+    const std::size_t x = act(first, 0); // the messages every reader gives (a Pad's output, a constant)
     if (m_views.count(s.x) || shapeOf(x).size() != 3)
-        failNode(first, "a mean over H and W reads [N, C, H, W]; its input has per-image shape " +
+        failNode(first, std::string(s.kind == LayerKind::MaxPool2d ? "a maximum" : "a mean") + " over H and W reads [N, C, H, W]; its input has per-image shape " +
                             shapeString(m_views.count(s.x) ? m_views.at(s.x) : shapeOf(x)));
     const Shape& in = shapeOf(x);
     if (first.op_type() == "ReduceSum") {
@@ -96,6 +97,14 @@ void Importer::readPoolingSubgraph(const NodeProto& root, const Subgraph& s)
     }
     StoredLayer l;
     l.kind = LayerKind::GlobalAvgPool2d;
+    if (s.kind == LayerKind::MaxPool2d) {
+        if (in[1] != in[2])
+            failNode(root, "a global max pooling of a non-square " + std::to_string(in[1]) + "x" + std::to_string(in[2]) +
+                               " map; QuantScope's MaxPool2d is square (global average pooling of any map is read)");
+        l.kind = LayerKind::MaxPool2d;
+        l.kernel = in[1];
+        l.stride = in[1];
+    }
     addGlobalPool(root, std::move(l), x, s.keptDims);
 }
 

@@ -182,7 +182,7 @@ private:
 
     // ---- activations written as subgraphs (onnx_import_activations.cpp)
     struct Subgraph {
-        LayerKind kind;                     // SiLU, Hardswish, GELU; GlobalAvgPool2d (onnx_import_pooling.cpp)
+        LayerKind kind;                     // SiLU, Hardswish, GELU; GlobalAvgPool2d, MaxPool2d (onnx_import_pooling.cpp)
         int root = -1;                      // its last node: where the layer is made
         std::string x;                      // the value it reads
         std::vector<int> nodes;             // every node of it (skipped by the walk)
