@@ -6,11 +6,13 @@
 #include "nn/add.h"
 #include "nn/avgpool2d.h"
 #include "nn/batchnorm2d.h"
+#include "nn/concat.h"
 #include "nn/conv2d.h"
 #include "nn/dropout.h"
 #include "nn/linear.h"
 #include "nn/maxpool2d.h"
 #include "nn/model.h"
+#include "nn/mul.h"
 #include "nn/pointwise.h"
 #include "train/loss.h"
 #include "util/rng.h"
@@ -136,7 +138,8 @@ std::string numericCheck(const std::string& what, float* values, const float* an
 struct GradSetup {
     LayerPtr layer;
     Tensor x;
-    Tensor x2; // second input of a two-input layer (Add); empty otherwise
+    Tensor x2; // second input of a two-input layer (Add, Mul, Concat); empty otherwise
+    Tensor x3; // third input (a Concat of three); empty otherwise
 };
 
 GradSetup makeGradSetup(const QString& row, Rng& rng)
@@ -221,6 +224,35 @@ GradSetup makeGradSetup(const QString& row, Rng& rng)
         s.layer = std::make_unique<Add>("add");
         s.x = randomTensor({2, 3, 3, 4}, rng);
         s.x2 = randomTensor({2, 3, 3, 4}, rng);
+    } else if (row == "mul_equal") {
+        s.layer = std::make_unique<Mul>("mul");
+        s.x = randomTensor({2, 3, 3, 4}, rng);
+        s.x2 = randomTensor({2, 3, 3, 4}, rng);
+    } else if (row == "mul_gate_second") { // x * s, s = [N, C, 1, 1] (squeeze-and-excitation)
+        s.layer = std::make_unique<Mul>("mul");
+        s.x = randomTensor({2, 3, 3, 4}, rng);
+        s.x2 = randomTensor({2, 3, 1, 1}, rng);
+    } else if (row == "mul_gate_first") { // s * x
+        s.layer = std::make_unique<Mul>("mul");
+        s.x = randomTensor({2, 4, 1, 1}, rng);
+        s.x2 = randomTensor({2, 4, 2, 5}, rng);
+    } else if (row == "mul_flat") {
+        s.layer = std::make_unique<Mul>("mul");
+        s.x = randomTensor({3, 5}, rng);
+        s.x2 = randomTensor({3, 5}, rng);
+    } else if (row == "concat2") {
+        s.layer = std::make_unique<Concat>("cat", 2);
+        s.x = randomTensor({2, 3, 3, 4}, rng);
+        s.x2 = randomTensor({2, 2, 3, 4}, rng);
+    } else if (row == "concat3") {
+        s.layer = std::make_unique<Concat>("cat", 3);
+        s.x = randomTensor({2, 1, 2, 3}, rng);
+        s.x2 = randomTensor({2, 4, 2, 3}, rng);
+        s.x3 = randomTensor({2, 2, 2, 3}, rng);
+    } else if (row == "concat2_flat") {
+        s.layer = std::make_unique<Concat>("cat", 2);
+        s.x = randomTensor({3, 4}, rng);
+        s.x2 = randomTensor({3, 2}, rng);
     } else if (row == "maxpool2d_k2") {
         s.layer = std::make_unique<MaxPool2d>("pool", 2);
         s.x = distinctTensor({2, 2, 6, 6}, rng);
@@ -285,7 +317,8 @@ void TestLayersGradients::layerGradient_data()
           "depthwise_k3_s2_p1_bias", "batchnorm2d_train", "batchnorm2d_frozen", "relu", "relu6", "maxpool2d_k2",
           "maxpool2d_k3_s2_overlapping", "maxpool2d_k3_s2_p1", "maxpool2d_k2_s2_p1", "avgpool2d_k2",
           "avgpool2d_k3_s2_overlapping", "avgpool2d_k3_s3_tiled", "avgpool2d_k3_s2_p1", "avgpool2d_k3_s1_p1",
-          "global_avgpool2d", "add", "dropout_p0.5", "flatten", "linear", "linear_nobias", "log_softmax", "softmax",
+          "global_avgpool2d", "add", "mul_equal", "mul_gate_second", "mul_gate_first", "mul_flat", "concat2", "concat3",
+          "concat2_flat", "dropout_p0.5", "flatten", "linear", "linear_nobias", "log_softmax", "softmax",
           "pointwise_Sigmoid", "pointwise_Tanh", "pointwise_SiLU", "pointwise_Hardsigmoid", "pointwise_Hardswish",
           "pointwise_LeakyReLU", "pointwise_LeakyReLU_0.2", "pointwise_ELU", "pointwise_ELU_0.7", "pointwise_GELU"})
         QTest::newRow(row) << QString(row);
@@ -307,6 +340,7 @@ void TestLayersGradients::layerGradient()
     // Through the multi-input forms, which forward to the plain ones for single-input layers.
     std::vector<Tensor> xs = {s.x};
     if (!s.x2.empty()) xs.push_back(s.x2);
+    if (!s.x3.empty()) xs.push_back(s.x3);
     QCOMPARE(xs.size(), l.numInputs());
     std::vector<const Tensor*> in;
     std::vector<Shape> inShapes;
@@ -354,6 +388,7 @@ void TestLayersGradients::modelGradient_data()
     QTest::addColumn<QString>("graph");
     QTest::newRow("residual_block") << "residual_block";
     QTest::newRow("one_activation_read_three_times") << "one_activation_read_three_times";
+    QTest::newRow("se_gate_and_concat") << "se_gate_and_concat";
 }
 
 // A whole graph model: L = sum(r * model(x)), model.backward(r), every parameter against central
@@ -372,14 +407,23 @@ void TestLayersGradients::modelGradient()
         m.add(std::make_unique<ReLU>("relu"));
         const std::size_t branch = m.add(std::make_unique<Conv2d>("conv2", 3, 3, 3, 1, 1, 1, false));
         m.add(std::make_unique<Add>("add"), {branch, stem});
+    } else if (graph == "se_gate_and_concat") {
+        // stem -> pool -> 1x1 conv -> sigmoid = gate; stem * gate; cat(gated, stem, stem * stem) along the channels
+        m.add(std::make_unique<GlobalAvgPool2d>("pool"));
+        m.add(std::make_unique<Conv2d>("fc1", 3, 3, 1, 1, 0, 1, true));
+        const std::size_t gate = m.add(std::make_unique<Pointwise>("gate", LayerKind::Sigmoid));
+        const std::size_t gated = m.add(std::make_unique<Mul>("excite"), {stem, gate});
+        const std::size_t square = m.add(std::make_unique<Mul>("square"), {stem, stem});
+        m.add(std::make_unique<Concat>("cat", 3), {gated, stem, square});
     } else {
         // stem + stem, then + stem again: three reads of one activation, two by the same layer
         const std::size_t twice = m.add(std::make_unique<Add>("add1"), {stem, stem});
         m.add(std::make_unique<Add>("add2"), {stem, twice});
     }
+    const std::size_t channels = graph == "se_gate_and_concat" ? 9 : 3;
     m.add(std::make_unique<Flatten>("flatten"));
-    m.add(std::make_unique<Linear>("fc", 3 * 4 * 4, 4));
-    QCOMPARE(m.consumersOf(stem).size(), graph == "residual_block" ? std::size_t{2} : std::size_t{3});
+    m.add(std::make_unique<Linear>("fc", channels * 4 * 4, 4));
+    QCOMPARE(m.consumersOf(stem).size(), graph == "residual_block" ? std::size_t{2} : graph == "se_gate_and_concat" ? std::size_t{5} : std::size_t{3});
 
     RunContext ctx;
     ctx.training = true;

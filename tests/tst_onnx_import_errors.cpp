@@ -64,7 +64,7 @@ void TestOnnxImportErrors::badInput_data()
     QTest::addColumn<QString>("errorType");
     QTest::addColumn<QString>("mentions");
     static std::vector<Mutate> keep; // the rows hold pointers into this
-    keep.reserve(64); // more than the rows: the pointers must not move
+    keep.reserve(96); // more than the rows: the pointers must not move
     auto row = [&](const char* name, const char* file, Mutate m, const char* type, const char* mentions) {
         keep.push_back(std::move(m));
         QTest::newRow(name) << QString(file) << static_cast<void*>(&keep.back()) << QString(type) << QString(mentions);
@@ -349,6 +349,22 @@ void TestOnnxImportErrors::badInput_data()
         "ConfigError", "input 'input' has element type int64, not float32");
     row("Dropout in training mode", "residual_op13_fold_dyn", [](onnx::ModelProto& mp) { trainingDropoutAfterRelu(mp, 0.3f); },
         "ConfigError", "training_mode = true: export the model in eval mode");
+    // Joins (onnx_import_joins.cpp): a gate of other channels, Concat on another axis or of other sizes.
+    row("Mul of a map and a gate of other channels", "se_conv_sigmoid_op13_fold_dyn",
+        [](onnx::ModelProto& mp) { findNode(mp, "Mul")->set_input(1, "/Relu_1_output_0"); }, "ConfigError",
+        "Mul node '/Mul': multiplies per-image shapes [8,8,8] and [4,1,1]");
+    row("Concat along axis 2", "inception_concat_op13_fold_dyn",
+        [](onnx::ModelProto& mp) {
+            for (onnx::AttributeProto& a : *findNode(mp, "Concat")->mutable_attribute())
+                if (a.name() == "axis") a.set_i(2);
+        },
+        "ConfigError", "Concat node '/Concat': joins per-image shapes [4,8,8] and [5,8,8] and [3,8,8] along axis 2");
+    row("Concat of maps of other sizes", "inception_concat_op13_fold_dyn",
+        [](onnx::ModelProto& mp) {
+            for (onnx::AttributeProto& a : *findNode(mp, "MaxPool")->mutable_attribute())
+                if (a.name() == "strides") a.set_ints(0, 2), a.set_ints(1, 2);
+        },
+        "ConfigError", "Concat node '/Concat': joins per-image shapes [4,8,8] and [5,8,8] and [3,4,4] along the channels");
     row("no opset", "seqview_op13_fold", [](onnx::ModelProto& mp) { mp.clear_opset_import(); }, "FormatError", "not an ONNX model");
     row("no graph", "seqview_op13_fold", [](onnx::ModelProto& mp) { mp.clear_graph(); }, "FormatError", "not an ONNX model");
 }

@@ -87,6 +87,7 @@ ModelSummary summarizeModel(Model& model)
         case LayerKind::ReLU:
         case LayerKind::ReLU6:
         case LayerKind::Add:
+        case LayerKind::Mul:
         case LayerKind::Sigmoid:
         case LayerKind::Tanh:
         case LayerKind::SiLU:
@@ -109,7 +110,8 @@ ModelSummary summarizeModel(Model& model)
         case LayerKind::LogSoftmax:
         case LayerKind::Softmax: r.elementwiseOps = 3 * outN; break;
         case LayerKind::Dropout:
-        case LayerKind::Flatten: break;
+        case LayerKind::Flatten:
+        case LayerKind::Concat: break; // a copy
         }
         r.fp32Bytes = 4 * (r.params + r.buffers);
 

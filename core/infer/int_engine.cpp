@@ -212,6 +212,16 @@ void IntEngine::Impl::runImageOp(const Op& op, Scratch& s) const
         return;
     }
     case OpKind::Add: addRequant(op.add, cur, imagePtr(s, op.in1), nxt, op.elems); return;
+    case OpKind::Mul:
+        if (op.gated) mulRequantBroadcast(op.mul, cur, imagePtr(s, op.in1), nxt, op.elems / op.cout, op.cout);
+        else mulRequant(op.mul, cur, imagePtr(s, op.in1), nxt, op.elems);
+        return;
+    case OpKind::Concat: {
+        std::vector<const std::uint8_t*> in;
+        for (int a : op.ins) in.push_back(imagePtr(s, a));
+        concatRequant(op.cat, in.data(), nxt);
+        return;
+    }
     case OpKind::FloatConv: return floatConv(op, cur, nxt);
     case OpKind::Lut:
         for (std::size_t j = 0; j < op.elems; ++j) nxt[j] = op.table[cur[j]];
@@ -271,6 +281,20 @@ void IntEngine::Impl::runBatchOp(const Op& op, Scratch& s, std::size_t n) const
         const std::uint8_t* in1 = batchPtr(s, op.in1);
         const std::size_t in1Row = rowBytes(op.in1);
         for (std::size_t r = 0; r < n; ++r) addRequant(op.add, in + r * inRow, in1 + r * in1Row, out + r * outRow, op.elems);
+        return;
+    }
+    case OpKind::Mul: { // flat features of equal shapes (a gate is a feature map, never in the batch stage)
+        const std::uint8_t* in1 = batchPtr(s, op.in1);
+        const std::size_t in1Row = rowBytes(op.in1);
+        for (std::size_t r = 0; r < n; ++r) mulRequant(op.mul, in + r * inRow, in1 + r * in1Row, out + r * outRow, op.elems);
+        return;
+    }
+    case OpKind::Concat: {
+        std::vector<const std::uint8_t*> row(op.ins.size());
+        for (std::size_t r = 0; r < n; ++r) {
+            for (std::size_t j = 0; j < op.ins.size(); ++j) row[j] = batchPtr(s, op.ins[j]) + r * rowBytes(op.ins[j]);
+            concatRequant(op.cat, row.data(), out + r * outRow);
+        }
         return;
     }
     case OpKind::Lut:

@@ -7,7 +7,8 @@
 // A ReLU with its own point after a quantized input is a rescale. Max-pooling, Flatten and
 // Dropout keep their input's grid; Flatten and Dropout are aliases of their input's bytes. A
 // pointwise activation (Sigmoid, GELU, ...) with its own point is a 256-entry table from its
-// input's grid to its own.
+// input's grid to its own. Mul and Concat write their own point (or a ReLU's) as Add does: the
+// product (qa - za)(qb - zb) or each input's bytes rescaled with fixed-point multipliers.
 #include "infer/int_engine_plan.h"
 
 #include "nn/pointwise.h"
@@ -489,6 +490,75 @@ void IntEngine::Impl::build(const ExportedModel& m)
             push(std::move(op), info);
             break;
         }
+        case LayerKind::Mul: {
+            const ActInfo& a = input(0);
+            const ActInfo& b = input(1);
+            if (a.floats || b.floats) throw ConfigError(id + " reads float values; the integer engine runs it on quantized inputs");
+            // Equal layouts, or a feature map and a [C, 1, 1] gate of its channels (either order).
+            const bool same = a.flat == b.flat && a.permuted == b.permuted && a.c == b.c && a.h == b.h && a.w == b.w &&
+                              (!a.permuted || (a.fc == b.fc && a.fh == b.fh && a.fw == b.fw));
+            const auto gates = [](const ActInfo& map, const ActInfo& g) { return !map.flat && !g.flat && g.c == map.c && g.h == 1 && g.w == 1; };
+            const bool bGate = !same && gates(a, b), aGate = !same && !bGate && gates(b, a);
+            if (!same && !bGate && !aGate)
+                throw ConfigError(id + ": multiplies activations laid out differently (one flattened from a feature map), not supported");
+            const ActInfo& map = aGate ? b : a;
+            const ActInfo& gate = aGate ? a : b;
+            const Point pt = pointOf();
+            const auto [lo, hi] = clampOf(pt.d, pt.relu);
+            Op op;
+            op.kind = OpKind::Mul;
+            op.name = pt.name;
+            op.in0 = map.root;
+            op.in1 = gate.root;
+            op.out = pt.act;
+            op.elems = map.numel();
+            op.gated = !same;
+            op.cout = map.c;
+            op.mul = mulParams(static_cast<double>(map.d.aq.scale) * gate.d.aq.scale / pt.d.aq.scale, map.d.zp(), gate.d.zp(), pt.d.zp(), lo, hi);
+            ActInfo info = map;
+            info.d = pt.d;
+            push(std::move(op), info);
+            break;
+        }
+        case LayerKind::Concat: {
+            std::vector<const ActInfo*> in;
+            for (std::size_t j = 0; j < l.inputs.size(); ++j) in.push_back(&input(j));
+            const ActInfo& first = *in[0];
+            for (const ActInfo* a : in) {
+                if (a->floats) throw ConfigError(id + " reads float values; the integer engine runs it on quantized inputs");
+                if (a->flat != first.flat || a->permuted || (!a->flat && (a->h != first.h || a->w != first.w)))
+                    throw ConfigError(id + ": joins activations laid out differently (feature maps of other sizes, or features "
+                                           "flattened from a feature map), not supported by the integer engine");
+            }
+            const Point pt = pointOf();
+            const auto [lo, hi] = clampOf(pt.d, pt.relu);
+            Op op;
+            op.kind = OpKind::Concat;
+            op.name = pt.name;
+            op.out = pt.act;
+            ConcatParams& p = op.cat;
+            p.pixels = first.flat ? 1 : first.h * first.w;
+            p.zo = pt.d.zp(), p.lo = lo, p.hi = hi;
+            for (const ActInfo* a : in) {
+                ConcatPart part;
+                part.channels = a->c;
+                part.offset = p.C;
+                part.zin = a->d.zp();
+                part.f = fixedPointMultiplier(static_cast<double>(a->d.aq.scale) / pt.d.aq.scale);
+                part.copy = a->d.aq.scale == pt.d.aq.scale && a->d.zp() == pt.d.zp() && lo <= a->d.lo() && hi >= a->d.hi();
+                p.C += part.channels;
+                p.parts.push_back(part);
+                op.ins.push_back(a->root);
+            }
+            op.in0 = op.ins[0];
+            op.in1 = op.ins[1];
+            op.elems = p.C * p.pixels;
+            ActInfo info = first;
+            info.d = pt.d;
+            info.c = p.C;
+            push(std::move(op), info);
+            break;
+        }
         case LayerKind::ReLU:
         case LayerKind::ReLU6: {
             const ActInfo& in = input(0);
@@ -596,10 +666,8 @@ void IntEngine::Impl::planBuffers()
         r.batchBuffer = newBuffer(true, roundUp4(r.numel()));
         crossing.push_back(r.root);
     };
-    for (std::size_t j = firstBatchOp; j < ops.size(); ++j) {
-        cross(ops[j].in0);
-        if (ops[j].in1 >= 0) cross(ops[j].in1);
-    }
+    for (std::size_t j = firstBatchOp; j < ops.size(); ++j)
+        for (int in : ops[j].inputs()) cross(in);
     cross(outputAct);
 
     // Liveness: a buffer's slot is free again after the last op that reads it (its writer when
@@ -611,7 +679,7 @@ void IntEngine::Impl::planBuffers()
         const Op& op = ops[static_cast<std::size_t>(j)];
         const ActInfo& o = acts[static_cast<std::size_t>(op.out)];
         use(op.batch ? o.batchBuffer : o.imgBuffer, op.batch ? j - nImage : j);
-        for (int in : {op.in0, op.in1}) {
+        for (int in : op.inputs()) {
             if (in < 0) continue;
             const ActInfo& r = rootOf(in);
             use(op.batch ? r.batchBuffer : r.imgBuffer, op.batch ? j - nImage : j);

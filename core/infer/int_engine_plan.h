@@ -75,7 +75,9 @@ struct Buffer {
 // quantized again (a feature map is never the model's output).
 // Lut: a pointwise activation (Sigmoid, GELU, ...) from one 8-bit grid to another, as 256 output
 // bytes indexed by the input byte (built once from the float formula; TFLite's int8 logistic).
-enum class OpKind { Conv, GroupConv, Depthwise, MaxPool, AvgPool, Add, Linear, FloatLinear, FloatConv, Lut };
+// Mul: the product of two activations (equal shapes, or a map times a per-channel gate: in1 is
+// then the gate of op.cout channels). Concat: its inputs (ins) joined along the channels.
+enum class OpKind { Conv, GroupConv, Depthwise, MaxPool, AvgPool, Add, Linear, FloatLinear, FloatConv, Lut, Mul, Concat };
 
 struct Op {
     OpKind kind = OpKind::Conv;
@@ -105,8 +107,21 @@ struct Op {
     Domain inD, outD;
     std::int32_t lo = 0, hi = 255;
     bool floatOut = false;
-    std::size_t elems = 0;         // Add, Lut: values per image (per row in the batch stage)
+    std::size_t elems = 0;         // Add, Lut, Mul: values per image (per row in the batch stage)
     std::array<std::uint8_t, 256> table{}; // Lut: output byte of each input byte
+    MulParams mul;
+    bool gated = false;            // Mul: in1 is a [C, 1, 1] gate of cout channels
+    ConcatParams cat;
+    std::vector<int> ins;          // Concat: every input (in0 and in1 are the first two)
+
+    // Every activation the op reads.
+    std::vector<int> inputs() const
+    {
+        if (!ins.empty()) return ins;
+        std::vector<int> v{in0};
+        if (in1 >= 0) v.push_back(in1);
+        return v;
+    }
 };
 
 struct IntEngine::Impl {

@@ -160,6 +160,46 @@ AddParams addParams(Isa isa, double ra, double rb, std::int32_t za, std::int32_t
     return p;
 }
 
+MulParams mulParams(double r, std::int32_t za, std::int32_t zb, std::int32_t zo, std::int32_t lo, std::int32_t hi)
+{
+    MulParams p;
+    p.za = za, p.zb = zb, p.zo = zo, p.lo = lo, p.hi = hi;
+    p.f = fixedPointMultiplier(r);
+    return p;
+}
+
+void mulRequant(const MulParams& p, const std::uint8_t* a, const std::uint8_t* b, std::uint8_t* out, std::size_t n)
+{
+    for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<std::uint8_t>(mulRequantOne(p, a[i], b[i]));
+}
+
+void mulRequantBroadcast(const MulParams& p, const std::uint8_t* x, const std::uint8_t* gate, std::uint8_t* out, std::size_t pixels,
+                         std::size_t C)
+{
+    for (std::size_t q = 0; q < pixels; ++q)
+        for (std::size_t c = 0; c < C; ++c) out[q * C + c] = static_cast<std::uint8_t>(mulRequantOne(p, x[q * C + c], gate[c]));
+}
+
+void concatRequant(const ConcatParams& p, const std::uint8_t* const* ins, std::uint8_t* out)
+{
+    for (std::size_t j = 0; j < p.parts.size(); ++j) {
+        const ConcatPart& part = p.parts[j];
+        const std::uint8_t* in = ins[j];
+        for (std::size_t q = 0; q < p.pixels; ++q) {
+            const std::uint8_t* src = in + q * part.channels;
+            std::uint8_t* dst = out + q * p.C + part.offset;
+            if (part.copy) {
+                std::memcpy(dst, src, part.channels);
+                continue;
+            }
+            for (std::size_t c = 0; c < part.channels; ++c) {
+                const std::int64_t v = static_cast<std::int64_t>(static_cast<std::int32_t>(src[c]) - part.zin) * part.f.mult;
+                dst[c] = static_cast<std::uint8_t>(clampZp(roundShift(v, part.f.shift, RoundMode::HalfEven), p.zo, p.lo, p.hi));
+            }
+        }
+    }
+}
+
 void addRequantScalar(const AddParams& p, const std::uint8_t* a, const std::uint8_t* b, std::uint8_t* out, std::size_t n)
 {
     for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<std::uint8_t>(addRequantOne(p, a[i], b[i]));

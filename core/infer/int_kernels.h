@@ -106,6 +106,50 @@ void addRequantScalar(const AddParams& p, const std::uint8_t* a, const std::uint
 void addRequantAvx2(const AddParams& p, const std::uint8_t* a, const std::uint8_t* b, std::uint8_t* out, std::size_t n);
 void addRequantAvx512(const AddParams& p, const std::uint8_t* a, const std::uint8_t* b, std::uint8_t* out, std::size_t n);
 
+// ---- Mul of two quantized tensors into a third grid (scalar kernels only).
+//
+// acc = (a - za)(b - zb) in int32 (|acc| <= 255^2), then out = clamp(zo + round(acc * m / 2^shift))
+// with m / 2^shift = s_a s_b / s_out (fixedPointMultiplier), the last shift rounded half to even
+// as nearbyint rounds the fake-quant's product: no float inside. The broadcast form multiplies an
+// NHWC map x (P pixels of C channels) by a gate of C values (squeeze-and-excitation).
+struct MulParams {
+    std::int32_t za = 0, zb = 0, zo = 0, lo = 0, hi = 255;
+    FixedPointMultiplier f;
+};
+// r = s_a s_b / s_out; throws ConfigError when it is not a positive number below 2^30.
+MulParams mulParams(double r, std::int32_t za, std::int32_t zb, std::int32_t zo, std::int32_t lo, std::int32_t hi);
+
+inline std::int32_t mulRequantOne(const MulParams& p, std::int32_t a, std::int32_t b)
+{
+    const std::int32_t acc = (a - p.za) * (b - p.zb);
+    return clampZp(roundShift(static_cast<std::int64_t>(acc) * p.f.mult, p.f.shift, RoundMode::HalfEven), p.zo, p.lo, p.hi);
+}
+
+// out[i] = a[i] * b[i], i < n.
+void mulRequant(const MulParams& p, const std::uint8_t* a, const std::uint8_t* b, std::uint8_t* out, std::size_t n);
+// out[q][c] = x[q][c] * gate[c] for q < pixels, c < C (x takes za, the gate zb).
+void mulRequantBroadcast(const MulParams& p, const std::uint8_t* x, const std::uint8_t* gate, std::uint8_t* out, std::size_t pixels,
+                         std::size_t C);
+
+// ---- Concat along the channels of NHWC tensors (scalar kernels only).
+//
+// Each pixel of the output holds every input's channels in turn, each rescaled to the output's
+// grid: out = clamp(zo + round((x - zin) * m / 2^shift)), half to even, m / 2^shift = s_in / s_out;
+// an input on the output's grid whose range the clamp keeps is copied as it is.
+struct ConcatPart {
+    std::size_t channels = 0, offset = 0; // its channels and where they start in an output pixel
+    bool copy = false;
+    FixedPointMultiplier f;
+    std::int32_t zin = 0;
+};
+struct ConcatParams {
+    std::vector<ConcatPart> parts;
+    std::size_t pixels = 0, C = 0; // output pixels, channels per output pixel
+    std::int32_t zo = 0, lo = 0, hi = 255;
+};
+// ins[j]: input j, pixels x parts[j].channels bytes.
+void concatRequant(const ConcatParams& p, const std::uint8_t* const* ins, std::uint8_t* out);
+
 // ---- Average pooling (no padding), NHWC.
 //
 // y[oy][ox][c] = clamp(zp + round(m * sum_{window} (x - zin))), m = s_in / (kh * kw * s_out).

@@ -4,10 +4,12 @@
 #include "nn/add.h"
 #include "nn/avgpool2d.h"
 #include "nn/batchnorm2d.h"
+#include "nn/concat.h"
 #include "nn/conv2d.h"
 #include "nn/dropout.h"
 #include "nn/linear.h"
 #include "nn/maxpool2d.h"
+#include "nn/mul.h"
 #include "nn/pointwise.h"
 #include "util/errors.h"
 #include "util/number_text.h"
@@ -229,9 +231,14 @@ void ExportedModel::validate(const std::string& source) const
     for (std::size_t li = 0; li < layers.size(); ++li) {
         const StoredLayer& l = layers[li];
         const std::string id = layerId(l);
-        const std::size_t arity = l.kind == LayerKind::Add ? 2 : 1;
-        if (l.inputs.size() != arity)
-            bad(source, id + " reads " + std::to_string(l.inputs.size()) + " inputs, it takes " + std::to_string(arity));
+        if (l.kind == LayerKind::Concat) {
+            if (l.inputs.size() < 2 || l.inputs.size() > 255)
+                bad(source, id + " reads " + std::to_string(l.inputs.size()) + " inputs, it takes 2 to 255");
+        } else {
+            const std::size_t arity = l.kind == LayerKind::Add || l.kind == LayerKind::Mul ? 2 : 1;
+            if (l.inputs.size() != arity)
+                bad(source, id + " reads " + std::to_string(l.inputs.size()) + " inputs, it takes " + std::to_string(arity));
+        }
         for (std::size_t a : l.inputs)
             if (a > li) bad(source, id + " reads activation " + std::to_string(a) + ", which is not an earlier layer's output");
         Shape s = shapes[l.inputs[0]];
@@ -294,6 +301,25 @@ void ExportedModel::validate(const std::string& source) const
                 bad(source, id + " adds shapes " + shapeString(s) + " and " + shapeString(shapes[l.inputs[1]]));
             expectTensors(l, {}, source);
             break;
+        case LayerKind::Mul:
+            try {
+                if (Mul::gateOf(id, s, shapes[l.inputs[1]]) == 0) s = shapes[l.inputs[1]];
+            } catch (const ConfigError& e) {
+                bad(source, e.what());
+            }
+            expectTensors(l, {}, source);
+            break;
+        case LayerKind::Concat: {
+            std::vector<Shape> in;
+            for (std::size_t a : l.inputs) in.push_back(shapes[a]);
+            try {
+                s = Concat::joined(id, in, 0);
+            } catch (const ConfigError& e) {
+                bad(source, e.what());
+            }
+            expectTensors(l, {}, source);
+            break;
+        }
         case LayerKind::GlobalAvgPool2d:
             needRank(3);
             expectTensors(l, {}, source);
@@ -459,6 +485,8 @@ std::unique_ptr<Model> buildModel(const ExportedModel& m)
         case LayerKind::ReLU: model->add(std::make_unique<ReLU>(l.name), in); break;
         case LayerKind::ReLU6: model->add(std::make_unique<ReLU6>(l.name), in); break;
         case LayerKind::Add: model->add(std::make_unique<Add>(l.name), in); break;
+        case LayerKind::Mul: model->add(std::make_unique<Mul>(l.name), in); break;
+        case LayerKind::Concat: model->add(std::make_unique<Concat>(l.name, in.size()), in); break;
         case LayerKind::GlobalAvgPool2d: model->add(std::make_unique<GlobalAvgPool2d>(l.name), in); break;
         case LayerKind::AvgPool2d: model->add(std::make_unique<AvgPool2d>(l.name, l.kernel, l.stride, l.padding), in); break;
         case LayerKind::MaxPool2d: model->add(std::make_unique<MaxPool2d>(l.name, l.kernel, l.stride, l.padding), in); break;

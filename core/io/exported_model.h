@@ -21,7 +21,8 @@ namespace quantscope {
 
 // "Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "Dropout", "Flatten", "Linear", "LogSoftmax",
 // "Add", "GlobalAvgPool2d", "AvgPool2d", "ReLU6", "Softmax", and the pointwise activations
-// "Sigmoid", "Tanh", "SiLU", "Hardsigmoid", "Hardswish", "LeakyReLU", "ELU", "GELU".
+// "Sigmoid", "Tanh", "SiLU", "Hardsigmoid", "Hardswish", "LeakyReLU", "ELU", "GELU", and the joins
+// "Mul" and "Concat".
 const char* storedKindName(LayerKind k);
 
 enum class TensorEncoding : std::uint8_t { Float32 = 0, Int = 1 };
@@ -71,7 +72,7 @@ struct StoredLayer {
     LayerKind kind = LayerKind::ReLU;
     std::string name;
     // The activations this layer reads: 0 = the (normalised) model input, i+1 = output of layer i;
-    // always earlier than the layer itself. One entry, two for Add.
+    // always earlier than the layer itself. One entry, two for Add and Mul, 2 to 255 for Concat.
     std::vector<std::size_t> inputs;
     // Conv2d: inChannels, outChannels, kernel, stride, padding, groups (tensors: weight
     // (out, in/groups, k, k) and an optional bias). MaxPool2d, AvgPool2d: kernel, stride, padding

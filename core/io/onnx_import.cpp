@@ -307,6 +307,7 @@ ExportedModel Importer::run()
     }
     findActivationSubgraphs(order, dynamic);
     findPoolingSubgraphs(order, dynamic);
+    findGateChains(order);
     const NodeProto* firstUnsupported = nullptr;
     for (int k : order) {
         const NodeProto& n = g.node(k);

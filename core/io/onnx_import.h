@@ -8,7 +8,10 @@
 // BatchNormalization (inference form), Add (residual), Flatten, Reshape to (N, -1), Dropout,
 // Identity, LogSoftmax, a trailing Softmax (kept as the last layer), and the pointwise activations
 // Sigmoid, Tanh, HardSigmoid (alpha 1/6, beta 1/2), HardSwish, LeakyRelu, Elu and the SiLU,
-// Hardswish and erf-GELU subgraphs torch.onnx.export writes (onnx_import_activations.cpp). Constant subgraphs are folded (onnx_const.h); a zero Pad merges
+// Hardswish and erf-GELU subgraphs torch.onnx.export writes (onnx_import_activations.cpp), Mul of
+// two activations (equal shapes, or a squeeze-and-excitation gate [N, C, 1, 1] times its map, also
+// behind an Expand, and the gate written with Linear layers), Concat along the channels
+// (onnx_import_joins.cpp). Constant subgraphs are folded (onnx_const.h); a zero Pad merges
 // into the Conv or AveragePool after it; Sub/Div of the input by scalars (QuantScope's own exports) become
 // ExportedModel::mean/stddev. A Gemm without C or a MatMul without an Add after it (PyTorch's
 // nn.Linear(..., bias=False)) is a Linear without a bias, so parameters count as in PyTorch.

@@ -143,6 +143,7 @@ void Importer::div(const NodeProto& n)
 // x * f, the factor on either side: a division by 1 / f.
 void Importer::mul(const NodeProto& n)
 {
+    if (value(n, 0).kind != Value::Kind::Const && value(n, 1).kind != Value::Kind::Const) return mulActivations(n);
     const int a = value(n, 0).kind == Value::Kind::Const ? 1 : 0; // the activation's side
     if (value(n, 1 - a).kind == Value::Kind::Const && !onInput(n, a) && foldsIntoLayer(n, a))
         return foldConstant(n, a, constant(n, 1 - a, "the factor"), Fold::Mul);

@@ -50,6 +50,8 @@ const std::map<std::string, Importer::Handler>& Importer::handlers()
         {"LeakyRelu", &Importer::pointwise},
         {"Elu", &Importer::pointwise},
         {"Erf", &Importer::erf},
+        {"Concat", &Importer::concat},
+        {"Expand", &Importer::expand},
     };
     return table;
 }
@@ -156,7 +158,8 @@ void Importer::convOnFlatView(const NodeProto& n, std::size_t x, const Shape& vi
 void Importer::gemm(const NodeProto& n)
 {
     const std::size_t x = act(n, 0);
-    perImageRank(n, x, 1, "Gemm takes [N, features] (flatten first)");
+    const bool onGate = shapeOf(x).size() == 3 && viewedShape(n, 0, x).size() == 1; // a Linear-form gate (onnx_import_joins.cpp)
+    if (!onGate) perImageRank(n, x, 1, "Gemm takes [N, features] (flatten first)");
     if (attrInt(n, "transA", 0) != 0) failNode(n, "transA = 1 on an activation (it would mix the batch) is not read");
     const ConstTensor& bt = constant(n, 1, "B (the weight)");
     if (bt.dims.size() != 2) failNode(n, "B has rank " + std::to_string(bt.dims.size()) + ", expected 2", false);
@@ -183,6 +186,11 @@ void Importer::gemm(const NodeProto& n)
         for (std::size_t o = 0; o < out; ++o) bias[o] = beta * (perOutput ? cv[o] : cv[0]);
         l.tensors.push_back(floatTensor("bias", {out}, std::move(bias)));
     }
+    if (onGate) {
+        std::vector<float> bias;
+        if (l.tensors.size() > 1) bias = l.tensors[1].values;
+        return linearOnGateView(n, x, std::move(l.tensors[0].values), in, out, l.tensors.size() > 1 ? &bias : nullptr, bt);
+    }
     foldPendingAffine(n, l);
     addLayer(n, std::move(l), {out}, {x}, &bt);
 }
@@ -192,7 +200,8 @@ void Importer::gemm(const NodeProto& n)
 void Importer::matMul(const NodeProto& n)
 {
     const std::size_t x = act(n, 0);
-    perImageRank(n, x, 1, "MatMul is read as x W with x [N, features]");
+    const bool onGate = shapeOf(x).size() == 3 && viewedShape(n, 0, x).size() == 1; // a Linear-form gate (onnx_import_joins.cpp)
+    if (!onGate) perImageRank(n, x, 1, "MatMul is read as x W with x [N, features]");
     const ConstTensor& bt = constant(n, 1, "the weight");
     if (bt.dims.size() != 2) failNode(n, "the weight has rank " + std::to_string(bt.dims.size()) + ", expected 2", false);
     const auto in = static_cast<std::size_t>(bt.dims[0]), out = static_cast<std::size_t>(bt.dims[1]);
@@ -205,6 +214,7 @@ void Importer::matMul(const NodeProto& n)
     l.kind = LayerKind::Linear;
     l.inFeatures = in;
     l.outFeatures = out;
+    if (onGate) return linearOnGateView(n, x, std::move(w), in, out, nullptr, bt);
     l.tensors = {floatTensor("weight", {out, in}, std::move(w))};
     foldPendingAffine(n, l);
     addLayer(n, std::move(l), {out}, {x}, &bt);
@@ -277,9 +287,12 @@ void Importer::foldConstant(const NodeProto& n, int ai, const ConstTensor& c, Fo
     // Shapes with one value per output channel/feature: [out], [1, out] (Linear), [out, 1, 1], [1, out, 1, 1] (Conv).
     std::vector<std::int64_t> dims = c.dims;
     while (!dims.empty() && dims.front() == 1 && dims.size() > (l->kind == LayerKind::Linear ? 1u : 3u)) dims.erase(dims.begin());
+    // A 1x1 convolution of a Linear-form gate is viewed flat: its bias comes as [out] too.
+    const auto view = m_views.find(n.input(ai));
+    const bool flatView = view != m_views.end() && view->second.size() == 1;
     const bool ok = cv.size() == 1 ||
-                    (l->kind == LayerKind::Linear ? dims == std::vector<std::int64_t>{static_cast<std::int64_t>(out)}
-                                                  : dims == std::vector<std::int64_t>{static_cast<std::int64_t>(out), 1, 1});
+                    (l->kind == LayerKind::Linear || flatView ? dims == std::vector<std::int64_t>{static_cast<std::int64_t>(out)}
+                                                              : dims == std::vector<std::int64_t>{static_cast<std::int64_t>(out), 1, 1});
     if (!ok) failNode(n, "the constant " + listOf(c.dims) + " is not one value per output of '" + l->name + "'");
     const auto at = [&](std::size_t o) { return cv.size() == 1 ? cv[0] : cv[o]; };
     if (op == Fold::Add || op == Fold::Sub) {
@@ -475,6 +488,7 @@ void Importer::reduceMean(const NodeProto& n)
     StoredLayer l;
     l.kind = LayerKind::GlobalAvgPool2d;
     addLayer(n, std::move(l), {in[0], 1, 1}, {x});
+    if (attrInt(n, "keepdims", 1) == 0 && isGateFlatten(n)) return setView(n, m_m.layers.size(), {in[0]}); // a Linear-form gate
     if (attrInt(n, "keepdims", 1) == 0) {
         StoredLayer f;
         f.kind = LayerKind::Flatten;

@@ -142,6 +142,7 @@ void Importer::addGlobalPool(const NodeProto& n, StoredLayer l, std::size_t x, i
 {
     const std::size_t C = shapeOf(x)[0];
     addLayer(n, std::move(l), {C, 1, 1}, {x});
+    if (keptDims == 0 && isGateFlatten(n)) return setView(n, m_m.layers.size(), {C}); // a Linear-form gate (onnx_import_joins.cpp)
     if (keptDims == 0) {
         StoredLayer f;
         f.kind = LayerKind::Flatten;

@@ -31,6 +31,10 @@ void Importer::flatten(const NodeProto& n)
 void Importer::flattenImages(const NodeProto& n, std::size_t x)
 {
     if (shapeOf(x).size() == 1) return alias(n, x);
+    if (const Shape& s = shapeOf(x); isGateFlatten(n) && s.size() == 3 && s[1] == 1 && s[2] == 1) {
+        alias(n, x); // the pooled map of a Linear-form gate, viewed flat (onnx_import_joins.cpp)
+        return setView(n, x, {s[0]});
+    }
     StoredLayer l;
     l.kind = LayerKind::Flatten;
     addLayer(n, std::move(l), {shapeNumel(shapeOf(x))}, {x});
@@ -155,6 +159,10 @@ void Importer::squeeze(const NodeProto& n)
         return alias(n, x);
     }
     if (shapeOf(x).size() == 1) return alias(n, x);
+    if (isGateFlatten(n) && shapeOf(x)[1] == 1 && shapeOf(x)[2] == 1) {
+        alias(n, x); // the pooled map of a Linear-form gate, viewed flat (onnx_import_joins.cpp)
+        return setView(n, x, out);
+    }
     StoredLayer l;
     l.kind = LayerKind::Flatten;
     addLayer(n, std::move(l), out, {x});
@@ -200,7 +208,10 @@ void Importer::checkViews(const NodeProto& n) const
 {
     static const std::set<std::string> reads = {"Conv", "Squeeze", "Unsqueeze", "Flatten", "Reshape", "Relu", "Clip",
                                                 "Dropout", "Identity", "Cast", "BatchNormalization", "Add",
-                                                "GlobalAveragePool", "ReduceMean", "Softmax", "LogSoftmax", "Shape"};
+                                                "GlobalAveragePool", "ReduceMean", "Softmax", "LogSoftmax", "Shape",
+                                                "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "LeakyRelu", "Elu",
+                                                // a Linear-form gate's [C] view of its [C, 1, 1] map (onnx_import_joins.cpp)
+                                                "Gemm", "MatMul"};
     for (int i = 0; i < n.input_size(); ++i) {
         const auto v = m_views.find(n.input(i));
         if (v == m_views.end()) continue;
@@ -229,7 +240,8 @@ void Importer::checkViews(const NodeProto& n) const
 // After a shape-preserving operator, its output keeps the view of its first input.
 void Importer::propagateView(const NodeProto& n)
 {
-    static const std::set<std::string> keeps = {"Relu", "Clip", "Dropout", "Identity", "Cast", "BatchNormalization", "Add"};
+    static const std::set<std::string> keeps = {"Relu", "Clip", "Dropout", "Identity", "Cast", "BatchNormalization", "Add",
+                                                "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "LeakyRelu", "Elu"};
     if (!keeps.count(n.op_type()) || n.input_size() < 1 || n.output_size() < 1 || n.output(0).empty()) return;
     const auto v = m_views.find(n.input(0));
     const auto in = m_values.find(n.input(0));

@@ -154,6 +154,17 @@ private:
     void sub(const NodeProto& n);
     void div(const NodeProto& n);
     void mul(const NodeProto& n);
+    // ---- joins of activations (onnx_import_joins.cpp): Mul of two activations, Concat, and the
+    // squeeze-and-excitation gate written with Linear layers (Flatten, Gemm/MatMul, ..., Reshape
+    // back to [N, C, 1, 1]) read as 1x1 convolutions on the pooled [C, 1, 1] map.
+    void mulActivations(const NodeProto& n);
+    void concat(const NodeProto& n);
+    void expand(const NodeProto& n);
+    void findGateChains(const std::vector<int>& order);
+    bool isGateFlatten(const NodeProto& n) const;
+    void linearOnGateView(const NodeProto& n, std::size_t x, std::vector<float> w, std::size_t in, std::size_t out,
+                          const std::vector<float>* bias, const ConstTensor& weight);
+    std::set<std::string> m_gateFlattens; // outputs of the Flatten/Reshape/Squeeze nodes that start such a gate
     void relu(const NodeProto& n);
     void clip(const NodeProto& n);
     void pool(const NodeProto& n);

@@ -326,6 +326,14 @@ std::vector<std::uint8_t> encodeOnnx(const ExportedModel& source)
             b.node("Clip", l.name, {in(0), l.name + ".min", l.name + ".max"}, out);
             break;
         case LayerKind::Add: b.node("Add", l.name, {in(0), in(1)}, out); break;
+        // ONNX's multidirectional broadcasting takes the [N, C, 1, 1] gate as it is.
+        case LayerKind::Mul: b.node("Mul", l.name, {in(0), in(1)}, out); break;
+        case LayerKind::Concat: {
+            std::vector<std::string> ins;
+            for (std::size_t k = 0; k < l.inputs.size(); ++k) ins.push_back(in(k));
+            GraphBuilder::intAttr(b.node("Concat", l.name, ins, out), "axis", 1);
+            break;
+        }
         case LayerKind::MaxPool2d:
         case LayerKind::AvgPool2d: {
             onnx::NodeProto* n = b.node(l.kind == LayerKind::MaxPool2d ? "MaxPool" : "AveragePool", l.name, {in(0)}, out);

@@ -327,6 +327,12 @@ private:
         layer(n, LayerKind::ReLU6);
     }
     void add(const onnx::NodeProto& n) { layer(n, LayerKind::Add, 2); }
+    void concat(const onnx::NodeProto& n)
+    {
+        if (attrInt(n, "axis", 0) != 1) failNode(n, "is read along the channels (axis 1) only");
+        if (n.input_size() < 2 || n.input_size() > 255) failNode(n, "joins " + std::to_string(n.input_size()) + " inputs (2 to 255 are read)");
+        layer(n, LayerKind::Concat, n.input_size());
+    }
     void pool(const onnx::NodeProto& n, LayerKind kind)
     {
         StoredLayer& l = layer(n, kind);
@@ -394,7 +400,8 @@ private:
         if (n.output_size() != 1 || m_act.count(n.output(0)) || m_parts.count(n.output(0))) failNode(n, "must make one new value");
         m_parts[n.output(0)] = p;
     }
-    // The last node of a SiLU, Hardswish or GELU subgraph (onnx_io.h).
+    // The last node of a SiLU, Hardswish or GELU subgraph (onnx_io.h), or a Mul layer: the product
+    // of two activations (neither an inner value of a subgraph).
     void mul(const onnx::NodeProto& n)
     {
         const std::string mark = n.doc_string().rfind(kOnnxLayerMark, 0) == 0 ? n.doc_string().substr(std::string(kOnnxLayerMark).size()) : "";
@@ -402,7 +409,11 @@ private:
         std::size_t other = 0;
         for (int i = 0; i < 2 && !p; ++i)
             if (const auto it = m_parts.find(input(n, i)); it != m_parts.end()) p = &it->second, other = static_cast<std::size_t>(1 - i);
-        if (!p || mark.empty()) failNode(n, "only the Mul that ends a SiLU, Hardswish or GELU subgraph is read");
+        if (!p && mark.empty() && n.input_size() == 2 && m_act.count(input(n, 0)) && m_act.count(input(n, 1))) {
+            layer(n, LayerKind::Mul, 2);
+            return;
+        }
+        if (!p || mark.empty()) failNode(n, "only the Mul of two activations, or the Mul that ends a SiLU, Hardswish or GELU subgraph, is read");
         const std::string& o = input(n, static_cast<int>(other));
         std::vector<float> c = p->constants;
         const bool readsX = m_act.count(o) && m_act.at(o) == p->x;
@@ -455,6 +466,7 @@ const std::map<std::string, OnnxReader::Handler>& OnnxReader::handlers()
         {"Relu", &OnnxReader::relu},
         {"Clip", &OnnxReader::clip},
         {"Add", &OnnxReader::add},
+        {"Concat", &OnnxReader::concat},
         {"MaxPool", &OnnxReader::maxPool},
         {"AveragePool", &OnnxReader::averagePool},
         {"GlobalAveragePool", &OnnxReader::globalAveragePool},

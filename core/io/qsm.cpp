@@ -24,7 +24,8 @@ static_assert(static_cast<int>(LayerKind::Conv2d) == 0 && static_cast<int>(Layer
               static_cast<int>(LayerKind::Tanh) == 14 && static_cast<int>(LayerKind::SiLU) == 15 &&
               static_cast<int>(LayerKind::Hardsigmoid) == 16 && static_cast<int>(LayerKind::Hardswish) == 17 &&
               static_cast<int>(LayerKind::LeakyReLU) == 18 && static_cast<int>(LayerKind::ELU) == 19 &&
-              static_cast<int>(LayerKind::GELU) == 20);
+              static_cast<int>(LayerKind::GELU) == 20 && static_cast<int>(LayerKind::Mul) == 21 &&
+              static_cast<int>(LayerKind::Concat) == 22);
 
 namespace {
 
@@ -306,9 +307,10 @@ StoredTensor getTensor(Reader& r, std::uint16_t version)
 // list, Conv2d groups and the kinds Add, GlobalAvgPool2d, AvgPool2d, ReLU6; version 3 adds per-channel
 // normalisation and the padding of MaxPool2d and AvgPool2d; version 4 the kind Softmax; version 5
 // a tensor flag that leaves out zero points that are all 0 (getTensor), and the pointwise
-// activations 13-20 (LeakyReLU and ELU with an f32 alpha). Adding those kinds kept the version:
-// older version 5 files hold none of them and read as before; an older reader names kind 13+ as
-// unknown.
+// activations 13-20 (LeakyReLU and ELU with an f32 alpha), then Mul (21, two inputs) and Concat
+// (22, 2 to 255 inputs along the channels), neither with fields of its own. Adding those kinds kept
+// the version: older version 5 files hold none of them and read as before; an older reader names
+// kind 13+ (21+) as unknown.
 StoredLayer getLayer(Reader& r, std::uint16_t version, std::size_t index)
 {
     StoredLayer l;
@@ -324,7 +326,8 @@ StoredLayer getLayer(Reader& r, std::uint16_t version, std::size_t index)
         l.inputs = {index};
     } else {
         const std::uint8_t ni = r.u8("input count");
-        if (ni < 1 || ni > 2) r.fail("layer '" + l.name + "' reads " + std::to_string(ni) + " inputs (1 or 2)");
+        if (l.kind == LayerKind::Concat ? ni < 2 : (ni < 1 || ni > 2))
+            r.fail("layer '" + l.name + "' reads " + std::to_string(ni) + " inputs (" + (l.kind == LayerKind::Concat ? "2 to 255" : "1 or 2") + ")");
         for (std::uint8_t j = 0; j < ni; ++j) {
             const std::uint32_t a = r.u32("input activation");
             if (a > index) r.fail("layer '" + l.name + "' reads activation " + std::to_string(a) + ", not an earlier layer's output");

@@ -6,7 +6,7 @@
 //  - backward(x, y, dy, dx, needInputGrad): x and y are exactly the tensors of the last
 //    forward call, dy = dL/dy. It OVERWRITES every parameter's grad with dL/dparam and, when
 //    needInputGrad, resizes and writes dx = dL/dx. It must be preceded by a training forward.
-//  - Multi-input layers (Add) report numInputs() > 1 and implement the *Multi forms instead:
+//  - Multi-input layers (Add, Mul, Concat) report numInputs() > 1 and implement the *Multi forms instead:
 //    forwardMulti(xs, y) reads xs[0..numInputs), backwardMulti writes dxs[j] (each resized) for
 //    every non-null dxs[j]. Single-input layers implement only the plain forms; the Model calls
 //    the *Multi forms, whose defaults forward to them.
@@ -30,9 +30,11 @@ enum class LayerKind {
     Conv2d, BatchNorm2d, ReLU, MaxPool2d, Dropout, Flatten, Linear, LogSoftmax,
     Add, GlobalAvgPool2d, AvgPool2d, ReLU6, Softmax,
     // pointwise activations (nn/pointwise.h)
-    Sigmoid, Tanh, SiLU, Hardsigmoid, Hardswish, LeakyReLU, ELU, GELU
+    Sigmoid, Tanh, SiLU, Hardsigmoid, Hardswish, LeakyReLU, ELU, GELU,
+    // joins of activations besides Add (nn/mul.h, nn/concat.h)
+    Mul, Concat
 };
-constexpr int kLastLayerKind = static_cast<int>(LayerKind::GELU);
+constexpr int kLastLayerKind = static_cast<int>(LayerKind::Concat);
 
 const char* layerKindName(LayerKind k);
 

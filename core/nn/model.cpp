@@ -83,6 +83,8 @@ const char* layerKindName(LayerKind k)
     case LayerKind::LeakyReLU: return "LeakyReLU";
     case LayerKind::ELU: return "ELU";
     case LayerKind::GELU: return "GELU";
+    case LayerKind::Mul: return "Mul";
+    case LayerKind::Concat: return "Concat";
     }
     return "?";
 }

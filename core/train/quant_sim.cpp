@@ -18,14 +18,15 @@ namespace quantscope {
 namespace {
 bool isCompute(LayerKind k)
 {
-    return k == LayerKind::Conv2d || k == LayerKind::Linear || k == LayerKind::BatchNorm2d || k == LayerKind::Add;
+    return k == LayerKind::Conv2d || k == LayerKind::Linear || k == LayerKind::BatchNorm2d || k == LayerKind::Add ||
+           k == LayerKind::Mul || k == LayerKind::Concat;
 }
 bool isRelu(LayerKind k) { return k == LayerKind::ReLU || k == LayerKind::ReLU6; }
 } // namespace
 
 // The quantized graph of Jacob et al. 2018 / PyTorch eager mode: every ReLU/ReLU6, pointwise
 // activation (Sigmoid, GELU, ...: the engine's lookup table maps one grid to the next) and pooling
-// average output is requantized; a conv/linear/BN/Add output is requantized unless its only
+// average output is requantized; a conv/linear/BN/Add/Mul/Concat output is requantized unless its only
 // reader is a BatchNorm (folded into it) or a ReLU (fused into its clamp). Max-pooling, flatten and
 // dropout keep their input's grid.
 std::vector<bool> activationQuantPoints(const Model& model)
@@ -379,7 +380,7 @@ void QuantSim::assignActivationFormats()
             }
             const LayerKind k = m_model.layer(j).kind();
             const auto& in = m_model.inputsOf(j);
-            if (k == LayerKind::Add || in.size() != 1 || in[0] == 0) break;
+            if (k == LayerKind::Add || k == LayerKind::Mul || k == LayerKind::Concat || in.size() != 1 || in[0] == 0) break;
             j = in[0] - 1;
         }
         ownerOfPoint[i + 1] = owner;
@@ -433,7 +434,7 @@ bool QuantSim::readByQuantizedLayer(std::size_t activation) const
         if (k == LayerKind::Conv2d || k == LayerKind::Linear) {
             for (std::size_t t = 0; t < m_targets.size(); ++t)
                 if (m_targets[t].layer == m_model.layer(j).name() && m_group[t] >= 0) return true;
-        } else if (k == LayerKind::Add) {
+        } else if (k == LayerKind::Add || k == LayerKind::Mul || k == LayerKind::Concat) {
             if (defaultFmt) return true; // the join is quantized at the default's format
         } else if (readByQuantizedLayer(j + 1)) { // BatchNorm, ReLU, pooling, Flatten, Dropout: look through
             return true;

@@ -502,6 +502,141 @@ def act_net(act):
     return lambda: ActNet(act)
 
 
+class SEConv(nn.Module):
+    """Squeeze-and-excitation as torchvision's SqueezeExcitation writes it: AdaptiveAvgPool2d(1),
+    1x1 conv, ReLU, 1x1 conv, a Sigmoid or Hardsigmoid gate, and the gate times the map (Mul of
+    [N, C, H, W] and [N, C, 1, 1]); gate_first writes scale * x (MobileNetV3's order)."""
+
+    def __init__(self, gate=nn.Sigmoid, gate_first=False):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(8, 4, 1)
+        self.fc2 = nn.Conv2d(4, 8, 1)
+        self.gate = gate()
+        self.gate_first = gate_first
+        self.conv2 = nn.Conv2d(8, 6, 3, padding=1)
+        self.fc = nn.Linear(6 * 4 * 4, 10)
+        with torch.no_grad():
+            self.fc2.weight.mul_(3.0)  # gates across the sigmoid's range, not all near 0.5
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        s = self.gate(self.fc2(F.relu(self.fc1(self.pool(x)))))
+        x = s * x if self.gate_first else x * s
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        return self.fc(x.flatten(1))
+
+
+class SELinearView(nn.Module):
+    """The classic SENet block: avg_pool(x).view(b, c), Linear, ReLU, Linear, Sigmoid,
+    .view(b, c, 1, 1), and x * y.expand_as(x)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.se = nn.Sequential(nn.Linear(8, 4, bias=False), nn.ReLU(inplace=True), nn.Linear(4, 8, bias=False), nn.Sigmoid())
+        self.conv2 = nn.Conv2d(8, 6, 3, padding=1)
+        self.fc = nn.Linear(6 * 4 * 4, 10)
+        with torch.no_grad():
+            self.se[2].weight.mul_(3.0)
+
+    def forward(self, x):
+        x = F.relu(self.conv1(x))
+        b, c, _, _ = x.size()
+        y = self.pool(x).view(b, c)
+        y = self.se(y).view(b, c, 1, 1)
+        x = x * y.expand_as(x)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        return self.fc(x.flatten(1))
+
+
+class SELinearFlat(nn.Module):
+    """A gate from x.mean((2, 3)), Linear layers with biases and a Hardsigmoid, put back with
+    [:, :, None, None]: s * x."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc1 = nn.Linear(8, 4)
+        self.fc2 = nn.Linear(4, 8)
+        self.conv2 = nn.Conv2d(8, 6, 3, padding=1)
+        self.fc = nn.Linear(6 * 4 * 4, 10)
+        with torch.no_grad():
+            self.fc2.weight.mul_(4.0)
+
+    def forward(self, x):
+        x = F.relu(self.conv1(x))
+        s = F.hardsigmoid(self.fc2(F.relu(self.fc1(x.mean((2, 3))))))
+        x = s[:, :, None, None] * x
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        return self.fc(x.flatten(1))
+
+
+class GateMul(nn.Module):
+    """x * sigmoid(y) with y another branch (a GLU-like gate of equal shapes): Sigmoid + Mul, not SiLU."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 6, 3, padding=1)
+        self.convx = nn.Conv2d(6, 6, 3, padding=1)
+        self.convy = nn.Conv2d(6, 6, 1)
+        self.fc = nn.Linear(6 * 4 * 4, 10)
+        with torch.no_grad():
+            self.convy.weight.mul_(3.0)
+
+    def forward(self, x):
+        x = F.relu(self.conv1(x))
+        x = self.convx(x) * torch.sigmoid(self.convy(x))
+        return self.fc(F.max_pool2d(x, 2).flatten(1))
+
+
+class DenseBlock(nn.Module):
+    """A DenseNet-style block: each layer's output concatenated to its input (torch.cat([x, y], 1)),
+    then a 1x1 transition, pooling and a classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv1 = nn.Conv2d(4, 3, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(3)
+        self.conv2 = nn.Conv2d(7, 3, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(3)
+        self.trans = nn.Conv2d(10, 6, 1)
+        self.fc = nn.Linear(6 * 4 * 4, 10)
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        x = torch.cat([x, F.relu(self.bn1(self.conv1(x)))], 1)
+        x = torch.cat([x, F.relu(self.bn2(self.conv2(x)))], 1)
+        x = F.avg_pool2d(F.relu(self.trans(x)), 2)
+        return self.fc(x.flatten(1))
+
+
+class Inception(nn.Module):
+    """An Inception-style module: 1x1, 3x3 and pool -> 1x1 branches joined by torch.cat along the
+    channels (dim=-3 when neg_dim), then global pooling and a classifier."""
+
+    def __init__(self, neg_dim=False):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 6, 3, padding=1)
+        self.b1 = nn.Conv2d(6, 4, 1)
+        self.b2 = nn.Conv2d(6, 5, 3, padding=1)
+        self.b3 = nn.Conv2d(6, 3, 1)
+        self.conv = nn.Conv2d(12, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 10)
+        self.neg_dim = neg_dim
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        b3 = self.b3(F.max_pool2d(x, 3, 1, 1))
+        x = torch.cat([F.relu(self.b1(x)), F.relu(self.b2(x)), F.relu(b3)], -3 if self.neg_dim else 1)
+        x = F.relu(self.conv(x))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
 # name, module, input [C, H, W] (or [features] for a flat input), opset, do_constant_folding, dynamic batch
 CASES = [
     ("seqview_op11_nofold_dyn", SeqView, (1, 12, 12), 11, False, True),
@@ -561,6 +696,17 @@ CASES = [
     ("act_gelu_op13_fold_dyn", act_net(nn.GELU), (1, 8, 8), 13, True, True),
     ("act_gelu_op11_nofold", act_net(nn.GELU), (1, 8, 8), 11, False, False),
     ("act_geluhalf_op17_fold", act_net(GeluHalfFirst), (1, 8, 8), 17, True, False),
+    ("se_conv_sigmoid_op13_fold_dyn", SEConv, (3, 8, 8), 13, True, True),
+    ("se_conv_hardsigmoid_op11_nofold", lambda: SEConv(nn.Hardsigmoid, gate_first=True), (3, 8, 8), 11, False, False),
+    ("se_conv_hardsigmoid_op17_fold_dyn", lambda: SEConv(nn.Hardsigmoid, gate_first=True), (3, 8, 8), 17, True, True),
+    ("se_linear_view_op13_fold_dyn", SELinearView, (3, 8, 8), 13, True, True),
+    ("se_linear_view_op11_nofold", SELinearView, (3, 8, 8), 11, False, False),
+    ("se_linear_flat_op17_fold", SELinearFlat, (3, 8, 8), 17, True, False),
+    ("gate_mul_op13_fold_dyn", GateMul, (1, 8, 8), 13, True, True),
+    ("dense_concat_op13_fold_dyn", DenseBlock, (3, 8, 8), 13, True, True),
+    ("dense_concat_op11_nofold", DenseBlock, (3, 8, 8), 11, False, False),
+    ("inception_concat_op13_fold_dyn", Inception, (1, 8, 8), 13, True, True),
+    ("inception_concat_op17_nofold", lambda: Inception(neg_dim=True), (1, 8, 8), 17, False, False),
 ]
 
 

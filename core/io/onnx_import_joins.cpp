@@ -1,0 +1,158 @@
+// The ONNX importer's joins of activations besides Add: Mul of two activations (equal shapes, or
+// the [N, C, 1, 1] gate of squeeze-and-excitation against its [N, C, H, W] map, either order;
+// x * sigmoid(x) is SiLU, found earlier as a subgraph), Concat along the channels, Expand of a
+// gate to its map's shape (y.expand_as(x)), and the gate written with Linear layers:
+//   GlobalAveragePool -> Flatten (Reshape, Squeeze) -> Gemm -> Relu -> Gemm -> Sigmoid -> Reshape
+//   (Unsqueeze) back to [N, C, 1, 1] -> Mul
+// whose Gemms (MatMuls) are read as 1x1 convolutions on the pooled [C, 1, 1] map (a Linear on one
+// pixel), so the gate stays a feature map the Mul and the integer engine take as it is.
+#include "io/onnx_importer.h"
+
+#include "nn/concat.h"
+#include "nn/mul.h"
+
+#include <algorithm>
+#include <set>
+
+namespace quantscope::onnximport {
+
+namespace {
+std::string shapesText(const std::vector<Shape>& shapes)
+{
+    std::string s;
+    for (const Shape& x : shapes) s += (s.empty() ? "" : " and ") + shapeString(x);
+    return s;
+}
+} // namespace
+
+void Importer::mulActivations(const NodeProto& n)
+{
+    const std::size_t a = act(n, 0), b = act(n, 1);
+    int gate = -1;
+    try {
+        gate = Mul::gateOf(n.name(), shapeOf(a), shapeOf(b));
+    } catch (const ConfigError&) {
+        failNode(n, "multiplies per-image shapes " + shapesText({shapeOf(a), shapeOf(b)}) +
+                        "; QuantScope's Mul takes two activations of one shape, or a [N, C, H, W] map and a [N, C, 1, 1] "
+                        "gate of its channels");
+    }
+    StoredLayer l;
+    l.kind = LayerKind::Mul;
+    addLayer(n, std::move(l), gate == 0 ? shapeOf(b) : shapeOf(a), {a, b});
+}
+
+// Concat of activations along axis 1 (-rank + 1 alike); one input is the activation itself.
+void Importer::concat(const NodeProto& n)
+{
+    std::vector<std::size_t> xs;
+    std::vector<Shape> shapes;
+    for (int i = 0; i < n.input_size(); ++i) {
+        xs.push_back(act(n, i));
+        shapes.push_back(shapeOf(xs.back()));
+    }
+    if (xs.empty()) failNode(n, "has no inputs", false);
+    if (xs.size() == 1) return alias(n, xs[0]);
+    if (xs.size() > 255) failNode(n, "joins " + std::to_string(xs.size()) + " activations; QuantScope's Concat joins at most 255");
+    const auto rank = static_cast<std::int64_t>(shapes[0].size() + 1);
+    const std::int64_t given = attrInt(n, "axis", 1);
+    const std::int64_t axis = given < 0 ? given + rank : given;
+    if (axis != 1)
+        failNode(n, "joins per-image shapes " + shapesText(shapes) + " along axis " + std::to_string(given) +
+                        "; QuantScope's Concat joins along the channels (axis 1) only");
+    Shape out;
+    try {
+        out = Concat::joined(n.name(), shapes, 0);
+    } catch (const ConfigError&) {
+        failNode(n, "joins per-image shapes " + shapesText(shapes) +
+                        " along the channels; every other axis must be equal (the same H and W)");
+    }
+    StoredLayer l;
+    l.kind = LayerKind::Concat;
+    addLayer(n, std::move(l), std::move(out), xs);
+}
+
+// Expand of an activation (y.expand_as(x)) whose every reader is a Mul: the Mul broadcasts the
+// gate itself, so the Expand is read as the activation. The target must be a shape it broadcasts to.
+void Importer::expand(const NodeProto& n)
+{
+    const std::size_t x = act(n, 0);
+    const ConstTensor& t = constant(n, 1, "the target shape");
+    const Shape& s = shapeOf(x);
+    bool ok = !t.isFloat && t.i.size() == s.size() + 1;
+    for (std::size_t d = 0; ok && d < s.size(); ++d) ok = s[d] == 1 || t.i[d + 1] == 1 || t.i[d + 1] == static_cast<std::int64_t>(s[d]);
+    if (ok) {
+        const onnx::GraphProto& g = m_mp.graph();
+        for (const NodeProto& r : g.node())
+            for (const std::string& v : r.input())
+                if (v == n.output(0) && r.op_type() != "Mul") ok = false;
+    }
+    if (!ok)
+        failNode(n, "expands " + shapeString(s) + " images; QuantScope reads Expand only as a gate broadcast to the map a Mul "
+                                                  "multiplies it with (y.expand_as(x))");
+    alias(n, x);
+}
+
+// Marks the flattening nodes (Flatten, Reshape, Squeeze, a ReduceMean without keepdims) that start
+// a Linear-form gate: through sole readers and shape-preserving or dense operators (at least one
+// Gemm or MatMul), the chain ends in a Reshape or Unsqueeze that a Mul reads (maybe through an Expand).
+void Importer::findGateChains(const std::vector<int>& order)
+{
+    static const std::set<std::string> starts = {"Flatten", "Reshape", "Squeeze", "ReduceMean"};
+    static const std::set<std::string> passes = {"Squeeze", "Gemm", "MatMul", "Add", "Relu", "Clip", "Sigmoid", "HardSigmoid",
+                                                 "HardSwish", "Tanh", "LeakyRelu", "Elu", "Identity", "Dropout", "Cast"};
+    const onnx::GraphProto& g = m_mp.graph();
+    const GraphReaders gr = graphReaders(order);
+    for (int k : order) {
+        const NodeProto& n = g.node(k);
+        if (!starts.count(n.op_type()) || n.output_size() < 1 || n.output(0).empty()) continue;
+        if (n.op_type() == "ReduceMean" && attrInt(n, "keepdims", 1) != 0) continue;
+        bool dense = false;
+        std::string v = n.output(0);
+        for (int depth = 0; depth < 16; ++depth) {
+            const int r = soleReader(gr, v);
+            if (r < 0 || g.node(r).output_size() < 1) break;
+            const NodeProto& next = g.node(r);
+            const std::string& op = next.op_type();
+            if ((op == "Reshape" || op == "Unsqueeze") && dense) {
+                // Through the reshapes back to [N, C, 1, 1] (h[:, :, None, None] is two Unsqueezes) and an Expand.
+                int m = soleReader(gr, next.output(0));
+                for (int more = 0; m >= 0 && more < 4 && g.node(m).output_size() > 0; ++more) {
+                    const std::string& mop = g.node(m).op_type();
+                    if (mop != "Reshape" && mop != "Unsqueeze" && mop != "Expand") break;
+                    m = soleReader(gr, g.node(m).output(0));
+                }
+                if (m >= 0 && g.node(m).op_type() == "Mul") m_gateFlattens.insert(n.output(0));
+                break;
+            }
+            if (!passes.count(op)) break;
+            dense = dense || op == "Gemm" || op == "MatMul";
+            v = next.output(0);
+        }
+    }
+}
+
+bool Importer::isGateFlatten(const NodeProto& n) const { return n.output_size() > 0 && m_gateFlattens.count(n.output(0)) > 0; }
+
+// A Gemm or MatMul (weight w: out x in, row-major) on the [C, 1, 1] map x viewed flat: a 1x1
+// convolution, whose [out, 1, 1] output is viewed flat in turn.
+void Importer::linearOnGateView(const NodeProto& n, std::size_t x, std::vector<float> w, std::size_t in, std::size_t out,
+                                const std::vector<float>* bias, const ConstTensor& weight)
+{
+    StoredLayer l;
+    l.kind = LayerKind::Conv2d;
+    l.inChannels = in;
+    l.outChannels = out;
+    l.kernel = 1;
+    l.stride = 1;
+    l.padding = 0;
+    l.groups = 1;
+    l.tensors.push_back(floatTensor("weight", {out, in, 1, 1}, std::move(w)));
+    if (bias) l.tensors.push_back(floatTensor("bias", {out}, *bias));
+    const StoredLayer& made = addLayer(n, std::move(l), {out, 1, 1}, {x}, &weight);
+    m_m.notes.push_back(n.op_type() + " '" + made.name + "' is a Linear " + std::to_string(in) + " -> " + std::to_string(out) +
+                        " inside a squeeze-and-excitation gate: it is read as a 1x1 convolution on the pooled [" + std::to_string(in) +
+                        ", 1, 1] map");
+    setView(n, m_m.layers.size(), {out});
+}
+
+} // namespace quantscope::onnximport

@@ -1,0 +1,578 @@
+// Mul of two activations (squeeze-and-excitation gates, x * sigmoid(y)) and Concat along the
+// channels (DenseNet, Inception) end to end: PyTorch exports (tests/onnx_import se_*, gate_*,
+// dense_*, inception_*, make_fixtures.py) import with one Mul or Concat per join and match
+// PyTorch's outputs; they survive .qsm and ONNX round trips; onnxruntime runs the FP32 export;
+// the integer engine's Mul and Concat agree with the fake-quant simulation at every point (within
+// one step) and in the predictions; the QDQ export reads back and onnxruntime runs it; QAT trains
+// through them. The numerical gradients are in tst_layers_gradients, the refusals in
+// tst_onnx_import_errors.
+#include "infer/int_engine.h"
+#include "infer/int_kernels.h"
+#include "infer/model_runner.h"
+#include "io/onnx_import.h"
+#include "io/onnx_io.h"
+#include "io/qsm.h"
+#include "nn/avgpool2d.h"
+#include "nn/concat.h"
+#include "nn/conv2d.h"
+#include "nn/linear.h"
+#include "nn/maxpool2d.h"
+#include "nn/mul.h"
+#include "nn/pointwise.h"
+#include "quant/equalization.h"
+#include "train/loss.h"
+#include "util/errors.h"
+
+#include <tbb/task_arena.h> // before Qt: TBB's profiling.h has a member named emit
+
+#include "onnx/export_fixtures.h"
+#include "onnx/onnx_fixtures.h"
+#include "onnx_import_fixtures.h"
+
+#include <QtTest>
+
+#include <cmath>
+#include <fstream>
+#include <map>
+
+using namespace quantscope;
+using onnx_import_fixtures::fileBytes, onnx_import_fixtures::kFixtures, onnx_import_fixtures::loadReference,
+    onnx_import_fixtures::Reference;
+using fixtures::haveOrt, fixtures::nodeModules;
+
+namespace {
+
+// |QuantScope - PyTorch| over the largest |PyTorch output| (the brief's bound).
+constexpr double kFp32RelTol = 1e-5;
+// onnxruntime's float graph against QuantScope's float model.
+constexpr double kOrtFp32RelTol = 1e-5;
+// The engine against the fake-quant simulation: integers at a Mul/Concat point within one step
+// (the engine rounds the exact product, the simulation a float one), and argmax agreement.
+constexpr std::int32_t kPointStepTol = 1;
+constexpr double kMinEngineAgreement = 0.995;
+// onnxruntime on the QDQ export against the engine (float between Q/DQ in onnxruntime).
+constexpr double kMinQdqAgreement = 0.98;
+constexpr double kQdqMeanRelDiff = 2e-2;
+
+struct FixtureRow {
+    const char* name;
+    std::size_t muls, concats; // joins the import must make
+};
+const FixtureRow kFixtureRows[] = {
+    {"se_conv_sigmoid_op13_fold_dyn", 1, 0},     {"se_conv_hardsigmoid_op11_nofold", 1, 0},
+    {"se_conv_hardsigmoid_op17_fold_dyn", 1, 0}, {"se_linear_view_op13_fold_dyn", 1, 0},
+    {"se_linear_view_op11_nofold", 1, 0},        {"se_linear_flat_op17_fold", 1, 0},
+    {"gate_mul_op13_fold_dyn", 1, 0},            {"dense_concat_op13_fold_dyn", 0, 2},
+    {"dense_concat_op11_nofold", 0, 2},          {"inception_concat_op13_fold_dyn", 0, 1},
+    {"inception_concat_op17_nofold", 0, 1},
+};
+
+ExportedModel importFixture(const std::string& name)
+{
+    const std::filesystem::path p = kFixtures / (name + ".onnx");
+    return importOnnx(fileBytes(p), p.string());
+}
+
+std::vector<float> forwardOn(const ExportedModel& em, const Reference& ref)
+{
+    std::unique_ptr<Model> model = buildModel(em);
+    RunContext ctx;
+    return model->forward(Tensor(ref.inputShape, ref.input), ctx).values();
+}
+
+double maxAbs(const std::vector<float>& v)
+{
+    double m = 0;
+    for (float x : v) m = std::max(m, std::fabs(static_cast<double>(x)));
+    return m;
+}
+
+double maxDiff(const std::vector<float>& a, const std::vector<float>& b)
+{
+    if (a.size() != b.size()) return INFINITY;
+    double m = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) m = std::max(m, std::fabs(static_cast<double>(a[i]) - b[i]));
+    return m;
+}
+
+std::vector<LayerKind> kindsOf(const ExportedModel& m)
+{
+    std::vector<LayerKind> k;
+    for (const StoredLayer& l : m.layers) k.push_back(l.kind);
+    return k;
+}
+
+std::size_t countKind(const ExportedModel& m, LayerKind k)
+{
+    return static_cast<std::size_t>(std::count_if(m.layers.begin(), m.layers.end(), [&](const StoredLayer& l) { return l.kind == k; }));
+}
+
+// Models on the workspace's 1 x 28 x 28 images for the quantized checks.
+//   se_*:       conv -> relu, gate = gate(conv1x1(relu(conv1x1(gap)))), x * gate (or gate * x), pool, conv, pool, fc
+//   gate_mul:   conv -> relu; convx(h) * sigmoid(convy(h)); pool; fc
+//   dense:      stem; cat(stem, relu(conv)); cat(that, relu(conv)); 1x1 conv; pool; fc
+//   inception:  stem; cat(relu(1x1), relu(3x3), relu(1x1(maxpool 3 s1 p1))); conv; pool; fc
+std::unique_ptr<Model> joinModel(const std::string& which)
+{
+    auto m = std::make_unique<Model>(which, Shape{1, 28, 28});
+    std::vector<std::size_t> scaled; // layers whose weights are scaled up (gates across their range)
+    const std::size_t stem = m->add(std::make_unique<Conv2d>("conv1", 1, 8, 3, 1, 1));
+    const std::size_t x = m->add(std::make_unique<ReLU>("relu1"), {stem});
+    std::size_t channels = 8;
+    if (which.rfind("se_", 0) == 0) {
+        m->add(std::make_unique<GlobalAvgPool2d>("squeeze"), {x});
+        m->add(std::make_unique<Conv2d>("fc1", 8, 4, 1, 1, 0, 1, true));
+        m->add(std::make_unique<ReLU>("fc1_relu"));
+        scaled.push_back(m->size());
+        m->add(std::make_unique<Conv2d>("fc2", 4, 8, 1, 1, 0, 1, true));
+        const LayerKind gk = which.find("hardsigmoid") != std::string::npos ? LayerKind::Hardsigmoid : LayerKind::Sigmoid;
+        const std::size_t s = m->add(std::make_unique<Pointwise>("gate", gk));
+        const bool first = which.find("first") != std::string::npos;
+        m->add(std::make_unique<Mul>("excite"), first ? std::vector<std::size_t>{s, x} : std::vector<std::size_t>{x, s});
+    } else if (which == "gate_mul") {
+        const std::size_t a = m->add(std::make_unique<Conv2d>("convx", 8, 8, 3, 1, 1), {x});
+        scaled.push_back(m->size());
+        m->add(std::make_unique<Conv2d>("convy", 8, 8, 1), {x});
+        const std::size_t s = m->add(std::make_unique<Pointwise>("gate", LayerKind::Sigmoid));
+        m->add(std::make_unique<Mul>("gated"), {a, s});
+    } else if (which == "dense") {
+        m->add(std::make_unique<Conv2d>("conv_a", 8, 4, 3, 1, 1), {x});
+        const std::size_t ya = m->add(std::make_unique<ReLU>("relu_a"));
+        const std::size_t c1 = m->add(std::make_unique<Concat>("cat1", 2), {x, ya});
+        m->add(std::make_unique<Conv2d>("conv_b", 12, 4, 3, 1, 1), {c1});
+        const std::size_t yb = m->add(std::make_unique<ReLU>("relu_b"));
+        m->add(std::make_unique<Concat>("cat2", 2), {c1, yb});
+        m->add(std::make_unique<Conv2d>("trans", 16, 8, 1));
+        m->add(std::make_unique<ReLU>("trans_relu"));
+    } else if (which == "inception") {
+        m->add(std::make_unique<Conv2d>("b1", 8, 4, 1), {x});
+        const std::size_t b1 = m->add(std::make_unique<ReLU>("b1_relu"));
+        m->add(std::make_unique<Conv2d>("b2", 8, 5, 3, 1, 1), {x});
+        const std::size_t b2 = m->add(std::make_unique<ReLU>("b2_relu"));
+        m->add(std::make_unique<MaxPool2d>("b3_pool", 3, 1, 1), {x});
+        m->add(std::make_unique<Conv2d>("b3", 8, 3, 1));
+        const std::size_t b3 = m->add(std::make_unique<ReLU>("b3_relu"));
+        m->add(std::make_unique<Concat>("cat", 3), {b1, b2, b3});
+        m->add(std::make_unique<Conv2d>("conv2", 12, channels, 3, 1, 1));
+        m->add(std::make_unique<ReLU>("relu2"));
+    }
+    m->add(std::make_unique<MaxPool2d>("pool", 2));
+    m->add(std::make_unique<Conv2d>("conv3", channels, 8, 3, 1, 1));
+    m->add(std::make_unique<ReLU>("relu3"));
+    m->add(std::make_unique<MaxPool2d>("pool3", 2));
+    m->add(std::make_unique<Flatten>("flatten"));
+    m->add(std::make_unique<Linear>("fc", 8 * 7 * 7, 10));
+    m->initParams(17);
+    for (std::size_t i : scaled)
+        for (float& w : dynamic_cast<Conv2d&>(m->layer(i)).weight().value.values()) w *= 4.0f;
+    return m;
+}
+
+// The trace of stored activation a (0: the input).
+const PointTrace* traceOf(const std::vector<PointTrace>& trace, const ExportedModel& m, std::size_t a)
+{
+    const std::string name = a == 0 ? std::string("input") : m.layers.at(a - 1).name;
+    for (const PointTrace& p : trace)
+        if (p.layer == name) return &p;
+    return nullptr;
+}
+
+Tensor dequantized(const PointTrace& p)
+{
+    Shape s{1};
+    s.insert(s.end(), p.shape.begin(), p.shape.end());
+    Tensor t(s);
+    for (std::size_t i = 0; i < t.numel(); ++i) t[i] = (static_cast<float>(p.q[i]) - static_cast<float>(p.quant.zeroPoint)) * p.quant.scale;
+    return t;
+}
+
+} // namespace
+
+class TestMulConcat : public QObject, fixtures::OnnxWorkspace {
+    Q_OBJECT
+
+private slots:
+    void initTestCase() { openWorkspace("mulconcat"); }
+    void importMatchesPyTorch_data();
+    void importMatchesPyTorch();
+    void roundTripsAndOnnxruntime_data();
+    void roundTripsAndOnnxruntime();
+    void engineEqualsFakeQuant_data();
+    void engineEqualsFakeQuant();
+    void qatTrainsThroughJoins();
+    void equalizationStopsAtJoins();
+    void shapeErrorsNameTheLayer();
+    void kernelsRoundHalfToEven();
+};
+
+void TestMulConcat::importMatchesPyTorch_data()
+{
+    QTest::addColumn<QString>("name");
+    QTest::addColumn<int>("muls");
+    QTest::addColumn<int>("concats");
+    for (const FixtureRow& r : kFixtureRows) QTest::newRow(r.name) << QString(r.name) << int(r.muls) << int(r.concats);
+}
+
+// Each join is one Mul or Concat layer (an SE gate's Sigmoid stays a Sigmoid, not SiLU; a
+// Linear-form gate has no Flatten or Linear left, its Gemms are 1x1 convolutions), and the
+// model's outputs are PyTorch's.
+void TestMulConcat::importMatchesPyTorch()
+{
+    QFETCH(QString, name);
+    QFETCH(int, muls);
+    QFETCH(int, concats);
+    const ExportedModel m = importFixture(name.toStdString());
+    QCOMPARE(int(countKind(m, LayerKind::Mul)), muls);
+    QCOMPARE(int(countKind(m, LayerKind::Concat)), concats);
+    QCOMPARE(int(countKind(m, LayerKind::SiLU)), 0);
+    if (name.startsWith("se_linear")) {
+        QCOMPARE(int(countKind(m, LayerKind::Linear)), 1); // the classifier only
+        QCOMPARE(int(countKind(m, LayerKind::Flatten)), 1);
+    }
+    const Reference ref = loadReference(kFixtures / (name.toStdString() + ".json"));
+    const std::vector<float> y = forwardOn(m, ref);
+    const double dev = maxDiff(y, ref.output), rel = dev / maxAbs(ref.output);
+    qInfo("%s: max |QuantScope - PyTorch| = %.3g (%.3g of the largest output)", qPrintable(name), dev, rel);
+    QVERIFY2(rel <= kFp32RelTol, qPrintable(QString("relative deviation %1").arg(rel)));
+}
+
+void TestMulConcat::roundTripsAndOnnxruntime_data() { importMatchesPyTorch_data(); }
+
+// .qsm and ONNX files keep every layer and input and the outputs; onnxruntime runs the FP32
+// export as QuantScope does.
+void TestMulConcat::roundTripsAndOnnxruntime()
+{
+    QFETCH(QString, name);
+    const ExportedModel m = importFixture(name.toStdString());
+    const Reference ref = loadReference(kFixtures / (name.toStdString() + ".json"));
+    const std::vector<float> want = forwardOn(m, ref);
+
+    const ExportedModel q = decodeQsm(encodeQsm(m), "round trip");
+    QVERIFY(kindsOf(q) == kindsOf(m));
+    for (std::size_t i = 0; i < m.layers.size(); ++i) QVERIFY(q.layers[i].inputs == m.layers[i].inputs);
+    QVERIFY(forwardOn(q, ref) == want);
+
+    const std::vector<std::uint8_t> onnxBytes = encodeOnnx(m);
+    const ExportedModel o = decodeOnnx(onnxBytes, "round trip");
+    const ExportedModel f = onnxForm(m);
+    QVERIFY(kindsOf(o) == kindsOf(f));
+    for (std::size_t i = 0; i < f.layers.size(); ++i) QVERIFY(o.layers[i].inputs == f.layers[i].inputs);
+    const double rt = maxDiff(forwardOn(o, ref), want);
+    QVERIFY2(rt <= 1e-6 * maxAbs(want), qPrintable(QString("ONNX round trip deviates by %1").arg(rt))); // BN folded by onnxForm
+
+    QS_SKIP_WITHOUT_ORT();
+    const std::string path = m_dir + "/" + name.toStdString() + ".onnx";
+    {
+        std::ofstream file(path, std::ios::binary);
+        file.write(reinterpret_cast<const char*>(onnxBytes.data()), static_cast<std::streamsize>(onnxBytes.size()));
+    }
+    // Images of the model's size: crops of the synthetic test images, one per channel.
+    const std::size_t C = m.channels, H = m.height, W = m.width, n = 50;
+    std::vector<std::uint8_t> px(n * C * H * W);
+    for (std::size_t i = 0; i < n; ++i)
+        for (std::size_t c = 0; c < C; ++c)
+            for (std::size_t y = 0; y < H; ++y)
+                for (std::size_t x = 0; x < W; ++x)
+                    px[((i * C + c) * H + y) * W + x] = m_data.test.pixels[i * 28 * 28 + (y + 4 + 5 * c) * 28 + x + 6 + 4 * c];
+    const std::string images = m_dir + "/" + name.toStdString() + "-images";
+    if (C == 1)
+        fixtures::writeIdx(images, {static_cast<std::uint32_t>(n), static_cast<std::uint32_t>(H), static_cast<std::uint32_t>(W)}, px);
+    else
+        fixtures::writeIdx(images, {static_cast<std::uint32_t>(n), static_cast<std::uint32_t>(C), static_cast<std::uint32_t>(H),
+                                    static_cast<std::uint32_t>(W)},
+                           px);
+    const std::vector<float> ort = fixtures::ortOutputs(path, images);
+    ModelRunner runner(m);
+    std::vector<float> ours(n * m.classes);
+    std::vector<std::int32_t> pred(n);
+    runner.predict(px.data(), n, pred.data(), ours.data());
+    const double dev = maxDiff(ort, ours), rel = dev / maxAbs(ours);
+    qInfo("%s: onnxruntime vs QuantScope FP32: max diff %.3g (%.3g relative)", qPrintable(name), dev, rel);
+    QVERIFY2(rel <= kOrtFp32RelTol, qPrintable(QString("relative deviation %1").arg(rel)));
+}
+
+void TestMulConcat::engineEqualsFakeQuant_data()
+{
+    QTest::addColumn<QString>("model");
+    QTest::addColumn<QString>("act");
+    for (const char* model : {"se_sigmoid", "se_hardsigmoid_first", "gate_mul", "dense", "inception"})
+        for (const char* act : {"uint8", "int8"})
+            QTest::newRow(qPrintable(QString("%1 %2").arg(model).arg(act))) << QString(model) << QString(act);
+}
+
+// A model quantized by QuantSim (int8 weights, calibrated activations) and exported: at every Mul
+// and Concat point the engine's integers are within one step of what the fake-quant simulation
+// computes from the engine's own input integers (the layer's float forward, then the point's
+// fake-quant), most of them equal; the engine's predictions are the fake-quant reference's; the
+// QDQ export reads back as the same model and onnxruntime predicts what the engine does.
+void TestMulConcat::engineEqualsFakeQuant()
+{
+    QFETCH(QString, model);
+    QFETCH(QString, act);
+    auto q = fixtures::quantize(joinModel(model.toStdString()), m_data, "int8", "channel", act.toStdString());
+    QVERIFY2(IntEngine::unsupportedReason(q.exported).empty(), IntEngine::unsupportedReason(q.exported).c_str());
+    std::size_t joins = 0;
+    for (const StoredLayer& l : q.exported.layers)
+        if (l.kind == LayerKind::Mul || l.kind == LayerKind::Concat) {
+            ++joins;
+            QVERIFY2(l.outputQuant.has_value(), l.name.c_str());
+        }
+    QVERIFY(joins > 0);
+    const IntEngine engine(q.exported);
+    std::size_t values = 0, differing = 0, distinct = 0;
+    std::int32_t worst = 0;
+    for (std::size_t img = 0; img < 20; ++img) {
+        const std::vector<PointTrace> trace = engine.trace(m_data.test.pixels.data() + img * m_data.test.imageBytes());
+        for (const PointTrace& p : trace) {
+            const auto l = std::find_if(q.exported.layers.begin(), q.exported.layers.end(), [&](const StoredLayer& s) { return s.name == p.layer; });
+            if (l == q.exported.layers.end() || (l->kind != LayerKind::Mul && l->kind != LayerKind::Concat)) continue;
+            std::vector<Tensor> in;
+            for (std::size_t a : l->inputs) {
+                const PointTrace* t = traceOf(trace, q.exported, a);
+                QVERIFY2(t, qPrintable(QString("no trace of the input of ") + l->name.c_str()));
+                in.push_back(dequantized(*t));
+            }
+            std::vector<const Tensor*> xs;
+            for (const Tensor& t : in) xs.push_back(&t);
+            Tensor y;
+            if (l->kind == LayerKind::Mul) Mul("ref").forwardMulti(xs, y, RunContext{});
+            else Concat("ref", xs.size()).forwardMulti(xs, y, RunContext{});
+            QCOMPARE(y.numel(), p.q.size());
+            fakeQuantizeActivation(y, p.quant);
+            std::set<std::int32_t> seen;
+            for (std::size_t i = 0; i < p.q.size(); ++i) {
+                const auto want = static_cast<std::int32_t>(std::nearbyint(y[i] / p.quant.scale)) + p.quant.zeroPoint;
+                differing += want != p.q[i];
+                worst = std::max(worst, std::abs(want - p.q[i]));
+                seen.insert(p.q[i]);
+            }
+            values += p.q.size();
+            distinct = std::max(distinct, seen.size());
+        }
+    }
+    qInfo("%s %s: %zu Mul/Concat values, %zu differ from the fake-quant (at most %d step); up to %zu distinct codes in a point",
+          qPrintable(model), qPrintable(act), values, differing, worst, distinct);
+    QVERIFY(values > 0);
+    QVERIFY2(worst <= kPointStepTol, qPrintable(QString("a value %1 steps away").arg(worst)));
+    QVERIFY2(differing * 100 <= values, "more than 1 % of the values differ from the fake-quant");
+    QVERIFY2(distinct >= 16, "the activations barely use their grid: the comparison would prove little");
+
+    RunnerOptions ro;
+    ro.kind = RunnerKind::Reference;
+    ModelRunner reference(q.exported, ro);
+    ro.kind = RunnerKind::Integer;
+    ModelRunner integer(q.exported, ro);
+    const std::size_t n = m_data.test.size();
+    std::vector<std::int32_t> pr(n), pi(n);
+    std::vector<float> outI(n * 10);
+    reference.predict(m_data.test.pixels.data(), n, pr.data());
+    integer.predict(m_data.test.pixels.data(), n, pi.data(), outI.data());
+    std::size_t same = 0;
+    for (std::size_t i = 0; i < n; ++i) same += pr[i] == pi[i];
+    qInfo("engine vs fake-quant reference: argmax agreement %.1f %% of %zu images", 100.0 * static_cast<double>(same) / static_cast<double>(n), n);
+    QVERIFY(static_cast<double>(same) >= kMinEngineAgreement * static_cast<double>(n));
+
+    // .qsm and QDQ ONNX: read back as the same model; onnxruntime predicts what the engine does.
+    const ExportedModel fromQsm = decodeQsm(encodeQsm(q.exported), "qsm");
+    QVERIFY(kindsOf(fromQsm) == kindsOf(q.exported));
+    const std::vector<std::uint8_t> bytes = encodeOnnx(q.exported);
+    const ExportedModel back = decodeOnnx(bytes, "qdq");
+    QVERIFY(kindsOf(back) == kindsOf(q.exported));
+    for (std::size_t i = 0; i < back.layers.size(); ++i) {
+        QVERIFY(back.layers[i].outputQuant == q.exported.layers[i].outputQuant);
+        QVERIFY(back.layers[i].inputs == q.exported.layers[i].inputs);
+    }
+    ModelRunner fromFile(back, ro);
+    std::vector<std::int32_t> pb(n);
+    fromFile.predict(m_data.test.pixels.data(), n, pb.data());
+    QVERIFY(pb == pi);
+    QS_SKIP_WITHOUT_ORT();
+    const std::string path = m_dir + "/qdq-" + model.toStdString() + "-" + act.toStdString() + ".onnx";
+    {
+        std::ofstream f(path, std::ios::binary);
+        f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    }
+    const std::vector<float> ort = fixtures::ortOutputs(path, m_images);
+    QCOMPARE(ort.size(), outI.size());
+    const std::vector<std::int32_t> ortPred = fixtures::argmaxOf(ort, 10);
+    std::size_t agree = 0;
+    double sum = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+        agree += ortPred[i] == pi[i];
+        for (std::size_t j = 0; j < 10; ++j) sum += std::fabs(static_cast<double>(ort[i * 10 + j]) - outI[i * 10 + j]);
+    }
+    const double meanRel = sum / static_cast<double>(n * 10) / maxAbs(outI);
+    qInfo("onnxruntime QDQ vs engine: argmax agreement %.1f %%, mean |diff| %.3g of the largest output",
+          100.0 * static_cast<double>(agree) / static_cast<double>(n), meanRel);
+    QVERIFY(static_cast<double>(agree) >= kMinQdqAgreement * static_cast<double>(n));
+    QVERIFY(meanRel <= kQdqMeanRelDiff);
+}
+
+// Quantization-aware steps on a model with an SE gate and a Concat (fake-quantized activations,
+// straight-through gradients): the loss falls and the gate's convolutions learn (their gradients
+// pass through the Mul), and the fine-tuned model still runs on the integer engine.
+void TestMulConcat::qatTrainsThroughJoins()
+{
+    auto q = fixtures::quantize(joinModel("se_sigmoid"), m_data, "int8", "channel", "uint8");
+    Model& model = *q.model;
+    QuantSim& sim = *q.sim;
+    const std::size_t B = 64;
+    const LabeledImages& train = m_data.train;
+    Tensor x({B, 1, 28, 28});
+    std::vector<std::int32_t> labels(B);
+    const std::vector<float> norm = m_data.normalization.table();
+    for (std::size_t i = 0; i < B; ++i) {
+        labels[i] = train.labels[i];
+        for (std::size_t j = 0; j < 28 * 28; ++j) x[i * 784 + j] = norm[train.pixels[i * 784 + j]];
+    }
+    Conv2d& fc1 = dynamic_cast<Conv2d&>(*model.findLayer("fc1"));
+    const std::vector<float> before = fc1.weight().value.values();
+    RunContext ctx;
+    ctx.training = true;
+    double first = 0, last = 0;
+    for (int step = 0; step < 30; ++step) {
+        sim.quantizeWeights(Rounding::Nearest, 0);
+        const Tensor& y = model.forward(x, ctx, &sim);
+        Tensor dy;
+        const double loss = crossEntropyLoss(y, labels, dy);
+        QVERIFY(std::isfinite(loss));
+        (step == 0 ? first : last) = loss;
+        model.backward(dy, &sim);
+        for (Param* p : model.params())
+            for (std::size_t k = 0; k < p->value.numel(); ++k) p->value[k] -= 0.05f * p->grad[k];
+    }
+    qInfo("QAT through the SE gate: loss %.4f -> %.4f", first, last);
+    QVERIFY(last < first);
+    QVERIFY(fc1.weight().value.values() != before);
+    sim.quantizeWeights(Rounding::Nearest, 0);
+    const ExportedModel e = exportQuantizedModel(model, sim, "se", m_data, "qat", "channel");
+    QVERIFY2(IntEngine::unsupportedReason(e).empty(), IntEngine::unsupportedReason(e).c_str());
+}
+
+// Cross-layer equalization ends a pair at a Mul or Concat (it reports the join as the reason and
+// pairs no convolution whose output reaches one), and leaves the model's outputs as they were.
+void TestMulConcat::equalizationStopsAtJoins()
+{
+    const std::map<std::string, std::vector<std::string>> feedsJoin = {
+        {"gate_mul", {"convx"}}, {"dense", {"conv_a", "conv_b"}}, {"inception", {"b1", "b2", "b3"}}};
+    for (const auto& [which, firsts] : feedsJoin) {
+        std::unique_ptr<Model> m = joinModel(which);
+        Tensor x({4, 1, 28, 28});
+        for (std::size_t i = 0; i < x.numel(); ++i) x[i] = static_cast<float>((i * 37) % 101) / 50.0f - 1.0f;
+        RunContext ctx;
+        const std::vector<float> before = m->forward(x, ctx).values();
+        const EqualizationReport rep = equalizeCrossLayer(*m);
+        for (const EqualizedPair& p : rep.pairs)
+            QVERIFY2(std::find(firsts.begin(), firsts.end(), p.first) == firsts.end(), qPrintable(QString::fromStdString(p.first + " -> " + p.second)));
+        for (const std::string& f : firsts) {
+            const bool reported = std::any_of(rep.skipped.begin(), rep.skipped.end(), [&](const std::string& s) {
+                return s.rfind(f + ":", 0) == 0 && s.find("joins several inputs") != std::string::npos;
+            });
+            QVERIFY2(reported, qPrintable(QString::fromStdString(which + ": " + f + " is not reported as ending at a join")));
+        }
+        const std::vector<float> after = m->forward(x, ctx).values();
+        QVERIFY2(maxDiff(before, after) <= 1e-4 * std::max(1.0, maxAbs(before)), which.c_str());
+    }
+}
+
+// Shapes that do not join are ConfigErrors naming the layer and the shapes when the model is
+// built (and FormatErrors when a file describes them), never a crash.
+void TestMulConcat::shapeErrorsNameTheLayer()
+{
+    const auto expectConfigError = [](Model& m, const QString& mentions) {
+        try {
+            m.outputShape(2);
+            QFAIL("the shapes were taken");
+        } catch (const ConfigError& e) {
+            QVERIFY2(QString(e.what()).contains(mentions), e.what());
+        }
+        try {
+            RunContext ctx;
+            m.forward(Tensor({2, 3, 8, 8}), ctx);
+            QFAIL("the forward ran");
+        } catch (const ConfigError& e) {
+            QVERIFY2(QString(e.what()).contains(mentions), e.what());
+        }
+    };
+    {
+        // conv 3->8 stride 2 on 8x8: [8,4,4]; a gate of 16 channels: [16,1,1]
+        Model m("bad-mul", {3, 8, 8});
+        const std::size_t x = m.add(std::make_unique<Conv2d>("conv", 3, 8, 3, 2, 1));
+        m.add(std::make_unique<GlobalAvgPool2d>("pool"));
+        const std::size_t g = m.add(std::make_unique<Conv2d>("fc", 8, 16, 1));
+        m.add(std::make_unique<Mul>("excite"), {x, g});
+        expectConfigError(m, "excite: cannot multiply shapes [2,8,4,4] and [2,16,1,1]");
+    }
+    {
+        Model m("bad-concat", {3, 8, 8});
+        const std::size_t a = m.add(std::make_unique<Conv2d>("a", 3, 4, 3, 1, 1));
+        const std::size_t b = m.add(std::make_unique<Conv2d>("b", 3, 5, 3, 2, 1), {0});
+        m.add(std::make_unique<Concat>("cat", 2), {a, b});
+        expectConfigError(m, "cat: cannot concatenate shapes [2,4,8,8], [2,5,4,4]");
+    }
+    try {
+        Concat("one", 1);
+        QFAIL("a Concat of one input was made");
+    } catch (const ConfigError& e) {
+        QVERIFY2(QString(e.what()).contains("one: Concat joins at least two inputs"), e.what());
+    }
+    // A stored model whose Concat joins maps of other sizes: refused by validate() as a file error.
+    ExportedModel em = importFixture("inception_concat_op13_fold_dyn");
+    QVERIFY(decodeQsm(encodeQsm(em), "ok").layers.size() == em.layers.size());
+    for (StoredLayer& l : em.layers)
+        if (l.kind == LayerKind::MaxPool2d) l.stride = 2; // b3's branch becomes 4x4
+    try {
+        decodeQsm(encodeQsm(em), "bad.qsm");
+        QFAIL("a Concat of 8x8 and 4x4 maps was stored");
+    } catch (const Error& e) {
+        QVERIFY2(QString(e.what()).contains("cannot concatenate shapes"), e.what());
+    }
+}
+
+// The engine's Mul and Concat kernels round the exact rescaled value half to even, as nearbyint
+// does in the fake-quant: for dyadic multipliers (exact in fixed point and in double) every input
+// pair gives exactly clamp(zo + nearbyint(acc * m)), ties included (0.5 -> 0, 1.5 -> 2, -0.5 -> 0).
+void TestMulConcat::kernelsRoundHalfToEven()
+{
+    std::size_t ties = 0;
+    for (double m : {0.5, 0.25, 0.125, 0.75, 1.0, 2.0, 1.0 / 128.0, 3.0 / 1024.0})
+        for (const auto& [za, zb, zo] : {std::tuple{0, 0, 0}, std::tuple{128, 131, 128}, std::tuple{7, 128, 250}}) {
+            const MulParams p = mulParams(m, za, zb, zo, 0, 255);
+            for (int a = 0; a < 256; ++a)
+                for (int b = 0; b < 256; ++b) {
+                    const double v = static_cast<double>((a - za) * (b - zb)) * m;
+                    ties += v - std::floor(v) == 0.5;
+                    const auto want = static_cast<std::int32_t>(std::clamp(std::nearbyint(v) + zo, 0.0, 255.0));
+                    if (mulRequantOne(p, a, b) != want)
+                        QFAIL(qPrintable(QString("Mul m %1: (%2 - %3)(%4 - %5) gave %6, not %7").arg(m).arg(a).arg(za).arg(b).arg(zb)
+                                             .arg(mulRequantOne(p, a, b)).arg(want)));
+                }
+            // Concat: one part rescaled by m, one copied.
+            ConcatParams c;
+            c.pixels = 256;
+            c.C = 2;
+            c.zo = zo;
+            ConcatPart r;
+            r.channels = 1;
+            r.f = fixedPointMultiplier(m);
+            r.zin = za;
+            ConcatPart copy = r;
+            copy.offset = 1;
+            copy.copy = true;
+            c.parts = {r, copy};
+            std::vector<std::uint8_t> in(256), out(512);
+            for (int v = 0; v < 256; ++v) in[static_cast<std::size_t>(v)] = static_cast<std::uint8_t>(v);
+            const std::uint8_t* ins[] = {in.data(), in.data()};
+            concatRequant(c, ins, out.data());
+            for (int v = 0; v < 256; ++v) {
+                const double x = static_cast<double>(v - za) * m;
+                const auto want = static_cast<int>(std::clamp(std::nearbyint(x) + zo, 0.0, 255.0));
+                QCOMPARE(int(out[2 * static_cast<std::size_t>(v)]), want);
+                QCOMPARE(int(out[2 * static_cast<std::size_t>(v) + 1]), v);
+            }
+        }
+    QVERIFY(ties > 1000); // the rule was exercised
+}
+
+QTEST_GUILESS_MAIN(TestMulConcat)
+#include "tst_mul_concat.moc"
