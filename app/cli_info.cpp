@@ -240,7 +240,7 @@ void printTable(const ModelSummary& s)
                     s.exporterFoldedConvs, withCommas(s.params + s.exporterFoldedChannels).c_str());
     if (s.buffers) std::printf("BatchNorm running statistics: %s values\n", withCommas(s.buffers).c_str());
     std::printf("MACs per image: %s (%s)\n", scaled(static_cast<double>(s.macs), "").c_str(), withCommas(s.macs).c_str());
-    std::printf("Elementwise ops per image: %s (BatchNorm, activations, Add, pooling, LogSoftmax, Softmax)\n", withCommas(s.elementwiseOps).c_str());
+    std::printf("Elementwise ops per image: %s (BatchNorm, activations, Add, Mul, pooling, LogSoftmax, Softmax)\n", withCommas(s.elementwiseOps).c_str());
     std::printf("FP32 size: %s\n", bytesText(s.fp32Bytes).c_str());
     std::printf("Int8 size: %s (BatchNorm folded, int8 weights, int32 biases, per-channel scales)\n", bytesText(s.int8Bytes).c_str());
     if (s.fileBytes) std::printf("File size: %s\n", bytesText(*s.fileBytes).c_str());

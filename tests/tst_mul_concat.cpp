@@ -129,12 +129,13 @@ std::unique_ptr<Model> joinModel(const std::string& which)
         const std::size_t s = m->add(std::make_unique<Pointwise>("gate", gk));
         const bool first = which.find("first") != std::string::npos;
         m->add(std::make_unique<Mul>("excite"), first ? std::vector<std::size_t>{s, x} : std::vector<std::size_t>{x, s});
-    } else if (which == "gate_mul") {
+    } else if (which.rfind("gate_mul", 0) == 0) {
         const std::size_t a = m->add(std::make_unique<Conv2d>("convx", 8, 8, 3, 1, 1), {x});
         scaled.push_back(m->size());
         m->add(std::make_unique<Conv2d>("convy", 8, 8, 1), {x});
         const std::size_t s = m->add(std::make_unique<Pointwise>("gate", LayerKind::Sigmoid));
         m->add(std::make_unique<Mul>("gated"), {a, s});
+        if (which == "gate_mul_relu") m->add(std::make_unique<ReLU>("gated_relu")); // folds into the Mul's clamp
     } else if (which == "dense") {
         m->add(std::make_unique<Conv2d>("conv_a", 8, 4, 3, 1, 1), {x});
         const std::size_t ya = m->add(std::make_unique<ReLU>("relu_a"));
@@ -144,7 +145,7 @@ std::unique_ptr<Model> joinModel(const std::string& which)
         m->add(std::make_unique<Concat>("cat2", 2), {c1, yb});
         m->add(std::make_unique<Conv2d>("trans", 16, 8, 1));
         m->add(std::make_unique<ReLU>("trans_relu"));
-    } else if (which == "inception") {
+    } else if (which.rfind("inception", 0) == 0) {
         m->add(std::make_unique<Conv2d>("b1", 8, 4, 1), {x});
         const std::size_t b1 = m->add(std::make_unique<ReLU>("b1_relu"));
         m->add(std::make_unique<Conv2d>("b2", 8, 5, 3, 1, 1), {x});
@@ -153,6 +154,7 @@ std::unique_ptr<Model> joinModel(const std::string& which)
         m->add(std::make_unique<Conv2d>("b3", 8, 3, 1));
         const std::size_t b3 = m->add(std::make_unique<ReLU>("b3_relu"));
         m->add(std::make_unique<Concat>("cat", 3), {b1, b2, b3});
+        if (which == "inception_relu") m->add(std::make_unique<ReLU>("cat_relu")); // folds into the Concat's clamp
         m->add(std::make_unique<Conv2d>("conv2", 12, channels, 3, 1, 1));
         m->add(std::make_unique<ReLU>("relu2"));
     }
@@ -295,7 +297,7 @@ void TestMulConcat::engineEqualsFakeQuant_data()
 {
     QTest::addColumn<QString>("model");
     QTest::addColumn<QString>("act");
-    for (const char* model : {"se_sigmoid", "se_hardsigmoid_first", "gate_mul", "dense", "inception"})
+    for (const char* model : {"se_sigmoid", "se_hardsigmoid_first", "gate_mul", "gate_mul_relu", "dense", "inception", "inception_relu"})
         for (const char* act : {"uint8", "int8"})
             QTest::newRow(qPrintable(QString("%1 %2").arg(model).arg(act))) << QString(model) << QString(act);
 }
@@ -312,11 +314,24 @@ void TestMulConcat::engineEqualsFakeQuant()
     auto q = fixtures::quantize(joinModel(model.toStdString()), m_data, "int8", "channel", act.toStdString());
     QVERIFY2(IntEngine::unsupportedReason(q.exported).empty(), IntEngine::unsupportedReason(q.exported).c_str());
     std::size_t joins = 0;
-    for (const StoredLayer& l : q.exported.layers)
-        if (l.kind == LayerKind::Mul || l.kind == LayerKind::Concat) {
-            ++joins;
-            QVERIFY2(l.outputQuant.has_value(), l.name.c_str());
-        }
+    // A join's point is its own, or that of the ReLU that alone reads it (folded into its clamp).
+    const auto isJoin = [](LayerKind k) { return k == LayerKind::Mul || k == LayerKind::Concat; };
+    const auto joinOf = [&](const StoredLayer& l) -> const StoredLayer* {
+        if (isJoin(l.kind)) return &l;
+        if (l.kind == LayerKind::ReLU && l.inputs[0] > 0 && isJoin(q.exported.layers[l.inputs[0] - 1].kind) &&
+            !q.exported.layers[l.inputs[0] - 1].outputQuant)
+            return &q.exported.layers[l.inputs[0] - 1];
+        return nullptr;
+    };
+    for (std::size_t i = 0; i < q.exported.layers.size(); ++i) {
+        const StoredLayer& l = q.exported.layers[i];
+        if (!isJoin(l.kind)) continue;
+        ++joins;
+        const long next = q.exported.soleConsumer(i);
+        const bool fused = next >= 0 && q.exported.layers[static_cast<std::size_t>(next)].kind == LayerKind::ReLU;
+        QVERIFY2(l.outputQuant.has_value() != fused, l.name.c_str());
+        QCOMPARE(fused, model.endsWith("_relu"));
+    }
     QVERIFY(joins > 0);
     const IntEngine engine(q.exported);
     std::size_t values = 0, differing = 0, distinct = 0;
@@ -324,8 +339,10 @@ void TestMulConcat::engineEqualsFakeQuant()
     for (std::size_t img = 0; img < 20; ++img) {
         const std::vector<PointTrace> trace = engine.trace(m_data.test.pixels.data() + img * m_data.test.imageBytes());
         for (const PointTrace& p : trace) {
-            const auto l = std::find_if(q.exported.layers.begin(), q.exported.layers.end(), [&](const StoredLayer& s) { return s.name == p.layer; });
-            if (l == q.exported.layers.end() || (l->kind != LayerKind::Mul && l->kind != LayerKind::Concat)) continue;
+            const auto at = std::find_if(q.exported.layers.begin(), q.exported.layers.end(), [&](const StoredLayer& s) { return s.name == p.layer; });
+            if (at == q.exported.layers.end() || !joinOf(*at)) continue;
+            const StoredLayer* l = joinOf(*at);
+            const bool relu = l != &*at;
             std::vector<Tensor> in;
             for (std::size_t a : l->inputs) {
                 const PointTrace* t = traceOf(trace, q.exported, a);
@@ -338,6 +355,8 @@ void TestMulConcat::engineEqualsFakeQuant()
             if (l->kind == LayerKind::Mul) Mul("ref").forwardMulti(xs, y, RunContext{});
             else Concat("ref", xs.size()).forwardMulti(xs, y, RunContext{});
             QCOMPARE(y.numel(), p.q.size());
+            if (relu)
+                for (float& v : y.values()) v = std::max(v, 0.0f);
             fakeQuantizeActivation(y, p.quant);
             std::set<std::int32_t> seen;
             for (std::size_t i = 0; i < p.q.size(); ++i) {
