@@ -271,6 +271,9 @@ void TestOnnxImportErrors::badInput_data()
             mean->clear_attribute();
         },
         "ConfigError", "view of [6,6,7] activations, which QuantScope's GlobalAveragePool would not read as that shape");
+    // GELU's tanh approximation is refused by name, not at its first constant Mul (tester 16).
+    row("GELU tanh approximation", "act_gelutanh_op13_fold", [](onnx::ModelProto&) {}, "ConfigError",
+        "Tanh node '/act1/Tanh': is GELU's tanh approximation");
     // A sum over (H, W) is a mean only divided by H W; a global max only of a square map, over H and W.
     row("sum times H W", "gapidioms2_op11_nofold", [](onnx::ModelProto& mp) { findNode(mp, "Div")->set_op_type("Mul"); },
         "ConfigError", "multiplies the sum over the 7x7 map by 49; only the mean (multiply by 0.0204081633)");

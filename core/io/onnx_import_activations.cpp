@@ -12,6 +12,7 @@
 #include "nn/pointwise.h"
 
 #include <cmath>
+#include <optional>
 #include <cstdio>
 
 namespace quantscope::onnximport {
@@ -21,6 +22,7 @@ constexpr double kSqrt2 = 1.4142135623730951;
 // Tolerance on the subgraphs' constants (written as float32 or float64 by the exporter).
 constexpr double kConstRtol = 1e-6;
 bool near(double v, double want) { return std::abs(v - want) <= kConstRtol * std::abs(want); }
+constexpr double kSqrt2OverPi = 0.7978845608028654;
 } // namespace
 
 Importer::GraphReaders Importer::graphReaders(const std::vector<int>& order) const
@@ -41,6 +43,25 @@ int Importer::soleReader(const GraphReaders& g, const std::string& v)
     const auto it = g.readers.find(v);
     if (it == g.readers.end() || it->second.size() != 1 || m_uses[v] != 1) return -1;
     return it->second[0];
+}
+
+// The one value of constant v: an initializer, or a Constant node's tensor (the pre-pass runs
+// before the walk folds Constant nodes); nullopt for anything else.
+std::optional<double> Importer::scalarConstant(const std::string& v, const std::map<std::string, int>& producer) const
+{
+    if (const auto it = m_values.find(v); it != m_values.end())
+        return it->second.kind == Value::Kind::Const && it->second.c.numel() == 1 ? std::optional<double>(it->second.c.at(0)) : std::nullopt;
+    const auto pk = producer.find(v);
+    if (pk == producer.end()) return std::nullopt;
+    const NodeProto& c = m_mp.graph().node(pk->second);
+    if (c.op_type() != "Constant") return std::nullopt;
+    for (const onnx::AttributeProto& a : c.attribute())
+        if (a.name() == "value" && a.has_t()) try {
+                const ConstTensor t = decodeTensor(a.t());
+                if (t.numel() == 1) return t.at(0);
+            } catch (const FoldError&) {
+            }
+    return std::nullopt;
 }
 
 void Importer::findActivationSubgraphs(const std::vector<int>& order, const std::set<std::string>& dynamic)
@@ -66,6 +87,17 @@ void Importer::findActivationSubgraphs(const std::vector<int>& order, const std:
             const std::string& other = mul.input(0) == n.output(0) ? mul.input(1) : mul.input(0);
             if (other != n.input(0)) continue; // x * sigmoid(y): a gate, not SiLU
             record({op(k) == "Sigmoid" ? LayerKind::SiLU : LayerKind::Hardswish, m, n.input(0), {k, m}, {}});
+        } else if (op(k) == "Tanh") {
+            // GELU's tanh approximation, 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))): refused by
+            // name here, or its Muls and Adds fail one by one with messages about constants (tester 16).
+            const auto pk = producer.find(n.input(0));
+            if (pk == producer.end() || op(pk->second) != "Mul") continue;
+            for (const std::string& v : g.node(pk->second).input()) {
+                const std::optional<double> c = scalarConstant(v, producer);
+                if (c && near(*c, kSqrt2OverPi))
+                    failNode(n, "is GELU's tanh approximation, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) "
+                                "(nn.GELU(approximate='tanh')), which QuantScope does not read; it reads the exact GELU, nn.GELU()");
+            }
         } else if (op(k) == "Erf") {
             const auto pk = producer.find(n.input(0));
             if (pk == producer.end()) continue;

@@ -12,6 +12,7 @@
 
 #include <array>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -209,6 +210,7 @@ private:
     GraphReaders graphReaders(const std::vector<int>& order) const;
     // The one node reading v, and reading it once, or -1.
     int soleReader(const GraphReaders& g, const std::string& v);
+    std::optional<double> scalarConstant(const std::string& v, const std::map<std::string, int>& producer) const;
     void findActivationSubgraphs(const std::vector<int>& order, const std::set<std::string>& dynamic);
     void readActivationSubgraph(const NodeProto& root, const Subgraph& s);
     // ---- global pooling idioms (onnx_import_pooling.cpp): x.mean(-1).mean(-1), x.sum((2, 3)) /
