@@ -1,5 +1,6 @@
-// The ONNX importer's global pooling idioms, beyond GlobalAveragePool, ReduceMean over (2, 3) and
-// a pool window over the whole map (onnx_import_ops.cpp), as PyTorch code writes them (tester 11):
+// The ONNX importer's global pooling: GlobalAveragePool and ReduceMean over (2, 3) (also over the
+// last axis of a [N, C, H*W] view), and the idioms PyTorch code writes (tester 11; a pool window
+// over the whole map is read by the pooling in onnx_import_ops.cpp):
 //   x.mean(-1).mean(-1)        ReduceMean over W, then over H (or H then W)   -> GlobalAvgPool2d
 //   x.max(-1)[0].max(-1)[0]    ReduceMax over W, then over H, of a square map -> MaxPool2d over it
 //   x.sum((2, 3)) / (H * W)    ReduceSum over (H, W), then Div by H W or Mul by 1 / (H W)
@@ -20,6 +21,68 @@ namespace {
 std::int64_t axisOf(std::int64_t a, std::int64_t rank) { return a < -rank || a >= rank ? -1 : (a < 0 ? a + rank : a); }
 
 } // namespace
+
+void Importer::globalAveragePool(const NodeProto& n)
+{
+    const std::size_t x = act(n, 0);
+    if (const Shape& v = viewedShape(n, 0, x); shapeOf(x).size() == 1 && v.size() == 3 && v[1] == 1 && v[2] == 1) {
+        alias(n, x); // the mean over a 1x1 plane of flat features viewed as (N, C, 1, 1)
+        return setView(n, x, v);
+    }
+    perImageRank(n, x, 3, "GlobalAveragePool takes [N, C, H, W]");
+    StoredLayer l;
+    l.kind = LayerKind::GlobalAvgPool2d;
+    addLayer(n, std::move(l), {shapeOf(x)[0], 1, 1}, {x});
+}
+
+// ReduceMean over axes (2, 3): how x.mean((2, 3)) exports. keepdims = 0 adds a Flatten.
+void Importer::reduceMean(const NodeProto& n)
+{
+    const std::size_t x = act(n, 0);
+    const Shape& view = viewedShape(n, 0, x);
+    if (view.size() == 2 && shapeOf(x).size() == 3 && view[1] == shapeOf(x)[1] * shapeOf(x)[2] && view[1] > 1) {
+        // The mean over the last axis of [N, C, H*W] (x.view(N, C, -1).mean(-1), x.flatten(2).mean(2);
+        // tester 11): a global average pooling.
+        std::vector<std::int64_t> ax = attrInts(n, "axes");
+        for (std::int64_t& a : ax)
+            if (a < 0) a += 3;
+        if (ax != std::vector<std::int64_t>{2})
+            failNode(n, "axes = " + listOf(attrInts(n, "axes")) + " of " + shapeString(view) + " images; the mean over the last axis is read");
+        const std::size_t C = shapeOf(x)[0];
+        StoredLayer g;
+        g.kind = LayerKind::GlobalAvgPool2d;
+        addLayer(n, std::move(g), {C, 1, 1}, {x});
+        if (attrInt(n, "keepdims", 1) == 0) {
+            StoredLayer f;
+            f.kind = LayerKind::Flatten;
+            addLayer(n, std::move(f), {C}, {m_m.layers.size()}, nullptr, ".flatten");
+        } else {
+            setView(n, m_m.layers.size(), {C, 1});
+        }
+        return;
+    }
+    if (view.size() != 3) perImageRank(n, x, 3, "ReduceMean is read over H and W of [N, C, H, W]");
+    std::vector<std::int64_t> axes = attrInts(n, "axes");
+    for (std::int64_t& a : axes)
+        if (a < 0) a += 4;
+    std::sort(axes.begin(), axes.end());
+    if (axes != std::vector<std::int64_t>{2, 3}) failNode(n, "axes = " + listOf(attrInts(n, "axes")) + "; only the mean over H and W (axes 2, 3) is a layer QuantScope has");
+    if (shapeOf(x).size() == 1 && view[1] == 1 && view[2] == 1) { // flat features viewed as (N, C, 1, 1)
+        alias(n, x);
+        if (attrInt(n, "keepdims", 1) != 0) setView(n, x, view);
+        return;
+    }
+    const Shape in = shapeOf(x);
+    StoredLayer l;
+    l.kind = LayerKind::GlobalAvgPool2d;
+    addLayer(n, std::move(l), {in[0], 1, 1}, {x});
+    if (attrInt(n, "keepdims", 1) == 0 && isGateFlatten(n)) return setView(n, m_m.layers.size(), {in[0]}); // a Linear-form gate
+    if (attrInt(n, "keepdims", 1) == 0) {
+        StoredLayer f;
+        f.kind = LayerKind::Flatten;
+        addLayer(n, std::move(f), {in[0]}, {m_m.layers.size()}, nullptr, ".flatten");
+    }
+}
 
 void Importer::findPoolingSubgraphs(const std::vector<int>& order, const std::set<std::string>& dynamic)
 {
