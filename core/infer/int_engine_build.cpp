@@ -105,8 +105,6 @@ void epilogueOf(const std::string& id, const StoredTensor& w, const StoredTensor
     }
 }
 
-std::size_t roundUp4(std::size_t n) { return (n + 3) / 4 * 4; }
-
 // Elementwise rescale of `elems` values from `in` to `out`'s grid with `act` folded into the clamp
 // (an average pool with a 1 x 1 window over a 1 x 1 x elems image).
 PoolParams rescaleParams(Isa isa, std::size_t elems, const Domain& in, const Domain& out, LayerKind act)
@@ -642,86 +640,6 @@ void IntEngine::Impl::build(const ExportedModel& m)
     ops = std::move(imageOps);
     for (Op& op : batchOps) ops.push_back(std::move(op));
     planBuffers();
-}
-
-void IntEngine::Impl::planBuffers()
-{
-    buffers.clear();
-    crossing.clear();
-    auto newBuffer = [&](bool batch, std::size_t bytes) {
-        buffers.push_back(Buffer{batch, bytes, -1});
-        return static_cast<int>(buffers.size() - 1);
-    };
-    const long nImage = static_cast<long>(firstBatchOp), nAll = static_cast<long>(ops.size());
-    acts[0].imgBuffer = newBuffer(false, acts[0].numel());
-    for (std::size_t j = 0; j < ops.size(); ++j) {
-        ActInfo& a = acts[static_cast<std::size_t>(ops[j].out)];
-        if (ops[j].batch) a.batchBuffer = newBuffer(true, roundUp4(a.numel() * (a.floats ? sizeof(float) : 1)));
-        else a.imgBuffer = newBuffer(false, a.numel());
-    }
-    // Image-stage activations the batch stage reads are copied into rows at the end of each image.
-    auto cross = [&](int act) {
-        ActInfo& r = acts[static_cast<std::size_t>(acts[static_cast<std::size_t>(act)].root)];
-        if (r.batchBuffer >= 0) return;
-        r.batchBuffer = newBuffer(true, roundUp4(r.numel()));
-        crossing.push_back(r.root);
-    };
-    for (std::size_t j = firstBatchOp; j < ops.size(); ++j)
-        for (int in : ops[j].inputs()) cross(in);
-    cross(outputAct);
-
-    // Liveness: a buffer's slot is free again after the last op that reads it (its writer when
-    // nothing does). Stage-start buffers (the input, the crossing rows) are written "at -1".
-    std::vector<long> freeAt(buffers.size(), -1);
-    auto use = [&](int buffer, long j) { freeAt[static_cast<std::size_t>(buffer)] = std::max(freeAt[static_cast<std::size_t>(buffer)], j); };
-    auto rootOf = [&](int act) -> const ActInfo& { return acts[static_cast<std::size_t>(acts[static_cast<std::size_t>(act)].root)]; };
-    for (long j = 0; j < nAll; ++j) {
-        const Op& op = ops[static_cast<std::size_t>(j)];
-        const ActInfo& o = acts[static_cast<std::size_t>(op.out)];
-        use(op.batch ? o.batchBuffer : o.imgBuffer, op.batch ? j - nImage : j);
-        for (int in : op.inputs()) {
-            if (in < 0) continue;
-            const ActInfo& r = rootOf(in);
-            use(op.batch ? r.batchBuffer : r.imgBuffer, op.batch ? j - nImage : j);
-        }
-    }
-    for (int a : crossing) use(acts[static_cast<std::size_t>(a)].imgBuffer, nImage);
-    use(rootOf(outputAct).batchBuffer, nAll - nImage);
-
-    auto allocate = [&](bool batch, std::vector<std::size_t>& sizes, std::vector<int> startBuffers, long nOps, std::size_t firstOp) {
-        std::vector<int> freeSlots;
-        std::vector<std::vector<int>> release(static_cast<std::size_t>(nOps + 2));
-        auto take = [&](int b, long j) {
-            Buffer& buf = buffers[static_cast<std::size_t>(b)];
-            int slot;
-            if (freeSlots.empty()) {
-                slot = static_cast<int>(sizes.size());
-                sizes.push_back(0);
-            } else {
-                slot = freeSlots.back();
-                freeSlots.pop_back();
-            }
-            buf.slot = slot;
-            sizes[static_cast<std::size_t>(slot)] = std::max(sizes[static_cast<std::size_t>(slot)], buf.bytes);
-            release[static_cast<std::size_t>(std::max(freeAt[static_cast<std::size_t>(b)], j) + 1)].push_back(slot);
-        };
-        for (int b : startBuffers) take(b, -1);
-        for (long j = 0; j <= nOps; ++j) {
-            for (int s : release[static_cast<std::size_t>(j)]) freeSlots.push_back(s); // released after op j - 1
-            if (j == nOps) break;
-            const Op& op = ops[firstOp + static_cast<std::size_t>(j)];
-            const ActInfo& o = acts[static_cast<std::size_t>(op.out)];
-            take(batch ? o.batchBuffer : o.imgBuffer, j);
-        }
-    };
-    slotBytes.clear();
-    batchSlotBytes.clear();
-    allocate(false, slotBytes, {acts[0].imgBuffer}, nImage, 0);
-    std::vector<int> starts;
-    for (int a : crossing) starts.push_back(acts[static_cast<std::size_t>(a)].batchBuffer);
-    allocate(true, batchSlotBytes, starts, nAll - nImage, firstBatchOp);
-    for (std::size_t& b : slotBytes) b += kSlack;
-    for (std::size_t& b : batchSlotBytes) b = b * opt.chunk + kSlack;
 }
 
 } // namespace quantscope

@@ -26,6 +26,8 @@ namespace quantscope {
 
 // Spare bytes after every buffer, for word-wise copies and vector loads that run past the end.
 constexpr std::size_t kSlack = 64;
+// n rounded up to a multiple of 4 (the VNNI kernels read K and rows in groups of 4 bytes).
+inline std::size_t roundUp4(std::size_t n) { return (n + 3) / 4 * 4; }
 
 // An activation in the engine's uint8 domain: internal = q + offset (128 for signed formats).
 struct Domain {
