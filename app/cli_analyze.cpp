@@ -167,7 +167,7 @@ AnalysisInput loadAnalysisInput(const Args& args, const std::string& spec, const
     const Shape input{data.channels(), data.height(), data.width()};
     in.name = spec;
     if (isModelFile(spec)) {
-        const ExportedModel m = readModelFile(spec);
+        const ExportedModel m = readModelFile(spec, data.height(), data.width());
         if (m.normalizationKnown && !args.has("--normalize")) data.normalization = m.normalization.broadcast(data.channels());
         else if (!args.has("--normalize") && !json)
             std::fprintf(stderr,

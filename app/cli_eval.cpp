@@ -118,7 +118,10 @@ int runEval(const std::vector<std::string>& argv)
     else if (runnerName != "auto") throw UsageError("unknown --runner '" + runnerName + "' (auto, integer, reference)");
 
     if (std::filesystem::is_directory(path)) throw UsageError(path + " is a folder: give a model file (.qsm or .onnx); the data goes in --data");
-    ExportedModel model = readModelFile(path); // other extensions: "not a model file (expected .qsm or .onnx)"
+    // A graph of dynamic height and width is read at --resize's size when given (the images' then),
+    // and again at the data's size once it is loaded (prepareModelForData).
+    const ImageShape at = datasetOptions(args).resize;
+    ExportedModel model = readModelFile(path, at.height, at.width); // other extensions: "not a model file (expected .qsm or .onnx)"
     if (!args.has("--json"))
         for (const std::string& n : model.notes) std::fprintf(stderr, "quantscope-cli eval: %s: %s\n", path.c_str(), n.c_str());
 

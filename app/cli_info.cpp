@@ -28,7 +28,8 @@ const char* const kInfoHelp =
     "MODEL is a preset (seed-cnn, seed-cnn-bn, lenet5, mlp, resnet8, mobilenet-tiny), a .qsm\n"
     "file or an .onnx file.\n"
     "\n"
-    "  --input-shape CxHxW  presets: the input image (default 1x28x28; C <= 16, H, W <= 256)\n"
+    "  --input-shape CxHxW  presets: the input image (default 1x28x28; C <= 16, H, W <= 256); an ONNX graph of\n"
+    "                       dynamic height and width: the size to read it at (default 28x28, 32x32 for 3 channels)\n"
     "  --classes N          presets: outputs of the last layer (default 10)\n"
     "  --json               one JSON object on stdout\n"
     "  --threads N          accepted as the other commands take it; info computes nothing that uses them\n"
@@ -280,11 +281,14 @@ int runInfo(const std::vector<std::string>& argv)
     if (args.positional().size() != 1) throw UsageError("give one model: a preset name, a .qsm or an .onnx file; see --help");
     const std::string spec = args.positional()[0];
     const bool file = isModelFile(spec);
-    if (file && (args.has("--input-shape") || args.has("--classes")))
-        throw UsageError("--input-shape and --classes apply to presets; " + spec + " has its own");
+    if (file && args.has("--classes")) throw UsageError("--classes applies to presets; " + spec + " has its own");
     const Shape in = parseInputShape(args.str("--input-shape", "1x28x28"));
     const std::size_t classes = args.u64("--classes", 10, 2, 100000);
-    const ModelSummary s = summarize(spec, in[0], in[1], in[2], classes);
+    const bool sized = file && args.has("--input-shape");
+    const ModelSummary s = sized ? summarizeFile(spec, in[1], in[2]) : summarize(spec, in[0], in[1], in[2], classes);
+    if (sized && (!s.dynamicImageSize || s.inputShape.at(0) != in[0]))
+        throw UsageError("--input-shape applies to presets, and to ONNX graphs whose height and width are dynamic; " + spec + " takes " +
+                         shapeString(s.inputShape));
     std::optional<PlanSize> plan;
     if (args.has("--plan") || args.has("--layer") || args.has("--keep-fp32") || args.has("--format") || args.has("--granularity")) {
         PrecisionPlan p;

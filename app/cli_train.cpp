@@ -243,11 +243,17 @@ int runTrain(const std::vector<std::string>& argv)
     const std::string modelSpec = args.str("--model", cfg.model), initPath = args.str("--init", "");
     const bool reinit = args.has("--reinit");
     std::optional<ExportedModel> file; // a --model file, read once: its name, notes, normalisation and classes
+    std::size_t importNotes = 0;       // how many of file->notes the reader wrote (the rest are this command's)
+    // A graph of dynamic height and width is read at the --resize or --image-shape size when one
+    // is given, and again at the data's size once the data is loaded.
+    const DatasetOptions sized = datasetOptions(args);
+    const ImageShape at = sized.resize.given() ? sized.resize : sized.imageShape;
     if (isModelFile(modelSpec)) {
         if (!initPath.empty()) throw UsageError("--init loads weights into a preset; --model " + modelSpec + " has its own");
         // The name the file stores (the preset a QuantScope model was built from; an imported
         // graph's file name), which exports keep: a PTQ of mb.qsm is still a mobilenet-tiny.
-        file = readModelFile(modelSpec);
+        file = readModelFile(modelSpec, at.height, at.width);
+        importNotes = file->notes.size();
         // torch.onnx.export in eval mode folds each BatchNorm into its convolution: fine-tuning
         // then trains a network without BatchNorm, which a deep one may not survive at the usual
         // learning rate (tester 11: ResNet-18 went to 0 %, with no word).
@@ -271,7 +277,7 @@ int runTrain(const std::vector<std::string>& argv)
             cfg.modelFactory = presetWithWeights(modelSpec, initPath);
             cfg.pretrained = true;
             cfg.modelFile = initPath;
-            file = readModelFile(initPath); // its normalisation, notes and classes, as for --model FILE
+            file = readModelFile(initPath, at.height, at.width); // its normalisation, notes and classes, as for --model FILE
             file->notes.clear();            // the weights go into the preset; how the file was read is not news
         }
     }
@@ -404,6 +410,13 @@ int runTrain(const std::vector<std::string>& argv)
         if (pc.bnReestimateBatches > batches)
             std::fprintf(stderr, "quantscope-cli train: note: --bn-reestimate %zu: the training set has %zu batches, all of them are used\n",
                          pc.bnReestimateBatches, batches);
+    }
+    if (file && file->dynamicImageSize && (file->height != data.height() || file->width != data.width())) {
+        // Read again at the size the run uses (its notes say so), with this command's notes.
+        ExportedModel again = readModelFile(cfg.modelFile, data.height(), data.width());
+        if (!initPath.empty()) again.notes.clear(); // --init: how the file was read is not news
+        again.notes.insert(again.notes.end(), file->notes.begin() + static_cast<std::ptrdiff_t>(importNotes), file->notes.end());
+        file = std::move(again);
     }
     if (args.has("--normalize")) {
         data.normalization = Normalization::parse(args.str("--normalize", "")).broadcast(data.channels());

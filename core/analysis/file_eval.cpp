@@ -1,5 +1,6 @@
 #include "analysis/file_eval.h"
 
+#include "io/model_source.h"
 #include "util/errors.h"
 
 #include <algorithm>
@@ -48,6 +49,10 @@ DataMatch prepareModelForData(ExportedModel& model, const std::string& path, con
                               const std::optional<Normalization>& normalization)
 {
     const LabeledImages& t = data.test;
+    // An ONNX graph of dynamic height and width is read again at the data's size (a graph that
+    // cannot take that size fails there, naming the layer).
+    if (model.dynamicImageSize && t.channels == model.channels && (t.height != model.height || t.width != model.width))
+        model = readModelFile(path, t.height, t.width);
     if (t.channels != model.channels || t.height != model.height || t.width != model.width)
         throw ConfigError(path + " takes " + shapeText(model.channels, model.height, model.width) + " images; " + data.dir +
                           (resized ? " resized gives " : " has ") + shapeText(t.channels, t.height, t.width) +

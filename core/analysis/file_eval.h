@@ -33,6 +33,8 @@ struct DataMatch {
 
 // Checks that `model` (read from `path`) takes `data`'s test images and classes, and fills in what
 // the file leaves open:
+//  - a model of dynamic height and width (ExportedModel::dynamicImageSize) is read again from
+//    `path` at the data's (io/model_source.h readModelFile);
 //  - the image shape must be the model's C x H x W, else ConfigError naming the file and both
 //    shapes (with a --resize hint when only H x W differ and `resized` is false);
 //  - the class count must be the model's, else ConfigError naming both counts;

@@ -182,10 +182,11 @@ ModelSummary summarizeExported(const ExportedModel& m, const std::string& source
     return s;
 }
 
-ModelSummary summarizeFile(const std::string& path)
+ModelSummary summarizeFile(const std::string& path, std::size_t height, std::size_t width)
 {
-    const ExportedModel m = readModelFile(path);
+    const ExportedModel m = readModelFile(path, height, width);
     ModelSummary s = summarizeExported(m, path);
+    s.dynamicImageSize = m.dynamicImageSize;
     std::error_code ec;
     const auto bytes = std::filesystem::file_size(path, ec);
     if (!ec) s.fileBytes = bytes;

@@ -55,6 +55,7 @@ struct ModelSummary {
     std::string precision;           // "fp32", or e.g. "int8 weights (channel-wise), uint8 activations"
     bool quantized = false;          // the file holds an integer model (BatchNorm already folded)
     Shape inputShape;                // (C, H, W) of one image
+    bool dynamicImageSize = false;   // an ONNX graph of dynamic H and W, read at inputShape's
     std::size_t classes = 0;         // outputs of the last layer
     std::vector<LayerSummary> layers;
 
@@ -108,7 +109,9 @@ ModelSummary summarizeExported(const ExportedModel& m, const std::string& source
 // Reads a .qsm or .onnx file (io/model_source.h readModelFile) and summarises it, with the file's
 // size in fileBytes. Throws ConfigError for another extension, IoError / FormatError naming the
 // file when it cannot be read or is not a valid model.
-ModelSummary summarizeFile(const std::string& path);
+// An ONNX graph of dynamic height and width is read at `height` x `width` (0: the importer's
+// default side; ModelSummary::dynamicImageSize says so).
+ModelSummary summarizeFile(const std::string& path, std::size_t height = 0, std::size_t width = 0);
 
 // Summarises `spec`: a .qsm/.onnx file name (see summarizeFile) or a preset name (see
 // summarizePreset, with the given input shape and classes). The dispatch the CLI and GUI share.

@@ -109,6 +109,10 @@ struct ExportedModel {
     // An imported ONNX graph's input and output names (informative, not stored; empty for other
     // sources). QuantScope's own ONNX exports name them "input" and "logits" (io/onnx_io.h).
     std::string onnxInputName, onnxOutputName;
+    // An imported ONNX graph whose input declares H and/or W dynamic (informative, not stored):
+    // height and width are the size it was read at (io/onnx_import.h OnnxImportOptions), and
+    // readModelFile(path, height, width) reads it at another, such as the data's.
+    bool dynamicImageSize = false;
 
     // "int8 weights (channel), uint8 activations" for an integer model, with ", narrow range" when
     // its signed weights use [-(2^(b-1)-1), 2^(b-1)-1] (--narrow-range, read from the tensors); "fp32".

@@ -37,12 +37,12 @@ bool isModelFile(const std::string& spec)
     return e == ".onnx" || e == ".qsm";
 }
 
-ExportedModel readModelFile(const std::string& path)
+ExportedModel readModelFile(const std::string& path, std::size_t height, std::size_t width)
 {
     const std::string e = lowerExtension(path);
     if (e != ".qsm" && e != ".onnx") throw ConfigError(path + ": not a model file (expected .qsm or .onnx)");
     try {
-        return e == ".qsm" ? readQsm(path) : readOnnxModel(path);
+        return e == ".qsm" ? readQsm(path) : readOnnxModel(path, height, width);
     } catch (const FormatError&) {
         // A file of the other kind under a wrong name: say so rather than "bad magic number" or
         // "the protobuf does not parse".
@@ -124,7 +124,7 @@ void loadFloatWeights(Model& model, const ExportedModel& m, const std::string& s
 ModelFactory modelFromFile(const std::string& path, bool reinit)
 {
     return [path, reinit](const Shape& input, std::size_t classes, std::uint64_t seed) {
-        const ExportedModel m = readModelFile(path);
+        const ExportedModel m = readModelFile(path, input.at(1), input.at(2));
         if (m.quantized)
             throw ConfigError(path + " is an integer model; training and PTQ start from an FP32 model (export it as FP32)");
         const Shape theirs{m.channels, m.height, m.width};
@@ -144,7 +144,7 @@ ModelFactory presetWithWeights(const std::string& preset, const std::string& pat
 {
     return [preset, path](const Shape& input, std::size_t classes, std::uint64_t seed) {
         std::unique_ptr<Model> model = makeModel(preset, input.at(0), input.at(1), input.at(2), classes, seed);
-        loadFloatWeights(*model, readModelFile(path), path);
+        loadFloatWeights(*model, readModelFile(path, input.at(1), input.at(2)), path);
         return model;
     };
 }

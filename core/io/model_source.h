@@ -17,9 +17,11 @@ bool isModelFile(const std::string& spec);
 
 // Reads a .qsm or .onnx file. ONNX files QuantScope wrote (its quantscope.* metadata) are read
 // with their normalisation, quantization and names; other FP32 ONNX graphs are imported with
-// an identity normalisation (their input is taken as already normalised). Throws IoError /
-// FormatError / ConfigError naming the file.
-ExportedModel readModelFile(const std::string& path);
+// an identity normalisation (their input is taken as already normalised). An ONNX graph whose
+// input height and width are dynamic (ExportedModel::dynamicImageSize) is read at `height` x
+// `width`, the data's size, or with 0 at the importer's default side (io/onnx_import.h); every
+// other file has its own size. Throws IoError / FormatError / ConfigError naming the file.
+ExportedModel readModelFile(const std::string& path, std::size_t height = 0, std::size_t width = 0);
 
 // The input normalisation the model in `path` stores (ExportedModel::normalizationKnown: every
 // .qsm, QuantScope's ONNX exports, and ONNX graphs that normalise their input themselves, such as
@@ -30,7 +32,7 @@ std::optional<Normalization> storedNormalization(const std::string& path);
 
 // The architecture and weights of the FP32 model in `path`. With `reinit` the weights are
 // initialised afresh from the seed (PyTorch's default init; BatchNorm to identity), so only
-// the architecture is kept. The factory throws ConfigError naming the file when the model's input
+// the architecture is kept. A graph of dynamic height and width is read at the dataset's. The factory throws ConfigError naming the file when the model's input
 // (C, H, W) or class count differs from the dataset's, and when the file holds an integer model.
 ModelFactory modelFromFile(const std::string& path, bool reinit);
 

@@ -126,13 +126,20 @@ void Importer::readInput()
     if (shape.dim(0).has_dim_value()) m_staticBatch = shape.dim(0).dim_value();
     const char* names[] = {"N", "C", "H", "W"};
     std::size_t d[4] = {};
+    std::string dynamicDims; // "H ('height') and W ('width')"
     for (int i = 1; i < 4; ++i) {
         const auto& dim = shape.dim(i);
-        if (!dim.has_dim_value())
-            fail("input '" + m_inputName + "' dimension " + std::to_string(i) + " (" + names[i] + ") is dynamic" +
-                 (dim.has_dim_param() ? " ('" + dim.dim_param() + "')" : "") + "; only the batch dimension may be; re-export with a fixed image size",
+        if (!dim.has_dim_value() && i == 1)
+            fail("input '" + m_inputName + "' dimension 1 (C, the channels) is dynamic" +
+                 (dim.has_dim_param() ? " ('" + dim.dim_param() + "')" : "") + "; only the batch, height and width may be; re-export with a fixed channel count",
                  true);
-        const std::int64_t v = dim.dim_value();
+        std::int64_t v = dim.has_dim_value() ? dim.dim_value() : 0;
+        if (!dim.has_dim_value()) {
+            // dynamic_axes on H or W: read at the size asked for (the data's), else the default.
+            const std::size_t asked = i == 2 ? m_options.height : m_options.width;
+            v = static_cast<std::int64_t>(asked ? asked : d[1] == 3 ? kOnnxDefaultImageSide3 : kOnnxDefaultImageSide1);
+            dynamicDims += std::string(dynamicDims.empty() ? "" : " and ") + names[i] + (dim.has_dim_param() ? " ('" + dim.dim_param() + "')" : "");
+        }
         if (v < 1 || v > (i == 1 ? kMaxInputChannels : kMaxInputSide))
             fail("input '" + m_inputName + "' dimension " + std::to_string(i) + " (" + names[i] + ") is " + std::to_string(v) + ", out of range");
         d[i] = static_cast<std::size_t>(v);
@@ -140,6 +147,15 @@ void Importer::readInput()
     m_m.channels = d[1];
     m_m.height = d[2];
     m_m.width = d[3];
+    if (!dynamicDims.empty()) {
+        m_info.dynamicImageSize = m_m.dynamicImageSize = true;
+        m_info.height = d[2];
+        m_info.width = d[3];
+        const bool asked = m_options.height || m_options.width;
+        m_m.notes.push_back("the input '" + m_inputName + "' has a dynamic " + dynamicDims + ": the model is read at " + std::to_string(d[2]) +
+                            "x" + std::to_string(d[3]) +
+                            (asked ? ", the data's size" : " (train and eval read it at their data's size)"));
+    }
     m_shapes = {{d[1], d[2], d[3]}};
     Value v;
     v.kind = Value::Kind::Act;
@@ -487,7 +503,8 @@ std::size_t Importer::square(const NodeProto& n, const char* attr, std::vector<s
 
 } // namespace onnximport
 
-ExportedModel importOnnx(const std::vector<std::uint8_t>& bytes, const std::string& source, OnnxImportInfo* info)
+ExportedModel importOnnx(const std::vector<std::uint8_t>& bytes, const std::string& source, OnnxImportInfo* info,
+                         const OnnxImportOptions& options)
 {
     onnx::ModelProto mp;
     if (bytes.empty()) throw FormatError(source + ": not an ONNX model (the file is empty)");
@@ -498,7 +515,24 @@ ExportedModel importOnnx(const std::vector<std::uint8_t>& bytes, const std::stri
     if (!mp.has_graph() || mp.opset_import_size() == 0)
         throw FormatError(source + ": not an ONNX model (no graph or no opset; a truncated or damaged file?)");
     OnnxImportInfo local;
-    return onnximport::Importer(mp, source, info ? *info : local).run();
+    OnnxImportInfo& out = info ? *info : local;
+    try {
+        return onnximport::Importer(mp, source, out, options).run();
+    } catch (const Error& e) {
+        if (!out.dynamicImageSize) throw;
+        // The image size was QuantScope's choice: say so, as a Linear after a flatten takes one.
+        const std::string more = std::string(e.what()) + " (the input's height and width are dynamic; the graph was read at " +
+                                 std::to_string(out.height) + "x" + std::to_string(out.width) +
+                                 (options.height || options.width ? ", the data's size)"
+                                                                  : ", the default size; --resize HxW, or info's --input-shape, reads it at another)");
+        if (dynamic_cast<const FormatError*>(&e)) throw FormatError(more);
+        throw ConfigError(more);
+    }
+}
+
+ExportedModel importOnnx(const std::vector<std::uint8_t>& bytes, const std::string& source, OnnxImportInfo* info)
+{
+    return importOnnx(bytes, source, info, OnnxImportOptions{});
 }
 
 ExportedModel importOnnx(const std::vector<std::uint8_t>& bytes, const std::string& source)

@@ -36,21 +36,40 @@ struct OnnxImportInfo {
     // The graph input was flat, [N, C*H*W] (an MLP): read as square images of 1 or 3 channels,
     // ExportedModel's channels/height/width, and a first layer "input_flatten".
     bool flatInput = false;
+    // The graph input declares H and/or W dynamic (torch.onnx.export with dynamic_axes on them):
+    // the model was read at the size OnnxImportOptions asked for, or at kOnnxDefaultImageSide.
+    bool dynamicImageSize = false;
+    std::size_t height = 0, width = 0; // the image size it was read at
+};
+
+// The side a graph whose input H or W is dynamic is read at when OnnxImportOptions gives none:
+// 28 for one channel (MNIST, Fashion-MNIST), 32 for three (CIFAR), QuantScope's default data.
+inline constexpr std::size_t kOnnxDefaultImageSide1 = 28, kOnnxDefaultImageSide3 = 32;
+
+// How to read a graph (input only).
+struct OnnxImportOptions {
+    // The image height and width to read a graph at whose input declares them dynamic (the data's
+    // size: train and eval pass it); 0 takes the default side above. A static dimension of the
+    // graph is kept whatever is asked here (the caller's size check then names both).
+    std::size_t height = 0, width = 0;
 };
 
 // Reads an FP32 ONNX model: architecture and weights. Input pixels are assumed already normalised
 // (ExportedModel::normalization is the identity and normalizationKnown false: the caller sets it) unless the graph itself starts
 // with Sub/Div of its input by constants (one or one per channel), as QuantScope's exports do. channels/height/width come from the graph input
-// [N, C, H, W] (N may be symbolic), or [N, F] with F = C H W (see OnnxImportInfo::flatInput), classes from the output [N, classes], modelName from the file
+// [N, C, H, W] (N may be symbolic; H and W too: then they are options.height/width, or the default
+// side, and OnnxImportInfo::dynamicImageSize and ExportedModel::dynamicImageSize are set), or [N, F] with F = C H W (see OnnxImportInfo::flatInput), classes from the output [N, classes], modelName from the file
 // stem, layer names from the exporter's module scopes (node "/layer1/conv1/Conv" -> "layer1.conv1")
 // or else the weight's initializer ("conv1.weight" -> "conv1"), made unique.
 // Throws IoError (file unreadable), FormatError (malformed protobuf or graph: dangling input, cycle,
-// tensor size disagreeing with its dims, absurd dims, dynamic dims other than the batch) and
+// tensor size disagreeing with its dims, absurd dims, a dynamic channel or feature count) and
 // ConfigError (valid ONNX QuantScope cannot represent: unsupported operator, opset outside
 // 11..17, external data, dilation, asymmetric padding, count_include_pad = 0...), each naming the file and, for a
 // node, its op type and name.
 ExportedModel importOnnx(const std::string& path);
 ExportedModel importOnnx(const std::vector<std::uint8_t>& bytes, const std::string& source);
 ExportedModel importOnnx(const std::vector<std::uint8_t>& bytes, const std::string& source, OnnxImportInfo* info);
+ExportedModel importOnnx(const std::vector<std::uint8_t>& bytes, const std::string& source, OnnxImportInfo* info,
+                         const OnnxImportOptions& options);
 
 } // namespace quantscope

@@ -38,8 +38,8 @@ struct Value {
 
 class Importer {
 public:
-    Importer(const onnx::ModelProto& mp, const std::string& source, OnnxImportInfo& info)
-        : m_mp(mp), m_source(source), m_info(info)
+    Importer(const onnx::ModelProto& mp, const std::string& source, OnnxImportInfo& info, const OnnxImportOptions& options)
+        : m_mp(mp), m_source(source), m_info(info), m_options(options)
     {
     }
     ExportedModel run();
@@ -227,6 +227,7 @@ private:
     const onnx::ModelProto& m_mp;
     const std::string& m_source;
     OnnxImportInfo& m_info;
+    OnnxImportOptions m_options;
     int m_opset = 0;
     ExportedModel m_m;
     std::vector<Shape> m_shapes;           // per-image shape of every activation

@@ -553,7 +553,7 @@ ExportedModel decodeOnnx(const std::vector<std::uint8_t>& bytes, const std::stri
 
 ExportedModel readOnnx(const std::string& path) { return decodeOnnx(readFileBytes(path, kOnnxMaxBytes), path); }
 
-ExportedModel readOnnxModel(const std::string& path)
+ExportedModel readOnnxModel(const std::string& path, std::size_t height, std::size_t width)
 {
     const std::vector<std::uint8_t> bytes = readFileBytes(path, kOnnxMaxBytes);
     onnx::ModelProto mp;
@@ -565,7 +565,10 @@ ExportedModel readOnnxModel(const std::string& path)
     bool ours = false;
     for (const auto& p : mp.metadata_props()) ours = ours || p.key() == "quantscope.model";
     if (ours && mp.producer_name() == "QuantScope") return OnnxReader(mp, path).read();
-    return importOnnx(bytes, path);
+    OnnxImportOptions options;
+    options.height = height;
+    options.width = width;
+    return importOnnx(bytes, path, nullptr, options);
 }
 
 } // namespace quantscope

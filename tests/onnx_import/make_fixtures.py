@@ -5,7 +5,9 @@
 For each case NAME it writes, next to this script:
   NAME.onnx   the export (input 'input' [N, C, H, W], output 'logits')
   NAME.json   {"opset", "input_shape": [N, C, H, W], "input": [...], "output": [...],
-               "output_shape": [...], "head": "logits" | "log_softmax" | "softmax"}
+               "output_shape": [...], "head": "logits" | "log_softmax" | "softmax",
+               and for a graph of dynamic height and width "input2_shape", "input2", "output2":
+               PyTorch's output at a second image size}
               input: fixed seeded images (already normalised); output: the module's eval-mode
               output on them, flat, row-major.
 tst_onnx_import compares QuantScope's forward with "output" within 1e-4.
@@ -709,7 +711,15 @@ CASES = [
     ("inception_concat_op17_nofold", lambda: Inception(neg_dim=True), (1, 8, 8), 17, False, False),
     # GELU's tanh approximation: refused by name (tst_onnx_import_errors).
     ("act_gelutanh_op13_fold", act_net(lambda: nn.GELU(approximate="tanh")), (1, 8, 8), 13, True, False),
+    # dynamic_axes on the batch, the height and the width ("hw"): the JSON also holds PyTorch's
+    # output at a second size (input2/output2), HW_SECOND; SeqView's flattened classifier takes
+    # only the size it was built for.
+    ("residual_op13_fold_dynhw", Residual, (1, 8, 8), 13, True, "hw"),
+    ("mobile_op11_nofold_dynhw", MobileBlock, (3, 8, 8), 11, False, "hw"),
+    ("seqview_op17_nofold_dynhw", SeqView, (1, 12, 12), 17, False, "hw"),
 ]
+
+HW_SECOND = (12, 10)
 
 
 def head_of(name, module):
@@ -741,6 +751,8 @@ def main():
             x = torch.randint(0, 256, (3, *chw)).float()  # 0..255 pixels
         path = os.path.join(OUT, name + ".onnx")
         axes = {"input": {0: "N"}, "logits": {0: "N"}} if dynamic else None
+        if dynamic == "hw":
+            axes["input"] = {0: "N", 2: "H", 3: "W"}
         names = {} if getattr(model, "default_names", False) else {"input_names": ["input"], "output_names": ["logits"]}
         torch.onnx.export(model, x, path, opset_version=opset, dynamic_axes=axes, do_constant_folding=fold,
                           training=torch.onnx.TrainingMode.EVAL, **names)
@@ -748,6 +760,11 @@ def main():
             y = model(x)
         ref = {"opset": opset, "input_shape": list(x.shape), "input": x.flatten().tolist(),
                "output_shape": list(y.shape), "output": y.flatten().tolist(), "head": head_of(name, model)}
+        if dynamic == "hw" and not isinstance(model, SeqView):
+            x2 = torch.randn(3, chw[0], *HW_SECOND)
+            with torch.no_grad():
+                y2 = model(x2)
+            ref.update({"input2_shape": list(x2.shape), "input2": x2.flatten().tolist(), "output2": y2.flatten().tolist()})
         with open(os.path.join(OUT, name + ".json"), "w") as f:
             json.dump(ref, f)
         print(name, os.path.getsize(path), "bytes")
