@@ -9,6 +9,8 @@
 // runs both analyses on that model and saves the heatmap and the Pareto chart as PNGs (5,000
 // validation images, or QS_ANALYSIS_VALIDATION / QS_ANALYSIS_SEARCH_VALIDATION; give
 // QTEST_FUNCTION_TIMEOUT=3600000 on a busy machine).
+#include <tbb/task_arena.h> // before Qt: TBB's profiling.h has a member named emit
+
 #include "analysis_view.h"
 #include "layer_compare_view.h"
 #include "format_text.h"
@@ -24,10 +26,12 @@
 #include "gui_window_fixtures.h"
 #include "slow_tests.h"
 
+#include "analysis/sensitivity.h"
 #include "data/idx.h"
 #include "quant/precision_plan.h"
 #include "util/rng.h"
 
+#include <QCheckBox>
 #include <QComboBox>
 #include <QDialog>
 #include <QElapsedTimer>
@@ -69,6 +73,7 @@ private slots:
     void sensitivityHeatmap();
     void sensitivityAllButOne();
     void sensitivityStops();
+    void floatFormatsAndActivationRanges();
     void searchChartAndPlans();
     void searchStops();
     void fineTuneStartsQat();
@@ -262,6 +267,56 @@ void TestGuiAnalysis::sensitivityAllButOne()
     QVERIFY(s->heatmap()->item(0, 0)->toolTip().contains("this one FP32"));
     for (std::size_t i = 0; i < r.cells.size(); ++i) QVERIFY(s->heatmap()->item(int(i), 0)->text().contains(dropText(r.cells[i].dropPoints)));
     s->modeCombo()->setCurrentIndex(0);
+}
+
+// The float and MX formats analyze --formats takes are offered too, and the Activation ranges
+// choice reaches the measurement: the cells equal core's analyzeSensitivity with percentile
+// activation ranges on the same model and images, and differ from min-max's.
+void TestGuiAnalysis::floatFormatsAndActivationRanges()
+{
+    SensitivityView* s = m_view->sensitivity();
+    for (const char* f : {"fp8-e4m3", "fp8-e5m2", "mxint8", "mxfp4", "ternary"}) {
+        QVERIFY2(s->findChild<QCheckBox*>(QStringLiteral("sensFormat_%1").arg(f)), f);
+        QVERIFY2(m_view->search()->findChild<QCheckBox*>(QStringLiteral("searchFormat_%1").arg(f)), f);
+    }
+    auto* act = m_view->findChild<QComboBox*>("analysisActCalibration");
+    QVERIFY(act);
+    act->setCurrentIndex(act->findData(QStringLiteral("percentile")));
+    QVERIFY(act->currentIndex() >= 0);
+    s->setFormats({"fp8-e4m3", "mxfp4"});
+    QSignalSpy done(s, &SensitivityView::analysisFinished);
+    s->run();
+    QVERIFY(done.wait(kRunTimeoutMs));
+    QVERIFY2(done.first().at(0).toBool(), qPrintable(done.first().at(1).toString()));
+    QCOMPARE(s->heatmap()->horizontalHeaderItem(0)->text(), QString("fp8-e4m3"));
+    QVERIFY2(s->statusText().contains("activations: percentile"), qPrintable(s->statusText()));
+    const SensitivityReport gui = s->report();
+
+    QString error;
+    const AnalysisInputPtr in = m_view->input(&error);
+    QVERIFY2(in, qPrintable(error));
+    QCOMPARE(in->activationCalibration, std::string("percentile"));
+    SensitivityOptions opt;
+    opt.formats = {"fp8-e4m3", "mxfp4"};
+    opt.activationCalibration = "percentile";
+    opt.calibImages = in->data->train.size();
+    std::unique_ptr<Model> model = in->makeModel();
+    SensitivityReport core, minmax;
+    tbb::task_arena arena(static_cast<int>(in->threads)); // as the view runs it
+    arena.execute([&] {
+        core = analyzeSensitivity(*model, *in->data, in->data->validation, opt);
+        opt.activationCalibration = "minmax";
+        minmax = analyzeSensitivity(*model, *in->data, in->data->validation, opt);
+    });
+    QCOMPARE(gui.cells.size(), core.cells.size());
+    bool differs = false;
+    for (std::size_t i = 0; i < gui.cells.size(); ++i) {
+        QCOMPARE(gui.cells[i].accuracy, core.cells[i].accuracy);
+        QCOMPARE(gui.cells[i].logitSqnrDb, core.cells[i].logitSqnrDb);
+        differs = differs || gui.cells[i].logitSqnrDb != minmax.cells[i].logitSqnrDb;
+    }
+    QVERIFY(differs); // percentile ranges clip: the outputs are not min-max's
+    act->setCurrentIndex(act->findData(QStringLiteral("minmax")));
 }
 
 void TestGuiAnalysis::sensitivityStops()

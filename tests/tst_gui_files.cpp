@@ -32,6 +32,7 @@
 #include <QDir>
 #include <QElapsedTimer>
 #include <QFile>
+#include <QHeaderView>
 #include <QFileInfo>
 #include <QImage>
 #include <QLabel>
@@ -561,6 +562,13 @@ private:
                 QCOMPARE(lines[int(i)], QStringLiteral("%1,%2").arg(i).arg(cli.predictions[i]));
             ++row;
         }
+        // Every column fits the dialog at its default size (Agreement and Speed were past its edge:
+        // tester 13); the long texts are whole in their tooltips.
+        QTableWidget* t = dlg->results();
+        QVERIFY2(t->horizontalHeader()->length() <= t->viewport()->width(),
+                 qPrintable(QStringLiteral("%1 > %2").arg(t->horizontalHeader()->length()).arg(t->viewport()->width())));
+        QVERIFY(t->item(0, 1)->toolTip().contains(QStringLiteral("weights")));
+        QCOMPARE(t->item(0, 2)->toolTip(), t->item(0, 2)->text());
         // Return in the path field evaluates (it opened the file browser: tester 16).
         finished.clear();
         QTest::keyClick(dlg->findChild<QLineEdit*>(QStringLiteral("evaluatePath")), Qt::Key_Return);

@@ -30,6 +30,7 @@ struct AnalysisInput {
     ExportBundlePtr bundle;   // the run analysed (null for a file)
     bool heldOut = false;     // the validation images come from the dataset's own validation split
     std::size_t threads = 2;
+    std::string activationCalibration = "minmax"; // how the activation ranges are calibrated (PrecisionConfig's names)
 };
 using AnalysisInputPtr = std::shared_ptr<const AnalysisInput>;
 

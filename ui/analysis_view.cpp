@@ -1,6 +1,7 @@
 #include "analysis_view.h"
 
 #include "format_text.h"
+#include "quant_catalog.h"
 #include "search_view.h"
 #include "sensitivity_view.h"
 
@@ -9,6 +10,7 @@
 
 #include <QComboBox>
 #include <QFileInfo>
+#include <QGridLayout>
 #include <QHBoxLayout>
 #include <QLabel>
 #include <QSpinBox>
@@ -42,6 +44,15 @@ AnalysisView::AnalysisView(QWidget* parent) : QWidget(parent)
     m_calibration->setSingleStep(100);
     m_calibration->setValue(1000);
     m_calibration->setToolTip(tr("Training images (not the validation ones) that calibrate the activation ranges."));
+    m_actCalibration = new QComboBox;
+    m_actCalibration->setObjectName(QStringLiteral("analysisActCalibration"));
+    for (const Choice& c : calibrationChoices())
+        if (c.value != QLatin1String("moving-average")) { // a training observer; PTQ calibrates once
+            m_actCalibration->addItem(c.label, c.value);
+            m_actCalibration->setItemData(m_actCalibration->count() - 1, c.tooltip, Qt::ToolTipRole);
+        }
+    m_actCalibration->setToolTip(tr("How the activation ranges are set from the calibration images, in every plan an analysis "
+                                    "measures (quantscope-cli analyze --act-calibration); saved plans record it."));
     m_note = new QLabel;
     m_note->setObjectName(QStringLiteral("analysisNote"));
     m_note->setWordWrap(true);
@@ -62,16 +73,18 @@ AnalysisView::AnalysisView(QWidget* parent) : QWidget(parent)
     m_pages->setTabToolTip(1, tr("Per-layer formats under an accuracy or size budget, with the size/accuracy Pareto front "
                                  "(quantscope-cli analyze search)."));
 
-    auto* bar = new QHBoxLayout;
-    bar->addWidget(new QLabel(tr("Model")));
-    bar->addWidget(m_source, 2);
-    bar->addSpacing(12);
-    bar->addWidget(new QLabel(tr("Validation images")));
-    bar->addWidget(m_validation);
-    bar->addWidget(new QLabel(tr("Calibration images")));
-    bar->addWidget(m_calibration);
-    bar->addSpacing(12);
-    bar->addWidget(m_note, 1);
+    // Two rows: on one, the bar was past a 1366-pixel window's tab (about 860 pixels).
+    auto* bar = new QGridLayout;
+    bar->addWidget(new QLabel(tr("Model")), 0, 0);
+    bar->addWidget(m_source, 0, 1);
+    bar->addWidget(new QLabel(tr("Validation images")), 0, 2);
+    bar->addWidget(m_validation, 0, 3);
+    bar->addWidget(new QLabel(tr("Calibration images")), 0, 4);
+    bar->addWidget(m_calibration, 0, 5);
+    bar->addWidget(new QLabel(tr("Activation ranges")), 1, 2);
+    bar->addWidget(m_actCalibration, 1, 3, 1, 3);
+    bar->addWidget(m_note, 1, 0, 1, 2);
+    bar->setColumnStretch(1, 1);
     auto* v = new QVBoxLayout(this);
     v->addLayout(bar);
     v->addWidget(m_pages, 1);
@@ -159,6 +172,7 @@ AnalysisInputPtr AnalysisView::input(QString* error) const
 {
     const QString path = m_source->currentData().toString();
     auto in = std::make_shared<AnalysisInput>();
+    in->activationCalibration = m_actCalibration->currentData().toString().toStdString();
     try {
         if (path.isEmpty()) {
             if (!m_bundle) {

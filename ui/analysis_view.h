@@ -48,6 +48,7 @@ private:
     QComboBox* m_source;
     QSpinBox* m_validation;
     QSpinBox* m_calibration;
+    QComboBox* m_actCalibration; // the activation ranges' calibration (analyze --act-calibration)
     QLabel* m_note;
     QTabWidget* m_pages;
     SensitivityView* m_sensitivity;

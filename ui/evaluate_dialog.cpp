@@ -25,12 +25,15 @@
 #include <QThread>
 #include <QVBoxLayout>
 
+#include <algorithm>
 #include <filesystem>
 #include <string>
 
 namespace quantscope {
 
 namespace {
+
+constexpr int kLongColumnWidth = 160; // pixels: Precision, Input normalisation and Runner at most
 
 enum Column { FileCol, PrecisionCol, InputCol, RunnerCol, ImagesCol, AccuracyCol, ReferenceCol, AgreementCol, SpeedCol, ColumnCount };
 
@@ -329,9 +332,9 @@ void EvaluateDialog::showResult(const QString& path, const std::optional<FileEva
         m_results->setItem(row, col, item);
     };
     set(FileCol, QFileInfo(path).fileName(), path);
-    set(PrecisionCol, precision);
-    set(InputCol, input);
-    set(RunnerCol, QString::fromStdString(r->runner));
+    set(PrecisionCol, precision, precision); // long texts: capped columns, the whole text in the tooltip
+    set(InputCol, input, input);
+    set(RunnerCol, QString::fromStdString(r->runner), QString::fromStdString(r->runner));
     set(ImagesCol, formatCount(double(r->images)));
     set(AccuracyCol, formatPercent(r->accuracy, 2));
     set(ReferenceCol, r->referenceAccuracy ? formatPercent(*r->referenceAccuracy, 2) : noValueText(),
@@ -339,6 +342,15 @@ void EvaluateDialog::showResult(const QString& path, const std::optional<FileEva
     set(AgreementCol, r->agreement ? formatPercent(*r->agreement, 2) : noValueText(),
         tr("Images on which the integer engine and the fake-quant reference predict the same class"));
     set(SpeedCol, r->imagesPerSecond ? formatRate(*r->imagesPerSecond) : noValueText());
+    // The long texts ("int8 weights (channel), uint8 activations", "mean 0.2860, std 0.3530
+    // (the file's)", "integer engine (avx512-vnni)") would push Agreement and Speed past the
+    // dialog's edge (tester 13): their columns are capped, the text elided, whole in the tooltip.
+    QHeaderView* header = m_results->horizontalHeader();
+    for (const int col : {PrecisionCol, InputCol, RunnerCol}) {
+        m_results->resizeColumnToContents(col);
+        header->setSectionResizeMode(col, QHeaderView::Interactive);
+        header->resizeSection(col, std::min(header->sectionSize(col), kLongColumnWidth));
+    }
     m_results->selectRow(row);
     m_results->scrollToBottom();
     m_controls.progress->setRange(0, 1);

@@ -105,6 +105,18 @@ const QVector<Choice>& quantizerChoices()
     return rows;
 }
 
+const QStringList& analysisIntegerFormats()
+{
+    static const QStringList rows = {"int8", "int6", "int5", "int4", "int3", "int2"};
+    return rows;
+}
+
+const QStringList& analysisOtherFormats()
+{
+    static const QStringList rows = {"fp8-e4m3", "fp8-e5m2", "mxint8", "mxfp8-e4m3", "mxfp4", "ternary"};
+    return rows;
+}
+
 const QVector<Choice>& calibrationChoices()
 {
     static const QVector<Choice> rows = {

@@ -7,6 +7,7 @@
 #include "train/trainer.h"
 
 #include <QString>
+#include <QStringList>
 #include <QVector>
 
 namespace quantscope {
@@ -34,6 +35,11 @@ const FormatChoice* formatChoice(const QString& name);
 // Whether a strategy can use a format (mixed / pure low precision need a low-precision float or
 // MX format; PTQ / QAT need anything but fp32). Fills *why when it cannot.
 bool formatFits(Strategy s, const FormatChoice& f, QString* why = nullptr);
+// The weight formats the analyses (sensitivity, mixed-bit search) offer, as analyze --formats
+// takes them: the integer ones (int8 down to int2), then the others (fp8, MX, ternary; fp16 and
+// bf16 are near FP32 and need no search).
+const QStringList& analysisIntegerFormats();
+const QStringList& analysisOtherFormats();
 const QVector<Choice>& granularityChoices(); // tensor, channel, layer, global, group
 const QVector<Choice>& roundingChoices();
 const QVector<Choice>& calibrationChoices();

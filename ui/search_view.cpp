@@ -36,7 +36,6 @@ namespace quantscope {
 
 namespace {
 
-const char* const kFormats[] = {"int8", "int6", "int5", "int4", "int3", "int2"};
 const char* const kCalibrations[] = {"minmax", "mse", "percentile"};
 
 } // namespace
@@ -53,14 +52,19 @@ struct SearchView::Outcome {
 
 SearchView::SearchView(InputProvider input, QWidget* parent) : QWidget(parent), m_input(std::move(input))
 {
-    auto* formats = new QHBoxLayout;
-    for (const char* f : kFormats) {
-        auto* b = new QCheckBox(QString::fromLatin1(f));
-        b->setObjectName(QStringLiteral("searchFormat_%1").arg(QString::fromLatin1(f)));
-        b->setChecked(std::string(f) != "int6" && std::string(f) != "int5");
-        b->setToolTip(tr("A layer may take %1 weights.").arg(QString::fromLatin1(f)));
-        m_formatBoxes.append(b);
-        formats->addWidget(b);
+    // The integer formats on one row, the float, MX and ternary ones on the next.
+    QHBoxLayout* formatRows[2] = {new QHBoxLayout, new QHBoxLayout};
+    for (int row = 0; row < 2; ++row) {
+        for (const QString& f : row == 0 ? analysisIntegerFormats() : analysisOtherFormats()) {
+            auto* b = new QCheckBox(f);
+            b->setObjectName(QStringLiteral("searchFormat_%1").arg(f));
+            b->setChecked(row == 0 && f != QLatin1String("int6") && f != QLatin1String("int5"));
+            const FormatChoice* c = formatChoice(f);
+            b->setToolTip(tr("A layer may take %1 weights%2").arg(f, c ? QStringLiteral(": ") + c->description : QStringLiteral(".")));
+            m_formatBoxes.append(b);
+            formatRows[row]->addWidget(b);
+        }
+        formatRows[row]->addStretch(1);
     }
     auto* calibs = new QHBoxLayout;
     for (const char* c : kCalibrations) {
@@ -153,18 +157,19 @@ SearchView::SearchView(InputProvider input, QWidget* parent) : QWidget(parent), 
     // Formats on a row of their own, the calibrations beside the evaluations: side by side they
     // set the view's minimum width past a 1366-pixel window's tab.
     g->addWidget(new QLabel(tr("Formats")), 0, 0);
-    g->addLayout(formats, 0, 1, 1, 5);
-    g->addWidget(new QLabel(tr("Calibrations")), 2, 0);
-    g->addLayout(calibs, 2, 1, 1, 3);
-    g->addWidget(new QLabel(tr("Granularity")), 1, 0);
-    g->addWidget(m_granularity, 1, 1);
-    g->addWidget(new QLabel(tr("Budget")), 1, 2);
+    g->addLayout(formatRows[0], 0, 1, 1, 5);
+    g->addLayout(formatRows[1], 1, 1, 1, 5);
+    g->addWidget(new QLabel(tr("Calibrations")), 3, 0);
+    g->addLayout(calibs, 3, 1, 1, 3);
+    g->addWidget(new QLabel(tr("Granularity")), 2, 0);
+    g->addWidget(m_granularity, 2, 1);
+    g->addWidget(new QLabel(tr("Budget")), 2, 2);
     auto* budget = new QHBoxLayout;
     budget->addWidget(m_budgetKind);
     budget->addWidget(m_budget);
-    g->addLayout(budget, 1, 3);
-    g->addWidget(new QLabel(tr("Evaluations")), 1, 4);
-    g->addWidget(m_maxEvals, 1, 5);
+    g->addLayout(budget, 2, 3);
+    g->addWidget(new QLabel(tr("Evaluations")), 2, 4);
+    g->addWidget(m_maxEvals, 2, 5);
     g->setColumnStretch(7, 1);
     auto* bar = new QHBoxLayout;
     bar->addWidget(m_run);
@@ -267,6 +272,7 @@ void SearchView::run()
         return;
     }
     opt.granularity = m_granularity->currentData().toString().toStdString();
+    opt.activationCalibration = in->activationCalibration;
     opt.calibImages = in->data->train.size();
     opt.maxEvaluations = static_cast<std::size_t>(m_maxEvals->value());
     const auto kind = Budget(m_budgetKind->currentData().toInt());

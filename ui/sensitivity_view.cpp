@@ -32,7 +32,6 @@ namespace quantscope {
 
 namespace {
 
-const char* const kFormats[] = {"int8", "int6", "int5", "int4", "int3", "int2"};
 constexpr double kMinScalePoints = 2.0; // the red end of the colour scale is at least this drop
 
 QColor mix(const QColor& a, const QColor& b, double t)
@@ -54,15 +53,20 @@ QColor SensitivityView::dropColor(double drop, double worst)
 
 SensitivityView::SensitivityView(InputProvider input, QWidget* parent) : QWidget(parent), m_input(std::move(input))
 {
-    auto* formats = new QHBoxLayout;
-    formats->setSpacing(6);
-    for (const char* f : kFormats) {
-        auto* b = new QCheckBox(QString::fromLatin1(f));
-        b->setObjectName(QStringLiteral("sensFormat_%1").arg(QString::fromLatin1(f)));
-        b->setChecked(std::string(f) == "int8" || std::string(f) == "int4" || std::string(f) == "int2");
-        b->setToolTip(tr("Measure every layer at %1 weights.").arg(QString::fromLatin1(f)));
-        m_formatBoxes.append(b);
-        formats->addWidget(b);
+    // The integer formats on one row, the float, MX and ternary ones on the next.
+    QHBoxLayout* formatRows[2] = {new QHBoxLayout, new QHBoxLayout};
+    for (int row = 0; row < 2; ++row) {
+        formatRows[row]->setSpacing(6);
+        for (const QString& f : row == 0 ? analysisIntegerFormats() : analysisOtherFormats()) {
+            auto* b = new QCheckBox(f);
+            b->setObjectName(QStringLiteral("sensFormat_%1").arg(f));
+            b->setChecked(f == QLatin1String("int8") || f == QLatin1String("int4") || f == QLatin1String("int2"));
+            const FormatChoice* c = formatChoice(f);
+            b->setToolTip(tr("Measure every layer at %1 weights%2").arg(f, c ? QStringLiteral(": ") + c->description : QStringLiteral(".")));
+            m_formatBoxes.append(b);
+            formatRows[row]->addWidget(b);
+        }
+        formatRows[row]->addStretch(1);
     }
     m_granularity = new QComboBox;
     m_granularity->setObjectName(QStringLiteral("sensGranularity"));
@@ -76,7 +80,7 @@ SensitivityView::SensitivityView(InputProvider input, QWidget* parent) : QWidget
             m_calibration->addItem(c.label, c.value);
             m_calibration->setItemData(m_calibration->count() - 1, c.tooltip, Qt::ToolTipRole);
         }
-    m_calibration->setToolTip(tr("How the weight ranges are chosen (activations: min-max on the calibration images)."));
+    m_calibration->setToolTip(tr("How the weight ranges are chosen (the activations': Activation ranges, above)."));
     m_mode = new QComboBox;
     m_mode->setObjectName(QStringLiteral("sensMode"));
     m_mode->addItem(tr("this layer alone quantized"), false);
@@ -126,13 +130,14 @@ SensitivityView::SensitivityView(InputProvider input, QWidget* parent) : QWidget
 
     auto* g = new QGridLayout;
     g->addWidget(new QLabel(tr("Formats")), 0, 0);
-    g->addLayout(formats, 0, 1, 1, 3);
-    g->addWidget(new QLabel(tr("Granularity")), 1, 0);
-    g->addWidget(m_granularity, 1, 1);
-    g->addWidget(new QLabel(tr("Calibration")), 1, 2);
-    g->addWidget(m_calibration, 1, 3);
-    g->addWidget(new QLabel(tr("Mode")), 1, 4);
-    g->addWidget(m_mode, 1, 5);
+    g->addLayout(formatRows[0], 0, 1, 1, 6);
+    g->addLayout(formatRows[1], 1, 1, 1, 6);
+    g->addWidget(new QLabel(tr("Granularity")), 2, 0);
+    g->addWidget(m_granularity, 2, 1);
+    g->addWidget(new QLabel(tr("Calibration")), 2, 2);
+    g->addWidget(m_calibration, 2, 3);
+    g->addWidget(new QLabel(tr("Mode")), 2, 4);
+    g->addWidget(m_mode, 2, 5);
     g->setColumnStretch(6, 1);
     auto* bar = new QHBoxLayout;
     bar->addWidget(m_run);
@@ -190,6 +195,7 @@ void SensitivityView::run()
     }
     opt.granularity = m_granularity->currentData().toString().toStdString();
     opt.calibration = m_calibration->currentData().toString().toStdString();
+    opt.activationCalibration = in->activationCalibration;
     opt.allButOne = m_mode->currentData().toBool();
     opt.calibImages = in->data->train.size();
     m_running = in;
@@ -297,11 +303,11 @@ void SensitivityView::showReport(const SensitivityReport& r, const SensitivityOp
     m_table->resizeColumnsToContents();
     m_table->horizontalHeader()->setSectionResizeMode(QHeaderView::Stretch);
     const QString what = opt.allButOne ? tr("all but one layer quantized") : tr("one layer at a time");
-    QString s = tr("<b>%1</b>: FP32 %2 on %3 validation images%4; %5, %6 weights, %7 calibration; %8 cells in %9.")
+    QString s = tr("<b>%1</b>: FP32 %2 on %3 validation images%4; %5, %6 weights, %7 calibration (activations: %8); %9 cells in %10.")
                     .arg(in->name, formatPercent(r.fp32Accuracy, 2), formatCount(double(r.images)),
                          in->heldOut ? QString() : tr(" (drawn from the training set)"), what,
                          m_granularity->itemText(m_granularity->findData(QString::fromStdString(opt.granularity))),
-                         QString::fromStdString(opt.calibration))
+                         QString::fromStdString(opt.calibration), QString::fromStdString(opt.activationCalibration))
                     .arg(r.cells.size())
                     .arg(formatSeconds(r.seconds));
     if (r.stopped) s += tr(" Stopped: %1 of %2 cells measured.").arg(r.cells.size()).arg(r.layers.size() * nf);
