@@ -7,6 +7,7 @@
 #include "io/onnx_import.h"
 
 #include "io/onnx_importer.h"
+#include "io/onnx_inline.h"
 #include "util/atomic_file.h"
 #include "util/errors.h"
 
@@ -330,10 +331,6 @@ ExportedModel Importer::run()
         if (m_subgraphOf.count(k)) continue;
         const bool onImages = std::any_of(n.input().begin(), n.input().end(), [&](const std::string& v) { return dynamic.count(v) > 0; });
         if (!n.domain().empty() && n.domain() != "ai.onnx") {
-            for (const onnx::FunctionProto& f : m_mp.functions()) // torch.onnx.export(..., export_modules_as_functions=...)
-                if (f.domain() == n.domain() && f.name() == n.op_type())
-                    failNode(n, "calls the ONNX local function " + n.domain() + "::" + n.op_type() +
-                                    ", which QuantScope's importer does not expand; re-export without export_modules_as_functions");
             failNode(n, "operator " + n.domain() + "::" + n.op_type() + " is not supported");
         }
         if (!handlers().count(n.op_type()) && (!isFoldable(n.op_type()) || onImages)) {
@@ -425,6 +422,9 @@ ExportedModel Importer::run()
     for (std::vector<float>* v : {&m_m.normalization.mean, &m_m.normalization.stddev})
         if (v->size() == 1) v->assign(m_m.channels, v->front());
     pixelScale255();
+    if (m_info.inlinedCalls > 0)
+        m_m.notes.push_back("the graph's modules are ONNX local functions (export_modules_as_functions): their " +
+                            std::to_string(m_info.inlinedCalls) + " calls were expanded into their nodes");
     m_m.validate(m_source);
     return std::move(m_m);
 }
@@ -516,6 +516,8 @@ ExportedModel importOnnx(const std::vector<std::uint8_t>& bytes, const std::stri
         throw FormatError(source + ": not an ONNX model (no graph or no opset; a truncated or damaged file?)");
     OnnxImportInfo local;
     OnnxImportInfo& out = info ? *info : local;
+    // torch.onnx.export(..., export_modules_as_functions=True): the calls become their nodes.
+    out.inlinedCalls = inlineLocalFunctions(mp, source);
     try {
         return onnximport::Importer(mp, source, out, options).run();
     } catch (const Error& e) {

@@ -717,6 +717,11 @@ CASES = [
     ("residual_op13_fold_dynhw", Residual, (1, 8, 8), 13, True, "hw"),
     ("mobile_op11_nofold_dynhw", MobileBlock, (3, 8, 8), 11, False, "hw"),
     ("seqview_op17_nofold_dynhw", SeqView, (1, 12, 12), 17, False, "hw"),
+    # export_modules_as_functions=True ("fn", opset 15+): every module a local function.
+    ("residual_op15_fold_fn", Residual, (1, 8, 8), 15, True, "fn"),
+    ("mobile_op17_nofold_fn", MobileBlock, (3, 8, 8), 17, False, "fn"),
+    ("se_conv_sigmoid_op15_nofold_fn", SEConv, (3, 8, 8), 15, False, "fn"),
+    ("act_silu_op16_fold_fn", act_net(nn.SiLU), (1, 8, 8), 16, True, "fn"),
 ]
 
 HW_SECOND = (12, 10)
@@ -754,7 +759,8 @@ def main():
         if dynamic == "hw":
             axes["input"] = {0: "N", 2: "H", 3: "W"}
         names = {} if getattr(model, "default_names", False) else {"input_names": ["input"], "output_names": ["logits"]}
-        torch.onnx.export(model, x, path, opset_version=opset, dynamic_axes=axes, do_constant_folding=fold,
+        extra = {"export_modules_as_functions": True} if dynamic == "fn" else {}
+        torch.onnx.export(model, x, path, opset_version=opset, dynamic_axes=axes, do_constant_folding=fold, **extra,
                           training=torch.onnx.TrainingMode.EVAL, **names)
         with torch.no_grad():
             y = model(x)
