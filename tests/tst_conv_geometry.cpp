@@ -183,6 +183,7 @@ private slots:
     void roundTripsAndOnnxruntime();
     void engineEqualsFakeQuant_data();
     void engineEqualsFakeQuant();
+    void floatWindowsInAPlan();
     void squareConvolutionsKeepTheirFiles();
     void emptyOutputsAreConfigErrors();
     void absurdWindowsAreTypedErrors();
@@ -411,6 +412,90 @@ void TestConvGeometry::engineEqualsFakeQuant()
           100.0 * static_cast<double>(agree) / static_cast<double>(n), meanRel);
     QVERIFY(static_cast<double>(agree) >= kMinQdqAgreement * static_cast<double>(n));
     QVERIFY(meanRel <= kQdqMeanRelDiff);
+}
+
+// Windows a precision plan keeps FP32 (the engine's float convolution between integer layers):
+// at their points the engine's integers are the fake-quant simulation's (the float convolution on
+// the dequantized input, then the point's fake-quant) but for values a float rounding from a half
+// step, and the predictions are the fake-quant reference's.
+void TestConvGeometry::floatWindowsInAPlan()
+{
+    std::unique_ptr<Model> model = geometryModel();
+    PrecisionConfig pc;
+    pc.strategy = Strategy::Ptq;
+    pc.activationCalibration = "minmax";
+    for (const char* name : {"k1x7", "dil2", "dwdil"}) { // each between integer layers
+        LayerOverride o;
+        o.layer = name;
+        o.format = "fp32";
+        pc.layers.push_back(o);
+    }
+    QuantSim sim(*model, pc, findFormat(pc.format));
+    sim.quantizeWeights(Rounding::Nearest, 0);
+    sim.calibrate(m_data, m_data.train, m_data.train.size(), 64);
+    sim.setObserving(false);
+    const ExportedModel em = exportQuantizedModel(*model, sim, "convgeom", m_data, "ptq", "channel");
+    std::size_t floats = 0;
+    for (const StoredLayer& l : em.layers)
+        if (l.kind == LayerKind::Conv2d && l.tensors[0].encoding == TensorEncoding::Float32) {
+            QVERIFY2(l.window.has_value(), l.name.c_str());
+            ++floats;
+        }
+    QCOMPARE(floats, std::size_t{3});
+    QVERIFY2(IntEngine::unsupportedReason(em).empty(), IntEngine::unsupportedReason(em).c_str());
+    const IntEngine engine(em);
+    std::size_t values = 0, differ = 0;
+    std::int32_t worst = 0;
+    for (std::size_t img = 0; img < 20; ++img) {
+        const std::vector<PointTrace> trace = engine.trace(m_data.test.pixels.data() + img * m_data.test.imageBytes());
+        for (std::size_t li = 0; li < em.layers.size(); ++li) {
+            const StoredLayer& l = em.layers[li];
+            if (l.kind != LayerKind::Conv2d || l.tensors[0].encoding != TensorEncoding::Float32) continue;
+            const long next = em.soleConsumer(li);
+            const bool relu = !l.outputQuant;
+            QVERIFY(!relu || (next >= 0 && em.layers[static_cast<std::size_t>(next)].kind == LayerKind::ReLU));
+            const PointTrace* out = traceNamed(trace, relu ? em.layers[static_cast<std::size_t>(next)].name : l.name);
+            const std::size_t a = l.inputs[0];
+            const PointTrace* in = traceNamed(trace, pointName(em, a));
+            if (in == nullptr && a > 0) in = traceNamed(trace, em.layers[static_cast<std::size_t>(em.soleConsumer(a - 1))].name);
+            QVERIFY2(out && in, l.name.c_str());
+            const ConvGeometry g = l.convGeometry();
+            const std::size_t C = in->shape[0], H = in->shape[1], W = in->shape[2];
+            Conv2d ref("ref", C, l.outChannels, g, l.groups, true);
+            ref.weight().value.values() = l.tensors[0].values;
+            ref.bias().value.values() = l.tensors.size() > 1 ? l.tensors[1].dequantized() : std::vector<float>(l.outChannels, 0.0f);
+            Tensor x({1, C, H, W}), y;
+            for (std::size_t i = 0; i < x.numel(); ++i)
+                x[i] = (static_cast<float>(in->q[i]) - static_cast<float>(in->quant.zeroPoint)) * in->quant.scale;
+            ref.forward(x, y, RunContext{});
+            if (relu)
+                for (float& v : y.values()) v = std::max(v, 0.0f);
+            fakeQuantizeActivation(y, out->quant);
+            QCOMPARE(y.numel(), out->q.size());
+            for (std::size_t i = 0; i < out->q.size(); ++i) {
+                const auto fq = static_cast<std::int32_t>(std::nearbyint(y[i] / out->quant.scale)) + out->quant.zeroPoint;
+                differ += fq != out->q[i];
+                worst = std::max(worst, std::abs(fq - out->q[i]));
+            }
+            values += out->q.size();
+        }
+    }
+    qInfo("FP32 windows in a plan: %zu values at their points, %zu differ from the fake-quant (at most %d step)", values, differ, worst);
+    QVERIFY(values > 0);
+    QVERIFY2(worst <= kPointStepTol, qPrintable(QString("a value %1 steps away").arg(worst)));
+    QVERIFY2(differ * 1000 <= values, "more than 0.1 % of the values differ from the fake-quant");
+    RunnerOptions ro;
+    ro.kind = RunnerKind::Reference;
+    ModelRunner reference(em, ro);
+    ro.kind = RunnerKind::Integer;
+    ModelRunner integer(em, ro);
+    const std::size_t n = m_data.test.size();
+    std::vector<std::int32_t> pr(n), pi(n);
+    reference.predict(m_data.test.pixels.data(), n, pr.data());
+    integer.predict(m_data.test.pixels.data(), n, pi.data());
+    std::size_t same = 0;
+    for (std::size_t i = 0; i < n; ++i) same += pr[i] == pi[i];
+    QVERIFY(static_cast<double>(same) >= kMinEngineAgreement * static_cast<double>(n));
 }
 
 // A model of square convolutions writes no window (the file is what it was before windows were
