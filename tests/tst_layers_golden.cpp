@@ -105,6 +105,10 @@ private slots:
     // PyTorch reference vectors: every case of each op in tests/data
     void goldenConv2d_data() { golden::rowsFor({"conv2d"}); }
     void goldenConv2d();
+    // 038_conv_geometry.json: windows that are not square (rectangular, two strides, asymmetric
+    // padding, dilation; grouped and depthwise), one row per case of the file.
+    void goldenConvGeometry_data();
+    void goldenConvGeometry();
     void goldenMaxPool2d_data() { golden::rowsFor({"max_pool2d"}); }
     void goldenMaxPool2d();
     void goldenAvgPool2d_data() { golden::rowsFor({"avg_pool2d"}); }
@@ -148,6 +152,55 @@ void TestLayersGolden::goldenConv2d()
                 groups, bias);
     QCOMPARE(conv.inChannels(), g.in("x").dim(1));
     QCOMPARE(conv.params().size(), std::size_t{bias ? 2u : 1u});
+    compareWeighted(conv, conv.weight(), bias ? &conv.bias() : nullptr, g);
+}
+
+namespace {
+// The cases of 038_conv_geometry.json (one file of several cases, unlike the other golden files).
+nlohmann::json convGeometryCases()
+{
+    QFile f(QStringLiteral(QS_TEST_DATA "/038_conv_geometry.json"));
+    if (!f.open(QIODevice::ReadOnly)) throw std::runtime_error("038_conv_geometry.json: cannot open reference file");
+    const QByteArray bytes = f.readAll();
+    return nlohmann::json::parse(bytes.constBegin(), bytes.constEnd()).at("cases");
+}
+} // namespace
+
+void TestLayersGolden::goldenConvGeometry_data()
+{
+    QTest::addColumn<int>("index");
+    QCOMPARE(golden::goldenFiles({"conv2d_geometry"}), QStringList{"038_conv_geometry.json"});
+    const nlohmann::json cases = convGeometryCases();
+    QVERIFY(cases.size() >= 8);
+    for (std::size_t i = 0; i < cases.size(); ++i)
+        QTest::newRow(cases[i].at("name").get<std::string>().c_str()) << static_cast<int>(i);
+}
+
+void TestLayersGolden::goldenConvGeometry()
+{
+    QFETCH(int, index);
+    const nlohmann::json c = convGeometryCases().at(static_cast<std::size_t>(index));
+    golden::GoldenCase g;
+    g.file = "038_conv_geometry.json: " + QString::fromStdString(c.at("name").get<std::string>());
+    g.op = "conv2d_geometry";
+    g.params = c.at("params");
+    for (const auto& [name, t] : c.at("inputs").items()) g.inputs.emplace(name, golden::goldenTensor(t));
+    for (const auto& [name, t] : c.at("outputs").items()) g.outputs.emplace(name, golden::goldenTensor(t));
+    const auto v = [&](const char* key, std::size_t i) { return g.params.at(key).at(i).get<std::size_t>(); };
+    ConvGeometry geo;
+    geo.kh = v("kernel", 0), geo.kw = v("kernel", 1), geo.sh = v("stride", 0), geo.sw = v("stride", 1);
+    geo.padTop = v("padding", 0), geo.padLeft = v("padding", 1), geo.padBottom = v("padding", 2), geo.padRight = v("padding", 3);
+    geo.dh = v("dilation", 0), geo.dw = v("dilation", 1);
+    QVERIFY(!geo.isSquare());
+    const std::size_t groups = g.params.at("groups").get<std::size_t>();
+    const bool bias = g.params.at("bias").get<bool>();
+    const Tensor& w = g.in("w");
+    Conv2d conv("conv", w.dim(1) * groups, w.dim(0), geo, groups, bias);
+    // None of the square fast paths may take it.
+    QVERIFY(!conv.usesDirectKernel() && !conv.takesIntegerProducts() && !conv.addsInputGradient());
+    conv.setBf16Products(Bf16Path::Avx512Bf16);
+    QVERIFY(!conv.readsWeightAsBf16());
+    conv.setBf16Products(Bf16Path::Emulated);
     compareWeighted(conv, conv.weight(), bias ? &conv.bias() : nullptr, g);
 }
 

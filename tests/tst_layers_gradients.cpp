@@ -181,6 +181,31 @@ GradSetup makeGradSetup(const QString& row, Rng& rng)
     } else if (row == "depthwise_k3_s2_p1_bias") {
         s.layer = std::make_unique<Conv2d>("conv", 2, 2, 3, 2, 1, 2, true);
         s.x = randomTensor({2, 2, 6, 7}, rng);
+    } else if (row.startsWith("conv2d_geometry_")) { // windows that are not square: im2col + GEMM
+        ConvGeometry g;
+        std::size_t cin = 3, cout = 4, groups = 1;
+        if (row == "conv2d_geometry_k1x7_p0_3") {
+            g = {1, 7, 1, 1, 0, 3, 0, 3, 1, 1};
+        } else if (row == "conv2d_geometry_k7x1_p3_0_c8") { // 8 channels: the direct kernels' size, not their shape
+            g = {7, 1, 1, 1, 3, 0, 3, 0, 1, 1};
+            cin = 8;
+        } else if (row == "conv2d_geometry_k3_s2x1_p1") {
+            g = {3, 3, 2, 1, 1, 1, 1, 1, 1, 1};
+        } else if (row == "conv2d_geometry_k3_d2_p2") {
+            g = {3, 3, 1, 1, 2, 2, 2, 2, 2, 2};
+        } else if (row == "conv2d_geometry_k4_pads_1_1_2_2") {
+            g = {4, 4, 1, 1, 1, 1, 2, 2, 1, 1};
+        } else if (row == "conv2d_geometry_k3x2_s1x2_pads_1_2_3_0") {
+            g = {3, 2, 1, 2, 1, 2, 3, 0, 1, 1};
+        } else if (row == "conv2d_geometry_g2_k3_d2x1_p2_1") {
+            g = {3, 3, 1, 1, 2, 1, 2, 1, 2, 1};
+            cin = 4, cout = 6, groups = 2;
+        } else if (row == "conv2d_geometry_depthwise_k3_s2_d2_p2") {
+            g = {3, 3, 2, 2, 2, 2, 2, 2, 2, 2};
+            cin = cout = groups = 3;
+        }
+        s.layer = std::make_unique<Conv2d>("conv", cin, cout, g, groups, true);
+        s.x = randomTensor({2, cin, 7, 8}, rng);
     } else if (row == "batchnorm2d_train" || row == "batchnorm2d_frozen") {
         auto bn = std::make_unique<BatchNorm2d>("bn", 3);
         if (row == "batchnorm2d_frozen") {
@@ -314,7 +339,10 @@ void TestLayersGradients::layerGradient_data()
          {"conv2d_k3_s1_p0", "conv2d_k3_s2_p1", "conv2d_k5_s1_p2", "conv2d_direct_k3_s1_p1_bias",
           "conv2d_direct_k5_s1_p2", "conv2d_direct_k3_s2_p1", "conv2d_g2_k3_s1_p1_bias",
           "conv2d_g2_k3_s2_p0_nobias", "conv2d_g3_k1_channel_multiplier", "depthwise_k3_s1_p1", "depthwise_k3_s2_p1",
-          "depthwise_k3_s2_p1_bias", "batchnorm2d_train", "batchnorm2d_frozen", "relu", "relu6", "maxpool2d_k2",
+          "depthwise_k3_s2_p1_bias", "conv2d_geometry_k1x7_p0_3", "conv2d_geometry_k7x1_p3_0_c8",
+          "conv2d_geometry_k3_s2x1_p1", "conv2d_geometry_k3_d2_p2", "conv2d_geometry_k4_pads_1_1_2_2",
+          "conv2d_geometry_k3x2_s1x2_pads_1_2_3_0", "conv2d_geometry_g2_k3_d2x1_p2_1",
+          "conv2d_geometry_depthwise_k3_s2_d2_p2", "batchnorm2d_train", "batchnorm2d_frozen", "relu", "relu6", "maxpool2d_k2",
           "maxpool2d_k3_s2_overlapping", "maxpool2d_k3_s2_p1", "maxpool2d_k2_s2_p1", "avgpool2d_k2",
           "avgpool2d_k3_s2_overlapping", "avgpool2d_k3_s3_tiled", "avgpool2d_k3_s2_p1", "avgpool2d_k3_s1_p1",
           "global_avgpool2d", "add", "mul_equal", "mul_gate_second", "mul_gate_first", "mul_flat", "concat2", "concat3",

@@ -351,9 +351,7 @@ ExportedModel exportQuantizedModel(Model& model, const QuantSim& sim, const std:
             if (t.layer != l.name) throw Error("internal error: weight targets out of order at '" + l.name + "'");
             l.inChannels = c->inChannels();
             l.outChannels = c->outChannels();
-            l.kernel = c->kernel();
-            l.stride = c->stride();
-            l.padding = c->padding();
+            l.setConvGeometry(c->geometry());
             l.groups = c->groups();
             const bool fp32 = sim.targetFormat(target).kind == FormatKind::Float32;
             std::vector<float> foldFactor;

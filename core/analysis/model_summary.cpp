@@ -64,9 +64,8 @@ ModelSummary summarizeModel(Model& model)
         switch (layer.kind()) {
         case LayerKind::Conv2d: {
             const auto& c = dynamic_cast<const Conv2d&>(layer);
-            const std::uint64_t k = c.kernel();
-            // outH * outW * outC * (inC / groups) * k * k
-            r.macs = outN * (c.inChannels() / c.groups()) * k * k;
+            // outH * outW * outC * (inC / groups) * kh * kw
+            r.macs = outN * (c.inChannels() / c.groups()) * std::uint64_t{c.taps()};
             r.int8Bytes = int8Size.layerBytes[i];
             break;
         }

@@ -30,18 +30,25 @@ std::uint8_t* IntEngine::Impl::batchPtr(Scratch& s, int act) const
 
 namespace {
 
+// src (H, W, C) into dst (top + H + bottom, left + W + right, C) with padValue around it.
+void padImageSides(const std::uint8_t* src, std::size_t h, std::size_t w, std::size_t c, std::size_t top, std::size_t left,
+                   std::size_t bottom, std::size_t right, std::uint8_t padValue, std::uint8_t* dst)
+{
+    const std::size_t rowBytes = (left + w + right) * c;
+    std::memset(dst, padValue, top * rowBytes);
+    std::memset(dst + (top + h) * rowBytes, padValue, bottom * rowBytes);
+    for (std::size_t y = 0; y < h; ++y) {
+        std::uint8_t* row = dst + (y + top) * rowBytes;
+        std::memset(row, padValue, left * c);
+        std::memcpy(row + left * c, src + y * w * c, w * c);
+        std::memset(row + (left + w) * c, padValue, right * c);
+    }
+}
+
 // src (H, W, C) into dst (H + 2 pad, W + 2 pad, C) with padValue around it.
 void padImage(const std::uint8_t* src, std::size_t h, std::size_t w, std::size_t c, std::size_t pad, std::uint8_t padValue, std::uint8_t* dst)
 {
-    const std::size_t rowBytes = (w + 2 * pad) * c;
-    std::memset(dst, padValue, pad * rowBytes);
-    std::memset(dst + (pad + h) * rowBytes, padValue, pad * rowBytes);
-    for (std::size_t y = 0; y < h; ++y) {
-        std::uint8_t* row = dst + (y + pad) * rowBytes;
-        std::memset(row, padValue, pad * c);
-        std::memcpy(row + pad * c, src + y * w * c, w * c);
-        std::memset(row + (pad + w) * c, padValue, pad * c);
-    }
+    padImageSides(src, h, w, c, pad, pad, pad, pad, padValue, dst);
 }
 
 // A convolution a plan keeps FP32 (OpKind::FloatConv): y = conv(dq(x), W) + b in float, then
@@ -57,21 +64,22 @@ void floatConv(const Op& op, const std::uint8_t* x, std::uint8_t* y)
     if (xf.size() < n) xf.resize(n);
     for (std::size_t i = 0; i < n; ++i) xf[i] = table[x[i]];
     if (acc.size() < op.cog) acc.resize(op.cog);
-    const std::size_t kk = op.k * op.k;
+    const ConvGeometry& geo = op.geo;
+    const std::size_t kk = geo.taps();
     for (std::size_t oy = 0; oy < op.hout; ++oy)
         for (std::size_t ox = 0; ox < op.wout; ++ox) {
             std::uint8_t* out = y + (oy * op.wout + ox) * op.cout;
             for (std::size_t g = 0; g < op.groups; ++g) {
                 float* __restrict a = acc.data();
                 std::fill_n(a, op.cog, 0.0f);
-                for (std::size_t ky = 0; ky < op.k; ++ky) {
-                    const long iy = static_cast<long>(oy * op.stride + ky) - static_cast<long>(op.pad);
+                for (std::size_t ky = 0; ky < geo.kh; ++ky) {
+                    const long iy = static_cast<long>(oy * geo.sh + ky * geo.dh) - static_cast<long>(geo.padTop);
                     if (iy < 0 || iy >= static_cast<long>(op.hin)) continue;
-                    for (std::size_t kx = 0; kx < op.k; ++kx) {
-                        const long ix = static_cast<long>(ox * op.stride + kx) - static_cast<long>(op.pad);
+                    for (std::size_t kx = 0; kx < geo.kw; ++kx) {
+                        const long ix = static_cast<long>(ox * geo.sw + kx * geo.dw) - static_cast<long>(geo.padLeft);
                         if (ix < 0 || ix >= static_cast<long>(op.win)) continue;
                         const float* __restrict px = xf.data() + (static_cast<std::size_t>(iy) * op.win + static_cast<std::size_t>(ix)) * op.cin + g * op.cig;
-                        const float* __restrict w = op.fw.data() + ((g * kk + ky * op.k + kx) * op.cig) * op.cog;
+                        const float* __restrict w = op.fw.data() + ((g * kk + ky * geo.kw + kx) * op.cig) * op.cog;
                         for (std::size_t ci = 0; ci < op.cig; ++ci) {
                             const float v = px[ci];
                             const float* __restrict wr = w + ci * op.cog;
@@ -139,20 +147,22 @@ void IntEngine::Impl::runImageOp(const Op& op, Scratch& s) const
         return;
     }
     case OpKind::GroupConv: {
+        const ConvGeometry& geo = op.geo;
         const std::uint8_t* src = cur;
-        if (op.pad) {
-            padImage(cur, op.hin, op.win, op.cin, op.pad, op.padValue, s.pad.data());
+        if (op.hp != op.hin || op.wp != op.win) {
+            padImageSides(cur, op.hin, op.win, op.cin, geo.padTop, geo.padLeft, geo.padBottom, geo.padRight, op.padValue, s.pad.data());
             src = s.pad.data();
         }
-        const std::size_t P = op.hout * op.wout, kk = op.k * op.k;
+        const std::size_t P = op.hout * op.wout, kk = geo.taps();
         for (std::size_t g = 0; g < op.groups; ++g) {
-            // cols[p][(ky, kx, ci)] = x[oy*s+ky][ox*s+kx][g*cig + ci], zero padding to K
+            // cols[p][(ky, kx, ci)] = x[oy*sh + ky*dh][ox*sw + kx*dw][g*cig + ci] (padded coordinates), zero padding to K
             for (std::size_t oy = 0; oy < op.hout; ++oy)
                 for (std::size_t ox = 0; ox < op.wout; ++ox) {
                     std::uint8_t* row = s.cols.data() + (oy * op.wout + ox) * op.K;
                     for (std::size_t t = 0; t < kk; ++t) {
-                        const std::size_t ky = t / op.k, kx = t % op.k;
-                        std::memcpy(row + t * op.cig, src + ((oy * op.stride + ky) * op.wp + ox * op.stride + kx) * op.cin + g * op.cig, op.cig);
+                        const std::size_t ky = t / geo.kw, kx = t % geo.kw;
+                        std::memcpy(row + t * op.cig,
+                                    src + ((oy * geo.sh + ky * geo.dh) * op.wp + ox * geo.sw + kx * geo.dw) * op.cin + g * op.cig, op.cig);
                     }
                     std::memset(row + kk * op.cig, 0, op.K - kk * op.cig);
                 }

@@ -233,6 +233,7 @@ void IntEngine::Impl::build(const ExportedModel& m)
         case LayerKind::Conv2d: {
             const ActInfo& in = input(0);
             const StoredTensor& wt = *l.tensor("weight");
+            const ConvGeometry geo = l.convGeometry();
             if (wt.encoding == TensorEncoding::Float32) { // kept FP32 by a plan
                 const Point pt = pointOf();
                 Op op;
@@ -241,15 +242,15 @@ void IntEngine::Impl::build(const ExportedModel& m)
                 op.in0 = in.root;
                 op.out = pt.act;
                 op.cin = in.c, op.hin = in.h, op.win = in.w, op.cout = l.outChannels, op.k = l.kernel, op.stride = l.stride,
-                op.pad = l.padding;
-                op.hp = in.h + 2 * op.pad, op.wp = in.w + 2 * op.pad;
-                op.hout = (op.hp - op.k) / op.stride + 1, op.wout = (op.wp - op.k) / op.stride + 1;
+                op.pad = l.padding, op.geo = geo;
+                op.hp = geo.paddedH(in.h), op.wp = geo.paddedW(in.w);
+                op.hout = geo.outH(in.h), op.wout = geo.outW(in.w);
                 op.groups = l.groups;
                 op.cig = op.cin / op.groups, op.cog = op.cout / op.groups;
                 op.inD = in.d;
                 op.outD = pt.d;
                 std::tie(op.lo, op.hi) = clampOf(pt.d, pt.relu);
-                const std::size_t kk = op.k * op.k;
+                const std::size_t kk = geo.taps();
                 if (wt.values.size() != op.cout * op.cig * kk) throw ConfigError(id + ": float weights of the wrong size");
                 op.fw.assign(wt.values.size(), 0.0f);
                 // (co, ci, ky, kx) -> (g, ky, kx, ci, co within the group)
@@ -277,13 +278,17 @@ void IntEngine::Impl::build(const ExportedModel& m)
             op.in0 = in.root;
             op.out = pt.act;
             op.cin = in.c, op.hin = in.h, op.win = in.w, op.cout = l.outChannels, op.k = l.kernel, op.stride = l.stride, op.pad = l.padding;
-            op.hp = in.h + 2 * op.pad, op.wp = in.w + 2 * op.pad;
-            op.hout = (op.hp - op.k) / op.stride + 1, op.wout = (op.wp - op.k) / op.stride + 1;
+            op.geo = geo;
+            op.hp = geo.paddedH(in.h), op.wp = geo.paddedW(in.w);
+            op.hout = geo.outH(in.h), op.wout = geo.outW(in.w);
             op.padValue = static_cast<std::uint8_t>(in.d.zp());
             op.groups = l.groups;
             op.cig = op.cin / op.groups, op.cog = op.cout / op.groups;
-            const std::size_t c = op.cin, kk = op.k * op.k, P = op.hout * op.wout;
-            if (op.groups == 1) {
+            const std::size_t c = op.cin, kk = geo.taps(), P = op.hout * op.wout;
+            // A window that is not square (rectangular, two strides, asymmetric pads, dilation) takes
+            // the general im2col of GroupConv, whatever its groups; the fast kernels stay square.
+            const bool square = geo.isSquare();
+            if (square && op.groups == 1) {
                 op.kind = OpKind::Conv;
                 const std::size_t segLen = op.k * c;
                 op.im2col = segLen % 4 != 0;
@@ -306,7 +311,7 @@ void IntEngine::Impl::build(const ExportedModel& m)
                             op.im2col ? (oy * op.wout + ox) * op.K : ((oy * op.stride) * op.wp + ox * op.stride) * c);
                 if (op.pad) maxPad = std::max(maxPad, op.hp * op.wp * c);
                 if (op.im2col) maxCols = std::max(maxCols, P * op.K);
-            } else if (op.cig == 1 && op.cog == 1) {
+            } else if (square && op.cig == 1 && op.cog == 1) {
                 // Depthwise: weight (C, 1, k, k) is already (C, k*k).
                 op.kind = OpKind::Depthwise;
                 std::vector<std::int8_t> wk(c * kk);
@@ -336,7 +341,7 @@ void IntEngine::Impl::build(const ExportedModel& m)
                 }
                 op.rowOff.resize(P);
                 for (std::size_t p = 0; p < P; ++p) op.rowOff[p] = static_cast<std::uint32_t>(p * op.K);
-                if (op.pad) maxPad = std::max(maxPad, op.hp * op.wp * c);
+                if (op.hp != op.hin || op.wp != op.win) maxPad = std::max(maxPad, op.hp * op.wp * c);
                 maxCols = std::max(maxCols, P * op.K);
             }
             ActInfo info;

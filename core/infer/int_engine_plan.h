@@ -7,6 +7,7 @@
 // ops between its writer and its last reader, and slots are reused after that.
 #pragma once
 
+#include "nn/conv_geometry.h"
 #include "infer/int_engine.h"
 #include "infer/int_gemm.h"
 #include "infer/int_kernels.h"
@@ -90,6 +91,10 @@ struct Op {
     // Conv / GroupConv geometry (NHWC); padded input hp x wp. MaxPool and AvgPool use pad too (MaxPool
     // skips the border; AvgPool reads a copy bordered with padValue, the byte of 0.0)
     std::size_t cin = 0, hin = 0, win = 0, cout = 0, hout = 0, wout = 0, k = 0, stride = 1, pad = 0, hp = 0, wp = 0;
+    // GroupConv and FloatConv: the window (any geometry); hp = hin + top + bottom, wp = win + left +
+    // right. A convolution whose window is not square runs as a GroupConv (groups 1 and depthwise
+    // included); Conv and Depthwise take square windows (k, stride, pad) only.
+    ConvGeometry geo;
     std::uint8_t padValue = 0;
     bool im2col = false;
     std::size_t K = 0;                 // GEMM depth (per group for GroupConv)
@@ -103,7 +108,7 @@ struct Op {
     std::size_t inF = 0, outF = 0; // Linear
     // FloatLinear: weights (outF x inF, columns in the engine's order of its input), bias, the
     // input and output domains and the output clamp (internal bytes; a fused ReLU).
-    // FloatConv: fw is (groups, k, k, cig, cog), the output channel fastest; fb has cout entries.
+    // FloatConv: fw is (groups, kh, kw, cig, cog), the output channel fastest; fb has cout entries.
     std::vector<float> fw, fb;
     std::vector<std::uint32_t> col; // input byte of feature j
     Domain inD, outD;

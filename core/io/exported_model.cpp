@@ -153,9 +153,11 @@ std::vector<Shape> ExportedModel::activationShapes() const
     for (const StoredLayer& l : layers) {
         Shape s = shapes.at(l.inputs.at(0));
         switch (l.kind) {
-        case LayerKind::Conv2d:
-            s = {l.outChannels, (s[1] + 2 * l.padding - l.kernel) / l.stride + 1, (s[2] + 2 * l.padding - l.kernel) / l.stride + 1};
+        case LayerKind::Conv2d: {
+            const ConvGeometry g = l.convGeometry();
+            s = {l.outChannels, g.outH(s[1]), g.outW(s[2])};
             break;
+        }
         case LayerKind::MaxPool2d:
         case LayerKind::AvgPool2d:
             s = {s[0], (s[1] + 2 * l.padding - l.kernel) / l.stride + 1, (s[2] + 2 * l.padding - l.kernel) / l.stride + 1};
@@ -248,19 +250,24 @@ void ExportedModel::validate(const std::string& source) const
         switch (l.kind) {
         case LayerKind::Conv2d: {
             needRank(3);
-            if (!inRange(l.inChannels, 1, kMaxDim) || !inRange(l.outChannels, 1, kMaxDim) || !inRange(l.kernel, 1, kMaxKernel) ||
-                !inRange(l.stride, 1, kMaxKernel) || l.padding > kMaxKernel)
-                bad(source, id + ": hyper-parameters out of range");
+            const ConvGeometry g = l.convGeometry();
+            if (!inRange(l.inChannels, 1, kMaxDim) || !inRange(l.outChannels, 1, kMaxDim) || !inRange(g.kh, 1, kMaxKernel) ||
+                !inRange(g.kw, 1, kMaxKernel) || !inRange(g.sh, 1, kMaxKernel) || !inRange(g.sw, 1, kMaxKernel) ||
+                !inRange(g.dh, 1, kMaxKernel) || !inRange(g.dw, 1, kMaxKernel) || g.padTop > kMaxKernel ||
+                g.padLeft > kMaxKernel || g.padBottom > kMaxKernel || g.padRight > kMaxKernel)
+                bad(source, id + ": hyper-parameters out of range (" + g.text() + "; each at most " + std::to_string(kMaxKernel) + ")");
             if (s[0] != l.inChannels) bad(source, id + " expects " + std::to_string(l.inChannels) + " input channels, gets " + std::to_string(s[0]));
-            if (s[1] + 2 * l.padding < l.kernel || s[2] + 2 * l.padding < l.kernel) bad(source, id + ": the kernel is larger than its input");
+            if (!g.fits(s[1], s[2]))
+                bad(source, id + ": the window (" + g.text() + ") is larger than its padded input " + shapeString(s) +
+                                "; the output would be empty");
             if (!inRange(l.groups, 1, l.inChannels) || l.inChannels % l.groups || l.outChannels % l.groups)
                 bad(source, id + ": groups = " + std::to_string(l.groups) + " does not divide its " + std::to_string(l.inChannels) +
                                 " input and " + std::to_string(l.outChannels) + " output channels");
             if (l.tensors.size() == 1)
-                expectTensors(l, {{"weight", {l.outChannels, l.inChannels / l.groups, l.kernel, l.kernel}}}, source);
+                expectTensors(l, {{"weight", {l.outChannels, l.inChannels / l.groups, g.kh, g.kw}}}, source);
             else
-                expectTensors(l, {{"weight", {l.outChannels, l.inChannels / l.groups, l.kernel, l.kernel}}, {"bias", {l.outChannels}}}, source);
-            s = {l.outChannels, (s[1] + 2 * l.padding - l.kernel) / l.stride + 1, (s[2] + 2 * l.padding - l.kernel) / l.stride + 1};
+                expectTensors(l, {{"weight", {l.outChannels, l.inChannels / l.groups, g.kh, g.kw}}, {"bias", {l.outChannels}}}, source);
+            s = {l.outChannels, g.outH(s[1]), g.outW(s[2])};
             break;
         }
         case LayerKind::BatchNorm2d:
@@ -409,9 +416,7 @@ ExportedModel exportFloatModel(Model& model, const std::string& modelName, const
         if (auto* c = dynamic_cast<Conv2d*>(&layer)) {
             l.inChannels = c->inChannels();
             l.outChannels = c->outChannels();
-            l.kernel = c->kernel();
-            l.stride = c->stride();
-            l.padding = c->padding();
+            l.setConvGeometry(c->geometry());
             l.groups = c->groups();
             l.tensors = {floatTensor("weight", c->weight().value)};
             if (c->hasBias()) l.tensors.push_back(floatTensor("bias", c->bias().value));
@@ -466,8 +471,7 @@ std::unique_ptr<Model> buildModel(const ExportedModel& m)
         switch (l.kind) {
         case LayerKind::Conv2d: {
             const bool bias = l.tensors.size() > 1;
-            auto c = std::make_unique<Conv2d>(l.name, l.inChannels, l.outChannels, l.kernel, l.stride, l.padding,
-                                              l.groups, bias);
+            auto c = std::make_unique<Conv2d>(l.name, l.inChannels, l.outChannels, l.convGeometry(), l.groups, bias);
             setParam(c->weight(), l.tensors.at(0));
             if (bias) setParam(c->bias(), l.tensors.at(1));
             model->add(std::move(c), in);

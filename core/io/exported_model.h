@@ -6,6 +6,7 @@
 #pragma once
 
 #include "data/normalization.h"
+#include "nn/conv_geometry.h"
 #include "nn/layer.h"
 #include "nn/model.h"
 #include "quant/quantize.h"
@@ -78,6 +79,10 @@ struct StoredLayer {
     // (out, in/groups, k, k) and an optional bias). MaxPool2d, AvgPool2d: kernel, stride, padding
     // (MaxPool pads with -inf, AvgPool with zeros counted in the mean; padding <= kernel / 2).
     std::size_t inChannels = 0, outChannels = 0, kernel = 0, stride = 0, padding = 0, groups = 1;
+    // Conv2d whose window is not square (rectangular kernel, two strides, asymmetric padding,
+    // dilation): the whole window; kernel, stride and padding then hold its kh, sh and top padding.
+    // Empty for square convolutions. Read convGeometry(), write setConvGeometry().
+    std::optional<ConvGeometry> window;
     std::size_t inFeatures = 0, outFeatures = 0; // Linear (tensors: weight (out, in) and an optional bias)
     float eps = 0.0f, momentum = 0.0f;           // BatchNorm2d
     float dropout = 0.0f;                        // Dropout p
@@ -87,6 +92,14 @@ struct StoredLayer {
     std::optional<ActivationQuant> outputQuant;  // integer models: quantization of this layer's output
 
     const StoredTensor* tensor(const std::string& name) const;
+    // Conv2d: the window, square (kernel, stride, padding) unless `window` says otherwise.
+    ConvGeometry convGeometry() const { return window ? *window : ConvGeometry::square(kernel, stride, padding); }
+    void setConvGeometry(const ConvGeometry& g)
+    {
+        kernel = g.kh, stride = g.sh, padding = g.padTop;
+        if (g.isSquare()) window.reset();
+        else window = g;
+    }
 };
 
 struct ExportedModel {

@@ -295,12 +295,12 @@ std::vector<std::uint8_t> encodeOnnx(const ExportedModel& source)
             }
             if (l.kind == LayerKind::Conv2d) {
                 onnx::NodeProto* n = b.node("Conv", l.name, ins, out);
-                const auto k = static_cast<std::int64_t>(l.kernel), s = static_cast<std::int64_t>(l.stride),
-                           p = static_cast<std::int64_t>(l.padding);
-                GraphBuilder::ints(n, "kernel_shape", {k, k});
-                GraphBuilder::ints(n, "strides", {s, s});
-                GraphBuilder::ints(n, "pads", {p, p, p, p});
-                GraphBuilder::ints(n, "dilations", {1, 1});
+                const ConvGeometry g = l.convGeometry();
+                const auto i64 = [](std::size_t v) { return static_cast<std::int64_t>(v); };
+                GraphBuilder::ints(n, "kernel_shape", {i64(g.kh), i64(g.kw)});
+                GraphBuilder::ints(n, "strides", {i64(g.sh), i64(g.sw)});
+                GraphBuilder::ints(n, "pads", {i64(g.padTop), i64(g.padLeft), i64(g.padBottom), i64(g.padRight)}); // ONNX's order
+                GraphBuilder::ints(n, "dilations", {i64(g.dh), i64(g.dw)});
                 GraphBuilder::intAttr(n, "group", static_cast<std::int64_t>(l.groups));
             } else {
                 GraphBuilder::intAttr(b.node("Gemm", l.name, ins, out), "transB", 1);

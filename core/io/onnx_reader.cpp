@@ -130,6 +130,12 @@ private:
             if (a.name() == name) return a.f();
         return def;
     }
+    std::string attrString(const onnx::NodeProto& n, const std::string& name, const std::string& def) const
+    {
+        for (const auto& a : n.attribute())
+            if (a.name() == name) return a.s();
+        return def;
+    }
     std::vector<std::int64_t> attrInts(const onnx::NodeProto& n, const std::string& name) const
     {
         for (const auto& a : n.attribute())
@@ -144,6 +150,21 @@ private:
         for (std::int64_t x : v)
             if (x != v[0] || x < 0 || x > 64) failNode(n, "only square, small " + name + " are read");
         return static_cast<std::size_t>(v[0]);
+    }
+
+    // count values in [lo, 64] (def when the attribute is absent)
+    std::vector<std::size_t> sizesAttr(const onnx::NodeProto& n, const std::string& name, std::size_t count,
+                                       std::vector<std::size_t> def, std::int64_t lo) const
+    {
+        const std::vector<std::int64_t> v = attrInts(n, name);
+        if (v.empty()) return def;
+        if (v.size() != count) failNode(n, "attribute " + name + " has " + std::to_string(v.size()) + " values");
+        std::vector<std::size_t> out;
+        for (std::int64_t x : v) {
+            if (x < lo || x > 64) failNode(n, "attribute " + name + " holds " + std::to_string(x) + ", out of range");
+            out.push_back(static_cast<std::size_t>(x));
+        }
+        return out;
     }
 
     // ---- values
@@ -282,17 +303,24 @@ private:
         l.tensors.push_back(tensorOf(input(n, 1), "weight"));
         if (n.input_size() > 2 && !n.input(2).empty()) l.tensors.push_back(tensorOf(n.input(2), "bias"));
         const Shape& ws = l.tensors[0].shape;
-        if (ws.size() != 4 || ws[2] != ws[3]) failNode(n, "has a weight of shape " + shapeString(ws));
+        if (ws.size() != 4 || ws[2] < 1 || ws[2] > 64 || ws[3] < 1 || ws[3] > 64) failNode(n, "has a weight of shape " + shapeString(ws));
         const std::int64_t groups = attrInt(n, "group", 1);
         if (groups < 1 || groups > 65536) failNode(n, "group = " + std::to_string(groups));
         l.groups = static_cast<std::size_t>(groups);
         l.outChannels = ws[0];
         l.inChannels = ws[1] * l.groups;
-        l.kernel = ws[2];
-        l.stride = squareAttr(n, "strides", 2, 1);
-        l.padding = squareAttr(n, "pads", 4, 0);
-        if (squareAttr(n, "kernel_shape", 2, static_cast<std::int64_t>(l.kernel)) != l.kernel) failNode(n, "kernel_shape is not the weight's");
-        if (squareAttr(n, "dilations", 2, 1) != 1) failNode(n, "dilations are not read");
+        // Any window (the export writes kernel_shape, strides, pads [top, left, bottom, right], dilations).
+        ConvGeometry g;
+        g.kh = ws[2], g.kw = ws[3];
+        const std::vector<std::size_t> ks = sizesAttr(n, "kernel_shape", 2, {g.kh, g.kw}, 1);
+        if (ks[0] != g.kh || ks[1] != g.kw) failNode(n, "kernel_shape is not the weight's");
+        const std::vector<std::size_t> st = sizesAttr(n, "strides", 2, {1, 1}, 1), di = sizesAttr(n, "dilations", 2, {1, 1}, 1);
+        const std::vector<std::size_t> pa = sizesAttr(n, "pads", 4, {0, 0, 0, 0}, 0);
+        g.sh = st[0], g.sw = st[1], g.dh = di[0], g.dw = di[1];
+        g.padTop = pa[0], g.padLeft = pa[1], g.padBottom = pa[2], g.padRight = pa[3];
+        const std::string autoPad = attrString(n, "auto_pad", "NOTSET");
+        if (autoPad != "NOTSET" && autoPad != "VALID") failNode(n, "auto_pad = " + autoPad + " is not read (QuantScope writes explicit pads)");
+        l.setConvGeometry(g);
         l.bnFolded = m_folded.count(l.name) > 0;
     }
     void gemm(const onnx::NodeProto& n)

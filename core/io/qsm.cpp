@@ -342,9 +342,23 @@ StoredLayer getLayer(Reader& r, std::uint16_t version, std::size_t index)
         l.stride = toSize(r.u32("stride"));
         l.padding = toSize(r.u32("padding"));
         if (version >= 2) l.groups = toSize(r.u32("groups"));
-        const std::uint8_t folded = r.u8("folded flag");
-        if (folded > 1) r.fail("folded flag is " + std::to_string(folded));
-        l.bnFolded = folded == 1;
+        // bit 0: BatchNorm folded; bit 1 (version 5): a window that is not square follows
+        const std::uint8_t flags = r.u8("folded flag");
+        if (flags > (version >= 5 ? 3 : 1)) r.fail("folded flag is " + std::to_string(flags));
+        l.bnFolded = (flags & 1) != 0;
+        if (flags & 2) {
+            ConvGeometry g;
+            g.kh = l.kernel, g.sh = l.stride, g.padTop = l.padding;
+            g.kw = toSize(r.u32("kernel width"));
+            g.sw = toSize(r.u32("stride across"));
+            g.padLeft = toSize(r.u32("padding left"));
+            g.padBottom = toSize(r.u32("padding bottom"));
+            g.padRight = toSize(r.u32("padding right"));
+            g.dh = toSize(r.u32("dilation down"));
+            g.dw = toSize(r.u32("dilation across"));
+            if (g.isSquare()) r.fail("layer '" + l.name + "' stores a square window as an extended one");
+            l.window = g;
+        }
         break;
     }
     case LayerKind::BatchNorm2d:
@@ -481,7 +495,17 @@ std::vector<std::uint8_t> encodeQsm(const ExportedModel& m)
             w.u32(l.stride);
             w.u32(l.padding);
             w.u32(l.groups);
-            w.u8(l.bnFolded ? 1 : 0);
+            w.u8((l.bnFolded ? 1 : 0) | (l.window ? 2 : 0));
+            if (l.window) { // kernel, stride and padding above are its kh, sh and top padding
+                const ConvGeometry& g = *l.window;
+                w.u32(g.kw);
+                w.u32(g.sw);
+                w.u32(g.padLeft);
+                w.u32(g.padBottom);
+                w.u32(g.padRight);
+                w.u32(g.dh);
+                w.u32(g.dw);
+            }
             break;
         case LayerKind::BatchNorm2d:
             w.u32(l.outChannels);

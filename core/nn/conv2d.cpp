@@ -30,18 +30,24 @@ using conv_detail::outDim;
 
 Conv2d::Conv2d(std::string name, std::size_t inChannels, std::size_t outChannels, std::size_t kernel,
                std::size_t stride, std::size_t padding, std::size_t groups, bool hasBias)
-    : Layer(std::move(name)), m_cin(inChannels), m_cout(outChannels), m_k(kernel), m_stride(stride),
-      m_pad(padding), m_groups(groups), m_hasBias(hasBias)
+    : Conv2d(std::move(name), inChannels, outChannels, ConvGeometry::square(kernel, stride, padding), groups, hasBias)
 {
-    if (!m_cin || !m_cout || !m_k || !m_stride || !m_groups)
-        throw ConfigError(this->name() + ": channels, kernel, stride and groups must be positive");
+}
+
+Conv2d::Conv2d(std::string name, std::size_t inChannels, std::size_t outChannels, const ConvGeometry& geometry,
+               std::size_t groups, bool hasBias)
+    : Layer(std::move(name)), m_cin(inChannels), m_cout(outChannels), m_k(geometry.kh), m_stride(geometry.sh),
+      m_pad(geometry.padTop), m_groups(groups), m_geom(geometry), m_square(geometry.isSquare()), m_hasBias(hasBias)
+{
+    if (!m_cin || !m_cout || !m_geom.valid() || !m_groups)
+        throw ConfigError(this->name() + ": channels, kernel, stride, dilation and groups must be positive");
     if (m_cin % m_groups || m_cout % m_groups)
         throw ConfigError(this->name() + ": " + std::to_string(m_cin) + " input and " + std::to_string(m_cout) +
                           " output channels are not multiples of groups = " + std::to_string(m_groups));
-    checkWeightCount(this->name(), "Conv2d " + describe(), {m_cout, m_cin / m_groups, m_k, m_k});
+    checkWeightCount(this->name(), "Conv2d " + describe(), {m_cout, m_cin / m_groups, m_geom.kh, m_geom.kw});
     m_weight.name = "weight";
     m_weight.isWeight = true;
-    m_weight.value = Tensor({m_cout, m_cin / m_groups, m_k, m_k});
+    m_weight.value = Tensor({m_cout, m_cin / m_groups, m_geom.kh, m_geom.kw});
     m_weight.grad = Tensor(m_weight.value.shape());
     m_bias.name = "bias";
     m_bias.value = Tensor({m_hasBias ? m_cout : 0});
@@ -50,8 +56,10 @@ Conv2d::Conv2d(std::string name, std::size_t inChannels, std::size_t outChannels
 
 std::string Conv2d::describe() const
 {
-    std::string d = std::to_string(m_cin) + "->" + std::to_string(m_cout) + " " + std::to_string(m_k) + "x" +
-                    std::to_string(m_k) + " s" + std::to_string(m_stride) + " p" + std::to_string(m_pad);
+    // Square windows as before ("3x3 s2 p1"); any other in full ("k 1x7 s 1 p 0,3,0,3 d 1").
+    std::string d = std::to_string(m_cin) + "->" + std::to_string(m_cout) + " ";
+    if (m_square) d += std::to_string(m_k) + "x" + std::to_string(m_k) + " s" + std::to_string(m_stride) + " p" + std::to_string(m_pad);
+    else d += m_geom.text();
     if (isDepthwise()) d += " depthwise";
     else if (m_groups > 1) d += " g" + std::to_string(m_groups);
     if (!m_hasBias) d += " no bias";
@@ -62,9 +70,12 @@ Shape Conv2d::outputShape(const Shape& in) const
 {
     if (in.size() != 4 || in[1] != m_cin)
         throw ConfigError(name() + ": expected input (N," + std::to_string(m_cin) + ",H,W), got " + shapeString(in));
-    if (in[2] + 2 * m_pad < m_k || in[3] + 2 * m_pad < m_k)
-        throw ConfigError(name() + ": input " + shapeString(in) + " is smaller than the kernel");
-    return {in[0], m_cout, outDim(in[2], m_k, m_stride, m_pad), outDim(in[3], m_k, m_stride, m_pad)};
+    if (!m_geom.fits(in[2], in[3]))
+        throw ConfigError(name() + ": input " + shapeString(in) + " is smaller than the window (" + m_geom.text() +
+                          ": " + std::to_string(m_geom.spanH()) + "x" + std::to_string(m_geom.spanW()) + " against " +
+                          std::to_string(m_geom.paddedH(in[2])) + "x" + std::to_string(m_geom.paddedW(in[3])) +
+                          " padded); the output would be empty");
+    return {in[0], m_cout, m_geom.outH(in[2]), m_geom.outW(in[3])};
 }
 
 namespace {
@@ -415,7 +426,7 @@ void Conv2d::forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx, floa
     y.resize(os);
     const std::size_t N = os[0], H = x.dim(2), W = x.dim(3), HWo = os[2] * os[3];
     const std::size_t G = m_groups, cinG = m_cin / G, coutG = m_cout / G;
-    const std::size_t K = cinG * m_k * m_k, inStride = m_cin * H * W;
+    const std::size_t K = cinG * m_geom.taps(), inStride = m_cin * H * W;
     const float* wdata = m_weight.forwardValue().data();
     const float* bias = m_hasBias ? m_bias.forwardValue().data() : nullptr;
 
@@ -443,7 +454,7 @@ void Conv2d::forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx, floa
         forwardDirect(x, y, cap);
         return;
     }
-    const bool pointwise = m_k == 1 && m_stride == 1 && m_pad == 0;
+    const bool pointwise = m_square && m_k == 1 && m_stride == 1 && m_pad == 0;
     if (pointwise && forwardDirectS8(x, y, cap)) { // QAT's integer products, laid out as runs
         m_lastInteger = true;
         return;
@@ -454,7 +465,7 @@ void Conv2d::forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx, floa
             const float* xg = x.data() + n * inStride + g * cinG * H * W;
             // A 1x1 stride-1 convolution reads its input as the columns: no copy.
             const float* src = pointwise ? xg : cols;
-            if (!pointwise) im2col(xg, cinG, H, W, m_k, m_stride, m_pad, cols);
+            if (!pointwise) im2col(xg, cinG, H, W, m_geom, cols);
             ConstMatrixMap C(src, static_cast<Idx>(K), static_cast<Idx>(HWo));
             ConstMatrixMap Wg(wdata + g * coutG * K, static_cast<Idx>(coutG), static_cast<Idx>(K));
             float* out = y.data() + (n * m_cout + g * coutG) * HWo;
@@ -540,14 +551,14 @@ void Conv2d::backwardImpl(const Tensor& x, const Tensor* r, const Tensor& dyIn, 
     }
     const std::size_t N = x.dim(0), H = x.dim(2), W = x.dim(3), HWo = dy.dim(2) * dy.dim(3);
     const std::size_t G = m_groups, cinG = m_cin / G, coutG = m_cout / G;
-    const std::size_t K = cinG * m_k * m_k, inStride = m_cin * H * W;
+    const std::size_t K = cinG * m_geom.taps(), inStride = m_cin * H * W;
     const float* wdata = m_weight.forwardValue().data();
 
     // One partial gradient per image (dW then db), reduced in image order: thread-count free.
     const std::size_t wSize = m_cout * K, bSize = m_hasBias ? m_cout : 0;
     const std::size_t partSize = wSize + bSize;
     m_partials.resize(N * partSize);
-    const bool pointwise = m_k == 1 && m_stride == 1 && m_pad == 0;
+    const bool pointwise = m_square && m_k == 1 && m_stride == 1 && m_pad == 0;
     if (needInputGrad) {
         dx.resize(x.shape());
         if (!pointwise) dx.setZero(); // col2im accumulates; the pointwise path writes every element
@@ -558,7 +569,7 @@ void Conv2d::backwardImpl(const Tensor& x, const Tensor* r, const Tensor& dyIn, 
         for (std::size_t g = 0; g < G; ++g) {
             const std::size_t inOff = n * inStride + g * cinG * H * W;
             const float* src = pointwise ? x.data() + inOff : cols;
-            if (!pointwise) im2col(x.data() + inOff, cinG, H, W, m_k, m_stride, m_pad, cols);
+            if (!pointwise) im2col(x.data() + inOff, cinG, H, W, m_geom, cols);
             const float* gy = dy.data() + (n * m_cout + g * coutG) * HWo;
             ConstMatrixMap C(src, static_cast<Idx>(K), static_cast<Idx>(HWo));
             ConstMatrixMap Gm(gy, static_cast<Idx>(coutG), static_cast<Idx>(HWo));
@@ -574,7 +585,7 @@ void Conv2d::backwardImpl(const Tensor& x, const Tensor* r, const Tensor& dyIn, 
                 float* dcols = threadBuffer(1, K * HWo).data();
                 MatrixMap D(dcols, static_cast<Idx>(K), static_cast<Idx>(HWo));
                 D.noalias() = Wg.transpose() * Gm;
-                col2imAdd(dcols, cinG, H, W, m_k, m_stride, m_pad, dx.data() + inOff);
+                col2imAdd(dcols, cinG, H, W, m_geom, dx.data() + inOff);
             }
         }
     });

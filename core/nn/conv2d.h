@@ -5,8 +5,11 @@
 // 1x1 stride-1 convolutions read their input as the columns. Convolutions of 8 or more input
 // channels (kernels 2x2 to 7x7, any padding below the kernel size, strides up to 4, groups 1) run
 // direct kernels instead (conv_direct.h: no column matrix), with the im2col path as their reference.
+// Every fast path runs square windows only (conv_geometry.h: k x k, one stride, equal padding, no
+// dilation); rectangular kernels, two strides, asymmetric padding and dilation take im2col + GEMM.
 #pragma once
 
+#include "nn/conv_geometry.h"
 #include "nn/layer.h"
 #include "tensor/gemm_bf16.h"
 #include "tensor/gemm_s8.h"
@@ -26,6 +29,9 @@ public:
     // be multiples of groups (ConfigError otherwise). PyTorch's default init is applied by initParams.
     Conv2d(std::string name, std::size_t inChannels, std::size_t outChannels, std::size_t kernel,
            std::size_t stride = 1, std::size_t padding = 0, std::size_t groups = 1, bool hasBias = true);
+    // Any window: weight (Cout, Cin / groups, kh, kw). ConfigError for a zero kernel, stride or dilation.
+    Conv2d(std::string name, std::size_t inChannels, std::size_t outChannels, const ConvGeometry& geometry,
+           std::size_t groups = 1, bool hasBias = true);
 
     LayerKind kind() const override { return LayerKind::Conv2d; }
     Shape outputShape(const Shape& in) const override;
@@ -40,9 +46,15 @@ public:
 
     std::size_t inChannels() const { return m_cin; }
     std::size_t outChannels() const { return m_cout; }
+    // kernel(), stride() and padding() are the square window's (kh, sh, top padding otherwise):
+    // read geometry() wherever a window need not be square.
     std::size_t kernel() const { return m_k; }
     std::size_t stride() const { return m_stride; }
     std::size_t padding() const { return m_pad; }
+    const ConvGeometry& geometry() const { return m_geom; }
+    bool isSquare() const { return m_square; }
+    // kh * kw: the taps of one input channel.
+    std::size_t taps() const { return m_geom.taps(); }
     std::size_t groups() const { return m_groups; }
     bool isDepthwise() const { return m_groups > 1 && m_groups == m_cin && m_cin == m_cout; }
     bool hasBias() const { return m_hasBias; }
@@ -135,7 +147,7 @@ private:
     // The integer products of forwardDirect; false (y unspecified) when they do not apply.
     bool forwardDirectS8(const Tensor& x, Tensor& y, float cap);
     void backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, Tensor& dx, bool needInputGrad, float cap);
-    bool usesBf16Gemm() const { return m_bf16 != Bf16Path::Emulated && m_groups == 1; }
+    bool usesBf16Gemm() const { return m_bf16 != Bf16Path::Emulated && m_groups == 1 && m_square; }
     // bf16 products over the direct kernels' runs, on AMX or AVX512_BF16 (forward, input gradient,
     // and the weight gradient except on AMX with input channels not a multiple of 16, which takes
     // the FP32 direct kernel, exact on bf16 operands up to the order of additions).
@@ -152,6 +164,8 @@ private:
     void backwardSubsampled(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad);
 
     std::size_t m_cin, m_cout, m_k, m_stride, m_pad, m_groups;
+    ConvGeometry m_geom; // the window; m_k, m_stride, m_pad are its kh, sh, top padding
+    bool m_square;       // m_geom.isSquare(): the fast paths' precondition
     bool m_hasBias;
     bool m_reference = false;
     Bf16Path m_bf16 = Bf16Path::Emulated;
@@ -181,5 +195,12 @@ void im2col(const float* x, std::size_t C, std::size_t H, std::size_t W, std::si
 // col2im for one image, accumulating: dx (C, H, W) += fold(dcols), dcols rows ldc apart.
 void col2imAdd(const float* dcols, std::size_t C, std::size_t H, std::size_t W, std::size_t k,
                std::size_t stride, std::size_t pad, float* dx, std::size_t ldc = 0);
+// The same for any window: cols (C*kh*kw, Ho*Wo), row (c, ky, kx), column (oy, ox) holds
+// x[c, oy*sh + ky*dh - top, ox*sw + kx*dw - left] (0 outside). A square window takes the
+// functions above; the rest a plain loop (conv2d_general.cpp).
+void im2col(const float* x, std::size_t C, std::size_t H, std::size_t W, const ConvGeometry& g, float* cols,
+            std::size_t ldc = 0);
+void col2imAdd(const float* dcols, std::size_t C, std::size_t H, std::size_t W, const ConvGeometry& g, float* dx,
+               std::size_t ldc = 0);
 
 } // namespace quantscope

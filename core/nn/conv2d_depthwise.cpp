@@ -36,7 +36,7 @@ std::size_t roundUpToBlock(std::size_t n) { return (n + kBlock - 1) / kBlock * k
 
 bool directDepthwise(const Conv2d& c)
 {
-    return c.isDepthwise() && c.kernel() * c.kernel() <= kMaxDepthwiseTaps && c.stride() <= kMaxDepthwiseStride;
+    return c.isDepthwise() && c.isSquare() && c.kernel() * c.kernel() <= kMaxDepthwiseTaps && c.stride() <= kMaxDepthwiseStride;
 }
 
 

@@ -41,7 +41,8 @@ bool Conv2d::usesDirectKernel() const
     // 1.6 ms). Strided 1x1 ones (ResNet's projection shortcuts) gather the pixels they read into
     // runs (forwardSubsampled): resnet8's two took 2.1 ms of a 23 ms training step on im2col +
     // Eigen image by image, with a serial clear of dx and col2im.
-    return !m_reference && m_groups == 1 && m_cin >= 8 && m_k <= 7 && m_pad < m_k &&
+    // Square windows only: the runs and phases assume k x k, one stride, equal padding, no dilation.
+    return !m_reference && m_square && m_groups == 1 && m_cin >= 8 && m_k <= 7 && m_pad < m_k &&
            (m_k >= 2 || m_stride > 1) && m_stride <= 4;
 }
 

@@ -234,7 +234,7 @@ bool Conv2d::takesIntegerProducts() const
 {
     const bool pointwise = m_k == 1 && m_pad == 0;
     // Strided: the direct kernels' phase runs (k > 1); strided 1x1 convolutions stay FP32.
-    return directKernelsBuilt() && !m_reference && m_groups == 1 && !usesBf16Gemm() &&
+    return directKernelsBuilt() && !m_reference && m_square && m_groups == 1 && !usesBf16Gemm() &&
            (m_stride == 1 ? usesDirectKernel() || pointwise : usesDirectKernel() && m_k > 1);
 }
 

@@ -224,7 +224,7 @@ void Model::initParams(std::uint64_t seed)
         std::size_t fanIn = 0;
         Param *w = nullptr, *b = nullptr;
         if (auto* c = dynamic_cast<Conv2d*>(l.get())) {
-            fanIn = c->inChannels() / c->groups() * c->kernel() * c->kernel();
+            fanIn = c->inChannels() / c->groups() * c->taps();
             w = &c->weight();
             b = c->hasBias() ? &c->bias() : nullptr;
         } else if (auto* f = dynamic_cast<Linear*>(l.get())) {

@@ -52,7 +52,7 @@ void forInputChannel(Layer& second, std::size_t channels, std::size_t i, Visit&&
     Tensor& w = weightOf(second)->value;
     if (auto* c = dynamic_cast<Conv2d*>(&second)) {
         const std::size_t G = c->groups(), cinG = c->inChannels() / G, coutG = c->outChannels() / G;
-        const std::size_t kk = c->kernel() * c->kernel(), g = i / cinG, ii = i % cinG;
+        const std::size_t kk = c->taps(), g = i / cinG, ii = i % cinG;
         for (std::size_t o = g * coutG; o < (g + 1) * coutG; ++o)
             for (std::size_t k = 0; k < kk; ++k) visit((o * cinG + ii) * kk + k);
     } else {

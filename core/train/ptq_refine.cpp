@@ -58,7 +58,7 @@ std::vector<Site> quantizedSites(Model& model, QuantSim& sim)
             if (s.bn) out = static_cast<std::size_t>(model.soleConsumer(i));
             s.groups = conv->groups();
             s.rows = conv->outChannels();
-            s.cols = conv->inChannels() / s.groups * conv->kernel() * conv->kernel();
+            s.cols = conv->inChannels() / s.groups * conv->taps();
         } else {
             s.rows = fc->outFeatures();
             s.cols = fc->inFeatures();
@@ -121,16 +121,16 @@ const Tensor& runBatch(Model& model, QuantSim& sim, const Dataset& data, const L
     return model.activation(inputAct);
 }
 
-// The patch (Cin, k, k) under output position (oy, ox) of image n of a conv input (N, Cin, H, W).
+// The patch (Cin, kh, kw) under output position (oy, ox) of image n of a conv input (N, Cin, H, W).
 void gatherPatch(const Conv2d& c, const Tensor& in, std::size_t n, std::size_t oy, std::size_t ox, float* out)
 {
-    const std::size_t C = in.shape()[1], H = in.shape()[2], W = in.shape()[3], k = c.kernel();
-    const long pad = static_cast<long>(c.padding()), st = static_cast<long>(c.stride());
+    const std::size_t C = in.shape()[1], H = in.shape()[2], W = in.shape()[3];
+    const ConvGeometry& g = c.geometry();
     for (std::size_t ch = 0; ch < C; ++ch)
-        for (std::size_t ky = 0; ky < k; ++ky)
-            for (std::size_t kx = 0; kx < k; ++kx) {
-                const long iy = static_cast<long>(oy) * st - pad + static_cast<long>(ky);
-                const long ix = static_cast<long>(ox) * st - pad + static_cast<long>(kx);
+        for (std::size_t ky = 0; ky < g.kh; ++ky)
+            for (std::size_t kx = 0; kx < g.kw; ++kx) {
+                const long iy = static_cast<long>(oy * g.sh + ky * g.dh) - static_cast<long>(g.padTop);
+                const long ix = static_cast<long>(ox * g.sw + kx * g.dw) - static_cast<long>(g.padLeft);
                 const bool inside = iy >= 0 && ix >= 0 && iy < static_cast<long>(H) && ix < static_cast<long>(W);
                 *out++ = inside ? in[((n * C + ch) * H + static_cast<std::size_t>(iy)) * W + static_cast<std::size_t>(ix)] : 0.0f;
             }
@@ -138,8 +138,7 @@ void gatherPatch(const Conv2d& c, const Tensor& in, std::size_t n, std::size_t o
 
 std::pair<std::size_t, std::size_t> convOutSize(const Conv2d& c, const Tensor& in)
 {
-    const std::size_t H = in.shape()[2], W = in.shape()[3], k = c.kernel(), p = c.padding(), s = c.stride();
-    return {(H + 2 * p - k) / s + 1, (W + 2 * p - k) / s + 1};
+    return {c.geometry().outH(in.shape()[2]), c.geometry().outW(in.shape()[3])};
 }
 
 constexpr std::size_t kMaxSampleFloats = std::size_t{16} << 20; // 64 MB per input copy

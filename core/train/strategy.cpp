@@ -265,7 +265,7 @@ public:
         const Bf16Path p = on ? m_path : Bf16Path::Emulated;
         for (std::size_t i = 0; i < m_model.size(); ++i) {
             if (auto* c = dynamic_cast<Conv2d*>(&m_model.layer(i)))
-                c->setBf16Products(c->inChannels() / c->groups() * c->kernel() * c->kernel() >= kMinBf16Depth ? p : Bf16Path::Emulated);
+                c->setBf16Products(c->inChannels() / c->groups() * c->taps() >= kMinBf16Depth ? p : Bf16Path::Emulated);
             else if (auto* l = dynamic_cast<Linear*>(&m_model.layer(i))) l->setBf16Products(p);
         }
     }

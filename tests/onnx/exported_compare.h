@@ -41,6 +41,7 @@ inline void compareExported(const quantscope::ExportedModel& b, const quantscope
         QCOMPARE(y.kernel, x.kernel);
         QCOMPARE(y.stride, x.stride);
         QCOMPARE(y.padding, x.padding);
+        QVERIFY(y.window == x.window); // a Conv2d's window that is not square
         QCOMPARE(y.groups, x.groups);
         QCOMPARE(y.inFeatures, x.inFeatures);
         QCOMPARE(y.outFeatures, x.outFeatures);

@@ -24,6 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fixture_modules_conv import ConvGeometry  # next to this script
+
 OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
 
 
@@ -722,6 +724,11 @@ CASES = [
     ("mobile_op17_nofold_fn", MobileBlock, (3, 8, 8), 17, False, "fn"),
     ("se_conv_sigmoid_op15_nofold_fn", SEConv, (3, 8, 8), 15, False, "fn"),
     ("act_silu_op16_fold_fn", act_net(nn.SiLU), (1, 8, 8), 16, True, "fn"),
+    # Convolution windows that are not square (tst_conv_geometry).
+    ("convgeom_op11_nofold", ConvGeometry, (3, 12, 11), 11, False, False),
+    ("convgeom_op13_fold_dyn", ConvGeometry, (3, 12, 11), 13, True, True),
+    ("convgeom_op17_fold", ConvGeometry, (3, 12, 11), 17, True, False),
+    ("convgeom_op17_nofold_dyn", ConvGeometry, (3, 12, 11), 17, False, True),
 ]
 
 HW_SECOND = (12, 10)

@@ -1,0 +1,136 @@
+// The ONNX importer's Conv handler: any 2-D window (rectangular kernels, strides, dilations,
+// asymmetric pads, auto_pad SAME_*), a zero Pad before it folded in, and a 1x1 Conv on flat
+// features read as a Linear.
+#include "io/onnx_importer.h"
+
+#include <algorithm>
+#include <array>
+#include <string>
+#include <vector>
+
+namespace quantscope::onnximport {
+
+// Conv: X (N, C, H, W), W (M, C/group, kh, kw), optional B (M); strides, dilations, pads
+// [top, left, bottom, right] or auto_pad (SAME_UPPER, SAME_LOWER: the output is ceil(in / stride),
+// the odd pad at the end or at the start). A zero Pad in front adds its pads.
+void Importer::conv(const NodeProto& n)
+{
+    const Value& xv = value(n, 0);
+    if (xv.kind == Value::Kind::Const) failNode(n, "input 0 must be an activation, not a constant");
+    const std::size_t x = xv.act;
+    if (xv.kind == Value::Kind::Act && shapeOf(x).size() == 1 && viewedShape(n, 0, x).size() == 3)
+        return convOnFlatView(n, x, viewedShape(n, 0, x));
+    perImageRank(n, x, 3, "Conv takes [N, C, H, W]");
+    const ConstTensor& w = constant(n, 1, "the weight");
+    const ConstTensor* b = optConstant(n, 2, "the bias");
+    if (w.dims.size() != 4) failNode(n, "the weight has rank " + std::to_string(w.dims.size()) + ", 2-D convolutions have 4", false);
+    const std::string autoPad = attrString(n, "auto_pad", "NOTSET");
+    const bool same = autoPad == "SAME_UPPER" || autoPad == "SAME_LOWER";
+    if (autoPad != "NOTSET" && autoPad != "VALID" && !same) failNode(n, "auto_pad = " + autoPad + " is not an ONNX value", false);
+    if (const std::vector<std::int64_t> p = attrInts(n, "pads"); // the spec: auto_pad and pads are not used together
+        autoPad != "NOTSET" && std::any_of(p.begin(), p.end(), [](std::int64_t v) { return v != 0; }))
+        failNode(n, "has both auto_pad = " + autoPad + (autoPad == "VALID" ? " (no padding)" : "") +
+                        " and explicit pads; the two cannot be used together", false);
+    // Two values per attribute (height, width), each in [lo, 64].
+    const auto pairOf = [&](const char* attr, std::int64_t def, std::int64_t lo) {
+        std::vector<std::int64_t> v = attrInts(n, attr);
+        if (v.empty()) v.assign(2, def);
+        if (v.size() != 2) failNode(n, std::string("attribute ") + attr + " has " + std::to_string(v.size()) + " values, expected 2", false);
+        for (std::int64_t e : v)
+            if (e < lo || e > 64) failNode(n, std::string("attribute ") + attr + " = " + listOf(v) + " is out of range (" + std::to_string(lo) + " to 64)", false);
+        return std::array<std::size_t, 2>{static_cast<std::size_t>(v[0]), static_cast<std::size_t>(v[1])};
+    };
+    for (int i = 2; i < 4; ++i)
+        if (w.dims[static_cast<std::size_t>(i)] < 1 || w.dims[static_cast<std::size_t>(i)] > 64)
+            failNode(n, "kernel " + std::to_string(w.dims[2]) + "x" + std::to_string(w.dims[3]) + " is out of range (1 to 64)", false);
+    if (const std::vector<std::int64_t> ks = attrInts(n, "kernel_shape"); !ks.empty() && (ks.size() != 2 || ks[0] != w.dims[2] || ks[1] != w.dims[3]))
+        failNode(n, "kernel_shape " + listOf(ks) + " differs from the weight's shape " + listOf(w.dims), false);
+    ConvGeometry geo;
+    geo.kh = static_cast<std::size_t>(w.dims[2]), geo.kw = static_cast<std::size_t>(w.dims[3]);
+    const std::array<std::size_t, 2> strides = pairOf("strides", 1, 1), dilations = pairOf("dilations", 1, 1);
+    geo.sh = strides[0], geo.sw = strides[1], geo.dh = dilations[0], geo.dw = dilations[1];
+    const Shape& in = shapeOf(x);
+    std::array<std::int64_t, 4> pads{}; // top, left, bottom, right
+    if (std::vector<std::int64_t> p = attrInts(n, "pads"); !p.empty()) {
+        if (p.size() != 4) failNode(n, "attribute pads has " + std::to_string(p.size()) + " values, expected 4", false);
+        for (std::size_t i = 0; i < 4; ++i) pads[i] = p[i];
+    }
+    if (xv.kind == Value::Kind::Padded) // a Pad node's H/W pads were stored as [top, left, bottom, right] too
+        for (std::size_t i = 0; i < 4; ++i) pads[i] += xv.pads[i];
+    if (same) { // total = max((ceil(in / s) - 1) s + span - in, 0)
+        const std::array<std::size_t, 2> span{geo.spanH(), geo.spanW()}, stride{geo.sh, geo.sw};
+        for (std::size_t a = 0; a < 2; ++a) {
+            const auto i = static_cast<std::int64_t>(in[1 + a]), s = static_cast<std::int64_t>(stride[a]);
+            const std::int64_t total = std::max<std::int64_t>(((i + s - 1) / s - 1) * s + static_cast<std::int64_t>(span[a]) - i, 0);
+            const std::int64_t small = total / 2, large = total - small;
+            pads[a] += autoPad == "SAME_UPPER" ? small : large;
+            pads[a + 2] += autoPad == "SAME_UPPER" ? large : small;
+        }
+    }
+    for (std::int64_t p : pads)
+        if (p < 0 || p > 64)
+            failNode(n, std::string("pads ") + listOf(std::vector<std::int64_t>(pads.begin(), pads.end())) +
+                            (xv.kind == Value::Kind::Padded ? " (with the Pad before it)" : "") + " are out of range (0 to 64)", false);
+    geo.padTop = static_cast<std::size_t>(pads[0]), geo.padLeft = static_cast<std::size_t>(pads[1]);
+    geo.padBottom = static_cast<std::size_t>(pads[2]), geo.padRight = static_cast<std::size_t>(pads[3]);
+    const std::int64_t group = attrInt(n, "group", 1);
+    if (group < 1 || group > 65536) failNode(n, "group = " + std::to_string(group), false);
+    const auto g = static_cast<std::size_t>(group);
+    const auto cout = static_cast<std::size_t>(w.dims[0]), cinPerGroup = static_cast<std::size_t>(w.dims[1]);
+    if (cinPerGroup * g != in[0] || cout % g != 0)
+        failNode(n, "weight " + listOf(w.dims) + " with group " + std::to_string(g) + " does not fit " + std::to_string(in[0]) + " input channels", false);
+    if (!geo.fits(in[1], in[2]))
+        failNode(n, "the window (" + geo.text() + ") is larger than its padded input " + shapeString(in) + "; the output would be empty", false);
+    StoredLayer l;
+    l.kind = LayerKind::Conv2d;
+    l.inChannels = in[0];
+    l.outChannels = cout;
+    l.setConvGeometry(geo);
+    l.groups = g;
+    l.tensors.push_back(floatTensor("weight", {cout, cinPerGroup, geo.kh, geo.kw}, floats(n, w, "the weight")));
+    if (b) {
+        if (b->numel() != cout) failNode(n, "the bias has " + std::to_string(b->numel()) + " values for " + std::to_string(cout) + " channels", false);
+        l.tensors.push_back(floatTensor("bias", {cout}, floats(n, *b, "the bias")));
+        // torch.onnx.export in eval mode folds a BatchNorm into the Conv before it and names the
+        // new weight and bias after the node ("onnx::Conv_90") instead of the module's parameters.
+        l.bnFolded = w.origin.rfind("onnx::", 0) == 0 && b->origin.rfind("onnx::", 0) == 0;
+    }
+    addLayer(n, std::move(l), {cout, geo.outH(in[1]), geo.outW(in[2])}, {x}, &w);
+}
+
+// A Conv on flat features viewed as (N, C, 1, 1) (h.view(N, -1, 1, 1), h[:, :, None, None]): a
+// 1x1 kernel without padding (any stride) computes W h + b, a Linear C -> M, whose output is
+// viewed as (N, M, 1, 1) in turn. A larger kernel or padding on a 1x1 plane is refused.
+void Importer::convOnFlatView(const NodeProto& n, std::size_t x, const Shape& view)
+{
+    const ConstTensor& w = constant(n, 1, "the weight");
+    const ConstTensor* b = optConstant(n, 2, "the bias");
+    if (w.dims.size() != 4) failNode(n, "the weight has rank " + std::to_string(w.dims.size()) + ", 2-D convolutions have 4", false);
+    const std::vector<std::int64_t> pads = attrInts(n, "pads");
+    const bool padded = std::any_of(pads.begin(), pads.end(), [](std::int64_t v) { return v != 0; });
+    const std::string autoPad = attrString(n, "auto_pad", "NOTSET");
+    if (view[1] != 1 || view[2] != 1 || w.dims[2] != 1 || w.dims[3] != 1 || padded || (autoPad != "NOTSET" && autoPad != "VALID"))
+        failNode(n, "a " + std::to_string(w.dims[2]) + "x" + std::to_string(w.dims[3]) + " kernel" + (padded ? " with padding" : "") +
+                        " on flat features viewed as " + shapeString(view) +
+                        "; QuantScope reads a 1x1 Conv without padding there (a Linear)");
+    if (attrInt(n, "group", 1) != 1) failNode(n, "group = " + std::to_string(attrInt(n, "group", 1)) + " on flat features viewed as " + shapeString(view) + "; only group 1 is read there");
+    if (square(n, "dilations", attrInts(n, "dilations"), 1, 2) < 1 || square(n, "strides", attrInts(n, "strides"), 1, 2) < 1)
+        failNode(n, "stride or dilation 0", false);
+    const auto cout = static_cast<std::size_t>(w.dims[0]), cin = static_cast<std::size_t>(w.dims[1]);
+    if (cin != view[0] || cout < 1) failNode(n, "weight " + listOf(w.dims) + " does not fit " + std::to_string(view[0]) + " input channels", false);
+    StoredLayer l;
+    l.kind = LayerKind::Linear;
+    l.inFeatures = cin;
+    l.outFeatures = cout;
+    l.tensors.push_back(floatTensor("weight", {cout, cin}, floats(n, w, "the weight"))); // (M, C, 1, 1) is (M, C) in memory
+    if (b) {
+        if (b->numel() != cout) failNode(n, "the bias has " + std::to_string(b->numel()) + " values for " + std::to_string(cout) + " channels", false);
+        l.tensors.push_back(floatTensor("bias", {cout}, floats(n, *b, "the bias")));
+    }
+    const StoredLayer& made = addLayer(n, std::move(l), {cout}, {x}, &w);
+    m_m.notes.push_back("Conv '" + made.name + "' is a 1x1 convolution of flat features viewed as " + shapeString(view) +
+                        ": it is read as a Linear " + std::to_string(cin) + " -> " + std::to_string(cout));
+    setView(n, m_m.layers.size(), {cout, 1, 1});
+}
+
+} // namespace quantscope::onnximport
