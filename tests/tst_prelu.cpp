@@ -94,16 +94,22 @@ std::vector<LayerKind> kindsOf(const ExportedModel& m)
 
 // conv 1->6 -> PReLU(6) -> max pool -> conv 6->8 -> PReLU() -> flatten -> fc 1568->32 -> PReLU(32)
 // -> fc 32->10 on 28 x 28; slopes drawn in [-0.3, 0.6] (some negative: the table is then not
-// monotonic), convolution weights scaled so both signs occur.
-std::unique_ptr<Model> preluModel(std::uint64_t seed = 11)
+// monotonic), convolution weights scaled so both signs occur. `flattened`: prelu2 reads the
+// flattened map instead, one slope per feature (the engine holds those bytes in NHWC order).
+std::unique_ptr<Model> preluModel(std::uint64_t seed = 11, bool flattened = false)
 {
     auto m = std::make_unique<Model>("prelu-net", Shape{1, 28, 28});
     m->add(std::make_unique<Conv2d>("conv1", 1, 6, 3, 1, 1));
     m->add(std::make_unique<PReLU>("prelu1", 6));
     m->add(std::make_unique<MaxPool2d>("pool", 2));
     m->add(std::make_unique<Conv2d>("conv2", 6, 8, 3, 1, 1));
-    m->add(std::make_unique<PReLU>("prelu2"));
-    m->add(std::make_unique<Flatten>("flatten"));
+    if (flattened) {
+        m->add(std::make_unique<Flatten>("flatten"));
+        m->add(std::make_unique<PReLU>("prelu2", 8 * 14 * 14));
+    } else {
+        m->add(std::make_unique<PReLU>("prelu2"));
+        m->add(std::make_unique<Flatten>("flatten"));
+    }
     m->add(std::make_unique<Linear>("fc1", 8 * 14 * 14, 32));
     m->add(std::make_unique<PReLU>("prelu3", 32));
     m->add(std::make_unique<Linear>("fc2", 32, 10));
@@ -209,18 +215,23 @@ void TestPReLU::roundTripsAndOnnxruntime()
 void TestPReLU::engineEqualsFakeQuant_data()
 {
     QTest::addColumn<QString>("act");
-    for (const char* act : {"uint8", "int8"}) QTest::newRow(act) << QString(act);
+    QTest::addColumn<bool>("flattened");
+    for (const char* act : {"uint8", "int8"}) {
+        QTest::newRow(act) << QString(act) << false;
+        QTest::newRow(qPrintable(QString(act) + " flattened")) << QString(act) << true;
+    }
 }
 
 // A model quantized by QuantSim and exported (the slopes stay float32): at every PReLU point the
 // engine's integers are the layer's forward on the engine's own input integers, then the point's
 // fake-quant, exactly, for the per-channel tables on a map, the shared table and the per-feature
-// tables after a dense layer; argmax against the fake-quant reference; the QDQ export reads back
+// tables after a dense layer (or on features flattened from a map); argmax against the fake-quant reference; the QDQ export reads back
 // with the same slopes and points, and onnxruntime predicts what the engine does.
 void TestPReLU::engineEqualsFakeQuant()
 {
     QFETCH(QString, act);
-    auto q = fixtures::quantize(preluModel(), m_data, "int8", "channel", act.toStdString());
+    QFETCH(bool, flattened);
+    auto q = fixtures::quantize(preluModel(11, flattened), m_data, "int8", "channel", act.toStdString());
     QVERIFY2(IntEngine::unsupportedReason(q.exported).empty(), IntEngine::unsupportedReason(q.exported).c_str());
     std::size_t prelus = 0;
     for (const StoredLayer& l : q.exported.layers)
@@ -237,7 +248,9 @@ void TestPReLU::engineEqualsFakeQuant()
         for (const PointTrace& p : trace) {
             const auto l = std::find_if(q.exported.layers.begin(), q.exported.layers.end(), [&](const StoredLayer& s) { return s.name == p.layer; });
             if (l == q.exported.layers.end() || l->kind != LayerKind::PReLU) continue;
+            // Its input point: the trace of the layer it reads, through a Flatten (NCHW order, as the trace's).
             const StoredLayer* src = &q.exported.layers.at(l->inputs.at(0) - 1);
+            while (src->kind == LayerKind::Flatten) src = &q.exported.layers.at(src->inputs.at(0) - 1);
             const auto in = std::find_if(trace.begin(), trace.end(), [&](const PointTrace& s) { return s.layer == src->name; });
             QVERIFY2(in != trace.end(), qPrintable(QString::fromStdString(src->name)));
             QCOMPARE(in->q.size(), p.q.size());
@@ -291,7 +304,7 @@ void TestPReLU::engineEqualsFakeQuant()
     const ExportedModel fromQsm = decodeQsm(encodeQsm(q.exported), "qsm");
     QVERIFY(slopesOf(fromQsm) == slopesOf(q.exported));
     QS_SKIP_WITHOUT_ORT();
-    const std::string path = m_dir + "/qdq-prelu-" + act.toStdString() + ".onnx";
+    const std::string path = m_dir + "/qdq-prelu-" + act.toStdString() + (flattened ? "-flat" : "") + ".onnx";
     {
         std::ofstream f(path, std::ios::binary);
         f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
