@@ -1,5 +1,5 @@
 // Pointwise activations (nn/pointwise.h: Sigmoid, Tanh, SiLU, Hardsigmoid, Hardswish, LeakyReLU,
-// ELU, GELU) end to end: PyTorch exports of a small CNN per activation (tests/onnx_import act_*,
+// ELU, GELU, GELUTanh) end to end: PyTorch exports of a small CNN per activation (tests/onnx_import act_*,
 // make_fixtures.py) import as one layer per module, SiLU, Hardswish and GELU from their subgraphs
 // too, and match PyTorch's outputs; they survive .qsm and ONNX (FP32 and QDQ) round trips;
 // onnxruntime runs both exports; the integer engine's lookup tables equal the fake-quant
@@ -54,6 +54,11 @@ const char* const kKindRows[][3] = {
     {"act_hardswish_op14_nofold", "Hardswish", "0"},    {"act_leakyrelu_op13_fold", "LeakyReLU", "0.1"},
     {"act_elu_op11_nofold", "ELU", "0.7"},              {"act_gelu_op13_fold_dyn", "GELU", "0"},
     {"act_gelu_op11_nofold", "GELU", "0"},              {"act_geluhalf_op17_fold", "GELU", "0"},
+    // nn.GELU(approximate='tanh'): Mul(x, x), Mul(x, .), ..., Tanh, Add(1), Mul(x), Mul(0.5) at
+    // opsets 11, 13, 17, folded or not; by hand with Pow(x, 3) and 0.5 * x first.
+    {"act_gelutanh_op13_fold", "GELUTanh", "0"},        {"act_gelutanh_op11_nofold", "GELUTanh", "0"},
+    {"act_gelutanh_op17_fold_dyn", "GELUTanh", "0"},    {"act_gelutanh_op13_nofold", "GELUTanh", "0"},
+    {"act_gelutanhpow_op13_fold", "GELUTanh", "0"},
 };
 
 LayerKind kindNamed(const std::string& s)

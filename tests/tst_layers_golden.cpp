@@ -11,6 +11,7 @@
 #include "nn/linear.h"
 #include "nn/maxpool2d.h"
 #include "nn/pointwise.h"
+#include "nn/prelu.h"
 #include "train/loss.h"
 #include "train/optimizer.h"
 #include "util/rng.h"
@@ -46,6 +47,10 @@ constexpr double kRunStatRtol = 1e-6;    // BatchNorm running statistics vs a do
 constexpr double kCrossEntropyVsNllAtol = 1e-6; // two float routes to the same loss gradient
 constexpr double kPointwiseAtol = 1e-6;  // sigmoid, tanh, SiLU, ELU, GELU: libm vs PyTorch's Sleef, an ulp or two
 constexpr double kPointwiseRtol = 1e-5;
+// GELU tanh's gradient: PyTorch's vectorised tanh (Sleef) reaches -1 an ulp before libm's (at
+// u = -8.9 it gives -1, libm -0.99999994), and 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 kappa x^2) turns
+// that ulp into ~2e-6 at |x| ~ 5 (039_gelu_tanh.json element 198: 0 against -2.1e-6).
+constexpr double kGeluTanhGradAtol = 1e-5;
 
 // A parameter-free single-input layer against a PyTorch case: forward y, then dx from grad_y.
 void compareParameterFree(Layer& layer, const golden::GoldenCase& g, double atol, double rtol)
@@ -119,8 +124,13 @@ private slots:
     void goldenAdd();
     void goldenReLU6_data() { golden::rowsFor({"relu6"}); }
     void goldenReLU6();
-    void goldenPointwise_data() { golden::rowsFor({"sigmoid", "tanh", "silu", "hardsigmoid", "hardswish", "leaky_relu", "elu", "gelu"}); }
+    void goldenPointwise_data()
+    {
+        golden::rowsFor({"sigmoid", "tanh", "silu", "hardsigmoid", "hardswish", "leaky_relu", "elu", "gelu", "gelu_tanh"});
+    }
     void goldenPointwise();
+    void goldenPReLU_data() { golden::rowsFor({"prelu"}); }
+    void goldenPReLU();
     void goldenLinear_data() { golden::rowsFor({"linear"}); }
     void goldenLinear();
     void goldenBatchNorm2dTrain_data() { golden::rowsFor({"batch_norm2d"}); }
@@ -271,11 +281,40 @@ void TestLayersGolden::goldenPointwise()
         {"sigmoid", {LayerKind::Sigmoid, nullptr}},   {"tanh", {LayerKind::Tanh, nullptr}},
         {"silu", {LayerKind::SiLU, nullptr}},         {"hardsigmoid", {LayerKind::Hardsigmoid, nullptr}},
         {"hardswish", {LayerKind::Hardswish, nullptr}}, {"leaky_relu", {LayerKind::LeakyReLU, "negative_slope"}},
-        {"elu", {LayerKind::ELU, "alpha"}},           {"gelu", {LayerKind::GELU, nullptr}}};
+        {"elu", {LayerKind::ELU, "alpha"}},           {"gelu", {LayerKind::GELU, nullptr}},
+        {"gelu_tanh", {LayerKind::GELUTanh, nullptr}}};
     const auto& [kind, param] = kinds.at(g.op);
     Pointwise layer(g.op, kind, param ? std::optional<float>(g.params.at(param).get<float>()) : std::nullopt);
     const bool exact = kind == LayerKind::Hardsigmoid || kind == LayerKind::Hardswish || kind == LayerKind::LeakyReLU;
+    if (kind == LayerKind::GELUTanh) {
+        RunContext ctx;
+        ctx.training = true;
+        Tensor y, dx;
+        layer.forward(g.in("x"), y, ctx);
+        QS_COMPARE_TENSORS(y, g.out("y"), kPointwiseAtol, kPointwiseRtol);
+        layer.backward(g.in("x"), y, g.in("grad_y"), dx, true);
+        QS_COMPARE_TENSORS(dx, g.out("grad_x"), kGeluTanhGradAtol, kPointwiseRtol);
+        return;
+    }
     compareParameterFree(layer, g, exact ? 0.0 : kPointwiseAtol, exact ? 0.0 : kPointwiseRtol);
+}
+
+// 038_prelu*.json: per-channel slopes on a map, one shared slope, per-channel on features. y and
+// grad_x are exact (one product or none per value); the slopes' gradient is a sum (of 50 products
+// per channel, 200 shared), at the weight-gradient tolerance.
+void TestLayersGolden::goldenPReLU()
+{
+    QS_FETCH_GOLDEN(g);
+    PReLU layer("prelu", g.params.at("num_parameters").get<std::size_t>());
+    layer.weight().value = g.in("w");
+    RunContext ctx;
+    ctx.training = true;
+    Tensor y, dx;
+    layer.forward(g.in("x"), y, ctx);
+    QS_COMPARE_TENSORS(y, g.out("y"), 0.0, 0.0);
+    layer.backward(g.in("x"), y, g.in("grad_y"), dx, true);
+    QS_COMPARE_TENSORS(dx, g.out("grad_x"), 0.0, 0.0);
+    QS_COMPARE_TENSORS(layer.weight().grad, g.out("grad_w"), kRefGradAtol, kRefGradRtol);
 }
 
 void TestLayersGolden::goldenLinear()

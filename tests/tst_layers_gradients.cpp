@@ -14,6 +14,7 @@
 #include "nn/model.h"
 #include "nn/mul.h"
 #include "nn/pointwise.h"
+#include "nn/prelu.h"
 #include "train/loss.h"
 #include "util/rng.h"
 
@@ -221,6 +222,13 @@ GradSetup makeGradSetup(const QString& row, Rng& rng)
     } else if (row == "relu6") {
         s.layer = std::make_unique<ReLU6>("relu6");
         s.x = awayFromRelu6KinksTensor({2, 3, 4, 4}, rng);
+    } else if (row.startsWith("prelu_")) { // prelu_shared, prelu_channels (N, C, H, W), prelu_flat_channels (N, C)
+        const bool flat = row == "prelu_flat_channels";
+        const std::size_t C = row == "prelu_shared" ? 1 : 3;
+        auto p = std::make_unique<PReLU>("prelu", C);
+        for (float& a : p->weight().value.values()) a = rng.uniform(-0.5f, 1.0f);
+        s.layer = std::move(p);
+        s.x = awayFromZeroTensor(flat ? Shape{4, 3} : Shape{2, 3, 4, 4}, rng); // a step of kGradEps never crosses 0
     } else if (row.startsWith("pointwise_")) { // pointwise_<kind>[_alpha]
         const QStringList parts = row.split('_');
         for (const PointwiseInfo& r : pointwiseTable())
@@ -348,7 +356,8 @@ void TestLayersGradients::layerGradient_data()
           "global_avgpool2d", "add", "mul_equal", "mul_gate_second", "mul_gate_first", "mul_flat", "concat2", "concat3",
           "concat2_flat", "dropout_p0.5", "flatten", "linear", "linear_nobias", "log_softmax", "softmax",
           "pointwise_Sigmoid", "pointwise_Tanh", "pointwise_SiLU", "pointwise_Hardsigmoid", "pointwise_Hardswish",
-          "pointwise_LeakyReLU", "pointwise_LeakyReLU_0.2", "pointwise_ELU", "pointwise_ELU_0.7", "pointwise_GELU"})
+          "pointwise_LeakyReLU", "pointwise_LeakyReLU_0.2", "pointwise_ELU", "pointwise_ELU_0.7", "pointwise_GELU",
+          "pointwise_GELUTanh", "prelu_shared", "prelu_channels", "prelu_flat_channels"})
         QTest::newRow(row) << QString(row);
 }
 

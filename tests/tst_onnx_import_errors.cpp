@@ -11,6 +11,8 @@
 
 #include <QtTest>
 
+#include <cmath>
+#include <cstring>
 #include <functional>
 
 using namespace quantscope;
@@ -276,9 +278,57 @@ void TestOnnxImportErrors::badInput_data()
             mean->clear_attribute();
         },
         "ConfigError", "view of [6,6,7] activations, which QuantScope's GlobalAveragePool would not read as that shape");
-    // GELU's tanh approximation is refused by name, not at its first constant Mul (tester 16).
-    row("GELU tanh approximation", "act_gelutanh_op13_fold", [](onnx::ModelProto&) {}, "ConfigError",
-        "Tanh node '/act1/Tanh': is GELU's tanh approximation");
+    // GELU's tanh approximation is read as one layer (tst_activations); a variant with another
+    // constant is refused by name at its last node, not at its first constant Mul (tester 16).
+    row("GELU tanh with kappa 0.05", "act_gelutanhbad_op13_fold", [](onnx::ModelProto&) {}, "ConfigError",
+        "Mul node '/act1/Mul_3': reads as GELU's tanh approximation only as 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))");
+    // One of its inner values read elsewhere: not the layer; refused by name at the Tanh.
+    row("GELU tanh with a second reader", "act_gelutanh_op13_fold",
+        [](onnx::ModelProto& mp) {
+            onnx::NodeProto* tanh = findNode(mp, "Tanh");
+            onnx::NodeProto* pool = findNode(mp, "MaxPool");
+            onnx::NodeProto* add = mp.mutable_graph()->add_node();
+            add->set_op_type("Add");
+            add->set_name("/extra/Add");
+            add->add_input(pool->input(0));
+            add->add_input(tanh->input(0));
+            add->add_output("extra_sum");
+            pool->set_input(0, "extra_sum");
+        },
+        "ConfigError", "Tanh node '/act1/Tanh': looks like GELU's tanh approximation");
+    // PRelu: one slope or one per channel; a [C] slope on a map broadcasts along W, not C.
+    row("PRelu slope along W", "prelu_op13_fold_dyn",
+        [](onnx::ModelProto& mp) {
+            const std::string slope = findNode(mp, "PRelu")->input(1);
+            for (onnx::TensorProto& t : *mp.mutable_graph()->mutable_initializer())
+                if (t.name() == slope) {
+                    t.clear_dims();
+                    t.add_dims(6);
+                }
+        },
+        "ConfigError", "PRelu node '/act1/PRelu': slope of shape [6] on an input of per-image shape [6,8,8]");
+    row("PRelu slope per pixel", "prelu_op13_fold_dyn",
+        [](onnx::ModelProto& mp) {
+            const std::string slope = findNode(mp, "PRelu")->input(1);
+            for (onnx::TensorProto& t : *mp.mutable_graph()->mutable_initializer())
+                if (t.name() == slope) {
+                    t.clear_dims();
+                    for (int d : {1, 1, 2, 3}) t.add_dims(d);
+                }
+        },
+        "ConfigError", "QuantScope's PReLU has one slope or one per channel");
+    row("PRelu NaN slope", "prelu_op13_fold_dyn",
+        [](onnx::ModelProto& mp) {
+            const std::string slope = findNode(mp, "PRelu")->input(1);
+            for (onnx::TensorProto& t : *mp.mutable_graph()->mutable_initializer())
+                if (t.name() == slope) {
+                    std::string raw = t.raw_data();
+                    const float nan = NAN;
+                    std::memcpy(raw.data() + 4, &nan, 4);
+                    t.set_raw_data(raw);
+                }
+        },
+        "ConfigError", "PRelu node '/act1/PRelu': slope 1 is not a finite number");
     // A sum over (H, W) is a mean only divided by H W; a global max only of a square map, over H and W.
     row("sum times H W", "gapidioms2_op11_nofold", [](onnx::ModelProto& mp) { findNode(mp, "Div")->set_op_type("Mul"); },
         "ConfigError", "multiplies the sum over the 7x7 map by 49; only the mean (multiply by 0.0204081633)");

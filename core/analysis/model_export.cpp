@@ -11,6 +11,7 @@
 #include "nn/linear.h"
 #include "nn/maxpool2d.h"
 #include "nn/pointwise.h"
+#include "nn/prelu.h"
 #include "quant/format.h"
 #include "quant/granularity.h"
 #include "train/quant_sim.h"
@@ -444,6 +445,14 @@ ExportedModel exportQuantizedModel(Model& model, const QuantSim& sim, const std:
             l.dropout = d->p();
         } else if (auto* pw = dynamic_cast<Pointwise*>(&layer)) {
             l.alpha = pw->alpha();
+        } else if (auto* pr = dynamic_cast<PReLU*>(&layer)) {
+            // The slope stays float32 (docs/FORMAT.md): the engine makes a table per channel of it.
+            requireFinite(pr->weight().value.values(), "PReLU '" + l.name + "' slope");
+            StoredTensor t;
+            t.name = "weight";
+            t.shape = pr->weight().value.shape();
+            t.values = pr->weight().value.values();
+            l.tensors = {std::move(t)};
         }
         float outScale = inScale;
         if (points.at(pointLayer) && sim.pointFormat(pointLayer + 1)) {

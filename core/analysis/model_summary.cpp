@@ -94,7 +94,9 @@ ModelSummary summarizeModel(Model& model)
         case LayerKind::Hardswish:
         case LayerKind::LeakyReLU:
         case LayerKind::ELU:
-        case LayerKind::GELU: r.elementwiseOps = outN; break;
+        case LayerKind::GELU:
+        case LayerKind::GELUTanh:
+        case LayerKind::PReLU: r.elementwiseOps = outN; break;
         case LayerKind::MaxPool2d: {
             const std::uint64_t k = dynamic_cast<const MaxPool2d&>(layer).kernel();
             r.elementwiseOps = outN * k * k;

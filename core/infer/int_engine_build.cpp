@@ -7,7 +7,7 @@
 // A ReLU with its own point after a quantized input is a rescale. Max-pooling, Flatten and
 // Dropout keep their input's grid; Flatten and Dropout are aliases of their input's bytes. A
 // pointwise activation (Sigmoid, GELU, ...) with its own point is a 256-entry table from its
-// input's grid to its own. Mul and Concat write their own point (or a ReLU's) as Add does: the
+// input's grid to its own, a PReLU one such table per channel (int_engine_tables.cpp). Mul and Concat write their own point (or a ReLU's) as Add does: the
 // product (qa - za)(qb - zb) or each input's bytes rescaled with fixed-point multipliers.
 #include "infer/int_engine_plan.h"
 
@@ -118,23 +118,6 @@ PoolParams rescaleParams(Isa isa, std::size_t elems, const Domain& in, const Dom
     p.zp = out.zp();
     std::tie(p.lo, p.hi) = clampOf(out, act);
     return p;
-}
-
-// table[b] = q_out(f(dq_in(b))) for every byte b of the input's grid: dq_in and q_out with
-// QuantSim's fake-quant arithmetic ((q - zp) * scale, then nearbyint(y * (1 / scale)) + zp,
-// clamped), f the layer's own formula (pointwiseApply), so the engine equals the simulation bit
-// for bit. Bytes outside the input's range never occur; they map as their clamped neighbours.
-std::array<std::uint8_t, 256> activationTable(const StoredLayer& l, const Domain& in, const Domain& out)
-{
-    std::array<float, 256> x{}, y{};
-    for (int b = 0; b < 256; ++b) {
-        const std::int32_t q = std::clamp(b, in.lo(), in.hi()) - in.offset;
-        x[static_cast<std::size_t>(b)] = static_cast<float>(q - in.aq.zeroPoint) * in.aq.scale;
-    }
-    pointwiseApply(l.kind, l.alpha, x.data(), y.data(), 256);
-    std::array<std::uint8_t, 256> t{};
-    for (std::size_t b = 0; b < 256; ++b) t[b] = quantizeInput(y[b], out);
-    return t;
 }
 
 } // namespace
@@ -587,7 +570,8 @@ void IntEngine::Impl::build(const ExportedModel& m)
         case LayerKind::Hardswish:
         case LayerKind::LeakyReLU:
         case LayerKind::ELU:
-        case LayerKind::GELU: {
+        case LayerKind::GELU:
+        case LayerKind::GELUTanh: {
             const ActInfo& in = input(0);
             if (in.floats) throw ConfigError(id + " reads float values; the integer engine runs it on a quantized input");
             if (!l.outputQuant)
@@ -600,6 +584,36 @@ void IntEngine::Impl::build(const ExportedModel& m)
             op.out = static_cast<int>(i + 1);
             op.elems = in.numel();
             op.table = activationTable(l, in.d, d);
+            ActInfo info = in;
+            info.d = d;
+            push(std::move(op), info);
+            break;
+        }
+        case LayerKind::PReLU: { // one table (a shared slope) or one per channel, C x 256 bytes
+            const ActInfo& in = input(0);
+            if (in.floats) throw ConfigError(id + " reads float values; the integer engine runs it on a quantized input");
+            if (!l.outputQuant)
+                throw ConfigError(id + ": its output is not quantized, the integer engine needs every layer output as integers");
+            const Domain d = domainOf(*l.outputQuant, l.name);
+            const std::vector<float>& slope = l.tensors.at(0).values;
+            Op op;
+            op.kind = slope.size() == 1 ? OpKind::Lut : OpKind::ChannelLut;
+            op.name = l.name;
+            op.in0 = in.root;
+            op.out = static_cast<int>(i + 1);
+            op.elems = in.numel();
+            op.cout = slope.size();
+            if (slope.size() == 1) {
+                op.table = preluTable(slope[0], in.d, d);
+            } else {
+                for (float a : slope) {
+                    const std::array<std::uint8_t, 256> t = preluTable(a, in.d, d);
+                    op.tables.insert(op.tables.end(), t.begin(), t.end());
+                }
+                if (in.permuted) // NHWC bytes of features flattened from a map: byte p is feature (p % fc) fh fw + p / fc
+                    for (std::size_t p = 0; p < op.elems; ++p)
+                        op.col.push_back(static_cast<std::uint32_t>((p % in.fc) * (in.fh * in.fw) + p / in.fc));
+            }
             ActInfo info = in;
             info.d = d;
             push(std::move(op), info);

@@ -78,9 +78,11 @@ struct Buffer {
 // quantized again (a feature map is never the model's output).
 // Lut: a pointwise activation (Sigmoid, GELU, ...) from one 8-bit grid to another, as 256 output
 // bytes indexed by the input byte (built once from the float formula; TFLite's int8 logistic).
+// ChannelLut: PReLU with one slope per channel, one such table per channel (tables, cout x 256;
+// NHWC: byte j is channel j % cout; flat features: feature j, or col[j] when flattened from a map).
 // Mul: the product of two activations (equal shapes, or a map times a per-channel gate: in1 is
 // then the gate of op.cout channels). Concat: its inputs (ins) joined along the channels.
-enum class OpKind { Conv, GroupConv, Depthwise, MaxPool, AvgPool, Add, Linear, FloatLinear, FloatConv, Lut, Mul, Concat };
+enum class OpKind { Conv, GroupConv, Depthwise, MaxPool, AvgPool, Add, Linear, FloatLinear, FloatConv, Lut, ChannelLut, Mul, Concat };
 
 struct Op {
     OpKind kind = OpKind::Conv;
@@ -116,6 +118,7 @@ struct Op {
     bool floatOut = false;
     std::size_t elems = 0;         // Add, Lut, Mul: values per image (per row in the batch stage)
     std::array<std::uint8_t, 256> table{}; // Lut: output byte of each input byte
+    std::vector<std::uint8_t> tables;      // ChannelLut: cout tables of 256 bytes
     MulParams mul;
     bool gated = false;            // Mul: in1 is a [C, 1, 1] gate of cout channels
     ConcatParams cat;
@@ -130,6 +133,12 @@ struct Op {
         return v;
     }
 };
+
+// table[b] = q_out(f(dq_in(b))) for every byte b of the input's grid, with QuantSim's fake-quant
+// arithmetic and the layer's own formula (int_engine_tables.cpp): a pointwise activation's
+// (pointwiseApply) and PReLU's for one slope a (preluApply).
+std::array<std::uint8_t, 256> activationTable(const StoredLayer& l, const Domain& in, const Domain& out);
+std::array<std::uint8_t, 256> preluTable(float a, const Domain& in, const Domain& out);
 
 struct IntEngine::Impl {
     struct Scratch {

@@ -11,6 +11,7 @@
 #include "nn/maxpool2d.h"
 #include "nn/mul.h"
 #include "nn/pointwise.h"
+#include "nn/prelu.h"
 #include "util/errors.h"
 #include "util/number_text.h"
 
@@ -299,10 +300,20 @@ void ExportedModel::validate(const std::string& source) const
         case LayerKind::LeakyReLU:
         case LayerKind::ELU:
         case LayerKind::GELU:
+        case LayerKind::GELUTanh:
             if (!std::isfinite(l.alpha) || (!pointwiseInfo(l.kind)->hasAlpha && l.alpha != 0.0f))
                 bad(source, id + ": alpha " + numberText(l.alpha) + " is not a finite number (or set on a kind without one)");
             expectTensors(l, {}, source);
             break;
+        case LayerKind::PReLU: {
+            // One slope, or one per channel of a (C, H, W) map or (C) features; float32 in every model.
+            if (s.size() != 3 && s.size() != 1) bad(source, id + " cannot take an input of shape " + shapeString(s));
+            const bool shared = !l.tensors.empty() && l.tensors[0].shape == Shape{1};
+            expectTensors(l, {{"weight", {shared ? 1 : s[0]}}}, source);
+            if (l.tensors[0].encoding != TensorEncoding::Float32)
+                bad(source, id + ": the slope is stored as float32 (integer models too), not as integers");
+            break;
+        }
         case LayerKind::Add:
             if (shapes[l.inputs[1]] != s)
                 bad(source, id + " adds shapes " + shapeString(s) + " and " + shapeString(shapes[l.inputs[1]]));
@@ -438,6 +449,8 @@ ExportedModel exportFloatModel(Model& model, const std::string& modelName, const
             l.dropout = d->p();
         } else if (auto* pw = dynamic_cast<Pointwise*>(&layer)) {
             l.alpha = pw->alpha();
+        } else if (auto* pr = dynamic_cast<PReLU*>(&layer)) {
+            l.tensors = {floatTensor("weight", pr->weight().value)};
         } else if (auto* f = dynamic_cast<Linear*>(&layer)) {
             l.inFeatures = f->inFeatures();
             l.outFeatures = f->outFeatures();
@@ -513,7 +526,14 @@ std::unique_ptr<Model> buildModel(const ExportedModel& m)
         case LayerKind::Hardswish:
         case LayerKind::LeakyReLU:
         case LayerKind::ELU:
-        case LayerKind::GELU: model->add(std::make_unique<Pointwise>(l.name, l.kind, l.alpha), in); break;
+        case LayerKind::GELU:
+        case LayerKind::GELUTanh: model->add(std::make_unique<Pointwise>(l.name, l.kind, l.alpha), in); break;
+        case LayerKind::PReLU: {
+            auto p = std::make_unique<PReLU>(l.name, l.tensors.at(0).numel());
+            setParam(p->weight(), l.tensors.at(0));
+            model->add(std::move(p), in);
+            break;
+        }
         }
     }
     try {

@@ -22,8 +22,8 @@ namespace quantscope {
 
 // "Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "Dropout", "Flatten", "Linear", "LogSoftmax",
 // "Add", "GlobalAvgPool2d", "AvgPool2d", "ReLU6", "Softmax", and the pointwise activations
-// "Sigmoid", "Tanh", "SiLU", "Hardsigmoid", "Hardswish", "LeakyReLU", "ELU", "GELU", and the joins
-// "Mul" and "Concat".
+// "Sigmoid", "Tanh", "SiLU", "Hardsigmoid", "Hardswish", "LeakyReLU", "ELU", "GELU", the joins
+// "Mul" and "Concat", then "PReLU" (tensor: weight (1) or (C), float32 in every model) and "GELUTanh".
 const char* storedKindName(LayerKind k);
 
 enum class TensorEncoding : std::uint8_t { Float32 = 0, Int = 1 };

@@ -1,15 +1,20 @@
 // The ONNX importer's pointwise activations: the single operators (Sigmoid, Tanh, HardSigmoid,
-// HardSwish, LeakyRelu, Elu) and the subgraphs torch.onnx.export writes for modules opset 13 has
+// HardSwish, LeakyRelu, Elu, PRelu) and the subgraphs torch.onnx.export writes for modules opset 13 has
 // no operator for, each read as one layer:
 //   SiLU       Sigmoid(x) -> Mul(x, s)                      (either input order)
 //   Hardswish  HardSigmoid(x) -> Mul(x, h)                  (opsets < 14)
 //   GELU       Div(x, sqrt 2) or Mul(x, 1/sqrt 2) -> Erf -> Add(., 1), and the product of x, that
 //              sum and 0.5 as two Muls in any order and nesting
+//   GELUTanh   Mul(x, x) -> Mul(x, .) (or Pow(x, 3)) -> Mul(., 0.044715) -> Add(x, .) ->
+//              Mul(., sqrt(2/pi)) -> Tanh -> Add(., 1), then that product (inputs in either order)
+// and PRelu, a learned slope of one value or one per channel (the PReLU layer).
 // An inner value of a subgraph must have no other reader; a Sigmoid whose output something else
 // reads stays a Sigmoid.
 #include "io/onnx_importer.h"
 
 #include "nn/pointwise.h"
+
+#include <algorithm>
 
 #include <cmath>
 #include <optional>
@@ -23,6 +28,7 @@ constexpr double kSqrt2 = 1.4142135623730951;
 constexpr double kConstRtol = 1e-6;
 bool near(double v, double want) { return std::abs(v - want) <= kConstRtol * std::abs(want); }
 constexpr double kSqrt2OverPi = 0.7978845608028654;
+constexpr double kGeluKappa = 0.044715;
 } // namespace
 
 Importer::GraphReaders Importer::graphReaders(const std::vector<int>& order) const
@@ -64,6 +70,103 @@ std::optional<double> Importer::scalarConstant(const std::string& v, const std::
     return std::nullopt;
 }
 
+// The product tree over Muls: from the Mul reading `sum`, the smallest root whose leaves are
+// exactly x, the sum and one constant (GELU's 0.5), in any order and nesting; nullopt if none.
+std::optional<Importer::ProductTree> Importer::productTree(const GraphReaders& gr, const std::string& sum, const std::string& x,
+                                                           const std::set<std::string>& dynamic)
+{
+    const onnx::GraphProto& g = m_mp.graph();
+    const auto op = [&](int k) -> const std::string& { return g.node(k).op_type(); };
+    const auto taken = [&](int k) { return m_subgraphOf.count(k) > 0; };
+    int r = soleReader(gr, sum);
+    for (int depth = 0; r >= 0 && op(r) == "Mul" && !taken(r) && depth < 3; ++depth) {
+        std::vector<std::string> leaves;
+        std::vector<int> muls;
+        std::vector<int> stack{r};
+        while (!stack.empty()) {
+            const int t = stack.back();
+            stack.pop_back();
+            muls.push_back(t);
+            for (const std::string& v : g.node(t).input()) {
+                const auto pv = gr.producer.find(v);
+                if (v != sum && v != x && pv != gr.producer.end() && op(pv->second) == "Mul" && soleReader(gr, v) == t && !taken(pv->second))
+                    stack.push_back(pv->second);
+                else
+                    leaves.push_back(v);
+            }
+        }
+        const auto count = [&](const std::string& v) { return std::count(leaves.begin(), leaves.end(), v); };
+        std::string factor;
+        for (const std::string& v : leaves)
+            if (v != x && v != sum && !dynamic.count(v)) factor = v;
+        if (leaves.size() == 3 && count(x) == 1 && count(sum) == 1 && !factor.empty()) return ProductTree{r, muls, factor};
+        r = g.node(r).output_size() > 0 ? soleReader(gr, g.node(r).output(0)) : -1;
+    }
+    return std::nullopt;
+}
+
+// GELU's tanh approximation ending at Tanh node k, or nullopt. Its constants (kappa, sqrt(2/pi),
+// 1, 0.5 and a Pow's exponent) are checked at the root, so a wrong one is refused by name.
+std::optional<Importer::Subgraph> Importer::geluTanhAt(int k, const GraphReaders& gr, const std::set<std::string>& dynamic)
+{
+    const onnx::GraphProto& g = m_mp.graph();
+    const auto op = [&](int j) -> const std::string& { return g.node(j).op_type(); };
+    const auto usable = [&](const std::string& v, const char* what, int reader) -> int { // v's producer, an unclaimed `what` read only by `reader`
+        const auto p = gr.producer.find(v);
+        if (p == gr.producer.end() || op(p->second) != what || m_subgraphOf.count(p->second) || soleReader(gr, v) != reader ||
+            g.node(p->second).input_size() != 2)
+            return -1;
+        return p->second;
+    };
+    // (dynamic input, constant input) of a binary node, or false.
+    const auto split = [&](int j, std::string& dyn, std::string& cst) {
+        const NodeProto& b = g.node(j);
+        const bool d0 = dynamic.count(b.input(0)) > 0, d1 = dynamic.count(b.input(1)) > 0;
+        if (d0 == d1) return false;
+        dyn = d0 ? b.input(0) : b.input(1);
+        cst = d0 ? b.input(1) : b.input(0);
+        return true;
+    };
+    const NodeProto& tanh = g.node(k);
+    std::string poly, beta, kx3, kappa, x3, x, one, tanh1 = tanh.output(0);
+    const int mBeta = usable(tanh.input(0), "Mul", k);
+    if (mBeta < 0 || !split(mBeta, poly, beta)) return std::nullopt;
+    const int add = usable(poly, "Add", mBeta);
+    if (add < 0) return std::nullopt;
+    int mKappa = -1;
+    for (int i = 0; i < 2 && mKappa < 0; ++i) {
+        mKappa = usable(g.node(add).input(i), "Mul", add);
+        x = g.node(add).input(1 - i);
+        if (mKappa >= 0 && !split(mKappa, x3, kappa)) mKappa = -1;
+    }
+    if (mKappa < 0 || !dynamic.count(x)) return std::nullopt;
+    std::vector<int> nodes;
+    std::string exponent; // Pow(x, 3)'s exponent, "" for x * (x * x)
+    if (const int pw = usable(x3, "Pow", mKappa); pw >= 0) {
+        if (g.node(pw).input(0) != x || dynamic.count(g.node(pw).input(1))) return std::nullopt;
+        exponent = g.node(pw).input(1);
+        nodes = {pw};
+    } else {
+        const int cube = usable(x3, "Mul", mKappa);
+        if (cube < 0) return std::nullopt;
+        const NodeProto& c = g.node(cube);
+        const std::string x2 = c.input(0) == x ? c.input(1) : c.input(0);
+        if (c.input(0) != x && c.input(1) != x) return std::nullopt;
+        const int sq = usable(x2, "Mul", cube);
+        if (sq < 0 || g.node(sq).input(0) != x || g.node(sq).input(1) != x) return std::nullopt;
+        nodes = {sq, cube};
+    }
+    const int a1 = soleReader(gr, tanh1);
+    if (a1 < 0 || op(a1) != "Add" || m_subgraphOf.count(a1) || g.node(a1).input_size() != 2) return std::nullopt;
+    one = g.node(a1).input(0) == tanh1 ? g.node(a1).input(1) : g.node(a1).input(0);
+    if (dynamic.count(one)) return std::nullopt;
+    const std::optional<ProductTree> t = productTree(gr, g.node(a1).output(0), x, dynamic);
+    if (!t) return std::nullopt;
+    nodes.insert(nodes.end(), {mKappa, add, mBeta, k, a1});
+    nodes.insert(nodes.end(), t->muls.begin(), t->muls.end());
+    return Subgraph{LayerKind::GELUTanh, t->root, x, nodes, {kappa, beta, one, t->factor, exponent}};
+}
+
 void Importer::findActivationSubgraphs(const std::vector<int>& order, const std::set<std::string>& dynamic)
 {
     const onnx::GraphProto& g = m_mp.graph();
@@ -88,15 +191,24 @@ void Importer::findActivationSubgraphs(const std::vector<int>& order, const std:
             if (other != n.input(0)) continue; // x * sigmoid(y): a gate, not SiLU
             record({op(k) == "Sigmoid" ? LayerKind::SiLU : LayerKind::Hardswish, m, n.input(0), {k, m}, {}});
         } else if (op(k) == "Tanh") {
-            // GELU's tanh approximation, 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))): refused by
-            // name here, or its Muls and Adds fail one by one with messages about constants (tester 16).
+            // GELU's tanh approximation, nn.GELU(approximate='tanh') as torch 1.13 writes it at opsets
+            // 9-17: Mul(x, x) -> Mul(x, .) (or Pow(x, 3)) -> Mul(0.044715) -> Add(x, .) ->
+            // Mul(sqrt(2/pi)) -> Tanh -> Add(1), then the product of x, that sum and 0.5.
+            std::optional<Subgraph> sg = geluTanhAt(k, gr, dynamic);
+            if (sg) {
+                record(std::move(*sg));
+                continue;
+            }
+            // Something with its scale that is not that form: refused by name here, or its Muls and
+            // Adds would fail one by one with messages about constants (tester 16).
             const auto pk = producer.find(n.input(0));
             if (pk == producer.end() || op(pk->second) != "Mul") continue;
             for (const std::string& v : g.node(pk->second).input()) {
                 const std::optional<double> c = scalarConstant(v, producer);
                 if (c && near(*c, kSqrt2OverPi))
-                    failNode(n, "is GELU's tanh approximation, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) "
-                                "(nn.GELU(approximate='tanh')), which QuantScope does not read; it reads the exact GELU, nn.GELU()");
+                    failNode(n, "looks like GELU's tanh approximation, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) "
+                                "(nn.GELU(approximate='tanh')), but is not in the form QuantScope reads (x^3 as x * x * x or "
+                                "Pow(x, 3), each inner value read once, the product of x, 1 + tanh and 0.5 last)");
             }
         } else if (op(k) == "Erf") {
             const auto pk = producer.find(n.input(0));
@@ -114,36 +226,10 @@ void Importer::findActivationSubgraphs(const std::vector<int>& order, const std:
             const std::string one = add.input(0) == n.output(0) ? add.input(1) : add.input(0);
             if (dynamic.count(one)) continue;
             const std::string sum = add.output(0);
-            // The product tree over Muls: from the Mul reading the sum, the smallest root whose
-            // leaves are exactly x, the sum and one constant.
-            int r = soleReader(sum);
-            for (int depth = 0; r >= 0 && op(r) == "Mul" && depth < 3; ++depth) {
-                std::vector<std::string> leaves;
-                std::vector<int> muls;
-                std::vector<int> stack{r};
-                while (!stack.empty()) {
-                    const int t = stack.back();
-                    stack.pop_back();
-                    muls.push_back(t);
-                    for (const std::string& v : g.node(t).input()) {
-                        const auto pv = producer.find(v);
-                        if (v != sum && v != x && pv != producer.end() && op(pv->second) == "Mul" && soleReader(v) == t && !taken(pv->second))
-                            stack.push_back(pv->second);
-                        else
-                            leaves.push_back(v);
-                    }
-                }
-                const auto count = [&](const std::string& v) { return std::count(leaves.begin(), leaves.end(), v); };
-                std::string half;
-                for (const std::string& v : leaves)
-                    if (v != x && v != sum && !dynamic.count(v)) half = v;
-                if (leaves.size() == 3 && count(x) == 1 && count(sum) == 1 && !half.empty()) {
-                    std::vector<int> nodes{d, k, a};
-                    nodes.insert(nodes.end(), muls.begin(), muls.end());
-                    record({LayerKind::GELU, r, x, nodes, {scale.input(1 - xi), one, half}});
-                    break;
-                }
-                r = g.node(r).output_size() > 0 ? soleReader(g.node(r).output(0)) : -1;
+            if (const std::optional<ProductTree> t = productTree(gr, sum, x, dynamic)) {
+                std::vector<int> nodes{d, k, a};
+                nodes.insert(nodes.end(), t->muls.begin(), t->muls.end());
+                record({LayerKind::GELU, t->root, x, nodes, {scale.input(1 - xi), one, t->factor}});
             }
         }
     }
@@ -161,7 +247,7 @@ void Importer::readActivationSubgraph(const NodeProto& root, const Subgraph& s)
     const auto scalar = [&](const std::string& v, const char* what) -> double {
         const auto it = m_values.find(v);
         if (it == m_values.end() || it->second.kind != Value::Kind::Const || it->second.c.numel() != 1)
-            failNode(root, std::string("the GELU subgraph's ") + what + " is not one constant");
+            failNode(root, std::string("the ") + layerKindName(s.kind) + " subgraph's " + what + " is not one constant");
         return it->second.c.at(0);
     };
     if (s.kind == LayerKind::Hardswish) checkHardSigmoid(g.node(s.nodes[0]), " (x * hardsigmoid(x) is Hardswish)");
@@ -174,6 +260,17 @@ void Importer::readActivationSubgraph(const NodeProto& root, const Subgraph& s)
             char what[160];
             std::snprintf(what, sizeof what, "x %s %.9g, erf, + %.9g, times x and %.9g", scale.op_type() == "Div" ? "/" : "*", c, one, half);
             failNode(root, std::string("reads as Erf-based GELU only as 0.5 x (1 + erf(x / sqrt 2)); this subgraph computes ") + what);
+        }
+    }
+    if (s.kind == LayerKind::GELUTanh) {
+        const double kappa = scalar(s.constants[0], "cube factor"), beta = scalar(s.constants[1], "scale"),
+                     one = scalar(s.constants[2], "added constant"), half = scalar(s.constants[3], "factor");
+        const double power = s.constants[4].empty() ? 3.0 : scalar(s.constants[4], "exponent");
+        if (!near(kappa, kGeluKappa) || !near(beta, kSqrt2OverPi) || one != 1.0 || half != 0.5 || power != 3.0) {
+            char what[200];
+            std::snprintf(what, sizeof what, "tanh(%.9g (x + %.9g x^%.9g)), + %.9g, times x and %.9g", beta, kappa, power, one, half);
+            failNode(root, std::string("reads as GELU's tanh approximation only as 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) "
+                                       "(nn.GELU(approximate='tanh')); this subgraph computes ") + what);
         }
     }
     StoredLayer l;
@@ -219,10 +316,38 @@ void Importer::pointwise(const NodeProto& n)
     addLayer(n, std::move(l), shapeOf(x), {x});
 }
 
+// PRelu(x, slope): torch.onnx.export writes nn.PReLU()'s slope as [1, 1, 1] (folded) or [1]
+// (Unsqueezed, constant), nn.PReLU(C)'s as [C, 1, 1] on feature maps and [C] on [N, C] features;
+// [1, C, 1, 1] and [1, C] are the same broadcasts. A [C] slope on a map broadcasts along W (ONNX
+// aligns trailing axes), not the channels: refused, as is any other shape.
+void Importer::prelu(const NodeProto& n)
+{
+    const std::size_t x = act(n, 0);
+    const ConstTensor& c = constant(n, 1, "the slope");
+    const std::vector<float>& a = floats(n, c, "the slope");
+    const Shape& s = shapeOf(x);
+    const std::size_t C = s.empty() ? 0 : s[0];
+    std::vector<std::int64_t> d = c.dims;
+    const bool shared = a.size() == 1 && d.size() <= s.size() + 1;
+    if (!shared && d.size() == s.size() + 1 && !d.empty() && d[0] == 1) d.erase(d.begin()); // [1, C, 1, 1], [1, C]
+    const bool perChannel = !shared && C > 1 && a.size() == C && !d.empty() && d.size() == s.size() && d[0] == static_cast<std::int64_t>(C) &&
+                            std::all_of(d.begin() + 1, d.end(), [](std::int64_t v) { return v == 1; });
+    if (!shared && !perChannel)
+        failNode(n, "slope of shape " + listOf(c.dims) + " on an input of per-image shape " + shapeString(s) +
+                        ": QuantScope's PReLU has one slope or one per channel ([1], or [C, 1, 1] / [1, C, 1, 1] on feature maps, [C] "
+                        "on features)" + (s.size() == 3 && c.dims.size() == 1 ? "; a [C] slope on a feature map broadcasts along W" : ""));
+    for (std::size_t i = 0; i < a.size(); ++i)
+        if (!std::isfinite(a[i])) failNode(n, "slope " + std::to_string(i) + " is not a finite number");
+    StoredLayer l;
+    l.kind = LayerKind::PReLU;
+    l.tensors = {floatTensor("weight", {a.size()}, a)};
+    addLayer(n, std::move(l), s, {x}, &c);
+}
+
 void Importer::erf(const NodeProto& n)
 {
     failNode(n, "Erf is read only as part of GELU, 0.5 x (1 + erf(x / sqrt 2)) (torch.nn.GELU() exported); here its input or "
-                "output is read otherwise (the tanh approximation, or a value of the pattern with another reader, is not supported)");
+                "output is read otherwise (a value of the pattern with another reader is not supported)");
 }
 
 } // namespace quantscope::onnximport

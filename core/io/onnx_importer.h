@@ -190,15 +190,17 @@ private:
     void shape(const NodeProto& n);
     void pointwise(const NodeProto& n);
     void erf(const NodeProto& n);
+    void prelu(const NodeProto& n);
     void checkHardSigmoid(const NodeProto& n, const char* context) const;
 
     // ---- activations written as subgraphs (onnx_import_activations.cpp)
     struct Subgraph {
-        LayerKind kind;                     // SiLU, Hardswish, GELU; GlobalAvgPool2d, MaxPool2d (onnx_import_pooling.cpp)
+        LayerKind kind;                     // SiLU, Hardswish, GELU, GELUTanh; GlobalAvgPool2d, MaxPool2d (onnx_import_pooling.cpp)
         int root = -1;                      // its last node: where the layer is made
         std::string x;                      // the value it reads
         std::vector<int> nodes;             // every node of it (skipped by the walk)
-        std::vector<std::string> constants; // GELU: the scale of x, the added 1, the factor 0.5;
+        std::vector<std::string> constants; // GELU: the scale of x, the added 1, the factor 0.5; GELUTanh: kappa,
+                                            // sqrt(2/pi), the added 1, the factor 0.5, a Pow's exponent ("" for x x x);
                                             // a sum's mean: the divisor, the ReduceSum's axes input ("" if an attribute)
         int keptDims = 2;                   // pooling: output [N, C] (0, a Flatten follows), [N, C, 1] (1), [N, C, 1, 1] (2)
     };
@@ -212,6 +214,14 @@ private:
     int soleReader(const GraphReaders& g, const std::string& v);
     std::optional<double> scalarConstant(const std::string& v, const std::map<std::string, int>& producer) const;
     void findActivationSubgraphs(const std::vector<int>& order, const std::set<std::string>& dynamic);
+    struct ProductTree {
+        int root = -1;
+        std::vector<int> muls;
+        std::string factor; // the constant leaf
+    };
+    std::optional<ProductTree> productTree(const GraphReaders& gr, const std::string& sum, const std::string& x,
+                                           const std::set<std::string>& dynamic);
+    std::optional<Subgraph> geluTanhAt(int k, const GraphReaders& gr, const std::set<std::string>& dynamic);
     void readActivationSubgraph(const NodeProto& root, const Subgraph& s);
     // ---- global pooling idioms (onnx_import_pooling.cpp): x.mean(-1).mean(-1), x.sum((2, 3)) /
     // (H W) as subgraphs; GlobalMaxPool and ReduceMax over (H, W) as operators.

@@ -267,6 +267,7 @@ std::vector<std::uint8_t> encodeOnnx(const ExportedModel& source)
     // The ONNX value holding each activation (0 = normalised input, i + 1 = layer i's output),
     // after its Q/DQ pair where it has one.
     std::vector<std::string> value{m.quantized ? b.qdq("input.normalized", "input", *m.inputQuant) : "input.normalized"};
+    const std::vector<Shape> shapes = m.activationShapes(); // per image: PReLU's slope broadcasts over the channels
 
     for (const StoredLayer& l : m.layers) {
         const std::string out = l.name + ".out";
@@ -367,6 +368,33 @@ std::vector<std::uint8_t> encodeOnnx(const ExportedModel& source)
             if (!silu) hardSigmoid(g);
             g->set_doc_string(kOnnxPart);
             b.node("Mul", l.name, {in(0), l.name + ".gate"}, out)->set_doc_string(std::string(kOnnxLayerMark) + layerKindName(l.kind));
+            break;
+        }
+        case LayerKind::PReLU: {
+            // The slope as torch.onnx.export writes it: (C, 1, 1) on feature maps, (C) on features,
+            // (1) when shared; float32 in QDQ files too (a float initializer, no DQ).
+            const StoredTensor& w = l.tensors.at(0);
+            const auto c = static_cast<std::int64_t>(w.numel());
+            const bool map = shapes.at(l.inputs.at(0)).size() == 3;
+            b.floats(l.name + ".weight", c > 1 && map ? std::vector<std::int64_t>{c, 1, 1} : std::vector<std::int64_t>{c}, w.values);
+            b.node("PRelu", l.name, {in(0), l.name + ".weight"}, out);
+            break;
+        }
+        case LayerKind::GELUTanh: { // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), in torch 1.13's node order
+            const std::string p = l.name + ".";
+            b.floats(p + "kappa", {}, {0.044715f});
+            b.floats(p + "beta", {}, {0.7978845608f});
+            b.floats(p + "one", {}, {1.0f});
+            b.floats(p + "half", {}, {0.5f});
+            b.node("Mul", p + "sq", {in(0), in(0)}, p + "x2")->set_doc_string(kOnnxPart);
+            b.node("Mul", p + "cube", {in(0), p + "x2"}, p + "x3")->set_doc_string(kOnnxPart);
+            b.node("Mul", p + "kcube", {p + "x3", p + "kappa"}, p + "kx3")->set_doc_string(kOnnxPart);
+            b.node("Add", p + "add", {in(0), p + "kx3"}, p + "poly")->set_doc_string(kOnnxPart);
+            b.node("Mul", p + "inner", {p + "poly", p + "beta"}, p + "u")->set_doc_string(kOnnxPart);
+            b.node("Tanh", p + "tanh", {p + "u"}, p + "t")->set_doc_string(kOnnxPart);
+            b.node("Add", p + "add1", {p + "t", p + "one"}, p + "t1")->set_doc_string(kOnnxPart);
+            b.node("Mul", p + "mul", {in(0), p + "t1"}, p + "x_t1")->set_doc_string(kOnnxPart);
+            b.node("Mul", l.name, {p + "x_t1", p + "half"}, out)->set_doc_string(std::string(kOnnxLayerMark) + "GELUTanh");
             break;
         }
         case LayerKind::GELU: // 0.5 x (1 + erf(x / sqrt 2))

@@ -410,6 +410,18 @@ private:
     }
     void leakyRelu(const onnx::NodeProto& n) { layer(n, LayerKind::LeakyReLU).alpha = attrFloat(n, "alpha", 0.01f); }
     void elu(const onnx::NodeProto& n) { layer(n, LayerKind::ELU).alpha = attrFloat(n, "alpha", 1.0f); }
+    // PRelu with a float32 slope of shape (1), (C) or (C, 1, 1), as encodeOnnx writes it; validate()
+    // checks C against the input's channels.
+    void prelu(const onnx::NodeProto& n)
+    {
+        StoredLayer& l = layer(n, LayerKind::PReLU);
+        StoredTensor w = tensorOf(input(n, 1), "weight");
+        if (w.encoding != TensorEncoding::Float32) failNode(n, "the slope is read as float32");
+        const bool chw = w.shape.size() == 3 && w.shape[1] == 1 && w.shape[2] == 1;
+        if (w.shape.size() != 1 && !chw) failNode(n, "has a slope of shape " + shapeString(w.shape) + " (read: (1), (C), (C, 1, 1))");
+        w.shape = {w.numel()};
+        l.tensors = {std::move(w)};
+    }
     // An inner node of a layer written as a subgraph (kOnnxPart): remembered with the activation
     // the subgraph reads and the operators so far, and checked when its last node comes.
     void part(const onnx::NodeProto& n)
@@ -441,7 +453,8 @@ private:
             layer(n, LayerKind::Mul, 2);
             return;
         }
-        if (!p || mark.empty()) failNode(n, "only the Mul of two activations, or the Mul that ends a SiLU, Hardswish or GELU subgraph, is read");
+        if (!p || mark.empty())
+            failNode(n, "only the Mul of two activations, or the Mul that ends a SiLU, Hardswish, GELU or GELUTanh subgraph, is read");
         const std::string& o = input(n, static_cast<int>(other));
         std::vector<float> c = p->constants;
         const bool readsX = m_act.count(o) && m_act.at(o) == p->x;
@@ -449,6 +462,9 @@ private:
         LayerKind kind;
         if (mark == "SiLU" && p->ops == "Sigmoid" && readsX && c.empty()) kind = LayerKind::SiLU;
         else if (mark == "Hardswish" && p->ops == "HardSigmoid" && readsX && c.empty()) kind = LayerKind::Hardswish;
+        else if (mark == "GELUTanh" && p->ops == "Mul,Mul,Mul,Add,Mul,Tanh,Add,Mul" && !readsX && c.size() == 4 &&
+                 std::abs(c[0] - 0.044715f) < 1e-7f && std::abs(c[1] - 0.7978845608f) < 1e-7f && c[2] == 1.0f && c[3] == 0.5f)
+            kind = LayerKind::GELUTanh;
         else if (mark == "GELU" && p->ops == "Div,Erf,Add,Mul" && !readsX && c.size() == 3 && std::abs(c[0] - 1.41421356f) < 1e-6f &&
                  c[1] == 1.0f && c[2] == 0.5f)
             kind = LayerKind::GELU;
@@ -506,6 +522,7 @@ const std::map<std::string, OnnxReader::Handler>& OnnxReader::handlers()
         {"Tanh", &OnnxReader::tanh},
         {"HardSigmoid", &OnnxReader::hardSigmoid},
         {"LeakyRelu", &OnnxReader::leakyRelu},
+        {"PRelu", &OnnxReader::prelu},
         {"Elu", &OnnxReader::elu},
         {"Mul", &OnnxReader::mul},
         {"Erf", &OnnxReader::erf},

@@ -25,7 +25,8 @@ static_assert(static_cast<int>(LayerKind::Conv2d) == 0 && static_cast<int>(Layer
               static_cast<int>(LayerKind::Hardsigmoid) == 16 && static_cast<int>(LayerKind::Hardswish) == 17 &&
               static_cast<int>(LayerKind::LeakyReLU) == 18 && static_cast<int>(LayerKind::ELU) == 19 &&
               static_cast<int>(LayerKind::GELU) == 20 && static_cast<int>(LayerKind::Mul) == 21 &&
-              static_cast<int>(LayerKind::Concat) == 22);
+              static_cast<int>(LayerKind::Concat) == 22 && static_cast<int>(LayerKind::PReLU) == 23 &&
+              static_cast<int>(LayerKind::GELUTanh) == 24);
 
 namespace {
 
@@ -310,7 +311,8 @@ StoredTensor getTensor(Reader& r, std::uint16_t version)
 // activations 13-20 (LeakyReLU and ELU with an f32 alpha), then Mul (21, two inputs) and Concat
 // (22, 2 to 255 inputs along the channels), neither with fields of its own. Adding those kinds kept
 // the version: older version 5 files hold none of them and read as before; an older reader names
-// kind 13+ (21+) as unknown.
+// kind 13+ (21+) as unknown. So do PReLU (23: no fields, its float32 slope tensor `weight`) and
+// GELUTanh (24: none).
 StoredLayer getLayer(Reader& r, std::uint16_t version, std::size_t index)
 {
     StoredLayer l;

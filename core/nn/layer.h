@@ -32,9 +32,11 @@ enum class LayerKind {
     // pointwise activations (nn/pointwise.h)
     Sigmoid, Tanh, SiLU, Hardsigmoid, Hardswish, LeakyReLU, ELU, GELU,
     // joins of activations besides Add (nn/mul.h, nn/concat.h)
-    Mul, Concat
+    Mul, Concat,
+    // PReLU (nn/prelu.h: a learned slope, one or one per channel) and GELU's tanh approximation (nn/pointwise.h)
+    PReLU, GELUTanh
 };
-constexpr int kLastLayerKind = static_cast<int>(LayerKind::Concat);
+constexpr int kLastLayerKind = static_cast<int>(LayerKind::GELUTanh);
 
 const char* layerKindName(LayerKind k);
 

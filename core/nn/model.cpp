@@ -5,6 +5,7 @@
 #include "nn/conv2d.h"
 #include "nn/linear.h"
 #include "nn/maxpool2d.h"
+#include "nn/prelu.h"
 #include "tensor/parallel.h"
 #include "util/errors.h"
 #include "util/rng.h"
@@ -85,6 +86,8 @@ const char* layerKindName(LayerKind k)
     case LayerKind::GELU: return "GELU";
     case LayerKind::Mul: return "Mul";
     case LayerKind::Concat: return "Concat";
+    case LayerKind::PReLU: return "PReLU";
+    case LayerKind::GELUTanh: return "GELUTanh";
     }
     return "?";
 }
@@ -238,6 +241,7 @@ void Model::initParams(std::uint64_t seed)
             bn->runningMean().fill(0.0f);
             bn->runningVar().fill(1.0f);
         }
+        if (auto* p = dynamic_cast<PReLU*>(l.get())) p->weight().value.fill(0.25f); // PyTorch's init
         if (!w) continue;
         // kaiming_uniform(a = sqrt(5)): bound = sqrt(6 / ((1 + a^2) fan_in)) = 1 / sqrt(fan_in)
         const float bound = 1.0f / std::sqrt(static_cast<float>(fanIn));

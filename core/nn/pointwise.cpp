@@ -20,14 +20,19 @@ constexpr PointwiseInfo kTable[] = {
     {LayerKind::LeakyReLU, "LeakyReLU", "LeakyRelu", true, 0.01f},
     {LayerKind::ELU, "ELU", "Elu", true, 1.0f},
     {LayerKind::GELU, "GELU", "", false, 0.0f},
+    {LayerKind::GELUTanh, "GELUTanh", "", false, 0.0f},
 };
 
 constexpr float kSqrt1_2 = 0.70710678118654752440f; // 1 / sqrt(2)
 constexpr double kInvSqrt2Pi = 0.39894228040143267794; // 1 / sqrt(2 pi)
+// GELU's tanh approximation, as PyTorch 1.13's GeluKernelImpl writes it: kBeta = sqrt(2) * (2 / sqrt(pi)) * 0.5.
+constexpr float kGeluBeta = static_cast<float>(1.41421356237309504880 * 1.12837916709551257390 * 0.5); // sqrt(2 / pi)
+constexpr float kGeluKappa = 0.044715f;
 
 // The formulas of PyTorch's CPU kernels (aten/src/ATen/native/cpu/Activation.cpp,
-// UnaryOpsKernel.cpp), in float. None has a product followed by a sum, so no FMA contraction can
-// make one call site round differently from another.
+// UnaryOpsKernel.cpp), in float. Only GELUTanh has a product followed by a sum (x + kappa x^3),
+// which the compiler may contract to an FMA: it is computed in pointwiseApply alone, one compiled
+// body, so every caller (layer, engine table) gets the same bits.
 inline float sigmoidOf(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 
 template <LayerKind K>
@@ -43,6 +48,10 @@ void applyRun(float alpha, const float* __restrict x, float* __restrict y, std::
         else if constexpr (K == LayerKind::LeakyReLU) y[i] = v > 0.0f ? v : v * alpha;
         else if constexpr (K == LayerKind::ELU) y[i] = v > 0.0f ? v : alpha * std::expm1(v);
         else if constexpr (K == LayerKind::GELU) y[i] = 0.5f * v * (1.0f + std::erf(v * kSqrt1_2));
+        else if constexpr (K == LayerKind::GELUTanh) {
+            const float inner = kGeluBeta * (v + kGeluKappa * (v * v * v));
+            y[i] = 0.5f * v * (1.0f + std::tanh(inner));
+        }
     }
 }
 
@@ -68,6 +77,7 @@ const PointwiseInfo* pointwiseInfo(LayerKind k)
     case LayerKind::LeakyReLU: return applyRun<LayerKind::LeakyReLU>(alpha, x, y, n);
     case LayerKind::ELU: return applyRun<LayerKind::ELU>(alpha, x, y, n);
     case LayerKind::GELU: return applyRun<LayerKind::GELU>(alpha, x, y, n);
+    case LayerKind::GELUTanh: return applyRun<LayerKind::GELUTanh>(alpha, x, y, n);
     default: throw Error(std::string("internal error: ") + layerKindName(k) + " is not a pointwise activation");
     }
 }
@@ -95,6 +105,15 @@ void pointwiseGradient(LayerKind k, float alpha, const float* x, const float* y,
             const double cdf = 0.5 * (1.0 + std::erf(xd * kSqrt1_2));
             const double pdf = kInvSqrt2Pi * std::exp(-0.5 * xd * xd);
             dx[i] = static_cast<float>(g * (cdf + xd * pdf));
+            break;
+        }
+        case LayerKind::GELUTanh: { // PyTorch 1.13's GeluBackwardKernelImpl (tanh): d/dx of 0.5 x (1 + tanh(u))
+            const float xsq = v * v;
+            const float u = kGeluBeta * (v + kGeluKappa * (xsq * v));
+            const float t = std::tanh(u);
+            const float left = 0.5f * v, right = 1.0f + t;
+            const float du = kGeluBeta * (1.0f + 3.0f * kGeluKappa * xsq);
+            dx[i] = g * (0.5f * right + left * (1.0f - t * t) * du);
             break;
         }
         default: throw Error(std::string("internal error: ") + layerKindName(k) + " is not a pointwise activation");
@@ -138,6 +157,7 @@ void Pointwise::backward(const Tensor& x, const Tensor& y, const Tensor& dy, Ten
 
 std::string Pointwise::describe() const
 {
+    if (m_kind == LayerKind::GELUTanh) return "approximate tanh";
     if (m_kind != LayerKind::LeakyReLU && m_kind != LayerKind::ELU) return {};
     char buf[48];
     std::snprintf(buf, sizeof buf, "%s %g", m_kind == LayerKind::LeakyReLU ? "negative_slope" : "alpha", static_cast<double>(m_alpha));

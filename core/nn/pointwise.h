@@ -1,6 +1,7 @@
 // Elementwise activations with smooth or piecewise-linear shapes, as PyTorch defines them:
 // Sigmoid, Tanh, SiLU, Hardsigmoid, Hardswish, LeakyReLU (alpha = negative_slope), ELU (alpha) and
-// GELU (the exact erf form). One table row per kind (name, ONNX operator, whether it takes alpha);
+// GELU (the exact erf form) and GELU's tanh approximation (GELUTanh, nn.GELU(approximate='tanh'):
+// 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))). One table row per kind (name, ONNX operator, whether it takes alpha);
 // one scalar formula per kind, which the layer, the integer engine's lookup tables and the export
 // all use, so the engine equals the fake-quant simulation bit for bit.
 #pragma once
@@ -15,7 +16,7 @@ namespace quantscope {
 struct PointwiseInfo {
     LayerKind kind;
     const char* name;      // PyTorch's module name, e.g. "Hardswish"
-    const char* onnxOp;    // the single ONNX operator (opset 13), or "" for a subgraph (SiLU, GELU; Hardswish before opset 14)
+    const char* onnxOp;    // the single ONNX operator (opset 13), or "" for a subgraph (SiLU, GELU, GELUTanh; Hardswish before opset 14)
     bool hasAlpha;         // LeakyReLU's negative_slope, ELU's alpha (stored in .qsm files)
     float defaultAlpha;    // PyTorch's default: 0.01 (LeakyReLU), 1 (ELU)
 };

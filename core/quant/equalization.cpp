@@ -151,7 +151,7 @@ EqualizationReport equalizeCrossLayer(Model& model, std::size_t maxSweeps, doubl
             } else if (kind == LayerKind::ReLU6 || (isPointwise(kind) && kind != LayerKind::LeakyReLU)) {
                 why = std::string(layerKindName(kind)) + " " + l.name() + " is not positively homogeneous";
                 break;
-            } else if (kind != LayerKind::ReLU && kind != LayerKind::LeakyReLU && kind != LayerKind::MaxPool2d && kind != LayerKind::AvgPool2d &&
+            } else if (kind != LayerKind::ReLU && kind != LayerKind::LeakyReLU && kind != LayerKind::PReLU && kind != LayerKind::MaxPool2d && kind != LayerKind::AvgPool2d &&
                        kind != LayerKind::GlobalAvgPool2d && kind != LayerKind::Flatten && kind != LayerKind::Dropout) {
                 why = std::string(layerKindName(kind)) + " " + l.name() + " lies between";
                 break;

@@ -1,14 +1,14 @@
 // Cross-layer equalization (Nagel et al., "Data-Free Quantization Through Weight Equalization and
 // Bias Correction", ICCV 2019, section 4.1): for two consecutive layers y = W2 f(W1 x + b1) + b2
-// with f positively homogeneous (ReLU, LeakyReLU, pooling, flatten, dropout: f(x / s) = f(x) / s
-// for s > 0),
+// with f positively homogeneous (ReLU, LeakyReLU, PReLU, pooling, flatten, dropout: f(x / s) = f(x) / s
+// for s > 0; PReLU elementwise with its own slope a: prelu_a(x / s) = prelu_a(x) / s whatever a is),
 // output channel i of W1 is divided by s_i and input channel i of W2 multiplied by it, which leaves
 // the FP32 function unchanged. With r1_i = max|W1[i, :]| and r2_i = max|W2[:, i]|,
 // s_i = sqrt(r1_i * r2_i) / r2_i gives both the range sqrt(r1_i r2_i), so per-tensor quantization
 // wastes less of its grid on small channels. Pairs are visited in graph order, repeatedly, until
 // every s_i is within `tolerance` of 1 (chains of three or more layers need several sweeps).
 // Depthwise (and grouped) convolutions take part on either side. ReLU6 is not positively
-// homogeneous (min(x/s, 6) != min(x, 6)/s), nor are Sigmoid, Tanh, SiLU, Hardswish, ELU or GELU,
+// homogeneous (min(x/s, 6) != min(x, 6)/s), nor are Sigmoid, Tanh, SiLU, Hardswish, ELU, GELU or GELUTanh,
 // so a pair through one is skipped and reported.
 #pragma once
 

@@ -51,7 +51,7 @@ PlanSize planSize(const Model& model, const PrecisionPlan& plan)
             continue;
         }
         if (layer.kind() != LayerKind::Conv2d && layer.kind() != LayerKind::Linear) {
-            s.layerBytes[i] = 4 * params; // no other layer has parameters today
+            s.layerBytes[i] = 4 * params; // PReLU's slopes, float32 in every model
             continue;
         }
         const Param* w = nullptr;

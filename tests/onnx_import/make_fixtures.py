@@ -506,6 +506,42 @@ def act_net(act):
     return lambda: ActNet(act)
 
 
+class PReluNet(nn.Module):
+    """conv -> PReLU(6) -> max pool -> conv -> PReLU() -> flatten -> linear -> PReLU(16) -> linear:
+    a slope per channel of a map, one shared slope, a slope per feature. The slopes are drawn
+    (PyTorch starts them all at 0.25), some negative."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 6, 3, padding=1)
+        self.act1 = nn.PReLU(6)
+        self.conv2 = nn.Conv2d(6, 6, 3, padding=1)
+        self.act2 = nn.PReLU()
+        self.fc1 = nn.Linear(6 * 4 * 4, 16)
+        self.act3 = nn.PReLU(16)
+        self.fc2 = nn.Linear(16, 10)
+        with torch.no_grad():
+            for a in (self.act1, self.act2, self.act3):
+                a.weight.uniform_(-0.3, 0.6)
+
+    def forward(self, x):
+        x = F.max_pool2d(self.act1(self.conv1(x)), 2)
+        x = self.act2(self.conv2(x)).flatten(1)
+        return self.fc2(self.act3(self.fc1(x)))
+
+
+class GeluTanhByHand(nn.Module):
+    """GELU's tanh approximation written by hand: x ** 3 (a Pow), 0.5 * x first; `kappa` other than
+    0.044715 makes a malformed variant (refused by node)."""
+
+    def __init__(self, kappa=0.044715):
+        super().__init__()
+        self.kappa = kappa
+
+    def forward(self, x):
+        return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + self.kappa * torch.pow(x, 3))))
+
+
 class SEConv(nn.Module):
     """Squeeze-and-excitation as torchvision's SqueezeExcitation writes it: AdaptiveAvgPool2d(1),
     1x1 conv, ReLU, 1x1 conv, a Sigmoid or Hardsigmoid gate, and the gate times the map (Mul of
@@ -729,6 +765,16 @@ CASES = [
     ("convgeom_op13_fold_dyn", ConvGeometry, (3, 12, 11), 13, True, True),
     ("convgeom_op17_fold", ConvGeometry, (3, 12, 11), 17, True, False),
     ("convgeom_op17_nofold_dyn", ConvGeometry, (3, 12, 11), 17, False, True),
+    # PReLU (a slope per channel, shared, per feature) and GELU's tanh approximation, read as layers
+    # (tst_prelu); the hand-written GELU with kappa 0.05 is refused (tst_onnx_import_errors).
+    ("prelu_op11_nofold", PReluNet, (1, 8, 8), 11, False, False),
+    ("prelu_op13_fold_dyn", PReluNet, (1, 8, 8), 13, True, True),
+    ("prelu_op17_nofold", PReluNet, (1, 8, 8), 17, False, False),
+    ("act_gelutanh_op11_nofold", act_net(lambda: nn.GELU(approximate="tanh")), (1, 8, 8), 11, False, False),
+    ("act_gelutanh_op17_fold_dyn", act_net(lambda: nn.GELU(approximate="tanh")), (1, 8, 8), 17, True, True),
+    ("act_gelutanh_op13_nofold", act_net(lambda: nn.GELU(approximate="tanh")), (1, 8, 8), 13, False, False),
+    ("act_gelutanhpow_op13_fold", act_net(GeluTanhByHand), (1, 8, 8), 13, True, False),
+    ("act_gelutanhbad_op13_fold", act_net(lambda: GeluTanhByHand(0.05)), (1, 8, 8), 13, True, False),
 ]
 
 HW_SECOND = (12, 10)

@@ -1,0 +1,439 @@
+// PReLU (nn/prelu.h: a learned slope, shared or one per channel) end to end: PyTorch exports of a
+// small network with nn.PReLU(6) on a feature map, nn.PReLU() and nn.PReLU(16) on features
+// (tests/onnx_import prelu_*, make_fixtures.py) import as PReLU layers with PyTorch's slopes and
+// parameter count and match PyTorch's outputs; .qsm and ONNX (FP32, QDQ) round trips keep them;
+// onnxruntime runs both exports; the integer engine's tables (one per channel) equal the fake-quant
+// simulation bit for bit; QAT trains the slopes; CLE passes through a PReLU. Forward/backward
+// against PyTorch are in tst_layers_golden (038_prelu*.json), the numerical gradients in
+// tst_layers_gradients, the refusals in tst_onnx_import_errors and specErrors here.
+#include "infer/int_engine.h"
+#include "infer/model_runner.h"
+#include "io/onnx_import.h"
+#include "io/onnx_io.h"
+#include "io/qsm.h"
+#include "nn/conv2d.h"
+#include "nn/linear.h"
+#include "nn/maxpool2d.h"
+#include "nn/prelu.h"
+#include "quant/equalization.h"
+#include "util/errors.h"
+
+#include <tbb/task_arena.h> // before Qt: TBB's profiling.h has a member named emit
+
+#include "onnx/export_fixtures.h"
+#include "onnx/onnx_fixtures.h"
+#include "onnx_import_fixtures.h"
+
+#include <QtTest>
+
+#include <zlib.h>
+
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <set>
+
+using namespace quantscope;
+using onnx_import_fixtures::fileBytes, onnx_import_fixtures::kFixtures, onnx_import_fixtures::loadReference,
+    onnx_import_fixtures::Reference;
+using fixtures::haveOrt, fixtures::nodeModules;
+
+namespace {
+
+constexpr double kFp32RelTol = 1e-5;     // |QuantScope - PyTorch| over the largest |PyTorch output|
+constexpr double kOrtFp32RelTol = 1e-5;  // onnxruntime's float graph against QuantScope's
+constexpr double kMinQdqAgreement = 0.98; // onnxruntime QDQ vs the engine, argmax
+constexpr double kQdqMeanRelDiff = 2e-2;  // and mean |diff| over the largest |output|
+// PReluNet's parameters as PyTorch counts them (sum(p.numel() for p in model.parameters())):
+// conv1 6*9+6, act1 6, conv2 6*6*9+6, act2 1, fc1 96*16+16, act3 16, fc2 16*10+10.
+constexpr std::size_t kPReluNetParams = 60 + 6 + 330 + 1 + 1552 + 16 + 170;
+
+ExportedModel importFixture(const std::string& name)
+{
+    const std::filesystem::path p = kFixtures / (name + ".onnx");
+    return importOnnx(fileBytes(p), p.string());
+}
+
+std::vector<float> forwardOn(const ExportedModel& em, const Reference& ref)
+{
+    std::unique_ptr<Model> model = buildModel(em);
+    RunContext ctx;
+    return model->forward(Tensor(ref.inputShape, ref.input), ctx).values();
+}
+
+double maxAbs(const std::vector<float>& v)
+{
+    double m = 0;
+    for (float x : v) m = std::max(m, std::fabs(static_cast<double>(x)));
+    return m;
+}
+
+double maxDiff(const std::vector<float>& a, const std::vector<float>& b)
+{
+    if (a.size() != b.size()) return INFINITY;
+    double m = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) m = std::max(m, std::fabs(static_cast<double>(a[i]) - b[i]));
+    return m;
+}
+
+// Every PReLU's slopes, in order.
+std::vector<std::vector<float>> slopesOf(const ExportedModel& m)
+{
+    std::vector<std::vector<float>> s;
+    for (const StoredLayer& l : m.layers)
+        if (l.kind == LayerKind::PReLU) s.push_back(l.tensors.at(0).values);
+    return s;
+}
+
+std::vector<LayerKind> kindsOf(const ExportedModel& m)
+{
+    std::vector<LayerKind> k;
+    for (const StoredLayer& l : m.layers) k.push_back(l.kind);
+    return k;
+}
+
+// conv 1->6 -> PReLU(6) -> max pool -> conv 6->8 -> PReLU() -> flatten -> fc 1568->32 -> PReLU(32)
+// -> fc 32->10 on 28 x 28; slopes drawn in [-0.3, 0.6] (some negative: the table is then not
+// monotonic), convolution weights scaled so both signs occur. `flattened`: prelu2 reads the
+// flattened map instead, one slope per feature (the engine holds those bytes in NHWC order).
+std::unique_ptr<Model> preluModel(std::uint64_t seed = 11, bool flattened = false)
+{
+    auto m = std::make_unique<Model>("prelu-net", Shape{1, 28, 28});
+    m->add(std::make_unique<Conv2d>("conv1", 1, 6, 3, 1, 1));
+    m->add(std::make_unique<PReLU>("prelu1", 6));
+    m->add(std::make_unique<MaxPool2d>("pool", 2));
+    m->add(std::make_unique<Conv2d>("conv2", 6, 8, 3, 1, 1));
+    if (flattened) {
+        m->add(std::make_unique<Flatten>("flatten"));
+        m->add(std::make_unique<PReLU>("prelu2", 8 * 14 * 14));
+    } else {
+        m->add(std::make_unique<PReLU>("prelu2"));
+        m->add(std::make_unique<Flatten>("flatten"));
+    }
+    m->add(std::make_unique<Linear>("fc1", 8 * 14 * 14, 32));
+    m->add(std::make_unique<PReLU>("prelu3", 32));
+    m->add(std::make_unique<Linear>("fc2", 32, 10));
+    m->initParams(seed);
+    Rng rng(seed + 1);
+    for (std::size_t i = 0; i < m->size(); ++i)
+        if (auto* p = dynamic_cast<PReLU*>(&m->layer(i)))
+            for (float& a : p->weight().value.values()) a = rng.uniform(-0.3f, 0.6f);
+    for (std::size_t i : {std::size_t{0}, std::size_t{3}})
+        for (float& w : dynamic_cast<Conv2d&>(m->layer(i)).weight().value.values()) w *= 3.0f;
+    return m;
+}
+
+} // namespace
+
+class TestPReLU : public QObject, fixtures::OnnxWorkspace {
+    Q_OBJECT
+
+private slots:
+    void initTestCase() { openWorkspace("prelu"); }
+    void importMatchesPyTorch_data();
+    void importMatchesPyTorch();
+    void roundTripsAndOnnxruntime_data() { importMatchesPyTorch_data(); }
+    void roundTripsAndOnnxruntime();
+    void engineEqualsFakeQuant_data();
+    void engineEqualsFakeQuant();
+    void qatTrainsTheSlopes();
+    void cleEqualizesThroughPReLU();
+    void badSlopesAreFormatErrors();
+};
+
+void TestPReLU::importMatchesPyTorch_data()
+{
+    QTest::addColumn<QString>("name");
+    for (const char* n : {"prelu_op11_nofold", "prelu_op13_fold_dyn", "prelu_op17_nofold"}) QTest::newRow(n) << QString(n);
+}
+
+// Three PReLU layers (6 slopes on the map, 1 shared, 16 on the features), PyTorch's parameter
+// count, PyTorch's outputs. The unfolded exports write the slope as Unsqueeze(weight, [1, 2]).
+void TestPReLU::importMatchesPyTorch()
+{
+    QFETCH(QString, name);
+    const ExportedModel m = importFixture(name.toStdString());
+    const std::vector<std::vector<float>> s = slopesOf(m);
+    QCOMPARE(s.size(), std::size_t{3});
+    QCOMPARE(s[0].size(), std::size_t{6});
+    QCOMPARE(s[1].size(), std::size_t{1});
+    QCOMPARE(s[2].size(), std::size_t{16});
+    QCOMPARE(m.numParams(), kPReluNetParams);
+    QCOMPARE(buildModel(m)->numParams(), kPReluNetParams);
+    const Reference ref = loadReference(kFixtures / (name.toStdString() + ".json"));
+    const std::vector<float> y = forwardOn(m, ref);
+    const double dev = maxDiff(y, ref.output), rel = dev / maxAbs(ref.output);
+    qInfo("%s: max |QuantScope - PyTorch| = %.3g (%.3g of the largest output)", qPrintable(name), dev, rel);
+    QVERIFY2(rel <= kFp32RelTol, qPrintable(QString("relative deviation %1").arg(rel)));
+}
+
+// .qsm and ONNX keep every layer and slope bit for bit; onnxruntime runs the FP32 export as
+// QuantScope does.
+void TestPReLU::roundTripsAndOnnxruntime()
+{
+    QFETCH(QString, name);
+    const ExportedModel m = importFixture(name.toStdString());
+    const Reference ref = loadReference(kFixtures / (name.toStdString() + ".json"));
+    const std::vector<float> want = forwardOn(m, ref);
+
+    const ExportedModel q = decodeQsm(encodeQsm(m), "round trip");
+    QVERIFY(kindsOf(q) == kindsOf(m));
+    QVERIFY(slopesOf(q) == slopesOf(m));
+    QVERIFY(forwardOn(q, ref) == want);
+
+    const std::vector<std::uint8_t> onnxBytes = encodeOnnx(m);
+    const ExportedModel o = decodeOnnx(onnxBytes, "round trip");
+    QVERIFY(kindsOf(o) == kindsOf(onnxForm(m)));
+    QVERIFY(slopesOf(o) == slopesOf(m));
+    QVERIFY(forwardOn(o, ref) == want);
+    // QuantScope's export reads back through the importer too (PRelu with a [C, 1, 1] slope).
+    QVERIFY(slopesOf(importOnnx(onnxBytes, "re-import")) == slopesOf(m));
+
+    QS_SKIP_WITHOUT_ORT();
+    const std::string path = m_dir + "/" + name.toStdString() + ".onnx";
+    {
+        std::ofstream f(path, std::ios::binary);
+        f.write(reinterpret_cast<const char*>(onnxBytes.data()), static_cast<std::streamsize>(onnxBytes.size()));
+    }
+    const std::size_t H = m.height, W = m.width, n = 50;
+    std::vector<std::uint8_t> px(n * H * W);
+    for (std::size_t i = 0; i < n; ++i)
+        for (std::size_t y = 0; y < H; ++y)
+            for (std::size_t x = 0; x < W; ++x) px[(i * H + y) * W + x] = m_data.test.pixels[i * 28 * 28 + (y + 10) * 28 + x + 10];
+    const std::string images = m_dir + "/" + name.toStdString() + "-idx3-ubyte";
+    fixtures::writeIdx(images, {static_cast<std::uint32_t>(n), static_cast<std::uint32_t>(H), static_cast<std::uint32_t>(W)}, px);
+    const std::vector<float> ort = fixtures::ortOutputs(path, images);
+    ModelRunner runner(m);
+    std::vector<float> ours(n * m.classes);
+    std::vector<std::int32_t> pred(n);
+    runner.predict(px.data(), n, pred.data(), ours.data());
+    const double dev = maxDiff(ort, ours), rel = dev / maxAbs(ours);
+    qInfo("%s: onnxruntime vs QuantScope FP32: max diff %.3g (%.3g relative)", qPrintable(name), dev, rel);
+    QVERIFY2(rel <= kOrtFp32RelTol, qPrintable(QString("relative deviation %1").arg(rel)));
+}
+
+void TestPReLU::engineEqualsFakeQuant_data()
+{
+    QTest::addColumn<QString>("act");
+    QTest::addColumn<bool>("flattened");
+    for (const char* act : {"uint8", "int8"}) {
+        QTest::newRow(act) << QString(act) << false;
+        QTest::newRow(qPrintable(QString(act) + " flattened")) << QString(act) << true;
+    }
+}
+
+// A model quantized by QuantSim and exported (the slopes stay float32): at every PReLU point the
+// engine's integers are the layer's forward on the engine's own input integers, then the point's
+// fake-quant, exactly, for the per-channel tables on a map, the shared table and the per-feature
+// tables after a dense layer (or on features flattened from a map); argmax against the fake-quant reference; the QDQ export reads back
+// with the same slopes and points, and onnxruntime predicts what the engine does.
+void TestPReLU::engineEqualsFakeQuant()
+{
+    QFETCH(QString, act);
+    QFETCH(bool, flattened);
+    auto q = fixtures::quantize(preluModel(11, flattened), m_data, "int8", "channel", act.toStdString());
+    QVERIFY2(IntEngine::unsupportedReason(q.exported).empty(), IntEngine::unsupportedReason(q.exported).c_str());
+    std::size_t prelus = 0;
+    for (const StoredLayer& l : q.exported.layers)
+        if (l.kind == LayerKind::PReLU) {
+            ++prelus;
+            QVERIFY2(l.outputQuant.has_value(), l.name.c_str());
+            QVERIFY(l.tensors.at(0).encoding == TensorEncoding::Float32);
+        }
+    QCOMPARE(prelus, std::size_t{3});
+    const IntEngine engine(q.exported);
+    std::map<std::string, std::size_t> values, differing, distinct;
+    for (std::size_t img = 0; img < 20; ++img) {
+        const std::vector<PointTrace> trace = engine.trace(m_data.test.pixels.data() + img * m_data.test.imageBytes());
+        for (const PointTrace& p : trace) {
+            const auto l = std::find_if(q.exported.layers.begin(), q.exported.layers.end(), [&](const StoredLayer& s) { return s.name == p.layer; });
+            if (l == q.exported.layers.end() || l->kind != LayerKind::PReLU) continue;
+            // Its input point: the trace of the layer it reads, through a Flatten (NCHW order, as the trace's).
+            const StoredLayer* src = &q.exported.layers.at(l->inputs.at(0) - 1);
+            while (src->kind == LayerKind::Flatten) src = &q.exported.layers.at(src->inputs.at(0) - 1);
+            const auto in = std::find_if(trace.begin(), trace.end(), [&](const PointTrace& s) { return s.layer == src->name; });
+            QVERIFY2(in != trace.end(), qPrintable(QString::fromStdString(src->name)));
+            QCOMPARE(in->q.size(), p.q.size());
+            Shape shape{1};
+            shape.insert(shape.end(), p.shape.begin(), p.shape.end()); // NCHW of one image
+            Tensor x(shape), y;
+            for (std::size_t i = 0; i < x.numel(); ++i)
+                x[i] = (static_cast<float>(in->q[i]) - static_cast<float>(in->quant.zeroPoint)) * in->quant.scale;
+            PReLU layer("ref", l->tensors[0].numel());
+            layer.weight().value.values() = l->tensors[0].values;
+            layer.forward(x, y, RunContext{});
+            fakeQuantizeActivation(y, p.quant);
+            std::set<std::int32_t> seen;
+            for (std::size_t i = 0; i < p.q.size(); ++i) {
+                const auto want = static_cast<std::int32_t>(std::nearbyint(y[i] / p.quant.scale)) + p.quant.zeroPoint;
+                differing[p.layer] += want != p.q[i];
+                seen.insert(p.q[i]);
+            }
+            values[p.layer] += p.q.size();
+            distinct[p.layer] = std::max(distinct[p.layer], seen.size());
+        }
+    }
+    QCOMPARE(values.size(), std::size_t{3});
+    for (const auto& [layer, n] : values) {
+        qInfo("%s %s: %zu activation values, %zu differ from the fake-quant; up to %zu distinct codes", layer.c_str(), qPrintable(act), n,
+              differing[layer], distinct[layer]);
+        QCOMPARE(differing[layer], std::size_t{0});
+        QVERIFY2(distinct[layer] >= 16, "the activations barely use their grid: the comparison would prove little");
+    }
+
+    RunnerOptions ro;
+    ro.kind = RunnerKind::Reference;
+    ModelRunner reference(q.exported, ro);
+    ro.kind = RunnerKind::Integer;
+    ModelRunner integer(q.exported, ro);
+    const std::size_t n = m_data.test.size();
+    std::vector<std::int32_t> pr(n), pi(n);
+    std::vector<float> outI(n * 10);
+    reference.predict(m_data.test.pixels.data(), n, pr.data());
+    integer.predict(m_data.test.pixels.data(), n, pi.data(), outI.data());
+    std::size_t same = 0;
+    for (std::size_t i = 0; i < n; ++i) same += pr[i] == pi[i];
+    qInfo("engine vs fake-quant reference: argmax agreement %.1f %% of %zu images", 100.0 * static_cast<double>(same) / static_cast<double>(n), n);
+    QVERIFY(static_cast<double>(same) >= 0.98 * static_cast<double>(n));
+
+    const std::vector<std::uint8_t> bytes = encodeOnnx(q.exported);
+    const ExportedModel back = decodeOnnx(bytes, "qdq");
+    QVERIFY(kindsOf(back) == kindsOf(q.exported));
+    QVERIFY(slopesOf(back) == slopesOf(q.exported));
+    for (std::size_t i = 0; i < back.layers.size(); ++i) QVERIFY(back.layers[i].outputQuant == q.exported.layers[i].outputQuant);
+    const ExportedModel fromQsm = decodeQsm(encodeQsm(q.exported), "qsm");
+    QVERIFY(slopesOf(fromQsm) == slopesOf(q.exported));
+    QS_SKIP_WITHOUT_ORT();
+    const std::string path = m_dir + "/qdq-prelu-" + act.toStdString() + (flattened ? "-flat" : "") + ".onnx";
+    {
+        std::ofstream f(path, std::ios::binary);
+        f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    }
+    const std::vector<float> ort = fixtures::ortOutputs(path, m_images);
+    QCOMPARE(ort.size(), outI.size());
+    const std::vector<std::int32_t> ortPred = fixtures::argmaxOf(ort, 10);
+    std::size_t agree = 0;
+    double sum = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+        agree += ortPred[i] == pi[i];
+        for (std::size_t j = 0; j < 10; ++j) sum += std::fabs(static_cast<double>(ort[i * 10 + j]) - outI[i * 10 + j]);
+    }
+    const double meanRel = sum / static_cast<double>(n * 10) / maxAbs(outI);
+    qInfo("onnxruntime QDQ vs engine: argmax agreement %.1f %%, mean |diff| %.3g of the largest output",
+          100.0 * static_cast<double>(agree) / static_cast<double>(n), meanRel);
+    QVERIFY(static_cast<double>(agree) >= kMinQdqAgreement * static_cast<double>(n));
+    QVERIFY(meanRel <= kQdqMeanRelDiff);
+}
+
+// A QAT run moves the slopes (they are parameters the optimizer sees, FP32 masters with no
+// fake-quant), and the integer export stores what training left.
+void TestPReLU::qatTrainsTheSlopes()
+{
+    const std::vector<float> before = dynamic_cast<PReLU&>(preluModel()->layer(1)).weight().value.values();
+    TrainConfig cfg;
+    cfg.model = "prelu-net";
+    cfg.modelFactory = [](const Shape&, std::size_t, std::uint64_t) { return preluModel(); };
+    cfg.precision.strategy = Strategy::Qat;
+    cfg.precision.format = "int8";
+    cfg.epochs = 1;
+    cfg.batchSize = 32;
+    cfg.threads = 1;
+    cfg.evalBatchSize = 64;
+    Trainer trainer(cfg, m_data);
+    (void)trainer.run();
+    const std::vector<float>& after = dynamic_cast<PReLU&>(trainer.model().layer(1)).weight().value.values();
+    std::size_t moved = 0;
+    for (std::size_t c = 0; c < after.size(); ++c) moved += after[c] != before[c];
+    QCOMPARE(moved, after.size());
+    const ExportedModel e = exportedModelOf(trainer);
+    QVERIFY(e.quantized);
+    QVERIFY(slopesOf(e).at(0) == after);
+}
+
+// y = W2 prelu(W1 x): CLE pairs conv1 with conv2 through the PReLU (prelu_a(x / s) = prelu_a(x) / s
+// for s > 0 whatever the slope), the function is unchanged and the range ratio goes down.
+void TestPReLU::cleEqualizesThroughPReLU()
+{
+    auto m = std::make_unique<Model>("cle-prelu", Shape{1, 8, 8});
+    m->add(std::make_unique<Conv2d>("conv1", 1, 6, 3, 1, 1));
+    m->add(std::make_unique<PReLU>("prelu", 6));
+    m->add(std::make_unique<Conv2d>("conv2", 6, 4, 3, 1, 1));
+    m->add(std::make_unique<Flatten>("flatten"));
+    m->add(std::make_unique<Linear>("fc", 4 * 64, 10));
+    m->initParams(3);
+    auto& c1 = dynamic_cast<Conv2d&>(m->layer(0));
+    for (std::size_t i = 0; i < c1.weight().value.numel(); ++i) c1.weight().value[i] *= static_cast<float>(1 + i / 9 * 3); // channel ranges 1..16
+    Rng rng(5);
+    for (float& a : dynamic_cast<PReLU&>(m->layer(1)).weight().value.values()) a = rng.uniform(-0.3f, 0.6f);
+    Tensor x({4, 1, 8, 8});
+    for (float& v : x.values()) v = rng.uniform(-1.0f, 1.0f);
+    RunContext ctx;
+    const std::vector<float> y0 = m->forward(x, ctx).values();
+    const EqualizationReport rep = equalizeCrossLayer(*m, 20, 1e-6);
+    QCOMPARE(rep.pairs.size(), std::size_t{2}); // and conv2 -> fc through the Flatten
+    QVERIFY(rep.skipped.empty());
+    QCOMPARE(QString::fromStdString(rep.pairs[0].first), QString("conv1"));
+    QCOMPARE(QString::fromStdString(rep.pairs[0].second), QString("conv2"));
+    qInfo("range ratio %.3g -> %.3g", rep.pairs[0].rangeRatioBefore, rep.pairs[0].rangeRatioAfter);
+    QVERIFY(rep.pairs[0].rangeRatioAfter < rep.pairs[0].rangeRatioBefore / 2);
+    const std::vector<float> y1 = m->forward(x, ctx).values();
+    QVERIFY(maxDiff(y0, y1) <= 1e-5 * maxAbs(y0));
+}
+
+// A .qsm PReLU with a NaN slope, a slope count that is neither 1 nor the channels, or an integer
+// slope is a FormatError naming the file and the layer.
+void TestPReLU::badSlopesAreFormatErrors()
+{
+    auto q = fixtures::quantize(preluModel(), m_data, "int8", "channel", "uint8");
+    const auto expectError = [&](const char* what, const std::function<void(StoredLayer&)>& edit, const char* mentions) {
+        ExportedModel e = q.exported;
+        for (StoredLayer& l : e.layers)
+            if (l.name == "prelu1") edit(l);
+        try {
+            e.validate("bad.qsm");
+            QFAIL(qPrintable(QString(what) + ": no error"));
+        } catch (const FormatError& err) {
+            const QString msg = err.what();
+            QVERIFY2(msg.startsWith("bad.qsm: ") && msg.contains("prelu1") && msg.contains(mentions), qPrintable(QString(what) + ": " + msg));
+        }
+    };
+    expectError("NaN slope", [](StoredLayer& l) { l.tensors[0].values[2] = NAN; }, "non-finite value");
+    expectError("5 slopes for 6 channels", [](StoredLayer& l) {
+        l.tensors[0].values.resize(5);
+        l.tensors[0].shape = {5};
+    }, "the layer needs [6]");
+    expectError("integer slope", [](StoredLayer& l) {
+        StoredTensor& t = l.tensors[0];
+        t.encoding = TensorEncoding::Int;
+        t.bits = 8;
+        t.qmin = -128;
+        t.qmax = 127;
+        t.scales = {0.01f};
+        t.zeroPoints = {0};
+        t.q.assign(t.numel(), 1);
+    }, "stored as float32");
+    // And through the file: a NaN written into a .qsm is refused on reading.
+    ExportedModel e = q.exported;
+    std::vector<std::uint8_t> bytes = encodeQsm(e);
+    const float slope = e.layers[1].tensors[0].values[0];
+    bool patched = false;
+    for (std::size_t i = 32; i + 4 <= bytes.size() && !patched; ++i)
+        if (std::memcmp(bytes.data() + i, &slope, 4) == 0) {
+            const float nan = NAN;
+            std::memcpy(bytes.data() + i, &nan, 4);
+            patched = true;
+        }
+    QVERIFY(patched);
+    // Fix the CRC so the reader gets as far as the value.
+    const std::uint32_t crc = static_cast<std::uint32_t>(::crc32(0L, bytes.data() + 32, static_cast<uInt>(bytes.size() - 32)));
+    std::memcpy(bytes.data() + 24, &crc, 4);
+    QVERIFY_THROWS_EXCEPTION(FormatError, decodeQsm(bytes, "nan.qsm"));
+    try {
+        decodeQsm(bytes, "nan.qsm");
+    } catch (const FormatError& err) {
+        QVERIFY2(QString(err.what()).contains("prelu1") && QString(err.what()).contains("non-finite"), err.what());
+    }
+}
+
+QTEST_GUILESS_MAIN(TestPReLU)
+#include "tst_prelu.moc"
