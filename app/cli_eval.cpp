@@ -122,9 +122,6 @@ int runEval(const std::vector<std::string>& argv)
     // and again at the data's size once it is loaded (prepareModelForData).
     const ImageShape at = datasetOptions(args).resize;
     ExportedModel model = readModelFile(path, at.height, at.width); // other extensions: "not a model file (expected .qsm or .onnx)"
-    if (!args.has("--json"))
-        for (const std::string& n : model.notes) std::fprintf(stderr, "quantscope-cli eval: %s: %s\n", path.c_str(), n.c_str());
-
     DatasetOptions dopt = datasetOptions(args);
     dopt.testLimit = args.u64("--test-limit", 0, 1);
     // Only the test set is read, and a folder or CSV file with no test split of its own is all test
@@ -156,6 +153,9 @@ int runEval(const std::vector<std::string>& argv)
     }
     // Shapes, classes (matched by name), the normalisation: as the GUI's Evaluate dialog decides.
     const DataMatch match = prepareModelForData(model, path, data, dopt.resize.given(), given);
+    // The notes after prepareModelForData: a graph of dynamic size was read again at the data's.
+    if (!args.has("--json"))
+        for (const std::string& n : model.notes) std::fprintf(stderr, "quantscope-cli eval: %s: %s\n", path.c_str(), n.c_str());
     data.test.labels = match.labels;
     if (!match.normalizationNote.empty() && !args.has("--json"))
         std::fprintf(stderr, "quantscope-cli eval: %s (give --normalize none if the model takes [0, 1] pixels as they are)\n",

@@ -91,7 +91,8 @@ private slots:
         QTest::addColumn<QString>("expected");
         QTest::newRow("recursive") << 0 << "nest deeper than 32";
         QTest::newRow("more inputs than the function") << 1 << "passes 3 inputs and 1 outputs to a function of 1 inputs";
-        QTest::newRow("a call tree that multiplies") << 2 << "passes 1048576 nodes";
+        QTest::newRow("a call tree that multiplies") << 2 << "passes 131072 nodes";
+        QTest::newRow("a function defined twice") << 3 << "test::Linear is defined twice";
     }
     void brokenFunctionTables()
     {
@@ -107,6 +108,11 @@ private slots:
         } else if (kind == 1) {
             addFunction(mp, "Linear", "Relu");
             mp.mutable_functions(0)->mutable_node(0)->set_domain("");
+            gemm->set_domain("test");
+            gemm->set_op_type("Linear");
+        } else if (kind == 3) {
+            addFunction(mp, "Linear", "Relu");
+            addFunction(mp, "Linear", "Sigmoid");
             gemm->set_domain("test");
             gemm->set_op_type("Linear");
         } else {

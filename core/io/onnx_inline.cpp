@@ -15,7 +15,10 @@ class Inliner {
 public:
     Inliner(const onnx::ModelProto& mp, const std::string& source) : m_source(source)
     {
-        for (const onnx::FunctionProto& f : mp.functions()) m_functions[{f.domain(), f.name()}] = &f;
+        for (const onnx::FunctionProto& f : mp.functions())
+            if (!m_functions.emplace(std::make_pair(f.domain(), f.name()), &f).second)
+                throw FormatError(source + ": the local function " + f.domain() + "::" + f.name() +
+                                  " is defined twice (which one a call means is not said)");
     }
 
     // Appends `n` to `out`, expanded when it calls a function. `path` names the calls `n` is inside
@@ -29,7 +32,7 @@ public:
             if (out.size() >= kOnnxMaxInlinedNodes) fail(n, "the expanded graph passes " + std::to_string(kOnnxMaxInlinedNodes) + " nodes");
             onnx::NodeProto* added = out.Add();
             *added = n;
-            if (!path.empty()) added->set_name(alone ? path : path + "." + n.name()); // the module it came from, as a layer name
+            if (!path.empty()) added->set_name(alone || n.name().empty() ? path : path + "." + n.name()); // the module it came from, as a layer name
             return;
         }
         const onnx::FunctionProto& f = *it->second;

@@ -16,7 +16,7 @@ namespace quantscope {
 // that calls itself, is a FormatError.
 inline constexpr int kOnnxMaxFunctionDepth = 32;
 // The most nodes the expanded graph may have (a guard against a call tree that multiplies).
-inline constexpr int kOnnxMaxInlinedNodes = 1 << 20;
+inline constexpr int kOnnxMaxInlinedNodes = 1 << 17;
 
 // Replaces every node of mp's graph that calls one of mp.functions() (same domain and op_type)
 // by that function's nodes, recursively, then drops the functions. A function's own values are
@@ -27,7 +27,7 @@ inline constexpr int kOnnxMaxInlinedNodes = 1 << 20;
 // position), or keeps its name directly inside the outermost. Returns the number of calls
 // expanded (0 when the model has no functions: then nothing changes).
 // Throws FormatError naming `source` and the call for a call with more inputs or outputs than its
-// function declares, nesting deeper than kOnnxMaxFunctionDepth (a recursive function), or an
+// function declares, two functions of one domain and name, nesting deeper than kOnnxMaxFunctionDepth (a recursive function), or an
 // expansion past kOnnxMaxInlinedNodes.
 int inlineLocalFunctions(onnx::ModelProto& mp, const std::string& source);
 
