@@ -162,7 +162,8 @@ void TestGuiAnalysis::limitedTrainingSetSplitsAsAnalyze()
     limited.dir = m_dir.path().toStdString();
     limited.trainLimit = 500;
     const Dataset gui = Dataset::load(limited);
-    const std::shared_ptr<Dataset> used = analysisDataset(gui, 120, 100000, nullptr);
+    Normalization remaining;
+    const std::shared_ptr<Dataset> used = analysisDataset(gui, 120, 100000, nullptr, &remaining);
     DatasetOptions cliOpts = limited;
     cliOpts.validation = 120;
     cliOpts.validationAfterLimit = true;
@@ -173,6 +174,12 @@ void TestGuiAnalysis::limitedTrainingSetSplitsAsAnalyze()
     QVERIFY(used->validation.labels == cli.validation.labels);
     QCOMPARE(used->train.size(), cli.train.size());
     QVERIFY(used->train.pixels == cli.train.pixels);
+    // A model file that stores no normalisation is measured on analyze's statistics, those of the
+    // images left after the validation split, not of the whole loaded set (tester 17).
+    QVERIFY(std::fabs(gui.normalization.mean[0] - cli.normalization.mean[0]) > 1e-5f);
+    QVERIFY2(std::fabs(remaining.mean[0] - cli.normalization.mean[0]) < 1e-6f &&
+                 std::fabs(remaining.stddev[0] - cli.normalization.stddev[0]) < 1e-6f,
+             qPrintable(QString("%1 %2 vs %3 %4").arg(remaining.mean[0]).arg(remaining.stddev[0]).arg(cli.normalization.mean[0]).arg(cli.normalization.stddev[0])));
     // train's order (validation split off the whole set first, then the limit) draws others
     cliOpts.validationAfterLimit = false;
     QVERIFY(Dataset::load(cliOpts).validation.pixels != used->validation.pixels);

@@ -37,8 +37,12 @@ using AnalysisInputPtr = std::shared_ptr<const AnalysisInput>;
 // The images of `data` an analysis uses: `validation` images from its validation split when it has
 // that many, else the last of a seeded permutation of its training set (the CLI's split); the
 // first `calibration` of the remaining training images; the test set as is. Throws ConfigError
-// when the training set is too small.
-std::shared_ptr<Dataset> analysisDataset(const Dataset& data, std::size_t validation, std::size_t calibration, bool* heldOut);
+// when the training set is too small. *remaining (when given) gets the pixel statistics of the
+// training images left once the validation images are drawn, as `analyze --validation N`
+// computes them for a model file that stores no normalisation (tester 17: the GUI used the whole
+// loaded set's, so its cells differed from the CLI's).
+std::shared_ptr<Dataset> analysisDataset(const Dataset& data, std::size_t validation, std::size_t calibration, bool* heldOut,
+                                         Normalization* remaining = nullptr);
 
 // One analysis thread at a time: start() runs `work` on a std::thread (joined, never detached),
 // stop() raises the flag `work` polls, the destructor stops and joins.

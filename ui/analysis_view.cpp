@@ -193,8 +193,12 @@ AnalysisInputPtr AnalysisView::input(QString* error) const
             }
             const ExportedModel m = readModelFile(path.toStdString(), m_data->height(), m_data->width());
             if (m.quantized) throw ConfigError(path.toStdString() + " is an integer model; the analyses start from an FP32 model");
-            auto data = analysisDataset(*m_data, validationFor(*m_data, m_validation->value()), std::size_t(m_calibration->value()), &in->heldOut);
-            if (m.normalizationKnown) data->normalization = m.normalization.broadcast(data->channels());
+            Normalization remaining;
+            auto data = analysisDataset(*m_data, validationFor(*m_data, m_validation->value()), std::size_t(m_calibration->value()), &in->heldOut,
+                                        &remaining);
+            // The file's own normalisation, else the statistics analyze computes (of the training
+            // images left after the validation ones), not the whole loaded set's.
+            data->normalization = m.normalizationKnown ? m.normalization.broadcast(data->channels()) : remaining;
             const Shape shape{data->channels(), data->height(), data->width()};
             const std::size_t classes = data->numClasses();
             in->data = data;
