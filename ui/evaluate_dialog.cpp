@@ -33,7 +33,7 @@ namespace quantscope {
 
 namespace {
 
-constexpr int kLongColumnWidth = 160; // pixels: Precision, Input normalisation and Runner at most
+constexpr int kLongColumnWidth = 160; // pixels: File, Precision, Input normalisation and Runner at most
 
 enum Column { FileCol, PrecisionCol, InputCol, RunnerCol, ImagesCol, AccuracyCol, ReferenceCol, AgreementCol, SpeedCol, ColumnCount };
 
@@ -346,7 +346,7 @@ void EvaluateDialog::showResult(const QString& path, const std::optional<FileEva
     // (the file's)", "integer engine (avx512-vnni)") would push Agreement and Speed past the
     // dialog's edge (tester 13): their columns are capped, the text elided, whole in the tooltip.
     QHeaderView* header = m_results->horizontalHeader();
-    for (const int col : {PrecisionCol, InputCol, RunnerCol}) {
+    for (const int col : {FileCol, PrecisionCol, InputCol, RunnerCol}) {
         m_results->resizeColumnToContents(col);
         header->setSectionResizeMode(col, QHeaderView::Interactive);
         header->resizeSection(col, std::min(header->sectionSize(col), kLongColumnWidth));

@@ -152,6 +152,7 @@ void Importer::readInput()
         m_info.dynamicImageSize = m_m.dynamicImageSize = true;
         m_info.height = d[2];
         m_info.width = d[3];
+        m_info.dynamicDims = dynamicDims;
         const bool asked = m_options.height || m_options.width;
         m_m.notes.push_back("the input '" + m_inputName + "' has a dynamic " + dynamicDims + ": the model is read at " + std::to_string(d[2]) +
                             "x" + std::to_string(d[3]) +
@@ -523,9 +524,10 @@ ExportedModel importOnnx(const std::vector<std::uint8_t>& bytes, const std::stri
     } catch (const Error& e) {
         if (!out.dynamicImageSize) throw;
         // The image size was QuantScope's choice: say so, as a Linear after a flatten takes one.
-        const std::string more = std::string(e.what()) + " (the input's height and width are dynamic; the graph was read at " +
-                                 std::to_string(out.height) + "x" + std::to_string(out.width) +
-                                 (options.height || options.width ? ", the data's size)"
+        const bool both = out.dynamicDims.find(" and ") != std::string::npos;
+        const std::string more = std::string(e.what()) + " (the input's " + out.dynamicDims + (both ? " are" : " is") +
+                                 " dynamic; the graph was read at " + std::to_string(out.height) + "x" + std::to_string(out.width) +
+                                 (options.height || options.width ? (both ? ", the data's size)" : ", its dynamic side from the data)")
                                                                   : ", the default size; --resize HxW, or info's --input-shape, reads it at another)");
         if (dynamic_cast<const FormatError*>(&e)) throw FormatError(more);
         throw ConfigError(more);
