@@ -1,4 +1,5 @@
 #include "nn/conv2d.h"
+#include "nn/conv_geometry.h"
 
 #include "nn/conv2d_runs.h"
 #include "nn/conv2d_shared.h"
@@ -79,22 +80,6 @@ Shape Conv2d::outputShape(const Shape& in) const
 }
 
 namespace {
-
-// The output columns ox whose input column ox*stride + kx - pad lies inside [0, W): [lo, hi).
-struct ColRange {
-    std::size_t lo, hi;
-};
-ColRange validCols(std::size_t W, std::size_t Wo, std::size_t kx, std::size_t stride, std::size_t pad)
-{
-    std::size_t lo = 0;
-    if (pad > kx) lo = (pad - kx + stride - 1) / stride;
-    // largest ox with ox*stride + kx - pad <= W - 1
-    const long top = static_cast<long>(W) - 1 + static_cast<long>(pad) - static_cast<long>(kx);
-    std::size_t hi = top < 0 ? 0 : static_cast<std::size_t>(top) / stride + 1;
-    if (hi > Wo) hi = Wo;
-    if (lo > hi) lo = hi;
-    return {lo, hi};
-}
 
 #if defined(__AVX512F__)
 // Stride-1 rows with AVX-512 masks: out[ox] = in[ox + off] for ox in [lo, hi), 0 elsewhere in
@@ -177,7 +162,7 @@ void im2col(const float* x, std::size_t C, std::size_t H, std::size_t W, std::si
         for (std::size_t ky = 0; ky < k; ++ky)
             for (std::size_t kx = 0; kx < k; ++kx) {
                 float* row = cols + ((c * k + ky) * k + kx) * ldc;
-                const ColRange r = validCols(W, Wo, kx, stride, pad);
+                const OutputSpan r = validOutputSpan(W, Wo, kx, stride, pad);
                 for (std::size_t oy = 0; oy < Ho; ++oy) {
                     const long iy = static_cast<long>(oy * stride + ky) - static_cast<long>(pad);
                     float* __restrict out = row + oy * Wo;
@@ -221,7 +206,7 @@ void col2imAdd(const float* dcols, std::size_t C, std::size_t H, std::size_t W, 
         for (std::size_t ky = 0; ky < k; ++ky)
             for (std::size_t kx = 0; kx < k; ++kx) {
                 const float* row = dcols + ((c * k + ky) * k + kx) * ldc;
-                const ColRange r = validCols(W, Wo, kx, stride, pad);
+                const OutputSpan r = validOutputSpan(W, Wo, kx, stride, pad);
                 for (std::size_t oy = 0; oy < Ho; ++oy) {
                     const long iy = static_cast<long>(oy * stride + ky) - static_cast<long>(pad);
                     if (iy < 0 || iy >= static_cast<long>(H)) continue;

@@ -5,26 +5,6 @@
 
 namespace quantscope {
 
-namespace {
-
-// The output columns ox whose input column ox*sw + kx*dw - left lies inside [0, W): [lo, hi).
-struct Span {
-    std::size_t lo, hi;
-};
-Span validOutputs(std::size_t W, std::size_t Wo, std::size_t off, std::size_t stride, std::size_t pad)
-{
-    // input column = ox * stride + off - pad
-    std::size_t lo = 0;
-    if (pad > off) lo = (pad - off + stride - 1) / stride;
-    const long top = static_cast<long>(W) - 1 + static_cast<long>(pad) - static_cast<long>(off);
-    std::size_t hi = top < 0 ? 0 : static_cast<std::size_t>(top) / stride + 1;
-    if (hi > Wo) hi = Wo;
-    if (lo > hi) lo = hi;
-    return {lo, hi};
-}
-
-} // namespace
-
 // x: (C, H, W) -> cols: (C*kh*kw, Ho*Wo);
 // cols[(c,ky,kx), (oy,ox)] = x[c, oy*sh + ky*dh - top, ox*sw + kx*dw - left], 0 outside the image.
 void im2col(const float* x, std::size_t C, std::size_t H, std::size_t W, const ConvGeometry& g, float* cols,
@@ -37,7 +17,7 @@ void im2col(const float* x, std::size_t C, std::size_t H, std::size_t W, const C
         for (std::size_t ky = 0; ky < g.kh; ++ky)
             for (std::size_t kx = 0; kx < g.kw; ++kx) {
                 float* row = cols + ((c * g.kh + ky) * g.kw + kx) * ldc;
-                const Span r = validOutputs(W, Wo, kx * g.dw, g.sw, g.padLeft);
+                const OutputSpan r = validOutputSpan(W, Wo, kx * g.dw, g.sw, g.padLeft);
                 for (std::size_t oy = 0; oy < Ho; ++oy) {
                     const long iy = static_cast<long>(oy * g.sh + ky * g.dh) - static_cast<long>(g.padTop);
                     float* __restrict out = row + oy * Wo;
@@ -65,7 +45,7 @@ void col2imAdd(const float* dcols, std::size_t C, std::size_t H, std::size_t W, 
         for (std::size_t ky = 0; ky < g.kh; ++ky)
             for (std::size_t kx = 0; kx < g.kw; ++kx) {
                 const float* row = dcols + ((c * g.kh + ky) * g.kw + kx) * ldc;
-                const Span r = validOutputs(W, Wo, kx * g.dw, g.sw, g.padLeft);
+                const OutputSpan r = validOutputSpan(W, Wo, kx * g.dw, g.sw, g.padLeft);
                 if (r.hi == r.lo) continue;
                 const long off = static_cast<long>(kx * g.dw) - static_cast<long>(g.padLeft);
                 for (std::size_t oy = 0; oy < Ho; ++oy) {

@@ -53,4 +53,21 @@ struct ConvGeometry {
     bool operator==(const ConvGeometry&) const = default;
 };
 
+// The output positions o in [0, outSize) whose input position o * stride + offset - pad lies
+// inside [0, inSize): [lo, hi) (offset = k * dilation for kernel tap k). The im2col/col2im
+// loops of the square and the general convolution copy only that span and zero the rest.
+struct OutputSpan {
+    std::size_t lo, hi;
+};
+inline OutputSpan validOutputSpan(std::size_t inSize, std::size_t outSize, std::size_t offset, std::size_t stride, std::size_t pad)
+{
+    std::size_t lo = 0;
+    if (pad > offset) lo = (pad - offset + stride - 1) / stride;
+    const long top = static_cast<long>(inSize) - 1 + static_cast<long>(pad) - static_cast<long>(offset);
+    std::size_t hi = top < 0 ? 0 : static_cast<std::size_t>(top) / stride + 1;
+    if (hi > outSize) hi = outSize;
+    if (lo > hi) lo = hi;
+    return {lo, hi};
+}
+
 } // namespace quantscope
