@@ -284,10 +284,16 @@ int runCompare(const Args& args)
         weights = "a per-layer plan (" + std::to_string(pc.layers.size()) + (pc.layers.size() == 1 ? " layer entry" : " layer entries") +
                   " over " + weights + ")";
     std::printf("%s, weights %s, %s activations, %zu test images\n", name.c_str(), weights.c_str(), pc.activationFormat.c_str(), r.images);
-    std::printf("%-4s %-24s %-16s %4s %10s %8s %10s %8s\n", "#", "layer", "kind", "q", "SQNR dB", "cosine", "alone dB", "cosine");
+    // Columns as wide as the longest name (an imported model's "Block_3.Conv2d_14"), so they align.
+    int lw = 24, kw = 16;
+    for (const LayerComparison& c : r.layers) {
+        lw = std::max(lw, static_cast<int>(c.layer.size()));
+        kw = std::max(kw, static_cast<int>(c.kind.size()));
+    }
+    std::printf("%-4s %-*s %-*s %4s %10s %8s %10s %8s\n", "#", lw, "layer", kw, "kind", "q", "SQNR dB", "cosine", "alone dB", "cosine");
     for (const LayerComparison& c : r.layers) {
         const bool flagged = (r.firstBelow >= 0 && c.index == r.layers[r.firstBelow].index);
-        std::printf("%-4zu %-24s %-16s %4s %10s %8.4f %10s %8.4f%s\n", c.index, c.layer.c_str(), c.kind.c_str(),
+        std::printf("%-4zu %-*s %-*s %4s %10s %8.4f %10s %8.4f%s\n", c.index, lw, c.layer.c_str(), kw, c.kind.c_str(),
                     c.quantizedWeights ? "w" : (c.outputPoint ? "a" : ""), db(c.sqnrDb).c_str(), c.cosine, db(c.aloneSqnrDb).c_str(),
                     c.aloneCosine, flagged ? "   <- first below threshold" : "");
     }
@@ -372,16 +378,21 @@ int runSensitivity(const Args& args)
     std::printf("%s: FP32 %.2f %% on %zu validation images; %s, %s weights (%s calibration), %s activations\n", name.c_str(),
                 100.0 * r.fp32Accuracy, r.images, opt.allButOne ? "every layer but the one named" : "one layer at a time",
                 opt.granularity.c_str(), opt.calibration.c_str(), opt.activationFormat.c_str());
-    std::printf("%-24s", "layer");
-    for (const std::string& f : opt.formats) std::printf(" | %-8s %6s %7s %6s", f.c_str(), "change", "SQNR", "KL");
-    std::printf("\n");
+    // Columns as wide as the longest layer and format names (mxfp8-e4m3), so they align.
     const std::size_t nf = opt.formats.size();
+    int lw = 24;
+    for (const SensitivityCell& c : r.cells) lw = std::max(lw, static_cast<int>(c.layer.size()));
+    std::vector<int> fw;
+    for (const std::string& f : opt.formats) fw.push_back(std::max(8, static_cast<int>(f.size())));
+    std::printf("%-*s", lw, "layer");
+    for (std::size_t j = 0; j < nf; ++j) std::printf(" | %-*s %6s %7s %6s", fw[j], opt.formats[j].c_str(), "change", "SQNR", "KL");
+    std::printf("\n");
     for (std::size_t i = 0; i * nf < r.cells.size(); ++i) {
-        std::printf("%-24s", r.cells[i * nf].layer.c_str());
+        std::printf("%-*s", lw, r.cells[i * nf].layer.c_str());
         for (std::size_t j = 0; j < nf && i * nf + j < r.cells.size(); ++j) {
             const SensitivityCell& c = r.cells[i * nf + j];
             // +0.0 for no change (a drop of 0 printed as "-0.00")
-            std::printf(" | %7.2f%% %+6.2f %7s %6.4f", 100.0 * c.accuracy, c.dropPoints == 0.0 ? 0.0 : -c.dropPoints,
+            std::printf(" | %*.2f%% %+6.2f %7s %6.4f", fw[j] - 1, 100.0 * c.accuracy, c.dropPoints == 0.0 ? 0.0 : -c.dropPoints,
                         db(c.logitSqnrDb).c_str(), c.klDivergence);
         }
         std::printf("\n");
@@ -484,10 +495,12 @@ int runSearch(const Args& args)
     }
     std::printf("%s: FP32 %.2f %% on %zu validation images; %zu plans evaluated (and %zu one-layer plans for the ranking) in %.1f s\n",
                 in.name.c_str(), 100.0 * r.fp32Accuracy, r.images, r.evaluations, r.sensitivityEvaluations, r.seconds);
-    std::printf("%-5s %-46s %12s %6s %9s\n", "front", "plan", "bytes", "bits", "val acc");
+    int pw = 46; // as wide as the longest plan label, so the columns align
+    for (const EvaluatedPlan& p : r.plans) pw = std::max(pw, static_cast<int>(p.label.size()));
+    std::printf("%-5s %-*s %12s %6s %9s\n", "front", pw, "plan", "bytes", "bits", "val acc");
     for (std::size_t k = 0; k < r.plans.size(); ++k) {
         const EvaluatedPlan& p = r.plans[k];
-        std::printf("%-5s %-46s %12llu %6.2f %8.2f%%%s\n", p.onFront ? "*" : "", p.label.c_str(), static_cast<unsigned long long>(p.bytes),
+        std::printf("%-5s %-*s %12llu %6.2f %8.2f%%%s\n", p.onFront ? "*" : "", pw, p.label.c_str(), static_cast<unsigned long long>(p.bytes),
                     p.bitsPerWeight, 100.0 * p.accuracy,
                     static_cast<long>(k) == r.chosen ? "   <- chosen"
                     : p.overBudget                   ? "   over budget: not taken"

@@ -289,6 +289,13 @@ int runInfo(const std::vector<std::string>& argv)
     if (sized && (!s.dynamicImageSize || s.inputShape.at(0) != in[0]))
         throw UsageError("--input-shape applies to presets, and to ONNX graphs whose height and width are dynamic; " + spec + " takes " +
                          shapeString(s.inputShape));
+    // A graph dynamic in one side keeps the other (tester 17 #5): say so rather than show another size.
+    if (sized && (s.inputShape.at(1) != in[1] || s.inputShape.at(2) != in[2])) {
+        const bool h = s.inputShape.at(1) != in[1];
+        throw UsageError("--input-shape " + shapeText(in) + ": " + spec + "'s " + (h ? "height" : "width") + " is fixed at " +
+                         std::to_string(s.inputShape.at(h ? 1 : 2)) + " (only its " + (h ? "width" : "height") +
+                         " is dynamic); give " + shapeText(Shape{in[0], h ? s.inputShape.at(1) : in[1], h ? in[2] : s.inputShape.at(2)}));
+    }
     std::optional<PlanSize> plan;
     if (args.has("--plan") || args.has("--layer") || args.has("--keep-fp32") || args.has("--format") || args.has("--granularity")) {
         PrecisionPlan p;

@@ -15,6 +15,8 @@
 
 #include "onnx_import_fixtures.h"
 
+#include <onnx/onnx_pb.h>
+
 #include <QtTest>
 
 #include <fstream>
@@ -135,6 +137,22 @@ private slots:
         }
     }
 
+    // The trainer's factory on a graph of dynamic size and other channels names the channels, not
+    // a size the graph does not fix (tester 17 #12).
+    void channelMismatchNamesNoSize()
+    {
+        const std::string path = (kFixtures / "residual_op13_fold_dynhw.onnx").string();
+        try {
+            modelFromFile(path, false)(Shape{3, 12, 10}, 5, 1);
+            QFAIL("accepted");
+        } catch (const ConfigError& e) {
+            const QString what = e.what();
+            QVERIFY2(what.contains("images of 1 channel") && what.contains("have 3 channels") && !what.contains("12x10") &&
+                         !what.contains("28x28"),
+                     e.what());
+        }
+    }
+
     // x.view(x.size(0), -1) into a Linear takes the size it was built for: at 12x12 it is
     // PyTorch's model; at another size the error names the layer and the size it was read at.
     void flattenedClassifierTakesOneSize()
@@ -147,10 +165,56 @@ private slots:
             try {
                 importAt(n, h, w);
                 QFAIL("accepted");
-            } catch (const Error& e) {
+            } catch (const ConfigError& e) {
+                // The size was the cause (exit 2, not a damaged file's 3), and the one it reads at is named.
                 const QString what = e.what();
-                QVERIFY2(what.contains(QString::fromStdString(n + ".onnx")) && what.contains("Gemm") && what.contains(said), e.what());
+                QVERIFY2(what.contains(QString::fromStdString(n + ".onnx")) && what.contains("Gemm") && what.contains(said) &&
+                             what.contains("it reads at 12x12") && what.contains("--resize 12x12"),
+                         e.what());
             }
+        }
+    }
+
+    // An error the size does not cause blames no size (tester 17 #7): an unsupported operator
+    // fails alike at every size, so its message has no --resize hint.
+    void unrelatedErrorNamesNoSize()
+    {
+        const fs::path p = kFixtures / "residual_op13_fold_dynhw.onnx";
+        onnx::ModelProto mp = parse(p);
+        findNode(mp, "Relu")->set_op_type("Softplus");
+        for (const std::size_t side : {std::size_t{0}, std::size_t{16}}) {
+            OnnxImportOptions o;
+            o.height = o.width = side;
+            try {
+                importOnnx(serialize(mp), p.string(), nullptr, o);
+                QFAIL("accepted");
+            } catch (const ConfigError& e) {
+                const QString what = e.what();
+                QVERIFY2(what.contains("Softplus") && !what.contains("--resize") && !what.contains("dynamic"), e.what());
+            }
+        }
+    }
+
+    // dynamic_axes naming H and W alike ({2: 's', 3: 's'}) reads square sizes only (tester 17 #13).
+    void sharedDimParamIsSquare()
+    {
+        const fs::path p = kFixtures / "residual_op13_fold_dynhw.onnx";
+        onnx::ModelProto mp = parse(p);
+        auto* shape = mp.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->mutable_shape();
+        shape->mutable_dim(2)->set_dim_param("s");
+        shape->mutable_dim(3)->set_dim_param("s");
+        OnnxImportOptions o;
+        o.height = 12;
+        o.width = 12;
+        const ExportedModel sq = importOnnx(serialize(mp), p.string(), nullptr, o);
+        QCOMPARE(Shape({sq.height, sq.width}), Shape({12, 12}));
+        o.width = 10;
+        try {
+            importOnnx(serialize(mp), p.string(), nullptr, o);
+            QFAIL("accepted 12x10");
+        } catch (const ConfigError& e) {
+            const QString what = e.what();
+            QVERIFY2(what.contains("'s'") && what.contains("12x10") && what.contains("square") && !what.contains("it reads at"), e.what());
         }
     }
 };

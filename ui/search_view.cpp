@@ -122,6 +122,7 @@ SearchView::SearchView(InputProvider input, QWidget* parent) : QWidget(parent), 
     m_planTable->setEditTriggers(QAbstractItemView::NoEditTriggers);
     m_planTable->setSelectionMode(QAbstractItemView::NoSelection);
     m_planTable->verticalHeader()->hide();
+    m_planTable->setTextElideMode(Qt::ElideMiddle); // "Block_3.…Conv2d_14": both ends of a module path tell
     m_planTable->horizontalHeader()->setSectionResizeMode(QHeaderView::ResizeToContents);
     m_planTable->horizontalHeader()->setSectionResizeMode(0, QHeaderView::Stretch);
     m_save = new QPushButton(tr("Save plan\u2026"));
@@ -361,7 +362,14 @@ void SearchView::showOutcome(const std::shared_ptr<const Outcome>& out)
     m_testAcc = out->testAccuracy;
     m_chart->setReport(r, out->fp32Bytes, out->options.maxDropPoints, out->options.maxBytes);
     QString title = tr("%1: size against validation accuracy (%2 plans)").arg(in->name).arg(r.plans.size());
-    if (!m_chart->offChart().isEmpty()) title += QStringLiteral("<br><small>") + tr("below the chart: %1").arg(m_chart->offChart().join(QStringLiteral(", "))) + QStringLiteral("</small>");
+    // The plans below the chart's floor, named up to three: a longer list ran off the title's width
+    // (tester 17 #11); the status line below names them all.
+    const QStringList off = m_chart->offChart();
+    if (!off.isEmpty()) {
+        const QString shown = off.size() <= 3 ? off.join(QStringLiteral(", "))
+                                              : tr("%1 and %2 more").arg(off.mid(0, 3).join(QStringLiteral(", "))).arg(off.size() - 3);
+        title += QStringLiteral("<br><small>") + tr("below the chart: %1").arg(shown) + QStringLiteral("</small>");
+    }
     m_chart->chart()->setTitle(title);
     std::size_t front = 0;
     for (const EvaluatedPlan& p : r.plans) front += p.onFront;
@@ -386,6 +394,7 @@ void SearchView::showOutcome(const std::shared_ptr<const Outcome>& out)
         s += tr(" No evaluated plan meets the budget.");
     }
     if (r.stopped) s += tr(" Stopped early: the best of the plans evaluated so far is marked.");
+    if (off.size() > 3) s += tr(" Below the chart: %1.").arg(off.join(QStringLiteral(", ")).toHtmlEscaped());
     m_status->setText(s);
     // A finished search is a full bar (it converged before the evaluation budget); a stopped one
     // shows how far it got against that budget.
@@ -435,6 +444,7 @@ void SearchView::selectPlan(long plan)
         for (int c = 0; c < cells.size(); ++c) {
             auto* item = new QTableWidgetItem(cells[c]);
             if (c == 3) item->setTextAlignment(Qt::AlignRight | Qt::AlignVCenter);
+            if (c == 0) item->setToolTip(cells[c]); // a long layer name is elided in its middle
             m_planTable->setItem(static_cast<int>(i), c, item);
         }
     }

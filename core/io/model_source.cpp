@@ -128,6 +128,12 @@ ModelFactory modelFromFile(const std::string& path, bool reinit)
         if (m.quantized)
             throw ConfigError(path + " is an integer model; training and PTQ start from an FP32 model (export it as FP32)");
         const Shape theirs{m.channels, m.height, m.width};
+        // A graph of dynamic height and width was read at the data's size: only its channels can
+        // differ, and naming a size would blame the wrong thing (tester 17 #12).
+        if (m.dynamicImageSize && m.channels != input.at(0))
+            throw ConfigError(path + ": the model takes images of " + std::to_string(m.channels) + " channel" + (m.channels == 1 ? "" : "s") +
+                              " (its height or width is dynamic); the dataset's images have " + std::to_string(input.at(0)) +
+                              (input.at(0) == 1 ? " channel" : " channels"));
         if (theirs != input)
             throw ConfigError(path + ": the model takes " + shapeText(theirs) + " inputs (C x H x W); the dataset's images are " +
                               shapeText(input) + " (--resize or --image-shape can change the data's)");
