@@ -20,6 +20,7 @@
 
 #include "onnx/export_fixtures.h"
 #include "onnx/onnx_fixtures.h"
+#include "engine_agreement.h"
 #include "onnx_import_fixtures.h"
 
 #include <QtTest>
@@ -29,6 +30,8 @@
 #include <set>
 
 using namespace quantscope;
+using engine_agreement::maxAbs;
+using engine_agreement::maxDiff;
 using onnx_import_fixtures::fileBytes, onnx_import_fixtures::kFixtures, onnx_import_fixtures::loadReference,
     onnx_import_fixtures::Reference;
 using fixtures::haveOrt, fixtures::nodeModules;
@@ -81,21 +84,6 @@ std::vector<float> forwardOn(const ExportedModel& em, const Reference& ref)
     RunContext ctx;
     const Tensor y = model->forward(Tensor(ref.inputShape, ref.input), ctx);
     return y.values();
-}
-
-double maxAbs(const std::vector<float>& v)
-{
-    double m = 0;
-    for (float x : v) m = std::max(m, std::fabs(static_cast<double>(x)));
-    return m;
-}
-
-double maxDiff(const std::vector<float>& a, const std::vector<float>& b)
-{
-    if (a.size() != b.size()) return INFINITY;
-    double m = 0;
-    for (std::size_t i = 0; i < a.size(); ++i) m = std::max(m, std::fabs(static_cast<double>(a[i]) - b[i]));
-    return m;
 }
 
 // The layers' kinds and alphas, in order.
@@ -242,7 +230,7 @@ void TestActivations::engineEqualsFakeQuant()
     for (const StoredLayer& l : q.exported.layers)
         if (l.kind == k) QVERIFY2(l.outputQuant.has_value(), l.name.c_str());
     const IntEngine engine(q.exported);
-    std::size_t values = 0, differing = 0, distinct = 0;
+    engine_agreement::CodeDiff diff;
     for (std::size_t img = 0; img < 20; ++img) {
         const std::vector<PointTrace> trace = engine.trace(m_data.test.pixels.data() + img * m_data.test.imageBytes());
         for (std::size_t t = 0; t < trace.size(); ++t) {
@@ -254,43 +242,24 @@ void TestActivations::engineEqualsFakeQuant()
             const auto in = std::find_if(trace.begin(), trace.end(), [&](const PointTrace& s) { return s.layer == src->name; });
             QVERIFY2(in != trace.end(), qPrintable(QString::fromStdString(src->name)));
             QCOMPARE(in->q.size(), p.q.size());
-            Tensor x({1, in->q.size()}), y;
-            for (std::size_t i = 0; i < x.numel(); ++i)
-                x[i] = (static_cast<float>(in->q[i]) - static_cast<float>(in->quant.zeroPoint)) * in->quant.scale;
+            Tensor x = engine_agreement::dequantized(*in), y;
             Pointwise layer("ref", k, l->alpha);
             layer.forward(x, y, RunContext{});
             fakeQuantizeActivation(y, p.quant);
-            std::set<std::int32_t> seen;
-            for (std::size_t i = 0; i < p.q.size(); ++i) {
-                const auto want = static_cast<std::int32_t>(std::nearbyint(y[i] / p.quant.scale)) + p.quant.zeroPoint;
-                differing += want != p.q[i];
-                seen.insert(p.q[i]);
-            }
-            values += p.q.size();
-            distinct = std::max(distinct, seen.size());
+            diff.add(engine_agreement::compareCodes(y, p));
         }
     }
     qInfo("%s %s: %zu activation values, %zu differ from the fake-quant; up to %zu distinct codes in a point", qPrintable(kind),
-          qPrintable(act), values, differing, distinct);
-    QVERIFY(values > 0);
-    QCOMPARE(differing, std::size_t{0});
-    QVERIFY2(distinct >= 16, "the activations barely use their grid: the comparison would prove little");
+          qPrintable(act), diff.values, diff.differing, diff.distinct);
+    QVERIFY(diff.values > 0);
+    QCOMPARE(diff.differing, std::size_t{0});
+    QVERIFY2(diff.distinct >= 16, "the activations barely use their grid: the comparison would prove little");
 
     // The engine's predictions against the exported model's fake-quant reference.
-    RunnerOptions ro;
-    ro.kind = RunnerKind::Reference;
-    ModelRunner reference(q.exported, ro);
-    ro.kind = RunnerKind::Integer;
-    ModelRunner integer(q.exported, ro);
     const std::size_t n = m_data.test.size();
-    std::vector<std::int32_t> pr(n), pi(n);
-    std::vector<float> outI(n * 10);
-    reference.predict(m_data.test.pixels.data(), n, pr.data());
-    integer.predict(m_data.test.pixels.data(), n, pi.data(), outI.data());
-    std::size_t same = 0;
-    for (std::size_t i = 0; i < n; ++i) same += pr[i] == pi[i];
-    qInfo("engine vs fake-quant reference: argmax agreement %.1f %% of %zu images", 100.0 * static_cast<double>(same) / static_cast<double>(n), n);
-    QVERIFY(static_cast<double>(same) >= 0.98 * static_cast<double>(n));
+    const engine_agreement::EngineRun run = engine_agreement::engineAgainstReference(q.exported, m_data.test.pixels.data(), n, 10);
+    qInfo("engine vs fake-quant reference: argmax agreement %.1f %% of %zu images", 100.0 * run.agreement(), n);
+    QVERIFY(run.agreement() >= 0.98);
 
     // QDQ: reads back as the same model; onnxruntime predicts what the engine does.
     const std::vector<std::uint8_t> bytes = encodeOnnx(q.exported);
@@ -299,24 +268,11 @@ void TestActivations::engineEqualsFakeQuant()
     for (std::size_t i = 0; i < back.layers.size(); ++i) QVERIFY(back.layers[i].outputQuant == q.exported.layers[i].outputQuant);
     QS_SKIP_WITHOUT_ORT();
     const std::string path = m_dir + "/qdq-" + kind.toStdString() + "-" + act.toStdString() + ".onnx";
-    {
-        std::ofstream f(path, std::ios::binary);
-        f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-    }
-    const std::vector<float> ort = fixtures::ortOutputs(path, m_images);
-    QCOMPARE(ort.size(), outI.size());
-    const std::vector<std::int32_t> ortPred = fixtures::argmaxOf(ort, 10);
-    std::size_t agree = 0;
-    double sum = 0;
-    for (std::size_t i = 0; i < n; ++i) {
-        agree += ortPred[i] == pi[i];
-        for (std::size_t j = 0; j < 10; ++j) sum += std::fabs(static_cast<double>(ort[i * 10 + j]) - outI[i * 10 + j]);
-    }
-    const double meanRel = sum / static_cast<double>(n * 10) / maxAbs(outI);
-    qInfo("onnxruntime QDQ vs engine: argmax agreement %.1f %%, mean |diff| %.3g of the largest output",
-          100.0 * static_cast<double>(agree) / static_cast<double>(n), meanRel);
-    QVERIFY(static_cast<double>(agree) >= kMinQdqAgreement * static_cast<double>(n));
-    QVERIFY(meanRel <= kQdqMeanRelDiff);
+    const engine_agreement::OrtRun ort = engine_agreement::ortAgainstEngine(bytes, path, m_images, run, 10);
+    QCOMPARE(ort.outputs, run.outputs.size());
+    qInfo("onnxruntime QDQ vs engine: argmax agreement %.1f %%, mean |diff| %.3g of the largest output", 100.0 * ort.agreement, ort.meanRelDiff);
+    QVERIFY(ort.agreement >= kMinQdqAgreement);
+    QVERIFY(ort.meanRelDiff <= kQdqMeanRelDiff);
 }
 
 // A Sigmoid whose output is read by more than the Mul of SiLU stays a Sigmoid (the Mul of two

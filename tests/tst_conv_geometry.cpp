@@ -21,6 +21,7 @@
 
 #include "onnx/export_fixtures.h"
 #include "onnx/onnx_fixtures.h"
+#include "engine_agreement.h"
 #include "onnx_import_fixtures.h"
 #include "qsm_fixtures.h"
 
@@ -36,6 +37,8 @@
 #include <set>
 
 using namespace quantscope;
+using engine_agreement::maxAbs;
+using engine_agreement::maxDiff;
 using onnx_import_fixtures::fileBytes, onnx_import_fixtures::kFixtures, onnx_import_fixtures::loadReference,
     onnx_import_fixtures::Reference;
 using fixtures::haveOrt, fixtures::nodeModules;
@@ -69,21 +72,6 @@ std::vector<float> forwardOn(const ExportedModel& em, const Reference& ref)
     std::unique_ptr<Model> model = buildModel(em);
     RunContext ctx;
     return model->forward(Tensor(ref.inputShape, ref.input), ctx).values();
-}
-
-double maxAbs(const std::vector<float>& v)
-{
-    double m = 0;
-    for (float x : v) m = std::max(m, std::fabs(static_cast<double>(x)));
-    return m;
-}
-
-double maxDiff(const std::vector<float>& a, const std::vector<float>& b)
-{
-    if (a.size() != b.size()) return INFINITY;
-    double m = 0;
-    for (std::size_t i = 0; i < a.size(); ++i) m = std::max(m, std::fabs(static_cast<double>(a[i]) - b[i]));
-    return m;
 }
 
 std::vector<ConvGeometry> windowsOf(const ExportedModel& m)
@@ -314,9 +302,7 @@ void TestConvGeometry::engineEqualsFakeQuant()
             Conv2d ref("ref", C, cout, g, l.groups, true);
             ref.weight().value.values() = wt.dequantized();
             ref.bias().value.values() = bt.dequantized();
-            Tensor x({1, C, H, W}), y;
-            for (std::size_t i = 0; i < x.numel(); ++i)
-                x[i] = (static_cast<float>(in->q[i]) - static_cast<float>(in->quant.zeroPoint)) * in->quant.scale;
+            Tensor x = engine_agreement::dequantized(*in), y; // [1, C, H, W]
             ref.forward(x, y, RunContext{});
             if (relu)
                 for (float& v : y.values()) v = std::max(v, 0.0f);
@@ -367,20 +353,10 @@ void TestConvGeometry::engineEqualsFakeQuant()
     QVERIFY2(fqDiffer * 1000 <= values, "more than 0.1 % of the values differ from the fake-quant");
     QVERIFY2(distinct >= 16, "the activations barely use their grid: the comparison would prove little");
 
-    RunnerOptions ro;
-    ro.kind = RunnerKind::Reference;
-    ModelRunner reference(em, ro);
-    ro.kind = RunnerKind::Integer;
-    ModelRunner integer(em, ro);
     const std::size_t n = m_data.test.size();
-    std::vector<std::int32_t> pr(n), pi(n);
-    std::vector<float> outI(n * 10);
-    reference.predict(m_data.test.pixels.data(), n, pr.data());
-    integer.predict(m_data.test.pixels.data(), n, pi.data(), outI.data());
-    std::size_t same = 0;
-    for (std::size_t i = 0; i < n; ++i) same += pr[i] == pi[i];
-    qInfo("engine vs fake-quant reference: argmax agreement %.1f %% of %zu images", 100.0 * static_cast<double>(same) / static_cast<double>(n), n);
-    QVERIFY(static_cast<double>(same) >= kMinEngineAgreement * static_cast<double>(n));
+    const engine_agreement::EngineRun run = engine_agreement::engineAgainstReference(em, m_data.test.pixels.data(), n, 10);
+    qInfo("engine vs fake-quant reference: argmax agreement %.1f %% of %zu images", 100.0 * run.agreement(), n);
+    QVERIFY(run.agreement() >= kMinEngineAgreement);
 
     // .qsm and QDQ ONNX keep the windows; the model read back predicts as the engine does.
     const ExportedModel fromQsm = decodeQsm(encodeQsm(em), "qsm");
@@ -388,30 +364,19 @@ void TestConvGeometry::engineEqualsFakeQuant()
     const std::vector<std::uint8_t> bytes = encodeOnnx(em);
     const ExportedModel back = decodeOnnx(bytes, "qdq");
     QVERIFY(windowsOf(back) == windowsOf(em));
+    RunnerOptions ro;
+    ro.kind = RunnerKind::Integer;
     ModelRunner fromFile(back, ro);
     std::vector<std::int32_t> pb(n);
     fromFile.predict(m_data.test.pixels.data(), n, pb.data());
-    QVERIFY(pb == pi);
+    QVERIFY(pb == run.predicted);
     QS_SKIP_WITHOUT_ORT();
     const std::string path = m_dir + "/qdq-convgeom-" + act.toStdString() + ".onnx";
-    {
-        std::ofstream f(path, std::ios::binary);
-        f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-    }
-    const std::vector<float> ort = fixtures::ortOutputs(path, m_images);
-    QCOMPARE(ort.size(), outI.size());
-    const std::vector<std::int32_t> ortPred = fixtures::argmaxOf(ort, 10);
-    std::size_t agree = 0;
-    double sum = 0;
-    for (std::size_t i = 0; i < n; ++i) {
-        agree += ortPred[i] == pi[i];
-        for (std::size_t j = 0; j < 10; ++j) sum += std::fabs(static_cast<double>(ort[i * 10 + j]) - outI[i * 10 + j]);
-    }
-    const double meanRel = sum / static_cast<double>(n * 10) / maxAbs(outI);
-    qInfo("onnxruntime QDQ vs engine: argmax agreement %.1f %%, mean |diff| %.3g of the largest output",
-          100.0 * static_cast<double>(agree) / static_cast<double>(n), meanRel);
-    QVERIFY(static_cast<double>(agree) >= kMinQdqAgreement * static_cast<double>(n));
-    QVERIFY(meanRel <= kQdqMeanRelDiff);
+    const engine_agreement::OrtRun ort = engine_agreement::ortAgainstEngine(bytes, path, m_images, run, 10);
+    QCOMPARE(ort.outputs, run.outputs.size());
+    qInfo("onnxruntime QDQ vs engine: argmax agreement %.1f %%, mean |diff| %.3g of the largest output", 100.0 * ort.agreement, ort.meanRelDiff);
+    QVERIFY(ort.agreement >= kMinQdqAgreement);
+    QVERIFY(ort.meanRelDiff <= kQdqMeanRelDiff);
 }
 
 // Windows a precision plan keeps FP32 (the engine's float convolution between integer layers):
@@ -444,8 +409,7 @@ void TestConvGeometry::floatWindowsInAPlan()
     QCOMPARE(floats, std::size_t{3});
     QVERIFY2(IntEngine::unsupportedReason(em).empty(), IntEngine::unsupportedReason(em).c_str());
     const IntEngine engine(em);
-    std::size_t values = 0, differ = 0;
-    std::int32_t worst = 0;
+    engine_agreement::CodeDiff diff;
     for (std::size_t img = 0; img < 20; ++img) {
         const std::vector<PointTrace> trace = engine.trace(m_data.test.pixels.data() + img * m_data.test.imageBytes());
         for (std::size_t li = 0; li < em.layers.size(); ++li) {
@@ -460,42 +424,26 @@ void TestConvGeometry::floatWindowsInAPlan()
             if (in == nullptr && a > 0) in = traceNamed(trace, em.layers[static_cast<std::size_t>(em.soleConsumer(a - 1))].name);
             QVERIFY2(out && in, l.name.c_str());
             const ConvGeometry g = l.convGeometry();
-            const std::size_t C = in->shape[0], H = in->shape[1], W = in->shape[2];
+            const std::size_t C = in->shape[0];
             Conv2d ref("ref", C, l.outChannels, g, l.groups, true);
             ref.weight().value.values() = l.tensors[0].values;
             ref.bias().value.values() = l.tensors.size() > 1 ? l.tensors[1].dequantized() : std::vector<float>(l.outChannels, 0.0f);
-            Tensor x({1, C, H, W}), y;
-            for (std::size_t i = 0; i < x.numel(); ++i)
-                x[i] = (static_cast<float>(in->q[i]) - static_cast<float>(in->quant.zeroPoint)) * in->quant.scale;
+            Tensor x = engine_agreement::dequantized(*in), y; // [1, C, H, W]
             ref.forward(x, y, RunContext{});
             if (relu)
                 for (float& v : y.values()) v = std::max(v, 0.0f);
             fakeQuantizeActivation(y, out->quant);
             QCOMPARE(y.numel(), out->q.size());
-            for (std::size_t i = 0; i < out->q.size(); ++i) {
-                const auto fq = static_cast<std::int32_t>(std::nearbyint(y[i] / out->quant.scale)) + out->quant.zeroPoint;
-                differ += fq != out->q[i];
-                worst = std::max(worst, std::abs(fq - out->q[i]));
-            }
-            values += out->q.size();
+            diff.add(engine_agreement::compareCodes(y, *out));
         }
     }
-    qInfo("FP32 windows in a plan: %zu values at their points, %zu differ from the fake-quant (at most %d step)", values, differ, worst);
-    QVERIFY(values > 0);
-    QVERIFY2(worst <= kPointStepTol, qPrintable(QString("a value %1 steps away").arg(worst)));
-    QVERIFY2(differ * 1000 <= values, "more than 0.1 % of the values differ from the fake-quant");
-    RunnerOptions ro;
-    ro.kind = RunnerKind::Reference;
-    ModelRunner reference(em, ro);
-    ro.kind = RunnerKind::Integer;
-    ModelRunner integer(em, ro);
-    const std::size_t n = m_data.test.size();
-    std::vector<std::int32_t> pr(n), pi(n);
-    reference.predict(m_data.test.pixels.data(), n, pr.data());
-    integer.predict(m_data.test.pixels.data(), n, pi.data());
-    std::size_t same = 0;
-    for (std::size_t i = 0; i < n; ++i) same += pr[i] == pi[i];
-    QVERIFY(static_cast<double>(same) >= kMinEngineAgreement * static_cast<double>(n));
+    qInfo("FP32 windows in a plan: %zu values at their points, %zu differ from the fake-quant (at most %d step)", diff.values,
+          diff.differing, diff.worstSteps);
+    QVERIFY(diff.values > 0);
+    QVERIFY2(diff.worstSteps <= kPointStepTol, qPrintable(QString("a value %1 steps away").arg(diff.worstSteps)));
+    QVERIFY2(diff.differing * 1000 <= diff.values, "more than 0.1 % of the values differ from the fake-quant");
+    const engine_agreement::EngineRun run = engine_agreement::engineAgainstReference(em, m_data.test.pixels.data(), m_data.test.size(), 10);
+    QVERIFY(run.agreement() >= kMinEngineAgreement);
 }
 
 // A model of square convolutions writes no window (the file is what it was before windows were

@@ -27,6 +27,7 @@
 
 #include "onnx/export_fixtures.h"
 #include "onnx/onnx_fixtures.h"
+#include "engine_agreement.h"
 #include "onnx_import_fixtures.h"
 
 #include <QtTest>
@@ -36,6 +37,8 @@
 #include <map>
 
 using namespace quantscope;
+using engine_agreement::maxAbs;
+using engine_agreement::maxDiff;
 using onnx_import_fixtures::fileBytes, onnx_import_fixtures::kFixtures, onnx_import_fixtures::loadReference,
     onnx_import_fixtures::Reference;
 using fixtures::haveOrt, fixtures::nodeModules;
@@ -78,21 +81,6 @@ std::vector<float> forwardOn(const ExportedModel& em, const Reference& ref)
     std::unique_ptr<Model> model = buildModel(em);
     RunContext ctx;
     return model->forward(Tensor(ref.inputShape, ref.input), ctx).values();
-}
-
-double maxAbs(const std::vector<float>& v)
-{
-    double m = 0;
-    for (float x : v) m = std::max(m, std::fabs(static_cast<double>(x)));
-    return m;
-}
-
-double maxDiff(const std::vector<float>& a, const std::vector<float>& b)
-{
-    if (a.size() != b.size()) return INFINITY;
-    double m = 0;
-    for (std::size_t i = 0; i < a.size(); ++i) m = std::max(m, std::fabs(static_cast<double>(a[i]) - b[i]));
-    return m;
 }
 
 std::vector<LayerKind> kindsOf(const ExportedModel& m)
@@ -177,15 +165,6 @@ const PointTrace* traceOf(const std::vector<PointTrace>& trace, const ExportedMo
     for (const PointTrace& p : trace)
         if (p.layer == name) return &p;
     return nullptr;
-}
-
-Tensor dequantized(const PointTrace& p)
-{
-    Shape s{1};
-    s.insert(s.end(), p.shape.begin(), p.shape.end());
-    Tensor t(s);
-    for (std::size_t i = 0; i < t.numel(); ++i) t[i] = (static_cast<float>(p.q[i]) - static_cast<float>(p.quant.zeroPoint)) * p.quant.scale;
-    return t;
 }
 
 } // namespace
@@ -334,8 +313,7 @@ void TestMulConcat::engineEqualsFakeQuant()
     }
     QVERIFY(joins > 0);
     const IntEngine engine(q.exported);
-    std::size_t values = 0, differing = 0, distinct = 0;
-    std::int32_t worst = 0;
+    engine_agreement::CodeDiff diff;
     for (std::size_t img = 0; img < 20; ++img) {
         const std::vector<PointTrace> trace = engine.trace(m_data.test.pixels.data() + img * m_data.test.imageBytes());
         for (const PointTrace& p : trace) {
@@ -347,7 +325,7 @@ void TestMulConcat::engineEqualsFakeQuant()
             for (std::size_t a : l->inputs) {
                 const PointTrace* t = traceOf(trace, q.exported, a);
                 QVERIFY2(t, qPrintable(QString("no trace of the input of ") + l->name.c_str()));
-                in.push_back(dequantized(*t));
+                in.push_back(engine_agreement::dequantized(*t));
             }
             std::vector<const Tensor*> xs;
             for (const Tensor& t : in) xs.push_back(&t);
@@ -358,38 +336,20 @@ void TestMulConcat::engineEqualsFakeQuant()
             if (relu)
                 for (float& v : y.values()) v = std::max(v, 0.0f);
             fakeQuantizeActivation(y, p.quant);
-            std::set<std::int32_t> seen;
-            for (std::size_t i = 0; i < p.q.size(); ++i) {
-                const auto want = static_cast<std::int32_t>(std::nearbyint(y[i] / p.quant.scale)) + p.quant.zeroPoint;
-                differing += want != p.q[i];
-                worst = std::max(worst, std::abs(want - p.q[i]));
-                seen.insert(p.q[i]);
-            }
-            values += p.q.size();
-            distinct = std::max(distinct, seen.size());
+            diff.add(engine_agreement::compareCodes(y, p));
         }
     }
     qInfo("%s %s: %zu Mul/Concat values, %zu differ from the fake-quant (at most %d step); up to %zu distinct codes in a point",
-          qPrintable(model), qPrintable(act), values, differing, worst, distinct);
-    QVERIFY(values > 0);
-    QVERIFY2(worst <= kPointStepTol, qPrintable(QString("a value %1 steps away").arg(worst)));
-    QVERIFY2(differing * 100 <= values, "more than 1 % of the values differ from the fake-quant");
-    QVERIFY2(distinct >= 16, "the activations barely use their grid: the comparison would prove little");
+          qPrintable(model), qPrintable(act), diff.values, diff.differing, diff.worstSteps, diff.distinct);
+    QVERIFY(diff.values > 0);
+    QVERIFY2(diff.worstSteps <= kPointStepTol, qPrintable(QString("a value %1 steps away").arg(diff.worstSteps)));
+    QVERIFY2(diff.differing * 100 <= diff.values, "more than 1 % of the values differ from the fake-quant");
+    QVERIFY2(diff.distinct >= 16, "the activations barely use their grid: the comparison would prove little");
 
-    RunnerOptions ro;
-    ro.kind = RunnerKind::Reference;
-    ModelRunner reference(q.exported, ro);
-    ro.kind = RunnerKind::Integer;
-    ModelRunner integer(q.exported, ro);
     const std::size_t n = m_data.test.size();
-    std::vector<std::int32_t> pr(n), pi(n);
-    std::vector<float> outI(n * 10);
-    reference.predict(m_data.test.pixels.data(), n, pr.data());
-    integer.predict(m_data.test.pixels.data(), n, pi.data(), outI.data());
-    std::size_t same = 0;
-    for (std::size_t i = 0; i < n; ++i) same += pr[i] == pi[i];
-    qInfo("engine vs fake-quant reference: argmax agreement %.1f %% of %zu images", 100.0 * static_cast<double>(same) / static_cast<double>(n), n);
-    QVERIFY(static_cast<double>(same) >= kMinEngineAgreement * static_cast<double>(n));
+    const engine_agreement::EngineRun run = engine_agreement::engineAgainstReference(q.exported, m_data.test.pixels.data(), n, 10);
+    qInfo("engine vs fake-quant reference: argmax agreement %.1f %% of %zu images", 100.0 * run.agreement(), n);
+    QVERIFY(run.agreement() >= kMinEngineAgreement);
 
     // .qsm and QDQ ONNX: read back as the same model; onnxruntime predicts what the engine does.
     const ExportedModel fromQsm = decodeQsm(encodeQsm(q.exported), "qsm");
@@ -401,30 +361,19 @@ void TestMulConcat::engineEqualsFakeQuant()
         QVERIFY(back.layers[i].outputQuant == q.exported.layers[i].outputQuant);
         QVERIFY(back.layers[i].inputs == q.exported.layers[i].inputs);
     }
+    RunnerOptions ro;
+    ro.kind = RunnerKind::Integer;
     ModelRunner fromFile(back, ro);
     std::vector<std::int32_t> pb(n);
     fromFile.predict(m_data.test.pixels.data(), n, pb.data());
-    QVERIFY(pb == pi);
+    QVERIFY(pb == run.predicted);
     QS_SKIP_WITHOUT_ORT();
     const std::string path = m_dir + "/qdq-" + model.toStdString() + "-" + act.toStdString() + ".onnx";
-    {
-        std::ofstream f(path, std::ios::binary);
-        f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-    }
-    const std::vector<float> ort = fixtures::ortOutputs(path, m_images);
-    QCOMPARE(ort.size(), outI.size());
-    const std::vector<std::int32_t> ortPred = fixtures::argmaxOf(ort, 10);
-    std::size_t agree = 0;
-    double sum = 0;
-    for (std::size_t i = 0; i < n; ++i) {
-        agree += ortPred[i] == pi[i];
-        for (std::size_t j = 0; j < 10; ++j) sum += std::fabs(static_cast<double>(ort[i * 10 + j]) - outI[i * 10 + j]);
-    }
-    const double meanRel = sum / static_cast<double>(n * 10) / maxAbs(outI);
-    qInfo("onnxruntime QDQ vs engine: argmax agreement %.1f %%, mean |diff| %.3g of the largest output",
-          100.0 * static_cast<double>(agree) / static_cast<double>(n), meanRel);
-    QVERIFY(static_cast<double>(agree) >= kMinQdqAgreement * static_cast<double>(n));
-    QVERIFY(meanRel <= kQdqMeanRelDiff);
+    const engine_agreement::OrtRun ort = engine_agreement::ortAgainstEngine(bytes, path, m_images, run, 10);
+    QCOMPARE(ort.outputs, run.outputs.size());
+    qInfo("onnxruntime QDQ vs engine: argmax agreement %.1f %%, mean |diff| %.3g of the largest output", 100.0 * ort.agreement, ort.meanRelDiff);
+    QVERIFY(ort.agreement >= kMinQdqAgreement);
+    QVERIFY(ort.meanRelDiff <= kQdqMeanRelDiff);
 }
 
 // Quantization-aware steps on a model with an SE gate and a Concat (fake-quantized activations,

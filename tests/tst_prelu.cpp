@@ -22,6 +22,7 @@
 
 #include "onnx/export_fixtures.h"
 #include "onnx/onnx_fixtures.h"
+#include "engine_agreement.h"
 #include "onnx_import_fixtures.h"
 
 #include <QtTest>
@@ -34,6 +35,8 @@
 #include <set>
 
 using namespace quantscope;
+using engine_agreement::maxAbs;
+using engine_agreement::maxDiff;
 using onnx_import_fixtures::fileBytes, onnx_import_fixtures::kFixtures, onnx_import_fixtures::loadReference,
     onnx_import_fixtures::Reference;
 using fixtures::haveOrt, fixtures::nodeModules;
@@ -59,21 +62,6 @@ std::vector<float> forwardOn(const ExportedModel& em, const Reference& ref)
     std::unique_ptr<Model> model = buildModel(em);
     RunContext ctx;
     return model->forward(Tensor(ref.inputShape, ref.input), ctx).values();
-}
-
-double maxAbs(const std::vector<float>& v)
-{
-    double m = 0;
-    for (float x : v) m = std::max(m, std::fabs(static_cast<double>(x)));
-    return m;
-}
-
-double maxDiff(const std::vector<float>& a, const std::vector<float>& b)
-{
-    if (a.size() != b.size()) return INFINITY;
-    double m = 0;
-    for (std::size_t i = 0; i < a.size(); ++i) m = std::max(m, std::fabs(static_cast<double>(a[i]) - b[i]));
-    return m;
 }
 
 // Every PReLU's slopes, in order.
@@ -242,7 +230,7 @@ void TestPReLU::engineEqualsFakeQuant()
         }
     QCOMPARE(prelus, std::size_t{3});
     const IntEngine engine(q.exported);
-    std::map<std::string, std::size_t> values, differing, distinct;
+    std::map<std::string, engine_agreement::CodeDiff> diffs;
     for (std::size_t img = 0; img < 20; ++img) {
         const std::vector<PointTrace> trace = engine.trace(m_data.test.pixels.data() + img * m_data.test.imageBytes());
         for (const PointTrace& p : trace) {
@@ -254,47 +242,29 @@ void TestPReLU::engineEqualsFakeQuant()
             const auto in = std::find_if(trace.begin(), trace.end(), [&](const PointTrace& s) { return s.layer == src->name; });
             QVERIFY2(in != trace.end(), qPrintable(QString::fromStdString(src->name)));
             QCOMPARE(in->q.size(), p.q.size());
+            // Its input's values in the point's own shape (the flattened features after a Flatten).
             Shape shape{1};
-            shape.insert(shape.end(), p.shape.begin(), p.shape.end()); // NCHW of one image
-            Tensor x(shape), y;
-            for (std::size_t i = 0; i < x.numel(); ++i)
-                x[i] = (static_cast<float>(in->q[i]) - static_cast<float>(in->quant.zeroPoint)) * in->quant.scale;
+            shape.insert(shape.end(), p.shape.begin(), p.shape.end());
+            Tensor x(shape, engine_agreement::dequantized(*in).values()), y;
             PReLU layer("ref", l->tensors[0].numel());
             layer.weight().value.values() = l->tensors[0].values;
             layer.forward(x, y, RunContext{});
             fakeQuantizeActivation(y, p.quant);
-            std::set<std::int32_t> seen;
-            for (std::size_t i = 0; i < p.q.size(); ++i) {
-                const auto want = static_cast<std::int32_t>(std::nearbyint(y[i] / p.quant.scale)) + p.quant.zeroPoint;
-                differing[p.layer] += want != p.q[i];
-                seen.insert(p.q[i]);
-            }
-            values[p.layer] += p.q.size();
-            distinct[p.layer] = std::max(distinct[p.layer], seen.size());
+            diffs[p.layer].add(engine_agreement::compareCodes(y, p));
         }
     }
-    QCOMPARE(values.size(), std::size_t{3});
-    for (const auto& [layer, n] : values) {
-        qInfo("%s %s: %zu activation values, %zu differ from the fake-quant; up to %zu distinct codes", layer.c_str(), qPrintable(act), n,
-              differing[layer], distinct[layer]);
-        QCOMPARE(differing[layer], std::size_t{0});
-        QVERIFY2(distinct[layer] >= 16, "the activations barely use their grid: the comparison would prove little");
+    QCOMPARE(diffs.size(), std::size_t{3});
+    for (const auto& [layer, d] : diffs) {
+        qInfo("%s %s: %zu activation values, %zu differ from the fake-quant; up to %zu distinct codes", layer.c_str(), qPrintable(act), d.values,
+              d.differing, d.distinct);
+        QCOMPARE(d.differing, std::size_t{0});
+        QVERIFY2(d.distinct >= 16, "the activations barely use their grid: the comparison would prove little");
     }
 
-    RunnerOptions ro;
-    ro.kind = RunnerKind::Reference;
-    ModelRunner reference(q.exported, ro);
-    ro.kind = RunnerKind::Integer;
-    ModelRunner integer(q.exported, ro);
     const std::size_t n = m_data.test.size();
-    std::vector<std::int32_t> pr(n), pi(n);
-    std::vector<float> outI(n * 10);
-    reference.predict(m_data.test.pixels.data(), n, pr.data());
-    integer.predict(m_data.test.pixels.data(), n, pi.data(), outI.data());
-    std::size_t same = 0;
-    for (std::size_t i = 0; i < n; ++i) same += pr[i] == pi[i];
-    qInfo("engine vs fake-quant reference: argmax agreement %.1f %% of %zu images", 100.0 * static_cast<double>(same) / static_cast<double>(n), n);
-    QVERIFY(static_cast<double>(same) >= 0.98 * static_cast<double>(n));
+    const engine_agreement::EngineRun run = engine_agreement::engineAgainstReference(q.exported, m_data.test.pixels.data(), n, 10);
+    qInfo("engine vs fake-quant reference: argmax agreement %.1f %% of %zu images", 100.0 * run.agreement(), n);
+    QVERIFY(run.agreement() >= 0.98);
 
     const std::vector<std::uint8_t> bytes = encodeOnnx(q.exported);
     const ExportedModel back = decodeOnnx(bytes, "qdq");
@@ -305,24 +275,11 @@ void TestPReLU::engineEqualsFakeQuant()
     QVERIFY(slopesOf(fromQsm) == slopesOf(q.exported));
     QS_SKIP_WITHOUT_ORT();
     const std::string path = m_dir + "/qdq-prelu-" + act.toStdString() + (flattened ? "-flat" : "") + ".onnx";
-    {
-        std::ofstream f(path, std::ios::binary);
-        f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-    }
-    const std::vector<float> ort = fixtures::ortOutputs(path, m_images);
-    QCOMPARE(ort.size(), outI.size());
-    const std::vector<std::int32_t> ortPred = fixtures::argmaxOf(ort, 10);
-    std::size_t agree = 0;
-    double sum = 0;
-    for (std::size_t i = 0; i < n; ++i) {
-        agree += ortPred[i] == pi[i];
-        for (std::size_t j = 0; j < 10; ++j) sum += std::fabs(static_cast<double>(ort[i * 10 + j]) - outI[i * 10 + j]);
-    }
-    const double meanRel = sum / static_cast<double>(n * 10) / maxAbs(outI);
-    qInfo("onnxruntime QDQ vs engine: argmax agreement %.1f %%, mean |diff| %.3g of the largest output",
-          100.0 * static_cast<double>(agree) / static_cast<double>(n), meanRel);
-    QVERIFY(static_cast<double>(agree) >= kMinQdqAgreement * static_cast<double>(n));
-    QVERIFY(meanRel <= kQdqMeanRelDiff);
+    const engine_agreement::OrtRun ort = engine_agreement::ortAgainstEngine(bytes, path, m_images, run, 10);
+    QCOMPARE(ort.outputs, run.outputs.size());
+    qInfo("onnxruntime QDQ vs engine: argmax agreement %.1f %%, mean |diff| %.3g of the largest output", 100.0 * ort.agreement, ort.meanRelDiff);
+    QVERIFY(ort.agreement >= kMinQdqAgreement);
+    QVERIFY(ort.meanRelDiff <= kQdqMeanRelDiff);
 }
 
 // A QAT run moves the slopes (they are parameters the optimizer sees, FP32 masters with no
