@@ -62,7 +62,8 @@ const char* const kAnalyzeHelp =
     "  --max-evals N        plans evaluated at most (default 80)\n"
     "  --plan-out FILE      write the chosen plan (docs/PLANS.md), with the activation calibration it was\n"
     "                       measured with, so train --strategy ptq --plan reproduces its accuracy (give\n"
-    "                       train the same --calib-images)\n"
+    "                       train the same --calib-images, --validation and --train-limit, and for a model\n"
+    "                       that stores no normalisation the --normalize this command prints)\n"
     "  --test-limit N       test images for the chosen plan's test accuracy (default: all)\n"    "  (--validation N as for sensitivity; --granularity, --act-format, --calib-images, --data,\n"
     "   --normalize, --threads, --json as below)\n"
     "Ctrl+C stops sensitivity and search within one evaluation; they print what they measured (exit 130).\n"
@@ -142,6 +143,7 @@ struct AnalysisInput {
     Dataset data;
     std::unique_ptr<Model> model;
     std::string name; // the file's stem, or the preset's name
+    bool statisticsNormalised = false; // a model file storing no normalisation: the training images' statistics
 };
 
 // The dataset of `dopt` and the model `spec` for its images: an FP32 model file (whose stored
@@ -168,8 +170,13 @@ AnalysisInput loadAnalysisInput(const Args& args, const std::string& spec, const
     in.name = spec;
     if (isModelFile(spec)) {
         const ExportedModel m = readModelFile(spec, data.height(), data.width());
+        // What the import said (a graph of dynamic size: at which size it was read), as eval says it.
+        if (!json)
+            for (const std::string& n : m.notes) std::fprintf(stderr, "quantscope-cli analyze: %s: %s\n", spec.c_str(), n.c_str());
         if (m.normalizationKnown && !args.has("--normalize")) data.normalization = m.normalization.broadcast(data.channels());
-        else if (!args.has("--normalize") && !json)
+        else if (!args.has("--normalize"))
+            in.statisticsNormalised = true;
+        if (in.statisticsNormalised && !json)
             std::fprintf(stderr,
                          "quantscope-cli analyze: %s does not say how its input was normalised: using the train set's "
                          "statistics, %s (give --normalize none if the model takes [0, 1] pixels as they are)\n",
@@ -303,10 +310,13 @@ int runCompare(const Args& args)
         std::printf("no layer below %.1f dB (propagated)", threshold);
     if (r.firstAloneBelow >= 0) std::printf(", %s (alone)\n", r.layers[r.firstAloneBelow].layer.c_str());
     else std::printf(", none alone\n");
+    std::printf("(q: w = the layer's weights are quantized, a = its output is an activation quantization point; SQNR dB and cosine:\n"
+                " its output against FP32's with every layer up to it quantized; alone dB and cosine: with this layer alone\n"
+                " quantized, on FP32 inputs)\n");
     if (!runner.empty()) {
         if (!engineNote.empty()) std::printf("engine: %s\n", engineNote.c_str());
         for (const EnginePointDivergence& d : engine)
-            std::printf("engine vs fake-quant at %-24s %8zu of %8zu codes differ (max %d step%s)\n", d.layer.c_str(), d.differing, d.values,
+            std::printf("engine vs fake-quant at %-*s %8zu of %8zu codes differ (max %d step%s)\n", lw, d.layer.c_str(), d.differing, d.values,
                         d.maxSteps, d.maxSteps == 1 ? "" : "s");
     }
     std::printf("%.1f s\n", seconds);
@@ -397,7 +407,8 @@ int runSensitivity(const Args& args)
         }
         std::printf("\n");
     }
-    std::printf("(change: accuracy points against FP32; SQNR of the model's outputs in dB; KL(p_fp32 || p_q) in nats)\n");
+    std::printf("(under each format: the validation accuracy of the row's plan in that format; change: accuracy points against FP32;\n"
+                " SQNR of the model's outputs in dB; KL(p_fp32 || p_q) in nats)\n");
     std::printf("%.1f s\n", r.seconds);
     return status;
 }
@@ -469,6 +480,13 @@ int runSearch(const Args& args)
     if (r.chosen >= 0 && !r.stopped && args.has("--plan-out")) {
         try {
             writePlanFile(args.str("--plan-out", ""), r.plans[static_cast<std::size_t>(r.chosen)].plan);
+            // train normalises such a model with the statistics of its own training images, which
+            // differ from these (those left after the validation ones): say what reproduces them (tester 18 #9).
+            if (in.statisticsNormalised && !json)
+                std::fprintf(stderr,
+                             "quantscope-cli analyze: %s stores no input normalisation; train --plan reproduces this search's "
+                             "accuracy with --normalize %s and the same --validation, --train-limit and --calib-images\n",
+                             spec.c_str(), in.data.normalization.str().c_str());
         } catch (const IoError& e) {
             planError = e.what();
         }

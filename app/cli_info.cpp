@@ -286,9 +286,17 @@ int runInfo(const std::vector<std::string>& argv)
     const std::size_t classes = args.u64("--classes", 10, 2, 100000);
     const bool sized = file && args.has("--input-shape");
     const ModelSummary s = sized ? summarizeFile(spec, in[1], in[2]) : summarize(spec, in[0], in[1], in[2], classes);
-    if (sized && (!s.dynamicImageSize || s.inputShape.at(0) != in[0]))
-        throw UsageError("--input-shape applies to presets, and to ONNX graphs whose height and width are dynamic; " + spec + " takes " +
-                         shapeString(s.inputShape));
+    // A file's own shape is fine to give (tester 18 #7); another channel count is the channels'
+    // fault, not the flag's (#4).
+    if (sized && s.inputShape != in) {
+        if (!s.dynamicImageSize)
+            throw UsageError("--input-shape " + shapeText(in) + ": " + spec + " takes " + shapeText(s.inputShape) +
+                             " only (--input-shape sizes presets, and ONNX graphs whose height or width is dynamic)");
+        if (s.inputShape.at(0) != in[0])
+            throw UsageError("--input-shape " + shapeText(in) + ": " + spec + " takes images of " + std::to_string(s.inputShape.at(0)) +
+                             (s.inputShape.at(0) == 1 ? " channel" : " channels") + "; give " + std::to_string(s.inputShape.at(0)) + "x" +
+                             std::to_string(in[1]) + "x" + std::to_string(in[2]));
+    }
     // A graph dynamic in one side keeps the other (tester 17 #5): say so rather than show another size.
     if (sized && (s.inputShape.at(1) != in[1] || s.inputShape.at(2) != in[2])) {
         const bool h = s.inputShape.at(1) != in[1];

@@ -39,6 +39,7 @@ private slots:
     void planSize();
     void errors_data();
     void errors();
+    void fileTakesItsOwnShape();
 
 private:
     QTemporaryDir m_tmp;
@@ -174,6 +175,15 @@ void TestCliInfo::errors()
     QVERIFY2(r.err.endsWith('\n') && r.err.count('\n') == 1, qPrintable("stderr: " + r.err));
     QVERIFY2(r.err.contains(subst(mentions)), qPrintable("stderr: " + r.err));
     QVERIFY2(r.out.isEmpty(), qPrintable("stdout: " + r.out));
+}
+
+// A file's own input shape is no error (tester 18 #7): the summary is the same as without it.
+void TestCliInfo::fileTakesItsOwnShape()
+{
+    const Result plain = runCli({"info", m_qsm});
+    const Result sized = runCli({"info", m_qsm, "--input-shape", "1x28x28"});
+    QCOMPARE(sized.exitCode, 0);
+    QVERIFY2(sized.out == plain.out && sized.out.contains("1x28x28"), qPrintable(sized.out + sized.err));
 }
 
 QTEST_GUILESS_MAIN(TestCliInfo)

@@ -104,7 +104,7 @@ private slots:
         const fs::path r = kFixtures / "residual_op13_fold_dynhw.onnx", m = kFixtures / "mobile_op11_nofold_dynhw.onnx";
         const ExportedModel a = importOnnx(fileBytes(r), r.string());
         QCOMPARE(Shape({a.channels, a.height, a.width}), Shape({1, 28, 28}));
-        QVERIFY(hasNote(a, "read at 28x28 (train and eval read it at their data's size)"));
+        QVERIFY(hasNote(a, "read at 28x28 (train, eval and analyze read it at their data's size)"));
         const ExportedModel b = readModelFile(m.string());
         QCOMPARE(Shape({b.channels, b.height, b.width}), Shape({3, 32, 32}));
         QVERIFY(b.dynamicImageSize);
@@ -124,7 +124,7 @@ private slots:
         d.classNames.resize(5);
         prepareModelForData(m, path, d, false);
         QCOMPARE(Shape({m.height, m.width}), Shape({12, 10}));
-        QVERIFY(hasNote(m, "read at 12x10, the data's size"));
+        QVERIFY(hasNote(m, "read at 12x10, the size asked for"));
         // Another channel count is still refused, naming both shapes.
         Dataset rgb = fixtures::syntheticDataset(16, 20, 12, 10, 7, 3);
         rgb.classNames.resize(5);
@@ -161,7 +161,7 @@ private slots:
         const Reference ref = loadReference(kFixtures / (n + ".json"));
         QVERIFY(maxDeviation(importAt(n, 12, 12), ref) <= kOutputTol);
         for (const auto& [h, w, said] : {std::tuple<std::size_t, std::size_t, const char*>{0, 0, "read at 28x28, the default size"},
-                                         {16, 16, "read at 16x16, the data's size"}}) {
+                                         {16, 16, "read at 16x16; it reads"}}) {
             try {
                 importAt(n, h, w);
                 QFAIL("accepted");
@@ -169,7 +169,8 @@ private slots:
                 // The size was the cause (exit 2, not a damaged file's 3), and the one it reads at is named.
                 const QString what = e.what();
                 QVERIFY2(what.contains(QString::fromStdString(n + ".onnx")) && what.contains("Gemm") && what.contains(said) &&
-                             what.contains("it reads at 12x12") && what.contains("--resize 12x12"),
+                             what.contains("it reads at 12x12") && what.contains("--resize 12x12") &&
+                             what.contains("--input-shape 1x12x12 for info"),
                          e.what());
             }
         }
@@ -193,6 +194,37 @@ private slots:
                 QVERIFY2(what.contains("Softplus") && !what.contains("--resize") && !what.contains("dynamic"), e.what());
             }
         }
+    }
+
+    // A graph dynamic in H only keeps its W: the note says so, and the trainer's factory names the
+    // fixed side and the size that reads (tester 18 #2).
+    void oneSideFixed()
+    {
+        const fs::path p = kFixtures / "residual_op13_fold_dynhw.onnx";
+        onnx::ModelProto mp = parse(p);
+        auto* w = mp.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->mutable_shape()->mutable_dim(3);
+        w->clear_dim_param();
+        w->set_dim_value(10);
+        OnnxImportOptions o;
+        o.height = o.width = 12;
+        const ExportedModel m = importOnnx(serialize(mp), p.string(), nullptr, o);
+        QCOMPARE(Shape({m.height, m.width}), Shape({12, 10}));
+        QVERIFY2(hasNote(m, "read at 12x10 (its W is fixed at 10; 12x12 was asked for)"), m.notes.empty() ? "" : m.notes[0].c_str());
+        QTemporaryDir dir;
+        const std::string path = (fs::path(dir.path().toStdString()) / "onlyh.onnx").string();
+        {
+            const std::vector<std::uint8_t> bytes = serialize(mp);
+            std::ofstream f(path, std::ios::binary);
+            f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+        }
+        try {
+            modelFromFile(path, false)(Shape{1, 12, 12}, 5, 1);
+            QFAIL("accepted");
+        } catch (const ConfigError& e) {
+            const QString what = e.what();
+            QVERIFY2(what.contains("width is fixed at 10") && what.contains("--resize 12x10"), e.what());
+        }
+        QVERIFY(modelFromFile(path, false)(Shape{1, 20, 10}, 5, 1) != nullptr);
     }
 
     // dynamic_axes naming H and W alike ({2: 's', 3: 's'}) reads square sizes only (tester 17 #13).

@@ -58,7 +58,13 @@ DataMatch prepareModelForData(ExportedModel& model, const std::string& path, con
                           (resized ? " resized gives " : " has ") + shapeText(t.channels, t.height, t.width) +
                           (t.channels == model.channels && !resized
                                ? "; resizing to " + std::to_string(model.height) + "x" + std::to_string(model.width) +
-                                     " (--resize, or the Dataset dock's Resize field) brings the images to the model's size"
+                                     " (--resize HxW in the CLI, the Dataset dock's Resize field in the window) brings the images to the "
+                                     "model's size"
+                           : model.dynamicImageSize && t.channels == model.channels
+                               ? "; the model's " + std::string(t.height != model.height ? "height" : "width") + " is fixed at " +
+                                     std::to_string(t.height != model.height ? model.height : model.width) + " (only its " +
+                                     (t.height != model.height ? "width" : "height") + " is dynamic): resize to " +
+                                     std::to_string(model.height) + "x" + std::to_string(model.width)
                                : std::string()));
     if (model.classes != data.numClasses())
         throw ConfigError(path + " has " + std::to_string(model.classes) + " classes; the data has " + std::to_string(data.numClasses()));

@@ -134,6 +134,13 @@ ModelFactory modelFromFile(const std::string& path, bool reinit)
             throw ConfigError(path + ": the model takes images of " + std::to_string(m.channels) + " channel" + (m.channels == 1 ? "" : "s") +
                               " (its height or width is dynamic); the dataset's images have " + std::to_string(input.at(0)) +
                               (input.at(0) == 1 ? " channel" : " channels"));
+        if (theirs != input && m.dynamicImageSize) { // one side dynamic, the other fixed (tester 18 #2)
+            const bool h = m.height != input.at(1);
+            throw ConfigError(path + ": the model takes " + shapeText(theirs) + " inputs (C x H x W): its " + (h ? "height" : "width") +
+                              " is fixed at " + std::to_string(h ? m.height : m.width) + ", only its " + (h ? "width" : "height") +
+                              " is dynamic; the dataset's images are " + shapeText(input) + " (--resize " + std::to_string(m.height) + "x" +
+                              std::to_string(m.width) + " reads them at its size)");
+        }
         if (theirs != input)
             throw ConfigError(path + ": the model takes " + shapeText(theirs) + " inputs (C x H x W); the dataset's images are " +
                               shapeText(input) + " (--resize or --image-shape can change the data's)");

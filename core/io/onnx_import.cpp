@@ -161,13 +161,23 @@ void Importer::readInput()
     m_m.width = d[3];
     if (!dynamicDims.empty()) {
         m_info.dynamicImageSize = m_m.dynamicImageSize = true;
+        m_info.channels = d[1];
         m_info.height = d[2];
         m_info.width = d[3];
         m_info.dynamicDims = dynamicDims;
         const bool asked = m_options.height || m_options.width;
+        // A side the graph fixes keeps its size, whatever was asked (tester 18 #2): say so.
+        std::string fixed;
+        if (asked && shape.dim(2).has_dim_value() && m_options.height && m_options.height != d[2])
+            fixed = "its H is fixed at " + std::to_string(d[2]);
+        if (asked && shape.dim(3).has_dim_value() && m_options.width && m_options.width != d[3])
+            fixed = "its W is fixed at " + std::to_string(d[3]);
         m_m.notes.push_back("the input '" + m_inputName + "' has a dynamic " + dynamicDims + ": the model is read at " + std::to_string(d[2]) +
                             "x" + std::to_string(d[3]) +
-                            (asked ? ", the data's size" : " (train and eval read it at their data's size)"));
+                            (!asked           ? " (train, eval and analyze read it at their data's size)"
+                             : fixed.empty() ? ", the size asked for"
+                                             : " (" + fixed + "; " + std::to_string(m_options.height) + "x" + std::to_string(m_options.width) +
+                                                   " was asked for)"));
     }
     m_shapes = {{d[1], d[2], d[3]}};
     Value v;
@@ -574,10 +584,10 @@ ExportedModel importOnnx(const std::vector<std::uint8_t>& bytes, const std::stri
         const std::string at = std::to_string(failed.height) + "x" + std::to_string(failed.width);
         const std::string works = std::to_string(fits->first) + "x" + std::to_string(fits->second);
         throw ConfigError(std::string(e.what()) + " (the input's " + failed.dynamicDims + (both ? " are" : " is") +
-                          " dynamic, but the graph does not read at " + at +
-                          (options.height || options.width ? ", the data's size" : ", the default size") + "; it reads at " + works +
-                          ", so it was likely exported for " + works + " images: --resize " + works +
-                          (options.height || options.width ? "" : ", or info's --input-shape,") + " reads it there)");
+                          " dynamic, but the graph does not read at " + at + (options.height || options.width ? "" : ", the default size") +
+                          "; it reads at " + works + ", so it was likely exported for " + works + " images: --resize " + works +
+                          " reads it there for train, eval and analyze, --input-shape " + std::to_string(failed.channels) + "x" + works +
+                          " for info)");
     }
 }
 

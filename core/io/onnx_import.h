@@ -39,7 +39,7 @@ struct OnnxImportInfo {
     // The graph input declares H and/or W dynamic (torch.onnx.export with dynamic_axes on them):
     // the model was read at the size OnnxImportOptions asked for, or at kOnnxDefaultImageSide.
     bool dynamicImageSize = false;
-    std::size_t height = 0, width = 0; // the image size it was read at
+    std::size_t channels = 0, height = 0, width = 0; // the image shape it was read at
     std::string dynamicDims;           // which: "H ('h') and W ('w')", "H ('h')"
     // Calls of the model's local functions expanded first (export_modules_as_functions=True;
     // io/onnx_inline.h); 0 for a plain graph.
