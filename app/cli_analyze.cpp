@@ -81,7 +81,8 @@ const char* const kAnalyzeHelp =
     "\n"
     "compare: quantizes MODEL after training (PTQ) and compares every layer's output with the FP32\n"
     "model's on a batch of test images, in graph order: SQNR and cosine similarity with the error\n"
-    "propagated from earlier layers, and with this layer alone quantized (FP32 inputs). Names the\n"
+    "propagated from earlier layers, and with this layer alone quantized (its FP32 inputs rounded at\n"
+    "their quantization points, then its weights and output point). Names the\n"
     "first layer whose SQNR falls below --threshold. MODEL is an FP32 .qsm or .onnx file (or a\n"
     "preset name, freshly initialised).\n"
     "\n"
@@ -311,8 +312,8 @@ int runCompare(const Args& args)
     if (r.firstAloneBelow >= 0) std::printf(", %s (alone)\n", r.layers[r.firstAloneBelow].layer.c_str());
     else std::printf(", none alone\n");
     std::printf("(q: w = the layer's weights are quantized, a = its output is an activation quantization point; SQNR dB and cosine:\n"
-                " its output against FP32's with every layer up to it quantized; alone dB and cosine: with this layer alone\n"
-                " quantized, on FP32 inputs)\n");
+                " its output against FP32's with every layer up to it quantized; alone dB and cosine: the FP32 inputs rounded\n"
+                " at their points, then this layer's weights and output point alone; so a Flatten differs from its pool)\n");
     if (!runner.empty()) {
         if (!engineNote.empty()) std::printf("engine: %s\n", engineNote.c_str());
         for (const EnginePointDivergence& d : engine)
