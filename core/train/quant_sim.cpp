@@ -47,6 +47,13 @@ std::vector<bool> activationQuantPoints(const Model& model)
     return p;
 }
 
+bool QuantSim::fusesBatchNorm(std::size_t layer) const
+{
+    if (touchesOutput(layer) || layer >= m_model.size() || m_model.layer(layer).kind() != LayerKind::BatchNorm2d) return false;
+    const long next = m_model.soleConsumer(layer);
+    return next >= 0 && m_model.layer(static_cast<std::size_t>(next)).kind() == LayerKind::ReLU;
+}
+
 Conv2d* foldableConv(Model& model, std::size_t bnLayer)
 {
     const auto& in = model.inputsOf(bnLayer);
