@@ -60,10 +60,10 @@ const char* const kAnalyzeHelp =
     "  --calibrations C,... candidate weight calibrations (default minmax; e.g. minmax,mse)\n"
     "  --act-calibration C  activation ranges of every plan (default minmax), recorded in --plan-out\n"
     "  --max-evals N        plans evaluated at most (default 80)\n"
-    "  --plan-out FILE      write the chosen plan (docs/PLANS.md), with the activation calibration it was\n"
-    "                       measured with, so train --strategy ptq --plan reproduces its accuracy (give\n"
-    "                       train the same --calib-images, --validation and --train-limit, and for a model\n"
-    "                       that stores no normalisation the --normalize this command prints)\n"
+    "  --plan-out FILE      write the chosen plan (docs/PLANS.md), with the activation calibration and\n"
+    "                       input normalisation it was measured with, so train --strategy ptq --plan\n"
+    "                       reproduces its accuracy (give train the same --calib-images, --validation\n"
+    "                       and --train-limit)\n"
     "  --test-limit N       test images for the chosen plan's test accuracy (default: all)\n"    "  (--validation N as for sensitivity; --granularity, --act-format, --calib-images, --data,\n"
     "   --normalize, --threads, --json as below)\n"
     "Ctrl+C stops sensitivity and search within one evaluation; they print what they measured (exit 130).\n"
@@ -481,13 +481,14 @@ int runSearch(const Args& args)
     if (r.chosen >= 0 && !r.stopped && args.has("--plan-out")) {
         try {
             writePlanFile(args.str("--plan-out", ""), r.plans[static_cast<std::size_t>(r.chosen)].plan);
-            // train normalises such a model with the statistics of its own training images, which
-            // differ from these (those left after the validation ones): say what reproduces them (tester 18 #9).
+            // The plan records the normalisation (\"default\".\"normalize\"), which train --plan
+            // applies to a model that stores none (tester 18 #9).
             if (in.statisticsNormalised && !json)
                 std::fprintf(stderr,
-                             "quantscope-cli analyze: %s stores no input normalisation; train --plan reproduces this search's "
-                             "accuracy with --normalize %s and the same --validation, --train-limit and --calib-images\n",
-                             spec.c_str(), in.data.normalization.str().c_str());
+                             "quantscope-cli analyze: %s stores no input normalisation; the plan records this search's, %s, "
+                             "which train --plan applies (give the same --validation, --train-limit and --calib-images to "
+                             "reproduce its accuracy)\n",
+                             spec.c_str(), in.data.normalization.describe().c_str());
         } catch (const IoError& e) {
             planError = e.what();
         }

@@ -126,7 +126,9 @@ const char* const kTrainHelp =
     "                       LSQ paper); every other layer follows --format / --act-format\n"
     "per-layer plan (ptq, qat, progressive's last phase; the options above are its default):\n"
     "  --plan FILE          a JSON plan (docs/PLANS.md); explicit --format, --granularity,\n"
-    "                       --calibration, --act-format override its default\n"
+    "                       --calibration, --act-format override its default, and its input\n"
+    "                       normalisation (analyze search records it) applies to a model file that\n"
+    "                       stores none, unless --normalize is given\n"
     "  --layer NAME=FORMAT[:GRANULARITY]\n"
     "                       one layer's weight format (repeatable), e.g. fc1=int4:channel,\n"
     "                       conv1=int2:group:16, fc2=fp32\n"
@@ -208,6 +210,8 @@ void applyPlanFlags(const Args& args, PrecisionConfig& pc)
         // The activation calibration the plan was measured with (analyze search writes it), unless
         // --act-calibration says otherwise: the plan then reproduces the accuracy it was chosen at.
         if (!plan.activationCalibration.empty() && !args.has("--act-calibration")) pc.activationCalibration = plan.activationCalibration;
+        // The input normalisation it was measured with: runTrain applies it to a model that stores none.
+        pc.planNormalization = plan.inputNormalization;
     }
     checkLayerFlagsAgree(args);
     applyLayerSpecs(plan, args.all("--layer"));
@@ -455,11 +459,39 @@ int runTrain(const std::vector<std::string>& argv)
             if (say)
                 std::fprintf(stderr, "quantscope-cli train: input normalisation %s, stored in %s (its weights were trained on it)\n",
                              data.normalization.describe().c_str(), cfg.modelFile.c_str());
+        } else if (!args.has("--normalize") && !file->normalizationKnown && !pc.planNormalization.empty()) {
+            // A plan from analyze search on this model: its accuracies were measured on inputs
+            // normalised so (tester 18 #9).
+            try {
+                data.normalization = Normalization::parse(pc.planNormalization).broadcast(data.channels());
+            } catch (const ConfigError& e) {
+                throw ConfigError("plan " + pc.planSource + ": \"normalize\" does not fit the data: " + e.what());
+            }
+            if (say)
+                std::fprintf(stderr, "quantscope-cli train: input normalisation %s, from the plan %s (the one it was measured with; "
+                                     "--normalize overrides it)\n",
+                             data.normalization.describe().c_str(), pc.planSource.c_str());
         } else if (!args.has("--normalize") && !file->normalizationKnown && say) {
             std::fprintf(stderr,
                          "quantscope-cli train: %s does not say how its input was normalised: using the train set's "
                          "statistics, %s (give --normalize none if the model takes [0, 1] pixels as they are)\n",
                          cfg.modelFile.c_str(), data.normalization.describe().c_str());
+        }
+        if (say && !pc.planNormalization.empty()) { // the stored one or --normalize won over the plan's
+            Normalization planned;
+            try {
+                planned = Normalization::parse(pc.planNormalization).broadcast(data.channels());
+            } catch (const ConfigError&) {
+                planned = Normalization{};
+            }
+            bool same = planned.channels() == data.channels();
+            for (std::size_t c = 0; same && c < data.channels(); ++c)
+                same = std::abs(planned.mean[c] - data.normalization.mean[c]) <= 5e-4f &&
+                       std::abs(planned.stddev[c] - data.normalization.stddev[c]) <= 5e-4f;
+            if (!same)
+                std::fprintf(stderr, "quantscope-cli train: note: the plan %s was measured on inputs normalised '%s'; this run "
+                                     "normalises %s, so its accuracies may differ from the search's\n",
+                             pc.planSource.c_str(), pc.planNormalization.c_str(), data.normalization.describe().c_str());
         }
     }
 

@@ -377,6 +377,30 @@ void TestCli::modelFiles()
              qatStart.dump().c_str());
     const Result ev = runCli({"eval", ref, "--data", m_valid, "--test-limit", "100", "--normalize", "0.286,0.353", "--json"});
     QVERIFY2(ev.exitCode == kExitOk, qPrintable(ev.err));
+    // A plan's input normalisation (what analyze search measured with) is the run's for a file that
+    // stores none, unless --normalize says otherwise (tester 18 #9).
+    const QString normPlan = m_tmp.filePath("norm.plan.json");
+    {
+        QFile f(normPlan);
+        QVERIFY(f.open(QIODevice::WriteOnly));
+        f.write(R"({"default": {"format": "int8", "normalize": "0.286,0.353"}})");
+    }
+    for (const QString& given : {QString(), QString("0.5,0.25")}) {
+        QStringList args{"train", "--model", ref, "--strategy", "ptq", "--epochs", "0", "--plan", normPlan, "--data", m_valid,
+                         "--test-limit", "20", "--quiet", "--json"};
+        if (!given.isEmpty()) args << "--normalize" << given;
+        const Result p = runCli(args);
+        QVERIFY2(p.exitCode == kExitOk, qPrintable(p.err));
+        const nlohmann::json s = nlohmann::json::parse(p.out.section('\n', 0, 0).toStdString());
+        QCOMPARE(s.at("normalization").get<std::string>(), std::string(given.isEmpty() ? "mean 0.2860, std 0.3530" : "mean 0.5000, std 0.2500"));
+        QCOMPARE(s.at("plan").at("default").at("normalize").get<std::string>(), std::string("0.286,0.353"));
+    }
+    // In text mode it says where the normalisation came from.
+    const Result planText = runCli({"train", "--model", ref, "--strategy", "ptq", "--epochs", "0", "--plan", normPlan, "--data", m_valid,
+                                    "--test-limit", "20", "--quiet"});
+    QVERIFY2(planText.exitCode == kExitOk, qPrintable(planText.err));
+    QVERIFY2(planText.err.contains("input normalisation mean 0.2860, std 0.3530, from the plan " + normPlan), qPrintable(planText.err));
+    QVERIFY(!planText.err.contains("does not say how its input was normalised"));
     // Without --normalize, a file that does not say how its input was normalised gets the train
     // set's statistics, and eval says so.
     const Result guessed = runCli({"eval", ref, "--data", m_valid, "--test-limit", "20"});

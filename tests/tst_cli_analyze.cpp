@@ -3,6 +3,7 @@
 // values past what the data has.
 #include "cli_fixtures.h"
 
+#include "data/normalization.h"
 #include "util/rng.h"
 
 #include <QDir>
@@ -132,7 +133,15 @@ void TestCliAnalyze::analyzeTakesTheDataOptions()
     QVERIFY2(search.out.contains("chosen:"), qPrintable(search.out));
     QFile chosen(planOut); // the plan says how its activations were calibrated when it was measured
     QVERIFY(chosen.open(QIODevice::ReadOnly));
-    QCOMPARE(nlohmann::json::parse(chosen.readAll().toStdString())["default"]["act_calibration"].get<std::string>(), std::string("minmax"));
+    const nlohmann::json chosenPlan = nlohmann::json::parse(chosen.readAll().toStdString());
+    QCOMPARE(chosenPlan["default"]["act_calibration"].get<std::string>(), std::string("minmax"));
+    // and the input normalisation its evaluations fed the model (the one the .qsm stores, which
+    // info prints): train --plan applies it to a model file that stores none
+    const Result infoModel = runCli({"info", model, "--json"});
+    QVERIFY2(infoModel.exitCode == kExitOk, qPrintable(infoModel.err));
+    const std::string stored = nlohmann::json::parse(infoModel.out.toStdString()).at("normalization").get<std::string>();
+    QCOMPARE(QString::fromStdString(Normalization::parse(chosenPlan["default"]["normalize"].get<std::string>()).describe()),
+             QString::fromStdString(stored));
     const Result none = runCli(QStringList{"analyze", "search", model, "--validation", "20", "--formats", "int8", "--max-bytes", "1",
                                            "--plan-out", m_tmp.filePath("none.plan.json")} + data);
     QCOMPARE(none.exitCode, kExitNoResult);

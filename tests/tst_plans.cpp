@@ -22,6 +22,8 @@
 #include <QProcess>
 #include <QtTest>
 
+#include <nlohmann/json.hpp>
+
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -192,6 +194,7 @@ void TestPlans::roundTripsJson()
     p.defaults.format = "int4";
     p.defaults.calibration = "mse";
     p.activationCalibration = "percentile";
+    p.inputNormalization = "0.49:0.48:0.45,0.25:0.24:0.26";
     applyLayerSpec(p, "fc1=int2:group:8");
     applyKeepFp32(p, "fc2,conv1");
     const std::string path = m_dir + "/rt.json";
@@ -199,6 +202,12 @@ void TestPlans::roundTripsJson()
     const PrecisionPlan back = readPlanFile(path);
     QCOMPARE(back.defaults, p.defaults);
     QCOMPARE(back.activationCalibration, p.activationCalibration);
+    QCOMPARE(back.inputNormalization, p.inputNormalization);
+    QVERIFY(readPlanFile(m_dir + "/rt.json").inputNormalization == p.inputNormalization);
+    PrecisionPlan unsaid = p; // a plan that does not say writes no "normalize"
+    unsaid.inputNormalization.clear();
+    QVERIFY(planToJson(unsaid).find("normalize") == std::string::npos);
+    QCOMPARE(nlohmann::json::parse(planToJson(p))["default"]["normalize"].get<std::string>(), p.inputNormalization);
     QCOMPARE(back.layers.size(), p.layers.size());
     for (const char* l : {"conv1", "conv2", "fc1", "fc2"}) QCOMPARE(back.forLayer(l), p.forLayer(l));
 }
@@ -260,6 +269,13 @@ void TestPlans::refusesBadPlans_data()
                                                 << QStringList{"bad.json", "layer 'fc1'", "whole-model", "default"};
     QTest::newRow("unknown act_calibration") << R"({"default":{"act_calibration":"entropy"}})"
                                              << QStringList{"bad.json", "'entropy'"};
+    QTest::newRow("normalize in a layer") << R"({"layers":{"fc1":{"normalize":"0.5,0.5"}}})"
+                                          << QStringList{"bad.json", "layer 'fc1'", "\"normalize\" is a whole-model setting"};
+    QTest::newRow("normalize without a std") << R"({"default":{"normalize":"0.5"}})"
+                                             << QStringList{"bad.json", "\"normalize\"", "'0.5'", "MEAN,STD"};
+    QTest::newRow("normalize with a zero std") << R"({"default":{"normalize":"0.5,0"}})"
+                                               << QStringList{"bad.json", "\"normalize\"", "positive standard deviation"};
+    QTest::newRow("normalize not a string") << R"({"default":{"normalize":0.5}})" << QStringList{"bad.json", "normalize"};
     QTest::newRow("a layer twice") << R"({"layers":{"fc1":"int4","conv1":"int8","fc1":"int8"}})"
                                    << QStringList{"bad.json", "'fc1'", "twice"};
     QTest::newRow("a field twice") << R"({"default":{"format":"int4","granularity":"tensor","format":"int8"}})"

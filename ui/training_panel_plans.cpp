@@ -3,6 +3,7 @@
 
 #include "plan_table.h"
 
+#include "data/normalization.h"
 #include "quant/precision_plan.h"
 
 #include <QFileDialog>
@@ -37,6 +38,14 @@ bool TrainingPanel::loadPlanFile(const QString& path, QString* error)
         if (!plan.activationCalibration.empty()) p.activationCalibration = plan.activationCalibration;
         p.layers = plan.layers;
         p.planSource = path.toStdString();
+        p.planNormalization = plan.inputNormalization;
+        // The window normalises as the Dataset dock's Normalize field says (or as a model file
+        // stores): name what the plan was measured with, so the user can match it.
+        if (!plan.inputNormalization.empty())
+            note += tr(" It was measured on inputs normalised %1 (the Dataset dock's Normalize field, “%2”, "
+                       "reproduces that for a model file that stores no normalisation).")
+                        .arg(QString::fromStdString(Normalization::parse(plan.inputNormalization).describe()),
+                             QString::fromStdString(plan.inputNormalization));
         if (p.strategy != Strategy::Ptq && p.strategy != Strategy::Qat && p.strategy != Strategy::Progressive) {
             p.strategy = Strategy::Qat;
             note = tr(" The strategy is now QAT (plans apply to PTQ, QAT and progressive).");

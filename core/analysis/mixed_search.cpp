@@ -39,6 +39,7 @@ MixedSearchReport searchMixedPrecision(Model& model, const Dataset& data, const 
     base.defaults.granularity = opt.granularity;
     base.defaults.activationFormat = opt.activationFormat;
     base.activationCalibration = opt.activationCalibration; // PlanEvaluator calibrates so; written to --plan-out files
+    base.inputNormalization = data.normalization.str(); // what its evaluations fed the model; train --plan applies it
     base.source = "search";
     const auto planWith = [&](const std::vector<std::size_t>& choice) {
         PrecisionPlan p = base;

@@ -1,5 +1,6 @@
 #include "quant/precision_plan.h"
 
+#include "data/normalization.h"
 #include "quant/format.h"
 #include "quant/granularity.h"
 #include "quant/observer.h"
@@ -206,6 +207,15 @@ PrecisionPlan parsePlanJson(const std::string& text, const std::string& source, 
                 checkCalibration(source, "", plan.activationCalibration);
                 d.erase("act_calibration");
             }
+            if (d.is_object() && d.contains("normalize")) { // whole-model only
+                plan.inputNormalization = stringField(d, "normalize", source, "");
+                try {
+                    Normalization::parse(plan.inputNormalization); // checks the count, finiteness and std > 0
+                } catch (const ConfigError& e) {
+                    fail(source, std::string("\"default\".\"normalize\": ") + e.what());
+                }
+                d.erase("normalize");
+            }
             LayerOverride o;
             readFields(d, source, "", o);
             checkNames(source, "", o);
@@ -216,6 +226,8 @@ PrecisionPlan parsePlanJson(const std::string& text, const std::string& source, 
                 if (name.empty()) fail(source, "a layer entry has an empty name");
                 if (entry.is_object() && entry.contains("act_calibration"))
                     fail(source, where(name) + ": \"act_calibration\" is a whole-model setting; put it in \"default\"");
+                if (entry.is_object() && entry.contains("normalize"))
+                    fail(source, where(name) + ": \"normalize\" is a whole-model setting; put it in \"default\"");
                 LayerOverride& o = plan.entry(name);
                 readFields(entry, source, name, o);
                 checkNames(source, name, o);
@@ -240,6 +252,7 @@ std::string planToJson(const PrecisionPlan& plan)
               {"calibration", plan.defaults.calibration},
               {"act_format", plan.defaults.activationFormat}};
     if (!plan.activationCalibration.empty()) d["act_calibration"] = plan.activationCalibration;
+    if (!plan.inputNormalization.empty()) d["normalize"] = plan.inputNormalization;
     json layers = json::object();
     for (const LayerOverride& o : plan.layers) {
         json e = json::object();

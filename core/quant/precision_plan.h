@@ -40,6 +40,11 @@ struct PrecisionPlan {
     // setting, "default"."act_calibration" in the file): minmax | moving-average | percentile | mse.
     // Empty: not said; the command's --act-calibration applies.
     std::string activationCalibration;
+    // The input normalisation the plan was measured with ("default"."normalize" in the file, in
+    // --normalize's syntax: "0.2860,0.3530", per-channel "0.49:0.48:0.45,0.25:0.24:0.26", or
+    // "none"). analyze search writes the one its data took, so that train --plan on a model that
+    // stores no normalisation feeds its inputs alike. Empty: not said.
+    std::string inputNormalization;
 
     // The precision of `layer`: its entry over the default.
     LayerPrecision forLayer(const std::string& layer) const;
@@ -53,7 +58,7 @@ std::vector<std::string> planLayerNames(const Model& model);
 
 // JSON (docs/PLANS.md):
 //   {"version":1, "default":{"format":"int8","granularity":"channel","calibration":"minmax",
-//    "act_format":"uint8", "act_calibration":"minmax"}, "layers":{"conv1":{"format":"int4","granularity":"group:16"},
+//    "act_format":"uint8", "act_calibration":"minmax", "normalize":"0.2860,0.3530"}, "layers":{"conv1":{"format":"int4","granularity":"group:16"},
 //    "fc1":"int2:channel", "fc2":"fp32"}}
 // Fields of "default" that are missing keep `defaults`. Throws ConfigError naming `source` and
 // the bad key, layer or value with the valid choices. Layer names are checked by checkPlan().

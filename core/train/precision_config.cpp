@@ -133,6 +133,7 @@ PrecisionPlan PrecisionConfig::plan(const std::string& weightFormat) const
     p.layers = layers;
     p.source = planSource;
     p.activationCalibration = activationCalibration;
+    p.inputNormalization = planNormalization;
     return p;
 }
 

@@ -90,6 +90,7 @@ struct PrecisionConfig {
     // default that format/granularity/calibration/activationFormat above make. Empty = uniform.
     std::vector<LayerOverride> layers;
     std::string planSource;               // the plan file, for errors ("" = command line / GUI)
+    std::string planNormalization;        // the plan file's input normalisation (PrecisionPlan::inputNormalization)
 
     // The plan in force: the options above as its default (with `weightFormat` instead of
     // `format` when given: progressive's last phase), `layers` over it.
