@@ -65,6 +65,7 @@ private slots:
         QTest::newRow("depthwise block, opset 17") << "mobile_op17_nofold_fn" << "mobile_op17_nofold_dyn";
         QTest::newRow("squeeze-and-excitation, opset 15") << "se_conv_sigmoid_op15_nofold_fn" << "se_conv_sigmoid_op13_fold_dyn";
         QTest::newRow("SiLU subgraph in a function, opset 16") << "act_silu_op16_fold_fn" << "act_silu_op13_fold_dyn";
+        QTest::newRow("only the blocks as functions, opset 15") << "residual_op15_fold_fnblock" << "residual_op13_fold_dyn";
     }
     void matchesPlainExport()
     {
@@ -83,6 +84,17 @@ private slots:
         QVERIFY2(dev <= kOutputTol, qPrintable(QString::number(dev)));
         // Layers are named after their weights where the exporter kept them ("stem.weight").
         if (name.startsWith("mobile")) QVERIFY(contains(layerNames(m), "stem"));
+        // A block called from the main graph ("/layer1/Block") names its layers by that module path
+        // (they were "Conv_0", "Conv_0_2", told apart by a counter): conv, ReLU, conv, Add, ReLU in
+        // layer1; and the strided block's shortcut conv too in layer2.
+        if (name.endsWith("fnblock")) {
+            const auto under = [&](const std::string& prefix) {
+                const std::vector<std::string> names = layerNames(m);
+                return std::count_if(names.begin(), names.end(), [&](const std::string& n) { return n.rfind(prefix, 0) == 0; });
+            };
+            QCOMPARE(under("layer1."), 5);
+            QCOMPARE(under("layer2."), 6);
+        }
     }
 
     void brokenFunctionTables_data()

@@ -54,7 +54,10 @@ public:
         };
         const auto operators = std::count_if(f.node().begin(), f.node().end(), [](const onnx::NodeProto& x) { return x.op_type() != "Constant"; });
         const std::string label = n.name().substr(n.name().find_last_of('/') + 1); // "Conv2d_14"
-        const std::string inside = depth == 0 ? std::string() : path.empty() ? label : path + "." + label;
+        // A call in the main graph names its module by path ("/layer1/Block": layer1), unless it is
+        // the whole model (export_modules_as_functions=True: the graph's one node, whose name
+        // PyTorch takes from its last module, "/fc/Net").
+        const std::string inside = depth == 0 ? (m_wholeModel ? std::string() : modulePath(n.name())) : path.empty() ? label : path + "." + label;
         for (const onnx::NodeProto& inner : f.node()) {
             onnx::NodeProto copy = inner;
             for (int i = 0; i < copy.input_size(); ++i) copy.set_input(i, rename(copy.input(i)));
@@ -78,6 +81,18 @@ public:
     }
 
     int calls() const { return m_calls; }
+    void setWholeModel(bool on) { m_wholeModel = on; }
+
+    // "/layer1/0/Block" -> "layer1.0" (PyTorch's scope path of a call in the main graph); a name
+    // without a path ("blk1") is itself; "/Block" or "" -> "".
+    static std::string modulePath(const std::string& name)
+    {
+        if (name.empty() || name[0] != '/') return name;
+        const std::size_t last = name.find_last_of('/');
+        std::string p = name.substr(1, last == 0 ? 0 : last - 1);
+        std::replace(p.begin(), p.end(), '/', '.');
+        return p;
+    }
 
 private:
     [[noreturn]] void fail(const onnx::NodeProto& n, const std::string& what) const
@@ -89,6 +104,7 @@ private:
     std::string m_source;
     std::map<std::pair<std::string, std::string>, const onnx::FunctionProto*> m_functions;
     int m_calls = 0;
+    bool m_wholeModel = false;
 };
 
 } // namespace
@@ -97,6 +113,7 @@ int inlineLocalFunctions(onnx::ModelProto& mp, const std::string& source)
 {
     if (mp.functions_size() == 0) return 0;
     Inliner inliner(mp, source);
+    inliner.setWholeModel(mp.graph().node_size() == 1);
     google::protobuf::RepeatedPtrField<onnx::NodeProto> nodes;
     for (const onnx::NodeProto& n : mp.graph().node()) inliner.expand(n, 0, std::string(), false, nodes);
     mp.mutable_graph()->mutable_node()->Swap(&nodes);

@@ -565,6 +565,9 @@ CASES = [
     ("act_gelutanh_op13_nofold", act_net(lambda: nn.GELU(approximate="tanh")), (1, 8, 8), 13, False, False),
     ("act_gelutanhpow_op13_fold", act_net(GeluTanhByHand), (1, 8, 8), 13, True, False),
     ("act_gelutanhbad_op13_fold", act_net(lambda: GeluTanhByHand(0.05)), (1, 8, 8), 13, True, False),
+    # export_modules_as_functions={Block} ("fnblock"): only the blocks are functions, called from
+    # the main graph as "/layer1/Block" (their layers take the call's module path, tst_onnx_functions).
+    ("residual_op15_fold_fnblock", Residual, (1, 8, 8), 15, True, "fnblock"),
 ]
 
 HW_SECOND = (12, 10)
@@ -603,6 +606,8 @@ def main():
             axes["input"] = {0: "N", 2: "H", 3: "W"}
         names = {} if getattr(model, "default_names", False) else {"input_names": ["input"], "output_names": ["logits"]}
         extra = {"export_modules_as_functions": True} if dynamic == "fn" else {}
+        if dynamic == "fnblock":
+            extra = {"export_modules_as_functions": {Block}}
         torch.onnx.export(model, x, path, opset_version=opset, dynamic_axes=axes, do_constant_folding=fold, **extra,
                           training=torch.onnx.TrainingMode.EVAL, **names)
         with torch.no_grad():
