@@ -191,6 +191,17 @@ void TestGuiPlans::planActivationCalibrationIsShown()
     QVERIFY(act->isEnabled());
     act->setCurrentIndex(act->findData(QStringLiteral("minmax")));
     QCOMPARE(panel.config().precision.activationCalibration, std::string("minmax"));
+
+    // The input normalisation a search measured the plan with is named under the table, with the
+    // Normalize field text that reproduces it (tester 18 #9).
+    plan.inputNormalization = "0.286,0.353";
+    writePlanFile(path.toStdString(), plan);
+    QVERIFY(panel.loadPlanFile(path));
+    const auto* note = panel.planTable()->findChild<QLabel*>("planNote");
+    QVERIFY(note);
+    QVERIFY2(note->text().contains("normalised mean 0.2860, std 0.3530") && note->text().contains("0.286,0.353"),
+             qPrintable(note->text()));
+    QCOMPARE(panel.config().precision.planNormalization, std::string("0.286,0.353"));
 }
 
 // A plan file that cannot be read: the red note under the table is scrolled into the Training
