@@ -66,8 +66,8 @@ inline void epilogueRow(float* __restrict dst, const float* __restrict src, std:
     const bool clamp = hasClamp(cap);
     if (!clamp && hasBias)
         for (std::size_t j = 0; j < n; ++j) dst[j] = src[j] + b;
-    else if (!clamp)
-        for (std::size_t j = 0; j < n; ++j) dst[j] = src[j];
+    else if (!clamp) // not the plain loop, which GCC makes a memmove call per row of 7 to 28 values (copyRow)
+        copyRow(dst, src, n);
     else if (hasBias)
         for (std::size_t j = 0; j < n; ++j) dst[j] = clampTo(src[j] + b, cap);
     else
