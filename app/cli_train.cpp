@@ -212,6 +212,13 @@ void applyPlanFlags(const Args& args, PrecisionConfig& pc)
         if (!plan.activationCalibration.empty() && !args.has("--act-calibration")) pc.activationCalibration = plan.activationCalibration;
         // The input normalisation it was measured with: runTrain applies it to a model that stores none.
         pc.planNormalization = plan.inputNormalization;
+        if (!plan.inputNormalization.empty()) {
+            try {
+                (void)Normalization::parse(plan.inputNormalization);
+            } catch (const ConfigError& e) {
+                throw ConfigError("plan " + plan.source + ": \"default\".\"normalize\": " + e.what());
+            }
+        }
     }
     checkLayerFlagsAgree(args);
     applyLayerSpecs(plan, args.all("--layer"));

@@ -395,6 +395,18 @@ void TestCli::modelFiles()
         QCOMPARE(s.at("normalization").get<std::string>(), std::string(given.isEmpty() ? "mean 0.2860, std 0.3530" : "mean 0.5000, std 0.2500"));
         QCOMPARE(s.at("plan").at("default").at("normalize").get<std::string>(), std::string("0.286,0.353"));
     }
+    // A plan whose normalisation does not parse is refused before anything runs, naming the plan.
+    const QString badNorm = m_tmp.filePath("badnorm.plan.json");
+    {
+        QFile f(badNorm);
+        QVERIFY(f.open(QIODevice::WriteOnly));
+        f.write(R"({"default": {"format": "int8", "normalize": "0.5"}})");
+    }
+    const Result refused = runCli({"train", "--model", ref, "--strategy", "ptq", "--epochs", "0", "--plan", badNorm, "--data", m_valid,
+                                   "--test-limit", "20", "--quiet"});
+    QCOMPARE(refused.exitCode, kExitUsage);
+    QVERIFY2(refused.err.contains("plan " + badNorm + ": \"default\".\"normalize\": normalisation '0.5': expected MEAN,STD"),
+             qPrintable(refused.err));
     // In text mode it says where the normalisation came from.
     const Result planText = runCli({"train", "--model", ref, "--strategy", "ptq", "--epochs", "0", "--plan", normPlan, "--data", m_valid,
                                     "--test-limit", "20", "--quiet"});

@@ -271,10 +271,6 @@ void TestPlans::refusesBadPlans_data()
                                              << QStringList{"bad.json", "'entropy'"};
     QTest::newRow("normalize in a layer") << R"({"layers":{"fc1":{"normalize":"0.5,0.5"}}})"
                                           << QStringList{"bad.json", "layer 'fc1'", "\"normalize\" is a whole-model setting"};
-    QTest::newRow("normalize without a std") << R"({"default":{"normalize":"0.5"}})"
-                                             << QStringList{"bad.json", "\"normalize\"", "'0.5'", "MEAN,STD"};
-    QTest::newRow("normalize with a zero std") << R"({"default":{"normalize":"0.5,0"}})"
-                                               << QStringList{"bad.json", "\"normalize\"", "positive standard deviation"};
     QTest::newRow("normalize not a string") << R"({"default":{"normalize":0.5}})" << QStringList{"bad.json", "normalize"};
     QTest::newRow("a layer twice") << R"({"layers":{"fc1":"int4","conv1":"int8","fc1":"int8"}})"
                                    << QStringList{"bad.json", "'fc1'", "twice"};

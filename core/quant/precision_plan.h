@@ -43,7 +43,8 @@ struct PrecisionPlan {
     // The input normalisation the plan was measured with ("default"."normalize" in the file, in
     // --normalize's syntax: "0.2860,0.3530", per-channel "0.49:0.48:0.45,0.25:0.24:0.26", or
     // "none"). analyze search writes the one its data took, so that train --plan on a model that
-    // stores no normalisation feeds its inputs alike. Empty: not said.
+    // stores no normalisation feeds its inputs alike. Empty: not said. Read as written (the
+    // commands that apply it parse it: data/normalization.h).
     std::string inputNormalization;
 
     // The precision of `layer`: its entry over the default.
