@@ -434,9 +434,7 @@ ExportedModel exportQuantizedModel(Model& model, const QuantSim& sim, const std:
             m.notes.push_back("BatchNorm2d '" + l.name + "' follows no convolution: it is stored as a depthwise 1x1 convolution "
                               "(one int8 weight per channel, int32 bias)");
         } else if (auto* p = dynamic_cast<MaxPool2d*>(&layer)) {
-            l.kernel = p->kernel();
-            l.stride = p->stride();
-            l.padding = p->padding();
+            l.setPoolGeometry(p->geometry());
         } else if (auto* ap = dynamic_cast<AvgPool2d*>(&layer)) {
             l.kernel = ap->kernel();
             l.stride = ap->stride();

@@ -180,6 +180,26 @@ void IntEngine::Impl::runImageOp(const Op& op, Scratch& s) const
     case OpKind::Depthwise: depthwiseRequant(op.dw, cur, nxt, s.dwPad); return;
     case OpKind::MaxPool: {
         const std::size_t C = op.cin;
+        if (op.poolGeo) {
+            // Any window: the maximum over the window's part inside the image (the padding is -inf);
+            // every window holds an image pixel (pads <= k / 2, ceil_mode drops a window starting in
+            // the padding), and bytes order as the values they stand for, so 0 is a safe start.
+            const PoolGeometry& g = *op.poolGeo;
+            for (std::size_t oy = 0; oy < op.hout; ++oy) {
+                const PoolGeometry::Span r = g.rows(oy, op.hin);
+                for (std::size_t ox = 0; ox < op.wout; ++ox) {
+                    const PoolGeometry::Span c = g.cols(ox, op.win);
+                    std::uint8_t* d = nxt + (oy * op.wout + ox) * C;
+                    std::memset(d, 0, C);
+                    for (std::size_t iy = r.begin; iy < r.end; ++iy)
+                        for (std::size_t ix = c.begin; ix < c.end; ++ix) {
+                            const std::uint8_t* p = cur + (iy * op.win + ix) * C;
+                            for (std::size_t ch = 0; ch < C; ++ch) d[ch] = std::max(d[ch], p[ch]);
+                        }
+                }
+            }
+            return;
+        }
         if (op.pad) {
             // Padded: the border is -inf, i.e. skipped; every window holds an input pixel (pad <= k / 2),
             // and bytes order as the values they stand for, so 0 is a safe start.

@@ -411,7 +411,9 @@ void IntEngine::Impl::build(const ExportedModel& m)
             op.out = again ? extraAct() : static_cast<int>(i + 1);
             const int pooled = op.out;
             op.cin = op.cout = in.c, op.hin = in.h, op.win = in.w, op.k = l.kernel, op.stride = l.stride, op.pad = l.padding;
-            op.hout = (in.h + 2 * op.pad - op.k) / op.stride + 1, op.wout = (in.w + 2 * op.pad - op.k) / op.stride + 1;
+            const PoolGeometry g = l.poolGeometry();
+            if (!g.isSquare()) op.poolGeo = g;
+            op.hout = g.outH(in.h), op.wout = g.outW(in.w);
             ActInfo info;
             info.d = in.d;
             info.c = in.c, info.h = op.hout, info.w = op.wout;
