@@ -207,13 +207,23 @@ void TestOnnxImportErrors::badInput_data()
         "FormatError", "Conv node '/conv1/Conv': the window (k 3x3 s 1 p 0,0,0,0 d 6x1) is larger than its padded input [1,12,12]");
     row("pads out of range", "seqview_op13_fold", [](onnx::ModelProto& mp) { setInts(findNode(mp, "Conv"), "pads", std::vector<std::int64_t>{0, 0, 1, 100}); },
         "FormatError", "pads [0, 0, 1, 100] are out of range");
-    row("avgpool count_include_pad=0", "flatten_bn_op17_nofold",
+    // count_include_pad = 0 is read (tst_pool_geometry); not after a zero Pad whose zeros count.
+    row("avgpool uncounted pads after a zero Pad", "poolpad_op13_fold_dyn",
+        [](onnx::ModelProto& mp) { setInts(findNode(mp, "AveragePool"), "pads", std::vector<std::int64_t>{1, 1, 1, 1}); }, "ConfigError",
+        "AveragePool node '/avgpool/AveragePool': attribute pads = [1, 1, 1, 1] with count_include_pad = 0 after a zero Pad");
+    // ceil_mode after a zero Pad where ONNX keeps a window starting in the Pad's zeros and PyTorch drops it.
+    row("avgpool ceil_mode after a zero Pad", "poolpad_op13_fold_dyn",
         [](onnx::ModelProto& mp) {
             onnx::NodeProto* pool = findNode(mp, "AveragePool");
-            setInts(pool, "pads", std::vector<std::int64_t>{1, 1, 1, 1});
-            setInts(pool, "kernel_shape", std::vector<std::int64_t>{3, 3});
+            setInts(pool, "kernel_shape", std::vector<std::int64_t>{2, 2});
+            setInts(pool, "strides", std::vector<std::int64_t>{7, 7});
+            for (onnx::AttributeProto& a : *pool->mutable_attribute())
+                if (a.name() == "ceil_mode") a.set_i(1);
         },
-        "ConfigError", "count_include_pad = 0");
+        "ConfigError", "AveragePool node '/avgpool/AveragePool': attribute ceil_mode = 1 after a zero Pad: ONNX makes a 2x2 output");
+    row("avgpool dilations", "poolpad_op13_fold_dyn",
+        [](onnx::ModelProto& mp) { setInts(findNode(mp, "AveragePool"), "dilations", std::vector<std::int64_t>{1, 2}); }, "ConfigError",
+        "AveragePool node '/avgpool/AveragePool': attribute dilations = [1, 2]: QuantScope's pooling has no dilation");
     row("maxpool padding over half the kernel", "seqview_op13_fold",
         [](onnx::ModelProto& mp) { setInts(findNode(mp, "MaxPool"), "pads", std::vector<std::int64_t>{2, 2, 2, 2}); }, "ConfigError",
         "more than half the kernel");

@@ -1,9 +1,11 @@
-// Max pooling windows that are not square (rectangular kernels, two strides, asymmetric padding,
-// ceil_mode, a global max over a non-square map) end to end: PyTorch exports (tests/onnx_import
+// Max and average pooling windows that are not square (rectangular kernels, two strides,
+// asymmetric padding, ceil_mode, count_include_pad=False, a global max over a non-square map) end
+// to end: PyTorch exports (tests/onnx_import
 // poolgeom_*, make_fixtures.py; opsets 11, 13, 17, with and without constant folding) import with
 // their windows and match PyTorch's outputs; .qsm (version 6) and ONNX files keep the windows;
 // onnxruntime runs the FP32 and QDQ exports; the integer engine's general max pooling gives, at
-// the point after each pool, the fake-quant simulation's integers; the summary shows the window.
+// the point after each pool, and its general average pooling at its own point, the fake-quant
+// simulation's integers; the summary shows the window.
 // The layer's own numerics are in tst_layers_golden (040_pool_geometry.json) and
 // tst_layers_gradients (maxpool2d_geometry_*).
 #include "analysis/model_summary.h"
@@ -12,6 +14,7 @@
 #include "io/onnx_import.h"
 #include "io/onnx_io.h"
 #include "io/qsm.h"
+#include "nn/avgpool2d.h"
 #include "nn/conv2d.h"
 #include "nn/linear.h"
 #include "nn/maxpool2d.h"
@@ -55,7 +58,8 @@ constexpr double kMinQdqAgreement = 0.98;
 constexpr double kQdqMeanRelDiff = 2e-2;
 
 const char* const kFixtureNames[] = {"poolgeom_max_op11_nofold", "poolgeom_max_op13_fold_dyn", "poolgeom_max_op17_fold",
-                                     "poolgeom_amax_op13_fold", "poolgeom_max2step_op11_nofold"};
+                                     "poolgeom_amax_op13_fold", "poolgeom_max2step_op11_nofold", "poolgeom_avg_op11_nofold",
+                                     "poolgeom_avg_op13_fold_dyn", "poolgeom_avg_op17_fold"};
 
 ExportedModel importFixture(const std::string& name)
 {
@@ -70,11 +74,12 @@ std::vector<float> forwardOn(const ExportedModel& em, const Reference& ref)
     return model->forward(Tensor(ref.inputShape, ref.input), ctx).values();
 }
 
-std::vector<PoolGeometry> windowsOf(const ExportedModel& m)
+// The windows of the model's max pools (of its average pools with `average`).
+std::vector<PoolGeometry> windowsOf(const ExportedModel& m, bool average = false)
 {
     std::vector<PoolGeometry> w;
     for (const StoredLayer& l : m.layers)
-        if (l.kind == LayerKind::MaxPool2d) w.push_back(l.poolGeometry());
+        if (l.kind == (average ? LayerKind::AvgPool2d : LayerKind::MaxPool2d)) w.push_back(l.poolGeometry());
     return w;
 }
 
@@ -92,7 +97,17 @@ std::vector<PoolGeometry> fixtureWindows(const std::string& name)
     if (name.find("poolgeom_max_") == 0)
         return {pool(2, 2, 2, 2, 0, 0, 0, 0, true), pool(3, 3, 2, 2, 1, 1, 1, 1, true), pool(2, 1, 2, 1, 0, 0, 0, 0, false),
                 pool(3, 2, 2, 1, 1, 0, 1, 0, true), pool(2, 3, 2, 3, 0, 0, 0, 0, false)};
+    if (name.find("poolgeom_avg_") == 0) return {};
     return {pool(5, 4, 5, 4, 0, 0, 0, 0, false)}; // the max over the 5 x 4 map
+}
+
+// The average pools of AvgPoolGeometry: the zero Pad before a2 folded in (counted), a3's pads not counted.
+std::vector<PoolGeometry> fixtureAverageWindows(const std::string& name)
+{
+    if (name.find("poolgeom_avg_") != 0) return {};
+    PoolGeometry a3 = pool(3, 2, 2, 1, 1, 0, 1, 0, true);
+    a3.countIncludePad = false;
+    return {pool(2, 2, 2, 2, 0, 0, 0, 0, true), pool(3, 3, 2, 2, 1, 1, 1, 1, true), a3, pool(2, 1, 2, 1, 0, 0, 0, 0, false)};
 }
 
 // A model on the workspace's 1 x 28 x 28 images with a max pool of each kind, each followed by a
@@ -135,6 +150,32 @@ const PointTrace* traceNamed(const std::vector<PointTrace>& trace, const std::st
 
 using Bytes = std::vector<std::uint8_t>;
 
+// A model on 1 x 28 x 28 images with an average pool of each kind, each with its own point:
+//   stem 3x3 p1 -> relu; 3x3 s2 p1 ceil (15 x 15); conv -> relu; 2x2 ceil (8 x 8); conv -> relu;
+//   3x2 s(2,1) p(1,0) ceil count_include_pad=False (5 x 7); 2x1 (2 x 7); 1x1 conv -> relu; fc.
+std::unique_ptr<Model> averageModel()
+{
+    PoolGeometry exclude = pool(3, 2, 2, 1, 1, 0, 1, 0, true);
+    exclude.countIncludePad = false;
+    auto m = std::make_unique<Model>("avggeom", Shape{1, 28, 28});
+    m->add(std::make_unique<Conv2d>("stem", 1, 8, 3, 1, 1));
+    m->add(std::make_unique<ReLU>("stem_relu"));
+    m->add(std::make_unique<AvgPool2d>("avg_k3s2p1_ceil", pool(3, 3, 2, 2, 1, 1, 1, 1, true)));
+    m->add(std::make_unique<Conv2d>("conv2", 8, 8, 3, 1, 1));
+    m->add(std::make_unique<ReLU>("conv2_relu"));
+    m->add(std::make_unique<AvgPool2d>("avg_k2_ceil", pool(2, 2, 2, 2, 0, 0, 0, 0, true)));
+    m->add(std::make_unique<Conv2d>("conv3", 8, 8, 3, 1, 1));
+    m->add(std::make_unique<ReLU>("conv3_relu"));
+    m->add(std::make_unique<AvgPool2d>("avg_k3x2_exclude", exclude));
+    m->add(std::make_unique<AvgPool2d>("avg_k2x1", pool(2, 1, 2, 1, 0, 0, 0, 0, false)));
+    m->add(std::make_unique<Conv2d>("conv4", 8, 8, 1, 1, 0));
+    m->add(std::make_unique<ReLU>("conv4_relu"));
+    m->add(std::make_unique<Flatten>("flatten"));
+    m->add(std::make_unique<Linear>("fc", 8 * 2 * 7, 10));
+    m->initParams(31);
+    return m;
+}
+
 } // namespace
 
 class TestPoolGeometry : public QObject, fixtures::OnnxWorkspace {
@@ -148,6 +189,8 @@ private slots:
     void roundTripsAndOnnxruntime();
     void engineEqualsFakeQuant_data();
     void engineEqualsFakeQuant();
+    void engineAverageEqualsFakeQuant_data() { engineEqualsFakeQuant_data(); }
+    void engineAverageEqualsFakeQuant();
     void qsmStoresTheWindow();
     void summaryShowsTheWindow();
     void badWindowsAreTypedErrors();
@@ -167,6 +210,7 @@ void TestPoolGeometry::importMatchesPyTorch()
     QFETCH(QString, name);
     const ExportedModel m = importFixture(name.toStdString());
     QCOMPARE(windowsOf(m), fixtureWindows(name.toStdString()));
+    QCOMPARE(windowsOf(m, true), fixtureAverageWindows(name.toStdString()));
     const Reference ref = loadReference(kFixtures / (name.toStdString() + ".json"));
     const std::vector<float> y = forwardOn(m, ref);
     QCOMPARE(y.size(), ref.output.size());
@@ -186,11 +230,13 @@ void TestPoolGeometry::roundTripsAndOnnxruntime()
 
     const ExportedModel q = decodeQsm(encodeQsm(m), "round trip");
     QCOMPARE(windowsOf(q), windowsOf(m));
+    QCOMPARE(windowsOf(q, true), windowsOf(m, true));
     QVERIFY(forwardOn(q, ref) == want);
 
     const std::vector<std::uint8_t> onnxBytes = encodeOnnx(m);
     const ExportedModel o = decodeOnnx(onnxBytes, "round trip");
     QCOMPARE(windowsOf(o), windowsOf(m));
+    QCOMPARE(windowsOf(o, true), windowsOf(m, true));
     const double rt = maxDiff(forwardOn(o, ref), want);
     QVERIFY2(rt <= 1e-6 * maxAbs(want), qPrintable(QString("ONNX round trip deviates by %1").arg(rt)));
 
@@ -311,6 +357,69 @@ void TestPoolGeometry::engineEqualsFakeQuant()
     QVERIFY(ort.meanRelDiff <= kQdqMeanRelDiff);
 }
 
+// Average pools quantized by QuantSim and exported: at each pool's own point the engine's general
+// kernel (an int64 sum over the window's part inside the image, the requantizing multiplier of its
+// divisor) gives the fake-quant simulation's integers (the float AvgPool2d on the dequantized
+// input, then the point's fake-quant) but for values within float rounding of a half step; the
+// predictions are the reference's, and the files and onnxruntime agree as for the max pools.
+void TestPoolGeometry::engineAverageEqualsFakeQuant()
+{
+    QFETCH(QString, act);
+    auto q = fixtures::quantize(averageModel(), m_data, "int8", "channel", act.toStdString());
+    const ExportedModel& em = q.exported;
+    QCOMPARE(windowsOf(em, true).size(), std::size_t{4});
+    QVERIFY2(IntEngine::unsupportedReason(em).empty(), IntEngine::unsupportedReason(em).c_str());
+    const IntEngine engine(em);
+    engine_agreement::CodeDiff diff;
+    std::size_t pools = 0;
+    for (std::size_t img = 0; img < 20; ++img) {
+        const std::vector<PointTrace> trace = engine.trace(m_data.test.pixels.data() + img * m_data.test.imageBytes());
+        for (const StoredLayer& l : em.layers) {
+            if (l.kind != LayerKind::AvgPool2d) continue;
+            QVERIFY2(l.poolWindow.has_value() && l.outputQuant.has_value(), l.name.c_str());
+            const PointTrace* in = traceNamed(trace, em.layers.at(l.inputs[0] - 1).name);
+            const PointTrace* out = traceNamed(trace, l.name);
+            QVERIFY2(in && out, l.name.c_str());
+            AvgPool2d ref("ref", l.poolGeometry());
+            Tensor x = engine_agreement::dequantized(*in), y;
+            ref.forward(x, y, RunContext{});
+            fakeQuantizeActivation(y, out->quant);
+            QCOMPARE(y.numel(), out->q.size());
+            diff.add(engine_agreement::compareCodes(y, *out));
+            ++pools;
+        }
+    }
+    qInfo("%s: %zu average pools x 20 images, %zu values at their points: %zu differ from the fake-quant (at most %d step); "
+          "up to %zu distinct codes in a point",
+          qPrintable(act), pools / 20, diff.values, diff.differing, diff.worstSteps, diff.distinct);
+    QCOMPARE(pools, std::size_t{4 * 20});
+    QVERIFY2(diff.worstSteps <= kPointStepTol, qPrintable(QString("a value %1 steps away").arg(diff.worstSteps)));
+    QVERIFY2(diff.differing * 1000 <= diff.values, "more than 0.1 % of the values differ from the fake-quant");
+    QVERIFY2(diff.distinct >= 16, "the activations barely use their grid: the comparison would prove little");
+
+    const std::size_t n = m_data.test.size();
+    const engine_agreement::EngineRun run = engine_agreement::engineAgainstReference(em, m_data.test.pixels.data(), n, 10);
+    qInfo("engine vs fake-quant reference: argmax agreement %.1f %% of %zu images", 100.0 * run.agreement(), n);
+    QVERIFY(run.agreement() >= kMinEngineAgreement);
+    QCOMPARE(windowsOf(decodeQsm(encodeQsm(em), "qsm"), true), windowsOf(em, true));
+    const std::vector<std::uint8_t> bytes = encodeOnnx(em);
+    const ExportedModel back = decodeOnnx(bytes, "qdq");
+    QCOMPARE(windowsOf(back, true), windowsOf(em, true));
+    RunnerOptions ro;
+    ro.kind = RunnerKind::Integer;
+    ModelRunner fromFile(back, ro);
+    std::vector<std::int32_t> pb(n);
+    fromFile.predict(m_data.test.pixels.data(), n, pb.data());
+    QVERIFY(pb == run.predicted);
+    QS_SKIP_WITHOUT_ORT();
+    const std::string path = m_dir + "/qdq-avggeom-" + act.toStdString() + ".onnx";
+    const engine_agreement::OrtRun ort = engine_agreement::ortAgainstEngine(bytes, path, m_images, run, 10);
+    QCOMPARE(ort.outputs, run.outputs.size());
+    qInfo("onnxruntime QDQ vs engine: argmax agreement %.1f %%, mean |diff| %.3g of the largest output", 100.0 * ort.agreement, ort.meanRelDiff);
+    QVERIFY(ort.agreement >= kMinQdqAgreement);
+    QVERIFY(ort.meanRelDiff <= kQdqMeanRelDiff);
+}
+
 // Version 6 gives every pool a flags byte; a square pool stores no window (poolWindow stays
 // empty), a window that is not square its five more fields; flags a square window or a max pool
 // could not have are FormatErrors naming the file and the layer.
@@ -370,6 +479,10 @@ void TestPoolGeometry::summaryShowsTheWindow()
     QCOMPARE(ops["pool_k3x2"], std::uint64_t{8 * 5 * 7 * 3 * 2});
     MaxPool2d sq("sq", 3, 2, 1);
     QCOMPARE(sq.describe(), std::string("3x3 s2 p1"));
+    std::unique_ptr<Model> a = averageModel();
+    for (const LayerSummary& l : summarizeModel(*a).layers) detail[l.name] = l.detail;
+    QCOMPARE(detail["avg_k3x2_exclude"], std::string("3x2 stride 2x1 pad 1,0,1,0 ceil pad not counted"));
+    QCOMPARE(detail["avg_k2_ceil"], std::string("2x2 stride 2 pad 0,0,0,0 ceil"));
 }
 
 // Windows the layer cannot take are ConfigErrors naming the layer and the window; in a file,

@@ -436,9 +436,7 @@ ExportedModel exportQuantizedModel(Model& model, const QuantSim& sim, const std:
         } else if (auto* p = dynamic_cast<MaxPool2d*>(&layer)) {
             l.setPoolGeometry(p->geometry());
         } else if (auto* ap = dynamic_cast<AvgPool2d*>(&layer)) {
-            l.kernel = ap->kernel();
-            l.stride = ap->stride();
-            l.padding = ap->padding();
+            l.setPoolGeometry(ap->geometry());
         } else if (auto* d = dynamic_cast<Dropout*>(&layer)) {
             l.dropout = d->p();
         } else if (auto* pw = dynamic_cast<Pointwise*>(&layer)) {

@@ -103,8 +103,8 @@ ModelSummary summarizeModel(Model& model)
             break;
         }
         case LayerKind::AvgPool2d: {
-            const std::uint64_t k = dynamic_cast<const AvgPool2d&>(layer).kernel();
-            r.elementwiseOps = outN * k * k;
+            const PoolGeometry& g = dynamic_cast<const AvgPool2d&>(layer).geometry();
+            r.elementwiseOps = outN * g.kh * g.kw;
             break;
         }
         case LayerKind::GlobalAvgPool2d: r.elementwiseOps = numelOf(in); break;

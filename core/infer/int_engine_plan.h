@@ -101,6 +101,8 @@ struct Op {
     ConvGeometry geo;
     // MaxPool (and AvgPool) whose window is not square: the whole window; k, stride and pad unused.
     std::optional<PoolGeometry> poolGeo;
+    // AvgPool of such a window: the requantizing multiplier s_in / (d s_out) of each divisor d (index d).
+    std::vector<FixedPointMultiplier> poolMults;
     std::uint8_t padValue = 0;
     bool im2col = false;
     std::size_t K = 0;                 // GEMM depth (per group for GroupConv)

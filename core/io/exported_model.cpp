@@ -288,8 +288,6 @@ void ExportedModel::validate(const std::string& source) const
                 !inRange(g.sw, 1, kMaxKernel) || !g.padsWithinHalfKernel())
                 bad(source, id + ": hyper-parameters out of range (" + g.text() + "; padding at most half the kernel)");
             if (l.kind == LayerKind::MaxPool2d && !g.countIncludePad) bad(source, id + ": a max pooling has no count_include_pad");
-            if (l.kind == LayerKind::AvgPool2d && l.poolWindow)
-                bad(source, id + ": an average pooling window that is not square (" + g.text() + ") is not read yet");
             if (!g.fits(s[1], s[2])) bad(source, id + ": the window (" + g.text() + ") is larger than its input");
             expectTensors(l, {}, source);
             s = {s[0], g.outH(s[1]), g.outW(s[2])};
@@ -441,9 +439,7 @@ ExportedModel exportFloatModel(Model& model, const std::string& modelName, const
             l.tensors = {floatTensor("weight", c->weight().value)};
             if (c->hasBias()) l.tensors.push_back(floatTensor("bias", c->bias().value));
         } else if (auto* ap = dynamic_cast<AvgPool2d*>(&layer)) {
-            l.kernel = ap->kernel();
-            l.stride = ap->stride();
-            l.padding = ap->padding();
+            l.setPoolGeometry(ap->geometry());
         } else if (auto* bn = dynamic_cast<BatchNorm2d*>(&layer)) {
             l.outChannels = bn->channels();
             l.eps = bn->eps();
@@ -512,7 +508,7 @@ std::unique_ptr<Model> buildModel(const ExportedModel& m)
         case LayerKind::Mul: model->add(std::make_unique<Mul>(l.name), in); break;
         case LayerKind::Concat: model->add(std::make_unique<Concat>(l.name, in.size()), in); break;
         case LayerKind::GlobalAvgPool2d: model->add(std::make_unique<GlobalAvgPool2d>(l.name), in); break;
-        case LayerKind::AvgPool2d: model->add(std::make_unique<AvgPool2d>(l.name, l.kernel, l.stride, l.padding), in); break;
+        case LayerKind::AvgPool2d: model->add(std::make_unique<AvgPool2d>(l.name, l.poolGeometry()), in); break;
         case LayerKind::MaxPool2d: model->add(std::make_unique<MaxPool2d>(l.name, l.poolGeometry()), in); break;
         case LayerKind::Dropout: model->add(std::make_unique<Dropout>(l.name, l.dropout), in); break;
         case LayerKind::Flatten: model->add(std::make_unique<Flatten>(l.name), in); break;

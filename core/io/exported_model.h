@@ -78,8 +78,8 @@ struct StoredLayer {
     std::vector<std::size_t> inputs;
     // Conv2d: inChannels, outChannels, kernel, stride, padding, groups (tensors: weight
     // (out, in/groups, k, k) and an optional bias). MaxPool2d, AvgPool2d: kernel, stride, padding
-    // (MaxPool pads with -inf, AvgPool with zeros counted in the mean; padding <= kernel / 2), and
-    // for any other window `poolWindow`.
+    // (MaxPool pads with -inf, AvgPool with zeros counted in the mean unless its window says
+    // count_include_pad = 0; padding <= kernel / 2), and for any other window `poolWindow`.
     std::size_t inChannels = 0, outChannels = 0, kernel = 0, stride = 0, padding = 0, groups = 1;
     // Conv2d whose window is not square (rectangular kernel, two strides, asymmetric padding,
     // dilation): the whole window; kernel, stride and padding then hold its kh, sh and top padding.

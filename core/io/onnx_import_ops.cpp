@@ -268,10 +268,13 @@ void Importer::clip(const NodeProto& n)
 
 // MaxPool / AveragePool with any 2-D window: kernel_shape (kh, kw), strides (sh, sw), pads [top,
 // left, bottom, right] of at most half their kernel (PyTorch's limit; MaxPool pads with -inf),
-// ceil_mode with PyTorch's rounding (nn/pool_geometry.h). AveragePool reads its pads only with
-// count_include_pad = 1, PyTorch's default, which torch.onnx.export writes as a zero Pad in front
-// of the AveragePool (folded in here). ceil_mode that leaves the output size as it is is dropped
-// (the same windows). Refused by node and attribute: dilations, storage_order = 1, auto_pad SAME_*.
+// ceil_mode with PyTorch's rounding (nn/pool_geometry.h). AveragePool: count_include_pad as ONNX
+// defines it (0, its default: the mean of the window's part inside the input); a zero Pad in front
+// (how torch.onnx.export writes PyTorch's default count_include_pad=True) is folded in as padding
+// that counts. ceil_mode that leaves the output size as it is is dropped (the same windows).
+// Refused by node and attribute: dilations, storage_order = 1, auto_pad SAME_*, a zero Pad with
+// pads that do not count, and ceil_mode after a zero Pad where ONNX and PyTorch would make
+// different windows.
 void Importer::pool(const NodeProto& n)
 {
     const bool isMax = n.op_type() == "MaxPool";
@@ -321,9 +324,13 @@ void Importer::pool(const NodeProto& n)
     if (pads.empty()) pads.assign(4, 0);
     if (pads.size() != 4) failNode(n, "attribute pads = " + listOf(pads) + " has " + std::to_string(pads.size()) + " values, expected 4", false);
     const bool attrPads = std::any_of(pads.begin(), pads.end(), [](std::int64_t p) { return p != 0; });
-    if (!isMax && attrPads && attrInt(n, "count_include_pad", 0) == 0)
-        failNode(n, "attribute pads = " + listOf(pads) + " with count_include_pad = 0 (nn.AvgPool2d(count_include_pad=False)): "
-                    "QuantScope's AvgPool2d counts the padding in the mean");
+    const std::vector<std::int64_t> attrPadList = pads;
+    const std::int64_t countPad = attrInt(n, "count_include_pad", 0);
+    if (countPad != 0 && countPad != 1) failNode(n, "attribute count_include_pad = " + std::to_string(countPad) + " (0 or 1)", false);
+    const bool zeroPad = xv.kind == Value::Kind::Padded && std::any_of(xv.pads.begin(), xv.pads.end(), [](std::int64_t p) { return p != 0; });
+    if (!isMax && zeroPad && attrPads && countPad == 0)
+        failNode(n, "attribute pads = " + listOf(pads) + " with count_include_pad = 0 after a zero Pad: the Pad's zeros count in the "
+                    "mean and these pads do not; QuantScope's AvgPool2d counts all its padding or none");
     if (xv.kind == Value::Kind::Padded) {
         if (isMax && std::any_of(xv.pads.begin(), xv.pads.end(), [](std::int64_t p) { return p != 0; }))
             failNode(n, "reads a zero Pad; a max-pooling pads with -inf, so the zeros cannot merge into it");
@@ -342,13 +349,25 @@ void Importer::pool(const NodeProto& n)
                         " with kernel_shape = " + listOf({static_cast<std::int64_t>(g.kh), static_cast<std::int64_t>(g.kw)}) +
                         ": a pad is more than half the kernel along its axis, which QuantScope's pooling layers take at most (PyTorch's own limit)");
     if (!g.fits(in[1], in[2])) failNode(n, "the window (" + g.text() + ") is larger than its input " + shapeString(in), false);
+    g.countIncludePad = isMax || countPad == 1 || !attrPads; // a zero Pad's zeros are values, counted
     const std::size_t floorH = g.outH(in[1]), floorW = g.outW(in[2]);
     g.ceilMode = ceil == 1;
+    if (g.ceilMode && zeroPad) {
+        // ONNX drops a window only when it would start past the Pad's output; PyTorch (whose
+        // export this is) when it would start in the padding. Where the two differ, neither is a guess.
+        PoolGeometry onPadded = g;
+        onPadded.padTop = static_cast<std::size_t>(attrPadList[0]), onPadded.padLeft = static_cast<std::size_t>(attrPadList[1]);
+        onPadded.padBottom = static_cast<std::size_t>(attrPadList[2]), onPadded.padRight = static_cast<std::size_t>(attrPadList[3]);
+        const std::size_t ph = in[1] + g.padTop + g.padBottom - onPadded.padTop - onPadded.padBottom;
+        const std::size_t pw = in[2] + g.padLeft + g.padRight - onPadded.padLeft - onPadded.padRight;
+        if (onPadded.outH(ph) != g.outH(in[1]) || onPadded.outW(pw) != g.outW(in[2]))
+            failNode(n, "attribute ceil_mode = 1 after a zero Pad: ONNX makes a " + std::to_string(onPadded.outH(ph)) + "x" +
+                            std::to_string(onPadded.outW(pw)) + " output whose last window starts in the Pad's zeros, PyTorch's "
+                            "ceil_mode a " + std::to_string(g.outH(in[1])) + "x" + std::to_string(g.outW(in[2])) +
+                            " one; QuantScope does not guess which was meant");
+    }
     // ceil_mode that changes no output size gives the same windows: the square fast paths keep them.
     if (g.ceilMode && g.outH(in[1]) == floorH && g.outW(in[2]) == floorW) g.ceilMode = false;
-    if (!isMax && !g.isSquare())
-        failNode(n, "attribute kernel_shape / strides / pads / ceil_mode give the window " + g.text() +
-                        ": QuantScope's AvgPool2d takes a square kernel and stride, equal pads and floor output size");
     StoredLayer l;
     l.kind = isMax ? LayerKind::MaxPool2d : LayerKind::AvgPool2d;
     l.setPoolGeometry(g);
