@@ -114,6 +114,8 @@ private slots:
     // padding, dilation; grouped and depthwise), one row per case of the file.
     void goldenConvGeometry_data();
     void goldenConvGeometry();
+    void goldenPoolGeometry_data();
+    void goldenPoolGeometry();
     void goldenMaxPool2d_data() { golden::rowsFor({"max_pool2d"}); }
     void goldenMaxPool2d();
     void goldenAvgPool2d_data() { golden::rowsFor({"avg_pool2d"}); }
@@ -167,12 +169,21 @@ void TestLayersGolden::goldenConv2d()
 
 namespace {
 // The cases of 038_conv_geometry.json (one file of several cases, unlike the other golden files).
-nlohmann::json convGeometryCases()
+nlohmann::json casesOf(const char* file)
 {
-    QFile f(QStringLiteral(QS_TEST_DATA "/038_conv_geometry.json"));
-    if (!f.open(QIODevice::ReadOnly)) throw std::runtime_error("038_conv_geometry.json: cannot open reference file");
+    QFile f(QString(QS_TEST_DATA "/") + file);
+    if (!f.open(QIODevice::ReadOnly)) throw std::runtime_error(std::string(file) + ": cannot open reference file");
     const QByteArray bytes = f.readAll();
     return nlohmann::json::parse(bytes.constBegin(), bytes.constEnd()).at("cases");
+}
+nlohmann::json convGeometryCases() { return casesOf("038_conv_geometry.json"); }
+// 040_pool_geometry.json's cases of the pooling layers QuantScope reads them for.
+nlohmann::json poolGeometryCases()
+{
+    nlohmann::json out = nlohmann::json::array();
+    for (const nlohmann::json& c : casesOf("040_pool_geometry.json"))
+        out.push_back(c);
+    return out;
 }
 } // namespace
 
@@ -212,6 +223,50 @@ void TestLayersGolden::goldenConvGeometry()
     QVERIFY(!conv.readsWeightAsBf16());
     conv.setBf16Products(Bf16Path::Emulated);
     compareWeighted(conv, conv.weight(), bias ? &conv.bias() : nullptr, g);
+}
+
+void TestLayersGolden::goldenPoolGeometry_data()
+{
+    QTest::addColumn<int>("index");
+    QCOMPARE(golden::goldenFiles({"pool_geometry"}), QStringList{"040_pool_geometry.json"});
+    const nlohmann::json cases = poolGeometryCases();
+    QVERIFY(cases.size() >= 17);
+    for (std::size_t i = 0; i < cases.size(); ++i)
+        QTest::newRow(cases[i].at("name").get<std::string>().c_str()) << static_cast<int>(i);
+}
+
+// Pooling windows that are not square (040_pool_geometry.json, PyTorch 1.13): rectangular kernels,
+// two strides, ceil_mode (a window that would start in the padding dropped; average windows running
+// past input + padding divide by the part inside), count_include_pad=False, asymmetric padding,
+// ties, a global max over a 5x7 map; y and grad_x. Max and routing are exact; means at the
+// reference tolerances.
+void TestLayersGolden::goldenPoolGeometry()
+{
+    QFETCH(int, index);
+    const nlohmann::json c = poolGeometryCases().at(static_cast<std::size_t>(index));
+    golden::GoldenCase g;
+    g.file = "040_pool_geometry.json: " + QString::fromStdString(c.at("name").get<std::string>());
+    g.op = "pool_geometry";
+    g.params = c.at("params");
+    for (const auto& [name, t] : c.at("inputs").items()) g.inputs.emplace(name, golden::goldenTensor(t));
+    for (const auto& [name, t] : c.at("outputs").items()) g.outputs.emplace(name, golden::goldenTensor(t));
+    const auto v = [&](const char* key, std::size_t i) { return g.params.at(key).at(i).get<std::size_t>(); };
+    PoolGeometry geo;
+    geo.kh = v("kernel", 0), geo.kw = v("kernel", 1), geo.sh = v("stride", 0), geo.sw = v("stride", 1);
+    geo.padTop = v("padding", 0), geo.padLeft = v("padding", 1), geo.padBottom = v("padding", 2), geo.padRight = v("padding", 3);
+    geo.ceilMode = g.params.at("ceil_mode").get<bool>();
+    geo.countIncludePad = g.params.at("count_include_pad").get<bool>();
+    QVERIFY(!geo.isSquare());
+    if (g.params.at("kind") == "avg") {
+        AvgPool2d pool("pool", geo);
+        QCOMPARE(pool.outputShape(g.in("x").shape()), g.out("y").shape());
+        compareParameterFree(pool, g, kRefAtol, kRefRtol);
+        return;
+    }
+    MaxPool2d pool("pool", geo);
+    QVERIFY(!pool.fusesAfterConvolution());
+    QCOMPARE(pool.outputShape(g.in("x").shape()), g.out("y").shape());
+    compareParameterFree(pool, g, 0.0, 0.0);
 }
 
 void TestLayersGolden::goldenMaxPool2d()

@@ -298,6 +298,53 @@ GradSetup makeGradSetup(const QString& row, Rng& rng)
     } else if (row == "maxpool2d_k2_s2_p1") {
         s.layer = std::make_unique<MaxPool2d>("pool", 2, 2, 1);
         s.x = distinctTensor({1, 2, 5, 5}, rng);
+    } else if (row.startsWith("maxpool2d_geometry_")) { // windows that are not square: the general path
+        PoolGeometry g;
+        if (row == "maxpool2d_geometry_k2_ceil_odd") { // nn.MaxPool2d(2, ceil_mode=True) on 7 x 9
+            g = PoolGeometry::square(2, 2, 0);
+            g.ceilMode = true;
+            s.x = distinctTensor({2, 2, 7, 9}, rng);
+        } else if (row == "maxpool2d_geometry_k3_s2_p1_ceil") { // nn.MaxPool2d(3, 2, 1, ceil_mode=True)
+            g = PoolGeometry::square(3, 2, 1);
+            g.ceilMode = true;
+            s.x = distinctTensor({1, 2, 8, 6}, rng);
+        } else if (row == "maxpool2d_geometry_k2x1") {
+            g.kh = 2, g.kw = 1, g.sh = 2, g.sw = 1;
+            s.x = distinctTensor({2, 2, 6, 5}, rng);
+        } else if (row == "maxpool2d_geometry_k3x2_s2x1_p1_0_ceil") { // overlapping rows
+            g.kh = 3, g.kw = 2, g.sh = 2, g.sw = 1, g.padTop = g.padBottom = 1, g.ceilMode = true;
+            s.x = distinctTensor({1, 3, 7, 6}, rng);
+        } else if (row == "maxpool2d_geometry_k2x3_s1x2_pads_0_1_1_0") {
+            g.kh = 2, g.kw = 3, g.sh = 1, g.sw = 2, g.padLeft = 1, g.padBottom = 1;
+            s.x = distinctTensor({1, 2, 6, 7}, rng);
+        } else if (row == "maxpool2d_geometry_global_5x7") {
+            g.kh = g.sh = 5, g.kw = g.sw = 7;
+            s.x = distinctTensor({2, 3, 5, 7}, rng);
+        }
+        s.layer = std::make_unique<MaxPool2d>("pool", g);
+    } else if (row.startsWith("avgpool2d_geometry_")) { // windows that are not square: the general path
+        PoolGeometry g;
+        if (row == "avgpool2d_geometry_k2_ceil_odd") { // nn.AvgPool2d(2, ceil_mode=True) on 7 x 9
+            g = PoolGeometry::square(2, 2, 0);
+            g.ceilMode = true;
+            s.x = randomTensor({2, 2, 7, 9}, rng);
+        } else if (row == "avgpool2d_geometry_k3_s2_p1_ceil") { // windows past input + padding
+            g = PoolGeometry::square(3, 2, 1);
+            g.ceilMode = true;
+            s.x = randomTensor({1, 2, 8, 6}, rng);
+        } else if (row == "avgpool2d_geometry_k3_s2_p1_ceil_exclude") { // count_include_pad=False
+            g = PoolGeometry::square(3, 2, 1);
+            g.ceilMode = true;
+            g.countIncludePad = false;
+            s.x = randomTensor({1, 2, 8, 6}, rng);
+        } else if (row == "avgpool2d_geometry_k3x2_s2x1_p1_0_exclude") {
+            g.kh = 3, g.kw = 2, g.sh = 2, g.sw = 1, g.padTop = g.padBottom = 1, g.countIncludePad = false;
+            s.x = randomTensor({2, 2, 7, 6}, rng);
+        } else if (row == "avgpool2d_geometry_k2x3_s1x2_pads_0_1_1_0") {
+            g.kh = 2, g.kw = 3, g.sh = 1, g.sw = 2, g.padLeft = 1, g.padBottom = 1;
+            s.x = randomTensor({1, 2, 6, 7}, rng);
+        }
+        s.layer = std::make_unique<AvgPool2d>("pool", g);
     } else if (row == "dropout_p0.5") {
         s.layer = std::make_unique<Dropout>("dropout", 0.5f);
         s.x = randomTensor({2, 3, 4, 4}, rng);
@@ -351,7 +398,11 @@ void TestLayersGradients::layerGradient_data()
           "conv2d_geometry_k3_s2x1_p1", "conv2d_geometry_k3_d2_p2", "conv2d_geometry_k4_pads_1_1_2_2",
           "conv2d_geometry_k3x2_s1x2_pads_1_2_3_0", "conv2d_geometry_g2_k3_d2x1_p2_1",
           "conv2d_geometry_depthwise_k3_s2_d2_p2", "batchnorm2d_train", "batchnorm2d_frozen", "relu", "relu6", "maxpool2d_k2",
-          "maxpool2d_k3_s2_overlapping", "maxpool2d_k3_s2_p1", "maxpool2d_k2_s2_p1", "avgpool2d_k2",
+          "maxpool2d_k3_s2_overlapping", "maxpool2d_k3_s2_p1", "maxpool2d_k2_s2_p1", "maxpool2d_geometry_k2_ceil_odd",
+          "maxpool2d_geometry_k3_s2_p1_ceil", "maxpool2d_geometry_k2x1", "maxpool2d_geometry_k3x2_s2x1_p1_0_ceil",
+          "maxpool2d_geometry_k2x3_s1x2_pads_0_1_1_0", "maxpool2d_geometry_global_5x7", "avgpool2d_geometry_k2_ceil_odd",
+          "avgpool2d_geometry_k3_s2_p1_ceil", "avgpool2d_geometry_k3_s2_p1_ceil_exclude", "avgpool2d_geometry_k3x2_s2x1_p1_0_exclude",
+          "avgpool2d_geometry_k2x3_s1x2_pads_0_1_1_0", "avgpool2d_k2",
           "avgpool2d_k3_s2_overlapping", "avgpool2d_k3_s3_tiled", "avgpool2d_k3_s2_p1", "avgpool2d_k3_s1_p1",
           "global_avgpool2d", "add", "mul_equal", "mul_gate_second", "mul_gate_first", "mul_flat", "concat2", "concat3",
           "concat2_flat", "dropout_p0.5", "flatten", "linear", "linear_nobias", "log_softmax", "softmax",

@@ -207,13 +207,23 @@ void TestOnnxImportErrors::badInput_data()
         "FormatError", "Conv node '/conv1/Conv': the window (k 3x3 s 1 p 0,0,0,0 d 6x1) is larger than its padded input [1,12,12]");
     row("pads out of range", "seqview_op13_fold", [](onnx::ModelProto& mp) { setInts(findNode(mp, "Conv"), "pads", std::vector<std::int64_t>{0, 0, 1, 100}); },
         "FormatError", "pads [0, 0, 1, 100] are out of range");
-    row("avgpool count_include_pad=0", "flatten_bn_op17_nofold",
+    // count_include_pad = 0 is read (tst_pool_geometry); not after a zero Pad whose zeros count.
+    row("avgpool uncounted pads after a zero Pad", "poolpad_op13_fold_dyn",
+        [](onnx::ModelProto& mp) { setInts(findNode(mp, "AveragePool"), "pads", std::vector<std::int64_t>{1, 1, 1, 1}); }, "ConfigError",
+        "AveragePool node '/avgpool/AveragePool': attribute pads = [1, 1, 1, 1] with count_include_pad = 0 after a zero Pad");
+    // ceil_mode after a zero Pad where ONNX keeps a window starting in the Pad's zeros and PyTorch drops it.
+    row("avgpool ceil_mode after a zero Pad", "poolpad_op13_fold_dyn",
         [](onnx::ModelProto& mp) {
             onnx::NodeProto* pool = findNode(mp, "AveragePool");
-            setInts(pool, "pads", std::vector<std::int64_t>{1, 1, 1, 1});
-            setInts(pool, "kernel_shape", std::vector<std::int64_t>{3, 3});
+            setInts(pool, "kernel_shape", std::vector<std::int64_t>{2, 2});
+            setInts(pool, "strides", std::vector<std::int64_t>{7, 7});
+            for (onnx::AttributeProto& a : *pool->mutable_attribute())
+                if (a.name() == "ceil_mode") a.set_i(1);
         },
-        "ConfigError", "count_include_pad = 0");
+        "ConfigError", "AveragePool node '/avgpool/AveragePool': attribute ceil_mode = 1 after a zero Pad: ONNX makes a 2x2 output");
+    row("avgpool dilations", "poolpad_op13_fold_dyn",
+        [](onnx::ModelProto& mp) { setInts(findNode(mp, "AveragePool"), "dilations", std::vector<std::int64_t>{1, 2}); }, "ConfigError",
+        "AveragePool node '/avgpool/AveragePool': attribute dilations = [1, 2]: QuantScope's pooling has no dilation");
     row("maxpool padding over half the kernel", "seqview_op13_fold",
         [](onnx::ModelProto& mp) { setInts(findNode(mp, "MaxPool"), "pads", std::vector<std::int64_t>{2, 2, 2, 2}); }, "ConfigError",
         "more than half the kernel");
@@ -335,14 +345,28 @@ void TestOnnxImportErrors::badInput_data()
     row("max over channels", "gapidioms2_op11_nofold",
         [](onnx::ModelProto& mp) { setInts(findNode(mp, "ReduceMax"), "axes", std::vector<std::int64_t>{1, 2}); }, "ConfigError",
         "ReduceMax node '/ReduceMax': axes = [1, 2]; a maximum is read only over H and W");
-    row("global max of a non-square map", "wholemapavg_op11_nofold",
+    // Any 2-D max pooling window is read (tst_pool_geometry), a global one of a non-square map too;
+    // dilations, storage_order = 1 and 3-D windows are refused by node and attribute.
+    row("maxpool dilations", "seqview_op13_fold",
+        [](onnx::ModelProto& mp) { setInts(findNode(mp, "MaxPool"), "dilations", std::vector<std::int64_t>{2, 2}); }, "ConfigError",
+        "MaxPool node '/pool/MaxPool': attribute dilations = [2, 2]: QuantScope's pooling has no dilation");
+    row("maxpool storage_order 1", "seqview_op13_fold",
         [](onnx::ModelProto& mp) {
-            onnx::NodeProto* pool = findNode(mp, "AveragePool");
-            pool->set_op_type("GlobalMaxPool");
-            pool->clear_attribute();
-            pool->set_input(0, findNode(mp, "Pad")->input(0)); // the ReLU's 6x10 map, not the Pad's
+            onnx::AttributeProto* a = findNode(mp, "MaxPool")->add_attribute();
+            a->set_name("storage_order");
+            a->set_type(onnx::AttributeProto::INT);
+            a->set_i(1);
         },
-        "ConfigError", "a global max pooling of a non-square 6x10 map");
+        "ConfigError", "MaxPool node '/pool/MaxPool': attribute storage_order = 1: only row-major (0) is read");
+    row("maxpool 3-D window", "seqview_op13_fold",
+        [](onnx::ModelProto& mp) { setInts(findNode(mp, "MaxPool"), "kernel_shape", std::vector<std::int64_t>{2, 2, 2}); }, "ConfigError",
+        "MaxPool node '/pool/MaxPool': attribute kernel_shape = [2, 2, 2] has 3 values; QuantScope's pooling is 2-D");
+    row("maxpool kernel out of range", "seqview_op13_fold",
+        [](onnx::ModelProto& mp) { setInts(findNode(mp, "MaxPool"), "kernel_shape", std::vector<std::int64_t>{2, 100}); }, "FormatError",
+        "MaxPool node '/pool/MaxPool': attribute kernel_shape = [2, 100] is out of range (1 to 64)");
+    row("maxpool window beyond the input", "seqview_op13_fold",
+        [](onnx::ModelProto& mp) { setInts(findNode(mp, "MaxPool"), "kernel_shape", std::vector<std::int64_t>{11, 1}); }, "FormatError",
+        "MaxPool node '/pool/MaxPool': the window (11x1 stride 2 pad 0,0,0,0) is larger than its input [4,10,10]");
     // A BatchNorm1d no Linear made folds into the Linear after it; anything else reading it is refused.
     row("BatchNorm1d read by no Linear", "bnneck_op11_nofold",
         [](onnx::ModelProto& mp) {

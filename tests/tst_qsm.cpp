@@ -338,6 +338,10 @@ void TestQsm::olderVersionFiles_data()
     QTest::newRow("lenet5 qat int4") << "v1_lenet5_int4" << true << 1;
     // Version 4 stored every zero point, zeros included; this one is PTQ int4 group:16 (symmetric).
     QTest::newRow("lenet5 ptq int4 group:16, version 4") << "v4_lenet5_int4g16" << true << 4;
+    // Version 5 pools have no flags byte: written by QuantScope 56772c7 (`train --model lenet5
+    // --train-limit 256 --test-limit 64 --epochs 1 --strategy qat --format int8 --threads 1`, and
+    // `eval --test-limit 1000 --predictions` with that build).
+    QTest::newRow("lenet5 qat int8, version 5") << "v5_lenet5_int8" << true << 5;
 }
 
 void TestQsm::olderVersionFiles()
@@ -364,7 +368,7 @@ void TestQsm::olderVersionFiles()
     // It runs where it ran (the integer engine for integer models), and saved again it is a
     // version 2 file of the same model.
     ModelRunner r(m);
-    QCOMPARE(r.isInteger(), quantized && fileVersion == 1); // group-wise scales run on the fake-quant reference
+    QCOMPARE(r.isInteger(), quantized && fileVersion != 4); // group-wise scales run on the fake-quant reference
     const Bytes v2 = encodeQsm(m);
     std::memcpy(&version, v2.data() + 8, 2);
     QCOMPARE(version, kQsmVersion);
@@ -374,7 +378,16 @@ void TestQsm::olderVersionFiles()
         for (const StoredLayer& l : m.layers)
             for (const StoredTensor& t : l.tensors) zeroPoints += t.encoding == TensorEncoding::Int ? t.zeroPoints.size() : 0;
         QVERIFY(zeroPoints > 1000); // group:16 on lenet5: thousands of scales
-        QCOMPARE(v2.size() + 4 * zeroPoints, bytes.size());
+        QCOMPARE(v2.size() + 4 * zeroPoints, bytes.size() + 2); // and a flags byte (version 6) for each of its two max pools
+    }
+    if (fileVersion == 5) { // saved again with a flags byte (0: square windows) for each of its two max pools
+        std::size_t pools = 0;
+        for (const StoredLayer& l : m.layers) {
+            pools += l.kind == LayerKind::MaxPool2d;
+            QVERIFY(!l.poolWindow.has_value());
+        }
+        QCOMPARE(pools, std::size_t{2});
+        QCOMPARE(v2.size(), bytes.size() + pools);
     }
     if (QTest::currentTestFailed()) return;
     // On Fashion-MNIST it predicts what the build that wrote it predicted.

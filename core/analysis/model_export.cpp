@@ -434,13 +434,9 @@ ExportedModel exportQuantizedModel(Model& model, const QuantSim& sim, const std:
             m.notes.push_back("BatchNorm2d '" + l.name + "' follows no convolution: it is stored as a depthwise 1x1 convolution "
                               "(one int8 weight per channel, int32 bias)");
         } else if (auto* p = dynamic_cast<MaxPool2d*>(&layer)) {
-            l.kernel = p->kernel();
-            l.stride = p->stride();
-            l.padding = p->padding();
+            l.setPoolGeometry(p->geometry());
         } else if (auto* ap = dynamic_cast<AvgPool2d*>(&layer)) {
-            l.kernel = ap->kernel();
-            l.stride = ap->stride();
-            l.padding = ap->padding();
+            l.setPoolGeometry(ap->geometry());
         } else if (auto* d = dynamic_cast<Dropout*>(&layer)) {
             l.dropout = d->p();
         } else if (auto* pw = dynamic_cast<Pointwise*>(&layer)) {

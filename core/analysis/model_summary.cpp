@@ -98,13 +98,13 @@ ModelSummary summarizeModel(Model& model)
         case LayerKind::GELUTanh:
         case LayerKind::PReLU: r.elementwiseOps = outN; break;
         case LayerKind::MaxPool2d: {
-            const std::uint64_t k = dynamic_cast<const MaxPool2d&>(layer).kernel();
-            r.elementwiseOps = outN * k * k;
+            const PoolGeometry& g = dynamic_cast<const MaxPool2d&>(layer).geometry();
+            r.elementwiseOps = outN * g.kh * g.kw;
             break;
         }
         case LayerKind::AvgPool2d: {
-            const std::uint64_t k = dynamic_cast<const AvgPool2d&>(layer).kernel();
-            r.elementwiseOps = outN * k * k;
+            const PoolGeometry& g = dynamic_cast<const AvgPool2d&>(layer).geometry();
+            r.elementwiseOps = outN * g.kh * g.kw;
             break;
         }
         case LayerKind::GlobalAvgPool2d: r.elementwiseOps = numelOf(in); break;

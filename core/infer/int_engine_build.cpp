@@ -411,7 +411,9 @@ void IntEngine::Impl::build(const ExportedModel& m)
             op.out = again ? extraAct() : static_cast<int>(i + 1);
             const int pooled = op.out;
             op.cin = op.cout = in.c, op.hin = in.h, op.win = in.w, op.k = l.kernel, op.stride = l.stride, op.pad = l.padding;
-            op.hout = (in.h + 2 * op.pad - op.k) / op.stride + 1, op.wout = (in.w + 2 * op.pad - op.k) / op.stride + 1;
+            const PoolGeometry g = l.poolGeometry();
+            if (!g.isSquare()) op.poolGeo = g;
+            op.hout = g.outH(in.h), op.wout = g.outW(in.w);
             ActInfo info;
             info.d = in.d;
             info.c = in.c, info.h = op.hout, info.w = op.wout;
@@ -433,6 +435,26 @@ void IntEngine::Impl::build(const ExportedModel& m)
             p.C = in.c, p.H = in.h, p.W = in.w;
             if (l.kind == LayerKind::GlobalAvgPool2d) {
                 p.kh = in.h, p.kw = in.w, p.stride = 1;
+            } else if (const PoolGeometry g = l.poolGeometry(); !g.isSquare()) {
+                // Any other window (the general scalar kernel): sums over each window's part inside
+                // the image, requantized by the multiplier of that window's divisor.
+                op.poolGeo = g;
+                op.cin = in.c, op.hin = in.h, op.win = in.w;
+                p.kh = g.kh, p.kw = g.kw;
+                if (g.kh * g.kw * 255 >= (std::size_t{1} << 30)) throw ConfigError(id + ": the pooling window is too large for int32 sums");
+                op.poolMults.resize(g.kh * g.kw + 1);
+                for (std::size_t d = 1; d <= g.kh * g.kw; ++d)
+                    op.poolMults[d] = fixedPointMultiplier(static_cast<double>(in.d.aq.scale) / (static_cast<double>(d) * pt.d.aq.scale));
+                p.Ho = g.outH(in.h), p.Wo = g.outW(in.w);
+                p.round = RoundMode::HalfEven;
+                p.zin = in.d.zp();
+                p.zp = pt.d.zp();
+                std::tie(p.lo, p.hi) = clampOf(pt.d, pt.relu);
+                ActInfo info;
+                info.d = pt.d;
+                info.c = in.c, info.h = p.Ho, info.w = p.Wo;
+                push(std::move(op), info);
+                break;
             } else {
                 p.kh = p.kw = l.kernel, p.stride = l.stride;
                 // Zero padding counted in the mean: the kernel runs on a copy bordered with the byte of 0.0.

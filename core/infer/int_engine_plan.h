@@ -8,6 +8,7 @@
 #pragma once
 
 #include "nn/conv_geometry.h"
+#include "nn/pool_geometry.h"
 #include "infer/int_engine.h"
 #include "infer/int_gemm.h"
 #include "infer/int_kernels.h"
@@ -21,6 +22,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <optional>
 #include <vector>
 
 namespace quantscope {
@@ -97,6 +99,10 @@ struct Op {
     // right. A convolution whose window is not square runs as a GroupConv (groups 1 and depthwise
     // included); Conv and Depthwise take square windows (k, stride, pad) only.
     ConvGeometry geo;
+    // MaxPool (and AvgPool) whose window is not square: the whole window; k, stride and pad unused.
+    std::optional<PoolGeometry> poolGeo;
+    // AvgPool of such a window: the requantizing multiplier s_in / (d s_out) of each divisor d (index d).
+    std::vector<FixedPointMultiplier> poolMults;
     std::uint8_t padValue = 0;
     bool im2col = false;
     std::size_t K = 0;                 // GEMM depth (per group for GroupConv)

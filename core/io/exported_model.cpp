@@ -160,9 +160,11 @@ std::vector<Shape> ExportedModel::activationShapes() const
             break;
         }
         case LayerKind::MaxPool2d:
-        case LayerKind::AvgPool2d:
-            s = {s[0], (s[1] + 2 * l.padding - l.kernel) / l.stride + 1, (s[2] + 2 * l.padding - l.kernel) / l.stride + 1};
+        case LayerKind::AvgPool2d: {
+            const PoolGeometry g = l.poolGeometry();
+            s = {s[0], g.outH(s[1]), g.outW(s[2])};
             break;
+        }
         case LayerKind::GlobalAvgPool2d: s = {s[0], 1, 1}; break;
         case LayerKind::Flatten: s = {shapeNumel(s)}; break;
         case LayerKind::Linear: s = {l.outFeatures}; break;
@@ -279,13 +281,18 @@ void ExportedModel::validate(const std::string& source) const
             break;
         case LayerKind::MaxPool2d:
         case LayerKind::AvgPool2d:
+        {
             needRank(3);
-            if (!inRange(l.kernel, 1, kMaxKernel) || !inRange(l.stride, 1, kMaxKernel) || 2 * l.padding > l.kernel)
-                bad(source, id + ": hyper-parameters out of range (padding at most half the kernel)");
-            if (s[1] + 2 * l.padding < l.kernel || s[2] + 2 * l.padding < l.kernel) bad(source, id + ": the window is larger than its input");
+            const PoolGeometry g = l.poolGeometry();
+            if (!inRange(g.kh, 1, kMaxKernel) || !inRange(g.kw, 1, kMaxKernel) || !inRange(g.sh, 1, kMaxKernel) ||
+                !inRange(g.sw, 1, kMaxKernel) || !g.padsWithinHalfKernel())
+                bad(source, id + ": hyper-parameters out of range (" + g.text() + "; padding at most half the kernel)");
+            if (l.kind == LayerKind::MaxPool2d && !g.countIncludePad) bad(source, id + ": a max pooling has no count_include_pad");
+            if (!g.fits(s[1], s[2])) bad(source, id + ": the window (" + g.text() + ") is larger than its input");
             expectTensors(l, {}, source);
-            s = {s[0], (s[1] + 2 * l.padding - l.kernel) / l.stride + 1, (s[2] + 2 * l.padding - l.kernel) / l.stride + 1};
+            s = {s[0], g.outH(s[1]), g.outW(s[2])};
             break;
+        }
         case LayerKind::Dropout:
             if (!(l.dropout >= 0.0f && l.dropout < 1.0f)) bad(source, id + ": probability out of range");
             expectTensors(l, {}, source);
@@ -432,9 +439,7 @@ ExportedModel exportFloatModel(Model& model, const std::string& modelName, const
             l.tensors = {floatTensor("weight", c->weight().value)};
             if (c->hasBias()) l.tensors.push_back(floatTensor("bias", c->bias().value));
         } else if (auto* ap = dynamic_cast<AvgPool2d*>(&layer)) {
-            l.kernel = ap->kernel();
-            l.stride = ap->stride();
-            l.padding = ap->padding();
+            l.setPoolGeometry(ap->geometry());
         } else if (auto* bn = dynamic_cast<BatchNorm2d*>(&layer)) {
             l.outChannels = bn->channels();
             l.eps = bn->eps();
@@ -442,9 +447,7 @@ ExportedModel exportFloatModel(Model& model, const std::string& modelName, const
             l.tensors = {floatTensor("gamma", bn->gamma().value), floatTensor("beta", bn->beta().value),
                          floatTensor("running_mean", bn->runningMean()), floatTensor("running_var", bn->runningVar())};
         } else if (auto* p = dynamic_cast<MaxPool2d*>(&layer)) {
-            l.kernel = p->kernel();
-            l.stride = p->stride();
-            l.padding = p->padding();
+            l.setPoolGeometry(p->geometry());
         } else if (auto* d = dynamic_cast<Dropout*>(&layer)) {
             l.dropout = d->p();
         } else if (auto* pw = dynamic_cast<Pointwise*>(&layer)) {
@@ -505,8 +508,8 @@ std::unique_ptr<Model> buildModel(const ExportedModel& m)
         case LayerKind::Mul: model->add(std::make_unique<Mul>(l.name), in); break;
         case LayerKind::Concat: model->add(std::make_unique<Concat>(l.name, in.size()), in); break;
         case LayerKind::GlobalAvgPool2d: model->add(std::make_unique<GlobalAvgPool2d>(l.name), in); break;
-        case LayerKind::AvgPool2d: model->add(std::make_unique<AvgPool2d>(l.name, l.kernel, l.stride, l.padding), in); break;
-        case LayerKind::MaxPool2d: model->add(std::make_unique<MaxPool2d>(l.name, l.kernel, l.stride, l.padding), in); break;
+        case LayerKind::AvgPool2d: model->add(std::make_unique<AvgPool2d>(l.name, l.poolGeometry()), in); break;
+        case LayerKind::MaxPool2d: model->add(std::make_unique<MaxPool2d>(l.name, l.poolGeometry()), in); break;
         case LayerKind::Dropout: model->add(std::make_unique<Dropout>(l.name, l.dropout), in); break;
         case LayerKind::Flatten: model->add(std::make_unique<Flatten>(l.name), in); break;
         case LayerKind::Linear: {

@@ -9,6 +9,7 @@
 #include "nn/conv_geometry.h"
 #include "nn/layer.h"
 #include "nn/model.h"
+#include "nn/pool_geometry.h"
 #include "quant/quantize.h"
 #include "tensor/tensor.h"
 
@@ -77,12 +78,17 @@ struct StoredLayer {
     std::vector<std::size_t> inputs;
     // Conv2d: inChannels, outChannels, kernel, stride, padding, groups (tensors: weight
     // (out, in/groups, k, k) and an optional bias). MaxPool2d, AvgPool2d: kernel, stride, padding
-    // (MaxPool pads with -inf, AvgPool with zeros counted in the mean; padding <= kernel / 2).
+    // (MaxPool pads with -inf, AvgPool with zeros counted in the mean unless its window says
+    // count_include_pad = 0; padding <= kernel / 2), and for any other window `poolWindow`.
     std::size_t inChannels = 0, outChannels = 0, kernel = 0, stride = 0, padding = 0, groups = 1;
     // Conv2d whose window is not square (rectangular kernel, two strides, asymmetric padding,
     // dilation): the whole window; kernel, stride and padding then hold its kh, sh and top padding.
     // Empty for square convolutions. Read convGeometry(), write setConvGeometry().
     std::optional<ConvGeometry> window;
+    // MaxPool2d / AvgPool2d whose window is not square (rectangular kernel, two strides, asymmetric
+    // padding, ceil_mode, AvgPool2d's count_include_pad = 0): the whole window; kernel, stride and
+    // padding then hold its kh, sh and top padding. Read poolGeometry(), write setPoolGeometry().
+    std::optional<PoolGeometry> poolWindow;
     std::size_t inFeatures = 0, outFeatures = 0; // Linear (tensors: weight (out, in) and an optional bias)
     float eps = 0.0f, momentum = 0.0f;           // BatchNorm2d
     float dropout = 0.0f;                        // Dropout p
@@ -99,6 +105,15 @@ struct StoredLayer {
         kernel = g.kh, stride = g.sh, padding = g.padTop;
         if (g.isSquare()) window.reset();
         else window = g;
+    }
+    // MaxPool2d, AvgPool2d: the window, square (kernel, stride, padding) unless `poolWindow` says otherwise.
+    PoolGeometry poolGeometry() const { return poolWindow ? *poolWindow : PoolGeometry::square(kernel, stride, padding); }
+    void setPoolGeometry(const PoolGeometry& pg)
+    {
+        const PoolGeometry g = pg.normalized();
+        kernel = g.kh, stride = g.sh, padding = g.padTop;
+        if (g.isSquare()) poolWindow.reset();
+        else poolWindow = g;
     }
 };
 

@@ -4,7 +4,7 @@
 // or Clip(min <= 0) right after a Relu that nothing else reads merges into it, as PyTorch writes
 // x.clamp(min=0).clamp(max=6)), MaxPool, AveragePool, GlobalAveragePool, ReduceMean over (H, W),
 // the global pooling idioms of onnx_import_pooling.cpp (x.mean(-1).mean(-1), x.sum((2, 3)) / (H W),
-// GlobalMaxPool and ReduceMax over (H, W) of a square map),
+// GlobalMaxPool and ReduceMax over (H, W) of any map),
 // BatchNormalization (inference form), Add (residual), Flatten, Reshape to (N, -1), Dropout,
 // Identity, LogSoftmax, a trailing Softmax (kept as the last layer), and the pointwise activations
 // Sigmoid, Tanh, HardSigmoid (alpha 1/6, beta 1/2), HardSwish, LeakyRelu, Elu and the SiLU,

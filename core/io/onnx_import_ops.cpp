@@ -4,6 +4,7 @@
 #include "io/onnx_importer.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -265,10 +266,15 @@ void Importer::clip(const NodeProto& n)
     addLayer(n, std::move(l), shapeOf(x), {x});
 }
 
-// MaxPool / AveragePool: square kernel and stride, symmetric padding of at most half the kernel
-// (MaxPool pads with -inf; AveragePool only with count_include_pad = 1, PyTorch's default, which
-// torch.onnx.export writes as a zero Pad in front of the AveragePool); ceil_mode only where it does
-// not change the output size.
+// MaxPool / AveragePool with any 2-D window: kernel_shape (kh, kw), strides (sh, sw), pads [top,
+// left, bottom, right] of at most half their kernel (PyTorch's limit; MaxPool pads with -inf),
+// ceil_mode with PyTorch's rounding (nn/pool_geometry.h). AveragePool: count_include_pad as ONNX
+// defines it (0, its default: the mean of the window's part inside the input); a zero Pad in front
+// (how torch.onnx.export writes PyTorch's default count_include_pad=True) is folded in as padding
+// that counts. ceil_mode that leaves the output size as it is is dropped (the same windows).
+// Refused by node and attribute: dilations, storage_order = 1, auto_pad SAME_*, a zero Pad with
+// pads that do not count, and ceil_mode after a zero Pad where ONNX and PyTorch would make
+// different windows.
 void Importer::pool(const NodeProto& n)
 {
     const bool isMax = n.op_type() == "MaxPool";
@@ -282,61 +288,90 @@ void Importer::pool(const NodeProto& n)
     if (const std::vector<std::int64_t> p = attrInts(n, "pads"); // the spec: auto_pad and pads are not used together
         autoPad == "VALID" && std::any_of(p.begin(), p.end(), [](std::int64_t v) { return v != 0; }))
         failNode(n, "has both auto_pad = VALID (no padding) and explicit pads; the two cannot be used together", false);
-    const std::vector<std::int64_t> ks = attrInts(n, "kernel_shape");
-    if (ks.size() != 2) failNode(n, "kernel_shape must have 2 values", false);
+    const auto pairOf = [&](const char* attr, std::int64_t def, std::int64_t lo) {
+        std::vector<std::int64_t> v = attrInts(n, attr);
+        if (v.empty()) v = {def, def};
+        if (v.size() != 2) failNode(n, std::string("attribute ") + attr + " = " + listOf(v) + " has " + std::to_string(v.size()) + " values; QuantScope's pooling is 2-D");
+        for (std::int64_t e : v)
+            if (e < lo || e > 64) failNode(n, std::string("attribute ") + attr + " = " + listOf(v) + " is out of range (" + std::to_string(lo) + " to 64)", false);
+        return std::array<std::size_t, 2>{static_cast<std::size_t>(v[0]), static_cast<std::size_t>(v[1])};
+    };
+    if (attrInts(n, "kernel_shape").empty()) failNode(n, "lacks the attribute kernel_shape", false);
+    const std::array<std::size_t, 2> ks = pairOf("kernel_shape", 1, 1), st = pairOf("strides", 1, 1);
+    if (const std::vector<std::int64_t> d = attrInts(n, "dilations"); std::any_of(d.begin(), d.end(), [](std::int64_t v) { return v != 1; }))
+        failNode(n, "attribute dilations = " + listOf(d) + ": QuantScope's pooling has no dilation");
+    if (isMax && attrInt(n, "storage_order", 0) != 0)
+        failNode(n, "attribute storage_order = " + std::to_string(attrInt(n, "storage_order", 0)) +
+                        ": only row-major (0) is read (it orders the Indices output, which QuantScope does not make)");
+    const std::int64_t ceil = attrInt(n, "ceil_mode", 0);
+    if (ceil != 0 && ceil != 1) failNode(n, "attribute ceil_mode = " + std::to_string(ceil) + " (0 or 1)", false);
+    const Shape& in = shapeOf(x);
     {
         // A window over the whole map, as F.avg_pool2d(x, x.shape[2:]) exports on a non-square one:
-        // a global pooling (tester 11). Average: GlobalAvgPool2d; max: a square map only.
-        const Shape& in = shapeOf(x);
+        // a global pooling (tester 11). Average: GlobalAvgPool2d (max: the MaxPool2d below).
         const std::vector<std::int64_t> p = attrInts(n, "pads");
         const auto zero = [](std::int64_t v) { return v == 0; };
         const bool unpadded = std::all_of(p.begin(), p.end(), zero) &&
                               (xv.kind == Value::Kind::Act || std::all_of(xv.pads.begin(), xv.pads.end(), zero));
-        if (unpadded && in[1] != in[2] && ks[0] == static_cast<std::int64_t>(in[1]) && ks[1] == static_cast<std::int64_t>(in[2])) {
-            if (isMax)
-                failNode(n, "a global max pooling of a non-square " + std::to_string(in[1]) + "x" + std::to_string(in[2]) +
-                                " map; QuantScope's MaxPool2d is square (global average pooling is read)");
+        if (!isMax && unpadded && in[1] != in[2] && ks[0] == in[1] && ks[1] == in[2]) {
             StoredLayer g;
             g.kind = LayerKind::GlobalAvgPool2d;
             addLayer(n, std::move(g), {in[0], 1, 1}, {x});
             return;
         }
     }
-    const std::size_t k = square(n, "kernel_shape", ks, 0, 2);
-    const std::size_t s = square(n, "strides", attrInts(n, "strides"), 1, 2);
-    if (k < 1 || s < 1) failNode(n, "kernel and stride must be at least 1", false);
-    if (square(n, "dilations", attrInts(n, "dilations"), 1, 2) != 1)
-        failNode(n, "attribute dilations = " + listOf(attrInts(n, "dilations")) + ": QuantScope's pooling has no dilation");
     std::vector<std::int64_t> pads = attrInts(n, "pads");
     if (pads.empty()) pads.assign(4, 0);
-    if (pads.size() != 4) failNode(n, "attribute pads has " + std::to_string(pads.size()) + " values, expected 4", false);
+    if (pads.size() != 4) failNode(n, "attribute pads = " + listOf(pads) + " has " + std::to_string(pads.size()) + " values, expected 4", false);
     const bool attrPads = std::any_of(pads.begin(), pads.end(), [](std::int64_t p) { return p != 0; });
-    if (!isMax && attrPads && attrInt(n, "count_include_pad", 0) == 0)
-        failNode(n, "attribute pads = " + listOf(pads) + " with count_include_pad = 0 (nn.AvgPool2d(count_include_pad=False)): "
-                    "QuantScope's AvgPool2d counts the padding in the mean");
+    const std::vector<std::int64_t> attrPadList = pads;
+    const std::int64_t countPad = attrInt(n, "count_include_pad", 0);
+    if (countPad != 0 && countPad != 1) failNode(n, "attribute count_include_pad = " + std::to_string(countPad) + " (0 or 1)", false);
+    const bool zeroPad = xv.kind == Value::Kind::Padded && std::any_of(xv.pads.begin(), xv.pads.end(), [](std::int64_t p) { return p != 0; });
+    if (!isMax && zeroPad && attrPads && countPad == 0)
+        failNode(n, "attribute pads = " + listOf(pads) + " with count_include_pad = 0 after a zero Pad: the Pad's zeros count in the "
+                    "mean and these pads do not; QuantScope's AvgPool2d counts all its padding or none");
     if (xv.kind == Value::Kind::Padded) {
         if (isMax && std::any_of(xv.pads.begin(), xv.pads.end(), [](std::int64_t p) { return p != 0; }))
             failNode(n, "reads a zero Pad; a max-pooling pads with -inf, so the zeros cannot merge into it");
         for (int i = 0; i < 4; ++i) pads[static_cast<std::size_t>(i)] += xv.pads[static_cast<std::size_t>(i)];
     }
-    const std::size_t padding = square(n, xv.kind == Value::Kind::Padded ? "pads (with the Pad before it)" : "pads", pads, 0, 4);
-    if (2 * padding > k)
-        failNode(n, xv.kind == Value::Kind::Padded
-                        ? "padding " + std::to_string(padding) + " (with the zero Pad before it) is more than half the kernel " +
-                              std::to_string(k) + ", which QuantScope's pooling layers take at most (as PyTorch's do)"
-                        : "padding " + std::to_string(padding) + " is more than half the kernel " + std::to_string(k) +
-                              " (PyTorch's own limit)");
-    const Shape& in = shapeOf(x);
-    const std::size_t hp = in[1] + 2 * padding, wp = in[2] + 2 * padding;
-    if (hp < k || wp < k) failNode(n, "the window is larger than its input " + shapeString(in), false);
-    if (attrInt(n, "ceil_mode", 0) != 0 && ((hp - k) % s != 0 || (wp - k) % s != 0))
-        failNode(n, "attribute ceil_mode = 1 changes the output size here; QuantScope's pooling rounds down");
+    for (std::int64_t p : pads)
+        if (p < 0 || p > 64)
+            failNode(n, "attribute pads = " + listOf(pads) + (xv.kind == Value::Kind::Padded ? " (with the Pad before it)" : "") +
+                            " is out of range (0 to 64)", false);
+    PoolGeometry g;
+    g.kh = ks[0], g.kw = ks[1], g.sh = st[0], g.sw = st[1];
+    g.padTop = static_cast<std::size_t>(pads[0]), g.padLeft = static_cast<std::size_t>(pads[1]);
+    g.padBottom = static_cast<std::size_t>(pads[2]), g.padRight = static_cast<std::size_t>(pads[3]);
+    if (!g.padsWithinHalfKernel())
+        failNode(n, (xv.kind == Value::Kind::Padded ? "pads " + listOf(pads) + " (with the zero Pad before it)" : "attribute pads = " + listOf(pads)) +
+                        " with kernel_shape = " + listOf({static_cast<std::int64_t>(g.kh), static_cast<std::int64_t>(g.kw)}) +
+                        ": a pad is more than half the kernel along its axis, which QuantScope's pooling layers take at most (PyTorch's own limit)");
+    if (!g.fits(in[1], in[2])) failNode(n, "the window (" + g.text() + ") is larger than its input " + shapeString(in), false);
+    g.countIncludePad = isMax || countPad == 1 || !attrPads; // a zero Pad's zeros are values, counted
+    const std::size_t floorH = g.outH(in[1]), floorW = g.outW(in[2]);
+    g.ceilMode = ceil == 1;
+    if (g.ceilMode && zeroPad) {
+        // ONNX drops a window only when it would start past the Pad's output; PyTorch (whose
+        // export this is) when it would start in the padding. Where the two differ, neither is a guess.
+        PoolGeometry onPadded = g;
+        onPadded.padTop = static_cast<std::size_t>(attrPadList[0]), onPadded.padLeft = static_cast<std::size_t>(attrPadList[1]);
+        onPadded.padBottom = static_cast<std::size_t>(attrPadList[2]), onPadded.padRight = static_cast<std::size_t>(attrPadList[3]);
+        const std::size_t ph = in[1] + g.padTop + g.padBottom - onPadded.padTop - onPadded.padBottom;
+        const std::size_t pw = in[2] + g.padLeft + g.padRight - onPadded.padLeft - onPadded.padRight;
+        if (onPadded.outH(ph) != g.outH(in[1]) || onPadded.outW(pw) != g.outW(in[2]))
+            failNode(n, "attribute ceil_mode = 1 after a zero Pad: ONNX makes a " + std::to_string(onPadded.outH(ph)) + "x" +
+                            std::to_string(onPadded.outW(pw)) + " output whose last window starts in the Pad's zeros, PyTorch's "
+                            "ceil_mode a " + std::to_string(g.outH(in[1])) + "x" + std::to_string(g.outW(in[2])) +
+                            " one; QuantScope does not guess which was meant");
+    }
+    // ceil_mode that changes no output size gives the same windows: the square fast paths keep them.
+    if (g.ceilMode && g.outH(in[1]) == floorH && g.outW(in[2]) == floorW) g.ceilMode = false;
     StoredLayer l;
     l.kind = isMax ? LayerKind::MaxPool2d : LayerKind::AvgPool2d;
-    l.kernel = k;
-    l.stride = s;
-    l.padding = padding;
-    addLayer(n, std::move(l), {in[0], (hp - k) / s + 1, (wp - k) / s + 1}, {x});
+    l.setPoolGeometry(g);
+    addLayer(n, std::move(l), {in[0], g.outH(in[1]), g.outW(in[2])}, {x});
 }
 
 // BatchNormalization in inference form: Y = scale (X - mean) / sqrt(var + epsilon) + B.

@@ -2,9 +2,9 @@
 // last axis of a [N, C, H*W] view), and the idioms PyTorch code writes (tester 11; a pool window
 // over the whole map is read by the pooling in onnx_import_ops.cpp):
 //   x.mean(-1).mean(-1)        ReduceMean over W, then over H (or H then W)   -> GlobalAvgPool2d
-//   x.max(-1)[0].max(-1)[0]    ReduceMax over W, then over H, of a square map -> MaxPool2d over it
+//   x.max(-1)[0].max(-1)[0]    ReduceMax over W, then over H, -> MaxPool2d over it
 //   x.sum((2, 3)) / (H * W)    ReduceSum over (H, W), then Div by H W or Mul by 1 / (H W)
-//   x.amax((2, 3)), GlobalMaxPool, F.adaptive_max_pool2d(x, 1) on a square map  -> MaxPool2d over it
+//   x.amax((2, 3)), GlobalMaxPool, F.adaptive_max_pool2d(x, 1)  -> MaxPool2d over the map
 // Each reads [N, C, H, W] activations; keepdims decides whether [N, C] (a Flatten follows), [N, C, 1]
 // or [N, C, 1, 1] comes out. A sum divided by anything but H W is refused by node.
 #include "io/onnx_importer.h"
@@ -16,6 +16,15 @@
 namespace quantscope::onnximport {
 
 namespace {
+
+// The window of a global max pooling over the [C, H, W] map `in`.
+PoolGeometry globalWindow(const Shape& in)
+{
+    PoolGeometry g;
+    g.kh = g.sh = in[1];
+    g.kw = g.sw = in[2];
+    return g;
+}
 
 // One axis of a rank-`rank` tensor, negative ones counted from the end; -1 if out of range.
 std::int64_t axisOf(std::int64_t a, std::int64_t rank) { return a < -rank || a >= rank ? -1 : (a < 0 ? a + rank : a); }
@@ -161,18 +170,14 @@ void Importer::readPoolingSubgraph(const NodeProto& root, const Subgraph& s)
     StoredLayer l;
     l.kind = LayerKind::GlobalAvgPool2d;
     if (s.kind == LayerKind::MaxPool2d) {
-        if (in[1] != in[2])
-            failNode(root, "a global max pooling of a non-square " + std::to_string(in[1]) + "x" + std::to_string(in[2]) +
-                               " map; QuantScope's MaxPool2d is square (global average pooling of any map is read)");
         l.kind = LayerKind::MaxPool2d;
-        l.kernel = in[1];
-        l.stride = in[1];
+        l.setPoolGeometry(globalWindow(in));
     }
     addGlobalPool(root, std::move(l), x, s.keptDims);
 }
 
 // GlobalMaxPool, and ReduceMax over (H, W) (x.amax((2, 3)), x.max over both): a MaxPool2d whose
-// window is the whole map, which must be square (QuantScope's MaxPool2d is).
+// window is the whole map (H x W, stride H x W: square maps give the square window they always did).
 void Importer::globalMaxPool(const NodeProto& n)
 {
     const std::size_t x = act(n, 0);
@@ -189,15 +194,9 @@ void Importer::globalMaxPool(const NodeProto& n)
     if (m_views.count(n.input(0))) failNode(n, "a global max pooling reads [N, C, H, W]; its input is viewed as " + shapeString(m_views.at(n.input(0))));
     perImageRank(n, x, 3, "a global max pooling takes [N, C, H, W]");
     noExtraOutputs(n);
-    const Shape& in = shapeOf(x);
-    if (in[1] != in[2])
-        failNode(n, "a global max pooling of a non-square " + std::to_string(in[1]) + "x" + std::to_string(in[2]) +
-                        " map; QuantScope's MaxPool2d is square (global average pooling of any map is read)");
     StoredLayer l;
     l.kind = LayerKind::MaxPool2d;
-    l.kernel = in[1];
-    l.stride = in[1];
-    l.padding = 0;
+    l.setPoolGeometry(globalWindow(shapeOf(x)));
     addGlobalPool(n, std::move(l), x, keptDims);
 }
 

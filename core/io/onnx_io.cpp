@@ -338,14 +338,15 @@ std::vector<std::uint8_t> encodeOnnx(const ExportedModel& source)
         case LayerKind::MaxPool2d:
         case LayerKind::AvgPool2d: {
             onnx::NodeProto* n = b.node(l.kind == LayerKind::MaxPool2d ? "MaxPool" : "AveragePool", l.name, {in(0)}, out);
-            const auto k = static_cast<std::int64_t>(l.kernel), s = static_cast<std::int64_t>(l.stride);
-            GraphBuilder::ints(n, "kernel_shape", {k, k});
-            GraphBuilder::ints(n, "strides", {s, s});
-            if (l.padding > 0) { // MaxPool pads with -inf; AvgPool2d counts its zero padding (ONNX's default does not)
-                const auto p = static_cast<std::int64_t>(l.padding);
-                GraphBuilder::ints(n, "pads", {p, p, p, p});
-                if (l.kind == LayerKind::AvgPool2d) GraphBuilder::intAttr(n, "count_include_pad", 1);
+            const PoolGeometry g = l.poolGeometry();
+            const auto i64 = [](std::size_t v) { return static_cast<std::int64_t>(v); };
+            GraphBuilder::ints(n, "kernel_shape", {i64(g.kh), i64(g.kw)});
+            GraphBuilder::ints(n, "strides", {i64(g.sh), i64(g.sw)});
+            if (g.padded()) { // MaxPool pads with -inf; AvgPool2d counts its zero padding unless told not to (ONNX's default does not)
+                GraphBuilder::ints(n, "pads", {i64(g.padTop), i64(g.padLeft), i64(g.padBottom), i64(g.padRight)});
+                if (l.kind == LayerKind::AvgPool2d) GraphBuilder::intAttr(n, "count_include_pad", g.countIncludePad ? 1 : 0);
             }
+            if (g.ceilMode) GraphBuilder::intAttr(n, "ceil_mode", 1);
             break;
         }
         case LayerKind::GlobalAvgPool2d: b.node("GlobalAveragePool", l.name, {in(0)}, out); break;

@@ -142,16 +142,6 @@ private:
             if (a.name() == name) return {a.ints().begin(), a.ints().end()};
         return {};
     }
-    std::size_t squareAttr(const onnx::NodeProto& n, const std::string& name, std::size_t count, std::int64_t def) const
-    {
-        std::vector<std::int64_t> v = attrInts(n, name);
-        if (v.empty()) return static_cast<std::size_t>(def);
-        if (v.size() != count) failNode(n, "attribute " + name + " has " + std::to_string(v.size()) + " values");
-        for (std::int64_t x : v)
-            if (x != v[0] || x < 0 || x > 64) failNode(n, "only square, small " + name + " are read");
-        return static_cast<std::size_t>(v[0]);
-    }
-
     // count values in [lo, 64] (def when the attribute is absent)
     std::vector<std::size_t> sizesAttr(const onnx::NodeProto& n, const std::string& name, std::size_t count,
                                        std::vector<std::size_t> def, std::int64_t lo) const
@@ -364,13 +354,22 @@ private:
     void pool(const onnx::NodeProto& n, LayerKind kind)
     {
         StoredLayer& l = layer(n, kind);
-        l.kernel = squareAttr(n, "kernel_shape", 2, 0);
-        l.stride = squareAttr(n, "strides", 2, 1);
-        l.padding = squareAttr(n, "pads", 4, 0);
-        if (attrInt(n, "ceil_mode", 0) != 0) failNode(n, "ceil_mode is not read");
-        if (kind == LayerKind::AvgPool2d && l.padding > 0 && attrInt(n, "count_include_pad", 0) != 1)
-            failNode(n, "padding is read with count_include_pad = 1 (PyTorch's default)");
-        if (squareAttr(n, "dilations", 2, 1) != 1) failNode(n, "dilations are not read");
+        // Any window (the export writes kernel_shape, strides, pads [top, left, bottom, right],
+        // ceil_mode, and for AveragePool with pads count_include_pad).
+        const std::vector<std::size_t> ks = sizesAttr(n, "kernel_shape", 2, {0, 0}, 1);
+        if (ks[0] == 0) failNode(n, "lacks kernel_shape");
+        const std::vector<std::size_t> st = sizesAttr(n, "strides", 2, {1, 1}, 1);
+        const std::vector<std::size_t> pa = sizesAttr(n, "pads", 4, {0, 0, 0, 0}, 0);
+        PoolGeometry g;
+        g.kh = ks[0], g.kw = ks[1], g.sh = st[0], g.sw = st[1];
+        g.padTop = pa[0], g.padLeft = pa[1], g.padBottom = pa[2], g.padRight = pa[3];
+        const std::int64_t ceil = attrInt(n, "ceil_mode", 0), count = attrInt(n, "count_include_pad", 0);
+        if (ceil != 0 && ceil != 1) failNode(n, "ceil_mode = " + std::to_string(ceil));
+        if (count != 0 && count != 1) failNode(n, "count_include_pad = " + std::to_string(count));
+        g.ceilMode = ceil == 1;
+        g.countIncludePad = kind == LayerKind::MaxPool2d || count == 1;
+        l.setPoolGeometry(g);
+        if (sizesAttr(n, "dilations", 2, {1, 1}, 1) != std::vector<std::size_t>{1, 1}) failNode(n, "dilations are not read");
         for (const auto& a : n.attribute())
             if (a.name() == "auto_pad" && a.s() != "NOTSET") failNode(n, "auto_pad is not read");
     }

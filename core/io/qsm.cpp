@@ -312,7 +312,9 @@ StoredTensor getTensor(Reader& r, std::uint16_t version)
 // (22, 2 to 255 inputs along the channels), neither with fields of its own. Adding those kinds kept
 // the version: older version 5 files hold none of them and read as before; an older reader names
 // kind 13+ (21+) as unknown. So do PReLU (23: no fields, its float32 slope tensor `weight`) and
-// GELUTanh (24: none).
+// GELUTanh (24: none). Version 6 adds a flags byte to MaxPool2d and AvgPool2d: bit 0, the rest of a
+// window that is not square follows (kernel width, stride across, pads left/bottom/right); bit 1,
+// ceil_mode; bit 2, count_include_pad = 0 (AvgPool2d).
 StoredLayer getLayer(Reader& r, std::uint16_t version, std::size_t index)
 {
     StoredLayer l;
@@ -373,6 +375,23 @@ StoredLayer getLayer(Reader& r, std::uint16_t version, std::size_t index)
         l.kernel = toSize(r.u32("kernel"));
         l.stride = toSize(r.u32("stride"));
         if (version >= 3) l.padding = toSize(r.u32("padding"));
+        if (version >= 6) {
+            const std::uint8_t flags = r.u8("pooling flags");
+            if (flags > (l.kind == LayerKind::AvgPool2d ? 7 : 3)) r.fail("layer '" + l.name + "': pooling flags are " + std::to_string(flags));
+            PoolGeometry g = PoolGeometry::square(l.kernel, l.stride, l.padding);
+            if (flags & 1) {
+                g.kw = toSize(r.u32("kernel width"));
+                g.sw = toSize(r.u32("stride across"));
+                g.padLeft = toSize(r.u32("padding left"));
+                g.padBottom = toSize(r.u32("padding bottom"));
+                g.padRight = toSize(r.u32("padding right"));
+            }
+            g.ceilMode = (flags & 2) != 0;
+            g.countIncludePad = (flags & 4) == 0;
+            if (flags && (g.isSquare() || g.normalized() != g))
+                r.fail("layer '" + l.name + "' stores a square window, or count_include_pad without padding, as an extended one");
+            if (flags) l.poolWindow = g;
+        }
         break;
     case LayerKind::Dropout: l.dropout = r.f32("dropout probability"); break;
     case LayerKind::LeakyReLU: l.alpha = r.f32("negative slope"); break;
@@ -519,6 +538,22 @@ std::vector<std::uint8_t> encodeQsm(const ExportedModel& m)
             w.u32(l.kernel);
             w.u32(l.stride);
             w.u32(l.padding); // version 3
+            if (!l.poolWindow) { // version 6: the flags byte
+                w.u8(0);
+                break;
+            }
+            {
+                const PoolGeometry& g = *l.poolWindow;
+                const bool wide = g.kw != g.kh || g.sw != g.sh || g.padLeft != g.padTop || g.padBottom != g.padTop || g.padRight != g.padTop;
+                w.u8((wide ? 1 : 0) | (g.ceilMode ? 2 : 0) | (g.countIncludePad ? 0 : 4));
+                if (wide) { // kernel, stride and padding above are its kh, sh and top padding
+                    w.u32(g.kw);
+                    w.u32(g.sw);
+                    w.u32(g.padLeft);
+                    w.u32(g.padBottom);
+                    w.u32(g.padRight);
+                }
+            }
             break;
         case LayerKind::Dropout: w.f32(l.dropout); break;
         case LayerKind::LeakyReLU:

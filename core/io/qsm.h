@@ -12,7 +12,7 @@
 namespace quantscope {
 
 inline constexpr std::uint8_t kQsmMagic[8] = {0x89, 'Q', 'S', 'M', '\r', '\n', 0x1A, '\n'};
-inline constexpr std::uint16_t kQsmVersion = 5; // versions 1 to 4 still load
+inline constexpr std::uint16_t kQsmVersion = 6; // versions 1 to 5 still load
 inline constexpr std::size_t kQsmHeaderSize = 32;
 // Largest file the reader accepts (a seed-cnn FP32 model is about 4.8 MB).
 inline constexpr std::uint64_t kQsmMaxBytes = std::uint64_t{1} << 30;

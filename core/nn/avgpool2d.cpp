@@ -66,28 +66,38 @@ void cropPlanes(const Tensor& dxp, std::size_t pad, Tensor& dx)
 }
 
 AvgPool2d::AvgPool2d(std::string name, std::size_t kernel, std::size_t stride, std::size_t padding)
-    : Layer(std::move(name)), m_k(kernel), m_stride(stride ? stride : kernel), m_pad(padding)
+    : AvgPool2d(std::move(name), PoolGeometry::square(kernel, stride ? stride : kernel, padding))
 {
-    if (!m_k) throw ConfigError(this->name() + ": kernel must be positive");
-    if (2 * m_pad > m_k) throw ConfigError(this->name() + ": padding " + std::to_string(m_pad) + " is more than half the kernel " + std::to_string(m_k));
 }
 
+AvgPool2d::AvgPool2d(std::string name, const PoolGeometry& g)
+    : Layer(std::move(name)), m_k(g.kh), m_stride(g.sh), m_pad(g.padTop), m_g(g.normalized())
+{
+    if (!m_g.kh || !m_g.kw) throw ConfigError(this->name() + ": kernel must be positive (" + m_g.text() + ")");
+    if (!m_g.sh || !m_g.sw) throw ConfigError(this->name() + ": stride must be positive (" + m_g.text() + ")");
+    if (!m_g.padsWithinHalfKernel())
+        throw ConfigError(this->name() + ": a pad is more than half its kernel (" + m_g.text() + "), which PyTorch's AvgPool2d refuses");
+}
+
+// Square windows as before ("2x2 s2", "3x3 s2 p1"); others in full ("3x2 stride 2x1 pad 1,0,1,0 ceil").
 std::string AvgPool2d::describe() const
 {
+    if (!m_g.isSquare()) return m_g.text();
     return std::to_string(m_k) + "x" + std::to_string(m_k) + " s" + std::to_string(m_stride) + (m_pad ? " p" + std::to_string(m_pad) : "");
 }
 
 Shape AvgPool2d::outputShape(const Shape& in) const
 {
     if (in.size() != 4) throw ConfigError(name() + ": expected input (N,C,H,W), got " + shapeString(in));
-    if (in[2] + 2 * m_pad < m_k || in[3] + 2 * m_pad < m_k)
-        throw ConfigError(name() + ": input " + shapeString(in) + " is smaller than the kernel");
-    return {in[0], in[1], (in[2] + 2 * m_pad - m_k) / m_stride + 1, (in[3] + 2 * m_pad - m_k) / m_stride + 1};
+    if (!m_g.fits(in[2], in[3]))
+        throw ConfigError(name() + ": input " + shapeString(in) + " is smaller than the kernel (" + m_g.text() + ")");
+    return {in[0], in[1], m_g.outH(in[2]), m_g.outW(in[3])};
 }
 
 void AvgPool2d::forward(const Tensor& x, Tensor& y, const RunContext& /*ctx*/)
 {
     outputShape(x.shape()); // throws for an input it does not take
+    if (!m_g.isSquare()) return poolGeneral(x, y);
     if (m_pad == 0) return poolPadded(x, y);
     padPlanes(x, m_pad, 0.0f, m_padded);
     poolPadded(m_padded, y);
@@ -127,10 +137,64 @@ void AvgPool2d::poolPadded(const Tensor& x, Tensor& y) const
     });
 }
 
+// y[n,c,oy,ox] = (sum of x over the window's part inside the input) / divisor, the divisor the
+// size of the window's part inside input + padding (count_include_pad) or inside the input.
+void AvgPool2d::poolGeneral(const Tensor& x, Tensor& y) const
+{
+    const std::size_t H = x.dim(2), W = x.dim(3);
+    const Shape os{x.dim(0), x.dim(1), m_g.outH(H), m_g.outW(W)};
+    y.resize(os);
+    const std::size_t Ho = os[2], Wo = os[3];
+    parallelChunks(os[0] * os[1], planeGrain(H * W), [&](std::size_t b, std::size_t e) {
+        for (std::size_t p = b; p < e; ++p) {
+            const float* in = x.data() + p * H * W;
+            float* out = y.data() + p * Ho * Wo;
+            for (std::size_t oy = 0; oy < Ho; ++oy) {
+                const PoolGeometry::Span r = m_g.rows(oy, H);
+                for (std::size_t ox = 0; ox < Wo; ++ox) {
+                    const PoolGeometry::Span c = m_g.cols(ox, W);
+                    float sum = 0.0f;
+                    for (std::size_t iy = r.begin; iy < r.end; ++iy)
+                        for (std::size_t ix = c.begin; ix < c.end; ++ix) sum += in[iy * W + ix];
+                    const std::size_t divisor = m_g.countIncludePad ? r.padded * c.padded : (r.end - r.begin) * (c.end - c.begin);
+                    out[oy * Wo + ox] = sum / static_cast<float>(divisor);
+                }
+            }
+        }
+    });
+}
+
+// dx[n,c,iy,ix] = sum over the windows holding (iy, ix) of dy / that window's divisor
+void AvgPool2d::backwardGeneral(const Tensor& dy, Tensor& dx) const
+{
+    const std::size_t H = dx.dim(2), W = dx.dim(3), Ho = dy.dim(2), Wo = dy.dim(3);
+    parallelChunks(dx.dim(0) * dx.dim(1), planeGrain(H * W), [&](std::size_t b, std::size_t e) {
+        for (std::size_t p = b; p < e; ++p) {
+            const float* g = dy.data() + p * Ho * Wo;
+            float* out = dx.data() + p * H * W;
+            std::fill(out, out + H * W, 0.0f);
+            for (std::size_t oy = 0; oy < Ho; ++oy) {
+                const PoolGeometry::Span r = m_g.rows(oy, H);
+                for (std::size_t ox = 0; ox < Wo; ++ox) {
+                    const PoolGeometry::Span c = m_g.cols(ox, W);
+                    const std::size_t divisor = m_g.countIncludePad ? r.padded * c.padded : (r.end - r.begin) * (c.end - c.begin);
+                    const float v = g[oy * Wo + ox] / static_cast<float>(divisor);
+                    for (std::size_t iy = r.begin; iy < r.end; ++iy)
+                        for (std::size_t ix = c.begin; ix < c.end; ++ix) out[iy * W + ix] += v;
+                }
+            }
+        }
+    });
+}
+
 void AvgPool2d::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Tensor& dx, bool needInputGrad)
 {
     if (!needInputGrad) return;
     checkOutputGradient(x, dy);
+    if (!m_g.isSquare()) {
+        dx.resize(x.shape());
+        return backwardGeneral(dy, dx);
+    }
     if (m_pad == 0) return backwardPadded(x.shape(), dy, dx);
     backwardPadded({x.dim(0), x.dim(1), x.dim(2) + 2 * m_pad, x.dim(3) + 2 * m_pad}, dy, m_paddedGrad);
     cropPlanes(m_paddedGrad, m_pad, dx);

@@ -89,29 +89,40 @@ void maxPool2x2Row(const float* r0, const float* r1, std::size_t n, std::uint32_
 }
 
 MaxPool2d::MaxPool2d(std::string name, std::size_t kernel, std::size_t stride, std::size_t padding)
-    : Layer(std::move(name)), m_k(kernel), m_stride(stride ? stride : kernel), m_pad(padding)
+    : MaxPool2d(std::move(name), PoolGeometry::square(kernel, stride ? stride : kernel, padding))
 {
-    if (!m_k) throw ConfigError("maxpool2d: kernel must be positive");
-    if (2 * m_pad > m_k) throw ConfigError(this->name() + ": padding " + std::to_string(m_pad) + " is more than half the kernel " + std::to_string(m_k));
 }
 
+MaxPool2d::MaxPool2d(std::string name, const PoolGeometry& g)
+    : Layer(std::move(name)), m_k(g.kh), m_stride(g.sh), m_pad(g.padTop), m_g(g)
+{
+    m_g.countIncludePad = true; // no divisor
+    if (!m_g.kh || !m_g.kw) throw ConfigError(this->name() + ": kernel must be positive (" + m_g.text() + ")");
+    if (!m_g.sh || !m_g.sw) throw ConfigError(this->name() + ": stride must be positive (" + m_g.text() + ")");
+    if (!m_g.padsWithinHalfKernel())
+        throw ConfigError(this->name() + ": a pad is more than half its kernel (" + m_g.text() + "), which PyTorch's MaxPool2d refuses");
+}
+
+// Square windows as before ("2x2 s2", "3x3 s2 p1"); others in full ("3x2 stride 2x1 pad 1,0,1,0 ceil").
 std::string MaxPool2d::describe() const
 {
+    if (!m_g.isSquare()) return m_g.text();
     return std::to_string(m_k) + "x" + std::to_string(m_k) + " s" + std::to_string(m_stride) + (m_pad ? " p" + std::to_string(m_pad) : "");
 }
 
 Shape MaxPool2d::outputShape(const Shape& in) const
 {
-    if (in.size() != 4 || in[2] + 2 * m_pad < m_k || in[3] + 2 * m_pad < m_k)
-        throw ConfigError(name() + ": expected input (N,C,H,W) with H,W >= " + std::to_string(m_k) + " with padding, got " +
-                          shapeString(in));
-    return {in[0], in[1], (in[2] + 2 * m_pad - m_k) / m_stride + 1, (in[3] + 2 * m_pad - m_k) / m_stride + 1};
+    if (in.size() != 4 || !m_g.fits(in[2], in[3]))
+        throw ConfigError(name() + ": expected input (N,C,H,W) with H >= " + std::to_string(m_g.kh) + ", W >= " + std::to_string(m_g.kw) +
+                          " with padding (" + m_g.text() + "), got " + shapeString(in));
+    return {in[0], in[1], m_g.outH(in[2]), m_g.outW(in[3])};
 }
 
-// y[n,c,oy,ox] = max over the k x k window of x padded with -inf
+// y[n,c,oy,ox] = max over the kh x kw window of x padded with -inf
 void MaxPool2d::forward(const Tensor& x, Tensor& y, const RunContext& ctx)
 {
     outputShape(x.shape()); // throws for an input it does not take
+    if (!m_g.isSquare()) return poolGeneral(x, y, ctx.training);
     if (m_pad == 0) return poolPadded(x, y, ctx.training);
     padPlanes(x, m_pad, -std::numeric_limits<float>::infinity(), m_padded);
     poolPadded(m_padded, y, ctx.training);
@@ -154,6 +165,41 @@ void MaxPool2d::poolPadded(const Tensor& x, Tensor& y, bool train)
     });
 }
 
+void MaxPool2d::poolGeneral(const Tensor& x, Tensor& y, bool train)
+{
+    const std::size_t H = x.dim(2), W = x.dim(3);
+    const Shape os{x.dim(0), x.dim(1), m_g.outH(H), m_g.outW(W)};
+    y.resize(os);
+    const std::size_t planes = os[0] * os[1], Ho = os[2], Wo = os[3];
+    if (train) m_argmax.resize(planes * Ho * Wo);
+    parallelChunks(planes, 16, [&](std::size_t p0, std::size_t p1) {
+        for (std::size_t p = p0; p < p1; ++p) {
+            const float* in = x.data() + p * H * W;
+            float* out = y.data() + p * Ho * Wo;
+            for (std::size_t oy = 0; oy < Ho; ++oy) {
+                const PoolGeometry::Span r = m_g.rows(oy, H);
+                for (std::size_t ox = 0; ox < Wo; ++ox) {
+                    const PoolGeometry::Span c = m_g.cols(ox, W);
+                    // every window holds an input pixel (pads <= k / 2; ceil_mode drops a window
+                    // starting in the padding); the -inf border never wins
+                    std::size_t best = r.begin * W + c.begin;
+                    float bv = in[best];
+                    for (std::size_t iy = r.begin; iy < r.end; ++iy)
+                        for (std::size_t ix = c.begin; ix < c.end; ++ix) {
+                            const std::size_t idx = iy * W + ix;
+                            if (in[idx] > bv || (in[idx] != in[idx] && bv == bv)) { // NaN propagates, as in PyTorch
+                                bv = in[idx];
+                                best = idx;
+                            }
+                        }
+                    out[oy * Wo + ox] = bv;
+                    if (train) m_argmax[p * Ho * Wo + oy * Wo + ox] = static_cast<std::uint32_t>(best);
+                }
+            }
+        }
+    });
+}
+
 // dx[argmax] += dy (argmax in the padded plane; what lands on the padding is dropped)
 void MaxPool2d::backward(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, bool needInputGrad)
 {
@@ -161,6 +207,10 @@ void MaxPool2d::backward(const Tensor& x, const Tensor& y, const Tensor& dy, Ten
     checkOutputGradient(x, dy);
     if (y.shape() != dy.shape() || m_argmax.size() != y.numel())
         throw ConfigError(name() + ": backward without a matching training forward");
+    if (!m_g.isSquare()) { // argmax within the input's own plane
+        dx.resize(x.shape());
+        return unpool(y, dy, dx, nullptr, 0.0f);
+    }
     Tensor& dxp = m_pad ? m_paddedGrad : dx;
     dxp.resize({x.dim(0), x.dim(1), x.dim(2) + 2 * m_pad, x.dim(3) + 2 * m_pad});
     unpool(y, dy, dxp, nullptr, 0.0f);
@@ -195,7 +245,7 @@ void MaxPool2d::unpool(const Tensor& y, const Tensor& dy, Tensor& dxp, const Ten
         for (std::size_t p = p0; p < p1; ++p) {
             float* d = dxp.data() + p * HW;
 #if defined(__AVX512F__)
-            if (m_k == 2 && m_stride == 2) { // every window written whole, then what no window covers
+            if (m_g.isSquare() && m_k == 2 && m_stride == 2) { // every window written whole, then what no window covers
                 const std::size_t W = dxp.dim(3), Ho = y.dim(2), Wo = y.dim(3);
                 for (std::size_t oy = 0; oy < Ho; ++oy) {
                     for (std::size_t ox = 0; ox < Wo; ox += 16) {

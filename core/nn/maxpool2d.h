@@ -1,9 +1,11 @@
-// MaxPool2d, as PyTorch's nn.MaxPool2d(k, s, p): square kernel and stride, padding with -inf
-// (p <= k / 2, so every window holds an input value), floor output size. Ties go to the first
-// maximum in scan order, as in PyTorch.
+// MaxPool2d, as PyTorch's nn.MaxPool2d(kernel_size, stride, padding, ceil_mode=...) and ONNX's
+// MaxPool: kernel (kh, kw), stride (sh, sw), padding (top, left, bottom, right) with -inf (each at
+// most half its kernel, so every window holds an input value), floor or ceil output size
+// (nn/pool_geometry.h). Ties go to the first maximum in scan order, as in PyTorch.
 #pragma once
 
 #include "nn/layer.h"
+#include "nn/pool_geometry.h"
 
 #include <cstdint>
 
@@ -13,6 +15,9 @@ class MaxPool2d final : public Layer {
 public:
     // stride 0 = kernel. ConfigError for a zero kernel or padding > kernel / 2.
     MaxPool2d(std::string name, std::size_t kernel, std::size_t stride = 0, std::size_t padding = 0);
+    // Any window: x (N, C, H, W) -> y (N, C, g.outH(H), g.outW(W)). ConfigError (naming the layer
+    // and the window) for a zero kernel or stride, or a pad more than half its kernel.
+    MaxPool2d(std::string name, const PoolGeometry& g);
     LayerKind kind() const override { return LayerKind::MaxPool2d; }
     Shape outputShape(const Shape& in) const override;
     void forward(const Tensor& x, Tensor& y, const RunContext& ctx) override;
@@ -21,6 +26,8 @@ public:
     std::size_t kernel() const { return m_k; }
     std::size_t stride() const { return m_stride; }
     std::size_t padding() const { return m_pad; }
+    // The whole window (square ones: PoolGeometry::square(kernel, stride, padding)).
+    const PoolGeometry& geometry() const { return m_g; }
 
     // Run fused after a convolution and its clamp activation (Model::setFusion, Conv2d::forwardPooled):
     // true for the 2x2 stride-2 pool without padding. The convolution's epilogue pools the clamped
@@ -30,7 +37,7 @@ public:
     // window's argmax where the clamp's rule passes the pooled value (gradientPasses: for the
     // clamp's output r, r at the argmax is that value), 0 elsewhere: the pool's and the clamp's
     // backward in one pass, bit for bit. ConfigError without a matching fused training forward.
-    bool fusesAfterConvolution() const { return m_k == 2 && m_stride == 2 && m_pad == 0; }
+    bool fusesAfterConvolution() const { return m_g.isSquare() && m_k == 2 && m_stride == 2 && m_pad == 0; }
     std::uint32_t* beginFused(const Shape& in, Tensor& y, bool train);
     void backwardFused(const Tensor& y, const Tensor& dy, Tensor& dx, float cap);
 
@@ -38,9 +45,14 @@ private:
     // The pooling itself on an input that already carries its padding.
     void poolPadded(const Tensor& x, Tensor& y, bool train);
     void unpool(const Tensor& y, const Tensor& dy, Tensor& dxp, const Tensor* mask, float cap);
+    // A window that is not square (scalar): the maximum over the window's part inside the input
+    // (the padding is -inf); argmax offsets within the unpadded plane.
+    void poolGeneral(const Tensor& x, Tensor& y, bool train);
 
-    std::size_t m_k, m_stride, m_pad;
-    std::vector<std::uint32_t> m_argmax; // training cache: offset within the (n,c) plane of the padded input
+    std::size_t m_k, m_stride, m_pad; // square windows: kh, sh, padTop
+    PoolGeometry m_g;
+    std::vector<std::uint32_t> m_argmax; // training cache: offset within the (n,c) plane of the padded
+                                         // input (square windows) or of the input (others)
     Tensor m_padded, m_paddedGrad;       // padding > 0: the padded input, and dL/d(padded input)
     Shape m_fusedIn;                     // beginFused: the convolution's output shape
 };

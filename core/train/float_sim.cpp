@@ -32,7 +32,7 @@ bool keepsGrid(const Layer& l, bool backward)
     case LayerKind::Flatten: return true;
     case LayerKind::MaxPool2d: { // overlapping windows add gradients; disjoint ones only route them
         const auto& pool = static_cast<const MaxPool2d&>(l);
-        return !backward || pool.stride() >= pool.kernel();
+        return !backward || (pool.geometry().sh >= pool.geometry().kh && pool.geometry().sw >= pool.geometry().kw);
     }
     default: return false;
     }

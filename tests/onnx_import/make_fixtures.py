@@ -25,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fixture_modules_conv import ConvGeometry  # next to this script
+from fixture_modules_pool import AvgPoolGeometry, MaxOverMap, MaxPoolGeometry  # next to this script
 from fixture_modules_joins import ActNet, SigmoidTimesX, GeluHalfFirst, PReluNet, GeluTanhByHand, SEConv, SELinearView, SELinearFlat, GateMul, DenseBlock, Inception, act_net  # next to this script
 
 OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
@@ -565,6 +566,17 @@ CASES = [
     ("act_gelutanh_op13_nofold", act_net(lambda: nn.GELU(approximate="tanh")), (1, 8, 8), 13, False, False),
     ("act_gelutanhpow_op13_fold", act_net(GeluTanhByHand), (1, 8, 8), 13, True, False),
     ("act_gelutanhbad_op13_fold", act_net(lambda: GeluTanhByHand(0.05)), (1, 8, 8), 13, True, False),
+    # Max pooling windows that are not square: ceil_mode, rectangular kernels and strides, a global
+    # max of a non-square map (tst_pool_geometry).
+    ("poolgeom_max_op11_nofold", MaxPoolGeometry, (3, 13, 11), 11, False, False),
+    ("poolgeom_max_op13_fold_dyn", MaxPoolGeometry, (3, 13, 11), 13, True, True),
+    ("poolgeom_max_op17_fold", MaxPoolGeometry, (3, 13, 11), 17, True, False),
+    ("poolgeom_amax_op13_fold", MaxOverMap, (3, 7, 10), 13, True, False),
+    ("poolgeom_max2step_op11_nofold", lambda: MaxOverMap(two_step=True), (3, 7, 10), 11, False, False),
+    # Average pooling windows that are not square: ceil_mode, count_include_pad=False (tst_pool_geometry).
+    ("poolgeom_avg_op11_nofold", AvgPoolGeometry, (3, 13, 11), 11, False, False),
+    ("poolgeom_avg_op13_fold_dyn", AvgPoolGeometry, (3, 13, 11), 13, True, True),
+    ("poolgeom_avg_op17_fold", AvgPoolGeometry, (3, 13, 11), 17, True, False),
     # export_modules_as_functions={Block} ("fnblock"): only the blocks are functions, called from
     # the main graph as "/layer1/Block" (their layers take the call's module path, tst_onnx_functions).
     ("residual_op15_fold_fnblock", Residual, (1, 8, 8), 15, True, "fnblock"),

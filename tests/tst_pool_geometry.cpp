@@ -1,0 +1,523 @@
+// Max and average pooling windows that are not square (rectangular kernels, two strides,
+// asymmetric padding, ceil_mode, count_include_pad=False, a global max over a non-square map) end
+// to end: PyTorch exports (tests/onnx_import
+// poolgeom_*, make_fixtures.py; opsets 11, 13, 17, with and without constant folding) import with
+// their windows and match PyTorch's outputs; .qsm (version 6) and ONNX files keep the windows;
+// onnxruntime runs the FP32 and QDQ exports; the integer engine's general max pooling gives, at
+// the point after each pool, and its general average pooling at its own point, the fake-quant
+// simulation's integers; the summary shows the window.
+// The layer's own numerics are in tst_layers_golden (040_pool_geometry.json) and
+// tst_layers_gradients (maxpool2d_geometry_*).
+#include "analysis/model_summary.h"
+#include "infer/int_engine.h"
+#include "infer/model_runner.h"
+#include "io/onnx_import.h"
+#include "io/onnx_io.h"
+#include "io/qsm.h"
+#include "nn/avgpool2d.h"
+#include "nn/conv2d.h"
+#include "nn/linear.h"
+#include "nn/maxpool2d.h"
+#include "util/errors.h"
+
+#include <tbb/task_arena.h> // before Qt: TBB's profiling.h has a member named emit
+
+#include "onnx/export_fixtures.h"
+#include "onnx/onnx_fixtures.h"
+#include "engine_agreement.h"
+#include "onnx_import_fixtures.h"
+#include "qsm_fixtures.h"
+
+#include <QtTest>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+
+using namespace quantscope;
+using engine_agreement::maxAbs;
+using engine_agreement::maxDiff;
+using onnx_import_fixtures::fileBytes, onnx_import_fixtures::kFixtures, onnx_import_fixtures::loadReference,
+    onnx_import_fixtures::Reference;
+using fixtures::haveOrt, fixtures::nodeModules;
+
+namespace {
+
+// |QuantScope - PyTorch| over the largest |PyTorch output|.
+constexpr double kFp32RelTol = 1e-5;
+// onnxruntime's float graph against QuantScope's float model.
+constexpr double kOrtFp32RelTol = 1e-5;
+// At the point after a pool, the engine against the fake-quant simulation (the float max pool and
+// convolution on the dequantized input, then the point's fake-quant): within one step where the
+// exact value lies within float rounding of a half step, in at most 0.1 % of the values.
+constexpr std::int32_t kPointStepTol = 1;
+constexpr double kMinEngineAgreement = 0.995;
+constexpr double kMinQdqAgreement = 0.98;
+constexpr double kQdqMeanRelDiff = 2e-2;
+
+const char* const kFixtureNames[] = {"poolgeom_max_op11_nofold", "poolgeom_max_op13_fold_dyn", "poolgeom_max_op17_fold",
+                                     "poolgeom_amax_op13_fold", "poolgeom_max2step_op11_nofold", "poolgeom_avg_op11_nofold",
+                                     "poolgeom_avg_op13_fold_dyn", "poolgeom_avg_op17_fold"};
+
+ExportedModel importFixture(const std::string& name)
+{
+    const std::filesystem::path p = kFixtures / (name + ".onnx");
+    return importOnnx(fileBytes(p), p.string());
+}
+
+std::vector<float> forwardOn(const ExportedModel& em, const Reference& ref)
+{
+    std::unique_ptr<Model> model = buildModel(em);
+    RunContext ctx;
+    return model->forward(Tensor(ref.inputShape, ref.input), ctx).values();
+}
+
+// The windows of the model's max pools (of its average pools with `average`).
+std::vector<PoolGeometry> windowsOf(const ExportedModel& m, bool average = false)
+{
+    std::vector<PoolGeometry> w;
+    for (const StoredLayer& l : m.layers)
+        if (l.kind == (average ? LayerKind::AvgPool2d : LayerKind::MaxPool2d)) w.push_back(l.poolGeometry());
+    return w;
+}
+
+PoolGeometry pool(std::size_t kh, std::size_t kw, std::size_t sh, std::size_t sw, std::size_t t, std::size_t l, std::size_t b,
+                  std::size_t r, bool ceil)
+{
+    PoolGeometry g;
+    g.kh = kh, g.kw = kw, g.sh = sh, g.sw = sw, g.padTop = t, g.padLeft = l, g.padBottom = b, g.padRight = r, g.ceilMode = ceil;
+    return g;
+}
+
+// The windows of PyTorch's modules (fixture_modules_pool.py), in order.
+std::vector<PoolGeometry> fixtureWindows(const std::string& name)
+{
+    if (name.find("poolgeom_max_") == 0)
+        return {pool(2, 2, 2, 2, 0, 0, 0, 0, true), pool(3, 3, 2, 2, 1, 1, 1, 1, true), pool(2, 1, 2, 1, 0, 0, 0, 0, false),
+                pool(3, 2, 2, 1, 1, 0, 1, 0, true), pool(2, 3, 2, 3, 0, 0, 0, 0, false)};
+    if (name.find("poolgeom_avg_") == 0) return {};
+    return {pool(5, 4, 5, 4, 0, 0, 0, 0, false)}; // the max over the 5 x 4 map
+}
+
+// The average pools of AvgPoolGeometry: the zero Pad before a2 folded in (counted), a3's pads not counted.
+std::vector<PoolGeometry> fixtureAverageWindows(const std::string& name)
+{
+    if (name.find("poolgeom_avg_") != 0) return {};
+    PoolGeometry a3 = pool(3, 2, 2, 1, 1, 0, 1, 0, true);
+    a3.countIncludePad = false;
+    return {pool(2, 2, 2, 2, 0, 0, 0, 0, true), pool(3, 3, 2, 2, 1, 1, 1, 1, true), a3, pool(2, 1, 2, 1, 0, 0, 0, 0, false)};
+}
+
+// A model on the workspace's 1 x 28 x 28 images with a max pool of each kind, each followed by a
+// convolution (whose point is where the engine's pooled bytes are checked):
+//   stem 3x3 p1 -> relu; 3x3 s2 p1 ceil (15 x 15); conv -> relu; 2x2 ceil (8 x 8); conv -> relu;
+//   3x2 s(2,1) p(1,0) ceil (5 x 7); conv -> relu; 2x1 (2 x 7); 1x1 conv -> relu; global 2x7 max;
+//   1x1 conv -> relu; flatten; fc.
+std::unique_ptr<Model> poolModel()
+{
+    auto m = std::make_unique<Model>("poolgeom", Shape{1, 28, 28});
+    m->add(std::make_unique<Conv2d>("stem", 1, 8, 3, 1, 1));
+    m->add(std::make_unique<ReLU>("stem_relu"));
+    m->add(std::make_unique<MaxPool2d>("pool_k3s2p1_ceil", pool(3, 3, 2, 2, 1, 1, 1, 1, true)));
+    m->add(std::make_unique<Conv2d>("conv2", 8, 8, 3, 1, 1));
+    m->add(std::make_unique<ReLU>("conv2_relu"));
+    m->add(std::make_unique<MaxPool2d>("pool_k2_ceil", pool(2, 2, 2, 2, 0, 0, 0, 0, true)));
+    m->add(std::make_unique<Conv2d>("conv3", 8, 8, 3, 1, 1));
+    m->add(std::make_unique<ReLU>("conv3_relu"));
+    m->add(std::make_unique<MaxPool2d>("pool_k3x2", pool(3, 2, 2, 1, 1, 0, 1, 0, true)));
+    m->add(std::make_unique<Conv2d>("conv4", 8, 8, 3, 1, 1));
+    m->add(std::make_unique<ReLU>("conv4_relu"));
+    m->add(std::make_unique<MaxPool2d>("pool_k2x1", pool(2, 1, 2, 1, 0, 0, 0, 0, false)));
+    m->add(std::make_unique<Conv2d>("conv5", 8, 8, 1, 1, 0));
+    m->add(std::make_unique<ReLU>("conv5_relu"));
+    m->add(std::make_unique<MaxPool2d>("pool_global", pool(2, 7, 2, 7, 0, 0, 0, 0, false)));
+    m->add(std::make_unique<Conv2d>("conv6", 8, 16, 1, 1, 0));
+    m->add(std::make_unique<ReLU>("conv6_relu"));
+    m->add(std::make_unique<Flatten>("flatten"));
+    m->add(std::make_unique<Linear>("fc", 16, 10));
+    m->initParams(29);
+    return m;
+}
+
+const PointTrace* traceNamed(const std::vector<PointTrace>& trace, const std::string& name)
+{
+    for (const PointTrace& p : trace)
+        if (p.layer == name) return &p;
+    return nullptr;
+}
+
+using Bytes = std::vector<std::uint8_t>;
+
+// A model on 1 x 28 x 28 images with an average pool of each kind, each with its own point:
+//   stem 3x3 p1 -> relu; 3x3 s2 p1 ceil (15 x 15); conv -> relu; 2x2 ceil (8 x 8); conv -> relu;
+//   3x2 s(2,1) p(1,0) ceil count_include_pad=False (5 x 7); 2x1 (2 x 7); 1x1 conv -> relu; fc.
+std::unique_ptr<Model> averageModel()
+{
+    PoolGeometry exclude = pool(3, 2, 2, 1, 1, 0, 1, 0, true);
+    exclude.countIncludePad = false;
+    auto m = std::make_unique<Model>("avggeom", Shape{1, 28, 28});
+    m->add(std::make_unique<Conv2d>("stem", 1, 8, 3, 1, 1));
+    m->add(std::make_unique<ReLU>("stem_relu"));
+    m->add(std::make_unique<AvgPool2d>("avg_k3s2p1_ceil", pool(3, 3, 2, 2, 1, 1, 1, 1, true)));
+    m->add(std::make_unique<Conv2d>("conv2", 8, 8, 3, 1, 1));
+    m->add(std::make_unique<ReLU>("conv2_relu"));
+    m->add(std::make_unique<AvgPool2d>("avg_k2_ceil", pool(2, 2, 2, 2, 0, 0, 0, 0, true)));
+    m->add(std::make_unique<Conv2d>("conv3", 8, 8, 3, 1, 1));
+    m->add(std::make_unique<ReLU>("conv3_relu"));
+    m->add(std::make_unique<AvgPool2d>("avg_k3x2_exclude", exclude));
+    m->add(std::make_unique<AvgPool2d>("avg_k2x1", pool(2, 1, 2, 1, 0, 0, 0, 0, false)));
+    m->add(std::make_unique<Conv2d>("conv4", 8, 8, 1, 1, 0));
+    m->add(std::make_unique<ReLU>("conv4_relu"));
+    m->add(std::make_unique<Flatten>("flatten"));
+    m->add(std::make_unique<Linear>("fc", 8 * 2 * 7, 10));
+    m->initParams(31);
+    return m;
+}
+
+} // namespace
+
+class TestPoolGeometry : public QObject, fixtures::OnnxWorkspace {
+    Q_OBJECT
+
+private slots:
+    void initTestCase() { openWorkspace("poolgeom"); }
+    void importMatchesPyTorch_data();
+    void importMatchesPyTorch();
+    void roundTripsAndOnnxruntime_data() { importMatchesPyTorch_data(); }
+    void roundTripsAndOnnxruntime();
+    void engineEqualsFakeQuant_data();
+    void engineEqualsFakeQuant();
+    void engineAverageEqualsFakeQuant_data() { engineEqualsFakeQuant_data(); }
+    void engineAverageEqualsFakeQuant();
+    void qsmStoresTheWindow();
+    void summaryShowsTheWindow();
+    void badWindowsAreTypedErrors();
+};
+
+void TestPoolGeometry::importMatchesPyTorch_data()
+{
+    QTest::addColumn<QString>("name");
+    for (const char* n : kFixtureNames) QTest::newRow(n) << QString(n);
+}
+
+// Every window is read as PyTorch wrote it (ceil_mode where it changes the output size, the
+// AdaptiveMaxPool2d(1) and amax of a non-square map as a window over the whole map), and the
+// model's outputs are PyTorch's.
+void TestPoolGeometry::importMatchesPyTorch()
+{
+    QFETCH(QString, name);
+    const ExportedModel m = importFixture(name.toStdString());
+    QCOMPARE(windowsOf(m), fixtureWindows(name.toStdString()));
+    QCOMPARE(windowsOf(m, true), fixtureAverageWindows(name.toStdString()));
+    const Reference ref = loadReference(kFixtures / (name.toStdString() + ".json"));
+    const std::vector<float> y = forwardOn(m, ref);
+    QCOMPARE(y.size(), ref.output.size());
+    const double dev = maxDiff(y, ref.output), rel = dev / maxAbs(ref.output);
+    qInfo("%s: max |QuantScope - PyTorch| = %.3g (%.3g of the largest output)", qPrintable(name), dev, rel);
+    QVERIFY2(rel <= kFp32RelTol, qPrintable(QString("relative deviation %1").arg(rel)));
+}
+
+// .qsm and ONNX files keep every window and the outputs; onnxruntime runs the FP32 export as
+// QuantScope does.
+void TestPoolGeometry::roundTripsAndOnnxruntime()
+{
+    QFETCH(QString, name);
+    const ExportedModel m = importFixture(name.toStdString());
+    const Reference ref = loadReference(kFixtures / (name.toStdString() + ".json"));
+    const std::vector<float> want = forwardOn(m, ref);
+
+    const ExportedModel q = decodeQsm(encodeQsm(m), "round trip");
+    QCOMPARE(windowsOf(q), windowsOf(m));
+    QCOMPARE(windowsOf(q, true), windowsOf(m, true));
+    QVERIFY(forwardOn(q, ref) == want);
+
+    const std::vector<std::uint8_t> onnxBytes = encodeOnnx(m);
+    const ExportedModel o = decodeOnnx(onnxBytes, "round trip");
+    QCOMPARE(windowsOf(o), windowsOf(m));
+    QCOMPARE(windowsOf(o, true), windowsOf(m, true));
+    const double rt = maxDiff(forwardOn(o, ref), want);
+    QVERIFY2(rt <= 1e-6 * maxAbs(want), qPrintable(QString("ONNX round trip deviates by %1").arg(rt)));
+
+    QS_SKIP_WITHOUT_ORT();
+    const std::string path = m_dir + "/" + name.toStdString() + ".onnx";
+    {
+        std::ofstream file(path, std::ios::binary);
+        file.write(reinterpret_cast<const char*>(onnxBytes.data()), static_cast<std::streamsize>(onnxBytes.size()));
+    }
+    const std::size_t C = m.channels, H = m.height, W = m.width, n = 50;
+    std::vector<std::uint8_t> px(n * C * H * W);
+    for (std::size_t i = 0; i < n; ++i)
+        for (std::size_t c = 0; c < C; ++c)
+            for (std::size_t y = 0; y < H; ++y)
+                for (std::size_t x = 0; x < W; ++x)
+                    px[((i * C + c) * H + y) * W + x] = m_data.test.pixels[i * 28 * 28 + (y + 4 + 5 * c) * 28 + x + 6 + 4 * c];
+    const std::string images = m_dir + "/" + name.toStdString() + "-images";
+    fixtures::writeIdx(images, {static_cast<std::uint32_t>(n), static_cast<std::uint32_t>(C), static_cast<std::uint32_t>(H),
+                                static_cast<std::uint32_t>(W)},
+                       px);
+    const std::vector<float> ort = fixtures::ortOutputs(path, images);
+    ModelRunner runner(m);
+    std::vector<float> ours(n * m.classes);
+    std::vector<std::int32_t> pred(n);
+    runner.predict(px.data(), n, pred.data(), ours.data());
+    QCOMPARE(ort.size(), ours.size());
+    const double dev = maxDiff(ort, ours), rel = dev / maxAbs(ours);
+    qInfo("%s: onnxruntime vs QuantScope FP32: max diff %.3g (%.3g relative)", qPrintable(name), dev, rel);
+    QVERIFY2(rel <= kOrtFp32RelTol, qPrintable(QString("relative deviation %1").arg(rel)));
+}
+
+void TestPoolGeometry::engineEqualsFakeQuant_data()
+{
+    QTest::addColumn<QString>("act");
+    QTest::newRow("uint8") << QString("uint8");
+    QTest::newRow("int8") << QString("int8");
+}
+
+// A model quantized by QuantSim (int8 weights per channel, calibrated activations) and exported:
+// after every pool, the convolution that reads it gives at its point the integers of the
+// fake-quant simulation (the float max pool of the window, then the float convolution on the
+// dequantized input, then the point's fake-quant) but for values within float rounding of a half
+// step. The engine's predictions are the fake-quant reference's; the .qsm and QDQ files read back
+// with their windows and onnxruntime predicts what the engine does.
+void TestPoolGeometry::engineEqualsFakeQuant()
+{
+    QFETCH(QString, act);
+    auto q = fixtures::quantize(poolModel(), m_data, "int8", "channel", act.toStdString());
+    const ExportedModel& em = q.exported;
+    QCOMPARE(windowsOf(em).size(), std::size_t{5});
+    QVERIFY2(IntEngine::unsupportedReason(em).empty(), IntEngine::unsupportedReason(em).c_str());
+    const IntEngine engine(em);
+    engine_agreement::CodeDiff diff;
+    std::size_t pools = 0;
+    for (std::size_t img = 0; img < 20; ++img) {
+        const std::vector<PointTrace> trace = engine.trace(m_data.test.pixels.data() + img * m_data.test.imageBytes());
+        for (std::size_t li = 0; li < em.layers.size(); ++li) {
+            const StoredLayer& l = em.layers[li];
+            if (l.kind != LayerKind::MaxPool2d) continue;
+            QVERIFY2(l.poolWindow.has_value(), l.name.c_str());
+            // Its input: the ReLU before it carries the point.
+            const StoredLayer& before = em.layers.at(l.inputs[0] - 1);
+            QCOMPARE(before.kind, LayerKind::ReLU);
+            const PointTrace* in = traceNamed(trace, before.name);
+            // The convolution reading it, and the ReLU after that one (its point).
+            const long ci = em.soleConsumer(li);
+            QVERIFY(ci >= 0 && em.layers[static_cast<std::size_t>(ci)].kind == LayerKind::Conv2d);
+            const StoredLayer& conv = em.layers[static_cast<std::size_t>(ci)];
+            const long ri = em.soleConsumer(static_cast<std::size_t>(ci));
+            QVERIFY(ri >= 0 && em.layers[static_cast<std::size_t>(ri)].kind == LayerKind::ReLU);
+            const PointTrace* out = traceNamed(trace, em.layers[static_cast<std::size_t>(ri)].name);
+            QVERIFY2(in && out, l.name.c_str());
+            MaxPool2d refPool("ref_pool", l.poolGeometry());
+            Conv2d refConv("ref_conv", conv.inChannels, conv.outChannels, conv.convGeometry(), conv.groups, true);
+            refConv.weight().value.values() = conv.tensors.at(0).dequantized();
+            refConv.bias().value.values() = conv.tensors.at(1).dequantized();
+            Tensor x = engine_agreement::dequantized(*in), pooled, y;
+            refPool.forward(x, pooled, RunContext{});
+            refConv.forward(pooled, y, RunContext{});
+            for (float& v : y.values()) v = std::max(v, 0.0f);
+            fakeQuantizeActivation(y, out->quant);
+            QCOMPARE(y.numel(), out->q.size());
+            diff.add(engine_agreement::compareCodes(y, *out));
+            ++pools;
+        }
+    }
+    qInfo("%s: %zu pools x 20 images, %zu values at the points after them: %zu differ from the fake-quant (at most %d step); "
+          "up to %zu distinct codes in a point",
+          qPrintable(act), pools / 20, diff.values, diff.differing, diff.worstSteps, diff.distinct);
+    QCOMPARE(pools, std::size_t{5 * 20});
+    QVERIFY2(diff.worstSteps <= kPointStepTol, qPrintable(QString("a value %1 steps away").arg(diff.worstSteps)));
+    QVERIFY2(diff.differing * 1000 <= diff.values, "more than 0.1 % of the values differ from the fake-quant");
+    QVERIFY2(diff.distinct >= 16, "the activations barely use their grid: the comparison would prove little");
+
+    const std::size_t n = m_data.test.size();
+    const engine_agreement::EngineRun run = engine_agreement::engineAgainstReference(em, m_data.test.pixels.data(), n, 10);
+    qInfo("engine vs fake-quant reference: argmax agreement %.1f %% of %zu images", 100.0 * run.agreement(), n);
+    QVERIFY(run.agreement() >= kMinEngineAgreement);
+
+    // .qsm and QDQ ONNX keep the windows; the model read back predicts as the engine does.
+    const ExportedModel fromQsm = decodeQsm(encodeQsm(em), "qsm");
+    QCOMPARE(windowsOf(fromQsm), windowsOf(em));
+    const std::vector<std::uint8_t> bytes = encodeOnnx(em);
+    const ExportedModel back = decodeOnnx(bytes, "qdq");
+    QCOMPARE(windowsOf(back), windowsOf(em));
+    RunnerOptions ro;
+    ro.kind = RunnerKind::Integer;
+    ModelRunner fromFile(back, ro);
+    std::vector<std::int32_t> pb(n);
+    fromFile.predict(m_data.test.pixels.data(), n, pb.data());
+    QVERIFY(pb == run.predicted);
+    QS_SKIP_WITHOUT_ORT();
+    const std::string path = m_dir + "/qdq-poolgeom-" + act.toStdString() + ".onnx";
+    const engine_agreement::OrtRun ort = engine_agreement::ortAgainstEngine(bytes, path, m_images, run, 10);
+    QCOMPARE(ort.outputs, run.outputs.size());
+    qInfo("onnxruntime QDQ vs engine: argmax agreement %.1f %%, mean |diff| %.3g of the largest output", 100.0 * ort.agreement, ort.meanRelDiff);
+    QVERIFY(ort.agreement >= kMinQdqAgreement);
+    QVERIFY(ort.meanRelDiff <= kQdqMeanRelDiff);
+}
+
+// Average pools quantized by QuantSim and exported: at each pool's own point the engine's general
+// kernel (an int64 sum over the window's part inside the image, the requantizing multiplier of its
+// divisor) gives the fake-quant simulation's integers (the float AvgPool2d on the dequantized
+// input, then the point's fake-quant) but for values within float rounding of a half step; the
+// predictions are the reference's, and the files and onnxruntime agree as for the max pools.
+void TestPoolGeometry::engineAverageEqualsFakeQuant()
+{
+    QFETCH(QString, act);
+    auto q = fixtures::quantize(averageModel(), m_data, "int8", "channel", act.toStdString());
+    const ExportedModel& em = q.exported;
+    QCOMPARE(windowsOf(em, true).size(), std::size_t{4});
+    QVERIFY2(IntEngine::unsupportedReason(em).empty(), IntEngine::unsupportedReason(em).c_str());
+    const IntEngine engine(em);
+    engine_agreement::CodeDiff diff;
+    std::size_t pools = 0;
+    for (std::size_t img = 0; img < 20; ++img) {
+        const std::vector<PointTrace> trace = engine.trace(m_data.test.pixels.data() + img * m_data.test.imageBytes());
+        for (const StoredLayer& l : em.layers) {
+            if (l.kind != LayerKind::AvgPool2d) continue;
+            QVERIFY2(l.poolWindow.has_value() && l.outputQuant.has_value(), l.name.c_str());
+            const PointTrace* in = traceNamed(trace, em.layers.at(l.inputs[0] - 1).name);
+            const PointTrace* out = traceNamed(trace, l.name);
+            QVERIFY2(in && out, l.name.c_str());
+            AvgPool2d ref("ref", l.poolGeometry());
+            Tensor x = engine_agreement::dequantized(*in), y;
+            ref.forward(x, y, RunContext{});
+            fakeQuantizeActivation(y, out->quant);
+            QCOMPARE(y.numel(), out->q.size());
+            diff.add(engine_agreement::compareCodes(y, *out));
+            ++pools;
+        }
+    }
+    qInfo("%s: %zu average pools x 20 images, %zu values at their points: %zu differ from the fake-quant (at most %d step); "
+          "up to %zu distinct codes in a point",
+          qPrintable(act), pools / 20, diff.values, diff.differing, diff.worstSteps, diff.distinct);
+    QCOMPARE(pools, std::size_t{4 * 20});
+    QVERIFY2(diff.worstSteps <= kPointStepTol, qPrintable(QString("a value %1 steps away").arg(diff.worstSteps)));
+    QVERIFY2(diff.differing * 1000 <= diff.values, "more than 0.1 % of the values differ from the fake-quant");
+    QVERIFY2(diff.distinct >= 16, "the activations barely use their grid: the comparison would prove little");
+
+    const std::size_t n = m_data.test.size();
+    const engine_agreement::EngineRun run = engine_agreement::engineAgainstReference(em, m_data.test.pixels.data(), n, 10);
+    qInfo("engine vs fake-quant reference: argmax agreement %.1f %% of %zu images", 100.0 * run.agreement(), n);
+    QVERIFY(run.agreement() >= kMinEngineAgreement);
+    QCOMPARE(windowsOf(decodeQsm(encodeQsm(em), "qsm"), true), windowsOf(em, true));
+    const std::vector<std::uint8_t> bytes = encodeOnnx(em);
+    const ExportedModel back = decodeOnnx(bytes, "qdq");
+    QCOMPARE(windowsOf(back, true), windowsOf(em, true));
+    RunnerOptions ro;
+    ro.kind = RunnerKind::Integer;
+    ModelRunner fromFile(back, ro);
+    std::vector<std::int32_t> pb(n);
+    fromFile.predict(m_data.test.pixels.data(), n, pb.data());
+    QVERIFY(pb == run.predicted);
+    QS_SKIP_WITHOUT_ORT();
+    const std::string path = m_dir + "/qdq-avggeom-" + act.toStdString() + ".onnx";
+    const engine_agreement::OrtRun ort = engine_agreement::ortAgainstEngine(bytes, path, m_images, run, 10);
+    QCOMPARE(ort.outputs, run.outputs.size());
+    qInfo("onnxruntime QDQ vs engine: argmax agreement %.1f %%, mean |diff| %.3g of the largest output", 100.0 * ort.agreement, ort.meanRelDiff);
+    QVERIFY(ort.agreement >= kMinQdqAgreement);
+    QVERIFY(ort.meanRelDiff <= kQdqMeanRelDiff);
+}
+
+// Version 6 gives every pool a flags byte; a square pool stores no window (poolWindow stays
+// empty), a window that is not square its five more fields; flags a square window or a max pool
+// could not have are FormatErrors naming the file and the layer.
+void TestPoolGeometry::qsmStoresTheWindow()
+{
+    auto square = std::make_unique<Model>("sq", Shape{1, 8, 8});
+    square->add(std::make_unique<MaxPool2d>("pool", 2));
+    square->add(std::make_unique<Flatten>("flatten"));
+    square->add(std::make_unique<Linear>("fc", 16, 3));
+    square->initParams(1);
+    const ExportedModel a = exportFloatModel(*square, "sq", Normalization::identity(1), {});
+    QVERIFY(!a.layers[0].poolWindow.has_value());
+    const Bytes plain = encodeQsm(a);
+    ExportedModel b = a;
+    b.layers[0].setPoolGeometry(PoolGeometry::square(2, 2, 0)); // square: stays compact
+    QVERIFY(!b.layers[0].poolWindow.has_value());
+    QVERIFY(encodeQsm(b) == plain);
+    b.layers[0].setPoolGeometry(pool(2, 2, 2, 2, 0, 0, 0, 0, true)); // ceil_mode only: the flags byte says it
+    QCOMPARE(encodeQsm(b).size(), plain.size());
+    QCOMPARE(decodeQsm(encodeQsm(b), "b").layers[0].poolWindow, b.layers[0].poolWindow);
+    b.layers[0].setPoolGeometry(pool(2, 1, 2, 1, 0, 0, 0, 0, false)); // 4 x 8: fc reads 32
+    b.layers[2].inFeatures = 32;
+    b.layers[2].tensors[0].shape = {3, 32};
+    b.layers[2].tensors[0].values.resize(3 * 32, 0.0f);
+    const Bytes wide = encodeQsm(b);
+    QCOMPARE(wide.size(), plain.size() + 20 + 3 * 16 * 4); // the window's five fields; fc's 16 more inputs
+    QCOMPARE(decodeQsm(wide, "b").layers[0].poolWindow, b.layers[0].poolWindow);
+    // The flags byte of a max pool: 4 (count_include_pad = 0) is an average pooling's.
+    Bytes bad = encodeQsm(b);
+    const std::array<std::uint8_t, 13> pattern{2, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1}; // kh 2, sh 2, pad 0, flags 1
+    const auto at = std::search(bad.begin(), bad.end(), pattern.begin(), pattern.end());
+    QVERIFY(at != bad.end());
+    *(at + 12) = 5;
+    qsm_fixtures::fixHeader(bad);
+    try {
+        decodeQsm(bad, "bad.qsm");
+        QFAIL("a max pool with count_include_pad = 0 was read");
+    } catch (const FormatError& e) {
+        QVERIFY2(QString(e.what()).startsWith("bad.qsm") && QString(e.what()).contains("'pool'") &&
+                     QString(e.what()).contains("pooling flags are 5"),
+                 e.what());
+    }
+}
+
+// The summary's Details column (the GUI's and `quantscope-cli info`) shows a window that is not
+// square in full; square ones as before.
+void TestPoolGeometry::summaryShowsTheWindow()
+{
+    std::unique_ptr<Model> m = poolModel();
+    const ModelSummary s = summarizeModel(*m);
+    std::map<std::string, std::string> detail;
+    std::map<std::string, std::uint64_t> ops;
+    for (const LayerSummary& l : s.layers) detail[l.name] = l.detail, ops[l.name] = l.elementwiseOps;
+    QCOMPARE(detail["pool_k3s2p1_ceil"], std::string("3x3 stride 2 pad 1,1,1,1 ceil"));
+    QCOMPARE(detail["pool_k3x2"], std::string("3x2 stride 2x1 pad 1,0,1,0 ceil"));
+    QCOMPARE(detail["pool_k2x1"], std::string("2x1 stride 2x1 pad 0,0,0,0"));
+    QCOMPARE(ops["pool_k3x2"], std::uint64_t{8 * 5 * 7 * 3 * 2});
+    MaxPool2d sq("sq", 3, 2, 1);
+    QCOMPARE(sq.describe(), std::string("3x3 s2 p1"));
+    std::unique_ptr<Model> a = averageModel();
+    for (const LayerSummary& l : summarizeModel(*a).layers) detail[l.name] = l.detail;
+    QCOMPARE(detail["avg_k3x2_exclude"], std::string("3x2 stride 2x1 pad 1,0,1,0 ceil pad not counted"));
+    QCOMPARE(detail["avg_k2_ceil"], std::string("2x2 stride 2 pad 0,0,0,0 ceil"));
+}
+
+// Windows the layer cannot take are ConfigErrors naming the layer and the window; in a file,
+// FormatErrors naming the file and the layer.
+void TestPoolGeometry::badWindowsAreTypedErrors()
+{
+    try {
+        MaxPool2d p("wide_pad", pool(2, 3, 1, 1, 0, 2, 0, 0, false)); // 2 > 3 / 2
+        QFAIL("a pad over half its kernel was taken");
+    } catch (const ConfigError& e) {
+        QVERIFY2(QString(e.what()).contains("wide_pad") && QString(e.what()).contains("2x3 stride 1 pad 0,2,0,0"), e.what());
+    }
+    try {
+        MaxPool2d p("tall", pool(5, 1, 1, 1, 0, 0, 0, 0, false));
+        p.outputShape({1, 2, 4, 4});
+        QFAIL("a window taller than its input was taken");
+    } catch (const ConfigError& e) {
+        QVERIFY2(QString(e.what()).contains("tall") && QString(e.what()).contains("[1,2,4,4]"), e.what());
+    }
+    Bytes b = encodeQsm(exportFloatModel(*poolModel(), "poolgeom", Normalization::identity(1), {}));
+    // pool_k2x1 (on a 5 x 7 map): kh 2, sh 2, top 0, flags 1, kw 1; its kh becomes 9.
+    const std::array<std::uint8_t, 17> pattern{2, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0};
+    const auto at = std::search(b.begin(), b.end(), pattern.begin(), pattern.end());
+    QVERIFY(at != b.end());
+    *at = 9;
+    qsm_fixtures::fixHeader(b);
+    try {
+        decodeQsm(b, "tall.qsm");
+        QFAIL("a window larger than its input was read");
+    } catch (const FormatError& e) {
+        QVERIFY2(QString(e.what()).startsWith("tall.qsm") && QString(e.what()).contains("pool_k2x1") &&
+                     QString(e.what()).contains("larger than its input"),
+                 e.what());
+    }
+}
+
+QTEST_GUILESS_MAIN(TestPoolGeometry)
+#include "tst_pool_geometry.moc"
