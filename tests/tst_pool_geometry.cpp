@@ -194,6 +194,9 @@ private slots:
     void qsmStoresTheWindow();
     void summaryShowsTheWindow();
     void badWindowsAreTypedErrors();
+
+private:
+    void filesAndRunnersAgree(const ExportedModel& em, bool averages, const std::string& tag);
 };
 
 void TestPoolGeometry::importMatchesPyTorch_data()
@@ -331,17 +334,22 @@ void TestPoolGeometry::engineEqualsFakeQuant()
     QVERIFY2(diff.differing * 1000 <= diff.values, "more than 0.1 % of the values differ from the fake-quant");
     QVERIFY2(diff.distinct >= 16, "the activations barely use their grid: the comparison would prove little");
 
+    filesAndRunnersAgree(em, false, "poolgeom-" + act.toStdString());
+}
+
+// The tail both engine tests share: the engine predicts as the fake-quant reference on the whole
+// test set; the .qsm and the QDQ ONNX keep the max (average) pools' windows; the engine reading
+// the ONNX back predicts as the engine did; onnxruntime runs the QDQ file and agrees with it.
+void TestPoolGeometry::filesAndRunnersAgree(const ExportedModel& em, bool averages, const std::string& tag)
+{
     const std::size_t n = m_data.test.size();
     const engine_agreement::EngineRun run = engine_agreement::engineAgainstReference(em, m_data.test.pixels.data(), n, 10);
     qInfo("engine vs fake-quant reference: argmax agreement %.1f %% of %zu images", 100.0 * run.agreement(), n);
     QVERIFY(run.agreement() >= kMinEngineAgreement);
-
-    // .qsm and QDQ ONNX keep the windows; the model read back predicts as the engine does.
-    const ExportedModel fromQsm = decodeQsm(encodeQsm(em), "qsm");
-    QCOMPARE(windowsOf(fromQsm), windowsOf(em));
+    QCOMPARE(windowsOf(decodeQsm(encodeQsm(em), "qsm"), averages), windowsOf(em, averages));
     const std::vector<std::uint8_t> bytes = encodeOnnx(em);
     const ExportedModel back = decodeOnnx(bytes, "qdq");
-    QCOMPARE(windowsOf(back), windowsOf(em));
+    QCOMPARE(windowsOf(back, averages), windowsOf(em, averages));
     RunnerOptions ro;
     ro.kind = RunnerKind::Integer;
     ModelRunner fromFile(back, ro);
@@ -349,8 +357,7 @@ void TestPoolGeometry::engineEqualsFakeQuant()
     fromFile.predict(m_data.test.pixels.data(), n, pb.data());
     QVERIFY(pb == run.predicted);
     QS_SKIP_WITHOUT_ORT();
-    const std::string path = m_dir + "/qdq-poolgeom-" + act.toStdString() + ".onnx";
-    const engine_agreement::OrtRun ort = engine_agreement::ortAgainstEngine(bytes, path, m_images, run, 10);
+    const engine_agreement::OrtRun ort = engine_agreement::ortAgainstEngine(bytes, m_dir + "/qdq-" + tag + ".onnx", m_images, run, 10);
     QCOMPARE(ort.outputs, run.outputs.size());
     qInfo("onnxruntime QDQ vs engine: argmax agreement %.1f %%, mean |diff| %.3g of the largest output", 100.0 * ort.agreement, ort.meanRelDiff);
     QVERIFY(ort.agreement >= kMinQdqAgreement);
@@ -397,27 +404,7 @@ void TestPoolGeometry::engineAverageEqualsFakeQuant()
     QVERIFY2(diff.differing * 1000 <= diff.values, "more than 0.1 % of the values differ from the fake-quant");
     QVERIFY2(diff.distinct >= 16, "the activations barely use their grid: the comparison would prove little");
 
-    const std::size_t n = m_data.test.size();
-    const engine_agreement::EngineRun run = engine_agreement::engineAgainstReference(em, m_data.test.pixels.data(), n, 10);
-    qInfo("engine vs fake-quant reference: argmax agreement %.1f %% of %zu images", 100.0 * run.agreement(), n);
-    QVERIFY(run.agreement() >= kMinEngineAgreement);
-    QCOMPARE(windowsOf(decodeQsm(encodeQsm(em), "qsm"), true), windowsOf(em, true));
-    const std::vector<std::uint8_t> bytes = encodeOnnx(em);
-    const ExportedModel back = decodeOnnx(bytes, "qdq");
-    QCOMPARE(windowsOf(back, true), windowsOf(em, true));
-    RunnerOptions ro;
-    ro.kind = RunnerKind::Integer;
-    ModelRunner fromFile(back, ro);
-    std::vector<std::int32_t> pb(n);
-    fromFile.predict(m_data.test.pixels.data(), n, pb.data());
-    QVERIFY(pb == run.predicted);
-    QS_SKIP_WITHOUT_ORT();
-    const std::string path = m_dir + "/qdq-avggeom-" + act.toStdString() + ".onnx";
-    const engine_agreement::OrtRun ort = engine_agreement::ortAgainstEngine(bytes, path, m_images, run, 10);
-    QCOMPARE(ort.outputs, run.outputs.size());
-    qInfo("onnxruntime QDQ vs engine: argmax agreement %.1f %%, mean |diff| %.3g of the largest output", 100.0 * ort.agreement, ort.meanRelDiff);
-    QVERIFY(ort.agreement >= kMinQdqAgreement);
-    QVERIFY(ort.meanRelDiff <= kQdqMeanRelDiff);
+    filesAndRunnersAgree(em, true, "avggeom-" + act.toStdString());
 }
 
 // Version 6 gives every pool a flags byte; a square pool stores no window (poolWindow stays
