@@ -433,11 +433,10 @@ void IntEngine::Impl::build(const ExportedModel& m)
             PoolParams& p = op.pool;
             p.isa = isa;
             p.C = in.c, p.H = in.h, p.W = in.w;
-            if (l.kind == LayerKind::GlobalAvgPool2d) {
-                p.kh = in.h, p.kw = in.w, p.stride = 1;
-            } else if (const PoolGeometry g = l.poolGeometry(); !g.isSquare()) {
+            if (l.kind == LayerKind::AvgPool2d && !l.poolGeometry().isSquare()) {
                 // Any other window (the general scalar kernel): sums over each window's part inside
                 // the image, requantized by the multiplier of that window's divisor.
+                const PoolGeometry g = l.poolGeometry();
                 op.poolGeo = g;
                 op.cin = in.c, op.hin = in.h, op.win = in.w;
                 p.kh = g.kh, p.kw = g.kw;
@@ -446,27 +445,22 @@ void IntEngine::Impl::build(const ExportedModel& m)
                 for (std::size_t d = 1; d <= g.kh * g.kw; ++d)
                     op.poolMults[d] = fixedPointMultiplier(static_cast<double>(in.d.aq.scale) / (static_cast<double>(d) * pt.d.aq.scale));
                 p.Ho = g.outH(in.h), p.Wo = g.outW(in.w);
-                p.round = RoundMode::HalfEven;
-                p.zin = in.d.zp();
-                p.zp = pt.d.zp();
-                std::tie(p.lo, p.hi) = clampOf(pt.d, pt.relu);
-                ActInfo info;
-                info.d = pt.d;
-                info.c = in.c, info.h = p.Ho, info.w = p.Wo;
-                push(std::move(op), info);
-                break;
             } else {
-                p.kh = p.kw = l.kernel, p.stride = l.stride;
-                // Zero padding counted in the mean: the kernel runs on a copy bordered with the byte of 0.0.
-                op.pad = l.padding;
-                op.cin = in.c, op.hin = in.h, op.win = in.w;
-                op.padValue = static_cast<std::uint8_t>(in.d.zp());
-                p.H += 2 * op.pad, p.W += 2 * op.pad;
+                if (l.kind == LayerKind::GlobalAvgPool2d) {
+                    p.kh = in.h, p.kw = in.w, p.stride = 1;
+                } else {
+                    p.kh = p.kw = l.kernel, p.stride = l.stride;
+                    // Zero padding counted in the mean: the kernel runs on a copy bordered with the byte of 0.0.
+                    op.pad = l.padding;
+                    op.cin = in.c, op.hin = in.h, op.win = in.w;
+                    op.padValue = static_cast<std::uint8_t>(in.d.zp());
+                    p.H += 2 * op.pad, p.W += 2 * op.pad;
+                }
+                p.Ho = (p.H - p.kh) / p.stride + 1, p.Wo = (p.W - p.kw) / p.stride + 1;
+                const std::size_t window = p.kh * p.kw;
+                if (window * 255 >= (std::size_t{1} << 30)) throw ConfigError(id + ": the pooling window is too large for int32 sums");
+                p.f = fixedPointMultiplier(static_cast<double>(in.d.aq.scale) / (static_cast<double>(window) * pt.d.aq.scale));
             }
-            p.Ho = (p.H - p.kh) / p.stride + 1, p.Wo = (p.W - p.kw) / p.stride + 1;
-            const std::size_t window = p.kh * p.kw;
-            if (window * 255 >= (std::size_t{1} << 30)) throw ConfigError(id + ": the pooling window is too large for int32 sums");
-            p.f = fixedPointMultiplier(static_cast<double>(in.d.aq.scale) / (static_cast<double>(window) * pt.d.aq.scale));
             p.round = RoundMode::HalfEven;
             p.zin = in.d.zp();
             p.zp = pt.d.zp();
