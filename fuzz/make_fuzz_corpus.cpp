@@ -59,6 +59,31 @@ std::unique_ptr<Model> tinyGraph()
     return m;
 }
 
+// Pooling windows that are not square (version 6 of the format: a pool's flags byte and window
+// fields): a ceil_mode max pool of a 3x2 window over uneven padding, an average pool of a 1x2
+// window that does not count its padding.
+std::unique_ptr<Model> tinyPools()
+{
+    auto m = std::make_unique<Model>("tiny-pools", Shape{1, 6, 6});
+    m->add(std::make_unique<Conv2d>("conv1", 1, 4, 3, 1, 1));
+    m->add(std::make_unique<ReLU>("relu1"));
+    PoolGeometry mg;
+    mg.kh = 3, mg.kw = 2, mg.sh = 2, mg.sw = 1, mg.padTop = 1, mg.padBottom = 1, mg.ceilMode = true;
+    auto maxPool = std::make_unique<MaxPool2d>("maxpool", mg);
+    const Shape afterMax = maxPool->outputShape({1, 4, 6, 6});
+    m->add(std::move(maxPool));
+    PoolGeometry ag;
+    ag.kh = 1, ag.kw = 2, ag.sw = 2, ag.padLeft = 1, ag.countIncludePad = false;
+    auto avgPool = std::make_unique<AvgPool2d>("avgpool", ag);
+    const Shape afterAvg = avgPool->outputShape(afterMax);
+    m->add(std::move(avgPool));
+    m->add(std::make_unique<Flatten>("flatten"));
+    m->add(std::make_unique<Linear>("fc1", afterAvg[1] * afterAvg[2] * afterAvg[3], 10));
+    m->add(std::make_unique<LogSoftmax>("log_softmax"));
+    m->initParams(7);
+    return m;
+}
+
 Dataset data()
 {
     Dataset d;
@@ -97,6 +122,16 @@ int main(int argc, char** argv)
         sim.calibrate(d, d.train, 32, 16);
         sim.setObserving(false);
         writeQsm((out / "qsm" / "graph-int8.qsm").string(), exportQuantizedModel(*model, sim, "tiny-graph", d, "ptq", "channel"));
+    }
+    writeQsm((out / "qsm" / "pools-fp32.qsm").string(), exportFloatModel(*tinyPools(), "tiny-pools", d.normalization, d.classNames));
+    {
+        auto model = tinyPools();
+        PrecisionConfig pc;
+        QuantSim sim(*model, pc, findFormat("int8"));
+        sim.quantizeWeights(Rounding::Nearest, 0);
+        sim.calibrate(d, d.train, 32, 16);
+        sim.setObserving(false);
+        writeQsm((out / "qsm" / "pools-int8.qsm").string(), exportQuantizedModel(*model, sim, "tiny-pools", d, "ptq", "channel"));
     }
     int n = 0;
     for (const auto& [fmt, gran] : {std::pair{"int8", "channel"}, {"int4", "group:8"}, {"int2", "tensor"}, {"int8", "layer"}}) {
