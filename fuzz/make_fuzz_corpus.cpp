@@ -114,25 +114,18 @@ int main(int argc, char** argv)
     const Dataset d = data();
     writeQsm((out / "qsm" / "fp32.qsm").string(), exportFloatModel(*tiny(true), "tiny", d.normalization, d.classNames));
     writeQsm((out / "qsm" / "graph-fp32.qsm").string(), exportFloatModel(*tinyGraph(), "tiny-graph", d.normalization, d.classNames));
-    {
-        auto model = tinyGraph();
+    // A model PTQ-calibrated to int8 channel-wise on the corpus data, written as FILE.
+    const auto writeInt8 = [&](std::unique_ptr<Model> model, const std::string& name, const std::string& file) {
         PrecisionConfig pc;
         QuantSim sim(*model, pc, findFormat("int8"));
         sim.quantizeWeights(Rounding::Nearest, 0);
         sim.calibrate(d, d.train, 32, 16);
         sim.setObserving(false);
-        writeQsm((out / "qsm" / "graph-int8.qsm").string(), exportQuantizedModel(*model, sim, "tiny-graph", d, "ptq", "channel"));
-    }
+        writeQsm((out / "qsm" / file).string(), exportQuantizedModel(*model, sim, name, d, "ptq", "channel"));
+    };
+    writeInt8(tinyGraph(), "tiny-graph", "graph-int8.qsm");
     writeQsm((out / "qsm" / "pools-fp32.qsm").string(), exportFloatModel(*tinyPools(), "tiny-pools", d.normalization, d.classNames));
-    {
-        auto model = tinyPools();
-        PrecisionConfig pc;
-        QuantSim sim(*model, pc, findFormat("int8"));
-        sim.quantizeWeights(Rounding::Nearest, 0);
-        sim.calibrate(d, d.train, 32, 16);
-        sim.setObserving(false);
-        writeQsm((out / "qsm" / "pools-int8.qsm").string(), exportQuantizedModel(*model, sim, "tiny-pools", d, "ptq", "channel"));
-    }
+    writeInt8(tinyPools(), "tiny-pools", "pools-int8.qsm");
     int n = 0;
     for (const auto& [fmt, gran] : {std::pair{"int8", "channel"}, {"int4", "group:8"}, {"int2", "tensor"}, {"int8", "layer"}}) {
         for (bool conv : {true, false}) {
