@@ -51,45 +51,43 @@ namespace {
 
 inline __mmask16 tailMask(std::size_t left) { return left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1u); }
 
-// An 8 x 48 tile of C: three vectors of 16 columns, the last ones masked at the end of a row.
-inline void tile8x48(const float* __restrict pa, std::size_t K, const float* const* rows, std::size_t j,
-                     std::size_t left, float* C, std::size_t ldc, std::size_t mRows)
+// An 8 x (16 NV) tile of C: NV vectors of 16 columns, the last ones masked at the end of a row.
+// A row's last columns take the narrowest tile that holds them (NV = 1 or 2 for the last 16 or 32):
+// a 48-wide tile there multiplied masked-off zeros, up to 41 of 48 columns of it (resnet8's 7x7
+// layers: 1,015 run positions a group, 7 past the last whole tile).
+template <int NV>
+inline void tile8(const float* __restrict pa, std::size_t K, const float* const* rows, std::size_t j, std::size_t left,
+                  float* C, std::size_t ldc, std::size_t mRows)
 {
-    const __mmask16 m0 = tailMask(left), m1 = tailMask(left > 16 ? left - 16 : 0),
-                    m2 = tailMask(left > 32 ? left - 32 : 0);
-    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c10 = c00, c11 = c00, c12 = c00, c20 = c00, c21 = c00,
-           c22 = c00, c30 = c00, c31 = c00, c32 = c00, c40 = c00, c41 = c00, c42 = c00, c50 = c00, c51 = c00,
-           c52 = c00, c60 = c00, c61 = c00, c62 = c00, c70 = c00, c71 = c00, c72 = c00;
+    __mmask16 m[NV];
+#pragma GCC unroll 3
+    for (int v = 0; v < NV; ++v) m[v] = tailMask(left > 16 * static_cast<std::size_t>(v) ? left - 16 * v : 0);
+    __m512 c[8][NV];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i)
+#pragma GCC unroll 3
+        for (int v = 0; v < NV; ++v) c[i][v] = _mm512_setzero_ps();
     for (std::size_t k = 0; k < K; ++k) {
         const float* r = rows[k] + j;
-        const __m512 b0 = _mm512_maskz_loadu_ps(m0, r);
-        const __m512 b1 = _mm512_maskz_loadu_ps(m1, r + 16);
-        const __m512 b2 = _mm512_maskz_loadu_ps(m2, r + 32);
+        __m512 b[NV];
+#pragma GCC unroll 3
+        for (int v = 0; v < NV; ++v) b[v] = _mm512_maskz_loadu_ps(m[v], r + 16 * v);
         const float* a = pa + k * kMr;
-        __m512 s = _mm512_set1_ps(a[0]);
-        c00 = _mm512_fmadd_ps(s, b0, c00), c01 = _mm512_fmadd_ps(s, b1, c01), c02 = _mm512_fmadd_ps(s, b2, c02);
-        s = _mm512_set1_ps(a[1]);
-        c10 = _mm512_fmadd_ps(s, b0, c10), c11 = _mm512_fmadd_ps(s, b1, c11), c12 = _mm512_fmadd_ps(s, b2, c12);
-        s = _mm512_set1_ps(a[2]);
-        c20 = _mm512_fmadd_ps(s, b0, c20), c21 = _mm512_fmadd_ps(s, b1, c21), c22 = _mm512_fmadd_ps(s, b2, c22);
-        s = _mm512_set1_ps(a[3]);
-        c30 = _mm512_fmadd_ps(s, b0, c30), c31 = _mm512_fmadd_ps(s, b1, c31), c32 = _mm512_fmadd_ps(s, b2, c32);
-        s = _mm512_set1_ps(a[4]);
-        c40 = _mm512_fmadd_ps(s, b0, c40), c41 = _mm512_fmadd_ps(s, b1, c41), c42 = _mm512_fmadd_ps(s, b2, c42);
-        s = _mm512_set1_ps(a[5]);
-        c50 = _mm512_fmadd_ps(s, b0, c50), c51 = _mm512_fmadd_ps(s, b1, c51), c52 = _mm512_fmadd_ps(s, b2, c52);
-        s = _mm512_set1_ps(a[6]);
-        c60 = _mm512_fmadd_ps(s, b0, c60), c61 = _mm512_fmadd_ps(s, b1, c61), c62 = _mm512_fmadd_ps(s, b2, c62);
-        s = _mm512_set1_ps(a[7]);
-        c70 = _mm512_fmadd_ps(s, b0, c70), c71 = _mm512_fmadd_ps(s, b1, c71), c72 = _mm512_fmadd_ps(s, b2, c72);
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; ++i) {
+            const __m512 s = _mm512_set1_ps(a[i]);
+#pragma GCC unroll 3
+            for (int v = 0; v < NV; ++v) c[i][v] = _mm512_fmadd_ps(s, b[v], c[i][v]);
+        }
     }
-    const __m512 out[8][3] = {{c00, c01, c02}, {c10, c11, c12}, {c20, c21, c22}, {c30, c31, c32},
-                              {c40, c41, c42}, {c50, c51, c52}, {c60, c61, c62}, {c70, c71, c72}};
-    for (std::size_t i = 0; i < mRows; ++i) {
-        float* c = C + i * ldc + j;
-        _mm512_mask_storeu_ps(c, m0, out[i][0]);
-        if (m1) _mm512_mask_storeu_ps(c + 16, m1, out[i][1]);
-        if (m2) _mm512_mask_storeu_ps(c + 32, m2, out[i][2]);
+    // constant indices only (a loop to mRows made GCC keep c in memory, stored every k)
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i) {
+        if (static_cast<std::size_t>(i) >= mRows) break;
+        float* out = C + i * ldc + j;
+#pragma GCC unroll 3
+        for (int v = 0; v < NV; ++v)
+            if (m[v]) _mm512_mask_storeu_ps(out + 16 * v, m[v], c[i][v]);
     }
 }
 
@@ -102,7 +100,10 @@ void gemmRows(const float* packedA, std::size_t M, std::size_t K, const float* c
         const std::size_t mRows = std::min(kMr, M - b * kMr);
         const float* pa = packedA + b * K * kMr;
         float* cb = C + b * kMr * ldc;
-        for (std::size_t j = 0; j < L; j += 48) tile8x48(pa, K, rows, j, L - j, cb, ldc, mRows);
+        std::size_t j = 0;
+        for (; j + 32 < L; j += 48) tile8<3>(pa, K, rows, j, L - j, cb, ldc, mRows);
+        if (j + 16 < L) tile8<2>(pa, K, rows, j, L - j, cb, ldc, mRows);
+        else if (j < L) tile8<1>(pa, K, rows, j, L - j, cb, ldc, mRows);
     }
 }
 
