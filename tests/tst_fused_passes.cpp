@@ -122,12 +122,12 @@ void TestFusedPasses::floatSimSkipsOnlyExactRounding()
 void TestFusedPasses::qatFusedPassIsBitIdentical_data()
 {
     QTest::addColumn<QString>("preset");
-    QTest::addColumn<int>("fusedPairs"); // conv/BN + ReLU pairs whose first layer QuantSim leaves alone
+    QTest::addColumn<int>("fusedPairs"); // conv/BN/Add + ReLU pairs whose first layer QuantSim leaves alone
     QTest::newRow("seed-cnn") << "seed-cnn" << 2;       // conv1 + relu1, conv2 + relu2
-    // BN + ReLU fuses with its mask read from the fake-quantized output (QuantSim::fusesBatchNorm),
+    // BN + ReLU fuses with its mask read from the fake-quantized output (QuantSim::fusesReLU),
     // which is what the ReLU's own backward reads; BN + ReLU6 does not (its rule reads its input)
     QTest::newRow("seed-cnn-bn") << "seed-cnn-bn" << 2; // bn1 + relu1, bn2 + relu2
-    QTest::newRow("resnet8") << "resnet8" << 4;         // the stem's and each block's first BN + ReLU
+    QTest::newRow("resnet8") << "resnet8" << 7;         // the stem's and each block's first BN + ReLU, each Add + ReLU
     QTest::newRow("mobilenet-tiny") << "mobilenet-tiny" << 0;
 }
 

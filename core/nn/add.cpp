@@ -3,6 +3,8 @@
 #include "tensor/parallel.h"
 #include "util/errors.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 
 namespace quantscope {
@@ -61,6 +63,52 @@ void Add::backwardMulti(const std::vector<const Tensor*>& xs, const Tensor& /*y*
     parallelChunks(n, elementwiseGrain(n), [=](std::size_t lo, std::size_t hi) {
         for (float* o : out)
             if (o) std::memcpy(o + lo, g + lo, (hi - lo) * sizeof(float));
+    });
+}
+
+// r = min(max(a + b, 0), cap): ReLU's and ReLU6's own expression on the sum (clampForward).
+void Add::forwardClamped(const std::vector<const Tensor*>& xs, Tensor& r, float cap)
+{
+    r.resize(outputShapeMulti({xs.at(0)->shape(), xs.at(1)->shape()}));
+    const std::size_t n = r.numel();
+    const float* __restrict a = xs[0]->data();
+    const float* __restrict b = xs[1]->data();
+    float* __restrict out = r.data();
+    parallelChunks(n, elementwiseGrain(n), [=](std::size_t lo, std::size_t hi) {
+        const float* __restrict aa = a;
+        const float* __restrict bb = b;
+        float* __restrict dst = out;
+        for (std::size_t i = lo; i < hi; ++i) dst[i] = std::min(std::max(aa[i] + bb[i], 0.0f), cap);
+    });
+}
+
+void Add::maskGradient(const Tensor& r, Tensor& dr, float cap, Tensor* first, bool addFirst) const
+{
+    if (r.shape() != dr.shape())
+        throw ConfigError(name() + ": fused activation output " + shapeString(r.shape()) + " and gradient " +
+                          shapeString(dr.shape()) + " differ in shape");
+    if (first && addFirst && first->shape() != dr.shape())
+        throw ConfigError(name() + ": the gradient to add into is " + shapeString(first->shape()) + ", the output " +
+                          shapeString(dr.shape()));
+    if (first && !addFirst) first->resize(dr.shape());
+    const std::size_t n = dr.numel();
+    const float* __restrict rv = r.data();
+    float* __restrict g = dr.data();
+    float* __restrict f = first ? first->data() : nullptr;
+    const bool bounded = std::isfinite(cap);
+    parallelChunks(n, elementwiseGrain(n), [=](std::size_t lo, std::size_t hi) {
+        const float* __restrict rr = rv;
+        float* __restrict gg = g;
+        float* __restrict ff = f;
+        if (bounded)
+            for (std::size_t i = lo; i < hi; ++i) gg[i] = rr[i] > 0.0f && rr[i] < cap ? gg[i] : 0.0f;
+        else
+            for (std::size_t i = lo; i < hi; ++i) gg[i] = rr[i] > 0.0f ? gg[i] : 0.0f;
+        if (!ff) return;
+        if (addFirst)
+            for (std::size_t i = lo; i < hi; ++i) ff[i] += gg[i];
+        else
+            std::memcpy(ff + lo, gg + lo, (hi - lo) * sizeof(float));
     });
 }
 

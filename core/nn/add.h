@@ -18,6 +18,17 @@ public:
     void forwardMulti(const std::vector<const Tensor*>& xs, Tensor& y, const RunContext& ctx) override;
     void backwardMulti(const std::vector<const Tensor*>& xs, const Tensor& y, const Tensor& dy,
                        const std::vector<Tensor*>& dxs) override;
+
+    // The Add fused with the ReLU (cap = +inf) or ReLU6 (cap = 6) that alone reads it
+    // (Model::setFusion): r = min(max(a + b, 0), cap) in one pass, the sum never stored.
+    void forwardClamped(const std::vector<const Tensor*>& xs, Tensor& r, float cap);
+    // The fused backward's mask: dr (the clamp's output gradient, r's shape) keeps its entries
+    // where the clamp passes them (r > 0, and r < cap when cap is finite: ReLU's and ReLU6's rules
+    // on their output) and is zeroed elsewhere, in place. With first, the masked gradient is also
+    // written to *first (resized), or added into it when addFirst: the gradient of the Add's first
+    // input, in the same pass. Throws ConfigError when r and dr (or *first, when added into)
+    // differ in shape.
+    void maskGradient(const Tensor& r, Tensor& dr, float cap, Tensor* first, bool addFirst) const;
 };
 
 } // namespace quantscope

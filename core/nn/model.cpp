@@ -1,6 +1,7 @@
 #include "nn/model.h"
 
 #include "nn/activations.h"
+#include "nn/add.h"
 #include "nn/batchnorm2d.h"
 #include "nn/conv2d.h"
 #include "nn/linear.h"
@@ -266,9 +267,12 @@ void Model::planFusion(const LayerHooks* hooks)
         const Layer& l = *m_layers[i];
         // With hooks, convolutions (their fused backward reads the ReLU's output as the hooks left
         // it) and the BatchNorms the hooks name (whose backward then reads it too, not BN(x)).
-        const bool fuses = (l.kind() == LayerKind::BatchNorm2d && (!hooks || hooks->fusesBatchNorm(i))) ||
+        // An Add (the residual join) fuses as a BatchNorm2d does: its backward masks the
+        // gradient by the ReLU's output as the hooks left it.
+        const bool join = l.kind() == LayerKind::Add;
+        const bool fuses = ((l.kind() == LayerKind::BatchNorm2d || join) && (!hooks || hooks->fusesReLU(i))) ||
                            (l.kind() == LayerKind::Conv2d && static_cast<const Conv2d&>(l).fusesActivation());
-        if (!fuses || m_inputs[i].size() != 1 || (hooks && hooks->touchesOutput(i))) continue;
+        if (!fuses || (m_inputs[i].size() != 1 && !join) || (hooks && hooks->touchesOutput(i))) continue;
         const long j = soleConsumer(i);
         if (j < 0) continue;
         const LayerKind k = m_layers[static_cast<std::size_t>(j)]->kind();
@@ -339,7 +343,11 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
                 m_acts[j + 1] = Tensor();
                 continue;
             }
-            if (m_layers[i]->kind() == LayerKind::Conv2d)
+            if (m_layers[i]->kind() == LayerKind::Add) {
+                xs.clear();
+                for (std::size_t a : in) xs.push_back(&m_acts[a]);
+                static_cast<Add&>(*m_layers[i]).forwardClamped(xs, m_acts[j + 1], clampCap(*m_layers[j]));
+            } else if (m_layers[i]->kind() == LayerKind::Conv2d)
                 static_cast<Conv2d&>(*m_layers[i]).forwardClamped(m_acts[in[0]], m_acts[j + 1], c, clampCap(*m_layers[j]));
             else
                 static_cast<BatchNorm2d&>(*m_layers[i]).forwardClamped(m_acts[in[0]], m_acts[j + 1], c, clampCap(*m_layers[j]));
@@ -428,8 +436,20 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
         }
         if (m_layers[i]->kind() == LayerKind::Add) {
             // dL/d(input) = dy for each input: added where a gradient is there already, else
-            // copied, and the last input takes dy's buffer itself (dy is not read again).
-            for (std::size_t j = 0; j < in.size(); ++j) {
+            // copied, and the last input takes dy's buffer itself (dy is not read again). Fused
+            // with its clamp, dy (the clamp's output gradient) is first masked in place by the
+            // clamp's rule on its output, in the same pass as the first input's gradient.
+            std::size_t j = 0;
+            if (m_fusedPass && m_clampOf[i] >= 0) {
+                const auto c = static_cast<std::size_t>(m_clampOf[i]);
+                const std::size_t a = in[0];
+                const bool first = a != 0 && in.size() > 1;
+                static_cast<const Add&>(*m_layers[i]).maskGradient(m_acts[c + 1], dy, clampCap(*m_layers[c]),
+                                                                   first ? &m_grads[a] : nullptr, first && m_gradSet[a]);
+                if (first) m_gradSet[a] = 1;
+                j = first || a == 0 ? 1 : 0;
+            }
+            for (; j < in.size(); ++j) {
                 const std::size_t a = in[j];
                 if (a == 0) continue;
                 if (m_gradSet[a]) addInto(m_grads[a], dy);

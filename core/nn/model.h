@@ -27,10 +27,10 @@ public:
     // False when afterForward and beforeBackward of this layer do nothing: the model may then
     // run the layer fused with the ReLU after it (Model::setFusion) and skip both calls.
     virtual bool touchesOutput(std::size_t /*layer*/) const { return true; }
-    // True when this BatchNorm2d may run fused with the ReLU that alone reads it although hooks are
-    // set (touchesOutput must be false for it too). The fused backward then takes the ReLU's mask
-    // from the ReLU's output as the hooks left it, as the unfused ReLU's backward does.
-    virtual bool fusesBatchNorm(std::size_t /*layer*/) const { return false; }
+    // True when this BatchNorm2d or Add may run fused with the ReLU that alone reads it although
+    // hooks are set (touchesOutput must be false for it too). The fused backward then takes the
+    // ReLU's mask from the ReLU's output as the hooks left it, as the unfused ReLU's backward does.
+    virtual bool fusesReLU(std::size_t /*layer*/) const { return false; }
     // True when the hooks round layer's output (or, fused, its ReLU's) to bf16 nearest even and
     // the layer may do it itself (RunContext::roundOutputBf16): Model::forward then sets the flag
     // for that layer's call, and afterForward of the layer and of a ReLU it is fused with gets the
@@ -96,13 +96,13 @@ public:
     bool lastLayerReadsOnlyThePrevious() const;
 
     // Activation i: 0 = input, i+1 = output of layer i (of the last forward). After a fused pass
-    // (setFusion) the output of a BatchNorm2d or Conv2d that ran fused with its activation is empty.
+    // (setFusion) the output of a BatchNorm2d, Conv2d or Add that ran fused with its activation is empty.
     const Tensor& activation(std::size_t i) const { return m_acts.at(i); }
 
-    // Layer fusion: each BatchNorm2d, and each Conv2d on a path that fuses
+    // Layer fusion: each BatchNorm2d and Add, and each Conv2d on a path that fuses
     // (Conv2d::fusesActivation), whose only reader is a ReLU or ReLU6 runs with it as one layer
-    // (forwardClamped / backwardClamped), one pass over memory fewer each way, with results
-    // bit-identical to the separate layers. The BN's or convolution's own output is then not
+    // (forwardClamped / backwardClamped; the Add's mask in Add::maskGradient), one pass over
+    // memory fewer each way, with results bit-identical to the separate layers. The layer's own output is then not
     // materialised (activation() of it is empty). In a pass with hooks only Conv2d + ReLU pairs
     // whose convolution the hooks leave alone (LayerHooks::touchesOutput) fuse: the hooks still
     // see the ReLU's output and gradient, and ReLU's backward rule reads that output as the hooks

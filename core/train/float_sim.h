@@ -50,7 +50,7 @@ public:
     // The fused BatchNorm's backward takes the ReLU's mask from that rounded output (as the
     // unfused ReLU would): round(v) > 0 differs from v > 0 where v underflows to 0.
     bool touchesOutput(std::size_t layer) const override { return !(layer < m_clamped.size() && m_clamped[layer]); }
-    bool fusesBatchNorm(std::size_t layer) const override { return layer < m_clamped.size() && m_clamped[layer] == 2; }
+    bool fusesReLU(std::size_t layer) const override { return layer < m_clamped.size() && m_clamped[layer] == 2; }
     // After setModel, with bf16: every Conv2d and BatchNorm2d rounds its own output in its epilogue
     // (the same roundBf16 as roundToFormat's, so the same bits), and a ReLU after it has nothing
     // to round.

@@ -47,9 +47,11 @@ std::vector<bool> activationQuantPoints(const Model& model)
     return p;
 }
 
-bool QuantSim::fusesBatchNorm(std::size_t layer) const
+bool QuantSim::fusesReLU(std::size_t layer) const
 {
-    if (touchesOutput(layer) || layer >= m_model.size() || m_model.layer(layer).kind() != LayerKind::BatchNorm2d) return false;
+    if (touchesOutput(layer) || layer >= m_model.size()) return false;
+    const LayerKind k = m_model.layer(layer).kind();
+    if (k != LayerKind::BatchNorm2d && k != LayerKind::Add) return false;
     const long next = m_model.soleConsumer(layer);
     return next >= 0 && m_model.layer(static_cast<std::size_t>(next)).kind() == LayerKind::ReLU;
 }

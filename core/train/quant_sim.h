@@ -129,12 +129,12 @@ public:
     // Only the activation quantization points (activationPoints()) are touched: a conv or BN
     // whose ReLU follows is not one, so the trainer's pass may run the pair fused.
     bool touchesOutput(std::size_t layer) const override { return layer < m_points.size() && m_points[layer]; }
-    // A BatchNorm2d that is not a point runs fused with the ReLU that alone reads it
-    // (BatchNorm2d::forwardClamped): the ReLU's point fake-quantizes the fused output in place as
+    // A BatchNorm2d or Add that is not a point runs fused with the ReLU that alone reads it
+    // (BatchNorm2d::forwardClamped, Add::forwardClamped): the ReLU's point fake-quantizes the fused output in place as
     // it would the ReLU's, and the fused backward masks dy by that fake-quantized output (r > 0),
     // which is what ReLU::backward reads. Not ReLU6, whose rule reads its input (0 < x < 6), not
     // its fake-quantized output. The same bits as the pair apart (tst_fused_passes).
-    bool fusesBatchNorm(std::size_t layer) const override;
+    bool fusesReLU(std::size_t layer) const override;
 
 private:
     struct Fold {
