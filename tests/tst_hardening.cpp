@@ -78,6 +78,8 @@ class TestHardening : public QObject {
 private slots:
     void observersSkipNonFinite_data();
     void observersSkipNonFinite();
+    void observerLongRunsMatchScalarRule_data();
+    void observerLongRunsMatchScalarRule();
     void infinityInUint8Range();
     void overflowingRangeIsAnError_data();
     void overflowingRangeIsAnError();
@@ -144,6 +146,59 @@ void TestHardening::observersSkipNonFinite()
         const QuantParams q = one.params(f);
         QCOMPARE(p.scale[s], q.scale[0]);
         QCOMPARE(p.zeroPoint[s], q.zeroPoint[0]);
+    }
+}
+
+void TestHardening::observerLongRunsMatchScalarRule_data()
+{
+    QTest::addColumn<int>("n");
+    QTest::addColumn<int>("slotCount"); // 1: per tensor; else rows of n / slots values, one slot each
+    QTest::newRow("per-tensor 1003") << 1003 << 1;
+    QTest::newRow("per-tensor 16") << 16 << 1;
+    QTest::newRow("per-tensor 40000 (parallel chunks)") << 40000 << 1;
+    QTest::newRow("per-channel 6 x 333") << 1998 << 6;
+}
+
+// Runs long enough for the vectorised min/max (16 lanes at a time), with +-inf and NaN in many
+// lanes and signed zeros at the extremes: each slot's range is the min/max of its finite values as
+// the scalar rule takes them (the first of equal values kept: +0 before -0), and the skipped
+// values are counted.
+void TestHardening::observerLongRunsMatchScalarRule()
+{
+    QFETCH(int, n);
+    QFETCH(int, slotCount);
+    const std::size_t N = static_cast<std::size_t>(n), S = static_cast<std::size_t>(slotCount), row = N / S;
+    std::vector<float> x(N);
+    Rng rng(17);
+    std::uint64_t bad = 0;
+    for (std::size_t i = 0; i < N; ++i) {
+        x[i] = rng.uniform(-3.0f, 5.0f);
+        if (i % 37 == 5) x[i] = kInf;
+        if (i % 41 == 9) x[i] = -kInf;
+        if (i % 29 == 13) x[i] = kNaN;
+    }
+    // The last slot holds no negatives, and +0 before -0: its minimum is +0 (the scalar rule keeps
+    // the first of equal values; vminps with the operands the other way round would give -0).
+    const std::size_t last = (S - 1) * row;
+    for (std::size_t i = last; i < N; ++i)
+        if (std::isfinite(x[i])) x[i] = std::fabs(x[i]);
+    x[last] = 0.0f;
+    x[last + 16 * (row / 32)] = -0.0f; // the same lane of the 16 as +0
+    for (float v : x) bad += std::isfinite(v) ? 0 : 1;
+    RangeObserver obs(Calibration::MinMax, S, S == 1 ? 0 : row);
+    obs.observe(x);
+    QCOMPARE(obs.nonFinite(), bad);
+    for (std::size_t s = 0; s < S; ++s) {
+        float mn = kInf, mx = -kInf;
+        const std::size_t b = S == 1 ? 0 : s * row, e = S == 1 ? N : b + row;
+        for (std::size_t i = b; i < e; ++i)
+            if (std::isfinite(x[i])) {
+                mn = x[i] < mn ? x[i] : mn;
+                mx = x[i] > mx ? x[i] : mx;
+            }
+        QCOMPARE(obs.minValues()[s], mn);
+        QCOMPARE(obs.maxValues()[s], mx);
+        QCOMPARE(std::signbit(obs.minValues()[s]), std::signbit(mn));
     }
 }
 

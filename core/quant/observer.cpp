@@ -8,6 +8,10 @@
 #include <cmath>
 #include <limits>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 namespace quantscope {
 
 namespace {
@@ -33,6 +37,26 @@ std::size_t runMinMax(const float* x, std::size_t n, float& mn, float& mx)
         bad[l] = 0;
     }
     std::size_t i = 0;
+#if defined(__AVX512F__)
+    // Explicit vectors: GCC 12's loop kept lmax on the stack behind a branch (2.3 % of resnet8's
+    // QAT step). vminps/vmaxps return their second operand when the values are equal (+0 and -0)
+    // and the lanes that are not finite are left alone: the scalar rule's results, bit for bit.
+    {
+        const __m512 absMask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7FFFFFFF)), big = _mm512_set1_ps(kMax);
+        __m512 vmin = _mm512_set1_ps(kInf), vmax = _mm512_set1_ps(-kInf);
+        std::size_t nonFinite = 0;
+        for (; i + L <= n; i += L) {
+            const __m512 v = _mm512_loadu_ps(x + i);
+            const __mmask16 fin = _mm512_cmp_ps_mask(_mm512_and_ps(v, absMask), big, _CMP_LE_OQ);
+            vmin = _mm512_mask_min_ps(vmin, fin, v, vmin);
+            vmax = _mm512_mask_max_ps(vmax, fin, v, vmax);
+            nonFinite += static_cast<std::size_t>(16 - __builtin_popcount(static_cast<unsigned>(fin)));
+        }
+        _mm512_storeu_ps(lmin, vmin);
+        _mm512_storeu_ps(lmax, vmax);
+        bad[0] = static_cast<std::uint32_t>(nonFinite);
+    }
+#endif
     for (; i + L <= n; i += L)
         for (std::size_t l = 0; l < L; ++l) {
             const float v = x[i + l];
