@@ -26,10 +26,11 @@ void Add::forward(const Tensor& x, Tensor&, const RunContext&) { (void)outputSha
 
 void Add::backward(const Tensor& x, const Tensor&, const Tensor&, Tensor&, bool) { (void)outputShape(x.shape()); }
 
-// y = a + b
-void Add::forwardMulti(const std::vector<const Tensor*>& xs, Tensor& y, const RunContext& /*ctx*/)
+namespace {
+// y = f(a + b), elementwise in parallel chunks (f inlined, so the loop vectorises).
+template <class F>
+void sumThrough(const std::vector<const Tensor*>& xs, Tensor& y, F f)
 {
-    y.resize(outputShapeMulti({xs.at(0)->shape(), xs.at(1)->shape()}));
     const std::size_t n = y.numel();
     const float* __restrict a = xs[0]->data();
     const float* __restrict b = xs[1]->data();
@@ -38,8 +39,16 @@ void Add::forwardMulti(const std::vector<const Tensor*>& xs, Tensor& y, const Ru
         const float* __restrict aa = a;
         const float* __restrict bb = b;
         float* __restrict dst = out;
-        for (std::size_t i = lo; i < hi; ++i) dst[i] = aa[i] + bb[i];
+        for (std::size_t i = lo; i < hi; ++i) dst[i] = f(aa[i] + bb[i]);
     });
+}
+} // namespace
+
+// y = a + b
+void Add::forwardMulti(const std::vector<const Tensor*>& xs, Tensor& y, const RunContext& /*ctx*/)
+{
+    y.resize(outputShapeMulti({xs.at(0)->shape(), xs.at(1)->shape()}));
+    sumThrough(xs, y, [](float v) { return v; });
 }
 
 // da = db = dy
@@ -70,16 +79,7 @@ void Add::backwardMulti(const std::vector<const Tensor*>& xs, const Tensor& /*y*
 void Add::forwardClamped(const std::vector<const Tensor*>& xs, Tensor& r, float cap)
 {
     r.resize(outputShapeMulti({xs.at(0)->shape(), xs.at(1)->shape()}));
-    const std::size_t n = r.numel();
-    const float* __restrict a = xs[0]->data();
-    const float* __restrict b = xs[1]->data();
-    float* __restrict out = r.data();
-    parallelChunks(n, elementwiseGrain(n), [=](std::size_t lo, std::size_t hi) {
-        const float* __restrict aa = a;
-        const float* __restrict bb = b;
-        float* __restrict dst = out;
-        for (std::size_t i = lo; i < hi; ++i) dst[i] = std::min(std::max(aa[i] + bb[i], 0.0f), cap);
-    });
+    sumThrough(xs, r, [cap](float v) { return std::min(std::max(v, 0.0f), cap); });
 }
 
 void Add::maskGradient(const Tensor& r, Tensor& dr, float cap, Tensor* first, bool addFirst) const
