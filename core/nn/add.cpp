@@ -82,7 +82,7 @@ void Add::forwardClamped(const std::vector<const Tensor*>& xs, Tensor& r, float 
     sumThrough(xs, r, [cap](float v) { return std::min(std::max(v, 0.0f), cap); });
 }
 
-void Add::maskGradient(const Tensor& r, Tensor& dr, float cap, Tensor* first, bool addFirst) const
+void Add::maskGradient(const Tensor& r, Tensor& dr, float cap, Tensor* first, bool addFirst, const std::uint8_t* steMask) const
 {
     if (r.shape() != dr.shape())
         throw ConfigError(name() + ": fused activation output " + shapeString(r.shape()) + " and gradient " +
@@ -96,10 +96,13 @@ void Add::maskGradient(const Tensor& r, Tensor& dr, float cap, Tensor* first, bo
     float* __restrict g = dr.data();
     float* __restrict f = first ? first->data() : nullptr;
     const bool bounded = std::isfinite(cap);
+    const std::uint8_t* __restrict ste = steMask;
     parallelChunks(n, elementwiseGrain(n), [=](std::size_t lo, std::size_t hi) {
         const float* __restrict rr = rv;
         float* __restrict gg = g;
         float* __restrict ff = f;
+        if (ste) // masks select dy or 0: the order of the two does not change the bits
+            for (std::size_t i = lo; i < hi; ++i) gg[i] = ste[i] ? gg[i] : 0.0f;
         if (bounded)
             for (std::size_t i = lo; i < hi; ++i) gg[i] = rr[i] > 0.0f && rr[i] < cap ? gg[i] : 0.0f;
         else

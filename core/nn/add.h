@@ -3,6 +3,8 @@
 
 #include "nn/layer.h"
 
+#include <cstdint>
+
 namespace quantscope {
 
 // y = a + b; dL/da = dL/db = dy. A shape mismatch is a ConfigError naming the layer and both shapes.
@@ -26,9 +28,11 @@ public:
     // where the clamp passes them (r > 0, and r < cap when cap is finite: ReLU's and ReLU6's rules
     // on their output) and is zeroed elsewhere, in place. With first, the masked gradient is also
     // written to *first (resized), or added into it when addFirst: the gradient of the Add's first
-    // input, in the same pass. Throws ConfigError when r and dr (or *first, when added into)
-    // differ in shape.
-    void maskGradient(const Tensor& r, Tensor& dr, float cap, Tensor* first, bool addFirst) const;
+    // input, in the same pass. steMask (0/1 bytes over r's elements, or nullptr): QAT's
+    // straight-through mask of a quantization point on r (LayerHooks::gradientMask), applied in
+    // the same pass. Throws ConfigError when r and dr (or *first, when added into) differ in shape.
+    void maskGradient(const Tensor& r, Tensor& dr, float cap, Tensor* first, bool addFirst,
+                      const std::uint8_t* steMask = nullptr) const;
 };
 
 } // namespace quantscope

@@ -5,6 +5,7 @@
 #include "util/errors.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cmath>
 
 #if defined(__AVX512F__)
@@ -166,12 +167,15 @@ void planeNormalize(const float* __restrict x, std::size_t n, const ChannelAffin
 enum class Clamp { None, Relu, Capped };
 
 // FromR: the mask from the activation's output r as the caller left it (see backwardClamped).
+// ste: the straight-through mask of a quantization point on the activation's output (0/1 bytes,
+// backwardClamped), or nullptr.
 template <Clamp K, bool FromR>
-inline __m512 gradIn(const float* __restrict dy, const float* __restrict r, __m512 xv, std::size_t i, __mmask16 k,
-                     const ChannelAffine& a)
+inline __m512 gradIn(const float* __restrict dy, const float* __restrict r, const std::uint8_t* __restrict ste, __m512 xv,
+                     std::size_t i, __mmask16 k, const ChannelAffine& a)
 {
     if constexpr (K == Clamp::None) {
         (void)r;
+        (void)ste;
         (void)xv;
         (void)a;
         return _mm512_maskz_loadu_ps(k, dy + i);
@@ -179,28 +183,29 @@ inline __m512 gradIn(const float* __restrict dy, const float* __restrict r, __m5
         const __m512 v = FromR ? _mm512_maskz_loadu_ps(k, r + i) : bnValue(xv, a);
         __mmask16 pass = _mm512_mask_cmp_ps_mask(k, v, _mm512_setzero_ps(), _CMP_GT_OQ);
         if constexpr (K == Clamp::Capped) pass = _mm512_mask_cmp_ps_mask(pass, v, _mm512_set1_ps(a.cap), _CMP_LT_OQ);
+        if (ste) pass = _mm_mask_cmpneq_epi8_mask(pass, _mm_maskz_loadu_epi8(k, ste + i), _mm_setzero_si128());
         return _mm512_maskz_loadu_ps(pass, dy + i);
     }
 }
 
 // sum g and sum g (x - mean) over one plane, g = gradIn<K>
 template <Clamp K, bool FromR>
-void planeGradSums(const float* __restrict dy, const float* __restrict r, const float* __restrict x,
-                   const ChannelAffine& af, std::size_t n, double& sdy, double& sdyx)
+void planeGradSums(const float* __restrict dy, const float* __restrict r, const std::uint8_t* __restrict ste,
+                   const float* __restrict x, const ChannelAffine& af, std::size_t n, double& sdy, double& sdyx)
 {
     const __m512 m = _mm512_set1_ps(af.mean);
     __m512 a = _mm512_setzero_ps(), b = _mm512_setzero_ps();
     std::size_t i = 0;
     for (; i + 16 <= n; i += 16) {
         const __m512 xv = _mm512_loadu_ps(x + i);
-        const __m512 g = gradIn<K, FromR>(dy, r, xv, i, 0xFFFF, af);
+        const __m512 g = gradIn<K, FromR>(dy, r, ste, xv, i, 0xFFFF, af);
         a = _mm512_add_ps(a, g);
         b = _mm512_fmadd_ps(g, _mm512_sub_ps(xv, m), b);
     }
     if (i < n) {
         const __mmask16 k = tailMask(n - i);
         const __m512 xv = _mm512_maskz_loadu_ps(k, x + i);
-        const __m512 g = gradIn<K, FromR>(dy, r, xv, i, k, af);
+        const __m512 g = gradIn<K, FromR>(dy, r, ste, xv, i, k, af);
         a = _mm512_add_ps(a, g);
         b = _mm512_fmadd_ps(g, _mm512_maskz_sub_ps(k, xv, m), b);
     }
@@ -210,8 +215,9 @@ void planeGradSums(const float* __restrict dy, const float* __restrict r, const 
 
 // out = alpha g + beta (x - mean) + gamma over one plane, g = gradIn<K>
 template <Clamp K, bool FromR>
-void planeInputGrad(const float* __restrict dy, const float* __restrict r, const float* __restrict x,
-                    const ChannelAffine& af, std::size_t n, float alpha, float beta, float gamma, float* __restrict out)
+void planeInputGrad(const float* __restrict dy, const float* __restrict r, const std::uint8_t* __restrict ste,
+                    const float* __restrict x, const ChannelAffine& af, std::size_t n, float alpha, float beta, float gamma,
+                    float* __restrict out)
 {
     const __m512 m = _mm512_set1_ps(af.mean), va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta),
                  vg = _mm512_set1_ps(gamma);
@@ -219,13 +225,13 @@ void planeInputGrad(const float* __restrict dy, const float* __restrict r, const
     for (; i + 16 <= n; i += 16) {
         const __m512 xv = _mm512_loadu_ps(x + i);
         const __m512 t = _mm512_fmadd_ps(vb, _mm512_sub_ps(xv, m), vg);
-        _mm512_storeu_ps(out + i, _mm512_fmadd_ps(va, gradIn<K, FromR>(dy, r, xv, i, 0xFFFF, af), t));
+        _mm512_storeu_ps(out + i, _mm512_fmadd_ps(va, gradIn<K, FromR>(dy, r, ste, xv, i, 0xFFFF, af), t));
     }
     if (i < n) {
         const __mmask16 k = tailMask(n - i);
         const __m512 xv = _mm512_maskz_loadu_ps(k, x + i);
         const __m512 t = _mm512_fmadd_ps(vb, _mm512_sub_ps(xv, m), vg);
-        _mm512_mask_storeu_ps(out + i, k, _mm512_fmadd_ps(va, gradIn<K, FromR>(dy, r, xv, i, k, af), t));
+        _mm512_mask_storeu_ps(out + i, k, _mm512_fmadd_ps(va, gradIn<K, FromR>(dy, r, ste, xv, i, k, af), t));
     }
 }
 #else
@@ -274,28 +280,30 @@ void planeNormalize(const float* __restrict x, std::size_t n, const ChannelAffin
 enum class Clamp { None, Relu, Capped };
 
 template <Clamp K>
-inline float gradIn(const float* __restrict dy, const float* __restrict r, std::size_t i, float cap)
+inline float gradIn(const float* __restrict dy, const float* __restrict r, const std::uint8_t* __restrict ste, std::size_t i,
+                    float cap)
 {
     if constexpr (K == Clamp::None) {
         (void)r;
+        (void)ste;
         (void)cap;
         return dy[i];
     } else if constexpr (K == Clamp::Relu) {
         (void)cap;
-        return r[i] > 0.0f ? dy[i] : 0.0f;
+        return r[i] > 0.0f && (!ste || ste[i]) ? dy[i] : 0.0f;
     } else {
-        return r[i] > 0.0f && r[i] < cap ? dy[i] : 0.0f;
+        return r[i] > 0.0f && r[i] < cap && (!ste || ste[i]) ? dy[i] : 0.0f;
     }
 }
 
 // sum g and sum g (x - mean) over one plane, g = gradIn<K>
 template <Clamp K, bool /*FromR: the mask comes from r always here*/>
-void planeGradSums(const float* __restrict dy, const float* __restrict r, const float* __restrict x,
-                   const ChannelAffine& af, std::size_t n, double& sdy, double& sdyx)
+void planeGradSums(const float* __restrict dy, const float* __restrict r, const std::uint8_t* __restrict ste,
+                   const float* __restrict x, const ChannelAffine& af, std::size_t n, double& sdy, double& sdyx)
 {
     float a[16] = {}, b[16] = {};
     for (std::size_t i = 0; i < n; ++i) {
-        const float g = gradIn<K>(dy, r, i, af.cap);
+        const float g = gradIn<K>(dy, r, ste, i, af.cap);
         a[i % 16] += g;
         b[i % 16] += g * (x[i] - af.mean);
     }
@@ -304,10 +312,11 @@ void planeGradSums(const float* __restrict dy, const float* __restrict r, const 
 }
 
 template <Clamp K, bool /*FromR: the mask comes from r always here*/>
-void planeInputGrad(const float* __restrict dy, const float* __restrict r, const float* __restrict x,
-                    const ChannelAffine& af, std::size_t n, float alpha, float beta, float gamma, float* __restrict out)
+void planeInputGrad(const float* __restrict dy, const float* __restrict r, const std::uint8_t* __restrict ste,
+                    const float* __restrict x, const ChannelAffine& af, std::size_t n, float alpha, float beta, float gamma,
+                    float* __restrict out)
 {
-    for (std::size_t i = 0; i < n; ++i) out[i] = alpha * gradIn<K>(dy, r, i, af.cap) + beta * (x[i] - af.mean) + gamma;
+    for (std::size_t i = 0; i < n; ++i) out[i] = alpha * gradIn<K>(dy, r, ste, i, af.cap) + beta * (x[i] - af.mean) + gamma;
 }
 #endif
 
@@ -425,16 +434,16 @@ void BatchNorm2d::forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx,
 // the result does not depend on the thread count), then dx.
 void BatchNorm2d::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Tensor& dx, bool needInputGrad)
 {
-    backwardImpl(x, nullptr, dy, dx, needInputGrad, 0.0f, false);
+    backwardImpl(x, nullptr, dy, dx, needInputGrad, 0.0f, false, nullptr);
 }
 
 void BatchNorm2d::backwardClamped(const Tensor& x, const Tensor& r, const Tensor& dr, Tensor& dx, bool needInputGrad,
-                                  float cap, bool maskFromOutput)
+                                  float cap, bool maskFromOutput, const std::uint8_t* steMask)
 {
     if (r.shape() != x.shape() || dr.shape() != x.shape())
         throw ConfigError(name() + ": fused backward given " + shapeString(r.shape()) + " / " + shapeString(dr.shape()) +
                           " for input " + shapeString(x.shape()));
-    backwardImpl(x, &r, dr, dx, needInputGrad, cap, maskFromOutput);
+    backwardImpl(x, &r, dr, dx, needInputGrad, cap, maskFromOutput, steMask);
 }
 
 namespace {
@@ -449,7 +458,7 @@ void withClampKind(Clamp kind, bool fromR, F&& f)
 } // namespace
 
 void BatchNorm2d::backwardImpl(const Tensor& x, const Tensor* r, const Tensor& dy, Tensor& dx, bool needInputGrad,
-                               float cap, bool maskFromOutput)
+                               float cap, bool maskFromOutput, const std::uint8_t* ste)
 {
     checkOutputGradient(x, dy);
     const std::size_t N = x.dim(0), C = m_c, HW = x.dim(2) * x.dim(3);
@@ -469,7 +478,8 @@ void BatchNorm2d::backwardImpl(const Tensor& x, const Tensor* r, const Tensor& d
             for (std::size_t c = 0; c < C; ++c) {
                 const std::size_t off = (n * C + c) * HW;
                 const float* rr = rp ? rp + off : nullptr;
-                planeGradSums<K, R>(dy.data() + off, rr, x.data() + off, affine(c), HW, m_planeStats[2 * (n * C + c)],
+                const std::uint8_t* ss = ste && r ? ste + off : nullptr;
+                planeGradSums<K, R>(dy.data() + off, rr, ss, x.data() + off, affine(c), HW, m_planeStats[2 * (n * C + c)],
                                     m_planeStats[2 * (n * C + c) + 1]);
             }
         });
@@ -496,7 +506,8 @@ void BatchNorm2d::backwardImpl(const Tensor& x, const Tensor* r, const Tensor& d
             for (std::size_t c = 0; c < C; ++c) {
                 const std::size_t off = (n * C + c) * HW;
                 const float* rr = rp ? rp + off : nullptr;
-                planeInputGrad<K, R>(dy.data() + off, rr, x.data() + off, affine(c), HW, alpha[c], beta[c], gamma[c],
+                const std::uint8_t* ss = ste && r ? ste + off : nullptr;
+                planeInputGrad<K, R>(dy.data() + off, rr, ss, x.data() + off, affine(c), HW, alpha[c], beta[c], gamma[c],
                                      dx.data() + off);
             }
         });

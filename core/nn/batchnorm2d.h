@@ -4,6 +4,8 @@
 
 #include "nn/layer.h"
 
+#include <cstdint>
+
 namespace quantscope {
 
 class BatchNorm2d final : public Layer {
@@ -26,8 +28,11 @@ public:
     // changed r after forwardClamped (FloatSim rounds it), so that the mask is the one the unfused
     // activation would have used.
     void forwardClamped(const Tensor& x, Tensor& r, const RunContext& ctx, float cap);
+    // steMask (0/1 bytes over r's elements, or nullptr): QAT's straight-through mask of a
+    // quantization point on r (LayerHooks::gradientMask); where it is 0 the gradient is dropped
+    // too, in the same passes, as if dr had been masked by it first.
     void backwardClamped(const Tensor& x, const Tensor& r, const Tensor& dr, Tensor& dx, bool needInputGrad, float cap,
-                         bool maskFromOutput = false);
+                         bool maskFromOutput = false, const std::uint8_t* steMask = nullptr);
     std::string describe() const override { return std::to_string(m_c) + " channels"; }
 
     std::size_t channels() const { return m_c; }
@@ -54,7 +59,7 @@ private:
     void forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx, float cap, bool clamp);
     // r == nullptr: plain BN backward; otherwise dy is masked by the clamp's rule on r.
     void backwardImpl(const Tensor& x, const Tensor* r, const Tensor& dy, Tensor& dx, bool needInputGrad, float cap,
-                      bool maskFromOutput);
+                      bool maskFromOutput, const std::uint8_t* ste);
 
     std::size_t m_c;
     float m_eps, m_momentum;

@@ -412,6 +412,7 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
         throw ConfigError("model " + m_name + ": backward does not match the last forward");
     m_grads.resize(L + 1);
     m_gradSet.assign(L + 1, 0);
+    m_steOf.assign(L, nullptr);
     Tensor& top = m_grads[start];
     top.resize(dOut.shape());
     std::memcpy(top.data(), dOut.data(), dOut.numel() * sizeof(float));
@@ -427,9 +428,18 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
             dy.setZero();
             m_gradSet[i + 1] = 1;
         }
-        if (hooks) hooks->beforeBackward(i, *m_layers[i], dy);
         const auto& in = m_inputs[i];
+        // A clamp fused away into a BatchNorm2d or Add: that layer's backward applies the hooks'
+        // straight-through mask too (LayerHooks::gradientMask), in its own passes.
+        const std::uint8_t* ste = nullptr;
+        if (hooks && m_fusedPass && m_fusedAway[i] && in.size() == 1 && in[0] > 0 &&
+            m_clampOf[in[0] - 1] == static_cast<long>(i)) {
+            const LayerKind pk = m_layers[in[0] - 1]->kind();
+            if (pk == LayerKind::BatchNorm2d || pk == LayerKind::Add) ste = hooks->gradientMask(i, dy.numel());
+        }
+        if (hooks && !ste) hooks->beforeBackward(i, *m_layers[i], dy);
         if (m_fusedPass && m_fusedAway[i]) { // its BatchNorm2d takes dL/d(output) as it is
+            m_steOf[i] = ste;
             std::swap(m_grads[in[0]], dy);
             m_gradSet[in[0]] = 1;
             continue;
@@ -445,7 +455,8 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
                 const std::size_t a = in[0];
                 const bool first = a != 0 && in.size() > 1;
                 static_cast<const Add&>(*m_layers[i]).maskGradient(m_acts[c + 1], dy, clampCap(*m_layers[c]),
-                                                                   first ? &m_grads[a] : nullptr, first && m_gradSet[a]);
+                                                                   first ? &m_grads[a] : nullptr, first && m_gradSet[a],
+                                                                   m_steOf[c]);
                 if (first) m_gradSet[a] = 1;
                 j = first || a == 0 ? 1 : 0;
             }
@@ -492,7 +503,7 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
                     static_cast<Conv2d&>(*m_layers[i]).backwardClamped(m_acts[a], m_acts[j + 1], dy, dx, need, clampCap(*m_layers[j]));
                 else
                     static_cast<BatchNorm2d&>(*m_layers[i]).backwardClamped(m_acts[a], m_acts[j + 1], dy, dx, need, clampCap(*m_layers[j]),
-                                                                            hooks != nullptr);
+                                                                            hooks != nullptr, m_steOf[j]);
             } else {
                 m_layers[i]->backward(m_acts[a], m_acts[i + 1], dy, dx, need);
             }

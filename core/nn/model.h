@@ -31,6 +31,12 @@ public:
     // hooks are set (touchesOutput must be false for it too). The fused backward then takes the
     // ReLU's mask from the ReLU's output as the hooks left it, as the unfused ReLU's backward does.
     virtual bool fusesReLU(std::size_t /*layer*/) const { return false; }
+    // The straight-through mask beforeBackward(layer) would apply to a gradient of n elements
+    // (0/1 bytes: dy becomes dy where 1, 0 where 0) when that is all it would do, else nullptr.
+    // For a ReLU fused away into its BatchNorm2d or Add, Model hands the mask to that layer's
+    // backward instead of calling beforeBackward (one pass over the gradient fewer, the same bits).
+    // Valid until the next forward.
+    virtual const std::uint8_t* gradientMask(std::size_t /*layer*/, std::size_t /*n*/) const { return nullptr; }
     // True when the hooks round layer's output (or, fused, its ReLU's) to bf16 nearest even and
     // the layer may do it itself (RunContext::roundOutputBf16): Model::forward then sets the flag
     // for that layer's call, and afterForward of the layer and of a ReLU it is fused with gets the
@@ -144,6 +150,7 @@ private:
     std::vector<long> m_clampOf;     // per layer: the activation layer a BatchNorm2d or Conv2d runs fused with, or -1
     std::vector<std::uint8_t> m_fusedAway; // per layer: an activation (or pool) run inside the layer before it
     std::vector<long> m_poolOf;      // per layer: the max pool a Conv2d + clamp runs fused with, or -1
+    std::vector<const std::uint8_t*> m_steOf; // backward: per fused-away clamp, the hooks' gradientMask for its producer
     LayerTimes* m_times = nullptr;
 };
 

@@ -599,6 +599,14 @@ void QuantSim::afterForward(std::size_t layer, Layer&, Tensor& y, const RunConte
     if (m_points[layer]) quantizeActivation(layer + 1, y, ctx.training);
 }
 
+const std::uint8_t* QuantSim::gradientMask(std::size_t layer, std::size_t n) const
+{
+    if (layer >= m_points.size() || !m_points[layer]) return nullptr;
+    if (m_lsq && m_lsqAct[layer + 1] && m_actsEnabled) return nullptr;
+    const std::vector<std::uint8_t>& mask = m_actMask[layer + 1];
+    return mask.size() == n && n > 0 ? mask.data() : nullptr;
+}
+
 void QuantSim::beforeBackward(std::size_t layer, Layer&, Tensor& dy)
 {
     if (!m_points[layer]) return;

@@ -135,6 +135,9 @@ public:
     // which is what ReLU::backward reads. Not ReLU6, whose rule reads its input (0 < x < 6), not
     // its fake-quantized output. The same bits as the pair apart (tst_fused_passes).
     bool fusesReLU(std::size_t layer) const override;
+    // The observer's straight-through mask of the point after layer, when beforeBackward would
+    // apply just that (not with LSQ, whose backward also gathers the step's gradient).
+    const std::uint8_t* gradientMask(std::size_t layer, std::size_t n) const override;
 
 private:
     struct Fold {
