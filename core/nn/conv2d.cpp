@@ -323,13 +323,13 @@ struct AnnotatedBuffer {
 
 std::vector<float>& threadBuffer(int which, std::size_t size)
 {
-    static thread_local AnnotatedBuffer buffers[5];
+    static thread_local AnnotatedBuffer buffers[kThreadBuffers];
     return buffers[which].take(size);
 }
 #else
 std::vector<float>& threadBuffer(int which, std::size_t size)
 {
-    static thread_local std::vector<float> buffers[5];
+    static thread_local std::vector<float> buffers[kThreadBuffers];
     std::vector<float>& b = buffers[which];
     if (b.size() < size) b.resize(size);
     return b;
@@ -400,8 +400,12 @@ void Conv2d::backwardPooled(const Tensor& x, const Tensor& y, const Tensor& dy, 
                             MaxPool2d& pool)
 {
     if (!poolsInEpilogue()) throw std::logic_error(name() + ": no fused pool on this convolution's path");
-    pool.backwardFused(y, dy, m_maskedDy, cap);
-    backwardImpl(x, nullptr, m_maskedDy, dx, needInputGrad, std::numeric_limits<float>::quiet_NaN());
+    if (m_colsFor != x.shape() || pool.fusedInputShape() != outputShape(x.shape()))
+        throw ConfigError(name() + ": backward without a matching training forward");
+    // The pool's and the clamp's backward run group by group inside the convolution's (the
+    // direct kernels' path, stride 1: what poolsInEpilogue allows), never as a whole dense tensor.
+    const PooledGrad pooled{&pool, &y, &dy, cap};
+    backwardDirect(x, nullptr, dy, dx, needInputGrad, std::numeric_limits<float>::quiet_NaN(), &pooled);
 }
 
 void Conv2d::forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx, float cap)

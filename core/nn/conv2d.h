@@ -21,6 +21,7 @@ namespace quantscope {
 class MaxPool2d;
 namespace conv_detail {
 struct PooledOut;
+struct PooledGrad;
 }
 
 class Conv2d final : public Layer {
@@ -146,7 +147,9 @@ private:
     void forwardDirect(const Tensor& x, Tensor& y, float cap, const conv_detail::PooledOut* pooled = nullptr);
     // The integer products of forwardDirect; false (y unspecified) when they do not apply.
     bool forwardDirectS8(const Tensor& x, Tensor& y, float cap);
-    void backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, Tensor& dx, bool needInputGrad, float cap);
+    // pooled: dy is the fused pool's output gradient (backwardPooled; dy itself is not read).
+    void backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, Tensor& dx, bool needInputGrad, float cap,
+                        const conv_detail::PooledGrad* pooled = nullptr);
     bool usesBf16Gemm() const { return m_bf16 != Bf16Path::Emulated && m_groups == 1 && m_square; }
     // bf16 products over the direct kernels' runs, on AMX or AVX512_BF16 (forward, input gradient,
     // and the weight gradient except on AMX with input channels not a multiple of 16, which takes

@@ -479,19 +479,23 @@ void Conv2d::forwardDirect(const Tensor& x, Tensor& y, float cap, const PooledOu
 // dW = sum over groups of runs(dy) rows(runs(x))^T ; db = sum dy ;
 // dx = rot180(W)^T * rows(runs(dy)): the "full" convolution of the output gradient.
 // r: the fused activation's output (backwardClamped), whose rule masks dy as it is laid out.
-void Conv2d::backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, Tensor& dx, bool needInputGrad, float cap)
+void Conv2d::backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, Tensor& dx, bool needInputGrad, float cap,
+                            const PooledGrad* pooled)
 {
+    if (pooled && (r || m_stride > 1)) throw std::logic_error(name() + ": a pooled gradient takes stride 1 and no other activation");
     if (r && m_stride > 1) throw std::logic_error(name() + ": the strided direct backward takes no fused activation");
     if (m_stride > 1) {
         if (m_k == 1) backwardSubsampled(x, dy, dx, needInputGrad);
         else backwardStrided(x, dy, dx, needInputGrad);
         return;
     }
-    const std::size_t N = x.dim(0), HWo = dy.dim(2) * dy.dim(3);
+    // dy's planes: the tensor's, or (pooled) the conv output's shape, unpooled group by group
+    const Shape dyShape = pooled ? outputShape(x.shape()) : dy.shape();
+    const std::size_t N = x.dim(0), HWo = dyShape[2] * dyShape[3];
     const std::size_t kk = m_k * m_k, K = m_cin * kk, K2 = m_cout * kk;
     // x with padding p; dy with padding k - 1 - p (same pitch and image stride, see RunGeometry)
     const RunGeometry g = runGeometry(x.dim(2), x.dim(3), m_k, m_pad);
-    const RunGeometry gd = runGeometry(dy.dim(2), dy.dim(3), m_k, m_k - 1 - m_pad);
+    const RunGeometry gd = runGeometry(dyShape[2], dyShape[3], m_k, m_k - 1 - m_pad);
     const std::size_t wSize = m_cout * K, bSize = m_hasBias ? m_cout : 0, partSize = wSize + bSize;
     const std::size_t groups = (N + g.Ng - 1) / g.Ng;
     // One partial gradient per group, summed in group order: the result depends on the batch
@@ -520,15 +524,24 @@ void Conv2d::backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, 
     parallelFor(groups, [&](std::size_t grp) {
         const std::size_t n0 = grp * g.Ng, count = std::min(g.Ng, N - n0), L = g.length(count);
         float* part = m_partials.data() + grp * partSize;
-        const float* rv = r ? r->data() : nullptr;
+        // The group's dy and r from their first image on. A pooled gradient is unpooled here, a
+        // group (a few hundred KB) at a time, so that it is read back from cache, not memory.
+        const std::size_t at0 = n0 * m_cout * HWo;
+        const float* rv = r ? r->data() + at0 : nullptr;
+        const float* dyg = dy.data() + (pooled ? 0 : at0);
+        if (pooled) {
+            float* buf = threadBuffer(5, count * m_cout * HWo).data();
+            pooled->pool->backwardFusedPlanes(*pooled->y, *pooled->dy, n0 * m_cout, (n0 + count) * m_cout, buf, pooled->cap);
+            dyg = buf;
+        }
         if (bSize)
             for (std::size_t o = 0; o < m_cout; ++o)
                 for (std::size_t i = 0; i < count; ++i) {
-                    const std::size_t at = ((n0 + i) * m_cout + o) * HWo;
-                    part[wSize + o] += rv ? fixedOrderSumMasked(dy.data() + at, rv + at, HWo, cap) : fixedOrderSum(dy.data() + at, HWo);
+                    const std::size_t at = (i * m_cout + o) * HWo;
+                    part[wSize + o] += rv ? fixedOrderSumMasked(dyg + at, rv + at, HWo, cap) : fixedOrderSum(dyg + at, HWo);
                 }
         if (bf16Grad) { // x and dy straight to bf16 runs
-            backwardGroupBf16(m_bf16, x.data(), dy.data(), rv, cap, n0, count, g, gd, m_cin, m_cout, m_k, xTaps.data(),
+            backwardGroupBf16(m_bf16, x.data(), dyg, rv, cap, n0, count, g, gd, m_cin, m_cout, m_k, xTaps.data(),
                               dyTaps.data(), part, needInputGrad ? &m_packedBf16Runs : nullptr, dx.data());
             return;
         }
@@ -537,7 +550,7 @@ void Conv2d::backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, 
         const float** rows = threadRows(0, std::max(K, K2)).data();
         const float** drows = threadRows(1, m_cout).data();
         toRuns(x.data(), m_cin, n0, count, g, xr);
-        toRuns(dy.data(), m_cout, n0, count, gd, gr, rv, cap);
+        toRuns(dyg, m_cout, 0, count, gd, gr, rv, cap);
         // dy at run position j (the output's positions): zero at every scratch position
         for (std::size_t o = 0; o < m_cout; ++o) drows[o] = gr + o * gd.S + gd.head;
         tapRows(xr, m_cin, g, rows);

@@ -170,7 +170,8 @@ std::vector<float> bf16RunsOrder(const float* A, std::size_t M, std::size_t C, s
 }
 
 // The bf16 backward of images [n0, n0 + count) (one group; Conv2d::backwardDirect, stride 1): x
-// and dy (masked by the fused clamp's rule on r when r is given) go straight from the tensors to
+// and dy (from the group's first image on; masked by the fused clamp's rule on r, which starts
+// there too, when r is given) go straight from the tensors to
 // bf16 runs, without the float runs of the FP32 backward; the weight gradient (weightGradBf16Runs)
 // is added into part, and with rot (the rotated weights, packBf16RunsA) dx's images are written.
 // The same bf16 operands, so the same bits, as rounding the float runs.
@@ -188,7 +189,7 @@ void backwardGroupBf16(Bf16Path path, const float* x, const float* dy, const flo
     toRunsBf16Single(x, C, n0, count, g, xs, xb);
     // dy as interleaved bf16 runs (the input gradient's operand), then as the weight gradient's pairs
     auto* dyRuns = reinterpret_cast<std::uint16_t*>(threadBuffer(2, C2 * gd.S + kRunsRowSlack / 4).data());
-    toRunsBf16(dy, O, n0, count, gd, dyRuns, r, cap);
+    toRunsBf16(dy, O, 0, count, gd, dyRuns, r, cap);
     auto* pairs = reinterpret_cast<std::uint32_t*>(threadBuffer(4, P * Op).data());
     dyPairsFromRuns(dyRuns, gd, O, L, P, Op, pairs);
     const WeightGradRuns a{path, xb, 2 * xs, xTaps, kk, C, pairs, O, Op, P};

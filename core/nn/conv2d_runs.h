@@ -119,6 +119,16 @@ struct PooledOut {
     std::uint32_t* argmax = nullptr;
 };
 
+// The same pool's output gradient, for the convolution's backward (Conv2d::backwardPooled): dy =
+// dL/dy of the pool's output y, unpooled (MaxPool2d::backwardFusedPlanes, with the clamp's rule
+// of cap) group by group as the backward reads it.
+struct PooledGrad {
+    const MaxPool2d* pool = nullptr;
+    const Tensor* y = nullptr;
+    const Tensor* dy = nullptr;
+    float cap = 0.0f;
+};
+
 // fromRuns' rows (bias, clamp, bf16 rounding alike), pooled two rows at a time by maxPool2x2Row
 // into pool's planes instead of written out.
 template <typename Geometry>
@@ -204,8 +214,9 @@ void scatterPhaseGradient(const StridedDxPhase& ph, const RunGeometry& gd, const
 
 // A (M x C k k, taps of each channel consecutive) in the bf16 runs' K order (conv2d_products.cpp).
 std::vector<float> bf16RunsOrder(const float* A, std::size_t M, std::size_t C, std::size_t kk);
-// The bf16 backward of one group of images from x and dy straight to bf16 runs: dW into part, dx
-// when rot is given (conv2d_products.cpp). AMX needs C a multiple of 16.
+// The bf16 backward of one group of images [n0, n0 + count) from x and dy straight to bf16 runs:
+// dW into part, dx when rot is given (conv2d_products.cpp). x and dx are the whole batch's; dy and
+// r start at the group's first image. AMX needs C a multiple of 16.
 void backwardGroupBf16(Bf16Path path, const float* x, const float* dy, const float* r, float cap, std::size_t n0,
                        std::size_t count, const RunGeometry& g, const RunGeometry& gd, std::size_t C, std::size_t O,
                        std::size_t k, const std::size_t* xTaps, const std::size_t* dyTaps, float* part,

@@ -92,7 +92,8 @@ float fixedOrderSumMasked(const float* v, const float* r, std::size_t n, float c
 // y[0, n) += *bias (when bias is given), then clamped to [0, cap] (when hasClamp(cap)).
 // With roundBf16, then rounded to bf16 (roundRowBf16).
 void addBiasClamp(float* y, std::size_t n, const float* bias, float cap, bool roundBf16 = false);
-// A per-thread scratch buffer (which: 0 to 4) of at least `size` floats.
+// A per-thread scratch buffer (which: 0 to kThreadBuffers - 1) of at least `size` floats.
+inline constexpr int kThreadBuffers = 6;
 std::vector<float>& threadBuffer(int which, std::size_t size);
 // dW = sum_n partials[n][0, wSize), db = sum_n partials[n][wSize, wSize + bSize), in order.
 void reducePartials(const std::vector<float>& partials, std::size_t N, std::size_t wSize, std::size_t bSize,

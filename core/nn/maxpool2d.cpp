@@ -235,37 +235,54 @@ void MaxPool2d::backwardFused(const Tensor& y, const Tensor& dy, Tensor& dx, flo
     unpool(y, dy, dx, &y, cap);
 }
 
+void MaxPool2d::backwardFusedPlanes(const Tensor& y, const Tensor& dy, std::size_t p0, std::size_t p1, float* dst,
+                                    float cap) const
+{
+    if (m_fusedIn.size() != 4 || m_argmax.size() != y.numel() || dy.shape() != y.shape())
+        throw ConfigError(name() + ": fused backward without a matching fused training forward");
+    if (p0 > p1 || p1 > y.dim(0) * y.dim(1))
+        throw ConfigError(name() + ": fused backward of planes past the batch's " + std::to_string(y.dim(0) * y.dim(1)));
+    unpoolPlanes(y, dy, p0, p1, m_fusedIn[2], m_fusedIn[3], dst, &y, cap);
+}
+
 // dx (the padded input's gradient) from dy through the argmax; with mask, dy only where the clamp's
 // rule passes the pooled output (gradientPasses), as the clamp's own backward would leave it.
 void MaxPool2d::unpool(const Tensor& y, const Tensor& dy, Tensor& dxp, const Tensor* mask, float cap)
 {
-    const std::size_t planes = y.dim(0) * y.dim(1), HW = dxp.dim(2) * dxp.dim(3), HWo = y.dim(2) * y.dim(3);
-    const bool bounded = boundedClamp(cap);
+    const std::size_t planes = y.dim(0) * y.dim(1), HW = dxp.dim(2) * dxp.dim(3);
     parallelChunks(planes, 16, [&](std::size_t p0, std::size_t p1) {
-        for (std::size_t p = p0; p < p1; ++p) {
-            float* d = dxp.data() + p * HW;
-#if defined(__AVX512F__)
-            if (m_g.isSquare() && m_k == 2 && m_stride == 2) { // every window written whole, then what no window covers
-                const std::size_t W = dxp.dim(3), Ho = y.dim(2), Wo = y.dim(3);
-                for (std::size_t oy = 0; oy < Ho; ++oy) {
-                    for (std::size_t ox = 0; ox < Wo; ox += 16) {
-                        const std::size_t at = p * HWo + oy * Wo + ox;
-                        unpool2x2Row(dy.data() + at, m_argmax.data() + at, W, oy, ox, std::min<std::size_t>(16, Wo - ox), d,
-                                     mask ? mask->data() + at : nullptr, cap);
-                    }
-                    if (W > 2 * Wo) d[2 * oy * W + W - 1] = d[(2 * oy + 1) * W + W - 1] = 0.0f;
-                }
-                std::fill(d + 2 * Ho * W, d + HW, 0.0f);
-                continue;
-            }
-#endif
-            std::fill(d, d + HW, 0.0f);
-            for (std::size_t o = 0; o < HWo; ++o) {
-                const float g = dy[p * HWo + o];
-                d[m_argmax[p * HWo + o]] += mask ? gradientPasses(g, (*mask)[p * HWo + o], cap, bounded) : g;
-            }
-        }
+        unpoolPlanes(y, dy, p0, p1, dxp.dim(2), dxp.dim(3), dxp.data() + p0 * HW, mask, cap);
     });
+}
+
+void MaxPool2d::unpoolPlanes(const Tensor& y, const Tensor& dy, std::size_t p0, std::size_t p1, std::size_t dH,
+                             std::size_t dW, float* dst, const Tensor* mask, float cap) const
+{
+    const std::size_t HW = dH * dW, HWo = y.dim(2) * y.dim(3);
+    const bool bounded = boundedClamp(cap);
+    for (std::size_t p = p0; p < p1; ++p) {
+        float* d = dst + (p - p0) * HW;
+#if defined(__AVX512F__)
+        if (m_g.isSquare() && m_k == 2 && m_stride == 2) { // every window written whole, then what no window covers
+            const std::size_t W = dW, Ho = y.dim(2), Wo = y.dim(3);
+            for (std::size_t oy = 0; oy < Ho; ++oy) {
+                for (std::size_t ox = 0; ox < Wo; ox += 16) {
+                    const std::size_t at = p * HWo + oy * Wo + ox;
+                    unpool2x2Row(dy.data() + at, m_argmax.data() + at, W, oy, ox, std::min<std::size_t>(16, Wo - ox), d,
+                                 mask ? mask->data() + at : nullptr, cap);
+                }
+                if (W > 2 * Wo) d[2 * oy * W + W - 1] = d[(2 * oy + 1) * W + W - 1] = 0.0f;
+            }
+            std::fill(d + 2 * Ho * W, d + HW, 0.0f);
+            continue;
+        }
+#endif
+        std::fill(d, d + HW, 0.0f);
+        for (std::size_t o = 0; o < HWo; ++o) {
+            const float g = dy[p * HWo + o];
+            d[m_argmax[p * HWo + o]] += mask ? gradientPasses(g, (*mask)[p * HWo + o], cap, bounded) : g;
+        }
+    }
 }
 
 } // namespace quantscope

@@ -40,11 +40,22 @@ public:
     bool fusesAfterConvolution() const { return m_g.isSquare() && m_k == 2 && m_stride == 2 && m_pad == 0; }
     std::uint32_t* beginFused(const Shape& in, Tensor& y, bool train);
     void backwardFused(const Tensor& y, const Tensor& dy, Tensor& dx, float cap);
+    // backwardFused's planes [p0, p1) only (plane p = image p / C, channel p % C of the
+    // convolution's output), written to dst (p1 - p0 planes of in's H x W, dst[0] is plane p0's
+    // first value): the same values, for a caller that consumes a few images' gradient while it
+    // is in cache (Conv2d::backwardPooled) instead of the whole batch's tensor. ConfigError without
+    // a matching fused training forward or with planes past the batch's.
+    // The convolution's output shape of the last beginFused (empty before one).
+    const Shape& fusedInputShape() const { return m_fusedIn; }
+    void backwardFusedPlanes(const Tensor& y, const Tensor& dy, std::size_t p0, std::size_t p1, float* dst, float cap) const;
 
 private:
     // The pooling itself on an input that already carries its padding.
     void poolPadded(const Tensor& x, Tensor& y, bool train);
     void unpool(const Tensor& y, const Tensor& dy, Tensor& dxp, const Tensor* mask, float cap);
+    // unpool's planes [p0, p1) into d (plane p0 first; planes of dH x dW, the padded input's)
+    void unpoolPlanes(const Tensor& y, const Tensor& dy, std::size_t p0, std::size_t p1, std::size_t dH, std::size_t dW,
+                      float* d, const Tensor* mask, float cap) const;
     // A window that is not square (scalar): the maximum over the window's part inside the input
     // (the padding is -inf); argmax offsets within the unpadded plane.
     void poolGeneral(const Tensor& x, Tensor& y, bool train);
