@@ -9,8 +9,12 @@
 #include "nn/linear.h"
 #include "nn/model_zoo.h"
 #include "quant/quantize.h"
+#include "tensor/bf16.h"
 #include "tensor/gemm_bf16.h"
+#include "quant/float_cast.h"
+#include "quant/format.h"
 #include "train/float_sim.h"
+#include "train/optimizer.h"
 #include "train/quant_sim.h"
 #include "train/trainer.h"
 #include "util/errors.h"
@@ -49,6 +53,7 @@ private slots:
     void mixedFp16ReportsLossScale();
     void lowpNearestStallsWhereStochasticLearns();
     void lowpFp8NearestIsWarned();
+    void optimizerBf16RoundingMatchesPasses();
     void progressiveFollowsTheSchedule();
     void badCombinationsAreConfigErrors_data();
     void badCombinationsAreConfigErrors();
@@ -416,6 +421,69 @@ void TestStrategies::badCombinationsAreConfigErrors()
     cfg.precision.format = format.toStdString();
     if (!schedule.isEmpty()) cfg.precision.schedule = schedule.toStdString();
     QVERIFY_THROWS_EXCEPTION(ConfigError, Trainer(cfg, *m_data));
+}
+
+// Pure low-precision bf16 training to nearest lets the optimizer round the weights and its state
+// as it updates them (Optimizer::setRoundToBf16): the same bits, step after step, as the strategy's
+// passes of roundToFormat over each tensor after a plain step. Values span bf16's normal and
+// subnormal range and ties; Adam and SGD with momentum (Nesterov too).
+void TestStrategies::optimizerBf16RoundingMatchesPasses()
+{
+    const NumberFormat& bf16 = findFormat("bf16");
+    const auto makeParams = [](Rng& rng, std::vector<Param>& store) {
+        store.clear();
+        store.resize(2);
+        store[0].value = Tensor({70000}); // more than one parallel chunk
+        store[1].value = Tensor({37});
+        for (Param& p : store) {
+            p.grad = Tensor(p.value.shape());
+            for (float& v : p.value.values()) v = roundBf16(rng.uniform(-2.0f, 2.0f));
+        }
+        store[1].value.values()[0] = 1e-39f; // subnormal
+        store[1].value.values()[1] = 1.00390625f; // a tie between two bf16 values
+    };
+    const auto run = [&](Optimizer& opt, bool fused) {
+        Rng rng(7);
+        std::vector<Param> store;
+        makeParams(rng, store);
+        std::vector<Param*> params{&store[0], &store[1]};
+        opt.setRoundToBf16(fused);
+        std::vector<Tensor> out;
+        for (int step = 0; step < 3; ++step) {
+            for (Param& p : store)
+                for (float& g : p.grad.values()) g = rng.uniform(-1.0f, 1.0f) * (rng.uniform(0.0f, 1.0f) < 0.1f ? 1e-36f : 1.0f);
+            opt.step(params);
+            if (!fused) {
+                for (Param& p : store) roundToFormat(p.value.values(), bf16, Rounding::Nearest);
+                for (Tensor* t : opt.stateTensors()) roundToFormat(t->values(), bf16, Rounding::Nearest);
+            }
+            for (Param& p : store) out.push_back(p.value);
+            for (Tensor* t : opt.stateTensors()) out.push_back(*t);
+        }
+        return out;
+    };
+    const auto same = [](const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
+        if (a.size() != b.size()) return false;
+        for (std::size_t i = 0; i < a.size(); ++i)
+            if (std::memcmp(a[i].data(), b[i].data(), a[i].numel() * sizeof(float)) != 0) return false;
+        return true;
+    };
+    AdamOptions ao;
+    ao.weightDecay = 1e-4f;
+    Adam adamFused(ao), adamPasses(ao);
+    const auto fusedAdam = run(adamFused, true);
+    QVERIFY(same(fusedAdam, run(adamPasses, false)));
+    // what the fused step left is on bf16's grid (without the rounding it would not be)
+    for (const Tensor& t : fusedAdam)
+        for (float v : t.values()) QCOMPARE(roundBf16(v), v);
+    for (const bool nesterov : {false, true}) {
+        SgdOptions so;
+        so.lr = 0.05f;
+        so.momentum = 0.9f;
+        so.nesterov = nesterov;
+        Sgd fused(so), passes(so);
+        QVERIFY2(same(run(fused, true), run(passes, false)), nesterov ? "sgd nesterov" : "sgd momentum");
+    }
 }
 
 QTEST_GUILESS_MAIN(TestStrategies)

@@ -1,5 +1,6 @@
 #include "train/optimizer.h"
 
+#include "tensor/bf16.h"
 #include "tensor/parallel.h"
 #include "util/errors.h"
 
@@ -34,6 +35,12 @@ void adamUpdate(float* __restrict w, const float* __restrict g, float* __restric
         const float denom = std::sqrt(v[i]) / c.sqrtBc2 + c.eps;
         w[i] -= c.stepSize * m[i] / denom;
     }
+}
+
+// v[0, n) rounded to bf16, nearest even (Optimizer::setRoundToBf16)
+void roundSpanBf16(float* __restrict v, std::size_t n)
+{
+    for (std::size_t i = 0; i < n; ++i) v[i] = roundBf16(v[i]);
 }
 
 struct SgdConstants {
@@ -77,8 +84,12 @@ void Sgd::step(const std::vector<Param*>& params)
         const float* g = p.grad.data();
         float* b = m_opt.momentum != 0.0f ? m_buf[k].data() : nullptr;
         const SgdConstants c{m_lr, m_opt.weightDecay, m_opt.momentum, m_opt.dampening, first, m_opt.nesterov};
+        const bool round = m_roundBf16;
         parallelChunks(n, elementwiseGrain(n), [=](std::size_t i0, std::size_t i1) {
             sgdUpdate(w + i0, g + i0, b ? b + i0 : nullptr, i1 - i0, c);
+            if (!round) return;
+            roundSpanBf16(w + i0, i1 - i0);
+            if (b) roundSpanBf16(b + i0, i1 - i0);
         });
     }
 }
@@ -112,8 +123,13 @@ void Adam::step(const std::vector<Param*>& params)
         float* m = m_m[k].data();
         float* v = m_v[k].data();
         const AdamConstants c{b1, b2, eps, wd, stepSize, sqrtBc2};
+        const bool round = m_roundBf16;
         parallelChunks(n, elementwiseGrain(n), [=](std::size_t i0, std::size_t i1) {
             adamUpdate(w + i0, g + i0, m + i0, v + i0, i1 - i0, c);
+            if (!round) return;
+            roundSpanBf16(w + i0, i1 - i0);
+            roundSpanBf16(m + i0, i1 - i0);
+            roundSpanBf16(v + i0, i1 - i0);
         });
     }
 }

@@ -20,10 +20,17 @@ public:
     virtual std::string name() const = 0;
     float learningRate() const { return m_lr; }
     void setLearningRate(float lr) { m_lr = lr; }
+    // Pure low-precision training in bf16 rounded to nearest even: each step then rounds the
+    // weights and the state tensors it writes to bf16 in the same pass as the update, while they
+    // are in cache (tensor/bf16.h roundBf16: the same bits as roundToFormat over each tensor
+    // after the step). Off by default.
+    void setRoundToBf16(bool on) { m_roundBf16 = on; }
+    bool roundsToBf16() const { return m_roundBf16; }
 
 protected:
     explicit Optimizer(float lr) : m_lr(lr) {}
     float m_lr;
+    bool m_roundBf16 = false;
 };
 
 struct SgdOptions {

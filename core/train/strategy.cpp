@@ -367,6 +367,11 @@ public:
         // No FP32 master copy: the weights themselves live on the format's grid from the start.
         roundInPlace(m_params, m_fmt, Rounding::Nearest, 0, false);
         m_sim.setModel(model);
+        // bf16 to nearest: the optimizer rounds the weights and its state as it updates them
+        // (the same bits as afterStep's passes over each tensor).
+        m_optimizerRounds = m_fmt.kind == FormatKind::Float && m_fmt.expBits == 8 && m_fmt.manBits == 7 &&
+                            m_rounding == Rounding::Nearest;
+        m_opt.setRoundToBf16(m_optimizerRounds);
     }
     LayerHooks* hooks() override { return &m_sim; }
     std::string computePath() const override { return m_products.name(); }
@@ -388,7 +393,7 @@ public:
     }
     void afterStep(bool stepped, std::uint64_t key) override
     {
-        if (!stepped) return;
+        if (!stepped || m_optimizerRounds) return;
         roundInPlace(m_params, m_fmt, m_rounding, streamKey(key, 0x5E), false);
         std::vector<Tensor*> state = m_opt.stateTensors();
         for (std::size_t k = 0; k < state.size(); ++k)
@@ -409,7 +414,11 @@ public:
         clearOverrides(m_model);
         m_products.enable(true);
     }
-    void endRun() override { m_products.enable(false); }
+    void endRun() override
+    {
+        m_products.enable(false);
+        m_opt.setRoundToBf16(false);
+    }
     std::string phase(std::size_t) const override { return m_cfg.format + "-" + m_cfg.rounding; }
     double reportedLossScale() const override { return m_scaled ? m_scaler.scale() : kNoValue; }
     std::size_t skippedSteps() const override { return m_scaler.skippedSteps(); }
@@ -425,6 +434,7 @@ private:
     LossScaler m_scaler;
     bool m_scaled;
     Bf16Products m_products;
+    bool m_optimizerRounds; // the optimizer rounds weights and state to bf16 (setRoundToBf16)
     std::uint64_t m_key = 0;
 };
 
