@@ -184,20 +184,15 @@ void IntEngine::Impl::runImageOp(const Op& op, Scratch& s) const
             // Any window: the maximum over the window's part inside the image (the padding is -inf);
             // every window holds an image pixel (pads <= k / 2, ceil_mode drops a window starting in
             // the padding), and bytes order as the values they stand for, so 0 is a safe start.
-            const PoolGeometry& g = *op.poolGeo;
-            for (std::size_t oy = 0; oy < op.hout; ++oy) {
-                const PoolGeometry::Span r = g.rows(oy, op.hin);
-                for (std::size_t ox = 0; ox < op.wout; ++ox) {
-                    const PoolGeometry::Span c = g.cols(ox, op.win);
-                    std::uint8_t* d = nxt + (oy * op.wout + ox) * C;
-                    std::memset(d, 0, C);
-                    for (std::size_t iy = r.begin; iy < r.end; ++iy)
-                        for (std::size_t ix = c.begin; ix < c.end; ++ix) {
-                            const std::uint8_t* p = cur + (iy * op.win + ix) * C;
-                            for (std::size_t ch = 0; ch < C; ++ch) d[ch] = std::max(d[ch], p[ch]);
-                        }
-                }
-            }
+            op.poolGeo->forEachWindow(op.hin, op.win, [&](std::size_t o, const PoolGeometry::Span& r, const PoolGeometry::Span& c) {
+                std::uint8_t* d = nxt + o * C;
+                std::memset(d, 0, C);
+                for (std::size_t iy = r.begin; iy < r.end; ++iy)
+                    for (std::size_t ix = c.begin; ix < c.end; ++ix) {
+                        const std::uint8_t* p = cur + (iy * op.win + ix) * C;
+                        for (std::size_t ch = 0; ch < C; ++ch) d[ch] = std::max(d[ch], p[ch]);
+                    }
+            });
             return;
         }
         if (op.pad) {
@@ -240,22 +235,18 @@ void IntEngine::Impl::runImageOp(const Op& op, Scratch& s) const
             const PoolGeometry& g = *op.poolGeo;
             const PoolParams& p = op.pool;
             const std::size_t C = op.cin;
-            for (std::size_t oy = 0; oy < p.Ho; ++oy) {
-                const PoolGeometry::Span r = g.rows(oy, op.hin);
-                for (std::size_t ox = 0; ox < p.Wo; ++ox) {
-                    const PoolGeometry::Span c = g.cols(ox, op.win);
-                    const std::size_t inside = (r.end - r.begin) * (c.end - c.begin);
-                    const FixedPointMultiplier& f = op.poolMults[g.countIncludePad ? r.padded * c.padded : inside];
-                    std::uint8_t* d = nxt + (oy * p.Wo + ox) * C;
-                    for (std::size_t ch = 0; ch < C; ++ch) {
-                        std::int64_t sum = 0;
-                        for (std::size_t iy = r.begin; iy < r.end; ++iy)
-                            for (std::size_t ix = c.begin; ix < c.end; ++ix) sum += cur[(iy * op.win + ix) * C + ch];
-                        sum -= static_cast<std::int64_t>(inside) * p.zin;
-                        d[ch] = static_cast<std::uint8_t>(clampZp(roundShift(sum * f.mult, f.shift, p.round), p.zp, p.lo, p.hi));
-                    }
+            g.forEachWindow(op.hin, op.win, [&](std::size_t o, const PoolGeometry::Span& r, const PoolGeometry::Span& c) {
+                const std::size_t inside = (r.end - r.begin) * (c.end - c.begin);
+                const FixedPointMultiplier& f = op.poolMults[g.divisor(r, c)];
+                std::uint8_t* d = nxt + o * C;
+                for (std::size_t ch = 0; ch < C; ++ch) {
+                    std::int64_t sum = 0;
+                    for (std::size_t iy = r.begin; iy < r.end; ++iy)
+                        for (std::size_t ix = c.begin; ix < c.end; ++ix) sum += cur[(iy * op.win + ix) * C + ch];
+                    sum -= static_cast<std::int64_t>(inside) * p.zin;
+                    d[ch] = static_cast<std::uint8_t>(clampZp(roundShift(sum * f.mult, f.shift, p.round), p.zp, p.lo, p.hi));
                 }
-            }
+            });
             return;
         }
         if (op.pad == 0) return avgPoolRequant(op.pool, cur, nxt);

@@ -149,17 +149,12 @@ void AvgPool2d::poolGeneral(const Tensor& x, Tensor& y) const
         for (std::size_t p = b; p < e; ++p) {
             const float* in = x.data() + p * H * W;
             float* out = y.data() + p * Ho * Wo;
-            for (std::size_t oy = 0; oy < Ho; ++oy) {
-                const PoolGeometry::Span r = m_g.rows(oy, H);
-                for (std::size_t ox = 0; ox < Wo; ++ox) {
-                    const PoolGeometry::Span c = m_g.cols(ox, W);
-                    float sum = 0.0f;
-                    for (std::size_t iy = r.begin; iy < r.end; ++iy)
-                        for (std::size_t ix = c.begin; ix < c.end; ++ix) sum += in[iy * W + ix];
-                    const std::size_t divisor = m_g.countIncludePad ? r.padded * c.padded : (r.end - r.begin) * (c.end - c.begin);
-                    out[oy * Wo + ox] = sum / static_cast<float>(divisor);
-                }
-            }
+            m_g.forEachWindow(H, W, [&](std::size_t o, const PoolGeometry::Span& r, const PoolGeometry::Span& c) {
+                float sum = 0.0f;
+                for (std::size_t iy = r.begin; iy < r.end; ++iy)
+                    for (std::size_t ix = c.begin; ix < c.end; ++ix) sum += in[iy * W + ix];
+                out[o] = sum / static_cast<float>(m_g.divisor(r, c));
+            });
         }
     });
 }
@@ -173,16 +168,11 @@ void AvgPool2d::backwardGeneral(const Tensor& dy, Tensor& dx) const
             const float* g = dy.data() + p * Ho * Wo;
             float* out = dx.data() + p * H * W;
             std::fill(out, out + H * W, 0.0f);
-            for (std::size_t oy = 0; oy < Ho; ++oy) {
-                const PoolGeometry::Span r = m_g.rows(oy, H);
-                for (std::size_t ox = 0; ox < Wo; ++ox) {
-                    const PoolGeometry::Span c = m_g.cols(ox, W);
-                    const std::size_t divisor = m_g.countIncludePad ? r.padded * c.padded : (r.end - r.begin) * (c.end - c.begin);
-                    const float v = g[oy * Wo + ox] / static_cast<float>(divisor);
-                    for (std::size_t iy = r.begin; iy < r.end; ++iy)
-                        for (std::size_t ix = c.begin; ix < c.end; ++ix) out[iy * W + ix] += v;
-                }
-            }
+            m_g.forEachWindow(H, W, [&](std::size_t o, const PoolGeometry::Span& r, const PoolGeometry::Span& c) {
+                const float v = g[o] / static_cast<float>(m_g.divisor(r, c));
+                for (std::size_t iy = r.begin; iy < r.end; ++iy)
+                    for (std::size_t ix = c.begin; ix < c.end; ++ix) out[iy * W + ix] += v;
+            });
         }
     });
 }

@@ -176,26 +176,22 @@ void MaxPool2d::poolGeneral(const Tensor& x, Tensor& y, bool train)
         for (std::size_t p = p0; p < p1; ++p) {
             const float* in = x.data() + p * H * W;
             float* out = y.data() + p * Ho * Wo;
-            for (std::size_t oy = 0; oy < Ho; ++oy) {
-                const PoolGeometry::Span r = m_g.rows(oy, H);
-                for (std::size_t ox = 0; ox < Wo; ++ox) {
-                    const PoolGeometry::Span c = m_g.cols(ox, W);
-                    // every window holds an input pixel (pads <= k / 2; ceil_mode drops a window
-                    // starting in the padding); the -inf border never wins
-                    std::size_t best = r.begin * W + c.begin;
-                    float bv = in[best];
-                    for (std::size_t iy = r.begin; iy < r.end; ++iy)
-                        for (std::size_t ix = c.begin; ix < c.end; ++ix) {
-                            const std::size_t idx = iy * W + ix;
-                            if (in[idx] > bv || (in[idx] != in[idx] && bv == bv)) { // NaN propagates, as in PyTorch
-                                bv = in[idx];
-                                best = idx;
-                            }
+            m_g.forEachWindow(H, W, [&](std::size_t o, const PoolGeometry::Span& r, const PoolGeometry::Span& c) {
+                // every window holds an input pixel (pads <= k / 2; ceil_mode drops a window
+                // starting in the padding); the -inf border never wins
+                std::size_t best = r.begin * W + c.begin;
+                float bv = in[best];
+                for (std::size_t iy = r.begin; iy < r.end; ++iy)
+                    for (std::size_t ix = c.begin; ix < c.end; ++ix) {
+                        const std::size_t idx = iy * W + ix;
+                        if (in[idx] > bv || (in[idx] != in[idx] && bv == bv)) { // NaN propagates, as in PyTorch
+                            bv = in[idx];
+                            best = idx;
                         }
-                    out[oy * Wo + ox] = bv;
-                    if (train) m_argmax[p * Ho * Wo + oy * Wo + ox] = static_cast<std::uint32_t>(best);
-                }
-            }
+                    }
+                out[o] = bv;
+                if (train) m_argmax[p * Ho * Wo + o] = static_cast<std::uint32_t>(best);
+            });
         }
     });
 }

@@ -81,6 +81,23 @@ struct PoolGeometry {
     }
     Span rows(std::size_t oy, std::size_t H) const { return span(oy, kh, sh, padTop, padBottom, H); }
     Span cols(std::size_t ox, std::size_t W) const { return span(ox, kw, sw, padLeft, padRight, W); }
+    // The divisor of average pooling's window (r, c): its size within input + padding
+    // (countIncludePad, PyTorch's count_include_pad) or within the input alone.
+    std::size_t divisor(const Span& r, const Span& c) const
+    {
+        return countIncludePad ? r.padded * c.padded : (r.end - r.begin) * (c.end - c.begin);
+    }
+    // Calls f(o, r, c) for every window over an H x W plane in output order: o = oy outW(W) + ox,
+    // r = rows(oy, H), c = cols(ox, W). The pooling layers' general (any window) plane loops.
+    template <typename F>
+    void forEachWindow(std::size_t H, std::size_t W, F&& f) const
+    {
+        const std::size_t Ho = outH(H), Wo = outW(W);
+        for (std::size_t oy = 0; oy < Ho; ++oy) {
+            const Span r = rows(oy, H);
+            for (std::size_t ox = 0; ox < Wo; ++ox) f(oy * Wo + ox, r, cols(ox, W));
+        }
+    }
     // "3x2 stride 2x1 pad 1,0,1,0 ceil" (stride as one number when both agree; padding
     // top,left,bottom,right; "ceil" for ceil_mode, "pad not counted" for count_include_pad = 0).
     std::string text() const
