@@ -3,7 +3,8 @@
 // - a traced point's integers against the float layer run on the engine's own input integers and
 //   fake-quantized (dequantized, compareCodes);
 // - the integer engine's predictions against the fake-quant reference runner's (engineAgainstReference);
-// - onnxruntime on the QDQ export against the engine (ortAgainstEngine).
+// - onnxruntime on the QDQ export against the engine (ortAgainstEngine);
+// - onnxruntime on the FP32 export against QuantScope's float runner (ortFp32Deviation).
 // The functions return figures; each test asserts its own bounds on them.
 #pragma once
 
@@ -140,6 +141,40 @@ inline OrtRun ortAgainstEngine(const std::vector<std::uint8_t>& bytes, const std
     r.agreement = static_cast<double>(agree) / static_cast<double>(e.images);
     r.meanRelDiff = sum / static_cast<double>(e.images * classes) / std::max(largest, 1e-30);
     return r;
+}
+
+// The FP32 export onnxBytes (of m) written to stem + ".onnx" and run by onnxruntime on n crops of
+// C x H x W from 28 x 28 images (pixels28; channel c's crop at row 4 + 5c, column 6 + 4c) against
+// QuantScope's float runner: the largest |difference| of the outputs, and the largest |output|.
+struct Fp32Deviation {
+    double maxDiff = 0, maxAbs = 0;
+    std::size_t ortValues = 0, ourValues = 0;
+};
+inline Fp32Deviation ortFp32Deviation(const ExportedModel& m, const std::vector<std::uint8_t>& onnxBytes, const std::string& stem,
+                                      const std::vector<std::uint8_t>& pixels28, std::size_t n = 50)
+{
+    const std::string path = stem + ".onnx";
+    {
+        std::ofstream file(path, std::ios::binary);
+        file.write(reinterpret_cast<const char*>(onnxBytes.data()), static_cast<std::streamsize>(onnxBytes.size()));
+    }
+    const std::size_t C = m.channels, H = m.height, W = m.width;
+    std::vector<std::uint8_t> px(n * C * H * W);
+    for (std::size_t i = 0; i < n; ++i)
+        for (std::size_t c = 0; c < C; ++c)
+            for (std::size_t y = 0; y < H; ++y)
+                for (std::size_t x = 0; x < W; ++x)
+                    px[((i * C + c) * H + y) * W + x] = pixels28[i * 28 * 28 + (y + 4 + 5 * c) * 28 + x + 6 + 4 * c];
+    const std::string images = stem + "-images";
+    fixtures::writeIdx(images, {static_cast<std::uint32_t>(n), static_cast<std::uint32_t>(C), static_cast<std::uint32_t>(H),
+                                static_cast<std::uint32_t>(W)},
+                       px);
+    const std::vector<float> ort = fixtures::ortOutputs(path, images);
+    ModelRunner runner(m);
+    std::vector<float> ours(n * m.classes);
+    std::vector<std::int32_t> pred(n);
+    runner.predict(px.data(), n, pred.data(), ours.data());
+    return {maxDiff(ort, ours), maxAbs(ours), ort.size(), ours.size()};
 }
 
 } // namespace engine_agreement
