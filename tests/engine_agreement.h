@@ -144,14 +144,18 @@ inline OrtRun ortAgainstEngine(const std::vector<std::uint8_t>& bytes, const std
 }
 
 // The FP32 export onnxBytes (of m) written to stem + ".onnx" and run by onnxruntime on n crops of
-// C x H x W from 28 x 28 images (pixels28; channel c's crop at row 4 + 5c, column 6 + 4c) against
-// QuantScope's float runner: the largest |difference| of the outputs, and the largest |output|.
+// C x H x W from 28 x 28 images (pixels28; channel c's crop at row row0 + c rowPerChannel, column
+// col0 + c colPerChannel) against QuantScope's float runner: the largest |difference| of the
+// outputs, and the largest |output|.
 struct Fp32Deviation {
     double maxDiff = 0, maxAbs = 0;
     std::size_t ortValues = 0, ourValues = 0;
 };
+struct Crop {
+    std::size_t row0 = 4, col0 = 6, rowPerChannel = 5, colPerChannel = 4;
+};
 inline Fp32Deviation ortFp32Deviation(const ExportedModel& m, const std::vector<std::uint8_t>& onnxBytes, const std::string& stem,
-                                      const std::vector<std::uint8_t>& pixels28, std::size_t n = 50)
+                                      const std::vector<std::uint8_t>& pixels28, Crop crop = {}, std::size_t n = 50)
 {
     const std::string path = stem + ".onnx";
     {
@@ -164,11 +168,12 @@ inline Fp32Deviation ortFp32Deviation(const ExportedModel& m, const std::vector<
         for (std::size_t c = 0; c < C; ++c)
             for (std::size_t y = 0; y < H; ++y)
                 for (std::size_t x = 0; x < W; ++x)
-                    px[((i * C + c) * H + y) * W + x] = pixels28[i * 28 * 28 + (y + 4 + 5 * c) * 28 + x + 6 + 4 * c];
+                    px[((i * C + c) * H + y) * W + x] =
+                        pixels28[i * 28 * 28 + (y + crop.row0 + crop.rowPerChannel * c) * 28 + x + crop.col0 + crop.colPerChannel * c];
     const std::string images = stem + "-images";
-    fixtures::writeIdx(images, {static_cast<std::uint32_t>(n), static_cast<std::uint32_t>(C), static_cast<std::uint32_t>(H),
-                                static_cast<std::uint32_t>(W)},
-                       px);
+    const auto u32 = [](std::size_t v) { return static_cast<std::uint32_t>(v); };
+    if (C == 1) fixtures::writeIdx(images, {u32(n), u32(H), u32(W)}, px);
+    else fixtures::writeIdx(images, {u32(n), u32(C), u32(H), u32(W)}, px);
     const std::vector<float> ort = fixtures::ortOutputs(path, images);
     ModelRunner runner(m);
     std::vector<float> ours(n * m.classes);

@@ -242,32 +242,10 @@ void TestMulConcat::roundTripsAndOnnxruntime()
     QVERIFY2(rt <= 1e-6 * maxAbs(want), qPrintable(QString("ONNX round trip deviates by %1").arg(rt))); // BN folded by onnxForm
 
     QS_SKIP_WITHOUT_ORT();
-    const std::string path = m_dir + "/" + name.toStdString() + ".onnx";
-    {
-        std::ofstream file(path, std::ios::binary);
-        file.write(reinterpret_cast<const char*>(onnxBytes.data()), static_cast<std::streamsize>(onnxBytes.size()));
-    }
     // Images of the model's size: crops of the synthetic test images, one per channel.
-    const std::size_t C = m.channels, H = m.height, W = m.width, n = 50;
-    std::vector<std::uint8_t> px(n * C * H * W);
-    for (std::size_t i = 0; i < n; ++i)
-        for (std::size_t c = 0; c < C; ++c)
-            for (std::size_t y = 0; y < H; ++y)
-                for (std::size_t x = 0; x < W; ++x)
-                    px[((i * C + c) * H + y) * W + x] = m_data.test.pixels[i * 28 * 28 + (y + 4 + 5 * c) * 28 + x + 6 + 4 * c];
-    const std::string images = m_dir + "/" + name.toStdString() + "-images";
-    if (C == 1)
-        fixtures::writeIdx(images, {static_cast<std::uint32_t>(n), static_cast<std::uint32_t>(H), static_cast<std::uint32_t>(W)}, px);
-    else
-        fixtures::writeIdx(images, {static_cast<std::uint32_t>(n), static_cast<std::uint32_t>(C), static_cast<std::uint32_t>(H),
-                                    static_cast<std::uint32_t>(W)},
-                           px);
-    const std::vector<float> ort = fixtures::ortOutputs(path, images);
-    ModelRunner runner(m);
-    std::vector<float> ours(n * m.classes);
-    std::vector<std::int32_t> pred(n);
-    runner.predict(px.data(), n, pred.data(), ours.data());
-    const double dev = maxDiff(ort, ours), rel = dev / maxAbs(ours);
+    const engine_agreement::Fp32Deviation d =
+        engine_agreement::ortFp32Deviation(m, onnxBytes, m_dir + "/" + name.toStdString(), m_data.test.pixels);
+    const double dev = d.maxDiff, rel = dev / d.maxAbs;
     qInfo("%s: onnxruntime vs QuantScope FP32: max diff %.3g (%.3g relative)", qPrintable(name), dev, rel);
     QVERIFY2(rel <= kOrtFp32RelTol, qPrintable(QString("relative deviation %1").arg(rel)));
 }

@@ -178,24 +178,9 @@ void TestPReLU::roundTripsAndOnnxruntime()
     QVERIFY(slopesOf(importOnnx(onnxBytes, "re-import")) == slopesOf(m));
 
     QS_SKIP_WITHOUT_ORT();
-    const std::string path = m_dir + "/" + name.toStdString() + ".onnx";
-    {
-        std::ofstream f(path, std::ios::binary);
-        f.write(reinterpret_cast<const char*>(onnxBytes.data()), static_cast<std::streamsize>(onnxBytes.size()));
-    }
-    const std::size_t H = m.height, W = m.width, n = 50;
-    std::vector<std::uint8_t> px(n * H * W);
-    for (std::size_t i = 0; i < n; ++i)
-        for (std::size_t y = 0; y < H; ++y)
-            for (std::size_t x = 0; x < W; ++x) px[(i * H + y) * W + x] = m_data.test.pixels[i * 28 * 28 + (y + 10) * 28 + x + 10];
-    const std::string images = m_dir + "/" + name.toStdString() + "-idx3-ubyte";
-    fixtures::writeIdx(images, {static_cast<std::uint32_t>(n), static_cast<std::uint32_t>(H), static_cast<std::uint32_t>(W)}, px);
-    const std::vector<float> ort = fixtures::ortOutputs(path, images);
-    ModelRunner runner(m);
-    std::vector<float> ours(n * m.classes);
-    std::vector<std::int32_t> pred(n);
-    runner.predict(px.data(), n, pred.data(), ours.data());
-    const double dev = maxDiff(ort, ours), rel = dev / maxAbs(ours);
+    const engine_agreement::Fp32Deviation d =
+        engine_agreement::ortFp32Deviation(m, onnxBytes, m_dir + "/" + name.toStdString(), m_data.test.pixels, {10, 10, 0, 0});
+    const double dev = d.maxDiff, rel = dev / d.maxAbs;
     qInfo("%s: onnxruntime vs QuantScope FP32: max diff %.3g (%.3g relative)", qPrintable(name), dev, rel);
     QVERIFY2(rel <= kOrtFp32RelTol, qPrintable(QString("relative deviation %1").arg(rel)));
 }
