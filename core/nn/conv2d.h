@@ -101,7 +101,7 @@ public:
     // (MaxPool2d::fusesAfterConvolution), as Model's training pass runs the three: forwardPooled
     // writes the pool's output y (N, Cout, Ho / 2, Wo / 2) from the epilogue's clamped rows, so
     // neither conv(x) nor the clamp's output is materialised; backwardPooled takes y and dy =
-    // dL/dy and gives exactly the three layers' backward (MaxPool2d::backwardFused, then this
+    // dL/dy and gives exactly the three layers' backward (MaxPool2d::backwardFusedPlanes, then this
     // layer's). Only where poolsInEpilogue(): the stride-1 direct kernels, FP32 or bf16 runs.
     bool poolsInEpilogue() const;
     // The backward (backward, or backwardClamped when r is given) adding its input gradient into

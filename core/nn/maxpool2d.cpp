@@ -205,11 +205,11 @@ void MaxPool2d::backward(const Tensor& x, const Tensor& y, const Tensor& dy, Ten
         throw ConfigError(name() + ": backward without a matching training forward");
     if (!m_g.isSquare()) { // argmax within the input's own plane
         dx.resize(x.shape());
-        return unpool(y, dy, dx, nullptr, 0.0f);
+        return unpool(y, dy, dx);
     }
     Tensor& dxp = m_pad ? m_paddedGrad : dx;
     dxp.resize({x.dim(0), x.dim(1), x.dim(2) + 2 * m_pad, x.dim(3) + 2 * m_pad});
-    unpool(y, dy, dxp, nullptr, 0.0f);
+    unpool(y, dy, dxp);
     if (m_pad) cropPlanes(m_paddedGrad, m_pad, dx);
 }
 
@@ -223,14 +223,6 @@ std::uint32_t* MaxPool2d::beginFused(const Shape& in, Tensor& y, bool train)
     return m_argmax.data();
 }
 
-void MaxPool2d::backwardFused(const Tensor& y, const Tensor& dy, Tensor& dx, float cap)
-{
-    if (m_fusedIn.size() != 4 || m_argmax.size() != y.numel() || dy.shape() != y.shape())
-        throw ConfigError(name() + ": fused backward without a matching fused training forward");
-    dx.resize(m_fusedIn);
-    unpool(y, dy, dx, &y, cap);
-}
-
 void MaxPool2d::backwardFusedPlanes(const Tensor& y, const Tensor& dy, std::size_t p0, std::size_t p1, float* dst,
                                     float cap) const
 {
@@ -241,13 +233,12 @@ void MaxPool2d::backwardFusedPlanes(const Tensor& y, const Tensor& dy, std::size
     unpoolPlanes(y, dy, p0, p1, m_fusedIn[2], m_fusedIn[3], dst, &y, cap);
 }
 
-// dx (the padded input's gradient) from dy through the argmax; with mask, dy only where the clamp's
-// rule passes the pooled output (gradientPasses), as the clamp's own backward would leave it.
-void MaxPool2d::unpool(const Tensor& y, const Tensor& dy, Tensor& dxp, const Tensor* mask, float cap)
+// dx (the padded input's gradient) from dy through the argmax
+void MaxPool2d::unpool(const Tensor& y, const Tensor& dy, Tensor& dxp)
 {
     const std::size_t planes = y.dim(0) * y.dim(1), HW = dxp.dim(2) * dxp.dim(3);
     parallelChunks(planes, 16, [&](std::size_t p0, std::size_t p1) {
-        unpoolPlanes(y, dy, p0, p1, dxp.dim(2), dxp.dim(3), dxp.data() + p0 * HW, mask, cap);
+        unpoolPlanes(y, dy, p0, p1, dxp.dim(2), dxp.dim(3), dxp.data() + p0 * HW, nullptr, 0.0f);
     });
 }
 

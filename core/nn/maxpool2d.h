@@ -33,18 +33,16 @@ public:
     // true for the 2x2 stride-2 pool without padding. The convolution's epilogue pools the clamped
     // rows with maxPool2x2Row into the y and argmax that beginFused(in, y, train) sets up (in: the
     // convolution's output shape; y resized to the pool's output; the argmax buffer, or nullptr
-    // when not training). backwardFused(y, dy, dx, cap) then writes dx (shape in) = dy at each
-    // window's argmax where the clamp's rule passes the pooled value (gradientPasses: for the
-    // clamp's output r, r at the argmax is that value), 0 elsewhere: the pool's and the clamp's
-    // backward in one pass, bit for bit. ConfigError without a matching fused training forward.
+    // when not training). backwardFusedPlanes(y, dy, p0, p1, dst, cap) then writes planes [p0, p1)
+    // of the convolution output's gradient (plane p = image p / C, channel p % C; dst holds
+    // p1 - p0 planes of in's H x W, plane p0 first): dy at each window's argmax where the clamp's
+    // rule passes the pooled value (gradientPasses: for the clamp's output r, r at the argmax is
+    // that value), 0 elsewhere. The pool's and the clamp's backward in one pass, bit for bit, a
+    // few images at a time, so that the convolution's backward (Conv2d::backwardPooled) reads
+    // them from cache. ConfigError without a matching fused training forward or with planes past
+    // the batch's.
     bool fusesAfterConvolution() const { return m_g.isSquare() && m_k == 2 && m_stride == 2 && m_pad == 0; }
     std::uint32_t* beginFused(const Shape& in, Tensor& y, bool train);
-    void backwardFused(const Tensor& y, const Tensor& dy, Tensor& dx, float cap);
-    // backwardFused's planes [p0, p1) only (plane p = image p / C, channel p % C of the
-    // convolution's output), written to dst (p1 - p0 planes of in's H x W, dst[0] is plane p0's
-    // first value): the same values, for a caller that consumes a few images' gradient while it
-    // is in cache (Conv2d::backwardPooled) instead of the whole batch's tensor. ConfigError without
-    // a matching fused training forward or with planes past the batch's.
     // The convolution's output shape of the last beginFused (empty before one).
     const Shape& fusedInputShape() const { return m_fusedIn; }
     void backwardFusedPlanes(const Tensor& y, const Tensor& dy, std::size_t p0, std::size_t p1, float* dst, float cap) const;
@@ -52,8 +50,9 @@ public:
 private:
     // The pooling itself on an input that already carries its padding.
     void poolPadded(const Tensor& x, Tensor& y, bool train);
-    void unpool(const Tensor& y, const Tensor& dy, Tensor& dxp, const Tensor* mask, float cap);
-    // unpool's planes [p0, p1) into d (plane p0 first; planes of dH x dW, the padded input's)
+    void unpool(const Tensor& y, const Tensor& dy, Tensor& dxp);
+    // unpool's planes [p0, p1) into d (plane p0 first; planes of dH x dW, the padded input's); with
+    // mask, dy only where the clamp's rule on cap passes the pooled output (gradientPasses)
     void unpoolPlanes(const Tensor& y, const Tensor& dy, std::size_t p0, std::size_t p1, std::size_t dH, std::size_t dW,
                       float* d, const Tensor* mask, float cap) const;
     // A window that is not square (scalar): the maximum over the window's part inside the input
