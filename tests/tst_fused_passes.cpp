@@ -24,7 +24,7 @@ namespace {
 struct PassRun {
     std::vector<Tensor> outputs, grads;
     int emptyActivations = 0;
-    int selfRounding = 0, convs = 0; // FloatSim::roundsOutputBf16 layers, and Conv2d/BatchNorm2d layers
+    int selfRounding = 0, convs = 0; // FloatSim::roundsOutputBf16 layers, and Conv2d/BatchNorm2d/Add layers
     int masterWeights = 0;           // layers whose weight went in unrounded (readsWeightAsBf16)
 };
 
@@ -185,14 +185,19 @@ void TestFusedPasses::mixedFusedPassIsBitIdentical_data()
     QTest::newRow("seed-cnn fp16") << "seed-cnn" << "fp16" << 2;
     // Block formats: a block's rounding depends on the values ReLU changes, so no fusion.
     QTest::newRow("seed-cnn mxfp8") << "seed-cnn" << "mxfp8-e4m3" << 0;
-    // The convs feed BatchNorm; the four BatchNorm + ReLU pairs fuse (the ReLUs after the Adds do
-    // not). fp8: BN outputs below e4m3's smallest step round to 0, so the fused backward must take
-    // the ReLU's mask from the rounded output, not from BN(x) > 0 (measured: that fails this row).
-    QTest::newRow("resnet8 bf16") << "resnet8" << "bf16" << 4;
-    QTest::newRow("resnet8 fp16") << "resnet8" << "fp16" << 4;
-    QTest::newRow("resnet8 fp8-e4m3") << "resnet8" << "fp8-e4m3" << 4;
-    // ReLU6 does not fuse under hooks: round(v) may reach 6 where v < 6, which changes its mask.
-    QTest::newRow("mobilenet-tiny bf16") << "mobilenet-tiny" << "bf16" << 0;
+    // The convs feed BatchNorm; the four BatchNorm + ReLU pairs fuse, and the three Add + ReLU
+    // pairs of the residual joins. fp8: BN outputs below e4m3's smallest step round to 0, so the
+    // fused backward must take the ReLU's mask from the rounded output, not from BN(x) > 0
+    // (measured: that fails this row).
+    QTest::newRow("resnet8 bf16") << "resnet8" << "bf16" << 7;
+    QTest::newRow("resnet8 fp16") << "resnet8" << "fp16" << 7;
+    QTest::newRow("resnet8 fp8-e4m3") << "resnet8" << "fp8-e4m3" << 7;
+    // The nine BatchNorm + ReLU6 pairs: ReLU6's mask on its rounded input round(v) is its mask on
+    // its output min(max(round(v), 0), 6) (FloatSim::fusesReLU6). round(v) may reach 6 where v < 6
+    // (fp8 rounds 5.75 up): the mask must come from the rounded value, never from BN(x).
+    QTest::newRow("mobilenet-tiny bf16") << "mobilenet-tiny" << "bf16" << 9;
+    QTest::newRow("mobilenet-tiny fp16") << "mobilenet-tiny" << "fp16" << 9;
+    QTest::newRow("mobilenet-tiny fp8-e4m3") << "mobilenet-tiny" << "fp8-e4m3" << 9;
 }
 
 // Mixed precision's training pass (FloatSim's hooks, bf16 products where the CPU has them) runs a
@@ -225,7 +230,7 @@ void TestFusedPasses::mixedFusedPassIsBitIdentical()
         for (std::size_t i = 0; i < m->size(); ++i) {
             r.selfRounding += sim.roundsOutputBf16(i) ? 1 : 0;
             const LayerKind k = m->layer(i).kind();
-            r.convs += k == LayerKind::Conv2d || k == LayerKind::BatchNorm2d ? 1 : 0;
+            r.convs += k == LayerKind::Conv2d || k == LayerKind::BatchNorm2d || k == LayerKind::Add ? 1 : 0;
         }
         m->setFusion(fused);
         RunContext ctx;
@@ -258,7 +263,7 @@ void TestFusedPasses::mixedFusedPassIsBitIdentical()
     const PassRun plain = run(false, true), fused = run(true, true), hooksRound = run(true, false);
     const PassRun masters = run(true, true, true);
     QCOMPARE(plain.emptyActivations, 0);
-    // bf16: every convolution and BatchNorm rounds its own output; other formats, or with it off: none.
+    // bf16: every convolution, BatchNorm and Add rounds its own output; other formats, or with it off: none.
     QCOMPARE(fused.selfRounding, format == "bf16" ? fused.convs : 0);
     QCOMPARE(hooksRound.selfRounding, 0);
     // On the bf16 products seed-cnn's conv1 (one input channel) takes the im2col path, which does not fuse.

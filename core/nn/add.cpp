@@ -1,5 +1,6 @@
 #include "nn/add.h"
 
+#include "tensor/bf16.h"
 #include "tensor/parallel.h"
 #include "util/errors.h"
 
@@ -44,11 +45,12 @@ void sumThrough(const std::vector<const Tensor*>& xs, Tensor& y, F f)
 }
 } // namespace
 
-// y = a + b
-void Add::forwardMulti(const std::vector<const Tensor*>& xs, Tensor& y, const RunContext& /*ctx*/)
+// y = a + b (rounded to bf16 when ctx.roundOutputBf16)
+void Add::forwardMulti(const std::vector<const Tensor*>& xs, Tensor& y, const RunContext& ctx)
 {
     y.resize(outputShapeMulti({xs.at(0)->shape(), xs.at(1)->shape()}));
-    sumThrough(xs, y, [](float v) { return v; });
+    if (ctx.roundOutputBf16) sumThrough(xs, y, [](float v) { return roundBf16(v); });
+    else sumThrough(xs, y, [](float v) { return v; });
 }
 
 // da = db = dy
@@ -75,11 +77,13 @@ void Add::backwardMulti(const std::vector<const Tensor*>& xs, const Tensor& /*y*
     });
 }
 
-// r = min(max(a + b, 0), cap): ReLU's and ReLU6's own expression on the sum (clampForward).
-void Add::forwardClamped(const std::vector<const Tensor*>& xs, Tensor& r, float cap)
+// r = min(max(a + b, 0), cap): ReLU's and ReLU6's own expression on the sum (clampForward), on
+// the sum rounded to bf16 when toBf16.
+void Add::forwardClamped(const std::vector<const Tensor*>& xs, Tensor& r, float cap, bool toBf16)
 {
     r.resize(outputShapeMulti({xs.at(0)->shape(), xs.at(1)->shape()}));
-    sumThrough(xs, r, [cap](float v) { return std::min(std::max(v, 0.0f), cap); });
+    if (toBf16) sumThrough(xs, r, [cap](float v) { return std::min(std::max(roundBf16(v), 0.0f), cap); });
+    else sumThrough(xs, r, [cap](float v) { return std::min(std::max(v, 0.0f), cap); });
 }
 
 void Add::maskGradient(const Tensor& r, Tensor& dr, float cap, Tensor* first, bool addFirst, const std::uint8_t* steMask) const

@@ -21,9 +21,13 @@ public:
     void backwardMulti(const std::vector<const Tensor*>& xs, const Tensor& y, const Tensor& dy,
                        const std::vector<Tensor*>& dxs) override;
 
+    // forwardMulti rounds the sum to bfloat16, nearest even, in the same pass when
+    // ctx.roundOutputBf16 (RunContext; the same roundBf16 as roundToFormat's, so the same bits).
     // The Add fused with the ReLU (cap = +inf) or ReLU6 (cap = 6) that alone reads it
-    // (Model::setFusion): r = min(max(a + b, 0), cap) in one pass, the sum never stored.
-    void forwardClamped(const std::vector<const Tensor*>& xs, Tensor& r, float cap);
+    // (Model::setFusion): r = min(max(a + b, 0), cap) in one pass, the sum never stored; with
+    // toBf16 the sum is rounded to bfloat16 first (the clamp of a bf16 value is one: 0 and 6 are
+    // on the grid), so r = ReLU(round(a + b)), as the separate layers with the rounding between.
+    void forwardClamped(const std::vector<const Tensor*>& xs, Tensor& r, float cap, bool toBf16 = false);
     // The fused backward's mask: dr (the clamp's output gradient, r's shape) keeps its entries
     // where the clamp passes them (r > 0, and r < cap when cap is finite: ReLU's and ReLU6's rules
     // on their output) and is zeroed elsewhere, in place. With first, the masked gradient is also

@@ -65,7 +65,7 @@ struct RunContext {
     std::uint64_t rngKey = 0; // per-step key; layers derive their own streams from it
     // Set by Model::forward for a layer whose hooks ask for it (LayerHooks::roundsOutputBf16): the
     // layer rounds its output to bfloat16, nearest even (tensor/bf16.h), before it returns, in its
-    // own epilogue (Conv2d, BatchNorm2d), while the values are still in cache. Model::forward sets
+    // own epilogue (Conv2d, BatchNorm2d, Add), while the values are still in cache. Model::forward sets
     // it for no other layer.
     bool roundOutputBf16 = false;
     // Inference passes that read only the output (evaluation, calibration, the float runner):

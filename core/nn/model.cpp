@@ -268,7 +268,9 @@ void Model::planFusion(const LayerHooks* hooks)
         // With hooks, convolutions (their fused backward reads the ReLU's output as the hooks left
         // it) and the BatchNorms the hooks name (whose backward then reads it too, not BN(x)).
         // An Add (the residual join) fuses as a BatchNorm2d does: its backward masks the
-        // gradient by the ReLU's output as the hooks left it.
+        // gradient by the ReLU's output as the hooks left it. A ReLU6 fuses under hooks only where
+        // they allow it (LayerHooks::fusesReLU6): its own rule reads its input, the fused one the
+        // output.
         const bool join = l.kind() == LayerKind::Add;
         const bool fuses = ((l.kind() == LayerKind::BatchNorm2d || join) && (!hooks || hooks->fusesReLU(i))) ||
                            (l.kind() == LayerKind::Conv2d && static_cast<const Conv2d&>(l).fusesActivation());
@@ -276,7 +278,9 @@ void Model::planFusion(const LayerHooks* hooks)
         const long j = soleConsumer(i);
         if (j < 0) continue;
         const LayerKind k = m_layers[static_cast<std::size_t>(j)]->kind();
-        if ((k != LayerKind::ReLU && (k != LayerKind::ReLU6 || hooks)) || m_inputs[static_cast<std::size_t>(j)].size() != 1) continue;
+        if ((k != LayerKind::ReLU && (k != LayerKind::ReLU6 || (hooks && !hooks->fusesReLU6(i)))) ||
+            m_inputs[static_cast<std::size_t>(j)].size() != 1)
+            continue;
         m_clampOf[i] = j;
         m_fusedAway[static_cast<std::size_t>(j)] = 1;
         // A 2x2/2 max pool after the clamp joins where nothing reads the clamp's output (no hooks, or
@@ -311,7 +315,10 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
     roundedCtx.roundOutputBf16 = true;
     auto ctxOf = [&](std::size_t i) -> const RunContext& {
         const LayerKind k = m_layers[i]->kind();
-        return hooks && (k == LayerKind::Conv2d || k == LayerKind::BatchNorm2d) && hooks->roundsOutputBf16(i) ? roundedCtx : ctx;
+        return hooks && (k == LayerKind::Conv2d || k == LayerKind::BatchNorm2d || k == LayerKind::Add) &&
+                       hooks->roundsOutputBf16(i)
+                   ? roundedCtx
+                   : ctx;
     };
     std::size_t roundedBy = static_cast<std::size_t>(-1); // the fused layer that rounded the clamp's output
     if (m_times) ++m_times->forwardPasses;
@@ -346,7 +353,7 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
             if (m_layers[i]->kind() == LayerKind::Add) {
                 xs.clear();
                 for (std::size_t a : in) xs.push_back(&m_acts[a]);
-                static_cast<Add&>(*m_layers[i]).forwardClamped(xs, m_acts[j + 1], clampCap(*m_layers[j]));
+                static_cast<Add&>(*m_layers[i]).forwardClamped(xs, m_acts[j + 1], clampCap(*m_layers[j]), c.roundOutputBf16);
             } else if (m_layers[i]->kind() == LayerKind::Conv2d)
                 static_cast<Conv2d&>(*m_layers[i]).forwardClamped(m_acts[in[0]], m_acts[j + 1], c, clampCap(*m_layers[j]));
             else

@@ -31,6 +31,13 @@ public:
     // hooks are set (touchesOutput must be false for it too). The fused backward then takes the
     // ReLU's mask from the ReLU's output as the hooks left it, as the unfused ReLU's backward does.
     virtual bool fusesReLU(std::size_t /*layer*/) const { return false; }
+    // True when this Conv2d, BatchNorm2d or Add may run fused with the ReLU6 that alone reads it
+    // although hooks are set (touchesOutput, and for a BatchNorm2d or Add fusesReLU, must allow it
+    // too). ReLU6's own backward passes the gradient where 0 < x < 6 on its input x, the fused
+    // backward where 0 < r < 6 on its output r as the hooks left it: the hooks must keep the two
+    // the same, as rounding to a float format that holds 6 does (it is monotone and keeps 0 and 6:
+    // r = min(max(round(v), 0), 6)). Fake-quantizing r does not (a small v > 0 becomes r = 0).
+    virtual bool fusesReLU6(std::size_t /*layer*/) const { return false; }
     // The straight-through mask beforeBackward(layer) would apply to a gradient of n elements
     // (0/1 bytes: dy becomes dy where 1, 0 where 0) when that is all it would do, else nullptr.
     // For a ReLU fused away into its BatchNorm2d or Add, Model hands the mask to that layer's
@@ -40,7 +47,7 @@ public:
     // True when the hooks round layer's output (or, fused, its ReLU's) to bf16 nearest even and
     // the layer may do it itself (RunContext::roundOutputBf16): Model::forward then sets the flag
     // for that layer's call, and afterForward of the layer and of a ReLU it is fused with gets the
-    // flag too. Conv2d and BatchNorm2d honour it; Model sets it for no other layer.
+    // flag too. Conv2d, BatchNorm2d and Add honour it; Model sets it for no other layer.
     virtual bool roundsOutputBf16(std::size_t /*layer*/) const { return false; }
     // True when a Conv2d (conv) fused with its clamp activation (clamp) may also run the 2x2 max
     // pool (pool) that alone reads the clamp in its epilogue (Conv2d::forwardPooled), although
@@ -112,8 +119,9 @@ public:
     // materialised (activation() of it is empty). In a pass with hooks only Conv2d + ReLU pairs
     // whose convolution the hooks leave alone (LayerHooks::touchesOutput) fuse: the hooks still
     // see the ReLU's output and gradient, and ReLU's backward rule reads that output as the hooks
-    // left it (fake-quantized, say), as the fused convolution's does (ReLU6's reads its input,
-    // BatchNorm2d's fused backward recomputes its output). Without hooks (or where the hooks allow
+    // left it (fake-quantized, say), as the fused convolution's does (ReLU6's reads its input, so
+    // it fuses only where LayerHooks::fusesReLU6 allows; BatchNorm2d's fused backward without hooks
+    // recomputes its output). Without hooks (or where the hooks allow
     // it: LayerHooks::fusesPool), a convolution fused with its clamp whose clamp's only reader is a
     // 2x2 stride-2 max pool runs that pool in its epilogue too (Conv2d::forwardPooled): then the
     // clamp's output is empty as well. Off by

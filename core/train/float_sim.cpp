@@ -58,14 +58,19 @@ void FloatSim::setModel(const Model& model)
     const bool bf16 = m_fmt.kind == FormatKind::Float && m_fmt.expBits == 8 && m_fmt.manBits == 7;
     if (bf16 && m_layerRounding)
         for (std::size_t i = 0; i < model.size(); ++i)
-            m_selfRounds[i] = model.layer(i).kind() == LayerKind::Conv2d || model.layer(i).kind() == LayerKind::BatchNorm2d; // MX: a block's rounding depends on its other values, ReLU changes them
+            m_selfRounds[i] = model.layer(i).kind() == LayerKind::Conv2d || model.layer(i).kind() == LayerKind::BatchNorm2d ||
+                              model.layer(i).kind() == LayerKind::Add; // MX: a block's rounding depends on its other values, ReLU changes them
+    // The clamps: a ReLU or ReLU6 alone reading a convolution, BatchNorm or Add (the residual join).
+    // The format holds 6 (m_keepsGrid), so ReLU6's mask on its rounded input, 0 < round(v) < 6, is
+    // its mask on its rounded output (fusesReLU6).
     for (std::size_t i = 0; i + 1 < model.size(); ++i) {
         const std::vector<std::size_t>& readers = model.consumersOf(i + 1);
         const LayerKind k = model.layer(i).kind();
-        if ((k != LayerKind::Conv2d && k != LayerKind::BatchNorm2d) || readers.size() != 1) continue;
+        if ((k != LayerKind::Conv2d && k != LayerKind::BatchNorm2d && k != LayerKind::Add) || readers.size() != 1) continue;
         const std::size_t r = readers[0];
-        if (model.layer(r).kind() != LayerKind::ReLU || model.inputsOf(r).size() != 1) continue;
-        m_clamped[i] = k == LayerKind::BatchNorm2d ? 2 : 1;
+        const LayerKind rk = model.layer(r).kind();
+        if ((rk != LayerKind::ReLU && rk != LayerKind::ReLU6) || model.inputsOf(r).size() != 1) continue;
+        m_clamped[i] = k == LayerKind::Conv2d ? 1 : 2;
         m_roundsClamp[r] = m_selfRounds[i] ? 0 : 1; // a self-rounding layer's ReLU gets grid values
     }
     // The gradient entering layer i is its readers' input gradient. With one reader it is on the

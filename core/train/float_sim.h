@@ -44,16 +44,18 @@ public:
     void onInput(Tensor& x, const RunContext& ctx) override;
     void afterForward(std::size_t layer, Layer& l, Tensor& y, const RunContext& ctx) override;
     void beforeBackward(std::size_t layer, Layer& l, Tensor& dy) override;
-    // After setModel, a convolution or BatchNorm whose output only a ReLU reads is left alone:
-    // rounding commutes with ReLU (round is monotone, keeps signs and rounds 0 to 0), so the ReLU's
-    // output is rounded instead and the trainer's pass may run the pair fused, with the same bits.
-    // The fused BatchNorm's backward takes the ReLU's mask from that rounded output (as the
-    // unfused ReLU would): round(v) > 0 differs from v > 0 where v underflows to 0.
+    // After setModel, a convolution, BatchNorm or Add whose output only a ReLU or ReLU6 reads is
+    // left alone: rounding commutes with the clamp (round is monotone, keeps signs, rounds 0 to 0
+    // and, in a format that holds it, 6 to 6), so the clamp's output is rounded instead and the
+    // trainer's pass may run the pair fused, with the same bits. The fused backward takes the
+    // clamp's mask from that rounded output (as the unfused ReLU does; ReLU6 reads its rounded
+    // input, which gives the same mask): round(v) > 0 differs from v > 0 where v underflows to 0.
     bool touchesOutput(std::size_t layer) const override { return !(layer < m_clamped.size() && m_clamped[layer]); }
     bool fusesReLU(std::size_t layer) const override { return layer < m_clamped.size() && m_clamped[layer] == 2; }
-    // After setModel, with bf16: every Conv2d and BatchNorm2d rounds its own output in its epilogue
-    // (the same roundBf16 as roundToFormat's, so the same bits), and a ReLU after it has nothing
-    // to round.
+    bool fusesReLU6(std::size_t layer) const override { return layer < m_clamped.size() && m_clamped[layer]; }
+    // After setModel, with bf16: every Conv2d, BatchNorm2d and Add rounds its own output in its
+    // epilogue or pass (the same roundBf16 as roundToFormat's, so the same bits), and a ReLU after
+    // it has nothing to round.
     bool roundsOutputBf16(std::size_t layer) const override { return layer < m_selfRounds.size() && m_selfRounds[layer]; }
     // A self-rounding convolution, its ReLU and a max pool after it run as one where the gradients
     // entering the convolution and the ReLU are exact already (beforeBackward skips them; the pool's
@@ -78,9 +80,9 @@ private:
     bool m_overflow = false;
     bool m_keepsGrid; // element-wise format (not MX) that holds 6, the ReLU6 bound
     std::vector<std::uint8_t> m_exactGrad; // per layer: dL/d(output) is on the grid and checked already
-    std::vector<std::uint8_t> m_clamped;     // per layer: a Conv2d (1) or BatchNorm2d (2) read only by a ReLU (touchesOutput false)
+    std::vector<std::uint8_t> m_clamped;     // per layer: a Conv2d (1), BatchNorm2d or Add (2) read only by a ReLU or ReLU6 (touchesOutput false)
     std::vector<std::uint8_t> m_roundsClamp; // per layer: that ReLU, which rounds its output itself
-    std::vector<std::uint8_t> m_selfRounds;  // per layer: a Conv2d that rounds its output (roundsOutputBf16)
+    std::vector<std::uint8_t> m_selfRounds;  // per layer: a Conv2d, BatchNorm2d or Add that rounds its output (roundsOutputBf16)
     bool m_layerRounding = true;
 };
 
