@@ -600,16 +600,19 @@ void Conv2d::forwardBf16(const Tensor& x, Tensor& y)
 }
 
 // dW_n = bf16(dy_n) * bf16(im2col(x_n))^T per image, summed in image order; dx_n =
-// col2im(bf16(W)^T * bf16(dy_n)).
+// col2im(bf16(W)^T * bf16(dy_n)) (the product itself for a 1x1 stride-1 convolution without padding).
 void Conv2d::backwardBf16(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad)
 {
     const std::size_t N = x.dim(0), H = x.dim(2), W = x.dim(3), HWo = dy.dim(2) * dy.dim(3);
     const std::size_t K = m_cin * m_k * m_k;
     const std::size_t wSize = m_cout * K, bSize = m_hasBias ? m_cout : 0, partSize = wSize + bSize;
     m_partials.resize(N * partSize);
+    // A 1x1 stride-1 convolution without padding: the columns are the image, so W^T dy is written
+    // straight into dx (every element), without col2im.
+    const bool pointwise = m_k == 1 && m_stride == 1 && m_pad == 0;
     if (needInputGrad) {
         dx.resize(x.shape());
-        dx.setZero(); // col2im accumulates
+        if (!pointwise) dx.setZero(); // col2im accumulates
         packBf16A(m_packedBf16, m_bf16, true, K, m_cout, m_weight.forwardValue().data(), K);
     }
     parallelFor(N, [&](std::size_t n) {
@@ -623,9 +626,14 @@ void Conv2d::backwardBf16(const Tensor& x, const Tensor& dy, Tensor& dx, bool ne
         gemmBf16PackedAB(grad, colsT, part, K, false);
         for (std::size_t o = 0; o < bSize; ++o) part[wSize + o] = fixedOrderSum(gy + o * HWo, HWo);
         if (!needInputGrad) return;
+        float* dxn = dx.data() + n * m_cin * H * W;
+        if (pointwise) {
+            gemmBf16Packed(m_packedBf16, false, HWo, gy, HWo, dxn, HWo, false);
+            return;
+        }
         float* dcols = threadBuffer(1, K * HWo).data();
         gemmBf16Packed(m_packedBf16, false, HWo, gy, HWo, dcols, HWo, false);
-        col2imAdd(dcols, m_cin, H, W, m_k, m_stride, m_pad, dx.data() + n * m_cin * H * W);
+        col2imAdd(dcols, m_cin, H, W, m_k, m_stride, m_pad, dxn);
     });
     reducePartials(m_partials, N, wSize, bSize, m_weight.grad.data(), m_bias.grad.data());
 }
