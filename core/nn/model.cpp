@@ -483,9 +483,18 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
             if (a == 0) return nullptr;
             return m_consumers[a].size() == 1 ? &m_grads[a] : nullptr;
         };
+        // With one input, the first of several readers to run also writes straight into the
+        // activation's gradient (every backward overwrites its dx), which keeps its buffer: a
+        // scratch tensor swapped in there would leave the slot's old buffer, often of another
+        // size, as the next scratch, and growing it cost a reallocation, a zero fill and page
+        // faults each step (resnet8's layer2.shortcut: 2.8 ms in a step against 0.36 ms alone).
+        auto firstTarget = [&](std::size_t a) -> Tensor* {
+            if (a == 0) return nullptr;
+            return m_consumers[a].size() == 1 || !m_gradSet[a] ? &m_grads[a] : nullptr;
+        };
         if (in.size() == 1) {
             const std::size_t a = in[0];
-            Tensor* direct = target(a);
+            Tensor* direct = firstTarget(a);
             const bool need = a != 0;
             // A convolution whose input has a gradient already (a residual block's input, read by
             // the block's shortcut too) adds its own into it: the same bits as the scratch tensor
