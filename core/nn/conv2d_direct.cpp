@@ -214,30 +214,79 @@ void scatterPhaseGradient(const StridedDxPhase& ph, const RunGeometry& gd, const
         }
 }
 
+namespace {
+// out[2 m] = ev[m] and out[2 m + 1] = od[m] for the indices below n; with add, out += them.
+void interleaveRow(const float* __restrict ev, const float* __restrict od, std::size_t n, float* __restrict out, bool add)
+{
+#if defined(__AVX512F__)
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    for (std::size_t i = 0; i < n; i += 32) {
+        const std::size_t left = n - i;
+        const std::size_t ne = std::min<std::size_t>(16, (left + 1) / 2), no = std::min<std::size_t>(16, left / 2);
+        const __m512 e = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << ne) - 1u), ev + i / 2);
+        const __m512 o = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << no) - 1u), od + i / 2);
+        const auto k0 = static_cast<__mmask16>(left >= 16 ? 0xFFFFu : (1u << left) - 1u);
+        const auto k1 = static_cast<__mmask16>(left >= 32 ? 0xFFFFu : left > 16 ? (1u << (left - 16)) - 1u : 0u);
+        __m512 a = _mm512_permutex2var_ps(e, lo, o), b = _mm512_permutex2var_ps(e, hi, o);
+        if (add) {
+            a = _mm512_add_ps(_mm512_maskz_loadu_ps(k0, out + i), a);
+            b = _mm512_add_ps(_mm512_maskz_loadu_ps(k1, out + i + 16), b);
+        }
+        _mm512_mask_storeu_ps(out + i, k0, a);
+        if (k1) _mm512_mask_storeu_ps(out + i + 16, k1, b);
+    }
+#else
+    for (std::size_t i = 0; i < n; ++i) {
+        const float v = (i % 2 ? od : ev)[i / 2];
+        out[i] = add ? out[i] + v : v;
+    }
+#endif
+}
+} // namespace
+
+void scatterPhasePairGradient(const StridedDxPhase& ph0, const float* out0, std::size_t L0, const StridedDxPhase& ph1,
+                              const float* out1, std::size_t L1, const RunGeometry& gd, std::size_t cin, std::size_t H,
+                              std::size_t W, std::size_t p, std::size_t n0, std::size_t count, float* dx, bool add)
+{
+    constexpr std::size_t s = 2;
+    if (ph0.py != ph1.py || ph0.px != 0 || ph1.px != 1 || ph0.Aa != ph1.Aa)
+        throw std::logic_error("scatterPhasePairGradient: not the two phases of one phase row");
+    const std::size_t HW = H * W, py = ph0.py, a0 = py < p ? (p - py + s - 1) / s : 0;
+    // pixel x = 2 m is phase (x + p) % 2 = p % 2's position b = (x + p) / 2 = m + p / 2, and
+    // x = 2 m + 1 the other phase's m + (p + 1) / 2
+    const bool evenFrom0 = p % 2 == 0;
+    for (std::size_t ci = 0; ci < cin; ++ci)
+        for (std::size_t i = 0; i < count; ++i) {
+            float* d = dx + ((n0 + i) * cin + ci) * HW;
+            const float* o0 = out0 + ci * L0 + i * gd.Rn;
+            const float* o1 = out1 + ci * L1 + i * gd.Rn;
+            const float* ev = (evenFrom0 ? o0 : o1) + p / 2;
+            const float* od = (evenFrom0 ? o1 : o0) + (p + 1) / 2;
+            for (std::size_t a = a0; a < ph0.Aa; ++a)
+                interleaveRow(ev + a * gd.Wq, od + a * gd.Wq, W, d + (a * s + py - p) * W, add);
+        }
+}
+
 } // namespace conv_detail
 
 namespace {
 
-// dx of images [n0, n0 + count) from dy's runs (plan.gd), phase by phase; out: Cin x L scratch.
+// dx of images [n0, n0 + count) from dy's runs (plan.gd), phase by phase (phaseInputGradient).
 // add: dx += it (Conv2d::backwardAddingInputGradient).
 void stridedInputGradient(const StridedDxPlan& plan, const float* dyRuns, std::size_t cout, std::size_t cin,
                           std::size_t H, std::size_t W, std::size_t s, std::size_t p, std::size_t n0, std::size_t count,
-                          const float** rows, float* out, float* dx, bool add)
+                          const float** rows, float* dx, bool add)
 {
     const RunGeometry& gd = plan.gd;
-    for (const StridedDxPhase& ph : plan.phases) {
+    phaseInputGradient(plan, cin, H, W, s, p, n0, count, dx, add, [&](const StridedDxPhase& ph, float* out, std::size_t L) {
         const std::size_t Kp = cout * ph.Ty * ph.Tx;
-        if (ph.Aa == 0 || ph.Bb == 0) continue;
-        const std::size_t L = ph.length(gd, count);
-        if (Kp > 0) {
-            for (std::size_t co = 0; co < cout; ++co)
-                for (std::size_t t = 0; t < ph.Ty; ++t)
-                    for (std::size_t u = 0; u < ph.Tx; ++u)
-                        rows[(co * ph.Ty + t) * ph.Tx + u] = dyRuns + co * gd.S + gd.head - t * gd.Wq - u;
-            conv_direct::gemmRows(ph.packed.data(), cin, Kp, rows, L, out, L);
-        }
-        scatterPhaseGradient(ph, gd, out, L, cin, H, W, s, p, n0, count, dx, add);
-    }
+        for (std::size_t co = 0; co < cout; ++co)
+            for (std::size_t t = 0; t < ph.Ty; ++t)
+                for (std::size_t u = 0; u < ph.Tx; ++u)
+                    rows[(co * ph.Ty + t) * ph.Tx + u] = dyRuns + co * gd.S + gd.head - t * gd.Wq - u;
+        conv_direct::gemmRows(ph.packed.data(), cin, Kp, rows, L, out, L);
+    });
 }
 
 } // namespace
@@ -281,9 +330,7 @@ void Conv2d::backwardStrided(const Tensor& x, const Tensor& dy, Tensor& dx, bool
         if (plan) { // the x runs are done with: their buffer takes dy's padded runs
             float* dyRuns = threadBuffer(0, m_cout * plan->gd.S).data();
             toRuns(dy.data(), m_cout, n0, count, plan->gd, dyRuns);
-            float* out = threadBuffer(1, m_cin * plan->gd.Ng * plan->gd.Rn).data();
-            stridedInputGradient(*plan, dyRuns, m_cout, m_cin, H, W, m_stride, m_pad, n0, count, rows, out, dx.data(),
-                                 m_addDx);
+            stridedInputGradient(*plan, dyRuns, m_cout, m_cin, H, W, m_stride, m_pad, n0, count, rows, dx.data(), m_addDx);
             return;
         }
         float* dcols = threadBuffer(1, K * HWo).data();
@@ -317,6 +364,56 @@ SubsampleGeometry subsampleGeometry(std::size_t H, std::size_t W, std::size_t s)
     return {H, W, s, Ho, Wo, HWo, Ng, Ng * HWo};
 }
 
+// out[m] = in[2 m] for 2 m < n: a row's even pixels.
+void takeEven(const float* __restrict in, std::size_t n, float* __restrict out)
+{
+#if defined(__AVX512F__)
+    const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    for (std::size_t i = 0; i < n; i += 32) {
+        const std::size_t left = n - i, ne = std::min<std::size_t>(16, (left + 1) / 2);
+        const auto k0 = static_cast<__mmask16>(left >= 16 ? 0xFFFFu : (1u << left) - 1u);
+        const auto k1 = static_cast<__mmask16>(left >= 32 ? 0xFFFFu : left > 16 ? (1u << (left - 16)) - 1u : 0u);
+        const __m512 a = _mm512_maskz_loadu_ps(k0, in + i), b = _mm512_maskz_loadu_ps(k1, in + i + 16);
+        _mm512_mask_storeu_ps(out + i / 2, static_cast<__mmask16>((1u << ne) - 1u), _mm512_permutex2var_ps(a, ie, b));
+    }
+#else
+    for (std::size_t m = 0; 2 * m < n; ++m) out[m] = in[2 * m];
+#endif
+}
+
+// out[2 m] = src[m] and out[2 m + 1] = 0 for the indices below n; with add, out[2 m] += src[m]
+// and the odd pixels are left as they are.
+void spreadEven(const float* __restrict src, std::size_t n, float* __restrict out, bool add)
+{
+#if defined(__AVX512F__)
+    const __m512i lo = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    const __m512i hi = _mm512_setr_epi32(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+    constexpr __mmask16 even = 0x5555;
+    for (std::size_t i = 0; i < n; i += 32) {
+        const std::size_t left = n - i, ne = std::min<std::size_t>(16, (left + 1) / 2);
+        const __m512 v = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << ne) - 1u), src + i / 2);
+        const auto k0 = static_cast<__mmask16>(left >= 16 ? 0xFFFFu : (1u << left) - 1u);
+        const auto k1 = static_cast<__mmask16>(left >= 32 ? 0xFFFFu : left > 16 ? (1u << (left - 16)) - 1u : 0u);
+        const __m512 a = _mm512_maskz_permutexvar_ps(even, lo, v), b = _mm512_maskz_permutexvar_ps(even, hi, v);
+        if (add) {
+            _mm512_mask_storeu_ps(out + i, k0 & even, _mm512_add_ps(_mm512_maskz_loadu_ps(k0 & even, out + i), a));
+            if (k1) _mm512_mask_storeu_ps(out + i + 16, k1 & even, _mm512_add_ps(_mm512_maskz_loadu_ps(k1 & even, out + i + 16), b));
+        } else {
+            _mm512_mask_storeu_ps(out + i, k0, a);
+            if (k1) _mm512_mask_storeu_ps(out + i + 16, k1, b);
+        }
+    }
+#else
+    for (std::size_t i = 0; i < n; ++i) {
+        if (i % 2) {
+            if (!add) out[i] = 0.0f;
+        } else {
+            out[i] = add ? out[i] + src[i / 2] : src[i / 2];
+        }
+    }
+#endif
+}
+
 // x images [n0, n0 + count) of (N, C, H, W) -> runs (C, S): run c holds image i's sampled
 // pixels at i HoWo + oy Wo + ox.
 void gatherSubsampled(const float* x, std::size_t C, std::size_t n0, std::size_t count, const SubsampleGeometry& g,
@@ -329,7 +426,9 @@ void gatherSubsampled(const float* x, std::size_t C, std::size_t n0, std::size_t
             float* __restrict dst = runs + c * g.S + i * g.HWo;
             for (std::size_t oy = 0; oy < g.Ho; ++oy, dst += g.Wo) {
                 const float* row = src + oy * g.s * g.W;
-                for (std::size_t ox = 0; ox < g.Wo; ++ox) dst[ox] = row[ox * g.s];
+                if (g.s == 2) takeEven(row, g.W, dst);
+                else
+                    for (std::size_t ox = 0; ox < g.Wo; ++ox) dst[ox] = row[ox * g.s];
             }
         }
 }
@@ -345,6 +444,13 @@ void scatterSubsampled(const float* out, std::size_t L, std::size_t C, std::size
         for (std::size_t i = 0; i < count; ++i) {
             float* __restrict d = dx + ((n0 + i) * C + c) * HW;
             const float* __restrict src = out + c * L + i * g.HWo;
+            if (g.s == 2) { // each row written once: the sampled ones spread, the others cleared
+                for (std::size_t y = 0; y < g.H; ++y) {
+                    if (y % 2 == 0) spreadEven(src + (y / 2) * g.Wo, g.W, d + y * g.W, add);
+                    else if (!add) std::memset(d + y * g.W, 0, g.W * sizeof(float));
+                }
+                continue;
+            }
             if (!add) std::memset(d, 0, HW * sizeof(float));
             for (std::size_t oy = 0; oy < g.Ho; ++oy, src += g.Wo) {
                 float* row = d + oy * g.s * g.W;

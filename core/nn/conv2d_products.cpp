@@ -402,19 +402,15 @@ bool Conv2d::backwardStridedBf16(const Tensor& x, const Tensor& dy, Tensor& dx, 
         weightGradBf16Runs(WeightGradRuns{m_bf16, xb, 2 * xs, xTaps.data(), kk, m_cin, pairs, m_cout, Op, P}, part);
         if (!needInputGrad) return;
         static thread_local std::vector<std::size_t> taps;
-        for (const StridedDxPhase& ph : plan->phases) {
-            if (ph.Aa == 0 || ph.Bb == 0) continue;
-            const std::size_t tt = ph.Ty * ph.Tx, Lp = ph.length(gd, count);
-            float* out = threadBuffer(1, m_cin * Lp).data();
-            if (tt > 0) {
-                taps.resize(tt);
-                for (std::size_t t = 0; t < ph.Ty; ++t)
-                    for (std::size_t u = 0; u < ph.Tx; ++u) taps[t * ph.Tx + u] = 4 * (gd.head - t * gd.Wq - u);
-                gemmBf16Runs(ph.bf16, ConvRuns{reinterpret_cast<const std::uint8_t*>(dyRuns), 4 * gd.S, taps.data(), tt, C2}, Lp,
-                             out, Lp);
-            }
-            scatterPhaseGradient(ph, gd, out, Lp, m_cin, H, W, m_stride, m_pad, n0, count, dx.data(), m_addDx);
-        }
+        phaseInputGradient(*plan, m_cin, H, W, m_stride, m_pad, n0, count, dx.data(), m_addDx,
+                           [&](const StridedDxPhase& ph, float* out, std::size_t Lp) {
+                               const std::size_t tt = ph.Ty * ph.Tx;
+                               taps.resize(tt);
+                               for (std::size_t t = 0; t < ph.Ty; ++t)
+                                   for (std::size_t u = 0; u < ph.Tx; ++u) taps[t * ph.Tx + u] = 4 * (gd.head - t * gd.Wq - u);
+                               gemmBf16Runs(ph.bf16, ConvRuns{reinterpret_cast<const std::uint8_t*>(dyRuns), 4 * gd.S, taps.data(), tt, C2},
+                                            Lp, out, Lp);
+                           });
     });
     reducePartials(m_partials, groups, wSize, bSize, m_weight.grad.data(), m_bias.grad.data());
     return true;

@@ -212,6 +212,47 @@ void scatterPhaseGradient(const StridedDxPhase& ph, const RunGeometry& gd, const
                           std::size_t cin, std::size_t H, std::size_t W, std::size_t s, std::size_t p, std::size_t n0,
                           std::size_t count, float* dx, bool add);
 
+// scatterPhaseGradient for the two phases (py, 0) and (py, 1) of a stride-2 convolution at once
+// (ph0 and ph1, products out0 and out1 of lengths L0 and L1), both with taps: each dx row of phase
+// row py is written (or, with add, added to) whole, its even and odd pixels interleaved from the two
+// products, where a phase at a time wrote every other pixel. The same values, each added once.
+void scatterPhasePairGradient(const StridedDxPhase& ph0, const float* out0, std::size_t L0, const StridedDxPhase& ph1,
+                              const float* out1, std::size_t L1, const RunGeometry& gd, std::size_t cin, std::size_t H,
+                              std::size_t W, std::size_t p, std::size_t n0, std::size_t count, float* dx, bool add);
+
+// dx of images [n0, n0 + count) from the plan's phases: product(ph, out, L) writes phase ph's
+// Cin x L product into out (called for phases with taps only), and each product is scattered
+// into dx (add: dx += it). With stride 2, the two phases of a phase row take two per-thread
+// buffers (1 and 6) and are scattered together (scatterPhasePairGradient).
+template <typename Product>
+void phaseInputGradient(const StridedDxPlan& plan, std::size_t cin, std::size_t H, std::size_t W, std::size_t s,
+                        std::size_t p, std::size_t n0, std::size_t count, float* dx, bool add, Product&& product)
+{
+    const RunGeometry& gd = plan.gd;
+    const auto used = [](const StridedDxPhase& ph) { return ph.Aa > 0 && ph.Bb > 0; };
+    const auto taps = [](const StridedDxPhase& ph) { return ph.Ty * ph.Tx > 0; };
+    const std::vector<StridedDxPhase>& phases = plan.phases;
+    for (std::size_t f = 0; f < phases.size(); ++f) {
+        const StridedDxPhase& ph = phases[f];
+        if (!used(ph)) continue;
+        const std::size_t L = ph.length(gd, count);
+        float* out = threadBuffer(1, cin * L).data();
+        if (s == 2 && ph.px == 0 && f + 1 < phases.size() && phases[f + 1].py == ph.py && used(phases[f + 1]) &&
+            taps(ph) && taps(phases[f + 1])) {
+            const StridedDxPhase& ph1 = phases[f + 1];
+            const std::size_t L1 = ph1.length(gd, count);
+            float* out1 = threadBuffer(6, cin * L1).data();
+            product(ph, out, L);
+            product(ph1, out1, L1);
+            scatterPhasePairGradient(ph, out, L, ph1, out1, L1, gd, cin, H, W, p, n0, count, dx, add);
+            ++f;
+            continue;
+        }
+        if (taps(ph)) product(ph, out, L);
+        scatterPhaseGradient(ph, gd, out, L, cin, H, W, s, p, n0, count, dx, add);
+    }
+}
+
 // A (M x C k k, taps of each channel consecutive) in the bf16 runs' K order (conv2d_products.cpp).
 std::vector<float> bf16RunsOrder(const float* A, std::size_t M, std::size_t C, std::size_t kk);
 // The bf16 backward of one group of images [n0, n0 + count) from x and dy straight to bf16 runs:

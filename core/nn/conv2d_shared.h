@@ -93,7 +93,7 @@ float fixedOrderSumMasked(const float* v, const float* r, std::size_t n, float c
 // With roundBf16, then rounded to bf16 (roundRowBf16).
 void addBiasClamp(float* y, std::size_t n, const float* bias, float cap, bool roundBf16 = false);
 // A per-thread scratch buffer (which: 0 to kThreadBuffers - 1) of at least `size` floats.
-inline constexpr int kThreadBuffers = 6;
+inline constexpr int kThreadBuffers = 7;
 std::vector<float>& threadBuffer(int which, std::size_t size);
 // dW = sum_n partials[n][0, wSize), db = sum_n partials[n][wSize, wSize + bSize), in order.
 void reducePartials(const std::vector<float>& partials, std::size_t N, std::size_t wSize, std::size_t bSize,
