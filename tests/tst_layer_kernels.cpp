@@ -6,6 +6,7 @@
 #include "nn/conv_direct.h"
 #include "nn/linear.h"
 #include "nn/maxpool2d.h"
+#include "tensor/bf16.h"
 #include "tensor/gemm_bf16.h"
 #include "util/errors.h"
 #include "util/rng.h"
@@ -48,6 +49,8 @@ private slots:
     void addedInputGradientIsBitIdentical();
     void maxPool2x2MatchesScalarRules_data();
     void maxPool2x2MatchesScalarRules();
+    void batchNormRoundsInputGradient_data();
+    void batchNormRoundsInputGradient();
 
     void threadCountDeterminism_data();
     void threadCountDeterminism();
@@ -514,6 +517,58 @@ void TestLayerKernels::maxPool2x2MatchesScalarRules()
     }
     QVERIFY(bitIdentical(y, yRef));
     QVERIFY(bitIdentical(dx, dxRef));
+}
+
+void TestLayerKernels::batchNormRoundsInputGradient_data()
+{
+    QTest::addColumn<bool>("clamped"); // fused with a ReLU6 (the mask from BN(x))
+    QTest::addColumn<float>("gradScale"); // 3e38: the gradient's sums and dx run past FP32's range
+    QTest::newRow("plain") << false << 1.0f;
+    QTest::newRow("fused ReLU6") << true << 1.0f;
+    QTest::newRow("overflow") << false << 3e38f;
+    QTest::newRow("fused ReLU6, overflow") << true << 3e38f;
+}
+
+// BatchNorm2d::setRoundInputGradientBf16 (mixed precision's gradient rounding in the layer's own
+// pass, LayerHooks::roundsGradientBf16): dx is the unrounded backward's dx rounded by roundBf16,
+// bit for bit, the parameter gradients are unchanged, and a value that rounds to inf is reported.
+void TestLayerKernels::batchNormRoundsInputGradient()
+{
+    QFETCH(bool, clamped);
+    QFETCH(float, gradScale);
+    Rng rng(17);
+    Tensor x({5, 4, 9, 7}), dy(x.shape());
+    for (float& v : x.values()) v = rng.uniform(-3.0f, 3.0f);
+    for (float& v : dy.values()) v = rng.uniform(-1.0f, 1.0f) * gradScale;
+    const auto run = [&](bool round, Tensor& dx, std::vector<float>& grads) {
+        BatchNorm2d bn("bn", 4);
+        bn.gamma().value.fill(gradScale > 1.0f ? 2.0f : 1.5f);
+        bn.beta().value.fill(3.0f); // BN(x) mostly inside ReLU6's (0, 6)
+        RunContext ctx;
+        ctx.training = true;
+        Tensor y;
+        if (clamped) bn.forwardClamped(x, y, ctx, 6.0f);
+        else bn.forward(x, y, ctx);
+        bn.setRoundInputGradientBf16(round);
+        if (clamped) bn.backwardClamped(x, y, dy, dx, true, 6.0f, false, nullptr);
+        else bn.backward(x, y, dy, dx, true);
+        grads = bn.gamma().grad.values();
+        grads.insert(grads.end(), bn.beta().grad.values().begin(), bn.beta().grad.values().end());
+        return bn.inputGradientFinite();
+    };
+    Tensor plain, rounded;
+    std::vector<float> plainGrads, roundedGrads;
+    QVERIFY(run(false, plain, plainGrads)); // without rounding nothing is checked: finite
+    const bool finite = run(true, rounded, roundedGrads);
+    bool expectFinite = true;
+    for (float& v : plain.values()) {
+        v = roundBf16(v);
+        expectFinite = expectFinite && std::isfinite(v);
+    }
+    QCOMPARE(finite, expectFinite);
+    QCOMPARE(expectFinite, gradScale < 1e30f); // the overflow rows do overflow
+    QVERIFY(std::memcmp(plain.data(), rounded.data(), plain.numel() * sizeof(float)) == 0);
+    QVERIFY(std::memcmp(plainGrads.data(), roundedGrads.data(), plainGrads.size() * sizeof(float)) == 0);
 }
 
 QTEST_GUILESS_MAIN(TestLayerKernels)

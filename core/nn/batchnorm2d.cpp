@@ -5,6 +5,7 @@
 #include "util/errors.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cmath>
 
@@ -500,18 +501,24 @@ void BatchNorm2d::backwardImpl(const Tensor& x, const Tensor* r, const Tensor& d
         beta[c] = m_frozen ? 0.0f : -g[c] * inv * inv * static_cast<float>(sdyx) / M;
         gamma[c] = m_frozen ? 0.0f : -g[c] * inv * static_cast<float>(sdy) / M;
     }
+    m_dxFinite = true;
     if (!needInputGrad) return;
+    std::atomic<bool> finite{true};
     withClampKind(kind, fromR, [&]<Clamp K, bool R>() {
         parallelForStatic(N, [&](std::size_t n) {
+            bool ok = true;
             for (std::size_t c = 0; c < C; ++c) {
                 const std::size_t off = (n * C + c) * HW;
                 const float* rr = rp ? rp + off : nullptr;
                 const std::uint8_t* ss = ste && r ? ste + off : nullptr;
                 planeInputGrad<K, R>(dy.data() + off, rr, ss, x.data() + off, affine(c), HW, alpha[c], beta[c], gamma[c],
                                      dx.data() + off);
+                if (m_roundDxBf16) ok = roundBf16AllFinite(dx.data() + off, HW) && ok; // the plane is still in cache
             }
+            if (!ok) finite.store(false, std::memory_order_relaxed);
         });
     });
+    m_dxFinite = finite.load();
 }
 
 } // namespace quantscope

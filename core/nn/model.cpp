@@ -419,6 +419,7 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
         throw ConfigError("model " + m_name + ": backward does not match the last forward");
     m_grads.resize(L + 1);
     m_gradSet.assign(L + 1, 0);
+    m_gradRounded.assign(L, 0);
     m_steOf.assign(L, nullptr);
     Tensor& top = m_grads[start];
     top.resize(dOut.shape());
@@ -444,7 +445,7 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
             const LayerKind pk = m_layers[in[0] - 1]->kind();
             if (pk == LayerKind::BatchNorm2d || pk == LayerKind::Add) ste = hooks->gradientMask(i, dy.numel());
         }
-        if (hooks && !ste) hooks->beforeBackward(i, *m_layers[i], dy);
+        if (hooks && !ste && !m_gradRounded[i]) hooks->beforeBackward(i, *m_layers[i], dy);
         if (m_fusedPass && m_fusedAway[i]) { // its BatchNorm2d takes dL/d(output) as it is
             m_steOf[i] = ste;
             std::swap(m_grads[in[0]], dy);
@@ -509,6 +510,20 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
                 continue;
             }
             Tensor& dx = direct ? *direct : m_gradScratch;
+            // A BatchNorm2d alone reading a layer whose gradient the hooks round to bf16 rounds it
+            // as it writes it (LayerHooks::roundsGradientBf16): one pass over it fewer.
+            auto* roundingBn = hooks && need && direct && m_consumers[a].size() == 1 &&
+                                       m_layers[i]->kind() == LayerKind::BatchNorm2d && hooks->roundsGradientBf16(a - 1)
+                                   ? static_cast<BatchNorm2d*>(m_layers[i].get())
+                                   : nullptr;
+            struct RoundingScope { // off again however the backward ends
+                BatchNorm2d* bn;
+                ~RoundingScope()
+                {
+                    if (bn) bn->setRoundInputGradientBf16(false);
+                }
+            } roundingScope{roundingBn};
+            if (roundingBn) roundingBn->setRoundInputGradientBf16(true);
             if (m_fusedPass && m_clampOf[i] >= 0) {
                 const auto j = static_cast<std::size_t>(m_clampOf[i]);
                 if (m_poolOf[i] >= 0) { // dy is the pool's output gradient (passed down by the fused-away layers)
@@ -522,6 +537,10 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
                                                                             hooks != nullptr, m_steOf[j]);
             } else {
                 m_layers[i]->backward(m_acts[a], m_acts[i + 1], dy, dx, need);
+            }
+            if (roundingBn) {
+                hooks->gradientRounded(a - 1, roundingBn->inputGradientFinite());
+                m_gradRounded[a - 1] = 1;
             }
             if (need && !direct) {
                 if (m_gradSet[a]) addInto(m_grads[a], dx);

@@ -56,6 +56,13 @@ public:
     // and the convolution (exact already). The clamp's activation is then empty and the pool's
     // output gradient is what beforeBackward of the clamp and of the convolution sees.
     virtual bool fusesPool(std::size_t /*conv*/, std::size_t /*clamp*/, std::size_t /*pool*/) const { return false; }
+    // True when all beforeBackward(layer) would do is round the gradient to bf16 nearest even and
+    // note whether it is finite. Where that gradient is the input gradient of one BatchNorm2d
+    // alone, Model has the BatchNorm round it as it writes it (BatchNorm2d::setRoundInputGradientBf16,
+    // the same roundBf16, so the same bits), then calls gradientRounded instead of beforeBackward.
+    virtual bool roundsGradientBf16(std::size_t /*layer*/) const { return false; }
+    // The gradient entering `layer` was rounded so by its reader; finite: no value is inf or NaN.
+    virtual void gradientRounded(std::size_t /*layer*/, bool /*finite*/) {}
 };
 
 class Model {
@@ -149,6 +156,7 @@ private:
     std::vector<std::vector<std::size_t>> m_inputs;    // per layer
     std::vector<std::vector<std::size_t>> m_consumers; // per activation
     std::vector<std::uint8_t> m_gradSet;               // backward: activation gradient written yet
+    std::vector<std::uint8_t> m_gradRounded;           // backward: per layer, its reader rounded its gradient (LayerHooks::gradientRounded)
     Tensor m_gradScratch;                              // backward: input gradient to accumulate
     std::vector<Tensor> m_multiScratch;                // the same for multi-input layers
     std::vector<Tensor> m_acts;

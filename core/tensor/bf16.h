@@ -4,6 +4,7 @@
 #pragma once
 
 #include <bit>
+#include <cstddef>
 #include <cstdint>
 
 #if defined(__AVX512F__)
@@ -28,6 +29,19 @@ inline float bf16ToFloat(std::uint16_t b) { return std::bit_cast<float>(static_c
 
 // x rounded to bf16 (round to nearest even), as FP32.
 inline float roundBf16(float x) { return bf16ToFloat(bf16Bits(x)); }
+
+// y[0, n) rounded to bf16 in place (roundBf16); false when a result is inf or NaN, as
+// roundToFormatAllFinite reports it for bf16 to nearest (quant/float_cast.h).
+inline bool roundBf16AllFinite(float* __restrict y, std::size_t n)
+{
+    std::uint32_t bad = 0;
+    for (std::size_t j = 0; j < n; ++j) {
+        const float r = roundBf16(y[j]);
+        y[j] = r;
+        bad |= static_cast<std::uint32_t>((std::bit_cast<std::uint32_t>(r) & 0x7F800000u) == 0x7F800000u);
+    }
+    return bad == 0;
+}
 
 #if defined(__AVX512F__)
 // bf16Bits of 16 lanes, each in the low half of its dword (upper half zero): the same bits.

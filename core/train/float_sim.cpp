@@ -54,8 +54,10 @@ void FloatSim::setModel(const Model& model)
     m_clamped.assign(model.size(), 0);
     m_roundsClamp.assign(model.size(), 0);
     m_selfRounds.assign(model.size(), 0);
+    m_bf16 = false;
     if (!m_keepsGrid) return;
     const bool bf16 = m_fmt.kind == FormatKind::Float && m_fmt.expBits == 8 && m_fmt.manBits == 7;
+    m_bf16 = bf16;
     if (bf16 && m_layerRounding)
         for (std::size_t i = 0; i < model.size(); ++i)
             m_selfRounds[i] = model.layer(i).kind() == LayerKind::Conv2d || model.layer(i).kind() == LayerKind::BatchNorm2d ||

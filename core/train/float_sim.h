@@ -66,6 +66,15 @@ public:
         const auto exact = [&](std::size_t l) { return l < m_exactGrad.size() && m_exactGrad[l]; };
         return m_layerRounding && roundsOutputBf16(conv) && exact(conv) && exact(clamp);
     }
+    // After setModel, with bf16 to nearest: the gradients beforeBackward rounds (not exact already).
+    bool roundsGradientBf16(std::size_t layer) const override
+    {
+        return m_layerRounding && m_bf16 && m_rounding == Rounding::Nearest && layer < m_exactGrad.size() && !m_exactGrad[layer];
+    }
+    void gradientRounded(std::size_t /*layer*/, bool finite) override
+    {
+        if (!finite) m_overflow = true;
+    }
     // Whether setModel lets the convolutions round their own outputs (default on). Off, the hooks
     // round every output in a pass of their own, as before: the tests compare the two.
     void setLayerRounding(bool on) { m_layerRounding = on; }
@@ -84,6 +93,7 @@ private:
     std::vector<std::uint8_t> m_roundsClamp; // per layer: that ReLU, which rounds its output itself
     std::vector<std::uint8_t> m_selfRounds;  // per layer: a Conv2d, BatchNorm2d or Add that rounds its output (roundsOutputBf16)
     bool m_layerRounding = true;
+    bool m_bf16 = false; // setModel's format is bf16 (and holds 6)
 };
 
 inline constexpr float kInitialLossScale = 65536.0f;
