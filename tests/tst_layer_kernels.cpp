@@ -51,6 +51,8 @@ private slots:
     void maxPool2x2MatchesScalarRules();
     void batchNormRoundsInputGradient_data();
     void batchNormRoundsInputGradient();
+    void convRoundsInputGradient_data();
+    void convRoundsInputGradient();
 
     void threadCountDeterminism_data();
     void threadCountDeterminism();
@@ -569,6 +571,67 @@ void TestLayerKernels::batchNormRoundsInputGradient()
     QCOMPARE(expectFinite, gradScale < 1e30f); // the overflow rows do overflow
     QVERIFY(std::memcmp(plain.data(), rounded.data(), plain.numel() * sizeof(float)) == 0);
     QVERIFY(std::memcmp(plainGrads.data(), roundedGrads.data(), plainGrads.size() * sizeof(float)) == 0);
+}
+
+void TestLayerKernels::convRoundsInputGradient_data()
+{
+    QTest::addColumn<int>("k");
+    QTest::addColumn<int>("stride");
+    QTest::addColumn<int>("pad");
+    QTest::addColumn<bool>("bf16");       // the bf16 products (bestBf16Path), as mixed training runs them
+    QTest::addColumn<float>("gradScale"); // 3e38: dx past FP32's range
+    // 3x3 stride 1: the direct kernels round each group; stride 2 and 1x1 (im2col) take other paths
+    for (const bool bf16 : {false, true}) {
+        const char* tag = bf16 ? "bf16 " : "fp32 ";
+        QTest::newRow((std::string(tag) + "3x3 s1").c_str()) << 3 << 1 << 1 << bf16 << 1.0f;
+        QTest::newRow((std::string(tag) + "3x3 s2").c_str()) << 3 << 2 << 1 << bf16 << 1.0f;
+        QTest::newRow((std::string(tag) + "1x1 s1").c_str()) << 1 << 1 << 0 << bf16 << 1.0f;
+        QTest::newRow((std::string(tag) + "3x3 s1 overflow").c_str()) << 3 << 1 << 1 << bf16 << 3e38f;
+        QTest::newRow((std::string(tag) + "1x1 s1 overflow").c_str()) << 1 << 1 << 0 << bf16 << 3e38f;
+    }
+}
+
+// Conv2d::setRoundInputGradientBf16, as batchNormRoundsInputGradient: on every backward path dx is
+// the unrounded backward's dx rounded by roundBf16, bit for bit, the weight gradient is unchanged,
+// and a value that is not finite is reported.
+void TestLayerKernels::convRoundsInputGradient()
+{
+    QFETCH(int, k);
+    QFETCH(int, stride);
+    QFETCH(int, pad);
+    QFETCH(bool, bf16);
+    QFETCH(float, gradScale);
+    Rng rng(23);
+    Conv2d conv("conv", 16, 24, static_cast<std::size_t>(k), static_cast<std::size_t>(stride), static_cast<std::size_t>(pad), 1, false);
+    if (bf16) conv.setBf16Products(bestBf16Path());
+    for (Param* p : conv.params()) p->value = randomTensor(p->value.shape(), rng);
+    const Tensor x = randomTensor({5, 16, 12, 10}, rng);
+    Tensor dy = randomTensor(conv.outputShape(x.shape()), rng);
+    for (float& v : dy.values()) v *= gradScale;
+    RunContext ctx;
+    ctx.training = true;
+    const auto run = [&](bool round, Tensor& dx, std::vector<float>& dW) {
+        Tensor y;
+        conv.forward(x, y, ctx);
+        conv.setRoundInputGradientBf16(round);
+        conv.backward(x, y, dy, dx, true);
+        conv.setRoundInputGradientBf16(false);
+        dW = conv.weight().grad.values();
+        return conv.inputGradientFinite();
+    };
+    Tensor plain, rounded;
+    std::vector<float> plainDw, roundedDw;
+    QVERIFY(run(false, plain, plainDw));
+    const bool finite = run(true, rounded, roundedDw);
+    bool expectFinite = true;
+    for (float& v : plain.values()) {
+        v = roundBf16(v);
+        expectFinite = expectFinite && std::isfinite(v);
+    }
+    QCOMPARE(finite, expectFinite);
+    QCOMPARE(expectFinite, gradScale < 1e30f);
+    QVERIFY(std::memcmp(plain.data(), rounded.data(), plain.numel() * sizeof(float)) == 0);
+    QVERIFY(std::memcmp(plainDw.data(), roundedDw.data(), plainDw.size() * sizeof(float)) == 0);
 }
 
 QTEST_GUILESS_MAIN(TestLayerKernels)

@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -405,7 +406,22 @@ void Conv2d::backwardPooled(const Tensor& x, const Tensor& y, const Tensor& dy, 
     // The pool's and the clamp's backward run group by group inside the convolution's (the
     // direct kernels' path, stride 1: what poolsInEpilogue allows), never as a whole dense tensor.
     const PooledGrad pooled{&pool, &y, &dy, cap};
+    m_dxRoundedInPass = false;
+    m_dxFinite = true;
     backwardDirect(x, nullptr, dy, dx, needInputGrad, std::numeric_limits<float>::quiet_NaN(), &pooled);
+    finishDxRounding(dx, needInputGrad);
+}
+
+void Conv2d::finishDxRounding(Tensor& dx, bool needInputGrad)
+{
+    if (!roundsDx(needInputGrad) || m_dxRoundedInPass) return;
+    std::atomic<bool> finite{true};
+    float* d = dx.data();
+    const std::size_t n = dx.numel();
+    parallelChunks(n, elementwiseGrain(n), [&](std::size_t b, std::size_t e) {
+        if (!roundBf16AllFinite(d + b, e - b)) finite.store(false, std::memory_order_relaxed);
+    });
+    m_dxFinite = finite.load();
 }
 
 void Conv2d::forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx, float cap)
@@ -496,7 +512,15 @@ void Conv2d::backwardAddingInputGradient(const Tensor& x, const Tensor* r, const
     backwardImpl(x, r, dy, dx, true, r ? cap : std::numeric_limits<float>::quiet_NaN());
 }
 
-void Conv2d::backwardImpl(const Tensor& x, const Tensor* r, const Tensor& dyIn, Tensor& dx, bool needInputGrad, float cap)
+void Conv2d::backwardImpl(const Tensor& x, const Tensor* r, const Tensor& dy, Tensor& dx, bool needInputGrad, float cap)
+{
+    m_dxRoundedInPass = false;
+    m_dxFinite = true;
+    backwardPaths(x, r, dy, dx, needInputGrad, cap);
+    finishDxRounding(dx, needInputGrad);
+}
+
+void Conv2d::backwardPaths(const Tensor& x, const Tensor* r, const Tensor& dyIn, Tensor& dx, bool needInputGrad, float cap)
 {
     using Idx = Eigen::Index;
     checkOutputGradient(x, dyIn);

@@ -114,6 +114,15 @@ public:
     // have x's shape.
     bool addsInputGradient() const { return usesDirectKernel() && (!usesBf16Gemm() || (m_stride > 1 && m_k > 1)); }
     void backwardAddingInputGradient(const Tensor& x, const Tensor* r, const Tensor& dy, Tensor& dx, float cap);
+    // Mixed precision's gradient rounding in this layer's pass (LayerHooks::roundsGradientBf16), as
+    // BatchNorm2d::setRoundInputGradientBf16: while on, backward, backwardClamped and backwardPooled
+    // leave dx rounded to bf16 nearest even (roundBf16) and inputGradientFinite() tells whether
+    // every value is finite. The stride-1 direct kernels and the bf16 im2col backward round each
+    // group's or image's dx while it is in cache; the other paths in a pass over dx at the end.
+    // Not with backwardAddingInputGradient (the sum is what would be rounded). The same bits as
+    // rounding dx in a pass of its own afterwards.
+    void setRoundInputGradientBf16(bool on) { m_roundDxBf16 = on; }
+    bool inputGradientFinite() const { return m_dxFinite; }
     void forwardPooled(const Tensor& x, Tensor& y, const RunContext& ctx, float cap, MaxPool2d& pool);
     void backwardPooled(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, bool needInputGrad, float cap,
                         MaxPool2d& pool);
@@ -140,6 +149,11 @@ private:
     void forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx, float cap);
     // r != nullptr: dy is masked by the clamp's rule on r (backwardClamped).
     void backwardImpl(const Tensor& x, const Tensor* r, const Tensor& dy, Tensor& dx, bool needInputGrad, float cap);
+    void backwardPaths(const Tensor& x, const Tensor* r, const Tensor& dy, Tensor& dx, bool needInputGrad, float cap);
+    // setRoundInputGradientBf16: whether this backward rounds dx (on, with an input gradient, not
+    // adding into dx), and the pass over dx for the paths that did not round it as they wrote it.
+    bool roundsDx(bool needInputGrad) const { return m_roundDxBf16 && needInputGrad && !m_addDx; }
+    void finishDxRounding(Tensor& dx, bool needInputGrad);
     // The direct depthwise kernel (isDepthwise()); the grouped im2col path is its reference.
     void forwardDepthwise(const Tensor& x, Tensor& y) const;
     void backwardDepthwise(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad);
@@ -189,6 +203,9 @@ private:
     bool m_lastInteger = false;
     bool m_roundOut = false; // this forward's RunContext::roundOutputBf16
     bool m_addDx = false;    // inside backwardAddingInputGradient: the direct kernels add into dx
+    bool m_roundDxBf16 = false;     // setRoundInputGradientBf16
+    bool m_dxRoundedInPass = false; // this backward's path rounded dx as it wrote it
+    bool m_dxFinite = true;         // inputGradientFinite
 };
 
 // im2col for one image: x (C, H, W) -> cols (C*k*k, Ho*Wo), rows ldc apart (0: Ho*Wo), so

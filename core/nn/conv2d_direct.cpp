@@ -627,6 +627,13 @@ void Conv2d::backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, 
     }
     // The weight gradient in bf16 too (on AMX where the channels fill whole tiles).
     const bool bf16Grad = usesBf16Runs() && (m_bf16 != Bf16Path::AmxBf16 || m_cin % 16 == 0);
+    const bool roundDx = roundsDx(needInputGrad); // each group's dx images while in cache
+    std::atomic<bool> finite{true};
+    const std::size_t imageSize = m_cin * x.dim(2) * x.dim(3);
+    const auto roundGroup = [&](std::size_t n0, std::size_t count) {
+        if (roundDx && !roundBf16AllFinite(dx.data() + n0 * imageSize, count * imageSize))
+            finite.store(false, std::memory_order_relaxed);
+    };
     parallelFor(groups, [&](std::size_t grp) {
         const std::size_t n0 = grp * g.Ng, count = std::min(g.Ng, N - n0), L = g.length(count);
         float* part = m_partials.data() + grp * partSize;
@@ -649,6 +656,7 @@ void Conv2d::backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, 
         if (bf16Grad) { // x and dy straight to bf16 runs
             backwardGroupBf16(m_bf16, x.data(), dyg, rv, cap, n0, count, g, gd, m_cin, m_cout, m_k, xTaps.data(),
                               dyTaps.data(), part, needInputGrad ? &m_packedBf16Runs : nullptr, dx.data());
+            roundGroup(n0, count);
             return;
         }
         float* xr = threadBuffer(0, m_cin * g.S).data();
@@ -679,8 +687,13 @@ void Conv2d::backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, 
         }
         if (m_addDx) addFromRuns(out, Lx, m_cin, n0, count, gd, dx.data());
         else fromRuns(out, Lx, m_cin, n0, count, gd, nullptr, dx.data());
+        roundGroup(n0, count);
     });
     reducePartials(m_partials, groups, wSize, bSize, m_weight.grad.data(), m_bias.grad.data());
+    if (roundDx) {
+        m_dxRoundedInPass = true;
+        m_dxFinite = finite.load();
+    }
 }
 
 // --- bf16 products (setBf16Products) ------------------------------------------------------------
@@ -721,6 +734,11 @@ void Conv2d::backwardBf16(const Tensor& x, const Tensor& dy, Tensor& dx, bool ne
         if (!pointwise) dx.setZero(); // col2im accumulates
         packBf16A(m_packedBf16, m_bf16, true, K, m_cout, m_weight.forwardValue().data(), K);
     }
+    const bool roundDx = roundsDx(needInputGrad); // each image's dx while in cache
+    std::atomic<bool> finite{true};
+    const auto roundImage = [&](float* dxn) {
+        if (roundDx && !roundBf16AllFinite(dxn, m_cin * H * W)) finite.store(false, std::memory_order_relaxed);
+    };
     parallelFor(N, [&](std::size_t n) {
         static thread_local PackedBf16A grad;
         static thread_local PackedBf16B colsT;
@@ -735,13 +753,19 @@ void Conv2d::backwardBf16(const Tensor& x, const Tensor& dy, Tensor& dx, bool ne
         float* dxn = dx.data() + n * m_cin * H * W;
         if (pointwise) {
             gemmBf16Packed(m_packedBf16, false, HWo, gy, HWo, dxn, HWo, false);
+            roundImage(dxn);
             return;
         }
         float* dcols = threadBuffer(1, K * HWo).data();
         gemmBf16Packed(m_packedBf16, false, HWo, gy, HWo, dcols, HWo, false);
         col2imAdd(dcols, m_cin, H, W, m_k, m_stride, m_pad, dxn);
+        roundImage(dxn);
     });
     reducePartials(m_partials, N, wSize, bSize, m_weight.grad.data(), m_bias.grad.data());
+    if (roundDx) {
+        m_dxRoundedInPass = true;
+        m_dxFinite = finite.load();
+    }
 }
 
 } // namespace quantscope

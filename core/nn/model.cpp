@@ -510,20 +510,24 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
                 continue;
             }
             Tensor& dx = direct ? *direct : m_gradScratch;
-            // A BatchNorm2d alone reading a layer whose gradient the hooks round to bf16 rounds it
-            // as it writes it (LayerHooks::roundsGradientBf16): one pass over it fewer.
-            auto* roundingBn = hooks && need && direct && m_consumers[a].size() == 1 &&
-                                       m_layers[i]->kind() == LayerKind::BatchNorm2d && hooks->roundsGradientBf16(a - 1)
-                                   ? static_cast<BatchNorm2d*>(m_layers[i].get())
-                                   : nullptr;
+            // A BatchNorm2d or Conv2d alone reading a layer whose gradient the hooks round to bf16
+            // rounds it as it writes it (LayerHooks::roundsGradientBf16): one pass over it fewer.
+            const bool roundsDx = hooks && need && direct && m_consumers[a].size() == 1 &&
+                                  (m_layers[i]->kind() == LayerKind::BatchNorm2d || m_layers[i]->kind() == LayerKind::Conv2d) &&
+                                  hooks->roundsGradientBf16(a - 1);
+            const auto setRounding = [&](bool on) {
+                if (m_layers[i]->kind() == LayerKind::BatchNorm2d) static_cast<BatchNorm2d&>(*m_layers[i]).setRoundInputGradientBf16(on);
+                else static_cast<Conv2d&>(*m_layers[i]).setRoundInputGradientBf16(on);
+            };
             struct RoundingScope { // off again however the backward ends
-                BatchNorm2d* bn;
+                bool on;
+                const decltype(setRounding)& set;
                 ~RoundingScope()
                 {
-                    if (bn) bn->setRoundInputGradientBf16(false);
+                    if (on) set(false);
                 }
-            } roundingScope{roundingBn};
-            if (roundingBn) roundingBn->setRoundInputGradientBf16(true);
+            } roundingScope{roundsDx, setRounding};
+            if (roundsDx) setRounding(true);
             if (m_fusedPass && m_clampOf[i] >= 0) {
                 const auto j = static_cast<std::size_t>(m_clampOf[i]);
                 if (m_poolOf[i] >= 0) { // dy is the pool's output gradient (passed down by the fused-away layers)
@@ -538,8 +542,11 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
             } else {
                 m_layers[i]->backward(m_acts[a], m_acts[i + 1], dy, dx, need);
             }
-            if (roundingBn) {
-                hooks->gradientRounded(a - 1, roundingBn->inputGradientFinite());
+            if (roundsDx) {
+                const bool finite = m_layers[i]->kind() == LayerKind::BatchNorm2d
+                                        ? static_cast<const BatchNorm2d&>(*m_layers[i]).inputGradientFinite()
+                                        : static_cast<const Conv2d&>(*m_layers[i]).inputGradientFinite();
+                hooks->gradientRounded(a - 1, finite);
                 m_gradRounded[a - 1] = 1;
             }
             if (need && !direct) {
