@@ -521,6 +521,28 @@ void TestLayerKernels::maxPool2x2MatchesScalarRules()
     QVERIFY(bitIdentical(dx, dxRef));
 }
 
+// run(round, dx, paramGrads) runs a layer's backward with setRoundInputGradientBf16(round) and
+// returns inputGradientFinite(): rounding on gives roundBf16 of the plain dx bit for bit, the
+// same parameter gradients, and reports a non-finite dx exactly when one is there (expectFinite
+// says whether the row's data make one).
+template <typename Run>
+void checkRoundedInputGradient(Run&& run, bool expectFinite)
+{
+    Tensor plain, rounded;
+    std::vector<float> plainGrads, roundedGrads;
+    QVERIFY(run(false, plain, plainGrads)); // without rounding nothing is checked: finite
+    const bool finite = run(true, rounded, roundedGrads);
+    bool allFinite = true;
+    for (float& v : plain.values()) {
+        v = roundBf16(v);
+        allFinite = allFinite && std::isfinite(v);
+    }
+    QCOMPARE(allFinite, expectFinite); // the overflow rows do overflow, the others do not
+    QCOMPARE(finite, allFinite);
+    QVERIFY(std::memcmp(plain.data(), rounded.data(), plain.numel() * sizeof(float)) == 0);
+    QVERIFY(std::memcmp(plainGrads.data(), roundedGrads.data(), plainGrads.size() * sizeof(float)) == 0);
+}
+
 void TestLayerKernels::batchNormRoundsInputGradient_data()
 {
     QTest::addColumn<bool>("clamped"); // fused with a ReLU6 (the mask from BN(x))
@@ -558,19 +580,7 @@ void TestLayerKernels::batchNormRoundsInputGradient()
         grads.insert(grads.end(), bn.beta().grad.values().begin(), bn.beta().grad.values().end());
         return bn.inputGradientFinite();
     };
-    Tensor plain, rounded;
-    std::vector<float> plainGrads, roundedGrads;
-    QVERIFY(run(false, plain, plainGrads)); // without rounding nothing is checked: finite
-    const bool finite = run(true, rounded, roundedGrads);
-    bool expectFinite = true;
-    for (float& v : plain.values()) {
-        v = roundBf16(v);
-        expectFinite = expectFinite && std::isfinite(v);
-    }
-    QCOMPARE(finite, expectFinite);
-    QCOMPARE(expectFinite, gradScale < 1e30f); // the overflow rows do overflow
-    QVERIFY(std::memcmp(plain.data(), rounded.data(), plain.numel() * sizeof(float)) == 0);
-    QVERIFY(std::memcmp(plainGrads.data(), roundedGrads.data(), plainGrads.size() * sizeof(float)) == 0);
+    checkRoundedInputGradient(run, gradScale < 1e30f);
 }
 
 void TestLayerKernels::convRoundsInputGradient_data()
@@ -619,19 +629,7 @@ void TestLayerKernels::convRoundsInputGradient()
         dW = conv.weight().grad.values();
         return conv.inputGradientFinite();
     };
-    Tensor plain, rounded;
-    std::vector<float> plainDw, roundedDw;
-    QVERIFY(run(false, plain, plainDw));
-    const bool finite = run(true, rounded, roundedDw);
-    bool expectFinite = true;
-    for (float& v : plain.values()) {
-        v = roundBf16(v);
-        expectFinite = expectFinite && std::isfinite(v);
-    }
-    QCOMPARE(finite, expectFinite);
-    QCOMPARE(expectFinite, gradScale < 1e30f);
-    QVERIFY(std::memcmp(plain.data(), rounded.data(), plain.numel() * sizeof(float)) == 0);
-    QVERIFY(std::memcmp(plainDw.data(), roundedDw.data(), plainDw.size() * sizeof(float)) == 0);
+    checkRoundedInputGradient(run, gradScale < 1e30f);
 }
 
 QTEST_GUILESS_MAIN(TestLayerKernels)
