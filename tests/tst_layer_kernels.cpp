@@ -590,15 +590,19 @@ void TestLayerKernels::convRoundsInputGradient_data()
     QTest::addColumn<int>("pad");
     QTest::addColumn<bool>("bf16");       // the bf16 products (bestBf16Path), as mixed training runs them
     QTest::addColumn<float>("gradScale"); // 3e38: dx past FP32's range
+    QTest::addColumn<bool>("depthwise");  // groups = channels (the depthwise kernel)
     // 3x3 stride 1: the direct kernels round each group; stride 2 and 1x1 (im2col) take other paths
     for (const bool bf16 : {false, true}) {
         const char* tag = bf16 ? "bf16 " : "fp32 ";
-        QTest::newRow((std::string(tag) + "3x3 s1").c_str()) << 3 << 1 << 1 << bf16 << 1.0f;
-        QTest::newRow((std::string(tag) + "3x3 s2").c_str()) << 3 << 2 << 1 << bf16 << 1.0f;
-        QTest::newRow((std::string(tag) + "1x1 s1").c_str()) << 1 << 1 << 0 << bf16 << 1.0f;
-        QTest::newRow((std::string(tag) + "3x3 s1 overflow").c_str()) << 3 << 1 << 1 << bf16 << 3e38f;
-        QTest::newRow((std::string(tag) + "1x1 s1 overflow").c_str()) << 1 << 1 << 0 << bf16 << 3e38f;
+        QTest::newRow((std::string(tag) + "3x3 s1").c_str()) << 3 << 1 << 1 << bf16 << 1.0f << false;
+        QTest::newRow((std::string(tag) + "3x3 s2").c_str()) << 3 << 2 << 1 << bf16 << 1.0f << false;
+        QTest::newRow((std::string(tag) + "1x1 s1").c_str()) << 1 << 1 << 0 << bf16 << 1.0f << false;
+        QTest::newRow((std::string(tag) + "3x3 s1 overflow").c_str()) << 3 << 1 << 1 << bf16 << 3e38f << false;
+        QTest::newRow((std::string(tag) + "1x1 s1 overflow").c_str()) << 1 << 1 << 0 << bf16 << 3e38f << false;
     }
+    QTest::newRow("depthwise 3x3 s1") << 3 << 1 << 1 << false << 1.0f << true;
+    QTest::newRow("depthwise 3x3 s2") << 3 << 2 << 1 << false << 1.0f << true;
+    QTest::newRow("depthwise 3x3 s1 overflow") << 3 << 1 << 1 << false << 3e38f << true;
 }
 
 // Conv2d::setRoundInputGradientBf16, as batchNormRoundsInputGradient: on every backward path dx is
@@ -611,8 +615,10 @@ void TestLayerKernels::convRoundsInputGradient()
     QFETCH(int, pad);
     QFETCH(bool, bf16);
     QFETCH(float, gradScale);
+    QFETCH(bool, depthwise);
     Rng rng(23);
-    Conv2d conv("conv", 16, 24, static_cast<std::size_t>(k), static_cast<std::size_t>(stride), static_cast<std::size_t>(pad), 1, false);
+    Conv2d conv("conv", 16, depthwise ? 16 : 24, static_cast<std::size_t>(k), static_cast<std::size_t>(stride),
+                static_cast<std::size_t>(pad), depthwise ? 16 : 1, false);
     if (bf16) conv.setBf16Products(bestBf16Path());
     for (Param* p : conv.params()) p->value = randomTensor(p->value.shape(), rng);
     const Tensor x = randomTensor({5, 16, 12, 10}, rng);

@@ -117,8 +117,9 @@ public:
     // Mixed precision's gradient rounding in this layer's pass (LayerHooks::roundsGradientBf16), as
     // BatchNorm2d::setRoundInputGradientBf16: while on, backward, backwardClamped and backwardPooled
     // leave dx rounded to bf16 nearest even (roundBf16) and inputGradientFinite() tells whether
-    // every value is finite. The stride-1 direct kernels and the bf16 im2col backward round each
-    // group's or image's dx while it is in cache; the other paths in a pass over dx at the end.
+    // every value is finite. The stride-1 direct kernels, the depthwise kernel and the bf16 im2col
+    // backward round each group's, plane's or image's dx while it is in cache; the other paths
+    // (strided direct, FP32 im2col) in a pass over dx at the end.
     // Not with backwardAddingInputGradient (the sum is what would be rounded). The same bits as
     // rounding dx in a pass of its own afterwards.
     void setRoundInputGradientBf16(bool on) { m_roundDxBf16 = on; }

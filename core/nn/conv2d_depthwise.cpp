@@ -4,10 +4,12 @@
 #include "nn/conv2d.h"
 #include "nn/conv2d_shared.h"
 
+#include "tensor/bf16.h"
 #include "tensor/parallel.h"
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstring>
 
 #if defined(__AVX512F__)
@@ -272,6 +274,8 @@ void Conv2d::backwardDepthwise(const Tensor& x, const Tensor& dy, Tensor& dx, bo
     const std::size_t wSize = C * kk, bSize = m_hasBias ? C : 0, partSize = wSize + bSize;
     m_partials.resize(N * partSize);
     if (needInputGrad) dx.resize(x.shape()); // every element is written below
+    const bool roundDx = roundsDx(needInputGrad); // each plane of dx while in cache
+    std::atomic<bool> finite{true};
     parallelFor(N, [&](std::size_t n) {
         float* q = threadBuffer(0, g.planeBuffer()).data();
         float* G = threadBuffer(1, g.gradBuffer()).data();
@@ -306,9 +310,14 @@ void Conv2d::backwardDepthwise(const Tensor& x, const Tensor& dy, Tensor& dx, bo
                 tapSumAny(back + b, wf, T, roundUpToBlock(P), out);
             }
             fromPhases(dq, g, dx.data() + (n * C + c) * HW);
+            if (roundDx && !roundBf16AllFinite(dx.data() + (n * C + c) * HW, HW)) finite.store(false, std::memory_order_relaxed);
         }
     });
     reducePartials(m_partials, N, wSize, bSize, m_weight.grad.data(), m_bias.grad.data());
+    if (roundDx) {
+        m_dxRoundedInPass = true;
+        m_dxFinite = finite.load();
+    }
 }
 
 
