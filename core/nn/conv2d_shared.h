@@ -95,6 +95,8 @@ void addBiasClamp(float* y, std::size_t n, const float* bias, float cap, bool ro
 // A per-thread scratch buffer (which: 0 to kThreadBuffers - 1) of at least `size` floats.
 inline constexpr int kThreadBuffers = 7;
 std::vector<float>& threadBuffer(int which, std::size_t size);
+// A per-thread table (which: 0 or 1) of at least `size` row pointers (the direct kernels' tap rows).
+std::vector<const float*>& threadRows(int which, std::size_t size);
 // dW = sum_n partials[n][0, wSize), db = sum_n partials[n][wSize, wSize + bSize), in order.
 void reducePartials(const std::vector<float>& partials, std::size_t N, std::size_t wSize, std::size_t bSize,
                     float* dW, float* dB);
