@@ -8,7 +8,7 @@
 
 namespace quantscope {
 
-class BatchNorm2d final : public Layer {
+class BatchNorm2d final : public Layer, public InputGradientRounding {
 public:
     BatchNorm2d(std::string name, std::size_t channels, float eps = 1e-5f, float momentum = 0.1f);
 
@@ -54,12 +54,7 @@ public:
     void beginReestimation();
     void endReestimation();
     bool reestimating() const { return m_reestimating; }
-    // Mixed precision's gradient rounding in this layer's pass (LayerHooks::roundsGradientBf16):
-    // while on, each backward rounds dx to bf16 nearest even (roundBf16) plane by plane as it writes
-    // it, and inputGradientFinite() tells whether every rounded value was finite. The same bits as
-    // rounding dx in a pass of its own afterwards.
-    void setRoundInputGradientBf16(bool on) { m_roundDxBf16 = on; }
-    bool inputGradientFinite() const { return m_dxFinite; }
+    // InputGradientRounding: each backward rounds dx plane by plane as it writes it.
 
 private:
     void forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx, float cap, bool clamp);
@@ -71,8 +66,6 @@ private:
     float m_eps, m_momentum;
     bool m_frozen = false;
     bool m_reestimating = false;
-    bool m_roundDxBf16 = false;
-    bool m_dxFinite = true;
     std::size_t m_reestimated = 0; // forward passes averaged since beginReestimation
     Tensor m_savedMean, m_savedVar; // the statistics before it (restored when no pass ran)
     Param m_gamma, m_beta;

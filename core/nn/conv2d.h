@@ -24,7 +24,7 @@ struct PooledOut;
 struct PooledGrad;
 }
 
-class Conv2d final : public Layer {
+class Conv2d final : public Layer, public InputGradientRounding {
 public:
     // weight: (Cout, Cin / groups, k, k), bias: (Cout) unless hasBias is false. Cin and Cout must
     // be multiples of groups (ConfigError otherwise). PyTorch's default init is applied by initParams.
@@ -114,16 +114,11 @@ public:
     // have x's shape.
     bool addsInputGradient() const { return usesDirectKernel() && (!usesBf16Gemm() || (m_stride > 1 && m_k > 1)); }
     void backwardAddingInputGradient(const Tensor& x, const Tensor* r, const Tensor& dy, Tensor& dx, float cap);
-    // Mixed precision's gradient rounding in this layer's pass (LayerHooks::roundsGradientBf16), as
-    // BatchNorm2d::setRoundInputGradientBf16: while on, backward, backwardClamped and backwardPooled
-    // leave dx rounded to bf16 nearest even (roundBf16) and inputGradientFinite() tells whether
-    // every value is finite. The stride-1 direct kernels, the depthwise kernel and the bf16 im2col
-    // backward round each group's, plane's or image's dx while it is in cache; the other paths
-    // (strided direct, FP32 im2col) in a pass over dx at the end.
-    // Not with backwardAddingInputGradient (the sum is what would be rounded). The same bits as
-    // rounding dx in a pass of its own afterwards.
-    void setRoundInputGradientBf16(bool on) { m_roundDxBf16 = on; }
-    bool inputGradientFinite() const { return m_dxFinite; }
+    // InputGradientRounding, for backward, backwardClamped and backwardPooled (not
+    // backwardAddingInputGradient: the sum is what would be rounded). The stride-1 direct
+    // kernels, the depthwise kernel and the bf16 im2col backward round each group's, plane's or
+    // image's dx while it is in cache; the other paths (strided direct, FP32 im2col) in a pass
+    // over dx at the end.
     void forwardPooled(const Tensor& x, Tensor& y, const RunContext& ctx, float cap, MaxPool2d& pool);
     void backwardPooled(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, bool needInputGrad, float cap,
                         MaxPool2d& pool);
@@ -204,9 +199,7 @@ private:
     bool m_lastInteger = false;
     bool m_roundOut = false; // this forward's RunContext::roundOutputBf16
     bool m_addDx = false;    // inside backwardAddingInputGradient: the direct kernels add into dx
-    bool m_roundDxBf16 = false;     // setRoundInputGradientBf16
     bool m_dxRoundedInPass = false; // this backward's path rounded dx as it wrote it
-    bool m_dxFinite = true;         // inputGradientFinite
 };
 
 // im2col for one image: x (C, H, W) -> cols (C*k*k, Ho*Wo), rows ldc apart (0: Ho*Wo), so

@@ -111,6 +111,22 @@ private:
     std::string m_name;
 };
 
+// Mixed precision's gradient rounding inside a layer's own backward pass
+// (LayerHooks::roundsGradientBf16; BatchNorm2d and Conv2d have it): while on, the layer's
+// backward leaves dx rounded to bf16 nearest even (roundBf16, the same bits as rounding dx in a
+// pass of its own afterwards), and inputGradientFinite() tells whether every value of it is
+// finite. Model turns it on for one backward call at a time.
+class InputGradientRounding {
+public:
+    void setRoundInputGradientBf16(bool on) { m_roundDxBf16 = on; }
+    bool inputGradientFinite() const { return m_dxFinite; }
+
+protected:
+    ~InputGradientRounding() = default;
+    bool m_roundDxBf16 = false; // setRoundInputGradientBf16
+    bool m_dxFinite = true;     // inputGradientFinite, set by each backward
+};
+
 using LayerPtr = std::unique_ptr<Layer>;
 
 } // namespace quantscope

@@ -512,22 +512,17 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
             Tensor& dx = direct ? *direct : m_gradScratch;
             // A BatchNorm2d or Conv2d alone reading a layer whose gradient the hooks round to bf16
             // rounds it as it writes it (LayerHooks::roundsGradientBf16): one pass over it fewer.
-            const bool roundsDx = hooks && need && direct && m_consumers[a].size() == 1 &&
-                                  (m_layers[i]->kind() == LayerKind::BatchNorm2d || m_layers[i]->kind() == LayerKind::Conv2d) &&
-                                  hooks->roundsGradientBf16(a - 1);
-            const auto setRounding = [&](bool on) {
-                if (m_layers[i]->kind() == LayerKind::BatchNorm2d) static_cast<BatchNorm2d&>(*m_layers[i]).setRoundInputGradientBf16(on);
-                else static_cast<Conv2d&>(*m_layers[i]).setRoundInputGradientBf16(on);
-            };
+            auto* rounding = hooks && need && direct && m_consumers[a].size() == 1 && hooks->roundsGradientBf16(a - 1)
+                                 ? dynamic_cast<InputGradientRounding*>(m_layers[i].get())
+                                 : nullptr;
             struct RoundingScope { // off again however the backward ends
-                bool on;
-                const decltype(setRounding)& set;
+                InputGradientRounding* layer;
                 ~RoundingScope()
                 {
-                    if (on) set(false);
+                    if (layer) layer->setRoundInputGradientBf16(false);
                 }
-            } roundingScope{roundsDx, setRounding};
-            if (roundsDx) setRounding(true);
+            } roundingScope{rounding};
+            if (rounding) rounding->setRoundInputGradientBf16(true);
             if (m_fusedPass && m_clampOf[i] >= 0) {
                 const auto j = static_cast<std::size_t>(m_clampOf[i]);
                 if (m_poolOf[i] >= 0) { // dy is the pool's output gradient (passed down by the fused-away layers)
@@ -542,11 +537,8 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
             } else {
                 m_layers[i]->backward(m_acts[a], m_acts[i + 1], dy, dx, need);
             }
-            if (roundsDx) {
-                const bool finite = m_layers[i]->kind() == LayerKind::BatchNorm2d
-                                        ? static_cast<const BatchNorm2d&>(*m_layers[i]).inputGradientFinite()
-                                        : static_cast<const Conv2d&>(*m_layers[i]).inputGradientFinite();
-                hooks->gradientRounded(a - 1, finite);
+            if (rounding) {
+                hooks->gradientRounded(a - 1, rounding->inputGradientFinite());
                 m_gradRounded[a - 1] = 1;
             }
             if (need && !direct) {

@@ -58,8 +58,8 @@ public:
     virtual bool fusesPool(std::size_t /*conv*/, std::size_t /*clamp*/, std::size_t /*pool*/) const { return false; }
     // True when all beforeBackward(layer) would do is round the gradient to bf16 nearest even and
     // note whether it is finite. Where that gradient is the input gradient of one BatchNorm2d or
-    // Conv2d alone, Model has that layer round it as it writes it (setRoundInputGradientBf16, the
-    // same roundBf16, so the same bits), then calls gradientRounded instead of beforeBackward.
+    // Conv2d alone, Model has that layer round it as it writes it (InputGradientRounding, the same
+    // roundBf16, so the same bits), then calls gradientRounded instead of beforeBackward.
     virtual bool roundsGradientBf16(std::size_t /*layer*/) const { return false; }
     // The gradient entering `layer` was rounded so by its reader; finite: no value is inf or NaN.
     virtual void gradientRounded(std::size_t /*layer*/, bool /*finite*/) {}
