@@ -122,13 +122,15 @@ void TestFusedPasses::floatSimSkipsOnlyExactRounding()
 void TestFusedPasses::qatFusedPassIsBitIdentical_data()
 {
     QTest::addColumn<QString>("preset");
-    QTest::addColumn<int>("fusedPairs"); // conv/BN/Add + ReLU pairs whose first layer QuantSim leaves alone
-    QTest::newRow("seed-cnn") << "seed-cnn" << 2;       // conv1 + relu1, conv2 + relu2
+    // Activations left empty: the first layer of each conv/BN/Add + ReLU pair QuantSim leaves
+    // alone, and the Flatten's input (its buffer is the Flatten's output: no observer there)
+    QTest::addColumn<int>("fusedPairs");
+    QTest::newRow("seed-cnn") << "seed-cnn" << 3;       // conv1 + relu1, conv2 + relu2, the Flatten
     // BN + ReLU fuses with its mask read from the fake-quantized output (QuantSim::fusesReLU),
     // which is what the ReLU's own backward reads; BN + ReLU6 does not (its rule reads its input)
-    QTest::newRow("seed-cnn-bn") << "seed-cnn-bn" << 2; // bn1 + relu1, bn2 + relu2
-    QTest::newRow("resnet8") << "resnet8" << 7;         // the stem's and each block's first BN + ReLU, each Add + ReLU
-    QTest::newRow("mobilenet-tiny") << "mobilenet-tiny" << 0;
+    QTest::newRow("seed-cnn-bn") << "seed-cnn-bn" << 3; // bn1 + relu1, bn2 + relu2
+    QTest::newRow("resnet8") << "resnet8" << 8;         // the stem's and each block's first BN + ReLU, each Add + ReLU
+    QTest::newRow("mobilenet-tiny") << "mobilenet-tiny" << 1;
 }
 
 // QAT's training pass (QuantSim's hooks: observers, fake-quant, STE masks) runs the pairs that the
@@ -178,26 +180,27 @@ void TestFusedPasses::mixedFusedPassIsBitIdentical_data()
 {
     QTest::addColumn<QString>("preset");
     QTest::addColumn<QString>("format");
-    // Activations left empty: the first layer of each fused pair, and the ReLU of a convolution
-    // that runs its max pool too (bf16: conv2 rounds its own output, so ReLU and pool are exact).
+    // Activations left empty: the first layer of each fused pair, the ReLU of a convolution that
+    // runs its max pool too (bf16: conv2 rounds its own output, so ReLU and pool are exact), and
+    // the Flatten's input (element-wise formats: its buffer is the Flatten's output).
     QTest::addColumn<int>("emptyActivations");
-    QTest::newRow("seed-cnn bf16") << "seed-cnn" << "bf16" << 3;
-    QTest::newRow("seed-cnn fp16") << "seed-cnn" << "fp16" << 2;
+    QTest::newRow("seed-cnn bf16") << "seed-cnn" << "bf16" << 4;
+    QTest::newRow("seed-cnn fp16") << "seed-cnn" << "fp16" << 3;
     // Block formats: a block's rounding depends on the values ReLU changes, so no fusion.
     QTest::newRow("seed-cnn mxfp8") << "seed-cnn" << "mxfp8-e4m3" << 0;
     // The convs feed BatchNorm; the four BatchNorm + ReLU pairs fuse, and the three Add + ReLU
     // pairs of the residual joins. fp8: BN outputs below e4m3's smallest step round to 0, so the
     // fused backward must take the ReLU's mask from the rounded output, not from BN(x) > 0
     // (measured: that fails this row).
-    QTest::newRow("resnet8 bf16") << "resnet8" << "bf16" << 7;
-    QTest::newRow("resnet8 fp16") << "resnet8" << "fp16" << 7;
-    QTest::newRow("resnet8 fp8-e4m3") << "resnet8" << "fp8-e4m3" << 7;
+    QTest::newRow("resnet8 bf16") << "resnet8" << "bf16" << 8;
+    QTest::newRow("resnet8 fp16") << "resnet8" << "fp16" << 8;
+    QTest::newRow("resnet8 fp8-e4m3") << "resnet8" << "fp8-e4m3" << 8;
     // The nine BatchNorm + ReLU6 pairs: ReLU6's mask on its rounded input round(v) is its mask on
     // its output min(max(round(v), 0), 6) (FloatSim::fusesReLU6). round(v) may reach 6 where v < 6
     // (fp8 rounds 5.75 up): the mask must come from the rounded value, never from BN(x).
-    QTest::newRow("mobilenet-tiny bf16") << "mobilenet-tiny" << "bf16" << 9;
-    QTest::newRow("mobilenet-tiny fp16") << "mobilenet-tiny" << "fp16" << 9;
-    QTest::newRow("mobilenet-tiny fp8-e4m3") << "mobilenet-tiny" << "fp8-e4m3" << 9;
+    QTest::newRow("mobilenet-tiny bf16") << "mobilenet-tiny" << "bf16" << 10;
+    QTest::newRow("mobilenet-tiny fp16") << "mobilenet-tiny" << "fp16" << 10;
+    QTest::newRow("mobilenet-tiny fp8-e4m3") << "mobilenet-tiny" << "fp8-e4m3" << 10;
 }
 
 // Mixed precision's training pass (FloatSim's hooks, bf16 products where the CPU has them) runs a
@@ -230,7 +233,7 @@ void TestFusedPasses::mixedFusedPassIsBitIdentical()
         for (std::size_t i = 0; i < m->size(); ++i) {
             r.selfRounding += sim.roundsOutputBf16(i) ? 1 : 0;
             const LayerKind k = m->layer(i).kind();
-            r.convs += k == LayerKind::Conv2d || k == LayerKind::BatchNorm2d || k == LayerKind::Add ? 1 : 0;
+            r.convs += k == LayerKind::Conv2d || k == LayerKind::BatchNorm2d || k == LayerKind::Add || k == LayerKind::Dropout ? 1 : 0;
         }
         m->setFusion(fused);
         RunContext ctx;
@@ -263,7 +266,7 @@ void TestFusedPasses::mixedFusedPassIsBitIdentical()
     const PassRun plain = run(false, true), fused = run(true, true), hooksRound = run(true, false);
     const PassRun masters = run(true, true, true);
     QCOMPARE(plain.emptyActivations, 0);
-    // bf16: every convolution, BatchNorm and Add rounds its own output; other formats, or with it off: none.
+    // bf16: every convolution, BatchNorm, Add and Dropout rounds its own output; other formats, or with it off: none.
     QCOMPARE(fused.selfRounding, format == "bf16" ? fused.convs : 0);
     QCOMPARE(hooksRound.selfRounding, 0);
     // On the bf16 products seed-cnn's conv1 (one input channel) takes the im2col path, which does not fuse.

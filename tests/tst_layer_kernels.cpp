@@ -4,6 +4,7 @@
 #include "nn/batchnorm2d.h"
 #include "nn/conv2d.h"
 #include "nn/conv_direct.h"
+#include "nn/dropout.h"
 #include "nn/linear.h"
 #include "nn/maxpool2d.h"
 #include "tensor/bf16.h"
@@ -53,6 +54,10 @@ private slots:
     void batchNormRoundsInputGradient();
     void convRoundsInputGradient_data();
     void convRoundsInputGradient();
+    void linearRoundsInputGradient_data();
+    void linearRoundsInputGradient();
+    void dropoutRoundsOutputAndInputGradient_data();
+    void dropoutRoundsOutputAndInputGradient();
 
     void threadCountDeterminism_data();
     void threadCountDeterminism();
@@ -634,6 +639,97 @@ void TestLayerKernels::convRoundsInputGradient()
         conv.setRoundInputGradientBf16(false);
         dW = conv.weight().grad.values();
         return conv.inputGradientFinite();
+    };
+    checkRoundedInputGradient(run, gradScale < 1e30f);
+}
+
+void TestLayerKernels::linearRoundsInputGradient_data()
+{
+    QTest::addColumn<bool>("bf16");
+    QTest::addColumn<float>("gradScale");
+    QTest::addColumn<int>("in"); // 2,500: three column blocks of dx, the last one partial
+    for (const bool bf16 : {false, true}) {
+        const char* tag = bf16 ? "bf16 " : "fp32 ";
+        QTest::newRow((std::string(tag) + "in 2500").c_str()) << bf16 << 1.0f << 2500;
+        QTest::newRow((std::string(tag) + "in 37").c_str()) << bf16 << 1.0f << 37;
+        QTest::newRow((std::string(tag) + "overflow").c_str()) << bf16 << 3e38f << 2500;
+    }
+}
+
+// Linear::setRoundInputGradientBf16, as convRoundsInputGradient: dx is the unrounded backward's dx
+// rounded by roundBf16, bit for bit, in every column block, and dW, db are unchanged.
+void TestLayerKernels::linearRoundsInputGradient()
+{
+    QFETCH(bool, bf16);
+    QFETCH(float, gradScale);
+    QFETCH(int, in);
+    Rng rng(29);
+    Linear fc("fc", static_cast<std::size_t>(in), 19);
+    if (bf16) fc.setBf16Products(bestBf16Path());
+    for (Param* p : fc.params()) p->value = randomTensor(p->value.shape(), rng);
+    const Tensor x = randomTensor({7, static_cast<std::size_t>(in)}, rng);
+    Tensor dy = randomTensor({7, 19}, rng);
+    for (float& v : dy.values()) v *= gradScale;
+    RunContext ctx;
+    ctx.training = true;
+    const auto run = [&](bool round, Tensor& dx, std::vector<float>& grads) {
+        Tensor y;
+        fc.forward(x, y, ctx);
+        fc.setRoundInputGradientBf16(round);
+        fc.backward(x, y, dy, dx, true);
+        fc.setRoundInputGradientBf16(false);
+        grads = fc.weight().grad.values();
+        grads.insert(grads.end(), fc.bias().grad.values().begin(), fc.bias().grad.values().end());
+        return fc.inputGradientFinite();
+    };
+    checkRoundedInputGradient(run, gradScale < 1e30f);
+}
+
+void TestLayerKernels::dropoutRoundsOutputAndInputGradient_data()
+{
+    QTest::addColumn<float>("p");
+    QTest::addColumn<float>("gradScale");
+    QTest::newRow("p 0.3") << 0.3f << 1.0f; // 1/0.7: the kept values leave the bf16 grid
+    QTest::newRow("p 0.5") << 0.5f << 1.0f;
+    QTest::newRow("p 0.3 overflow") << 0.3f << 3e38f;
+}
+
+// Dropout under mixed bf16: with RunContext::roundOutputBf16 its output is the unrounded output
+// rounded by roundBf16, and with setRoundInputGradientBf16 so is dx, bit for bit, with overflow
+// reported; the mask (the same key) does not change.
+void TestLayerKernels::dropoutRoundsOutputAndInputGradient()
+{
+    QFETCH(float, p);
+    QFETCH(float, gradScale);
+    Rng rng(31);
+    Tensor x = randomTensor({3, 5, 37, 41}, rng); // 22,755 values: several chunks, the last partial
+    for (float& v : x.values()) v = roundBf16(v);
+    Tensor dy = randomTensor(x.shape(), rng);
+    for (float& v : dy.values()) v *= gradScale;
+    Dropout drop("drop", p);
+    RunContext ctx;
+    ctx.training = true;
+    ctx.rngKey = 99;
+    Tensor plainY, roundedY;
+    drop.forward(x, plainY, ctx);
+    RunContext rounding = ctx;
+    rounding.roundOutputBf16 = true;
+    drop.forward(x, roundedY, rounding);
+    std::size_t offGrid = 0;
+    for (float& v : plainY.values()) {
+        offGrid += v != roundBf16(v);
+        v = roundBf16(v);
+    }
+    if (p == 0.3f) QVERIFY(offGrid > 1000); // the check below has something to check
+    QVERIFY(std::memcmp(plainY.data(), roundedY.data(), x.numel() * sizeof(float)) == 0);
+    const auto run = [&](bool round, Tensor& dx, std::vector<float>& grads) {
+        Tensor y;
+        drop.forward(x, y, ctx);
+        drop.setRoundInputGradientBf16(round);
+        drop.backward(x, y, dy, dx, true);
+        drop.setRoundInputGradientBf16(false);
+        grads.clear();
+        return drop.inputGradientFinite();
     };
     checkRoundedInputGradient(run, gradScale < 1e30f);
 }

@@ -1,10 +1,12 @@
 #include "nn/dropout.h"
 
+#include "tensor/bf16.h"
 #include "tensor/parallel.h"
 #include "util/errors.h"
 #include "util/rng.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 
 namespace quantscope {
@@ -34,8 +36,10 @@ void Dropout::forward(const Tensor& x, Tensor& y, const RunContext& ctx)
 {
     y.resize(x.shape());
     const std::size_t n = x.numel();
+    const bool round = ctx.roundOutputBf16;
     if (!ctx.training || m_p == 0.0f) {
         std::memcpy(y.data(), x.data(), n * sizeof(float));
+        if (round) roundBf16AllFinite(y.data(), n);
         m_mask.assign(n, 1.0f);
         return;
     }
@@ -55,10 +59,11 @@ void Dropout::forward(const Tensor& x, Tensor& y, const RunContext& ctx)
             std::memcpy(bits + 4 * q, &h, sizeof h);
         }
         applyDropout(bits, thr, keep, x.data() + b, m_mask.data() + b, y.data() + b, e - b);
+        if (round) roundBf16AllFinite(y.data() + b, e - b); // while the chunk is in L1
     });
 }
 
-// dx = dy * mask
+// dx = dy * mask (rounded to bf16 where setRoundInputGradientBf16 asks)
 void Dropout::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Tensor& dx, bool needInputGrad)
 {
     checkOutputGradient(x, dy);
@@ -69,9 +74,23 @@ void Dropout::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, T
     const float* __restrict g = dy.data();
     const float* __restrict m = m_mask.data();
     float* __restrict out = dx.data();
-    parallelChunks(n, elementwiseGrain(n), [=](std::size_t b, std::size_t e) {
-        for (std::size_t i = b; i < e; ++i) out[i] = g[i] * m[i];
+    m_dxFinite = true;
+    if (!m_roundDxBf16) {
+        parallelChunks(n, elementwiseGrain(n), [=](std::size_t b, std::size_t e) {
+            for (std::size_t i = b; i < e; ++i) out[i] = g[i] * m[i];
+        });
+        return;
+    }
+    std::atomic<bool> finite{true};
+    constexpr std::size_t kChunk = 4096; // rounded while in L1
+    parallelChunks(n, std::max(kChunk, elementwiseGrain(n)), [&](std::size_t b, std::size_t e) {
+        for (std::size_t c = b; c < e; c += kChunk) {
+            const std::size_t ce = std::min(e, c + kChunk);
+            for (std::size_t i = c; i < ce; ++i) out[i] = g[i] * m[i];
+            if (!roundBf16AllFinite(out + c, ce - c)) finite.store(false, std::memory_order_relaxed);
+        }
     });
+    m_dxFinite = finite.load();
 }
 
 } // namespace quantscope

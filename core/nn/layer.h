@@ -65,7 +65,7 @@ struct RunContext {
     std::uint64_t rngKey = 0; // per-step key; layers derive their own streams from it
     // Set by Model::forward for a layer whose hooks ask for it (LayerHooks::roundsOutputBf16): the
     // layer rounds its output to bfloat16, nearest even (tensor/bf16.h), before it returns, in its
-    // own epilogue (Conv2d, BatchNorm2d, Add), while the values are still in cache. Model::forward sets
+    // own epilogue (Conv2d, BatchNorm2d, Add, Dropout), while the values are still in cache. Model::forward sets
     // it for no other layer.
     bool roundOutputBf16 = false;
     // Inference passes that read only the output (evaluation, calibration, the float runner):
@@ -112,7 +112,7 @@ private:
 };
 
 // Mixed precision's gradient rounding inside a layer's own backward pass
-// (LayerHooks::roundsGradientBf16; BatchNorm2d and Conv2d have it): while on, the layer's
+// (LayerHooks::roundsGradientBf16; BatchNorm2d, Conv2d, Linear and Dropout have it): while on, the layer's
 // backward leaves dx rounded to bf16 nearest even (roundBf16, the same bits as rounding dx in a
 // pass of its own afterwards), and inputGradientFinite() tells whether every value of it is
 // finite. Model turns it on for one backward call at a time.

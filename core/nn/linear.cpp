@@ -1,9 +1,11 @@
 #include "nn/linear.h"
 
+#include "tensor/bf16.h"
 #include "tensor/parallel.h"
 #include "util/errors.h"
 
 #include <algorithm>
+#include <atomic>
 
 namespace quantscope {
 
@@ -122,6 +124,16 @@ void Linear::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Te
     dx.resize(x.shape());
     const ConstMatrixMap Wm = m_weight.forwardValue().matrix(m_out, m_in);
     MatrixMap DX = dx.matrix(N, m_in);
+    // Each task's columns of dx, rounded to bf16 right after they are written, while in cache
+    // (setRoundInputGradientBf16).
+    m_dxFinite = true;
+    std::atomic<bool> finite{true};
+    const auto roundColumns = [&](std::size_t j0, std::size_t j1) {
+        if (!m_roundDxBf16) return;
+        bool ok = true;
+        for (std::size_t n = 0; n < N; ++n) ok &= roundBf16AllFinite(dx.data() + n * m_in + j0, j1 - j0);
+        if (!ok) finite.store(false, std::memory_order_relaxed);
+    };
     if (bf16) { // dx[:, j0:j1] = bf16(dy) bf16(W[:, j0:j1])
         parallelChunks(m_in, kColGrain, [&](std::size_t j0, std::size_t j1) {
             GemmBf16Args g;
@@ -130,14 +142,17 @@ void Linear::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Te
             g.B = m_weight.forwardValue().data() + j0, g.ldb = m_in;
             g.C = dx.data() + j0, g.ldc = m_in;
             gemmBf16(m_bf16, g);
+            roundColumns(j0, j1);
         });
-        return;
+    } else {
+        // Column blocks of dx: dx[:, j0:j1] = G W[:, j0:j1]; each task packs only its slice of W.
+        parallelChunks(m_in, kColGrain, [&](std::size_t j0, std::size_t j1) {
+            const Idx cols = static_cast<Idx>(j1 - j0);
+            DX.middleCols(static_cast<Idx>(j0), cols).noalias() = G * Wm.middleCols(static_cast<Idx>(j0), cols);
+            roundColumns(j0, j1);
+        });
     }
-    // Column blocks of dx: dx[:, j0:j1] = G W[:, j0:j1]; each task packs only its slice of W.
-    parallelChunks(m_in, kColGrain, [&](std::size_t j0, std::size_t j1) {
-        const Idx cols = static_cast<Idx>(j1 - j0);
-        DX.middleCols(static_cast<Idx>(j0), cols).noalias() = G * Wm.middleCols(static_cast<Idx>(j0), cols);
-    });
+    m_dxFinite = finite.load();
 }
 
 } // namespace quantscope

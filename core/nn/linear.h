@@ -1,4 +1,5 @@
 // Linear (fully connected): y = x W^T + b (or x W^T without a bias), TBB-parallel over row blocks.
+// Under mixed bf16 its backward rounds dx block by block as it writes it (InputGradientRounding).
 #pragma once
 
 #include "nn/layer.h"
@@ -6,7 +7,7 @@
 
 namespace quantscope {
 
-class Linear final : public Layer {
+class Linear final : public Layer, public InputGradientRounding {
 public:
     // weight: (out, in), bias: (out) unless hasBias is false (PyTorch's nn.Linear(in, out,
     // bias=False): y = x W^T). Sizes must be positive (ConfigError otherwise).

@@ -263,6 +263,13 @@ void Model::planFusion(const LayerHooks* hooks)
     m_clampOf.assign(L, -1);
     m_poolOf.assign(L, -1);
     m_fusedAway.assign(L, 0);
+    m_flattenView.assign(L, 0);
+    for (std::size_t i = 0; i < L; ++i) {
+        const Layer& l = *m_layers[i];
+        if (l.kind() == LayerKind::Flatten && m_inputs[i].size() == 1 && m_inputs[i][0] > 0 &&
+            m_consumers[m_inputs[i][0]].size() == 1 && (!hooks || !hooks->touchesOutput(i)))
+            m_flattenView[i] = 1;
+    }
     for (std::size_t i = 0; i < L; ++i) {
         const Layer& l = *m_layers[i];
         // With hooks, convolutions (their fused backward reads the ReLU's output as the hooks left
@@ -309,13 +316,21 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
     if (hooks) hooks->onInput(m_acts[0], ctx);
     m_fusedPass = m_fusion;
     if (m_fusedPass) planFusion(hooks);
+    // A Flatten's input that the last pass left empty (its buffer went on as the Flatten's output)
+    // gets the spare buffer back, so that its producer writes without allocating.
+    m_viewed.assign(m_layers.size(), 0);
+    m_viewSpare.resize(m_layers.size());
+    m_viewShape.resize(m_layers.size());
+    for (std::size_t i = 0; i < m_layers.size(); ++i)
+        if (!m_viewSpare[i].empty() && !m_inputs[i].empty() && m_acts[m_inputs[i][0]].empty())
+            std::swap(m_acts[m_inputs[i][0]], m_viewSpare[i]);
     std::vector<const Tensor*> xs;
     // The context of a layer whose hooks let it round its own output to bf16 (RunContext).
     RunContext roundedCtx = ctx;
     roundedCtx.roundOutputBf16 = true;
     auto ctxOf = [&](std::size_t i) -> const RunContext& {
         const LayerKind k = m_layers[i]->kind();
-        return hooks && (k == LayerKind::Conv2d || k == LayerKind::BatchNorm2d || k == LayerKind::Add) &&
+        return hooks && (k == LayerKind::Conv2d || k == LayerKind::BatchNorm2d || k == LayerKind::Add || k == LayerKind::Dropout) &&
                        hooks->roundsOutputBf16(i)
                    ? roundedCtx
                    : ctx;
@@ -360,6 +375,18 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
                 static_cast<BatchNorm2d&>(*m_layers[i]).forwardClamped(m_acts[in[0]], m_acts[j + 1], c, clampCap(*m_layers[j]));
             roundedBy = c.roundOutputBf16 ? j : static_cast<std::size_t>(-1);
             m_acts[i + 1] = Tensor();
+            continue;
+        }
+        if (m_fusedPass && m_flattenView[i]) { // the same values in another shape: no copy
+            Tensor& x = m_acts[in[0]];
+            const Shape shape = m_layers[i]->outputShape(x.shape());
+            m_viewShape[i] = x.shape();
+            std::swap(m_acts[i + 1], x);
+            m_acts[i + 1].reshape(shape);
+            if (!x.empty() && m_viewSpare[i].empty()) std::swap(x, m_viewSpare[i]);
+            x = Tensor();
+            m_viewed[i] = 1;
+            if (hooks) hooks->afterForward(i, *m_layers[i], m_acts[i + 1], ctx);
             continue;
         }
         const RunContext& c = ctxOf(i);
@@ -415,6 +442,13 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
                           "parameters that alone reads the layer before it");
     const std::size_t L = m_layers.size();
     const std::size_t start = fromLastInput ? L - 1 : L; // the activation dOut belongs to
+    if (m_fusedPass) // a second backward of one forward: the Flatten views gave their buffers back
+        for (std::size_t i = 0; i < m_flattenView.size() && i < m_viewed.size(); ++i)
+            if (m_flattenView[i] && !m_viewed[i] && m_acts[i + 1].empty()) {
+                std::swap(m_acts[i + 1], m_acts[m_inputs[i][0]]);
+                m_acts[i + 1].reshape(m_layers[i]->outputShape(m_viewShape[i]));
+                m_viewed[i] = 1;
+            }
     if (m_acts.size() != L + 1 || dOut.shape() != m_acts[start].shape())
         throw ConfigError("model " + m_name + ": backward does not match the last forward");
     m_grads.resize(L + 1);
@@ -446,6 +480,17 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
             if (pk == LayerKind::BatchNorm2d || pk == LayerKind::Add) ste = hooks->gradientMask(i, dy.numel());
         }
         if (hooks && !ste && !m_gradRounded[i]) hooks->beforeBackward(i, *m_layers[i], dy);
+        if (m_fusedPass && m_flattenView[i] && m_viewed[i]) { // its input's buffer and gradient go back down
+            const std::size_t a = in[0];
+            const Shape& shape = m_viewShape[i];
+            std::swap(m_acts[a], m_acts[i + 1]);
+            m_acts[a].reshape(shape);
+            m_viewed[i] = 0;
+            std::swap(m_grads[a], dy);
+            m_grads[a].reshape(shape);
+            m_gradSet[a] = 1;
+            continue;
+        }
         if (m_fusedPass && m_fusedAway[i]) { // its BatchNorm2d takes dL/d(output) as it is
             m_steOf[i] = ste;
             std::swap(m_grads[in[0]], dy);

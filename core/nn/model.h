@@ -131,7 +131,10 @@ public:
     // recomputes its output). Without hooks (or where the hooks allow
     // it: LayerHooks::fusesPool), a convolution fused with its clamp whose clamp's only reader is a
     // 2x2 stride-2 max pool runs that pool in its epilogue too (Conv2d::forwardPooled): then the
-    // clamp's output is empty as well. Off by
+    // clamp's output is empty as well. A Flatten that alone reads its input (and whose output the
+    // hooks leave alone) takes that input's buffer as its output instead of copying it, and its
+    // backward hands the gradient's buffer down the same way: its input is then empty (its values
+    // are the Flatten's output) until the backward gives the buffer back. Off by
     // default: the trainer turns it on for its run, analyses that read every activation keep it off.
     void setFusion(bool on) { m_fusion = on; }
     bool fusion() const { return m_fusion; }
@@ -167,6 +170,10 @@ private:
     std::vector<std::uint8_t> m_fusedAway; // per layer: an activation (or pool) run inside the layer before it
     std::vector<long> m_poolOf;      // per layer: the max pool a Conv2d + clamp runs fused with, or -1
     std::vector<const std::uint8_t*> m_steOf; // backward: per fused-away clamp, the hooks' gradientMask for its producer
+    std::vector<std::uint8_t> m_flattenView; // per layer: a Flatten that takes its input's buffer (planFusion)
+    std::vector<std::uint8_t> m_viewed;      // per layer: that Flatten's output holds its input's buffer now
+    std::vector<Tensor> m_viewSpare;         // per layer: a buffer kept for its input's next forward
+    std::vector<Shape> m_viewShape;          // per layer: that Flatten's input shape
     LayerTimes* m_times = nullptr;
 };
 

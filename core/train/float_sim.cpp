@@ -54,14 +54,17 @@ void FloatSim::setModel(const Model& model)
     m_clamped.assign(model.size(), 0);
     m_roundsClamp.assign(model.size(), 0);
     m_selfRounds.assign(model.size(), 0);
+    m_flatten.assign(model.size(), 0);
     m_bf16 = false;
     if (!m_keepsGrid) return;
+    for (std::size_t i = 0; i < model.size(); ++i) m_flatten[i] = model.layer(i).kind() == LayerKind::Flatten;
     const bool bf16 = m_fmt.kind == FormatKind::Float && m_fmt.expBits == 8 && m_fmt.manBits == 7;
     m_bf16 = bf16;
     if (bf16 && m_layerRounding)
         for (std::size_t i = 0; i < model.size(); ++i)
             m_selfRounds[i] = model.layer(i).kind() == LayerKind::Conv2d || model.layer(i).kind() == LayerKind::BatchNorm2d ||
-                              model.layer(i).kind() == LayerKind::Add; // MX: a block's rounding depends on its other values, ReLU changes them
+                              model.layer(i).kind() == LayerKind::Add ||
+                              model.layer(i).kind() == LayerKind::Dropout; // MX: a block's rounding depends on its other values, ReLU changes them
     // The clamps: a ReLU or ReLU6 alone reading a convolution, BatchNorm or Add (the residual join).
     // The format holds 6 (m_keepsGrid), so ReLU6's mask on its rounded input, 0 < round(v) < 6, is
     // its mask on its rounded output (fusesReLU6).

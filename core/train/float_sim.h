@@ -50,12 +50,16 @@ public:
     // trainer's pass may run the pair fused, with the same bits. The fused backward takes the
     // clamp's mask from that rounded output (as the unfused ReLU does; ReLU6 reads its rounded
     // input, which gives the same mask): round(v) > 0 differs from v > 0 where v underflows to 0.
-    bool touchesOutput(std::size_t layer) const override { return !(layer < m_clamped.size() && m_clamped[layer]); }
+    // A Flatten's output (grid values moved, element-wise formats) is left alone too.
+    bool touchesOutput(std::size_t layer) const override
+    {
+        return !(layer < m_clamped.size() && m_clamped[layer]) && !(layer < m_flatten.size() && m_flatten[layer]);
+    }
     bool fusesReLU(std::size_t layer) const override { return layer < m_clamped.size() && m_clamped[layer] == 2; }
     bool fusesReLU6(std::size_t layer) const override { return layer < m_clamped.size() && m_clamped[layer]; }
-    // After setModel, with bf16: every Conv2d, BatchNorm2d and Add rounds its own output in its
-    // epilogue or pass (the same roundBf16 as roundToFormat's, so the same bits), and a ReLU after
-    // it has nothing to round.
+    // After setModel, with bf16: every Conv2d, BatchNorm2d, Add and Dropout rounds its own output
+    // in its epilogue or pass (the same roundBf16 as roundToFormat's, so the same bits), and a
+    // ReLU after it has nothing to round.
     bool roundsOutputBf16(std::size_t layer) const override { return layer < m_selfRounds.size() && m_selfRounds[layer]; }
     // A self-rounding convolution, its ReLU and a max pool after it run as one where the gradients
     // entering the convolution and the ReLU are exact already (beforeBackward skips them; the pool's
@@ -91,7 +95,8 @@ private:
     std::vector<std::uint8_t> m_exactGrad; // per layer: dL/d(output) is on the grid and checked already
     std::vector<std::uint8_t> m_clamped;     // per layer: a Conv2d (1), BatchNorm2d or Add (2) read only by a ReLU or ReLU6 (touchesOutput false)
     std::vector<std::uint8_t> m_roundsClamp; // per layer: that ReLU, which rounds its output itself
-    std::vector<std::uint8_t> m_selfRounds;  // per layer: a Conv2d, BatchNorm2d or Add that rounds its output (roundsOutputBf16)
+    std::vector<std::uint8_t> m_selfRounds;  // per layer: a Conv2d, BatchNorm2d, Add or Dropout that rounds its output (roundsOutputBf16)
+    std::vector<std::uint8_t> m_flatten;     // per layer: a Flatten, whose output afterForward leaves alone (element-wise formats)
     bool m_layerRounding = true;
     bool m_bf16 = false; // setModel's format is bf16 (and holds 6)
 };
