@@ -54,6 +54,7 @@ private slots:
     void batchNormRoundsInputGradient();
     void convRoundsInputGradient_data();
     void convRoundsInputGradient();
+    void batchNormMaskFromRoundedOutput();
     void linearRoundsInputGradient_data();
     void linearRoundsInputGradient();
     void dropoutRoundsOutputAndInputGradient_data();
@@ -595,19 +596,22 @@ void TestLayerKernels::convRoundsInputGradient_data()
     QTest::addColumn<int>("pad");
     QTest::addColumn<bool>("bf16");       // the bf16 products (bestBf16Path), as mixed training runs them
     QTest::addColumn<float>("gradScale"); // 3e38: dx past FP32's range
-    QTest::addColumn<bool>("depthwise");  // groups = channels (the depthwise kernel)
+    QTest::addColumn<int>("groups");      // 16 = the channels: the depthwise kernel
     // 3x3 stride 1: the direct kernels round each group; stride 2 and 1x1 (im2col) take other paths
     for (const bool bf16 : {false, true}) {
         const char* tag = bf16 ? "bf16 " : "fp32 ";
-        QTest::newRow((std::string(tag) + "3x3 s1").c_str()) << 3 << 1 << 1 << bf16 << 1.0f << false;
-        QTest::newRow((std::string(tag) + "3x3 s2").c_str()) << 3 << 2 << 1 << bf16 << 1.0f << false;
-        QTest::newRow((std::string(tag) + "1x1 s1").c_str()) << 1 << 1 << 0 << bf16 << 1.0f << false;
-        QTest::newRow((std::string(tag) + "3x3 s1 overflow").c_str()) << 3 << 1 << 1 << bf16 << 3e38f << false;
-        QTest::newRow((std::string(tag) + "1x1 s1 overflow").c_str()) << 1 << 1 << 0 << bf16 << 3e38f << false;
+        QTest::newRow((std::string(tag) + "3x3 s1").c_str()) << 3 << 1 << 1 << bf16 << 1.0f << 1;
+        QTest::newRow((std::string(tag) + "3x3 s2").c_str()) << 3 << 2 << 1 << bf16 << 1.0f << 1;
+        QTest::newRow((std::string(tag) + "1x1 s1").c_str()) << 1 << 1 << 0 << bf16 << 1.0f << 1;
+        QTest::newRow((std::string(tag) + "3x3 s1 overflow").c_str()) << 3 << 1 << 1 << bf16 << 3e38f << 1;
+        QTest::newRow((std::string(tag) + "1x1 s1 overflow").c_str()) << 1 << 1 << 0 << bf16 << 3e38f << 1;
     }
-    QTest::newRow("depthwise 3x3 s1") << 3 << 1 << 1 << false << 1.0f << true;
-    QTest::newRow("depthwise 3x3 s2") << 3 << 2 << 1 << false << 1.0f << true;
-    QTest::newRow("depthwise 3x3 s1 overflow") << 3 << 1 << 1 << false << 3e38f << true;
+    QTest::newRow("depthwise 3x3 s1") << 3 << 1 << 1 << false << 1.0f << 16;
+    QTest::newRow("depthwise 3x3 s2") << 3 << 2 << 1 << false << 1.0f << 16;
+    QTest::newRow("depthwise 3x3 s1 overflow") << 3 << 1 << 1 << false << 3e38f << 16;
+    // grouped, not depthwise: the FP32 im2col path (col2im), which rounds each image's dx
+    QTest::newRow("2 groups 3x3 s1") << 3 << 1 << 1 << false << 1.0f << 2;
+    QTest::newRow("2 groups 3x3 s1 overflow") << 3 << 1 << 1 << false << 3e38f << 2;
 }
 
 // Conv2d::setRoundInputGradientBf16, as batchNormRoundsInputGradient: on every backward path dx is
@@ -620,10 +624,10 @@ void TestLayerKernels::convRoundsInputGradient()
     QFETCH(int, pad);
     QFETCH(bool, bf16);
     QFETCH(float, gradScale);
-    QFETCH(bool, depthwise);
+    QFETCH(int, groups);
     Rng rng(23);
-    Conv2d conv("conv", 16, depthwise ? 16 : 24, static_cast<std::size_t>(k), static_cast<std::size_t>(stride),
-                static_cast<std::size_t>(pad), depthwise ? 16 : 1, false);
+    Conv2d conv("conv", 16, groups == 16 ? 16 : 24, static_cast<std::size_t>(k), static_cast<std::size_t>(stride),
+                static_cast<std::size_t>(pad), static_cast<std::size_t>(groups), false);
     if (bf16) conv.setBf16Products(bestBf16Path());
     for (Param* p : conv.params()) p->value = randomTensor(p->value.shape(), rng);
     const Tensor x = randomTensor({5, 16, 12, 10}, rng);
@@ -641,6 +645,50 @@ void TestLayerKernels::convRoundsInputGradient()
         return conv.inputGradientFinite();
     };
     checkRoundedInputGradient(run, gradScale < 1e30f);
+}
+
+// A BatchNorm2d + ReLU6 whose forward rounded its output to bf16 (RunContext::roundOutputBf16)
+// takes the fused backward's mask from its output as rounded (maskFromOutput), recomputed from x
+// and rounded rather than read: the same bits as masking dy by 0 < r < 6 first and running the
+// plain backward. The outputs sit around 6, where rounding moves the bound: values just below 6
+// round up to it and pass no gradient.
+void TestLayerKernels::batchNormMaskFromRoundedOutput()
+{
+    Rng rng(37);
+    Tensor x({4, 3, 11, 13}), dy(x.shape());
+    for (float& v : x.values()) v = rng.uniform(-2.0f, 2.0f);
+    for (float& v : dy.values()) v = rng.uniform(-1.0f, 1.0f);
+    BatchNorm2d bn("bn", 3);
+    bn.gamma().value.fill(0.01f);
+    bn.beta().value.fill(5.995f); // BN(x) within about 0.03 of 6
+    RunContext ctx;
+    ctx.training = true;
+    ctx.roundOutputBf16 = true;
+    Tensor r, dx, y, expected;
+    bn.forwardClamped(x, r, ctx, 6.0f);
+    std::size_t roundedUp = 0; // outputs that are 6 only because of the rounding
+    Tensor masked = dy;
+    for (std::size_t i = 0; i < r.numel(); ++i) {
+        QCOMPARE(roundBf16(r[i]), r[i]);
+        if (!(r[i] > 0.0f && r[i] < 6.0f)) masked[i] = 0.0f;
+    }
+    RunContext plainCtx;
+    plainCtx.training = true;
+    BatchNorm2d ref("bn", 3);
+    ref.gamma().value.fill(0.01f);
+    ref.beta().value.fill(5.995f);
+    ref.forward(x, y, plainCtx);
+    for (std::size_t i = 0; i < y.numel(); ++i) roundedUp += y[i] < 6.0f && roundBf16(y[i]) == 6.0f ? 1 : 0;
+    QVERIFY(roundedUp > 20); // the rounded mask differs from the unrounded one there
+    bn.backwardClamped(x, r, dy, dx, true, 6.0f, true, nullptr);
+    const std::vector<float> grads{bn.gamma().grad[0], bn.gamma().grad[1], bn.gamma().grad[2], bn.beta().grad[0], bn.beta().grad[1],
+                                   bn.beta().grad[2]};
+    ref.backward(x, y, masked, expected, true);
+    QVERIFY(std::memcmp(dx.data(), expected.data(), dx.numel() * sizeof(float)) == 0);
+    for (std::size_t c = 0; c < 3; ++c) {
+        QCOMPARE(grads[c], ref.gamma().grad[c]);
+        QCOMPARE(grads[3 + c], ref.beta().grad[c]);
+    }
 }
 
 void TestLayerKernels::linearRoundsInputGradient_data()

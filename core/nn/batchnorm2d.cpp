@@ -167,10 +167,17 @@ void planeNormalize(const float* __restrict x, std::size_t n, const ChannelAffin
 // forward pass computed it, so the activation's output r need not be read (r unused here).
 enum class Clamp { None, Relu, Capped };
 
-// FromR: the mask from the activation's output r as the caller left it (see backwardClamped).
+// Where the fused clamp's mask comes from: BN(x) recomputed; the activation's output r as the
+// caller left it (see backwardClamped); or BN(x) recomputed and rounded to bf16, which is what r
+// holds when the forward rounded it itself (RunContext::roundOutputBf16) and the caller asked for
+// the mask from r: round(clamp(v)) = clamp(round(v)), as 0 and cap are bf16 values, so
+// 0 < r < cap iff 0 < round(v) < cap. That reads x, which the pass reads anyway, not r (mixed
+// bf16 mobilenet-tiny: one stream of every BatchNorm's output fewer in each of the two passes).
+enum class MaskFrom { Recompute, Output, RoundedRecompute };
+
 // ste: the straight-through mask of a quantization point on the activation's output (0/1 bytes,
 // backwardClamped), or nullptr.
-template <Clamp K, bool FromR>
+template <Clamp K, MaskFrom F>
 inline __m512 gradIn(const float* __restrict dy, const float* __restrict r, const std::uint8_t* __restrict ste, __m512 xv,
                      std::size_t i, __mmask16 k, const ChannelAffine& a)
 {
@@ -181,7 +188,9 @@ inline __m512 gradIn(const float* __restrict dy, const float* __restrict r, cons
         (void)a;
         return _mm512_maskz_loadu_ps(k, dy + i);
     } else {
-        const __m512 v = FromR ? _mm512_maskz_loadu_ps(k, r + i) : bnValue(xv, a);
+        const __m512 v = F == MaskFrom::Output             ? _mm512_maskz_loadu_ps(k, r + i)
+                         : F == MaskFrom::RoundedRecompute ? roundBf16X16(bnValue(xv, a))
+                                                           : bnValue(xv, a);
         __mmask16 pass = _mm512_mask_cmp_ps_mask(k, v, _mm512_setzero_ps(), _CMP_GT_OQ);
         if constexpr (K == Clamp::Capped) pass = _mm512_mask_cmp_ps_mask(pass, v, _mm512_set1_ps(a.cap), _CMP_LT_OQ);
         if (ste) pass = _mm_mask_cmpneq_epi8_mask(pass, _mm_maskz_loadu_epi8(k, ste + i), _mm_setzero_si128());
@@ -190,7 +199,7 @@ inline __m512 gradIn(const float* __restrict dy, const float* __restrict r, cons
 }
 
 // sum g and sum g (x - mean) over one plane, g = gradIn<K>
-template <Clamp K, bool FromR>
+template <Clamp K, MaskFrom F>
 void planeGradSums(const float* __restrict dy, const float* __restrict r, const std::uint8_t* __restrict ste,
                    const float* __restrict x, const ChannelAffine& af, std::size_t n, double& sdy, double& sdyx)
 {
@@ -199,14 +208,14 @@ void planeGradSums(const float* __restrict dy, const float* __restrict r, const 
     std::size_t i = 0;
     for (; i + 16 <= n; i += 16) {
         const __m512 xv = _mm512_loadu_ps(x + i);
-        const __m512 g = gradIn<K, FromR>(dy, r, ste, xv, i, 0xFFFF, af);
+        const __m512 g = gradIn<K, F>(dy, r, ste, xv, i, 0xFFFF, af);
         a = _mm512_add_ps(a, g);
         b = _mm512_fmadd_ps(g, _mm512_sub_ps(xv, m), b);
     }
     if (i < n) {
         const __mmask16 k = tailMask(n - i);
         const __m512 xv = _mm512_maskz_loadu_ps(k, x + i);
-        const __m512 g = gradIn<K, FromR>(dy, r, ste, xv, i, k, af);
+        const __m512 g = gradIn<K, F>(dy, r, ste, xv, i, k, af);
         a = _mm512_add_ps(a, g);
         b = _mm512_fmadd_ps(g, _mm512_maskz_sub_ps(k, xv, m), b);
     }
@@ -215,7 +224,7 @@ void planeGradSums(const float* __restrict dy, const float* __restrict r, const 
 }
 
 // out = alpha g + beta (x - mean) + gamma over one plane, g = gradIn<K>
-template <Clamp K, bool FromR>
+template <Clamp K, MaskFrom F>
 void planeInputGrad(const float* __restrict dy, const float* __restrict r, const std::uint8_t* __restrict ste,
                     const float* __restrict x, const ChannelAffine& af, std::size_t n, float alpha, float beta, float gamma,
                     float* __restrict out)
@@ -226,13 +235,13 @@ void planeInputGrad(const float* __restrict dy, const float* __restrict r, const
     for (; i + 16 <= n; i += 16) {
         const __m512 xv = _mm512_loadu_ps(x + i);
         const __m512 t = _mm512_fmadd_ps(vb, _mm512_sub_ps(xv, m), vg);
-        _mm512_storeu_ps(out + i, _mm512_fmadd_ps(va, gradIn<K, FromR>(dy, r, ste, xv, i, 0xFFFF, af), t));
+        _mm512_storeu_ps(out + i, _mm512_fmadd_ps(va, gradIn<K, F>(dy, r, ste, xv, i, 0xFFFF, af), t));
     }
     if (i < n) {
         const __mmask16 k = tailMask(n - i);
         const __m512 xv = _mm512_maskz_loadu_ps(k, x + i);
         const __m512 t = _mm512_fmadd_ps(vb, _mm512_sub_ps(xv, m), vg);
-        _mm512_mask_storeu_ps(out + i, k, _mm512_fmadd_ps(va, gradIn<K, FromR>(dy, r, ste, xv, i, k, af), t));
+        _mm512_mask_storeu_ps(out + i, k, _mm512_fmadd_ps(va, gradIn<K, F>(dy, r, ste, xv, i, k, af), t));
     }
 }
 #else
@@ -298,7 +307,7 @@ inline float gradIn(const float* __restrict dy, const float* __restrict r, const
 }
 
 // sum g and sum g (x - mean) over one plane, g = gradIn<K>
-template <Clamp K, bool /*FromR: the mask comes from r always here*/>
+template <Clamp K, MaskFrom /*the mask comes from r always here*/>
 void planeGradSums(const float* __restrict dy, const float* __restrict r, const std::uint8_t* __restrict ste,
                    const float* __restrict x, const ChannelAffine& af, std::size_t n, double& sdy, double& sdyx)
 {
@@ -312,7 +321,7 @@ void planeGradSums(const float* __restrict dy, const float* __restrict r, const 
     sdyx = laneTotal(b);
 }
 
-template <Clamp K, bool /*FromR: the mask comes from r always here*/>
+template <Clamp K, MaskFrom /*the mask comes from r always here*/>
 void planeInputGrad(const float* __restrict dy, const float* __restrict r, const std::uint8_t* __restrict ste,
                     const float* __restrict x, const ChannelAffine& af, std::size_t n, float alpha, float beta, float gamma,
                     float* __restrict out)
@@ -412,6 +421,7 @@ void BatchNorm2d::forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx,
     }
     const float* g = m_gamma.forwardValue().data();
     const float* b = m_beta.forwardValue().data();
+    m_outputRoundedBf16 = ctx.roundOutputBf16;
     parallelForStatic(N, [&](std::size_t n) {
         for (std::size_t c = 0; c < C; ++c) {
             const std::size_t off = (n * C + c) * HW;
@@ -448,13 +458,21 @@ void BatchNorm2d::backwardClamped(const Tensor& x, const Tensor& r, const Tensor
 }
 
 namespace {
-// Calls f.operator()<K, FromR>() with the clamp kind and mask source as template arguments.
-template <class F>
-void withClampKind(Clamp kind, bool fromR, F&& f)
+// Calls f.operator()<K, M>() with the clamp kind and mask source as template arguments.
+template <Clamp K, class F>
+void withMaskFrom(MaskFrom from, F&& f)
 {
-    if (kind == Clamp::None) f.template operator()<Clamp::None, false>();
-    else if (kind == Clamp::Relu) fromR ? f.template operator()<Clamp::Relu, true>() : f.template operator()<Clamp::Relu, false>();
-    else fromR ? f.template operator()<Clamp::Capped, true>() : f.template operator()<Clamp::Capped, false>();
+    if (from == MaskFrom::Output) f.template operator()<K, MaskFrom::Output>();
+    else if (from == MaskFrom::RoundedRecompute) f.template operator()<K, MaskFrom::RoundedRecompute>();
+    else f.template operator()<K, MaskFrom::Recompute>();
+}
+
+template <class F>
+void withClampKind(Clamp kind, MaskFrom from, F&& f)
+{
+    if (kind == Clamp::None) f.template operator()<Clamp::None, MaskFrom::Recompute>();
+    else if (kind == Clamp::Relu) withMaskFrom<Clamp::Relu>(from, f);
+    else withMaskFrom<Clamp::Capped>(from, f);
 }
 } // namespace
 
@@ -473,8 +491,13 @@ void BatchNorm2d::backwardImpl(const Tensor& x, const Tensor* r, const Tensor& d
     const Clamp kind = !r ? Clamp::None : std::isinf(cap) ? Clamp::Relu : Clamp::Capped;
     const float* rp = r ? r->data() : nullptr;
     m_planeStats.resize(2 * N * C);
-    const bool fromR = maskFromOutput && r;
-    withClampKind(kind, fromR, [&]<Clamp K, bool R>() {
+    MaskFrom from = MaskFrom::Recompute;
+#if defined(__AVX512F__)
+    if (maskFromOutput && r) from = m_outputRoundedBf16 ? MaskFrom::RoundedRecompute : MaskFrom::Output;
+#else
+    if (maskFromOutput && r) from = MaskFrom::Output;
+#endif
+    withClampKind(kind, from, [&]<Clamp K, MaskFrom R>() {
         parallelForStatic(N, [&](std::size_t n) {
             for (std::size_t c = 0; c < C; ++c) {
                 const std::size_t off = (n * C + c) * HW;
@@ -504,7 +527,7 @@ void BatchNorm2d::backwardImpl(const Tensor& x, const Tensor* r, const Tensor& d
     m_dxFinite = true;
     if (!needInputGrad) return;
     std::atomic<bool> finite{true};
-    withClampKind(kind, fromR, [&]<Clamp K, bool R>() {
+    withClampKind(kind, from, [&]<Clamp K, MaskFrom R>() {
         parallelForStatic(N, [&](std::size_t n) {
             bool ok = true;
             for (std::size_t c = 0; c < C; ++c) {

@@ -26,7 +26,9 @@ public:
     // and 0 < r < 6 iff 0 < x < 6. Shapes as forward/backward. With maskFromOutput the mask is
     // read from r itself (r > 0, 0 < r < cap) rather than recomputed from BN(x): for a caller that
     // changed r after forwardClamped (FloatSim rounds it), so that the mask is the one the unfused
-    // activation would have used.
+    // activation would have used. Where the forward rounded r to bf16 itself
+    // (RunContext::roundOutputBf16) and r is as it left it, that mask is recomputed from x and
+    // rounded instead of read, with the same result (AVX-512 builds).
     void forwardClamped(const Tensor& x, Tensor& r, const RunContext& ctx, float cap);
     // steMask (0/1 bytes over r's elements, or nullptr): QAT's straight-through mask of a
     // quantization point on r (LayerHooks::gradientMask); where it is 0 the gradient is dropped
@@ -74,6 +76,7 @@ private:
     // backward recomputes xhat from its input with them.
     std::vector<float> m_mean, m_invStd;
     std::vector<double> m_planeStats; // per (image, channel) partial sums of the current pass
+    bool m_outputRoundedBf16 = false; // the last forward rounded its output (RunContext::roundOutputBf16)
 };
 
 } // namespace quantscope

@@ -441,12 +441,7 @@ void Conv2d::forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx, floa
     m_lastInteger = false;
     m_roundOut = ctx.roundOutputBf16;
     if (directDepthwise(*this)) {
-        forwardDepthwise(x, y);
-        if (m_roundOut) { // no epilogue of its own: a pass over the output
-            float* v = y.data();
-            const std::size_t n = y.numel();
-            parallelChunks(n, elementwiseGrain(n), [=](std::size_t b, std::size_t e) { roundRowBf16(v + b, e - b); });
-        }
+        forwardDepthwise(x, y, m_roundOut);
         return;
     }
     if (usesBf16Gemm()) {
@@ -576,6 +571,8 @@ void Conv2d::backwardPaths(const Tensor& x, const Tensor* r, const Tensor& dyIn,
         dx.resize(x.shape());
         if (!pointwise) dx.setZero(); // col2im accumulates; the pointwise path writes every element
     }
+    const bool roundDx = roundsDx(needInputGrad); // each image's dx while in cache
+    std::atomic<bool> finite{true};
     parallelFor(N, [&](std::size_t n) {
         float* cols = pointwise ? nullptr : threadBuffer(0, K * HWo).data();
         float* part = m_partials.data() + n * partSize;
@@ -593,16 +590,21 @@ void Conv2d::backwardPaths(const Tensor& x, const Tensor* r, const Tensor& dyIn,
                 ConstMatrixMap Wg(wdata + g * coutG * K, static_cast<Idx>(coutG), static_cast<Idx>(K));
                 if (pointwise) { // dx_n[g] = W[g]^T dy_n[g] directly
                     MatrixMap(dx.data() + inOff, static_cast<Idx>(K), static_cast<Idx>(HWo)).noalias() = Wg.transpose() * Gm;
-                    continue;
+                } else {
+                    float* dcols = threadBuffer(1, K * HWo).data();
+                    MatrixMap D(dcols, static_cast<Idx>(K), static_cast<Idx>(HWo));
+                    D.noalias() = Wg.transpose() * Gm;
+                    col2imAdd(dcols, cinG, H, W, m_geom, dx.data() + inOff);
                 }
-                float* dcols = threadBuffer(1, K * HWo).data();
-                MatrixMap D(dcols, static_cast<Idx>(K), static_cast<Idx>(HWo));
-                D.noalias() = Wg.transpose() * Gm;
-                col2imAdd(dcols, cinG, H, W, m_geom, dx.data() + inOff);
             }
         }
+        if (roundDx && !roundBf16AllFinite(dx.data() + n * inStride, inStride)) finite.store(false, std::memory_order_relaxed);
     });
     reducePartials(m_partials, N, wSize, bSize, m_weight.grad.data(), m_bias.grad.data());
+    if (roundDx) {
+        m_dxRoundedInPass = true;
+        m_dxFinite = finite.load();
+    }
 }
 
 } // namespace quantscope

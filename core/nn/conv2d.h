@@ -151,7 +151,8 @@ private:
     bool roundsDx(bool needInputGrad) const { return m_roundDxBf16 && needInputGrad && !m_addDx; }
     void finishDxRounding(Tensor& dx, bool needInputGrad);
     // The direct depthwise kernel (isDepthwise()); the grouped im2col path is its reference.
-    void forwardDepthwise(const Tensor& x, Tensor& y) const;
+    // roundOut: each output plane rounded to bf16 as it is written (RunContext::roundOutputBf16).
+    void forwardDepthwise(const Tensor& x, Tensor& y, bool roundOut) const;
     void backwardDepthwise(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad);
     // pooled: the fused pool (forwardPooled) that takes the output instead of y.
     void forwardDirect(const Tensor& x, Tensor& y, float cap, const conv_detail::PooledOut* pooled = nullptr);

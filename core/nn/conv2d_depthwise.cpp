@@ -233,7 +233,7 @@ using namespace conv_detail;
 
 // x: (N, C, H, W), W: (C, 1, k, k), y: (N, C, Ho, Wo), one plane at a time (see DepthwiseGeometry).
 // y[n,c,oy,ox] = sum_{ky,kx} w[c,ky,kx] xpad[n,c, oy s + ky, ox s + kx] + b[c]
-void Conv2d::forwardDepthwise(const Tensor& x, Tensor& y) const
+void Conv2d::forwardDepthwise(const Tensor& x, Tensor& y, bool roundOut) const
 {
     const DepthwiseGeometry g = depthwiseGeometry(x.dim(2), x.dim(3), m_k, m_stride, m_pad);
     const std::size_t N = x.dim(0), C = m_cin, kk = m_k * m_k, HW = g.H * g.W, HWo = g.Ho * g.Wo;
@@ -258,6 +258,7 @@ void Conv2d::forwardDepthwise(const Tensor& x, Tensor& y) const
                 else
                     for (std::size_t ox = 0; ox < g.Wo; ++ox) o[ox] = row[ox];
             }
+            if (roundOut) roundRowBf16(out, HWo); // the plane is still in cache
         }
     });
 }

@@ -47,7 +47,9 @@ public:
     // True when the hooks round layer's output (or, fused, its ReLU's) to bf16 nearest even and
     // the layer may do it itself (RunContext::roundOutputBf16): Model::forward then sets the flag
     // for that layer's call, and afterForward of the layer and of a ReLU it is fused with gets the
-    // flag too. Conv2d, BatchNorm2d and Add honour it; Model sets it for no other layer.
+    // flag too and must leave that output as the layer wrote it (a fused BatchNorm2d's backward
+    // recomputes its mask from it). Conv2d, BatchNorm2d, Add and Dropout honour it; Model sets it
+    // for no other layer.
     virtual bool roundsOutputBf16(std::size_t /*layer*/) const { return false; }
     // True when a Conv2d (conv) fused with its clamp activation (clamp) may also run the 2x2 max
     // pool (pool) that alone reads the clamp in its epilogue (Conv2d::forwardPooled), although
