@@ -159,6 +159,7 @@ private slots:
     void convolutionOnBf16Runs_data();
     void convolutionOnBf16Runs();
     void roundInterleave2IsBf16Bits();
+    void bf16SpansAreBf16Bits();
 
 private:
     void checkConvolutionOnRuns(Bf16Path path, int cin, int cout, int k, int pad, int H, int stride);
@@ -641,6 +642,47 @@ void TestGemmBf16::roundInterleave2IsBf16Bits()
                          qPrintable(QString("n %1, channels %2, element %3").arg(n).arg(which).arg(i)));
             }
             QCOMPARE(got[2 * n], std::uint16_t{0xABCDu}); // nothing written past the end
+        }
+    }
+}
+
+// The span helpers of tensor/bf16.h (vectorised with masked tails where the build has AVX-512):
+// roundBf16Span, bf16BitsSpan and roundBf16AllFinite give bf16Bits / roundBf16 of every value bit
+// for bit, specials included, at every length, write nothing past n, and roundBf16AllFinite says
+// false exactly when a rounded value is inf or NaN (FLT_MAX rounds up to inf).
+void TestGemmBf16::bf16SpansAreBf16Bits()
+{
+    std::mt19937 rng(11);
+    std::normal_distribution<float> nd(0.0f, 3.0f);
+    const float specials[] = {0.0f, -0.0f, 1.0f + 1.0f / 256.0f, 1.0f + 3.0f / 256.0f, std::numeric_limits<float>::denorm_min(),
+                              -1e-40f, FLT_MAX, std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN(),
+                              std::bit_cast<float>(0x7F800001u), std::bit_cast<float>(0x3F80FFFFu)};
+    const float sentinel = 12345.0f;
+    for (std::size_t n : {0u, 1u, 5u, 15u, 16u, 17u, 33u, 64u, 70u}) {
+        for (int kind = 0; kind < 3; ++kind) { // finite values only; one special; specials throughout
+            std::vector<float> v(n);
+            for (std::size_t i = 0; i < n; ++i) v[i] = nd(rng);
+            if (kind == 1 && n) v[n - 1] = FLT_MAX;
+            if (kind == 2)
+                for (std::size_t i = 0; i < n; i += 3) v[i] = specials[(i / 3) % std::size(specials)];
+            bool finite = true;
+            for (float x : v) finite = finite && std::isfinite(roundBf16(x));
+            std::vector<float> a(v), b(v);
+            a.push_back(sentinel);
+            b.push_back(sentinel);
+            roundBf16Span(a.data(), n);
+            QCOMPARE(roundBf16AllFinite(b.data(), n), finite);
+            std::vector<std::uint16_t> bits(n + 1, 0xABCDu);
+            bf16BitsSpan(v.data(), n, bits.data());
+            for (std::size_t i = 0; i < n; ++i) {
+                const std::uint32_t want = std::bit_cast<std::uint32_t>(roundBf16(v[i]));
+                QVERIFY2(std::bit_cast<std::uint32_t>(a[i]) == want && std::bit_cast<std::uint32_t>(b[i]) == want &&
+                             bits[i] == bf16Bits(v[i]),
+                         qPrintable(QString("n %1, kind %2, element %3").arg(n).arg(kind).arg(i)));
+            }
+            QCOMPARE(a[n], sentinel);
+            QCOMPARE(b[n], sentinel);
+            QCOMPARE(bits[n], std::uint16_t{0xABCDu});
         }
     }
 }

@@ -431,7 +431,7 @@ void BatchNorm2d::forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx,
             if (clamp) planeNormalize<true>(xp, HW, a, yp);
             else planeNormalize<false>(xp, HW, a, yp);
             if (ctx.roundOutputBf16) // the plane is still in cache (RunContext::roundOutputBf16)
-                for (std::size_t i = 0; i < HW; ++i) yp[i] = roundBf16(yp[i]);
+                roundBf16Span(yp, HW);
         }
     });
 }

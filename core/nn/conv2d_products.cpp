@@ -110,9 +110,7 @@ void toRunsBf16Single(const float* x, std::size_t C, std::size_t n0, std::size_t
     toInterleavedRuns<1>(
         x, C, n0, count, g, std::uint16_t{0}, runs,
         [](const float* const* rows, std::size_t n, std::uint16_t* dst) {
-            const float* __restrict src = rows[0];
-            std::uint16_t* __restrict d = dst;
-            for (std::size_t i = 0; i < n; ++i) d[i] = bf16Bits(src[i]);
+            bf16BitsSpan(rows[0], n, dst);
             return true;
         },
         stride);
@@ -389,9 +387,8 @@ bool Conv2d::backwardStridedBf16(const Tensor& x, const Tensor& dy, Tensor& dx, 
         const std::size_t xs = g.S + 64, P = (L + 31) / 32 * 16;
         auto* xb = reinterpret_cast<std::uint16_t*>(threadBuffer(3, (m_cin * xs + 1) / 2 + kRunsRowSlack / 4).data());
         for (std::size_t c = 0; c < m_cin; ++c) {
-            const float* __restrict src = phases + c * g.S;
-            std::uint16_t* __restrict d = xb + c * xs;
-            for (std::size_t j = 0; j < g.S; ++j) d[j] = bf16Bits(src[j]);
+            std::uint16_t* d = xb + c * xs;
+            bf16BitsSpan(phases + c * g.S, g.S, d);
             std::fill(d + g.S, d + xs, std::uint16_t{0});
         }
         auto* dyRuns = reinterpret_cast<std::uint16_t*>(threadBuffer(0, C2 * gd.S + kRunsRowSlack / 4).data());

@@ -36,10 +36,7 @@ inline void copyRow(float* __restrict dst, const float* __restrict src, std::siz
 
 // y[0, n) rounded to bf16, nearest even (RunContext::roundOutputBf16): the convolution's epilogue
 // rounds each row while it is in cache, instead of a pass over the whole activation afterwards.
-inline void roundRowBf16(float* __restrict y, std::size_t n)
-{
-    for (std::size_t j = 0; j < n; ++j) y[j] = roundBf16(y[j]);
-}
+inline void roundRowBf16(float* __restrict y, std::size_t n) { roundBf16Span(y, n); }
 
 // The clamp activation fused into a convolution (Conv2d::forwardClamped): cap = +inf for ReLU,
 // 6 for ReLU6, NaN for none. clampTo is ReLU's and ReLU6's own expression, and gradientPasses
