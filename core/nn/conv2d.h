@@ -72,6 +72,14 @@ public:
     // the FP32 kernels. Depthwise and grouped convolutions keep their FP32 kernels (exact on
     // bf16 inputs too: bf16 x bf16 products are exact in FP32).
     void setBf16Products(Bf16Path path) { m_bf16 = path; }
+    // Whether bf16 products pay on this layer: each output sums at least kMinBf16Depth products
+    // (input channels per group x taps). Below (a stem on one input channel: 9) mixed and low
+    // precision keep the emulation, FP32 products of the bf16-rounded operands, the same numbers
+    // up to the order of FP32 accumulation: a dot product of 2 x 9 bf16 pairs gains nothing, and
+    // the emulated path keeps its ReLU fused (seed-cnn's conv1 on the bf16 im2col path with its
+    // ReLU apart cost 6 % of a mixed step on Zen 5). The trainer and bench_model_layers both ask.
+    static constexpr std::size_t kMinBf16Depth = 32;
+    bool bf16ProductsPay() const { return m_cin / m_groups * taps() >= kMinBf16Depth; }
     Bf16Path bf16Products() const { return m_bf16; }
     // True when every product that reads the weight packs it to bf16 (rounding to nearest even,
     // tensor/bf16.h): bf16 products on, groups 1. A rounded copy of the weight then changes nothing.

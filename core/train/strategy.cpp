@@ -254,22 +254,17 @@ public:
     ~Bf16Products() { enable(false); }
     Bf16Products(const Bf16Products&) = delete;
     Bf16Products& operator=(const Bf16Products&) = delete;
-    // Off for FP32 evaluations of the master weights, on for training and the bf16 evaluation.
-    // A convolution whose products sum fewer than kMinBf16Depth terms (a stem on one input channel:
-    // 9) keeps the emulation: FP32 products of its bf16-rounded operands, the same numbers up to
-    // the order of FP32 accumulation. A dot product of 2 x 9 bf16 pairs gains nothing, and the
-    // emulated path keeps its ReLU fused (seed-cnn's conv1 on the bf16 im2col path with its ReLU
-    // apart cost 6 % of a mixed step on Zen 5).
+    // Off for FP32 evaluations of the master weights, on for training and the bf16 evaluation,
+    // on the convolutions where they pay (Conv2d::bf16ProductsPay) and every fc layer.
     void enable(bool on)
     {
         const Bf16Path p = on ? m_path : Bf16Path::Emulated;
         for (std::size_t i = 0; i < m_model.size(); ++i) {
             if (auto* c = dynamic_cast<Conv2d*>(&m_model.layer(i)))
-                c->setBf16Products(c->inChannels() / c->groups() * c->taps() >= kMinBf16Depth ? p : Bf16Path::Emulated);
+                c->setBf16Products(c->bf16ProductsPay() ? p : Bf16Path::Emulated);
             else if (auto* l = dynamic_cast<Linear*>(&m_model.layer(i))) l->setBf16Products(p);
         }
     }
-    static constexpr std::size_t kMinBf16Depth = 32;
     const std::string& name() const { return m_name; }
     // params without the weights that only bf16 products read (readsWeightAsBf16, with the
     // products on): their packers round them to bf16 as FloatSim::roundWeightsToOverride would,

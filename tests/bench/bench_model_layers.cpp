@@ -8,7 +8,8 @@
 // shows an empty output and zero times; its cost is in that layer's fused step, not in its row.
 //
 // --bf16 PATH (amx-bf16, avx512-bf16) runs the conv and fc products on that bf16 path, as mixed
-// and low-precision bf16 training do (without their rounding passes). --hooks FORMAT adds those:
+// and low-precision bf16 training do (without their rounding passes; the convolutions where
+// Conv2d::bf16ProductsPay, as the trainer chooses them). --hooks FORMAT adds those:
 // the step runs with FloatSim's hooks (setModel, rounding to nearest), as mixed training runs it.
 // --compare-layer-rounding 1 then alternates its steps with steps whose hooks round everything in
 // passes of their own (FloatSim::setLayerRounding off; the same bits) and prints both medians.
@@ -98,7 +99,7 @@ int main(int argc, char** argv)
         model->initParams(1);
         model->setFusion(true);
         for (std::size_t i = 0; i < model->size(); ++i) {
-            if (auto* c = dynamic_cast<Conv2d*>(&model->layer(i))) c->setBf16Products(bf16);
+            if (auto* c = dynamic_cast<Conv2d*>(&model->layer(i))) c->setBf16Products(c->bf16ProductsPay() ? bf16 : Bf16Path::Emulated);
             else if (auto* f = dynamic_cast<Linear*>(&model->layer(i))) f->setBf16Products(bf16);
         }
         const std::size_t N = 64;
