@@ -1,0 +1,299 @@
+// Mixed bf16's rounding inside the layers' own passes (LayerHooks::roundsGradientBf16 and
+// RunContext::roundOutputBf16): BatchNorm2d, Conv2d (every backward path), Linear and Dropout
+// round their input gradient, and Dropout its output, to the same bits as a pass of roundBf16
+// afterwards, and report a non-finite result; a fused BatchNorm2d + ReLU6 takes its mask from its
+// output as rounded.
+#include "nn/batchnorm2d.h"
+#include "nn/conv2d.h"
+#include "nn/dropout.h"
+#include "nn/linear.h"
+#include "tensor/bf16.h"
+#include "tensor/gemm_bf16.h"
+#include "util/rng.h"
+
+#include "test_tensors.h" // before Qt: TBB's profiling.h has a member named emit
+
+#include <QtTest>
+
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+using namespace quantscope;
+using namespace quantscope::testing;
+
+class TestBf16Rounding : public QObject {
+    Q_OBJECT
+
+private slots:
+    void batchNormRoundsInputGradient_data();
+    void batchNormRoundsInputGradient();
+    void convRoundsInputGradient_data();
+    void convRoundsInputGradient();
+    void batchNormMaskFromRoundedOutput();
+    void linearRoundsInputGradient_data();
+    void linearRoundsInputGradient();
+    void dropoutRoundsOutputAndInputGradient_data();
+    void dropoutRoundsOutputAndInputGradient();
+};
+
+// run(round, dx, paramGrads) runs a layer's backward with setRoundInputGradientBf16(round) and
+// returns inputGradientFinite(): rounding on gives roundBf16 of the plain dx bit for bit, the
+// same parameter gradients, and reports a non-finite dx exactly when one is there (expectFinite
+// says whether the row's data make one).
+namespace {
+template <typename Run>
+void checkRoundedInputGradient(Run&& run, bool expectFinite)
+{
+    Tensor plain, rounded;
+    std::vector<float> plainGrads, roundedGrads;
+    QVERIFY(run(false, plain, plainGrads)); // without rounding nothing is checked: finite
+    const bool finite = run(true, rounded, roundedGrads);
+    bool allFinite = true;
+    for (float& v : plain.values()) {
+        v = roundBf16(v);
+        allFinite = allFinite && std::isfinite(v);
+    }
+    QCOMPARE(allFinite, expectFinite); // the overflow rows do overflow, the others do not
+    QCOMPARE(finite, allFinite);
+    QVERIFY(std::memcmp(plain.data(), rounded.data(), plain.numel() * sizeof(float)) == 0);
+    QVERIFY(std::memcmp(plainGrads.data(), roundedGrads.data(), plainGrads.size() * sizeof(float)) == 0);
+}
+} // namespace
+
+void TestBf16Rounding::batchNormRoundsInputGradient_data()
+{
+    QTest::addColumn<bool>("clamped"); // fused with a ReLU6 (the mask from BN(x))
+    QTest::addColumn<float>("gradScale"); // 3e38: the gradient's sums and dx run past FP32's range
+    QTest::newRow("plain") << false << 1.0f;
+    QTest::newRow("fused ReLU6") << true << 1.0f;
+    QTest::newRow("overflow") << false << 3e38f;
+    QTest::newRow("fused ReLU6, overflow") << true << 3e38f;
+}
+
+// BatchNorm2d::setRoundInputGradientBf16 (mixed precision's gradient rounding in the layer's own
+// pass, LayerHooks::roundsGradientBf16): dx is the unrounded backward's dx rounded by roundBf16,
+// bit for bit, the parameter gradients are unchanged, and a value that rounds to inf is reported.
+void TestBf16Rounding::batchNormRoundsInputGradient()
+{
+    QFETCH(bool, clamped);
+    QFETCH(float, gradScale);
+    Rng rng(17);
+    Tensor x({5, 4, 9, 7}), dy(x.shape());
+    for (float& v : x.values()) v = rng.uniform(-3.0f, 3.0f);
+    for (float& v : dy.values()) v = rng.uniform(-1.0f, 1.0f) * gradScale;
+    const auto run = [&](bool round, Tensor& dx, std::vector<float>& grads) {
+        BatchNorm2d bn("bn", 4);
+        bn.gamma().value.fill(gradScale > 1.0f ? 2.0f : 1.5f);
+        bn.beta().value.fill(3.0f); // BN(x) mostly inside ReLU6's (0, 6)
+        RunContext ctx;
+        ctx.training = true;
+        Tensor y;
+        if (clamped) bn.forwardClamped(x, y, ctx, 6.0f);
+        else bn.forward(x, y, ctx);
+        bn.setRoundInputGradientBf16(round);
+        if (clamped) bn.backwardClamped(x, y, dy, dx, true, 6.0f, false, nullptr);
+        else bn.backward(x, y, dy, dx, true);
+        grads = bn.gamma().grad.values();
+        grads.insert(grads.end(), bn.beta().grad.values().begin(), bn.beta().grad.values().end());
+        return bn.inputGradientFinite();
+    };
+    checkRoundedInputGradient(run, gradScale < 1e30f);
+}
+
+void TestBf16Rounding::convRoundsInputGradient_data()
+{
+    QTest::addColumn<int>("k");
+    QTest::addColumn<int>("stride");
+    QTest::addColumn<int>("pad");
+    QTest::addColumn<bool>("bf16");       // the bf16 products (bestBf16Path), as mixed training runs them
+    QTest::addColumn<float>("gradScale"); // 3e38: dx past FP32's range
+    QTest::addColumn<int>("groups");      // 16 = the channels: the depthwise kernel
+    // 3x3 stride 1: the direct kernels round each group; stride 2 and 1x1 (im2col) take other paths
+    for (const bool bf16 : {false, true}) {
+        const char* tag = bf16 ? "bf16 " : "fp32 ";
+        QTest::newRow((std::string(tag) + "3x3 s1").c_str()) << 3 << 1 << 1 << bf16 << 1.0f << 1;
+        QTest::newRow((std::string(tag) + "3x3 s2").c_str()) << 3 << 2 << 1 << bf16 << 1.0f << 1;
+        QTest::newRow((std::string(tag) + "1x1 s1").c_str()) << 1 << 1 << 0 << bf16 << 1.0f << 1;
+        QTest::newRow((std::string(tag) + "3x3 s1 overflow").c_str()) << 3 << 1 << 1 << bf16 << 3e38f << 1;
+        QTest::newRow((std::string(tag) + "1x1 s1 overflow").c_str()) << 1 << 1 << 0 << bf16 << 3e38f << 1;
+    }
+    QTest::newRow("depthwise 3x3 s1") << 3 << 1 << 1 << false << 1.0f << 16;
+    QTest::newRow("depthwise 3x3 s2") << 3 << 2 << 1 << false << 1.0f << 16;
+    QTest::newRow("depthwise 3x3 s1 overflow") << 3 << 1 << 1 << false << 3e38f << 16;
+    // grouped, not depthwise: the FP32 im2col path (col2im), which rounds each image's dx
+    QTest::newRow("2 groups 3x3 s1") << 3 << 1 << 1 << false << 1.0f << 2;
+    QTest::newRow("2 groups 3x3 s1 overflow") << 3 << 1 << 1 << false << 3e38f << 2;
+}
+
+// Conv2d::setRoundInputGradientBf16, as batchNormRoundsInputGradient: on every backward path dx is
+// the unrounded backward's dx rounded by roundBf16, bit for bit, the weight gradient is unchanged,
+// and a value that is not finite is reported.
+void TestBf16Rounding::convRoundsInputGradient()
+{
+    QFETCH(int, k);
+    QFETCH(int, stride);
+    QFETCH(int, pad);
+    QFETCH(bool, bf16);
+    QFETCH(float, gradScale);
+    QFETCH(int, groups);
+    Rng rng(23);
+    Conv2d conv("conv", 16, groups == 16 ? 16 : 24, static_cast<std::size_t>(k), static_cast<std::size_t>(stride),
+                static_cast<std::size_t>(pad), static_cast<std::size_t>(groups), false);
+    if (bf16) conv.setBf16Products(bestBf16Path());
+    for (Param* p : conv.params()) p->value = randomTensor(p->value.shape(), rng);
+    const Tensor x = randomTensor({5, 16, 12, 10}, rng);
+    Tensor dy = randomTensor(conv.outputShape(x.shape()), rng);
+    for (float& v : dy.values()) v *= gradScale;
+    RunContext ctx;
+    ctx.training = true;
+    const auto run = [&](bool round, Tensor& dx, std::vector<float>& dW) {
+        Tensor y;
+        conv.forward(x, y, ctx);
+        conv.setRoundInputGradientBf16(round);
+        conv.backward(x, y, dy, dx, true);
+        conv.setRoundInputGradientBf16(false);
+        dW = conv.weight().grad.values();
+        return conv.inputGradientFinite();
+    };
+    checkRoundedInputGradient(run, gradScale < 1e30f);
+}
+
+// A BatchNorm2d + ReLU6 whose forward rounded its output to bf16 (RunContext::roundOutputBf16)
+// takes the fused backward's mask from its output as rounded (maskFromOutput), recomputed from x
+// and rounded rather than read: the same bits as masking dy by 0 < r < 6 first and running the
+// plain backward. The outputs sit around 6, where rounding moves the bound: values just below 6
+// round up to it and pass no gradient.
+void TestBf16Rounding::batchNormMaskFromRoundedOutput()
+{
+    Rng rng(37);
+    Tensor x({4, 3, 11, 13}), dy(x.shape());
+    for (float& v : x.values()) v = rng.uniform(-2.0f, 2.0f);
+    for (float& v : dy.values()) v = rng.uniform(-1.0f, 1.0f);
+    BatchNorm2d bn("bn", 3);
+    bn.gamma().value.fill(0.01f);
+    bn.beta().value.fill(5.995f); // BN(x) within about 0.03 of 6
+    RunContext ctx;
+    ctx.training = true;
+    ctx.roundOutputBf16 = true;
+    Tensor r, dx, y, expected;
+    bn.forwardClamped(x, r, ctx, 6.0f);
+    std::size_t roundedUp = 0; // outputs that are 6 only because of the rounding
+    Tensor masked = dy;
+    for (std::size_t i = 0; i < r.numel(); ++i) {
+        QCOMPARE(roundBf16(r[i]), r[i]);
+        if (!(r[i] > 0.0f && r[i] < 6.0f)) masked[i] = 0.0f;
+    }
+    RunContext plainCtx;
+    plainCtx.training = true;
+    BatchNorm2d ref("bn", 3);
+    ref.gamma().value.fill(0.01f);
+    ref.beta().value.fill(5.995f);
+    ref.forward(x, y, plainCtx);
+    for (std::size_t i = 0; i < y.numel(); ++i) roundedUp += y[i] < 6.0f && roundBf16(y[i]) == 6.0f ? 1 : 0;
+    QVERIFY(roundedUp > 20); // the rounded mask differs from the unrounded one there
+    bn.backwardClamped(x, r, dy, dx, true, 6.0f, true, nullptr);
+    const std::vector<float> grads{bn.gamma().grad[0], bn.gamma().grad[1], bn.gamma().grad[2], bn.beta().grad[0], bn.beta().grad[1],
+                                   bn.beta().grad[2]};
+    ref.backward(x, y, masked, expected, true);
+    QVERIFY(std::memcmp(dx.data(), expected.data(), dx.numel() * sizeof(float)) == 0);
+    for (std::size_t c = 0; c < 3; ++c) {
+        QCOMPARE(grads[c], ref.gamma().grad[c]);
+        QCOMPARE(grads[3 + c], ref.beta().grad[c]);
+    }
+}
+
+void TestBf16Rounding::linearRoundsInputGradient_data()
+{
+    QTest::addColumn<bool>("bf16");
+    QTest::addColumn<float>("gradScale");
+    QTest::addColumn<int>("in"); // 2,500: three column blocks of dx, the last one partial
+    for (const bool bf16 : {false, true}) {
+        const char* tag = bf16 ? "bf16 " : "fp32 ";
+        QTest::newRow((std::string(tag) + "in 2500").c_str()) << bf16 << 1.0f << 2500;
+        QTest::newRow((std::string(tag) + "in 37").c_str()) << bf16 << 1.0f << 37;
+        QTest::newRow((std::string(tag) + "overflow").c_str()) << bf16 << 3e38f << 2500;
+    }
+}
+
+// Linear::setRoundInputGradientBf16, as convRoundsInputGradient: dx is the unrounded backward's dx
+// rounded by roundBf16, bit for bit, in every column block, and dW, db are unchanged.
+void TestBf16Rounding::linearRoundsInputGradient()
+{
+    QFETCH(bool, bf16);
+    QFETCH(float, gradScale);
+    QFETCH(int, in);
+    Rng rng(29);
+    Linear fc("fc", static_cast<std::size_t>(in), 19);
+    if (bf16) fc.setBf16Products(bestBf16Path());
+    for (Param* p : fc.params()) p->value = randomTensor(p->value.shape(), rng);
+    const Tensor x = randomTensor({7, static_cast<std::size_t>(in)}, rng);
+    Tensor dy = randomTensor({7, 19}, rng);
+    for (float& v : dy.values()) v *= gradScale;
+    RunContext ctx;
+    ctx.training = true;
+    const auto run = [&](bool round, Tensor& dx, std::vector<float>& grads) {
+        Tensor y;
+        fc.forward(x, y, ctx);
+        fc.setRoundInputGradientBf16(round);
+        fc.backward(x, y, dy, dx, true);
+        fc.setRoundInputGradientBf16(false);
+        grads = fc.weight().grad.values();
+        grads.insert(grads.end(), fc.bias().grad.values().begin(), fc.bias().grad.values().end());
+        return fc.inputGradientFinite();
+    };
+    checkRoundedInputGradient(run, gradScale < 1e30f);
+}
+
+void TestBf16Rounding::dropoutRoundsOutputAndInputGradient_data()
+{
+    QTest::addColumn<float>("p");
+    QTest::addColumn<float>("gradScale");
+    QTest::newRow("p 0.3") << 0.3f << 1.0f; // 1/0.7: the kept values leave the bf16 grid
+    QTest::newRow("p 0.5") << 0.5f << 1.0f;
+    QTest::newRow("p 0.3 overflow") << 0.3f << 3e38f;
+}
+
+// Dropout under mixed bf16: with RunContext::roundOutputBf16 its output is the unrounded output
+// rounded by roundBf16, and with setRoundInputGradientBf16 so is dx, bit for bit, with overflow
+// reported; the mask (the same key) does not change.
+void TestBf16Rounding::dropoutRoundsOutputAndInputGradient()
+{
+    QFETCH(float, p);
+    QFETCH(float, gradScale);
+    Rng rng(31);
+    Tensor x = randomTensor({3, 5, 37, 41}, rng); // 22,755 values: several chunks, the last partial
+    for (float& v : x.values()) v = roundBf16(v);
+    Tensor dy = randomTensor(x.shape(), rng);
+    for (float& v : dy.values()) v *= gradScale;
+    Dropout drop("drop", p);
+    RunContext ctx;
+    ctx.training = true;
+    ctx.rngKey = 99;
+    Tensor plainY, roundedY;
+    drop.forward(x, plainY, ctx);
+    RunContext rounding = ctx;
+    rounding.roundOutputBf16 = true;
+    drop.forward(x, roundedY, rounding);
+    std::size_t offGrid = 0;
+    for (float& v : plainY.values()) {
+        offGrid += v != roundBf16(v);
+        v = roundBf16(v);
+    }
+    if (p == 0.3f) QVERIFY(offGrid > 1000); // the check below has something to check
+    QVERIFY(std::memcmp(plainY.data(), roundedY.data(), x.numel() * sizeof(float)) == 0);
+    const auto run = [&](bool round, Tensor& dx, std::vector<float>& grads) {
+        Tensor y;
+        drop.forward(x, y, ctx);
+        drop.setRoundInputGradientBf16(round);
+        drop.backward(x, y, dy, dx, true);
+        drop.setRoundInputGradientBf16(false);
+        grads.clear();
+        return drop.inputGradientFinite();
+    };
+    checkRoundedInputGradient(run, gradScale < 1e30f);
+}
+
+QTEST_GUILESS_MAIN(TestBf16Rounding)
+#include "tst_bf16_rounding.moc"
