@@ -67,6 +67,7 @@ void Dropout::forward(const Tensor& x, Tensor& y, const RunContext& ctx)
 void Dropout::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Tensor& dx, bool needInputGrad)
 {
     checkOutputGradient(x, dy);
+    m_dxFinite = true; // also when no dx is asked for
     if (!needInputGrad) return;
     const std::size_t n = x.numel();
     if (m_mask.size() != n) throw ConfigError(name() + ": backward without a matching training forward");
@@ -74,7 +75,6 @@ void Dropout::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, T
     const float* __restrict g = dy.data();
     const float* __restrict m = m_mask.data();
     float* __restrict out = dx.data();
-    m_dxFinite = true;
     if (!m_roundDxBf16) {
         parallelChunks(n, elementwiseGrain(n), [=](std::size_t b, std::size_t e) {
             for (std::size_t i = b; i < e; ++i) out[i] = g[i] * m[i];

@@ -120,13 +120,13 @@ void Linear::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Te
         for (std::size_t n = 0; n < N; ++n)
             for (std::size_t j = 0; j < m_out; ++j) db[j] += dy[n * m_out + j];
     }
+    m_dxFinite = true; // also when no dx is asked for
     if (!needInputGrad) return;
     dx.resize(x.shape());
     const ConstMatrixMap Wm = m_weight.forwardValue().matrix(m_out, m_in);
     MatrixMap DX = dx.matrix(N, m_in);
     // Each task's columns of dx, rounded to bf16 right after they are written, while in cache
     // (setRoundInputGradientBf16).
-    m_dxFinite = true;
     std::atomic<bool> finite{true};
     const auto roundColumns = [&](std::size_t j0, std::size_t j1) {
         if (!m_roundDxBf16) return;
