@@ -60,13 +60,20 @@ struct Param {
     void clearOverride() { hasOverride = false; }
 };
 
+// The layer kinds that honour RunContext::roundOutputBf16: Conv2d, BatchNorm2d, Add and Dropout.
+// Model::forward sets the flag only for these, and FloatSim offers it only to these.
+inline bool honoursRoundOutputBf16(LayerKind k)
+{
+    return k == LayerKind::Conv2d || k == LayerKind::BatchNorm2d || k == LayerKind::Add || k == LayerKind::Dropout;
+}
+
 struct RunContext {
     bool training = false;
     std::uint64_t rngKey = 0; // per-step key; layers derive their own streams from it
     // Set by Model::forward for a layer whose hooks ask for it (LayerHooks::roundsOutputBf16): the
     // layer rounds its output to bfloat16, nearest even (tensor/bf16.h), before it returns, in its
-    // own epilogue (Conv2d, BatchNorm2d, Add, Dropout), while the values are still in cache. Model::forward sets
-    // it for no other layer.
+    // own epilogue (the kinds honoursRoundOutputBf16 names), while the values are still in cache.
+    // Model::forward sets it for no other layer.
     bool roundOutputBf16 = false;
     // Inference passes that read only the output (evaluation, calibration, the float runner):
     // Model::forward frees each activation once the last layer reading it has run, all but the

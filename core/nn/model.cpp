@@ -329,11 +329,7 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
     RunContext roundedCtx = ctx;
     roundedCtx.roundOutputBf16 = true;
     auto ctxOf = [&](std::size_t i) -> const RunContext& {
-        const LayerKind k = m_layers[i]->kind();
-        return hooks && (k == LayerKind::Conv2d || k == LayerKind::BatchNorm2d || k == LayerKind::Add || k == LayerKind::Dropout) &&
-                       hooks->roundsOutputBf16(i)
-                   ? roundedCtx
-                   : ctx;
+        return hooks && honoursRoundOutputBf16(m_layers[i]->kind()) && hooks->roundsOutputBf16(i) ? roundedCtx : ctx;
     };
     std::size_t roundedBy = static_cast<std::size_t>(-1); // the fused layer that rounded the clamp's output
     if (m_times) ++m_times->forwardPasses;

@@ -62,9 +62,7 @@ void FloatSim::setModel(const Model& model)
     m_bf16 = bf16;
     if (bf16 && m_layerRounding)
         for (std::size_t i = 0; i < model.size(); ++i)
-            m_selfRounds[i] = model.layer(i).kind() == LayerKind::Conv2d || model.layer(i).kind() == LayerKind::BatchNorm2d ||
-                              model.layer(i).kind() == LayerKind::Add ||
-                              model.layer(i).kind() == LayerKind::Dropout; // MX: a block's rounding depends on its other values, ReLU changes them
+            m_selfRounds[i] = honoursRoundOutputBf16(model.layer(i).kind()); // MX: a block's rounding depends on its other values, ReLU changes them
     // The clamps: a ReLU or ReLU6 alone reading a convolution, BatchNorm or Add (the residual join).
     // The format holds 6 (m_keepsGrid), so ReLU6's mask on its rounded input, 0 < round(v) < 6, is
     // its mask on its rounded output (fusesReLU6).
