@@ -46,6 +46,8 @@ private slots:
     void directConvMatchesIm2col();
     void addedInputGradientIsBitIdentical_data() { directConvMatchesIm2col_data(); }
     void addedInputGradientIsBitIdentical();
+    void channelsWeightGradientSumsInOrder_data();
+    void channelsWeightGradientSumsInOrder();
     void maxPool2x2MatchesScalarRules_data();
     void maxPool2x2MatchesScalarRules();
 
@@ -448,6 +450,52 @@ void TestLayerKernels::bufferAlignmentDeterminism()
         const std::string diff = compareRuns(ref, runLayer(*fresh.layer, xs[k], dys[k], 1));
         QVERIFY2(diff.empty(), ("copy " + std::to_string(k) + ": " + diff).c_str());
     }
+}
+
+void TestLayerKernels::channelsWeightGradientSumsInOrder_data()
+{
+    QTest::addColumn<int>("M");
+    QTest::addColumn<int>("K");
+    QTest::addColumn<int>("L");
+    // M: 1-4 channel vectors and partial ones; L: one column, under one L1 chunk, and across
+    // several (the chunk is 8192 / Mp columns: 128 at Mp = 64, 512 at Mp = 16)
+    QTest::newRow("64x288 L=1456 (seed-cnn conv2)") << 64 << 288 << 1456;
+    QTest::newRow("16x144 L=1800 (resnet8 layer1)") << 16 << 144 << 1800;
+    QTest::newRow("37x50 L=700") << 37 << 50 << 700;
+    QTest::newRow("70x9 L=300") << 70 << 9 << 300;
+    QTest::newRow("130x31 L=129") << 130 << 31 << 129;
+    QTest::newRow("5x7 L=1") << 5 << 7 << 1;
+}
+
+// The Channels weight-gradient kernel keeps each output one FP32 sum over the columns j in order
+// from 0, whatever its L1 chunking of j: every element equals the scalar fused multiply-add
+// chain, bit for bit, and is added to what C held.
+void TestLayerKernels::channelsWeightGradientSumsInOrder()
+{
+    QFETCH(int, M);
+    QFETCH(int, K);
+    QFETCH(int, L);
+    if (!Conv2d::directKernelsBuilt()) QSKIP("built without AVX-512: the portable kernel sums without fused multiply-adds");
+    Rng rng(stableHash(QTest::currentDataTag()));
+    const Tensor d = randomTensor({std::size_t(M), std::size_t(L) + 3}, rng);
+    const Tensor r = randomTensor({std::size_t(K), std::size_t(L) + 5}, rng);
+    const Tensor c0 = randomTensor({std::size_t(M), std::size_t(K)}, rng);
+    std::vector<const float*> D(M), R(K);
+    for (int m = 0; m < M; ++m) D[m] = d.data() + m * (L + 3) + 1; // rows at odd offsets, as runs are
+    for (int k = 0; k < K; ++k) R[k] = r.data() + k * (L + 5) + 2;
+    Tensor c = c0;
+    const conv_direct::TransAddKernel chosen = conv_direct::transAddKernel();
+    conv_direct::setTransAddKernel(conv_direct::TransAddKernel::Channels);
+    conv_direct::gemmRowsTransAdd(D.data(), M, R.data(), K, L, c.data(), K);
+    conv_direct::setTransAddKernel(chosen);
+    Tensor expected = c0;
+    for (int m = 0; m < M; ++m)
+        for (int k = 0; k < K; ++k) {
+            float s = 0.0f;
+            for (int j = 0; j < L; ++j) s = std::fma(R[k][j], D[m][j], s);
+            expected.data()[m * K + k] += s;
+        }
+    QVERIFY(bitIdentical(c, expected));
 }
 
 void TestLayerKernels::maxPool2x2MatchesScalarRules_data()

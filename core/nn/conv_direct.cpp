@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <vector>
 
 namespace quantscope::conv_direct {
@@ -29,7 +30,10 @@ std::atomic<TransAddKernel>& transAddChoice()
 }
 } // namespace
 
-TransAddKernel defaultTransAddKernel() { return cpuSplitsAvx512() ? TransAddKernel::Channels : TransAddKernel::Pixels; }
+TransAddKernel defaultTransAddKernel()
+{
+    return cpuIsAmd() && !cpuSplitsAvx512() ? TransAddKernel::Pixels : TransAddKernel::Channels;
+}
 TransAddKernel transAddKernel() { return transAddChoice().load(std::memory_order_relaxed); }
 void setTransAddKernel(TransAddKernel kernel) { transAddChoice().store(kernel, std::memory_order_relaxed); }
 
@@ -161,21 +165,24 @@ void dotTile(const float* const* D, std::size_t m, std::size_t mr, const float* 
         for (std::size_t b = 0; b < kr; ++b) C[(m + a) * ldc + k + b] += sums[a][b];
 }
 
-// KR x (16 MV) tile of C^T: acc[i][v] lane l = sum_j R[k + i][j] Dt[j][m + 16 v + l], j in order.
+// KR x (16 MV) tile of the running sums P (K x Mp, row k holds output channels m..): acc[i][v]
+// lane l continues P[(k + i) Mp + m + 16 v + l] over j = j0..j1-1 in order, adding
+// R[k + i][j] Dt[j][m + 16 v + l]. Dt points at row 0 of the transposed output gradient, of
+// which rows j0..j1-1 are held.
 template <int KR, int MV>
-void transTile(const float* Dt, std::size_t ldt, const float* const* r, std::size_t L, std::size_t kr,
-               std::size_t m, std::size_t M, float* C, std::size_t ldc, std::size_t k)
+void transTile(const float* Dt, std::size_t ldt, const float* const* r, std::size_t j0, std::size_t j1, std::size_t m,
+               float* P, std::size_t ldp)
 {
     __m512 acc[KR][MV];
 #pragma GCC unroll 32
     for (int i = 0; i < KR; ++i)
 #pragma GCC unroll 4
-        for (int v = 0; v < MV; ++v) acc[i][v] = _mm512_setzero_ps();
-    const float* d = Dt + m;
-    for (std::size_t j = 0; j < L; ++j, d += ldt) {
+        for (int v = 0; v < MV; ++v) acc[i][v] = _mm512_load_ps(P + i * ldp + m + 16 * v);
+    const float* d = Dt + j0 * ldt + m;
+    for (std::size_t j = j0; j < j1; ++j, d += ldt) {
         __m512 dv[MV];
 #pragma GCC unroll 4
-        for (int v = 0; v < MV; ++v) dv[v] = _mm512_loadu_ps(d + 16 * v);
+        for (int v = 0; v < MV; ++v) dv[v] = _mm512_load_ps(d + 16 * v);
 #pragma GCC unroll 32
         for (int i = 0; i < KR; ++i) {
             const __m512 a = _mm512_set1_ps(r[i][j]);
@@ -183,27 +190,40 @@ void transTile(const float* Dt, std::size_t ldt, const float* const* r, std::siz
             for (int v = 0; v < MV; ++v) acc[i][v] = _mm512_fmadd_ps(a, dv[v], acc[i][v]);
         }
     }
-    alignas(64) float tmp[16];
-    for (std::size_t i = 0; i < kr; ++i)
-        for (int v = 0; v < MV; ++v) {
-            _mm512_store_ps(tmp, acc[i][v]);
-            for (std::size_t l = 0; l < 16 && m + 16 * v + l < M; ++l) C[(m + 16 * v + l) * ldc + k + i] += tmp[l];
-        }
+#pragma GCC unroll 32
+    for (int i = 0; i < KR; ++i)
+#pragma GCC unroll 4
+        for (int v = 0; v < MV; ++v) _mm512_store_ps(P + i * ldp + m + 16 * v, acc[i][v]);
+}
+
+// Rows k..k+KR-1 of P over columns j0..j1 for every channel block: 64 channels at a time, then 48, 32
+// or 16 (each with the most rows that fit the 32 registers). Rows past K repeat R's last row and
+// land in P's padding rows.
+template <int KR, int MV>
+void transRows(const float* Dt, std::size_t Mp, const float* const* R, std::size_t K, std::size_t k, std::size_t j0,
+               std::size_t j1, std::size_t m, float* P)
+{
+    const float* r[KR];
+#pragma GCC unroll 32
+    for (int i = 0; i < KR; ++i) r[i] = R[std::min(k + i, K - 1)];
+    transTile<KR, MV>(Dt, Mp, r, j0, j1, m, P + k * Mp, Mp);
 }
 
 template <int KR, int MV>
-void transBlock(const float* Dt, std::size_t ldt, const float* const* R, std::size_t K, std::size_t L, std::size_t m,
-                std::size_t M, float* C, std::size_t ldc)
+void transBlock(const float* Dt, std::size_t Mp, const float* const* R, std::size_t K, std::size_t j0, std::size_t j1,
+                std::size_t m, float* P)
 {
-    std::size_t k = 0;
-    for (; k + KR <= K; k += KR) transTile<KR, MV>(Dt, ldt, R + k, L, KR, m, M, C, ldc, k);
-    // the last K % KR rows in tiles of 4 (the rows past K repeat the last one and are dropped)
-    for (; k < K; k += 4) {
-        const std::size_t kr = std::min<std::size_t>(4, K - k);
-        const float* r[4];
-        for (std::size_t i = 0; i < 4; ++i) r[i] = R[k + std::min(i, kr - 1)];
-        transTile<4, MV>(Dt, ldt, r, L, kr, m, M, C, ldc, k);
-    }
+    for (std::size_t k = 0; k < K; k += KR) transRows<KR, MV>(Dt, Mp, R, K, k, j0, j1, m, P);
+}
+
+// 64-byte aligned scratch of n floats, one per slot and thread.
+float* alignedScratch(int slot, std::size_t n)
+{
+    static thread_local std::vector<float> buf[2];
+    std::vector<float>& b = buf[slot];
+    if (b.size() < n + 16) b.resize(n + 16);
+    const auto at = reinterpret_cast<std::uintptr_t>(b.data());
+    return b.data() + ((64 - at % 64) % 64) / sizeof(float);
 }
 
 // TransAddKernel::Pixels
@@ -225,31 +245,41 @@ void transAddChannels(const float* const* D, std::size_t M, const float* const* 
                       float* C, std::size_t ldc)
 {
     // D transposed to (L, Mp), Mp = M rounded up to 16 lanes (zeros past M): each broadcast
-    // R[k][j] feeds 1-4 vectors of output channels.
+    // R[k][j] feeds 1-4 vectors of output channels. The columns j go in chunks whose transposed
+    // rows (32 KB) stay in L1 while every row k reads them; the sums wait in P between chunks, so
+    // that each output is still one sum over j in order from 0 (then added to C).
     const std::size_t Mp = (M + 15) / 16 * 16;
-    static thread_local std::vector<float> dt;
-    if (dt.size() < L * Mp) dt.resize(L * Mp);
-    for (std::size_t j = 0; j < L; ++j) {
-        float* row = dt.data() + j * Mp;
-        for (std::size_t m = 0; m < M; ++m) row[m] = D[m][j];
-        for (std::size_t m = M; m < Mp; ++m) row[m] = 0.0f;
-    }
-    for (std::size_t m = 0; m < Mp;) {
-        const std::size_t left = (Mp - m) / 16;
-        if (left >= 4) {
-            transBlock<6, 4>(dt.data(), Mp, R, K, L, m, M, C, ldc);
-            m += 64;
-        } else if (left == 3) {
-            transBlock<8, 3>(dt.data(), Mp, R, K, L, m, M, C, ldc);
-            m += 48;
-        } else if (left == 2) {
-            transBlock<12, 2>(dt.data(), Mp, R, K, L, m, M, C, ldc);
-            m += 32;
-        } else {
-            transBlock<24, 1>(dt.data(), Mp, R, K, L, m, M, C, ldc);
-            m += 16;
+    const std::size_t chunk = std::clamp<std::size_t>(8192 / Mp, 32, 512);
+    float* dt = alignedScratch(0, chunk * Mp);
+    float* P = alignedScratch(1, (K + 24) * Mp);
+    std::fill(P, P + (K + 24) * Mp, 0.0f);
+    for (std::size_t j0 = 0; j0 < L; j0 += chunk) {
+        const std::size_t jn = std::min(chunk, L - j0);
+        for (std::size_t jj = 0; jj < jn; ++jj) {
+            float* row = dt + jj * Mp;
+            for (std::size_t m = 0; m < M; ++m) row[m] = D[m][j0 + jj];
+            for (std::size_t m = M; m < Mp; ++m) row[m] = 0.0f;
+        }
+        const float* Dt = dt - j0 * Mp; // row j of the transposed chunk at Dt + j Mp
+        for (std::size_t m = 0; m < Mp;) {
+            const std::size_t left = (Mp - m) / 16;
+            if (left >= 4) {
+                transBlock<6, 4>(Dt, Mp, R, K, j0, j0 + jn, m, P);
+                m += 64;
+            } else if (left == 3) {
+                transBlock<8, 3>(Dt, Mp, R, K, j0, j0 + jn, m, P);
+                m += 48;
+            } else if (left == 2) {
+                transBlock<12, 2>(Dt, Mp, R, K, j0, j0 + jn, m, P);
+                m += 32;
+            } else {
+                transBlock<24, 1>(Dt, Mp, R, K, j0, j0 + jn, m, P);
+                m += 16;
+            }
         }
     }
+    for (std::size_t m = 0; m < M; ++m)
+        for (std::size_t k = 0; k < K; ++k) C[m * ldc + k] += P[k * Mp + m];
 }
 
 } // namespace

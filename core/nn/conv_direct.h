@@ -33,16 +33,20 @@ void gemmRowsTransAdd(const float* const* D, std::size_t M, const float* const* 
 
 // gemmRowsTransAdd's two AVX-512 kernels, which sum in different orders (each fixed):
 //  - Pixels: 4 x 6 tiles of (m, k) vectorised over j, D read in place, each output's 16 lanes
-//    added at the end. 10 vector loads per 24 multiply-adds, and a reduction per output.
-//  - Channels: D transposed to (L, M), vectorised over m, R[k][j] broadcast; every output a sum
-//    over j in order in one register. A broadcast per multiply-add row, no reductions.
-// Which is faster depends on the CPU: where AVX-512 runs at full width (Zen 5, Intel) Pixels
-// (resnet8's 16-channel layers: 0.83 against 1.0 ms, the others even); on Zen 4, which runs
-// each 512-bit operation as two 256-bit halves, Channels (seed-cnn's conv2 backward in a training
-// step: 16.1 against 17.4-19.3 ms; resnet8's 64-channel layer3.conv2: 1.50 against 1.82 ms).
-// defaultTransAddKernel() is that choice for this CPU (cpuSplitsAvx512); the results then depend
-// on the CPU model, as the bf16 and AMX paths' do, never on threads. Builds without AVX-512 run
-// their one portable kernel whatever is set.
+//    added at the end. 10 vector loads per 24 multiply-adds, all streamed from L2 for every tile,
+//    and a reduction per output.
+//  - Channels: D transposed to (L, M) a chunk of j at a time (32 KB, held in L1), vectorised over
+//    m, R[k][j] broadcast; every output one sum over j in order, kept between chunks. A broadcast
+//    per multiply-add row, no reductions.
+// Which is faster depends on the CPU. Sapphire Rapids class Intel (2 threads, seed-cnn's conv2
+// weight gradient in a training step): Channels 6.3 ms against Pixels 8.1 ms; alone, one thread,
+// 176 against 138 GFLOP/s at M = 64, K = 288, and even at M = 16. Zen 4, which runs each 512-bit
+// operation as two 256-bit halves: Channels (before its chunking: seed-cnn's conv2 backward
+// 16.1 against 17.4-19.3 ms). Zen 5, measured before Channels' chunking: Pixels (resnet8's
+// 16-channel layers 0.83 against 1.0 ms, the others even). defaultTransAddKernel() is that
+// choice for this CPU (Pixels on AMD with full-width AVX-512, Channels elsewhere); the results
+// then depend on the CPU model, as the bf16 and AMX paths' do, never on threads. Builds without
+// AVX-512 run their one portable kernel whatever is set.
 enum class TransAddKernel { Pixels, Channels };
 TransAddKernel defaultTransAddKernel();
 TransAddKernel transAddKernel();
