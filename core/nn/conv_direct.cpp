@@ -216,6 +216,60 @@ void transBlock(const float* Dt, std::size_t Mp, const float* const* R, std::siz
     for (std::size_t k = 0; k < K; k += KR) transRows<KR, MV>(Dt, Mp, R, K, k, j0, j1, m, P);
 }
 
+// The 16 x 16 transpose in registers: in[i] lane l goes to out[l] lane i.
+inline void transpose16(__m512 r[16])
+{
+    __m512 t[16];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    const auto lo = [](__m512 a, __m512 b) { return _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a), _mm512_castps_pd(b))); };
+    const auto hi = [](__m512 a, __m512 b) { return _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a), _mm512_castps_pd(b))); };
+    __m512 u[16];
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; ++q) { // rows 4q..4q+3
+        u[4 * q] = lo(t[4 * q], t[4 * q + 2]);
+        u[4 * q + 1] = hi(t[4 * q], t[4 * q + 2]);
+        u[4 * q + 2] = lo(t[4 * q + 1], t[4 * q + 3]);
+        u[4 * q + 3] = hi(t[4 * q + 1], t[4 * q + 3]);
+    }
+    // u[4q + c] holds, in 128-bit block b, column 4b + c of rows 4q..4q+3
+    __m512 v[16];
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; ++c) {
+        v[c] = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x88);      // blocks 0, 2 of rows 0-3, 4-7
+        v[4 + c] = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xDD);  // blocks 1, 3
+        v[8 + c] = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88);
+        v[12 + c] = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xDD);
+    }
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; ++c) {
+        r[c] = _mm512_shuffle_f32x4(v[c], v[8 + c], 0x88);        // column c
+        r[4 + c] = _mm512_shuffle_f32x4(v[4 + c], v[12 + c], 0x88); // column 4 + c
+        r[8 + c] = _mm512_shuffle_f32x4(v[c], v[8 + c], 0xDD);    // column 8 + c
+        r[12 + c] = _mm512_shuffle_f32x4(v[4 + c], v[12 + c], 0xDD);
+    }
+}
+
+// out[jj ldo + i] = D[m + i][j0 + jj] for jj < jn and i < 16 (zero for rows m + i >= M).
+inline void transposeBlock(const float* const* D, std::size_t m, std::size_t M, std::size_t j0, std::size_t jn, float* out,
+                           std::size_t ldo)
+{
+    for (std::size_t jj = 0; jj < jn; jj += 16) {
+        const std::size_t n = std::min<std::size_t>(16, jn - jj);
+        const __mmask16 mask = tailMask(n);
+        __m512 r[16];
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; ++i)
+            r[i] = m + i < M ? _mm512_maskz_loadu_ps(mask, D[m + i] + j0 + jj) : _mm512_setzero_ps();
+        transpose16(r);
+        float* o = out + jj * ldo;
+        for (std::size_t c = 0; c < n; ++c) _mm512_store_ps(o + c * ldo, r[c]);
+    }
+}
+
 // 64-byte aligned scratch of n floats, one per slot and thread.
 float* alignedScratch(int slot, std::size_t n)
 {
@@ -255,11 +309,7 @@ void transAddChannels(const float* const* D, std::size_t M, const float* const* 
     std::fill(P, P + (K + 24) * Mp, 0.0f);
     for (std::size_t j0 = 0; j0 < L; j0 += chunk) {
         const std::size_t jn = std::min(chunk, L - j0);
-        for (std::size_t jj = 0; jj < jn; ++jj) {
-            float* row = dt + jj * Mp;
-            for (std::size_t m = 0; m < M; ++m) row[m] = D[m][j0 + jj];
-            for (std::size_t m = M; m < Mp; ++m) row[m] = 0.0f;
-        }
+        for (std::size_t m = 0; m < Mp; m += 16) transposeBlock(D, m, M, j0, jn, dt + m, Mp);
         const float* Dt = dt - j0 * Mp; // row j of the transposed chunk at Dt + j Mp
         for (std::size_t m = 0; m < Mp;) {
             const std::size_t left = (Mp - m) / 16;
@@ -272,8 +322,8 @@ void transAddChannels(const float* const* D, std::size_t M, const float* const* 
             } else if (left == 2) {
                 transBlock<12, 2>(Dt, Mp, R, K, j0, j0 + jn, m, P);
                 m += 32;
-            } else {
-                transBlock<24, 1>(Dt, Mp, R, K, j0, j0 + jn, m, P);
+            } else { // 12 rows, not 24: 24 row pointers do not fit the registers, and each broadcast reloaded one
+                transBlock<12, 1>(Dt, Mp, R, K, j0, j0 + jn, m, P);
                 m += 16;
             }
         }
