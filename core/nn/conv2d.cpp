@@ -484,14 +484,26 @@ void Conv2d::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Te
     backwardImpl(x, nullptr, dy, dx, needInputGrad, std::numeric_limits<float>::quiet_NaN());
 }
 
-void Conv2d::backwardClamped(const Tensor& x, const Tensor& r, const Tensor& dr, Tensor& dx, bool needInputGrad, float cap)
+namespace {
+// m_ste for one backward call, cleared however it ends.
+struct SteScope {
+    const std::uint8_t*& slot;
+    SteScope(const std::uint8_t*& s, const std::uint8_t* ste) : slot(s) { slot = ste; }
+    ~SteScope() { slot = nullptr; }
+};
+} // namespace
+
+void Conv2d::backwardClamped(const Tensor& x, const Tensor& r, const Tensor& dr, Tensor& dx, bool needInputGrad, float cap,
+                             const std::uint8_t* ste)
 {
     if (!fusesActivation()) throw std::logic_error(name() + ": no fused activation on this convolution's path");
     if (r.shape() != dr.shape()) throw ConfigError(name() + ": fused activation output and gradient differ in shape");
+    const SteScope scope(m_ste, ste);
     backwardImpl(x, &r, dr, dx, needInputGrad, cap);
 }
 
-void Conv2d::backwardAddingInputGradient(const Tensor& x, const Tensor* r, const Tensor& dy, Tensor& dx, float cap)
+void Conv2d::backwardAddingInputGradient(const Tensor& x, const Tensor* r, const Tensor& dy, Tensor& dx, float cap,
+                                         const std::uint8_t* ste)
 {
     if (!addsInputGradient()) throw std::logic_error(name() + ": this convolution's path cannot add its input gradient");
     if (r && !fusesActivation()) throw std::logic_error(name() + ": no fused activation on this convolution's path");
@@ -504,6 +516,7 @@ void Conv2d::backwardAddingInputGradient(const Tensor& x, const Tensor* r, const
         ~Reset() { flag = false; }
     } reset{m_addDx};
     m_addDx = true;
+    const SteScope scope(m_ste, r ? ste : nullptr);
     backwardImpl(x, r, dy, dx, true, r ? cap : std::numeric_limits<float>::quiet_NaN());
 }
 
@@ -530,7 +543,11 @@ void Conv2d::backwardPaths(const Tensor& x, const Tensor* r, const Tensor& dyIn,
         const float* rv = r->data();
         float* out = m_maskedDy.data();
         const std::size_t n = dyIn.numel();
-        parallelChunks(n, elementwiseGrain(n), [=](std::size_t b, std::size_t e) { copyRowMasked(out + b, g + b, rv + b, e - b, cap); });
+        const std::uint8_t* ste = m_ste;
+        parallelChunks(n, elementwiseGrain(n), [=](std::size_t b, std::size_t e) {
+            copyRowMasked(out + b, g + b, rv + b, e - b, cap);
+            if (ste) copyRowSteMasked(out + b, out + b, ste + b, e - b);
+        });
     }
     const Tensor& dy = r ? m_maskedDy : dyIn;
     if (directDepthwise(*this)) {

@@ -102,9 +102,13 @@ public:
     // hardtanh_backward), the activations' own rules. The stride-1 direct kernels apply the mask
     // while laying dy out (no pass of its own); the other paths mask a copy first. Shapes as
     // forward/backward. Only where fusesActivation() (the direct and im2col paths).
+    // ste: the straight-through mask of a quantization point on r (0/1 bytes, r's size; LayerHooks::
+    // gradientMask), or nullptr: dr is then masked by it too, as beforeBackward would have masked
+    // it, while each group's gradient is read (no pass over dr of its own).
     bool fusesActivation() const;
     void forwardClamped(const Tensor& x, Tensor& r, const RunContext& ctx, float cap);
-    void backwardClamped(const Tensor& x, const Tensor& r, const Tensor& dr, Tensor& dx, bool needInputGrad, float cap);
+    void backwardClamped(const Tensor& x, const Tensor& r, const Tensor& dr, Tensor& dx, bool needInputGrad, float cap,
+                         const std::uint8_t* ste = nullptr);
     // The same pair followed by the 2x2 stride-2 max pool that alone reads the clamp's output
     // (MaxPool2d::fusesAfterConvolution), as Model's training pass runs the three: forwardPooled
     // writes the pool's output y (N, Cout, Ho / 2, Wo / 2) from the epilogue's clamped rows, so
@@ -121,7 +125,8 @@ public:
     // im2col backward goes through a tensor of its own). Throws ConfigError when dx does not
     // have x's shape.
     bool addsInputGradient() const { return usesDirectKernel() && (!usesBf16Gemm() || (m_stride > 1 && m_k > 1)); }
-    void backwardAddingInputGradient(const Tensor& x, const Tensor* r, const Tensor& dy, Tensor& dx, float cap);
+    void backwardAddingInputGradient(const Tensor& x, const Tensor* r, const Tensor& dy, Tensor& dx, float cap,
+                                     const std::uint8_t* ste = nullptr);
     // InputGradientRounding, for backward, backwardClamped and backwardPooled (not
     // backwardAddingInputGradient: the sum is what would be rounded). The stride-1 direct
     // kernels, the depthwise kernel and the bf16 im2col backward round each group's, plane's or
@@ -208,6 +213,7 @@ private:
     bool m_lastInteger = false;
     bool m_roundOut = false; // this forward's RunContext::roundOutputBf16
     bool m_addDx = false;    // inside backwardAddingInputGradient: the direct kernels add into dx
+    const std::uint8_t* m_ste = nullptr; // this backward's straight-through mask on r (backwardClamped)
     bool m_dxRoundedInPass = false; // this backward's path rounded dx as it wrote it
 };
 

@@ -464,6 +464,10 @@ void Conv2d::backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, 
             float* buf = threadBuffer(5, count * m_cout * HWo).data();
             pooled->pool->backwardFusedPlanes(*pooled->y, *pooled->dy, n0 * m_cout, (n0 + count) * m_cout, buf, pooled->cap);
             dyg = buf;
+        } else if (m_ste) { // the hooks' straight-through mask, on the group while it is read
+            float* buf = threadBuffer(5, count * m_cout * HWo).data();
+            copyRowSteMasked(buf, dyg, m_ste + at0, count * m_cout * HWo);
+            dyg = buf;
         }
         if (bSize)
             for (std::size_t o = 0; o < m_cout; ++o)

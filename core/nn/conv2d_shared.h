@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <array>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -76,6 +77,21 @@ inline void copyRowMasked(float* __restrict dst, const float* __restrict src, co
 #else
     for (; i < n; ++i) dst[i] = gradientPasses(src[i], r[i], cap, bounded);
 #endif
+}
+
+// dst = src where ste (a quantization point's straight-through mask, 0/1 bytes) is 1, 0 where it
+// is 0: the rule of LayerHooks::beforeBackward's mask (QuantSim), applied while the values pass.
+// dst may be src (each element is read before it is written).
+inline void copyRowSteMasked(float* dst, const float* src, const std::uint8_t* ste, std::size_t n)
+{
+    std::size_t i = 0;
+#if defined(__AVX512F__)
+    for (; i + 16 <= n; i += 16) {
+        const __mmask16 pass = _mm_cmpneq_epi8_mask(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ste + i)), _mm_setzero_si128());
+        _mm512_storeu_ps(dst + i, _mm512_maskz_loadu_ps(pass, src + i));
+    }
+#endif
+    for (; i < n; ++i) dst[i] = ste[i] ? src[i] : 0.0f;
 }
 
 // Output size of a convolution or pooling window along one axis.

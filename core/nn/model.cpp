@@ -467,13 +467,15 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
             m_gradSet[i + 1] = 1;
         }
         const auto& in = m_inputs[i];
-        // A clamp fused away into a BatchNorm2d or Add: that layer's backward applies the hooks'
-        // straight-through mask too (LayerHooks::gradientMask), in its own passes.
+        // A clamp fused away into a BatchNorm2d, Add or Conv2d (not one with a pool fused after it):
+        // that layer's backward applies the hooks' straight-through mask too
+        // (LayerHooks::gradientMask), in its own passes.
         const std::uint8_t* ste = nullptr;
         if (hooks && m_fusedPass && m_fusedAway[i] && in.size() == 1 && in[0] > 0 &&
             m_clampOf[in[0] - 1] == static_cast<long>(i)) {
             const LayerKind pk = m_layers[in[0] - 1]->kind();
-            if (pk == LayerKind::BatchNorm2d || pk == LayerKind::Add) ste = hooks->gradientMask(i, dy.numel());
+            if (pk == LayerKind::BatchNorm2d || pk == LayerKind::Add || (pk == LayerKind::Conv2d && m_poolOf[in[0] - 1] < 0))
+                ste = hooks->gradientMask(i, dy.numel());
         }
         if (hooks && !ste && !m_gradRounded[i]) hooks->beforeBackward(i, *m_layers[i], dy);
         if (m_fusedPass && m_flattenView[i] && m_viewed[i]) { // its input's buffer and gradient go back down
@@ -547,7 +549,7 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
                 const bool clamped = m_fusedPass && m_clampOf[i] >= 0;
                 const auto j = clamped ? static_cast<std::size_t>(m_clampOf[i]) : 0;
                 conv->backwardAddingInputGradient(m_acts[a], clamped ? &m_acts[j + 1] : nullptr, dy, m_grads[a],
-                                                  clamped ? clampCap(*m_layers[j]) : 0.0f);
+                                                  clamped ? clampCap(*m_layers[j]) : 0.0f, clamped ? m_steOf[j] : nullptr);
                 continue;
             }
             Tensor& dx = direct ? *direct : m_gradScratch;
@@ -571,7 +573,8 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
                     static_cast<Conv2d&>(*m_layers[i]).backwardPooled(m_acts[a], m_acts[k + 1], dy, dx, need, clampCap(*m_layers[j]),
                                                                       static_cast<MaxPool2d&>(*m_layers[k]));
                 } else if (m_layers[i]->kind() == LayerKind::Conv2d)
-                    static_cast<Conv2d&>(*m_layers[i]).backwardClamped(m_acts[a], m_acts[j + 1], dy, dx, need, clampCap(*m_layers[j]));
+                    static_cast<Conv2d&>(*m_layers[i]).backwardClamped(m_acts[a], m_acts[j + 1], dy, dx, need, clampCap(*m_layers[j]),
+                                                                       m_steOf[j]);
                 else
                     static_cast<BatchNorm2d&>(*m_layers[i]).backwardClamped(m_acts[a], m_acts[j + 1], dy, dx, need, clampCap(*m_layers[j]),
                                                                             hooks != nullptr, m_steOf[j]);

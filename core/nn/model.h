@@ -40,7 +40,7 @@ public:
     virtual bool fusesReLU6(std::size_t /*layer*/) const { return false; }
     // The straight-through mask beforeBackward(layer) would apply to a gradient of n elements
     // (0/1 bytes: dy becomes dy where 1, 0 where 0) when that is all it would do, else nullptr.
-    // For a ReLU fused away into its BatchNorm2d or Add, Model hands the mask to that layer's
+    // For a ReLU fused away into its BatchNorm2d, Add or Conv2d, Model hands the mask to that layer's
     // backward instead of calling beforeBackward (one pass over the gradient fewer, the same bits).
     // Valid until the next forward.
     virtual const std::uint8_t* gradientMask(std::size_t /*layer*/, std::size_t /*n*/) const { return nullptr; }
