@@ -39,8 +39,9 @@ void gemmRowsTransAdd(const float* const* D, std::size_t M, const float* const* 
 //    m, R[k][j] broadcast; every output one sum over j in order, kept between chunks. A broadcast
 //    per multiply-add row, no reductions.
 // Which is faster depends on the CPU. Sapphire Rapids class Intel (2 threads, seed-cnn's conv2
-// weight gradient in a training step): Channels 6.3 ms against Pixels 8.1 ms; alone, one thread,
-// 176 against 138 GFLOP/s at M = 64, K = 288, and even at M = 16. Zen 4, which runs each 512-bit
+// weight gradient alone, bench_model_layers): Channels 5.2-5.4 ms against Pixels 7.7 ms; one
+// thread, operands in cache: 200 against 139 GFLOP/s at M = 64, K = 288, 168 against 132 at
+// M = 16, K = 144 (the FMA peak measured 216 a core). Zen 4, which runs each 512-bit
 // operation as two 256-bit halves: Channels (before its chunking: seed-cnn's conv2 backward
 // 16.1 against 17.4-19.3 ms). Zen 5, measured before Channels' chunking: Pixels (resnet8's
 // 16-channel layers 0.83 against 1.0 ms, the others even). defaultTransAddKernel() is that
