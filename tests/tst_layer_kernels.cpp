@@ -457,14 +457,17 @@ void TestLayerKernels::channelsWeightGradientSumsInOrder_data()
     QTest::addColumn<int>("M");
     QTest::addColumn<int>("K");
     QTest::addColumn<int>("L");
-    // M: 1-4 channel vectors and partial ones; L: one column, under one L1 chunk, and across
-    // several (the chunk is 8192 / Mp columns: 128 at Mp = 64, 512 at Mp = 16)
+    // M: 1-4 channel vectors and partial ones, and blocks of 64 channels; L: one column, under
+    // one chunk of 128 and across several
     QTest::newRow("64x288 L=1456 (seed-cnn conv2)") << 64 << 288 << 1456;
     QTest::newRow("16x144 L=1800 (resnet8 layer1)") << 16 << 144 << 1800;
     QTest::newRow("37x50 L=700") << 37 << 50 << 700;
     QTest::newRow("70x9 L=300") << 70 << 9 << 300;
     QTest::newRow("130x31 L=129") << 130 << 31 << 129;
     QTest::newRow("5x7 L=1") << 5 << 7 << 1;
+    // sums too large for L2 (K x 64 channels over 256 KB): rows in blocks of 96, the last one
+    // partial; the second block of channels (6 of 16 lanes) small enough for the chunked path
+    QTest::newRow("70x1100 L=150 (row blocks)") << 70 << 1100 << 150;
 }
 
 // The Channels weight-gradient kernel keeps each output one FP32 sum over the columns j in order

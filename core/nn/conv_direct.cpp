@@ -210,10 +210,10 @@ void transRows(const float* Dt, std::size_t Mp, const float* const* R, std::size
 }
 
 template <int KR, int MV>
-void transBlock(const float* Dt, std::size_t Mp, const float* const* R, std::size_t K, std::size_t j0, std::size_t j1,
-                std::size_t m, float* P)
+void transBlock(const float* Dt, std::size_t ld, const float* const* R, std::size_t K, std::size_t k0, std::size_t k1,
+                std::size_t j0, std::size_t j1, float* P)
 {
-    for (std::size_t k = 0; k < K; k += KR) transRows<KR, MV>(Dt, Mp, R, K, k, j0, j1, m, P);
+    for (std::size_t k = k0; k < k1; k += KR) transRows<KR, MV>(Dt, ld, R, K, k, j0, j1, 0, P);
 }
 
 // The 16 x 16 transpose in registers: in[i] lane l goes to out[l] lane i.
@@ -294,42 +294,54 @@ void transAddPixels(const float* const* D, std::size_t M, const float* const* R,
     }
 }
 
+// The tiles of rows [k0, k1) of P over columns [j0, j1), for a block of mb channels (16-64).
+void transTiles(const float* Dt, std::size_t mb, const float* const* R, std::size_t K, std::size_t k0, std::size_t k1,
+                std::size_t j0, std::size_t j1, float* P)
+{
+    switch (mb / 16) {
+    case 4: transBlock<6, 4>(Dt, mb, R, K, k0, k1, j0, j1, P); break;
+    case 3: transBlock<8, 3>(Dt, mb, R, K, k0, k1, j0, j1, P); break;
+    case 2: transBlock<12, 2>(Dt, mb, R, K, k0, k1, j0, j1, P); break;
+    // 12 rows, not 24: 24 row pointers do not fit the registers, and each broadcast reloaded one
+    default: transBlock<12, 1>(Dt, mb, R, K, k0, k1, j0, j1, P); break;
+    }
+}
+
 // TransAddKernel::Channels
 void transAddChannels(const float* const* D, std::size_t M, const float* const* R, std::size_t K, std::size_t L,
                       float* C, std::size_t ldc)
 {
-    // D transposed to (L, Mp), Mp = M rounded up to 16 lanes (zeros past M): each broadcast
-    // R[k][j] feeds 1-4 vectors of output channels. The columns j go in chunks whose transposed
-    // rows (32 KB) stay in L1 while every row k reads them; the sums wait in P between chunks, so
-    // that each output is still one sum over j in order from 0 (then added to C).
+    // 64 output channels at a time (Mp = M rounded up to 16 lanes, zeros past M): their rows of D
+    // transposed to (L, 64), so that each broadcast R[k][j] feeds 1-4 vectors of channels. Each
+    // output is one sum over j in order from 0, kept in P (K x 64) between chunks of columns,
+    // then added to C. Where P fits L2 (K <= 1,000 or so: every layer of seed-cnn and resnet8), the
+    // columns go in chunks of 128 transposed as they come (32 KB, held in L1 while every row k
+    // reads them). Larger P would be read and written back from memory for each chunk (a layer of
+    // 512 channels fell to 59 GFLOP/s, half the Pixels kernel): the rows then go 96 at a time
+    // (their sums, 24 KB, stay in L1) over chunks of 64 columns of the transposed D (16 KB).
+    constexpr std::size_t kL2Sums = 256 * 1024, kChunk = 128, kRowBlock = 96, kBlockChunk = 64;
     const std::size_t Mp = (M + 15) / 16 * 16;
-    const std::size_t chunk = std::clamp<std::size_t>(8192 / Mp, 32, 512);
-    float* dt = alignedScratch(0, chunk * Mp);
-    float* P = alignedScratch(1, (K + 24) * Mp);
-    std::fill(P, P + (K + 24) * Mp, 0.0f);
-    for (std::size_t j0 = 0; j0 < L; j0 += chunk) {
-        const std::size_t jn = std::min(chunk, L - j0);
-        for (std::size_t m = 0; m < Mp; m += 16) transposeBlock(D, m, M, j0, jn, dt + m, Mp);
-        const float* Dt = dt - j0 * Mp; // row j of the transposed chunk at Dt + j Mp
-        for (std::size_t m = 0; m < Mp;) {
-            const std::size_t left = (Mp - m) / 16;
-            if (left >= 4) {
-                transBlock<6, 4>(Dt, Mp, R, K, j0, j0 + jn, m, P);
-                m += 64;
-            } else if (left == 3) {
-                transBlock<8, 3>(Dt, Mp, R, K, j0, j0 + jn, m, P);
-                m += 48;
-            } else if (left == 2) {
-                transBlock<12, 2>(Dt, Mp, R, K, j0, j0 + jn, m, P);
-                m += 32;
-            } else { // 12 rows, not 24: 24 row pointers do not fit the registers, and each broadcast reloaded one
-                transBlock<12, 1>(Dt, Mp, R, K, j0, j0 + jn, m, P);
-                m += 16;
+    for (std::size_t m0 = 0; m0 < Mp; m0 += 64) {
+        const std::size_t mb = std::min<std::size_t>(64, Mp - m0);
+        float* P = alignedScratch(1, (K + 24) * mb);
+        std::fill(P, P + (K + 24) * mb, 0.0f);
+        if ((K + 24) * mb * sizeof(float) <= kL2Sums) {
+            float* dt = alignedScratch(0, kChunk * mb);
+            for (std::size_t j0 = 0; j0 < L; j0 += kChunk) {
+                const std::size_t j1 = std::min(L, j0 + kChunk);
+                for (std::size_t m = 0; m < mb; m += 16) transposeBlock(D, m0 + m, M, j0, j1 - j0, dt + m, mb);
+                transTiles(dt - j0 * mb, mb, R, K, 0, K, j0, j1, P); // row j of the chunk at dt + (j - j0) mb
             }
+        } else {
+            float* Dt = alignedScratch(0, L * mb);
+            for (std::size_t m = 0; m < mb; m += 16) transposeBlock(D, m0 + m, M, 0, L, Dt + m, mb);
+            for (std::size_t k0 = 0; k0 < K; k0 += kRowBlock)
+                for (std::size_t j0 = 0; j0 < L; j0 += kBlockChunk)
+                    transTiles(Dt, mb, R, K, k0, std::min(K, k0 + kRowBlock), j0, std::min(L, j0 + kBlockChunk), P);
         }
+        for (std::size_t m = m0; m < std::min(M, m0 + mb); ++m)
+            for (std::size_t k = 0; k < K; ++k) C[m * ldc + k] += P[k * mb + (m - m0)];
     }
-    for (std::size_t m = 0; m < M; ++m)
-        for (std::size_t k = 0; k < K; ++k) C[m * ldc + k] += P[k * Mp + m];
 }
 
 } // namespace
