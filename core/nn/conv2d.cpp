@@ -397,8 +397,17 @@ void Conv2d::forwardPooled(const Tensor& x, Tensor& y, const RunContext& ctx, fl
     else forwardDirect(x, y, cap, &pooled);
 }
 
+namespace {
+// m_ste for one backward call, cleared however it ends.
+struct SteScope {
+    const std::uint8_t*& slot;
+    SteScope(const std::uint8_t*& s, const std::uint8_t* ste) : slot(s) { slot = ste; }
+    ~SteScope() { slot = nullptr; }
+};
+} // namespace
+
 void Conv2d::backwardPooled(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, bool needInputGrad, float cap,
-                            MaxPool2d& pool)
+                            MaxPool2d& pool, const std::uint8_t* ste)
 {
     if (!poolsInEpilogue()) throw std::logic_error(name() + ": no fused pool on this convolution's path");
     if (m_colsFor != x.shape() || pool.fusedInputShape() != outputShape(x.shape()))
@@ -406,6 +415,7 @@ void Conv2d::backwardPooled(const Tensor& x, const Tensor& y, const Tensor& dy, 
     // The pool's and the clamp's backward run group by group inside the convolution's (the
     // direct kernels' path, stride 1: what poolsInEpilogue allows), never as a whole dense tensor.
     const PooledGrad pooled{&pool, &y, &dy, cap};
+    const SteScope scope(m_ste, ste);
     m_dxRoundedInPass = false;
     m_dxFinite = true;
     backwardDirect(x, nullptr, dy, dx, needInputGrad, std::numeric_limits<float>::quiet_NaN(), &pooled);
@@ -484,14 +494,6 @@ void Conv2d::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Te
     backwardImpl(x, nullptr, dy, dx, needInputGrad, std::numeric_limits<float>::quiet_NaN());
 }
 
-namespace {
-// m_ste for one backward call, cleared however it ends.
-struct SteScope {
-    const std::uint8_t*& slot;
-    SteScope(const std::uint8_t*& s, const std::uint8_t* ste) : slot(s) { slot = ste; }
-    ~SteScope() { slot = nullptr; }
-};
-} // namespace
 
 void Conv2d::backwardClamped(const Tensor& x, const Tensor& r, const Tensor& dr, Tensor& dx, bool needInputGrad, float cap,
                              const std::uint8_t* ste)

@@ -133,8 +133,9 @@ public:
     // image's dx while it is in cache; the other paths (strided direct, FP32 im2col) in a pass
     // over dx at the end.
     void forwardPooled(const Tensor& x, Tensor& y, const RunContext& ctx, float cap, MaxPool2d& pool);
+    // ste: as backwardClamped's, on the clamp's output (the convolution's output shape).
     void backwardPooled(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, bool needInputGrad, float cap,
-                        MaxPool2d& pool);
+                        MaxPool2d& pool, const std::uint8_t* ste = nullptr);
 
     // QAT's integer products (tensor/gemm_s8.h), set by QuantSim while the weights are
     // fake-quantized: weightScales gives the weights' grid, w[c] = weightScales[c] q with integer

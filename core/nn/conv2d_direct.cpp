@@ -463,6 +463,7 @@ void Conv2d::backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, 
         if (pooled) {
             float* buf = threadBuffer(5, count * m_cout * HWo).data();
             pooled->pool->backwardFusedPlanes(*pooled->y, *pooled->dy, n0 * m_cout, (n0 + count) * m_cout, buf, pooled->cap);
+            if (m_ste) copyRowSteMasked(buf, buf, m_ste + at0, count * m_cout * HWo);
             dyg = buf;
         } else if (m_ste) { // the hooks' straight-through mask, on the group while it is read
             float* buf = threadBuffer(5, count * m_cout * HWo).data();

@@ -134,6 +134,7 @@ void MaxPool2d::poolPadded(const Tensor& x, Tensor& y, bool train)
     y.resize(os);
     const std::size_t planes = os[0] * os[1], H = x.dim(2), W = x.dim(3), Ho = os[2], Wo = os[3];
     if (train) m_argmax.resize(planes * Ho * Wo);
+    if (train && fusesAfterConvolution()) m_fusedIn = x.shape(); // backwardFusedPlanes may follow
     parallelChunks(planes, 16, [&](std::size_t p0, std::size_t p1) {
         for (std::size_t p = p0; p < p1; ++p) {
             const float* in = x.data() + p * H * W;
@@ -172,6 +173,7 @@ void MaxPool2d::poolGeneral(const Tensor& x, Tensor& y, bool train)
     y.resize(os);
     const std::size_t planes = os[0] * os[1], Ho = os[2], Wo = os[3];
     if (train) m_argmax.resize(planes * Ho * Wo);
+    if (train && fusesAfterConvolution()) m_fusedIn = x.shape(); // backwardFusedPlanes may follow
     parallelChunks(planes, 16, [&](std::size_t p0, std::size_t p1) {
         for (std::size_t p = p0; p < p1; ++p) {
             const float* in = x.data() + p * H * W;

@@ -43,7 +43,10 @@ public:
     // the batch's.
     bool fusesAfterConvolution() const { return m_g.isSquare() && m_k == 2 && m_stride == 2 && m_pad == 0; }
     std::uint32_t* beginFused(const Shape& in, Tensor& y, bool train);
-    // The convolution's output shape of the last beginFused (empty before one).
+    // The convolution's output shape of the last beginFused, or the input shape of the last
+    // training forward of a pool that fusesAfterConvolution (empty before either): the argmax
+    // is laid out alike, so backwardFusedPlanes also follows a forward the pool ran by itself
+    // (Model's backward-only fusion, when hooks read the clamp's output between the layers).
     const Shape& fusedInputShape() const { return m_fusedIn; }
     void backwardFusedPlanes(const Tensor& y, const Tensor& dy, std::size_t p0, std::size_t p1, float* dst, float cap) const;
 
@@ -64,7 +67,7 @@ private:
     std::vector<std::uint32_t> m_argmax; // training cache: offset within the (n,c) plane of the padded
                                          // input (square windows) or of the input (others)
     Tensor m_padded, m_paddedGrad;       // padding > 0: the padded input, and dL/d(padded input)
-    Shape m_fusedIn;                     // beginFused: the convolution's output shape
+    Shape m_fusedIn;                     // fusedInputShape
 };
 
 // The 2x2 stride-2 max pool of n outputs from two input rows r0, r1 (2n values each read), r0[0] at

@@ -303,6 +303,31 @@ void Model::planFusion(const LayerHooks* hooks)
     }
 }
 
+// A Conv2d + clamp whose 2x2 max pool ran apart in the forward pass, because the hooks read the
+// clamp's output in between (QAT's observer and fake-quant on a ReLU point), still takes the
+// pool's backward inside its own, a few images at a time (Conv2d::backwardPooled): the clamp's
+// output gradient is never written whole. Only where the hooks' backward of that output is their
+// straight-through mask alone (gradientMask), which the convolution then applies. The pool's
+// argmax is that of its own forward, over the output as the hooks left it, and the clamp's rule
+// reads the pooled value, which is that output at the argmax: the same bits as apart.
+void Model::planBackwardPools(const LayerHooks& hooks)
+{
+    for (std::size_t c = 0; c < m_layers.size(); ++c) {
+        if (m_clampOf[c] < 0 || m_poolOf[c] >= 0 || m_layers[c]->kind() != LayerKind::Conv2d) continue;
+        if (!static_cast<const Conv2d&>(*m_layers[c]).poolsInEpilogue()) continue;
+        const auto j = static_cast<std::size_t>(m_clampOf[c]);
+        const long k = soleConsumer(j);
+        if (k < 0 || m_inputs[static_cast<std::size_t>(k)].size() != 1) continue;
+        const Layer& l = *m_layers[static_cast<std::size_t>(k)];
+        if (l.kind() != LayerKind::MaxPool2d) continue;
+        const auto& pool = static_cast<const MaxPool2d&>(l);
+        if (!pool.fusesAfterConvolution() || pool.fusedInputShape() != m_acts[j + 1].shape()) continue;
+        if (!hooks.gradientMask(j, m_acts[j + 1].numel())) continue;
+        m_bwdPoolOf[c] = k;
+        m_bwdPooled[static_cast<std::size_t>(k)] = 1;
+    }
+}
+
 const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks* hooks)
 {
     if (m_layers.empty()) throw ConfigError("model " + m_name + " has no layers");
@@ -451,6 +476,9 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
     m_gradSet.assign(L + 1, 0);
     m_gradRounded.assign(L, 0);
     m_steOf.assign(L, nullptr);
+    m_bwdPoolOf.assign(L, -1);
+    m_bwdPooled.assign(L, 0);
+    if (hooks && m_fusedPass) planBackwardPools(*hooks);
     Tensor& top = m_grads[start];
     top.resize(dOut.shape());
     std::memcpy(top.data(), dOut.data(), dOut.numel() * sizeof(float));
@@ -474,8 +502,9 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
         if (hooks && m_fusedPass && m_fusedAway[i] && in.size() == 1 && in[0] > 0 &&
             m_clampOf[in[0] - 1] == static_cast<long>(i)) {
             const LayerKind pk = m_layers[in[0] - 1]->kind();
+            // the clamp's output size: dy is the pool's output gradient when its pool is deferred
             if (pk == LayerKind::BatchNorm2d || pk == LayerKind::Add || (pk == LayerKind::Conv2d && m_poolOf[in[0] - 1] < 0))
-                ste = hooks->gradientMask(i, dy.numel());
+                ste = hooks->gradientMask(i, m_acts[i + 1].numel());
         }
         if (hooks && !ste && !m_gradRounded[i]) hooks->beforeBackward(i, *m_layers[i], dy);
         if (m_fusedPass && m_flattenView[i] && m_viewed[i]) { // its input's buffer and gradient go back down
@@ -489,7 +518,7 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
             m_gradSet[a] = 1;
             continue;
         }
-        if (m_fusedPass && m_fusedAway[i]) { // its BatchNorm2d takes dL/d(output) as it is
+        if (m_fusedPass && (m_fusedAway[i] || m_bwdPooled[i])) { // its BatchNorm2d or Conv2d takes dL/d(output) as it is
             m_steOf[i] = ste;
             std::swap(m_grads[in[0]], dy);
             m_gradSet[in[0]] = 1;
@@ -545,7 +574,7 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
             // and addInto, without either.
             auto* conv = m_layers[i]->kind() == LayerKind::Conv2d ? static_cast<Conv2d*>(m_layers[i].get()) : nullptr;
             if (need && !direct && m_gradSet[a] && conv && conv->addsInputGradient() &&
-                !(m_fusedPass && m_poolOf[i] >= 0)) {
+                !(m_fusedPass && (m_poolOf[i] >= 0 || m_bwdPoolOf[i] >= 0))) {
                 const bool clamped = m_fusedPass && m_clampOf[i] >= 0;
                 const auto j = clamped ? static_cast<std::size_t>(m_clampOf[i]) : 0;
                 conv->backwardAddingInputGradient(m_acts[a], clamped ? &m_acts[j + 1] : nullptr, dy, m_grads[a],
@@ -568,10 +597,10 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
             if (rounding) rounding->setRoundInputGradientBf16(true);
             if (m_fusedPass && m_clampOf[i] >= 0) {
                 const auto j = static_cast<std::size_t>(m_clampOf[i]);
-                if (m_poolOf[i] >= 0) { // dy is the pool's output gradient (passed down by the fused-away layers)
-                    const auto k = static_cast<std::size_t>(m_poolOf[i]);
+                if (m_poolOf[i] >= 0 || m_bwdPoolOf[i] >= 0) { // dy is the pool's output gradient (passed down by the fused-away layers)
+                    const auto k = static_cast<std::size_t>(m_poolOf[i] >= 0 ? m_poolOf[i] : m_bwdPoolOf[i]);
                     static_cast<Conv2d&>(*m_layers[i]).backwardPooled(m_acts[a], m_acts[k + 1], dy, dx, need, clampCap(*m_layers[j]),
-                                                                      static_cast<MaxPool2d&>(*m_layers[k]));
+                                                                      static_cast<MaxPool2d&>(*m_layers[k]), m_steOf[j]);
                 } else if (m_layers[i]->kind() == LayerKind::Conv2d)
                     static_cast<Conv2d&>(*m_layers[i]).backwardClamped(m_acts[a], m_acts[j + 1], dy, dx, need, clampCap(*m_layers[j]),
                                                                        m_steOf[j]);

@@ -154,6 +154,7 @@ public:
 
 private:
     void planFusion(const LayerHooks* hooks);
+    void planBackwardPools(const LayerHooks& hooks);
 
     std::string m_name;
     Shape m_inputShape;
@@ -171,6 +172,10 @@ private:
     std::vector<long> m_clampOf;     // per layer: the activation layer a BatchNorm2d or Conv2d runs fused with, or -1
     std::vector<std::uint8_t> m_fusedAway; // per layer: an activation (or pool) run inside the layer before it
     std::vector<long> m_poolOf;      // per layer: the max pool a Conv2d + clamp runs fused with, or -1
+    // backward: per Conv2d + clamp, the max pool whose forward ran apart (hooks read the clamp's
+    // output) but whose backward runs inside the convolution's, or -1; per layer, such a pool
+    std::vector<long> m_bwdPoolOf;
+    std::vector<std::uint8_t> m_bwdPooled;
     std::vector<const std::uint8_t*> m_steOf; // backward: per fused-away clamp, the hooks' gradientMask for its producer
     std::vector<std::uint8_t> m_flattenView; // per layer: a Flatten that takes its input's buffer (planFusion)
     std::vector<std::uint8_t> m_viewed;      // per layer: that Flatten's output holds its input's buffer now
