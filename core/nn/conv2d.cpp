@@ -494,7 +494,6 @@ void Conv2d::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Te
     backwardImpl(x, nullptr, dy, dx, needInputGrad, std::numeric_limits<float>::quiet_NaN());
 }
 
-
 void Conv2d::backwardClamped(const Tensor& x, const Tensor& r, const Tensor& dr, Tensor& dx, bool needInputGrad, float cap,
                              const std::uint8_t* ste)
 {

@@ -165,20 +165,20 @@ void dotTile(const float* const* D, std::size_t m, std::size_t mr, const float* 
         for (std::size_t b = 0; b < kr; ++b) C[(m + a) * ldc + k + b] += sums[a][b];
 }
 
-// KR x (16 MV) tile of the running sums P (K x Mp, row k holds output channels m..): acc[i][v]
-// lane l continues P[(k + i) Mp + m + 16 v + l] over j = j0..j1-1 in order, adding
-// R[k + i][j] Dt[j][m + 16 v + l]. Dt points at row 0 of the transposed output gradient, of
-// which rows j0..j1-1 are held.
+// KR x (16 MV) tile of the running sums P of one block of MV 16-channel vectors (P: rows of
+// 16 MV floats, ldp apart): acc[i][v] lane l continues P[i ldp + 16 v + l] over j = j0..j1-1 in
+// order, adding r[i][j] Dt[j][16 v + l]. Dt points at row 0 of the block's transposed output
+// gradient (rows ldt apart), of which rows j0..j1-1 are held.
 template <int KR, int MV>
-void transTile(const float* Dt, std::size_t ldt, const float* const* r, std::size_t j0, std::size_t j1, std::size_t m,
-               float* P, std::size_t ldp)
+void transTile(const float* Dt, std::size_t ldt, const float* const* r, std::size_t j0, std::size_t j1, float* P,
+               std::size_t ldp)
 {
     __m512 acc[KR][MV];
 #pragma GCC unroll 32
     for (int i = 0; i < KR; ++i)
 #pragma GCC unroll 4
-        for (int v = 0; v < MV; ++v) acc[i][v] = _mm512_load_ps(P + i * ldp + m + 16 * v);
-    const float* d = Dt + j0 * ldt + m;
+        for (int v = 0; v < MV; ++v) acc[i][v] = _mm512_load_ps(P + i * ldp + 16 * v);
+    const float* d = Dt + j0 * ldt;
     for (std::size_t j = j0; j < j1; ++j, d += ldt) {
         __m512 dv[MV];
 #pragma GCC unroll 4
@@ -193,27 +193,21 @@ void transTile(const float* Dt, std::size_t ldt, const float* const* r, std::siz
 #pragma GCC unroll 32
     for (int i = 0; i < KR; ++i)
 #pragma GCC unroll 4
-        for (int v = 0; v < MV; ++v) _mm512_store_ps(P + i * ldp + m + 16 * v, acc[i][v]);
+        for (int v = 0; v < MV; ++v) _mm512_store_ps(P + i * ldp + 16 * v, acc[i][v]);
 }
 
-// Rows k..k+KR-1 of P over columns j0..j1 for every channel block: 64 channels at a time, then 48, 32
-// or 16 (each with the most rows that fit the 32 registers). Rows past K repeat R's last row and
-// land in P's padding rows.
-template <int KR, int MV>
-void transRows(const float* Dt, std::size_t Mp, const float* const* R, std::size_t K, std::size_t k, std::size_t j0,
-               std::size_t j1, std::size_t m, float* P)
-{
-    const float* r[KR];
-#pragma GCC unroll 32
-    for (int i = 0; i < KR; ++i) r[i] = R[std::min(k + i, K - 1)];
-    transTile<KR, MV>(Dt, Mp, r, j0, j1, m, P + k * Mp, Mp);
-}
-
+// Rows [k0, k1) of the block's sums over columns [j0, j1), KR rows a tile (the most that fit the
+// 32 registers with MV vectors). Rows past K repeat R's last row and land in P's padding rows.
 template <int KR, int MV>
 void transBlock(const float* Dt, std::size_t ld, const float* const* R, std::size_t K, std::size_t k0, std::size_t k1,
                 std::size_t j0, std::size_t j1, float* P)
 {
-    for (std::size_t k = k0; k < k1; k += KR) transRows<KR, MV>(Dt, ld, R, K, k, j0, j1, 0, P);
+    for (std::size_t k = k0; k < k1; k += KR) {
+        const float* r[KR];
+#pragma GCC unroll 32
+        for (int i = 0; i < KR; ++i) r[i] = R[std::min(k + i, K - 1)];
+        transTile<KR, MV>(Dt, ld, r, j0, j1, P + k * ld, ld);
+    }
 }
 
 // The 16 x 16 transpose in registers: in[i] lane l goes to out[l] lane i.
