@@ -367,36 +367,65 @@ void BatchNorm2d::endReestimation()
     m_savedVar = Tensor();
 }
 
+void BatchNorm2d::imageStats(const float* x, std::size_t n0, std::size_t count, std::size_t HW)
+{
+    const std::size_t C = m_c;
+    for (std::size_t n = n0; n < n0 + count; ++n) {
+        std::size_t c = 0;
+#if defined(__AVX512F__)
+        for (; c + 4 <= C; c += 4) {
+            double sums[4], devs[4];
+            planeStatsBlock<4>(x + (n * C + c) * HW, HW, sums, devs);
+            for (std::size_t q = 0; q < 4; ++q) {
+                m_planeStats[2 * (n * C + c + q)] = sums[q];
+                m_planeStats[2 * (n * C + c + q) + 1] = devs[q];
+            }
+        }
+#endif
+        for (; c < C; ++c) {
+            const float* p = x + (n * C + c) * HW;
+            const double s = planeSum(p, HW);
+            m_planeStats[2 * (n * C + c)] = s;
+            m_planeStats[2 * (n * C + c) + 1] = planeSquaredDeviation(p, HW, static_cast<float>(s / HW));
+        }
+    }
+}
+
+bool BatchNorm2d::beginProducerStats(const RunContext& ctx, const Shape& xShape)
+{
+    m_producerImages.store(0);
+    m_producerShape = Shape();
+    if (!batchStatistics(ctx) || xShape.size() != 4 || xShape[1] != m_c) return false;
+    m_producerShape = xShape;
+    m_planeStats.resize(2 * xShape[0] * m_c);
+    return true;
+}
+
+void BatchNorm2d::imagesWritten(const Tensor& y, std::size_t n0, std::size_t count)
+{
+    if (m_producerShape.empty() || y.shape() != m_producerShape || n0 + count > m_producerShape[0]) return;
+    imageStats(y.data(), n0, count, y.dim(2) * y.dim(3));
+    m_producerImages.fetch_add(count);
+}
+
 void BatchNorm2d::forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx, float cap, bool clamp)
 {
     y.resize(outputShape(x.shape()));
     const std::size_t N = x.dim(0), C = m_c, HW = x.dim(2) * x.dim(3), M = N * HW;
-    const bool batchStats = (ctx.training && !m_frozen) || m_reestimating;
+    const bool batchStats = batchStatistics(ctx);
     // Re-estimation: the k-th pass enters the running average with weight 1/k.
     const float momentum = m_reestimating ? 1.0f / static_cast<float>(++m_reestimated) : m_momentum;
     m_mean.assign(C, 0.0f);
     m_invStd.assign(C, 0.0f);
+    // The producer's sums (beginProducerStats) when every image of this x arrived
+    const bool fromProducer = m_producerShape == x.shape() && m_producerImages.load() == N;
+    m_producerShape = Shape();
+    m_producerImages.store(0);
     if (batchStats) {
-        m_planeStats.resize(2 * N * C);
-        parallelForStatic(N, [&](std::size_t n) {
-            std::size_t c = 0;
-#if defined(__AVX512F__)
-            for (; c + 4 <= C; c += 4) {
-                double sums[4], devs[4];
-                planeStatsBlock<4>(x.data() + (n * C + c) * HW, HW, sums, devs);
-                for (std::size_t q = 0; q < 4; ++q) {
-                    m_planeStats[2 * (n * C + c + q)] = sums[q];
-                    m_planeStats[2 * (n * C + c + q) + 1] = devs[q];
-                }
-            }
-#endif
-            for (; c < C; ++c) {
-                const float* p = x.data() + (n * C + c) * HW;
-                const double s = planeSum(p, HW);
-                m_planeStats[2 * (n * C + c)] = s;
-                m_planeStats[2 * (n * C + c) + 1] = planeSquaredDeviation(p, HW, static_cast<float>(s / HW));
-            }
-        });
+        if (!fromProducer) {
+            m_planeStats.resize(2 * N * C);
+            parallelForStatic(N, [&](std::size_t n) { imageStats(x.data(), n, 1, HW); });
+        }
         for (std::size_t c = 0; c < C; ++c) {
             double s = 0.0;
             for (std::size_t n = 0; n < N; ++n) s += m_planeStats[2 * (n * C + c)];

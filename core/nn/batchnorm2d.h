@@ -4,11 +4,12 @@
 
 #include "nn/layer.h"
 
+#include <atomic>
 #include <cstdint>
 
 namespace quantscope {
 
-class BatchNorm2d final : public Layer, public InputGradientRounding {
+class BatchNorm2d final : public Layer, public InputGradientRounding, public OutputImageSink {
 public:
     BatchNorm2d(std::string name, std::size_t channels, float eps = 1e-5f, float momentum = 0.1f);
 
@@ -58,6 +59,15 @@ public:
     bool reestimating() const { return m_reestimating; }
     // InputGradientRounding: each backward rounds dx plane by plane as it writes it.
 
+    // Batch statistics from the producer of x (Model::forward, when a Conv2d writes this layer's
+    // input): after beginProducerStats(ctx, xShape) returns true, hand this layer to the producer as
+    // its OutputImageSink; imagesWritten takes each image's per-channel sums while the image is in
+    // cache. The next forward on an x of that shape then skips its own statistics pass when every
+    // image arrived, else makes it as usual. The same sums, in the same order, so the same bits.
+    // False (nothing to take) when the next forward normalises with running statistics.
+    bool beginProducerStats(const RunContext& ctx, const Shape& xShape);
+    void imagesWritten(const Tensor& y, std::size_t n0, std::size_t count) override;
+
 private:
     void forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx, float cap, bool clamp);
     // r == nullptr: plain BN backward; otherwise dy is masked by the clamp's rule on r.
@@ -75,7 +85,14 @@ private:
     // The last forward's per-channel mean and 1/sqrt(var + eps) (batch or running statistics):
     // backward recomputes xhat from its input with them.
     std::vector<float> m_mean, m_invStd;
+    // Whether this layer's next forward computes batch statistics (training and not frozen, or
+    // re-estimating).
+    bool batchStatistics(const RunContext& ctx) const { return (ctx.training && !m_frozen) || m_reestimating; }
+    // The forward's per-image sums of images [n0, n0 + count) of x into m_planeStats.
+    void imageStats(const float* x, std::size_t n0, std::size_t count, std::size_t HW);
     std::vector<double> m_planeStats; // per (image, channel) partial sums of the current pass
+    Shape m_producerShape;                        // beginProducerStats' x shape (empty: none pending)
+    std::atomic<std::size_t> m_producerImages{0}; // images whose sums imagesWritten took
     bool m_outputRoundedBf16 = false; // the last forward rounded its output (RunContext::roundOutputBf16)
 };
 

@@ -147,6 +147,11 @@ public:
     // runs its FP32 kernel, as do every other path and CPU. Backward is unchanged (FP32, STE).
     void setIntegerWeightScales(std::vector<float> scales) { m_intWScale = std::move(scales); }
     void setIntegerInputGrid(std::optional<U8Grid> grid) { m_intInput = grid; }
+    // The sink that takes this layer's output image group by group as forward writes it (the
+    // direct and bf16-run paths, while the group is in cache; not the pooled forward), or nullptr.
+    // Paths that do not feed it (im2col, depthwise, strided 1x1) leave it without images: a sink
+    // must tell, as BatchNorm2d::beginProducerStats does by counting them. Model sets it for one call.
+    void setOutputSink(OutputImageSink* sink) { m_sink = sink; }
     // Whether the last forward ran on the integer products.
     bool lastForwardWasInteger() const { return m_lastInteger; }
     // Whether this layer's forward can take them: groups 1, FP32 products, and the direct kernels
@@ -212,6 +217,7 @@ private:
     std::vector<std::size_t> m_s8Taps;   // byte offsets of the k x k taps in the runs
     PackedBf16Runs m_packedBf16Runs;     // usesBf16Runs: W (forward) or rot180(W)^T (input gradient)
     bool m_lastInteger = false;
+    OutputImageSink* m_sink = nullptr; // setOutputSink
     bool m_roundOut = false; // this forward's RunContext::roundOutputBf16
     bool m_addDx = false;    // inside backwardAddingInputGradient: the direct kernels add into dx
     const std::uint8_t* m_ste = nullptr; // this backward's straight-through mask on r (backwardClamped)

@@ -352,7 +352,7 @@ namespace {
 template <typename Geometry, typename Layout>
 void forwardGroups(const Tensor& x, Tensor& y, const Geometry& g, std::size_t cin, std::size_t cout, std::size_t K,
                    const std::vector<float>& packed, const float* bias, float cap, bool roundBf16, const PooledOut* pooled,
-                   Layout&& layout)
+                   OutputImageSink* sink, Layout&& layout)
 {
     const std::size_t N = x.dim(0);
     parallelFor((N + g.Ng - 1) / g.Ng, [&](std::size_t grp) {
@@ -363,7 +363,10 @@ void forwardGroups(const Tensor& x, Tensor& y, const Geometry& g, std::size_t ci
         layout(n0, count, runs, rows);
         conv_direct::gemmRows(packed.data(), cout, K, rows, L, out, L);
         if (pooled) fromRunsPooled(out, L, cout, n0, count, g, bias, *pooled, cap, roundBf16);
-        else fromRuns(out, L, cout, n0, count, g, bias, y.data(), cap, roundBf16);
+        else {
+            fromRuns(out, L, cout, n0, count, g, bias, y.data(), cap, roundBf16);
+            if (sink) sink->imagesWritten(y, n0, count);
+        }
     });
 }
 } // namespace
@@ -385,7 +388,7 @@ void Conv2d::forwardDirect(const Tensor& x, Tensor& y, float cap, const PooledOu
     if (m_stride > 1) {
         const PhaseGeometry g = phaseGeometry(x.dim(2), x.dim(3), m_k, m_stride, m_pad);
         const DepthwiseGeometry dg = depthwiseGeometry(x.dim(2), x.dim(3), m_k, m_stride, m_pad);
-        forwardGroups(x, y, g, m_cin, m_cout, K, m_packed, bias, cap, m_roundOut, nullptr,
+        forwardGroups(x, y, g, m_cin, m_cout, K, m_packed, bias, cap, m_roundOut, nullptr, m_sink,
                       [&](std::size_t n0, std::size_t count, float* runs, const float** rows) {
                           toPhaseRuns(x.data(), m_cin, n0, count, g, dg, runs);
                           phaseTapRows(runs, m_cin, g, rows);
@@ -393,7 +396,7 @@ void Conv2d::forwardDirect(const Tensor& x, Tensor& y, float cap, const PooledOu
         return;
     }
     const RunGeometry g = runGeometry(x.dim(2), x.dim(3), m_k, m_pad);
-    forwardGroups(x, y, g, m_cin, m_cout, K, m_packed, bias, cap, m_roundOut, pooled,
+    forwardGroups(x, y, g, m_cin, m_cout, K, m_packed, bias, cap, m_roundOut, pooled, pooled ? nullptr : m_sink,
                   [&](std::size_t n0, std::size_t count, float* runs, const float** rows) {
                       toRuns(x.data(), m_cin, n0, count, g, runs);
                       tapRows(runs, m_cin, g, rows);

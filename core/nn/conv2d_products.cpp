@@ -291,6 +291,7 @@ bool Conv2d::forwardDirectS8(const Tensor& x, Tensor& y, float cap)
             const ConvRuns b{runs, 4 * g.S, pp.tapBytes.data(), kk, C4};
             gemmConvRuns(m_packedS8, b, L, m_s8Scale.data(), m_s8Corr.data(), out, L);
             fromRuns(out, L, m_cout, n0, count, g, bias, y.data(), cap, m_roundOut);
+            if (m_sink) m_sink->imagesWritten(y, n0, count);
         });
         return !offGrid.load();
     }
@@ -311,6 +312,7 @@ bool Conv2d::forwardDirectS8(const Tensor& x, Tensor& y, float cap)
         const ConvRuns b{runs, 4 * g.S, taps, kk, C4};
         gemmConvRuns(m_packedS8, b, L, m_s8Scale.data(), m_s8Corr.data(), out, L);
         fromRuns(out, L, m_cout, n0, count, g, bias, y.data(), cap, m_roundOut);
+        if (m_sink) m_sink->imagesWritten(y, n0, count);
     });
     return !offGrid.load();
 }
@@ -336,6 +338,7 @@ void Conv2d::forwardDirectBf16(const Tensor& x, Tensor& y, float cap, const Pool
             const ConvRuns b{reinterpret_cast<const std::uint8_t*>(runs), 4 * g.S, pp.tapBytes.data(), kk, C2};
             gemmBf16Runs(m_packedBf16Runs, b, L, out, L);
             fromRuns(out, L, m_cout, n0, count, g, bias, y.data(), cap, m_roundOut);
+            if (m_sink) m_sink->imagesWritten(y, n0, count);
         });
         return;
     }
@@ -350,7 +353,10 @@ void Conv2d::forwardDirectBf16(const Tensor& x, Tensor& y, float cap, const Pool
         const ConvRuns b{reinterpret_cast<const std::uint8_t*>(runs), 4 * g.S, taps.data(), kk, C2};
         gemmBf16Runs(m_packedBf16Runs, b, L, out, L);
         if (pooled) fromRunsPooled(out, L, m_cout, n0, count, g, bias, *pooled, cap, m_roundOut);
-        else fromRuns(out, L, m_cout, n0, count, g, bias, y.data(), cap, m_roundOut);
+        else {
+            fromRuns(out, L, m_cout, n0, count, g, bias, y.data(), cap, m_roundOut);
+            if (m_sink) m_sink->imagesWritten(y, n0, count);
+        }
     });
 }
 

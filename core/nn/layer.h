@@ -134,6 +134,18 @@ protected:
     bool m_dxFinite = true;     // inputGradientFinite, set by each backward
 };
 
+// Takes a layer's output a group of images at a time, as the layer writes it, while the group is
+// still in cache (Conv2d::setOutputSink; BatchNorm2d's batch statistics, Model::forward).
+class OutputImageSink {
+public:
+    // Images [n0, n0 + count) of y (N, C, H, W) are written and final. Called from the layer's
+    // worker threads, at most once per image, for disjoint ranges.
+    virtual void imagesWritten(const Tensor& y, std::size_t n0, std::size_t count) = 0;
+
+protected:
+    ~OutputImageSink() = default;
+};
+
 using LayerPtr = std::unique_ptr<Layer>;
 
 } // namespace quantscope

@@ -412,6 +412,29 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
         }
         const RunContext& c = ctxOf(i);
         if (in.size() == 1) {
+            // A BatchNorm2d reading a convolution's output takes its batch sums from the
+            // convolution's epilogue, image group by group in cache, instead of a pass over memory
+            // of its own; the hooks must leave that output as the convolution wrote it.
+            Conv2d* producer = m_fusedPass && m_layers[i]->kind() == LayerKind::Conv2d &&
+                                       (!hooks || !hooks->touchesOutput(i) || c.roundOutputBf16)
+                                   ? static_cast<Conv2d*>(m_layers[i].get())
+                                   : nullptr;
+            BatchNorm2d* sink = nullptr;
+            if (producer)
+                for (std::size_t b : m_consumers[i + 1])
+                    if (m_layers[b]->kind() == LayerKind::BatchNorm2d && m_inputs[b].size() == 1) {
+                        auto* bn = static_cast<BatchNorm2d*>(m_layers[b].get());
+                        if (bn->beginProducerStats(ctx, producer->outputShape(m_acts[in[0]].shape()))) sink = bn;
+                        break;
+                    }
+            struct SinkScope { // the sink is the convolution's for this call only, even when it throws
+                Conv2d* conv;
+                ~SinkScope()
+                {
+                    if (conv) conv->setOutputSink(nullptr);
+                }
+            } scope{sink ? producer : nullptr};
+            if (sink) producer->setOutputSink(sink);
             m_layers[i]->forward(m_acts[in[0]], m_acts[i + 1], c);
         } else {
             xs.clear();
