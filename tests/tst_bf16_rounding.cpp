@@ -17,7 +17,9 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 using namespace quantscope;
@@ -66,10 +68,16 @@ void TestBf16Rounding::batchNormRoundsInputGradient_data()
 {
     QTest::addColumn<bool>("clamped"); // fused with a ReLU6 (the mask from BN(x))
     QTest::addColumn<float>("gradScale"); // 3e38: the gradient's sums and dx run past FP32's range
-    QTest::newRow("plain") << false << 1.0f;
-    QTest::newRow("fused ReLU6") << true << 1.0f;
-    QTest::newRow("overflow") << false << 3e38f;
-    QTest::newRow("fused ReLU6, overflow") << true << 3e38f;
+    // The rounded dx written group by group by gradientImages (backwardDeferringInputGradient, as
+    // Model has the convolution before the BN ask for it), against the plain backward's rounded.
+    QTest::addColumn<bool>("deferred");
+    for (const bool deferred : {false, true}) {
+        const std::string tag = deferred ? ", deferred" : "";
+        QTest::newRow(("plain" + tag).c_str()) << false << 1.0f << deferred;
+        QTest::newRow(("fused ReLU6" + tag).c_str()) << true << 1.0f << deferred;
+        QTest::newRow(("overflow" + tag).c_str()) << false << 3e38f << deferred;
+        QTest::newRow(("fused ReLU6, overflow" + tag).c_str()) << true << 3e38f << deferred;
+    }
 }
 
 // BatchNorm2d::setRoundInputGradientBf16 (mixed precision's gradient rounding in the layer's own
@@ -79,6 +87,7 @@ void TestBf16Rounding::batchNormRoundsInputGradient()
 {
     QFETCH(bool, clamped);
     QFETCH(float, gradScale);
+    QFETCH(bool, deferred);
     Rng rng(17);
     Tensor x({5, 4, 9, 7}), dy(x.shape());
     for (float& v : x.values()) v = rng.uniform(-3.0f, 3.0f);
@@ -93,10 +102,26 @@ void TestBf16Rounding::batchNormRoundsInputGradient()
         if (clamped) bn.forwardClamped(x, y, ctx, 6.0f);
         else bn.forward(x, y, ctx);
         bn.setRoundInputGradientBf16(round);
-        if (clamped) bn.backwardClamped(x, y, dy, dx, true, 6.0f, false, nullptr);
-        else bn.backward(x, y, dy, dx, true);
+        if (deferred && round) {
+            bn.backwardDeferringInputGradient(x, clamped ? &y : nullptr, dy, 6.0f);
+            bn.setRoundInputGradientBf16(false); // the deferred pass keeps the call's setting
+            dx.resize(x.shape());
+            dx.fill(std::numeric_limits<float>::quiet_NaN());
+            const std::size_t image = 4 * 9 * 7;
+            for (const auto& [n0, count] : {std::pair<std::size_t, std::size_t>{4, 1}, {0, 2}, {2, 2}})
+                bn.gradientImages(n0, count, dx.data() + n0 * image);
+        } else if (clamped) {
+            bn.backwardClamped(x, y, dy, dx, true, 6.0f, false, nullptr);
+        } else {
+            bn.backward(x, y, dy, dx, true);
+        }
         grads = bn.gamma().grad.values();
         grads.insert(grads.end(), bn.beta().grad.values().begin(), bn.beta().grad.values().end());
+        if (deferred && round) {
+            const bool finite = bn.deferredGradientFinite();
+            bn.endDeferredGradient();
+            return finite;
+        }
         return bn.inputGradientFinite();
     };
     checkRoundedInputGradient(run, gradScale < 1e30f);

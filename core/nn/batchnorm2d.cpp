@@ -474,7 +474,17 @@ void BatchNorm2d::forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx,
 // the result does not depend on the thread count), then dx.
 void BatchNorm2d::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Tensor& dx, bool needInputGrad)
 {
-    backwardImpl(x, nullptr, dy, dx, needInputGrad, 0.0f, false, nullptr);
+    backwardImpl(x, nullptr, dy, dx, needInputGrad, 0.0f, false, nullptr, false);
+}
+
+void BatchNorm2d::backwardDeferringInputGradient(const Tensor& x, const Tensor* r, const Tensor& dy, float cap,
+                                                 bool maskFromOutput, const std::uint8_t* steMask)
+{
+    if (r && (r->shape() != x.shape() || dy.shape() != x.shape()))
+        throw ConfigError(name() + ": fused backward given " + shapeString(r->shape()) + " / " + shapeString(dy.shape()) +
+                          " for input " + shapeString(x.shape()));
+    Tensor unused;
+    backwardImpl(x, r, dy, unused, true, r ? cap : 0.0f, r && maskFromOutput, r ? steMask : nullptr, true);
 }
 
 void BatchNorm2d::backwardClamped(const Tensor& x, const Tensor& r, const Tensor& dr, Tensor& dx, bool needInputGrad,
@@ -483,7 +493,7 @@ void BatchNorm2d::backwardClamped(const Tensor& x, const Tensor& r, const Tensor
     if (r.shape() != x.shape() || dr.shape() != x.shape())
         throw ConfigError(name() + ": fused backward given " + shapeString(r.shape()) + " / " + shapeString(dr.shape()) +
                           " for input " + shapeString(x.shape()));
-    backwardImpl(x, &r, dr, dx, needInputGrad, cap, maskFromOutput, steMask);
+    backwardImpl(x, &r, dr, dx, needInputGrad, cap, maskFromOutput, steMask, false);
 }
 
 namespace {
@@ -506,13 +516,13 @@ void withClampKind(Clamp kind, MaskFrom from, F&& f)
 } // namespace
 
 void BatchNorm2d::backwardImpl(const Tensor& x, const Tensor* r, const Tensor& dy, Tensor& dx, bool needInputGrad,
-                               float cap, bool maskFromOutput, const std::uint8_t* ste)
+                               float cap, bool maskFromOutput, const std::uint8_t* ste, bool defer)
 {
     checkOutputGradient(x, dy);
     const std::size_t N = x.dim(0), C = m_c, HW = x.dim(2) * x.dim(3);
     if (m_mean.size() != C) throw ConfigError(name() + ": backward without a training forward");
     const float M = static_cast<float>(N * HW);
-    if (needInputGrad) dx.resize(x.shape());
+    if (needInputGrad && !defer) dx.resize(x.shape());
     const float* g = m_gamma.forwardValue().data();
     const float* bet = m_beta.forwardValue().data();
     // BN's forward affine per channel, for the fused activation's mask (see gradIn)
@@ -554,23 +564,51 @@ void BatchNorm2d::backwardImpl(const Tensor& x, const Tensor* r, const Tensor& d
         gamma[c] = m_frozen ? 0.0f : -g[c] * inv * static_cast<float>(sdy) / M;
     }
     m_dxFinite = true;
+    m_deferred = Deferred{};
     if (!needInputGrad) return;
+    Deferred d{&x, rp, dy.data(), r ? ste : nullptr, cap, static_cast<std::uint8_t>(kind), static_cast<std::uint8_t>(from),
+               m_roundDxBf16, std::move(alpha), std::move(beta), std::move(gamma)};
+    if (defer) { // gradientImages writes dx, image group by image group
+        m_deferred = std::move(d);
+        m_deferredFinite.store(true);
+        return;
+    }
     std::atomic<bool> finite{true};
-    withClampKind(kind, from, [&]<Clamp K, MaskFrom R>() {
-        parallelForStatic(N, [&](std::size_t n) {
-            bool ok = true;
-            for (std::size_t c = 0; c < C; ++c) {
-                const std::size_t off = (n * C + c) * HW;
-                const float* rr = rp ? rp + off : nullptr;
-                const std::uint8_t* ss = ste && r ? ste + off : nullptr;
-                planeInputGrad<K, R>(dy.data() + off, rr, ss, x.data() + off, affine(c), HW, alpha[c], beta[c], gamma[c],
-                                     dx.data() + off);
-                if (m_roundDxBf16) ok = roundBf16AllFinite(dx.data() + off, HW) && ok; // the plane is still in cache
-            }
-            if (!ok) finite.store(false, std::memory_order_relaxed);
-        });
+    parallelForStatic(N, [&](std::size_t n) {
+        if (!inputGradImages(d, n, 1, dx.data() + n * C * HW)) finite.store(false, std::memory_order_relaxed);
     });
     m_dxFinite = finite.load();
 }
+
+bool BatchNorm2d::inputGradImages(const Deferred& d, std::size_t n0, std::size_t count, float* out) const
+{
+    const Tensor& x = *d.x;
+    const std::size_t C = m_c, HW = x.dim(2) * x.dim(3);
+    const float* g = m_gamma.forwardValue().data();
+    const float* bet = m_beta.forwardValue().data();
+    bool ok = true;
+    withClampKind(static_cast<Clamp>(d.kind), static_cast<MaskFrom>(d.from), [&]<Clamp K, MaskFrom R>() {
+        for (std::size_t n = n0; n < n0 + count; ++n)
+            for (std::size_t c = 0; c < C; ++c) {
+                const std::size_t off = (n * C + c) * HW;
+                float* o = out + ((n - n0) * C + c) * HW;
+                const ChannelAffine af{m_mean[c], g[c] * m_invStd[c], bet[c], d.cap};
+                planeInputGrad<K, R>(d.dy + off, d.r ? d.r + off : nullptr, d.ste ? d.ste + off : nullptr, x.data() + off, af, HW,
+                                     d.alpha[c], d.beta[c], d.gamma[c], o);
+                if (d.round) ok = roundBf16AllFinite(o, HW) && ok; // the plane is still in cache
+            }
+    });
+    return ok;
+}
+
+void BatchNorm2d::gradientImages(std::size_t n0, std::size_t count, float* out)
+{
+    if (!m_deferred.x) throw std::logic_error(name() + ": no deferred input gradient to write");
+    if (!inputGradImages(m_deferred, n0, count, out)) m_deferredFinite.store(false, std::memory_order_relaxed);
+}
+
+bool BatchNorm2d::deferredGradientFinite() const { return m_deferredFinite.load(); }
+
+void BatchNorm2d::endDeferredGradient() { m_deferred = Deferred{}; }
 
 } // namespace quantscope

@@ -9,7 +9,7 @@
 
 namespace quantscope {
 
-class BatchNorm2d final : public Layer, public InputGradientRounding, public OutputImageSink {
+class BatchNorm2d final : public Layer, public InputGradientRounding, public OutputImageSink, public GradientImageSource {
 public:
     BatchNorm2d(std::string name, std::size_t channels, float eps = 1e-5f, float momentum = 0.1f);
 
@@ -36,6 +36,19 @@ public:
     // too, in the same passes, as if dr had been masked by it first.
     void backwardClamped(const Tensor& x, const Tensor& r, const Tensor& dr, Tensor& dx, bool needInputGrad, float cap,
                          bool maskFromOutput = false, const std::uint8_t* steMask = nullptr);
+    // The backward (r == nullptr: backward's; otherwise backwardClamped's with these arguments)
+    // without writing dx: the parameter gradients are set, and dx is left to gradientImages, which
+    // writes images [n0, n0 + count) of it (count x C x H x W floats at out, rounded to bf16 where
+    // setRoundInputGradientBf16 was on for this call), as the convolution that reads it needs them
+    // (GradientImageSource, Conv2d::setGradientSource): dx never goes through memory whole. The
+    // same values, so the same bits, as backward's dx. x, r, dy and steMask must stay as they are
+    // until endDeferredGradient; deferredGradientFinite tells whether every value written so far
+    // was finite (with rounding on).
+    void backwardDeferringInputGradient(const Tensor& x, const Tensor* r, const Tensor& dy, float cap,
+                                        bool maskFromOutput = false, const std::uint8_t* steMask = nullptr);
+    void gradientImages(std::size_t n0, std::size_t count, float* out) override;
+    bool deferredGradientFinite() const;
+    void endDeferredGradient();
     std::string describe() const override { return std::to_string(m_c) + " channels"; }
 
     std::size_t channels() const { return m_c; }
@@ -71,8 +84,24 @@ public:
 private:
     void forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx, float cap, bool clamp);
     // r == nullptr: plain BN backward; otherwise dy is masked by the clamp's rule on r.
+    // defer: dx is not written; its pass is kept for gradientImages (backwardDeferringInputGradient).
     void backwardImpl(const Tensor& x, const Tensor* r, const Tensor& dy, Tensor& dx, bool needInputGrad, float cap,
-                      bool maskFromOutput, const std::uint8_t* ste);
+                      bool maskFromOutput, const std::uint8_t* ste, bool defer);
+    // The second pass of a backward: dx = alpha g + beta (x - mean) + gamma per channel.
+    struct Deferred {
+        const Tensor* x = nullptr;
+        const float* r = nullptr;
+        const float* dy = nullptr;
+        const std::uint8_t* ste = nullptr;
+        float cap = 0.0f;
+        std::uint8_t kind = 0, from = 0; // the .cpp's Clamp and MaskFrom
+        bool round = false;              // dx rounded to bf16 (setRoundInputGradientBf16)
+        std::vector<float> alpha, beta, gamma;
+    };
+    // Writes images [n0, n0 + count) of d's dx at out; false when rounding met a non-finite value.
+    bool inputGradImages(const Deferred& d, std::size_t n0, std::size_t count, float* out) const;
+    Deferred m_deferred; // backwardDeferringInputGradient's pass, until endDeferredGradient
+    std::atomic<bool> m_deferredFinite{true};
 
     std::size_t m_c;
     float m_eps, m_momentum;

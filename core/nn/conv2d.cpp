@@ -532,6 +532,12 @@ void Conv2d::backwardImpl(const Tensor& x, const Tensor* r, const Tensor& dy, Te
 void Conv2d::backwardPaths(const Tensor& x, const Tensor* r, const Tensor& dyIn, Tensor& dx, bool needInputGrad, float cap)
 {
     using Idx = Eigen::Index;
+    if (m_dySource) { // the source writes dy group by group (setGradientSource)
+        if (!takesGradientSource() || r) throw std::logic_error(name() + ": this backward cannot take a gradient source");
+        if (m_colsFor != x.shape()) throw ConfigError(name() + ": backward without a matching training forward");
+        backwardDirect(x, nullptr, dyIn, dx, needInputGrad, cap);
+        return;
+    }
     checkOutputGradient(x, dyIn);
     if (m_colsFor != x.shape()) throw ConfigError(name() + ": backward without a matching training forward");
     if (r && usesDirectKernel() && m_stride == 1) { // masked while dy is laid out in runs

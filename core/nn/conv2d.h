@@ -152,6 +152,14 @@ public:
     // Paths that do not feed it (im2col, depthwise, strided 1x1) leave it without images: a sink
     // must tell, as BatchNorm2d::beginProducerStats does by counting them. Model sets it for one call.
     void setOutputSink(OutputImageSink* sink) { m_sink = sink; }
+    // The source of the output gradient for the next backward, backwardClamped excepted (which
+    // needs dr itself): dy is then not read (pass an empty tensor), and each group of images'
+    // gradient is written by the source into a buffer that stays in cache, where the stride-1
+    // direct kernels read it (BatchNorm2d::backwardDeferringInputGradient: the BN's dx never goes
+    // through memory whole). Only where takesGradientSource(); logic_error otherwise. nullptr: off.
+    // Model sets it for one call.
+    void setGradientSource(GradientImageSource* source) { m_dySource = source; }
+    bool takesGradientSource() const { return usesDirectKernel() && m_stride == 1; }
     // Whether the last forward ran on the integer products.
     bool lastForwardWasInteger() const { return m_lastInteger; }
     // Whether this layer's forward can take them: groups 1, FP32 products, and the direct kernels
@@ -218,6 +226,7 @@ private:
     PackedBf16Runs m_packedBf16Runs;     // usesBf16Runs: W (forward) or rot180(W)^T (input gradient)
     bool m_lastInteger = false;
     OutputImageSink* m_sink = nullptr; // setOutputSink
+    GradientImageSource* m_dySource = nullptr; // setGradientSource
     bool m_roundOut = false; // this forward's RunContext::roundOutputBf16
     bool m_addDx = false;    // inside backwardAddingInputGradient: the direct kernels add into dx
     const std::uint8_t* m_ste = nullptr; // this backward's straight-through mask on r (backwardClamped)

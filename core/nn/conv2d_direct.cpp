@@ -417,7 +417,7 @@ void Conv2d::backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, 
         return;
     }
     // dy's planes: the tensor's, or (pooled) the conv output's shape, unpooled group by group
-    const Shape dyShape = pooled ? outputShape(x.shape()) : dy.shape();
+    const Shape dyShape = pooled || m_dySource ? outputShape(x.shape()) : dy.shape();
     const std::size_t N = x.dim(0), HWo = dyShape[2] * dyShape[3];
     const std::size_t kk = m_k * m_k, K = m_cin * kk, K2 = m_cout * kk;
     // x with padding p; dy with padding k - 1 - p (same pitch and image stride, see RunGeometry)
@@ -462,8 +462,12 @@ void Conv2d::backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, 
         // group (a few hundred KB) at a time, so that it is read back from cache, not memory.
         const std::size_t at0 = n0 * m_cout * HWo;
         const float* rv = r ? r->data() + at0 : nullptr;
-        const float* dyg = dy.data() + (pooled ? 0 : at0);
-        if (pooled) {
+        const float* dyg = pooled || m_dySource ? nullptr : dy.data() + at0;
+        if (m_dySource) { // the source's images, written here (setGradientSource)
+            float* buf = threadBuffer(5, count * m_cout * HWo).data();
+            m_dySource->gradientImages(n0, count, buf);
+            dyg = buf;
+        } else if (pooled) {
             float* buf = threadBuffer(5, count * m_cout * HWo).data();
             pooled->pool->backwardFusedPlanes(*pooled->y, *pooled->dy, n0 * m_cout, (n0 + count) * m_cout, buf, pooled->cap);
             if (m_ste) copyRowSteMasked(buf, buf, m_ste + at0, count * m_cout * HWo);

@@ -146,6 +146,18 @@ protected:
     ~OutputImageSink() = default;
 };
 
+// Writes a layer's input gradient a group of images at a time, for the layer that reads it, where
+// it is needed (Conv2d::setGradientSource; BatchNorm2d::backwardDeferringInputGradient).
+class GradientImageSource {
+public:
+    // Writes images [n0, n0 + count) of the gradient, count x C x H x W floats, at out. Called from
+    // the reader's worker threads, for disjoint ranges.
+    virtual void gradientImages(std::size_t n0, std::size_t count, float* out) = 0;
+
+protected:
+    ~GradientImageSource() = default;
+};
+
 using LayerPtr = std::unique_ptr<Layer>;
 
 } // namespace quantscope

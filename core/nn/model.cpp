@@ -501,6 +501,8 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
     m_steOf.assign(L, nullptr);
     m_bwdPoolOf.assign(L, -1);
     m_bwdPooled.assign(L, 0);
+    m_dySourceOf.assign(L, nullptr);
+    m_dySourceRounds.assign(L, 0);
     if (hooks && m_fusedPass) planBackwardPools(*hooks);
     Tensor& top = m_grads[start];
     top.resize(dOut.shape());
@@ -529,7 +531,10 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
             if (pk == LayerKind::BatchNorm2d || pk == LayerKind::Add || (pk == LayerKind::Conv2d && m_poolOf[in[0] - 1] < 0))
                 ste = hooks->gradientMask(i, m_acts[i + 1].numel());
         }
-        if (hooks && !ste && !m_gradRounded[i]) hooks->beforeBackward(i, *m_layers[i], dy);
+        // A Conv2d whose output gradient its BatchNorm2d left deferred: the hooks leave it alone (or
+        // the BN rounded it) and the convolution has the BN write it (setGradientSource).
+        BatchNorm2d* source = m_fusedPass ? m_dySourceOf[i] : nullptr;
+        if (hooks && !ste && !m_gradRounded[i] && !source) hooks->beforeBackward(i, *m_layers[i], dy);
         if (m_fusedPass && m_flattenView[i] && m_viewed[i]) { // its input's buffer and gradient go back down
             const std::size_t a = in[0];
             const Shape& shape = m_viewShape[i];
@@ -596,12 +601,26 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
             // the block's shortcut too) adds its own into it: the same bits as the scratch tensor
             // and addInto, without either.
             auto* conv = m_layers[i]->kind() == LayerKind::Conv2d ? static_cast<Conv2d*>(m_layers[i].get()) : nullptr;
+            struct SourceScope { // the source is the convolution's for this call only, even when it throws
+                Conv2d* conv;
+                BatchNorm2d* bn;
+                ~SourceScope()
+                {
+                    if (!bn) return;
+                    conv->setGradientSource(nullptr);
+                    bn->endDeferredGradient();
+                }
+            } sourceScope{conv, conv ? source : nullptr};
+            if (sourceScope.bn) conv->setGradientSource(source);
+            static const Tensor kNoGradient; // dy of a convolution with a source: not read
+            const Tensor& dyIn = sourceScope.bn ? kNoGradient : dy;
             if (need && !direct && m_gradSet[a] && conv && conv->addsInputGradient() &&
                 !(m_fusedPass && (m_poolOf[i] >= 0 || m_bwdPoolOf[i] >= 0))) {
                 const bool clamped = m_fusedPass && m_clampOf[i] >= 0;
                 const auto j = clamped ? static_cast<std::size_t>(m_clampOf[i]) : 0;
-                conv->backwardAddingInputGradient(m_acts[a], clamped ? &m_acts[j + 1] : nullptr, dy, m_grads[a],
+                conv->backwardAddingInputGradient(m_acts[a], clamped ? &m_acts[j + 1] : nullptr, dyIn, m_grads[a],
                                                   clamped ? clampCap(*m_layers[j]) : 0.0f, clamped ? m_steOf[j] : nullptr);
+                if (sourceScope.bn && m_dySourceRounds[i]) hooks->gradientRounded(i, source->deferredGradientFinite());
                 continue;
             }
             Tensor& dx = direct ? *direct : m_gradScratch;
@@ -618,6 +637,30 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
                 }
             } roundingScope{rounding};
             if (rounding) rounding->setRoundInputGradientBf16(true);
+            // A BatchNorm2d reading the output of the convolution right before it, alone: its dx
+            // is written inside that convolution's backward, group by group while in cache, never
+            // whole (BatchNorm2d::backwardDeferringInputGradient, Conv2d::setGradientSource). The
+            // hooks must leave that gradient alone, or have the BN round it.
+            if (m_fusedPass && need && direct && a == i && m_layers[i]->kind() == LayerKind::BatchNorm2d &&
+                m_consumers[a].size() == 1 && m_layers[a - 1]->kind() == LayerKind::Conv2d && m_clampOf[a - 1] < 0 &&
+                static_cast<const Conv2d&>(*m_layers[a - 1]).takesGradientSource() &&
+                (!hooks || rounding || !hooks->touchesOutput(a - 1))) {
+                auto& bn = static_cast<BatchNorm2d&>(*m_layers[i]);
+                if (m_clampOf[i] >= 0) {
+                    const auto j = static_cast<std::size_t>(m_clampOf[i]);
+                    bn.backwardDeferringInputGradient(m_acts[a], &m_acts[j + 1], dy, clampCap(*m_layers[j]), hooks != nullptr,
+                                                      m_steOf[j]);
+                } else {
+                    bn.backwardDeferringInputGradient(m_acts[a], nullptr, dy, 0.0f);
+                }
+                m_dySourceOf[a - 1] = &bn;
+                if (rounding) { // gradientRounded once the convolution has written it all
+                    m_gradRounded[a - 1] = 1;
+                    m_dySourceRounds[a - 1] = 1;
+                }
+                m_gradSet[a] = 1;
+                continue;
+            }
             if (m_fusedPass && m_clampOf[i] >= 0) {
                 const auto j = static_cast<std::size_t>(m_clampOf[i]);
                 if (m_poolOf[i] >= 0 || m_bwdPoolOf[i] >= 0) { // dy is the pool's output gradient (passed down by the fused-away layers)
@@ -631,8 +674,9 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
                     static_cast<BatchNorm2d&>(*m_layers[i]).backwardClamped(m_acts[a], m_acts[j + 1], dy, dx, need, clampCap(*m_layers[j]),
                                                                             hooks != nullptr, m_steOf[j]);
             } else {
-                m_layers[i]->backward(m_acts[a], m_acts[i + 1], dy, dx, need);
+                m_layers[i]->backward(m_acts[a], m_acts[i + 1], dyIn, dx, need);
             }
+            if (sourceScope.bn && m_dySourceRounds[i]) hooks->gradientRounded(i, source->deferredGradientFinite());
             if (rounding) {
                 hooks->gradientRounded(a - 1, rounding->inputGradientFinite());
                 m_gradRounded[a - 1] = 1;

@@ -67,6 +67,8 @@ public:
     virtual void gradientRounded(std::size_t /*layer*/, bool /*finite*/) {}
 };
 
+class BatchNorm2d;
+
 class Model {
 public:
     // inputShape: (C, H, W) of one sample.
@@ -177,6 +179,11 @@ private:
     std::vector<long> m_bwdPoolOf;
     std::vector<std::uint8_t> m_bwdPooled;
     std::vector<const std::uint8_t*> m_steOf; // backward: per fused-away clamp, the hooks' gradientMask for its producer
+    // backward: per Conv2d, the BatchNorm2d right after it whose input gradient (this layer's
+    // output gradient) it has written group by group (BatchNorm2d::backwardDeferringInputGradient),
+    // or nullptr; and whether that gradient is rounded to bf16 (gradientRounded after the Conv2d).
+    std::vector<BatchNorm2d*> m_dySourceOf;
+    std::vector<std::uint8_t> m_dySourceRounds;
     std::vector<std::uint8_t> m_flattenView; // per layer: a Flatten that takes its input's buffer (planFusion)
     std::vector<std::uint8_t> m_viewed;      // per layer: that Flatten's output holds its input's buffer now
     std::vector<Tensor> m_viewSpare;         // per layer: a buffer kept for its input's next forward
