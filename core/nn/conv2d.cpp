@@ -368,6 +368,12 @@ void Conv2d::forward(const Tensor& x, Tensor& y, const RunContext& ctx)
     forwardImpl(x, y, ctx, std::numeric_limits<float>::quiet_NaN());
 }
 
+bool Conv2d::takesGradientSource() const
+{
+    if (usesDirectKernel()) return m_stride == 1;
+    return !usesBf16Gemm() && !directDepthwise(*this);
+}
+
 bool Conv2d::fusesActivation() const { return (!usesBf16Gemm() || usesBf16Runs()) && !directDepthwise(*this); }
 
 void Conv2d::forwardClamped(const Tensor& x, Tensor& r, const RunContext& ctx, float cap)
@@ -535,10 +541,13 @@ void Conv2d::backwardPaths(const Tensor& x, const Tensor* r, const Tensor& dyIn,
     if (m_dySource) { // the source writes dy group by group (setGradientSource)
         if (!takesGradientSource() || r) throw std::logic_error(name() + ": this backward cannot take a gradient source");
         if (m_colsFor != x.shape()) throw ConfigError(name() + ": backward without a matching training forward");
-        backwardDirect(x, nullptr, dyIn, dx, needInputGrad, cap);
-        return;
+        if (usesDirectKernel()) {
+            backwardDirect(x, nullptr, dyIn, dx, needInputGrad, cap);
+            return;
+        }
+    } else {
+        checkOutputGradient(x, dyIn);
     }
-    checkOutputGradient(x, dyIn);
     if (m_colsFor != x.shape()) throw ConfigError(name() + ": backward without a matching training forward");
     if (r && usesDirectKernel() && m_stride == 1) { // masked while dy is laid out in runs
         backwardDirect(x, r, dyIn, dx, needInputGrad, cap);
@@ -581,7 +590,8 @@ void Conv2d::backwardPaths(const Tensor& x, const Tensor* r, const Tensor& dyIn,
         backwardDirect(x, nullptr, dy, dx, needInputGrad, cap);
         return;
     }
-    const std::size_t N = x.dim(0), H = x.dim(2), W = x.dim(3), HWo = dy.dim(2) * dy.dim(3);
+    const Shape dyShape = m_dySource ? outputShape(x.shape()) : dy.shape();
+    const std::size_t N = x.dim(0), H = x.dim(2), W = x.dim(3), HWo = dyShape[2] * dyShape[3];
     const std::size_t G = m_groups, cinG = m_cin / G, coutG = m_cout / G;
     const std::size_t K = cinG * m_geom.taps(), inStride = m_cin * H * W;
     const float* wdata = m_weight.forwardValue().data();
@@ -600,11 +610,19 @@ void Conv2d::backwardPaths(const Tensor& x, const Tensor* r, const Tensor& dyIn,
     parallelFor(N, [&](std::size_t n) {
         float* cols = pointwise ? nullptr : threadBuffer(0, K * HWo).data();
         float* part = m_partials.data() + n * partSize;
+        const float* dyn = nullptr; // the image's output gradient
+        if (m_dySource) {
+            float* buf = threadBuffer(5, m_cout * HWo).data();
+            m_dySource->gradientImages(n, 1, buf);
+            dyn = buf;
+        } else {
+            dyn = dy.data() + n * m_cout * HWo;
+        }
         for (std::size_t g = 0; g < G; ++g) {
             const std::size_t inOff = n * inStride + g * cinG * H * W;
             const float* src = pointwise ? x.data() + inOff : cols;
             if (!pointwise) im2col(x.data() + inOff, cinG, H, W, m_geom, cols);
-            const float* gy = dy.data() + (n * m_cout + g * coutG) * HWo;
+            const float* gy = dyn + g * coutG * HWo;
             ConstMatrixMap C(src, static_cast<Idx>(K), static_cast<Idx>(HWo));
             ConstMatrixMap Gm(gy, static_cast<Idx>(coutG), static_cast<Idx>(HWo));
             MatrixMap(part + g * coutG * K, static_cast<Idx>(coutG), static_cast<Idx>(K)).noalias() = Gm * C.transpose();

@@ -155,11 +155,11 @@ public:
     // The source of the output gradient for the next backward, backwardClamped excepted (which
     // needs dr itself): dy is then not read (pass an empty tensor), and each group of images'
     // gradient is written by the source into a buffer that stays in cache, where the stride-1
-    // direct kernels read it (BatchNorm2d::backwardDeferringInputGradient: the BN's dx never goes
-    // through memory whole). Only where takesGradientSource(); logic_error otherwise. nullptr: off.
-    // Model sets it for one call.
+    // direct kernels (a group of images) and the FP32 im2col path (an image) read it
+    // (BatchNorm2d::backwardDeferringInputGradient: the BN's dx never goes through memory whole).
+    // Only where takesGradientSource(); logic_error otherwise. nullptr: off. Model sets it for one call.
     void setGradientSource(GradientImageSource* source) { m_dySource = source; }
-    bool takesGradientSource() const { return usesDirectKernel() && m_stride == 1; }
+    bool takesGradientSource() const;
     // Whether the last forward ran on the integer products.
     bool lastForwardWasInteger() const { return m_lastInteger; }
     // Whether this layer's forward can take them: groups 1, FP32 products, and the direct kernels
