@@ -370,7 +370,9 @@ void Conv2d::forward(const Tensor& x, Tensor& y, const RunContext& ctx)
 
 bool Conv2d::takesGradientSource() const
 {
-    if (usesDirectKernel()) return m_stride == 1;
+    // stride 1: backwardDirect (FP32 or bf16 runs); strided: the FP32 kernels (backwardStrided,
+    // backwardSubsampled); otherwise the FP32 im2col path
+    if (usesDirectKernel()) return m_stride == 1 || !usesBf16Gemm();
     return !usesBf16Gemm() && !directDepthwise(*this);
 }
 
@@ -490,6 +492,7 @@ void Conv2d::forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx, floa
             for (std::size_t o = 0; o < coutG; ++o)
                 addBiasClamp(out + o * HWo, HWo, bias ? bias + g * coutG + o : nullptr, cap, m_roundOut);
         }
+        if (m_sink) m_sink->imagesWritten(y, n, 1);
     });
 }
 

@@ -298,7 +298,8 @@ void stridedInputGradient(const StridedDxPlan& plan, const float* dyRuns, std::s
 void Conv2d::backwardStrided(const Tensor& x, const Tensor& dy, Tensor& dx, bool needInputGrad)
 {
     using Idx = Eigen::Index;
-    const std::size_t N = x.dim(0), H = x.dim(2), W = x.dim(3), HWo = dy.dim(2) * dy.dim(3);
+    const Shape dyShape = m_dySource ? outputShape(x.shape()) : dy.shape();
+    const std::size_t N = x.dim(0), H = x.dim(2), W = x.dim(3), HWo = dyShape[2] * dyShape[3];
     const std::size_t K = m_cin * m_k * m_k;
     const PhaseGeometry g = phaseGeometry(H, W, m_k, m_stride, m_pad);
     const DepthwiseGeometry dg = depthwiseGeometry(H, W, m_k, m_stride, m_pad);
@@ -309,7 +310,7 @@ void Conv2d::backwardStrided(const Tensor& x, const Tensor& dy, Tensor& dx, bool
     std::optional<StridedDxPlan> plan;
     if (needInputGrad) {
         if (!m_addDx) dx.resize(x.shape());
-        plan = stridedDxPlan(wdata, m_cout, m_cin, H, W, m_k, m_stride, m_pad, dy.dim(2), dy.dim(3), g.Ng);
+        plan = stridedDxPlan(wdata, m_cout, m_cin, H, W, m_k, m_stride, m_pad, dyShape[2], dyShape[3], g.Ng);
         if (!plan && !m_addDx) dx.setZero(); // col2im accumulates
     }
     const std::size_t maxRows = std::max(K, m_cout * ((m_k + m_stride - 1) / m_stride) * ((m_k + m_stride - 1) / m_stride));
@@ -321,24 +322,34 @@ void Conv2d::backwardStrided(const Tensor& x, const Tensor& dy, Tensor& dx, bool
         const float** rows = threadRows(0, maxRows).data();
         const float** drows = threadRows(1, m_cout).data();
         toPhaseRuns(x.data(), m_cin, n0, count, g, dg, xr);
-        toOutputRuns(dy.data(), m_cout, n0, count, g, gr);
+        // The group's output gradient: images [dn0, dn0 + count) of dyg (the source's, written
+        // here as images [0, count) of a buffer, or dy's own)
+        const float* dyg = dy.data();
+        std::size_t dn0 = n0;
+        if (m_dySource) {
+            float* buf = threadBuffer(5, count * m_cout * HWo).data();
+            m_dySource->gradientImages(n0, count, buf);
+            dyg = buf;
+            dn0 = 0;
+        }
+        toOutputRuns(dyg, m_cout, dn0, count, g, gr);
         if (bSize)
             for (std::size_t o = 0; o < m_cout; ++o)
-                for (std::size_t i = 0; i < count; ++i) part[wSize + o] += fixedOrderSum(dy.data() + ((n0 + i) * m_cout + o) * HWo, HWo);
+                for (std::size_t i = 0; i < count; ++i) part[wSize + o] += fixedOrderSum(dyg + ((dn0 + i) * m_cout + o) * HWo, HWo);
         for (std::size_t o = 0; o < m_cout; ++o) drows[o] = gr + o * g.PS;
         phaseTapRows(xr, m_cin, g, rows);
         conv_direct::gemmRowsTransAdd(drows, m_cout, rows, K, L, part, K);
         if (!needInputGrad) return;
         if (plan) { // the x runs are done with: their buffer takes dy's padded runs
             float* dyRuns = threadBuffer(0, m_cout * plan->gd.S).data();
-            toRuns(dy.data(), m_cout, n0, count, plan->gd, dyRuns);
+            toRuns(dyg, m_cout, dn0, count, plan->gd, dyRuns);
             stridedInputGradient(*plan, dyRuns, m_cout, m_cin, H, W, m_stride, m_pad, n0, count, rows, dx.data(), m_addDx);
             return;
         }
         float* dcols = threadBuffer(1, K * HWo).data();
         ConstMatrixMap Wm(wdata, static_cast<Idx>(m_cout), static_cast<Idx>(K));
         for (std::size_t n = n0; n < n0 + count; ++n) {
-            ConstMatrixMap Gm(dy.data() + n * m_cout * HWo, static_cast<Idx>(m_cout), static_cast<Idx>(HWo));
+            ConstMatrixMap Gm(dyg + (n - n0 + dn0) * m_cout * HWo, static_cast<Idx>(m_cout), static_cast<Idx>(HWo));
             MatrixMap(dcols, static_cast<Idx>(K), static_cast<Idx>(HWo)).noalias() = Wm.transpose() * Gm;
             col2imAdd(dcols, m_cin, H, W, m_k, m_stride, m_pad, dx.data() + n * m_cin * H * W);
         }

@@ -155,6 +155,7 @@ void Conv2d::forwardSubsampled(const Tensor& x, Tensor& y, const float* bias, fl
                 copyRow(dst, out + o * L + i * g.HWo, g.HWo);
                 addBiasClamp(dst, g.HWo, bias ? bias + o : nullptr, cap, m_roundOut);
             }
+        if (m_sink) m_sink->imagesWritten(y, n0, count);
     });
 }
 
@@ -182,10 +183,18 @@ void Conv2d::backwardSubsampled(const Tensor& x, const Tensor& dy, Tensor& dx, b
         const float** rows = threadRows(0, m_cin).data();
         const float** drows = threadRows(1, m_cout).data();
         gatherSubsampled(x.data(), m_cin, n0, count, g, xr);
+        const float* dyg = nullptr; // the group's output gradient, from its first image on
+        if (m_dySource) {           // written here by the source (setGradientSource)
+            float* buf = threadBuffer(5, count * m_cout * g.HWo).data();
+            m_dySource->gradientImages(n0, count, buf);
+            dyg = buf;
+        } else {
+            dyg = dy.data() + n0 * m_cout * g.HWo;
+        }
         for (std::size_t o = 0; o < m_cout; ++o) {
             drows[o] = gr + o * g.S;
             for (std::size_t i = 0; i < count; ++i) {
-                const float* src = dy.data() + ((n0 + i) * m_cout + o) * g.HWo;
+                const float* src = dyg + (i * m_cout + o) * g.HWo;
                 copyRow(gr + o * g.S + i * g.HWo, src, g.HWo);
                 if (bSize) part[wSize + o] += fixedOrderSum(src, g.HWo);
             }
