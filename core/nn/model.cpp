@@ -390,9 +390,17 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
                 xs.clear();
                 for (std::size_t a : in) xs.push_back(&m_acts[a]);
                 static_cast<Add&>(*m_layers[i]).forwardClamped(xs, m_acts[j + 1], clampCap(*m_layers[j]), c.roundOutputBf16);
-            } else if (m_layers[i]->kind() == LayerKind::Conv2d)
-                static_cast<Conv2d&>(*m_layers[i]).forwardClamped(m_acts[in[0]], m_acts[j + 1], c, clampCap(*m_layers[j]));
-            else
+            } else if (m_layers[i]->kind() == LayerKind::Conv2d) {
+                auto& conv = static_cast<Conv2d&>(*m_layers[i]);
+                // the hooks may take the clamp's output as the epilogue writes it (QAT's observer)
+                OutputImageSink* sink = hooks ? hooks->outputSink(j, conv.outputShape(m_acts[in[0]].shape())) : nullptr;
+                struct SinkScope {
+                    Conv2d& conv;
+                    ~SinkScope() { conv.setOutputSink(nullptr); }
+                } scope{conv};
+                conv.setOutputSink(sink);
+                conv.forwardClamped(m_acts[in[0]], m_acts[j + 1], c, clampCap(*m_layers[j]));
+            } else
                 static_cast<BatchNorm2d&>(*m_layers[i]).forwardClamped(m_acts[in[0]], m_acts[j + 1], c, clampCap(*m_layers[j]));
             roundedBy = c.roundOutputBf16 ? j : static_cast<std::size_t>(-1);
             m_acts[i + 1] = Tensor();

@@ -65,6 +65,11 @@ public:
     virtual bool roundsGradientBf16(std::size_t /*layer*/) const { return false; }
     // The gradient entering `layer` was rounded so by its reader; finite: no value is inf or NaN.
     virtual void gradientRounded(std::size_t /*layer*/, bool /*finite*/) {}
+    // A sink for layer's output y (its shape) in this forward, or nullptr: where the layer that
+    // writes y in its epilogue (a Conv2d fused with its clamp `layer`, as Model runs the pair) can
+    // feed it (Conv2d::setOutputSink), the sink sees y's images as written, before afterForward of
+    // `layer` sees y whole. afterForward must give the same result whether or not every image came.
+    virtual OutputImageSink* outputSink(std::size_t /*layer*/, const Shape& /*y*/) { return nullptr; }
 };
 
 class BatchNorm2d;

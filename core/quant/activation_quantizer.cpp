@@ -20,6 +20,13 @@ void ActivationQuantizer::observe(std::span<const float> x)
     m_params = m_observer.params(m_format);
 }
 
+void ActivationQuantizer::observeBatchRange(float batchMin, float batchMax, std::size_t nonFinite)
+{
+    if (!takesBatchRange()) return;
+    m_observer.observeBatchRange(batchMin, batchMax, nonFinite);
+    m_params = m_observer.params(m_format);
+}
+
 bool ActivationQuantizer::ready() const { return !needsScale(m_format) || m_fixed || m_observer.hasData(); }
 
 void ActivationQuantizer::setFixedParams(const QuantParams& p)

@@ -23,6 +23,13 @@ public:
 
     // Feeds one batch to the observer (ignored while not observing) and updates params().
     void observe(std::span<const float> x);
+    // Whether the next observe() may be given as the batch's range instead (observeBatchRange):
+    // observing, an integer format, no fixed parameters, and an observer that takes ranges
+    // (RangeObserver::takesBatchRange).
+    bool takesBatchRange() const { return m_observing && needsScale(m_format) && !m_fixed && m_observer.takesBatchRange(); }
+    // observe() of a batch whose finite range and count of non-finite values are these
+    // (finiteMinMax): the same observer state and params(). Only where takesBatchRange().
+    void observeBatchRange(float batchMin, float batchMax, std::size_t nonFinite);
     void setObserving(bool on) { m_observing = on; }
     // Names the activation in errors (e.g. "output of 'relu1'").
     void setName(std::string name) { m_observer.setName(std::move(name)); }

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <stdexcept>
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -238,6 +239,23 @@ void RangeObserver::addToSample(std::size_t slot, const float* x, std::size_t n)
     }
     s.seen += n;
     while (s.values.size() > m_sampleCap && s.threshold > 1) shrink(s.threshold / 2);
+}
+
+std::size_t finiteMinMax(const float* x, std::size_t n, float& mn, float& mx)
+{
+    float a = kInf, b = -kInf;
+    const std::size_t bad = runMinMax(x, n, a, b);
+    mn = std::min(mn, a);
+    mx = std::max(mx, b);
+    return bad;
+}
+
+void RangeObserver::observeBatchRange(float batchMin, float batchMax, std::size_t nonFinite)
+{
+    if (!takesBatchRange()) throw std::logic_error("observer " + m_name + ": a batch range needs one slot and no sample");
+    m_nonFinite += nonFinite;
+    if (batchMin <= batchMax) ++m_batches; // a finite value came in
+    updateSlot(0, batchMin, batchMax);
 }
 
 void RangeObserver::observe(std::span<const float> x)

@@ -34,6 +34,10 @@ const char* calibrationName(Calibration c);
 inline constexpr float kMovingAverageConstant = 0.01f; // PyTorch's default averaging_constant
 inline constexpr int kMseCandidates = 100;           // clipping ranges tried by the mse search
 
+// min and max of x[0, n) over its finite values (unchanged where none is), folded into mn and mx
+// (start them at +inf and -inf); returns how many values were not finite. The observers' own rule.
+std::size_t finiteMinMax(const float* x, std::size_t n, float& mn, float& mx);
+
 class RangeObserver {
 public:
     // Slot layout as in QuantParams: numSlots == 1 observes everything into one slot; otherwise
@@ -44,6 +48,12 @@ public:
 
     // One batch. With several slots, x must hold whole rows matching the layout.
     void observe(std::span<const float> x);
+    // One batch given by its range over the finite values (batchMin > batchMax: none) and its count
+    // of values that were not finite, as finiteMinMax gives them: the same as observe() of that
+    // batch where takesBatchRange() (one slot, no sample kept: not percentile or MSE). Lets a
+    // producer take the range while the values are in cache (QuantSim's activation points).
+    bool takesBatchRange() const { return m_min.size() == 1 && m_samples.empty(); }
+    void observeBatchRange(float batchMin, float batchMax, std::size_t nonFinite);
     // Several spans as ONE batch (a layer's weight and bias, all tensors of a model); one slot only.
     void observe(std::span<const std::span<const float>> parts);
     void reset();

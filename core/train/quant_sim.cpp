@@ -584,7 +584,26 @@ void QuantSim::quantizeActivation(std::size_t point, Tensor& y, bool training)
         if (integerReaders && lq.params().perTensor()) setIntegerInputs(point, gridOf(lq.params()));
         return;
     }
-    if (m_observing) q.observe(y.values());
+    if (m_observing) {
+        // the producer's ranges (outputSink) when they cover y
+        RangeSink& rs = m_rangeSink;
+        const bool fromSink = m_rangeSinkArmed && rs.point == point && rs.shape == y.shape() && !y.shape().empty() &&
+                              rs.images.load() == y.dim(0) && q.takesBatchRange();
+        m_rangeSinkArmed = false;
+        if (fromSink) {
+            float mn = std::numeric_limits<float>::infinity(), mx = -mn;
+            std::size_t bad = 0;
+            for (std::size_t n = 0; n < rs.counts.size(); ++n)
+                if (rs.counts[n]) {
+                    mn = std::min(mn, rs.mins[n]);
+                    mx = std::max(mx, rs.maxs[n]);
+                    bad += rs.nonFinite[n];
+                }
+            q.observeBatchRange(mn, mx, bad);
+        } else {
+            q.observe(y.values());
+        }
+    }
     if (m_observeOnly || !q.ready()) return;
     std::vector<std::uint8_t>& mask = m_actMask[point];
     q.fakeQuantize(y, mask);
@@ -593,6 +612,39 @@ void QuantSim::quantizeActivation(std::size_t point, Tensor& y, bool training)
 }
 
 void QuantSim::onInput(Tensor& x, const RunContext& ctx) { quantizeActivation(0, x, ctx.training); }
+
+OutputImageSink* QuantSim::outputSink(std::size_t layer, const Shape& y)
+{
+    m_rangeSinkArmed = false;
+    const std::size_t point = layer + 1;
+    if (layer >= m_points.size() || !m_points[layer] || !m_actsEnabled || !m_observing || y.size() != 4) return nullptr;
+    if (point >= m_pfmt.size() || !m_pfmt[point] || !needsScale(*m_pfmt[point]) || (m_lsq && m_lsqAct[point]) || !m_act[point] ||
+        !m_act[point]->takesBatchRange())
+        return nullptr;
+    RangeSink& rs = m_rangeSink;
+    rs.point = point;
+    rs.shape = y;
+    const std::size_t N = y[0];
+    rs.mins.assign(N, 0.0f);
+    rs.maxs.assign(N, 0.0f);
+    rs.nonFinite.assign(N, 0);
+    rs.counts.assign(N, 0);
+    rs.images.store(0);
+    m_rangeSinkArmed = true;
+    return &rs;
+}
+
+void QuantSim::RangeSink::imagesWritten(const Tensor& y, std::size_t n0, std::size_t count)
+{
+    if (y.shape() != shape || n0 + count > shape[0] || count == 0) return;
+    const std::size_t image = y.numel() / shape[0];
+    float mn = std::numeric_limits<float>::infinity(), mx = -mn;
+    nonFinite[n0] = finiteMinMax(y.data() + n0 * image, count * image, mn, mx);
+    mins[n0] = mn;
+    maxs[n0] = mx;
+    counts[n0] = count;
+    images.fetch_add(count);
+}
 
 void QuantSim::afterForward(std::size_t layer, Layer&, Tensor& y, const RunContext& ctx)
 {

@@ -24,6 +24,7 @@
 #include "quant/precision_plan.h"
 #include "train/precision_config.h"
 
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <string>
@@ -138,6 +139,11 @@ public:
     // The observer's straight-through mask of the point after layer, when beforeBackward would
     // apply just that (not with LSQ, whose backward also gathers the step's gradient).
     const std::uint8_t* gradientMask(std::size_t layer, std::size_t n) const override;
+    // The point after layer, where its observer takes a batch's range (ActivationQuantizer::
+    // takesBatchRange): a sink that takes each image group's range as the producer writes it, in
+    // cache; quantizeActivation then observes their combination instead of a pass over y when
+    // every image came (the same min and max: each is one value of y, whatever the order).
+    OutputImageSink* outputSink(std::size_t layer, const Shape& y) override;
 
 private:
     struct Fold {
@@ -183,6 +189,17 @@ private:
     std::vector<bool> m_points;
     std::vector<std::unique_ptr<ActivationQuantizer>> m_act; // [0] = input, [i+1] = after layer i
     std::vector<std::vector<std::uint8_t>> m_actMask;
+    // outputSink's ranges: per image group, by its first image, for the point `point`.
+    struct RangeSink final : OutputImageSink {
+        std::size_t point = 0;
+        Shape shape;
+        std::vector<float> mins, maxs;
+        std::vector<std::size_t> nonFinite, counts;
+        std::atomic<std::size_t> images{0};
+        void imagesWritten(const Tensor& y, std::size_t n0, std::size_t count) override;
+    };
+    RangeSink m_rangeSink;
+    bool m_rangeSinkArmed = false;
     bool m_observing = true;
     bool m_actsEnabled = true;
     bool m_observeOnly = false;
