@@ -10,6 +10,7 @@
 #include "tensor/parallel.h"
 #include "util/errors.h"
 #include "util/rng.h"
+#include "util/scope_exit.h"
 
 #include <chrono>
 #include <cstdio>
@@ -394,10 +395,7 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
                 auto& conv = static_cast<Conv2d&>(*m_layers[i]);
                 // the hooks may take the clamp's output as the epilogue writes it (QAT's observer)
                 OutputImageSink* sink = hooks ? hooks->outputSink(j, conv.outputShape(m_acts[in[0]].shape())) : nullptr;
-                struct SinkScope {
-                    Conv2d& conv;
-                    ~SinkScope() { conv.setOutputSink(nullptr); }
-                } scope{conv};
+                const ScopeExit unset([&] { conv.setOutputSink(nullptr); }); // for this call only, even when it throws
                 conv.setOutputSink(sink);
                 conv.forwardClamped(m_acts[in[0]], m_acts[j + 1], c, clampCap(*m_layers[j]));
             } else
@@ -435,13 +433,9 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
                         if (bn->beginProducerStats(ctx, producer->outputShape(m_acts[in[0]].shape()))) sink = bn;
                         break;
                     }
-            struct SinkScope { // the sink is the convolution's for this call only, even when it throws
-                Conv2d* conv;
-                ~SinkScope()
-                {
-                    if (conv) conv->setOutputSink(nullptr);
-                }
-            } scope{sink ? producer : nullptr};
+            const ScopeExit unset([&] { // the sink is the convolution's for this call only, even when it throws
+                if (sink) producer->setOutputSink(nullptr);
+            });
             if (sink) producer->setOutputSink(sink);
             m_layers[i]->forward(m_acts[in[0]], m_acts[i + 1], c);
         } else {
@@ -609,26 +603,22 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
             // the block's shortcut too) adds its own into it: the same bits as the scratch tensor
             // and addInto, without either.
             auto* conv = m_layers[i]->kind() == LayerKind::Conv2d ? static_cast<Conv2d*>(m_layers[i].get()) : nullptr;
-            struct SourceScope { // the source is the convolution's for this call only, even when it throws
-                Conv2d* conv;
-                BatchNorm2d* bn;
-                ~SourceScope()
-                {
-                    if (!bn) return;
-                    conv->setGradientSource(nullptr);
-                    bn->endDeferredGradient();
-                }
-            } sourceScope{conv, conv ? source : nullptr};
-            if (sourceScope.bn) conv->setGradientSource(source);
+            BatchNorm2d* const sourced = conv ? source : nullptr;
+            const ScopeExit unsetSource([&] { // the source is the convolution's for this call only, even when it throws
+                if (!sourced) return;
+                conv->setGradientSource(nullptr);
+                sourced->endDeferredGradient();
+            });
+            if (sourced) conv->setGradientSource(sourced);
             static const Tensor kNoGradient; // dy of a convolution with a source: not read
-            const Tensor& dyIn = sourceScope.bn ? kNoGradient : dy;
+            const Tensor& dyIn = sourced ? kNoGradient : dy;
             if (need && !direct && m_gradSet[a] && conv && conv->addsInputGradient() &&
                 !(m_fusedPass && (m_poolOf[i] >= 0 || m_bwdPoolOf[i] >= 0))) {
                 const bool clamped = m_fusedPass && m_clampOf[i] >= 0;
                 const auto j = clamped ? static_cast<std::size_t>(m_clampOf[i]) : 0;
                 conv->backwardAddingInputGradient(m_acts[a], clamped ? &m_acts[j + 1] : nullptr, dyIn, m_grads[a],
                                                   clamped ? clampCap(*m_layers[j]) : 0.0f, clamped ? m_steOf[j] : nullptr);
-                if (sourceScope.bn && m_dySourceRounds[i]) hooks->gradientRounded(i, source->deferredGradientFinite());
+                if (sourced && m_dySourceRounds[i]) hooks->gradientRounded(i, sourced->deferredGradientFinite());
                 continue;
             }
             Tensor& dx = direct ? *direct : m_gradScratch;
@@ -684,7 +674,7 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
             } else {
                 m_layers[i]->backward(m_acts[a], m_acts[i + 1], dyIn, dx, need);
             }
-            if (sourceScope.bn && m_dySourceRounds[i]) hooks->gradientRounded(i, source->deferredGradientFinite());
+            if (sourced && m_dySourceRounds[i]) hooks->gradientRounded(i, sourced->deferredGradientFinite());
             if (rounding) {
                 hooks->gradientRounded(a - 1, rounding->inputGradientFinite());
                 m_gradRounded[a - 1] = 1;
