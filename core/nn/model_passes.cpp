@@ -1,0 +1,506 @@
+// Model's passes (model.h): the fusion plan, forward and backward over the graph. The graph
+// itself, its construction and initialisation are in model.cpp.
+#include "nn/model.h"
+
+#include "nn/activations.h"
+#include "nn/add.h"
+#include "nn/batchnorm2d.h"
+#include "nn/conv2d.h"
+#include "nn/maxpool2d.h"
+#include "tensor/parallel.h"
+#include "util/errors.h"
+#include "util/scope_exit.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+namespace quantscope {
+
+namespace {
+// Adds the milliseconds of its scope to *ms (when ms is given): Model::setLayerTimes.
+class ScopeTimer {
+public:
+    explicit ScopeTimer(double* ms) : m_ms(ms)
+    {
+        if (m_ms) m_t0 = std::chrono::steady_clock::now();
+    }
+    ~ScopeTimer()
+    {
+        if (m_ms) *m_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - m_t0).count();
+    }
+    ScopeTimer(const ScopeTimer&) = delete;
+    ScopeTimer& operator=(const ScopeTimer&) = delete;
+
+private:
+    double* m_ms;
+    std::chrono::steady_clock::time_point m_t0;
+};
+
+// The slot of layer i in times (sized to the model on first use), or nullptr.
+double* timeSlot(std::vector<double>* times, std::size_t i, std::size_t layers)
+{
+    if (!times) return nullptr;
+    if (times->size() != layers) times->assign(layers, 0.0);
+    return &(*times)[i];
+}
+} // namespace
+
+namespace {
+// The clamp of a fusable activation: +inf for ReLU, 6 for ReLU6.
+float clampCap(const Layer& l) { return l.kind() == LayerKind::ReLU6 ? 6.0f : std::numeric_limits<float>::infinity(); }
+} // namespace
+
+void Model::planFusion(const LayerHooks* hooks)
+{
+    const std::size_t L = m_layers.size();
+    m_clampOf.assign(L, -1);
+    m_poolOf.assign(L, -1);
+    m_fusedAway.assign(L, 0);
+    m_flattenView.assign(L, 0);
+    for (std::size_t i = 0; i < L; ++i) {
+        const Layer& l = *m_layers[i];
+        if (l.kind() == LayerKind::Flatten && m_inputs[i].size() == 1 && m_inputs[i][0] > 0 &&
+            m_consumers[m_inputs[i][0]].size() == 1 && (!hooks || !hooks->touchesOutput(i)))
+            m_flattenView[i] = 1;
+    }
+    for (std::size_t i = 0; i < L; ++i) {
+        const Layer& l = *m_layers[i];
+        // With hooks, convolutions (their fused backward reads the ReLU's output as the hooks left
+        // it) and the BatchNorms the hooks name (whose backward then reads it too, not BN(x)).
+        // An Add (the residual join) fuses as a BatchNorm2d does: its backward masks the
+        // gradient by the ReLU's output as the hooks left it. A ReLU6 fuses under hooks only where
+        // they allow it (LayerHooks::fusesReLU6): its own rule reads its input, the fused one the
+        // output.
+        const bool join = l.kind() == LayerKind::Add;
+        const bool fuses = ((l.kind() == LayerKind::BatchNorm2d || join) && (!hooks || hooks->fusesReLU(i))) ||
+                           (l.kind() == LayerKind::Conv2d && static_cast<const Conv2d&>(l).fusesActivation());
+        if (!fuses || (m_inputs[i].size() != 1 && !join) || (hooks && hooks->touchesOutput(i))) continue;
+        const long j = soleConsumer(i);
+        if (j < 0) continue;
+        const LayerKind k = m_layers[static_cast<std::size_t>(j)]->kind();
+        if ((k != LayerKind::ReLU && (k != LayerKind::ReLU6 || (hooks && !hooks->fusesReLU6(i)))) ||
+            m_inputs[static_cast<std::size_t>(j)].size() != 1)
+            continue;
+        m_clampOf[i] = j;
+        m_fusedAway[static_cast<std::size_t>(j)] = 1;
+        // A 2x2/2 max pool after the clamp joins where nothing reads the clamp's output (no hooks, or
+        // hooks that leave the three layers alone).
+        if (l.kind() != LayerKind::Conv2d || !static_cast<const Conv2d&>(l).poolsInEpilogue()) continue;
+        const long pk = soleConsumer(static_cast<std::size_t>(j));
+        if (pk < 0 || m_inputs[static_cast<std::size_t>(pk)].size() != 1) continue;
+        const Layer& pool = *m_layers[static_cast<std::size_t>(pk)];
+        if (pool.kind() != LayerKind::MaxPool2d || !static_cast<const MaxPool2d&>(pool).fusesAfterConvolution()) continue;
+        if (hooks && !hooks->fusesPool(i, static_cast<std::size_t>(j), static_cast<std::size_t>(pk))) continue;
+        m_poolOf[i] = pk;
+        m_fusedAway[static_cast<std::size_t>(pk)] = 1;
+    }
+}
+
+// A Conv2d + clamp whose 2x2 max pool ran apart in the forward pass, because the hooks read the
+// clamp's output in between (QAT's observer and fake-quant on a ReLU point), still takes the
+// pool's backward inside its own, a few images at a time (Conv2d::backwardPooled): the clamp's
+// output gradient is never written whole. Only where the hooks' backward of that output is their
+// straight-through mask alone (gradientMask), which the convolution then applies. The pool's
+// argmax is that of its own forward, over the output as the hooks left it, and the clamp's rule
+// reads the pooled value, which is that output at the argmax: the same bits as apart.
+void Model::planBackwardPools(const LayerHooks& hooks)
+{
+    for (std::size_t c = 0; c < m_layers.size(); ++c) {
+        if (m_clampOf[c] < 0 || m_poolOf[c] >= 0 || m_layers[c]->kind() != LayerKind::Conv2d) continue;
+        if (!static_cast<const Conv2d&>(*m_layers[c]).poolsInEpilogue()) continue;
+        const auto j = static_cast<std::size_t>(m_clampOf[c]);
+        const long k = soleConsumer(j);
+        if (k < 0 || m_inputs[static_cast<std::size_t>(k)].size() != 1) continue;
+        const Layer& l = *m_layers[static_cast<std::size_t>(k)];
+        if (l.kind() != LayerKind::MaxPool2d) continue;
+        const auto& pool = static_cast<const MaxPool2d&>(l);
+        if (!pool.fusesAfterConvolution() || pool.fusedInputShape() != m_acts[j + 1].shape()) continue;
+        if (!hooks.gradientMask(j, m_acts[j + 1].numel())) continue;
+        m_bwdPoolOf[c] = k;
+        m_bwdPooled[static_cast<std::size_t>(k)] = 1;
+    }
+}
+
+const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks* hooks)
+{
+    if (m_layers.empty()) throw ConfigError("model " + m_name + " has no layers");
+    if (x.rank() != m_inputShape.size() + 1 ||
+        !std::equal(m_inputShape.begin(), m_inputShape.end(), x.shape().begin() + 1))
+        throw ConfigError("model " + m_name + ": input " + shapeString(x.shape()) + " does not match sample shape " +
+                          shapeString(m_inputShape));
+    m_acts.resize(m_layers.size() + 1);
+    m_acts[0].resize(x.shape());
+    std::memcpy(m_acts[0].data(), x.data(), x.numel() * sizeof(float));
+    if (hooks) hooks->onInput(m_acts[0], ctx);
+    m_fusedPass = m_fusion;
+    if (m_fusedPass) planFusion(hooks);
+    // A Flatten's input that the last pass left empty (its buffer went on as the Flatten's output)
+    // gets the spare buffer back, so that its producer writes without allocating.
+    m_viewed.assign(m_layers.size(), 0);
+    m_viewSpare.resize(m_layers.size());
+    m_viewShape.resize(m_layers.size());
+    for (std::size_t i = 0; i < m_layers.size(); ++i)
+        if (!m_viewSpare[i].empty() && !m_inputs[i].empty() && m_acts[m_inputs[i][0]].empty())
+            std::swap(m_acts[m_inputs[i][0]], m_viewSpare[i]);
+    std::vector<const Tensor*> xs;
+    // The context of a layer whose hooks let it round its own output to bf16 (RunContext).
+    RunContext roundedCtx = ctx;
+    roundedCtx.roundOutputBf16 = true;
+    auto ctxOf = [&](std::size_t i) -> const RunContext& {
+        return hooks && honoursRoundOutputBf16(m_layers[i]->kind()) && hooks->roundsOutputBf16(i) ? roundedCtx : ctx;
+    };
+    std::size_t roundedBy = static_cast<std::size_t>(-1); // the fused layer that rounded the clamp's output
+    if (m_times) ++m_times->forwardPasses;
+    // RunContext::releaseActivations: an activation goes once its last reader (layer i) has run
+    const bool release = ctx.releaseActivations && !ctx.training;
+    const auto released = [&](std::size_t i) {
+        if (!release) return;
+        for (std::size_t a : m_inputs[i]) {
+            const std::vector<std::size_t>& readers = m_consumers[a];
+            if (a + 1 < m_layers.size() && *std::max_element(readers.begin(), readers.end()) == i) m_acts[a] = Tensor();
+        }
+    };
+    for (std::size_t i = 0; i < m_layers.size(); released(i), ++i) {
+        const ScopeTimer timer(timeSlot(m_times ? &m_times->forwardMs : nullptr, i, m_layers.size()));
+        const auto& in = m_inputs[i];
+        if (m_fusedPass && m_fusedAway[i]) { // ran inside the layer before it
+            if (hooks) hooks->afterForward(i, *m_layers[i], m_acts[i + 1], roundedBy == i ? roundedCtx : ctx);
+            continue;
+        }
+        if (m_fusedPass && m_clampOf[i] >= 0) {
+            const auto j = static_cast<std::size_t>(m_clampOf[i]);
+            const RunContext& c = ctxOf(i);
+            if (m_poolOf[i] >= 0) { // conv + clamp + pool: only the pool's output is materialised
+                const auto k = static_cast<std::size_t>(m_poolOf[i]);
+                static_cast<Conv2d&>(*m_layers[i]).forwardPooled(m_acts[in[0]], m_acts[k + 1], c, clampCap(*m_layers[j]),
+                                                                 static_cast<MaxPool2d&>(*m_layers[k]));
+                roundedBy = static_cast<std::size_t>(-1);
+                m_acts[i + 1] = Tensor();
+                m_acts[j + 1] = Tensor();
+                continue;
+            }
+            if (m_layers[i]->kind() == LayerKind::Add) {
+                xs.clear();
+                for (std::size_t a : in) xs.push_back(&m_acts[a]);
+                static_cast<Add&>(*m_layers[i]).forwardClamped(xs, m_acts[j + 1], clampCap(*m_layers[j]), c.roundOutputBf16);
+            } else if (m_layers[i]->kind() == LayerKind::Conv2d) {
+                auto& conv = static_cast<Conv2d&>(*m_layers[i]);
+                // the hooks may take the clamp's output as the epilogue writes it (QAT's observer)
+                OutputImageSink* sink = hooks ? hooks->outputSink(j, conv.outputShape(m_acts[in[0]].shape())) : nullptr;
+                const ScopeExit unset([&] { conv.setOutputSink(nullptr); }); // for this call only, even when it throws
+                conv.setOutputSink(sink);
+                conv.forwardClamped(m_acts[in[0]], m_acts[j + 1], c, clampCap(*m_layers[j]));
+            } else
+                static_cast<BatchNorm2d&>(*m_layers[i]).forwardClamped(m_acts[in[0]], m_acts[j + 1], c, clampCap(*m_layers[j]));
+            roundedBy = c.roundOutputBf16 ? j : static_cast<std::size_t>(-1);
+            m_acts[i + 1] = Tensor();
+            continue;
+        }
+        if (m_fusedPass && m_flattenView[i]) { // the same values in another shape: no copy
+            Tensor& x = m_acts[in[0]];
+            const Shape shape = m_layers[i]->outputShape(x.shape());
+            m_viewShape[i] = x.shape();
+            std::swap(m_acts[i + 1], x);
+            m_acts[i + 1].reshape(shape);
+            if (!x.empty() && m_viewSpare[i].empty()) std::swap(x, m_viewSpare[i]);
+            x = Tensor();
+            m_viewed[i] = 1;
+            if (hooks) hooks->afterForward(i, *m_layers[i], m_acts[i + 1], ctx);
+            continue;
+        }
+        const RunContext& c = ctxOf(i);
+        if (in.size() == 1) {
+            // A BatchNorm2d reading a convolution's output takes its batch sums from the
+            // convolution's epilogue, image group by group in cache, instead of a pass over memory
+            // of its own; the hooks must leave that output as the convolution wrote it.
+            Conv2d* producer = m_fusedPass && m_layers[i]->kind() == LayerKind::Conv2d &&
+                                       (!hooks || !hooks->touchesOutput(i) || c.roundOutputBf16)
+                                   ? static_cast<Conv2d*>(m_layers[i].get())
+                                   : nullptr;
+            BatchNorm2d* sink = nullptr;
+            if (producer)
+                for (std::size_t b : m_consumers[i + 1])
+                    if (m_layers[b]->kind() == LayerKind::BatchNorm2d && m_inputs[b].size() == 1) {
+                        auto* bn = static_cast<BatchNorm2d*>(m_layers[b].get());
+                        if (bn->beginProducerStats(ctx, producer->outputShape(m_acts[in[0]].shape()))) sink = bn;
+                        break;
+                    }
+            const ScopeExit unset([&] { // the sink is the convolution's for this call only, even when it throws
+                if (sink) producer->setOutputSink(nullptr);
+            });
+            if (sink) producer->setOutputSink(sink);
+            m_layers[i]->forward(m_acts[in[0]], m_acts[i + 1], c);
+        } else {
+            xs.clear();
+            for (std::size_t a : in) xs.push_back(&m_acts[a]);
+            m_layers[i]->forwardMulti(xs, m_acts[i + 1], c);
+        }
+        if (hooks) hooks->afterForward(i, *m_layers[i], m_acts[i + 1], c);
+    }
+    return m_acts.back();
+}
+
+namespace {
+void addInto(Tensor& acc, const Tensor& g)
+{
+    float* a = acc.data();
+    const float* b = g.data();
+    const std::size_t n = acc.numel();
+    parallelChunks(n, elementwiseGrain(n), [=](std::size_t lo, std::size_t hi) {
+        for (std::size_t k = lo; k < hi; ++k) a[k] += b[k];
+    });
+}
+
+void copyInto(Tensor& dst, const Tensor& g)
+{
+    dst.resize(g.shape());
+    float* a = dst.data();
+    const float* b = g.data();
+    const std::size_t n = g.numel();
+    parallelChunks(n, elementwiseGrain(n), [=](std::size_t lo, std::size_t hi) {
+        std::memcpy(a + lo, b + lo, (hi - lo) * sizeof(float));
+    });
+}
+} // namespace
+
+// Reverse topological order. dL/d(activation a) is the sum over the layers that read a; a layer
+// with a single reader writes its input gradient in place, otherwise it goes through a scratch
+// tensor and is added. The model input (activation 0) gets no gradient.
+bool Model::lastLayerReadsOnlyThePrevious() const
+{
+    const std::size_t L = m_layers.size();
+    return L >= 2 && m_inputs[L - 1].size() == 1 && m_inputs[L - 1][0] == L - 1 && m_consumers[L - 1].size() == 1 &&
+           m_layers[L - 1]->params().empty();
+}
+
+void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
+{
+    if (fromLastInput && !lastLayerReadsOnlyThePrevious())
+        throw ConfigError("model " + m_name + ": backward from the last layer's input needs a last layer without "
+                          "parameters that alone reads the layer before it");
+    const std::size_t L = m_layers.size();
+    const std::size_t start = fromLastInput ? L - 1 : L; // the activation dOut belongs to
+    if (m_fusedPass) // a second backward of one forward: the Flatten views gave their buffers back
+        for (std::size_t i = 0; i < m_flattenView.size() && i < m_viewed.size(); ++i)
+            if (m_flattenView[i] && !m_viewed[i] && m_acts[i + 1].empty()) {
+                std::swap(m_acts[i + 1], m_acts[m_inputs[i][0]]);
+                m_acts[i + 1].reshape(m_layers[i]->outputShape(m_viewShape[i]));
+                m_viewed[i] = 1;
+            }
+    if (m_acts.size() != L + 1 || dOut.shape() != m_acts[start].shape())
+        throw ConfigError("model " + m_name + ": backward does not match the last forward");
+    m_grads.resize(L + 1);
+    m_gradSet.assign(L + 1, 0);
+    m_gradRounded.assign(L, 0);
+    m_steOf.assign(L, nullptr);
+    m_bwdPoolOf.assign(L, -1);
+    m_bwdPooled.assign(L, 0);
+    m_dySourceOf.assign(L, nullptr);
+    m_dySourceRounds.assign(L, 0);
+    if (hooks && m_fusedPass) planBackwardPools(*hooks);
+    Tensor& top = m_grads[start];
+    top.resize(dOut.shape());
+    std::memcpy(top.data(), dOut.data(), dOut.numel() * sizeof(float));
+    m_gradSet[start] = 1;
+    std::vector<const Tensor*> xs;
+    std::vector<Tensor*> dxs;
+    if (m_times) ++m_times->backwardPasses;
+    for (std::size_t i = start; i-- > 0;) {
+        const ScopeTimer timer(timeSlot(m_times ? &m_times->backwardMs : nullptr, i, L));
+        Tensor& dy = m_grads[i + 1];
+        if (!m_gradSet[i + 1]) { // an output nobody reads: no gradient flows from it
+            dy.resize(m_acts[i + 1].shape());
+            dy.setZero();
+            m_gradSet[i + 1] = 1;
+        }
+        const auto& in = m_inputs[i];
+        // A clamp fused away into a BatchNorm2d, Add or Conv2d (not one with a pool fused after it):
+        // that layer's backward applies the hooks' straight-through mask too
+        // (LayerHooks::gradientMask), in its own passes.
+        const std::uint8_t* ste = nullptr;
+        if (hooks && m_fusedPass && m_fusedAway[i] && in.size() == 1 && in[0] > 0 &&
+            m_clampOf[in[0] - 1] == static_cast<long>(i)) {
+            const LayerKind pk = m_layers[in[0] - 1]->kind();
+            // the clamp's output size: dy is the pool's output gradient when its pool is deferred
+            if (pk == LayerKind::BatchNorm2d || pk == LayerKind::Add || (pk == LayerKind::Conv2d && m_poolOf[in[0] - 1] < 0))
+                ste = hooks->gradientMask(i, m_acts[i + 1].numel());
+        }
+        // A Conv2d whose output gradient its BatchNorm2d left deferred: the hooks leave it alone (or
+        // the BN rounded it) and the convolution has the BN write it (setGradientSource).
+        BatchNorm2d* source = m_fusedPass ? m_dySourceOf[i] : nullptr;
+        if (hooks && !ste && !m_gradRounded[i] && !source) hooks->beforeBackward(i, *m_layers[i], dy);
+        if (m_fusedPass && m_flattenView[i] && m_viewed[i]) { // its input's buffer and gradient go back down
+            const std::size_t a = in[0];
+            const Shape& shape = m_viewShape[i];
+            std::swap(m_acts[a], m_acts[i + 1]);
+            m_acts[a].reshape(shape);
+            m_viewed[i] = 0;
+            std::swap(m_grads[a], dy);
+            m_grads[a].reshape(shape);
+            m_gradSet[a] = 1;
+            continue;
+        }
+        if (m_fusedPass && (m_fusedAway[i] || m_bwdPooled[i])) { // its BatchNorm2d or Conv2d takes dL/d(output) as it is
+            m_steOf[i] = ste;
+            std::swap(m_grads[in[0]], dy);
+            m_gradSet[in[0]] = 1;
+            continue;
+        }
+        if (m_layers[i]->kind() == LayerKind::Add) {
+            // dL/d(input) = dy for each input: added where a gradient is there already, else
+            // copied, and the last input takes dy's buffer itself (dy is not read again). Fused
+            // with its clamp, dy (the clamp's output gradient) is first masked in place by the
+            // clamp's rule on its output, in the same pass as the first input's gradient.
+            std::size_t j = 0;
+            if (m_fusedPass && m_clampOf[i] >= 0) {
+                const auto c = static_cast<std::size_t>(m_clampOf[i]);
+                const std::size_t a = in[0];
+                const bool first = a != 0 && in.size() > 1;
+                static_cast<const Add&>(*m_layers[i]).maskGradient(m_acts[c + 1], dy, clampCap(*m_layers[c]),
+                                                                   first ? &m_grads[a] : nullptr, first && m_gradSet[a],
+                                                                   m_steOf[c]);
+                if (first) m_gradSet[a] = 1;
+                j = first || a == 0 ? 1 : 0;
+            }
+            for (; j < in.size(); ++j) {
+                const std::size_t a = in[j];
+                if (a == 0) continue;
+                if (m_gradSet[a]) addInto(m_grads[a], dy);
+                else if (j + 1 == in.size()) std::swap(m_grads[a], dy);
+                else copyInto(m_grads[a], dy);
+                m_gradSet[a] = 1;
+            }
+            continue;
+        }
+        // Where each input gradient goes: straight into the activation's gradient when this layer
+        // is its only reader, into the scratch tensor (then added) otherwise.
+        auto target = [&](std::size_t a) -> Tensor* {
+            if (a == 0) return nullptr;
+            return m_consumers[a].size() == 1 ? &m_grads[a] : nullptr;
+        };
+        // With one input, the first of several readers to run also writes straight into the
+        // activation's gradient (every backward overwrites its dx), which keeps its buffer: a
+        // scratch tensor swapped in there would leave the slot's old buffer, often of another
+        // size, as the next scratch, and growing it cost a reallocation, a zero fill and page
+        // faults each step (resnet8's layer2.shortcut: 2.8 ms in a step against 0.36 ms alone).
+        auto firstTarget = [&](std::size_t a) -> Tensor* {
+            if (a == 0) return nullptr;
+            return m_consumers[a].size() == 1 || !m_gradSet[a] ? &m_grads[a] : nullptr;
+        };
+        if (in.size() == 1) {
+            const std::size_t a = in[0];
+            Tensor* direct = firstTarget(a);
+            const bool need = a != 0;
+            // A convolution whose input has a gradient already (a residual block's input, read by
+            // the block's shortcut too) adds its own into it: the same bits as the scratch tensor
+            // and addInto, without either.
+            auto* conv = m_layers[i]->kind() == LayerKind::Conv2d ? static_cast<Conv2d*>(m_layers[i].get()) : nullptr;
+            BatchNorm2d* const sourced = conv ? source : nullptr;
+            const ScopeExit unsetSource([&] { // the source is the convolution's for this call only, even when it throws
+                if (!sourced) return;
+                conv->setGradientSource(nullptr);
+                sourced->endDeferredGradient();
+            });
+            if (sourced) conv->setGradientSource(sourced);
+            static const Tensor kNoGradient; // dy of a convolution with a source: not read
+            const Tensor& dyIn = sourced ? kNoGradient : dy;
+            if (need && !direct && m_gradSet[a] && conv && conv->addsInputGradient() &&
+                !(m_fusedPass && (m_poolOf[i] >= 0 || m_bwdPoolOf[i] >= 0))) {
+                const bool clamped = m_fusedPass && m_clampOf[i] >= 0;
+                const auto j = clamped ? static_cast<std::size_t>(m_clampOf[i]) : 0;
+                conv->backwardAddingInputGradient(m_acts[a], clamped ? &m_acts[j + 1] : nullptr, dyIn, m_grads[a],
+                                                  clamped ? clampCap(*m_layers[j]) : 0.0f, clamped ? m_steOf[j] : nullptr);
+                if (sourced && m_dySourceRounds[i]) hooks->gradientRounded(i, sourced->deferredGradientFinite());
+                continue;
+            }
+            Tensor& dx = direct ? *direct : m_gradScratch;
+            // A BatchNorm2d or Conv2d alone reading a layer whose gradient the hooks round to bf16
+            // rounds it as it writes it (LayerHooks::roundsGradientBf16): one pass over it fewer.
+            auto* rounding = hooks && need && direct && m_consumers[a].size() == 1 && hooks->roundsGradientBf16(a - 1)
+                                 ? dynamic_cast<InputGradientRounding*>(m_layers[i].get())
+                                 : nullptr;
+            struct RoundingScope { // off again however the backward ends
+                InputGradientRounding* layer;
+                ~RoundingScope()
+                {
+                    if (layer) layer->setRoundInputGradientBf16(false);
+                }
+            } roundingScope{rounding};
+            if (rounding) rounding->setRoundInputGradientBf16(true);
+            // A BatchNorm2d reading the output of the convolution right before it, alone: its dx
+            // is written inside that convolution's backward, group by group while in cache, never
+            // whole (BatchNorm2d::backwardDeferringInputGradient, Conv2d::setGradientSource). The
+            // hooks must leave that gradient alone, or have the BN round it.
+            if (m_fusedPass && need && direct && a == i && m_layers[i]->kind() == LayerKind::BatchNorm2d &&
+                m_consumers[a].size() == 1 && m_layers[a - 1]->kind() == LayerKind::Conv2d && m_clampOf[a - 1] < 0 &&
+                static_cast<const Conv2d&>(*m_layers[a - 1]).takesGradientSource() &&
+                (!hooks || rounding || !hooks->touchesOutput(a - 1))) {
+                auto& bn = static_cast<BatchNorm2d&>(*m_layers[i]);
+                if (m_clampOf[i] >= 0) {
+                    const auto j = static_cast<std::size_t>(m_clampOf[i]);
+                    bn.backwardDeferringInputGradient(m_acts[a], &m_acts[j + 1], dy, clampCap(*m_layers[j]), hooks != nullptr,
+                                                      m_steOf[j]);
+                } else {
+                    bn.backwardDeferringInputGradient(m_acts[a], nullptr, dy, 0.0f);
+                }
+                m_dySourceOf[a - 1] = &bn;
+                if (rounding) { // gradientRounded once the convolution has written it all
+                    m_gradRounded[a - 1] = 1;
+                    m_dySourceRounds[a - 1] = 1;
+                }
+                m_gradSet[a] = 1;
+                continue;
+            }
+            if (m_fusedPass && m_clampOf[i] >= 0) {
+                const auto j = static_cast<std::size_t>(m_clampOf[i]);
+                if (m_poolOf[i] >= 0 || m_bwdPoolOf[i] >= 0) { // dy is the pool's output gradient (passed down by the fused-away layers)
+                    const auto k = static_cast<std::size_t>(m_poolOf[i] >= 0 ? m_poolOf[i] : m_bwdPoolOf[i]);
+                    static_cast<Conv2d&>(*m_layers[i]).backwardPooled(m_acts[a], m_acts[k + 1], dy, dx, need, clampCap(*m_layers[j]),
+                                                                      static_cast<MaxPool2d&>(*m_layers[k]), m_steOf[j]);
+                } else if (m_layers[i]->kind() == LayerKind::Conv2d)
+                    static_cast<Conv2d&>(*m_layers[i]).backwardClamped(m_acts[a], m_acts[j + 1], dy, dx, need, clampCap(*m_layers[j]),
+                                                                       m_steOf[j]);
+                else
+                    static_cast<BatchNorm2d&>(*m_layers[i]).backwardClamped(m_acts[a], m_acts[j + 1], dy, dx, need, clampCap(*m_layers[j]),
+                                                                            hooks != nullptr, m_steOf[j]);
+            } else {
+                m_layers[i]->backward(m_acts[a], m_acts[i + 1], dyIn, dx, need);
+            }
+            if (sourced && m_dySourceRounds[i]) hooks->gradientRounded(i, sourced->deferredGradientFinite());
+            if (rounding) {
+                hooks->gradientRounded(a - 1, rounding->inputGradientFinite());
+                m_gradRounded[a - 1] = 1;
+            }
+            if (need && !direct) {
+                if (m_gradSet[a]) addInto(m_grads[a], dx);
+                else std::swap(m_grads[a], m_gradScratch);
+            }
+            if (need) m_gradSet[a] = 1;
+        } else {
+            xs.clear();
+            dxs.clear();
+            std::vector<Tensor>& scratch = m_multiScratch;
+            if (scratch.size() < in.size()) scratch.resize(in.size());
+            for (std::size_t j = 0; j < in.size(); ++j) {
+                xs.push_back(&m_acts[in[j]]);
+                Tensor* direct = target(in[j]);
+                dxs.push_back(in[j] == 0 ? nullptr : (direct ? direct : &scratch[j]));
+            }
+            m_layers[i]->backwardMulti(xs, m_acts[i + 1], dy, dxs);
+            for (std::size_t j = 0; j < in.size(); ++j) {
+                const std::size_t a = in[j];
+                if (a == 0) continue;
+                if (dxs[j] == &scratch[j]) {
+                    if (m_gradSet[a]) addInto(m_grads[a], scratch[j]);
+                    else std::swap(m_grads[a], scratch[j]);
+                }
+                m_gradSet[a] = 1;
+            }
+        }
+    }
+}
+
+} // namespace quantscope
