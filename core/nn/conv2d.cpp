@@ -368,6 +368,13 @@ void Conv2d::forward(const Tensor& x, Tensor& y, const RunContext& ctx)
     forwardImpl(x, y, ctx, std::numeric_limits<float>::quiet_NaN());
 }
 
+const float* Conv2d::sourcedGradient(std::size_t n0, std::size_t count, std::size_t imageSize) const
+{
+    float* buf = threadBuffer(5, count * imageSize).data();
+    m_dySource->gradientImages(n0, count, buf);
+    return buf;
+}
+
 bool Conv2d::takesGradientSource() const
 {
     // stride 1: backwardDirect (FP32 or bf16 runs); strided: the FP32 kernels (backwardStrided,
@@ -615,9 +622,7 @@ void Conv2d::backwardPaths(const Tensor& x, const Tensor* r, const Tensor& dyIn,
         float* part = m_partials.data() + n * partSize;
         const float* dyn = nullptr; // the image's output gradient
         if (m_dySource) {
-            float* buf = threadBuffer(5, m_cout * HWo).data();
-            m_dySource->gradientImages(n, 1, buf);
-            dyn = buf;
+            dyn = sourcedGradient(n, 1, m_cout * HWo);
         } else {
             dyn = dy.data() + n * m_cout * HWo;
         }

@@ -224,6 +224,9 @@ private:
     std::vector<std::int32_t> m_s8Corr;  // per output channel: -zero x sum of the codes
     std::vector<std::size_t> m_s8Taps;   // byte offsets of the k x k taps in the runs
     PackedBf16Runs m_packedBf16Runs;     // usesBf16Runs: W (forward) or rot180(W)^T (input gradient)
+    // Images [n0, n0 + count) of the output gradient, written by m_dySource into this thread's
+    // buffer 5 (imageSize floats an image), which stays in cache while the group is worked on.
+    const float* sourcedGradient(std::size_t n0, std::size_t count, std::size_t imageSize) const;
     bool m_lastInteger = false;
     OutputImageSink* m_sink = nullptr; // setOutputSink
     GradientImageSource* m_dySource = nullptr; // setGradientSource

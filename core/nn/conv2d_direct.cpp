@@ -327,9 +327,7 @@ void Conv2d::backwardStrided(const Tensor& x, const Tensor& dy, Tensor& dx, bool
         const float* dyg = dy.data();
         std::size_t dn0 = n0;
         if (m_dySource) {
-            float* buf = threadBuffer(5, count * m_cout * HWo).data();
-            m_dySource->gradientImages(n0, count, buf);
-            dyg = buf;
+            dyg = sourcedGradient(n0, count, m_cout * HWo);
             dn0 = 0;
         }
         toOutputRuns(dyg, m_cout, dn0, count, g, gr);
@@ -475,9 +473,7 @@ void Conv2d::backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, 
         const float* rv = r ? r->data() + at0 : nullptr;
         const float* dyg = pooled || m_dySource ? nullptr : dy.data() + at0;
         if (m_dySource) { // the source's images, written here (setGradientSource)
-            float* buf = threadBuffer(5, count * m_cout * HWo).data();
-            m_dySource->gradientImages(n0, count, buf);
-            dyg = buf;
+            dyg = sourcedGradient(n0, count, m_cout * HWo);
         } else if (pooled) {
             float* buf = threadBuffer(5, count * m_cout * HWo).data();
             pooled->pool->backwardFusedPlanes(*pooled->y, *pooled->dy, n0 * m_cout, (n0 + count) * m_cout, buf, pooled->cap);

@@ -185,9 +185,7 @@ void Conv2d::backwardSubsampled(const Tensor& x, const Tensor& dy, Tensor& dx, b
         gatherSubsampled(x.data(), m_cin, n0, count, g, xr);
         const float* dyg = nullptr; // the group's output gradient, from its first image on
         if (m_dySource) {           // written here by the source (setGradientSource)
-            float* buf = threadBuffer(5, count * m_cout * g.HWo).data();
-            m_dySource->gradientImages(n0, count, buf);
-            dyg = buf;
+            dyg = sourcedGradient(n0, count, m_cout * g.HWo);
         } else {
             dyg = dy.data() + n0 * m_cout * g.HWo;
         }
