@@ -298,10 +298,13 @@ void TestGraph::fusedActivationIsBitIdentical_data()
     QTest::addColumn<QString>("preset");
     // Activations left empty: the first layer of each BatchNorm2d or Conv2d -> ReLU/ReLU6 pair where
     // it has no other reader, the clamp of each Conv2d + clamp + 2x2 max pool run as one, and the
-    // input of the Flatten (its buffer is the Flatten's output).
+    // input of the Flatten (its buffer is the Flatten's output), and a BatchNorm2d read by an
+    // Add + clamp alone (the Add computes its output plane by plane).
     QTest::addColumn<int>("emptyActivations");
     QTest::addColumn<bool>("bf16"); // the convolutions on the bf16 products (where the CPU has them)
-    QTest::newRow("resnet8") << "resnet8" << 8 << false;         // stem and each block's first BN, and each block's Add
+    // resnet8: the stem's and each block's first BN, each block's Add, and the 5 BNs that only an
+    // Add reads (each block's second BN, the shortcuts' BNs): the Add computes their output
+    QTest::newRow("resnet8") << "resnet8" << 13 << false;
     QTest::newRow("mobilenet-tiny") << "mobilenet-tiny" << 10 << false; // stem, then depthwise and pointwise in 4 blocks
     QTest::newRow("seed-cnn-bn") << "seed-cnn-bn" << 3 << false;
     QTest::newRow("seed-cnn") << "seed-cnn" << 4 << false;       // conv1 (im2col), conv2 (direct, unpadded) and its pooled ReLU

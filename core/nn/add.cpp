@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 namespace quantscope {
 
@@ -41,6 +42,38 @@ void sumThrough(const std::vector<const Tensor*>& xs, Tensor& y, F f)
         const float* __restrict bb = b;
         float* __restrict dst = out;
         for (std::size_t i = lo; i < hi; ++i) dst[i] = f(aa[i] + bb[i]);
+    });
+}
+// y = f(a + b) with input j taken from sources[j] where given, a few planes at a time.
+template <class F>
+void sumThroughSources(const std::vector<const Tensor*>& xs, const std::array<const OutputPlaneSource*, 2>& sources,
+                       Tensor& y, F f)
+{
+    const std::size_t HW = y.dim(2) * y.dim(3), planes = y.dim(0) * y.dim(1);
+    // planes per buffer fill: about 16 KB, so that both inputs' buffers stay in L1
+    const std::size_t fill = std::max<std::size_t>(1, 4096 / std::max<std::size_t>(HW, 1));
+    const std::size_t grain = std::max(fill, elementwiseGrain(y.numel()) / std::max<std::size_t>(HW, 1));
+    const float* in[2] = {xs[0]->data(), xs[1]->data()};
+    float* out = y.data();
+    parallelChunks(planes, grain, [&](std::size_t p0, std::size_t p1) {
+        thread_local std::vector<float> buffers[2];
+        for (std::size_t p = p0; p < p1; p += fill) {
+            const std::size_t count = std::min(fill, p1 - p), n = count * HW;
+            const float* v[2];
+            for (std::size_t j = 0; j < 2; ++j) {
+                if (!sources[j]) {
+                    v[j] = in[j] + p * HW;
+                    continue;
+                }
+                if (buffers[j].size() < n) buffers[j].resize(n);
+                sources[j]->outputPlanes(p, count, buffers[j].data());
+                v[j] = buffers[j].data();
+            }
+            const float* __restrict a = v[0];
+            const float* __restrict b = v[1];
+            float* __restrict dst = out + p * HW;
+            for (std::size_t i = 0; i < n; ++i) dst[i] = f(a[i] + b[i]);
+        }
     });
 }
 } // namespace
@@ -79,9 +112,18 @@ void Add::backwardMulti(const std::vector<const Tensor*>& xs, const Tensor& /*y*
 
 // r = min(max(a + b, 0), cap): ReLU's and ReLU6's own expression on the sum (clampForward), on
 // the sum rounded to bf16 when toBf16.
-void Add::forwardClamped(const std::vector<const Tensor*>& xs, Tensor& r, float cap, bool toBf16)
+void Add::forwardClamped(const std::vector<const Tensor*>& xs, Tensor& r, float cap, bool toBf16,
+                         const std::array<const OutputPlaneSource*, 2>& sources)
 {
     r.resize(outputShapeMulti({xs.at(0)->shape(), xs.at(1)->shape()}));
+    if (sources[0] || sources[1]) {
+        if (r.rank() != 4)
+            throw ConfigError(name() + ": an input computed plane by plane needs (N, C, H, W), given " + shapeString(r.shape()));
+        if (toBf16)
+            sumThroughSources(xs, sources, r, [cap](float v) { return std::min(std::max(roundBf16(v), 0.0f), cap); });
+        else sumThroughSources(xs, sources, r, [cap](float v) { return std::min(std::max(v, 0.0f), cap); });
+        return;
+    }
     if (toBf16) sumThrough(xs, r, [cap](float v) { return std::min(std::max(roundBf16(v), 0.0f), cap); });
     else sumThrough(xs, r, [cap](float v) { return std::min(std::max(v, 0.0f), cap); });
 }

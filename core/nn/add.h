@@ -3,6 +3,7 @@
 
 #include "nn/layer.h"
 
+#include <array>
 #include <cstdint>
 
 namespace quantscope {
@@ -27,7 +28,11 @@ public:
     // (Model::setFusion): r = min(max(a + b, 0), cap) in one pass, the sum never stored; with
     // toBf16 the sum is rounded to bfloat16 first (the clamp of a bf16 value is one: 0 and 6 are
     // on the grid), so r = ReLU(round(a + b)), as the separate layers with the rounding between.
-    void forwardClamped(const std::vector<const Tensor*>& xs, Tensor& r, float cap, bool toBf16 = false);
+    // sources[j] (or nullptr): input j's values come from that layer's OutputPlaneSource, a few
+    // planes at a time into a buffer in cache, and *xs[j] gives only their shape (a BatchNorm2d's
+    // input, whose output forwardDeferringOutput left unwritten). Needs 4-d inputs (N, C, H, W).
+    void forwardClamped(const std::vector<const Tensor*>& xs, Tensor& r, float cap, bool toBf16 = false,
+                        const std::array<const OutputPlaneSource*, 2>& sources = {});
     // The fused backward's mask: dr (the clamp's output gradient, r's shape) keeps its entries
     // where the clamp passes them (r > 0, and r < cap when cap is finite: ReLU's and ReLU6's rules
     // on their output) and is zeroed elsewhere, in place. With first, the masked gradient is also

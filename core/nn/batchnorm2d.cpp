@@ -338,11 +338,33 @@ void planeInputGrad(const float* __restrict dy, const float* __restrict r, const
 // so the statistics do not depend on the thread count. The variance combines each plane's sum
 // of squared deviations about its own mean (Chan et al., "Updating formulae and a pairwise
 // algorithm for computing sample variances", 1979): one pass over memory, no cancellation.
-void BatchNorm2d::forward(const Tensor& x, Tensor& y, const RunContext& ctx) { forwardImpl(x, y, ctx, 0.0f, false); }
+void BatchNorm2d::forward(const Tensor& x, Tensor& y, const RunContext& ctx) { forwardImpl(x, &y, ctx, 0.0f, false); }
+
+void BatchNorm2d::forwardDeferringOutput(const Tensor& x, const RunContext& ctx)
+{
+    forwardImpl(x, nullptr, ctx, 0.0f, false);
+    m_deferredOutputOf = &x;
+}
+
+void BatchNorm2d::outputPlanes(std::size_t p0, std::size_t count, float* out) const
+{
+    const Tensor* x = m_deferredOutputOf;
+    if (!x || x->rank() != 4 || (p0 + count) > x->dim(0) * m_c)
+        throw ConfigError(name() + ": output planes asked for without a deferred forward over them");
+    const std::size_t HW = x->dim(2) * x->dim(3);
+    const float* g = m_gamma.forwardValue().data();
+    const float* b = m_beta.forwardValue().data();
+    for (std::size_t p = p0; p < p0 + count; ++p) {
+        const std::size_t c = p % m_c;
+        float* __restrict yp = out + (p - p0) * HW;
+        planeNormalize<false>(x->data() + p * HW, HW, ChannelAffine{m_mean[c], g[c] * m_invStd[c], b[c], 0.0f}, yp);
+        if (m_outputRoundedBf16) roundBf16Span(yp, HW);
+    }
+}
 
 void BatchNorm2d::forwardClamped(const Tensor& x, Tensor& r, const RunContext& ctx, float cap)
 {
-    forwardImpl(x, r, ctx, cap, true);
+    forwardImpl(x, &r, ctx, cap, true);
 }
 
 void BatchNorm2d::beginReestimation()
@@ -408,9 +430,11 @@ void BatchNorm2d::imagesWritten(const Tensor& y, std::size_t n0, std::size_t cou
     m_producerImages.fetch_add(count);
 }
 
-void BatchNorm2d::forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx, float cap, bool clamp)
+void BatchNorm2d::forwardImpl(const Tensor& x, Tensor* y, const RunContext& ctx, float cap, bool clamp)
 {
-    y.resize(outputShape(x.shape()));
+    const Shape shape = outputShape(x.shape());
+    m_deferredOutputOf = nullptr;
+    if (y) y->resize(shape);
     const std::size_t N = x.dim(0), C = m_c, HW = x.dim(2) * x.dim(3), M = N * HW;
     const bool batchStats = batchStatistics(ctx);
     // Re-estimation: the k-th pass enters the running average with weight 1/k.
@@ -451,11 +475,12 @@ void BatchNorm2d::forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx,
     const float* g = m_gamma.forwardValue().data();
     const float* b = m_beta.forwardValue().data();
     m_outputRoundedBf16 = ctx.roundOutputBf16;
+    if (!y) return;
     parallelForStatic(N, [&](std::size_t n) {
         for (std::size_t c = 0; c < C; ++c) {
             const std::size_t off = (n * C + c) * HW;
             const float* __restrict xp = x.data() + off;
-            float* __restrict yp = y.data() + off;
+            float* __restrict yp = y->data() + off;
             const ChannelAffine a{m_mean[c], g[c] * m_invStd[c], b[c], cap};
             if (clamp) planeNormalize<true>(xp, HW, a, yp);
             else planeNormalize<false>(xp, HW, a, yp);

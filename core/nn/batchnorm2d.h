@@ -9,7 +9,11 @@
 
 namespace quantscope {
 
-class BatchNorm2d final : public Layer, public InputGradientRounding, public OutputImageSink, public GradientImageSource {
+class BatchNorm2d final : public Layer,
+                          public InputGradientRounding,
+                          public OutputImageSink,
+                          public GradientImageSource,
+                          public OutputPlaneSource {
 public:
     BatchNorm2d(std::string name, std::size_t channels, float eps = 1e-5f, float momentum = 0.1f);
 
@@ -47,6 +51,14 @@ public:
     void backwardDeferringInputGradient(const Tensor& x, const Tensor* r, const Tensor& dy, float cap,
                                         bool maskFromOutput = false, const std::uint8_t* steMask = nullptr);
     void gradientImages(std::size_t n0, std::size_t count, float* out) override;
+    // forward without writing y: the statistics are taken (and the running ones updated) as
+    // forward takes them, and y is left to outputPlanes, which writes planes of it (rounded to
+    // bf16 where ctx.roundOutputBf16) as the layer that reads it needs them (OutputPlaneSource;
+    // Add::forwardClamped): y never goes through memory whole. The same values, so the same bits,
+    // as forward's y. x must stay as it is until the reader is done; backward then takes x as
+    // after forward (it never reads y).
+    void forwardDeferringOutput(const Tensor& x, const RunContext& ctx);
+    void outputPlanes(std::size_t p0, std::size_t count, float* out) const override;
     bool deferredGradientFinite() const;
     void endDeferredGradient();
     std::string describe() const override { return std::to_string(m_c) + " channels"; }
@@ -82,7 +94,9 @@ public:
     void imagesWritten(const Tensor& y, std::size_t n0, std::size_t count) override;
 
 private:
-    void forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx, float cap, bool clamp);
+    // y == nullptr: the statistics only (forwardDeferringOutput)
+    void forwardImpl(const Tensor& x, Tensor* y, const RunContext& ctx, float cap, bool clamp);
+    const Tensor* m_deferredOutputOf = nullptr; // forwardDeferringOutput's x
     // r == nullptr: plain BN backward; otherwise dy is masked by the clamp's rule on r.
     // defer: dx is not written; its pass is kept for gradientImages (backwardDeferringInputGradient).
     void backwardImpl(const Tensor& x, const Tensor* r, const Tensor& dy, Tensor& dx, bool needInputGrad, float cap,

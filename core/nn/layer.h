@@ -158,6 +158,20 @@ protected:
     ~GradientImageSource() = default;
 };
 
+// A layer's output computed plane by plane for the layer that reads it, as it reads it, so that it
+// never goes through memory whole (BatchNorm2d::forwardDeferringOutput, read by an Add: Model's
+// training pass).
+class OutputPlaneSource {
+public:
+    // Writes planes [p0, p0 + count) of the output, (N, C, H, W) taken as N C planes of H W floats
+    // in order, count H W floats at out. The same values as the layer's own forward would have
+    // written. Called from the reader's worker threads, for disjoint ranges.
+    virtual void outputPlanes(std::size_t p0, std::size_t count, float* out) const = 0;
+
+protected:
+    ~OutputPlaneSource() = default;
+};
+
 using LayerPtr = std::unique_ptr<Layer>;
 
 } // namespace quantscope

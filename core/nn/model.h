@@ -140,7 +140,11 @@ public:
     // recomputes its output). Without hooks (or where the hooks allow
     // it: LayerHooks::fusesPool), a convolution fused with its clamp whose clamp's only reader is a
     // 2x2 stride-2 max pool runs that pool in its epilogue too (Conv2d::forwardPooled): then the
-    // clamp's output is empty as well. A Flatten that alone reads its input (and whose output the
+    // clamp's output is empty as well. A BatchNorm2d whose only reader is such an Add (fused with
+    // its clamp) leaves its output to that Add, which computes it a few planes at a time as it
+    // reads it (BatchNorm2d::forwardDeferringOutput, OutputPlaneSource): that output is empty too
+    // (without hooks, or with hooks that have the BatchNorm round it to bf16 and read it no
+    // further; not in passes that release activations). A Flatten that alone reads its input (and whose output the
     // hooks leave alone) takes that input's buffer as its output instead of copying it, and its
     // backward hands the gradient's buffer down the same way: its input is then empty (its values
     // are the Flatten's output) until the backward gives the buffer back. Off by
@@ -178,6 +182,7 @@ private:
     bool m_fusedPass = false;        // the last forward ran fused
     std::vector<long> m_clampOf;     // per layer: the activation layer a BatchNorm2d or Conv2d runs fused with, or -1
     std::vector<std::uint8_t> m_fusedAway; // per layer: an activation (or pool) run inside the layer before it
+    std::vector<std::uint8_t> m_outputDeferred; // per layer: a BatchNorm2d whose output its Add computes (OutputPlaneSource)
     std::vector<long> m_poolOf;      // per layer: the max pool a Conv2d + clamp runs fused with, or -1
     // backward: per Conv2d + clamp, the max pool whose forward ran apart (hooks read the clamp's
     // output) but whose backward runs inside the convolution's, or -1; per layer, such a pool

@@ -12,6 +12,7 @@
 #include "util/scope_exit.h"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -163,6 +164,24 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
             if (a + 1 < m_layers.size() && *std::max_element(readers.begin(), readers.end()) == i) m_acts[a] = Tensor();
         }
     };
+    // A BatchNorm2d read by an Add alone, the Add fused with its clamp (whose backward reads neither
+    // input): the Add computes the BN's output plane by plane as it reads it, and the output is
+    // never written (one pass over memory fewer: resnet8's BNs before each residual join). The
+    // hooks must leave that output alone or have the BN round it itself. Not where activations
+    // are released as their last reader runs: the Add reads the BN's input.
+    m_outputDeferred.assign(m_layers.size(), 0);
+    if (m_fusedPass && !release)
+        for (std::size_t i = 0; i < m_layers.size(); ++i) {
+            if (m_layers[i]->kind() != LayerKind::BatchNorm2d || m_clampOf[i] >= 0 || m_inputs[i].size() != 1) continue;
+            if (hooks && !ctxOf(i).roundOutputBf16) continue;
+            const long j = soleConsumer(i);
+            if (j < 0) continue;
+            const auto add = static_cast<std::size_t>(j);
+            if (m_layers[add]->kind() != LayerKind::Add || m_clampOf[add] < 0 || m_inputs[add].size() != 2 ||
+                m_inputs[add][0] == m_inputs[add][1])
+                continue;
+            m_outputDeferred[i] = 1;
+        }
     for (std::size_t i = 0; i < m_layers.size(); released(i), ++i) {
         const ScopeTimer timer(timeSlot(m_times ? &m_times->forwardMs : nullptr, i, m_layers.size()));
         const auto& in = m_inputs[i];
@@ -184,8 +203,18 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
             }
             if (m_layers[i]->kind() == LayerKind::Add) {
                 xs.clear();
-                for (std::size_t a : in) xs.push_back(&m_acts[a]);
-                static_cast<Add&>(*m_layers[i]).forwardClamped(xs, m_acts[j + 1], clampCap(*m_layers[j]), c.roundOutputBf16);
+                std::array<const OutputPlaneSource*, 2> sources{};
+                for (std::size_t k = 0; k < in.size(); ++k) {
+                    const std::size_t a = in[k];
+                    if (a > 0 && m_outputDeferred[a - 1] && k < sources.size()) { // a BN's output: its input's shape
+                        xs.push_back(&m_acts[m_inputs[a - 1][0]]);
+                        sources[k] = static_cast<const BatchNorm2d*>(m_layers[a - 1].get());
+                    } else {
+                        xs.push_back(&m_acts[a]);
+                    }
+                }
+                static_cast<Add&>(*m_layers[i]).forwardClamped(xs, m_acts[j + 1], clampCap(*m_layers[j]), c.roundOutputBf16,
+                                                              sources);
             } else if (m_layers[i]->kind() == LayerKind::Conv2d) {
                 auto& conv = static_cast<Conv2d&>(*m_layers[i]);
                 // the hooks may take the clamp's output as the epilogue writes it (QAT's observer)
@@ -212,6 +241,12 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
             continue;
         }
         const RunContext& c = ctxOf(i);
+        if (m_fusedPass && m_outputDeferred[i]) { // its Add computes the output (OutputPlaneSource)
+            static_cast<BatchNorm2d&>(*m_layers[i]).forwardDeferringOutput(m_acts[in[0]], c);
+            m_acts[i + 1] = Tensor();
+            if (hooks) hooks->afterForward(i, *m_layers[i], m_acts[i + 1], c);
+            continue;
+        }
         if (in.size() == 1) {
             // A BatchNorm2d reading a convolution's output takes its batch sums from the
             // convolution's epilogue, image group by group in cache, instead of a pass over memory
