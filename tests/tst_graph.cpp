@@ -302,11 +302,13 @@ void TestGraph::fusedActivationIsBitIdentical_data()
     // Add + clamp alone (the Add computes its output plane by plane).
     QTest::addColumn<int>("emptyActivations");
     QTest::addColumn<bool>("bf16"); // the convolutions on the bf16 products (where the CPU has them)
-    // resnet8: the stem's and each block's first BN, each block's Add, and the 5 BNs that only an
-    // Add reads (each block's second BN, the shortcuts' BNs): the Add computes their output
-    QTest::newRow("resnet8") << "resnet8" << 13 << false;
+    // resnet8: the stem's and each block's first BN, each block's Add, the 5 BNs that only an Add
+    // reads (each block's second BN, the shortcuts' BNs: the Add computes their output), and the
+    // ReLUs of the stem's and each block's first BN (their readers, stride-1 direct convolutions
+    // and the first block's Add, compute that output)
+    QTest::newRow("resnet8") << "resnet8" << 17 << false;
     QTest::newRow("mobilenet-tiny") << "mobilenet-tiny" << 10 << false; // stem, then depthwise and pointwise in 4 blocks
-    QTest::newRow("seed-cnn-bn") << "seed-cnn-bn" << 3 << false;
+    QTest::newRow("seed-cnn-bn") << "seed-cnn-bn" << 4 << false; // bn1's ReLU: conv2 computes it
     QTest::newRow("seed-cnn") << "seed-cnn" << 4 << false;       // conv1 (im2col), conv2 (direct, unpadded) and its pooled ReLU
     QTest::newRow("seed-cnn bf16") << "seed-cnn" << 3 << true; // conv1's bf16 im2col path fuses no clamp
     QTest::newRow("convs") << "convs" << 5 << false;             // fusionConvs: all but the shared conv

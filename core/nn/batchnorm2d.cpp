@@ -340,10 +340,12 @@ void planeInputGrad(const float* __restrict dy, const float* __restrict r, const
 // algorithm for computing sample variances", 1979): one pass over memory, no cancellation.
 void BatchNorm2d::forward(const Tensor& x, Tensor& y, const RunContext& ctx) { forwardImpl(x, &y, ctx, 0.0f, false); }
 
-void BatchNorm2d::forwardDeferringOutput(const Tensor& x, const RunContext& ctx)
+void BatchNorm2d::forwardDeferringOutput(const Tensor& x, const RunContext& ctx, float cap, bool clamp)
 {
-    forwardImpl(x, nullptr, ctx, 0.0f, false);
+    forwardImpl(x, nullptr, ctx, cap, clamp);
     m_deferredOutputOf = &x;
+    m_deferredCap = cap;
+    m_deferredClamp = clamp;
 }
 
 void BatchNorm2d::outputPlanes(std::size_t p0, std::size_t count, float* out) const
@@ -357,7 +359,9 @@ void BatchNorm2d::outputPlanes(std::size_t p0, std::size_t count, float* out) co
     for (std::size_t p = p0; p < p0 + count; ++p) {
         const std::size_t c = p % m_c;
         float* __restrict yp = out + (p - p0) * HW;
-        planeNormalize<false>(x->data() + p * HW, HW, ChannelAffine{m_mean[c], g[c] * m_invStd[c], b[c], 0.0f}, yp);
+        const ChannelAffine a{m_mean[c], g[c] * m_invStd[c], b[c], m_deferredCap};
+        if (m_deferredClamp) planeNormalize<true>(x->data() + p * HW, HW, a, yp);
+        else planeNormalize<false>(x->data() + p * HW, HW, a, yp);
         if (m_outputRoundedBf16) roundBf16Span(yp, HW);
     }
 }
@@ -505,7 +509,7 @@ void BatchNorm2d::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& d
 void BatchNorm2d::backwardDeferringInputGradient(const Tensor& x, const Tensor* r, const Tensor& dy, float cap,
                                                  bool maskFromOutput, const std::uint8_t* steMask)
 {
-    if (r && (r->shape() != x.shape() || dy.shape() != x.shape()))
+    if (r && ((!r->empty() && r->shape() != x.shape()) || dy.shape() != x.shape()))
         throw ConfigError(name() + ": fused backward given " + shapeString(r->shape()) + " / " + shapeString(dy.shape()) +
                           " for input " + shapeString(x.shape()));
     Tensor unused;
@@ -515,7 +519,7 @@ void BatchNorm2d::backwardDeferringInputGradient(const Tensor& x, const Tensor* 
 void BatchNorm2d::backwardClamped(const Tensor& x, const Tensor& r, const Tensor& dr, Tensor& dx, bool needInputGrad,
                                   float cap, bool maskFromOutput, const std::uint8_t* steMask)
 {
-    if (r.shape() != x.shape() || dr.shape() != x.shape())
+    if ((!r.empty() && r.shape() != x.shape()) || dr.shape() != x.shape())
         throw ConfigError(name() + ": fused backward given " + shapeString(r.shape()) + " / " + shapeString(dr.shape()) +
                           " for input " + shapeString(x.shape()));
     backwardImpl(x, &r, dr, dx, needInputGrad, cap, maskFromOutput, steMask, false);
@@ -553,14 +557,17 @@ void BatchNorm2d::backwardImpl(const Tensor& x, const Tensor* r, const Tensor& d
     // BN's forward affine per channel, for the fused activation's mask (see gradIn)
     const auto affine = [&](std::size_t c) { return ChannelAffine{m_mean[c], g[c] * m_invStd[c], bet[c], cap}; };
     const Clamp kind = !r ? Clamp::None : std::isinf(cap) ? Clamp::Relu : Clamp::Capped;
-    const float* rp = r ? r->data() : nullptr;
+    // an empty r: the clamp's output was never written (forwardDeferringOutput), so its mask is recomputed
+    const float* rp = r && !r->empty() ? r->data() : nullptr;
     m_planeStats.resize(2 * N * C);
     MaskFrom from = MaskFrom::Recompute;
 #if defined(__AVX512F__)
     if (maskFromOutput && r) from = m_outputRoundedBf16 ? MaskFrom::RoundedRecompute : MaskFrom::Output;
 #else
-    if (maskFromOutput && r) from = MaskFrom::Output;
+    if (r) from = MaskFrom::Output; // the scalar kernels read their mask from r
 #endif
+    if (r && !rp && from == MaskFrom::Output)
+        throw ConfigError(name() + ": fused backward without the activation's output, which this build must read");
     withClampKind(kind, from, [&]<Clamp K, MaskFrom R>() {
         parallelForStatic(N, [&](std::size_t n) {
             for (std::size_t c = 0; c < C; ++c) {

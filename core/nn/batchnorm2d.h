@@ -57,7 +57,20 @@ public:
     // Add::forwardClamped): y never goes through memory whole. The same values, so the same bits,
     // as forward's y. x must stay as it is until the reader is done; backward then takes x as
     // after forward (it never reads y).
-    void forwardDeferringOutput(const Tensor& x, const RunContext& ctx);
+    // clamp: the output of forwardClamped(x, r, ctx, cap) instead, r = min(max(BN(x), 0), cap); its
+    // backward (backwardClamped, backwardDeferringInputGradient) then takes an empty r and
+    // recomputes the clamp's mask from x (only where recomputesClampMask(); ConfigError otherwise).
+    void forwardDeferringOutput(const Tensor& x, const RunContext& ctx, float cap = 0.0f, bool clamp = false);
+    // Whether the fused backward can recompute its clamp's mask from x without reading r (AVX-512
+    // builds: BN(x) is recomputed with the forward's own instructions).
+    static constexpr bool recomputesClampMask()
+    {
+#if defined(__AVX512F__)
+        return true;
+#else
+        return false;
+#endif
+    }
     void outputPlanes(std::size_t p0, std::size_t count, float* out) const override;
     bool deferredGradientFinite() const;
     void endDeferredGradient();
@@ -97,6 +110,8 @@ private:
     // y == nullptr: the statistics only (forwardDeferringOutput)
     void forwardImpl(const Tensor& x, Tensor* y, const RunContext& ctx, float cap, bool clamp);
     const Tensor* m_deferredOutputOf = nullptr; // forwardDeferringOutput's x
+    float m_deferredCap = 0.0f;                 // and its clamp
+    bool m_deferredClamp = false;
     // r == nullptr: plain BN backward; otherwise dy is masked by the clamp's rule on r.
     // defer: dx is not written; its pass is kept for gradientImages (backwardDeferringInputGradient).
     void backwardImpl(const Tensor& x, const Tensor* r, const Tensor& dy, Tensor& dx, bool needInputGrad, float cap,

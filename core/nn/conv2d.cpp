@@ -452,6 +452,7 @@ void Conv2d::finishDxRounding(Tensor& dx, bool needInputGrad)
 void Conv2d::forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx, float cap)
 {
     using Idx = Eigen::Index;
+    if (m_xSource && !takesInputSource()) throw std::logic_error(name() + ": this forward cannot take an input source");
     const Shape os = outputShape(x.shape());
     y.resize(os);
     const std::size_t N = os[0], H = x.dim(2), W = x.dim(3), HWo = os[2] * os[3];
@@ -548,6 +549,7 @@ void Conv2d::backwardImpl(const Tensor& x, const Tensor* r, const Tensor& dy, Te
 void Conv2d::backwardPaths(const Tensor& x, const Tensor* r, const Tensor& dyIn, Tensor& dx, bool needInputGrad, float cap)
 {
     using Idx = Eigen::Index;
+    if (m_xSource && !takesInputSource()) throw std::logic_error(name() + ": this backward cannot take an input source");
     if (m_dySource) { // the source writes dy group by group (setGradientSource)
         if (!takesGradientSource() || r) throw std::logic_error(name() + ": this backward cannot take a gradient source");
         if (m_colsFor != x.shape()) throw ConfigError(name() + ": backward without a matching training forward");

@@ -160,6 +160,14 @@ public:
     // Only where takesGradientSource(); logic_error otherwise. nullptr: off. Model sets it for one call.
     void setGradientSource(GradientImageSource* source) { m_dySource = source; }
     bool takesGradientSource() const;
+    // The source of the input's values for the next forward or backward: x then gives only the
+    // input's shape (pass the producer's input, of the same shape), and each group's input planes
+    // are written by the source into a buffer in cache as the runs are laid out
+    // (BatchNorm2d::forwardDeferringOutput: the BN + ReLU output never goes through memory whole).
+    // Only where takesInputSource(): the FP32 stride-1 direct kernels, k > 1; logic_error
+    // otherwise. nullptr: off. Model sets it for one call.
+    void setInputSource(const OutputPlaneSource* source) { m_xSource = source; }
+    bool takesInputSource() const;
     // Whether the last forward ran on the integer products.
     bool lastForwardWasInteger() const { return m_lastInteger; }
     // Whether this layer's forward can take them: groups 1, FP32 products, and the direct kernels
@@ -230,6 +238,7 @@ private:
     bool m_lastInteger = false;
     OutputImageSink* m_sink = nullptr; // setOutputSink
     GradientImageSource* m_dySource = nullptr; // setGradientSource
+    const OutputPlaneSource* m_xSource = nullptr; // setInputSource
     bool m_roundOut = false; // this forward's RunContext::roundOutputBf16
     bool m_addDx = false;    // inside backwardAddingInputGradient: the direct kernels add into dx
     const std::uint8_t* m_ste = nullptr; // this backward's straight-through mask on r (backwardClamped)

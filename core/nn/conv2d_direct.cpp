@@ -33,6 +33,8 @@ bool Conv2d::directKernelsBuilt()
 #endif
 }
 
+bool Conv2d::takesInputSource() const { return usesDirectKernel() && m_stride == 1 && m_k > 1 && !usesBf16Gemm(); }
+
 bool Conv2d::usesDirectKernel() const
 {
     if (!directKernelsBuilt()) return false;
@@ -51,14 +53,28 @@ namespace {
 
 
 // x images [n0, n0 + count) of (N, C, H, W) -> runs (C, S). With r (the fused activation's
-// output, x's shape), x is masked by the activation's backward rule on r as it is copied.
+// output, x's shape), x is masked by the activation's backward rule on r as it is copied. With
+// source, x is not read: each plane comes from the source (into a buffer in L1), then its rows.
 void toRuns(const float* x, std::size_t C, std::size_t n0, std::size_t count, const RunGeometry& g, float* runs,
-            const float* r = nullptr, float cap = 0.0f)
+            const float* r = nullptr, float cap = 0.0f, const OutputPlaneSource* source = nullptr)
 {
     const std::size_t HW = g.H * g.W;
+    thread_local std::vector<float> plane;
+    if (source && plane.size() < HW) plane.resize(HW);
+    std::size_t planeAt = static_cast<std::size_t>(-1); // the plane's offset in x that `plane` holds
     const auto copy = [&](float* dst, std::size_t at, std::size_t n) {
-        if (r) copyRowMasked(dst, x + at, r + at, n, cap);
-        else copyRow(dst, x + at, n);
+        if (source) {
+            const std::size_t p0 = at - at % HW;
+            if (p0 != planeAt) {
+                source->outputPlanes(p0 / HW, 1, plane.data());
+                planeAt = p0;
+            }
+            copyRow(dst, plane.data() + (at - p0), n);
+        } else if (r) {
+            copyRowMasked(dst, x + at, r + at, n, cap);
+        } else {
+            copyRow(dst, x + at, n);
+        }
     };
     if (g.p == 0) { // no padding: the runs are the planes back to back
         for (std::size_t c = 0; c < C; ++c)
@@ -383,7 +399,8 @@ void forwardGroups(const Tensor& x, Tensor& y, const Geometry& g, std::size_t ci
 
 void Conv2d::forwardDirect(const Tensor& x, Tensor& y, float cap, const PooledOut* pooled)
 {
-    if (!pooled && forwardDirectS8(x, y, cap)) {
+    if (m_xSource && !takesInputSource()) throw std::logic_error(name() + ": this forward cannot take an input source");
+    if (!pooled && !m_xSource && forwardDirectS8(x, y, cap)) {
         m_lastInteger = true;
         return;
     }
@@ -407,7 +424,7 @@ void Conv2d::forwardDirect(const Tensor& x, Tensor& y, float cap, const PooledOu
     const RunGeometry g = runGeometry(x.dim(2), x.dim(3), m_k, m_pad);
     forwardGroups(x, y, g, m_cin, m_cout, K, m_packed, bias, cap, m_roundOut, pooled, pooled ? nullptr : m_sink,
                   [&](std::size_t n0, std::size_t count, float* runs, const float** rows) {
-                      toRuns(x.data(), m_cin, n0, count, g, runs);
+                      toRuns(x.data(), m_cin, n0, count, g, runs, nullptr, 0.0f, m_xSource);
                       tapRows(runs, m_cin, g, rows);
                   });
 }
@@ -420,6 +437,8 @@ void Conv2d::backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, 
 {
     if (pooled && (r || m_stride > 1)) throw std::logic_error(name() + ": a pooled gradient takes stride 1 and no other activation");
     if (r && m_stride > 1) throw std::logic_error(name() + ": the strided direct backward takes no fused activation");
+    if (m_xSource && (!takesInputSource() || usesBf16Runs()))
+        throw std::logic_error(name() + ": this backward cannot take an input source");
     if (m_stride > 1) {
         if (m_k == 1) backwardSubsampled(x, dy, dx, needInputGrad);
         else backwardStrided(x, dy, dx, needInputGrad);
@@ -500,7 +519,7 @@ void Conv2d::backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, 
         float* gr = threadBuffer(2, m_cout * gd.S).data();
         const float** rows = threadRows(0, std::max(K, K2)).data();
         const float** drows = threadRows(1, m_cout).data();
-        toRuns(x.data(), m_cin, n0, count, g, xr);
+        toRuns(x.data(), m_cin, n0, count, g, xr, nullptr, 0.0f, m_xSource);
         toRuns(dyg, m_cout, 0, count, gd, gr, rv, cap);
         // dy at run position j (the output's positions): zero at every scratch position
         for (std::size_t o = 0; o < m_cout; ++o) drows[o] = gr + o * gd.S + gd.head;

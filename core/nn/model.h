@@ -182,7 +182,9 @@ private:
     bool m_fusedPass = false;        // the last forward ran fused
     std::vector<long> m_clampOf;     // per layer: the activation layer a BatchNorm2d or Conv2d runs fused with, or -1
     std::vector<std::uint8_t> m_fusedAway; // per layer: an activation (or pool) run inside the layer before it
-    std::vector<std::uint8_t> m_outputDeferred; // per layer: a BatchNorm2d whose output its Add computes (OutputPlaneSource)
+    std::vector<std::uint8_t> m_outputDeferred; // per layer: a BatchNorm2d whose readers compute its output (OutputPlaneSource)
+    std::vector<const BatchNorm2d*> m_actSource; // per activation: that BatchNorm2d, or nullptr
+    std::vector<std::size_t> m_actSourceInput;   // per activation: the BatchNorm2d's input activation
     std::vector<long> m_poolOf;      // per layer: the max pool a Conv2d + clamp runs fused with, or -1
     // backward: per Conv2d + clamp, the max pool whose forward ran apart (hooks read the clamp's
     // output) but whose backward runs inside the convolution's, or -1; per layer, such a pool

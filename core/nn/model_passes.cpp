@@ -164,23 +164,37 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
             if (a + 1 < m_layers.size() && *std::max_element(readers.begin(), readers.end()) == i) m_acts[a] = Tensor();
         }
     };
-    // A BatchNorm2d read by an Add alone, the Add fused with its clamp (whose backward reads neither
-    // input): the Add computes the BN's output plane by plane as it reads it, and the output is
-    // never written (one pass over memory fewer: resnet8's BNs before each residual join). The
-    // hooks must leave that output alone or have the BN round it itself. Not where activations
-    // are released as their last reader runs: the Add reads the BN's input.
+    // A BatchNorm2d (or BatchNorm2d + clamp) whose every reader can compute its output as it reads
+    // it, plane by plane in cache (OutputPlaneSource): an Add fused with its clamp (whose backward
+    // reads neither input), or a convolution on the FP32 stride-1 direct kernels
+    // (Conv2d::takesInputSource), whose forward and backward lay out their input runs from the
+    // source. The output is then never written (resnet8: every BN but the stride-2 blocks' first,
+    // whose convolutions run on phase runs). The hooks must leave an unclamped BN's output alone or
+    // have the BN round it itself; a clamped one defers only without hooks, in builds whose fused
+    // backward recomputes the clamp's mask (BatchNorm2d::recomputesClampMask). Not where
+    // activations are released as their last reader runs: the readers read the BN's input.
     m_outputDeferred.assign(m_layers.size(), 0);
+    m_actSource.assign(m_layers.size() + 1, nullptr);
+    m_actSourceInput.assign(m_layers.size() + 1, 0);
+    const auto readsSource = [&](std::size_t k, std::size_t act) {
+        const Layer& l = *m_layers[k];
+        if (l.kind() == LayerKind::Add)
+            return m_clampOf[k] >= 0 && m_inputs[k].size() == 2 && m_inputs[k][0] != m_inputs[k][1];
+        return l.kind() == LayerKind::Conv2d && !hooks && m_inputs[k].size() == 1 && m_inputs[k][0] == act &&
+               m_clampOf[k] < 0 && static_cast<const Conv2d&>(l).takesInputSource();
+    };
     if (m_fusedPass && !release)
         for (std::size_t i = 0; i < m_layers.size(); ++i) {
-            if (m_layers[i]->kind() != LayerKind::BatchNorm2d || m_clampOf[i] >= 0 || m_inputs[i].size() != 1) continue;
-            if (hooks && !ctxOf(i).roundOutputBf16) continue;
-            const long j = soleConsumer(i);
-            if (j < 0) continue;
-            const auto add = static_cast<std::size_t>(j);
-            if (m_layers[add]->kind() != LayerKind::Add || m_clampOf[add] < 0 || m_inputs[add].size() != 2 ||
-                m_inputs[add][0] == m_inputs[add][1])
+            if (m_layers[i]->kind() != LayerKind::BatchNorm2d || m_inputs[i].size() != 1) continue;
+            const bool clamped = m_clampOf[i] >= 0;
+            if (clamped ? hooks || !BatchNorm2d::recomputesClampMask() : hooks && !ctxOf(i).roundOutputBf16) continue;
+            const std::size_t act = clamped ? static_cast<std::size_t>(m_clampOf[i]) + 1 : i + 1;
+            const std::vector<std::size_t>& readers = m_consumers[act];
+            if (readers.empty() || !std::all_of(readers.begin(), readers.end(), [&](std::size_t k) { return readsSource(k, act); }))
                 continue;
             m_outputDeferred[i] = 1;
+            m_actSource[act] = static_cast<const BatchNorm2d*>(m_layers[i].get());
+            m_actSourceInput[act] = m_inputs[i][0];
         }
     for (std::size_t i = 0; i < m_layers.size(); released(i), ++i) {
         const ScopeTimer timer(timeSlot(m_times ? &m_times->forwardMs : nullptr, i, m_layers.size()));
@@ -206,9 +220,9 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
                 std::array<const OutputPlaneSource*, 2> sources{};
                 for (std::size_t k = 0; k < in.size(); ++k) {
                     const std::size_t a = in[k];
-                    if (a > 0 && m_outputDeferred[a - 1] && k < sources.size()) { // a BN's output: its input's shape
-                        xs.push_back(&m_acts[m_inputs[a - 1][0]]);
-                        sources[k] = static_cast<const BatchNorm2d*>(m_layers[a - 1].get());
+                    if (m_actSource[a] && k < sources.size()) { // a BN's output: its input's shape
+                        xs.push_back(&m_acts[m_actSourceInput[a]]);
+                        sources[k] = m_actSource[a];
                     } else {
                         xs.push_back(&m_acts[a]);
                     }
@@ -222,8 +236,12 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
                 const ScopeExit unset([&] { conv.setOutputSink(nullptr); }); // for this call only, even when it throws
                 conv.setOutputSink(sink);
                 conv.forwardClamped(m_acts[in[0]], m_acts[j + 1], c, clampCap(*m_layers[j]));
-            } else
+            } else if (m_outputDeferred[i]) { // its readers compute the clamp's output (OutputPlaneSource)
+                static_cast<BatchNorm2d&>(*m_layers[i]).forwardDeferringOutput(m_acts[in[0]], c, clampCap(*m_layers[j]), true);
+                m_acts[j + 1] = Tensor();
+            } else {
                 static_cast<BatchNorm2d&>(*m_layers[i]).forwardClamped(m_acts[in[0]], m_acts[j + 1], c, clampCap(*m_layers[j]));
+            }
             roundedBy = c.roundOutputBf16 ? j : static_cast<std::size_t>(-1);
             m_acts[i + 1] = Tensor();
             continue;
@@ -248,6 +266,9 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
             continue;
         }
         if (in.size() == 1) {
+            // a convolution reading a BN's deferred output: x is the BN's input, for its shape
+            const OutputPlaneSource* xSource = m_fusedPass ? m_actSource[in[0]] : nullptr;
+            const Tensor& xin = xSource ? m_acts[m_actSourceInput[in[0]]] : m_acts[in[0]];
             // A BatchNorm2d reading a convolution's output takes its batch sums from the
             // convolution's epilogue, image group by group in cache, instead of a pass over memory
             // of its own; the hooks must leave that output as the convolution wrote it.
@@ -260,14 +281,19 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
                 for (std::size_t b : m_consumers[i + 1])
                     if (m_layers[b]->kind() == LayerKind::BatchNorm2d && m_inputs[b].size() == 1) {
                         auto* bn = static_cast<BatchNorm2d*>(m_layers[b].get());
-                        if (bn->beginProducerStats(ctx, producer->outputShape(m_acts[in[0]].shape()))) sink = bn;
+                        if (bn->beginProducerStats(ctx, producer->outputShape(xin.shape()))) sink = bn;
                         break;
                     }
             const ScopeExit unset([&] { // the sink is the convolution's for this call only, even when it throws
                 if (sink) producer->setOutputSink(nullptr);
             });
             if (sink) producer->setOutputSink(sink);
-            m_layers[i]->forward(m_acts[in[0]], m_acts[i + 1], c);
+            auto* reader = xSource ? static_cast<Conv2d*>(m_layers[i].get()) : nullptr;
+            const ScopeExit unsetInput([&] {
+                if (reader) reader->setInputSource(nullptr);
+            });
+            if (reader) reader->setInputSource(xSource);
+            m_layers[i]->forward(xin, m_acts[i + 1], c);
         } else {
             xs.clear();
             for (std::size_t a : in) xs.push_back(&m_acts[a]);
@@ -434,6 +460,14 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
             // and addInto, without either.
             auto* conv = m_layers[i]->kind() == LayerKind::Conv2d ? static_cast<Conv2d*>(m_layers[i].get()) : nullptr;
             BatchNorm2d* const sourced = conv ? source : nullptr;
+            // x of a convolution reading a BN's deferred output: the BN's input, for its shape, and
+            // the BN as the source of the values (Conv2d::setInputSource)
+            const OutputPlaneSource* xSource = m_fusedPass && conv ? m_actSource[a] : nullptr;
+            const Tensor& xa = xSource ? m_acts[m_actSourceInput[a]] : m_acts[a];
+            const ScopeExit unsetInput([&] {
+                if (xSource) conv->setInputSource(nullptr);
+            });
+            if (xSource) conv->setInputSource(xSource);
             const ScopeExit unsetSource([&] { // the source is the convolution's for this call only, even when it throws
                 if (!sourced) return;
                 conv->setGradientSource(nullptr);
@@ -446,7 +480,7 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
                 !(m_fusedPass && (m_poolOf[i] >= 0 || m_bwdPoolOf[i] >= 0))) {
                 const bool clamped = m_fusedPass && m_clampOf[i] >= 0;
                 const auto j = clamped ? static_cast<std::size_t>(m_clampOf[i]) : 0;
-                conv->backwardAddingInputGradient(m_acts[a], clamped ? &m_acts[j + 1] : nullptr, dyIn, m_grads[a],
+                conv->backwardAddingInputGradient(xa, clamped ? &m_acts[j + 1] : nullptr, dyIn, m_grads[a],
                                                   clamped ? clampCap(*m_layers[j]) : 0.0f, clamped ? m_steOf[j] : nullptr);
                 if (sourced && m_dySourceRounds[i]) hooks->gradientRounded(i, sourced->deferredGradientFinite());
                 continue;
@@ -502,7 +536,7 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
                     static_cast<BatchNorm2d&>(*m_layers[i]).backwardClamped(m_acts[a], m_acts[j + 1], dy, dx, need, clampCap(*m_layers[j]),
                                                                             hooks != nullptr, m_steOf[j]);
             } else {
-                m_layers[i]->backward(m_acts[a], m_acts[i + 1], dyIn, dx, need);
+                m_layers[i]->backward(xa, m_acts[i + 1], dyIn, dx, need);
             }
             if (sourced && m_dySourceRounds[i]) hooks->gradientRounded(i, sourced->deferredGradientFinite());
             if (rounding) {
