@@ -348,22 +348,36 @@ void BatchNorm2d::forwardDeferringOutput(const Tensor& x, const RunContext& ctx,
     m_deferredClamp = clamp;
 }
 
+void BatchNorm2d::deferredOutput(std::size_t p, std::size_t rows, std::size_t n, float* out, std::size_t pitch) const
+{
+    const Tensor* x = m_deferredOutputOf;
+    if (!x || x->rank() != 4 || p >= x->dim(0) * m_c || rows * n != x->dim(2) * x->dim(3))
+        throw ConfigError(name() + ": output planes asked for without a deferred forward over them");
+    const std::size_t c = p % m_c;
+    const float* g = m_gamma.forwardValue().data();
+    const float* b = m_beta.forwardValue().data();
+    const ChannelAffine a{m_mean[c], g[c] * m_invStd[c], b[c], m_deferredCap};
+    const float* xp = x->data() + p * rows * n;
+    for (std::size_t y = 0; y < rows; ++y) {
+        float* __restrict yp = out + y * pitch;
+        if (m_deferredClamp) planeNormalize<true>(xp + y * n, n, a, yp);
+        else planeNormalize<false>(xp + y * n, n, a, yp);
+        if (m_outputRoundedBf16) roundBf16Span(yp, n);
+    }
+}
+
 void BatchNorm2d::outputPlanes(std::size_t p0, std::size_t count, float* out) const
 {
     const Tensor* x = m_deferredOutputOf;
-    if (!x || x->rank() != 4 || (p0 + count) > x->dim(0) * m_c)
-        throw ConfigError(name() + ": output planes asked for without a deferred forward over them");
-    const std::size_t HW = x->dim(2) * x->dim(3);
-    const float* g = m_gamma.forwardValue().data();
-    const float* b = m_beta.forwardValue().data();
-    for (std::size_t p = p0; p < p0 + count; ++p) {
-        const std::size_t c = p % m_c;
-        float* __restrict yp = out + (p - p0) * HW;
-        const ChannelAffine a{m_mean[c], g[c] * m_invStd[c], b[c], m_deferredCap};
-        if (m_deferredClamp) planeNormalize<true>(x->data() + p * HW, HW, a, yp);
-        else planeNormalize<false>(x->data() + p * HW, HW, a, yp);
-        if (m_outputRoundedBf16) roundBf16Span(yp, HW);
-    }
+    const std::size_t HW = x && x->rank() == 4 ? x->dim(2) * x->dim(3) : 0;
+    for (std::size_t p = p0; p < p0 + count; ++p) deferredOutput(p, 1, HW, out + (p - p0) * HW, HW);
+}
+
+void BatchNorm2d::outputPlaneRows(std::size_t p, float* out, std::size_t pitch) const
+{
+    const Tensor* x = m_deferredOutputOf;
+    if (x && x->rank() == 4 && pitch < x->dim(3)) throw ConfigError(name() + ": output rows asked for at a pitch below the width");
+    deferredOutput(p, x && x->rank() == 4 ? x->dim(2) : 0, x && x->rank() == 4 ? x->dim(3) : 0, out, pitch);
 }
 
 void BatchNorm2d::forwardClamped(const Tensor& x, Tensor& r, const RunContext& ctx, float cap)

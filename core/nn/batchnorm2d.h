@@ -72,6 +72,7 @@ public:
 #endif
     }
     void outputPlanes(std::size_t p0, std::size_t count, float* out) const override;
+    void outputPlaneRows(std::size_t p, float* out, std::size_t pitch) const override;
     bool deferredGradientFinite() const;
     void endDeferredGradient();
     std::string describe() const override { return std::to_string(m_c) + " channels"; }
@@ -109,6 +110,8 @@ public:
 private:
     // y == nullptr: the statistics only (forwardDeferringOutput)
     void forwardImpl(const Tensor& x, Tensor* y, const RunContext& ctx, float cap, bool clamp);
+    // Plane p of the deferred output as `rows` rows of n floats, row y at out + y pitch.
+    void deferredOutput(std::size_t p, std::size_t rows, std::size_t n, float* out, std::size_t pitch) const;
     const Tensor* m_deferredOutputOf = nullptr; // forwardDeferringOutput's x
     float m_deferredCap = 0.0f;                 // and its clamp
     bool m_deferredClamp = false;

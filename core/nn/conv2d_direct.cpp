@@ -54,31 +54,22 @@ namespace {
 
 // x images [n0, n0 + count) of (N, C, H, W) -> runs (C, S). With r (the fused activation's
 // output, x's shape), x is masked by the activation's backward rule on r as it is copied. With
-// source, x is not read: each plane comes from the source (into a buffer in L1), then its rows.
+// source, x is not read: the source writes each plane's rows into the runs.
 void toRuns(const float* x, std::size_t C, std::size_t n0, std::size_t count, const RunGeometry& g, float* runs,
             const float* r = nullptr, float cap = 0.0f, const OutputPlaneSource* source = nullptr)
 {
     const std::size_t HW = g.H * g.W;
-    thread_local std::vector<float> plane;
-    if (source && plane.size() < HW) plane.resize(HW);
-    std::size_t planeAt = static_cast<std::size_t>(-1); // the plane's offset in x that `plane` holds
     const auto copy = [&](float* dst, std::size_t at, std::size_t n) {
-        if (source) {
-            const std::size_t p0 = at - at % HW;
-            if (p0 != planeAt) {
-                source->outputPlanes(p0 / HW, 1, plane.data());
-                planeAt = p0;
-            }
-            copyRow(dst, plane.data() + (at - p0), n);
-        } else if (r) {
-            copyRowMasked(dst, x + at, r + at, n, cap);
-        } else {
-            copyRow(dst, x + at, n);
-        }
+        if (r) copyRowMasked(dst, x + at, r + at, n, cap);
+        else copyRow(dst, x + at, n);
     };
     if (g.p == 0) { // no padding: the runs are the planes back to back
         for (std::size_t c = 0; c < C; ++c)
-            for (std::size_t i = 0; i < count; ++i) copy(runs + c * g.S + i * HW, ((n0 + i) * C + c) * HW, HW);
+            for (std::size_t i = 0; i < count; ++i) {
+                float* dst = runs + c * g.S + i * HW;
+                if (source) source->outputPlanes((n0 + i) * C + c, 1, dst);
+                else copy(dst, ((n0 + i) * C + c) * HW, HW);
+            }
         return;
     }
     // Every float of the runs is written once: the data, and zeros only where the padding falls
@@ -89,8 +80,9 @@ void toRuns(const float* x, std::size_t C, std::size_t n0, std::size_t count, co
         for (std::size_t i = 0; i < count; ++i) {
             const std::size_t src = ((n0 + i) * C + c) * HW;
             float* dst = run + g.head + i * g.Rn;
+            if (source) source->outputPlaneRows(src / HW, dst, g.Wq); // the rows in place
             for (std::size_t y = 0; y < g.H; ++y) {
-                copy(dst + y * g.Wq, src + y * g.W, g.W);
+                if (!source) copy(dst + y * g.Wq, src + y * g.W, g.W);
                 for (std::size_t z = 0; z < g.p; ++z) dst[y * g.Wq + g.W + z] = 0.0f;
             }
             std::memset(dst + g.H * g.Wq, 0, (g.Rn - g.H * g.Wq) * sizeof(float));

@@ -167,6 +167,9 @@ public:
     // in order, count H W floats at out. The same values as the layer's own forward would have
     // written. Called from the reader's worker threads, for disjoint ranges.
     virtual void outputPlanes(std::size_t p0, std::size_t count, float* out) const = 0;
+    // Plane p's H rows of W floats, row y at out + y pitch (pitch >= W; the floats between rows
+    // are left as they are): a reader's padded layout, written in place.
+    virtual void outputPlaneRows(std::size_t p, float* out, std::size_t pitch) const = 0;
 
 protected:
     ~OutputPlaneSource() = default;
