@@ -125,6 +125,10 @@ public:
     // im2col backward goes through a tensor of its own). Throws ConfigError when dx does not
     // have x's shape.
     bool addsInputGradient() const { return usesDirectKernel() && (!usesBf16Gemm() || (m_stride > 1 && m_k > 1)); }
+    // Whether the input gradient is zero at all but 1 in stride^2 pixels (a strided 1x1
+    // convolution: ResNet's projection shortcut) and backwardAddingInputGradient touches only the
+    // others: Model's backward lets a dense reader of the same input write first.
+    bool addsSparseInputGradient() const { return addsInputGradient() && m_k == 1 && m_stride > 1 && m_pad == 0; }
     void backwardAddingInputGradient(const Tensor& x, const Tensor* r, const Tensor& dy, Tensor& dx, float cap,
                                      const std::uint8_t* ste = nullptr);
     // InputGradientRounding, for backward, backwardClamped and backwardPooled (not

@@ -166,6 +166,13 @@ public:
 private:
     void planFusion(const LayerHooks* hooks);
     void planBackwardPools(const LayerHooks& hooks);
+    // The order of backward's layers below start: reverse topological, the highest index first,
+    // except that a convolution that adds a sparse input gradient (Conv2d::addsSparseInputGradient)
+    // waits while another reader of its input has yet to run, so that the dense reader writes that
+    // gradient and the sparse one adds its few pixels (instead of writing zeros for the other to
+    // add to: resnet8's shortcuts).
+    const std::vector<std::size_t>& backwardOrder(std::size_t start);
+    std::vector<std::size_t> m_backwardOrder;
 
     std::string m_name;
     Shape m_inputShape;

@@ -337,6 +337,43 @@ bool Model::lastLayerReadsOnlyThePrevious() const
            m_layers[L - 1]->params().empty();
 }
 
+const std::vector<std::size_t>& Model::backwardOrder(std::size_t start)
+{
+    // Recomputed each pass (a few microseconds): a layer's path, and so whether it waits, may change
+    // between passes (Conv2d::setBf16Products, Model::replaceLayer).
+    // readers still to run, per layer's output (readers at or above start have their gradient given)
+    std::vector<std::size_t> pending(start, 0);
+    for (std::size_t l = 0; l < start; ++l)
+        for (std::size_t k : m_consumers[l + 1]) pending[l] += k < start ? 1 : 0;
+    std::vector<std::uint8_t> done(start, 0);
+    const auto waits = [&](std::size_t l) { // a sparse input gradient while another reader of the input is pending
+        if (m_layers[l]->kind() != LayerKind::Conv2d || m_inputs[l].size() != 1 || m_inputs[l][0] == 0) return false;
+        if (!static_cast<const Conv2d&>(*m_layers[l]).addsSparseInputGradient()) return false;
+        for (std::size_t k : m_consumers[m_inputs[l][0]])
+            if (k != l && k < start && !done[k]) return true;
+        return false;
+    };
+    m_backwardOrder.clear();
+    while (m_backwardOrder.size() < start) {
+        long pick = -1, waiting = -1;
+        for (std::size_t l = start; l-- > 0;) {
+            if (done[l] || pending[l] != 0) continue;
+            if (!waits(l)) {
+                pick = static_cast<long>(l);
+                break;
+            }
+            if (waiting < 0) waiting = static_cast<long>(l);
+        }
+        if (pick < 0) pick = waiting; // only waiting layers are ready: the highest goes
+        const auto l = static_cast<std::size_t>(pick);
+        done[l] = 1;
+        m_backwardOrder.push_back(l);
+        for (std::size_t a : m_inputs[l])
+            if (a > 0 && a - 1 < start) --pending[a - 1];
+    }
+    return m_backwardOrder;
+}
+
 void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
 {
     if (fromLastInput && !lastLayerReadsOnlyThePrevious())
@@ -369,7 +406,7 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
     std::vector<const Tensor*> xs;
     std::vector<Tensor*> dxs;
     if (m_times) ++m_times->backwardPasses;
-    for (std::size_t i = start; i-- > 0;) {
+    for (const std::size_t i : backwardOrder(start)) {
         const ScopeTimer timer(timeSlot(m_times ? &m_times->backwardMs : nullptr, i, L));
         Tensor& dy = m_grads[i + 1];
         if (!m_gradSet[i + 1]) { // an output nobody reads: no gradient flows from it
