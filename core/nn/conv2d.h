@@ -168,8 +168,8 @@ public:
     // input's shape (pass the producer's input, of the same shape), and each group's input planes
     // are written by the source into a buffer in cache as the runs are laid out
     // (BatchNorm2d::forwardDeferringOutput: the BN + ReLU output never goes through memory whole).
-    // Only where takesInputSource(): the FP32 stride-1 direct kernels, k > 1; logic_error
-    // otherwise. nullptr: off. Model sets it for one call.
+    // Only where takesInputSource(): the stride-1 direct kernels (FP32 or bf16 runs), k > 1;
+    // logic_error otherwise. nullptr: off. Model sets it for one call.
     void setInputSource(const OutputPlaneSource* source) { m_xSource = source; }
     bool takesInputSource() const;
     // Whether the last forward ran on the integer products.

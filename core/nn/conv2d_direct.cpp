@@ -33,7 +33,10 @@ bool Conv2d::directKernelsBuilt()
 #endif
 }
 
-bool Conv2d::takesInputSource() const { return usesDirectKernel() && m_stride == 1 && m_k > 1 && !usesBf16Gemm(); }
+bool Conv2d::takesInputSource() const
+{
+    return usesDirectKernel() && m_stride == 1 && m_k > 1 && (!usesBf16Gemm() || usesBf16Runs());
+}
 
 bool Conv2d::usesDirectKernel() const
 {
@@ -429,8 +432,7 @@ void Conv2d::backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, 
 {
     if (pooled && (r || m_stride > 1)) throw std::logic_error(name() + ": a pooled gradient takes stride 1 and no other activation");
     if (r && m_stride > 1) throw std::logic_error(name() + ": the strided direct backward takes no fused activation");
-    if (m_xSource && (!takesInputSource() || usesBf16Runs()))
-        throw std::logic_error(name() + ": this backward cannot take an input source");
+    if (m_xSource && !takesInputSource()) throw std::logic_error(name() + ": this backward cannot take an input source");
     if (m_stride > 1) {
         if (m_k == 1) backwardSubsampled(x, dy, dx, needInputGrad);
         else backwardStrided(x, dy, dx, needInputGrad);
@@ -503,7 +505,7 @@ void Conv2d::backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, 
                 }
         if (bf16Grad) { // x and dy straight to bf16 runs
             backwardGroupBf16(m_bf16, x.data(), dyg, rv, cap, n0, count, g, gd, m_cin, m_cout, m_k, xTaps.data(),
-                              dyTaps.data(), part, needInputGrad ? &m_packedBf16Runs : nullptr, dx.data());
+                              dyTaps.data(), part, needInputGrad ? &m_packedBf16Runs : nullptr, dx.data(), m_xSource);
             roundGroup(n0, count);
             return;
         }

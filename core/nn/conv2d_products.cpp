@@ -27,12 +27,15 @@ namespace {
 // dword position j of group run c / Ch; channels past C and every padding position hold `pad`),
 // each row of Ch planes packed by pack(rows[Ch], n, dst), which may refuse (false). Group runs are
 // `stride` positions apart (at least g.S; positions past g.S hold `pad` too).
+// With source, x is not read: each image's Ch planes come from the source into a buffer in cache.
 template <std::size_t Ch, typename T, typename Pack>
 bool toInterleavedRuns(const float* x, std::size_t C, std::size_t n0, std::size_t count, const RunGeometry& g, T pad,
-                       T* runs, Pack&& pack, std::size_t stride = 0)
+                       T* runs, Pack&& pack, std::size_t stride = 0, const OutputPlaneSource* source = nullptr)
 {
     if (stride < g.S) stride = g.S;
     const std::size_t HW = g.H * g.W, groups = (C + Ch - 1) / Ch;
+    thread_local std::vector<float> sourced;
+    if (source && sourced.size() < Ch * HW) sourced.resize(Ch * HW);
     const auto fill = [&](T* dst, std::size_t dwords) { std::fill(dst, dst + Ch * dwords, pad); };
     for (std::size_t cg = 0; cg < groups; ++cg) {
         T* run = runs + Ch * cg * stride;
@@ -42,6 +45,10 @@ bool toInterleavedRuns(const float* x, std::size_t C, std::size_t n0, std::size_
             for (std::size_t j = 0; j < Ch; ++j) {
                 const std::size_t c = Ch * cg + j;
                 plane[j] = c < C ? x + ((n0 + i) * C + c) * HW : nullptr;
+                if (source && c < C) {
+                    source->outputPlanes((n0 + i) * C + c, 1, sourced.data() + j * HW);
+                    plane[j] = sourced.data() + j * HW;
+                }
             }
             T* dst = run + Ch * (g.head + i * g.Rn);
             if (g.p == 0) { // the planes back to back
@@ -75,16 +82,21 @@ bool toRunsU8(const float* x, std::size_t C, std::size_t n0, std::size_t count, 
 
 // The bf16 products' layout (usesBf16Runs): bf16, two channels a dword, zero padding. With r, x
 // is an output gradient masked by the fused clamp's rule on r (gradientPasses), as toRuns masks it.
+// With source (no r), x's planes come from it (Conv2d::setInputSource).
 void toRunsBf16(const float* x, std::size_t C, std::size_t n0, std::size_t count, const RunGeometry& g, std::uint16_t* runs,
-                const float* r = nullptr, float cap = 0.0f)
+                const float* r = nullptr, float cap = 0.0f, const OutputPlaneSource* source = nullptr)
 {
     if (!r) {
-        toInterleavedRuns<2>(x, C, n0, count, g, std::uint16_t{0}, runs, [](const float* const* rows, std::size_t n, std::uint16_t* dst) {
-            roundInterleave2(rows, n, dst);
-            return true;
-        });
+        toInterleavedRuns<2>(
+            x, C, n0, count, g, std::uint16_t{0}, runs,
+            [](const float* const* rows, std::size_t n, std::uint16_t* dst) {
+                roundInterleave2(rows, n, dst);
+                return true;
+            },
+            0, source);
         return;
     }
+    if (source) throw std::logic_error("toRunsBf16: an input source with a masked gradient");
     toInterleavedRuns<2>(x, C, n0, count, g, std::uint16_t{0}, runs, [&](const float* const* rows, std::size_t n, std::uint16_t* dst) {
         constexpr std::size_t kChunk = 256;
         alignas(64) float masked[2][kChunk];
@@ -105,7 +117,7 @@ void toRunsBf16(const float* x, std::size_t C, std::size_t n0, std::size_t count
 // One channel a run in bf16 (the weight gradient's x operand), runs `stride` positions apart,
 // zero padding and zeros from g.S to the stride.
 void toRunsBf16Single(const float* x, std::size_t C, std::size_t n0, std::size_t count, const RunGeometry& g,
-                      std::size_t stride, std::uint16_t* runs)
+                      std::size_t stride, std::uint16_t* runs, const OutputPlaneSource* source = nullptr)
 {
     toInterleavedRuns<1>(
         x, C, n0, count, g, std::uint16_t{0}, runs,
@@ -113,7 +125,7 @@ void toRunsBf16Single(const float* x, std::size_t C, std::size_t n0, std::size_t
             bf16BitsSpan(rows[0], n, dst);
             return true;
         },
-        stride);
+        stride, source);
 }
 
 // dy as weightGradBf16Runs' pairs (P x Op dwords, dword (p, o) = (dy_o[2p], dy_o[2p + 1]), zero
@@ -176,7 +188,7 @@ std::vector<float> bf16RunsOrder(const float* A, std::size_t M, std::size_t C, s
 void backwardGroupBf16(Bf16Path path, const float* x, const float* dy, const float* r, float cap, std::size_t n0,
                        std::size_t count, const RunGeometry& g, const RunGeometry& gd, std::size_t C, std::size_t O,
                        std::size_t k, const std::size_t* xTaps, const std::size_t* dyTaps, float* part,
-                       const PackedBf16Runs* rot, float* dx)
+                       const PackedBf16Runs* rot, float* dx, const OutputPlaneSource* xSource)
 {
     const std::size_t L = g.length(count), P = (L + 31) / 32 * 16, Op = (O + 15) / 16 * 16, kk = k * k;
     const std::size_t C2 = (O + 1) / 2;
@@ -184,7 +196,7 @@ void backwardGroupBf16(Bf16Path path, const float* x, const float* dy, const flo
     // (the largest tap offset + 2 P is at most S + 31).
     const std::size_t xs = g.S + 64;
     auto* xb = reinterpret_cast<std::uint16_t*>(threadBuffer(3, (C * xs + 1) / 2 + kRunsRowSlack / 4).data());
-    toRunsBf16Single(x, C, n0, count, g, xs, xb);
+    toRunsBf16Single(x, C, n0, count, g, xs, xb, xSource);
     // dy as interleaved bf16 runs (the input gradient's operand), then as the weight gradient's pairs
     auto* dyRuns = reinterpret_cast<std::uint16_t*>(threadBuffer(2, C2 * gd.S + kRunsRowSlack / 4).data());
     toRunsBf16(dy, O, 0, count, gd, dyRuns, r, cap);
@@ -324,6 +336,7 @@ void Conv2d::forwardDirectBf16(const Tensor& x, Tensor& y, float cap, const Pool
     const float* bias = m_hasBias ? m_bias.forwardValue().data() : nullptr;
     const std::size_t N = x.dim(0);
     std::vector<std::size_t> taps(kk);
+    if (m_xSource && !takesInputSource()) throw std::logic_error(name() + ": this forward cannot take an input source");
     if (m_stride > 1) { // the FP32 phase runs (as forwardDirect lays them out), then to bf16 pairs
         const PhaseProducts pp(x, m_k, m_stride, m_pad);
         const PhaseGeometry& g = pp.g;
@@ -349,7 +362,7 @@ void Conv2d::forwardDirectBf16(const Tensor& x, Tensor& y, float cap, const Pool
         // C2 runs of S dwords (and the kernel's slack): the float buffer's storage.
         auto* runs = reinterpret_cast<std::uint16_t*>(threadBuffer(0, C2 * g.S + kRunsRowSlack / 4).data());
         float* out = threadBuffer(1, m_cout * L).data();
-        toRunsBf16(x.data(), m_cin, n0, count, g, runs);
+        toRunsBf16(x.data(), m_cin, n0, count, g, runs, nullptr, 0.0f, m_xSource);
         const ConvRuns b{reinterpret_cast<const std::uint8_t*>(runs), 4 * g.S, taps.data(), kk, C2};
         gemmBf16Runs(m_packedBf16Runs, b, L, out, L);
         if (pooled) fromRunsPooled(out, L, m_cout, n0, count, g, bias, *pooled, cap, m_roundOut);

@@ -168,9 +168,9 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
     // it, plane by plane in cache (OutputPlaneSource): an Add fused with its clamp (whose backward
     // reads neither input), or a convolution on the FP32 stride-1 direct kernels
     // (Conv2d::takesInputSource), whose forward and backward lay out their input runs from the
-    // source. The output is then never written (resnet8: every BN but the stride-2 blocks' first,
-    // whose convolutions run on phase runs). The hooks must leave an unclamped BN's output alone or
-    // have the BN round it itself; a clamped one defers only without hooks, in builds whose fused
+    // source. The output is then never written (resnet8: all nine BNs). The hooks must leave the
+    // output alone or have the BN round it itself (mixed bf16: FloatSim's afterForward then has
+    // nothing to do, for the BN or its clamp); a clamped one defers only in builds whose fused
     // backward recomputes the clamp's mask (BatchNorm2d::recomputesClampMask). Not where
     // activations are released as their last reader runs: the readers read the BN's input.
     m_outputDeferred.assign(m_layers.size(), 0);
@@ -180,14 +180,14 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
         const Layer& l = *m_layers[k];
         if (l.kind() == LayerKind::Add)
             return m_clampOf[k] >= 0 && m_inputs[k].size() == 2 && m_inputs[k][0] != m_inputs[k][1];
-        return l.kind() == LayerKind::Conv2d && !hooks && m_inputs[k].size() == 1 && m_inputs[k][0] == act &&
+        return l.kind() == LayerKind::Conv2d && m_inputs[k].size() == 1 && m_inputs[k][0] == act &&
                m_clampOf[k] < 0 && static_cast<const Conv2d&>(l).takesInputSource();
     };
     if (m_fusedPass && !release)
         for (std::size_t i = 0; i < m_layers.size(); ++i) {
             if (m_layers[i]->kind() != LayerKind::BatchNorm2d || m_inputs[i].size() != 1) continue;
             const bool clamped = m_clampOf[i] >= 0;
-            if (clamped ? hooks || !BatchNorm2d::recomputesClampMask() : hooks && !ctxOf(i).roundOutputBf16) continue;
+            if ((hooks && !ctxOf(i).roundOutputBf16) || (clamped && !BatchNorm2d::recomputesClampMask())) continue;
             const std::size_t act = clamped ? static_cast<std::size_t>(m_clampOf[i]) + 1 : i + 1;
             const std::vector<std::size_t>& readers = m_consumers[act];
             if (readers.empty() || !std::all_of(readers.begin(), readers.end(), [&](std::size_t k) { return readsSource(k, act); }))
