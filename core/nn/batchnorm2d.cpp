@@ -145,19 +145,21 @@ inline __m512 clampValue(__m512 y, float cap)
     return _mm512_min_ps(_mm512_set1_ps(cap), _mm512_max_ps(_mm512_setzero_ps(), y));
 }
 
-// y = BN(x) over one plane, clamped to [0, cap] when Clamped.
-template <bool Clamped>
+// y = BN(x) over one plane, clamped to [0, cap] when Clamped, then rounded to bf16 when Round
+// (roundBf16Span's roundBf16X16, in the same pass).
+template <bool Clamped, bool Round = false>
 void planeNormalize(const float* __restrict x, std::size_t n, const ChannelAffine& a, float* __restrict y)
 {
+    const auto out = [&](__m512 v) {
+        if constexpr (Clamped) v = clampValue(v, a.cap);
+        if constexpr (Round) v = roundBf16X16(v);
+        return v;
+    };
     std::size_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        const __m512 v = bnValue(_mm512_loadu_ps(x + i), a);
-        _mm512_storeu_ps(y + i, Clamped ? clampValue(v, a.cap) : v);
-    }
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, out(bnValue(_mm512_loadu_ps(x + i), a)));
     if (i < n) {
         const __mmask16 k = tailMask(n - i);
-        const __m512 v = bnValue(_mm512_maskz_loadu_ps(k, x + i), a);
-        _mm512_mask_storeu_ps(y + i, k, Clamped ? clampValue(v, a.cap) : v);
+        _mm512_mask_storeu_ps(y + i, k, out(bnValue(_mm512_maskz_loadu_ps(k, x + i), a)));
     }
 }
 
@@ -276,13 +278,14 @@ struct ChannelAffine {
     float mean, scale, bias, cap;
 };
 
-template <bool Clamped>
+template <bool Clamped, bool Round = false>
 void planeNormalize(const float* __restrict x, std::size_t n, const ChannelAffine& a, float* __restrict y)
 {
     for (std::size_t i = 0; i < n; ++i) {
         const float v = (x[i] - a.mean) * a.scale + a.bias;
         y[i] = Clamped ? std::min(std::max(v, 0.0f), a.cap) : v;
     }
+    if constexpr (Round) roundBf16Span(y, n);
 }
 
 // Without AVX-512 the fused backward reads the activation's output r for its mask (the
@@ -360,9 +363,13 @@ void BatchNorm2d::deferredOutput(std::size_t p, std::size_t rows, std::size_t n,
     const float* xp = x->data() + p * rows * n;
     for (std::size_t y = 0; y < rows; ++y) {
         float* __restrict yp = out + y * pitch;
-        if (m_deferredClamp) planeNormalize<true>(xp + y * n, n, a, yp);
-        else planeNormalize<false>(xp + y * n, n, a, yp);
-        if (m_outputRoundedBf16) roundBf16Span(yp, n);
+        if (m_outputRoundedBf16) {
+            if (m_deferredClamp) planeNormalize<true, true>(xp + y * n, n, a, yp);
+            else planeNormalize<false, true>(xp + y * n, n, a, yp);
+        } else {
+            if (m_deferredClamp) planeNormalize<true>(xp + y * n, n, a, yp);
+            else planeNormalize<false>(xp + y * n, n, a, yp);
+        }
     }
 }
 
@@ -500,10 +507,13 @@ void BatchNorm2d::forwardImpl(const Tensor& x, Tensor* y, const RunContext& ctx,
             const float* __restrict xp = x.data() + off;
             float* __restrict yp = y->data() + off;
             const ChannelAffine a{m_mean[c], g[c] * m_invStd[c], b[c], cap};
-            if (clamp) planeNormalize<true>(xp, HW, a, yp);
-            else planeNormalize<false>(xp, HW, a, yp);
-            if (ctx.roundOutputBf16) // the plane is still in cache (RunContext::roundOutputBf16)
-                roundBf16Span(yp, HW);
+            if (ctx.roundOutputBf16) { // in the same pass (RunContext::roundOutputBf16)
+                if (clamp) planeNormalize<true, true>(xp, HW, a, yp);
+                else planeNormalize<false, true>(xp, HW, a, yp);
+            } else {
+                if (clamp) planeNormalize<true>(xp, HW, a, yp);
+                else planeNormalize<false>(xp, HW, a, yp);
+            }
         }
     });
 }
