@@ -44,18 +44,19 @@ void sumThrough(const std::vector<const Tensor*>& xs, Tensor& y, F f)
         for (std::size_t i = lo; i < hi; ++i) dst[i] = f(aa[i] + bb[i]);
     });
 }
-// y = f(a + b) with input j taken from sources[j] where given, a few planes at a time.
+// y = f(a + b) with input j taken from sources[j] where given, a few planes at a time. With
+// sink, image by image, each handed to the sink once written.
 template <class F>
 void sumThroughSources(const std::vector<const Tensor*>& xs, const std::array<const OutputPlaneSource*, 2>& sources,
-                       Tensor& y, F f)
+                       Tensor& y, F f, OutputImageSink* sink)
 {
-    const std::size_t HW = y.dim(2) * y.dim(3), planes = y.dim(0) * y.dim(1);
+    const std::size_t HW = y.dim(2) * y.dim(3), planes = y.dim(0) * y.dim(1), C = y.dim(1);
     // planes per buffer fill: about 16 KB, so that both inputs' buffers stay in L1
     const std::size_t fill = std::max<std::size_t>(1, 4096 / std::max<std::size_t>(HW, 1));
     const std::size_t grain = std::max(fill, elementwiseGrain(y.numel()) / std::max<std::size_t>(HW, 1));
     const float* in[2] = {xs[0]->data(), xs[1]->data()};
     float* out = y.data();
-    parallelChunks(planes, grain, [&](std::size_t p0, std::size_t p1) {
+    const auto run = [&](std::size_t p0, std::size_t p1) {
         thread_local std::vector<float> buffers[2];
         for (std::size_t p = p0; p < p1; p += fill) {
             const std::size_t count = std::min(fill, p1 - p), n = count * HW;
@@ -74,6 +75,14 @@ void sumThroughSources(const std::vector<const Tensor*>& xs, const std::array<co
             float* __restrict dst = out + p * HW;
             for (std::size_t i = 0; i < n; ++i) dst[i] = f(a[i] + b[i]);
         }
+    };
+    if (!sink) {
+        parallelChunks(planes, grain, run);
+        return;
+    }
+    parallelFor(y.dim(0), [&](std::size_t n) {
+        run(n * C, (n + 1) * C);
+        sink->imagesWritten(y, n, 1);
     });
 }
 } // namespace
@@ -113,15 +122,15 @@ void Add::backwardMulti(const std::vector<const Tensor*>& xs, const Tensor& /*y*
 // r = min(max(a + b, 0), cap): ReLU's and ReLU6's own expression on the sum (clampForward), on
 // the sum rounded to bf16 when toBf16.
 void Add::forwardClamped(const std::vector<const Tensor*>& xs, Tensor& r, float cap, bool toBf16,
-                         const std::array<const OutputPlaneSource*, 2>& sources)
+                         const std::array<const OutputPlaneSource*, 2>& sources, OutputImageSink* sink)
 {
     r.resize(outputShapeMulti({xs.at(0)->shape(), xs.at(1)->shape()}));
-    if (sources[0] || sources[1]) {
+    if (sources[0] || sources[1] || sink) {
         if (r.rank() != 4)
-            throw ConfigError(name() + ": an input computed plane by plane needs (N, C, H, W), given " + shapeString(r.shape()));
+            throw ConfigError(name() + ": a pass plane by plane needs (N, C, H, W), given " + shapeString(r.shape()));
         if (toBf16)
-            sumThroughSources(xs, sources, r, [cap](float v) { return std::min(std::max(roundBf16(v), 0.0f), cap); });
-        else sumThroughSources(xs, sources, r, [cap](float v) { return std::min(std::max(v, 0.0f), cap); });
+            sumThroughSources(xs, sources, r, [cap](float v) { return std::min(std::max(roundBf16(v), 0.0f), cap); }, sink);
+        else sumThroughSources(xs, sources, r, [cap](float v) { return std::min(std::max(v, 0.0f), cap); }, sink);
         return;
     }
     if (toBf16) sumThrough(xs, r, [cap](float v) { return std::min(std::max(roundBf16(v), 0.0f), cap); });

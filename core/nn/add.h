@@ -31,8 +31,10 @@ public:
     // sources[j] (or nullptr): input j's values come from that layer's OutputPlaneSource, a few
     // planes at a time into a buffer in cache, and *xs[j] gives only their shape (a BatchNorm2d's
     // input, whose output forwardDeferringOutput left unwritten). Needs 4-d inputs (N, C, H, W).
+    // sink (or nullptr): takes r image by image as it is written, while the image is in cache
+    // (QAT's observer range: LayerHooks::outputSink); the pass then runs image by image.
     void forwardClamped(const std::vector<const Tensor*>& xs, Tensor& r, float cap, bool toBf16 = false,
-                        const std::array<const OutputPlaneSource*, 2>& sources = {});
+                        const std::array<const OutputPlaneSource*, 2>& sources = {}, OutputImageSink* sink = nullptr);
     // The fused backward's mask: dr (the clamp's output gradient, r's shape) keeps its entries
     // where the clamp passes them (r > 0, and r < cap when cap is finite: ReLU's and ReLU6's rules
     // on their output) and is zeroed elsewhere, in place. With first, the masked gradient is also

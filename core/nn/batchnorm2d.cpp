@@ -515,6 +515,7 @@ void BatchNorm2d::forwardImpl(const Tensor& x, Tensor* y, const RunContext& ctx,
                 else planeNormalize<false>(xp, HW, a, yp);
             }
         }
+        if (m_outputSink) m_outputSink->imagesWritten(*y, n, 1);
     });
 }
 

@@ -105,6 +105,10 @@ public:
     // image arrived, else makes it as usual. The same sums, in the same order, so the same bits.
     // False (nothing to take) when the next forward normalises with running statistics.
     bool beginProducerStats(const RunContext& ctx, const Shape& xShape);
+    // The sink that takes this layer's output image by image as forward and forwardClamped write
+    // it, while the image is in cache (QAT's observer range: LayerHooks::outputSink), or nullptr.
+    // Model sets it for one call.
+    void setOutputSink(OutputImageSink* sink) { m_outputSink = sink; }
     void imagesWritten(const Tensor& y, std::size_t n0, std::size_t count) override;
 
 private:
@@ -154,6 +158,7 @@ private:
     std::vector<double> m_planeStats; // per (image, channel) partial sums of the current pass
     Shape m_producerShape;                        // beginProducerStats' x shape (empty: none pending)
     std::atomic<std::size_t> m_producerImages{0}; // images whose sums imagesWritten took
+    OutputImageSink* m_outputSink = nullptr; // setOutputSink
     bool m_outputRoundedBf16 = false; // the last forward rounded its output (RunContext::roundOutputBf16)
 };
 

@@ -227,8 +227,10 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
                         xs.push_back(&m_acts[a]);
                     }
                 }
+                // the hooks may take the clamp's output image by image (QAT's observer)
+                OutputImageSink* sink = hooks ? hooks->outputSink(j, xs[0]->shape()) : nullptr;
                 static_cast<Add&>(*m_layers[i]).forwardClamped(xs, m_acts[j + 1], clampCap(*m_layers[j]), c.roundOutputBf16,
-                                                              sources);
+                                                              sources, sink);
             } else if (m_layers[i]->kind() == LayerKind::Conv2d) {
                 auto& conv = static_cast<Conv2d&>(*m_layers[i]);
                 // the hooks may take the clamp's output as the epilogue writes it (QAT's observer)
@@ -240,7 +242,11 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
                 static_cast<BatchNorm2d&>(*m_layers[i]).forwardDeferringOutput(m_acts[in[0]], c, clampCap(*m_layers[j]), true);
                 m_acts[j + 1] = Tensor();
             } else {
-                static_cast<BatchNorm2d&>(*m_layers[i]).forwardClamped(m_acts[in[0]], m_acts[j + 1], c, clampCap(*m_layers[j]));
+                auto& bn = static_cast<BatchNorm2d&>(*m_layers[i]);
+                OutputImageSink* sink = hooks ? hooks->outputSink(j, m_acts[in[0]].shape()) : nullptr; // QAT's observer
+                const ScopeExit unset([&] { bn.setOutputSink(nullptr); });
+                bn.setOutputSink(sink);
+                bn.forwardClamped(m_acts[in[0]], m_acts[j + 1], c, clampCap(*m_layers[j]));
             }
             roundedBy = c.roundOutputBf16 ? j : static_cast<std::size_t>(-1);
             m_acts[i + 1] = Tensor();
@@ -293,6 +299,14 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
                 if (reader) reader->setInputSource(nullptr);
             });
             if (reader) reader->setInputSource(xSource);
+            // a BatchNorm2d's output to the hooks image by image (QAT's observer on it)
+            auto* bnOut = hooks && m_fusedPass && m_layers[i]->kind() == LayerKind::BatchNorm2d
+                              ? static_cast<BatchNorm2d*>(m_layers[i].get())
+                              : nullptr;
+            const ScopeExit unsetBnSink([&] {
+                if (bnOut) bnOut->setOutputSink(nullptr);
+            });
+            if (bnOut) bnOut->setOutputSink(hooks->outputSink(i, xin.shape()));
             m_layers[i]->forward(xin, m_acts[i + 1], c);
         } else {
             xs.clear();
