@@ -27,6 +27,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -86,6 +87,8 @@ private slots:
     void resnet8TrainsAsPyTorch();
     void inferenceReleasesDeadActivations_data();
     void inferenceReleasesDeadActivations();
+    void batchNormDeferredOutputIsItsForward_data();
+    void batchNormDeferredOutputIsItsForward();
 };
 
 void TestGraph::addRejects_data()
@@ -544,6 +547,67 @@ void TestGraph::inferenceReleasesDeadActivations()
     training.releaseActivations = true;
     m->forward(x, training);
     QCOMPARE(empties(), trainingEmpties);
+}
+
+void TestGraph::batchNormDeferredOutputIsItsForward_data()
+{
+    QTest::addColumn<bool>("training");
+    QTest::addColumn<bool>("clamp");
+    QTest::addColumn<bool>("bf16");
+    QTest::newRow("training") << true << false << false;
+    QTest::newRow("training, ReLU") << true << true << false;
+    QTest::newRow("training, ReLU, bf16") << true << true << true;
+    QTest::newRow("evaluation, ReLU6, bf16") << false << true << true;
+}
+
+// BatchNorm2d::forwardDeferringOutput + OutputPlaneSource give the values (and the statistics) of
+// the BN's own forward, plane by plane and row by row at a pitch; asked for without such a forward,
+// they are a ConfigError naming the layer.
+void TestGraph::batchNormDeferredOutputIsItsForward()
+{
+    QFETCH(bool, training);
+    QFETCH(bool, clamp);
+    QFETCH(bool, bf16);
+    Rng rng(41);
+    const Tensor x = randomTensor({3, 5, 7, 9}, rng);
+    const float cap = bf16 ? 6.0f : std::numeric_limits<float>::infinity();
+    RunContext ctx;
+    ctx.training = training;
+    ctx.roundOutputBf16 = bf16;
+    BatchNorm2d own("bn", 5), deferred("bn", 5);
+    for (BatchNorm2d* b : {&own, &deferred}) { // gamma and beta away from 1 and 0, the same in both
+        for (std::size_t c = 0; c < 5; ++c) {
+            b->gamma().value[c] = 0.5f + 0.25f * static_cast<float>(c);
+            b->beta().value[c] = 0.1f * static_cast<float>(c) - 0.2f;
+            b->runningMean()[c] = 0.05f * static_cast<float>(c);
+            b->runningVar()[c] = 1.0f + 0.1f * static_cast<float>(c);
+        }
+    }
+    QVERIFY_THROWS_EXCEPTION(ConfigError, [&] {
+        std::vector<float> out(63);
+        deferred.outputPlanes(0, 1, out.data());
+    }());
+    Tensor y;
+    if (clamp) own.forwardClamped(x, y, ctx, cap);
+    else own.forward(x, y, ctx);
+    deferred.forwardDeferringOutput(x, ctx, clamp ? cap : 0.0f, clamp);
+    std::vector<float> planes(y.numel());
+    deferred.outputPlanes(0, 15, planes.data());
+    QVERIFY(std::memcmp(planes.data(), y.data(), y.numel() * sizeof(float)) == 0);
+    const std::size_t pitch = 12; // rows of 9 at a pitch of 12: the 3 floats between rows stay as they are
+    std::vector<float> rows(7 * pitch, -7.0f);
+    deferred.outputPlaneRows(13, rows.data(), pitch);
+    for (std::size_t r = 0; r < 7; ++r) {
+        QVERIFY(std::memcmp(rows.data() + r * pitch, y.data() + 13 * 63 + r * 9, 9 * sizeof(float)) == 0);
+        for (std::size_t k = 9; k < pitch; ++k) QCOMPARE(rows[r * pitch + k], -7.0f);
+    }
+    QVERIFY(bitIdentical(own.runningMean(), deferred.runningMean()));
+    QVERIFY(bitIdentical(own.runningVar(), deferred.runningVar()));
+    QVERIFY_THROWS_EXCEPTION(ConfigError, deferred.outputPlaneRows(0, rows.data(), 8)); // pitch below the width
+    QVERIFY_THROWS_EXCEPTION(ConfigError, deferred.outputPlanes(15, 1, planes.data())); // past the last plane
+    Tensor again;
+    deferred.forward(x, again, ctx); // a forward of its own ends the deferred one
+    QVERIFY_THROWS_EXCEPTION(ConfigError, deferred.outputPlanes(0, 1, planes.data()));
 }
 
 QTEST_GUILESS_MAIN(TestGraph)
