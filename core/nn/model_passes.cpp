@@ -542,13 +542,9 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
             auto* rounding = hooks && need && direct && m_consumers[a].size() == 1 && hooks->roundsGradientBf16(a - 1)
                                  ? dynamic_cast<InputGradientRounding*>(m_layers[i].get())
                                  : nullptr;
-            struct RoundingScope { // off again however the backward ends
-                InputGradientRounding* layer;
-                ~RoundingScope()
-                {
-                    if (layer) layer->setRoundInputGradientBf16(false);
-                }
-            } roundingScope{rounding};
+            const ScopeExit roundingOff([&] { // off again however the backward ends
+                if (rounding) rounding->setRoundInputGradientBf16(false);
+            });
             if (rounding) rounding->setRoundInputGradientBf16(true);
             // A BatchNorm2d reading the output of the convolution right before it, alone: its dx
             // is written inside that convolution's backward, group by group while in cache, never
