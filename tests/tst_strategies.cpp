@@ -50,6 +50,8 @@ private slots:
     void granularityScaleCounts_data();
     void granularityScaleCounts();
     void lossScalerHalvesOnOverflowAndGrows();
+    void roundUnscaleIsRoundThenUnscale_data();
+    void roundUnscaleIsRoundThenUnscale();
     void mixedFp16ReportsLossScale();
     void lowpNearestStallsWhereStochasticLearns();
     void lowpFp8NearestIsWarned();
@@ -297,6 +299,59 @@ void TestStrategies::lossScalerHalvesOnOverflowAndGrows()
     QCOMPARE(ls.scale(), 1024.0f); // grown after 3 clean steps
     QVERIFY(!ls.unscaleOrSkip({&p}, true)); // overflow seen in an activation gradient
     QCOMPARE(ls.scale(), 512.0f);
+}
+
+void TestStrategies::roundUnscaleIsRoundThenUnscale_data()
+{
+    QTest::addColumn<QString>("format");
+    QTest::addColumn<float>("scale");
+    QTest::addColumn<bool>("overflow"); // one value rounds to inf in the format
+    QTest::newRow("bf16") << "bf16" << 65536.0f << false;
+    QTest::newRow("bf16 overflow") << "bf16" << 1024.0f << true;
+    QTest::newRow("fp16") << "fp16" << 128.0f << false;
+    QTest::newRow("fp16 overflow") << "fp16" << 128.0f << true;
+    QTest::newRow("fp8-e4m3") << "fp8-e4m3" << 4.0f << false;
+}
+
+// Mixed precision's one-pass gradient step (LossScaler::roundUnscaleOrSkip) gives the same bits,
+// verdict and scale as the passes it replaces: roundToFormat to nearest, then unscaleOrSkip. Two
+// tensors of several TBB chunks, values spread over the format's range down to its subnormals.
+void TestStrategies::roundUnscaleIsRoundThenUnscale()
+{
+    QFETCH(QString, format);
+    QFETCH(float, scale);
+    QFETCH(bool, overflow);
+    const NumberFormat& f = findFormat(format.toStdString());
+    Rng rng(7);
+    std::vector<Param> fused(2), ref(2);
+    for (std::size_t k = 0; k < 2; ++k) {
+        const std::size_t n = k == 0 ? 50000 : 1234;
+        Tensor g({n});
+        for (std::size_t i = 0; i < n; ++i) {
+            const float mag = std::ldexp(1.0f + rng.uniform(), static_cast<int>(rng.uniform() * 29.0f) - 24);
+            g[i] = (i % 3 == 0 ? -mag : mag) * scale;
+        }
+        g[5] = 0.0f;
+        g[6] = -0.0f;
+        if (overflow && k == 1) g[n - 1] = std::numeric_limits<float>::max(); // finite in FP32, inf once rounded
+        fused[k].grad = g;
+        ref[k].grad = g;
+    }
+    LossScaler a(scale), b(scale);
+    std::vector<Param*> pa{&fused[0], &fused[1]}, pb{&ref[0], &ref[1]};
+    for (Param* p : pb) roundToFormat(p->grad.values(), f, Rounding::Nearest);
+    const bool okB = b.unscaleOrSkip(pb, false);
+    const bool okA = a.roundUnscaleOrSkip(pa, f, false);
+    QCOMPARE(okA, !overflow);
+    QCOMPARE(okA, okB);
+    QCOMPARE(a.scale(), b.scale());
+    QCOMPARE(a.skippedSteps(), b.skippedSteps());
+    if (!overflow)
+        for (std::size_t k = 0; k < 2; ++k)
+            QVERIFY(std::memcmp(fused[k].grad.data(), ref[k].grad.data(), fused[k].grad.numel() * sizeof(float)) == 0);
+    // An overflow seen in an activation gradient skips the step whatever the weights' gradients.
+    QVERIFY(!a.roundUnscaleOrSkip(pa, f, true));
+    QCOMPARE(a.scale(), std::max(kMinLossScale, b.scale() * 0.5f));
 }
 
 void TestStrategies::mixedFp16ReportsLossScale()

@@ -265,8 +265,15 @@ void roundToFormatRef(std::span<float> x, const NumberFormat& f, Rounding r, std
 namespace {
 // roundToFormat; with `finite`, each chunk is checked after it is rounded and a non-finite value
 // clears the flag.
+// After the rounding and check of a chunk: x *= scale (nothing when scale is 1).
+void scaleChunk(float* x, std::size_t n, float scale)
+{
+    if (scale == 1.0f) return;
+    for (std::size_t i = 0; i < n; ++i) x[i] *= scale;
+}
+
 void roundToFormatImpl(std::span<float> x, const NumberFormat& f, Rounding r, std::uint64_t rngKey,
-                       std::atomic<bool>* finite)
+                       std::atomic<bool>* finite, float scale = 1.0f)
 {
     if (f.kind == FormatKind::Float32 || x.empty()) return;
     if (f.kind == FormatKind::Int) throwNeedsScale(f);
@@ -293,6 +300,7 @@ void roundToFormatImpl(std::span<float> x, const NumberFormat& f, Rounding r, st
                 sto ? roundGridSpan<true>(data + b, e - b, g, 1.0f, 1.0f, rngKey, b)
                     : roundGridSpan<false>(data + b, e - b, g, 1.0f, 1.0f, rngKey, b);
             if (finite && !allFiniteSpan(data + b, e - b)) finite->store(false, std::memory_order_relaxed);
+            scaleChunk(data + b, e - b, scale);
         });
         return;
     }
@@ -305,6 +313,7 @@ void roundToFormatImpl(std::span<float> x, const NumberFormat& f, Rounding r, st
             sto ? roundMxBlock<true>(data + s, len, f, g, rngKey, s) : roundMxBlock<false>(data + s, len, f, g, rngKey, s);
         }
         if (finite && !allFiniteSpan(data + b, e - b)) finite->store(false, std::memory_order_relaxed);
+        scaleChunk(data + b, e - b, scale);
     });
 }
 } // namespace
@@ -326,16 +335,17 @@ void roundToFormat(std::span<float> x, const NumberFormat& f, Rounding r, std::u
     roundToFormatImpl(x, f, r, rngKey, nullptr);
 }
 
-bool roundToFormatAllFinite(std::span<float> x, const NumberFormat& f, Rounding r, std::uint64_t rngKey)
+bool roundToFormatAllFinite(std::span<float> x, const NumberFormat& f, Rounding r, std::uint64_t rngKey, float scale)
 {
     std::atomic<bool> finite{true};
     if (f.kind == FormatKind::Float32) {
         const std::size_t n = x.size();
         parallelChunks(n, elementwiseGrain(n), [&](std::size_t b, std::size_t e) {
             if (!allFiniteSpan(x.data() + b, e - b)) finite.store(false, std::memory_order_relaxed);
+            scaleChunk(x.data() + b, e - b, scale);
         });
     } else {
-        roundToFormatImpl(x, f, r, rngKey, &finite);
+        roundToFormatImpl(x, f, r, rngKey, &finite, scale);
     }
     return finite.load();
 }

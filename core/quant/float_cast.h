@@ -28,7 +28,10 @@ float roundFloat(float x, const NumberFormat& f, Rounding r, std::uint64_t rando
 void roundToFormat(std::span<float> x, const NumberFormat& f, Rounding r, std::uint64_t rngKey = 0);
 // roundToFormat, and true when every rounded value is finite: each chunk is checked right after
 // it is rounded, while it is still in cache (mixed precision's overflow check of a gradient).
-bool roundToFormatAllFinite(std::span<float> x, const NumberFormat& f, Rounding r, std::uint64_t rngKey = 0);
+// scale != 1: each chunk is then multiplied by scale too, after its check (x = round(x) * scale,
+// the same bits as roundToFormat followed by a pass of x *= scale; the loss scaler's unscale).
+bool roundToFormatAllFinite(std::span<float> x, const NumberFormat& f, Rounding r, std::uint64_t rngKey = 0,
+                            float scale = 1.0f);
 // True when no element is inf or NaN (an exponent-field test, vectorised; no TBB).
 bool allFiniteSpan(const float* x, std::size_t n);
 

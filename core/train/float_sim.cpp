@@ -128,16 +128,26 @@ void FloatSim::beforeBackward(std::size_t layer, Layer&, Tensor& dy)
     if (!roundToFormatAllFinite(dy.values(), m_fmt, m_rounding, streamKey(m_key, 0x3000 + layer))) m_overflow = true;
 }
 
-bool LossScaler::unscaleOrSkip(const std::vector<Param*>& params, bool overflowSeen)
+bool LossScaler::settle(bool overflow)
 {
-    bool overflow = overflowSeen;
-    for (std::size_t k = 0; k < params.size() && !overflow; ++k) overflow = !allFinite(params[k]->grad);
     if (overflow) {
         m_scale = std::max(m_scale * 0.5f, kMinLossScale);
         m_clean = 0;
         ++m_skipped;
         return false;
     }
+    if (++m_clean >= m_interval) {
+        m_scale = std::min(m_scale * 2.0f, kMaxLossScale);
+        m_clean = 0;
+    }
+    return true;
+}
+
+bool LossScaler::unscaleOrSkip(const std::vector<Param*>& params, bool overflowSeen)
+{
+    bool overflow = overflowSeen;
+    for (std::size_t k = 0; k < params.size() && !overflow; ++k) overflow = !allFinite(params[k]->grad);
+    if (overflow) return settle(true);
     const float inv = 1.0f / m_scale;
     for (Param* p : params) {
         const std::size_t n = p->grad.numel();
@@ -146,11 +156,16 @@ bool LossScaler::unscaleOrSkip(const std::vector<Param*>& params, bool overflowS
             for (std::size_t i = b; i < e; ++i) g[i] *= inv;
         });
     }
-    if (++m_clean >= m_interval) {
-        m_scale = std::min(m_scale * 2.0f, kMaxLossScale);
-        m_clean = 0;
-    }
-    return true;
+    return settle(false);
+}
+
+bool LossScaler::roundUnscaleOrSkip(const std::vector<Param*>& params, const NumberFormat& f, bool overflowSeen)
+{
+    if (overflowSeen) return settle(true);
+    const float inv = 1.0f / m_scale;
+    bool finite = true;
+    for (Param* p : params) finite &= roundToFormatAllFinite(p->grad.values(), f, Rounding::Nearest, 0, inv);
+    return settle(!finite);
 }
 
 } // namespace quantscope

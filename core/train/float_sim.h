@@ -114,9 +114,19 @@ public:
     // Checks the (scaled) gradients; on overflow halves the scale and returns false (skip the
     // step). Otherwise unscales them in place and returns true.
     bool unscaleOrSkip(const std::vector<Param*>& params, bool overflowSeen);
+    // Mixed precision's gradient pass: rounds each gradient to f (nearest), checks the rounded
+    // values and unscales them, one pass over each (a chunk at a time while in cache: the same bits
+    // as roundToFormat and then unscaleOrSkip). The verdict and the scale's update are
+    // unscaleOrSkip's; on overflow the gradients are left partly unscaled (the step is skipped and
+    // nothing reads them). overflowSeen: nothing is rounded.
+    bool roundUnscaleOrSkip(const std::vector<Param*>& params, const NumberFormat& f, bool overflowSeen);
     std::size_t skippedSteps() const { return m_skipped; }
 
 private:
+    // Records a step: false on overflow (halves the scale, counts a skipped step), else true (and
+    // doubles the scale after growthInterval clean steps in a row).
+    bool settle(bool overflow);
+
     float m_scale;
     std::size_t m_interval;
     std::size_t m_clean = 0, m_skipped = 0;

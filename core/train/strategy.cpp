@@ -311,9 +311,9 @@ public:
     float lossScale() const override { return m_scaler.scale(); }
     bool afterBackward() override
     {
-        // Gradients are produced in the low-precision format too.
-        roundInPlace(m_params, m_sim.format(), Rounding::Nearest, 0, true);
-        return m_scaler.unscaleOrSkip(m_params, m_sim.overflow());
+        // Gradients are produced in the low-precision format too: rounded, checked and unscaled
+        // in one pass over each.
+        return m_scaler.roundUnscaleOrSkip(m_params, m_sim.format(), m_sim.overflow());
     }
     void beforeFloatEval() override
     {
