@@ -565,7 +565,10 @@ void Conv2d::backwardPaths(const Tensor& x, const Tensor* r, const Tensor& dyIn,
         backwardDirect(x, r, dyIn, dx, needInputGrad, cap);
         return;
     }
-    if (r) { // dy = dr masked by the activation's rule, then the plain backward
+    // The im2col path below masks each image's dy as it takes it (in cache); the others take
+    // dy = dr masked by the activation's rule whole, then run their plain backward.
+    const bool maskPerImage = r && !directDepthwise(*this) && !(usesBf16Gemm() && !usesBf16Runs()) && !usesDirectKernel();
+    if (r && !maskPerImage) {
         m_maskedDy.resize(dyIn.shape());
         const float* g = dyIn.data();
         const float* rv = r->data();
@@ -577,7 +580,7 @@ void Conv2d::backwardPaths(const Tensor& x, const Tensor* r, const Tensor& dyIn,
             if (ste) copyRowSteMasked(out + b, out + b, ste + b, e - b);
         });
     }
-    const Tensor& dy = r ? m_maskedDy : dyIn;
+    const Tensor& dy = r && !maskPerImage ? m_maskedDy : dyIn;
     if (directDepthwise(*this)) {
         backwardDepthwise(x, dy, dx, needInputGrad);
         return;
@@ -625,6 +628,12 @@ void Conv2d::backwardPaths(const Tensor& x, const Tensor* r, const Tensor& dyIn,
         const float* dyn = nullptr; // the image's output gradient
         if (m_dySource) {
             dyn = sourcedGradient(n, 1, m_cout * HWo);
+        } else if (maskPerImage) {
+            float* masked = threadBuffer(2, m_cout * HWo).data();
+            const std::size_t at = n * m_cout * HWo;
+            copyRowMasked(masked, dy.data() + at, r->data() + at, m_cout * HWo, cap);
+            if (m_ste) copyRowSteMasked(masked, masked, m_ste + at, m_cout * HWo);
+            dyn = masked;
         } else {
             dyn = dy.data() + n * m_cout * HWo;
         }
