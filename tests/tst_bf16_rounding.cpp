@@ -15,6 +15,8 @@
 
 #include <QtTest>
 
+#include <atomic>
+
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -36,6 +38,8 @@ private slots:
     void batchNormMaskFromRoundedOutput();
     void linearRoundsInputGradient_data();
     void linearRoundsInputGradient();
+    void linearWeightGradientPass_data();
+    void linearWeightGradientPass();
     void dropoutRoundsOutputAndInputGradient_data();
     void dropoutRoundsOutputAndInputGradient();
 };
@@ -269,6 +273,60 @@ void TestBf16Rounding::linearRoundsInputGradient()
         return fc.inputGradientFinite();
     };
     checkRoundedInputGradient(run, gradScale < 1e30f);
+}
+
+void TestBf16Rounding::linearWeightGradientPass_data()
+{
+    QTest::addColumn<float>("gradScale");
+    QTest::addColumn<float>("scale");
+    QTest::addColumn<int>("in"); // 2,500: three column blocks of dW, the last one partial
+    QTest::newRow("in 2500") << 1.0f << 1.0f / 65536.0f << 2500;
+    QTest::newRow("in 37, scale 1") << 1.0f << 1.0f << 37;
+    QTest::newRow("overflow") << 3e38f << 0.5f << 2500;
+}
+
+// Mixed bf16's weight-gradient pass inside Linear's bf16 backward (setWeightGradientPass): dW is
+// the plain backward's dW rounded to bf16 and then scaled, bit for bit, an overflow clears the
+// flag, the bias gradient is left alone, and once the pass is cleared dW is unrounded again.
+void TestBf16Rounding::linearWeightGradientPass()
+{
+    QFETCH(float, gradScale);
+    QFETCH(float, scale);
+    QFETCH(int, in);
+    if (bestBf16Path() == Bf16Path::Emulated) QSKIP("no bf16 products on this CPU");
+    Rng rng(31);
+    Linear fc("fc", static_cast<std::size_t>(in), 19);
+    fc.setBf16Products(bestBf16Path());
+    for (Param* p : fc.params()) p->value = randomTensor(p->value.shape(), rng);
+    const Tensor x = randomTensor({7, static_cast<std::size_t>(in)}, rng);
+    Tensor dy = randomTensor({7, 19}, rng);
+    for (float& v : dy.values()) v *= gradScale;
+    RunContext ctx;
+    ctx.training = true;
+    Tensor y, dx;
+    fc.forward(x, y, ctx);
+    fc.backward(x, y, dy, dx, true);
+    QVERIFY(!fc.weightGradientPassed());
+    const std::vector<float> plain = fc.weight().grad.values(), bias = fc.bias().grad.values();
+    std::vector<float> expected = plain;
+    const bool finite = roundBf16AllFinite(expected.data(), expected.size());
+    for (float& v : expected) v *= scale;
+    QCOMPARE(finite, gradScale < 1e30f);
+
+    std::atomic<bool> flag{true};
+    fc.setWeightGradientPass({true, scale, &flag});
+    fc.forward(x, y, ctx);
+    fc.backward(x, y, dy, dx, true);
+    QVERIFY(fc.weightGradientPassed());
+    QCOMPARE(flag.load(), finite);
+    if (finite) QVERIFY(std::memcmp(fc.weight().grad.data(), expected.data(), expected.size() * sizeof(float)) == 0);
+    QVERIFY(std::memcmp(fc.bias().grad.data(), bias.data(), bias.size() * sizeof(float)) == 0);
+
+    fc.setWeightGradientPass({});
+    fc.forward(x, y, ctx);
+    fc.backward(x, y, dy, dx, true);
+    QVERIFY(!fc.weightGradientPassed());
+    QVERIFY(std::memcmp(fc.weight().grad.data(), plain.data(), plain.size() * sizeof(float)) == 0);
 }
 
 void TestBf16Rounding::dropoutRoundsOutputAndInputGradient_data()

@@ -95,7 +95,8 @@ void Linear::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Te
     const ConstMatrixMap G = dy.matrix(N, m_out);
     MatrixMap dW = m_weight.grad.matrix(m_out, m_in);
     const bool bf16 = m_bf16 != Bf16Path::Emulated;
-    if (bf16) { // dW[:, j0:j1] = bf16(dy)^T bf16(x[:, j0:j1])
+    m_wgPassed = bf16 && m_wgPass.on;
+    if (bf16) { // dW[:, j0:j1] = bf16(dy)^T bf16(x[:, j0:j1]), then the weight-gradient pass
         parallelChunks(m_in, kColGrain, [&](std::size_t j0, std::size_t j1) {
             GemmBf16Args g;
             g.transA = true;
@@ -104,6 +105,16 @@ void Linear::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Te
             g.B = x.data() + j0, g.ldb = m_in;
             g.C = m_weight.grad.data() + j0, g.ldc = m_in;
             gemmBf16(m_bf16, g);
+            if (!m_wgPass.on) return;
+            bool ok = true;
+            const float scale = m_wgPass.scale;
+            for (std::size_t o = 0; o < m_out; ++o) {
+                float* row = m_weight.grad.data() + o * m_in + j0;
+                ok &= roundBf16AllFinite(row, j1 - j0);
+                if (scale != 1.0f)
+                    for (std::size_t j = 0; j < j1 - j0; ++j) row[j] *= scale;
+            }
+            if (!ok && m_wgPass.finite) m_wgPass.finite->store(false, std::memory_order_relaxed);
         });
     } else {
         // Column blocks of dW are independent: dW[:, j0:j1] = G^T X[:, j0:j1].

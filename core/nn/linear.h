@@ -5,6 +5,8 @@
 #include "nn/layer.h"
 #include "tensor/gemm_bf16.h"
 
+#include <atomic>
+
 namespace quantscope {
 
 class Linear final : public Layer, public InputGradientRounding {
@@ -37,6 +39,20 @@ public:
     // True when every product that reads the weight packs it to bf16 (Conv2d::readsWeightAsBf16).
     bool readsWeightAsBf16() const { return m_bf16 != Bf16Path::Emulated; }
 
+    // Mixed precision's weight-gradient pass (LossScaler::roundUnscaleOrSkip) for this layer's dW,
+    // made by the bf16 backward on each block of dW right after its product wrote it, while in
+    // cache: dW = roundBf16(dW) * scale, the same bits as the pass over the whole tensor
+    // afterwards; `finite` (when set) is cleared when a rounded value is inf or NaN. Only on the
+    // bf16 products (readsWeightAsBf16); the FP32 backward ignores it. weightGradientPassed() tells
+    // whether the last backward made it. Off (scale 1, no flag) until set; the bias is left alone.
+    struct WeightGradientPass {
+        bool on = false;
+        float scale = 1.0f;
+        std::atomic<bool>* finite = nullptr;
+    };
+    void setWeightGradientPass(const WeightGradientPass& pass) { m_wgPass = pass; }
+    bool weightGradientPassed() const { return m_wgPassed; }
+
 private:
     void addBias(MatrixMap& Y) const;
 
@@ -44,6 +60,8 @@ private:
     bool m_hasBias;
     Bf16Path m_bf16 = Bf16Path::Emulated;
     PackedBf16A m_xPacked; // bf16 forward: the batch, packed once for every column block of y
+    WeightGradientPass m_wgPass;
+    bool m_wgPassed = false;
     Param m_weight, m_bias;
 };
 

@@ -290,6 +290,14 @@ private:
     std::string m_name;
 };
 
+std::vector<Linear*> linearsOf(Model& model)
+{
+    std::vector<Linear*> out;
+    for (std::size_t i = 0; i < model.size(); ++i)
+        if (auto* l = dynamic_cast<Linear*>(&model.layer(i))) out.push_back(l);
+    return out;
+}
+
 // ---------------------------------------------------------------- mixed precision
 class MixedStrategy final : public PrecisionStrategy {
 public:
@@ -307,13 +315,26 @@ public:
         m_sim.setKey(key);
         m_sim.resetOverflow();
         m_sim.roundWeightsToOverride(m_stepOverrides);
+        // An fc layer on bf16 products rounds, checks and unscales its dW block by block as its
+        // backward writes it (Linear::setWeightGradientPass): the same bits as afterBackward's pass.
+        m_fcFinite.store(true);
+        for (Linear* l : m_linears)
+            if (l->readsWeightAsBf16()) l->setWeightGradientPass({true, 1.0f / m_scaler.scale(), &m_fcFinite});
     }
     float lossScale() const override { return m_scaler.scale(); }
     bool afterBackward() override
     {
         // Gradients are produced in the low-precision format too: rounded, checked and unscaled
-        // in one pass over each.
-        return m_scaler.roundUnscaleOrSkip(m_params, m_sim.format(), m_sim.overflow());
+        // in one pass over each (the fc layers' weights already were, in their backward).
+        m_rest.clear();
+        for (Param* p : m_params) {
+            const auto done = std::find_if(m_linears.begin(), m_linears.end(), [&](Linear* l) {
+                return &l->weight() == p && l->weightGradientPassed();
+            });
+            if (done == m_linears.end()) m_rest.push_back(p);
+        }
+        for (Linear* l : m_linears) l->setWeightGradientPass({});
+        return m_scaler.roundUnscaleOrSkip(m_rest, m_sim.format(), m_sim.overflow() || !m_fcFinite.load());
     }
     void beforeFloatEval() override
     {
@@ -335,7 +356,16 @@ public:
         clearOverrides(m_model);
         m_products.enable(true);
     }
-    void endRun() override { m_products.enable(false); }
+    void endRun() override
+    {
+        m_products.enable(false);
+        for (Linear* l : m_linears) l->setWeightGradientPass({});
+    }
+    // A step cut short (an exception between beforeStep and afterBackward) leaves no pass pointing here.
+    ~MixedStrategy() override
+    {
+        for (Linear* l : m_linears) l->setWeightGradientPass({});
+    }
     std::string phase(std::size_t) const override { return m_cfg.format; }
     double reportedLossScale() const override { return m_scaler.scale(); }
     std::size_t skippedSteps() const override { return m_scaler.skippedSteps(); }
@@ -348,6 +378,9 @@ private:
     LossScaler m_scaler;
     Bf16Products m_products;
     std::vector<Param*> m_stepOverrides; // what a training step rounds into overrides
+    std::vector<Linear*> m_linears = linearsOf(m_model);
+    std::atomic<bool> m_fcFinite{true}; // the fc layers' weight-gradient passes found no inf or NaN
+    std::vector<Param*> m_rest;         // afterBackward: the gradients its own pass takes
 };
 
 // ---------------------------------------------------------------- pure low precision
