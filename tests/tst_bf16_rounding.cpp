@@ -233,6 +233,26 @@ void TestBf16Rounding::batchNormMaskFromRoundedOutput()
     }
 }
 
+namespace {
+
+// An fc layer of `in` -> 19 features on `path` with random weights, a batch of 7 random inputs and
+// an output gradient scaled by gradScale (3e38: it overflows once multiplied out).
+struct LinearCase {
+    Linear fc;
+    Tensor x, dy;
+    LinearCase(int in, float gradScale, std::uint64_t seed, Bf16Path path) : fc("fc", static_cast<std::size_t>(in), 19)
+    {
+        Rng rng(seed);
+        fc.setBf16Products(path);
+        for (Param* p : fc.params()) p->value = randomTensor(p->value.shape(), rng);
+        x = randomTensor({7, static_cast<std::size_t>(in)}, rng);
+        dy = randomTensor({7, 19}, rng);
+        for (float& v : dy.values()) v *= gradScale;
+    }
+};
+
+} // namespace
+
 void TestBf16Rounding::linearRoundsInputGradient_data()
 {
     QTest::addColumn<bool>("bf16");
@@ -253,13 +273,10 @@ void TestBf16Rounding::linearRoundsInputGradient()
     QFETCH(bool, bf16);
     QFETCH(float, gradScale);
     QFETCH(int, in);
-    Rng rng(29);
-    Linear fc("fc", static_cast<std::size_t>(in), 19);
-    if (bf16) fc.setBf16Products(bestBf16Path());
-    for (Param* p : fc.params()) p->value = randomTensor(p->value.shape(), rng);
-    const Tensor x = randomTensor({7, static_cast<std::size_t>(in)}, rng);
-    Tensor dy = randomTensor({7, 19}, rng);
-    for (float& v : dy.values()) v *= gradScale;
+    LinearCase lc(in, gradScale, 29, bf16 ? bestBf16Path() : Bf16Path::Emulated);
+    Linear& fc = lc.fc;
+    const Tensor& x = lc.x;
+    const Tensor& dy = lc.dy;
     RunContext ctx;
     ctx.training = true;
     const auto run = [&](bool round, Tensor& dx, std::vector<float>& grads) {
@@ -294,13 +311,10 @@ void TestBf16Rounding::linearWeightGradientPass()
     QFETCH(float, scale);
     QFETCH(int, in);
     if (bestBf16Path() == Bf16Path::Emulated) QSKIP("no bf16 products on this CPU");
-    Rng rng(31);
-    Linear fc("fc", static_cast<std::size_t>(in), 19);
-    fc.setBf16Products(bestBf16Path());
-    for (Param* p : fc.params()) p->value = randomTensor(p->value.shape(), rng);
-    const Tensor x = randomTensor({7, static_cast<std::size_t>(in)}, rng);
-    Tensor dy = randomTensor({7, 19}, rng);
-    for (float& v : dy.values()) v *= gradScale;
+    LinearCase lc(in, gradScale, 31, bestBf16Path());
+    Linear& fc = lc.fc;
+    const Tensor& x = lc.x;
+    const Tensor& dy = lc.dy;
     RunContext ctx;
     ctx.training = true;
     Tensor y, dx;
