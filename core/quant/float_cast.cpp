@@ -263,8 +263,6 @@ void roundToFormatRef(std::span<float> x, const NumberFormat& f, Rounding r, std
 }
 
 namespace {
-// roundToFormat; with `finite`, each chunk is checked after it is rounded and a non-finite value
-// clears the flag.
 // After the rounding and check of a chunk: x *= scale (nothing when scale is 1).
 void scaleChunk(float* x, std::size_t n, float scale)
 {
@@ -272,6 +270,8 @@ void scaleChunk(float* x, std::size_t n, float scale)
     for (std::size_t i = 0; i < n; ++i) x[i] *= scale;
 }
 
+// roundToFormat; with `finite`, each chunk is checked after it is rounded and a non-finite value
+// clears the flag; then the chunk is multiplied by scale.
 void roundToFormatImpl(std::span<float> x, const NumberFormat& f, Rounding r, std::uint64_t rngKey,
                        std::atomic<bool>* finite, float scale = 1.0f)
 {
