@@ -14,6 +14,7 @@
 #include "quant/float_cast.h"
 #include "quant/format.h"
 #include "train/float_sim.h"
+#include "train/loss.h"
 #include "train/optimizer.h"
 #include "train/quant_sim.h"
 #include "train/trainer.h"
@@ -52,6 +53,8 @@ private slots:
     void lossScalerHalvesOnOverflowAndGrows();
     void roundUnscaleIsRoundThenUnscale_data();
     void roundUnscaleIsRoundThenUnscale();
+    void fcGradientPassesGiveTheStrategyPassBits_data();
+    void fcGradientPassesGiveTheStrategyPassBits();
     void mixedFp16ReportsLossScale();
     void lowpNearestStallsWhereStochasticLearns();
     void lowpFp8NearestIsWarned();
@@ -482,6 +485,88 @@ void TestStrategies::badCombinationsAreConfigErrors()
 // as it updates them (Optimizer::setRoundToBf16): the same bits, step after step, as the strategy's
 // passes of roundToFormat over each tensor after a plain step. Values span bf16's normal and
 // subnormal range and ties; Adam and SGD with momentum (Nesterov too).
+void TestStrategies::fcGradientPassesGiveTheStrategyPassBits_data()
+{
+    QTest::addColumn<QString>("strategy");
+    QTest::newRow("mixed bf16") << "mixed";
+    QTest::newRow("lowp bf16") << "lowp";
+}
+
+// Mixed and low-precision bf16 have the fc layers on bf16 products round (and unscale) their own
+// dW inside their backward (Linear::setWeightGradientPass, armed by beforeStep): every gradient of
+// a step ends with the bits of the strategy's own pass in afterBackward over plain gradients (the
+// reference step below disarms the fc passes, so that pass takes every gradient). The passes are
+// off again after afterBackward.
+void TestStrategies::fcGradientPassesGiveTheStrategyPassBits()
+{
+    QFETCH(QString, strategy);
+    if (bestBf16Path() == Bf16Path::Emulated) QSKIP("no hardware bf16 path here: the fc layers run FP32 products, no pass");
+    TrainConfig cfg;
+    cfg.precision.strategy = strategy == "mixed" ? Strategy::Mixed : Strategy::LowPrecision;
+    cfg.precision.format = "bf16";
+    auto model = makeModel("seed-cnn");
+    Adam opt(AdamOptions{});
+    auto s = makeStrategy(cfg, *model, opt);
+    std::vector<Linear*> fcs;
+    for (std::size_t i = 0; i < model->size(); ++i)
+        if (auto* l = dynamic_cast<Linear*>(&model->layer(i))) fcs.push_back(l);
+    QCOMPARE(fcs.size(), std::size_t{2});
+    QVERIFY(fcs[0]->readsWeightAsBf16());
+
+    Rng rng(11);
+    Tensor x({16, 1, 28, 28});
+    for (float& v : x.values()) v = rng.uniform(-1.0f, 2.0f);
+    std::vector<std::int32_t> y(16);
+    for (std::size_t i = 0; i < y.size(); ++i) y[i] = static_cast<std::int32_t>(i % 10);
+    struct Step {
+        std::vector<std::vector<float>> grads;
+        bool passed = false, stepped = false;
+    };
+    const auto step = [&](bool fcPasses) {
+        RunContext ctx;
+        ctx.training = true;
+        ctx.rngKey = 42;
+        s->beforeStep(1, 1, ctx.rngKey);
+        if (!fcPasses)
+            for (Linear* l : fcs) l->setWeightGradientPass({});
+        const Tensor& out = model->forward(x, ctx, s->hooks());
+        Tensor grad;
+        const ModelLoss ml = modelClassificationLoss(*model, out, y, grad);
+        if (const float ls = s->lossScale(); ls != 1.0f)
+            for (float& g : grad.values()) g *= ls;
+        model->backward(grad, s->hooks(), ml.beforeHead);
+        Step r;
+        r.passed = fcs[0]->weightGradientPassed();
+        r.stepped = s->afterBackward();
+        for (Param* p : model->params()) r.grads.emplace_back(p->grad.values().begin(), p->grad.values().end());
+        return r;
+    };
+    const Step refStep = step(false), gotStep = step(true);
+    QVERIFY(!refStep.passed);
+    QVERIFY(gotStep.passed);
+    QVERIFY(refStep.stepped);
+    QVERIFY(gotStep.stepped);
+    const auto& ref = refStep.grads;
+    const auto& got = gotStep.grads;
+    QCOMPARE(got.size(), ref.size());
+    for (std::size_t k = 0; k < ref.size(); ++k) {
+        QCOMPARE(got[k].size(), ref[k].size());
+        QVERIFY2(std::memcmp(got[k].data(), ref[k].data(), ref[k].size() * sizeof(float)) == 0,
+                 qPrintable(QString("parameter %1: not the bits of the strategy's own pass").arg(k)));
+        if (strategy == "lowp") // nothing unscaled: every gradient on the bf16 grid
+            for (float v : got[k]) QCOMPARE(roundBf16(v), v);
+    }
+    // The passes are off after afterBackward: a backward outside a step leaves dW plain
+    RunContext ctx;
+    ctx.training = true;
+    ctx.rngKey = 42;
+    const Tensor& out = model->forward(x, ctx, nullptr);
+    Tensor grad;
+    const ModelLoss ml = modelClassificationLoss(*model, out, y, grad);
+    model->backward(grad, nullptr, ml.beforeHead);
+    QVERIFY(!fcs[0]->weightGradientPassed());
+}
+
 void TestStrategies::optimizerBf16RoundingMatchesPasses()
 {
     const NumberFormat& bf16 = findFormat("bf16");

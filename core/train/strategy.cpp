@@ -298,6 +298,49 @@ std::vector<Linear*> linearsOf(Model& model)
     return out;
 }
 
+// The weight-gradient passes of a model's fc layers on bf16 products (Linear::setWeightGradientPass):
+// each such layer rounds its dW to bf16, checks it and multiplies it by `scale`, block by block as
+// its backward writes it, instead of a pass of the strategy's own over the whole dW afterwards (the
+// same bits; seed-cnn's fc1 dW is 4.7 MB). arm() before a step's backward, rest() after it for the
+// gradients the strategy's own pass still takes, then disarm(); disarmed again at the end of a run
+// and on destruction, so that no pass outlives its step or points at a strategy gone.
+class FcGradientPasses {
+public:
+    explicit FcGradientPasses(Model& model) : m_linears(linearsOf(model)) {}
+    FcGradientPasses(const FcGradientPasses&) = delete;
+    FcGradientPasses& operator=(const FcGradientPasses&) = delete;
+    ~FcGradientPasses() { disarm(); }
+    void arm(float scale)
+    {
+        m_finite.store(true);
+        for (Linear* l : m_linears)
+            if (l->readsWeightAsBf16()) l->setWeightGradientPass({true, scale, &m_finite});
+    }
+    void disarm()
+    {
+        for (Linear* l : m_linears) l->setWeightGradientPass({});
+    }
+    // Whether every armed pass found its dW finite (after rounding, before the scale).
+    bool finite() const { return m_finite.load(); }
+    // The gradients of `params` that no pass took in the last backward, in order.
+    const std::vector<Param*>& rest(const std::vector<Param*>& params)
+    {
+        m_rest.clear();
+        for (Param* p : params) {
+            const auto done = std::find_if(m_linears.begin(), m_linears.end(), [&](Linear* l) {
+                return &l->weight() == p && l->weightGradientPassed();
+            });
+            if (done == m_linears.end()) m_rest.push_back(p);
+        }
+        return m_rest;
+    }
+
+private:
+    std::vector<Linear*> m_linears;
+    std::atomic<bool> m_finite{true};
+    std::vector<Param*> m_rest;
+};
+
 // ---------------------------------------------------------------- mixed precision
 class MixedStrategy final : public PrecisionStrategy {
 public:
@@ -316,25 +359,17 @@ public:
         m_sim.resetOverflow();
         m_sim.roundWeightsToOverride(m_stepOverrides);
         // An fc layer on bf16 products rounds, checks and unscales its dW block by block as its
-        // backward writes it (Linear::setWeightGradientPass): the same bits as afterBackward's pass.
-        m_fcFinite.store(true);
-        for (Linear* l : m_linears)
-            if (l->readsWeightAsBf16()) l->setWeightGradientPass({true, 1.0f / m_scaler.scale(), &m_fcFinite});
+        // backward writes it: the same bits as afterBackward's pass.
+        m_fcPasses.arm(1.0f / m_scaler.scale());
     }
     float lossScale() const override { return m_scaler.scale(); }
     bool afterBackward() override
     {
         // Gradients are produced in the low-precision format too: rounded, checked and unscaled
         // in one pass over each (the fc layers' weights already were, in their backward).
-        m_rest.clear();
-        for (Param* p : m_params) {
-            const auto done = std::find_if(m_linears.begin(), m_linears.end(), [&](Linear* l) {
-                return &l->weight() == p && l->weightGradientPassed();
-            });
-            if (done == m_linears.end()) m_rest.push_back(p);
-        }
-        for (Linear* l : m_linears) l->setWeightGradientPass({});
-        return m_scaler.roundUnscaleOrSkip(m_rest, m_sim.format(), m_sim.overflow() || !m_fcFinite.load());
+        const std::vector<Param*>& rest = m_fcPasses.rest(m_params);
+        m_fcPasses.disarm();
+        return m_scaler.roundUnscaleOrSkip(rest, m_sim.format(), m_sim.overflow() || !m_fcPasses.finite());
     }
     void beforeFloatEval() override
     {
@@ -359,12 +394,7 @@ public:
     void endRun() override
     {
         m_products.enable(false);
-        for (Linear* l : m_linears) l->setWeightGradientPass({});
-    }
-    // A step cut short (an exception between beforeStep and afterBackward) leaves no pass pointing here.
-    ~MixedStrategy() override
-    {
-        for (Linear* l : m_linears) l->setWeightGradientPass({});
+        m_fcPasses.disarm();
     }
     std::string phase(std::size_t) const override { return m_cfg.format; }
     double reportedLossScale() const override { return m_scaler.scale(); }
@@ -378,9 +408,7 @@ private:
     LossScaler m_scaler;
     Bf16Products m_products;
     std::vector<Param*> m_stepOverrides; // what a training step rounds into overrides
-    std::vector<Linear*> m_linears = linearsOf(m_model);
-    std::atomic<bool> m_fcFinite{true}; // the fc layers' weight-gradient passes found no inf or NaN
-    std::vector<Param*> m_rest;         // afterBackward: the gradients its own pass takes
+    FcGradientPasses m_fcPasses{m_model}; // disarmed by its destructor too: a step cut short leaves none
 };
 
 // ---------------------------------------------------------------- pure low precision
@@ -409,10 +437,18 @@ public:
         m_key = key;
         m_sim.setKey(key);
         m_sim.resetOverflow();
+        // bf16 to nearest, unscaled: the fc layers on bf16 products round their dW to bf16 as
+        // their backward writes it (scale 1), the bits afterBackward's pass gives.
+        if (m_optimizerRounds) m_fcPasses.arm(1.0f);
     }
     float lossScale() const override { return m_scaled ? m_scaler.scale() : 1.0f; }
     bool afterBackward() override
     {
+        if (m_optimizerRounds) { // the rest to nearest; nothing to unscale or check (bf16: !m_scaled)
+            for (Param* p : m_fcPasses.rest(m_params)) roundToFormat(p->grad.values(), m_fmt, Rounding::Nearest);
+            m_fcPasses.disarm();
+            return true;
+        }
         roundInPlace(m_params, m_fmt, m_rounding, streamKey(m_key, 0x6A), true);
         if (!m_scaled) return true;
         const bool ok = m_scaler.unscaleOrSkip(m_params, m_sim.overflow());
@@ -446,6 +482,7 @@ public:
     {
         m_products.enable(false);
         m_opt.setRoundToBf16(false);
+        m_fcPasses.disarm();
     }
     std::string phase(std::size_t) const override { return m_cfg.format + "-" + m_cfg.rounding; }
     double reportedLossScale() const override { return m_scaled ? m_scaler.scale() : kNoValue; }
@@ -464,6 +501,7 @@ private:
     Bf16Products m_products;
     bool m_optimizerRounds; // the optimizer rounds weights and state to bf16 (setRoundToBf16)
     std::uint64_t m_key = 0;
+    FcGradientPasses m_fcPasses{m_model}; // bf16 to nearest (m_optimizerRounds) only
 };
 
 } // namespace
