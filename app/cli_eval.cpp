@@ -39,7 +39,9 @@ const char* const kEvalHelp =
     "  --test-limit N       only the first N test images\n"
     "  --normalize MEAN,STD input normalisation for a model that does not store one (an ONNX\n"
     "                       file from PyTorch): each a number or one per channel joined by ':';\n"
-    "                       default: the train set's statistics. Models QuantScope wrote keep theirs.\n"
+    "                       default: the train set's statistics (with --resize, of training images\n"
+    "                       spread over the set, at most 2^28 resized pixels). Models QuantScope\n"
+    "                       wrote keep theirs.\n"
     "  --threads N          worker threads (default 2)\n"
     "  --batch-size N       images per call (default 256)\n"
     "  --predictions FILE   write 'index,predicted_class', one line per test image ('-': standard\n"
@@ -122,6 +124,17 @@ int runEval(const std::vector<std::string>& argv)
     // and again at the data's size once it is loaded (prepareModelForData).
     const ImageShape at = datasetOptions(args).resize;
     ExportedModel model = readModelFile(path, at.height, at.width); // other extensions: "not a model file (expected .qsm or .onnx)"
+    // A --resize the model cannot take is said now, before the data is read and resized (minutes
+    // at 2048x2048 only to be refused by prepareModelForData).
+    if (at.given() && (at.height != model.height || at.width != model.width)) {
+        const std::string size = std::to_string(model.height) + "x" + std::to_string(model.width);
+        throw ConfigError(path + " takes " + std::to_string(model.channels) + "x" + size + " images" +
+                          (model.dynamicImageSize ? std::string(" (only its ") + (at.height != model.height ? "width" : "height") +
+                                                        " is dynamic)"
+                                                  : std::string()) +
+                          "; --resize " + std::to_string(at.height) + "x" + std::to_string(at.width) + " gives another size: resize to " +
+                          size + ", or leave --resize out for images of that size");
+    }
     DatasetOptions dopt = datasetOptions(args);
     dopt.testLimit = args.u64("--test-limit", 0, 1);
     // Only the test set is read, and a folder or CSV file with no test split of its own is all test
@@ -131,6 +144,7 @@ int runEval(const std::vector<std::string>& argv)
     const bool needStatistics = !model.normalizationKnown && !args.has("--normalize");
     const bool heldOutShare = args.has("--test-fraction");
     dopt.testOnly = !needStatistics && !heldOutShare;
+    dopt.trainForStatistics = true; // eval reads no training image for anything else
     Dataset data = Dataset::load(dopt);
     if (needStatistics && data.splitByFraction && !heldOutShare) {
         const Normalization statistics = data.normalization;

@@ -419,6 +419,15 @@ void TestCli::modelFiles()
     QVERIFY2(guessed.exitCode == kExitOk, qPrintable(guessed.err));
     QVERIFY2(guessed.err.contains("does not say how its input was normalised: using the train set's statistics"), qPrintable(guessed.err));
     QVERIFY(!ev.err.contains("does not say how its input")); // --normalize given
+    // The statistics of the train set at --resize's size, taken image by image (Dataset's
+    // trainForStatistics): at the model's own size, the same evaluation.
+    const Result guessedResized = runCli({"eval", ref, "--data", m_valid, "--test-limit", "20", "--resize", "28x28"});
+    QVERIFY2(guessedResized.exitCode == kExitOk, qPrintable(guessedResized.err));
+    QCOMPARE(guessedResized.out, guessed.out);
+    // A --resize the model cannot take is refused before any image is read or resized.
+    const Result wrongSize = runCli({"eval", ref, "--data", m_valid, "--test-limit", "20", "--resize", "56x56"});
+    QCOMPARE(wrongSize.exitCode, kExitUsage);
+    QVERIFY2(wrongSize.err.contains("takes 1x28x28 images; --resize 56x56 gives another size: resize to 28x28"), qPrintable(wrongSize.err));
     // analyze compare / sensitivity on the exported model, as JSON.
     const Result cmp = runCli({"analyze", "compare", onnx, "--data", m_valid, "--images", "32", "--format", "int4", "--json"});
     QVERIFY2(cmp.exitCode == kExitOk, qPrintable(cmp.err));

@@ -9,6 +9,7 @@
 #include "data/resize.h"
 #include "nn/model_zoo.h"
 #include "util/errors.h"
+#include "util/memory.h"
 
 #include <QtTest>
 
@@ -47,6 +48,8 @@ private slots:
     void broken_data();
     void broken();
     void hugeImageHeader();
+    void statisticsOnlyTrainSet();
+    void resizeBeyondMemory();
     void options_data();
     void options();
     void presetsTakeTheShape_data();
@@ -419,6 +422,53 @@ void TestDatasets::hugeImageHeader()
     QCOMPARE(c.type, QString("FormatError"));
     QVERIFY2(c.message.contains("huge.png") && c.message.contains("20000x20000"), qPrintable(c.message));
     QVERIFY2(largest < kSmallAllocation, qPrintable(QString("allocated %1 bytes").arg(largest)));
+}
+
+// eval of a model that stores no normalisation reads the training set for its statistics only
+// (DatasetOptions::trainForStatistics): the same statistics as a full load, with --resize taken
+// image by image without a resized copy of the set, and no training image kept.
+void TestDatasets::statisticsOnlyTrainSet()
+{
+    const std::string d = path("cifar-stats");
+    writeBytes(d + "/data_batch_1.bin", cifarRecords(0, 64, 10, false));
+    writeBytes(d + "/test_batch.bin", cifarRecords(64, 10, 10, false));
+    for (const char* size : {"", "48x40", "32x32"}) {
+        DatasetOptions o;
+        o.dir = d;
+        if (*size) o.resize = parseResize(size);
+        const Dataset full = Dataset::load(o);
+        o.trainForStatistics = true;
+        g_largestAllocation = 0;
+        const Dataset lean = Dataset::load(o);
+        const std::size_t largest = g_largestAllocation;
+        QCOMPARE(lean.normalization.mean, full.normalization.mean);
+        QCOMPARE(lean.normalization.stddev, full.normalization.stddev);
+        QVERIFY(std::abs(full.normalization.stddev[0] - 1.0f) > 1e-3f); // real statistics, not the identity
+        QCOMPARE(lean.train.size(), std::size_t{0});
+        QCOMPARE(lean.channels(), std::size_t{3});
+        QCOMPARE(lean.height(), full.test.height);
+        QCOMPARE(lean.width(), full.test.width);
+        QCOMPARE(lean.test.pixels, full.test.pixels);
+        if (*size && std::string(size) != "32x32") // never the whole train set resized at once
+            QVERIFY2(largest < full.train.pixels.size(), qPrintable(QString("%1: allocated %2 bytes").arg(size).arg(largest)));
+    }
+}
+
+// --resize to a size whose images would not fit in memory is a ConfigError naming the sizes,
+// before any image is resized (it ran out of memory, exit 1, with nothing said).
+void TestDatasets::resizeBeyondMemory()
+{
+    DatasetOptions o; // Fashion-MNIST's 10,000 test images at 4096x4096: 156 GiB
+    o.testOnly = true;
+    o.resize = parseResize("4096x4096");
+    if (!fs::exists(o.dir)) QSKIP("Fashion-MNIST is not installed (Debian package dataset-fashion-mnist)");
+    if (double(physicalMemoryBytes()) > 150.0 * double(1u << 30)) QSKIP("this machine could hold them");
+    g_largestAllocation = 0;
+    const Caught c = catchError([&] { Dataset::load(o); });
+    QCOMPARE(c.type, QString("ConfigError"));
+    QVERIFY2(c.message.contains("--resize 4096x4096") && c.message.contains("10000 images") && c.message.contains("GiB"),
+             qPrintable(c.message));
+    QVERIFY2(g_largestAllocation < std::size_t{1} << 30, qPrintable(QString("allocated %1 bytes").arg(g_largestAllocation)));
 }
 
 void TestDatasets::options_data()

@@ -4,11 +4,13 @@
 #include "data/readers.h"
 #include "data/resize.h"
 #include "util/errors.h"
+#include "util/memory.h"
 #include "util/rng.h"
 
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 
@@ -92,6 +94,73 @@ LabeledImages resized(const LabeledImages& s, const ImageShape& target)
 }
 
 Dataset finishLoad(RawDataset&& raw, const DetectedLayout& found, const DatasetOptions& opts);
+
+// DatasetOptions::trainForStatistics with --resize: the statistics of as many training images as
+// make at most this many resized pixels (and at least 16 images), evenly spaced over the set. All
+// of Fashion-MNIST's 60,000 at 512x512 took 5 minutes, one image at a time, for an evaluation of
+// 8 images; these 1,024 take about 5 s, the 64 at 2048x2048 as long.
+constexpr std::size_t kResizedStatisticsPixels = std::size_t{1} << 28;
+
+// --resize HxW would make the images that stay in memory (the kept training images unless only
+// their statistics are wanted, the validation and test images) need more than 80 % of this
+// machine's memory: a ConfigError naming the sizes, before anything is resized (resizing first
+// ran out of memory, or was killed, with nothing said).
+void checkResizedFootprint(const Dataset& d, const ImageShape& target, bool statisticsOnly, const std::string& path)
+{
+    const unsigned long long physical = physicalMemoryBytes();
+    if (physical == 0) return;
+    const std::size_t images = (statisticsOnly ? 0 : d.train.size()) + d.validation.size() + d.test.size();
+    const double bytes = double(images) * double(d.test.channels) * double(target.height) * double(target.width);
+    if (bytes <= 0.8 * double(physical)) return;
+    char text[160];
+    std::snprintf(text, sizeof text, " of %zux%zu pixels take %.1f GiB in memory, and this machine has %.1f GiB", target.height,
+                  target.width, bytes / double(1u << 30), double(physical) / double(1u << 30));
+    throw ConfigError(path + ": --resize " + std::to_string(target.height) + "x" + std::to_string(target.width) + " makes " +
+                      std::to_string(images) + " images (training, validation and test)" + text +
+                      "; give a smaller --resize, or fewer images (--train-limit, --test-limit)");
+}
+
+// Per-channel 256-bin histograms of `set`'s pixels, or (target) of its images resized to target,
+// one plane at a time.
+using ChannelHistograms = std::vector<std::array<std::uint64_t, 256>>;
+ChannelHistograms pixelHistograms(const LabeledImages& set, const ImageShape* target)
+{
+    const std::size_t C = set.channels, inPlane = set.height * set.width;
+    const std::size_t plane = target ? target->height * target->width : inPlane;
+    ChannelHistograms hist(C);
+    for (auto& h : hist) h.fill(0);
+    std::vector<std::uint8_t> buf(target ? plane : 0);
+    for (std::size_t i = 0; i < set.size(); ++i)
+        for (std::size_t c = 0; c < C; ++c) {
+            const std::uint8_t* p = set.pixels.data() + (i * C + c) * inPlane;
+            if (target) {
+                resizeImage(p, set.height, set.width, 1, buf.data(), target->height, target->width);
+                p = buf.data();
+            }
+            for (std::size_t j = 0; j < plane; ++j) ++hist[c][p[j]];
+        }
+    return hist;
+}
+
+Normalization statisticsOf(const ChannelHistograms& hist)
+{
+    const std::size_t C = hist.size();
+    Normalization norm = Normalization::identity(C);
+    for (std::size_t c = 0; c < C; ++c) {
+        double s = 0.0, s2 = 0.0, n = 0.0;
+        for (std::size_t v = 0; v < 256; ++v) {
+            const double x = v / 255.0, k = static_cast<double>(hist[c][v]);
+            s += k * x;
+            s2 += k * x * x;
+            n += k;
+        }
+        if (n == 0.0) continue;
+        norm.mean[c] = static_cast<float>(s / n);
+        const double var = s2 / n - (s / n) * (s / n);
+        norm.stddev[c] = static_cast<float>(var > 1e-12 ? std::sqrt(var) : 1.0);
+    }
+    return norm;
+}
 
 } // namespace
 
@@ -316,43 +385,40 @@ Dataset finishLoad(RawDataset&& raw, const DetectedLayout& found, const DatasetO
     }
     // After the selection, so --resize works on the images kept only (every image of an IDX set
     // was resized before --train-limit 128 picked its 128: 26-32 s for 3,600 at 512x512).
+    const bool statisticsOnly = opts.trainForStatistics && !opts.testOnly;
+    if (opts.resize.given()) checkResizedFootprint(d, opts.resize, statisticsOnly, found.path);
+    if (statisticsOnly && opts.resize.given()) { // at most kResizedStatisticsPixels, evenly spaced images
+        const std::size_t perImage = std::max<std::size_t>(1, d.train.channels * opts.resize.height * opts.resize.width);
+        const std::size_t n = d.train.size(), k = std::min(n, std::max<std::size_t>(16, kResizedStatisticsPixels / perImage));
+        std::vector<std::size_t> every(k);
+        for (std::size_t i = 0; i < k; ++i) every[i] = i * n / k;
+        d.normalization = pixelStatistics(k < n ? subset(d.train, every) : d.train, opts.resize);
+    }
     if (opts.resize.given()) {
-        d.train = resized(d.train, opts.resize);
+        if (!statisticsOnly) d.train = resized(d.train, opts.resize);
         if (d.validation.size()) d.validation = resized(d.validation, opts.resize);
         d.test = resized(d.test, opts.resize);
     }
-
+    if (statisticsOnly) { // its statistics taken, the train set goes (of the test set's shape)
+        if (!opts.resize.given()) d.normalization = pixelStatistics(d.train);
+        d.train = LabeledImages{};
+        d.train.channels = d.test.channels;
+        d.train.height = d.test.height;
+        d.train.width = d.test.width;
+        return d;
+    }
     d.normalization = pixelStatistics(d.train);
     return d;
 }
 
 } // namespace
 
-Normalization pixelStatistics(const LabeledImages& set)
+Normalization pixelStatistics(const LabeledImages& set) { return statisticsOf(pixelHistograms(set, nullptr)); }
+
+Normalization pixelStatistics(const LabeledImages& set, const ImageShape& target)
 {
-    const std::size_t C = set.channels, plane = set.height * set.width;
-    Normalization norm = Normalization::identity(C);
-    std::vector<std::array<std::uint64_t, 256>> hist(C);
-    for (auto& h : hist) h.fill(0);
-    for (std::size_t i = 0; i < set.size(); ++i)
-        for (std::size_t c = 0; c < C; ++c) {
-            const std::uint8_t* p = set.pixels.data() + (i * C + c) * plane;
-            for (std::size_t j = 0; j < plane; ++j) ++hist[c][p[j]];
-        }
-    for (std::size_t c = 0; c < C; ++c) {
-        double s = 0.0, s2 = 0.0, n = 0.0;
-        for (std::size_t v = 0; v < 256; ++v) {
-            const double x = v / 255.0, k = static_cast<double>(hist[c][v]);
-            s += k * x;
-            s2 += k * x * x;
-            n += k;
-        }
-        if (n == 0.0) continue;
-        norm.mean[c] = static_cast<float>(s / n);
-        const double var = s2 / n - (s / n) * (s / n);
-        norm.stddev[c] = static_cast<float>(var > 1e-12 ? std::sqrt(var) : 1.0);
-    }
-    return norm;
+    if (set.height == target.height && set.width == target.width) return pixelStatistics(set);
+    return statisticsOf(pixelHistograms(set, &target));
 }
 
 void Dataset::makeBatch(const LabeledImages& set, std::span<const std::size_t> indices, Tensor& x,
