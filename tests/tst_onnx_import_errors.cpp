@@ -447,6 +447,16 @@ void TestOnnxImportErrors::badInput_data()
                 if (a.name() == "strides") a.set_ints(0, 2), a.set_ints(1, 2);
         },
         "ConfigError", "Concat node '/Concat': joins per-image shapes [4,8,8] and [5,8,8] and [3,4,4] along the channels");
+    // Two activations join by Add, Mul or Concat: a difference or a quotient of two is named as
+    // such (it was refused as a misplaced constant, tester 55).
+    row("Sub of two activations", "residual_op13_fold_dyn", [](onnx::ModelProto& mp) { findNode(mp, "Add")->set_op_type("Sub"); },
+        "ConfigError", "a difference of two activations");
+    row("Div of two activations", "residual_op13_fold_dyn", [](onnx::ModelProto& mp) { findNode(mp, "Add")->set_op_type("Div"); },
+        "ConfigError", "a quotient of two activations");
+    // A model PyTorch quantized itself (torch.ao FX, exported as QDQ; make_quantized_fixture.py):
+    // refused as another tool's quantized model, with the way to go, not as an unknown operator.
+    row("QDQ model from torch.ao", "torchao_fx_qdq_op13", [](onnx::ModelProto&) {}, "ConfigError",
+        "QuantizeLinear node '/QuantizeLinear': operator QuantizeLinear: this model was quantized by another tool");
     row("no opset", "seqview_op13_fold", [](onnx::ModelProto& mp) { mp.clear_opset_import(); }, "FormatError", "not an ONNX model");
     row("no graph", "seqview_op13_fold", [](onnx::ModelProto& mp) { mp.clear_graph(); }, "FormatError", "not an ONNX model");
 }

@@ -323,11 +323,20 @@ ExportedModel Importer::run()
     const auto unsupported = [&](const NodeProto& n) {
         std::string read; // the operators it has a handler for, in order
         for (const auto& h : handlers()) read += h.first + ", ";
-        // log(softmax(x)) is how a forward often writes what F.log_softmax does in one operator.
-        const std::string hint = n.op_type() == "Log" ? "; for log(softmax(x)) export F.log_softmax(x, dim=1) instead" : "";
         std::string also;
         for (const auto& [op, count] : others)
             if (op != n.op_type()) also += (also.empty() ? "" : ", ") + op + " (" + std::to_string(count) + (count == 1 ? " node)" : " nodes)");
+        // log(softmax(x)) is how a forward often writes what F.log_softmax does in one operator.
+        const std::string hint = n.op_type() == "Log" ? "; for log(softmax(x)) export F.log_softmax(x, dim=1) instead" : "";
+        // A model quantized elsewhere (torch.ao QDQ, onnxruntime's quantizer, QLinear operators):
+        // the QDQ files QuantScope reads are its own, known by their quantscope.* metadata.
+        static const std::set<std::string> kQuantized{"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv",
+                                                      "QLinearMatMul", "ConvInteger", "MatMulInteger", "QLinearAdd"};
+        if (kQuantized.count(n.op_type()))
+            failNode(n, "operator " + n.op_type() + ": this model was quantized by another tool, and QuantScope reads only the "
+                        "QDQ files it exported itself (they carry its quantscope.* metadata); import the float model, "
+                        "exported before quantization, and quantize it here (train --strategy ptq or qat)" +
+                        (also.empty() ? std::string() : "; the graph also uses " + also));
         failNode(n, "operator " + n.op_type() + " is not supported by QuantScope's importer" +
                         (also.empty() ? std::string() : "; the graph also uses the unsupported " + also) + " (it reads " + read +
                         "and constant shape arithmetic)" + hint);

@@ -122,8 +122,18 @@ bool Importer::foldsIntoLayer(const NodeProto& n, int i) const
     return (k == LayerKind::Linear || k == LayerKind::Conv2d) && uses != m_uses.end() && uses->second == 1;
 }
 
+// Sub or Div of two activations: no layer takes a difference or a quotient of two (Add joins two).
+void Importer::refuseTwoActivations(const NodeProto& n, const char* what) const
+{
+    if (value(n, 0).kind == Value::Kind::Const || value(n, 1).kind == Value::Kind::Const) return;
+    failNode(n, std::string(what) + " of two activations (of '" + n.input(0) + "' and '" + n.input(1) +
+                    "'): QuantScope has no layer for it (two activations join by Add, Mul or Concat only); a constant " +
+                    "operand folds into the Linear or Conv before it, or is the input normalisation");
+}
+
 void Importer::sub(const NodeProto& n)
 {
+    refuseTwoActivations(n, "a difference");
     if (value(n, 0).kind == Value::Kind::Const)
         failNode(n, std::string("subtracts the input from a constant (such as 1 - x, an inversion); ") + kNormalisationForms);
     if (value(n, 1).kind == Value::Kind::Const && !onInput(n, 0) && foldsIntoLayer(n, 0))
@@ -134,6 +144,7 @@ void Importer::sub(const NodeProto& n)
 
 void Importer::div(const NodeProto& n)
 {
+    refuseTwoActivations(n, "a quotient");
     if (value(n, 1).kind == Value::Kind::Const && !onInput(n, 0) && foldsIntoLayer(n, 0))
         return foldConstant(n, 0, constant(n, 1, "the constant"), Fold::Div);
     checkInputNormalisation(n, 0);

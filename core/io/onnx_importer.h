@@ -147,6 +147,7 @@ private:
     void foldConstant(const NodeProto& n, int actInput, const ConstTensor& c, Fold op);
     std::vector<float> perChannel(const NodeProto& n, const ConstTensor& c, const char* what) const;
     void checkInputNormalisation(const NodeProto& n, int actInput) const;
+    void refuseTwoActivations(const NodeProto& n, const char* what) const;
     void shiftInput(const NodeProto& n, const ConstTensor& c, float sign);
     void scaleInput(const NodeProto& n, std::vector<float> divisor);
     void pixelScale255();
