@@ -115,8 +115,10 @@ void checkResizedFootprint(const Dataset& d, const ImageShape& target, bool stat
     char text[160];
     std::snprintf(text, sizeof text, " of %zux%zu pixels take %.1f GiB in memory, and this machine has %.1f GiB", target.height,
                   target.width, bytes / double(1u << 30), double(physical) / double(1u << 30));
+    const std::string kept = std::to_string(statisticsOnly ? 0 : d.train.size()) + " training, " +
+                             std::to_string(d.validation.size()) + " validation, " + std::to_string(d.test.size()) + " test";
     throw ConfigError(path + ": --resize " + std::to_string(target.height) + "x" + std::to_string(target.width) + " makes " +
-                      std::to_string(images) + " images (training, validation and test)" + text +
+                      std::to_string(images) + " images (" + kept + ")" + text +
                       "; give a smaller --resize, or fewer images (--train-limit, --test-limit)");
 }
 
