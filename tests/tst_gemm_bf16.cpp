@@ -519,6 +519,24 @@ void TestGemmBf16::runsWeightGradientMatchesScalarTwin()
                                              .arg(got[i], 0, 'g', 9)
                                              .arg(want[i], 0, 'g', 9)));
                 }
+        if (path != Bf16Path::Avx512Bf16) continue;
+        // The transposed layout a convolution keeps its partial sums in: from zero, the same bits
+        // as dW from zero, and the padding columns past O stay zero.
+        std::vector<float> fromZero(Os * Cs * T, 0.0f), tr(T * Cs * Op, 0.0f);
+        weightGradBf16Runs(a, fromZero.data());
+        weightGradBf16RunsTransposed(a, tr.data());
+        for (std::size_t o = 0; o < Op; ++o)
+            for (std::size_t c = 0; c < Cs; ++c)
+                for (std::size_t t = 0; t < T; ++t) {
+                    const float v = tr[(t * Cs + c) * Op + o];
+                    if (o >= Os) {
+                        QCOMPARE(v, 0.0f);
+                        continue;
+                    }
+                    const float w = fromZero[(o * Cs + c) * T + t];
+                    if (std::bit_cast<std::uint32_t>(v) != std::bit_cast<std::uint32_t>(w) && !(v == 0.0f && w == 0.0f))
+                        QFAIL(qPrintable(QStringLiteral("transposed dW^T[%1][%2] = %3, dW %4").arg(t * Cs + c).arg(o).arg(v, 0, 'g', 9).arg(w, 0, 'g', 9)));
+                }
     }
 }
 

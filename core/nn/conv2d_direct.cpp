@@ -445,7 +445,14 @@ void Conv2d::backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, 
     // x with padding p; dy with padding k - 1 - p (same pitch and image stride, see RunGeometry)
     const RunGeometry g = runGeometry(x.dim(2), x.dim(3), m_k, m_pad);
     const RunGeometry gd = runGeometry(dyShape[2], dyShape[3], m_k, m_k - 1 - m_pad);
-    const std::size_t wSize = m_cout * K, bSize = m_hasBias ? m_cout : 0, partSize = wSize + bSize;
+    // The weight gradient in bf16 too (on AMX where the channels fill whole tiles). On AVX512_BF16
+    // each group's partial dW is kept transposed, as the kernel sums it, and the total transposed
+    // once (reducePartialsTransposed): the same sums in the same order.
+    const bool bf16Grad = usesBf16Runs() && (m_bf16 != Bf16Path::AmxBf16 || m_cin % 16 == 0);
+    const bool transposedParts = bf16Grad && m_bf16 == Bf16Path::Avx512Bf16;
+    const std::size_t Op = (m_cout + 15) / 16 * 16;
+    const std::size_t wSize = m_cout * K, bSize = m_hasBias ? m_cout : 0;
+    const std::size_t wPartSize = transposedParts ? kk * m_cin * Op : wSize, partSize = wPartSize + bSize;
     const std::size_t groups = (N + g.Ng - 1) / g.Ng;
     // One partial gradient per group, summed in group order: the result depends on the batch
     // and layer shapes only, never on the thread count.
@@ -468,8 +475,6 @@ void Conv2d::backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, 
         dyTaps[t] = 4 * ((t / m_k) * gd.Wq + t % m_k);
         xTaps[t] = (t / m_k) * g.Wq + t % m_k;
     }
-    // The weight gradient in bf16 too (on AMX where the channels fill whole tiles).
-    const bool bf16Grad = usesBf16Runs() && (m_bf16 != Bf16Path::AmxBf16 || m_cin % 16 == 0);
     const bool roundDx = roundsDx(needInputGrad); // each group's dx images while in cache
     std::atomic<bool> finite{true};
     const std::size_t imageSize = m_cin * x.dim(2) * x.dim(3);
@@ -501,11 +506,12 @@ void Conv2d::backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, 
             for (std::size_t o = 0; o < m_cout; ++o)
                 for (std::size_t i = 0; i < count; ++i) {
                     const std::size_t at = (i * m_cout + o) * HWo;
-                    part[wSize + o] += rv ? fixedOrderSumMasked(dyg + at, rv + at, HWo, cap) : fixedOrderSum(dyg + at, HWo);
+                    part[wPartSize + o] += rv ? fixedOrderSumMasked(dyg + at, rv + at, HWo, cap) : fixedOrderSum(dyg + at, HWo);
                 }
         if (bf16Grad) { // x and dy straight to bf16 runs
             backwardGroupBf16(m_bf16, x.data(), dyg, rv, cap, n0, count, g, gd, m_cin, m_cout, m_k, xTaps.data(),
-                              dyTaps.data(), part, needInputGrad ? &m_packedBf16Runs : nullptr, dx.data(), m_xSource);
+                              dyTaps.data(), part, transposedParts, needInputGrad ? &m_packedBf16Runs : nullptr, dx.data(),
+                              m_xSource);
             roundGroup(n0, count);
             return;
         }
@@ -539,7 +545,10 @@ void Conv2d::backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, 
         else fromRuns(out, Lx, m_cin, n0, count, gd, nullptr, dx.data());
         roundGroup(n0, count);
     });
-    reducePartials(m_partials, groups, wSize, bSize, m_weight.grad.data(), m_bias.grad.data());
+    if (transposedParts)
+        reducePartialsTransposed(m_partials, groups, m_cout, m_cin, kk, Op, bSize, m_weight.grad.data(), m_bias.grad.data());
+    else
+        reducePartials(m_partials, groups, wSize, bSize, m_weight.grad.data(), m_bias.grad.data());
     if (roundDx) {
         m_dxRoundedInPass = true;
         m_dxFinite = finite.load();

@@ -187,7 +187,7 @@ std::vector<float> bf16RunsOrder(const float* A, std::size_t M, std::size_t C, s
 // The same bf16 operands, so the same bits, as rounding the float runs.
 void backwardGroupBf16(Bf16Path path, const float* x, const float* dy, const float* r, float cap, std::size_t n0,
                        std::size_t count, const RunGeometry& g, const RunGeometry& gd, std::size_t C, std::size_t O,
-                       std::size_t k, const std::size_t* xTaps, const std::size_t* dyTaps, float* part,
+                       std::size_t k, const std::size_t* xTaps, const std::size_t* dyTaps, float* part, bool partTransposed,
                        const PackedBf16Runs* rot, float* dx, const OutputPlaneSource* xSource)
 {
     const std::size_t L = g.length(count), P = (L + 31) / 32 * 16, Op = (O + 15) / 16 * 16, kk = k * k;
@@ -203,7 +203,8 @@ void backwardGroupBf16(Bf16Path path, const float* x, const float* dy, const flo
     auto* pairs = reinterpret_cast<std::uint32_t*>(threadBuffer(4, P * Op).data());
     dyPairsFromRuns(dyRuns, gd, O, L, P, Op, pairs);
     const WeightGradRuns a{path, xb, 2 * xs, xTaps, kk, C, pairs, O, Op, P};
-    weightGradBf16Runs(a, part);
+    if (partTransposed) weightGradBf16RunsTransposed(a, part);
+    else weightGradBf16Runs(a, part);
     if (!rot) return;
     const std::size_t Lx = gd.length(count);
     float* out = threadBuffer(1, C * Lx).data();

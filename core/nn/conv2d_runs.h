@@ -256,12 +256,14 @@ void phaseInputGradient(const StridedDxPlan& plan, std::size_t cin, std::size_t 
 // A (M x C k k, taps of each channel consecutive) in the bf16 runs' K order (conv2d_products.cpp).
 std::vector<float> bf16RunsOrder(const float* A, std::size_t M, std::size_t C, std::size_t kk);
 // The bf16 backward of one group of images [n0, n0 + count) from x and dy straight to bf16 runs:
-// dW into part, dx when rot is given (conv2d_products.cpp). x and dx are the whole batch's; dy and
-// r start at the group's first image. AMX needs C a multiple of 16. With xSource, x's planes come
-// from it (Conv2d::setInputSource) and x is not read.
+// dW added into part, dx when rot is given (conv2d_products.cpp). With partTransposed (the
+// AVX512_BF16 path only) part holds dW^T, (k k C) x Op with Op = O rounded up to 16
+// (weightGradBf16RunsTransposed; reducePartialsTransposed sums and transposes the groups' parts).
+// x and dx are the whole batch's; dy and r start at the group's first image. AMX needs C a
+// multiple of 16. With xSource, x's planes come from it (Conv2d::setInputSource) and x is not read.
 void backwardGroupBf16(Bf16Path path, const float* x, const float* dy, const float* r, float cap, std::size_t n0,
                        std::size_t count, const RunGeometry& g, const RunGeometry& gd, std::size_t C, std::size_t O,
-                       std::size_t k, const std::size_t* xTaps, const std::size_t* dyTaps, float* part,
+                       std::size_t k, const std::size_t* xTaps, const std::size_t* dyTaps, float* part, bool partTransposed,
                        const PackedBf16Runs* rot, float* dx, const OutputPlaneSource* xSource = nullptr);
 
 } // namespace quantscope::conv_detail

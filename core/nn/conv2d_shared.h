@@ -113,6 +113,11 @@ std::vector<const float*>& threadRows(int which, std::size_t size);
 // dW = sum_n partials[n][0, wSize), db = sum_n partials[n][wSize, wSize + bSize), in order.
 void reducePartials(const std::vector<float>& partials, std::size_t N, std::size_t wSize, std::size_t bSize,
                     float* dW, float* dB);
+// The same for parts whose weight gradient is kept transposed (weightGradBf16RunsTransposed): part
+// n holds T_n, (k k C) x Op floats (row t C + c, column o < O used), then bSize bias sums. The
+// same sums in the same order, then dW[(o C + c) k k + t] = (sum_n T_n)[(t C + c) Op + o].
+void reducePartialsTransposed(const std::vector<float>& partials, std::size_t N, std::size_t O, std::size_t C, std::size_t kk,
+                              std::size_t Op, std::size_t bSize, float* dW, float* dB);
 
 // The s x s phase split of one zero-padded plane (see conv2d_depthwise.cpp).
 constexpr std::size_t kMaxDepthwiseTaps = 49;

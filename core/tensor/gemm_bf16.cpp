@@ -4,6 +4,7 @@
 #include "tensor/bf16.h"
 #include "tensor/cpu_features.h"
 #include "tensor/gemm_bf16_kernels.h"
+#include "tensor/parallel.h"
 #include "tensor/tensor.h"
 #include "util/errors.h"
 
@@ -281,7 +282,23 @@ void packBf16A(PackedBf16A& out, Bf16Path path, bool transA, std::size_t M, std:
     out.m_Kp2 = bf16detail::pairsPerRow(path, K);
     const std::size_t Mp = bf16detail::paddedRows(path, M);
     out.m_pairs.resize(Mp * out.m_Kp2);
-    if (M && K) bf16detail::packA(transA, M, K, A, lda, out.m_pairs.data(), Mp, out.m_Kp2);
+    if (!M || !K) return;
+    // Blocks of 16 rows (an AMX tile's height) in parallel when A is large: seed-cnn's fc1 packs
+    // its 64 x 9216 input here, a step's only pass over it before the products, and a serial pack
+    // left the second core idle for it. Rows are independent, so the bits do not depend on the split.
+    const std::size_t Kp2 = out.m_Kp2;
+    std::uint32_t* dst = out.m_pairs.data();
+    constexpr std::size_t kRowBlock = 16;
+    if (M * K < (std::size_t{1} << 16) || M <= kRowBlock) {
+        bf16detail::packA(transA, M, K, A, lda, dst, Mp, Kp2);
+        return;
+    }
+    parallelChunks(M, kRowBlock, [&](std::size_t r0, std::size_t r1) {
+        const float* a = transA ? A + r0 : A + r0 * lda;
+        // The last block also zeroes the padding rows [M, Mp).
+        const std::size_t padded = r1 == M ? Mp - r0 : r1 - r0;
+        bf16detail::packA(transA, r1 - r0, K, a, lda, dst + r0 * Kp2, padded, Kp2);
+    });
 }
 
 void gemmBf16Packed(const PackedBf16A& a, bool transB, std::size_t N, const float* B, std::size_t ldb, float* C, std::size_t ldc,
@@ -473,6 +490,7 @@ namespace quantscope {
 namespace bf16detail {
 void weightGradRunsAmx(const WeightGradRuns& a, float* dW);
 void weightGradRunsAvx512(const WeightGradRuns& a, float* dW);
+void weightGradRunsAvx512T(const WeightGradRuns& a, float* T);
 } // namespace bf16detail
 
 void weightGradBf16Runs(const WeightGradRuns& a, float* dW)
@@ -483,6 +501,14 @@ void weightGradBf16Runs(const WeightGradRuns& a, float* dW)
     if (a.path == Bf16Path::AmxBf16 && a.C % 16) throw std::logic_error("weightGradBf16Runs: AMX needs C a multiple of 16");
     if (a.path == Bf16Path::AmxBf16) bf16detail::weightGradRunsAmx(a, dW);
     else bf16detail::weightGradRunsAvx512(a, dW);
+}
+
+void weightGradBf16RunsTransposed(const WeightGradRuns& a, float* T)
+{
+    if (a.path != Bf16Path::Avx512Bf16 || !bf16PathSupported(a.path))
+        throw std::logic_error("weightGradBf16RunsTransposed: the avx512-bf16 path only, on a CPU that runs it");
+    if (a.P % 16 || a.Op % 16 || a.Op < a.O) throw std::logic_error("weightGradBf16RunsTransposed: P and Op must be multiples of 16");
+    bf16detail::weightGradRunsAvx512T(a, T);
 }
 
 void weightGradBf16RunsRef(const WeightGradRuns& a, float* dW)

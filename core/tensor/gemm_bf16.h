@@ -186,5 +186,11 @@ struct WeightGradRuns {
 };
 void weightGradBf16Runs(const WeightGradRuns& a, float* dW);
 void weightGradBf16RunsRef(const WeightGradRuns& a, float* dW);
+// The AVX512_BF16 kernel's sums added into the transpose instead, T ((taps C) x Op floats, row
+// t C + c, column o; columns past O get zeros added), with no scratch buffer and no transposing
+// pass: a convolution that sums many groups of images keeps its partial gradients in this layout
+// and transposes their total once. From T = 0 the bits equal weightGradBf16Runs' from dW = 0.
+// logic_error unless a.path is Avx512Bf16 on a CPU that runs it.
+void weightGradBf16RunsTransposed(const WeightGradRuns& a, float* T);
 
 } // namespace quantscope

@@ -142,14 +142,11 @@ void gradRows(const WeightGradRuns& a, std::size_t rowsTotal, std::size_t o0, st
 
 } // namespace
 
-void weightGradRunsAvx512(const WeightGradRuns& a, float* dW)
+void weightGradRunsAvx512T(const WeightGradRuns& a, float* T)
 {
     // T = dW^T laid out (tap, channel) x Op, summed over the pairs in blocks of 128 (with four
-    // panels, 32 KB of dy pairs: they stay in L1 while every row tile passes), then added to dW.
+    // panels, 32 KB of dy pairs: they stay in L1 while every row tile passes).
     const std::size_t rowsTotal = a.taps * a.C;
-    // The per-thread packing buffer (gemm_bf16_kernels.h): no std::vector code under the pragma.
-    float* T = reinterpret_cast<float*>(scratchA(rowsTotal * a.Op));
-    std::memset(T, 0, rowsTotal * a.Op * sizeof(float));
     constexpr std::size_t kPairBlock = 128;
     for (std::size_t p0 = 0; p0 < a.P; p0 += kPairBlock) {
         const std::size_t p1 = std::min(a.P, p0 + kPairBlock);
@@ -162,6 +159,16 @@ void weightGradRunsAvx512(const WeightGradRuns& a, float* dW)
             }
         }
     }
+}
+
+void weightGradRunsAvx512(const WeightGradRuns& a, float* dW)
+{
+    // The sums in the per-thread packing buffer (gemm_bf16_kernels.h: no std::vector code under
+    // the pragma), then added to dW.
+    const std::size_t rowsTotal = a.taps * a.C;
+    float* T = reinterpret_cast<float*>(scratchA(rowsTotal * a.Op));
+    std::memset(T, 0, rowsTotal * a.Op * sizeof(float));
+    weightGradRunsAvx512T(a, T);
     for (std::size_t o = 0; o < a.O; ++o)
         for (std::size_t c = 0; c < a.C; ++c)
             for (std::size_t t = 0; t < a.taps; ++t) dW[(o * a.C + c) * a.taps + t] += T[(t * a.C + c) * a.Op + o];
