@@ -60,6 +60,7 @@ private:
     bool m_hasBias;
     Bf16Path m_bf16 = Bf16Path::Emulated;
     PackedBf16A m_xPacked; // bf16 forward: the batch, packed once for every column block of y
+    PackedBf16A m_dyPacked, m_dyPackedT; // bf16 backward: dy and dy^T, packed once for every column block of dx and dW
     WeightGradientPass m_wgPass;
     bool m_wgPassed = false;
     Param m_weight, m_bias;
