@@ -101,7 +101,18 @@ ConstTensor like(const ConstTensor& a, std::vector<std::int64_t> dims)
     r.isFloat = a.isFloat;
     r.dims = std::move(dims);
     r.origin = a.origin;
+    r.halfType = a.halfType;
     return r;
+}
+
+// Arithmetic on half-precision values: ONNX computes it in that type, rounding every result, which
+// folding in float32 would not; such graphs Cast their half-precision weights to float first.
+void noHalfArithmetic(const ConstTensor& t, const std::string& op)
+{
+    if (t.halfType)
+        fail(op + " on the " + elemTypeName(t.halfType) + " constant '" + t.origin + "' is not folded (ONNX computes it in " +
+                 elemTypeName(t.halfType) + "); half-precision weights are read through a Cast to float",
+             true);
 }
 
 void checkBatchFree(const ConstTensor& t, const char* op)
@@ -127,6 +138,8 @@ void append(ConstTensor& out, const ConstTensor& a, std::size_t src, std::size_t
 
 ConstTensor binary(const std::string& op, const ConstTensor& a, const ConstTensor& b)
 {
+    noHalfArithmetic(a, op);
+    noHalfArithmetic(b, op);
     checkBatchFree(a, op.c_str());
     checkBatchFree(b, op.c_str());
     const std::size_t rank = std::max(a.dims.size(), b.dims.size());
@@ -404,6 +417,7 @@ ConstTensor cast(const onnx::NodeProto& n, const ConstTensor& a)
 {
     const std::int64_t to = attrInt(n, "to", 0);
     ConstTensor r = like(a, a.dims);
+    r.halfType = 0; // a float16 value is exact in float32 and float64; an integer cast truncates it exactly too
     if (to == TensorProto::FLOAT || to == TensorProto::DOUBLE) {
         checkBatchFree(a, "Cast");
         r.isFloat = true;
@@ -437,6 +451,7 @@ ConstTensor constantOfShape(const onnx::NodeProto& n, const ConstTensor& shape)
     }
     ConstTensor r;
     r.isFloat = fill.isFloat;
+    r.halfType = fill.halfType;
     r.dims = dims;
     if (r.isFloat) r.f.assign(total, fill.f[0]);
     else r.i.assign(total, fill.i[0]);
@@ -537,6 +552,24 @@ ConstTensor decodeTensor(const TensorProto& t)
             else v = t.double_data(static_cast<int>(k));
             r.f[k] = static_cast<float>(v);
         }
+    } else if (type == TensorProto::FLOAT16 || type == TensorProto::BFLOAT16) {
+        // Two bytes each: raw little-endian, or one per int32_data entry (onnx.proto: "float16 and
+        // bfloat16 values are stored as uint16 bit patterns in int32_data").
+        needCount(static_cast<std::uint64_t>(t.int32_data_size()), 2);
+        r.halfType = type;
+        r.f.resize(n);
+        for (std::uint64_t k = 0; k < n; ++k) {
+            std::uint16_t h;
+            if (raw) {
+                const auto* p = reinterpret_cast<const unsigned char*>(t.raw_data().data() + 2 * k);
+                h = static_cast<std::uint16_t>(p[0] | (p[1] << 8));
+            } else {
+                const std::int32_t v = t.int32_data(static_cast<int>(k));
+                if (v < 0 || v > 0xffff) fail(what + " holds " + std::to_string(v) + " in int32_data, not a 16-bit pattern");
+                h = static_cast<std::uint16_t>(v);
+            }
+            r.f[k] = type == TensorProto::FLOAT16 ? halfToFloat(h) : bfloat16ToFloat(h);
+        }
     } else if (isIntType(type)) {
         r.isFloat = false;
         const std::size_t width = intWidth(type);
@@ -550,9 +583,40 @@ ConstTensor decodeTensor(const TensorProto& t)
             else r.i[k] = in64 ? t.int64_data(kk) : inU64 ? static_cast<std::int64_t>(t.uint64_data(kk)) : t.int32_data(kk);
         }
     } else {
-        fail(what + " has element type " + elemTypeName(type) + "; float32, float64 and integers are read", true);
+        fail(what + " has element type " + elemTypeName(type) + "; float32, float64, float16, bfloat16 and integers are read", true);
     }
     return r;
+}
+
+float halfToFloat(std::uint16_t h)
+{
+    const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
+    const std::uint32_t exponent = (h >> 10) & 0x1fu, mantissa = h & 0x3ffu;
+    std::uint32_t bits = 0;
+    if (exponent == 0x1f) {
+        bits = sign | 0x7f800000u | (mantissa << 13); // infinity, or NaN with its payload
+    } else if (exponent != 0) {
+        bits = sign | ((exponent + 127 - 15) << 23) | (mantissa << 13); // normal: rebias the exponent
+    } else if (mantissa == 0) {
+        bits = sign; // +-0
+    } else {
+        // Subnormal: mantissa * 2^-24, a normal float32 (shift the leading 1 into the implicit bit).
+        int e = -1;
+        std::uint32_t m = mantissa;
+        while (!(m & 0x400u)) m <<= 1, ++e;
+        bits = sign | static_cast<std::uint32_t>(127 - 15 - e) << 23 | ((m & 0x3ffu) << 13);
+    }
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+}
+
+float bfloat16ToFloat(std::uint16_t h)
+{
+    const std::uint32_t bits = static_cast<std::uint32_t>(h) << 16; // bfloat16 is float32's top half
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
 }
 
 bool isFoldable(const std::string& op)
@@ -587,6 +651,7 @@ std::vector<ConstTensor> foldNode(const onnx::NodeProto& n, const std::vector<co
     // through exp(log_std), (v + eps) ** 0.5, s.abs() or s.clamp(min=eps) (tester 11).
     if (op == "Reciprocal" || op == "Neg" || op == "Sqrt" || op == "Exp" || op == "Log" || op == "Abs") {
         ConstTensor r = need(0);
+        noHalfArithmetic(r, op);
         if (!r.isFloat && op != "Neg" && op != "Abs") fail(op + ": the input is not a float tensor");
         for (std::int64_t& v : r.i) v = op == "Neg" ? -v : std::abs(v);
         for (float& v : r.f)
@@ -596,6 +661,7 @@ std::vector<ConstTensor> foldNode(const onnx::NodeProto& n, const std::vector<co
     }
     if (op == "Clip") { // bounds: attributes before opset 11, optional inputs since
         ConstTensor r = need(0);
+        noHalfArithmetic(r, op);
         double lo = -std::numeric_limits<double>::infinity(), hi = std::numeric_limits<double>::infinity();
         if (opset < 11) {
             lo = attrFloat(n, "min", -std::numeric_limits<float>::infinity());
@@ -612,6 +678,7 @@ std::vector<ConstTensor> foldNode(const onnx::NodeProto& n, const std::vector<co
         return {r};
     }
     if (op == "Expand") { // x broadcast to a shape: x + zeros(shape)
+        noHalfArithmetic(need(0), op);
         std::vector<std::int64_t> shape = intsOf(need(1), "Expand shape");
         for (std::int64_t& d : shape) // expand_as(x): the batch broadcasts anyway
             if (d == kBatchDim) d = 1;

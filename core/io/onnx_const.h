@@ -26,7 +26,7 @@ inline constexpr std::uint64_t kMaxFoldedElements = std::uint64_t{1} << 24;
 // a fuzzed 6 KB file asked for 12.9 million values (0.6 s and 100 MB before the Pad refused them).
 inline constexpr std::uint64_t kMaxConstantOfShapeElements = std::uint64_t{1} << 20;
 
-// A constant: float32 values (FLOAT, DOUBLE, FLOAT16 are not folded: FLOAT and DOUBLE) or
+// A constant: float32 values (FLOAT and DOUBLE, rounded to float; FLOAT16 and BFLOAT16, exact) or
 // integers (INT64, INT32, INT8, UINT8, BOOL...), row-major with `dims`.
 struct ConstTensor {
     bool isFloat = true;
@@ -34,6 +34,11 @@ struct ConstTensor {
     std::vector<float> f;        // isFloat
     std::vector<std::int64_t> i; // !isFloat
     std::string origin;          // the initializer it comes from, through Transpose/Cast/... (layer names)
+    // TensorProto::FLOAT16 or BFLOAT16 for half-precision values (held exactly in f), else 0. Kept
+    // through the ops that only move values (Reshape, Transpose, Gather...); a Cast to float or
+    // double clears it; arithmetic on it is not folded (ONNX computes it in half precision). The
+    // importer refuses such a constant as a layer's float input: the graph lacks its Cast.
+    int halfType = 0;
 
     std::size_t numel() const { return isFloat ? f.size() : i.size(); }
     // Values as doubles / int64 whatever the type.
@@ -56,6 +61,10 @@ std::uint64_t checkedNumel(const std::vector<std::int64_t>& dims, const std::str
 // Decodes an initializer or a Constant's tensor. Throws FoldError for external data, an unknown
 // element type, or a payload whose size disagrees with its dims.
 ConstTensor decodeTensor(const onnx::TensorProto& t);
+
+// IEEE binary16 and bfloat16 bit patterns to float, exactly (subnormals, infinities and NaN kept).
+float halfToFloat(std::uint16_t h);
+float bfloat16ToFloat(std::uint16_t h);
 
 // Evaluates node `n` on constant inputs (`in[k]` null for an absent optional input) for op types
 // where isFoldable() is true. `opset` selects attribute or input forms. Throws FoldError.

@@ -64,10 +64,43 @@ std::string scopeName(const std::string& node)
 
 // ------------------------------------------------------------------------------------- graph
 
+std::int64_t defaultOpset(const onnx::ModelProto& mp)
+{
+    std::int64_t v = 0;
+    for (const auto& o : mp.opset_import())
+        if (o.domain().empty() || o.domain() == "ai.onnx") v = o.version();
+    return v;
+}
+
+void checkOnnxVersions(const onnx::ModelProto& mp, const std::string& source)
+{
+    const std::string newest = std::to_string(kOnnxNewestIrVersion) + ", " + kOnnxNewestRelease;
+    // ir_version is required (onnx.proto: "the version of the IR this model targets"); 0 is its
+    // protobuf default, so a file without one reads as 0.
+    if (mp.ir_version() <= 0)
+        throw FormatError(source + ": the model declares " +
+                          (mp.ir_version() == 0 ? std::string("no ir_version") : "ir_version " + std::to_string(mp.ir_version())) +
+                          "; ONNX files carry an IR version from 1 to " + newest + " (a damaged file?)");
+    if (mp.ir_version() > kOnnxNewestIrVersion)
+        throw ConfigError(source + ": the model declares ir_version " + std::to_string(mp.ir_version()) +
+                          ", newer than any ONNX release defines; the highest read is " + newest +
+                          " (a damaged file, or one from a newer ONNX: save it with an older IR version)");
+    for (const auto& o : mp.opset_import()) {
+        if (!o.domain().empty() && o.domain() != "ai.onnx") continue;
+        if (o.version() < 1)
+            throw FormatError(source + ": the model imports ONNX opset " + std::to_string(o.version()) + "; opset versions start at 1");
+        if (o.version() > kOnnxNewestOpset)
+            throw ConfigError(source + ": the model imports ONNX opset " + std::to_string(o.version()) +
+                              ", newer than any ONNX release defines (the newest is opset " + std::to_string(kOnnxNewestOpset) + ", " +
+                              kOnnxNewestRelease + "); its operators would be misread: re-export with torch.onnx.export(..., "
+                              "opset_version=13)");
+    }
+}
+
 void Importer::checkOpset()
 {
-    for (const auto& o : m_mp.opset_import())
-        if (o.domain().empty() || o.domain() == "ai.onnx") m_opset = static_cast<int>(o.version());
+    checkOnnxVersions(m_mp, m_source);
+    m_opset = static_cast<int>(defaultOpset(m_mp));
     m_info.opset = m_opset;
     if (m_opset == 0)
         fail("the model declares no ONNX (ai.onnx) opset in opset_import; opsets " + std::to_string(kOnnxImportMinOpset) + " to " +
@@ -114,6 +147,11 @@ void Importer::readInput()
     m_inputName = in->name();
     if (!in->type().has_tensor_type()) fail("input '" + m_inputName + "' is not a tensor");
     const auto& tt = in->type().tensor_type();
+    if (tt.elem_type() == onnx::TensorProto::FLOAT16 || tt.elem_type() == onnx::TensorProto::BFLOAT16)
+        fail("input '" + m_inputName + "' has element type " + elemTypeName(tt.elem_type()) +
+                 ": the model computes in half precision (a model.half() export), which QuantScope does not import; export the "
+                 "model in float32 (its weights may stay " + elemTypeName(tt.elem_type()) + " behind a Cast to float)",
+             true);
     if (tt.elem_type() != onnx::TensorProto::FLOAT)
         fail("input '" + m_inputName + "' has element type " + elemTypeName(tt.elem_type()) + ", not float32", true);
     if (!tt.has_shape()) // optional in ONNX; torch.onnx.export writes it
@@ -121,6 +159,7 @@ void Importer::readInput()
              "shape, [N, C, H, W]",
              true);
     const auto& shape = tt.shape();
+    checkDims(shape, "input '" + m_inputName + "'");
     if (shape.dim_size() == 2) return readFlatInput(shape);
     if (shape.dim_size() != 4)
         fail("input '" + m_inputName + "' has rank " + std::to_string(shape.dim_size()) +
@@ -184,6 +223,22 @@ void Importer::readInput()
     v.kind = Value::Kind::Act;
     v.act = 0;
     m_values[m_inputName] = v;
+}
+
+// An ONNX dimension is a size >= 0 or a name (dim_param); a negative one is a damaged file, and a
+// zero one (an empty tensor) no image model's: both refused by value and axis.
+void Importer::checkDims(const onnx::TensorShapeProto& shape, const std::string& what) const
+{
+    const char* nchw[] = {"N, the batch", "C, the channels", "H", "W"};
+    for (int i = 0; i < shape.dim_size(); ++i) {
+        if (!shape.dim(i).has_dim_value() || shape.dim(i).dim_value() > 0) continue;
+        const std::int64_t v = shape.dim(i).dim_value();
+        const std::string axis = "dimension " + std::to_string(i) +
+                                 (shape.dim_size() == 4 ? std::string(" (") + nchw[i] + ")" : i == 0 ? " (N, the batch)" : "");
+        fail(what + " " + axis + " is " + std::to_string(v) +
+             (v < 0 ? ": an ONNX dimension is a size >= 0 or a name (dim_param); a damaged file?"
+                    : ": a tensor with no elements; QuantScope models take at least one image of at least one pixel"));
+    }
 }
 
 // A model of flattened images (an MLP on [N, 784]): the image shape is the one square image of 1
@@ -252,6 +307,7 @@ std::vector<int> Importer::liveOrder()
     if (g.output_size() != 1)
         fail("the graph has " + std::to_string(g.output_size()) + " outputs; QuantScope models have one (the class scores)", true);
     m_outputName = g.output(0).name();
+    checkDims(g.output(0).type().tensor_type().shape(), "the graph output '" + m_outputName + "'");
     m_m.onnxInputName = m_inputName;
     m_m.onnxOutputName = m_outputName;
     if (!producer.count(m_outputName) && !m_values.count(m_outputName))
@@ -352,6 +408,17 @@ ExportedModel Importer::run()
         if (n.op_type() == "Shape") continue;
         if (std::any_of(n.input().begin(), n.input().end(), [&](const std::string& v) { return dynamic.count(v) > 0; }))
             for (const std::string& o : n.output()) dynamic.insert(o);
+    }
+    // BatchNorm2d(track_running_stats=False) exports the batch's statistics as a subgraph (Reshape,
+    // Transpose, ReduceMean, Sub, Mul) feeding BatchNormalization's mean and var: named as what it
+    // is, before one of those operators is refused as unsupported.
+    for (int k : order) {
+        const NodeProto& n = g.node(k);
+        if (n.op_type() != "BatchNormalization") continue;
+        for (int i : {3, 4})
+            if (i < n.input_size() && dynamic.count(n.input(i)))
+                failNode(n, std::string(i == 3 ? "its mean" : "its variance") + " ('" + n.input(i) +
+                                "') is computed from the batch, not stored running statistics: " + kBatchStatisticsHint);
     }
     findActivationSubgraphs(order, dynamic);
     findPoolingSubgraphs(order, dynamic);

@@ -28,6 +28,12 @@ namespace quantscope {
 // The range of default-domain opsets read (QuantScope itself writes kOnnxOpset = 13).
 inline constexpr int kOnnxImportMinOpset = 11;
 inline constexpr int kOnnxImportMaxOpset = 17;
+// The newest IR version and default-domain opset the ONNX spec defines (ONNX 1.18): a file that
+// declares a later one is refused by name, by both readers, whatever its nodes are (a newer
+// operator version may mean something else, and an IR of 999 is a damaged file).
+inline constexpr std::int64_t kOnnxNewestIrVersion = 11;
+inline constexpr std::int64_t kOnnxNewestOpset = 23;
+inline constexpr const char* kOnnxNewestRelease = "ONNX 1.18";
 
 // What the import did beyond the layers, for the caller to tell the user.
 struct OnnxImportInfo {
@@ -65,11 +71,15 @@ struct OnnxImportOptions {
 // side, and OnnxImportInfo::dynamicImageSize and ExportedModel::dynamicImageSize are set), or [N, F] with F = C H W (see OnnxImportInfo::flatInput), classes from the output [N, classes], modelName from the file
 // stem, layer names from the exporter's module scopes (node "/layer1/conv1/Conv" -> "layer1.conv1")
 // or else the weight's initializer ("conv1.weight" -> "conv1"), made unique.
-// Throws IoError (file unreadable), FormatError (malformed protobuf or graph: dangling input, cycle,
-// tensor size disagreeing with its dims, absurd dims, a dynamic channel or feature count) and
-// ConfigError (valid ONNX QuantScope cannot represent: unsupported operator, opset outside
-// 11..17, external data, dilation, asymmetric padding, count_include_pad = 0...), each naming the file and, for a
-// node, its op type and name.
+// Initializers of float16 and bfloat16 are read exactly as float32 values; they must reach a layer
+// through a Cast to float (as in a graph whose weights were stored in half precision).
+// Throws IoError (file unreadable), FormatError (malformed protobuf or graph: no ir_version,
+// dangling input, cycle, tensor size disagreeing with its dims, absurd dims, a negative or zero
+// input dimension, a half-precision weight read by a float layer without a Cast, a dynamic
+// channel or feature count) and ConfigError (valid ONNX QuantScope cannot represent: unsupported
+// operator, opset outside 11..17, an IR version or opset newer than ONNX defines, a float16
+// input, BatchNorm with batch statistics, external data, dilation, asymmetric padding,
+// count_include_pad = 0...), each naming the file and, for a node, its op type and name.
 ExportedModel importOnnx(const std::string& path);
 ExportedModel importOnnx(const std::vector<std::uint8_t>& bytes, const std::string& source);
 ExportedModel importOnnx(const std::vector<std::uint8_t>& bytes, const std::string& source, OnnxImportInfo* info);

@@ -381,7 +381,7 @@ void Importer::batchNormalization(const NodeProto& n)
     if (shapeOf(x).size() == 1) return batchNormAfterLinear(n, x);
     perImageRank(n, x, 3, "BatchNormalization is read on [N, C, H, W], or on [N, C] right after a Linear");
     noExtraOutputs(n);
-    if (attrInt(n, "training_mode", 0) != 0) failNode(n, "training_mode = 1: export the model in eval mode");
+    if (attrInt(n, "training_mode", 0) != 0) failNode(n, std::string("training_mode = 1, the training form (batch statistics): ") + kBatchStatisticsHint);
     // Before opset 14 the training form is the one with the running and saved statistics as
     // outputs (torch.onnx.export(..., training=TrainingMode.TRAINING)): it normalises with the
     // batch's statistics, which the inference layer read here would not.
@@ -389,7 +389,7 @@ void Importer::batchNormalization(const NodeProto& n)
         for (int k = 1; k < n.output_size(); ++k)
             if (!n.output(k).empty())
                 failNode(n, std::to_string(n.output_size()) + " outputs, the training form of opset " + std::to_string(m_opset) +
-                                " (batch statistics): export the model in eval mode");
+                                " (batch statistics): " + kBatchStatisticsHint);
     const std::size_t c = shapeOf(x)[0];
     StoredLayer l;
     l.kind = LayerKind::BatchNorm2d;
@@ -419,10 +419,12 @@ void Importer::batchNormalization(const NodeProto& n)
 // double before rounding (so folding into a Linear rounds once).
 std::pair<std::vector<double>, std::vector<double>> Importer::batchNorm1dAffine(const NodeProto& n, std::size_t c)
 {
-    if (attrInt(n, "training_mode", 0) != 0) failNode(n, "training_mode = 1: export the model in eval mode");
+    if (attrInt(n, "training_mode", 0) != 0) failNode(n, std::string("training_mode = 1, the training form (batch statistics): ") + kBatchStatisticsHint);
     if (m_opset < 14)
         for (int k = 1; k < n.output_size(); ++k)
-            if (!n.output(k).empty()) failNode(n, "the training form (batch statistics): export the model in eval mode");
+            if (!n.output(k).empty())
+                failNode(n, std::to_string(n.output_size()) + " outputs, the training form of opset " + std::to_string(m_opset) +
+                                " (batch statistics): " + kBatchStatisticsHint);
     const float eps = attrFloat(n, "epsilon", 1e-5f);
     if (!(eps > 0.0f) || !std::isfinite(eps)) failNode(n, "epsilon must be positive", false);
     const char* what[] = {"scale", "B", "input_mean", "input_var"};
@@ -507,7 +509,12 @@ void Importer::identity(const NodeProto& n) { define(n, value(n, 0)); }
 void Importer::cast(const NodeProto& n)
 {
     const std::size_t x = act(n, 0);
-    if (attrInt(n, "to", 0) != onnx::TensorProto::FLOAT) failNode(n, "casts an activation to element type " + elemTypeName(attrInt(n, "to", 0)) + "; activations are float32");
+    const std::int64_t to = attrInt(n, "to", 0);
+    if (to == onnx::TensorProto::FLOAT16 || to == onnx::TensorProto::BFLOAT16)
+        failNode(n, "casts an activation to element type " + elemTypeName(to) +
+                        ": the model computes in half precision inside (converted to " + elemTypeName(to) +
+                        " with float32 inputs and outputs kept), which QuantScope does not import; export the model in float32");
+    if (to != onnx::TensorProto::FLOAT) failNode(n, "casts an activation to element type " + elemTypeName(to) + "; activations are float32");
     alias(n, x);
 }
 

@@ -29,6 +29,19 @@ inline std::string listOf(const std::vector<std::int64_t>& v)
 
 using onnx::NodeProto;
 
+// The checks both ONNX readers (this importer and onnx_reader.cpp's reader of QuantScope's own
+// exports) make first: an ir_version ONNX defines (1 to kOnnxNewestIrVersion; missing or <= 0 is
+// FormatError, newer is ConfigError) and no default-domain opset newer than kOnnxNewestOpset
+// (ConfigError). Each reader then checks the opsets it reads.
+void checkOnnxVersions(const onnx::ModelProto& mp, const std::string& source);
+// The ai.onnx opset a model imports (the last entry of the default domain), 0 when none.
+std::int64_t defaultOpset(const onnx::ModelProto& mp);
+// BatchNorm without running statistics, said the same way wherever it is refused.
+inline constexpr const char* kBatchStatisticsHint =
+    "BatchNorm without running statistics (track_running_stats=False, or a model exported in training mode) cannot be imported: "
+    "export the model in eval mode (model.eval(), torch.onnx.export(..., training=torch.onnx.TrainingMode.EVAL)) with running "
+    "statistics (BatchNorm2d(..., track_running_stats=True))";
+
 struct Value {
     enum class Kind { Const, Act, Padded } kind = Kind::Const;
     ConstTensor c;                     // Const
@@ -71,6 +84,11 @@ private:
     {
         const Value& v = value(n, i);
         if (v.kind != Value::Kind::Const) failNode(n, std::string(what) + " must be a constant (an initializer or folded), not an activation");
+        // A float16 weight read by a float32 node is a type error in ONNX: the Cast is missing.
+        if (v.c.halfType)
+            failNode(n, std::string(what) + " ('" + n.input(i) + "') is " + elemTypeName(v.c.halfType) +
+                            " while the node computes in float32: the graph lacks a Cast to float after it",
+                     false);
         return v.c;
     }
     const ConstTensor* optConstant(const NodeProto& n, int i, const char* what) const
@@ -135,6 +153,7 @@ private:
     void checkOpset();
     void readInput();
     void readFlatInput(const onnx::TensorShapeProto& shape);
+    void checkDims(const onnx::TensorShapeProto& shape, const std::string& what) const;
     std::vector<int> liveOrder();
 
     // ---- operators

@@ -43,7 +43,9 @@ void writeOnnx(const std::string& path, const ExportedModel& m);
 
 // Reads a graph of the shape encodeOnnx writes back into an ExportedModel: node outputs map to
 // activation indices, so DAGs (residual Adds, fan-out) read back as they were written. Throws
-// IoError / FormatError naming the file and the node it cannot interpret.
+// IoError / FormatError naming the file and the node it cannot interpret, or a quantscope.*
+// metadata value encodeOnnx does not write for that kind of graph (naming the key, the value and
+// the values written); ConfigError for an IR version or opset newer than it reads (13 to 17).
 ExportedModel decodeOnnx(const std::vector<std::uint8_t>& bytes, const std::string& source);
 ExportedModel readOnnx(const std::string& path);
 
