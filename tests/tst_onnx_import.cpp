@@ -28,6 +28,8 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
+#include <set>
 
 using namespace quantscope;
 namespace fs = std::filesystem;
@@ -69,6 +71,10 @@ private slots:
     void globalPoolingIdioms();
     void matchesPyTorch_data();
     void matchesPyTorch();
+    void matchesPyTorchAtNewerOpsets_data();
+    void matchesPyTorchAtNewerOpsets();
+    void geluOperatorIsGelu_data();
+    void geluOperatorIsGelu();
     void softmaxHeadIsKept();
     void layerNamesFollowModules();
     void poolPaddingImports();
@@ -83,18 +89,185 @@ private slots:
     void metadataDoesNotMisroute();
 };
 
-void TestOnnxImport::matchesPyTorch_data()
+// The PyTorch exports (torch 1.13, opsets 11 to 17) whose outputs matchesPyTorch checks.
+static const std::vector<const char*>& pytorchFixtures()
 {
-    QTest::addColumn<QString>("name");
-    for (const char* n : {"seqview_op11_nofold_dyn", "seqview_op13_fold", "flatten_bn_op17_nofold", "flatten_bn_op13_fold_dyn",
+    static const std::vector<const char*> names = {"seqview_op11_nofold_dyn", "seqview_op13_fold", "flatten_bn_op17_nofold", "flatten_bn_op13_fold_dyn",
                           "residual_op13_fold_dyn", "residual_op11_nofold", "mobile_op11_fold_dyn", "mobile_op17_nofold_dyn",
                           "padconv_op13_nofold", "padconv_op17_fold_dyn", "matmul_op13_nofold_dyn", "poolpad_op13_fold_dyn", "squeeze_op11_nofold",
                           "squeeze_op13_fold_dyn", "squeezeall_op13_fold", "clampchain_op13_fold_dyn", "clampchain_op11_nofold", "ref_resnet8",
                           "ref_mobilenet-tiny", "convhead_op11_nofold_dyn", "convhead_op13_fold", "unsqueezehead_op11_nofold",
                           "unsqueezehead_op13_fold_dyn", "convscores_op13_fold_dyn", "constops_op11_nofold", "constops_op13_fold_dyn",
                           "wholemapavg_op11_nofold", "wholemapavg_op13_fold", "gapidioms_op11_nofold", "gapidioms_op13_fold_dyn",
-                          "gapidioms2_op11_nofold", "gapidioms2_op13_fold_dyn", "bnneck_op11_nofold", "bnneck_op15_fold_dyn"})
-        QTest::newRow(n) << QString(n);
+                          "gapidioms2_op11_nofold", "gapidioms2_op13_fold_dyn", "bnneck_op11_nofold", "bnneck_op15_fold_dyn"};
+    return names;
+}
+
+void TestOnnxImport::matchesPyTorch_data()
+{
+    QTest::addColumn<QString>("name");
+    for (const char* n : pytorchFixtures()) QTest::newRow(n) << QString(n);
+}
+
+namespace {
+
+// The model as an opset-`opset` exporter (18 or later) writes it: the default-domain opset
+// raised, and every reduction's axes attribute (ReduceMean, ReduceMax...; ReduceSum's axes were
+// already an input) turned into a constant axes input, half of them initializers and half Constant
+// nodes, as exporters write both. Returns how many reductions were rewritten.
+int upgradeToOpset(onnx::ModelProto& mp, int opset)
+{
+    for (auto& o : *mp.mutable_opset_import())
+        if (o.domain().empty() || o.domain() == "ai.onnx") o.set_version(opset);
+    int rewritten = 0;
+    onnx::GraphProto* g = mp.mutable_graph();
+    std::vector<onnx::NodeProto> constants;
+    for (onnx::NodeProto& n : *g->mutable_node()) {
+        if (n.op_type().rfind("Reduce", 0) != 0 || n.op_type() == "ReduceSum") continue;
+        auto* attrs = n.mutable_attribute();
+        const auto a = std::find_if(attrs->begin(), attrs->end(), [](const onnx::AttributeProto& x) { return x.name() == "axes"; });
+        if (a == attrs->end()) continue;
+        onnx::TensorProto t;
+        t.set_name(n.output(0) + "_axes");
+        t.set_data_type(onnx::TensorProto::INT64);
+        t.add_dims(a->ints_size());
+        for (std::int64_t v : a->ints()) t.add_int64_data(v);
+        attrs->erase(a);
+        n.add_input(t.name());
+        if (rewritten++ % 2 == 0) {
+            *g->add_initializer() = t;
+        } else {
+            onnx::NodeProto c;
+            c.set_op_type("Constant");
+            c.add_output(t.name());
+            onnx::AttributeProto* v = c.add_attribute();
+            v->set_name("value");
+            v->set_type(onnx::AttributeProto::TENSOR);
+            *v->mutable_t() = t;
+            constants.push_back(c);
+        }
+    }
+    // Constant nodes first: the graph stays in topological order.
+    for (auto it = constants.rbegin(); it != constants.rend(); ++it) {
+        g->add_node();
+        for (int k = g->node_size() - 1; k > 0; --k) g->mutable_node()->SwapElements(k, k - 1);
+        *g->mutable_node(0) = *it;
+    }
+    return rewritten;
+}
+
+} // namespace
+
+// Every PyTorch fixture declared at opsets 18 and 23, its reductions' axes as inputs (the form
+// those opsets define): the same layers and PyTorch's outputs. torch >= 2.5's exporters write 18.
+void TestOnnxImport::matchesPyTorchAtNewerOpsets_data()
+{
+    QTest::addColumn<QString>("name");
+    QTest::addColumn<int>("opset");
+    // Not the opset-11 exports: opset 13 changed Softmax's default axis and moved Squeeze's and
+    // Unsqueeze's axes into inputs, which an exporter at 18 writes differently.
+    for (const char* n : pytorchFixtures())
+        if (std::string(n).find("_op11") == std::string::npos)
+            for (int opset : {18, 23}) QTest::addRow("%s at opset %d", n, opset) << QString(n) << opset;
+}
+
+void TestOnnxImport::matchesPyTorchAtNewerOpsets()
+{
+    QFETCH(QString, name);
+    QFETCH(int, opset);
+    const fs::path onnxPath = kFixtures / (name.toStdString() + ".onnx");
+    const Reference ref = loadReference(kFixtures / (name.toStdString() + ".json"));
+    const ExportedModel before = importOnnx(fileBytes(onnxPath), onnxPath.string());
+    onnx::ModelProto mp = parse(onnxPath);
+    const int reductions = upgradeToOpset(mp, opset);
+    OnnxImportInfo info;
+    ExportedModel m;
+    try {
+        m = importOnnx(serialize(mp), onnxPath.string(), &info);
+    } catch (const Error& e) {
+        QFAIL(e.what());
+    }
+    QCOMPARE(info.opset, opset);
+    QCOMPARE(layerNames(m), layerNames(before));
+    const double dev = maxDeviation(m, ref);
+    qInfo("%s at opset %d: %d reduction(s) with axes inputs, max |QuantScope - PyTorch| = %.3g", qPrintable(name), opset, reductions, dev);
+    QVERIFY2(dev <= kOutputTol, qPrintable(QString("deviation %1").arg(dev)));
+}
+
+// ONNX's Gelu (opset 20) in place of the subgraphs torch 1.13 writes for nn.GELU() (Erf) and
+// nn.GELU(approximate='tanh'): each /actN/ module's nodes replaced by one Gelu node reads as the
+// same layer and gives PyTorch's outputs.
+void TestOnnxImport::geluOperatorIsGelu_data()
+{
+    QTest::addColumn<QString>("name");
+    QTest::addColumn<QString>("approximate");
+    QTest::newRow("erf") << "act_gelu_op13_fold_dyn" << "none";
+    QTest::newRow("tanh") << "act_gelutanh_op17_fold_dyn" << "tanh";
+}
+
+void TestOnnxImport::geluOperatorIsGelu()
+{
+    QFETCH(QString, name);
+    QFETCH(QString, approximate);
+    const fs::path onnxPath = kFixtures / (name.toStdString() + ".onnx");
+    const Reference ref = loadReference(kFixtures / (name.toStdString() + ".json"));
+    onnx::ModelProto mp = parse(onnxPath);
+    for (auto& o : *mp.mutable_opset_import())
+        if (o.domain().empty() || o.domain() == "ai.onnx") o.set_version(20);
+    // Each module's nodes: outputs named /actN/...; the module's input is the one value its
+    // nodes read that none of them (nor a Constant) writes, its output the last node's.
+    onnx::GraphProto* g = mp.mutable_graph();
+    std::map<std::string, std::vector<int>> modules;
+    for (int k = 0; k < g->node_size(); ++k) {
+        const onnx::NodeProto& n = g->node(k);
+        if (n.op_type() == "Constant" || n.output_size() != 1 || n.output(0).rfind("/act", 0) != 0) continue;
+        modules[n.output(0).substr(0, n.output(0).find('/', 1))].push_back(k);
+    }
+    QVERIFY(modules.size() >= 2);
+    std::set<std::string> constants;
+    for (const onnx::NodeProto& n : g->node())
+        if (n.op_type() == "Constant") constants.insert(n.output(0));
+    std::set<int> drop;
+    for (const auto& [prefix, nodes] : modules) {
+        std::set<std::string> written;
+        for (int k : nodes) written.insert(g->node(k).output(0));
+        std::set<std::string> read;
+        for (int k : nodes)
+            for (const std::string& v : g->node(k).input())
+                if (!written.count(v) && !constants.count(v)) read.insert(v);
+        QCOMPARE(read.size(), std::size_t{1});
+        onnx::NodeProto gelu;
+        gelu.set_op_type("Gelu");
+        gelu.set_name(prefix + "/Gelu");
+        gelu.add_input(*read.begin());
+        gelu.add_output(g->node(nodes.back()).output(0));
+        onnx::AttributeProto* a = gelu.add_attribute();
+        a->set_name("approximate");
+        a->set_type(onnx::AttributeProto::STRING);
+        a->set_s(approximate.toStdString());
+        *g->mutable_node(nodes.back()) = gelu;
+        drop.insert(nodes.begin(), nodes.end() - 1);
+    }
+    onnx::GraphProto kept = *g;
+    kept.clear_node();
+    for (int k = 0; k < g->node_size(); ++k)
+        if (!drop.count(k)) *kept.add_node() = g->node(k);
+    *g = kept;
+    const ExportedModel m = importOnnx(serialize(mp), onnxPath.string());
+    const LayerKind want = approximate == "none" ? LayerKind::GELU : LayerKind::GELUTanh;
+    const auto geluLayers = std::count_if(m.layers.begin(), m.layers.end(), [&](const StoredLayer& l) { return l.kind == want; });
+    QCOMPARE(static_cast<std::size_t>(geluLayers), modules.size());
+    const double dev = maxDeviation(m, ref);
+    QVERIFY2(dev <= kOutputTol, qPrintable(QString("deviation %1").arg(dev)));
+    // Only the approximations ONNX defines.
+    for (onnx::NodeProto& n : *g->mutable_node())
+        if (n.op_type() == "Gelu") n.mutable_attribute(0)->set_s("fast");
+    try {
+        importOnnx(serialize(mp), onnxPath.string());
+        QFAIL("approximate = 'fast' was read");
+    } catch (const ConfigError& e) {
+        QVERIFY2(std::string(e.what()).find("approximate = 'fast'") != std::string::npos, e.what());
+    }
 }
 
 void TestOnnxImport::matchesPyTorch()

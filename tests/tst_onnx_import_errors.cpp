@@ -362,7 +362,30 @@ void TestOnnxImportErrors::badInput_data()
         },
         "ConfigError", "subtracts the input from a constant");
     row("opset 9", "seqview_op13_fold", [](onnx::ModelProto& mp) { mp.mutable_opset_import(0)->set_version(9); }, "ConfigError", "opset 9");
-    row("opset 18", "seqview_op13_fold", [](onnx::ModelProto& mp) { mp.mutable_opset_import(0)->set_version(18); }, "ConfigError", "opset 18");
+    // Opset 18 moved ReduceMean's axes into an input: read when constant (tst_onnx_import
+    // matchesPyTorchAtNewerOpsets), refused by name when computed from the images or malformed.
+    const auto reduceMeanAxesInput = [](onnx::ModelProto& mp, const std::string& axes) {
+        mp.mutable_opset_import(0)->set_version(18);
+        onnx::NodeProto* r = findNode(mp, "ReduceMean");
+        auto* attrs = r->mutable_attribute();
+        for (int k = 0; k < attrs->size(); ++k)
+            if (attrs->Get(k).name() == "axes") attrs->DeleteSubrange(k--, 1);
+        r->add_input(axes);
+    };
+    row("opset 18 reduction over computed axes", "mobile_op17_nofold_dyn",
+        [reduceMeanAxesInput](onnx::ModelProto& mp) { reduceMeanAxesInput(mp, mp.graph().input(0).name()); }, "ConfigError",
+        "ReduceMean node '/ReduceMean': its axes ('input') are computed in the graph, not a constant");
+    row("opset 18 reduction over float axes", "mobile_op17_nofold_dyn",
+        [reduceMeanAxesInput](onnx::ModelProto& mp) {
+            onnx::TensorProto* t = mp.mutable_graph()->add_initializer();
+            t->set_name("float_axes");
+            t->set_data_type(onnx::TensorProto::FLOAT);
+            t->add_dims(2);
+            t->add_float_data(2.0f);
+            t->add_float_data(3.0f);
+            reduceMeanAxesInput(mp, "float_axes");
+        },
+        "FormatError", "its axes 'float_axes' are not a list of integers");
     row("no ai.onnx opset", "seqview_op13_fold", [](onnx::ModelProto& mp) { mp.mutable_opset_import(0)->set_domain("com.microsoft"); },
         "FormatError", "declares no ONNX (ai.onnx) opset");
     row("auto_pad VALID with pads", "seqview_op13_fold",

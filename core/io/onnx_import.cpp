@@ -629,6 +629,58 @@ static std::optional<std::pair<std::size_t, std::size_t>> sizeThatReads(const on
     return std::nullopt;
 }
 
+// Opset 18 made the axes of ReduceMean, ReduceMax and the other reductions (not ReduceSum, whose
+// axes became an input at 13) an optional input. The importer reads them as the attribute they
+// were through opset 17: a constant axes input (an initializer or a Constant node) moves back into
+// the attribute, so each reduction reads the same at every opset. Axes computed from the images are
+// refused; an absent input is left as it is (no axes: every axis, as before 18).
+void reduceAxesToAttributes(onnx::ModelProto& mp, const std::string& source)
+{
+    if (defaultOpset(mp) < 18) return;
+    static const std::set<std::string> reductions = {"ReduceMean",   "ReduceMax",       "ReduceMin",      "ReduceProd",
+                                                     "ReduceL1",     "ReduceL2",        "ReduceLogSum",   "ReduceLogSumExp",
+                                                     "ReduceSumSquare"};
+    onnx::GraphProto* g = mp.mutable_graph();
+    std::map<std::string, const onnx::TensorProto*> constants;
+    for (const onnx::TensorProto& t : g->initializer()) constants[t.name()] = &t;
+    std::map<std::string, std::vector<std::int64_t>> intLists; // Constant nodes' value_ints
+    for (const onnx::NodeProto& n : g->node()) {
+        if (n.op_type() != "Constant" || n.output_size() != 1 || !(n.domain().empty() || n.domain() == "ai.onnx")) continue;
+        for (const onnx::AttributeProto& a : n.attribute()) {
+            if (a.name() == "value" && a.has_t()) constants[n.output(0)] = &a.t();
+            if (a.name() == "value_ints") intLists[n.output(0)] = {a.ints().begin(), a.ints().end()};
+        }
+    }
+    for (onnx::NodeProto& n : *g->mutable_node()) {
+        if (!reductions.count(n.op_type()) || n.input_size() < 2 || n.input(1).empty()) continue;
+        if (!(n.domain().empty() || n.domain() == "ai.onnx")) continue;
+        const std::string where = source + ": " + n.op_type() + " node '" + n.name() + "': ";
+        std::vector<std::int64_t> axes;
+        if (const auto il = intLists.find(n.input(1)); il != intLists.end()) {
+            axes = il->second;
+        } else if (const auto c = constants.find(n.input(1)); c != constants.end()) {
+            ConstTensor t;
+            try {
+                t = decodeTensor(*c->second);
+            } catch (const FoldError& e) {
+                throw FormatError(where + "its axes '" + n.input(1) + "': " + e.what);
+            }
+            if (t.isFloat || t.dims.size() > 1) throw FormatError(where + "its axes '" + n.input(1) + "' are not a list of integers");
+            axes = t.i;
+        } else {
+            throw ConfigError(where + "its axes ('" + n.input(1) +
+                              "') are computed in the graph, not a constant; QuantScope reads reductions over constant axes");
+        }
+        for (const onnx::AttributeProto& a : n.attribute())
+            if (a.name() == "axes") throw FormatError(where + "has both an axes attribute and an axes input (opset 18 has only the input)");
+        onnx::AttributeProto* a = n.add_attribute();
+        a->set_name("axes");
+        a->set_type(onnx::AttributeProto::INTS);
+        for (std::int64_t v : axes) a->add_ints(v);
+        n.mutable_input()->DeleteSubrange(1, n.input_size() - 1);
+    }
+}
+
 } // namespace onnximport
 
 ExportedModel importOnnx(const std::vector<std::uint8_t>& bytes, const std::string& source, OnnxImportInfo* info,
@@ -646,6 +698,7 @@ ExportedModel importOnnx(const std::vector<std::uint8_t>& bytes, const std::stri
     OnnxImportInfo& out = info ? *info : local;
     // torch.onnx.export(..., export_modules_as_functions=True): the calls become their nodes.
     out.inlinedCalls = inlineLocalFunctions(mp, source);
+    onnximport::reduceAxesToAttributes(mp, source);
     try {
         return onnximport::Importer(mp, source, out, options).run();
     } catch (const Error& e) {

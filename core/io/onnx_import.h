@@ -1,4 +1,4 @@
-// General FP32 ONNX import: the graphs torch.onnx.export (opsets 11-17) and similar tools write,
+// General FP32 ONNX import: the graphs torch.onnx.export (opsets 11-23) and similar tools write,
 // read through Debian's libonnx protobuf classes into a float ExportedModel (buildModel() makes
 // it a trainable Model). Layers: Conv, Gemm, MatMul(+Add), Relu, Clip (ReLU6 / ReLU; a Clip(max=6)
 // or Clip(min <= 0) right after a Relu that nothing else reads merges into it, as PyTorch writes
@@ -25,9 +25,16 @@
 
 namespace quantscope {
 
-// The range of default-domain opsets read (QuantScope itself writes kOnnxOpset = 13).
+// The range of default-domain opsets the general importer reads (QuantScope itself writes
+// kOnnxOpset = 13). Of the operators it reads, opsets 18 to 23 change only ReduceMean/ReduceMax's
+// axes (an input since 18: importOnnx moves constant axes back into the attribute), AveragePool's
+// dilations (19: refused unless 1), Pad's axes and wrap mode (refused) and the element types
+// accepted; Gelu (20) is a new operator, read as GELU.
 inline constexpr int kOnnxImportMinOpset = 11;
-inline constexpr int kOnnxImportMaxOpset = 17;
+inline constexpr int kOnnxImportMaxOpset = 23;
+// The opsets at which QuantScope reads its own QDQ exports (onnx_reader.cpp): opset 19 and 21
+// change QuantizeLinear and DequantizeLinear.
+inline constexpr int kOnnxOwnMaxOpset = 17;
 // The newest IR version and default-domain opset the ONNX spec defines (ONNX 1.18): a file that
 // declares a later one is refused by name, by both readers, whatever its nodes are (a newer
 // operator version may mean something else, and an IR of 999 is a damaged file).

@@ -309,6 +309,11 @@ void Importer::pointwise(const NodeProto& n)
     } else if (op == "Elu") {
         l.kind = LayerKind::ELU;
         l.alpha = attrFloat(n, "alpha", 1.0f);
+    } else if (op == "Gelu") { // opset 20: nn.GELU() and nn.GELU(approximate='tanh') as one operator
+        const std::string approximate = attrString(n, "approximate", "none");
+        if (approximate == "none") l.kind = LayerKind::GELU;
+        else if (approximate == "tanh") l.kind = LayerKind::GELUTanh;
+        else failNode(n, "approximate = '" + approximate + "'; ONNX's Gelu defines 'none' and 'tanh'");
     } else {
         failNode(n, "internal error: not a pointwise operator", false);
     }

@@ -50,6 +50,7 @@ const std::map<std::string, Importer::Handler>& Importer::handlers()
         {"HardSwish", &Importer::pointwise},
         {"LeakyRelu", &Importer::pointwise},
         {"Elu", &Importer::pointwise},
+        {"Gelu", &Importer::pointwise},
         {"Erf", &Importer::erf},
         {"PRelu", &Importer::prelu},
         {"Concat", &Importer::concat},

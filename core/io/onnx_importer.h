@@ -36,6 +36,10 @@ using onnx::NodeProto;
 void checkOnnxVersions(const onnx::ModelProto& mp, const std::string& source);
 // The ai.onnx opset a model imports (the last entry of the default domain), 0 when none.
 std::int64_t defaultOpset(const onnx::ModelProto& mp);
+// At opset 18 and later: each reduction's constant axes input (ReduceMean, ReduceMax, ... not
+// ReduceSum) moved into the axes attribute, the form of opsets up to 17 that the importer reads.
+// ConfigError for axes computed in the graph, FormatError for malformed ones.
+void reduceAxesToAttributes(onnx::ModelProto& mp, const std::string& source);
 // BatchNorm without running statistics, said the same way wherever it is refused.
 inline constexpr const char* kBatchStatisticsHint =
     "BatchNorm without running statistics (track_running_stats=False, or a model exported in training mode) cannot be imported: "

@@ -569,13 +569,13 @@ ExportedModel OnnxReader::read()
 {
     onnximport::checkOnnxVersions(m_mp, m_source);
     // QuantScope writes opset 13 (kOnnxOpset); the operators it writes read the same up to the
-    // importer's newest opset, 17 (later ones change QuantizeLinear and DequantizeLinear).
+    // 17 (later ones change QuantizeLinear and DequantizeLinear).
     const std::int64_t opset = onnximport::defaultOpset(m_mp);
     if (opset < kOnnxOpset) fail("the model does not import the default ONNX opset >= " + std::to_string(kOnnxOpset));
-    if (opset > kOnnxImportMaxOpset)
+    if (opset > kOnnxOwnMaxOpset)
         throw ConfigError(m_source + ": the model imports ONNX opset " + std::to_string(opset) + "; QuantScope writes opset " +
                           std::to_string(kOnnxOpset) + " and reads its own exports at opsets " + std::to_string(kOnnxOpset) + " to " +
-                          std::to_string(kOnnxImportMaxOpset));
+                          std::to_string(kOnnxOwnMaxOpset));
     const onnx::GraphProto& g = m_mp.graph();
     if (g.input_size() < 1 || g.output_size() != 1) fail("expected one input and one output");
     std::set<std::string> seen;
