@@ -54,6 +54,37 @@ bool Conv2d::usesDirectKernel() const
 
 namespace {
 
+// A fused pool's unpooled output gradient as a plane source (backwardGroupBf16's dySource): plane
+// p of the convolution's output gradient (MaxPool2d::backwardFusedPlanes with the clamp's rule of
+// cap), written where the reader wants it, and its fixedOrderSum added to the bias gradient
+// bias[p % C] when bias is given. A reader that takes each plane once, images in order for each
+// channel, adds the same sums in the same order as the loop over the unpooled group.
+class UnpooledGradient final : public OutputPlaneSource {
+public:
+    UnpooledGradient(const PooledGrad& pooled, std::size_t C, std::size_t H, std::size_t W, float* bias)
+        : m_pooled(pooled), m_C(C), m_H(H), m_W(W), m_bias(bias)
+    {
+    }
+    void outputPlanes(std::size_t p0, std::size_t count, float* out) const override
+    {
+        m_pooled.pool->backwardFusedPlanes(*m_pooled.y, *m_pooled.dy, p0, p0 + count, out, m_pooled.cap);
+        if (m_bias)
+            for (std::size_t p = p0; p < p0 + count; ++p) m_bias[p % m_C] += fixedOrderSum(out + (p - p0) * m_H * m_W, m_H * m_W);
+    }
+    void outputPlaneRows(std::size_t p, float* out, std::size_t pitch) const override
+    {
+        thread_local std::vector<float> plane;
+        plane.resize(m_H * m_W);
+        outputPlanes(p, 1, plane.data());
+        for (std::size_t y = 0; y < m_H; ++y) std::copy_n(plane.data() + y * m_W, m_W, out + y * pitch);
+    }
+
+private:
+    const PooledGrad& m_pooled;
+    std::size_t m_C, m_H, m_W;
+    float* m_bias;
+};
+
 
 // x images [n0, n0 + count) of (N, C, H, W) -> runs (C, S). With r (the fused activation's
 // output, x's shape), x is masked by the activation's backward rule on r as it is copied. With
@@ -490,8 +521,13 @@ void Conv2d::backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, 
         const std::size_t at0 = n0 * m_cout * HWo;
         const float* rv = r ? r->data() + at0 : nullptr;
         const float* dyg = pooled || m_dySource ? nullptr : dy.data() + at0;
+        // bf16 products unpool each plane into L1 as they round it into dy's runs (and sum the
+        // bias gradient there), not the group into a buffer read back from L2.
+        std::optional<UnpooledGradient> unpooled;
         if (m_dySource) { // the source's images, written here (setGradientSource)
             dyg = sourcedGradient(n0, count, m_cout * HWo);
+        } else if (pooled && bf16Grad && !m_ste) {
+            unpooled.emplace(*pooled, m_cout, dyShape[2], dyShape[3], bSize ? part + wPartSize : nullptr);
         } else if (pooled) {
             float* buf = threadBuffer(5, count * m_cout * HWo).data();
             pooled->pool->backwardFusedPlanes(*pooled->y, *pooled->dy, n0 * m_cout, (n0 + count) * m_cout, buf, pooled->cap);
@@ -502,7 +538,7 @@ void Conv2d::backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, 
             copyRowSteMasked(buf, dyg, m_ste + at0, count * m_cout * HWo);
             dyg = buf;
         }
-        if (bSize)
+        if (bSize && !unpooled)
             for (std::size_t o = 0; o < m_cout; ++o)
                 for (std::size_t i = 0; i < count; ++i) {
                     const std::size_t at = (i * m_cout + o) * HWo;
@@ -511,7 +547,7 @@ void Conv2d::backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, 
         if (bf16Grad) { // x and dy straight to bf16 runs
             backwardGroupBf16(m_bf16, x.data(), dyg, rv, cap, n0, count, g, gd, m_cin, m_cout, m_k, xTaps.data(),
                               dyTaps.data(), part, transposedParts, needInputGrad ? &m_packedBf16Runs : nullptr, dx.data(),
-                              m_xSource);
+                              m_xSource, unpooled ? &*unpooled : nullptr);
             roundGroup(n0, count);
             return;
         }

@@ -44,7 +44,7 @@ bool toInterleavedRuns(const float* x, std::size_t C, std::size_t n0, std::size_
             const float* plane[Ch];
             for (std::size_t j = 0; j < Ch; ++j) {
                 const std::size_t c = Ch * cg + j;
-                plane[j] = c < C ? x + ((n0 + i) * C + c) * HW : nullptr;
+                plane[j] = c < C && !source ? x + ((n0 + i) * C + c) * HW : nullptr;
                 if (source && c < C) {
                     source->outputPlanes((n0 + i) * C + c, 1, sourced.data() + j * HW);
                     plane[j] = sourced.data() + j * HW;
@@ -188,7 +188,8 @@ std::vector<float> bf16RunsOrder(const float* A, std::size_t M, std::size_t C, s
 void backwardGroupBf16(Bf16Path path, const float* x, const float* dy, const float* r, float cap, std::size_t n0,
                        std::size_t count, const RunGeometry& g, const RunGeometry& gd, std::size_t C, std::size_t O,
                        std::size_t k, const std::size_t* xTaps, const std::size_t* dyTaps, float* part, bool partTransposed,
-                       const PackedBf16Runs* rot, float* dx, const OutputPlaneSource* xSource)
+                       const PackedBf16Runs* rot, float* dx, const OutputPlaneSource* xSource,
+                       const OutputPlaneSource* dySource)
 {
     const std::size_t L = g.length(count), P = (L + 31) / 32 * 16, Op = (O + 15) / 16 * 16, kk = k * k;
     const std::size_t C2 = (O + 1) / 2;
@@ -199,7 +200,8 @@ void backwardGroupBf16(Bf16Path path, const float* x, const float* dy, const flo
     toRunsBf16Single(x, C, n0, count, g, xs, xb, xSource);
     // dy as interleaved bf16 runs (the input gradient's operand), then as the weight gradient's pairs
     auto* dyRuns = reinterpret_cast<std::uint16_t*>(threadBuffer(2, C2 * gd.S + kRunsRowSlack / 4).data());
-    toRunsBf16(dy, O, 0, count, gd, dyRuns, r, cap);
+    if (dySource) toRunsBf16(nullptr, O, n0, count, gd, dyRuns, nullptr, 0.0f, dySource);
+    else toRunsBf16(dy, O, 0, count, gd, dyRuns, r, cap);
     auto* pairs = reinterpret_cast<std::uint32_t*>(threadBuffer(4, P * Op).data());
     dyPairsFromRuns(dyRuns, gd, O, L, P, Op, pairs);
     const WeightGradRuns a{path, xb, 2 * xs, xTaps, kk, C, pairs, O, Op, P};
