@@ -1,4 +1,4 @@
-// General FP32 ONNX import: the graphs torch.onnx.export (opsets 11-23) and similar tools write,
+// General FP32 ONNX import: the graphs torch.onnx.export (opsets 9-23) and similar tools write,
 // read through Debian's libonnx protobuf classes into a float ExportedModel (buildModel() makes
 // it a trainable Model). Layers: Conv, Gemm, MatMul(+Add), Relu, Clip (ReLU6 / ReLU; a Clip(max=6)
 // or Clip(min <= 0) right after a Relu that nothing else reads merges into it, as PyTorch writes
@@ -26,11 +26,14 @@
 namespace quantscope {
 
 // The range of default-domain opsets the general importer reads (QuantScope itself writes
-// kOnnxOpset = 13). Of the operators it reads, opsets 18 to 23 change only ReduceMean/ReduceMax's
+// kOnnxOpset = 13). Below 11 it reads the attribute forms of Clip's bounds, Pad's pads,
+// Dropout's ratio, Squeeze's and Unsqueeze's axes and (below 10) Slice's starts and ends; opset 9
+// has no pooling ceil_mode. Opsets 7 and 8 differ in BatchNormalization (spatial) and are refused.
+// Of the operators it reads, opsets 18 to 23 change only ReduceMean/ReduceMax's
 // axes (an input since 18: importOnnx moves constant axes back into the attribute), AveragePool's
 // dilations (19: refused unless 1), Pad's axes and wrap mode (refused) and the element types
 // accepted; Gelu (20) is a new operator, read as GELU.
-inline constexpr int kOnnxImportMinOpset = 11;
+inline constexpr int kOnnxImportMinOpset = 9;
 inline constexpr int kOnnxImportMaxOpset = 23;
 // The opsets at which QuantScope reads its own QDQ exports (onnx_reader.cpp): opset 19 and 21
 // change QuantizeLinear and DequantizeLinear.

@@ -348,7 +348,11 @@ void Importer::pool(const NodeProto& n)
     if (!g.padsWithinHalfKernel())
         failNode(n, (xv.kind == Value::Kind::Padded ? "pads " + listOf(pads) + " (with the zero Pad before it)" : "attribute pads = " + listOf(pads)) +
                         " with kernel_shape = " + listOf({static_cast<std::int64_t>(g.kh), static_cast<std::int64_t>(g.kw)}) +
-                        ": a pad is more than half the kernel along its axis, which QuantScope's pooling layers take at most (PyTorch's own limit)");
+                        ": a pad is more than half the kernel along its axis, which QuantScope's pooling layers take at most (PyTorch's own limit)" +
+                        (m_opset < 10 ? std::string("; opset ") + std::to_string(m_opset) +
+                                            " has no ceil_mode, so torch.onnx.export writes ceil_mode=True as larger end pads: "
+                                            "export with opset_version 10 or later"
+                                      : std::string()));
     if (!g.fits(in[1], in[2])) failNode(n, "the window (" + g.text() + ") is larger than its input " + shapeString(in), false);
     g.countIncludePad = isMax || countPad == 1 || !attrPads; // a zero Pad's zeros are values, counted
     const std::size_t floorH = g.outH(in[1]), floorW = g.outW(in[2]);

@@ -580,6 +580,21 @@ CASES = [
     # export_modules_as_functions={Block} ("fnblock"): only the blocks are functions, called from
     # the main graph as "/layer1/Block" (their layers take the call's module path, tst_onnx_functions).
     ("residual_op15_fold_fnblock", Residual, (1, 8, 8), 15, True, "fnblock"),
+    # Opsets 9 and 10, as export scripts written for older onnxruntimes still ask for: Slice's
+    # starts/ends (9), Clip's bounds, Pad's pads, Squeeze's and Unsqueeze's axes and Dropout's ratio
+    # as attributes; MaxPool's ceil_mode only from 10 (at 9 torch pads the window instead, which
+    # the importer refuses, tst_onnx_import_errors); AveragePool padding written as a Pad node.
+    ("gapidioms_op9_nofold", GapIdioms, (1, 6, 7), 9, False, False),
+    ("padconv_op9_nofold", PadConv, (1, 9, 9), 9, False, False),
+    ("flatten_bn_op9_fold", FlattenBN, (3, 10, 10), 9, True, False),
+    ("seqview_op9_nofold_dyn", SeqView, (1, 12, 12), 9, False, True),
+    ("convhead_op9_nofold", ConvHead, (1, 8, 8), 9, False, False),
+    ("bnneck_op9_nofold", BNNeck, (1, 8, 8), 9, False, False),
+    ("mobile_op10_nofold_dyn", MobileBlock, (3, 8, 8), 10, False, True),
+    ("residual_op10_fold_dyn", Residual, (1, 8, 8), 10, True, True),
+    ("dense_concat_op10_nofold", DenseBlock, (3, 8, 8), 10, False, False),
+    ("poolgeom_max_op10_fold", MaxPoolGeometry, (3, 13, 11), 10, True, False),
+    ("poolgeom_max_op9_nofold", MaxPoolGeometry, (3, 13, 11), 9, False, False),
 ]
 
 HW_SECOND = (12, 10)
