@@ -367,6 +367,33 @@ void TestOnnxImportErrors::badInput_data()
     // opset 10), refused with the export that works (opset 10: tst_onnx_import matchesPyTorch).
     row("opset 9 ceil_mode as end pads", "poolgeom_max_op9_nofold", [](onnx::ModelProto&) {}, "ConfigError",
         "opset 9 has no ceil_mode, so torch.onnx.export writes ceil_mode=True as larger end pads: export with opset_version 10");
+    // Opset 18's Pad axes input: pads for the listed axes only (read: tst_onnx_import
+    // matchesPyTorchAtNewerOpsets); malformed ones are refused by node.
+    const auto padAxes = [](std::vector<std::int64_t> pads, std::vector<std::int64_t> axes) {
+        return [pads, axes](onnx::ModelProto& mp) {
+            mp.mutable_opset_import(0)->set_version(18);
+            onnx::NodeProto* pad = findNode(mp, "Pad");
+            onnx::GraphProto* g = mp.mutable_graph();
+            for (const auto& [name, values] : {std::pair{std::string("pads18"), pads}, std::pair{std::string("axes18"), axes}}) {
+                onnx::TensorProto* t = g->add_initializer();
+                t->set_name(name);
+                t->set_data_type(onnx::TensorProto::INT64);
+                t->add_dims(static_cast<std::int64_t>(values.size()));
+                for (std::int64_t v : values) t->add_int64_data(v);
+            }
+            pad->set_input(1, "pads18");
+            if (pad->input_size() < 3) pad->add_input("");
+            pad->add_input("axes18");
+        };
+    };
+    row("opset 18 Pad axis named twice", "poolpad_op13_fold_dyn", padAxes({1, 1, 1, 1}, {2, 2}), "FormatError",
+        "Pad node '/avgpool/Pad': axes [2, 2] name an axis twice");
+    row("opset 18 Pad axis past rank 4", "poolpad_op13_fold_dyn", padAxes({1, 1, 1, 1}, {2, 4}), "FormatError",
+        "axes [2, 4]: axis 4 is outside rank 4");
+    row("opset 18 Pad pads not two per axis", "poolpad_op13_fold_dyn", padAxes({1, 1, 1}, {2, 3}), "FormatError",
+        "pads [1, 1, 1] do not give a begin and an end for each of the axes [2, 3]");
+    row("opset 18 Pad of the channel axis", "poolpad_op13_fold_dyn", padAxes({1, 1}, {-3}), "ConfigError",
+        "pads the batch or channel axis");
     // Opset 18 moved ReduceMean's axes into an input: read when constant (tst_onnx_import
     // matchesPyTorchAtNewerOpsets), refused by name when computed from the images or malformed.
     const auto reduceMeanAxesInput = [](onnx::ModelProto& mp, const std::string& axes) {

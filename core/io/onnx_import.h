@@ -31,8 +31,8 @@ namespace quantscope {
 // has no pooling ceil_mode. Opsets 7 and 8 differ in BatchNormalization (spatial) and are refused.
 // Of the operators it reads, opsets 18 to 23 change only ReduceMean/ReduceMax's
 // axes (an input since 18: importOnnx moves constant axes back into the attribute), AveragePool's
-// dilations (19: refused unless 1), Pad's axes and wrap mode (refused) and the element types
-// accepted; Gelu (20) is a new operator, read as GELU.
+// dilations (19: refused unless 1), Pad's axes (18: a constant axes input is read) and wrap mode
+// (19: refused) and the element types accepted; Gelu (20) is a new operator, read as GELU.
 inline constexpr int kOnnxImportMinOpset = 9;
 inline constexpr int kOnnxImportMaxOpset = 23;
 // The opsets at which QuantScope reads its own QDQ exports (onnx_reader.cpp): opset 19 and 21

@@ -588,7 +588,23 @@ void Importer::pad(const NodeProto& n)
             if (v->numel() != 1) failNode(n, "constant_value is not one value", false);
             fill = static_cast<float>(v->at(0));
         }
-        if (has(n, 3)) failNode(n, "the axes input is not read");
+        if (has(n, 3)) { // opset 18: pads for the listed axes only, [begins..., ends...]
+            const ConstTensor& a = constant(n, 3, "axes");
+            if (a.isFloat) failNode(n, "axes are not integers", false);
+            if (pads.size() != 2 * a.i.size())
+                failNode(n, "pads " + listOf(pads) + " do not give a begin and an end for each of the axes " + listOf(a.i), false);
+            std::vector<std::int64_t> full(8, 0);
+            std::array<bool, 4> seen{};
+            for (std::size_t k = 0; k < a.i.size(); ++k) {
+                const std::int64_t ax = a.i[k] < 0 ? a.i[k] + 4 : a.i[k];
+                if (ax < 0 || ax > 3) failNode(n, "axes " + listOf(a.i) + ": axis " + std::to_string(a.i[k]) + " is outside rank 4", false);
+                if (seen[static_cast<std::size_t>(ax)]) failNode(n, "axes " + listOf(a.i) + " name an axis twice", false);
+                seen[static_cast<std::size_t>(ax)] = true;
+                full[static_cast<std::size_t>(ax)] = pads[k];
+                full[static_cast<std::size_t>(ax) + 4] = pads[k + a.i.size()];
+            }
+            pads = full;
+        }
     }
     if (fill != 0.0f) failNode(n, "pads with " + std::to_string(fill) + "; only zero padding merges into a Conv");
     if (pads.size() != 8) failNode(n, "pads has " + std::to_string(pads.size()) + " values, expected 8 for [N, C, H, W]", false);
