@@ -77,9 +77,13 @@ public:
     // precision keep the emulation, FP32 products of the bf16-rounded operands, the same numbers
     // up to the order of FP32 accumulation: a dot product of 2 x 9 bf16 pairs gains nothing, and
     // the emulated path keeps its ReLU fused (seed-cnn's conv1 on the bf16 im2col path with its
-    // ReLU apart cost 6 % of a mixed step on Zen 5). The trainer and bench_model_layers both ask.
+    // ReLU apart cost 6 % of a mixed step on Zen 5). Nor do strided 1x1 convolutions (ResNet's
+    // projection shortcuts): their FP32 path gathers only the sampled pixels (forwardSubsampled)
+    // and gives its BatchNorm the batch sums, where the bf16 im2col path does neither (resnet8's
+    // 32->64 shortcut and its BN: 0.59 against 0.41 ms a step on Zen 5). The trainer and
+    // bench_model_layers both ask.
     static constexpr std::size_t kMinBf16Depth = 32;
-    bool bf16ProductsPay() const { return m_cin / m_groups * taps() >= kMinBf16Depth; }
+    bool bf16ProductsPay() const { return m_cin / m_groups * taps() >= kMinBf16Depth && !(taps() == 1 && m_stride > 1); }
     Bf16Path bf16Products() const { return m_bf16; }
     // True when every product that reads the weight packs it to bf16 (rounding to nearest even,
     // tensor/bf16.h): bf16 products on, groups 1. A rounded copy of the weight then changes nothing.
