@@ -173,7 +173,7 @@ AnalysisInput loadAnalysisInput(const Args& args, const std::string& spec, const
         const ExportedModel m = readModelFile(spec, data.height(), data.width());
         // What the import said (a graph of dynamic size: at which size it was read), as eval says it.
         if (!json)
-            for (const std::string& n : m.notes) std::fprintf(stderr, "quantscope-cli analyze: %s: %s\n", spec.c_str(), n.c_str());
+            for (const std::string& n : m.notes) std::fprintf(stderr, "quantscope-cli analyze: note: %s: %s\n", spec.c_str(), n.c_str());
         if (m.normalizationKnown && !args.has("--normalize")) data.normalization = m.normalization.broadcast(data.channels());
         else if (!args.has("--normalize"))
             in.statisticsNormalised = true;

@@ -169,7 +169,7 @@ int runEval(const std::vector<std::string>& argv)
     const DataMatch match = prepareModelForData(model, path, data, dopt.resize.given(), given);
     // The notes after prepareModelForData: a graph of dynamic size was read again at the data's.
     if (!args.has("--json"))
-        for (const std::string& n : model.notes) std::fprintf(stderr, "quantscope-cli eval: %s: %s\n", path.c_str(), n.c_str());
+        for (const std::string& n : model.notes) std::fprintf(stderr, "quantscope-cli eval: note: %s: %s\n", path.c_str(), n.c_str());
     data.test.labels = match.labels;
     if (!match.normalizationNote.empty() && !args.has("--json"))
         std::fprintf(stderr, "quantscope-cli eval: %s (give --normalize none if the model takes [0, 1] pixels as they are)\n",

@@ -436,7 +436,7 @@ int runTrain(const std::vector<std::string>& argv)
     if (cfg.pretrained && file) {
         startExtra["model_notes"] = file->notes;
         if (say)
-            for (const std::string& n : file->notes) std::fprintf(stderr, "quantscope-cli train: %s: %s\n", cfg.modelFile.c_str(), n.c_str());
+            for (const std::string& n : file->notes) std::fprintf(stderr, "quantscope-cli train: note: %s: %s\n", cfg.modelFile.c_str(), n.c_str());
         // The file's weights were trained on inputs normalised its way: keep it (as eval does).
         const std::size_t nc = file->normalization.mean.size();
         if (args.has("--normalize") && file->normalizationKnown && (nc == 1 || nc == data.channels())) {

@@ -66,9 +66,10 @@ void Importer::checkInputNormalisation(const NodeProto& n, int actInput) const
 {
     if (act(n, actInput) == m_inputAct && m_m.layers.size() == m_inputAct) return;
     if (m_m.layers.size() != m_inputAct)
-        failNode(n, std::string("applies a constant to the output of a layer that is no Linear or Conv read by nothing else "
-                                "(a constant folds into such a layer only), e.g. after a ReLU; ") +
-                        kNormalisationForms);
+        failNode(n, "applies a constant to an activation inside the network (after a ReLU, a pool, an Add, or a layer "
+                    "that something else reads too); QuantScope has no layer for that and folds a constant only into the "
+                    "Linear or Conv right before it, when nothing else reads that layer's output. Move the scale or shift "
+                    "into that layer (or the next one's weights) in PyTorch and export again");
     failNode(n, kNormalisationForms);
 }
 
