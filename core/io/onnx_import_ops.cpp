@@ -59,6 +59,50 @@ const std::map<std::string, Importer::Handler>& Importer::handlers()
     return table;
 }
 
+// The error for node n, whose operator has no handler: the operator, the PyTorch modules that
+// export as it where they are not obvious, the graph's other unsupported operators (others: each
+// type in order of appearance, with its node count) and what is read.
+void Importer::failUnsupported(const NodeProto& n, const std::vector<std::pair<std::string, int>>& others) const
+{
+    std::string read; // the operators it has a handler for, in order
+    for (const auto& h : handlers()) read += h.first + ", ";
+    std::string also;
+    for (const auto& [op, count] : others)
+        if (op != n.op_type()) also += (also.empty() ? "" : ", ") + op + " (" + std::to_string(count) + (count == 1 ? " node)" : " nodes)");
+    // log(softmax(x)) is how a forward often writes what F.log_softmax does in one operator;
+    // the others: the PyTorch modules that export as the operator, which the user knows by name.
+    static const std::map<std::string, std::string> kFrom{
+        {"Log", "; for log(softmax(x)) export F.log_softmax(x, dim=1) instead"},
+        {"InstanceNormalization", "; nn.GroupNorm and nn.InstanceNorm2d export as InstanceNormalization"},
+        {"LayerNormalization", "; nn.LayerNorm exports as LayerNormalization"},
+        {"Pow", "; nn.LayerNorm below opset 17 exports as ReduceMean, Sub, Pow and Sqrt"},
+        {"Sqrt", "; nn.LayerNorm below opset 17 exports as ReduceMean, Sub, Pow and Sqrt"},
+        {"Resize", "; F.interpolate and nn.Upsample export as Resize"},
+        {"Upsample", "; F.interpolate and nn.Upsample export as Upsample before opset 10"},
+        {"Transpose", "; a channel shuffle (view, transpose, view) or permute exports as Transpose"},
+        {"Slice", "; x.chunk(), x.split(), strided indexing such as x[:, :, ::2, ::2] and padding_mode='circular' export "
+                  "as a Slice of the activations, which is not read (only Slices of constant shapes are)"},
+        {"Split", "; x.chunk() and x.split() export as Split"},
+        {"ConvTranspose", "; nn.ConvTranspose2d exports as ConvTranspose"},
+        {"Softplus", "; nn.Mish and nn.Softplus export as Softplus"},
+        {"Selu", "; nn.SELU exports as Selu"},
+    };
+    const auto from = kFrom.find(n.op_type());
+    const std::string hint = from != kFrom.end() ? from->second : "";
+    // A model quantized elsewhere (torch.ao QDQ, onnxruntime's quantizer, QLinear operators):
+    // the QDQ files QuantScope reads are its own, known by their quantscope.* metadata.
+    static const std::set<std::string> kQuantized{"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv",
+                                                  "QLinearMatMul", "ConvInteger", "MatMulInteger", "QLinearAdd"};
+    if (kQuantized.count(n.op_type()))
+        failNode(n, "operator " + n.op_type() + ": this model was quantized by another tool, and QuantScope reads only the "
+                    "QDQ files it exported itself (they carry its quantscope.* metadata); import the float model, "
+                    "exported before quantization, and quantize it here (train --strategy ptq or qat)" +
+                    (also.empty() ? std::string() : "; the graph also uses " + also));
+    failNode(n, "operator " + n.op_type() + " is not supported by QuantScope's importer" + hint +
+                    (also.empty() ? std::string() : "; the graph also uses the unsupported " + also) + " (it reads " + read +
+                    "and constant shape arithmetic)");
+}
+
 // Gemm: Y = alpha * A' * B' + beta * C with A the activation (N, in): a Linear with
 // W = alpha * B' (out, in) and bias beta * C; without C (PyTorch's nn.Linear(..., bias=False)) a
 // Linear without a bias, so the parameter count is PyTorch's and fine-tuning trains no bias.
