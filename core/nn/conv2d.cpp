@@ -7,6 +7,7 @@
 
 #include "tensor/parallel.h"
 #include "util/errors.h"
+#include "util/scope_exit.h"
 
 #include <tbb/enumerable_thread_specific.h>
 #if defined(__SANITIZE_ADDRESS__)
@@ -414,8 +415,10 @@ const float* Conv2d::sourcedGradient(std::size_t n0, std::size_t count, std::siz
 bool Conv2d::takesGradientSource() const
 {
     // stride 1: backwardDirect (FP32 or bf16 runs); strided: the FP32 kernels (backwardStrided,
-    // backwardSubsampled); otherwise the FP32 im2col path
-    if (usesDirectKernel()) return m_stride == 1 || !usesBf16Gemm();
+    // backwardSubsampled) or, k > 1, the bf16 phase runs (backwardStridedBf16, which takes the
+    // source's images group by group; where its layout does not apply, the source's whole
+    // gradient goes to the im2col path); otherwise the FP32 im2col path
+    if (usesDirectKernel()) return m_stride == 1 || !usesBf16Gemm() || m_k > 1;
     return !usesBf16Gemm() && !directDepthwise(*this);
 }
 
@@ -589,6 +592,17 @@ void Conv2d::backwardPaths(const Tensor& x, const Tensor* r, const Tensor& dyIn,
     if (m_dySource) { // the source writes dy group by group (setGradientSource)
         if (!takesGradientSource() || r) throw std::logic_error(name() + ": this backward cannot take a gradient source");
         if (m_colsFor != x.shape()) throw ConfigError(name() + ": backward without a matching training forward");
+        if (usesDirectKernel() && usesBf16Gemm() && m_stride > 1) {
+            if (backwardStridedBf16(x, dyIn, dx, needInputGrad)) return;
+            // its layout does not apply: the source's whole gradient, then the path for a tensor
+            Tensor whole(outputShape(x.shape()));
+            m_dySource->gradientImages(0, x.dim(0), whole.data());
+            GradientImageSource* const source = m_dySource;
+            m_dySource = nullptr;
+            const ScopeExit restore([&] { m_dySource = source; });
+            backwardPaths(x, nullptr, whole, dx, needInputGrad, cap);
+            return;
+        }
         if (usesDirectKernel()) {
             backwardDirect(x, nullptr, dyIn, dx, needInputGrad, cap);
             return;

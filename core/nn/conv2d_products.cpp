@@ -388,9 +388,11 @@ bool Conv2d::backwardStridedBf16(const Tensor& x, const Tensor& dy, Tensor& dx, 
     if (m_stride < 2 || m_k < 2 || (m_bf16 == Bf16Path::AmxBf16 && m_cin % 16 != 0)) return false;
     const PhaseProducts pp(x, m_k, m_stride, m_pad);
     const PhaseGeometry& g = pp.g;
-    const std::size_t N = x.dim(0), H = x.dim(2), W = x.dim(3), HWo = dy.dim(2) * dy.dim(3);
+    // dy's shape: the tensor's, or (a gradient source, setGradientSource) the output's
+    const Shape dyShape = m_dySource ? outputShape(x.shape()) : dy.shape();
+    const std::size_t N = x.dim(0), H = x.dim(2), W = x.dim(3), HWo = dyShape[2] * dyShape[3];
     std::optional<StridedDxPlan> plan = stridedDxPlan(m_weight.forwardValue().data(), m_cout, m_cin, H, W, m_k, m_stride,
-                                                      m_pad, dy.dim(2), dy.dim(3), g.Ng, needInputGrad ? m_bf16 : Bf16Path::Emulated);
+                                                      m_pad, dyShape[2], dyShape[3], g.Ng, needInputGrad ? m_bf16 : Bf16Path::Emulated);
     if (!plan || plan->gd.Wq != g.Wq || plan->gd.Rn != g.Rn) return false;
     const RunGeometry& gd = plan->gd;
     const std::size_t kk = m_k * m_k, K = m_cin * kk, C2 = (m_cout + 1) / 2, Op = (m_cout + 15) / 16 * 16;
@@ -402,8 +404,10 @@ bool Conv2d::backwardStridedBf16(const Tensor& x, const Tensor& dy, Tensor& dx, 
     for (std::size_t t = 0; t < kk; ++t) xTaps[t] = phaseTapOffset(g, t / m_k, t % m_k);
     pp.forEachGroup(x, m_cin, [&](std::size_t n0, std::size_t count, std::size_t L, const float* phases) {
         float* part = m_partials.data() + n0 / g.Ng * partSize;
+        // the group's dy from its first image on: the source's, written here in cache, or the tensor's
+        const float* dyg = m_dySource ? sourcedGradient(n0, count, m_cout * HWo) : dy.data() + n0 * m_cout * HWo;
         for (std::size_t o = 0; o < bSize; ++o)
-            for (std::size_t i = 0; i < count; ++i) part[wSize + o] += fixedOrderSum(dy.data() + ((n0 + i) * m_cout + o) * HWo, HWo);
+            for (std::size_t i = 0; i < count; ++i) part[wSize + o] += fixedOrderSum(dyg + (i * m_cout + o) * HWo, HWo);
         // x's phase runs in bf16, one channel a run, each followed by zeros the last tiles read
         // (the largest tap offset + 2 P is at most S + 31).
         const std::size_t xs = g.S + 64, P = (L + 31) / 32 * 16;
@@ -414,7 +418,7 @@ bool Conv2d::backwardStridedBf16(const Tensor& x, const Tensor& dy, Tensor& dx, 
             std::fill(d + g.S, d + xs, std::uint16_t{0});
         }
         auto* dyRuns = reinterpret_cast<std::uint16_t*>(threadBuffer(0, C2 * gd.S + kRunsRowSlack / 4).data());
-        toRunsBf16(dy.data(), m_cout, n0, count, gd, dyRuns);
+        toRunsBf16(dyg, m_cout, 0, count, gd, dyRuns);
         std::fill(dyRuns + 2 * C2 * gd.S, dyRuns + 2 * C2 * gd.S + kRunsRowSlack / 2, std::uint16_t{0});
         auto* pairs = reinterpret_cast<std::uint32_t*>(threadBuffer(4, P * Op).data());
         dyPairsFromRuns(dyRuns, gd, m_cout, L, P, Op, pairs);
