@@ -5,6 +5,7 @@
 #include "nn/conv2d.h"
 #include "nn/linear.h"
 #include "nn/model_zoo.h"
+#include "tensor/bf16.h"
 #include "tensor/gemm_bf16.h"
 #include "train/float_sim.h"
 #include "train/quant_sim.h"
@@ -53,6 +54,8 @@ private slots:
     void qatFusedPassIsBitIdentical();
     void mixedFusedPassIsBitIdentical_data();
     void mixedFusedPassIsBitIdentical();
+    void stridedBf16GradientSourceIsBitIdentical_data();
+    void stridedBf16GradientSourceIsBitIdentical();
 };
 
 void TestFusedPasses::floatSimSkipsOnlyExactRounding_data()
@@ -296,6 +299,84 @@ void TestFusedPasses::mixedFusedPassIsBitIdentical()
     if (path != Bf16Path::Emulated) QVERIFY(masters.masterWeights > 0);
     const QString differsWithMasters = firstDifference(masters, fused);
     QVERIFY2(differsWithMasters.isEmpty(), qPrintable("master weights on the bf16 products: " + differsWithMasters));
+}
+
+namespace {
+// dy handed out image by image, as BatchNorm2d::backwardDeferringInputGradient does.
+class ImagesOf final : public GradientImageSource {
+public:
+    explicit ImagesOf(const Tensor& dy) : m_dy(dy) {}
+    void gradientImages(std::size_t n0, std::size_t count, float* out) override
+    {
+        const std::size_t image = m_dy.numel() / m_dy.dim(0);
+        std::memcpy(out, m_dy.data() + n0 * image, count * image * sizeof(float));
+    }
+
+private:
+    const Tensor& m_dy;
+};
+} // namespace
+
+void TestFusedPasses::stridedBf16GradientSourceIsBitIdentical_data()
+{
+    QTest::addColumn<int>("k");
+    QTest::addColumn<int>("stride");
+    QTest::addColumn<int>("pad");
+    QTest::addColumn<int>("size");
+    QTest::addColumn<bool>("bias");
+    // resnet8's downsampling convolutions, odd sizes, and windows whose phase runs may not line
+    // up with dy's (then the source's whole gradient takes the im2col path)
+    QTest::newRow("3x3 s2 p1 at 28") << 3 << 2 << 1 << 28 << false;
+    QTest::newRow("3x3 s2 p1 at 13") << 3 << 2 << 1 << 13 << true;
+    QTest::newRow("3x3 s2 p0 at 9") << 3 << 2 << 0 << 9 << true;
+    QTest::newRow("5x5 s3 p2 at 11") << 5 << 3 << 2 << 11 << false;
+    QTest::newRow("3x3 s3 p0 at 10") << 3 << 3 << 0 << 10 << true;
+    QTest::newRow("4x4 s2 p1 at 9") << 4 << 2 << 1 << 9 << false;
+    QTest::newRow("2x2 s2 p0 at 7") << 2 << 2 << 0 << 7 << true;
+}
+
+// A strided convolution on bf16 products reading its output gradient from a source (the model's
+// deferred BatchNorm gradient, Conv2d::setGradientSource) computes what it computes from the tensor.
+void TestFusedPasses::stridedBf16GradientSourceIsBitIdentical()
+{
+    QFETCH(int, k);
+    QFETCH(int, stride);
+    QFETCH(int, pad);
+    QFETCH(int, size);
+    QFETCH(bool, bias);
+    if (bestBf16Path() == Bf16Path::Emulated) QSKIP("no bf16 products on this CPU");
+    Conv2d conv("conv", 16, 24, static_cast<std::size_t>(k), static_cast<std::size_t>(stride), static_cast<std::size_t>(pad), 1, bias);
+    Rng rng(5);
+    for (Param* p : conv.params())
+        for (float& v : p->value.values()) v = rng.uniform(-0.2f, 0.2f);
+    conv.setBf16Products(bestBf16Path());
+    QVERIFY(conv.takesGradientSource());
+    const auto n = static_cast<std::size_t>(size);
+    Tensor x({5, 16, n, n}), y;
+    for (float& v : x.values()) v = roundBf16(rng.uniform(-1.0f, 1.0f));
+    RunContext ctx;
+    ctx.training = true;
+    conv.forward(x, y, ctx);
+    Tensor dy(y.shape());
+    for (float& v : dy.values()) v = roundBf16(rng.uniform(-1.0f, 1.0f));
+    const auto run = [&](bool sourced) {
+        std::vector<Tensor> out(1);
+        for (Param* p : conv.params()) p->grad.setZero();
+        ImagesOf source(dy);
+        static const Tensor kNoGradient;
+        if (sourced) conv.setGradientSource(&source);
+        conv.backward(x, y, sourced ? kNoGradient : dy, out[0], true);
+        conv.setGradientSource(nullptr);
+        for (Param* p : conv.params()) out.push_back(p->grad);
+        return out;
+    };
+    const std::vector<Tensor> plain = run(false), sourced = run(true);
+    QCOMPARE(sourced.size(), plain.size());
+    for (std::size_t i = 0; i < plain.size(); ++i) {
+        QCOMPARE(sourced[i].shape(), plain[i].shape());
+        QVERIFY2(std::memcmp(sourced[i].data(), plain[i].data(), plain[i].numel() * sizeof(float)) == 0,
+                 qPrintable(QString("tensor %1 differs").arg(i)));
+    }
 }
 
 QTEST_GUILESS_MAIN(TestFusedPasses)
