@@ -2,7 +2,8 @@
 // RunContext::roundOutputBf16): BatchNorm2d, Conv2d (every backward path), Linear and Dropout
 // round their input gradient, and Dropout its output, to the same bits as a pass of roundBf16
 // afterwards, and report a non-finite result; a fused BatchNorm2d + ReLU6 takes its mask from its
-// output as rounded.
+// output as rounded; an Add + ReLU rounds its output gradient in its mask pass.
+#include "nn/add.h"
 #include "nn/batchnorm2d.h"
 #include "nn/conv2d.h"
 #include "nn/dropout.h"
@@ -42,6 +43,8 @@ private slots:
     void linearWeightGradientPass();
     void dropoutRoundsOutputAndInputGradient_data();
     void dropoutRoundsOutputAndInputGradient();
+    void addMaskRoundsGradient_data();
+    void addMaskRoundsGradient();
 };
 
 // run(round, dx, paramGrads) runs a layer's backward with setRoundInputGradientBf16(round) and
@@ -390,6 +393,60 @@ void TestBf16Rounding::dropoutRoundsOutputAndInputGradient()
         return drop.inputGradientFinite();
     };
     checkRoundedInputGradient(run, gradScale < 1e30f);
+}
+
+void TestBf16Rounding::addMaskRoundsGradient_data()
+{
+    QTest::addColumn<float>("cap");       // ReLU (inf) or ReLU6
+    QTest::addColumn<int>("first");       // 0: no first input gradient, 1: written, 2: added into
+    QTest::addColumn<int>("overflowAt");  // -1: none; else an entry of dr that rounds to inf
+    QTest::addColumn<bool>("overflowKept"); // that entry passes the mask (else it is masked out)
+    for (const float cap : {std::numeric_limits<float>::infinity(), 6.0f})
+        for (const int first : {0, 1, 2}) {
+            const std::string tag = std::string(std::isfinite(cap) ? "ReLU6" : "ReLU") + ", first " + std::to_string(first);
+            QTest::newRow(tag.c_str()) << cap << first << -1 << false;
+            QTest::newRow((tag + ", overflow kept").c_str()) << cap << first << 20001 << true;
+            QTest::newRow((tag + ", overflow masked").c_str()) << cap << first << 34846 << false;
+        }
+}
+
+// Add::maskGradient(roundBf16): dr rounded (roundBf16) then masked by the clamp's rule on r, and
+// the first input's gradient written or added, bit for bit as the hooks' rounding pass followed by
+// the plain mask pass; non-finite reported for an entry that rounds to inf, kept or masked out.
+// 34,848 entries: three chunks of the parallel pass, the last one with a tail of 8 lanes.
+void TestBf16Rounding::addMaskRoundsGradient()
+{
+    QFETCH(float, cap);
+    QFETCH(int, first);
+    QFETCH(int, overflowAt);
+    QFETCH(bool, overflowKept);
+    Rng rng(23);
+    Tensor r({2, 16, 33, 33}), dr(r.shape()), f0(r.shape());
+    for (float& v : r.values()) v = rng.uniform(0.0f, 1.0f) < 0.3f ? 0.0f : rng.uniform(0.0f, 7.0f);
+    if (std::isfinite(cap))
+        for (float& v : r.values()) v = std::min(v, cap);
+    for (float& v : dr.values()) v = rng.uniform(-2.0f, 2.0f);
+    for (float& v : f0.values()) v = rng.uniform(-1.0f, 1.0f);
+    if (overflowAt >= 0) {
+        const auto at = static_cast<std::size_t>(overflowAt);
+        r[at] = overflowKept ? 1.0f : 0.0f;
+        dr[at] = 3.3999e38f; // finite in FP32, past bf16's largest (3.3895e38): rounds to inf
+    }
+    const Add add("add");
+    // reference: the hooks' pass, then the plain mask pass
+    Tensor refDr = dr, refF = f0;
+    const bool refFinite = roundBf16AllFinite(refDr.data(), refDr.numel());
+    add.maskGradient(r, refDr, cap, first ? &refF : nullptr, first == 2);
+    Tensor gotDr = dr, gotF = f0;
+    const bool finite = add.maskGradient(r, gotDr, cap, first ? &gotF : nullptr, first == 2, nullptr, true);
+    QCOMPARE(refFinite, overflowAt < 0);
+    QCOMPARE(finite, refFinite);
+    QVERIFY(std::memcmp(refDr.data(), gotDr.data(), refDr.numel() * sizeof(float)) == 0);
+    QVERIFY(std::memcmp(refF.data(), gotF.data(), refF.numel() * sizeof(float)) == 0);
+    // the rounding is there: some entry differs from the plain mask pass of the unrounded dr
+    Tensor plain = dr;
+    add.maskGradient(r, plain, cap, nullptr, false);
+    QVERIFY(std::memcmp(plain.data(), gotDr.data(), plain.numel() * sizeof(float)) != 0);
 }
 
 QTEST_GUILESS_MAIN(TestBf16Rounding)

@@ -5,6 +5,7 @@
 #include "util/errors.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -137,7 +138,8 @@ void Add::forwardClamped(const std::vector<const Tensor*>& xs, Tensor& r, float 
     else sumThrough(xs, r, [cap](float v) { return std::min(std::max(v, 0.0f), cap); });
 }
 
-void Add::maskGradient(const Tensor& r, Tensor& dr, float cap, Tensor* first, bool addFirst, const std::uint8_t* steMask) const
+bool Add::maskGradient(const Tensor& r, Tensor& dr, float cap, Tensor* first, bool addFirst, const std::uint8_t* steMask,
+                       bool roundBf16) const
 {
     if (r.shape() != dr.shape())
         throw ConfigError(name() + ": fused activation output " + shapeString(r.shape()) + " and gradient " +
@@ -152,10 +154,33 @@ void Add::maskGradient(const Tensor& r, Tensor& dr, float cap, Tensor* first, bo
     float* __restrict f = first ? first->data() : nullptr;
     const bool bounded = std::isfinite(cap);
     const std::uint8_t* __restrict ste = steMask;
-    parallelChunks(n, elementwiseGrain(n), [=](std::size_t lo, std::size_t hi) {
+    std::atomic<bool> finite{true};
+    parallelChunks(n, elementwiseGrain(n), [=, &finite](std::size_t lo, std::size_t hi) {
         const float* __restrict rr = rv;
         float* __restrict gg = g;
         float* __restrict ff = f;
+#if defined(__AVX512F__)
+        if (roundBf16 && !ste) { // round, mask and pass on 16 at a time: one pass, as the loops below
+            const __m512i exponent = _mm512_set1_epi32(0x7F800000);
+            const __m512 zero = _mm512_setzero_ps(), capv = _mm512_set1_ps(cap);
+            __mmask16 bad = 0;
+            for (std::size_t i = lo; i < hi; i += 16) {
+                const __mmask16 k = bf16TailMask(hi - i);
+                const __m512 v = roundBf16X16(_mm512_maskz_loadu_ps(k, gg + i));
+                bad |= _mm512_mask_cmpeq_epi32_mask(k, _mm512_and_si512(_mm512_castps_si512(v), exponent), exponent);
+                const __m512 rx = _mm512_maskz_loadu_ps(k, rr + i);
+                __mmask16 keep = _mm512_mask_cmp_ps_mask(k, rx, zero, _CMP_GT_OQ);
+                if (bounded) keep = _mm512_mask_cmp_ps_mask(keep, rx, capv, _CMP_LT_OQ);
+                const __m512 out = _mm512_maskz_mov_ps(keep, v);
+                _mm512_mask_storeu_ps(gg + i, k, out);
+                if (ff) _mm512_mask_storeu_ps(ff + i, k, addFirst ? _mm512_add_ps(_mm512_maskz_loadu_ps(k, ff + i), out) : out);
+            }
+            if (bad) finite.store(false, std::memory_order_relaxed);
+            return;
+        }
+#endif
+        // the chunk is rounded while it is in cache, then masked
+        if (roundBf16 && !roundBf16AllFinite(gg + lo, hi - lo)) finite.store(false, std::memory_order_relaxed);
         if (ste) // masks select dy or 0: the order of the two does not change the bits
             for (std::size_t i = lo; i < hi; ++i) gg[i] = ste[i] ? gg[i] : 0.0f;
         if (bounded)
@@ -168,6 +193,7 @@ void Add::maskGradient(const Tensor& r, Tensor& dr, float cap, Tensor* first, bo
         else
             std::memcpy(ff + lo, gg + lo, (hi - lo) * sizeof(float));
     });
+    return finite.load();
 }
 
 } // namespace quantscope

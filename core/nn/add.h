@@ -41,9 +41,14 @@ public:
     // written to *first (resized), or added into it when addFirst: the gradient of the Add's first
     // input, in the same pass. steMask (0/1 bytes over r's elements, or nullptr): QAT's
     // straight-through mask of a quantization point on r (LayerHooks::gradientMask), applied in
-    // the same pass. Throws ConfigError when r and dr (or *first, when added into) differ in shape.
-    void maskGradient(const Tensor& r, Tensor& dr, float cap, Tensor* first, bool addFirst,
-                      const std::uint8_t* steMask = nullptr) const;
+    // the same pass. roundBf16: dr is first rounded to bf16 (roundBf16, to nearest even), as the
+    // mixed-precision hooks would round the clamp's output gradient before this backward, in the
+    // same pass; masking after rounding gives the same bits as before (a zeroed entry is zero
+    // either way). Returns false when a rounded entry (masked or not) is inf or NaN, as
+    // roundToFormatAllFinite reports it; true otherwise, and always without roundBf16.
+    // Throws ConfigError when r and dr (or *first, when added into) differ in shape.
+    bool maskGradient(const Tensor& r, Tensor& dr, float cap, Tensor* first, bool addFirst,
+                      const std::uint8_t* steMask = nullptr, bool roundBf16 = false) const;
 };
 
 } // namespace quantscope

@@ -203,6 +203,9 @@ private:
     // or nullptr; and whether that gradient is rounded to bf16 (gradientRounded after the Conv2d).
     std::vector<BatchNorm2d*> m_dySourceOf;
     std::vector<std::uint8_t> m_dySourceRounds;
+    // backward: per Add fused with its clamp, whether its mask pass rounds the clamp's output
+    // gradient to bf16 in the hooks' place (Add::maskGradient; gradientRounded for the clamp after)
+    std::vector<std::uint8_t> m_addRoundsDy;
     std::vector<std::uint8_t> m_flattenView; // per layer: a Flatten that takes its input's buffer (planFusion)
     std::vector<std::uint8_t> m_viewed;      // per layer: that Flatten's output holds its input's buffer now
     std::vector<Tensor> m_viewSpare;         // per layer: a buffer kept for its input's next forward

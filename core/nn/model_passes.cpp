@@ -412,6 +412,7 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
     m_bwdPooled.assign(L, 0);
     m_dySourceOf.assign(L, nullptr);
     m_dySourceRounds.assign(L, 0);
+    m_addRoundsDy.assign(L, 0);
     if (hooks && m_fusedPass) planBackwardPools(*hooks);
     Tensor& top = m_grads[start];
     top.resize(dOut.shape());
@@ -443,6 +444,14 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
         // A Conv2d whose output gradient its BatchNorm2d left deferred: the hooks leave it alone (or
         // the BN rounded it) and the convolution has the BN write it (setGradientSource).
         BatchNorm2d* source = m_fusedPass ? m_dySourceOf[i] : nullptr;
+        // A clamp fused away into an Add whose gradient the hooks round to bf16: the Add rounds it
+        // in its mask pass (a residual join's output, which two readers' gradients summed into).
+        if (hooks && !ste && !m_gradRounded[i] && !source && m_fusedPass && m_fusedAway[i] && in.size() == 1 && in[0] > 0 &&
+            m_clampOf[in[0] - 1] == static_cast<long>(i) && m_layers[in[0] - 1]->kind() == LayerKind::Add &&
+            hooks->roundsGradientBf16(i)) {
+            m_addRoundsDy[in[0] - 1] = 1;
+            m_gradRounded[i] = 1;
+        }
         if (hooks && !ste && !m_gradRounded[i] && !source) hooks->beforeBackward(i, *m_layers[i], dy);
         if (m_fusedPass && m_flattenView[i] && m_viewed[i]) { // its input's buffer and gradient go back down
             const std::size_t a = in[0];
@@ -471,9 +480,10 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
                 const auto c = static_cast<std::size_t>(m_clampOf[i]);
                 const std::size_t a = in[0];
                 const bool first = a != 0 && in.size() > 1;
-                static_cast<const Add&>(*m_layers[i]).maskGradient(m_acts[c + 1], dy, clampCap(*m_layers[c]),
-                                                                   first ? &m_grads[a] : nullptr, first && m_gradSet[a],
-                                                                   m_steOf[c]);
+                const bool finite = static_cast<const Add&>(*m_layers[i]).maskGradient(
+                    m_acts[c + 1], dy, clampCap(*m_layers[c]), first ? &m_grads[a] : nullptr, first && m_gradSet[a], m_steOf[c],
+                    m_addRoundsDy[i] != 0);
+                if (m_addRoundsDy[i]) hooks->gradientRounded(c, finite);
                 if (first) m_gradSet[a] = 1;
                 j = first || a == 0 ? 1 : 0;
             }
