@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Writes torchao_fx_qdq_op13.onnx: a small CNN quantized by PyTorch itself (torch.ao FX graph
 mode, fbgemm's default int8 qconfig, calibrated on random images) and exported as QDQ. QuantScope
-reads only the QDQ files it wrote (they carry its quantscope.* metadata): tst_onnx_import_errors
+reads only the QDQ files it wrote (they carry its quantscope.* metadata): tst_onnx_file_errors
 checks that this one is refused with that said, not as an unsupported operator.
 
 Usage: /usr/bin/python3 tests/onnx_import/make_quantized_fixture.py [OUT_DIR]   (Debian's torch 1.13)
