@@ -3,6 +3,7 @@
 // arenas of 1 and 2 threads and whatever the alignment of its buffers.
 #include "nn/batchnorm2d.h"
 #include "nn/conv2d.h"
+#include "tensor/bf16.h"
 #include "nn/conv_direct.h"
 #include "nn/linear.h"
 #include "nn/maxpool2d.h"
@@ -307,11 +308,13 @@ void TestLayerKernels::addedInputGradientIsBitIdentical()
     }
     Tensor wrong({std::size_t(N), std::size_t(cin), std::size_t(H), std::size_t(W) + 1});
     QVERIFY_THROWS_EXCEPTION(ConfigError, conv.backwardAddingInputGradient(x, nullptr, dy, wrong, 0.0f));
-    // On bf16 products a strided convolution of 2x2 or more adds too (backwardStridedBf16, or its
-    // im2col fallback): the same bits as its own backward and the addition.
-    if (stride == 1 || k == 1 || bestBf16Path() == Bf16Path::Emulated) return;
+    // On bf16 products the stride-1 runs (backwardDirect) and strided convolutions of 2x2 or more
+    // (backwardStridedBf16, or its im2col fallback) add too: the same bits as their own backward
+    // and the addition. Strided 1x1 convolutions stay on their FP32 path.
+    if (bestBf16Path() == Bf16Path::Emulated) return;
     conv.setBf16Products(bestBf16Path());
-    QVERIFY(conv.addsInputGradient());
+    QCOMPARE(conv.addsInputGradient(), stride == 1 || k > 1);
+    if (!conv.addsInputGradient()) return;
     Tensor y, dx, added = before;
     conv.forward(x, y, ctx);
     conv.backward(x, y, dy, dx, true);
@@ -321,6 +324,22 @@ void TestLayerKernels::addedInputGradientIsBitIdentical()
     conv.backwardAddingInputGradient(x, nullptr, dy, added, 0.0f);
     QVERIFY2(bitIdentical(added, expected), "bf16 products");
     QVERIFY(bitIdentical(conv.weight().grad, dW));
+    // With setRoundInputGradientBf16, the stride-1 runs round the sum (the hooks' pass over a
+    // residual input's gradient, done by its last reader) and report an entry that overflows.
+    QCOMPARE(conv.roundsAddedInputGradient(), stride == 1);
+    if (!conv.roundsAddedInputGradient()) return;
+    Tensor overflowing = before;
+    overflowing.values()[1] = 3.3999e38f; // finite in FP32; + dx past bf16's largest value: inf
+    for (const bool overflow : {false, true}) {
+        Tensor summed = overflow ? overflowing : before, want = summed;
+        for (std::size_t i = 0; i < want.numel(); ++i) want.values()[i] = roundBf16(want.values()[i] + dx.values()[i]);
+        conv.setRoundInputGradientBf16(true);
+        conv.backwardAddingInputGradient(x, nullptr, dy, summed, 0.0f);
+        conv.setRoundInputGradientBf16(false);
+        QVERIFY2(bitIdentical(summed, want), overflow ? "bf16 products, sum rounded, overflow" : "bf16 products, sum rounded");
+        QCOMPARE(conv.inputGradientFinite(), !overflow);
+        QVERIFY(bitIdentical(conv.weight().grad, dW));
+    }
 }
 
 // Inverted dropout: about p of the elements are zeroed, the rest scaled by 1/(1-p); the mask is

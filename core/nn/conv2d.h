@@ -124,11 +124,18 @@ public:
     // dx, which already holds x's shape: dx += dL/dx, each element with one addition, so exactly
     // the backward into a fresh tensor followed by dx += it (Model's gradient of an activation
     // with several readers, such as a residual block's input), without that tensor and the pass
-    // over it. Only where addsInputGradient(): the FP32 direct kernels, and the bf16 ones of strided
-    // convolutions of 2x2 or more (backwardStridedBf16; where its layout does not apply, the
-    // im2col backward goes through a tensor of its own). Throws ConfigError when dx does not
-    // have x's shape.
-    bool addsInputGradient() const { return usesDirectKernel() && (!usesBf16Gemm() || (m_stride > 1 && m_k > 1)); }
+    // over it. Only where addsInputGradient(): the FP32 direct kernels, the bf16 runs of stride 1,
+    // and the bf16 phase runs of strided convolutions of 2x2 or more (backwardStridedBf16; where
+    // its layout does not apply, the im2col backward goes through a tensor of its own). With
+    // setRoundInputGradientBf16 on, a convolution on stride-1 runs rounds the sum, dx after the
+    // addition, to bf16 (roundsAddedInputGradient): the last reader of an activation whose
+    // gradient the mixed-precision hooks round does their rounding pass in its own. Throws
+    // ConfigError when dx does not have x's shape.
+    bool addsInputGradient() const
+    {
+        return usesDirectKernel() && (!usesBf16Gemm() || usesBf16Runs() || (m_stride > 1 && m_k > 1));
+    }
+    bool roundsAddedInputGradient() const { return usesBf16Runs(); }
     // Whether the input gradient is zero at all but 1 in stride^2 pixels (a strided 1x1
     // convolution: ResNet's projection shortcut) and backwardAddingInputGradient touches only the
     // others: Model's backward lets a dense reader of the same input write first.
@@ -190,8 +197,13 @@ private:
     void backwardImpl(const Tensor& x, const Tensor* r, const Tensor& dy, Tensor& dx, bool needInputGrad, float cap);
     void backwardPaths(const Tensor& x, const Tensor* r, const Tensor& dy, Tensor& dx, bool needInputGrad, float cap);
     // setRoundInputGradientBf16: whether this backward rounds dx (on, with an input gradient, not
-    // adding into dx), and the pass over dx for the paths that did not round it as they wrote it.
-    bool roundsDx(bool needInputGrad) const { return m_roundDxBf16 && needInputGrad && !m_addDx; }
+    // adding into dx unless it rounds the sum: roundsAddedInputGradient, whose path, backwardDirect,
+    // rounds each group's images after adding), and the pass over dx for the paths that did not
+    // round it as they wrote it.
+    bool roundsDx(bool needInputGrad) const
+    {
+        return m_roundDxBf16 && needInputGrad && (!m_addDx || roundsAddedInputGradient());
+    }
     void finishDxRounding(Tensor& dx, bool needInputGrad);
     // The direct depthwise kernel (isDepthwise()); the grouped im2col path is its reference.
     // roundOut: each output plane rounded to bf16 as it is written (RunContext::roundOutputBf16).

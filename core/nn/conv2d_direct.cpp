@@ -547,7 +547,7 @@ void Conv2d::backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, 
         if (bf16Grad) { // x and dy straight to bf16 runs
             backwardGroupBf16(m_bf16, x.data(), dyg, rv, cap, n0, count, g, gd, m_cin, m_cout, m_k, xTaps.data(),
                               dyTaps.data(), part, transposedParts, needInputGrad ? &m_packedBf16Runs : nullptr, dx.data(),
-                              m_xSource, unpooled ? &*unpooled : nullptr);
+                              m_xSource, unpooled ? &*unpooled : nullptr, m_addDx);
             roundGroup(n0, count);
             return;
         }

@@ -189,7 +189,7 @@ void backwardGroupBf16(Bf16Path path, const float* x, const float* dy, const flo
                        std::size_t count, const RunGeometry& g, const RunGeometry& gd, std::size_t C, std::size_t O,
                        std::size_t k, const std::size_t* xTaps, const std::size_t* dyTaps, float* part, bool partTransposed,
                        const PackedBf16Runs* rot, float* dx, const OutputPlaneSource* xSource,
-                       const OutputPlaneSource* dySource)
+                       const OutputPlaneSource* dySource, bool addDx)
 {
     const std::size_t L = g.length(count), P = (L + 31) / 32 * 16, Op = (O + 15) / 16 * 16, kk = k * k;
     const std::size_t C2 = (O + 1) / 2;
@@ -212,7 +212,8 @@ void backwardGroupBf16(Bf16Path path, const float* x, const float* dy, const flo
     float* out = threadBuffer(1, C * Lx).data();
     const ConvRuns b{reinterpret_cast<const std::uint8_t*>(dyRuns), 4 * gd.S, dyTaps, kk, C2};
     gemmBf16Runs(*rot, b, Lx, out, Lx);
-    fromRuns(out, Lx, C, n0, count, gd, nullptr, dx);
+    if (addDx) addFromRuns(out, Lx, C, n0, count, gd, dx);
+    else fromRuns(out, Lx, C, n0, count, gd, nullptr, dx);
 }
 
 // The strided products' layout, shared by the int8 and bf16 forwards: the phase runs of x

@@ -206,6 +206,7 @@ private:
     // backward: per Add fused with its clamp, whether its mask pass rounds the clamp's output
     // gradient to bf16 in the hooks' place (Add::maskGradient; gradientRounded for the clamp after)
     std::vector<std::uint8_t> m_addRoundsDy;
+    std::vector<long> m_lastReader; // backward: per activation, its reader whose backward runs last, or -1
     std::vector<std::uint8_t> m_flattenView; // per layer: a Flatten that takes its input's buffer (planFusion)
     std::vector<std::uint8_t> m_viewed;      // per layer: that Flatten's output holds its input's buffer now
     std::vector<Tensor> m_viewSpare;         // per layer: a buffer kept for its input's next forward

@@ -421,7 +421,11 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
     std::vector<const Tensor*> xs;
     std::vector<Tensor*> dxs;
     if (m_times) ++m_times->backwardPasses;
-    for (const std::size_t i : backwardOrder(start)) {
+    const std::vector<std::size_t>& order = backwardOrder(start);
+    m_lastReader.assign(L + 1, -1);
+    for (const std::size_t l : order)
+        for (const std::size_t a : m_inputs[l]) m_lastReader[a] = static_cast<long>(l);
+    for (const std::size_t i : order) {
         const ScopeTimer timer(timeSlot(m_times ? &m_times->backwardMs : nullptr, i, L));
         Tensor& dy = m_grads[i + 1];
         if (!m_gradSet[i + 1]) { // an output nobody reads: no gradient flows from it
@@ -541,9 +545,21 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
                 !(m_fusedPass && (m_poolOf[i] >= 0 || m_bwdPoolOf[i] >= 0))) {
                 const bool clamped = m_fusedPass && m_clampOf[i] >= 0;
                 const auto j = clamped ? static_cast<std::size_t>(m_clampOf[i]) : 0;
+                // The last of the readers, where the hooks round the summed gradient to bf16 (a
+                // residual block's input): rounded as the convolution adds its part, in cache.
+                const bool roundSum = hooks && m_lastReader[a] == static_cast<long>(i) && conv->roundsAddedInputGradient() &&
+                                      hooks->roundsGradientBf16(a - 1);
+                const ScopeExit roundSumOff([&] {
+                    if (roundSum) conv->setRoundInputGradientBf16(false);
+                });
+                if (roundSum) conv->setRoundInputGradientBf16(true);
                 conv->backwardAddingInputGradient(xa, clamped ? &m_acts[j + 1] : nullptr, dyIn, m_grads[a],
                                                   clamped ? clampCap(*m_layers[j]) : 0.0f, clamped ? m_steOf[j] : nullptr);
                 if (sourced && m_dySourceRounds[i]) hooks->gradientRounded(i, sourced->deferredGradientFinite());
+                if (roundSum) {
+                    hooks->gradientRounded(a - 1, conv->inputGradientFinite());
+                    m_gradRounded[a - 1] = 1;
+                }
                 continue;
             }
             Tensor& dx = direct ? *direct : m_gradScratch;
