@@ -18,10 +18,14 @@
 // with the model's fusion and its activations' real cache state. --layers 0 prints only those (and
 // the steps), without the layer-by-layer calls.
 //
+// --qat FORMAT runs the steps as QAT trains them (QuantSim, channel-wise weights, uint8
+// activations, the integer products where they apply): quantizeWeights before each step and
+// maskWeightGradients after it, whose times print on a line of their own.
+//
 // --trans-add picks the FP32 weight gradient's kernel (conv_direct::TransAddKernel; default: this
 // CPU's, conv_direct::defaultTransAddKernel).
 //   build/release/tests/bench/bench_model_layers [--model NAME] [--threads N] [--reps N] [--bf16 PATH] [--layers 0|1]
-//                                                [--trans-add pixels|channels] [--hooks bf16 [--compare-layer-rounding 1]]
+//                                                [--trans-add pixels|channels] [--hooks bf16 [--compare-layer-rounding 1]] [--qat int8]
 #include "nn/conv2d.h"
 #include "nn/conv_direct.h"
 #include "nn/layer.h"
@@ -30,6 +34,8 @@
 #include "nn/model_zoo.h"
 #include "quant/format.h"
 #include "train/float_sim.h"
+#include "train/precision_config.h"
+#include "train/quant_sim.h"
 #include "util/rng.h"
 
 #include <tbb/task_arena.h>
@@ -77,6 +83,7 @@ int main(int argc, char** argv)
     bool layers = true;
     std::string hooks; // --hooks FORMAT: FloatSim's rounding, as mixed training runs the step
     bool compareLayerRounding = false;
+    std::string qat; // --qat FORMAT: QuantSim's hooks, as QAT training runs the step
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!std::strcmp(argv[i], "--model")) preset = argv[i + 1];
         else if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
@@ -84,12 +91,13 @@ int main(int argc, char** argv)
         else if (!std::strcmp(argv[i], "--bf16")) bf16 = parseBf16Path(argv[i + 1]);
         else if (!std::strcmp(argv[i], "--layers")) layers = std::atoi(argv[i + 1]) != 0;
         else if (!std::strcmp(argv[i], "--hooks")) hooks = argv[i + 1];
+        else if (!std::strcmp(argv[i], "--qat")) qat = argv[i + 1];
         else if (!std::strcmp(argv[i], "--compare-layer-rounding")) compareLayerRounding = std::atoi(argv[i + 1]) != 0;
         else if (!std::strcmp(argv[i], "--trans-add"))
             conv_direct::setTransAddKernel(!std::strcmp(argv[i + 1], "channels") ? conv_direct::TransAddKernel::Channels
                                                                                  : conv_direct::TransAddKernel::Pixels);
         else {
-            std::fprintf(stderr, "usage: %s [--model NAME] [--threads N] [--reps N] [--bf16 PATH] [--layers 0|1] [--trans-add pixels|channels] [--hooks FORMAT [--compare-layer-rounding 1]]\n", argv[0]);
+            std::fprintf(stderr, "usage: %s [--model NAME] [--threads N] [--reps N] [--bf16 PATH] [--layers 0|1] [--trans-add pixels|channels] [--hooks FORMAT [--compare-layer-rounding 1]] [--qat FORMAT]\n", argv[0]);
             return 2;
         }
     }
@@ -123,6 +131,18 @@ int main(int argc, char** argv)
                 simPasses->setModel(*model);
             }
         }
+        std::unique_ptr<QuantSim> qsim;
+        std::string qatCompute;
+        if (!qat.empty()) {
+            PrecisionConfig pc;
+            pc.strategy = Strategy::Qat;
+            pc.format = qat;
+            qsim = std::make_unique<QuantSim>(*model, pc, findFormat(qat));
+            qatCompute = qsim->enableIntegerProducts();
+            qsim->setObserving(true);
+        }
+        LayerHooks* stepHooks = qsim ? static_cast<LayerHooks*>(qsim.get()) : sim.get();
+        std::vector<double> quantizeMs, maskMs;
         std::vector<double> passesStep;
         std::vector<double> step, fwd;
         Model::LayerTimes inModel;
@@ -136,17 +156,25 @@ int main(int argc, char** argv)
                 if (r >= 3) passesStep.push_back(nowMs() - p0);
             };
             if (r % 2 == 0) passesStepRun(); // either goes first every other step
+            const double q0 = nowMs();
+            if (qsim) qsim->quantizeWeights(Rounding::Nearest, 0);
             const double t0 = nowMs();
-            const Tensor& y = model->forward(x, ctx, sim.get());
+            const Tensor& y = model->forward(x, ctx, stepHooks);
             const double t1 = nowMs();
-            model->backward(filled(y.shape(), 1e-3f), sim.get());
+            model->backward(filled(y.shape(), 1e-3f), stepHooks);
             const double t2 = nowMs();
+            if (qsim) qsim->maskWeightGradients();
+            const double t3 = nowMs();
             if (r >= 3) step.push_back(t2 - t0), fwd.push_back(t1 - t0); // 3 warm-up steps
+            if (r >= 3 && qsim) quantizeMs.push_back(t0 - q0), maskMs.push_back(t3 - t2);
             if (r % 2 == 1) passesStepRun();
         }
         if (simPasses)
             std::printf("hooks %s: step %.2f ms with the layers rounding, %.2f ms with the hooks' passes (medians, alternating)\n",
                         hooks.c_str(), median(step), median(passesStep));
+        if (qsim)
+            std::printf("qat %s (%s): quantizeWeights %.3f ms, maskWeightGradients %.3f ms a step (medians; not in the step below)\n",
+                        qat.c_str(), qatCompute.c_str(), median(quantizeMs), median(maskMs));
         std::printf("%s, batch %zu, %d threads: step %.2f ms (forward %.2f), median of %d -> %.0f img/s; fastest %.2f ms (forward %.2f)\n",
                     (preset + (bf16 == Bf16Path::Emulated ? "" : std::string(" ") + bf16PathName(bf16))).c_str(), N, threads, median(step), median(fwd), reps, N * 1000.0 / median(step), fastest(step), fastest(fwd));
         model->setLayerTimes(nullptr);
