@@ -128,9 +128,9 @@ void checkOutputIsNotAnInput(const std::string& flag, const std::string& output,
     }
 }
 
-void printJsonLine(const nlohmann::json& j)
+void printJsonLine(const nlohmann::json& j, std::FILE* out)
 {
-    std::fputs((j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n").c_str(), stdout);
+    std::fputs((j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n").c_str(), out);
 }
 
 } // namespace quantscope::cli

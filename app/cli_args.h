@@ -7,6 +7,7 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include <cstdint>
+#include <cstdio>
 #include <map>
 #include <optional>
 #include <set>
@@ -62,6 +63,7 @@ void checkOutputIsNotAnInput(const std::string& flag, const std::string& output,
 
 // Writes j as one line on stdout (the --json event stream). Bytes that are not UTF-8 (a Latin-1
 // file name, a damaged ONNX name) become U+FFFD instead of aborting the dump.
-void printJsonLine(const nlohmann::json& j);
+// One JSON object on a line of its own, to `out` (standard output unless a command writes data there).
+void printJsonLine(const nlohmann::json& j, std::FILE* out = stdout);
 
 } // namespace quantscope::cli

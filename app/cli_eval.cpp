@@ -45,7 +45,8 @@ const char* const kEvalHelp =
     "  --threads N          worker threads (default 2)\n"
     "  --batch-size N       images per call (default 256)\n"
     "  --predictions FILE   write 'index,predicted_class', one line per test image ('-': standard\n"
-    "                       output); not the model or data file being read\n"
+    "                       output, and the report then goes to stderr); not the model or data\n"
+    "                       file being read\n"
     "  --bench              also measure images/s (one warm-up batch, best of --passes passes)\n"
     "  --passes N           timed passes for --bench (default 3)\n"
     "  --runner R           auto (default), integer (fail if the engine cannot run the model),\n"
@@ -206,6 +207,9 @@ int runEval(const std::vector<std::string>& argv)
     }
     const std::string precision =
         model.quantized ? model.weightFormat + " weights (" + model.granularity + "), " + model.activationFormat + " activations" : "fp32";
+    // With the predictions on standard output (--predictions -), the report goes to stderr, so
+    // that stdout holds the CSV alone.
+    std::FILE* report = args.has("--predictions") && writesToStandardOutput(args.str("--predictions", "")) ? stderr : stdout;
     if (args.has("--json")) {
         nlohmann::json j = {{"event", "eval"},         {"path", path},
                             {"model", model.modelName}, {"strategy", model.strategy},
@@ -218,16 +222,16 @@ int runEval(const std::vector<std::string>& argv)
                             {"notes", model.notes}};
         if (!classNote.empty()) j["class_note"] = classNote;
         if (args.has("--bench")) j["images_per_s"] = ips;
-        printJsonLine(j);
+        printJsonLine(j, report);
     } else {
-        std::printf("%s: %s, %s, %s\n", path.c_str(), model.modelName.c_str(), precision.c_str(), bytesText(fileBytes).c_str());
-        std::printf("data: %s (%s), %zu test images of %zux%zux%zu, %zu classes; test set: %s\n", data.name.c_str(),
+        std::fprintf(report, "%s: %s, %s, %s\n", path.c_str(), model.modelName.c_str(), precision.c_str(), bytesText(fileBytes).c_str());
+        std::fprintf(report, "data: %s (%s), %zu test images of %zux%zux%zu, %zu classes; test set: %s\n", data.name.c_str(),
                     layoutName(data.layout), ev.count, data.channels(), data.height(), data.width(), data.numClasses(),
                     data.split.empty() ? "the test files" : data.split.c_str());
-        std::printf("runner: %s, %zu thread(s)\n", runner.description().c_str(), threads);
-        std::printf("test accuracy: %s (%zu images)\n", percent(ev.accuracy).c_str(), ev.count);
+        std::fprintf(report, "runner: %s, %zu thread(s)\n", runner.description().c_str(), threads);
+        std::fprintf(report, "test accuracy: %s (%zu images)\n", percent(ev.accuracy).c_str(), ev.count);
         if (args.has("--bench"))
-            std::printf("speed: %.0f images/s (batch %zu, %zu thread(s), best of %zu passes)\n", ips, batch, threads, passes);
+            std::fprintf(report, "speed: %.0f images/s (batch %zu, %zu thread(s), best of %zu passes)\n", ips, batch, threads, passes);
     }
     std::fflush(stdout);
     if (!predictionsError.empty()) throw IoError(predictionsError);

@@ -9,6 +9,9 @@
 
 #include <QtTest>
 
+#include <QRegularExpression>
+
+#include <algorithm>
 #include <map>
 
 #include <nlohmann/json.hpp>
@@ -248,9 +251,21 @@ void TestCli::writesThroughDevicesAndLinks()
 
     // "-" and /dev/stdout write to standard output itself (a file named "-" was created; through
     // the link, a temporary was renamed over the shell's redirection and the report was lost).
+    // Standard output then holds the CSV alone, one "index,class" row an image, and the report
+    // (text or JSON) goes to stderr: `eval --predictions - > p.csv` had the report in the CSV.
+    const auto csvOnly = [](const QString& text) {
+        const QStringList lines = text.split('\n', Qt::SkipEmptyParts);
+        static const QRegularExpression row("^\\d+,\\d+$");
+        return lines.size() == 50 && std::all_of(lines.begin(), lines.end(), [](const QString& l) { return row.match(l).hasMatch(); });
+    };
     const Result dash = runCli(eval + QStringList{"-"});
     QVERIFY2(dash.exitCode == kExitOk, qPrintable(dash.err));
-    QVERIFY2(dash.out.startsWith("0,") && dash.out.contains("test accuracy"), qPrintable(dash.out));
+    QVERIFY2(dash.out.startsWith("0,") && csvOnly(dash.out), qPrintable(dash.out));
+    QVERIFY2(dash.err.contains("test accuracy"), qPrintable(dash.err));
+    const Result dashJson = runCli(eval + QStringList{"-", "--json"});
+    QVERIFY2(dashJson.exitCode == kExitOk, qPrintable(dashJson.err));
+    QVERIFY2(csvOnly(dashJson.out), qPrintable(dashJson.out));
+    QVERIFY2(dashJson.err.contains("\"event\":\"eval\""), qPrintable(dashJson.err));
     QVERIFY(!QFileInfo::exists("-"));
     const QString redirected = m_tmp.filePath("stdout.txt");
     QProcess r;
@@ -261,7 +276,8 @@ void TestCli::writesThroughDevicesAndLinks()
     QFile got(redirected);
     QVERIFY(got.open(QIODevice::ReadOnly));
     const QByteArray text = got.readAll();
-    QVERIFY2(text.startsWith("0,") && text.contains("test accuracy"), text.constData());
+    QVERIFY2(text.startsWith("0,") && csvOnly(QString::fromUtf8(text)), text.constData());
+    QVERIFY(r.readAllStandardError().contains("test accuracy"));
 
     // An output that is one of the command's inputs is refused before anything is written.
     const qint64 modelBytes = QFileInfo(model).size();

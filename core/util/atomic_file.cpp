@@ -190,4 +190,6 @@ std::vector<std::uint8_t> readFileBytes(const std::string& path, std::uint64_t m
     return out;
 }
 
+bool writesToStandardOutput(const std::string& path) { return namedDescriptor(path) == 1; }
+
 } // namespace quantscope

@@ -25,6 +25,10 @@ inline void writeFileAtomic(const std::string& path, std::string_view text)
     writeFileAtomic(path, text.data(), text.size());
 }
 
+// True when writeFileAtomic(path, ...) writes to the process's standard output ("-",
+// /dev/stdout, /dev/fd/1, /proc/self/fd/1): a command's own report then belongs on stderr.
+bool writesToStandardOutput(const std::string& path);
+
 // Throws IoError naming `path` unless the folder that would hold it exists and this process may
 // create files in it (not read-only, not missing, permitted), and `path` is no folder: what
 // writeFileAtomic needs, checked before a long job whose result goes there. A symbolic link is
