@@ -337,9 +337,37 @@ std::vector<std::uint8_t> encodeOnnx(const ExportedModel& source)
         }
         case LayerKind::MaxPool2d:
         case LayerKind::AvgPool2d: {
-            onnx::NodeProto* n = b.node(l.kind == LayerKind::MaxPool2d ? "MaxPool" : "AveragePool", l.name, {in(0)}, out);
             const PoolGeometry g = l.poolGeometry();
             const auto i64 = [](std::size_t v) { return static_cast<std::int64_t>(v); };
+            // An average pool that counts its padding, with ceil_mode: a Pad of zeros (PyTorch's
+            // padding, counted), then the pool without ceil_mode, whose own end pads (not counted:
+            // count_include_pad = 0) hold the windows that ceil_mode adds. The divisor is then the
+            // window's part inside the padded input, which is PyTorch's, and ceil_mode is gone:
+            // onnxruntime's optimized QDQ graph (QLinearAveragePool) divided those last windows
+            // otherwise, with the pads on the pool or after a Pad (71 of 2,000 predictions
+            // changed). Read back by onnx_reader (pad, pool). Not where PyTorch drops a last
+            // window that would start in the end padding, nor where an end pad would reach a
+            // whole window: the pool's own attributes then, as for every other pool.
+            const Shape& xs = shapes.at(l.inputs.at(0));
+            const auto overflow = [](std::size_t out, std::size_t k, std::size_t s, std::size_t padded) -> long {
+                const long e = static_cast<long>((out - 1) * s + k) - static_cast<long>(padded);
+                return e < 0 || e >= static_cast<long>(k) || (padded + static_cast<std::size_t>(e) - k) / s + 1 != out ? -1 : e;
+            };
+            const long eh = l.kind == LayerKind::AvgPool2d && g.padded() && g.countIncludePad && g.ceilMode && xs.size() == 3
+                                ? overflow(g.outH(xs[1]), g.kh, g.sh, g.paddedH(xs[1]))
+                                : -1;
+            const long ew = eh < 0 ? -1 : overflow(g.outW(xs[2]), g.kw, g.sw, g.paddedW(xs[2]));
+            if (eh >= 0 && ew >= 0 && (eh || ew)) { // (without such windows, ceil_mode changes nothing)
+                const std::vector<std::int64_t> pads{0, 0, i64(g.padTop), i64(g.padLeft), 0, 0, i64(g.padBottom), i64(g.padRight)};
+                b.init(l.name + ".pads", TensorProto::INT64, {8}, pads.data(), pads.size() * sizeof(std::int64_t));
+                b.node("Pad", l.name + ".pad", {in(0), l.name + ".pads"}, l.name + ".padded");
+                onnx::NodeProto* n = b.node("AveragePool", l.name, {l.name + ".padded"}, out);
+                GraphBuilder::ints(n, "kernel_shape", {i64(g.kh), i64(g.kw)});
+                GraphBuilder::ints(n, "strides", {i64(g.sh), i64(g.sw)});
+                GraphBuilder::ints(n, "pads", {0, 0, eh, ew});
+                break;
+            }
+            onnx::NodeProto* n = b.node(l.kind == LayerKind::MaxPool2d ? "MaxPool" : "AveragePool", l.name, {in(0)}, out);
             GraphBuilder::ints(n, "kernel_shape", {i64(g.kh), i64(g.kw)});
             GraphBuilder::ints(n, "strides", {i64(g.sh), i64(g.sw)});
             if (g.padded()) { // MaxPool pads with -inf; AvgPool2d counts its zero padding unless told not to (ONNX's default does not)

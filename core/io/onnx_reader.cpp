@@ -16,6 +16,7 @@
 #include <onnx/onnx_pb.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -202,6 +203,7 @@ private:
     {
         const std::string& v = input(n, i);
         const auto it = m_act.find(v);
+        if (it == m_act.end() && m_padded.count(v)) failNode(n, "reads '" + v + "', a Pad's output, which only an AveragePool may read");
         if (it == m_act.end()) failNode(n, "reads '" + v + "', which no earlier node makes as an activation");
         return it->second;
     }
@@ -215,11 +217,19 @@ private:
     // Appends a layer reading `inputs` (node inputs 0..inputs-1) and makes the node's output its activation.
     StoredLayer& layer(const onnx::NodeProto& n, LayerKind kind, int inputs = 1)
     {
+        std::vector<std::size_t> acts;
+        for (int i = 0; i < inputs; ++i) acts.push_back(activation(n, i));
+        return appendLayer(n, kind, std::move(acts));
+    }
+    // The same, reading activation `act` in place of the node's input (a Pad's input: pool).
+    StoredLayer& layerOn(const onnx::NodeProto& n, LayerKind kind, std::size_t act) { return appendLayer(n, kind, {act}); }
+    StoredLayer& appendLayer(const onnx::NodeProto& n, LayerKind kind, std::vector<std::size_t> acts)
+    {
         StoredLayer l;
         l.kind = kind;
         l.name = n.name();
         if (l.name.empty()) l.name = n.op_type() + "_" + std::to_string(m_m.layers.size() + 1); // names are optional in ONNX
-        for (int i = 0; i < inputs; ++i) l.inputs.push_back(activation(n, i));
+        l.inputs = std::move(acts);
         m_m.layers.push_back(std::move(l));
         define(n, m_m.layers.size());
         return m_m.layers.back();
@@ -386,9 +396,41 @@ private:
         if (n.input_size() < 2 || n.input_size() > 255) failNode(n, "joins " + std::to_string(n.input_size()) + " inputs (2 to 255 are read)");
         layer(n, LayerKind::Concat, n.input_size());
     }
+    // A Pad of zeros over H and W, read only as the input of the AveragePool after it (the export
+    // writes an average pool that counts its padding, with ceil_mode, so: encodeOnnx).
+    void pad(const onnx::NodeProto& n)
+    {
+        if (attrString(n, "mode", "constant") != "constant") failNode(n, "only a constant Pad is read");
+        if (n.input_size() > 2 && !n.input(2).empty() && scalar(init(n.input(2))) != 0.0f) failNode(n, "only a Pad of zeros is read");
+        const TensorProto& t = init(input(n, 1));
+        if (t.data_type() != TensorProto::INT64 || numel(t) != 8 || (t.has_raw_data() && t.raw_data().size() != 64) ||
+            (!t.has_raw_data() && t.int64_data_size() != 8))
+            failNode(n, "pads '" + t.name() + "' is not 8 int64 values");
+        std::int64_t v[8];
+        if (t.has_raw_data()) std::memcpy(v, t.raw_data().data(), sizeof v);
+        else std::copy(t.int64_data().begin(), t.int64_data().end(), v);
+        if (v[0] || v[1] || v[4] || v[5]) failNode(n, "pads the batch or the channels");
+        for (std::int64_t x : v)
+            if (x < 0 || x > 64) failNode(n, "pads by " + std::to_string(x) + ", out of range");
+        if (n.output_size() != 1 || n.output(0).empty() || m_act.count(n.output(0)) || m_padded.count(n.output(0)))
+            failNode(n, "must make one new value");
+        m_padded[n.output(0)] = {activation(n, 0), {static_cast<std::size_t>(v[2]), static_cast<std::size_t>(v[3]),
+                                                    static_cast<std::size_t>(v[6]), static_cast<std::size_t>(v[7])}};
+    }
     void pool(const onnx::NodeProto& n, LayerKind kind)
     {
-        StoredLayer& l = layer(n, kind);
+        // Over a Pad's output (pad): the pool reads the Pad's input, and its window counts the
+        // Pad's zeros (PyTorch's count_include_pad).
+        const auto padded = n.input_size() > 0 ? m_padded.find(n.input(0)) : m_padded.end();
+        std::vector<std::size_t> ends; // the pool's own end pads after a Pad: ceil_mode's windows
+        if (padded != m_padded.end()) {
+            if (kind != LayerKind::AvgPool2d) failNode(n, "reads a Pad's output; only an AveragePool is read after a Pad");
+            ends = sizesAttr(n, "pads", 4, {0, 0, 0, 0}, 0);
+            if (ends[0] || ends[1]) failNode(n, "pads the start of a Pad's output again");
+            if (attrInt(n, "count_include_pad", 0) != 0 || attrInt(n, "ceil_mode", 0) != 0)
+                failNode(n, "reads a Pad's output with count_include_pad or ceil_mode");
+        }
+        StoredLayer& l = padded == m_padded.end() ? layer(n, kind) : layerOn(n, kind, padded->second.act);
         // Any window (the export writes kernel_shape, strides, pads [top, left, bottom, right],
         // ceil_mode, and for AveragePool with pads count_include_pad).
         const std::vector<std::size_t> ks = sizesAttr(n, "kernel_shape", 2, {0, 0}, 1);
@@ -403,6 +445,14 @@ private:
         if (count != 0 && count != 1) failNode(n, "count_include_pad = " + std::to_string(count));
         g.ceilMode = ceil == 1;
         g.countIncludePad = kind == LayerKind::MaxPool2d || count == 1;
+        if (padded != m_padded.end()) { // PyTorch's AvgPool2d(count_include_pad=True), with ceil_mode where the pool pads the end
+            const std::array<std::size_t, 4>& p = padded->second.pads; // top, left, bottom, right
+            g.padTop = p[0], g.padLeft = p[1], g.padBottom = p[2], g.padRight = p[3];
+            g.countIncludePad = true;
+            g.ceilMode = ends[2] || ends[3];
+            if (g.ceilMode) m_ceilEnds.push_back({m_m.layers.size() - 1, ends[2], ends[3]});
+            padded->second.read = true;
+        }
         l.setPoolGeometry(g);
         if (sizesAttr(n, "dilations", 2, {1, 1}, 1) != std::vector<std::size_t>{1, 1}) failNode(n, "dilations are not read");
         for (const auto& a : n.attribute())
@@ -518,6 +568,16 @@ private:
     std::map<std::string, const TensorProto*> m_init;
     ExportedModel m_m;
     std::map<std::string, std::size_t> m_act;   // value -> activation index
+    struct Padded {
+        std::size_t act;                 // the Pad's input
+        std::array<std::size_t, 4> pads; // top, left, bottom, right
+        bool read = false;               // by an AveragePool
+    };
+    std::map<std::string, Padded> m_padded; // a Pad's output, until the AveragePool reading it
+    struct CeilEnds {
+        std::size_t layer, bottom, right; // the pool's own end pads, checked against ceil_mode in read()
+    };
+    std::vector<CeilEnds> m_ceilEnds;
     std::map<std::string, std::size_t> m_quant; // QuantizeLinear output -> the activation it quantizes
     std::map<std::string, StoredTensor> m_dq;   // DequantizeLinear outputs of initializers
     std::set<std::string> m_folded;             // Conv names with a folded BatchNorm
@@ -548,6 +608,7 @@ const std::map<std::string, OnnxReader::Handler>& OnnxReader::handlers()
         {"Concat", &OnnxReader::concat},
         {"MaxPool", &OnnxReader::maxPool},
         {"AveragePool", &OnnxReader::averagePool},
+        {"Pad", &OnnxReader::pad},
         {"GlobalAveragePool", &OnnxReader::globalAveragePool},
         {"Flatten", &OnnxReader::flatten},
         {"LogSoftmax", &OnnxReader::logSoftmax},
@@ -617,6 +678,8 @@ ExportedModel OnnxReader::read()
         if (it == handlers().end()) failNode(n, "operator " + n.op_type() + " is not one QuantScope exports");
         (this->*(it->second))(n);
     }
+    for (const auto& [value, p] : m_padded)
+        if (!p.read) fail("Pad output '" + value + "' is read by no AveragePool");
     if (m_m.layers.empty()) fail("the graph has no layers");
     const auto out = m_act.find(g.output(0).name());
     if (out == m_act.end() || out->second != m_m.layers.size())
@@ -629,6 +692,22 @@ ExportedModel OnnxReader::read()
     m_m.classes = static_cast<std::size_t>(outShape.dim(1).dim_value());
     checkMetadata();
     m_m.validate(m_source);
+    // A pool after a Pad, whose own end pads stand for ceil_mode (encodeOnnx): they must make
+    // exactly the windows ceil_mode makes, over the padded input.
+    if (!m_ceilEnds.empty()) {
+        const std::vector<Shape> shapes = m_m.activationShapes();
+        for (const CeilEnds& c : m_ceilEnds) {
+            const StoredLayer& l = m_m.layers[c.layer];
+            const PoolGeometry g = l.poolGeometry();
+            const Shape& x = shapes.at(l.inputs.at(0));
+            const auto floorOut = [](std::size_t padded, std::size_t end, std::size_t k, std::size_t s) {
+                return padded + end >= k ? (padded + end - k) / s + 1 : 0;
+            };
+            if (x.size() != 3 || floorOut(g.paddedH(x[1]), c.bottom, g.kh, g.sh) != g.outH(x[1]) ||
+                floorOut(g.paddedW(x[2]), c.right, g.kw, g.sw) != g.outW(x[2]))
+                fail("AveragePool '" + l.name + "': its end pads after a Pad are not the windows of ceil_mode");
+        }
+    }
     return std::move(m_m);
 }
 
