@@ -37,9 +37,17 @@ private slots:
         QTest::addColumn<int>("classes");
         QTest::addColumn<bool>("resized");
         QTest::addColumn<QString>("expected");
-        QTest::newRow("image size") << 32 << 10 << false << "takes 1x28x28 images; synthetic-dir has 1x32x32; resizing to 28x28";
-        QTest::newRow("image size, resized") << 32 << 10 << true << "synthetic-dir resized gives 1x32x32";
-        QTest::newRow("classes") << 28 << 12 << false << "m.qsm has 10 classes; the data has 12";
+        QTest::addColumn<int>("modelChannels");
+        QTest::newRow("image size") << 32 << 10 << false << "takes 1x28x28 images; synthetic-dir has 1x32x32; resizing to 28x28" << 1;
+        QTest::newRow("image size, resized") << 32 << 10 << true << "synthetic-dir resized gives 1x32x32" << 1;
+        QTest::newRow("classes") << 28 << 12 << false << "m.qsm has 10 classes; the data has 12" << 1;
+        // A colour model on grayscale data: resizing cannot help, colour data can (a new user was
+        // told to try --resize or --image-shape, which do neither).
+        QTest::newRow("channels") << 28 << 10 << false
+                                  << "takes 3x28x28 images; synthetic-dir has 1x28x28; the model reads 3-channel images: give colour data "
+                                     "(a folder of RGB PNG/JPEG images, CIFAR-10/100 binaries, or a CSV file with --image-shape 3xHxW); "
+                                     "--resize changes only the size"
+                                  << 3;
     }
     void mismatchesAreRefused()
     {
@@ -47,11 +55,13 @@ private slots:
         QFETCH(int, classes);
         QFETCH(bool, resized);
         QFETCH(QString, expected);
+        QFETCH(int, modelChannels);
         Dataset d = syntheticDataset(16, 20, std::size_t(side), std::size_t(side));
         d.dir = "synthetic-dir";
         d.classNames.clear();
         for (int c = 0; c < classes; ++c) d.classNames.push_back("class " + std::to_string(c));
         ExportedModel m = m_q.exported;
+        m.channels = static_cast<std::size_t>(modelChannels);
         try {
             prepareModelForData(m, "m.qsm", d, resized);
             QFAIL("accepted");

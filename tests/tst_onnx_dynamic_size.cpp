@@ -148,7 +148,19 @@ private slots:
         } catch (const ConfigError& e) {
             const QString what = e.what();
             QVERIFY2(what.contains("images of 1 channel") && what.contains("have 3 channels") && !what.contains("12x10") &&
-                         !what.contains("28x28"),
+                         !what.contains("28x28") && what.contains("give grayscale data"),
+                     e.what());
+        }
+        // A graph of fixed size: the data that would fit, not --resize or --image-shape (which do
+        // not change an IDX or folder dataset's channels: a new user was sent to them).
+        try {
+            modelFromFile((kFixtures / "seqview_op13_fold.onnx").string(), false)(Shape{3, 12, 12}, 10, 1);
+            QFAIL("accepted");
+        } catch (const ConfigError& e) {
+            const QString what = e.what();
+            QVERIFY2(what.contains("the model takes 1x12x12 inputs (C x H x W); the dataset's images are 3x12x12; the model reads "
+                                   "1-channel images: give grayscale data (IDX files, a folder of grayscale PNG/JPEG images, or a CSV "
+                                   "file with --image-shape 1xHxW); --resize changes only the size"),
                      e.what());
         }
     }

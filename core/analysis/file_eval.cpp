@@ -65,7 +65,7 @@ DataMatch prepareModelForData(ExportedModel& model, const std::string& path, con
                                      std::to_string(t.height != model.height ? model.height : model.width) + " (only its " +
                                      (t.height != model.height ? "width" : "height") + " is dynamic): resize to " +
                                      std::to_string(model.height) + "x" + std::to_string(model.width)
-                               : std::string()));
+                               : channelMismatchHint(model.channels, t.channels)));
     if (model.classes != data.numClasses())
         throw ConfigError(path + " has " + std::to_string(model.classes) + " classes; the data has " + std::to_string(data.numClasses()));
 

@@ -474,4 +474,18 @@ ClassMatch matchClasses(const std::vector<std::string>& modelNames, const std::v
     return m;
 }
 
+std::string channelMismatchHint(std::size_t modelChannels, std::size_t dataChannels)
+{
+    if (modelChannels == dataChannels) return {};
+    std::string hint = "; the model reads " + std::to_string(modelChannels) + "-channel images";
+    if (modelChannels == 3)
+        hint += ": give colour data (a folder of RGB PNG/JPEG images, CIFAR-10/100 binaries, or a CSV file with --image-shape "
+                "3xHxW)";
+    else if (modelChannels == 1)
+        hint += ": give grayscale data (IDX files, a folder of grayscale PNG/JPEG images, or a CSV file with --image-shape 1xHxW)";
+    else
+        hint += ", which no dataset layout QuantScope reads holds (1 or 3 channels)";
+    return hint + "; --resize changes only the size";
+}
+
 } // namespace quantscope

@@ -29,6 +29,11 @@ struct LabeledImages {
 enum class DatasetLayout { Idx, Cifar10, Cifar100, Csv, ImageFolder };
 const char* layoutName(DatasetLayout layout); // "IDX", "CIFAR-10", "CIFAR-100", "CSV", "image folder"
 
+// What to give when a model reads images of `modelChannels` channels and the data's have
+// `dataChannels`: the layouts that hold such images (--resize changes only the size). Empty when
+// they agree. Starts with "; ", to follow the mismatch it explains.
+std::string channelMismatchHint(std::size_t modelChannels, std::size_t dataChannels);
+
 // An image shape (C, H, W); all zero = not given.
 struct ImageShape {
     std::size_t channels = 0, height = 0, width = 0;

@@ -1,5 +1,6 @@
 #include "io/model_source.h"
 
+#include "data/dataset.h"
 #include "io/onnx_io.h"
 #include "io/qsm.h"
 #include "nn/batchnorm2d.h"
@@ -133,7 +134,7 @@ ModelFactory modelFromFile(const std::string& path, bool reinit)
         if (m.dynamicImageSize && m.channels != input.at(0))
             throw ConfigError(path + ": the model takes images of " + std::to_string(m.channels) + " channel" + (m.channels == 1 ? "" : "s") +
                               " (its height or width is dynamic); the dataset's images have " + std::to_string(input.at(0)) +
-                              (input.at(0) == 1 ? " channel" : " channels"));
+                              (input.at(0) == 1 ? " channel" : " channels") + channelMismatchHint(m.channels, input.at(0)));
         if (theirs != input && m.dynamicImageSize) { // one side dynamic, the other fixed (tester 18 #2)
             const bool h = m.height != input.at(1);
             throw ConfigError(path + ": the model takes " + shapeText(theirs) + " inputs (C x H x W): its " + (h ? "height" : "width") +
@@ -143,7 +144,10 @@ ModelFactory modelFromFile(const std::string& path, bool reinit)
         }
         if (theirs != input)
             throw ConfigError(path + ": the model takes " + shapeText(theirs) + " inputs (C x H x W); the dataset's images are " +
-                              shapeText(input) + " (--resize or --image-shape can change the data's)");
+                              shapeText(input) +
+                              (m.channels != input.at(0) ? channelMismatchHint(m.channels, input.at(0))
+                                                         : " (--resize " + std::to_string(m.height) + "x" + std::to_string(m.width) +
+                                                               " reads them at its size)"));
         if (m.classes != classes)
             throw ConfigError(path + ": the model has " + std::to_string(m.classes) + " outputs; the dataset has " +
                               std::to_string(classes) + " classes");
