@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <limits>
 
 namespace quantscope::cli {
 
@@ -67,7 +68,9 @@ std::uint64_t Args::u64(const std::string& flag, std::uint64_t def, std::uint64_
     if (s.empty() || s[0] == '-' || *end != '\0' || errno == ERANGE)
         throw UsageError(flag + ": expected a whole number, got '" + s + "'");
     if (v < min || v > max)
-        throw UsageError(flag + ": " + s + " is out of range [" + std::to_string(min) + ", " + std::to_string(max) + "]");
+        throw UsageError(flag + ": " + s + " is out of range " +
+                         (max == std::numeric_limits<std::uint64_t>::max() ? "(at least " + std::to_string(min) + ")"
+                                                                            : "[" + std::to_string(min) + ", " + std::to_string(max) + "]"));
     return v;
 }
 

@@ -361,6 +361,17 @@ int runTrain(const std::vector<std::string>& argv)
         if (!p.empty()) {
             checkOutputIsNotAnInput("--export", p, {{"model (--model)", args.str("--model", "")}, {"model (--init)", args.str("--init", "")},
                                                     {"plan (--plan)", args.str("--plan", "")}, {"data (--data)", args.str("--data", "")}});
+            // the same file twice (by name or through another path) would be written twice, the second over the first
+            const auto same = [&](const std::string& q) {
+                std::error_code e;
+                const auto resolved = [&](const std::string& x) { return std::filesystem::weakly_canonical(std::filesystem::absolute(x, e), e); };
+                const auto a = resolved(p);
+                if (e) return q == p;
+                const auto b = resolved(q);
+                return q == p || (!e && a == b);
+            };
+            if (std::any_of(exportPaths.begin(), exportPaths.end(), same))
+                throw UsageError("--export: " + p + " is given twice; give each file once");
             checkExportable(cfg, exportPaths.emplace_back(p));
             checkWritableFolder(p); // a read-only or missing folder is named now, not after training
         }

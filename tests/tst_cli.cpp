@@ -121,6 +121,12 @@ void TestCli::errors_data()
     QTest::newRow("--epochs 0 on a preset") << QStringList{"train", "--strategy", "ptq", "--epochs", "0"} << kExitUsage
                                             << QStringList{"--model FILE", "--init FILE"};
     QTest::newRow("--export with no name") << QStringList{"train", "--export", ","} << kExitUsage << QStringList{"--export: no file name"};
+    // The same file twice, by name or by another path to it, would be written twice (tester 20).
+    QTest::newRow("--export twice") << QStringList{"train", "--export", "m.qsm,./m.qsm"} << kExitUsage
+                                    << QStringList{"--export: ./m.qsm is given twice"};
+    // No upper bound: the least value, not 2^64 - 1 (tester 20).
+    QTest::newRow("--train-limit 0") << QStringList{"train", "--train-limit", "0"} << kExitUsage
+                                     << QStringList{"--train-limit: 0 is out of range (at least 1)"};
     QTest::newRow("corrupt IDX file") << QStringList{"train", "--data", "$CORRUPT", "--model", "mlp"} << kExitData
                                       << QStringList{"$CORRUPT_FILE"};
 }
