@@ -1,7 +1,7 @@
-// Shared by the ONNX import tests (tst_onnx_import: PyTorch exports against PyTorch's outputs;
-// tst_onnx_import_errors and tst_onnx_file_errors: broken files made from them, with
-// onnx_broken_files.h): the fixtures' folder and reference outputs, protobuf edits of a parsed
-// file, and the imported model's forward against PyTorch's.
+// Shared by the ONNX import tests (tst_onnx_import and tst_onnx_import_input: PyTorch exports
+// against PyTorch's outputs; tst_onnx_import_errors and tst_onnx_file_errors: broken files made
+// from them, with onnx_broken_files.h): the fixtures' folder and reference outputs, protobuf edits
+// of a parsed file, and the imported model's forward against PyTorch's.
 #pragma once
 
 #include "io/exported_model.h"

@@ -10,7 +10,7 @@ For each case NAME it writes, next to this script:
                PyTorch's output at a second image size}
               input: fixed seeded images (already normalised); output: the module's eval-mode
               output on them, flat, row-major.
-tst_onnx_import compares QuantScope's forward with "output" within 1e-4.
+tst_onnx_import and tst_onnx_import_input compare QuantScope's forward with "output" within 1e-4.
 
 Usage: /usr/bin/python3 tests/onnx_import/make_fixtures.py [OUT_DIR [NAME...]]
 (with NAMEs, only those cases are written; each case's seed depends only on its place in CASES)

@@ -1,0 +1,305 @@
+// FP32 ONNX import of what a graph does with its input, and of QuantScope's own exports: the
+// input normalisation inside the graph (Sub and Div or a Mul by 1 / stddev, in either order, one
+// value or one per channel, buffers through constant arithmetic), 0..255 pixels, flat [N, C*H*W]
+// inputs read as flattened images, x.view(...) on the input; QuantScope's own FP32 export read
+// back with its normalisation, and the metadata that sends a file to the reader of QuantScope's
+// own files or to the importer. The other PyTorch exports and their operators: tst_onnx_import;
+// broken files: tst_onnx_import_errors, tst_onnx_file_errors.
+#include "io/exported_model.h"
+#include "io/onnx_import.h"
+#include "io/onnx_io.h"
+#include "data/normalization.h"
+#include "nn/model_zoo.h"
+#include "util/errors.h"
+
+#include "onnx_import_fixtures.h"
+
+#include <onnx/onnx_pb.h>
+
+#include <QtTest>
+
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+
+using namespace quantscope;
+namespace fs = std::filesystem;
+using namespace onnx_import_fixtures;
+
+namespace {
+
+// m's outputs against PyTorch's for the fixture `name`, once `adapt` has turned the fixture's
+// inputs into what the data pipeline gives the model (its shape, its normalisation).
+void checkAgainstPyTorch(const ExportedModel& m, const std::string& name, const std::function<void(Reference&)>& adapt)
+{
+    Reference ref = loadReference(kFixtures / (name + ".json"));
+    adapt(ref);
+    const double dev = maxDeviation(m, ref);
+    QVERIFY2(dev <= kOutputTol, qPrintable(QString("%1: deviation %2").arg(QString::fromStdString(name)).arg(dev)));
+}
+
+// The imported model computes what `original` computes, on two 1x28x28 images.
+void checkSameForward(Model& original, const ExportedModel& imported, const char* what)
+{
+    std::unique_ptr<Model> model = buildModel(imported);
+    Tensor x({2, 1, 28, 28});
+    for (std::size_t i = 0; i < x.numel(); ++i) x[i] = std::sin(0.37f * float(i));
+    RunContext ctx;
+    const Tensor a = original.forward(x, ctx);
+    const Tensor b = model->forward(x, ctx);
+    QCOMPARE(a.shape(), b.shape());
+    for (std::size_t i = 0; i < a.numel(); ++i) QVERIFY2(std::fabs(a[i] - b[i]) <= kOutputTol, what);
+}
+
+} // namespace
+
+class TestOnnxImportInput : public QObject {
+    Q_OBJECT
+
+private slots:
+    void readsQuantScopeExport();
+    void flatInputReadsFlattenedImages();
+    void readsUsersInputConventions();
+    void metadataDoesNotMisroute();
+};
+
+void TestOnnxImportInput::readsQuantScopeExport()
+{
+    for (const char* preset : {"resnet8", "mobilenet-tiny", "seed-cnn-bn"}) {
+        std::unique_ptr<Model> original = makeModel(preset, 1, 28, 28, 10, 7);
+        const ExportedModel e = exportFloatModel(*original, preset, Normalization::uniform(0.25f, 0.5f, 1), {});
+        const ExportedModel back = importOnnx(encodeOnnx(e), std::string(preset) + ".onnx");
+        QCOMPARE(back.normalization, Normalization::uniform(0.25f, 0.5f, 1));
+        QVERIFY(back.normalizationKnown);
+        checkSameForward(*original, back, preset);
+    }
+    // Colour input with per-channel normalisation (Sub/Div constants [1, 3, 1, 1]).
+    std::unique_ptr<Model> colour = makeModel("resnet8", 3, 16, 16, 10, 5);
+    Normalization norm;
+    norm.mean = {0.49f, 0.48f, 0.45f};
+    norm.stddev = {0.25f, 0.24f, 0.26f};
+    const ExportedModel back = importOnnx(encodeOnnx(exportFloatModel(*colour, "resnet8", norm, {})), "colour.onnx");
+    QCOMPARE(back.channels, std::size_t{3});
+    QCOMPARE(back.normalization, norm);
+    // The same normalisation written as a Mul by 1 / stddev, the factor first: (1 / s) * (x - m)
+    const std::vector<std::uint8_t> bytes = encodeOnnx(exportFloatModel(*colour, "resnet8", norm, {}));
+    onnx::ModelProto mp;
+    QVERIFY(mp.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())));
+    onnx::NodeProto* div = findNode(mp, "Div");
+    QVERIFY(div);
+    const std::string centered = div->input(0), stddev = div->input(1);
+    div->set_op_type("Mul");
+    div->set_input(0, stddev);
+    div->set_input(1, centered);
+    bool inverted = false;
+    for (onnx::TensorProto& t : *mp.mutable_graph()->mutable_initializer())
+        if (t.name() == stddev) {
+            std::vector<float> v(t.raw_data().size() / 4);
+            std::memcpy(v.data(), t.raw_data().data(), v.size() * 4);
+            for (float& f : v) f = 1.0f / f;
+            t.set_raw_data(std::string(reinterpret_cast<const char*>(v.data()), v.size() * 4));
+            inverted = true;
+        }
+    QVERIFY(inverted);
+    const ExportedModel mul = importOnnx(serialize(mp), "colour_mul.onnx");
+    QCOMPARE(mul.normalization.mean, norm.mean);
+    QCOMPARE(mul.normalization.stddev.size(), norm.stddev.size());
+    for (std::size_t c = 0; c < norm.stddev.size(); ++c)
+        QVERIFY2(std::fabs(mul.normalization.stddev[c] - norm.stddev[c]) <= 1e-6f * norm.stddev[c], qPrintable(QString::number(c)));
+}
+
+// An MLP exported on flat images [N, 64], normalising inside the graph: read as 1 x 8 x 8 images
+// with a Flatten in front, the normalisation kept, the outputs PyTorch's.
+void TestOnnxImportInput::flatInputReadsFlattenedImages()
+{
+    for (const char* name : {"flatmlp_op13_fold_dyn", "flatmlp_op11_nofold"}) {
+        const fs::path p = kFixtures / (std::string(name) + ".onnx");
+        OnnxImportInfo info;
+        const ExportedModel m = importOnnx(fileBytes(p), p.string(), &info);
+        QVERIFY(info.flatInput);
+        QCOMPARE(Shape({m.channels, m.height, m.width}), Shape({1, 8, 8}));
+        QCOMPARE(m.layers.front().kind, LayerKind::Flatten);
+        QCOMPARE(m.layers.front().name, std::string("input_flatten"));
+        QCOMPARE(m.notes.size(), std::size_t{1}); // info, train and eval print how the input was read
+        QVERIFY2(m.notes[0].find("[N, 64] is read as 1x8x8 images") != std::string::npos, m.notes[0].c_str());
+        QCOMPARE(m.normalization, Normalization::uniform(0.5f, 0.25f, 1));
+        checkAgainstPyTorch(m, name, [](Reference& ref) {
+            QCOMPARE(ref.inputShape, Shape({3, 64}));
+            ref.inputShape = {3, 1, 8, 8}; // the images the data pipeline gives, normalised as it would
+            for (auto& v : ref.input) v = (v - 0.5) / 0.25;
+        });
+    }
+    // Image input flattened by the model (x.flatten(1), x.view(-1, 64)) and then normalised by one
+    // mean and one stddev, ending in softmax: the normalisation is read (it commutes with the
+    // flattening), the Softmax kept, PyTorch's probabilities.
+    for (const char* name : {"imgmlp_op13_fold_dyn", "imgmlpview_op11_nofold"}) {
+        const fs::path p = kFixtures / (std::string(name) + ".onnx");
+        OnnxImportInfo info;
+        const ExportedModel m = importOnnx(fileBytes(p), p.string(), &info);
+        QVERIFY(!info.flatInput);
+        QCOMPARE(m.layers.front().kind, LayerKind::Flatten);
+        QCOMPARE(m.layers.back().kind, LayerKind::Softmax);
+        QVERIFY(m.normalizationKnown);
+        QCOMPARE(m.normalization, Normalization::uniform(0.3f, 0.35f, 1));
+        checkAgainstPyTorch(m, name, [](Reference& ref) {
+            for (auto& v : ref.input) v = (v - 0.3) / 0.35; // the data pipeline normalises
+        });
+    }
+    // BatchNorm1d after a Linear (the second one bias-free): folded into it, PyTorch's outputs.
+    for (const char* name : {"flatmlpbn_op13_fold_dyn", "flatmlpbn_op11_nofold"}) {
+        const fs::path p = kFixtures / (std::string(name) + ".onnx");
+        OnnxImportInfo info;
+        const ExportedModel m = importOnnx(fileBytes(p), p.string(), &info);
+        QCOMPARE(m.layers.size(), std::size_t{6}); // input_flatten, fc1, relu, fc2, relu, fc3: no BatchNorm
+        for (const StoredLayer& l : m.layers) QVERIFY(l.kind != LayerKind::BatchNorm2d);
+        QCOMPARE(m.notes.size(), std::size_t{3}); // the flat input, two folds
+        QVERIFY2(m.notes[2].find("folded into it") != std::string::npos, m.notes[2].c_str());
+        Reference ref = loadReference(kFixtures / (std::string(name) + ".json"));
+        ref.inputShape = {3, 1, 8, 8};
+        const double dev = maxDeviation(m, ref);
+        QVERIFY2(dev <= kOutputTol, qPrintable(QString("%1: deviation %2").arg(name).arg(dev)));
+    }
+    // The same normalisation written the other way round, x / 0.25 - 2 (Div first, then Sub, as
+    // PyTorch exports x / s - m / s): mean 2 x 0.25, and the same outputs.
+    {
+        onnx::ModelProto mp = parse(kFixtures / "flatmlp_op13_fold_dyn.onnx");
+        onnx::NodeProto* sub = findNode(mp, "Sub");
+        onnx::NodeProto* div = findNode(mp, "Div");
+        const std::string input = sub->input(0), subOut = sub->output(0), divOut = div->output(0);
+        for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node())
+            for (int i = 0; i < n.input_size(); ++i)
+                if (n.input(i) == divOut) n.set_input(i, subOut); // the Gemm reads the Sub now
+        div->set_input(0, input);
+        sub->set_input(0, divOut);
+        onnx::TensorProto* two = mp.mutable_graph()->add_initializer();
+        two->set_name("two");
+        two->set_data_type(onnx::TensorProto::FLOAT);
+        two->add_float_data(2.0f);
+        sub->set_input(1, "two");
+        // Div before Sub in the file, as the data flows
+        std::swap(*sub, *div);
+        const ExportedModel m = importOnnx(serialize(mp), "div_sub.onnx");
+        QCOMPARE(m.normalization, Normalization::uniform(0.5f, 0.25f, 1));
+    }
+    // Colour: 3072 = 3 x 32 x 32 (never also 1 x k x k).
+    onnx::ModelProto mp = parse(kFixtures / "flatmlp_op13_fold_dyn.onnx");
+    mp.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->mutable_shape()->mutable_dim(1)->set_dim_value(3072);
+    try {
+        importOnnx(serialize(mp), "colour_mlp.onnx");
+        QFAIL("a Linear of 64 inputs read 3072 features");
+    } catch (const FormatError& e) {
+        QVERIFY2(QString(e.what()).contains("does not take 3072 features"), e.what()); // read as 3 x 32 x 32, flattened
+    }
+}
+
+// What users write in front of their models: x / 255 (or * (1/255)) then a normalisation,
+// which takes 0..255 pixels (read on QuantScope's [0, 1] scale, with a note; it gave chance
+// accuracy), and x.view(-1, 1, H, W) on images (a no-op) or on a flat input (un-flattening).
+void TestOnnxImportInput::readsUsersInputConventions()
+{
+    for (const char* name : {"pixels255_op13_fold_dyn", "pixels255mul_op11_nofold"}) {
+        const fs::path p = kFixtures / (std::string(name) + ".onnx");
+        const ExportedModel m = importOnnx(fileBytes(p), p.string());
+        QVERIFY(m.normalizationKnown);
+        QVERIFY2(std::fabs(m.normalization.mean[0] - 0.1307f) < 1e-5f && std::fabs(m.normalization.stddev[0] - 0.3081f) < 1e-5f,
+                 qPrintable(QString("%1: mean %2 stddev %3").arg(name).arg(m.normalization.mean[0]).arg(m.normalization.stddev[0])));
+        QCOMPARE(m.notes.size(), std::size_t{1});
+        QVERIFY2(m.notes[0].find("0..255 pixels") != std::string::npos, m.notes[0].c_str());
+        checkAgainstPyTorch(m, name, [&](Reference& ref) {
+            for (float& v : ref.input) // the pipeline's [0, 1] pixel, normalised as the model says
+                v = (v / 255.0f - m.normalization.mean[0]) / m.normalization.stddev[0];
+        });
+    }
+    // Caffe's x - mean on 0..255 pixels (no division), and (x - m) * (1 / s) with per-channel
+    // tensors (a Reciprocal of a constant): per-channel normalisations, read on [0, 1] pixels.
+    const float caffeMean[] = {103.94f, 116.78f, 123.68f}, torchMean[] = {0.485f, 0.456f, 0.406f}, torchStd[] = {0.229f, 0.224f, 0.225f};
+    for (const bool caffe : {true, false}) {
+        const std::string name = caffe ? "caffemean_op13_fold" : "reciprocal_op11_nofold";
+        const fs::path p = kFixtures / (name + ".onnx");
+        const ExportedModel m = importOnnx(fileBytes(p), p.string());
+        QVERIFY(m.normalizationKnown);
+        QCOMPARE(m.normalization.mean.size(), std::size_t{3});
+        for (std::size_t c = 0; c < 3; ++c) {
+            const float mean = caffe ? caffeMean[c] / 255.0f : torchMean[c], stddev = caffe ? 1.0f / 255.0f : torchStd[c];
+            QVERIFY2(std::fabs(m.normalization.mean[c] - mean) < 1e-5f && std::fabs(m.normalization.stddev[c] - stddev) < 1e-6f,
+                     qPrintable(QString("%1 channel %2: mean %3 stddev %4").arg(name.c_str()).arg(c).arg(m.normalization.mean[c]).arg(m.normalization.stddev[c])));
+        }
+        QCOMPARE(m.notes.size(), std::size_t{caffe ? 1u : 0u});
+        if (caffe) QVERIFY2(m.notes[0].find("0..255 pixels") != std::string::npos, m.notes[0].c_str());
+        checkAgainstPyTorch(m, name, [&](Reference& ref) {
+            const std::size_t plane = ref.inputShape[2] * ref.inputShape[3];
+            for (std::size_t k = 0; k < ref.input.size(); ++k) { // the [0, 1] pixel the pipeline gives, normalised as stored
+                const std::size_t c = (k / plane) % 3;
+                const float pixel = caffe ? ref.input[k] / 255.0f : ref.input[k];
+                ref.input[k] = (pixel - m.normalization.mean[c]) / m.normalization.stddev[c];
+            }
+        });
+    }
+    // Buffers through constant arithmetic the exporter kept (no constant folding): expand_as,
+    // exp, clamp, pow and abs fold into the normalisation (tester 11: Expand/Exp/Pow/Abs refused).
+    {
+        const std::string name = "bufferops_op13_nofold_dyn";
+        const fs::path p = kFixtures / (name + ".onnx");
+        const ExportedModel m = importOnnx(fileBytes(p), p.string());
+        QVERIFY(m.normalizationKnown);
+        QCOMPARE(m.normalization.mean.size(), std::size_t{3});
+        for (std::size_t c = 0; c < 3; ++c)
+            QVERIFY2(std::fabs(m.normalization.mean[c] - torchMean[c]) < 1e-6f && std::fabs(m.normalization.stddev[c] - torchStd[c]) < 1e-6f,
+                     qPrintable(QString("channel %1: mean %2 stddev %3").arg(c).arg(m.normalization.mean[c]).arg(m.normalization.stddev[c])));
+        checkAgainstPyTorch(m, name, [&](Reference& ref) {
+            const std::size_t plane = ref.inputShape[2] * ref.inputShape[3];
+            for (std::size_t k = 0; k < ref.input.size(); ++k) {
+                const std::size_t c = (k / plane) % 3;
+                ref.input[k] = (ref.input[k] - m.normalization.mean[c]) / m.normalization.stddev[c];
+            }
+        });
+    }
+    for (const char* name : {"viewinput_op13_fold_dyn", "viewflat_op11_nofold"}) {
+        const fs::path p = kFixtures / (std::string(name) + ".onnx");
+        OnnxImportInfo info;
+        const ExportedModel m = importOnnx(fileBytes(p), p.string(), &info);
+        QCOMPARE(Shape({m.channels, m.height, m.width}), Shape({1, 8, 8}));
+        QVERIFY2(m.layers.front().kind == LayerKind::Conv2d, name); // no Flatten in front: the view undid it
+        checkAgainstPyTorch(m, name, [](Reference& ref) { ref.inputShape = {ref.inputShape[0], 1, 8, 8}; });
+    }
+}
+
+// A PyTorch export that carries QuantScope's class-name key is still a PyTorch export (it went to
+// the reader of QuantScope's own files and failed); QuantScope's own FP32 export still reads back
+// when a tool strips its node names (valid ONNX).
+void TestOnnxImportInput::metadataDoesNotMisroute()
+{
+    const fs::path dir = fs::temp_directory_path() / ("qs_onnx_meta_" + std::to_string(::getpid()));
+    fs::create_directories(dir);
+    onnx::ModelProto mp = parse(kFixtures / "seqview_op13_fold.onnx");
+    auto* prop = mp.add_metadata_props();
+    prop->set_key("quantscope.class_names");
+    std::string names;
+    for (int c = 0; c < 10; ++c) names += "class" + std::to_string(c) + "\n";
+    prop->set_value(names);
+    const std::vector<std::uint8_t> bytes = serialize(mp);
+    const fs::path withNames = dir / "with_names.onnx";
+    std::ofstream(withNames, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    const ExportedModel m = readOnnxModel(withNames.string());
+    QCOMPARE(m.classNames.size(), std::size_t{10});
+    QCOMPARE(m.classNames[3], std::string("class3"));
+    QVERIFY(maxDeviation(m, loadReference(kFixtures / "seqview_op13_fold.json")) <= kOutputTol);
+
+    std::unique_ptr<Model> original = makeModel("resnet8", 1, 28, 28, 10, 7);
+    onnx::ModelProto own;
+    const std::vector<std::uint8_t> ownBytes = encodeOnnx(exportFloatModel(*original, "resnet8", Normalization::uniform(0.25f, 0.5f, 1), {}));
+    QVERIFY(own.ParseFromArray(ownBytes.data(), static_cast<int>(ownBytes.size())));
+    for (onnx::NodeProto& n : *own.mutable_graph()->mutable_node()) n.clear_name();
+    const std::vector<std::uint8_t> stripped = serialize(own);
+    const fs::path strippedPath = dir / "stripped.onnx";
+    std::ofstream(strippedPath, std::ios::binary).write(reinterpret_cast<const char*>(stripped.data()), static_cast<std::streamsize>(stripped.size()));
+    checkSameForward(*original, readOnnxModel(strippedPath.string()), "names stripped");
+    fs::remove_all(dir);
+}
+
+QTEST_GUILESS_MAIN(TestOnnxImportInput)
+#include "tst_onnx_import_input.moc"
