@@ -1,6 +1,8 @@
 // The ONNX importer's graph walker, shared by onnx_import.cpp (graph checks, walk, layer naming),
 // onnx_import_ops.cpp (one handler per layer operator), onnx_import_shapes.cpp (shape operators
-// and views) and onnx_import_input.cpp (the input normalisation). Internal to core/io.
+// and views) and onnx_import_input.cpp (the input normalisation); and what the reader of
+// QuantScope's own exports (onnx_reader.cpp) shares with it and with onnx_reader_metadata.cpp.
+// Internal to core/io.
 #pragma once
 
 #include "io/exported_model.h"
@@ -40,6 +42,16 @@ std::int64_t defaultOpset(const onnx::ModelProto& mp);
 // ReduceSum) moved into the axes attribute, the form of opsets up to 17 that the importer reads.
 // ConfigError for axes computed in the graph, FormatError for malformed ones.
 void reduceAxesToAttributes(onnx::ModelProto& mp, const std::string& source);
+// The quantscope.* metadata of QuantScope's own exports, for their reader (onnx_reader_metadata.cpp).
+// readOwnMetadata sets m's model name, strategy, weight and activation formats, granularity and
+// class names from the keys encodeOnnx writes, and returns the Conv names quantscope.bn_folded
+// lists; FormatError for a key given twice. checkOwnMetadata, once the graph is read, refuses
+// (FormatError, by key and value) a value encodeOnnx does not write for m's kind of graph (FP32 or
+// integer QDQ), and a `folded` name that is no Conv of m unless `unnamedConv` (a tool stripped the
+// node names).
+std::set<std::string> readOwnMetadata(const onnx::ModelProto& mp, ExportedModel& m, const std::string& source);
+void checkOwnMetadata(const onnx::ModelProto& mp, const ExportedModel& m, const std::set<std::string>& folded, bool unnamedConv,
+                      const std::string& source);
 // BatchNorm without running statistics, said the same way wherever it is refused.
 inline constexpr const char* kBatchStatisticsHint =
     "BatchNorm without running statistics (track_running_stats=False, or a model exported in training mode) cannot be imported: "

@@ -1,14 +1,12 @@
 // ONNX reading: graphs of the shape encodeOnnx writes (onnx_io.cpp) back into an ExportedModel.
 // One handler per operator, in a table; every node output is mapped to the activation index it
 // holds (0 = normalised input, i + 1 = layer i's output; a Q/DQ pair or Identity keeps the index
-// of its input), so layers read their inputs by index, as in the .qsm file.
+// of its input), so layers read their inputs by index, as in the .qsm file. The quantscope.*
+// metadata is read and checked in onnx_reader_metadata.cpp.
 #include "io/onnx_io.h"
 
 #include "io/onnx_import.h"
 #include "io/onnx_importer.h"
-
-#include "quant/format.h"
-#include "quant/granularity.h"
 
 #include "util/atomic_file.h"
 #include "util/errors.h"
@@ -33,33 +31,6 @@ using onnx::TensorProto;
 
 constexpr std::uint64_t kOnnxMaxBytes = std::uint64_t{1} << 30;
 
-// The strategies whose names encodeOnnx writes as quantscope.strategy: train/precision_config.cpp's
-// strategies() (io sits beside train and cannot include it; tst_onnx_import_errors checks the two
-// agree). An integer (QDQ) export comes from the three that quantize.
-const std::vector<std::string> kFloatStrategies = {"fp32", "ptq", "qat", "mixed", "lowp", "progressive"};
-const std::vector<std::string> kIntegerStrategies = {"ptq", "qat", "progressive"};
-// Written after the granularity when a precision plan gives some layers another one (analysis/model_export.cpp).
-constexpr const char* kGranularityPlanSuffix = " unless a layer says otherwise";
-
-std::string joined(const std::vector<std::string>& v)
-{
-    std::string s;
-    for (const std::string& x : v) s += (s.empty() ? "" : ", ") + x;
-    return s;
-}
-
-// A metadata value of one name per line, as encodeOnnx joins them ("" holds none; a last name
-// that is empty leaves a trailing newline).
-std::vector<std::string> lineList(const std::string& value)
-{
-    std::vector<std::string> lines;
-    if (value.empty()) return lines;
-    std::size_t start = 0;
-    for (std::size_t nl; (nl = value.find('\n', start)) != std::string::npos; start = nl + 1) lines.push_back(value.substr(start, nl - start));
-    lines.push_back(value.substr(start));
-    return lines;
-}
-
 class OnnxReader {
 public:
     OnnxReader(const onnx::ModelProto& mp, const std::string& source) : m_mp(mp), m_source(source)
@@ -70,8 +41,6 @@ public:
     ExportedModel read();
 
 private:
-    void checkMetadata() const;
-
     using Handler = void (OnnxReader::*)(const onnx::NodeProto&);
     static const std::map<std::string, Handler>& handlers();
 
@@ -639,21 +608,7 @@ ExportedModel OnnxReader::read()
                           std::to_string(kOnnxOwnMaxOpset));
     const onnx::GraphProto& g = m_mp.graph();
     if (g.input_size() < 1 || g.output_size() != 1) fail("expected one input and one output");
-    std::set<std::string> seen;
-    for (const auto& p : m_mp.metadata_props()) {
-        if (p.key().rfind("quantscope.", 0) == 0 && !seen.insert(p.key()).second)
-            fail("metadata " + p.key() + " is given twice (QuantScope writes each key once)");
-        if (p.key() == "quantscope.model") m_m.modelName = p.value();
-        else if (p.key() == "quantscope.strategy") m_m.strategy = p.value();
-        else if (p.key() == "quantscope.weight_format") m_m.weightFormat = p.value();
-        else if (p.key() == "quantscope.activation_format") m_m.activationFormat = p.value();
-        else if (p.key() == "quantscope.granularity") m_m.granularity = p.value();
-        else if (p.key() == "quantscope.class_names") m_m.classNames = lineList(p.value());
-        else if (p.key() == "quantscope.bn_folded") {
-            const std::vector<std::string> lines = lineList(p.value());
-            m_folded.insert(lines.begin(), lines.end());
-        }
-    }
+    m_folded = onnximport::readOwnMetadata(m_mp, m_m, m_source);
     const auto& inShape = g.input(0).type().tensor_type().shape();
     if (inShape.dim_size() != 4) fail("the input is not [N, C, H, W]");
     if (inShape.dim(0).has_dim_value() && inShape.dim(0).dim_value() <= 0)
@@ -690,7 +645,7 @@ ExportedModel OnnxReader::read()
         (outShape.dim(0).has_dim_value() && outShape.dim(0).dim_value() <= 0))
         fail("the output is not [N, classes]");
     m_m.classes = static_cast<std::size_t>(outShape.dim(1).dim_value());
-    checkMetadata();
+    onnximport::checkOwnMetadata(m_mp, m_m, m_folded, m_unnamedConv, m_source);
     m_m.validate(m_source);
     // A pool after a Pad, whose own end pads stand for ceil_mode (encodeOnnx): they must make
     // exactly the windows ceil_mode makes, over the padded input.
@@ -709,90 +664,6 @@ ExportedModel OnnxReader::read()
         }
     }
     return std::move(m_m);
-}
-
-// The quantscope.* values this reader uses, against what encodeOnnx writes for a graph of this
-// kind (FP32, or integer QDQ): an edited or damaged value is refused by key and value, with the
-// values that are read; a key that is absent keeps the model's default.
-void OnnxReader::checkMetadata() const
-{
-    const bool q = m_m.quantized;
-    const std::string graph = q ? "an integer (QDQ) graph" : "an FP32 graph";
-    auto refuse = [&](const std::string& key, const std::string& value, const std::string& accepted) {
-        fail("metadata quantscope." + key + " is '" + (value.size() > 80 ? value.substr(0, 77) + "..." : value) +
-             "', which QuantScope does not write for " + graph + " (it writes " + accepted + ")");
-    };
-    auto has = [&](const char* key) {
-        for (const auto& p : m_mp.metadata_props())
-            if (p.key() == std::string("quantscope.") + key) return true;
-        return false;
-    };
-    // Weights: an FP32 graph's are fp32; a QDQ graph's one signed symmetric integer grid of at
-    // most 8 bits (what DequantizeLinear holds), or a precision plan's per-layer list.
-    std::vector<std::string> weightFormats, actFormats;
-    for (const NumberFormat& f : numberFormats()) {
-        if (f.kind != FormatKind::Int) continue;
-        if (f.isSigned && f.symmetric && f.bits <= 8) weightFormats.push_back(f.name);
-        if (f.bits == 8) actFormats.push_back(f.name);
-    }
-    const std::string& wf = m_m.weightFormat;
-    const bool perLayer = wf.rfind("per-layer (", 0) == 0 && wf.back() == ')';
-    if (has("weight_format")) {
-        if (!q && wf != "fp32") refuse("weight_format", wf, "'fp32'");
-        if (q && !perLayer && std::find(weightFormats.begin(), weightFormats.end(), wf) == weightFormats.end())
-            refuse("weight_format", wf, joined(weightFormats) + ", or 'per-layer (...)' under a precision plan");
-        // One format for the whole model: every integer weight is on its grid (or its narrow range;
-        // binary's {-1, +1} is stored in 2 bits, as ternary's {-1, 0, 1}).
-        if (q && !perLayer) {
-            const NumberFormat& f = findFormat(wf);
-            const int storedBits = std::max(f.bits, 2);
-            for (const StoredLayer& l : m_m.layers)
-                for (const StoredTensor& t : l.tensors)
-                    if (t.name == "weight" && t.encoding == TensorEncoding::Int &&
-                        (t.bits != storedBits || t.qmax != f.qmax || (t.qmin != f.qmin && t.qmin != -f.qmax)))
-                        fail("metadata quantscope.weight_format is '" + wf + "', but the weights of '" + l.name + "' are on the " +
-                             std::to_string(t.bits) + "-bit grid [" + std::to_string(t.qmin) + ", " + std::to_string(t.qmax) +
-                             "], not " + wf + "'s [" + std::to_string(f.qmin) + ", " + std::to_string(f.qmax) + "]");
-        }
-    }
-    if (has("activation_format")) {
-        const std::string& af = m_m.activationFormat;
-        if (!q && af != "fp32") refuse("activation_format", af, "'fp32'");
-        if (q && std::find(actFormats.begin(), actFormats.end(), af) == actFormats.end()) refuse("activation_format", af, joined(actFormats));
-    }
-    if (has("granularity")) {
-        const std::string& gr = m_m.granularity;
-        if (!q && !gr.empty()) refuse("granularity", gr, "'', as FP32 weights have no scales");
-        if (q) {
-            std::string base = gr;
-            const std::string suffix = kGranularityPlanSuffix;
-            if (base.size() > suffix.size() && base.compare(base.size() - suffix.size(), suffix.size(), suffix) == 0)
-                base.resize(base.size() - suffix.size());
-            bool ok = true;
-            try {
-                ok = parseGranularity(base).kind != GranularityKind::Group; // QuantizeLinear has no group-wise scales
-            } catch (const ConfigError&) {
-                ok = false;
-            }
-            if (!ok) refuse("granularity", gr, std::string("global, layer, tensor or channel, each maybe followed by '") + suffix + "'");
-        }
-    }
-    if (has("strategy")) {
-        const std::vector<std::string>& known = q ? kIntegerStrategies : kFloatStrategies;
-        if (std::find(known.begin(), known.end(), m_m.strategy) == known.end()) refuse("strategy", m_m.strategy, joined(known));
-    }
-    if (!m_m.classNames.empty() && m_m.classNames.size() != m_m.classes)
-        fail("metadata quantscope.class_names holds " + std::to_string(m_m.classNames.size()) + " names for the " +
-             std::to_string(m_m.classes) + " classes of the graph output (QuantScope writes one per class, or none)");
-    // The convolutions a BatchNorm was folded into, by node name (unless a tool stripped the names,
-    // which is valid ONNX: then the list matches nothing and no layer is marked).
-    for (const std::string& name : m_unnamedConv ? std::set<std::string>{} : m_folded) {
-        const bool conv = std::any_of(m_m.layers.begin(), m_m.layers.end(),
-                                      [&](const StoredLayer& l) { return l.kind == LayerKind::Conv2d && l.name == name; });
-        if (!conv)
-            fail("metadata quantscope.bn_folded names '" + name +
-                 "', which is no Conv of the graph (QuantScope lists the Conv layers a BatchNorm was folded into, one per line)");
-    }
 }
 
 } // namespace
