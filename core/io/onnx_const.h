@@ -52,6 +52,14 @@ struct FoldError {
     bool config = false;
 };
 
+// Internal to the tensor decoder (onnx_const_decode.cpp) and the folder (onnx_const.cpp): how both
+// fail, and the element types both read as integers.
+namespace fold_detail {
+[[noreturn]] inline void fail(const std::string& what, bool config = false) { throw FoldError{what, config}; }
+// INT8 to INT64, UINT8 to UINT64 and BOOL: decoded into ConstTensor::i, and the integer targets of a Cast.
+bool isIntType(int t);
+} // namespace fold_detail
+
 // Element count of `dims`, checked: every dim in [0, 2^31], the product at most kMaxConstElements.
 // Throws FoldError.
 // An ONNX element type as its name: "int64", "float16", "type 99" for an unknown code.
