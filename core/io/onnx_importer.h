@@ -1,6 +1,7 @@
 // The ONNX importer's graph walker, shared by onnx_import.cpp (graph checks, walk, layer naming),
-// onnx_import_ops.cpp (one handler per layer operator), onnx_import_shapes.cpp (shape operators
-// and views) and onnx_import_input.cpp (the input normalisation); and what the reader of
+// onnx_import_input_shape.cpp (the graph input's type and shape), onnx_import_ops.cpp (one handler
+// per layer operator), onnx_import_shapes.cpp (shape operators and views) and
+// onnx_import_input.cpp (the input normalisation); and what the reader of
 // QuantScope's own exports (onnx_reader.cpp) shares with it and with onnx_reader_metadata.cpp.
 // Internal to core/io.
 #pragma once
@@ -168,6 +169,7 @@ private:
 
     // ---- graph
     void checkOpset();
+    // The initializers, the image input and declared dimensions (onnx_import_input_shape.cpp).
     void readInput();
     void readFlatInput(const onnx::TensorShapeProto& shape);
     void checkDims(const onnx::TensorShapeProto& shape, const std::string& what) const;

@@ -1,0 +1,198 @@
+// The ONNX importer's reading of the graph's inputs: the initializers (decoded into constants) and
+// the one image input, float32 [N, C, H, W] (a dynamic batch, height or width read at the size
+// asked for, or the default side) or [N, C*H*W] flattened images, read as square images behind a
+// first layer input_flatten; and the dimensions a graph declares (checkDims: the input's and the
+// output's). Split from onnx_import.cpp, which holds the graph checks and the walk.
+#include "io/onnx_importer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+#include <string>
+
+namespace quantscope::onnximport {
+
+namespace {
+
+constexpr std::int64_t kMaxInputChannels = 64, kMaxInputSide = 4096;
+
+} // namespace
+
+void Importer::readInput()
+{
+    const onnx::GraphProto& g = m_mp.graph();
+    std::set<std::string> inits;
+    for (const onnx::TensorProto& t : g.initializer()) {
+        if (!inits.insert(t.name()).second) fail("initializer '" + t.name() + "' is defined twice");
+        Value v;
+        try {
+            v.c = decodeTensor(t);
+        } catch (const FoldError& e) {
+            fail("initializer " + e.what, e.config);
+        }
+        m_values[t.name()] = std::move(v);
+    }
+    if (g.sparse_initializer_size() > 0) fail("sparse initializers are not read", true);
+    const onnx::ValueInfoProto* in = nullptr;
+    std::size_t extra = 0; // graph inputs past the first that are not initializers
+    std::string extraName;
+    for (const onnx::ValueInfoProto& v : g.input()) {
+        if (inits.count(v.name())) continue; // older exporters list initializers as inputs too
+        if (!in) in = &v;
+        else if (extra++ == 0) extraName = v.name();
+    }
+    if (extra > 0) {
+        // torch.onnx.export(..., export_params=False) leaves every weight a graph input: no initializers at all
+        if (inits.empty())
+            fail("the graph has " + std::to_string(extra + 1) + " inputs and no initializers: the weights are not in the file "
+                 "(exported with export_params=False?); re-export with the parameters",
+                 true);
+        fail("the graph has several inputs ('" + in->name() + "', '" + extraName + "'); QuantScope models take one image tensor", true);
+    }
+    if (!in) fail("the graph has no input (every graph input is an initializer)", true);
+    m_inputName = in->name();
+    if (!in->type().has_tensor_type()) fail("input '" + m_inputName + "' is not a tensor");
+    const auto& tt = in->type().tensor_type();
+    if (tt.elem_type() == onnx::TensorProto::FLOAT16 || tt.elem_type() == onnx::TensorProto::BFLOAT16)
+        fail("input '" + m_inputName + "' has element type " + elemTypeName(tt.elem_type()) +
+                 ": the model computes in half precision (a model.half() export), which QuantScope does not import; export the "
+                 "model in float32 (its weights may stay " + elemTypeName(tt.elem_type()) + " behind a Cast to float)",
+             true);
+    if (tt.elem_type() != onnx::TensorProto::FLOAT)
+        fail("input '" + m_inputName + "' has element type " + elemTypeName(tt.elem_type()) + ", not float32", true);
+    if (!tt.has_shape()) // optional in ONNX; torch.onnx.export writes it
+        fail("input '" + m_inputName + "' declares no shape; QuantScope reads the image size from it: re-export with the input's "
+             "shape, [N, C, H, W]",
+             true);
+    const auto& shape = tt.shape();
+    checkDims(shape, "input '" + m_inputName + "'");
+    if (shape.dim_size() == 2) return readFlatInput(shape);
+    if (shape.dim_size() != 4)
+        fail("input '" + m_inputName + "' has rank " + std::to_string(shape.dim_size()) +
+                 "; an image model takes [N, C, H, W], or [N, C*H*W] for a model of flattened images",
+             true);
+    if (shape.dim(0).has_dim_value()) m_staticBatch = shape.dim(0).dim_value();
+    const char* names[] = {"N", "C", "H", "W"};
+    std::size_t d[4] = {};
+    std::string dynamicDims; // "H ('height') and W ('width')"
+    for (int i = 1; i < 4; ++i) {
+        const auto& dim = shape.dim(i);
+        if (!dim.has_dim_value() && i == 1)
+            fail("input '" + m_inputName + "' dimension 1 (C, the channels) is dynamic" +
+                 (dim.has_dim_param() ? " ('" + dim.dim_param() + "')" : "") + "; only the batch, height and width may be; re-export with a fixed channel count",
+                 true);
+        std::int64_t v = dim.has_dim_value() ? dim.dim_value() : 0;
+        if (!dim.has_dim_value()) {
+            // dynamic_axes on H or W: read at the size asked for (the data's), else the default.
+            const std::size_t asked = i == 2 ? m_options.height : m_options.width;
+            v = static_cast<std::int64_t>(asked ? asked : d[1] == 3 ? kOnnxDefaultImageSide3 : kOnnxDefaultImageSide1);
+            dynamicDims += std::string(dynamicDims.empty() ? "" : " and ") + names[i] + (dim.has_dim_param() ? " ('" + dim.dim_param() + "')" : "");
+        }
+        if (v < 1 || v > (i == 1 ? kMaxInputChannels : kMaxInputSide))
+            fail("input '" + m_inputName + "' dimension " + std::to_string(i) + " (" + names[i] + ") is " + std::to_string(v) + ", out of range");
+        d[i] = static_cast<std::size_t>(v);
+    }
+    // dynamic_axes naming H and W alike ({2: 's', 3: 's'}) says they are equal: a square model.
+    const auto& hd = shape.dim(2);
+    const auto& wd = shape.dim(3);
+    if (hd.has_dim_param() && wd.has_dim_param() && !hd.has_dim_value() && !wd.has_dim_value() && hd.dim_param() == wd.dim_param() &&
+        d[2] != d[3])
+        fail("input '" + m_inputName + "' names its H and W alike ('" + hd.dim_param() + "'), so its images are square; it cannot be read at " +
+                 std::to_string(d[2]) + "x" + std::to_string(d[3]) + " (--resize to a square size, such as " + std::to_string(std::max(d[2], d[3])) +
+                 "x" + std::to_string(std::max(d[2], d[3])) + ")",
+             true);
+    m_m.channels = d[1];
+    m_m.height = d[2];
+    m_m.width = d[3];
+    if (!dynamicDims.empty()) {
+        m_info.dynamicImageSize = m_m.dynamicImageSize = true;
+        m_info.channels = d[1];
+        m_info.height = d[2];
+        m_info.width = d[3];
+        m_info.dynamicDims = dynamicDims;
+        const bool asked = m_options.height || m_options.width;
+        // A side the graph fixes keeps its size, whatever was asked (tester 18 #2): say so.
+        std::string fixed;
+        if (asked && shape.dim(2).has_dim_value() && m_options.height && m_options.height != d[2])
+            fixed = "its H is fixed at " + std::to_string(d[2]);
+        if (asked && shape.dim(3).has_dim_value() && m_options.width && m_options.width != d[3])
+            fixed = "its W is fixed at " + std::to_string(d[3]);
+        m_m.notes.push_back("the input '" + m_inputName + "' has a dynamic " + dynamicDims + ": the model is read at " + std::to_string(d[2]) +
+                            "x" + std::to_string(d[3]) +
+                            (!asked           ? " (train, eval and analyze read it at their data's size)"
+                             : fixed.empty() ? ", the size asked for"
+                                             : " (" + fixed + "; " + std::to_string(m_options.height) + "x" + std::to_string(m_options.width) +
+                                                   " was asked for)"));
+    }
+    m_shapes = {{d[1], d[2], d[3]}};
+    Value v;
+    v.kind = Value::Kind::Act;
+    v.act = 0;
+    m_values[m_inputName] = v;
+}
+
+// An ONNX dimension is a size >= 0 or a name (dim_param); a negative one is a damaged file, and a
+// zero one (an empty tensor) no image model's: both refused by value and axis.
+void Importer::checkDims(const onnx::TensorShapeProto& shape, const std::string& what) const
+{
+    const char* nchw[] = {"N, the batch", "C, the channels", "H", "W"};
+    for (int i = 0; i < shape.dim_size(); ++i) {
+        if (!shape.dim(i).has_dim_value() || shape.dim(i).dim_value() > 0) continue;
+        const std::int64_t v = shape.dim(i).dim_value();
+        const std::string axis = "dimension " + std::to_string(i) +
+                                 (shape.dim_size() == 4 ? std::string(" (") + nchw[i] + ")" : i == 0 ? " (N, the batch)" : "");
+        fail(what + " " + axis + " is " + std::to_string(v) +
+             (v < 0 ? ": an ONNX dimension is a size >= 0 or a name (dim_param); a damaged file?"
+                    : ": a tensor with no elements; QuantScope models take at least one image of at least one pixel"));
+    }
+}
+
+// A model of flattened images (an MLP on [N, 784]): the image shape is the one square image of 1
+// or 3 channels with that many values (784 -> 1 x 28 x 28, 3072 -> 3 x 32 x 32; never both, as
+// 3 k^2 is not a square), and the model starts with the Flatten the caller did before the export.
+void Importer::readFlatInput(const onnx::TensorShapeProto& shape)
+{
+    if (shape.dim(0).has_dim_value()) m_staticBatch = shape.dim(0).dim_value();
+    const auto& dim = shape.dim(1);
+    if (!dim.has_dim_value())
+        fail("input '" + m_inputName + "' dimension 1 (the features) is dynamic" + (dim.has_dim_param() ? " ('" + dim.dim_param() + "')" : "") +
+             "; re-export with a fixed input size",
+             true);
+    const std::int64_t f = dim.dim_value();
+    if (f < 1 || f > kMaxInputChannels * kMaxInputSide * kMaxInputSide)
+        fail("input '" + m_inputName + "' has " + std::to_string(f) + " features, out of range");
+    std::size_t c = 0, side = 0;
+    for (const std::int64_t ch : {1, 3}) {
+        if (f % ch != 0) continue;
+        const auto s = static_cast<std::int64_t>(std::llround(std::sqrt(static_cast<double>(f / ch))));
+        if (s * s == f / ch && s <= kMaxInputSide) {
+            c = static_cast<std::size_t>(ch);
+            side = static_cast<std::size_t>(s);
+            break;
+        }
+    }
+    if (c == 0)
+        fail("input '" + m_inputName + "' is [N, " + std::to_string(f) + "]: a flat input is read as square images of 1 or 3 channels flattened, and " +
+                 std::to_string(f) + " values are neither (export the model with an [N, C, H, W] input and a Flatten)",
+             true);
+    m_m.channels = c;
+    m_m.height = m_m.width = side;
+    m_shapes = {{c, side, side}};
+    StoredLayer l;
+    l.kind = LayerKind::Flatten;
+    l.name = "input_flatten";
+    l.inputs = {0};
+    m_names.insert(l.name);
+    m_m.layers.push_back(std::move(l));
+    m_shapes.push_back({static_cast<std::size_t>(f)});
+    m_inputAct = 1;
+    m_info.flatInput = true;
+    m_m.notes.push_back("the input [N, " + std::to_string(f) + "] is read as " + std::to_string(c) + "x" + std::to_string(side) + "x" +
+                        std::to_string(side) + " images, flattened by a first layer input_flatten");
+    Value v;
+    v.kind = Value::Kind::Act;
+    v.act = m_inputAct;
+    m_values[m_inputName] = v;
+}
+
+} // namespace quantscope::onnximport
