@@ -1,6 +1,7 @@
 // im2col and col2im for any convolution window (conv_geometry.h): rectangular kernels, two
-// strides, asymmetric padding, dilation. Square windows go to the vectorised pair in conv2d.cpp;
-// the rest run this plain loop, which is also what the tests check the fast pair against.
+// strides, asymmetric padding, dilation. Square windows go to the vectorised pair in
+// conv2d_im2col.cpp; the rest run this plain loop, which is also what the tests check the fast
+// pair against.
 #include "nn/conv2d.h"
 
 namespace quantscope {
