@@ -420,7 +420,9 @@ static std::optional<std::pair<std::size_t, std::size_t>> sizeThatReads(const on
         if (++tried > tries) break;
         OnnxImportInfo info;
         try {
-            Importer(mp, source, info, OnnxImportOptions{side, side}).run();
+            OnnxImportOptions at;
+            at.height = at.width = side;
+            Importer(mp, source, info, at).run(); // (mp's external data is already in it)
         } catch (const Error&) {
             continue;
         }
@@ -494,6 +496,7 @@ ExportedModel importOnnx(const std::vector<std::uint8_t>& bytes, const std::stri
     // Protobuf parses a few stray bytes as a message of defaults: no graph, no opset.
     if (!mp.has_graph() || mp.opset_import_size() == 0)
         throw FormatError(source + ": not an ONNX model (no graph or no opset; a truncated or damaged file?)");
+    onnximport::loadExternalData(mp, source, options.externalDataFolder); // weights in a file beside the model
     OnnxImportInfo local;
     OnnxImportInfo& out = info ? *info : local;
     // torch.onnx.export(..., export_modules_as_functions=True): the calls become their nodes.
@@ -532,7 +535,9 @@ ExportedModel importOnnx(const std::vector<std::uint8_t>& bytes, const std::stri
 
 ExportedModel importOnnx(const std::string& path)
 {
-    return importOnnx(readFileBytes(path, onnximport::kOnnxMaxFileBytes), path, nullptr);
+    OnnxImportOptions options;
+    options.externalDataFolder = modelFolder(path);
+    return importOnnx(readFileBytes(path, onnximport::kOnnxMaxFileBytes), path, nullptr, options);
 }
 
 } // namespace quantscope

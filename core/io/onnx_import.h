@@ -72,6 +72,10 @@ struct OnnxImportOptions {
     // size: train and eval pass it); 0 takes the default side above. A static dimension of the
     // graph is kept whatever is asked here (the caller's size check then names both).
     std::size_t height = 0, width = 0;
+    // The folder the locations of external data (onnx.save(..., save_as_external_data=True)) are
+    // relative to: the model file's (importOnnx(path) and readModelFile set it). Empty: a tensor
+    // with external data is a ConfigError.
+    std::string externalDataFolder;
 };
 
 // Reads an FP32 ONNX model: architecture and weights. Input pixels are assumed already normalised
@@ -88,9 +92,12 @@ struct OnnxImportOptions {
 // input dimension, a half-precision weight read by a float layer without a Cast, a dynamic
 // channel or feature count) and ConfigError (valid ONNX QuantScope cannot represent: unsupported
 // operator, opset outside 11..17, an IR version or opset newer than ONNX defines, a float16
-// input, BatchNorm with batch statistics, external data, dilation, asymmetric padding,
+// input, BatchNorm with batch statistics, external data without its file, dilation, asymmetric padding,
 // count_include_pad = 0...), each naming the file and, for a node, its op type and name.
 ExportedModel importOnnx(const std::string& path);
+// The folder of a model file, which its external data's locations are relative to: the path's
+// parent, or "." for a bare file name.
+std::string modelFolder(const std::string& path);
 ExportedModel importOnnx(const std::vector<std::uint8_t>& bytes, const std::string& source);
 ExportedModel importOnnx(const std::vector<std::uint8_t>& bytes, const std::string& source, OnnxImportInfo* info);
 ExportedModel importOnnx(const std::vector<std::uint8_t>& bytes, const std::string& source, OnnxImportInfo* info,

@@ -37,6 +37,16 @@ using onnx::NodeProto;
 // FormatError, newer is ConfigError) and no default-domain opset newer than kOnnxNewestOpset
 // (ConfigError). Each reader then checks the opsets it reads.
 void checkOnnxVersions(const onnx::ModelProto& mp, const std::string& source);
+// ONNX external data (onnx_external_data.cpp): every tensor of `mp` (initializers and node
+// attributes, in subgraphs and local functions too) whose bytes live in a file named by its
+// external_data 'location', relative to `folder` (the model file's), gets them as raw_data, read
+// from its 'offset' for its dims' bytes (its 'length', when given, must agree). At most
+// kMaxExternalBytes in all. Throws ConfigError when a tensor is external and no folder is known
+// (the model came as bytes) or too large; FormatError for a location outside the folder (absolute,
+// '..', or a link leading out), an offset or length the file or the dims contradict; IoError
+// for a missing or unreadable file. Each names the model file, the tensor and the data file.
+inline constexpr std::uint64_t kMaxExternalBytes = std::uint64_t{1} << 30;
+void loadExternalData(onnx::ModelProto& mp, const std::string& source, const std::string& folder);
 // The ai.onnx opset a model imports (the last entry of the default domain), 0 when none.
 std::int64_t defaultOpset(const onnx::ModelProto& mp);
 // At opset 18 and later: each reduction's constant axes input (ReduceMean, ReduceMax, ... not

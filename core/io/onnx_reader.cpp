@@ -694,6 +694,7 @@ ExportedModel readOnnxModel(const std::string& path, std::size_t height, std::si
     OnnxImportOptions options;
     options.height = height;
     options.width = width;
+    options.externalDataFolder = modelFolder(path);
     return importOnnx(bytes, path, nullptr, options);
 }
 
