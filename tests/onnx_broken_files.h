@@ -92,14 +92,7 @@ inline ExportedModel readAsCli(const onnx::ModelProto& mp, const std::string& so
 
 inline void setMetadata(onnx::ModelProto& mp, const std::string& key, const std::string& value)
 {
-    for (onnx::StringStringEntryProto& p : *mp.mutable_metadata_props())
-        if (p.key() == key) {
-            p.set_value(value);
-            return;
-        }
-    onnx::StringStringEntryProto* p = mp.add_metadata_props();
-    p->set_key(key);
-    p->set_value(value);
+    setEntry(*mp.mutable_metadata_props(), key, value);
 }
 
 inline onnx::TensorShapeProto* inputShape(onnx::ModelProto& mp)

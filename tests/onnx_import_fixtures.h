@@ -67,6 +67,21 @@ inline onnx::ModelProto parse(const fs::path& p)
     return mp;
 }
 
+// Sets key to value in a list of ONNX string entries (metadata_props, a tensor's external_data),
+// adding the entry when it is not there.
+inline void setEntry(google::protobuf::RepeatedPtrField<onnx::StringStringEntryProto>& entries, const std::string& key,
+                     const std::string& value)
+{
+    for (onnx::StringStringEntryProto& e : entries)
+        if (e.key() == key) {
+            e.set_value(value);
+            return;
+        }
+    onnx::StringStringEntryProto* e = entries.Add();
+    e->set_key(key);
+    e->set_value(value);
+}
+
 inline std::vector<std::uint8_t> serialize(const onnx::ModelProto& mp)
 {
     std::string s;

@@ -31,6 +31,11 @@ namespace {
 
 const char* const kFixture = "residual_op13_fold_dyn"; // a conv net with a residual join, weights as raw_data
 
+void setEntry(onnx::TensorProto& t, const std::string& key, const std::string& value)
+{
+    onnx_import_fixtures::setEntry(*t.mutable_external_data(), key, value);
+}
+
 // Moves the raw bytes of every initializer of mp into files under dir: all into `oneFile` one after
 // another (each at its offset), or (oneFile empty) each into "<prefix><name>.bin". Returns how many
 // moved.
@@ -54,14 +59,9 @@ std::size_t externalize(onnx::ModelProto& mp, const fs::path& dir, const std::st
         } else {
             one.write(data.data(), static_cast<std::streamsize>(data.size()));
         }
-        const auto entry = [&](const std::string& key, const std::string& value) {
-            onnx::StringStringEntryProto* e = t.add_external_data();
-            e->set_key(key);
-            e->set_value(value);
-        };
-        entry("location", location);
-        if (!oneFile.empty()) entry("offset", std::to_string(offset));
-        if (withLength) entry("length", std::to_string(data.size()));
+        setEntry(t, "location", location);
+        if (!oneFile.empty()) setEntry(t, "offset", std::to_string(offset));
+        if (withLength) setEntry(t, "length", std::to_string(data.size()));
         offset += data.size();
         t.clear_raw_data();
         t.set_data_location(onnx::TensorProto::EXTERNAL);
@@ -79,17 +79,6 @@ void save(const onnx::ModelProto& mp, const fs::path& path)
 
 onnx::TensorProto& initializer(onnx::ModelProto& mp, std::size_t k) { return *mp.mutable_graph()->mutable_initializer(static_cast<int>(k)); }
 
-void setEntry(onnx::TensorProto& t, const std::string& key, const std::string& value)
-{
-    for (onnx::StringStringEntryProto& e : *t.mutable_external_data())
-        if (e.key() == key) {
-            e.set_value(value);
-            return;
-        }
-    onnx::StringStringEntryProto* e = t.add_external_data();
-    e->set_key(key);
-    e->set_value(value);
-}
 
 } // namespace
 
