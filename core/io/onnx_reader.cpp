@@ -372,15 +372,13 @@ private:
         if (attrString(n, "mode", "constant") != "constant") failNode(n, "only a constant Pad is read");
         if (n.input_size() > 2 && !n.input(2).empty() && scalar(init(n.input(2))) != 0.0f) failNode(n, "only a Pad of zeros is read");
         const TensorProto& t = init(input(n, 1));
-        if (t.data_type() != TensorProto::INT64 || numel(t) != 8 || (t.has_raw_data() && t.raw_data().size() != 64) ||
-            (!t.has_raw_data() && t.int64_data_size() != 8))
-            failNode(n, "pads '" + t.name() + "' is not 8 int64 values");
+        const bool eight = numel(t) == 8 && (t.has_raw_data() ? t.raw_data().size() == 64 : t.int64_data_size() == 8);
+        if (t.data_type() != TensorProto::INT64 || !eight) failNode(n, "pads '" + t.name() + "' is not 8 int64 values");
         std::int64_t v[8];
         if (t.has_raw_data()) std::memcpy(v, t.raw_data().data(), sizeof v);
         else std::copy(t.int64_data().begin(), t.int64_data().end(), v);
         if (v[0] || v[1] || v[4] || v[5]) failNode(n, "pads the batch or the channels");
-        for (std::int64_t x : v)
-            if (x < 0 || x > 64) failNode(n, "pads by " + std::to_string(x) + ", out of range");
+        if (std::any_of(v, v + 8, [](std::int64_t x) { return x < 0 || x > 64; })) failNode(n, "pads by less than 0 or more than 64");
         if (n.output_size() != 1 || n.output(0).empty() || m_act.count(n.output(0)) || m_padded.count(n.output(0)))
             failNode(n, "must make one new value");
         m_padded[n.output(0)] = {activation(n, 0), {static_cast<std::size_t>(v[2]), static_cast<std::size_t>(v[3]),
