@@ -128,9 +128,11 @@ void TestGuiAnalysis::initTestCase()
     QCOMPARE(in->data->validation.size(), std::size_t{900 / 5});
     const QLabel* note = m_view->findChild<QLabel*>("analysisNote"); // and it says so where the number was typed
     QVERIFY(note);
-    QVERIFY2(note->text().contains("leave room for 180 validation images, not 100000"), qPrintable(note->text()));
+    QVERIFY2(note->text().contains("<b>its 900 training images leave room for 180 validation images, not 100000</b>") &&
+                 note->text().contains("one image is 0.56 points of accuracy"),
+             qPrintable(note->text()));
     m_view->setValidationImages(200);
-    QVERIFY2(!note->text().contains("leave room"), qPrintable(note->text()));
+    QVERIFY2(!note->text().contains("leave room") && note->text().contains("one image is 0.5 points of accuracy"), qPrintable(note->text()));
     m_view->setCalibrationImages(100);
     // The images the analyses measure on are the CLI's --validation 200 split, apart from those calibrating.
     const AnalysisInputPtr used = m_view->input(&error);
