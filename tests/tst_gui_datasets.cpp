@@ -110,6 +110,7 @@ private slots:
         QVERIFY(!waitLoaded(ready));
         const QString err = w.datasetPanel()->errorText();
         QVERIFY2(err.contains(QStringLiteral("wide.png")) && err.contains(QStringLiteral("resize")), qPrintable(err));
+        QCOMPARE(w.statusText(), QStringLiteral("The dataset did not load: the Dataset dock says why")); // not "Ready"
 
         auto* resize = w.findChild<QLineEdit*>(QStringLiteral("resize"));
         QVERIFY(resize);
@@ -119,6 +120,7 @@ private slots:
         QCOMPARE(w.datasetPanel()->dataset()->height(), std::size_t{6});
         QCOMPARE(w.datasetPanel()->thumbnails()->sample(0).size(), QSize(6, 6));
         QVERIFY(w.datasetPanel()->errorText().isEmpty());
+        QVERIFY2(w.statusText().startsWith(QStringLiteral("Loaded ")), qPrintable(w.statusText()));
     }
 };
 

@@ -123,6 +123,10 @@ void MainWindow::connectController()
     connect(c, &TrainingController::datasetFailed, this, [this](quint64 id, const QString& message) {
         if (id != m_pendingLoad) return;
         m_datasetPanel->setError(message);
+        // The status bar said "Ready" (or the last run's news) beside the error (GUI test by a helper).
+        m_statusLabel->setText(m_data ? tr("The dataset did not load (the Dataset dock says why); %1 stays loaded")
+                                            .arg(QString::fromStdString(m_data->name))
+                                      : tr("The dataset did not load: the Dataset dock says why"));
         updateActions();
         emit datasetReady(false);
     });
