@@ -6,8 +6,11 @@
 // location outside the model's folder, a length or offset the dims or the file contradict) is a
 // typed error naming the model, the tensor and the data file. Given as bytes, without its folder,
 // the model says where its weights are.
+#include "io/exported_model.h"
 #include "io/model_source.h"
 #include "io/onnx_import.h"
+#include "io/onnx_io.h"
+#include "nn/model_zoo.h"
 #include "util/errors.h"
 
 #include "onnx_import_fixtures.h"
@@ -91,6 +94,7 @@ private slots:
     void brokenReferencesAreTypedErrors_data();
     void brokenReferencesAreTypedErrors();
     void bytesWithoutTheirFolder();
+    void ownExportResavedBesideItsWeights();
 
 private:
     QTemporaryDir m_tmp;
@@ -231,6 +235,29 @@ void TestOnnxExternalData::bytesWithoutTheirFolder()
                                                 "file: read the model from its file"),
                  e.what());
     }
+}
+
+// QuantScope's own export (read by the reader of its own files, not the importer), its weights
+// re-saved beside it as onnx.save(..., save_as_external_data=True) does: the same model back.
+void TestOnnxExternalData::ownExportResavedBesideItsWeights()
+{
+    std::unique_ptr<Model> model = makeModel("resnet8", 1, 28, 28, 10, 3);
+    const ExportedModel exported = exportFloatModel(*model, "resnet8", Normalization::uniform(0.25f, 0.5f, 1), {});
+    const std::vector<std::uint8_t> bytes = encodeOnnx(exported);
+    const ExportedModel want = decodeOnnx(bytes, "inside.onnx");
+    const fs::path dir = fs::path(m_tmp.path().toStdString()) / "own";
+    fs::create_directories(dir);
+    onnx::ModelProto mp;
+    QVERIFY(mp.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())));
+    QCOMPARE(mp.producer_name(), std::string("QuantScope"));
+    QVERIFY(externalize(mp, dir, "resnet8.onnx.data") >= 20);
+    save(mp, dir / "resnet8.onnx");
+    const ExportedModel got = readModelFile((dir / "resnet8.onnx").string());
+    QCOMPARE(got.modelName, want.modelName);
+    QCOMPARE(got.layers.size(), want.layers.size());
+    for (std::size_t i = 0; i < want.layers.size(); ++i)
+        for (std::size_t k = 0; k < want.layers[i].tensors.size(); ++k)
+            QVERIFY2(got.layers[i].tensors.at(k).values == want.layers[i].tensors[k].values, want.layers[i].name.c_str());
 }
 
 QTEST_GUILESS_MAIN(TestOnnxExternalData)

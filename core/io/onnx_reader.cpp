@@ -684,16 +684,14 @@ ExportedModel readOnnxModel(const std::string& path, std::size_t height, std::si
     if (bytes.size() > static_cast<std::size_t>(std::numeric_limits<int>::max()) ||
         !mp.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())))
         throw FormatError(path + ": not an ONNX model (the protobuf does not parse; a truncated or damaged file?)");
-    // One of QuantScope's own exports (FP32 or QDQ) is read by OnnxReader; anything else, including
-    // a PyTorch export that carries quantscope.class_names, by the general importer.
+    // One of QuantScope's own exports (FP32 or QDQ; its weights maybe re-saved beside it) is read by
+    // OnnxReader; anything else, including a PyTorch export that carries quantscope.class_names, by the importer.
     bool ours = false;
     for (const auto& p : mp.metadata_props()) ours = ours || p.key() == "quantscope.model";
-    if (ours && mp.producer_name() == "QuantScope") return OnnxReader(mp, path).read();
-    OnnxImportOptions options;
-    options.height = height;
-    options.width = width;
-    options.externalDataFolder = modelFolder(path);
-    return importOnnx(bytes, path, nullptr, options);
+    OnnxImportOptions options{height, width, modelFolder(path)};
+    if (!ours || mp.producer_name() != "QuantScope") return importOnnx(bytes, path, nullptr, options);
+    onnximport::loadExternalData(mp, path, options.externalDataFolder);
+    return OnnxReader(mp, path).read();
 }
 
 } // namespace quantscope
