@@ -1,5 +1,5 @@
 // Pointwise activations (nn/pointwise.h: Sigmoid, Tanh, SiLU, Hardsigmoid, Hardswish, LeakyReLU,
-// ELU, GELU, GELUTanh) end to end: PyTorch exports of a small CNN per activation (tests/onnx_import act_*,
+// ELU, GELU, GELUTanh, Hardtanh) end to end: PyTorch exports of a small CNN per activation (tests/onnx_import act_*,
 // make_fixtures.py) import as one layer per module, SiLU, Hardswish and GELU from their subgraphs
 // too, and match PyTorch's outputs; they survive .qsm and ONNX (FP32 and QDQ) round trips;
 // onnxruntime runs both exports; the integer engine's lookup tables equal the fake-quant
@@ -28,6 +28,7 @@
 #include <cmath>
 #include <fstream>
 #include <set>
+#include <tuple>
 
 using namespace quantscope;
 using engine_agreement::maxAbs;
@@ -49,19 +50,37 @@ constexpr double kOrtFp32RelTol = 1e-5;
 constexpr double kMinQdqAgreement = 0.98;
 constexpr double kQdqMeanRelDiff = 2e-2;
 
-const char* const kKindRows[][3] = {
-    // fixture, kind, alpha
-    {"act_sigmoid_op13_fold_dyn", "Sigmoid", "0"},      {"act_tanh_op11_nofold", "Tanh", "0"},
-    {"act_silu_op13_fold_dyn", "SiLU", "0"},            {"act_silurev_op11_nofold", "SiLU", "0"},
-    {"act_hardsigmoid_op13_fold", "Hardsigmoid", "0"},  {"act_hardswish_op13_fold_dyn", "Hardswish", "0"},
-    {"act_hardswish_op14_nofold", "Hardswish", "0"},    {"act_leakyrelu_op13_fold", "LeakyReLU", "0.1"},
-    {"act_elu_op11_nofold", "ELU", "0.7"},              {"act_gelu_op13_fold_dyn", "GELU", "0"},
-    {"act_gelu_op11_nofold", "GELU", "0"},              {"act_geluhalf_op17_fold", "GELU", "0"},
+const char* const kKindRows[][4] = {
+    // fixture, kind, alpha, beta
+    {"act_sigmoid_op13_fold_dyn", "Sigmoid", "0", "0"},
+    {"act_tanh_op11_nofold", "Tanh", "0", "0"},
+    {"act_silu_op13_fold_dyn", "SiLU", "0", "0"},
+    {"act_silurev_op11_nofold", "SiLU", "0", "0"},
+    {"act_hardsigmoid_op13_fold", "Hardsigmoid", "0", "0"},
+    {"act_hardswish_op13_fold_dyn", "Hardswish", "0", "0"},
+    {"act_hardswish_op14_nofold", "Hardswish", "0", "0"},
+    {"act_leakyrelu_op13_fold", "LeakyReLU", "0.1", "0"},
+    {"act_elu_op11_nofold", "ELU", "0.7", "0"},
+    {"act_gelu_op13_fold_dyn", "GELU", "0", "0"},
+    {"act_gelu_op11_nofold", "GELU", "0", "0"},
+    {"act_geluhalf_op17_fold", "GELU", "0", "0"},
     // nn.GELU(approximate='tanh'): Mul(x, x), Mul(x, .), ..., Tanh, Add(1), Mul(x), Mul(0.5) at
     // opsets 11, 13, 17, folded or not; by hand with Pow(x, 3) and 0.5 * x first.
-    {"act_gelutanh_op13_fold", "GELUTanh", "0"},        {"act_gelutanh_op11_nofold", "GELUTanh", "0"},
-    {"act_gelutanh_op17_fold_dyn", "GELUTanh", "0"},    {"act_gelutanh_op13_nofold", "GELUTanh", "0"},
-    {"act_gelutanhpow_op13_fold", "GELUTanh", "0"},
+    {"act_gelutanh_op13_fold", "GELUTanh", "0", "0"},
+    {"act_gelutanh_op11_nofold", "GELUTanh", "0", "0"},
+    {"act_gelutanh_op17_fold_dyn", "GELUTanh", "0", "0"},
+    {"act_gelutanh_op13_nofold", "GELUTanh", "0", "0"},
+    {"act_gelutanhpow_op13_fold", "GELUTanh", "0", "0"},
+    // Clip with other bounds than ReLU's and ReLU6's: nn.Hardtanh (attributes at opset 9), its
+    // default, torch.clamp with both bounds (Cast constants), only min, only max (an empty input, or
+    // the attribute alone).
+    {"act_hardtanh_op9_nofold", "Hardtanh", "-0.5", "2"},
+    {"act_hardtanh_op13_fold_dyn", "Hardtanh", "-0.5", "2"},
+    {"act_hardtanhdefault_op17_nofold", "Hardtanh", "-1", "1"},
+    {"act_clamp_op11_nofold", "Hardtanh", "-0.75", "1.25"},
+    {"act_clampmin_op13_fold", "Hardtanh", "-1", "inf"},
+    {"act_clampmax_op11_fold_dyn", "Hardtanh", "-inf", "1.5"},
+    {"act_clampmax_op9_nofold", "Hardtanh", "-inf", "1.5"},
 };
 
 LayerKind kindNamed(const std::string& s)
@@ -86,11 +105,11 @@ std::vector<float> forwardOn(const ExportedModel& em, const Reference& ref)
     return y.values();
 }
 
-// The layers' kinds and alphas, in order.
-std::vector<std::pair<LayerKind, float>> kindsOf(const ExportedModel& m)
+// The layers' kinds, alphas and betas, in order.
+std::vector<std::tuple<LayerKind, float, float>> kindsOf(const ExportedModel& m)
 {
-    std::vector<std::pair<LayerKind, float>> k;
-    for (const StoredLayer& l : m.layers) k.emplace_back(l.kind, l.alpha);
+    std::vector<std::tuple<LayerKind, float, float>> k;
+    for (const StoredLayer& l : m.layers) k.emplace_back(l.kind, l.alpha, l.beta);
     return k;
 }
 
@@ -133,16 +152,18 @@ void TestActivations::importMatchesPyTorch_data()
     QTest::addColumn<QString>("name");
     QTest::addColumn<QString>("kind");
     QTest::addColumn<float>("alpha");
-    for (const auto& r : kKindRows) QTest::newRow(r[0]) << QString(r[0]) << QString(r[1]) << std::stof(r[2]);
+    QTest::addColumn<float>("beta");
+    for (const auto& r : kKindRows) QTest::newRow(r[0]) << QString(r[0]) << QString(r[1]) << std::stof(r[2]) << std::stof(r[3]);
 }
 
 // Each module is one layer of its kind (SiLU and Hardswish leave no Sigmoid/HardSigmoid behind,
-// GELU no Erf), with PyTorch's alpha, and the model's outputs are PyTorch's.
+// GELU no Erf), with PyTorch's alpha (and Hardtanh's bounds), and the model's outputs are PyTorch's.
 void TestActivations::importMatchesPyTorch()
 {
     QFETCH(QString, name);
     QFETCH(QString, kind);
     QFETCH(float, alpha);
+    QFETCH(float, beta);
     const ExportedModel m = importFixture(name.toStdString());
     const LayerKind k = kindNamed(kind.toStdString());
     std::size_t count = 0;
@@ -151,6 +172,7 @@ void TestActivations::importMatchesPyTorch()
         if (l.kind == k) {
             ++count;
             QCOMPARE(l.alpha, alpha);
+            QCOMPARE(l.beta, beta);
         }
     }
     QCOMPARE(count, std::size_t{2});
@@ -228,7 +250,7 @@ void TestActivations::engineEqualsFakeQuant()
             QVERIFY2(in != trace.end(), qPrintable(QString::fromStdString(src->name)));
             QCOMPARE(in->q.size(), p.q.size());
             Tensor x = engine_agreement::dequantized(*in), y;
-            Pointwise layer("ref", k, l->alpha);
+            Pointwise layer("ref", k, l->alpha, l->beta);
             layer.forward(x, y, RunContext{});
             fakeQuantizeActivation(y, p.quant);
             diff.add(engine_agreement::compareCodes(y, p));

@@ -128,7 +128,7 @@ private slots:
     void goldenReLU6();
     void goldenPointwise_data()
     {
-        golden::rowsFor({"sigmoid", "tanh", "silu", "hardsigmoid", "hardswish", "leaky_relu", "elu", "gelu", "gelu_tanh"});
+        golden::rowsFor({"sigmoid", "tanh", "silu", "hardsigmoid", "hardswish", "leaky_relu", "elu", "gelu", "gelu_tanh", "hardtanh"});
     }
     void goldenPointwise();
     void goldenPReLU_data() { golden::rowsFor({"prelu"}); }
@@ -326,9 +326,9 @@ void TestLayersGolden::goldenReLU6()
     compareParameterFree(relu6, g, 0.0, 0.0);
 }
 
-// Pointwise activations (030-037): x holds the bends exactly (0, +-3), their float neighbours and
-// +-20, +-90 (exp over- and underflows). PyTorch's vectorised kernels (Sleef exp/tanh/erf) and
-// libm differ by an ulp or two; the piecewise-linear ones are exact.
+// Pointwise activations (030-037, 039, 041): x holds the bends exactly (0, +-3; Hardtanh's bounds),
+// their float neighbours and +-20, +-90 (exp over- and underflows). PyTorch's vectorised kernels
+// (Sleef exp/tanh/erf) and libm differ by an ulp or two; the piecewise-linear ones are exact.
 void TestLayersGolden::goldenPointwise()
 {
     QS_FETCH_GOLDEN(g);
@@ -337,10 +337,12 @@ void TestLayersGolden::goldenPointwise()
         {"silu", {LayerKind::SiLU, nullptr}},         {"hardsigmoid", {LayerKind::Hardsigmoid, nullptr}},
         {"hardswish", {LayerKind::Hardswish, nullptr}}, {"leaky_relu", {LayerKind::LeakyReLU, "negative_slope"}},
         {"elu", {LayerKind::ELU, "alpha"}},           {"gelu", {LayerKind::GELU, nullptr}},
-        {"gelu_tanh", {LayerKind::GELUTanh, nullptr}}};
+        {"gelu_tanh", {LayerKind::GELUTanh, nullptr}}, {"hardtanh", {LayerKind::Hardtanh, "min_val"}}};
     const auto& [kind, param] = kinds.at(g.op);
-    Pointwise layer(g.op, kind, param ? std::optional<float>(g.params.at(param).get<float>()) : std::nullopt);
-    const bool exact = kind == LayerKind::Hardsigmoid || kind == LayerKind::Hardswish || kind == LayerKind::LeakyReLU;
+    const std::optional<float> maxVal = kind == LayerKind::Hardtanh ? std::optional<float>(g.params.at("max_val").get<float>()) : std::nullopt;
+    Pointwise layer(g.op, kind, param ? std::optional<float>(g.params.at(param).get<float>()) : std::nullopt, maxVal);
+    const bool exact = kind == LayerKind::Hardsigmoid || kind == LayerKind::Hardswish || kind == LayerKind::LeakyReLU ||
+                       kind == LayerKind::Hardtanh;
     if (kind == LayerKind::GELUTanh) {
         RunContext ctx;
         ctx.training = true;

@@ -85,14 +85,14 @@ Tensor awayFromRelu6KinksTensor(const Shape& shape, Rng& rng)
     return t;
 }
 
-// Uniform in [-5, 5] (both sides of Hardsigmoid's and Hardswish's bends at -3 and 3, and of the
-// ReLU-like kink at 0), at least kReluMargin from each bend.
+// Uniform in [-5, 5] (both sides of Hardsigmoid's and Hardswish's bends at -3 and 3, of the
+// ReLU-like kink at 0 and of the Hardtanh rows' bounds), at least kReluMargin from each bend.
 Tensor awayFromPointwiseBendsTensor(const Shape& shape, Rng& rng)
 {
     Tensor t(shape);
     for (float& v : t.values()) {
         v = rng.uniform(-5.0f, 5.0f);
-        for (const float kink : {-3.0f, 0.0f, 3.0f})
+        for (const float kink : {-3.0f, -2.0f, -1.0f, 0.0f, 1.0f, 1.5f, 3.0f})
             if (std::abs(v - kink) < kReluMargin) v = kink + (v < kink ? -kReluMargin : kReluMargin);
     }
     return t;
@@ -229,11 +229,11 @@ GradSetup makeGradSetup(const QString& row, Rng& rng)
         for (float& a : p->weight().value.values()) a = rng.uniform(-0.5f, 1.0f);
         s.layer = std::move(p);
         s.x = awayFromZeroTensor(flat ? Shape{4, 3} : Shape{2, 3, 4, 4}, rng); // a step of kGradEps never crosses 0
-    } else if (row.startsWith("pointwise_")) { // pointwise_<kind>[_alpha]
+    } else if (row.startsWith("pointwise_")) { // pointwise_<kind>[_alpha[_beta]]
         const QStringList parts = row.split('_');
+        const auto param = [&](qsizetype i) { return parts.size() > i ? std::optional<float>(parts[i].toFloat()) : std::nullopt; };
         for (const PointwiseInfo& r : pointwiseTable())
-            if (parts[1] == r.name)
-                s.layer = std::make_unique<Pointwise>("act", r.kind, parts.size() > 2 ? std::optional<float>(parts[2].toFloat()) : std::nullopt);
+            if (parts[1] == r.name) s.layer = std::make_unique<Pointwise>("act", r.kind, param(2), param(3));
         s.x = awayFromPointwiseBendsTensor({2, 3, 4, 4}, rng);
     } else if (row == "avgpool2d_k2") {
         s.layer = std::make_unique<AvgPool2d>("pool", 2);
@@ -408,7 +408,7 @@ void TestLayersGradients::layerGradient_data()
           "concat2_flat", "dropout_p0.5", "flatten", "linear", "linear_nobias", "log_softmax", "softmax",
           "pointwise_Sigmoid", "pointwise_Tanh", "pointwise_SiLU", "pointwise_Hardsigmoid", "pointwise_Hardswish",
           "pointwise_LeakyReLU", "pointwise_LeakyReLU_0.2", "pointwise_ELU", "pointwise_ELU_0.7", "pointwise_GELU",
-          "pointwise_GELUTanh", "prelu_shared", "prelu_channels", "prelu_flat_channels"})
+          "pointwise_GELUTanh", "pointwise_Hardtanh", "pointwise_Hardtanh_-2_1.5", "prelu_shared", "prelu_channels", "prelu_flat_channels"})
         QTest::newRow(row) << QString(row);
 }
 

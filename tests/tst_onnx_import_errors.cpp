@@ -14,6 +14,7 @@
 #include <QtTest>
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -112,6 +113,15 @@ void TestOnnxImportErrors::badInput_data()
             a->set_f(0.2f);
         },
         "ConfigError", "HardSigmoid node '/Relu': alpha = 0.2, beta = 0.5: QuantScope's Hardsigmoid is PyTorch's relu6(x + 3) / 6");
+    // Clip's bounds (opset 9's attributes) become a Hardtanh's; bounds no clamp can have are refused.
+    const auto setClipMin = [](onnx::ModelProto& mp, float v) {
+        for (onnx::AttributeProto& a : *findNode(mp, "Clip")->mutable_attribute())
+            if (a.name() == "min") a.set_f(v);
+    };
+    row("Clip whose min is above its max", "act_hardtanh_op9_nofold", [=](onnx::ModelProto& mp) { setClipMin(mp, 3.0f); },
+        "ConfigError", "Clip node '/act1/Clip': min_val 3 is not below max_val 2");
+    row("Clip with a NaN bound", "act_hardtanh_op9_nofold", [=](onnx::ModelProto& mp) { setClipMin(mp, std::nanf("")); },
+        "ConfigError", "Clip node '/act1/Clip': a bound is NaN");
     // An Erf that is no part of GELU's subgraph.
     row("Erf outside GELU", "residual_op13_fold_dyn", [](onnx::ModelProto& mp) { findNode(mp, "Relu")->set_op_type("Erf"); },
         "ConfigError", "Erf node '/Relu': Erf is read only as part of GELU");

@@ -20,6 +20,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
+#include <utility>
 
 #include "alloc_tracker.h"
 
@@ -45,6 +47,7 @@ private slots:
     void unknownVersion();
     void namesAreUtf8();
     void softmaxNeedsVersion4();
+    void hardtanhBoundsAndVersion6();
     void notAModel();
     void renamedModelFilesSayWhatTheyAre();
     void impossibleGraphs_data();
@@ -233,6 +236,37 @@ void TestQsmErrors::softmaxNeedsVersion4()
     const Caught c = catchError([&] { decodeQsm(b, "softmax-v3.qsm"); });
     QCOMPARE(c.type, QString("FormatError"));
     QVERIFY2(c.message.contains("unknown layer kind 12"), qPrintable(c.message));
+}
+
+// Hardtanh (kind 25) came within version 6: its bounds round-trip (an infinite one too), bounds
+// no clamp can have are refused naming the layer, and the same bytes labelled version 5 are
+// refused with the kind named.
+void TestQsmErrors::hardtanhBoundsAndVersion6()
+{
+    ExportedModel m = exportFloatModel(*fixtures::tinyModel(), "tiny", Normalization::uniform(0.5f, 0.25f, 1), {});
+    StoredLayer& act = m.layers.at(2);
+    QCOMPARE(act.kind, LayerKind::ReLU);
+    act.kind = LayerKind::Hardtanh;
+    for (const auto& [lo, hi] : {std::pair{-0.25f, 1.5f}, std::pair{-std::numeric_limits<float>::infinity(), 2.0f}}) {
+        act.alpha = lo, act.beta = hi;
+        const ExportedModel back = decodeQsm(encodeQsm(m), "hardtanh.qsm");
+        QCOMPARE(back.layers.at(2).kind, LayerKind::Hardtanh);
+        QCOMPARE(back.layers.at(2).alpha, lo);
+        QCOMPARE(back.layers.at(2).beta, hi);
+    }
+    act.alpha = 2.0f, act.beta = 1.0f;
+    const Caught bad = catchError([&] { decodeQsm(encodeQsm(m), "hardtanh-bounds.qsm"); });
+    QVERIFY2(bad.type == "FormatError" || bad.type == "ConfigError", qPrintable(bad.type));
+    QVERIFY2(bad.message.contains("relu1") && bad.message.contains("min_val 2 is not below max_val 1"), qPrintable(bad.message));
+
+    act.alpha = -1.0f, act.beta = 1.0f;
+    Bytes b = encodeQsm(m);
+    const std::uint16_t v5 = 5;
+    std::memcpy(b.data() + 8, &v5, 2);
+    fixHeader(b);
+    const Caught c = catchError([&] { decodeQsm(b, "hardtanh-v5.qsm"); });
+    QCOMPARE(c.type, QString("FormatError"));
+    QVERIFY2(c.message.contains("unknown layer kind 25"), qPrintable(c.message));
 }
 
 void TestQsmErrors::notAModel()

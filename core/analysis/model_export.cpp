@@ -441,6 +441,7 @@ ExportedModel exportQuantizedModel(Model& model, const QuantSim& sim, const std:
             l.dropout = d->p();
         } else if (auto* pw = dynamic_cast<Pointwise*>(&layer)) {
             l.alpha = pw->alpha();
+            l.beta = pw->beta();
         } else if (auto* pr = dynamic_cast<PReLU*>(&layer)) {
             // The slope stays float32 (docs/FORMAT.md): the engine makes a table per channel of it.
             requireFinite(pr->weight().value.values(), "PReLU '" + l.name + "' slope");

@@ -96,6 +96,7 @@ ModelSummary summarizeModel(Model& model)
         case LayerKind::ELU:
         case LayerKind::GELU:
         case LayerKind::GELUTanh:
+        case LayerKind::Hardtanh:
         case LayerKind::PReLU: r.elementwiseOps = outN; break;
         case LayerKind::MaxPool2d: {
             const PoolGeometry& g = dynamic_cast<const MaxPool2d&>(layer).geometry();

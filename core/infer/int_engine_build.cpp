@@ -587,7 +587,8 @@ void IntEngine::Impl::build(const ExportedModel& m)
         case LayerKind::LeakyReLU:
         case LayerKind::ELU:
         case LayerKind::GELU:
-        case LayerKind::GELUTanh: {
+        case LayerKind::GELUTanh:
+        case LayerKind::Hardtanh: {
             const ActInfo& in = input(0);
             if (in.floats) throw ConfigError(id + " reads float values; the integer engine runs it on a quantized input");
             if (!l.outputQuant)

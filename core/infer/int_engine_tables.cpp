@@ -36,7 +36,7 @@ std::array<std::uint8_t, 256> activationTable(const StoredLayer& l, const Domain
 {
     const std::array<float, 256> x = dequantizedBytes(in);
     std::array<float, 256> y{};
-    pointwiseApply(l.kind, l.alpha, x.data(), y.data(), 256);
+    pointwiseApply(l.kind, l.alpha, l.beta, x.data(), y.data(), 256);
     return quantizedBytes(y, out);
 }
 

@@ -310,6 +310,11 @@ void ExportedModel::validate(const std::string& source) const
         case LayerKind::GELUTanh:
             if (!std::isfinite(l.alpha) || (!pointwiseInfo(l.kind)->hasAlpha && l.alpha != 0.0f))
                 bad(source, id + ": alpha " + numberText(l.alpha) + " is not a finite number (or set on a kind without one)");
+            if (l.beta != 0.0f) bad(source, id + ": beta " + numberText(l.beta) + " set on a kind without one");
+            expectTensors(l, {}, source);
+            break;
+        case LayerKind::Hardtanh:
+            if (const std::string why = hardtanhBoundsProblem(l.alpha, l.beta); !why.empty()) bad(source, id + ": " + why);
             expectTensors(l, {}, source);
             break;
         case LayerKind::PReLU: {
@@ -452,6 +457,7 @@ ExportedModel exportFloatModel(Model& model, const std::string& modelName, const
             l.dropout = d->p();
         } else if (auto* pw = dynamic_cast<Pointwise*>(&layer)) {
             l.alpha = pw->alpha();
+            l.beta = pw->beta();
         } else if (auto* pr = dynamic_cast<PReLU*>(&layer)) {
             l.tensors = {floatTensor("weight", pr->weight().value)};
         } else if (auto* f = dynamic_cast<Linear*>(&layer)) {
@@ -530,7 +536,8 @@ std::unique_ptr<Model> buildModel(const ExportedModel& m)
         case LayerKind::LeakyReLU:
         case LayerKind::ELU:
         case LayerKind::GELU:
-        case LayerKind::GELUTanh: model->add(std::make_unique<Pointwise>(l.name, l.kind, l.alpha), in); break;
+        case LayerKind::GELUTanh:
+        case LayerKind::Hardtanh: model->add(std::make_unique<Pointwise>(l.name, l.kind, l.alpha, l.beta), in); break;
         case LayerKind::PReLU: {
             auto p = std::make_unique<PReLU>(l.name, l.tensors.at(0).numel());
             setParam(p->weight(), l.tensors.at(0));

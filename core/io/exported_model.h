@@ -92,7 +92,8 @@ struct StoredLayer {
     std::size_t inFeatures = 0, outFeatures = 0; // Linear (tensors: weight (out, in) and an optional bias)
     float eps = 0.0f, momentum = 0.0f;           // BatchNorm2d
     float dropout = 0.0f;                        // Dropout p
-    float alpha = 0.0f;                          // LeakyReLU negative_slope, ELU alpha (nn/pointwise.h); 0 for other kinds
+    float alpha = 0.0f;                          // LeakyReLU negative_slope, ELU alpha, Hardtanh min_val (nn/pointwise.h); 0 for other kinds
+    float beta = 0.0f;                           // Hardtanh max_val; 0 for other kinds
     bool bnFolded = false;                       // Conv2d: a BatchNorm2d was folded into it
     std::vector<StoredTensor> tensors;
     std::optional<ActivationQuant> outputQuant;  // integer models: quantization of this layer's output

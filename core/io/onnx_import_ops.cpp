@@ -2,6 +2,7 @@
 // inputs are activations into a StoredLayer, or into an alias of an existing activation, with the
 // operator's semantics from the ONNX spec (docs/Operators.md) and PyTorch's exports as its test.
 #include "io/onnx_importer.h"
+#include "nn/pointwise.h"
 
 #include <algorithm>
 #include <array>
@@ -275,7 +276,9 @@ void Importer::relu(const NodeProto& n)
     addLayer(n, std::move(l), shapeOf(x), {x});
 }
 
-// Clip(0, 6) is ReLU6 and Clip(0, none) ReLU; min/max are attributes before opset 11, inputs since.
+// Clip(0, 6) is ReLU6, Clip(0, none) ReLU, Clip(none, none) nothing, and any other bounds a
+// Hardtanh (nn.Hardtanh, torch.clamp; nn/pointwise.h); min/max are attributes before opset 11,
+// inputs since. Refused by node: a bound that is not one constant value, NaN, or min not below max.
 void Importer::clip(const NodeProto& n)
 {
     const std::size_t x = act(n, 0);
@@ -299,14 +302,15 @@ void Importer::clip(const NodeProto& n)
         if (hi == 6.0f) m_m.layers[x - 1].kind = LayerKind::ReLU6;
         return alias(n, x);
     }
+    if (std::isinf(lo) && lo < 0 && std::isinf(hi) && hi > 0) return alias(n, x); // clamps nothing
     StoredLayer l;
     if (lo == 0.0f && hi == 6.0f) l.kind = LayerKind::ReLU6;
     else if (lo == 0.0f && std::isinf(hi) && hi > 0) l.kind = LayerKind::ReLU;
     else {
-        char bounds[64];
-        std::snprintf(bounds, sizeof bounds, "Clip(%g, %g)", lo, hi);
-        failNode(n, std::string(bounds) + ": only Clip(0, 6) (ReLU6) and Clip(0) (ReLU) are layers QuantScope has, and Clip(max=6) "
-                    "right after a ReLU");
+        if (const std::string why = hardtanhBoundsProblem(lo, hi); !why.empty()) failNode(n, why);
+        l.kind = LayerKind::Hardtanh;
+        l.alpha = lo;
+        l.beta = hi;
     }
     addLayer(n, std::move(l), shapeOf(x), {x});
 }

@@ -326,6 +326,13 @@ std::vector<std::uint8_t> encodeOnnx(const ExportedModel& source)
             b.floats(l.name + ".max", {}, {6.0f});
             b.node("Clip", l.name, {in(0), l.name + ".min", l.name + ".max"}, out);
             break;
+        case LayerKind::Hardtanh: { // an infinite bound is left out (an empty min, no max)
+            if (std::isfinite(l.alpha)) b.floats(l.name + ".min", {}, {l.alpha});
+            std::vector<std::string> ins = {in(0), std::isfinite(l.alpha) ? l.name + ".min" : std::string()};
+            if (std::isfinite(l.beta)) b.floats(l.name + ".max", {}, {l.beta}), ins.push_back(l.name + ".max");
+            b.node("Clip", l.name, ins, out);
+            break;
+        }
         case LayerKind::Add: b.node("Add", l.name, {in(0), in(1)}, out); break;
         // ONNX's multidirectional broadcasting takes the [N, C, 1, 1] gate as it is.
         case LayerKind::Mul: b.node("Mul", l.name, {in(0), in(1)}, out); break;

@@ -7,7 +7,7 @@
 
 #include "io/onnx_import.h"
 #include "io/onnx_importer.h"
-
+#include "nn/pointwise.h"
 #include "util/atomic_file.h"
 #include "util/errors.h"
 
@@ -26,7 +26,6 @@
 namespace quantscope {
 
 namespace {
-
 using onnx::TensorProto;
 
 constexpr std::uint64_t kOnnxMaxBytes = std::uint64_t{1} << 30;
@@ -352,11 +351,14 @@ private:
         l.momentum = 1.0f - attrFloat(n, "momentum", 0.9f);
     }
     void relu(const onnx::NodeProto& n) { layer(n, LayerKind::ReLU); }
-    void clip(const onnx::NodeProto& n)
+    void clip(const onnx::NodeProto& n) // Clip(0, 6) is ReLU6, any other Hardtanh; a bound left out is infinite
     {
-        if (n.input_size() != 3 || scalar(init(input(n, 1))) != 0.0f || scalar(init(input(n, 2))) != 6.0f)
-            failNode(n, "only Clip(0, 6) (ReLU6) is read");
-        layer(n, LayerKind::ReLU6);
+        float b[2] = {-std::numeric_limits<float>::infinity(), std::numeric_limits<float>::infinity()};
+        for (int i = 1; i <= 2; ++i) b[i - 1] = n.input_size() > i && !n.input(i).empty() ? scalar(init(n.input(i))) : b[i - 1];
+        if (b[0] == 0.0f && b[1] == 6.0f) return void(layer(n, LayerKind::ReLU6));
+        if (const std::string why = hardtanhBoundsProblem(b[0], b[1]); !why.empty()) failNode(n, why);
+        StoredLayer& l = layer(n, LayerKind::Hardtanh);
+        l.alpha = b[0], l.beta = b[1];
     }
     void add(const onnx::NodeProto& n) { layer(n, LayerKind::Add, 2); }
     void concat(const onnx::NodeProto& n)

@@ -26,7 +26,7 @@ static_assert(static_cast<int>(LayerKind::Conv2d) == 0 && static_cast<int>(Layer
               static_cast<int>(LayerKind::LeakyReLU) == 18 && static_cast<int>(LayerKind::ELU) == 19 &&
               static_cast<int>(LayerKind::GELU) == 20 && static_cast<int>(LayerKind::Mul) == 21 &&
               static_cast<int>(LayerKind::Concat) == 22 && static_cast<int>(LayerKind::PReLU) == 23 &&
-              static_cast<int>(LayerKind::GELUTanh) == 24);
+              static_cast<int>(LayerKind::GELUTanh) == 24 && static_cast<int>(LayerKind::Hardtanh) == 25);
 
 namespace {
 
@@ -314,7 +314,8 @@ StoredTensor getTensor(Reader& r, std::uint16_t version)
 // kind 13+ (21+) as unknown. So do PReLU (23: no fields, its float32 slope tensor `weight`) and
 // GELUTanh (24: none). Version 6 adds a flags byte to MaxPool2d and AvgPool2d: bit 0, the rest of a
 // window that is not square follows (kernel width, stride across, pads left/bottom/right); bit 1,
-// ceil_mode; bit 2, count_include_pad = 0 (AvgPool2d).
+// ceil_mode; bit 2, count_include_pad = 0 (AvgPool2d). Hardtanh (25: f32 min_val, f32 max_val,
+// either may be infinite) was added within version 6; an older reader names it as unknown.
 StoredLayer getLayer(Reader& r, std::uint16_t version, std::size_t index)
 {
     StoredLayer l;
@@ -322,6 +323,7 @@ StoredLayer getLayer(Reader& r, std::uint16_t version, std::size_t index)
     const int lastKind = version == 1   ? static_cast<int>(LayerKind::LogSoftmax)
                          : version <= 3 ? static_cast<int>(LayerKind::ReLU6)
                          : version == 4 ? static_cast<int>(LayerKind::Softmax)
+                         : version == 5 ? static_cast<int>(LayerKind::GELUTanh)
                                         : kLastLayerKind;
     if (kind > lastKind) r.fail("unknown layer kind " + std::to_string(kind));
     l.kind = static_cast<LayerKind>(kind);
@@ -396,6 +398,10 @@ StoredLayer getLayer(Reader& r, std::uint16_t version, std::size_t index)
     case LayerKind::Dropout: l.dropout = r.f32("dropout probability"); break;
     case LayerKind::LeakyReLU: l.alpha = r.f32("negative slope"); break;
     case LayerKind::ELU: l.alpha = r.f32("alpha"); break;
+    case LayerKind::Hardtanh:
+        l.alpha = r.f32("min_val");
+        l.beta = r.f32("max_val");
+        break;
     case LayerKind::Linear:
         l.inFeatures = toSize(r.u32("in features"));
         l.outFeatures = toSize(r.u32("out features"));
@@ -558,6 +564,10 @@ std::vector<std::uint8_t> encodeQsm(const ExportedModel& m)
         case LayerKind::Dropout: w.f32(l.dropout); break;
         case LayerKind::LeakyReLU:
         case LayerKind::ELU: w.f32(l.alpha); break;
+        case LayerKind::Hardtanh:
+            w.f32(l.alpha);
+            w.f32(l.beta);
+            break;
         case LayerKind::Linear:
             w.u32(l.inFeatures);
             w.u32(l.outFeatures);

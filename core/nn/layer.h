@@ -34,9 +34,11 @@ enum class LayerKind {
     // joins of activations besides Add (nn/mul.h, nn/concat.h)
     Mul, Concat,
     // PReLU (nn/prelu.h: a learned slope, one or one per channel) and GELU's tanh approximation (nn/pointwise.h)
-    PReLU, GELUTanh
+    PReLU, GELUTanh,
+    // clamp(x, min_val, max_val) (nn.Hardtanh, torch.clamp, ONNX Clip other than ReLU/ReLU6; nn/pointwise.h)
+    Hardtanh
 };
-constexpr int kLastLayerKind = static_cast<int>(LayerKind::GELUTanh);
+constexpr int kLastLayerKind = static_cast<int>(LayerKind::Hardtanh);
 
 const char* layerKindName(LayerKind k);
 

@@ -53,6 +53,7 @@ const char* layerKindName(LayerKind k)
     case LayerKind::Concat: return "Concat";
     case LayerKind::PReLU: return "PReLU";
     case LayerKind::GELUTanh: return "GELUTanh";
+    case LayerKind::Hardtanh: return "Hardtanh";
     }
     return "?";
 }

@@ -12,15 +12,16 @@ namespace quantscope {
 namespace {
 
 constexpr PointwiseInfo kTable[] = {
-    {LayerKind::Sigmoid, "Sigmoid", "Sigmoid", false, 0.0f},
-    {LayerKind::Tanh, "Tanh", "Tanh", false, 0.0f},
-    {LayerKind::SiLU, "SiLU", "", false, 0.0f},
-    {LayerKind::Hardsigmoid, "Hardsigmoid", "HardSigmoid", false, 0.0f},
-    {LayerKind::Hardswish, "Hardswish", "", false, 0.0f},
-    {LayerKind::LeakyReLU, "LeakyReLU", "LeakyRelu", true, 0.01f},
-    {LayerKind::ELU, "ELU", "Elu", true, 1.0f},
-    {LayerKind::GELU, "GELU", "", false, 0.0f},
-    {LayerKind::GELUTanh, "GELUTanh", "", false, 0.0f},
+    {LayerKind::Sigmoid, "Sigmoid", "Sigmoid", false, 0.0f, false, 0.0f},
+    {LayerKind::Tanh, "Tanh", "Tanh", false, 0.0f, false, 0.0f},
+    {LayerKind::SiLU, "SiLU", "", false, 0.0f, false, 0.0f},
+    {LayerKind::Hardsigmoid, "Hardsigmoid", "HardSigmoid", false, 0.0f, false, 0.0f},
+    {LayerKind::Hardswish, "Hardswish", "", false, 0.0f, false, 0.0f},
+    {LayerKind::LeakyReLU, "LeakyReLU", "LeakyRelu", true, 0.01f, false, 0.0f},
+    {LayerKind::ELU, "ELU", "Elu", true, 1.0f, false, 0.0f},
+    {LayerKind::GELU, "GELU", "", false, 0.0f, false, 0.0f},
+    {LayerKind::GELUTanh, "GELUTanh", "", false, 0.0f, false, 0.0f},
+    {LayerKind::Hardtanh, "Hardtanh", "Clip", true, -1.0f, true, 1.0f},
 };
 
 constexpr float kSqrt1_2 = 0.70710678118654752440f; // 1 / sqrt(2)
@@ -36,7 +37,7 @@ constexpr float kGeluKappa = 0.044715f;
 inline float sigmoidOf(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 
 template <LayerKind K>
-void applyRun(float alpha, const float* __restrict x, float* __restrict y, std::size_t n)
+void applyRun(float alpha, float beta, const float* __restrict x, float* __restrict y, std::size_t n)
 {
     for (std::size_t i = 0; i < n; ++i) {
         const float v = x[i];
@@ -51,6 +52,8 @@ void applyRun(float alpha, const float* __restrict x, float* __restrict y, std::
         else if constexpr (K == LayerKind::GELUTanh) {
             const float inner = kGeluBeta * (v + kGeluKappa * (v * v * v));
             y[i] = 0.5f * v * (1.0f + std::tanh(inner));
+        } else if constexpr (K == LayerKind::Hardtanh) {
+            y[i] = std::min(std::max(v, alpha), beta); // max(NaN, a) and min(NaN, b) are NaN: at::clamp's NaN
         }
     }
 }
@@ -66,23 +69,24 @@ const PointwiseInfo* pointwiseInfo(LayerKind k)
     return nullptr;
 }
 
-[[gnu::noinline]] void pointwiseApply(LayerKind k, float alpha, const float* x, float* y, std::size_t n)
+[[gnu::noinline]] void pointwiseApply(LayerKind k, float alpha, float beta, const float* x, float* y, std::size_t n)
 {
     switch (k) {
-    case LayerKind::Sigmoid: return applyRun<LayerKind::Sigmoid>(alpha, x, y, n);
-    case LayerKind::Tanh: return applyRun<LayerKind::Tanh>(alpha, x, y, n);
-    case LayerKind::SiLU: return applyRun<LayerKind::SiLU>(alpha, x, y, n);
-    case LayerKind::Hardsigmoid: return applyRun<LayerKind::Hardsigmoid>(alpha, x, y, n);
-    case LayerKind::Hardswish: return applyRun<LayerKind::Hardswish>(alpha, x, y, n);
-    case LayerKind::LeakyReLU: return applyRun<LayerKind::LeakyReLU>(alpha, x, y, n);
-    case LayerKind::ELU: return applyRun<LayerKind::ELU>(alpha, x, y, n);
-    case LayerKind::GELU: return applyRun<LayerKind::GELU>(alpha, x, y, n);
-    case LayerKind::GELUTanh: return applyRun<LayerKind::GELUTanh>(alpha, x, y, n);
+    case LayerKind::Sigmoid: return applyRun<LayerKind::Sigmoid>(alpha, beta, x, y, n);
+    case LayerKind::Tanh: return applyRun<LayerKind::Tanh>(alpha, beta, x, y, n);
+    case LayerKind::SiLU: return applyRun<LayerKind::SiLU>(alpha, beta, x, y, n);
+    case LayerKind::Hardsigmoid: return applyRun<LayerKind::Hardsigmoid>(alpha, beta, x, y, n);
+    case LayerKind::Hardswish: return applyRun<LayerKind::Hardswish>(alpha, beta, x, y, n);
+    case LayerKind::LeakyReLU: return applyRun<LayerKind::LeakyReLU>(alpha, beta, x, y, n);
+    case LayerKind::ELU: return applyRun<LayerKind::ELU>(alpha, beta, x, y, n);
+    case LayerKind::GELU: return applyRun<LayerKind::GELU>(alpha, beta, x, y, n);
+    case LayerKind::GELUTanh: return applyRun<LayerKind::GELUTanh>(alpha, beta, x, y, n);
+    case LayerKind::Hardtanh: return applyRun<LayerKind::Hardtanh>(alpha, beta, x, y, n);
     default: throw Error(std::string("internal error: ") + layerKindName(k) + " is not a pointwise activation");
     }
 }
 
-void pointwiseGradient(LayerKind k, float alpha, const float* x, const float* y, const float* dy, float* dx, std::size_t n)
+void pointwiseGradient(LayerKind k, float alpha, float beta, const float* x, const float* y, const float* dy, float* dx, std::size_t n)
 {
     for (std::size_t i = 0; i < n; ++i) {
         const float v = x[i], g = dy[i];
@@ -116,17 +120,36 @@ void pointwiseGradient(LayerKind k, float alpha, const float* x, const float* y,
             dx[i] = g * (0.5f * right + left * (1.0f - t * t) * du);
             break;
         }
+        // PyTorch's hardtanh_backward: 0 where x <= min_val or x >= max_val.
+        case LayerKind::Hardtanh: dx[i] = v > alpha && v < beta ? g : 0.0f; break;
         default: throw Error(std::string("internal error: ") + layerKindName(k) + " is not a pointwise activation");
         }
     }
 }
 
-Pointwise::Pointwise(std::string name, LayerKind kind, std::optional<float> alpha) : Layer(std::move(name)), m_kind(kind)
+std::string hardtanhBoundsProblem(float minVal, float maxVal)
+{
+    char buf[96];
+    if (std::isnan(minVal) || std::isnan(maxVal)) std::snprintf(buf, sizeof buf, "a bound is NaN (min_val %g, max_val %g)", double(minVal), double(maxVal));
+    else if (!(minVal < maxVal)) std::snprintf(buf, sizeof buf, "min_val %g is not below max_val %g", double(minVal), double(maxVal));
+    else if (std::isinf(minVal) && std::isinf(maxVal)) return "both bounds are infinite (it clamps nothing)";
+    else return {};
+    return buf;
+}
+
+Pointwise::Pointwise(std::string name, LayerKind kind, std::optional<float> alpha, std::optional<float> beta)
+    : Layer(std::move(name)), m_kind(kind)
 {
     const PointwiseInfo* info = pointwiseInfo(kind);
     if (!info) throw ConfigError(this->name() + ": " + layerKindName(kind) + " is not a pointwise activation");
     m_alpha = info->hasAlpha ? alpha.value_or(info->defaultAlpha) : 0.0f;
-    if (!std::isfinite(m_alpha)) throw ConfigError(this->name() + ": " + info->name + " alpha must be a finite number");
+    m_beta = info->hasBeta ? beta.value_or(info->defaultBeta) : 0.0f;
+    if (kind == LayerKind::Hardtanh) {
+        if (const std::string why = hardtanhBoundsProblem(m_alpha, m_beta); !why.empty())
+            throw ConfigError(this->name() + ": Hardtanh " + why);
+    } else if (!std::isfinite(m_alpha)) {
+        throw ConfigError(this->name() + ": " + info->name + " alpha must be a finite number");
+    }
 }
 
 void Pointwise::forward(const Tensor& x, Tensor& y, const RunContext& /*ctx*/)
@@ -136,8 +159,8 @@ void Pointwise::forward(const Tensor& x, Tensor& y, const RunContext& /*ctx*/)
     const float* in = x.data();
     float* out = y.data();
     const LayerKind k = m_kind;
-    const float a = m_alpha;
-    parallelChunks(n, elementwiseGrain(n), [=](std::size_t b, std::size_t e) { pointwiseApply(k, a, in + b, out + b, e - b); });
+    const float a = m_alpha, c = m_beta;
+    parallelChunks(n, elementwiseGrain(n), [=](std::size_t b, std::size_t e) { pointwiseApply(k, a, c, in + b, out + b, e - b); });
 }
 
 void Pointwise::backward(const Tensor& x, const Tensor& y, const Tensor& dy, Tensor& dx, bool needInputGrad)
@@ -150,16 +173,20 @@ void Pointwise::backward(const Tensor& x, const Tensor& y, const Tensor& dy, Ten
     const float *xv = x.data(), *yv = y.data(), *g = dy.data();
     float* out = dx.data();
     const LayerKind k = m_kind;
-    const float a = m_alpha;
+    const float a = m_alpha, c = m_beta;
     parallelChunks(n, elementwiseGrain(n),
-                   [=](std::size_t b, std::size_t e) { pointwiseGradient(k, a, xv + b, yv + b, g + b, out + b, e - b); });
+                   [=](std::size_t b, std::size_t e) { pointwiseGradient(k, a, c, xv + b, yv + b, g + b, out + b, e - b); });
 }
 
 std::string Pointwise::describe() const
 {
     if (m_kind == LayerKind::GELUTanh) return "approximate tanh";
+    char buf[64];
+    if (m_kind == LayerKind::Hardtanh) {
+        std::snprintf(buf, sizeof buf, "min_val %g, max_val %g", static_cast<double>(m_alpha), static_cast<double>(m_beta));
+        return buf;
+    }
     if (m_kind != LayerKind::LeakyReLU && m_kind != LayerKind::ELU) return {};
-    char buf[48];
     std::snprintf(buf, sizeof buf, "%s %g", m_kind == LayerKind::LeakyReLU ? "negative_slope" : "alpha", static_cast<double>(m_alpha));
     return buf;
 }

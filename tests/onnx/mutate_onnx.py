@@ -1,7 +1,7 @@
 """Writes a damaged copy of a QuantScope ONNX export, for the reader's error tests:
     mutate_onnx.py IN.onnx OUT.onnx MUTATION
 MUTATION: unknown-op (the first Relu becomes Selu), dangling-input (the first Add reads a value
-no node makes), clip-bounds (the first Clip's max becomes 5), output-not-last (the graph output
+no node makes), clip-bounds (the first Clip's max becomes -1, below its min), output-not-last (the graph output
 is an earlier value), bad-group (the first depthwise Conv claims group 3).
 Saved without the checker: some of these are valid ONNX, some are not. /usr/bin/python3."""
 import sys
@@ -25,7 +25,7 @@ def main(src, dst, mutation):
     elif mutation == "clip-bounds":
         name = first(g, "Clip").input[2]
         t = next(t for t in g.initializer if t.name == name)
-        t.CopyFrom(numpy_helper.from_array(np.array(5.0, dtype=np.float32), name))
+        t.CopyFrom(numpy_helper.from_array(np.array(-1.0, dtype=np.float32), name))
     elif mutation == "output-not-last":
         # The last node now makes a new name; the graph output names the value before it.
         last = g.node[-1]

@@ -219,3 +219,15 @@ class Inception(nn.Module):
 
 
 # name, module, input [C, H, W] (or [features] for a flat input), opset, do_constant_folding, dynamic batch
+
+
+class Clamp(nn.Module):
+    """torch.clamp(x, min, max) with either bound left out (None): Clip with one bound, the other
+    input empty or absent."""
+
+    def __init__(self, lo, hi):
+        super().__init__()
+        self.lo, self.hi = lo, hi
+
+    def forward(self, x):
+        return torch.clamp(x, min=self.lo, max=self.hi)

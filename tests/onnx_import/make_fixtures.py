@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from fixture_modules_conv import ConvGeometry  # next to this script
 from fixture_modules_pool import AvgPoolGeometry, MaxOverMap, MaxPoolGeometry  # next to this script
-from fixture_modules_joins import ActNet, SigmoidTimesX, GeluHalfFirst, PReluNet, GeluTanhByHand, SEConv, SELinearView, SELinearFlat, GateMul, DenseBlock, Inception, act_net  # next to this script
+from fixture_modules_joins import ActNet, SigmoidTimesX, GeluHalfFirst, PReluNet, GeluTanhByHand, Clamp, SEConv, SELinearView, SELinearFlat, GateMul, DenseBlock, Inception, act_net  # next to this script
 
 OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
 
@@ -595,6 +595,16 @@ CASES = [
     ("dense_concat_op10_nofold", DenseBlock, (3, 8, 8), 10, False, False),
     ("poolgeom_max_op10_fold", MaxPoolGeometry, (3, 13, 11), 10, True, False),
     ("poolgeom_max_op9_nofold", MaxPoolGeometry, (3, 13, 11), 9, False, False),
+    # Clip with bounds other than ReLU's and ReLU6's, read as Hardtanh layers (tst_activations):
+    # nn.Hardtanh (its bounds as attributes at opset 9, inputs since), F.hardtanh's default (-1, 1),
+    # torch.clamp with both bounds, only a lower one, only an upper one.
+    ("act_hardtanh_op9_nofold", act_net(lambda: nn.Hardtanh(-0.5, 2.0)), (1, 8, 8), 9, False, False),
+    ("act_hardtanh_op13_fold_dyn", act_net(lambda: nn.Hardtanh(-0.5, 2.0)), (1, 8, 8), 13, True, True),
+    ("act_hardtanhdefault_op17_nofold", act_net(nn.Hardtanh), (1, 8, 8), 17, False, False),
+    ("act_clamp_op11_nofold", act_net(lambda: Clamp(-0.75, 1.25)), (1, 8, 8), 11, False, False),
+    ("act_clampmin_op13_fold", act_net(lambda: Clamp(-1.0, None)), (1, 8, 8), 13, True, False),
+    ("act_clampmax_op11_fold_dyn", act_net(lambda: Clamp(None, 1.5)), (1, 8, 8), 11, True, True),
+    ("act_clampmax_op9_nofold", act_net(lambda: Clamp(None, 1.5)), (1, 8, 8), 9, False, False),
 ]
 
 HW_SECOND = (12, 10)
