@@ -122,6 +122,13 @@ void TestOnnxImportErrors::badInput_data()
         "ConfigError", "Clip node '/act1/Clip': min_val 3 is not below max_val 2");
     row("Clip with a NaN bound", "act_hardtanh_op9_nofold", [=](onnx::ModelProto& mp) { setClipMin(mp, std::nanf("")); },
         "ConfigError", "Clip node '/act1/Clip': a bound is NaN");
+    // uint8 pixels are read through a Cast to float32 only (bytes_* in tst_onnx_import_input).
+    row("uint8 input read without a Cast", "bytes_raw_op17_fold",
+        [](onnx::ModelProto& mp) { findNode(mp, "Conv")->set_input(0, mp.graph().input(0).name()); },
+        "ConfigError", "Conv node '/conv/Conv': reads the uint8 input 'input' as it is; QuantScope reads uint8 pixels only through a Cast");
+    row("uint8 input cast to int32", "bytes_raw_op17_fold",
+        [](onnx::ModelProto& mp) { findNode(mp, "Cast")->mutable_attribute(0)->set_i(onnx::TensorProto::INT32); },
+        "ConfigError", "Cast node '/Cast': reads the uint8 input 'input' as it is");
     // An Erf that is no part of GELU's subgraph.
     row("Erf outside GELU", "residual_op13_fold_dyn", [](onnx::ModelProto& mp) { findNode(mp, "Relu")->set_op_type("Erf"); },
         "ConfigError", "Erf node '/Relu': Erf is read only as part of GELU");

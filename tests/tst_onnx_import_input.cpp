@@ -1,6 +1,7 @@
 // FP32 ONNX import of what a graph does with its input, and of QuantScope's own exports: the
 // input normalisation inside the graph (Sub and Div or a Mul by 1 / stddev, in either order, one
-// value or one per channel, buffers through constant arithmetic), 0..255 pixels, flat [N, C*H*W]
+// value or one per channel, buffers through constant arithmetic), 0..255 pixels (float32, or uint8
+// cast to float32 by the graph), flat [N, C*H*W]
 // inputs read as flattened images, x.view(...) on the input; QuantScope's own FP32 export read
 // back with its normalisation, and the metadata that sends a file to the reader of QuantScope's
 // own files or to the importer. The other PyTorch exports and their operators: tst_onnx_import;
@@ -64,6 +65,7 @@ private slots:
     void readsQuantScopeExport();
     void flatInputReadsFlattenedImages();
     void readsUsersInputConventions();
+    void uint8PixelsCastToFloat();
     void metadataDoesNotMisroute();
 };
 
@@ -271,6 +273,39 @@ void TestOnnxImportInput::readsUsersInputConventions()
 // A PyTorch export that carries QuantScope's class-name key is still a PyTorch export (it went to
 // the reader of QuantScope's own files and failed); QuantScope's own FP32 export still reads back
 // when a tool strips its node names (valid ONNX).
+// A forward that starts with x.float() on uint8 pixels exports a uint8 input and a Cast: the bytes
+// are QuantScope's [0, 1] pixels times 255, so the graph's normalisation is read on that scale
+// (x / 255 then (x - 0.286) / 0.353; ImageNet's per-channel statistics on 3 channels; no
+// normalisation at all: the raw 0..255 values, stddev 1/255), and the outputs are PyTorch's on the
+// same bytes. They were refused ("element type uint8, not float32").
+void TestOnnxImportInput::uint8PixelsCastToFloat()
+{
+    struct Case {
+        const char* name;
+        std::vector<float> mean, stddev;
+    };
+    const Case cases[] = {{"bytes_div_op13_fold_dyn", {0.2860f}, {0.3530f}},
+                          {"bytes_norm_op11_nofold", {0.485f, 0.456f, 0.406f}, {0.229f, 0.224f, 0.225f}},
+                          {"bytes_raw_op17_fold", {0.0f}, {1.0f / 255.0f}}};
+    for (const Case& c : cases) {
+        const fs::path p = kFixtures / (std::string(c.name) + ".onnx");
+        const ExportedModel m = importOnnx(fileBytes(p), p.string());
+        QVERIFY2(m.normalizationKnown, c.name);
+        QCOMPARE(m.normalization.mean.size(), c.mean.size());
+        for (std::size_t ch = 0; ch < c.mean.size(); ++ch)
+            QVERIFY2(std::fabs(m.normalization.mean[ch] - c.mean[ch]) < 1e-5f && std::fabs(m.normalization.stddev[ch] / c.stddev[ch] - 1.0f) < 1e-5f,
+                     qPrintable(QString("%1 channel %2: mean %3 stddev %4").arg(c.name).arg(ch).arg(m.normalization.mean[ch]).arg(m.normalization.stddev[ch])));
+        QVERIFY2(!m.notes.empty() && m.notes.back().find("uint8 pixels 'input'") != std::string::npos, c.name);
+        checkAgainstPyTorch(m, c.name, [&](Reference& ref) {
+            const std::size_t plane = ref.inputShape[2] * ref.inputShape[3], C = ref.inputShape[1];
+            for (std::size_t k = 0; k < ref.input.size(); ++k) { // the byte as the pipeline gives it, normalised as stored
+                const std::size_t ch = (k / plane) % C;
+                ref.input[k] = (ref.input[k] / 255.0f - m.normalization.mean[ch]) / m.normalization.stddev[ch];
+            }
+        });
+    }
+}
+
 void TestOnnxImportInput::metadataDoesNotMisroute()
 {
     const fs::path dir = fs::temp_directory_path() / ("qs_onnx_meta_" + std::to_string(::getpid()));

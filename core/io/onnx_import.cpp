@@ -316,7 +316,8 @@ ExportedModel Importer::run()
             for (std::string line; std::getline(ss, line);) lines.push_back(line);
             if (lines.size() == m_m.classes) m_m.classNames = lines;
         }
-    m_m.normalizationKnown = m_sawMean || m_sawStd; // else the caller supplies it (--normalize, dataset statistics)
+    // else the caller supplies it (--normalize, dataset statistics); uint8 pixels fix the scale
+    m_m.normalizationKnown = m_sawMean || m_sawStd || m_inputBytes;
     for (std::vector<float>* v : {&m_m.normalization.mean, &m_m.normalization.stddev})
         if (v->size() == 1) v->assign(m_m.channels, v->front());
     pixelScale255();

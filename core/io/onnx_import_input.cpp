@@ -172,11 +172,13 @@ void Importer::mul(const NodeProto& n)
 // - a stddev of at least 4: on [0, 1] pixels no normalisation divides by 4 (torchvision's are
 //   0.2-0.5; on 0..255 pixels they are 50-255);
 // - a mean so far from the pixels that [0, 1] would be normalised to values beyond +-5 only.
+// A uint8 input is 0..255 pixels for certain: the same move, with no test of the values (a graph
+// that does not normalise reads the bytes as they are: mean 0, stddev 1/255 on [0, 1] pixels).
 void Importer::pixelScale255()
 {
     Normalization& z = m_m.normalization;
-    if (!(m_sawStd || m_sawMean) || z.mean.empty()) return;
-    for (std::size_t c = 0; c < z.mean.size(); ++c) {
+    if (!m_inputBytes && (!(m_sawStd || m_sawMean) || z.mean.empty())) return;
+    for (std::size_t c = 0; c < z.mean.size() && !m_inputBytes; ++c) {
         const double s = c < z.stddev.size() ? z.stddev[c] : 1.0, m = z.mean[c];
         const double lo = std::min(-m / s, (1.0 - m) / s), hi = std::max(-m / s, (1.0 - m) / s);
         if (!(s >= 4.0 || lo > 5.0 || hi < -5.0)) return;
@@ -189,8 +191,10 @@ void Importer::pixelScale255()
     const std::string before = "mean " + g4(z.mean.front()) + ", stddev " + g4(z.stddev.front());
     for (float& m : z.mean) m /= 255.0f;
     for (float& s : z.stddev) s /= 255.0f;
-    m_m.notes.push_back("the graph's input normalisation (" + before + (z.stddev.size() > 1 ? ", first channel" : "") +
-                        ") is on the scale of 0..255 pixels; QuantScope's pixels are on [0, 1], so it is read as mean " +
+    const std::string on = m_inputBytes ? "the graph takes uint8 pixels '" + m_inputName + "' (0..255) and casts them to float; its input "
+                                          "normalisation (" + before + (z.stddev.size() > 1 ? ", first channel" : "") + ") is"
+                                        : "the graph's input normalisation (" + before + (z.stddev.size() > 1 ? ", first channel" : "") + ") is";
+    m_m.notes.push_back(on + " on the scale of 0..255 pixels; QuantScope's pixels are on [0, 1], so it is read as mean " +
                         g4(z.mean.front()) + ", stddev " + g4(z.stddev.front()));
 }
 

@@ -1,5 +1,5 @@
 // The ONNX importer's reading of the graph's inputs: the initializers (decoded into constants) and
-// the one image input, float32 [N, C, H, W] (a dynamic batch, height or width read at the size
+// the one image input, float32 (or uint8 pixels that the graph casts to float32 first) [N, C, H, W] (a dynamic batch, height or width read at the size
 // asked for, or the default side) or [N, C*H*W] flattened images, read as square images behind a
 // first layer input_flatten; and the dimensions a graph declares (checkDims: the input's and the
 // output's). Split from onnx_import.cpp, which holds the graph checks and the walk.
@@ -58,8 +58,18 @@ void Importer::readInput()
                  ": the model computes in half precision (a model.half() export), which QuantScope does not import; export the "
                  "model in float32 (its weights may stay " + elemTypeName(tt.elem_type()) + " behind a Cast to float)",
              true);
-    if (tt.elem_type() != onnx::TensorProto::FLOAT)
-        fail("input '" + m_inputName + "' has element type " + elemTypeName(tt.elem_type()) + ", not float32", true);
+    // uint8 pixels (an export of a model whose forward starts with x.float()): QuantScope's [0, 1]
+    // pixels times 255 are those bytes, exactly; read only through a Cast to float32 (or by Shape).
+    m_inputBytes = tt.elem_type() == onnx::TensorProto::UINT8;
+    if (m_inputBytes) {
+        for (const NodeProto& n : g.node())
+            for (const std::string& v : n.input())
+                if (v == m_inputName && n.op_type() != "Shape" && !(n.op_type() == "Cast" && attrInt(n, "to", 0) == onnx::TensorProto::FLOAT))
+                    failNode(n, "reads the uint8 input '" + m_inputName + "' as it is; QuantScope reads uint8 pixels only through "
+                                "a Cast to float32 (x.float() first in forward)");
+    } else if (tt.elem_type() != onnx::TensorProto::FLOAT) {
+        fail("input '" + m_inputName + "' has element type " + elemTypeName(tt.elem_type()) + ", not float32 (or uint8 pixels)", true);
+    }
     if (!tt.has_shape()) // optional in ONNX; torch.onnx.export writes it
         fail("input '" + m_inputName + "' declares no shape; QuantScope reads the image size from it: re-export with the input's "
              "shape, [N, C, H, W]",

@@ -307,6 +307,7 @@ private:
     std::string m_inputName, m_outputName;
     std::size_t m_inputAct = 0;            // the graph input's activation: 1 after a flat input's Flatten
     bool m_sawMean = false, m_sawStd = false;
+    bool m_inputBytes = false; // the graph input is uint8 pixels (0..255), cast to float32 first
 };
 
 } // namespace quantscope::onnximport

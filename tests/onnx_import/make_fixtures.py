@@ -25,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fixture_modules_conv import ConvGeometry  # next to this script
+from fixture_modules_input import BytesInput  # next to this script
 from fixture_modules_pool import AvgPoolGeometry, MaxOverMap, MaxPoolGeometry  # next to this script
 from fixture_modules_joins import ActNet, SigmoidTimesX, GeluHalfFirst, PReluNet, GeluTanhByHand, Clamp, SEConv, SELinearView, SELinearFlat, GateMul, DenseBlock, Inception, act_net  # next to this script
 
@@ -605,6 +606,10 @@ CASES = [
     ("act_clampmin_op13_fold", act_net(lambda: Clamp(-1.0, None)), (1, 8, 8), 13, True, False),
     ("act_clampmax_op11_fold_dyn", act_net(lambda: Clamp(None, 1.5)), (1, 8, 8), 11, True, True),
     ("act_clampmax_op9_nofold", act_net(lambda: Clamp(None, 1.5)), (1, 8, 8), 9, False, False),
+    # uint8 pixels in, cast to float32 first (tst_onnx_import_input).
+    ("bytes_div_op13_fold_dyn", BytesInput, (1, 8, 8), 13, True, True),
+    ("bytes_norm_op11_nofold", lambda: BytesInput("norm"), (3, 8, 8), 11, False, False),
+    ("bytes_raw_op17_fold", lambda: BytesInput("raw"), (1, 8, 8), 17, True, False),
 ]
 
 HW_SECOND = (12, 10)
@@ -637,6 +642,8 @@ def main():
         x = torch.randn(3, *chw)
         if isinstance(model, Pixels255) or getattr(model, "pixels255", False):
             x = torch.randint(0, 256, (3, *chw)).float()  # 0..255 pixels
+        if getattr(model, "uint8_input", False):
+            x = torch.randint(0, 256, (3, *chw), dtype=torch.uint8)  # the bytes themselves
         path = os.path.join(OUT, name + ".onnx")
         axes = {"input": {0: "N"}, "logits": {0: "N"}} if dynamic else None
         if dynamic == "hw":
