@@ -2,13 +2,24 @@
 // screen of QS_SCREEN (WxH, e.g. 1366x768; tests/cmake_gui_tests.cmake writes the platform's
 // screen file). The first window fits the available geometry; Train (toolbar and Training dock),
 // the charts and the runs table lie inside the screen; a saved geometry larger than the screen
-// is clamped to it at the next start. QS_SHOT_DIR: also save a screenshot of the window there.
+// is clamped to it at the next start. QS_SHOT_DIR: also save a screenshot of the window there,
+// and (tourShots) train four small runs on a fixture and save every chart tab, the Layers tab
+// after Compare and the Analysis tab after a sensitivity run and a search.
+#include <tbb/task_arena.h> // before Qt: TBB's profiling.h has a member named emit
+
+#include "analysis_view.h"
+#include "layer_compare_view.h"
 #include "main_window.h"
+#include "search_view.h"
+#include "sensitivity_view.h"
 #include "training_panel.h"
+
+#include "gui_window_fixtures.h"
 
 #include <QAction>
 #include <QApplication>
 #include <QDir>
+#include <QDialog>
 #include <QPushButton>
 #include <QScreen>
 #include <QScrollArea>
@@ -121,6 +132,92 @@ private slots:
         const QRect avail = w.screen()->availableGeometry();
         QVERIFY2(avail.contains(w.geometry()), qPrintable(QStringLiteral("%1x%2 at %3,%4").arg(w.width()).arg(w.height()).arg(w.x()).arg(w.y())));
         QSettings().clear();
+    }
+
+    // Not a check: pictures for a person to look at (QS_SHOT_DIR; skipped without it).
+    void tourShots()
+    {
+        const QString dir = qEnvironmentVariable("QS_SHOT_DIR");
+        if (dir.isEmpty()) QSKIP("QS_SHOT_DIR=DIR saves the tour's screenshots there");
+        QDir().mkpath(dir);
+        QTemporaryDir data;
+        QVERIFY(data.isValid());
+        testing::writeFixture(data.path(), 900, 200, 11);
+        MainWindowOptions o{false, data.path(), true};
+        o.quietExport = true;
+        MainWindow w(o);
+        w.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&w));
+        if (!w.dataset()) {
+            QSignalSpy ready(&w, &MainWindow::datasetReady);
+            QVERIFY(ready.wait(testing::kLoadTimeoutMs));
+        }
+        const auto train = [&](const char* model, Strategy strategy, const char* granularity, std::size_t epochs) {
+            TrainConfig c = w.trainingPanel()->config();
+            c.model = model;
+            c.precision.strategy = strategy;
+            c.precision.granularity = granularity;
+            c.epochs = epochs;
+            c.batchSize = 32;
+            w.trainingPanel()->setConfig(c);
+            QSignalSpy ended(&w, &MainWindow::runEnded);
+            w.startTraining();
+            QVERIFY(ended.wait(testing::kRunTimeoutMs));
+        };
+        train("lenet5", Strategy::Fp32, "channel", 3);
+        train("seed-cnn", Strategy::Qat, "channel", 3);
+        train("seed-cnn", Strategy::Qat, "tensor", 3);
+        train("resnet8", Strategy::Fp32, "channel", 1);
+        const QString size = QStringLiteral("%1x%2").arg(m_screen.width()).arg(m_screen.height());
+        const auto shot = [&](QWidget* widget, const QString& name) {
+            QTest::qWait(300);
+            QVERIFY(widget->grab().save(QDir(dir).filePath(name + QLatin1Char('-') + size + QStringLiteral(".png"))));
+        };
+        const auto tab = [&](QWidget* page) {
+            for (int i = 0; i < w.tabs()->count(); ++i)
+                if (w.tabs()->widget(i) == page || w.tabs()->widget(i)->isAncestorOf(page)) w.tabs()->setCurrentIndex(i);
+        };
+        w.selectRuns({3, 2});
+        w.tabs()->setCurrentIndex(0);
+        shot(&w, QStringLiteral("tour-curves-3-2"));
+        w.selectRuns({1, 2, 3});
+        shot(&w, QStringLiteral("tour-curves-1-2-3"));
+        w.selectRuns({2});
+        w.tabs()->setCurrentIndex(1);
+        shot(&w, QStringLiteral("tour-histograms"));
+        w.selectRuns({3, 2});
+        w.tabs()->setCurrentIndex(3);
+        shot(&w, QStringLiteral("tour-sqnr"));
+
+        w.selectRuns({4});
+        LayerCompareView* layers = w.layerCompareView();
+        tab(layers);
+        QSignalSpy compared(layers, &LayerCompareView::compareFinished);
+        layers->compare();
+        QVERIFY(compared.wait(testing::kRunTimeoutMs));
+        shot(&w, QStringLiteral("tour-layers"));
+
+        AnalysisView* analysis = w.analysisView();
+        analysis->setValidationImages(200);
+        analysis->setCalibrationImages(100);
+        tab(analysis);
+        SensitivityView* sens = analysis->sensitivity();
+        sens->setFormats({"int8", "int4", "int2"});
+        QSignalSpy sensDone(sens, &SensitivityView::analysisFinished);
+        sens->run();
+        QVERIFY(sensDone.wait(testing::kRunTimeoutMs));
+        shot(&w, QStringLiteral("tour-analysis-sensitivity"));
+        QVERIFY(sens->openHistogram(2, 1));
+        shot(sens->histogramDialog(), QStringLiteral("tour-analysis-histogram"));
+        sens->histogramDialog()->close();
+        analysis->pages()->setCurrentIndex(1);
+        SearchView* search = analysis->search();
+        search->setFormats({"int8", "int4", "int2"});
+        search->setBudget(SearchView::Budget::MaxDrop, 2.0);
+        QSignalSpy searchDone(search, &SearchView::searchFinished);
+        search->run();
+        QVERIFY(searchDone.wait(testing::kRunTimeoutMs));
+        shot(&w, QStringLiteral("tour-analysis-search"));
     }
 
 private:
