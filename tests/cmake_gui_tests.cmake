@@ -16,6 +16,8 @@
 #   gui_lsq      the LSQ options' applicability and the Step sizes chart of a real LSQ run
 #   gui_ptq      the Ranges chart before and after PTQ cross-layer equalization
 #   gui_runs_table  the runs table's chart colours, and its repaints do not grow the heap
+#   gui_charts   tick labels (no "-0.00"), the loss axis covering spikes, run colours that follow
+#                the run, the Layers chart's layer names
 if(TARGET quantscope::ui)
   qs_add_test(gui_window LIBS quantscope::ui TIMEOUT 600 LABELS gui)
   qs_add_test(gui_files LIBS quantscope::ui TIMEOUT 600 LABELS gui)
@@ -40,4 +42,5 @@ if(TARGET quantscope::ui)
   qs_add_test(gui_lsq LIBS quantscope::ui TIMEOUT 120 LABELS gui)
   qs_add_test(gui_ptq LIBS quantscope::ui TIMEOUT 120 LABELS gui)
   qs_add_test(gui_runs_table LIBS quantscope::ui TIMEOUT 120 LABELS gui)
+  qs_add_test(gui_charts LIBS quantscope::ui TIMEOUT 120 LABELS gui)
 endif()

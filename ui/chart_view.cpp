@@ -122,6 +122,15 @@ QValueAxis* ChartView::makeValueAxis(const QString& title, Qt::Alignment align, 
     return axis;
 }
 
+double niceStep(double span, int targetTicks)
+{
+    const double raw = std::max(span, 1e-12) / std::max(1, targetTicks);
+    const double mag = std::pow(10.0, std::floor(std::log10(raw)));
+    for (double m : {1.0, 2.0, 5.0})
+        if (raw <= m * mag * (1 + 1e-9)) return m * mag;
+    return 10 * mag;
+}
+
 void ChartView::setNiceRange(QValueAxis* axis, double lo, double hi, bool includeZero)
 {
     if (!std::isfinite(lo) || !std::isfinite(hi)) {
@@ -137,10 +146,20 @@ void ChartView::setNiceRange(QValueAxis* axis, double lo, double hi, bool includ
         lo -= pad;
         hi += pad;
     }
+    // Ticks every 1, 2 or 5 x 10^k (four to six intervals), the axis ending on ticks, each label
+    // with the decimals its step needs: "%.2f" on a +-0.009 axis read "-0.01 -0.01 -0.00 0.00".
+    const double step = niceStep(hi - lo, 5);
+    const double first = std::floor(lo / step + 1e-9) * step, last = std::ceil(hi / step - 1e-9) * step;
+    const int ticks = static_cast<int>(std::lround((last - first) / step)) + 1;
+    const int decimals = std::max(0, -static_cast<int>(std::floor(std::log10(step) + 1e-9)));
+    // Qt Charts computes tick i as min + i * (max - min) / (ticks - 1): the zero tick came out as
+    // -2.8e-17 and printed "-0.00". Shifted a billionth of a step up it prints "0.00"; nothing
+    // else moves by a visible amount or a printed digit.
+    const double nudge = first < 0 && last > 0 ? step * 1e-9 : 0.0;
     axis->setTickType(QValueAxis::TicksFixed);
-    axis->setRange(lo, hi);
-    axis->setTickCount(6);
-    axis->applyNiceNumbers();
+    axis->setRange(first + nudge, last + nudge);
+    axis->setTickCount(std::max(2, ticks));
+    axis->setLabelFormat(QStringLiteral("%.%1f").arg(decimals));
 }
 
 void ChartView::setEpochRange(QValueAxis* axis, double maxEpoch, bool fromZero)

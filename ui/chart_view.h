@@ -48,7 +48,9 @@ protected:
     void drawForeground(QPainter* painter, const QRectF& rect) override;
 
     QValueAxis* makeValueAxis(const QString& title, Qt::Alignment align, const QString& labelFormat);
-    // Sets a range with a little headroom and nice tick numbers.
+    // Sets a range on whole ticks (1, 2 or 5 x 10^k apart) that covers [lo, hi], and a label
+    // format with the decimals the step needs (the axis's own format is replaced). No tick
+    // reads "-0".
     static void setNiceRange(QValueAxis* axis, double lo, double hi, bool includeZero = false);
     // An integer epoch axis: ticks at 1, 2, 3... (or a coarser step for long runs), from 0 with
     // fromZero (a run that evaluated a loaded model before any training reports an epoch 0).
@@ -80,6 +82,9 @@ void setLegendVisible(QChart* chart, QAbstractSeries* series, bool visible);
 void fitLegend(QChart* chart, int entries);
 // A legend-only entry (an empty series) that explains a line style, e.g. dashed = test.
 void addStyleKey(QChart* chart, const QString& name, const QPen& pen, bool points, QAbstractAxis* x, QAbstractAxis* y);
+
+// A tick step of 1, 2 or 5 x 10^k that splits `span` into at most targetTicks intervals.
+double niceStep(double span, int targetTicks);
 
 // Keeps at most maxPoints points, evenly strided (the last point is always kept).
 QList<QPointF> decimate(const QList<QPointF>& points, int maxPoints);

@@ -52,15 +52,6 @@ QAreaSeries* area(QChart* chart, QLineSeries* upper, QLineSeries* lower, const Q
     return a;
 }
 
-double niceStep(double span, int targetTicks)
-{
-    const double raw = span / std::max(1, targetTicks);
-    const double mag = std::pow(10.0, std::floor(std::log10(std::max(raw, 1e-12))));
-    for (double m : {1.0, 2.0, 5.0, 10.0})
-        if (raw <= m * mag) return m * mag;
-    return 10 * mag;
-}
-
 } // namespace
 
 QString statsName(const LayerStats& s)

@@ -1,0 +1,126 @@
+// The charts as a user reads them: tick labels (never "-0.00", one text per tick), the loss axis
+// covering every drawn point (a spike stays on screen), a run keeping its colour whatever else is
+// selected, and the Layers chart naming its layers along the x axis. Each draws offscreen and
+// reads the texts Qt Charts laid out, not only the numbers given to it.
+#include "chart_view.h"
+#include "quant_charts.h"
+
+#include <QtTest>
+
+#include <QGraphicsScene>
+#include <QGraphicsTextItem>
+#include <QMap>
+#include <QRegularExpression>
+#include <QValueAxis>
+
+#include <cmath>
+
+using namespace quantscope;
+
+namespace {
+
+// The texts the chart's scene holds (axis labels and titles, legend, title) after a layout.
+QStringList sceneTexts(ChartView& view)
+{
+    view.resize(900, 500);
+    view.show();
+    QCoreApplication::processEvents();
+    (void)view.grab(); // lays out and paints: the axis labels exist from here
+    QStringList out;
+    for (QGraphicsItem* item : view.scene()->items())
+        if (auto* t = dynamic_cast<QGraphicsTextItem*>(item); t && t->isVisible()) out << t->toPlainText();
+    return out;
+}
+
+// The numeric labels of one axis, grouped by the scene row (x axis) they sit on.
+QMap<int, QStringList> numericLabelRows(ChartView& view)
+{
+    (void)sceneTexts(view);
+    static const QRegularExpression number(QStringLiteral("^-?[0-9]+(\\.[0-9]+)?$"));
+    QMap<int, QStringList> rows;
+    for (QGraphicsItem* item : view.scene()->items())
+        if (auto* t = dynamic_cast<QGraphicsTextItem*>(item); t && t->isVisible() && number.match(t->toPlainText()).hasMatch())
+            rows[int(std::lround(t->sceneBoundingRect().center().y()))] << t->toPlainText();
+    return rows;
+}
+
+// A bare chart with one value axis at the bottom, set by ChartView::setNiceRange.
+class AxisProbe : public ChartView {
+public:
+    AxisProbe() : ChartView(QStringLiteral("probe")) { m_axis = makeValueAxis(QStringLiteral("value"), Qt::AlignBottom, QStringLiteral("%.2f")); }
+    void set(double lo, double hi, bool zero) { setNiceRange(m_axis, lo, hi, zero); }
+    QValueAxis* axis() const { return m_axis; }
+
+private:
+    QValueAxis* m_axis;
+};
+
+const QRegularExpression& minusZero()
+{
+    static const QRegularExpression re(QStringLiteral("^-0(\\.0*)?$"));
+    return re;
+}
+
+} // namespace
+
+class TestGuiCharts : public QObject {
+    Q_OBJECT
+
+private slots:
+    // Ranges across zero whose zero tick Qt Charts computed as -2.8e-17 ("-0.00" under "%.2f"),
+    // and a +-0.009 range that "%.2f" printed as "-0.01 -0.01 -0.00 0.00 0.00".
+    void tickLabelsNeverReadMinusZero_data()
+    {
+        QTest::addColumn<double>("lo");
+        QTest::addColumn<double>("hi");
+        QTest::addColumn<bool>("zero");
+        QTest::newRow("-0.077..0.405") << -0.07707526166909698 << 0.4050504135210654 << false;
+        QTest::newRow("-0.055..0.861") << -0.05512055088421435 << 0.8611478519924716 << false;
+        QTest::newRow("-0.454..0.0025") << -0.45354578848589516 << 0.002503096664277694 << false;
+        QTest::newRow("-0.009..0.0002") << -0.009015260301538722 << 0.00023299788910302545 << false;
+        QTest::newRow("-0.0003..0.0008") << -0.00033426672063045803 << 0.0008415090366609399 << false;
+        QTest::newRow("0..2.4 with zero") << 0.3 << 2.4 << true;
+        QTest::newRow("-730..12") << -730.0 << 12.0 << false;
+    }
+    void tickLabelsNeverReadMinusZero()
+    {
+        QFETCH(double, lo);
+        QFETCH(double, hi);
+        QFETCH(bool, zero);
+        AxisProbe probe;
+        probe.set(lo, hi, zero);
+        QVERIFY2(probe.axis()->min() <= lo && probe.axis()->max() >= hi,
+                 qPrintable(QStringLiteral("axis %1..%2 for data %3..%4").arg(probe.axis()->min()).arg(probe.axis()->max()).arg(lo).arg(hi)));
+        const QMap<int, QStringList> rows = numericLabelRows(probe);
+        QVERIFY(!rows.isEmpty());
+        const QStringList labels = rows.last(); // the bottom axis: the lowest row of numbers
+        QVERIFY2(labels.size() >= 3, qPrintable(labels.join(QLatin1Char(' '))));
+        for (const QString& l : labels) QVERIFY2(!minusZero().match(l).hasMatch(), qPrintable(labels.join(QLatin1Char(' '))));
+        // One text per tick: a label repeated means too few decimals for the step.
+        QCOMPARE(QSet<QString>(labels.begin(), labels.end()).size(), labels.size());
+    }
+
+    // The same through the weight histogram of a layer whose weights sit just below zero.
+    void histogramTicksNeverReadMinusZero()
+    {
+        LayerStats s;
+        s.format = "int8";
+        for (int i = 0; i <= 20; ++i) s.binEdges.push_back(-0.0088 + 0.0091 * i / 20.0);
+        s.fp32Hist.assign(20, 10);
+        s.quantHist.assign(20, 10);
+        s.tensorMin = -0.0088f;
+        s.tensorMax = 0.0003f;
+        s.clipLow = -0.0088f;
+        s.clipHigh = 0.0003f;
+        HistogramChart chart;
+        chart.setStats(&s, false);
+        QStringList all;
+        for (const QStringList& row : numericLabelRows(chart)) all << row;
+        for (const QString& l : all) QVERIFY2(!minusZero().match(l).hasMatch(), qPrintable(all.join(QLatin1Char(' '))));
+        const QStringList x = numericLabelRows(chart).last();
+        QCOMPARE(QSet<QString>(x.begin(), x.end()).size(), x.size());
+    }
+};
+
+QTEST_MAIN(TestGuiCharts)
+#include "tst_gui_charts.moc"
