@@ -3,12 +3,14 @@
 // selected, and the Layers chart naming its layers along the x axis. Each draws offscreen and
 // reads the texts Qt Charts laid out, not only the numbers given to it.
 #include "chart_view.h"
+#include "curve_charts.h"
 #include "quant_charts.h"
 
 #include <QtTest>
 
 #include <QGraphicsScene>
 #include <QGraphicsTextItem>
+#include <QLineSeries>
 #include <QMap>
 #include <QRegularExpression>
 #include <QValueAxis>
@@ -54,6 +56,25 @@ public:
 private:
     QValueAxis* m_axis;
 };
+
+// A finished run whose loss falls from 2.3 to 0.3 over `steps` steps, with one step at `spike`.
+RunPtr lossRun(int id, std::size_t steps, std::size_t spikeAt, double spike)
+{
+    auto r = std::make_shared<RunRecord>();
+    r->id = id;
+    r->status = RunStatus::Done;
+    std::vector<BatchEvent> batch;
+    for (std::size_t k = 1; k <= steps; ++k) {
+        BatchEvent b;
+        b.epoch = 1;
+        b.step = b.globalStep = k;
+        b.stepsPerEpoch = steps;
+        b.loss = k == spikeAt ? spike : 0.3 + 2.0 * std::exp(-double(k) / double(steps) * 5.0);
+        batch.push_back(b);
+    }
+    r->addSteps(batch);
+    return r;
+}
 
 const QRegularExpression& minusZero()
 {
@@ -119,6 +140,40 @@ private slots:
         for (const QString& l : all) QVERIFY2(!minusZero().match(l).hasMatch(), qPrintable(all.join(QLatin1Char(' '))));
         const QStringList x = numericLabelRows(chart).last();
         QCOMPARE(QSet<QString>(x.begin(), x.end()).size(), x.size());
+    }
+
+    // A one-step loss spike is on screen: the axis reaches it (it covered the smoothed loss only),
+    // and the per-step line still holds it after thinning a long run to 2,500 points.
+    void lossAxisCoversSpikes_data()
+    {
+        QTest::addColumn<int>("steps");
+        QTest::addColumn<int>("spikeAt");
+        QTest::addColumn<double>("spike");
+        QTest::newRow("300 steps, 7.5 at 150") << 300 << 150 << 7.5;
+        QTest::newRow("300 steps, 3.1 at the last") << 300 << 300 << 3.1;
+        QTest::newRow("20000 steps, 9.0 at 12345") << 20000 << 12345 << 9.0;
+    }
+    void lossAxisCoversSpikes()
+    {
+        QFETCH(int, steps);
+        QFETCH(int, spikeAt);
+        QFETCH(double, spike);
+        LossChart chart;
+        const RunPtr run = lossRun(1, std::size_t(steps), std::size_t(spikeAt), spike);
+        chart.setRuns({run});
+        QVERIFY2(chart.lossAxis()->max() >= spike,
+                 qPrintable(QStringLiteral("loss axis ends at %1, the spike is %2").arg(chart.lossAxis()->max()).arg(spike)));
+        QLineSeries* perStep = nullptr;
+        for (QAbstractSeries* s : chart.chart()->series())
+            if (s->name() == QLatin1String("per step")) perStep = qobject_cast<QLineSeries*>(s);
+        QVERIFY(perStep);
+        double top = 0;
+        for (const QPointF& p : perStep->points()) top = std::max(top, p.y());
+        QCOMPARE(top, spike);
+        QVERIFY(perStep->count() <= 2501);
+        // Overlaid with another run (drawn smoothed only), the primary's spike still sets the axis.
+        chart.setRuns({run, lossRun(2, 50, 0, 0)});
+        QVERIFY(chart.lossAxis()->max() >= spike);
     }
 };
 

@@ -212,11 +212,26 @@ void addStyleKey(QChart* chart, const QString& name, const QPen& pen, bool point
 
 QList<QPointF> decimate(const QList<QPointF>& points, int maxPoints)
 {
-    if (points.size() <= maxPoints || maxPoints < 2) return points;
+    if (points.size() <= maxPoints || maxPoints < 4) return points;
+    // Each of maxPoints / 2 buckets keeps its lowest and its highest point, in step order: a
+    // one-step loss spike survives (an even stride dropped it, and the chart showed no spike).
+    const qsizetype buckets = maxPoints / 2;
+    const double width = double(points.size()) / double(buckets);
     QList<QPointF> out;
     out.reserve(maxPoints + 1);
-    const double stride = double(points.size() - 1) / double(maxPoints - 1);
-    for (int i = 0; i < maxPoints; ++i) out.append(points[std::min<qsizetype>(points.size() - 1, qsizetype(i * stride + 0.5))]);
+    for (qsizetype b = 0; b < buckets; ++b) {
+        const auto from = static_cast<qsizetype>(double(b) * width);
+        const qsizetype to = std::min(points.size(), static_cast<qsizetype>(double(b + 1) * width));
+        if (from >= to) continue;
+        qsizetype lo = from, hi = from;
+        for (qsizetype i = from + 1; i < to; ++i) {
+            if (points[i].y() < points[lo].y()) lo = i;
+            if (points[i].y() > points[hi].y()) hi = i;
+        }
+        out.append(points[std::min(lo, hi)]);
+        if (lo != hi) out.append(points[std::max(lo, hi)]);
+    }
+    if (out.back() != points.back()) out.append(points.back());
     return out;
 }
 

@@ -86,7 +86,8 @@ void addStyleKey(QChart* chart, const QString& name, const QPen& pen, bool point
 // A tick step of 1, 2 or 5 x 10^k that splits `span` into at most targetTicks intervals.
 double niceStep(double span, int targetTicks);
 
-// Keeps at most maxPoints points, evenly strided (the last point is always kept).
+// Keeps about maxPoints points (at most maxPoints + 1): the lowest and the highest of each stretch
+// of steps, so peaks and dips stay drawn, and the last point.
 QList<QPointF> decimate(const QList<QPointF>& points, int maxPoints);
 
 } // namespace quantscope

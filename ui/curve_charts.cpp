@@ -110,7 +110,10 @@ void LossChart::refresh()
             const double x = double(r.steps[k].globalStep);
             raw.append({x, r.steps[k].loss});
             smooth.append({x, r.smoothedLoss[k]});
-            yMax = std::max(yMax, r.smoothedLoss[k]);
+            if (std::isfinite(r.smoothedLoss[k])) yMax = std::max(yMax, r.smoothedLoss[k]);
+            // The per-step loss is drawn for the primary run: the axis covers its spikes (it
+            // covered the smoothed loss only, and cut a spike off at the top).
+            if (s.raw && std::isfinite(r.steps[k].loss)) yMax = std::max(yMax, r.steps[k].loss);
         }
         const double spe = r.hasStart ? double(r.start.stepsPerEpoch)
                                       : (r.steps.empty() ? 1.0 : double(r.steps.back().stepsPerEpoch));

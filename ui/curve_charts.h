@@ -20,6 +20,7 @@ public:
     explicit LossChart(QWidget* parent = nullptr);
     void refresh() override;
     int pointCount() const; // points of the primary run's smoothed loss
+    QValueAxis* lossAxis() const { return m_y; }
 
 protected:
     void rebuild() override;
