@@ -8,6 +8,8 @@
 
 #include <QtTest>
 
+#include <QBarSeries>
+#include <QBarSet>
 #include <QGraphicsScene>
 #include <QGraphicsTextItem>
 #include <QLineSeries>
@@ -73,6 +75,41 @@ RunPtr lossRun(int id, std::size_t steps, std::size_t spikeAt, double spike)
         batch.push_back(b);
     }
     r->addSteps(batch);
+    return r;
+}
+
+// The colour of run `id`'s main series in `chart`: the smoothed loss, the test accuracy, the SQNR
+// bars (their names start "#id" when several runs are shown).
+QColor seriesColour(RunChart& chart, int id)
+{
+    const QString tag = QStringLiteral("#%1").arg(id);
+    const bool one = chart.runs().size() == 1;
+    for (QAbstractSeries* s : chart.chart()->series()) {
+        if (auto* bars = qobject_cast<QBarSeries*>(s)) {
+            for (QBarSet* set : bars->barSets())
+                if (set->label().startsWith(tag)) return set->color();
+        } else if (auto* line = qobject_cast<QLineSeries*>(s)) {
+            const bool main = one ? (s->name() == QLatin1String("training (smoothed)") || s->name() == QLatin1String("test"))
+                                  : s->name().startsWith(tag);
+            if (main) return line->pen().color();
+        }
+    }
+    return {};
+}
+
+RunPtr statsRun(int id)
+{
+    RunPtr r = lossRun(id, 40, 0, 0);
+    EpochEvent e;
+    e.epoch = 1;
+    e.testAccuracy = 0.8 + 0.01 * id;
+    e.trainAccuracy = 0.8;
+    r->epochs.push_back(e);
+    LayerStats s;
+    s.layer = "conv1";
+    s.sqnrDb = 30 + id;
+    r->layerStats.push_back({s});
+    r->config.model = id == 2 ? "lenet5" : "seed-cnn"; // labels that tell the runs apart
     return r;
 }
 
@@ -174,6 +211,28 @@ private slots:
         // Overlaid with another run (drawn smoothed only), the primary's spike still sets the axis.
         chart.setRuns({run, lossRun(2, 50, 0, 0)});
         QVERIFY(chart.lossAxis()->max() >= spike);
+    }
+
+    // Run #2 keeps its colour in every chart while the runs beside it change (it was the colour of
+    // its place in the selection: red beside #1, blue alone, red again beside #3).
+    void runKeepsItsColour()
+    {
+        const RunPtr r1 = statsRun(1), r2 = statsRun(2), r3 = statsRun(3);
+        LossChart loss;
+        AccuracyChart accuracy;
+        SqnrChart sqnr;
+        for (RunChart* chart : std::initializer_list<RunChart*>{&loss, &accuracy, &sqnr}) {
+            const char* name = chart == &loss ? "loss" : chart == &accuracy ? "accuracy" : "sqnr";
+            chart->setRuns({r1, r2});
+            const QColor two = seriesColour(*chart, 2);
+            QVERIFY2(two.isValid(), name);
+            QVERIFY2(seriesColour(*chart, 1) != two, name);
+            chart->setRuns({r2});
+            QVERIFY2(seriesColour(*chart, 2) == two, name);
+            chart->setRuns({r3, r2});
+            QVERIFY2(seriesColour(*chart, 2) == two, name);
+            QVERIFY2(seriesColour(*chart, 3).isValid() && seriesColour(*chart, 3) != two, name);
+        }
     }
 };
 

@@ -39,22 +39,31 @@ class TestGuiRunsTable : public QObject {
     Q_OBJECT
 
 private slots:
+    // A shown run's # cell has the run's own colour, the same whichever runs are shown beside it
+    // (it was the colour of its place among the shown runs: run 1 turned from red to blue when
+    // run 3 was deselected).
     void shownRunsCarryTheirChartColour()
     {
         RunsModel model;
         for (int id = 1; id <= 3; ++id) model.addRun(makeRun(id));
-        model.setShownRuns({3, 1}); // slot 0: run 3, slot 1: run 1
-        const QVariant d3 = model.data(model.index(2, RunsModel::Id), Qt::DecorationRole);
-        const QVariant d1 = model.data(model.index(0, RunsModel::Id), Qt::DecorationRole);
+        const auto swatch = [&](int row) {
+            const QVariant d = model.data(model.index(row, RunsModel::Id), Qt::DecorationRole);
+            return d.typeId() == QMetaType::QIcon ? QColor(d.value<QIcon>().pixmap(16, 16).toImage().pixel(8, 8)) : QColor();
+        };
+        model.setShownRuns({3, 1});
         QVERIFY(!model.data(model.index(1, RunsModel::Id), Qt::DecorationRole).isValid()); // not shown
-        QCOMPARE(d3.typeId(), QMetaType::QIcon);
-        const QImage swatch3 = d3.value<QIcon>().pixmap(16, 16).toImage();
-        const QImage swatch1 = d1.value<QIcon>().pixmap(16, 16).toImage();
-        QCOMPARE(QColor(swatch3.pixel(8, 8)), runSlotColor(0));
-        QCOMPARE(QColor(swatch1.pixel(8, 8)), runSlotColor(1));
+        const QColor run3 = swatch(2), run1 = swatch(0);
+        QVERIFY(run3.isValid() && run1.isValid());
+        QVERIFY(run3 != run1);
+        QCOMPARE(run3, runColor(*model.runAt(2)));
+        model.setShownRuns({1});
+        QCOMPARE(swatch(0), run1);
+        model.setShownRuns({2, 3});
+        QCOMPARE(swatch(2), run3);
+        QVERIFY(swatch(1) != run3);
         // The same icon each time it is asked for (what Qt's icon cache is keyed on).
         QCOMPARE(model.data(model.index(2, RunsModel::Id), Qt::DecorationRole).value<QIcon>().cacheKey(),
-                 d3.value<QIcon>().cacheKey());
+                 model.data(model.index(2, RunsModel::Id), Qt::DecorationRole).value<QIcon>().cacheKey());
     }
 
     void repaintingDoesNotGrowTheHeap()

@@ -108,8 +108,6 @@ void ChartView::contextMenuEvent(QContextMenuEvent* event)
     menu.exec(event->globalPos());
 }
 
-QColor ChartView::runColor(int slot) { return runSlotColor(slot); }
-
 QValueAxis* ChartView::makeValueAxis(const QString& title, Qt::Alignment align, const QString& labelFormat)
 {
     auto* axis = new QValueAxis;

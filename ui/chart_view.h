@@ -37,9 +37,6 @@ public:
     QString saveAsPng(const QString& path);
     QString suggestedFileName() const;
 
-    // One colour per run slot (the primary first), readable on white.
-    static QColor runColor(int slot);
-
 public slots:
     void savePngInteractive();
 

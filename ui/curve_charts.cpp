@@ -67,7 +67,7 @@ void LossChart::rebuild()
     const bool many = m_runs.size() > 1;
     const QStringList labels = runLabels(m_runs);
     for (std::size_t i = 0; i < m_runs.size(); ++i) {
-        const QColor c = runColor(static_cast<int>(i));
+        const QColor c = runColor(*m_runs[i]);
         Slot s;
         if (i == 0) {
             s.raw = new QLineSeries;
@@ -165,7 +165,7 @@ void AccuracyChart::rebuild()
     const QStringList labels = runLabels(m_runs);
     bool anyQuant = false;
     for (std::size_t i = 0; i < m_runs.size(); ++i) {
-        const QColor c = runColor(static_cast<int>(i));
+        const QColor c = runColor(*m_runs[i]);
         Slot s;
         s.train = new QLineSeries;
         s.train->setName(tr("train"));
@@ -279,7 +279,7 @@ void LossScaleChart::rebuild()
     m_slots.clear();
     const QStringList labels = runLabels(m_runs);
     for (std::size_t i = 0; i < m_runs.size(); ++i) {
-        const QColor c = runColor(static_cast<int>(i));
+        const QColor c = runColor(*m_runs[i]);
         Slot s;
         s.scale = new QLineSeries;
         s.scale->setName(m_runs.size() > 1 ? labels[qsizetype(i)] : tr("loss scale"));

@@ -530,7 +530,8 @@ void SqnrChart::refresh()
     int slot = 0, withStats = 0;
     const QStringList labels = runLabels(m_runs);
     for (const RunPtr& r : m_runs) {
-        const QColor color = runColor(slot++);
+        const QColor color = runColor(*r);
+        ++slot;
         const auto* stats = r->latestStats();
         if (!stats || stats->empty()) continue;
         ++withStats;

@@ -12,15 +12,14 @@ namespace quantscope {
 
 RunsModel::RunsModel(QObject* parent) : QAbstractTableModel(parent) {}
 
-QIcon RunsModel::slotIcon(int slot) const
+QIcon RunsModel::swatch(const QColor& c) const
 {
-    const QColor c = runSlotColor(slot);
-    auto it = m_slotIcons.constFind(c.rgb());
-    if (it != m_slotIcons.constEnd()) return *it;
+    auto it = m_swatches.constFind(c.rgb());
+    if (it != m_swatches.constEnd()) return *it;
     constexpr int kSwatch = 16; // the item views' decoration size (QStyle::PM_SmallIconSize); scaled if another
     QPixmap pm(kSwatch, kSwatch);
     pm.fill(c);
-    return *m_slotIcons.insert(c.rgb(), QIcon(pm));
+    return *m_swatches.insert(c.rgb(), QIcon(pm));
 }
 
 int RunsModel::rowCount(const QModelIndex& parent) const
@@ -73,8 +72,7 @@ QVariant RunsModel::data(const QModelIndex& index, int role) const
     }
     if (role == Qt::UserRole) return r.id;
     if (role == Qt::DecorationRole && index.column() == Id) {
-        const qsizetype slot = m_shown.indexOf(r.id);
-        if (slot >= 0) return slotIcon(int(slot));
+        if (m_shown.contains(r.id)) return swatch(runColor(r));
     }
     if (role != Qt::DisplayRole) return {};
     switch (index.column()) {

@@ -32,11 +32,11 @@ public:
     int rowOf(int id) const;
     const std::vector<RunPtr>& runs() const { return m_runs; }
     int nextId() const;
-    // The runs the charts show, in slot order: their # cell gets the chart colour.
+    // The runs the charts show: their # cell gets the run's chart colour (runColor).
     void setShownRuns(const QList<int>& ids);
 
 private:
-    QIcon slotIcon(int slot) const;
+    QIcon swatch(const QColor& c) const;
 
     std::vector<RunPtr> m_runs;
     QList<int> m_shown;
@@ -44,7 +44,7 @@ private:
     // delegate draw a new QPixmap and QIcon at every repaint of the cell, and Qt caches each
     // drawn icon in QPixmapCache under that pixmap's serial number: the cache gained entries no
     // later repaint could hit, at every repaint (up to its 10 MiB limit).
-    mutable QHash<QRgb, QIcon> m_slotIcons;
+    mutable QHash<QRgb, QIcon> m_swatches;
 };
 
 } // namespace quantscope

@@ -41,7 +41,7 @@ void StepSizeChart::rebuild()
     for (const StepSizeTrack& t : m_runs.front()->stepSizes.front().steps) {
         auto* s = new QLineSeries;
         s->setName(keyOf(t));
-        QPen p(runColor(i++), 2, t.tensor == "activation" ? Qt::DashLine : Qt::SolidLine);
+        QPen p(paletteColor(i++), 2, t.tensor == "activation" ? Qt::DashLine : Qt::SolidLine);
         p.setCosmetic(true);
         s->setPen(p);
         chart()->addSeries(s);
