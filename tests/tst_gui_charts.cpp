@@ -4,11 +4,13 @@
 // reads the texts Qt Charts laid out, not only the numbers given to it.
 #include "chart_view.h"
 #include "curve_charts.h"
+#include "layer_compare_view.h"
 #include "quant_charts.h"
 
 #include <QtTest>
 
 #include <QBarSeries>
+#include <QCategoryAxis>
 #include <QBarSet>
 #include <QGraphicsScene>
 #include <QGraphicsTextItem>
@@ -233,6 +235,71 @@ private slots:
             QVERIFY2(seriesColour(*chart, 2) == two, name);
             QVERIFY2(seriesColour(*chart, 3).isValid() && seriesColour(*chart, 3) != two, name);
         }
+    }
+
+    // The Layers chart names its layers along the x axis (it numbered them 0..n-1): every name
+    // when they fit, else every k-th (the first always), long ones elided in the middle; and Qt
+    // lays them out on screen.
+    void layerAxisNamesTheLayers_data()
+    {
+        QTest::addColumn<int>("layers");
+        QTest::addColumn<int>("width");
+        QTest::newRow("resnet8-like, 12 layers, wide") << 12 << 1100;
+        QTest::newRow("60 long names, narrow") << 60 << 640;
+    }
+    void layerAxisNamesTheLayers()
+    {
+        QFETCH(int, layers);
+        QFETCH(int, width);
+        LayerComparisonReport r;
+        r.thresholdDb = 20;
+        r.images = 16;
+        const char* resnet[] = {"conv1", "layer1.conv1", "layer1.conv2", "layer1.add", "layer2.conv1", "layer2.conv2",
+                                "layer2.shortcut", "layer2.add", "layer3.conv1", "layer3.shortcut", "pool", "fc"};
+        for (int i = 0; i < layers; ++i) {
+            LayerComparison l;
+            l.index = std::size_t(i);
+            l.layer = layers <= 12 ? resnet[i] : "features.block" + std::to_string(i) + ".depthwise.conv";
+            l.kind = "Conv2d";
+            l.sqnrDb = 40 - 0.3 * i;
+            l.aloneSqnrDb = 45 - 0.2 * i;
+            r.layers.push_back(l);
+        }
+        LayerCompareView view;
+        view.resize(width, 520);
+        view.show();
+        QCoreApplication::processEvents();
+        view.showReport(r, QStringLiteral("synthetic"));
+        const QStringList labels = view.layerAxis()->categoriesLabels();
+        QVERIFY(!labels.isEmpty());
+        QStringList names;
+        for (const LayerComparison& l : r.layers) names << QString::fromStdString(l.layer);
+        if (layers <= 12) QCOMPARE(labels, names);
+        QCOMPARE(view.layerAxis()->endValue(labels.first()), 0.0); // the first layer is named
+        for (int i = 0; i < labels.size(); ++i) {
+            const QString& l = labels[i];
+            const int at = int(std::lround(view.layerAxis()->endValue(l)));
+            QVERIFY2(at >= 0 && at < layers, qPrintable(l));
+            const QString& name = names[at];
+            // Elided: the pieces between the ellipses are the name's, in order, and not all of it is cut.
+            const QStringList pieces = l.split(QChar(0x2026));
+            qsizetype from = 0;
+            bool inOrder = pieces.size() == 1 ? l == name : name.startsWith(pieces.first()) && name.endsWith(pieces.last());
+            for (const QString& piece : pieces) {
+                from = name.indexOf(piece, from);
+                inOrder = inOrder && from >= 0;
+                from = std::max<qsizetype>(0, from) + piece.size();
+            }
+            QVERIFY2(inOrder && l.size() - pieces.size() + 1 >= 2, qPrintable(l + QStringLiteral(" on ") + name));
+        }
+        QVERIFY2(labels.size() >= std::min(layers, 10), qPrintable(labels.join(QLatin1Char(' '))));
+        QCOMPARE(QSet<QString>(labels.begin(), labels.end()).size(), labels.size());
+        QStringList drawn;
+        QCoreApplication::processEvents();
+        (void)view.chart()->grab();
+        for (QGraphicsItem* item : view.chart()->scene()->items())
+            if (auto* t = dynamic_cast<QGraphicsTextItem*>(item); t && t->isVisible()) drawn << t->toPlainText();
+        QVERIFY2(drawn.contains(labels.first()) && drawn.contains(labels.last()), qPrintable(drawn.join(QLatin1Char('|'))));
     }
 };
 

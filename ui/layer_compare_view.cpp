@@ -10,9 +10,11 @@
 #include "train/quant_sim.h"
 
 #include <QApplication>
+#include <QCategoryAxis>
 #include <QChart>
 #include <QComboBox>
 #include <QDoubleSpinBox>
+#include <QFontMetrics>
 #include <QHBoxLayout>
 #include <QLabel>
 #include <QLegend>
@@ -20,6 +22,7 @@
 #include <QPointer>
 #include <QPushButton>
 #include <QScatterSeries>
+#include <QSet>
 #include <QValueAxis>
 #include <QVBoxLayout>
 
@@ -35,6 +38,33 @@ constexpr double kCapDb = 100.0; // identical outputs (+inf dB) are drawn here
 constexpr std::size_t kImages = 256, kCalibImages = 1000;
 
 double capped(double db) { return std::isfinite(db) ? std::min(db, kCapDb) : kCapDb; }
+
+// When a name is over 16 characters: the start and the end all `names` share, cut at a '.', '/'
+// or '_', replaced by "…" (what is left tells the layers apart).
+QStringList withoutSharedEnds(QStringList names)
+{
+    if (names.size() < 2 || std::none_of(names.begin(), names.end(), [](const QString& s) { return s.size() > 16; })) return names;
+    const auto isCut = [](QChar c) { return c == QLatin1Char('.') || c == QLatin1Char('/') || c == QLatin1Char('_'); };
+    qsizetype shortest = names.front().size();
+    for (const QString& s : names) shortest = std::min(shortest, s.size());
+    qsizetype head = 0, tail = 0; // shared lengths, ending (starting) just after (before) a cut
+    for (qsizetype i = 0; i < shortest; ++i) {
+        const QChar c = names.front()[i];
+        if (!std::all_of(names.begin(), names.end(), [&](const QString& s) { return s[i] == c; })) break;
+        if (isCut(c)) head = i + 1;
+    }
+    for (qsizetype i = 1; i <= shortest - head; ++i) {
+        const QChar c = names.front()[names.front().size() - i];
+        if (!std::all_of(names.begin(), names.end(), [&](const QString& s) { return s[s.size() - i] == c; })) break;
+        if (isCut(c)) tail = i;
+    }
+    for (QString& s : names) {
+        const QString middle = s.mid(head, s.size() - head - tail);
+        if (middle.isEmpty()) return names; // one name is all shared ends: keep them whole
+        s = (head ? QStringLiteral("\u2026") : QString()) + middle + (tail ? QStringLiteral("\u2026") : QString());
+    }
+    return names;
+}
 
 } // namespace
 
@@ -55,13 +85,12 @@ LayerCompareView::LayerCompareView(QWidget* parent) : QWidget(parent)
     m_threshold->setPen(dashed);
     m_propagated->setPointsVisible(true);
     for (QXYSeries* s : std::initializer_list<QXYSeries*>{m_propagated, m_alone, m_threshold}) c->addSeries(s);
-    m_x = new QValueAxis;
-    m_x->setTitleText(tr("layer (graph order; hover a point for its name)"));
-    m_x->setLabelFormat(QStringLiteral("%d"));
-    m_x->setTickType(QValueAxis::TicksDynamic); // ticks on whole layers (0..1 in five ticks read "0 0 0 0 1")
-    m_x->setTickAnchor(0);
-    m_x->setTickInterval(1);
-    m_x->setRange(0, 10);
+    // The layers by name along the x axis (it showed graph indices, and a user had to hover
+    // each point to learn which layer "17" was): one label on each layer's point.
+    m_x = new QCategoryAxis;
+    m_x->setTitleText(tr("layer (graph order)"));
+    m_x->setLabelsPosition(QCategoryAxis::AxisLabelsPositionOnValue);
+    m_x->setRange(-0.4, 10.4);
     m_y = new QValueAxis;
     m_y->setLabelFormat(QStringLiteral("%.0f"));
     m_y->setTickType(QValueAxis::TicksDynamic); // every 10 dB (0..45 in five ticks read "11.3 22.5 33.8")
@@ -128,6 +157,54 @@ LayerCompareView::LayerCompareView(QWidget* parent) : QWidget(parent)
     v->addLayout(bar);
     v->addWidget(m_status);
     v->addWidget(m_chart, 1);
+}
+
+void LayerCompareView::labelLayers()
+{
+    for (const QString& l : m_x->categoriesLabels()) m_x->remove(l);
+    m_x->setStartValue(-0.4);
+    const std::size_t n = m_report.layers.size();
+    if (n == 0) return;
+    // As many names as fit side by side turned upright (every k-th layer's when there are more),
+    // elided past 16 characters.
+    const QFontMetrics fm(m_x->labelsFont());
+    const double plot = std::max(100.0, m_chart->width() - 110.0); // the plot area: the chart less the y axis and margins
+    const double room = std::max(1.0, plot / double(n)); // pixels between two layers' points
+    // Qt Charts gives each label the axis's width over the labels, less 2 x 5 pixels of padding,
+    // and cuts what does not fit to "...": an upright name needs its line height and that.
+    const int every = std::max(1, static_cast<int>(std::ceil((fm.height() + 14) / room)));
+    // A start and an end every name shares become "…" ("…block12…" for features.block12.dw.conv)
+    // when a name is long; then one way of eliding for every name, the first that keeps them
+    // apart: in the middle ("layer3.0.…conv2"), else the end, else the start; else whole.
+    std::vector<std::size_t> shown;
+    QStringList names;
+    for (std::size_t i = 0; i < n; i += std::size_t(every)) {
+        shown.push_back(i);
+        names << QString::fromStdString(m_report.layers[i].layer);
+    }
+    names = withoutSharedEnds(names);
+    QStringList labels;
+    for (Qt::TextElideMode mode : {Qt::ElideMiddle, Qt::ElideRight, Qt::ElideLeft, Qt::ElideNone}) {
+        labels.clear();
+        for (const QString& name : names)
+            labels << (name.size() > 16 && mode != Qt::ElideNone ? fm.elidedText(name, mode, fm.horizontalAdvance(name.left(15))) : name);
+        if (QSet<QString>(labels.begin(), labels.end()).size() == labels.size()) break;
+    }
+    int widest = 0;
+    for (qsizetype k = 0; k < labels.size(); ++k) {
+        if (m_x->categoriesLabels().contains(labels[k])) continue; // the axis holds each label once
+        m_x->append(labels[k], double(shown[std::size_t(k)]));
+        widest = std::max(widest, fm.horizontalAdvance(labels[k]));
+    }
+    // Flat when the names fit between their points, else upright (slanted ones were cut to fit
+    // the same width).
+    m_x->setLabelsAngle(widest + 14 <= room * every ? 0 : -90);
+}
+
+void LayerCompareView::resizeEvent(QResizeEvent* event)
+{
+    QWidget::resizeEvent(event);
+    labelLayers(); // how many names fit depends on the chart's width
 }
 
 LayerCompareView::~LayerCompareView()
@@ -256,7 +333,7 @@ void LayerCompareView::showReport(const LayerComparisonReport& r, const QString&
     const double last = r.layers.empty() ? 1.0 : double(r.layers.size() - 1);
     m_threshold->replace({QPointF(0, r.thresholdDb), QPointF(last, r.thresholdDb)});
     m_x->setRange(-0.4, std::max(1.0, last) + 0.4); // the end points' markers whole, not cut by the frame
-    m_x->setTickInterval(std::max(1.0, std::ceil(std::max(1.0, last) / 12.0))); // at most 13 ticks, each on a layer
+    labelLayers();
     m_y->setRange(std::max(0.0, std::floor(std::min(lo, r.thresholdDb) / 10.0) * 10.0 - 5.0),
                   std::ceil(std::max(hi, r.thresholdDb) / 10.0) * 10.0 + 5.0);
     m_chart->chart()->setTitle(title);

@@ -14,6 +14,7 @@
 
 #include <thread>
 
+class QCategoryAxis;
 class QComboBox;
 class QDoubleSpinBox;
 class QLabel;
@@ -45,20 +46,27 @@ public:
     QLineSeries* propagatedSeries() const { return m_propagated; }
     QScatterSeries* aloneSeries() const { return m_alone; }
     QString statusText() const;
+    QCategoryAxis* layerAxis() const { return m_x; }
 
 public slots:
     void compare();
+
+protected:
+    void resizeEvent(QResizeEvent* event) override;
 
 signals:
     // After compare(): ok, and a one-line message (the first flagged layer, or the error).
     void compareFinished(bool ok, const QString& message);
 
 private:
+    void labelLayers(); // the x axis's names for m_report's layers, as many as fit
+
     ChartView* m_chart;
     QLineSeries* m_propagated;
     QScatterSeries* m_alone;
     QLineSeries* m_threshold;
-    QValueAxis* m_x;
+    QCategoryAxis* m_x; // the layers' names, on their points
+
     QValueAxis* m_y;
     QComboBox* m_format;
     QComboBox* m_granularity;
