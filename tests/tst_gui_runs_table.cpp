@@ -3,10 +3,12 @@
 // grow the heap. A QColor decoration made the view's delegate draw a new pixmap and icon at each
 // repaint, which Qt kept in QPixmapCache under that pixmap's serial number: 6.6 KB a repaint
 // here, up to the cache's 10 MiB limit (found by the GUI soak, tests/soak).
+#include "main_window.h"
 #include "runs_model.h"
 
 #include <QtTest>
 
+#include <QHeaderView>
 #include <QIcon>
 #include <QItemSelectionModel>
 #include <QTableView>
@@ -64,6 +66,45 @@ private slots:
         // The same icon each time it is asked for (what Qt's icon cache is keyed on).
         QCOMPARE(model.data(model.index(2, RunsModel::Id), Qt::DecorationRole).value<QIcon>().cacheKey(),
                  model.data(model.index(2, RunsModel::Id), Qt::DecorationRole).value<QIcon>().cacheKey());
+    }
+
+    // The window's runs table sizes each column to its header and cells: none cut ("mobilenet-t..."),
+    // none much wider than what it holds, and Status, last, takes the rest of the width.
+    void columnsFitTheirContents()
+    {
+        MainWindow w(MainWindowOptions{false, QString(), false});
+        w.resize(1366, 740);
+        w.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&w));
+        RunPtr small = makeRun(1);
+        small->config.model = "lenet5";
+        RunPtr wide = makeRun(2);
+        wide->config.model = "mobilenet-tiny";
+        wide->config.precision.strategy = Strategy::Qat;
+        wide->config.precision.layers.resize(3); // "int8 default, 3 per-layer"
+        wide->status = RunStatus::Failed;
+        wide->error = QStringLiteral("training diverged: non-finite gradients for 50 steps");
+        w.runsModel()->addRun(small);
+        w.runsModel()->addRun(wide);
+        QCoreApplication::processEvents();
+        QTableView* t = w.runsView();
+        QHeaderView* h = t->horizontalHeader();
+        const int last = RunsModel::ColumnCount - 1;
+        for (int c = 0; c < last; ++c) {
+            const int needs = std::max(static_cast<QAbstractItemView*>(t)->sizeHintForColumn(c), h->sectionSizeHint(c));
+            const QString what = QStringLiteral("column %1 (%2): %3 px for %4 px of content")
+                                     .arg(c).arg(w.runsModel()->headerData(c, Qt::Horizontal, Qt::DisplayRole).toString())
+                                     .arg(h->sectionSize(c)).arg(needs);
+            QVERIFY2(h->sectionSize(c) >= std::min(needs, 240), qPrintable(what));
+            QVERIFY2(h->sectionSize(c) <= needs + 8, qPrintable(what));
+        }
+        QVERIFY2(h->sectionViewportPosition(last) + h->sectionSize(last) >= t->viewport()->width() - 1, "Status does not reach the edge");
+        QVERIFY2(h->sectionViewportPosition(last) + 80 <= t->viewport()->width(), "Status is pushed out of view");
+        // A run changing (the epochs and time of a run in progress) refits its columns.
+        wide->config.model = "a-much-longer-model-name";
+        w.runsModel()->runChanged(2);
+        QCoreApplication::processEvents();
+        QVERIFY(h->sectionSize(RunsModel::Model) >= std::min(240, static_cast<QAbstractItemView*>(t)->sizeHintForColumn(RunsModel::Model)));
     }
 
     void repaintingDoesNotGrowTheHeap()

@@ -274,10 +274,20 @@ void MainWindow::buildLayout()
     m_runsView->setWordWrap(false);
     m_runsView->horizontalHeader()->setStretchLastSection(true);
     m_runsView->horizontalHeader()->setSectionResizeMode(QHeaderView::Interactive);
+    m_runsView->setTextElideMode(Qt::ElideMiddle);
     m_runsView->setToolTip(tr("Every run of this session. Select several (Ctrl+click) to overlay their curves."));
-    // Narrow enough that the Status column (stretched, last) shows in a 1366-pixel-wide window.
-    const int widths[] = {52, 84, 72, 116, 92, 56, 70, 70, 70, 64}; // #: the colour swatch and two digits
-    for (int c = 0; c < int(std::size(widths)); ++c) m_runsView->setColumnWidth(c, widths[c]);
+    // Each column as wide as its header and cells (fixed widths cut "mobilenet-tiny" and a per-layer
+    // plan's format, and left Epochs and Time half empty), at most 240 pixels; Status, last, takes
+    // the rest. Refitted when runs arrive or change.
+    const auto fitColumns = [this] {
+        QHeaderView* header = m_runsView->horizontalHeader();
+        for (int c = 0; c + 1 < RunsModel::ColumnCount; ++c)
+            header->resizeSection(c, std::min(240, std::max(static_cast<QAbstractItemView*>(m_runsView)->sizeHintForColumn(c), header->sectionSizeHint(c))));
+    };
+    fitColumns();
+    connect(m_runs, &QAbstractItemModel::rowsInserted, this, fitColumns);
+    connect(m_runs, &QAbstractItemModel::modelReset, this, fitColumns);
+    connect(m_runs, &QAbstractItemModel::dataChanged, this, fitColumns);
     // Four runs stay in view however short the window (at 1366x768 the splitter left two).
     m_runsView->setMinimumHeight(m_runsView->horizontalHeader()->sizeHint().height() + 4 * m_runsView->verticalHeader()->defaultSectionSize() + 4);
     connect(m_runsView->selectionModel(), &QItemSelectionModel::selectionChanged, this, &MainWindow::onSelectionChanged);
