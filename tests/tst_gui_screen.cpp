@@ -9,7 +9,9 @@
 
 #include "analysis_view.h"
 #include "layer_compare_view.h"
+#include "chart_view.h"
 #include "main_window.h"
+#include "pareto_chart.h"
 #include "search_view.h"
 #include "sensitivity_view.h"
 #include "training_panel.h"
@@ -19,10 +21,14 @@
 #include <QAction>
 #include <QApplication>
 #include <QDir>
+#include <QChart>
 #include <QDialog>
+#include <QGraphicsScene>
+#include <QGraphicsTextItem>
 #include <QPushButton>
 #include <QScreen>
 #include <QScrollArea>
+#include <QScrollBar>
 #include <QSettings>
 #include <QStandardPaths>
 #include <QHeaderView>
@@ -34,6 +40,19 @@
 using namespace quantscope;
 
 namespace {
+
+// The texts Qt Charts cut to fit ("SQNR of the layer's output vs FP3...", a legend entry's
+// "clipped by t..."), after the chart's layout.
+QStringList cutTexts(ChartView* view)
+{
+    QCoreApplication::processEvents();
+    (void)view->grab();
+    QStringList out;
+    for (QGraphicsItem* item : view->scene()->items())
+        if (auto* t = dynamic_cast<QGraphicsTextItem*>(item); t && t->isVisible() && t->toPlainText().endsWith(QLatin1String("...")))
+            out << t->toPlainText();
+    return out;
+}
 
 QRect globalRect(const QWidget* w) { return QRect(w->mapToGlobal(QPoint(0, 0)), w->size()); }
 
@@ -134,6 +153,61 @@ private slots:
         QSettings().clear();
     }
 
+    // The Layers and Analysis tabs' charts on this screen: a plot of a readable size, and no axis
+    // title or legend entry cut to "..." (at 1366x768 the SQNR axis read "SQNR of the layer's
+    // output vs FP3..." and the search's "validation accura...").
+    void chartsReadable()
+    {
+        MainWindow w(MainWindowOptions{false, QString(), false});
+        w.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&w));
+        LayerCompareView* layers = w.layerCompareView();
+        LayerComparisonReport r;
+        r.thresholdDb = 20;
+        r.images = 256;
+        for (const char* block : {"layer1", "layer2", "layer3"})
+            for (const char* part : {"conv1", "bn1", "relu1", "conv2", "bn2", "shortcut", "add", "relu2"}) {
+                LayerComparison l;
+                l.layer = std::string(block) + "." + part;
+                l.sqnrDb = 30;
+                l.aloneSqnrDb = 35;
+                r.layers.push_back(l);
+            }
+        w.tabs()->setCurrentWidget(layers);
+        layers->showReport(r, QStringLiteral("Run #4, int8 weights (channel-wise), uint8 activations"));
+        auto* search = w.analysisView()->search();
+        w.analysisView()->pages()->setCurrentWidget(search);
+        for (ChartView* chart : {layers->chart(), static_cast<ChartView*>(search->chart())}) {
+            for (int i = 0; i < w.tabs()->count(); ++i)
+                if (w.tabs()->widget(i)->isAncestorOf(chart)) w.tabs()->setCurrentIndex(i);
+            QCoreApplication::processEvents();
+            for (QWidget* p = chart->parentWidget(); p; p = p->parentWidget())
+                if (auto* scroll = qobject_cast<QScrollArea*>(p)) {
+                    QCoreApplication::processEvents();
+                    // Not ensureWidgetVisible: a QGraphicsView answers it with its scene's cursor rectangle.
+                    const QPoint at = chart->mapTo(scroll->widget(), QPoint(chart->width() / 2, chart->height() / 2));
+                    scroll->ensureVisible(at.x(), at.y(), chart->width() / 2 + 8, chart->height() / 2 + 8);
+                }
+            QCoreApplication::processEvents();
+            const QString name = chart->title();
+            QVERIFY2(cutTexts(chart).isEmpty(), qPrintable(QStringLiteral("%1 (%2x%3): ").arg(name).arg(chart->width()).arg(chart->height()) +
+                                                           cutTexts(chart).join(QStringLiteral(" | "))));
+            const QRectF plot = chart->chart()->plotArea();
+            QVERIFY2(plot.height() >= 150 && plot.width() >= 300,
+                     qPrintable(QStringLiteral("%1: plot %2x%3").arg(name).arg(plot.width()).arg(plot.height())));
+            // Wholly in view once scrolled to, not half hidden below a scroll area's edge.
+            QVERIFY2(w.screen()->availableGeometry().contains(globalRect(chart)), qPrintable(name));
+            for (QWidget* p = chart->parentWidget(); p; p = p->parentWidget())
+                if (auto* scroll = qobject_cast<QScrollArea*>(p)) {
+                    const QRect inView(chart->mapTo(scroll->viewport(), QPoint(0, 0)), chart->size());
+                    QVERIFY2(scroll->viewport()->rect().contains(inView),
+                             qPrintable(QStringLiteral("%1: at %2,%3 %4x%5, the scroll area shows %6x%7").arg(name).arg(inView.x()).arg(inView.y())
+                                            .arg(inView.width()).arg(inView.height()).arg(scroll->viewport()->width()).arg(scroll->viewport()->height())
+                                            + QStringLiteral(" content %1 high, scroll max %2 at %3").arg(scroll->widget()->height()).arg(scroll->verticalScrollBar()->maximum()).arg(scroll->verticalScrollBar()->value())));
+                }
+        }
+    }
+
     // Not a check: pictures for a person to look at (QS_SHOT_DIR; skipped without it).
     void tourShots()
     {
@@ -218,6 +292,10 @@ private slots:
         search->run();
         QVERIFY(searchDone.wait(testing::kRunTimeoutMs));
         shot(&w, QStringLiteral("tour-analysis-search"));
+        auto* scroll = w.findChild<QScrollArea*>(QStringLiteral("analysisScroll"));
+        QVERIFY(scroll);
+        scroll->verticalScrollBar()->setValue(scroll->verticalScrollBar()->maximum()); // the chart, as a user scrolls to it
+        shot(&w, QStringLiteral("tour-analysis-search-scrolled"));
     }
 
 private:

@@ -40,6 +40,10 @@ public:
 public slots:
     void savePngInteractive();
 
+public:
+    // The house style of an axis: a plain title, tick labels a notch smaller (makeValueAxis does it).
+    static void styleAxis(QAbstractAxis* axis);
+
 protected:
     void contextMenuEvent(QContextMenuEvent* event) override;
     void drawForeground(QPainter* painter, const QRectF& rect) override;

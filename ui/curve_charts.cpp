@@ -265,9 +265,7 @@ LossScaleChart::LossScaleChart(QWidget* parent) : RunChart(tr("Mixed precision: 
     m_y->setTitleText(tr("loss scale (factor, log\u2082)"));
     m_y->setLabelFormat(QStringLiteral("%.0f"));
     m_y->setMinorTickCount(0);
-    QFont f = m_y->titleFont();
-    f.setBold(false);
-    m_y->setTitleFont(f);
+    styleAxis(m_y);
     chart()->addAxis(m_y, Qt::AlignLeft);
     setNiceRange(m_x, 0, 100);
     m_y->setRange(1, 65536);

@@ -28,6 +28,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <thread>
 
 namespace quantscope {
@@ -39,11 +40,25 @@ constexpr std::size_t kImages = 256, kCalibImages = 1000;
 
 double capped(double db) { return std::isfinite(db) ? std::min(db, kCapDb) : kCapDb; }
 
-// When a name is over 16 characters: the start and the end all `names` share, cut at a '.', '/'
-// or '_', replaced by "…" (what is left tells the layers apart).
-QStringList withoutSharedEnds(QStringList names)
+// "layer2.shortcut" -> "l2.shortcut", "features.12.conv" -> "f.12.conv": every part of a dotted
+// path but the last cut to its first letter and its digits.
+QString abbreviated(const QString& name)
 {
-    if (names.size() < 2 || std::none_of(names.begin(), names.end(), [](const QString& s) { return s.size() > 16; })) return names;
+    QStringList parts = name.split(QLatin1Char('.'));
+    for (qsizetype i = 0; i + 1 < parts.size(); ++i) {
+        QString& p = parts[i];
+        qsizetype digits = p.size();
+        while (digits > 0 && p[digits - 1].isDigit()) --digits;
+        if (digits > 1) p = p.left(1) + p.mid(digits);
+    }
+    return parts.join(QLatin1Char('.'));
+}
+
+// When a name is longer than the labels may be (`tooLong`): the start and the end all `names`
+// share, cut at a '.', '/' or '_', replaced by "…" (what is left tells the layers apart).
+QStringList withoutSharedEnds(QStringList names, const std::function<bool(const QString&)>& tooLong)
+{
+    if (names.size() < 2 || std::none_of(names.begin(), names.end(), tooLong)) return names;
     const auto isCut = [](QChar c) { return c == QLatin1Char('.') || c == QLatin1Char('/') || c == QLatin1Char('_'); };
     qsizetype shortest = names.front().size();
     for (const QString& s : names) shortest = std::min(shortest, s.size());
@@ -74,9 +89,9 @@ LayerCompareView::LayerCompareView(QWidget* parent) : QWidget(parent)
     m_chart->setObjectName(QStringLiteral("layerCompareChart"));
     QChart* c = m_chart->chart();
     m_propagated = new QLineSeries;
-    m_propagated->setName(tr("propagated (whole model quantized)"));
+    m_propagated->setName(tr("whole model quantized"));
     m_alone = new QScatterSeries;
-    m_alone->setName(tr("this layer alone quantized (layers that quantize)"));
+    m_alone->setName(tr("this layer alone quantized"));
     m_alone->setMarkerSize(9);
     m_threshold = new QLineSeries;
     m_threshold->setName(tr("threshold"));
@@ -97,7 +112,9 @@ LayerCompareView::LayerCompareView(QWidget* parent) : QWidget(parent)
     m_y->setTickAnchor(0);
     m_y->setTickInterval(10);
     m_y->setRange(0, 60);
-    m_y->setTitleText(tr("SQNR of the layer's output vs FP32 (dB)"));
+    m_y->setTitleText(tr("SQNR vs FP32 (dB)"));
+    ChartView::styleAxis(m_x);
+    ChartView::styleAxis(m_y);
     c->addAxis(m_x, Qt::AlignBottom);
     c->addAxis(m_y, Qt::AlignLeft);
     for (QXYSeries* s : std::initializer_list<QXYSeries*>{m_propagated, m_alone, m_threshold}) {
@@ -166,7 +183,7 @@ void LayerCompareView::labelLayers()
     const std::size_t n = m_report.layers.size();
     if (n == 0) return;
     // As many names as fit side by side turned upright (every k-th layer's when there are more),
-    // elided past 16 characters.
+    // elided when long.
     const QFontMetrics fm(m_x->labelsFont());
     const double plot = std::max(100.0, m_chart->width() - 110.0); // the plot area: the chart less the y axis and margins
     const double room = std::max(1.0, plot / double(n)); // pixels between two layers' points
@@ -182,12 +199,23 @@ void LayerCompareView::labelLayers()
         shown.push_back(i);
         names << QString::fromStdString(m_report.layers[i].layer);
     }
-    names = withoutSharedEnds(names);
+    // Upright names take height from the plot, and Qt Charts gives the x axis at most 40 % of what
+    // the title and legend leave, its title and padding included (about 80 and 50 pixels): longer
+    // names were cut to "layer3.shor...". At most 16 characters' width in any case.
+    const int room16 = fm.horizontalAdvance(QStringLiteral("layer3.shortcut."));
+    const int longest = std::min(room16, std::max(40, static_cast<int>(0.4 * (m_chart->height() - 80) - 50)));
+    const auto tooLong = [&](const QString& name) { return fm.horizontalAdvance(name) > longest; };
+    names = withoutSharedEnds(names, tooLong);
     QStringList labels;
-    for (Qt::TextElideMode mode : {Qt::ElideMiddle, Qt::ElideRight, Qt::ElideLeft, Qt::ElideNone}) {
+    // Modes: elided in the middle, at the end, at the start, then the path's parts but the last
+    // shortened to their initial and number ("l2.shortcut") and elided in the middle; else whole.
+    for (int mode = 0; mode < 5; ++mode) {
         labels.clear();
-        for (const QString& name : names)
-            labels << (name.size() > 16 && mode != Qt::ElideNone ? fm.elidedText(name, mode, fm.horizontalAdvance(name.left(15))) : name);
+        for (const QString& name : names) {
+            if (!tooLong(name) || mode == 4) labels << name;
+            else if (mode == 3) labels << fm.elidedText(abbreviated(name), Qt::ElideMiddle, longest);
+            else labels << fm.elidedText(name, mode == 0 ? Qt::ElideMiddle : mode == 1 ? Qt::ElideRight : Qt::ElideLeft, longest);
+        }
         if (QSet<QString>(labels.begin(), labels.end()).size() == labels.size()) break;
     }
     int widest = 0;

@@ -187,9 +187,7 @@ HistogramChart::HistogramChart(QWidget* parent) : ChartView(tr("Weight histogram
     m_yLog->setTitleText(tr("weights per bin (count, log scale)"));
     m_yLog->setLabelFormat(QStringLiteral("%g"));
     m_yLog->setMinorTickCount(-1);
-    QFont f = m_yLog->titleFont();
-    f.setBold(false);
-    m_yLog->setTitleFont(f);
+    styleAxis(m_yLog);
 
     // Quantized bars first, the FP32 outline on top: both stay visible where they coincide.
     m_quantUpper = new QLineSeries(this);
@@ -286,11 +284,12 @@ void HistogramChart::setStats(const LayerStats* s, bool logScale)
     // "Clipped" counts weights beyond their own channel's or group's range by more than half a
     // step (closer ones round to the end level anyway): weights just past the drawn line are not
     // clipped, and with several grids the line is only the widest range (tester 10 #2).
-    m_clipLow->setName((severalGrids ? tr("widest clip [%1, %2]; %3 clipped by their own channel's or group's range")
-                                     : tr("clip range [%1, %2]: %3 clipped (over half a step beyond)"))
+    // Short: a longer entry was cut in a 1366x768 window's histogram ("... clipped by t...").
+    m_clipLow->setName((severalGrids ? tr("widest clip [%1, %2]; %3 clipped (own grids)")
+                                     : tr("clip [%1, %2]; %3 clipped"))
                            .arg(formatScale(s->clipLow), formatScale(s->clipHigh),
                                 formatPercent(s->clippedFraction, s->clippedFraction < 0.01 ? 2 : 1)));
-    m_quant->setName((severalGrids ? tr("quantized %1, per-channel/group grids") : tr("quantized %1 values (bars at the levels)"))
+    m_quant->setName((severalGrids ? tr("quantized %1 (per-channel grids)") : tr("quantized %1 (bars at the levels)"))
                          .arg(QString::fromStdString(s->format)));
 
     // The clip lines join the axis when they are near the weights; a float format's (fp16: +-65504)
@@ -498,9 +497,7 @@ SqnrChart::SqnrChart(QWidget* parent) : RunChart(tr("Quantization error per laye
     chart()->addSeries(m_series);
     m_x = new QBarCategoryAxis;
     m_x->setTitleText(tr("layer (quantized weight tensor)"));
-    QFont f = m_x->titleFont();
-    f.setBold(false);
-    m_x->setTitleFont(f);
+    styleAxis(m_x);
     chart()->addAxis(m_x, Qt::AlignBottom);
     m_y = makeValueAxis(tr("SQNR (dB, higher is better)"), Qt::AlignLeft, QStringLiteral("%.0f"));
     m_series->attachAxis(m_x);

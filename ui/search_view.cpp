@@ -112,6 +112,9 @@ SearchView::SearchView(InputProvider input, QWidget* parent) : QWidget(parent), 
 
     m_chart = new ParetoChart;
     m_chart->setObjectName(QStringLiteral("paretoChart"));
+    // Tall enough for its axis titles and legend; at 1366x768 the Analysis tab scrolls to it
+    // (squeezed to the space left under the controls, its y axis read "validation accura...").
+    m_chart->setMinimumHeight(330);
     connect(m_chart, &ParetoChart::planClicked, this, &SearchView::selectPlan);
     m_planTitle = new QLabel(tr("The chosen plan appears here; click any point to see its plan."));
     m_planTitle->setObjectName(QStringLiteral("searchPlanTitle"));
