@@ -14,6 +14,7 @@
 #include <QBarSet>
 #include <QGraphicsScene>
 #include <QGraphicsTextItem>
+#include <QLegend>
 #include <QLineSeries>
 #include <QMap>
 #include <QRegularExpression>
@@ -300,6 +301,26 @@ private slots:
         for (QGraphicsItem* item : view.chart()->scene()->items())
             if (auto* t = dynamic_cast<QGraphicsTextItem*>(item); t && t->isVisible()) drawn << t->toPlainText();
         QVERIFY2(drawn.contains(labels.first()) && drawn.contains(labels.last()), qPrintable(drawn.join(QLatin1Char('|'))));
+    }
+
+    // Three runs on a loss chart as wide as at 1366x768 (about 430 pixels): no legend entry is
+    // cut ("train (smoot..."), the legend goes to the right; a wide chart keeps it below.
+    void lossLegendIsNotCut()
+    {
+        LossChart chart;
+        chart.setRuns({statsRun(1), statsRun(2), statsRun(3)});
+        chart.resize(430, 430);
+        chart.show();
+        QCoreApplication::processEvents();
+        QStringList cut;
+        (void)chart.grab();
+        for (QGraphicsItem* item : chart.scene()->items())
+            if (auto* t = dynamic_cast<QGraphicsTextItem*>(item); t && t->isVisible() && t->toPlainText().endsWith(QLatin1String("...")))
+                cut << t->toPlainText();
+        QVERIFY2(cut.isEmpty(), qPrintable(cut.join(QStringLiteral(" | "))));
+        chart.resize(1200, 430);
+        QCoreApplication::processEvents();
+        QCOMPARE(chart.chart()->legend()->alignment(), Qt::AlignBottom);
     }
 };
 

@@ -4,6 +4,7 @@
 #include <QChart>
 #include <QContextMenuEvent>
 #include <QFileDialog>
+#include <QFontMetrics>
 #include <QLegend>
 #include <QGraphicsLayout>
 #include <QGraphicsScene>
@@ -207,8 +208,27 @@ void setLegendVisible(QChart* chart, QAbstractSeries* series, bool visible)
 
 void fitLegend(QChart* chart, int entries)
 {
-    const Qt::Alignment want = entries > 5 ? Qt::AlignRight : Qt::AlignBottom;
+    // One row below the plot only if its visible entries fit the chart's width (marker, gap and
+    // text each): three runs and two style keys below a 430-pixel loss chart read "train (smoot...".
+    const QFontMetrics fm(chart->legend()->font());
+    int row = 0;
+    for (QLegendMarker* m : chart->legend()->markers())
+        if (m->isVisible()) row += fm.horizontalAdvance(m->label()) + 2 * fm.height();
+    const bool below = entries <= 5 && row <= chart->size().width() - 24;
+    const Qt::Alignment want = below ? Qt::AlignBottom : Qt::AlignRight;
     if (chart->legend()->alignment() != want) chart->legend()->setAlignment(want);
+}
+
+void ChartView::fitLegendTo(int entries)
+{
+    m_legendEntries = entries;
+    fitLegend(chart(), entries);
+}
+
+void ChartView::resizeEvent(QResizeEvent* event)
+{
+    QChartView::resizeEvent(event); // resizes the chart
+    if (m_legendEntries >= 0) fitLegend(chart(), m_legendEntries);
 }
 
 void addStyleKey(QChart* chart, const QString& name, const QPen& pen, bool points, QAbstractAxis* x, QAbstractAxis* y)

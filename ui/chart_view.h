@@ -47,6 +47,9 @@ public:
 protected:
     void contextMenuEvent(QContextMenuEvent* event) override;
     void drawForeground(QPainter* painter, const QRectF& rect) override;
+    void resizeEvent(QResizeEvent* event) override;
+    // fitLegend(chart(), entries), again at every resize.
+    void fitLegendTo(int entries);
 
     QValueAxis* makeValueAxis(const QString& title, Qt::Alignment align, const QString& labelFormat);
     // Sets a range on whole ticks (1, 2 or 5 x 10^k apart) that covers [lo, hi], and a label
@@ -59,6 +62,7 @@ protected:
 
 private:
     QString m_empty;
+    int m_legendEntries = -1; // fitLegendTo's, or -1: the legend stays where it is
 };
 
 // A chart that draws a list of runs. setRuns() rebuilds its series (selection changed);
@@ -77,9 +81,9 @@ protected:
 };
 
 void setLegendVisible(QChart* chart, QAbstractSeries* series, bool visible);
-// The legend below the plot while its `entries` visible entries fit one row (up to 5), else at
-// the right, one entry a row: seven runs and three style keys at the bottom left each label a
-// few pixels, elided to nothing.
+// The legend below the plot while its visible entries fit one row of the chart's width (and
+// `entries` is at most 5), else at the right, one entry a row: seven runs and three style keys at
+// the bottom left each label a few pixels, elided to nothing.
 void fitLegend(QChart* chart, int entries);
 // A legend-only entry (an empty series) that explains a line style, e.g. dashed = test.
 void addStyleKey(QChart* chart, const QString& name, const QPen& pen, bool points, QAbstractAxis* x, QAbstractAxis* y);

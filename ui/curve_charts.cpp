@@ -93,7 +93,7 @@ void LossChart::rebuild()
         addStyleKey(chart(), tr("train (smoothed)"), pen(Qt::darkGray, 2), false, m_x, m_y);
         addStyleKey(chart(), tr("test (per epoch)"), pen(Qt::darkGray, 2, Qt::DashLine), true, m_x, m_y);
     }
-    fitLegend(chart(), many ? int(m_runs.size()) + 2 : 3);
+    fitLegendTo(many ? int(m_runs.size()) + 2 : 3);
 }
 
 void LossChart::refresh()
@@ -203,7 +203,7 @@ void AccuracyChart::rebuild()
         addStyleKey(chart(), tr("test, FP32"), pen(Qt::darkGray, 2.5), true, m_x, m_y);
         if (anyQuant) addStyleKey(chart(), tr("test, quantized"), pen(Qt::darkGray, 2.5, Qt::DashLine), true, m_x, m_y);
     }
-    fitLegend(chart(), many ? int(m_runs.size()) + (anyQuant ? 3 : 2) : 4);
+    fitLegendTo(many ? int(m_runs.size()) + (anyQuant ? 3 : 2) : 4);
 }
 
 void AccuracyChart::refresh()
