@@ -305,10 +305,18 @@ private slots:
 
     // Three runs on a loss chart as wide as at 1366x768 (about 430 pixels): no legend entry is
     // cut ("train (smoot..."), the legend goes to the right; a wide chart keeps it below.
+    void lossLegendIsNotCut_data()
+    {
+        QTest::addColumn<bool>("sameConfig");
+        QTest::newRow("labels '#1 seed-cnn', '#2 lenet5'") << false;
+        QTest::newRow("labels '#1', '#2', '#3'") << true;
+    }
     void lossLegendIsNotCut()
     {
+        QFETCH(bool, sameConfig);
         LossChart chart;
-        chart.setRuns({statsRun(1), statsRun(2), statsRun(3)});
+        if (sameConfig) chart.setRuns({lossRun(1, 40, 0, 0), lossRun(2, 40, 0, 0), lossRun(3, 40, 0, 0)});
+        else chart.setRuns({statsRun(1), statsRun(2), statsRun(3)});
         chart.resize(430, 430);
         chart.show();
         QCoreApplication::processEvents();

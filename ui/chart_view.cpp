@@ -213,7 +213,7 @@ void fitLegend(QChart* chart, int entries)
     const QFontMetrics fm(chart->legend()->font());
     int row = 0;
     for (QLegendMarker* m : chart->legend()->markers())
-        if (m->isVisible()) row += fm.horizontalAdvance(m->label()) + 2 * fm.height();
+        if (m->isVisible()) row += fm.horizontalAdvance(m->label()) + 3 * fm.height(); // about what Qt lays out
     const bool below = entries <= 5 && row <= chart->size().width() - 24;
     const Qt::Alignment want = below ? Qt::AlignBottom : Qt::AlignRight;
     if (chart->legend()->alignment() != want) chart->legend()->setAlignment(want);
