@@ -315,9 +315,13 @@ private slots:
     {
         QFETCH(bool, sameConfig);
         LossChart chart;
+        // Sized and shown first, hidden while the runs change (another tab in front), shown again.
+        chart.resize(430, 430);
+        chart.show();
+        QCoreApplication::processEvents();
+        chart.hide();
         if (sameConfig) chart.setRuns({lossRun(1, 40, 0, 0), lossRun(2, 40, 0, 0), lossRun(3, 40, 0, 0)});
         else chart.setRuns({statsRun(1), statsRun(2), statsRun(3)});
-        chart.resize(430, 430);
         chart.show();
         QCoreApplication::processEvents();
         QStringList cut;

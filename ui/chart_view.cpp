@@ -231,6 +231,14 @@ void ChartView::resizeEvent(QResizeEvent* event)
     if (m_legendEntries >= 0) fitLegend(chart(), m_legendEntries);
 }
 
+void ChartView::showEvent(QShowEvent* event)
+{
+    QChartView::showEvent(event);
+    // Legend markers of a chart not on screen read as invisible: runs selected while another tab
+    // was shown left a legend of five entries below a 430-pixel chart, cut.
+    if (m_legendEntries >= 0) fitLegend(chart(), m_legendEntries);
+}
+
 void addStyleKey(QChart* chart, const QString& name, const QPen& pen, bool points, QAbstractAxis* x, QAbstractAxis* y)
 {
     auto* s = new QLineSeries;

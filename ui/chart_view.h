@@ -48,7 +48,8 @@ protected:
     void contextMenuEvent(QContextMenuEvent* event) override;
     void drawForeground(QPainter* painter, const QRectF& rect) override;
     void resizeEvent(QResizeEvent* event) override;
-    // fitLegend(chart(), entries), again at every resize.
+    void showEvent(QShowEvent* event) override;
+    // fitLegend(chart(), entries), again at every resize and show.
     void fitLegendTo(int entries);
 
     QValueAxis* makeValueAxis(const QString& title, Qt::Alignment align, const QString& labelFormat);
