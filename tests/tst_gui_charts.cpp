@@ -315,8 +315,10 @@ private slots:
     {
         QFETCH(bool, sameConfig);
         LossChart chart;
-        // Sized and shown first, hidden while the runs change (another tab in front), shown again.
+        // The runs set before the chart is first shown, and again while it is hidden (another tab
+        // in front): its legend markers read as invisible both times.
         chart.resize(430, 430);
+        chart.setRuns({lossRun(4, 40, 0, 0)});
         chart.show();
         QCoreApplication::processEvents();
         chart.hide();

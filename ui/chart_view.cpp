@@ -20,6 +20,8 @@
 namespace quantscope {
 
 namespace {
+constexpr const char* kInLegend = "qsInLegend"; // a series property: setLegendVisible's last word
+
 // The view's chart, passed to QChartView's constructor: QChartView(parent) would build a default
 // chart of its own, and setChart() releases the previous chart without deleting it (a leak of a
 // whole QChart, theme, title and legend per view, found by the asan preset's LeakSanitizer).
@@ -200,6 +202,7 @@ void RunChart::setRuns(RunList runs)
 
 void setLegendVisible(QChart* chart, QAbstractSeries* series, bool visible)
 {
+    series->setProperty(kInLegend, visible); // what fitLegend counts: a marker's own flag reads false off screen
     // Always set it: a marker of a chart not on screen reads as invisible whatever its flag.
     for (QLegendMarker* m : chart->legend()->markers(series)) m->setVisible(visible);
     // The legend does not always lay itself out again when a marker reappears.
@@ -212,8 +215,11 @@ void fitLegend(QChart* chart, int entries)
     // text each): three runs and two style keys below a 430-pixel loss chart read "train (smoot...".
     const QFontMetrics fm(chart->legend()->font());
     int row = 0;
+    // The entries setLegendVisible left in: a marker's isVisible() is false while the chart is not
+    // on screen (or not laid out yet), which measured an empty row.
     for (QLegendMarker* m : chart->legend()->markers())
-        if (m->isVisible()) row += fm.horizontalAdvance(m->label()) + 3 * fm.height(); // about what Qt lays out
+        if (m->series()->property(kInLegend).toBool() || !m->series()->property(kInLegend).isValid())
+            row += fm.horizontalAdvance(m->label()) + 3 * fm.height(); // about what Qt lays out
     const bool below = entries <= 5 && row <= chart->size().width() - 24;
     const Qt::Alignment want = below ? Qt::AlignBottom : Qt::AlignRight;
     if (chart->legend()->alignment() != want) chart->legend()->setAlignment(want);
