@@ -61,6 +61,17 @@ using namespace quantscope;
 
 using namespace quantscope::testing;
 
+namespace {
+// A plan entry that sets one layer's weight format.
+LayerOverride formatOverride(const char* layer, const char* format)
+{
+    LayerOverride o;
+    o.layer = layer;
+    o.format = format;
+    return o;
+}
+} // namespace
+
 class TestGuiFiles : public QObject {
     Q_OBJECT
 
@@ -110,7 +121,7 @@ private slots:
         auto planned = std::make_shared<RunRecord>(*w.runsModel()->runAt(0));
         planned->config.precision.strategy = Strategy::Ptq;
         planned->config.precision.format = "int4";
-        planned->config.precision.layers = {LayerOverride{"fc1", std::string("int2")}, LayerOverride{"fc2", std::string("fp32")}};
+        planned->config.precision.layers = {formatOverride("fc1", "int2"), formatOverride("fc2", "fp32")};
         const QString csv3 = QDir(out.path()).filePath(QStringLiteral("plan.csv"));
         QCOMPARE(saveMetricsCsv(csv3, {planned}), QString());
         QFile f3(csv3);
@@ -418,7 +429,7 @@ private slots:
         TrainConfig c = w.trainingPanel()->config();
         c.precision.strategy = Strategy::Ptq;
         c.precision.format = "int8";
-        c.precision.layers = {LayerOverride{"fc1", std::string("fp32")}, LayerOverride{"conv1", std::string("int2")}};
+        c.precision.layers = {formatOverride("fc1", "fp32"), formatOverride("conv1", "int2")};
         w.trainingPanel()->setConfig(c);
         ended.clear();
         w.startTraining();
