@@ -22,6 +22,16 @@ namespace {
 
 [[noreturn]] void fail(const std::string& source, const std::string& what) { throw FormatError(source + ": " + what); }
 
+// A BatchNorm2d no convolution absorbs, as the export writes it whatever the weight format
+// (analysis/model_export.cpp): a depthwise 1x1 convolution with one int8 weight per channel, +-127
+// (0 for a channel whose scale is 0).
+bool isBatchNormAsDepthwise(const StoredLayer& l, const StoredTensor& w)
+{
+    return l.kind == LayerKind::Conv2d && l.kernel == 1 && l.stride == 1 && l.padding == 0 && !l.window && l.groups == l.inChannels &&
+           l.inChannels == l.outChannels && w.bits == 8 && w.qmax == 127 && (w.qmin == -128 || w.qmin == -127) &&
+           std::all_of(w.q.begin(), w.q.end(), [](std::int32_t v) { return v == 127 || v == -127 || v == 0; });
+}
+
 // The strategies whose names encodeOnnx writes as quantscope.strategy: train/precision_config.cpp's
 // strategies() (io sits beside train and cannot include it; tst_onnx_file_errors checks the two
 // agree). An integer (QDQ) export comes from the three that quantize.
@@ -104,13 +114,14 @@ void checkOwnMetadata(const onnx::ModelProto& mp, const ExportedModel& m, const 
         if (q && !perLayer && std::find(weightFormats.begin(), weightFormats.end(), wf) == weightFormats.end())
             refuse("weight_format", wf, joined(weightFormats) + ", or 'per-layer (...)' under a precision plan");
         // One format for the whole model: every integer weight is on its grid (or its narrow range;
-        // binary's {-1, +1} is stored in 2 bits, as ternary's {-1, 0, 1}).
+        // binary's {-1, +1} is stored in 2 bits, as ternary's {-1, 0, 1}), but for the int8 of a
+        // BatchNorm kept as a depthwise 1x1 convolution.
         if (q && !perLayer) {
             const NumberFormat& f = findFormat(wf);
             const int storedBits = std::max(f.bits, 2);
             for (const StoredLayer& l : m.layers)
                 for (const StoredTensor& t : l.tensors)
-                    if (t.name == "weight" && t.encoding == TensorEncoding::Int &&
+                    if (t.name == "weight" && t.encoding == TensorEncoding::Int && !isBatchNormAsDepthwise(l, t) &&
                         (t.bits != storedBits || t.qmax != f.qmax || (t.qmin != f.qmin && t.qmin != -f.qmax)))
                         fail(source, "metadata quantscope.weight_format is '" + wf + "', but the weights of '" + l.name + "' are on the " +
                              std::to_string(t.bits) + "-bit grid [" + std::to_string(t.qmin) + ", " + std::to_string(t.qmax) +
