@@ -81,6 +81,15 @@ const char* const kKindRows[][4] = {
     {"act_clampmin_op13_fold", "Hardtanh", "-1", "inf"},
     {"act_clampmax_op11_fold_dyn", "Hardtanh", "-inf", "1.5"},
     {"act_clampmax_op9_nofold", "Hardtanh", "-inf", "1.5"},
+    // Hardswish and Hardsigmoid by hand, as MobileNetV3 code writes them: x * relu6(x + 3) / 6 (F.relu6:
+    // Relu, then Clip(max=6)), x * (clamp(x + 3, 0, 6) / 6), hardtanh(x + 3, 0, 6) / 6,
+    // relu6(x + 3) * (1/6); folded or not (constants behind Casts), opset 9's Clip attributes.
+    {"act_hswishhand_op13_fold", "Hardswish", "0", "0"},
+    {"act_hswishhand_op11_nofold", "Hardswish", "0", "0"},
+    {"act_hswishinner_op17_nofold_dyn", "Hardswish", "0", "0"},
+    {"act_hswishhand_op9_nofold", "Hardswish", "0", "0"},
+    {"act_hsigmoidhand_op13_fold", "Hardsigmoid", "0", "0"},
+    {"act_hsigmoidmul_op11_nofold", "Hardsigmoid", "0", "0"},
 };
 
 LayerKind kindNamed(const std::string& s)

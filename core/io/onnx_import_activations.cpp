@@ -7,6 +7,9 @@
 //              sum and 0.5 as two Muls in any order and nesting
 //   GELUTanh   Mul(x, x) -> Mul(x, .) (or Pow(x, 3)) -> Mul(., 0.044715) -> Add(x, .) ->
 //              Mul(., sqrt(2/pi)) -> Tanh -> Add(., 1), then that product (inputs in either order)
+// and the forms written by hand in much MobileNetV3 code, relu6(x + 3) / 6 (Hardsigmoid) and
+// x * relu6(x + 3) / 6 (Hardswish, times x before or after the division): Add(x, 3) -> Clip(0, 6)
+// (or Relu -> Clip(max = 6), F.relu6's export) -> Div(6) or Mul(1/6), with Mul(x, .) for Hardswish;
 // and PRelu, a learned slope of one value or one per channel (the PReLU layer).
 // An inner value of a subgraph must have no other reader; a Sigmoid whose output something else
 // reads stays a Sigmoid.
@@ -17,8 +20,9 @@
 #include <algorithm>
 
 #include <cmath>
-#include <optional>
 #include <cstdio>
+#include <limits>
+#include <optional>
 
 namespace quantscope::onnximport {
 
@@ -167,6 +171,93 @@ std::optional<Importer::Subgraph> Importer::geluTanhAt(int k, const GraphReaders
     return Subgraph{LayerKind::GELUTanh, t->root, x, nodes, {kappa, beta, one, t->factor, exponent}};
 }
 
+// relu6(x + 3) / 6 written by hand, from the Add of x and 3 at node k: Hardsigmoid, or Hardswish
+// when x multiplies it (before or after the division). Every constant must be exact (through a
+// Cast, as unfolded exports write them); anything else is no match, and its nodes are read (or
+// refused) one by one.
+std::optional<Importer::Subgraph> Importer::hardSigmoidByHandAt(int k, const GraphReaders& gr, const std::set<std::string>& dynamic)
+{
+    const onnx::GraphProto& g = m_mp.graph();
+    const auto op = [&](int j) -> const std::string& { return g.node(j).op_type(); };
+    const auto constant = [&](std::string v) -> std::optional<double> {
+        for (int hops = 0; hops < 3 && !v.empty(); ++hops) {
+            if (const std::optional<double> c = scalarConstant(v, gr.producer)) return c;
+            const auto p = gr.producer.find(v);
+            if (p == gr.producer.end() || op(p->second) != "Cast" || g.node(p->second).input_size() < 1) return std::nullopt;
+            v = g.node(p->second).input(0);
+        }
+        return std::nullopt;
+    };
+    const auto otherInput = [&](int j, const std::string& v) -> std::string { // of binary node j, one of whose inputs is v
+        const NodeProto& b = g.node(j);
+        if (b.input_size() != 2) return {};
+        return b.input(0) == v ? b.input(1) : b.input(1) == v ? b.input(0) : std::string();
+    };
+    const auto next = [&](const std::string& v, std::initializer_list<const char*> kinds) -> int { // v's sole reader, unclaimed, of a kind
+        const int r = soleReader(gr, v);
+        if (r < 0 || m_subgraphOf.count(r) || g.node(r).output_size() < 1) return -1;
+        for (const char* w : kinds)
+            if (op(r) == w) return r;
+        return -1;
+    };
+    const auto bySix = [&](int j, const std::string& v) { // Div(v, 6) or Mul(v, 1/6)
+        const std::string c = otherInput(j, v);
+        const std::optional<double> f = c.empty() || dynamic.count(c) ? std::nullopt : constant(c);
+        if (!f) return false;
+        return op(j) == "Div" ? g.node(j).input(0) == v && *f == 6.0 : near(*f, 1.0 / 6.0);
+    };
+    const auto clipBounds = [&](const NodeProto& c, double& lo, double& hi) {
+        const double inf = std::numeric_limits<double>::infinity();
+        lo = -inf, hi = inf;
+        if (m_opset < 11) {
+            lo = attrFloat(c, "min", -std::numeric_limits<float>::infinity());
+            hi = attrFloat(c, "max", std::numeric_limits<float>::infinity());
+            return true;
+        }
+        for (int i = 1; i <= 2; ++i)
+            if (c.input_size() > i && !c.input(i).empty()) {
+                const std::optional<double> b = constant(c.input(i));
+                if (!b) return false;
+                (i == 1 ? lo : hi) = *b;
+            }
+        return true;
+    };
+    const NodeProto& add = g.node(k);
+    if (add.input_size() != 2) return std::nullopt;
+    std::string x;
+    for (int i = 0; i < 2 && x.empty(); ++i)
+        if (dynamic.count(add.input(i)) && !dynamic.count(add.input(1 - i)))
+            if (const std::optional<double> c = constant(add.input(1 - i)); c && *c == 3.0) x = add.input(i);
+    if (x.empty()) return std::nullopt;
+    std::vector<int> nodes{k};
+    int clip = next(add.output(0), {"Clip", "Relu"});
+    if (clip >= 0 && op(clip) == "Relu") { // F.relu6: Relu, then Clip(max = 6)
+        nodes.push_back(clip);
+        clip = next(g.node(clip).output(0), {"Clip"});
+    }
+    double lo = 0, hi = 0;
+    if (clip < 0 || !clipBounds(g.node(clip), lo, hi) || hi != 6.0 || (nodes.size() == 1 ? lo != 0.0 : lo > 0.0)) return std::nullopt;
+    nodes.push_back(clip);
+    const std::string h = g.node(clip).output(0);
+    const int r = next(h, {"Div", "Mul"});
+    if (r < 0) return std::nullopt;
+    nodes.push_back(r);
+    const std::string& ro = g.node(r).output(0);
+    if (bySix(r, h)) {
+        const int m = next(ro, {"Mul"});
+        if (m >= 0 && otherInput(m, ro) == x) {
+            nodes.push_back(m);
+            return Subgraph{LayerKind::Hardswish, m, x, nodes, {}};
+        }
+        return Subgraph{LayerKind::Hardsigmoid, r, x, nodes, {}};
+    }
+    if (op(r) != "Mul" || otherInput(r, h) != x) return std::nullopt;
+    const int d = next(ro, {"Div", "Mul"});
+    if (d < 0 || !bySix(d, ro)) return std::nullopt;
+    nodes.push_back(d);
+    return Subgraph{LayerKind::Hardswish, d, x, nodes, {}};
+}
+
 void Importer::findActivationSubgraphs(const std::vector<int>& order, const std::set<std::string>& dynamic)
 {
     const onnx::GraphProto& g = m_mp.graph();
@@ -183,7 +274,9 @@ void Importer::findActivationSubgraphs(const std::vector<int>& order, const std:
     for (int k : order) {
         const NodeProto& n = g.node(k);
         if (taken(k) || n.input_size() < 1 || n.output_size() < 1) continue;
-        if (op(k) == "Sigmoid" || op(k) == "HardSigmoid") {
+        if (op(k) == "Add") {
+            if (std::optional<Subgraph> sg = hardSigmoidByHandAt(k, gr, dynamic)) record(std::move(*sg));
+        } else if (op(k) == "Sigmoid" || op(k) == "HardSigmoid") {
             const int m = soleReader(n.output(0));
             if (m < 0 || op(m) != "Mul" || taken(m) || g.node(m).input_size() != 2) continue;
             const NodeProto& mul = g.node(m);
@@ -250,7 +343,8 @@ void Importer::readActivationSubgraph(const NodeProto& root, const Subgraph& s)
             failNode(root, std::string("the ") + layerKindName(s.kind) + " subgraph's " + what + " is not one constant");
         return it->second.c.at(0);
     };
-    if (s.kind == LayerKind::Hardswish) checkHardSigmoid(g.node(s.nodes[0]), " (x * hardsigmoid(x) is Hardswish)");
+    if (s.kind == LayerKind::Hardswish && g.node(s.nodes[0]).op_type() == "HardSigmoid")
+        checkHardSigmoid(g.node(s.nodes[0]), " (x * hardsigmoid(x) is Hardswish)");
     if (s.kind == LayerKind::GELU) {
         const NodeProto& scale = g.node(s.nodes[0]);
         const double c = scalar(s.constants[0], "scale of x"), one = scalar(s.constants[1], "added constant"),

@@ -87,6 +87,8 @@ void Importer::failUnsupported(const NodeProto& n, const std::vector<std::pair<s
         {"ConvTranspose", "; nn.ConvTranspose2d exports as ConvTranspose"},
         {"Softplus", "; nn.Mish and nn.Softplus export as Softplus"},
         {"Selu", "; nn.SELU exports as Selu"},
+        {"If", "; Python control flow on tensor values or sizes in forward (nn.LocalResponseNorm's export has it) exports as If"},
+        {"Equal", "; a comparison of tensors (nn.LocalResponseNorm's export, or an if on sizes in forward) exports as Equal"},
     };
     const auto from = kFrom.find(n.op_type());
     const std::string hint = from != kFrom.end() ? from->second : "";

@@ -244,7 +244,7 @@ private:
 
     // ---- activations written as subgraphs (onnx_import_activations.cpp)
     struct Subgraph {
-        LayerKind kind;                     // SiLU, Hardswish, GELU, GELUTanh; GlobalAvgPool2d, MaxPool2d (onnx_import_pooling.cpp)
+        LayerKind kind;                     // SiLU, Hardswish, Hardsigmoid, GELU, GELUTanh; GlobalAvgPool2d, MaxPool2d (onnx_import_pooling.cpp)
         int root = -1;                      // its last node: where the layer is made
         std::string x;                      // the value it reads
         std::vector<int> nodes;             // every node of it (skipped by the walk)
@@ -271,6 +271,7 @@ private:
     std::optional<ProductTree> productTree(const GraphReaders& gr, const std::string& sum, const std::string& x,
                                            const std::set<std::string>& dynamic);
     std::optional<Subgraph> geluTanhAt(int k, const GraphReaders& gr, const std::set<std::string>& dynamic);
+    std::optional<Subgraph> hardSigmoidByHandAt(int k, const GraphReaders& gr, const std::set<std::string>& dynamic);
     void readActivationSubgraph(const NodeProto& root, const Subgraph& s);
     // ---- global pooling idioms (onnx_import_pooling.cpp): x.mean(-1).mean(-1), x.sum((2, 3)) /
     // (H W) as subgraphs; GlobalMaxPool and ReduceMax over (H, W) as operators.

@@ -231,3 +231,22 @@ class Clamp(nn.Module):
 
     def forward(self, x):
         return torch.clamp(x, min=self.lo, max=self.hi)
+
+
+class HardByHand(nn.Module):
+    """Hardswish and Hardsigmoid as much MobileNetV3 code writes them, with F.relu6 (Relu, then
+    Clip(max=6)) or a clamp to [0, 6]: x * relu6(x + 3) / 6, x * (relu6(x + 3) / 6) and
+    relu6(x + 3) * (1 / 6)."""
+
+    def __init__(self, form):
+        super().__init__()
+        self.form = form
+
+    def forward(self, x):
+        if self.form == "swish":
+            return x * F.relu6(x + 3) / 6
+        if self.form == "swish_inner":
+            return x * (torch.clamp(x + 3.0, 0.0, 6.0) / 6.0)
+        if self.form == "sigmoid_mul":
+            return F.relu6(x + 3.0) * (1.0 / 6.0)
+        return F.hardtanh(x + 3, 0.0, 6.0) / 6  # "sigmoid"

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from fixture_modules_conv import ConvGeometry  # next to this script
 from fixture_modules_input import BytesInput  # next to this script
 from fixture_modules_pool import AvgPoolGeometry, MaxOverMap, MaxPoolGeometry  # next to this script
-from fixture_modules_joins import ActNet, SigmoidTimesX, GeluHalfFirst, PReluNet, GeluTanhByHand, Clamp, SEConv, SELinearView, SELinearFlat, GateMul, DenseBlock, Inception, act_net  # next to this script
+from fixture_modules_joins import ActNet, SigmoidTimesX, GeluHalfFirst, PReluNet, GeluTanhByHand, Clamp, HardByHand, SEConv, SELinearView, SELinearFlat, GateMul, DenseBlock, Inception, act_net  # next to this script
 
 OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
 
@@ -610,6 +610,13 @@ CASES = [
     ("bytes_div_op13_fold_dyn", BytesInput, (1, 8, 8), 13, True, True),
     ("bytes_norm_op11_nofold", lambda: BytesInput("norm"), (3, 8, 8), 11, False, False),
     ("bytes_raw_op17_fold", lambda: BytesInput("raw"), (1, 8, 8), 17, True, False),
+    # Hardswish and Hardsigmoid written by hand (tst_activations).
+    ("act_hswishhand_op13_fold", act_net(lambda: HardByHand("swish")), (1, 8, 8), 13, True, False),
+    ("act_hswishhand_op11_nofold", act_net(lambda: HardByHand("swish")), (1, 8, 8), 11, False, False),
+    ("act_hswishinner_op17_nofold_dyn", act_net(lambda: HardByHand("swish_inner")), (1, 8, 8), 17, False, True),
+    ("act_hswishhand_op9_nofold", act_net(lambda: HardByHand("swish")), (1, 8, 8), 9, False, False),
+    ("act_hsigmoidhand_op13_fold", act_net(lambda: HardByHand("sigmoid")), (1, 8, 8), 13, True, False),
+    ("act_hsigmoidmul_op11_nofold", act_net(lambda: HardByHand("sigmoid_mul")), (1, 8, 8), 11, False, False),
 ]
 
 HW_SECOND = (12, 10)
