@@ -177,11 +177,13 @@ void Importer::mul(const NodeProto& n)
 void Importer::pixelScale255()
 {
     Normalization& z = m_m.normalization;
-    if (!m_inputBytes && (!(m_sawStd || m_sawMean) || z.mean.empty())) return;
-    for (std::size_t c = 0; c < z.mean.size() && !m_inputBytes; ++c) {
-        const double s = c < z.stddev.size() ? z.stddev[c] : 1.0, m = z.mean[c];
-        const double lo = std::min(-m / s, (1.0 - m) / s), hi = std::max(-m / s, (1.0 - m) / s);
-        if (!(s >= 4.0 || lo > 5.0 || hi < -5.0)) return;
+    if (!m_inputBytes) { // a float input: the 0..255 scale must show on every channel
+        if (!(m_sawStd || m_sawMean) || z.mean.empty()) return;
+        for (std::size_t c = 0; c < z.mean.size(); ++c) {
+            const double s = c < z.stddev.size() ? z.stddev[c] : 1.0, m = z.mean[c];
+            const double lo = std::min(-m / s, (1.0 - m) / s), hi = std::max(-m / s, (1.0 - m) / s);
+            if (!(s >= 4.0 || lo > 5.0 || hi < -5.0)) return;
+        }
     }
     const auto g4 = [](float v) {
         char b[32];
