@@ -19,6 +19,14 @@ inline constexpr int kExitData = 3;
 inline constexpr int kExitNumeric = 4;
 inline constexpr int kExitNoResult = 5; // the command ran, and nothing met its budget (analyze search)
 
+// An error that ends a command (or one of its outputs, as a failed `train --export` file), as
+// the command reports it: its message on stderr ("quantscope-cli CMD: message") and, under
+// --json, an {"event":"error","type","message","exit_code"} line on stdout. Call inside a catch
+// block: the exception in flight gives the type and the exit code (UsageError and ConfigError 2,
+// IoError and FormatError 3, NumericError 4, std::bad_alloc and anything else 1). Returns the
+// exit code.
+int reportCurrentError(const std::string& cmd, bool json);
+
 int runTrain(const std::vector<std::string>& args);
 extern const char* const kTrainHelp;
 

@@ -50,21 +50,8 @@ int checkedStdout(const std::string& cmd, int rc)
     return rc == quantscope::cli::kExitOk ? quantscope::cli::kExitData : rc;
 }
 
-// An error ends the command: its message on stderr and, under --json, an "error" event on stdout,
-// so a JSON log does not end at its start event (a diverged run wrote nothing more).
-int failed(const std::string& cmd, const std::vector<std::string>& args, const char* type, const std::string& message, int code)
-{
-    std::fprintf(stderr, "quantscope-cli %s: %s\n", cmd.c_str(), message.c_str());
-    if (std::find(args.begin(), args.end(), "--json") != args.end()) {
-        const nlohmann::json j = {{"event", "error"}, {"type", type}, {"message", message}, {"exit_code", code}};
-        quantscope::cli::printJsonLine(j);
-    }
-    return code;
-}
-
 int runCommand(const std::string& cmd, std::vector<std::string>& args)
 {
-    using namespace quantscope;
     using namespace quantscope::cli;
     try {
         if (cmd == "train") return runTrain(args);
@@ -73,24 +60,47 @@ int runCommand(const std::string& cmd, std::vector<std::string>& args)
         if (cmd == "analyze") return runAnalyze(args);
         std::fprintf(stderr, "quantscope-cli: unknown command '%s' (see --help)\n", cmd.c_str());
         return kExitUsage;
-    } catch (const UsageError& e) {
-        return failed(cmd, args, "usage", e.what(), kExitUsage);
-    } catch (const ConfigError& e) {
-        return failed(cmd, args, "config", e.what(), kExitUsage);
-    } catch (const IoError& e) {
-        return failed(cmd, args, "io", e.what(), kExitData);
-    } catch (const FormatError& e) {
-        return failed(cmd, args, "format", e.what(), kExitData);
-    } catch (const NumericError& e) {
-        return failed(cmd, args, "numeric", e.what(), kExitNumeric);
-    } catch (const std::bad_alloc&) {
-        return failed(cmd, args, "memory", "out of memory", kExitInternal);
-    } catch (const std::exception& e) {
-        return failed(cmd, args, "internal", std::string("internal error: ") + e.what(), kExitInternal);
+    } catch (...) {
+        return reportCurrentError(cmd, std::find(args.begin(), args.end(), "--json") != args.end());
     }
 }
 
 } // namespace
+
+namespace quantscope::cli {
+
+// An error ends the command: its message on stderr and, under --json, an "error" event on stdout,
+// so a JSON log does not end at its start event (a diverged run wrote nothing more).
+int reportCurrentError(const std::string& cmd, bool json)
+{
+    const char* type = "internal";
+    std::string message;
+    int code = kExitInternal;
+    try {
+        throw;
+    } catch (const UsageError& e) {
+        type = "usage", message = e.what(), code = kExitUsage;
+    } catch (const ConfigError& e) {
+        type = "config", message = e.what(), code = kExitUsage;
+    } catch (const IoError& e) {
+        type = "io", message = e.what(), code = kExitData;
+    } catch (const FormatError& e) {
+        type = "format", message = e.what(), code = kExitData;
+    } catch (const NumericError& e) {
+        type = "numeric", message = e.what(), code = kExitNumeric;
+    } catch (const std::bad_alloc&) {
+        type = "memory", message = "out of memory", code = kExitInternal;
+    } catch (const std::exception& e) {
+        message = std::string("internal error: ") + e.what();
+    } catch (...) {
+        message = "internal error: an unknown exception";
+    }
+    std::fprintf(stderr, "quantscope-cli %s: %s\n", cmd.c_str(), message.c_str());
+    if (json) printJsonLine({{"event", "error"}, {"type", type}, {"message", message}, {"exit_code", code}});
+    return code;
+}
+
+} // namespace quantscope::cli
 
 int main(int argc, char** argv)
 {

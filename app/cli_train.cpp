@@ -552,9 +552,19 @@ int runTrain(const std::vector<std::string>& argv)
     if (const PtqRefiner* r = trainer.strategy().refiner()) printRefineReport(*r, json);
     if (fin.stopped && !exportPaths.empty() && !json) // said, not left to be noticed
         std::fprintf(stderr, "quantscope-cli train: stopped: --export not written (%zu file(s))\n", exportPaths.size());
+    // A file that fails (its read-back, a full disk) does not cost the others: each is tried, each
+    // failure is reported as it happens, and the first failure's exit code is the command's.
+    int exportCode = kExitOk;
     for (const std::string& p : exportPaths) {
         if (fin.stopped) break;
-        ExportSummary s = exportModel(trainer, p);
+        ExportSummary s;
+        try {
+            s = exportModel(trainer, p);
+        } catch (...) {
+            const int code = reportCurrentError("train", json);
+            if (exportCode == kExitOk) exportCode = code;
+            continue;
+        }
         // ONNX exports name their input and output "input" and "logits", whatever the imported graph called them
         if (s.format == ExportFormat::Onnx && file && !file->onnxInputName.empty() &&
             (file->onnxInputName != "input" || file->onnxOutputName != "logits"))
@@ -562,7 +572,7 @@ int runTrain(const std::vector<std::string>& argv)
                       cfg.modelFile + " had '" + file->onnxInputName + "' and '" + file->onnxOutputName + "'";
         printExportSummary(s, json);
     }
-    return fin.stopped ? 130 : kExitOk;
+    return fin.stopped ? 130 : exportCode;
 }
 
 } // namespace quantscope::cli

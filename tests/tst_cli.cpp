@@ -242,6 +242,18 @@ void TestCli::writesThroughDevicesAndLinks()
         QVERIFY2(!exported.out.contains("epoch 1"), qPrintable(out + ": " + exported.out));
     }
 
+    // A failed --export file does not cost the ones after it: each is written and reported, and
+    // the first failure's exit code is the command's (one failure used to skip the rest).
+    const QString fullQsm = m_tmp.filePath("full.qsm"), after = m_tmp.filePath("after-full.onnx");
+    QVERIFY(QFile::link("/dev/full", fullQsm));
+    const Result twoExports = runCli({"train", "--model", "mlp", "--data", m_valid, "--train-limit", "200", "--test-limit", "50",
+                                      "--export", fullQsm + "," + after});
+    QCOMPARE(twoExports.exitCode, kExitData);
+    QVERIFY2(twoExports.err.contains("full.qsm: write failed: the disk is full"), qPrintable(twoExports.err));
+    QVERIFY2(twoExports.out.contains("exported " + after), qPrintable(twoExports.out));
+    QVERIFY(fs::file_size(after.toStdString()) > 1000);
+    QVERIFY(fs::is_symlink(fullQsm.toStdString()) && fs::is_character_file("/dev/full"));
+
     const QString target = m_tmp.filePath("predictions.csv"), link = m_tmp.filePath("latest.csv");
     QVERIFY(QFile::link(target, link));
     const Result linked = runCli(eval + QStringList{link});
