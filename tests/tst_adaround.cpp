@@ -104,6 +104,7 @@ private slots:
     void badShapesAreConfigErrors();
     void ptqAdaRoundExports();
     void stopDuringAdaRoundIsAStoppedRun();
+    void refinesModelsWithBatchNorm();
 };
 
 void TestAdaRound::rectifiedSigmoid_data()
@@ -394,6 +395,32 @@ void TestAdaRound::ptqAdaRoundExports()
     QVERIFY2(std::fabs(s.accuracy - fin.quantTestAccuracy) < 0.01,
              qPrintable(QString("file %1, simulation %2").arg(s.accuracy).arg(fin.quantTestAccuracy)));
     std::filesystem::remove_all(dir);
+}
+
+// PTQ with AdaRound and bias correction after training, on models whose training pass defers a
+// BatchNorm's output into the convolution reading it (resnet8, with its residual joins, and
+// seed-cnn-bn): every convolution and dense layer is refined and corrected. The refinement read
+// the fused pass's empty activations and crashed (a new user's `train --model resnet8 --strategy
+// ptq --bias-correction`, exit 139).
+void TestAdaRound::refinesModelsWithBatchNorm()
+{
+    if (!std::filesystem::exists(kDefaultDataDir)) QSKIP("Fashion-MNIST is not installed (dataset-fashion-mnist)");
+    for (const auto& [model, layers] : {std::pair<const char*, std::size_t>{"resnet8", 10}, {"seed-cnn-bn", 4}}) {
+        AdaRoundRun run(256, 100, 64);
+        run.cfg.model = model;
+        run.cfg.precision.format = "int4";
+        run.cfg.precision.adaroundIters = 5;
+        run.cfg.precision.biasCorrection = true;
+        Trainer t(run.cfg, run.data);
+        const FinishEvent fin = t.run();
+        QVERIFY2(std::isfinite(fin.quantTestAccuracy), model);
+        const PtqRefiner* r = t.strategy().refiner();
+        QVERIFY(r);
+        QCOMPARE(r->adaround().size(), layers);
+        QCOMPARE(r->biasCorrection().size(), layers);
+        for (const BiasCorrectionReport& b : r->biasCorrection())
+            QVERIFY2(std::isfinite(b.meanAbsShift), qPrintable(QString::fromStdString(b.layer)));
+    }
 }
 
 QTEST_GUILESS_MAIN(TestAdaRound)

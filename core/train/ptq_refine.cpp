@@ -9,6 +9,7 @@
 #include "train/quant_sim.h"
 #include "util/errors.h"
 #include "util/rng.h"
+#include "util/scope_exit.h"
 
 #include <Eigen/Core>
 
@@ -433,6 +434,13 @@ void PtqRefiner::refine(QuantSim& sim, const Dataset& data, std::size_t images, 
 {
     m_ada.clear();
     m_bias.clear();
+    // AdaRound and bias correction read each layer's input (Model::activation), which a fused pass
+    // leaves empty (a BatchNorm's output deferred into the convolution reading it, a producer fused
+    // with its ReLU): they run unfused, and the run's fusion comes back after them. Inside a
+    // training run (PTQ's refinement after its epochs) resnet8 and seed-cnn-bn crashed here.
+    const bool fused = m_model.fusion();
+    m_model.setFusion(false);
+    const ScopeExit restoreFusion([&] { m_model.setFusion(fused); });
     if (m_opt.adaround) m_ada = applyAdaRound(m_model, sim, data, data.train, images, batchSize, m_opt.ada, progress);
     if (m_opt.biasCorrection) {
         if (progress) {
