@@ -6,6 +6,7 @@
 #include "nn/add.h"
 #include "nn/avgpool2d.h"
 #include "nn/batchnorm2d.h"
+#include "nn/channel_ops.h"
 #include "nn/concat.h"
 #include "nn/conv2d.h"
 #include "nn/dropout.h"
@@ -286,6 +287,18 @@ GradSetup makeGradSetup(const QString& row, Rng& rng)
         s.layer = std::make_unique<Concat>("cat", 2);
         s.x = randomTensor({3, 4}, rng);
         s.x2 = randomTensor({3, 2}, rng);
+    } else if (row == "channel_shuffle_g2") {
+        s.layer = std::make_unique<ChannelShuffle>("shuffle", 2);
+        s.x = randomTensor({2, 6, 3, 4}, rng);
+    } else if (row == "channel_shuffle_g3_flat") {
+        s.layer = std::make_unique<ChannelShuffle>("shuffle", 3);
+        s.x = randomTensor({3, 6}, rng);
+    } else if (row == "slice_channels_1_4") {
+        s.layer = std::make_unique<Slice>("slice", 1, 4);
+        s.x = randomTensor({2, 5, 3, 3}, rng);
+    } else if (row == "slice_features_0_2") {
+        s.layer = std::make_unique<Slice>("slice", 0, 2);
+        s.x = randomTensor({3, 5}, rng);
     } else if (row == "maxpool2d_k2") {
         s.layer = std::make_unique<MaxPool2d>("pool", 2);
         s.x = distinctTensor({2, 2, 6, 6}, rng);
@@ -405,7 +418,7 @@ void TestLayersGradients::layerGradient_data()
           "avgpool2d_geometry_k2x3_s1x2_pads_0_1_1_0", "avgpool2d_k2",
           "avgpool2d_k3_s2_overlapping", "avgpool2d_k3_s3_tiled", "avgpool2d_k3_s2_p1", "avgpool2d_k3_s1_p1",
           "global_avgpool2d", "add", "mul_equal", "mul_gate_second", "mul_gate_first", "mul_flat", "concat2", "concat3",
-          "concat2_flat", "dropout_p0.5", "flatten", "linear", "linear_nobias", "log_softmax", "softmax",
+          "concat2_flat", "channel_shuffle_g2", "channel_shuffle_g3_flat", "slice_channels_1_4", "slice_features_0_2", "dropout_p0.5", "flatten", "linear", "linear_nobias", "log_softmax", "softmax",
           "pointwise_Sigmoid", "pointwise_Tanh", "pointwise_SiLU", "pointwise_Hardsigmoid", "pointwise_Hardswish",
           "pointwise_LeakyReLU", "pointwise_LeakyReLU_0.2", "pointwise_ELU", "pointwise_ELU_0.7", "pointwise_GELU",
           "pointwise_GELUTanh", "pointwise_Hardtanh", "pointwise_Hardtanh_-2_1.5", "prelu_shared", "prelu_channels", "prelu_flat_channels"})

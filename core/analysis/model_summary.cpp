@@ -113,7 +113,9 @@ ModelSummary summarizeModel(Model& model)
         case LayerKind::Softmax: r.elementwiseOps = 3 * outN; break;
         case LayerKind::Dropout:
         case LayerKind::Flatten:
-        case LayerKind::Concat: break; // a copy
+        case LayerKind::Concat:
+        case LayerKind::ChannelShuffle:
+        case LayerKind::Slice: break; // a copy
         }
         r.fp32Bytes = 4 * (r.params + r.buffers);
 

@@ -636,6 +636,40 @@ void IntEngine::Impl::build(const ExportedModel& m)
             push(std::move(op), info);
             break;
         }
+        case LayerKind::ChannelShuffle:
+        case LayerKind::Slice: { // bytes moved: output byte j is input byte col[j], on the input's grid
+            const ActInfo& in = input(0);
+            if (in.floats) throw ConfigError(id + " reads float values; the integer engine runs it on quantized inputs");
+            Op op;
+            op.kind = OpKind::Gather;
+            op.name = l.name;
+            op.traced = false;
+            op.in0 = in.root;
+            const bool again = needsRescale(in.d);
+            op.out = again ? extraAct() : static_cast<int>(i + 1);
+            const int moved = op.out;
+            const std::size_t C = in.c, pixels = in.flat ? 1 : in.h * in.w;
+            const std::size_t K = l.kind == LayerKind::Slice ? l.sliceEnd - l.sliceBegin : C;
+            if (l.kind == LayerKind::Slice ? l.sliceEnd > C || l.sliceBegin >= l.sliceEnd : l.groups == 0 || C % l.groups != 0)
+                throw ConfigError(id + " does not fit its input's " + std::to_string(C) + " channels");
+            const std::size_t per = l.kind == LayerKind::Slice ? 0 : C / l.groups;
+            op.elems = K * pixels;
+            op.col.resize(op.elems);
+            // NHWC (flat features: one pixel; features flattened from a map are NHWC bytes: feature
+            // f of PyTorch's order is byte (f % (fh fw)) fc + f / (fh fw), and the output is in PyTorch's order)
+            const std::size_t hw = in.fh * in.fw;
+            for (std::size_t p = 0; p < pixels; ++p)
+                for (std::size_t c = 0; c < K; ++c) {
+                    const std::size_t src = l.kind == LayerKind::Slice ? l.sliceBegin + c : (c % l.groups) * per + c / l.groups;
+                    op.col[p * K + c] = static_cast<std::uint32_t>(in.permuted ? (src % hw) * in.fc + src / hw : p * C + src);
+                }
+            ActInfo info = in;
+            info.c = K;
+            info.permuted = false;
+            push(std::move(op), info);
+            if (again) rescale(moved);
+            break;
+        }
         case LayerKind::Flatten:
         case LayerKind::Dropout: {
             const ActInfo& in = acts[l.inputs.at(0)];

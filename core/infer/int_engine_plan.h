@@ -84,7 +84,9 @@ struct Buffer {
 // NHWC: byte j is channel j % cout; flat features: feature j, or col[j] when flattened from a map).
 // Mul: the product of two activations (equal shapes, or a map times a per-channel gate: in1 is
 // then the gate of op.cout channels). Concat: its inputs (ins) joined along the channels.
-enum class OpKind { Conv, GroupConv, Depthwise, MaxPool, AvgPool, Add, Linear, FloatLinear, FloatConv, Lut, ChannelLut, Mul, Concat };
+// Gather: output byte j of an image (a row) is input byte col[j] (ChannelShuffle, Slice: channels
+// moved, the grid kept).
+enum class OpKind { Conv, GroupConv, Depthwise, MaxPool, AvgPool, Add, Linear, FloatLinear, FloatConv, Lut, ChannelLut, Mul, Concat, Gather };
 
 struct Op {
     OpKind kind = OpKind::Conv;
@@ -118,7 +120,7 @@ struct Op {
     // input and output domains and the output clamp (internal bytes; a fused ReLU).
     // FloatConv: fw is (groups, kh, kw, cig, cog), the output channel fastest; fb has cout entries.
     std::vector<float> fw, fb;
-    std::vector<std::uint32_t> col; // input byte of feature j
+    std::vector<std::uint32_t> col; // input byte of feature j (ChannelLut); of output byte j (Gather)
     Domain inD, outD;
     std::int32_t lo = 0, hi = 255;
     bool floatOut = false;

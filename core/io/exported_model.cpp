@@ -4,6 +4,7 @@
 #include "nn/add.h"
 #include "nn/avgpool2d.h"
 #include "nn/batchnorm2d.h"
+#include "nn/channel_ops.h"
 #include "nn/concat.h"
 #include "nn/conv2d.h"
 #include "nn/dropout.h"
@@ -104,6 +105,20 @@ bool inRange(std::size_t v, std::size_t lo, std::size_t hi) { return v >= lo && 
 
 const char* storedKindName(LayerKind k) { return layerKindName(k); }
 
+bool storeChannelMove(const Layer& layer, StoredLayer& l)
+{
+    if (const auto* cs = dynamic_cast<const ChannelShuffle*>(&layer)) {
+        l.groups = cs->groups();
+        return true;
+    }
+    if (const auto* sl = dynamic_cast<const Slice*>(&layer)) {
+        l.sliceBegin = sl->begin();
+        l.sliceEnd = sl->end();
+        return true;
+    }
+    return false;
+}
+
 std::size_t StoredTensor::expectedScales() const
 {
     switch (layout) {
@@ -168,6 +183,13 @@ std::vector<Shape> ExportedModel::activationShapes() const
         case LayerKind::GlobalAvgPool2d: s = {s[0], 1, 1}; break;
         case LayerKind::Flatten: s = {shapeNumel(s)}; break;
         case LayerKind::Linear: s = {l.outFeatures}; break;
+        case LayerKind::Slice: s[0] = l.sliceEnd - l.sliceBegin; break;
+        case LayerKind::Concat: // along the channels
+            for (std::size_t j = 1; j < l.inputs.size(); ++j) s.at(0) += shapes.at(l.inputs[j]).at(0);
+            break;
+        case LayerKind::Mul: // a map and its [C, 1, 1] gate, in either order: the map's shape
+            if (l.inputs.size() == 2 && shapeNumel(shapes.at(l.inputs[1])) > shapeNumel(s)) s = shapes.at(l.inputs[1]);
+            break;
         default: break;
         }
         shapes.push_back(std::move(s));
@@ -355,6 +377,18 @@ void ExportedModel::validate(const std::string& source) const
             expectTensors(l, {}, source);
             s = {s[0], 1, 1};
             break;
+        case LayerKind::ChannelShuffle:
+            if (!inRange(l.groups, 1, kMaxDim) || s.empty() || s[0] % l.groups != 0)
+                bad(source, id + ": a channel shuffle of " + std::to_string(l.groups) + " groups cannot take " + shapeString(s));
+            expectTensors(l, {}, source);
+            break;
+        case LayerKind::Slice:
+            if (s.empty() || l.sliceBegin >= l.sliceEnd || l.sliceEnd > s[0])
+                bad(source, id + ": channels [" + std::to_string(l.sliceBegin) + ", " + std::to_string(l.sliceEnd) +
+                                ") cannot be sliced from " + shapeString(s));
+            expectTensors(l, {}, source);
+            s[0] = l.sliceEnd - l.sliceBegin;
+            break;
         case LayerKind::Flatten:
             expectTensors(l, {}, source);
             s = {shapeNumel(s)};
@@ -455,6 +489,7 @@ ExportedModel exportFloatModel(Model& model, const std::string& modelName, const
             l.setPoolGeometry(p->geometry());
         } else if (auto* d = dynamic_cast<Dropout*>(&layer)) {
             l.dropout = d->p();
+        } else if (storeChannelMove(layer, l)) {
         } else if (auto* pw = dynamic_cast<Pointwise*>(&layer)) {
             l.alpha = pw->alpha();
             l.beta = pw->beta();
@@ -513,6 +548,8 @@ std::unique_ptr<Model> buildModel(const ExportedModel& m)
         case LayerKind::Add: model->add(std::make_unique<Add>(l.name), in); break;
         case LayerKind::Mul: model->add(std::make_unique<Mul>(l.name), in); break;
         case LayerKind::Concat: model->add(std::make_unique<Concat>(l.name, in.size()), in); break;
+        case LayerKind::ChannelShuffle: model->add(std::make_unique<ChannelShuffle>(l.name, l.groups), in); break;
+        case LayerKind::Slice: model->add(std::make_unique<Slice>(l.name, l.sliceBegin, l.sliceEnd), in); break;
         case LayerKind::GlobalAvgPool2d: model->add(std::make_unique<GlobalAvgPool2d>(l.name), in); break;
         case LayerKind::AvgPool2d: model->add(std::make_unique<AvgPool2d>(l.name, l.poolGeometry()), in); break;
         case LayerKind::MaxPool2d: model->add(std::make_unique<MaxPool2d>(l.name, l.poolGeometry()), in); break;

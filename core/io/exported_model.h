@@ -24,8 +24,14 @@ namespace quantscope {
 // "Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "Dropout", "Flatten", "Linear", "LogSoftmax",
 // "Add", "GlobalAvgPool2d", "AvgPool2d", "ReLU6", "Softmax", and the pointwise activations
 // "Sigmoid", "Tanh", "SiLU", "Hardsigmoid", "Hardswish", "LeakyReLU", "ELU", "GELU", the joins
-// "Mul" and "Concat", then "PReLU" (tensor: weight (1) or (C), float32 in every model) and "GELUTanh".
+// "Mul" and "Concat", then "PReLU" (tensor: weight (1) or (C), float32 in every model), "GELUTanh",
+// "Hardtanh", "ChannelShuffle" and "Slice".
 const char* storedKindName(LayerKind k);
+class Layer;
+struct StoredLayer;
+// For the writers of models as StoredLayers: a ChannelShuffle's groups or a Slice's channel range
+// into l; false (l untouched) for any other layer.
+bool storeChannelMove(const Layer& layer, StoredLayer& l);
 
 enum class TensorEncoding : std::uint8_t { Float32 = 0, Int = 1 };
 // How scales cover a tensor: one, one per output channel (dim 0), one per group of
@@ -94,6 +100,8 @@ struct StoredLayer {
     float dropout = 0.0f;                        // Dropout p
     float alpha = 0.0f;                          // LeakyReLU negative_slope, ELU alpha, Hardtanh min_val (nn/pointwise.h); 0 for other kinds
     float beta = 0.0f;                           // Hardtanh max_val; 0 for other kinds
+    // ChannelShuffle: groups (above). Slice: channels [sliceBegin, sliceEnd) of its input (nn/channel_ops.h).
+    std::size_t sliceBegin = 0, sliceEnd = 0;
     bool bnFolded = false;                       // Conv2d: a BatchNorm2d was folded into it
     std::vector<StoredTensor> tensors;
     std::optional<ActivationQuant> outputQuant;  // integer models: quantization of this layer's output

@@ -55,6 +55,9 @@ const std::map<std::string, Importer::Handler>& Importer::handlers()
         {"Erf", &Importer::erf},
         {"PRelu", &Importer::prelu},
         {"Concat", &Importer::concat},
+        {"Slice", &Importer::slice},
+        {"Split", &Importer::split},
+        {"Transpose", &Importer::transpose},
         {"Expand", &Importer::expand},
     };
     return table;
@@ -80,10 +83,6 @@ void Importer::failUnsupported(const NodeProto& n, const std::vector<std::pair<s
         {"Sqrt", "; nn.LayerNorm below opset 17 exports as ReduceMean, Sub, Pow and Sqrt"},
         {"Resize", "; F.interpolate and nn.Upsample export as Resize"},
         {"Upsample", "; F.interpolate and nn.Upsample export as Upsample before opset 10"},
-        {"Transpose", "; a channel shuffle (view, transpose, view) or permute exports as Transpose"},
-        {"Slice", "; x.chunk(), x.split(), strided indexing such as x[:, :, ::2, ::2] and padding_mode='circular' export "
-                  "as a Slice of the activations, which is not read (only Slices of constant shapes are)"},
-        {"Split", "; x.chunk() and x.split() export as Split"},
         {"ConvTranspose", "; nn.ConvTranspose2d exports as ConvTranspose"},
         {"Softplus", "; nn.Mish and nn.Softplus export as Softplus"},
         {"Selu", "; nn.SELU exports as Selu"},

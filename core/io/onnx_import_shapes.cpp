@@ -58,7 +58,7 @@ Shape withoutTrailingOnes(Shape s)
 // m_views); and a flat [N, C*H*W] input that the first node views as [N, C, H, W].
 void Importer::reshape(const NodeProto& n)
 {
-    const std::size_t x = act(n, 0);
+    const std::size_t x = value(n, 0).kind == Value::Kind::Grouped ? value(n, 0).act : act(n, 0);
     const ConstTensor& t = constant(n, 1, "the target shape");
     const Shape& seen = viewedShape(n, 0, x);
     const std::size_t numel = shapeNumel(shapeOf(x));
@@ -100,6 +100,7 @@ void Importer::reshape(const NodeProto& n)
         }
         if (!ok || shapeNumel(per) != numel) per.clear();
     }
+    if (shuffleReshape(n, per)) return;
     if (per.size() == 1) return flattenImages(n, x);
     if (!per.empty() && withoutTrailingOnes(per) == withoutTrailingOnes(shapeOf(x))) {
         alias(n, x);

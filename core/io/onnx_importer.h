@@ -69,11 +69,25 @@ inline constexpr const char* kBatchStatisticsHint =
     "export the model in eval mode (model.eval(), torch.onnx.export(..., training=torch.onnx.TrainingMode.EVAL)) with running "
     "statistics (BatchNorm2d(..., track_running_stats=True))";
 
+// For the reader of QuantScope's own exports (onnx_reader_metadata.cpp): an int64 initializer's
+// values (at most 8; FormatError naming it otherwise), and the channel shuffle its three nodes
+// write (onnx_io.cpp): the first Reshape's dims [0, g, C / g, rest...], the Transpose's perm
+// [0, 2, 1, 3, ...] and the last Reshape's dims [0, C, rest...]. ownChannelShuffle sets groups
+// and the images' per-image shape [C, rest...] and returns "", or what differs.
+std::vector<std::int64_t> int64Values(const onnx::TensorProto& t, const std::string& source);
+std::string ownChannelShuffle(const std::vector<std::int64_t>& grouped, const std::vector<std::int64_t>& perm,
+                              const std::vector<std::int64_t>& back, std::size_t& groups, Shape& images);
+
 struct Value {
-    enum class Kind { Const, Act, Padded } kind = Kind::Const;
+    // Grouped: act's channels viewed as [g, C / g, ...] (the first Reshape of a channel shuffle),
+    // then with those two axes swapped (its Transpose); read only by the next step of the shuffle.
+    enum class Kind { Const, Act, Padded, Grouped } kind = Kind::Const;
     ConstTensor c;                     // Const
-    std::size_t act = 0;               // Act, Padded
+    std::size_t act = 0;               // Act, Padded, Grouped
     std::array<std::int64_t, 4> pads{}; // Padded: top, left, bottom, right zeros around act
+    std::size_t groups = 0;            // Grouped: g
+    std::size_t rank = 0;              // Grouped: the view's rank, the batch axis included
+    bool transposed = false;           // Grouped: after the Transpose
 };
 
 class Importer {
@@ -127,6 +141,10 @@ private:
     {
         const Value& v = value(n, i);
         if (v.kind == Value::Kind::Padded) failNode(n, "reads the output of a Pad; only a Conv or an AveragePool takes zero padding in front of it");
+        if (v.kind == Value::Kind::Grouped)
+            failNode(n, "reads the channels viewed as " + std::to_string(v.groups) + " groups" + (v.transposed ? ", transposed" : "") +
+                            "; QuantScope reads such a view only as a channel shuffle: x.view(N, g, C // g, H, W), "
+                            ".transpose(1, 2), .reshape(N, C, H, W)");
         if (v.kind != Value::Kind::Act) failNode(n, "input " + std::to_string(i) + " must be an activation, not a constant");
         return v.act;
     }
@@ -209,6 +227,15 @@ private:
     // back to [N, C, 1, 1]) read as 1x1 convolutions on the pooled [C, 1, 1] map.
     void mulActivations(const NodeProto& n);
     void concat(const NodeProto& n);
+    // ---- channels moved (onnx_import_channels.cpp): Slice and Split along the channels, and the
+    // channel shuffle x.view(N, g, C / g, ...).transpose(1, 2).reshape(N, C, ...) (ShuffleNet).
+    void slice(const NodeProto& n);
+    void split(const NodeProto& n);
+    void transpose(const NodeProto& n);
+    // Reshape's part in a channel shuffle: true when it took node n (per: its per-image target).
+    bool shuffleReshape(const NodeProto& n, const Shape& per);
+    // A Slice layer of channels [begin, end) of x at node n (output `out`), or x itself for all of them.
+    void addChannelSlice(const NodeProto& n, std::size_t x, std::size_t begin, std::size_t end, int out, const std::string& suffix);
     void expand(const NodeProto& n);
     void findGateChains(const std::vector<int>& order);
     bool isGateFlatten(const NodeProto& n) const;

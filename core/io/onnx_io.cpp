@@ -385,6 +385,30 @@ std::vector<std::uint8_t> encodeOnnx(const ExportedModel& source)
             break;
         }
         case LayerKind::GlobalAvgPool2d: b.node("GlobalAveragePool", l.name, {in(0)}, out); break;
+        // x.view(N, g, C / g, ...).transpose(1, 2).reshape(N, C, ...), as torch.onnx.export writes a
+        // channel shuffle (0: the batch, copied), the last node marked as the layer.
+        case LayerKind::ChannelShuffle: {
+            const Shape& xs = shapes.at(l.inputs.at(0));
+            const auto i64 = [](std::size_t v) { return static_cast<std::int64_t>(v); };
+            std::vector<std::int64_t> grouped{0, i64(l.groups), i64(xs.at(0) / l.groups)}, back{0, i64(xs[0])}, perm{0, 2, 1};
+            for (std::size_t d = 1; d < xs.size(); ++d) grouped.push_back(i64(xs[d])), back.push_back(i64(xs[d])), perm.push_back(i64(d + 2));
+            b.init(l.name + ".grouped_shape", TensorProto::INT64, {i64(grouped.size())}, grouped.data(), grouped.size() * sizeof(std::int64_t));
+            b.init(l.name + ".shape", TensorProto::INT64, {i64(back.size())}, back.data(), back.size() * sizeof(std::int64_t));
+            b.node("Reshape", l.name + ".view", {in(0), l.name + ".grouped_shape"}, l.name + ".grouped")->set_doc_string(kOnnxPart);
+            onnx::NodeProto* t = b.node("Transpose", l.name + ".transpose", {l.name + ".grouped"}, l.name + ".transposed");
+            GraphBuilder::ints(t, "perm", perm);
+            t->set_doc_string(kOnnxPart);
+            b.node("Reshape", l.name, {l.name + ".transposed", l.name + ".shape"}, out)->set_doc_string(std::string(kOnnxLayerMark) + "ChannelShuffle");
+            break;
+        }
+        case LayerKind::Slice: { // x[:, begin:end]
+            const std::int64_t v[3] = {static_cast<std::int64_t>(l.sliceBegin), static_cast<std::int64_t>(l.sliceEnd), 1};
+            b.init(l.name + ".starts", TensorProto::INT64, {1}, v, sizeof(std::int64_t));
+            b.init(l.name + ".ends", TensorProto::INT64, {1}, v + 1, sizeof(std::int64_t));
+            b.init(l.name + ".axes", TensorProto::INT64, {1}, v + 2, sizeof(std::int64_t));
+            b.node("Slice", l.name, {in(0), l.name + ".starts", l.name + ".ends", l.name + ".axes"}, out);
+            break;
+        }
         case LayerKind::Dropout: throw Error("internal error: onnxForm left Dropout '" + l.name + "' in");
         case LayerKind::Flatten: GraphBuilder::intAttr(b.node("Flatten", l.name, {in(0)}, out), "axis", 1); break;
         case LayerKind::LogSoftmax: GraphBuilder::intAttr(b.node("LogSoftmax", l.name, {in(0)}, out), "axis", 1); break;

@@ -486,8 +486,10 @@ private:
         if (!chained) p.x = activation(n, 0);
         for (int i = 1; i < n.input_size(); ++i) {
             if (m_parts.count(n.input(i)) || (m_act.count(n.input(i)) && m_act.at(n.input(i)) == p.x)) continue;
-            p.constants.push_back(scalar(init(n.input(i))));
+            if (n.op_type() == "Reshape") p.dims = onnximport::int64Values(init(n.input(i)), m_source);
+            else p.constants.push_back(scalar(init(n.input(i))));
         }
+        if (n.op_type() == "Transpose") p.perm = attrInts(n, "perm");
         if (n.op_type() == "HardSigmoid") checkHardSigmoid(n);
         p.ops += (p.ops.empty() ? "" : ",") + n.op_type();
         if (n.output_size() != 1 || m_act.count(n.output(0)) || m_parts.count(n.output(0))) failNode(n, "must make one new value");
@@ -531,6 +533,37 @@ private:
         define(n, m_m.layers.size());
     }
     void erf(const onnx::NodeProto& n) { failNode(n, "Erf is read only inside the GELU subgraph QuantScope writes"); }
+    // The last node of a channel shuffle (onnx_io.cpp): Reshape, Transpose, Reshape marked ChannelShuffle.
+    void reshape(const onnx::NodeProto& n)
+    {
+        const auto it = m_parts.find(input(n, 0));
+        if (it == m_parts.end() || n.doc_string() != std::string(kOnnxLayerMark) + "ChannelShuffle" || it->second.ops != "Reshape,Transpose")
+            failNode(n, "only the Reshape that ends a ChannelShuffle subgraph is read");
+        StoredLayer l;
+        l.kind = LayerKind::ChannelShuffle;
+        l.name = n.name();
+        l.inputs = {it->second.x};
+        Shape images;
+        const std::string why = onnximport::ownChannelShuffle(it->second.dims, it->second.perm,
+                                                              onnximport::int64Values(init(input(n, 1)), m_source), l.groups, images);
+        if (!why.empty()) failNode(n, why);
+        m_m.layers.push_back(std::move(l));
+        define(n, m_m.layers.size());
+        m_shuffled.emplace_back(m_m.layers.size() - 1, std::move(images));
+    }
+    void slice(const onnx::NodeProto& n) // x[:, begin:end]
+    {
+        std::int64_t v[3];
+        for (int i = 0; i < 3; ++i) {
+            const std::vector<std::int64_t> one = onnximport::int64Values(init(input(n, i + 1)), m_source);
+            if (one.size() != 1) failNode(n, "starts, ends and axes are read as one value each");
+            v[i] = one[0];
+        }
+        if (v[2] != 1 || n.input_size() > 4 || v[0] < 0 || v[1] <= v[0] || v[1] > (std::int64_t{1} << 24))
+            failNode(n, "only a Slice of channels [begin, end) along axis 1 with step 1 is read");
+        StoredLayer& l = layer(n, LayerKind::Slice);
+        l.sliceBegin = static_cast<std::size_t>(v[0]), l.sliceEnd = static_cast<std::size_t>(v[1]);
+    }
 
     const onnx::ModelProto& m_mp;
     const std::string& m_source;
@@ -557,7 +590,9 @@ private:
         std::size_t x = 0;            // the activation the subgraph reads
         std::string ops;              // its operators so far, "Div,Erf,Add"
         std::vector<float> constants; // the scalar initializers they read, in order
+        std::vector<std::int64_t> dims, perm; // a channel shuffle's first Reshape and its Transpose
     };
+    std::vector<std::pair<std::size_t, Shape>> m_shuffled; // ChannelShuffle layer -> the images its Reshapes name
     std::map<std::string, Part> m_parts; // value of an inner node -> its subgraph so far
 };
 
@@ -591,6 +626,8 @@ const std::map<std::string, OnnxReader::Handler>& OnnxReader::handlers()
         {"Elu", &OnnxReader::elu},
         {"Mul", &OnnxReader::mul},
         {"Erf", &OnnxReader::erf},
+        {"Reshape", &OnnxReader::reshape},
+        {"Slice", &OnnxReader::slice},
     };
     return table;
 }
@@ -647,6 +684,13 @@ ExportedModel OnnxReader::read()
     m_m.classes = static_cast<std::size_t>(outShape.dim(1).dim_value());
     onnximport::checkOwnMetadata(m_mp, m_m, m_folded, m_unnamedConv, m_source);
     m_m.validate(m_source);
+    if (!m_shuffled.empty()) { // the channel shuffles' Reshapes name the images they read
+        const std::vector<Shape> shapes = m_m.activationShapes();
+        for (const auto& [at, images] : m_shuffled)
+            if (shapes.at(m_m.layers[at].inputs.at(0)) != images)
+                fail("ChannelShuffle '" + m_m.layers[at].name + "' reshapes " + shapeString(images) + " images but reads " +
+                     shapeString(shapes.at(m_m.layers[at].inputs.at(0))));
+    }
     // A pool after a Pad, whose own end pads stand for ceil_mode (encodeOnnx): they must make
     // exactly the windows ceil_mode makes, over the padded input.
     if (!m_ceilEnds.empty()) {

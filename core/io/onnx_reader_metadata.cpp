@@ -168,4 +168,40 @@ void checkOwnMetadata(const onnx::ModelProto& mp, const ExportedModel& m, const 
     }
 }
 
+std::vector<std::int64_t> int64Values(const onnx::TensorProto& t, const std::string& source)
+{
+    const auto bad = [&](const std::string& why) { throw FormatError(source + ": initializer '" + t.name() + "' " + why); };
+    if (t.data_type() != onnx::TensorProto::INT64) bad("is not int64");
+    std::uint64_t n = 1;
+    for (std::int64_t d : t.dims()) n = d < 0 || d > 8 ? 9 : n * static_cast<std::uint64_t>(d);
+    if (n > 8 || t.dims_size() > 1) bad("is not a list of at most 8 int64 values");
+    std::vector<std::int64_t> v(static_cast<std::size_t>(n));
+    if (t.has_raw_data()) {
+        if (t.raw_data().size() != n * 8) bad("holds the wrong number of bytes");
+        std::memcpy(v.data(), t.raw_data().data(), t.raw_data().size());
+    } else {
+        if (static_cast<std::uint64_t>(t.int64_data_size()) != n) bad("holds the wrong number of values");
+        std::copy(t.int64_data().begin(), t.int64_data().end(), v.begin());
+    }
+    return v;
+}
+
+std::string ownChannelShuffle(const std::vector<std::int64_t>& grouped, const std::vector<std::int64_t>& perm,
+                              const std::vector<std::int64_t>& back, std::size_t& groups, Shape& images)
+{
+    const std::size_t r = back.size();
+    bool ok = r >= 2 && grouped.size() == r + 1 && perm.size() == r + 1 && back[0] == 0 && grouped[0] == 0;
+    for (std::size_t d = 1; ok && d < r; ++d) ok = back[d] >= 1 && back[d] <= (std::int64_t{1} << 24);
+    ok = ok && grouped[1] >= 1 && grouped[2] >= 1 && grouped[1] * grouped[2] == back[1];
+    for (std::size_t d = 2; ok && d < r; ++d) ok = grouped[d + 1] == back[d];
+    for (std::size_t d = 0; ok && d <= r; ++d) ok = perm[d] == static_cast<std::int64_t>(d == 1 ? 2 : d == 2 ? 1 : d);
+    if (!ok)
+        return "the subgraph Reshape " + listOf(grouped) + ", Transpose " + listOf(perm) + ", Reshape " + listOf(back) +
+               " is not the channel shuffle QuantScope writes";
+    groups = static_cast<std::size_t>(grouped[1]);
+    images.clear();
+    for (std::size_t d = 1; d < r; ++d) images.push_back(static_cast<std::size_t>(back[d]));
+    return {};
+}
+
 } // namespace quantscope::onnximport

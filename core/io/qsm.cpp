@@ -26,7 +26,8 @@ static_assert(static_cast<int>(LayerKind::Conv2d) == 0 && static_cast<int>(Layer
               static_cast<int>(LayerKind::LeakyReLU) == 18 && static_cast<int>(LayerKind::ELU) == 19 &&
               static_cast<int>(LayerKind::GELU) == 20 && static_cast<int>(LayerKind::Mul) == 21 &&
               static_cast<int>(LayerKind::Concat) == 22 && static_cast<int>(LayerKind::PReLU) == 23 &&
-              static_cast<int>(LayerKind::GELUTanh) == 24 && static_cast<int>(LayerKind::Hardtanh) == 25);
+              static_cast<int>(LayerKind::GELUTanh) == 24 && static_cast<int>(LayerKind::Hardtanh) == 25 &&
+              static_cast<int>(LayerKind::ChannelShuffle) == 26 && static_cast<int>(LayerKind::Slice) == 27);
 
 namespace {
 
@@ -315,7 +316,8 @@ StoredTensor getTensor(Reader& r, std::uint16_t version)
 // GELUTanh (24: none). Version 6 adds a flags byte to MaxPool2d and AvgPool2d: bit 0, the rest of a
 // window that is not square follows (kernel width, stride across, pads left/bottom/right); bit 1,
 // ceil_mode; bit 2, count_include_pad = 0 (AvgPool2d). Hardtanh (25: f32 min_val, f32 max_val,
-// either may be infinite) was added within version 6; an older reader names it as unknown.
+// either may be infinite) was added within version 6; an older reader names it as unknown. So were
+// ChannelShuffle (26: u32 groups) and Slice (27: u32 first channel, u32 end channel, exclusive).
 StoredLayer getLayer(Reader& r, std::uint16_t version, std::size_t index)
 {
     StoredLayer l;
@@ -401,6 +403,11 @@ StoredLayer getLayer(Reader& r, std::uint16_t version, std::size_t index)
     case LayerKind::Hardtanh:
         l.alpha = r.f32("min_val");
         l.beta = r.f32("max_val");
+        break;
+    case LayerKind::ChannelShuffle: l.groups = toSize(r.u32("shuffle groups")); break;
+    case LayerKind::Slice:
+        l.sliceBegin = toSize(r.u32("slice begin"));
+        l.sliceEnd = toSize(r.u32("slice end"));
         break;
     case LayerKind::Linear:
         l.inFeatures = toSize(r.u32("in features"));
@@ -567,6 +574,11 @@ std::vector<std::uint8_t> encodeQsm(const ExportedModel& m)
         case LayerKind::Hardtanh:
             w.f32(l.alpha);
             w.f32(l.beta);
+            break;
+        case LayerKind::ChannelShuffle: w.u32(l.groups); break;
+        case LayerKind::Slice:
+            w.u32(l.sliceBegin);
+            w.u32(l.sliceEnd);
             break;
         case LayerKind::Linear:
             w.u32(l.inFeatures);

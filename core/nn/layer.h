@@ -36,9 +36,11 @@ enum class LayerKind {
     // PReLU (nn/prelu.h: a learned slope, one or one per channel) and GELU's tanh approximation (nn/pointwise.h)
     PReLU, GELUTanh,
     // clamp(x, min_val, max_val) (nn.Hardtanh, torch.clamp, ONNX Clip other than ReLU/ReLU6; nn/pointwise.h)
-    Hardtanh
+    Hardtanh,
+    // channels moved, not computed on (nn/channel_ops.h): ShuffleNet's channel shuffle and split
+    ChannelShuffle, Slice
 };
-constexpr int kLastLayerKind = static_cast<int>(LayerKind::Hardtanh);
+constexpr int kLastLayerKind = static_cast<int>(LayerKind::Slice);
 
 const char* layerKindName(LayerKind k);
 

@@ -54,6 +54,8 @@ const char* layerKindName(LayerKind k)
     case LayerKind::PReLU: return "PReLU";
     case LayerKind::GELUTanh: return "GELUTanh";
     case LayerKind::Hardtanh: return "Hardtanh";
+    case LayerKind::ChannelShuffle: return "ChannelShuffle";
+    case LayerKind::Slice: return "Slice";
     }
     return "?";
 }

@@ -58,10 +58,12 @@ void QuantSim::collectIntegerReaders(std::size_t activation, std::vector<Conv2d*
         switch (l.kind()) {
         case LayerKind::Conv2d: out.push_back(static_cast<Conv2d*>(&l)); break;
         // Values on the grid stay on it: max(x, 0) and the max of a window are grid values (0 is
-        // one: the zero point is an integer), Flatten moves nothing.
+        // one: the zero point is an integer), Flatten, ChannelShuffle and Slice move values only.
         case LayerKind::ReLU:
         case LayerKind::MaxPool2d:
         case LayerKind::Flatten:
+        case LayerKind::ChannelShuffle:
+        case LayerKind::Slice:
             if (!m_points[j]) collectIntegerReaders(j + 1, out);
             break;
         default: break;

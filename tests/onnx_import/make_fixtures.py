@@ -25,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fixture_modules_conv import ConvGeometry  # next to this script
+from fixture_modules_channels import ShuffleTiny  # next to this script
 from fixture_modules_input import BytesInput  # next to this script
 from fixture_modules_pool import AvgPoolGeometry, MaxOverMap, MaxPoolGeometry  # next to this script
 from fixture_modules_joins import ActNet, SigmoidTimesX, GeluHalfFirst, PReluNet, GeluTanhByHand, Clamp, HardByHand, SEConv, SELinearView, SELinearFlat, GateMul, DenseBlock, Inception, act_net  # next to this script
@@ -617,6 +618,13 @@ CASES = [
     ("act_hswishhand_op9_nofold", act_net(lambda: HardByHand("swish")), (1, 8, 8), 9, False, False),
     ("act_hsigmoidhand_op13_fold", act_net(lambda: HardByHand("sigmoid")), (1, 8, 8), 13, True, False),
     ("act_hsigmoidmul_op11_nofold", act_net(lambda: HardByHand("sigmoid_mul")), (1, 8, 8), 11, False, False),
+    # ShuffleNetV2-style channel split and shuffle (tst_channel_ops).
+    ("shuffle_chunk_view_op13_fold_dyn", ShuffleTiny, (1, 8, 8), 13, True, True),
+    ("shuffle_chunk_view_op11_nofold", ShuffleTiny, (1, 8, 8), 11, False, False),
+    ("shuffle_split_permute_op13_fold", lambda: ShuffleTiny("split", "permute", (6, 10)), (1, 8, 8), 13, True, False),
+    ("shuffle_split_view_op17_nofold_dyn", lambda: ShuffleTiny("split", "view", (8, 8)), (1, 8, 8), 17, False, True),
+    ("shuffle_index_permute_op11_fold_dyn", lambda: ShuffleTiny("index", "permute", (4, 12)), (1, 8, 8), 11, True, True),
+    ("shuffle_index_view_op9_nofold", lambda: ShuffleTiny("index", "view", (8, 8)), (1, 8, 8), 9, False, False),
 ]
 
 HW_SECOND = (12, 10)

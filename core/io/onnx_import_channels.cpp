@@ -1,0 +1,194 @@
+// The ONNX importer's channel movements (ShuffleNet's data movement, nn/channel_ops.h):
+//   Slice of an activation along the channels (x[:, a:b], and each part of x.chunk(k, 1) as
+//   torch.onnx.export wrote it before Split: a Slice per part), with constant bounds, step 1;
+//   other axes only when sliced whole;
+//   Split along the channels (x.chunk(k, 1), x.split(sizes, 1)): one Slice layer per part read;
+//   the channel shuffle x.view(N, g, C // g, H, W).transpose(1, 2).reshape(N, C, H, W): the first
+//   Reshape (any [g, C / g, ...] view of the channels with the rest of each image kept, as
+//   reshape(N, g, C // g, H * W) too), then a Transpose that swaps those two axes alone, then a
+//   Reshape back to the images' shape, read as one ChannelShuffle layer. Other readers of the
+//   views in between are refused (Importer::act).
+#include "io/onnx_importer.h"
+
+#include <algorithm>
+#include <limits>
+
+namespace quantscope::onnximport {
+
+namespace {
+// ONNX Slice's clamping of a start or an end on an axis of `dim` (step 1): negative counts from
+// the end, then clamped to [0, dim].
+std::size_t clampIndex(std::int64_t v, std::size_t dim)
+{
+    const auto d = static_cast<std::int64_t>(dim);
+    if (v < 0) v = v < std::numeric_limits<std::int64_t>::min() / 2 ? 0 : v + d;
+    return static_cast<std::size_t>(std::clamp<std::int64_t>(v, 0, d));
+}
+} // namespace
+
+void Importer::addChannelSlice(const NodeProto& n, std::size_t x, std::size_t begin, std::size_t end, int out, const std::string& suffix)
+{
+    Value made;
+    made.kind = Value::Kind::Act;
+    if (begin == 0 && end == shapeOf(x)[0]) { // every channel: the input itself
+        made.act = x;
+        return define(n, made, out);
+    }
+    // addLayer names output 0; another output's layer leaves output 0 as it was.
+    std::optional<Value> first;
+    if (out != 0 && n.output_size() > 0)
+        if (const auto it = m_values.find(n.output(0)); it != m_values.end()) first = it->second;
+    StoredLayer l;
+    l.kind = LayerKind::Slice;
+    l.sliceBegin = begin;
+    l.sliceEnd = end;
+    Shape shape = shapeOf(x);
+    shape[0] = end - begin;
+    addLayer(n, std::move(l), std::move(shape), {x}, nullptr, suffix);
+    if (out == 0) return;
+    made.act = m_m.layers.size();
+    define(n, made, out);
+    if (first) define(n, *first, 0);
+    else m_values.erase(n.output(0));
+}
+
+void Importer::slice(const NodeProto& n)
+{
+    const std::size_t x = act(n, 0);
+    if (m_views.count(n.input(0))) failNode(n, "slices a view " + shapeString(m_views.at(n.input(0))) + " of the images; only [N, C, ...] is sliced");
+    const Shape& s = shapeOf(x);
+    const std::size_t rank = s.size() + 1;
+    std::vector<std::int64_t> starts, ends, axes, steps;
+    const auto ints = [&](int i, const char* what) {
+        const ConstTensor& t = constant(n, i, what);
+        if (t.isFloat) failNode(n, std::string(what) + " is not integer", false);
+        return t.i;
+    };
+    if (m_opset < 10) { // the attribute form
+        starts = attrInts(n, "starts"), ends = attrInts(n, "ends"), axes = attrInts(n, "axes");
+    } else {
+        starts = ints(1, "starts"), ends = ints(2, "ends");
+        if (has(n, 3)) axes = ints(3, "axes");
+        if (has(n, 4)) steps = ints(4, "steps");
+    }
+    if (axes.empty())
+        for (std::size_t i = 0; i < starts.size(); ++i) axes.push_back(static_cast<std::int64_t>(i));
+    if (starts.empty() || ends.size() != starts.size() || axes.size() != starts.size() || (!steps.empty() && steps.size() != starts.size()))
+        failNode(n, "has " + std::to_string(starts.size()) + " starts, " + std::to_string(ends.size()) + " ends, " +
+                        std::to_string(axes.size()) + " axes and " + std::to_string(steps.size()) + " steps; they must agree", false);
+    std::size_t begin = 0, end = s[0];
+    for (std::size_t i = 0; i < starts.size(); ++i) {
+        const std::int64_t a = axes[i] < 0 ? axes[i] + static_cast<std::int64_t>(rank) : axes[i];
+        const std::int64_t step = steps.empty() ? 1 : steps[i];
+        if (a < 0 || a >= static_cast<std::int64_t>(rank)) failNode(n, "axis " + std::to_string(axes[i]) + " is out of range for rank " + std::to_string(rank), false);
+        if (a == 0) { // the batch, whole only
+            if (starts[i] != 0 || ends[i] < std::numeric_limits<std::int32_t>::max() || step != 1)
+                failNode(n, "slices the batch axis; QuantScope reads a Slice of the channels only (x[:, a:b])");
+            continue;
+        }
+        const std::size_t dim = s[static_cast<std::size_t>(a - 1)];
+        if (step != 1)
+            failNode(n, "slices axis " + std::to_string(a) + " with step " + std::to_string(step) +
+                            "; QuantScope reads a Slice of the channels with step 1 only (x[:, a:b]); strided indexing such as "
+                            "x[:, :, ::2, ::2] is not read");
+        const std::size_t b = clampIndex(starts[i], dim), e = clampIndex(ends[i], dim);
+        if (a >= 2) {
+            if (b != 0 || e != dim)
+                failNode(n, "slices axis " + std::to_string(a) + " (H or W) of " + shapeString(s) +
+                                " images to [" + std::to_string(b) + ", " + std::to_string(e) +
+                                "); QuantScope reads a Slice of the channels only (x[:, a:b])");
+            continue;
+        }
+        begin = std::max(begin, b), end = std::min(end, e);
+    }
+    if (begin >= end) failNode(n, "takes no channel of " + shapeString(s) + " (channels [" + std::to_string(begin) + ", " + std::to_string(end) + "))");
+    addChannelSlice(n, x, begin, end, 0, "");
+}
+
+void Importer::split(const NodeProto& n)
+{
+    const std::size_t x = act(n, 0);
+    if (m_views.count(n.input(0))) failNode(n, "splits a view " + shapeString(m_views.at(n.input(0))) + " of the images; only [N, C, ...] is split");
+    const Shape& s = shapeOf(x);
+    const auto rank = static_cast<std::int64_t>(s.size() + 1);
+    const std::int64_t given = attrInt(n, "axis", 0), axis = given < 0 ? given + rank : given;
+    if (axis != 1)
+        failNode(n, "splits axis " + std::to_string(given) + " of " + shapeString(s) +
+                        " images; QuantScope reads a Split of the channels only (x.chunk(k, 1), x.split(sizes, 1))");
+    std::vector<std::int64_t> sizes = attrInts(n, "split");
+    if (m_opset >= 13 && has(n, 1)) {
+        const ConstTensor& t = constant(n, 1, "split");
+        if (t.isFloat) failNode(n, "split is not integer", false);
+        sizes = t.i;
+    }
+    const std::size_t C = s[0];
+    if (sizes.empty()) { // equal parts, the last one smaller when they do not divide C (opset 18)
+        const std::int64_t k = m_opset >= 18 ? attrInt(n, "num_outputs", n.output_size()) : n.output_size();
+        if (k < 1 || k > static_cast<std::int64_t>(C)) failNode(n, "splits " + std::to_string(C) + " channels into " + std::to_string(k) + " parts", false);
+        const auto part = static_cast<std::int64_t>((C + static_cast<std::size_t>(k) - 1) / static_cast<std::size_t>(k));
+        for (std::int64_t i = 0, left = static_cast<std::int64_t>(C); i < k; ++i, left -= part) sizes.push_back(std::min(part, left));
+    }
+    std::int64_t total = 0;
+    for (std::int64_t v : sizes) total = v < 0 || total > static_cast<std::int64_t>(C) ? -1 : total + v;
+    if (sizes.size() != static_cast<std::size_t>(n.output_size()) || total != static_cast<std::int64_t>(C))
+        failNode(n, "splits " + std::to_string(C) + " channels into parts " + listOf(sizes) + " for " + std::to_string(n.output_size()) +
+                        " outputs; the parts must add up to the channels, one per output", false);
+    std::size_t begin = 0;
+    for (int k = 0; k < n.output_size(); ++k) {
+        const auto size = static_cast<std::size_t>(sizes[static_cast<std::size_t>(k)]);
+        if (size > 0 && !n.output(k).empty() && m_uses[n.output(k)] > 0)
+            addChannelSlice(n, x, begin, begin + size, k, n.output_size() > 1 ? "." + std::to_string(k) : "");
+        begin += size;
+    }
+}
+
+bool Importer::shuffleReshape(const NodeProto& n, const Shape& per)
+{
+    const Value& v = value(n, 0);
+    if (v.kind == Value::Kind::Grouped) {
+        const Shape& images = shapeOf(v.act);
+        if (!v.transposed)
+            failNode(n, "reshapes the channels viewed as " + std::to_string(v.groups) +
+                            " groups again before a Transpose; QuantScope reads such a view only as a channel shuffle: "
+                            "x.view(N, g, C // g, H, W), .transpose(1, 2), .reshape(N, C, H, W)");
+        if (per != images)
+            failNode(n, "reshapes a channel shuffle's transposed view to " + (per.empty() ? std::string("a shape without the batch") : shapeString(per)) +
+                            " per image; a channel shuffle ends in the images' own shape " + shapeString(images));
+        StoredLayer l;
+        l.kind = LayerKind::ChannelShuffle;
+        l.groups = v.groups;
+        addLayer(n, std::move(l), images, {v.act});
+        return true;
+    }
+    // Its first step: the channels of [C, ...] images viewed as [g, C / g, ...], g and C / g >= 2.
+    if (v.kind != Value::Kind::Act || m_views.count(n.input(0)) || per.size() < 2) return false;
+    const Shape& s = shapeOf(v.act);
+    if (s.empty() || per[0] < 2 || per[1] < 2 || per[0] * per[1] != s[0]) return false;
+    Value g;
+    g.kind = Value::Kind::Grouped;
+    g.act = v.act;
+    g.groups = per[0];
+    g.rank = per.size() + 1;
+    define(n, g);
+    return true;
+}
+
+void Importer::transpose(const NodeProto& n)
+{
+    const Value& v = value(n, 0);
+    const std::string shuffle = "QuantScope reads Transpose only inside a channel shuffle: x.view(N, g, C // g, H, W), "
+                                ".transpose(1, 2), .reshape(N, C, H, W)";
+    if (v.kind != Value::Kind::Grouped || v.transposed) {
+        if (v.kind == Value::Kind::Act) failNode(n, "permutes the axes of " + shapeString(shapeOf(v.act)) + " images; " + shuffle);
+        failNode(n, shuffle);
+    }
+    std::vector<std::int64_t> want{0, 2, 1};
+    for (std::size_t d = 3; d < v.rank; ++d) want.push_back(static_cast<std::int64_t>(d));
+    const std::vector<std::int64_t> perm = attrInts(n, "perm");
+    if (perm != want) failNode(n, "perm = " + listOf(perm) + " on the channels viewed as " + std::to_string(v.groups) + " groups; " + shuffle + " (perm " + listOf(want) + ")");
+    Value t = v;
+    t.transposed = true;
+    define(n, t);
+}
+
+} // namespace quantscope::onnximport
