@@ -15,7 +15,8 @@
 #                plan files, fine-tune with a plan, Stop
 #   gui_lsq      the LSQ options' applicability and the Step sizes chart of a real LSQ run
 #   gui_ptq      the Ranges chart before and after PTQ cross-layer equalization
-#   gui_runs_table  the runs table's chart colours, and its repaints do not grow the heap
+#   gui_runs_table  the runs table's chart colours (distinct over a 40-run session), and its repaints do
+#                not grow the heap
 #   gui_charts   tick labels (no "-0.00"), the loss axis covering spikes, run colours that follow
 #                the run, the Layers chart's layer names
 if(TARGET quantscope::ui)
