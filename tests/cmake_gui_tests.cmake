@@ -18,7 +18,7 @@
 #   gui_runs_table  the runs table's chart colours (distinct over a 40-run session), and its repaints do
 #                not grow the heap
 #   gui_charts   tick labels (no "-0.00"), the loss axis covering spikes, run colours that follow
-#                the run, the Layers chart's layer names
+#                the run, legends in the runs table's order, the Layers chart's layer names
 if(TARGET quantscope::ui)
   qs_add_test(gui_window LIBS quantscope::ui TIMEOUT 600 LABELS gui)
   qs_add_test(gui_files LIBS quantscope::ui TIMEOUT 600 LABELS gui)
