@@ -56,6 +56,35 @@ QStringList cutTexts(ChartView* view)
 
 QRect globalRect(const QWidget* w) { return QRect(w->mapToGlobal(QPoint(0, 0)), w->size()); }
 
+// A search report whose weakest plans (uniform int2, greedy steps that went too far) lie below the
+// chart's accuracy range, so that its title names them on a second line.
+MixedSearchReport offChartReport()
+{
+    MixedSearchReport r;
+    r.fp32Accuracy = 0.99;
+    r.images = 200;
+    const auto add = [&](const char* label, double percent, double accuracy, bool uniform, bool front) {
+        EvaluatedPlan e;
+        e.label = label;
+        e.bytes = static_cast<std::uint64_t>(percent * 1000);
+        e.accuracy = accuracy;
+        e.uniform = uniform;
+        e.onFront = front;
+        e.plan.defaults.format = uniform ? std::string(label).substr(8, 4) : "int8";
+        r.plans.push_back(e);
+    };
+    add("uniform int8 (minmax)", 25, 0.99, true, true);
+    add("uniform int4 (minmax)", 12.5, 0.985, true, true);
+    add("greedy step 3: layer1.conv1 int2 (minmax)", 10, 0.98, false, true);
+    add("uniform int2 (minmax)", 6.3, 0.61, true, false);
+    add("greedy step 17: conv1 int2 (minmax)", 8, 0.55, false, false);
+    add("greedy step 18: layer2.shortcut int2 (minmax)", 7.5, 0.52, false, false);
+    add("greedy step 19: layer3.conv2 int2 (minmax)", 7, 0.48, false, false);
+    r.chosen = 2;
+    r.evaluations = r.plans.size();
+    return r;
+}
+
 // The part of `w` not hidden by the scroll areas (and other ancestors) it sits in, in global coordinates.
 QRect visibleGlobalRect(const QWidget* w)
 {
@@ -154,8 +183,9 @@ private slots:
     }
 
     // The Layers and Analysis tabs' charts on this screen: a plot of a readable size, and no axis
-    // title or legend entry cut to "..." (at 1366x768 the SQNR axis read "SQNR of the layer's
-    // output vs FP3..." and the search's "validation accura...").
+    // title, legend entry or title line cut to "..." (at 1366x768 the SQNR axis read "SQNR of the
+    // layer's output vs FP3...", the search's "validation accura...", and its title's list of the
+    // plans below the chart "greedy step 17: conv1 int2 (mi...").
     void chartsReadable()
     {
         MainWindow w(MainWindowOptions{false, QString(), false});
@@ -177,6 +207,10 @@ private slots:
         layers->showReport(r, QStringLiteral("Run #4, int8 weights (channel-wise), uint8 activations"));
         auto* search = w.analysisView()->search();
         w.analysisView()->pages()->setCurrentWidget(search);
+        // Plans below the chart: the title's second line names them as far as the width allows
+        // (it named three, cut at 1366x768: "greedy step 17: conv1 int2 (mi...").
+        search->chart()->setReport(offChartReport(), 100000, 2.0, std::nullopt);
+        search->chart()->setTitleFor(QStringLiteral("run #4"));
         for (ChartView* chart : {layers->chart(), static_cast<ChartView*>(search->chart())}) {
             for (int i = 0; i < w.tabs()->count(); ++i)
                 if (w.tabs()->widget(i)->isAncestorOf(chart)) w.tabs()->setCurrentIndex(i);
@@ -192,6 +226,8 @@ private slots:
             const QString name = chart->title();
             QVERIFY2(cutTexts(chart).isEmpty(), qPrintable(QStringLiteral("%1 (%2x%3): ").arg(name).arg(chart->width()).arg(chart->height()) +
                                                            cutTexts(chart).join(QStringLiteral(" | "))));
+            if (chart == search->chart())
+                QVERIFY2(chart->chart()->title().contains(QLatin1String("below the chart")), qPrintable(chart->chart()->title()));
             const QRectF plot = chart->chart()->plotArea();
             QVERIFY2(plot.height() >= 150 && plot.width() >= 300,
                      qPrintable(QStringLiteral("%1: plot %2x%3").arg(name).arg(plot.width()).arg(plot.height())));

@@ -3,11 +3,13 @@
 #include "format_text.h"
 
 #include <QChart>
+#include <QGraphicsLayout>
 #include <QHelpEvent>
 #include <QLegend>
 #include <QLegendMarker>
 #include <QLineSeries>
 #include <QScatterSeries>
+#include <QTextDocument>
 #include <QToolTip>
 #include <QValueAxis>
 
@@ -269,6 +271,53 @@ void ParetoChart::setReport(const MixedSearchReport& r, std::uint64_t fp32Bytes,
     m_budget->setName(maxDrop ? tr("budget \u2212%1 pts").arg(*maxDrop, 0, 'g', 3)
                               : maxBytes ? tr("budget %1").arg(formatBytes(double(*maxBytes))) : tr("budget"));
     setLegendVisible(chart(), m_budget, maxDrop.has_value() || maxBytes.has_value());
+}
+
+void ParetoChart::setTitleFor(const QString& name)
+{
+    m_titleName = name;
+    fitTitle();
+}
+
+void ParetoChart::resizeEvent(QResizeEvent* e)
+{
+    ChartView::resizeEvent(e);
+    fitTitle();
+}
+
+void ParetoChart::fitTitle()
+{
+    if (m_titleName.isEmpty()) return;
+    const QString first = tr("%1: size against validation accuracy (%2 plans)").arg(m_titleName.toHtmlEscaped()).arg(m_report.plans.size());
+    if (m_offChart.isEmpty()) {
+        chart()->setTitle(first);
+        return;
+    }
+    // The width Qt Charts gives the title (the chart less its margins), measured as it measures
+    // rich text, with a little to spare.
+    qreal left = 0, top = 0, right = 0, bottom = 0;
+    if (chart()->layout()) chart()->layout()->getContentsMargins(&left, &top, &right, &bottom);
+    const qreal room = chart()->size().width() - chart()->margins().left() - chart()->margins().right() - left - right - 12;
+    QTextDocument doc;
+    doc.setDefaultFont(chart()->titleFont());
+    const auto fits = [&](const QString& html) {
+        doc.setHtml(html);
+        return doc.idealWidth() <= room;
+    };
+    const auto withLine = [&](const QString& line) { return first + QStringLiteral("<br><small>") + line.toHtmlEscaped() + QStringLiteral("</small>"); };
+    // As many names as fit ("below the chart: A, B and 3 more"), else the count alone; the search's
+    // summary names them all.
+    const qsizetype n = m_offChart.size();
+    QString title = withLine(n == 1 ? tr("1 plan below the chart") : tr("%1 plans below the chart").arg(n));
+    for (qsizetype k = n; k >= 1; --k) {
+        const QString names = m_offChart.mid(0, k).join(QStringLiteral(", "));
+        const QString candidate = withLine(k == n ? tr("below the chart: %1").arg(names) : tr("below the chart: %1 and %2 more").arg(names).arg(n - k));
+        if (fits(candidate)) {
+            title = candidate;
+            break;
+        }
+    }
+    chart()->setTitle(title);
 }
 
 void ParetoChart::setSelected(long plan)

@@ -364,16 +364,10 @@ void SearchView::showOutcome(const std::shared_ptr<const Outcome>& out)
     m_model = out->model;
     m_testAcc = out->testAccuracy;
     m_chart->setReport(r, out->fp32Bytes, out->options.maxDropPoints, out->options.maxBytes);
-    QString title = tr("%1: size against validation accuracy (%2 plans)").arg(in->name).arg(r.plans.size());
-    // The plans below the chart's floor, named up to three: a longer list ran off the title's width
-    // (tester 17 #11); the status line below names them all.
+    // The title names the plans below the chart's floor as far as the chart's width allows; the
+    // status line names them all.
+    m_chart->setTitleFor(in->name);
     const QStringList off = m_chart->offChart();
-    if (!off.isEmpty()) {
-        const QString shown = off.size() <= 3 ? off.join(QStringLiteral(", "))
-                                              : tr("%1 and %2 more").arg(off.mid(0, 3).join(QStringLiteral(", "))).arg(off.size() - 3);
-        title += QStringLiteral("<br><small>") + tr("below the chart: %1").arg(shown) + QStringLiteral("</small>");
-    }
-    m_chart->chart()->setTitle(title);
     std::size_t front = 0;
     for (const EvaluatedPlan& p : r.plans) front += p.onFront;
     QString s = tr("<b>%1</b>: FP32 %2 on %3 validation images%4; %5 plans evaluated (%6 on the front) and %7 one-layer plans "
@@ -397,7 +391,7 @@ void SearchView::showOutcome(const std::shared_ptr<const Outcome>& out)
         s += tr(" No evaluated plan meets the budget.");
     }
     if (r.stopped) s += tr(" Stopped early: the best of the plans evaluated so far is marked.");
-    if (off.size() > 3) s += tr(" Below the chart: %1.").arg(off.join(QStringLiteral(", ")).toHtmlEscaped());
+    if (!off.isEmpty()) s += tr(" Below the chart: %1.").arg(off.join(QStringLiteral(", ")).toHtmlEscaped());
     m_status->setText(s);
     // A finished search is a full bar (it converged before the evaluation budget); a stopped one
     // shows how far it got against that budget.
