@@ -2,7 +2,8 @@
 // screen of QS_SCREEN (WxH, e.g. 1366x768; tests/cmake_gui_tests.cmake writes the platform's
 // screen file). The first window fits the available geometry; Train (toolbar and Training dock),
 // the charts and the runs table lie inside the screen; a saved geometry larger than the screen
-// is clamped to it at the next start. QS_SHOT_DIR: also save a screenshot of the window there,
+// is clamped to it at the next start; from 1366x768 up the Analysis tab fits without scrolling.
+// QS_SHOT_DIR: also save a screenshot of the window there,
 // and (tourShots) train four small runs on a fixture and save every chart tab, the Layers tab
 // after Compare and the Analysis tab after a sensitivity run and a search.
 #include <tbb/task_arena.h> // before Qt: TBB's profiling.h has a member named emit
@@ -25,6 +26,7 @@
 #include <QDialog>
 #include <QGraphicsScene>
 #include <QGraphicsTextItem>
+#include <QProgressBar>
 #include <QPushButton>
 #include <QScreen>
 #include <QScrollArea>
@@ -33,6 +35,8 @@
 #include <QStandardPaths>
 #include <QHeaderView>
 #include <QTableView>
+#include <QTableWidget>
+#include <QComboBox>
 #include <QTabWidget>
 #include <QToolBar>
 #include <QtTest>
@@ -242,6 +246,57 @@ private slots:
                                             + QStringLiteral(" content %1 high, scroll max %2 at %3").arg(scroll->widget()->height()).arg(scroll->verticalScrollBar()->maximum()).arg(scroll->verticalScrollBar()->value())));
                 }
         }
+    }
+
+    // The Analysis tab on a 1366x768 screen: each page's controls, results and their buttons are in
+    // view at once, without scrolling, and the search's chart is readable (a plot of at least
+    // 300x150 px). Both pages needed scrolling there: the search's chart began below the tab.
+    void analysisTabFits()
+    {
+        if (m_screen.width() < 1366 || m_screen.height() < 768)
+            QSKIP("the Analysis tab fits from 1366x768 up; on smaller screens it scrolls (chartsReadable checks its chart there)");
+        MainWindow w(MainWindowOptions{false, QString(), false});
+        w.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&w));
+        AnalysisView* analysis = w.analysisView();
+        for (int i = 0; i < w.tabs()->count(); ++i)
+            if (w.tabs()->widget(i)->isAncestorOf(analysis)) w.tabs()->setCurrentIndex(i);
+        SearchView* search = analysis->search();
+        SensitivityView* sens = analysis->sensitivity();
+        search->chart()->setReport(offChartReport(), 100000, 2.0, std::nullopt);
+        search->chart()->setTitleFor(QStringLiteral("run #4"));
+        search->selectPlan(offChartReport().chosen);
+        const QWidget* tab = w.tabs()->currentWidget();
+        const QRect tabRect = globalRect(tab);
+        for (QWidget* page : {static_cast<QWidget*>(sens), static_cast<QWidget*>(search)}) {
+            analysis->pages()->setCurrentWidget(page);
+            QCoreApplication::processEvents();
+            QList<QWidget*> needed{analysis->sourceCombo(), analysis->pages()};
+            if (page == search)
+                needed << search->runButton() << search->stopButton() << search->progressBar() << search->chart() << search->planTable()
+                       << search->saveButton() << search->fineTuneButton();
+            else
+                needed << sens->runButton() << sens->stopButton() << sens->progressBar() << sens->heatmap() << sens->modeCombo();
+            QTest::qWait(20);
+            for (QWidget* n : needed) {
+                // A scroll area (a chart, a table) is drawn by its viewport, which covers it.
+                const QWidget* drawn = qobject_cast<QAbstractScrollArea*>(n) ? static_cast<QAbstractScrollArea*>(n)->viewport() : n;
+                const QString what = QStringLiteral("%1 on the %2 page: %3x%4 at %5,%6, %7x%8 of it shown; the tab is %9x%10 at %11,%12")
+                                         .arg(n->objectName().isEmpty() ? QString::fromLatin1(n->metaObject()->className()) : n->objectName())
+                                         .arg(page == search ? QStringLiteral("search") : QStringLiteral("sensitivity"))
+                                         .arg(n->width()).arg(n->height()).arg(globalRect(n).x()).arg(globalRect(n).y())
+                                         .arg(visibleGlobalRect(drawn).width()).arg(visibleGlobalRect(drawn).height())
+                                         .arg(tabRect.width()).arg(tabRect.height()).arg(tabRect.x()).arg(tabRect.y());
+                QVERIFY2(n->isVisible() && visibleGlobalRect(drawn).size() == drawn->size() && tabRect.contains(globalRect(n)), qPrintable(what));
+            }
+            if (auto* scroll = w.findChild<QScrollArea*>(QStringLiteral("analysisScroll")))
+                QVERIFY2(scroll->verticalScrollBar()->maximum() == 0 && scroll->horizontalScrollBar()->maximum() == 0,
+                         qPrintable(QStringLiteral("the Analysis tab scrolls %1 px down, %2 px across")
+                                        .arg(scroll->verticalScrollBar()->maximum()).arg(scroll->horizontalScrollBar()->maximum())));
+        }
+        QVERIFY2(cutTexts(search->chart()).isEmpty(), qPrintable(cutTexts(search->chart()).join(QStringLiteral(" | "))));
+        const QRectF plot = search->chart()->chart()->plotArea();
+        QVERIFY2(plot.height() >= 150 && plot.width() >= 300, qPrintable(QStringLiteral("plot %1x%2").arg(plot.width()).arg(plot.height())));
     }
 
     // Not a check: pictures for a person to look at (QS_SHOT_DIR; skipped without it).

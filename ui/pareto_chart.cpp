@@ -70,6 +70,10 @@ ParetoChart::ParetoChart(QWidget* parent) : ChartView(tr("Mixed-bit search: size
     }
     for (QScatterSeries* s : {m_plans, m_uniform, m_chosen}) connectPoints(s);
     setLegendVisible(c, m_selected, false);
+    fitLegendTo(7); // at the right, one entry a row: below the plot it took height the plot needs
+    // No blank band between the view's edge and the chart: the plot keeps those pixels when the
+    // chart shares a 1366x768 window's Analysis tab with the search's controls.
+    if (c->layout()) c->layout()->setContentsMargins(0, 0, 0, 0);
     c->legend()->setToolTip(tr("front: the Pareto front (no other plan is as small and as accurate); uniform: every layer at one "
                                "format (squares, labelled); chosen: the plan the budget picks; the ring: the plan in the table."));
     connect(m_front, &QXYSeries::clicked, this, [this](const QPointF& p) { emit planClicked(nearestPlan(p)); });
@@ -289,8 +293,11 @@ void ParetoChart::fitTitle()
 {
     if (m_titleName.isEmpty()) return;
     const QString first = tr("%1: size against validation accuracy (%2 plans)").arg(m_titleName.toHtmlEscaped()).arg(m_report.plans.size());
+    const bool namedAll = m_titleNamesAll;
     if (m_offChart.isEmpty()) {
         chart()->setTitle(first);
+        m_titleNamesAll = true;
+        if (!namedAll) emit titleFitted();
         return;
     }
     // The width Qt Charts gives the title (the chart less its margins), measured as it measures
@@ -309,15 +316,18 @@ void ParetoChart::fitTitle()
     // summary names them all.
     const qsizetype n = m_offChart.size();
     QString title = withLine(n == 1 ? tr("1 plan below the chart") : tr("%1 plans below the chart").arg(n));
+    m_titleNamesAll = false;
     for (qsizetype k = n; k >= 1; --k) {
         const QString names = m_offChart.mid(0, k).join(QStringLiteral(", "));
         const QString candidate = withLine(k == n ? tr("below the chart: %1").arg(names) : tr("below the chart: %1 and %2 more").arg(names).arg(n - k));
         if (fits(candidate)) {
             title = candidate;
+            m_titleNamesAll = k == n;
             break;
         }
     }
     chart()->setTitle(title);
+    if (m_titleNamesAll != namedAll) emit titleFitted();
 }
 
 void ParetoChart::setSelected(long plan)

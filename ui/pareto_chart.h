@@ -32,6 +32,8 @@ public:
     // and under it the plans below the chart, as many as fit the chart's width ("... and 3 more"),
     // refitted at each resize: a longer line was cut ("greedy step 17: conv1 int2 (mi...").
     void setTitleFor(const QString& name);
+    // Whether the title names every plan below the chart (true when none is).
+    bool titleNamesAll() const { return m_titleNamesAll; }
 
     QScatterSeries* plansSeries() const { return m_plans; }     // every evaluated plan that is not uniform
     QLineSeries* frontSeries() const { return m_front; }        // the front, by size
@@ -55,6 +57,7 @@ public:
 
 signals:
     void planClicked(long plan);
+    void titleFitted(); // the title was set or refitted to a new width
 
 protected:
     // A resting pointer over a plan keeps its plan tooltip (the view's "Right-click to save"
@@ -83,6 +86,7 @@ private:
     std::uint64_t m_fp32Bytes = 1;
     QString m_hoverText;
     QString m_titleName; // setTitleFor's; empty: the title stays as it is
+    bool m_titleNamesAll = true;
 };
 
 } // namespace quantscope
