@@ -10,14 +10,16 @@
 #                thumbnails, the shape line, and the Resize field fixing a mixed-size folder
 #   gui_plans    the Training dock's per-layer plan table (edits, sizes, applicability)
 #   gui_screen_WxH  the first window on a WxH screen (offscreen platform with a screen file):
-#                it fits, Train and the charts are on screen, saved geometry is clamped
+#                it fits, Train and the charts are on screen, saved geometry is clamped, the
+#                Analysis tab fits without scrolling at 1366x768
 #   gui_analysis the Analysis tab: sensitivity heatmap and histograms, mixed-bit search chart,
 #                plan files, fine-tune with a plan, Stop
 #   gui_lsq      the LSQ options' applicability and the Step sizes chart of a real LSQ run
 #   gui_ptq      the Ranges chart before and after PTQ cross-layer equalization
-#   gui_runs_table  the runs table's chart colours, and its repaints do not grow the heap
+#   gui_runs_table  the runs table's chart colours (distinct over a 40-run session), and its repaints do
+#                not grow the heap
 #   gui_charts   tick labels (no "-0.00"), the loss axis covering spikes, run colours that follow
-#                the run, the Layers chart's layer names
+#                the run, legends in the runs table's order, the Layers chart's layer names
 if(TARGET quantscope::ui)
   qs_add_test(gui_window LIBS quantscope::ui TIMEOUT 600 LABELS gui)
   qs_add_test(gui_files LIBS quantscope::ui TIMEOUT 600 LABELS gui)

@@ -1,11 +1,14 @@
 // The charts as a user reads them: tick labels (never "-0.00", one text per tick), the loss axis
 // covering every drawn point (a spike stays on screen), a run keeping its colour whatever else is
-// selected, and the Layers chart naming its layers along the x axis. Each draws offscreen and
+// selected, legends listing the runs in the runs table's order, and the Layers chart naming its
+// layers along the x axis. Each draws offscreen and
 // reads the texts Qt Charts laid out, not only the numbers given to it.
 #include "chart_view.h"
 #include "curve_charts.h"
 #include "layer_compare_view.h"
+#include "main_window.h"
 #include "quant_charts.h"
+#include "runs_model.h"
 
 #include <QtTest>
 
@@ -15,9 +18,11 @@
 #include <QGraphicsScene>
 #include <QGraphicsTextItem>
 #include <QLegend>
+#include <QLegendMarker>
 #include <QLineSeries>
 #include <QMap>
 #include <QRegularExpression>
+#include <QTabWidget>
 #include <QValueAxis>
 
 #include <cmath>
@@ -235,6 +240,50 @@ private slots:
             chart->setRuns({r3, r2});
             QVERIFY2(seriesColour(*chart, 2) == two, name);
             QVERIFY2(seriesColour(*chart, 3).isValid() && seriesColour(*chart, 3) != two, name);
+        }
+    }
+
+    // The legends of the window's run charts list the runs in the runs table's order, whichever
+    // selected row was clicked last (that run, the primary, is drawn fully; its entry came first:
+    // rows #1 #2 #3 with #2 clicked last read "#2, #1, #3", and users matched entries to the wrong rows).
+    void legendsFollowTheRunsTable_data()
+    {
+        QTest::addColumn<QList<int>>("selected"); // in click order: the last one is the primary run
+        QTest::newRow("#1 #3, then #2") << QList<int>{1, 3, 2};
+        QTest::newRow("#1, then #3") << QList<int>{1, 3};
+        QTest::newRow("#2 #4, then #3") << QList<int>{2, 4, 3};
+        QTest::newRow("all, then #4") << QList<int>{1, 2, 3, 4};
+    }
+    void legendsFollowTheRunsTable()
+    {
+        QFETCH(QList<int>, selected);
+        MainWindow w(MainWindowOptions{false, QString(), false});
+        w.resize(1366, 740);
+        w.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&w));
+        for (int id = 1; id <= 4; ++id) {
+            RunPtr r = statsRun(id);
+            for (BatchEvent& b : r->steps) b.lossScale = 1024.0 * id; // mixed precision: the loss-scale chart draws it
+            w.runsModel()->addRun(r);
+        }
+        w.selectRuns(selected);
+        QCoreApplication::processEvents();
+        QCOMPARE(w.selectedRuns().front()->id, selected.last());
+        QList<int> inTable = selected;
+        std::sort(inTable.begin(), inTable.end());
+        static const QRegularExpression runEntry(QStringLiteral("^#([0-9]+)\\b"));
+        for (RunChart* chart : std::initializer_list<RunChart*>{w.lossChart(), w.accuracyChart(), w.sqnrChart(), w.lossScaleChart()}) {
+            w.tabs()->setCurrentIndex(chart == w.lossChart() || chart == w.accuracyChart() ? 0 : w.tabs()->indexOf(chart));
+            QCoreApplication::processEvents();
+            (void)chart->grab();
+            QList<int> legend;
+            QStringList labels;
+            for (QLegendMarker* m : chart->chart()->legend()->markers()) {
+                if (!m->isVisible()) continue;
+                labels << m->label();
+                if (const auto match = runEntry.match(m->label()); match.hasMatch()) legend << match.captured(1).toInt();
+            }
+            QVERIFY2(legend == inTable, qPrintable(chart->title() + QStringLiteral(": ") + labels.join(QStringLiteral(" | "))));
         }
     }
 

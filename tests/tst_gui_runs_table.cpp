@@ -1,8 +1,9 @@
 // The runs table as it repaints during a session: the # cell of each run the charts show carries
-// the run's chart colour, and repainting the table (every batch of a run repaints it) does not
+// the run's chart colour, distinct from every other run's in a long session, and repainting the table (every batch of a run repaints it) does not
 // grow the heap. A QColor decoration made the view's delegate draw a new pixmap and icon at each
 // repaint, which Qt kept in QPixmapCache under that pixmap's serial number: 6.6 KB a repaint
 // here, up to the cache's 10 MiB limit (found by the GUI soak, tests/soak).
+#include "curve_charts.h"
 #include "main_window.h"
 #include "runs_model.h"
 
@@ -11,7 +12,11 @@
 #include <QHeaderView>
 #include <QIcon>
 #include <QItemSelectionModel>
+#include <QLineSeries>
 #include <QTableView>
+
+#include <array>
+#include <cmath>
 
 #include <malloc.h>
 
@@ -35,6 +40,47 @@ RunPtr makeRun(int id)
     return r;
 }
 
+// The colour the # cell's swatch draws (invalid when the cell has none).
+QColor swatchColour(const RunsModel& model, int row)
+{
+    const QVariant d = model.data(model.index(row, RunsModel::Id), Qt::DecorationRole);
+    return d.typeId() == QMetaType::QIcon ? QColor(d.value<QIcon>().pixmap(16, 16).toImage().pixel(8, 8)) : QColor();
+}
+
+// CIELAB (D65) of an sRGB colour, and the CIE76 difference of two colours: about 2.3 is the least
+// a person notices side by side; lines of a chart need several times that.
+std::array<double, 3> lab(const QColor& c)
+{
+    const auto linear = [](double v) { return v <= 0.04045 ? v / 12.92 : std::pow((v + 0.055) / 1.055, 2.4); };
+    const double r = linear(c.redF()), g = linear(c.greenF()), b = linear(c.blueF());
+    const double x = (0.4124 * r + 0.3576 * g + 0.1805 * b) / 0.95047, y = 0.2126 * r + 0.7152 * g + 0.0722 * b,
+                 z = (0.0193 * r + 0.1192 * g + 0.9505 * b) / 1.08883;
+    const auto f = [](double t) { return t > 216.0 / 24389.0 ? std::cbrt(t) : (24389.0 / 27.0 * t + 16.0) / 116.0; };
+    return {116 * f(y) - 16, 500 * (f(x) - f(y)), 200 * (f(y) - f(z))};
+}
+double deltaE(const QColor& a, const QColor& b)
+{
+    const auto p = lab(a), q = lab(b);
+    return std::hypot(p[0] - q[0], p[1] - q[1], p[2] - q[2]);
+}
+
+// A finished run with a few loss points, so that the loss chart draws it.
+RunPtr trainedRun(int id)
+{
+    RunPtr r = makeRun(id);
+    std::vector<BatchEvent> steps;
+    for (std::size_t k = 1; k <= 5; ++k) {
+        BatchEvent b;
+        b.epoch = 1;
+        b.step = b.globalStep = k;
+        b.stepsPerEpoch = 5;
+        b.loss = 2.0 / double(k);
+        steps.push_back(b);
+    }
+    r->addSteps(steps);
+    return r;
+}
+
 } // namespace
 
 class TestGuiRunsTable : public QObject {
@@ -48,10 +94,7 @@ private slots:
     {
         RunsModel model;
         for (int id = 1; id <= 3; ++id) model.addRun(makeRun(id));
-        const auto swatch = [&](int row) {
-            const QVariant d = model.data(model.index(row, RunsModel::Id), Qt::DecorationRole);
-            return d.typeId() == QMetaType::QIcon ? QColor(d.value<QIcon>().pixmap(16, 16).toImage().pixel(8, 8)) : QColor();
-        };
+        const auto swatch = [&](int row) { return swatchColour(model, row); };
         model.setShownRuns({3, 1});
         QVERIFY(!model.data(model.index(1, RunsModel::Id), Qt::DecorationRole).isValid()); // not shown
         const QColor run3 = swatch(2), run1 = swatch(0);
@@ -66,6 +109,61 @@ private slots:
         // The same icon each time it is asked for (what Qt's icon cache is keyed on).
         QCOMPARE(model.data(model.index(2, RunsModel::Id), Qt::DecorationRole).value<QIcon>().cacheKey(),
                  model.data(model.index(2, RunsModel::Id), Qt::DecorationRole).value<QIcon>().cacheKey());
+    }
+
+    // A long session, every run shown: each run's # swatch has the colour of its line in the loss
+    // chart, and no two runs look alike. The colours repeated from run 17 on (run 17 drew as run
+    // 1, in the chart and in the table) and runs 9-16 were darker shades of 1-8.
+    void manyRunsKeepDistinctColours()
+    {
+        constexpr int kRuns = 40;
+        constexpr double kDistinct = 8.0; // CIE76: clearly different lines side by side
+        MainWindow w(MainWindowOptions{false, QString(), false});
+        w.resize(1366, 740);
+        w.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&w));
+        QList<int> ids;
+        for (int id = 1; id <= kRuns; ++id) {
+            w.runsModel()->addRun(trainedRun(id));
+            ids << id;
+        }
+        w.selectRuns(ids);
+        QCoreApplication::processEvents();
+        // The chart's line of each run, by its legend label ("#7", or "#7 ..." when labels differ).
+        QMap<int, QColor> line;
+        for (QAbstractSeries* s : w.lossChart()->chart()->series()) {
+            auto* l = qobject_cast<QLineSeries*>(s);
+            const QString name = s->name();
+            if (!l || !name.startsWith(QLatin1Char('#'))) continue;
+            bool ok = false;
+            const int id = name.mid(1).section(QLatin1Char(' '), 0, 0).toInt(&ok);
+            if (ok) line[id] = l->pen().color();
+        }
+        QCOMPARE(line.size(), kRuns);
+        std::vector<QColor> colours;
+        for (int row = 0; row < kRuns; ++row) {
+            const int id = w.runsModel()->runAt(row)->id;
+            const QColor swatch = swatchColour(*w.runsModel(), row);
+            QVERIFY2(swatch.rgb() == line.value(id).rgb(), qPrintable(QStringLiteral("run #%1: swatch %2, line %3").arg(id).arg(swatch.name(), line.value(id).name())));
+            colours.push_back(swatch);
+        }
+        // The first runs keep the colours they always had.
+        for (int i = 0; i < 8; ++i) QCOMPARE(colours[std::size_t(i)], paletteColor(i));
+        double closest = 1e9;
+        QString pair;
+        for (std::size_t i = 0; i < colours.size(); ++i)
+            for (std::size_t j = i + 1; j < colours.size(); ++j)
+                if (const double d = deltaE(colours[i], colours[j]); d < closest) {
+                    closest = d;
+                    pair = QStringLiteral("#%1 %2 and #%3 %4").arg(i + 1).arg(colours[i].name()).arg(j + 1).arg(colours[j].name());
+                }
+        qInfo("closest pair of %d runs: %s, CIE76 %.1f", kRuns, qPrintable(pair), closest);
+        QVERIFY2(closest >= kDistinct, qPrintable(QStringLiteral("%1 differ by %2 (CIE76)").arg(pair).arg(closest, 0, 'f', 1)));
+        // Readable on white: none paler than the palette's lightest colour (the lightness of CIELAB).
+        double palest = 0;
+        for (int i = 0; i < 8; ++i) palest = std::max(palest, lab(paletteColor(i))[0]);
+        for (std::size_t i = 0; i < colours.size(); ++i)
+            QVERIFY2(lab(colours[i])[0] <= palest + 0.5, qPrintable(QStringLiteral("run #%1 %2 is pale on white").arg(i + 1).arg(colours[i].name())));
     }
 
     // The window's runs table sizes each column to its header and cells: none cut ("mobilenet-t..."),

@@ -2,7 +2,8 @@
 // screen of QS_SCREEN (WxH, e.g. 1366x768; tests/cmake_gui_tests.cmake writes the platform's
 // screen file). The first window fits the available geometry; Train (toolbar and Training dock),
 // the charts and the runs table lie inside the screen; a saved geometry larger than the screen
-// is clamped to it at the next start. QS_SHOT_DIR: also save a screenshot of the window there,
+// is clamped to it at the next start; from 1366x768 up the Analysis tab fits without scrolling.
+// QS_SHOT_DIR: also save a screenshot of the window there,
 // and (tourShots) train four small runs on a fixture and save every chart tab, the Layers tab
 // after Compare and the Analysis tab after a sensitivity run and a search.
 #include <tbb/task_arena.h> // before Qt: TBB's profiling.h has a member named emit
@@ -25,6 +26,7 @@
 #include <QDialog>
 #include <QGraphicsScene>
 #include <QGraphicsTextItem>
+#include <QProgressBar>
 #include <QPushButton>
 #include <QScreen>
 #include <QScrollArea>
@@ -33,6 +35,8 @@
 #include <QStandardPaths>
 #include <QHeaderView>
 #include <QTableView>
+#include <QTableWidget>
+#include <QComboBox>
 #include <QTabWidget>
 #include <QToolBar>
 #include <QtTest>
@@ -55,6 +59,35 @@ QStringList cutTexts(ChartView* view)
 }
 
 QRect globalRect(const QWidget* w) { return QRect(w->mapToGlobal(QPoint(0, 0)), w->size()); }
+
+// A search report whose weakest plans (uniform int2, greedy steps that went too far) lie below the
+// chart's accuracy range, so that its title names them on a second line.
+MixedSearchReport offChartReport()
+{
+    MixedSearchReport r;
+    r.fp32Accuracy = 0.99;
+    r.images = 200;
+    const auto add = [&](const char* label, double percent, double accuracy, bool uniform, bool front) {
+        EvaluatedPlan e;
+        e.label = label;
+        e.bytes = static_cast<std::uint64_t>(percent * 1000);
+        e.accuracy = accuracy;
+        e.uniform = uniform;
+        e.onFront = front;
+        e.plan.defaults.format = uniform ? std::string(label).substr(8, 4) : "int8";
+        r.plans.push_back(e);
+    };
+    add("uniform int8 (minmax)", 25, 0.99, true, true);
+    add("uniform int4 (minmax)", 12.5, 0.985, true, true);
+    add("greedy step 3: layer1.conv1 int2 (minmax)", 10, 0.98, false, true);
+    add("uniform int2 (minmax)", 6.3, 0.61, true, false);
+    add("greedy step 17: conv1 int2 (minmax)", 8, 0.55, false, false);
+    add("greedy step 18: layer2.shortcut int2 (minmax)", 7.5, 0.52, false, false);
+    add("greedy step 19: layer3.conv2 int2 (minmax)", 7, 0.48, false, false);
+    r.chosen = 2;
+    r.evaluations = r.plans.size();
+    return r;
+}
 
 // The part of `w` not hidden by the scroll areas (and other ancestors) it sits in, in global coordinates.
 QRect visibleGlobalRect(const QWidget* w)
@@ -154,8 +187,9 @@ private slots:
     }
 
     // The Layers and Analysis tabs' charts on this screen: a plot of a readable size, and no axis
-    // title or legend entry cut to "..." (at 1366x768 the SQNR axis read "SQNR of the layer's
-    // output vs FP3..." and the search's "validation accura...").
+    // title, legend entry or title line cut to "..." (at 1366x768 the SQNR axis read "SQNR of the
+    // layer's output vs FP3...", the search's "validation accura...", and its title's list of the
+    // plans below the chart "greedy step 17: conv1 int2 (mi...").
     void chartsReadable()
     {
         MainWindow w(MainWindowOptions{false, QString(), false});
@@ -177,6 +211,10 @@ private slots:
         layers->showReport(r, QStringLiteral("Run #4, int8 weights (channel-wise), uint8 activations"));
         auto* search = w.analysisView()->search();
         w.analysisView()->pages()->setCurrentWidget(search);
+        // Plans below the chart: the title's second line names them as far as the width allows
+        // (it named three, cut at 1366x768: "greedy step 17: conv1 int2 (mi...").
+        search->chart()->setReport(offChartReport(), 100000, 2.0, std::nullopt);
+        search->chart()->setTitleFor(QStringLiteral("run #4"));
         for (ChartView* chart : {layers->chart(), static_cast<ChartView*>(search->chart())}) {
             for (int i = 0; i < w.tabs()->count(); ++i)
                 if (w.tabs()->widget(i)->isAncestorOf(chart)) w.tabs()->setCurrentIndex(i);
@@ -192,6 +230,8 @@ private slots:
             const QString name = chart->title();
             QVERIFY2(cutTexts(chart).isEmpty(), qPrintable(QStringLiteral("%1 (%2x%3): ").arg(name).arg(chart->width()).arg(chart->height()) +
                                                            cutTexts(chart).join(QStringLiteral(" | "))));
+            if (chart == search->chart())
+                QVERIFY2(chart->chart()->title().contains(QLatin1String("below the chart")), qPrintable(chart->chart()->title()));
             const QRectF plot = chart->chart()->plotArea();
             QVERIFY2(plot.height() >= 150 && plot.width() >= 300,
                      qPrintable(QStringLiteral("%1: plot %2x%3").arg(name).arg(plot.width()).arg(plot.height())));
@@ -206,6 +246,57 @@ private slots:
                                             + QStringLiteral(" content %1 high, scroll max %2 at %3").arg(scroll->widget()->height()).arg(scroll->verticalScrollBar()->maximum()).arg(scroll->verticalScrollBar()->value())));
                 }
         }
+    }
+
+    // The Analysis tab on a 1366x768 screen: each page's controls, results and their buttons are in
+    // view at once, without scrolling, and the search's chart is readable (a plot of at least
+    // 300x150 px). Both pages needed scrolling there: the search's chart began below the tab.
+    void analysisTabFits()
+    {
+        if (m_screen.width() < 1366 || m_screen.height() < 768)
+            QSKIP("the Analysis tab fits from 1366x768 up; on smaller screens it scrolls (chartsReadable checks its chart there)");
+        MainWindow w(MainWindowOptions{false, QString(), false});
+        w.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&w));
+        AnalysisView* analysis = w.analysisView();
+        for (int i = 0; i < w.tabs()->count(); ++i)
+            if (w.tabs()->widget(i)->isAncestorOf(analysis)) w.tabs()->setCurrentIndex(i);
+        SearchView* search = analysis->search();
+        SensitivityView* sens = analysis->sensitivity();
+        search->chart()->setReport(offChartReport(), 100000, 2.0, std::nullopt);
+        search->chart()->setTitleFor(QStringLiteral("run #4"));
+        search->selectPlan(offChartReport().chosen);
+        const QWidget* tab = w.tabs()->currentWidget();
+        const QRect tabRect = globalRect(tab);
+        for (QWidget* page : {static_cast<QWidget*>(sens), static_cast<QWidget*>(search)}) {
+            analysis->pages()->setCurrentWidget(page);
+            QCoreApplication::processEvents();
+            QList<QWidget*> needed{analysis->sourceCombo(), analysis->pages()};
+            if (page == search)
+                needed << search->runButton() << search->stopButton() << search->progressBar() << search->chart() << search->planTable()
+                       << search->saveButton() << search->fineTuneButton();
+            else
+                needed << sens->runButton() << sens->stopButton() << sens->progressBar() << sens->heatmap() << sens->modeCombo();
+            QTest::qWait(20);
+            for (QWidget* n : needed) {
+                // A scroll area (a chart, a table) is drawn by its viewport, which covers it.
+                const QWidget* drawn = qobject_cast<QAbstractScrollArea*>(n) ? static_cast<QAbstractScrollArea*>(n)->viewport() : n;
+                const QString what = QStringLiteral("%1 on the %2 page: %3x%4 at %5,%6, %7x%8 of it shown; the tab is %9x%10 at %11,%12")
+                                         .arg(n->objectName().isEmpty() ? QString::fromLatin1(n->metaObject()->className()) : n->objectName())
+                                         .arg(page == search ? QStringLiteral("search") : QStringLiteral("sensitivity"))
+                                         .arg(n->width()).arg(n->height()).arg(globalRect(n).x()).arg(globalRect(n).y())
+                                         .arg(visibleGlobalRect(drawn).width()).arg(visibleGlobalRect(drawn).height())
+                                         .arg(tabRect.width()).arg(tabRect.height()).arg(tabRect.x()).arg(tabRect.y());
+                QVERIFY2(n->isVisible() && visibleGlobalRect(drawn).size() == drawn->size() && tabRect.contains(globalRect(n)), qPrintable(what));
+            }
+            if (auto* scroll = w.findChild<QScrollArea*>(QStringLiteral("analysisScroll")))
+                QVERIFY2(scroll->verticalScrollBar()->maximum() == 0 && scroll->horizontalScrollBar()->maximum() == 0,
+                         qPrintable(QStringLiteral("the Analysis tab scrolls %1 px down, %2 px across")
+                                        .arg(scroll->verticalScrollBar()->maximum()).arg(scroll->horizontalScrollBar()->maximum())));
+        }
+        QVERIFY2(cutTexts(search->chart()).isEmpty(), qPrintable(cutTexts(search->chart()).join(QStringLiteral(" | "))));
+        const QRectF plot = search->chart()->chart()->plotArea();
+        QVERIFY2(plot.height() >= 150 && plot.width() >= 300, qPrintable(QStringLiteral("plot %1x%2").arg(plot.width()).arg(plot.height())));
     }
 
     // Not a check: pictures for a person to look at (QS_SHOT_DIR; skipped without it).

@@ -10,7 +10,6 @@
 
 #include <QComboBox>
 #include <QFileInfo>
-#include <QGridLayout>
 #include <QHBoxLayout>
 #include <QLabel>
 #include <QSpinBox>
@@ -73,19 +72,27 @@ AnalysisView::AnalysisView(QWidget* parent) : QWidget(parent)
     m_pages->setTabToolTip(1, tr("Per-layer formats under an accuracy or size budget, with the size/accuracy Pareto front "
                                  "(quantscope-cli analyze search)."));
 
-    // Two rows: on one, the bar was past a 1366-pixel window's tab (about 860 pixels).
-    auto* bar = new QGridLayout;
-    bar->addWidget(new QLabel(tr("Model")), 0, 0);
-    bar->addWidget(m_source, 0, 1);
-    bar->addWidget(new QLabel(tr("Validation images")), 0, 2);
-    bar->addWidget(m_validation, 0, 3);
-    bar->addWidget(new QLabel(tr("Calibration images")), 0, 4);
-    bar->addWidget(m_calibration, 0, 5);
-    bar->addWidget(new QLabel(tr("Activation ranges")), 1, 2);
-    bar->addWidget(m_actCalibration, 1, 3, 1, 3);
-    bar->addWidget(m_note, 1, 0, 1, 2);
-    bar->setColumnStretch(1, 1);
+    // One row: the model, the note on it (wrapped) and the images; the activation ranges beside
+    // the Sensitivity / Mixed-bit search tabs, in the room the two tabs leave. The note and the
+    // activation ranges had a row of their own, which pushed the search's chart below a 1366x768
+    // window's tab.
+    auto* bar = new QHBoxLayout;
+    bar->addWidget(new QLabel(tr("Model")));
+    bar->addWidget(m_source, 2);
+    bar->addWidget(m_note, 3);
+    bar->addWidget(new QLabel(tr("Validation images")));
+    bar->addWidget(m_validation);
+    bar->addWidget(new QLabel(tr("Calibration images")));
+    bar->addWidget(m_calibration);
+    auto* corner = new QWidget;
+    auto* cl = new QHBoxLayout(corner);
+    cl->setContentsMargins(12, 0, 0, 1);
+    cl->addWidget(new QLabel(tr("Activation ranges")));
+    cl->addWidget(m_actCalibration);
+    m_pages->setCornerWidget(corner, Qt::TopRightCorner);
     auto* v = new QVBoxLayout(this);
+    v->setContentsMargins(2, 4, 2, 0);
+    v->setSpacing(4);
     v->addLayout(bar);
     v->addWidget(m_pages, 1);
     updateSourceNote();

@@ -16,6 +16,7 @@
 #include <QValueAxis>
 
 #include <cmath>
+#include <numeric>
 
 namespace quantscope {
 
@@ -189,9 +190,19 @@ void ChartView::setEpochRange(QValueAxis* axis, double maxEpoch, bool fromZero)
     axis->setLabelFormat(QStringLiteral("%d"));
 }
 
-void RunChart::setRuns(RunList runs)
+void RunChart::setRuns(RunList runs, const RunList& tableOrder)
 {
     m_runs = std::move(runs);
+    m_tableOrder.clear();
+    for (const RunPtr& r : tableOrder)
+        if (auto it = std::find(m_runs.begin(), m_runs.end(), r); it != m_runs.end())
+            m_tableOrder.push_back(static_cast<std::size_t>(it - m_runs.begin()));
+    std::vector<std::size_t> sorted = m_tableOrder;
+    std::sort(sorted.begin(), sorted.end());
+    if (sorted.size() != m_runs.size() || std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end()) {
+        m_tableOrder.resize(m_runs.size());
+        std::iota(m_tableOrder.begin(), m_tableOrder.end(), std::size_t(0));
+    }
     rebuild();
     refresh();
     // The removed series' point markers stayed on screen until the next full repaint (another

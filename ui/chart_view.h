@@ -72,13 +72,18 @@ class RunChart : public ChartView {
     Q_OBJECT
 public:
     using ChartView::ChartView;
-    void setRuns(RunList runs);
+    // runs: the primary run first, then the overlays. tableOrder: the same runs in the runs
+    // table's order, which the legend follows (empty, or not the same runs: the order of runs).
+    void setRuns(RunList runs, const RunList& tableOrder = {});
     const RunList& runs() const { return m_runs; }
     virtual void refresh() = 0;
 
 protected:
     virtual void rebuild() = 0;
     RunList m_runs;
+    // Indices into m_runs in the runs table's order: a rebuild() adds the runs' series so, and the
+    // legend lists them as the table does (it listed the primary run first, wherever its row was).
+    std::vector<std::size_t> m_tableOrder;
 };
 
 void setLegendVisible(QChart* chart, QAbstractSeries* series, bool visible);

@@ -66,16 +66,19 @@ void LossChart::rebuild()
     m_slots.clear();
     const bool many = m_runs.size() > 1;
     const QStringList labels = runLabels(m_runs);
-    for (std::size_t i = 0; i < m_runs.size(); ++i) {
+    m_slots.assign(m_runs.size(), Slot{});
+    if (!m_runs.empty()) {
+        // The primary run's per-step loss, under every other line.
+        Slot& s = m_slots.front();
+        s.raw = new QLineSeries;
+        s.raw->setName(tr("per step"));
+        s.raw->setPen(pen(faded(runColor(*m_runs.front()), 70), 1));
+        addSeries(chart(), s.raw, m_x, m_y);
+        setLegendVisible(chart(), s.raw, !many);
+    }
+    for (std::size_t i : m_tableOrder) { // the legend in the runs table's order
         const QColor c = runColor(*m_runs[i]);
-        Slot s;
-        if (i == 0) {
-            s.raw = new QLineSeries;
-            s.raw->setName(tr("per step"));
-            s.raw->setPen(pen(faded(c, 70), 1));
-            addSeries(chart(), s.raw, m_x, m_y);
-            setLegendVisible(chart(), s.raw, !many);
-        }
+        Slot& s = m_slots[i];
         s.smoothed = new QLineSeries;
         s.smoothed->setName(many ? labels[qsizetype(i)] : tr("training (smoothed)"));
         s.smoothed->setPen(pen(c, 2));
@@ -87,7 +90,6 @@ void LossChart::rebuild()
         s.test->setMarkerSize(7);
         addSeries(chart(), s.test, m_x, m_y);
         setLegendVisible(chart(), s.test, !many);
-        m_slots.push_back(s);
     }
     if (many) {
         addStyleKey(chart(), tr("train (smoothed)"), pen(Qt::darkGray, 2), false, m_x, m_y);
@@ -164,9 +166,10 @@ void AccuracyChart::rebuild()
     const bool many = m_runs.size() > 1;
     const QStringList labels = runLabels(m_runs);
     bool anyQuant = false;
-    for (std::size_t i = 0; i < m_runs.size(); ++i) {
+    m_slots.assign(m_runs.size(), Slot{});
+    for (std::size_t i : m_tableOrder) { // the legend in the runs table's order
         const QColor c = runColor(*m_runs[i]);
-        Slot s;
+        Slot& s = m_slots[i];
         s.train = new QLineSeries;
         s.train->setName(tr("train"));
         s.train->setPen(pen(faded(c, 150), 1.5, Qt::DotLine));
@@ -196,7 +199,6 @@ void AccuracyChart::rebuild()
         s.validation->setMarkerSize(6);
         addSeries(chart(), s.validation, m_x, m_y);
         setLegendVisible(chart(), s.validation, false);
-        m_slots.push_back(s);
     }
     if (many) {
         addStyleKey(chart(), tr("train"), pen(Qt::darkGray, 1.5, Qt::DotLine), true, m_x, m_y);
@@ -276,9 +278,10 @@ void LossScaleChart::rebuild()
     chart()->removeAllSeries();
     m_slots.clear();
     const QStringList labels = runLabels(m_runs);
-    for (std::size_t i = 0; i < m_runs.size(); ++i) {
+    m_slots.assign(m_runs.size(), Slot{});
+    for (std::size_t i : m_tableOrder) { // the legend in the runs table's order
         const QColor c = runColor(*m_runs[i]);
-        Slot s;
+        Slot& s = m_slots[i];
         s.scale = new QLineSeries;
         s.scale->setName(m_runs.size() > 1 ? labels[qsizetype(i)] : tr("loss scale"));
         s.scale->setPen(pen(c, 2));
@@ -290,7 +293,6 @@ void LossScaleChart::rebuild()
         s.skipped->setColor(QColor(0xd6, 0x27, 0x28));
         s.skipped->setBorderColor(QColor(0x80, 0x10, 0x10));
         addSeries(chart(), s.skipped, m_x, m_y);
-        m_slots.push_back(s);
     }
 }
 

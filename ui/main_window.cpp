@@ -34,6 +34,7 @@
 #include <QTabWidget>
 #include <QTableView>
 
+#include <algorithm>
 #include <cmath>
 
 namespace quantscope {
@@ -500,7 +501,10 @@ void MainWindow::onSelectionChanged()
     QList<int> ids;
     for (const RunPtr& r : m_shown) ids << r->id;
     m_runs->setShownRuns(ids);
-    for (RunChart* c : std::initializer_list<RunChart*>{m_loss, m_accuracy, m_lossScale, m_stepSizes, m_sqnr}) c->setRuns(m_shown);
+    // The legends list the runs as the table does, the primary among them at its row.
+    std::vector<RunPtr> inTable = m_shown;
+    std::sort(inTable.begin(), inTable.end(), [this](const RunPtr& a, const RunPtr& b) { return m_runs->rowOf(a->id) < m_runs->rowOf(b->id); });
+    for (RunChart* c : std::initializer_list<RunChart*>{m_loss, m_accuracy, m_lossScale, m_stepSizes, m_sqnr}) c->setRuns(m_shown, inTable);
     m_quantDirty = true;
     refreshQuant();
     emit chartsRefreshed();

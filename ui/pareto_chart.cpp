@@ -3,11 +3,13 @@
 #include "format_text.h"
 
 #include <QChart>
+#include <QGraphicsLayout>
 #include <QHelpEvent>
 #include <QLegend>
 #include <QLegendMarker>
 #include <QLineSeries>
 #include <QScatterSeries>
+#include <QTextDocument>
 #include <QToolTip>
 #include <QValueAxis>
 
@@ -68,6 +70,10 @@ ParetoChart::ParetoChart(QWidget* parent) : ChartView(tr("Mixed-bit search: size
     }
     for (QScatterSeries* s : {m_plans, m_uniform, m_chosen}) connectPoints(s);
     setLegendVisible(c, m_selected, false);
+    fitLegendTo(7); // at the right, one entry a row: below the plot it took height the plot needs
+    // No blank band between the view's edge and the chart: the plot keeps those pixels when the
+    // chart shares a 1366x768 window's Analysis tab with the search's controls.
+    if (c->layout()) c->layout()->setContentsMargins(0, 0, 0, 0);
     c->legend()->setToolTip(tr("front: the Pareto front (no other plan is as small and as accurate); uniform: every layer at one "
                                "format (squares, labelled); chosen: the plan the budget picks; the ring: the plan in the table."));
     connect(m_front, &QXYSeries::clicked, this, [this](const QPointF& p) { emit planClicked(nearestPlan(p)); });
@@ -269,6 +275,59 @@ void ParetoChart::setReport(const MixedSearchReport& r, std::uint64_t fp32Bytes,
     m_budget->setName(maxDrop ? tr("budget \u2212%1 pts").arg(*maxDrop, 0, 'g', 3)
                               : maxBytes ? tr("budget %1").arg(formatBytes(double(*maxBytes))) : tr("budget"));
     setLegendVisible(chart(), m_budget, maxDrop.has_value() || maxBytes.has_value());
+}
+
+void ParetoChart::setTitleFor(const QString& name)
+{
+    m_titleName = name;
+    fitTitle();
+}
+
+void ParetoChart::resizeEvent(QResizeEvent* e)
+{
+    ChartView::resizeEvent(e);
+    fitTitle();
+}
+
+void ParetoChart::fitTitle()
+{
+    if (m_titleName.isEmpty()) return;
+    const QString first = tr("%1: size against validation accuracy (%2 plans)").arg(m_titleName.toHtmlEscaped()).arg(m_report.plans.size());
+    const bool namedAll = m_titleNamesAll;
+    if (m_offChart.isEmpty()) {
+        chart()->setTitle(first);
+        m_titleNamesAll = true;
+        if (!namedAll) emit titleFitted();
+        return;
+    }
+    // The width Qt Charts gives the title (the chart less its margins), measured as it measures
+    // rich text, with a little to spare.
+    qreal left = 0, top = 0, right = 0, bottom = 0;
+    if (chart()->layout()) chart()->layout()->getContentsMargins(&left, &top, &right, &bottom);
+    const qreal room = chart()->size().width() - chart()->margins().left() - chart()->margins().right() - left - right - 12;
+    QTextDocument doc;
+    doc.setDefaultFont(chart()->titleFont());
+    const auto fits = [&](const QString& html) {
+        doc.setHtml(html);
+        return doc.idealWidth() <= room;
+    };
+    const auto withLine = [&](const QString& line) { return first + QStringLiteral("<br><small>") + line.toHtmlEscaped() + QStringLiteral("</small>"); };
+    // As many names as fit ("below the chart: A, B and 3 more"), else the count alone; the search's
+    // summary names them all.
+    const qsizetype n = m_offChart.size();
+    QString title = withLine(n == 1 ? tr("1 plan below the chart") : tr("%1 plans below the chart").arg(n));
+    m_titleNamesAll = false;
+    for (qsizetype k = n; k >= 1; --k) {
+        const QString names = m_offChart.mid(0, k).join(QStringLiteral(", "));
+        const QString candidate = withLine(k == n ? tr("below the chart: %1").arg(names) : tr("below the chart: %1 and %2 more").arg(names).arg(n - k));
+        if (fits(candidate)) {
+            title = candidate;
+            m_titleNamesAll = k == n;
+            break;
+        }
+    }
+    chart()->setTitle(title);
+    if (m_titleNamesAll != namedAll) emit titleFitted();
 }
 
 void ParetoChart::setSelected(long plan)

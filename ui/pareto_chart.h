@@ -28,6 +28,12 @@ public:
                    std::optional<std::uint64_t> maxBytes);
     void setSelected(long plan); // the ring; -1 hides it
     void clear();
+    // The title for the report of `name` ("run #4: size against validation accuracy (20 plans)")
+    // and under it the plans below the chart, as many as fit the chart's width ("... and 3 more"),
+    // refitted at each resize: a longer line was cut ("greedy step 17: conv1 int2 (mi...").
+    void setTitleFor(const QString& name);
+    // Whether the title names every plan below the chart (true when none is).
+    bool titleNamesAll() const { return m_titleNamesAll; }
 
     QScatterSeries* plansSeries() const { return m_plans; }     // every evaluated plan that is not uniform
     QLineSeries* frontSeries() const { return m_front; }        // the front, by size
@@ -51,13 +57,16 @@ public:
 
 signals:
     void planClicked(long plan);
+    void titleFitted(); // the title was set or refitted to a new width
 
 protected:
     // A resting pointer over a plan keeps its plan tooltip (the view's "Right-click to save"
     // tooltip replaced it; testers 4, 10, 13).
     bool event(QEvent* e) override;
+    void resizeEvent(QResizeEvent* e) override;
 
 private:
+    void fitTitle();
     void connectPoints(QScatterSeries* s);
     long nearestPlan(const QPointF& p) const;
 
@@ -76,6 +85,8 @@ private:
     MixedSearchReport m_report;
     std::uint64_t m_fp32Bytes = 1;
     QString m_hoverText;
+    QString m_titleName; // setTitleFor's; empty: the title stays as it is
+    bool m_titleNamesAll = true;
 };
 
 } // namespace quantscope

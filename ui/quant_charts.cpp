@@ -524,15 +524,15 @@ void SqnrChart::refresh()
     m_x->clear();
     m_x->append(layers);
     double top = 10;
-    int slot = 0, withStats = 0;
+    int withStats = 0;
     const QStringList labels = runLabels(m_runs);
-    for (const RunPtr& r : m_runs) {
+    for (std::size_t i : m_tableOrder) { // bars and legend in the runs table's order
+        const RunPtr& r = m_runs[i];
         const QColor color = runColor(*r);
-        ++slot;
         const auto* stats = r->latestStats();
         if (!stats || stats->empty()) continue;
         ++withStats;
-        auto* set = new QBarSet(m_runs.size() > 1 ? labels[slot - 1] : r->title());
+        auto* set = new QBarSet(m_runs.size() > 1 ? labels[qsizetype(i)] : r->title());
         set->setColor(color);
         set->setBorderColor(color.darker(130));
         set->setLabelColor(QColor(40, 40, 40));

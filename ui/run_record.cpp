@@ -121,22 +121,6 @@ QString csvNum(double v) { return std::isfinite(v) ? QString::number(v, 'g', 8) 
 
 } // namespace
 
-QColor paletteColor(int index)
-{
-    static const QColor colors[] = {QColor(0x1f, 0x77, 0xb4), QColor(0xd6, 0x27, 0x28), QColor(0x2c, 0xa0, 0x2c),
-                                    QColor(0x94, 0x67, 0xbd), QColor(0xff, 0x7f, 0x0e), QColor(0x8c, 0x56, 0x4b),
-                                    QColor(0xe3, 0x77, 0xc2), QColor(0x17, 0xbe, 0xcf)};
-    return colors[static_cast<std::size_t>(std::max(0, index)) % std::size(colors)];
-}
-
-QColor runColor(const RunRecord& run)
-{
-    constexpr int kColours = 8;
-    const int index = std::max(0, run.id - 1);
-    const QColor c = paletteColor(index);
-    return (index / kColours) % 2 == 1 ? c.darker(150) : c;
-}
-
 QStringList runLabels(const std::vector<RunPtr>& runs)
 {
     // Every option as text (empty where the strategy does not use it), most telling first.

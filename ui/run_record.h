@@ -5,7 +5,8 @@
 #include "train/events.h"
 #include "train/trainer.h"
 
-#include <QColor>
+#include "run_colors.h" // runColor(run): every view of a run takes its colour from there
+
 #include <QDateTime>
 #include <QJsonObject>
 #include <QString>
@@ -57,12 +58,6 @@ struct RunRecord {
 
 using RunPtr = std::shared_ptr<RunRecord>;
 
-// The i-th colour of the charts' palette (eight, readable on white; it repeats).
-QColor paletteColor(int index);
-// A run's colour, from its id: the same in every chart and in the runs table, whatever else is
-// selected (it came from the run's place in the selection, so selecting another run repainted
-// the others). Runs 9-16 take a darker shade of runs 1-8's colours.
-QColor runColor(const RunRecord& run);
 // Labels that tell runs apart by what differs between them ("#2 channel-wise", "#3 tensor-wise");
 // just "#2" when that would be long.
 QStringList runLabels(const std::vector<RunPtr>& runs);

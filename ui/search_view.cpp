@@ -112,10 +112,12 @@ SearchView::SearchView(InputProvider input, QWidget* parent) : QWidget(parent), 
 
     m_chart = new ParetoChart;
     m_chart->setObjectName(QStringLiteral("paretoChart"));
-    // Tall enough for its axis titles and legend; at 1366x768 the Analysis tab scrolls to it
-    // (squeezed to the space left under the controls, its y axis read "validation accura...").
-    m_chart->setMinimumHeight(330);
+    // Tall enough for a 150-pixel plot under a two-line title (the legend is at the right);
+    // squeezed to less, its y axis read "validation accura...". With the controls above it, this
+    // fits a 1366x768 window's Analysis tab (at 330 the tab scrolled to it).
+    m_chart->setMinimumHeight(240);
     connect(m_chart, &ParetoChart::planClicked, this, &SearchView::selectPlan);
+    connect(m_chart, &ParetoChart::titleFitted, this, &SearchView::showSummary);
     m_planTitle = new QLabel(tr("The chosen plan appears here; click any point to see its plan."));
     m_planTitle->setObjectName(QStringLiteral("searchPlanTitle"));
     m_planTitle->setWordWrap(true);
@@ -155,16 +157,23 @@ SearchView::SearchView(InputProvider input, QWidget* parent) : QWidget(parent), 
     split->setStretchFactor(0, 3);
     split->setStretchFactor(1, 1);
     split->setChildrenCollapsible(false);
-    split->setSizes({700, 330});
+    // The chart and the plan table take the height left, no more: their size hints asked for
+    // more than their minimum, and the Analysis tab's scroll area lays a view with wrapped labels
+    // out at its preferred height, which scrolled on a 1366x768 screen.
+    split->setSizePolicy(QSizePolicy::Preferred, QSizePolicy::Ignored);
+    split->setMinimumHeight(m_chart->minimumHeight()); // Ignored leaves only an explicit minimum
+    split->setSizes({740, 290}); // a plot at least 300 px wide beside the legend on a 1280-pixel screen
 
     auto* g = new QGridLayout;
-    // Formats on a row of their own, the calibrations beside the evaluations: side by side they
-    // set the view's minimum width past a 1366-pixel window's tab.
+    g->setVerticalSpacing(4);
+    // The formats on two rows (on one they set the view's minimum width past a 1366-pixel window's
+    // tab), the calibrations after the integer formats (a row of their own cost the chart's height).
     g->addWidget(new QLabel(tr("Formats")), 0, 0);
+    formatRows[0]->insertSpacing(formatRows[0]->count() - 1, 12); // before the stretch
+    formatRows[0]->insertWidget(formatRows[0]->count() - 1, new QLabel(tr("Calibrations")));
+    formatRows[0]->insertLayout(formatRows[0]->count() - 1, calibs);
     g->addLayout(formatRows[0], 0, 1, 1, 5);
     g->addLayout(formatRows[1], 1, 1, 1, 5);
-    g->addWidget(new QLabel(tr("Calibrations")), 3, 0);
-    g->addLayout(calibs, 3, 1, 1, 3);
     g->addWidget(new QLabel(tr("Granularity")), 2, 0);
     g->addWidget(m_granularity, 2, 1);
     g->addWidget(new QLabel(tr("Budget")), 2, 2);
@@ -178,9 +187,12 @@ SearchView::SearchView(InputProvider input, QWidget* parent) : QWidget(parent), 
     auto* bar = new QHBoxLayout;
     bar->addWidget(m_run);
     bar->addWidget(m_stop);
+    m_progress->setMinimumWidth(150); // the status line beside it wraps to fewer lines
     bar->addWidget(m_progress);
     bar->addWidget(m_status, 1);
     auto* v = new QVBoxLayout(this);
+    v->setContentsMargins(0, 4, 0, 0);
+    v->setSpacing(4);
     v->addLayout(g);
     v->addLayout(bar);
     v->addWidget(split, 1);
@@ -364,16 +376,8 @@ void SearchView::showOutcome(const std::shared_ptr<const Outcome>& out)
     m_model = out->model;
     m_testAcc = out->testAccuracy;
     m_chart->setReport(r, out->fp32Bytes, out->options.maxDropPoints, out->options.maxBytes);
-    QString title = tr("%1: size against validation accuracy (%2 plans)").arg(in->name).arg(r.plans.size());
-    // The plans below the chart's floor, named up to three: a longer list ran off the title's width
-    // (tester 17 #11); the status line below names them all.
+    m_chart->setTitleFor(in->name);
     const QStringList off = m_chart->offChart();
-    if (!off.isEmpty()) {
-        const QString shown = off.size() <= 3 ? off.join(QStringLiteral(", "))
-                                              : tr("%1 and %2 more").arg(off.mid(0, 3).join(QStringLiteral(", "))).arg(off.size() - 3);
-        title += QStringLiteral("<br><small>") + tr("below the chart: %1").arg(shown) + QStringLiteral("</small>");
-    }
-    m_chart->chart()->setTitle(title);
     std::size_t front = 0;
     for (const EvaluatedPlan& p : r.plans) front += p.onFront;
     QString s = tr("<b>%1</b>: FP32 %2 on %3 validation images%4; %5 plans evaluated (%6 on the front) and %7 one-layer plans "
@@ -384,6 +388,13 @@ void SearchView::showOutcome(const std::shared_ptr<const Outcome>& out)
                     .arg(front)
                     .arg(r.sensitivityEvaluations)
                     .arg(formatSeconds(r.seconds));
+    // The status line stays short (at four lines it pushed the chart below a 1366x768 window's
+    // tab): the chosen plan is in the table's title beside the chart, and the plans below the
+    // chart are named here only when the chart's title cannot name them all (showSummary).
+    m_summary = s;
+    m_testImages = out->testImages;
+    if (r.chosen < 0) m_summary += tr(" No evaluated plan meets the budget.");
+    if (r.stopped) m_summary += tr(" Stopped early: the best of the plans evaluated so far is marked.");
     if (r.chosen >= 0) {
         const EvaluatedPlan& c = r.plans[static_cast<std::size_t>(r.chosen)];
         s += tr(" Chosen: %1, %2 (%3 % of FP32, %4 bits/weight), validation %5")
@@ -397,8 +408,9 @@ void SearchView::showOutcome(const std::shared_ptr<const Outcome>& out)
         s += tr(" No evaluated plan meets the budget.");
     }
     if (r.stopped) s += tr(" Stopped early: the best of the plans evaluated so far is marked.");
-    if (off.size() > 3) s += tr(" Below the chart: %1.").arg(off.join(QStringLiteral(", ")).toHtmlEscaped());
-    m_status->setText(s);
+    if (!off.isEmpty()) s += tr(" Below the chart: %1.").arg(off.join(QStringLiteral(", ")).toHtmlEscaped());
+    m_status->setText(m_summary);
+    showSummary();
     // A finished search is a full bar (it converged before the evaluation budget); a stopped one
     // shows how far it got against that budget.
     m_progress->setRange(0, static_cast<int>(std::max<std::size_t>(1, out->options.maxEvaluations)));
@@ -408,6 +420,16 @@ void SearchView::showOutcome(const std::shared_ptr<const Outcome>& out)
     selectPlan(r.chosen);
     setBusy(false);
     emit searchFinished(true, s);
+}
+
+void SearchView::showSummary()
+{
+    // Over the summary only, not over "searching..." or "Saved the plan...".
+    if (m_summary.isEmpty() || !m_status->text().startsWith(m_summary)) return;
+    const QStringList off = m_chart->offChart();
+    m_status->setText(off.isEmpty() || m_chart->titleNamesAll()
+                          ? m_summary
+                          : m_summary + tr(" Below the chart: %1.").arg(off.join(QStringLiteral(", ")).toHtmlEscaped()));
 }
 
 void SearchView::selectPlan(long plan)
@@ -432,7 +454,10 @@ void SearchView::selectPlan(long plan)
                                                           : QString(),
                                   formatBytes(double(e.bytes)))
                              .arg(e.bitsPerWeight, 0, 'f', 2)
-                             .arg(formatPercent(e.accuracy, 2)));
+                             .arg(formatPercent(e.accuracy, 2)) +
+                         (plan == m_report.chosen && std::isfinite(m_testAcc)
+                              ? tr(", test %1 on %2 images").arg(formatPercent(m_testAcc, 2), formatCount(double(m_testImages)))
+                              : QString()));
     PlanSize ps;
     if (m_model) ps = planSize(*m_model, e.plan);
     const std::vector<std::string> layers = m_model ? planLayerNames(*m_model) : std::vector<std::string>{};

@@ -74,6 +74,9 @@ private:
     void showOutcome(const std::shared_ptr<const Outcome>& out);
     void setBusy(bool busy);
     void updateBudgetSpin();
+    // The status line: the last search's summary, and the plans below the chart when its title
+    // leaves some out.
+    void showSummary();
 
     InputProvider m_input;
     QList<QCheckBox*> m_formatBoxes, m_calibBoxes;
@@ -97,6 +100,8 @@ private:
     std::shared_ptr<const Model> m_model; // the analysed model, for per-layer sizes
     long m_selected = -1;
     double m_testAcc = 0.0;
+    std::size_t m_testImages = 0;
+    QString m_summary; // the last search's, for the status line (empty before the first)
 };
 
 } // namespace quantscope
