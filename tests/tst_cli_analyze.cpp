@@ -27,6 +27,7 @@ private slots:
     void exportNamesTheImportedGraphsIo();
     void valuesPastTheDataAreNamed();
     void analyzeTakesTheDataOptions();
+    void searchMarksEveryPlanBelowTheBudget();
     void interruptStopsSearch();
 
 private:
@@ -159,6 +160,50 @@ void TestCliAnalyze::analyzeTakesTheDataOptions()
     QVERIFY2(tooMany.err.contains("validation split of 40 leaves no training images (40 in all)"), qPrintable(tooMany.err));
     const Result missing = runCli({"analyze", "compare", model, "--data", csv});
     QCOMPARE(missing.exitCode, kExitData);
+}
+
+// Every plan below the accuracy budget says so, the uniform ones too, in JSON and in the table
+// (uniform int4, 1.2 points below FP32 at --max-drop 1, said over_budget false and was not marked).
+// Noisy classes, so that the low-bit plans lose some of an FP32 accuracy below 100 %.
+void TestCliAnalyze::searchMarksEveryPlanBelowTheBudget()
+{
+    const QString csv = m_tmp.filePath("noisy.csv"), model = m_tmp.filePath("noisy.qsm");
+    {
+        QFile f(csv);
+        QVERIFY(f.open(QIODevice::WriteOnly));
+        Rng rng(11);
+        for (int i = 0; i < 300; ++i) {
+            const int label = i % 3;
+            QStringList row{QString::number(label)};
+            for (int p = 0; p < 96; ++p) row << QString::number((p / 32 == label ? 25 : 0) + int(rng.below(200)));
+            f.write((row.join(',') + "\n").toUtf8());
+        }
+    }
+    const QStringList data{"--data", csv, "--image-shape", "1x8x12", "--test-fraction", "0.2"};
+    const Result trained = runCli(QStringList{"train", "--model", "mlp", "--quiet", "--export", model} + data);
+    QVERIFY2(trained.exitCode == kExitOk, qPrintable(trained.err));
+    const QStringList budget = QStringList{"analyze", "search", model, "--validation", "60", "--formats", "int8,int4,int3,int2",
+                                           "--max-drop", "0", "--test-limit", "10"} + data;
+    const Result budgetJson = runCli(budget + QStringList{"--json"});
+    QVERIFY2(budgetJson.exitCode == kExitOk || budgetJson.exitCode == kExitNoResult, qPrintable(budgetJson.err));
+    const Result budgetText = runCli(budget);
+    const nlohmann::json searched = nlohmann::json::parse(budgetJson.out.split('\n', Qt::SkipEmptyParts).first().toStdString());
+    const double fp32 = searched.at("fp32_val_acc").get<double>();
+    int uniformOver = 0;
+    for (const nlohmann::json& p : searched.at("plans")) {
+        const bool below = p.at("accuracy").get<double>() < fp32;
+        QCOMPARE(p.at("over_budget").get<bool>(), below);
+        uniformOver += below && p.at("uniform").get<bool>();
+        const QString label = QString::fromStdString(p.at("label").get<std::string>());
+        bool listed = false;
+        for (const QString& line : budgetText.out.split('\n'))
+            if (line.contains(label + " ")) {
+                listed = true;
+                QVERIFY2(line.contains("over budget: not taken") == below, qPrintable(line));
+            }
+        QVERIFY2(listed, qPrintable(label + " is not in the table:\n" + budgetText.out));
+    }
+    QVERIFY2(uniformOver > 0, qPrintable("no uniform plan below FP32 here, the check needs one:\n" + budgetText.out));
 }
 
 // Ctrl-C during a mixed-bit search: it stops within one evaluation, still prints its JSON (the
