@@ -50,7 +50,9 @@ const char* const kAnalyzeHelp =
     "each verified by evaluation; prints every evaluated plan, the size/accuracy Pareto front and the\n"
     "uniform plans, and the chosen plan's test accuracy once at the end; every plan below --max-drop's\n"
     "budget, uniform or greedy, is marked 'over budget: not taken' (JSON over_budget), every plan above\n"
-    "--max-bytes 'larger than --max-bytes' (over_bytes). Exit 5 when no evaluated plan meets the budget.\n"
+    "--max-bytes 'larger than --max-bytes' (over_bytes). Exit 5 when no evaluated plan meets the budget\n"
+    "(the reason on stderr; with --json an {\"event\":\"error\",\"type\":\"no_result\",...} line after the\n"
+    "search object).\n"
     "Bytes are those of docs/PLANS.md (weights, scales, biases: what info --plan and the plan table\n"
     "count); a .qsm file adds its names, layer records and activation scales, a few KB (3.5 KB for\n"
     "mobilenet-tiny), so leave that room under --max-bytes.\n"
@@ -500,37 +502,9 @@ int runSearch(const Args& args)
         if (!planError.empty()) throw IoError(planError);
         return code;
     };
-    if (json) {
-        nlohmann::json plans = nlohmann::json::array();
-        for (const EvaluatedPlan& p : r.plans)
-            plans.push_back({{"label", p.label}, {"bytes", p.bytes}, {"bits_per_weight", p.bitsPerWeight}, {"accuracy", p.accuracy},
-                             {"uniform", p.uniform}, {"on_front", p.onFront}, {"over_budget", p.overBudget}, {"over_bytes", p.overBytes}, {"plan", nlohmann::json::parse(planToJson(p.plan))}});
-        nlohmann::json j = {{"event", "search"}, {"model", in.name}, {"fp32_val_acc", r.fp32Accuracy}, {"validation_images", r.images},
-                            {"evaluations", r.evaluations}, {"sensitivity_evaluations", r.sensitivityEvaluations}, {"plans", plans},
-                            {"stopped", r.stopped}, {"seconds", r.seconds}};
-        if (r.chosen >= 0) {
-            j["chosen"] = r.chosen;
-            if (!r.stopped) j["chosen_test_acc"] = testAcc;
-        }
-        printJsonLine(j);
-        if (r.stopped) return 130;
-        return done(r.chosen >= 0 ? kExitOk : kExitNoResult);
-    }
-    std::printf("%s: FP32 %.2f %% on %zu validation images; %zu plans evaluated (and %zu one-layer plans for the ranking) in %.1f s\n",
-                in.name.c_str(), 100.0 * r.fp32Accuracy, r.images, r.evaluations, r.sensitivityEvaluations, r.seconds);
-    int pw = 46; // as wide as the longest plan label, so the columns align
-    for (const EvaluatedPlan& p : r.plans) pw = std::max(pw, static_cast<int>(p.label.size()));
-    std::printf("%-5s %-*s %12s %6s %9s\n", "front", pw, "plan", "bytes", "bits", "val acc");
-    for (std::size_t k = 0; k < r.plans.size(); ++k) {
-        const EvaluatedPlan& p = r.plans[k];
-        std::printf("%-5s %-*s %12llu %6.2f %8.2f%%%s\n", p.onFront ? "*" : "", pw, p.label.c_str(), static_cast<unsigned long long>(p.bytes),
-                    p.bitsPerWeight, 100.0 * p.accuracy,
-                    static_cast<long>(k) == r.chosen ? "   <- chosen"
-                    : p.overBudget                   ? "   over budget: not taken"
-                    : p.overBytes                    ? "   larger than --max-bytes"
-                                                     : "");
-    }
-    if (r.chosen < 0) { // exit 5: said on stderr, where a script looks for the reason, with how far the best plan was
+    // Exit 5 is reported as errors are (reportCurrentError: stderr, and the JSON error event after
+    // the search object), with how far the nearest plan was.
+    const auto noPlanMessage = [&] {
         std::string nearest;
         if (!r.plans.empty()) {
             std::uint64_t smallest = r.plans.front().bytes;
@@ -548,9 +522,43 @@ int runSearch(const Args& args)
                               100.0 * (r.fp32Accuracy - best), *opt.maxDropPoints);
             nearest = b;
         }
-        std::fprintf(stderr, "quantscope-cli analyze: no evaluated plan meets the budget%s%s\n", nearest.c_str(),
-                     args.has("--plan-out") ? "; --plan-out is not written" : "");
-        return r.stopped ? 130 : kExitNoResult;
+        return "no evaluated plan meets the budget" + nearest + (args.has("--plan-out") ? "; --plan-out is not written" : "");
+    };
+    if (json) {
+        nlohmann::json plans = nlohmann::json::array();
+        for (const EvaluatedPlan& p : r.plans)
+            plans.push_back({{"label", p.label}, {"bytes", p.bytes}, {"bits_per_weight", p.bitsPerWeight}, {"accuracy", p.accuracy},
+                             {"uniform", p.uniform}, {"on_front", p.onFront}, {"over_budget", p.overBudget}, {"over_bytes", p.overBytes}, {"plan", nlohmann::json::parse(planToJson(p.plan))}});
+        nlohmann::json j = {{"event", "search"}, {"model", in.name}, {"fp32_val_acc", r.fp32Accuracy}, {"validation_images", r.images},
+                            {"evaluations", r.evaluations}, {"sensitivity_evaluations", r.sensitivityEvaluations}, {"plans", plans},
+                            {"stopped", r.stopped}, {"seconds", r.seconds}};
+        if (r.chosen >= 0) {
+            j["chosen"] = r.chosen;
+            if (!r.stopped) j["chosen_test_acc"] = testAcc;
+        }
+        printJsonLine(j);
+        if (r.stopped) return 130;
+        if (r.chosen < 0) throw NoResultError(noPlanMessage());
+        return done(kExitOk);
+    }
+    std::printf("%s: FP32 %.2f %% on %zu validation images; %zu plans evaluated (and %zu one-layer plans for the ranking) in %.1f s\n",
+                in.name.c_str(), 100.0 * r.fp32Accuracy, r.images, r.evaluations, r.sensitivityEvaluations, r.seconds);
+    int pw = 46; // as wide as the longest plan label, so the columns align
+    for (const EvaluatedPlan& p : r.plans) pw = std::max(pw, static_cast<int>(p.label.size()));
+    std::printf("%-5s %-*s %12s %6s %9s\n", "front", pw, "plan", "bytes", "bits", "val acc");
+    for (std::size_t k = 0; k < r.plans.size(); ++k) {
+        const EvaluatedPlan& p = r.plans[k];
+        std::printf("%-5s %-*s %12llu %6.2f %8.2f%%%s\n", p.onFront ? "*" : "", pw, p.label.c_str(), static_cast<unsigned long long>(p.bytes),
+                    p.bitsPerWeight, 100.0 * p.accuracy,
+                    static_cast<long>(k) == r.chosen ? "   <- chosen"
+                    : p.overBudget                   ? "   over budget: not taken"
+                    : p.overBytes                    ? "   larger than --max-bytes"
+                                                     : "");
+    }
+    if (r.chosen < 0) {
+        if (!r.stopped) throw NoResultError(noPlanMessage());
+        std::fprintf(stderr, "quantscope-cli analyze: %s\n", noPlanMessage().c_str());
+        return 130;
     }
     if (r.stopped) {
         const EvaluatedPlan& c = r.plans[static_cast<std::size_t>(r.chosen)];

@@ -149,6 +149,24 @@ void TestCliAnalyze::analyzeTakesTheDataOptions()
     QVERIFY2(none.err.contains("no evaluated plan meets the budget (the smallest evaluated plan is "), qPrintable(none.err));
     QVERIFY2(none.err.contains("; --plan-out is not written"), qPrintable(none.err));
     QVERIFY(!QFileInfo::exists(m_tmp.filePath("none.plan.json")));
+    // --json ends as every failing command does: the search object with its plans, then the error
+    // event (exit_code 5), and the message on stderr (it printed the search alone, stderr empty).
+    const Result noneJson = runCli(QStringList{"analyze", "search", model, "--validation", "20", "--formats", "int8", "--max-bytes", "1",
+                                               "--json"} + data);
+    QCOMPARE(noneJson.exitCode, kExitNoResult);
+    const QStringList noneLines = noneJson.out.split('\n', Qt::SkipEmptyParts);
+    QCOMPARE(noneLines.size(), 2);
+    const nlohmann::json noneSearch = nlohmann::json::parse(noneLines[0].toStdString());
+    QCOMPARE(QString::fromStdString(noneSearch.at("event").get<std::string>()), QString("search"));
+    QVERIFY(!noneSearch.at("plans").empty());
+    QVERIFY(!noneSearch.contains("chosen"));
+    const nlohmann::json noneError = nlohmann::json::parse(noneLines[1].toStdString());
+    QCOMPARE(QString::fromStdString(noneError.at("event").get<std::string>()), QString("error"));
+    QCOMPARE(QString::fromStdString(noneError.at("type").get<std::string>()), QString("no_result"));
+    QCOMPARE(noneError.at("exit_code").get<int>(), kExitNoResult);
+    const QString noneMessage = QString::fromStdString(noneError.at("message").get<std::string>());
+    QVERIFY2(noneMessage.startsWith("no evaluated plan meets the budget (the smallest evaluated plan is "), qPrintable(noneMessage));
+    QVERIFY2(noneJson.err.contains("quantscope-cli analyze: " + noneMessage), qPrintable(noneJson.err));
     // --train-limit: the validation images come out of the limited set (the GUI's Analysis tab)
     const Result limited = runCli(QStringList{"analyze", "sensitivity", model, "--train-limit", "40", "--validation", "15", "--formats",
                                               "int8", "--json"} + data);
