@@ -89,7 +89,9 @@ const char* const kAnalyzeHelp =
     "propagated from earlier layers, and with this layer alone quantized (its FP32 inputs rounded at\n"
     "their quantization points, then its weights and output point). Names the\n"
     "first layer whose SQNR falls below --threshold. MODEL is an FP32 .qsm or .onnx file (or a\n"
-    "preset name, freshly initialised).\n"
+    "preset name, freshly initialised). An activation point is an integer grid or a rounding to a\n"
+    "float format (a plan's act_format fp8-e4m3): both are marked 'a', the header names the points\n"
+    "whose format is not --act-format's, and --json gives each layer's activation_format.\n"
     "\n"
     "  --data PATH          dataset (any layout 'train' reads; default Fashion-MNIST), with\n"
     "                       --image-shape CxHxW, --resize HxW and --test-fraction F as for train\n"
@@ -264,6 +266,7 @@ int runCompare(const Args& args)
                               {"kind", c.kind},
                               {"quantized_weights", c.quantizedWeights},
                               {"output_point", c.outputPoint},
+                              {"activation_format", c.outputPoint ? nlohmann::json(c.activationFormat) : nlohmann::json(nullptr)},
                               {"sqnr_db", finite(c.sqnrDb)},
                               {"cosine", c.cosine},
                               {"alone_sqnr_db", finite(c.aloneSqnrDb)},
@@ -296,7 +299,19 @@ int runCompare(const Args& args)
     if (!pc.layers.empty())
         weights = "a per-layer plan (" + std::to_string(pc.layers.size()) + (pc.layers.size() == 1 ? " layer entry" : " layer entries") +
                   " over " + weights + ")";
-    std::printf("%s, weights %s, %s activations, %zu test images\n", name.c_str(), weights.c_str(), pc.activationFormat.c_str(), r.images);
+    // The activations as applied: the default, and the points a plan (or an 8-bit floor) sets otherwise
+    // ("uint8 activations" was printed over a relu2 rounded to fp8-e4m3).
+    std::map<std::string, std::string> otherPoints; // format -> the layers whose output takes it
+    for (const LayerComparison& c : r.layers)
+        if (c.outputPoint && c.activationFormat != pc.activationFormat)
+            otherPoints[c.activationFormat] += (otherPoints[c.activationFormat].empty() ? "" : ", ") + c.layer;
+    std::string acts = pc.activationFormat + " activations";
+    if (!otherPoints.empty()) {
+        std::string others;
+        for (const auto& [format, layers] : otherPoints) others += (others.empty() ? "" : "; ") + format + " at " + layers;
+        acts += " (" + others + ")";
+    }
+    std::printf("%s, weights %s, %s, %zu test images\n", name.c_str(), weights.c_str(), acts.c_str(), r.images);
     // Columns as wide as the longest name (an imported model's "Block_3.Conv2d_14"), so they align.
     int lw = 24, kw = 16;
     for (const LayerComparison& c : r.layers) {

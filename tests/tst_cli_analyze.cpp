@@ -28,6 +28,7 @@ private slots:
     void valuesPastTheDataAreNamed();
     void analyzeTakesTheDataOptions();
     void searchMarksEveryPlanBelowTheBudget();
+    void compareReportsAFloatActivationPoint();
     void interruptStopsSearch();
 
 private:
@@ -222,6 +223,43 @@ void TestCliAnalyze::searchMarksEveryPlanBelowTheBudget()
         QVERIFY2(listed, qPrintable(label + " is not in the table:\n" + budgetText.out));
     }
     QVERIFY2(uniformOver > 0, qPrintable("no uniform plan below FP32 here, the check needs one:\n" + budgetText.out));
+}
+
+// analyze compare --plan giving conv2 a float activation format: the header said 'uint8
+// activations' and relu2's row had no 'a' though fp8 rounding was applied there. The header names
+// the point's format, its row is marked, and the JSON gives each point's format.
+void TestCliAnalyze::compareReportsAFloatActivationPoint()
+{
+    const QString plan = m_tmp.filePath("fp8act.plan.json");
+    {
+        QFile f(plan);
+        QVERIFY(f.open(QIODevice::WriteOnly));
+        f.write(R"({"version":1,"layers":{"conv2":{"act_format":"fp8-e4m3"}}})");
+    }
+    const QStringList cmd{"analyze", "compare", "seed-cnn", "--data", m_valid, "--plan", plan, "--images", "32", "--calib-images", "64"};
+    const Result text = runCli(cmd);
+    QVERIFY2(text.exitCode == kExitOk, qPrintable(text.err));
+    QVERIFY2(text.out.section('\n', 0, 0).contains("uint8 activations (fp8-e4m3 at relu2)"), qPrintable(text.out));
+    bool seen = false;
+    for (const QString& line : text.out.split('\n')) {
+        const QStringList cells = line.split(' ', Qt::SkipEmptyParts);
+        if (cells.size() > 3 && cells[1] == "relu2") {
+            seen = true;
+            QVERIFY2(cells[3] == "a", qPrintable(line));
+        }
+    }
+    QVERIFY2(seen, qPrintable(text.out));
+    const Result json = runCli(cmd + QStringList{"--json"});
+    QVERIFY2(json.exitCode == kExitOk, qPrintable(json.err));
+    for (const nlohmann::json& l : nlohmann::json::parse(json.out.trimmed().toStdString()).at("layers")) {
+        const std::string name = l.at("layer").get<std::string>();
+        if (name == "relu2") {
+            QCOMPARE(l.at("activation_format").get<std::string>(), std::string("fp8-e4m3"));
+            QVERIFY(l.at("output_point").get<bool>());
+            QVERIFY2(l.at("alone_sqnr_db").is_number(), l.dump().c_str()); // rounded alone too (+inf is null)
+        }
+        if (name == "relu1") QCOMPARE(l.at("activation_format").get<std::string>(), std::string("uint8"));
+    }
 }
 
 // Ctrl-C during a mixed-bit search: it stops within one evaluation, still prints its JSON (the
