@@ -48,10 +48,14 @@ const char* const kAnalyzeHelp =
     "search: per-layer weight formats under an accuracy budget (points below FP32 on the validation\n"
     "images) or a size budget (bytes): greedy moves ranked by one-layer sensitivity per byte saved,\n"
     "each verified by evaluation; prints every evaluated plan, the size/accuracy Pareto front and the\n"
-    "uniform plans, and the chosen plan's test accuracy once at the end. Exit 5 when no evaluated plan\n"
-    "meets the budget. Bytes are those of docs/PLANS.md (weights, scales, biases: what info --plan and the\n"
-    "plan table count); a .qsm file adds its names, layer records and activation scales, a few KB (3.5 KB\n"
-    "for mobilenet-tiny), so leave that room under --max-bytes.\n"
+    "uniform plans, and the chosen plan's test accuracy once at the end; every plan below --max-drop's\n"
+    "budget, uniform or greedy, is marked 'over budget: not taken' (JSON over_budget), every plan above\n"
+    "--max-bytes 'larger than --max-bytes' (over_bytes). Exit 5 when no evaluated plan meets the budget\n"
+    "(the reason on stderr; with --json an {\"event\":\"error\",\"type\":\"no_result\",...} line after the\n"
+    "search object).\n"
+    "Bytes are those of docs/PLANS.md (weights, scales, biases: what info --plan and the plan table\n"
+    "count); a .qsm file adds its names, layer records and activation scales, a few KB (3.5 KB for\n"
+    "mobilenet-tiny), so leave that room under --max-bytes.\n"
     "  --max-drop PTS       accuracy budget: at most PTS points (0 to 100) below FP32 on the validation\n"
     "                       images; the search ends at the smallest plan within it\n"
     "  --max-bytes N        size budget: plans of at most N bytes; the search ends at the most accurate\n"
@@ -64,7 +68,8 @@ const char* const kAnalyzeHelp =
     "                       input normalisation it was measured with, so train --strategy ptq --plan\n"
     "                       reproduces its accuracy (give train the same --calib-images, --validation\n"
     "                       and --train-limit)\n"
-    "  --test-limit N       test images for the chosen plan's test accuracy (default: all)\n"    "  (--validation N as for sensitivity; --granularity, --act-format, --calib-images, --data,\n"
+    "  --test-limit N       test images for the chosen plan's test accuracy (default: all)\n"
+    "  (--validation N as for sensitivity; --granularity, --act-format, --calib-images, --data,\n"
     "   --normalize, --threads, --json as below)\n"
     "Ctrl+C stops sensitivity and search within one evaluation; they print what they measured (exit 130).\n"
     "\n"
@@ -84,7 +89,9 @@ const char* const kAnalyzeHelp =
     "propagated from earlier layers, and with this layer alone quantized (its FP32 inputs rounded at\n"
     "their quantization points, then its weights and output point). Names the\n"
     "first layer whose SQNR falls below --threshold. MODEL is an FP32 .qsm or .onnx file (or a\n"
-    "preset name, freshly initialised).\n"
+    "preset name, freshly initialised). An activation point is an integer grid or a rounding to a\n"
+    "float format (a plan's act_format fp8-e4m3): both are marked 'a', the header names the points\n"
+    "whose format is not --act-format's, and --json gives each layer's activation_format.\n"
     "\n"
     "  --data PATH          dataset (any layout 'train' reads; default Fashion-MNIST), with\n"
     "                       --image-shape CxHxW, --resize HxW and --test-fraction F as for train\n"
@@ -259,6 +266,7 @@ int runCompare(const Args& args)
                               {"kind", c.kind},
                               {"quantized_weights", c.quantizedWeights},
                               {"output_point", c.outputPoint},
+                              {"activation_format", c.outputPoint ? nlohmann::json(c.activationFormat) : nlohmann::json(nullptr)},
                               {"sqnr_db", finite(c.sqnrDb)},
                               {"cosine", c.cosine},
                               {"alone_sqnr_db", finite(c.aloneSqnrDb)},
@@ -291,7 +299,19 @@ int runCompare(const Args& args)
     if (!pc.layers.empty())
         weights = "a per-layer plan (" + std::to_string(pc.layers.size()) + (pc.layers.size() == 1 ? " layer entry" : " layer entries") +
                   " over " + weights + ")";
-    std::printf("%s, weights %s, %s activations, %zu test images\n", name.c_str(), weights.c_str(), pc.activationFormat.c_str(), r.images);
+    // The activations as applied: the default, and the points a plan (or an 8-bit floor) sets otherwise
+    // ("uint8 activations" was printed over a relu2 rounded to fp8-e4m3).
+    std::map<std::string, std::string> otherPoints; // format -> the layers whose output takes it
+    for (const LayerComparison& c : r.layers)
+        if (c.outputPoint && c.activationFormat != pc.activationFormat)
+            otherPoints[c.activationFormat] += (otherPoints[c.activationFormat].empty() ? "" : ", ") + c.layer;
+    std::string acts = pc.activationFormat + " activations";
+    if (!otherPoints.empty()) {
+        std::string others;
+        for (const auto& [format, layers] : otherPoints) others += (others.empty() ? "" : "; ") + format + " at " + layers;
+        acts += " (" + others + ")";
+    }
+    std::printf("%s, weights %s, %s, %zu test images\n", name.c_str(), weights.c_str(), acts.c_str(), r.images);
     // Columns as wide as the longest name (an imported model's "Block_3.Conv2d_14"), so they align.
     int lw = 24, kw = 16;
     for (const LayerComparison& c : r.layers) {
@@ -497,37 +517,9 @@ int runSearch(const Args& args)
         if (!planError.empty()) throw IoError(planError);
         return code;
     };
-    if (json) {
-        nlohmann::json plans = nlohmann::json::array();
-        for (const EvaluatedPlan& p : r.plans)
-            plans.push_back({{"label", p.label}, {"bytes", p.bytes}, {"bits_per_weight", p.bitsPerWeight}, {"accuracy", p.accuracy},
-                             {"uniform", p.uniform}, {"on_front", p.onFront}, {"over_budget", p.overBudget}, {"over_bytes", p.overBytes}, {"plan", nlohmann::json::parse(planToJson(p.plan))}});
-        nlohmann::json j = {{"event", "search"}, {"model", in.name}, {"fp32_val_acc", r.fp32Accuracy}, {"validation_images", r.images},
-                            {"evaluations", r.evaluations}, {"sensitivity_evaluations", r.sensitivityEvaluations}, {"plans", plans},
-                            {"stopped", r.stopped}, {"seconds", r.seconds}};
-        if (r.chosen >= 0) {
-            j["chosen"] = r.chosen;
-            if (!r.stopped) j["chosen_test_acc"] = testAcc;
-        }
-        printJsonLine(j);
-        if (r.stopped) return 130;
-        return done(r.chosen >= 0 ? kExitOk : kExitNoResult);
-    }
-    std::printf("%s: FP32 %.2f %% on %zu validation images; %zu plans evaluated (and %zu one-layer plans for the ranking) in %.1f s\n",
-                in.name.c_str(), 100.0 * r.fp32Accuracy, r.images, r.evaluations, r.sensitivityEvaluations, r.seconds);
-    int pw = 46; // as wide as the longest plan label, so the columns align
-    for (const EvaluatedPlan& p : r.plans) pw = std::max(pw, static_cast<int>(p.label.size()));
-    std::printf("%-5s %-*s %12s %6s %9s\n", "front", pw, "plan", "bytes", "bits", "val acc");
-    for (std::size_t k = 0; k < r.plans.size(); ++k) {
-        const EvaluatedPlan& p = r.plans[k];
-        std::printf("%-5s %-*s %12llu %6.2f %8.2f%%%s\n", p.onFront ? "*" : "", pw, p.label.c_str(), static_cast<unsigned long long>(p.bytes),
-                    p.bitsPerWeight, 100.0 * p.accuracy,
-                    static_cast<long>(k) == r.chosen ? "   <- chosen"
-                    : p.overBudget                   ? "   over budget: not taken"
-                    : p.overBytes                    ? "   larger than --max-bytes"
-                                                     : "");
-    }
-    if (r.chosen < 0) { // exit 5: said on stderr, where a script looks for the reason, with how far the best plan was
+    // Exit 5 is reported as errors are (reportCurrentError: stderr, and the JSON error event after
+    // the search object), with how far the nearest plan was.
+    const auto noPlanMessage = [&] {
         std::string nearest;
         if (!r.plans.empty()) {
             std::uint64_t smallest = r.plans.front().bytes;
@@ -545,9 +537,43 @@ int runSearch(const Args& args)
                               100.0 * (r.fp32Accuracy - best), *opt.maxDropPoints);
             nearest = b;
         }
-        std::fprintf(stderr, "quantscope-cli analyze: no evaluated plan meets the budget%s%s\n", nearest.c_str(),
-                     args.has("--plan-out") ? "; --plan-out is not written" : "");
-        return r.stopped ? 130 : kExitNoResult;
+        return "no evaluated plan meets the budget" + nearest + (args.has("--plan-out") ? "; --plan-out is not written" : "");
+    };
+    if (json) {
+        nlohmann::json plans = nlohmann::json::array();
+        for (const EvaluatedPlan& p : r.plans)
+            plans.push_back({{"label", p.label}, {"bytes", p.bytes}, {"bits_per_weight", p.bitsPerWeight}, {"accuracy", p.accuracy},
+                             {"uniform", p.uniform}, {"on_front", p.onFront}, {"over_budget", p.overBudget}, {"over_bytes", p.overBytes}, {"plan", nlohmann::json::parse(planToJson(p.plan))}});
+        nlohmann::json j = {{"event", "search"}, {"model", in.name}, {"fp32_val_acc", r.fp32Accuracy}, {"validation_images", r.images},
+                            {"evaluations", r.evaluations}, {"sensitivity_evaluations", r.sensitivityEvaluations}, {"plans", plans},
+                            {"stopped", r.stopped}, {"seconds", r.seconds}};
+        if (r.chosen >= 0) {
+            j["chosen"] = r.chosen;
+            if (!r.stopped) j["chosen_test_acc"] = testAcc;
+        }
+        printJsonLine(j);
+        if (r.stopped) return 130;
+        if (r.chosen < 0) throw NoResultError(noPlanMessage());
+        return done(kExitOk);
+    }
+    std::printf("%s: FP32 %.2f %% on %zu validation images; %zu plans evaluated (and %zu one-layer plans for the ranking) in %.1f s\n",
+                in.name.c_str(), 100.0 * r.fp32Accuracy, r.images, r.evaluations, r.sensitivityEvaluations, r.seconds);
+    int pw = 46; // as wide as the longest plan label, so the columns align
+    for (const EvaluatedPlan& p : r.plans) pw = std::max(pw, static_cast<int>(p.label.size()));
+    std::printf("%-5s %-*s %12s %6s %9s\n", "front", pw, "plan", "bytes", "bits", "val acc");
+    for (std::size_t k = 0; k < r.plans.size(); ++k) {
+        const EvaluatedPlan& p = r.plans[k];
+        std::printf("%-5s %-*s %12llu %6.2f %8.2f%%%s\n", p.onFront ? "*" : "", pw, p.label.c_str(), static_cast<unsigned long long>(p.bytes),
+                    p.bitsPerWeight, 100.0 * p.accuracy,
+                    static_cast<long>(k) == r.chosen ? "   <- chosen"
+                    : p.overBudget                   ? "   over budget: not taken"
+                    : p.overBytes                    ? "   larger than --max-bytes"
+                                                     : "");
+    }
+    if (r.chosen < 0) {
+        if (!r.stopped) throw NoResultError(noPlanMessage());
+        std::fprintf(stderr, "quantscope-cli analyze: %s\n", noPlanMessage().c_str());
+        return 130;
     }
     if (r.stopped) {
         const EvaluatedPlan& c = r.plans[static_cast<std::size_t>(r.chosen)];

@@ -192,7 +192,8 @@ nlohmann::json toJson(const ModelSummary& s)
     if (s.source != "preset") j["normalization"] = s.normalizationKnown ? nlohmann::json(s.normalization) : nlohmann::json(nullptr);
     if (s.exporterFoldedConvs) {
         j["exporter_folded_convs"] = s.exporterFoldedConvs;
-        j["params_with_batchnorm"] = s.params + s.exporterFoldedChannels;
+        j["params_with_batchnorm"] = s.params + s.exporterFoldedChannels; // bias-free convolutions
+        j["params_with_batchnorm_and_conv_bias"] = s.params + 2 * s.exporterFoldedChannels;
     }
     return j;
 }
@@ -235,10 +236,13 @@ void printTable(const ModelSummary& s)
         std::printf("folded: a BatchNorm2d the integer export folds into the convolution it reads\n");
     std::printf("Layers: %zu\n", s.layers.size());
     std::printf("Total params: %s\n", withCommas(s.params).c_str());
-    if (s.exporterFoldedConvs)
-        std::printf("  the exporter folded BatchNorm into %zu convolutions: with BatchNorm (gamma, beta) and bias-free\n"
-                    "  convolutions, as trained, the model has %s parameters\n",
-                    s.exporterFoldedConvs, withCommas(s.params + s.exporterFoldedChannels).c_str());
+    if (s.exporterFoldedConvs) // PyTorch's count, with either kind of convolution (the file holds the same for both)
+        std::printf("  the exporter folded BatchNorm into %zu convolution%s: as trained, with BatchNorm (gamma, beta), the\n"
+                    "  model had %s parameters if %s had no bias (bias=False), %s if %s had %s (nn.Conv2d's\n"
+                    "  default): the folded bias holds both, so the file cannot tell which\n",
+                    s.exporterFoldedConvs, s.exporterFoldedConvs == 1 ? "" : "s", withCommas(s.params + s.exporterFoldedChannels).c_str(),
+                    s.exporterFoldedConvs == 1 ? "it" : "they", withCommas(s.params + 2 * s.exporterFoldedChannels).c_str(),
+                    s.exporterFoldedConvs == 1 ? "it" : "they", s.exporterFoldedConvs == 1 ? "one" : "biases");
     if (s.buffers) std::printf("BatchNorm running statistics: %s values\n", withCommas(s.buffers).c_str());
     std::printf("MACs per image: %s (%s)\n", scaled(static_cast<double>(s.macs), "").c_str(), withCommas(s.macs).c_str());
     std::printf("Elementwise ops per image: %s (BatchNorm, activations, Add, Mul, pooling, LogSoftmax, Softmax)\n", withCommas(s.elementwiseOps).c_str());

@@ -88,6 +88,8 @@ int reportCurrentError(const std::string& cmd, bool json)
         type = "format", message = e.what(), code = kExitData;
     } catch (const NumericError& e) {
         type = "numeric", message = e.what(), code = kExitNumeric;
+    } catch (const NoResultError& e) {
+        type = "no_result", message = e.what(), code = kExitNoResult;
     } catch (const std::bad_alloc&) {
         type = "memory", message = "out of memory", code = kExitInternal;
     } catch (const std::exception& e) {

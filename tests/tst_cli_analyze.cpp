@@ -27,6 +27,8 @@ private slots:
     void exportNamesTheImportedGraphsIo();
     void valuesPastTheDataAreNamed();
     void analyzeTakesTheDataOptions();
+    void searchMarksEveryPlanBelowTheBudget();
+    void compareReportsAFloatActivationPoint();
     void interruptStopsSearch();
 
 private:
@@ -148,6 +150,24 @@ void TestCliAnalyze::analyzeTakesTheDataOptions()
     QVERIFY2(none.err.contains("no evaluated plan meets the budget (the smallest evaluated plan is "), qPrintable(none.err));
     QVERIFY2(none.err.contains("; --plan-out is not written"), qPrintable(none.err));
     QVERIFY(!QFileInfo::exists(m_tmp.filePath("none.plan.json")));
+    // --json ends as every failing command does: the search object with its plans, then the error
+    // event (exit_code 5), and the message on stderr (it printed the search alone, stderr empty).
+    const Result noneJson = runCli(QStringList{"analyze", "search", model, "--validation", "20", "--formats", "int8", "--max-bytes", "1",
+                                               "--json"} + data);
+    QCOMPARE(noneJson.exitCode, kExitNoResult);
+    const QStringList noneLines = noneJson.out.split('\n', Qt::SkipEmptyParts);
+    QCOMPARE(noneLines.size(), 2);
+    const nlohmann::json noneSearch = nlohmann::json::parse(noneLines[0].toStdString());
+    QCOMPARE(QString::fromStdString(noneSearch.at("event").get<std::string>()), QString("search"));
+    QVERIFY(!noneSearch.at("plans").empty());
+    QVERIFY(!noneSearch.contains("chosen"));
+    const nlohmann::json noneError = nlohmann::json::parse(noneLines[1].toStdString());
+    QCOMPARE(QString::fromStdString(noneError.at("event").get<std::string>()), QString("error"));
+    QCOMPARE(QString::fromStdString(noneError.at("type").get<std::string>()), QString("no_result"));
+    QCOMPARE(noneError.at("exit_code").get<int>(), kExitNoResult);
+    const QString noneMessage = QString::fromStdString(noneError.at("message").get<std::string>());
+    QVERIFY2(noneMessage.startsWith("no evaluated plan meets the budget (the smallest evaluated plan is "), qPrintable(noneMessage));
+    QVERIFY2(noneJson.err.contains("quantscope-cli analyze: " + noneMessage), qPrintable(noneJson.err));
     // --train-limit: the validation images come out of the limited set (the GUI's Analysis tab)
     const Result limited = runCli(QStringList{"analyze", "sensitivity", model, "--train-limit", "40", "--validation", "15", "--formats",
                                               "int8", "--json"} + data);
@@ -159,6 +179,87 @@ void TestCliAnalyze::analyzeTakesTheDataOptions()
     QVERIFY2(tooMany.err.contains("validation split of 40 leaves no training images (40 in all)"), qPrintable(tooMany.err));
     const Result missing = runCli({"analyze", "compare", model, "--data", csv});
     QCOMPARE(missing.exitCode, kExitData);
+}
+
+// Every plan below the accuracy budget says so, the uniform ones too, in JSON and in the table
+// (uniform int4, 1.2 points below FP32 at --max-drop 1, said over_budget false and was not marked).
+// Noisy classes, so that the low-bit plans lose some of an FP32 accuracy below 100 %.
+void TestCliAnalyze::searchMarksEveryPlanBelowTheBudget()
+{
+    const QString csv = m_tmp.filePath("noisy.csv"), model = m_tmp.filePath("noisy.qsm");
+    {
+        QFile f(csv);
+        QVERIFY(f.open(QIODevice::WriteOnly));
+        Rng rng(11);
+        for (int i = 0; i < 300; ++i) {
+            const int label = i % 3;
+            QStringList row{QString::number(label)};
+            for (int p = 0; p < 96; ++p) row << QString::number((p / 32 == label ? 25 : 0) + int(rng.below(200)));
+            f.write((row.join(',') + "\n").toUtf8());
+        }
+    }
+    const QStringList data{"--data", csv, "--image-shape", "1x8x12", "--test-fraction", "0.2"};
+    const Result trained = runCli(QStringList{"train", "--model", "mlp", "--quiet", "--export", model} + data);
+    QVERIFY2(trained.exitCode == kExitOk, qPrintable(trained.err));
+    const QStringList budget = QStringList{"analyze", "search", model, "--validation", "60", "--formats", "int8,int4,int3,int2",
+                                           "--max-drop", "0", "--test-limit", "10"} + data;
+    const Result budgetJson = runCli(budget + QStringList{"--json"});
+    QVERIFY2(budgetJson.exitCode == kExitOk || budgetJson.exitCode == kExitNoResult, qPrintable(budgetJson.err));
+    const Result budgetText = runCli(budget);
+    const nlohmann::json searched = nlohmann::json::parse(budgetJson.out.split('\n', Qt::SkipEmptyParts).first().toStdString());
+    const double fp32 = searched.at("fp32_val_acc").get<double>();
+    int uniformOver = 0;
+    for (const nlohmann::json& p : searched.at("plans")) {
+        const bool below = p.at("accuracy").get<double>() < fp32;
+        QCOMPARE(p.at("over_budget").get<bool>(), below);
+        uniformOver += below && p.at("uniform").get<bool>();
+        const QString label = QString::fromStdString(p.at("label").get<std::string>());
+        bool listed = false;
+        for (const QString& line : budgetText.out.split('\n'))
+            if (line.contains(label + " ")) {
+                listed = true;
+                QVERIFY2(line.contains("over budget: not taken") == below, qPrintable(line));
+            }
+        QVERIFY2(listed, qPrintable(label + " is not in the table:\n" + budgetText.out));
+    }
+    QVERIFY2(uniformOver > 0, qPrintable("no uniform plan below FP32 here, the check needs one:\n" + budgetText.out));
+}
+
+// analyze compare --plan giving conv2 a float activation format: the header said 'uint8
+// activations' and relu2's row had no 'a' though fp8 rounding was applied there. The header names
+// the point's format, its row is marked, and the JSON gives each point's format.
+void TestCliAnalyze::compareReportsAFloatActivationPoint()
+{
+    const QString plan = m_tmp.filePath("fp8act.plan.json");
+    {
+        QFile f(plan);
+        QVERIFY(f.open(QIODevice::WriteOnly));
+        f.write(R"({"version":1,"layers":{"conv2":{"act_format":"fp8-e4m3"}}})");
+    }
+    const QStringList cmd{"analyze", "compare", "seed-cnn", "--data", m_valid, "--plan", plan, "--images", "32", "--calib-images", "64"};
+    const Result text = runCli(cmd);
+    QVERIFY2(text.exitCode == kExitOk, qPrintable(text.err));
+    QVERIFY2(text.out.section('\n', 0, 0).contains("uint8 activations (fp8-e4m3 at relu2)"), qPrintable(text.out));
+    bool seen = false;
+    for (const QString& line : text.out.split('\n')) {
+        const QStringList cells = line.split(' ', Qt::SkipEmptyParts);
+        if (cells.size() > 3 && cells[1] == "relu2") {
+            seen = true;
+            QVERIFY2(cells[3] == "a", qPrintable(line));
+        }
+    }
+    QVERIFY2(seen, qPrintable(text.out));
+    const Result json = runCli(cmd + QStringList{"--json"});
+    QVERIFY2(json.exitCode == kExitOk, qPrintable(json.err));
+    for (const nlohmann::json& l : nlohmann::json::parse(json.out.trimmed().toStdString()).at("layers")) {
+        const std::string name = l.at("layer").get<std::string>();
+        if (name == "relu2") {
+            QCOMPARE(l.at("activation_format").get<std::string>(), std::string("fp8-e4m3"));
+            QVERIFY(l.at("output_point").get<bool>());
+            QVERIFY2(l.at("alone_sqnr_db").is_number(), l.dump().c_str()); // rounded alone too (+inf is null)
+        }
+        if (name == "relu1") QCOMPARE(l.at("activation_format").get<std::string>(), std::string("uint8"));
+    }
 }
 
 // Ctrl-C during a mixed-bit search: it stops within one evaluation, still prints its JSON (the

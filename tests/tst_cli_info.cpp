@@ -40,6 +40,8 @@ private slots:
     void errors_data();
     void errors();
     void fileTakesItsOwnShape();
+    void foldedExportsCountPytorchsParameters_data();
+    void foldedExportsCountPytorchsParameters();
 
 private:
     QTemporaryDir m_tmp;
@@ -184,6 +186,38 @@ void TestCliInfo::fileTakesItsOwnShape()
     const Result sized = runCli({"info", m_qsm, "--input-shape", "1x28x28"});
     QCOMPARE(sized.exitCode, 0);
     QVERIFY2(sized.out == plain.out && sized.out.contains("1x28x28"), qPrintable(sized.out + sized.err));
+}
+
+// torch.onnx.export in eval mode folds each BatchNorm into the convolution before it; whether
+// that convolution had a bias of its own (nn.Conv2d's default) or not (bias=False), the file holds
+// one folded bias. info's note gives PyTorch's count for both kinds, in the text and the JSON: a
+// new user's convolutions with biases were counted as bias-free (5,555 against PyTorch's 5,603).
+// The counts are PyTorch's: sum(p.numel() for p in model.parameters()) of the module exported.
+void TestCliInfo::foldedExportsCountPytorchsParameters_data()
+{
+    QTest::addColumn<QString>("file");
+    QTest::addColumn<QString>("pytorchParams");
+    QTest::addColumn<QString>("jsonKey");
+    // fixture_modules_joins.py SEConv: conv1 = nn.Conv2d(3, 8, 3, padding=1), then bn1
+    QTest::newRow("convolution with a bias") << "se_conv_sigmoid_op13_fold_dyn.onnx" << "1,724" << "params_with_batchnorm_and_conv_bias";
+    // pytorch_ref.py's resnet8: every convolution bias=False
+    QTest::newRow("bias-free convolutions") << "ref_resnet8.onnx" << "77,754" << "params_with_batchnorm";
+}
+
+void TestCliInfo::foldedExportsCountPytorchsParameters()
+{
+    QFETCH(QString, file);
+    QFETCH(QString, pytorchParams);
+    QFETCH(QString, jsonKey);
+    const QString path = QStringLiteral(QS_TEST_DATA "/../onnx_import/") + file;
+    const Result r = runCli({"info", path});
+    QVERIFY2(r.exitCode == kExitOk, qPrintable(r.err));
+    const QString note = r.out.section("the exporter folded BatchNorm", 1).section("MACs per image", 0, 0).simplified();
+    QVERIFY2(note.contains(pytorchParams + " parameters") || note.contains(pytorchParams + " if"), qPrintable(r.out));
+    const Result j = runCli({"info", path, "--json"});
+    QVERIFY2(j.exitCode == kExitOk, qPrintable(j.err));
+    const nlohmann::json o = nlohmann::json::parse(j.out.toStdString());
+    QCOMPARE(QLocale(QLocale::English).toString(o.at(jsonKey.toStdString()).get<qulonglong>()), pytorchParams);
 }
 
 QTEST_GUILESS_MAIN(TestCliInfo)

@@ -300,6 +300,18 @@ void TestDatasets::broken_data()
     QTest::newRow("CSV 10 pixels, no shape") << "csv-shape" << "FormatError" << "train.csv" << "--image-shape";
     QTest::newRow("CSV --image-shape disagrees") << "csv-shape-option" << "ConfigError" << "train.csv" << "needs 12";
     QTest::newRow("CSV header only") << "csv-empty" << "FormatError" << "train.csv" << "no data rows";
+    // A comma ending every row read as one pixel more ('rows hold 17 pixels, which is neither NxN...');
+    // a label that is a class name said only "'boot' is not a whole number"; a headerless file
+    // whose first label is a name had that row taken for a header, and the error blamed line 2.
+    QTest::newRow("CSV trailing comma") << "csv-trailing" << "FormatError" << "train.csv"
+                                        << "line 2 ends with a comma, an empty last field after 17 values";
+    QTest::newRow("CSV one row's trailing comma") << "csv-trailing-row" << "FormatError" << "train.csv"
+                                                  << "line 4 has 18 columns; the header has 17 (line 4 ends with a comma)";
+    QTest::newRow("CSV label names") << "csv-names" << "FormatError" << "train.csv"
+                                     << "line 3, column 1: 'boot' is not a whole number; labels are class indices 0..N-1, not names: "
+                                        "write each row's class index, and the class names, one a line in index order, in classes.txt";
+    QTest::newRow("CSV label names, no header") << "csv-names-nohdr" << "FormatError" << "train.csv"
+                                                << "line 1, column 1: 'tshirt' is a class name; labels are class indices 0..N-1";
     // Classes run 0..K-1: a stray label 7 made 8 classes, 4 of them empty; a label in the last
     // column made a class of each pixel value (183 classes of one row each, trained to 7 %).
     QTest::newRow("CSV label gap") << "csv-gap" << "FormatError" << "train.csv" << "labels 4, 5, 6 have no rows";
@@ -381,6 +393,17 @@ void TestDatasets::broken()
     else if (make == "csv-shape") writeText(r + "/train.csv", csvText(0, 10, 2, 1, 2, 5));
     else if (make == "csv-shape-option") csv(), o.imageShape = parseImageShape("3x2x2");
     else if (make == "csv-empty") writeText(r + "/train.csv", "label,a,b,c,d\n\n");
+    else if (make == "csv-trailing") {
+        std::string text;
+        for (const char ch : csvText(0, 12, 4, 1, 4, 4)) text += ch == '\r' ? std::string(",\r") : std::string(1, ch); // rows
+        writeText(r + "/train.csv", text.replace(text.find('\n'), 1, ",\n")); // and the header
+    } else if (make == "csv-trailing-row") csv(), editLine(4, row17 + ",");
+    else if (make == "csv-names") csv(), editLine(3, "boot" + row17.substr(1));
+    else if (make == "csv-names-nohdr") {
+        std::string text;
+        for (int i = 0; i < 12; ++i) text += (i % 2 ? "boot" : "tshirt") + row17.substr(1) + "\n";
+        writeText(r + "/train.csv", text);
+    }
     else if (make == "csv-gap") csv(), editLine(2, "7" + row17.substr(1));
     else if (make == "csv-lastlabel") {
         std::string text = "label,a,b,c,d\n";

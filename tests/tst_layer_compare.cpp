@@ -154,6 +154,39 @@ private slots:
         QVERIFY(std::isfinite(conv2.aloneSqnrDb));
     }
 
+    // A plan giving conv2 a float activation format: its point (relu2's output) is rounded to
+    // fp8-e4m3 in both comparisons, and reported as a point of that format (it was unmarked, and
+    // left unrounded alone: +inf dB, as the sim's point is a rounding, not an ActivationQuantizer).
+    void floatActivationPoint()
+    {
+        Tensor x;
+        std::vector<std::int32_t> y;
+        m_data.makeBatch(m_data.test, 0, 32, x, y);
+        auto model = makeModel("seed-cnn", 1, 28, 28, 10, 3);
+        PrecisionConfig pc;
+        pc.strategy = Strategy::Ptq;
+        pc.format = "int8";
+        pc.granularity = "channel";
+        pc.activationFormat = "uint8";
+        pc.activationCalibration = "minmax";
+        PrecisionPlan plan = pc.plan();
+        plan.entry("conv2").activationFormat = "fp8-e4m3";
+        pc.layers = plan.layers;
+        QuantSim sim(*model, pc, findFormat("int8"));
+        sim.quantizeWeights(Rounding::Nearest, 0);
+        sim.calibrate(m_data, m_data.train, m_data.train.size(), 64);
+        sim.setObserving(false);
+        const LayerComparisonReport r = compareLayers(*model, sim, x, 20.0);
+        const std::size_t point = model->outputOf("relu2");
+        QCOMPARE(sim.pointFormat(point)->name, std::string("fp8-e4m3")); // the sim rounds there
+        const LayerComparison& relu2 = r.layers[point - 1];
+        QVERIFY(relu2.outputPoint);
+        QCOMPARE(relu2.activationFormat, std::string("fp8-e4m3"));
+        QVERIFY2(std::isfinite(relu2.aloneSqnrDb), "relu2 alone is not rounded to fp8");
+        QCOMPARE(r.layers[model->outputOf("relu1") - 1].activationFormat, std::string("uint8"));
+        QVERIFY(r.layers[model->outputOf("conv2") - 1].activationFormat.empty()); // not a point
+    }
+
     // The engine against the fake-quant reference of the same exported model: equal codes almost
     // everywhere, never more than one step apart; a model the engine cannot run says why.
     void engineAgainstFakeQuant()

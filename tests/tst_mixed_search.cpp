@@ -40,9 +40,14 @@ private slots:
             QCOMPARE(p.onFront, !dominated);
         }
         QCOMPARE(uniform, std::size_t{3});
-        // A greedy move is marked over budget exactly when it lost more than the budget.
-        for (const EvaluatedPlan& p : r.plans)
-            QCOMPARE(p.overBudget, !p.uniform && !withinDropBudget(r.fp32Accuracy, p.accuracy, 2.0));
+        // Every plan, uniform or a greedy move, is marked over budget exactly when it lost more than
+        // the budget (uniform plans below it read as within it).
+        std::size_t uniformOver = 0;
+        for (const EvaluatedPlan& p : r.plans) {
+            QCOMPARE(p.overBudget, !withinDropBudget(r.fp32Accuracy, p.accuracy, 2.0));
+            uniformOver += p.uniform && p.overBudget;
+        }
+        QVERIFY2(uniformOver > 0, "no uniform plan is below the budget here: the check above needs one");
         QVERIFY(r.chosen >= 0);
         const EvaluatedPlan& c = r.plans[static_cast<std::size_t>(r.chosen)];
         QVERIFY(100.0 * (r.fp32Accuracy - c.accuracy) <= 2.0);

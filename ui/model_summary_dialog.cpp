@@ -177,10 +177,12 @@ void ModelSummaryDialog::setSummary(const ModelSummary& s)
                          formatCount(static_cast<double>(s.elementwiseOps)), bytesWithExact(s.fp32Bytes), bytesWithExact(s.int8Bytes));
     if (s.fileBytes) t += tr(" &nbsp; file <b>%1</b>").arg(bytesWithExact(*s.fileBytes));
     if (s.exporterFoldedConvs)
-        t += tr("<br>The exporter folded BatchNorm into %1 convolutions: as trained (with BatchNorm, bias-free "
-                "convolutions) the model has <b>%2</b> parameters.")
+        t += tr("<br>The exporter folded BatchNorm into %1 convolution(s): as trained, with BatchNorm, the model had "
+                "<b>%2</b> parameters if the convolutions had no bias (bias=False), <b>%3</b> if they had biases "
+                "(nn.Conv2d's default); the file cannot tell which.")
                  .arg(s.exporterFoldedConvs)
-                 .arg(formatCount(static_cast<double>(s.params + s.exporterFoldedChannels)));
+                 .arg(formatCount(static_cast<double>(s.params + s.exporterFoldedChannels)),
+                      formatCount(static_cast<double>(s.params + 2 * s.exporterFoldedChannels)));
     for (const std::string& n : s.notes) t += tr("<br>Note: %1.").arg(QString::fromStdString(n).toHtmlEscaped());
     m_totals->setText(t);
     m_table->resizeColumnsToContents();

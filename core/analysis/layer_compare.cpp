@@ -1,6 +1,8 @@
 #include "analysis/layer_compare.h"
 
 #include "infer/int_engine.h"
+#include "quant/float_cast.h"
+#include "quant/format.h"
 #include "quant/metrics.h"
 #include "train/quant_sim.h"
 #include "util/errors.h"
@@ -75,15 +77,29 @@ LayerComparisonReport compareLayers(Model& model, QuantSim& sim, const Tensor& x
         for (std::size_t i = 0; i < model.size(); ++i)
             if (model.layer(i).name() == sim.weightTargets()[t].layer) quantizedLayer[i] = true;
     }
-    // The quantizer of activation a (0 = input, i + 1 = output of layer i), null where not quantized.
-    auto quantizerOf = [&](std::size_t a) { return sim.activationQuantizer(a); };
+    // The format of activation point a (0 = input, i + 1 = output of layer i), null where it stays
+    // float: an integer grid (the sim's ActivationQuantizer) or a float format without a scale
+    // (fp8, fp16, bf16, MX), which the sim rounds to. Both are points (a float one was neither
+    // marked nor applied in the alone comparison).
+    auto formatOf = [&](std::size_t a) -> const NumberFormat* {
+        const NumberFormat* f = sim.pointFormat(a);
+        return f && f->kind != FormatKind::Float32 ? f : nullptr;
+    };
+    // Applies point a to t as the sim's forward does (QuantSim::quantizeActivation, calibrated).
+    std::vector<std::uint8_t> mask;
+    auto applyPoint = [&](std::size_t a, Tensor& t) {
+        if (const ActivationQuantizer* aq = sim.activationQuantizer(a)) aq->fakeQuantize(t, mask);
+        else if (const NumberFormat* f = formatOf(a); f && !needsScale(*f)) roundToFormat(t.values(), *f, Rounding::Nearest);
+    };
     for (std::size_t i = 0; i < model.size(); ++i) {
         LayerComparison c;
         c.index = i;
         c.layer = model.layer(i).name();
         c.kind = layerKindName(model.layer(i).kind());
         c.quantizedWeights = quantizedLayer[i];
-        c.outputPoint = quantizerOf(i + 1) != nullptr;
+        const NumberFormat* f = formatOf(i + 1);
+        c.outputPoint = f != nullptr;
+        if (f) c.activationFormat = f->name;
         r.layers.push_back(std::move(c));
     }
 
@@ -91,7 +107,6 @@ LayerComparisonReport compareLayers(Model& model, QuantSim& sim, const Tensor& x
     std::vector<CompareSums> propagated(model.size()), alone(model.size());
     const std::size_t n = x.dim(0), perImage = x.numel() / std::max<std::size_t>(n, 1);
     std::vector<Tensor> fp(model.size() + 1), scratch;
-    std::vector<std::uint8_t> mask;
     for (std::size_t b = 0; b < n; b += kCompareChunk) {
         const std::size_t m = std::min(kCompareChunk, n - b);
         Shape shape = x.shape();
@@ -116,7 +131,7 @@ LayerComparisonReport compareLayers(Model& model, QuantSim& sim, const Tensor& x
             scratch.resize(ins.size());
             for (std::size_t k = 0; k < ins.size(); ++k) {
                 scratch[k] = fp[ins[k]];
-                if (const ActivationQuantizer* aq = quantizerOf(ins[k])) aq->fakeQuantize(scratch[k], mask);
+                applyPoint(ins[k], scratch[k]);
             }
             Tensor y;
             if (ins.size() == 1) {
@@ -126,7 +141,7 @@ LayerComparisonReport compareLayers(Model& model, QuantSim& sim, const Tensor& x
                 for (const Tensor& t : scratch) xs.push_back(&t);
                 l.forwardMulti(xs, y, ctx);
             }
-            if (const ActivationQuantizer* aq = quantizerOf(i + 1)) aq->fakeQuantize(y, mask);
+            applyPoint(i + 1, y);
             alone[i].add(fp[i + 1], y);
         }
     }

@@ -33,7 +33,9 @@ struct LayerComparison {
     std::size_t index = 0;     // layer index in the model
     std::string layer, kind;   // "layer2.conv1", "Conv2d"
     bool quantizedWeights = false; // the layer's weights are fake-quantized
-    bool outputPoint = false;      // its output is an activation quantization point
+    bool outputPoint = false;      // its output is an activation quantization point (an integer grid, or
+                                   // rounding to a float format such as fp8-e4m3)
+    std::string activationFormat;  // the format of that point ("uint8", "fp8-e4m3"), empty where none
     double sqnrDb = 0.0, cosine = 1.0;           // propagated (+inf SQNR when identical)
     double aloneSqnrDb = 0.0, aloneCosine = 1.0; // this layer alone
 };

@@ -48,7 +48,8 @@ struct EvaluatedPlan {
     double accuracy = 0.0;      // validation
     bool uniform = false;
     bool onFront = false;       // no other plan is at most as large and at least as accurate (one strictly)
-    bool overBudget = false;    // a greedy move past the accuracy budget: evaluated, not taken (the next
+    bool overBudget = false;    // under an accuracy budget (maxDropPoints): below it, whatever made the plan
+                                // (a uniform plan, or a greedy move, which is then not taken and the next
                                 // step starts again from the plan before it)
     bool overBytes = false;     // under a size budget (maxBytes): larger than it
 };

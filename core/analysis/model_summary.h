@@ -77,7 +77,9 @@ struct ModelSummary {
     // FP32 files whose exporter folded BatchNorm into convolutions (torch.onnx.export in eval
     // mode): how many convolutions, and their output channels. The model as trained had
     // params + exporterFoldedChannels parameters if those convolutions had no bias of their own
-    // (the usual conv-BN pattern: BatchNorm's gamma and beta, 2 per channel, became 1 bias).
+    // (bias=False: BatchNorm's gamma and beta, 2 per channel, became 1 bias), and
+    // params + 2 * exporterFoldedChannels if they had one (nn.Conv2d's default: its bias and
+    // BatchNorm's beta both went into the folded bias). The file cannot tell which.
     std::size_t exporterFoldedConvs = 0, exporterFoldedChannels = 0;
     // How the file was read, one sentence each (ExportedModel::notes: a flat input read as images,
     // a BatchNorm1d folded).

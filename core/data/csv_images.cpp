@@ -75,12 +75,42 @@ bool isHeader(std::string_view line)
     }
 }
 
+// The first and the last field of a line.
+std::string_view firstField(std::string_view line) { return trim(line.substr(0, line.find(','))); }
+std::string_view lastField(std::string_view line)
+{
+    const std::size_t comma = line.rfind(',');
+    return trim(comma == std::string_view::npos ? line : line.substr(comma + 1));
+}
+
+// Whether every field after the first is a pixel value (a whole number 0..255).
+bool restArePixels(std::string_view line)
+{
+    std::size_t start = line.find(',');
+    if (start == std::string_view::npos) return false;
+    while (start != std::string_view::npos) {
+        const std::size_t comma = line.find(',', start + 1);
+        const std::string_view cell = trim(line.substr(start + 1, comma == std::string_view::npos ? std::string_view::npos : comma - start - 1));
+        long v = -1;
+        const auto r = std::from_chars(cell.data(), cell.data() + cell.size(), v);
+        if (cell.empty() || r.ec != std::errc() || r.ptr != cell.data() + cell.size() || v < 0 || v > 255) return false;
+        start = comma;
+    }
+    return true;
+}
+
 struct CsvText {
     std::string path;
     std::vector<std::uint8_t> bytes;
     std::string_view text() const { return {reinterpret_cast<const char*>(bytes.data()), bytes.size()}; }
     std::size_t columns = 0;
     bool header = false;
+    // The header row as read: its line, its first field, whether it ends with a comma, and whether
+    // all after its first field are pixel values (then it is likely a data row with a class name
+    // for a label, in a file without a header).
+    std::size_t headerLine = 0;
+    std::string headerFirst;
+    bool headerTrailingComma = false, headerLooksLikeRow = false;
 };
 
 CsvText readCsv(const std::string& path)
@@ -94,6 +124,21 @@ CsvText readCsv(const std::string& path)
     if (!lines.next(first, n)) throw FormatError(path + ": the CSV file is empty");
     t.columns = columnCount(first);
     t.header = isHeader(first);
+    if (t.header) {
+        t.headerLine = n;
+        t.headerFirst = std::string(firstField(first).substr(0, 40));
+        t.headerTrailingComma = t.columns > 1 && lastField(first).empty();
+        t.headerLooksLikeRow = restArePixels(first);
+    }
+    // A comma at the end of every row (as some exporters write) is an empty last field, not a
+    // pixel: said so, rather than a pixel count that fits no shape. It is refused, not skipped: a
+    // row whose last pixel is missing reads the same, and pandas and numpy read an extra column too.
+    std::string_view row = first;
+    if (!t.header || lines.next(row, n))
+        if (t.columns > 1 && lastField(row).empty())
+            throw FormatError(path + ": line " + std::to_string(n) + " ends with a comma, an empty last field after " +
+                              std::to_string(columnCount(row) - 1) + " values; a row is the label and the pixels only: remove "
+                              "the trailing comma from every row" + (t.headerTrailingComma ? " and the header" : ""));
     return t;
 }
 
@@ -105,7 +150,9 @@ bool parseWhole(std::string_view cell, long& v)
     return !cell.empty() && r.ec == std::errc() && r.ptr == cell.data() + cell.size();
 }
 
-// Rows of `t` with the label first, each checked; labels must be below `labelLimit`.
+// Rows of `t` with the label first, each checked; labels must be below `labelLimit`. A label that
+// is a name says how names are given (classes.txt), and where the first row was taken for a header
+// for its name alone, names that row.
 LabeledImages parseRows(const CsvText& t, const ImageShape& shape, std::size_t labelLimit)
 {
     LabeledImages s;
@@ -121,7 +168,10 @@ LabeledImages parseRows(const CsvText& t, const ImageShape& shape, std::size_t l
         const std::size_t cols = columnCount(line);
         if (cols != t.columns)
             throw FormatError(at + std::to_string(number) + " has " + std::to_string(cols) + " columns; " +
-                              (t.header ? "the header has " : "the first row has ") + std::to_string(t.columns));
+                              (t.header ? "the header has " : "the first row has ") + std::to_string(t.columns) +
+                              (lastField(line).empty()           ? " (line " + std::to_string(number) + " ends with a comma)"
+                               : t.header && t.headerTrailingComma ? " (the header ends with a comma)"
+                                                                  : std::string()));
         std::size_t start = 0;
         for (std::size_t c = 0; c < cols; ++c) {
             const std::size_t comma = std::min(line.find(',', start), line.size());
@@ -131,6 +181,18 @@ LabeledImages parseRows(const CsvText& t, const ImageShape& shape, std::size_t l
             const std::string where = at + std::to_string(number) + ", column " + std::to_string(c + 1);
             if (!parseWhole(cell, v)) {
                 const std::string shown(trim(cell).substr(0, 40));
+                if (shown.empty())
+                    throw FormatError(where + ": the field is empty" + (c + 1 == cols ? " (the line ends with a comma)" : " (two commas in a row)"));
+                if (c == 0 && !isNumber(cell)) { // a class name for a label
+                    const std::string names = "labels are class indices 0..N-1, not names: write each row's class index, and "
+                                              "the class names, one a line in index order, in classes.txt beside the CSV";
+                    if (t.header && t.headerLooksLikeRow) // the first row was taken for a header for its name alone
+                        throw FormatError(at + std::to_string(t.headerLine) + ", column 1: '" + t.headerFirst + "' is a class name; " +
+                                          names + ". (Line " + std::to_string(t.headerLine) + " was read as a header, as its first "
+                                          "field is not a number, but the rest of it is pixel values: the file has no header, "
+                                          "and line " + std::to_string(number) + "'s label '" + shown + "' is a name too)");
+                    throw FormatError(where + ": '" + shown + "' is not a whole number; " + names);
+                }
                 throw FormatError(where + ": '" + shown + "' is not a whole number" +
                                   (isNumber(cell) ? (c == 0 ? " (labels are class indices)" : " (pixels are bytes 0..255)")
                                                   : ""));
