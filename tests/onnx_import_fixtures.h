@@ -59,6 +59,33 @@ inline std::vector<std::uint8_t> fileBytes(const fs::path& p)
     return {std::istreambuf_iterator<char>(f), {}};
 }
 
+// The fixture NAME.onnx, imported.
+inline ExportedModel importFixture(const std::string& name)
+{
+    const fs::path p = kFixtures / (name + ".onnx");
+    return importOnnx(fileBytes(p), p.string());
+}
+
+// em's float forward on the reference's input (its output, flat).
+inline std::vector<float> forwardOn(const ExportedModel& em, const Reference& ref)
+{
+    std::unique_ptr<Model> model = buildModel(em);
+    RunContext ctx;
+    return model->forward(Tensor(ref.inputShape, ref.input), ctx).values();
+}
+
+// Each layer's kind, in order; how many layers are of kind k.
+inline std::vector<LayerKind> kindsOf(const ExportedModel& m)
+{
+    std::vector<LayerKind> k;
+    for (const StoredLayer& l : m.layers) k.push_back(l.kind);
+    return k;
+}
+inline std::size_t countKind(const ExportedModel& m, LayerKind k)
+{
+    return static_cast<std::size_t>(std::count_if(m.layers.begin(), m.layers.end(), [&](const StoredLayer& l) { return l.kind == k; }));
+}
+
 inline onnx::ModelProto parse(const fs::path& p)
 {
     const std::vector<std::uint8_t> b = fileBytes(p);

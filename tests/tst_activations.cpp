@@ -31,6 +31,7 @@
 #include <tuple>
 
 using namespace quantscope;
+using onnx_import_fixtures::importFixture, onnx_import_fixtures::forwardOn;
 using engine_agreement::maxAbs;
 using engine_agreement::maxDiff;
 using onnx_import_fixtures::fileBytes, onnx_import_fixtures::kFixtures, onnx_import_fixtures::loadReference,
@@ -97,21 +98,6 @@ LayerKind kindNamed(const std::string& s)
     for (const PointwiseInfo& r : pointwiseTable())
         if (s == r.name) return r.kind;
     throw std::runtime_error("no pointwise kind " + s);
-}
-
-ExportedModel importFixture(const std::string& name)
-{
-    const std::filesystem::path p = kFixtures / (name + ".onnx");
-    return importOnnx(fileBytes(p), p.string());
-}
-
-// Float forward of `em` on the reference input: the outputs, flat.
-std::vector<float> forwardOn(const ExportedModel& em, const Reference& ref)
-{
-    std::unique_ptr<Model> model = buildModel(em);
-    RunContext ctx;
-    const Tensor y = model->forward(Tensor(ref.inputShape, ref.input), ctx);
-    return y.values();
 }
 
 // The layers' kinds, alphas and betas, in order.

@@ -32,6 +32,7 @@
 #include <map>
 
 using namespace quantscope;
+using onnx_import_fixtures::importFixture, onnx_import_fixtures::forwardOn, onnx_import_fixtures::kindsOf, onnx_import_fixtures::countKind;
 using engine_agreement::maxAbs;
 using engine_agreement::maxDiff;
 using onnx_import_fixtures::fileBytes, onnx_import_fixtures::kFixtures, onnx_import_fixtures::loadReference,
@@ -54,31 +55,6 @@ const FixtureRow kFixtureRows[] = {
     {"shuffle_split_permute_op13_fold", 4},     {"shuffle_split_view_op17_nofold_dyn", 4},
     {"shuffle_index_permute_op11_fold_dyn", 4}, {"shuffle_index_view_op9_nofold", 4},
 };
-
-ExportedModel importFixture(const std::string& name)
-{
-    const std::filesystem::path p = kFixtures / (name + ".onnx");
-    return importOnnx(fileBytes(p), p.string());
-}
-
-std::vector<float> forwardOn(const ExportedModel& em, const Reference& ref)
-{
-    std::unique_ptr<Model> model = buildModel(em);
-    RunContext ctx;
-    return model->forward(Tensor(ref.inputShape, ref.input), ctx).values();
-}
-
-std::size_t countKind(const ExportedModel& m, LayerKind k)
-{
-    return static_cast<std::size_t>(std::count_if(m.layers.begin(), m.layers.end(), [&](const StoredLayer& l) { return l.kind == k; }));
-}
-
-std::vector<LayerKind> kindsOf(const ExportedModel& m)
-{
-    std::vector<LayerKind> k;
-    for (const StoredLayer& l : m.layers) k.push_back(l.kind);
-    return k;
-}
 
 // A ShuffleNetV2-style unit on the workspace's 1 x 28 x 28 images: stem conv; the channels split
 // [0, 3) and [3, 8) (uneven: a wrong offset shows), a conv on the second part, concatenated and

@@ -37,6 +37,7 @@
 #include <set>
 
 using namespace quantscope;
+using onnx_import_fixtures::importFixture, onnx_import_fixtures::forwardOn;
 using engine_agreement::maxAbs;
 using engine_agreement::maxDiff;
 using onnx_import_fixtures::fileBytes, onnx_import_fixtures::kFixtures, onnx_import_fixtures::loadReference,
@@ -60,19 +61,6 @@ constexpr double kQdqMeanRelDiff = 2e-2;
 
 const char* const kFixtureNames[] = {"convgeom_op11_nofold", "convgeom_op13_fold_dyn", "convgeom_op17_fold",
                                      "convgeom_op17_nofold_dyn"};
-
-ExportedModel importFixture(const std::string& name)
-{
-    const std::filesystem::path p = kFixtures / (name + ".onnx");
-    return importOnnx(fileBytes(p), p.string());
-}
-
-std::vector<float> forwardOn(const ExportedModel& em, const Reference& ref)
-{
-    std::unique_ptr<Model> model = buildModel(em);
-    RunContext ctx;
-    return model->forward(Tensor(ref.inputShape, ref.input), ctx).values();
-}
 
 std::vector<ConvGeometry> windowsOf(const ExportedModel& m)
 {

@@ -37,6 +37,7 @@
 #include <map>
 
 using namespace quantscope;
+using onnx_import_fixtures::importFixture, onnx_import_fixtures::forwardOn, onnx_import_fixtures::kindsOf, onnx_import_fixtures::countKind;
 using engine_agreement::maxAbs;
 using engine_agreement::maxDiff;
 using onnx_import_fixtures::fileBytes, onnx_import_fixtures::kFixtures, onnx_import_fixtures::loadReference,
@@ -69,31 +70,6 @@ const FixtureRow kFixtureRows[] = {
     {"dense_concat_op11_nofold", 0, 2},          {"inception_concat_op13_fold_dyn", 0, 1},
     {"inception_concat_op17_nofold", 0, 1},
 };
-
-ExportedModel importFixture(const std::string& name)
-{
-    const std::filesystem::path p = kFixtures / (name + ".onnx");
-    return importOnnx(fileBytes(p), p.string());
-}
-
-std::vector<float> forwardOn(const ExportedModel& em, const Reference& ref)
-{
-    std::unique_ptr<Model> model = buildModel(em);
-    RunContext ctx;
-    return model->forward(Tensor(ref.inputShape, ref.input), ctx).values();
-}
-
-std::vector<LayerKind> kindsOf(const ExportedModel& m)
-{
-    std::vector<LayerKind> k;
-    for (const StoredLayer& l : m.layers) k.push_back(l.kind);
-    return k;
-}
-
-std::size_t countKind(const ExportedModel& m, LayerKind k)
-{
-    return static_cast<std::size_t>(std::count_if(m.layers.begin(), m.layers.end(), [&](const StoredLayer& l) { return l.kind == k; }));
-}
 
 // Models on the workspace's 1 x 28 x 28 images for the quantized checks.
 //   se_*:       conv -> relu, gate = gate(conv1x1(relu(conv1x1(gap)))), x * gate (or gate * x), pool, conv, pool, fc

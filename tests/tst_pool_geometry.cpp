@@ -38,6 +38,7 @@
 #include <functional>
 
 using namespace quantscope;
+using onnx_import_fixtures::importFixture, onnx_import_fixtures::forwardOn;
 using engine_agreement::maxAbs;
 using engine_agreement::maxDiff;
 using onnx_import_fixtures::fileBytes, onnx_import_fixtures::kFixtures, onnx_import_fixtures::loadReference,
@@ -65,19 +66,6 @@ constexpr double kQdqMeanRelDiff = 5e-4;
 const char* const kFixtureNames[] = {"poolgeom_max_op11_nofold", "poolgeom_max_op13_fold_dyn", "poolgeom_max_op17_fold",
                                      "poolgeom_amax_op13_fold", "poolgeom_max2step_op11_nofold", "poolgeom_avg_op11_nofold",
                                      "poolgeom_avg_op13_fold_dyn", "poolgeom_avg_op17_fold"};
-
-ExportedModel importFixture(const std::string& name)
-{
-    const std::filesystem::path p = kFixtures / (name + ".onnx");
-    return importOnnx(fileBytes(p), p.string());
-}
-
-std::vector<float> forwardOn(const ExportedModel& em, const Reference& ref)
-{
-    std::unique_ptr<Model> model = buildModel(em);
-    RunContext ctx;
-    return model->forward(Tensor(ref.inputShape, ref.input), ctx).values();
-}
 
 // The windows of the model's max pools (of its average pools with `average`).
 std::vector<PoolGeometry> windowsOf(const ExportedModel& m, bool average = false)

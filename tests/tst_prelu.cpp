@@ -35,6 +35,7 @@
 #include <set>
 
 using namespace quantscope;
+using onnx_import_fixtures::importFixture, onnx_import_fixtures::forwardOn, onnx_import_fixtures::kindsOf;
 using engine_agreement::maxAbs;
 using engine_agreement::maxDiff;
 using onnx_import_fixtures::fileBytes, onnx_import_fixtures::kFixtures, onnx_import_fixtures::loadReference,
@@ -51,19 +52,6 @@ constexpr double kQdqMeanRelDiff = 2e-2;  // and mean |diff| over the largest |o
 // conv1 6*9+6, act1 6, conv2 6*6*9+6, act2 1, fc1 96*16+16, act3 16, fc2 16*10+10.
 constexpr std::size_t kPReluNetParams = 60 + 6 + 330 + 1 + 1552 + 16 + 170;
 
-ExportedModel importFixture(const std::string& name)
-{
-    const std::filesystem::path p = kFixtures / (name + ".onnx");
-    return importOnnx(fileBytes(p), p.string());
-}
-
-std::vector<float> forwardOn(const ExportedModel& em, const Reference& ref)
-{
-    std::unique_ptr<Model> model = buildModel(em);
-    RunContext ctx;
-    return model->forward(Tensor(ref.inputShape, ref.input), ctx).values();
-}
-
 // Every PReLU's slopes, in order.
 std::vector<std::vector<float>> slopesOf(const ExportedModel& m)
 {
@@ -71,13 +59,6 @@ std::vector<std::vector<float>> slopesOf(const ExportedModel& m)
     for (const StoredLayer& l : m.layers)
         if (l.kind == LayerKind::PReLU) s.push_back(l.tensors.at(0).values);
     return s;
-}
-
-std::vector<LayerKind> kindsOf(const ExportedModel& m)
-{
-    std::vector<LayerKind> k;
-    for (const StoredLayer& l : m.layers) k.push_back(l.kind);
-    return k;
 }
 
 // conv 1->6 -> PReLU(6) -> max pool -> conv 6->8 -> PReLU() -> flatten -> fc 1568->32 -> PReLU(32)
