@@ -74,13 +74,15 @@ const char* const kAnalyzeHelp =
     "Ctrl+C stops sensitivity and search within one evaluation; they print what they measured (exit 130).\n"
     "\n"
     "sensitivity: quantizes one Conv2d/Linear layer at a time (PTQ; all other layers FP32) to each\n"
-    "format and measures, on --validation N images held out of the training set (default 5000),\n"
+    "format and measures, on --validation N images held out of the training set (default 5000, or\n"
+    "half of --train-limit's N when that is fewer),\n"
     "the accuracy drop against FP32, the SQNR of the model's outputs (logits, log-probabilities or\n"
     "probabilities, as the model ends) and the KL divergence of its probabilities.\n"
     "  --formats F,F,...    candidate weight formats (default int8,int4,int2)\n"
     "  --all-but-one        quantize every layer except one instead\n"
     "  --act-calibration C  activation ranges (default minmax)\n"
-    "  --validation N       held-out training images measured on (default 5000)\n"
+    "  --validation N       held-out training images measured on (default 5000, or half of\n"
+    "                       --train-limit's N when that is fewer)\n"
     "  (--granularity, --calibration, --act-format, --calib-images, --data, --normalize,\n"
     "   --threads, --json as below)\n"
     "\n"
@@ -98,6 +100,7 @@ const char* const kAnalyzeHelp =
     "  --train-limit N      first limit the training set to N seeded images, as train --train-limit N\n"
     "                       and the GUI's training-images field draw them; the validation and\n"
     "                       calibration images then come from those N, as in the GUI's Analysis tab\n"
+    "                       (train holds its --validation images out before it limits the rest)\n"
     "  --format F           weight format (default int8)\n"
     "  --granularity G      tensor, channel, group:N, ... (default channel)\n"
     "  --calibration C      weight ranges: minmax (default), percentile, mse, moving-average\n"
@@ -165,6 +168,15 @@ DatasetOptions analysisDatasetOptions(const Args& args)
     dopt.trainLimit = args.u64("--train-limit", 0, 1);
     dopt.validationAfterLimit = true;
     return dopt;
+}
+
+// Sensitivity's and search's held-out images: --validation N, else 5000, or half of --train-limit's
+// images when that is fewer (5000 held out of 5000 or fewer left none to calibrate on: every such
+// run failed until --validation was given).
+std::size_t analysisValidation(const Args& args, const DatasetOptions& dopt)
+{
+    if (args.has("--validation")) return args.u64("--validation", 5000, 1);
+    return dopt.trainLimit ? std::min<std::size_t>(5000, std::max<std::size_t>(1, dopt.trainLimit / 2)) : 5000;
 }
 
 AnalysisInput loadAnalysisInput(const Args& args, const std::string& spec, const DatasetOptions& dopt, bool json)
@@ -372,7 +384,7 @@ int runSensitivity(const Args& args)
     const bool json = args.has("--json");
 
     DatasetOptions dopt = analysisDatasetOptions(args); // --data, --image-shape, --resize, --test-fraction, --train-limit
-    dopt.validation = args.u64("--validation", 5000, 1);
+    dopt.validation = analysisValidation(args, dopt);
     dopt.testLimit = 1; // the test set is not used
     std::optional<SigintScope> sigint(std::in_place); // from here, Ctrl+C stops cleanly
     AnalysisInput in = loadAnalysisInput(args, spec, dopt, json);
@@ -472,7 +484,7 @@ int runSearch(const Args& args)
     const bool json = args.has("--json");
 
     DatasetOptions dopt = analysisDatasetOptions(args); // --data, --image-shape, --resize, --test-fraction, --train-limit
-    dopt.validation = args.u64("--validation", 5000, 1);
+    dopt.validation = analysisValidation(args, dopt);
     dopt.testLimit = args.u64("--test-limit", 0, 1); // the chosen plan's test accuracy
     const SigintScope sigint; // from here, Ctrl+C stops cleanly
     AnalysisInput in = loadAnalysisInput(args, spec, dopt, json);

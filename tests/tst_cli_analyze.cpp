@@ -177,6 +177,11 @@ void TestCliAnalyze::analyzeTakesTheDataOptions()
                                               "int8"} + data);
     QCOMPARE(tooMany.exitCode, kExitUsage);
     QVERIFY2(tooMany.err.contains("validation split of 40 leaves no training images (40 in all)"), qPrintable(tooMany.err));
+    // Without --validation, a limited set of 5000 or fewer keeps half for calibration (the default
+    // 5000 held out all 40 and every such run failed until --validation was given).
+    const Result halved = runCli(QStringList{"analyze", "sensitivity", model, "--train-limit", "40", "--formats", "int8", "--json"} + data);
+    QVERIFY2(halved.exitCode == kExitOk, qPrintable(halved.err));
+    QCOMPARE(nlohmann::json::parse(halved.out.trimmed().toStdString())["validation_images"].get<int>(), 20);
     const Result missing = runCli({"analyze", "compare", model, "--data", csv});
     QCOMPARE(missing.exitCode, kExitData);
 }
