@@ -95,6 +95,7 @@ private slots:
     void engineMovesCodes_data();
     void engineMovesCodes();
     void shapeErrorsNameTheLayer();
+    void brokenGraphsAreRefusedByNode();
 };
 
 void TestChannelOps::importMatchesPyTorch_data()
@@ -232,6 +233,47 @@ void TestChannelOps::shapeErrorsNameTheLayer()
         threw = std::string(e.what()).find("bad.qsm") != std::string::npos && std::string(e.what()).find("sliced") != std::string::npos;
     }
     QVERIFY(threw);
+}
+
+// Edited exports: Split parts that do not add up to the channels (one negative, the sum still
+// right: -1 + 17 = 16, which an overflowing sum let through to a Slice of 2^64 - 1 channels), a
+// Transpose that is not the shuffle's, a Slice of H. Each is refused by node, never run.
+void TestChannelOps::brokenGraphsAreRefusedByNode()
+{
+    using onnx_import_fixtures::parse, onnx_import_fixtures::serialize;
+    const auto refusal = [](const onnx::ModelProto& mp) -> std::string {
+        try {
+            importOnnx(serialize(mp), "edited.onnx");
+        } catch (const Error& e) {
+            return e.what();
+        }
+        return "imported";
+    };
+    onnx::ModelProto split = parse(kFixtures / "shuffle_split_view_op17_nofold_dyn.onnx");
+    for (onnx::NodeProto& n : *split.mutable_graph()->mutable_node())
+        if (n.op_type() == "Constant" && n.output(0) == "onnx::Split_133") {
+            const std::int64_t parts[2] = {-1, 17};
+            n.mutable_attribute(0)->mutable_t()->set_raw_data(std::string(reinterpret_cast<const char*>(parts), sizeof parts));
+        }
+    const std::string splitWhy = refusal(split);
+    QVERIFY2(splitWhy.find("Split node") != std::string::npos && splitWhy.find("[-1, 17]") != std::string::npos, splitWhy.c_str());
+
+    onnx::ModelProto perm = parse(kFixtures / "shuffle_chunk_view_op11_nofold.onnx");
+    for (onnx::NodeProto& n : *perm.mutable_graph()->mutable_node())
+        if (n.op_type() == "Transpose") {
+            n.mutable_attribute(0)->clear_ints();
+            for (std::int64_t v : {0, 1, 2, 4, 3}) n.mutable_attribute(0)->add_ints(v);
+        }
+    const std::string permWhy = refusal(perm);
+    QVERIFY2(permWhy.find("Transpose node") != std::string::npos && permWhy.find("channel shuffle") != std::string::npos, permWhy.c_str());
+
+    onnx::ModelProto rows = parse(kFixtures / "shuffle_index_view_op9_nofold.onnx");
+    for (onnx::NodeProto& n : *rows.mutable_graph()->mutable_node())
+        if (n.op_type() == "Slice")
+            for (onnx::AttributeProto& a : *n.mutable_attribute())
+                if (a.name() == "axes") a.set_ints(0, 2);
+    const std::string rowsWhy = refusal(rows);
+    QVERIFY2(rowsWhy.find("Slice node") != std::string::npos && rowsWhy.find("H or W") != std::string::npos, rowsWhy.c_str());
 }
 
 QTEST_GUILESS_MAIN(TestChannelOps)

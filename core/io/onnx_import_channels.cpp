@@ -128,9 +128,13 @@ void Importer::split(const NodeProto& n)
         const auto part = static_cast<std::int64_t>((C + static_cast<std::size_t>(k) - 1) / static_cast<std::size_t>(k));
         for (std::int64_t i = 0, left = static_cast<std::int64_t>(C); i < k; ++i, left -= part) sizes.push_back(std::min(part, left));
     }
-    std::int64_t total = 0;
-    for (std::int64_t v : sizes) total = v < 0 || total > static_cast<std::int64_t>(C) ? -1 : total + v;
-    if (sizes.size() != static_cast<std::size_t>(n.output_size()) || total != static_cast<std::int64_t>(C))
+    std::uint64_t total = 0;
+    bool ok = sizes.size() == static_cast<std::size_t>(n.output_size());
+    for (std::int64_t v : sizes) {
+        ok = ok && v >= 0 && static_cast<std::uint64_t>(v) <= C; // each part within the channels: no overflow below
+        if (ok) total += static_cast<std::uint64_t>(v);
+    }
+    if (!ok || total != C)
         failNode(n, "splits " + std::to_string(C) + " channels into parts " + listOf(sizes) + " for " + std::to_string(n.output_size()) +
                         " outputs; the parts must add up to the channels, one per output", false);
     std::size_t begin = 0;
