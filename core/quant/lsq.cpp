@@ -111,6 +111,23 @@ std::vector<float> lsqStepFloor(std::span<const float> x, const QuantParams& p)
     return s;
 }
 
+float lsqActivationStepFloor(std::span<const float> x, const QuantParams& p)
+{
+    if (p.numSlots() != 1) throw ConfigError("lsqActivationStepFloor: activation steps are per tensor");
+    // As lsqStepFloor, over the nonzero values only.
+    const int z = p.zeroPoint[0];
+    std::vector<float> mag;
+    for (float v : x) {
+        if (!std::isfinite(v) || v == 0.0f) continue;
+        const int levels = v > 0.0f ? p.qmax - z : z - p.qmin;
+        mag.push_back(std::fabs(v) / static_cast<float>(std::max(levels, 1)));
+    }
+    if (mag.empty()) return kScaleEps;
+    const std::size_t rank = (mag.size() * kLsqFloorShareNum + kLsqFloorShareDen - 1) / kLsqFloorShareDen - 1;
+    std::nth_element(mag.begin(), mag.begin() + static_cast<std::ptrdiff_t>(rank), mag.end());
+    return std::max(mag[rank], kScaleEps);
+}
+
 LsqInit parseLsqInit(const std::string& name)
 {
     if (name == "mse") return LsqInit::Mse;
@@ -179,9 +196,41 @@ QuantParams LsqActivationQuantizer::params() const
     return perTensorParams(s, z, m_format.qmin, m_format.qmax);
 }
 
+void LsqActivationQuantizer::liftToFloor(std::span<const float> x)
+{
+    // A cheap pass first (parallel, no copy): does the clip range hold a quarter of the nonzero
+    // values? Only then is the floor (a selection over the batch) needed: computing it every step
+    // cost a quarter of seed-cnn's training time.
+    const QuantParams p = params();
+    const float s = p.scale[0], z = static_cast<float>(p.zeroPoint[0]);
+    const float lo = static_cast<float>(p.qmin), hi = static_cast<float>(p.qmax);
+    const std::size_t n = x.size(), grain = elementwiseGrain(n), chunks = n ? (n + grain - 1) / grain : 0;
+    std::vector<std::size_t> nonzero(chunks, 0), inside(chunks, 0); // per chunk: deterministic sums
+    parallelChunks(n, grain, [&](std::size_t b, std::size_t e) {
+        std::size_t nz = 0, in = 0;
+        for (std::size_t i = b; i < e; ++i) {
+            if (!std::isfinite(x[i]) || x[i] == 0.0f) continue;
+            ++nz;
+            const float q = std::nearbyint(x[i] * (1.0f / s)) + z;
+            in += q >= lo && q <= hi;
+        }
+        nonzero[b / grain] = nz;
+        inside[b / grain] = in;
+    });
+    std::size_t nz = 0, in = 0;
+    for (std::size_t c = 0; c < chunks; ++c) {
+        nz += nonzero[c];
+        in += inside[c];
+    }
+    if (nz == 0 || in * kLsqFloorShareDen >= nz * kLsqFloorShareNum) return;
+    const float floor = lsqActivationStepFloor(x, p);
+    if (m_step.value[0] < floor) m_step.value[0] = floor; // LSQ+'s offset beta stays: its zero point follows s
+}
+
 void LsqActivationQuantizer::forward(std::span<float> y, bool training, std::size_t samples)
 {
     if (!m_init) initialise(y);
+    if (training) liftToFloor(y);
     const QuantParams p = params();
     if (!training) {
         m_dstep.clear();

@@ -66,6 +66,15 @@ std::vector<float> lsqMseSteps(std::span<const float> x, const QuantParams& p, c
 // "Post training 4-bit quantization of convolutional networks for rapid-deployment", NeurIPS 2019).
 inline constexpr std::size_t kLsqFloorShareNum = 1, kLsqFloorShareDen = 4;
 std::vector<float> lsqStepFloor(std::span<const float> x, const QuantParams& p);
+// The same floor for a per-tensor activation step, on one batch x: the least step whose clip range
+// holds a quarter of the batch's nonzero values (0 is on every grid, so the zeros a ReLU makes say
+// nothing about the step). kScaleEps when x has no nonzero finite value.
+// Why: Adam's first update moves every parameter by its learning rate (m/sqrt(v) = +-1 after bias
+// correction), whatever its size. An activation step below the learning rate (seed-cnn's relu3 and
+// logits at 6.6e-4 and 7.4e-4 behind group-wise int3 weights, Adam 1e-3) went below zero on the
+// first step and was clamped to kScaleEps: every value clipped, no gradient reached the layers
+// below, and the run never trained (loss ln 10).
+float lsqActivationStepFloor(std::span<const float> x, const QuantParams& p);
 
 // How learned steps start (--lsq-init): mse (default: the MSE-optimal grid of the checkpoint's
 // weights and of the first batch's activations), lsq (the paper's 2<|x|>/sqrt(Qp)), range (the
@@ -100,7 +109,10 @@ public:
     // dy: dL/dx_hat in, dL/dx out (masked to the clip range); adds dL/ds (and dL/dbeta) to the
     // Params' gradients. No-op unless the last forward was a training one of the same size.
     void backward(std::span<float> dy);
-    // Keeps s >= kScaleEps after an optimizer step.
+    // Keeps s >= kScaleEps after an optimizer step. Each training forward then lifts s to
+    // lsqActivationStepFloor of its batch when fewer than a quarter of the batch's nonzero values
+    // fall inside the clip range (so a step reported right after an optimizer step may be below
+    // the floor the next forward puts it at).
     void clampStep();
     // The grid in force: scale = s, zero point z (see above).
     QuantParams params() const;
@@ -121,6 +133,9 @@ private:
     std::size_t m_samples = 1;
     std::vector<float> m_dstep;           // per element: d x_hat / d s (training forward)
     std::vector<std::uint8_t> m_region;   // per element: 0 inside, 1 clipped (below or above)
+
+    // Lifts s (keeping LSQ+'s offset) to lsqActivationStepFloor(x) if it is below it.
+    void liftToFloor(std::span<const float> x);
 };
 
 } // namespace quantscope
