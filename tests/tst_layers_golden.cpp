@@ -23,6 +23,7 @@
 #include <QtTest>
 
 #include <algorithm>
+#include <array>
 #include <functional>
 #include <map>
 #include <optional>
@@ -88,17 +89,33 @@ void compareWeighted(Layer& layer, Param& weight, Param* bias, const golden::Gol
 }
 
 
-// A spatial parameter of a case: a number, or PyTorch's pair with equal values (QuantScope's
-// layers are square); `def` when absent.
-std::size_t spatial(const nlohmann::json& params, const char* key, std::size_t def)
+// A spatial parameter of a case as (H, W): a number, or PyTorch's pair (kernel_size, stride,
+// padding, dilation); `def` when absent or null (PyTorch's stride=None is the kernel's).
+std::array<std::size_t, 2> spatial(const nlohmann::json& params, const char* key, std::array<std::size_t, 2> def)
 {
     if (!params.contains(key) || params.at(key).is_null()) return def;
     const nlohmann::json& v = params.at(key);
-    if (v.is_number()) return v.get<std::size_t>();
+    if (v.is_number()) return {v.get<std::size_t>(), v.get<std::size_t>()};
     const std::vector<std::size_t> pair = v.get<std::vector<std::size_t>>();
-    if (pair.empty() || std::adjacent_find(pair.begin(), pair.end(), std::not_equal_to<>()) != pair.end())
-        throw std::runtime_error(std::string(key) + " differs between H and W, which QuantScope's layers do not take");
-    return pair.front();
+    if (pair.size() == 1) return {pair[0], pair[0]};
+    if (pair.size() != 2) throw std::runtime_error(std::string(key) + " is neither a number nor an (H, W) pair");
+    return {pair[0], pair[1]};
+}
+
+// A pooling case's window (kernel, stride, padding, ceil_mode, count_include_pad), as PyTorch's
+// max_pool2d / avg_pool2d take them.
+PoolGeometry poolGeometryOf(const nlohmann::json& params)
+{
+    const auto k = spatial(params, "kernel", {0, 0});
+    const auto s = spatial(params, "stride", k);
+    const auto p = spatial(params, "padding", {0, 0});
+    PoolGeometry geo;
+    geo.kh = k[0], geo.kw = k[1], geo.sh = s[0], geo.sw = s[1];
+    geo.padTop = geo.padBottom = p[0];
+    geo.padLeft = geo.padRight = p[1];
+    geo.ceilMode = params.value("ceil_mode", false);
+    geo.countIncludePad = params.value("count_include_pad", true);
+    return geo;
 }
 
 } // namespace
@@ -155,13 +172,16 @@ private slots:
 void TestLayersGolden::goldenConv2d()
 {
     QS_FETCH_GOLDEN(g);
-    QVERIFY2(spatial(g.params, "dilation", 1) == 1, "dilation is not a Conv2d parameter of QuantScope");
     const Tensor& w = g.in("w");
     const std::size_t groups = g.params.value("groups", std::size_t{1});
     const bool bias = g.params.value("bias", g.inputs.count("b") > 0);
     QCOMPARE(bias, g.inputs.count("b") > 0);
-    Conv2d conv("conv", w.dim(1) * groups, w.dim(0), w.dim(2), spatial(g.params, "stride", 1), spatial(g.params, "padding", 0),
-                groups, bias);
+    const auto stride = spatial(g.params, "stride", {1, 1}), pad = spatial(g.params, "padding", {0, 0}),
+               dilation = spatial(g.params, "dilation", {1, 1});
+    const ConvGeometry geo{w.dim(2), w.dim(3), stride[0], stride[1], pad[0], pad[1], pad[0], pad[1], dilation[0], dilation[1]};
+    // A square window takes the square constructor, as the presets and .qsm files build them.
+    Conv2d conv = geo.isSquare() ? Conv2d("conv", w.dim(1) * groups, w.dim(0), geo.kh, geo.sh, geo.padTop, groups, bias)
+                                 : Conv2d("conv", w.dim(1) * groups, w.dim(0), geo, groups, bias);
     QCOMPARE(conv.inChannels(), g.in("x").dim(1));
     QCOMPARE(conv.params().size(), std::size_t{bias ? 2u : 1u});
     compareWeighted(conv, conv.weight(), bias ? &conv.bias() : nullptr, g);
@@ -272,9 +292,10 @@ void TestLayersGolden::goldenPoolGeometry()
 void TestLayersGolden::goldenMaxPool2d()
 {
     QS_FETCH_GOLDEN(g);
-    QVERIFY2(spatial(g.params, "dilation", 1) == 1 && !g.params.value("ceil_mode", false), "dilation and ceil_mode are not read");
-    const std::size_t k = spatial(g.params, "kernel", 0);
-    MaxPool2d pool("pool", k, spatial(g.params, "stride", k), spatial(g.params, "padding", 0));
+    QVERIFY2(spatial(g.params, "dilation", {1, 1}) == (std::array<std::size_t, 2>{1, 1}), "MaxPool2d takes no dilation");
+    const PoolGeometry geo = poolGeometryOf(g.params);
+    MaxPool2d pool = geo.isSquare() ? MaxPool2d("pool", geo.kh, geo.sh, geo.padTop) : MaxPool2d("pool", geo);
+    QCOMPARE(pool.outputShape(g.in("x").shape()), g.out("y").shape());
     // Max and routing are exact: no arithmetic beyond a copy and one addition per window.
     compareParameterFree(pool, g, 0.0, 0.0);
 }
@@ -282,10 +303,11 @@ void TestLayersGolden::goldenMaxPool2d()
 void TestLayersGolden::goldenAvgPool2d()
 {
     QS_FETCH_GOLDEN(g);
-    QVERIFY2(g.params.value("count_include_pad", true) && !g.params.value("ceil_mode", false),
-             "AvgPool2d takes count_include_pad=True and floor sizes, PyTorch's defaults");
-    const std::size_t k = spatial(g.params, "kernel", 0);
-    AvgPool2d pool("pool", k, spatial(g.params, "stride", k), spatial(g.params, "padding", 0));
+    QVERIFY2(!g.params.contains("divisor_override") || g.params.at("divisor_override").is_null(),
+             "AvgPool2d divides by the window (divisor_override is not taken)");
+    const PoolGeometry geo = poolGeometryOf(g.params);
+    AvgPool2d pool = geo.isSquare() ? AvgPool2d("pool", geo.kh, geo.sh, geo.padTop) : AvgPool2d("pool", geo);
+    QCOMPARE(pool.outputShape(g.in("x").shape()), g.out("y").shape());
     compareParameterFree(pool, g, kRefAtol, kRefRtol);
 }
 
@@ -383,10 +405,12 @@ void TestLayersGolden::goldenLinear()
     compareWeighted(fc, fc.weight(), bias ? &fc.bias() : nullptr, g);
 }
 
+// Training (batch statistics) or evaluation (running statistics) as the case's "training" says;
+// running statistics from the case's inputs, else PyTorch's initial mean 0 and variance 1.
 void TestLayersGolden::goldenBatchNorm2dTrain()
 {
     QS_FETCH_GOLDEN(g);
-    QVERIFY2(g.params.value("training", true), "only the training form (batch statistics) has reference cases");
+    const bool training = g.params.value("training", true);
     const Tensor& x = g.in("x");
     const std::size_t N = x.dim(0), C = x.dim(1), HW = x.dim(2) * x.dim(3);
     const float eps = g.params.value("eps", 1e-5f);
@@ -394,8 +418,15 @@ void TestLayersGolden::goldenBatchNorm2dTrain()
     BatchNorm2d bn("bn", C, eps, static_cast<float>(kMomentum));
     bn.gamma().value = g.in("gamma");
     bn.beta().value = g.in("beta");
+    const bool givenStats = g.inputs.count("running_mean") > 0;
+    QCOMPARE(g.inputs.count("running_var") > 0, givenStats);
+    if (givenStats) {
+        bn.runningMean() = g.in("running_mean");
+        bn.runningVar() = g.in("running_var");
+    }
+    const Tensor mean0 = bn.runningMean(), var0 = bn.runningVar();
     RunContext ctx;
-    ctx.training = true;
+    ctx.training = training;
     Tensor y, dx;
     bn.forward(x, y, ctx);
     QS_COMPARE_TENSORS(y, g.out("y"), kRefAtol, kRefRtol);
@@ -404,21 +435,25 @@ void TestLayersGolden::goldenBatchNorm2dTrain()
     QS_COMPARE_TENSORS(bn.gamma().grad, g.out("grad_gamma"), kRefGradAtol, kRefGradRtol);
     QS_COMPARE_TENSORS(bn.beta().grad, g.out("grad_beta"), kRefGradAtol, kRefGradRtol);
 
-    // Running statistics, PyTorch semantics from their defaults (mean 0, var 1):
-    // running = (1 - momentum) running + momentum * batch, with the unbiased batch variance.
-    Tensor expMean({C}), expVar({C});
-    for (std::size_t c = 0; c < C; ++c) {
+    // Running statistics, PyTorch semantics: running = (1 - momentum) running + momentum * batch,
+    // with the unbiased batch variance; evaluation leaves them alone.
+    Tensor expMean = mean0, expVar = var0;
+    for (std::size_t c = 0; c < C && training; ++c) {
         double s = 0.0, s2 = 0.0;
         for (std::size_t n = 0; n < N; ++n)
             for (std::size_t i = 0; i < HW; ++i) s += x[(n * C + c) * HW + i];
         const double mean = s / static_cast<double>(N * HW);
         for (std::size_t n = 0; n < N; ++n)
             for (std::size_t i = 0; i < HW; ++i) s2 += std::pow(x[(n * C + c) * HW + i] - mean, 2);
-        expMean[c] = static_cast<float>(kMomentum * mean);
-        expVar[c] = static_cast<float>((1.0 - kMomentum) * 1.0 + kMomentum * s2 / static_cast<double>(N * HW - 1));
+        expMean[c] = static_cast<float>((1.0 - kMomentum) * mean0[c] + kMomentum * mean);
+        expVar[c] = static_cast<float>((1.0 - kMomentum) * var0[c] + kMomentum * s2 / static_cast<double>(N * HW - 1));
     }
     QS_COMPARE_TENSORS(bn.runningMean(), expMean, kRefAtol * 0.1, kRunStatRtol);
     QS_COMPARE_TENSORS(bn.runningVar(), expVar, 0.0, kRunStatRtol);
+    if (g.outputs.count("running_mean")) { // PyTorch's own running statistics after the pass
+        QS_COMPARE_TENSORS(bn.runningMean(), g.out("running_mean"), kRefAtol * 0.1, kRunStatRtol);
+        QS_COMPARE_TENSORS(bn.runningVar(), g.out("running_var"), 0.0, kRunStatRtol);
+    }
 
     // Evaluation normalises with the running statistics, not the batch's.
     Tensor yEval, expEval(x.shape());

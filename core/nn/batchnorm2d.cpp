@@ -462,6 +462,7 @@ void BatchNorm2d::forwardImpl(const Tensor& x, Tensor* y, const RunContext& ctx,
     if (y) y->resize(shape);
     const std::size_t N = x.dim(0), C = m_c, HW = x.dim(2) * x.dim(3), M = N * HW;
     const bool batchStats = batchStatistics(ctx);
+    m_forwardBatchStats = batchStats;
     // Re-estimation: the k-th pass enters the running average with weight 1/k.
     const float momentum = m_reestimating ? 1.0f / static_cast<float>(++m_reestimated) : m_momentum;
     m_mean.assign(C, 0.0f);
@@ -617,8 +618,8 @@ void BatchNorm2d::backwardImpl(const Tensor& x, const Tensor* r, const Tensor& d
         m_gamma.grad[c] = static_cast<float>(sdyx);
         m_beta.grad[c] = static_cast<float>(sdy);
         alpha[c] = g[c] * inv;
-        beta[c] = m_frozen ? 0.0f : -g[c] * inv * inv * static_cast<float>(sdyx) / M;
-        gamma[c] = m_frozen ? 0.0f : -g[c] * inv * static_cast<float>(sdy) / M;
+        beta[c] = m_forwardBatchStats ? -g[c] * inv * inv * static_cast<float>(sdyx) / M : 0.0f;
+        gamma[c] = m_forwardBatchStats ? -g[c] * inv * static_cast<float>(sdy) / M : 0.0f;
     }
     m_dxFinite = true;
     m_deferred = Deferred{};

@@ -150,6 +150,10 @@ private:
     // The last forward's per-channel mean and 1/sqrt(var + eps) (batch or running statistics):
     // backward recomputes xhat from its input with them.
     std::vector<float> m_mean, m_invStd;
+    // Whether the last forward normalised with batch statistics. Backward then differentiates
+    // through them; after a forward on running statistics (evaluation, frozen) the statistics are
+    // constants and dx = dy gamma / sqrt(running_var + eps), as PyTorch's eval-mode backward.
+    bool m_forwardBatchStats = false;
     // Whether this layer's next forward computes batch statistics (training and not frozen, or
     // re-estimating).
     bool batchStatistics(const RunContext& ctx) const { return (ctx.training && !m_frozen) || m_reestimating; }

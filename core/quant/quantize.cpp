@@ -111,7 +111,7 @@ ScaleZeroPoint chooseQParams(float minVal, float maxVal, int qmin, int qmax, boo
     if (symmetric) {
         const float m = std::max(-minNeg, maxPos);
         r.scale = std::max(m / (static_cast<float>(qmax - qmin) / 2.0f), kScaleEps);
-        r.zeroPoint = 0;
+        r.zeroPoint = qmin < 0 ? 0 : (qmin == 0 && qmax == 255 ? 128 : (qmin + qmax) / 2);
     } else {
         r.scale = std::max((maxPos - minNeg) / static_cast<float>(qmax - qmin), kScaleEps);
         const float zp = static_cast<float>(qmin) - std::nearbyint(minNeg / r.scale);

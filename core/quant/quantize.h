@@ -57,7 +57,10 @@ struct ScaleZeroPoint {
     std::int32_t zeroPoint = 0;
 };
 // PyTorch's MinMaxObserver._calculate_qparams in float32: min clamped to <= 0, max to >= 0;
-// symmetric: scale = max(-min, max) / ((qmax - qmin) / 2), zp = 0; affine: scale = (max - min) /
+// symmetric: scale = max(-min, max) / ((qmax - qmin) / 2), zp = 0 on a signed range, and on an
+// unsigned one (qmin >= 0) the middle of the range, as PyTorch puts it for torch.quint8: 128 on
+// [0, 255], floor((qmin + qmax) / 2) on any other (PyTorch's "customized" range; on reduce_range's
+// [0, 127] PyTorch gives 128, outside the range, and this gives 63); affine: scale = (max - min) /
 // (qmax - qmin), zp = clamp(qmin - round_half_even(min / scale)); scale >= kScaleEps. An empty
 // range (min = +inf, max = -inf) gives scale 1, zp 0. The scale is always finite and > 0: a range
 // with a NaN or infinite end, or one wider than float32 holds (max - min overflows, e.g.
