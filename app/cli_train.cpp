@@ -75,6 +75,8 @@ const char* const kTrainHelp =
     "                       the run (SGDR without restarts, Loshchilov & Hutter 2017)\n"
     "  --momentum F         SGD momentum (default 0)\n"
     "  --nesterov           SGD with Nesterov momentum\n"
+    "  --amsgrad            Adam with AMSGrad's denominator (the largest second moment so far;\n"
+    "                       Reddi et al. 2018, PyTorch's amsgrad=True)\n"
     "  --weight-decay F     L2 weight decay (default 0)\n"
     "  --threads N          worker threads (default 2)\n"
     "  --seed N             seed for initialisation, shuffling and dropout (default 1)\n"
@@ -241,7 +243,7 @@ int runTrain(const std::vector<std::string>& argv)
                      "--bn-freeze-epoch", "--bn-reestimate", "--export", "--init", "--normalize", "--image-shape", "--resize", "--test-fraction",
                      "--plan", "--layer", "--keep-fp32", "--quant-eval", "--max-skipped-steps", "--quantizer", "--lsq-init",
                      "--adaround-iters"},
-                    {"--json", "--help", "--nesterov", "--quiet", "--reinit", "--lsq-plus", "--narrow-range", "--first-last-8bit", "--cle",
+                    {"--json", "--help", "--nesterov", "--amsgrad", "--quiet", "--reinit", "--lsq-plus", "--narrow-range", "--first-last-8bit", "--cle",
                      "--bias-correction", "--cle-relu6-to-relu"});
     if (args.has("--help")) {
         std::fputs(kTrainHelp, stdout);
@@ -302,6 +304,7 @@ int runTrain(const std::vector<std::string>& argv)
     cfg.optimizer = args.str("--optimizer", "adam");
     cfg.momentum = static_cast<float>(args.f64("--momentum", 0.0, 0.0, 0.999999));
     cfg.nesterov = args.has("--nesterov");
+    cfg.amsgrad = args.has("--amsgrad");
     cfg.weightDecay = static_cast<float>(args.f64("--weight-decay", 0.0, 0.0, 10.0));
     cfg.threads = args.u64("--threads", 2, 1, 1024);
     const std::string quantEval = args.str("--quant-eval", "engine");
@@ -384,6 +387,7 @@ int runTrain(const std::vector<std::string>& argv)
     };
     unusedWith("--momentum", cfg.optimizer == "sgd", "it is for --optimizer sgd");
     unusedWith("--nesterov", cfg.optimizer == "sgd", "it is for --optimizer sgd");
+    unusedWith("--amsgrad", cfg.optimizer == "adam", "it is for --optimizer adam");
     // LSQ learns the steps from its own start (--lsq-init); only its range start reads the weight
     // calibration, and no start reads the activation one (tester 12: ignored without a word).
     const bool lsq = pc.quantizer == "lsq";

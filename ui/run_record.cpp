@@ -349,6 +349,7 @@ QJsonObject configToJson(const TrainConfig& c)
                        {"lr_schedule", str(c.lrSchedule)},
                        {"momentum", double(c.momentum)},
                        {"nesterov", c.nesterov},
+                       {"amsgrad", c.amsgrad},
                        {"weight_decay", double(c.weightDecay)},
                        {"threads", double(c.threads)},
                        {"seed", QString::number(c.seed)},
@@ -372,6 +373,7 @@ TrainConfig configFromJson(const QJsonObject& o)
     c.lrSchedule = sstr(o["lr_schedule"], c.lrSchedule);
     c.momentum = static_cast<float>(o["momentum"].toDouble(c.momentum));
     c.nesterov = o["nesterov"].toBool(c.nesterov);
+    c.amsgrad = o["amsgrad"].toBool(c.amsgrad);
     c.weightDecay = static_cast<float>(o["weight_decay"].toDouble(c.weightDecay));
     c.threads = count(o["threads"].toDouble(double(c.threads)));
     bool ok = false;

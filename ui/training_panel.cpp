@@ -178,6 +178,10 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
     m_nesterov = new QCheckBox(tr("Nesterov"));
     m_nesterov->setObjectName(QStringLiteral("nesterov"));
     m_nesterov->setToolTip(tr("SGD with Nesterov momentum (PyTorch's nesterov=True; needs a momentum above 0). CLI: --nesterov."));
+    m_amsgrad = new QCheckBox(tr("AMSGrad"));
+    m_amsgrad->setObjectName(QStringLiteral("amsgrad"));
+    m_amsgrad->setToolTip(tr("Adam with AMSGrad's denominator: the largest second moment seen so far (Reddi et al. 2018, "
+                             "PyTorch's amsgrad=True). CLI: --amsgrad."));
     m_weightDecay = new QLineEdit(QStringLiteral("0"));
     m_weightDecay->setObjectName(QStringLiteral("weightDecay"));
     auto* wdValidator = new QDoubleValidator(0.0, 1.0, 8, m_weightDecay);
@@ -316,7 +320,11 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
     put(og, 3, 0, tr("&Threads"), m_threads);
     put(og, 3, 2, tr("S&eed"), m_seed);
     put(og, 4, 0, tr("Weight decay"), m_weightDecay);
-    og->addWidget(m_nesterov, 4, 2, 1, 2);
+    auto* optFlags = new QHBoxLayout;
+    optFlags->addWidget(m_nesterov);
+    optFlags->addWidget(m_amsgrad);
+    optFlags->addStretch(1);
+    og->addLayout(optFlags, 4, 2, 1, 2);
     optBox->setLayout(og);
 
     auto* buttons = new QHBoxLayout;
@@ -335,7 +343,7 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
     for (QWidget* w : std::initializer_list<QWidget*>{m_format, m_granularity, m_groupSize, m_rounding, m_calibration, m_actCalibration,
                                                       m_percentile, m_calibImages, m_bnFreeze, m_bnReestimate, m_schedule, m_momentum,
                                                       m_epochs, m_quantizer, m_lsqPlus, m_narrowRange, m_adaroundIters, m_cle,
-                                                      m_biasCorrection, m_nesterov})
+                                                      m_biasCorrection, m_nesterov, m_amsgrad})
         m_baseTips.insert(w, w->toolTip());
 
     // Widgets -> config, under the guard.
@@ -352,7 +360,7 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
         connect(c, &QComboBox::currentIndexChanged, this, changed);
     for (QSpinBox* s : {m_groupSize, m_calibImages, m_bnFreeze, m_bnReestimate, m_epochs, m_batch, m_threads, m_seed, m_adaroundIters})
         connect(s, &QSpinBox::valueChanged, this, changed);
-    for (QCheckBox* b : {m_cle, m_biasCorrection, m_nesterov}) connect(b, &QCheckBox::toggled, this, changed);
+    for (QCheckBox* b : {m_cle, m_biasCorrection, m_nesterov, m_amsgrad}) connect(b, &QCheckBox::toggled, this, changed);
     connect(m_weightDecay, &QLineEdit::textChanged, this, changed);
     connect(m_percentile, &QDoubleSpinBox::valueChanged, this, changed);
     connect(m_momentum, &QDoubleSpinBox::valueChanged, this, changed);
@@ -455,6 +463,7 @@ void TrainingPanel::setConfig(const TrainConfig& cfg)
     selectData(m_optimizer, qs(cfg.optimizer));
     m_momentum->setValue(double(cfg.momentum));
     m_nesterov->setChecked(cfg.nesterov);
+    m_amsgrad->setChecked(cfg.amsgrad);
     m_weightDecay->setText(QString::number(double(cfg.weightDecay), 'g', 4));
     m_lr->setText(QString::number(double(cfg.lr), 'g', 4));
     selectData(m_lrSchedule, qs(cfg.lrSchedule));
@@ -525,6 +534,7 @@ void TrainingPanel::readWidgets()
     c.optimizer = m_optimizer->currentData().toString().toStdString();
     c.momentum = static_cast<float>(m_momentum->value());
     c.nesterov = c.optimizer == "sgd" && c.momentum > 0.0f && m_nesterov->isChecked();
+    c.amsgrad = c.optimizer == "adam" && m_amsgrad->isChecked();
     bool ok = false;
     const double wd = QLocale::c().toDouble(m_weightDecay->text().trimmed(), &ok);
     c.weightDecay = ok && wd >= 0 ? static_cast<float>(wd) : 0.0f;

@@ -130,6 +130,7 @@ private:
     QComboBox* m_optimizer;
     QDoubleSpinBox* m_momentum;
     QCheckBox* m_nesterov;
+    QCheckBox* m_amsgrad;
     QLineEdit* m_weightDecay;
     QLineEdit* m_lr;
     QComboBox* m_lrSchedule;

@@ -143,6 +143,7 @@ void TrainingPanel::updateApplicability()
     setApplies(m_nesterov, m_cfg.optimizer == "sgd" && m_cfg.momentum > 0.0f,
                m_cfg.optimizer == "sgd" ? tr("Nesterov momentum needs a momentum above 0.")
                                         : tr("only SGD uses momentum; Adam keeps its own moment estimates."));
+    setApplies(m_amsgrad, m_cfg.optimizer == "adam", tr("AMSGrad is a form of Adam."));
     const bool progressive = p.strategy == Strategy::Progressive;
     if (progressive) {
         m_initializing = true;

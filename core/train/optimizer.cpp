@@ -4,6 +4,7 @@
 #include "tensor/parallel.h"
 #include "util/errors.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace quantscope {
@@ -29,15 +30,22 @@ struct AdamConstants {
 // update still uses the unrounded m and v, as it did when the rounding was a pass of its own
 // afterwards; that pass re-read the three arrays from L2 (Adam: 5 % of a seed-cnn lowp step, 3.3 %
 // in mixed).
+// vMax (AMSGrad): the running element-wise maximum of v, which the denominator then reads (stored
+// rounded like v).
 template <bool Round>
-void adamUpdate(float* __restrict w, const float* __restrict g, float* __restrict m, float* __restrict v, std::size_t n,
-                const AdamConstants c)
+void adamUpdate(float* __restrict w, const float* __restrict g, float* __restrict m, float* __restrict v,
+                float* __restrict vMax, std::size_t n, const AdamConstants c)
 {
     for (std::size_t i = 0; i < n; ++i) {
         const float gi = g[i] + c.wd * w[i];
         const float mi = c.b1 * m[i] + (1.0f - c.b1) * gi;
         const float vi = c.b2 * v[i] + (1.0f - c.b2) * gi * gi;
-        const float denom = std::sqrt(vi) / c.sqrtBc2 + c.eps;
+        float vd = vi;
+        if (vMax) {
+            vd = std::max(vMax[i], vi);
+            vMax[i] = Round ? roundBf16(vd) : vd;
+        }
+        const float denom = std::sqrt(vd) / c.sqrtBc2 + c.eps;
         const float wi = w[i] - c.stepSize * mi / denom;
         m[i] = Round ? roundBf16(mi) : mi;
         v[i] = Round ? roundBf16(vi) : vi;
@@ -117,6 +125,7 @@ void Adam::step(const std::vector<Param*>& params)
 {
     ensureState(m_m, params);
     ensureState(m_v, params);
+    if (m_opt.amsgrad) ensureState(m_vMax, params);
     ++m_t;
     const double bc1 = 1.0 - std::pow(static_cast<double>(m_opt.beta1), static_cast<double>(m_t));
     const double bc2 = 1.0 - std::pow(static_cast<double>(m_opt.beta2), static_cast<double>(m_t));
@@ -130,11 +139,13 @@ void Adam::step(const std::vector<Param*>& params)
         const float* g = p.grad.data();
         float* m = m_m[k].data();
         float* v = m_v[k].data();
+        float* vMax = m_opt.amsgrad ? m_vMax[k].data() : nullptr;
         const AdamConstants c{b1, b2, eps, wd, stepSize, sqrtBc2};
         const bool round = m_roundBf16;
         parallelChunks(n, elementwiseGrain(n), [=](std::size_t i0, std::size_t i1) {
-            if (round) adamUpdate<true>(w + i0, g + i0, m + i0, v + i0, i1 - i0, c);
-            else adamUpdate<false>(w + i0, g + i0, m + i0, v + i0, i1 - i0, c);
+            float* vm = vMax ? vMax + i0 : nullptr;
+            if (round) adamUpdate<true>(w + i0, g + i0, m + i0, v + i0, vm, i1 - i0, c);
+            else adamUpdate<false>(w + i0, g + i0, m + i0, v + i0, vm, i1 - i0, c);
         });
     }
 }
@@ -144,6 +155,7 @@ std::vector<Tensor*> Adam::stateTensors()
     std::vector<Tensor*> out;
     for (Tensor& t : m_m) out.push_back(&t);
     for (Tensor& t : m_v) out.push_back(&t);
+    for (Tensor& t : m_vMax) out.push_back(&t);
     return out;
 }
 

@@ -1,5 +1,5 @@
 // Optimizers with PyTorch 1.13 semantics: SGD (momentum, dampening, Nesterov, weight decay) and
-// Adam (bias-corrected, L2 weight decay). State is created on the first step, one slot per
+// Adam (bias-corrected, L2 weight decay, AMSGrad). State is created on the first step, one slot per
 // parameter, in the order of the parameter list (which must not change between steps).
 #pragma once
 
@@ -60,6 +60,10 @@ struct AdamOptions {
     float beta2 = 0.999f;
     float eps = 1e-8f;
     float weightDecay = 0.0f;
+    // AMSGrad (Reddi et al., "On the Convergence of Adam and Beyond", ICLR 2018; torch.optim.Adam
+    // amsgrad=True): the denominator takes the largest second moment seen so far, element by
+    // element, instead of the current one. One more state tensor per parameter.
+    bool amsgrad = false;
 };
 
 class Adam final : public Optimizer {
@@ -72,7 +76,7 @@ public:
 
 private:
     AdamOptions m_opt;
-    std::vector<Tensor> m_m, m_v;
+    std::vector<Tensor> m_m, m_v, m_vMax; // m_vMax: AMSGrad only
     long m_t = 0;
 };
 

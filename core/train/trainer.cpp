@@ -77,6 +77,7 @@ std::unique_ptr<Optimizer> makeOptimizer(const TrainConfig& cfg)
     AdamOptions o;
     o.lr = cfg.lr;
     o.weightDecay = cfg.weightDecay;
+    o.amsgrad = cfg.amsgrad;
     // Pure low precision keeps Adam's moments on the format's grid (LowPrecisionStrategy): a second
     // moment v below the format's smallest subnormal s is 0 there, and with eps = 1e-8 the update
     // lr m / (sqrt(v) + eps) grew by up to 10^4 (fp16 diverged at every learning rate; fp8-e4m3

@@ -27,6 +27,7 @@ struct TrainConfig {
     std::string lrSchedule = "constant";
     float momentum = 0.0f;          // sgd
     bool nesterov = false;          // sgd
+    bool amsgrad = false;           // adam (AdamOptions::amsgrad)
     float weightDecay = 0.0f;
     std::size_t threads = 2;
     std::uint64_t seed = 1;
