@@ -186,7 +186,8 @@ inline QString engineAgrees(const QString& what, const ExportedModel& em, const 
     run = engine_agreement::engineAgainstReference(em, test.pixels.data(), n, 10);
     qInfo("%s: engine vs fake-quant reference: argmax agreement %.1f %% of %zu images", qPrintable(what), 100.0 * run.agreement(), n);
     if (!(run.agreement() >= minAgreement))
-        return QString("%1: the engine agrees with the fake-quant reference on %2 of the images (at least %3)").arg(what).arg(run.agreement()).arg(minAgreement);
+        return QString("%1: the engine's argmax is the fake-quant reference's on %2 % of %3 images (at least %4 %)")
+            .arg(what).arg(100.0 * run.agreement()).arg(n).arg(100.0 * minAgreement);
     return {};
 }
 
@@ -228,7 +229,8 @@ inline QString ortQdqAgrees(const QString& what, const Bytes& qdqBytes, const st
     qInfo("%s: onnxruntime QDQ vs engine: argmax agreement %.1f %%, mean |diff| %.3g of the largest output", qPrintable(what),
           100.0 * ort.agreement, ort.meanRelDiff);
     if (!(ort.agreement >= minAgreement))
-        return QString("%1: onnxruntime's QDQ run agrees with the engine on %2 of the images (at least %3)").arg(what).arg(ort.agreement).arg(minAgreement);
+        return QString("%1: onnxruntime's QDQ argmax is the engine's on %2 % of the images (at least %3 %)")
+            .arg(what).arg(100.0 * ort.agreement).arg(100.0 * minAgreement);
     if (maxMeanRelDiff && !(ort.meanRelDiff <= *maxMeanRelDiff))
         return QString("%1: onnxruntime's QDQ outputs differ by %2 of the largest on average (at most %3)").arg(what).arg(ort.meanRelDiff).arg(*maxMeanRelDiff);
     return {};

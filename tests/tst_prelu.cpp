@@ -198,7 +198,7 @@ void TestPReLU::engineEqualsFakeQuant()
         },
         diffs));
     QCOMPARE(diffs.size(), std::size_t{3});
-    const QString what = act + (flattened ? " flattened" : "");
+    const QString what = "prelu-net " + act + (flattened ? " flattened" : "");
     for (const auto& [layer, d] : diffs) QS_CHECK(layer_checks::codesWithin(QString::fromStdString(layer) + " " + what, d, kPointBounds));
 
     engine_agreement::EngineRun run;
