@@ -20,22 +20,18 @@
 
 #include "onnx/export_fixtures.h"
 #include "onnx/onnx_fixtures.h"
-#include "engine_agreement.h"
-#include "onnx_import_fixtures.h"
+#include "layer_checks.h"
 
 #include <QtTest>
 
 #include <cmath>
 #include <fstream>
+#include <map>
 #include <set>
 #include <tuple>
 
 using namespace quantscope;
-using onnx_import_fixtures::importFixture, onnx_import_fixtures::forwardOn;
-using engine_agreement::maxAbs;
-using engine_agreement::maxDiff;
-using onnx_import_fixtures::fileBytes, onnx_import_fixtures::kFixtures, onnx_import_fixtures::loadReference,
-    onnx_import_fixtures::Reference;
+using onnx_import_fixtures::importFixture, onnx_import_fixtures::kFixtures;
 using fixtures::haveOrt, fixtures::nodeModules;
 
 namespace {
@@ -50,6 +46,10 @@ constexpr double kOrtFp32RelTol = 1e-5;
 // rounding tie lands one step away).
 constexpr double kMinQdqAgreement = 0.98;
 constexpr double kQdqMeanRelDiff = 2e-2;
+// The engine against the fake-quant simulation: every code at an activation point equal, over at
+// least 16 codes; argmax agreement with the fake-quant reference.
+constexpr layer_checks::CodeBounds kPointBounds{0, 0, 16};
+constexpr double kMinEngineAgreement = 0.98;
 
 const char* const kKindRows[][4] = {
     // fixture, kind, alpha, beta
@@ -171,11 +171,7 @@ void TestActivations::importMatchesPyTorch()
         }
     }
     QCOMPARE(count, std::size_t{2});
-    const Reference ref = loadReference(kFixtures / (name.toStdString() + ".json"));
-    const std::vector<float> y = forwardOn(m, ref);
-    const double dev = maxDiff(y, ref.output), rel = dev / maxAbs(ref.output);
-    qInfo("%s: max |QuantScope - PyTorch| = %.3g (%.3g of the largest output)", qPrintable(name), dev, rel);
-    QVERIFY2(rel <= kFp32RelTol, qPrintable(QString("relative deviation %1").arg(rel)));
+    QS_CHECK(layer_checks::matchesPyTorch(name.toStdString(), m, kFp32RelTol));
 }
 
 void TestActivations::roundTripsAndOnnxruntime_data() { importMatchesPyTorch_data(); }
@@ -186,25 +182,17 @@ void TestActivations::roundTripsAndOnnxruntime()
 {
     QFETCH(QString, name);
     const ExportedModel m = importFixture(name.toStdString());
-    const Reference ref = loadReference(kFixtures / (name.toStdString() + ".json"));
-    const std::vector<float> want = forwardOn(m, ref);
-
-    const ExportedModel q = decodeQsm(encodeQsm(m), "round trip");
-    QVERIFY(kindsOf(q) == kindsOf(m));
-    QVERIFY(forwardOn(q, ref) == want);
-
-    const std::vector<std::uint8_t> onnxBytes = encodeOnnx(m);
-    const ExportedModel o = decodeOnnx(onnxBytes, "round trip");
-    QVERIFY(kindsOf(o) == kindsOf(onnxForm(m)));
-    QVERIFY(forwardOn(o, ref) == want);
+    const layer_checks::RoundTrip rt{"every layer's kind, alpha and beta",
+                                     [](const ExportedModel& q, const ExportedModel& w) { return kindsOf(q) == kindsOf(w); },
+                                     [](const ExportedModel& o, const ExportedModel& w) { return kindsOf(o) == kindsOf(onnxForm(w)); },
+                                     std::nullopt}; // bit for bit
+    std::vector<std::uint8_t> onnxBytes;
+    QS_CHECK(layer_checks::roundTrips(name.toStdString(), m, rt, onnxBytes));
 
     QS_SKIP_WITHOUT_ORT();
     // Images of the model's size (8 x 8 here): the synthetic test images' crops at (10, 10).
-    const engine_agreement::Fp32Deviation d =
-        engine_agreement::ortFp32Deviation(m, onnxBytes, m_dir + "/" + name.toStdString(), m_data.test.pixels, {10, 10, 0, 0});
-    const double dev = d.maxDiff, rel = dev / d.maxAbs;
-    qInfo("%s: onnxruntime vs QuantScope FP32: max diff %.3g (%.3g relative)", qPrintable(name), dev, rel);
-    QVERIFY2(rel <= kOrtFp32RelTol, qPrintable(QString("relative deviation %1").arg(rel)));
+    QS_CHECK(layer_checks::ortMatchesFp32(name.toStdString(), m, onnxBytes, m_dir, m_data.test.pixels,
+                                          kOrtFp32RelTol, {10, 10, 0, 0}));
 }
 
 void TestActivations::engineEqualsFakeQuant_data()
@@ -231,50 +219,34 @@ void TestActivations::engineEqualsFakeQuant()
     QVERIFY2(IntEngine::unsupportedReason(q.exported).empty(), IntEngine::unsupportedReason(q.exported).c_str());
     for (const StoredLayer& l : q.exported.layers)
         if (l.kind == k) QVERIFY2(l.outputQuant.has_value(), l.name.c_str());
-    const IntEngine engine(q.exported);
+    // At each activation point: the layer on the engine's own input integers, then the point's fake-quant.
+    std::map<std::string, engine_agreement::CodeDiff> diffs;
+    QS_CHECK(layer_checks::codesAtPoints(
+        q.exported, m_data.test, 20, [&](const StoredLayer& l) { return l.kind == k; },
+        [&](const StoredLayer& l, const PointTrace& in, const PointTrace&) {
+            Tensor x = engine_agreement::dequantized(in), y;
+            Pointwise("ref", k, l.alpha, l.beta).forward(x, y, RunContext{});
+            return y;
+        },
+        diffs));
     engine_agreement::CodeDiff diff;
-    for (std::size_t img = 0; img < 20; ++img) {
-        const std::vector<PointTrace> trace = engine.trace(m_data.test.pixels.data() + img * m_data.test.imageBytes());
-        for (std::size_t t = 0; t < trace.size(); ++t) {
-            const PointTrace& p = trace[t];
-            const auto l = std::find_if(q.exported.layers.begin(), q.exported.layers.end(), [&](const StoredLayer& s) { return s.name == p.layer; });
-            if (l == q.exported.layers.end() || l->kind != k) continue;
-            // Its input point: the trace of the layer it reads (through a max pool, which keeps the grid).
-            const StoredLayer* src = &q.exported.layers.at(l->inputs.at(0) - 1);
-            const auto in = std::find_if(trace.begin(), trace.end(), [&](const PointTrace& s) { return s.layer == src->name; });
-            QVERIFY2(in != trace.end(), qPrintable(QString::fromStdString(src->name)));
-            QCOMPARE(in->q.size(), p.q.size());
-            Tensor x = engine_agreement::dequantized(*in), y;
-            Pointwise layer("ref", k, l->alpha, l->beta);
-            layer.forward(x, y, RunContext{});
-            fakeQuantizeActivation(y, p.quant);
-            diff.add(engine_agreement::compareCodes(y, p));
-        }
-    }
-    qInfo("%s %s: %zu activation values, %zu differ from the fake-quant; up to %zu distinct codes in a point", qPrintable(kind),
-          qPrintable(act), diff.values, diff.differing, diff.distinct);
-    QVERIFY(diff.values > 0);
-    QCOMPARE(diff.differing, std::size_t{0});
-    QVERIFY2(diff.distinct >= 16, "the activations barely use their grid: the comparison would prove little");
+    for (const auto& [layer, d] : diffs) diff.add(d);
+    const QString what = kind + " " + act;
+    QS_CHECK(layer_checks::codesWithin(what, diff, kPointBounds));
 
     // The engine's predictions against the exported model's fake-quant reference.
-    const std::size_t n = m_data.test.size();
-    const engine_agreement::EngineRun run = engine_agreement::engineAgainstReference(q.exported, m_data.test.pixels.data(), n, 10);
-    qInfo("engine vs fake-quant reference: argmax agreement %.1f %% of %zu images", 100.0 * run.agreement(), n);
-    QVERIFY(run.agreement() >= 0.98);
+    engine_agreement::EngineRun run;
+    QS_CHECK(layer_checks::engineAgrees(what, q.exported, m_data.test, kMinEngineAgreement, run));
 
     // QDQ: reads back as the same model; onnxruntime predicts what the engine does.
-    const std::vector<std::uint8_t> bytes = encodeOnnx(q.exported);
-    const ExportedModel back = decodeOnnx(bytes, "qdq");
-    QVERIFY(kindsOf(back) == kindsOf(q.exported));
-    for (std::size_t i = 0; i < back.layers.size(); ++i) QVERIFY(back.layers[i].outputQuant == q.exported.layers[i].outputQuant);
+    const layer_checks::ReadBack rb{"the layers' kinds, alphas, betas and points", nullptr, [](const ExportedModel& back, const ExportedModel& m) {
+                                        return kindsOf(back) == kindsOf(m) && layer_checks::samePoints(back, m);
+                                    }};
+    std::vector<std::uint8_t> bytes;
+    QS_CHECK(layer_checks::quantizedFilesReadBack(what, q.exported, rb, m_data.test, run, bytes));
     QS_SKIP_WITHOUT_ORT();
     const std::string path = m_dir + "/qdq-" + kind.toStdString() + "-" + act.toStdString() + ".onnx";
-    const engine_agreement::OrtRun ort = engine_agreement::ortAgainstEngine(bytes, path, m_images, run, 10);
-    QCOMPARE(ort.outputs, run.outputs.size());
-    qInfo("onnxruntime QDQ vs engine: argmax agreement %.1f %%, mean |diff| %.3g of the largest output", 100.0 * ort.agreement, ort.meanRelDiff);
-    QVERIFY(ort.agreement >= kMinQdqAgreement);
-    QVERIFY(ort.meanRelDiff <= kQdqMeanRelDiff);
+    QS_CHECK(layer_checks::ortQdqAgrees(what, bytes, path, m_images, run, kMinQdqAgreement, kQdqMeanRelDiff));
 }
 
 // A Sigmoid whose output is read by more than the Mul of SiLU stays a Sigmoid (the Mul of two

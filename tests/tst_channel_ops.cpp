@@ -23,8 +23,7 @@
 
 #include "onnx/export_fixtures.h"
 #include "onnx/onnx_fixtures.h"
-#include "engine_agreement.h"
-#include "onnx_import_fixtures.h"
+#include "layer_checks.h"
 
 #include <QtTest>
 
@@ -32,16 +31,13 @@
 #include <map>
 
 using namespace quantscope;
-using onnx_import_fixtures::importFixture, onnx_import_fixtures::forwardOn, onnx_import_fixtures::kindsOf, onnx_import_fixtures::countKind;
-using engine_agreement::maxAbs;
-using engine_agreement::maxDiff;
-using onnx_import_fixtures::fileBytes, onnx_import_fixtures::kFixtures, onnx_import_fixtures::loadReference,
-    onnx_import_fixtures::Reference;
+using onnx_import_fixtures::importFixture, onnx_import_fixtures::kindsOf, onnx_import_fixtures::countKind, onnx_import_fixtures::kFixtures;
 using fixtures::haveOrt, fixtures::nodeModules;
 
 namespace {
 
 constexpr double kFp32RelTol = 1e-5;     // |QuantScope - PyTorch| over the largest |PyTorch output|
+constexpr double kOnnxRoundTripRelTol = 1e-6; // the ONNX read back (BN folded by onnxForm) against the model
 constexpr double kOrtFp32RelTol = 1e-5;  // onnxruntime's float graph against QuantScope's
 constexpr double kMinEngineAgreement = 0.995;
 constexpr double kMinQdqAgreement = 0.98;
@@ -117,11 +113,7 @@ void TestChannelOps::importMatchesPyTorch()
     QCOMPARE(int(countKind(m, LayerKind::Concat)), 3);
     for (const StoredLayer& l : m.layers)
         if (l.kind == LayerKind::ChannelShuffle) QCOMPARE(l.groups, std::size_t{2});
-    const Reference ref = loadReference(kFixtures / (name.toStdString() + ".json"));
-    const std::vector<float> y = forwardOn(m, ref);
-    const double dev = maxDiff(y, ref.output), rel = dev / maxAbs(ref.output);
-    qInfo("%s: max |QuantScope - PyTorch| = %.3g (%.3g of the largest output)", qPrintable(name), dev, rel);
-    QVERIFY2(rel <= kFp32RelTol, qPrintable(QString("relative deviation %1").arg(rel)));
+    QS_CHECK(layer_checks::matchesPyTorch(name.toStdString(), m, kFp32RelTol));
 }
 
 // .qsm and ONNX files keep every layer, its fields and inputs, and the outputs; onnxruntime runs
@@ -130,8 +122,6 @@ void TestChannelOps::roundTripsAndOnnxruntime()
 {
     QFETCH(QString, name);
     const ExportedModel m = importFixture(name.toStdString());
-    const Reference ref = loadReference(kFixtures / (name.toStdString() + ".json"));
-    const std::vector<float> want = forwardOn(m, ref);
     const auto sameFields = [](const ExportedModel& a, const ExportedModel& b) {
         if (kindsOf(a) != kindsOf(b)) return false;
         for (std::size_t i = 0; i < a.layers.size(); ++i)
@@ -140,30 +130,19 @@ void TestChannelOps::roundTripsAndOnnxruntime()
                 return false;
         return true;
     };
-    const ExportedModel q = decodeQsm(encodeQsm(m), "round trip");
-    QVERIFY(sameFields(q, m));
-    QVERIFY(forwardOn(q, ref) == want);
-
-    const std::vector<std::uint8_t> onnxBytes = encodeOnnx(m);
-    const ExportedModel o = decodeOnnx(onnxBytes, "round trip");
-    QVERIFY(sameFields(o, onnxForm(m)));
-    const double rt = maxDiff(forwardOn(o, ref), want);
-    QVERIFY2(rt <= 1e-6 * maxAbs(want), qPrintable(QString("ONNX round trip deviates by %1").arg(rt))); // BN folded by onnxForm
+    const layer_checks::RoundTrip rt{"every layer's kind, inputs, groups and slice", sameFields,
+                                     [&](const ExportedModel& o, const ExportedModel& w) { return sameFields(o, onnxForm(w)); },
+                                     kOnnxRoundTripRelTol};
+    std::vector<std::uint8_t> onnxBytes;
+    QS_CHECK(layer_checks::roundTrips(name.toStdString(), m, rt, onnxBytes));
 
     QS_SKIP_WITHOUT_ORT();
-    const engine_agreement::Fp32Deviation d =
-        engine_agreement::ortFp32Deviation(m, onnxBytes, m_dir + "/" + name.toStdString(), m_data.test.pixels);
-    const double rel = d.maxDiff / d.maxAbs;
-    qInfo("%s: onnxruntime vs QuantScope FP32: max diff %.3g (%.3g relative)", qPrintable(name), d.maxDiff, rel);
-    QCOMPARE(d.ortValues, d.ourValues);
-    QVERIFY2(rel <= kOrtFp32RelTol, qPrintable(QString("relative deviation %1").arg(rel)));
+    QS_CHECK(layer_checks::ortMatchesFp32(name.toStdString(), m, onnxBytes, m_dir, m_data.test.pixels, kOrtFp32RelTol));
 }
 
 void TestChannelOps::engineMovesCodes_data()
 {
-    QTest::addColumn<QString>("act");
-    QTest::newRow("uint8") << "uint8";
-    QTest::newRow("int8") << "int8";
+    layer_checks::activationFormatRows();
 }
 
 // Quantized (int8 weights per channel, calibrated activations): Slice and ChannelShuffle keep their
@@ -178,28 +157,15 @@ void TestChannelOps::engineMovesCodes()
     QVERIFY2(IntEngine::unsupportedReason(q.exported).empty(), IntEngine::unsupportedReason(q.exported).c_str());
     for (const StoredLayer& l : q.exported.layers) // they keep their input's grid: no point of their own
         if (l.kind == LayerKind::ChannelShuffle || l.kind == LayerKind::Slice) QVERIFY2(!l.outputQuant, l.name.c_str());
-    const std::size_t n = m_data.test.size();
-    const engine_agreement::EngineRun run = engine_agreement::engineAgainstReference(q.exported, m_data.test.pixels.data(), n, 10);
-    qInfo("engine vs fake-quant reference: argmax agreement %.1f %% of %zu images", 100.0 * run.agreement(), n);
-    QVERIFY(run.agreement() >= kMinEngineAgreement);
-
-    const ExportedModel fromQsm = decodeQsm(encodeQsm(q.exported), "qsm");
-    QVERIFY(kindsOf(fromQsm) == kindsOf(q.exported));
-    const std::vector<std::uint8_t> bytes = encodeOnnx(q.exported);
-    const ExportedModel back = decodeOnnx(bytes, "qdq");
-    QVERIFY(kindsOf(back) == kindsOf(q.exported));
-    RunnerOptions ro;
-    ro.kind = RunnerKind::Integer;
-    ModelRunner fromFile(back, ro);
-    std::vector<std::int32_t> pb(n);
-    fromFile.predict(m_data.test.pixels.data(), n, pb.data());
-    QVERIFY(pb == run.predicted);
+    const QString what = "shuffle " + act;
+    engine_agreement::EngineRun run;
+    QS_CHECK(layer_checks::engineAgrees(what, q.exported, m_data.test, kMinEngineAgreement, run));
+    const auto sameKinds = [](const ExportedModel& back, const ExportedModel& m) { return kindsOf(back) == kindsOf(m); };
+    std::vector<std::uint8_t> bytes;
+    QS_CHECK(layer_checks::quantizedFilesReadBack(what, q.exported, {"the layers' kinds", sameKinds, sameKinds, true}, m_data.test, run, bytes));
     QS_SKIP_WITHOUT_ORT();
     const std::string path = m_dir + "/qdq-shuffle-" + act.toStdString() + ".onnx";
-    const engine_agreement::OrtRun ort = engine_agreement::ortAgainstEngine(bytes, path, m_images, run, 10);
-    QCOMPARE(ort.outputs, run.outputs.size());
-    qInfo("onnxruntime QDQ vs engine: argmax agreement %.1f %%", 100.0 * ort.agreement);
-    QVERIFY(ort.agreement >= kMinQdqAgreement);
+    QS_CHECK(layer_checks::ortQdqAgrees(what, bytes, path, m_images, run, kMinQdqAgreement, std::nullopt));
 }
 
 // Inputs a layer cannot take are ConfigErrors naming the layer and the shape, when the model is

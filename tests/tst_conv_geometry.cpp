@@ -21,8 +21,7 @@
 
 #include "onnx/export_fixtures.h"
 #include "onnx/onnx_fixtures.h"
-#include "engine_agreement.h"
-#include "onnx_import_fixtures.h"
+#include "layer_checks.h"
 #include "qsm_fixtures.h"
 
 #include <onnx/onnx_pb.h>
@@ -38,10 +37,9 @@
 
 using namespace quantscope;
 using onnx_import_fixtures::importFixture, onnx_import_fixtures::forwardOn;
-using engine_agreement::maxAbs;
-using engine_agreement::maxDiff;
 using onnx_import_fixtures::fileBytes, onnx_import_fixtures::kFixtures, onnx_import_fixtures::loadReference,
     onnx_import_fixtures::Reference;
+using layer_checks::traceNamed;
 using fixtures::haveOrt, fixtures::nodeModules;
 
 namespace {
@@ -58,6 +56,12 @@ constexpr double kTieMargin = 1e-6;
 constexpr double kMinEngineAgreement = 0.995;
 constexpr double kMinQdqAgreement = 0.98;
 constexpr double kQdqMeanRelDiff = 2e-2;
+// The codes at the points: within kPointStepTol, in at most one value in 1000, over at least 16
+// codes (FP32 windows in a plan: the count of codes not asked).
+constexpr layer_checks::CodeBounds kPointBounds{kPointStepTol, 1000, 16};
+constexpr layer_checks::CodeBounds kFloatPointBounds{kPointStepTol, 1000, 0};
+// The ONNX read back against the model, over its largest |output|.
+constexpr double kOnnxRoundTripRelTol = 1e-6;
 
 const char* const kFixtureNames[] = {"convgeom_op11_nofold", "convgeom_op13_fold_dyn", "convgeom_op17_fold",
                                      "convgeom_op17_nofold_dyn"};
@@ -69,6 +73,7 @@ std::vector<ConvGeometry> windowsOf(const ExportedModel& m)
         if (l.kind == LayerKind::Conv2d) w.push_back(l.convGeometry());
     return w;
 }
+bool sameWindows(const ExportedModel& back, const ExportedModel& m) { return windowsOf(back) == windowsOf(m); }
 
 ConvGeometry geom(std::size_t kh, std::size_t kw, std::size_t sh, std::size_t sw, std::size_t t, std::size_t l, std::size_t b,
                   std::size_t r, std::size_t dh, std::size_t dw)
@@ -112,13 +117,6 @@ std::unique_ptr<Model> geometryModel()
     m->add(std::make_unique<Linear>("fc", 8 * 3 * 7, 10));
     m->initParams(23);
     return m;
-}
-
-const PointTrace* traceNamed(const std::vector<PointTrace>& trace, const std::string& name)
-{
-    for (const PointTrace& p : trace)
-        if (p.layer == name) return &p;
-    return nullptr;
 }
 
 // The point holding stored activation a (0: the input): the layer's own record, or where a
@@ -180,11 +178,7 @@ void TestConvGeometry::importMatchesPyTorch()
     QFETCH(QString, name);
     const ExportedModel m = importFixture(name.toStdString());
     QVERIFY(windowsOf(m) == fixtureWindows());
-    const Reference ref = loadReference(kFixtures / (name.toStdString() + ".json"));
-    const std::vector<float> y = forwardOn(m, ref);
-    const double dev = maxDiff(y, ref.output), rel = dev / maxAbs(ref.output);
-    qInfo("%s: max |QuantScope - PyTorch| = %.3g (%.3g of the largest output)", qPrintable(name), dev, rel);
-    QVERIFY2(rel <= kFp32RelTol, qPrintable(QString("relative deviation %1").arg(rel)));
+    QS_CHECK(layer_checks::matchesPyTorch(name.toStdString(), m, kFp32RelTol));
 }
 
 // .qsm and ONNX files keep every window and the outputs; onnxruntime runs the FP32 export as
@@ -193,32 +187,16 @@ void TestConvGeometry::roundTripsAndOnnxruntime()
 {
     QFETCH(QString, name);
     const ExportedModel m = importFixture(name.toStdString());
-    const Reference ref = loadReference(kFixtures / (name.toStdString() + ".json"));
-    const std::vector<float> want = forwardOn(m, ref);
-
-    const ExportedModel q = decodeQsm(encodeQsm(m), "round trip");
-    QVERIFY(windowsOf(q) == windowsOf(m));
-    QVERIFY(forwardOn(q, ref) == want);
-
-    const std::vector<std::uint8_t> onnxBytes = encodeOnnx(m);
-    const ExportedModel o = decodeOnnx(onnxBytes, "round trip");
-    QVERIFY(windowsOf(o) == windowsOf(m));
-    const double rt = maxDiff(forwardOn(o, ref), want);
-    QVERIFY2(rt <= 1e-6 * maxAbs(want), qPrintable(QString("ONNX round trip deviates by %1").arg(rt)));
+    std::vector<std::uint8_t> onnxBytes;
+    QS_CHECK(layer_checks::roundTrips(name.toStdString(), m, {"every window", sameWindows, sameWindows, kOnnxRoundTripRelTol}, onnxBytes));
 
     QS_SKIP_WITHOUT_ORT();
-    const engine_agreement::Fp32Deviation d =
-        engine_agreement::ortFp32Deviation(m, onnxBytes, m_dir + "/" + name.toStdString(), m_data.test.pixels);
-    const double dev = d.maxDiff, rel = dev / d.maxAbs;
-    qInfo("%s: onnxruntime vs QuantScope FP32: max diff %.3g (%.3g relative)", qPrintable(name), dev, rel);
-    QVERIFY2(rel <= kOrtFp32RelTol, qPrintable(QString("relative deviation %1").arg(rel)));
+    QS_CHECK(layer_checks::ortMatchesFp32(name.toStdString(), m, onnxBytes, m_dir, m_data.test.pixels, kOrtFp32RelTol));
 }
 
 void TestConvGeometry::engineEqualsFakeQuant_data()
 {
-    QTest::addColumn<QString>("act");
-    QTest::newRow("uint8") << QString("uint8");
-    QTest::newRow("int8") << QString("int8");
+    layer_checks::activationFormatRows();
 }
 
 // A model quantized by QuantSim (int8 weights per channel, calibrated activations) and exported:
@@ -235,8 +213,8 @@ void TestConvGeometry::engineEqualsFakeQuant()
     const ExportedModel& em = q.exported;
     QVERIFY2(IntEngine::unsupportedReason(em).empty(), IntEngine::unsupportedReason(em).c_str());
     const IntEngine engine(em);
-    std::size_t values = 0, exactDiffer = 0, nearTies = 0, fqDiffer = 0, convs = 0, distinct = 0;
-    std::int32_t worst = 0;
+    std::size_t exactDiffer = 0, nearTies = 0, convs = 0;
+    engine_agreement::CodeDiff diff; // against the fake-quant
     for (std::size_t img = 0; img < 20; ++img) {
         const std::vector<PointTrace> trace = engine.trace(m_data.test.pixels.data() + img * m_data.test.imageBytes());
         for (std::size_t li = 0; li < em.layers.size(); ++li) {
@@ -277,7 +255,6 @@ void TestConvGeometry::engineEqualsFakeQuant()
                 for (float& v : y.values()) v = std::max(v, 0.0f);
             fakeQuantizeActivation(y, out->quant);
             const std::int32_t lo = relu ? std::max(out->quant.qmin, out->quant.zeroPoint) : out->quant.qmin;
-            std::set<std::int32_t> seen;
             for (std::size_t co = 0; co < cout; ++co) {
                 const std::size_t grp = co / cog;
                 const double sw = wt.scales.size() == 1 ? wt.scales[0] : wt.scales[co];
@@ -302,50 +279,28 @@ void TestConvGeometry::engineEqualsFakeQuant()
                         const std::int32_t got = out->q[i];
                         nearTies += tie;
                         exactDiffer += got != exact && !tie;
-                        const auto fq = static_cast<std::int32_t>(std::nearbyint(y[i] / out->quant.scale)) + out->quant.zeroPoint;
-                        fqDiffer += fq != got;
-                        worst = std::max(worst, std::abs(fq - got));
-                        seen.insert(got);
                     }
             }
-            values += out->q.size();
-            distinct = std::max(distinct, seen.size());
+            diff.add(engine_agreement::compareCodes(y, *out));
             ++convs;
         }
     }
     qInfo("%s: %zu convolutions x 20 images, %zu values: %zu differ from the exact integer arithmetic (%zu within %.0e of a "
           "half step), %zu from the fake-quant (at most %d step); up to %zu distinct codes in a point",
-          qPrintable(act), convs / 20, values, exactDiffer, nearTies, kTieMargin, fqDiffer, worst, distinct);
+          qPrintable(act), convs / 20, diff.values, exactDiffer, nearTies, kTieMargin, diff.differing, diff.worstSteps, diff.distinct);
     QCOMPARE(convs, std::size_t{7 * 20});
     QCOMPARE(exactDiffer, std::size_t{0});
-    QVERIFY2(worst <= kPointStepTol, qPrintable(QString("a value %1 steps away").arg(worst)));
-    QVERIFY2(fqDiffer * 1000 <= values, "more than 0.1 % of the values differ from the fake-quant");
-    QVERIFY2(distinct >= 16, "the activations barely use their grid: the comparison would prove little");
+    const QString what = "convgeom " + act;
+    QS_CHECK(layer_checks::codesWithin(what, diff, kPointBounds));
 
-    const std::size_t n = m_data.test.size();
-    const engine_agreement::EngineRun run = engine_agreement::engineAgainstReference(em, m_data.test.pixels.data(), n, 10);
-    qInfo("engine vs fake-quant reference: argmax agreement %.1f %% of %zu images", 100.0 * run.agreement(), n);
-    QVERIFY(run.agreement() >= kMinEngineAgreement);
-
+    engine_agreement::EngineRun run;
+    QS_CHECK(layer_checks::engineAgrees(what, em, m_data.test, kMinEngineAgreement, run));
     // .qsm and QDQ ONNX keep the windows; the model read back predicts as the engine does.
-    const ExportedModel fromQsm = decodeQsm(encodeQsm(em), "qsm");
-    QVERIFY(windowsOf(fromQsm) == windowsOf(em));
-    const std::vector<std::uint8_t> bytes = encodeOnnx(em);
-    const ExportedModel back = decodeOnnx(bytes, "qdq");
-    QVERIFY(windowsOf(back) == windowsOf(em));
-    RunnerOptions ro;
-    ro.kind = RunnerKind::Integer;
-    ModelRunner fromFile(back, ro);
-    std::vector<std::int32_t> pb(n);
-    fromFile.predict(m_data.test.pixels.data(), n, pb.data());
-    QVERIFY(pb == run.predicted);
+    std::vector<std::uint8_t> bytes;
+    QS_CHECK(layer_checks::quantizedFilesReadBack(what, em, {"every window", sameWindows, sameWindows, true}, m_data.test, run, bytes));
     QS_SKIP_WITHOUT_ORT();
     const std::string path = m_dir + "/qdq-convgeom-" + act.toStdString() + ".onnx";
-    const engine_agreement::OrtRun ort = engine_agreement::ortAgainstEngine(bytes, path, m_images, run, 10);
-    QCOMPARE(ort.outputs, run.outputs.size());
-    qInfo("onnxruntime QDQ vs engine: argmax agreement %.1f %%, mean |diff| %.3g of the largest output", 100.0 * ort.agreement, ort.meanRelDiff);
-    QVERIFY(ort.agreement >= kMinQdqAgreement);
-    QVERIFY(ort.meanRelDiff <= kQdqMeanRelDiff);
+    QS_CHECK(layer_checks::ortQdqAgrees(what, bytes, path, m_images, run, kMinQdqAgreement, kQdqMeanRelDiff));
 }
 
 // Windows a precision plan keeps FP32 (the engine's float convolution between integer layers):
@@ -406,13 +361,9 @@ void TestConvGeometry::floatWindowsInAPlan()
             diff.add(engine_agreement::compareCodes(y, *out));
         }
     }
-    qInfo("FP32 windows in a plan: %zu values at their points, %zu differ from the fake-quant (at most %d step)", diff.values,
-          diff.differing, diff.worstSteps);
-    QVERIFY(diff.values > 0);
-    QVERIFY2(diff.worstSteps <= kPointStepTol, qPrintable(QString("a value %1 steps away").arg(diff.worstSteps)));
-    QVERIFY2(diff.differing * 1000 <= diff.values, "more than 0.1 % of the values differ from the fake-quant");
-    const engine_agreement::EngineRun run = engine_agreement::engineAgainstReference(em, m_data.test.pixels.data(), m_data.test.size(), 10);
-    QVERIFY(run.agreement() >= kMinEngineAgreement);
+    QS_CHECK(layer_checks::codesWithin("FP32 windows in a plan", diff, kFloatPointBounds));
+    engine_agreement::EngineRun run;
+    QS_CHECK(layer_checks::engineAgrees("FP32 windows in a plan", em, m_data.test, kMinEngineAgreement, run));
 }
 
 // A model of square convolutions writes no window (the file is what it was before windows were

@@ -27,8 +27,7 @@
 
 #include "onnx/export_fixtures.h"
 #include "onnx/onnx_fixtures.h"
-#include "engine_agreement.h"
-#include "onnx_import_fixtures.h"
+#include "layer_checks.h"
 
 #include <QtTest>
 
@@ -37,11 +36,9 @@
 #include <map>
 
 using namespace quantscope;
-using onnx_import_fixtures::importFixture, onnx_import_fixtures::forwardOn, onnx_import_fixtures::kindsOf, onnx_import_fixtures::countKind;
+using onnx_import_fixtures::importFixture, onnx_import_fixtures::kindsOf, onnx_import_fixtures::countKind;
 using engine_agreement::maxAbs;
 using engine_agreement::maxDiff;
-using onnx_import_fixtures::fileBytes, onnx_import_fixtures::kFixtures, onnx_import_fixtures::loadReference,
-    onnx_import_fixtures::Reference;
 using fixtures::haveOrt, fixtures::nodeModules;
 
 namespace {
@@ -57,6 +54,10 @@ constexpr double kMinEngineAgreement = 0.995;
 // onnxruntime on the QDQ export against the engine (float between Q/DQ in onnxruntime).
 constexpr double kMinQdqAgreement = 0.98;
 constexpr double kQdqMeanRelDiff = 2e-2;
+// The codes at the Mul/Concat points: within kPointStepTol, in at most one value in 100, over at least 16 codes.
+constexpr layer_checks::CodeBounds kPointBounds{kPointStepTol, 100, 16};
+// The ONNX read back against the model (BN folded by onnxForm), over its largest |output|.
+constexpr double kOnnxRoundTripRelTol = 1e-6;
 
 struct FixtureRow {
     const char* name;
@@ -134,6 +135,15 @@ std::unique_ptr<Model> joinModel(const std::string& which)
     return m;
 }
 
+// The same layers' kinds and each layer's inputs.
+bool sameKindsAndInputs(const ExportedModel& back, const ExportedModel& m)
+{
+    if (kindsOf(back) != kindsOf(m)) return false;
+    for (std::size_t i = 0; i < m.layers.size(); ++i)
+        if (back.layers[i].inputs != m.layers[i].inputs) return false;
+    return true;
+}
+
 // The trace of stored activation a (0: the input).
 const PointTrace* traceOf(const std::vector<PointTrace>& trace, const ExportedModel& m, std::size_t a)
 {
@@ -186,11 +196,7 @@ void TestMulConcat::importMatchesPyTorch()
         QCOMPARE(int(countKind(m, LayerKind::Linear)), 1); // the classifier only
         QCOMPARE(int(countKind(m, LayerKind::Flatten)), 1);
     }
-    const Reference ref = loadReference(kFixtures / (name.toStdString() + ".json"));
-    const std::vector<float> y = forwardOn(m, ref);
-    const double dev = maxDiff(y, ref.output), rel = dev / maxAbs(ref.output);
-    qInfo("%s: max |QuantScope - PyTorch| = %.3g (%.3g of the largest output)", qPrintable(name), dev, rel);
-    QVERIFY2(rel <= kFp32RelTol, qPrintable(QString("relative deviation %1").arg(rel)));
+    QS_CHECK(layer_checks::matchesPyTorch(name.toStdString(), m, kFp32RelTol));
 }
 
 void TestMulConcat::roundTripsAndOnnxruntime_data() { importMatchesPyTorch_data(); }
@@ -201,29 +207,15 @@ void TestMulConcat::roundTripsAndOnnxruntime()
 {
     QFETCH(QString, name);
     const ExportedModel m = importFixture(name.toStdString());
-    const Reference ref = loadReference(kFixtures / (name.toStdString() + ".json"));
-    const std::vector<float> want = forwardOn(m, ref);
-
-    const ExportedModel q = decodeQsm(encodeQsm(m), "round trip");
-    QVERIFY(kindsOf(q) == kindsOf(m));
-    for (std::size_t i = 0; i < m.layers.size(); ++i) QVERIFY(q.layers[i].inputs == m.layers[i].inputs);
-    QVERIFY(forwardOn(q, ref) == want);
-
-    const std::vector<std::uint8_t> onnxBytes = encodeOnnx(m);
-    const ExportedModel o = decodeOnnx(onnxBytes, "round trip");
-    const ExportedModel f = onnxForm(m);
-    QVERIFY(kindsOf(o) == kindsOf(f));
-    for (std::size_t i = 0; i < f.layers.size(); ++i) QVERIFY(o.layers[i].inputs == f.layers[i].inputs);
-    const double rt = maxDiff(forwardOn(o, ref), want);
-    QVERIFY2(rt <= 1e-6 * maxAbs(want), qPrintable(QString("ONNX round trip deviates by %1").arg(rt))); // BN folded by onnxForm
+    const layer_checks::RoundTrip rt{"every layer's kind and inputs", sameKindsAndInputs,
+                                     [](const ExportedModel& o, const ExportedModel& w) { return sameKindsAndInputs(o, onnxForm(w)); },
+                                     kOnnxRoundTripRelTol}; // BN folded by onnxForm
+    std::vector<std::uint8_t> onnxBytes;
+    QS_CHECK(layer_checks::roundTrips(name.toStdString(), m, rt, onnxBytes));
 
     QS_SKIP_WITHOUT_ORT();
     // Images of the model's size: crops of the synthetic test images, one per channel.
-    const engine_agreement::Fp32Deviation d =
-        engine_agreement::ortFp32Deviation(m, onnxBytes, m_dir + "/" + name.toStdString(), m_data.test.pixels);
-    const double dev = d.maxDiff, rel = dev / d.maxAbs;
-    qInfo("%s: onnxruntime vs QuantScope FP32: max diff %.3g (%.3g relative)", qPrintable(name), dev, rel);
-    QVERIFY2(rel <= kOrtFp32RelTol, qPrintable(QString("relative deviation %1").arg(rel)));
+    QS_CHECK(layer_checks::ortMatchesFp32(name.toStdString(), m, onnxBytes, m_dir, m_data.test.pixels, kOrtFp32RelTol));
 }
 
 void TestMulConcat::engineEqualsFakeQuant_data()
@@ -293,41 +285,24 @@ void TestMulConcat::engineEqualsFakeQuant()
             diff.add(engine_agreement::compareCodes(y, p));
         }
     }
-    qInfo("%s %s: %zu Mul/Concat values, %zu differ from the fake-quant (at most %d step); up to %zu distinct codes in a point",
-          qPrintable(model), qPrintable(act), diff.values, diff.differing, diff.worstSteps, diff.distinct);
-    QVERIFY(diff.values > 0);
-    QVERIFY2(diff.worstSteps <= kPointStepTol, qPrintable(QString("a value %1 steps away").arg(diff.worstSteps)));
-    QVERIFY2(diff.differing * 100 <= diff.values, "more than 1 % of the values differ from the fake-quant");
-    QVERIFY2(diff.distinct >= 16, "the activations barely use their grid: the comparison would prove little");
+    const QString what = model + " " + act;
+    QS_CHECK(layer_checks::codesWithin(what, diff, kPointBounds));
 
-    const std::size_t n = m_data.test.size();
-    const engine_agreement::EngineRun run = engine_agreement::engineAgainstReference(q.exported, m_data.test.pixels.data(), n, 10);
-    qInfo("engine vs fake-quant reference: argmax agreement %.1f %% of %zu images", 100.0 * run.agreement(), n);
-    QVERIFY(run.agreement() >= kMinEngineAgreement);
+    engine_agreement::EngineRun run;
+    QS_CHECK(layer_checks::engineAgrees(what, q.exported, m_data.test, kMinEngineAgreement, run));
 
     // .qsm and QDQ ONNX: read back as the same model; onnxruntime predicts what the engine does.
-    const ExportedModel fromQsm = decodeQsm(encodeQsm(q.exported), "qsm");
-    QVERIFY(kindsOf(fromQsm) == kindsOf(q.exported));
-    const std::vector<std::uint8_t> bytes = encodeOnnx(q.exported);
-    const ExportedModel back = decodeOnnx(bytes, "qdq");
-    QVERIFY(kindsOf(back) == kindsOf(q.exported));
-    for (std::size_t i = 0; i < back.layers.size(); ++i) {
-        QVERIFY(back.layers[i].outputQuant == q.exported.layers[i].outputQuant);
-        QVERIFY(back.layers[i].inputs == q.exported.layers[i].inputs);
-    }
-    RunnerOptions ro;
-    ro.kind = RunnerKind::Integer;
-    ModelRunner fromFile(back, ro);
-    std::vector<std::int32_t> pb(n);
-    fromFile.predict(m_data.test.pixels.data(), n, pb.data());
-    QVERIFY(pb == run.predicted);
+    const layer_checks::ReadBack rb{"the layers' kinds, inputs and points",
+                                    [](const ExportedModel& fromQsm, const ExportedModel& m) { return kindsOf(fromQsm) == kindsOf(m); },
+                                    [](const ExportedModel& back, const ExportedModel& m) {
+                                        return sameKindsAndInputs(back, m) && layer_checks::samePoints(back, m);
+                                    },
+                                    true};
+    std::vector<std::uint8_t> bytes;
+    QS_CHECK(layer_checks::quantizedFilesReadBack(what, q.exported, rb, m_data.test, run, bytes));
     QS_SKIP_WITHOUT_ORT();
     const std::string path = m_dir + "/qdq-" + model.toStdString() + "-" + act.toStdString() + ".onnx";
-    const engine_agreement::OrtRun ort = engine_agreement::ortAgainstEngine(bytes, path, m_images, run, 10);
-    QCOMPARE(ort.outputs, run.outputs.size());
-    qInfo("onnxruntime QDQ vs engine: argmax agreement %.1f %%, mean |diff| %.3g of the largest output", 100.0 * ort.agreement, ort.meanRelDiff);
-    QVERIFY(ort.agreement >= kMinQdqAgreement);
-    QVERIFY(ort.meanRelDiff <= kQdqMeanRelDiff);
+    QS_CHECK(layer_checks::ortQdqAgrees(what, bytes, path, m_images, run, kMinQdqAgreement, kQdqMeanRelDiff));
 }
 
 // Quantization-aware steps on a model with an SE gate and a Concat (fake-quantized activations,

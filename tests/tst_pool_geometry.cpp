@@ -24,8 +24,7 @@
 
 #include "onnx/export_fixtures.h"
 #include "onnx/onnx_fixtures.h"
-#include "engine_agreement.h"
-#include "onnx_import_fixtures.h"
+#include "layer_checks.h"
 #include "qsm_fixtures.h"
 
 #include <QtTest>
@@ -38,11 +37,8 @@
 #include <functional>
 
 using namespace quantscope;
-using onnx_import_fixtures::importFixture, onnx_import_fixtures::forwardOn;
-using engine_agreement::maxAbs;
-using engine_agreement::maxDiff;
-using onnx_import_fixtures::fileBytes, onnx_import_fixtures::kFixtures, onnx_import_fixtures::loadReference,
-    onnx_import_fixtures::Reference;
+using onnx_import_fixtures::importFixture;
+using layer_checks::traceNamed;
 using fixtures::haveOrt, fixtures::nodeModules;
 
 namespace {
@@ -62,6 +58,10 @@ constexpr double kMinQdqAgreement = 0.98;
 // 0.0019-0.0024 (onnxruntime's QLinearAveragePool divided the windows past the end otherwise),
 // which this bound refuses while leaving room for a rare one-step difference in a point.
 constexpr double kQdqMeanRelDiff = 5e-4;
+// The codes at the points: within kPointStepTol, in at most one value in 1000, over at least 16 codes.
+constexpr layer_checks::CodeBounds kPointBounds{kPointStepTol, 1000, 16};
+// The ONNX read back against the model, over its largest |output|.
+constexpr double kOnnxRoundTripRelTol = 1e-6;
 
 const char* const kFixtureNames[] = {"poolgeom_max_op11_nofold", "poolgeom_max_op13_fold_dyn", "poolgeom_max_op17_fold",
                                      "poolgeom_amax_op13_fold", "poolgeom_max2step_op11_nofold", "poolgeom_avg_op11_nofold",
@@ -134,13 +134,6 @@ std::unique_ptr<Model> poolModel()
     return m;
 }
 
-const PointTrace* traceNamed(const std::vector<PointTrace>& trace, const std::string& name)
-{
-    for (const PointTrace& p : trace)
-        if (p.layer == name) return &p;
-    return nullptr;
-}
-
 using Bytes = std::vector<std::uint8_t>;
 
 // A model on 1 x 28 x 28 images with an average pool of each kind, each with its own point:
@@ -208,12 +201,7 @@ void TestPoolGeometry::importMatchesPyTorch()
     const ExportedModel m = importFixture(name.toStdString());
     QCOMPARE(windowsOf(m), fixtureWindows(name.toStdString()));
     QCOMPARE(windowsOf(m, true), fixtureAverageWindows(name.toStdString()));
-    const Reference ref = loadReference(kFixtures / (name.toStdString() + ".json"));
-    const std::vector<float> y = forwardOn(m, ref);
-    QCOMPARE(y.size(), ref.output.size());
-    const double dev = maxDiff(y, ref.output), rel = dev / maxAbs(ref.output);
-    qInfo("%s: max |QuantScope - PyTorch| = %.3g (%.3g of the largest output)", qPrintable(name), dev, rel);
-    QVERIFY2(rel <= kFp32RelTol, qPrintable(QString("relative deviation %1").arg(rel)));
+    QS_CHECK(layer_checks::matchesPyTorch(name.toStdString(), m, kFp32RelTol));
 }
 
 // .qsm and ONNX files keep every window and the outputs; onnxruntime runs the FP32 export as
@@ -222,35 +210,19 @@ void TestPoolGeometry::roundTripsAndOnnxruntime()
 {
     QFETCH(QString, name);
     const ExportedModel m = importFixture(name.toStdString());
-    const Reference ref = loadReference(kFixtures / (name.toStdString() + ".json"));
-    const std::vector<float> want = forwardOn(m, ref);
-
-    const ExportedModel q = decodeQsm(encodeQsm(m), "round trip");
-    QCOMPARE(windowsOf(q), windowsOf(m));
-    QCOMPARE(windowsOf(q, true), windowsOf(m, true));
-    QVERIFY(forwardOn(q, ref) == want);
-
-    const std::vector<std::uint8_t> onnxBytes = encodeOnnx(m);
-    const ExportedModel o = decodeOnnx(onnxBytes, "round trip");
-    QCOMPARE(windowsOf(o), windowsOf(m));
-    QCOMPARE(windowsOf(o, true), windowsOf(m, true));
-    const double rt = maxDiff(forwardOn(o, ref), want);
-    QVERIFY2(rt <= 1e-6 * maxAbs(want), qPrintable(QString("ONNX round trip deviates by %1").arg(rt)));
+    const layer_checks::Keeps windows = [](const ExportedModel& back, const ExportedModel& w) {
+        return windowsOf(back) == windowsOf(w) && windowsOf(back, true) == windowsOf(w, true);
+    };
+    std::vector<std::uint8_t> onnxBytes;
+    QS_CHECK(layer_checks::roundTrips(name.toStdString(), m, {"every window", windows, windows, kOnnxRoundTripRelTol}, onnxBytes));
 
     QS_SKIP_WITHOUT_ORT();
-    const engine_agreement::Fp32Deviation d =
-        engine_agreement::ortFp32Deviation(m, onnxBytes, m_dir + "/" + name.toStdString(), m_data.test.pixels);
-    QCOMPARE(d.ortValues, d.ourValues);
-    const double dev = d.maxDiff, rel = dev / d.maxAbs;
-    qInfo("%s: onnxruntime vs QuantScope FP32: max diff %.3g (%.3g relative)", qPrintable(name), dev, rel);
-    QVERIFY2(rel <= kOrtFp32RelTol, qPrintable(QString("relative deviation %1").arg(rel)));
+    QS_CHECK(layer_checks::ortMatchesFp32(name.toStdString(), m, onnxBytes, m_dir, m_data.test.pixels, kOrtFp32RelTol));
 }
 
 void TestPoolGeometry::engineEqualsFakeQuant_data()
 {
-    QTest::addColumn<QString>("act");
-    QTest::newRow("uint8") << QString("uint8");
-    QTest::newRow("int8") << QString("int8");
+    layer_checks::activationFormatRows();
 }
 
 // A model quantized by QuantSim (int8 weights per channel, calibrated activations) and exported:
@@ -305,9 +277,7 @@ void TestPoolGeometry::engineEqualsFakeQuant()
           "up to %zu distinct codes in a point",
           qPrintable(act), pools / 20, diff.values, diff.differing, diff.worstSteps, diff.distinct);
     QCOMPARE(pools, std::size_t{5 * 20});
-    QVERIFY2(diff.worstSteps <= kPointStepTol, qPrintable(QString("a value %1 steps away").arg(diff.worstSteps)));
-    QVERIFY2(diff.differing * 1000 <= diff.values, "more than 0.1 % of the values differ from the fake-quant");
-    QVERIFY2(diff.distinct >= 16, "the activations barely use their grid: the comparison would prove little");
+    QS_CHECK(layer_checks::codesWithin("poolgeom " + act, diff, kPointBounds));
 
     filesAndRunnersAgree(em, false, "poolgeom-" + act.toStdString());
 }
@@ -317,26 +287,17 @@ void TestPoolGeometry::engineEqualsFakeQuant()
 // the ONNX back predicts as the engine did; onnxruntime runs the QDQ file and agrees with it.
 void TestPoolGeometry::filesAndRunnersAgree(const ExportedModel& em, bool averages, const std::string& tag)
 {
-    const std::size_t n = m_data.test.size();
-    const engine_agreement::EngineRun run = engine_agreement::engineAgainstReference(em, m_data.test.pixels.data(), n, 10);
-    qInfo("engine vs fake-quant reference: argmax agreement %.1f %% of %zu images", 100.0 * run.agreement(), n);
-    QVERIFY(run.agreement() >= kMinEngineAgreement);
-    QCOMPARE(windowsOf(decodeQsm(encodeQsm(em), "qsm"), averages), windowsOf(em, averages));
-    const std::vector<std::uint8_t> bytes = encodeOnnx(em);
-    const ExportedModel back = decodeOnnx(bytes, "qdq");
-    QCOMPARE(windowsOf(back, averages), windowsOf(em, averages));
-    RunnerOptions ro;
-    ro.kind = RunnerKind::Integer;
-    ModelRunner fromFile(back, ro);
-    std::vector<std::int32_t> pb(n);
-    fromFile.predict(m_data.test.pixels.data(), n, pb.data());
-    QVERIFY(pb == run.predicted);
+    const QString what = QString::fromStdString(tag);
+    engine_agreement::EngineRun run;
+    QS_CHECK(layer_checks::engineAgrees(what, em, m_data.test, kMinEngineAgreement, run));
+    const layer_checks::ReadBack rb{averages ? "the average pools' windows" : "the max pools' windows",
+                                    [averages](const ExportedModel& back, const ExportedModel& m) { return windowsOf(back, averages) == windowsOf(m, averages); },
+                                    [averages](const ExportedModel& back, const ExportedModel& m) { return windowsOf(back, averages) == windowsOf(m, averages); },
+                                    true};
+    std::vector<std::uint8_t> bytes;
+    QS_CHECK(layer_checks::quantizedFilesReadBack(what, em, rb, m_data.test, run, bytes));
     QS_SKIP_WITHOUT_ORT();
-    const engine_agreement::OrtRun ort = engine_agreement::ortAgainstEngine(bytes, m_dir + "/qdq-" + tag + ".onnx", m_images, run, 10);
-    QCOMPARE(ort.outputs, run.outputs.size());
-    qInfo("onnxruntime QDQ vs engine: argmax agreement %.1f %%, mean |diff| %.3g of the largest output", 100.0 * ort.agreement, ort.meanRelDiff);
-    QVERIFY(ort.agreement >= kMinQdqAgreement);
-    QVERIFY(ort.meanRelDiff <= kQdqMeanRelDiff);
+    QS_CHECK(layer_checks::ortQdqAgrees(what, bytes, m_dir + "/qdq-" + tag + ".onnx", m_images, run, kMinQdqAgreement, kQdqMeanRelDiff));
 }
 
 // Average pools quantized by QuantSim and exported: at each pool's own point the engine's general
@@ -375,9 +336,7 @@ void TestPoolGeometry::engineAverageEqualsFakeQuant()
           "up to %zu distinct codes in a point",
           qPrintable(act), pools / 20, diff.values, diff.differing, diff.worstSteps, diff.distinct);
     QCOMPARE(pools, std::size_t{4 * 20});
-    QVERIFY2(diff.worstSteps <= kPointStepTol, qPrintable(QString("a value %1 steps away").arg(diff.worstSteps)));
-    QVERIFY2(diff.differing * 1000 <= diff.values, "more than 0.1 % of the values differ from the fake-quant");
-    QVERIFY2(diff.distinct >= 16, "the activations barely use their grid: the comparison would prove little");
+    QS_CHECK(layer_checks::codesWithin("avggeom " + act, diff, kPointBounds));
 
     filesAndRunnersAgree(em, true, "avggeom-" + act.toStdString());
 }

@@ -22,8 +22,7 @@
 
 #include "onnx/export_fixtures.h"
 #include "onnx/onnx_fixtures.h"
-#include "engine_agreement.h"
-#include "onnx_import_fixtures.h"
+#include "layer_checks.h"
 
 #include <QtTest>
 
@@ -35,19 +34,20 @@
 #include <set>
 
 using namespace quantscope;
-using onnx_import_fixtures::importFixture, onnx_import_fixtures::forwardOn, onnx_import_fixtures::kindsOf;
+using onnx_import_fixtures::importFixture, onnx_import_fixtures::kindsOf;
 using engine_agreement::maxAbs;
 using engine_agreement::maxDiff;
-using onnx_import_fixtures::fileBytes, onnx_import_fixtures::kFixtures, onnx_import_fixtures::loadReference,
-    onnx_import_fixtures::Reference;
 using fixtures::haveOrt, fixtures::nodeModules;
 
 namespace {
 
 constexpr double kFp32RelTol = 1e-5;     // |QuantScope - PyTorch| over the largest |PyTorch output|
 constexpr double kOrtFp32RelTol = 1e-5;  // onnxruntime's float graph against QuantScope's
+constexpr double kMinEngineAgreement = 0.98; // the engine vs the fake-quant reference, argmax
 constexpr double kMinQdqAgreement = 0.98; // onnxruntime QDQ vs the engine, argmax
 constexpr double kQdqMeanRelDiff = 2e-2;  // and mean |diff| over the largest |output|
+// At every PReLU point the engine's codes are the fake-quant's, all of them, over at least 16 codes.
+constexpr layer_checks::CodeBounds kPointBounds{0, 0, 16};
 // PReluNet's parameters as PyTorch counts them (sum(p.numel() for p in model.parameters())):
 // conv1 6*9+6, act1 6, conv2 6*6*9+6, act2 1, fc1 96*16+16, act3 16, fc2 16*10+10.
 constexpr std::size_t kPReluNetParams = 60 + 6 + 330 + 1 + 1552 + 16 + 170;
@@ -129,11 +129,7 @@ void TestPReLU::importMatchesPyTorch()
     QCOMPARE(s[2].size(), std::size_t{16});
     QCOMPARE(m.numParams(), kPReluNetParams);
     QCOMPARE(buildModel(m)->numParams(), kPReluNetParams);
-    const Reference ref = loadReference(kFixtures / (name.toStdString() + ".json"));
-    const std::vector<float> y = forwardOn(m, ref);
-    const double dev = maxDiff(y, ref.output), rel = dev / maxAbs(ref.output);
-    qInfo("%s: max |QuantScope - PyTorch| = %.3g (%.3g of the largest output)", qPrintable(name), dev, rel);
-    QVERIFY2(rel <= kFp32RelTol, qPrintable(QString("relative deviation %1").arg(rel)));
+    QS_CHECK(layer_checks::matchesPyTorch(name.toStdString(), m, kFp32RelTol));
 }
 
 // .qsm and ONNX keep every layer and slope bit for bit; onnxruntime runs the FP32 export as
@@ -142,28 +138,19 @@ void TestPReLU::roundTripsAndOnnxruntime()
 {
     QFETCH(QString, name);
     const ExportedModel m = importFixture(name.toStdString());
-    const Reference ref = loadReference(kFixtures / (name.toStdString() + ".json"));
-    const std::vector<float> want = forwardOn(m, ref);
-
-    const ExportedModel q = decodeQsm(encodeQsm(m), "round trip");
-    QVERIFY(kindsOf(q) == kindsOf(m));
-    QVERIFY(slopesOf(q) == slopesOf(m));
-    QVERIFY(forwardOn(q, ref) == want);
-
-    const std::vector<std::uint8_t> onnxBytes = encodeOnnx(m);
-    const ExportedModel o = decodeOnnx(onnxBytes, "round trip");
-    QVERIFY(kindsOf(o) == kindsOf(onnxForm(m)));
-    QVERIFY(slopesOf(o) == slopesOf(m));
-    QVERIFY(forwardOn(o, ref) == want);
+    const layer_checks::RoundTrip rt{
+        "every layer's kind and every slope",
+        [](const ExportedModel& q, const ExportedModel& w) { return kindsOf(q) == kindsOf(w) && slopesOf(q) == slopesOf(w); },
+        [](const ExportedModel& o, const ExportedModel& w) { return kindsOf(o) == kindsOf(onnxForm(w)) && slopesOf(o) == slopesOf(w); },
+        std::nullopt}; // bit for bit
+    std::vector<std::uint8_t> onnxBytes;
+    QS_CHECK(layer_checks::roundTrips(name.toStdString(), m, rt, onnxBytes));
     // QuantScope's export reads back through the importer too (PRelu with a [C, 1, 1] slope).
     QVERIFY(slopesOf(importOnnx(onnxBytes, "re-import")) == slopesOf(m));
 
     QS_SKIP_WITHOUT_ORT();
-    const engine_agreement::Fp32Deviation d =
-        engine_agreement::ortFp32Deviation(m, onnxBytes, m_dir + "/" + name.toStdString(), m_data.test.pixels, {10, 10, 0, 0});
-    const double dev = d.maxDiff, rel = dev / d.maxAbs;
-    qInfo("%s: onnxruntime vs QuantScope FP32: max diff %.3g (%.3g relative)", qPrintable(name), dev, rel);
-    QVERIFY2(rel <= kOrtFp32RelTol, qPrintable(QString("relative deviation %1").arg(rel)));
+    QS_CHECK(layer_checks::ortMatchesFp32(name.toStdString(), m, onnxBytes, m_dir, m_data.test.pixels,
+                                          kOrtFp32RelTol, {10, 10, 0, 0}));
 }
 
 void TestPReLU::engineEqualsFakeQuant_data()
@@ -195,57 +182,38 @@ void TestPReLU::engineEqualsFakeQuant()
             QVERIFY(l.tensors.at(0).encoding == TensorEncoding::Float32);
         }
     QCOMPARE(prelus, std::size_t{3});
-    const IntEngine engine(q.exported);
+    // At each PReLU point: the layer on the engine's own input integers, in the point's own shape
+    // (the flattened features after a Flatten; NCHW order, as the trace's), then the point's fake-quant.
     std::map<std::string, engine_agreement::CodeDiff> diffs;
-    for (std::size_t img = 0; img < 20; ++img) {
-        const std::vector<PointTrace> trace = engine.trace(m_data.test.pixels.data() + img * m_data.test.imageBytes());
-        for (const PointTrace& p : trace) {
-            const auto l = std::find_if(q.exported.layers.begin(), q.exported.layers.end(), [&](const StoredLayer& s) { return s.name == p.layer; });
-            if (l == q.exported.layers.end() || l->kind != LayerKind::PReLU) continue;
-            // Its input point: the trace of the layer it reads, through a Flatten (NCHW order, as the trace's).
-            const StoredLayer* src = &q.exported.layers.at(l->inputs.at(0) - 1);
-            while (src->kind == LayerKind::Flatten) src = &q.exported.layers.at(src->inputs.at(0) - 1);
-            const auto in = std::find_if(trace.begin(), trace.end(), [&](const PointTrace& s) { return s.layer == src->name; });
-            QVERIFY2(in != trace.end(), qPrintable(QString::fromStdString(src->name)));
-            QCOMPARE(in->q.size(), p.q.size());
-            // Its input's values in the point's own shape (the flattened features after a Flatten).
+    QS_CHECK(layer_checks::codesAtPoints(
+        q.exported, m_data.test, 20, [](const StoredLayer& l) { return l.kind == LayerKind::PReLU; },
+        [](const StoredLayer& l, const PointTrace& in, const PointTrace& p) {
             Shape shape{1};
             shape.insert(shape.end(), p.shape.begin(), p.shape.end());
-            Tensor x(shape, engine_agreement::dequantized(*in).values()), y;
-            PReLU layer("ref", l->tensors[0].numel());
-            layer.weight().value.values() = l->tensors[0].values;
+            Tensor x(shape, engine_agreement::dequantized(in).values()), y;
+            PReLU layer("ref", l.tensors[0].numel());
+            layer.weight().value.values() = l.tensors[0].values;
             layer.forward(x, y, RunContext{});
-            fakeQuantizeActivation(y, p.quant);
-            diffs[p.layer].add(engine_agreement::compareCodes(y, p));
-        }
-    }
+            return y;
+        },
+        diffs));
     QCOMPARE(diffs.size(), std::size_t{3});
-    for (const auto& [layer, d] : diffs) {
-        qInfo("%s %s: %zu activation values, %zu differ from the fake-quant; up to %zu distinct codes", layer.c_str(), qPrintable(act), d.values,
-              d.differing, d.distinct);
-        QCOMPARE(d.differing, std::size_t{0});
-        QVERIFY2(d.distinct >= 16, "the activations barely use their grid: the comparison would prove little");
-    }
+    const QString what = "prelu-net " + act + (flattened ? " flattened" : "");
+    for (const auto& [layer, d] : diffs) QS_CHECK(layer_checks::codesWithin(QString::fromStdString(layer) + " " + what, d, kPointBounds));
 
-    const std::size_t n = m_data.test.size();
-    const engine_agreement::EngineRun run = engine_agreement::engineAgainstReference(q.exported, m_data.test.pixels.data(), n, 10);
-    qInfo("engine vs fake-quant reference: argmax agreement %.1f %% of %zu images", 100.0 * run.agreement(), n);
-    QVERIFY(run.agreement() >= 0.98);
-
-    const std::vector<std::uint8_t> bytes = encodeOnnx(q.exported);
-    const ExportedModel back = decodeOnnx(bytes, "qdq");
-    QVERIFY(kindsOf(back) == kindsOf(q.exported));
-    QVERIFY(slopesOf(back) == slopesOf(q.exported));
-    for (std::size_t i = 0; i < back.layers.size(); ++i) QVERIFY(back.layers[i].outputQuant == q.exported.layers[i].outputQuant);
-    const ExportedModel fromQsm = decodeQsm(encodeQsm(q.exported), "qsm");
-    QVERIFY(slopesOf(fromQsm) == slopesOf(q.exported));
+    engine_agreement::EngineRun run;
+    QS_CHECK(layer_checks::engineAgrees(what, q.exported, m_data.test, kMinEngineAgreement, run));
+    const layer_checks::ReadBack rb{
+        "the layers' kinds, slopes and points",
+        [](const ExportedModel& fromQsm, const ExportedModel& m) { return slopesOf(fromQsm) == slopesOf(m); },
+        [](const ExportedModel& back, const ExportedModel& m) {
+            return kindsOf(back) == kindsOf(m) && slopesOf(back) == slopesOf(m) && layer_checks::samePoints(back, m);
+        }};
+    std::vector<std::uint8_t> bytes;
+    QS_CHECK(layer_checks::quantizedFilesReadBack(what, q.exported, rb, m_data.test, run, bytes));
     QS_SKIP_WITHOUT_ORT();
     const std::string path = m_dir + "/qdq-prelu-" + act.toStdString() + (flattened ? "-flat" : "") + ".onnx";
-    const engine_agreement::OrtRun ort = engine_agreement::ortAgainstEngine(bytes, path, m_images, run, 10);
-    QCOMPARE(ort.outputs, run.outputs.size());
-    qInfo("onnxruntime QDQ vs engine: argmax agreement %.1f %%, mean |diff| %.3g of the largest output", 100.0 * ort.agreement, ort.meanRelDiff);
-    QVERIFY(ort.agreement >= kMinQdqAgreement);
-    QVERIFY(ort.meanRelDiff <= kQdqMeanRelDiff);
+    QS_CHECK(layer_checks::ortQdqAgrees(what, bytes, path, m_images, run, kMinQdqAgreement, kQdqMeanRelDiff));
 }
 
 // A QAT run moves the slopes (they are parameters the optimizer sees, FP32 masters with no
