@@ -4,6 +4,7 @@
 // correctly rounded casts, so any difference is a bug, not rounding noise.
 #include "quant/float_cast.h"
 #include "quant/format.h"
+#include "quant/lsq.h"
 #include "quant/observer.h"
 #include "quant/quantize.h"
 
@@ -129,6 +130,8 @@ private slots:
     void movingAverageObserver();
     void floatCast_data();
     void floatCast();
+    void lsqStepGradient_data();
+    void lsqStepGradient();
     void everyCaseIsChecked();
 };
 
@@ -273,6 +276,47 @@ void TestQuantGolden::floatCast()
     QVERIFY2(bad.isEmpty(), qPrintable("reference: " + bad));
     bad = firstBitMismatch(scalar, c.out("y"));
     QVERIFY2(bad.isEmpty(), qPrintable("roundFloat: " + bad));
+}
+
+void TestQuantGolden::lsqStepGradient_data()
+{
+    golden::rowsFor({"fake_quantize_learnable_per_tensor_affine", "fake_quantize_learnable_per_channel_affine"});
+}
+
+// LSQ against PyTorch's learnable fake quantization (043_lsq_*: Esser et al. 2020's operator): the
+// forward on the grid of the case's scale and zero point, the straight-through dx, and the step
+// gradient lsqStepGradient gives with LSQ's g = 1 / sqrt(N Qp), which the case's grad_factor is.
+// The forward and the mask are exact; the step gradient is a sum of a few hundred products, which
+// PyTorch adds in float and QuantScope in double.
+void TestQuantGolden::lsqStepGradient()
+{
+    QS_FETCH_GOLDEN(c);
+    const Tensor& x = c.in("x");
+    const Tensor& scale = c.in("scale");
+    const Tensor& zp = c.in("zero_point");
+    const int qmin = c.params.at("quant_min").get<int>(), qmax = c.params.at("quant_max").get<int>();
+    QVERIFY(c.params.value("axis", 0) == 0);
+    const std::size_t slotCount = scale.numel();
+    QVERIFY(slotCount >= 1 && x.numel() % slotCount == 0);
+    std::vector<std::int32_t> zps;
+    for (float z : zp.values()) zps.push_back(static_cast<std::int32_t>(std::nearbyint(z)));
+    const QuantParams p = slotCount == 1 ? perTensorParams(scale[0], zps[0], qmin, qmax)
+                                     : perRowParams(scale.values(), zps, qmin, qmax, x.numel() / slotCount);
+    Tensor y(x.shape());
+    std::vector<std::uint8_t> mask(x.numel());
+    fakeQuantize(x.values(), p, y.values(), mask);
+    QString bad = firstBitMismatch(y, c.out("y"));
+    QVERIFY2(bad.isEmpty(), qPrintable("y: " + bad));
+    Tensor dx(x.shape());
+    for (std::size_t i = 0; i < x.numel(); ++i) dx[i] = c.in("grad_y")[i] * (mask[i] ? 1.0f : 0.0f); // -0 as PyTorch
+    bad = firstBitMismatch(dx, c.out("grad_x"));
+    QVERIFY2(bad.isEmpty(), qPrintable("grad_x: " + bad));
+    // LSQ's g is the case's grad_factor (the same N and Qp in every slot of these cases)
+    const double g = c.params.at("grad_factor").get<double>();
+    QVERIFY(std::abs(lsqGradScale(x.numel() / slotCount, lsqPositiveLevels(p, 0)) - g) <= 1e-7 * g);
+    Tensor ds(Shape{slotCount});
+    quantscope::lsqStepGradient(x.values(), c.in("grad_y").values(), p, ds.values());
+    QS_COMPARE_TENSORS(ds, c.out("grad_scale"), 1e-6, 1e-5);
 }
 
 // Every reference case in tests/data is checked by some golden test: a case of an op no test

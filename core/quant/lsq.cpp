@@ -34,13 +34,13 @@ float lsqStepDerivative(float x, float scale, std::int32_t zeroPoint, int qmin, 
 {
     if (std::isnan(x)) return 0.0f;
     if (signOnly) return x >= 0.0f ? 1.0f : -1.0f; // x_hat = s sign(x)
-    // Same arithmetic as fakeQuantizeValue: v = x * (1/s), q = nearbyint(v) + z.
-    const float v = x * (1.0f / scale);
-    const float r = std::nearbyint(v);
-    const float q = r + static_cast<float>(zeroPoint);
+    // PyTorch's fake_quantize_learnable_tensor_grad_kernel_cpu, operation for operation
+    const float inv = 1.0f / scale;
+    const float q = std::nearbyint(static_cast<float>(zeroPoint) + x * inv);
     if (q < static_cast<float>(qmin)) return static_cast<float>(qmin - zeroPoint); // -Qn
     if (q > static_cast<float>(qmax)) return static_cast<float>(qmax - zeroPoint); // Qp
-    return r - v;
+    const float xq = (q - static_cast<float>(zeroPoint)) * scale;
+    return (xq - x) * inv;
 }
 
 std::vector<float> lsqInitialSteps(std::span<const float> x, const QuantParams& p)

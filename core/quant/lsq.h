@@ -37,7 +37,11 @@ const char* quantizerName(QuantizerKind k);
 int lsqPositiveLevels(const QuantParams& p, std::size_t slot);
 // LSQ's gradient scale g = 1 / sqrt(n * Qp).
 float lsqGradScale(std::size_t n, int positiveLevels);
-// d x_hat / d s of one element (the paper's straight-through derivative, above).
+// d x_hat / d s of one element (the paper's straight-through derivative, above), in the arithmetic
+// of PyTorch 1.13's learnable fake quantization (torch._fake_quantize_learnable_per_tensor_affine's
+// backward): q = nearbyint(z + x/s) in float32, -Qn if q < qmin, Qp if q > qmax, else
+// ((q - z) s - x) / s. Rounding after adding z differs from the forward's round(x/s) + z only at
+// exact ties with an odd z, where either neighbour's derivative (+-0.5) is the paper's.
 float lsqStepDerivative(float x, float scale, std::int32_t zeroPoint, int qmin, int qmax, bool signOnly = false);
 // LSQ's initial steps, one per slot of p's layout: 2 * mean|x - beta| / sqrt(Qp), beta = -zp * s0
 // with the observer's scale s0 of that slot (0 when symmetric). The result is >= kScaleEps.
