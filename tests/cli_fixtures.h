@@ -1,13 +1,16 @@
-// Shared by the quantscope-cli tests (tst_cli, tst_cli_analyze): the CLI run as a user runs it
+// Shared by the quantscope-cli tests (tst_cli, tst_cli_files, tst_cli_analyze, tst_cli_info): the CLI run as a user runs it
 // (QProcess), its exit codes, and a small synthetic MNIST-layout dataset.
 #pragma once
 
 #include "data/idx.h"
 #include "util/rng.h"
 
+#include <QFileInfo>
 #include <QProcess>
 #include <QString>
 #include <QStringList>
+#include <QTemporaryDir>
+#include <QTest>
 
 #include <nlohmann/json.hpp>
 
@@ -82,6 +85,15 @@ inline void writeSyntheticFolder(const std::string& dir)
     };
     write("train", kTrain);
     write("t10k", kTest);
+}
+
+// A test case's start (its initTestCase): the CLI is built, and `valid` is a synthetic folder in tmp.
+inline void startWithSyntheticFolder(const QTemporaryDir& tmp, QString& valid)
+{
+    QVERIFY2(QFileInfo(kCli).isExecutable(), qPrintable(kCli + " is not built"));
+    QVERIFY(tmp.isValid());
+    valid = tmp.filePath("valid");
+    writeSyntheticFolder(valid.toStdString());
 }
 
 } // namespace cli_fixtures

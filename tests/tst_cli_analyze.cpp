@@ -38,10 +38,7 @@ private:
 
 void TestCliAnalyze::initTestCase()
 {
-    QVERIFY2(QFileInfo(kCli).isExecutable(), qPrintable(kCli + " is not built"));
-    QVERIFY(m_tmp.isValid());
-    m_valid = m_tmp.filePath("valid");
-    writeSyntheticFolder(m_valid.toStdString());
+    startWithSyntheticFolder(m_tmp, m_valid);
 }
 
 // A PyTorch graph with its own input and output names (here PyTorch's defaults, 'onnx::Sub_0'

@@ -178,6 +178,7 @@ struct IntEngine::Impl {
     void runChunk(std::size_t b, std::size_t e, const Fill& fill, float* outputs, std::int32_t* preds, const Tap* tap) const;
 
 private:
+    class Builder; // build()'s walk over the stored layers (int_engine_build.h)
     void planBuffers();
     void runImageOp(const Op& op, Scratch& s) const;
     void runBatchOp(const Op& op, Scratch& s, std::size_t n) const;

@@ -1,0 +1,241 @@
+// IntEngine::Impl::Builder's layers without weights (int_engine_build.h): max-pooling (on its input's grid),
+// average pooling (sums requantized by the divisor's multiplier), Add, Mul and Concat (each input
+// rescaled into the output's point with fixed-point multipliers), a standalone ReLU/ReLU6 (a
+// rescale), pointwise activations and PReLU (256-byte tables, int_engine_tables.cpp), and the
+// channel movements ChannelShuffle and Slice (bytes gathered, the grid kept).
+#include "infer/int_engine_build.h"
+
+#include "util/errors.h"
+
+#include <array>
+#include <tuple>
+
+namespace quantscope {
+
+void IntEngine::Impl::Builder::maxPool(const StoredLayer& l)
+{
+    const ActInfo& in = input(0);
+    const bool again = needsRescale(in.d);
+    Op op = opOf(OpKind::MaxPool, l.name, in.root, again ? extraAct() : static_cast<int>(m_i + 1));
+    op.traced = false;
+    const int pooled = op.out;
+    op.cin = op.cout = in.c, op.hin = in.h, op.win = in.w, op.k = l.kernel, op.stride = l.stride, op.pad = l.padding;
+    const PoolGeometry g = l.poolGeometry();
+    if (!g.isSquare()) op.poolGeo = g;
+    op.hout = g.outH(in.h), op.wout = g.outW(in.w);
+    ActInfo info;
+    info.d = in.d;
+    info.c = in.c, info.h = op.hout, info.w = op.wout;
+    push(std::move(op), info);
+    if (again) rescale(pooled);
+}
+
+void IntEngine::Impl::Builder::avgPool(const StoredLayer& l)
+{
+    const ActInfo& in = input(0);
+    const Point pt = pointOf();
+    Op op = opOf(OpKind::AvgPool, pt.name, in.root, pt.act);
+    PoolParams& p = op.pool;
+    p.isa = m_isa;
+    p.C = in.c, p.H = in.h, p.W = in.w;
+    if (l.kind == LayerKind::AvgPool2d && !l.poolGeometry().isSquare()) {
+        // Any other window (the general scalar kernel): sums over each window's part inside
+        // the image, requantized by the multiplier of that window's divisor.
+        const PoolGeometry g = l.poolGeometry();
+        op.poolGeo = g;
+        op.cin = in.c, op.hin = in.h, op.win = in.w;
+        p.kh = g.kh, p.kw = g.kw;
+        if (g.kh * g.kw * 255 >= (std::size_t{1} << 30)) throw ConfigError(m_id + ": the pooling window is too large for int32 sums");
+        op.poolMults.resize(g.kh * g.kw + 1);
+        for (std::size_t d = 1; d <= g.kh * g.kw; ++d)
+            op.poolMults[d] = fixedPointMultiplier(static_cast<double>(in.d.aq.scale) / (static_cast<double>(d) * pt.d.aq.scale));
+        p.Ho = g.outH(in.h), p.Wo = g.outW(in.w);
+    } else {
+        if (l.kind == LayerKind::GlobalAvgPool2d) {
+            p.kh = in.h, p.kw = in.w, p.stride = 1;
+        } else {
+            p.kh = p.kw = l.kernel, p.stride = l.stride;
+            // Zero padding counted in the mean: the kernel runs on a copy bordered with the byte of 0.0.
+            op.pad = l.padding;
+            op.cin = in.c, op.hin = in.h, op.win = in.w;
+            op.padValue = static_cast<std::uint8_t>(in.d.zp());
+            p.H += 2 * op.pad, p.W += 2 * op.pad;
+        }
+        p.Ho = (p.H - p.kh) / p.stride + 1, p.Wo = (p.W - p.kw) / p.stride + 1;
+        const std::size_t window = p.kh * p.kw;
+        if (window * 255 >= (std::size_t{1} << 30)) throw ConfigError(m_id + ": the pooling window is too large for int32 sums");
+        p.f = fixedPointMultiplier(static_cast<double>(in.d.aq.scale) / (static_cast<double>(window) * pt.d.aq.scale));
+    }
+    p.round = RoundMode::HalfEven;
+    p.zin = in.d.zp();
+    p.zp = pt.d.zp();
+    std::tie(p.lo, p.hi) = clampOf(pt.d, pt.relu);
+    ActInfo info;
+    info.d = pt.d;
+    info.c = in.c, info.h = p.Ho, info.w = p.Wo;
+    push(std::move(op), info);
+}
+
+void IntEngine::Impl::Builder::add()
+{
+    const ActInfo& a = input(0);
+    const ActInfo& b = input(1);
+    if (a.flat != b.flat || a.permuted != b.permuted || (a.permuted && (a.fc != b.fc || a.fh != b.fh || a.fw != b.fw)))
+        throw ConfigError(m_id + ": adds activations laid out differently (one flattened from a feature map), not supported");
+    const Point pt = pointOf();
+    const auto [lo, hi] = clampOf(pt.d, pt.relu);
+    Op op = opOf(OpKind::Add, pt.name, a.root, pt.act);
+    op.in1 = b.root;
+    op.elems = a.numel();
+    op.add = addParams(m_isa, static_cast<double>(a.d.aq.scale) / pt.d.aq.scale, static_cast<double>(b.d.aq.scale) / pt.d.aq.scale,
+                       a.d.zp(), b.d.zp(), pt.d.zp(), lo, hi);
+    pushOnGrid(std::move(op), a, pt.d);
+}
+
+void IntEngine::Impl::Builder::mul()
+{
+    const ActInfo& a = input(0);
+    const ActInfo& b = input(1);
+    if (a.floats || b.floats) throw ConfigError(m_id + " reads float values; the integer engine runs it on quantized inputs");
+    // Equal layouts, or a feature map and a [C, 1, 1] gate of its channels (either order).
+    const bool same = a.flat == b.flat && a.permuted == b.permuted && a.c == b.c && a.h == b.h && a.w == b.w &&
+                      (!a.permuted || (a.fc == b.fc && a.fh == b.fh && a.fw == b.fw));
+    const auto gates = [](const ActInfo& map, const ActInfo& g) { return !map.flat && !g.flat && g.c == map.c && g.h == 1 && g.w == 1; };
+    const bool bGate = !same && gates(a, b), aGate = !same && !bGate && gates(b, a);
+    if (!same && !bGate && !aGate)
+        throw ConfigError(m_id + ": multiplies activations laid out differently (one flattened from a feature map), not supported");
+    const ActInfo& map = aGate ? b : a;
+    const ActInfo& gate = aGate ? a : b;
+    const Point pt = pointOf();
+    const auto [lo, hi] = clampOf(pt.d, pt.relu);
+    Op op = opOf(OpKind::Mul, pt.name, map.root, pt.act);
+    op.in1 = gate.root;
+    op.elems = map.numel();
+    op.gated = !same;
+    op.cout = map.c;
+    op.mul = mulParams(static_cast<double>(map.d.aq.scale) * gate.d.aq.scale / pt.d.aq.scale, map.d.zp(), gate.d.zp(), pt.d.zp(), lo, hi);
+    pushOnGrid(std::move(op), map, pt.d);
+}
+
+void IntEngine::Impl::Builder::concat(const StoredLayer& l)
+{
+    std::vector<const ActInfo*> in;
+    for (std::size_t j = 0; j < l.inputs.size(); ++j) in.push_back(&input(j));
+    const ActInfo& first = *in[0];
+    for (const ActInfo* a : in) {
+        if (a->floats) throw ConfigError(m_id + " reads float values; the integer engine runs it on quantized inputs");
+        if (a->flat != first.flat || a->permuted || (!a->flat && (a->h != first.h || a->w != first.w)))
+            throw ConfigError(m_id + ": joins activations laid out differently (feature maps of other sizes, or features "
+                                   "flattened from a feature map), not supported by the integer engine");
+    }
+    const Point pt = pointOf();
+    const auto [lo, hi] = clampOf(pt.d, pt.relu);
+    Op op;
+    op.kind = OpKind::Concat;
+    op.name = pt.name;
+    op.out = pt.act;
+    ConcatParams& p = op.cat;
+    p.pixels = first.flat ? 1 : first.h * first.w;
+    p.zo = pt.d.zp(), p.lo = lo, p.hi = hi;
+    for (const ActInfo* a : in) {
+        ConcatPart part;
+        part.channels = a->c;
+        part.offset = p.C;
+        part.zin = a->d.zp();
+        part.f = fixedPointMultiplier(static_cast<double>(a->d.aq.scale) / pt.d.aq.scale);
+        part.copy = a->d.aq.scale == pt.d.aq.scale && a->d.zp() == pt.d.zp() && lo <= a->d.lo() && hi >= a->d.hi();
+        p.C += part.channels;
+        p.parts.push_back(part);
+        op.ins.push_back(a->root);
+    }
+    op.in0 = op.ins[0];
+    op.in1 = op.ins[1];
+    op.elems = p.C * p.pixels;
+    ActInfo info = first;
+    info.d = pt.d;
+    info.c = p.C;
+    push(std::move(op), info);
+}
+
+void IntEngine::Impl::Builder::relu(const StoredLayer& l)
+{
+    const ActInfo& in = input(0);
+    if (!l.outputQuant && l.kind == LayerKind::ReLU6)
+        throw ConfigError(m_id + ": a ReLU6 without a quantization point (6 need not be on its input's grid) is not supported");
+    const Domain d = l.outputQuant ? domainOf(*l.outputQuant, l.name) : in.d;
+    pushRescale(in, d, l.kind, l.outputQuant.has_value());
+}
+
+Domain IntEngine::Impl::Builder::ownPoint(const StoredLayer& l, const ActInfo& in) const
+{
+    if (in.floats) throw ConfigError(m_id + " reads float values; the integer engine runs it on a quantized input");
+    if (!l.outputQuant)
+        throw ConfigError(m_id + ": its output is not quantized, the integer engine needs every layer output as integers");
+    return domainOf(*l.outputQuant, l.name);
+}
+
+void IntEngine::Impl::Builder::pointwise(const StoredLayer& l)
+{
+    const ActInfo& in = input(0);
+    const Domain d = ownPoint(l, in);
+    Op op = opOf(OpKind::Lut, l.name, in.root, static_cast<int>(m_i + 1));
+    op.elems = in.numel();
+    op.table = activationTable(l, in.d, d);
+    pushOnGrid(std::move(op), in, d);
+}
+
+// One table (a shared slope) or one per channel, C x 256 bytes.
+void IntEngine::Impl::Builder::prelu(const StoredLayer& l)
+{
+    const ActInfo& in = input(0);
+    const Domain d = ownPoint(l, in);
+    const std::vector<float>& slope = l.tensors.at(0).values;
+    Op op = opOf(slope.size() == 1 ? OpKind::Lut : OpKind::ChannelLut, l.name, in.root, static_cast<int>(m_i + 1));
+    op.elems = in.numel();
+    op.cout = slope.size();
+    if (slope.size() == 1) {
+        op.table = preluTable(slope[0], in.d, d);
+    } else {
+        for (float a : slope) {
+            const std::array<std::uint8_t, 256> t = preluTable(a, in.d, d);
+            op.tables.insert(op.tables.end(), t.begin(), t.end());
+        }
+        if (in.permuted) // NHWC bytes of features flattened from a map: byte p is feature (p % fc) fh fw + p / fc
+            for (std::size_t p = 0; p < op.elems; ++p)
+                op.col.push_back(static_cast<std::uint32_t>((p % in.fc) * (in.fh * in.fw) + p / in.fc));
+    }
+    pushOnGrid(std::move(op), in, d);
+}
+
+// ChannelShuffle and Slice: bytes moved, output byte j is input byte col[j], on the input's grid.
+void IntEngine::Impl::Builder::gather(const StoredLayer& l)
+{
+    const ActInfo& in = input(0);
+    if (in.floats) throw ConfigError(m_id + " reads float values; the integer engine runs it on quantized inputs");
+    const bool again = needsRescale(in.d);
+    Op op = opOf(OpKind::Gather, l.name, in.root, again ? extraAct() : static_cast<int>(m_i + 1));
+    op.traced = false;
+    const int moved = op.out;
+    const std::size_t C = in.c, pixels = in.flat ? 1 : in.h * in.w;
+    const std::size_t K = l.kind == LayerKind::Slice ? l.sliceEnd - l.sliceBegin : C;
+    if (l.kind == LayerKind::Slice ? l.sliceEnd > C || l.sliceBegin >= l.sliceEnd : l.groups == 0 || C % l.groups != 0)
+        throw ConfigError(m_id + " does not fit its input's " + std::to_string(C) + " channels");
+    const std::size_t per = l.kind == LayerKind::Slice ? 0 : C / l.groups;
+    op.elems = K * pixels;
+    op.col.resize(op.elems);
+    // NHWC (flat features: one pixel; features flattened from a map are NHWC bytes: feature
+    // f of PyTorch's order is byte (f % (fh fw)) fc + f / (fh fw), and the output is in PyTorch's order)
+    const std::size_t hw = in.fh * in.fw;
+    for (std::size_t p = 0; p < pixels; ++p)
+        for (std::size_t c = 0; c < K; ++c) {
+            const std::size_t src = l.kind == LayerKind::Slice ? l.sliceBegin + c : (c % l.groups) * per + c / l.groups;
+            op.col[p * K + c] = static_cast<std::uint32_t>(in.permuted ? (src % hw) * in.fc + src / hw : p * C + src);
+        }
+    ActInfo info = in;
+    info.c = K;
+    info.permuted = false;
+    push(std::move(op), info);
+    if (again) rescale(moved);
+}
+
+} // namespace quantscope

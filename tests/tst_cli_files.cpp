@@ -1,0 +1,339 @@
+// quantscope-cli with files as a user runs it (QProcess): model files as the start of a run
+// (exported by an earlier run, or by PyTorch) and the input normalisation they store or lack, and
+// output paths that are not plain files (devices, links, folders, standard output, the inputs).
+#include "cli_fixtures.h"
+
+#include <QtTest>
+
+#include <QRegularExpression>
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <filesystem>
+#include <string>
+
+using namespace quantscope;
+using namespace cli_fixtures;
+
+class TestCliFiles : public QObject {
+    Q_OBJECT
+
+private slots:
+    void initTestCase();
+    void modelFiles();
+    void writesThroughDevicesAndLinks();
+    void evalNormalizeAgainstTheStoredOne();
+
+private:
+    QTemporaryDir m_tmp;
+    QString m_valid;
+};
+
+void TestCliFiles::initTestCase()
+{
+    startWithSyntheticFolder(m_tmp, m_valid);
+}
+
+// Model files as the start of a run: a model exported by one run is quantized without training by
+// the next (the same FP32 accuracy, --epochs 0); a PyTorch export (torch.onnx.export of the
+// reference resnet8) fine-tunes with QAT; eval takes --normalize for it.
+void TestCliFiles::modelFiles()
+{
+    const QString onnx = m_tmp.filePath("mlp.onnx");
+    const QStringList common{"--data", m_valid, "--train-limit", "500", "--test-limit", "200", "--quiet", "--json"};
+    const Result first = runCli(QStringList{"train", "--model", "mlp", "--export", onnx} + common);
+    QVERIFY2(first.exitCode == kExitOk, qPrintable(first.err));
+    const nlohmann::json trained = doneOf(first);
+    const Result ptq = runCli(QStringList{"train", "--model", onnx, "--strategy", "ptq", "--epochs", "0"} + common);
+    QVERIFY2(ptq.exitCode == kExitOk, qPrintable(ptq.err));
+    const nlohmann::json d = doneOf(ptq);
+    QCOMPARE(d["epochs_done"].get<int>(), 0);
+    QCOMPARE(d["test_acc"].get<double>(), trained["test_acc"].get<double>());
+    QVERIFY(std::abs(d["quant_test_acc"].get<double>() - trained["test_acc"].get<double>()) < 0.05);
+
+    // QuantScope's FP32 ONNX export of a BatchNorm preset folds the BatchNorm: --init cannot load
+    // it into the preset's BatchNorm layers and says to use --model FILE (it told them to choose
+    // resnet8, which they had chosen; tester 12).
+    const QString r8 = m_tmp.filePath("r8.onnx");
+    const Result r8Trained = runCli({"train", "--model", "resnet8", "--data", m_valid, "--train-limit", "64", "--test-limit", "20",
+                                     "--epochs", "1", "--quiet", "--export", r8});
+    QVERIFY2(r8Trained.exitCode == kExitOk, qPrintable(r8Trained.err));
+    const Result initFolded = runCli({"train", "--model", "resnet8", "--init", r8, "--data", m_valid, "--test-limit", "20",
+                                      "--strategy", "ptq", "--epochs", "0", "--quiet"});
+    QCOMPARE(initFolded.exitCode, kExitUsage);
+    QVERIFY2(initFolded.err.contains("BatchNorm folded") && initFolded.err.contains("--model FILE"), qPrintable(initFolded.err));
+    QCOMPARE(runCli({"train", "--model", r8, "--data", m_valid, "--test-limit", "20", "--strategy", "ptq", "--epochs", "0", "--quiet"}).exitCode,
+             kExitOk);
+
+    const QString ref = QStringLiteral(QS_TEST_DATA "/../onnx_import/ref_resnet8.onnx");
+    const Result qat = runCli(QStringList{"train", "--model", ref, "--strategy", "qat", "--epochs", "1", "--normalize", "0.286,0.353"} +
+                              QStringList{"--data", m_valid, "--train-limit", "256", "--test-limit", "100", "--quiet", "--json"});
+    QVERIFY2(qat.exitCode == kExitOk, qPrintable(qat.err));
+    QVERIFY(doneOf(qat)["quant_test_acc"].is_number());
+    // PyTorch's eval-mode export folded the BatchNorms: fine-tuning says what that means (a
+    // ResNet-18 fell to 0 % without a word; tester 11).
+    const nlohmann::json qatStart = nlohmann::json::parse(qat.out.section('\n', 0, 0).toStdString());
+    QVERIFY2(qatStart.at("model_notes").dump().find("folded BatchNorm into 9 convolutions") != std::string::npos &&
+                 qatStart.at("model_notes").dump().find("TrainingMode.PRESERVE") != std::string::npos,
+             qatStart.dump().c_str());
+    const Result ev = runCli({"eval", ref, "--data", m_valid, "--test-limit", "100", "--normalize", "0.286,0.353", "--json"});
+    QVERIFY2(ev.exitCode == kExitOk, qPrintable(ev.err));
+    // A plan's input normalisation (what analyze search measured with) is the run's for a file that
+    // stores none, unless --normalize says otherwise (tester 18 #9).
+    const QString normPlan = m_tmp.filePath("norm.plan.json");
+    {
+        QFile f(normPlan);
+        QVERIFY(f.open(QIODevice::WriteOnly));
+        f.write(R"({"default": {"format": "int8", "normalize": "0.286,0.353"}})");
+    }
+    for (const QString& given : {QString(), QString("0.5,0.25")}) {
+        QStringList args{"train", "--model", ref, "--strategy", "ptq", "--epochs", "0", "--plan", normPlan, "--data", m_valid,
+                         "--test-limit", "20", "--quiet", "--json"};
+        if (!given.isEmpty()) args << "--normalize" << given;
+        const Result p = runCli(args);
+        QVERIFY2(p.exitCode == kExitOk, qPrintable(p.err));
+        const nlohmann::json s = nlohmann::json::parse(p.out.section('\n', 0, 0).toStdString());
+        QCOMPARE(s.at("normalization").get<std::string>(), std::string(given.isEmpty() ? "mean 0.2860, std 0.3530" : "mean 0.5000, std 0.2500"));
+        QCOMPARE(s.at("plan").at("default").at("normalize").get<std::string>(), std::string("0.286,0.353"));
+    }
+    // A plan whose normalisation does not parse is refused before anything runs, naming the plan.
+    const QString badNorm = m_tmp.filePath("badnorm.plan.json");
+    {
+        QFile f(badNorm);
+        QVERIFY(f.open(QIODevice::WriteOnly));
+        f.write(R"({"default": {"format": "int8", "normalize": "0.5"}})");
+    }
+    const Result refused = runCli({"train", "--model", ref, "--strategy", "ptq", "--epochs", "0", "--plan", badNorm, "--data", m_valid,
+                                   "--test-limit", "20", "--quiet"});
+    QCOMPARE(refused.exitCode, kExitUsage);
+    QVERIFY2(refused.err.contains("plan " + badNorm + ": \"default\".\"normalize\": normalisation '0.5': expected MEAN,STD"),
+             qPrintable(refused.err));
+    // In text mode it says where the normalisation came from.
+    const Result planText = runCli({"train", "--model", ref, "--strategy", "ptq", "--epochs", "0", "--plan", normPlan, "--data", m_valid,
+                                    "--test-limit", "20", "--quiet"});
+    QVERIFY2(planText.exitCode == kExitOk, qPrintable(planText.err));
+    QVERIFY2(planText.err.contains("input normalisation mean 0.2860, std 0.3530, from the plan " + normPlan), qPrintable(planText.err));
+    QVERIFY(!planText.err.contains("does not say how its input was normalised"));
+    // Without --normalize, a file that does not say how its input was normalised gets the train
+    // set's statistics, and eval says so.
+    const Result guessed = runCli({"eval", ref, "--data", m_valid, "--test-limit", "20"});
+    QVERIFY2(guessed.exitCode == kExitOk, qPrintable(guessed.err));
+    QVERIFY2(guessed.err.contains("does not say how its input was normalised: using the train set's statistics"), qPrintable(guessed.err));
+    QVERIFY(!ev.err.contains("does not say how its input")); // --normalize given
+    // The statistics of the train set at --resize's size, taken image by image (Dataset's
+    // trainForStatistics): at the model's own size, the same evaluation.
+    const Result guessedResized = runCli({"eval", ref, "--data", m_valid, "--test-limit", "20", "--resize", "28x28"});
+    QVERIFY2(guessedResized.exitCode == kExitOk, qPrintable(guessedResized.err));
+    QCOMPARE(guessedResized.out, guessed.out);
+    // A --resize the model cannot take is refused before any image is read or resized.
+    const Result wrongSize = runCli({"eval", ref, "--data", m_valid, "--test-limit", "20", "--resize", "56x56"});
+    QCOMPARE(wrongSize.exitCode, kExitUsage);
+    QVERIFY2(wrongSize.err.contains("takes 1x28x28 images; --resize 56x56 gives another size: resize to 28x28"), qPrintable(wrongSize.err));
+    // analyze compare / sensitivity on the exported model, as JSON.
+    const Result cmp = runCli({"analyze", "compare", onnx, "--data", m_valid, "--images", "32", "--format", "int4", "--json"});
+    QVERIFY2(cmp.exitCode == kExitOk, qPrintable(cmp.err));
+    const nlohmann::json c = nlohmann::json::parse(cmp.out.toStdString());
+    QCOMPARE(c["event"].get<std::string>(), std::string("compare"));
+    QVERIFY(c["layers"].size() >= 4);
+    QVERIFY(c["layers"][0].contains("sqnr_db") && c["layers"][0].contains("alone_sqnr_db"));
+    const Result sens = runCli({"analyze", "sensitivity", onnx, "--data", m_valid, "--validation", "100", "--formats", "int8,int2",
+                                "--calib-images", "100", "--json"});
+    QVERIFY2(sens.exitCode == kExitOk, qPrintable(sens.err));
+    const nlohmann::json r = nlohmann::json::parse(sens.out.toStdString());
+    QCOMPARE(r["cells"].size(), std::size_t{3 * 2}); // mlp: fc1, fc2, fc3 x int8, int2
+    QCOMPARE(r["validation_images"].get<int>(), 100);
+    // Another analysis's option is refused, not ignored: compare --formats ran int8.
+    for (const QStringList& wrong : {QStringList{"compare", onnx, "--formats", "int4,int2"}, QStringList{"search", onnx, "--calibration", "mse"},
+                                     QStringList{"sensitivity", onnx, "--plan", "p.json"}, QStringList{"search", onnx, "--format", "int4"}}) {
+        const Result r = runCli(QStringList{"analyze"} + wrong + QStringList{"--data", m_valid});
+        QCOMPARE(r.exitCode, kExitUsage);
+        QVERIFY2(r.err.contains(wrong[2] + " is not an option of analyze " + wrong[0]), qPrintable(r.err));
+    }
+    const Result listedTwice = runCli({"analyze", "search", onnx, "--data", m_valid, "--formats", "int8,int4,int8", "--max-drop", "1"});
+    QCOMPARE(listedTwice.exitCode, kExitUsage); // it measured int8 twice, out of --max-evals
+    QVERIFY2(listedTwice.err.contains("--formats names int8 twice"), qPrintable(listedTwice.err));
+    const Result badFormat = runCli({"analyze", "sensitivity", onnx, "--data", m_valid, "--formats", "int99"});
+    QCOMPARE(badFormat.exitCode, kExitUsage);
+    QVERIFY2(badFormat.err.contains("int99"), qPrintable(badFormat.err));
+
+    // A model trained with another normalisation than the data's statistics: a run from its file
+    // takes the file's (the same accuracy as the run that trained it, and as eval of the file).
+    const QString own = m_tmp.filePath("mlp_norm.qsm");
+    const Result normed = runCli(QStringList{"train", "--model", "mlp", "--normalize", "0.5,0.25", "--export", own} + common);
+    QVERIFY2(normed.exitCode == kExitOk, qPrintable(normed.err));
+    const Result again = runCli(QStringList{"train", "--model", own, "--epochs", "0"} + common);
+    QVERIFY2(again.exitCode == kExitOk, qPrintable(again.err));
+    QCOMPARE(doneOf(again)["test_acc"].get<double>(), doneOf(normed)["test_acc"].get<double>());
+
+    // Our own export stores its normalisation: --normalize is refused for it.
+    const Result twice = runCli({"eval", onnx, "--data", m_valid, "--normalize", "0.5,0.5"});
+    QCOMPARE(twice.exitCode, kExitUsage);
+    QVERIFY2(twice.err.contains("stores its input normalisation"), qPrintable(twice.err));
+}
+
+// Output paths that are not plain files: a device (/dev/full) is written in place and its error
+// reported, never replaced by a regular file (as root, a rename over /dev/full did that); a
+// symbolic link stays a link to the file written; a folder is refused; and standard output on a
+// full device is an I/O error, not exit 0 with the output lost.
+void TestCliFiles::writesThroughDevicesAndLinks()
+{
+    namespace fs = std::filesystem;
+    if (!fs::is_character_file("/dev/full")) QSKIP("no /dev/full here");
+    const QString model = m_tmp.filePath("devices.qsm");
+    const Result trained = runCli({"train", "--model", "mlp", "--data", m_valid, "--train-limit", "200", "--test-limit", "50",
+                                   "--quiet", "--export", model});
+    QVERIFY2(trained.exitCode == kExitOk, qPrintable(trained.err));
+    const QStringList eval{"eval", model, "--data", m_valid, "--test-limit", "50", "--predictions"};
+
+    const Result full = runCli(eval + QStringList{"/dev/full"});
+    QCOMPARE(full.exitCode, kExitData);
+    QVERIFY2(full.err.contains("/dev/full: write failed: the disk is full"), qPrintable(full.err));
+    QVERIFY(fs::is_character_file("/dev/full"));
+    // ... after the evaluation's report, which a full disk used to swallow (tester 12).
+    QVERIFY2(full.out.contains("test accuracy"), qPrintable(full.out));
+    const Result fullPlan = runCli({"analyze", "search", model, "--data", m_valid, "--formats", "int8,int4", "--max-drop", "50",
+                                    "--max-evals", "2", "--validation", "100", "--test-limit", "50", "--calib-images", "50",
+                                    "--plan-out", "/dev/full"});
+    QCOMPARE(fullPlan.exitCode, kExitData);
+    QVERIFY2(fullPlan.out.contains("chosen:"), qPrintable(fullPlan.out + fullPlan.err));
+    QVERIFY2(fullPlan.err.contains("/dev/full: write failed: the disk is full"), qPrintable(fullPlan.err));
+    // A folder, a missing folder and a dangling link's missing folder are refused before the
+    // work (train --export to a folder trained the whole run first).
+    const QString danglingLink = m_tmp.filePath("dangling.qsm"), folderQsm = m_tmp.filePath("isdir.qsm");
+    QVERIFY(QFile::link(m_tmp.filePath("nowhere/x.qsm"), danglingLink));
+    QVERIFY(QDir().mkpath(folderQsm));
+    for (const QString& out : {folderQsm, danglingLink, m_tmp.filePath("nowhere/p.qsm")}) {
+        const Result early = runCli(eval + QStringList{out});
+        QCOMPARE(early.exitCode, kExitData);
+        QVERIFY2(!early.out.contains("test accuracy"), qPrintable(out + ": " + early.out));
+        const Result exported = runCli({"train", "--model", "mlp", "--data", m_valid, "--train-limit", "200", "--test-limit", "50",
+                                        "--export", out});
+        QCOMPARE(exported.exitCode, kExitData);
+        QVERIFY2(!exported.out.contains("epoch 1"), qPrintable(out + ": " + exported.out));
+    }
+
+    // A failed --export file does not cost the ones after it: each is written and reported, and
+    // the first failure's exit code is the command's (one failure used to skip the rest).
+    const QString fullQsm = m_tmp.filePath("full.qsm"), after = m_tmp.filePath("after-full.onnx");
+    QVERIFY(QFile::link("/dev/full", fullQsm));
+    const Result twoExports = runCli({"train", "--model", "mlp", "--data", m_valid, "--train-limit", "200", "--test-limit", "50",
+                                      "--export", fullQsm + "," + after});
+    QCOMPARE(twoExports.exitCode, kExitData);
+    QVERIFY2(twoExports.err.contains("full.qsm: write failed: the disk is full"), qPrintable(twoExports.err));
+    QVERIFY2(twoExports.out.contains("exported " + after), qPrintable(twoExports.out));
+    QVERIFY(fs::file_size(after.toStdString()) > 1000);
+    QVERIFY(fs::is_symlink(fullQsm.toStdString()) && fs::is_character_file("/dev/full"));
+
+    const QString target = m_tmp.filePath("predictions.csv"), link = m_tmp.filePath("latest.csv");
+    QVERIFY(QFile::link(target, link));
+    const Result linked = runCli(eval + QStringList{link});
+    QVERIFY2(linked.exitCode == kExitOk, qPrintable(linked.err));
+    QVERIFY(fs::is_symlink(link.toStdString()));
+    QVERIFY(fs::file_size(target.toStdString()) > 50); // a header and 50 rows
+
+    const Result folder = runCli(eval + QStringList{m_tmp.path()});
+    QCOMPARE(folder.exitCode, kExitData);
+    QVERIFY2(folder.err.contains("is a folder"), qPrintable(folder.err));
+
+    // "-" and /dev/stdout write to standard output itself (a file named "-" was created; through
+    // the link, a temporary was renamed over the shell's redirection and the report was lost).
+    // Standard output then holds the CSV alone, one "index,class" row an image, and the report
+    // (text or JSON) goes to stderr: `eval --predictions - > p.csv` had the report in the CSV.
+    const auto csvOnly = [](const QString& text) { return QRegularExpression("\\A(\\d+,\\d+\n){50}\\z").match(text).hasMatch(); };
+    const Result dash = runCli(eval + QStringList{"-"});
+    QVERIFY2(dash.exitCode == kExitOk, qPrintable(dash.err));
+    QVERIFY2(dash.out.startsWith("0,") && csvOnly(dash.out), qPrintable(dash.out));
+    QVERIFY2(dash.err.contains("test accuracy"), qPrintable(dash.err));
+    const Result dashJson = runCli(eval + QStringList{"-", "--json"});
+    QVERIFY2(dashJson.exitCode == kExitOk, qPrintable(dashJson.err));
+    QVERIFY2(csvOnly(dashJson.out), qPrintable(dashJson.out));
+    QVERIFY2(dashJson.err.contains("\"event\":\"eval\""), qPrintable(dashJson.err));
+    QVERIFY(!QFileInfo::exists("-"));
+    const QString redirected = m_tmp.filePath("stdout.txt");
+    QProcess r;
+    r.setStandardOutputFile(redirected);
+    r.start(kCli, eval + QStringList{"/dev/stdout"});
+    QVERIFY(r.waitForStarted() && r.waitForFinished(kRunTimeoutMs));
+    QCOMPARE(r.exitCode(), kExitOk);
+    QFile got(redirected);
+    QVERIFY(got.open(QIODevice::ReadOnly));
+    const QByteArray text = got.readAll();
+    QVERIFY2(text.startsWith("0,") && csvOnly(QString::fromUtf8(text)), text.constData());
+    QVERIFY(r.readAllStandardError().contains("test accuracy"));
+
+    // An output that is one of the command's inputs is refused before anything is written.
+    const qint64 modelBytes = QFileInfo(model).size();
+    const Result overModel = runCli(eval + QStringList{QDir(m_tmp.path()).filePath("./devices.qsm")});
+    QCOMPARE(overModel.exitCode, kExitUsage);
+    QVERIFY2(overModel.err.contains("is the model this command reads"), qPrintable(overModel.err));
+    const Result overPlan = runCli({"analyze", "search", model, "--data", m_valid, "--formats", "int8", "--max-drop", "1", "--plan-out", model});
+    QCOMPARE(overPlan.exitCode, kExitUsage);
+    const Result overExport = runCli({"train", "--model", model, "--data", m_valid, "--strategy", "ptq", "--epochs", "0", "--export", model});
+    QCOMPARE(overExport.exitCode, kExitUsage);
+    QCOMPARE(QFileInfo(model).size(), modelBytes);
+    QCOMPARE(runCli({"train", "--lr", "0x10"}).exitCode, kExitUsage); // strtod read hexadecimal
+
+    QProcess p;
+    p.setStandardOutputFile("/dev/full");
+    p.start(kCli, {"info", model});
+    QVERIFY(p.waitForStarted() && p.waitForFinished(kRunTimeoutMs));
+    QCOMPARE(p.exitCode(), kExitData);
+    const QString err = QString::fromUtf8(p.readAllStandardError());
+    QVERIFY2(err.contains("write failed: standard output: the disk is full"), qPrintable(err));
+}
+
+// eval --normalize on a model that stores its normalisation: the same values again are accepted
+// (a script passing the same flags to every model used to fail), others are a usage error naming both.
+void TestCliFiles::evalNormalizeAgainstTheStoredOne()
+{
+    const QString model = m_tmp.filePath("normalized.qsm");
+    const Result trained = runCli({"train", "--model", "mlp", "--data", m_valid, "--train-limit", "200", "--test-limit", "50",
+                                   "--quiet", "--normalize", "0.25,0.5", "--export", model});
+    QVERIFY2(trained.exitCode == kExitOk, qPrintable(trained.err));
+    const QStringList eval{"eval", model, "--data", m_valid, "--test-limit", "50", "--normalize"};
+    const Result same = runCli(eval + QStringList{"0.25,0.5"});
+    QVERIFY2(same.exitCode == kExitOk, qPrintable(same.err));
+    const Result plain = runCli({"eval", model, "--data", m_valid, "--test-limit", "50"});
+    QCOMPARE(same.out, plain.out);
+    // Options this float model's run does not use are named (they passed in silence).
+    const Result unused = runCli({"eval", model, "--data", m_valid, "--test-limit", "50", "--isa", "avx2", "--passes", "2"});
+    QVERIFY2(unused.exitCode == kExitOk, qPrintable(unused.err));
+    QVERIFY2(unused.err.contains("--isa is ignored") && unused.err.contains("--passes is ignored: it is for --bench"), qPrintable(unused.err));
+    QCOMPARE(unused.out, plain.out);
+    const Result other = runCli(eval + QStringList{"0.3,0.5"});
+    QCOMPARE(other.exitCode, kExitUsage);
+    QVERIFY2(other.err.contains("stores its input normalisation (mean 0.2500, std 0.5000), and --normalize asks for mean 0.3000, std 0.5000"),
+             qPrintable(other.err));
+    // train from the file's weights refuses another normalisation as eval does (it replaced the
+    // stored one in silence, and the exported model carried it); --reinit trains afresh with it.
+    const QStringList fromFile{"train", "--model", model, "--data", m_valid, "--train-limit", "200", "--test-limit", "50",
+                               "--quiet", "--strategy", "ptq", "--epochs", "0", "--normalize"};
+    const Result trainOther = runCli(fromFile + QStringList{"0.3,0.5"});
+    QCOMPARE(trainOther.exitCode, kExitUsage);
+    QVERIFY2(trainOther.err.contains("its weights were trained on the stored one"), qPrintable(trainOther.err));
+    QCOMPARE(runCli(fromFile + QStringList{"0.25,0.5"}).exitCode, kExitOk);
+    const Result fresh = runCli({"train", "--model", model, "--reinit", "--data", m_valid, "--train-limit", "200", "--test-limit", "50",
+                                 "--quiet", "--normalize", "0.3,0.5"});
+    QVERIFY2(fresh.exitCode == kExitOk, qPrintable(fresh.err));
+    // --init FILE (the file's weights in the preset) keeps the stored normalisation as --model
+    // FILE does: it used the train set's statistics in silence, and the accuracy fell to chance.
+    const QStringList init{"train", "--model", "mlp", "--init", model, "--data", m_valid, "--test-limit", "50",
+                           "--quiet", "--strategy", "ptq", "--epochs", "0", "--json"};
+    const Result initKept = runCli(init);
+    QVERIFY2(initKept.exitCode == kExitOk, qPrintable(initKept.err));
+    const nlohmann::json start = nlohmann::json::parse(initKept.out.section('\n', 0, 0).toStdString());
+    QCOMPARE(start.at("normalization").get<std::string>(), std::string("mean 0.2500, std 0.5000"));
+    QCOMPARE(doneOf(initKept)["test_acc"].get<double>(), doneOf(runCli(fromFile.mid(0, fromFile.size() - 1) + QStringList{"--json"}))["test_acc"].get<double>());
+    const Result initOther = runCli(init + QStringList{"--normalize", "0.3,0.5"});
+    QCOMPARE(initOther.exitCode, kExitUsage);
+    QVERIFY2(initOther.err.contains("its weights were trained on the stored one (without --init"), qPrintable(initOther.err));
+    // eval's JSON says which normalisation it used and which test set it measured.
+    const Result json = runCli({"eval", model, "--data", m_valid, "--test-limit", "50", "--json"});
+    const nlohmann::json j = nlohmann::json::parse(json.out.toStdString());
+    QCOMPARE(j.at("normalization").get<std::string>(), std::string("mean 0.2500, std 0.5000"));
+    QVERIFY(j.contains("test_split") && j.contains("notes"));
+}
+
+QTEST_GUILESS_MAIN(TestCliFiles)
+#include "tst_cli_files.moc"
