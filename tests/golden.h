@@ -155,7 +155,8 @@ inline const std::vector<std::string>& checkedGoldenOps()
         "max_pool2d", "avg_pool2d", "global_avg_pool2d", "linear", "batch_norm2d", "add", "relu6",
         "log_softmax_nll_mean", "mse_mean", "adam", "sgd_momentum", "resnet8_adam_steps", "sigmoid", "tanh", "silu",
         "hardsigmoid", "hardswish", "leaky_relu", "elu", "gelu", "conv2d_geometry", "gelu_tanh", "prelu", "pool_geometry", "hardtanh",
-        "fake_quantize_learnable_per_tensor_affine", "fake_quantize_learnable_per_channel_affine"};
+        "fake_quantize_learnable_per_tensor_affine", "fake_quantize_learnable_per_channel_affine",
+        "fake_quantize_module"};
     return ops;
 }
 #endif

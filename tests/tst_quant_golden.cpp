@@ -3,6 +3,7 @@
 // and fp16 / bf16 casts. All of these must match bit for bit: they are integer grids and
 // correctly rounded casts, so any difference is a bug, not rounding noise.
 #include "quant/float_cast.h"
+#include "quant/activation_quantizer.h"
 #include "quant/format.h"
 #include "quant/lsq.h"
 #include "quant/observer.h"
@@ -132,6 +133,8 @@ private slots:
     void floatCast();
     void lsqStepGradient_data();
     void lsqStepGradient();
+    void fakeQuantizeModule_data();
+    void fakeQuantizeModule();
     void everyCaseIsChecked();
 };
 
@@ -317,6 +320,37 @@ void TestQuantGolden::lsqStepGradient()
     Tensor ds(Shape{slotCount});
     quantscope::lsqStepGradient(x.values(), c.in("grad_y").values(), p, ds.values());
     QS_COMPARE_TENSORS(ds, c.out("grad_scale"), 1e-6, 1e-5);
+}
+
+void TestQuantGolden::fakeQuantizeModule_data() { golden::rowsFor({"fake_quantize_module"}); }
+
+// A QAT activation point over a run of batches against PyTorch's FakeQuantize module (044_fq_module_*):
+// each batch moves the observer, then is fake-quantized on the grid that gives. ActivationQuantizer
+// must give the same scale, zero point, output and straight-through mask after every batch: exact.
+void TestQuantGolden::fakeQuantizeModule()
+{
+    QS_FETCH_GOLDEN(c);
+    QVERIFY2(!c.params.value("reduce_range", false), "reduce_range: PyTorch's module clamps to another range than its observer's");
+    const std::string observer = c.params.at("observer").get<std::string>();
+    QVERIFY(observer == "moving_average_minmax" || observer == "minmax");
+    ActivationQuantizer q(formatOf(c.params), observer == "minmax" ? Calibration::MinMax : Calibration::MovingAverage);
+    if (observer != "minmax") q.setAveragingConstant(c.params.value("averaging_constant", kMovingAverageConstant));
+    int batches = 0;
+    for (; c.inputs.count("batch" + std::to_string(batches)); ++batches) {
+        const std::string i = std::to_string(batches);
+        Tensor y = c.in("batch" + i);
+        q.observe(y.values());
+        QVERIFY(q.ready());
+        QCOMPARE(q.params().scale[0], static_cast<float>(c.scalar("scale" + i)));
+        QCOMPARE(q.params().zeroPoint[0], static_cast<std::int32_t>(c.scalar("zero_point" + i)));
+        std::vector<std::uint8_t> mask;
+        q.fakeQuantize(y, mask);
+        QString bad = firstBitMismatch(y, c.out("y" + i));
+        QVERIFY2(bad.isEmpty(), qPrintable(QString("batch %1: ").arg(batches) + bad));
+        bad = firstBitMismatch(maskAsTensor(mask, y.shape()), c.out("grad" + i));
+        QVERIFY2(bad.isEmpty(), qPrintable(QString("batch %1, mask: ").arg(batches) + bad));
+    }
+    QVERIFY(batches >= 2);
 }
 
 // Every reference case in tests/data is checked by some golden test: a case of an op no test

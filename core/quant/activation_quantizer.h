@@ -46,6 +46,8 @@ public:
     bool ready() const;
     const NumberFormat& format() const { return m_format; }
     const RangeObserver& observer() const { return m_observer; }
+    // The moving-average observer's constant (PyTorch's averaging_constant; default 0.01).
+    void setAveragingConstant(float c) { m_observer.setAveragingConstant(c); }
     // Forgets the observed range.
     void reset();
     // Int formats: params() = p from now on (learned quantizers, quant/lsq.h); ready() is true and
