@@ -30,9 +30,9 @@ struct AdamConstants {
 // update still uses the unrounded m and v, as it did when the rounding was a pass of its own
 // afterwards; that pass re-read the three arrays from L2 (Adam: 5 % of a seed-cnn lowp step, 3.3 %
 // in mixed).
-// vMax (AMSGrad): the running element-wise maximum of v, which the denominator then reads (stored
-// rounded like v).
-template <bool Round>
+// AmsGrad: vMax holds the running element-wise maximum of v, which the denominator then reads
+// (stored rounded like v). A template argument, so that the plain loop stays branch-free.
+template <bool Round, bool AmsGrad>
 void adamUpdate(float* __restrict w, const float* __restrict g, float* __restrict m, float* __restrict v,
                 float* __restrict vMax, std::size_t n, const AdamConstants c)
 {
@@ -41,7 +41,7 @@ void adamUpdate(float* __restrict w, const float* __restrict g, float* __restric
         const float mi = c.b1 * m[i] + (1.0f - c.b1) * gi;
         const float vi = c.b2 * v[i] + (1.0f - c.b2) * gi * gi;
         float vd = vi;
-        if (vMax) {
+        if constexpr (AmsGrad) {
             vd = std::max(vMax[i], vi);
             vMax[i] = Round ? roundBf16(vd) : vd;
         }
@@ -144,8 +144,10 @@ void Adam::step(const std::vector<Param*>& params)
         const bool round = m_roundBf16;
         parallelChunks(n, elementwiseGrain(n), [=](std::size_t i0, std::size_t i1) {
             float* vm = vMax ? vMax + i0 : nullptr;
-            if (round) adamUpdate<true>(w + i0, g + i0, m + i0, v + i0, vm, i1 - i0, c);
-            else adamUpdate<false>(w + i0, g + i0, m + i0, v + i0, vm, i1 - i0, c);
+            if (vm && round) adamUpdate<true, true>(w + i0, g + i0, m + i0, v + i0, vm, i1 - i0, c);
+            else if (vm) adamUpdate<false, true>(w + i0, g + i0, m + i0, v + i0, vm, i1 - i0, c);
+            else if (round) adamUpdate<true, false>(w + i0, g + i0, m + i0, v + i0, nullptr, i1 - i0, c);
+            else adamUpdate<false, false>(w + i0, g + i0, m + i0, v + i0, nullptr, i1 - i0, c);
         });
     }
 }
