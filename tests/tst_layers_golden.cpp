@@ -354,15 +354,23 @@ void TestLayersGolden::goldenReLU6()
 void TestLayersGolden::goldenPointwise()
 {
     QS_FETCH_GOLDEN(g);
-    const std::map<std::string, std::pair<LayerKind, const char*>> kinds = {
-        {"sigmoid", {LayerKind::Sigmoid, nullptr}},   {"tanh", {LayerKind::Tanh, nullptr}},
-        {"silu", {LayerKind::SiLU, nullptr}},         {"hardsigmoid", {LayerKind::Hardsigmoid, nullptr}},
-        {"hardswish", {LayerKind::Hardswish, nullptr}}, {"leaky_relu", {LayerKind::LeakyReLU, "negative_slope"}},
-        {"elu", {LayerKind::ELU, "alpha"}},           {"gelu", {LayerKind::GELU, nullptr}},
-        {"gelu_tanh", {LayerKind::GELUTanh, nullptr}}, {"hardtanh", {LayerKind::Hardtanh, "min_val"}}};
-    const auto& [kind, param] = kinds.at(g.op);
-    const std::optional<float> maxVal = kind == LayerKind::Hardtanh ? std::optional<float>(g.params.at("max_val").get<float>()) : std::nullopt;
-    Pointwise layer(g.op, kind, param ? std::optional<float>(g.params.at(param).get<float>()) : std::nullopt, maxVal);
+    struct Kind {
+        LayerKind kind;
+        const char* param; // the parameter PyTorch names, and its default where the case names none
+        float byDefault;
+    };
+    const std::map<std::string, Kind> kinds = {
+        {"sigmoid", {LayerKind::Sigmoid, nullptr, 0.0f}},     {"tanh", {LayerKind::Tanh, nullptr, 0.0f}},
+        {"silu", {LayerKind::SiLU, nullptr, 0.0f}},           {"hardsigmoid", {LayerKind::Hardsigmoid, nullptr, 0.0f}},
+        {"hardswish", {LayerKind::Hardswish, nullptr, 0.0f}}, {"leaky_relu", {LayerKind::LeakyReLU, "negative_slope", 0.01f}},
+        {"elu", {LayerKind::ELU, "alpha", 1.0f}},             {"gelu", {LayerKind::GELU, nullptr, 0.0f}},
+        {"gelu_tanh", {LayerKind::GELUTanh, nullptr, 0.0f}},  {"hardtanh", {LayerKind::Hardtanh, "min_val", -1.0f}}};
+    Kind k = kinds.at(g.op);
+    // F.gelu(x, approximate="tanh") is GELU's tanh form, whichever op name the case gives
+    if (g.params.value("approximate", std::string("none")) == "tanh") k.kind = LayerKind::GELUTanh;
+    const LayerKind kind = k.kind;
+    const std::optional<float> maxVal = kind == LayerKind::Hardtanh ? std::optional<float>(g.params.value("max_val", 1.0f)) : std::nullopt;
+    Pointwise layer(g.op, kind, k.param ? std::optional<float>(g.params.value(k.param, k.byDefault)) : std::nullopt, maxVal);
     const bool exact = kind == LayerKind::Hardsigmoid || kind == LayerKind::Hardswish || kind == LayerKind::LeakyReLU ||
                        kind == LayerKind::Hardtanh;
     if (kind == LayerKind::GELUTanh) {

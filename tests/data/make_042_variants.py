@@ -12,7 +12,9 @@ those files leave at one value, in the golden format of tests/golden.h (one case
   stride 2 padding 1 and with ceil_mode; avg_pool2d with padding, count_include_pad=False and
   ceil_mode; batch_norm2d in evaluation (running statistics given) and in training with
   momentum 0.3 from given running statistics; linear without bias;
-- Adam with weight decay and with AMSGrad; SGD with Nesterov momentum, with dampening, plain.
+- Adam with weight decay and with AMSGrad; SGD with Nesterov momentum, with dampening, plain;
+- leaky_relu, elu and hardtanh at PyTorch's defaults (no params named) and other values, and gelu
+  with approximate="tanh" under the op name "gelu".
 
 tst_quant_golden and tst_layers_golden read every case of these ops, so each file here is checked
 by the same code as the original cases (golden::rowsFor).
@@ -152,6 +154,15 @@ def pool(name, op, params, x, fn):
                  "outputs": {"y": tensor(y), "grad_x": tensor(gx)}})
 
 
+def pointwise(name, op, params, x, fn):
+    x = x.clone().requires_grad_(True)
+    y = fn(x)
+    grad_y = torch.rand(y.shape) * 4 - 2
+    (gx,) = torch.autograd.grad(y, x, grad_y)
+    write(name, {"op": op, "params": params, "inputs": {"x": tensor(x), "grad_y": tensor(grad_y)},
+                 "outputs": {"y": tensor(y), "grad_x": tensor(gx)}})
+
+
 def batch_norm(name, training, momentum, seed):
     torch.manual_seed(seed)
     x = (torch.randn(3, 4, 5, 6) * 1.5 + 0.7).requires_grad_(True)
@@ -249,6 +260,15 @@ def main():
               {"lr": 0.05, "momentum": 0.8, "dampening": 0.3, "weight_decay": 0.001}, 16)
     optimizer("optim_sgd_plain", "sgd_momentum", lambda p: torch.optim.SGD(p, lr=0.1),
               {"lr": 0.1, "momentum": 0.0}, 17)
+    # pointwise activations at PyTorch's defaults (no params named) and other parameters
+    torch.manual_seed(18)
+    x = torch.cat([torch.tensor([0.0, -0.0, 1.0, -1.0, 3.0, -3.0, 20.0, -20.0]), torch.rand(200) * 12 - 6])
+    pointwise("leaky_relu_default", "leaky_relu", {}, x, F.leaky_relu)
+    pointwise("leaky_relu_0.2", "leaky_relu", {"negative_slope": 0.2}, x, lambda t: F.leaky_relu(t, 0.2))
+    pointwise("elu_default", "elu", {}, x, F.elu)
+    pointwise("elu_2", "elu", {"alpha": 2.0}, x, lambda t: F.elu(t, 2.0))
+    pointwise("hardtanh_default", "hardtanh", {}, x, F.hardtanh)
+    pointwise("gelu_approximate_tanh", "gelu", {"approximate": "tanh"}, x, lambda t: F.gelu(t, approximate="tanh"))
 
 
 if __name__ == "__main__":
