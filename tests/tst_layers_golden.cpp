@@ -176,9 +176,20 @@ void TestLayersGolden::goldenConv2d()
     const std::size_t groups = g.params.value("groups", std::size_t{1});
     const bool bias = g.params.value("bias", g.inputs.count("b") > 0);
     QCOMPARE(bias, g.inputs.count("b") > 0);
-    const auto stride = spatial(g.params, "stride", {1, 1}), pad = spatial(g.params, "padding", {0, 0}),
-               dilation = spatial(g.params, "dilation", {1, 1});
-    const ConvGeometry geo{w.dim(2), w.dim(3), stride[0], stride[1], pad[0], pad[1], pad[0], pad[1], dilation[0], dilation[1]};
+    const auto stride = spatial(g.params, "stride", {1, 1}), dilation = spatial(g.params, "dilation", {1, 1});
+    ConvGeometry geo{w.dim(2), w.dim(3), stride[0], stride[1], 0, 0, 0, 0, dilation[0], dilation[1]};
+    const nlohmann::json padding = g.params.value("padding", nlohmann::json(0));
+    if (padding.is_string()) { // padding="valid" (none) or "same" (stride 1; the odd pixel goes bottom/right)
+        QVERIFY2(padding == "valid" || padding == "same", qPrintable(QString::fromStdString("padding " + padding.dump())));
+        if (padding == "same") {
+            const std::size_t th = geo.dh * (geo.kh - 1), tw = geo.dw * (geo.kw - 1);
+            geo.padTop = th / 2, geo.padBottom = th - th / 2, geo.padLeft = tw / 2, geo.padRight = tw - tw / 2;
+        }
+    } else {
+        const auto pad = spatial(g.params, "padding", {0, 0});
+        geo.padTop = geo.padBottom = pad[0];
+        geo.padLeft = geo.padRight = pad[1];
+    }
     // A square window takes the square constructor, as the presets and .qsm files build them.
     Conv2d conv = geo.isSquare() ? Conv2d("conv", w.dim(1) * groups, w.dim(0), geo.kh, geo.sh, geo.padTop, groups, bias)
                                  : Conv2d("conv", w.dim(1) * groups, w.dim(0), geo, groups, bias);

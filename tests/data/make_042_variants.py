@@ -8,7 +8,8 @@ those files leave at one value, in the golden format of tests/golden.h (one case
 - observers: uint8 symmetric (zero point 128), reduce_range, a custom [0, 15] range, all-positive,
   all-negative and all-zero data; per-channel affine along axis 1; a moving average with another
   constant on int8 symmetric;
-- conv2d with stride 2 and padding 2, with dilation 2, and 1x1 without bias; max_pool2d 3x3
+- conv2d with stride 2 and padding 2, with dilation 2, 1x1 without bias, (H, W) pairs, and
+  padding="same" (an even kernel: the odd pixel bottom/right) and "valid"; max_pool2d 3x3
   stride 2 padding 1 and with ceil_mode; avg_pool2d with padding, count_include_pad=False and
   ceil_mode; batch_norm2d in evaluation (running statistics given) and in training with
   momentum 0.3 from given running statistics; linear without bias;
@@ -269,6 +270,12 @@ def main():
     pointwise("elu_2", "elu", {"alpha": 2.0}, x, lambda t: F.elu(t, 2.0))
     pointwise("hardtanh_default", "hardtanh", {}, x, F.hardtanh)
     pointwise("gelu_approximate_tanh", "gelu", {"approximate": "tanh"}, x, lambda t: F.gelu(t, approximate="tanh"))
+    # convolutions with PyTorch's string paddings
+    torch.manual_seed(19)
+    weighted("conv2d_padding_same", "conv2d", {"stride": 1, "padding": "same", "dilation": 2}, torch.randn(2, 3, 7, 8),
+             torch.randn(4, 3, 2, 3) * 0.3, torch.randn(4), lambda x, w, b: F.conv2d(x, w, b, padding="same", dilation=2))
+    weighted("conv2d_padding_valid", "conv2d", {"stride": 1, "padding": "valid"}, torch.randn(2, 3, 6, 6),
+             torch.randn(2, 3, 3, 3) * 0.3, torch.randn(2), lambda x, w, b: F.conv2d(x, w, b, padding="valid"))
 
 
 if __name__ == "__main__":
