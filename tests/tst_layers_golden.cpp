@@ -168,7 +168,8 @@ private slots:
 };
 
 // Plain (015), depthwise (023: groups = channels, stride 2, padding 1) and grouped (024)
-// convolutions, with or without bias, as the case's params say.
+// convolutions, with or without bias, and 042's variants: any kernel, stride, padding (numbers,
+// (H, W) pairs, "same", "valid") and dilation PyTorch takes, as the case's params say.
 void TestLayersGolden::goldenConv2d()
 {
     QS_FETCH_GOLDEN(g);
