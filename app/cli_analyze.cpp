@@ -594,8 +594,15 @@ int runSearch(const Args& args)
         return 130;
     }
     const EvaluatedPlan& c = r.plans[static_cast<std::size_t>(r.chosen)];
-    std::printf("chosen: %s, %llu bytes, %.2f bits per weight; test accuracy %.2f %%\n%s\n", c.label.c_str(),
-                static_cast<unsigned long long>(c.bytes), c.bitsPerWeight, 100.0 * testAcc, planToJson(c.plan).c_str());
+    std::printf("chosen: %s, %llu bytes, %.2f bits per weight; test accuracy %.2f %%\n", c.label.c_str(),
+                static_cast<unsigned long long>(c.bytes), c.bitsPerWeight, 100.0 * testAcc);
+    // With --plan-out the file is the plan (confirmed, not printed: a user looked for a line saying
+    // it was written); without, the plan's JSON is printed to be copied.
+    if (args.has("--plan-out") && planError.empty())
+        std::printf("plan written to %s (train --plan %s applies it)\n", args.str("--plan-out", "").c_str(),
+                    args.str("--plan-out", "").c_str());
+    else
+        std::printf("%s\n", planToJson(c.plan).c_str());
     std::fflush(stdout);
     return done(kExitOk);
 }

@@ -35,6 +35,12 @@ Args::Args(const std::vector<std::string>& argv, const std::set<std::string>& va
         } else if (valueFlags.count(flag)) {
             if (!inlineValue) {
                 if (i + 1 >= argv.size()) throw UsageError(flag + " needs a value");
+                // "--epochs --threads 1": the value was left out and the next option taken for it,
+                // which then failed as "unexpected argument '1'", naming neither flag.
+                const std::string& next = argv[i + 1];
+                const std::string nextFlag = next.substr(0, next.find('='));
+                if (next.rfind("--", 0) == 0 && (valueFlags.count(nextFlag) || switches.count(nextFlag)))
+                    throw UsageError(flag + " needs a value, but the next argument is the option " + nextFlag);
                 value = argv[++i];
             }
             m_values[flag] = value;

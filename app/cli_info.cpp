@@ -44,7 +44,8 @@ const char* const kInfoHelp =
     "MACs: Conv2d outH*outW*outC*(inC/groups)*k*k, Linear in*out, other layers 0 (their\n"
     "arithmetic is counted apart as elementwise ops). FP32 size: parameters and BatchNorm running\n"
     "statistics as float32. Int8 size: as the integer export stores the model: BatchNorm folded\n"
-    "into its convolution, weights 1 byte, biases int32, one float32 scale per output channel.\n";
+    "into its convolution, weights 1 byte, biases int32, one float32 scale per output channel\n"
+    "(a float model's; a quantized file prints the weights it stores instead).\n";
 
 namespace {
 
@@ -247,7 +248,14 @@ void printTable(const ModelSummary& s)
     std::printf("MACs per image: %s (%s)\n", scaled(static_cast<double>(s.macs), "").c_str(), withCommas(s.macs).c_str());
     std::printf("Elementwise ops per image: %s (BatchNorm, activations, Add, Mul, pooling, LogSoftmax, Softmax)\n", withCommas(s.elementwiseOps).c_str());
     std::printf("FP32 size: %s\n", bytesText(s.fp32Bytes).c_str());
-    std::printf("Int8 size: %s (BatchNorm folded, int8 weights, int32 biases, per-channel scales)\n", bytesText(s.int8Bytes).c_str());
+    if (s.storedWeights.empty())
+        std::printf("Int8 size: %s (BatchNorm folded, int8 weights, int32 biases, per-channel scales)\n", bytesText(s.int8Bytes).c_str());
+    else { // a quantized file: what it stores, not what a channel-wise int8 export of it would (a tensor-wise file read 34.8 KB "per-channel")
+        std::uint64_t stored = 0;
+        for (const StoredWeights& l : s.storedWeights) stored += l.bytes;
+        std::printf("Stored weights: %s (as the Stored table below gives them, layer by layer; biases not counted)\n",
+                    bytesText(stored).c_str());
+    }
     if (s.fileBytes) std::printf("File size: %s\n", bytesText(*s.fileBytes).c_str());
     if (s.source != "preset")
         std::printf("Input normalisation: %s\n",

@@ -197,14 +197,10 @@ public:
             }
             emit(j);
         } else {
-            const std::string tag = quantTag(e.phase);
-            if (!std::isnan(e.quantTestAccuracyBeforeBnReestimation))
-                std::printf("epoch %zu/%zu  [%s]  quantized model test acc %.2f %% before BatchNorm re-estimation\n",
-                            e.epoch, e.epochs, tag.c_str(), 100 * e.quantTestAccuracyBeforeBnReestimation);
-            if (!std::isnan(e.quantTestAccuracy))
-                std::printf("epoch %zu/%zu  [%s]  quantized model test acc %.2f %% (%s)\n", e.epoch, e.epochs,
-                            tag.c_str(), 100 * e.quantTestAccuracy, e.quantRunner.c_str());
-            if (std::isnan(e.trainLoss))
+            // The epoch's own line first, then what its quantized model measured (that line came
+            // first, before the epoch it belonged to had been named).
+            const bool trained = !std::isnan(e.trainLoss);
+            if (!trained)
                 std::printf("loaded model (no training)  test loss %.4f  test acc %.2f %%\n", e.testLoss,
                             100 * e.testAccuracy);
             else {
@@ -215,8 +211,28 @@ public:
                             e.epoch, e.epochs, e.trainLoss, 100 * e.trainAccuracy, val, e.testLoss, 100 * e.testAccuracy,
                             humanCount(e.imagesPerSecond).c_str(), e.seconds);
             }
+            const std::string tag = quantTag(e.phase);
+            m_lastTag = tag;
+            // PTQ of a loaded model (--epochs 0) has no epoch to name: "epoch 0/0" read as a bug.
+            char epoch[48] = "";
+            if (trained) std::snprintf(epoch, sizeof epoch, "epoch %zu/%zu  ", e.epoch, e.epochs);
+            const char* what = roundedFloatModel(tag) ? "model" : "quantized model";
+            if (!std::isnan(e.quantTestAccuracyBeforeBnReestimation))
+                std::printf("%s[%s]  %s test acc %.2f %% before BatchNorm re-estimation\n", epoch, tag.c_str(), what,
+                            100 * e.quantTestAccuracyBeforeBnReestimation);
+            if (!std::isnan(e.quantTestAccuracy))
+                std::printf("%s[%s]  %s test acc %.2f %% (%s)\n", epoch, tag.c_str(), what, 100 * e.quantTestAccuracy,
+                            e.quantRunner.c_str());
             std::fflush(stdout);
         }
+    }
+
+    // A tag of a low-precision float format alone (mixed or low-precision bf16, fp16, fp8): its
+    // model is the FP32 one rounded to that format, which "quantized" misnamed. MX block formats
+    // and integer formats, and per-layer plans, are quantized models.
+    static bool roundedFloatModel(const std::string& tag)
+    {
+        return tag == "bf16" || tag == "fp16" || tag.rfind("fp8", 0) == 0;
     }
 
     // What a quantized evaluation measured: the phase's format (PTQ's phase is the FP32 training
@@ -263,9 +279,10 @@ public:
                 std::printf("%s after %zu epoch(s), before any evaluation, %.1f s, peak memory %.0f MB\n",
                             e.stopped ? "stopped" : "done", e.epochsDone, e.seconds, e.peakRssMb);
             else if (!std::isnan(e.quantTestAccuracy)) // the quantized model is what the run made; FP32 beside it
-                std::printf("%s after %zu epoch(s): quantized test accuracy %.2f %% (FP32 weights %.2f %%), %.1f s, peak memory %.0f MB\n",
-                            e.stopped ? "stopped" : "done", e.epochsDone, 100 * e.quantTestAccuracy, 100 * e.testAccuracy, e.seconds,
-                            e.peakRssMb);
+                std::printf("%s after %zu epoch(s): %s test accuracy %.2f %% (FP32 weights %.2f %%), %.1f s, peak memory %.0f MB\n",
+                            e.stopped ? "stopped" : "done", e.epochsDone,
+                            roundedFloatModel(m_lastTag) ? m_lastTag.c_str() : "quantized", 100 * e.quantTestAccuracy,
+                            100 * e.testAccuracy, e.seconds, e.peakRssMb);
             else
                 std::printf("%s after %zu epoch(s): test accuracy %.2f %%, %.1f s, peak memory %.0f MB\n",
                             e.stopped ? "stopped" : "done", e.epochsDone, 100 * e.testAccuracy, e.seconds, e.peakRssMb);
@@ -284,6 +301,7 @@ private:
     std::vector<std::string> m_ignored; // "--format", ...: given, but not used by the strategy
     nlohmann::json m_startExtra;        // normalisation, data, test split, the model file's import notes
     StartEvent m_start;
+    std::string m_lastTag; // the last epoch's quantTag, for the final line
     std::chrono::steady_clock::time_point m_lastDraw{};
 };
 

@@ -85,6 +85,11 @@ void TestCli::errors_data()
                                   << QStringList{"--epochs", "abc"};
     QTest::newRow("--epochs without value") << QStringList{"train", "--epochs"} << kExitUsage
                                             << QStringList{"--epochs", "needs a value"};
+    // the value left out, so the next option would have been taken for it: "unexpected argument '1'" named neither flag
+    QTest::newRow("--epochs followed by an option") << QStringList{"train", "--epochs", "--threads", "1"} << kExitUsage
+                                                    << QStringList{"--epochs needs a value, but the next argument is the option --threads"};
+    QTest::newRow("--lr followed by a switch") << QStringList{"train", "--lr", "--quiet"} << kExitUsage
+                                               << QStringList{"--lr needs a value, but the next argument is the option --quiet"};
     QTest::newRow("--lr negative") << QStringList{"train", "--lr", "-1"} << kExitUsage << QStringList{"--lr"};
     QTest::newRow("--lr 0") << QStringList{"train", "--lr", "0"} << kExitUsage << QStringList{"--lr: 0 is out of range [1e-12, 100]"};
     QTest::newRow("unknown model") << QStringList{"train", "--data", "$VALID", "--model", "resnet50"} << kExitUsage

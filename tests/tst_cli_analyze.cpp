@@ -130,6 +130,9 @@ void TestCliAnalyze::analyzeTakesTheDataOptions()
                                              "--max-drop", "50", "--test-limit", "10", "--plan-out", planOut} + data);
     QVERIFY2(search.exitCode == kExitOk, qPrintable(search.err));
     QVERIFY2(search.out.contains("chosen:"), qPrintable(search.out));
+    // the file is confirmed by name, and its JSON is not printed as well
+    QVERIFY2(search.out.contains("plan written to " + planOut), qPrintable(search.out));
+    QVERIFY2(!search.out.contains("\"layers\""), qPrintable(search.out));
     QFile chosen(planOut); // the plan says how its activations were calibrated when it was measured
     QVERIFY(chosen.open(QIODevice::ReadOnly));
     const nlohmann::json chosenPlan = nlohmann::json::parse(chosen.readAll().toStdString());
