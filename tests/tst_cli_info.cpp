@@ -6,6 +6,7 @@
 #include "io/qsm.h"
 #include "nn/model_zoo.h"
 
+#include <QRegularExpression>
 #include <QtTest>
 
 #include <nlohmann/json.hpp>
@@ -36,6 +37,7 @@ private slots:
     void presetTable();
     void presetJson();
     void qsmFile();
+    void quantizedFileGivesWhatItStores();
     void planSize();
     void errors_data();
     void errors();
@@ -147,6 +149,32 @@ void TestCliInfo::qsmFile()
     const nlohmann::json o = nlohmann::json::parse(j.out.toStdString());
     QCOMPARE(o.at("file_bytes").get<qint64>(), QFileInfo(m_qsm).size());
     QCOMPARE(QString::fromStdString(o.at("source").get<std::string>()), m_qsm);
+}
+
+// A tensor-wise int8 file: info gives the weights it stores (the Stored table's sum), not the
+// channel-wise int8 estimate of a float model, which read "per-channel scales" beside a table
+// saying tensor-wise.
+void TestCliInfo::quantizedFileGivesWhatItStores()
+{
+    QString data;
+    startWithSyntheticFolder(m_tmp, data);
+    const QString q = m_tmp.filePath("tensor.qsm");
+    const Result trained = runCli({"train", "--data", data, "--model", "mlp", "--strategy", "ptq", "--granularity", "tensor", "--quiet",
+                                   "--export", q});
+    QVERIFY2(trained.exitCode == kExitOk, qPrintable(trained.err));
+    const Result r = runCli({"info", q});
+    QCOMPARE(r.exitCode, kExitOk);
+    QVERIFY2(r.out.contains("tensor-wise"), qPrintable(r.out));
+    QVERIFY2(!r.out.contains("per-channel scales"), qPrintable(r.out));
+    const QRegularExpression stored("Stored weights: .*\\(([0-9,]+) bytes\\)");
+    const QRegularExpressionMatch m = stored.match(r.out);
+    QVERIFY2(m.hasMatch(), qPrintable(r.out));
+    // the sum of the table's Bytes column
+    qint64 sum = 0;
+    const QRegularExpression row("^\\s+\\S+\\s+int8\\s+tensor-wise\\s+([0-9,]+)\\s", QRegularExpression::MultilineOption);
+    for (auto it = row.globalMatch(r.out); it.hasNext();) sum += it.next().captured(1).remove(',').toLongLong();
+    QVERIFY(sum > 0);
+    QCOMPARE(m.captured(1).remove(',').toLongLong(), sum);
 }
 
 void TestCliInfo::errors_data()
