@@ -82,7 +82,8 @@ const char* const kAnalyzeHelp =
     "  --all-but-one        quantize every layer except one instead\n"
     "  --act-calibration C  activation ranges (default minmax)\n"
     "  --validation N       held-out training images measured on (default 5000, or half of\n"
-    "                       --train-limit's N when that is fewer)\n"
+    "                       --train-limit's N when that is 5000 or fewer; the GUI's Analysis tab\n"
+    "                       takes the same)\n"
     "  (--granularity, --calibration, --act-format, --calib-images, --data, --normalize,\n"
     "   --threads, --json as below)\n"
     "\n"
@@ -171,12 +172,14 @@ DatasetOptions analysisDatasetOptions(const Args& args)
 }
 
 // Sensitivity's and search's held-out images: --validation N, else 5000, or half of --train-limit's
-// images when that is fewer (5000 held out of 5000 or fewer left none to calibrate on: every such
+// images when those are 5000 or fewer (5000 held out of 5000 or fewer left none to calibrate on: every such
 // run failed until --validation was given).
 std::size_t analysisValidation(const Args& args, const DatasetOptions& dopt)
 {
     if (args.has("--validation")) return args.u64("--validation", 5000, 1);
-    return dopt.trainLimit ? std::min<std::size_t>(5000, std::max<std::size_t>(1, dopt.trainLimit / 2)) : 5000;
+    // 5000 where --train-limit leaves room for them, as the GUI's Analysis tab takes its 5000
+    // (8,000 images gave 4,000 here and 5,000 there)
+    return dopt.trainLimit && dopt.trainLimit <= 5000 ? std::max<std::size_t>(1, dopt.trainLimit / 2) : 5000;
 }
 
 AnalysisInput loadAnalysisInput(const Args& args, const std::string& spec, const DatasetOptions& dopt, bool json)
