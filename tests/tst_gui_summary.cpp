@@ -5,6 +5,7 @@
 #include "model_summary_dialog.h"
 #include "training_panel.h"
 
+#include "analysis/model_summary.h"
 #include "nn/model_zoo.h"
 
 #include <QtTest>
@@ -23,6 +24,7 @@ private slots:
     void summaryButtonShowsPreset();
     void badFileShowsError();
     void importNotesAreShown();
+    void quantizedFileGivesWhatItStores();
 };
 
 namespace {
@@ -111,6 +113,23 @@ void TestGuiSummary::importNotesAreShown()
     c.pretrained = false;
     w.trainingPanel()->setConfig(c); // a preset: the dataset's statistics
     QCOMPARE(w.trainingPanel()->normalizePlaceholder(), QString("dataset statistics"));
+}
+
+// A quantized file's summary gives the weights it stores with their formats, not the channel-wise
+// int8 estimate of a float model ("per-channel scales" beside a tensor-wise file's table).
+void TestGuiSummary::quantizedFileGivesWhatItStores()
+{
+    MainWindow w(offlineOptions());
+    w.showModelSummary(); // the dialog, on the preset
+    ModelSummaryDialog* d = w.modelSummaryDialog();
+    QVERIFY(d);
+    QVERIFY2(d->totalsText().contains("per-channel scales"), qPrintable(d->totalsText())); // a float model: the estimate
+    ModelSummary s = summarizePreset("mlp", 1, 28, 28, 10);
+    s.storedWeights = {{"fc1", "int8", "tensor-wise", 100352, 100357, 8.0}, {"fc2", "int8", "tensor-wise", 1280, 1285, 8.03}};
+    d->setSummary(s);
+    const QString t = d->totalsText();
+    QVERIFY2(!t.contains("per-channel scales") && !t.contains("int8 size"), qPrintable(t));
+    QVERIFY2(t.contains("stored weights <b>") && t.contains("(101,642 bytes)") && t.contains("int8 tensor-wise"), qPrintable(t));
 }
 
 QTEST_MAIN(TestGuiSummary)

@@ -170,11 +170,23 @@ void ModelSummaryDialog::setSummary(const ModelSummary& s)
                          .arg(s.classes)
                          .arg(QString::fromStdString(s.precision).toHtmlEscaped()));
     QString t = tr("<b>%1</b> layers &nbsp; <b>%2</b> parameters &nbsp; <b>%3</b> MACs per image (%4) &nbsp; "
-                   "%5 elementwise ops per image<br>FP32 size <b>%6</b> &nbsp; int8 size <b>%7</b> "
-                   "(BatchNorm folded, int8 weights, int32 biases, per-channel scales)")
+                   "%5 elementwise ops per image<br>FP32 size <b>%6</b>")
                     .arg(s.layers.size())
                     .arg(formatCount(static_cast<double>(s.params)), macsText(s.macs), formatCount(static_cast<double>(s.macs)),
-                         formatCount(static_cast<double>(s.elementwiseOps)), bytesWithExact(s.fp32Bytes), bytesWithExact(s.int8Bytes));
+                         formatCount(static_cast<double>(s.elementwiseOps)), bytesWithExact(s.fp32Bytes));
+    if (s.storedWeights.empty()) {
+        t += tr(" &nbsp; int8 size <b>%1</b> (BatchNorm folded, int8 weights, int32 biases, per-channel scales)").arg(bytesWithExact(s.int8Bytes));
+    } else { // a quantized file: what it stores (a tensor-wise file read "per-channel scales" here, as in info)
+        std::uint64_t stored = 0;
+        QStringList grans;
+        for (const StoredWeights& l : s.storedWeights) {
+            stored += l.bytes;
+            const QString g = QString::fromStdString(l.format + (l.granularity.empty() ? "" : " " + l.granularity));
+            if (!grans.contains(g)) grans << g;
+        }
+        t += tr(" &nbsp; stored weights <b>%1</b> (%2; with their scales and zero points, biases not counted)")
+                 .arg(bytesWithExact(stored), grans.join(QStringLiteral(", ")).toHtmlEscaped());
+    }
     if (s.fileBytes) t += tr(" &nbsp; file <b>%1</b>").arg(bytesWithExact(*s.fileBytes));
     if (s.exporterFoldedConvs)
         t += tr("<br>The exporter folded BatchNorm into %1 convolution(s): as trained, with BatchNorm, the model had "
