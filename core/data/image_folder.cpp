@@ -106,7 +106,10 @@ std::vector<ImageEntry> listSplit(const fs::path& dir, const std::vector<std::st
         const std::vector<std::string> files = imagesUnder(dir / c);
         if (files.empty()) checkListable(dir / c);
         if (files.empty())
-            throw FormatError((dir / c).string() + ": empty class folder (no .png, .jpg or .jpeg images)");
+            // with what it was read as: `--data /tmp` said only "/tmp/bash_jobs.0: empty class folder"
+            throw FormatError((dir / c).string() + ": empty class folder (no .png, .jpg or .jpeg images): " + dir.string() +
+                              " was read as an image-folder dataset, one class a subfolder, because some of its subfolders "
+                              "hold images");
         for (const std::string& f : files) out.push_back({f, it->second, {}});
     }
     if (out.empty()) throw FormatError(dir.string() + ": holds no class folders with images");
