@@ -120,8 +120,13 @@ void TestOnnxFileErrors::badFile_data()
             mp = halfWeights(twin, false);
             mp.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::FLOAT16);
         },
-        "ConfigError", "input 'input' has element type float16: the model computes in half precision (a model.half() export), which QuantScope "
-        "does not import; export the model in float32");
+        "ConfigError", "input 'input' has element type float16; QuantScope's models take float32 images (or uint8 pixels): export with "
+        "a float32 example input, after model.float() if the model was halved");
+    row("float64 input (model.double())", "seqview_op13_fold",
+        [](onnx::ModelProto& mp) {
+            mp.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::DOUBLE);
+        },
+        "ConfigError", "input 'input' has element type double, not float32 (or uint8 pixels): re-export after model.float()");
     row("activations cast to float16", "seqview_op13_fold",
         [](onnx::ModelProto& mp) {
             onnx::NodeProto* relu = findNode(mp, "Relu");
@@ -132,6 +137,35 @@ void TestOnnxFileErrors::badFile_data()
             to->set_i(onnx::TensorProto::FLOAT16);
         },
         "ConfigError", "Cast node '/Relu': casts an activation to element type float16: the model computes in half precision inside");
+    // A weight computed in forward (weight standardisation: w - mean(w)): the reduction over the
+    // weight is named, with the way out (the message said "input 0 must be an activation, not a
+    // constant").
+    row("weight standardisation in the graph", "seqview_op13_fold",
+        [](onnx::ModelProto& mp) {
+            onnx::NodeProto* conv = findNode(mp, "Conv");
+            const std::string w = conv->input(1);
+            conv->set_input(1, "w_std");
+            auto* nodes = mp.mutable_graph()->mutable_node();
+            onnx::NodeProto* mean = nodes->Add();
+            mean->set_op_type("ReduceMean");
+            mean->set_name("/ws/ReduceMean");
+            mean->add_input(w);
+            mean->add_output("w_mean");
+            onnx::AttributeProto* axes = mean->add_attribute();
+            axes->set_name("axes");
+            axes->set_type(onnx::AttributeProto::INTS);
+            for (int a : {1, 2, 3}) axes->add_ints(a);
+            onnx::NodeProto* sub = nodes->Add();
+            sub->set_op_type("Sub");
+            sub->set_name("/ws/Sub");
+            sub->add_input(w);
+            sub->add_input("w_mean");
+            sub->add_output("w_std");
+            for (int k = nodes->size() - 2; k > 0; --k) nodes->SwapElements(k, k - 1); // the mean first,
+            for (int k = nodes->size() - 1; k > 1; --k) nodes->SwapElements(k, k - 1); // then the Sub
+        },
+        "ConfigError", "ReduceMean node '/ws/ReduceMean': input 0 ('conv1.weight') is a constant (a weight, or a value the graph computes "
+        "from weights), not a value of the image; QuantScope folds constants through element-wise arithmetic and reshaping");
     row("float16 weight without a Cast", "seqview_op13_fold",
         [](onnx::ModelProto& mp) {
             onnx::ModelProto twin = mp;

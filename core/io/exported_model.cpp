@@ -245,7 +245,12 @@ void ExportedModel::validate(const std::string& source) const
     } catch (const ConfigError& e) {
         bad(source, e.what());
     }
-    if (layers.empty() || layers.size() > kMaxLayers) bad(source, std::to_string(layers.size()) + " layers is out of range (1 to " + std::to_string(kMaxLayers) + ")");
+    if (layers.empty()) bad(source, "the model has no layers");
+    // A well-formed model past QuantScope's limit is not damaged: a ConfigError (unsupported, exit 2)
+    // that says whose limit it is ("2003 layers is out of range (1 to 1024)" read as a corrupt file).
+    if (layers.size() > kMaxLayers)
+        throw ConfigError(source + ": the model has " + std::to_string(layers.size()) + " layers; QuantScope takes models of at most " +
+                          std::to_string(kMaxLayers));
     if (quantized) {
         if (!inputQuant) bad(source, "an integer model needs the quantization of its input");
         checkActivation(*inputQuant, "input quantization", source);

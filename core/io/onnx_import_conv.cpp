@@ -16,7 +16,7 @@ namespace quantscope::onnximport {
 void Importer::conv(const NodeProto& n)
 {
     const Value& xv = value(n, 0);
-    if (xv.kind == Value::Kind::Const) failNode(n, "input 0 must be an activation, not a constant");
+    if (xv.kind == Value::Kind::Const) failConstantInput(n, 0);
     const std::size_t x = xv.act;
     if (xv.kind == Value::Kind::Act && shapeOf(x).size() == 1 && viewedShape(n, 0, x).size() == 3)
         return convOnFlatView(n, x, viewedShape(n, 0, x));

@@ -54,9 +54,12 @@ void Importer::readInput()
     if (!in->type().has_tensor_type()) fail("input '" + m_inputName + "' is not a tensor");
     const auto& tt = in->type().tensor_type();
     if (tt.elem_type() == onnx::TensorProto::FLOAT16 || tt.elem_type() == onnx::TensorProto::BFLOAT16)
+        // Not "the model computes in half precision": an fp16 input cast straight to float feeds a
+        // float32 model, and was refused with that sentence.
         fail("input '" + m_inputName + "' has element type " + elemTypeName(tt.elem_type()) +
-                 ": the model computes in half precision (a model.half() export), which QuantScope does not import; export the "
-                 "model in float32 (its weights may stay " + elemTypeName(tt.elem_type()) + " behind a Cast to float)",
+                 "; QuantScope's models take float32 images (or uint8 pixels): export with a float32 example input, after "
+                 "model.float() if the model was halved (its weights may stay " + elemTypeName(tt.elem_type()) +
+                 " behind a Cast to float)",
              true);
     // uint8 pixels (an export of a model whose forward starts with x.float()): QuantScope's [0, 1]
     // pixels times 255 are those bytes, exactly; read only through a Cast to float32 (or by Shape).
@@ -68,7 +71,10 @@ void Importer::readInput()
                     failNode(n, "reads the uint8 input '" + m_inputName + "' as it is; QuantScope reads uint8 pixels only through "
                                 "a Cast to float32 (x.float() first in forward)");
     } else if (tt.elem_type() != onnx::TensorProto::FLOAT) {
-        fail("input '" + m_inputName + "' has element type " + elemTypeName(tt.elem_type()) + ", not float32 (or uint8 pixels)", true);
+        fail("input '" + m_inputName + "' has element type " + elemTypeName(tt.elem_type()) +
+                 ", not float32 (or uint8 pixels)" +
+                 (tt.elem_type() == onnx::TensorProto::DOUBLE ? ": re-export after model.float(), with a float32 example input" : ""),
+             true);
     }
     if (!tt.has_shape()) // optional in ONNX; torch.onnx.export writes it
         fail("input '" + m_inputName + "' declares no shape; QuantScope reads the image size from it: re-export with the input's "

@@ -329,7 +329,7 @@ void Importer::pool(const NodeProto& n)
 {
     const bool isMax = n.op_type() == "MaxPool";
     const Value& xv = value(n, 0);
-    if (xv.kind == Value::Kind::Const) failNode(n, "input 0 must be an activation, not a constant");
+    if (xv.kind == Value::Kind::Const) failConstantInput(n, 0);
     const std::size_t x = xv.act;
     perImageRank(n, x, 3, "2-D pooling takes [N, C, H, W]");
     noExtraOutputs(n);
@@ -621,7 +621,7 @@ void Importer::logSoftmax(const NodeProto& n)
 void Importer::pad(const NodeProto& n)
 {
     const Value& xv = value(n, 0);
-    if (xv.kind == Value::Kind::Const) failNode(n, "input 0 must be an activation, not a constant");
+    if (xv.kind == Value::Kind::Const) failConstantInput(n, 0);
     perImageRank(n, xv.act, 3, "Pad is read on [N, C, H, W]");
     if (attrString(n, "mode", "constant") != "constant") failNode(n, "mode = " + attrString(n, "mode", "constant") + "; only zero padding merges into a Conv");
     std::vector<std::int64_t> pads;

@@ -145,8 +145,19 @@ private:
             failNode(n, "reads the channels viewed as " + std::to_string(v.groups) + " groups" + (v.transposed ? ", transposed" : "") +
                             "; QuantScope reads such a view only as a channel shuffle: x.view(N, g, C // g, H, W), "
                             ".transpose(1, 2), .reshape(N, C, H, W)");
-        if (v.kind != Value::Kind::Act) failNode(n, "input " + std::to_string(i) + " must be an activation, not a constant");
+        if (v.kind != Value::Kind::Act) failConstantInput(n, i);
         return v.act;
+    }
+    // A node that computes on a constant where QuantScope needs an activation: a value made from
+    // the weights alone, as weight standardisation or weight_norm make them. "input 0 must be an
+    // activation, not a constant" told a user neither what the constant was nor the way out.
+    [[noreturn]] void failConstantInput(const NodeProto& n, int i) const
+    {
+        failNode(n, "input " + std::to_string(i) + " ('" + n.input(i) + "') is a constant (a weight, or a value the graph computes from weights), not a value of the image; "
+                        "QuantScope folds constants through element-wise arithmetic and reshaping (Cast, Reshape, Transpose, Concat, "
+                        "Slice, Add, Mul, Div, Sqrt, Pow, ...), not through " + n.op_type() +
+                        ": where forward computes a weight with it (weight standardisation, weight_norm), export the computed "
+                        "weight as the parameter instead");
     }
     const Shape& shapeOf(std::size_t a) const { return m_shapes[a]; }
     void define(const NodeProto& n, Value v, int out = 0)
