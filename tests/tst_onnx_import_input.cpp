@@ -19,6 +19,8 @@
 
 #include <QtTest>
 
+#include <algorithm>
+
 #include <unistd.h>
 
 #include <cmath>
@@ -64,6 +66,7 @@ class TestOnnxImportInput : public QObject {
 private slots:
     void readsQuantScopeExport();
     void flatInputReadsFlattenedImages();
+    void grayscaleInputWithoutChannelAxis();
     void readsUsersInputConventions();
     void uint8PixelsCastToFloat();
     void metadataDoesNotMisroute();
@@ -116,6 +119,25 @@ void TestOnnxImportInput::readsQuantScopeExport()
 
 // An MLP exported on flat images [N, 64], normalising inside the graph: read as 1 x 8 x 8 images
 // with a Flatten in front, the normalisation kept, the outputs PyTorch's.
+// Grayscale images exported as [N, H, W] (an MNIST model whose forward starts with x.unsqueeze(1),
+// x.view(-1, 1, H, W) or x.view(N, -1)): read as 1xHxW images, said in a note, with PyTorch's
+// outputs. They were refused ("input 'input' has rank 3").
+void TestOnnxImportInput::grayscaleInputWithoutChannelAxis()
+{
+    for (const char* name : {"grayunsqueeze_op13_fold_dyn", "grayunsqueeze_op11_nofold", "grayflat_op17_fold", "grayview_op13_nofold_dyn"}) {
+        const fs::path p = kFixtures / (std::string(name) + ".onnx");
+        const ExportedModel m = importOnnx(fileBytes(p), p.string());
+        QCOMPARE(Shape({m.channels, m.height, m.width}), Shape({1, 8, 8}));
+        QVERIFY2(std::any_of(m.notes.begin(), m.notes.end(),
+                             [](const std::string& n) { return n.find("[N, 8, 8] is read as 1x8x8 grayscale images") != std::string::npos; }),
+                 name);
+        checkAgainstPyTorch(m, name, [](Reference& ref) {
+            QCOMPARE(ref.inputShape, Shape({3, 8, 8}));
+            ref.inputShape = {3, 1, 8, 8}; // the images the data pipeline gives
+        });
+    }
+}
+
 void TestOnnxImportInput::flatInputReadsFlattenedImages()
 {
     for (const char* name : {"flatmlp_op13_fold_dyn", "flatmlp_op11_nofold"}) {

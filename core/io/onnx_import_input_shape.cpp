@@ -1,6 +1,6 @@
 // The ONNX importer's reading of the graph's inputs: the initializers (decoded into constants) and
 // the one image input, float32 (or uint8 pixels that the graph casts to float32 first) [N, C, H, W] (a dynamic batch, height or width read at the size
-// asked for, or the default side) or [N, C*H*W] flattened images, read as square images behind a
+// asked for, or the default side), [N, H, W] grayscale images or [N, C*H*W] flattened images, read as square images behind a
 // first layer input_flatten; and the dimensions a graph declares (checkDims: the input's and the
 // output's). Split from onnx_import.cpp, which holds the graph checks and the walk.
 #include "io/onnx_importer.h"
@@ -83,16 +83,21 @@ void Importer::readInput()
     const auto& shape = tt.shape();
     checkDims(shape, "input '" + m_inputName + "'");
     if (shape.dim_size() == 2) return readFlatInput(shape);
-    if (shape.dim_size() != 4)
+    // [N, H, W]: grayscale images without their channel axis (an MNIST model whose forward starts
+    // with x.unsqueeze(1) or x.view(N, -1)), read as [N, 1, H, W] under an [H, W] view (m_views),
+    // which only what reshapes or keeps the values' order reads.
+    const bool grayscale = shape.dim_size() == 3;
+    if (shape.dim_size() != 4 && !grayscale)
         fail("input '" + m_inputName + "' has rank " + std::to_string(shape.dim_size()) +
-                 "; an image model takes [N, C, H, W], or [N, C*H*W] for a model of flattened images",
+                 "; an image model takes [N, C, H, W], [N, H, W] for grayscale images, or [N, C*H*W] for a model of "
+                 "flattened images",
              true);
     if (shape.dim(0).has_dim_value()) m_staticBatch = shape.dim(0).dim_value();
     const char* names[] = {"N", "C", "H", "W"};
-    std::size_t d[4] = {};
+    std::size_t d[4] = {0, 1, 0, 0};
     std::string dynamicDims; // "H ('height') and W ('width')"
-    for (int i = 1; i < 4; ++i) {
-        const auto& dim = shape.dim(i);
+    for (int i = grayscale ? 2 : 1; i < 4; ++i) {
+        const auto& dim = shape.dim(grayscale ? i - 1 : i);
         if (!dim.has_dim_value() && i == 1)
             fail("input '" + m_inputName + "' dimension 1 (C, the channels) is dynamic" +
                  (dim.has_dim_param() ? " ('" + dim.dim_param() + "')" : "") + "; only the batch, height and width may be; re-export with a fixed channel count",
@@ -109,8 +114,8 @@ void Importer::readInput()
         d[i] = static_cast<std::size_t>(v);
     }
     // dynamic_axes naming H and W alike ({2: 's', 3: 's'}) says they are equal: a square model.
-    const auto& hd = shape.dim(2);
-    const auto& wd = shape.dim(3);
+    const auto& hd = shape.dim(grayscale ? 1 : 2);
+    const auto& wd = shape.dim(grayscale ? 2 : 3);
     if (hd.has_dim_param() && wd.has_dim_param() && !hd.has_dim_value() && !wd.has_dim_value() && hd.dim_param() == wd.dim_param() &&
         d[2] != d[3])
         fail("input '" + m_inputName + "' names its H and W alike ('" + hd.dim_param() + "'), so its images are square; it cannot be read at " +
@@ -129,9 +134,9 @@ void Importer::readInput()
         const bool asked = m_options.height || m_options.width;
         // A side the graph fixes keeps its size, whatever was asked (tester 18 #2): say so.
         std::string fixed;
-        if (asked && shape.dim(2).has_dim_value() && m_options.height && m_options.height != d[2])
+        if (asked && hd.has_dim_value() && m_options.height && m_options.height != d[2])
             fixed = "its H is fixed at " + std::to_string(d[2]);
-        if (asked && shape.dim(3).has_dim_value() && m_options.width && m_options.width != d[3])
+        if (asked && wd.has_dim_value() && m_options.width && m_options.width != d[3])
             fixed = "its W is fixed at " + std::to_string(d[3]);
         m_m.notes.push_back("the input '" + m_inputName + "' has a dynamic " + dynamicDims + ": the model is read at " + std::to_string(d[2]) +
                             "x" + std::to_string(d[3]) +
@@ -145,6 +150,11 @@ void Importer::readInput()
     v.kind = Value::Kind::Act;
     v.act = 0;
     m_values[m_inputName] = v;
+    if (grayscale) {
+        m_views[m_inputName] = {d[2], d[3]};
+        m_m.notes.push_back("the input '" + m_inputName + "' [N, " + std::to_string(d[2]) + ", " + std::to_string(d[3]) +
+                            "] is read as 1x" + std::to_string(d[2]) + "x" + std::to_string(d[3]) + " grayscale images");
+    }
 }
 
 // An ONNX dimension is a size >= 0 or a name (dim_param); a negative one is a damaged file, and a

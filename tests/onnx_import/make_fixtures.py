@@ -273,6 +273,24 @@ class Pixels255Mul(Pixels255):
         super().__init__(mul=True)
 
 
+class GrayInput(nn.Module):
+    """Grayscale images without their channel axis, [N, 8, 8]: x.unsqueeze(1) before the convs
+    ("unsqueeze"), or x.view(x.size(0), -1) before an MLP ("flat")."""
+
+    def __init__(self, mode="unsqueeze"):
+        super().__init__()
+        self.mode = mode
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.fc1 = nn.Linear(64, 16)
+        self.fc = nn.Linear(4 * 4 * 4 if mode == "unsqueeze" else 16, 10)
+
+    def forward(self, x):
+        if self.mode == "flat":
+            return self.fc(F.relu(self.fc1(x.view(x.size(0), -1))))
+        x = F.max_pool2d(F.relu(self.conv(x.unsqueeze(1))), 2)
+        return self.fc(torch.flatten(x, 1))
+
+
 class ViewInput(nn.Module):
     """The MNIST tutorials' x.view(-1, 1, 8, 8) first: a no-op on [N, 1, 8, 8] images, and an
     un-flattening on a flat [N, 64] input; then a conv used twice (shared weights)."""
@@ -625,6 +643,12 @@ CASES = [
     ("shuffle_split_view_op17_nofold_dyn", lambda: ShuffleTiny("split", "view", (8, 8)), (1, 8, 8), 17, False, True),
     ("shuffle_index_permute_op11_fold_dyn", lambda: ShuffleTiny("index", "permute", (4, 12)), (1, 8, 8), 11, True, True),
     ("shuffle_index_view_op9_nofold", lambda: ShuffleTiny("index", "view", (8, 8)), (1, 8, 8), 9, False, False),
+    # Grayscale images as [N, H, W], without the channel axis (tst_onnx_import_input); last, so that the
+    # cases before them keep their seeds.
+    ("grayunsqueeze_op13_fold_dyn", GrayInput, (8, 8), 13, True, True),
+    ("grayunsqueeze_op11_nofold", GrayInput, (8, 8), 11, False, False),
+    ("grayflat_op17_fold", lambda: GrayInput("flat"), (8, 8), 17, True, False),
+    ("grayview_op13_nofold_dyn", ViewInput, (8, 8), 13, False, True),
 ]
 
 HW_SECOND = (12, 10)
