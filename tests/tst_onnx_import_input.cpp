@@ -67,6 +67,7 @@ private slots:
     void readsQuantScopeExport();
     void flatInputReadsFlattenedImages();
     void grayscaleInputWithoutChannelAxis();
+    void channelsLastInputPermutedFirst();
     void readsUsersInputConventions();
     void uint8PixelsCastToFloat();
     void metadataDoesNotMisroute();
@@ -134,6 +135,30 @@ void TestOnnxImportInput::grayscaleInputWithoutChannelAxis()
         checkAgainstPyTorch(m, name, [](Reference& ref) {
             QCOMPARE(ref.inputShape, Shape({3, 8, 8}));
             ref.inputShape = {3, 1, 8, 8}; // the images the data pipeline gives
+        });
+    }
+}
+
+// Channels-last colour images [N, H, W, 3] that the graph permutes to [N, C, H, W] first
+// (x.permute(0, 3, 1, 2)): read as the 3xHxW images after the Transpose, with a note, and PyTorch's
+// outputs on the same images laid out channels-first. Three channels, so that a wrong axis shows.
+void TestOnnxImportInput::channelsLastInputPermutedFirst()
+{
+    for (const char* name : {"channelslast_op13_fold_dyn", "channelslast_op11_nofold"}) {
+        const fs::path p = kFixtures / (std::string(name) + ".onnx");
+        const ExportedModel m = importOnnx(fileBytes(p), p.string());
+        QCOMPARE(Shape({m.channels, m.height, m.width}), Shape({3, 8, 8}));
+        QVERIFY2(std::any_of(m.notes.begin(), m.notes.end(),
+                             [](const std::string& n) { return n.find("[N, 8, 8, 3] is channels-last") != std::string::npos; }),
+                 name);
+        checkAgainstPyTorch(m, name, [](Reference& ref) {
+            QCOMPARE(ref.inputShape, Shape({3, 8, 8, 3}));
+            const std::vector<float> hwc = ref.input; // to [N, C, H, W], the data pipeline's layout
+            for (std::size_t i = 0; i < 3; ++i)
+                for (std::size_t c = 0; c < 3; ++c)
+                    for (std::size_t y = 0; y < 8; ++y)
+                        for (std::size_t x = 0; x < 8; ++x) ref.input[((i * 3 + c) * 8 + y) * 8 + x] = hwc[((i * 8 + y) * 8 + x) * 3 + c];
+            ref.inputShape = {3, 3, 8, 8};
         });
     }
 }

@@ -180,6 +180,10 @@ bool Importer::shuffleReshape(const NodeProto& n, const Shape& per)
 void Importer::transpose(const NodeProto& n)
 {
     const Value& v = value(n, 0);
+    if (m_channelsLastInput && n.input(0) == m_inputName) { // [N, H, W, C] to [N, C, H, W]: the input as read
+        alias(n, v.act);
+        return;
+    }
     const std::string shuffle = "QuantScope reads Transpose only inside a channel shuffle: x.view(N, g, C // g, H, W), "
                                 ".transpose(1, 2), .reshape(N, C, H, W)";
     if (v.kind != Value::Kind::Grouped || v.transposed) {

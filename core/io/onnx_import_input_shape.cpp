@@ -87,6 +87,20 @@ void Importer::readInput()
     // with x.unsqueeze(1) or x.view(N, -1)), read as [N, 1, H, W] under an [H, W] view (m_views),
     // which only what reshapes or keeps the values' order reads.
     const bool grayscale = shape.dim_size() == 3;
+    // [N, H, W, C]: channels-last images that the graph's first node makes [N, C, H, W] with
+    // x.permute(0, 3, 1, 2) (a Transpose of perm [0, 3, 1, 2], what every reader of the input must
+    // be): read as the images after it, the data's own layout, and the Transpose as the input.
+    m_channelsLastInput = false;
+    if (shape.dim_size() == 4) {
+        bool any = false, onlyPermute = true;
+        for (const NodeProto& n : g.node())
+            for (const std::string& v : n.input())
+                if (v == m_inputName) {
+                    any = true;
+                    onlyPermute = onlyPermute && n.op_type() == "Transpose" && attrInts(n, "perm") == std::vector<std::int64_t>{0, 3, 1, 2};
+                }
+        m_channelsLastInput = any && onlyPermute;
+    }
     if (shape.dim_size() != 4 && !grayscale)
         fail("input '" + m_inputName + "' has rank " + std::to_string(shape.dim_size()) +
                  "; an image model takes [N, C, H, W], [N, H, W] for grayscale images, or [N, C*H*W] for a model of "
@@ -96,8 +110,11 @@ void Importer::readInput()
     const char* names[] = {"N", "C", "H", "W"};
     std::size_t d[4] = {0, 1, 0, 0};
     std::string dynamicDims; // "H ('height') and W ('width')"
+    // the input's axis of each of C, H and W
+    const int axisOf[4] = {0, grayscale ? -1 : m_channelsLastInput ? 3 : 1, grayscale ? 1 : m_channelsLastInput ? 1 : 2,
+                           grayscale ? 2 : m_channelsLastInput ? 2 : 3};
     for (int i = grayscale ? 2 : 1; i < 4; ++i) {
-        const auto& dim = shape.dim(grayscale ? i - 1 : i);
+        const auto& dim = shape.dim(axisOf[i]);
         if (!dim.has_dim_value() && i == 1)
             fail("input '" + m_inputName + "' dimension 1 (C, the channels) is dynamic" +
                  (dim.has_dim_param() ? " ('" + dim.dim_param() + "')" : "") + "; only the batch, height and width may be; re-export with a fixed channel count",
@@ -114,8 +131,8 @@ void Importer::readInput()
         d[i] = static_cast<std::size_t>(v);
     }
     // dynamic_axes naming H and W alike ({2: 's', 3: 's'}) says they are equal: a square model.
-    const auto& hd = shape.dim(grayscale ? 1 : 2);
-    const auto& wd = shape.dim(grayscale ? 2 : 3);
+    const auto& hd = shape.dim(axisOf[2]);
+    const auto& wd = shape.dim(axisOf[3]);
     if (hd.has_dim_param() && wd.has_dim_param() && !hd.has_dim_value() && !wd.has_dim_value() && hd.dim_param() == wd.dim_param() &&
         d[2] != d[3])
         fail("input '" + m_inputName + "' names its H and W alike ('" + hd.dim_param() + "'), so its images are square; it cannot be read at " +
@@ -150,6 +167,10 @@ void Importer::readInput()
     v.kind = Value::Kind::Act;
     v.act = 0;
     m_values[m_inputName] = v;
+    if (m_channelsLastInput)
+        m_m.notes.push_back("the input '" + m_inputName + "' [N, " + std::to_string(d[2]) + ", " + std::to_string(d[3]) + ", " +
+                            std::to_string(d[1]) + "] is channels-last; the graph permutes it to [N, C, H, W] first, and it is read as " +
+                            std::to_string(d[1]) + "x" + std::to_string(d[2]) + "x" + std::to_string(d[3]) + " images");
     if (grayscale) {
         m_views[m_inputName] = {d[2], d[3]};
         m_m.notes.push_back("the input '" + m_inputName + "' [N, " + std::to_string(d[2]) + ", " + std::to_string(d[3]) +

@@ -344,6 +344,7 @@ private:
     std::map<std::string, std::string> m_weightUser; // weight initializer -> the first layer made from it
     std::int64_t m_staticBatch = -1;       // the input's batch dimension when the export fixed it
     std::string m_inputName, m_outputName;
+    bool m_channelsLastInput = false;      // an [N, H, W, C] input permuted by the first node (readInput)
     std::size_t m_inputAct = 0;            // the graph input's activation: 1 after a flat input's Flatten
     bool m_sawMean = false, m_sawStd = false;
     bool m_inputBytes = false; // the graph input is uint8 pixels (0..255), cast to float32 first

@@ -291,6 +291,20 @@ class GrayInput(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
+class ChannelsLast(nn.Module):
+    """Channels-last colour images [N, H, W, 3] (a pipeline that keeps HWC arrays), made
+    [N, C, H, W] by the first op: x.permute(0, 3, 1, 2)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 4 * 4, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv(x.permute(0, 3, 1, 2))), 2)
+        return self.fc(torch.flatten(x, 1))
+
+
 class ViewInput(nn.Module):
     """The MNIST tutorials' x.view(-1, 1, 8, 8) first: a no-op on [N, 1, 8, 8] images, and an
     un-flattening on a flat [N, 64] input; then a conv used twice (shared weights)."""
@@ -649,6 +663,9 @@ CASES = [
     ("grayunsqueeze_op11_nofold", GrayInput, (8, 8), 11, False, False),
     ("grayflat_op17_fold", lambda: GrayInput("flat"), (8, 8), 17, True, False),
     ("grayview_op13_nofold_dyn", ViewInput, (8, 8), 13, False, True),
+    # Channels-last colour images, permuted to [N, C, H, W] by the first node (tst_onnx_import_input).
+    ("channelslast_op13_fold_dyn", ChannelsLast, (8, 8, 3), 13, True, True),
+    ("channelslast_op11_nofold", ChannelsLast, (8, 8, 3), 11, False, False),
 ]
 
 HW_SECOND = (12, 10)
