@@ -1,8 +1,9 @@
 // The charts as a user reads them: tick labels (never "-0.00", one text per tick), the loss axis
 // covering every drawn point (a spike stays on screen), a run keeping its colour whatever else is
-// selected, legends listing the runs in the runs table's order, and the Layers chart naming its
-// layers along the x axis. Each draws offscreen and
-// reads the texts Qt Charts laid out, not only the numbers given to it.
+// selected, legends listing the runs in the runs table's order, the Layers and SQNR charts naming
+// their layers whole, a moved plot area repainting the whole view, and the loss-scale chart's
+// empty message. Each draws offscreen and reads the texts Qt Charts laid out, not only
+// the numbers given to it.
 #include "chart_view.h"
 #include "curve_charts.h"
 #include "layer_compare_view.h"
@@ -12,9 +13,12 @@
 
 #include <QtTest>
 
+#include <QBarCategoryAxis>
 #include <QBarSeries>
+#include <QChart>
 #include <QCategoryAxis>
 #include <QBarSet>
+#include <QSignalSpy>
 #include <QGraphicsScene>
 #include <QGraphicsTextItem>
 #include <QLegend>
@@ -304,8 +308,9 @@ private slots:
         LayerComparisonReport r;
         r.thresholdDb = 20;
         r.images = 16;
+        // resnet8's longest names whole (at most 16 characters' width read "layer2…cut_bn").
         const char* resnet[] = {"conv1", "layer1.conv1", "layer1.conv2", "layer1.add", "layer2.conv1", "layer2.conv2",
-                                "layer2.shortcut", "layer2.add", "layer3.conv1", "layer3.shortcut", "pool", "fc"};
+                                "layer2.shortcut", "layer2.shortcut_bn", "layer3.conv1", "layer3.shortcut_bn", "pool", "fc"};
         for (int i = 0; i < layers; ++i) {
             LayerComparison l;
             l.index = std::size_t(i);
@@ -316,7 +321,7 @@ private slots:
             r.layers.push_back(l);
         }
         LayerCompareView view;
-        view.resize(width, 520);
+        view.resize(width, 620); // the Layers tab of a 1500x940 window
         view.show();
         QCoreApplication::processEvents();
         view.showReport(r, QStringLiteral("synthetic"));
@@ -350,6 +355,72 @@ private slots:
         for (QGraphicsItem* item : view.chart()->scene()->items())
             if (auto* t = dynamic_cast<QGraphicsTextItem*>(item); t && t->isVisible()) drawn << t->toPlainText();
         QVERIFY2(drawn.contains(labels.first()) && drawn.contains(labels.last()), qPrintable(drawn.join(QLatin1Char('|'))));
+        if (layers <= 12) // and Qt does not cut them either
+            for (const QString& l : labels) QVERIFY2(drawn.contains(l), qPrintable(l + QStringLiteral(" not in ") + drawn.join(QLatin1Char('|'))));
+    }
+
+    // The Error (SQNR) chart names resnet8's layers whole: flat they were cut to "layer2.shor..."
+    // at 95 pixels a bar, so they turn upright; hovering a bar names its layer.
+    void sqnrAxisNamesTheLayersWhole()
+    {
+        RunPtr r = statsRun(1);
+        r->layerStats.back().clear();
+        for (const char* name : {"conv1", "layer1.conv1", "layer1.conv2", "layer2.conv1", "layer2.conv2", "layer2.shortcut",
+                                 "layer3.conv1", "layer3.conv2", "layer3.shortcut", "fc"}) {
+            LayerStats s;
+            s.layer = name;
+            s.sqnrDb = 46;
+            r->layerStats.back().push_back(s);
+        }
+        SqnrChart chart;
+        chart.resize(1000, 600);
+        chart.setRuns({r});
+        const QStringList texts = sceneTexts(chart);
+        for (const QString& l : chart.layerAxis()->categories())
+            QVERIFY2(texts.contains(l), qPrintable(l + QStringLiteral(" not in ") + texts.join(QLatin1Char('|'))));
+        for (const QString& t : texts) QVERIFY2(!t.endsWith(QLatin1String("...")), qPrintable(t));
+    }
+
+    // Two runs selected: the accuracy chart's legend goes to the right and its plot area shrinks
+    // after setRuns() repainted; the moved area repaints the whole view again (the old tick labels,
+    // grid lines and axis title stayed on screen: "80" at two heights).
+    void movedPlotAreaRepaintsTheWholeView()
+    {
+        const auto qatRun = [](int id) {
+            RunPtr r = statsRun(id);
+            r->config.precision.strategy = Strategy::Qat; // a quantized test accuracy: five legend entries for two runs
+            r->config.precision.format = "int8";
+            return r;
+        };
+        AccuracyChart chart;
+        chart.resize(490, 600);
+        chart.setRuns({qatRun(1)});
+        chart.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&chart));
+        (void)chart.grab();
+        const QRectF before = chart.chart()->plotArea();
+        QSignalSpy moved(chart.chart(), &QChart::plotAreaChanged);
+        chart.setRuns({qatRun(1), qatRun(2)});
+        const int afterSetRuns = chart.wholeRepaints();
+        QCoreApplication::processEvents();
+        (void)chart.grab();
+        QCOMPARE(chart.chart()->legend()->alignment(), Qt::AlignRight);
+        QVERIFY(chart.chart()->plotArea() != before);
+        QVERIFY(moved.count() > 0);
+        QVERIFY2(chart.wholeRepaints() > afterSetRuns, "the plot area moved after setRuns() and nothing repainted the whole view");
+    }
+
+    // The empty loss-scale chart names every strategy that scales the loss (core/train's
+    // LossScaler users: mixed, lowp in fp16/fp8, progressive's float phases); it said "Only the
+    // Mixed precision strategy".
+    void lossScaleMessageNamesEveryScalingStrategy()
+    {
+        LossScaleChart chart;
+        chart.setRuns({lossRun(1, 40, 0, 0)}); // an FP32-like run: no loss scale reported
+        const QString m = chart.emptyMessage();
+        for (const char* want : {"Mixed precision", "Pure low precision", "fp16", "fp8", "Progressive"})
+            QVERIFY2(m.contains(QLatin1String(want)), qPrintable(m));
+        QVERIFY2(!m.contains(QLatin1String("Only")), qPrintable(m));
     }
 
     // Three runs on a loss chart as wide as at 1366x768 (about 430 pixels): no legend entry is
@@ -385,6 +456,7 @@ private slots:
         QCoreApplication::processEvents();
         QCOMPARE(chart.chart()->legend()->alignment(), Qt::AlignBottom);
     }
+
 };
 
 QTEST_MAIN(TestGuiCharts)

@@ -201,9 +201,11 @@ void LayerCompareView::labelLayers()
     }
     // Upright names take height from the plot, and Qt Charts gives the x axis at most 40 % of what
     // the title and legend leave, its title and padding included (about 80 and 50 pixels): longer
-    // names were cut to "layer3.shor...". At most 16 characters' width in any case.
-    const int room16 = fm.horizontalAdvance(QStringLiteral("layer3.shortcut."));
-    const int longest = std::min(room16, std::max(40, static_cast<int>(0.4 * (m_chart->height() - 80) - 50)));
+    // names were cut to "layer3.shor...". At most 24 characters' width in any case: at 16,
+    // resnet8's "layer2.shortcut_bn" read "layer2…cut_bn"; longer ones (ONNX imports' paths) are
+    // elided, and hovering a point names its layer whole.
+    const int room24 = fm.horizontalAdvance(QStringLiteral("features.block12.dw.conv"));
+    const int longest = std::min(room24, std::max(40, static_cast<int>(0.4 * (m_chart->height() - 80) - 50)));
     const auto tooLong = [&](const QString& name) { return fm.horizontalAdvance(name) > longest; };
     names = withoutSharedEnds(names, tooLong);
     QStringList labels;

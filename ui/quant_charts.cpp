@@ -9,6 +9,7 @@
 #include <QChart>
 #include <QCheckBox>
 #include <QComboBox>
+#include <QFontMetrics>
 #include <QHBoxLayout>
 #include <QLabel>
 #include <QLegend>
@@ -504,6 +505,33 @@ SqnrChart::SqnrChart(QWidget* parent) : RunChart(tr("Quantization error per laye
     m_series->attachAxis(m_y);
     setNiceRange(m_y, 0, 50);
     setEmptyMessage(kNoStats);
+    // A long name may still be cut on the axis: hovering a bar names its layer whole.
+    connect(m_series, &QBarSeries::hovered, this, [this](bool on, int index, QBarSet* set) {
+        const QStringList layers = m_x->categories();
+        if (!on || index < 0 || index >= layers.size()) return;
+        setToolTip(tr("%1 \u2014 %2: SQNR %3").arg(layers[index], set->label(), formatDb(set->at(index))));
+    });
+}
+
+void SqnrChart::resizeEvent(QResizeEvent* event)
+{
+    RunChart::resizeEvent(event);
+    fitLayerLabels();
+}
+
+void SqnrChart::fitLayerLabels()
+{
+    const QStringList layers = m_x->categories();
+    if (layers.isEmpty()) return;
+    const QFontMetrics fm(m_x->labelsFont());
+    int widest = 0;
+    for (const QString& l : layers) widest = std::max(widest, fm.horizontalAdvance(l));
+    // The plot's width once laid out, else the chart's less the y axis and margins.
+    const QRectF plot = chart()->plotArea();
+    const double width = plot.width() > 50 ? plot.width() : std::max(100.0, double(this->width()) - 110.0);
+    const double perLayer = width / double(layers.size());
+    const qreal angle = widest + 14 <= perLayer ? 0 : -90; // Qt pads each label 5 pixels a side
+    if (m_x->labelsAngle() != angle) m_x->setLabelsAngle(angle);
 }
 
 int SqnrChart::barCount() const
@@ -523,6 +551,7 @@ void SqnrChart::refresh()
                 if (!layers.contains(statsName(s))) layers << statsName(s);
     m_x->clear();
     m_x->append(layers);
+    fitLayerLabels();
     double top = 10;
     int withStats = 0;
     const QStringList labels = runLabels(m_runs);

@@ -132,11 +132,16 @@ public:
     explicit SqnrChart(QWidget* parent = nullptr);
     void refresh() override;
     int barCount() const;
+    QBarCategoryAxis* layerAxis() const { return m_x; }
 
 protected:
     void rebuild() override {}
+    void resizeEvent(QResizeEvent* event) override;
 
 private:
+    // Upright layer names when one does not fit its bars' width (flat, Qt cut "layer2.shortcut"
+    // to "layer2.shor..."), flat again when all do.
+    void fitLayerLabels();
     QBarSeries* m_series;
     QBarCategoryAxis* m_x;
     QValueAxis* m_y;
