@@ -1,9 +1,9 @@
 // The charts as a user reads them: tick labels (never "-0.00", one text per tick), the loss axis
 // covering every drawn point (a spike stays on screen), a run keeping its colour whatever else is
 // selected, legends listing the runs in the runs table's order, the Layers and SQNR charts naming
-// their layers whole, a moved plot area repainting the whole view, and the loss-scale chart's
-// empty message. Each draws offscreen and reads the texts Qt Charts laid out, not only
-// the numbers given to it.
+// their layers whole, a moved plot area repainting the whole view, the Layers chart's exact points
+// and out-of-date result, and the loss-scale chart's empty message. Each draws offscreen and reads
+// the texts Qt Charts laid out, not only the numbers given to it.
 #include "chart_view.h"
 #include "curve_charts.h"
 #include "layer_compare_view.h"
@@ -18,6 +18,7 @@
 #include <QChart>
 #include <QCategoryAxis>
 #include <QBarSet>
+#include <QComboBox>
 #include <QSignalSpy>
 #include <QGraphicsScene>
 #include <QGraphicsTextItem>
@@ -30,6 +31,7 @@
 #include <QValueAxis>
 
 #include <cmath>
+#include <limits>
 
 using namespace quantscope;
 
@@ -87,6 +89,25 @@ RunPtr lossRun(int id, std::size_t steps, std::size_t spikeAt, double spike)
         batch.push_back(b);
     }
     r->addSteps(batch);
+    return r;
+}
+
+// A comparison of `names` (SQNR falling along them); `exactFirst`: the first layer's output is
+// unchanged (+inf dB, the first layer kept in FP32).
+LayerComparisonReport comparison(const QStringList& names, bool exactFirst)
+{
+    LayerComparisonReport r;
+    r.thresholdDb = 20;
+    r.images = 16;
+    for (qsizetype i = 0; i < names.size(); ++i) {
+        LayerComparison l;
+        l.index = std::size_t(i);
+        l.layer = names[i].toStdString();
+        l.kind = "Conv2d";
+        l.sqnrDb = exactFirst && i == 0 ? std::numeric_limits<double>::infinity() : 45 - 0.5 * double(i);
+        l.aloneSqnrDb = 50 - 0.2 * double(i);
+        r.layers.push_back(l);
+    }
     return r;
 }
 
@@ -421,6 +442,61 @@ private slots:
         for (const char* want : {"Mixed precision", "Pure low precision", "fp16", "fp8", "Progressive"})
             QVERIFY2(m.contains(QLatin1String(want)), qPrintable(m));
         QVERIFY2(!m.contains(QLatin1String("Only")), qPrintable(m));
+    }
+
+    // Points drawn at 100 dB (an unchanged output) are on the axis, and the note mentions them
+    // only when there are some (it did always, under an axis that stopped at 65 dB).
+    void layersChartReachesExactPoints()
+    {
+        const QStringList names{QStringLiteral("conv1"), QStringLiteral("relu"), QStringLiteral("fc")};
+        LayerCompareView view;
+        view.resize(1000, 600);
+        view.showReport(comparison(names, false), QStringLiteral("finite"));
+        QVERIFY(view.sqnrAxis()->max() < 100);
+        QVERIFY2(!view.statusText().contains(QLatin1String("100 dB")), qPrintable(view.statusText()));
+        view.showReport(comparison(names, true), QStringLiteral("one exact"));
+        QVERIFY(view.sqnrAxis()->max() >= 100);
+        QCOMPARE(view.propagatedSeries()->at(0).y(), 100.0);
+        QVERIFY2(view.statusText().contains(QLatin1String("at 100 dB (the top) is exact")), qPrintable(view.statusText()));
+    }
+
+    // A comparison of run #1 stays drawn when run #2 is selected, but says whose it is and that it
+    // is out of date (the chart kept "Run #1 ..." beside run #2's settings in silence); back on
+    // run #1 it is current again. The greyed granularity box shows the run's own (tensor-wise
+    // beside "the run's settings (int8, tensor)", where it read "channel-wise").
+    void layersResultOfAnotherRunIsMarked()
+    {
+        const auto bundle = [](const char* granularity) {
+            auto b = std::make_shared<ExportBundle>();
+            b->config.precision.strategy = Strategy::Qat;
+            b->config.precision.format = "int8";
+            b->config.precision.granularity = granularity;
+            return ExportBundlePtr(b);
+        };
+        LayerCompareView view;
+        view.resize(1000, 600);
+        view.setRun(1, bundle("tensor"));
+        QCOMPARE(view.formatBox()->currentData().toString(), QStringLiteral("plan"));
+        QVERIFY(!view.granularityBox()->isEnabled());
+        QCOMPARE(view.granularityBox()->currentText(), QStringLiteral("tensor-wise"));
+        const QString title = QStringLiteral("Run #1, the run's settings");
+        view.showReport(comparison({QStringLiteral("conv1"), QStringLiteral("fc")}, false), title, 1);
+        QCOMPARE(view.chartTitle(), title);
+        QVERIFY(!view.statusText().contains(QLatin1String("Out of date")));
+
+        view.setRun(2, bundle("channel"));
+        QCOMPARE(view.granularityBox()->currentText(), QStringLiteral("channel-wise"));
+        QVERIFY2(view.chartTitle() == QStringLiteral("Out of date (run #2 is selected): ") + title, qPrintable(view.chartTitle()));
+        QVERIFY2(view.statusText().contains(QLatin1String("Out of date")) && view.statusText().contains(QLatin1String("run #2 is selected")),
+                 qPrintable(view.statusText()));
+        // A uniform format takes the uniform granularity back, and the box is enabled.
+        view.formatBox()->setCurrentIndex(view.formatBox()->findData(QStringLiteral("int4")));
+        QVERIFY(view.granularityBox()->isEnabled());
+        QVERIFY(view.granularityBox()->currentData().toString() != QLatin1String("run"));
+
+        view.setRun(1, bundle("tensor"));
+        QCOMPARE(view.chartTitle(), title);
+        QVERIFY(!view.statusText().contains(QLatin1String("Out of date")));
     }
 
     // Three runs on a loss chart as wide as at 1366x768 (about 430 pixels): no legend entry is
