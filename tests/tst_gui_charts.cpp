@@ -1,9 +1,10 @@
 // The charts as a user reads them: tick labels (never "-0.00", one text per tick), the loss axis
 // covering every drawn point (a spike stays on screen), a run keeping its colour whatever else is
 // selected, legends listing the runs in the runs table's order, the Layers and SQNR charts naming
-// their layers whole, a moved plot area repainting the whole view, the Layers chart's exact points
-// and out-of-date result, and the loss-scale chart's empty message. Each draws offscreen and reads
-// the texts Qt Charts laid out, not only the numbers given to it.
+// their layers whole, a moved plot area repainting the whole view, the histogram and ranges naming
+// the run they show, the Layers chart's exact points and out-of-date result, and the loss-scale
+// chart's empty message. Each draws offscreen and reads the texts Qt Charts laid out, not only
+// the numbers given to it.
 #include "chart_view.h"
 #include "curve_charts.h"
 #include "layer_compare_view.h"
@@ -19,6 +20,7 @@
 #include <QCategoryAxis>
 #include <QBarSet>
 #include <QComboBox>
+#include <QLabel>
 #include <QSignalSpy>
 #include <QGraphicsScene>
 #include <QGraphicsTextItem>
@@ -27,6 +29,7 @@
 #include <QLineSeries>
 #include <QMap>
 #include <QRegularExpression>
+#include <QScreen>
 #include <QTabWidget>
 #include <QValueAxis>
 
@@ -90,6 +93,25 @@ RunPtr lossRun(int id, std::size_t steps, std::size_t spikeAt, double spike)
     }
     r->addSteps(batch);
     return r;
+}
+
+// A layer's statistics with a histogram and per-channel ranges, so both panels draw it.
+LayerStats drawnStats(const char* layer, int epoch)
+{
+    LayerStats s;
+    s.layer = layer;
+    s.epoch = epoch;
+    s.format = "int8";
+    s.granularity = "channel-wise";
+    for (int i = 0; i <= 20; ++i) s.binEdges.push_back(-0.1 + 0.01 * i);
+    s.fp32Hist.assign(20, 10);
+    s.quantHist.assign(20, 10);
+    s.tensorMin = s.clipLow = -0.1f;
+    s.tensorMax = s.clipHigh = 0.1f;
+    s.channelMin = {-0.1f, -0.05f};
+    s.channelMax = {0.1f, 0.04f};
+    s.sqnrDb = 44.7;
+    return s;
 }
 
 // A comparison of `names` (SQNR falling along them); `exactFirst`: the first layer's output is
@@ -444,6 +466,34 @@ private slots:
         QVERIFY2(!m.contains(QLatin1String("Only")), qPrintable(m));
     }
 
+    // Two runs selected: the Histograms and Ranges titles name the run they show (the row
+    // clicked last), their captions say it is one of two, and so does the status bar's SQNR.
+    void histogramsNameTheRunShown()
+    {
+        MainWindow w(MainWindowOptions{false, QString(), false});
+        w.resize(1366, 740);
+        w.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&w));
+        for (int id = 1; id <= 2; ++id) {
+            RunPtr r = statsRun(id);
+            r->layerStats = {{drawnStats("layer3.conv2", 2)}};
+            w.runsModel()->addRun(r);
+        }
+        w.selectRuns({2, 1}); // #1 clicked last: the primary run
+        QCoreApplication::processEvents();
+        QCOMPARE(w.selectedRuns().front()->id, 1);
+        const QString tag = QStringLiteral("Run #1 \u00b7 layer3.conv2, epoch 2");
+        QVERIFY2(w.histogramPanel()->chart()->title().contains(tag), qPrintable(w.histogramPanel()->chart()->title()));
+        QVERIFY2(w.rangesPanel()->chart()->title().contains(tag), qPrintable(w.rangesPanel()->chart()->title()));
+        QVERIFY2(w.histogramPanel()->caption().contains(QLatin1String("of the 2 selected runs")), qPrintable(w.histogramPanel()->caption()));
+        const QString sqnr = w.findChild<QLabel*>(QStringLiteral("sqnrStatus"))->text();
+        QVERIFY2(sqnr.startsWith(QStringLiteral("Run #1 \u00b7 layer3.conv2: SQNR")), qPrintable(sqnr));
+        w.selectRuns({2});
+        QCoreApplication::processEvents();
+        QVERIFY2(w.histogramPanel()->chart()->title().contains(QStringLiteral("Run #2 \u00b7 layer3.conv2")), qPrintable(w.histogramPanel()->chart()->title()));
+        QVERIFY2(!w.histogramPanel()->caption().contains(QLatin1String("selected runs")), qPrintable(w.histogramPanel()->caption()));
+    }
+
     // Points drawn at 100 dB (an unchanged output) are on the axis, and the note mentions them
     // only when there are some (it did always, under an axis that stopped at 65 dB).
     void layersChartReachesExactPoints()
@@ -533,6 +583,76 @@ private slots:
         QCOMPARE(chart.chart()->legend()->alignment(), Qt::AlignBottom);
     }
 
+    // With QS_CHART_SHOT=DIR under a real X server (QT_QPA_PLATFORM=xcb, e.g. xvfb-run), PNGs of
+    // the screen itself (what the display holds, stale pixels included, not a fresh render) for a
+    // person to look at: the curves after a second run is selected, the histograms, ranges, SQNR
+    // and loss-scale tabs of two resnet8-like runs, and the Layers tab out of date.
+    void screenshotsForReview()
+    {
+        const QString dir = qEnvironmentVariable("QS_CHART_SHOT");
+        if (dir.isEmpty() || QGuiApplication::platformName() != QLatin1String("xcb")) QSKIP("QS_CHART_SHOT and an X server");
+        const QStringList resnet{QStringLiteral("conv1"), QStringLiteral("layer1.conv1"), QStringLiteral("layer1.conv2"),
+                                 QStringLiteral("layer2.conv1"), QStringLiteral("layer2.conv2"), QStringLiteral("layer2.shortcut"),
+                                 QStringLiteral("layer3.conv1"), QStringLiteral("layer3.conv2"), QStringLiteral("layer3.shortcut"),
+                                 QStringLiteral("fc")};
+        MainWindow w(MainWindowOptions{false, QString(), false});
+        w.setGeometry(0, 0, 1500, 940);
+        w.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&w));
+        for (int id = 1; id <= 2; ++id) {
+            RunPtr r = statsRun(id);
+            r->config.precision.strategy = Strategy::Qat;
+            r->config.precision.format = "int8";
+            r->config.precision.granularity = id == 1 ? "channel" : "tensor";
+            r->config.model = "resnet8";
+            r->config.epochs = 2;
+            EpochEvent e;
+            e.epoch = 2;
+            e.testAccuracy = 0.70 + 0.004 * id;
+            e.trainAccuracy = 0.66;
+            e.quantTestAccuracy = 0.69 + 0.004 * id;
+            r->epochs.front().quantTestAccuracy = 0.55 + 0.03 * id;
+            r->epochs.front().testAccuracy = 0.5 + 0.02 * id;
+            r->epochs.front().trainAccuracy = 0.47;
+            r->epochs.push_back(e);
+            r->layerStats.clear();
+            r->layerStats.push_back({});
+            for (const QString& n : resnet) {
+                LayerStats s = drawnStats(qPrintable(n), 2);
+                s.layer = n.toStdString();
+                s.sqnrDb = 44 + 0.3 * double(n.size() % 7) + id;
+                r->layerStats.back().push_back(s);
+            }
+            w.runsModel()->addRun(r);
+        }
+        const auto shoot = [&](const QString& name) {
+            QTest::qWait(400);
+            QVERIFY(w.screen()->grabWindow(0).save(dir + QLatin1Char('/') + name));
+        };
+        w.tabs()->setCurrentIndex(0);
+        w.selectRuns({1});
+        shoot(QStringLiteral("curves-1run.png"));
+        w.selectRuns({2, 1}); // Ctrl+click: the legend moves to the right
+        shoot(QStringLiteral("curves-2runs.png"));
+        w.tabs()->setCurrentWidget(w.histogramPanel());
+        shoot(QStringLiteral("histograms-2runs.png"));
+        w.tabs()->setCurrentWidget(w.rangesPanel());
+        shoot(QStringLiteral("ranges-2runs.png"));
+        w.tabs()->setCurrentWidget(w.sqnrChart());
+        w.selectRuns({1});
+        shoot(QStringLiteral("sqnr-1run.png"));
+        w.tabs()->setCurrentWidget(w.lossScaleChart());
+        shoot(QStringLiteral("lossscale-empty.png"));
+        QStringList layers{QStringLiteral("conv1"), QStringLiteral("bn1"), QStringLiteral("relu")};
+        for (const char* b : {"layer1", "layer2", "layer3"})
+            for (const char* l : {"conv1", "bn1", "relu1", "conv2", "bn2", "shortcut", "shortcut_bn", "add", "relu2"})
+                if (std::string(b) != "layer1" || std::string(l).rfind("shortcut", 0) != 0) layers << QStringLiteral("%1.%2").arg(b, l);
+        layers << QStringLiteral("pool") << QStringLiteral("flatten") << QStringLiteral("fc");
+        w.tabs()->setCurrentWidget(w.layerCompareView());
+        w.layerCompareView()->showReport(comparison(layers, false), QStringLiteral("Run #1, int8 weights (channel-wise), uint8 activations"), 1);
+        w.selectRuns({2});
+        shoot(QStringLiteral("layers-out-of-date.png"));
+    }
 };
 
 QTEST_MAIN(TestGuiCharts)

@@ -325,6 +325,7 @@ void MainWindow::buildLayout()
     m_progress->setValue(0);
     m_progress->setTextVisible(false);
     m_progress->setFixedWidth(220);
+    m_progress->hide(); // shown while a run goes (startTraining to endProgress)
     m_statusLabel = new QLabel(tr("Ready"));
     m_statusLabel->setObjectName(QStringLiteral("statusText"));
     m_sqnrLabel = new QLabel;
