@@ -1,8 +1,10 @@
 // The charts as a user reads them: tick labels (never "-0.00", one text per tick), the loss axis
 // covering every drawn point (a spike stays on screen), a run keeping its colour whatever else is
-// selected, legends listing the runs in the runs table's order, and the Layers chart naming its
-// layers along the x axis. Each draws offscreen and
-// reads the texts Qt Charts laid out, not only the numbers given to it.
+// selected, legends listing the runs in the runs table's order, the Layers and SQNR charts naming
+// their layers whole, a moved plot area repainting the whole view, the histogram and ranges naming
+// the run they show, the Layers chart's exact points and out-of-date result, and the loss-scale
+// chart's empty message. Each draws offscreen and reads the texts Qt Charts laid out, not only
+// the numbers given to it.
 #include "chart_view.h"
 #include "curve_charts.h"
 #include "layer_compare_view.h"
@@ -12,9 +14,14 @@
 
 #include <QtTest>
 
+#include <QBarCategoryAxis>
 #include <QBarSeries>
+#include <QChart>
 #include <QCategoryAxis>
 #include <QBarSet>
+#include <QComboBox>
+#include <QLabel>
+#include <QSignalSpy>
 #include <QGraphicsScene>
 #include <QGraphicsTextItem>
 #include <QLegend>
@@ -22,10 +29,12 @@
 #include <QLineSeries>
 #include <QMap>
 #include <QRegularExpression>
+#include <QScreen>
 #include <QTabWidget>
 #include <QValueAxis>
 
 #include <cmath>
+#include <limits>
 
 using namespace quantscope;
 
@@ -83,6 +92,44 @@ RunPtr lossRun(int id, std::size_t steps, std::size_t spikeAt, double spike)
         batch.push_back(b);
     }
     r->addSteps(batch);
+    return r;
+}
+
+// A layer's statistics with a histogram and per-channel ranges, so both panels draw it.
+LayerStats drawnStats(const char* layer, int epoch)
+{
+    LayerStats s;
+    s.layer = layer;
+    s.epoch = epoch;
+    s.format = "int8";
+    s.granularity = "channel-wise";
+    for (int i = 0; i <= 20; ++i) s.binEdges.push_back(-0.1 + 0.01 * i);
+    s.fp32Hist.assign(20, 10);
+    s.quantHist.assign(20, 10);
+    s.tensorMin = s.clipLow = -0.1f;
+    s.tensorMax = s.clipHigh = 0.1f;
+    s.channelMin = {-0.1f, -0.05f};
+    s.channelMax = {0.1f, 0.04f};
+    s.sqnrDb = 44.7;
+    return s;
+}
+
+// A comparison of `names` (SQNR falling along them); `exactFirst`: the first layer's output is
+// unchanged (+inf dB, the first layer kept in FP32).
+LayerComparisonReport comparison(const QStringList& names, bool exactFirst)
+{
+    LayerComparisonReport r;
+    r.thresholdDb = 20;
+    r.images = 16;
+    for (qsizetype i = 0; i < names.size(); ++i) {
+        LayerComparison l;
+        l.index = std::size_t(i);
+        l.layer = names[i].toStdString();
+        l.kind = "Conv2d";
+        l.sqnrDb = exactFirst && i == 0 ? std::numeric_limits<double>::infinity() : 45 - 0.5 * double(i);
+        l.aloneSqnrDb = 50 - 0.2 * double(i);
+        r.layers.push_back(l);
+    }
     return r;
 }
 
@@ -304,8 +351,9 @@ private slots:
         LayerComparisonReport r;
         r.thresholdDb = 20;
         r.images = 16;
+        // resnet8's longest names whole (at most 16 characters' width read "layer2…cut_bn").
         const char* resnet[] = {"conv1", "layer1.conv1", "layer1.conv2", "layer1.add", "layer2.conv1", "layer2.conv2",
-                                "layer2.shortcut", "layer2.add", "layer3.conv1", "layer3.shortcut", "pool", "fc"};
+                                "layer2.shortcut", "layer2.shortcut_bn", "layer3.conv1", "layer3.shortcut_bn", "pool", "fc"};
         for (int i = 0; i < layers; ++i) {
             LayerComparison l;
             l.index = std::size_t(i);
@@ -316,7 +364,7 @@ private slots:
             r.layers.push_back(l);
         }
         LayerCompareView view;
-        view.resize(width, 520);
+        view.resize(width, 620); // the Layers tab of a 1500x940 window
         view.show();
         QCoreApplication::processEvents();
         view.showReport(r, QStringLiteral("synthetic"));
@@ -350,6 +398,155 @@ private slots:
         for (QGraphicsItem* item : view.chart()->scene()->items())
             if (auto* t = dynamic_cast<QGraphicsTextItem*>(item); t && t->isVisible()) drawn << t->toPlainText();
         QVERIFY2(drawn.contains(labels.first()) && drawn.contains(labels.last()), qPrintable(drawn.join(QLatin1Char('|'))));
+        if (layers <= 12) // and Qt does not cut them either
+            for (const QString& l : labels) QVERIFY2(drawn.contains(l), qPrintable(l + QStringLiteral(" not in ") + drawn.join(QLatin1Char('|'))));
+    }
+
+    // The Error (SQNR) chart names resnet8's layers whole: flat they were cut to "layer2.shor..."
+    // at 95 pixels a bar, so they turn upright; hovering a bar names its layer.
+    void sqnrAxisNamesTheLayersWhole()
+    {
+        RunPtr r = statsRun(1);
+        r->layerStats.back().clear();
+        for (const char* name : {"conv1", "layer1.conv1", "layer1.conv2", "layer2.conv1", "layer2.conv2", "layer2.shortcut",
+                                 "layer3.conv1", "layer3.conv2", "layer3.shortcut", "fc"}) {
+            LayerStats s;
+            s.layer = name;
+            s.sqnrDb = 46;
+            r->layerStats.back().push_back(s);
+        }
+        SqnrChart chart;
+        chart.resize(1000, 600);
+        chart.setRuns({r});
+        const QStringList texts = sceneTexts(chart);
+        for (const QString& l : chart.layerAxis()->categories())
+            QVERIFY2(texts.contains(l), qPrintable(l + QStringLiteral(" not in ") + texts.join(QLatin1Char('|'))));
+        for (const QString& t : texts) QVERIFY2(!t.endsWith(QLatin1String("...")), qPrintable(t));
+    }
+
+    // Two runs selected: the accuracy chart's legend goes to the right and its plot area shrinks
+    // after setRuns() repainted; the moved area repaints the whole view again (the old tick labels,
+    // grid lines and axis title stayed on screen: "80" at two heights).
+    void movedPlotAreaRepaintsTheWholeView()
+    {
+        const auto qatRun = [](int id) {
+            RunPtr r = statsRun(id);
+            r->config.precision.strategy = Strategy::Qat; // a quantized test accuracy: five legend entries for two runs
+            r->config.precision.format = "int8";
+            return r;
+        };
+        AccuracyChart chart;
+        chart.resize(490, 600);
+        chart.setRuns({qatRun(1)});
+        chart.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&chart));
+        (void)chart.grab();
+        const QRectF before = chart.chart()->plotArea();
+        QSignalSpy moved(chart.chart(), &QChart::plotAreaChanged);
+        chart.setRuns({qatRun(1), qatRun(2)});
+        const int afterSetRuns = chart.wholeRepaints();
+        QCoreApplication::processEvents();
+        (void)chart.grab();
+        QCOMPARE(chart.chart()->legend()->alignment(), Qt::AlignRight);
+        QVERIFY(chart.chart()->plotArea() != before);
+        QVERIFY(moved.count() > 0);
+        QVERIFY2(chart.wholeRepaints() > afterSetRuns, "the plot area moved after setRuns() and nothing repainted the whole view");
+    }
+
+    // The empty loss-scale chart names every strategy that scales the loss (core/train's
+    // LossScaler users: mixed, lowp in fp16/fp8, progressive's float phases); it said "Only the
+    // Mixed precision strategy".
+    void lossScaleMessageNamesEveryScalingStrategy()
+    {
+        LossScaleChart chart;
+        chart.setRuns({lossRun(1, 40, 0, 0)}); // an FP32-like run: no loss scale reported
+        const QString m = chart.emptyMessage();
+        for (const char* want : {"Mixed precision", "Pure low precision", "fp16", "fp8", "Progressive"})
+            QVERIFY2(m.contains(QLatin1String(want)), qPrintable(m));
+        QVERIFY2(!m.contains(QLatin1String("Only")), qPrintable(m));
+    }
+
+    // Two runs selected: the Histograms and Ranges titles name the run they show (the row
+    // clicked last), their captions say it is one of two, and so does the status bar's SQNR.
+    void histogramsNameTheRunShown()
+    {
+        MainWindow w(MainWindowOptions{false, QString(), false});
+        w.resize(1366, 740);
+        w.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&w));
+        for (int id = 1; id <= 2; ++id) {
+            RunPtr r = statsRun(id);
+            r->layerStats = {{drawnStats("layer3.conv2", 2)}};
+            w.runsModel()->addRun(r);
+        }
+        w.selectRuns({2, 1}); // #1 clicked last: the primary run
+        QCoreApplication::processEvents();
+        QCOMPARE(w.selectedRuns().front()->id, 1);
+        const QString tag = QStringLiteral("Run #1 \u00b7 layer3.conv2, epoch 2");
+        QVERIFY2(w.histogramPanel()->chart()->title().contains(tag), qPrintable(w.histogramPanel()->chart()->title()));
+        QVERIFY2(w.rangesPanel()->chart()->title().contains(tag), qPrintable(w.rangesPanel()->chart()->title()));
+        QVERIFY2(w.histogramPanel()->caption().contains(QLatin1String("of the 2 selected runs")), qPrintable(w.histogramPanel()->caption()));
+        const QString sqnr = w.findChild<QLabel*>(QStringLiteral("sqnrStatus"))->text();
+        QVERIFY2(sqnr.startsWith(QStringLiteral("Run #1 \u00b7 layer3.conv2: SQNR")), qPrintable(sqnr));
+        w.selectRuns({2});
+        QCoreApplication::processEvents();
+        QVERIFY2(w.histogramPanel()->chart()->title().contains(QStringLiteral("Run #2 \u00b7 layer3.conv2")), qPrintable(w.histogramPanel()->chart()->title()));
+        QVERIFY2(!w.histogramPanel()->caption().contains(QLatin1String("selected runs")), qPrintable(w.histogramPanel()->caption()));
+    }
+
+    // Points drawn at 100 dB (an unchanged output) are on the axis, and the note mentions them
+    // only when there are some (it did always, under an axis that stopped at 65 dB).
+    void layersChartReachesExactPoints()
+    {
+        const QStringList names{QStringLiteral("conv1"), QStringLiteral("relu"), QStringLiteral("fc")};
+        LayerCompareView view;
+        view.resize(1000, 600);
+        view.showReport(comparison(names, false), QStringLiteral("finite"));
+        QVERIFY(view.sqnrAxis()->max() < 100);
+        QVERIFY2(!view.statusText().contains(QLatin1String("100 dB")), qPrintable(view.statusText()));
+        view.showReport(comparison(names, true), QStringLiteral("one exact"));
+        QVERIFY(view.sqnrAxis()->max() >= 100);
+        QCOMPARE(view.propagatedSeries()->at(0).y(), 100.0);
+        QVERIFY2(view.statusText().contains(QLatin1String("at 100 dB (the top) is exact")), qPrintable(view.statusText()));
+    }
+
+    // A comparison of run #1 stays drawn when run #2 is selected, but says whose it is and that it
+    // is out of date (the chart kept "Run #1 ..." beside run #2's settings in silence); back on
+    // run #1 it is current again. The greyed granularity box shows the run's own (tensor-wise
+    // beside "the run's settings (int8, tensor)", where it read "channel-wise").
+    void layersResultOfAnotherRunIsMarked()
+    {
+        const auto bundle = [](const char* granularity) {
+            auto b = std::make_shared<ExportBundle>();
+            b->config.precision.strategy = Strategy::Qat;
+            b->config.precision.format = "int8";
+            b->config.precision.granularity = granularity;
+            return ExportBundlePtr(b);
+        };
+        LayerCompareView view;
+        view.resize(1000, 600);
+        view.setRun(1, bundle("tensor"));
+        QCOMPARE(view.formatBox()->currentData().toString(), QStringLiteral("plan"));
+        QVERIFY(!view.granularityBox()->isEnabled());
+        QCOMPARE(view.granularityBox()->currentText(), QStringLiteral("tensor-wise"));
+        const QString title = QStringLiteral("Run #1, the run's settings");
+        view.showReport(comparison({QStringLiteral("conv1"), QStringLiteral("fc")}, false), title, 1);
+        QCOMPARE(view.chartTitle(), title);
+        QVERIFY(!view.statusText().contains(QLatin1String("Out of date")));
+
+        view.setRun(2, bundle("channel"));
+        QCOMPARE(view.granularityBox()->currentText(), QStringLiteral("channel-wise"));
+        QVERIFY2(view.chartTitle() == QStringLiteral("Out of date (run #2 is selected): ") + title, qPrintable(view.chartTitle()));
+        QVERIFY2(view.statusText().contains(QLatin1String("Out of date")) && view.statusText().contains(QLatin1String("run #2 is selected")),
+                 qPrintable(view.statusText()));
+        // A uniform format takes the uniform granularity back, and the box is enabled.
+        view.formatBox()->setCurrentIndex(view.formatBox()->findData(QStringLiteral("int4")));
+        QVERIFY(view.granularityBox()->isEnabled());
+        QVERIFY(view.granularityBox()->currentData().toString() != QLatin1String("run"));
+
+        view.setRun(1, bundle("tensor"));
+        QCOMPARE(view.chartTitle(), title);
+        QVERIFY(!view.statusText().contains(QLatin1String("Out of date")));
     }
 
     // Three runs on a loss chart as wide as at 1366x768 (about 430 pixels): no legend entry is
@@ -384,6 +581,77 @@ private slots:
         chart.resize(1200, 430);
         QCoreApplication::processEvents();
         QCOMPARE(chart.chart()->legend()->alignment(), Qt::AlignBottom);
+    }
+
+    // With QS_CHART_SHOT=DIR under a real X server (QT_QPA_PLATFORM=xcb, e.g. xvfb-run), PNGs of
+    // the screen itself (what the display holds, stale pixels included, not a fresh render) for a
+    // person to look at: the curves after a second run is selected, the histograms, ranges, SQNR
+    // and loss-scale tabs of two resnet8-like runs, and the Layers tab out of date.
+    void screenshotsForReview()
+    {
+        const QString dir = qEnvironmentVariable("QS_CHART_SHOT");
+        if (dir.isEmpty() || QGuiApplication::platformName() != QLatin1String("xcb")) QSKIP("QS_CHART_SHOT and an X server");
+        const QStringList resnet{QStringLiteral("conv1"), QStringLiteral("layer1.conv1"), QStringLiteral("layer1.conv2"),
+                                 QStringLiteral("layer2.conv1"), QStringLiteral("layer2.conv2"), QStringLiteral("layer2.shortcut"),
+                                 QStringLiteral("layer3.conv1"), QStringLiteral("layer3.conv2"), QStringLiteral("layer3.shortcut"),
+                                 QStringLiteral("fc")};
+        MainWindow w(MainWindowOptions{false, QString(), false});
+        w.setGeometry(0, 0, 1500, 940);
+        w.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&w));
+        for (int id = 1; id <= 2; ++id) {
+            RunPtr r = statsRun(id);
+            r->config.precision.strategy = Strategy::Qat;
+            r->config.precision.format = "int8";
+            r->config.precision.granularity = id == 1 ? "channel" : "tensor";
+            r->config.model = "resnet8";
+            r->config.epochs = 2;
+            EpochEvent e;
+            e.epoch = 2;
+            e.testAccuracy = 0.70 + 0.004 * id;
+            e.trainAccuracy = 0.66;
+            e.quantTestAccuracy = 0.69 + 0.004 * id;
+            r->epochs.front().quantTestAccuracy = 0.55 + 0.03 * id;
+            r->epochs.front().testAccuracy = 0.5 + 0.02 * id;
+            r->epochs.front().trainAccuracy = 0.47;
+            r->epochs.push_back(e);
+            r->layerStats.clear();
+            r->layerStats.push_back({});
+            for (const QString& n : resnet) {
+                LayerStats s = drawnStats(qPrintable(n), 2);
+                s.layer = n.toStdString();
+                s.sqnrDb = 44 + 0.3 * double(n.size() % 7) + id;
+                r->layerStats.back().push_back(s);
+            }
+            w.runsModel()->addRun(r);
+        }
+        const auto shoot = [&](const QString& name) {
+            QTest::qWait(400);
+            QVERIFY(w.screen()->grabWindow(0).save(dir + QLatin1Char('/') + name));
+        };
+        w.tabs()->setCurrentIndex(0);
+        w.selectRuns({1});
+        shoot(QStringLiteral("curves-1run.png"));
+        w.selectRuns({2, 1}); // Ctrl+click: the legend moves to the right
+        shoot(QStringLiteral("curves-2runs.png"));
+        w.tabs()->setCurrentWidget(w.histogramPanel());
+        shoot(QStringLiteral("histograms-2runs.png"));
+        w.tabs()->setCurrentWidget(w.rangesPanel());
+        shoot(QStringLiteral("ranges-2runs.png"));
+        w.tabs()->setCurrentWidget(w.sqnrChart());
+        w.selectRuns({1});
+        shoot(QStringLiteral("sqnr-1run.png"));
+        w.tabs()->setCurrentWidget(w.lossScaleChart());
+        shoot(QStringLiteral("lossscale-empty.png"));
+        QStringList layers{QStringLiteral("conv1"), QStringLiteral("bn1"), QStringLiteral("relu")};
+        for (const char* b : {"layer1", "layer2", "layer3"})
+            for (const char* l : {"conv1", "bn1", "relu1", "conv2", "bn2", "shortcut", "shortcut_bn", "add", "relu2"})
+                if (std::string(b) != "layer1" || std::string(l).rfind("shortcut", 0) != 0) layers << QStringLiteral("%1.%2").arg(b, l);
+        layers << QStringLiteral("pool") << QStringLiteral("flatten") << QStringLiteral("fc");
+        w.tabs()->setCurrentWidget(w.layerCompareView());
+        w.layerCompareView()->showReport(comparison(layers, false), QStringLiteral("Run #1, int8 weights (channel-wise), uint8 activations"), 1);
+        w.selectRuns({2});
+        shoot(QStringLiteral("layers-out-of-date.png"));
     }
 };
 

@@ -37,6 +37,7 @@
 #include <QLineSeries>
 #include <QScatterSeries>
 #include <QMessageBox>
+#include <QProgressBar>
 #include <QPushButton>
 #include <QSettings>
 #include <QSignalSpy>
@@ -106,6 +107,7 @@ private slots:
         RunPtr run = w.runsModel()->runById(ended.first().first().toInt());
         QVERIFY(run);
         QCOMPARE(run->status, RunStatus::Done);
+        QVERIFY(!child<QProgressBar>(&w, "progress")->isVisible()); // it stayed full after the run
         QCOMPARE(run->config.precision.strategy, Strategy::Qat);
         const std::size_t steps = 2 * ((nTrain + batch - 1) / batch);
         QCOMPARE(run->steps.size(), steps);
@@ -180,20 +182,27 @@ private slots:
         child<QSpinBox>(&w, "batchSize")->setValue(16);
         child<QSpinBox>(&w, "epochs")->setValue(1);
         QSignalSpy ended(&w, &MainWindow::runEnded);
+        auto* progress = child<QProgressBar>(&w, "progress");
+        QElapsedTimer wall;
+        wall.start();
         QTest::mouseClick(w.trainingPanel()->trainButton(), Qt::LeftButton);
+        QVERIFY(progress->isVisible());
         RunPtr run = w.runsModel()->runAt(0);
         QVERIFY(run);
         QTRY_VERIFY_WITH_TIMEOUT(run->steps.size() >= 3, kRunTimeoutMs);
 
         // Pause: the step count freezes (one batch may be in flight), then resumes.
+        QElapsedTimer paused;
+        paused.start();
         QTest::mouseClick(w.trainingPanel()->pauseButton(), Qt::LeftButton);
         QCOMPARE(w.trainingPanel()->pauseButton()->text(), QStringLiteral("Resume"));
         const int inFlight = inFlightWaitMs(*run);
         QTest::qWait(inFlight);
         const std::size_t pausedAt = run->steps.size();
         qInfo("pause: the count %zu taken %d ms after Pause", pausedAt, inFlight);
-        QTest::qWait(600);
+        QTest::qWait(1500);
         QCOMPARE(run->steps.size(), pausedAt);
+        const qint64 pausedMs = paused.elapsed() - inFlight; // paused for at least this long
         QTest::mouseClick(w.trainingPanel()->pauseButton(), Qt::LeftButton);
         QTRY_VERIFY_WITH_TIMEOUT(run->steps.size() > pausedAt, int(10000 * quantscope::testing::sanitizerSlowdown())); // a batch took 13.5 s under TSan on a loaded machine
 
@@ -210,6 +219,13 @@ private slots:
         QVERIFY(run->finish.stopped);
         QVERIFY(run->steps.size() < run->start.stepsPerEpoch);
         QCOMPARE(cell(w, 0, RunsModel::Status), QStringLiteral("stopped"));
+        // The Time column leaves the pause out, and its tooltip says so.
+        qInfo("time: %.2f s reported, %.2f s wall, %.2f s paused", run->seconds(), wall.elapsed() / 1000.0, pausedMs / 1000.0);
+        QVERIFY2(run->seconds() < double(wall.elapsed() - pausedMs) / 1000.0, "the paused time is counted in the run's Time");
+        QVERIFY(w.runsModel()->headerData(RunsModel::Time, Qt::Horizontal, Qt::ToolTipRole).toString().contains(QLatin1String("paused")));
+        // The run has ended: the progress bar neither stays full nor half full.
+        QVERIFY(!progress->isVisible());
+        QCOMPARE(progress->value(), 0);
         QVERIFY(w.lossChart()->pointCount() > 0);
         QVERIFY(w.trainingPanel()->trainButton()->isEnabled());
     }

@@ -52,6 +52,18 @@ ChartView::ChartView(const QString& title, QWidget* parent) : QChartView(newChar
     setRenderHint(QPainter::Antialiasing);
     setMinimumSize(320, 240);
     setToolTip(tr("Right-click to save this chart as PNG."));
+    // When the plot area moves (the legend goes to the right for a second run, wider tick labels)
+    // Qt Charts repaints only the items' new places: the old tick labels, grid lines and axis
+    // title stayed on screen ("80" at two heights) until another tab was shown and back. The
+    // layout runs after setRuns() repainted, so the repaint follows the plot area itself.
+    connect(chart(), &QChart::plotAreaChanged, this, &ChartView::repaintWhole);
+}
+
+void ChartView::repaintWhole()
+{
+    ++m_wholeRepaints;
+    scene()->invalidate();
+    viewport()->update();
 }
 
 QString ChartView::title() const { return chart()->title(); }
@@ -207,8 +219,7 @@ void RunChart::setRuns(RunList runs, const RunList& tableOrder)
     refresh();
     // The removed series' point markers stayed on screen until the next full repaint (another
     // tab and back): repaint the whole view now.
-    scene()->invalidate();
-    viewport()->update();
+    repaintWhole();
 }
 
 void setLegendVisible(QChart* chart, QAbstractSeries* series, bool visible)

@@ -36,6 +36,8 @@ public:
     // Grabs the widget (what the user sees) into a PNG; returns an error message or empty.
     QString saveAsPng(const QString& path);
     QString suggestedFileName() const;
+    // How often the whole view was repainted because its plot area moved or its runs changed.
+    int wholeRepaints() const { return m_wholeRepaints; }
 
 public slots:
     void savePngInteractive();
@@ -51,6 +53,8 @@ protected:
     void showEvent(QShowEvent* event) override;
     // fitLegend(chart(), entries), again at every resize and show.
     void fitLegendTo(int entries);
+    // Invalidates the whole scene and the viewport: nothing drawn before stays on screen.
+    void repaintWhole();
 
     QValueAxis* makeValueAxis(const QString& title, Qt::Alignment align, const QString& labelFormat);
     // Sets a range on whole ticks (1, 2 or 5 x 10^k apart) that covers [lo, hi], and a label
@@ -63,6 +67,7 @@ protected:
 
 private:
     QString m_empty;
+    int m_wholeRepaints = 0;
     int m_legendEntries = -1; // fitLegendTo's, or -1: the legend stays where it is
 };
 

@@ -259,7 +259,18 @@ int AccuracyChart::pointCount() const
 
 // ---------------------------------------------------------------- LossScaleChart
 
-LossScaleChart::LossScaleChart(QWidget* parent) : RunChart(tr("Mixed precision: loss scale"), parent)
+// Which runs scale the loss is core/train's rule (a LossScaler in MixedStrategy, in
+// LowPrecisionStrategy for float formats of fewer than 8 exponent bits, in ProgressiveStrategy's
+// float phases): the message named Mixed precision only.
+QString LossScaleChart::noLossScaleMessage()
+{
+    return tr("No loss-scale data for this run. The loss is scaled by Mixed precision (every format), by Pure low "
+              "precision in fp16 or fp8 (bf16 has FP32's range and needs no scaling) and by Progressive while a phase "
+              "trains in a float format (fp16, bf16, fp8): train one of them to see the scale adapt and overflowing "
+              "steps skipped.");
+}
+
+LossScaleChart::LossScaleChart(QWidget* parent) : RunChart(tr("Loss scale"), parent)
 {
     m_x = makeValueAxis(tr("training step (batches)"), Qt::AlignBottom, QStringLiteral("%.0f"));
     m_y = new QLogValueAxis;
@@ -324,16 +335,14 @@ void LossScaleChart::refresh()
     setNiceRange(m_x, 0, xMax);
     if (any) {
         m_y->setRange(std::exp2(std::floor(std::log2(lo)) - 1), std::exp2(std::ceil(std::log2(hi)) + 1));
-        chart()->setTitle(tr("Mixed precision: loss scale \u2014 %1 skipped step%2")
+        chart()->setTitle(tr("Loss scale \u2014 %1 skipped step%2")
                               .arg(skippedTotal)
                               .arg(skippedTotal == 1 ? QString() : QStringLiteral("s")));
         setEmptyMessage({});
     } else {
         m_y->setRange(1, 65536);
-        chart()->setTitle(tr("Mixed precision: loss scale"));
-        setEmptyMessage(tr("No loss-scale data for this run. Only the Mixed precision strategy scales the loss: "
-                           "choose it in the training panel and train to see the scale adapt and overflowing "
-                           "steps skipped."));
+        chart()->setTitle(tr("Loss scale"));
+        setEmptyMessage(noLossScaleMessage());
     }
 }
 

@@ -1,6 +1,7 @@
 // The curves of a run over time: loss (per step, smoothed, and test loss per epoch),
-// accuracy per epoch (train, test FP32, test quantized) and the mixed-precision loss scale
-// with skipped steps. Each draws the primary run and overlays the other selected runs.
+// accuracy per epoch (train, test FP32, test quantized) and the dynamic loss scale with skipped
+// steps (mixed, low precision and progressive runs). Each draws the primary run and overlays the
+// other selected runs.
 #pragma once
 
 #include "chart_view.h"
@@ -64,6 +65,8 @@ class LossScaleChart : public RunChart {
 public:
     explicit LossScaleChart(QWidget* parent = nullptr);
     void refresh() override;
+    // The empty message: which strategies scale the loss.
+    static QString noLossScaleMessage();
 
 protected:
     void rebuild() override;

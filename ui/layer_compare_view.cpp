@@ -5,6 +5,7 @@
 
 #include "chart_view.h"
 #include "gui_call.h"
+#include "quant_catalog.h"
 
 #include "quant/format.h"
 #include "train/quant_sim.h"
@@ -23,6 +24,7 @@
 #include <QPushButton>
 #include <QScatterSeries>
 #include <QSet>
+#include <QStandardItemModel>
 #include <QValueAxis>
 #include <QVBoxLayout>
 
@@ -88,6 +90,7 @@ LayerCompareView::LayerCompareView(QWidget* parent) : QWidget(parent)
     m_chart = new ChartView(tr("SQNR along the network"));
     m_chart->setObjectName(QStringLiteral("layerCompareChart"));
     QChart* c = m_chart->chart();
+    m_titleBrush = c->titleBrush();
     m_propagated = new QLineSeries;
     m_propagated->setName(tr("whole model quantized"));
     m_alone = new QScatterSeries;
@@ -146,8 +149,7 @@ LayerCompareView::LayerCompareView(QWidget* parent) : QWidget(parent)
     m_granularity->addItem(tr("channel-wise"), QStringLiteral("channel"));
     m_granularity->addItem(tr("tensor-wise"), QStringLiteral("tensor"));
     m_granularity->setToolTip(tr("Granularity of the weight scales (a run's plan brings its own)."));
-    connect(m_format, &QComboBox::currentIndexChanged, this,
-            [this] { m_granularity->setEnabled(m_format->currentData().toString() != QStringLiteral("plan")); });
+    connect(m_format, &QComboBox::currentIndexChanged, this, &LayerCompareView::followFormat);
     m_thresholdDb = new QDoubleSpinBox;
     m_thresholdDb->setRange(0, 100);
     m_thresholdDb->setValue(20);
@@ -201,9 +203,11 @@ void LayerCompareView::labelLayers()
     }
     // Upright names take height from the plot, and Qt Charts gives the x axis at most 40 % of what
     // the title and legend leave, its title and padding included (about 80 and 50 pixels): longer
-    // names were cut to "layer3.shor...". At most 16 characters' width in any case.
-    const int room16 = fm.horizontalAdvance(QStringLiteral("layer3.shortcut."));
-    const int longest = std::min(room16, std::max(40, static_cast<int>(0.4 * (m_chart->height() - 80) - 50)));
+    // names were cut to "layer3.shor...". At most 24 characters' width in any case: at 16,
+    // resnet8's "layer2.shortcut_bn" read "layer2…cut_bn"; longer ones (ONNX imports' paths) are
+    // elided, and hovering a point names its layer whole.
+    const int room24 = fm.horizontalAdvance(QStringLiteral("features.block12.dw.conv"));
+    const int longest = std::min(room24, std::max(40, static_cast<int>(0.4 * (m_chart->height() - 80) - 50)));
     const auto tooLong = [&](const QString& name) { return fm.horizontalAdvance(name) > longest; };
     names = withoutSharedEnds(names, tooLong);
     QStringList labels;
@@ -242,6 +246,48 @@ LayerCompareView::~LayerCompareView()
 
 QString LayerCompareView::statusText() const { return m_status->text(); }
 
+QString LayerCompareView::chartTitle() const { return m_chart->chart()->title(); }
+
+void LayerCompareView::followFormat()
+{
+    // The run's own settings bring their granularity: the greyed box shows it (it kept showing
+    // "channel-wise" beside "the run's settings (int8, tensor)"); a uniform format takes the
+    // granularity chosen before.
+    const bool plan = m_format->currentData().toString() == QStringLiteral("plan");
+    const int runItem = m_granularity->findData(QStringLiteral("run"));
+    if (plan && runItem >= 0) {
+        if (m_granularity->currentIndex() != runItem) m_uniformGranularity = m_granularity->currentData().toString();
+        m_granularity->setCurrentIndex(runItem);
+    } else if (m_granularity->currentIndex() == runItem || m_granularity->currentIndex() < 0) {
+        m_granularity->setCurrentIndex(std::max(0, m_granularity->findData(m_uniformGranularity)));
+    }
+    m_granularity->setEnabled(!plan);
+}
+
+void LayerCompareView::markReport()
+{
+    if (m_reportRun == 0) return; // nothing drawn, or a report of no run (tests)
+    if (m_reportRun == m_runId) {
+        m_chart->chart()->setTitle(m_reportTitle);
+        m_chart->chart()->setTitleBrush(m_titleBrush);
+        m_status->setText(m_reportStatus);
+        return;
+    }
+    // Another run selected: the chart still holds run #m_reportRun's comparison beside the boxes
+    // that now show the selected run's settings, and nothing said so.
+    m_chart->chart()->setTitle(m_runId ? tr("Out of date (run #%1 is selected): %2").arg(m_runId).arg(m_reportTitle)
+                                       : tr("Out of date (run #%1 is not selected): %2").arg(m_reportRun).arg(m_reportTitle));
+    m_chart->chart()->setTitleBrush(QColor(0xa0, 0x40, 0x00));
+    m_status->setText(m_runId ? tr("<b>Out of date:</b> the chart is run #%1's; run #%2 is selected, click Compare to "
+                                   "compare it. (Run #%1: %3)")
+                                    .arg(m_reportRun)
+                                    .arg(m_runId)
+                                    .arg(m_reportStatus)
+                              : tr("<b>Out of date:</b> the chart is run #%1's, which is no longer selected. (Run #%1: %2)")
+                                    .arg(m_reportRun)
+                                    .arg(m_reportStatus));
+}
+
 void LayerCompareView::setRun(int runId, ExportBundlePtr bundle)
 {
     m_runId = runId;
@@ -261,13 +307,24 @@ void LayerCompareView::setRun(int runId, ExportBundlePtr bundle)
     }
     const int planIndex = m_format->findData(QStringLiteral("plan"));
     if (planIndex >= 0) m_format->removeItem(planIndex);
+    const int runItem = m_granularity->findData(QStringLiteral("run"));
+    if (runItem >= 0) {
+        if (m_granularity->currentIndex() == runItem) m_granularity->setCurrentIndex(m_granularity->findData(m_uniformGranularity));
+        m_granularity->removeItem(runItem);
+    }
     if (own) {
+        const PrecisionConfig& p = m_bundle->config.precision;
+        // The run's granularity, shown (greyed) while its settings are compared; never picked by hand.
+        m_granularity->insertItem(0, p.layers.empty() ? granularityLabel(p.granularity) : tr("the plan's"), QStringLiteral("run"));
+        if (auto* items = qobject_cast<QStandardItemModel*>(m_granularity->model())) items->item(0)->setEnabled(false);
         m_format->insertItem(0, label, QStringLiteral("plan"));
         m_format->setCurrentIndex(0);
     }
+    followFormat();
     m_compare->setEnabled(m_bundle != nullptr && !m_busy);
     m_compare->setToolTip(m_bundle ? tr("Quantize run #%1's FP32 model and compare it layer by layer.").arg(runId)
                                    : tr("Select a finished run in the runs table first."));
+    markReport();
 }
 
 void LayerCompareView::compare()
@@ -281,6 +338,7 @@ void LayerCompareView::compare()
     const double threshold = m_thresholdDb->value();
     const std::size_t threads = std::max<std::size_t>(1, bundle->config.threads);
     const bool plan = format == "plan";
+    const int runId = m_runId;
     const QString title = plan ? tr("Run #%1 with its per-layer plan (%2 layers of their own, default %3)")
                                      .arg(m_runId)
                                      .arg(bundle->config.precision.layers.size())
@@ -291,7 +349,7 @@ void LayerCompareView::compare()
     m_status->setText(tr("Comparing run #%1 on %2 test images\u2026").arg(m_runId).arg(kImages));
     QPointer<LayerCompareView> self(this);
     if (m_worker.joinable()) m_worker.join(); // the previous one has finished (m_busy was false)
-    m_worker = std::thread([self, bundle, format, granularity, threshold, threads, title, plan] {
+    m_worker = std::thread([self, bundle, format, granularity, threshold, threads, title, plan, runId] {
         LayerComparisonReport report;
         QString error;
         try {
@@ -329,32 +387,38 @@ void LayerCompareView::compare()
         } catch (const std::exception& e) {
             error = QString::fromUtf8(e.what());
         }
-        postToGuiThread([self, report, error, title] {
+        postToGuiThread([self, report, error, title, runId] {
             if (!self) return;
             self->m_busy = false;
             self->m_compare->setEnabled(self->m_bundle != nullptr);
             if (!error.isEmpty()) {
-                self->m_status->setText(tr("Cannot compare: %1").arg(error));
+                self->m_status->setText(tr("Cannot compare run #%1: %2").arg(runId).arg(error));
                 emit self->compareFinished(false, error);
                 return;
             }
-            self->showReport(report, title);
+            self->showReport(report, title, runId);
             emit self->compareFinished(true, self->m_status->text());
         });
     });
 }
 
-void LayerCompareView::showReport(const LayerComparisonReport& r, const QString& title)
+void LayerCompareView::showReport(const LayerComparisonReport& r, const QString& title, int runId)
 {
     m_report = r;
     QList<QPointF> prop, alone;
     double lo = kCapDb, hi = 0.0;
+    int exact = 0; // points drawn at kCapDb
     for (std::size_t i = 0; i < r.layers.size(); ++i) {
         prop.append(QPointF(double(i), capped(r.layers[i].sqnrDb)));
-        if (std::isfinite(r.layers[i].aloneSqnrDb)) alone.append(QPointF(double(i), capped(r.layers[i].aloneSqnrDb)));
+        exact += capped(r.layers[i].sqnrDb) >= kCapDb;
+        // +inf alone: the layer quantizes nothing itself, and has no alone point
+        if (std::isfinite(r.layers[i].aloneSqnrDb)) {
+            alone.append(QPointF(double(i), capped(r.layers[i].aloneSqnrDb)));
+            hi = std::max(hi, capped(r.layers[i].aloneSqnrDb));
+            exact += capped(r.layers[i].aloneSqnrDb) >= kCapDb;
+        }
         lo = std::min({lo, capped(r.layers[i].sqnrDb), capped(r.layers[i].aloneSqnrDb)});
         hi = std::max(hi, capped(r.layers[i].sqnrDb));
-        if (std::isfinite(r.layers[i].aloneSqnrDb)) hi = std::max(hi, capped(r.layers[i].aloneSqnrDb));
     }
     m_propagated->replace(prop);
     m_alone->replace(alone);
@@ -362,6 +426,7 @@ void LayerCompareView::showReport(const LayerComparisonReport& r, const QString&
     m_threshold->replace({QPointF(0, r.thresholdDb), QPointF(last, r.thresholdDb)});
     m_x->setRange(-0.4, std::max(1.0, last) + 0.4); // the end points' markers whole, not cut by the frame
     labelLayers();
+    // The top covers every drawn point, the exact ones at kCapDb included.
     m_y->setRange(std::max(0.0, std::floor(std::min(lo, r.thresholdDb) / 10.0) * 10.0 - 5.0),
                   std::ceil(std::max(hi, r.thresholdDb) / 10.0) * 10.0 + 5.0);
     m_chart->chart()->setTitle(title);
@@ -374,8 +439,16 @@ void LayerCompareView::showReport(const LayerComparisonReport& r, const QString&
                                         .arg(r.layers[static_cast<std::size_t>(r.firstBelow)].sqnrDb, 0, 'f', 1)
                                   : tr("No layer falls below %1 dB end to end.").arg(r.thresholdDb);
     if (r.firstAloneBelow >= 0) s += tr("; alone, <b>%1</b> first falls below it.").arg(name(r.firstAloneBelow));
-    s += tr(" %1 test images; points at %2 dB are exact (no error yet).").arg(r.images).arg(kCapDb);
+    s += tr(" %1 test images.").arg(r.images);
+    // Only when there are such points: the note stood under an axis that stopped at 65 dB, and a
+    // user looked for points at 100 that were not there.
+    if (exact == 1) s += tr(" The point at %1 dB (the top) is exact: no error yet.").arg(kCapDb);
+    else if (exact > 1) s += tr(" The %1 points at %2 dB (the top) are exact: no error yet.").arg(exact).arg(kCapDb);
     m_status->setText(s);
+    m_reportRun = runId;
+    m_reportTitle = title;
+    m_reportStatus = s;
+    markReport();
 }
 
 } // namespace quantscope

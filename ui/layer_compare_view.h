@@ -10,6 +10,7 @@
 
 #include "analysis/layer_compare.h"
 
+#include <QBrush>
 #include <QWidget>
 
 #include <thread>
@@ -36,8 +37,10 @@ public:
     // The run to analyse (its FP32 model and dataset); null: none selected / not finished.
     void setRun(int runId, ExportBundlePtr bundle);
     int runId() const { return m_runId; } // 0: none
-    // Draws a finished comparison.
-    void showReport(const LayerComparisonReport& report, const QString& title);
+    // Draws a finished comparison of run `runId` (0: of no run in the table). While another run is
+    // selected (setRun) the chart keeps it, titled and noted as that run's and out of date.
+    void showReport(const LayerComparisonReport& report, const QString& title, int runId = 0);
+    int reportRunId() const { return m_reportRun; } // 0: none
     const LayerComparisonReport& report() const { return m_report; }
     QPushButton* compareButton() const { return m_compare; }
     ChartView* chart() const { return m_chart; }
@@ -46,7 +49,11 @@ public:
     QLineSeries* propagatedSeries() const { return m_propagated; }
     QScatterSeries* aloneSeries() const { return m_alone; }
     QString statusText() const;
+    QString chartTitle() const;
+    QComboBox* formatBox() const { return m_format; }
+    QComboBox* granularityBox() const { return m_granularity; }
     QCategoryAxis* layerAxis() const { return m_x; }
+    QValueAxis* sqnrAxis() const { return m_y; }
 
 public slots:
     void compare();
@@ -60,6 +67,8 @@ signals:
 
 private:
     void labelLayers(); // the x axis's names for m_report's layers, as many as fit
+    void followFormat(); // the granularity box after the weights box: the run's own, or the uniform one
+    void markReport();   // the chart's title and the note: the selected run's comparison, or out of date
 
     ChartView* m_chart;
     QLineSeries* m_propagated;
@@ -78,6 +87,11 @@ private:
     bool m_busy = false;
     std::thread m_worker; // the comparison in flight, if any
     LayerComparisonReport m_report;
+    int m_reportRun = 0;       // whose comparison m_report is
+    QString m_reportTitle;     // its title and note as showReport wrote them
+    QString m_reportStatus;
+    QBrush m_titleBrush; // the chart's own, for a current report (an out-of-date one's is orange)
+    QString m_uniformGranularity = QStringLiteral("channel"); // the box's choice for uniform formats
 };
 
 } // namespace quantscope

@@ -315,6 +315,7 @@ void MainWindow::startTraining()
     m_runsView->selectionModel()->setCurrentIndex(m_runs->index(row, 0), QItemSelectionModel::NoUpdate);
     m_runsView->scrollTo(m_runs->index(row, 0));
     m_progress->setValue(0);
+    m_progress->show();
     m_statusLabel->setText(tr("Starting run #%1 (%2)\u2026").arg(run->id).arg(run->shortConfig()));
     updateActions();
     emit runStarted(run->id);
@@ -416,8 +417,8 @@ void MainWindow::onFinished(int id, const FinishEvent& e)
         if (e.imagesPerSecond > 0) text += tr(", %1").arg(formatRate(e.imagesPerSecond));
         if (e.peakRssMb > 0) text += tr(", peak memory %1 MB").arg(formatCount(e.peakRssMb));
         m_statusLabel->setText(text);
-        if (!e.stopped) m_progress->setValue(m_progress->maximum());
     }
+    endProgress();
     m_redraw.stop();
     refreshCurves(true);
     m_quantDirty = true;
@@ -433,12 +434,21 @@ void MainWindow::onFailed(int id, const QString& message)
         r->error = message;
         m_runs->runChanged(id);
     }
+    endProgress();
     showError(tr("Run #%1 failed: %2").arg(id).arg(message));
     // The cause's first clause (e.g. "training diverged: non-finite gradients for 50 steps").
     m_statusLabel->setText(tr("Run #%1 failed: %2").arg(id).arg(message.section(QStringLiteral(" ("), 0, 0)));
     refreshCurves(true);
     updateActions();
     emit runEnded(id);
+}
+
+void MainWindow::endProgress()
+{
+    // The bar shows a run going: left full (or half full for a stopped run) after the end, it read
+    // as a run still at work. The status line says how the run ended.
+    m_progress->setValue(0);
+    m_progress->hide();
 }
 
 std::vector<RunPtr> MainWindow::selectedRuns() const
@@ -529,8 +539,9 @@ void MainWindow::refreshQuant()
     if (!m_quantDirty) return;
     m_quantDirty = false;
     RunPtr primary = m_shown.empty() ? nullptr : m_shown.front();
-    m_histogram->setRun(primary);
-    m_ranges->setRun(primary);
+    const int selected = static_cast<int>(m_shown.size());
+    m_histogram->setRun(primary, selected);
+    m_ranges->setRun(primary, selected);
     m_sqnr->refresh();
     updateSqnrLabel();
 }
@@ -538,7 +549,8 @@ void MainWindow::refreshQuant()
 void MainWindow::updateSqnrLabel()
 {
     const LayerStats* s = m_histogram->bar()->current();
-    m_sqnrLabel->setText(s ? tr("%1: SQNR %2").arg(statsName(*s), formatDb(s->sqnrDb)) : QString());
+    // The run as well as the layer: with several runs selected, the label named the layer alone.
+    m_sqnrLabel->setText(s ? tr("%1: SQNR %2").arg(runStatsName(m_histogram->bar()->run(), *s), formatDb(s->sqnrDb)) : QString());
 }
 
 void MainWindow::closeEvent(QCloseEvent* event)

@@ -170,6 +170,7 @@ private:
     void onStepSizes(int id, const StepSizeEvent& e);
     void onFinished(int id, const FinishEvent& e);
     void onFailed(int id, const QString& message);
+    void endProgress(); // a run ended: the status bar's progress bar empties and hides
     void updateSqnrLabel();
     void onExportReady(int id, const ExportBundlePtr& bundle);
     void onExported(int id, const ExportSummary& s);

@@ -229,7 +229,7 @@ void MainWindow::buildLayout()
     m_tabs->setTabToolTip(m_tabs->indexOf(m_compare), tr("Layer-by-layer comparison of a run's model quantized after training against FP32: "
                                 "where the error comes from (quantscope-cli analyze compare)."));
     m_tabs->setTabToolTip(m_tabs->indexOf(m_stepSizes), tr("LSQ runs: the learned step size of every quantizer over the training steps."));
-    m_tabs->setTabToolTip(4, tr("Mixed precision: the dynamic loss scale over steps, and skipped steps."));
+    m_tabs->setTabToolTip(4, tr("Mixed, low precision (fp16, fp8) and progressive runs: the dynamic loss scale over steps, and skipped steps."));
     connect(m_tabs, &QTabWidget::currentChanged, this, [this] { refreshCurves(true); });
     connect(m_histogram->bar(), &LayerEpochBar::layerChanged, this, [this](const QString& l) {
         m_ranges->bar()->setLayer(l);
@@ -325,6 +325,7 @@ void MainWindow::buildLayout()
     m_progress->setValue(0);
     m_progress->setTextVisible(false);
     m_progress->setFixedWidth(220);
+    m_progress->hide(); // shown while a run goes (startTraining to endProgress)
     m_statusLabel = new QLabel(tr("Ready"));
     m_statusLabel->setObjectName(QStringLiteral("statusText"));
     m_sqnrLabel = new QLabel;

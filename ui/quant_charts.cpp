@@ -9,6 +9,7 @@
 #include <QChart>
 #include <QCheckBox>
 #include <QComboBox>
+#include <QFontMetrics>
 #include <QHBoxLayout>
 #include <QLabel>
 #include <QLegend>
@@ -58,6 +59,21 @@ QString statsName(const LayerStats& s)
 {
     const QString layer = QString::fromStdString(s.layer);
     return s.tensor.empty() || s.tensor == "weight" ? layer : layer + QLatin1Char('.') + QString::fromStdString(s.tensor);
+}
+
+QString runStatsName(const RunPtr& run, const LayerStats& s)
+{
+    return run ? QObject::tr("Run #%1 \u00b7 %2").arg(run->id).arg(statsName(s)) : statsName(s);
+}
+
+QString primaryRunNote(const RunPtr& run, int selected)
+{
+    if (!run || selected < 2) return {};
+    // The curves overlay every selected run; a histogram holds one: with two runs selected the
+    // title named only the layer, and a user took run #1's weights for both.
+    return QObject::tr("Run #%1 only, of the %2 selected runs (the row clicked last; Ctrl+click another to show it). ")
+        .arg(run->id)
+        .arg(selected);
 }
 
 QString statsCaption(const LayerStats& s)
@@ -226,7 +242,7 @@ void HistogramChart::useLogAxis(bool log)
     m_log = log;
 }
 
-void HistogramChart::setStats(const LayerStats* s, bool logScale)
+void HistogramChart::setStats(const LayerStats* s, bool logScale, const QString& runName)
 {
     if (logScale != m_log) {
         // Empty the series first: zeros on a log axis only produce warnings.
@@ -306,7 +322,8 @@ void HistogramChart::setStats(const LayerStats* s, bool logScale)
     setNiceRange(m_x, lo - 0.02 * (hi - lo), hi + 0.02 * (hi - lo));
     if (logScale) m_yLog->setRange(floor, yTop);
     else setNiceRange(m_yLin, 0, yTop, true);
-    chart()->setTitle(tr("Weight histogram \u2014 %1, epoch %2: FP32 vs quantized").arg(statsName(*s)).arg(s->epoch));
+    const QString name = runName.isEmpty() ? statsName(*s) : runName + QStringLiteral(" \u00b7 ") + statsName(*s);
+    chart()->setTitle(tr("Weight histogram \u2014 %1, epoch %2: FP32 vs quantized").arg(name).arg(s->epoch));
     setEmptyMessage({});
 }
 
@@ -339,7 +356,7 @@ RangesChart::RangesChart(QWidget* parent) : ChartView(tr("Per-channel weight ran
     setEmptyMessage(kNoStats);
 }
 
-void RangesChart::setStats(const LayerStats* s)
+void RangesChart::setStats(const LayerStats* s, const QString& runName)
 {
     const bool valid = s && !s->channelMin.empty() && s->channelMin.size() == s->channelMax.size();
     m_channels = valid ? static_cast<int>(s->channelMin.size()) : 0;
@@ -393,16 +410,17 @@ void RangesChart::setStats(const LayerStats* s)
     m_x->setTickInterval(std::max(1.0, niceStep(n, 10)));
     setNiceRange(m_y, ylo - 0.05 * (yhi - ylo), yhi + 0.05 * (yhi - ylo));
     auto ratio = [](double w, double nr) { return nr > 0 ? QString::number(w / nr, 'f', 1) : QStringLiteral("\u221e"); };
+    const QString name = runName.isEmpty() ? statsName(*s) : runName + QStringLiteral(" \u00b7 ") + statsName(*s);
     if (before)
         chart()->setTitle(tr("Per-channel weight ranges \u2014 %1, epoch %2 (%3 output channels; widest %4\u00d7 the "
                              "narrowest before CLE, %5\u00d7 after)")
-                              .arg(statsName(*s))
+                              .arg(name)
                               .arg(s->epoch)
                               .arg(n)
                               .arg(ratio(wideBefore, narrowBefore), ratio(wide, narrow)));
     else
         chart()->setTitle(tr("Per-channel weight ranges \u2014 %1, epoch %2 (%3 output channels; widest %4\u00d7 the narrowest)")
-                              .arg(statsName(*s))
+                              .arg(name)
                               .arg(s->epoch)
                               .arg(n)
                               .arg(ratio(wide, narrow)));
@@ -436,15 +454,21 @@ HistogramPanel::HistogramPanel(QWidget* parent) : QWidget(parent)
     refresh();
 }
 
-void HistogramPanel::setRun(RunPtr run) { m_bar->setRun(std::move(run)); }
+void HistogramPanel::setRun(RunPtr run, int selected)
+{
+    m_selected = selected;
+    m_bar->setRun(std::move(run)); // emits changed(): refresh() draws it
+}
 
 QString HistogramPanel::caption() const { return m_caption->text(); }
 
 void HistogramPanel::refresh()
 {
     const LayerStats* s = m_bar->current();
-    m_chart->setStats(s, m_log->isChecked());
-    m_caption->setText(s ? statsCaption(*s) : tr("Train with a quantizing strategy (e.g. QAT) to see the weights."));
+    const RunPtr& run = m_bar->run();
+    m_chart->setStats(s, m_log->isChecked(), run ? tr("Run #%1").arg(run->id) : QString());
+    m_caption->setText(s ? primaryRunNote(run, m_selected) + statsCaption(*s)
+                         : tr("Train with a quantizing strategy (e.g. QAT) to see the weights."));
 }
 
 RangesPanel::RangesPanel(QWidget* parent) : QWidget(parent)
@@ -462,19 +486,25 @@ RangesPanel::RangesPanel(QWidget* parent) : QWidget(parent)
     refresh();
 }
 
-void RangesPanel::setRun(RunPtr run) { m_bar->setRun(std::move(run)); }
+void RangesPanel::setRun(RunPtr run, int selected)
+{
+    m_selected = selected;
+    m_bar->setRun(std::move(run)); // emits changed(): refresh() draws it
+}
 
 void RangesPanel::refresh()
 {
     const LayerStats* s = m_bar->current();
-    m_chart->setStats(s);
+    const RunPtr& run = m_bar->run();
+    m_chart->setStats(s, run ? tr("Run #%1").arg(run->id) : QString());
     if (!s || s->channelMin.empty()) {
         m_caption->setText(tr("Each bar spans one output channel's weights; the grey band is the whole tensor's range. "
                               "When channel ranges differ a lot, one scale per tensor wastes levels on the narrow "
                               "channels, and channel-wise quantization wins."));
         return;
     }
-    m_caption->setText(tr("Each green bar spans one output channel's weights; the grey band is the whole tensor's "
+    m_caption->setText(primaryRunNote(run, m_selected) +
+                       tr("Each green bar spans one output channel's weights; the grey band is the whole tensor's "
                           "range, which a single tensor-wise scale must cover. %1")
                            .arg(QString::fromStdString(s->granularity) == QLatin1String("channel-wise")
                                     ? tr("This run uses one scale per channel.")
@@ -504,6 +534,33 @@ SqnrChart::SqnrChart(QWidget* parent) : RunChart(tr("Quantization error per laye
     m_series->attachAxis(m_y);
     setNiceRange(m_y, 0, 50);
     setEmptyMessage(kNoStats);
+    // A long name may still be cut on the axis: hovering a bar names its layer whole.
+    connect(m_series, &QBarSeries::hovered, this, [this](bool on, int index, QBarSet* set) {
+        const QStringList layers = m_x->categories();
+        if (!on || index < 0 || index >= layers.size()) return;
+        setToolTip(tr("%1 \u2014 %2: SQNR %3").arg(layers[index], set->label(), formatDb(set->at(index))));
+    });
+}
+
+void SqnrChart::resizeEvent(QResizeEvent* event)
+{
+    RunChart::resizeEvent(event);
+    fitLayerLabels();
+}
+
+void SqnrChart::fitLayerLabels()
+{
+    const QStringList layers = m_x->categories();
+    if (layers.isEmpty()) return;
+    const QFontMetrics fm(m_x->labelsFont());
+    int widest = 0;
+    for (const QString& l : layers) widest = std::max(widest, fm.horizontalAdvance(l));
+    // The plot's width once laid out, else the chart's less the y axis and margins.
+    const QRectF plot = chart()->plotArea();
+    const double width = plot.width() > 50 ? plot.width() : std::max(100.0, double(this->width()) - 110.0);
+    const double perLayer = width / double(layers.size());
+    const qreal angle = widest + 14 <= perLayer ? 0 : -90; // Qt pads each label 5 pixels a side
+    if (m_x->labelsAngle() != angle) m_x->setLabelsAngle(angle);
 }
 
 int SqnrChart::barCount() const
@@ -523,6 +580,7 @@ void SqnrChart::refresh()
                 if (!layers.contains(statsName(s))) layers << statsName(s);
     m_x->clear();
     m_x->append(layers);
+    fitLayerLabels();
     double top = 10;
     int withStats = 0;
     const QStringList labels = runLabels(m_runs);

@@ -27,6 +27,7 @@ public:
     explicit LayerEpochBar(QWidget* parent = nullptr);
     // Keeps the selected layer when it still exists, and follows the newest epoch if it was on it.
     void setRun(RunPtr run);
+    const RunPtr& run() const { return m_run; }
     const LayerStats* current() const;
     QString layer() const;
     void setLayer(const QString& layer);
@@ -51,7 +52,8 @@ class HistogramChart : public ChartView {
     Q_OBJECT
 public:
     explicit HistogramChart(QWidget* parent = nullptr);
-    void setStats(const LayerStats* stats, bool logScale);
+    // runName: whose weights these are ("Run #1"), put before the layer in the title; empty: none.
+    void setStats(const LayerStats* stats, bool logScale, const QString& runName = {});
     int binCount() const { return m_bins; }
     const QValueAxis* xAxis() const { return m_x; } // weight value
 
@@ -76,7 +78,7 @@ class RangesChart : public ChartView {
     Q_OBJECT
 public:
     explicit RangesChart(QWidget* parent = nullptr);
-    void setStats(const LayerStats* stats);
+    void setStats(const LayerStats* stats, const QString& runName = {}); // runName as HistogramChart's
     int channelCount() const { return m_channels; }
 
 private:
@@ -97,7 +99,8 @@ class HistogramPanel : public QWidget {
     Q_OBJECT
 public:
     explicit HistogramPanel(QWidget* parent = nullptr);
-    void setRun(RunPtr run);
+    // The primary run of `selected` runs: the panel draws it alone and names it.
+    void setRun(RunPtr run, int selected = 1);
     LayerEpochBar* bar() const { return m_bar; }
     HistogramChart* chart() const { return m_chart; }
     QCheckBox* logToggle() const { return m_log; }
@@ -109,13 +112,14 @@ private:
     QCheckBox* m_log;
     QLabel* m_caption;
     HistogramChart* m_chart;
+    int m_selected = 1;
 };
 
 class RangesPanel : public QWidget {
     Q_OBJECT
 public:
     explicit RangesPanel(QWidget* parent = nullptr);
-    void setRun(RunPtr run);
+    void setRun(RunPtr run, int selected = 1); // as HistogramPanel's
     LayerEpochBar* bar() const { return m_bar; }
     RangesChart* chart() const { return m_chart; }
 
@@ -124,6 +128,7 @@ private:
     LayerEpochBar* m_bar;
     QLabel* m_caption;
     RangesChart* m_chart;
+    int m_selected = 1;
 };
 
 class SqnrChart : public RunChart {
@@ -132,11 +137,16 @@ public:
     explicit SqnrChart(QWidget* parent = nullptr);
     void refresh() override;
     int barCount() const;
+    QBarCategoryAxis* layerAxis() const { return m_x; }
 
 protected:
     void rebuild() override {}
+    void resizeEvent(QResizeEvent* event) override;
 
 private:
+    // Upright layer names when one does not fit its bars' width (flat, Qt cut "layer2.shortcut"
+    // to "layer2.shor..."), flat again when all do.
+    void fitLayerLabels();
     QBarSeries* m_series;
     QBarCategoryAxis* m_x;
     QValueAxis* m_y;
@@ -146,5 +156,9 @@ private:
 QString statsCaption(const LayerStats& s);
 // Name shown for a stats entry: "conv2", or "conv2.bias" for a tensor other than the weight.
 QString statsName(const LayerStats& s);
+// "Run #1 · conv2": which run's statistics a title or the status bar shows (the name alone without a run).
+QString runStatsName(const RunPtr& run, const LayerStats& s);
+// Before a panel's caption when several runs are selected: which one the panel shows, and why.
+QString primaryRunNote(const RunPtr& run, int selected);
 
 } // namespace quantscope

@@ -44,7 +44,8 @@ QVariant RunsModel::headerData(int section, Qt::Orientation o, int role) const
         "Final test accuracy of the model with FP32 weights (or its own arithmetic for mixed / pure low precision).",
         "Final test accuracy of the quantized model.",
         "Model size for its format: parameters \u00d7 bits / 8, plus 4 bytes per scale.",
-        "Wall-clock training time.",
+        "Wall-clock time of the run, its evaluations included and the time spent paused left out (while it "
+        "trains: up to its latest step).",
         "State of the run."};
     if (section < 0 || section >= ColumnCount) return {};
     if (role == Qt::DisplayRole) return tr(names[section]);

@@ -17,6 +17,7 @@
 #include <QComboBox>
 #include <QDoubleSpinBox>
 #include <QFileDialog>
+#include <QFontMetrics>
 #include <QGridLayout>
 #include <QHBoxLayout>
 #include <QHeaderView>
@@ -24,6 +25,7 @@
 #include <QPointer>
 #include <QProgressBar>
 #include <QPushButton>
+#include <QScrollBar>
 #include <QSpinBox>
 #include <QSplitter>
 #include <QTableWidget>
@@ -476,7 +478,23 @@ void SearchView::selectPlan(long plan)
             m_planTable->setItem(static_cast<int>(i), c, item);
         }
     }
+    fitLayerColumn(layers);
     setBusy(m_thread.running());
+}
+
+void SearchView::fitLayerColumn(const std::vector<std::string>& layers)
+{
+    // The table at least as wide as its names need, up to 24 characters' worth: in a 290-pixel
+    // side panel resnet8's "layer2.shortcut" read "layer2…ortcut". Only longer names (ONNX
+    // imports' module paths) are elided, in the middle, with the whole name as the tooltip.
+    const QFontMetrics fm(m_planTable->font());
+    int name = fm.horizontalAdvance(m_planTable->horizontalHeaderItem(0)->text());
+    for (const std::string& l : layers) name = std::max(name, fm.horizontalAdvance(QString::fromStdString(l)));
+    name = std::min(name, fm.horizontalAdvance(QStringLiteral("features.block12.dw.conv"))) + 2 * fm.averageCharWidth();
+    m_planTable->resizeColumnsToContents();
+    int others = 0;
+    for (int c = 1; c < m_planTable->columnCount(); ++c) others += m_planTable->horizontalHeader()->sectionSize(c);
+    m_planTable->setMinimumWidth(name + others + m_planTable->verticalScrollBar()->sizeHint().width() + 2 * m_planTable->frameWidth());
 }
 
 void SearchView::savePlanInteractive()

@@ -74,6 +74,7 @@ private:
     void showOutcome(const std::shared_ptr<const Outcome>& out);
     void setBusy(bool busy);
     void updateBudgetSpin();
+    void fitLayerColumn(const std::vector<std::string>& layers); // the plan table wide enough for its names
     // The status line: the last search's summary, and the plans below the chart when its title
     // leaves some out.
     void showSummary();
