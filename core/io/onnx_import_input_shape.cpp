@@ -1,7 +1,8 @@
 // The ONNX importer's reading of the graph's inputs: the initializers (decoded into constants) and
 // the one image input, float32 (or uint8 pixels that the graph casts to float32 first) [N, C, H, W] (a dynamic batch, height or width read at the size
-// asked for, or the default side), [N, H, W] grayscale images or [N, C*H*W] flattened images, read as square images behind a
-// first layer input_flatten; and the dimensions a graph declares (checkDims: the input's and the
+// asked for, or the default side), [N, H, W] grayscale images, [N, H, W, C] images the first node
+// permutes to [N, C, H, W], or [N, C*H*W] flattened images, read as square images behind a first
+// layer input_flatten; and the dimensions a graph declares (checkDims: the input's and the
 // output's). Split from onnx_import.cpp, which holds the graph checks and the walk.
 #include "io/onnx_importer.h"
 
@@ -116,7 +117,7 @@ void Importer::readInput()
     for (int i = grayscale ? 2 : 1; i < 4; ++i) {
         const auto& dim = shape.dim(axisOf[i]);
         if (!dim.has_dim_value() && i == 1)
-            fail("input '" + m_inputName + "' dimension 1 (C, the channels) is dynamic" +
+            fail("input '" + m_inputName + "' dimension " + std::to_string(axisOf[1]) + " (C, the channels) is dynamic" +
                  (dim.has_dim_param() ? " ('" + dim.dim_param() + "')" : "") + "; only the batch, height and width may be; re-export with a fixed channel count",
                  true);
         std::int64_t v = dim.has_dim_value() ? dim.dim_value() : 0;
@@ -127,7 +128,8 @@ void Importer::readInput()
             dynamicDims += std::string(dynamicDims.empty() ? "" : " and ") + names[i] + (dim.has_dim_param() ? " ('" + dim.dim_param() + "')" : "");
         }
         if (v < 1 || v > (i == 1 ? kMaxInputChannels : kMaxInputSide))
-            fail("input '" + m_inputName + "' dimension " + std::to_string(i) + " (" + names[i] + ") is " + std::to_string(v) + ", out of range");
+            fail("input '" + m_inputName + "' dimension " + std::to_string(axisOf[i]) + " (" + names[i] + ") is " + std::to_string(v) +
+                 ", out of range");
         d[i] = static_cast<std::size_t>(v);
     }
     // dynamic_axes naming H and W alike ({2: 's', 3: 's'}) says they are equal: a square model.
