@@ -118,20 +118,30 @@ void TestOnnxImportInput::readsQuantScopeExport()
         QVERIFY2(std::fabs(mul.normalization.stddev[c] - norm.stddev[c]) <= 1e-6f * norm.stddev[c], qPrintable(QString::number(c)));
 }
 
-// An MLP exported on flat images [N, 64], normalising inside the graph: read as 1 x 8 x 8 images
-// with a Flatten in front, the normalisation kept, the outputs PyTorch's.
+namespace {
+
+// A fixture read with the image shape `chw` and a note containing `note` (how its input was read).
+ExportedModel importReadAs(const char* name, const Shape& chw, const std::string& note)
+{
+    const fs::path p = kFixtures / (std::string(name) + ".onnx");
+    ExportedModel m = importOnnx(fileBytes(p), p.string());
+    if (Shape({m.channels, m.height, m.width}) != chw)
+        QTest::qFail(qPrintable(QString("%1 read as %2").arg(name, QString::fromStdString(shapeString({m.channels, m.height, m.width})))), __FILE__, __LINE__);
+    if (std::none_of(m.notes.begin(), m.notes.end(), [&](const std::string& n) { return n.find(note) != std::string::npos; }))
+        QTest::qFail(qPrintable(QString("%1: no note '%2'").arg(name, QString::fromStdString(note))), __FILE__, __LINE__);
+    return m;
+}
+
+} // namespace
+
 // Grayscale images exported as [N, H, W] (an MNIST model whose forward starts with x.unsqueeze(1),
 // x.view(-1, 1, H, W) or x.view(N, -1)): read as 1xHxW images, said in a note, with PyTorch's
 // outputs. They were refused ("input 'input' has rank 3").
 void TestOnnxImportInput::grayscaleInputWithoutChannelAxis()
 {
     for (const char* name : {"grayunsqueeze_op13_fold_dyn", "grayunsqueeze_op11_nofold", "grayflat_op17_fold", "grayview_op13_nofold_dyn"}) {
-        const fs::path p = kFixtures / (std::string(name) + ".onnx");
-        const ExportedModel m = importOnnx(fileBytes(p), p.string());
-        QCOMPARE(Shape({m.channels, m.height, m.width}), Shape({1, 8, 8}));
-        QVERIFY2(std::any_of(m.notes.begin(), m.notes.end(),
-                             [](const std::string& n) { return n.find("[N, 8, 8] is read as 1x8x8 grayscale images") != std::string::npos; }),
-                 name);
+        const ExportedModel m = importReadAs(name, {1, 8, 8}, "[N, 8, 8] is read as 1x8x8 grayscale images");
+        if (QTest::currentTestFailed()) return;
         checkAgainstPyTorch(m, name, [](Reference& ref) {
             QCOMPARE(ref.inputShape, Shape({3, 8, 8}));
             ref.inputShape = {3, 1, 8, 8}; // the images the data pipeline gives
@@ -145,12 +155,8 @@ void TestOnnxImportInput::grayscaleInputWithoutChannelAxis()
 void TestOnnxImportInput::channelsLastInputPermutedFirst()
 {
     for (const char* name : {"channelslast_op13_fold_dyn", "channelslast_op11_nofold"}) {
-        const fs::path p = kFixtures / (std::string(name) + ".onnx");
-        const ExportedModel m = importOnnx(fileBytes(p), p.string());
-        QCOMPARE(Shape({m.channels, m.height, m.width}), Shape({3, 8, 8}));
-        QVERIFY2(std::any_of(m.notes.begin(), m.notes.end(),
-                             [](const std::string& n) { return n.find("[N, 8, 8, 3] is channels-last") != std::string::npos; }),
-                 name);
+        const ExportedModel m = importReadAs(name, {3, 8, 8}, "[N, 8, 8, 3] is channels-last");
+        if (QTest::currentTestFailed()) return;
         checkAgainstPyTorch(m, name, [](Reference& ref) {
             QCOMPARE(ref.inputShape, Shape({3, 8, 8, 3}));
             const std::vector<float> hwc = ref.input; // to [N, C, H, W], the data pipeline's layout
@@ -163,6 +169,8 @@ void TestOnnxImportInput::channelsLastInputPermutedFirst()
     }
 }
 
+// An MLP exported on flat images [N, 64], normalising inside the graph: read as 1 x 8 x 8 images
+// with a Flatten in front, the normalisation kept, the outputs PyTorch's.
 void TestOnnxImportInput::flatInputReadsFlattenedImages()
 {
     for (const char* name : {"flatmlp_op13_fold_dyn", "flatmlp_op11_nofold"}) {
