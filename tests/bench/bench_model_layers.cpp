@@ -25,7 +25,8 @@
 // --trans-add picks the FP32 weight gradient's kernel (conv_direct::TransAddKernel; default: this
 // CPU's, conv_direct::defaultTransAddKernel).
 //   build/release/tests/bench/bench_model_layers [--model NAME] [--threads N] [--reps N] [--bf16 PATH] [--layers 0|1]
-//                                                [--trans-add pixels|channels] [--hooks bf16 [--compare-layer-rounding 1]] [--qat int8]
+//                                                [--only LAYER] [--trans-add pixels|channels] [--hooks bf16 [--compare-layer-rounding 1]] [--qat int8]
+// --only LAYER times that layer alone (with --layers 1): a profiler then sees its passes only.
 #include "nn/conv2d.h"
 #include "nn/conv_direct.h"
 #include "nn/layer.h"
@@ -79,6 +80,7 @@ int main(int argc, char** argv)
 {
     std::string preset = "resnet8";
     int threads = 2, reps = 20;
+    const char* only = nullptr; // --only NAME: time that layer alone (with --layers 1), for a profiler
     Bf16Path bf16 = Bf16Path::Emulated;
     bool layers = true;
     std::string hooks; // --hooks FORMAT: FloatSim's rounding, as mixed training runs the step
@@ -88,6 +90,7 @@ int main(int argc, char** argv)
         if (!std::strcmp(argv[i], "--model")) preset = argv[i + 1];
         else if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
         else if (!std::strcmp(argv[i], "--reps")) reps = std::max(1, std::atoi(argv[i + 1]));
+        else if (!std::strcmp(argv[i], "--only")) only = argv[i + 1];
         else if (!std::strcmp(argv[i], "--bf16")) bf16 = parseBf16Path(argv[i + 1]);
         else if (!std::strcmp(argv[i], "--layers")) layers = std::atoi(argv[i + 1]) != 0;
         else if (!std::strcmp(argv[i], "--hooks")) hooks = argv[i + 1];
@@ -97,7 +100,7 @@ int main(int argc, char** argv)
             conv_direct::setTransAddKernel(!std::strcmp(argv[i + 1], "channels") ? conv_direct::TransAddKernel::Channels
                                                                                  : conv_direct::TransAddKernel::Pixels);
         else {
-            std::fprintf(stderr, "usage: %s [--model NAME] [--threads N] [--reps N] [--bf16 PATH] [--layers 0|1] [--trans-add pixels|channels] [--hooks FORMAT [--compare-layer-rounding 1]] [--qat FORMAT]\n", argv[0]);
+            std::fprintf(stderr, "usage: %s [--model NAME] [--threads N] [--reps N] [--bf16 PATH] [--layers 0|1] [--only LAYER] [--trans-add pixels|channels] [--hooks FORMAT [--compare-layer-rounding 1]] [--qat FORMAT]\n", argv[0]);
             return 2;
         }
     }
@@ -146,7 +149,8 @@ int main(int argc, char** argv)
         std::vector<double> passesStep;
         std::vector<double> step, fwd;
         Model::LayerTimes inModel;
-        for (int r = 0; r < reps + 3; ++r) {
+        const int modelReps = only ? 1 : reps; // --only: the model's steps are not what is profiled
+        for (int r = 0; r < modelReps + 3; ++r) {
             if (r == 3) model->setLayerTimes(&inModel); // after the warm-up steps
             const auto passesStepRun = [&] { // the hooks' passes, alternating with the timed configuration
                 if (!simPasses) return;
@@ -176,7 +180,7 @@ int main(int argc, char** argv)
             std::printf("qat %s (%s): quantizeWeights %.3f ms, maskWeightGradients %.3f ms a step (medians; not in the step below)\n",
                         qat.c_str(), qatCompute.c_str(), median(quantizeMs), median(maskMs));
         std::printf("%s, batch %zu, %d threads: step %.2f ms (forward %.2f), median of %d -> %.0f img/s; fastest %.2f ms (forward %.2f)\n",
-                    (preset + (bf16 == Bf16Path::Emulated ? "" : std::string(" ") + bf16PathName(bf16))).c_str(), N, threads, median(step), median(fwd), reps, N * 1000.0 / median(step), fastest(step), fastest(fwd));
+                    (preset + (bf16 == Bf16Path::Emulated ? "" : std::string(" ") + bf16PathName(bf16))).c_str(), N, threads, median(step), median(fwd), modelReps, N * 1000.0 / median(step), fastest(step), fastest(fwd));
         model->setLayerTimes(nullptr);
         // The layers alone read every activation: a fused pass leaves those of the layers it ran
         // inside others empty (seed-cnn's pooled ReLU), so one unfused forward lays them all out.
@@ -190,6 +194,7 @@ int main(int argc, char** argv)
         double sumF = 0.0, sumB = 0.0, sumMF = 0.0, sumMB = 0.0;
         for (std::size_t i = 0; i < model->size(); ++i) {
             Layer& l = model->layer(i);
+            if (only && l.name() != only) continue;
             const std::vector<std::size_t>& ins = model->inputsOf(i);
             std::vector<const Tensor*> xs;
             for (std::size_t a : ins) xs.push_back(&model->activation(a));
