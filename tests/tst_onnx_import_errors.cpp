@@ -122,6 +122,23 @@ void TestOnnxImportErrors::badInput_data()
         "ConfigError", "Clip node '/act1/Clip': min_val 3 is not below max_val 2");
     row("Clip with a NaN bound", "act_hardtanh_op9_nofold", [=](onnx::ModelProto& mp) { setClipMin(mp, std::nanf("")); },
         "ConfigError", "Clip node '/act1/Clip': a bound is NaN");
+    // Maps permuted to channels-last are read only flattened into a Linear (kerasflatten_* in
+    // tst_onnx_import_input): a softmax over the channels-last axis is refused by name, and so is
+    // another Transpose of them.
+    row("softmax over channels-last maps", "kerasflatten_softmax_op13_fold", [](onnx::ModelProto&) {},
+        "ConfigError", "Softmax node '/Softmax': reads '/Transpose_output_0', [5,4,3] maps permuted to channels-last (x.permute(0, 2, 3, 1)); QuantScope reads such maps only flattened");
+    row("channels-last maps permuted again", "kerasflatten_op13_fold_dyn",
+        [](onnx::ModelProto& mp) {
+            onnx::NodeProto* t = findNode(mp, "Transpose");
+            onnx::NodeProto* again = mp.mutable_graph()->add_node();
+            *again = *t;
+            again->set_name("/again");
+            again->set_input(0, t->output(0));
+            again->set_output(0, "again_out");
+            for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node())
+                if (n.op_type() == "Flatten") n.set_input(0, "again_out");
+        },
+        "ConfigError", "Transpose node '/again': perm = [0, 2, 3, 1] on maps permuted to channels-last; QuantScope reads only perm [0, 3, 1, 2] there");
     // uint8 pixels are read through a Cast to float32 only (bytes_* in tst_onnx_import_input).
     row("uint8 input read without a Cast", "bytes_raw_op17_fold",
         [](onnx::ModelProto& mp) { findNode(mp, "Conv")->set_input(0, mp.graph().input(0).name()); },

@@ -242,7 +242,18 @@ ExportedModel Importer::run()
     for (int k : order) {
         const NodeProto& n = g.node(k);
         if (const auto sg = m_subgraphOf.find(k); sg != m_subgraphOf.end()) { // SiLU, Hardswish, GELU
-            if (m_subgraphs[sg->second].root == k) readActivationSubgraph(n, m_subgraphs[sg->second]);
+            const Subgraph& s = m_subgraphs[sg->second];
+            if (s.root != k) continue;
+            const auto cl = m_channelsLast.find(s.x);
+            const bool pooling = s.kind == LayerKind::GlobalAvgPool2d || s.kind == LayerKind::MaxPool2d;
+            if (cl != m_channelsLast.end() && pooling)
+                failNode(n, std::string("pools (") + layerKindName(s.kind) + ") maps permuted to channels-last (x.permute(0, 2, 3, 1)); "
+                            "QuantScope reads such maps only flattened into a Linear, through element-wise activations");
+            readActivationSubgraph(n, s);
+            if (cl != m_channelsLast.end() && n.output_size() > 0 && !n.output(0).empty()) { // element-wise: passed on
+                const Shape chw = cl->second;
+                m_channelsLast[n.output(0)] = chw;
+            }
             continue;
         }
         bool allConst = true;
@@ -275,8 +286,10 @@ ExportedModel Importer::run()
         const auto it = handlers().find(n.op_type());
         if (it == handlers().end()) failUnsupported(n, others);
         checkViews(n);
+        checkChannelsLast(n);
         (this->*(it->second))(n);
         propagateView(n);
+        propagateChannelsLast(n);
         for (int o = 0; o < n.output_size(); ++o)
             if (!n.output(o).empty() && m_uses[n.output(o)] > 0 && !m_values.count(n.output(o)))
                 failNode(n, "output " + std::to_string(o) + " ('" + n.output(o) + "') is used, but only the first output is read");

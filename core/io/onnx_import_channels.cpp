@@ -184,19 +184,92 @@ void Importer::transpose(const NodeProto& n)
         alias(n, v.act);
         return;
     }
-    const std::string shuffle = "QuantScope reads Transpose only inside a channel shuffle: x.view(N, g, C // g, H, W), "
-                                ".transpose(1, 2), .reshape(N, C, H, W)";
+    const std::vector<std::int64_t> perm = attrInts(n, "perm");
+    if (m_channelsLast.count(n.input(0))) { // x.permute(0, 2, 3, 1).permute(0, 3, 1, 2): the maps as they were
+        if (perm != std::vector<std::int64_t>{0, 3, 1, 2})
+            failNode(n, "perm = " + listOf(perm) + " on maps permuted to channels-last; QuantScope reads only perm [0, 3, 1, 2] there, "
+                        "which permutes them back");
+        return alias(n, v.act);
+    }
+    // x.permute(0, 2, 3, 1) of [C, H, W] maps, as a model ported from Keras does before flattening:
+    // the activation stays channels-first and the value is marked (m_channelsLast).
+    if (v.kind == Value::Kind::Act && shapeOf(v.act).size() == 3 && viewedShape(n, 0, v.act) == shapeOf(v.act) &&
+        perm == std::vector<std::int64_t>{0, 2, 3, 1}) {
+        alias(n, v.act);
+        if (n.output_size() > 0 && !n.output(0).empty()) m_channelsLast[n.output(0)] = shapeOf(v.act);
+        return;
+    }
+    const std::string shuffle = "QuantScope reads Transpose inside a channel shuffle (x.view(N, g, C // g, H, W), "
+                                ".transpose(1, 2), .reshape(N, C, H, W)) and as x.permute(0, 2, 3, 1) of [C, H, W] maps "
+                                "before a flatten into a Linear";
     if (v.kind != Value::Kind::Grouped || v.transposed) {
-        if (v.kind == Value::Kind::Act) failNode(n, "permutes the axes of " + shapeString(shapeOf(v.act)) + " images; " + shuffle);
+        if (v.kind == Value::Kind::Act) failNode(n, "permutes the axes of " + shapeString(shapeOf(v.act)) + " images by perm " + listOf(perm) + "; " + shuffle);
         failNode(n, shuffle);
     }
     std::vector<std::int64_t> want{0, 2, 1};
     for (std::size_t d = 3; d < v.rank; ++d) want.push_back(static_cast<std::int64_t>(d));
-    const std::vector<std::int64_t> perm = attrInts(n, "perm");
     if (perm != want) failNode(n, "perm = " + listOf(perm) + " on the channels viewed as " + std::to_string(v.groups) + " groups; " + shuffle + " (perm " + listOf(want) + ")");
     Value t = v;
     t.transposed = true;
     define(n, t);
+}
+
+namespace {
+// Operators of one activation that act on each value alone: they commute with any reordering
+// of the values, so they read and pass on channels-last maps and features (m_channelsLast).
+const std::set<std::string>& elementwiseOps()
+{
+    static const std::set<std::string> ops = {"Relu", "Clip", "Dropout", "Identity", "Cast", "Sigmoid", "Tanh",
+                                              "HardSigmoid", "HardSwish", "LeakyRelu", "Elu", "Gelu"};
+    return ops;
+}
+} // namespace
+
+void Importer::checkChannelsLast(const NodeProto& n) const
+{
+    for (int i = 0; i < n.input_size(); ++i) {
+        const auto it = m_channelsLast.find(n.input(i));
+        if (it == m_channelsLast.end()) continue;
+        const std::string& op = n.op_type();
+        const bool flat = shapeOf(m_values.at(n.input(i)).act).size() == 1;
+        if (i == 0 && (elementwiseOps().count(op) || op == "Shape")) continue;
+        if (i == 0 && flat && (op == "Gemm" || op == "MatMul")) continue;
+        if (i == 0 && !flat && (op == "Flatten" || op == "Reshape" || op == "Transpose")) continue;
+        failNode(n, "reads '" + n.input(i) + "', " + (flat ? "the features of " : "") + shapeString(it->second) +
+                        " maps permuted to channels-last (x.permute(0, 2, 3, 1))" + (flat ? " and flattened" : "") +
+                        "; QuantScope reads such maps only flattened (.flatten(1), .reshape(N, -1)) into a Linear "
+                        "(element-wise activations between them pass), or permuted back (perm [0, 3, 1, 2])");
+    }
+}
+
+void Importer::propagateChannelsLast(const NodeProto& n)
+{
+    if (!elementwiseOps().count(n.op_type()) || n.input_size() < 1 || n.output_size() < 1 || n.output(0).empty()) return;
+    const auto it = m_channelsLast.find(n.input(0));
+    if (it == m_channelsLast.end()) return;
+    const auto in = m_values.find(n.input(0));
+    const auto out = m_values.find(n.output(0));
+    if (in == m_values.end() || out == m_values.end() || out->second.kind != Value::Kind::Act ||
+        shapeOf(out->second.act) != shapeOf(in->second.act))
+        failNode(n, "does not keep the shape of the channels-last maps it reads");
+    m_channelsLast[n.output(0)] = it->second;
+}
+
+void Importer::permuteChannelsLastColumns(const NodeProto& n, std::vector<float>& w, std::size_t out)
+{
+    const auto it = m_channelsLast.find(n.input(0));
+    if (it == m_channelsLast.end()) return;
+    const std::size_t C = it->second[0], HW = it->second[1] * it->second[2], in = C * HW;
+    if (w.size() != out * in) failNode(n, "the weight does not take the " + std::to_string(in) + " features of " + shapeString(it->second) + " maps", false);
+    // column (h W + x) C + c of the channels-last order is column c H W + h W + x of the activation's
+    std::vector<float> p(w.size());
+    for (std::size_t o = 0; o < out; ++o)
+        for (std::size_t c = 0; c < C; ++c)
+            for (std::size_t q = 0; q < HW; ++q) p[o * in + c * HW + q] = w[o * in + q * C + c];
+    w = std::move(p);
+    m_m.notes.push_back(n.op_type() + " '" + n.name() + "' reads the features of " + shapeString(it->second) +
+                        " maps that forward permuted to channels-last (x.permute(0, 2, 3, 1)) before flattening: the maps stay "
+                        "channels-first here and the Linear's weight columns are reordered to match (the same outputs)");
 }
 
 } // namespace quantscope::onnximport

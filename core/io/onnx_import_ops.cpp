@@ -145,6 +145,7 @@ void Importer::gemm(const NodeProto& n)
         return linearOnGateView(n, x, std::move(l.tensors[0].values), in, out, l.tensors.size() > 1 ? &bias : nullptr, bt);
     }
     foldPendingAffine(n, l);
+    permuteChannelsLastColumns(n, l.tensors[0].values, out);
     addLayer(n, std::move(l), {out}, {x}, &bt);
 }
 
@@ -170,6 +171,7 @@ void Importer::matMul(const NodeProto& n)
     if (onGate) return linearOnGateView(n, x, std::move(w), in, out, nullptr, bt);
     l.tensors = {floatTensor("weight", {out, in}, std::move(w))};
     foldPendingAffine(n, l);
+    permuteChannelsLastColumns(n, l.tensors[0].values, out);
     addLayer(n, std::move(l), {out}, {x}, &bt);
 }
 

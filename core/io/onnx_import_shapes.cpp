@@ -17,6 +17,13 @@ void Importer::flatten(const NodeProto& n)
     const std::int64_t rank = static_cast<std::int64_t>(shapeOf(x).size()) + 1;
     std::int64_t axis = attrInt(n, "axis", 1);
     if (axis < 0) axis += rank;
+    if (const auto cl = m_channelsLast.find(n.input(0)); cl != m_channelsLast.end()) { // the features in channels-last order
+        if (axis != 1) failNode(n, "axis = " + std::to_string(attrInt(n, "axis", 1)) + " on maps permuted to channels-last; only flattening each image (axis 1) is read there");
+        const Shape chw = cl->second;
+        flattenImages(n, x);
+        if (n.output_size() > 0 && !n.output(0).empty()) m_channelsLast[n.output(0)] = chw;
+        return;
+    }
     if (axis == 2 && rank == 4 && viewedShape(n, 0, x) == shapeOf(x)) { // x.flatten(2): [N, C, H*W], viewed (a mean over it follows)
         alias(n, x);
         return setView(n, x, {shapeOf(x)[0], shapeOf(x)[1] * shapeOf(x)[2]});
@@ -101,6 +108,15 @@ void Importer::reshape(const NodeProto& n)
         if (!ok || shapeNumel(per) != numel) per.clear();
     }
     if (shuffleReshape(n, per)) return;
+    if (const auto cl = m_channelsLast.find(n.input(0)); cl != m_channelsLast.end()) { // maps permuted to channels-last
+        if (per.size() != 1)
+            failNode(n, "reshapes " + shapeString(cl->second) + " maps permuted to channels-last to " + target +
+                            "; only flattening each image to (N, -1) is read there");
+        const Shape chw = cl->second;
+        flattenImages(n, x);
+        if (n.output_size() > 0 && !n.output(0).empty()) m_channelsLast[n.output(0)] = chw;
+        return;
+    }
     if (per.size() == 1) return flattenImages(n, x);
     if (!per.empty() && withoutTrailingOnes(per) == withoutTrailingOnes(shapeOf(x))) {
         alias(n, x);
@@ -257,7 +273,10 @@ void Importer::shape(const NodeProto& n)
     const Value& xv = value(n, 0);
     if (xv.kind != Value::Kind::Act) failNode(n, "Shape of a Pad's output is not read");
     std::vector<std::int64_t> dims{kBatchDim};
-    for (std::size_t d : viewedShape(n, 0, xv.act)) dims.push_back(static_cast<std::int64_t>(d));
+    Shape per = viewedShape(n, 0, xv.act);
+    if (const auto cl = m_channelsLast.find(n.input(0)); cl != m_channelsLast.end() && per.size() == 3)
+        per = {per[1], per[2], per[0]}; // [H, W, C]: the maps as the graph holds them
+    for (std::size_t d : per) dims.push_back(static_cast<std::int64_t>(d));
     const auto rank = static_cast<std::int64_t>(dims.size());
     std::int64_t start = attrInt(n, "start", 0), end = attrInt(n, "end", rank);
     if (start < 0) start += rank;

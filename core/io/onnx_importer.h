@@ -199,6 +199,11 @@ private:
     }
     void checkViews(const NodeProto& n) const;
     void propagateView(const NodeProto& n);
+    void checkChannelsLast(const NodeProto& n) const;
+    void propagateChannelsLast(const NodeProto& n);
+    // w (out x C H W, columns in the channels-last order [H, W, C] of input 0's features) with its
+    // columns reordered to the activation's channels-first order, when input 0 is such features.
+    void permuteChannelsLastColumns(const NodeProto& n, std::vector<float>& w, std::size_t out);
     std::size_t perImageRank(const NodeProto& n, std::size_t a, std::size_t rank, const char* what)
     {
         if (shapeOf(a).size() != rank)
@@ -337,6 +342,14 @@ private:
     // on flat features (a 1x1 Conv head reads it as a Linear). Shape-preserving operators pass the
     // view on (propagateView); operators that would read it differently refuse it (checkViews).
     std::map<std::string, Shape> m_views;
+    // Values holding an activation's [C, H, W] maps permuted to channels-last, [H, W, C] (the
+    // Transpose of x.permute(0, 2, 3, 1)), or the C H W features of such maps flattened in that
+    // order (.flatten(1), .reshape(N, -1)), as a model ported from Keras/TensorFlow flattens:
+    // value -> the activation's [C, H, W]. The activation keeps QuantScope's channels-first order;
+    // a Linear reading the flattened features takes its weight's columns reordered to match
+    // (permuteChannelsLastColumns), element-wise activations pass the mark on, Transpose
+    // perm [0, 3, 1, 2] undoes it, and every other operator refuses it (checkChannelsLast).
+    std::map<std::string, Shape> m_channelsLast;
     // BatchNorm1d outputs waiting for the Linear that reads them: node name, and per feature the
     // scale a and shift b of x' = a x + b (batchNormBeforeLinear, foldPendingAffine).
     std::map<std::string, std::pair<std::string, std::pair<std::vector<float>, std::vector<float>>>> m_pendingAffine;

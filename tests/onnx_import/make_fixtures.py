@@ -305,6 +305,32 @@ class ChannelsLast(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
+class KerasFlatten(nn.Module):
+    """A model ported from Keras/TensorFlow: its maps permuted to channels-last before the flatten
+    (x.permute(0, 2, 3, 1)), so that the Linear's weight reads them in Keras' order. Three
+    channels of a non-square map, so that a wrong axis shows. "reshape": .reshape(N, -1) and a
+    ReLU between the flatten and the Linear; "roundtrip": permuted there and back (perm
+    [0, 3, 1, 2]) around an activation first; "softmax": a softmax over the channels-last axis
+    (refused)."""
+
+    def __init__(self, style="flatten"):
+        super().__init__()
+        self.style = style
+        self.conv = nn.Conv2d(3, 5, 3, padding=1)
+        self.fc = nn.Linear(5 * 4 * 3, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv(x)), 2)  # [N, 5, 4, 3]
+        if self.style == "roundtrip":
+            x = torch.sigmoid(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        x = x.permute(0, 2, 3, 1)
+        if self.style == "softmax":
+            x = torch.softmax(x, dim=-1)
+        if self.style == "reshape":
+            return self.fc(F.relu(x.reshape(x.size(0), -1)))
+        return self.fc(torch.flatten(x, 1))
+
+
 class ViewInput(nn.Module):
     """The MNIST tutorials' x.view(-1, 1, 8, 8) first: a no-op on [N, 1, 8, 8] images, and an
     un-flattening on a flat [N, 64] input; then a conv used twice (shared weights)."""
@@ -666,6 +692,13 @@ CASES = [
     # Channels-last colour images, permuted to [N, C, H, W] by the first node (tst_onnx_import_input).
     ("channelslast_op13_fold_dyn", ChannelsLast, (8, 8, 3), 13, True, True),
     ("channelslast_op11_nofold", ChannelsLast, (8, 8, 3), 11, False, False),
+    # Maps permuted to channels-last before the flatten into the Linear, as a Keras port does
+    # (tst_onnx_import_input); the softmax over that axis is refused (tst_onnx_import_errors).
+    ("kerasflatten_op13_fold_dyn", KerasFlatten, (3, 8, 6), 13, True, True),
+    ("kerasflatten_reshape_op11_nofold", lambda: KerasFlatten("reshape"), (3, 8, 6), 11, False, False),
+    ("kerasflatten_reshape_op17_fold_dyn", lambda: KerasFlatten("reshape"), (3, 8, 6), 17, True, True),
+    ("kerasflatten_roundtrip_op13_nofold", lambda: KerasFlatten("roundtrip"), (3, 8, 6), 13, False, False),
+    ("kerasflatten_softmax_op13_fold", lambda: KerasFlatten("softmax"), (3, 8, 6), 13, True, False),
 ]
 
 HW_SECOND = (12, 10)
