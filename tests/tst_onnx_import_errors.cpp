@@ -319,6 +319,19 @@ void TestOnnxImportErrors::badInput_data()
         "FormatError", "Conv node '/conv1/Conv': attribute dilations = [1, 100] is out of range (1 to 64)");
     row("dilation beyond the input", "seqview_op13_fold", [](onnx::ModelProto& mp) { setInts(findNode(mp, "Conv"), "dilations", {6, 1}); },
         "FormatError", "Conv node '/conv1/Conv': the window (k 3x3 s 1 p 0,0,0,0 d 6x1) is larger than its padded input [1,12,12]");
+    // Shape arithmetic whose product overflows int64 (each factor below the 2^40 the folder takes):
+    // undefined behaviour that fuzz_onnx_import found, now refused by the Mul.
+    row("integer product past int64", "padconv_op13_nofold",
+        [](onnx::ModelProto& mp) {
+            for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node())
+                if (n.name() == "/pad/Constant_2" || n.name() == "/pad/Constant_3") {
+                    onnx::TensorProto* t = n.mutable_attribute(0)->mutable_t();
+                    t->clear_raw_data();
+                    t->clear_int64_data();
+                    t->add_int64_data(4294967041);
+                }
+        },
+        "FormatError", "Mul node '/pad/Mul': Mul: integers too large to fold");
     row("pads out of range", "seqview_op13_fold", [](onnx::ModelProto& mp) { setInts(findNode(mp, "Conv"), "pads", std::vector<std::int64_t>{0, 0, 1, 100}); },
         "FormatError", "pads [0, 0, 1, 100] are out of range");
     // count_include_pad = 0 is read (tst_pool_geometry); not after a zero Pad whose zeros count.

@@ -113,13 +113,15 @@ ConstTensor binary(const std::string& op, const ConstTensor& a, const ConstTenso
             r.f[k] = static_cast<float>(v);
         } else {
             const std::int64_t x = a.i[ia], y = b.i[ib];
-            const auto lim = std::int64_t{1} << 40; // shape arithmetic only: no overflow to worry about
+            const auto lim = std::int64_t{1} << 40; // shape arithmetic only: a sum or difference cannot overflow
             if (x > lim || x < -lim || y > lim || y < -lim) fail(op + ": integers too large to fold");
             std::int64_t v = 0;
             if (op == "Add") v = x + y;
             else if (op == "Sub") v = x - y;
-            else if (op == "Mul") v = x * y;
-            else if (op == "Pow") fail("Pow: integer powers are not folded");
+            else if (op == "Mul") {
+                // a product can (2^80): undefined behaviour, which fuzz_onnx_import found (4294967041^2)
+                if (__builtin_mul_overflow(x, y, &v)) fail("Mul: integers too large to fold");
+            } else if (op == "Pow") fail("Pow: integer powers are not folded");
             else {
                 if (y == 0) fail("Div: integer division by zero");
                 v = x / y;
