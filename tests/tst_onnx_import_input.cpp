@@ -171,15 +171,15 @@ void TestOnnxImportInput::channelsLastInputPermutedFirst()
 }
 
 // A model ported from Keras permutes its maps to channels-last before the flatten into the
-// Linear (x.permute(0, 2, 3, 1), then .flatten(1) or .reshape(N, -1), a ReLU between them, or a
-// round trip there and back around a sigmoid first): read with the maps kept channels-first and
+// Linear (x.permute(0, 2, 3, 1), then .flatten(1) or .reshape(N, -1), a ReLU or a SiLU (a
+// subgraph) between them, or a round trip there and back around a sigmoid first): read with the maps kept channels-first and
 // the Linear's weight columns reordered, said in a note, with PyTorch's outputs (5 x 4 x 3 maps:
 // a wrong column order shows). These were refused ("QuantScope reads Transpose only inside a
 // channel shuffle").
 void TestOnnxImportInput::channelsLastFlattenIntoLinear()
 {
     for (const char* name : {"kerasflatten_op13_fold_dyn", "kerasflatten_reshape_op11_nofold", "kerasflatten_reshape_op17_fold_dyn",
-                             "kerasflatten_roundtrip_op13_nofold"}) {
+                             "kerasflatten_roundtrip_op13_nofold", "kerasflatten_silu_op11_nofold"}) {
         const ExportedModel m = importReadAs(name, {3, 8, 6}, "maps that forward permuted to channels-last");
         if (QTest::currentTestFailed()) return;
         QCOMPARE(std::count_if(m.layers.begin(), m.layers.end(), [](const StoredLayer& l) { return l.kind == LayerKind::Linear; }), 1);

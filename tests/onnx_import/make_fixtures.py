@@ -309,7 +309,7 @@ class KerasFlatten(nn.Module):
     """A model ported from Keras/TensorFlow: its maps permuted to channels-last before the flatten
     (x.permute(0, 2, 3, 1)), so that the Linear's weight reads them in Keras' order. Three
     channels of a non-square map, so that a wrong axis shows. "reshape": .reshape(N, -1) and a
-    ReLU between the flatten and the Linear; "roundtrip": permuted there and back (perm
+    ReLU between the flatten and the Linear; "silu": a SiLU there; "roundtrip": permuted there and back (perm
     [0, 3, 1, 2]) around an activation first; "softmax": a softmax over the channels-last axis
     (refused)."""
 
@@ -328,6 +328,8 @@ class KerasFlatten(nn.Module):
             x = torch.softmax(x, dim=-1)
         if self.style == "reshape":
             return self.fc(F.relu(x.reshape(x.size(0), -1)))
+        if self.style == "silu":  # an activation read as a subgraph (x * sigmoid(x)) between them
+            return self.fc(F.silu(torch.flatten(x, 1)))
         return self.fc(torch.flatten(x, 1))
 
 
@@ -699,6 +701,7 @@ CASES = [
     ("kerasflatten_reshape_op17_fold_dyn", lambda: KerasFlatten("reshape"), (3, 8, 6), 17, True, True),
     ("kerasflatten_roundtrip_op13_nofold", lambda: KerasFlatten("roundtrip"), (3, 8, 6), 13, False, False),
     ("kerasflatten_softmax_op13_fold", lambda: KerasFlatten("softmax"), (3, 8, 6), 13, True, False),
+    ("kerasflatten_silu_op11_nofold", lambda: KerasFlatten("silu"), (3, 8, 6), 11, False, False),
 ]
 
 HW_SECOND = (12, 10)
