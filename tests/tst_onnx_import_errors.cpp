@@ -367,7 +367,7 @@ void TestOnnxImportErrors::badInput_data()
         },
         "ConfigError", "Reshape node '/Reshape'");
     row("two outputs", "seqview_op13_fold", [](onnx::ModelProto& mp) { *mp.mutable_graph()->add_output() = mp.graph().output(0); },
-        "ConfigError", "2 outputs");
+        "ConfigError", "the graph has 2 outputs ('logits', 'logits'); QuantScope models have one, the class scores: export a wrapper");
     // torch.onnx.export(..., training=TrainingMode.TRAINING) at opsets 9-13: BatchNormalization with
     // its running and saved statistics as outputs normalises with batch statistics
     row("batchnorm training form before opset 14", "flatten_bn_op13_fold_dyn",

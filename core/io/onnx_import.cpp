@@ -125,8 +125,15 @@ std::vector<int> Importer::liveOrder()
         for (const std::string& i : n.input())
             if (!i.empty() && !producer.count(i) && !m_values.count(i))
                 fail(n.op_type() + " node '" + n.name() + "' reads '" + i + "', which no node, initializer or input defines (a dangling input)");
-    if (g.output_size() != 1)
-        fail("the graph has " + std::to_string(g.output_size()) + " outputs; QuantScope models have one (the class scores)", true);
+    if (g.output_size() != 1) {
+        std::string names;
+        for (int k = 0; k < g.output_size() && k < 8; ++k) names += (k ? ", '" : "'") + g.output(k).name() + "'";
+        if (g.output_size() > 8) names += ", ...";
+        fail("the graph has " + std::to_string(g.output_size()) + " outputs" + (names.empty() ? std::string() : " (" + names + ")") +
+                 "; QuantScope models have one, the class scores: export a wrapper whose forward returns only them "
+                 "(return model(x)[0] for a forward that returns (logits, features))",
+             true);
+    }
     m_outputName = g.output(0).name();
     checkDims(g.output(0).type().tensor_type().shape(), "the graph output '" + m_outputName + "'");
     m_m.onnxInputName = m_inputName;
