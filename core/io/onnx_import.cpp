@@ -257,10 +257,8 @@ ExportedModel Importer::run()
                 failNode(n, std::string("pools (") + layerKindName(s.kind) + ") maps permuted to channels-last (x.permute(0, 2, 3, 1)); "
                             "QuantScope reads such maps only flattened into a Linear, through element-wise activations");
             readActivationSubgraph(n, s);
-            if (cl != m_channelsLast.end() && n.output_size() > 0 && !n.output(0).empty()) { // element-wise: passed on
-                const Shape chw = cl->second;
-                m_channelsLast[n.output(0)] = chw;
-            }
+            if (cl != m_channelsLast.end() && n.output_size() > 0 && !n.output(0).empty()) // element-wise: passed on
+                m_channelsLast[n.output(0)] = cl->second; // std::map: the iterator stays valid
             continue;
         }
         bool allConst = true;

@@ -19,10 +19,7 @@ void Importer::flatten(const NodeProto& n)
     if (axis < 0) axis += rank;
     if (const auto cl = m_channelsLast.find(n.input(0)); cl != m_channelsLast.end()) { // the features in channels-last order
         if (axis != 1) failNode(n, "axis = " + std::to_string(attrInt(n, "axis", 1)) + " on maps permuted to channels-last; only flattening each image (axis 1) is read there");
-        const Shape chw = cl->second;
-        flattenImages(n, x);
-        if (n.output_size() > 0 && !n.output(0).empty()) m_channelsLast[n.output(0)] = chw;
-        return;
+        return flattenChannelsLast(n, x, cl->second);
     }
     if (axis == 2 && rank == 4 && viewedShape(n, 0, x) == shapeOf(x)) { // x.flatten(2): [N, C, H*W], viewed (a mean over it follows)
         alias(n, x);
@@ -46,6 +43,14 @@ void Importer::flattenImages(const NodeProto& n, std::size_t x)
     l.kind = LayerKind::Flatten;
     addLayer(n, std::move(l), {shapeNumel(shapeOf(x))}, {x});
     if (x == 0 && m_inputAct == 0 && m_m.layers.size() == 1) m_inputAct = 1;
+}
+
+// x's maps permuted to channels-last, flattened (Flatten, Reshape): the Flatten layer of
+// flattenImages, its output marked with x's [C, H, W] for the Linear that reads it.
+void Importer::flattenChannelsLast(const NodeProto& n, std::size_t x, const Shape& chw)
+{
+    flattenImages(n, x);
+    if (n.output_size() > 0 && !n.output(0).empty()) m_channelsLast[n.output(0)] = chw; // std::map: chw stays valid
 }
 
 namespace {
@@ -112,10 +117,7 @@ void Importer::reshape(const NodeProto& n)
         if (per.size() != 1)
             failNode(n, "reshapes " + shapeString(cl->second) + " maps permuted to channels-last to " + target +
                             "; only flattening each image to (N, -1) is read there");
-        const Shape chw = cl->second;
-        flattenImages(n, x);
-        if (n.output_size() > 0 && !n.output(0).empty()) m_channelsLast[n.output(0)] = chw;
-        return;
+        return flattenChannelsLast(n, x, cl->second);
     }
     if (per.size() == 1) return flattenImages(n, x);
     if (!per.empty() && withoutTrailingOnes(per) == withoutTrailingOnes(shapeOf(x))) {

@@ -271,6 +271,7 @@ private:
     void flatten(const NodeProto& n);
     void reshape(const NodeProto& n);
     void flattenImages(const NodeProto& n, std::size_t x);
+    void flattenChannelsLast(const NodeProto& n, std::size_t x, const Shape& chw);
     void squeeze(const NodeProto& n);
     void unsqueeze(const NodeProto& n);
     void dropout(const NodeProto& n);
