@@ -11,6 +11,7 @@
 #include "nn/linear.h"
 #include "nn/maxpool2d.h"
 #include "nn/pointwise.h"
+#include "nn/groupnorm.h"
 #include "nn/prelu.h"
 #include "train/loss.h"
 #include "train/optimizer.h"
@@ -150,6 +151,8 @@ private slots:
     void goldenPointwise();
     void goldenPReLU_data() { golden::rowsFor({"prelu"}); }
     void goldenPReLU();
+    void goldenGroupNorm_data() { golden::rowsFor({"group_norm"}); }
+    void goldenGroupNorm();
     void goldenLinear_data() { golden::rowsFor({"linear"}); }
     void goldenLinear();
     void goldenBatchNorm2dTrain_data() { golden::rowsFor({"batch_norm2d"}); }
@@ -414,6 +417,31 @@ void TestLayersGolden::goldenPReLU()
     layer.backward(g.in("x"), y, g.in("grad_y"), dx, true);
     QS_COMPARE_TENSORS(dx, g.out("grad_x"), 0.0, 0.0);
     QS_COMPARE_TENSORS(layer.weight().grad, g.out("grad_w"), kRefGradAtol, kRefGradRtol);
+}
+
+// 045_group_norm*.json: nn.GroupNorm with 2 groups of 3 channels, one group per channel
+// (InstanceNorm2d), one group without affine parameters (an offset input, eps 1e-3), and on (N, C)
+// features. Values of magnitude ~1 and parameter gradients summed over up to 60 values an image.
+void TestLayersGolden::goldenGroupNorm()
+{
+    QS_FETCH_GOLDEN(g);
+    const bool affine = g.params.at("affine").get<bool>();
+    GroupNorm layer("gn", g.params.at("num_groups").get<std::size_t>(), g.params.at("num_channels").get<std::size_t>(),
+                    g.params.at("eps").get<float>(), affine);
+    if (affine) {
+        layer.weight().value = g.in("w");
+        layer.bias().value = g.in("b");
+    }
+    RunContext ctx;
+    ctx.training = true;
+    Tensor y, dx;
+    layer.forward(g.in("x"), y, ctx);
+    QS_COMPARE_TENSORS(y, g.out("y"), kRefAtol, kRefRtol);
+    layer.backward(g.in("x"), y, g.in("grad_y"), dx, true);
+    QS_COMPARE_TENSORS(dx, g.out("grad_x"), kRefAtol, kRefRtol);
+    if (!affine) return;
+    QS_COMPARE_TENSORS(layer.weight().grad, g.out("grad_w"), kRefGradAtol, kRefGradRtol);
+    QS_COMPARE_TENSORS(layer.bias().grad, g.out("grad_b"), kRefGradAtol, kRefGradRtol);
 }
 
 void TestLayersGolden::goldenLinear()

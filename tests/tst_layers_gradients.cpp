@@ -15,6 +15,7 @@
 #include "nn/model.h"
 #include "nn/mul.h"
 #include "nn/pointwise.h"
+#include "nn/groupnorm.h"
 #include "nn/prelu.h"
 #include "train/loss.h"
 #include "util/rng.h"
@@ -230,6 +231,16 @@ GradSetup makeGradSetup(const QString& row, Rng& rng)
         for (float& a : p->weight().value.values()) a = rng.uniform(-0.5f, 1.0f);
         s.layer = std::move(p);
         s.x = awayFromZeroTensor(flat ? Shape{4, 3} : Shape{2, 3, 4, 4}, rng); // a step of kGradEps never crosses 0
+    } else if (row.startsWith("groupnorm_")) { // groupnorm_g2 (4 channels), _instance (G = C = 3), _one_noaffine, _features (N, C)
+        const std::size_t C = row == "groupnorm_instance" ? 3 : 4;
+        const std::size_t G = row == "groupnorm_g2" || row == "groupnorm_features" ? 2 : row == "groupnorm_instance" ? 3 : 1;
+        auto g = std::make_unique<GroupNorm>("gn", G, C, 1e-5f, row != "groupnorm_one_noaffine");
+        if (g->affine()) {
+            for (float& v : g->weight().value.values()) v = rng.uniform(0.5f, 1.5f);
+            for (float& v : g->bias().value.values()) v = rng.uniform(-0.5f, 0.5f);
+        }
+        s.layer = std::move(g);
+        s.x = randomTensor(row == "groupnorm_features" ? Shape{3, 4} : Shape{2, C, 3, 4}, rng, -1.0f, 2.0f);
     } else if (row.startsWith("pointwise_")) { // pointwise_<kind>[_alpha[_beta]]
         const QStringList parts = row.split('_');
         const auto param = [&](qsizetype i) { return parts.size() > i ? std::optional<float>(parts[i].toFloat()) : std::nullopt; };
@@ -421,7 +432,8 @@ void TestLayersGradients::layerGradient_data()
           "concat2_flat", "channel_shuffle_g2", "channel_shuffle_g3_flat", "slice_channels_1_4", "slice_features_0_2", "dropout_p0.5", "flatten", "linear", "linear_nobias", "log_softmax", "softmax",
           "pointwise_Sigmoid", "pointwise_Tanh", "pointwise_SiLU", "pointwise_Hardsigmoid", "pointwise_Hardswish",
           "pointwise_LeakyReLU", "pointwise_LeakyReLU_0.2", "pointwise_ELU", "pointwise_ELU_0.7", "pointwise_GELU",
-          "pointwise_GELUTanh", "pointwise_Hardtanh", "pointwise_Hardtanh_-2_1.5", "prelu_shared", "prelu_channels", "prelu_flat_channels"})
+          "pointwise_GELUTanh", "pointwise_Hardtanh", "pointwise_Hardtanh_-2_1.5", "prelu_shared", "prelu_channels", "prelu_flat_channels",
+          "groupnorm_g2", "groupnorm_instance", "groupnorm_one_noaffine", "groupnorm_features"})
         QTest::newRow(row) << QString(row);
 }
 

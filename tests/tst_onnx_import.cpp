@@ -68,7 +68,9 @@ static const std::vector<const char*>& pytorchFixtures()
                           // opsets 9 and 10: the attribute forms of Slice, Clip, Pad, Squeeze/Unsqueeze and Dropout
                           "gapidioms_op9_nofold", "padconv_op9_nofold", "flatten_bn_op9_fold", "seqview_op9_nofold_dyn",
                           "convhead_op9_nofold", "bnneck_op9_nofold", "mobile_op10_nofold_dyn", "residual_op10_fold_dyn",
-                          "dense_concat_op10_nofold", "poolgeom_max_op10_fold"};
+                          "dense_concat_op10_nofold", "poolgeom_max_op10_fold",
+                          // nn.GroupNorm and nn.InstanceNorm2d (InstanceNormalization): GroupNorm layers
+                          "groupnorm_op13_fold_dyn", "groupnorm_op11_nofold", "groupnorm_one_op17_fold"};
     return names;
 }
 

@@ -154,8 +154,29 @@ void TestOnnxImportErrors::badInput_data()
         "ConfigError", "declares no shape");
     // log(softmax(x)) written in forward: the Log is named with the export that works.
     // Operators QuantScope has no layer for name the PyTorch modules that export as them.
-    row("GroupNorm's operator", "seqview_op13_fold", [](onnx::ModelProto& mp) { findNode(mp, "Relu")->set_op_type("InstanceNormalization"); },
-        "ConfigError", "operator InstanceNormalization is not supported by QuantScope's importer; nn.GroupNorm and nn.InstanceNorm2d");
+    row("LayerNorm's operator", "seqview_op13_fold", [](onnx::ModelProto& mp) { findNode(mp, "Relu")->set_op_type("LayerNormalization"); },
+        "ConfigError", "operator LayerNormalization is not supported by QuantScope's importer; nn.LayerNorm exports as LayerNormalization");
+    // InstanceNormalization (nn.GroupNorm, nn.InstanceNorm2d: groupnorm_* fixtures) on other forms.
+    row("InstanceNormalization on features", "seqview_op13_fold", [](onnx::ModelProto& mp) {
+            onnx::NodeProto* n = findNode(mp, "Gemm");
+            n->set_op_type("InstanceNormalization");
+            n->clear_attribute();
+        },
+        "ConfigError", "InstanceNormalization node '/fc/Gemm': normalises [100] images of [100]; read: nn.InstanceNorm2d on [N, C, H, W] maps and nn.GroupNorm's [N, G, -1] view");
+    row("GroupNorm scale of the wrong length", "groupnorm_op13_fold_dyn", [](onnx::ModelProto& mp) {
+            // the scale of ones, an initializer or (as torch writes it) a Constant node's tensor, one value longer
+            const std::string scale = findNode(mp, "InstanceNormalization")->input(1);
+            auto lengthen = [](onnx::TensorProto& t) {
+                t.set_dims(0, t.dims(0) + 1);
+                if (t.raw_data().empty()) t.add_float_data(1.0f);
+                else t.mutable_raw_data()->append(std::string(4, '\0'));
+            };
+            for (onnx::TensorProto& t : *mp.mutable_graph()->mutable_initializer())
+                if (t.name() == scale) lengthen(t);
+            for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node())
+                if (n.op_type() == "Constant" && n.output(0) == scale) lengthen(*n.mutable_attribute(0)->mutable_t());
+        },
+        "FormatError", "scale and B hold 3 and 2 values for 2 groups");
     row("interpolate's operator", "seqview_op13_fold", [](onnx::ModelProto& mp) { findNode(mp, "Relu")->set_op_type("Resize"); },
         "ConfigError", "Resize node '/Relu': operator Resize is not supported by QuantScope's importer; F.interpolate and nn.Upsample");
     row("log of a softmax", "imgmlp_op13_fold_dyn", [](onnx::ModelProto& mp) { afterSoftmax(mp, "Log", {"probs"}); },

@@ -203,6 +203,9 @@ void IntEngine::Impl::Builder::addLayer(std::size_t i)
         break;
     }
     case LayerKind::BatchNorm2d: throw ConfigError(m_id + ": BatchNorm must be folded into its convolution");
+    case LayerKind::GroupNorm:
+        throw ConfigError(m_id + ": GroupNorm is not run by the integer engine (the model trains, evaluates and exports as FP32 and as "
+                                 "fake-quant; its integer .qsm and QDQ ONNX files run on onnxruntime only)");
     }
 }
 

@@ -8,6 +8,7 @@
 #include "nn/concat.h"
 #include "nn/conv2d.h"
 #include "nn/dropout.h"
+#include "nn/groupnorm.h"
 #include "nn/linear.h"
 #include "nn/maxpool2d.h"
 #include "nn/mul.h"
@@ -117,6 +118,29 @@ bool storeChannelMove(const Layer& layer, StoredLayer& l)
         return true;
     }
     return false;
+}
+
+bool storeGroupNorm(const Layer& layer, StoredLayer& l)
+{
+    const auto* gn = dynamic_cast<const GroupNorm*>(&layer);
+    if (!gn) return false;
+    l.outChannels = gn->channels();
+    l.groups = gn->groups();
+    l.eps = gn->eps();
+    l.tensors.clear();
+    if (!gn->affine()) return true;
+    for (const Param* p : {&gn->weight(), &gn->bias()}) {
+        StoredTensor t;
+        t.name = p->name;
+        t.shape = p->value.shape();
+        t.values = p->value.values();
+        for (std::size_t i = 0; i < t.values.size(); ++i)
+            if (!std::isfinite(t.values[i]))
+                throw NumericError("cannot export: GroupNorm '" + l.name + "' " + t.name + " holds a non-finite value at element " +
+                                   std::to_string(i) + "; the model diverged, retrain it");
+        l.tensors.push_back(std::move(t));
+    }
+    return true;
 }
 
 std::size_t StoredTensor::expectedScales() const
@@ -382,6 +406,19 @@ void ExportedModel::validate(const std::string& source) const
             expectTensors(l, {}, source);
             s = {s[0], 1, 1};
             break;
+        case LayerKind::GroupNorm:
+            // (C, H, W) maps or (C) features; float32 weight and bias per channel (affine) or none
+            if (s.size() != 3 && s.size() != 1) bad(source, id + " cannot take an input of shape " + shapeString(s));
+            if (s[0] != l.outChannels || !inRange(l.groups, 1, kMaxDim) || l.outChannels % l.groups != 0 ||
+                !(std::isfinite(l.eps) && l.eps > 0.0f))
+                bad(source, id + ": a GroupNorm of " + std::to_string(l.outChannels) + " channels in " + std::to_string(l.groups) +
+                                " groups, eps " + numberText(l.eps) + ", cannot take " + shapeString(s));
+            if (l.tensors.empty()) break;
+            expectTensors(l, {{"weight", {s[0]}}, {"bias", {s[0]}}}, source);
+            for (const StoredTensor& t : l.tensors)
+                if (t.encoding != TensorEncoding::Float32)
+                    bad(source, id + ": the GroupNorm " + t.name + " is stored as float32 (integer models too), not as integers");
+            break;
         case LayerKind::ChannelShuffle:
             if (!inRange(l.groups, 1, kMaxDim) || s.empty() || s[0] % l.groups != 0)
                 bad(source, id + ": a channel shuffle of " + std::to_string(l.groups) + " groups cannot take " + shapeString(s));
@@ -494,7 +531,7 @@ ExportedModel exportFloatModel(Model& model, const std::string& modelName, const
             l.setPoolGeometry(p->geometry());
         } else if (auto* d = dynamic_cast<Dropout*>(&layer)) {
             l.dropout = d->p();
-        } else if (storeChannelMove(layer, l)) {
+        } else if (storeChannelMove(layer, l) || storeGroupNorm(layer, l)) {
         } else if (auto* pw = dynamic_cast<Pointwise*>(&layer)) {
             l.alpha = pw->alpha();
             l.beta = pw->beta();
@@ -554,6 +591,15 @@ std::unique_ptr<Model> buildModel(const ExportedModel& m)
         case LayerKind::Mul: model->add(std::make_unique<Mul>(l.name), in); break;
         case LayerKind::Concat: model->add(std::make_unique<Concat>(l.name, in.size()), in); break;
         case LayerKind::ChannelShuffle: model->add(std::make_unique<ChannelShuffle>(l.name, l.groups), in); break;
+        case LayerKind::GroupNorm: {
+            auto gn = std::make_unique<GroupNorm>(l.name, l.groups, l.outChannels, l.eps, !l.tensors.empty());
+            if (gn->affine()) {
+                setParam(gn->weight(), l.tensors.at(0));
+                setParam(gn->bias(), l.tensors.at(1));
+            }
+            model->add(std::move(gn), in);
+            break;
+        }
         case LayerKind::Slice: model->add(std::make_unique<Slice>(l.name, l.sliceBegin, l.sliceEnd), in); break;
         case LayerKind::GlobalAvgPool2d: model->add(std::make_unique<GlobalAvgPool2d>(l.name), in); break;
         case LayerKind::AvgPool2d: model->add(std::make_unique<AvgPool2d>(l.name, l.poolGeometry()), in); break;

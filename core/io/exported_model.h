@@ -32,6 +32,10 @@ struct StoredLayer;
 // For the writers of models as StoredLayers: a ChannelShuffle's groups or a Slice's channel range
 // into l; false (l untouched) for any other layer.
 bool storeChannelMove(const Layer& layer, StoredLayer& l);
+// The same for a GroupNorm (channels, groups, eps, and its weight and bias as float32 tensors,
+// in integer models too: the engines compute it in float); false for any other layer. Throws
+// NumericError naming the layer for a non-finite weight or bias.
+bool storeGroupNorm(const Layer& layer, StoredLayer& l);
 
 enum class TensorEncoding : std::uint8_t { Float32 = 0, Int = 1 };
 // How scales cover a tensor: one, one per output channel (dim 0), one per group of

@@ -34,6 +34,7 @@ const std::map<std::string, Importer::Handler>& Importer::handlers()
         {"GlobalMaxPool", &Importer::globalMaxPool},
         {"ReduceMax", &Importer::globalMaxPool},
         {"BatchNormalization", &Importer::batchNormalization},
+        {"InstanceNormalization", &Importer::instanceNormalization},
         {"Flatten", &Importer::flatten},
         {"Reshape", &Importer::reshape},
         {"Squeeze", &Importer::squeeze},
@@ -77,7 +78,6 @@ void Importer::failUnsupported(const NodeProto& n, const std::vector<std::pair<s
     // the others: the PyTorch modules that export as the operator, which the user knows by name.
     static const std::map<std::string, std::string> kFrom{
         {"Log", "; for log(softmax(x)) export F.log_softmax(x, dim=1) instead"},
-        {"InstanceNormalization", "; nn.GroupNorm and nn.InstanceNorm2d export as InstanceNormalization"},
         {"LayerNormalization", "; nn.LayerNorm exports as LayerNormalization"},
         {"Pow", "; nn.LayerNorm below opset 17 exports as ReduceMean, Sub, Pow and Sqrt"},
         {"Sqrt", "; nn.LayerNorm below opset 17 exports as ReduceMean, Sub, Pow and Sqrt"},
@@ -233,6 +233,8 @@ void Importer::foldConstant(const NodeProto& n, int ai, const ConstTensor& c, Fo
     const char* verb = op == Fold::Add ? "adds" : op == Fold::Sub ? "subtracts" : op == Fold::Mul ? "multiplies by" : "divides by";
     const bool last = v.kind == Value::Kind::Act && v.act == m_m.layers.size() && v.act > 0;
     StoredLayer* l = last ? &m_m.layers[v.act - 1] : nullptr;
+    if (l && l->kind == LayerKind::GroupNorm && m_uses[n.input(ai)] == 1 && !m_views.count(n.input(ai)))
+        return foldIntoGroupNorm(n, ai, c, op, *l);
     if (!l || (l->kind != LayerKind::Linear && l->kind != LayerKind::Conv2d) || m_uses[n.input(ai)] != 1)
         failNode(n, std::string(verb) + " a constant on an activation; QuantScope reads that only right after a Linear (Gemm, MatMul) "
                                         "or Conv that nothing else reads, folded into it" +
@@ -269,6 +271,82 @@ void Importer::foldConstant(const NodeProto& n, int ai, const ConstTensor& c, Fo
     m_m.notes.push_back(std::string(n.op_type()) + " '" + n.name() + "' " + verb + " a constant after '" + l->name +
                         "': folded into its " + (op == Fold::Add || op == Fold::Sub ? "bias" : "weights and bias"));
     alias(n, v.act);
+}
+
+// nn.GroupNorm's weight and bias as torch.onnx.export writes them (a Mul and an Add of one value
+// per channel after the InstanceNormalization and the Reshape back), or any constant scale and
+// shift of one value or one per channel on a GroupNorm's output that nothing else reads: folded
+// into its per-channel weight and bias (made affine, weight 1 and bias 0, if it had none).
+void Importer::foldIntoGroupNorm(const NodeProto& n, int ai, const ConstTensor& c, Fold op, StoredLayer& l)
+{
+    const std::vector<float>& cv = floats(n, c, "the constant");
+    const std::size_t C = l.outChannels;
+    const bool map = shapeOf(value(n, ai).act).size() == 3;
+    std::vector<std::int64_t> dims = c.dims;
+    while (!dims.empty() && dims.front() == 1 && dims.size() > (map ? 3u : 1u)) dims.erase(dims.begin());
+    const auto Ci = static_cast<std::int64_t>(C);
+    if (cv.size() != 1 && dims != (map ? std::vector<std::int64_t>{Ci, 1, 1} : std::vector<std::int64_t>{Ci}))
+        failNode(n, "the constant " + listOf(c.dims) + " is not one value per channel of GroupNorm '" + l.name + "'");
+    const auto at = [&](std::size_t o) { return cv.size() == 1 ? cv[0] : cv[o]; };
+    for (std::size_t o = 0; o < C; ++o)
+        if (!std::isfinite(at(o)) || (op == Fold::Div && at(o) == 0.0f))
+            failNode(n, "applies a constant that is not a finite " + std::string(op == Fold::Div ? "non-zero " : "") + "number", false);
+    if (l.tensors.empty())
+        l.tensors = {floatTensor("weight", {C}, std::vector<float>(C, 1.0f)), floatTensor("bias", {C}, std::vector<float>(C, 0.0f))};
+    std::vector<float>& w = l.tensors[0].values;
+    std::vector<float>& b = l.tensors[1].values;
+    for (std::size_t o = 0; o < C; ++o) {
+        if (op == Fold::Add || op == Fold::Sub) {
+            b[o] += op == Fold::Add ? at(o) : -at(o);
+        } else {
+            const float f = op == Fold::Mul ? at(o) : 1.0f / at(o);
+            w[o] *= f;
+            b[o] *= f;
+        }
+    }
+    alias(n, value(n, ai).act);
+}
+
+// InstanceNormalization (ONNX: y = scale (x - mean) / sqrt(var + epsilon) + B, the statistics over
+// each image's axes after the second) on the forms torch.onnx.export writes: nn.InstanceNorm2d on
+// [N, C, H, W] maps (scale and B one per channel: its weight and bias, or ones and zeros without
+// affine parameters), and nn.GroupNorm(G, C) as x.view(N, G, -1) (a view of the maps, see
+// reshape), this node with a scale of ones and a B of zeros per group, a Reshape back to the maps
+// and the weight and bias as a Mul and an Add (foldIntoGroupNorm). Both are one GroupNorm layer
+// (nn/groupnorm.h), G = C for InstanceNorm2d. Other shapes are refused by node.
+void Importer::instanceNormalization(const NodeProto& n)
+{
+    const std::size_t x = act(n, 0);
+    const Shape& s = shapeOf(x);
+    const Shape& seen = viewedShape(n, 0, x);
+    if (s.empty() || (seen == s && s.size() != 3) || (seen != s && (seen.size() != 2 || seen[0] == 0 || s[0] % seen[0] != 0)))
+        failNode(n, "normalises " + shapeString(seen) + " images of " + shapeString(s) +
+                        "; read: nn.InstanceNorm2d on [N, C, H, W] maps and nn.GroupNorm's [N, G, -1] view of them");
+    const std::size_t C = s[0], G = seen[0], Cg = C / G;
+    const std::vector<float>& scale = floats(n, constant(n, 1, "scale"), "scale");
+    const std::vector<float>& bias = floats(n, constant(n, 2, "B"), "B");
+    if (scale.size() != G || bias.size() != G)
+        failNode(n, "scale and B hold " + std::to_string(scale.size()) + " and " + std::to_string(bias.size()) + " values for " +
+                        std::to_string(G) + " groups", false);
+    const float eps = attrFloat(n, "epsilon", 1e-5f);
+    if (!(eps > 0.0f) || !std::isfinite(eps)) failNode(n, "epsilon is not a positive finite number", false);
+    StoredLayer l;
+    l.kind = LayerKind::GroupNorm;
+    l.groups = G;
+    l.outChannels = C;
+    l.eps = eps;
+    bool plain = true;
+    for (std::size_t g = 0; g < G; ++g) {
+        if (!std::isfinite(scale[g]) || !std::isfinite(bias[g])) failNode(n, "scale or B holds a value that is not finite", false);
+        plain = plain && scale[g] == 1.0f && bias[g] == 0.0f;
+    }
+    if (!plain) {
+        std::vector<float> w(C), b(C);
+        for (std::size_t c = 0; c < C; ++c) w[c] = scale[c / Cg], b[c] = bias[c / Cg];
+        l.tensors = {floatTensor("weight", {C}, std::move(w)), floatTensor("bias", {C}, std::move(b))};
+    }
+    addLayer(n, std::move(l), s, {x});
+    setView(n, m_m.layers.size(), seen);
 }
 
 void Importer::relu(const NodeProto& n)

@@ -129,6 +129,12 @@ void Importer::reshape(const NodeProto& n)
         alias(n, x);
         return setView(n, x, per);
     }
+    // [N, G, C/G*H*W] (nn.GroupNorm's x.view(N, G, -1)), read by InstanceNormalization alone.
+    if (per.size() == 2 && seen == shapeOf(x) && !seen.empty() && per[0] < seen[0] && seen[0] % per[0] == 0 &&
+        readOnlyByInstanceNormalization(n.output(0))) {
+        alias(n, x);
+        return setView(n, x, per);
+    }
     // A flat [N, C*H*W] input that the graph's first node views as [N, C, H, W] again (the
     // MNIST tutorials' x.view(-1, 1, 28, 28)): the images need no flattening at all.
     if (!per.empty() && x == m_inputAct && m_info.flatInput && m_m.layers.size() == 1 && m_uses[n.input(0)] == 1 && per == m_shapes[0]) {
@@ -141,6 +147,20 @@ void Importer::reshape(const NodeProto& n)
     }
     failNode(n, "reshapes " + shapeString(seen) + " images to " + target +
                     "; QuantScope reads flattening each image to (N, -1), and adding or removing trailing axes of size 1");
+}
+
+bool Importer::readOnlyByInstanceNormalization(const std::string& v) const
+{
+    bool read = false;
+    for (const NodeProto& r : m_mp.graph().node())
+        for (int i = 0; i < r.input_size(); ++i)
+            if (r.input(i) == v) {
+                if (r.op_type() != "InstanceNormalization" || i != 0) return false;
+                read = true;
+            }
+    for (const auto& o : m_mp.graph().output())
+        if (o.name() == v) return false;
+    return read;
 }
 
 // Squeeze of an activation (axes from the attribute before opset 13, the input since; none: every
@@ -229,6 +249,7 @@ void Importer::checkViews(const NodeProto& n) const
                                                 "Dropout", "Identity", "Cast", "BatchNormalization", "Add",
                                                 "GlobalAveragePool", "ReduceMean", "Softmax", "LogSoftmax", "Shape",
                                                 "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "LeakyRelu", "Elu",
+                                                "InstanceNormalization", // nn.GroupNorm's [G, -1] view
                                                 // a Linear-form gate's [C] view of its [C, 1, 1] map (onnx_import_joins.cpp)
                                                 "Gemm", "MatMul"};
     for (int i = 0; i < n.input_size(); ++i) {
@@ -240,7 +261,8 @@ void Importer::checkViews(const NodeProto& n) const
         // A view that merges axes ([C, H*W] of [C, H, W]) is read only by what does not care
         // where the planes are: reshapes, the mean over it, elementwise operators.
         static const std::set<std::string> mergedReads = {"Squeeze", "Unsqueeze", "Flatten", "Reshape", "Relu", "Clip", "Dropout",
-                                                          "Identity", "Cast", "Add", "ReduceMean", "Shape"};
+                                                          "Identity", "Cast", "Add", "ReduceMean", "Shape",
+                                                          "InstanceNormalization"};
         const Shape& base = shapeOf(m_values.at(n.input(i)).act);
         if (withoutTrailingOnes(v->second) != withoutTrailingOnes(base) && !mergedReads.count(n.op_type()))
             failNode(n, "reads " + what + ", which QuantScope's " + n.op_type() + " would not read as that shape");

@@ -227,6 +227,7 @@ private:
     void add(const NodeProto& n);
     enum class Fold { Add, Sub, Mul, Div };
     void foldConstant(const NodeProto& n, int actInput, const ConstTensor& c, Fold op);
+    void foldIntoGroupNorm(const NodeProto& n, int ai, const ConstTensor& c, Fold op, StoredLayer& l);
     std::vector<float> perChannel(const NodeProto& n, const ConstTensor& c, const char* what) const;
     void checkInputNormalisation(const NodeProto& n, int actInput) const;
     void refuseTwoActivations(const NodeProto& n, const char* what) const;
@@ -270,6 +271,8 @@ private:
     void foldPendingAffine(const NodeProto& n, StoredLayer& l);
     void flatten(const NodeProto& n);
     void reshape(const NodeProto& n);
+    void instanceNormalization(const NodeProto& n);
+    bool readOnlyByInstanceNormalization(const std::string& v) const;
     void flattenImages(const NodeProto& n, std::size_t x);
     void flattenChannelsLast(const NodeProto& n, std::size_t x, const Shape& chw);
     void squeeze(const NodeProto& n);

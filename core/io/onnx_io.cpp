@@ -401,6 +401,40 @@ std::vector<std::uint8_t> encodeOnnx(const ExportedModel& source)
             b.node("Reshape", l.name, {l.name + ".transposed", l.name + ".shape"}, out)->set_doc_string(std::string(kOnnxLayerMark) + "ChannelShuffle");
             break;
         }
+        case LayerKind::GroupNorm: {
+            // As torch.onnx.export writes nn.GroupNorm at opset 13: Reshape to (N, G, -1),
+            // InstanceNormalization with a scale of ones and a bias of zeros, Reshape back, then the
+            // per-channel weight and bias as Mul and Add ((C, 1, 1) on maps, (C) on features);
+            // float32 in QDQ files too. The last node is named after the layer and marked GroupNorm.
+            const std::string p = l.name + ".";
+            const Shape& s = shapes.at(l.inputs.at(0));
+            const auto G = static_cast<std::int64_t>(l.groups);
+            const std::int64_t grouped[3] = {0, G, -1};
+            b.init(p + "grouped", TensorProto::INT64, {3}, grouped, sizeof grouped);
+            std::vector<std::int64_t> back{0};
+            for (std::size_t d : s) back.push_back(static_cast<std::int64_t>(d));
+            b.init(p + "shape", TensorProto::INT64, {static_cast<std::int64_t>(back.size())}, back.data(), back.size() * sizeof(std::int64_t));
+            b.floats(p + "ones", {G}, std::vector<float>(l.groups, 1.0f));
+            b.floats(p + "zeros", {G}, std::vector<float>(l.groups, 0.0f));
+            const bool affine = !l.tensors.empty();
+            const std::string mark = std::string(kOnnxLayerMark) + "GroupNorm";
+            b.node("Reshape", p + "group", {in(0), p + "grouped"}, p + "g")->set_doc_string(kOnnxPart);
+            onnx::NodeProto* norm = b.node("InstanceNormalization", p + "norm", {p + "g", p + "ones", p + "zeros"}, p + "n");
+            GraphBuilder::floatAttr(norm, "epsilon", l.eps);
+            norm->set_doc_string(kOnnxPart);
+            if (!affine) {
+                b.node("Reshape", l.name, {p + "n", p + "shape"}, out)->set_doc_string(mark);
+                break;
+            }
+            b.node("Reshape", p + "ungroup", {p + "n", p + "shape"}, p + "u")->set_doc_string(kOnnxPart);
+            const auto C = static_cast<std::int64_t>(l.outChannels);
+            const std::vector<std::int64_t> dims = s.size() == 3 ? std::vector<std::int64_t>{C, 1, 1} : std::vector<std::int64_t>{C};
+            b.floats(p + "weight", dims, l.tensors.at(0).values);
+            b.floats(p + "bias", dims, l.tensors.at(1).values);
+            b.node("Mul", p + "scale", {p + "u", p + "weight"}, p + "w")->set_doc_string(kOnnxPart);
+            b.node("Add", l.name, {p + "w", p + "bias"}, out)->set_doc_string(mark);
+            break;
+        }
         case LayerKind::Slice: { // x[:, begin:end]
             const std::int64_t v[3] = {static_cast<std::int64_t>(l.sliceBegin), static_cast<std::int64_t>(l.sliceEnd), 1};
             b.init(l.name + ".starts", TensorProto::INT64, {1}, v, sizeof(std::int64_t));

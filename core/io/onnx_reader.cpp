@@ -30,6 +30,7 @@ namespace {
 using onnx::TensorProto;
 
 constexpr std::uint64_t kOnnxMaxBytes = std::uint64_t{1} << 30;
+constexpr std::size_t kMaxOwnGroups = std::size_t{1} << 20; // a GroupNorm's groups, at most (validate checks them against the channels)
 
 class OnnxReader : OnnxReaderValues {
 public:
@@ -250,7 +251,41 @@ private:
         StoredLayer& l = layer(n, LayerKind::Hardtanh);
         l.alpha = b[0], l.beta = b[1];
     }
-    void add(const onnx::NodeProto& n) { layer(n, LayerKind::Add, 2); }
+    void add(const onnx::NodeProto& n)
+    {
+        if (m_parts.count(input(n, 0))) groupNorm(n, true);
+        else layer(n, LayerKind::Add, 2);
+    }
+    // The last node of a GroupNorm subgraph (onnx_io.cpp): the Add of its bias, or without affine
+    // parameters the Reshape back.
+    void groupNorm(const onnx::NodeProto& n, bool affine)
+    {
+        const Part& p = m_parts.at(input(n, 0));
+        if (n.doc_string() != std::string(kOnnxLayerMark) + "GroupNorm" ||
+            p.ops != (affine ? "Reshape,InstanceNormalization,Reshape,Mul" : "Reshape,InstanceNormalization") || p.dims.size() != 3 ||
+            p.tensors.size() != (affine ? 3u : 2u) || p.dims[1] <= 0 || p.dims[1] > static_cast<std::int64_t>(kMaxOwnGroups))
+            failNode(n, "the subgraph " + p.ops + " is not the GroupNorm QuantScope writes");
+        StoredLayer l;
+        l.kind = LayerKind::GroupNorm;
+        l.name = n.name();
+        l.inputs = {p.x};
+        l.groups = static_cast<std::size_t>(p.dims[1]);
+        l.eps = p.eps;
+        const std::vector<float> one = floats(init(p.tensors[0])), zero = floats(init(p.tensors[1]));
+        if (one != std::vector<float>(l.groups, 1.0f) || zero != std::vector<float>(l.groups, 0.0f))
+            failNode(n, "its InstanceNormalization's scale and bias are not ones and zeros, one per group");
+        const std::vector<std::int64_t> back = affine ? p.dims2 : onnximport::int64Values(init(input(n, 1)), m_source);
+        if (back.size() < 2 || back[1] <= 0) failNode(n, "its Reshape back does not name the channels");
+        l.outChannels = static_cast<std::size_t>(back[1]);
+        if (affine) {
+            StoredTensor w = tensorOf(p.tensors[2], "weight"), b = tensorOf(input(n, 1), "bias");
+            w.shape = {w.numel()};
+            b.shape = {b.numel()};
+            l.tensors = {std::move(w), std::move(b)};
+        }
+        m_m.layers.push_back(std::move(l));
+        define(n, m_m.layers.size());
+    }
     void concat(const onnx::NodeProto& n)
     {
         if (attrInt(n, "axis", 0) != 1) failNode(n, "is read along the channels (axis 1) only");
@@ -374,9 +409,14 @@ private:
         for (int i = 0; i < n.input_size() && !chained; ++i)
             if (const auto it = m_parts.find(n.input(i)); it != m_parts.end()) p = it->second, chained = true;
         if (!chained) p.x = activation(n, 0);
+        // a GroupNorm's InstanceNormalization and the Reshape and Mul after it read tensors
+        const bool normed = n.op_type() == "InstanceNormalization" || p.ops.find("InstanceNormalization") != std::string::npos;
+        if (n.op_type() == "InstanceNormalization") p.eps = attrFloat(n, "epsilon", 1e-5f);
         for (int i = 1; i < n.input_size(); ++i) {
             if (m_parts.count(n.input(i)) || (m_act.count(n.input(i)) && m_act.at(n.input(i)) == p.x)) continue;
-            if (n.op_type() == "Reshape") p.dims = onnximport::int64Values(init(n.input(i)), m_source);
+            if (n.op_type() == "Reshape" && normed) p.dims2 = onnximport::int64Values(init(n.input(i)), m_source);
+            else if (n.op_type() == "Reshape") p.dims = onnximport::int64Values(init(n.input(i)), m_source);
+            else if (normed) p.tensors.push_back(n.input(i));
             else p.constants.push_back(scalar(init(n.input(i))));
         }
         if (n.op_type() == "Transpose") p.perm = attrInts(n, "perm");
@@ -427,6 +467,10 @@ private:
     void reshape(const onnx::NodeProto& n)
     {
         const auto it = m_parts.find(input(n, 0));
+        if (it != m_parts.end() && n.doc_string() == std::string(kOnnxLayerMark) + "GroupNorm") {
+            groupNorm(n, false);
+            return;
+        }
         if (it == m_parts.end() || n.doc_string() != std::string(kOnnxLayerMark) + "ChannelShuffle" || it->second.ops != "Reshape,Transpose")
             failNode(n, "only the Reshape that ends a ChannelShuffle subgraph is read");
         StoredLayer l;
@@ -479,6 +523,9 @@ private:
         std::string ops;              // its operators so far, "Div,Erf,Add"
         std::vector<float> constants; // the scalar initializers they read, in order
         std::vector<std::int64_t> dims, perm; // a channel shuffle's first Reshape and its Transpose
+        std::vector<std::int64_t> dims2;      // a GroupNorm's Reshape back
+        std::vector<std::string> tensors;     // a GroupNorm's InstanceNormalization scale and bias, then its weight
+        float eps = 0.0f;                     // its epsilon
     };
     std::vector<std::pair<std::size_t, Shape>> m_shuffled; // ChannelShuffle layer -> the images its Reshapes name
     std::map<std::string, Part> m_parts; // value of an inner node -> its subgraph so far

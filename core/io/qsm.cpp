@@ -27,7 +27,8 @@ static_assert(static_cast<int>(LayerKind::Conv2d) == 0 && static_cast<int>(Layer
               static_cast<int>(LayerKind::GELU) == 20 && static_cast<int>(LayerKind::Mul) == 21 &&
               static_cast<int>(LayerKind::Concat) == 22 && static_cast<int>(LayerKind::PReLU) == 23 &&
               static_cast<int>(LayerKind::GELUTanh) == 24 && static_cast<int>(LayerKind::Hardtanh) == 25 &&
-              static_cast<int>(LayerKind::ChannelShuffle) == 26 && static_cast<int>(LayerKind::Slice) == 27);
+              static_cast<int>(LayerKind::ChannelShuffle) == 26 && static_cast<int>(LayerKind::Slice) == 27 &&
+              static_cast<int>(LayerKind::GroupNorm) == 28);
 
 namespace {
 
@@ -317,7 +318,9 @@ StoredTensor getTensor(Reader& r, std::uint16_t version)
 // window that is not square follows (kernel width, stride across, pads left/bottom/right); bit 1,
 // ceil_mode; bit 2, count_include_pad = 0 (AvgPool2d). Hardtanh (25: f32 min_val, f32 max_val,
 // either may be infinite) was added within version 6; an older reader names it as unknown. So were
-// ChannelShuffle (26: u32 groups) and Slice (27: u32 first channel, u32 end channel, exclusive).
+// ChannelShuffle (26: u32 groups) and Slice (27: u32 first channel, u32 end channel, exclusive),
+// and GroupNorm (28: u32 channels, u32 groups, f32 eps; float32 tensors `weight` and `bias`, one
+// per channel, or none without affine parameters).
 StoredLayer getLayer(Reader& r, std::uint16_t version, std::size_t index)
 {
     StoredLayer l;
@@ -405,6 +408,11 @@ StoredLayer getLayer(Reader& r, std::uint16_t version, std::size_t index)
         l.beta = r.f32("max_val");
         break;
     case LayerKind::ChannelShuffle: l.groups = toSize(r.u32("shuffle groups")); break;
+    case LayerKind::GroupNorm:
+        l.outChannels = toSize(r.u32("channels"));
+        l.groups = toSize(r.u32("groups"));
+        l.eps = r.f32("eps");
+        break;
     case LayerKind::Slice:
         l.sliceBegin = toSize(r.u32("slice begin"));
         l.sliceEnd = toSize(r.u32("slice end"));
@@ -576,6 +584,11 @@ std::vector<std::uint8_t> encodeQsm(const ExportedModel& m)
             w.f32(l.beta);
             break;
         case LayerKind::ChannelShuffle: w.u32(l.groups); break;
+        case LayerKind::GroupNorm:
+            w.u32(l.outChannels);
+            w.u32(l.groups);
+            w.f32(l.eps);
+            break;
         case LayerKind::Slice:
             w.u32(l.sliceBegin);
             w.u32(l.sliceEnd);

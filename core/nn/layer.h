@@ -38,9 +38,11 @@ enum class LayerKind {
     // clamp(x, min_val, max_val) (nn.Hardtanh, torch.clamp, ONNX Clip other than ReLU/ReLU6; nn/pointwise.h)
     Hardtanh,
     // channels moved, not computed on (nn/channel_ops.h): ShuffleNet's channel shuffle and split
-    ChannelShuffle, Slice
+    ChannelShuffle, Slice,
+    // GroupNorm (nn/groupnorm.h: nn.GroupNorm, and nn.InstanceNorm2d as one group per channel)
+    GroupNorm
 };
-constexpr int kLastLayerKind = static_cast<int>(LayerKind::Slice);
+constexpr int kLastLayerKind = static_cast<int>(LayerKind::GroupNorm);
 
 const char* layerKindName(LayerKind k);
 

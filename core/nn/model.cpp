@@ -56,6 +56,7 @@ const char* layerKindName(LayerKind k)
     case LayerKind::Hardtanh: return "Hardtanh";
     case LayerKind::ChannelShuffle: return "ChannelShuffle";
     case LayerKind::Slice: return "Slice";
+    case LayerKind::GroupNorm: return "GroupNorm";
     }
     return "?";
 }

@@ -333,6 +333,34 @@ class KerasFlatten(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
+class GroupNormNet(nn.Module):
+    """nn.GroupNorm and nn.InstanceNorm2d, as torch.onnx.export writes them (x.view(N, G, -1),
+    InstanceNormalization with ones and zeros, a Reshape back, the weight and bias as Mul and Add;
+    InstanceNormalization with the weight and bias itself): GroupNorm(2, 6) after a conv,
+    InstanceNorm2d(6, affine=True) after the next, InstanceNorm2d(6) without affine parameters
+    ("one": GroupNorm(1, 6) first, each image normalised over all of its maps; torch 1.13 cannot
+    export GroupNorm on [N, C] features). The affine parameters
+    are drawn away from 1 and 0, so that a lost or misplaced one shows."""
+
+    def __init__(self, style="maps"):
+        super().__init__()
+        self.style = style
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.gn = nn.GroupNorm(1 if style == "one" else 2, 6)
+        self.conv2 = nn.Conv2d(6, 6, 3, padding=1, bias=False)
+        self.inorm = nn.InstanceNorm2d(6, affine=True)
+        self.inorm2 = nn.InstanceNorm2d(6)
+        self.fc = nn.Linear(6, 10)
+        for m in (self.gn, self.inorm):
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+
+    def forward(self, x):
+        x = F.relu(self.gn(self.conv1(x)))
+        x = self.inorm2(F.relu(self.inorm(self.conv2(x))))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
 class ViewInput(nn.Module):
     """The MNIST tutorials' x.view(-1, 1, 8, 8) first: a no-op on [N, 1, 8, 8] images, and an
     un-flattening on a flat [N, 64] input; then a conv used twice (shared weights)."""
@@ -702,6 +730,10 @@ CASES = [
     ("kerasflatten_roundtrip_op13_nofold", lambda: KerasFlatten("roundtrip"), (3, 8, 6), 13, False, False),
     ("kerasflatten_softmax_op13_fold", lambda: KerasFlatten("softmax"), (3, 8, 6), 13, True, False),
     ("kerasflatten_silu_op11_nofold", lambda: KerasFlatten("silu"), (3, 8, 6), 11, False, False),
+    # nn.GroupNorm and nn.InstanceNorm2d (InstanceNormalization)
+    ("groupnorm_op13_fold_dyn", GroupNormNet, (3, 8, 8), 13, True, True),
+    ("groupnorm_op11_nofold", GroupNormNet, (3, 8, 8), 11, False, False),
+    ("groupnorm_one_op17_fold", lambda: GroupNormNet("one"), (3, 8, 8), 17, True, False),
 ]
 
 HW_SECOND = (12, 10)
