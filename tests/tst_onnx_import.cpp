@@ -70,7 +70,10 @@ static const std::vector<const char*>& pytorchFixtures()
                           "convhead_op9_nofold", "bnneck_op9_nofold", "mobile_op10_nofold_dyn", "residual_op10_fold_dyn",
                           "dense_concat_op10_nofold", "poolgeom_max_op10_fold",
                           // nn.GroupNorm and nn.InstanceNorm2d (InstanceNormalization): GroupNorm layers
-                          "groupnorm_op13_fold_dyn", "groupnorm_op11_nofold", "groupnorm_one_op17_fold"};
+                          "groupnorm_op13_fold_dyn", "groupnorm_op11_nofold", "groupnorm_one_op17_fold",
+                          // grayscale to colour: x.expand(-1, 3, -1, -1), x.repeat(1, k, 1, 1): Concat of copies
+                          "gray2rgb_expand_op13_fold_dyn", "gray2rgb_expand_op11_nofold", "gray2rgb_repeat_op17_nofold_dyn",
+                          "gray2rgb_tilemid_op13_fold"};
     return names;
 }
 

@@ -163,6 +163,20 @@ void TestOnnxImportErrors::badInput_data()
             n->clear_attribute();
         },
         "ConfigError", "InstanceNormalization node '/fc/Gemm': normalises [100] images of [100]; read: nn.InstanceNorm2d on [N, C, H, W] maps and nn.GroupNorm's [N, G, -1] view");
+    // Tile is read along the channels only (x.repeat(1, k, 1, 1): gray2rgb_* fixtures).
+    row("Tile along the rows", "gray2rgb_repeat_op17_nofold_dyn", [](onnx::ModelProto& mp) {
+            const std::string repeats = findNode(mp, "Tile")->input(1);
+            auto set = [](onnx::TensorProto& t) {
+                t.clear_raw_data();
+                t.clear_int64_data();
+                for (std::int64_t v : {1, 1, 2, 1}) t.add_int64_data(v);
+            };
+            for (onnx::TensorProto& t : *mp.mutable_graph()->mutable_initializer())
+                if (t.name() == repeats) set(t);
+            for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node())
+                if (n.op_type() == "Constant" && n.output(0) == repeats) set(*n.mutable_attribute(0)->mutable_t());
+        },
+        "ConfigError", "QuantScope reads Tile only along the channels of [N, C, H, W] maps (x.repeat(1, k, 1, 1))");
     row("GroupNorm scale of the wrong length", "groupnorm_op13_fold_dyn", [](onnx::ModelProto& mp) {
             // the scale of ones, an initializer or (as torch writes it) a Constant node's tensor, one value longer
             const std::string scale = findNode(mp, "InstanceNormalization")->input(1);

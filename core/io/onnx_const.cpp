@@ -90,7 +90,8 @@ ConstTensor binary(const std::string& op, const ConstTensor& a, const ConstTenso
     const std::uint64_t n = checkedNumel(dims, op);
     if (n > kMaxFoldedElements) fail(op + ": the folded result would have " + std::to_string(n) + " elements", true);
     ConstTensor r;
-    r.isFloat = a.isFloat || b.isFloat;
+    const bool equal = op == "Equal"; // a bool tensor, held as 0 and 1 integers
+    r.isFloat = !equal && (a.isFloat || b.isFloat);
     r.dims = dims;
     r.origin = a.origin.empty() ? b.origin : a.origin;
     if (r.isFloat) r.f.resize(n);
@@ -102,7 +103,9 @@ ConstTensor binary(const std::string& op, const ConstTensor& a, const ConstTenso
             ia = ia * static_cast<std::size_t>(da[d]) + (da[d] == 1 ? 0 : idx[d]);
             ib = ib * static_cast<std::size_t>(db[d]) + (db[d] == 1 ? 0 : idx[d]);
         }
-        if (r.isFloat) {
+        if (equal) {
+            r.i[k] = a.isFloat || b.isFloat ? a.at(ia) == b.at(ib) : a.i[ia] == b.i[ib];
+        } else if (r.isFloat) {
             const double x = a.at(ia), y = b.at(ib);
             double v = 0;
             if (op == "Add") v = x + y;
@@ -440,7 +443,7 @@ bool isFoldable(const std::string& op)
 {
     static const char* ops[] = {"Constant", "Identity", "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast",
                                 "Reshape", "Transpose", "Slice", "ConstantOfShape", "Add", "Sub", "Mul", "Div",
-                                "Reciprocal", "Neg", "Sqrt", "Exp", "Log", "Abs", "Pow", "Clip", "Expand"};
+                                "Reciprocal", "Neg", "Sqrt", "Exp", "Log", "Abs", "Pow", "Clip", "Expand", "Equal", "Where"};
     return std::find(std::begin(ops), std::end(ops), op) != std::end(ops);
 }
 
@@ -463,7 +466,31 @@ std::vector<ConstTensor> foldNode(const onnx::NodeProto& n, const std::vector<co
     if (op == "Transpose") return {transpose(n, need(0))};
     if (op == "Slice") return need(0), std::vector<ConstTensor>{slice(n, in, opset)};
     if (op == "ConstantOfShape") return {constantOfShape(n, need(0))};
-    if (op == "Add" || op == "Sub" || op == "Mul" || op == "Div" || op == "Pow") return {binary(op, need(0), need(1))};
+    if (op == "Add" || op == "Sub" || op == "Mul" || op == "Div" || op == "Pow" || op == "Equal") return {binary(op, need(0), need(1))};
+    // x.expand(-1, 3, -1, -1) exports its sizes as Where(Equal(sizes, -1), 1, sizes) (tester 12):
+    // condition, x and y of one shape, or single values, as shape arithmetic writes them.
+    if (op == "Where") {
+        const ConstTensor &c = need(0), &x = need(1), &y = need(2);
+        if (c.isFloat) fail("Where: the condition is not a bool tensor");
+        if (x.isFloat != y.isFloat) fail("Where: x and y are of different types");
+        noHalfArithmetic(x, op);
+        noHalfArithmetic(y, op);
+        const ConstTensor* shaped = c.numel() != 1 ? &c : x.numel() != 1 ? &x : &y;
+        for (const ConstTensor* t : {&c, &x, &y})
+            if (t->numel() != 1 && t->dims != shaped->dims) fail("Where: condition, x and y differ in shape", true);
+        ConstTensor r = x;
+        r.dims = shaped->dims;
+        const std::size_t n = shaped->numel();
+        r.f.assign(x.isFloat ? n : 0, 0.0f);
+        r.i.assign(x.isFloat ? 0 : n, 0);
+        const auto pick = [](const ConstTensor& t, std::size_t k) { return t.numel() == 1 ? 0 : k; };
+        for (std::size_t k = 0; k < n; ++k) {
+            const bool take = c.i[pick(c, k)] != 0;
+            if (x.isFloat) r.f[k] = take ? x.f[pick(x, k)] : y.f[pick(y, k)];
+            else r.i[k] = take ? x.i[pick(x, k)] : y.i[pick(y, k)];
+        }
+        return {r};
+    }
     // (x - m) * (1 / s) with a tensor s leaves a Reciprocal; a normalisation's buffers may pass
     // through exp(log_std), (v + eps) ** 0.5, s.abs() or s.clamp(min=eps) (tester 11).
     if (op == "Reciprocal" || op == "Neg" || op == "Sqrt" || op == "Exp" || op == "Log" || op == "Abs") {

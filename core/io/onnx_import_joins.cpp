@@ -78,6 +78,20 @@ void Importer::expand(const NodeProto& n)
     const std::size_t x = act(n, 0);
     const ConstTensor& t = constant(n, 1, "the target shape");
     const Shape& s = shapeOf(x);
+    // A one-channel map expanded along the channels (x.expand(-1, 3, -1, -1): grayscale images fed
+    // to a network made for colour) is that many copies of it, a Concat; expanded to its own shape
+    // (x.repeat's Expand before its Tile) it is itself.
+    if (!t.isFloat && t.i.size() == s.size() + 1 && s.size() == 3 && !m_views.count(n.input(0))) {
+        Shape out = s;
+        bool fits = true;
+        for (std::size_t d = 0; d < 3 && fits; ++d) {
+            const std::int64_t v = t.i[d + 1];
+            fits = v == 1 || v == static_cast<std::int64_t>(s[d]) || (s[d] == 1 && v > 1 && v <= kMaxRepeats);
+            if (fits && s[d] == 1 && v > 1) out[d] = static_cast<std::size_t>(v);
+        }
+        if (fits && out == s) return alias(n, x);
+        if (fits && out[1] == s[1] && out[2] == s[2]) return channelCopies(n, x, out[0]);
+    }
     bool ok = !t.isFloat && t.i.size() == s.size() + 1;
     for (std::size_t d = 0; ok && d < s.size(); ++d) ok = s[d] == 1 || t.i[d + 1] == 1 || t.i[d + 1] == static_cast<std::int64_t>(s[d]);
     if (ok) {
@@ -90,6 +104,31 @@ void Importer::expand(const NodeProto& n)
         failNode(n, "expands " + shapeString(s) + " images; QuantScope reads Expand only as a gate broadcast to the map a Mul "
                                                   "multiplies it with (y.expand_as(x))");
     alias(n, x);
+}
+
+// k copies of activation x side by side along the channels (torch.cat([x] * k, 1)): a Concat.
+void Importer::channelCopies(const NodeProto& n, std::size_t x, std::size_t k)
+{
+    if (k < 2 || k > kMaxRepeats) failNode(n, "repeats the channels " + std::to_string(k) + " times (read: 2 to " + std::to_string(kMaxRepeats) + ")");
+    Shape out = shapeOf(x);
+    out[0] *= k;
+    StoredLayer l;
+    l.kind = LayerKind::Concat;
+    addLayer(n, std::move(l), std::move(out), std::vector<std::size_t>(k, x));
+}
+
+// Tile of an activation along the channels only (x.repeat(1, k, 1, 1)): k copies, a Concat.
+void Importer::tile(const NodeProto& n)
+{
+    const std::size_t x = act(n, 0);
+    const ConstTensor& r = constant(n, 1, "repeats");
+    const Shape& s = shapeOf(x);
+    if (r.isFloat || r.i.size() != s.size() + 1 || s.size() != 3 || m_views.count(n.input(0)) || r.i[0] != 1 || r.i[2] != 1 ||
+        r.i[3] != 1 || r.i[1] < 1)
+        failNode(n, "repeats " + shapeString(s) + " images by " + listOf(r.dims) +
+                        " values; QuantScope reads Tile only along the channels of [N, C, H, W] maps (x.repeat(1, k, 1, 1))");
+    if (r.i[1] == 1) return alias(n, x);
+    channelCopies(n, x, static_cast<std::size_t>(r.i[1]));
 }
 
 // Marks the flattening nodes (Flatten, Reshape, Squeeze, a ReduceMean without keepdims) that start

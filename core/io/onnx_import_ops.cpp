@@ -60,6 +60,7 @@ const std::map<std::string, Importer::Handler>& Importer::handlers()
         {"Split", &Importer::split},
         {"Transpose", &Importer::transpose},
         {"Expand", &Importer::expand},
+        {"Tile", &Importer::tile},
     };
     return table;
 }

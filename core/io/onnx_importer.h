@@ -271,6 +271,9 @@ private:
     void foldPendingAffine(const NodeProto& n, StoredLayer& l);
     void flatten(const NodeProto& n);
     void reshape(const NodeProto& n);
+    void tile(const NodeProto& n);
+    void channelCopies(const NodeProto& n, std::size_t x, std::size_t k);
+    static constexpr std::int64_t kMaxRepeats = 64; // channel copies read from Expand and Tile
     void instanceNormalization(const NodeProto& n);
     bool readOnlyByInstanceNormalization(const std::string& v) const;
     void flattenImages(const NodeProto& n, std::size_t x);

@@ -361,6 +361,27 @@ class GroupNormNet(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
+class GrayToColour(nn.Module):
+    """Grayscale images fed to a network made for three channels, as users adapt ImageNet models:
+    x.expand(-1, 3, -1, -1) (exported as a Where/Equal shape computation and an Expand), or
+    x.repeat(1, 3, 1, 1) (an Expand to its own shape, then a Tile); "tilemid": a map of 4
+    channels repeated twice in the middle of the network (x.repeat(1, 2, 1, 1))."""
+
+    def __init__(self, style="expand"):
+        super().__init__()
+        self.style = style
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 10)
+
+    def forward(self, x):
+        x = x.expand(-1, 3, -1, -1) if self.style == "expand" else x.repeat(1, 3, 1, 1)
+        x = F.relu(self.conv(x))
+        if self.style == "tilemid":
+            x = F.relu(self.conv2(x.repeat(1, 2, 1, 1)))
+        return self.fc(x.mean((2, 3)))
+
+
 class ViewInput(nn.Module):
     """The MNIST tutorials' x.view(-1, 1, 8, 8) first: a no-op on [N, 1, 8, 8] images, and an
     un-flattening on a flat [N, 64] input; then a conv used twice (shared weights)."""
@@ -734,6 +755,11 @@ CASES = [
     ("groupnorm_op13_fold_dyn", GroupNormNet, (3, 8, 8), 13, True, True),
     ("groupnorm_op11_nofold", GroupNormNet, (3, 8, 8), 11, False, False),
     ("groupnorm_one_op17_fold", lambda: GroupNormNet("one"), (3, 8, 8), 17, True, False),
+    # grayscale to three channels: x.expand(-1, 3, -1, -1) and x.repeat(1, 3, 1, 1)
+    ("gray2rgb_expand_op13_fold_dyn", GrayToColour, (1, 8, 8), 13, True, True),
+    ("gray2rgb_expand_op11_nofold", GrayToColour, (1, 8, 8), 11, False, False),
+    ("gray2rgb_repeat_op17_nofold_dyn", lambda: GrayToColour("repeat"), (1, 8, 8), 17, False, True),
+    ("gray2rgb_tilemid_op13_fold", lambda: GrayToColour("tilemid"), (1, 8, 8), 13, True, False),
 ]
 
 HW_SECOND = (12, 10)
