@@ -49,6 +49,7 @@ private slots:
     void broken();
     void hugeImageHeader();
     void statisticsOnlyTrainSet();
+    void limitedTrainingSetKeepsTheSetsStatistics();
     void resizeBeyondMemory();
     void options_data();
     void options();
@@ -445,6 +446,29 @@ void TestDatasets::hugeImageHeader()
     QCOMPARE(c.type, QString("FormatError"));
     QVERIFY2(c.message.contains("huge.png") && c.message.contains("20000x20000"), qPrintable(c.message));
     QVERIFY2(largest < kSmallAllocation, qPrintable(QString("allocated %1 bytes").arg(largest)));
+}
+
+// --train-limit and --validation keep part of the training set, but the normalisation is the whole
+// set's, with or without --resize: train normalises as eval and analyze do (a tester's train
+// --train-limit 2000 stored its subset's statistics, eval took the set's, and the loaded model's
+// accuracy differed between them).
+void TestDatasets::limitedTrainingSetKeepsTheSetsStatistics()
+{
+    const std::string d = path("cifar-limit");
+    writeBytes(d + "/data_batch_1.bin", cifarRecords(0, 64, 10, false));
+    writeBytes(d + "/test_batch.bin", cifarRecords(64, 10, 10, false));
+    for (const char* size : {"", "48x40"}) {
+        DatasetOptions o;
+        o.dir = d;
+        if (*size) o.resize = parseResize(size);
+        const Dataset full = Dataset::load(o);
+        o.trainLimit = 12;
+        o.validation = 5;
+        const Dataset limited = Dataset::load(o);
+        QCOMPARE(limited.train.size(), std::size_t{12});
+        QCOMPARE(limited.normalization, full.normalization);
+        if (!*size) QVERIFY(pixelStatistics(limited.train).mean[0] != full.normalization.mean[0]); // the kept images' differ
+    }
 }
 
 // eval of a model that stores no normalisation reads the training set for its statistics only

@@ -52,7 +52,7 @@ std::shared_ptr<Dataset> analysisDataset(const Dataset& data, std::size_t valida
         d->validation = pick(data.validation, firstOf(validation));
         d->train = pick(data.train, firstOf(std::min(calibration, data.train.size())));
         if (heldOut) *heldOut = true;
-        if (remaining) *remaining = data.normalization; // Dataset::load's, of the training images it kept
+        if (remaining) *remaining = data.normalization; // Dataset::load's, of the whole training set
         return d;
     }
     if (validation >= data.train.size())
@@ -61,7 +61,7 @@ std::shared_ptr<Dataset> analysisDataset(const Dataset& data, std::size_t valida
     // Dataset::load's split for --validation N with the default seed 1 (analyze --train-limit N
     // holds them out of the limited set the same way).
     ValidationSplit split = validationSplit(data.train.size(), validation, 1);
-    if (remaining) *remaining = pixelStatistics(pick(data.train, split.train));
+    if (remaining) *remaining = data.normalization; // of the whole training set, whatever was kept or held out
     split.train.resize(std::min(calibration, split.train.size()));
     d->validation = pick(data.train, split.validation);
     d->train = pick(data.train, split.train);

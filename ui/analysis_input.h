@@ -37,10 +37,10 @@ using AnalysisInputPtr = std::shared_ptr<const AnalysisInput>;
 // The images of `data` an analysis uses: `validation` images from its validation split when it has
 // that many, else the last of a seeded permutation of its training set (the CLI's split); the
 // first `calibration` of the remaining training images; the test set as is. Throws ConfigError
-// when the training set is too small. *remaining (when given) gets the pixel statistics of the
-// training images left once the validation images are drawn, as `analyze --validation N`
-// computes them for a model file that stores no normalisation (tester 17: the GUI used the whole
-// loaded set's, so its cells differed from the CLI's).
+// when the training set is too small. *remaining (when given) gets the normalisation a model file
+// that stores none is measured with: the whole training set's pixel statistics, whatever the
+// training limit and the validation images leave (Dataset::load), as `analyze --validation N`
+// takes them (tester 17: the GUI's cells must be the CLI's).
 std::shared_ptr<Dataset> analysisDataset(const Dataset& data, std::size_t validation, std::size_t calibration, bool* heldOut,
                                          Normalization* remaining = nullptr);
 
