@@ -2,8 +2,8 @@
 // end: PyTorch exports (tests/onnx_import groupnorm_*, make_fixtures.py GroupNormNet) import with
 // PyTorch's parameter count; .qsm and QuantScope's own ONNX keep every parameter bit for bit and
 // compute the same outputs, and that ONNX reads back through the importer too; a quantized model
-// keeps the GroupNorm's parameters in float32 with an output record, and the integer engine says
-// by name that it does not run it. Outputs against PyTorch are in tst_onnx_import (matchesPyTorch),
+// keeps the GroupNorm's parameters in float32 with an output record, and the integer engine's
+// codes at its points are the fake-quant simulation's exactly; onnxruntime runs both exports. Outputs against PyTorch are in tst_onnx_import (matchesPyTorch),
 // forward/backward against PyTorch in tst_layers_golden (045_group_norm*.json), the numerical
 // gradients in tst_layers_gradients.
 #include "infer/int_engine.h"
@@ -56,7 +56,8 @@ Norms normsOf(const ExportedModel& m)
 }
 
 // conv 1->8 -> GroupNorm(2, 8) -> ReLU -> max pool -> conv 8->8 -> GroupNorm(8, 8) (instance) ->
-// ReLU -> flatten -> fc 1568->10 on 28 x 28, affine parameters drawn away from 1 and 0.
+// ReLU -> flatten -> fc 1568->16 -> GroupNorm(4, 16) -> ReLU -> fc 16->10 on 28 x 28, affine
+// parameters drawn away from 1 and 0.
 std::unique_ptr<Model> groupNormModel(std::uint64_t seed = 5)
 {
     auto m = std::make_unique<Model>("gn-net", Shape{1, 28, 28});
@@ -68,7 +69,10 @@ std::unique_ptr<Model> groupNormModel(std::uint64_t seed = 5)
     m->add(std::make_unique<GroupNorm>("in2", 8, 8));
     m->add(std::make_unique<ReLU>("relu2"));
     m->add(std::make_unique<Flatten>("flatten"));
-    m->add(std::make_unique<Linear>("fc", 8 * 14 * 14, 10));
+    m->add(std::make_unique<Linear>("fc1", 8 * 14 * 14, 16));
+    m->add(std::make_unique<GroupNorm>("gn3", 4, 16)); // on (N, C) features: the engine's batch stage
+    m->add(std::make_unique<ReLU>("relu3"));
+    m->add(std::make_unique<Linear>("fc2", 16, 10));
     m->initParams(seed);
     Rng rng(seed + 1);
     for (std::size_t i = 0; i < m->size(); ++i)
@@ -90,8 +94,9 @@ private slots:
     void importKeepsPyTorchParameters();
     void roundTrips_data() { importKeepsPyTorchParameters_data(); }
     void roundTrips();
-    void quantizedModelKeepsFloatNorms();
-    void onnxruntimeRunsBothExports();
+    void engineEqualsFakeQuant_data();
+    void engineEqualsFakeQuant();
+    void onnxruntimeRunsFp32Export();
     void badShapesAreConfigErrors();
 };
 
@@ -136,12 +141,23 @@ void TestGroupNorm::roundTrips()
     QVERIFY(normsOf(again) == normsOf(m));
 }
 
-// PTQ int8 of a GroupNorm model: each GroupNorm keeps its float32 weight and bias and carries an
-// output record; the .qsm and QDQ ONNX files read back with the same; the integer engine names
-// the GroupNorm it does not run (the runner then evaluates the fake-quant reference).
-void TestGroupNorm::quantizedModelKeepsFloatNorms()
+// PTQ int8 (uint8 and int8 activations) of a GroupNorm model: each GroupNorm keeps its float32
+// weight and bias and carries an output record; at every GroupNorm point the engine's codes are the
+// layer's forward on the engine's own input codes, then the point's fake-quant, exactly (the
+// engine computes it in float with the layer's per-image formula); argmax against the fake-quant
+// reference; the .qsm and QDQ ONNX files read back with the same norms and points, and
+// onnxruntime predicts what the engine does.
+void TestGroupNorm::engineEqualsFakeQuant_data()
 {
-    auto q = fixtures::quantize(groupNormModel(), m_data, "int8", "channel", "uint8");
+    QTest::addColumn<QString>("act");
+    for (const char* act : {"uint8", "int8"}) QTest::newRow(act) << QString(act);
+}
+
+void TestGroupNorm::engineEqualsFakeQuant()
+{
+    QFETCH(QString, act);
+    auto q = fixtures::quantize(groupNormModel(), m_data, "int8", "channel", act.toStdString());
+    QVERIFY2(IntEngine::unsupportedReason(q.exported).empty(), IntEngine::unsupportedReason(q.exported).c_str());
     std::size_t norms = 0;
     for (const StoredLayer& l : q.exported.layers)
         if (l.kind == LayerKind::GroupNorm) {
@@ -150,39 +166,48 @@ void TestGroupNorm::quantizedModelKeepsFloatNorms()
             QCOMPARE(l.tensors.size(), std::size_t{2});
             for (const StoredTensor& t : l.tensors) QVERIFY(t.encoding == TensorEncoding::Float32);
         }
-    QCOMPARE(norms, std::size_t{2});
-    const std::string why = IntEngine::unsupportedReason(q.exported);
-    QVERIFY2(why.find("GroupNorm 'gn1'") != std::string::npos || why.find("gn1") != std::string::npos, why.c_str());
-    const ExportedModel fromQsm = decodeQsm(encodeQsm(q.exported), "round trip");
-    QVERIFY(normsOf(fromQsm) == normsOf(q.exported));
-    const ExportedModel fromOnnx = decodeOnnx(encodeOnnx(q.exported), "round trip");
-    QVERIFY(normsOf(fromOnnx) == normsOf(q.exported));
-    QVERIFY(fromOnnx.quantized);
+    QCOMPARE(norms, std::size_t{3});
+    std::map<std::string, engine_agreement::CodeDiff> diffs;
+    QS_CHECK(layer_checks::codesAtPoints(
+        q.exported, m_data.test, 20, [](const StoredLayer& l) { return l.kind == LayerKind::GroupNorm; },
+        [](const StoredLayer& l, const PointTrace& in, const PointTrace& p) {
+            Shape shape{1};
+            shape.insert(shape.end(), p.shape.begin(), p.shape.end());
+            Tensor x(shape, engine_agreement::dequantized(in).values()), y;
+            GroupNorm layer("ref", l.groups, l.outChannels, l.eps);
+            layer.weight().value.values() = l.tensors.at(0).values;
+            layer.bias().value.values() = l.tensors.at(1).values;
+            layer.forward(x, y, RunContext{});
+            return y;
+        },
+        diffs));
+    QCOMPARE(diffs.size(), std::size_t{3});
+    const QString what = "gn-net " + act;
+    for (const auto& [layer, d] : diffs) QS_CHECK(layer_checks::codesWithin(QString::fromStdString(layer) + " " + what, d, {0, 0, 16}));
+
+    engine_agreement::EngineRun run;
+    QS_CHECK(layer_checks::engineAgrees(what, q.exported, m_data.test, 0.99, run));
+    const layer_checks::ReadBack rb{
+        "the layers' kinds, norms and points",
+        [](const ExportedModel& fromQsm, const ExportedModel& m) { return normsOf(fromQsm) == normsOf(m); },
+        [](const ExportedModel& back, const ExportedModel& m) {
+            return kindsOf(back) == kindsOf(m) && normsOf(back) == normsOf(m) && layer_checks::samePoints(back, m);
+        }};
+    std::vector<std::uint8_t> bytes;
+    QS_CHECK(layer_checks::quantizedFilesReadBack(what, q.exported, rb, m_data.test, run, bytes));
+    QS_SKIP_WITHOUT_ORT();
+    QS_CHECK(layer_checks::ortQdqAgrees(what, bytes, m_dir + "/qdq-gn-" + act.toStdString() + ".onnx", m_images, run, 0.98, 2e-2));
 }
 
 // onnxruntime runs the FP32 export (Reshape, InstanceNormalization, Reshape, Mul, Add) as
-// QuantScope's float runner does, and the QDQ export (the GroupNorm in float between its
-// DequantizeLinear and QuantizeLinear) as QuantScope's fake-quant reference does: the runner that
-// evaluates an integer model the engine does not run.
-void TestGroupNorm::onnxruntimeRunsBothExports()
+// QuantScope's float runner does.
+void TestGroupNorm::onnxruntimeRunsFp32Export()
 {
     auto m = groupNormModel();
     const ExportedModel fp = exportFloatModel(*m, "gn-net", Normalization::identity(1), {});
     const std::vector<std::uint8_t> fpBytes = encodeOnnx(fp);
-    auto q = fixtures::quantize(groupNormModel(), m_data, "int8", "channel", "uint8");
-    const std::vector<std::uint8_t> qdqBytes = encodeOnnx(q.exported);
     QS_SKIP_WITHOUT_ORT();
     QS_CHECK(layer_checks::ortMatchesFp32("gn-net-fp32", fp, fpBytes, m_dir, m_data.test.pixels, 1e-5));
-    engine_agreement::EngineRun run; // the fake-quant reference, in the engine's place
-    const std::size_t n = m_data.test.size();
-    RunnerOptions ro;
-    ro.kind = RunnerKind::Reference;
-    ModelRunner reference(q.exported, ro);
-    run.images = run.agreeing = n;
-    run.predicted.resize(n);
-    run.outputs.resize(n * 10);
-    reference.predict(m_data.test.pixels.data(), n, run.predicted.data(), run.outputs.data());
-    QS_CHECK(layer_checks::ortQdqAgrees("gn-net int8 QDQ", qdqBytes, m_dir + "/gn-net-qdq.onnx", m_images, run, 0.98, 2e-2));
 }
 
 void TestGroupNorm::badShapesAreConfigErrors()

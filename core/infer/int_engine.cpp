@@ -2,6 +2,7 @@
 
 #include "infer/int_engine_plan.h"
 #include "nn/activations.h"
+#include "nn/groupnorm.h"
 #include "tensor/parallel.h"
 #include "util/errors.h"
 
@@ -49,6 +50,19 @@ void padImageSides(const std::uint8_t* src, std::size_t h, std::size_t w, std::s
 void padImage(const std::uint8_t* src, std::size_t h, std::size_t w, std::size_t c, std::size_t pad, std::uint8_t padValue, std::uint8_t* dst)
 {
     padImageSides(src, h, w, c, pad, pad, pad, pad, padValue, dst);
+}
+
+// A GroupNorm (OpKind::FloatNorm) on one image's (or row's) bytes x, into y (int_engine_plan.h).
+void floatNorm(const Op& op, const std::uint8_t* x, std::uint8_t* y, std::vector<float>& in, std::vector<float>& out)
+{
+    in.resize(op.elems);
+    out.resize(op.elems);
+    const float scale = op.inD.aq.scale;
+    const std::int32_t zp = op.inD.zp();
+    for (std::size_t j = 0; j < op.elems; ++j) in[op.col[j]] = static_cast<float>(static_cast<std::int32_t>(x[j]) - zp) * scale;
+    groupNormImage(in.data(), op.cout, op.elems / op.cout, op.groups, op.eps, op.fw.empty() ? nullptr : op.fw.data(),
+                   op.fb.empty() ? nullptr : op.fb.data(), out.data());
+    for (std::size_t j = 0; j < op.elems; ++j) y[j] = quantizeInput(out[op.col[j]], op.outD);
 }
 
 // A convolution a plan keeps FP32 (OpKind::FloatConv): y = conv(dq(x), W) + b in float, then
@@ -268,6 +282,7 @@ void IntEngine::Impl::runImageOp(const Op& op, Scratch& s) const
         return;
     }
     case OpKind::FloatConv: return floatConv(op, cur, nxt);
+    case OpKind::FloatNorm: return floatNorm(op, cur, nxt, s.normIn, s.normOut);
     case OpKind::Lut:
         for (std::size_t j = 0; j < op.elems; ++j) nxt[j] = op.table[cur[j]];
         return;
@@ -371,6 +386,9 @@ void IntEngine::Impl::runBatchOp(const Op& op, Scratch& s, std::size_t n) const
             std::uint8_t* dst = out + r * outRow;
             for (std::size_t j = 0; j < op.elems; ++j) dst[j] = op.tables[(!op.col.empty() ? op.col[j] : j % op.cout) * 256 + src[j]];
         }
+        return;
+    case OpKind::FloatNorm:
+        for (std::size_t r = 0; r < n; ++r) floatNorm(op, in + r * inRow, out + r * outRow, s.normIn, s.normOut);
         return;
     case OpKind::AvgPool:
         if (op.pad) throw Error("internal error: a padded pooling in the batch stage");

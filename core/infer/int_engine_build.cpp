@@ -176,6 +176,7 @@ void IntEngine::Impl::Builder::addLayer(std::size_t i)
     case LayerKind::GELUTanh:
     case LayerKind::Hardtanh: pointwise(l); break;
     case LayerKind::PReLU: prelu(l); break;
+    case LayerKind::GroupNorm: groupNorm(l); break;
     case LayerKind::ChannelShuffle:
     case LayerKind::Slice: gather(l); break;
     case LayerKind::Flatten:
@@ -203,9 +204,7 @@ void IntEngine::Impl::Builder::addLayer(std::size_t i)
         break;
     }
     case LayerKind::BatchNorm2d: throw ConfigError(m_id + ": BatchNorm must be folded into its convolution");
-    case LayerKind::GroupNorm:
-        throw ConfigError(m_id + ": GroupNorm is not run by the integer engine (the model trains, evaluates and exports as FP32 and as "
-                                 "fake-quant; its integer .qsm and QDQ ONNX files run on onnxruntime only)");
+
     }
 }
 

@@ -69,6 +69,7 @@ private:
     void relu(const StoredLayer& l);
     void pointwise(const StoredLayer& l);
     void prelu(const StoredLayer& l);
+    void groupNorm(const StoredLayer& l);
     void gather(const StoredLayer& l);
     // Pointwise and PReLU: their own point, on a quantized input.
     Domain ownPoint(const StoredLayer& l, const ActInfo& in) const;

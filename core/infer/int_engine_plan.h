@@ -86,7 +86,12 @@ struct Buffer {
 // then the gate of op.cout channels). Concat: its inputs (ins) joined along the channels.
 // Gather: output byte j of an image (a row) is input byte col[j] (ChannelShuffle, Slice: channels
 // moved, the grid kept).
-enum class OpKind { Conv, GroupConv, Depthwise, MaxPool, AvgPool, Add, Linear, FloatLinear, FloatConv, Lut, ChannelLut, Mul, Concat, Gather };
+// FloatNorm: a GroupNorm (nn/groupnorm.h) between two grids: the image's (row's) bytes dequantized
+// into float in the model's (C, plane) order (col[j]: the NCHW index of byte j), groupNormImage,
+// the layer's own per-image formula, and the output quantized with QuantSim's arithmetic, so the
+// bytes are the fake-quant simulation's. The one layer the engine computes in float: its
+// statistics are the image's own, known only at run time.
+enum class OpKind { Conv, GroupConv, Depthwise, MaxPool, AvgPool, Add, Linear, FloatLinear, FloatConv, Lut, ChannelLut, Mul, Concat, Gather, FloatNorm };
 
 struct Op {
     OpKind kind = OpKind::Conv;
@@ -119,7 +124,9 @@ struct Op {
     // FloatLinear: weights (outF x inF, columns in the engine's order of its input), bias, the
     // input and output domains and the output clamp (internal bytes; a fused ReLU).
     // FloatConv: fw is (groups, kh, kw, cig, cog), the output channel fastest; fb has cout entries.
+    // FloatNorm: fw, fb the GroupNorm's weight and bias (C each, or empty), cout = C, groups, eps.
     std::vector<float> fw, fb;
+    float eps = 0.0f;
     std::vector<std::uint32_t> col; // input byte of feature j (ChannelLut); of output byte j (Gather)
     Domain inD, outD;
     std::int32_t lo = 0, hi = 255;
@@ -153,6 +160,7 @@ struct IntEngine::Impl {
         std::vector<std::vector<std::uint8_t>> slots, batchSlots;
         std::vector<std::uint8_t> pad, cols, dwPad;
         std::vector<std::uint8_t> poolPad; // a padded AvgPool2d's input, (H + 2p) x (W + 2p) x C
+        std::vector<float> normIn, normOut; // FloatNorm: one image's values, (C, plane)
         GemmScratch g;
     };
 
