@@ -93,6 +93,7 @@ private slots:
     void importKeepsPyTorchParameters_data();
     void importKeepsPyTorchParameters();
     void roundTrips_data() { importKeepsPyTorchParameters_data(); }
+    void layerNormIsOneGroup();
     void roundTrips();
     void engineEqualsFakeQuant_data();
     void engineEqualsFakeQuant();
@@ -121,6 +122,30 @@ void TestGroupNorm::importKeepsPyTorchParameters()
     QVERIFY(n.tensors[0] != std::vector<float>(6, 1.0f)); // PyTorch's drawn weight, not ones
     QCOMPARE(m.numParams(), kGroupNormNetParams);
     QCOMPARE(buildModel(m)->numParams(), kGroupNormNetParams);
+}
+
+// nn.LayerNorm(16) on a head's features (LayerNormalization at opset 17, its ReduceMean/Sub/Pow/
+// Sqrt/Div subgraph and a Mul and an Add before) is a GroupNorm of one group with PyTorch's weight
+// and bias and parameter count; nn.LayerNorm([4, 8, 8]) on maps, whose weight and bias are equal
+// within each channel, is one too, with a note that counts PyTorch's parameters.
+void TestGroupNorm::layerNormIsOneGroup()
+{
+    for (const char* name : {"layernorm_op17_fold_dyn", "layernorm_op13_nofold", "layernorm_op11_fold"}) {
+        const ExportedModel m = importFixture(name);
+        const Norms n = normsOf(m);
+        QCOMPARE(n.groups, std::vector<std::size_t>({1}));
+        QCOMPARE(n.channels, std::vector<std::size_t>({16}));
+        QCOMPARE(n.tensors.size(), std::size_t{2});
+        QVERIFY(n.tensors[0] != std::vector<float>(16, 1.0f)); // PyTorch's drawn weight
+        QCOMPARE(m.numParams(), std::size_t{112 + 80 + 32 + 170}); // conv, fc1, ln, fc2 as PyTorch counts them
+        QVERIFY2(m.notes.empty(), name);
+    }
+    for (const char* name : {"layernorm_maps_op13_fold_dyn", "layernorm_maps_op17_nofold"}) {
+        const ExportedModel m = importFixture(name);
+        QCOMPARE(normsOf(m).groups, std::vector<std::size_t>({1, 1}));
+        QCOMPARE(m.notes.size(), std::size_t{1});
+        QVERIFY2(m.notes[0].find("8 parameters where PyTorch counts 512") != std::string::npos, m.notes[0].c_str());
+    }
 }
 
 // .qsm and ONNX keep every GroupNorm bit for bit and compute the same outputs; QuantScope's ONNX

@@ -73,7 +73,10 @@ static const std::vector<const char*>& pytorchFixtures()
                           "groupnorm_op13_fold_dyn", "groupnorm_op11_nofold", "groupnorm_one_op17_fold",
                           // grayscale to colour: x.expand(-1, 3, -1, -1), x.repeat(1, k, 1, 1): Concat of copies
                           "gray2rgb_expand_op13_fold_dyn", "gray2rgb_expand_op11_nofold", "gray2rgb_repeat_op17_nofold_dyn",
-                          "gray2rgb_tilemid_op13_fold"};
+                          "gray2rgb_tilemid_op13_fold",
+                          // nn.LayerNorm over all of each image (LayerNormalization, or its subgraph below 17): GroupNorm(1, C)
+                          "layernorm_op17_fold_dyn", "layernorm_op13_nofold", "layernorm_op11_fold", "layernorm_maps_op13_fold_dyn",
+                          "layernorm_maps_op17_nofold"};
     return names;
 }
 

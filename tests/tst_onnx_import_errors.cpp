@@ -154,8 +154,25 @@ void TestOnnxImportErrors::badInput_data()
         "ConfigError", "declares no shape");
     // log(softmax(x)) written in forward: the Log is named with the export that works.
     // Operators QuantScope has no layer for name the PyTorch modules that export as them.
-    row("LayerNorm's operator", "seqview_op13_fold", [](onnx::ModelProto& mp) { findNode(mp, "Relu")->set_op_type("LayerNormalization"); },
-        "ConfigError", "operator LayerNormalization is not supported by QuantScope's importer; nn.LayerNorm exports as LayerNormalization");
+    // nn.LayerNorm is read over all of each image's values (layernorm_* fixtures), one weight per channel.
+    row("LayerNorm over the last axis of maps", "layernorm_maps_op17_nofold", [](onnx::ModelProto& mp) {
+            onnx::NodeProto* n = findNode(mp, "LayerNormalization");
+            for (onnx::AttributeProto& a : *n->mutable_attribute())
+                if (a.name() == "axis") a.set_i(-1);
+        },
+        "ConfigError", "normalises axes [3] of [4,8,8] images (nn.LayerNorm over part of each image)");
+    row("LayerNorm weight that differs within a channel", "layernorm_maps_op17_nofold", [](onnx::ModelProto& mp) {
+            const std::string scale = findNode(mp, "LayerNormalization")->input(1);
+            for (onnx::TensorProto& t : *mp.mutable_graph()->mutable_initializer())
+                if (t.name() == scale) {
+                    if (t.raw_data().empty()) t.set_float_data(5, 3.0f);
+                    else {
+                        const float v = 3.0f;
+                        t.mutable_raw_data()->replace(5 * sizeof v, sizeof v, reinterpret_cast<const char*>(&v), sizeof v);
+                    }
+                }
+        },
+        "ConfigError", "its Scale or B differs within channel 0 of [4,8,8] maps");
     // InstanceNormalization (nn.GroupNorm, nn.InstanceNorm2d: groupnorm_* fixtures) on other forms.
     row("InstanceNormalization on features", "seqview_op13_fold", [](onnx::ModelProto& mp) {
             onnx::NodeProto* n = findNode(mp, "Gemm");

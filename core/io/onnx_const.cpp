@@ -207,11 +207,15 @@ ConstTensor transpose(const onnx::NodeProto& n, const ConstTensor& a)
     for (std::size_t d = rank; d-- > 1;) stride[d - 1] = stride[d] * static_cast<std::size_t>(a.dims[d]);
     ConstTensor r = like(a, dims);
     const std::size_t total = a.numel();
+    if (a.isFloat) r.f.resize(total);
+    else r.i.resize(total);
     std::vector<std::size_t> idx(rank, 0);
     for (std::size_t k = 0; k < total; ++k) {
         std::size_t src = 0;
         for (std::size_t d = 0; d < rank; ++d) src += idx[d] * stride[static_cast<std::size_t>(perm[d])];
-        append(r, a, src, 1);
+        if (src >= total) fail("Transpose: the tensor holds fewer values than its dimensions say");
+        if (a.isFloat) r.f[k] = a.f[src];
+        else r.i[k] = a.i[src];
         for (std::size_t d = rank; d-- > 0;) {
             if (++idx[d] < static_cast<std::size_t>(dims[d])) break;
             idx[d] = 0;

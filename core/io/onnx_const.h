@@ -22,6 +22,9 @@ inline constexpr std::uint64_t kMaxConstElements = std::uint64_t{1} << 28;
 // Largest tensor an op may create beyond its inputs' size (ConstantOfShape, broadcasting, Gather):
 // 2^24 elements, so a few bytes of graph cannot ask for gigabytes.
 inline constexpr std::uint64_t kMaxFoldedElements = std::uint64_t{1} << 24;
+// The most values the importer folds in one graph, all nodes together (2^28, about a second): a
+// 5 KB file whose many Transposes each re-fold a 2^24-value constant kept the fuzzer busy for minutes.
+inline constexpr std::uint64_t kMaxFoldedTotal = std::uint64_t{1} << 28;
 // ConstantOfShape's own limit: 2^20 elements. Exports use it for small index and pads vectors;
 // a fuzzed 6 KB file asked for 12.9 million values (0.6 s and 100 MB before the Pad refused them).
 inline constexpr std::uint64_t kMaxConstantOfShapeElements = std::uint64_t{1} << 20;

@@ -281,6 +281,10 @@ ExportedModel Importer::run()
             } catch (const FoldError& e) {
                 failNode(n, e.what, e.config);
             }
+            for (const ConstTensor& c : out) m_foldedTotal += c.numel();
+            if (m_foldedTotal > kMaxFoldedTotal)
+                failNode(n, "the graph's constant arithmetic would fold more than " + std::to_string(kMaxFoldedTotal) +
+                                " values in all; QuantScope folds at most that much (export with do_constant_folding=True)");
             for (std::size_t o = 0; o < out.size(); ++o) {
                 Value v;
                 v.c = std::move(out[o]);

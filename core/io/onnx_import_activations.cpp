@@ -276,6 +276,8 @@ void Importer::findActivationSubgraphs(const std::vector<int>& order, const std:
         if (taken(k) || n.input_size() < 1 || n.output_size() < 1) continue;
         if (op(k) == "Add") {
             if (std::optional<Subgraph> sg = hardSigmoidByHandAt(k, gr, dynamic)) record(std::move(*sg));
+        } else if (op(k) == "ReduceMean" && dynamic.count(n.input(0))) {
+            if (std::optional<Subgraph> sg = layerNormAt(k, gr, dynamic)) record(std::move(*sg));
         } else if (op(k) == "Sigmoid" || op(k) == "HardSigmoid") {
             const int m = soleReader(n.output(0));
             if (m < 0 || op(m) != "Mul" || taken(m) || g.node(m).input_size() != 2) continue;
@@ -328,6 +330,48 @@ void Importer::findActivationSubgraphs(const std::vector<int>& order, const std:
     }
 }
 
+// nn.LayerNorm as torch.onnx.export writes it below opset 17 (and layer norms written by hand
+// alike): m = ReduceMean(x), d = Sub(x, m), Pow(d, 2) -> ReduceMean -> Add(eps) -> Sqrt, then
+// Div(d, that), both means over the same axes, kept; d read by the Pow and the Div only, every
+// other inner value read once. Its weight and bias (a Mul and an Add after it) fold into the
+// GroupNorm it becomes (foldIntoGroupNorm); readActivationSubgraph checks the axes and constants.
+std::optional<Importer::Subgraph> Importer::layerNormAt(int k, const GraphReaders& gr, const std::set<std::string>& dynamic)
+{
+    const onnx::GraphProto& g = m_mp.graph();
+    const auto op = [&](int j) -> const std::string& { return g.node(j).op_type(); };
+    const auto sole = [&](const std::string& v) { return soleReader(gr, v); };
+    const NodeProto& mean = g.node(k);
+    const std::string& x = mean.input(0);
+    const std::vector<std::int64_t> axes = attrInts(mean, "axes");
+    if (axes.empty() || attrInt(mean, "keepdims", 1) == 0 || mean.output_size() < 1) return std::nullopt;
+    const int sub = sole(mean.output(0));
+    if (sub < 0 || op(sub) != "Sub" || g.node(sub).input_size() != 2 || g.node(sub).input(0) != x || g.node(sub).input(1) != mean.output(0))
+        return std::nullopt;
+    const std::string& d = g.node(sub).output(0);
+    const auto rd = gr.readers.find(d);
+    if (rd == gr.readers.end() || rd->second.size() != 2 || m_uses[d] != 2) return std::nullopt;
+    int pow = -1, div = -1;
+    for (int r : rd->second) {
+        if (op(r) == "Pow" && g.node(r).input(0) == d) pow = r;
+        if (op(r) == "Div" && g.node(r).input_size() == 2 && g.node(r).input(0) == d) div = r;
+    }
+    if (pow < 0 || div < 0 || g.node(pow).input_size() != 2 || dynamic.count(g.node(pow).input(1))) return std::nullopt;
+    const int var = sole(g.node(pow).output(0));
+    if (var < 0 || op(var) != "ReduceMean" || attrInts(g.node(var), "axes") != axes || attrInt(g.node(var), "keepdims", 1) == 0)
+        return std::nullopt;
+    const int add = sole(g.node(var).output(0));
+    if (add < 0 || op(add) != "Add" || g.node(add).input_size() != 2) return std::nullopt;
+    const NodeProto& a = g.node(add);
+    const std::string eps = a.input(0) == g.node(var).output(0) ? a.input(1) : a.input(0);
+    if (dynamic.count(eps)) return std::nullopt;
+    const int sqrt = sole(a.output(0));
+    if (sqrt < 0 || op(sqrt) != "Sqrt" || sole(g.node(sqrt).output(0)) != div || g.node(div).input(1) != g.node(sqrt).output(0))
+        return std::nullopt;
+    Subgraph s{LayerKind::GroupNorm, div, x, {k, sub, pow, var, add, sqrt, div}, {eps, g.node(pow).input(1)}};
+    s.axes = axes;
+    return s;
+}
+
 // Called at a subgraph's last node (its root): checks the constants and attributes, then adds the layer.
 void Importer::readActivationSubgraph(const NodeProto& root, const Subgraph& s)
 {
@@ -343,6 +387,22 @@ void Importer::readActivationSubgraph(const NodeProto& root, const Subgraph& s)
             failNode(root, std::string("the ") + layerKindName(s.kind) + " subgraph's " + what + " is not one constant");
         return it->second.c.at(0);
     };
+    if (s.kind == LayerKind::GroupNorm) { // nn.LayerNorm's subgraph (layerNormAt)
+        if (m_views.count(s.x)) failNode(root, "normalises a view of its input, which QuantScope does not read");
+        const Shape& sh = shapeOf(x);
+        checkLayerNormAxes(root, sh, s.axes);
+        const double eps = scalar(s.constants[0], "added epsilon"), power = scalar(s.constants[1], "exponent");
+        if (power != 2.0 || !(eps > 0.0) || !std::isfinite(eps))
+            failNode(root, "reads as nn.LayerNorm only as (x - mean) / sqrt(mean((x - mean)^2) + eps) with eps > 0; this subgraph "
+                           "raises to the power " + std::to_string(power) + " and adds " + std::to_string(eps));
+        StoredLayer l;
+        l.kind = LayerKind::GroupNorm;
+        l.groups = 1;
+        l.outChannels = sh.at(0);
+        l.eps = static_cast<float>(eps);
+        addLayer(root, std::move(l), sh, {x});
+        return;
+    }
     if (s.kind == LayerKind::Hardswish && g.node(s.nodes[0]).op_type() == "HardSigmoid")
         checkHardSigmoid(g.node(s.nodes[0]), " (x * hardsigmoid(x) is Hardswish)");
     if (s.kind == LayerKind::GELU) {

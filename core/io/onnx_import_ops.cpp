@@ -35,6 +35,7 @@ const std::map<std::string, Importer::Handler>& Importer::handlers()
         {"ReduceMax", &Importer::globalMaxPool},
         {"BatchNormalization", &Importer::batchNormalization},
         {"InstanceNormalization", &Importer::instanceNormalization},
+        {"LayerNormalization", &Importer::layerNormalization},
         {"Flatten", &Importer::flatten},
         {"Reshape", &Importer::reshape},
         {"Squeeze", &Importer::squeeze},
@@ -79,9 +80,8 @@ void Importer::failUnsupported(const NodeProto& n, const std::vector<std::pair<s
     // the others: the PyTorch modules that export as the operator, which the user knows by name.
     static const std::map<std::string, std::string> kFrom{
         {"Log", "; for log(softmax(x)) export F.log_softmax(x, dim=1) instead"},
-        {"LayerNormalization", "; nn.LayerNorm exports as LayerNormalization"},
-        {"Pow", "; nn.LayerNorm below opset 17 exports as ReduceMean, Sub, Pow and Sqrt"},
-        {"Sqrt", "; nn.LayerNorm below opset 17 exports as ReduceMean, Sub, Pow and Sqrt"},
+        {"Pow", "; nn.LayerNorm below opset 17 exports as ReduceMean, Sub, Pow and Sqrt, read only in that form"},
+        {"Sqrt", "; nn.LayerNorm below opset 17 exports as ReduceMean, Sub, Pow and Sqrt, read only in that form"},
         {"Resize", "; F.interpolate and nn.Upsample export as Resize"},
         {"Upsample", "; F.interpolate and nn.Upsample export as Upsample before opset 10"},
         {"ConvTranspose", "; nn.ConvTranspose2d exports as ConvTranspose"},
@@ -286,9 +286,23 @@ void Importer::foldIntoGroupNorm(const NodeProto& n, int ai, const ConstTensor& 
     std::vector<std::int64_t> dims = c.dims;
     while (!dims.empty() && dims.front() == 1 && dims.size() > (map ? 3u : 1u)) dims.erase(dims.begin());
     const auto Ci = static_cast<std::int64_t>(C);
-    if (cv.size() != 1 && dims != (map ? std::vector<std::int64_t>{Ci, 1, 1} : std::vector<std::int64_t>{Ci}))
+    // nn.LayerNorm([C, H, W])'s weight and bias are one value per element: read when each channel's are equal
+    const Shape& s = shapeOf(value(n, ai).act);
+    const std::vector<std::int64_t> whole(s.begin(), s.end());
+    const std::size_t plane = map && dims == whole ? shapeNumel(s) / C : 1;
+    if (cv.size() != 1 && dims != (map ? std::vector<std::int64_t>{Ci, 1, 1} : std::vector<std::int64_t>{Ci}) && plane == 1)
         failNode(n, "the constant " + listOf(c.dims) + " is not one value per channel of GroupNorm '" + l.name + "'");
-    const auto at = [&](std::size_t o) { return cv.size() == 1 ? cv[0] : cv[o]; };
+    if (plane > 1)
+        for (std::size_t o = 0; o < C; ++o)
+            for (std::size_t p = 0; p < plane; ++p)
+                if (cv[o * plane + p] != cv[o * plane])
+                    failNode(n, "the constant " + listOf(c.dims) + " differs within channel " + std::to_string(o) + " of GroupNorm '" +
+                                    l.name + "' (nn.LayerNorm([C, H, W]) is read with one weight and one bias per channel)");
+    const auto at = [&](std::size_t o) { return cv.size() == 1 ? cv[0] : cv[o * plane]; };
+    if (plane > 1 && op == Fold::Mul)
+        m_m.notes.push_back("nn.LayerNorm '" + l.name + "' over " + shapeString(s) + " maps holds one weight and one bias per value, equal "
+                            "within each channel: read as a GroupNorm of one group with one per channel (" + std::to_string(2 * C) +
+                            " parameters where PyTorch counts " + std::to_string(2 * shapeNumel(s)) + ")");
     for (std::size_t o = 0; o < C; ++o)
         if (!std::isfinite(at(o)) || (op == Fold::Div && at(o) == 0.0f))
             failNode(n, "applies a constant that is not a finite " + std::string(op == Fold::Div ? "non-zero " : "") + "number", false);
@@ -348,6 +362,70 @@ void Importer::instanceNormalization(const NodeProto& n)
     }
     addLayer(n, std::move(l), s, {x});
     setView(n, m_m.layers.size(), seen);
+}
+
+// nn.LayerNorm's axes (ReduceMean axes, or LayerNormalization's axis onwards) on images of per-image
+// shape s: read only over all of each image's values, [N, C] features (nn.LayerNorm(C)) or [N, C,
+// H, W] maps (nn.LayerNorm([C, H, W])), which is GroupNorm(1, C) with a per-channel affine.
+void Importer::checkLayerNormAxes(const NodeProto& n, const Shape& s, const std::vector<std::int64_t>& axes) const
+{
+    const auto rank = static_cast<std::int64_t>(s.size()) + 1;
+    std::vector<bool> seen(static_cast<std::size_t>(rank), false);
+    bool ok = !axes.empty() && static_cast<std::int64_t>(axes.size()) == rank - 1;
+    for (std::int64_t a : axes) {
+        const std::int64_t d = a < 0 ? a + rank : a;
+        ok = ok && d >= 1 && d < rank && !seen[static_cast<std::size_t>(d)];
+        if (d >= 0 && d < rank) seen[static_cast<std::size_t>(d)] = true;
+    }
+    if (!ok)
+        failNode(n, "normalises axes " + listOf(axes) + " of " + shapeString(s) +
+                        " images (nn.LayerNorm over part of each image); QuantScope reads nn.LayerNorm over all of an image's "
+                        "values: nn.LayerNorm(C) on [N, C] features, or nn.LayerNorm([C, H, W]) on maps");
+}
+
+// LayerNormalization (opset 17: nn.LayerNorm) over all of each image's values (checkLayerNormAxes):
+// a GroupNorm of one group, its scale and B (one value per element) the per-channel weight and
+// bias, which on maps must be one value per channel (refused by node otherwise).
+void Importer::layerNormalization(const NodeProto& n)
+{
+    const std::size_t x = act(n, 0);
+    if (m_views.count(n.input(0))) failNode(n, "normalises a view of its input, which QuantScope does not read");
+    noExtraOutputs(n);
+    const Shape& s = shapeOf(x);
+    const auto rank = static_cast<std::int64_t>(s.size()) + 1;
+    const std::int64_t axis = attrInt(n, "axis", -1);
+    std::vector<std::int64_t> axes;
+    for (std::int64_t d = axis < 0 ? axis + rank : axis; d >= 0 && d < rank; ++d) axes.push_back(d);
+    checkLayerNormAxes(n, s, axes);
+    const float eps = attrFloat(n, "epsilon", 1e-5f);
+    if (!(eps > 0.0f) || !std::isfinite(eps)) failNode(n, "epsilon is not a positive finite number", false);
+    const std::size_t C = s[0], plane = shapeNumel(s) / C;
+    const std::vector<float>& scale = floats(n, constant(n, 1, "Scale"), "Scale");
+    const ConstTensor* bt = optConstant(n, 2, "B");
+    const std::vector<float> bias = bt ? floats(n, *bt, "B") : std::vector<float>(scale.size(), 0.0f);
+    if (scale.size() != shapeNumel(s) || bias.size() != shapeNumel(s))
+        failNode(n, "Scale and B hold " + std::to_string(scale.size()) + " and " + std::to_string(bias.size()) + " values for " +
+                        shapeString(s) + " images (one per value is read)", false);
+    std::vector<float> w(C), b(C);
+    for (std::size_t c = 0; c < C; ++c) {
+        w[c] = scale[c * plane], b[c] = bias[c * plane];
+        for (std::size_t p = 0; p < plane; ++p)
+            if (scale[c * plane + p] != w[c] || bias[c * plane + p] != b[c])
+                failNode(n, "its Scale or B differs within channel " + std::to_string(c) + " of " + shapeString(s) +
+                                " maps; QuantScope's GroupNorm has one weight and one bias per channel");
+        if (!std::isfinite(w[c]) || !std::isfinite(b[c])) failNode(n, "Scale or B holds a value that is not finite", false);
+    }
+    StoredLayer l;
+    l.kind = LayerKind::GroupNorm;
+    l.groups = 1;
+    l.outChannels = C;
+    l.eps = eps;
+    l.tensors = {floatTensor("weight", {C}, std::move(w)), floatTensor("bias", {C}, std::move(b))};
+    const StoredLayer& added = addLayer(n, std::move(l), s, {x});
+    if (plane > 1)
+        m_m.notes.push_back("nn.LayerNorm '" + added.name + "' over " + shapeString(s) + " maps holds one weight and one bias per value, "
+                            "equal within each channel: read as a GroupNorm of one group with one per channel (" + std::to_string(2 * C) +
+                            " parameters where PyTorch counts " + std::to_string(2 * shapeNumel(s)) + ")");
 }
 
 void Importer::relu(const NodeProto& n)

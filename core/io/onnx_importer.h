@@ -302,6 +302,7 @@ private:
                                             // sqrt(2/pi), the added 1, the factor 0.5, a Pow's exponent ("" for x x x);
                                             // a sum's mean: the divisor, the ReduceSum's axes input ("" if an attribute)
         int keptDims = 2;                   // pooling: output [N, C] (0, a Flatten follows), [N, C, 1] (1), [N, C, 1, 1] (2)
+        std::vector<std::int64_t> axes{};   // GroupNorm (nn.LayerNorm's subgraph): the axes of its means
     };
     // Who makes and who reads each value, over the graph's nodes in `order`.
     struct GraphReaders {
@@ -321,6 +322,9 @@ private:
     std::optional<ProductTree> productTree(const GraphReaders& gr, const std::string& sum, const std::string& x,
                                            const std::set<std::string>& dynamic);
     std::optional<Subgraph> geluTanhAt(int k, const GraphReaders& gr, const std::set<std::string>& dynamic);
+    std::optional<Subgraph> layerNormAt(int k, const GraphReaders& gr, const std::set<std::string>& dynamic);
+    void layerNormalization(const NodeProto& n);
+    void checkLayerNormAxes(const NodeProto& n, const Shape& s, const std::vector<std::int64_t>& axes) const;
     std::optional<Subgraph> hardSigmoidByHandAt(int k, const GraphReaders& gr, const std::set<std::string>& dynamic);
     void readActivationSubgraph(const NodeProto& root, const Subgraph& s);
     // ---- global pooling idioms (onnx_import_pooling.cpp): x.mean(-1).mean(-1), x.sum((2, 3)) /
@@ -349,6 +353,7 @@ private:
     // on flat features (a 1x1 Conv head reads it as a Linear). Shape-preserving operators pass the
     // view on (propagateView); operators that would read it differently refuse it (checkViews).
     std::map<std::string, Shape> m_views;
+    std::uint64_t m_foldedTotal = 0; // values folded so far (kMaxFoldedTotal)
     // Values holding an activation's [C, H, W] maps permuted to channels-last, [H, W, C] (the
     // Transpose of x.permute(0, 2, 3, 1)), or the C H W features of such maps flattened in that
     // order (.flatten(1), .reshape(N, -1)), as a model ported from Keras/TensorFlow flattens:

@@ -382,6 +382,35 @@ class GrayToColour(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
+class LayerNormNet(nn.Module):
+    """nn.LayerNorm over all of each image's values, read as GroupNorm(1, C): nn.LayerNorm(16) on
+    the [N, 16] features of a head ("features"; opset 17 writes LayerNormalization, earlier ones
+    ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div, then the weight and bias as Mul and Add), or
+    nn.LayerNorm([4, 8, 8]) on maps whose weight and bias are one value per channel ("maps"). The
+    affine parameters are drawn away from 1 and 0."""
+
+    def __init__(self, style="features"):
+        super().__init__()
+        self.style = style
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.ln_maps = nn.LayerNorm([4, 8, 8])
+        self.fc1 = nn.Linear(4, 16)
+        self.ln = nn.LayerNorm(16)
+        self.fc2 = nn.Linear(16, 10)
+        with torch.no_grad():
+            self.ln.weight.uniform_(0.5, 1.5)
+            self.ln.bias.uniform_(-0.5, 0.5)
+            self.ln_maps.weight.copy_(torch.rand(4, 1, 1).expand(4, 8, 8) + 0.5)
+            self.ln_maps.bias.copy_(torch.rand(4, 1, 1).expand(4, 8, 8) - 0.5)
+
+    def forward(self, x):
+        x = F.relu(self.conv(x))
+        if self.style == "maps":
+            x = F.relu(self.ln_maps(x))
+        x = x.mean((2, 3))
+        return self.fc2(F.relu(self.ln(self.fc1(x))))
+
+
 class ViewInput(nn.Module):
     """The MNIST tutorials' x.view(-1, 1, 8, 8) first: a no-op on [N, 1, 8, 8] images, and an
     un-flattening on a flat [N, 64] input; then a conv used twice (shared weights)."""
@@ -760,6 +789,12 @@ CASES = [
     ("gray2rgb_expand_op11_nofold", GrayToColour, (1, 8, 8), 11, False, False),
     ("gray2rgb_repeat_op17_nofold_dyn", lambda: GrayToColour("repeat"), (1, 8, 8), 17, False, True),
     ("gray2rgb_tilemid_op13_fold", lambda: GrayToColour("tilemid"), (1, 8, 8), 13, True, False),
+    # nn.LayerNorm over all of each image's values (LayerNormalization at 17, a subgraph before)
+    ("layernorm_op17_fold_dyn", LayerNormNet, (3, 8, 8), 17, True, True),
+    ("layernorm_op13_nofold", LayerNormNet, (3, 8, 8), 13, False, False),
+    ("layernorm_op11_fold", LayerNormNet, (3, 8, 8), 11, True, False),
+    ("layernorm_maps_op13_fold_dyn", lambda: LayerNormNet("maps"), (3, 8, 8), 13, True, True),
+    ("layernorm_maps_op17_nofold", lambda: LayerNormNet("maps"), (3, 8, 8), 17, False, False),
 ]
 
 HW_SECOND = (12, 10)
