@@ -1,0 +1,167 @@
+// The ONNX importer's normalisation layers: InstanceNormalization (nn.GroupNorm, nn.InstanceNorm2d)
+// and LayerNormalization (nn.LayerNorm over all of each image) as GroupNorm layers
+// (nn/groupnorm.h), and the weight and bias after them folded in; nn.LayerNorm's subgraph below
+// opset 17 is matched in onnx_import_activations.cpp (layerNormAt).
+#include "io/onnx_importer.h"
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+namespace quantscope::onnximport {
+
+// nn.GroupNorm's weight and bias as torch.onnx.export writes them (a Mul and an Add of one value
+// per channel after the InstanceNormalization and the Reshape back), or any constant scale and
+// shift of one value or one per channel on a GroupNorm's output that nothing else reads: folded
+// into its per-channel weight and bias (made affine, weight 1 and bias 0, if it had none).
+void Importer::foldIntoGroupNorm(const NodeProto& n, int ai, const ConstTensor& c, Fold op, StoredLayer& l)
+{
+    const std::vector<float>& cv = floats(n, c, "the constant");
+    const std::size_t C = l.outChannels;
+    const bool map = shapeOf(value(n, ai).act).size() == 3;
+    std::vector<std::int64_t> dims = c.dims;
+    while (!dims.empty() && dims.front() == 1 && dims.size() > (map ? 3u : 1u)) dims.erase(dims.begin());
+    const auto Ci = static_cast<std::int64_t>(C);
+    // nn.LayerNorm([C, H, W])'s weight and bias are one value per element: read when each channel's are equal
+    const Shape& s = shapeOf(value(n, ai).act);
+    const std::vector<std::int64_t> whole(s.begin(), s.end());
+    const std::size_t plane = map && dims == whole ? shapeNumel(s) / C : 1;
+    if (cv.size() != 1 && dims != (map ? std::vector<std::int64_t>{Ci, 1, 1} : std::vector<std::int64_t>{Ci}) && plane == 1)
+        failNode(n, "the constant " + listOf(c.dims) + " is not one value per channel of GroupNorm '" + l.name + "'");
+    if (plane > 1)
+        for (std::size_t o = 0; o < C; ++o)
+            for (std::size_t p = 0; p < plane; ++p)
+                if (cv[o * plane + p] != cv[o * plane])
+                    failNode(n, "the constant " + listOf(c.dims) + " differs within channel " + std::to_string(o) + " of GroupNorm '" +
+                                    l.name + "' (nn.LayerNorm([C, H, W]) is read with one weight and one bias per channel)");
+    const auto at = [&](std::size_t o) { return cv.size() == 1 ? cv[0] : cv[o * plane]; };
+    if (plane > 1 && op == Fold::Mul)
+        m_m.notes.push_back("nn.LayerNorm '" + l.name + "' over " + shapeString(s) + " maps holds one weight and one bias per value, equal "
+                            "within each channel: read as a GroupNorm of one group with one per channel (" + std::to_string(2 * C) +
+                            " parameters where PyTorch counts " + std::to_string(2 * shapeNumel(s)) + ")");
+    for (std::size_t o = 0; o < C; ++o)
+        if (!std::isfinite(at(o)) || (op == Fold::Div && at(o) == 0.0f))
+            failNode(n, "applies a constant that is not a finite " + std::string(op == Fold::Div ? "non-zero " : "") + "number", false);
+    if (l.tensors.empty())
+        l.tensors = {floatTensor("weight", {C}, std::vector<float>(C, 1.0f)), floatTensor("bias", {C}, std::vector<float>(C, 0.0f))};
+    std::vector<float>& w = l.tensors[0].values;
+    std::vector<float>& b = l.tensors[1].values;
+    for (std::size_t o = 0; o < C; ++o) {
+        if (op == Fold::Add || op == Fold::Sub) {
+            b[o] += op == Fold::Add ? at(o) : -at(o);
+        } else {
+            const float f = op == Fold::Mul ? at(o) : 1.0f / at(o);
+            w[o] *= f;
+            b[o] *= f;
+        }
+    }
+    alias(n, value(n, ai).act);
+}
+
+// InstanceNormalization (ONNX: y = scale (x - mean) / sqrt(var + epsilon) + B, the statistics over
+// each image's axes after the second) on the forms torch.onnx.export writes: nn.InstanceNorm2d on
+// [N, C, H, W] maps (scale and B one per channel: its weight and bias, or ones and zeros without
+// affine parameters), and nn.GroupNorm(G, C) as x.view(N, G, -1) (a view of the maps, see
+// reshape), this node with a scale of ones and a B of zeros per group, a Reshape back to the maps
+// and the weight and bias as a Mul and an Add (foldIntoGroupNorm). Both are one GroupNorm layer
+// (nn/groupnorm.h), G = C for InstanceNorm2d. Other shapes are refused by node.
+void Importer::instanceNormalization(const NodeProto& n)
+{
+    const std::size_t x = act(n, 0);
+    const Shape& s = shapeOf(x);
+    const Shape& seen = viewedShape(n, 0, x);
+    if (s.empty() || (seen == s && s.size() != 3) || (seen != s && (seen.size() != 2 || seen[0] == 0 || s[0] % seen[0] != 0)))
+        failNode(n, "normalises " + shapeString(seen) + " images of " + shapeString(s) +
+                        "; read: nn.InstanceNorm2d on [N, C, H, W] maps and nn.GroupNorm's [N, G, -1] view of them");
+    const std::size_t C = s[0], G = seen[0], Cg = C / G;
+    const std::vector<float>& scale = floats(n, constant(n, 1, "scale"), "scale");
+    const std::vector<float>& bias = floats(n, constant(n, 2, "B"), "B");
+    if (scale.size() != G || bias.size() != G)
+        failNode(n, "scale and B hold " + std::to_string(scale.size()) + " and " + std::to_string(bias.size()) + " values for " +
+                        std::to_string(G) + " groups", false);
+    const float eps = attrFloat(n, "epsilon", 1e-5f);
+    if (!(eps > 0.0f) || !std::isfinite(eps)) failNode(n, "epsilon is not a positive finite number", false);
+    StoredLayer l;
+    l.kind = LayerKind::GroupNorm;
+    l.groups = G;
+    l.outChannels = C;
+    l.eps = eps;
+    bool plain = true;
+    for (std::size_t g = 0; g < G; ++g) {
+        if (!std::isfinite(scale[g]) || !std::isfinite(bias[g])) failNode(n, "scale or B holds a value that is not finite", false);
+        plain = plain && scale[g] == 1.0f && bias[g] == 0.0f;
+    }
+    if (!plain) {
+        std::vector<float> w(C), b(C);
+        for (std::size_t c = 0; c < C; ++c) w[c] = scale[c / Cg], b[c] = bias[c / Cg];
+        l.tensors = {floatTensor("weight", {C}, std::move(w)), floatTensor("bias", {C}, std::move(b))};
+    }
+    addLayer(n, std::move(l), s, {x});
+    setView(n, m_m.layers.size(), seen);
+}
+
+// nn.LayerNorm's axes (ReduceMean axes, or LayerNormalization's axis onwards) on images of per-image
+// shape s: read only over all of each image's values, [N, C] features (nn.LayerNorm(C)) or [N, C,
+// H, W] maps (nn.LayerNorm([C, H, W])), which is GroupNorm(1, C) with a per-channel affine.
+void Importer::checkLayerNormAxes(const NodeProto& n, const Shape& s, const std::vector<std::int64_t>& axes) const
+{
+    const auto rank = static_cast<std::int64_t>(s.size()) + 1;
+    std::vector<bool> seen(static_cast<std::size_t>(rank), false);
+    bool ok = !axes.empty() && static_cast<std::int64_t>(axes.size()) == rank - 1;
+    for (std::int64_t a : axes) {
+        const std::int64_t d = a < 0 ? a + rank : a;
+        ok = ok && d >= 1 && d < rank && !seen[static_cast<std::size_t>(d)];
+        if (d >= 0 && d < rank) seen[static_cast<std::size_t>(d)] = true;
+    }
+    if (!ok)
+        failNode(n, "normalises axes " + listOf(axes) + " of " + shapeString(s) +
+                        " images (nn.LayerNorm over part of each image); QuantScope reads nn.LayerNorm over all of an image's "
+                        "values: nn.LayerNorm(C) on [N, C] features, or nn.LayerNorm([C, H, W]) on maps");
+}
+
+// LayerNormalization (opset 17: nn.LayerNorm) over all of each image's values (checkLayerNormAxes):
+// a GroupNorm of one group, its scale and B (one value per element) the per-channel weight and
+// bias, which on maps must be one value per channel (refused by node otherwise).
+void Importer::layerNormalization(const NodeProto& n)
+{
+    const std::size_t x = act(n, 0);
+    if (m_views.count(n.input(0))) failNode(n, "normalises a view of its input, which QuantScope does not read");
+    noExtraOutputs(n);
+    const Shape& s = shapeOf(x);
+    const auto rank = static_cast<std::int64_t>(s.size()) + 1;
+    const std::int64_t axis = attrInt(n, "axis", -1);
+    std::vector<std::int64_t> axes;
+    for (std::int64_t d = axis < 0 ? axis + rank : axis; d >= 0 && d < rank; ++d) axes.push_back(d);
+    checkLayerNormAxes(n, s, axes);
+    const float eps = attrFloat(n, "epsilon", 1e-5f);
+    if (!(eps > 0.0f) || !std::isfinite(eps)) failNode(n, "epsilon is not a positive finite number", false);
+    const std::size_t C = s[0], plane = shapeNumel(s) / C;
+    const std::vector<float>& scale = floats(n, constant(n, 1, "Scale"), "Scale");
+    const ConstTensor* bt = optConstant(n, 2, "B");
+    const std::vector<float> bias = bt ? floats(n, *bt, "B") : std::vector<float>(scale.size(), 0.0f);
+    if (scale.size() != shapeNumel(s) || bias.size() != shapeNumel(s))
+        failNode(n, "Scale and B hold " + std::to_string(scale.size()) + " and " + std::to_string(bias.size()) + " values for " +
+                        shapeString(s) + " images (one per value is read)", false);
+    std::vector<float> w(C), b(C);
+    for (std::size_t c = 0; c < C; ++c) {
+        w[c] = scale[c * plane], b[c] = bias[c * plane];
+        for (std::size_t p = 0; p < plane; ++p)
+            if (scale[c * plane + p] != w[c] || bias[c * plane + p] != b[c])
+                failNode(n, "its Scale or B differs within channel " + std::to_string(c) + " of " + shapeString(s) +
+                                " maps; QuantScope's GroupNorm has one weight and one bias per channel");
+        if (!std::isfinite(w[c]) || !std::isfinite(b[c])) failNode(n, "Scale or B holds a value that is not finite", false);
+    }
+    StoredLayer l;
+    l.kind = LayerKind::GroupNorm;
+    l.groups = 1;
+    l.outChannels = C;
+    l.eps = eps;
+    l.tensors = {floatTensor("weight", {C}, std::move(w)), floatTensor("bias", {C}, std::move(b))};
+    const StoredLayer& added = addLayer(n, std::move(l), s, {x});
+    if (plane > 1)
+        m_m.notes.push_back("nn.LayerNorm '" + added.name + "' over " + shapeString(s) + " maps holds one weight and one bias per value, "
+                            "equal within each channel: read as a GroupNorm of one group with one per channel (" + std::to_string(2 * C) +
+                            " parameters where PyTorch counts " + std::to_string(2 * shapeNumel(s)) + ")");
+}
+
+} // namespace quantscope::onnximport
