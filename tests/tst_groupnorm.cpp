@@ -92,6 +92,7 @@ private slots:
     void initTestCase() { openWorkspace("groupnorm"); }
     void importKeepsPyTorchParameters_data();
     void importKeepsPyTorchParameters();
+    void untrainedAffineKeepsItsParameters();
     void roundTrips_data() { importKeepsPyTorchParameters_data(); }
     void layerNormIsOneGroup();
     void roundTrips();
@@ -122,6 +123,20 @@ void TestGroupNorm::importKeepsPyTorchParameters()
     QVERIFY(n.tensors[0] != std::vector<float>(6, 1.0f)); // PyTorch's drawn weight, not ones
     QCOMPARE(m.numParams(), kGroupNormNetParams);
     QCOMPARE(buildModel(m)->numParams(), kGroupNormNetParams);
+}
+
+// An untrained nn.InstanceNorm2d(6, affine=True) (weight ones, bias zeros, but the graph's
+// initializers) keeps its parameters, as PyTorch counts them; affine=False's has none.
+void TestGroupNorm::untrainedAffineKeepsItsParameters()
+{
+    const ExportedModel m = importFixture("groupnorm_untrained_op13_fold");
+    const Norms n = normsOf(m);
+    QCOMPARE(n.groups, std::vector<std::size_t>({2, 6, 6}));
+    QCOMPARE(n.tensors.size(), std::size_t{4});
+    QCOMPARE(n.tensors[2], std::vector<float>(6, 1.0f));
+    QCOMPARE(n.tensors[3], std::vector<float>(6, 0.0f));
+    QCOMPARE(m.numParams(), kGroupNormNetParams);
+    QS_CHECK(layer_checks::matchesPyTorch("groupnorm_untrained_op13_fold", m, 1e-5));
 }
 
 // nn.LayerNorm(16) on a head's features (LayerNormalization at opset 17, its ReduceMean/Sub/Pow/

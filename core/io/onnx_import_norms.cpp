@@ -86,7 +86,14 @@ void Importer::instanceNormalization(const NodeProto& n)
     l.groups = G;
     l.outChannels = C;
     l.eps = eps;
+    // On the maps themselves (nn.InstanceNorm2d), affine=True's weight and bias are the graph's
+    // initializers (its parameters) and affine=False's ones and zeros Constant nodes: an untrained
+    // affine one keeps its parameters, as PyTorch counts them. nn.GroupNorm's normalisation of its
+    // view always has ones and zeros, its parameters come after (a Mul and an Add).
     bool plain = true;
+    if (seen == s)
+        for (const onnx::TensorProto& t : m_mp.graph().initializer())
+            if (t.name() == n.input(1) || t.name() == n.input(2)) plain = false;
     for (std::size_t g = 0; g < G; ++g) {
         if (!std::isfinite(scale[g]) || !std::isfinite(bias[g])) failNode(n, "scale or B holds a value that is not finite", false);
         plain = plain && scale[g] == 1.0f && bias[g] == 0.0f;

@@ -351,7 +351,7 @@ class GroupNormNet(nn.Module):
         self.inorm = nn.InstanceNorm2d(6, affine=True)
         self.inorm2 = nn.InstanceNorm2d(6)
         self.fc = nn.Linear(6, 10)
-        for m in (self.gn, self.inorm):
+        for m in (self.gn, self.inorm) if style != "untrained" else (self.gn,):  # "untrained": the InstanceNorm2d's ones and zeros
             m.weight.data.uniform_(0.5, 1.5)
             m.bias.data.uniform_(-0.5, 0.5)
 
@@ -784,6 +784,7 @@ CASES = [
     ("groupnorm_op13_fold_dyn", GroupNormNet, (3, 8, 8), 13, True, True),
     ("groupnorm_op11_nofold", GroupNormNet, (3, 8, 8), 11, False, False),
     ("groupnorm_one_op17_fold", lambda: GroupNormNet("one"), (3, 8, 8), 17, True, False),
+    ("groupnorm_untrained_op13_fold", lambda: GroupNormNet("untrained"), (3, 8, 8), 13, True, False),
     # grayscale to three channels: x.expand(-1, 3, -1, -1) and x.repeat(1, 3, 1, 1)
     ("gray2rgb_expand_op13_fold_dyn", GrayToColour, (1, 8, 8), 13, True, True),
     ("gray2rgb_expand_op11_nofold", GrayToColour, (1, 8, 8), 11, False, False),
