@@ -125,8 +125,8 @@ void Importer::tile(const NodeProto& n)
     const Shape& s = shapeOf(x);
     if (r.isFloat || r.i.size() != s.size() + 1 || s.size() != 3 || m_views.count(n.input(0)) || r.i[0] != 1 || r.i[2] != 1 ||
         r.i[3] != 1 || r.i[1] < 1)
-        failNode(n, "repeats " + shapeString(s) + " images by " + listOf(r.dims) +
-                        " values; QuantScope reads Tile only along the channels of [N, C, H, W] maps (x.repeat(1, k, 1, 1))");
+        failNode(n, "repeats " + shapeString(s) + " images by " + (r.isFloat ? "float values" : listOf(r.i)) +
+                        "; QuantScope reads Tile only along the channels of [N, C, H, W] maps (x.repeat(1, k, 1, 1))");
     if (r.i[1] == 1) return alias(n, x);
     channelCopies(n, x, static_cast<std::size_t>(r.i[1]));
 }
