@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -229,7 +230,7 @@ void TestOnnxImportErrors::badInput_data()
             // ... and the Div, which read the Sub, reads the flattened input instead
             findNode(mp, "Div")->set_input(0, subIn);
         },
-        "ConfigError", "Sub node '/Sub': applies a constant to an activation inside the network (after a ReLU");
+        "ConfigError", "Sub node '/Sub': subtracts a constant on features of shape [24] inside the network");
     // A dynamic height and width are read at the data's size (tst_onnx_dynamic_size); channels are not.
     row("dynamic channels", "residual_op13_fold_dyn",
         [](onnx::ModelProto& mp) { mp.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->mutable_shape()->mutable_dim(1)->set_dim_param("C"); },
@@ -451,13 +452,29 @@ void TestOnnxImportErrors::badInput_data()
             a->set_i(-1);
         },
         "ConfigError", "takes the softmax over axis -1 of");
-    // A constant folds into a Linear or Conv that nothing else reads; after a ReLU it cannot.
-    row("constant after a ReLU", "constops_op13_fold_dyn",
-        [](onnx::ModelProto& mp) {
-            for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node())
-                if (n.name() == "/Mul_1") n.set_input(0, "/Relu_output_0"); // 0.2 * relu(...) instead of 0.2 * conv2(x)
+    // A constant on maps inside the network is a depthwise 1x1 Conv: one value or one per channel
+    // (tst_onnx_import constinside_*). A scale along the width, or NaN, is refused.
+    const auto gamma = [](onnx::ModelProto& mp) -> onnx::TensorProto& {
+        for (onnx::TensorProto& t : *mp.mutable_graph()->mutable_initializer())
+            if (t.name() == "gamma") return t;
+        throw std::runtime_error("no gamma");
+    };
+    row("constant along the width inside the network", "constinside_op13_fold_dyn",
+        [gamma](onnx::ModelProto& mp) {
+            onnx::TensorProto& t = gamma(mp);
+            t.clear_raw_data();
+            t.clear_dims();
+            for (int d : {1, 1, 1, 8}) t.add_dims(d);
+            for (int i = 0; i < 8; ++i) t.add_float_data(0.5f);
         },
-        "ConfigError", "applies a constant to an activation inside the network");
+        "ConfigError", "Mul node '/Mul': the constant [1, 1, 1, 8] on maps of shape [6,8,8] is not one value or one per channel");
+    row("NaN layer scale", "constinside_op13_fold_dyn",
+        [gamma](onnx::ModelProto& mp) {
+            onnx::TensorProto& t = gamma(mp);
+            t.clear_raw_data();
+            for (int i = 0; i < 6; ++i) t.add_float_data(i == 4 ? std::nanf("") : 0.5f);
+        },
+        "FormatError", "Mul node '/Mul': multiplies by the constant nan, which is not a finite number");
     // A [N, C, H*W] view of the images is read by reshapes and a mean over its last axis; a
     // pooling layer would pool the [C, H, W] planes instead.
     row("pooling a merged view", "gapidioms_op11_nofold",

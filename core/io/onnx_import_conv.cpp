@@ -1,10 +1,13 @@
 // The ONNX importer's Conv handler: any 2-D window (rectangular kernels, strides, dilations,
-// asymmetric pads, auto_pad SAME_*), a zero Pad before it folded in, and a 1x1 Conv on flat
-// features read as a Linear.
+// asymmetric pads, auto_pad SAME_*), a zero Pad before it folded in, a 1x1 Conv on flat
+// features read as a Linear, and a constant scale or shift of maps inside the network read as a
+// depthwise 1x1 Conv.
 #include "io/onnx_importer.h"
 
 #include <algorithm>
 #include <array>
+#include <cmath>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -131,6 +134,62 @@ void Importer::convOnFlatView(const NodeProto& n, std::size_t x, const Shape& vi
     m_m.notes.push_back("Conv '" + made.name + "' is a 1x1 convolution of flat features viewed as " + shapeString(view) +
                         ": it is read as a Linear " + std::to_string(cin) + " -> " + std::to_string(cout));
     setView(n, m_m.layers.size(), {cout, 1, 1});
+}
+
+// A constant applied to maps inside the network where no layer before it can take it (after a
+// ReLU, a pool or an Add, or on a value something else reads too): layer scale (CaiT, Touvron et
+// al. 2021; ConvNeXt's gamma * branch), torch.add(x, y, alpha=2), a scaled ReLU, x + 0.5 or 1 - x.
+// y = w x + b with one w and b per channel is a depthwise 1x1 Conv (groups = C, weight
+// [C, 1, 1, 1]), which every part of QuantScope already trains, quantizes per channel, exports and
+// runs in integers. The constant is one value or one per channel ([C, 1, 1], [1, C, 1, 1]). A
+// scale without a shift has no bias; a shift alone has weight 1. `reversed`: c - x (Sub with the
+// constant first). Refused by node: flat features, any other constant shape, a non-finite value, a
+// division by zero.
+void Importer::constantOnMaps(const NodeProto& n, int ai, const ConstTensor& c, Fold op, bool reversed)
+{
+    const char* verb = reversed ? "subtracts an activation from" : op == Fold::Add ? "adds" : op == Fold::Sub ? "subtracts" : op == Fold::Mul ? "multiplies by" : "divides by";
+    const std::size_t x = act(n, ai);
+    const Shape& s = shapeOf(x);
+    if (s.size() != 3 || viewedShape(n, ai, x) != s)
+        failNode(n, std::string(verb) + " a constant on features of shape " + shapeString(viewedShape(n, ai, x)) +
+                        " inside the network (after a ReLU, a pool, an Add, or a layer that something else reads too); QuantScope "
+                        "reads a constant there on [N, C, H, W] maps only (as a depthwise 1x1 Conv), and on features only right "
+                        "after the Linear before it, when nothing else reads that Linear's output. Move the constant into that layer "
+                        "(or the next one's weights) in PyTorch and export again");
+    const std::size_t C = s[0];
+    const std::vector<float>& cv = floats(n, c, "the constant");
+    std::vector<std::int64_t> dims = c.dims;
+    while (!dims.empty() && dims.front() == 1 && dims.size() > 3) dims.erase(dims.begin());
+    const bool one = cv.size() == 1;
+    if (!one && dims != std::vector<std::int64_t>{static_cast<std::int64_t>(C), 1, 1})
+        failNode(n, "the constant " + listOf(c.dims) + " on maps of shape " + shapeString(s) +
+                        " is not one value or one per channel ([C, 1, 1] or [1, C, 1, 1]); QuantScope reads a constant inside the "
+                        "network as a per-channel scale or shift");
+    for (float v : cv)
+        if (!std::isfinite(v) || (op == Fold::Div && v == 0.0f)) {
+            char b[32];
+            std::snprintf(b, sizeof b, "%g", static_cast<double>(v));
+            failNode(n, std::string(verb) + " the constant " + b + ", which is not a finite" + (op == Fold::Div ? " non-zero" : "") + " number", false);
+        }
+    const auto at = [&](std::size_t ch) { return one ? cv[0] : cv[ch]; };
+    const bool shift = op == Fold::Add || op == Fold::Sub;
+    std::vector<float> w(C), b(C, 0.0f);
+    for (std::size_t ch = 0; ch < C; ++ch) {
+        w[ch] = reversed ? -1.0f : op == Fold::Mul ? at(ch) : op == Fold::Div ? 1.0f / at(ch) : 1.0f;
+        if (shift) b[ch] = op == Fold::Add || reversed ? at(ch) : -at(ch);
+    }
+    StoredLayer l;
+    l.kind = LayerKind::Conv2d;
+    l.inChannels = l.outChannels = l.groups = C;
+    l.setConvGeometry(ConvGeometry::square(1, 1, 0));
+    l.tensors.push_back(floatTensor("weight", {C, 1, 1, 1}, std::move(w)));
+    if (shift) l.tensors.push_back(floatTensor("bias", {C}, std::move(b)));
+    const StoredLayer& made = addLayer(n, std::move(l), s, {x});
+    m_m.notes.push_back(std::string(n.op_type()) + " '" + n.name() + "' " + verb + " a constant (" +
+                        (one ? std::string("one value") : "one per channel") + ") inside the network: read as the depthwise 1x1 Conv '" +
+                        made.name + "' (" + (reversed ? "weight -1 and the constant as bias" : shift ? "weight 1 and the constant as bias" : "the constant as weight, no bias") +
+                        "), which trains one " + (shift ? "weight and bias" : "weight") + " per channel" +
+                        (one ? " where PyTorch's graph has one value" : ""));
 }
 
 } // namespace quantscope::onnximport

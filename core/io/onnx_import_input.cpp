@@ -136,10 +136,13 @@ void Importer::refuseTwoActivations(const NodeProto& n, const char* what) const
 void Importer::sub(const NodeProto& n)
 {
     refuseTwoActivations(n, "a difference");
-    if (value(n, 0).kind == Value::Kind::Const)
+    if (value(n, 0).kind == Value::Kind::Const) {
+        if (insideNetwork(n, 1)) return constantOnMaps(n, 1, constant(n, 0, "the constant"), Fold::Sub, true);
         failNode(n, std::string("subtracts the input from a constant (such as 1 - x, an inversion); ") + kNormalisationForms);
+    }
     if (value(n, 1).kind == Value::Kind::Const && !onInput(n, 0) && foldsIntoLayer(n, 0))
         return foldConstant(n, 0, constant(n, 1, "the constant"), Fold::Sub);
+    if (insideNetwork(n, 0)) return constantOnMaps(n, 0, constant(n, 1, "the constant"), Fold::Sub);
     checkInputNormalisation(n, 0);
     shiftInput(n, constant(n, 1, "the mean"), 1.0f);
 }
@@ -149,6 +152,7 @@ void Importer::div(const NodeProto& n)
     refuseTwoActivations(n, "a quotient");
     if (value(n, 1).kind == Value::Kind::Const && !onInput(n, 0) && foldsIntoLayer(n, 0))
         return foldConstant(n, 0, constant(n, 1, "the constant"), Fold::Div);
+    if (insideNetwork(n, 0)) return constantOnMaps(n, 0, constant(n, 1, "the constant"), Fold::Div);
     checkInputNormalisation(n, 0);
     scaleInput(n, perChannel(n, constant(n, 1, "the stddev"), "the stddev"));
 }
@@ -160,6 +164,7 @@ void Importer::mul(const NodeProto& n)
     const int a = value(n, 0).kind == Value::Kind::Const ? 1 : 0; // the activation's side
     if (value(n, 1 - a).kind == Value::Kind::Const && !onInput(n, a) && foldsIntoLayer(n, a))
         return foldConstant(n, a, constant(n, 1 - a, "the factor"), Fold::Mul);
+    if (insideNetwork(n, a)) return constantOnMaps(n, a, constant(n, 1 - a, "the factor"), Fold::Mul);
     checkInputNormalisation(n, a);
     std::vector<float> f = perChannel(n, constant(n, 1 - a, "the factor"), "the factor");
     for (float& v : f) v = 1.0f / v; // 0 becomes inf, refused with the value

@@ -221,6 +221,7 @@ void Importer::add(const NodeProto& n)
     if (v.kind != Value::Kind::Act) failNode(n, "adds a Pad's output");
     if (v.act == m_inputAct && m_m.layers.size() == m_inputAct) // x * (1 / s) + b: the normalisation's shift
         return shiftInput(n, c, -1.0f);
+    if (!foldsIntoLayer(n, ai) && insideNetwork(n, ai)) return constantOnMaps(n, ai, c, Fold::Add);
     foldConstant(n, ai, c, Fold::Add);
 }
 

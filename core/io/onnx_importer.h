@@ -228,6 +228,15 @@ private:
     enum class Fold { Add, Sub, Mul, Div };
     void foldConstant(const NodeProto& n, int actInput, const ConstTensor& c, Fold op);
     void foldIntoGroupNorm(const NodeProto& n, int ai, const ConstTensor& c, Fold op, StoredLayer& l);
+    // A constant on maps inside the network, as a depthwise 1x1 Conv (onnx_import_conv.cpp);
+    // reversed: c - x.
+    void constantOnMaps(const NodeProto& n, int actInput, const ConstTensor& c, Fold op, bool reversed = false);
+    // Whether input i is an activation inside the network (not the graph input before any layer).
+    bool insideNetwork(const NodeProto& n, int i) const
+    {
+        const Value& v = value(n, i);
+        return v.kind == Value::Kind::Act && m_m.layers.size() != m_inputAct;
+    }
     std::vector<float> perChannel(const NodeProto& n, const ConstTensor& c, const char* what) const;
     void checkInputNormalisation(const NodeProto& n, int actInput) const;
     void refuseTwoActivations(const NodeProto& n, const char* what) const;

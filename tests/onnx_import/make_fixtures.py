@@ -411,6 +411,30 @@ class LayerNormNet(nn.Module):
         return self.fc2(F.relu(self.ln(self.fc1(x))))
 
 
+class ConstInside(nn.Module):
+    """Constants on maps where no layer before can take them, read as depthwise 1x1 convolutions:
+    a per-channel layer scale gamma on a residual branch after its ReLU (CaiT/ConvNeXt style),
+    a scalar alpha times relu(x) added back to x (x has two readers), torch.add(z, y, alpha=2) with
+    y a ReLU's output that conv2 reads too, 1 - x after a pool, and (x + 0.5) / 3 on a pooled map."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.conv2 = nn.Conv2d(6, 6, 3, padding=1)
+        self.gamma = nn.Parameter(torch.rand(6, 1, 1) + 0.25)
+        self.alpha = nn.Parameter(torch.tensor(0.7))
+        self.fc = nn.Linear(6 * 4 * 4, 10)
+
+    def forward(self, x):
+        y = F.relu(self.conv1(x))
+        x = y + self.gamma * F.relu(self.conv2(y))  # layer scale after a ReLU
+        x = x + self.alpha * F.relu(x)              # x read twice
+        z = torch.add(self.conv2(x), F.relu(x), alpha=2)
+        z = 1 - F.max_pool2d(z, 2)
+        z = (z + 0.5) / 3
+        return self.fc(z.flatten(1))
+
+
 class ViewInput(nn.Module):
     """The MNIST tutorials' x.view(-1, 1, 8, 8) first: a no-op on [N, 1, 8, 8] images, and an
     un-flattening on a flat [N, 64] input; then a conv used twice (shared weights)."""
@@ -796,6 +820,10 @@ CASES = [
     ("layernorm_op11_fold", LayerNormNet, (3, 8, 8), 11, True, False),
     ("layernorm_maps_op13_fold_dyn", lambda: LayerNormNet("maps"), (3, 8, 8), 13, True, True),
     ("layernorm_maps_op17_nofold", lambda: LayerNormNet("maps"), (3, 8, 8), 17, False, False),
+    # Constants inside the network, read as depthwise 1x1 Convs (tst_onnx_import).
+    ("constinside_op13_fold_dyn", ConstInside, (3, 8, 8), 13, True, True),
+    ("constinside_op11_nofold", ConstInside, (3, 8, 8), 11, False, False),
+    ("constinside_op17_fold", ConstInside, (3, 8, 8), 17, True, False),
 ]
 
 HW_SECOND = (12, 10)
