@@ -1,5 +1,5 @@
 // Pointwise activations (nn/pointwise.h: Sigmoid, Tanh, SiLU, Hardsigmoid, Hardswish, LeakyReLU,
-// ELU, GELU, GELUTanh, Hardtanh) end to end: PyTorch exports of a small CNN per activation (tests/onnx_import act_*,
+// ELU, GELU, GELUTanh, Hardtanh, Softplus, Mish) end to end: PyTorch exports of a small CNN per activation (tests/onnx_import act_*,
 // make_fixtures.py) import as one layer per module, SiLU, Hardswish and GELU from their subgraphs
 // too, and match PyTorch's outputs; they survive .qsm and ONNX (FP32 and QDQ) round trips;
 // onnxruntime runs both exports; the integer engine's lookup tables equal the fake-quant
@@ -91,6 +91,13 @@ const char* const kKindRows[][4] = {
     {"act_hswishhand_op9_nofold", "Hardswish", "0", "0"},
     {"act_hsigmoidhand_op13_fold", "Hardsigmoid", "0", "0"},
     {"act_hsigmoidmul_op11_nofold", "Hardsigmoid", "0", "0"},
+    // nn.Mish (Softplus, Tanh, Mul) and nn.Softplus; Softplus(beta=2) as Mul(2), Softplus, Div(2):
+    // the Mul folded into the conv before, the Div a depthwise 1x1 Conv.
+    {"act_mish_op13_fold_dyn", "Mish", "0", "0"},
+    {"act_mish_op11_nofold", "Mish", "0", "0"},
+    {"act_mish_op17_nofold", "Mish", "0", "0"},
+    {"act_softplus_op13_fold", "Softplus", "0", "0"},
+    {"act_softplusbeta2_op13_fold_dyn", "Softplus", "0", "0"},
 };
 
 LayerKind kindNamed(const std::string& s)

@@ -146,7 +146,7 @@ private slots:
     void goldenReLU6();
     void goldenPointwise_data()
     {
-        golden::rowsFor({"sigmoid", "tanh", "silu", "hardsigmoid", "hardswish", "leaky_relu", "elu", "gelu", "gelu_tanh", "hardtanh"});
+        golden::rowsFor({"sigmoid", "tanh", "silu", "hardsigmoid", "hardswish", "leaky_relu", "elu", "gelu", "gelu_tanh", "hardtanh", "softplus", "mish"});
     }
     void goldenPointwise();
     void goldenPReLU_data() { golden::rowsFor({"prelu"}); }
@@ -379,7 +379,8 @@ void TestLayersGolden::goldenPointwise()
         {"silu", {LayerKind::SiLU, nullptr, 0.0f}},           {"hardsigmoid", {LayerKind::Hardsigmoid, nullptr, 0.0f}},
         {"hardswish", {LayerKind::Hardswish, nullptr, 0.0f}}, {"leaky_relu", {LayerKind::LeakyReLU, "negative_slope", 0.01f}},
         {"elu", {LayerKind::ELU, "alpha", 1.0f}},             {"gelu", {LayerKind::GELU, nullptr, 0.0f}},
-        {"gelu_tanh", {LayerKind::GELUTanh, nullptr, 0.0f}},  {"hardtanh", {LayerKind::Hardtanh, "min_val", -1.0f}}};
+        {"gelu_tanh", {LayerKind::GELUTanh, nullptr, 0.0f}},  {"hardtanh", {LayerKind::Hardtanh, "min_val", -1.0f}},
+        {"softplus", {LayerKind::Softplus, nullptr, 0.0f}},   {"mish", {LayerKind::Mish, nullptr, 0.0f}}};
     Kind k = kinds.at(g.op);
     // F.gelu(x, approximate="tanh") is GELU's tanh form, whichever op name the case gives
     if (g.params.value("approximate", std::string("none")) == "tanh") k.kind = LayerKind::GELUTanh;

@@ -211,14 +211,16 @@ void TestOnnxImport::matchesPyTorchAtNewerOpsets()
 }
 
 // ONNX's Gelu (opset 20) in place of the subgraphs torch 1.13 writes for nn.GELU() (Erf) and
-// nn.GELU(approximate='tanh'): each /actN/ module's nodes replaced by one Gelu node reads as the
-// same layer and gives PyTorch's outputs.
+// nn.GELU(approximate='tanh'), and ONNX's Mish (opset 18) in place of nn.Mish's Softplus, Tanh,
+// Mul: each /actN/ module's nodes replaced by one node read as the same layer and give PyTorch's
+// outputs.
 void TestOnnxImport::geluOperatorIsGelu_data()
 {
     QTest::addColumn<QString>("name");
     QTest::addColumn<QString>("approximate");
     QTest::newRow("erf") << "act_gelu_op13_fold_dyn" << "none";
     QTest::newRow("tanh") << "act_gelutanh_op17_fold_dyn" << "tanh";
+    QTest::newRow("mish") << "act_mish_op17_nofold" << "mish"; // "approximate" names the Mish operator here
 }
 
 void TestOnnxImport::geluOperatorIsGelu()
@@ -228,8 +230,9 @@ void TestOnnxImport::geluOperatorIsGelu()
     const fs::path onnxPath = kFixtures / (name.toStdString() + ".onnx");
     const Reference ref = loadReference(kFixtures / (name.toStdString() + ".json"));
     onnx::ModelProto mp = parse(onnxPath);
+    const bool mish = approximate == "mish";
     for (auto& o : *mp.mutable_opset_import())
-        if (o.domain().empty() || o.domain() == "ai.onnx") o.set_version(20);
+        if (o.domain().empty() || o.domain() == "ai.onnx") o.set_version(mish ? 18 : 20);
     // Each module's nodes: outputs named /actN/...; the module's input is the one value its
     // nodes read that none of them (nor a Constant) writes, its output the last node's.
     onnx::GraphProto* g = mp.mutable_graph();
@@ -253,14 +256,16 @@ void TestOnnxImport::geluOperatorIsGelu()
                 if (!written.count(v) && !constants.count(v)) read.insert(v);
         QCOMPARE(read.size(), std::size_t{1});
         onnx::NodeProto gelu;
-        gelu.set_op_type("Gelu");
-        gelu.set_name(prefix + "/Gelu");
+        gelu.set_op_type(mish ? "Mish" : "Gelu");
+        gelu.set_name(prefix + (mish ? "/Mish" : "/Gelu"));
         gelu.add_input(*read.begin());
         gelu.add_output(g->node(nodes.back()).output(0));
-        onnx::AttributeProto* a = gelu.add_attribute();
-        a->set_name("approximate");
-        a->set_type(onnx::AttributeProto::STRING);
-        a->set_s(approximate.toStdString());
+        if (!mish) {
+            onnx::AttributeProto* a = gelu.add_attribute();
+            a->set_name("approximate");
+            a->set_type(onnx::AttributeProto::STRING);
+            a->set_s(approximate.toStdString());
+        }
         *g->mutable_node(nodes.back()) = gelu;
         drop.insert(nodes.begin(), nodes.end() - 1);
     }
@@ -270,11 +275,12 @@ void TestOnnxImport::geluOperatorIsGelu()
         if (!drop.count(k)) *kept.add_node() = g->node(k);
     *g = kept;
     const ExportedModel m = importOnnx(serialize(mp), onnxPath.string());
-    const LayerKind want = approximate == "none" ? LayerKind::GELU : LayerKind::GELUTanh;
+    const LayerKind want = mish ? LayerKind::Mish : approximate == "none" ? LayerKind::GELU : LayerKind::GELUTanh;
     const auto geluLayers = std::count_if(m.layers.begin(), m.layers.end(), [&](const StoredLayer& l) { return l.kind == want; });
     QCOMPARE(static_cast<std::size_t>(geluLayers), modules.size());
     const double dev = maxDeviation(m, ref);
     QVERIFY2(dev <= kOutputTol, qPrintable(QString("deviation %1").arg(dev)));
+    if (mish) return;
     // Only the approximations ONNX defines.
     for (onnx::NodeProto& n : *g->mutable_node())
         if (n.op_type() == "Gelu") n.mutable_attribute(0)->set_s("fast");

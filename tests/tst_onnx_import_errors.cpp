@@ -92,14 +92,14 @@ void TestOnnxImportErrors::badInput_data()
 {
     addBrokenFileColumns();
     const auto row = addBrokenFileRow;
-    row("unsupported operator", "residual_op13_fold_dyn", [](onnx::ModelProto& mp) { findNode(mp, "Relu")->set_op_type("Softplus"); },
-        "ConfigError", "Softplus node '/Relu'");
+    row("unsupported operator", "residual_op13_fold_dyn", [](onnx::ModelProto& mp) { findNode(mp, "Relu")->set_op_type("Softsign"); },
+        "ConfigError", "Softsign node '/Relu'");
     // Every unsupported operator type at once, with counts.
     row("several unsupported operators", "residual_op13_fold_dyn",
         [](onnx::ModelProto& mp) {
             int k = 0;
             for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node())
-                if (n.op_type() == "Relu") n.set_op_type(k++ == 0 ? "Softplus" : "Selu");
+                if (n.op_type() == "Relu") n.set_op_type(k++ == 0 ? "Softsign" : "Selu");
         },
         "ConfigError", "also uses the unsupported Selu (");
     // HardSigmoid is read as PyTorch's Hardsigmoid (alpha 1/6, beta 1/2) only; ONNX's default alpha
@@ -247,14 +247,14 @@ void TestOnnxImportErrors::badInput_data()
             subtractPerFeatureMean(mp);
         },
         "ConfigError", "per-feature");
-    // An unsupported operator is named even behind a node that would fail first (a Softplus
+    // An unsupported operator is named even behind a node that would fail first (a Softsign
     // after a per-feature normalisation, which is refused).
     row("unsupported operator after a bad node", "flatmlp_op11_nofold",
         [](onnx::ModelProto& mp) {
-            findNode(mp, "Relu")->set_op_type("Softplus");
+            findNode(mp, "Relu")->set_op_type("Softsign");
             subtractPerFeatureMean(mp);
         },
-        "ConfigError", "operator Softplus is not supported");
+        "ConfigError", "operator Softsign is not supported");
     // (A BatchNorm1d after a ReLU and before a Linear, refused here before, folds into that
     // Linear now: fixtures bnneck_*; 'BatchNorm1d read by no Linear' below is the refusal.)
     // export_modules_as_functions: the Linear is a call of a local function the file defines, and

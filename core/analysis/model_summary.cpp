@@ -96,6 +96,8 @@ ModelSummary summarizeModel(Model& model)
         case LayerKind::ELU:
         case LayerKind::GELU:
         case LayerKind::GELUTanh:
+        case LayerKind::Softplus:
+        case LayerKind::Mish:
         case LayerKind::Hardtanh:
         case LayerKind::PReLU: r.elementwiseOps = outN; break;
         case LayerKind::MaxPool2d: {

@@ -174,6 +174,8 @@ void IntEngine::Impl::Builder::addLayer(std::size_t i)
     case LayerKind::ELU:
     case LayerKind::GELU:
     case LayerKind::GELUTanh:
+    case LayerKind::Softplus:
+    case LayerKind::Mish:
     case LayerKind::Hardtanh: pointwise(l); break;
     case LayerKind::PReLU: prelu(l); break;
     case LayerKind::GroupNorm: groupNorm(l); break;

@@ -359,6 +359,8 @@ void ExportedModel::validate(const std::string& source) const
         case LayerKind::ELU:
         case LayerKind::GELU:
         case LayerKind::GELUTanh:
+        case LayerKind::Softplus:
+        case LayerKind::Mish:
             if (!std::isfinite(l.alpha) || (!pointwiseInfo(l.kind)->hasAlpha && l.alpha != 0.0f))
                 bad(source, id + ": alpha " + numberText(l.alpha) + " is not a finite number (or set on a kind without one)");
             if (l.beta != 0.0f) bad(source, id + ": beta " + numberText(l.beta) + " set on a kind without one");
@@ -625,6 +627,8 @@ std::unique_ptr<Model> buildModel(const ExportedModel& m)
         case LayerKind::ELU:
         case LayerKind::GELU:
         case LayerKind::GELUTanh:
+        case LayerKind::Softplus:
+        case LayerKind::Mish:
         case LayerKind::Hardtanh: model->add(std::make_unique<Pointwise>(l.name, l.kind, l.alpha, l.beta), in); break;
         case LayerKind::PReLU: {
             auto p = std::make_unique<PReLU>(l.name, l.tensors.at(0).numel());

@@ -25,7 +25,7 @@ namespace quantscope {
 // "Add", "GlobalAvgPool2d", "AvgPool2d", "ReLU6", "Softmax", and the pointwise activations
 // "Sigmoid", "Tanh", "SiLU", "Hardsigmoid", "Hardswish", "LeakyReLU", "ELU", "GELU", the joins
 // "Mul" and "Concat", then "PReLU" (tensor: weight (1) or (C), float32 in every model), "GELUTanh",
-// "Hardtanh", "ChannelShuffle" and "Slice".
+// "Hardtanh", "ChannelShuffle", "Slice", "GroupNorm", "Softplus" and "Mish".
 const char* storedKindName(LayerKind k);
 class Layer;
 struct StoredLayer;

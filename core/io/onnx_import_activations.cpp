@@ -1,5 +1,5 @@
 // The ONNX importer's pointwise activations: the single operators (Sigmoid, Tanh, HardSigmoid,
-// HardSwish, LeakyRelu, Elu, PRelu) and the subgraphs torch.onnx.export writes for modules opset 13 has
+// HardSwish, LeakyRelu, Elu, Softplus, Mish, Gelu, PRelu) and the subgraphs torch.onnx.export writes for modules opset 13 has
 // no operator for, each read as one layer:
 //   SiLU       Sigmoid(x) -> Mul(x, s)                      (either input order)
 //   Hardswish  HardSigmoid(x) -> Mul(x, h)                  (opsets < 14)
@@ -7,6 +7,7 @@
 //              sum and 0.5 as two Muls in any order and nesting
 //   GELUTanh   Mul(x, x) -> Mul(x, .) (or Pow(x, 3)) -> Mul(., 0.044715) -> Add(x, .) ->
 //              Mul(., sqrt(2/pi)) -> Tanh -> Add(., 1), then that product (inputs in either order)
+//   Mish       Softplus(x) -> Tanh -> Mul(x, t)                (opsets < 18; either input order)
 // and the forms written by hand in much MobileNetV3 code, relu6(x + 3) / 6 (Hardsigmoid) and
 // x * relu6(x + 3) / 6 (Hardswish, times x before or after the division): Add(x, 3) -> Clip(0, 6)
 // (or Relu -> Clip(max = 6), F.relu6's export) -> Div(6) or Mul(1/6), with Mul(x, .) for Hardswish;
@@ -278,6 +279,15 @@ void Importer::findActivationSubgraphs(const std::vector<int>& order, const std:
             if (std::optional<Subgraph> sg = hardSigmoidByHandAt(k, gr, dynamic)) record(std::move(*sg));
         } else if (op(k) == "ReduceMean" && dynamic.count(n.input(0))) {
             if (std::optional<Subgraph> sg = layerNormAt(k, gr, dynamic)) record(std::move(*sg));
+        } else if (op(k) == "Softplus") { // nn.Mish below opset 18: x * tanh(softplus(x))
+            const int t = soleReader(n.output(0));
+            if (t < 0 || op(t) != "Tanh" || taken(t)) continue;
+            const int m = soleReader(g.node(t).output(0));
+            if (m < 0 || op(m) != "Mul" || taken(m) || g.node(m).input_size() != 2) continue;
+            const NodeProto& mul = g.node(m);
+            const std::string& other = mul.input(0) == g.node(t).output(0) ? mul.input(1) : mul.input(0);
+            if (other != n.input(0)) continue; // y * tanh(softplus(x)): no Mish
+            record({LayerKind::Mish, m, n.input(0), {k, t, m}, {}});
         } else if (op(k) == "Sigmoid" || op(k) == "HardSigmoid") {
             const int m = soleReader(n.output(0));
             if (m < 0 || op(m) != "Mul" || taken(m) || g.node(m).input_size() != 2) continue;
@@ -463,6 +473,10 @@ void Importer::pointwise(const NodeProto& n)
     } else if (op == "Elu") {
         l.kind = LayerKind::ELU;
         l.alpha = attrFloat(n, "alpha", 1.0f);
+    } else if (op == "Softplus") {
+        l.kind = LayerKind::Softplus;
+    } else if (op == "Mish") { // opset 18
+        l.kind = LayerKind::Mish;
     } else if (op == "Gelu") { // opset 20: nn.GELU() and nn.GELU(approximate='tanh') as one operator
         const std::string approximate = attrString(n, "approximate", "none");
         if (approximate == "none") l.kind = LayerKind::GELU;

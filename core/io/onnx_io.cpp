@@ -449,6 +449,7 @@ std::vector<std::uint8_t> encodeOnnx(const ExportedModel& source)
         case LayerKind::Softmax: GraphBuilder::intAttr(b.node("Softmax", l.name, {in(0)}, out), "axis", 1); break;
         case LayerKind::Sigmoid: b.node("Sigmoid", l.name, {in(0)}, out); break;
         case LayerKind::Tanh: b.node("Tanh", l.name, {in(0)}, out); break;
+        case LayerKind::Softplus: b.node("Softplus", l.name, {in(0)}, out); break;
         case LayerKind::LeakyReLU: GraphBuilder::floatAttr(b.node("LeakyRelu", l.name, {in(0)}, out), "alpha", l.alpha); break;
         case LayerKind::ELU: GraphBuilder::floatAttr(b.node("Elu", l.name, {in(0)}, out), "alpha", l.alpha); break;
         case LayerKind::Hardsigmoid: hardSigmoid(b.node("HardSigmoid", l.name, {in(0)}, out)); break;
@@ -464,6 +465,11 @@ std::vector<std::uint8_t> encodeOnnx(const ExportedModel& source)
             b.node("Mul", l.name, {in(0), l.name + ".gate"}, out)->set_doc_string(std::string(kOnnxLayerMark) + layerKindName(l.kind));
             break;
         }
+        case LayerKind::Mish: // x tanh(softplus(x)), as torch.onnx.export writes nn.Mish below opset 18
+            b.node("Softplus", l.name + ".softplus", {in(0)}, l.name + ".sp")->set_doc_string(kOnnxPart);
+            b.node("Tanh", l.name + ".tanh", {l.name + ".sp"}, l.name + ".gate")->set_doc_string(kOnnxPart);
+            b.node("Mul", l.name, {in(0), l.name + ".gate"}, out)->set_doc_string(std::string(kOnnxLayerMark) + "Mish");
+            break;
         case LayerKind::PReLU: {
             // The slope as torch.onnx.export writes it: (C, 1, 1) on feature maps, (C) on features,
             // (1) when shared; float32 in QDQ files too (a float initializer, no DQ).

@@ -376,6 +376,7 @@ private:
     void pointwise(const onnx::NodeProto& n, LayerKind kind) { layer(n, kind); }
     void sigmoid(const onnx::NodeProto& n) { pointwise(n, LayerKind::Sigmoid); }
     void tanh(const onnx::NodeProto& n) { pointwise(n, LayerKind::Tanh); }
+    void softplus(const onnx::NodeProto& n) { pointwise(n, LayerKind::Softplus); }
     void checkHardSigmoid(const onnx::NodeProto& n) const
     {
         if (std::abs(attrFloat(n, "alpha", 0.2f) - 1.0f / 6.0f) > 1e-7f || attrFloat(n, "beta", 0.5f) != 0.5f)
@@ -425,7 +426,7 @@ private:
         if (n.output_size() != 1 || m_act.count(n.output(0)) || m_parts.count(n.output(0))) failNode(n, "must make one new value");
         m_parts[n.output(0)] = p;
     }
-    // The last node of a SiLU, Hardswish or GELU subgraph (onnx_io.h), or a Mul layer: the product
+    // The last node of a SiLU, Hardswish, Mish or GELU subgraph (onnx_io.h), or a Mul layer: the product
     // of two activations (neither an inner value of a subgraph).
     void mul(const onnx::NodeProto& n)
     {
@@ -439,7 +440,7 @@ private:
             return;
         }
         if (!p || mark.empty())
-            failNode(n, "only the Mul of two activations, or the Mul that ends a SiLU, Hardswish, GELU or GELUTanh subgraph, is read");
+            failNode(n, "only the Mul of two activations, or the Mul that ends a SiLU, Hardswish, Mish, GELU or GELUTanh subgraph, is read");
         const std::string& o = input(n, static_cast<int>(other));
         std::vector<float> c = p->constants;
         const bool readsX = m_act.count(o) && m_act.at(o) == p->x;
@@ -447,6 +448,7 @@ private:
         LayerKind kind;
         if (mark == "SiLU" && p->ops == "Sigmoid" && readsX && c.empty()) kind = LayerKind::SiLU;
         else if (mark == "Hardswish" && p->ops == "HardSigmoid" && readsX && c.empty()) kind = LayerKind::Hardswish;
+        else if (mark == "Mish" && p->ops == "Softplus,Tanh" && readsX && c.empty()) kind = LayerKind::Mish;
         else if (mark == "GELUTanh" && p->ops == "Mul,Mul,Mul,Add,Mul,Tanh,Add,Mul" && !readsX && c.size() == 4 &&
                  std::abs(c[0] - 0.044715f) < 1e-7f && std::abs(c[1] - 0.7978845608f) < 1e-7f && c[2] == 1.0f && c[3] == 0.5f)
             kind = LayerKind::GELUTanh;
@@ -555,6 +557,7 @@ const std::map<std::string, OnnxReader::Handler>& OnnxReader::handlers()
         {"Identity", &OnnxReader::identity},
         {"Sigmoid", &OnnxReader::sigmoid},
         {"Tanh", &OnnxReader::tanh},
+        {"Softplus", &OnnxReader::softplus},
         {"HardSigmoid", &OnnxReader::hardSigmoid},
         {"LeakyRelu", &OnnxReader::leakyRelu},
         {"PRelu", &OnnxReader::prelu},

@@ -28,7 +28,8 @@ static_assert(static_cast<int>(LayerKind::Conv2d) == 0 && static_cast<int>(Layer
               static_cast<int>(LayerKind::Concat) == 22 && static_cast<int>(LayerKind::PReLU) == 23 &&
               static_cast<int>(LayerKind::GELUTanh) == 24 && static_cast<int>(LayerKind::Hardtanh) == 25 &&
               static_cast<int>(LayerKind::ChannelShuffle) == 26 && static_cast<int>(LayerKind::Slice) == 27 &&
-              static_cast<int>(LayerKind::GroupNorm) == 28);
+              static_cast<int>(LayerKind::GroupNorm) == 28 && static_cast<int>(LayerKind::Softplus) == 29 &&
+              static_cast<int>(LayerKind::Mish) == 30);
 
 namespace {
 
@@ -320,7 +321,7 @@ StoredTensor getTensor(Reader& r, std::uint16_t version)
 // either may be infinite) was added within version 6; an older reader names it as unknown. So were
 // ChannelShuffle (26: u32 groups) and Slice (27: u32 first channel, u32 end channel, exclusive),
 // and GroupNorm (28: u32 channels, u32 groups, f32 eps; float32 tensors `weight` and `bias`, one
-// per channel, or none without affine parameters).
+// per channel, or none without affine parameters), Softplus (29: none) and Mish (30: none).
 StoredLayer getLayer(Reader& r, std::uint16_t version, std::size_t index)
 {
     StoredLayer l;

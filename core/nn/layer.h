@@ -40,9 +40,11 @@ enum class LayerKind {
     // channels moved, not computed on (nn/channel_ops.h): ShuffleNet's channel shuffle and split
     ChannelShuffle, Slice,
     // GroupNorm (nn/groupnorm.h: nn.GroupNorm, and nn.InstanceNorm2d as one group per channel)
-    GroupNorm
+    GroupNorm,
+    // Softplus (beta 1, threshold 20) and Mish (x tanh(softplus(x))) (nn/pointwise.h)
+    Softplus, Mish
 };
-constexpr int kLastLayerKind = static_cast<int>(LayerKind::GroupNorm);
+constexpr int kLastLayerKind = static_cast<int>(LayerKind::Mish);
 
 const char* layerKindName(LayerKind k);
 

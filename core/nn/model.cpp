@@ -53,6 +53,8 @@ const char* layerKindName(LayerKind k)
     case LayerKind::Concat: return "Concat";
     case LayerKind::PReLU: return "PReLU";
     case LayerKind::GELUTanh: return "GELUTanh";
+    case LayerKind::Softplus: return "Softplus";
+    case LayerKind::Mish: return "Mish";
     case LayerKind::Hardtanh: return "Hardtanh";
     case LayerKind::ChannelShuffle: return "ChannelShuffle";
     case LayerKind::Slice: return "Slice";

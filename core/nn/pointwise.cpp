@@ -22,7 +22,11 @@ constexpr PointwiseInfo kTable[] = {
     {LayerKind::GELU, "GELU", "", false, 0.0f, false, 0.0f},
     {LayerKind::GELUTanh, "GELUTanh", "", false, 0.0f, false, 0.0f},
     {LayerKind::Hardtanh, "Hardtanh", "Clip", true, -1.0f, true, 1.0f},
+    {LayerKind::Softplus, "Softplus", "Softplus", false, 0.0f, false, 0.0f},
+    {LayerKind::Mish, "Mish", "", false, 0.0f, false, 0.0f},
 };
+// nn.Softplus's default threshold: beyond it softplus(x) is x (log1p(exp(20)) - 20 is 2e-9).
+constexpr float kSoftplusThreshold = 20.0f;
 
 constexpr float kSqrt1_2 = 0.70710678118654752440f; // 1 / sqrt(2)
 constexpr double kInvSqrt2Pi = 0.39894228040143267794; // 1 / sqrt(2 pi)
@@ -54,6 +58,10 @@ void applyRun(float alpha, float beta, const float* __restrict x, float* __restr
             y[i] = 0.5f * v * (1.0f + std::tanh(inner));
         } else if constexpr (K == LayerKind::Hardtanh) {
             y[i] = std::min(std::max(v, alpha), beta); // max(NaN, a) and min(NaN, b) are NaN: at::clamp's NaN
+        } else if constexpr (K == LayerKind::Softplus) {
+            y[i] = v > kSoftplusThreshold ? v : std::log1p(std::exp(v));
+        } else if constexpr (K == LayerKind::Mish) {
+            y[i] = v * std::tanh(std::log1p(std::exp(v))); // exp's overflow gives tanh(inf) = 1: y = x
         }
     }
 }
@@ -82,6 +90,8 @@ const PointwiseInfo* pointwiseInfo(LayerKind k)
     case LayerKind::GELU: return applyRun<LayerKind::GELU>(alpha, beta, x, y, n);
     case LayerKind::GELUTanh: return applyRun<LayerKind::GELUTanh>(alpha, beta, x, y, n);
     case LayerKind::Hardtanh: return applyRun<LayerKind::Hardtanh>(alpha, beta, x, y, n);
+    case LayerKind::Softplus: return applyRun<LayerKind::Softplus>(alpha, beta, x, y, n);
+    case LayerKind::Mish: return applyRun<LayerKind::Mish>(alpha, beta, x, y, n);
     default: throw Error(std::string("internal error: ") + layerKindName(k) + " is not a pointwise activation");
     }
 }
@@ -122,6 +132,17 @@ void pointwiseGradient(LayerKind k, float alpha, float beta, const float* x, con
         }
         // PyTorch's hardtanh_backward: 0 where x <= min_val or x >= max_val.
         case LayerKind::Hardtanh: dx[i] = v > alpha && v < beta ? g : 0.0f; break;
+        case LayerKind::Softplus: { // PyTorch's softplus_backward: g z / (z + 1), z = exp(x); g beyond the threshold
+            const float z = std::exp(v);
+            dx[i] = v > kSoftplusThreshold ? g : g * z / (z + 1.0f);
+            break;
+        }
+        case LayerKind::Mish: { // PyTorch's mish_backward: g (t + x s (1 - t^2)), t = tanh(softplus(x)), s = sigmoid(x)
+            const float s = sigmoidOf(v);
+            const float t = std::tanh(std::log1p(std::exp(v)));
+            dx[i] = g * (t + v * s * (1.0f - t * t));
+            break;
+        }
         default: throw Error(std::string("internal error: ") + layerKindName(k) + " is not a pointwise activation");
         }
     }

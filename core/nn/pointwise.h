@@ -3,7 +3,10 @@
 // GELU (the exact erf form), GELU's tanh approximation (GELUTanh, nn.GELU(approximate='tanh'):
 // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))) and Hardtanh (alpha = min_val, beta = max_val:
 // clamp(x, min_val, max_val), what nn.Hardtanh, torch.clamp and ONNX Clip compute; either bound
-// may be infinite, not both). One table row per kind (name, ONNX operator, its parameters); one
+// may be infinite, not both), Softplus (nn.Softplus() at its defaults beta 1 and threshold 20:
+// log(1 + exp(x)), x beyond 20; ONNX's Softplus) and Mish (x tanh(softplus(x)), Misra 2019,
+// "Mish: A Self Regularized Non-Monotonic Activation Function"; ONNX's Mish from opset 18, a
+// Softplus, Tanh, Mul subgraph before). One table row per kind (name, ONNX operator, its parameters); one
 // scalar formula per kind, which the layer, the integer engine's lookup tables and the export all
 // use, so the engine equals the fake-quant simulation bit for bit.
 #pragma once
@@ -18,7 +21,7 @@ namespace quantscope {
 struct PointwiseInfo {
     LayerKind kind;
     const char* name;      // PyTorch's module name, e.g. "Hardswish"
-    const char* onnxOp;    // the single ONNX operator (opset 13), or "" for a subgraph (SiLU, GELU, GELUTanh; Hardswish before opset 14)
+    const char* onnxOp;    // the single ONNX operator (opset 13), or "" for a subgraph (SiLU, GELU, GELUTanh, Mish; Hardswish before opset 14)
     bool hasAlpha;         // LeakyReLU's negative_slope, ELU's alpha, Hardtanh's min_val (stored in .qsm files)
     float defaultAlpha;    // PyTorch's default: 0.01 (LeakyReLU), 1 (ELU), -1 (Hardtanh)
     bool hasBeta;          // Hardtanh's max_val

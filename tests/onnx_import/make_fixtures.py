@@ -824,6 +824,13 @@ CASES = [
     ("constinside_op13_fold_dyn", ConstInside, (3, 8, 8), 13, True, True),
     ("constinside_op11_nofold", ConstInside, (3, 8, 8), 11, False, False),
     ("constinside_op17_fold", ConstInside, (3, 8, 8), 17, True, False),
+    # nn.Mish (Softplus, Tanh, Mul below opset 18) and nn.Softplus (tst_activations); beta 2 exports
+    # as Mul(2), Softplus, Div(2): the Mul folds into the conv before, the Div is a depthwise 1x1 Conv.
+    ("act_mish_op13_fold_dyn", act_net(nn.Mish), (1, 8, 8), 13, True, True),
+    ("act_mish_op11_nofold", act_net(nn.Mish), (1, 8, 8), 11, False, False),
+    ("act_mish_op17_nofold", act_net(nn.Mish), (1, 8, 8), 17, False, False),
+    ("act_softplus_op13_fold", act_net(nn.Softplus), (1, 8, 8), 13, True, False),
+    ("act_softplusbeta2_op13_fold_dyn", act_net(lambda: nn.Softplus(beta=2.0)), (1, 8, 8), 13, True, True),
 ]
 
 HW_SECOND = (12, 10)
