@@ -14,6 +14,7 @@
 #include "nn/maxpool2d.h"
 #include "nn/model.h"
 #include "nn/mul.h"
+#include "nn/pad.h"
 #include "nn/pointwise.h"
 #include "nn/groupnorm.h"
 #include "nn/prelu.h"
@@ -304,6 +305,10 @@ GradSetup makeGradSetup(const QString& row, Rng& rng)
     } else if (row == "channel_shuffle_g3_flat") {
         s.layer = std::make_unique<ChannelShuffle>("shuffle", 3);
         s.x = randomTensor({3, 6}, rng);
+    } else if (row.startsWith("pad_")) { // reflect, replicate, zeros; asymmetric pads
+        const PadMode mode = row == "pad_reflect" ? PadMode::Reflect : row == "pad_replicate" ? PadMode::Replicate : PadMode::Zeros;
+        s.layer = std::make_unique<Pad2d>("pad", mode, std::array<std::size_t, 4>{1, 2, 2, 1});
+        s.x = randomTensor({2, 2, 4, 5}, rng);
     } else if (row == "slice_channels_1_4") {
         s.layer = std::make_unique<Slice>("slice", 1, 4);
         s.x = randomTensor({2, 5, 3, 3}, rng);
@@ -429,7 +434,7 @@ void TestLayersGradients::layerGradient_data()
           "avgpool2d_geometry_k2x3_s1x2_pads_0_1_1_0", "avgpool2d_k2",
           "avgpool2d_k3_s2_overlapping", "avgpool2d_k3_s3_tiled", "avgpool2d_k3_s2_p1", "avgpool2d_k3_s1_p1",
           "global_avgpool2d", "add", "mul_equal", "mul_gate_second", "mul_gate_first", "mul_flat", "concat2", "concat3",
-          "concat2_flat", "channel_shuffle_g2", "channel_shuffle_g3_flat", "slice_channels_1_4", "slice_features_0_2", "dropout_p0.5", "flatten", "linear", "linear_nobias", "log_softmax", "softmax",
+          "concat2_flat", "channel_shuffle_g2", "channel_shuffle_g3_flat", "slice_channels_1_4", "slice_features_0_2", "pad_reflect", "pad_replicate", "pad_zeros", "dropout_p0.5", "flatten", "linear", "linear_nobias", "log_softmax", "softmax",
           "pointwise_Sigmoid", "pointwise_Tanh", "pointwise_SiLU", "pointwise_Hardsigmoid", "pointwise_Hardswish",
           "pointwise_LeakyReLU", "pointwise_LeakyReLU_0.2", "pointwise_ELU", "pointwise_ELU_0.7", "pointwise_GELU",
           "pointwise_GELUTanh", "pointwise_Hardtanh", "pointwise_Hardtanh_-2_1.5", "pointwise_Softplus", "pointwise_Mish", "prelu_shared", "prelu_channels", "prelu_flat_channels",

@@ -284,6 +284,27 @@ void TestOnnxImportErrors::badInput_data()
     // opset 10), refused with the export that works (opset 10: tst_onnx_import matchesPyTorch).
     row("opset 9 ceil_mode as end pads", "poolgeom_max_op9_nofold", [](onnx::ModelProto&) {}, "ConfigError",
         "opset 9 has no ceil_mode, so torch.onnx.export writes ceil_mode=True as larger end pads: export with opset_version 10");
+    // Pad layers (tst_pad): zeros, reflect and edge; wrap (opset 19) is refused, and so is a reflect
+    // pad as large as its map (PyTorch refuses it too).
+    row("Pad mode wrap", "pad_op13_fold_dyn",
+        [](onnx::ModelProto& mp) {
+            for (onnx::AttributeProto& a : *findNode(mp, "Pad")->mutable_attribute())
+                if (a.name() == "mode") a.set_s("wrap");
+        },
+        "ConfigError", "mode = wrap; QuantScope reads zero (constant 0), reflect and edge (replicate) padding");
+    row("reflect Pad as large as its map", "pad_op13_fold_dyn",
+        [](onnx::ModelProto& mp) {
+            onnx::NodeProto* last = nullptr;
+            for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node())
+                if (n.op_type() == "Pad") last = &n;
+            onnx::TensorProto* t = mp.mutable_graph()->add_initializer();
+            t->set_name("padsbig");
+            t->set_data_type(onnx::TensorProto::INT64);
+            t->add_dims(8);
+            for (std::int64_t v : {0, 0, 0, 0, 0, 0, 5, 5}) t->add_int64_data(v);
+            last->set_input(1, "padsbig");
+        },
+        "FormatError", "reflect padding [0, 0, 0, 0, 0, 0, 5, 5] of a map of shape [6,5,5] needs pads smaller than the map");
     // Opset 18's Pad axes input: pads for the listed axes only (read: tst_onnx_import
     // matchesPyTorchAtNewerOpsets); malformed ones are refused by node.
     const auto padAxes = [](std::vector<std::int64_t> pads, std::vector<std::int64_t> axes) {

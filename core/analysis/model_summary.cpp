@@ -118,7 +118,8 @@ ModelSummary summarizeModel(Model& model)
         case LayerKind::Flatten:
         case LayerKind::Concat:
         case LayerKind::ChannelShuffle:
-        case LayerKind::Slice: break; // a copy
+        case LayerKind::Slice:
+        case LayerKind::Pad: break; // a copy
         }
         r.fp32Bytes = 4 * (r.params + r.buffers);
 

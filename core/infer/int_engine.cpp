@@ -287,7 +287,7 @@ void IntEngine::Impl::runImageOp(const Op& op, Scratch& s) const
         for (std::size_t j = 0; j < op.elems; ++j) nxt[j] = op.table[cur[j]];
         return;
     case OpKind::Gather:
-        for (std::size_t j = 0; j < op.elems; ++j) nxt[j] = cur[op.col[j]];
+        for (std::size_t j = 0; j < op.elems; ++j) nxt[j] = op.col[j] == kGatherFill ? op.fill : cur[op.col[j]];
         return;
     case OpKind::ChannelLut: // NHWC: channel j % C; flat features: feature j (or col[j])
         for (std::size_t j = 0; j < op.elems; ++j) {
@@ -377,7 +377,7 @@ void IntEngine::Impl::runBatchOp(const Op& op, Scratch& s, std::size_t n) const
         for (std::size_t r = 0; r < n; ++r) {
             const std::uint8_t* src = in + r * inRow;
             std::uint8_t* dst = out + r * outRow;
-            for (std::size_t j = 0; j < op.elems; ++j) dst[j] = src[op.col[j]];
+            for (std::size_t j = 0; j < op.elems; ++j) dst[j] = op.col[j] == kGatherFill ? op.fill : src[op.col[j]];
         }
         return;
     case OpKind::ChannelLut:

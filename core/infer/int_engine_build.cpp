@@ -181,6 +181,7 @@ void IntEngine::Impl::Builder::addLayer(std::size_t i)
     case LayerKind::GroupNorm: groupNorm(l); break;
     case LayerKind::ChannelShuffle:
     case LayerKind::Slice: gather(l); break;
+    case LayerKind::Pad: padGather(l); break;
     case LayerKind::Flatten:
     case LayerKind::Dropout: {
         const ActInfo& in = m_acts[l.inputs.at(0)];

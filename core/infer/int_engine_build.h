@@ -71,6 +71,7 @@ private:
     void prelu(const StoredLayer& l);
     void groupNorm(const StoredLayer& l);
     void gather(const StoredLayer& l);
+    void padGather(const StoredLayer& l);
     // Pointwise and PReLU: their own point, on a quantized input.
     Domain ownPoint(const StoredLayer& l, const ActInfo& in) const;
 

@@ -2,8 +2,9 @@
 // average pooling (sums requantized by the divisor's multiplier), Add, Mul and Concat (each input
 // rescaled into the output's point with fixed-point multipliers), a standalone ReLU/ReLU6 (a
 // rescale), pointwise activations and PReLU (256-byte tables, int_engine_tables.cpp), and the
-// channel movements ChannelShuffle and Slice (bytes gathered, the grid kept).
+// channel movements ChannelShuffle and Slice and the pixel movement Pad (bytes gathered, the grid kept).
 #include "infer/int_engine_build.h"
+#include "nn/pad.h"
 
 #include "util/errors.h"
 
@@ -260,6 +261,36 @@ void IntEngine::Impl::Builder::gather(const StoredLayer& l)
     ActInfo info = in;
     info.c = K;
     info.permuted = false;
+    push(std::move(op), info);
+    if (again) rescale(moved);
+}
+
+// Pad (nn/pad.h): output pixel (r, c) of each channel copies input pixel (rows[r], cols[c]), or
+// is the input grid's zero point (zeros mode), NHWC bytes on the input's grid.
+void IntEngine::Impl::Builder::padGather(const StoredLayer& l)
+{
+    const ActInfo& in = input(0);
+    if (in.floats || in.flat) throw ConfigError(m_id + " reads " + (in.floats ? "float values" : "flat features") + "; the integer engine pads quantized maps");
+    const bool again = needsRescale(in.d);
+    Op op = opOf(OpKind::Gather, l.name, in.root, again ? extraAct() : static_cast<int>(m_i + 1));
+    op.traced = false;
+    const int moved = op.out;
+    const std::size_t C = in.c, H = in.h, W = in.w;
+    const std::size_t OH = l.pads[0] + H + l.pads[2], OW = l.pads[1] + W + l.pads[3];
+    op.elems = OH * OW * C;
+    op.col.resize(op.elems);
+    op.fill = static_cast<std::uint8_t>(in.d.zp());
+    for (std::size_t r = 0; r < OH; ++r)
+        for (std::size_t c = 0; c < OW; ++c) {
+            const long sr = Pad2d::sourceIndex(l.padMode, static_cast<long>(r), l.pads[0], H);
+            const long sc = Pad2d::sourceIndex(l.padMode, static_cast<long>(c), l.pads[1], W);
+            for (std::size_t ch = 0; ch < C; ++ch)
+                op.col[(r * OW + c) * C + ch] = sr < 0 || sc < 0 ? kGatherFill
+                                                               : static_cast<std::uint32_t>((static_cast<std::size_t>(sr) * W + static_cast<std::size_t>(sc)) * C + ch);
+        }
+    ActInfo info = in;
+    info.h = OH;
+    info.w = OW;
     push(std::move(op), info);
     if (again) rescale(moved);
 }

@@ -85,13 +85,16 @@ struct Buffer {
 // Mul: the product of two activations (equal shapes, or a map times a per-channel gate: in1 is
 // then the gate of op.cout channels). Concat: its inputs (ins) joined along the channels.
 // Gather: output byte j of an image (a row) is input byte col[j] (ChannelShuffle, Slice: channels
-// moved, the grid kept).
+// moved; Pad: pixels moved), the grid kept; col[j] = kGatherFill writes op.fill, the input grid's
+// zero point (Pad's zeros).
 // FloatNorm: a GroupNorm (nn/groupnorm.h) between two grids: the image's (row's) bytes dequantized
 // into float in the model's (C, plane) order (col[j]: the NCHW index of byte j), groupNormImage,
 // the layer's own per-image formula, and the output quantized with QuantSim's arithmetic, so the
 // bytes are the fake-quant simulation's. The one layer the engine computes in float: its
 // statistics are the image's own, known only at run time.
 enum class OpKind { Conv, GroupConv, Depthwise, MaxPool, AvgPool, Add, Linear, FloatLinear, FloatConv, Lut, ChannelLut, Mul, Concat, Gather, FloatNorm };
+
+inline constexpr std::uint32_t kGatherFill = 0xFFFFFFFFu;
 
 struct Op {
     OpKind kind = OpKind::Conv;
@@ -128,6 +131,7 @@ struct Op {
     std::vector<float> fw, fb;
     float eps = 0.0f;
     std::vector<std::uint32_t> col; // input byte of feature j (ChannelLut); of output byte j (Gather)
+    std::uint8_t fill = 0;          // Gather: the byte col[j] = kGatherFill writes
     Domain inD, outD;
     std::int32_t lo = 0, hi = 255;
     bool floatOut = false;

@@ -12,6 +12,7 @@
 #include "nn/linear.h"
 #include "nn/maxpool2d.h"
 #include "nn/mul.h"
+#include "nn/pad.h"
 #include "nn/pointwise.h"
 #include "nn/prelu.h"
 #include "util/errors.h"
@@ -117,6 +118,11 @@ bool storeChannelMove(const Layer& layer, StoredLayer& l)
         l.sliceEnd = sl->end();
         return true;
     }
+    if (const auto* pd = dynamic_cast<const Pad2d*>(&layer)) {
+        l.padMode = pd->mode();
+        l.pads = pd->pads();
+        return true;
+    }
     return false;
 }
 
@@ -208,6 +214,7 @@ std::vector<Shape> ExportedModel::activationShapes() const
         case LayerKind::Flatten: s = {shapeNumel(s)}; break;
         case LayerKind::Linear: s = {l.outFeatures}; break;
         case LayerKind::Slice: s[0] = l.sliceEnd - l.sliceBegin; break;
+        case LayerKind::Pad: s = {s[0], l.pads[0] + s[1] + l.pads[2], l.pads[1] + s[2] + l.pads[3]}; break;
         case LayerKind::Concat: // along the channels
             for (std::size_t j = 1; j < l.inputs.size(); ++j) s.at(0) += shapes.at(l.inputs[j]).at(0);
             break;
@@ -433,6 +440,18 @@ void ExportedModel::validate(const std::string& source) const
             expectTensors(l, {}, source);
             s[0] = l.sliceEnd - l.sliceBegin;
             break;
+        case LayerKind::Pad: {
+            const std::size_t most = *std::max_element(l.pads.begin(), l.pads.end());
+            if (l.padMode != PadMode::Zeros && l.padMode != PadMode::Reflect && l.padMode != PadMode::Replicate)
+                bad(source, id + ": padding mode " + std::to_string(static_cast<int>(l.padMode)) + " is not zeros (0), reflect (1) or replicate (2)");
+            if (most > Pad2d::kMaxPad) bad(source, id + ": a pad of " + std::to_string(most) + " is beyond " + std::to_string(Pad2d::kMaxPad));
+            if (s.size() != 3 || (l.padMode == PadMode::Reflect && (std::max(l.pads[0], l.pads[2]) >= s[1] || std::max(l.pads[1], l.pads[3]) >= s[2])))
+                bad(source, id + ": " + padModeName(l.padMode) + " padding [" + std::to_string(l.pads[0]) + ", " + std::to_string(l.pads[1]) + ", " +
+                                std::to_string(l.pads[2]) + ", " + std::to_string(l.pads[3]) + "] cannot take " + shapeString(s));
+            expectTensors(l, {}, source);
+            s = {s[0], l.pads[0] + s[1] + l.pads[2], l.pads[1] + s[2] + l.pads[3]};
+            break;
+        }
         case LayerKind::Flatten:
             expectTensors(l, {}, source);
             s = {shapeNumel(s)};
@@ -603,6 +622,7 @@ std::unique_ptr<Model> buildModel(const ExportedModel& m)
             break;
         }
         case LayerKind::Slice: model->add(std::make_unique<Slice>(l.name, l.sliceBegin, l.sliceEnd), in); break;
+        case LayerKind::Pad: model->add(std::make_unique<Pad2d>(l.name, l.padMode, l.pads), in); break;
         case LayerKind::GlobalAvgPool2d: model->add(std::make_unique<GlobalAvgPool2d>(l.name), in); break;
         case LayerKind::AvgPool2d: model->add(std::make_unique<AvgPool2d>(l.name, l.poolGeometry()), in); break;
         case LayerKind::MaxPool2d: model->add(std::make_unique<MaxPool2d>(l.name, l.poolGeometry()), in); break;

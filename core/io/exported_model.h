@@ -9,10 +9,12 @@
 #include "nn/conv_geometry.h"
 #include "nn/layer.h"
 #include "nn/model.h"
+#include "nn/pad.h"
 #include "nn/pool_geometry.h"
 #include "quant/quantize.h"
 #include "tensor/tensor.h"
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -25,12 +27,12 @@ namespace quantscope {
 // "Add", "GlobalAvgPool2d", "AvgPool2d", "ReLU6", "Softmax", and the pointwise activations
 // "Sigmoid", "Tanh", "SiLU", "Hardsigmoid", "Hardswish", "LeakyReLU", "ELU", "GELU", the joins
 // "Mul" and "Concat", then "PReLU" (tensor: weight (1) or (C), float32 in every model), "GELUTanh",
-// "Hardtanh", "ChannelShuffle", "Slice", "GroupNorm", "Softplus" and "Mish".
+// "Hardtanh", "ChannelShuffle", "Slice", "GroupNorm", "Softplus", "Mish" and "Pad".
 const char* storedKindName(LayerKind k);
 class Layer;
 struct StoredLayer;
-// For the writers of models as StoredLayers: a ChannelShuffle's groups or a Slice's channel range
-// into l; false (l untouched) for any other layer.
+// For the writers of models as StoredLayers: a ChannelShuffle's groups, a Slice's channel range or a
+// Pad2d's mode and pads into l; false (l untouched) for any other layer.
 bool storeChannelMove(const Layer& layer, StoredLayer& l);
 // The same for a GroupNorm (channels, groups, eps, and its weight and bias as float32 tensors,
 // in integer models too: the engines compute it in float); false for any other layer. Throws
@@ -106,6 +108,9 @@ struct StoredLayer {
     float beta = 0.0f;                           // Hardtanh max_val; 0 for other kinds
     // ChannelShuffle: groups (above). Slice: channels [sliceBegin, sliceEnd) of its input (nn/channel_ops.h).
     std::size_t sliceBegin = 0, sliceEnd = 0;
+    // Pad: the mode and the pads top, left, bottom, right (nn/pad.h).
+    PadMode padMode = PadMode::Zeros;
+    std::array<std::size_t, 4> pads{};
     bool bnFolded = false;                       // Conv2d: a BatchNorm2d was folded into it
     std::vector<StoredTensor> tensors;
     std::optional<ActivationQuant> outputQuant;  // integer models: quantization of this layer's output

@@ -630,7 +630,9 @@ void Importer::pad(const NodeProto& n)
     const Value& xv = value(n, 0);
     if (xv.kind == Value::Kind::Const) failConstantInput(n, 0);
     perImageRank(n, xv.act, 3, "Pad is read on [N, C, H, W]");
-    if (attrString(n, "mode", "constant") != "constant") failNode(n, "mode = " + attrString(n, "mode", "constant") + "; only zero padding merges into a Conv");
+    const std::string mode = attrString(n, "mode", "constant");
+    if (mode != "constant" && mode != "reflect" && mode != "edge")
+        failNode(n, "mode = " + mode + "; QuantScope reads zero (constant 0), reflect and edge (replicate) padding");
     std::vector<std::int64_t> pads;
     float fill = 0.0f;
     if (m_opset < 11) {
@@ -662,12 +664,40 @@ void Importer::pad(const NodeProto& n)
             pads = full;
         }
     }
-    if (fill != 0.0f) failNode(n, "pads with " + std::to_string(fill) + "; only zero padding merges into a Conv");
+    if (mode == "constant" && fill != 0.0f)
+        failNode(n, "pads with " + std::to_string(fill) + "; QuantScope reads zero, reflect and replicate padding (a constant other than 0 "
+                    "would lie off a quantized grid)");
     if (pads.size() != 8) failNode(n, "pads has " + std::to_string(pads.size()) + " values, expected 8 for [N, C, H, W]", false);
     // pads: [N_begin, C_begin, H_begin, W_begin, N_end, C_end, H_end, W_end]
     if (pads[0] != 0 || pads[1] != 0 || pads[4] != 0 || pads[5] != 0) failNode(n, "pads the batch or channel axis: " + listOf(pads));
     for (std::int64_t p : pads)
         if (p < 0 || p > 64) failNode(n, "pads " + listOf(pads) + ": negative (cropping) or large pads are not read");
+    // Zeros read only by Conv and AveragePool nodes merge into their windows; any other padding,
+    // or zeros something else reads (a MaxPool, an activation), is a Pad layer.
+    bool merges = mode == "constant";
+    for (const NodeProto& r : m_mp.graph().node())
+        for (const std::string& i : r.input())
+            if (i == n.output(0) && r.op_type() != "Conv" && r.op_type() != "AveragePool") merges = false;
+    for (const onnx::ValueInfoProto& o : m_mp.graph().output())
+        if (o.name() == n.output(0)) merges = false;
+    if (!merges) {
+        if (xv.kind != Value::Kind::Act && !(xv.kind == Value::Kind::Padded && mode == "constant"))
+            failNode(n, "pads the output of a Pad with mode " + mode + "; QuantScope reads one reflect or edge Pad on a map");
+        StoredLayer l;
+        l.kind = LayerKind::Pad;
+        l.padMode = mode == "reflect" ? PadMode::Reflect : mode == "edge" ? PadMode::Replicate : PadMode::Zeros;
+        const std::array<std::int64_t, 4> add{pads[2], pads[3], pads[6], pads[7]};
+        for (std::size_t i = 0; i < 4; ++i)
+            l.pads[i] = static_cast<std::size_t>(add[i] + (xv.kind == Value::Kind::Padded ? xv.pads[i] : 0));
+        const Shape& s = shapeOf(xv.act);
+        if (l.padMode == PadMode::Reflect && (std::max(l.pads[0], l.pads[2]) >= s[1] || std::max(l.pads[1], l.pads[3]) >= s[2]))
+            failNode(n, "reflect padding " + listOf(pads) + " of a map of shape " + shapeString(s) + " needs pads smaller than the map", false);
+        const std::size_t most = *std::max_element(l.pads.begin(), l.pads.end());
+        if (most > Pad2d::kMaxPad) failNode(n, "pads " + listOf(pads) + " (with the Pad before it) are out of range (0 to 64)", false);
+        Shape out{s[0], l.pads[0] + s[1] + l.pads[2], l.pads[1] + s[2] + l.pads[3]};
+        addLayer(n, std::move(l), std::move(out), {xv.act});
+        return;
+    }
     Value v = xv;
     v.kind = Value::Kind::Padded;
     const std::array<std::int64_t, 4> add{pads[2], pads[3], pads[6], pads[7]};

@@ -63,6 +63,13 @@ public:
         a->set_type(onnx::AttributeProto::INT);
         a->set_i(v);
     }
+    static void stringAttr(onnx::NodeProto* n, const std::string& name, const std::string& v)
+    {
+        onnx::AttributeProto* a = n->add_attribute();
+        a->set_name(name);
+        a->set_type(onnx::AttributeProto::STRING);
+        a->set_s(v);
+    }
     static void floatAttr(onnx::NodeProto* n, const std::string& name, float v)
     {
         onnx::AttributeProto* a = n->add_attribute();
@@ -433,6 +440,15 @@ std::vector<std::uint8_t> encodeOnnx(const ExportedModel& source)
             b.floats(p + "bias", dims, l.tensors.at(1).values);
             b.node("Mul", p + "scale", {p + "u", p + "weight"}, p + "w")->set_doc_string(kOnnxPart);
             b.node("Add", l.name, {p + "w", p + "bias"}, out)->set_doc_string(mark);
+            break;
+        }
+        case LayerKind::Pad: { // F.pad: pads [0, 0, top, left, 0, 0, bottom, right], mode constant (zeros), reflect or edge
+            const std::int64_t v[8] = {0, 0, static_cast<std::int64_t>(l.pads[0]), static_cast<std::int64_t>(l.pads[1]),
+                                       0, 0, static_cast<std::int64_t>(l.pads[2]), static_cast<std::int64_t>(l.pads[3])};
+            b.init(l.name + ".pads", TensorProto::INT64, {8}, v, sizeof v);
+            onnx::NodeProto* n = b.node("Pad", l.name, {in(0), l.name + ".pads"}, out);
+            n->set_doc_string(std::string(kOnnxLayerMark) + "Pad");
+            GraphBuilder::stringAttr(n, "mode", l.padMode == PadMode::Reflect ? "reflect" : l.padMode == PadMode::Replicate ? "edge" : "constant");
             break;
         }
         case LayerKind::Slice: { // x[:, begin:end]

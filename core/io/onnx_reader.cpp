@@ -296,7 +296,10 @@ private:
     // writes an average pool that counts its padding, with ceil_mode, so: encodeOnnx).
     void pad(const onnx::NodeProto& n)
     {
-        if (attrString(n, "mode", "constant") != "constant") failNode(n, "only a constant Pad is read");
+        const bool layerMark = n.doc_string() == std::string(kOnnxLayerMark) + "Pad"; // a Pad layer; else an AveragePool's padding
+        const std::string mode = attrString(n, "mode", "constant");
+        if (!layerMark && mode != "constant") failNode(n, "only a constant Pad is read before an AveragePool");
+        if (mode != "constant" && mode != "reflect" && mode != "edge") failNode(n, "mode '" + mode + "' is not one QuantScope writes");
         if (n.input_size() > 2 && !n.input(2).empty() && scalar(init(n.input(2))) != 0.0f) failNode(n, "only a Pad of zeros is read");
         const TensorProto& t = init(input(n, 1));
         const bool eight = numel(t) == 8 && (t.has_raw_data() ? t.raw_data().size() == 64 : t.int64_data_size() == 8);
@@ -308,6 +311,12 @@ private:
         if (std::any_of(v, v + 8, [](std::int64_t x) { return x < 0 || x > 64; })) failNode(n, "pads by less than 0 or more than 64");
         if (n.output_size() != 1 || n.output(0).empty() || m_act.count(n.output(0)) || m_padded.count(n.output(0)))
             failNode(n, "must make one new value");
+        if (layerMark) {
+            StoredLayer& l = layer(n, LayerKind::Pad);
+            l.padMode = mode == "reflect" ? PadMode::Reflect : mode == "edge" ? PadMode::Replicate : PadMode::Zeros;
+            l.pads = {static_cast<std::size_t>(v[2]), static_cast<std::size_t>(v[3]), static_cast<std::size_t>(v[6]), static_cast<std::size_t>(v[7])};
+            return;
+        }
         m_padded[n.output(0)] = {activation(n, 0), {static_cast<std::size_t>(v[2]), static_cast<std::size_t>(v[3]),
                                                     static_cast<std::size_t>(v[6]), static_cast<std::size_t>(v[7])}};
     }

@@ -29,7 +29,7 @@ static_assert(static_cast<int>(LayerKind::Conv2d) == 0 && static_cast<int>(Layer
               static_cast<int>(LayerKind::GELUTanh) == 24 && static_cast<int>(LayerKind::Hardtanh) == 25 &&
               static_cast<int>(LayerKind::ChannelShuffle) == 26 && static_cast<int>(LayerKind::Slice) == 27 &&
               static_cast<int>(LayerKind::GroupNorm) == 28 && static_cast<int>(LayerKind::Softplus) == 29 &&
-              static_cast<int>(LayerKind::Mish) == 30);
+              static_cast<int>(LayerKind::Mish) == 30 && static_cast<int>(LayerKind::Pad) == 31);
 
 namespace {
 
@@ -321,7 +321,8 @@ StoredTensor getTensor(Reader& r, std::uint16_t version)
 // either may be infinite) was added within version 6; an older reader names it as unknown. So were
 // ChannelShuffle (26: u32 groups) and Slice (27: u32 first channel, u32 end channel, exclusive),
 // and GroupNorm (28: u32 channels, u32 groups, f32 eps; float32 tensors `weight` and `bias`, one
-// per channel, or none without affine parameters), Softplus (29: none) and Mish (30: none).
+// per channel, or none without affine parameters), Softplus (29: none), Mish (30: none) and Pad
+// (31: u8 mode (0 zeros, 1 reflect, 2 replicate), u32 pads top, left, bottom, right).
 StoredLayer getLayer(Reader& r, std::uint16_t version, std::size_t index)
 {
     StoredLayer l;
@@ -417,6 +418,10 @@ StoredLayer getLayer(Reader& r, std::uint16_t version, std::size_t index)
     case LayerKind::Slice:
         l.sliceBegin = toSize(r.u32("slice begin"));
         l.sliceEnd = toSize(r.u32("slice end"));
+        break;
+    case LayerKind::Pad:
+        l.padMode = static_cast<PadMode>(r.u8("padding mode"));
+        for (std::size_t& p : l.pads) p = toSize(r.u32("pad"));
         break;
     case LayerKind::Linear:
         l.inFeatures = toSize(r.u32("in features"));
@@ -593,6 +598,10 @@ std::vector<std::uint8_t> encodeQsm(const ExportedModel& m)
         case LayerKind::Slice:
             w.u32(l.sliceBegin);
             w.u32(l.sliceEnd);
+            break;
+        case LayerKind::Pad:
+            w.u8(static_cast<std::uint8_t>(l.padMode));
+            for (std::size_t p : l.pads) w.u32(static_cast<std::uint32_t>(p));
             break;
         case LayerKind::Linear:
             w.u32(l.inFeatures);

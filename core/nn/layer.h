@@ -42,9 +42,11 @@ enum class LayerKind {
     // GroupNorm (nn/groupnorm.h: nn.GroupNorm, and nn.InstanceNorm2d as one group per channel)
     GroupNorm,
     // Softplus (beta 1, threshold 20) and Mish (x tanh(softplus(x))) (nn/pointwise.h)
-    Softplus, Mish
+    Softplus, Mish,
+    // padding as a layer of its own: zeros, reflect, replicate (nn/pad.h)
+    Pad
 };
-constexpr int kLastLayerKind = static_cast<int>(LayerKind::Mish);
+constexpr int kLastLayerKind = static_cast<int>(LayerKind::Pad);
 
 const char* layerKindName(LayerKind k);
 

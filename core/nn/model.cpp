@@ -55,6 +55,7 @@ const char* layerKindName(LayerKind k)
     case LayerKind::GELUTanh: return "GELUTanh";
     case LayerKind::Softplus: return "Softplus";
     case LayerKind::Mish: return "Mish";
+    case LayerKind::Pad: return "Pad";
     case LayerKind::Hardtanh: return "Hardtanh";
     case LayerKind::ChannelShuffle: return "ChannelShuffle";
     case LayerKind::Slice: return "Slice";

@@ -58,12 +58,13 @@ void QuantSim::collectIntegerReaders(std::size_t activation, std::vector<Conv2d*
         switch (l.kind()) {
         case LayerKind::Conv2d: out.push_back(static_cast<Conv2d*>(&l)); break;
         // Values on the grid stay on it: max(x, 0) and the max of a window are grid values (0 is
-        // one: the zero point is an integer), Flatten, ChannelShuffle and Slice move values only.
+        // one: the zero point is an integer), Flatten, ChannelShuffle, Slice and Pad move values only (Pad's zeros are grid values too).
         case LayerKind::ReLU:
         case LayerKind::MaxPool2d:
         case LayerKind::Flatten:
         case LayerKind::ChannelShuffle:
         case LayerKind::Slice:
+        case LayerKind::Pad:
             if (!m_points[j]) collectIntegerReaders(j + 1, out);
             break;
         default: break;

@@ -435,6 +435,25 @@ class ConstInside(nn.Module):
         return self.fc(z.flatten(1))
 
 
+class PadNet(nn.Module):
+    """Padding as a layer of its own: Conv2d(padding_mode='reflect') and ('replicate') export as
+    Pad (reflect, edge) then a Conv without padding; F.pad with zeros read by a MaxPool (which pads
+    with -inf, so the zeros cannot merge into it); an asymmetric reflect F.pad before the head."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 6, 3, padding=1, padding_mode="reflect")
+        self.conv2 = nn.Conv2d(6, 6, 3, padding=1, padding_mode="replicate")
+        self.fc = nn.Linear(6 * 6 * 6, 10)
+
+    def forward(self, x):
+        x = F.relu(self.conv1(x))
+        x = F.relu(self.conv2(x)) - 0.25
+        x = F.max_pool2d(F.pad(x, (1, 1, 1, 1)), 2)
+        x = F.pad(x, (0, 1, 0, 1), mode="reflect")
+        return self.fc(x.flatten(1))
+
+
 class ViewInput(nn.Module):
     """The MNIST tutorials' x.view(-1, 1, 8, 8) first: a no-op on [N, 1, 8, 8] images, and an
     un-flattening on a flat [N, 64] input; then a conv used twice (shared weights)."""
@@ -831,6 +850,10 @@ CASES = [
     ("act_mish_op17_nofold", act_net(nn.Mish), (1, 8, 8), 17, False, False),
     ("act_softplus_op13_fold", act_net(nn.Softplus), (1, 8, 8), 13, True, False),
     ("act_softplusbeta2_op13_fold_dyn", act_net(lambda: nn.Softplus(beta=2.0)), (1, 8, 8), 13, True, True),
+    # Padding as a Pad layer: reflect and replicate convolutions, zeros before a MaxPool (tst_pad).
+    ("pad_op13_fold_dyn", PadNet, (1, 8, 8), 13, True, True),
+    ("pad_op11_nofold", PadNet, (1, 8, 8), 11, False, False),
+    ("pad_op17_fold", PadNet, (1, 8, 8), 17, True, False),
 ]
 
 HW_SECOND = (12, 10)
