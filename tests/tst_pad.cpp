@@ -42,15 +42,17 @@ std::vector<std::array<std::size_t, 5>> padsOf(const ExportedModel& m)
     return p;
 }
 
-// conv 1->6 (no padding) -> reflect pad 1 -> conv 6->6 -> ReLU -> replicate pad (right, bottom) ->
-// zero pad 1 -> max pool 2 -> flatten -> fc on 28 x 28: 26 -> 28 -> 26 -> 27 -> 29 -> 14.
+// conv 1->6 (no padding) -> ReLU -> reflect pad 1 -> conv 6->6 -> replicate pad (right, bottom) ->
+// zero pad 1 -> max pool 2 -> flatten -> fc on 28 x 28: 26 -> 28 -> 26 -> 27 -> 29 -> 14. The zeros
+// pad signed values (conv2's, no ReLU), whose grid's zero point is not byte 0 with uint8
+// activations, and which a MaxPool that pads with -inf would not give.
 std::unique_ptr<Model> padModel(std::uint64_t seed = 7)
 {
     auto m = std::make_unique<Model>("pad-net", Shape{1, 28, 28});
     m->add(std::make_unique<Conv2d>("conv1", 1, 6, 3, 1, 0));
+    m->add(std::make_unique<ReLU>("relu"));
     m->add(std::make_unique<Pad2d>("reflect", PadMode::Reflect, std::array<std::size_t, 4>{1, 1, 1, 1}));
     m->add(std::make_unique<Conv2d>("conv2", 6, 6, 3, 1, 0));
-    m->add(std::make_unique<ReLU>("relu"));
     m->add(std::make_unique<Pad2d>("replicate", PadMode::Replicate, std::array<std::size_t, 4>{0, 0, 1, 1}));
     m->add(std::make_unique<Pad2d>("zeros", PadMode::Zeros, std::array<std::size_t, 4>{1, 1, 1, 1}));
     m->add(std::make_unique<MaxPool2d>("pool", 2));
@@ -75,6 +77,7 @@ private slots:
     void roundTrips();
     void engineAgreesWithFakeQuant_data();
     void engineAgreesWithFakeQuant();
+    void onnxruntimeRunsFp32Export();
     void badPadsAreConfigErrors();
 };
 
@@ -160,6 +163,19 @@ void TestPad::engineAgreesWithFakeQuant()
     QS_CHECK(layer_checks::quantizedFilesReadBack(what, q.exported, rb, m_data.test, run, bytes));
     QS_SKIP_WITHOUT_ORT();
     QS_CHECK(layer_checks::ortQdqAgrees(what, bytes, m_dir + "/qdq-pad-" + act.toStdString() + ".onnx", m_images, run, 0.98, 2e-2));
+}
+
+// onnxruntime runs the FP32 export (Pad nodes; the MaxPool after the zero Pad carries its Indices
+// output, which keeps onnxruntime from merging the Pad into the MaxPool's -inf padding) as
+// QuantScope's float runner does.
+void TestPad::onnxruntimeRunsFp32Export()
+{
+    auto m = padModel();
+    const ExportedModel fp = exportFloatModel(*m, "pad-net", Normalization::identity(1), {});
+    const std::vector<std::uint8_t> fpBytes = encodeOnnx(fp);
+    QVERIFY(padsOf(importOnnx(fpBytes, "re-import")) == padsOf(fp));
+    QS_SKIP_WITHOUT_ORT();
+    QS_CHECK(layer_checks::ortMatchesFp32("pad-net-fp32", fp, fpBytes, m_dir, m_data.test.pixels, 1e-5));
 }
 
 void TestPad::badPadsAreConfigErrors()

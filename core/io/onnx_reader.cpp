@@ -361,7 +361,13 @@ private:
         for (const auto& a : n.attribute())
             if (a.name() == "auto_pad" && a.s() != "NOTSET") failNode(n, "auto_pad is not read");
     }
-    void maxPool(const onnx::NodeProto& n) { pool(n, LayerKind::MaxPool2d); }
+    void maxPool(const onnx::NodeProto& n)
+    {
+        if (n.output_size() != 2) return pool(n, LayerKind::MaxPool2d);
+        onnx::NodeProto values = n; // the Indices output encodeOnnx adds after a zero Pad layer (read by nothing)
+        values.mutable_output()->RemoveLast();
+        pool(values, LayerKind::MaxPool2d);
+    }
     void averagePool(const onnx::NodeProto& n) { pool(n, LayerKind::AvgPool2d); }
     void globalAveragePool(const onnx::NodeProto& n) { layer(n, LayerKind::GlobalAvgPool2d); }
     void flatten(const onnx::NodeProto& n)
