@@ -58,29 +58,31 @@ long Pad2d::sourceIndex(PadMode mode, long o, std::size_t before, std::size_t si
 }
 
 namespace {
-// The source index of every output row (or column).
-std::vector<long> sources(PadMode mode, std::size_t before, std::size_t size, std::size_t out)
+// The input index (in its H x W plane) each output pixel of an OH x OW plane copies, -1 for a zero.
+std::vector<long> planeSources(PadMode mode, const std::array<std::size_t, 4>& pads, std::size_t H, std::size_t W)
 {
-    std::vector<long> s(out);
-    for (std::size_t o = 0; o < out; ++o) s[o] = Pad2d::sourceIndex(mode, static_cast<long>(o), before, size);
-    return s;
+    const std::size_t OH = pads[0] + H + pads[2], OW = pads[1] + W + pads[3];
+    std::vector<long> cols(OW), map(OH * OW);
+    for (std::size_t c = 0; c < OW; ++c) cols[c] = Pad2d::sourceIndex(mode, static_cast<long>(c), pads[1], W);
+    for (std::size_t r = 0; r < OH; ++r) {
+        const long sr = Pad2d::sourceIndex(mode, static_cast<long>(r), pads[0], H);
+        for (std::size_t c = 0; c < OW; ++c) map[r * OW + c] = sr < 0 || cols[c] < 0 ? -1 : sr * static_cast<long>(W) + cols[c];
+    }
+    return map;
 }
 } // namespace
 
 void Pad2d::forward(const Tensor& x, Tensor& y, const RunContext& /*ctx*/)
 {
-    const Shape out = outputShape(x.shape());
-    y.resize(out);
-    const std::size_t H = x.dim(2), W = x.dim(3), OH = out[2], OW = out[3];
-    const std::vector<long> rows = sources(m_mode, m_pads[0], H, OH), cols = sources(m_mode, m_pads[1], W, OW);
+    y.resize(outputShape(x.shape()));
+    const std::size_t plane = x.dim(2) * x.dim(3);
+    const std::vector<long> map = planeSources(m_mode, m_pads, x.dim(2), x.dim(3));
     const float* in = x.data();
     float* o = y.data();
-    parallelFor(x.dim(0) * x.dim(1), [&](std::size_t plane) {
-        const float* src = in + plane * H * W;
-        float* dst = o + plane * OH * OW;
-        for (std::size_t r = 0; r < OH; ++r)
-            for (std::size_t c = 0; c < OW; ++c)
-                dst[r * OW + c] = rows[r] < 0 || cols[c] < 0 ? 0.0f : src[static_cast<std::size_t>(rows[r]) * W + static_cast<std::size_t>(cols[c])];
+    parallelFor(x.dim(0) * x.dim(1), [&](std::size_t p) {
+        const float* src = in + p * plane;
+        float* dst = o + p * map.size();
+        for (std::size_t j = 0; j < map.size(); ++j) dst[j] = map[j] < 0 ? 0.0f : src[map[j]];
     });
 }
 
@@ -89,18 +91,17 @@ void Pad2d::backward(const Tensor& x, const Tensor& /*y*/, const Tensor& dy, Ten
     checkOutputGradient(x, dy);
     if (!needInputGrad) return;
     dx.resize(x.shape());
-    const std::size_t H = x.dim(2), W = x.dim(3), OH = dy.dim(2), OW = dy.dim(3);
-    const std::vector<long> rows = sources(m_mode, m_pads[0], H, OH), cols = sources(m_mode, m_pads[1], W, OW);
+    const std::size_t plane = x.dim(2) * x.dim(3);
+    const std::vector<long> map = planeSources(m_mode, m_pads, x.dim(2), x.dim(3));
     const float* g = dy.data();
     float* d = dx.data();
-    parallelFor(x.dim(0) * x.dim(1), [&](std::size_t plane) {
-        const float* src = g + plane * OH * OW;
-        float* dst = d + plane * H * W;
-        std::fill(dst, dst + H * W, 0.0f);
+    parallelFor(x.dim(0) * x.dim(1), [&](std::size_t p) {
+        const float* src = g + p * map.size();
+        float* dst = d + p * plane;
+        std::fill(dst, dst + plane, 0.0f);
         // In output order, as PyTorch's reflection/replication_pad2d_backward adds them.
-        for (std::size_t r = 0; r < OH; ++r)
-            for (std::size_t c = 0; c < OW; ++c)
-                if (rows[r] >= 0 && cols[c] >= 0) dst[static_cast<std::size_t>(rows[r]) * W + static_cast<std::size_t>(cols[c])] += src[r * OW + c];
+        for (std::size_t j = 0; j < map.size(); ++j)
+            if (map[j] >= 0) dst[map[j]] += src[j];
     });
 }
 
