@@ -1,7 +1,8 @@
 // The ONNX importer's Conv handler: any 2-D window (rectangular kernels, strides, dilations,
 // asymmetric pads, auto_pad SAME_*), a zero Pad before it folded in, a 1x1 Conv on flat
-// features read as a Linear, and a constant scale or shift of maps inside the network read as a
-// depthwise 1x1 Conv.
+// features read as a Linear, a constant scale or shift of maps inside the network read as a
+// depthwise 1x1 Conv, and Pad: zeros merged into the Conv or AveragePool windows that read them,
+// any other padding a Pad layer.
 #include "io/onnx_importer.h"
 
 #include <algorithm>
@@ -190,6 +191,89 @@ void Importer::constantOnMaps(const NodeProto& n, int ai, const ConstTensor& c, 
                         made.name + "' (" + (reversed ? "weight -1 and the constant as bias" : shift ? "weight 1 and the constant as bias" : "the constant as weight, no bias") +
                         "), which trains one " + (shift ? "weight and bias" : "weight") + " per channel" +
                         (one ? " where PyTorch's graph has one value" : ""));
+}
+
+// Pad (H/W only): zeros that only Conv and AveragePool nodes read are remembered with the
+// activation for the window after them (Value::Kind::Padded); reflect, edge, and zeros read by
+// anything else (a MaxPool, an activation) are a Pad layer (nn/pad.h).
+void Importer::pad(const NodeProto& n)
+{
+    const Value& xv = value(n, 0);
+    if (xv.kind == Value::Kind::Const) failConstantInput(n, 0);
+    perImageRank(n, xv.act, 3, "Pad is read on [N, C, H, W]");
+    const std::string mode = attrString(n, "mode", "constant");
+    if (mode != "constant" && mode != "reflect" && mode != "edge")
+        failNode(n, "mode = " + mode + "; QuantScope reads zero (constant 0), reflect and edge (replicate) padding");
+    std::vector<std::int64_t> pads;
+    float fill = 0.0f;
+    if (m_opset < 11) {
+        pads = attrInts(n, "pads");
+        fill = attrFloat(n, "value", 0.0f);
+    } else {
+        const ConstTensor& p = constant(n, 1, "pads");
+        if (p.isFloat) failNode(n, "pads are not integers", false);
+        pads = p.i;
+        if (const ConstTensor* v = optConstant(n, 2, "constant_value")) {
+            if (v->numel() != 1) failNode(n, "constant_value is not one value", false);
+            fill = static_cast<float>(v->at(0));
+        }
+        if (has(n, 3)) { // opset 18: pads for the listed axes only, [begins..., ends...]
+            const ConstTensor& a = constant(n, 3, "axes");
+            if (a.isFloat) failNode(n, "axes are not integers", false);
+            if (pads.size() != 2 * a.i.size())
+                failNode(n, "pads " + listOf(pads) + " do not give a begin and an end for each of the axes " + listOf(a.i), false);
+            std::vector<std::int64_t> full(8, 0);
+            std::array<bool, 4> seen{};
+            for (std::size_t k = 0; k < a.i.size(); ++k) {
+                const std::int64_t ax = a.i[k] < 0 ? a.i[k] + 4 : a.i[k];
+                if (ax < 0 || ax > 3) failNode(n, "axes " + listOf(a.i) + ": axis " + std::to_string(a.i[k]) + " is outside rank 4", false);
+                if (seen[static_cast<std::size_t>(ax)]) failNode(n, "axes " + listOf(a.i) + " name an axis twice", false);
+                seen[static_cast<std::size_t>(ax)] = true;
+                full[static_cast<std::size_t>(ax)] = pads[k];
+                full[static_cast<std::size_t>(ax) + 4] = pads[k + a.i.size()];
+            }
+            pads = full;
+        }
+    }
+    if (mode == "constant" && fill != 0.0f)
+        failNode(n, "pads with " + std::to_string(fill) + "; QuantScope reads zero, reflect and replicate padding (a constant other than 0 "
+                    "would lie off a quantized grid)");
+    if (pads.size() != 8) failNode(n, "pads has " + std::to_string(pads.size()) + " values, expected 8 for [N, C, H, W]", false);
+    // pads: [N_begin, C_begin, H_begin, W_begin, N_end, C_end, H_end, W_end]
+    if (pads[0] != 0 || pads[1] != 0 || pads[4] != 0 || pads[5] != 0) failNode(n, "pads the batch or channel axis: " + listOf(pads));
+    for (std::int64_t p : pads)
+        if (p < 0 || p > 64) failNode(n, "pads " + listOf(pads) + ": negative (cropping) or large pads are not read");
+    // Zeros read only by Conv and AveragePool nodes merge into their windows; any other padding,
+    // or zeros something else reads (a MaxPool, an activation), is a Pad layer.
+    bool merges = mode == "constant";
+    for (const NodeProto& r : m_mp.graph().node())
+        for (const std::string& i : r.input())
+            if (i == n.output(0) && r.op_type() != "Conv" && r.op_type() != "AveragePool") merges = false;
+    for (const onnx::ValueInfoProto& o : m_mp.graph().output())
+        if (o.name() == n.output(0)) merges = false;
+    if (!merges) {
+        if (xv.kind != Value::Kind::Act && !(xv.kind == Value::Kind::Padded && mode == "constant"))
+            failNode(n, "pads the output of a Pad with mode " + mode + "; QuantScope reads one reflect or edge Pad on a map");
+        StoredLayer l;
+        l.kind = LayerKind::Pad;
+        l.padMode = mode == "reflect" ? PadMode::Reflect : mode == "edge" ? PadMode::Replicate : PadMode::Zeros;
+        const std::array<std::int64_t, 4> add{pads[2], pads[3], pads[6], pads[7]};
+        for (std::size_t i = 0; i < 4; ++i)
+            l.pads[i] = static_cast<std::size_t>(add[i] + (xv.kind == Value::Kind::Padded ? xv.pads[i] : 0));
+        const Shape& s = shapeOf(xv.act);
+        if (l.padMode == PadMode::Reflect && (std::max(l.pads[0], l.pads[2]) >= s[1] || std::max(l.pads[1], l.pads[3]) >= s[2]))
+            failNode(n, "reflect padding " + listOf(pads) + " of a map of shape " + shapeString(s) + " needs pads smaller than the map", false);
+        const std::size_t most = *std::max_element(l.pads.begin(), l.pads.end());
+        if (most > Pad2d::kMaxPad) failNode(n, "pads " + listOf(pads) + " (with the Pad before it) are out of range (0 to 64)", false);
+        Shape out{s[0], l.pads[0] + s[1] + l.pads[2], l.pads[1] + s[2] + l.pads[3]};
+        addLayer(n, std::move(l), std::move(out), {xv.act});
+        return;
+    }
+    Value v = xv;
+    v.kind = Value::Kind::Padded;
+    const std::array<std::int64_t, 4> add{pads[2], pads[3], pads[6], pads[7]};
+    for (int i = 0; i < 4; ++i) v.pads[static_cast<std::size_t>(i)] = (xv.kind == Value::Kind::Padded ? xv.pads[static_cast<std::size_t>(i)] : 0) + add[static_cast<std::size_t>(i)];
+    define(n, v);
 }
 
 } // namespace quantscope::onnximport
