@@ -276,6 +276,19 @@ void TestOnnxImportInput::flatInputReadsFlattenedImages()
 // accuracy), and x.view(-1, 1, H, W) on images (a no-op) or on a flat input (un-flattening).
 void TestOnnxImportInput::readsUsersInputConventions()
 {
+    // F.pad on the raw pixels, then the model's own (x - 0.1307) / 0.3081 (LeNet's 28 -> 32): the
+    // normalisation cannot move before the Pad (the border would be 0, not -0.1307 / 0.3081), so it
+    // stays in the graph as depthwise Convs and the graph takes [0, 1] pixels as they are, not the
+    // dataset's statistics; PyTorch's outputs on those pixels.
+    for (const char* name : {"padnorm_op13_fold_dyn", "padnorm_op11_nofold"}) {
+        const fs::path p = kFixtures / (std::string(name) + ".onnx");
+        const ExportedModel m = importOnnx(fileBytes(p), p.string());
+        QVERIFY2(m.normalizationKnown, name);
+        QCOMPARE(m.normalization, Normalization::identity(1));
+        QCOMPARE(m.layers.at(0).kind, LayerKind::Pad);
+        QVERIFY(std::any_of(m.notes.begin(), m.notes.end(), [](const std::string& s) { return s.find("normalises it itself") != std::string::npos; }));
+        checkAgainstPyTorch(m, name, [](Reference&) {});
+    }
     for (const char* name : {"pixels255_op13_fold_dyn", "pixels255mul_op11_nofold"}) {
         const fs::path p = kFixtures / (std::string(name) + ".onnx");
         const ExportedModel m = importOnnx(fileBytes(p), p.string());

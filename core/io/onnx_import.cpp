@@ -339,7 +339,10 @@ ExportedModel Importer::run()
             if (lines.size() == m_m.classes) m_m.classNames = lines;
         }
     // else the caller supplies it (--normalize, dataset statistics); uint8 pixels fix the scale
-    m_m.normalizationKnown = m_sawMean || m_sawStd || m_inputBytes;
+    m_m.normalizationKnown = m_sawMean || m_sawStd || m_inputBytes || m_normalisesAfterPad;
+    if (m_normalisesAfterPad && !(m_sawMean || m_sawStd || m_inputBytes))
+        m_m.notes.push_back("the graph pads its input and then normalises it itself (constants on the padded pixels, read as depthwise "
+                            "1x1 Convs): QuantScope feeds it [0, 1] pixels as they are, without the dataset's statistics");
     for (std::vector<float>* v : {&m_m.normalization.mean, &m_m.normalization.stddev})
         if (v->size() == 1) v->assign(m_m.channels, v->front());
     pixelScale255();

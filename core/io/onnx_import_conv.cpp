@@ -185,6 +185,12 @@ void Importer::constantOnMaps(const NodeProto& n, int ai, const ConstTensor& c, 
     l.setConvGeometry(ConvGeometry::square(1, 1, 0));
     l.tensors.push_back(floatTensor("weight", {C, 1, 1, 1}, std::move(w)));
     if (shift) l.tensors.push_back(floatTensor("bias", {C}, std::move(b)));
+    // Behind Pads (and such constants) only, on the image input: the graph's own normalisation of
+    // the pixels it padded, so QuantScope must feed it [0, 1] pixels as they are.
+    std::size_t a = x;
+    while (a != 0 && (m_m.layers[a - 1].kind == LayerKind::Pad || m_constantLayers.count(a - 1))) a = m_m.layers[a - 1].inputs.at(0);
+    if (a == 0 && m_inputAct == 0 && x != 0) m_normalisesAfterPad = true;
+    m_constantLayers.insert(m_m.layers.size());
     const StoredLayer& made = addLayer(n, std::move(l), s, {x});
     m_m.notes.push_back(std::string(n.op_type()) + " '" + n.name() + "' " + verb + " a constant (" +
                         (one ? std::string("one value") : "one per channel") + ") inside the network: read as the depthwise 1x1 Conv '" +

@@ -381,6 +381,10 @@ private:
     bool m_channelsLastInput = false;      // an [N, H, W, C] input permuted by the first node (readInput)
     std::size_t m_inputAct = 0;            // the graph input's activation: 1 after a flat input's Flatten
     bool m_sawMean = false, m_sawStd = false;
+    // A constant read as a depthwise Conv on the image input behind Pads only (F.pad, then the
+    // normalisation: LeNet's 28 -> 32): the graph normalises its pixels itself (constantOnMaps).
+    bool m_normalisesAfterPad = false;
+    std::set<std::size_t> m_constantLayers; // those depthwise Convs (layer indices)
     bool m_inputBytes = false; // the graph input is uint8 pixels (0..255), cast to float32 first
 };
 

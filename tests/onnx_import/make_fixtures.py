@@ -454,6 +454,22 @@ class PadNet(nn.Module):
         return self.fc(x.flatten(1))
 
 
+class PadThenNormalise(nn.Module):
+    """LeNet-5 on 28 x 28 digits written as the paper's 32 x 32: F.pad(x, (2, 2, 2, 2)) on the raw
+    pixels, then the model's own normalisation (x - 0.1307) / 0.3081, so the border becomes
+    -0.1307 / 0.3081 (tst_onnx_import_input: the graph takes [0, 1] pixels as they are)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 5)
+        self.fc = nn.Linear(4 * 4 * 4, 10)
+
+    def forward(self, x):
+        x = (F.pad(x, (2, 2, 2, 2)) - 0.1307) / 0.3081
+        x = F.max_pool2d(F.relu(self.conv(x)), 2)
+        return self.fc(x.flatten(1))
+
+
 class ViewInput(nn.Module):
     """The MNIST tutorials' x.view(-1, 1, 8, 8) first: a no-op on [N, 1, 8, 8] images, and an
     un-flattening on a flat [N, 64] input; then a conv used twice (shared weights)."""
@@ -854,6 +870,8 @@ CASES = [
     ("pad_op13_fold_dyn", PadNet, (1, 8, 8), 13, True, True),
     ("pad_op11_nofold", PadNet, (1, 8, 8), 11, False, False),
     ("pad_op17_fold", PadNet, (1, 8, 8), 17, True, False),
+    ("padnorm_op13_fold_dyn", PadThenNormalise, (1, 8, 8), 13, True, True),
+    ("padnorm_op11_nofold", PadThenNormalise, (1, 8, 8), 11, False, False),
 ]
 
 HW_SECOND = (12, 10)
