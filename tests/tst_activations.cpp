@@ -1,5 +1,5 @@
 // Pointwise activations (nn/pointwise.h: Sigmoid, Tanh, SiLU, Hardsigmoid, Hardswish, LeakyReLU,
-// ELU, GELU, GELUTanh, Hardtanh, Softplus, Mish) end to end: PyTorch exports of a small CNN per activation (tests/onnx_import act_*,
+// ELU, GELU, GELUTanh, Hardtanh, Softplus, Mish, SELU, CELU, Softsign) end to end: PyTorch exports of a small CNN per activation (tests/onnx_import act_*,
 // make_fixtures.py) import as one layer per module, SiLU, Hardswish and GELU from their subgraphs
 // too, and match PyTorch's outputs; they survive .qsm and ONNX (FP32 and QDQ) round trips;
 // onnxruntime runs both exports; the integer engine's lookup tables equal the fake-quant
@@ -24,6 +24,7 @@
 
 #include <QtTest>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <map>
@@ -98,6 +99,14 @@ const char* const kKindRows[][4] = {
     {"act_mish_op17_nofold", "Mish", "0", "0"},
     {"act_softplus_op13_fold", "Softplus", "0", "0"},
     {"act_softplusbeta2_op13_fold_dyn", "Softplus", "0", "0"},
+    // nn.SELU (Selu), nn.CELU (Celu) and nn.Softsign (Abs, Add(1), Div(x, .)).
+    {"act_selu_op13_fold_dyn", "SELU", "0", "0"},
+    {"act_selu_op11_nofold", "SELU", "0", "0"},
+    {"act_celu_op13_fold", "CELU", "0.5", "0"},
+    {"act_celudefault_op17_nofold", "CELU", "1", "0"},
+    {"act_softsign_op13_fold_dyn", "Softsign", "0", "0"},
+    {"act_softsign_op11_nofold", "Softsign", "0", "0"},
+    {"act_softsign_op17_fold", "Softsign", "0", "0"},
 };
 
 LayerKind kindNamed(const std::string& s)
@@ -147,6 +156,7 @@ private slots:
     void engineEqualsFakeQuant_data();
     void engineEqualsFakeQuant();
     void sigmoidWithAnotherReaderStaysSigmoid();
+    void softsignOperatorAndSeluAttributes();
 };
 
 void TestActivations::importMatchesPyTorch_data()
@@ -287,6 +297,41 @@ void TestActivations::sigmoidWithAnotherReaderStaysSigmoid()
     for (const StoredLayer& l : m2.layers)
         if (isPointwise(l.kind) || l.kind == LayerKind::Mul || l.kind == LayerKind::Add) joins.push_back(l.kind);
     QVERIFY(joins == std::vector<LayerKind>({LayerKind::Sigmoid, LayerKind::Mul, LayerKind::Add, LayerKind::SiLU}));
+}
+
+// ONNX's Softsign operator (which other exporters write) reads as the same layer as torch's Abs,
+// Add(1), Div(x, .) subgraph, with PyTorch's outputs; a Selu whose alpha is not PyTorch's
+// constant is refused, naming the node and the value.
+void TestActivations::softsignOperatorAndSeluAttributes()
+{
+    onnx::ModelProto mp = onnx_import_fixtures::parse(kFixtures / "act_softsign_op13_fold_dyn.onnx");
+    int replaced = 0;
+    for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node())
+        if (n.op_type() == "Div") { // Div(x, |x| + 1) -> Softsign(x); the Abs and Add are then dead
+            const std::string x = n.input(0);
+            n.set_op_type("Softsign");
+            n.clear_input();
+            n.add_input(x);
+            ++replaced;
+        }
+    QCOMPARE(replaced, 2);
+    const ExportedModel m = importOnnx(onnx_import_fixtures::serialize(mp), "softsign-operator");
+    QCOMPARE(std::count_if(m.layers.begin(), m.layers.end(), [](const StoredLayer& l) { return l.kind == LayerKind::Softsign; }), 2);
+    QS_CHECK(layer_checks::matchesPyTorch("act_softsign_op13_fold_dyn", m, kFp32RelTol));
+
+    onnx::ModelProto sp = onnx_import_fixtures::parse(kFixtures / "act_selu_op13_fold_dyn.onnx");
+    onnx::NodeProto* selu = onnx_import_fixtures::findNode(sp, "Selu");
+    onnx::AttributeProto* alpha = selu->add_attribute();
+    alpha->set_name("alpha");
+    alpha->set_type(onnx::AttributeProto::FLOAT);
+    alpha->set_f(1.5f);
+    try {
+        importOnnx(onnx_import_fixtures::serialize(sp), "selu-alpha");
+        QFAIL("a Selu with alpha 1.5 was accepted");
+    } catch (const ConfigError& e) {
+        const QString what = e.what();
+        QVERIFY2(what.contains("alpha = 1.5") && what.contains(QString::fromStdString(selu->name())), e.what());
+    }
 }
 
 QTEST_GUILESS_MAIN(TestActivations)

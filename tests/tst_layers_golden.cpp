@@ -146,7 +146,7 @@ private slots:
     void goldenReLU6();
     void goldenPointwise_data()
     {
-        golden::rowsFor({"sigmoid", "tanh", "silu", "hardsigmoid", "hardswish", "leaky_relu", "elu", "gelu", "gelu_tanh", "hardtanh", "softplus", "mish"});
+        golden::rowsFor({"sigmoid", "tanh", "silu", "hardsigmoid", "hardswish", "leaky_relu", "elu", "gelu", "gelu_tanh", "hardtanh", "softplus", "mish", "selu", "celu", "softsign"});
     }
     void goldenPointwise();
     void goldenPReLU_data() { golden::rowsFor({"prelu"}); }
@@ -380,7 +380,9 @@ void TestLayersGolden::goldenPointwise()
         {"hardswish", {LayerKind::Hardswish, nullptr, 0.0f}}, {"leaky_relu", {LayerKind::LeakyReLU, "negative_slope", 0.01f}},
         {"elu", {LayerKind::ELU, "alpha", 1.0f}},             {"gelu", {LayerKind::GELU, nullptr, 0.0f}},
         {"gelu_tanh", {LayerKind::GELUTanh, nullptr, 0.0f}},  {"hardtanh", {LayerKind::Hardtanh, "min_val", -1.0f}},
-        {"softplus", {LayerKind::Softplus, nullptr, 0.0f}},   {"mish", {LayerKind::Mish, nullptr, 0.0f}}};
+        {"softplus", {LayerKind::Softplus, nullptr, 0.0f}},   {"mish", {LayerKind::Mish, nullptr, 0.0f}},
+        {"selu", {LayerKind::SELU, nullptr, 0.0f}},           {"celu", {LayerKind::CELU, "alpha", 1.0f}},
+        {"softsign", {LayerKind::Softsign, nullptr, 0.0f}}};
     Kind k = kinds.at(g.op);
     // F.gelu(x, approximate="tanh") is GELU's tanh form, whichever op name the case gives
     if (g.params.value("approximate", std::string("none")) == "tanh") k.kind = LayerKind::GELUTanh;

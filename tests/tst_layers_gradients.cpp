@@ -437,7 +437,7 @@ void TestLayersGradients::layerGradient_data()
           "concat2_flat", "channel_shuffle_g2", "channel_shuffle_g3_flat", "slice_channels_1_4", "slice_features_0_2", "pad_reflect", "pad_replicate", "pad_zeros", "dropout_p0.5", "flatten", "linear", "linear_nobias", "log_softmax", "softmax",
           "pointwise_Sigmoid", "pointwise_Tanh", "pointwise_SiLU", "pointwise_Hardsigmoid", "pointwise_Hardswish",
           "pointwise_LeakyReLU", "pointwise_LeakyReLU_0.2", "pointwise_ELU", "pointwise_ELU_0.7", "pointwise_GELU",
-          "pointwise_GELUTanh", "pointwise_Hardtanh", "pointwise_Hardtanh_-2_1.5", "pointwise_Softplus", "pointwise_Mish", "prelu_shared", "prelu_channels", "prelu_flat_channels",
+          "pointwise_GELUTanh", "pointwise_Hardtanh", "pointwise_Hardtanh_-2_1.5", "pointwise_Softplus", "pointwise_Mish", "pointwise_SELU", "pointwise_CELU", "pointwise_CELU_0.5", "pointwise_Softsign", "prelu_shared", "prelu_channels", "prelu_flat_channels",
           "groupnorm_g2", "groupnorm_instance", "groupnorm_one_noaffine", "groupnorm_features"})
         QTest::newRow(row) << QString(row);
 }

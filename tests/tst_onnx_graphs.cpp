@@ -347,7 +347,7 @@ void TestOnnxGraphs::readerRejectsForeignGraphs_data()
 {
     QTest::addColumn<QString>("mutation");
     QTest::addColumn<QString>("expected"); // in the FormatError, after the file name
-    QTest::newRow("unknown operator") << "unknown-op" << "Selu 'relu_b': operator Selu is not one QuantScope exports";
+    QTest::newRow("unknown operator") << "unknown-op" << "Shrink 'relu_b': operator Shrink is not one QuantScope exports";
     QTest::newRow("input no node makes") << "dangling-input" << "Add 'add': reads 'nonexistent'";
     QTest::newRow("Clip whose max is below its min") << "clip-bounds" << "Clip 'relu6_a': min_val 0 is not below max_val -1";
     QTest::newRow("output not the last layer's") << "output-not-last" << "is not the value of its last layer";

@@ -92,16 +92,16 @@ void TestOnnxImportErrors::badInput_data()
 {
     addBrokenFileColumns();
     const auto row = addBrokenFileRow;
-    row("unsupported operator", "residual_op13_fold_dyn", [](onnx::ModelProto& mp) { findNode(mp, "Relu")->set_op_type("Softsign"); },
-        "ConfigError", "Softsign node '/Relu'");
+    row("unsupported operator", "residual_op13_fold_dyn", [](onnx::ModelProto& mp) { findNode(mp, "Relu")->set_op_type("Shrink"); },
+        "ConfigError", "Shrink node '/Relu'");
     // Every unsupported operator type at once, with counts.
     row("several unsupported operators", "residual_op13_fold_dyn",
         [](onnx::ModelProto& mp) {
             int k = 0;
             for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node())
-                if (n.op_type() == "Relu") n.set_op_type(k++ == 0 ? "Softsign" : "Selu");
+                if (n.op_type() == "Relu") n.set_op_type(k++ == 0 ? "Shrink" : "ThresholdedRelu");
         },
-        "ConfigError", "also uses the unsupported Selu (");
+        "ConfigError", "also uses the unsupported ThresholdedRelu (");
     // HardSigmoid is read as PyTorch's Hardsigmoid (alpha 1/6, beta 1/2) only; ONNX's default alpha
     // 0.2 (Keras' hard sigmoid) is refused by name, and so is a HardSigmoid + Mul (Hardswish) with it.
     row("HardSigmoid with alpha 0.2", "residual_op13_fold_dyn",
@@ -247,14 +247,14 @@ void TestOnnxImportErrors::badInput_data()
             subtractPerFeatureMean(mp);
         },
         "ConfigError", "per-feature");
-    // An unsupported operator is named even behind a node that would fail first (a Softsign
+    // An unsupported operator is named even behind a node that would fail first (a Shrink
     // after a per-feature normalisation, which is refused).
     row("unsupported operator after a bad node", "flatmlp_op11_nofold",
         [](onnx::ModelProto& mp) {
-            findNode(mp, "Relu")->set_op_type("Softsign");
+            findNode(mp, "Relu")->set_op_type("Shrink");
             subtractPerFeatureMean(mp);
         },
-        "ConfigError", "operator Softsign is not supported");
+        "ConfigError", "operator Shrink is not supported");
     // (A BatchNorm1d after a ReLU and before a Linear, refused here before, folds into that
     // Linear now: fixtures bnneck_*; 'BatchNorm1d read by no Linear' below is the refusal.)
     // export_modules_as_functions: the Linear is a call of a local function the file defines, and
@@ -664,10 +664,21 @@ void TestOnnxImportErrors::badInput_data()
                 if (a.name() == "strides") a.set_ints(0, 2), a.set_ints(1, 2);
         },
         "ConfigError", "Concat node '/Concat': joins per-image shapes [4,8,8] and [5,8,8] and [3,4,4] along the channels");
-    // Two activations join by Add, Mul or Concat: a difference or a quotient of two is named as
-    // such (it was refused as a misplaced constant, tester 55).
-    row("Sub of two activations", "residual_op13_fold_dyn", [](onnx::ModelProto& mp) { findNode(mp, "Add")->set_op_type("Sub"); },
-        "ConfigError", "a difference of two activations");
+    // Two activations join by Add, Mul or Concat, and a difference of two on maps is an Add and a
+    // depthwise Conv of weight -1 (fixtures subbranches_*); on flat features it is refused, a
+    // quotient of two anywhere (each named as such: it was refused as a misplaced constant, tester 55).
+    row("Sub of two activations on features", "flatmlp_op11_nofold",
+        [](onnx::ModelProto& mp) {
+            onnx::NodeProto* relu = findNode(mp, "Relu");
+            onnx::NodeProto* d = mp.mutable_graph()->add_node();
+            d->set_op_type("Sub");
+            d->set_name("/diff/Sub");
+            d->add_input(relu->input(0)); // the Gemm's output minus its ReLU
+            d->add_input(relu->output(0));
+            d->add_output("diff");
+            findNode(mp, "MatMul")->set_input(0, "diff");
+        },
+        "ConfigError", "Sub node '/diff/Sub': a difference of two activations on features of shape [");
     row("Div of two activations", "residual_op13_fold_dyn", [](onnx::ModelProto& mp) { findNode(mp, "Add")->set_op_type("Div"); },
         "ConfigError", "a quotient of two activations");
     // BatchNorm with the batch's statistics: track_running_stats=False (a subgraph of the batch's

@@ -98,6 +98,9 @@ ModelSummary summarizeModel(Model& model)
         case LayerKind::GELUTanh:
         case LayerKind::Softplus:
         case LayerKind::Mish:
+        case LayerKind::SELU:
+        case LayerKind::CELU:
+        case LayerKind::Softsign:
         case LayerKind::Hardtanh:
         case LayerKind::PReLU: r.elementwiseOps = outN; break;
         case LayerKind::MaxPool2d: {

@@ -176,6 +176,9 @@ void IntEngine::Impl::Builder::addLayer(std::size_t i)
     case LayerKind::GELUTanh:
     case LayerKind::Softplus:
     case LayerKind::Mish:
+    case LayerKind::SELU:
+    case LayerKind::CELU:
+    case LayerKind::Softsign:
     case LayerKind::Hardtanh: pointwise(l); break;
     case LayerKind::PReLU: prelu(l); break;
     case LayerKind::GroupNorm: groupNorm(l); break;

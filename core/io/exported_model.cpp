@@ -368,8 +368,12 @@ void ExportedModel::validate(const std::string& source) const
         case LayerKind::GELUTanh:
         case LayerKind::Softplus:
         case LayerKind::Mish:
+        case LayerKind::SELU:
+        case LayerKind::CELU:
+        case LayerKind::Softsign:
             if (!std::isfinite(l.alpha) || (!pointwiseInfo(l.kind)->hasAlpha && l.alpha != 0.0f))
                 bad(source, id + ": alpha " + numberText(l.alpha) + " is not a finite number (or set on a kind without one)");
+            if (l.kind == LayerKind::CELU && l.alpha == 0.0f) bad(source, id + ": CELU alpha is 0 (it divides x)");
             if (l.beta != 0.0f) bad(source, id + ": beta " + numberText(l.beta) + " set on a kind without one");
             expectTensors(l, {}, source);
             break;
@@ -649,6 +653,9 @@ std::unique_ptr<Model> buildModel(const ExportedModel& m)
         case LayerKind::GELUTanh:
         case LayerKind::Softplus:
         case LayerKind::Mish:
+        case LayerKind::SELU:
+        case LayerKind::CELU:
+        case LayerKind::Softsign:
         case LayerKind::Hardtanh: model->add(std::make_unique<Pointwise>(l.name, l.kind, l.alpha, l.beta), in); break;
         case LayerKind::PReLU: {
             auto p = std::make_unique<PReLU>(l.name, l.tensors.at(0).numel());

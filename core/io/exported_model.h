@@ -27,7 +27,8 @@ namespace quantscope {
 // "Add", "GlobalAvgPool2d", "AvgPool2d", "ReLU6", "Softmax", and the pointwise activations
 // "Sigmoid", "Tanh", "SiLU", "Hardsigmoid", "Hardswish", "LeakyReLU", "ELU", "GELU", the joins
 // "Mul" and "Concat", then "PReLU" (tensor: weight (1) or (C), float32 in every model), "GELUTanh",
-// "Hardtanh", "ChannelShuffle", "Slice", "GroupNorm", "Softplus", "Mish" and "Pad".
+// "Hardtanh", "ChannelShuffle", "Slice", "GroupNorm", "Softplus", "Mish", "Pad", "SELU", "CELU"
+// and "Softsign".
 const char* storedKindName(LayerKind k);
 class Layer;
 struct StoredLayer;

@@ -1,5 +1,5 @@
 // The ONNX importer's pointwise activations: the single operators (Sigmoid, Tanh, HardSigmoid,
-// HardSwish, LeakyRelu, Elu, Softplus, Mish, Gelu, PRelu) and the subgraphs torch.onnx.export writes for modules opset 13 has
+// HardSwish, LeakyRelu, Elu, Softplus, Mish, Selu, Celu, Softsign, Gelu, PRelu) and the subgraphs torch.onnx.export writes for modules opset 13 has
 // no operator for, each read as one layer:
 //   SiLU       Sigmoid(x) -> Mul(x, s)                      (either input order)
 //   Hardswish  HardSigmoid(x) -> Mul(x, h)                  (opsets < 14)
@@ -8,6 +8,7 @@
 //   GELUTanh   Mul(x, x) -> Mul(x, .) (or Pow(x, 3)) -> Mul(., 0.044715) -> Add(x, .) ->
 //              Mul(., sqrt(2/pi)) -> Tanh -> Add(., 1), then that product (inputs in either order)
 //   Mish       Softplus(x) -> Tanh -> Mul(x, t)                (opsets < 18; either input order)
+//   Softsign   Abs(x) -> Add(., 1) -> Div(x, .)                (nn.Softsign, F.softsign; 1 on either side)
 // and the forms written by hand in much MobileNetV3 code, relu6(x + 3) / 6 (Hardsigmoid) and
 // x * relu6(x + 3) / 6 (Hardswish, times x before or after the division): Add(x, 3) -> Clip(0, 6)
 // (or Relu -> Clip(max = 6), F.relu6's export) -> Div(6) or Mul(1/6), with Mul(x, .) for Hardswish;
@@ -15,6 +16,7 @@
 // An inner value of a subgraph must have no other reader; a Sigmoid whose output something else
 // reads stays a Sigmoid.
 #include "io/onnx_importer.h"
+#include "io/onnx_io.h"
 
 #include "nn/pointwise.h"
 
@@ -288,6 +290,17 @@ void Importer::findActivationSubgraphs(const std::vector<int>& order, const std:
             const std::string& other = mul.input(0) == g.node(t).output(0) ? mul.input(1) : mul.input(0);
             if (other != n.input(0)) continue; // y * tanh(softplus(x)): no Mish
             record({LayerKind::Mish, m, n.input(0), {k, t, m}, {}});
+        } else if (op(k) == "Abs") { // nn.Softsign: x / (|x| + 1)
+            const int a = soleReader(n.output(0));
+            if (a < 0 || op(a) != "Add" || taken(a) || g.node(a).input_size() != 2) continue;
+            const NodeProto& add = g.node(a);
+            const std::string& one = add.input(0) == n.output(0) ? add.input(1) : add.input(0);
+            const std::optional<double> c = dynamic.count(one) ? std::nullopt : scalarConstant(one, producer);
+            if (!dynamic.count(n.input(0)) || !c || *c != 1.0) continue;
+            const int d = soleReader(add.output(0));
+            if (d < 0 || op(d) != "Div" || taken(d) || g.node(d).input_size() != 2) continue;
+            if (g.node(d).input(0) != n.input(0) || g.node(d).input(1) != add.output(0)) continue;
+            record({LayerKind::Softsign, d, n.input(0), {k, a, d}, {}});
         } else if (op(k) == "Sigmoid" || op(k) == "HardSigmoid") {
             const int m = soleReader(n.output(0));
             if (m < 0 || op(m) != "Mul" || taken(m) || g.node(m).input_size() != 2) continue;
@@ -477,6 +490,23 @@ void Importer::pointwise(const NodeProto& n)
         l.kind = LayerKind::Softplus;
     } else if (op == "Mish") { // opset 18
         l.kind = LayerKind::Mish;
+    } else if (op == "Softsign") {
+        l.kind = LayerKind::Softsign;
+    } else if (op == "Selu") { // nn.SELU: ONNX's default alpha and gamma are its constants
+        const float alpha = attrFloat(n, "alpha", kOnnxSeluAlpha), gamma = attrFloat(n, "gamma", kOnnxSeluGamma);
+        if (!near(alpha, kOnnxSeluAlpha) || !near(gamma, kOnnxSeluGamma)) {
+            char what[200];
+            std::snprintf(what, sizeof what,
+                          "alpha = %.9g, gamma = %.9g: QuantScope's SELU is PyTorch's nn.SELU (alpha = 1.6732632, gamma = "
+                          "1.0507010, Selu's defaults) only",
+                          static_cast<double>(alpha), static_cast<double>(gamma));
+            failNode(n, what);
+        }
+        l.kind = LayerKind::SELU;
+    } else if (op == "Celu") { // opset 12: nn.CELU(alpha)
+        l.kind = LayerKind::CELU;
+        l.alpha = attrFloat(n, "alpha", 1.0f);
+        if (l.alpha == 0.0f) failNode(n, "alpha = 0: CELU divides x by alpha");
     } else if (op == "Gelu") { // opset 20: nn.GELU() and nn.GELU(approximate='tanh') as one operator
         const std::string approximate = attrString(n, "approximate", "none");
         if (approximate == "none") l.kind = LayerKind::GELU;

@@ -135,6 +135,7 @@ void Importer::refuseTwoActivations(const NodeProto& n, const char* what) const
 
 void Importer::sub(const NodeProto& n)
 {
+    if (value(n, 0).kind == Value::Kind::Act && value(n, 1).kind == Value::Kind::Act) return differenceOfActivations(n);
     refuseTwoActivations(n, "a difference");
     if (value(n, 0).kind == Value::Kind::Const) {
         if (insideNetwork(n, 1)) return constantOnMaps(n, 1, constant(n, 0, "the constant"), Fold::Sub, true);
@@ -155,6 +156,55 @@ void Importer::div(const NodeProto& n)
     if (insideNetwork(n, 0)) return constantOnMaps(n, 0, constant(n, 1, "the constant"), Fold::Div);
     checkInputNormalisation(n, 0);
     scaleInput(n, perChannel(n, constant(n, 1, "the stddev"), "the stddev"));
+}
+
+// a - b of two activations of one shape on [N, C, H, W] maps (x - tanh(x), nn.Tanhshrink; the
+// difference of two branches): -b is a depthwise 1x1 Conv of weight -1 (constantOnMaps' layer:
+// exact in float, and exact per channel in int8, code -127 at scale 1/127), then an Add of a and
+// it. Shapes that differ and flat features are refused by node.
+void Importer::differenceOfActivations(const NodeProto& n)
+{
+    const std::size_t a = act(n, 0), b = act(n, 1);
+    const Shape& s = shapeOf(b);
+    if (shapeOf(a) != s)
+        failNode(n, "subtracts per-image shapes " + shapeString(shapeOf(a)) + " and " + shapeString(s) + "; broadcasting is not read");
+    if (s.size() != 3 || viewedShape(n, 0, a) != s || viewedShape(n, 1, b) != s)
+        failNode(n, "a difference of two activations on features of shape " + shapeString(viewedShape(n, 1, b)) +
+                        "; QuantScope reads one on [N, C, H, W] maps only (an Add of the first and a depthwise 1x1 Conv of weight -1 on "
+                        "the second)");
+    negatedMaps(n, b, s, ".neg");
+    const std::size_t negated = m_m.layers.size();
+    StoredLayer add;
+    add.kind = LayerKind::Add;
+    const StoredLayer& made = addLayer(n, std::move(add), s, {a, negated});
+    m_m.notes.push_back("Sub '" + n.name() + "' of two activations: read as the depthwise 1x1 Conv '" + m_m.layers[negated - 1].name +
+                        "' (weight -1 per channel, trainable) on its second input and the Add '" + made.name + "'");
+}
+
+// The depthwise 1x1 Conv of weight -1, no bias, on maps x of shape s (C, H, W).
+void Importer::negatedMaps(const NodeProto& n, std::size_t x, const Shape& s, const std::string& suffix)
+{
+    const std::size_t C = s.at(0);
+    StoredLayer l;
+    l.kind = LayerKind::Conv2d;
+    l.inChannels = l.outChannels = l.groups = C;
+    l.setConvGeometry(ConvGeometry::square(1, 1, 0));
+    l.tensors.push_back(floatTensor("weight", {C, 1, 1, 1}, std::vector<float>(C, -1.0f)));
+    addLayer(n, std::move(l), s, {x}, nullptr, suffix);
+}
+
+// Neg (-x, as torch writes a unary minus): folded into the Linear or Conv before it when nothing
+// else reads that (a product with -1), else on maps a depthwise 1x1 Conv of weight -1.
+void Importer::neg(const NodeProto& n)
+{
+    const Value& v = value(n, 0);
+    if (v.kind == Value::Kind::Const) failConstantInput(n, 0);
+    ConstTensor minusOne;
+    minusOne.dims = {1};
+    minusOne.f = {-1.0f};
+    if (!onInput(n, 0) && foldsIntoLayer(n, 0)) return foldConstant(n, 0, minusOne, Fold::Mul);
+    if (!insideNetwork(n, 0)) failNode(n, "negates the network's input; QuantScope reads a normalisation of the input as (x - mean) / std only");
+    constantOnMaps(n, 0, minusOne, Fold::Mul);
 }
 
 // x * f, the factor on either side: a division by 1 / f.

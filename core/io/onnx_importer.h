@@ -246,6 +246,9 @@ private:
     bool onInput(const NodeProto& n, int i) const;
     bool foldsIntoLayer(const NodeProto& n, int i) const;
     void sub(const NodeProto& n);
+    void differenceOfActivations(const NodeProto& n);
+    void negatedMaps(const NodeProto& n, std::size_t x, const Shape& s, const std::string& suffix);
+    void neg(const NodeProto& n);
     void div(const NodeProto& n);
     void mul(const NodeProto& n);
     // ---- joins of activations (onnx_import_joins.cpp): Mul of two activations, Concat, and the

@@ -472,6 +472,14 @@ std::vector<std::uint8_t> encodeOnnx(const ExportedModel& source)
         case LayerKind::Sigmoid: b.node("Sigmoid", l.name, {in(0)}, out); break;
         case LayerKind::Tanh: b.node("Tanh", l.name, {in(0)}, out); break;
         case LayerKind::Softplus: b.node("Softplus", l.name, {in(0)}, out); break;
+        case LayerKind::Softsign: b.node("Softsign", l.name, {in(0)}, out); break;
+        case LayerKind::SELU: { // ONNX's defaults are PyTorch's constants in float: written out all the same
+            onnx::NodeProto* s = b.node("Selu", l.name, {in(0)}, out);
+            GraphBuilder::floatAttr(s, "alpha", kOnnxSeluAlpha);
+            GraphBuilder::floatAttr(s, "gamma", kOnnxSeluGamma);
+            break;
+        }
+        case LayerKind::CELU: GraphBuilder::floatAttr(b.node("Celu", l.name, {in(0)}, out), "alpha", l.alpha); break;
         case LayerKind::LeakyReLU: GraphBuilder::floatAttr(b.node("LeakyRelu", l.name, {in(0)}, out), "alpha", l.alpha); break;
         case LayerKind::ELU: GraphBuilder::floatAttr(b.node("Elu", l.name, {in(0)}, out), "alpha", l.alpha); break;
         case LayerKind::Hardsigmoid: hardSigmoid(b.node("HardSigmoid", l.name, {in(0)}, out)); break;

@@ -4,7 +4,7 @@
 // weights are int8 initializers (symmetric, per channel on axis 0 or per tensor) behind a
 // DequantizeLinear, biases int32 at scale s_in * s_w (a Linear without a bias is a Gemm without
 // C, in FP32 and QDQ graphs alike); pointwise activations are their ONNX operators (Sigmoid, Tanh,
-// HardSigmoid, LeakyRelu, Elu, Softplus) or subgraphs (SiLU, Hardswish, Mish, GELU) between two Q/DQ pairs, which the
+// HardSigmoid, LeakyRelu, Elu, Softplus, Softsign, Selu, Celu) or subgraphs (SiLU, Hardswish, Mish, GELU) between two Q/DQ pairs, which the
 // engine runs as one table; BatchNorm is folded and Relu/Clip follow
 // Conv/Gemm/Add directly, before the activation's Q/DQ pair. Graph models keep their shape: a
 // node reads the ONNX values of its layer's `inputs` (Add reads two). FP32 models are plain
@@ -21,6 +21,9 @@
 namespace quantscope {
 
 inline constexpr int kOnnxOpset = 13;
+// ONNX Selu's default attributes, PyTorch's SELU constants (Klambauer et al. 2017) in float.
+inline constexpr float kOnnxSeluAlpha = 1.67326319217681884765625f;
+inline constexpr float kOnnxSeluGamma = 1.05070102214813232421875f;
 // Doc strings of the nodes of a layer written as a subgraph (SiLU: Sigmoid + Mul; Hardswish:
 // HardSigmoid + Mul; Mish: Softplus, Tanh, Mul; GELU: Div, Erf, Add, Mul, Mul): inner nodes carry kOnnxPart, the last one
 // kOnnxLayerMark + the kind's name ("quantscope.layer=GELU").

@@ -392,6 +392,14 @@ private:
     void sigmoid(const onnx::NodeProto& n) { pointwise(n, LayerKind::Sigmoid); }
     void tanh(const onnx::NodeProto& n) { pointwise(n, LayerKind::Tanh); }
     void softplus(const onnx::NodeProto& n) { pointwise(n, LayerKind::Softplus); }
+    void softsign(const onnx::NodeProto& n) { pointwise(n, LayerKind::Softsign); }
+    void selu(const onnx::NodeProto& n)
+    {
+        if (attrFloat(n, "alpha", kOnnxSeluAlpha) != kOnnxSeluAlpha || attrFloat(n, "gamma", kOnnxSeluGamma) != kOnnxSeluGamma)
+            failNode(n, "only PyTorch's SELU (Selu's default alpha and gamma) is read");
+        pointwise(n, LayerKind::SELU);
+    }
+    void celu(const onnx::NodeProto& n) { layer(n, LayerKind::CELU).alpha = attrFloat(n, "alpha", 1.0f); }
     void checkHardSigmoid(const onnx::NodeProto& n) const
     {
         if (std::abs(attrFloat(n, "alpha", 0.2f) - 1.0f / 6.0f) > 1e-7f || attrFloat(n, "beta", 0.5f) != 0.5f)
@@ -573,6 +581,9 @@ const std::map<std::string, OnnxReader::Handler>& OnnxReader::handlers()
         {"Sigmoid", &OnnxReader::sigmoid},
         {"Tanh", &OnnxReader::tanh},
         {"Softplus", &OnnxReader::softplus},
+        {"Softsign", &OnnxReader::softsign},
+        {"Selu", &OnnxReader::selu},
+        {"Celu", &OnnxReader::celu},
         {"HardSigmoid", &OnnxReader::hardSigmoid},
         {"LeakyRelu", &OnnxReader::leakyRelu},
         {"PRelu", &OnnxReader::prelu},

@@ -29,7 +29,9 @@ static_assert(static_cast<int>(LayerKind::Conv2d) == 0 && static_cast<int>(Layer
               static_cast<int>(LayerKind::GELUTanh) == 24 && static_cast<int>(LayerKind::Hardtanh) == 25 &&
               static_cast<int>(LayerKind::ChannelShuffle) == 26 && static_cast<int>(LayerKind::Slice) == 27 &&
               static_cast<int>(LayerKind::GroupNorm) == 28 && static_cast<int>(LayerKind::Softplus) == 29 &&
-              static_cast<int>(LayerKind::Mish) == 30 && static_cast<int>(LayerKind::Pad) == 31);
+              static_cast<int>(LayerKind::Mish) == 30 && static_cast<int>(LayerKind::Pad) == 31 &&
+              static_cast<int>(LayerKind::SELU) == 32 && static_cast<int>(LayerKind::CELU) == 33 &&
+              static_cast<int>(LayerKind::Softsign) == 34);
 
 namespace {
 
@@ -322,7 +324,8 @@ StoredTensor getTensor(Reader& r, std::uint16_t version)
 // ChannelShuffle (26: u32 groups) and Slice (27: u32 first channel, u32 end channel, exclusive),
 // and GroupNorm (28: u32 channels, u32 groups, f32 eps; float32 tensors `weight` and `bias`, one
 // per channel, or none without affine parameters), Softplus (29: none), Mish (30: none) and Pad
-// (31: u8 mode (0 zeros, 1 reflect, 2 replicate), u32 pads top, left, bottom, right).
+// (31: u8 mode (0 zeros, 1 reflect, 2 replicate), u32 pads top, left, bottom, right), SELU (32:
+// none), CELU (33: f32 alpha, finite and not 0) and Softsign (34: none).
 StoredLayer getLayer(Reader& r, std::uint16_t version, std::size_t index)
 {
     StoredLayer l;
@@ -404,7 +407,8 @@ StoredLayer getLayer(Reader& r, std::uint16_t version, std::size_t index)
         break;
     case LayerKind::Dropout: l.dropout = r.f32("dropout probability"); break;
     case LayerKind::LeakyReLU: l.alpha = r.f32("negative slope"); break;
-    case LayerKind::ELU: l.alpha = r.f32("alpha"); break;
+    case LayerKind::ELU:
+    case LayerKind::CELU: l.alpha = r.f32("alpha"); break;
     case LayerKind::Hardtanh:
         l.alpha = r.f32("min_val");
         l.beta = r.f32("max_val");
@@ -584,7 +588,8 @@ std::vector<std::uint8_t> encodeQsm(const ExportedModel& m)
             break;
         case LayerKind::Dropout: w.f32(l.dropout); break;
         case LayerKind::LeakyReLU:
-        case LayerKind::ELU: w.f32(l.alpha); break;
+        case LayerKind::ELU:
+        case LayerKind::CELU: w.f32(l.alpha); break;
         case LayerKind::Hardtanh:
             w.f32(l.alpha);
             w.f32(l.beta);

@@ -44,9 +44,11 @@ enum class LayerKind {
     // Softplus (beta 1, threshold 20) and Mish (x tanh(softplus(x))) (nn/pointwise.h)
     Softplus, Mish,
     // padding as a layer of its own: zeros, reflect, replicate (nn/pad.h)
-    Pad
+    Pad,
+    // SELU, CELU (alpha) and Softsign (nn/pointwise.h)
+    SELU, CELU, Softsign
 };
-constexpr int kLastLayerKind = static_cast<int>(LayerKind::Pad);
+constexpr int kLastLayerKind = static_cast<int>(LayerKind::Softsign);
 
 const char* layerKindName(LayerKind k);
 

@@ -55,6 +55,9 @@ const char* layerKindName(LayerKind k)
     case LayerKind::GELUTanh: return "GELUTanh";
     case LayerKind::Softplus: return "Softplus";
     case LayerKind::Mish: return "Mish";
+    case LayerKind::SELU: return "SELU";
+    case LayerKind::CELU: return "CELU";
+    case LayerKind::Softsign: return "Softsign";
     case LayerKind::Pad: return "Pad";
     case LayerKind::Hardtanh: return "Hardtanh";
     case LayerKind::ChannelShuffle: return "ChannelShuffle";

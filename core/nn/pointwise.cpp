@@ -24,9 +24,22 @@ constexpr PointwiseInfo kTable[] = {
     {LayerKind::Hardtanh, "Hardtanh", "Clip", true, -1.0f, true, 1.0f},
     {LayerKind::Softplus, "Softplus", "Softplus", false, 0.0f, false, 0.0f},
     {LayerKind::Mish, "Mish", "", false, 0.0f, false, 0.0f},
+    {LayerKind::SELU, "SELU", "Selu", false, 0.0f, false, 0.0f},
+    {LayerKind::CELU, "CELU", "Celu", true, 1.0f, false, 0.0f},
+    {LayerKind::Softsign, "Softsign", "Softsign", false, 0.0f, false, 0.0f},
 };
 // nn.Softplus's default threshold: beyond it softplus(x) is x (log1p(exp(20)) - 20 is 2e-9).
 constexpr float kSoftplusThreshold = 20.0f;
+// SELU's constants (Klambauer et al. 2017, "Self-Normalizing Neural Networks"), as PyTorch's
+// elu_kernel takes them: the negative branch's coefficient alpha * scale is formed in double and
+// rounded once, like ONNX Selu's float attributes alpha = 1.67326319..., gamma = 1.05070102...
+constexpr double kSeluAlpha = 1.6732632423543772848170429916717;
+constexpr double kSeluScaleD = 1.0507009873554804934193349852946;
+constexpr float kSeluScale = static_cast<float>(kSeluScaleD);
+constexpr float kSeluNegative = static_cast<float>(kSeluAlpha * kSeluScaleD);
+// CELU(alpha) = max(0, x) + min(0, alpha (exp(x / alpha) - 1)): PyTorch's elu_kernel with
+// input_scale 1 / alpha (formed in double).
+inline float celuInputScale(float alpha) { return static_cast<float>(1.0 / static_cast<double>(alpha)); }
 
 constexpr float kSqrt1_2 = 0.70710678118654752440f; // 1 / sqrt(2)
 constexpr double kInvSqrt2Pi = 0.39894228040143267794; // 1 / sqrt(2 pi)
@@ -62,6 +75,12 @@ void applyRun(float alpha, float beta, const float* __restrict x, float* __restr
             y[i] = v > kSoftplusThreshold ? v : std::log1p(std::exp(v));
         } else if constexpr (K == LayerKind::Mish) {
             y[i] = v * std::tanh(std::log1p(std::exp(v))); // exp's overflow gives tanh(inf) = 1: y = x
+        } else if constexpr (K == LayerKind::SELU) {
+            y[i] = v > 0.0f ? v * kSeluScale : kSeluNegative * std::expm1(v);
+        } else if constexpr (K == LayerKind::CELU) {
+            y[i] = v > 0.0f ? v : alpha * std::expm1(v * celuInputScale(alpha));
+        } else if constexpr (K == LayerKind::Softsign) {
+            y[i] = v / (std::abs(v) + 1.0f); // F.softsign: x / (|x| + 1)
         }
     }
 }
@@ -92,6 +111,9 @@ const PointwiseInfo* pointwiseInfo(LayerKind k)
     case LayerKind::Hardtanh: return applyRun<LayerKind::Hardtanh>(alpha, beta, x, y, n);
     case LayerKind::Softplus: return applyRun<LayerKind::Softplus>(alpha, beta, x, y, n);
     case LayerKind::Mish: return applyRun<LayerKind::Mish>(alpha, beta, x, y, n);
+    case LayerKind::SELU: return applyRun<LayerKind::SELU>(alpha, beta, x, y, n);
+    case LayerKind::CELU: return applyRun<LayerKind::CELU>(alpha, beta, x, y, n);
+    case LayerKind::Softsign: return applyRun<LayerKind::Softsign>(alpha, beta, x, y, n);
     default: throw Error(std::string("internal error: ") + layerKindName(k) + " is not a pointwise activation");
     }
 }
@@ -143,6 +165,19 @@ void pointwiseGradient(LayerKind k, float alpha, float beta, const float* x, con
             dx[i] = g * (t + v * s * (1.0f - t * t));
             break;
         }
+        // PyTorch's elu_backward (is_result false): g * input_scale * alpha * scale * exp(x * input_scale) at x <= 0.
+        case LayerKind::SELU: dx[i] = v > 0.0f ? g * kSeluScale : g * kSeluNegative * std::exp(v); break;
+        case LayerKind::CELU: {
+            const float s = celuInputScale(alpha);
+            dx[i] = v > 0.0f ? g : g * s * alpha * std::exp(v * s);
+            break;
+        }
+        case LayerKind::Softsign: { // autograd through x / (|x| + 1): g / d - g ((x / d) / d) sgn(x), d = |x| + 1
+            const float d = std::abs(v) + 1.0f;
+            const float sgn = v > 0.0f ? 1.0f : (v < 0.0f ? -1.0f : 0.0f);
+            dx[i] = g / d + (-g * ((v / d) / d)) * sgn;
+            break;
+        }
         default: throw Error(std::string("internal error: ") + layerKindName(k) + " is not a pointwise activation");
         }
     }
@@ -170,6 +205,8 @@ Pointwise::Pointwise(std::string name, LayerKind kind, std::optional<float> alph
             throw ConfigError(this->name() + ": Hardtanh " + why);
     } else if (!std::isfinite(m_alpha)) {
         throw ConfigError(this->name() + ": " + info->name + " alpha must be a finite number");
+    } else if (kind == LayerKind::CELU && m_alpha == 0.0f) {
+        throw ConfigError(this->name() + ": CELU alpha must not be 0 (it divides x)");
     }
 }
 

@@ -6,7 +6,10 @@
 // may be infinite, not both), Softplus (nn.Softplus() at its defaults beta 1 and threshold 20:
 // log(1 + exp(x)), x beyond 20; ONNX's Softplus) and Mish (x tanh(softplus(x)), Misra 2019,
 // "Mish: A Self Regularized Non-Monotonic Activation Function"; ONNX's Mish from opset 18, a
-// Softplus, Tanh, Mul subgraph before). One table row per kind (name, ONNX operator, its parameters); one
+// Softplus, Tanh, Mul subgraph before), SELU (scale (max(0, x) + min(0, alpha (exp(x) - 1))) with
+// Klambauer et al. 2017's constants; ONNX's Selu at its default attributes), CELU (alpha:
+// max(0, x) + min(0, alpha (exp(x / alpha) - 1)), Barron 2017; ONNX's Celu, opset 12) and
+// Softsign (x / (1 + |x|); ONNX's Softsign, torch's Abs, Add(1), Div subgraph). One table row per kind (name, ONNX operator, its parameters); one
 // scalar formula per kind, which the layer, the integer engine's lookup tables and the export all
 // use, so the engine equals the fake-quant simulation bit for bit.
 #pragma once
@@ -22,8 +25,8 @@ struct PointwiseInfo {
     LayerKind kind;
     const char* name;      // PyTorch's module name, e.g. "Hardswish"
     const char* onnxOp;    // the single ONNX operator (opset 13), or "" for a subgraph (SiLU, GELU, GELUTanh, Mish; Hardswish before opset 14)
-    bool hasAlpha;         // LeakyReLU's negative_slope, ELU's alpha, Hardtanh's min_val (stored in .qsm files)
-    float defaultAlpha;    // PyTorch's default: 0.01 (LeakyReLU), 1 (ELU), -1 (Hardtanh)
+    bool hasAlpha;         // LeakyReLU's negative_slope, ELU's and CELU's alpha, Hardtanh's min_val (stored in .qsm files)
+    float defaultAlpha;    // PyTorch's default: 0.01 (LeakyReLU), 1 (ELU, CELU), -1 (Hardtanh)
     bool hasBeta;          // Hardtanh's max_val
     float defaultBeta;     // PyTorch's default: 1 (Hardtanh)
 };
@@ -44,7 +47,7 @@ void pointwiseGradient(LayerKind k, float alpha, float beta, const float* x, con
 class Pointwise final : public Layer {
 public:
     // Throws ConfigError when kind is not pointwise, or alpha is not finite (ELU: not > 0 is allowed,
-    // as PyTorch allows it); Hardtanh: when min_val (alpha) is not below max_val (beta), either is
+    // as PyTorch allows it), or CELU's alpha is 0; Hardtanh: when min_val (alpha) is not below max_val (beta), either is
     // NaN, or both are infinite. Parameters a kind does not have are stored as 0.
     Pointwise(std::string name, LayerKind kind, std::optional<float> alpha = std::nullopt, std::optional<float> beta = std::nullopt);
     LayerKind kind() const override { return m_kind; }

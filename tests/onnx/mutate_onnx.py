@@ -19,7 +19,7 @@ def main(src, dst, mutation):
     model = onnx.load(src)
     g = model.graph
     if mutation == "unknown-op":
-        first(g, "Relu").op_type = "Selu"
+        first(g, "Relu").op_type = "Shrink"
     elif mutation == "dangling-input":
         first(g, "Add").input[1] = "nonexistent"
     elif mutation == "clip-bounds":

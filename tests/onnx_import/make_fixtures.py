@@ -435,6 +435,26 @@ class ConstInside(nn.Module):
         return self.fc(z.flatten(1))
 
 
+class SubBranches(nn.Module):
+    """Differences of two activations and negations on maps: nn.Tanhshrink (x - tanh(x)), the
+    difference of two convolution branches, a unary minus after a pool (Neg, a depthwise 1x1 Conv
+    of weight -1), and a minus right after a Linear (Neg folded into it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.conv2 = nn.Conv2d(6, 6, 3, padding=1)
+        self.conv3 = nn.Conv2d(6, 6, 1)
+        self.shrink = nn.Tanhshrink()
+        self.fc = nn.Linear(6 * 4 * 4, 10)
+
+    def forward(self, x):
+        y = self.shrink(self.conv1(x))
+        y = F.relu(self.conv2(y)) - self.conv3(y)  # two branches
+        y = -F.max_pool2d(y, 2)
+        return -self.fc(y.flatten(1))
+
+
 class PadNet(nn.Module):
     """Padding as a layer of its own: Conv2d(padding_mode='reflect') and ('replicate') export as
     Pad (reflect, edge) then a Conv without padding; F.pad with zeros read by a MaxPool (which pads
@@ -872,6 +892,18 @@ CASES = [
     ("pad_op17_fold", PadNet, (1, 8, 8), 17, True, False),
     ("padnorm_op13_fold_dyn", PadThenNormalise, (1, 8, 8), 13, True, True),
     ("padnorm_op11_nofold", PadThenNormalise, (1, 8, 8), 11, False, False),
+    # nn.SELU (Selu), nn.CELU (Celu, opset 12 on) and nn.Softsign (Abs, Add(1), Div) (tst_activations).
+    ("act_selu_op13_fold_dyn", act_net(nn.SELU), (1, 8, 8), 13, True, True),
+    ("act_selu_op11_nofold", act_net(nn.SELU), (1, 8, 8), 11, False, False),
+    ("act_celu_op13_fold", act_net(lambda: nn.CELU(alpha=0.5)), (1, 8, 8), 13, True, False),
+    ("act_celudefault_op17_nofold", act_net(nn.CELU), (1, 8, 8), 17, False, False),
+    ("act_softsign_op13_fold_dyn", act_net(nn.Softsign), (1, 8, 8), 13, True, True),
+    ("act_softsign_op11_nofold", act_net(nn.Softsign), (1, 8, 8), 11, False, False),
+    ("act_softsign_op17_fold", act_net(nn.Softsign), (1, 8, 8), 17, True, False),
+    # Sub of two activations (an Add and a depthwise 1x1 Conv of weight -1) and Neg (tst_onnx_import).
+    ("subbranches_op13_fold_dyn", SubBranches, (3, 8, 8), 13, True, True),
+    ("subbranches_op11_nofold", SubBranches, (3, 8, 8), 11, False, False),
+    ("subbranches_op17_fold", SubBranches, (3, 8, 8), 17, True, False),
 ]
 
 HW_SECOND = (12, 10)
