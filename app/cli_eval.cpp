@@ -221,6 +221,9 @@ int runEval(const std::vector<std::string>& argv)
                             {"normalization", model.normalization.describe()},
                             {"notes", model.notes}};
         if (!classNote.empty()) j["class_note"] = classNote;
+        // Where the normalisation came from: the file, --normalize, or (neither says) the data.
+        j["normalization_source"] = model.normalizationKnown ? "file" : args.has("--normalize") ? "--normalize" : "data";
+        if (!match.normalizationNote.empty()) j["normalization_note"] = match.normalizationNote;
         if (args.has("--bench")) j["images_per_s"] = ips;
         printJsonLine(j, report);
     } else {

@@ -77,7 +77,8 @@ static const std::vector<const char*>& pytorchFixtures()
                           // nn.LayerNorm over all of each image (LayerNormalization, or its subgraph below 17): GroupNorm(1, C)
                           "layernorm_op17_fold_dyn", "layernorm_op13_nofold", "layernorm_op11_fold", "layernorm_maps_op13_fold_dyn",
                           "layernorm_maps_op17_nofold", "constinside_op13_fold_dyn", "constinside_op11_nofold", "constinside_op17_fold",
-                          "subbranches_op13_fold_dyn", "subbranches_op11_nofold", "subbranches_op17_fold",
+                          "subbranches_op13_fold_dyn", "subbranches_op11_nofold", "subbranches_op17_fold", "powsquare_op13_fold_dyn",
+                          "powsquare_op11_nofold",
                           "pad_op13_fold_dyn", "pad_op11_nofold", "pad_op17_fold"};
     return names;
 }

@@ -679,6 +679,31 @@ void TestOnnxImportErrors::badInput_data()
             findNode(mp, "MatMul")->set_input(0, "diff");
         },
         "ConfigError", "Sub node '/diff/Sub': a difference of two activations on features of shape [");
+    // A normalisation of a flat input whose raw values something else reads too (a wide-and-deep
+    // model's raw-pixel branch) cannot move out of the graph, and no layer keeps it on features:
+    // refused (it was moved out, and the raw branch silently read normalised pixels; tester 73).
+    row("normalised flat input also read raw", "flatmlp_op11_nofold",
+        [](onnx::ModelProto& mp) {
+            onnx::NodeProto* gemm = findNode(mp, "Gemm");
+            onnx::NodeProto* a = mp.mutable_graph()->add_node();
+            a->set_op_type("Add");
+            a->set_name("/wide/Add");
+            a->add_input(gemm->input(0)); // the normalised input plus the raw one
+            a->add_input(mp.graph().input(0).name());
+            a->add_output("wide");
+            gemm->set_input(0, "wide");
+        },
+        "ConfigError", "normalises the graph input, whose raw values something else reads too");
+    // Pow(x, 2) is x * x (fixtures powsquare_*); another exponent on an activation is refused.
+    row("Pow with another exponent", "powsquare_op13_fold_dyn",
+        [](onnx::ModelProto& mp) {
+            onnx::TensorProto* t = mp.mutable_graph()->add_initializer();
+            t->set_name("three");
+            t->set_data_type(onnx::TensorProto::FLOAT);
+            t->add_float_data(3.0f);
+            findNode(mp, "Pow")->set_input(1, "three");
+        },
+        "ConfigError", "raises an activation to the power 3; QuantScope reads Pow(x, 2) as x * x");
     row("Div of two activations", "residual_op13_fold_dyn", [](onnx::ModelProto& mp) { findNode(mp, "Add")->set_op_type("Div"); },
         "ConfigError", "a quotient of two activations");
     // BatchNorm with the batch's statistics: track_running_stats=False (a subgraph of the batch's

@@ -201,6 +201,11 @@ ExportedModel Importer::run()
     readInput();
     const std::vector<int> order = liveOrder();
     const onnx::GraphProto& g = m_mp.graph();
+    for (int k : order)
+        if (g.node(k).op_type() != "Shape" && g.node(k).op_type() != "Size")
+            for (const std::string& v : g.node(k).input())
+                if (!v.empty()) ++m_valueReaders[v];
+    ++m_valueReaders[m_outputName];
     // Every unsupported operator type of the graph, in order of appearance, with its node count:
     // a MobileNetV3 user learns of HardSwish and HardSigmoid at once, not one re-export at a time.
     std::vector<std::pair<std::string, int>> others;
@@ -341,8 +346,9 @@ ExportedModel Importer::run()
     // else the caller supplies it (--normalize, dataset statistics); uint8 pixels fix the scale
     m_m.normalizationKnown = m_sawMean || m_sawStd || m_inputBytes || m_normalisesAfterPad;
     if (m_normalisesAfterPad && !(m_sawMean || m_sawStd || m_inputBytes))
-        m_m.notes.push_back("the graph pads its input and then normalises it itself (constants on the padded pixels, read as depthwise "
-                            "1x1 Convs): QuantScope feeds it [0, 1] pixels as they are, without the dataset's statistics");
+        m_m.notes.push_back("the graph normalises its input itself (constants on the pixels after padding or clamping them, or where "
+                            "something else reads the input too, read as depthwise 1x1 Convs): QuantScope feeds it [0, 1] pixels as "
+                            "they are, without the dataset's statistics");
     for (std::vector<float>* v : {&m_m.normalization.mean, &m_m.normalization.stddev})
         if (v->size() == 1) v->assign(m_m.channels, v->front());
     pixelScale255();

@@ -105,6 +105,28 @@ void Importer::scaleInput(const NodeProto& n, std::vector<float> divisor)
     alias(n, m_inputAct);
 }
 
+bool Importer::sharedInput(const NodeProto& n, int i) const
+{
+    const auto r = m_valueReaders.find(n.input(i));
+    return onInput(n, i) && r != m_valueReaders.end() && r->second > 1;
+}
+
+// A normalisation of the graph input that something else reads too (the raw pixels concatenated
+// with normalised ones, two normalisations side by side, a wide-and-deep model's raw branch):
+// moved out of the graph, it would reach those readers too. It stays inside as a depthwise 1x1
+// Conv (constantOnMaps), and the graph takes [0, 1] pixels as they are. Refused by node on a flat
+// input (no layer takes a constant on features there).
+void Importer::normaliseInGraph(const NodeProto& n, int i, const ConstTensor& c, Fold op)
+{
+    const std::size_t x = act(n, i);
+    if (shapeOf(x).size() != 3)
+        failNode(n, "normalises the graph input, whose raw values something else reads too; QuantScope moves a normalisation "
+                    "out of the graph only when nothing else reads the input, and keeps one inside only on [N, C, H, W] images (as "
+                    "a depthwise 1x1 Conv), not on flat features. Normalise once, before every reader, in PyTorch and export again");
+    m_normalisesAfterPad = true;
+    constantOnMaps(n, i, c, op);
+}
+
 // Whether input i of n is the graph input before any layer reads it: where a Sub, Div or Mul is
 // the input normalisation; elsewhere it may fold into the layer before it (foldConstant).
 bool Importer::onInput(const NodeProto& n, int i) const
@@ -145,6 +167,7 @@ void Importer::sub(const NodeProto& n)
         return foldConstant(n, 0, constant(n, 1, "the constant"), Fold::Sub);
     if (insideNetwork(n, 0)) return constantOnMaps(n, 0, constant(n, 1, "the constant"), Fold::Sub);
     checkInputNormalisation(n, 0);
+    if (sharedInput(n, 0)) return normaliseInGraph(n, 0, constant(n, 1, "the constant"), Fold::Sub);
     shiftInput(n, constant(n, 1, "the mean"), 1.0f);
 }
 
@@ -155,6 +178,7 @@ void Importer::div(const NodeProto& n)
         return foldConstant(n, 0, constant(n, 1, "the constant"), Fold::Div);
     if (insideNetwork(n, 0)) return constantOnMaps(n, 0, constant(n, 1, "the constant"), Fold::Div);
     checkInputNormalisation(n, 0);
+    if (sharedInput(n, 0)) return normaliseInGraph(n, 0, constant(n, 1, "the constant"), Fold::Div);
     scaleInput(n, perChannel(n, constant(n, 1, "the stddev"), "the stddev"));
 }
 
@@ -216,6 +240,7 @@ void Importer::mul(const NodeProto& n)
         return foldConstant(n, a, constant(n, 1 - a, "the factor"), Fold::Mul);
     if (insideNetwork(n, a)) return constantOnMaps(n, a, constant(n, 1 - a, "the factor"), Fold::Mul);
     checkInputNormalisation(n, a);
+    if (sharedInput(n, a)) return normaliseInGraph(n, a, constant(n, 1 - a, "the factor"), Fold::Mul);
     std::vector<float> f = perChannel(n, constant(n, 1 - a, "the factor"), "the factor");
     for (float& v : f) v = 1.0f / v; // 0 becomes inf, refused with the value
     scaleInput(n, std::move(f));

@@ -12,6 +12,7 @@
 #include "nn/mul.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <set>
 
 namespace quantscope::onnximport {
@@ -39,6 +40,29 @@ void Importer::mulActivations(const NodeProto& n)
     StoredLayer l;
     l.kind = LayerKind::Mul;
     addLayer(n, std::move(l), gate == 0 ? shapeOf(b) : shapeOf(a), {a, b});
+}
+
+// Pow(x, 2) (x ** 2, torch.pow(x, 2)) on an activation: the Mul of x with itself, as torch.square
+// and x * x export; Pow(x, 1) is x. Other exponents are refused by node (nn.LayerNorm's Pow below
+// opset 17 and GELU's x^3 are read inside their subgraphs).
+void Importer::pow(const NodeProto& n)
+{
+    const std::size_t x = act(n, 0);
+    const ConstTensor& e = constant(n, 1, "the exponent");
+    if (e.numel() != 1) failNode(n, "the exponent " + listOf(e.dims) + " is not one value");
+    const double p = e.at(0);
+    if (p == 1.0) return alias(n, x);
+    if (p != 2.0) {
+        char b[32];
+        std::snprintf(b, sizeof b, "%g", p);
+        failNode(n, std::string("raises an activation to the power ") + b +
+                        "; QuantScope reads Pow(x, 2) as x * x (and Pow(x, 1)) only; nn.LayerNorm below opset 17 exports as "
+                        "ReduceMean, Sub, Pow and Sqrt, read only in that form");
+    }
+    StoredLayer l;
+    l.kind = LayerKind::Mul;
+    addLayer(n, std::move(l), shapeOf(x), {x, x});
+    m_m.notes.push_back("Pow '" + n.name() + "' squares an activation: read as the Mul of it with itself");
 }
 
 // Concat of activations along axis 1 (-rank + 1 alike); one input is the activation itself.

@@ -24,6 +24,7 @@ const std::map<std::string, Importer::Handler>& Importer::handlers()
         {"Add", &Importer::add},
         {"Sub", &Importer::sub},
         {"Neg", &Importer::neg},
+        {"Pow", &Importer::pow},
         {"Div", &Importer::div},
         {"Mul", &Importer::mul},
         {"Relu", &Importer::relu},
@@ -86,7 +87,6 @@ void Importer::failUnsupported(const NodeProto& n, const std::vector<std::pair<s
     // the others: the PyTorch modules that export as the operator, which the user knows by name.
     static const std::map<std::string, std::string> kFrom{
         {"Log", "; for log(softmax(x)) export F.log_softmax(x, dim=1) instead"},
-        {"Pow", "; nn.LayerNorm below opset 17 exports as ReduceMean, Sub, Pow and Sqrt, read only in that form"},
         {"Sqrt", "; nn.LayerNorm below opset 17 exports as ReduceMean, Sub, Pow and Sqrt, read only in that form"},
         {"Resize", "; F.interpolate and nn.Upsample export as Resize"},
         {"Upsample", "; F.interpolate and nn.Upsample export as Upsample before opset 10"},
@@ -223,8 +223,10 @@ void Importer::add(const NodeProto& n)
     const Value& v = ai == 0 ? a : b;
     const ConstTensor& c = constant(n, 1 - ai, "one addend");
     if (v.kind != Value::Kind::Act) failNode(n, "adds a Pad's output");
-    if (v.act == m_inputAct && m_m.layers.size() == m_inputAct) // x * (1 / s) + b: the normalisation's shift
+    if (v.act == m_inputAct && m_m.layers.size() == m_inputAct) { // x * (1 / s) + b: the normalisation's shift
+        if (sharedInput(n, ai)) return normaliseInGraph(n, ai, c, Fold::Add);
         return shiftInput(n, c, -1.0f);
+    }
     if (!foldsIntoLayer(n, ai) && insideNetwork(n, ai)) return constantOnMaps(n, ai, c, Fold::Add);
     foldConstant(n, ai, c, Fold::Add);
 }

@@ -249,6 +249,11 @@ private:
     void differenceOfActivations(const NodeProto& n);
     void negatedMaps(const NodeProto& n, std::size_t x, const Shape& s, const std::string& suffix);
     void neg(const NodeProto& n);
+    void pow(const NodeProto& n);
+    // Whether input i is the graph input before any layer (onInput) and something else reads its
+    // values too: a normalisation of it then stays in the graph (normaliseInGraph).
+    bool sharedInput(const NodeProto& n, int i) const;
+    void normaliseInGraph(const NodeProto& n, int i, const ConstTensor& c, Fold op);
     void div(const NodeProto& n);
     void mul(const NodeProto& n);
     // ---- joins of activations (onnx_import_joins.cpp): Mul of two activations, Concat, and the
@@ -384,9 +389,12 @@ private:
     bool m_channelsLastInput = false;      // an [N, H, W, C] input permuted by the first node (readInput)
     std::size_t m_inputAct = 0;            // the graph input's activation: 1 after a flat input's Flatten
     bool m_sawMean = false, m_sawStd = false;
-    // A constant read as a depthwise Conv on the image input behind Pads only (F.pad, then the
-    // normalisation: LeNet's 28 -> 32): the graph normalises its pixels itself (constantOnMaps).
+    // A constant read as a depthwise Conv on the image input, directly where something else reads
+    // the input too (normaliseInGraph) or behind Pads and clamps only (F.pad or x.clamp(0, 1), then
+    // the normalisation: LeNet's 28 -> 32): the graph normalises its pixels itself (constantOnMaps).
     bool m_normalisesAfterPad = false;
+    // Live readers of each value that read its elements (m_uses without Shape and Size nodes).
+    std::map<std::string, int> m_valueReaders;
     std::set<std::size_t> m_constantLayers; // those depthwise Convs (layer indices)
     bool m_inputBytes = false; // the graph input is uint8 pixels (0..255), cast to float32 first
 };

@@ -455,6 +455,24 @@ class SubBranches(nn.Module):
         return -self.fc(y.flatten(1))
 
 
+class PowSquare(nn.Module):
+    """Squares of activations: x ** 2 after a pool and torch.pow(x, 2.0) on a ReLU's output that
+    the next conv reads too (Pow, read as the Mul of x with itself), and torch.pow(x, 1) (Pow 1)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.conv2 = nn.Conv2d(6, 6, 3, padding=1)
+        self.fc = nn.Linear(6 * 2 * 2, 10)
+
+    def forward(self, x):
+        y = F.max_pool2d(self.conv1(x), 2) ** 2
+        z = F.relu(self.conv2(y))
+        y = torch.pow(z, 2.0) + self.conv2(z)
+        y = torch.pow(F.max_pool2d(y, 2), 1)
+        return self.fc(y.flatten(1))
+
+
 class PadNet(nn.Module):
     """Padding as a layer of its own: Conv2d(padding_mode='reflect') and ('replicate') export as
     Pad (reflect, edge) then a Conv without padding; F.pad with zeros read by a MaxPool (which pads
@@ -486,6 +504,42 @@ class PadThenNormalise(nn.Module):
 
     def forward(self, x):
         x = (F.pad(x, (2, 2, 2, 2)) - 0.1307) / 0.3081
+        x = F.max_pool2d(F.relu(self.conv(x)), 2)
+        return self.fc(x.flatten(1))
+
+
+class SharedInputNorm(nn.Module):
+    """The graph input read raw and normalised (tst_onnx_import_input): two normalisations side by
+    side ((x - 0.5) / 0.5 and (x - mean) / 0.35 per channel) and a branch on the raw pixels, joined
+    by Concat; moving the normalisation out of the graph would feed every branch normalised pixels."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor([0.2, 0.3, 0.4]).view(1, 3, 1, 1))
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv3 = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(12 * 4 * 4, 10)
+
+    def forward(self, x):
+        a = (x - 0.5) / 0.5
+        b = (x - self.mean) / 0.35
+        y = torch.cat([self.conv1(a), self.conv2(b), self.conv3(x)], 1)
+        y = F.max_pool2d(F.relu(y), 2)
+        return self.fc(y.flatten(1))
+
+
+class ClampThenNorm(nn.Module):
+    """x.clamp(0, 1) on the raw pixels, then the model's own (x - 0.2860) / 0.3530: the
+    normalisation stays in the graph (depthwise Convs) and the graph takes [0, 1] pixels."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 4 * 4, 10)
+
+    def forward(self, x):
+        x = (x.clamp(0, 1) - 0.2860) / 0.3530
         x = F.max_pool2d(F.relu(self.conv(x)), 2)
         return self.fc(x.flatten(1))
 
@@ -904,6 +958,14 @@ CASES = [
     ("subbranches_op13_fold_dyn", SubBranches, (3, 8, 8), 13, True, True),
     ("subbranches_op11_nofold", SubBranches, (3, 8, 8), 11, False, False),
     ("subbranches_op17_fold", SubBranches, (3, 8, 8), 17, True, False),
+    ("powsquare_op13_fold_dyn", PowSquare, (3, 8, 8), 13, True, True),
+    ("powsquare_op11_nofold", PowSquare, (3, 8, 8), 11, False, False),
+    # Normalisations that must stay in the graph (tst_onnx_import_input): the input read raw too,
+    # and a clamp before the normalisation.
+    ("sharednorm_op13_fold_dyn", SharedInputNorm, (3, 8, 8), 13, True, True),
+    ("sharednorm_op11_nofold", SharedInputNorm, (3, 8, 8), 11, False, False),
+    ("clampnorm_op13_fold", ClampThenNorm, (1, 8, 8), 13, True, False),
+    ("clampnorm_op11_nofold_dyn", ClampThenNorm, (1, 8, 8), 11, False, True),
 ]
 
 HW_SECOND = (12, 10)
