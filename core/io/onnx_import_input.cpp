@@ -189,7 +189,7 @@ void Importer::div(const NodeProto& n)
 void Importer::differenceOfActivations(const NodeProto& n)
 {
     const std::size_t a = act(n, 0), b = act(n, 1);
-    const Shape& s = shapeOf(b);
+    const Shape s = shapeOf(b); // a copy: negatedMaps adds a layer (and a shape) before the Add reads it
     if (shapeOf(a) != s)
         failNode(n, "subtracts per-image shapes " + shapeString(shapeOf(a)) + " and " + shapeString(s) + "; broadcasting is not read");
     if (s.size() != 3 || viewedShape(n, 0, a) != s || viewedShape(n, 1, b) != s)
