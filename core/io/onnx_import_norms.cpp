@@ -69,7 +69,7 @@ void Importer::instanceNormalization(const NodeProto& n)
 {
     const std::size_t x = act(n, 0);
     const Shape& s = shapeOf(x);
-    const Shape& seen = viewedShape(n, 0, x);
+    const Shape seen = viewedShape(n, 0, x); // a copy: it is read after addLayer, which may move the shapes
     if (s.empty() || (seen == s && s.size() != 3) || (seen != s && (seen.size() != 2 || seen[0] == 0 || s[0] % seen[0] != 0)))
         failNode(n, "normalises " + shapeString(seen) + " images of " + shapeString(s) +
                         "; read: nn.InstanceNorm2d on [N, C, H, W] maps and nn.GroupNorm's [N, G, -1] view of them");
@@ -134,7 +134,7 @@ void Importer::layerNormalization(const NodeProto& n)
     const std::size_t x = act(n, 0);
     if (m_views.count(n.input(0))) failNode(n, "normalises a view of its input, which QuantScope does not read");
     noExtraOutputs(n);
-    const Shape& s = shapeOf(x);
+    const Shape s = shapeOf(x); // a copy: the note reads it after addLayer, which may move the shapes
     const auto rank = static_cast<std::int64_t>(s.size()) + 1;
     const std::int64_t axis = attrInt(n, "axis", -1);
     std::vector<std::int64_t> axes;
