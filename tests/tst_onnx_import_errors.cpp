@@ -595,7 +595,7 @@ void TestOnnxImportErrors::badInput_data()
         "ConfigError", "or right before Linears (folded into them); Relu '/fc/Gemm' reads it");
     row("unsqueeze to a middle axis", "unsqueezehead_op11_nofold",
         [](onnx::ModelProto& mp) { setInts(findNode(mp, "Unsqueeze"), "axes", std::vector<std::int64_t>{1}); }, "ConfigError",
-        "unsqueezes [6] images to [1,6]");
+        "unsqueezes [6] features to [1,6]");
     row("unsqueeze before the batch", "unsqueezehead_op11_nofold",
         [](onnx::ModelProto& mp) { setInts(findNode(mp, "Unsqueeze"), "axes", std::vector<std::int64_t>{0}); }, "ConfigError",
         "adds an axis before the batch");

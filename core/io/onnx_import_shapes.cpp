@@ -145,8 +145,12 @@ void Importer::reshape(const NodeProto& n)
         m_inputAct = 0;
         return alias(n, 0);
     }
-    failNode(n, "reshapes " + shapeString(seen) + " images to " + target +
-                    "; QuantScope reads flattening each image to (N, -1), and adding or removing trailing axes of size 1");
+    // The per-image shape it asks for, when it is one: [1, 28, 28] -> [28, 28] (rows of a Conv1d or
+    // a sequence model) reads clearer than the target [1, 28, 28] beside the images' [1,28,28].
+    failNode(n, "reshapes " + shapeString(seen) + (seen.size() == 1 ? " features" : " images") + " to " + target +
+                    (per.empty() ? std::string() : " (" + shapeString(per) + " per image)") +
+                    "; QuantScope reads flattening each image to (N, -1), and adding or removing trailing axes of size 1 (no "
+                    "sequence or Conv1d layouts)");
 }
 
 bool Importer::readOnlyByInstanceNormalization(const std::string& v) const
@@ -234,7 +238,7 @@ void Importer::unsqueeze(const NodeProto& n)
     std::size_t next = 0;
     for (std::int64_t d = 1; d < rank; ++d) out.push_back(added[static_cast<std::size_t>(d)] ? 1 : s[next++]);
     if (withoutTrailingOnes(out) != withoutTrailingOnes(shapeOf(x)))
-        failNode(n, "unsqueezes " + shapeString(s) + " images to " + shapeString(out) +
+        failNode(n, "unsqueezes " + shapeString(s) + (s.size() == 1 ? " features" : " images") + " to " + shapeString(out) +
                         "; QuantScope reads adding trailing axes of size 1 only");
     alias(n, x);
     setView(n, x, out);
