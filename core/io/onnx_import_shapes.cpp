@@ -276,8 +276,12 @@ void Importer::checkViews(const NodeProto& n) const
             const auto other = m_views.find(n.input(1 - i));
             const auto ov = m_values.find(n.input(1 - i));
             const bool otherAct = ov != m_values.end() && ov->second.kind == Value::Kind::Act;
-            if (otherAct && (other == m_views.end() || other->second != v->second))
-                failNode(n, "adds " + what + " to an activation viewed otherwise; QuantScope's Add takes two activations of one shape");
+            if (otherAct && (other == m_views.end() || other->second != v->second)) {
+                const Shape otherShape = other != m_views.end() ? other->second : shapeOf(ov->second.act);
+                failNode(n, "adds " + what + " to an activation of per-image shape " + shapeString(otherShape) +
+                                "; QuantScope's Add takes two activations of one shape and does not broadcast (a [C, 1, 1] "
+                                "context added to [C, H, W] maps, as GCNet's, is not read; a [C, 1, 1] gate multiplied is)");
+            }
         }
     }
 }
