@@ -137,6 +137,20 @@ void Importer::convOnFlatView(const NodeProto& n, std::size_t x, const Shape& vi
     setView(n, m_m.layers.size(), {cout, 1, 1});
 }
 
+// The depthwise 1x1 Conv y = w x + b (groups = C = w.size(), weight [C, 1, 1, 1], bias [C] if
+// given): the layer of a per-channel scale or shift on maps.
+StoredLayer Importer::depthwiseScale(std::vector<float> w, std::vector<float>* b) const
+{
+    const std::size_t C = w.size();
+    StoredLayer l;
+    l.kind = LayerKind::Conv2d;
+    l.inChannels = l.outChannels = l.groups = C;
+    l.setConvGeometry(ConvGeometry::square(1, 1, 0));
+    l.tensors.push_back(floatTensor("weight", {C, 1, 1, 1}, std::move(w)));
+    if (b) l.tensors.push_back(floatTensor("bias", {C}, std::move(*b)));
+    return l;
+}
+
 // A constant applied to maps inside the network where no layer before it can take it (after a
 // ReLU, a pool or an Add, or on a value something else reads too): layer scale (CaiT, Touvron et
 // al. 2021; ConvNeXt's gamma * branch), torch.add(x, y, alpha=2), a scaled ReLU, x + 0.5 or 1 - x.
@@ -179,12 +193,7 @@ void Importer::constantOnMaps(const NodeProto& n, int ai, const ConstTensor& c, 
         w[ch] = reversed ? -1.0f : op == Fold::Mul ? at(ch) : op == Fold::Div ? 1.0f / at(ch) : 1.0f;
         if (shift) b[ch] = op == Fold::Add || reversed ? at(ch) : -at(ch);
     }
-    StoredLayer l;
-    l.kind = LayerKind::Conv2d;
-    l.inChannels = l.outChannels = l.groups = C;
-    l.setConvGeometry(ConvGeometry::square(1, 1, 0));
-    l.tensors.push_back(floatTensor("weight", {C, 1, 1, 1}, std::move(w)));
-    if (shift) l.tensors.push_back(floatTensor("bias", {C}, std::move(b)));
+    StoredLayer l = depthwiseScale(std::move(w), shift ? &b : nullptr);
     // Behind Pads, clamps (and such constants) only, on the image input: the graph's own
     // normalisation of the pixels it padded or clamped, so QuantScope must feed it [0, 1] pixels as
     // they are (normaliseInGraph sets the same for a constant right on a shared input).

@@ -189,32 +189,20 @@ void Importer::div(const NodeProto& n)
 void Importer::differenceOfActivations(const NodeProto& n)
 {
     const std::size_t a = act(n, 0), b = act(n, 1);
-    const Shape s = shapeOf(b); // a copy: negatedMaps adds a layer (and a shape) before the Add reads it
+    const Shape s = shapeOf(b); // a copy: the negation adds a layer (and a shape) before the Add reads it
     if (shapeOf(a) != s)
         failNode(n, "subtracts per-image shapes " + shapeString(shapeOf(a)) + " and " + shapeString(s) + "; broadcasting is not read");
     if (s.size() != 3 || viewedShape(n, 0, a) != s || viewedShape(n, 1, b) != s)
         failNode(n, "a difference of two activations on features of shape " + shapeString(viewedShape(n, 1, b)) +
                         "; QuantScope reads one on [N, C, H, W] maps only (an Add of the first and a depthwise 1x1 Conv of weight -1 on "
                         "the second)");
-    negatedMaps(n, b, s, ".neg");
+    addLayer(n, depthwiseScale(std::vector<float>(s.at(0), -1.0f), nullptr), s, {b}, nullptr, ".neg");
     const std::size_t negated = m_m.layers.size();
     StoredLayer add;
     add.kind = LayerKind::Add;
     const StoredLayer& made = addLayer(n, std::move(add), s, {a, negated});
     m_m.notes.push_back("Sub '" + n.name() + "' of two activations: read as the depthwise 1x1 Conv '" + m_m.layers[negated - 1].name +
                         "' (weight -1 per channel, trainable) on its second input and the Add '" + made.name + "'");
-}
-
-// The depthwise 1x1 Conv of weight -1, no bias, on maps x of shape s (C, H, W).
-void Importer::negatedMaps(const NodeProto& n, std::size_t x, const Shape& s, const std::string& suffix)
-{
-    const std::size_t C = s.at(0);
-    StoredLayer l;
-    l.kind = LayerKind::Conv2d;
-    l.inChannels = l.outChannels = l.groups = C;
-    l.setConvGeometry(ConvGeometry::square(1, 1, 0));
-    l.tensors.push_back(floatTensor("weight", {C, 1, 1, 1}, std::vector<float>(C, -1.0f)));
-    addLayer(n, std::move(l), s, {x}, nullptr, suffix);
 }
 
 // Neg (-x, as torch writes a unary minus): folded into the Linear or Conv before it when nothing

@@ -247,7 +247,7 @@ private:
     bool foldsIntoLayer(const NodeProto& n, int i) const;
     void sub(const NodeProto& n);
     void differenceOfActivations(const NodeProto& n);
-    void negatedMaps(const NodeProto& n, std::size_t x, const Shape& s, const std::string& suffix);
+    StoredLayer depthwiseScale(std::vector<float> w, std::vector<float>* b) const;
     void neg(const NodeProto& n);
     void pow(const NodeProto& n);
     // Whether input i is the graph input before any layer (onInput) and something else reads its
