@@ -79,6 +79,8 @@ static const std::vector<const char*>& pytorchFixtures()
                           "layernorm_maps_op17_nofold", "constinside_op13_fold_dyn", "constinside_op11_nofold", "constinside_op17_fold",
                           "subbranches_op13_fold_dyn", "subbranches_op11_nofold", "subbranches_op17_fold", "powsquare_op13_fold_dyn",
                           "powsquare_op11_nofold",
+                          // constants on flat features folded back into the layers before them
+                          "flatconst_op13_fold_dyn", "flatconst_op11_nofold", "flatconst_op17_fold",
                           "pad_op13_fold_dyn", "pad_op11_nofold", "pad_op17_fold"};
     return names;
 }

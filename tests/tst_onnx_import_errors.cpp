@@ -231,6 +231,22 @@ void TestOnnxImportErrors::badInput_data()
             findNode(mp, "Div")->set_input(0, subIn);
         },
         "ConfigError", "Sub node '/Sub': subtracts a constant on features of shape [24] inside the network");
+    // A constant on flat features folds back into the layers that make them only where it commutes
+    // with every layer between and nothing else reads the values on the way (the folds that hold
+    // are in tst_onnx_import's flatconst fixtures). A negative gain does not pass the ReLU ...
+    row("a negative factor behind a ReLU on features", "flatconst_op13_fold_dyn", [](onnx::ModelProto& mp) {
+            for (onnx::TensorProto& t : *mp.mutable_graph()->mutable_initializer())
+                if (t.name() == "gain") {
+                    const float v = -0.5f;
+                    if (t.raw_data().empty()) t.set_float_data(3, v);
+                    else t.mutable_raw_data()->replace(3 * sizeof v, sizeof v, reinterpret_cast<const char*>(&v), sizeof v);
+                }
+        },
+        "ConfigError", "Mul node '/Mul': multiplies by a constant on features of shape [12] inside the network");
+    // ... and the mean of a head added to itself would scale that head twice.
+    row("a factor behind an Add of one head twice", "flatconst_op13_fold_dyn",
+        [](onnx::ModelProto& mp) { findNode(mp, "Add")->set_input(1, findNode(mp, "Add")->input(0)); },
+        "ConfigError", "Div node '/Div': divides by a constant on features of shape [10] inside the network");
     // A dynamic height and width are read at the data's size (tst_onnx_dynamic_size); channels are not.
     row("dynamic channels", "residual_op13_fold_dyn",
         [](onnx::ModelProto& mp) { mp.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->mutable_shape()->mutable_dim(1)->set_dim_param("C"); },

@@ -158,19 +158,22 @@ StoredLayer Importer::depthwiseScale(std::vector<float> w, std::vector<float>* b
 // [C, 1, 1, 1]), which every part of QuantScope already trains, quantizes per channel, exports and
 // runs in integers. The constant is one value or one per channel ([C, 1, 1], [1, C, 1, 1]). A
 // scale without a shift has no bias; a shift alone has weight 1. `reversed`: c - x (Sub with the
-// constant first). Refused by node: flat features, any other constant shape, a non-finite value, a
+// constant first). On flat features it folds back into the layers before (foldBackConstant) or is
+// refused by node; refused too: any other constant shape, a non-finite value, a
 // division by zero.
 void Importer::constantOnMaps(const NodeProto& n, int ai, const ConstTensor& c, Fold op, bool reversed)
 {
     const char* verb = reversed ? "subtracts an activation from" : op == Fold::Add ? "adds" : op == Fold::Sub ? "subtracts" : op == Fold::Mul ? "multiplies by" : "divides by";
     const std::size_t x = act(n, ai);
     const Shape& s = shapeOf(x);
+    if ((s.size() != 3 || viewedShape(n, ai, x) != s) && !reversed && foldBackConstant(n, ai, c, op)) return;
     if (s.size() != 3 || viewedShape(n, ai, x) != s)
         failNode(n, std::string(verb) + " a constant on features of shape " + shapeString(viewedShape(n, ai, x)) +
                         " inside the network (after a ReLU, a pool, an Add, or a layer that something else reads too); QuantScope "
-                        "reads a constant there on [N, C, H, W] maps only (as a depthwise 1x1 Conv), and on features only right "
-                        "after the Linear before it, when nothing else reads that Linear's output. Move the constant into that layer "
-                        "(or the next one's weights) in PyTorch and export again");
+                        "reads a constant there on [N, C, H, W] maps (as a depthwise 1x1 Conv), and on features only where it folds "
+                        "exactly into the Linear or Conv layers that make them (through ReLU, Dropout, Add, Concat and pools, a factor "
+                        "of at least 0 through a ReLU, a shift through no ReLU), when nothing else reads the values on the way. Move the "
+                        "constant into that layer (or the next one's weights) in PyTorch and export again");
     const std::size_t C = s[0];
     const std::vector<float>& cv = floats(n, c, "the constant");
     std::vector<std::int64_t> dims = c.dims;

@@ -248,6 +248,11 @@ private:
     void sub(const NodeProto& n);
     void differenceOfActivations(const NodeProto& n);
     StoredLayer depthwiseScale(std::vector<float> w, std::vector<float>* b) const;
+    // A constant on flat features folded back into the layers that make them (onnx_import_fold_back.cpp):
+    // false, with nothing changed, where it does not fold exactly.
+    bool foldBackConstant(const NodeProto& n, int ai, const ConstTensor& c, Fold op);
+    bool foldBack(std::size_t a, const std::vector<float>& f, bool scale, bool apply, int depth, std::vector<std::string>& into);
+    int readersOf(std::size_t a) const; // live readers of activation a, under any of its names
     void neg(const NodeProto& n);
     void pow(const NodeProto& n);
     // Whether input i is the graph input before any layer (onInput) and something else reads its

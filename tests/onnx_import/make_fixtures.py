@@ -455,6 +455,32 @@ class SubBranches(nn.Module):
         return -self.fc(y.flatten(1))
 
 
+class FlatConstants(nn.Module):
+    """Constants on flat features away from the layer that makes them, folded back into it: a
+    shift after a global average pool (into conv2's bias), a per-feature gain after a ReLU and a
+    Dropout (into fc1), a factor after a Concat (into both parts), and the mean of two heads plus a
+    shift ((a + b) / 2 + 0.5: the factor into both heads, the shift into one)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.conv2 = nn.Conv2d(6, 8, 3, padding=1)
+        self.fc1 = nn.Linear(8, 12)
+        self.fc2 = nn.Linear(12, 6)
+        self.fc3 = nn.Linear(12, 6)
+        self.drop = nn.Dropout(0.3)
+        self.head_a = nn.Linear(12, 10)
+        self.head_b = nn.Linear(12, 10)
+        self.register_buffer("gain", torch.linspace(0.5, 2.0, 12))
+
+    def forward(self, x):
+        y = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        g = self.conv2(y).mean((2, 3)) - 0.2
+        h = self.drop(F.relu(self.fc1(g))) * self.gain
+        h = F.leaky_relu(torch.cat([self.fc2(h), self.fc3(h)], 1) * 2.0, 0.1)
+        return (self.head_a(h) + self.head_b(h)) / 2 + 0.5
+
+
 class PowSquare(nn.Module):
     """Squares of activations: x ** 2 after a pool and torch.pow(x, 2.0) on a ReLU's output that
     the next conv reads too (Pow, read as the Mul of x with itself), and torch.pow(x, 1) (Pow 1)."""
@@ -966,6 +992,10 @@ CASES = [
     ("sharednorm_op11_nofold", SharedInputNorm, (3, 8, 8), 11, False, False),
     ("clampnorm_op13_fold", ClampThenNorm, (1, 8, 8), 13, True, False),
     ("clampnorm_op11_nofold_dyn", ClampThenNorm, (1, 8, 8), 11, False, True),
+    # Constants on flat features folded back through ReLU, Dropout, Concat, Add and the pool.
+    ("flatconst_op13_fold_dyn", FlatConstants, (3, 8, 8), 13, True, True),
+    ("flatconst_op11_nofold", FlatConstants, (3, 8, 8), 11, False, False),
+    ("flatconst_op17_fold", FlatConstants, (3, 8, 8), 17, True, False),
 ]
 
 HW_SECOND = (12, 10)
