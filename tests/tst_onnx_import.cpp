@@ -81,6 +81,8 @@ static const std::vector<const char*>& pytorchFixtures()
                           "powsquare_op11_nofold",
                           // constants on flat features folded back into the layers before them
                           "flatconst_op13_fold_dyn", "flatconst_op11_nofold", "flatconst_op17_fold",
+                          // weights computed from parameters (StdConv2d, weight_norm), a x[:, :, 0, 0] head
+                          "computedw_op13_nofold_dyn", "computedw_op11_nofold", "computedw_op17_nofold", "computedw_op13_fold",
                           "pad_op13_fold_dyn", "pad_op11_nofold", "pad_op17_fold"};
     return names;
 }

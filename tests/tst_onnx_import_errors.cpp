@@ -247,6 +247,24 @@ void TestOnnxImportErrors::badInput_data()
     row("a factor behind an Add of one head twice", "flatconst_op13_fold_dyn",
         [](onnx::ModelProto& mp) { findNode(mp, "Add")->set_input(1, findNode(mp, "Add")->input(0)); },
         "ConfigError", "Div node '/Div': divides by a constant on features of shape [10] inside the network");
+    // A Gather of an activation is read only as an index 0 into an axis of size 1 (x[:, :, 0, 0]):
+    // another index, an axis of more than one value and the batch axis are refused by node.
+    row("a Gather of index 1 from an axis of size 1", "computedw_op13_nofold_dyn",
+        [](onnx::ModelProto& mp) {
+            const std::string index = findNode(mp, "Gather")->input(1);
+            for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node())
+                if (n.op_type() == "Constant" && n.output(0) == index) {
+                    onnx::TensorProto* t = n.mutable_attribute(0)->mutable_t();
+                    t->clear_raw_data();
+                    t->clear_int64_data();
+                    t->add_int64_data(1);
+                }
+        },
+        "ConfigError", "takes indices [1] of axis 2 (of size 1) of [10,1,1] activations");
+    row("a Gather from the channels", "computedw_op13_nofold_dyn", [](onnx::ModelProto& mp) { findNode(mp, "Gather")->mutable_attribute(0)->set_i(1); },
+        "ConfigError", "of axis 1 (of size 10)");
+    row("a Gather from the batch", "computedw_op13_nofold_dyn", [](onnx::ModelProto& mp) { findNode(mp, "Gather")->mutable_attribute(0)->set_i(0); },
+        "ConfigError", "selects images of the batch (axis 0)");
     // A dynamic height and width are read at the data's size (tst_onnx_dynamic_size); channels are not.
     row("dynamic channels", "residual_op13_fold_dyn",
         [](onnx::ModelProto& mp) { mp.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->mutable_shape()->mutable_dim(1)->set_dim_param("C"); },

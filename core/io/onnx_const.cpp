@@ -359,6 +359,62 @@ ConstTensor squeeze(const onnx::NodeProto& n, const std::vector<const ConstTenso
     return r;
 }
 
+// ReduceMean, ReduceSum, ReduceL2, ReduceMax and ReduceMin of a float constant, over the axes of
+// the attribute or of input 1 (ReduceSum from opset 13), all axes where none are given
+// (unless noop_with_empty_axes), keepdims as ONNX says (default 1). Weight standardisation
+// (timm's StdConv2d, BiT: the mean and variance of each filter) and weight_norm (the L2 norm of
+// each filter) compute a conv's weight so. Sums in double.
+ConstTensor reduce(const onnx::NodeProto& n, const std::vector<const ConstTensor*>& in)
+{
+    const std::string& op = n.op_type();
+    const ConstTensor& a = *in[0];
+    noHalfArithmetic(a, op);
+    if (!a.isFloat) fail(op + ": the input is not a float tensor", true);
+    // the importer moves a constant axes input of opset 18 back into the attribute (reduceAxesToAttributes)
+    std::vector<std::int64_t> axes = attrInts(n, "axes");
+    if (axes.empty() && in.size() > 1 && in[1]) axes = intsOf(*in[1], "axes");
+    const std::size_t rank = a.dims.size();
+    std::vector<bool> reduced(rank, false);
+    if (axes.empty()) {
+        if (attrInt(n, "noop_with_empty_axes", 0) != 0) return a;
+        reduced.assign(rank, true);
+    }
+    for (std::int64_t x : axes) {
+        const auto d = static_cast<std::size_t>(normAxis(x, rank, op.c_str()));
+        if (reduced[d]) fail(op + ": repeated axis");
+        reduced[d] = true;
+    }
+    const bool keep = attrInt(n, "keepdims", 1) != 0;
+    std::vector<std::int64_t> kept, out;
+    for (std::size_t d = 0; d < rank; ++d) {
+        if (reduced[d] && a.dims[d] == 0) fail(op + ": reduces an empty axis", true);
+        kept.push_back(reduced[d] ? 1 : a.dims[d]);
+        if (!reduced[d] || keep) out.push_back(kept.back());
+    }
+    const std::size_t total = a.numel(), count = prod(kept, 0, rank), per = count == 0 ? 0 : total / count;
+    const bool isMax = op == "ReduceMax", isMin = op == "ReduceMin";
+    std::vector<double> acc(count, isMax ? -std::numeric_limits<double>::infinity() : isMin ? std::numeric_limits<double>::infinity() : 0.0);
+    // row-major index of each element's output: its coordinates with the reduced ones set to 0
+    std::vector<std::size_t> coord(rank, 0);
+    for (std::size_t k = 0; k < total; ++k) {
+        std::size_t o = 0;
+        for (std::size_t d = 0; d < rank; ++d) o = o * static_cast<std::size_t>(kept[d]) + (reduced[d] ? 0 : coord[d]);
+        const double v = a.f[k];
+        if (isMax) acc[o] = std::max(acc[o], v);
+        else if (isMin) acc[o] = std::min(acc[o], v);
+        else acc[o] += op == "ReduceL2" ? v * v : v;
+        for (std::size_t d = rank; d-- > 0;) { // next coordinate
+            if (++coord[d] < static_cast<std::size_t>(a.dims[d])) break;
+            coord[d] = 0;
+        }
+    }
+    ConstTensor r = like(a, out);
+    r.f.resize(count);
+    for (std::size_t o = 0; o < count; ++o)
+        r.f[o] = static_cast<float>(op == "ReduceMean" ? acc[o] / static_cast<double>(per) : op == "ReduceL2" ? std::sqrt(acc[o]) : acc[o]);
+    return r;
+}
+
 ConstTensor cast(const onnx::NodeProto& n, const ConstTensor& a)
 {
     const std::int64_t to = attrInt(n, "to", 0);
@@ -447,7 +503,8 @@ bool isFoldable(const std::string& op)
 {
     static const char* ops[] = {"Constant", "Identity", "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast",
                                 "Reshape", "Transpose", "Slice", "ConstantOfShape", "Add", "Sub", "Mul", "Div",
-                                "Reciprocal", "Neg", "Sqrt", "Exp", "Log", "Abs", "Pow", "Clip", "Expand", "Equal", "Where"};
+                                "Reciprocal", "Neg", "Sqrt", "Exp", "Log", "Abs", "Pow", "Clip", "Expand", "Equal", "Where",
+                                "ReduceMean", "ReduceSum", "ReduceL2", "ReduceMax", "ReduceMin"};
     return std::find(std::begin(ops), std::end(ops), op) != std::end(ops);
 }
 
@@ -465,6 +522,7 @@ std::vector<ConstTensor> foldNode(const onnx::NodeProto& n, const std::vector<co
     if (op == "Unsqueeze") return need(0), std::vector<ConstTensor>{unsqueeze(n, in, opset)};
     if (op == "Squeeze") return need(0), std::vector<ConstTensor>{squeeze(n, in, opset)};
     if (op == "Concat") return {concat(n, in)};
+    if (op.rfind("Reduce", 0) == 0) return need(0), std::vector<ConstTensor>{reduce(n, in)};
     if (op == "Cast") return {cast(n, need(0))};
     if (op == "Reshape") return {reshape(n, need(0), need(1))};
     if (op == "Transpose") return {transpose(n, need(0))};

@@ -41,6 +41,7 @@ const std::map<std::string, Importer::Handler>& Importer::handlers()
         {"Flatten", &Importer::flatten},
         {"Reshape", &Importer::reshape},
         {"Squeeze", &Importer::squeeze},
+        {"Gather", &Importer::gather},
         {"Unsqueeze", &Importer::unsqueeze},
         {"Dropout", &Importer::dropout},
         {"Identity", &Importer::identity},

@@ -173,16 +173,47 @@ bool Importer::readOnlyByInstanceNormalization(const std::string& v) const
 // the batch axis, an axis that is not 1, or to another rank is a ConfigError.
 void Importer::squeeze(const NodeProto& n)
 {
-    const std::size_t x = act(n, 0);
-    const auto viewed = m_views.find(n.input(0));
-    const Shape s = viewed != m_views.end() ? viewed->second : shapeOf(x); // per image
-    const std::int64_t rank = static_cast<std::int64_t>(s.size()) + 1;
     std::vector<std::int64_t> axes;
     if (m_opset < 13) axes = attrInts(n, "axes");
     else if (const ConstTensor* a = optConstant(n, 1, "axes")) {
         if (a->isFloat) failNode(n, "axes are not integers", false);
         axes = a->i;
     }
+    squeezeAxes(n, axes);
+}
+
+// Gather of an activation with one constant index on an axis of size 1: x[:, :, 0, 0] after a
+// pooled 1x1 Conv head (BiT, timm's ResNetV2), x[:, 0] of a [N, 1, F] view. A scalar index drops
+// the axis (a Squeeze); an index list [0] keeps it (the same values). Any other Gather of an
+// activation (a token of a sequence, a channel by index) is refused by node.
+void Importer::gather(const NodeProto& n)
+{
+    const std::size_t x = act(n, 0);
+    const Shape s = viewedShape(n, 0, x); // per image
+    const std::int64_t rank = static_cast<std::int64_t>(s.size()) + 1;
+    const std::int64_t a = attrInt(n, "axis", 0), d = a < 0 ? a + rank : a;
+    if (d < 0 || d >= rank) failNode(n, "axis " + std::to_string(a) + " is out of range for rank " + std::to_string(rank), false);
+    if (d == 0) failNode(n, "selects images of the batch (axis 0); QuantScope's layers read every image");
+    const ConstTensor& idx = constant(n, 1, "the indices");
+    if (idx.isFloat) failNode(n, "the indices are not integers", false);
+    const std::size_t size = s[static_cast<std::size_t>(d - 1)];
+    if (size != 1 || idx.numel() != 1 || idx.dims.size() > 1 || (idx.i.at(0) != 0 && idx.i.at(0) != -1))
+        failNode(n, "takes indices " + listOf(idx.i) + " of axis " + std::to_string(d) + " (of size " + std::to_string(size) + ") of " +
+                        shapeString(s) + " activations; QuantScope reads a Gather of an activation only as an index 0 into an axis " +
+                        "of size 1 (x[:, :, 0, 0] of a pooled map: a squeeze)");
+    if (!idx.dims.empty()) { // [0]: the axis stays, the values are the same
+        alias(n, x);
+        return setView(n, x, s);
+    }
+    squeezeAxes(n, {d});
+}
+
+void Importer::squeezeAxes(const NodeProto& n, const std::vector<std::int64_t>& axes)
+{
+    const std::size_t x = act(n, 0);
+    const auto viewed = m_views.find(n.input(0));
+    const Shape s = viewed != m_views.end() ? viewed->second : shapeOf(x); // per image
+    const std::int64_t rank = static_cast<std::int64_t>(s.size()) + 1;
     std::vector<bool> drop(static_cast<std::size_t>(rank), false);
     if (axes.empty())
         for (std::int64_t d = 1; d < rank; ++d) drop[static_cast<std::size_t>(d)] = s[static_cast<std::size_t>(d - 1)] == 1;
@@ -255,7 +286,8 @@ void Importer::checkViews(const NodeProto& n) const
                                                 "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "LeakyRelu", "Elu",
                                                 "InstanceNormalization", // nn.GroupNorm's [G, -1] view
                                                 // a Linear-form gate's [C] view of its [C, 1, 1] map (onnx_import_joins.cpp)
-                                                "Gemm", "MatMul"};
+                                                "Gemm", "MatMul",
+                                                "Gather"}; // an index 0 into an axis of size 1 of the view (gather)
     for (int i = 0; i < n.input_size(); ++i) {
         const auto v = m_views.find(n.input(i));
         if (v == m_views.end()) continue;
@@ -266,7 +298,7 @@ void Importer::checkViews(const NodeProto& n) const
         // where the planes are: reshapes, the mean over it, elementwise operators.
         static const std::set<std::string> mergedReads = {"Squeeze", "Unsqueeze", "Flatten", "Reshape", "Relu", "Clip", "Dropout",
                                                           "Identity", "Cast", "Add", "ReduceMean", "Shape",
-                                                          "InstanceNormalization"};
+                                                          "InstanceNormalization", "Gather"};
         const Shape& base = shapeOf(m_values.at(n.input(i)).act);
         if (withoutTrailingOnes(v->second) != withoutTrailingOnes(base) && !mergedReads.count(n.op_type()))
             failNode(n, "reads " + what + ", which QuantScope's " + n.op_type() + " would not read as that shape");

@@ -154,10 +154,9 @@ private:
     [[noreturn]] void failConstantInput(const NodeProto& n, int i) const
     {
         failNode(n, "input " + std::to_string(i) + " ('" + n.input(i) + "') is a constant (a weight, or a value the graph computes from weights), not a value of the image; "
-                        "QuantScope folds constants through element-wise arithmetic and reshaping (Cast, Reshape, Transpose, Concat, "
-                        "Slice, Add, Mul, Div, Sqrt, Pow, ...), not through " + n.op_type() +
-                        ": where forward computes a weight with it (weight standardisation, weight_norm), export the computed "
-                        "weight as the parameter instead");
+                        "QuantScope folds constants through element-wise arithmetic, reshaping and reductions (Cast, Reshape, Transpose, "
+                        "Concat, Slice, Add, Mul, Div, Sqrt, Pow, ReduceMean, ReduceSum, ReduceL2, ...), not through " + n.op_type() +
+                        ": where forward computes a weight with it, export the computed weight as the parameter instead");
     }
     const Shape& shapeOf(std::size_t a) const { return m_shapes[a]; }
     void define(const NodeProto& n, Value v, int out = 0)
@@ -301,6 +300,8 @@ private:
     void flattenImages(const NodeProto& n, std::size_t x);
     void flattenChannelsLast(const NodeProto& n, std::size_t x, const Shape& chw);
     void squeeze(const NodeProto& n);
+    void squeezeAxes(const NodeProto& n, const std::vector<std::int64_t>& axes); // axes of the batched rank; empty: all of size 1
+    void gather(const NodeProto& n);
     void unsqueeze(const NodeProto& n);
     void dropout(const NodeProto& n);
     void identity(const NodeProto& n);

@@ -481,6 +481,29 @@ class FlatConstants(nn.Module):
         return (self.head_a(h) + self.head_b(h)) / 2 + 0.5
 
 
+class ComputedWeights(nn.Module):
+    """Weights the graph computes from parameters, which QuantScope folds: weight standardisation
+    (timm's StdConv2d, BiT: (w - mean) / sqrt(var + eps) per filter, through ReduceMean, Sub, Mul,
+    Add, Sqrt, Div) and nn.utils.weight_norm (g v / ||v|| per filter, through ReduceL2); and BiT's
+    head, a 1x1 Conv on the pooled map taken as x[:, :, 0, 0] (two Gathers of index 0)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.gn = nn.GroupNorm(2, 8)
+        self.conv2 = nn.utils.weight_norm(nn.Conv2d(8, 8, 3, padding=1))
+        self.head = nn.Conv2d(8, 10, 1)
+
+    def forward(self, x):
+        w = self.conv1.weight
+        v, m = torch.var_mean(w, dim=[1, 2, 3], keepdim=True, unbiased=False)
+        y = F.conv2d(x, (w - m) / torch.sqrt(v + 1e-6), None, 1, 1)
+        y = F.relu(self.gn(y))
+        y = F.relu(self.conv2(y))
+        y = self.head(F.adaptive_avg_pool2d(y, 1))
+        return y[:, :, 0, 0]
+
+
 class PowSquare(nn.Module):
     """Squares of activations: x ** 2 after a pool and torch.pow(x, 2.0) on a ReLU's output that
     the next conv reads too (Pow, read as the Mul of x with itself), and torch.pow(x, 1) (Pow 1)."""
@@ -996,6 +1019,11 @@ CASES = [
     ("flatconst_op13_fold_dyn", FlatConstants, (3, 8, 8), 13, True, True),
     ("flatconst_op11_nofold", FlatConstants, (3, 8, 8), 11, False, False),
     ("flatconst_op17_fold", FlatConstants, (3, 8, 8), 17, True, False),
+    # Weights computed from parameters (weight standardisation, weight_norm), x[:, :, 0, 0] heads.
+    ("computedw_op13_nofold_dyn", ComputedWeights, (3, 8, 8), 13, False, True),
+    ("computedw_op11_nofold", ComputedWeights, (3, 8, 8), 11, False, False),
+    ("computedw_op17_nofold", ComputedWeights, (3, 8, 8), 17, False, False),
+    ("computedw_op13_fold", ComputedWeights, (3, 8, 8), 13, True, False),
 ]
 
 HW_SECOND = (12, 10)
