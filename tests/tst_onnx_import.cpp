@@ -83,6 +83,8 @@ static const std::vector<const char*>& pytorchFixtures()
                           "flatconst_op13_fold_dyn", "flatconst_op11_nofold", "flatconst_op17_fold",
                           // weights computed from parameters (StdConv2d, weight_norm), a x[:, :, 0, 0] head
                           "computedw_op13_nofold_dyn", "computedw_op11_nofold", "computedw_op17_nofold", "computedw_op13_fold",
+                          // x[:, :, ::2, ::2] and zeros padded to the channels (a CIFAR ResNet's option A shortcut)
+                          "optiona_op13_fold_dyn", "optiona_op11_nofold", "optiona_op17_fold",
                           "pad_op13_fold_dyn", "pad_op11_nofold", "pad_op17_fold"};
     return names;
 }

@@ -265,6 +265,27 @@ void TestOnnxImportErrors::badInput_data()
         "ConfigError", "of axis 1 (of size 10)");
     row("a Gather from the batch", "computedw_op13_nofold_dyn", [](onnx::ModelProto& mp) { findNode(mp, "Gather")->mutable_attribute(0)->set_i(0); },
         "ConfigError", "selects images of the batch (axis 0)");
+    // x[:, :, ::2, ::2] is read from 0 to the end only, and zeros padded to the channels alone (the
+    // CIFAR option A shortcut: tst_onnx_import's optiona fixtures): x[:, :, 1::2] is refused, and so
+    // is a reflect padding of the channels.
+    row("a strided Slice from pixel 1", "optiona_op13_fold_dyn",
+        [](onnx::ModelProto& mp) {
+            const std::string starts = findNode(mp, "Slice")->input(1);
+            for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node())
+                if (n.op_type() == "Constant" && n.output(0) == starts) {
+                    onnx::TensorProto* t = n.mutable_attribute(0)->mutable_t();
+                    t->clear_raw_data();
+                    t->clear_int64_data();
+                    t->add_int64_data(1);
+                }
+        },
+        "ConfigError", "Slice node '/Slice': slices axis 2 (H or W) of [8,9,9] images to [1, 9) with step 2");
+    row("a reflect padding of the channels", "optiona_op13_fold_dyn",
+        [](onnx::ModelProto& mp) {
+            for (onnx::AttributeProto& a : *findNode(mp, "Pad")->mutable_attribute())
+                if (a.name() == "mode") a.set_s("reflect");
+        },
+        "ConfigError", "Pad node '/Pad': pads the channels with mode reflect");
     // A dynamic height and width are read at the data's size (tst_onnx_dynamic_size); channels are not.
     row("dynamic channels", "residual_op13_fold_dyn",
         [](onnx::ModelProto& mp) { mp.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->mutable_shape()->mutable_dim(1)->set_dim_param("C"); },
@@ -364,8 +385,10 @@ void TestOnnxImportErrors::badInput_data()
         "axes [2, 4]: axis 4 is outside rank 4");
     row("opset 18 Pad pads not two per axis", "poolpad_op13_fold_dyn", padAxes({1, 1, 1}, {2, 3}), "FormatError",
         "pads [1, 1, 1] do not give a begin and an end for each of the axes [2, 3]");
-    row("opset 18 Pad of the channel axis", "poolpad_op13_fold_dyn", padAxes({1, 1}, {-3}), "ConfigError",
-        "pads the batch or channel axis");
+    row("opset 18 Pad of the batch axis", "poolpad_op13_fold_dyn", padAxes({1, 1}, {-4}), "ConfigError", "pads the batch axis");
+    // Of the channels (read as a 1x1 Conv with identity weights), with H and W in the same Pad.
+    row("opset 18 Pad of the channels and W", "poolpad_op13_fold_dyn", padAxes({1, 1, 1, 1}, {-3, -1}), "ConfigError",
+        "pads the channels and H or W in one Pad");
     // Opset 18 moved ReduceMean's axes into an input: read when constant (tst_onnx_import
     // matchesPyTorchAtNewerOpsets), refused by name when computed from the images or malformed.
     const auto reduceMeanAxesInput = [](onnx::ModelProto& mp, const std::string& axes) {

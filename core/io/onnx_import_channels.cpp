@@ -1,7 +1,8 @@
 // The ONNX importer's channel movements (ShuffleNet's data movement, nn/channel_ops.h):
 //   Slice of an activation along the channels (x[:, a:b], and each part of x.chunk(k, 1) as
 //   torch.onnx.export wrote it before Split: a Slice per part), with constant bounds, step 1;
-//   other axes only when sliced whole;
+//   H and W whole, or from 0 with a step (x[:, :, ::2, ::2]: a strided depthwise 1x1 Conv);
+//   zeros padded to the channels (F.pad(x, (0, 0, 0, 0, a, b)): a 1x1 Conv of identity weights);
 //   Split along the channels (x.chunk(k, 1), x.split(sizes, 1)): one Slice layer per part read;
 //   the channel shuffle x.view(N, g, C // g, H, W).transpose(1, 2).reshape(N, C, H, W): the first
 //   Reshape (any [g, C / g, ...] view of the channels with the rest of each image kept, as
@@ -9,6 +10,8 @@
 //   Reshape back to the images' shape, read as one ChannelShuffle layer. Other readers of the
 //   views in between are refused (Importer::act).
 #include "io/onnx_importer.h"
+
+#include <array>
 
 #include <algorithm>
 #include <limits>
@@ -77,6 +80,7 @@ void Importer::slice(const NodeProto& n)
         failNode(n, "has " + std::to_string(starts.size()) + " starts, " + std::to_string(ends.size()) + " ends, " +
                         std::to_string(axes.size()) + " axes and " + std::to_string(steps.size()) + " steps; they must agree", false);
     std::size_t begin = 0, end = s[0];
+    std::array<std::size_t, 2> stride{1, 1}; // H, W
     for (std::size_t i = 0; i < starts.size(); ++i) {
         const std::int64_t a = axes[i] < 0 ? axes[i] + static_cast<std::int64_t>(rank) : axes[i];
         const std::int64_t step = steps.empty() ? 1 : steps[i];
@@ -87,22 +91,54 @@ void Importer::slice(const NodeProto& n)
             continue;
         }
         const std::size_t dim = s[static_cast<std::size_t>(a - 1)];
-        if (step != 1)
+        if (step < 1 || (step != 1 && a < 2))
             failNode(n, "slices axis " + std::to_string(a) + " with step " + std::to_string(step) +
-                            "; QuantScope reads a Slice of the channels with step 1 only (x[:, a:b]); strided indexing such as "
-                            "x[:, :, ::2, ::2] is not read");
+                            "; QuantScope reads a Slice of the channels with step 1 (x[:, a:b]), and of H and W from 0 with a "
+                            "step (x[:, :, ::2, ::2])");
         const std::size_t b = clampIndex(starts[i], dim), e = clampIndex(ends[i], dim);
         if (a >= 2) {
-            if (b != 0 || e != dim)
+            const auto k = static_cast<std::size_t>(step);
+            if (b != 0 || (e + k - 1) / k != (dim + k - 1) / k || rank != 4)
                 failNode(n, "slices axis " + std::to_string(a) + " (H or W) of " + shapeString(s) +
-                                " images to [" + std::to_string(b) + ", " + std::to_string(e) +
-                                "); QuantScope reads a Slice of the channels only (x[:, a:b])");
+                                " images to [" + std::to_string(b) + ", " + std::to_string(e) + ") with step " + std::to_string(step) +
+                                "; QuantScope reads a Slice of the channels (x[:, a:b]), and of H and W only from 0 to the end, "
+                                "with or without a step (x[:, :, ::2, ::2], as a CIFAR ResNet's option A shortcut takes it)");
+            stride[static_cast<std::size_t>(a - 2)] *= k;
             continue;
         }
         begin = std::max(begin, b), end = std::min(end, e);
     }
     if (begin >= end) failNode(n, "takes no channel of " + shapeString(s) + " (channels [" + std::to_string(begin) + ", " + std::to_string(end) + "))");
-    addChannelSlice(n, x, begin, end, 0, "");
+    if (stride[0] == 1 && stride[1] == 1) return addChannelSlice(n, x, begin, end, 0, "");
+    if (begin != 0 || end != s[0])
+        failNode(n, "slices the channels and strides H or W in one Slice; QuantScope reads one of the two in a Slice");
+    subsample(n, x, stride[0], stride[1]);
+}
+
+// x[:, :, ::sh, ::sw]: a depthwise 1x1 Conv of stride (sh, sw) with weight 1 and no bias, exact
+// in float and in per-channel int8 (code 127 at scale 1/127). Two Slices in a row (torch writes
+// one for H, one for W) make one layer: the second multiplies the strides of the first, which
+// nothing else reads ((H + a - 1) / a + b - 1) / b = (H + ab - 1) / (ab)).
+void Importer::subsample(const NodeProto& n, std::size_t x, std::size_t sh, std::size_t sw)
+{
+    if (x == m_m.layers.size() && m_subsampleLayers.count(x) && readersOf(x) == 1) {
+        StoredLayer& l = m_m.layers[x - 1];
+        ConvGeometry g = l.convGeometry();
+        g.sh *= sh, g.sw *= sw;
+        l.setConvGeometry(g);
+        Shape& out = m_shapes[x];
+        out[1] = (out[1] + sh - 1) / sh, out[2] = (out[2] + sw - 1) / sw;
+        m_m.notes.push_back("Slice '" + n.name() + "' strides the output of '" + l.name + "' further: merged into it (stride " +
+                            std::to_string(g.sh) + " x " + std::to_string(g.sw) + ")");
+        return alias(n, x);
+    }
+    const Shape s = shapeOf(x); // a copy: addLayer adds a shape
+    StoredLayer l = depthwiseScale(std::vector<float>(s[0], 1.0f), nullptr);
+    l.setConvGeometry(ConvGeometry{1, 1, sh, sw, 0, 0, 0, 0, 1, 1});
+    const StoredLayer& made = addLayer(n, std::move(l), {s[0], (s[1] + sh - 1) / sh, (s[2] + sw - 1) / sw}, {x});
+    m_subsampleLayers.insert(m_m.layers.size());
+    m_m.notes.push_back("Slice '" + n.name() + "' strides H and W (x[:, :, ::a, ::b]): read as the depthwise 1x1 Conv '" + made.name +
+                        "' of weight 1 and that stride (trainable; PyTorch's slice has no parameters)");
 }
 
 void Importer::split(const NodeProto& n)
@@ -270,6 +306,48 @@ void Importer::permuteChannelsLastColumns(const NodeProto& n, std::vector<float>
     m_m.notes.push_back(n.op_type() + " '" + n.name() + "' reads the features of " + shapeString(it->second) +
                         " maps that forward permuted to channels-last (x.permute(0, 2, 3, 1)) before flattening: the maps stay "
                         "channels-first here and the Linear's weight columns are reordered to match (the same outputs)");
+}
+
+} // namespace quantscope::onnximport
+
+namespace quantscope::onnximport {
+
+// Zeros added before and after the channels of maps (F.pad(x, (0, 0, 0, 0, p, p)), a CIFAR ResNet's
+// option A shortcut): a 1x1 Conv C -> before + C + after without bias whose weight is the identity
+// placed at channel `before`, zero rows around it, exact in float and in per-channel int8. After
+// x[:, :, ::2, ::2] (subsample) that nothing else reads, the two are one layer: the strided
+// depthwise Conv becomes this Conv with its stride.
+void Importer::padChannels(const NodeProto& n, std::size_t x, std::size_t before, std::size_t after)
+{
+    const Shape s = shapeOf(x); // a copy: addLayer adds a shape
+    const std::size_t C = s.at(0), out = before + C + after;
+    if (out * C > (std::size_t{1} << 24))
+        failNode(n, "pads " + std::to_string(C) + " channels to " + std::to_string(out) + ", a layer of more than 2^24 weights", false);
+    std::vector<float> w(out * C, 0.0f);
+    for (std::size_t c = 0; c < C; ++c) w[(before + c) * C + c] = 1.0f;
+    const std::string what = "pads the channels with zeros (" + std::to_string(before) + " before, " + std::to_string(after) + " after): read as ";
+    const char* why = " (trainable; PyTorch's padding has no parameters)";
+    if (x == m_m.layers.size() && m_subsampleLayers.count(x) && readersOf(x) == 1) {
+        StoredLayer& l = m_m.layers[x - 1];
+        l.outChannels = out;
+        l.groups = 1;
+        l.tensors.at(0) = floatTensor("weight", {out, C, 1, 1}, std::move(w));
+        m_shapes[x][0] = out;
+        m_subsampleLayers.erase(x);
+        m_m.notes.push_back("Pad '" + n.name() + "' " + what + "the strided Conv '" + l.name + "' before it, now a 1x1 Conv " +
+                            std::to_string(C) + " -> " + std::to_string(out) + " with identity weights" + why);
+        return alias(n, x);
+    }
+    StoredLayer l;
+    l.kind = LayerKind::Conv2d;
+    l.inChannels = C;
+    l.outChannels = out;
+    l.groups = 1;
+    l.setConvGeometry(ConvGeometry::square(1, 1, 0));
+    l.tensors.push_back(floatTensor("weight", {out, C, 1, 1}, std::move(w)));
+    const StoredLayer& made = addLayer(n, std::move(l), {out, s[1], s[2]}, {x});
+    m_m.notes.push_back("Pad '" + n.name() + "' " + what + "the 1x1 Conv '" + made.name + "' " + std::to_string(C) + " -> " +
+                        std::to_string(out) + " with identity weights" + why);
 }
 
 } // namespace quantscope::onnximport

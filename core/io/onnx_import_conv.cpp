@@ -264,7 +264,15 @@ void Importer::pad(const NodeProto& n)
                     "would lie off a quantized grid)");
     if (pads.size() != 8) failNode(n, "pads has " + std::to_string(pads.size()) + " values, expected 8 for [N, C, H, W]", false);
     // pads: [N_begin, C_begin, H_begin, W_begin, N_end, C_end, H_end, W_end]
-    if (pads[0] != 0 || pads[1] != 0 || pads[4] != 0 || pads[5] != 0) failNode(n, "pads the batch or channel axis: " + listOf(pads));
+    if (pads[0] != 0 || pads[4] != 0) failNode(n, "pads the batch axis: " + listOf(pads));
+    if (pads[1] != 0 || pads[5] != 0) {
+        if (mode != "constant" || xv.kind != Value::Kind::Act || pads[2] != 0 || pads[3] != 0 || pads[6] != 0 || pads[7] != 0)
+            failNode(n, "pads the channels " + std::string(mode != "constant" ? "with mode " + mode : "and H or W in one Pad") + ": " +
+                            listOf(pads) + "; QuantScope reads zeros added to the channels alone (F.pad(x, (0, 0, 0, 0, a, b)))");
+        if (pads[1] < 0 || pads[5] < 0 || pads[1] > 65536 || pads[5] > 65536)
+            failNode(n, "pads " + listOf(pads) + ": negative (cropping) or large channel pads are not read");
+        return padChannels(n, xv.act, static_cast<std::size_t>(pads[1]), static_cast<std::size_t>(pads[5]));
+    }
     for (std::int64_t p : pads)
         if (p < 0 || p > 64) failNode(n, "pads " + listOf(pads) + ": negative (cropping) or large pads are not read");
     // Zeros read only by Conv and AveragePool nodes merge into their windows; any other padding,

@@ -504,6 +504,31 @@ class ComputedWeights(nn.Module):
         return y[:, :, 0, 0]
 
 
+class OptionAShortcut(nn.Module):
+    """A CIFAR ResNet's option A shortcut (the LambdaLayer of the widely copied CIFAR-10 ResNet20
+    code): F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, p, p)) added to a strided block's output, on
+    odd-sized maps (9 -> 5); zeros padded to the channels alone (F.pad(x, (0, 0, 0, 0, 2, 1)));
+    and x[:, :, ::2, ::3] read by two layers."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(16)
+        self.conv3 = nn.Conv2d(16, 16, 3, padding=1, bias=False)
+        self.conv4 = nn.Conv2d(19, 4, 1)
+        self.fc = nn.Linear((4 + 19) * 3 * 2, 10)
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv1(x)))
+        short = F.pad(y[:, :, ::2, ::2], (0, 0, 0, 0, 4, 4), "constant", 0)
+        z = F.relu(self.bn2(self.conv2(y)))
+        z = F.relu(self.conv3(z) + short)
+        v = F.pad(z, (0, 0, 0, 0, 2, 1))[:, :, ::2, ::3]
+        return self.fc(torch.cat([self.conv4(v), F.relu(v)], 1).flatten(1))
+
+
 class PowSquare(nn.Module):
     """Squares of activations: x ** 2 after a pool and torch.pow(x, 2.0) on a ReLU's output that
     the next conv reads too (Pow, read as the Mul of x with itself), and torch.pow(x, 1) (Pow 1)."""
@@ -1024,6 +1049,10 @@ CASES = [
     ("computedw_op11_nofold", ComputedWeights, (3, 8, 8), 11, False, False),
     ("computedw_op17_nofold", ComputedWeights, (3, 8, 8), 17, False, False),
     ("computedw_op13_fold", ComputedWeights, (3, 8, 8), 13, True, False),
+    # x[:, :, ::2, ::2] and zeros padded to the channels (a CIFAR ResNet's option A shortcut).
+    ("optiona_op13_fold_dyn", OptionAShortcut, (3, 9, 9), 13, True, True),
+    ("optiona_op11_nofold", OptionAShortcut, (3, 9, 9), 11, False, False),
+    ("optiona_op17_fold", OptionAShortcut, (3, 9, 9), 17, True, False),
 ]
 
 HW_SECOND = (12, 10)
