@@ -162,6 +162,13 @@ void TestOnnxImportErrors::badInput_data()
                 if (a.name() == "axis") a.set_i(-1);
         },
         "ConfigError", "normalises axes [3] of [4,8,8] images (nn.LayerNorm over part of each image)");
+    // Over the channels of each pixel (ConvNeXt's channels_first LayerNorm): named as such.
+    row("LayerNorm over the channels of each pixel", "layernorm_maps_op13_fold_dyn", [](onnx::ModelProto& mp) {
+            for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node())
+                if (n.op_type() == "ReduceMean") setInts(&n, "axes", {1});
+        },
+        "ConfigError", "normalises axes [1] of [4,8,8] images (nn.LayerNorm over part of each image: the channels of each pixel, "
+        "ConvNeXt's channels_first LayerNorm");
     row("LayerNorm weight that differs within a channel", "layernorm_maps_op17_nofold", [](onnx::ModelProto& mp) {
             const std::string scale = findNode(mp, "LayerNormalization")->input(1);
             for (onnx::TensorProto& t : *mp.mutable_graph()->mutable_initializer())

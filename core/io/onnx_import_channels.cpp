@@ -271,10 +271,15 @@ void Importer::checkChannelsLast(const NodeProto& n) const
         if (i == 0 && (elementwiseOps().count(op) || op == "Shape")) continue;
         if (i == 0 && flat && (op == "Gemm" || op == "MatMul")) continue;
         if (i == 0 && !flat && (op == "Flatten" || op == "Reshape" || op == "Transpose")) continue;
+        // nn.LayerNorm(C) and nn.Linear on each pixel's channels, as ConvNeXt blocks (torchvision's CNBlock) write them
+        const bool perPixel = !flat && (op == "LayerNormalization" || op == "ReduceMean" || op == "MatMul" || op == "Gemm" || op == "Sub");
         failNode(n, "reads '" + n.input(i) + "', " + (flat ? "the features of " : "") + shapeString(it->second) +
                         " maps permuted to channels-last (x.permute(0, 2, 3, 1))" + (flat ? " and flattened" : "") +
-                        "; QuantScope reads such maps only flattened (.flatten(1), .reshape(N, -1)) into a Linear "
-                        "(element-wise activations between them pass), or permuted back (perm [0, 3, 1, 2])");
+                        (perPixel ? ", and computes on each pixel's channels there (nn.LayerNorm(C) or nn.Linear after the permute, as "
+                                    "a ConvNeXt block writes them): QuantScope has no LayerNorm over the channels of each pixel, so such "
+                                    "blocks are not read (nn.GroupNorm(1, C), over all of (C, H, W), is the nearest layer it has)"
+                                  : "; QuantScope reads such maps only flattened (.flatten(1), .reshape(N, -1)) into a Linear "
+                                    "(element-wise activations between them pass), or permuted back (perm [0, 3, 1, 2])"));
     }
 }
 

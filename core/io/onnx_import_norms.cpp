@@ -120,10 +120,14 @@ void Importer::checkLayerNormAxes(const NodeProto& n, const Shape& s, const std:
         ok = ok && d >= 1 && d < rank && !seen[static_cast<std::size_t>(d)];
         if (d >= 0 && d < rank) seen[static_cast<std::size_t>(d)] = true;
     }
+    const bool channels = rank == 4 && axes.size() == 1 && (axes[0] == 1 || axes[0] == 1 - rank);
     if (!ok)
-        failNode(n, "normalises axes " + listOf(axes) + " of " + shapeString(s) +
-                        " images (nn.LayerNorm over part of each image); QuantScope reads nn.LayerNorm over all of an image's "
-                        "values: nn.LayerNorm(C) on [N, C] features, or nn.LayerNorm([C, H, W]) on maps");
+        failNode(n, "normalises axes " + listOf(axes) + " of " + shapeString(s) + " images (nn.LayerNorm over part of each image" +
+                        (channels ? ": the channels of each pixel, ConvNeXt's channels_first LayerNorm or timm's LayerNorm2d, a layer "
+                                    "QuantScope does not have"
+                                  : "") +
+                        "); QuantScope reads nn.LayerNorm over all of an image's values: nn.LayerNorm(C) on [N, C] features, or "
+                        "nn.LayerNorm([C, H, W]) on maps (nn.GroupNorm(1, C))");
 }
 
 // LayerNormalization (opset 17: nn.LayerNorm) over all of each image's values (checkLayerNormAxes):

@@ -293,15 +293,19 @@ void Importer::checkViews(const NodeProto& n) const
         if (v == m_views.end()) continue;
         const std::string what = "'" + n.input(i) + "', a " + shapeString(v->second) + " view of " +
                                  shapeString(shapeOf(m_values.at(n.input(i)).act)) + " activations";
-        if (!reads.count(n.op_type())) failNode(n, "reads " + what + ", which QuantScope's " + n.op_type() + " would not read as that shape");
+        const Shape& base = shapeOf(m_values.at(n.input(i)).act);
+        const std::string tokens = n.op_type() == "Transpose" && v->second.size() == 2 && base.size() == 3
+                                       ? " (x.flatten(2).transpose(1, 2): maps made a sequence of tokens, as ViT and MLP-Mixer write it; "
+                                         "QuantScope reads convolutional networks on [N, C, H, W] maps and flat features, not token sequences)"
+                                       : "";
+        if (!reads.count(n.op_type())) failNode(n, "reads " + what + ", which QuantScope's " + n.op_type() + " would not read as that shape" + tokens);
         // A view that merges axes ([C, H*W] of [C, H, W]) is read only by what does not care
         // where the planes are: reshapes, the mean over it, elementwise operators.
         static const std::set<std::string> mergedReads = {"Squeeze", "Unsqueeze", "Flatten", "Reshape", "Relu", "Clip", "Dropout",
                                                           "Identity", "Cast", "Add", "ReduceMean", "Shape",
                                                           "InstanceNormalization", "Gather"};
-        const Shape& base = shapeOf(m_values.at(n.input(i)).act);
         if (withoutTrailingOnes(v->second) != withoutTrailingOnes(base) && !mergedReads.count(n.op_type()))
-            failNode(n, "reads " + what + ", which QuantScope's " + n.op_type() + " would not read as that shape");
+            failNode(n, "reads " + what + ", which QuantScope's " + n.op_type() + " would not read as that shape" + tokens);
         if ((n.op_type() == "Softmax" || n.op_type() == "LogSoftmax") && attrInt(n, "axis", m_opset < 13 ? 1 : -1) != 1)
             failNode(n, "takes the softmax over axis " + std::to_string(attrInt(n, "axis", m_opset < 13 ? 1 : -1)) + " of " + what + "; only axis 1 is read");
         if (n.op_type() == "Add" && n.input_size() == 2) {
