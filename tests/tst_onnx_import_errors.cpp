@@ -59,6 +59,18 @@ void trainingDropoutAfterRelu(onnx::ModelProto& mp, float ratio)
     d->add_output(dropped);
 }
 
+// The Constant node that makes `value` holds the one int64 v instead.
+void setConstantNode(onnx::ModelProto& mp, const std::string& value, std::int64_t v)
+{
+    for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node())
+        if (n.op_type() == "Constant" && n.output(0) == value) {
+            onnx::TensorProto* t = n.mutable_attribute(0)->mutable_t();
+            t->clear_raw_data();
+            t->clear_int64_data();
+            t->add_int64_data(v);
+        }
+}
+
 // A BatchNorm2d normalising with the batch's statistics, as track_running_stats=False exports it
 // (simplified: the batch mean, and the mean of squares): its mean and var inputs are computed.
 void batchStatistics(onnx::ModelProto& mp)
@@ -257,16 +269,7 @@ void TestOnnxImportErrors::badInput_data()
     // A Gather of an activation is read only as an index 0 into an axis of size 1 (x[:, :, 0, 0]):
     // another index, an axis of more than one value and the batch axis are refused by node.
     row("a Gather of index 1 from an axis of size 1", "computedw_op13_nofold_dyn",
-        [](onnx::ModelProto& mp) {
-            const std::string index = findNode(mp, "Gather")->input(1);
-            for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node())
-                if (n.op_type() == "Constant" && n.output(0) == index) {
-                    onnx::TensorProto* t = n.mutable_attribute(0)->mutable_t();
-                    t->clear_raw_data();
-                    t->clear_int64_data();
-                    t->add_int64_data(1);
-                }
-        },
+        [](onnx::ModelProto& mp) { setConstantNode(mp, findNode(mp, "Gather")->input(1), 1); },
         "ConfigError", "takes indices [1] of axis 2 (of size 1) of [10,1,1] activations");
     row("a Gather from the channels", "computedw_op13_nofold_dyn", [](onnx::ModelProto& mp) { findNode(mp, "Gather")->mutable_attribute(0)->set_i(1); },
         "ConfigError", "of axis 1 (of size 10)");
@@ -276,16 +279,7 @@ void TestOnnxImportErrors::badInput_data()
     // CIFAR option A shortcut: tst_onnx_import's optiona fixtures): x[:, :, 1::2] is refused, and so
     // is a reflect padding of the channels.
     row("a strided Slice from pixel 1", "optiona_op13_fold_dyn",
-        [](onnx::ModelProto& mp) {
-            const std::string starts = findNode(mp, "Slice")->input(1);
-            for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node())
-                if (n.op_type() == "Constant" && n.output(0) == starts) {
-                    onnx::TensorProto* t = n.mutable_attribute(0)->mutable_t();
-                    t->clear_raw_data();
-                    t->clear_int64_data();
-                    t->add_int64_data(1);
-                }
-        },
+        [](onnx::ModelProto& mp) { setConstantNode(mp, findNode(mp, "Slice")->input(1), 1); },
         "ConfigError", "Slice node '/Slice': slices axis 2 (H or W) of [8,9,9] images to [1, 9) with step 2");
     row("a reflect padding of the channels", "optiona_op13_fold_dyn",
         [](onnx::ModelProto& mp) {
