@@ -191,10 +191,15 @@ nlohmann::json toJson(const ModelSummary& s)
         j["stored_weights"] = std::move(stored);
     }
     if (s.source != "preset") j["normalization"] = s.normalizationKnown ? nlohmann::json(s.normalization) : nlohmann::json(nullptr);
+    const std::size_t own = s.params - s.importAddedParams; // the exported model's own parameters
+    if (s.importAddedParams) {
+        j["import_added_params"] = s.importAddedParams;
+        j["source_params"] = own;
+    }
     if (s.exporterFoldedConvs) {
         j["exporter_folded_convs"] = s.exporterFoldedConvs;
-        j["params_with_batchnorm"] = s.params + s.exporterFoldedChannels; // bias-free convolutions
-        j["params_with_batchnorm_and_conv_bias"] = s.params + 2 * s.exporterFoldedChannels;
+        j["params_with_batchnorm"] = own + s.exporterFoldedChannels; // bias-free convolutions
+        j["params_with_batchnorm_and_conv_bias"] = own + 2 * s.exporterFoldedChannels;
     }
     return j;
 }
@@ -237,12 +242,17 @@ void printTable(const ModelSummary& s)
         std::printf("folded: a BatchNorm2d the integer export folds into the convolution it reads\n");
     std::printf("Layers: %zu\n", s.layers.size());
     std::printf("Total params: %s\n", withCommas(s.params).c_str());
+    const std::size_t own = s.params - s.importAddedParams;
+    if (s.importAddedParams)
+        std::printf("  of which %s in layers the ONNX reading added for operations computed without parameters in the\n"
+                    "  file (see the notes): the file's model has %s\n",
+                    withCommas(s.importAddedParams).c_str(), withCommas(own).c_str());
     if (s.exporterFoldedConvs) // PyTorch's count, with either kind of convolution (the file holds the same for both)
         std::printf("  the exporter folded BatchNorm into %zu convolution%s: as trained, with BatchNorm (gamma, beta), the\n"
                     "  model had %s parameters if %s had no bias (bias=False), %s if %s had %s (nn.Conv2d's\n"
                     "  default): the folded bias holds both, so the file cannot tell which\n",
-                    s.exporterFoldedConvs, s.exporterFoldedConvs == 1 ? "" : "s", withCommas(s.params + s.exporterFoldedChannels).c_str(),
-                    s.exporterFoldedConvs == 1 ? "it" : "they", withCommas(s.params + 2 * s.exporterFoldedChannels).c_str(),
+                    s.exporterFoldedConvs, s.exporterFoldedConvs == 1 ? "" : "s", withCommas(own + s.exporterFoldedChannels).c_str(),
+                    s.exporterFoldedConvs == 1 ? "it" : "they", withCommas(own + 2 * s.exporterFoldedChannels).c_str(),
                     s.exporterFoldedConvs == 1 ? "it" : "they", s.exporterFoldedConvs == 1 ? "one" : "biases");
     if (s.buffers) std::printf("BatchNorm running statistics: %s values\n", withCommas(s.buffers).c_str());
     std::printf("MACs per image: %s (%s)\n", scaled(static_cast<double>(s.macs), "").c_str(), withCommas(s.macs).c_str());

@@ -5,6 +5,7 @@
 // QuantScope's own FP32 export: tst_onnx_import_input. Broken files: tst_onnx_import_errors.
 // QS_ONNX_REF_DIR=DIR additionally checks DIR/{seed-cnn,resnet8,mobilenet-tiny}.{onnx,json}
 // (pytorch_ref.py exports, npz_to_json.py) on all their images.
+#include "analysis/model_summary.h"
 #include "data/dataset.h"
 #include "io/exported_model.h"
 #include "io/onnx_import.h"
@@ -52,6 +53,7 @@ private slots:
     void referenceModels();
     void sharedWeightsAreNamed();
     void convHeadsOnFlatFeatures();
+    void addedParametersAreCounted();
 };
 
 // The PyTorch exports (torch 1.13, opsets 9 to 17) whose outputs matchesPyTorch checks.
@@ -617,3 +619,22 @@ void TestOnnxImport::convHeadsOnFlatFeatures()
 
 QTEST_GUILESS_MAIN(TestOnnxImport)
 #include "tst_onnx_import.moc"
+
+// Layers the reading adds for operations the file computes without parameters (the option A
+// shortcut's strided 1x1 Conv, a channel pad's identity Conv, the strided depthwise Conv of
+// x[:, :, ::2, ::3]) are counted apart, so the summary can give PyTorch's own count: 5,190 is
+// sum(p.numel() for p in OptionAShortcut().parameters()) (make_fixtures.py), whose two
+// bias-free convolutions the exporter folded BatchNorm into (one bias per channel for gamma and
+// beta). A model without such layers adds none.
+void TestOnnxImport::addedParametersAreCounted()
+{
+    const ExportedModel a = importOnnx((kFixtures / "optiona_op11_nofold.onnx").string());
+    QCOMPARE(a.importAddedParams, std::size_t{8 * 16 + 16 * 19 + 19});
+    const ModelSummary s = summarizeExported(a, "optiona_op11_nofold.onnx");
+    QCOMPARE(s.importAddedParams, a.importAddedParams);
+    QCOMPARE(s.params - s.importAddedParams + s.exporterFoldedChannels, std::size_t{5190});
+    const ExportedModel r = importOnnx((kFixtures / "residual_op11_nofold.onnx").string());
+    QCOMPARE(r.importAddedParams, std::size_t{0});
+    const ExportedModel c = importOnnx((kFixtures / "subbranches_op11_nofold.onnx").string());
+    QVERIFY(c.importAddedParams > 0); // the Sub's depthwise Conv of weight -1
+}

@@ -188,13 +188,18 @@ void ModelSummaryDialog::setSummary(const ModelSummary& s)
                  .arg(bytesWithExact(stored), grans.join(QStringLiteral(", ")).toHtmlEscaped());
     }
     if (s.fileBytes) t += tr(" &nbsp; file <b>%1</b>").arg(bytesWithExact(*s.fileBytes));
+    const std::size_t own = s.params - s.importAddedParams;
+    if (s.importAddedParams)
+        t += tr("<br>Of the parameters, <b>%1</b> are in layers the ONNX reading added for operations computed without "
+                "parameters in the file (see the notes): the file's model has <b>%2</b>.")
+                 .arg(formatCount(static_cast<double>(s.importAddedParams)), formatCount(static_cast<double>(own)));
     if (s.exporterFoldedConvs)
         t += tr("<br>The exporter folded BatchNorm into %1 convolution(s): as trained, with BatchNorm, the model had "
                 "<b>%2</b> parameters if the convolutions had no bias (bias=False), <b>%3</b> if they had biases "
                 "(nn.Conv2d's default); the file cannot tell which.")
                  .arg(s.exporterFoldedConvs)
-                 .arg(formatCount(static_cast<double>(s.params + s.exporterFoldedChannels)),
-                      formatCount(static_cast<double>(s.params + 2 * s.exporterFoldedChannels)));
+                 .arg(formatCount(static_cast<double>(own + s.exporterFoldedChannels)),
+                      formatCount(static_cast<double>(own + 2 * s.exporterFoldedChannels)));
     for (const std::string& n : s.notes) t += tr("<br>Note: %1.").arg(QString::fromStdString(n).toHtmlEscaped());
     m_totals->setText(t);
     m_table->resizeColumnsToContents();

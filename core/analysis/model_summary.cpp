@@ -154,6 +154,7 @@ ModelSummary summarizeExported(const ExportedModel& m, const std::string& source
     if (!m.modelName.empty()) s.modelName = m.modelName;
     s.source = source;
     s.quantized = m.quantized;
+    s.importAddedParams = m.importAddedParams;
     if (m.quantized) s.precision = m.precisionText();
     if (!m.quantized)
         for (const StoredLayer& l : m.layers)

@@ -81,6 +81,10 @@ struct ModelSummary {
     // params + 2 * exporterFoldedChannels if they had one (nn.Conv2d's default: its bias and
     // BatchNorm's beta both went into the folded bias). The file cannot tell which.
     std::size_t exporterFoldedConvs = 0, exporterFoldedChannels = 0;
+    // Of params, those an ONNX import added for operations PyTorch computes without parameters
+    // (ExportedModel::importAddedParams): PyTorch's own count is params less these (plus the
+    // BatchNorm parameters above, where the exporter folded BatchNorm).
+    std::size_t importAddedParams = 0;
     // How the file was read, one sentence each (ExportedModel::notes: a flat input read as images,
     // a BatchNorm1d folded).
     std::vector<std::string> notes;

@@ -153,6 +153,10 @@ struct ExportedModel {
     // What the export had to change, one sentence each (informative, not stored in files), e.g. a
     // weight scale raised so that an int32 bias fits.
     std::vector<std::string> notes;
+    // Parameters of the layers an ONNX import added for operations PyTorch computes without any (a
+    // constant inside the network as a depthwise 1x1 Conv, x[:, :, ::2, ::2], zeros padded to the
+    // channels; each has a note): PyTorch's own count is numParams() less these. Informative, not stored.
+    std::size_t importAddedParams = 0;
     // An imported ONNX graph's input and output names (informative, not stored; empty for other
     // sources). QuantScope's own ONNX exports name them "input" and "logits" (io/onnx_io.h).
     std::string onnxInputName, onnxOutputName;

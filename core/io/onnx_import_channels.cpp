@@ -137,6 +137,7 @@ void Importer::subsample(const NodeProto& n, std::size_t x, std::size_t sh, std:
     l.setConvGeometry(ConvGeometry{1, 1, sh, sw, 0, 0, 0, 0, 1, 1});
     const StoredLayer& made = addLayer(n, std::move(l), {s[0], (s[1] + sh - 1) / sh, (s[2] + sw - 1) / sw}, {x});
     m_subsampleLayers.insert(m_m.layers.size());
+    m_m.importAddedParams += s[0];
     m_m.notes.push_back("Slice '" + n.name() + "' strides H and W (x[:, :, ::a, ::b]): read as the depthwise 1x1 Conv '" + made.name +
                         "' of weight 1 and that stride (trainable; PyTorch's slice has no parameters)");
 }
@@ -339,6 +340,7 @@ void Importer::padChannels(const NodeProto& n, std::size_t x, std::size_t before
         l.tensors.at(0) = floatTensor("weight", {out, C, 1, 1}, std::move(w));
         m_shapes[x][0] = out;
         m_subsampleLayers.erase(x);
+        m_m.importAddedParams += out * C - C; // the strided Conv's C weights were counted
         m_m.notes.push_back("Pad '" + n.name() + "' " + what + "the strided Conv '" + l.name + "' before it, now a 1x1 Conv " +
                             std::to_string(C) + " -> " + std::to_string(out) + " with identity weights" + why);
         return alias(n, x);
@@ -351,6 +353,7 @@ void Importer::padChannels(const NodeProto& n, std::size_t x, std::size_t before
     l.setConvGeometry(ConvGeometry::square(1, 1, 0));
     l.tensors.push_back(floatTensor("weight", {out, C, 1, 1}, std::move(w)));
     const StoredLayer& made = addLayer(n, std::move(l), {out, s[1], s[2]}, {x});
+    m_m.importAddedParams += out * C;
     m_m.notes.push_back("Pad '" + n.name() + "' " + what + "the 1x1 Conv '" + made.name + "' " + std::to_string(C) + " -> " +
                         std::to_string(out) + " with identity weights" + why);
 }

@@ -209,6 +209,7 @@ void Importer::constantOnMaps(const NodeProto& n, int ai, const ConstTensor& c, 
     while (a != 0 && passesPixels(a - 1)) a = m_m.layers[a - 1].inputs.at(0);
     if (a == 0 && m_inputAct == 0 && x != 0) m_normalisesAfterPad = true;
     m_constantLayers.insert(m_m.layers.size());
+    m_m.importAddedParams += shift ? 2 * C : C;
     const StoredLayer& made = addLayer(n, std::move(l), s, {x});
     m_m.notes.push_back(std::string(n.op_type()) + " '" + n.name() + "' " + verb + " a constant (" +
                         (one ? std::string("one value") : "one per channel") + ") inside the network: read as the depthwise 1x1 Conv '" +

@@ -197,6 +197,7 @@ void Importer::differenceOfActivations(const NodeProto& n)
                         "; QuantScope reads one on [N, C, H, W] maps only (an Add of the first and a depthwise 1x1 Conv of weight -1 on "
                         "the second)");
     addLayer(n, depthwiseScale(std::vector<float>(s.at(0), -1.0f), nullptr), s, {b}, nullptr, ".neg");
+    m_m.importAddedParams += s.at(0);
     const std::size_t negated = m_m.layers.size();
     StoredLayer add;
     add.kind = LayerKind::Add;
