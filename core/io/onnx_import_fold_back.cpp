@@ -110,30 +110,24 @@ bool Importer::foldBack(std::size_t a, const std::vector<float>& f, bool scale, 
     case LayerKind::ReLU:
     case LayerKind::LeakyReLU:
     case LayerKind::PReLU: return scale && nonNegative && through(l.inputs.at(0), f);
+    // Folding is applied only after the same walk without apply succeeded (foldBackConstant), so
+    // no branch below fails halfway through changing weights.
     case LayerKind::Add:
-        if (scale) {
-            if (!through(l.inputs.at(0), f) || !through(l.inputs.at(1), f)) return false;
-            return true;
-        }
-        for (std::size_t k = 0; k < l.inputs.size(); ++k) { // one addend takes the shift
+        if (scale) return through(l.inputs.at(0), f) && through(l.inputs.at(1), f);
+        for (std::size_t x : l.inputs) { // the first addend that takes the shift
             std::vector<std::string> none;
-            if (!foldBack(l.inputs[k], f, scale, false, depth + 1, none)) continue;
-            return !apply || through(l.inputs[k], f);
+            if (foldBack(x, f, scale, false, depth + 1, none)) return through(x, f);
         }
         return false;
-    case LayerKind::Concat: {
+    case LayerKind::Concat: { // each input its own part of f, in order (the channels, or flat features)
         std::size_t at = 0;
-        for (int pass = 0; pass < (apply ? 2 : 1); ++pass) { // with apply, check every part before changing any
-            at = 0;
-            for (std::size_t x : l.inputs) {
-                if (x == 0) return false;
-                const std::size_t k = numelOf(shapeOf(x));
-                if (at + k > f.size()) return false;
-                const std::vector<float> part(f.begin() + static_cast<std::ptrdiff_t>(at), f.begin() + static_cast<std::ptrdiff_t>(at + k));
-                std::vector<std::string> none;
-                if (!foldBack(x, part, scale, apply && pass == 1, depth + 1, apply && pass == 1 ? into : none)) return false;
-                at += k;
-            }
+        for (std::size_t x : l.inputs) {
+            if (x == 0) return false; // the image input
+            const std::size_t k = numelOf(shapeOf(x));
+            if (at + k > f.size()) return false;
+            if (!through(x, std::vector<float>(f.begin() + static_cast<std::ptrdiff_t>(at), f.begin() + static_cast<std::ptrdiff_t>(at + k))))
+                return false;
+            at += k;
         }
         return at == f.size();
     }
