@@ -188,6 +188,18 @@ inline void subtractPerFeatureMean(onnx::ModelProto& mp)
     findNode(mp, "Sub")->set_input(1, "mean_per_feature");
 }
 
+// The Constant node that makes `value` holds the one int64 v instead.
+inline void setConstantNode(onnx::ModelProto& mp, const std::string& value, std::int64_t v)
+{
+    for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node())
+        if (n.op_type() == "Constant" && n.output(0) == value) {
+            onnx::TensorProto* t = n.mutable_attribute(0)->mutable_t();
+            t->clear_raw_data();
+            t->clear_int64_data();
+            t->add_int64_data(v);
+        }
+}
+
 inline bool contains(const std::vector<std::string>& v, const std::string& s) { return std::find(v.begin(), v.end(), s) != v.end(); }
 
 
