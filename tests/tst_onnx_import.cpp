@@ -87,6 +87,8 @@ static const std::vector<const char*>& pytorchFixtures()
                           "computedw_op13_nofold_dyn", "computedw_op11_nofold", "computedw_op17_nofold", "computedw_op13_fold",
                           // x[:, :, ::2, ::2] and zeros padded to the channels (a CIFAR ResNet's option A shortcut)
                           "optiona_op13_fold_dyn", "optiona_op11_nofold", "optiona_op17_fold",
+                          // x[..., 1::2, ::2] (a space-to-depth stem) and an offset crop x[:, :, 1:, 2:]
+                          "spacetodepth_op13_fold_dyn", "spacetodepth_op11_nofold",
                           "pad_op13_fold_dyn", "pad_op11_nofold", "pad_op17_fold"};
     return names;
 }

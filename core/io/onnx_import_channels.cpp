@@ -1,7 +1,8 @@
 // The ONNX importer's channel movements (ShuffleNet's data movement, nn/channel_ops.h):
 //   Slice of an activation along the channels (x[:, a:b], and each part of x.chunk(k, 1) as
 //   torch.onnx.export wrote it before Split: a Slice per part), with constant bounds, step 1;
-//   H and W whole, or from 0 with a step (x[:, :, ::2, ::2]: a strided depthwise 1x1 Conv);
+//   H and W whole, or to the end from an offset with a step (x[:, :, 1::2, ::2]: a strided
+//   depthwise Conv of one-hot weight);
 //   zeros padded to the channels (F.pad(x, (0, 0, 0, 0, a, b)): a 1x1 Conv of identity weights);
 //   Split along the channels (x.chunk(k, 1), x.split(sizes, 1)): one Slice layer per part read;
 //   the channel shuffle x.view(N, g, C // g, H, W).transpose(1, 2).reshape(N, C, H, W): the first
@@ -80,7 +81,7 @@ void Importer::slice(const NodeProto& n)
         failNode(n, "has " + std::to_string(starts.size()) + " starts, " + std::to_string(ends.size()) + " ends, " +
                         std::to_string(axes.size()) + " axes and " + std::to_string(steps.size()) + " steps; they must agree", false);
     std::size_t begin = 0, end = s[0];
-    std::array<std::size_t, 2> stride{1, 1}; // H, W
+    std::array<std::size_t, 2> stride{1, 1}, offset{0, 0}; // H, W
     for (std::size_t i = 0; i < starts.size(); ++i) {
         const std::int64_t a = axes[i] < 0 ? axes[i] + static_cast<std::int64_t>(rank) : axes[i];
         const std::int64_t step = steps.empty() ? 1 : steps[i];
@@ -98,48 +99,73 @@ void Importer::slice(const NodeProto& n)
         const std::size_t b = clampIndex(starts[i], dim), e = clampIndex(ends[i], dim);
         if (a >= 2) {
             const auto k = static_cast<std::size_t>(step);
-            if (b != 0 || (e + k - 1) / k != (dim + k - 1) / k || rank != 4)
+            if (e <= b || (e - b + k - 1) / k != (dim - b + k - 1) / k || b > kMaxSliceOffset || rank != 4)
                 failNode(n, "slices axis " + std::to_string(a) + " (H or W) of " + shapeString(s) +
                                 " images to [" + std::to_string(b) + ", " + std::to_string(e) + ") with step " + std::to_string(step) +
-                                "; QuantScope reads a Slice of the channels (x[:, a:b]), and of H and W only from 0 to the end, "
-                                "with or without a step (x[:, :, ::2, ::2], as a CIFAR ResNet's option A shortcut takes it)");
-            stride[static_cast<std::size_t>(a - 2)] *= k;
+                                "; QuantScope reads a Slice of the channels (x[:, a:b]), and of H and W only to the end, from "
+                                "an offset of at most " + std::to_string(kMaxSliceOffset) + ", with or without a step "
+                                "(x[:, :, ::2, ::2] as a CIFAR ResNet's option A shortcut takes it, x[:, :, 1::2, ::2] as a "
+                                "space-to-depth stem)");
+            stride[static_cast<std::size_t>(a - 2)] = k;
+            offset[static_cast<std::size_t>(a - 2)] = b;
             continue;
         }
         begin = std::max(begin, b), end = std::min(end, e);
     }
     if (begin >= end) failNode(n, "takes no channel of " + shapeString(s) + " (channels [" + std::to_string(begin) + ", " + std::to_string(end) + "))");
-    if (stride[0] == 1 && stride[1] == 1) return addChannelSlice(n, x, begin, end, 0, "");
+    if (stride == std::array<std::size_t, 2>{1, 1} && offset == std::array<std::size_t, 2>{0, 0})
+        return addChannelSlice(n, x, begin, end, 0, "");
     if (begin != 0 || end != s[0])
         failNode(n, "slices the channels and strides H or W in one Slice; QuantScope reads one of the two in a Slice");
-    subsample(n, x, stride[0], stride[1]);
+    subsample(n, x, {offset[0], stride[0], offset[1], stride[1]});
 }
 
-// x[:, :, ::sh, ::sw]: a depthwise 1x1 Conv of stride (sh, sw) with weight 1 and no bias, exact
-// in float and in per-channel int8 (code 127 at scale 1/127). Two Slices in a row (torch writes
-// one for H, one for W) make one layer: the second multiplies the strides of the first, which
-// nothing else reads ((H + a - 1) / a + b - 1) / b = (H + ab - 1) / (ab)).
-void Importer::subsample(const NodeProto& n, std::size_t x, std::size_t sh, std::size_t sw)
+// x[:, :, bh::sh, bw::sw]: a depthwise Conv of kernel (bh + 1) x (bw + 1) and stride (sh, sw)
+// whose weight is 1 at tap (bh, bw) and 0 elsewhere, no bias, no padding: its output position i
+// reads pixel bh + i sh, ceil((H - bh) / sh) of them. Exact in float and in per-channel int8
+// (code 127 at scale 1/127). Two Slices in a row (torch writes one for H, one for W) make one
+// layer: the second takes its offsets and strides in the first's output, which nothing else
+// reads (offset b1 + b2 s1, stride s1 s2).
+void Importer::subsample(const NodeProto& n, std::size_t x, std::array<std::size_t, 4> at)
 {
-    if (x == m_m.layers.size() && m_subsampleLayers.count(x) && readersOf(x) == 1) {
-        StoredLayer& l = m_m.layers[x - 1];
-        ConvGeometry g = l.convGeometry();
-        g.sh *= sh, g.sw *= sw;
-        l.setConvGeometry(g);
-        Shape& out = m_shapes[x];
-        out[1] = (out[1] + sh - 1) / sh, out[2] = (out[2] + sw - 1) / sw;
-        m_m.notes.push_back("Slice '" + n.name() + "' strides the output of '" + l.name + "' further: merged into it (stride " +
-                            std::to_string(g.sh) + " x " + std::to_string(g.sw) + ")");
-        return alias(n, x);
+    const auto weights = [](std::size_t C, const std::array<std::size_t, 4>& o) {
+        const std::size_t kh = o[0] + 1, kw = o[2] + 1;
+        std::vector<float> w(C * kh * kw, 0.0f);
+        for (std::size_t c = 0; c < C; ++c) w[(c * kh + o[0]) * kw + o[2]] = 1.0f;
+        return w;
+    };
+    const auto geometry = [](const std::array<std::size_t, 4>& o) { return ConvGeometry{o[0] + 1, o[2] + 1, o[1], o[3], 0, 0, 0, 0, 1, 1}; };
+    const auto outSize = [](std::size_t d, std::size_t b, std::size_t k) { return (d - b + k - 1) / k; };
+    if (const auto prev = m_subsampleLayers.find(x); prev != m_subsampleLayers.end() && x == m_m.layers.size() && readersOf(x) == 1) {
+        std::array<std::size_t, 4>& o = prev->second;
+        const Shape& in = shapeOf(m_m.layers[x - 1].inputs.at(0));
+        const std::array<std::size_t, 4> merged{o[0] + at[0] * o[1], o[1] * at[1], o[2] + at[2] * o[3], o[3] * at[3]};
+        if (merged[0] <= kMaxSliceOffset && merged[2] <= kMaxSliceOffset && merged[0] < in[1] && merged[2] < in[2]) {
+            StoredLayer& l = m_m.layers[x - 1];
+            const std::size_t before = l.tensors.at(0).values.size();
+            o = merged;
+            l.setConvGeometry(geometry(o));
+            l.tensors.at(0) = floatTensor("weight", {in[0], 1, o[0] + 1, o[2] + 1}, weights(in[0], o));
+            m_shapes[x] = {in[0], outSize(in[1], o[0], o[1]), outSize(in[2], o[2], o[3])};
+            m_m.importAddedParams += l.tensors.at(0).values.size() - before;
+            m_m.notes.push_back("Slice '" + n.name() + "' slices the output of '" + l.name + "' further: merged into it (pixels " +
+                                std::to_string(o[0]) + " + " + std::to_string(o[1]) + " i, " + std::to_string(o[2]) + " + " +
+                                std::to_string(o[3]) + " j)");
+            return alias(n, x);
+        }
     }
     const Shape s = shapeOf(x); // a copy: addLayer adds a shape
+    if (at[0] >= s[1] || at[2] >= s[2]) failNode(n, "starts past the end of " + shapeString(s) + " images", false);
     StoredLayer l = depthwiseScale(std::vector<float>(s[0], 1.0f), nullptr);
-    l.setConvGeometry(ConvGeometry{1, 1, sh, sw, 0, 0, 0, 0, 1, 1});
-    const StoredLayer& made = addLayer(n, std::move(l), {s[0], (s[1] + sh - 1) / sh, (s[2] + sw - 1) / sw}, {x});
-    m_subsampleLayers.insert(m_m.layers.size());
-    m_m.importAddedParams += s[0];
-    m_m.notes.push_back("Slice '" + n.name() + "' strides H and W (x[:, :, ::a, ::b]): read as the depthwise 1x1 Conv '" + made.name +
-                        "' of weight 1 and that stride (trainable; PyTorch's slice has no parameters)");
+    l.setConvGeometry(geometry(at));
+    l.tensors.at(0) = floatTensor("weight", {s[0], 1, at[0] + 1, at[2] + 1}, weights(s[0], at));
+    const std::size_t added = l.tensors.at(0).values.size();
+    const StoredLayer& made = addLayer(n, std::move(l), {s[0], outSize(s[1], at[0], at[1]), outSize(s[2], at[2], at[3])}, {x});
+    m_subsampleLayers[m_m.layers.size()] = at;
+    m_m.importAddedParams += added;
+    m_m.notes.push_back("Slice '" + n.name() + "' takes pixels of H and W at an offset and a stride (x[:, :, a::s, b::t]): read as the "
+                        "depthwise Conv '" + made.name + "' of weight 1 at one tap and that stride (trainable; PyTorch's slice has "
+                        "no parameters)");
 }
 
 void Importer::split(const NodeProto& n)
@@ -329,18 +355,24 @@ void Importer::padChannels(const NodeProto& n, std::size_t x, std::size_t before
     const std::size_t C = s.at(0), out = before + C + after;
     if (out * C > (std::size_t{1} << 24))
         failNode(n, "pads " + std::to_string(C) + " channels to " + std::to_string(out) + ", a layer of more than 2^24 weights", false);
-    std::vector<float> w(out * C, 0.0f);
-    for (std::size_t c = 0; c < C; ++c) w[(before + c) * C + c] = 1.0f;
     const std::string what = "pads the channels with zeros (" + std::to_string(before) + " before, " + std::to_string(after) + " after): read as ";
     const char* why = " (trainable; PyTorch's padding has no parameters)";
-    if (x == m_m.layers.size() && m_subsampleLayers.count(x) && readersOf(x) == 1) {
+    // The identity at channel `before`, each weight one-hot at tap (th, tw) of a kh x kw kernel.
+    const auto identity = [&](std::size_t kh, std::size_t kw, std::size_t th, std::size_t tw) {
+        std::vector<float> w(out * C * kh * kw, 0.0f);
+        for (std::size_t c = 0; c < C; ++c) w[(((before + c) * C + c) * kh + th) * kw + tw] = 1.0f;
+        return w;
+    };
+    if (const auto sub = m_subsampleLayers.find(x); sub != m_subsampleLayers.end() && x == m_m.layers.size() && readersOf(x) == 1) {
+        const std::array<std::size_t, 4> o = sub->second;
         StoredLayer& l = m_m.layers[x - 1];
+        const std::size_t counted = l.tensors.at(0).values.size();
         l.outChannels = out;
         l.groups = 1;
-        l.tensors.at(0) = floatTensor("weight", {out, C, 1, 1}, std::move(w));
+        l.tensors.at(0) = floatTensor("weight", {out, C, o[0] + 1, o[2] + 1}, identity(o[0] + 1, o[2] + 1, o[0], o[2]));
         m_shapes[x][0] = out;
-        m_subsampleLayers.erase(x);
-        m_m.importAddedParams += out * C - C; // the strided Conv's C weights were counted
+        m_subsampleLayers.erase(sub);
+        m_m.importAddedParams += l.tensors.at(0).values.size() - counted; // the strided Conv's weights were counted
         m_m.notes.push_back("Pad '" + n.name() + "' " + what + "the strided Conv '" + l.name + "' before it, now a 1x1 Conv " +
                             std::to_string(C) + " -> " + std::to_string(out) + " with identity weights" + why);
         return alias(n, x);
@@ -351,7 +383,7 @@ void Importer::padChannels(const NodeProto& n, std::size_t x, std::size_t before
     l.outChannels = out;
     l.groups = 1;
     l.setConvGeometry(ConvGeometry::square(1, 1, 0));
-    l.tensors.push_back(floatTensor("weight", {out, C, 1, 1}, std::move(w)));
+    l.tensors.push_back(floatTensor("weight", {out, C, 1, 1}, identity(1, 1, 0, 0)));
     const StoredLayer& made = addLayer(n, std::move(l), {out, s[1], s[2]}, {x});
     m_m.importAddedParams += out * C;
     m_m.notes.push_back("Pad '" + n.name() + "' " + what + "the 1x1 Conv '" + made.name + "' " + std::to_string(C) + " -> " +

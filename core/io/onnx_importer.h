@@ -248,7 +248,8 @@ private:
     void differenceOfActivations(const NodeProto& n);
     StoredLayer depthwiseScale(std::vector<float> w, std::vector<float>* b) const;
     // x[:, :, ::sh, ::sw] and zeros padded to the channels (onnx_import_channels.cpp)
-    void subsample(const NodeProto& n, std::size_t x, std::size_t sh, std::size_t sw);
+    void subsample(const NodeProto& n, std::size_t x, std::array<std::size_t, 4> at); // bh, sh, bw, sw
+    static constexpr std::size_t kMaxSliceOffset = 15; // x[:, :, b::s]: a kernel of b + 1 taps
     void padChannels(const NodeProto& n, std::size_t x, std::size_t before, std::size_t after);
     // A constant on flat features folded back into the layers that make them (onnx_import_fold_back.cpp):
     // false, with nothing changed, where it does not fold exactly.
@@ -405,7 +406,8 @@ private:
     // Live readers of each value that read its elements (m_uses without Shape and Size nodes).
     std::map<std::string, int> m_valueReaders;
     std::set<std::size_t> m_constantLayers; // those depthwise Convs (layer indices)
-    std::set<std::size_t> m_subsampleLayers; // the strided depthwise Convs of x[:, :, ::a, ::b] (subsample)
+    // The strided depthwise Convs of x[:, :, bh::sh, bw::sw] (subsample): layer index -> bh, sh, bw, sw.
+    std::map<std::size_t, std::array<std::size_t, 4>> m_subsampleLayers;
     bool m_inputBytes = false; // the graph input is uint8 pixels (0..255), cast to float32 first
 };
 

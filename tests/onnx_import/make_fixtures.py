@@ -529,6 +529,22 @@ class OptionAShortcut(nn.Module):
         return self.fc(torch.cat([self.conv4(v), F.relu(v)], 1).flatten(1))
 
 
+class SpaceToDepth(nn.Module):
+    """A space-to-depth stem written with strided slices (YOLOv5's Focus, TResNet's stem):
+    torch.cat of x[..., ::2, ::2], x[..., 1::2, ::2], x[..., ::2, 1::2], x[..., 1::2, 1::2] along
+    the channels, and an offset crop x[:, :, 1:, 2:] to the end."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(12, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * 3 * 2, 10)
+
+    def forward(self, x):
+        x = torch.cat([x[..., ::2, ::2], x[..., 1::2, ::2], x[..., ::2, 1::2], x[..., 1::2, 1::2]], 1)
+        y = F.relu(self.conv(x))[:, :, 1:, 2:]
+        return self.fc(y.flatten(1))
+
+
 class PowSquare(nn.Module):
     """Squares of activations: x ** 2 after a pool and torch.pow(x, 2.0) on a ReLU's output that
     the next conv reads too (Pow, read as the Mul of x with itself), and torch.pow(x, 1) (Pow 1)."""
@@ -1053,6 +1069,8 @@ CASES = [
     ("optiona_op13_fold_dyn", OptionAShortcut, (3, 9, 9), 13, True, True),
     ("optiona_op11_nofold", OptionAShortcut, (3, 9, 9), 11, False, False),
     ("optiona_op17_fold", OptionAShortcut, (3, 9, 9), 17, True, False),
+    ("spacetodepth_op13_fold_dyn", SpaceToDepth, (3, 8, 8), 13, True, True),
+    ("spacetodepth_op11_nofold", SpaceToDepth, (3, 8, 8), 11, False, False),
 ]
 
 HW_SECOND = (12, 10)
