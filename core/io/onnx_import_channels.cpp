@@ -353,7 +353,10 @@ void Importer::padChannels(const NodeProto& n, std::size_t x, std::size_t before
 {
     const Shape s = shapeOf(x); // a copy: addLayer adds a shape
     const std::size_t C = s.at(0), out = before + C + after;
-    if (out * C > (std::size_t{1} << 24))
+    const auto sub = m_subsampleLayers.find(x);
+    const bool merges = sub != m_subsampleLayers.end() && x == m_m.layers.size() && readersOf(x) == 1;
+    const std::size_t taps = merges ? (sub->second[0] + 1) * (sub->second[2] + 1) : 1; // the strided Conv's kernel
+    if (out * C * taps > (std::size_t{1} << 24))
         failNode(n, "pads " + std::to_string(C) + " channels to " + std::to_string(out) + ", a layer of more than 2^24 weights", false);
     const std::string what = "pads the channels with zeros (" + std::to_string(before) + " before, " + std::to_string(after) + " after): read as ";
     const char* why = " (trainable; PyTorch's padding has no parameters)";
@@ -363,7 +366,7 @@ void Importer::padChannels(const NodeProto& n, std::size_t x, std::size_t before
         for (std::size_t c = 0; c < C; ++c) w[(((before + c) * C + c) * kh + th) * kw + tw] = 1.0f;
         return w;
     };
-    if (const auto sub = m_subsampleLayers.find(x); sub != m_subsampleLayers.end() && x == m_m.layers.size() && readersOf(x) == 1) {
+    if (merges) {
         const std::array<std::size_t, 4> o = sub->second;
         StoredLayer& l = m_m.layers[x - 1];
         const std::size_t counted = l.tensors.at(0).values.size();
@@ -373,7 +376,7 @@ void Importer::padChannels(const NodeProto& n, std::size_t x, std::size_t before
         m_shapes[x][0] = out;
         m_subsampleLayers.erase(sub);
         m_m.importAddedParams += l.tensors.at(0).values.size() - counted; // the strided Conv's weights were counted
-        m_m.notes.push_back("Pad '" + n.name() + "' " + what + "the strided Conv '" + l.name + "' before it, now a 1x1 Conv " +
+        m_m.notes.push_back("Pad '" + n.name() + "' " + what + "the strided Conv '" + l.name + "' before it, now a Conv " +
                             std::to_string(C) + " -> " + std::to_string(out) + " with identity weights" + why);
         return alias(n, x);
     }
