@@ -12,6 +12,7 @@
 #include "nn/maxpool2d.h"
 #include "nn/pointwise.h"
 #include "nn/groupnorm.h"
+#include "nn/layernorm2d.h"
 #include "nn/prelu.h"
 #include "train/loss.h"
 #include "train/optimizer.h"
@@ -153,6 +154,8 @@ private slots:
     void goldenPReLU();
     void goldenGroupNorm_data() { golden::rowsFor({"group_norm"}); }
     void goldenGroupNorm();
+    void goldenLayerNorm2d_data() { golden::rowsFor({"layer_norm2d"}); }
+    void goldenLayerNorm2d();
     void goldenLinear_data() { golden::rowsFor({"linear"}); }
     void goldenLinear();
     void goldenBatchNorm2dTrain_data() { golden::rowsFor({"batch_norm2d"}); }
@@ -432,6 +435,18 @@ void TestLayersGolden::goldenGroupNorm()
     GroupNorm layer("gn", g.params.at("num_groups").get<std::size_t>(), g.params.at("num_channels").get<std::size_t>(),
                     g.params.at("eps").get<float>(), affine);
     if (affine) compareWeighted(layer, layer.weight(), &layer.bias(), g); // evaluation computes the same, bit for bit
+    else compareParameterFree(layer, g, kRefAtol, kRefRtol);
+}
+
+// 049_layer_norm2d*.json: F.layer_norm over each pixel's channels of permuted maps (ConvNeXt's
+// LayerNorm2d), without affine parameters on an offset input (eps 1e-3), and on (N, C) features
+// (nn.LayerNorm(C)).
+void TestLayersGolden::goldenLayerNorm2d()
+{
+    QS_FETCH_GOLDEN(g);
+    const bool affine = g.params.at("affine").get<bool>();
+    LayerNorm2d layer("ln", g.params.at("num_channels").get<std::size_t>(), g.params.at("eps").get<float>(), affine);
+    if (affine) compareWeighted(layer, layer.weight(), &layer.bias(), g);
     else compareParameterFree(layer, g, kRefAtol, kRefRtol);
 }
 

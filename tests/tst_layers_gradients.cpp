@@ -17,6 +17,7 @@
 #include "nn/pad.h"
 #include "nn/pointwise.h"
 #include "nn/groupnorm.h"
+#include "nn/layernorm2d.h"
 #include "nn/prelu.h"
 #include "train/loss.h"
 #include "util/rng.h"
@@ -242,6 +243,15 @@ GradSetup makeGradSetup(const QString& row, Rng& rng)
         }
         s.layer = std::move(g);
         s.x = randomTensor(row == "groupnorm_features" ? Shape{3, 4} : Shape{2, C, 3, 4}, rng, -1.0f, 2.0f);
+    } else if (row.startsWith("layernorm2d_")) { // layernorm2d_maps (5 channels), _noaffine, _features (N, C)
+        const std::size_t C = 5;
+        auto l = std::make_unique<LayerNorm2d>("ln", C, 1e-5f, row != "layernorm2d_noaffine");
+        if (l->affine()) {
+            for (float& v : l->weight().value.values()) v = rng.uniform(0.5f, 1.5f);
+            for (float& v : l->bias().value.values()) v = rng.uniform(-0.5f, 0.5f);
+        }
+        s.layer = std::move(l);
+        s.x = randomTensor(row == "layernorm2d_features" ? Shape{3, C} : Shape{2, C, 3, 4}, rng, -1.0f, 2.0f);
     } else if (row.startsWith("pointwise_")) { // pointwise_<kind>[_alpha[_beta]]
         const QStringList parts = row.split('_');
         const auto param = [&](qsizetype i) { return parts.size() > i ? std::optional<float>(parts[i].toFloat()) : std::nullopt; };
@@ -438,7 +448,8 @@ void TestLayersGradients::layerGradient_data()
           "pointwise_Sigmoid", "pointwise_Tanh", "pointwise_SiLU", "pointwise_Hardsigmoid", "pointwise_Hardswish",
           "pointwise_LeakyReLU", "pointwise_LeakyReLU_0.2", "pointwise_ELU", "pointwise_ELU_0.7", "pointwise_GELU",
           "pointwise_GELUTanh", "pointwise_Hardtanh", "pointwise_Hardtanh_-2_1.5", "pointwise_Softplus", "pointwise_Mish", "pointwise_SELU", "pointwise_CELU", "pointwise_CELU_0.5", "pointwise_Softsign", "prelu_shared", "prelu_channels", "prelu_flat_channels",
-          "groupnorm_g2", "groupnorm_instance", "groupnorm_one_noaffine", "groupnorm_features"})
+          "groupnorm_g2", "groupnorm_instance", "groupnorm_one_noaffine", "groupnorm_features", "layernorm2d_maps",
+          "layernorm2d_noaffine", "layernorm2d_features"})
         QTest::newRow(row) << QString(row);
 }
 

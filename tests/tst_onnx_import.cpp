@@ -89,6 +89,9 @@ static const std::vector<const char*>& pytorchFixtures()
                           "optiona_op13_fold_dyn", "optiona_op11_nofold", "optiona_op17_fold",
                           // x[..., 1::2, ::2] (a space-to-depth stem) and an offset crop x[:, :, 1:, 2:]
                           "spacetodepth_op13_fold_dyn", "spacetodepth_op11_nofold",
+                          // ConvNeXt: LayerNorm over each pixel's channels (permuted, or by hand over axis 1),
+                          // Linear layers on channels-last maps, layer scales: LayerNorm2d and 1x1 Convs
+                          "convnext_tv_op13_fold_dyn", "convnext_tv_op17_fold", "convnext_cf_op13_nofold", "convnext_cf_op17_fold_dyn",
                           "pad_op13_fold_dyn", "pad_op11_nofold", "pad_op17_fold"};
     return names;
 }

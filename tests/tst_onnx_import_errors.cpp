@@ -128,7 +128,7 @@ void TestOnnxImportErrors::badInput_data()
     // tst_onnx_import_input): a softmax over the channels-last axis is refused by name, and so is
     // another Transpose of them.
     row("softmax over channels-last maps", "kerasflatten_softmax_op13_fold", [](onnx::ModelProto&) {},
-        "ConfigError", "Softmax node '/Softmax': reads '/Transpose_output_0', [5,4,3] maps permuted to channels-last (x.permute(0, 2, 3, 1)); QuantScope reads such maps only flattened");
+        "ConfigError", "Softmax node '/Softmax': reads '/Transpose_output_0', [5,4,3] maps permuted to channels-last (x.permute(0, 2, 3, 1)); QuantScope reads such maps flattened");
     row("channels-last maps permuted again", "kerasflatten_op13_fold_dyn",
         [](onnx::ModelProto& mp) {
             onnx::NodeProto* t = findNode(mp, "Transpose");
@@ -164,12 +164,12 @@ void TestOnnxImportErrors::badInput_data()
         },
         "ConfigError", "normalises axes [3] of [4,8,8] images (nn.LayerNorm over part of each image)");
     // Over the channels of each pixel (ConvNeXt's channels_first LayerNorm): named as such.
-    row("LayerNorm over the channels of each pixel", "layernorm_maps_op13_fold_dyn", [](onnx::ModelProto& mp) {
-            for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node())
-                if (n.op_type() == "ReduceMean") setInts(&n, "axes", {1});
+    row("LayerNorm over the width of each row", "layernorm_maps_op13_fold_dyn", [](onnx::ModelProto& mp) {
+            for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node()) // the LayerNorm's means, over [C, H, W]
+                if (n.op_type() == "ReduceMean" && n.attribute_size() > 0 && n.attribute(0).ints_size() == 3) setInts(&n, "axes", {-1});
         },
-        "ConfigError", "normalises axes [1] of [4,8,8] images (nn.LayerNorm over part of each image: the channels of each pixel, "
-        "ConvNeXt's channels_first LayerNorm");
+        "ConfigError", "normalises axes [-1] of [4,8,8] images (nn.LayerNorm over part of each image); QuantScope reads nn.LayerNorm "
+        "over all of an image's values");
     row("LayerNorm weight that differs within a channel", "layernorm_maps_op17_nofold", [](onnx::ModelProto& mp) {
             const std::string scale = findNode(mp, "LayerNormalization")->input(1);
             for (onnx::TensorProto& t : *mp.mutable_graph()->mutable_initializer())

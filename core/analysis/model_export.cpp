@@ -439,7 +439,7 @@ ExportedModel exportQuantizedModel(Model& model, const QuantSim& sim, const std:
             l.setPoolGeometry(ap->geometry());
         } else if (auto* d = dynamic_cast<Dropout*>(&layer)) {
             l.dropout = d->p();
-        } else if (storeChannelMove(layer, l) || storeGroupNorm(layer, l)) {
+        } else if (storeChannelMove(layer, l) || storeNormLayer(layer, l)) {
         } else if (auto* pw = dynamic_cast<Pointwise*>(&layer)) {
             l.alpha = pw->alpha();
             l.beta = pw->beta();

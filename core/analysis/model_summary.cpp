@@ -114,7 +114,8 @@ ModelSummary summarizeModel(Model& model)
             break;
         }
         case LayerKind::GlobalAvgPool2d: r.elementwiseOps = numelOf(in); break;
-        case LayerKind::GroupNorm: r.elementwiseOps = 4 * outN; break; // two statistics passes, then a x + b
+        case LayerKind::GroupNorm:
+        case LayerKind::LayerNorm2d: r.elementwiseOps = 4 * outN; break; // two statistics passes, then a x + b
         case LayerKind::LogSoftmax:
         case LayerKind::Softmax: r.elementwiseOps = 3 * outN; break;
         case LayerKind::Dropout:

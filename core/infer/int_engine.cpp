@@ -3,6 +3,7 @@
 #include "infer/int_engine_plan.h"
 #include "nn/activations.h"
 #include "nn/groupnorm.h"
+#include "nn/layernorm2d.h"
 #include "tensor/parallel.h"
 #include "util/errors.h"
 
@@ -52,7 +53,7 @@ void padImage(const std::uint8_t* src, std::size_t h, std::size_t w, std::size_t
     padImageSides(src, h, w, c, pad, pad, pad, pad, padValue, dst);
 }
 
-// A GroupNorm (OpKind::FloatNorm) on one image's (or row's) bytes x, into y (int_engine_plan.h).
+// A GroupNorm or LayerNorm2d (OpKind::FloatNorm) on one image's (or row's) bytes x, into y (int_engine_plan.h).
 void floatNorm(const Op& op, const std::uint8_t* x, std::uint8_t* y, std::vector<float>& in, std::vector<float>& out)
 {
     in.resize(op.elems);
@@ -60,8 +61,10 @@ void floatNorm(const Op& op, const std::uint8_t* x, std::uint8_t* y, std::vector
     const float scale = op.inD.aq.scale;
     const std::int32_t zp = op.inD.zp();
     for (std::size_t j = 0; j < op.elems; ++j) in[op.col[j]] = static_cast<float>(static_cast<std::int32_t>(x[j]) - zp) * scale;
-    groupNormImage(in.data(), op.cout, op.elems / op.cout, op.groups, op.eps, op.fw.empty() ? nullptr : op.fw.data(),
-                   op.fb.empty() ? nullptr : op.fb.data(), out.data());
+    const float* w = op.fw.empty() ? nullptr : op.fw.data();
+    const float* b = op.fb.empty() ? nullptr : op.fb.data();
+    if (op.groups == 0) layerNorm2dImage(in.data(), op.cout, op.elems / op.cout, op.eps, w, b, out.data());
+    else groupNormImage(in.data(), op.cout, op.elems / op.cout, op.groups, op.eps, w, b, out.data());
     for (std::size_t j = 0; j < op.elems; ++j) y[j] = quantizeInput(out[op.col[j]], op.outD);
 }
 

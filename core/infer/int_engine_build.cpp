@@ -181,7 +181,8 @@ void IntEngine::Impl::Builder::addLayer(std::size_t i)
     case LayerKind::Softsign:
     case LayerKind::Hardtanh: pointwise(l); break;
     case LayerKind::PReLU: prelu(l); break;
-    case LayerKind::GroupNorm: groupNorm(l); break;
+    case LayerKind::GroupNorm:
+    case LayerKind::LayerNorm2d: groupNorm(l); break;
     case LayerKind::ChannelShuffle:
     case LayerKind::Slice: gather(l); break;
     case LayerKind::Pad: padGather(l); break;

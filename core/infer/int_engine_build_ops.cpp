@@ -208,21 +208,22 @@ void IntEngine::Impl::Builder::prelu(const StoredLayer& l)
     pushOnGrid(std::move(op), in, d);
 }
 
-// A GroupNorm in float between two grids (OpKind::FloatNorm): col[j] is byte j's index in the
+// A GroupNorm or LayerNorm2d in float between two grids (OpKind::FloatNorm): col[j] is byte j's index in the
 // model's (C, plane) order: NHWC maps, flat features, or features flattened from an NHWC map.
 void IntEngine::Impl::Builder::groupNorm(const StoredLayer& l)
 {
     const ActInfo& in = input(0);
     const Domain d = ownPoint(l, in);
     const std::size_t C = l.outChannels;
-    if (in.c != C || C == 0 || l.groups == 0 || C % l.groups != 0)
-        throw ConfigError(m_id + ": a GroupNorm of " + std::to_string(C) + " channels reads " + std::to_string(in.c));
+    const bool perPixel = l.kind == LayerKind::LayerNorm2d;
+    if (in.c != C || C == 0 || (!perPixel && (l.groups == 0 || C % l.groups != 0)))
+        throw ConfigError(m_id + ": a " + layerKindName(l.kind) + " of " + std::to_string(C) + " channels reads " + std::to_string(in.c));
     Op op = opOf(OpKind::FloatNorm, l.name, in.root, static_cast<int>(m_i + 1));
     op.inD = in.d;
     op.outD = d;
     op.elems = in.numel();
     op.cout = C;
-    op.groups = l.groups;
+    op.groups = perPixel ? 0 : l.groups;
     op.eps = l.eps;
     if (l.tensors.size() == 2) op.fw = l.tensors[0].values, op.fb = l.tensors[1].values;
     const std::size_t plane = op.elems / C;

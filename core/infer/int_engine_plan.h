@@ -87,9 +87,9 @@ struct Buffer {
 // Gather: output byte j of an image (a row) is input byte col[j] (ChannelShuffle, Slice: channels
 // moved; Pad: pixels moved), the grid kept; col[j] = kGatherFill writes op.fill, the input grid's
 // zero point (Pad's zeros).
-// FloatNorm: a GroupNorm (nn/groupnorm.h) between two grids: the image's (row's) bytes dequantized
-// into float in the model's (C, plane) order (col[j]: the NCHW index of byte j), groupNormImage,
-// the layer's own per-image formula, and the output quantized with QuantSim's arithmetic, so the
+// FloatNorm: a GroupNorm (nn/groupnorm.h) or a LayerNorm2d (nn/layernorm2d.h) between two grids:
+// the image's (row's) bytes dequantized into float in the model's (C, plane) order (col[j]: the
+// NCHW index of byte j), groupNormImage or layerNorm2dImage, the layer's own per-image formula, and the output quantized with QuantSim's arithmetic, so the
 // bytes are the fake-quant simulation's. The one layer the engine computes in float: its
 // statistics are the image's own, known only at run time.
 enum class OpKind { Conv, GroupConv, Depthwise, MaxPool, AvgPool, Add, Linear, FloatLinear, FloatConv, Lut, ChannelLut, Mul, Concat, Gather, FloatNorm };
@@ -127,7 +127,8 @@ struct Op {
     // FloatLinear: weights (outF x inF, columns in the engine's order of its input), bias, the
     // input and output domains and the output clamp (internal bytes; a fused ReLU).
     // FloatConv: fw is (groups, kh, kw, cig, cog), the output channel fastest; fb has cout entries.
-    // FloatNorm: fw, fb the GroupNorm's weight and bias (C each, or empty), cout = C, groups, eps.
+    // FloatNorm: fw, fb the norm's weight and bias (C each, or empty), cout = C, groups (0 for a
+    // LayerNorm2d: per pixel), eps.
     std::vector<float> fw, fb;
     float eps = 0.0f;
     std::vector<std::uint32_t> col; // input byte of feature j (ChannelLut); of output byte j (Gather)

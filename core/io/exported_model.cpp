@@ -9,6 +9,7 @@
 #include "nn/conv2d.h"
 #include "nn/dropout.h"
 #include "nn/groupnorm.h"
+#include "nn/layernorm2d.h"
 #include "nn/linear.h"
 #include "nn/maxpool2d.h"
 #include "nn/mul.h"
@@ -126,24 +127,32 @@ bool storeChannelMove(const Layer& layer, StoredLayer& l)
     return false;
 }
 
-bool storeGroupNorm(const Layer& layer, StoredLayer& l)
+bool storeNormLayer(const Layer& layer, StoredLayer& l)
 {
-    const auto* gn = dynamic_cast<const GroupNorm*>(&layer);
-    if (!gn) return false;
-    l.outChannels = gn->channels();
-    l.groups = gn->groups();
-    l.eps = gn->eps();
+    const Param *weight = nullptr, *bias = nullptr;
+    if (const auto* gn = dynamic_cast<const GroupNorm*>(&layer)) {
+        l.outChannels = gn->channels();
+        l.groups = gn->groups();
+        l.eps = gn->eps();
+        if (gn->affine()) weight = &gn->weight(), bias = &gn->bias();
+    } else if (const auto* ln = dynamic_cast<const LayerNorm2d*>(&layer)) {
+        l.outChannels = ln->channels();
+        l.eps = ln->eps();
+        if (ln->affine()) weight = &ln->weight(), bias = &ln->bias();
+    } else {
+        return false;
+    }
     l.tensors.clear();
-    if (!gn->affine()) return true;
-    for (const Param* p : {&gn->weight(), &gn->bias()}) {
+    if (!weight) return true;
+    for (const Param* p : {weight, bias}) {
         StoredTensor t;
         t.name = p->name;
         t.shape = p->value.shape();
         t.values = p->value.values();
         for (std::size_t i = 0; i < t.values.size(); ++i)
             if (!std::isfinite(t.values[i]))
-                throw NumericError("cannot export: GroupNorm '" + l.name + "' " + t.name + " holds a non-finite value at element " +
-                                   std::to_string(i) + "; the model diverged, retrain it");
+                throw NumericError(std::string("cannot export: ") + layerKindName(layer.kind()) + " '" + l.name + "' " + t.name +
+                                   " holds a non-finite value at element " + std::to_string(i) + "; the model diverged, retrain it");
         l.tensors.push_back(std::move(t));
     }
     return true;
@@ -432,6 +441,18 @@ void ExportedModel::validate(const std::string& source) const
                 if (t.encoding != TensorEncoding::Float32)
                     bad(source, id + ": the GroupNorm " + t.name + " is stored as float32 (integer models too), not as integers");
             break;
+        case LayerKind::LayerNorm2d:
+            // (C, H, W) maps or (C) features, normalised per pixel over C; float32 weight and bias per channel (affine) or none
+            if (s.size() != 3 && s.size() != 1) bad(source, id + " cannot take an input of shape " + shapeString(s));
+            if (s[0] != l.outChannels || !(std::isfinite(l.eps) && l.eps > 0.0f))
+                bad(source, id + ": a LayerNorm2d of " + std::to_string(l.outChannels) + " channels, eps " + numberText(l.eps) +
+                                ", cannot take " + shapeString(s));
+            if (l.tensors.empty()) break;
+            expectTensors(l, {{"weight", {s[0]}}, {"bias", {s[0]}}}, source);
+            for (const StoredTensor& t : l.tensors)
+                if (t.encoding != TensorEncoding::Float32)
+                    bad(source, id + ": the LayerNorm2d " + t.name + " is stored as float32 (integer models too), not as integers");
+            break;
         case LayerKind::ChannelShuffle:
             if (!inRange(l.groups, 1, kMaxDim) || s.empty() || s[0] % l.groups != 0)
                 bad(source, id + ": a channel shuffle of " + std::to_string(l.groups) + " groups cannot take " + shapeString(s));
@@ -556,7 +577,7 @@ ExportedModel exportFloatModel(Model& model, const std::string& modelName, const
             l.setPoolGeometry(p->geometry());
         } else if (auto* d = dynamic_cast<Dropout*>(&layer)) {
             l.dropout = d->p();
-        } else if (storeChannelMove(layer, l) || storeGroupNorm(layer, l)) {
+        } else if (storeChannelMove(layer, l) || storeNormLayer(layer, l)) {
         } else if (auto* pw = dynamic_cast<Pointwise*>(&layer)) {
             l.alpha = pw->alpha();
             l.beta = pw->beta();
@@ -623,6 +644,15 @@ std::unique_ptr<Model> buildModel(const ExportedModel& m)
                 setParam(gn->bias(), l.tensors.at(1));
             }
             model->add(std::move(gn), in);
+            break;
+        }
+        case LayerKind::LayerNorm2d: {
+            auto ln = std::make_unique<LayerNorm2d>(l.name, l.outChannels, l.eps, !l.tensors.empty());
+            if (ln->affine()) {
+                setParam(ln->weight(), l.tensors.at(0));
+                setParam(ln->bias(), l.tensors.at(1));
+            }
+            model->add(std::move(ln), in);
             break;
         }
         case LayerKind::Slice: model->add(std::make_unique<Slice>(l.name, l.sliceBegin, l.sliceEnd), in); break;

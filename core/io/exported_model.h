@@ -28,17 +28,17 @@ namespace quantscope {
 // "Sigmoid", "Tanh", "SiLU", "Hardsigmoid", "Hardswish", "LeakyReLU", "ELU", "GELU", the joins
 // "Mul" and "Concat", then "PReLU" (tensor: weight (1) or (C), float32 in every model), "GELUTanh",
 // "Hardtanh", "ChannelShuffle", "Slice", "GroupNorm", "Softplus", "Mish", "Pad", "SELU", "CELU"
-// and "Softsign".
+// "Softsign" and "LayerNorm2d".
 const char* storedKindName(LayerKind k);
 class Layer;
 struct StoredLayer;
 // For the writers of models as StoredLayers: a ChannelShuffle's groups, a Slice's channel range or a
 // Pad2d's mode and pads into l; false (l untouched) for any other layer.
 bool storeChannelMove(const Layer& layer, StoredLayer& l);
-// The same for a GroupNorm (channels, groups, eps, and its weight and bias as float32 tensors,
-// in integer models too: the engines compute it in float); false for any other layer. Throws
-// NumericError naming the layer for a non-finite weight or bias.
-bool storeGroupNorm(const Layer& layer, StoredLayer& l);
+// The same for a GroupNorm or a LayerNorm2d (channels, groups (GroupNorm), eps, and its weight and
+// bias as float32 tensors, in integer models too: the engines compute it in float); false for any
+// other layer. Throws NumericError naming the layer for a non-finite weight or bias.
+bool storeNormLayer(const Layer& layer, StoredLayer& l);
 
 enum class TensorEncoding : std::uint8_t { Float32 = 0, Int = 1 };
 // How scales cover a tensor: one, one per output channel (dim 0), one per group of

@@ -301,7 +301,8 @@ ExportedModel Importer::run()
         if (it == handlers().end()) failUnsupported(n, others);
         checkViews(n);
         checkChannelsLast(n);
-        (this->*(it->second))(n);
+        NodeProto channelsFirst; // n with a constant on channels-last maps permuted to channels-first
+        (this->*(it->second))(constantsChannelsFirst(n, channelsFirst) ? channelsFirst : n);
         propagateView(n);
         propagateChannelsLast(n);
         for (int o = 0; o < n.output_size(); ++o)

@@ -412,15 +412,16 @@ void Importer::readActivationSubgraph(const NodeProto& root, const Subgraph& s)
     };
     if (s.kind == LayerKind::GroupNorm) { // nn.LayerNorm's subgraph (layerNormAt)
         if (m_views.count(s.x)) failNode(root, "normalises a view of its input, which QuantScope does not read");
-        const Shape& sh = shapeOf(x);
-        checkLayerNormAxes(root, sh, s.axes);
+        const Shape sh = shapeOf(x); // a copy: addLayer adds a shape
+        const bool perPixel = perPixelAxes(s.x, sh, s.axes); // a LayerNorm2d
+        if (!perPixel) checkLayerNormAxes(root, sh, s.axes);
         const double eps = scalar(s.constants[0], "added epsilon"), power = scalar(s.constants[1], "exponent");
         if (power != 2.0 || !(eps > 0.0) || !std::isfinite(eps))
             failNode(root, "reads as nn.LayerNorm only as (x - mean) / sqrt(mean((x - mean)^2) + eps) with eps > 0; this subgraph "
                            "raises to the power " + std::to_string(power) + " and adds " + std::to_string(eps));
         StoredLayer l;
-        l.kind = LayerKind::GroupNorm;
-        l.groups = 1;
+        l.kind = perPixel ? LayerKind::LayerNorm2d : LayerKind::GroupNorm;
+        l.groups = perPixel ? 0 : 1;
         l.outChannels = sh.at(0);
         l.eps = static_cast<float>(eps);
         addLayer(root, std::move(l), sh, {x});

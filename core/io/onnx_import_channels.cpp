@@ -299,28 +299,107 @@ void Importer::checkChannelsLast(const NodeProto& n) const
         if (i == 0 && flat && (op == "Gemm" || op == "MatMul")) continue;
         if (i == 0 && !flat && (op == "Flatten" || op == "Reshape" || op == "Transpose")) continue;
         // nn.LayerNorm(C) and nn.Linear on each pixel's channels, as ConvNeXt blocks (torchvision's CNBlock) write them
-        const bool perPixel = !flat && (op == "LayerNormalization" || op == "ReduceMean" || op == "MatMul" || op == "Gemm" || op == "Sub");
+        if (i == 0 && !flat && (op == "LayerNormalization" || op == "MatMul")) continue;
+        if (!flat && (op == "Add" || op == "Sub" || op == "Mul" || op == "Div") && n.input_size() == 2) {
+            const Value& other = value(n, 1 - i);
+            // a constant (permuted by constantsChannelsFirst), or two such maps joined element by element
+            if (other.kind == Value::Kind::Const || m_channelsLast.count(n.input(1 - i))) continue;
+        }
         failNode(n, "reads '" + n.input(i) + "', " + (flat ? "the features of " : "") + shapeString(it->second) +
                         " maps permuted to channels-last (x.permute(0, 2, 3, 1))" + (flat ? " and flattened" : "") +
-                        (perPixel ? ", and computes on each pixel's channels there (nn.LayerNorm(C) or nn.Linear after the permute, as "
-                                    "a ConvNeXt block writes them): QuantScope has no LayerNorm over the channels of each pixel, so such "
-                                    "blocks are not read (nn.GroupNorm(1, C), over all of (C, H, W), is the nearest layer it has)"
-                                  : "; QuantScope reads such maps only flattened (.flatten(1), .reshape(N, -1)) into a Linear "
-                                    "(element-wise activations between them pass), or permuted back (perm [0, 3, 1, 2])"));
+                        "; QuantScope reads such maps flattened (.flatten(1), .reshape(N, -1)) into a Linear, or, as a ConvNeXt "
+                        "block computes on them, through nn.LayerNorm over the channels (LayerNormalization, or its subgraph over "
+                        "the last axis), nn.Linear on the channels (MatMul), element-wise activations, constants added or "
+                        "multiplied, and back to channels-first (perm [0, 3, 1, 2])");
     }
 }
 
 void Importer::propagateChannelsLast(const NodeProto& n)
 {
-    if (!elementwiseOps().count(n.op_type()) || n.input_size() < 1 || n.output_size() < 1 || n.output(0).empty()) return;
-    const auto it = m_channelsLast.find(n.input(0));
-    if (it == m_channelsLast.end()) return;
-    const auto in = m_values.find(n.input(0));
+    if (n.input_size() < 1 || n.output_size() < 1 || n.output(0).empty()) return;
+    const std::string& op = n.op_type();
+    if (elementwiseOps().count(op)) {
+        const auto it = m_channelsLast.find(n.input(0));
+        if (it == m_channelsLast.end()) return;
+        const auto in = m_values.find(n.input(0));
+        const auto out = m_values.find(n.output(0));
+        if (in == m_values.end() || out == m_values.end() || out->second.kind != Value::Kind::Act ||
+            shapeOf(out->second.act) != shapeOf(in->second.act))
+            failNode(n, "does not keep the shape of the channels-last maps it reads");
+        m_channelsLast[n.output(0)] = it->second;
+        return;
+    }
+    // Layers on the channels of each pixel make channels-last maps of their own shape.
+    const bool perPixel = op == "LayerNormalization" || op == "MatMul" || op == "Add" || op == "Sub" || op == "Mul" || op == "Div";
+    if (!perPixel || !std::any_of(n.input().begin(), n.input().end(), [&](const std::string& v) { return m_channelsLast.count(v) > 0; }))
+        return;
     const auto out = m_values.find(n.output(0));
-    if (in == m_values.end() || out == m_values.end() || out->second.kind != Value::Kind::Act ||
-        shapeOf(out->second.act) != shapeOf(in->second.act))
-        failNode(n, "does not keep the shape of the channels-last maps it reads");
-    m_channelsLast[n.output(0)] = it->second;
+    if (out == m_values.end() || out->second.kind != Value::Kind::Act || shapeOf(out->second.act).size() != 3)
+        failNode(n, "does not make channels-last maps from the channels-last maps it reads");
+    m_channelsLast[n.output(0)] = shapeOf(out->second.act);
+}
+
+bool Importer::constantsChannelsFirst(const NodeProto& n, NodeProto& out)
+{
+    const std::string& op = n.op_type();
+    if ((op != "Add" && op != "Sub" && op != "Mul" && op != "Div") || n.input_size() != 2) return false;
+    for (int i = 0; i < 2; ++i) {
+        const auto cl = m_channelsLast.find(n.input(i));
+        if (cl == m_channelsLast.end() || cl->second.size() != 3) continue;
+        const Value& other = value(n, 1 - i);
+        if (other.kind != Value::Kind::Const) return false;
+        const ConstTensor& c = other.c;
+        if (c.dims.size() > 4) failNode(n, "broadcasts a constant of rank " + std::to_string(c.dims.size()) + " against [N, H, W, C] maps", false);
+        // [n, h, w, c], right-aligned, to [n, c, h, w]
+        std::array<std::int64_t, 4> d{1, 1, 1, 1};
+        std::copy(c.dims.begin(), c.dims.end(), d.begin() + static_cast<std::ptrdiff_t>(4 - c.dims.size()));
+        ConstTensor p = c;
+        p.dims = {d[0], d[3], d[1], d[2]};
+        const auto nd = static_cast<std::size_t>(d[0]), hd = static_cast<std::size_t>(d[1]), wd = static_cast<std::size_t>(d[2]),
+                   cd = static_cast<std::size_t>(d[3]);
+        const auto move = [&](auto& dst, const auto& src) {
+            for (std::size_t a = 0; a < nd; ++a)
+                for (std::size_t h = 0; h < hd; ++h)
+                    for (std::size_t w = 0; w < wd; ++w)
+                        for (std::size_t k = 0; k < cd; ++k) dst[((a * cd + k) * hd + h) * wd + w] = src[((a * hd + h) * wd + w) * cd + k];
+        };
+        if (c.isFloat) move(p.f, c.f);
+        else move(p.i, c.i);
+        out = n;
+        const std::string name = n.input(1 - i) + "#channels_first@" + n.name() + "#" + std::to_string(m_values.size());
+        out.set_input(1 - i, name);
+        Value v;
+        v.c = std::move(p);
+        m_values[name] = std::move(v);
+        return true;
+    }
+    return false;
+}
+
+void Importer::matMulChannelsLast(const NodeProto& n, std::size_t x)
+{
+    const Shape s = shapeOf(x); // a copy: addLayer adds a shape
+    const ConstTensor& bt = constant(n, 1, "the weight");
+    if (bt.dims.size() != 2) failNode(n, "the weight has rank " + std::to_string(bt.dims.size()) + ", expected 2 (nn.Linear on each pixel's channels)", false);
+    const auto in = static_cast<std::size_t>(bt.dims[0]), out = static_cast<std::size_t>(bt.dims[1]);
+    if (in != s[0] || out < 1)
+        failNode(n, "the weight " + listOf(bt.dims) + " does not take the " + std::to_string(s[0]) + " channels of each pixel of " +
+                        shapeString(s) + " maps", false);
+    const std::vector<float>& bv = floats(n, bt, "the weight");
+    checkWeightCount(n.name(), "Linear " + std::to_string(in) + " -> " + std::to_string(out), {in, out});
+    std::vector<float> w(in * out);
+    for (std::size_t o = 0; o < out; ++o)
+        for (std::size_t i = 0; i < in; ++i) w[o * in + i] = bv[i * out + o];
+    StoredLayer l;
+    l.kind = LayerKind::Conv2d;
+    l.inChannels = in;
+    l.outChannels = out;
+    l.groups = 1;
+    l.setConvGeometry(ConvGeometry::square(1, 1, 0));
+    l.tensors.push_back(floatTensor("weight", {out, in, 1, 1}, std::move(w)));
+    const StoredLayer& made = addLayer(n, std::move(l), {out, s[1], s[2]}, {x}, &bt);
+    m_m.notes.push_back(n.op_type() + " '" + made.name + "' is nn.Linear(" + std::to_string(in) + ", " + std::to_string(out) +
+                        ") on each pixel's channels of maps permuted to channels-last: read as a 1x1 Conv on the channels-first maps");
 }
 
 void Importer::permuteChannelsLastColumns(const NodeProto& n, std::vector<float>& w, std::size_t out)

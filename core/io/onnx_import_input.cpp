@@ -142,7 +142,8 @@ bool Importer::foldsIntoLayer(const NodeProto& n, int i) const
     if (v.kind != Value::Kind::Act || v.act == 0 || v.act != m_m.layers.size()) return false;
     const LayerKind k = m_m.layers[v.act - 1].kind;
     const auto uses = m_uses.find(n.input(i));
-    return (k == LayerKind::Linear || k == LayerKind::Conv2d || (k == LayerKind::GroupNorm && !m_views.count(n.input(i)))) &&
+    return (k == LayerKind::Linear || k == LayerKind::Conv2d ||
+            ((k == LayerKind::GroupNorm || k == LayerKind::LayerNorm2d) && !m_views.count(n.input(i)))) &&
            uses != m_uses.end() && uses->second == 1;
 }
 

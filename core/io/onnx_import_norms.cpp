@@ -1,6 +1,7 @@
 // The ONNX importer's normalisation layers: InstanceNormalization (nn.GroupNorm, nn.InstanceNorm2d)
 // and LayerNormalization (nn.LayerNorm over all of each image) as GroupNorm layers
-// (nn/groupnorm.h), and the weight and bias after them folded in; nn.LayerNorm's subgraph below
+// (nn/groupnorm.h), LayerNormalization over each pixel's channels as LayerNorm2d layers
+// (nn/layernorm2d.h), and the weight and bias after them folded in; nn.LayerNorm's subgraph below
 // opset 17 is matched in onnx_import_activations.cpp (layerNormAt).
 #include "io/onnx_importer.h"
 
@@ -27,15 +28,15 @@ void Importer::foldIntoGroupNorm(const NodeProto& n, int ai, const ConstTensor& 
     const std::vector<std::int64_t> whole(s.begin(), s.end());
     const std::size_t plane = map && dims == whole ? shapeNumel(s) / C : 1;
     if (cv.size() != 1 && dims != (map ? std::vector<std::int64_t>{Ci, 1, 1} : std::vector<std::int64_t>{Ci}) && plane == 1)
-        failNode(n, "the constant " + listOf(c.dims) + " is not one value per channel of GroupNorm '" + l.name + "'");
+        failNode(n, "the constant " + listOf(c.dims) + " is not one value per channel of " + layerKindName(l.kind) + " '" + l.name + "'");
     if (plane > 1)
         for (std::size_t o = 0; o < C; ++o)
             for (std::size_t p = 0; p < plane; ++p)
                 if (cv[o * plane + p] != cv[o * plane])
-                    failNode(n, "the constant " + listOf(c.dims) + " differs within channel " + std::to_string(o) + " of GroupNorm '" +
-                                    l.name + "' (nn.LayerNorm([C, H, W]) is read with one weight and one bias per channel)");
+                    failNode(n, "the constant " + listOf(c.dims) + " differs within channel " + std::to_string(o) + " of " +
+                                    layerKindName(l.kind) + " '" + l.name + "' (its weight and bias are one value per channel)");
     const auto at = [&](std::size_t o) { return cv.size() == 1 ? cv[0] : cv[o * plane]; };
-    if (plane > 1 && op == Fold::Mul)
+    if (plane > 1 && op == Fold::Mul && l.kind == LayerKind::GroupNorm)
         m_m.notes.push_back("nn.LayerNorm '" + l.name + "' over " + shapeString(s) + " maps holds one weight and one bias per value, equal "
                             "within each channel: read as a GroupNorm of one group with one per channel (" + std::to_string(2 * C) +
                             " parameters where PyTorch counts " + std::to_string(2 * shapeNumel(s)) + ")");
@@ -107,6 +108,13 @@ void Importer::instanceNormalization(const NodeProto& n)
     setView(n, m_m.layers.size(), seen);
 }
 
+bool Importer::perPixelAxes(const std::string& x, const Shape& s, const std::vector<std::int64_t>& axes) const
+{
+    if (s.size() != 3 || axes.size() != 1) return false;
+    const std::int64_t a = axes[0] < 0 ? axes[0] + 4 : axes[0];
+    return isChannelsLast(x) ? a == 3 : a == 1;
+}
+
 // nn.LayerNorm's axes (ReduceMean axes, or LayerNormalization's axis onwards) on images of per-image
 // shape s: read only over all of each image's values, [N, C] features (nn.LayerNorm(C)) or [N, C,
 // H, W] maps (nn.LayerNorm([C, H, W])), which is GroupNorm(1, C) with a per-channel affine.
@@ -120,14 +128,12 @@ void Importer::checkLayerNormAxes(const NodeProto& n, const Shape& s, const std:
         ok = ok && d >= 1 && d < rank && !seen[static_cast<std::size_t>(d)];
         if (d >= 0 && d < rank) seen[static_cast<std::size_t>(d)] = true;
     }
-    const bool channels = rank == 4 && axes.size() == 1 && (axes[0] == 1 || axes[0] == 1 - rank);
     if (!ok)
-        failNode(n, "normalises axes " + listOf(axes) + " of " + shapeString(s) + " images (nn.LayerNorm over part of each image" +
-                        (channels ? ": the channels of each pixel, ConvNeXt's channels_first LayerNorm or timm's LayerNorm2d, a layer "
-                                    "QuantScope does not have"
-                                  : "") +
-                        "); QuantScope reads nn.LayerNorm over all of an image's values: nn.LayerNorm(C) on [N, C] features, or "
-                        "nn.LayerNorm([C, H, W]) on maps (nn.GroupNorm(1, C))");
+        failNode(n, "normalises axes " + listOf(axes) + " of " + shapeString(s) + " images (nn.LayerNorm over part of each image); "
+                        "QuantScope reads nn.LayerNorm over all of an image's values (nn.LayerNorm(C) on [N, C] features, "
+                        "nn.LayerNorm([C, H, W]) on maps, as nn.GroupNorm(1, C)) and over the channels of each pixel (LayerNorm2d: "
+                        "axis 1 of [N, C, H, W] maps, ConvNeXt's channels_first LayerNorm, or the last axis of maps permuted to "
+                        "channels-last)");
 }
 
 // LayerNormalization (opset 17: nn.LayerNorm) over all of each image's values (checkLayerNormAxes):
@@ -143,9 +149,27 @@ void Importer::layerNormalization(const NodeProto& n)
     const std::int64_t axis = attrInt(n, "axis", -1);
     std::vector<std::int64_t> axes;
     for (std::int64_t d = axis < 0 ? axis + rank : axis; d >= 0 && d < rank; ++d) axes.push_back(d);
-    checkLayerNormAxes(n, s, axes);
     const float eps = attrFloat(n, "epsilon", 1e-5f);
     if (!(eps > 0.0f) || !std::isfinite(eps)) failNode(n, "epsilon is not a positive finite number", false);
+    if (perPixelAxes(n.input(0), s, axes)) { // nn.LayerNorm(C) on channels-last maps: a LayerNorm2d
+        const std::size_t C = s[0];
+        const std::vector<float>& scale = floats(n, constant(n, 1, "Scale"), "Scale");
+        const ConstTensor* bt = optConstant(n, 2, "B");
+        std::vector<float> bias = bt ? floats(n, *bt, "B") : std::vector<float>(C, 0.0f);
+        if (scale.size() != C || bias.size() != C)
+            failNode(n, "Scale and B hold " + std::to_string(scale.size()) + " and " + std::to_string(bias.size()) +
+                            " values for the " + std::to_string(C) + " channels of each pixel (one per channel is read)", false);
+        for (std::size_t c = 0; c < C; ++c)
+            if (!std::isfinite(scale[c]) || !std::isfinite(bias[c])) failNode(n, "Scale or B holds a value that is not finite", false);
+        StoredLayer l;
+        l.kind = LayerKind::LayerNorm2d;
+        l.outChannels = C;
+        l.eps = eps;
+        l.tensors = {floatTensor("weight", {C}, scale), floatTensor("bias", {C}, std::move(bias))};
+        addLayer(n, std::move(l), s, {x});
+        return;
+    }
+    checkLayerNormAxes(n, s, axes);
     const std::size_t C = s[0], plane = shapeNumel(s) / C;
     const std::vector<float>& scale = floats(n, constant(n, 1, "Scale"), "Scale");
     const ConstTensor* bt = optConstant(n, 2, "B");

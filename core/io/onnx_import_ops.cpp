@@ -160,6 +160,7 @@ void Importer::gemm(const NodeProto& n)
 void Importer::matMul(const NodeProto& n)
 {
     const std::size_t x = act(n, 0);
+    if (isChannelsLast(n.input(0)) && shapeOf(x).size() == 3) return matMulChannelsLast(n, x);
     const bool onGate = shapeOf(x).size() == 3 && viewedShape(n, 0, x).size() == 1; // a Linear-form gate (onnx_import_joins.cpp)
     if (!onGate) perImageRank(n, x, 1, "MatMul is read as x W with x [N, features]");
     const ConstTensor& bt = constant(n, 1, "the weight");
@@ -242,7 +243,8 @@ void Importer::foldConstant(const NodeProto& n, int ai, const ConstTensor& c, Fo
     const char* verb = op == Fold::Add ? "adds" : op == Fold::Sub ? "subtracts" : op == Fold::Mul ? "multiplies by" : "divides by";
     const bool last = v.kind == Value::Kind::Act && v.act == m_m.layers.size() && v.act > 0;
     StoredLayer* l = last ? &m_m.layers[v.act - 1] : nullptr;
-    if (l && l->kind == LayerKind::GroupNorm && m_uses[n.input(ai)] == 1 && !m_views.count(n.input(ai)))
+    if (l && (l->kind == LayerKind::GroupNorm || l->kind == LayerKind::LayerNorm2d) && m_uses[n.input(ai)] == 1 &&
+        !m_views.count(n.input(ai)))
         return foldIntoGroupNorm(n, ai, c, op, *l);
     if (!l || (l->kind != LayerKind::Linear && l->kind != LayerKind::Conv2d) || m_uses[n.input(ai)] != 1)
         failNode(n, std::string(verb) + " a constant on an activation; QuantScope reads that only right after a Linear (Gemm, MatMul) "

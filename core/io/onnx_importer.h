@@ -200,6 +200,12 @@ private:
     void propagateView(const NodeProto& n);
     void checkChannelsLast(const NodeProto& n) const;
     void propagateChannelsLast(const NodeProto& n);
+    // Add, Sub, Mul or Div of maps permuted to channels-last and a constant broadcast against them
+    // ([C], [1, 1, 1, C], [H, W, C], ...): true, with `out` a copy of n that reads the constant
+    // permuted to the maps' channels-first order (a value of its own), so the handlers read it as
+    // they read constants on channels-first maps.
+    bool constantsChannelsFirst(const NodeProto& n, NodeProto& out);
+    bool isChannelsLast(const std::string& v) const { return m_channelsLast.count(v) > 0; }
     // w (out x C H W, columns in the channels-last order [H, W, C] of input 0's features) with its
     // columns reordered to the activation's channels-first order, when input 0 is such features.
     void permuteChannelsLastColumns(const NodeProto& n, std::vector<float>& w, std::size_t out);
@@ -223,6 +229,12 @@ private:
     void convOnFlatView(const NodeProto& n, std::size_t x, const Shape& view);
     void gemm(const NodeProto& n);
     void matMul(const NodeProto& n);
+    // nn.Linear on each pixel's channels of maps permuted to channels-last (a ConvNeXt block's
+    // MLP): a 1x1 Conv (onnx_import_channels.cpp).
+    void matMulChannelsLast(const NodeProto& n, std::size_t x);
+    // LayerNorm over the channels of each pixel (a LayerNorm2d): nn.LayerNorm(C) on maps permuted
+    // to channels-last, or ConvNeXt's channels_first LayerNorm (axes [1]) on channels-first maps.
+    bool perPixelAxes(const std::string& x, const Shape& s, const std::vector<std::int64_t>& axes) const;
     void add(const NodeProto& n);
     enum class Fold { Add, Sub, Mul, Div };
     void foldConstant(const NodeProto& n, int actInput, const ConstTensor& c, Fold op);
@@ -387,7 +399,10 @@ private:
     // value -> the activation's [C, H, W]. The activation keeps QuantScope's channels-first order;
     // a Linear reading the flattened features takes its weight's columns reordered to match
     // (permuteChannelsLastColumns), element-wise activations pass the mark on, Transpose
-    // perm [0, 3, 1, 2] undoes it, and every other operator refuses it (checkChannelsLast).
+    // perm [0, 3, 1, 2] undoes it. On maps, a ConvNeXt block's operators make marked maps of their
+    // own: a LayerNorm over the last axis (a LayerNorm2d), MatMul (a 1x1 Conv), constants added or
+    // multiplied (constantsChannelsFirst permutes them) and the join of two marked maps. Every
+    // other operator refuses it (checkChannelsLast).
     std::map<std::string, Shape> m_channelsLast;
     // BatchNorm1d outputs waiting for the Linear that reads them: node name, and per feature the
     // scale a and shift b of x' = a x + b (batchNormBeforeLinear, foldPendingAffine).

@@ -49,6 +49,16 @@ public:
         n->add_output(out);
         return n;
     }
+    // Declares value `name` as float32 of shape [N, dims...] (the graph's value_info).
+    void valueShape(const std::string& name, const Shape& dims)
+    {
+        onnx::ValueInfoProto* v = m_g->add_value_info();
+        v->set_name(name);
+        auto* t = v->mutable_type()->mutable_tensor_type();
+        t->set_elem_type(TensorProto::FLOAT);
+        t->mutable_shape()->add_dim()->set_dim_param("N");
+        for (std::size_t d : dims) t->mutable_shape()->add_dim()->set_dim_value(static_cast<std::int64_t>(d));
+    }
     static void ints(onnx::NodeProto* n, const std::string& name, const std::vector<std::int64_t>& v)
     {
         onnx::AttributeProto* a = n->add_attribute();
@@ -445,6 +455,43 @@ std::vector<std::uint8_t> encodeOnnx(const ExportedModel& source)
             b.floats(p + "weight", dims, l.tensors.at(0).values);
             b.floats(p + "bias", dims, l.tensors.at(1).values);
             b.node("Mul", p + "scale", {p + "u", p + "weight"}, p + "w")->set_doc_string(kOnnxPart);
+            b.node("Add", l.name, {p + "w", p + "bias"}, out)->set_doc_string(mark);
+            break;
+        }
+        case LayerKind::LayerNorm2d: {
+            // As torch.onnx.export writes ConvNeXt's channels_first LayerNorm at opset 13: u =
+            // ReduceMean(x, axes [1]), d = x - u, ReduceMean(Pow(d, 2), axes [1]) + eps, Sqrt, d /
+            // that, then the per-channel weight and bias as Mul and Add ((C, 1, 1) on maps, (C) on
+            // features); float32 in QDQ files too. The last node is named after the layer and marked
+            // LayerNorm2d.
+            const std::string p = l.name + ".";
+            const Shape& s = shapes.at(l.inputs.at(0));
+            const std::string mark = std::string(kOnnxLayerMark) + "LayerNorm2d";
+            const bool affine = !l.tensors.empty();
+            b.floats(p + "two", {}, {2.0f});
+            b.floats(p + "eps", {}, {l.eps});
+            const auto reduce = [&](const std::string& x, const std::string& name, const std::string& y) {
+                onnx::NodeProto* r = b.node("ReduceMean", name, {x}, y);
+                GraphBuilder::ints(r, "axes", {1});
+                r->set_doc_string(kOnnxPart);
+            };
+            reduce(in(0), p + "mean", p + "u");
+            b.node("Sub", p + "center", {in(0), p + "u"}, p + "d")->set_doc_string(kOnnxPart);
+            b.node("Pow", p + "square", {p + "d", p + "two"}, p + "d2")->set_doc_string(kOnnxPart);
+            reduce(p + "d2", p + "var", p + "v");
+            b.node("Add", p + "add_eps", {p + "v", p + "eps"}, p + "ve")->set_doc_string(kOnnxPart);
+            b.node("Sqrt", p + "std", {p + "ve"}, p + "sd")->set_doc_string(kOnnxPart);
+            if (!affine) { // the channels, named by no weight, are declared as the output's shape
+                b.node("Div", l.name, {p + "d", p + "sd"}, out)->set_doc_string(mark);
+                b.valueShape(out, s);
+                break;
+            }
+            b.node("Div", p + "normalize", {p + "d", p + "sd"}, p + "n")->set_doc_string(kOnnxPart);
+            const auto C = static_cast<std::int64_t>(l.outChannels);
+            const std::vector<std::int64_t> dims = s.size() == 3 ? std::vector<std::int64_t>{C, 1, 1} : std::vector<std::int64_t>{C};
+            b.floats(p + "weight", dims, l.tensors.at(0).values);
+            b.floats(p + "bias", dims, l.tensors.at(1).values);
+            b.node("Mul", p + "scale", {p + "n", p + "weight"}, p + "w")->set_doc_string(kOnnxPart);
             b.node("Add", l.name, {p + "w", p + "bias"}, out)->set_doc_string(mark);
             break;
         }

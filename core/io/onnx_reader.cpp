@@ -133,6 +133,7 @@ private:
     }
     void div(const onnx::NodeProto& n)
     {
+        if (n.doc_string() == std::string(kOnnxLayerMark) + "LayerNorm2d") return layerNorm2d(n, false);
         if (!m_sawSub || input(n, 0) != m_centered || m_act.count(m_centered)) failNode(n, "only the input normalisation ((input - mean) / stddev) is read");
         m_m.normalization.stddev = perChannel(init(input(n, 1)));
         define(n, 0);
@@ -253,8 +254,46 @@ private:
     }
     void add(const onnx::NodeProto& n)
     {
-        if (m_parts.count(input(n, 0))) groupNorm(n, true);
+        if (n.doc_string() == std::string(kOnnxLayerMark) + "LayerNorm2d") layerNorm2d(n, true);
+        else if (m_parts.count(input(n, 0))) groupNorm(n, true);
         else layer(n, LayerKind::Add, 2);
+    }
+    // The last node of a LayerNorm2d subgraph (onnx_io.cpp): the Add of its bias, or without affine
+    // parameters the Div by the standard deviation.
+    void layerNorm2d(const onnx::NodeProto& n, bool affine)
+    {
+        const auto it = m_parts.find(input(n, affine ? 0 : 1));
+        const auto centered = m_parts.find(input(n, 0)); // without affine parameters: the Div's x - mean
+        const std::string stats = "ReduceMean,Sub,Pow,ReduceMean,Add,Sqrt";
+        if (it == m_parts.end() || it->second.ops != (affine ? stats + ",Div,Mul" : stats) || it->second.constants.size() != 2 ||
+            it->second.constants[0] != 2.0f || !(it->second.constants[1] > 0.0f) || !std::isfinite(it->second.constants[1]) ||
+            it->second.tensors.size() != (affine ? 1u : 0u) ||
+            (!affine && (centered == m_parts.end() || centered->second.ops != "ReduceMean,Sub" || centered->second.x != it->second.x)))
+            failNode(n, "the subgraph " + (it == m_parts.end() ? std::string("(none)") : it->second.ops) +
+                            " is not the LayerNorm2d QuantScope writes");
+        const Part& p = it->second;
+        StoredLayer l;
+        l.kind = LayerKind::LayerNorm2d;
+        l.name = n.name();
+        l.inputs = {p.x};
+        l.eps = p.constants[1];
+        if (affine) {
+            StoredTensor w = tensorOf(p.tensors[0], "weight"), b = tensorOf(input(n, 1), "bias");
+            w.shape = {w.numel()};
+            b.shape = {b.numel()};
+            if (w.numel() == 0 || b.numel() != w.numel()) failNode(n, "its weight and bias are not one value per channel each");
+            l.outChannels = w.numel();
+            l.tensors = {std::move(w), std::move(b)};
+        } else { // the graph's value_info gives the output's shape, [N, C, ...]
+            for (const onnx::ValueInfoProto& v : m_mp.graph().value_info())
+                if (v.name() == n.output(0) && v.type().tensor_type().shape().dim_size() >= 2 &&
+                    v.type().tensor_type().shape().dim(1).dim_value() > 0 &&
+                    v.type().tensor_type().shape().dim(1).dim_value() <= static_cast<std::int64_t>(kMaxOwnGroups))
+                    l.outChannels = static_cast<std::size_t>(v.type().tensor_type().shape().dim(1).dim_value());
+            if (l.outChannels == 0) failNode(n, "its output's channels are not declared (the graph's value_info)");
+        }
+        m_m.layers.push_back(std::move(l));
+        define(n, m_m.layers.size());
     }
     // The last node of a GroupNorm subgraph (onnx_io.cpp): the Add of its bias, or without affine
     // parameters the Reshape back.
@@ -430,11 +469,16 @@ private:
     {
         Part p;
         bool chained = false;
-        for (int i = 0; i < n.input_size() && !chained; ++i)
-            if (const auto it = m_parts.find(n.input(i)); it != m_parts.end()) p = it->second, chained = true;
+        for (int i = 0; i < n.input_size(); ++i) // the longest chain so far (a LayerNorm2d's Div reads two parts)
+            if (const auto it = m_parts.find(n.input(i)); it != m_parts.end() && (!chained || it->second.ops.size() > p.ops.size()))
+                p = it->second, chained = true;
         if (!chained) p.x = activation(n, 0);
-        // a GroupNorm's InstanceNormalization and the Reshape and Mul after it read tensors
-        const bool normed = n.op_type() == "InstanceNormalization" || p.ops.find("InstanceNormalization") != std::string::npos;
+        // a GroupNorm's InstanceNormalization and the Reshape and Mul after it read tensors, as does
+        // the Mul of a LayerNorm2d's weight
+        const bool normed = n.op_type() == "InstanceNormalization" || p.ops.find("InstanceNormalization") != std::string::npos ||
+                            (n.op_type() == "Mul" && p.ops == "ReduceMean,Sub,Pow,ReduceMean,Add,Sqrt,Div");
+        if (n.op_type() == "ReduceMean" && (attrInts(n, "axes") != std::vector<std::int64_t>{1} || attrInt(n, "keepdims", 1) != 1))
+            failNode(n, "is read only over the channels (axes [1], keepdims 1), inside a LayerNorm2d");
         if (n.op_type() == "InstanceNormalization") p.eps = attrFloat(n, "epsilon", 1e-5f);
         for (int i = 1; i < n.input_size(); ++i) {
             if (m_parts.count(n.input(i)) || (m_act.count(n.input(i)) && m_act.at(n.input(i)) == p.x)) continue;

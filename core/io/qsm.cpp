@@ -31,7 +31,8 @@ static_assert(static_cast<int>(LayerKind::Conv2d) == 0 && static_cast<int>(Layer
               static_cast<int>(LayerKind::GroupNorm) == 28 && static_cast<int>(LayerKind::Softplus) == 29 &&
               static_cast<int>(LayerKind::Mish) == 30 && static_cast<int>(LayerKind::Pad) == 31 &&
               static_cast<int>(LayerKind::SELU) == 32 && static_cast<int>(LayerKind::CELU) == 33 &&
-              static_cast<int>(LayerKind::Softsign) == 34);
+              static_cast<int>(LayerKind::Softsign) == 34 &&
+              static_cast<int>(LayerKind::LayerNorm2d) == 35);
 
 namespace {
 
@@ -325,7 +326,8 @@ StoredTensor getTensor(Reader& r, std::uint16_t version)
 // and GroupNorm (28: u32 channels, u32 groups, f32 eps; float32 tensors `weight` and `bias`, one
 // per channel, or none without affine parameters), Softplus (29: none), Mish (30: none) and Pad
 // (31: u8 mode (0 zeros, 1 reflect, 2 replicate), u32 pads top, left, bottom, right), SELU (32:
-// none), CELU (33: f32 alpha, finite and not 0) and Softsign (34: none).
+// none), CELU (33: f32 alpha, finite and not 0) and Softsign (34: none), and LayerNorm2d (35: u32
+// channels, f32 eps; tensors as GroupNorm's).
 StoredLayer getLayer(Reader& r, std::uint16_t version, std::size_t index)
 {
     StoredLayer l;
@@ -417,6 +419,10 @@ StoredLayer getLayer(Reader& r, std::uint16_t version, std::size_t index)
     case LayerKind::GroupNorm:
         l.outChannels = toSize(r.u32("channels"));
         l.groups = toSize(r.u32("groups"));
+        l.eps = r.f32("eps");
+        break;
+    case LayerKind::LayerNorm2d:
+        l.outChannels = toSize(r.u32("channels"));
         l.eps = r.f32("eps");
         break;
     case LayerKind::Slice:
@@ -598,6 +604,10 @@ std::vector<std::uint8_t> encodeQsm(const ExportedModel& m)
         case LayerKind::GroupNorm:
             w.u32(l.outChannels);
             w.u32(l.groups);
+            w.f32(l.eps);
+            break;
+        case LayerKind::LayerNorm2d:
+            w.u32(l.outChannels);
             w.f32(l.eps);
             break;
         case LayerKind::Slice:

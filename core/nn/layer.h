@@ -46,9 +46,11 @@ enum class LayerKind {
     // padding as a layer of its own: zeros, reflect, replicate (nn/pad.h)
     Pad,
     // SELU, CELU (alpha) and Softsign (nn/pointwise.h)
-    SELU, CELU, Softsign
+    SELU, CELU, Softsign,
+    // LayerNorm over the channels of each pixel (nn/layernorm2d.h: ConvNeXt's channels-first LayerNorm)
+    LayerNorm2d
 };
-constexpr int kLastLayerKind = static_cast<int>(LayerKind::Softsign);
+constexpr int kLastLayerKind = static_cast<int>(LayerKind::LayerNorm2d);
 
 const char* layerKindName(LayerKind k);
 

@@ -63,6 +63,7 @@ const char* layerKindName(LayerKind k)
     case LayerKind::ChannelShuffle: return "ChannelShuffle";
     case LayerKind::Slice: return "Slice";
     case LayerKind::GroupNorm: return "GroupNorm";
+    case LayerKind::LayerNorm2d: return "LayerNorm2d";
     }
     return "?";
 }

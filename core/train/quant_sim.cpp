@@ -26,7 +26,7 @@ bool isRelu(LayerKind k) { return k == LayerKind::ReLU || k == LayerKind::ReLU6;
 
 // The quantized graph of Jacob et al. 2018 / PyTorch eager mode: every ReLU/ReLU6, pointwise
 // activation (Sigmoid, GELU, ...: the engine's lookup table maps one grid to the next), PReLU (a
-// table per channel), GroupNorm (computed in float between the two grids) and pooling
+// table per channel), GroupNorm and LayerNorm2d (computed in float between the two grids) and pooling
 // average output is requantized; a conv/linear/BN/Add/Mul/Concat output is requantized unless its only
 // reader is a BatchNorm (folded into it) or a ReLU (fused into its clamp). Max-pooling, flatten and
 // dropout keep their input's grid.
@@ -35,7 +35,8 @@ std::vector<bool> activationQuantPoints(const Model& model)
     std::vector<bool> p(model.size(), false);
     for (std::size_t i = 0; i < model.size(); ++i) {
         const LayerKind k = model.layer(i).kind();
-        if (isRelu(k) || isPointwise(k) || k == LayerKind::PReLU || k == LayerKind::GroupNorm || k == LayerKind::AvgPool2d ||
+        if (isRelu(k) || isPointwise(k) || k == LayerKind::PReLU || k == LayerKind::GroupNorm || k == LayerKind::LayerNorm2d ||
+            k == LayerKind::AvgPool2d ||
             k == LayerKind::GlobalAvgPool2d) {
             p[i] = true;
         } else if (isCompute(k)) {

@@ -28,6 +28,7 @@ from fixture_modules_conv import ConvGeometry  # next to this script
 from fixture_modules_channels import ShuffleTiny  # next to this script
 from fixture_modules_input import BytesInput  # next to this script
 from fixture_modules_pool import AvgPoolGeometry, MaxOverMap, MaxPoolGeometry  # next to this script
+from fixture_modules_norms import ConvNeXtTV, ConvNeXtCF  # next to this script
 from fixture_modules_joins import ActNet, SigmoidTimesX, GeluHalfFirst, PReluNet, GeluTanhByHand, Clamp, HardByHand, SEConv, SELinearView, SELinearFlat, GateMul, DenseBlock, Inception, act_net  # next to this script
 
 OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
@@ -1071,6 +1072,10 @@ CASES = [
     ("optiona_op17_fold", OptionAShortcut, (3, 9, 9), 17, True, False),
     ("spacetodepth_op13_fold_dyn", SpaceToDepth, (3, 8, 8), 13, True, True),
     ("spacetodepth_op11_nofold", SpaceToDepth, (3, 8, 8), 11, False, False),
+    ("convnext_tv_op13_fold_dyn", ConvNeXtTV, (3, 16, 16), 13, True, True),
+    ("convnext_tv_op17_fold", ConvNeXtTV, (3, 16, 16), 17, True, False),
+    ("convnext_cf_op13_nofold", ConvNeXtCF, (3, 16, 16), 13, False, False),
+    ("convnext_cf_op17_fold_dyn", ConvNeXtCF, (3, 16, 16), 17, True, True),
 ]
 
 HW_SECOND = (12, 10)
