@@ -163,13 +163,30 @@ void TestOnnxImportErrors::badInput_data()
                 if (a.name() == "axis") a.set_i(-1);
         },
         "ConfigError", "normalises axes [3] of [4,8,8] images (nn.LayerNorm over part of each image)");
-    // Over the channels of each pixel (ConvNeXt's channels_first LayerNorm): named as such.
+    // Over the channels of each pixel (ConvNeXt's channels_first LayerNorm) is a LayerNorm2d (tst_layernorm2d); over W alone it is not.
     row("LayerNorm over the width of each row", "layernorm_maps_op13_fold_dyn", [](onnx::ModelProto& mp) {
             for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node()) // the LayerNorm's means, over [C, H, W]
                 if (n.op_type() == "ReduceMean" && n.attribute_size() > 0 && n.attribute(0).ints_size() == 3) setInts(&n, "axes", {-1});
         },
         "ConfigError", "normalises axes [-1] of [4,8,8] images (nn.LayerNorm over part of each image); QuantScope reads nn.LayerNorm "
         "over all of an image's values");
+    // On maps permuted to channels-last, a LayerNorm over the last axis is a LayerNorm2d; over W and C it is not.
+    row("LayerNorm over W and C of channels-last maps", "convnext_tv_op17_fold", [](onnx::ModelProto& mp) {
+            for (onnx::AttributeProto& a : *findNode(mp, "LayerNormalization")->mutable_attribute())
+                if (a.name() == "axis") a.set_i(-2);
+        },
+        "ConfigError", "LayerNormalization node '/stem/stem.1/ln/LayerNormalization': normalises axes [2, 3] of [8,8,8] maps permuted to "
+        "channels-last ([N, H, W, C], x.permute(0, 2, 3, 1)); QuantScope reads a LayerNorm there over the last axis alone");
+    // ... and a MaxPool reads them nowhere: the refusal lists what is read on channels-last maps.
+    row("max pooling of channels-last maps", "convnext_tv_op17_fold", [](onnx::ModelProto& mp) {
+            onnx::NodeProto* ln = findNode(mp, "LayerNormalization");
+            ln->set_op_type("MaxPool");
+            ln->clear_attribute();
+            setInts(ln, "kernel_shape", {2, 2});
+            ln->mutable_input()->DeleteSubrange(1, ln->input_size() - 1);
+        },
+        "ConfigError", "reads '/stem/stem.1/Transpose_output_0', [8,8,8] maps permuted to channels-last (x.permute(0, 2, 3, 1)); "
+        "QuantScope reads such maps flattened");
     row("LayerNorm weight that differs within a channel", "layernorm_maps_op17_nofold", [](onnx::ModelProto& mp) {
             const std::string scale = findNode(mp, "LayerNormalization")->input(1);
             for (onnx::TensorProto& t : *mp.mutable_graph()->mutable_initializer())

@@ -118,8 +118,12 @@ bool Importer::perPixelAxes(const std::string& x, const Shape& s, const std::vec
 // nn.LayerNorm's axes (ReduceMean axes, or LayerNormalization's axis onwards) on images of per-image
 // shape s: read only over all of each image's values, [N, C] features (nn.LayerNorm(C)) or [N, C,
 // H, W] maps (nn.LayerNorm([C, H, W])), which is GroupNorm(1, C) with a per-channel affine.
-void Importer::checkLayerNormAxes(const NodeProto& n, const Shape& s, const std::vector<std::int64_t>& axes) const
+void Importer::checkLayerNormAxes(const NodeProto& n, const Shape& s, const std::vector<std::int64_t>& axes, bool channelsLast) const
 {
+    if (channelsLast)
+        failNode(n, "normalises axes " + listOf(axes) + " of " + shapeString(s) + " maps permuted to channels-last ([N, H, W, C], "
+                        "x.permute(0, 2, 3, 1)); QuantScope reads a LayerNorm there over the last axis alone, the channels of each pixel "
+                        "(a LayerNorm2d, as ConvNeXt writes it)");
     const auto rank = static_cast<std::int64_t>(s.size()) + 1;
     std::vector<bool> seen(static_cast<std::size_t>(rank), false);
     bool ok = !axes.empty() && static_cast<std::int64_t>(axes.size()) == rank - 1;
@@ -169,7 +173,7 @@ void Importer::layerNormalization(const NodeProto& n)
         addLayer(n, std::move(l), s, {x});
         return;
     }
-    checkLayerNormAxes(n, s, axes);
+    checkLayerNormAxes(n, s, axes, isChannelsLast(n.input(0)));
     const std::size_t C = s[0], plane = shapeNumel(s) / C;
     const std::vector<float>& scale = floats(n, constant(n, 1, "Scale"), "Scale");
     const ConstTensor* bt = optConstant(n, 2, "B");

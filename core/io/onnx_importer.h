@@ -363,7 +363,8 @@ private:
     std::optional<Subgraph> geluTanhAt(int k, const GraphReaders& gr, const std::set<std::string>& dynamic);
     std::optional<Subgraph> layerNormAt(int k, const GraphReaders& gr, const std::set<std::string>& dynamic);
     void layerNormalization(const NodeProto& n);
-    void checkLayerNormAxes(const NodeProto& n, const Shape& s, const std::vector<std::int64_t>& axes) const;
+    // channelsLast: the axes are of maps permuted to channels-last (refused unless the last alone, perPixelAxes).
+    void checkLayerNormAxes(const NodeProto& n, const Shape& s, const std::vector<std::int64_t>& axes, bool channelsLast = false) const;
     std::optional<Subgraph> hardSigmoidByHandAt(int k, const GraphReaders& gr, const std::set<std::string>& dynamic);
     void readActivationSubgraph(const NodeProto& root, const Subgraph& s);
     // ---- global pooling idioms (onnx_import_pooling.cpp): x.mean(-1).mean(-1), x.sum((2, 3)) /
