@@ -154,7 +154,7 @@ inline const std::vector<std::string>& checkedGoldenOps()
         "per_channel_minmax_observer", "moving_average_minmax_observer", "cast_fp16", "cast_bf16", "conv2d",
         "max_pool2d", "avg_pool2d", "global_avg_pool2d", "linear", "batch_norm2d", "add", "relu6",
         "log_softmax_nll_mean", "mse_mean", "adam", "sgd_momentum", "resnet8_adam_steps", "sigmoid", "tanh", "silu",
-        "hardsigmoid", "hardswish", "leaky_relu", "elu", "gelu", "conv2d_geometry", "gelu_tanh", "prelu", "pool_geometry", "hardtanh", "group_norm", "layer_norm2d", "softplus", "mish", "selu", "celu", "softsign", "pad",
+        "hardsigmoid", "hardswish", "leaky_relu", "elu", "gelu", "conv2d_geometry", "gelu_tanh", "prelu", "pool_geometry", "hardtanh", "group_norm", "layer_norm2d", "channel_max", "softplus", "mish", "selu", "celu", "softsign", "pad",
         "fake_quantize_learnable_per_tensor_affine", "fake_quantize_learnable_per_channel_affine",
         "fake_quantize_module"};
     return ops;

@@ -13,6 +13,7 @@
 #include "nn/pointwise.h"
 #include "nn/groupnorm.h"
 #include "nn/layernorm2d.h"
+#include "nn/channel_max.h"
 #include "nn/prelu.h"
 #include "train/loss.h"
 #include "train/optimizer.h"
@@ -156,6 +157,8 @@ private slots:
     void goldenGroupNorm();
     void goldenLayerNorm2d_data() { golden::rowsFor({"layer_norm2d"}); }
     void goldenLayerNorm2d();
+    void goldenChannelMax_data() { golden::rowsFor({"channel_max"}); }
+    void goldenChannelMax();
     void goldenLinear_data() { golden::rowsFor({"linear"}); }
     void goldenLinear();
     void goldenBatchNorm2dTrain_data() { golden::rowsFor({"batch_norm2d"}); }
@@ -448,6 +451,15 @@ void TestLayersGolden::goldenLayerNorm2d()
     LayerNorm2d layer("ln", g.params.at("num_channels").get<std::size_t>(), g.params.at("eps").get<float>(), affine);
     if (affine) compareWeighted(layer, layer.weight(), &layer.bias(), g);
     else compareParameterFree(layer, g, kRefAtol, kRefRtol);
+}
+
+// 050_channel_max*.json: torch.max(x, dim=1, keepdim=True)'s values, random and with ties (the
+// gradient goes to the index torch.max returns, the first maximum). Values are inputs: exact.
+void TestLayersGolden::goldenChannelMax()
+{
+    QS_FETCH_GOLDEN(g);
+    ChannelMax layer("cmax");
+    compareParameterFree(layer, g, 0.0, 0.0);
 }
 
 void TestLayersGolden::goldenLinear()

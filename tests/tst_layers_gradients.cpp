@@ -18,6 +18,7 @@
 #include "nn/pointwise.h"
 #include "nn/groupnorm.h"
 #include "nn/layernorm2d.h"
+#include "nn/channel_max.h"
 #include "nn/prelu.h"
 #include "train/loss.h"
 #include "util/rng.h"
@@ -243,6 +244,9 @@ GradSetup makeGradSetup(const QString& row, Rng& rng)
         }
         s.layer = std::move(g);
         s.x = randomTensor(row == "groupnorm_features" ? Shape{3, 4} : Shape{2, C, 3, 4}, rng, -1.0f, 2.0f);
+    } else if (row == "channel_max") {
+        s.layer = std::make_unique<ChannelMax>("cmax");
+        s.x = randomTensor({2, 4, 3, 5}, rng, -1.0f, 2.0f); // distinct values: a step of kGradEps keeps each maximum
     } else if (row.startsWith("layernorm2d_")) { // layernorm2d_maps (5 channels), _noaffine, _features (N, C)
         const std::size_t C = 5;
         auto l = std::make_unique<LayerNorm2d>("ln", C, 1e-5f, row != "layernorm2d_noaffine");
@@ -449,7 +453,7 @@ void TestLayersGradients::layerGradient_data()
           "pointwise_LeakyReLU", "pointwise_LeakyReLU_0.2", "pointwise_ELU", "pointwise_ELU_0.7", "pointwise_GELU",
           "pointwise_GELUTanh", "pointwise_Hardtanh", "pointwise_Hardtanh_-2_1.5", "pointwise_Softplus", "pointwise_Mish", "pointwise_SELU", "pointwise_CELU", "pointwise_CELU_0.5", "pointwise_Softsign", "prelu_shared", "prelu_channels", "prelu_flat_channels",
           "groupnorm_g2", "groupnorm_instance", "groupnorm_one_noaffine", "groupnorm_features", "layernorm2d_maps",
-          "layernorm2d_noaffine", "layernorm2d_features"})
+          "layernorm2d_noaffine", "layernorm2d_features", "channel_max"})
         QTest::newRow(row) << QString(row);
 }
 

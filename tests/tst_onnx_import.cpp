@@ -92,6 +92,8 @@ static const std::vector<const char*>& pytorchFixtures()
                           // ConvNeXt: LayerNorm over each pixel's channels (permuted, or by hand over axis 1),
                           // Linear layers on channels-last maps, layer scales: LayerNorm2d and 1x1 Convs
                           "convnext_tv_op13_fold_dyn", "convnext_tv_op17_fold", "convnext_cf_op13_nofold", "convnext_cf_op17_fold_dyn",
+                          // CBAM: channel gates, and spatial gates pooled over the channels (mean and max, keepdim or unsqueezed)
+                          "cbam_op13_fold_dyn", "cbam_op11_nofold", "cbam_op17_fold",
                           "pad_op13_fold_dyn", "pad_op11_nofold", "pad_op17_fold"};
     return names;
 }

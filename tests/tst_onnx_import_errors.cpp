@@ -496,7 +496,7 @@ void TestOnnxImportErrors::badInput_data()
         "ConfigError", "multiplies the sum over the 7x7 map by 49; only the mean (multiply by 0.0204081633)");
     row("max over channels", "gapidioms2_op11_nofold",
         [](onnx::ModelProto& mp) { setInts(findNode(mp, "ReduceMax"), "axes", std::vector<std::int64_t>{1, 2}); }, "ConfigError",
-        "ReduceMax node '/ReduceMax': axes = [1, 2]; a maximum is read only over H and W");
+        "ReduceMax node '/ReduceMax': axes = [1, 2]; a maximum is read over H and W (axes 2, 3), as a global max pooling, or over the channels");
     // Any 2-D max pooling window is read (tst_pool_geometry), a global one of a non-square map too;
     // dilations, storage_order = 1 and 3-D windows are refused by node and attribute.
     row("maxpool dilations", "seqview_op13_fold",

@@ -113,7 +113,8 @@ ModelSummary summarizeModel(Model& model)
             r.elementwiseOps = outN * g.kh * g.kw;
             break;
         }
-        case LayerKind::GlobalAvgPool2d: r.elementwiseOps = numelOf(in); break;
+        case LayerKind::GlobalAvgPool2d:
+        case LayerKind::ChannelMax: r.elementwiseOps = numelOf(in); break;
         case LayerKind::GroupNorm:
         case LayerKind::LayerNorm2d: r.elementwiseOps = 4 * outN; break; // two statistics passes, then a x + b
         case LayerKind::LogSoftmax:

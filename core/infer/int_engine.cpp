@@ -292,6 +292,12 @@ void IntEngine::Impl::runImageOp(const Op& op, Scratch& s) const
     case OpKind::Gather:
         for (std::size_t j = 0; j < op.elems; ++j) nxt[j] = op.col[j] == kGatherFill ? op.fill : cur[op.col[j]];
         return;
+    case OpKind::ChannelMax: // NHWC: pixel p's cin bytes
+        for (std::size_t p = 0; p < op.elems; ++p) {
+            const std::uint8_t* px = cur + p * op.cin;
+            nxt[p] = *std::max_element(px, px + op.cin);
+        }
+        return;
     case OpKind::ChannelLut: // NHWC: channel j % C; flat features: feature j (or col[j])
         for (std::size_t j = 0; j < op.elems; ++j) {
             const std::size_t c = !op.col.empty() ? op.col[j] : j % op.cout;

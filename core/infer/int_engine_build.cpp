@@ -158,6 +158,7 @@ void IntEngine::Impl::Builder::addLayer(std::size_t i)
     case LayerKind::Conv2d: conv2d(l); break;
     case LayerKind::Linear: linear(l); break;
     case LayerKind::MaxPool2d: maxPool(l); break;
+    case LayerKind::ChannelMax: channelMax(l); break;
     case LayerKind::AvgPool2d:
     case LayerKind::GlobalAvgPool2d: avgPool(l); break;
     case LayerKind::Add: add(); break;

@@ -56,6 +56,7 @@ private:
 
     // ---- convolutions and dense layers (int_engine_build_weights.cpp)
     void conv2d(const StoredLayer& l);
+    void channelMax(const StoredLayer& l);
     void floatConv(const StoredLayer& l, const ActInfo& in, const StoredTensor& wt, const ConvGeometry& geo);
     void linear(const StoredLayer& l);
     void floatLinear(const StoredLayer& l, const ActInfo& in, const StoredTensor& wt);

@@ -31,6 +31,24 @@ void IntEngine::Impl::Builder::maxPool(const StoredLayer& l)
     if (again) rescale(pooled);
 }
 
+// ChannelMax: each pixel's largest byte (bytes order as the values they stand for), the grid kept.
+void IntEngine::Impl::Builder::channelMax(const StoredLayer& l)
+{
+    const ActInfo& in = input(0);
+    if (in.flat || in.floats) throw ConfigError(m_id + " reads " + (in.floats ? "float values" : "flat features") + "; it takes quantized maps");
+    const bool again = needsRescale(in.d);
+    Op op = opOf(OpKind::ChannelMax, l.name, in.root, again ? extraAct() : static_cast<int>(m_i + 1));
+    op.traced = false;
+    const int pooled = op.out;
+    op.cin = in.c, op.hin = in.h, op.win = in.w, op.cout = 1;
+    op.elems = in.h * in.w;
+    ActInfo info;
+    info.d = in.d;
+    info.c = 1, info.h = in.h, info.w = in.w;
+    push(std::move(op), info);
+    if (again) rescale(pooled);
+}
+
 void IntEngine::Impl::Builder::avgPool(const StoredLayer& l)
 {
     const ActInfo& in = input(0);

@@ -92,7 +92,8 @@ struct Buffer {
 // NCHW index of byte j), groupNormImage or layerNorm2dImage, the layer's own per-image formula, and the output quantized with QuantSim's arithmetic, so the
 // bytes are the fake-quant simulation's. The one layer the engine computes in float: its
 // statistics are the image's own, known only at run time.
-enum class OpKind { Conv, GroupConv, Depthwise, MaxPool, AvgPool, Add, Linear, FloatLinear, FloatConv, Lut, ChannelLut, Mul, Concat, Gather, FloatNorm };
+// ChannelMax: each pixel's largest byte over its cin channels (elems pixels), the grid kept.
+enum class OpKind { Conv, GroupConv, Depthwise, MaxPool, AvgPool, Add, Linear, FloatLinear, FloatConv, Lut, ChannelLut, Mul, Concat, Gather, FloatNorm, ChannelMax };
 
 inline constexpr std::uint32_t kGatherFill = 0xFFFFFFFFu;
 

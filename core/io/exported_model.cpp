@@ -10,6 +10,7 @@
 #include "nn/dropout.h"
 #include "nn/groupnorm.h"
 #include "nn/layernorm2d.h"
+#include "nn/channel_max.h"
 #include "nn/linear.h"
 #include "nn/maxpool2d.h"
 #include "nn/mul.h"
@@ -220,6 +221,7 @@ std::vector<Shape> ExportedModel::activationShapes() const
             break;
         }
         case LayerKind::GlobalAvgPool2d: s = {s[0], 1, 1}; break;
+        case LayerKind::ChannelMax: s = {1, s[1], s[2]}; break;
         case LayerKind::Flatten: s = {shapeNumel(s)}; break;
         case LayerKind::Linear: s = {l.outFeatures}; break;
         case LayerKind::Slice: s[0] = l.sliceEnd - l.sliceBegin; break;
@@ -427,6 +429,11 @@ void ExportedModel::validate(const std::string& source) const
             needRank(3);
             expectTensors(l, {}, source);
             s = {s[0], 1, 1};
+            break;
+        case LayerKind::ChannelMax:
+            needRank(3);
+            expectTensors(l, {}, source);
+            s = {1, s[1], s[2]};
             break;
         case LayerKind::GroupNorm:
             // (C, H, W) maps or (C) features; float32 weight and bias per channel (affine) or none
@@ -658,6 +665,7 @@ std::unique_ptr<Model> buildModel(const ExportedModel& m)
         case LayerKind::Slice: model->add(std::make_unique<Slice>(l.name, l.sliceBegin, l.sliceEnd), in); break;
         case LayerKind::Pad: model->add(std::make_unique<Pad2d>(l.name, l.padMode, l.pads), in); break;
         case LayerKind::GlobalAvgPool2d: model->add(std::make_unique<GlobalAvgPool2d>(l.name), in); break;
+        case LayerKind::ChannelMax: model->add(std::make_unique<ChannelMax>(l.name), in); break;
         case LayerKind::AvgPool2d: model->add(std::make_unique<AvgPool2d>(l.name, l.poolGeometry()), in); break;
         case LayerKind::MaxPool2d: model->add(std::make_unique<MaxPool2d>(l.name, l.poolGeometry()), in); break;
         case LayerKind::Dropout: model->add(std::make_unique<Dropout>(l.name, l.dropout), in); break;

@@ -28,7 +28,7 @@ namespace quantscope {
 // "Sigmoid", "Tanh", "SiLU", "Hardsigmoid", "Hardswish", "LeakyReLU", "ELU", "GELU", the joins
 // "Mul" and "Concat", then "PReLU" (tensor: weight (1) or (C), float32 in every model), "GELUTanh",
 // "Hardtanh", "ChannelShuffle", "Slice", "GroupNorm", "Softplus", "Mish", "Pad", "SELU", "CELU"
-// "Softsign" and "LayerNorm2d".
+// "Softsign", "LayerNorm2d" and "ChannelMax".
 const char* storedKindName(LayerKind k);
 class Layer;
 struct StoredLayer;

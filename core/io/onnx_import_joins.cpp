@@ -28,7 +28,30 @@ std::string shapesText(const std::vector<Shape>& shapes)
 
 void Importer::mulActivations(const NodeProto& n)
 {
-    const std::size_t a = act(n, 0), b = act(n, 1);
+    std::size_t a = act(n, 0), b = act(n, 1);
+    // A [1, H, W] spatial gate of [C, H, W] maps (CBAM's spatial attention): copied to the C
+    // channels by a 1x1 Conv 1 -> C of weights 1, then the Mul of two maps of one shape.
+    for (int i = 0; i < 2; ++i) {
+        std::size_t& g = i == 0 ? a : b;
+        const Shape sg = shapeOf(g), sx = shapeOf(i == 0 ? b : a); // copies: addLayer adds a shape
+        if (sg.size() != 3 || sx.size() != 3 || sg[0] != 1 || sx[0] < 2 || sg[1] != sx[1] || sg[2] != sx[2] ||
+            m_views.count(n.input(i)) || m_views.count(n.input(1 - i)))
+            continue;
+        StoredLayer c;
+        c.kind = LayerKind::Conv2d;
+        c.inChannels = 1;
+        c.outChannels = sx[0];
+        c.groups = 1;
+        c.setConvGeometry(ConvGeometry::square(1, 1, 0));
+        c.tensors.push_back(floatTensor("weight", {sx[0], 1, 1, 1}, std::vector<float>(sx[0], 1.0f)));
+        const StoredLayer& made = addLayer(n, std::move(c), sx, {g}, nullptr, ".gate_copies");
+        m_m.importAddedParams += sx[0];
+        m_m.notes.push_back("Mul '" + n.name() + "' multiplies " + shapeString(sx) + " maps by a " + shapeString(sg) +
+                            " spatial gate: the gate is copied to the channels by the 1x1 Conv '" + made.name + "' of weights 1 (" +
+                            std::to_string(sx[0]) + " parameters QuantScope adds, trainable)");
+        g = m_m.layers.size();
+        break;
+    }
     int gate = -1;
     try {
         gate = Mul::gateOf(n.name(), shapeOf(a), shapeOf(b));

@@ -75,7 +75,11 @@ void Importer::reduceMean(const NodeProto& n)
     for (std::int64_t& a : axes)
         if (a < 0) a += 4;
     std::sort(axes.begin(), axes.end());
-    if (axes != std::vector<std::int64_t>{2, 3}) failNode(n, "axes = " + listOf(attrInts(n, "axes")) + "; only the mean over H and W (axes 2, 3) is a layer QuantScope has");
+    if (axes == std::vector<std::int64_t>{1} && view.size() == 3 && shapeOf(x).size() == 3 && view == shapeOf(x))
+        return channelReduction(n, x, false);
+    if (axes != std::vector<std::int64_t>{2, 3})
+        failNode(n, "axes = " + listOf(attrInts(n, "axes")) + "; a mean is read over H and W (axes 2, 3), a global average pooling, "
+                        "or over the channels (axis 1), as CBAM's spatial attention pools");
     if (shapeOf(x).size() == 1 && view[1] == 1 && view[2] == 1) { // flat features viewed as (N, C, 1, 1)
         alias(n, x);
         if (attrInt(n, "keepdims", 1) != 0) setView(n, x, view);
@@ -187,8 +191,11 @@ void Importer::globalMaxPool(const NodeProto& n)
         std::vector<std::int64_t> axes = attrInts(n, "axes");
         for (std::int64_t& a : axes) a = axisOf(a, 4);
         std::sort(axes.begin(), axes.end());
+        if (axes == std::vector<std::int64_t>{1} && !m_views.count(n.input(0)) && shapeOf(x).size() == 3)
+            return channelReduction(n, x, true);
         if (axes != std::vector<std::int64_t>{2, 3})
-            failNode(n, "axes = " + listOf(attrInts(n, "axes")) + "; a maximum is read only over H and W (axes 2, 3), as a global max pooling");
+            failNode(n, "axes = " + listOf(attrInts(n, "axes")) + "; a maximum is read over H and W (axes 2, 3), as a global max "
+                            "pooling, or over the channels (axis 1), as CBAM's spatial attention pools");
         keptDims = attrInt(n, "keepdims", 1) != 0 ? 2 : 0;
     }
     if (m_views.count(n.input(0))) failNode(n, "a global max pooling reads [N, C, H, W]; its input is viewed as " + shapeString(m_views.at(n.input(0))));
@@ -198,6 +205,35 @@ void Importer::globalMaxPool(const NodeProto& n)
     l.kind = LayerKind::MaxPool2d;
     l.setPoolGeometry(globalWindow(shapeOf(x)));
     addGlobalPool(n, std::move(l), x, keptDims);
+}
+
+// The mean or maximum over the channels of [N, C, H, W] maps (torch.mean(x, 1, keepdim=True),
+// torch.max(x, 1)[0], as CBAM's spatial attention pools them): a ChannelMax layer, or for the mean a
+// 1x1 Conv C -> 1 with weights 1 / C, counted as added parameters. Without keepdims the [N, H, W]
+// value is a view of the [1, H, W] maps, which an Unsqueeze of axis 1 gives back.
+void Importer::channelReduction(const NodeProto& n, std::size_t x, bool max)
+{
+    noExtraOutputs(n);
+    const Shape s = shapeOf(x); // a copy: addLayer adds a shape
+    const std::size_t C = s[0];
+    StoredLayer l;
+    if (max) {
+        l.kind = LayerKind::ChannelMax;
+        addLayer(n, std::move(l), {1, s[1], s[2]}, {x});
+    } else {
+        l.kind = LayerKind::Conv2d;
+        l.inChannels = C;
+        l.outChannels = 1;
+        l.groups = 1;
+        l.setConvGeometry(ConvGeometry::square(1, 1, 0));
+        l.tensors.push_back(floatTensor("weight", {1, C, 1, 1}, std::vector<float>(C, static_cast<float>(1.0 / static_cast<double>(C)))));
+        const StoredLayer& made = addLayer(n, std::move(l), {1, s[1], s[2]}, {x});
+        m_m.importAddedParams += C;
+        m_m.notes.push_back("ReduceMean '" + n.name() + "' averages the " + std::to_string(C) + " channels of each pixel: read as the 1x1 Conv '" +
+                            made.name + "' with weights 1/" + std::to_string(C) + " (" + std::to_string(C) +
+                            " parameters QuantScope adds, trainable; PyTorch's mean has none)");
+    }
+    if (attrInt(n, "keepdims", 1) == 0) setView(n, m_m.layers.size(), {s[1], s[2]});
 }
 
 void Importer::addGlobalPool(const NodeProto& n, StoredLayer l, std::size_t x, int keptDims)

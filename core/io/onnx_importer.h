@@ -372,6 +372,7 @@ private:
     void findPoolingSubgraphs(const std::vector<int>& order, const std::set<std::string>& dynamic);
     void readPoolingSubgraph(const NodeProto& root, const Subgraph& s);
     void globalMaxPool(const NodeProto& n);
+    void channelReduction(const NodeProto& n, std::size_t x, bool max); // over axis 1: ChannelMax, or the mean as a 1x1 Conv
     // The GlobalAvgPool2d or MaxPool2d `l` over the whole [C, H, W] map of activation x, made at
     // node n, then shaped as keptDims says (a Flatten for 0, a [C, 1] view for 1).
     void addGlobalPool(const NodeProto& n, StoredLayer l, std::size_t x, int keptDims);

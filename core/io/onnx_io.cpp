@@ -408,6 +408,12 @@ std::vector<std::uint8_t> encodeOnnx(const ExportedModel& source)
             break;
         }
         case LayerKind::GlobalAvgPool2d: b.node("GlobalAveragePool", l.name, {in(0)}, out); break;
+        case LayerKind::ChannelMax: { // torch.amax(x, dim=1, keepdim=True)
+            onnx::NodeProto* r = b.node("ReduceMax", l.name, {in(0)}, out);
+            GraphBuilder::ints(r, "axes", {1});
+            GraphBuilder::intAttr(r, "keepdims", 1);
+            break;
+        }
         // x.view(N, g, C / g, ...).transpose(1, 2).reshape(N, C, ...), as torch.onnx.export writes a
         // channel shuffle (0: the batch, copied), the last node marked as the layer.
         case LayerKind::ChannelShuffle: {

@@ -409,6 +409,12 @@ private:
     }
     void averagePool(const onnx::NodeProto& n) { pool(n, LayerKind::AvgPool2d); }
     void globalAveragePool(const onnx::NodeProto& n) { layer(n, LayerKind::GlobalAvgPool2d); }
+    void reduceMax(const onnx::NodeProto& n) // a ChannelMax
+    {
+        if (attrInts(n, "axes") != std::vector<std::int64_t>{1} || attrInt(n, "keepdims", 1) != 1)
+            failNode(n, "is read only over the channels (axes [1], keepdims 1), a ChannelMax");
+        layer(n, LayerKind::ChannelMax);
+    }
     void flatten(const onnx::NodeProto& n)
     {
         if (attrInt(n, "axis", 1) != 1) failNode(n, "does not flatten from axis 1");
@@ -615,6 +621,7 @@ const std::map<std::string, OnnxReader::Handler>& OnnxReader::handlers()
         {"Add", &OnnxReader::add},
         {"Concat", &OnnxReader::concat},
         {"MaxPool", &OnnxReader::maxPool},
+        {"ReduceMax", &OnnxReader::reduceMax},
         {"AveragePool", &OnnxReader::averagePool},
         {"Pad", &OnnxReader::pad},
         {"GlobalAveragePool", &OnnxReader::globalAveragePool},

@@ -32,7 +32,7 @@ static_assert(static_cast<int>(LayerKind::Conv2d) == 0 && static_cast<int>(Layer
               static_cast<int>(LayerKind::Mish) == 30 && static_cast<int>(LayerKind::Pad) == 31 &&
               static_cast<int>(LayerKind::SELU) == 32 && static_cast<int>(LayerKind::CELU) == 33 &&
               static_cast<int>(LayerKind::Softsign) == 34 &&
-              static_cast<int>(LayerKind::LayerNorm2d) == 35);
+              static_cast<int>(LayerKind::LayerNorm2d) == 35 && static_cast<int>(LayerKind::ChannelMax) == 36);
 
 namespace {
 
@@ -327,7 +327,7 @@ StoredTensor getTensor(Reader& r, std::uint16_t version)
 // per channel, or none without affine parameters), Softplus (29: none), Mish (30: none) and Pad
 // (31: u8 mode (0 zeros, 1 reflect, 2 replicate), u32 pads top, left, bottom, right), SELU (32:
 // none), CELU (33: f32 alpha, finite and not 0) and Softsign (34: none), and LayerNorm2d (35: u32
-// channels, f32 eps; tensors as GroupNorm's).
+// channels, f32 eps; tensors as GroupNorm's) and ChannelMax (36: none).
 StoredLayer getLayer(Reader& r, std::uint16_t version, std::size_t index)
 {
     StoredLayer l;

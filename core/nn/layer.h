@@ -48,9 +48,11 @@ enum class LayerKind {
     // SELU, CELU (alpha) and Softsign (nn/pointwise.h)
     SELU, CELU, Softsign,
     // LayerNorm over the channels of each pixel (nn/layernorm2d.h: ConvNeXt's channels-first LayerNorm)
-    LayerNorm2d
+    LayerNorm2d,
+    // the largest of each pixel's channels (nn/channel_max.h: CBAM's spatial pooling)
+    ChannelMax
 };
-constexpr int kLastLayerKind = static_cast<int>(LayerKind::LayerNorm2d);
+constexpr int kLastLayerKind = static_cast<int>(LayerKind::ChannelMax);
 
 const char* layerKindName(LayerKind k);
 

@@ -64,6 +64,7 @@ const char* layerKindName(LayerKind k)
     case LayerKind::Slice: return "Slice";
     case LayerKind::GroupNorm: return "GroupNorm";
     case LayerKind::LayerNorm2d: return "LayerNorm2d";
+    case LayerKind::ChannelMax: return "ChannelMax";
     }
     return "?";
 }

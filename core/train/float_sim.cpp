@@ -29,6 +29,7 @@ bool keepsGrid(const Layer& l, bool backward)
     switch (l.kind()) {
     case LayerKind::ReLU:
     case LayerKind::ReLU6:
+    case LayerKind::ChannelMax: // one input value per output, its gradient routed to one input
     case LayerKind::Flatten: return true;
     case LayerKind::MaxPool2d: { // overlapping windows add gradients; disjoint ones only route them
         const auto& pool = static_cast<const MaxPool2d&>(l);

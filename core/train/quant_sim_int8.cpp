@@ -57,10 +57,11 @@ void QuantSim::collectIntegerReaders(std::size_t activation, std::vector<Conv2d*
         Layer& l = m_model.layer(j);
         switch (l.kind()) {
         case LayerKind::Conv2d: out.push_back(static_cast<Conv2d*>(&l)); break;
-        // Values on the grid stay on it: max(x, 0) and the max of a window are grid values (0 is
+        // Values on the grid stay on it: max(x, 0) and the max of a window (or of a pixel's channels) are grid values (0 is
         // one: the zero point is an integer), Flatten, ChannelShuffle, Slice and Pad move values only (Pad's zeros are grid values too).
         case LayerKind::ReLU:
         case LayerKind::MaxPool2d:
+        case LayerKind::ChannelMax:
         case LayerKind::Flatten:
         case LayerKind::ChannelShuffle:
         case LayerKind::Slice:

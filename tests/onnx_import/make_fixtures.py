@@ -29,6 +29,7 @@ from fixture_modules_channels import ShuffleTiny  # next to this script
 from fixture_modules_input import BytesInput  # next to this script
 from fixture_modules_pool import AvgPoolGeometry, MaxOverMap, MaxPoolGeometry  # next to this script
 from fixture_modules_norms import ConvNeXtTV, ConvNeXtCF  # next to this script
+from fixture_modules_attention import CBAMNet  # next to this script
 from fixture_modules_joins import ActNet, SigmoidTimesX, GeluHalfFirst, PReluNet, GeluTanhByHand, Clamp, HardByHand, SEConv, SELinearView, SELinearFlat, GateMul, DenseBlock, Inception, act_net  # next to this script
 
 OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
@@ -1076,6 +1077,9 @@ CASES = [
     ("convnext_tv_op17_fold", ConvNeXtTV, (3, 16, 16), 17, True, False),
     ("convnext_cf_op13_nofold", ConvNeXtCF, (3, 16, 16), 13, False, False),
     ("convnext_cf_op17_fold_dyn", ConvNeXtCF, (3, 16, 16), 17, True, True),
+    ("cbam_op13_fold_dyn", CBAMNet, (3, 10, 10), 13, True, True),
+    ("cbam_op11_nofold", CBAMNet, (3, 10, 10), 11, False, False),
+    ("cbam_op17_fold", CBAMNet, (3, 10, 10), 17, True, False),
 ]
 
 HW_SECOND = (12, 10)
