@@ -310,6 +310,15 @@ ExportedModel Importer::run()
                 failNode(n, "output " + std::to_string(o) + " ('" + n.output(o) + "') is used, but only the first output is read");
     }
 
+    if (!m_channelsLastLinears.empty()) {
+        std::string names;
+        for (std::size_t i = 0; i < m_channelsLastLinears.size(); ++i)
+            names += (i ? ", '" : "'") + m_channelsLastLinears[i] + "'";
+        m_m.notes.push_back(std::to_string(m_channelsLastLinears.size()) + " nn.Linear layer" + (m_channelsLastLinears.size() > 1 ? "s" : "") +
+                            " on each pixel's channels of maps permuted to channels-last (a ConvNeXt block's MLP) " +
+                            (m_channelsLastLinears.size() > 1 ? "are" : "is") + " read as 1x1 Convs on the channels-first maps, "
+                            "their biases and layer scales folded in: " + names);
+    }
     const auto outIt = m_values.find(m_outputName);
     if (outIt == m_values.end()) fail("the graph output '" + m_outputName + "' is not made by its node");
     const Value& out = outIt->second;

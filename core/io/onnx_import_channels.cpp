@@ -397,9 +397,7 @@ void Importer::matMulChannelsLast(const NodeProto& n, std::size_t x)
     l.groups = 1;
     l.setConvGeometry(ConvGeometry::square(1, 1, 0));
     l.tensors.push_back(floatTensor("weight", {out, in, 1, 1}, std::move(w)));
-    const StoredLayer& made = addLayer(n, std::move(l), {out, s[1], s[2]}, {x}, &bt);
-    m_m.notes.push_back(n.op_type() + " '" + made.name + "' is nn.Linear(" + std::to_string(in) + ", " + std::to_string(out) +
-                        ") on each pixel's channels of maps permuted to channels-last: read as a 1x1 Conv on the channels-first maps");
+    m_channelsLastLinears.push_back(addLayer(n, std::move(l), {out, s[1], s[2]}, {x}, &bt).name);
 }
 
 void Importer::permuteChannelsLastColumns(const NodeProto& n, std::vector<float>& w, std::size_t out)

@@ -279,8 +279,9 @@ void Importer::foldConstant(const NodeProto& n, int ai, const ConstTensor& c, Fo
             if (l->tensors.size() > 1) l->tensors[1].values[o] *= f;
         }
     }
-    m_m.notes.push_back(std::string(n.op_type()) + " '" + n.name() + "' " + verb + " a constant after '" + l->name +
-                        "': folded into its " + (op == Fold::Add || op == Fold::Sub ? "bias" : "weights and bias"));
+    if (std::find(m_channelsLastLinears.begin(), m_channelsLastLinears.end(), l->name) == m_channelsLastLinears.end()) // else named in their note
+        m_m.notes.push_back(std::string(n.op_type()) + " '" + n.name() + "' " + verb + " a constant after '" + l->name +
+                            "': folded into its " + (op == Fold::Add || op == Fold::Sub ? "bias" : "weights and bias"));
     alias(n, v.act);
 }
 

@@ -232,6 +232,7 @@ private:
     // nn.Linear on each pixel's channels of maps permuted to channels-last (a ConvNeXt block's
     // MLP): a 1x1 Conv (onnx_import_channels.cpp).
     void matMulChannelsLast(const NodeProto& n, std::size_t x);
+    std::vector<std::string> m_channelsLastLinears; // the 1x1 Convs it made, named in one note (run)
     // LayerNorm over the channels of each pixel (a LayerNorm2d): nn.LayerNorm(C) on maps permuted
     // to channels-last, or ConvNeXt's channels_first LayerNorm (axes [1]) on channels-first maps.
     bool perPixelAxes(const std::string& x, const Shape& s, const std::vector<std::int64_t>& axes) const;
