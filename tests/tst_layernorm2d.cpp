@@ -134,6 +134,10 @@ void TestLayerNorm2d::importsConvNeXt()
     for (const StoredLayer& l : m.layers)
         if (l.kind == LayerKind::Conv2d && l.kernel == 1 && l.groups == 1) ++pointwise;
     QCOMPARE(pointwise, std::size_t{4});
+    // one note names them, not one per Linear, bias and layer scale
+    const auto linears = std::count_if(m.notes.begin(), m.notes.end(), [](const std::string& t) { return t.find("nn.Linear") != std::string::npos; });
+    QCOMPARE(linears, 1);
+    QVERIFY2(m.notes.size() <= 2, qPrintable(QString::number(m.notes.size())));
     QCOMPARE(m.numParams() + kLayerScales, kConvNeXtParams);
     QCOMPARE(buildModel(m)->numParams() + kLayerScales, kConvNeXtParams);
 }
