@@ -7,6 +7,10 @@
 #include "nn/add.h"
 #include "nn/avgpool2d.h"
 #include "nn/batchnorm2d.h"
+#include "nn/channel_max.h"
+#include "nn/layernorm2d.h"
+#include "nn/mul.h"
+#include "nn/pointwise.h"
 #include "nn/conv2d.h"
 #include "nn/linear.h"
 #include "nn/maxpool2d.h"
@@ -84,6 +88,26 @@ std::unique_ptr<Model> tinyPools()
     return m;
 }
 
+// A ConvNeXt-style LayerNorm2d (with and without affine parameters) and a CBAM-style spatial gate
+// (ChannelMax, a 1x1 Conv spreading it to the channels, Sigmoid, Mul): kinds 35 and 36.
+std::unique_ptr<Model> tinyNorms()
+{
+    auto m = std::make_unique<Model>("tiny-norms", Shape{1, 6, 6});
+    m->add(std::make_unique<Conv2d>("conv1", 1, 4, 3, 1, 1));
+    m->add(std::make_unique<LayerNorm2d>("ln1", 4));
+    const std::size_t maps = m->add(std::make_unique<ReLU>("relu1"));
+    m->add(std::make_unique<ChannelMax>("cmax"));
+    m->add(std::make_unique<Conv2d>("spread", 1, 4, 1, 1, 0));
+    const std::size_t gate = m->add(std::make_unique<Pointwise>("gate", LayerKind::Sigmoid));
+    m->add(std::make_unique<Mul>("gated"), {maps, gate});
+    m->add(std::make_unique<LayerNorm2d>("ln2", 4, 1e-5f, false));
+    m->add(std::make_unique<Flatten>("flatten"));
+    m->add(std::make_unique<Linear>("fc1", 4 * 36, 10));
+    m->add(std::make_unique<LogSoftmax>("log_softmax"));
+    m->initParams(9);
+    return m;
+}
+
 Dataset data()
 {
     Dataset d;
@@ -126,6 +150,8 @@ int main(int argc, char** argv)
     writeInt8(tinyGraph(), "tiny-graph", "graph-int8.qsm");
     writeQsm((out / "qsm" / "pools-fp32.qsm").string(), exportFloatModel(*tinyPools(), "tiny-pools", d.normalization, d.classNames));
     writeInt8(tinyPools(), "tiny-pools", "pools-int8.qsm");
+    writeQsm((out / "qsm" / "norms-fp32.qsm").string(), exportFloatModel(*tinyNorms(), "tiny-norms", d.normalization, d.classNames));
+    writeInt8(tinyNorms(), "tiny-norms", "norms-int8.qsm");
     int n = 0;
     for (const auto& [fmt, gran] : {std::pair{"int8", "channel"}, {"int4", "group:8"}, {"int2", "tensor"}, {"int8", "layer"}}) {
         for (bool conv : {true, false}) {
