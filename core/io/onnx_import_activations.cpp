@@ -414,7 +414,7 @@ void Importer::readActivationSubgraph(const NodeProto& root, const Subgraph& s)
         if (m_views.count(s.x)) failNode(root, "normalises a view of its input, which QuantScope does not read");
         const Shape sh = shapeOf(x); // a copy: addLayer adds a shape
         const bool perPixel = perPixelAxes(s.x, sh, s.axes); // a LayerNorm2d
-        if (!perPixel) checkLayerNormAxes(root, sh, s.axes, isChannelsLast(s.x));
+        if (!perPixel) checkLayerNormAxes(root, sh, s.axes, isChannelsLast(s.x) && sh.size() == 3); // maps: features keep their reading
         const double eps = scalar(s.constants[0], "added epsilon"), power = scalar(s.constants[1], "exponent");
         if (power != 2.0 || !(eps > 0.0) || !std::isfinite(eps))
             failNode(root, "reads as nn.LayerNorm only as (x - mean) / sqrt(mean((x - mean)^2) + eps) with eps > 0; this subgraph "

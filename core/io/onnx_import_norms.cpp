@@ -173,7 +173,7 @@ void Importer::layerNormalization(const NodeProto& n)
         addLayer(n, std::move(l), s, {x});
         return;
     }
-    checkLayerNormAxes(n, s, axes, isChannelsLast(n.input(0)));
+    checkLayerNormAxes(n, s, axes, isChannelsLast(n.input(0)) && s.size() == 3);
     const std::size_t C = s[0], plane = shapeNumel(s) / C;
     const std::vector<float>& scale = floats(n, constant(n, 1, "Scale"), "Scale");
     const ConstTensor* bt = optConstant(n, 2, "B");
