@@ -101,6 +101,7 @@ private slots:
     void roundTrips_data() { importsConvNeXt_data(); }
     void roundTrips();
     void unaffineRoundTrips();
+    void unaffineImportsWithoutParameters();
     void engineEqualsFakeQuant_data();
     void engineEqualsFakeQuant();
     void onnxruntimeRunsFp32Export();
@@ -190,6 +191,21 @@ void TestLayerNorm2d::unaffineRoundTrips()
     const double d = engine_agreement::maxDiff(outA, outB);
     QVERIFY2(d <= 1e-5 * engine_agreement::maxAbs(outB), qPrintable(QString::number(d)));
     QCOMPARE(predA, predB);
+}
+
+// nn.LayerNorm(elementwise_affine=False) on channels-last maps and on the flattened features: torch
+// 1.13 writes LayerNormalization without Scale and B at opset 17 (which ONNX's checker refuses, after
+// writing the file), and the subgraph with no Mul and Add below 17. Both read as norms without
+// parameters: PyTorch's count (conv 3*6*9 + 6, fc 96*10 + 10).
+void TestLayerNorm2d::unaffineImportsWithoutParameters()
+{
+    for (const char* name : {"lnnoaffine_op17_fold", "lnnoaffine_op13_fold"}) {
+        const ExportedModel m = importFixture(name);
+        QCOMPARE(normsOf(m).channels, std::vector<std::size_t>({6}));
+        QVERIFY(normsOf(m).tensors.empty());
+        QCOMPARE(countOf(m, LayerKind::GroupNorm), std::size_t{1});
+        QCOMPARE(m.numParams(), std::size_t{168 + 970});
+    }
 }
 
 // PTQ int8 (uint8 and int8 activations) of a LayerNorm2d model: each norm keeps its float32 weight

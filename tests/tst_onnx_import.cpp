@@ -94,6 +94,8 @@ static const std::vector<const char*>& pytorchFixtures()
                           "convnext_tv_op13_fold_dyn", "convnext_tv_op17_fold", "convnext_cf_op13_nofold", "convnext_cf_op17_fold_dyn",
                           // CBAM: channel gates, and spatial gates pooled over the channels (mean and max, keepdim or unsqueezed)
                           "cbam_op13_fold_dyn", "cbam_op11_nofold", "cbam_op17_fold",
+                          // nn.LayerNorm(elementwise_affine=False): at opset 17 a LayerNormalization without Scale and B
+                          "lnnoaffine_op17_fold", "lnnoaffine_op13_fold",
                           "pad_op13_fold_dyn", "pad_op11_nofold", "pad_op17_fold"};
     return names;
 }

@@ -155,6 +155,20 @@ void Importer::layerNormalization(const NodeProto& n)
     for (std::int64_t d = axis < 0 ? axis + rank : axis; d >= 0 && d < rank; ++d) axes.push_back(d);
     const float eps = attrFloat(n, "epsilon", 1e-5f);
     if (!(eps > 0.0f) || !std::isfinite(eps)) failNode(n, "epsilon is not a positive finite number", false);
+    // torch 1.13 writes nn.LayerNorm(elementwise_affine=False) at opset 17 with no Scale and no B
+    // (invalid ONNX, Scale is required; the file is written before its checker fails): the
+    // normalisation alone, no affine parameters, as PyTorch counts them.
+    const bool plain = !has(n, 1) && !has(n, 2);
+    if (plain) {
+        StoredLayer l;
+        l.kind = perPixelAxes(n.input(0), s, axes) ? LayerKind::LayerNorm2d : LayerKind::GroupNorm;
+        if (l.kind == LayerKind::GroupNorm) checkLayerNormAxes(n, s, axes, isChannelsLast(n.input(0)) && s.size() == 3);
+        l.groups = l.kind == LayerKind::GroupNorm ? 1 : 0;
+        l.outChannels = s[0];
+        l.eps = eps;
+        addLayer(n, std::move(l), s, {x});
+        return;
+    }
     if (perPixelAxes(n.input(0), s, axes)) { // nn.LayerNorm(C) on channels-last maps: a LayerNorm2d
         const std::size_t C = s[0];
         const std::vector<float>& scale = floats(n, constant(n, 1, "Scale"), "Scale");

@@ -118,3 +118,23 @@ class ConvNeXtCF(nn.Module):
     def forward(self, x):
         x = self.stage2(self.down(self.stage1(self.stem(x))))
         return self.head(self.norm(x.mean([-2, -1])))
+
+
+class LayerNormNoAffine(nn.Module):
+    """nn.LayerNorm(C, elementwise_affine=False) on channels-last maps and nn.LayerNorm(F,
+    elementwise_affine=False) on the flattened features. torch 1.13 writes both at opset 17 as
+    LayerNormalization without Scale and B, which ONNX's checker refuses after the file is written
+    (check_fails)."""
+
+    check_fails = True
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.ln = nn.LayerNorm(6, elementwise_affine=False)
+        self.head_norm = nn.LayerNorm(6 * 4 * 4, elementwise_affine=False)
+        self.fc = nn.Linear(6 * 4 * 4, 10)
+
+    def forward(self, x):
+        x = self.ln(self.conv(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self.fc(self.head_norm(F.gelu(x).flatten(1)))
