@@ -390,14 +390,7 @@ void Importer::matMulChannelsLast(const NodeProto& n, std::size_t x)
     std::vector<float> w(in * out);
     for (std::size_t o = 0; o < out; ++o)
         for (std::size_t i = 0; i < in; ++i) w[o * in + i] = bv[i * out + o];
-    StoredLayer l;
-    l.kind = LayerKind::Conv2d;
-    l.inChannels = in;
-    l.outChannels = out;
-    l.groups = 1;
-    l.setConvGeometry(ConvGeometry::square(1, 1, 0));
-    l.tensors.push_back(floatTensor("weight", {out, in, 1, 1}, std::move(w)));
-    m_channelsLastLinears.push_back(addLayer(n, std::move(l), {out, s[1], s[2]}, {x}, &bt).name);
+    m_channelsLastLinears.push_back(addLayer(n, pointwiseConv(in, out, std::move(w)), {out, s[1], s[2]}, {x}, &bt).name);
 }
 
 void Importer::permuteChannelsLastColumns(const NodeProto& n, std::vector<float>& w, std::size_t out)
@@ -457,14 +450,7 @@ void Importer::padChannels(const NodeProto& n, std::size_t x, std::size_t before
                             std::to_string(C) + " -> " + std::to_string(out) + " with identity weights" + why);
         return alias(n, x);
     }
-    StoredLayer l;
-    l.kind = LayerKind::Conv2d;
-    l.inChannels = C;
-    l.outChannels = out;
-    l.groups = 1;
-    l.setConvGeometry(ConvGeometry::square(1, 1, 0));
-    l.tensors.push_back(floatTensor("weight", {out, C, 1, 1}, identity(1, 1, 0, 0)));
-    const StoredLayer& made = addLayer(n, std::move(l), {out, s[1], s[2]}, {x});
+    const StoredLayer& made = addLayer(n, pointwiseConv(C, out, identity(1, 1, 0, 0)), {out, s[1], s[2]}, {x});
     m_m.importAddedParams += out * C;
     m_m.notes.push_back("Pad '" + n.name() + "' " + what + "the 1x1 Conv '" + made.name + "' " + std::to_string(C) + " -> " +
                         std::to_string(out) + " with identity weights" + why);

@@ -137,6 +137,20 @@ void Importer::convOnFlatView(const NodeProto& n, std::size_t x, const Shape& vi
     setView(n, m_m.layers.size(), {cout, 1, 1});
 }
 
+// The 1x1 Conv in -> out of weight w ([out, in, 1, 1], out-major), no bias: a Linear on each
+// pixel's channels, a mean over them, copies of a gate, an identity on padded channels.
+StoredLayer Importer::pointwiseConv(std::size_t in, std::size_t out, std::vector<float> w) const
+{
+    StoredLayer l;
+    l.kind = LayerKind::Conv2d;
+    l.inChannels = in;
+    l.outChannels = out;
+    l.groups = 1;
+    l.setConvGeometry(ConvGeometry::square(1, 1, 0));
+    l.tensors.push_back(floatTensor("weight", {out, in, 1, 1}, std::move(w)));
+    return l;
+}
+
 // The depthwise 1x1 Conv y = w x + b (groups = C = w.size(), weight [C, 1, 1, 1], bias [C] if
 // given): the layer of a per-channel scale or shift on maps.
 StoredLayer Importer::depthwiseScale(std::vector<float> w, std::vector<float>* b) const

@@ -37,14 +37,7 @@ void Importer::mulActivations(const NodeProto& n)
         if (sg.size() != 3 || sx.size() != 3 || sg[0] != 1 || sx[0] < 2 || sg[1] != sx[1] || sg[2] != sx[2] ||
             m_views.count(n.input(i)) || m_views.count(n.input(1 - i)))
             continue;
-        StoredLayer c;
-        c.kind = LayerKind::Conv2d;
-        c.inChannels = 1;
-        c.outChannels = sx[0];
-        c.groups = 1;
-        c.setConvGeometry(ConvGeometry::square(1, 1, 0));
-        c.tensors.push_back(floatTensor("weight", {sx[0], 1, 1, 1}, std::vector<float>(sx[0], 1.0f)));
-        const StoredLayer& made = addLayer(n, std::move(c), sx, {g}, nullptr, ".gate_copies");
+        const StoredLayer& made = addLayer(n, pointwiseConv(1, sx[0], std::vector<float>(sx[0], 1.0f)), sx, {g}, nullptr, ".gate_copies");
         m_m.importAddedParams += sx[0];
         m_m.notes.push_back("Mul '" + n.name() + "' multiplies " + shapeString(sx) + " maps by a " + shapeString(sg) +
                             " spatial gate: the gate is copied to the channels by the 1x1 Conv '" + made.name + "' of weights 1 (" +

@@ -221,13 +221,8 @@ void Importer::channelReduction(const NodeProto& n, std::size_t x, bool max)
         l.kind = LayerKind::ChannelMax;
         addLayer(n, std::move(l), {1, s[1], s[2]}, {x});
     } else {
-        l.kind = LayerKind::Conv2d;
-        l.inChannels = C;
-        l.outChannels = 1;
-        l.groups = 1;
-        l.setConvGeometry(ConvGeometry::square(1, 1, 0));
-        l.tensors.push_back(floatTensor("weight", {1, C, 1, 1}, std::vector<float>(C, static_cast<float>(1.0 / static_cast<double>(C)))));
-        const StoredLayer& made = addLayer(n, std::move(l), {1, s[1], s[2]}, {x});
+        const StoredLayer& made =
+            addLayer(n, pointwiseConv(C, 1, std::vector<float>(C, static_cast<float>(1.0 / static_cast<double>(C)))), {1, s[1], s[2]}, {x});
         m_m.importAddedParams += C;
         m_m.notes.push_back("ReduceMean '" + n.name() + "' averages the " + std::to_string(C) + " channels of each pixel: read as the 1x1 Conv '" +
                             made.name + "' with weights 1/" + std::to_string(C) + " (" + std::to_string(C) +

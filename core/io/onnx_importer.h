@@ -260,6 +260,7 @@ private:
     void sub(const NodeProto& n);
     void differenceOfActivations(const NodeProto& n);
     StoredLayer depthwiseScale(std::vector<float> w, std::vector<float>* b) const;
+    StoredLayer pointwiseConv(std::size_t in, std::size_t out, std::vector<float> w) const; // 1x1, groups 1, no bias
     // x[:, :, ::sh, ::sw] and zeros padded to the channels (onnx_import_channels.cpp)
     void subsample(const NodeProto& n, std::size_t x, std::array<std::size_t, 4> at); // bh, sh, bw, sw
     static constexpr std::size_t kMaxSliceOffset = 15; // x[:, :, b::s]: a kernel of b + 1 taps

@@ -49,6 +49,19 @@ public:
         n->add_output(out);
         return n;
     }
+    // A GroupNorm's or LayerNorm2d's weight and bias (l.tensors) on the normalised value x, as torch
+    // writes them: Mul then Add of (C, 1, 1) on maps (input shape s of rank 3), (C) on features; the
+    // Add is named after the layer, marked `mark`, and makes `out`.
+    void normAffine(const StoredLayer& l, const Shape& s, const std::string& x, const std::string& out, const std::string& mark)
+    {
+        const std::string p = l.name + ".";
+        const auto C = static_cast<std::int64_t>(l.outChannels);
+        const std::vector<std::int64_t> dims = s.size() == 3 ? std::vector<std::int64_t>{C, 1, 1} : std::vector<std::int64_t>{C};
+        floats(p + "weight", dims, l.tensors.at(0).values);
+        floats(p + "bias", dims, l.tensors.at(1).values);
+        node("Mul", p + "scale", {x, p + "weight"}, p + "w")->set_doc_string(kOnnxPart);
+        node("Add", l.name, {p + "w", p + "bias"}, out)->set_doc_string(mark);
+    }
     // Declares value `name` as float32 of shape [N, dims...] (the graph's value_info).
     void valueShape(const std::string& name, const Shape& dims)
     {
@@ -456,12 +469,7 @@ std::vector<std::uint8_t> encodeOnnx(const ExportedModel& source)
                 break;
             }
             b.node("Reshape", p + "ungroup", {p + "n", p + "shape"}, p + "u")->set_doc_string(kOnnxPart);
-            const auto C = static_cast<std::int64_t>(l.outChannels);
-            const std::vector<std::int64_t> dims = s.size() == 3 ? std::vector<std::int64_t>{C, 1, 1} : std::vector<std::int64_t>{C};
-            b.floats(p + "weight", dims, l.tensors.at(0).values);
-            b.floats(p + "bias", dims, l.tensors.at(1).values);
-            b.node("Mul", p + "scale", {p + "u", p + "weight"}, p + "w")->set_doc_string(kOnnxPart);
-            b.node("Add", l.name, {p + "w", p + "bias"}, out)->set_doc_string(mark);
+            b.normAffine(l, s, p + "u", out, mark);
             break;
         }
         case LayerKind::LayerNorm2d: {
@@ -493,12 +501,7 @@ std::vector<std::uint8_t> encodeOnnx(const ExportedModel& source)
                 break;
             }
             b.node("Div", p + "normalize", {p + "d", p + "sd"}, p + "n")->set_doc_string(kOnnxPart);
-            const auto C = static_cast<std::int64_t>(l.outChannels);
-            const std::vector<std::int64_t> dims = s.size() == 3 ? std::vector<std::int64_t>{C, 1, 1} : std::vector<std::int64_t>{C};
-            b.floats(p + "weight", dims, l.tensors.at(0).values);
-            b.floats(p + "bias", dims, l.tensors.at(1).values);
-            b.node("Mul", p + "scale", {p + "n", p + "weight"}, p + "w")->set_doc_string(kOnnxPart);
-            b.node("Add", l.name, {p + "w", p + "bias"}, out)->set_doc_string(mark);
+            b.normAffine(l, s, p + "n", out, mark);
             break;
         }
         case LayerKind::Pad: { // F.pad: pads [0, 0, top, left, 0, 0, bottom, right], mode constant (zeros), reflect or edge

@@ -38,41 +38,16 @@ namespace quantscope {
 }
 
 GroupNorm::GroupNorm(std::string name, std::size_t groups, std::size_t channels, float eps, bool affine)
-    : Layer(std::move(name)), m_groups(groups), m_channels(channels), m_eps(eps), m_affine(affine)
+    : Layer(std::move(name)), m_groups(groups), m_channels(channels), m_eps(eps), m_params(this->name(), "GroupNorm", channels, affine)
 {
     if (groups == 0 || channels == 0 || channels % groups != 0)
         throw ConfigError(this->name() + ": GroupNorm of " + std::to_string(channels) + " channels in " +
                           std::to_string(groups) + " groups (the group count must divide the channel count)");
     if (!(eps > 0.0f) || !std::isfinite(eps))
         throw ConfigError(this->name() + ": GroupNorm eps must be a positive finite number");
-    checkWeightCount(this->name(), "GroupNorm " + std::to_string(channels), {channels});
-    m_gamma.name = "weight";
-    m_beta.name = "bias";
-    if (affine) {
-        m_gamma.value = Tensor({channels}, 1.0f);
-        m_gamma.grad = Tensor({channels});
-        m_beta.value = Tensor({channels}, 0.0f);
-        m_beta.grad = Tensor({channels});
-    }
 }
 
-std::vector<Param*> GroupNorm::params()
-{
-    if (!m_affine) return {};
-    return {&m_gamma, &m_beta};
-}
-
-Param& GroupNorm::weight()
-{
-    if (!m_affine) throw ConfigError(name() + ": GroupNorm without affine parameters has no weight");
-    return m_gamma;
-}
-
-Param& GroupNorm::bias()
-{
-    if (!m_affine) throw ConfigError(name() + ": GroupNorm without affine parameters has no bias");
-    return m_beta;
-}
+std::vector<Param*> GroupNorm::params() { return m_params.params(); }
 
 Shape GroupNorm::outputShape(const Shape& in) const
 {
@@ -92,8 +67,8 @@ void GroupNorm::forward(const Tensor& x, Tensor& y, const RunContext& /*ctx*/)
     m_mean.resize(N * G);
     m_rstd.resize(N * G);
     m_statsImages = N;
-    const float* gamma = m_affine ? m_gamma.forwardValue().data() : nullptr;
-    const float* beta = m_affine ? m_beta.forwardValue().data() : nullptr;
+    const float* gamma = m_params.weightData();
+    const float* beta = m_params.biasData();
     const float* in = x.data();
     float* out = y.data();
     float *mean = m_mean.data(), *rstd = m_rstd.data();
@@ -118,7 +93,7 @@ void GroupNorm::backward(const Tensor& x, const Tensor& y, const Tensor& dy, Ten
             groupNormImage(x.data() + n * C * plane, C, plane, G, m_eps, nullptr, nullptr, scratch.data(), &m_mean[n * G], &m_rstd[n * G]);
         m_statsImages = N;
     }
-    const float* gamma = m_affine ? m_gamma.forwardValue().data() : nullptr;
+    const float* gamma = m_params.weightData();
     const float *xv = x.data(), *g = dy.data(), *mean = m_mean.data(), *rstd = m_rstd.data();
     if (needInputGrad) dx.resize(x.shape());
     float* out = needInputGrad ? dx.data() : nullptr;
@@ -162,10 +137,11 @@ void GroupNorm::backward(const Tensor& x, const Tensor& y, const Tensor& dy, Ten
             }
         }
     });
-    if (!m_affine) return;
+    if (!m_params.affine()) return;
+    Param &weight = m_params.weight(), &bias = m_params.bias();
     // dgamma[c] = sum_n rstd (sum dy x - mean sum dy), dbeta[c] = sum_n sum dy: images in order
-    m_gamma.grad.resize({C});
-    m_beta.grad.resize({C});
+    weight.grad.resize({C});
+    bias.grad.resize({C});
     for (std::size_t c = 0; c < C; ++c) {
         double dg = 0.0, db = 0.0;
         for (std::size_t n = 0; n < N; ++n) {
@@ -173,8 +149,8 @@ void GroupNorm::backward(const Tensor& x, const Tensor& y, const Tensor& dy, Ten
             dg += static_cast<double>(rstd[s]) * (sdy[n * C + c] * -static_cast<double>(mean[s]) + sdyx[n * C + c]);
             db += sdy[n * C + c];
         }
-        m_gamma.grad[c] = static_cast<float>(dg);
-        m_beta.grad[c] = static_cast<float>(db);
+        weight.grad[c] = static_cast<float>(dg);
+        bias.grad[c] = static_cast<float>(db);
     }
 }
 
@@ -182,7 +158,7 @@ std::string GroupNorm::describe() const
 {
     char buf[96];
     std::snprintf(buf, sizeof buf, "%zu groups of %zu channels, eps %g%s", m_groups, m_channels / m_groups,
-                  static_cast<double>(m_eps), m_affine ? "" : ", no affine");
+                  static_cast<double>(m_eps), m_params.affine() ? "" : ", no affine");
     return buf;
 }
 

@@ -8,6 +8,7 @@
 #pragma once
 
 #include "nn/layer.h"
+#include "nn/norm_affine.h"
 
 #include <vector>
 
@@ -49,18 +50,17 @@ public:
     std::size_t groups() const { return m_groups; }
     std::size_t channels() const { return m_channels; }
     float eps() const { return m_eps; }
-    bool affine() const { return m_affine; }
+    bool affine() const { return m_params.affine(); }
     // gamma and beta (affine only: ConfigError otherwise)
-    Param& weight();
-    Param& bias();
+    Param& weight() { return m_params.weight(); }
+    Param& bias() { return m_params.bias(); }
     const Param& weight() const { return const_cast<GroupNorm*>(this)->weight(); }
     const Param& bias() const { return const_cast<GroupNorm*>(this)->bias(); }
 
 private:
     std::size_t m_groups, m_channels;
     float m_eps;
-    bool m_affine;
-    Param m_gamma, m_beta;
+    NormAffine m_params;
     std::vector<float> m_mean, m_rstd; // (N, G) of the last forward, for backward
     std::size_t m_statsImages = 0;
 };

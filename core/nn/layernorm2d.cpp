@@ -42,38 +42,13 @@ namespace quantscope {
 }
 
 LayerNorm2d::LayerNorm2d(std::string name, std::size_t channels, float eps, bool affine)
-    : Layer(std::move(name)), m_channels(channels), m_eps(eps), m_affine(affine)
+    : Layer(std::move(name)), m_channels(channels), m_eps(eps), m_params(this->name(), "LayerNorm2d", channels, affine)
 {
     if (channels == 0) throw ConfigError(this->name() + ": LayerNorm2d of 0 channels");
     if (!(eps > 0.0f) || !std::isfinite(eps)) throw ConfigError(this->name() + ": LayerNorm2d eps must be a positive finite number");
-    checkWeightCount(this->name(), "LayerNorm2d " + std::to_string(channels), {channels});
-    m_gamma.name = "weight";
-    m_beta.name = "bias";
-    if (affine) {
-        m_gamma.value = Tensor({channels}, 1.0f);
-        m_gamma.grad = Tensor({channels});
-        m_beta.value = Tensor({channels}, 0.0f);
-        m_beta.grad = Tensor({channels});
-    }
 }
 
-std::vector<Param*> LayerNorm2d::params()
-{
-    if (!m_affine) return {};
-    return {&m_gamma, &m_beta};
-}
-
-Param& LayerNorm2d::weight()
-{
-    if (!m_affine) throw ConfigError(name() + ": LayerNorm2d without affine parameters has no weight");
-    return m_gamma;
-}
-
-Param& LayerNorm2d::bias()
-{
-    if (!m_affine) throw ConfigError(name() + ": LayerNorm2d without affine parameters has no bias");
-    return m_beta;
-}
+std::vector<Param*> LayerNorm2d::params() { return m_params.params(); }
 
 Shape LayerNorm2d::outputShape(const Shape& in) const
 {
@@ -93,8 +68,8 @@ void LayerNorm2d::forward(const Tensor& x, Tensor& y, const RunContext& /*ctx*/)
     m_mean.resize(N * plane);
     m_rstd.resize(N * plane);
     m_statsImages = N;
-    const float* gamma = m_affine ? m_gamma.forwardValue().data() : nullptr;
-    const float* beta = m_affine ? m_beta.forwardValue().data() : nullptr;
+    const float* gamma = m_params.weightData();
+    const float* beta = m_params.biasData();
     const float* in = x.data();
     float* out = y.data();
     float *mean = m_mean.data(), *rstd = m_rstd.data();
@@ -119,7 +94,7 @@ void LayerNorm2d::backward(const Tensor& x, const Tensor& y, const Tensor& dy, T
                              &m_rstd[n * plane]);
         m_statsImages = N;
     }
-    const float* gamma = m_affine ? m_gamma.forwardValue().data() : nullptr;
+    const float* gamma = m_params.weightData();
     const float *xv = x.data(), *g = dy.data(), *meanv = m_mean.data(), *rstdv = m_rstd.data();
     if (needInputGrad) dx.resize(x.shape());
     float* out = needInputGrad ? dx.data() : nullptr;
@@ -161,17 +136,18 @@ void LayerNorm2d::backward(const Tensor& x, const Tensor& y, const Tensor& dy, T
             }
         }
     });
-    if (!m_affine) return;
-    m_gamma.grad.resize({C});
-    m_beta.grad.resize({C});
+    if (!m_params.affine()) return;
+    Param &weight = m_params.weight(), &bias = m_params.bias();
+    weight.grad.resize({C});
+    bias.grad.resize({C});
     for (std::size_t c = 0; c < C; ++c) {
         double dg = 0.0, db = 0.0;
         for (std::size_t n = 0; n < N; ++n) {
             dg += sdyx[n * C + c];
             db += sdy[n * C + c];
         }
-        m_gamma.grad[c] = static_cast<float>(dg);
-        m_beta.grad[c] = static_cast<float>(db);
+        weight.grad[c] = static_cast<float>(dg);
+        bias.grad[c] = static_cast<float>(db);
     }
 }
 
@@ -179,7 +155,7 @@ std::string LayerNorm2d::describe() const
 {
     char buf[96];
     std::snprintf(buf, sizeof buf, "over the %zu channels of each pixel, eps %g%s", m_channels, static_cast<double>(m_eps),
-                  m_affine ? "" : ", no affine");
+                  m_params.affine() ? "" : ", no affine");
     return buf;
 }
 
