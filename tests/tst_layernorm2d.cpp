@@ -102,6 +102,7 @@ private slots:
     void roundTrips();
     void unaffineRoundTrips();
     void unaffineImportsWithoutParameters();
+    void rsqrtFormIsOneNorm();
     void engineEqualsFakeQuant_data();
     void engineEqualsFakeQuant();
     void onnxruntimeRunsFp32Export();
@@ -205,6 +206,18 @@ void TestLayerNorm2d::unaffineImportsWithoutParameters()
         QVERIFY(normsOf(m).tensors.empty());
         QCOMPARE(countOf(m, LayerKind::GroupNorm), std::size_t{1});
         QCOMPARE(m.numParams(), std::size_t{168 + 970});
+    }
+}
+
+// The channels_first LayerNorm written with torch.rsqrt (1 / Sqrt, then a Mul) and d * d for the
+// square is one LayerNorm2d with the module's weight and bias, PyTorch's parameter count.
+void TestLayerNorm2d::rsqrtFormIsOneNorm()
+{
+    for (const char* name : {"lnrsqrt_op13_fold_dyn", "lnrsqrt_op11_nofold"}) {
+        const ExportedModel m = importFixture(name);
+        QCOMPARE(normsOf(m).channels, std::vector<std::size_t>({6}));
+        QCOMPARE(normsOf(m).tensors.size(), std::size_t{2});
+        QCOMPARE(m.numParams(), std::size_t{168 + 12 + 1510});
     }
 }
 

@@ -354,9 +354,10 @@ void Importer::findActivationSubgraphs(const std::vector<int>& order, const std:
 }
 
 // nn.LayerNorm as torch.onnx.export writes it below opset 17 (and layer norms written by hand
-// alike): m = ReduceMean(x), d = Sub(x, m), Pow(d, 2) -> ReduceMean -> Add(eps) -> Sqrt, then
-// Div(d, that), both means over the same axes, kept; d read by the Pow and the Div only, every
-// other inner value read once. Its weight and bias (a Mul and an Add after it) fold into the
+// alike): m = ReduceMean(x), d = Sub(x, m), Pow(d, 2) (or Mul(d, d)) -> ReduceMean -> Add(eps) ->
+// Sqrt, then Div(d, that), or Mul(d, Div(1, that)) (torch.rsqrt written as 1 / sqrt), both means
+// over the same axes, kept; d read by the square and the normalisation only, every other inner
+// value read once. Its weight and bias (a Mul and an Add after it) fold into the
 // GroupNorm it becomes (foldIntoGroupNorm); readActivationSubgraph checks the axes and constants.
 std::optional<Importer::Subgraph> Importer::layerNormAt(int k, const GraphReaders& gr, const std::set<std::string>& dynamic)
 {
@@ -372,13 +373,22 @@ std::optional<Importer::Subgraph> Importer::layerNormAt(int k, const GraphReader
         return std::nullopt;
     const std::string& d = g.node(sub).output(0);
     const auto rd = gr.readers.find(d);
-    if (rd == gr.readers.end() || rd->second.size() != 2 || m_uses[d] != 2) return std::nullopt;
+    if (rd == gr.readers.end()) return std::nullopt;
+    std::vector<int> readers = rd->second; // a node reading d twice (Mul(d, d)) is listed once or twice
+    std::sort(readers.begin(), readers.end());
+    readers.erase(std::unique(readers.begin(), readers.end()), readers.end());
+    if (readers.size() != 2) return std::nullopt;
     int pow = -1, div = -1;
-    for (int r : rd->second) {
-        if (op(r) == "Pow" && g.node(r).input(0) == d) pow = r;
-        if (op(r) == "Div" && g.node(r).input_size() == 2 && g.node(r).input(0) == d) div = r;
+    bool squareByMul = false;
+    for (int r : readers) {
+        const NodeProto& rn = g.node(r);
+        if (op(r) == "Pow" && rn.input(0) == d) pow = r;
+        else if (op(r) == "Mul" && rn.input_size() == 2 && rn.input(0) == d && rn.input(1) == d) pow = r, squareByMul = true;
+        else if ((op(r) == "Div" || op(r) == "Mul") && rn.input_size() == 2 && (rn.input(0) == d || (op(r) == "Mul" && rn.input(1) == d))) div = r;
     }
-    if (pow < 0 || div < 0 || g.node(pow).input_size() != 2 || dynamic.count(g.node(pow).input(1))) return std::nullopt;
+    if (pow < 0 || div < 0 || m_uses[d] != (squareByMul ? 3 : 2) || g.node(pow).input_size() != 2 ||
+        (!squareByMul && dynamic.count(g.node(pow).input(1))))
+        return std::nullopt;
     const int var = sole(g.node(pow).output(0));
     if (var < 0 || op(var) != "ReduceMean" || attrInts(g.node(var), "axes") != axes || attrInt(g.node(var), "keepdims", 1) == 0)
         return std::nullopt;
@@ -388,9 +398,24 @@ std::optional<Importer::Subgraph> Importer::layerNormAt(int k, const GraphReader
     const std::string eps = a.input(0) == g.node(var).output(0) ? a.input(1) : a.input(0);
     if (dynamic.count(eps)) return std::nullopt;
     const int sqrt = sole(a.output(0));
-    if (sqrt < 0 || op(sqrt) != "Sqrt" || sole(g.node(sqrt).output(0)) != div || g.node(div).input(1) != g.node(sqrt).output(0))
-        return std::nullopt;
-    Subgraph s{LayerKind::GroupNorm, div, x, {k, sub, pow, var, add, sqrt, div}, {eps, g.node(pow).input(1)}};
+    if (sqrt < 0 || op(sqrt) != "Sqrt") return std::nullopt;
+    const std::string& sd = g.node(sqrt).output(0);
+    std::vector<int> nodes{k, sub, pow, var, add, sqrt, div};
+    std::string one; // the numerator of 1 / sqrt (the rsqrt form)
+    if (op(div) == "Div") {
+        if (sole(sd) != div || g.node(div).input(1) != sd) return std::nullopt;
+    } else { // Mul(d, Div(1, sqrt))
+        const int inv = sole(sd);
+        if (inv < 0 || op(inv) != "Div" || g.node(inv).input_size() != 2 || g.node(inv).input(1) != sd || dynamic.count(g.node(inv).input(0)) ||
+            sole(g.node(inv).output(0)) != div)
+            return std::nullopt;
+        const NodeProto& m = g.node(div);
+        if (!((m.input(0) == d && m.input(1) == g.node(inv).output(0)) || (m.input(1) == d && m.input(0) == g.node(inv).output(0))))
+            return std::nullopt;
+        one = g.node(inv).input(0);
+        nodes.insert(nodes.end() - 1, inv);
+    }
+    Subgraph s{LayerKind::GroupNorm, div, x, nodes, {eps, squareByMul ? std::string() : g.node(pow).input(1), one}};
     s.axes = axes;
     return s;
 }
@@ -415,7 +440,10 @@ void Importer::readActivationSubgraph(const NodeProto& root, const Subgraph& s)
         const Shape sh = shapeOf(x); // a copy: addLayer adds a shape
         const bool perPixel = perPixelAxes(s.x, sh, s.axes); // a LayerNorm2d
         if (!perPixel) checkLayerNormAxes(root, sh, s.axes, isChannelsLast(s.x) && sh.size() == 3); // maps: features keep their reading
-        const double eps = scalar(s.constants[0], "added epsilon"), power = scalar(s.constants[1], "exponent");
+        const double eps = scalar(s.constants[0], "added epsilon");
+        const double power = s.constants[1].empty() ? 2.0 : scalar(s.constants[1], "exponent"); // "": Mul(d, d)
+        if (!s.constants[2].empty() && scalar(s.constants[2], "numerator of 1 / sqrt") != 1.0)
+            failNode(root, "reads as nn.LayerNorm only as (x - mean) * (1 / sqrt(var + eps)); this subgraph's numerator is not 1");
         if (power != 2.0 || !(eps > 0.0) || !std::isfinite(eps))
             failNode(root, "reads as nn.LayerNorm only as (x - mean) / sqrt(mean((x - mean)^2) + eps) with eps > 0; this subgraph "
                            "raises to the power " + std::to_string(power) + " and adds " + std::to_string(eps));

@@ -88,7 +88,9 @@ void Importer::failUnsupported(const NodeProto& n, const std::vector<std::pair<s
     // the others: the PyTorch modules that export as the operator, which the user knows by name.
     static const std::map<std::string, std::string> kFrom{
         {"Log", "; for log(softmax(x)) export F.log_softmax(x, dim=1) instead"},
-        {"Sqrt", "; nn.LayerNorm below opset 17 exports as ReduceMean, Sub, Pow and Sqrt, read only in that form"},
+        {"Sqrt", "; Sqrt is read inside a LayerNorm, as nn.LayerNorm exports below opset 17 and as it is written by hand: "
+                 "d = x - x.mean(dim, keepdim=True), then d / torch.sqrt((d ** 2).mean(dim, keepdim=True) + eps) or "
+                 "d * torch.rsqrt(...), the variance taken from that same d (x.var(dim) computes a mean of its own, which is not read)"},
         {"Resize", "; F.interpolate and nn.Upsample export as Resize"},
         {"Upsample", "; F.interpolate and nn.Upsample export as Upsample before opset 10"},
         {"ConvTranspose", "; nn.ConvTranspose2d exports as ConvTranspose"},

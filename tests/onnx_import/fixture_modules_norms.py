@@ -138,3 +138,22 @@ class LayerNormNoAffine(nn.Module):
     def forward(self, x):
         x = self.ln(self.conv(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         return self.fc(self.head_norm(F.gelu(x).flatten(1)))
+
+
+class LayerNormRsqrt(nn.Module):
+    """The channels_first LayerNorm by hand as (x - u) * torch.rsqrt(var + eps) (exported as
+    1 / Sqrt and a Mul), with the variance as d * d; on a map, then a flatten into the classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.weight = nn.Parameter(torch.rand(6) + 0.5)
+        self.bias = nn.Parameter(torch.rand(6) - 0.5)
+        self.fc = nn.Linear(6 * 5 * 5, 10)
+
+    def forward(self, x):
+        x = self.conv(x)
+        d = x - x.mean(1, keepdim=True)
+        x = d * torch.rsqrt((d * d).mean(1, keepdim=True) + 1e-6)
+        x = self.weight[:, None, None] * x + self.bias[:, None, None]
+        return self.fc(F.relu(x).flatten(1))
