@@ -50,8 +50,8 @@ void Importer::mulActivations(const NodeProto& n)
         gate = Mul::gateOf(n.name(), shapeOf(a), shapeOf(b));
     } catch (const ConfigError&) {
         failNode(n, "multiplies per-image shapes " + shapesText({shapeOf(a), shapeOf(b)}) +
-                        "; QuantScope's Mul takes two activations of one shape, or a [N, C, H, W] map and a [N, C, 1, 1] "
-                        "gate of its channels");
+                        "; QuantScope's Mul takes two activations of one shape, a [N, C, H, W] map and a [N, C, 1, 1] "
+                        "gate of its channels, or a map and a [N, 1, H, W] spatial gate");
     }
     StoredLayer l;
     l.kind = LayerKind::Mul;

@@ -33,8 +33,10 @@ void Importer::foldIntoGroupNorm(const NodeProto& n, int ai, const ConstTensor& 
         for (std::size_t o = 0; o < C; ++o)
             for (std::size_t p = 0; p < plane; ++p)
                 if (cv[o * plane + p] != cv[o * plane])
-                    failNode(n, "the constant " + listOf(c.dims) + " differs within channel " + std::to_string(o) + " of " +
-                                    layerKindName(l.kind) + " '" + l.name + "' (its weight and bias are one value per channel)");
+                    failNode(n, "the constant " + listOf(c.dims) + " differs within channel " + std::to_string(o) + " after the norm '" +
+                                    l.name + "': nn.LayerNorm([C, H, W]) with a weight and bias per element (trained) is not read; "
+                                    "QuantScope reads it as nn.GroupNorm(1, C), whose weight and bias are one value per channel"
+                                    " (elementwise_affine=False, or weights equal within each channel)");
     const auto at = [&](std::size_t o) { return cv.size() == 1 ? cv[0] : cv[o * plane]; };
     if (plane > 1 && op == Fold::Mul && l.kind == LayerKind::GroupNorm)
         m_m.notes.push_back("nn.LayerNorm '" + l.name + "' over " + shapeString(s) + " maps holds one weight and one bias per value, equal "
@@ -135,7 +137,7 @@ void Importer::checkLayerNormAxes(const NodeProto& n, const Shape& s, const std:
     if (!ok)
         failNode(n, "normalises axes " + listOf(axes) + " of " + shapeString(s) + " images (nn.LayerNorm over part of each image); "
                         "QuantScope reads nn.LayerNorm over all of an image's values (nn.LayerNorm(C) on [N, C] features, "
-                        "nn.LayerNorm([C, H, W]) on maps, as nn.GroupNorm(1, C)) and over the channels of each pixel (LayerNorm2d: "
+                        "nn.LayerNorm([C, H, W]) on maps with its weight and bias equal within each channel, as nn.GroupNorm(1, C)) and over the channels of each pixel (LayerNorm2d: "
                         "axis 1 of [N, C, H, W] maps, ConvNeXt's channels_first LayerNorm, or the last axis of maps permuted to "
                         "channels-last)");
 }
@@ -201,7 +203,8 @@ void Importer::layerNormalization(const NodeProto& n)
         for (std::size_t p = 0; p < plane; ++p)
             if (scale[c * plane + p] != w[c] || bias[c * plane + p] != b[c])
                 failNode(n, "its Scale or B differs within channel " + std::to_string(c) + " of " + shapeString(s) +
-                                " maps; QuantScope's GroupNorm has one weight and one bias per channel");
+                                " maps: nn.LayerNorm([C, H, W]) with a weight and bias per element (trained) is not read; QuantScope "
+                                "reads it as nn.GroupNorm(1, C), whose weight and bias are one value per channel");
         if (!std::isfinite(w[c]) || !std::isfinite(b[c])) failNode(n, "Scale or B holds a value that is not finite", false);
     }
     StoredLayer l;

@@ -298,6 +298,10 @@ void Importer::checkViews(const NodeProto& n) const
                                        ? " (x.flatten(2).transpose(1, 2): maps made a sequence of tokens, as ViT and MLP-Mixer write it; "
                                          "QuantScope reads convolutional networks on [N, C, H, W] maps and flat features, not token sequences)"
                                        : "";
+        if ((n.op_type() == "Mul" || n.op_type() == "Expand") && base.size() == 1 && v->second.size() == 3)
+            failNode(n, "reads " + what + ": a channel vector computed from flat features, multiplied with or expanded to maps (as BAM's "
+                        "attention multiplies a channel vector by a [1, H, W] spatial map); QuantScope's Mul reads two maps of one shape, "
+                        "a map and a [C, 1, 1] gate of its channels (squeeze-and-excitation), or a map and a [1, H, W] spatial gate (CBAM)");
         if (!reads.count(n.op_type())) failNode(n, "reads " + what + ", which QuantScope's " + n.op_type() + " would not read as that shape" + tokens);
         // A view that merges axes ([C, H*W] of [C, H, W]) is read only by what does not care
         // where the planes are: reshapes, the mean over it, elementwise operators.
