@@ -210,10 +210,11 @@ void TestLayerNorm2d::unaffineImportsWithoutParameters()
 }
 
 // The channels_first LayerNorm written with torch.rsqrt (1 / Sqrt, then a Mul) and d * d for the
-// square is one LayerNorm2d with the module's weight and bias, PyTorch's parameter count.
+// square, or with x.var(1, unbiased=False) (a mean and a difference of its own), is one
+// LayerNorm2d with the module's weight and bias, PyTorch's parameter count.
 void TestLayerNorm2d::rsqrtFormIsOneNorm()
 {
-    for (const char* name : {"lnrsqrt_op13_fold_dyn", "lnrsqrt_op11_nofold"}) {
+    for (const char* name : {"lnrsqrt_op13_fold_dyn", "lnrsqrt_op11_nofold", "lnvar_op13_fold", "lnvar_op17_nofold_dyn"}) {
         const ExportedModel m = importFixture(name);
         QCOMPARE(normsOf(m).channels, std::vector<std::size_t>({6}));
         QCOMPARE(normsOf(m).tensors.size(), std::size_t{2});

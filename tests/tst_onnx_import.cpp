@@ -97,7 +97,7 @@ static const std::vector<const char*>& pytorchFixtures()
                           // nn.LayerNorm(elementwise_affine=False): at opset 17 a LayerNormalization without Scale and B
                           "lnnoaffine_op17_fold", "lnnoaffine_op13_fold",
                           // the channels_first LayerNorm as d * torch.rsqrt((d * d).mean(1) + eps): a LayerNorm2d
-                          "lnrsqrt_op13_fold_dyn", "lnrsqrt_op11_nofold",
+                          "lnrsqrt_op13_fold_dyn", "lnrsqrt_op11_nofold", "lnvar_op13_fold", "lnvar_op17_nofold_dyn",
                           "pad_op13_fold_dyn", "pad_op11_nofold", "pad_op17_fold"};
     return names;
 }

@@ -357,7 +357,8 @@ void Importer::findActivationSubgraphs(const std::vector<int>& order, const std:
 // alike): m = ReduceMean(x), d = Sub(x, m), Pow(d, 2) (or Mul(d, d)) -> ReduceMean -> Add(eps) ->
 // Sqrt, then Div(d, that), or Mul(d, Div(1, that)) (torch.rsqrt written as 1 / sqrt), both means
 // over the same axes, kept; d read by the square and the normalisation only, every other inner
-// value read once. Its weight and bias (a Mul and an Add after it) fold into the
+// value read once. Or the variance as x.var(dim, unbiased=False) writes it, from a mean and a
+// difference of its own (then d is read by the normalisation alone). Its weight and bias (a Mul and an Add after it) fold into the
 // GroupNorm it becomes (foldIntoGroupNorm); readActivationSubgraph checks the axes and constants.
 std::optional<Importer::Subgraph> Importer::layerNormAt(int k, const GraphReaders& gr, const std::set<std::string>& dynamic)
 {
@@ -377,18 +378,56 @@ std::optional<Importer::Subgraph> Importer::layerNormAt(int k, const GraphReader
     std::vector<int> readers = rd->second; // a node reading d twice (Mul(d, d)) is listed once or twice
     std::sort(readers.begin(), readers.end());
     readers.erase(std::unique(readers.begin(), readers.end()), readers.end());
-    if (readers.size() != 2) return std::nullopt;
     int pow = -1, div = -1;
     bool squareByMul = false;
-    for (int r : readers) {
+    const auto isNormalisation = [&](int r) {
         const NodeProto& rn = g.node(r);
-        if (op(r) == "Pow" && rn.input(0) == d) pow = r;
-        else if (op(r) == "Mul" && rn.input_size() == 2 && rn.input(0) == d && rn.input(1) == d) pow = r, squareByMul = true;
-        else if ((op(r) == "Div" || op(r) == "Mul") && rn.input_size() == 2 && (rn.input(0) == d || (op(r) == "Mul" && rn.input(1) == d))) div = r;
+        return (op(r) == "Div" || op(r) == "Mul") && rn.input_size() == 2 && (rn.input(0) == d || (op(r) == "Mul" && rn.input(1) == d));
+    };
+    std::vector<int> ownMean; // x.var(dim): the mean and difference it computes itself
+    if (readers.size() == 2) {
+        for (int r : readers) {
+            const NodeProto& rn = g.node(r);
+            if (op(r) == "Pow" && rn.input(0) == d) pow = r;
+            else if (op(r) == "Mul" && rn.input_size() == 2 && rn.input(0) == d && rn.input(1) == d) pow = r, squareByMul = true;
+            else if (isNormalisation(r)) div = r;
+        }
+        if (m_uses[d] != (squareByMul ? 3 : 2)) return std::nullopt;
+    } else if (readers.size() == 1 && isNormalisation(readers[0]) && m_uses[d] == 1) {
+        // d / sqrt(x.var(dim, unbiased=False, keepdim=True) + eps): the variance squares a
+        // difference of its own, x - ReduceMean(x) over the same axes; walk its denominator back.
+        div = readers[0];
+        const NodeProto& dn = g.node(div);
+        std::string den = op(div) == "Div" ? dn.input(1) : dn.input(0) == d ? dn.input(1) : dn.input(0);
+        const auto made = [&](const std::string& v, const char* kind) {
+            const auto it = gr.producer.find(v);
+            return it != gr.producer.end() && op(it->second) == kind ? it->second : -1;
+        };
+        if (op(div) == "Mul") { // Mul(d, Div(1, sqrt))
+            const int inv = made(den, "Div");
+            if (inv < 0 || g.node(inv).input_size() != 2) return std::nullopt;
+            den = g.node(inv).input(1);
+        }
+        const int sq = made(den, "Sqrt");
+        const int ad = sq < 0 ? -1 : made(g.node(sq).input(0), "Add");
+        if (ad < 0 || g.node(ad).input_size() != 2) return std::nullopt;
+        const int v = std::max(made(g.node(ad).input(0), "ReduceMean"), made(g.node(ad).input(1), "ReduceMean"));
+        if (v < 0) return std::nullopt;
+        const std::string& squared = g.node(v).input(0);
+        pow = std::max(made(squared, "Pow"), made(squared, "Mul"));
+        if (pow < 0 || g.node(pow).input_size() != 2) return std::nullopt;
+        const std::string& d2 = g.node(pow).input(0);
+        squareByMul = op(pow) == "Mul";
+        if (squareByMul && g.node(pow).input(1) != d2) return std::nullopt;
+        const int sub2 = made(d2, "Sub");
+        if (sub2 < 0 || g.node(sub2).input_size() != 2 || g.node(sub2).input(0) != x || m_uses[d2] != (squareByMul ? 2 : 1)) return std::nullopt;
+        const int mean2 = made(g.node(sub2).input(1), "ReduceMean");
+        if (mean2 < 0 || g.node(mean2).input(0) != x || attrInts(g.node(mean2), "axes") != axes || attrInt(g.node(mean2), "keepdims", 1) == 0 ||
+            sole(g.node(mean2).output(0)) != sub2)
+            return std::nullopt;
+        ownMean = {mean2, sub2};
     }
-    if (pow < 0 || div < 0 || m_uses[d] != (squareByMul ? 3 : 2) || g.node(pow).input_size() != 2 ||
-        (!squareByMul && dynamic.count(g.node(pow).input(1))))
-        return std::nullopt;
+    if (pow < 0 || div < 0 || g.node(pow).input_size() != 2 || (!squareByMul && dynamic.count(g.node(pow).input(1)))) return std::nullopt;
     const int var = sole(g.node(pow).output(0));
     if (var < 0 || op(var) != "ReduceMean" || attrInts(g.node(var), "axes") != axes || attrInt(g.node(var), "keepdims", 1) == 0)
         return std::nullopt;
@@ -401,6 +440,7 @@ std::optional<Importer::Subgraph> Importer::layerNormAt(int k, const GraphReader
     if (sqrt < 0 || op(sqrt) != "Sqrt") return std::nullopt;
     const std::string& sd = g.node(sqrt).output(0);
     std::vector<int> nodes{k, sub, pow, var, add, sqrt, div};
+    nodes.insert(nodes.begin() + 2, ownMean.begin(), ownMean.end());
     std::string one; // the numerator of 1 / sqrt (the rsqrt form)
     if (op(div) == "Div") {
         if (sole(sd) != div || g.node(div).input(1) != sd) return std::nullopt;

@@ -90,7 +90,8 @@ void Importer::failUnsupported(const NodeProto& n, const std::vector<std::pair<s
         {"Log", "; for log(softmax(x)) export F.log_softmax(x, dim=1) instead"},
         {"Sqrt", "; Sqrt is read inside a LayerNorm, as nn.LayerNorm exports below opset 17 and as it is written by hand: "
                  "d = x - x.mean(dim, keepdim=True), then d / torch.sqrt((d ** 2).mean(dim, keepdim=True) + eps) or "
-                 "d * torch.rsqrt(...), the variance taken from that same d (x.var(dim) computes a mean of its own, which is not read)"},
+                 "d * torch.rsqrt(...), the variance from that same d or as x.var(dim, unbiased=False, keepdim=True) (the unbiased variance, "
+                 "x.var's default, is not read)"},
         {"Resize", "; F.interpolate and nn.Upsample export as Resize"},
         {"Upsample", "; F.interpolate and nn.Upsample export as Upsample before opset 10"},
         {"ConvTranspose", "; nn.ConvTranspose2d exports as ConvTranspose"},

@@ -157,3 +157,21 @@ class LayerNormRsqrt(nn.Module):
         x = d * torch.rsqrt((d * d).mean(1, keepdim=True) + 1e-6)
         x = self.weight[:, None, None] * x + self.bias[:, None, None]
         return self.fc(F.relu(x).flatten(1))
+
+
+class LayerNormVar(nn.Module):
+    """The channels_first LayerNorm with x.var(1, unbiased=False, keepdim=True) (a mean and a
+    difference of its own) and / torch.sqrt, then a flatten into the classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.weight = nn.Parameter(torch.rand(6) + 0.5)
+        self.bias = nn.Parameter(torch.rand(6) - 0.5)
+        self.fc = nn.Linear(6 * 5 * 5, 10)
+
+    def forward(self, x):
+        x = self.conv(x)
+        x = (x - x.mean(1, keepdim=True)) / torch.sqrt(x.var(1, unbiased=False, keepdim=True) + 1e-5)
+        x = self.weight[:, None, None] * x + self.bias[:, None, None]
+        return self.fc(F.relu(x).flatten(1))
