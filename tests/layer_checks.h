@@ -217,6 +217,24 @@ inline QString quantizedFilesReadBack(const QString& what, const ExportedModel& 
     return {};
 }
 
+// A layer computed in float between two grids (GroupNorm, LayerNorm2d): at each of its `points`
+// layers (isTarget) the engine's codes over 20 test images are `reference`'s, then the point's
+// fake-quant, exactly (at least 16 distinct codes a point); the engine's argmax is the fake-quant
+// reference's on at least 99 % of the test images (the run left in `run`); the .qsm and QDQ ONNX
+// read back as rb asks (the QDQ bytes left in qdqBytes).
+inline QString floatStepPointsExact(const QString& what, const ExportedModel& em, const LabeledImages& test, std::size_t points,
+                                    const std::function<bool(const StoredLayer&)>& isTarget, const PointReference& reference,
+                                    const ReadBack& rb, engine_agreement::EngineRun& run, Bytes& qdqBytes)
+{
+    std::map<std::string, engine_agreement::CodeDiff> diffs;
+    if (QString f = codesAtPoints(em, test, 20, isTarget, reference, diffs); !f.isEmpty()) return f;
+    if (diffs.size() != points) return QString("%1: %2 points compared, %3 expected").arg(what).arg(diffs.size()).arg(points);
+    for (const auto& [layer, d] : diffs)
+        if (QString f = codesWithin(qstr(layer) + " " + what, d, {0, 0, 16}); !f.isEmpty()) return f;
+    if (QString f = engineAgrees(what, em, test, 0.99, run); !f.isEmpty()) return f;
+    return quantizedFilesReadBack(what, em, rb, test, run, qdqBytes);
+}
+
 // onnxruntime on the QDQ bytes (written to path) over the test images file against the engine's
 // run: every output, argmax agreement of at least minAgreement and, where asked, a mean |diff| of
 // at most maxMeanRelDiff of the largest output. Call after QS_SKIP_WITHOUT_ORT().
