@@ -98,6 +98,8 @@ static const std::vector<const char*>& pytorchFixtures()
                           "lnnoaffine_op17_fold", "lnnoaffine_op13_fold",
                           // the channels_first LayerNorm as d * torch.rsqrt((d * d).mean(1) + eps): a LayerNorm2d
                           "lnrsqrt_op13_fold_dyn", "lnrsqrt_op11_nofold", "lnvar_op13_fold", "lnvar_op17_nofold_dyn",
+                          // a Keras-style head: channels-last features flattened into x @ W (MatMul) + b
+                          "kerasmatmul_op13_fold_dyn",
                           "pad_op13_fold_dyn", "pad_op11_nofold", "pad_op17_fold"};
     return names;
 }

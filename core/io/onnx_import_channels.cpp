@@ -329,10 +329,14 @@ void Importer::propagateChannelsLast(const NodeProto& n)
         m_channelsLast[n.output(0)] = it->second;
         return;
     }
-    // Layers on the channels of each pixel make channels-last maps of their own shape.
+    // Layers on the channels of each pixel make channels-last maps of their own shape (a Linear
+    // reading flattened channels-last features makes features in no permuted order).
     const bool perPixel = op == "LayerNormalization" || op == "MatMul" || op == "Add" || op == "Sub" || op == "Mul" || op == "Div";
-    if (!perPixel || !std::any_of(n.input().begin(), n.input().end(), [&](const std::string& v) { return m_channelsLast.count(v) > 0; }))
-        return;
+    const auto onMaps = [&](const std::string& v) {
+        const auto it = m_channelsLast.find(v);
+        return it != m_channelsLast.end() && shapeOf(m_values.at(v).act).size() == 3;
+    };
+    if (!perPixel || !std::any_of(n.input().begin(), n.input().end(), onMaps)) return;
     const auto out = m_values.find(n.output(0));
     if (out == m_values.end() || out->second.kind != Value::Kind::Act || shapeOf(out->second.act).size() != 3)
         failNode(n, "does not make channels-last maps from the channels-last maps it reads");

@@ -168,3 +168,18 @@ class LayerNormVar(LayerNormRsqrt):
         x = (x - x.mean(1, keepdim=True)) / torch.sqrt(x.var(1, unbiased=False, keepdim=True) + 1e-5)
         x = self.weight[:, None, None] * x + self.bias[:, None, None]
         return self.fc(F.relu(x).flatten(1))
+
+
+class KerasMatMulHead(nn.Module):
+    """A Keras-style head: maps permuted to channels-last, flattened, then x @ W (a MatMul, not a
+    Gemm) and a bias: the Linear reads the channels-last order, and its output is plain features."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 5, 3, padding=1)
+        self.w = nn.Parameter(torch.randn(5 * 4 * 3, 10) * 0.1)
+        self.b = nn.Parameter(torch.randn(10) * 0.1)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv(x)), 2).permute(0, 2, 3, 1).reshape(x.shape[0], -1)
+        return x @ self.w + self.b

@@ -28,7 +28,7 @@ from fixture_modules_conv import ConvGeometry  # next to this script
 from fixture_modules_channels import ShuffleTiny  # next to this script
 from fixture_modules_input import BytesInput  # next to this script
 from fixture_modules_pool import AvgPoolGeometry, MaxOverMap, MaxPoolGeometry  # next to this script
-from fixture_modules_norms import ConvNeXtTV, ConvNeXtCF, LayerNormNoAffine, LayerNormRsqrt, LayerNormVar  # next to this script
+from fixture_modules_norms import ConvNeXtTV, ConvNeXtCF, LayerNormNoAffine, LayerNormRsqrt, LayerNormVar, KerasMatMulHead  # next to this script
 from fixture_modules_attention import CBAMNet  # next to this script
 from fixture_modules_joins import ActNet, SigmoidTimesX, GeluHalfFirst, PReluNet, GeluTanhByHand, Clamp, HardByHand, SEConv, SELinearView, SELinearFlat, GateMul, DenseBlock, Inception, act_net  # next to this script
 
@@ -1086,6 +1086,7 @@ CASES = [
     ("lnrsqrt_op11_nofold", LayerNormRsqrt, (3, 5, 5), 11, False, False),
     ("lnvar_op13_fold", LayerNormVar, (3, 5, 5), 13, True, False),
     ("lnvar_op17_nofold_dyn", LayerNormVar, (3, 5, 5), 17, False, True),
+    ("kerasmatmul_op13_fold_dyn", KerasMatMulHead, (3, 8, 6), 13, True, True),
 ]
 
 HW_SECOND = (12, 10)
