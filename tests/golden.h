@@ -145,7 +145,7 @@ inline void rowsFor(std::initializer_list<const char*> ops)
     if (files.isEmpty()) QTest::newRow("none") << QString();
 }
 
-// Every op a golden test checks (tst_quant_golden, tst_layers_golden; resnet8_adam_steps in
+// Every op a golden test checks (tst_quant_golden, tst_layers_golden, tst_training_golden; resnet8_adam_steps in
 // tst_graph). tst_quant_golden everyCaseIsChecked fails on a case whose op is not here.
 inline const std::vector<std::string>& checkedGoldenOps()
 {
