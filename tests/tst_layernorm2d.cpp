@@ -14,6 +14,7 @@
 #include "io/onnx_io.h"
 #include "io/qsm.h"
 #include "nn/conv2d.h"
+#include "nn/groupnorm.h"
 #include "nn/layernorm2d.h"
 #include "nn/linear.h"
 #include "nn/maxpool2d.h"
@@ -26,6 +27,8 @@
 #include "layer_checks.h"
 
 #include <QtTest>
+
+#include <functional>
 
 using namespace quantscope;
 using onnx_import_fixtures::importFixture, onnx_import_fixtures::kindsOf;
@@ -107,6 +110,7 @@ private slots:
     void engineEqualsFakeQuant();
     void onnxruntimeRunsFp32Export();
     void badShapesAreConfigErrors();
+    void storedParametersAreChecked();
 };
 
 void TestLayerNorm2d::importsConvNeXt_data()
@@ -296,6 +300,52 @@ void TestLayerNorm2d::badShapesAreConfigErrors()
         QVERIFY2(std::string(e.what()).find("6 channels") != std::string::npos, e.what());
     }
     QVERIFY_THROWS_EXCEPTION(ConfigError, (void)l.outputShape({4, 6, 5}));
+}
+
+// A stored LayerNorm2d (and GroupNorm, which shares the check) takes no affine parameters or a
+// float32 weight and bias per channel: integers, a missing bias or a weight of the wrong length are
+// FormatErrors naming the layer, before any model is built.
+void TestLayerNorm2d::storedParametersAreChecked()
+{
+    auto m = layerNormModel();
+    m->add(std::make_unique<GroupNorm>("gn", 2, 10));
+    const ExportedModel fp = exportFloatModel(*m, "ln-net", Normalization::identity(1), {});
+    fp.validate("ok.qsm");
+    std::size_t checked = 0;
+    for (std::size_t i = 0; i < fp.layers.size(); ++i) {
+        if (fp.layers[i].kind != LayerKind::LayerNorm2d && fp.layers[i].kind != LayerKind::GroupNorm) continue;
+        if (fp.layers[i].tensors.empty()) continue;
+        ++checked;
+        const auto refused = [&](const char* what, const std::function<void(StoredLayer&)>& damage, const char* expected) {
+            ExportedModel bad = fp;
+            damage(bad.layers[i]);
+            try {
+                bad.validate("bad.qsm");
+                QFAIL(qPrintable(QString("%1 of %2 was accepted").arg(what, QString::fromStdString(fp.layers[i].name))));
+            } catch (const FormatError& e) {
+                const std::string msg = e.what();
+                QVERIFY2(msg.find("bad.qsm") != std::string::npos && msg.find("'" + fp.layers[i].name + "'") != std::string::npos &&
+                             msg.find(expected) != std::string::npos,
+                         e.what());
+            }
+        };
+        refused("integer weights", [](StoredLayer& l) {
+            StoredTensor& w = l.tensors[0];
+            w.encoding = TensorEncoding::Int;
+            w.bits = 8, w.qmin = -128, w.qmax = 127, w.isSigned = true;
+            w.q.assign(w.values.size(), 1);
+            w.scales = {0.01f};
+            w.zeroPoints = {0};
+            w.layout = ScaleLayout::Tensor;
+            w.values.clear();
+        }, "stored as float32");
+        refused("a missing bias", [](StoredLayer& l) { l.tensors.pop_back(); }, "expected 2");
+        refused("a short weight", [](StoredLayer& l) {
+            l.tensors[0].values.pop_back();
+            l.tensors[0].shape = {l.tensors[0].values.size()};
+        }, "has shape");
+    }
+    QCOMPARE(checked, std::size_t{3}); // ln1, ln3 and gn (ln2 has no affine parameters)
 }
 
 QTEST_GUILESS_MAIN(TestLayerNorm2d)

@@ -94,6 +94,16 @@ void expectTensors(const StoredLayer& l, const std::vector<std::pair<const char*
 
 bool inRange(std::size_t v, std::size_t lo, std::size_t hi) { return v >= lo && v <= hi; }
 
+// A GroupNorm's or LayerNorm2d's affine parameters: none, or a float32 weight and bias per channel.
+void expectNormAffine(const StoredLayer& l, std::size_t channels, const std::string& id, const char* kind, const std::string& source)
+{
+    if (l.tensors.empty()) return;
+    expectTensors(l, {{"weight", {channels}}, {"bias", {channels}}}, source);
+    for (const StoredTensor& t : l.tensors)
+        if (t.encoding != TensorEncoding::Float32)
+            bad(source, id + ": the " + kind + " " + t.name + " is stored as float32 (integer models too), not as integers");
+}
+
 } // namespace
 
 void ExportedModel::validate(const std::string& source) const
@@ -263,11 +273,7 @@ void ExportedModel::validate(const std::string& source) const
                 !(std::isfinite(l.eps) && l.eps > 0.0f))
                 bad(source, id + ": a GroupNorm of " + std::to_string(l.outChannels) + " channels in " + std::to_string(l.groups) +
                                 " groups, eps " + numberText(l.eps) + ", cannot take " + shapeString(s));
-            if (l.tensors.empty()) break;
-            expectTensors(l, {{"weight", {s[0]}}, {"bias", {s[0]}}}, source);
-            for (const StoredTensor& t : l.tensors)
-                if (t.encoding != TensorEncoding::Float32)
-                    bad(source, id + ": the GroupNorm " + t.name + " is stored as float32 (integer models too), not as integers");
+            expectNormAffine(l, s[0], id, "GroupNorm", source);
             break;
         case LayerKind::LayerNorm2d:
             // (C, H, W) maps or (C) features, normalised per pixel over C; float32 weight and bias per channel (affine) or none
@@ -275,11 +281,7 @@ void ExportedModel::validate(const std::string& source) const
             if (s[0] != l.outChannels || !(std::isfinite(l.eps) && l.eps > 0.0f))
                 bad(source, id + ": a LayerNorm2d of " + std::to_string(l.outChannels) + " channels, eps " + numberText(l.eps) +
                                 ", cannot take " + shapeString(s));
-            if (l.tensors.empty()) break;
-            expectTensors(l, {{"weight", {s[0]}}, {"bias", {s[0]}}}, source);
-            for (const StoredTensor& t : l.tensors)
-                if (t.encoding != TensorEncoding::Float32)
-                    bad(source, id + ": the LayerNorm2d " + t.name + " is stored as float32 (integer models too), not as integers");
+            expectNormAffine(l, s[0], id, "LayerNorm2d", source);
             break;
         case LayerKind::ChannelShuffle:
             if (!inRange(l.groups, 1, kMaxDim) || s.empty() || s[0] % l.groups != 0)
