@@ -49,15 +49,7 @@ GroupNorm::GroupNorm(std::string name, std::size_t groups, std::size_t channels,
 
 std::vector<Param*> GroupNorm::params() { return m_params.params(); }
 
-Shape GroupNorm::outputShape(const Shape& in) const
-{
-    if (in.size() != 2 && in.size() != 4)
-        throw ConfigError(name() + ": GroupNorm takes (N, C, H, W) or (N, C), got " + shapeString(in));
-    if (in[1] != m_channels)
-        throw ConfigError(name() + ": GroupNorm of " + std::to_string(m_channels) + " channels given an input of " +
-                          std::to_string(in[1]) + " channels " + shapeString(in));
-    return in;
-}
+Shape GroupNorm::outputShape(const Shape& in) const { return m_params.outputShape(in); }
 
 void GroupNorm::forward(const Tensor& x, Tensor& y, const RunContext& /*ctx*/)
 {

@@ -50,15 +50,7 @@ LayerNorm2d::LayerNorm2d(std::string name, std::size_t channels, float eps, bool
 
 std::vector<Param*> LayerNorm2d::params() { return m_params.params(); }
 
-Shape LayerNorm2d::outputShape(const Shape& in) const
-{
-    if (in.size() != 2 && in.size() != 4)
-        throw ConfigError(name() + ": LayerNorm2d takes (N, C, H, W) or (N, C), got " + shapeString(in));
-    if (in[1] != m_channels)
-        throw ConfigError(name() + ": LayerNorm2d of " + std::to_string(m_channels) + " channels given an input of " +
-                          std::to_string(in[1]) + " channels " + shapeString(in));
-    return in;
-}
+Shape LayerNorm2d::outputShape(const Shape& in) const { return m_params.outputShape(in); }
 
 void LayerNorm2d::forward(const Tensor& x, Tensor& y, const RunContext& /*ctx*/)
 {

@@ -5,7 +5,7 @@
 namespace quantscope {
 
 NormAffine::NormAffine(const std::string& layer, const char* kind, std::size_t channels, bool affine)
-    : m_layer(layer), m_kind(kind), m_affine(affine)
+    : m_layer(layer), m_kind(kind), m_channels(channels), m_affine(affine)
 {
     checkWeightCount(layer, m_kind + " " + std::to_string(channels), {channels});
     m_gamma.name = "weight";
@@ -33,6 +33,16 @@ Param& NormAffine::bias()
 {
     if (!m_affine) throw ConfigError(m_layer + ": " + m_kind + " without affine parameters has no bias");
     return m_beta;
+}
+
+Shape NormAffine::outputShape(const Shape& in) const
+{
+    if (in.size() != 2 && in.size() != 4)
+        throw ConfigError(m_layer + ": " + m_kind + " takes (N, C, H, W) or (N, C), got " + shapeString(in));
+    if (in[1] != m_channels)
+        throw ConfigError(m_layer + ": " + m_kind + " of " + std::to_string(m_channels) + " channels given an input of " +
+                          std::to_string(in[1]) + " channels " + shapeString(in));
+    return in;
 }
 
 } // namespace quantscope

@@ -18,6 +18,9 @@ public:
     NormAffine(const std::string& layer, const char* kind, std::size_t channels, bool affine);
 
     bool affine() const { return m_affine; }
+    // The layer's output shape for an input of shape `in`: in itself, where `in` is (N, C, H, W) or
+    // (N, C) with C = the layer's channels; ConfigError naming the layer and both shapes otherwise.
+    Shape outputShape(const Shape& in) const;
     std::vector<Param*> params();
     // gamma and beta (affine only: ConfigError naming the layer otherwise)
     Param& weight();
@@ -27,6 +30,7 @@ public:
 
 private:
     std::string m_layer, m_kind;
+    std::size_t m_channels;
     bool m_affine;
     Param m_gamma, m_beta;
 };
