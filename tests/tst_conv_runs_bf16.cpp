@@ -127,6 +127,7 @@ void TestConvRunsBf16::runsWeightGradientMatchesScalarTwin_data()
     QTest::newRow("seed-cnn conv2 group") << 32 << 64 << 9 << 1360;
     QTest::newRow("80 outputs: a panel past 64") << 32 << 80 << 4 << 144;
     QTest::newRow("odd rows, 7 outputs") << 16 << 7 << 5 << 48;
+    QTest::newRow("3 channels: a row tile spans several taps") << 3 << 70 << 9 << 32;
 }
 
 // The weight gradient over runs on each hardware path against its scalar twin (added into a dW
