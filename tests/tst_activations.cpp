@@ -157,6 +157,7 @@ private slots:
     void engineEqualsFakeQuant();
     void sigmoidWithAnotherReaderStaysSigmoid();
     void softsignOperatorAndSeluAttributes();
+    void pointwiseCaseLabelsMatchTable();
 };
 
 void TestActivations::importMatchesPyTorch_data()
@@ -335,4 +336,21 @@ void TestActivations::softsignOperatorAndSeluAttributes()
 }
 
 QTEST_GUILESS_MAIN(TestActivations)
+// QS_POINTWISE_KIND_CASES, the case labels the switches over LayerKind share (the integer engine's
+// build, the stored model's checks and construction, the summary), names exactly the kinds of
+// pointwiseTable(): a kind added to one and not the other would be refused or mis-sized.
+void TestActivations::pointwiseCaseLabelsMatchTable()
+{
+    const auto listed = [](LayerKind k) {
+        switch (k) {
+        QS_POINTWISE_KIND_CASES: return true;
+        default: return false;
+        }
+    };
+    for (int i = 0; i <= kLastLayerKind; ++i) {
+        const auto k = static_cast<LayerKind>(i);
+        QVERIFY2(listed(k) == isPointwise(k), layerKindName(k));
+    }
+}
+
 #include "tst_activations.moc"

@@ -9,6 +9,7 @@
 #include "nn/linear.h"
 #include "nn/maxpool2d.h"
 #include "nn/model_zoo.h"
+#include "nn/pointwise.h"
 #include "quant/plan_size.h"
 #include "train/quant_sim.h"
 #include "util/errors.h"
@@ -87,21 +88,7 @@ ModelSummary summarizeModel(Model& model)
         case LayerKind::ReLU6:
         case LayerKind::Add:
         case LayerKind::Mul:
-        case LayerKind::Sigmoid:
-        case LayerKind::Tanh:
-        case LayerKind::SiLU:
-        case LayerKind::Hardsigmoid:
-        case LayerKind::Hardswish:
-        case LayerKind::LeakyReLU:
-        case LayerKind::ELU:
-        case LayerKind::GELU:
-        case LayerKind::GELUTanh:
-        case LayerKind::Softplus:
-        case LayerKind::Mish:
-        case LayerKind::SELU:
-        case LayerKind::CELU:
-        case LayerKind::Softsign:
-        case LayerKind::Hardtanh:
+        QS_POINTWISE_KIND_CASES:
         case LayerKind::PReLU: r.elementwiseOps = outN; break;
         case LayerKind::MaxPool2d: {
             const PoolGeometry& g = dynamic_cast<const MaxPool2d&>(layer).geometry();

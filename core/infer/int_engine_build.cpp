@@ -14,6 +14,7 @@
 // product (qa - za)(qb - zb) or each input's bytes rescaled with fixed-point multipliers.
 #include "infer/int_engine_build.h"
 
+#include "nn/pointwise.h"
 #include "util/errors.h"
 
 #include <algorithm>
@@ -166,21 +167,7 @@ void IntEngine::Impl::Builder::addLayer(std::size_t i)
     case LayerKind::Concat: concat(l); break;
     case LayerKind::ReLU:
     case LayerKind::ReLU6: relu(l); break;
-    case LayerKind::Sigmoid:
-    case LayerKind::Tanh:
-    case LayerKind::SiLU:
-    case LayerKind::Hardsigmoid:
-    case LayerKind::Hardswish:
-    case LayerKind::LeakyReLU:
-    case LayerKind::ELU:
-    case LayerKind::GELU:
-    case LayerKind::GELUTanh:
-    case LayerKind::Softplus:
-    case LayerKind::Mish:
-    case LayerKind::SELU:
-    case LayerKind::CELU:
-    case LayerKind::Softsign:
-    case LayerKind::Hardtanh: pointwise(l); break;
+    QS_POINTWISE_KIND_CASES: pointwise(l); break;
     case LayerKind::PReLU: prelu(l); break;
     case LayerKind::GroupNorm:
     case LayerKind::LayerNorm2d: groupNorm(l); break;

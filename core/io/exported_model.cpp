@@ -344,21 +344,7 @@ std::unique_ptr<Model> buildModel(const ExportedModel& m)
         }
         case LayerKind::LogSoftmax: model->add(std::make_unique<LogSoftmax>(l.name), in); break;
         case LayerKind::Softmax: model->add(std::make_unique<Softmax>(l.name), in); break;
-        case LayerKind::Sigmoid:
-        case LayerKind::Tanh:
-        case LayerKind::SiLU:
-        case LayerKind::Hardsigmoid:
-        case LayerKind::Hardswish:
-        case LayerKind::LeakyReLU:
-        case LayerKind::ELU:
-        case LayerKind::GELU:
-        case LayerKind::GELUTanh:
-        case LayerKind::Softplus:
-        case LayerKind::Mish:
-        case LayerKind::SELU:
-        case LayerKind::CELU:
-        case LayerKind::Softsign:
-        case LayerKind::Hardtanh: model->add(std::make_unique<Pointwise>(l.name, l.kind, l.alpha, l.beta), in); break;
+        QS_POINTWISE_KIND_CASES: model->add(std::make_unique<Pointwise>(l.name, l.kind, l.alpha, l.beta), in); break;
         case LayerKind::PReLU: {
             auto p = std::make_unique<PReLU>(l.name, l.tensors.at(0).numel());
             setParam(p->weight(), l.tensors.at(0));

@@ -199,28 +199,15 @@ void ExportedModel::validate(const std::string& source) const
             break;
         case LayerKind::ReLU:
         case LayerKind::ReLU6: expectTensors(l, {}, source); break;
-        case LayerKind::Sigmoid:
-        case LayerKind::Tanh:
-        case LayerKind::SiLU:
-        case LayerKind::Hardsigmoid:
-        case LayerKind::Hardswish:
-        case LayerKind::LeakyReLU:
-        case LayerKind::ELU:
-        case LayerKind::GELU:
-        case LayerKind::GELUTanh:
-        case LayerKind::Softplus:
-        case LayerKind::Mish:
-        case LayerKind::SELU:
-        case LayerKind::CELU:
-        case LayerKind::Softsign:
-            if (!std::isfinite(l.alpha) || (!pointwiseInfo(l.kind)->hasAlpha && l.alpha != 0.0f))
-                bad(source, id + ": alpha " + numberText(l.alpha) + " is not a finite number (or set on a kind without one)");
-            if (l.kind == LayerKind::CELU && l.alpha == 0.0f) bad(source, id + ": CELU alpha is 0 (it divides x)");
-            if (l.beta != 0.0f) bad(source, id + ": beta " + numberText(l.beta) + " set on a kind without one");
-            expectTensors(l, {}, source);
-            break;
-        case LayerKind::Hardtanh:
-            if (const std::string why = hardtanhBoundsProblem(l.alpha, l.beta); !why.empty()) bad(source, id + ": " + why);
+        QS_POINTWISE_KIND_CASES:
+            if (l.kind == LayerKind::Hardtanh) { // min_val and max_val
+                if (const std::string why = hardtanhBoundsProblem(l.alpha, l.beta); !why.empty()) bad(source, id + ": " + why);
+            } else {
+                if (!std::isfinite(l.alpha) || (!pointwiseInfo(l.kind)->hasAlpha && l.alpha != 0.0f))
+                    bad(source, id + ": alpha " + numberText(l.alpha) + " is not a finite number (or set on a kind without one)");
+                if (l.kind == LayerKind::CELU && l.alpha == 0.0f) bad(source, id + ": CELU alpha is 0 (it divides x)");
+                if (l.beta != 0.0f) bad(source, id + ": beta " + numberText(l.beta) + " set on a kind without one");
+            }
             expectTensors(l, {}, source);
             break;
         case LayerKind::PReLU: {

@@ -31,6 +31,27 @@ struct PointwiseInfo {
     float defaultBeta;     // PyTorch's default: 1 (Hardtanh)
 };
 
+// The case labels of every pointwise kind (one per row of pointwiseTable(); tst_pointwise checks
+// the two agree), for the switches over LayerKind that treat them alike, so that a new kind is
+// listed once and each such switch stays exhaustive (-Wswitch):
+//     switch (kind) { QS_POINTWISE_KIND_CASES: ...; break; case LayerKind::Conv2d: ... }
+#define QS_POINTWISE_KIND_CASES                                                                              \
+    case LayerKind::Sigmoid:                                                                                 \
+    case LayerKind::Tanh:                                                                                    \
+    case LayerKind::SiLU:                                                                                    \
+    case LayerKind::Hardsigmoid:                                                                             \
+    case LayerKind::Hardswish:                                                                               \
+    case LayerKind::LeakyReLU:                                                                               \
+    case LayerKind::ELU:                                                                                     \
+    case LayerKind::GELU:                                                                                    \
+    case LayerKind::GELUTanh:                                                                                \
+    case LayerKind::Softplus:                                                                                \
+    case LayerKind::Mish:                                                                                    \
+    case LayerKind::SELU:                                                                                    \
+    case LayerKind::CELU:                                                                                    \
+    case LayerKind::Softsign:                                                                                \
+    case LayerKind::Hardtanh
+
 // The row of `k`, or nullptr when k is not a pointwise activation.
 const PointwiseInfo* pointwiseInfo(LayerKind k);
 inline bool isPointwise(LayerKind k) { return pointwiseInfo(k) != nullptr; }
