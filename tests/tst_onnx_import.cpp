@@ -100,6 +100,8 @@ static const std::vector<const char*>& pytorchFixtures()
                           "lnrsqrt_op13_fold_dyn", "lnrsqrt_op11_nofold", "lnvar_op13_fold", "lnvar_op17_nofold_dyn",
                           // a Keras-style head: channels-last features flattened into x @ W (MatMul) + b
                           "kerasmatmul_op13_fold_dyn",
+                          // constants on flat features after a Tanh, SiLU, ... folded into the Linears that read them
+                          "gainslinear_op13_fold_dyn", "gainslinear_op11_nofold", "gainslinear_op17_fold",
                           "pad_op13_fold_dyn", "pad_op11_nofold", "pad_op17_fold"};
     return names;
 }

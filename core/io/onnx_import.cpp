@@ -302,7 +302,13 @@ ExportedModel Importer::run()
         checkViews(n);
         checkChannelsLast(n);
         NodeProto channelsFirst; // n with a constant on channels-last maps permuted to channels-first
+        const bool readsPending =
+            std::any_of(n.input().begin(), n.input().end(), [&](const std::string& v) { return m_pendingAffine.count(v) > 0; });
+        m_pendingUsed = false;
         (this->*(it->second))(constantsChannelsFirst(n, channelsFirst) ? channelsFirst : n);
+        if (readsPending && !m_pendingUsed)
+            failNode(n, "reads features that a constant scale or shift (or a BatchNorm1d) acts on, which QuantScope folds only "
+                        "into the Linear layers (Gemm, MatMul) that read them; move the constant into a layer in PyTorch and export again");
         propagateView(n);
         propagateChannelsLast(n);
         for (int o = 0; o < n.output_size(); ++o)

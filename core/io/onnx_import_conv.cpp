@@ -180,14 +180,21 @@ void Importer::constantOnMaps(const NodeProto& n, int ai, const ConstTensor& c, 
     const char* verb = reversed ? "subtracts an activation from" : op == Fold::Add ? "adds" : op == Fold::Sub ? "subtracts" : op == Fold::Mul ? "multiplies by" : "divides by";
     const std::size_t x = act(n, ai);
     const Shape& s = shapeOf(x);
-    if ((s.size() != 3 || viewedShape(n, ai, x) != s) && !reversed && foldBackConstant(n, ai, c, op)) return;
-    if (s.size() != 3 || viewedShape(n, ai, x) != s)
+    if (s.size() != 3 || viewedShape(n, ai, x) != s) {
+        // after another pending constant, only onto it: folding back would apply it first
+        if (m_pendingAffine.count(n.input(ai))) {
+            if (constantBeforeLinear(n, ai, c, op, reversed)) return;
+        } else if ((!reversed && foldBackConstant(n, ai, c, op)) || constantBeforeLinear(n, ai, c, op, reversed)) {
+            return;
+        }
+        const std::string after = x > 0 && x <= m_m.layers.size() ? std::string(" (after ") + layerKindName(m_m.layers[x - 1].kind) + ")" : "";
         failNode(n, std::string(verb) + " a constant on features of shape " + shapeString(viewedShape(n, ai, x)) +
-                        " inside the network (after a ReLU, a pool, an Add, or a layer that something else reads too); QuantScope "
-                        "reads a constant there on [N, C, H, W] maps (as a depthwise 1x1 Conv), and on features only where it folds "
-                        "exactly into the Linear or Conv layers that make them (through ReLU, Dropout, Add, Concat and pools, a factor "
-                        "of at least 0 through a ReLU, a shift through no ReLU), when nothing else reads the values on the way. Move the "
-                        "constant into that layer (or the next one's weights) in PyTorch and export again");
+                        " inside the network" + after + "; QuantScope reads a constant on [N, C, H, W] maps (as a depthwise 1x1 Conv), and on "
+                        "features where it folds exactly into the Linear or Conv layers that make them (through ReLU, Dropout, Add, "
+                        "Concat and pools, a factor of at least 0 through a ReLU, a shift through no ReLU, when nothing else reads the "
+                        "values on the way) or into the Linear layers that alone read it. Move the constant into a layer in PyTorch "
+                        "and export again");
+    }
     const std::size_t C = s[0];
     const std::vector<float>& cv = floats(n, c, "the constant");
     std::vector<std::int64_t> dims = c.dims;

@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 
 namespace quantscope::onnximport {
 
@@ -179,6 +180,91 @@ bool Importer::foldBackConstant(const NodeProto& n, int ai, const ConstTensor& c
     m_m.notes.push_back(std::string(n.op_type()) + " '" + n.name() + "' " + verb + " a constant on features of shape " + shapeString(view) +
                         ": folded back into the " + (scale ? "weights and bias" : "bias") + " of " + names +
                         ", through the layers between, which it commutes with (no layer added)");
+    alias(n, x);
+    return true;
+}
+
+// A constant on flat features that does not fold back (a gain after a Tanh or SiLU, tanh(h) * 3,
+// sigmoid(h) * 2 - 1, a negated GELU) where only Linears read the result, directly or through
+// further constants: y = a x + b per feature, kept pending on the node's output and folded into
+// each Linear that reads it, W' = W diag(a), bias' = bias + W b (foldPendingAffine), as a
+// BatchNorm1d before a Linear is. Constants in a row compose (x * 2 - 1 is a = 2, b = -1). The
+// constant is one value or one per feature; not finite or a division by zero is refused by node.
+// Whether every reader of `name` is a Linear (Gemm, MatMul, reading it as input 0) or a constant
+// Add, Sub, Mul, Div or Neg whose own output only Linears read in turn, and it is not the output.
+bool Importer::onlyLinearsRead(const std::string& name, int depth) const
+{
+    if (name == m_outputName || depth > kMaxFoldDepth) return false;
+    const onnx::GraphProto& g = m_mp.graph();
+    const auto constantName = [&](const std::string& v) {
+        if (std::any_of(g.initializer().begin(), g.initializer().end(), [&](const onnx::TensorProto& t) { return t.name() == v; }))
+            return true;
+        return std::any_of(g.node().begin(), g.node().end(), [&](const NodeProto& k) {
+            return k.op_type() == "Constant" && k.output_size() > 0 && k.output(0) == v;
+        });
+    };
+    bool read = false;
+    for (const NodeProto& r : g.node())
+        for (int i = 0; i < r.input_size(); ++i) {
+            if (r.input(i) != name) continue;
+            read = true;
+            const std::string& t = r.op_type();
+            if ((t == "Gemm" || t == "MatMul") && i == 0) continue;
+            const bool arithmetic = t == "Add" || t == "Sub" || t == "Mul" || t == "Div";
+            if (t == "Neg" || (arithmetic && r.input_size() == 2 && constantName(r.input(1 - i)))) {
+                if (r.output_size() < 1 || !onlyLinearsRead(r.output(0), depth + 1)) return false;
+                continue;
+            }
+            return false;
+        }
+    return read;
+}
+
+bool Importer::constantBeforeLinear(const NodeProto& n, int ai, const ConstTensor& c, Fold op, bool reversed)
+{
+    const std::size_t x = act(n, ai);
+    const Shape& s = shapeOf(x);
+    if (s.size() != 1 || viewedShape(n, ai, x) != s || n.output(0) == m_outputName) return false;
+    const std::size_t F = s[0];
+    if (!onlyLinearsRead(n.output(0), 0)) return false;
+    const std::vector<float>& cv = floats(n, c, "the constant");
+    if (cv.size() != 1 && cv.size() != F) return false;
+    std::vector<std::int64_t> dims = c.dims;
+    while (!dims.empty() && dims.front() == 1 && dims.size() > 1) dims.erase(dims.begin());
+    if (cv.size() != 1 && dims != std::vector<std::int64_t>{static_cast<std::int64_t>(F)}) return false;
+    for (float v : cv)
+        if (!std::isfinite(v) || (op == Fold::Div && v == 0.0f)) {
+            char b[32];
+            std::snprintf(b, sizeof b, "%g", static_cast<double>(v));
+            failNode(n, std::string("the constant ") + b + " is not a finite" + (op == Fold::Div ? " non-zero" : "") + " number", false);
+        }
+    // x' = a0 x + b0 before this node (a pending affine on its input), then this node's op
+    std::vector<double> a(F, 1.0), b(F, 0.0);
+    std::string names = n.op_type() + " '" + n.name() + "'";
+    if (const auto prev = m_pendingAffine.find(n.input(ai)); prev != m_pendingAffine.end()) {
+        const auto& [pa, pb] = prev->second.second;
+        if (pa.size() != F) return false;
+        for (std::size_t f = 0; f < F; ++f) {
+            a[f] = pa[f];
+            b[f] = pb[f];
+        }
+        names = prev->second.first + ", " + names;
+        m_pendingUsed = true;
+    }
+    for (std::size_t f = 0; f < F; ++f) {
+        const double v = cv.size() == 1 ? cv[0] : cv[f];
+        if (reversed) { // v - x'
+            a[f] = -a[f];
+            b[f] = v - b[f];
+        } else if (op == Fold::Mul || op == Fold::Div) {
+            const double k = op == Fold::Mul ? v : 1.0 / v;
+            a[f] *= k;
+            b[f] *= k;
+        } else {
+            b[f] += op == Fold::Add ? v : -v;
+        }
+    }
+    m_pendingAffine[n.output(0)] = {names, {std::vector<float>(a.begin(), a.end()), std::vector<float>(b.begin(), b.end())}};
     alias(n, x);
     return true;
 }

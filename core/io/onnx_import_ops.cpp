@@ -191,8 +191,10 @@ void Importer::foldPendingAffine(const NodeProto& n, StoredLayer& l)
 {
     const auto it = m_pendingAffine.find(n.input(0));
     if (it == m_pendingAffine.end()) return;
+    m_pendingUsed = true;
     const auto& [a, b] = it->second.second;
     const std::size_t in = l.inFeatures, out = l.outFeatures;
+    if (a.size() != in) failNode(n, "reads " + std::to_string(a.size()) + " features as " + std::to_string(in), false);
     std::vector<float>& w = l.tensors[0].values;
     std::vector<float> shift(out, 0.0f);
     for (std::size_t o = 0; o < out; ++o) {
@@ -205,8 +207,8 @@ void Importer::foldPendingAffine(const NodeProto& n, StoredLayer& l)
     }
     if (l.tensors.size() < 2) l.tensors.push_back(floatTensor("bias", {out}, std::vector<float>(out, 0.0f)));
     for (std::size_t o = 0; o < out; ++o) l.tensors[1].values[o] += shift[o];
-    m_m.notes.push_back("BatchNormalization '" + it->second.first + "' before Linear '" + n.name() +
-                        "' is folded into it (its running statistics); fine-tuning trains the folded Linear");
+    m_m.notes.push_back(it->second.first + " before Linear '" + n.name() +
+                        "' (a per-feature scale and shift) is folded into it; fine-tuning trains the folded Linear");
 }
 
 // Add: two activations of one shape (a residual join), or a Linear/Conv output plus a constant
@@ -529,7 +531,7 @@ void Importer::batchNormBeforeLinear(const NodeProto& n, std::size_t x)
                 failNode(n, "BatchNormalization on [N, C] (BatchNorm1d) is read only right after a Linear that nothing else reads, "
                             "or right before Linears (folded into them); " + r.op_type() + " '" + r.name() + "' reads it");
     if (n.output(0) == m_outputName) failNode(n, "BatchNormalization on [N, C] (BatchNorm1d) as the graph output is not read");
-    m_pendingAffine[n.output(0)] = {n.name(), {std::move(a), std::move(b)}};
+    m_pendingAffine[n.output(0)] = {"BatchNormalization '" + n.name() + "'", {std::move(a), std::move(b)}};
     alias(n, x);
 }
 

@@ -268,6 +268,11 @@ private:
     // A constant on flat features folded back into the layers that make them (onnx_import_fold_back.cpp):
     // false, with nothing changed, where it does not fold exactly.
     bool foldBackConstant(const NodeProto& n, int ai, const ConstTensor& c, Fold op);
+    // A constant on flat features that does not fold back, read only by Linears (or by further
+    // constants): kept pending, like a BatchNorm1d before a Linear, and folded into each Linear
+    // that reads it (foldPendingAffine). False, with nothing changed, where something else reads it.
+    bool constantBeforeLinear(const NodeProto& n, int ai, const ConstTensor& c, Fold op, bool reversed);
+    bool onlyLinearsRead(const std::string& name, int depth) const;
     bool foldBack(std::size_t a, const std::vector<float>& f, bool scale, bool apply, int depth, std::vector<std::string>& into);
     int readersOf(std::size_t a) const; // live readers of activation a, under any of its names
     void neg(const NodeProto& n);
@@ -408,9 +413,13 @@ private:
     // multiplied (constantsChannelsFirst permutes them) and the join of two marked maps. Every
     // other operator refuses it (checkChannelsLast).
     std::map<std::string, Shape> m_channelsLast;
-    // BatchNorm1d outputs waiting for the Linear that reads them: node name, and per feature the
-    // scale a and shift b of x' = a x + b (batchNormBeforeLinear, foldPendingAffine).
+    // BatchNorm1d outputs (and constants on flat features) waiting for the Linear that reads them:
+    // the nodes (op and name, for the note), and per feature the scale a and shift b of x' = a x + b (batchNormBeforeLinear,
+    // constantBeforeLinear, foldPendingAffine).
     std::map<std::string, std::pair<std::string, std::pair<std::vector<float>, std::vector<float>>>> m_pendingAffine;
+    // Set when a node folds a pending affine it reads (foldPendingAffine, constantBeforeLinear): a
+    // node that reads one and does not is refused, never run without it.
+    bool m_pendingUsed = false;
     std::set<std::string> m_names;         // layer names taken
     std::map<std::string, std::string> m_weightUser; // weight initializer -> the first layer made from it
     std::int64_t m_staticBatch = -1;       // the input's batch dimension when the export fixed it

@@ -483,6 +483,43 @@ class FlatConstants(nn.Module):
         return (self.head_a(h) + self.head_b(h)) / 2 + 0.5
 
 
+class GainsBeforeLinear(nn.Module):
+    """Constants on flat features that cannot fold back (a Tanh, SiLU, Sigmoid, GELU or Hardswish
+    lies between them and the layer that makes the features), read only by Linears: a gain
+    (tanh(h) * 3), a scale and shift in a row (sigmoid(h) * 2 - 1), a negation (-gelu(h)), a
+    reversed Sub (1 - tanh(h)), a division (hardswish(h) / 4), a negative factor and a shift after a
+    ReLU (which cannot pass it back into the Linear before), and a per-feature gain buffer with
+    negative entries after SiLU, read by two Linears. QuantScope folds each into the Linears that
+    read it, as a BatchNorm1d before a Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.fc1 = nn.Linear(6 * 4 * 4, 16)
+        self.fc2 = nn.Linear(16, 12)
+        self.fc3 = nn.Linear(12, 12, bias=False)
+        self.fc4 = nn.Linear(12, 10)
+        self.fc5 = nn.Linear(10, 10)
+        self.fc6 = nn.Linear(10, 10)
+        self.fc7 = nn.Linear(10, 10)
+        self.fc8 = nn.Linear(10, 10)
+        self.head_a = nn.Linear(10, 10)
+        self.head_b = nn.Linear(10, 10)
+        self.register_buffer("gain", torch.linspace(-1.5, 2.0, 10))
+
+    def forward(self, x):
+        f = F.max_pool2d(F.relu(self.conv(x)), 2).flatten(1)
+        h = self.fc2(torch.tanh(self.fc1(f)) * 3.0)
+        h = self.fc3(torch.sigmoid(h) * 2 - 1)
+        h = self.fc4(-F.gelu(h))
+        h = self.fc5(1 - torch.tanh(h))
+        h = self.fc6(F.hardswish(h) / 4.0)
+        h = self.fc7(F.relu(h) * -0.5)  # a negative factor cannot pass the ReLU back: forward, into fc7
+        h = self.fc8(F.relu(h) - 0.25)  # nor a shift
+        g = F.silu(h) * self.gain
+        return self.head_a(g) + self.head_b(g)
+
+
 class ComputedWeights(nn.Module):
     """Weights the graph computes from parameters, which QuantScope folds: weight standardisation
     (timm's StdConv2d, BiT: (w - mean) / sqrt(var + eps) per filter, through ReduceMean, Sub, Mul,
@@ -1087,6 +1124,10 @@ CASES = [
     ("lnvar_op13_fold", LayerNormVar, (3, 5, 5), 13, True, False),
     ("lnvar_op17_nofold_dyn", LayerNormVar, (3, 5, 5), 17, False, True),
     ("kerasmatmul_op13_fold_dyn", KerasMatMulHead, (3, 8, 6), 13, True, True),
+    # Constants on flat features after a Tanh, SiLU, ..., folded into the Linears that read them.
+    ("gainslinear_op13_fold_dyn", GainsBeforeLinear, (3, 8, 8), 13, True, True),
+    ("gainslinear_op11_nofold", GainsBeforeLinear, (3, 8, 8), 11, False, False),
+    ("gainslinear_op17_fold", GainsBeforeLinear, (3, 8, 8), 17, True, False),
 ]
 
 HW_SECOND = (12, 10)
