@@ -102,6 +102,8 @@ static const std::vector<const char*>& pytorchFixtures()
                           "kerasmatmul_op13_fold_dyn",
                           // constants on flat features after a Tanh, SiLU, ... folded into the Linears that read them
                           "gainslinear_op13_fold_dyn", "gainslinear_op11_nofold", "gainslinear_op17_fold",
+                          // x[:, [2, 1, 0]] and lists of channels or features: 1x1 Convs and Linears of one-hot weights
+                          "gatherch_op13_fold_dyn", "gatherch_op11_nofold",
                           "pad_op13_fold_dyn", "pad_op11_nofold", "pad_op17_fold"};
     return names;
 }

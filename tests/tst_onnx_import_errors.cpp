@@ -268,6 +268,21 @@ void TestOnnxImportErrors::badInput_data()
         "ConfigError", "takes indices [1] of axis 2 (of size 1) of [10,1,1] activations");
     row("a Gather from the channels", "computedw_op13_nofold_dyn", [](onnx::ModelProto& mp) { findNode(mp, "Gather")->mutable_attribute(0)->set_i(1); },
         "ConfigError", "of axis 1 (of size 10)");
+    // A list of channels (x[:, [2, 1, 0]], a 1x1 Conv of one-hot weights) with an index past the channels.
+    row("a channel Gather index out of range", "gatherch_op13_fold_dyn",
+        [](onnx::ModelProto& mp) {
+            const std::string idx = findNode(mp, "Gather")->input(1);
+            const auto setFirst = [](onnx::TensorProto& t) {
+                const std::int64_t v = 7;
+                if (t.raw_data().empty()) t.set_int64_data(0, v);
+                else t.mutable_raw_data()->replace(0, sizeof v, reinterpret_cast<const char*>(&v), sizeof v);
+            };
+            for (onnx::TensorProto& t : *mp.mutable_graph()->mutable_initializer())
+                if (t.name() == idx) setFirst(t);
+            for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node())
+                if (n.op_type() == "Constant" && n.output(0) == idx) setFirst(*n.mutable_attribute(0)->mutable_t());
+        },
+        "FormatError", "index 7 is out of range for axis 1 of size 3");
     row("a Gather from the batch", "computedw_op13_nofold_dyn", [](onnx::ModelProto& mp) { findNode(mp, "Gather")->mutable_attribute(0)->set_i(0); },
         "ConfigError", "selects images of the batch (axis 0)");
     // A dynamic height and width are read at the data's size (tst_onnx_dynamic_size); channels are not.

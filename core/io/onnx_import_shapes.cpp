@@ -197,15 +197,55 @@ void Importer::gather(const NodeProto& n)
     const ConstTensor& idx = constant(n, 1, "the indices");
     if (idx.isFloat) failNode(n, "the indices are not integers", false);
     const std::size_t size = s[static_cast<std::size_t>(d - 1)];
+    if (d == 1 && idx.dims.size() == 1 && (s == shapeOf(x)) && (s.size() == 3 || s.size() == 1) && (size != 1 || idx.numel() != 1))
+        return gatherChannels(n, x, idx.i);
     if (size != 1 || idx.numel() != 1 || idx.dims.size() > 1 || (idx.i.at(0) != 0 && idx.i.at(0) != -1))
         failNode(n, "takes indices " + listOf(idx.i) + " of axis " + std::to_string(d) + " (of size " + std::to_string(size) + ") of " +
-                        shapeString(s) + " activations; QuantScope reads a Gather of an activation only as an index 0 into an axis " +
-                        "of size 1 (x[:, :, 0, 0] of a pooled map: a squeeze)");
+                        shapeString(s) + " activations; QuantScope reads a Gather of an activation as a list of channels (x[:, [2, 1, "
+                        "0]], a 1x1 Conv) or of features, or as an index 0 into an axis of size 1 (x[:, :, 0, 0] of a pooled map: a "
+                        "squeeze)");
     if (!idx.dims.empty()) { // [0]: the axis stays, the values are the same
         alias(n, x);
         return setView(n, x, s);
     }
     squeezeAxes(n, {d});
+}
+
+// x[:, [2, 1, 0]] (RGB to BGR), x[:, idx] with a list of channels on [N, C, H, W] maps or of
+// features on [N, F]: output k is input idx[k] (negative indices count from the end, repeats
+// allowed). QuantScope has no gather layer for it: it is a 1x1 Conv C -> K (a Linear F -> K on
+// features) without bias whose weights are one-hot, exact in float (each output is 1 x one input
+// plus zeros), and which trains, quantizes and exports as any such layer (a note says so). An
+// index out of range is refused by node.
+void Importer::gatherChannels(const NodeProto& n, std::size_t x, const std::vector<std::int64_t>& idx)
+{
+    const Shape s = shapeOf(x); // a copy: addLayer grows the table shapeOf reads
+    const std::size_t C = s[0], K = idx.size();
+    if (K == 0) failNode(n, "takes no indices", false);
+    if (K > kMaxGatheredChannels)
+        failNode(n, "takes " + std::to_string(K) + " indices; QuantScope reads at most " + std::to_string(kMaxGatheredChannels), false);
+    std::vector<float> w(K * C, 0.0f);
+    for (std::size_t k = 0; k < K; ++k) {
+        const std::int64_t i = idx[k] < 0 ? idx[k] + static_cast<std::int64_t>(C) : idx[k];
+        if (i < 0 || i >= static_cast<std::int64_t>(C))
+            failNode(n, "index " + std::to_string(idx[k]) + " is out of range for axis 1 of size " + std::to_string(C), false);
+        w[k * C + static_cast<std::size_t>(i)] = 1.0f;
+    }
+    const bool maps = s.size() == 3;
+    StoredLayer l;
+    if (maps) {
+        l = pointwiseConv(C, K, std::move(w));
+    } else {
+        l.kind = LayerKind::Linear;
+        l.inFeatures = C;
+        l.outFeatures = K;
+        l.tensors.push_back(floatTensor("weight", {K, C}, std::move(w)));
+    }
+    const StoredLayer& made = addLayer(n, std::move(l), maps ? Shape{K, s[1], s[2]} : Shape{K}, {x});
+    m_m.importAddedParams += K * C;
+    m_m.notes.push_back("Gather '" + n.name() + "' takes " + (maps ? "channels " : "features ") + listOf(idx) + " of " + shapeString(s) +
+                        ": read as the " + (maps ? "1x1 Conv '" : "Linear '") + made.name + "' " + std::to_string(C) + " -> " +
+                        std::to_string(K) + " with one-hot weights (trainable; its weights are counted apart from the file's)");
 }
 
 void Importer::squeezeAxes(const NodeProto& n, const std::vector<std::int64_t>& axes)

@@ -323,6 +323,8 @@ private:
     void flattenImages(const NodeProto& n, std::size_t x);
     void flattenChannelsLast(const NodeProto& n, std::size_t x, const Shape& chw);
     void squeeze(const NodeProto& n);
+    void gatherChannels(const NodeProto& n, std::size_t x, const std::vector<std::int64_t>& idx);
+    static constexpr std::size_t kMaxGatheredChannels = 1 << 16; // indices of one channel Gather
     void squeezeAxes(const NodeProto& n, const std::vector<std::int64_t>& axes); // axes of the batched rank; empty: all of size 1
     void gather(const NodeProto& n);
     void unsqueeze(const NodeProto& n);

@@ -520,6 +520,25 @@ class GainsBeforeLinear(nn.Module):
         return self.head_a(g) + self.head_b(g)
 
 
+class ChannelGather(nn.Module):
+    """Lists of channels taken with a Gather on axis 1: x[:, [2, 1, 0]] on the input (a model
+    ported from Caffe that swaps RGB to BGR), a selection with a repeat and a negative index inside
+    the network, and a list of flat features before the head. QuantScope reads each as a 1x1 Conv
+    (a Linear on features) with one-hot weights."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.conv2 = nn.Conv2d(5, 8, 3, padding=1)
+        self.fc = nn.Linear(5, 10)
+
+    def forward(self, x):
+        y = F.relu(self.conv1(x[:, [2, 1, 0]]))
+        y = F.relu(self.conv2(y[:, [0, 3, 3, 5, -2]]))
+        h = F.adaptive_avg_pool2d(y, 1).flatten(1)
+        return self.fc(h[:, [7, 1, 2, 0, 4]])
+
+
 class ComputedWeights(nn.Module):
     """Weights the graph computes from parameters, which QuantScope folds: weight standardisation
     (timm's StdConv2d, BiT: (w - mean) / sqrt(var + eps) per filter, through ReduceMean, Sub, Mul,
@@ -1128,6 +1147,9 @@ CASES = [
     ("gainslinear_op13_fold_dyn", GainsBeforeLinear, (3, 8, 8), 13, True, True),
     ("gainslinear_op11_nofold", GainsBeforeLinear, (3, 8, 8), 11, False, False),
     ("gainslinear_op17_fold", GainsBeforeLinear, (3, 8, 8), 17, True, False),
+    # Lists of channels (x[:, [2, 1, 0]]) and of features: 1x1 Convs and Linears of one-hot weights.
+    ("gatherch_op13_fold_dyn", ChannelGather, (3, 8, 8), 13, True, True),
+    ("gatherch_op11_nofold", ChannelGather, (3, 8, 8), 11, False, False),
 ]
 
 HW_SECOND = (12, 10)
