@@ -14,6 +14,7 @@
 #include <onnx/onnx_pb.h>
 
 #include <array>
+#include <deque>
 #include <map>
 #include <optional>
 #include <set>
@@ -394,7 +395,9 @@ private:
     OnnxImportOptions m_options;
     int m_opset = 0;
     ExportedModel m_m;
-    std::vector<Shape> m_shapes;           // per-image shape of every activation
+    // per-image shape of every activation; a deque, so that a reference from shapeOf stays valid
+    // while addLayer appends (a handler holding one across addLayer read freed memory)
+    std::deque<Shape> m_shapes;
     std::map<std::string, Value> m_values; // every ONNX value defined so far
     std::map<std::string, int> m_uses;     // live readers of each value (graph output counts)
     // Values that alias an activation under a per-image shape of their own, which differs from the
