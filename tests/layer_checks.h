@@ -199,6 +199,20 @@ struct ReadBack {
     bool predictsFromFile = false;
 };
 
+// The read-back of a model with normalisation layers (tst_groupnorm, tst_layernorm2d): the .qsm
+// keeps what normsOf reads of them (a value with ==), the QDQ ONNX that, the layers' kinds and the
+// quantization points.
+template <typename NormsOf>
+ReadBack normsKindsAndPoints(NormsOf normsOf)
+{
+    return ReadBack{"the layers' kinds, norms and points",
+                    [normsOf](const ExportedModel& fromQsm, const ExportedModel& m) { return normsOf(fromQsm) == normsOf(m); },
+                    [normsOf](const ExportedModel& back, const ExportedModel& m) {
+                        return onnx_import_fixtures::kindsOf(back) == onnx_import_fixtures::kindsOf(m) && normsOf(back) == normsOf(m) &&
+                               samePoints(back, m);
+                    }};
+}
+
 // em's .qsm and QDQ ONNX (the bytes left in qdqBytes) read back as rb asks.
 inline QString quantizedFilesReadBack(const QString& what, const ExportedModel& em, const ReadBack& rb, const LabeledImages& test,
                                       const engine_agreement::EngineRun& run, Bytes& qdqBytes)

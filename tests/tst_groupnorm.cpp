@@ -208,12 +208,7 @@ void TestGroupNorm::engineEqualsFakeQuant()
         }
     QCOMPARE(norms, std::size_t{3});
     const QString what = "gn-net " + act;
-    const layer_checks::ReadBack rb{
-        "the layers' kinds, norms and points",
-        [](const ExportedModel& fromQsm, const ExportedModel& m) { return normsOf(fromQsm) == normsOf(m); },
-        [](const ExportedModel& back, const ExportedModel& m) {
-            return kindsOf(back) == kindsOf(m) && normsOf(back) == normsOf(m) && layer_checks::samePoints(back, m);
-        }};
+    const layer_checks::ReadBack rb = layer_checks::normsKindsAndPoints(normsOf);
     engine_agreement::EngineRun run;
     std::vector<std::uint8_t> bytes;
     QS_CHECK(layer_checks::floatStepPointsExact(

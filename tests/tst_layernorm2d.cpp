@@ -249,12 +249,7 @@ void TestLayerNorm2d::engineEqualsFakeQuant()
             for (const StoredTensor& t : l.tensors) QVERIFY(t.encoding == TensorEncoding::Float32);
         }
     const QString what = "ln-net " + act;
-    const layer_checks::ReadBack rb{
-        "the layers' kinds, norms and points",
-        [](const ExportedModel& fromQsm, const ExportedModel& m) { return normsOf(fromQsm) == normsOf(m); },
-        [](const ExportedModel& back, const ExportedModel& m) {
-            return kindsOf(back) == kindsOf(m) && normsOf(back) == normsOf(m) && layer_checks::samePoints(back, m);
-        }};
+    const layer_checks::ReadBack rb = layer_checks::normsKindsAndPoints(normsOf);
     engine_agreement::EngineRun run;
     std::vector<std::uint8_t> bytes;
     QS_CHECK(layer_checks::floatStepPointsExact(
