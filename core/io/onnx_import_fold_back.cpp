@@ -184,12 +184,6 @@ bool Importer::foldBackConstant(const NodeProto& n, int ai, const ConstTensor& c
     return true;
 }
 
-// A constant on flat features that does not fold back (a gain after a Tanh or SiLU, tanh(h) * 3,
-// sigmoid(h) * 2 - 1, a negated GELU) where only Linears read the result, directly or through
-// further constants: y = a x + b per feature, kept pending on the node's output and folded into
-// each Linear that reads it, W' = W diag(a), bias' = bias + W b (foldPendingAffine), as a
-// BatchNorm1d before a Linear is. Constants in a row compose (x * 2 - 1 is a = 2, b = -1). The
-// constant is one value or one per feature; not finite or a division by zero is refused by node.
 // Whether every reader of `name` is a Linear (Gemm, MatMul, reading it as input 0) or a constant
 // Add, Sub, Mul, Div or Neg whose own output only Linears read in turn, and it is not the output.
 bool Importer::onlyLinearsRead(const std::string& name, int depth) const
@@ -220,6 +214,12 @@ bool Importer::onlyLinearsRead(const std::string& name, int depth) const
     return read;
 }
 
+// A constant on flat features that does not fold back (a gain after a Tanh or SiLU, tanh(h) * 3,
+// sigmoid(h) * 2 - 1, a negated GELU) where only Linears read the result, directly or through
+// further constants: y = a x + b per feature, kept pending on the node's output and folded into
+// each Linear that reads it, W' = W diag(a), bias' = bias + W b (foldPendingAffine), as a
+// BatchNorm1d before a Linear is. Constants in a row compose (x * 2 - 1 is a = 2, b = -1). The
+// constant is one value or one per feature; not finite or a division by zero is refused by node.
 bool Importer::constantBeforeLinear(const NodeProto& n, int ai, const ConstTensor& c, Fold op, bool reversed)
 {
     const std::size_t x = act(n, ai);
