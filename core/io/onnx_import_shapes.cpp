@@ -219,7 +219,7 @@ void Importer::gather(const NodeProto& n)
 // index out of range is refused by node.
 void Importer::gatherChannels(const NodeProto& n, std::size_t x, const std::vector<std::int64_t>& idx)
 {
-    const Shape s = shapeOf(x); // a copy: addLayer grows the table shapeOf reads
+    const Shape& s = shapeOf(x); // stays valid across addLayer (m_shapes is a deque)
     const std::size_t C = s[0], K = idx.size();
     if (K == 0) failNode(n, "takes no indices", false);
     if (K > kMaxGatheredChannels)
