@@ -284,6 +284,14 @@ GradSetup makeGradSetup(const QString& row, Rng& rng)
         s.layer = std::make_unique<Add>("add");
         s.x = randomTensor({2, 3, 3, 4}, rng);
         s.x2 = randomTensor({2, 3, 3, 4}, rng);
+    } else if (row == "add_gate_second") { // x + t, t = [N, C, 1, 1] (GCNet's context add)
+        s.layer = std::make_unique<Add>("add");
+        s.x = randomTensor({2, 3, 3, 4}, rng);
+        s.x2 = randomTensor({2, 3, 1, 1}, rng);
+    } else if (row == "add_gate_first") { // t + x
+        s.layer = std::make_unique<Add>("add");
+        s.x = randomTensor({2, 4, 1, 1}, rng);
+        s.x2 = randomTensor({2, 4, 2, 5}, rng);
     } else if (row == "mul_equal") {
         s.layer = std::make_unique<Mul>("mul");
         s.x = randomTensor({2, 3, 3, 4}, rng);
@@ -447,7 +455,7 @@ void TestLayersGradients::layerGradient_data()
           "avgpool2d_geometry_k3_s2_p1_ceil", "avgpool2d_geometry_k3_s2_p1_ceil_exclude", "avgpool2d_geometry_k3x2_s2x1_p1_0_exclude",
           "avgpool2d_geometry_k2x3_s1x2_pads_0_1_1_0", "avgpool2d_k2",
           "avgpool2d_k3_s2_overlapping", "avgpool2d_k3_s3_tiled", "avgpool2d_k3_s2_p1", "avgpool2d_k3_s1_p1",
-          "global_avgpool2d", "add", "mul_equal", "mul_gate_second", "mul_gate_first", "mul_flat", "concat2", "concat3",
+          "global_avgpool2d", "add", "add_gate_second", "add_gate_first", "mul_equal", "mul_gate_second", "mul_gate_first", "mul_flat", "concat2", "concat3",
           "concat2_flat", "channel_shuffle_g2", "channel_shuffle_g3_flat", "slice_channels_1_4", "slice_features_0_2", "pad_reflect", "pad_replicate", "pad_zeros", "dropout_p0.5", "flatten", "linear", "linear_nobias", "log_softmax", "softmax",
           "pointwise_Sigmoid", "pointwise_Tanh", "pointwise_SiLU", "pointwise_Hardsigmoid", "pointwise_Hardswish",
           "pointwise_LeakyReLU", "pointwise_LeakyReLU_0.2", "pointwise_ELU", "pointwise_ELU_0.7", "pointwise_GELU",
@@ -522,6 +530,7 @@ void TestLayersGradients::modelGradient_data()
     QTest::newRow("residual_block") << "residual_block";
     QTest::newRow("one_activation_read_three_times") << "one_activation_read_three_times";
     QTest::newRow("se_gate_and_concat") << "se_gate_and_concat";
+    QTest::newRow("context_add_fused_passes") << "context_add_fused_passes";
 }
 
 // A whole graph model: L = sum(r * model(x)), model.backward(r), every parameter against central
@@ -548,6 +557,15 @@ void TestLayersGradients::modelGradient()
         const std::size_t gated = m.add(std::make_unique<Mul>("excite"), {stem, gate});
         const std::size_t square = m.add(std::make_unique<Mul>("square"), {stem, stem});
         m.add(std::make_unique<Concat>("cat", 3), {gated, stem, square});
+    } else if (graph == "context_add_fused_passes") {
+        // GCNet's context add, with the trainer's fused passes on: t = 1x1 conv(pool(stem));
+        // relu(stem + t), then t + that (the gate first): the gate's gradient sums over the planes
+        m.setFusion(true);
+        m.add(std::make_unique<GlobalAvgPool2d>("pool"));
+        const std::size_t t = m.add(std::make_unique<Conv2d>("transform", 3, 3, 1, 1, 0, 1, true));
+        reluInput = m.add(std::make_unique<Add>("context_add"), {stem, t});
+        const std::size_t r = m.add(std::make_unique<ReLU>("relu")); // not fused into a broadcast sum
+        m.add(std::make_unique<Add>("context_add2"), {t, r});
     } else {
         // stem + stem, then + stem again: three reads of one activation, two by the same layer
         const std::size_t twice = m.add(std::make_unique<Add>("add1"), {stem, stem});
@@ -556,7 +574,8 @@ void TestLayersGradients::modelGradient()
     const std::size_t channels = graph == "se_gate_and_concat" ? 9 : 3;
     m.add(std::make_unique<Flatten>("flatten"));
     m.add(std::make_unique<Linear>("fc", channels * 4 * 4, 4));
-    QCOMPARE(m.consumersOf(stem).size(), graph == "residual_block" ? std::size_t{2} : graph == "se_gate_and_concat" ? std::size_t{5} : std::size_t{3});
+    const std::size_t stemReaders = graph == "residual_block" || graph == "context_add_fused_passes" ? 2 : graph == "se_gate_and_concat" ? 5 : 3;
+    QCOMPARE(m.consumersOf(stem).size(), stemReaders);
 
     RunContext ctx;
     ctx.training = true;

@@ -1,6 +1,7 @@
-// Mul of two activations (squeeze-and-excitation gates, x * sigmoid(y)) and Concat along the
-// channels (DenseNet, Inception) end to end: PyTorch exports (tests/onnx_import se_*, gate_*,
-// dense_*, inception_*, make_fixtures.py) import with one Mul or Concat per join and match
+// Mul of two activations (squeeze-and-excitation gates, x * sigmoid(y)), Concat along the
+// channels (DenseNet, Inception) and the broadcast Add of a map and a [N, C, 1, 1] gate (GCNet's
+// context add) end to end: PyTorch exports (tests/onnx_import se_*, gate_*, dense_*, inception_*,
+// ctxadd_*, make_fixtures.py) import with one Mul, Concat or Add per join and match
 // PyTorch's outputs; they survive .qsm and ONNX round trips; onnxruntime runs the FP32 export;
 // the integer engine's Mul and Concat agree with the fake-quant simulation at every point (within
 // one step) and in the predictions; the QDQ export reads back and onnxruntime runs it; QAT trains
@@ -12,6 +13,7 @@
 #include "io/onnx_import.h"
 #include "io/onnx_io.h"
 #include "io/qsm.h"
+#include "nn/add.h"
 #include "nn/avgpool2d.h"
 #include "nn/concat.h"
 #include "nn/conv2d.h"
@@ -61,7 +63,7 @@ constexpr double kOnnxRoundTripRelTol = 1e-6;
 
 struct FixtureRow {
     const char* name;
-    std::size_t muls, concats; // joins the import must make
+    std::size_t muls, concats, adds = 0; // joins the import must make
 };
 const FixtureRow kFixtureRows[] = {
     {"se_conv_sigmoid_op13_fold_dyn", 1, 0},     {"se_conv_hardsigmoid_op11_nofold", 1, 0},
@@ -69,12 +71,14 @@ const FixtureRow kFixtureRows[] = {
     {"se_linear_view_op11_nofold", 1, 0},        {"se_linear_flat_op17_fold", 1, 0},
     {"gate_mul_op13_fold_dyn", 1, 0},            {"dense_concat_op13_fold_dyn", 0, 2},
     {"dense_concat_op11_nofold", 0, 2},          {"inception_concat_op13_fold_dyn", 0, 1},
-    {"inception_concat_op17_nofold", 0, 1},
+    {"inception_concat_op17_nofold", 0, 1},      {"ctxadd_op13_fold_dyn", 0, 0, 2},
+    {"ctxadd_op11_nofold", 0, 0, 2},             {"ctxadd_op17_fold", 0, 0, 2},
 };
 
 // Models on the workspace's 1 x 28 x 28 images for the quantized checks.
 //   se_*:       conv -> relu, gate = gate(conv1x1(relu(conv1x1(gap)))), x * gate (or gate * x), pool, conv, pool, fc
 //   gate_mul:   conv -> relu; convx(h) * sigmoid(convy(h)); pool; fc
+//   ctx_add:    conv -> relu, t = conv1x1(relu(conv1x1(gap))), x + t (or t + x, then a ReLU), pool, conv, pool, fc
 //   dense:      stem; cat(stem, relu(conv)); cat(that, relu(conv)); 1x1 conv; pool; fc
 //   inception:  stem; cat(relu(1x1), relu(3x3), relu(1x1(maxpool 3 s1 p1))); conv; pool; fc
 std::unique_ptr<Model> joinModel(const std::string& which)
@@ -94,6 +98,15 @@ std::unique_ptr<Model> joinModel(const std::string& which)
         const std::size_t s = m->add(std::make_unique<Pointwise>("gate", gk));
         const bool first = which.find("first") != std::string::npos;
         m->add(std::make_unique<Mul>("excite"), first ? std::vector<std::size_t>{s, x} : std::vector<std::size_t>{x, s});
+    } else if (which.rfind("ctx_add", 0) == 0) {
+        m->add(std::make_unique<GlobalAvgPool2d>("context"), {x});
+        m->add(std::make_unique<Conv2d>("t1", 8, 4, 1, 1, 0, 1, true));
+        m->add(std::make_unique<ReLU>("t1_relu"));
+        scaled.push_back(m->size());
+        const std::size_t t = m->add(std::make_unique<Conv2d>("t2", 4, 8, 1, 1, 0, 1, true));
+        const bool first = which.find("first") != std::string::npos;
+        m->add(std::make_unique<Add>("context_add"), first ? std::vector<std::size_t>{t, x} : std::vector<std::size_t>{x, t});
+        if (which.ends_with("_relu")) m->add(std::make_unique<ReLU>("context_relu")); // folds into the Add's clamp
     } else if (which.rfind("gate_mul", 0) == 0) {
         const std::size_t a = m->add(std::make_unique<Conv2d>("convx", 8, 8, 3, 1, 1), {x});
         scaled.push_back(m->size());
@@ -177,7 +190,9 @@ void TestMulConcat::importMatchesPyTorch_data()
     QTest::addColumn<QString>("name");
     QTest::addColumn<int>("muls");
     QTest::addColumn<int>("concats");
-    for (const FixtureRow& r : kFixtureRows) QTest::newRow(r.name) << QString(r.name) << int(r.muls) << int(r.concats);
+    QTest::addColumn<int>("adds");
+    for (const FixtureRow& r : kFixtureRows)
+        QTest::newRow(r.name) << QString(r.name) << int(r.muls) << int(r.concats) << int(r.adds);
 }
 
 // Each join is one Mul or Concat layer (an SE gate's Sigmoid stays a Sigmoid, not SiLU; a
@@ -191,6 +206,8 @@ void TestMulConcat::importMatchesPyTorch()
     const ExportedModel m = importFixture(name.toStdString());
     QCOMPARE(int(countKind(m, LayerKind::Mul)), muls);
     QCOMPARE(int(countKind(m, LayerKind::Concat)), concats);
+    QFETCH(int, adds);
+    QCOMPARE(int(countKind(m, LayerKind::Add)), adds);
     QCOMPARE(int(countKind(m, LayerKind::SiLU)), 0);
     if (name.startsWith("se_linear")) {
         QCOMPARE(int(countKind(m, LayerKind::Linear)), 1); // the classifier only
@@ -222,7 +239,8 @@ void TestMulConcat::engineEqualsFakeQuant_data()
 {
     QTest::addColumn<QString>("model");
     QTest::addColumn<QString>("act");
-    for (const char* model : {"se_sigmoid", "se_hardsigmoid_first", "gate_mul", "gate_mul_relu", "dense", "inception", "inception_relu"})
+    for (const char* model : {"se_sigmoid", "se_hardsigmoid_first", "gate_mul", "gate_mul_relu", "dense", "inception", "inception_relu", "ctx_add",
+                              "ctx_add_first_relu"})
         for (const char* act : {"uint8", "int8"})
             QTest::newRow(qPrintable(QString("%1 %2").arg(model).arg(act))) << QString(model) << QString(act);
 }
@@ -240,7 +258,7 @@ void TestMulConcat::engineEqualsFakeQuant()
     QVERIFY2(IntEngine::unsupportedReason(q.exported).empty(), IntEngine::unsupportedReason(q.exported).c_str());
     std::size_t joins = 0;
     // A join's point is its own, or that of the ReLU that alone reads it (folded into its clamp).
-    const auto isJoin = [](LayerKind k) { return k == LayerKind::Mul || k == LayerKind::Concat; };
+    const auto isJoin = [](LayerKind k) { return k == LayerKind::Mul || k == LayerKind::Concat || k == LayerKind::Add; };
     const auto joinOf = [&](const StoredLayer& l) -> const StoredLayer* {
         if (isJoin(l.kind)) return &l;
         if (l.kind == LayerKind::ReLU && l.inputs[0] > 0 && isJoin(q.exported.layers[l.inputs[0] - 1].kind) &&
@@ -277,6 +295,7 @@ void TestMulConcat::engineEqualsFakeQuant()
             for (const Tensor& t : in) xs.push_back(&t);
             Tensor y;
             if (l->kind == LayerKind::Mul) Mul("ref").forwardMulti(xs, y, RunContext{});
+            else if (l->kind == LayerKind::Add) Add("ref").forwardMulti(xs, y, RunContext{});
             else Concat("ref", xs.size()).forwardMulti(xs, y, RunContext{});
             QCOMPARE(y.numel(), p.q.size());
             if (relu)
@@ -399,6 +418,20 @@ void TestMulConcat::shapeErrorsNameTheLayer()
         const std::size_t g = m.add(std::make_unique<Conv2d>("fc", 8, 16, 1));
         m.add(std::make_unique<Mul>("excite"), {x, g});
         expectConfigError(m, "excite: cannot multiply shapes [2,8,4,4] and [2,16,1,1]");
+    }
+    {
+        // the same for an Add: a gate of other channels, and a map of other size
+        Model m("bad-add", {3, 8, 8});
+        const std::size_t x = m.add(std::make_unique<Conv2d>("conv", 3, 8, 3, 2, 1));
+        m.add(std::make_unique<GlobalAvgPool2d>("pool"));
+        const std::size_t g = m.add(std::make_unique<Conv2d>("fc", 8, 16, 1));
+        m.add(std::make_unique<Add>("context_add"), {x, g});
+        expectConfigError(m, "context_add: cannot add shapes [2,8,4,4] and [2,16,1,1]");
+        Model m2("bad-add2", {3, 8, 8});
+        const std::size_t a = m2.add(std::make_unique<Conv2d>("a", 3, 4, 3, 1, 1));
+        const std::size_t b = m2.add(std::make_unique<Conv2d>("b", 3, 4, 3, 2, 1), {0});
+        m2.add(std::make_unique<Add>("join"), {a, b});
+        expectConfigError(m2, "join: cannot add shapes [2,4,8,8] and [2,4,4,4]");
     }
     {
         Model m("bad-concat", {3, 8, 8});

@@ -104,6 +104,8 @@ static const std::vector<const char*>& pytorchFixtures()
                           "gainslinear_op13_fold_dyn", "gainslinear_op11_nofold", "gainslinear_op17_fold",
                           // x[:, [2, 1, 0]] and lists of channels or features: 1x1 Convs and Linears of one-hot weights
                           "gatherch_op13_fold_dyn", "gatherch_op11_nofold",
+                          // GCNet's context add: a map plus a [N, C, 1, 1] gate of its channels, both orders
+                          "ctxadd_op13_fold_dyn", "ctxadd_op11_nofold", "ctxadd_op17_fold",
                           "pad_op13_fold_dyn", "pad_op11_nofold", "pad_op17_fold"};
     return names;
 }

@@ -273,7 +273,14 @@ void IntEngine::Impl::runImageOp(const Op& op, Scratch& s) const
         avgPoolRequant(op.pool, s.poolPad.data(), nxt);
         return;
     }
-    case OpKind::Add: addRequant(op.add, cur, imagePtr(s, op.in1), nxt, op.elems); return;
+    case OpKind::Add:
+        if (op.gated) { // NHWC: each pixel's cout channels plus the gate's cout values
+            const std::uint8_t* gate = imagePtr(s, op.in1);
+            for (std::size_t p = 0; p < op.elems; p += op.cout) addRequant(op.add, cur + p, gate, nxt + p, op.cout);
+        } else {
+            addRequant(op.add, cur, imagePtr(s, op.in1), nxt, op.elems);
+        }
+        return;
     case OpKind::Mul:
         if (op.gated) mulRequantBroadcast(op.mul, cur, imagePtr(s, op.in1), nxt, op.elems / op.cout, op.cout);
         else mulRequant(op.mul, cur, imagePtr(s, op.in1), nxt, op.elems);

@@ -99,16 +99,31 @@ void IntEngine::Impl::Builder::add()
 {
     const ActInfo& a = input(0);
     const ActInfo& b = input(1);
-    if (a.flat != b.flat || a.permuted != b.permuted || (a.permuted && (a.fc != b.fc || a.fh != b.fh || a.fw != b.fw)))
+    if (a.floats || b.floats) throw ConfigError(m_id + " reads float values; the integer engine runs it on quantized inputs");
+    // Equal layouts, or a feature map and a [C, 1, 1] gate of its channels (either order: GCNet's
+    // context add), as Mul takes them.
+    const bool same = a.flat == b.flat && a.permuted == b.permuted && a.c == b.c && a.h == b.h && a.w == b.w &&
+                      (!a.permuted || (a.fc == b.fc && a.fh == b.fh && a.fw == b.fw));
+    const auto gates = [](const ActInfo& map, const ActInfo& g) {
+        return !map.flat && !g.flat && !map.permuted && !g.permuted && g.c == map.c && g.h == 1 && g.w == 1;
+    };
+    const bool bGate = !same && gates(a, b), aGate = !same && !bGate && gates(b, a);
+    if (!same && !bGate && !aGate)
         throw ConfigError(m_id + ": adds activations laid out differently (one flattened from a feature map), not supported");
+    const ActInfo& map = aGate ? b : a;
+    const ActInfo& gate = aGate ? a : b;
     const Point pt = pointOf();
     const auto [lo, hi] = clampOf(pt.d, pt.relu);
-    Op op = opOf(OpKind::Add, pt.name, a.root, pt.act);
-    op.in1 = b.root;
-    op.elems = a.numel();
-    op.add = addParams(m_isa, static_cast<double>(a.d.aq.scale) / pt.d.aq.scale, static_cast<double>(b.d.aq.scale) / pt.d.aq.scale,
-                       a.d.zp(), b.d.zp(), pt.d.zp(), lo, hi);
-    pushOnGrid(std::move(op), a, pt.d);
+    Op op = opOf(OpKind::Add, pt.name, map.root, pt.act);
+    op.in1 = gate.root;
+    op.elems = map.numel();
+    op.gated = !same;
+    op.cout = map.c;
+    // requant(a) + requant(b) is symmetric in its two inputs: the map's scale and zero point go
+    // first whichever input it was
+    op.add = addParams(m_isa, static_cast<double>(map.d.aq.scale) / pt.d.aq.scale, static_cast<double>(gate.d.aq.scale) / pt.d.aq.scale,
+                       map.d.zp(), gate.d.zp(), pt.d.zp(), lo, hi);
+    pushOnGrid(std::move(op), map, pt.d);
 }
 
 void IntEngine::Impl::Builder::mul()

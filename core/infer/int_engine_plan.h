@@ -141,7 +141,7 @@ struct Op {
     std::array<std::uint8_t, 256> table{}; // Lut: output byte of each input byte
     std::vector<std::uint8_t> tables;      // ChannelLut: cout tables of 256 bytes
     MulParams mul;
-    bool gated = false;            // Mul: in1 is a [C, 1, 1] gate of cout channels
+    bool gated = false;            // Mul, Add: in1 is a [C, 1, 1] gate of cout channels
     ConcatParams cat;
     std::vector<int> ins;          // Concat: every input (in0 and in1 are the first two)
 

@@ -219,11 +219,15 @@ void ExportedModel::validate(const std::string& source) const
                 bad(source, id + ": the slope is stored as float32 (integer models too), not as integers");
             break;
         }
-        case LayerKind::Add:
-            if (shapes[l.inputs[1]] != s)
-                bad(source, id + " adds shapes " + shapeString(s) + " and " + shapeString(shapes[l.inputs[1]]));
+        case LayerKind::Add: {
+            const int gate = channelGateOf(s, shapes[l.inputs[1]]);
+            if (gate < -1)
+                bad(source, id + " adds shapes " + shapeString(s) + " and " + shapeString(shapes[l.inputs[1]]) +
+                                " (Add takes equal shapes, or a [C, H, W] map and a [C, 1, 1] gate of its channels)");
+            if (gate == 0) s = shapes[l.inputs[1]];
             expectTensors(l, {}, source);
             break;
+        }
         case LayerKind::Mul:
             try {
                 if (Mul::gateOf(id, s, shapes[l.inputs[1]]) == 0) s = shapes[l.inputs[1]];

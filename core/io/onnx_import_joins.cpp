@@ -3,7 +3,7 @@
 // x * sigmoid(x) is SiLU, found earlier as a subgraph), Concat along the channels, Expand of a
 // gate to its map's shape (y.expand_as(x)), and the gate written with Linear layers:
 //   GlobalAveragePool -> Flatten (Reshape, Squeeze) -> Gemm -> Relu -> Gemm -> Sigmoid -> Reshape
-//   (Unsqueeze) back to [N, C, 1, 1] -> Mul
+//   (Unsqueeze) back to [N, C, 1, 1] -> Mul (or Add: a context transform added to the map)
 // whose Gemms (MatMuls) are read as 1x1 convolutions on the pooled [C, 1, 1] map (a Linear on one
 // pixel), so the gate stays a feature map the Mul and the integer engine take as it is.
 #include "io/onnx_importer.h"
@@ -173,7 +173,8 @@ void Importer::tile(const NodeProto& n)
 
 // Marks the flattening nodes (Flatten, Reshape, Squeeze, a ReduceMean without keepdims) that start
 // a Linear-form gate: through sole readers and shape-preserving or dense operators (at least one
-// Gemm or MatMul), the chain ends in a Reshape or Unsqueeze that a Mul reads (maybe through an Expand).
+// Gemm or MatMul), the chain ends in a Reshape or Unsqueeze that a Mul or Add reads (maybe through
+// an Expand).
 void Importer::findGateChains(const std::vector<int>& order)
 {
     static const std::set<std::string> starts = {"Flatten", "Reshape", "Squeeze", "ReduceMean"};
@@ -200,7 +201,8 @@ void Importer::findGateChains(const std::vector<int>& order)
                     if (mop != "Reshape" && mop != "Unsqueeze" && mop != "Expand") break;
                     m = soleReader(gr, g.node(m).output(0));
                 }
-                if (m >= 0 && g.node(m).op_type() == "Mul") m_gateFlattens.insert(n.output(0));
+                // a Mul (squeeze-and-excitation) or an Add (a context transform added to the map)
+                if (m >= 0 && (g.node(m).op_type() == "Mul" || g.node(m).op_type() == "Add")) m_gateFlattens.insert(n.output(0));
                 break;
             }
             if (!passes.count(op)) break;

@@ -211,7 +211,8 @@ void Importer::foldPendingAffine(const NodeProto& n, StoredLayer& l)
                         "' (a per-feature scale and shift) is folded into it; fine-tuning trains the folded Linear");
 }
 
-// Add: two activations of one shape (a residual join), or a Linear/Conv output plus a constant
+// Add: two activations of one shape (a residual join) or a map and a [C, 1, 1] gate of its channels,
+// or a Linear/Conv output plus a constant
 // (its bias, as MatMul + Add export a Linear): a layer without a bias gains one, one with a bias
 // adds the constant to it.
 void Importer::add(const NodeProto& n)
@@ -219,11 +220,17 @@ void Importer::add(const NodeProto& n)
     const Value& a = value(n, 0);
     const Value& b = value(n, 1);
     if (a.kind == Value::Kind::Act && b.kind == Value::Kind::Act) {
-        if (shapeOf(a.act) != shapeOf(b.act))
-            failNode(n, "adds per-image shapes " + shapeString(shapeOf(a.act)) + " and " + shapeString(shapeOf(b.act)) + "; broadcasting is not read");
+        // Equal shapes, or a [C, H, W] map plus a [C, 1, 1] gate of its channels (GCNet's context
+        // add), either order, as Mul takes them.
+        const int gate = channelGateOf(shapeOf(a.act), shapeOf(b.act));
+        if (gate < -1)
+            failNode(n, "adds per-image shapes " + shapeString(shapeOf(a.act)) + " and " + shapeString(shapeOf(b.act)) +
+                            "; QuantScope's Add takes two activations of one shape, or a [N, C, H, W] map and a [N, C, 1, 1] "
+                            "gate of its channels");
         StoredLayer l;
         l.kind = LayerKind::Add;
-        addLayer(n, std::move(l), shapeOf(a.act), {a.act, b.act});
+        const Shape out = shapeOf(gate == 0 ? b.act : a.act); // a copy: addLayer adds a shape
+        addLayer(n, std::move(l), out, {a.act, b.act});
         return;
     }
     const int ai = a.kind == Value::Kind::Act ? 0 : 1;

@@ -359,8 +359,8 @@ void Importer::checkViews(const NodeProto& n) const
             if (otherAct && (other == m_views.end() || other->second != v->second)) {
                 const Shape otherShape = other != m_views.end() ? other->second : shapeOf(ov->second.act);
                 failNode(n, "adds " + what + " to an activation of per-image shape " + shapeString(otherShape) +
-                                "; QuantScope's Add takes two activations of one shape and does not broadcast (a [C, 1, 1] "
-                                "context added to [C, H, W] maps, as GCNet's, is not read; a [C, 1, 1] gate multiplied is)");
+                                "; QuantScope's Add takes two activations of one shape, or a map and a [C, 1, 1] gate of its "
+                                "channels (as GCNet's context add), not a view of other activations as either");
             }
         }
     }

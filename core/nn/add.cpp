@@ -17,12 +17,18 @@ Shape Add::outputShape(const Shape& in) const
     throw ConfigError(name() + ": Add takes two inputs, given one of shape " + shapeString(in));
 }
 
+int Add::gateOf(const std::string& layer, const Shape& a, const Shape& b)
+{
+    const int g = channelGateOf(a, b);
+    if (g >= -1) return g;
+    throw ConfigError(layer + ": cannot add shapes " + shapeString(a) + " and " + shapeString(b) +
+                      " (Add takes equal shapes, or a [N, C, H, W] map and a [N, C, 1, 1] gate of its channels)");
+}
+
 Shape Add::outputShapeMulti(const std::vector<Shape>& in) const
 {
     if (in.size() != 2) throw ConfigError(name() + ": Add takes two inputs, given " + std::to_string(in.size()));
-    if (in[0] != in[1])
-        throw ConfigError(name() + ": cannot add shapes " + shapeString(in[0]) + " and " + shapeString(in[1]));
-    return in[0];
+    return in[gateOf(name(), in[0], in[1]) == 0 ? 1 : 0];
 }
 
 void Add::forward(const Tensor& x, Tensor&, const RunContext&) { (void)outputShape(x.shape()); }
@@ -44,6 +50,33 @@ void sumThrough(const std::vector<const Tensor*>& xs, Tensor& y, F f)
         float* __restrict dst = out;
         for (std::size_t i = lo; i < hi; ++i) dst[i] = f(aa[i] + bb[i]);
     });
+}
+// y = f(x + g) for a map x and a gate g of its planes (g[p] added to every value of plane p of x),
+// in parallel chunks of whole planes.
+template <class F>
+void sumBroadcast(const Tensor& x, const Tensor& gate, Tensor& y, F f)
+{
+    const std::size_t planes = gate.numel(), hw = planes ? x.numel() / planes : 0;
+    const float* __restrict px = x.data();
+    const float* __restrict pg = gate.data();
+    float* __restrict out = y.data();
+    parallelChunks(planes, std::max<std::size_t>(1, elementwiseGrain(x.numel()) / std::max<std::size_t>(hw, 1)),
+                   [=](std::size_t lo, std::size_t hi) {
+                       for (std::size_t p = lo; p < hi; ++p) {
+                           const float s = pg[p];
+                           const float* __restrict src = px + p * hw;
+                           float* __restrict dst = out + p * hw;
+                           for (std::size_t i = 0; i < hw; ++i) dst[i] = f(src[i] + s);
+                       }
+                   });
+}
+// y = f(a + b), equal shapes or a broadcast gate (Add::gateOf)
+template <class F>
+void sumAny(const std::string& layer, const std::vector<const Tensor*>& xs, Tensor& y, F f)
+{
+    const int g = Add::gateOf(layer, xs[0]->shape(), xs[1]->shape());
+    if (g < 0) return sumThrough(xs, y, f);
+    sumBroadcast(*xs[g == 0 ? 1 : 0], *xs[g], y, f);
 }
 // y = f(a + b) with input j taken from sources[j] where given, a few planes at a time. With
 // sink, image by image, each handed to the sink once written.
@@ -92,11 +125,11 @@ void sumThroughSources(const std::vector<const Tensor*>& xs, const std::array<co
 void Add::forwardMulti(const std::vector<const Tensor*>& xs, Tensor& y, const RunContext& ctx)
 {
     y.resize(outputShapeMulti({xs.at(0)->shape(), xs.at(1)->shape()}));
-    if (ctx.roundOutputBf16) sumThrough(xs, y, [](float v) { return roundBf16(v); });
-    else sumThrough(xs, y, [](float v) { return v; });
+    if (ctx.roundOutputBf16) sumAny(name(), xs, y, [](float v) { return roundBf16(v); });
+    else sumAny(name(), xs, y, [](float v) { return v; });
 }
 
-// da = db = dy
+// da = db = dy; broadcast: the map's gradient is dy, the gate's its sum over each plane
 void Add::backwardMulti(const std::vector<const Tensor*>& xs, const Tensor& /*y*/, const Tensor& dy,
                         const std::vector<Tensor*>& dxs)
 {
@@ -109,6 +142,25 @@ void Add::backwardMulti(const std::vector<const Tensor*>& xs, const Tensor& /*y*
         if (!dxs.at(j)) continue;
         dxs[j]->resize(xs.at(j)->shape());
         out[j] = dxs[j]->data();
+    }
+    const int gate = gateOf(name(), xs[0]->shape(), xs[1]->shape());
+    if (gate >= 0) {
+        float* dmap = out[1 - gate];
+        float* dgate = out[gate];
+        const std::size_t planes = xs[gate]->numel(), hw = planes ? dy.numel() / planes : 0;
+        const float* g = dy.data();
+        parallelChunks(planes, std::max<std::size_t>(1, elementwiseGrain(dy.numel()) / std::max<std::size_t>(hw, 1)),
+                       [=](std::size_t lo, std::size_t hi) {
+                           if (dmap) std::memcpy(dmap + lo * hw, g + lo * hw, (hi - lo) * hw * sizeof(float));
+                           if (!dgate) return;
+                           for (std::size_t p = lo; p < hi; ++p) {
+                               const float* __restrict d = g + p * hw;
+                               double sum = 0.0;
+                               for (std::size_t i = 0; i < hw; ++i) sum += d[i];
+                               dgate[p] = static_cast<float>(sum);
+                           }
+                       });
+        return;
     }
     // Copies in parallel chunks (a residual join's activations are large; one thread does not fill
     // the memory bandwidth).
@@ -127,6 +179,9 @@ void Add::forwardClamped(const std::vector<const Tensor*>& xs, Tensor& r, float 
 {
     r.resize(outputShapeMulti({xs.at(0)->shape(), xs.at(1)->shape()}));
     if (sources[0] || sources[1] || sink) {
+        if (xs[0]->shape() != xs[1]->shape())
+            throw ConfigError(name() + ": a pass plane by plane needs equal shapes, given " + shapeString(xs[0]->shape()) +
+                              " and " + shapeString(xs[1]->shape()));
         if (r.rank() != 4)
             throw ConfigError(name() + ": a pass plane by plane needs (N, C, H, W), given " + shapeString(r.shape()));
         if (toBf16)
@@ -134,8 +189,8 @@ void Add::forwardClamped(const std::vector<const Tensor*>& xs, Tensor& r, float 
         else sumThroughSources(xs, sources, r, [cap](float v) { return std::min(std::max(v, 0.0f), cap); }, sink);
         return;
     }
-    if (toBf16) sumThrough(xs, r, [cap](float v) { return std::min(std::max(roundBf16(v), 0.0f), cap); });
-    else sumThrough(xs, r, [cap](float v) { return std::min(std::max(v, 0.0f), cap); });
+    if (toBf16) sumAny(name(), xs, r, [cap](float v) { return std::min(std::max(roundBf16(v), 0.0f), cap); });
+    else sumAny(name(), xs, r, [cap](float v) { return std::min(std::max(v, 0.0f), cap); });
 }
 
 bool Add::maskGradient(const Tensor& r, Tensor& dr, float cap, Tensor* first, bool addFirst, const std::uint8_t* steMask,

@@ -1,4 +1,6 @@
-// Add: the elementwise sum of two activations of the same shape (the residual join).
+// Add: the elementwise sum of two activations of the same shape (the residual join), or of a
+// [N, C, H, W] map and a [N, C, 1, 1] gate of its channels broadcast over H and W, in either order
+// (GCNet's context block: x + transform(pool(x)); PyTorch's broadcasting for this case).
 #pragma once
 
 #include "nn/layer.h"
@@ -8,7 +10,9 @@
 
 namespace quantscope {
 
-// y = a + b; dL/da = dL/db = dy. A shape mismatch is a ConfigError naming the layer and both shapes.
+// y = a + b; dL/da = dL/db = dy. Broadcast: y[n, c, :, :] = x[n, c, :, :] + g[n, c], dx = dy and
+// dg[n, c] = sum_{h, w} dy[n, c, h, w] (summed in double, in order). Any other pair of shapes is a
+// ConfigError naming the layer and both shapes.
 class Add final : public Layer {
 public:
     using Layer::Layer;
@@ -22,6 +26,12 @@ public:
     void backwardMulti(const std::vector<const Tensor*>& xs, const Tensor& y, const Tensor& dy,
                        const std::vector<Tensor*>& dxs) override;
 
+    // Which input is the [N, C, 1, 1] gate of a broadcast sum: 0 or 1, or -1 for equal shapes.
+    // Throws ConfigError (naming `layer`) when a and b are neither equal nor such a pair. Shapes
+    // are per batch ([N, C, H, W]) or per image ([C, H, W]) alike. Model::forward runs a
+    // broadcast sum apart from the fused passes (no clamp fused into it, no deferred inputs).
+    static int gateOf(const std::string& layer, const Shape& a, const Shape& b);
+
     // forwardMulti rounds the sum to bfloat16, nearest even, in the same pass when
     // ctx.roundOutputBf16 (RunContext; the same roundBf16 as roundToFormat's, so the same bits).
     // The Add fused with the ReLU (cap = +inf) or ReLU6 (cap = 6) that alone reads it
@@ -30,7 +40,8 @@ public:
     // on the grid), so r = ReLU(round(a + b)), as the separate layers with the rounding between.
     // sources[j] (or nullptr): input j's values come from that layer's OutputPlaneSource, a few
     // planes at a time into a buffer in cache, and *xs[j] gives only their shape (a BatchNorm2d's
-    // input, whose output forwardDeferringOutput left unwritten). Needs 4-d inputs (N, C, H, W).
+    // input, whose output forwardDeferringOutput left unwritten). Needs 4-d inputs (N, C, H, W), and
+    // (with sources or sink) equal shapes: a broadcast sum with either is a ConfigError.
     // sink (or nullptr): takes r image by image as it is written, while the image is in cache
     // (QAT's observer range: LayerHooks::outputSink); the pass then runs image by image.
     void forwardClamped(const std::vector<const Tensor*>& xs, Tensor& r, float cap, bool toBf16 = false,

@@ -17,6 +17,7 @@
 
 #include "tensor/tensor.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <initializer_list>
 #include <memory>
@@ -63,6 +64,21 @@ inline constexpr std::uint64_t kMaxLayerWeights = std::uint64_t{1} << 28;
 // Throws ConfigError naming `layer` and `shape` (e.g. "Linear 4194304 -> 128") if `count`
 // weights (the product of `dims`) exceed kMaxLayerWeights.
 void checkWeightCount(const std::string& layer, const std::string& shape, std::initializer_list<std::size_t> dims);
+
+// The broadcast that Add and Mul take besides equal shapes: a [N, C, 1, 1] gate of a [N, C, H, W]
+// map's channels, in either order (PyTorch's broadcasting for this case; shapes per batch, rank 4,
+// or per image, rank 3). Returns -1 for equal shapes, 0 or 1 for the input that is the gate, and
+// -2 when the two shapes are neither.
+inline int channelGateOf(const Shape& a, const Shape& b)
+{
+    if (a == b) return -1;
+    const auto ones = [](const Shape& s) { return s[s.size() - 1] == 1 && s[s.size() - 2] == 1; };
+    if (a.size() == b.size() && (a.size() == 3 || a.size() == 4) && std::equal(a.begin(), a.end() - 2, b.begin())) {
+        if (ones(b)) return 1;
+        if (ones(a)) return 0;
+    }
+    return -2;
+}
 
 struct Param {
     std::string name;      // "weight", "bias", "gamma", "beta"

@@ -191,6 +191,19 @@ std::vector<Shape> Model::activationShapes(std::size_t n) const
     return shapes;
 }
 
+std::vector<std::uint8_t> Model::broadcastAdds(std::size_t n) const
+{
+    std::vector<std::uint8_t> out(m_layers.size(), 0);
+    bool any = false;
+    for (const auto& l : m_layers) any |= l->kind() == LayerKind::Add;
+    if (!any) return out;
+    const std::vector<Shape> shapes = activationShapes(n);
+    for (std::size_t i = 0; i < m_layers.size(); ++i)
+        if (m_layers[i]->kind() == LayerKind::Add && m_inputs[i].size() == 2)
+            out[i] = shapes[m_inputs[i][0]] != shapes[m_inputs[i][1]] ? 1 : 0;
+    return out;
+}
+
 Shape Model::outputShape(std::size_t n) const
 {
     if (m_layers.empty()) throw ConfigError("model " + m_name + " has no layers");

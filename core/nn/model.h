@@ -110,6 +110,12 @@ public:
     // Shapes of every activation (input first) for a batch of n samples; throws ConfigError naming
     // the layer and the shapes when they do not fit (e.g. an Add of two different shapes).
     std::vector<Shape> activationShapes(std::size_t n) const;
+    // Per layer: 1 for an Add whose two inputs differ in shape (a [N, C, 1, 1] gate broadcast over
+    // a map, Add::gateOf), 0 otherwise. Model::forward runs such a sum apart from the fused passes
+    // (no clamp fused into it, no BatchNorm output deferred into it) and backward through
+    // Add::backwardMulti, whose gate gradient sums over the planes. Throws as activationShapes.
+    // n: the batch size the shapes (and a ConfigError's message) are given for.
+    std::vector<std::uint8_t> broadcastAdds(std::size_t n = 1) const;
 
     // PyTorch's default initialisation (kaiming-uniform a=sqrt(5) weights, fan-in uniform biases).
     void initParams(std::uint64_t seed);
@@ -187,6 +193,7 @@ private:
     std::vector<Tensor> m_grads; // m_grads[i] = dL/d(activation i); sizes stay put across steps
     bool m_fusion = false;
     bool m_fusedPass = false;        // the last forward ran fused
+    std::vector<std::uint8_t> m_broadcastAdd; // per layer: broadcastAdds(), as of the last forward
     std::vector<long> m_clampOf;     // per layer: the activation layer a BatchNorm2d or Conv2d runs fused with, or -1
     std::vector<std::uint8_t> m_fusedAway; // per layer: an activation (or pool) run inside the layer before it
     std::vector<std::uint8_t> m_outputDeferred; // per layer: a BatchNorm2d whose readers compute its output (OutputPlaneSource)

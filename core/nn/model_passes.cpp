@@ -75,7 +75,7 @@ void Model::planFusion(const LayerHooks* hooks)
         // gradient by the ReLU's output as the hooks left it. A ReLU6 fuses under hooks only where
         // they allow it (LayerHooks::fusesReLU6): its own rule reads its input, the fused one the
         // output.
-        const bool join = l.kind() == LayerKind::Add;
+        const bool join = l.kind() == LayerKind::Add && !m_broadcastAdd[i]; // a broadcast sum runs apart
         const bool fuses = ((l.kind() == LayerKind::BatchNorm2d || join) && (!hooks || hooks->fusesReLU(i))) ||
                            (l.kind() == LayerKind::Conv2d && static_cast<const Conv2d&>(l).fusesActivation());
         if (!fuses || (m_inputs[i].size() != 1 && !join) || (hooks && hooks->touchesOutput(i))) continue;
@@ -137,6 +137,7 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
     std::memcpy(m_acts[0].data(), x.data(), x.numel() * sizeof(float));
     if (hooks) hooks->onInput(m_acts[0], ctx);
     m_fusedPass = m_fusion;
+    m_broadcastAdd = broadcastAdds(x.dim(0));
     if (m_fusedPass) planFusion(hooks);
     // A Flatten's input that the last pass left empty (its buffer went on as the Flatten's output)
     // gets the spare buffer back, so that its producer writes without allocating.
@@ -474,7 +475,7 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
             m_gradSet[in[0]] = 1;
             continue;
         }
-        if (m_layers[i]->kind() == LayerKind::Add) {
+        if (m_layers[i]->kind() == LayerKind::Add && !m_broadcastAdd[i]) { // a broadcast sum: backwardMulti below
             // dL/d(input) = dy for each input: added where a gradient is there already, else
             // copied, and the last input takes dy's buffer itself (dy is not read again). Fused
             // with its clamp, dy (the clamp's output gradient) is first masked in place by the

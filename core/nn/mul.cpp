@@ -7,14 +7,8 @@ namespace quantscope {
 
 int Mul::gateOf(const std::string& layer, const Shape& a, const Shape& b)
 {
-    if (a == b) return -1;
-    // [.., C, 1, 1] against [.., C, H, W]: equal ranks (3 per image, 4 with the batch), equal
-    // leading axes, and the trailing two of one side all 1.
-    const auto ones = [](const Shape& s) { return s[s.size() - 1] == 1 && s[s.size() - 2] == 1; };
-    if (a.size() == b.size() && (a.size() == 3 || a.size() == 4) && std::equal(a.begin(), a.end() - 2, b.begin())) {
-        if (ones(b)) return 1;
-        if (ones(a)) return 0;
-    }
+    const int g = channelGateOf(a, b);
+    if (g >= -1) return g;
     throw ConfigError(layer + ": cannot multiply shapes " + shapeString(a) + " and " + shapeString(b) +
                       " (Mul takes equal shapes, or a [N, C, H, W] map and a [N, C, 1, 1] gate)");
 }

@@ -81,8 +81,11 @@ void FloatSim::setModel(const Model& model)
     // grid when that reader keeps the grid (a ReLU passes or masks its own), or is an Add of
     // different activations (each input takes the Add's own gradient as it is: a residual block's
     // last BatchNorm). With several readers it is their sum, which is rounded.
+    // A broadcast Add's gate gradient is a sum over each plane: off the grid, so rounded.
+    const std::vector<std::uint8_t> broadcast = model.broadcastAdds();
     const auto passesGrid = [&](std::size_t r) {
         const std::vector<std::size_t>& in = model.inputsOf(r);
+        if (model.layer(r).kind() == LayerKind::Add && broadcast[r]) return false;
         if (model.layer(r).kind() == LayerKind::Add)
             return std::all_of(in.begin(), in.end(), [&](std::size_t a) { return std::count(in.begin(), in.end(), a) == 1; });
         return keepsGrid(model.layer(r), true) && in.size() == 1;

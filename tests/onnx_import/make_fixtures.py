@@ -890,6 +890,32 @@ class BNNeck(nn.Module):
         return self.fc(self.neck(x))
 
 
+
+class ContextAdd(nn.Module):
+    """GCNet's context block: x + t(pool(x)), a map plus a [N, C, 1, 1] transform of its global
+    context, broadcast over H and W; here also the other order (t + x, the ReLU right on the sum)
+    and a gate made by Linears and .view(b, c, 1, 1)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.t1 = nn.Conv2d(8, 4, 1)
+        self.ln = nn.LayerNorm([4, 1, 1])
+        self.t2 = nn.Conv2d(4, 8, 1)
+        self.c2 = nn.Conv2d(8, 6, 3, stride=2, padding=1)
+        self.bn = nn.BatchNorm2d(6)
+        self.l1 = nn.Linear(6, 6)
+        self.fc = nn.Linear(6, 10)
+
+    def forward(self, x):
+        x = F.relu(self.c1(x))
+        x = x + self.t2(F.relu(self.ln(self.t1(F.adaptive_avg_pool2d(x, 1)))))
+        x = self.bn(self.c2(x))
+        b, c, _, _ = x.size()
+        g = self.l1(F.adaptive_avg_pool2d(x, 1).view(b, c)).view(b, c, 1, 1)
+        x = F.relu(g + x)
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
 CASES = [
     ("seqview_op11_nofold_dyn", SeqView, (1, 12, 12), 11, False, True),
     ("seqview_op13_fold", SeqView, (1, 12, 12), 13, True, False),
@@ -1150,6 +1176,10 @@ CASES = [
     # Lists of channels (x[:, [2, 1, 0]]) and of features: 1x1 Convs and Linears of one-hot weights.
     ("gatherch_op13_fold_dyn", ChannelGather, (3, 8, 8), 13, True, True),
     ("gatherch_op11_nofold", ChannelGather, (3, 8, 8), 11, False, False),
+    # A map plus a [N, C, 1, 1] gate of its channels (GCNet's context add), both orders.
+    ("ctxadd_op13_fold_dyn", ContextAdd, (3, 8, 8), 13, True, True),
+    ("ctxadd_op11_nofold", ContextAdd, (3, 8, 8), 11, False, False),
+    ("ctxadd_op17_fold", ContextAdd, (3, 8, 8), 17, True, False),
 ]
 
 HW_SECOND = (12, 10)
