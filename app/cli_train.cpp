@@ -554,8 +554,14 @@ int runTrain(const std::vector<std::string>& argv)
                     data.numClasses(), data.split.empty() ? "" : ("; test set: " + data.split).c_str());
     const FinishEvent fin = trainer.run();
     if (const PtqRefiner* r = trainer.strategy().refiner()) printRefineReport(*r, json);
-    if (fin.stopped && !exportPaths.empty() && !json) // said, not left to be noticed
-        std::fprintf(stderr, "quantscope-cli train: stopped: --export not written (%zu file(s))\n", exportPaths.size());
+    if (fin.stopped && !exportPaths.empty()) { // said, not left to be noticed
+        if (json) {
+            printJsonLine(nlohmann::json{{"event", "export_skipped"}, {"paths", exportPaths}, {"reason", "stopped before the end of training"}});
+            std::fflush(stdout);
+        } else {
+            std::fprintf(stderr, "quantscope-cli train: stopped: --export not written (%zu file(s))\n", exportPaths.size());
+        }
+    }
     // A file that fails (its read-back, a full disk) does not cost the others: each is tried, each
     // failure is reported as it happens, and the first failure's exit code is the command's.
     int exportCode = kExitOk;

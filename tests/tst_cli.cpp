@@ -383,11 +383,12 @@ void TestCli::ignoredOptionsAreNamed()
 }
 
 // Ctrl-C during training: the run stops within a batch, still reports "done" with stopped=true,
-// and exits with 130.
+// and exits with 130. The --export it was given is not written, and a last line says so.
 void TestCli::interruptStopsCleanly()
 {
     QProcess p;
-    p.start(kCli, {"train", "--data", m_valid, "--json", "--model", "mlp", "--epochs", "10000", "--quiet"});
+    const QString exportPath = m_tmp.filePath("interrupted.qsm");
+    p.start(kCli, {"train", "--data", m_valid, "--json", "--model", "mlp", "--epochs", "10000", "--quiet", "--export", exportPath});
     QVERIFY(p.waitForStarted());
     QByteArray out;
     while (!out.contains("\"event\":\"epoch\"")) {
@@ -400,9 +401,14 @@ void TestCli::interruptStopsCleanly()
     QCOMPARE(p.exitStatus(), QProcess::NormalExit);
     QCOMPARE(p.exitCode(), kExitInterrupted);
     const QList<QByteArray> lines = out.trimmed().split('\n');
+    QVERIFY(lines.size() >= 2);
+    const nlohmann::json done = nlohmann::json::parse(lines[lines.size() - 2].toStdString());
+    QCOMPARE(QString::fromStdString(done.value("event", "")), QString("done"));
+    QVERIFY(done.value("stopped", false));
     const nlohmann::json last = nlohmann::json::parse(lines.last().toStdString());
-    QCOMPARE(QString::fromStdString(last.value("event", "")), QString("done"));
-    QVERIFY(last.value("stopped", false));
+    QCOMPARE(QString::fromStdString(last.value("event", "")), QString("export_skipped"));
+    QCOMPARE(QString::fromStdString(last["paths"].at(0).get<std::string>()), exportPath);
+    QVERIFY(!QFile::exists(exportPath));
 }
 
 QTEST_GUILESS_MAIN(TestCli)

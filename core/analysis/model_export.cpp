@@ -18,6 +18,7 @@
 #include "train/trainer.h"
 #include "util/atomic_file.h"
 #include "util/errors.h"
+#include "util/number_text.h"
 
 #include <algorithm>
 #include <optional>
@@ -62,7 +63,7 @@ std::optional<PrecisionPlan> exportPlan(const TrainConfig& cfg)
             throw ConfigError("export writes integer or FP32 layers; " + who + " " + f +
                               " weights have no exported form (use an integer format such as int8 or int4, or fp32)");
     };
-    check(plan.defaults.format, "the default's");
+    check(plan.defaults.format, "the model's (--format)");
     for (const LayerOverride& o : plan.layers)
         if (o.format) check(*o.format, "layer '" + o.layer + "':");
     return plan;
@@ -79,6 +80,9 @@ std::vector<std::pair<std::string, LayerPrecision>> planPrecisions(const Precisi
 ActivationQuant activationOf(const ActivationQuantizer* q, const NumberFormat& f, const std::string& where)
 {
     if (!q || !needsScale(f)) throw ConfigError(where + ": integer export needs integer activations (e.g. --act-format uint8)");
+    if (!q->ready() && q->observer().nonFinite() > 0)
+        throw NumericError(where + ": every activation value observed was inf or NaN (" + std::to_string(q->observer().nonFinite()) +
+                           "), so it has no range: the model's values overflow float32 (huge weights, or training diverged)");
     if (!q->ready()) throw ConfigError(where + ": the activation range has not been observed yet (train or calibrate first)");
     const QuantParams& p = q->params();
     ActivationQuant a;
@@ -114,6 +118,26 @@ void requireFinite(std::span<const float> v, const std::string& what)
         if (!std::isfinite(v[i]))
             throw NumericError("cannot export: " + what + " holds a non-finite value (" + std::to_string(v[i]) +
                                " at element " + std::to_string(i) + "); the model diverged, retrain it");
+}
+
+// Scales that are not positive finite numbers come from ranges that are not (a weight, bias or
+// observed activation range overflowing float32: training diverged): a NumericError naming the
+// layer, before validate() would call the model a malformed file.
+void requireFiniteScales(const ExportedModel& m, const std::string& modelName)
+{
+    const auto check = [&](float scale, std::size_t index, const StoredLayer& l, const std::string& what) {
+        if (std::isfinite(scale) && scale > 0.0f) return;
+        throw NumericError("quantized model '" + modelName + "': " + storedKindName(l.kind) + " '" + l.name + "' " + what +
+                           (index == std::size_t(-1) ? "" : " (channel or group " + std::to_string(index) + ")") + " has scale " +
+                           numberText(scale) + ": its range is not finite or too wide for float32, so training diverged; "
+                           "lower the learning rate or retrain");
+    };
+    for (const StoredLayer& l : m.layers) {
+        for (const StoredTensor& t : l.tensors)
+            if (t.encoding != TensorEncoding::Float32)
+                for (std::size_t i = 0; i < t.scales.size(); ++i) check(t.scales[i], t.scales.size() > 1 ? i : std::size_t(-1), l, t.name);
+        if (l.outputQuant) check(l.outputQuant->scale, std::size_t(-1), l, "output");
+    }
 }
 
 StoredTensor intWeights(const Param& w, const QuantParams& qp, const NumberFormat& f, const std::string& layer)
@@ -466,6 +490,7 @@ ExportedModel exportQuantizedModel(Model& model, const QuantSim& sim, const std:
         actScale[pointLayer + 1] = outScale;
     }
     mergeVanishedBiasNotes(m.notes);
+    requireFiniteScales(m, modelName);
     m.validate("quantized model '" + modelName + "'");
     return m;
 }

@@ -58,6 +58,7 @@ PlanEvaluator::Result PlanEvaluator::run(const PrecisionPlan& plan)
     sim.quantizeWeights(Rounding::Nearest, 0);
     sim.calibrate(m_data, m_data.train, std::min(m_calibImages, m_data.train.size()), 64);
     sim.setObserving(false);
+    sim.roundBiases(); // the fake-quant fallback then agrees with the engine and the exported file
     // The integer engine when it can run the plan (integer formats of at most 8 bits), else the
     // fake-quant float model. A plan that keeps layers FP32 (sensitivity's one-layer plans) runs
     // on the float model: the engine's float layers are plain loops, slower than its batched GEMMs.

@@ -51,6 +51,9 @@ void ActivationQuantizer::fakeQuantize(std::span<float> y, std::vector<std::uint
 {
     steMask.resize(y.size());
     if (needsScale(m_format)) {
+        if (!ready() && m_observer.nonFinite() > 0)
+            throw NumericError("activation quantizer (" + m_format.name + "): every value observed was inf or NaN (" +
+                               std::to_string(m_observer.nonFinite()) + " of them): the activations overflow float32");
         if (!ready())
             throw ConfigError("activation quantizer (" + m_format.name + "): no range observed yet; observe a batch first");
         quantscope::fakeQuantize(y, m_params, y, steMask);

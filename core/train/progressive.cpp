@@ -119,6 +119,7 @@ public:
         last.qsim->quantizeWeights(Rounding::Nearest, 0);
         if (m_cur != m_phases.size() - 1) last.qsim->calibrate(data, data.train, m_cfg.calibImages, batch);
         last.qsim->setObserving(false);
+        last.qsim->roundBiases(); // as the export stores them: int32 at s_in * s_w
         const double acc = evaluateQuantized(m_model, *last.qsim, data, batch);
         last.qsim->setObserving(true);
         return acc;

@@ -325,6 +325,7 @@ void QuantSim::resetActivationObservers()
 
 void QuantSim::quantizeWeights(Rounding rounding, std::uint64_t rngKey)
 {
+    restoreBetas(); // apply() below puts the float biases of unfolded targets back
     // Folded form: w_f = w * s, s = gamma / sqrt(running_var + eps), per output channel.
     for (Fold& f : m_folds) {
         if (m_group[f.target] < 0) continue;
@@ -375,12 +376,101 @@ void QuantSim::quantizeWeights(Rounding rounding, std::uint64_t rngKey)
 
 void QuantSim::clearWeights()
 {
+    restoreBetas();
     for (WeightTarget& t : m_targets) {
         if (t.weight) t.weight->clearOverride();
         if (t.bias) t.bias->clearOverride();
     }
     for (Fold& f : m_folds) f.conv->weight().clearOverride();
     setIntegerWeights(false);
+}
+
+float QuantSim::inputScaleOf(std::size_t layer) const
+{
+    const auto& in = m_model.inputsOf(layer);
+    if (in.empty()) return 0.0f;
+    std::size_t a = in[0]; // 0 = model input, j + 1 = output of layer j
+    while (a > 0 && !m_points[a - 1]) {
+        const auto& up = m_model.inputsOf(a - 1);
+        if (up.empty()) return 0.0f;
+        a = up[0];
+    }
+    const NumberFormat* f = m_pfmt.at(a);
+    const ActivationQuantizer* q = m_act.at(a).get();
+    if (!f || !needsScale(*f) || !q || !q->ready() || q->params().scale.empty()) return 0.0f;
+    return q->params().scale[0];
+}
+
+void QuantSim::restoreBetas()
+{
+    for (SavedBeta& s : m_savedBetas) {
+        s.beta->override = std::move(s.override);
+        s.beta->hasOverride = s.hadOverride;
+    }
+    m_savedBetas.clear();
+}
+
+void QuantSim::roundBiases()
+{
+    restoreBetas();
+    constexpr double kMaxBiasCode = 1073741824.0; // model_export.cpp: beyond it the export raises s_w instead
+    std::size_t t = 0;
+    for (std::size_t i = 0; i < m_model.size(); ++i) {
+        const LayerKind k = m_model.layer(i).kind();
+        if (k != LayerKind::Conv2d && k != LayerKind::Linear) continue;
+        const std::size_t target = t++;
+        if (m_group.at(target) < 0 || !needsScale(*m_tfmt[target])) continue;
+        const QuantParams& w = weightParams(target);
+        if (w.scale.empty()) continue;
+        const bool perTensor = w.perTensor();
+        if (!perTensor && w.slotLength != 0 && w.slotLength < w.rowLength) continue; // group-wise: a float bias in the file
+        const float sIn = inputScaleOf(i);
+        if (!(sIn > 0.0f)) continue; // a float input: a float bias in the file
+        const Fold* fold = nullptr;
+        for (const Fold& f : m_folds)
+            if (f.target == target) fold = &f;
+        Param* convBias = nullptr;
+        if (auto* c = dynamic_cast<Conv2d*>(&m_model.layer(i))) convBias = c->hasBias() ? &c->bias() : nullptr;
+        else convBias = m_targets[target].bias;
+        if (!fold && !convBias) continue; // no bias (a Conv2d's int32 zero stays zero)
+        const std::size_t C = fold ? fold->conv->outChannels() : convBias->value.numel();
+        // The bias the export rounds: the layer's forward bias, folded with the BatchNorm's
+        // affine part (its values) as exportQuantizedModel folds it.
+        std::vector<float> b(C, 0.0f), f(C, 1.0f);
+        if (convBias)
+            for (std::size_t c = 0; c < C; ++c) b[c] = convBias->forwardValue()[c];
+        if (fold) {
+            BatchNorm2d& bn = *fold->bn;
+            for (std::size_t c = 0; c < C; ++c) {
+                f[c] = bn.gamma().value[c] / std::sqrt(bn.runningVar()[c] + bn.eps());
+                b[c] = bn.beta().value[c] + (b[c] - bn.runningMean()[c]) * f[c];
+            }
+        }
+        std::vector<float> rounded(b);
+        for (std::size_t c = 0; c < C; ++c) {
+            const float step = sIn * w.scale[perTensor ? 0 : c]; // intBias: inScale * w.scales[s]
+            const double q = std::nearbyint(static_cast<double>(b[c]) / step);
+            if (!(std::fabs(q) <= kMaxBiasCode)) continue; // the export raises s_w here: left float
+            rounded[c] = static_cast<float>(q) * step;      // StoredTensor::dequantized
+        }
+        if (!fold) {
+            convBias->override = Tensor(convBias->value.shape());
+            for (std::size_t c = 0; c < C; ++c) convBias->override[c] = rounded[c];
+            convBias->hasOverride = true;
+            continue;
+        }
+        // Folded: the simulation runs BN(conv(x, fq(w f) / f) + b) = f conv(..) + f (b - mean) + beta;
+        // a beta of rounded - f (b - mean) makes its bias the rounded folded one.
+        Param& beta = fold->bn->beta();
+        m_savedBetas.push_back({&beta, beta.override, beta.hasOverride});
+        Tensor nb(beta.value.shape());
+        for (std::size_t c = 0; c < C; ++c) {
+            const float bc = convBias ? convBias->forwardValue()[c] : 0.0f;
+            nb[c] = rounded[c] - (bc - fold->bn->runningMean()[c]) * f[c];
+        }
+        beta.override = std::move(nb);
+        beta.hasOverride = true;
+    }
 }
 
 void QuantSim::maskWeightGradients()

@@ -55,8 +55,19 @@ public:
 
     // Writes fake-quantized weights into the overrides (and remembers STE masks).
     void quantizeWeights(Rounding rounding, std::uint64_t rngKey);
-    // Restores FP32 weights (clears every override).
+    // Restores FP32 weights (clears every override, and the biases roundBiases() set).
     void clearWeights();
+    // The biases as the export stores them (analysis/model_export.cpp intBias): each integer
+    // target whose weights have one scale per tensor or per channel and whose input is an integer
+    // activation point adds its bias (a folded conv: beta + (b - mean) f) rounded to the int32
+    // accumulator grid s_in * s_w, not the float bias; group-wise targets and targets reading a
+    // float activation keep float biases, as the file does. The error of a float bias is up to
+    // s_in * s_w / 2 per channel, and s_w grows as 2^-bits: int2..int5 fake-quant disagreed with
+    // the file's reference runner and the integer engine on 6-25 of 10,000 images (tester: train's
+    // accuracy vs eval's). Call with the activation observers frozen (after calibration, PTQ's
+    // refinements and BatchNorm re-estimation), before a quantized evaluation or the export;
+    // quantizeWeights and clearWeights undo it.
+    void roundBiases();
     // Zeroes weight gradients outside the clip ranges (call after backward).
     void maskWeightGradients();
 
@@ -160,6 +171,17 @@ private:
         std::vector<WeightTarget> targets;
     };
     void quantizeActivation(std::size_t point, Tensor& y, bool training);
+    // The scale of the integer activation point layer `layer` reads (through layers that keep
+    // their input's grid, as the export's actScale), or 0 when that activation is float.
+    float inputScaleOf(std::size_t layer) const;
+    // roundBiases' changes to BatchNorm betas (folded convs), to be put back.
+    struct SavedBeta {
+        Param* beta;
+        Tensor override;
+        bool hadOverride;
+    };
+    std::vector<SavedBeta> m_savedBetas;
+    void restoreBetas();
     // The integer products' grids: inputs of point `point` (nullopt: off), weights of every
     // enabled conv after quantizeWeights (off = empty).
     void setIntegerInputs(std::size_t point, std::optional<U8Grid> grid);

@@ -106,6 +106,7 @@ public:
             });
             m_trained = false;
         }
+        m_sim.roundBiases(); // as the export stores them: int32 at s_in * s_w
         return evaluateQuantized(m_model, m_sim, data, batch);
     }
     std::vector<LayerStats> layerStats(std::size_t epoch) override
@@ -177,9 +178,14 @@ public:
         m_sim.setObserving(false);
         m_accBeforeReestimation = kNoValue;
         if (reestimates() && !m_reestimated) {
+            m_sim.roundBiases();
             m_accBeforeReestimation = evaluateQuantized(m_model, m_sim, data, batch);
+            // the float biases back for the statistics: those of the model QAT trains (and of a
+            // re-estimation run again on it), not of one whose betas hold the rounded biases
+            m_sim.quantizeWeights(Rounding::Nearest, 0);
             reestimate(data);
         }
+        m_sim.roundBiases(); // as the export stores them: int32 at s_in * s_w
         const double acc = evaluateQuantized(m_model, m_sim, data, batch);
         m_sim.setObserving(true);
         return acc;
@@ -194,6 +200,7 @@ public:
         m_sim.quantizeWeights(Rounding::Nearest, 0);
         m_sim.setObserving(false);
         if (reestimates() && !m_reestimated) reestimate(data); // trained since the last evaluation
+        m_sim.roundBiases();
     }
 
 private:
