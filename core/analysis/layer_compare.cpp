@@ -119,8 +119,9 @@ LayerComparisonReport compareLayers(Model& model, QuantSim& sim, const Tensor& x
         model.forward(chunk, ctx, nullptr);
         for (std::size_t a = 0; a <= model.size(); ++a) fp[a] = model.activation(a);
 
-        // Quantized, end to end.
+        // Quantized, end to end: the biases as the exported file stores them (int32 at s_in * s_w)
         sim.quantizeWeights(Rounding::Nearest, 0);
+        sim.roundBiases();
         model.forward(chunk, ctx, &sim);
         for (std::size_t i = 0; i < model.size(); ++i) propagated[i].add(fp[i + 1], model.activation(i + 1));
 
