@@ -410,23 +410,19 @@ void TestMulConcat::shapeErrorsNameTheLayer()
             QVERIFY2(QString(e.what()).contains(mentions), e.what());
         }
     };
-    {
-        // conv 3->8 stride 2 on 8x8: [8,4,4]; a gate of 16 channels: [16,1,1]
-        Model m("bad-mul", {3, 8, 8});
+    // conv 3->8 stride 2 on 8x8: [8,4,4]; a gate of 16 channels: [16,1,1], joined by `join`
+    const auto gateOfOtherChannels = [&](const char* name, LayerPtr join, const QString& mentions) {
+        Model m(name, {3, 8, 8});
         const std::size_t x = m.add(std::make_unique<Conv2d>("conv", 3, 8, 3, 2, 1));
         m.add(std::make_unique<GlobalAvgPool2d>("pool"));
         const std::size_t g = m.add(std::make_unique<Conv2d>("fc", 8, 16, 1));
-        m.add(std::make_unique<Mul>("excite"), {x, g});
-        expectConfigError(m, "excite: cannot multiply shapes [2,8,4,4] and [2,16,1,1]");
-    }
+        m.add(std::move(join), {x, g});
+        expectConfigError(m, mentions);
+    };
+    gateOfOtherChannels("bad-mul", std::make_unique<Mul>("excite"), "excite: cannot multiply shapes [2,8,4,4] and [2,16,1,1]");
     {
-        // the same for an Add: a gate of other channels, and a map of other size
-        Model m("bad-add", {3, 8, 8});
-        const std::size_t x = m.add(std::make_unique<Conv2d>("conv", 3, 8, 3, 2, 1));
-        m.add(std::make_unique<GlobalAvgPool2d>("pool"));
-        const std::size_t g = m.add(std::make_unique<Conv2d>("fc", 8, 16, 1));
-        m.add(std::make_unique<Add>("context_add"), {x, g});
-        expectConfigError(m, "context_add: cannot add shapes [2,8,4,4] and [2,16,1,1]");
+        // the same for an Add, and an Add of a map of other size
+        gateOfOtherChannels("bad-add", std::make_unique<Add>("context_add"), "context_add: cannot add shapes [2,8,4,4] and [2,16,1,1]");
         Model m2("bad-add2", {3, 8, 8});
         const std::size_t a = m2.add(std::make_unique<Conv2d>("a", 3, 4, 3, 1, 1));
         const std::size_t b = m2.add(std::make_unique<Conv2d>("b", 3, 4, 3, 2, 1), {0});

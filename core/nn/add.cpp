@@ -1,5 +1,7 @@
 #include "nn/add.h"
 
+#include "nn/channel_gate.h"
+
 #include "tensor/bf16.h"
 #include "tensor/parallel.h"
 #include "util/errors.h"
@@ -51,24 +53,11 @@ void sumThrough(const std::vector<const Tensor*>& xs, Tensor& y, F f)
         for (std::size_t i = lo; i < hi; ++i) dst[i] = f(aa[i] + bb[i]);
     });
 }
-// y = f(x + g) for a map x and a gate g of its planes (g[p] added to every value of plane p of x),
-// in parallel chunks of whole planes.
+// y = f(x + g) for a map x and a gate g of its planes (g[p] added to every value of plane p of x)
 template <class F>
 void sumBroadcast(const Tensor& x, const Tensor& gate, Tensor& y, F f)
 {
-    const std::size_t planes = gate.numel(), hw = planes ? x.numel() / planes : 0;
-    const float* __restrict px = x.data();
-    const float* __restrict pg = gate.data();
-    float* __restrict out = y.data();
-    parallelChunks(planes, std::max<std::size_t>(1, elementwiseGrain(x.numel()) / std::max<std::size_t>(hw, 1)),
-                   [=](std::size_t lo, std::size_t hi) {
-                       for (std::size_t p = lo; p < hi; ++p) {
-                           const float s = pg[p];
-                           const float* __restrict src = px + p * hw;
-                           float* __restrict dst = out + p * hw;
-                           for (std::size_t i = 0; i < hw; ++i) dst[i] = f(src[i] + s);
-                       }
-                   });
+    forEachGatedPlane(x, gate, y.data(), [f](float v, float s) { return f(v + s); });
 }
 // y = f(a + b), equal shapes or a broadcast gate (Add::gateOf)
 template <class F>
@@ -149,17 +138,16 @@ void Add::backwardMulti(const std::vector<const Tensor*>& xs, const Tensor& /*y*
         float* dgate = out[gate];
         const std::size_t planes = xs[gate]->numel(), hw = planes ? dy.numel() / planes : 0;
         const float* g = dy.data();
-        parallelChunks(planes, std::max<std::size_t>(1, elementwiseGrain(dy.numel()) / std::max<std::size_t>(hw, 1)),
-                       [=](std::size_t lo, std::size_t hi) {
-                           if (dmap) std::memcpy(dmap + lo * hw, g + lo * hw, (hi - lo) * hw * sizeof(float));
-                           if (!dgate) return;
-                           for (std::size_t p = lo; p < hi; ++p) {
-                               const float* __restrict d = g + p * hw;
-                               double sum = 0.0;
-                               for (std::size_t i = 0; i < hw; ++i) sum += d[i];
-                               dgate[p] = static_cast<float>(sum);
-                           }
-                       });
+        parallelChunks(planes, gatePlaneGrain(dy.numel(), hw), [=](std::size_t lo, std::size_t hi) {
+            if (dmap) std::memcpy(dmap + lo * hw, g + lo * hw, (hi - lo) * hw * sizeof(float));
+            if (!dgate) return;
+            for (std::size_t p = lo; p < hi; ++p) {
+                const float* __restrict d = g + p * hw;
+                double sum = 0.0;
+                for (std::size_t i = 0; i < hw; ++i) sum += d[i];
+                dgate[p] = static_cast<float>(sum);
+            }
+        });
         return;
     }
     // Copies in parallel chunks (a residual join's activations are large; one thread does not fill

@@ -1,5 +1,7 @@
 #include "nn/mul.h"
 
+#include "nn/channel_gate.h"
+
 #include "tensor/parallel.h"
 #include "util/errors.h"
 
@@ -46,20 +48,7 @@ void Mul::forwardMulti(const std::vector<const Tensor*>& xs, Tensor& y, const Ru
         });
         return;
     }
-    const Tensor& x = g == 0 ? b : a;
-    const Tensor& gate = g == 0 ? a : b;
-    const std::size_t planes = gate.numel(), hw = planes ? x.numel() / planes : 0;
-    const float* __restrict px = x.data();
-    const float* __restrict pg = gate.data();
-    parallelChunks(planes, std::max<std::size_t>(1, elementwiseGrain(x.numel()) / std::max<std::size_t>(hw, 1)),
-                   [=](std::size_t lo, std::size_t hi) {
-                       for (std::size_t p = lo; p < hi; ++p) {
-                           const float s = pg[p];
-                           const float* __restrict src = px + p * hw;
-                           float* __restrict dst = out + p * hw;
-                           for (std::size_t i = 0; i < hw; ++i) dst[i] = src[i] * s;
-                       }
-                   });
+    forEachGatedPlane(g == 0 ? b : a, g == 0 ? a : b, out, [](float v, float s) { return v * s; });
 }
 
 // da = dy * b, db = dy * a; broadcast: dx = dy * g, dg[n, c] = sum_{h, w} dy * x
@@ -114,23 +103,22 @@ void Mul::backwardMulti(const std::vector<const Tensor*>& xs, const Tensor& /*y*
     }
     const float* px = x.data();
     const float* pg = gate.data();
-    parallelChunks(planes, std::max<std::size_t>(1, elementwiseGrain(x.numel()) / std::max<std::size_t>(hw, 1)),
-                   [=](std::size_t lo, std::size_t hi) {
-                       for (std::size_t p = lo; p < hi; ++p) {
-                           const float* __restrict d = pdy + p * hw;
-                           const float* __restrict src = px + p * hw;
-                           if (ox) {
-                               const float s = pg[p];
-                               float* __restrict dst = ox + p * hw;
-                               for (std::size_t i = 0; i < hw; ++i) dst[i] = d[i] * s;
-                           }
-                           if (og) {
-                               double sum = 0.0;
-                               for (std::size_t i = 0; i < hw; ++i) sum += static_cast<double>(d[i]) * src[i];
-                               og[p] = static_cast<float>(sum);
-                           }
-                       }
-                   });
+    parallelChunks(planes, gatePlaneGrain(x.numel(), hw), [=](std::size_t lo, std::size_t hi) {
+        for (std::size_t p = lo; p < hi; ++p) {
+            const float* __restrict d = pdy + p * hw;
+            const float* __restrict src = px + p * hw;
+            if (ox) {
+                const float s = pg[p];
+                float* __restrict dst = ox + p * hw;
+                for (std::size_t i = 0; i < hw; ++i) dst[i] = d[i] * s;
+            }
+            if (og) {
+                double sum = 0.0;
+                for (std::size_t i = 0; i < hw; ++i) sum += static_cast<double>(d[i]) * src[i];
+                og[p] = static_cast<float>(sum);
+            }
+        }
+    });
 }
 
 } // namespace quantscope
