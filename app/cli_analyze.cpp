@@ -236,7 +236,7 @@ int runCompare(const Args& args)
     pc.validate();
     const std::size_t images = args.u64("--images", 256, 1, 100000);
     const double threshold = args.f64("--threshold", 20.0, -1000.0, 1000.0);
-    const std::size_t threads = args.u64("--threads", 2, 1, 1024);
+    const std::size_t threads = threadsOption(args, "analyze");
     const std::string runner = args.str("--runner", "");
     if (!runner.empty() && runner != "engine") throw UsageError("unknown --runner '" + runner + "' (engine)");
     const bool json = args.has("--json");
@@ -383,7 +383,7 @@ int runSensitivity(const Args& args)
     parseCalibration(opt.activationCalibration);
     findFormat(opt.activationFormat);
     for (const std::string& f : opt.formats) findFormat(f); // before the data is loaded
-    const std::size_t threads = args.u64("--threads", 2, 1, 1024);
+    const std::size_t threads = threadsOption(args, "analyze");
     const bool json = args.has("--json");
 
     DatasetOptions dopt = analysisDatasetOptions(args); // --data, --image-shape, --resize, --test-fraction, --train-limit
@@ -483,7 +483,7 @@ int runSearch(const Args& args)
     for (const std::string& f : opt.formats) findFormat(f);
     for (const std::string& c : opt.calibrations) parseCalibration(c);
     parseGranularity(opt.granularity);
-    const std::size_t threads = args.u64("--threads", 2, 1, 1024);
+    const std::size_t threads = threadsOption(args, "analyze");
     const bool json = args.has("--json");
 
     DatasetOptions dopt = analysisDatasetOptions(args); // --data, --image-shape, --resize, --test-fraction, --train-limit

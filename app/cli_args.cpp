@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <thread>
 #include <filesystem>
 #include <limits>
 
@@ -61,6 +62,17 @@ std::vector<std::string> Args::all(const std::string& flag) const
 {
     const auto it = m_all.find(flag);
     return it == m_all.end() ? std::vector<std::string>{} : it->second;
+}
+
+std::size_t threadsOption(const Args& args, const char* command)
+{
+    const std::size_t asked = args.u64("--threads", 2, 1, 1024);
+    const std::size_t hardware = std::thread::hardware_concurrency();
+    if (hardware == 0 || asked <= hardware) return asked;
+    if (args.has("--threads"))
+        std::fprintf(stderr, "quantscope-cli %s: --threads %zu is more than this machine's %zu hardware threads: using %zu\n", command,
+                     asked, hardware, hardware);
+    return hardware;
 }
 
 std::uint64_t Args::u64(const std::string& flag, std::uint64_t def, std::uint64_t min, std::uint64_t max) const

@@ -61,6 +61,12 @@ std::vector<std::string> unusedDatasetFlags(const Args& args, const Dataset& dat
 void checkOutputIsNotAnInput(const std::string& flag, const std::string& output,
                              const std::vector<std::pair<std::string, std::string>>& inputs);
 
+// --threads (default 2, 1 to 1024), at most the machine's hardware threads: a larger value given
+// is lowered to that count with a note on stderr ("<command>: --threads 1000 is more than ..."),
+// as TBB would run no more workers anyway (its own warning said "limited to 1" on 2 cores).
+// Results do not depend on the count (parallel chunks are fixed by the problem size).
+std::size_t threadsOption(const Args& args, const char* command);
+
 // Writes j as one line on stdout (the --json event stream). Bytes that are not UTF-8 (a Latin-1
 // file name, a damaged ONNX name) become U+FFFD instead of aborting the dump.
 // One JSON object on a line of its own, to `out` (standard output unless a command writes data there).

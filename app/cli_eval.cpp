@@ -109,7 +109,7 @@ int runEval(const std::vector<std::string>& argv)
         checkOutputIsNotAnInput("--predictions", args.str("--predictions", ""), {{"model", path}, {"data (--data)", args.str("--data", "")}});
         checkWritableFolder(args.str("--predictions", "")); // now, not after the evaluation (tester 12)
     }
-    const std::size_t threads = args.u64("--threads", 2, 1, 1024);
+    const std::size_t threads = threadsOption(args, "eval");
     const std::size_t batch = args.u64("--batch-size", 256, 1, 65536);
     const std::size_t passes = args.u64("--passes", 3, 1, 100);
     const std::string runnerName = args.str("--runner", "auto");

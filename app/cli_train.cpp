@@ -306,7 +306,7 @@ int runTrain(const std::vector<std::string>& argv)
     cfg.nesterov = args.has("--nesterov");
     cfg.amsgrad = args.has("--amsgrad");
     cfg.weightDecay = static_cast<float>(args.f64("--weight-decay", 0.0, 0.0, 10.0));
-    cfg.threads = args.u64("--threads", 2, 1, 1024);
+    cfg.threads = threadsOption(args, "train");
     const std::string quantEval = args.str("--quant-eval", "engine");
     if (quantEval == "engine") cfg.quantizedEvaluator = engineEvaluator(cfg.threads);
     else if (quantEval != "fake-quant") throw UsageError("--quant-eval takes engine or fake-quant, not '" + quantEval + "'");

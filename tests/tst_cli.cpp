@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <map>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -39,6 +40,7 @@ private slots:
     void divergedRunExits4();
     void ignoredOptionsAreNamed_data();
     void ignoredOptionsAreNamed();
+    void threadsAboveTheCoresAreLowered();
 
 private:
     QTemporaryDir m_tmp;
@@ -409,6 +411,22 @@ void TestCli::interruptStopsCleanly()
     QCOMPARE(QString::fromStdString(last.value("event", "")), QString("export_skipped"));
     QCOMPARE(QString::fromStdString(last["paths"].at(0).get<std::string>()), exportPath);
     QVERIFY(!QFile::exists(exportPath));
+}
+
+// --threads above the machine's hardware threads runs on that many, with a note naming both
+// (TBB printed "The number of workers is currently limited to 1" on 2 cores); the start event
+// gives the count used.
+void TestCli::threadsAboveTheCoresAreLowered()
+{
+    const std::size_t cores = std::thread::hardware_concurrency();
+    if (cores == 0 || cores >= 1000) QSKIP("the machine's thread count is unknown or large");
+    const Result r = runCli({"train", "--data", m_valid, "--model", "mlp", "--epochs", "1", "--train-limit", "64", "--test-limit", "16",
+                             "--threads", "1000", "--json"});
+    QVERIFY2(r.exitCode == 0, qPrintable(r.err));
+    QVERIFY2(r.err.contains(QString("--threads 1000 is more than this machine's %1 hardware threads: using %1").arg(cores)), qPrintable(r.err));
+    QVERIFY2(!r.err.contains("TBB Warning"), qPrintable(r.err));
+    const nlohmann::json start = nlohmann::json::parse(r.out.split('\n', Qt::SkipEmptyParts).front().toStdString());
+    QCOMPARE(start.at("threads").get<std::size_t>(), cores);
 }
 
 QTEST_GUILESS_MAIN(TestCli)
