@@ -116,7 +116,7 @@ const char* const kAnalyzeHelp =
     "  --normalize MEAN,STD input normalisation for a model that does not store one\n"
     "  --runner engine      also compare the integer engine with fake-quant at every point, on\n"
     "                       the first 64 of the --images (each image is traced point by point)\n"
-    "  --threads N          worker threads (default 2)\n"
+    "  --threads N          worker threads (default 2; at most the machine's hardware threads)\n"
     "  --json               one JSON object on stdout\n";
 
 namespace {

@@ -42,7 +42,7 @@ const char* const kEvalHelp =
     "                       default: the train set's statistics (with --resize, of training images\n"
     "                       spread over the set, at most 2^28 resized pixels). Models QuantScope\n"
     "                       wrote keep theirs.\n"
-    "  --threads N          worker threads (default 2)\n"
+    "  --threads N          worker threads (default 2; at most the machine's hardware threads)\n"
     "  --batch-size N       images per call (default 256)\n"
     "  --predictions FILE   write 'index,predicted_class', one line per test image ('-': standard\n"
     "                       output, and the report then goes to stderr); not the model or data\n"

@@ -78,7 +78,7 @@ const char* const kTrainHelp =
     "  --amsgrad            Adam with AMSGrad's denominator (the largest second moment so far;\n"
     "                       Reddi et al. 2018, PyTorch's amsgrad=True)\n"
     "  --weight-decay F     L2 weight decay (default 0)\n"
-    "  --threads N          worker threads (default 2)\n"
+    "  --threads N          worker threads (default 2; at most the machine's hardware threads)\n"
     "  --seed N             seed for initialisation, shuffling and dropout (default 1)\n"
     "precision:\n"
     "  --strategy NAME      fp32 (default), ptq, qat, mixed, lowp, progressive\n"
