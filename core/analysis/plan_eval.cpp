@@ -4,10 +4,12 @@
 
 #include "quant/format.h"
 #include "train/quant_sim.h"
+#include "util/errors.h"
 
 #include <tbb/task_arena.h>
 
 #include <algorithm>
+#include <cmath>
 
 namespace quantscope {
 
@@ -18,6 +20,17 @@ PlanEvaluator::PlanEvaluator(Model& model, const Dataset& data, const LabeledIma
 {
     m_fp32 = runWith(nullptr);
     m_classes = m_set.size() ? m_fp32.logits.size() / m_set.size() : 0;
+    // Every plan is measured against these outputs (SQNR, KL): non-finite ones would make every
+    // figure NaN without a word (tester 7: a weight of 3e38 printed "-nan" and exited 0).
+    std::size_t images = 0;
+    for (std::size_t i = 0; m_classes && i < m_set.size(); ++i)
+        images += !std::all_of(m_fp32.logits.begin() + static_cast<std::ptrdiff_t>(i * m_classes),
+                               m_fp32.logits.begin() + static_cast<std::ptrdiff_t>((i + 1) * m_classes),
+                               [](float v) { return std::isfinite(v); });
+    if (images)
+        throw NumericError("model '" + m_model.name() + "': the FP32 outputs are inf or NaN on " + std::to_string(images) + " of " +
+                           std::to_string(m_set.size()) + " validation images, so no quantized plan can be measured against them: "
+                           "the model's values overflow float32 (huge weights, or training diverged)");
 }
 
 PlanEvaluator::Result PlanEvaluator::runWith(LayerHooks* hooks)
