@@ -191,7 +191,12 @@ PrecisionPlan parsePlanJson(const std::string& text, const std::string& source, 
     try {
         j = json::parse(text, noRepeats);
     } catch (const json::parse_error& e) {
-        fail(source, std::string("not valid JSON: ") + e.what());
+        // nlohmann's text without its "[json.exception.parse_error.101] " tag: "parse error at
+        // line 1, column 3: syntax error while parsing value - ..."
+        std::string what = e.what();
+        if (const std::size_t tag = what.find("] "); what.rfind("[json.exception.", 0) == 0 && tag != std::string::npos)
+            what.erase(0, tag + 2);
+        fail(source, "not valid JSON: " + what);
     }
     if (!repeated.empty()) fail(source, "the key '" + repeated + "' appears twice in one object; keep one");
     if (!j.is_object()) fail(source, "expected a JSON object with \"default\" and \"layers\"");
