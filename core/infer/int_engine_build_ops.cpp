@@ -95,23 +95,30 @@ void IntEngine::Impl::Builder::avgPool(const StoredLayer& l)
     push(std::move(op), info);
 }
 
+namespace {
+// The layouts Add and Mul join: equal ones (-1), or a feature map and a [C, 1, 1] gate of its
+// channels, either order (the gate's input index, 0 or 1); -2 for anything else. A permuted
+// activation is flat, so never a map or a gate.
+int gateOfLayouts(const ActInfo& a, const ActInfo& b)
+{
+    const bool same = a.flat == b.flat && a.permuted == b.permuted && a.c == b.c && a.h == b.h && a.w == b.w &&
+                      (!a.permuted || (a.fc == b.fc && a.fh == b.fh && a.fw == b.fw));
+    if (same) return -1;
+    const auto gates = [](const ActInfo& map, const ActInfo& g) { return !map.flat && !g.flat && g.c == map.c && g.h == 1 && g.w == 1; };
+    return gates(a, b) ? 1 : gates(b, a) ? 0 : -2;
+}
+} // namespace
+
 void IntEngine::Impl::Builder::add()
 {
     const ActInfo& a = input(0);
     const ActInfo& b = input(1);
     if (a.floats || b.floats) throw ConfigError(m_id + " reads float values; the integer engine runs it on quantized inputs");
-    // Equal layouts, or a feature map and a [C, 1, 1] gate of its channels (either order: GCNet's
-    // context add), as Mul takes them.
-    const bool same = a.flat == b.flat && a.permuted == b.permuted && a.c == b.c && a.h == b.h && a.w == b.w &&
-                      (!a.permuted || (a.fc == b.fc && a.fh == b.fh && a.fw == b.fw));
-    const auto gates = [](const ActInfo& map, const ActInfo& g) {
-        return !map.flat && !g.flat && !map.permuted && !g.permuted && g.c == map.c && g.h == 1 && g.w == 1;
-    };
-    const bool bGate = !same && gates(a, b), aGate = !same && !bGate && gates(b, a);
-    if (!same && !bGate && !aGate)
-        throw ConfigError(m_id + ": adds activations laid out differently (one flattened from a feature map), not supported");
-    const ActInfo& map = aGate ? b : a;
-    const ActInfo& gate = aGate ? a : b;
+    const int g = gateOfLayouts(a, b); // GCNet's context add: a gate of the map's channels
+    if (g < -1) throw ConfigError(m_id + ": adds activations laid out differently (one flattened from a feature map), not supported");
+    const bool same = g < 0;
+    const ActInfo& map = g == 0 ? b : a;
+    const ActInfo& gate = g == 0 ? a : b;
     const Point pt = pointOf();
     const auto [lo, hi] = clampOf(pt.d, pt.relu);
     Op op = opOf(OpKind::Add, pt.name, map.root, pt.act);
@@ -131,15 +138,11 @@ void IntEngine::Impl::Builder::mul()
     const ActInfo& a = input(0);
     const ActInfo& b = input(1);
     if (a.floats || b.floats) throw ConfigError(m_id + " reads float values; the integer engine runs it on quantized inputs");
-    // Equal layouts, or a feature map and a [C, 1, 1] gate of its channels (either order).
-    const bool same = a.flat == b.flat && a.permuted == b.permuted && a.c == b.c && a.h == b.h && a.w == b.w &&
-                      (!a.permuted || (a.fc == b.fc && a.fh == b.fh && a.fw == b.fw));
-    const auto gates = [](const ActInfo& map, const ActInfo& g) { return !map.flat && !g.flat && g.c == map.c && g.h == 1 && g.w == 1; };
-    const bool bGate = !same && gates(a, b), aGate = !same && !bGate && gates(b, a);
-    if (!same && !bGate && !aGate)
-        throw ConfigError(m_id + ": multiplies activations laid out differently (one flattened from a feature map), not supported");
-    const ActInfo& map = aGate ? b : a;
-    const ActInfo& gate = aGate ? a : b;
+    const int g = gateOfLayouts(a, b);
+    if (g < -1) throw ConfigError(m_id + ": multiplies activations laid out differently (one flattened from a feature map), not supported");
+    const bool same = g < 0;
+    const ActInfo& map = g == 0 ? b : a;
+    const ActInfo& gate = g == 0 ? a : b;
     const Point pt = pointOf();
     const auto [lo, hi] = clampOf(pt.d, pt.relu);
     Op op = opOf(OpKind::Mul, pt.name, map.root, pt.act);
