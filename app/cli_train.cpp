@@ -52,7 +52,9 @@ const char* const kTrainHelp =
     "                       tree has no test part (default 0.2, a fixed split for every --seed)\n"
     "  --train-limit N      use a seeded subset of N training images (default: all)\n"
     "  --test-limit N       evaluate on the first N test images (default: all)\n"
-    "  --validation N       hold out N training images as a validation set (default 0)\n"
+    "  --validation N       hold out N training images as a validation set (default 0); with\n"
+    "                       --train-limit N they are held out before the limit, except with\n"
+    "                       --epochs 0, which holds them out of the N images, as analyze does\n"
     "  --normalize MEAN,STD input normalisation (pixels first scaled to [0, 1]); each a number\n"
     "                       or one per channel joined by ':' (0.49:0.48:0.45,0.25:0.24:0.26),\n"
     "                       or 'none' (default: the one a --model/--init file stores, else\n"
@@ -420,6 +422,10 @@ int runTrain(const std::vector<std::string>& argv)
     dopt.trainLimit = args.u64("--train-limit", 0, 1);
     dopt.testLimit = args.u64("--test-limit", 0, 1);
     dopt.validation = args.u64("--validation", 0);
+    // Calibrate-and-evaluate (--epochs 0) draws its images as analyze does: the --train-limit N
+    // images first, the --validation images held out of those N. The calibration images are then
+    // the ones analyze search measured a plan with, so its --plan-out reproduces (tester 7).
+    dopt.validationAfterLimit = cfg.epochs == 0;
     dopt.seed = cfg.seed;
     Dataset data = Dataset::load(dopt);
     for (const std::string& f : unusedDatasetFlags(args, data, "train", false)) ignored.push_back(f);
