@@ -52,7 +52,8 @@ const char* const kAnalyzeHelp =
     "budget, uniform or greedy, is marked 'over budget: not taken' (JSON over_budget), every plan above\n"
     "--max-bytes 'larger than --max-bytes' (over_bytes). Exit 5 when no evaluated plan meets the budget\n"
     "(the reason on stderr; with --json an {\"event\":\"error\",\"type\":\"no_result\",...} line after the\n"
-    "search object).\n"
+    "search object). A --max-bytes below the smallest plan the --formats allow (every layer at its\n"
+    "smallest) exits 5 at once, before any evaluation.\n"
     "Bytes are those of docs/PLANS.md (weights, scales, biases: what info --plan and the plan table\n"
     "count); a .qsm file adds its names, layer records and activation scales, a few KB (3.5 KB for\n"
     "mobilenet-tiny), so leave that room under --max-bytes.\n"
@@ -508,6 +509,11 @@ int runSearch(const Args& args)
         }
     });
     if (tty) std::fputc('\n', stderr);
+    if (r.budgetBelowSmallest) // refused before any evaluation: no table to print
+        throw NoResultError("no plan can meet --max-bytes " + std::to_string(*opt.maxBytes) + ": the smallest plan the candidate formats (" +
+                            args.str("--formats", "int8,int4,int3,int2") + ") allow, every layer at its smallest, is " +
+                            std::to_string(r.smallestBytes) + " bytes; nothing was evaluated" +
+                            (args.has("--plan-out") ? "; --plan-out is not written" : ""));
     if (r.stopped && !json)
         std::fprintf(stderr, "stopped (Ctrl+C) after %zu plans; below are those, their front and the best of them (no test accuracy)\n",
                      r.evaluations);

@@ -8,6 +8,7 @@
 
 #include <QDir>
 #include <QFile>
+#include <QRegularExpression>
 #include <QTemporaryDir>
 #include <QtTest>
 
@@ -145,18 +146,35 @@ void TestCliAnalyze::analyzeTakesTheDataOptions()
     const std::string stored = nlohmann::json::parse(infoModel.out.toStdString()).at("normalization").get<std::string>();
     QCOMPARE(QString::fromStdString(Normalization::parse(chosenPlan["default"]["normalize"].get<std::string>()).describe()),
              QString::fromStdString(stored));
-    const Result none = runCli(QStringList{"analyze", "search", model, "--validation", "20", "--formats", "int8", "--max-bytes", "1",
+    // A size budget below the smallest plan the formats allow is refused before any evaluation
+    // (tester 7 waited for a whole search to learn it), with that plan's bytes.
+    const Result none = runCli(QStringList{"analyze", "search", model, "--validation", "20", "--formats", "int8,int2", "--max-bytes", "1",
                                            "--plan-out", m_tmp.filePath("none.plan.json")} + data);
     QCOMPARE(none.exitCode, kExitNoResult);
-    QVERIFY2(none.err.contains("no evaluated plan meets the budget (the smallest evaluated plan is "), qPrintable(none.err));
-    QVERIFY2(none.err.contains("; --plan-out is not written"), qPrintable(none.err));
+    const QRegularExpression smallestRe("no plan can meet --max-bytes 1: the smallest plan the candidate formats \\(int8,int2\\) allow, "
+                                        "every layer at its smallest, is (\\d+) bytes; nothing was evaluated; --plan-out is not written");
+    const QRegularExpressionMatch smallestMatch = smallestRe.match(none.err);
+    QVERIFY2(smallestMatch.hasMatch(), qPrintable(none.err));
+    QVERIFY2(!none.out.contains("plans evaluated"), qPrintable(none.out));
     QVERIFY(!QFileInfo::exists(m_tmp.filePath("none.plan.json")));
-    // --json ends as every failing command does: the search object with its plans, then the error
-    // event (exit_code 5), and the message on stderr (it printed the search alone, stderr empty).
-    const Result noneJson = runCli(QStringList{"analyze", "search", model, "--validation", "20", "--formats", "int8", "--max-bytes", "1",
+    const QString smallest = smallestMatch.captured(1);
+    // --json: the error event alone (exit_code 5), and the message on stderr.
+    const Result noneJson = runCli(QStringList{"analyze", "search", model, "--validation", "20", "--formats", "int8,int2", "--max-bytes", "1",
                                                "--json"} + data);
     QCOMPARE(noneJson.exitCode, kExitNoResult);
-    const QStringList noneLines = noneJson.out.split('\n', Qt::SkipEmptyParts);
+    const QStringList refusedLines = noneJson.out.split('\n', Qt::SkipEmptyParts);
+    QCOMPARE(refusedLines.size(), 1);
+    const nlohmann::json refused = nlohmann::json::parse(refusedLines[0].toStdString());
+    QCOMPARE(QString::fromStdString(refused.at("type").get<std::string>()), QString("no_result"));
+    QVERIFY2(QString::fromStdString(refused.at("message").get<std::string>()).contains(" is " + smallest + " bytes"),
+             qPrintable(noneJson.out));
+    // At the smallest plan's bytes the budget is in reach, and a search cut short before that plan
+    // (one evaluation: uniform int8) ends as every failing command does: the search object with its
+    // plans, then the error event (exit_code 5), and the message on stderr.
+    const Result shortJson = runCli(QStringList{"analyze", "search", model, "--validation", "20", "--formats", "int8,int2", "--max-bytes",
+                                                smallest, "--max-evals", "1", "--json"} + data);
+    QCOMPARE(shortJson.exitCode, kExitNoResult);
+    const QStringList noneLines = shortJson.out.split('\n', Qt::SkipEmptyParts);
     QCOMPARE(noneLines.size(), 2);
     const nlohmann::json noneSearch = nlohmann::json::parse(noneLines[0].toStdString());
     QCOMPARE(QString::fromStdString(noneSearch.at("event").get<std::string>()), QString("search"));
@@ -168,7 +186,7 @@ void TestCliAnalyze::analyzeTakesTheDataOptions()
     QCOMPARE(noneError.at("exit_code").get<int>(), kExitNoResult);
     const QString noneMessage = QString::fromStdString(noneError.at("message").get<std::string>());
     QVERIFY2(noneMessage.startsWith("no evaluated plan meets the budget (the smallest evaluated plan is "), qPrintable(noneMessage));
-    QVERIFY2(noneJson.err.contains("quantscope-cli analyze: " + noneMessage), qPrintable(noneJson.err));
+    QVERIFY2(shortJson.err.contains("quantscope-cli analyze: " + noneMessage), qPrintable(shortJson.err));
     // --train-limit: the validation images come out of the limited set (the GUI's Analysis tab)
     const Result limited = runCli(QStringList{"analyze", "sensitivity", model, "--train-limit", "40", "--validation", "15", "--formats",
                                               "int8", "--json"} + data);

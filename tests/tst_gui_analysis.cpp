@@ -76,6 +76,7 @@ private slots:
     void floatFormatsAndActivationRanges();
     void searchChartAndPlans();
     void searchStops();
+    void searchRefusesABudgetBelowTheSmallestPlan();
     void fineTuneStartsQat();
     void tabsAnalyseThePrimaryRun();
     void closingMidAnalysis();
@@ -353,6 +354,28 @@ void TestGuiAnalysis::sensitivityStops()
     QVERIFY(s->statusText().contains("Stopped"));
     QVERIFY(s->runButton()->isEnabled());
     QVERIFY(!s->stopButton()->isEnabled());
+}
+
+// A size budget below the smallest plan the formats allow ends at once, saying so with both sizes,
+// and keeps the last search's chart and report (as the CLI's exit 5 before any evaluation).
+void TestGuiAnalysis::searchRefusesABudgetBelowTheSmallestPlan()
+{
+    m_view->pages()->setCurrentIndex(1);
+    SearchView* s = m_view->search();
+    const std::size_t plansBefore = s->report().plans.size();
+    s->setFormats({"int8", "int4"});
+    s->setCalibrations({"minmax"});
+    s->setBudget(SearchView::Budget::MaxBytes, 1.0);
+    QSignalSpy done(s, &SearchView::searchFinished);
+    QTest::mouseClick(s->runButton(), Qt::LeftButton);
+    QVERIFY(done.wait(kRunTimeoutMs));
+    QVERIFY(!done.first().at(0).toBool());
+    const QString why = done.first().at(1).toString();
+    QVERIFY2(why.startsWith("the size budget, 1 B, is below the smallest plan the formats allow (every layer at its smallest), "), qPrintable(why));
+    QCOMPARE(s->progressBar()->format(), QString("no plan can fit"));
+    QCOMPARE(s->report().plans.size(), plansBefore);
+    QVERIFY(s->runButton()->isEnabled());
+    s->setBudget(SearchView::Budget::MaxDrop, 2.0);
 }
 
 void TestGuiAnalysis::searchChartAndPlans()

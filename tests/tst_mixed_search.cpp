@@ -88,6 +88,35 @@ private slots:
                  qPrintable(QString("uniform int8, uint4 activations: %1 with percentile, %2 with minmax").arg(p.plans.front().accuracy).arg(m.plans.front().accuracy)));
     }
 
+    // A size budget below the smallest plan the candidates allow (every layer at its smallest: the
+    // uniform int2 plan here) returns at once with that plan's bytes; at exactly those bytes the
+    // search runs and ends at a plan within the budget.
+    void budgetBelowTheSmallestPlan()
+    {
+        MixedSearchOptions opt;
+        opt.formats = {"int8", "int4", "int2"};
+        opt.calibImages = 200;
+        opt.maxBytes = 1u << 30;
+        const MixedSearchReport full = searchMixedPrecision(m_trainer->model(), m_data, m_data.validation, opt);
+        QCOMPARE(full.plans[2].label, std::string("uniform int2 (minmax)"));
+        const std::uint64_t int2Bytes = full.plans[2].bytes;
+        QCOMPARE(full.smallestBytes, int2Bytes);
+        QVERIFY(!full.budgetBelowSmallest);
+        opt.maxBytes = int2Bytes - 1;
+        const MixedSearchReport refused = searchMixedPrecision(m_trainer->model(), m_data, m_data.validation, opt);
+        QVERIFY(refused.budgetBelowSmallest);
+        QCOMPARE(refused.smallestBytes, int2Bytes);
+        QCOMPARE(refused.evaluations, std::size_t{0});
+        QCOMPARE(refused.sensitivityEvaluations, std::size_t{0});
+        QVERIFY(refused.plans.empty());
+        QCOMPARE(refused.chosen, -1L);
+        opt.maxBytes = int2Bytes;
+        const MixedSearchReport reached = searchMixedPrecision(m_trainer->model(), m_data, m_data.validation, opt);
+        QVERIFY(!reached.budgetBelowSmallest);
+        QVERIFY(reached.chosen >= 0);
+        QVERIFY(reached.plans[static_cast<std::size_t>(reached.chosen)].bytes <= int2Bytes);
+    }
+
     // A drop of exactly the budget is within it: 0.808 - 0.798 is 1.0000000000000009 points in
     // doubles, and the search refused such a step at --max-drop 1.
     void dropOfExactlyTheBudget()

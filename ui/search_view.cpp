@@ -372,6 +372,15 @@ void SearchView::showOutcome(const std::shared_ptr<const Outcome>& out)
         emit searchFinished(false, out->error);
         return;
     }
+    if (out->report.budgetBelowSmallest) { // refused before any evaluation (the CLI's exit 5)
+        const QString why = tr("the size budget, %1, is below the smallest plan the formats allow (every layer at its smallest), %2")
+                                .arg(formatBytes(double(*out->options.maxBytes)), formatBytes(double(out->report.smallestBytes)));
+        setBusy(false);
+        m_progress->setFormat(tr("no plan can fit"));
+        m_status->setText(tr("Cannot search: %1.").arg(why));
+        emit searchFinished(false, why);
+        return;
+    }
     const MixedSearchReport& r = out->report;
     m_report = r;
     m_reported = in;

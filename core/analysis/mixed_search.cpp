@@ -63,6 +63,19 @@ MixedSearchReport searchMixedPrecision(Model& model, const Dataset& data, const 
     checkPlan(planWith(std::vector<std::size_t>(layers.size(), 0)), model);
 
     MixedSearchReport r;
+    // Each layer at its smallest option: a size budget below that plan cannot be met, and the
+    // evaluations would only say so at their end (tester 7: minutes of search for a budget of 1 KB).
+    std::vector<std::size_t> smallest(layers.size(), 0);
+    for (std::size_t i = 0; i < layers.size(); ++i)
+        for (std::size_t o = 1; o < options.size(); ++o)
+            if (layerBytes[i][o] < layerBytes[i][smallest[i]]) smallest[i] = o;
+    r.smallestBytes = planSize(model, planWith(smallest)).bytes;
+    if (opt.maxBytes && *opt.maxBytes < r.smallestBytes) {
+        r.budgetBelowSmallest = true;
+        r.images = validation.size();
+        r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        return r;
+    }
     r.images = validation.size();
     PlanEvaluator eval(model, data, validation, opt.calibImages, opt.batchSize);
     r.fp32Accuracy = eval.fp32Accuracy();

@@ -64,6 +64,11 @@ struct MixedSearchReport {
     std::size_t sensitivityEvaluations = 0; // one-layer plans behind the ranking: layers x candidates
     bool stopped = false;       // the progress callback asked to stop: the plans are those evaluated so far
     double seconds = 0.0;
+    // The smallest plan the candidates allow (each layer at its smallest option), bytes as
+    // planSize counts them, and whether --max-bytes is below it: then nothing is evaluated (no
+    // plan, chosen -1), since no plan could meet the budget.
+    std::uint64_t smallestBytes = 0;
+    bool budgetBelowSmallest = false;
 };
 
 // What the search is doing when it reports: the uniform plans and the greedy steps count whole
@@ -76,7 +81,8 @@ enum class SearchPhase { Uniform, Ranking, Greedy };
 using SearchProgress = std::function<bool(SearchPhase phase, std::size_t done, std::size_t total)>;
 
 // Throws ConfigError without a budget, with both, for unknown formats/calibrations or an empty
-// validation set, before evaluating anything. `model` is FP32 and left so.
+// validation set, before evaluating anything. A --max-bytes below the smallest plan the candidates
+// allow returns at once (budgetBelowSmallest, no plan evaluated). `model` is FP32 and left so.
 MixedSearchReport searchMixedPrecision(Model& model, const Dataset& data, const LabeledImages& validation,
                                        const MixedSearchOptions& opt, const SearchProgress& progress = {});
 
