@@ -190,7 +190,10 @@ AnalysisInput loadAnalysisInput(const Args& args, const std::string& spec, const
     in.data = Dataset::load(dopt);
     unusedDatasetFlags(args, in.data, "analyze", json);
     Dataset& data = in.data;
-    if (args.has("--normalize")) data.normalization = Normalization::parse(args.str("--normalize", "")).broadcast(data.channels());
+    if (args.has("--normalize")) {
+        data.normalization = Normalization::parse(args.str("--normalize", "")).broadcast(data.channels());
+        noteExtremeNormalization(data.normalization, "analyze", json);
+    }
     const Shape input{data.channels(), data.height(), data.width()};
     in.name = spec;
     if (isModelFile(spec)) {

@@ -155,3 +155,25 @@ void printJsonLine(const nlohmann::json& j, std::FILE* out)
 }
 
 } // namespace quantscope::cli
+
+namespace quantscope::cli {
+
+void noteExtremeNormalization(const Normalization& n, const char* command, bool quiet)
+{
+    constexpr double kLargest = 1e4;
+    if (quiet) return;
+    for (std::size_t c = 0; c < n.channels(); ++c) {
+        // the largest normalised value: a pixel of 0 or 255
+        const double m = static_cast<double>(n.mean[c]), s = static_cast<double>(n.stddev[c]);
+        const double largest = std::max(std::fabs(0.0 - m), std::fabs(1.0 - m)) / s;
+        if (!(largest > kLargest)) continue;
+        std::fprintf(stderr,
+                     "quantscope-cli %s: note: --normalize %s maps channel %zu's pixels to values up to %.3g (its standard "
+                     "deviation is %g); inputs this large make the outputs overflow or training diverge (torchvision's "
+                     "Normalize takes the std of pixels scaled to [0, 1], e.g. 0.3530 for Fashion-MNIST)\n",
+                     command, n.str().c_str(), c, largest, s);
+        return;
+    }
+}
+
+} // namespace quantscope::cli

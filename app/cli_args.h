@@ -2,6 +2,8 @@
 // switches, and positional arguments. Bad input throws UsageError with a one-line message.
 #pragma once
 
+#include "data/normalization.h"
+
 #include "data/dataset.h"
 
 #include <nlohmann/json_fwd.hpp>
@@ -66,6 +68,11 @@ void checkOutputIsNotAnInput(const std::string& flag, const std::string& output,
 // as TBB would run no more workers anyway (its own warning said "limited to 1" on 2 cores).
 // Results do not depend on the count (parallel chunks are fixed by the problem size).
 std::size_t threadsOption(const Args& args, const char* command);
+
+// A note on stderr (quantscope-cli COMMAND: note: ...) when --normalize maps pixels to values
+// beyond 1e4 in magnitude (a standard deviation of 1e-30 typed for 0.3): such inputs make the
+// model's outputs overflow or training diverge. Nothing when quiet.
+void noteExtremeNormalization(const quantscope::Normalization& n, const char* command, bool quiet);
 
 // Writes j as one line on stdout (the --json event stream). Bytes that are not UTF-8 (a Latin-1
 // file name, a damaged ONNX name) become U+FFFD instead of aborting the dump.

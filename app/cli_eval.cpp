@@ -157,6 +157,7 @@ int runEval(const std::vector<std::string>& argv)
     std::optional<Normalization> given;
     if (args.has("--normalize")) {
         given = Normalization::parse(args.str("--normalize", "")).broadcast(model.channels);
+        noteExtremeNormalization(*given, "eval", args.has("--json"));
         // The stored one, given again, passes (prepareModelForData); another is a usage error here.
         const Normalization stored = model.normalization.broadcast(model.channels);
         bool same = true;

@@ -452,6 +452,7 @@ int runTrain(const std::vector<std::string>& argv)
     }
     if (args.has("--normalize")) {
         data.normalization = Normalization::parse(args.str("--normalize", "")).broadcast(data.channels());
+        noteExtremeNormalization(data.normalization, "train", args.has("--json"));
     }
     nlohmann::json startExtra = nlohmann::json::object(); // what was read, for the JSON start event
     if (cfg.pretrained && file) {

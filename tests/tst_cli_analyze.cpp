@@ -30,6 +30,7 @@ private slots:
     void analyzeTakesTheDataOptions();
     void searchMarksEveryPlanBelowTheBudget();
     void planOutReproducesUnderTrainLimit();
+    void tinyNormalizeStdIsNoted();
     void compareReportsAFloatActivationPoint();
     void interruptStopsSearch();
 
@@ -296,6 +297,23 @@ void TestCliAnalyze::planOutReproducesUnderTrainLimit()
             if (done.at("quant_test_acc").get<double>() != done.at("test_acc").get<double>()) ++differentFromAll;
         }
     QVERIFY(differentFromAll > 0);
+}
+
+// --normalize 0.3,1e-30 (a typo for 0.3,0.35) maps pixels to values near 1e30: tester 7's run
+// trained on it with a loss of 2e28 and no word. train, analyze and eval now note it.
+void TestCliAnalyze::tinyNormalizeStdIsNoted()
+{
+    const QString note = "note: --normalize 0.300000012,1e-30 maps channel 0's pixels to values up to 7e+29";
+    const Result train = runCli({"train", "--data", m_valid, "--model", "mlp", "--train-limit", "64", "--test-limit", "20",
+                                 "--normalize", "0.3,1e-30", "--quiet"});
+    QVERIFY2(train.err.contains("quantscope-cli train: " + note), qPrintable(train.err));
+    const Result sane = runCli({"train", "--data", m_valid, "--model", "mlp", "--train-limit", "64", "--test-limit", "20",
+                                "--normalize", "0.3,0.35", "--quiet"});
+    QVERIFY2(sane.exitCode == kExitOk, qPrintable(sane.err));
+    QVERIFY2(!sane.err.contains("note: --normalize"), qPrintable(sane.err));
+    const Result cmp = runCli({"analyze", "compare", "mlp", "--data", m_valid, "--images", "8", "--calib-images", "16",
+                               "--normalize", "0.3,1e-30"});
+    QVERIFY2(cmp.err.contains("quantscope-cli analyze: " + note), qPrintable(cmp.err));
 }
 
 void TestCliAnalyze::compareReportsAFloatActivationPoint()
