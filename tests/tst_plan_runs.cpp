@@ -137,6 +137,7 @@ private slots:
     void ptqPlanExportsQsmWithEachLayersBits();
     void simulationAddsTheFilesBiases_data();
     void simulationAddsTheFilesBiases();
+    void overflowingRangeIsANumericError();
     void mixedPlanRunsInOnnxruntime();
     void engineRunsFloatLayers_data();
     void engineRunsFloatLayers();
@@ -396,6 +397,70 @@ void TestPlanRuns::simulationAddsTheFilesBiases()
     p.sim->roundBiases();
     evaluate(*p.model, m_data, m_data.test, 100, p.sim.get(), &again);
     QVERIFY(again == rounded);
+}
+
+// A range whose ends are finite but whose width is not (fc1's outputs, or a channel's uint8
+// weights, are -3e38 and +3e38: the width 6e38 overflows float32, so the scale would be inf) is a
+// NumericError naming the layer and the range, not a file validate() would call malformed (a
+// FormatError, exit 3).
+void TestPlanRuns::overflowingRangeIsANumericError()
+{
+    Dataset d;
+    d.name = "two-images";
+    LabeledImages imgs;
+    imgs.channels = 1;
+    imgs.height = imgs.width = 4;
+    imgs.pixels.assign(16, 0);
+    imgs.pixels.resize(32, 255);
+    imgs.labels = {0, 1};
+    d.train = imgs;
+    d.test = imgs;
+    d.normalization = Normalization::uniform(0.5f, 0.5f, 1); // the pixels become -1 and +1
+    for (int c = 0; c < 10; ++c) d.classNames.push_back("class " + std::to_string(c));
+    auto m = std::make_unique<Model>("wide", Shape{1, 4, 4});
+    m->add(std::make_unique<Flatten>("flatten"));
+    auto fc1 = std::make_unique<Linear>("fc1", 16, 6);
+    auto fc2 = std::make_unique<Linear>("fc2", 6, 10);
+    Linear* f1 = fc1.get();
+    Linear* f2 = fc2.get();
+    m->add(std::move(fc1));
+    m->add(std::move(fc2));
+    m->add(std::make_unique<LogSoftmax>("log_softmax"));
+    m->initParams(5);
+    f1->weight().value.fill(0.0f);
+    for (std::size_t o = 0; o < 6; ++o) f1->weight().value[o * 16] = 3e38f; // each output: +-3e38, finite
+    f1->bias().value.fill(0.0f);
+    f2->weight().value.fill(1e-30f); // fc2's outputs stay finite (about 2e9)
+    f2->bias().value.fill(0.0f);
+    try {
+        (void)fixtures::quantize(std::move(m), d, "int8");
+        QFAIL("an activation scale of inf was exported");
+    } catch (const NumericError& e) {
+        const QString what = e.what();
+        QVERIFY2(what.contains("the output of 'fc1': the range [-3e+38, 3e+38] is wider than float32 can hold"), qPrintable(what));
+    }
+    // uint8 weights (affine, per channel): fc1's channels hold -3e38 and +3e38, a range that
+    // overflows too (requireFiniteScales, at the end of the export, is the backstop behind both)
+    auto w = std::make_unique<Model>("wide-weights", Shape{1, 4, 4});
+    w->add(std::make_unique<Flatten>("flatten"));
+    auto g1 = std::make_unique<Linear>("fc1", 16, 10);
+    Linear* h1 = g1.get();
+    w->add(std::move(g1));
+    w->add(std::make_unique<LogSoftmax>("log_softmax"));
+    w->initParams(5);
+    h1->weight().value.fill(1e-30f);
+    for (std::size_t o = 0; o < 10; ++o) {
+        h1->weight().value[o * 16] = 3e38f;
+        h1->weight().value[o * 16 + 1] = -3e38f;
+    }
+    try {
+        (void)fixtures::quantize(std::move(w), d, "uint8");
+        QFAIL("a weight scale of inf was exported");
+    } catch (const NumericError& e) {
+        const QString what = e.what();
+        QVERIFY2(what.contains("layer 'fc1' weight (scale slot 0): the range [-3e+38, 3e+38] is wider than float32 can hold"),
+                 qPrintable(what));
+    }
 }
 
 void TestPlanRuns::mixedPlanRunsInOnnxruntime()
