@@ -187,7 +187,7 @@ int runEval(const std::vector<std::string>& argv)
     const std::string& classNote = match.classNote;
     if (!classNote.empty() && !args.has("--json")) std::fprintf(stderr, "quantscope-cli eval: %s: %s\n", path.c_str(), classNote.c_str());
 
-    const RunnerEval ev = evaluateRunner(runner, data.test, batch);
+    const RunnerEval ev = evaluateRunner(runner, data.test, batch, path);
     double ips = 0.0;
     if (args.has("--bench")) ips = benchmarkRunner(runner, data.test, batch, passes);
     std::string predictionsError;

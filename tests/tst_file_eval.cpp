@@ -40,7 +40,7 @@ private slots:
         QTest::addColumn<int>("modelChannels");
         QTest::newRow("image size") << 32 << 10 << false << "takes 1x28x28 images; synthetic-dir has 1x32x32; resizing to 28x28" << 1;
         QTest::newRow("image size, resized") << 32 << 10 << true << "synthetic-dir resized gives 1x32x32" << 1;
-        QTest::newRow("classes") << 28 << 12 << false << "m.qsm has 10 classes; the data has 12" << 1;
+        QTest::newRow("classes") << 28 << 12 << false << "m.qsm has 10 classes (outputs); the data has 12" << 1;
         // A colour model on grayscale data: resizing cannot help, colour data can (a new user was
         // told to try --resize or --image-shape, which do neither).
         QTest::newRow("channels") << 28 << 10 << false
@@ -163,6 +163,37 @@ private slots:
         const auto refOnly = evaluateModelFile(m, m_data.test, match.labels, opt);
         QVERIFY(refOnly && !refOnly->integer && !refOnly->agreement);
         QCOMPARE(refOnly->accuracy, ref.accuracy);
+    }
+
+    // An FP32 model whose outputs overflow (a weight of 3e38: tester 8's file scored 10 % with every
+    // prediction class 0 and no word) is a NumericError counting the images, in the dialog's
+    // evaluation and in the CLI's.
+    void nonFiniteOutputsAreANumericError()
+    {
+        std::unique_ptr<Model> model = makeModel("seed-cnn", 1, 28, 28, 10, 3);
+        Param& w = *model->params().front(); // conv1.weight
+        w.value.fill(3e38f);
+        ExportedModel m = exportFloatModel(*model, "huge", m_data.normalization, m_data.classNames);
+        const DataMatch match = prepareModelForData(m, "huge.qsm", m_data, false);
+        FileEvalOptions opt;
+        try {
+            (void)evaluateModelFile(m, m_data.test, match.labels, opt);
+            QFAIL("scored a model whose outputs are inf or NaN");
+        } catch (const NumericError& e) {
+            const QString what = e.what();
+            QVERIFY2(what.contains(QString("%1 of %1 images gave outputs that are not finite (inf or NaN) on the fp32 float model")
+                                       .arg(m_data.test.size())),
+                     qPrintable(what));
+        }
+        ModelRunner runner(m);
+        QVERIFY_THROWS_EXCEPTION(NumericError, evaluateRunner(runner, m_data.test, 256, "huge.qsm"));
+        // the same model with sane weights scores without a word
+        w.value.fill(0.01f);
+        ExportedModel sane = exportFloatModel(*model, "sane", m_data.normalization, m_data.classNames);
+        (void)prepareModelForData(sane, "sane.qsm", m_data, false);
+        ModelRunner ok(sane);
+        QCOMPARE(evaluateRunner(ok, m_data.test).count, m_data.test.size());
+        QCOMPARE(ok.nonFiniteImages(), std::size_t{0});
     }
 
     // A raised stop flag ends the evaluation between batches with nothing scored.

@@ -95,6 +95,21 @@ void TestOnnxImportErrors::badInput_data()
     const auto row = addBrokenFileRow;
     row("unsupported operator", "residual_op13_fold_dyn", [](onnx::ModelProto& mp) { findNode(mp, "Relu")->set_op_type("Shrink"); },
         "ConfigError", "Shrink node '/Relu'");
+    // An attribute given twice (onnx.checker: "appeared multiple times") is a damaged node: reading
+    // the first of two values was a silent choice (tester 8: a Conv's group 1 and group 3).
+    row("Conv with its group attribute twice", "residual_op13_fold_dyn",
+        [](onnx::ModelProto& mp) {
+            onnx::NodeProto* n = findNode(mp, "Conv");
+            onnx::AttributeProto* a = n->add_attribute();
+            a->set_name("group");
+            a->set_type(onnx::AttributeProto::INT);
+            a->set_i(1);
+            a = n->add_attribute();
+            a->set_name("group");
+            a->set_type(onnx::AttributeProto::INT);
+            a->set_i(3);
+        },
+        "FormatError", "has the attribute 'group' twice (a damaged file)");
     // Every unsupported operator type at once, with counts.
     row("several unsupported operators", "residual_op13_fold_dyn",
         [](onnx::ModelProto& mp) {

@@ -67,7 +67,8 @@ DataMatch prepareModelForData(ExportedModel& model, const std::string& path, con
                                      std::to_string(model.height) + "x" + std::to_string(model.width)
                                : channelMismatchHint(model.channels, t.channels)));
     if (model.classes != data.numClasses())
-        throw ConfigError(path + " has " + std::to_string(model.classes) + " classes; the data has " + std::to_string(data.numClasses()));
+        throw ConfigError(path + " has " + std::to_string(model.classes) + (model.classes == 1 ? " class" : " classes") + " (outputs); the data has " +
+                          std::to_string(data.numClasses()));
 
     DataMatch m;
     if (normalization) {
@@ -129,6 +130,7 @@ std::optional<FileEvalResult> evaluateModelFile(const ExportedModel& model, cons
 
     r.predictions.assign(n, -1);
     if (!predictAll(runner, test, batch, r.predictions.data(), stop, report)) return std::nullopt;
+    runner.requireFiniteOutputs("evaluation", n);
     r.accuracy = top1(r.predictions, labels);
     base += n;
 

@@ -1,5 +1,7 @@
 #include "infer/model_runner.h"
 
+#include "quant/float_cast.h"
+
 #include "util/errors.h"
 
 #include <tbb/task_arena.h>
@@ -62,10 +64,22 @@ void ModelRunner::predict(const std::uint8_t* pixels, std::size_t n, std::int32_
         const Tensor& out = m_model->forward(m_x, ctx, m_hooks.get());
         if (outputs) std::memcpy(outputs, out.data(), out.numel() * sizeof(float));
         argmaxRows(out, std::span<std::int32_t>(predictions, n));
+        const std::size_t k = n ? out.numel() / n : 0;
+        for (std::size_t i = 0; i < n; ++i)
+            if (!allFiniteSpan(out.data() + i * k, k)) ++m_nonFinite;
     });
 }
 
-RunnerEval evaluateRunner(ModelRunner& runner, const LabeledImages& set, std::size_t batch)
+void ModelRunner::requireFiniteOutputs(const std::string& what, std::size_t images) const
+{
+    if (m_nonFinite == 0) return;
+    throw NumericError(what + ": " + std::to_string(m_nonFinite) + " of " + std::to_string(images) +
+                       " images gave outputs that are not finite (inf or NaN) on the " + m_description +
+                       ": the model's values overflow float32 (a weight or activation beyond 3.4e38), so its predictions "
+                       "and accuracy would mean nothing");
+}
+
+RunnerEval evaluateRunner(ModelRunner& runner, const LabeledImages& set, std::size_t batch, const std::string& what)
 {
     RunnerEval r;
     r.count = set.size();
@@ -75,6 +89,7 @@ RunnerEval evaluateRunner(ModelRunner& runner, const LabeledImages& set, std::si
         const std::size_t e = std::min(set.size(), b + batch);
         runner.predict(set.pixels.data() + b * set.imageBytes(), e - b, r.predictions.data() + b);
     }
+    runner.requireFiniteOutputs(what, set.size());
     std::size_t correct = 0;
     for (std::size_t i = 0; i < set.size(); ++i) correct += r.predictions[i] == set.labels[i];
     r.accuracy = set.size() ? static_cast<double>(correct) / static_cast<double>(set.size()) : 0.0;

@@ -37,13 +37,19 @@ public:
 
     // n images of raw bytes (C planes of H x W): predictions (n) and, when non-null, outputs (n x classes).
     void predict(const std::uint8_t* pixels, std::size_t n, std::int32_t* predictions, float* outputs = nullptr);
+    // Images whose outputs held inf or NaN, over every predict() call so far (the float paths: a
+    // model whose values overflow float32; the integer engine's outputs are always finite).
+    std::size_t nonFiniteImages() const { return m_nonFinite; }
+    // Throws NumericError when some of the `images` images predicted so far gave non-finite
+    // outputs (their argmax, and so any accuracy, means nothing), naming `what` and the count.
+    void requireFiniteOutputs(const std::string& what, std::size_t images) const;
 
 private:
     std::unique_ptr<IntEngine> m_engine;
     std::unique_ptr<Model> m_model;
     std::unique_ptr<StoredActivationHooks> m_hooks;
     std::string m_description;
-    std::size_t m_classes = 0, m_threads = 2, m_imageBytes = 0;
+    std::size_t m_classes = 0, m_threads = 2, m_imageBytes = 0, m_nonFinite = 0;
     std::vector<float> m_lut; // normalised value of byte v in channel c, at c * 256 + v
     Tensor m_x;
 };
@@ -54,8 +60,10 @@ struct RunnerEval {
     std::vector<std::int32_t> predictions;
 };
 
-// Predicts every image of `set` in batches of `batch` and scores them against its labels.
-RunnerEval evaluateRunner(ModelRunner& runner, const LabeledImages& set, std::size_t batch = 256);
+// Predicts every image of `set` in batches of `batch` and scores them against its labels. Throws
+// NumericError (prefixed by `what`, e.g. the model file) when some outputs are inf or NaN.
+RunnerEval evaluateRunner(ModelRunner& runner, const LabeledImages& set, std::size_t batch = 256,
+                          const std::string& what = "evaluation");
 
 // Images per second over `set` in batches of `batch`: one warm-up batch, then the best of `passes`
 // full passes (the protocol of the PyTorch reference's bench_inference).

@@ -149,7 +149,7 @@ ModelFactory modelFromFile(const std::string& path, bool reinit)
                                                          : " (--resize " + std::to_string(m.height) + "x" + std::to_string(m.width) +
                                                                " reads them at its size)"));
         if (m.classes != classes)
-            throw ConfigError(path + ": the model has " + std::to_string(m.classes) + " outputs; the dataset has " +
+            throw ConfigError(path + ": the model has " + std::to_string(m.classes) + (m.classes == 1 ? " output" : " outputs") + "; the dataset has " +
                               std::to_string(classes) + " classes");
         std::unique_ptr<Model> model = buildModel(m);
         if (reinit) model->initParams(seed);
