@@ -106,6 +106,9 @@ static const std::vector<const char*>& pytorchFixtures()
                           "gatherch_op13_fold_dyn", "gatherch_op11_nofold",
                           // GCNet's context add: a map plus a [N, C, 1, 1] gate of its channels, both orders
                           "ctxadd_op13_fold_dyn", "ctxadd_op11_nofold", "ctxadd_op17_fold",
+                          // x[:, i] planes: per-channel normalisation by torch.stack, a plane put back by unsqueeze + cat
+                          "planes_op13_fold_dyn", "planes_op11_nofold", "planes_op17_fold", "planesunbind_op13_fold_dyn",
+                          "planesunbind_op11_nofold",
                           "pad_op13_fold_dyn", "pad_op11_nofold", "pad_op17_fold"};
     return names;
 }

@@ -180,7 +180,9 @@ void Importer::constantOnMaps(const NodeProto& n, int ai, const ConstTensor& c, 
     const char* verb = reversed ? "subtracts an activation from" : op == Fold::Add ? "adds" : op == Fold::Sub ? "subtracts" : op == Fold::Mul ? "multiplies by" : "divides by";
     const std::size_t x = act(n, ai);
     const Shape& s = shapeOf(x);
-    if (s.size() != 3 || viewedShape(n, ai, x) != s) {
+    // x[:, i] - m (one channel's [H, W] plane of a [1, H, W] map, one value): read on the map
+    const bool plane = s.size() == 3 && s[0] == 1 && viewedShape(n, ai, x) == Shape{s[1], s[2]} && c.numel() == 1;
+    if (s.size() != 3 || (viewedShape(n, ai, x) != s && !plane)) {
         // after another pending constant, only onto it: folding back would apply it first
         if (m_pendingAffine.count(n.input(ai))) {
             if (constantBeforeLinear(n, ai, c, op, reversed)) return;

@@ -199,6 +199,13 @@ void Importer::gather(const NodeProto& n)
     const std::size_t size = s[static_cast<std::size_t>(d - 1)];
     if (d == 1 && idx.dims.size() == 1 && (s == shapeOf(x)) && (s.size() == 3 || s.size() == 1) && (size != 1 || idx.numel() != 1))
         return gatherChannels(n, x, idx.i);
+    // x[:, i] of maps: channel i, its axis dropped ([N, H, W]), as per-channel code takes the planes
+    // one by one (torch.stack([(x[:, i] - m[i]) / s[i] for i in range(3)], 1)): the one-hot 1x1 Conv
+    // of [i], viewed as [H, W]; an Unsqueeze of axis 1 gives the [1, H, W] map back.
+    if (d == 1 && idx.dims.empty() && idx.numel() == 1 && s == shapeOf(x) && s.size() == 3 && size != 1) {
+        gatherChannels(n, x, idx.i);
+        return setView(n, m_m.layers.size(), {s[1], s[2]});
+    }
     if (size != 1 || idx.numel() != 1 || idx.dims.size() > 1 || (idx.i.at(0) != 0 && idx.i.at(0) != -1))
         failNode(n, "takes indices " + listOf(idx.i) + " of axis " + std::to_string(d) + " (of size " + std::to_string(size) + ") of " +
                         shapeString(s) + " activations; QuantScope reads a Gather of an activation as a list of channels (x[:, [2, 1, "
@@ -342,6 +349,15 @@ void Importer::checkViews(const NodeProto& n) const
             failNode(n, "reads " + what + ": a channel vector computed from flat features, multiplied with or expanded to maps (as BAM's "
                         "attention multiplies a channel vector by a [1, H, W] spatial map); QuantScope's Mul reads two maps of one shape, "
                         "a map and a [C, 1, 1] gate of its channels (squeeze-and-excitation), or a map and a [1, H, W] spatial gate (CBAM)");
+        // One channel's plane without its axis ([H, W] of a [1, H, W] map: x[:, i], a channel mean
+        // without keepdim) with one constant value: the same on the plane as on the map.
+        const bool plane = base.size() == 3 && base[0] == 1 && v->second == Shape{base[1], base[2]};
+        const auto scalarOther = [&] {
+            if (n.input_size() != 2) return false;
+            const auto o = m_values.find(n.input(1 - i));
+            return o != m_values.end() && o->second.kind == Value::Kind::Const && o->second.c.numel() == 1;
+        };
+        if (plane && (n.op_type() == "Sub" || n.op_type() == "Div" || n.op_type() == "Mul") && scalarOther()) continue;
         if (!reads.count(n.op_type())) failNode(n, "reads " + what + ", which QuantScope's " + n.op_type() + " would not read as that shape" + tokens);
         // A view that merges axes ([C, H*W] of [C, H, W]) is read only by what does not care
         // where the planes are: reshapes, the mean over it, elementwise operators.
@@ -370,10 +386,13 @@ void Importer::checkViews(const NodeProto& n) const
 void Importer::propagateView(const NodeProto& n)
 {
     static const std::set<std::string> keeps = {"Relu", "Clip", "Dropout", "Identity", "Cast", "BatchNormalization", "Add",
-                                                "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "LeakyRelu", "Elu"};
+                                                "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "LeakyRelu", "Elu", "Sub", "Div", "Mul"};
     if (!keeps.count(n.op_type()) || n.input_size() < 1 || n.output_size() < 1 || n.output(0).empty()) return;
-    const auto v = m_views.find(n.input(0));
-    const auto in = m_values.find(n.input(0));
+    // the viewed input: the first, or the second of two (c * x, c - x)
+    int vi = 0;
+    if (!m_views.count(n.input(0)) && n.input_size() == 2 && m_views.count(n.input(1))) vi = 1;
+    const auto v = m_views.find(n.input(vi));
+    const auto in = m_values.find(n.input(vi));
     const auto out = m_values.find(n.output(0));
     if (v == m_views.end() || in == m_values.end() || out == m_values.end() || out->second.kind != Value::Kind::Act) return;
     if (shapeOf(out->second.act) == shapeOf(in->second.act)) m_views[n.output(0)] = v->second;

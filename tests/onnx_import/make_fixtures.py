@@ -916,6 +916,43 @@ class ContextAdd(nn.Module):
         x = F.relu(g + x)
         return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
+
+class ChannelPlanes(nn.Module):
+    """Per-channel code that takes the planes one by one with x[:, i] (a Gather of one index on
+    axis 1, the channel axis dropped): normalisation written as torch.stack of (x[:, i] - m[i]) /
+    s[i], and inside the network a plane scaled by a constant and put back with unsqueeze(1) and
+    torch.cat. QuantScope reads x[:, i] as the one-hot 1x1 Conv of [i], viewed as [H, W]."""
+
+    def __init__(self):
+        super().__init__()
+        self.m = [0.49, 0.48, 0.45]
+        self.s = [0.25, 0.24, 0.26]
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(5, 6, 3, padding=1)
+        self.fc = nn.Linear(6, 10)
+
+    def forward(self, x):
+        x = torch.stack([(x[:, i] - self.m[i]) / self.s[i] for i in range(3)], 1)
+        y = F.relu(self.conv1(x))
+        y = torch.cat([y, (y[:, 2] * 0.5).unsqueeze(1)], 1)
+        y = F.relu(self.conv2(y))
+        return self.fc(F.adaptive_avg_pool2d(y, 1).flatten(1))
+
+
+class ChannelPlanesUnbind(ChannelPlanes):
+    """The same with the planes from x.unbind(1) (a Split, then a Squeeze of each part), in BGR
+    order, and a plane put back by torch.stack with another's scaled copy."""
+
+    def forward(self, x):
+        r, g, b = x.unbind(1)
+        x = torch.stack([(b - self.m[2]) / self.s[2], (g - self.m[1]) / self.s[1], (r - self.m[0]) / self.s[0]], 1)
+        y = F.relu(self.conv1(x))
+        p = y.unbind(1)
+        y = torch.cat([y, torch.stack([p[3] * 2.0], 1)], 1)
+        y = F.relu(self.conv2(y))
+        return self.fc(F.adaptive_avg_pool2d(y, 1).flatten(1))
+
+
 CASES = [
     ("seqview_op11_nofold_dyn", SeqView, (1, 12, 12), 11, False, True),
     ("seqview_op13_fold", SeqView, (1, 12, 12), 13, True, False),
@@ -1180,6 +1217,12 @@ CASES = [
     ("ctxadd_op13_fold_dyn", ContextAdd, (3, 8, 8), 13, True, True),
     ("ctxadd_op11_nofold", ContextAdd, (3, 8, 8), 11, False, False),
     ("ctxadd_op17_fold", ContextAdd, (3, 8, 8), 17, True, False),
+    # x[:, i] planes: per-channel normalisation by torch.stack, a plane put back with unsqueeze + cat
+    ("planes_op13_fold_dyn", ChannelPlanes, (3, 8, 8), 13, True, True),
+    ("planes_op11_nofold", ChannelPlanes, (3, 8, 8), 11, False, False),
+    ("planes_op17_fold", ChannelPlanes, (3, 8, 8), 17, True, False),
+    ("planesunbind_op13_fold_dyn", ChannelPlanesUnbind, (3, 8, 8), 13, True, True),
+    ("planesunbind_op11_nofold", ChannelPlanesUnbind, (3, 8, 8), 11, False, False),
 ]
 
 HW_SECOND = (12, 10)
