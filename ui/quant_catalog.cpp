@@ -121,7 +121,9 @@ const QVector<Choice>& calibrationChoices()
 {
     static const QVector<Choice> rows = {
         {"minmax", "min-max", "Sets the range from the smallest and largest value seen, so nothing is clipped."},
-        {"moving-average", "moving average", "Sets the range from a moving average of each batch's min and max."},
+        {"moving-average", "moving average",
+         "Sets the range from a moving average of each batch's min and max (PyTorch's QAT observer, for fine-tuning a trained "
+         "model; QAT from scratch learns better with min-max, as the average lags ranges that grow)."},
         {"percentile", "percentile", "Sets the range to a percentile of the absolute values, clipping rare outliers."},
         {"mse", "MSE-optimal", "Picks the range that minimises the mean squared quantization error."},
     };
