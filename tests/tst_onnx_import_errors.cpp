@@ -97,6 +97,14 @@ void TestOnnxImportErrors::badInput_data()
         "ConfigError", "Shrink node '/Relu'");
     // An attribute given twice (onnx.checker: "appeared multiple times") is a damaged node: reading
     // the first of two values was a silent choice (tester 8: a Conv's group 1 and group 3).
+    // A fixed-batch export (Reshape to [1, -1]) whose input declares another batch (tester 8: 2^40):
+    // the Reshape is refused, and the message says its first axis is not the declared batch.
+    row("fixed-batch Reshape under another declared batch", "seqview_op13_fold",
+        [](onnx::ModelProto& mp) {
+            mp.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->mutable_shape()->mutable_dim(0)->set_dim_value(
+                std::int64_t{1} << 40);
+        },
+        "ConfigError", "reshapes [4,5,5] images to [3, -1]; its first axis, 3, is not the batch the graph's input declares (1099511627776)");
     row("Conv with its group attribute twice", "residual_op13_fold_dyn",
         [](onnx::ModelProto& mp) {
             onnx::NodeProto* n = findNode(mp, "Conv");
@@ -281,8 +289,10 @@ void TestOnnxImportErrors::badInput_data()
     row("a Gather of index 1 from an axis of size 1", "computedw_op13_nofold_dyn",
         [](onnx::ModelProto& mp) { setConstantNode(mp, findNode(mp, "Gather")->input(1), 1); },
         "ConfigError", "takes indices [1] of axis 2 (of size 1) of [10,1,1] activations");
+    // x[:, 0] of the pooled [10, 1, 1] map is read (one channel's plane, planes_* in tst_onnx_import):
+    // the graph then computes one value per image, not the 10 classes its output declares.
     row("a Gather from the channels", "computedw_op13_nofold_dyn", [](onnx::ModelProto& mp) { findNode(mp, "Gather")->mutable_attribute(0)->set_i(1); },
-        "ConfigError", "of axis 1 (of size 10)");
+        "FormatError", "the graph output declares 10 classes, its layers compute 1");
     // A list of channels (x[:, [2, 1, 0]], a 1x1 Conv of one-hot weights) with an index past the channels.
     row("a channel Gather index out of range", "gatherch_op13_fold_dyn",
         [](onnx::ModelProto& mp) {

@@ -147,8 +147,14 @@ void Importer::reshape(const NodeProto& n)
     }
     // The per-image shape it asks for, when it is one: [1, 28, 28] -> [28, 28] (rows of a Conv1d or
     // a sequence model) reads clearer than the target [1, 28, 28] beside the images' [1,28,28].
+    // A fixed-batch export whose input declares another batch (a damaged or edited input shape):
+    // the target's first axis is then not read as the batch, which the message says.
+    const std::string batchHint = !t.isFloat && t.i.size() >= 2 && t.i[0] > 0 && m_staticBatch > 0 && t.i[0] != m_staticBatch
+                                      ? "; its first axis, " + std::to_string(t.i[0]) + ", is not the batch the graph's input declares (" +
+                                            std::to_string(m_staticBatch) + ")"
+                                      : std::string();
     failNode(n, "reshapes " + shapeString(seen) + (seen.size() == 1 ? " features" : " images") + " to " + target +
-                    (per.empty() ? std::string() : " (" + shapeString(per) + " per image)") +
+                    (per.empty() ? std::string() : " (" + shapeString(per) + " per image)") + batchHint +
                     "; QuantScope reads flattening each image to (N, -1), and adding or removing trailing axes of size 1 (no "
                     "sequence or Conv1d layouts)");
 }
