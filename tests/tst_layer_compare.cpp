@@ -2,11 +2,17 @@
 // simulation, and the integer engine against fake-quant at every quantization point.
 #include "analysis/layer_compare.h"
 #include "analysis/model_export.h"
+#include "infer/model_runner.h"
+#include "nn/activations.h"
+#include "nn/avgpool2d.h"
+#include "nn/conv2d.h"
+#include "nn/linear.h"
 #include "nn/model_zoo.h"
 #include "quant/format.h"
 #include "quant/metrics.h"
 #include "quant/precision_plan.h"
 #include "train/quant_sim.h"
+#include "train/trainer.h"
 #include "util/errors.h"
 
 #include "alloc_tracker.h"
@@ -206,6 +212,68 @@ private slots:
         QVERIFY(differing * 1000 < values);
         auto g = fixtures::quantizePreset("seed-cnn", m_data, "int4", "group:32");
         QVERIFY_THROWS_EXCEPTION(ConfigError, compareEngineWithFakeQuant(g.exported, m_data, m_data.test, 4));
+    }
+
+    // A 2x2 average pool after a saturating ReLU6 keeps its input's grid (the same scale and zero
+    // point), and its window sums land exactly halfway between codes a quarter of the time. The
+    // engine rounds those to even; the float simulation (QuantSim, and the reference runner's hooks)
+    // rounded some of them the other way (tester 8: 1-3 % of the pool's codes, and predictions).
+    // Now both compute the codes as the engine does: no code differs, and the predictions agree.
+    void sameGridAveragePoolMatchesTheEngine()
+    {
+        auto m = std::make_unique<Model>("relu6pool", Shape{1, 28, 28});
+        auto conv = std::make_unique<Conv2d>("conv", 1, 8, 5);
+        Conv2d* c = conv.get();
+        m->add(std::move(conv));
+        m->add(std::make_unique<ReLU6>("act"));
+        m->add(std::make_unique<AvgPool2d>("pool", 2));
+        m->add(std::make_unique<Flatten>("flatten"));
+        m->add(std::make_unique<Linear>("fc", 8 * 12 * 12, 10));
+        m->initParams(3);
+        for (float& w : c->weight().value.values()) w *= 8.0f; // most outputs saturate at 6 or 0
+        auto q = fixtures::quantize(std::move(m), m_data, "int8");
+        const StoredLayer& act = q.exported.layers.at(1);
+        const StoredLayer& pool = q.exported.layers.at(2);
+        QCOMPARE(pool.kind, LayerKind::AvgPool2d);
+        QVERIFY2(act.outputQuant && pool.outputQuant && act.outputQuant->scale == pool.outputQuant->scale &&
+                     act.outputQuant->zeroPoint == pool.outputQuant->zeroPoint,
+                 "the pool's grid is not its input's: the case is not tested");
+        // The halves are there: the plain float fake-quant of the pooled values moves some of them.
+        {
+            const std::unique_ptr<Model> ref = buildModel(q.exported);
+            StoredActivationHooks hooks(q.exported);
+            Tensor x;
+            std::vector<std::int32_t> labels;
+            m_data.makeBatch(m_data.test, 0, 32, x, labels);
+            RunContext ctx;
+            ref->forward(x, ctx, &hooks);
+            const Tensor& a = ref->activation(ref->outputOf("act"));
+            Tensor pooled;
+            AvgPool2d plain("plain", 2);
+            plain.forward(a, pooled, ctx);
+            Tensor floatPath = pooled;
+            fakeQuantizeActivation(floatPath, *pool.outputQuant);
+            const Tensor& exact = ref->activation(ref->outputOf("pool"));
+            std::size_t moved = 0;
+            for (std::size_t i = 0; i < exact.numel(); ++i) moved += floatPath[i] != exact[i];
+            qInfo("of %zu pooled values, the float path's rounding moves %zu", exact.numel(), moved);
+            QVERIFY2(moved > 0, "no value lands on a half: the case is not tested");
+        }
+        const auto d = compareEngineWithFakeQuant(q.exported, m_data, m_data.test, 32);
+        for (const EnginePointDivergence& p : d)
+            if (p.layer == "pool") QCOMPARE(p.differing, std::size_t{0});
+        // QuantSim (what PTQ, QAT and the analyses evaluate) predicts as the engine does
+        RunnerOptions ro;
+        ro.kind = RunnerKind::Integer;
+        ModelRunner engine(q.exported, ro);
+        const RunnerEval e = evaluateRunner(engine, m_data.test);
+        std::vector<std::int32_t> simPred;
+        q.sim->roundBiases(); // the file's int32 biases (QuantSim::roundBiases)
+        evaluate(*q.model, m_data, m_data.test, 64, q.sim.get(), &simPred);
+        QCOMPARE(simPred.size(), e.predictions.size());
+        std::size_t same = 0;
+        for (std::size_t i = 0; i < simPred.size(); ++i) same += simPred[i] == e.predictions[i];
+        QCOMPARE(same, simPred.size());
     }
 
 private:

@@ -1,5 +1,6 @@
 #include "io/exported_model.h"
 
+
 #include "nn/activations.h"
 #include "nn/add.h"
 #include "nn/avgpool2d.h"
@@ -17,6 +18,7 @@
 #include "nn/pad.h"
 #include "nn/pointwise.h"
 #include "nn/prelu.h"
+#include "quant/exact_pool.h"
 #include "util/errors.h"
 
 #include <algorithm>
@@ -369,7 +371,19 @@ void fakeQuantizeActivation(Tensor& y, const ActivationQuant& a)
 
 StoredActivationHooks::StoredActivationHooks(const ExportedModel& m) : m_input(m.inputQuant)
 {
-    for (const StoredLayer& l : m.layers) m_points.push_back(l.outputQuant);
+    for (const StoredLayer& l : m.layers) {
+        m_points.push_back(l.outputQuant);
+        // An average pool whose output grid is its input point's: fake-quantized as the engine
+        // rounds it (the same arithmetic as QuantSim's, quant/exact_pool.h).
+        std::size_t window = 0;
+        if (l.kind == LayerKind::AvgPool2d && l.inputs.size() == 1 && l.outputQuant && l.poolGeometry().isSquare()) {
+            const std::size_t a = l.inputs[0];
+            const std::optional<ActivationQuant>& in = a == 0 ? m.inputQuant : m.layers.at(a - 1).outputQuant;
+            if (in && in->scale == l.outputQuant->scale && in->zeroPoint == l.outputQuant->zeroPoint)
+                window = l.poolGeometry().kh * l.poolGeometry().kw;
+        }
+        m_sameGridWindow.push_back(window);
+    }
 }
 
 void StoredActivationHooks::onInput(Tensor& x, const RunContext&)
@@ -379,7 +393,12 @@ void StoredActivationHooks::onInput(Tensor& x, const RunContext&)
 
 void StoredActivationHooks::afterForward(std::size_t layer, Layer&, Tensor& y, const RunContext&)
 {
-    if (layer < m_points.size() && m_points[layer]) fakeQuantizeActivation(y, *m_points[layer]);
+    if (layer >= m_points.size() || !m_points[layer]) return;
+    const ActivationQuant& q = *m_points[layer];
+    if (m_sameGridWindow[layer] &&
+        fakeQuantizeSameGridAverage(y.values(), q.scale, q.zeroPoint, q.qmin, q.qmax, m_sameGridWindow[layer], nullptr))
+        return;
+    fakeQuantizeActivation(y, q);
 }
 
 } // namespace quantscope

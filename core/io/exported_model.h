@@ -201,6 +201,8 @@ public:
 private:
     std::optional<ActivationQuant> m_input;
     std::vector<std::optional<ActivationQuant>> m_points;
+    // per layer: an AvgPool2d on its input's grid, the window's size (quant/exact_pool.h), else 0
+    std::vector<std::size_t> m_sameGridWindow;
 };
 
 // Applies one activation quantization in place (QuantSim's fake-quant arithmetic).

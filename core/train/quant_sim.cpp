@@ -1,16 +1,19 @@
 #include "train/quant_sim.h"
 
 #include "data/dataset.h"
+#include "nn/avgpool2d.h"
 #include "nn/batchnorm2d.h"
 #include "nn/conv2d.h"
 #include "nn/linear.h"
 #include "nn/pointwise.h"
+#include "quant/exact_pool.h"
 #include "quant/float_cast.h"
 #include "tensor/parallel.h"
 #include "util/errors.h"
 #include "util/rng.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 
 namespace quantscope {
@@ -541,9 +544,29 @@ void QuantSim::quantizeActivation(std::size_t point, Tensor& y, bool training)
     }
     if (m_observeOnly || !q.ready()) return;
     std::vector<std::uint8_t>& mask = m_actMask[point];
-    q.fakeQuantize(y, mask);
+    if (!fakeQuantizeExactPool(point, y, mask)) q.fakeQuantize(y, mask);
     if (!training) mask.clear();
     if (integerReaders && q.params().perTensor() && !q.params().signOnly) setIntegerInputs(point, gridOf(q.params()));
+}
+
+bool QuantSim::fakeQuantizeExactPool(std::size_t point, Tensor& y, std::vector<std::uint8_t>& mask) const
+{
+    if (point == 0 || point > m_model.size()) return false;
+    const std::size_t layer = point - 1;
+    const Layer& l = m_model.layer(layer);
+    const std::vector<std::size_t>& in = m_model.inputsOf(layer);
+    if (l.kind() != LayerKind::AvgPool2d || in.size() != 1) return false; // (a global pool's plane is not known here)
+    const std::size_t a = in[0]; // the pooled activation: a point of its own (or the input)
+    if ((a > 0 && !m_points[a - 1]) || a >= m_act.size() || !m_act[a] || !m_pfmt[a] || !needsScale(*m_pfmt[a]) || !m_act[a]->ready())
+        return false;
+    const PoolGeometry& g = static_cast<const AvgPool2d&>(l).geometry();
+    if (!g.isSquare()) return false; // every window divides by kh kw (padding counted)
+    const QuantParams& pin = m_act[a]->params();
+    const QuantParams& pout = m_act[point]->params();
+    if (!pin.perTensor() || !pout.perTensor() || pin.signOnly || pout.signOnly || pin.scale.at(0) != pout.scale.at(0) ||
+        pin.zeroPoint.at(0) != pout.zeroPoint.at(0))
+        return false;
+    return fakeQuantizeSameGridAverage(y.values(), pout.scale[0], pout.zeroPoint[0], pout.qmin, pout.qmax, g.kh * g.kw, &mask);
 }
 
 void QuantSim::onInput(Tensor& x, const RunContext& ctx) { quantizeActivation(0, x, ctx.training); }
