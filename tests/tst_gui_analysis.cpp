@@ -371,8 +371,12 @@ void TestGuiAnalysis::searchRefusesABudgetBelowTheSmallestPlan()
     QVERIFY(done.wait(kRunTimeoutMs));
     QVERIFY(!done.first().at(0).toBool());
     const QString why = done.first().at(1).toString();
-    QVERIFY2(why.startsWith("the size budget, 1 B, is below the smallest plan the formats allow (every layer at its smallest), "), qPrintable(why));
+    QVERIFY2(why.startsWith("the budget, 1 B, is below the smallest plan these formats allow ("), qPrintable(why));
+    QVERIFY2(why.endsWith(" KB)"), qPrintable(why));
     QCOMPARE(s->progressBar()->format(), QString("no plan can fit"));
+    QVERIFY2(s->chart()->emptyMessage().startsWith("No plan was evaluated"), qPrintable(s->chart()->emptyMessage())); // not "Searching..."
+    if (const QString dir = qEnvironmentVariable("QS_ANALYSIS_SHOT"); !dir.isEmpty()) // to look at the status line
+        QVERIFY(m_view->grab().save(dir + "/search_refused.png"));
     QCOMPARE(s->report().plans.size(), plansBefore);
     QVERIFY(s->runButton()->isEnabled());
     s->setBudget(SearchView::Budget::MaxDrop, 2.0);

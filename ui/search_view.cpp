@@ -369,15 +369,17 @@ void SearchView::showOutcome(const std::shared_ptr<const Outcome>& out)
         setBusy(false);
         m_progress->setFormat(tr("failed"));
         m_status->setText(tr("Cannot search: %1").arg(out->error));
+        m_chart->setEmptyMessage(tr("No plan was evaluated: the search failed (the reason is above the chart)."));
         emit searchFinished(false, out->error);
         return;
     }
     if (out->report.budgetBelowSmallest) { // refused before any evaluation (the CLI's exit 5)
-        const QString why = tr("the size budget, %1, is below the smallest plan the formats allow (every layer at its smallest), %2")
+        const QString why = tr("the budget, %1, is below the smallest plan these formats allow (%2)")
                                 .arg(formatBytes(double(*out->options.maxBytes)), formatBytes(double(out->report.smallestBytes)));
         setBusy(false);
         m_progress->setFormat(tr("no plan can fit"));
         m_status->setText(tr("Cannot search: %1.").arg(why));
+        m_chart->setEmptyMessage(tr("No plan was evaluated: even every layer at its smallest format is over the budget. Raise it, or add smaller formats."));
         emit searchFinished(false, why);
         return;
     }

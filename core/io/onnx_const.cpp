@@ -609,6 +609,14 @@ const onnx::AttributeProto* findAttr(const onnx::NodeProto& n, const std::string
     return nullptr;
 }
 
+const std::string* repeatedAttr(const onnx::NodeProto& n)
+{
+    for (int a = 1; a < n.attribute_size(); ++a)
+        for (int b = 0; b < a; ++b)
+            if (n.attribute(a).name() == n.attribute(b).name()) return &n.attribute(a).name();
+    return nullptr;
+}
+
 std::int64_t attrInt(const onnx::NodeProto& n, const std::string& name, std::int64_t def)
 {
     const onnx::AttributeProto* a = findAttr(n, name);

@@ -84,6 +84,8 @@ bool isFoldable(const std::string& opType);
 
 // Attribute helpers (absent -> default).
 const onnx::AttributeProto* findAttr(const onnx::NodeProto& n, const std::string& name);
+// The name of an attribute the node gives twice (a damaged node: onnx.checker refuses it), or null.
+const std::string* repeatedAttr(const onnx::NodeProto& n);
 std::int64_t attrInt(const onnx::NodeProto& n, const std::string& name, std::int64_t def);
 float attrFloat(const onnx::NodeProto& n, const std::string& name, float def);
 std::vector<std::int64_t> attrInts(const onnx::NodeProto& n, const std::string& name);

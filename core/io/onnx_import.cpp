@@ -240,10 +240,7 @@ ExportedModel Importer::run()
         const NodeProto& n = g.node(k);
         // An attribute given twice is a damaged node (onnx.checker: "appeared multiple times");
         // reading the first would pick one of two values in silence (tester 8: group 1 and group 3).
-        for (int a = 1; a < n.attribute_size(); ++a)
-            for (int b = 0; b < a; ++b)
-                if (n.attribute(a).name() == n.attribute(b).name())
-                    failNode(n, "has the attribute '" + n.attribute(a).name() + "' twice (a damaged file)", false);
+        if (const std::string* twice = repeatedAttr(n)) failNode(n, "has the attribute '" + *twice + "' twice (a damaged file)", false);
         if (m_subgraphOf.count(k)) continue;
         const bool onImages = std::any_of(n.input().begin(), n.input().end(), [&](const std::string& v) { return dynamic.count(v) > 0; });
         if (!n.domain().empty() && n.domain() != "ai.onnx") {

@@ -395,10 +395,7 @@ ExportedModel OnnxReader::read()
     m_m.width = dim(3);
 
     for (const onnx::NodeProto& n : g.node()) {
-        for (int a = 1; a < n.attribute_size(); ++a) // a damaged node (onnx.checker refuses it too)
-            for (int b = 0; b < a; ++b)
-                if (n.attribute(a).name() == n.attribute(b).name())
-                    failNode(n, "has the attribute '" + n.attribute(a).name() + "' twice (a damaged file)");
+        if (const std::string* twice = onnximport::repeatedAttr(n)) failNode(n, "has the attribute '" + *twice + "' twice (a damaged file)");
         if (n.doc_string() == kOnnxPart) {
             part(n);
             continue;
