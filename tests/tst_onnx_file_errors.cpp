@@ -4,6 +4,8 @@
 // weights and graphs, truncated and stray bytes. Each gets a typed error naming the file; what
 // QuantScope writes is read back, and float16/bfloat16 weights behind a Cast import exactly.
 #include "io/onnx_import.h"
+#include "io/onnx_io.h"
+#include "io/onnx_parse.h"
 #include "train/precision_config.h"
 
 #include "onnx_broken_files.h"
@@ -31,6 +33,8 @@ private slots:
     void halfPrecisionWeightsMatchFloatTwin_data();
     void halfPrecisionWeightsMatchFloatTwin();
     void truncatedFilesFail();
+    void deepNestingIsNamed();
+    void unnamedNodeIsNamedByItsOutput();
 };
 
 void TestOnnxFileErrors::badFile_data()
@@ -326,6 +330,7 @@ void TestOnnxFileErrors::truncatedFilesFail()
             QFAIL(qPrintable(QString("a file cut at %1 bytes imported").arg(cut)));
         } catch (const FormatError& e) {
             QVERIFY2(QString(e.what()).startsWith("cut.onnx: "), e.what());
+            QVERIFY2(!QString(e.what()).contains("levels deep"), e.what()); // damaged, not deep
             ++formatErrors;
         } catch (const Error& e) {
             QVERIFY2(QString(e.what()).startsWith("cut.onnx: "), e.what());
@@ -347,6 +352,87 @@ void TestOnnxFileErrors::truncatedFilesFail()
         QFAIL("a missing file imported");
     } catch (const IoError& e) {
         QVERIFY(QString(e.what()).contains("/nonexistent/model.onnx"));
+    }
+}
+
+namespace {
+// The fixture with a node If whose then-branch holds an If, `depth` times over (tester 8's
+// nested_if_60.onnx, made with torch.jit.script'ed conditionals inside conditionals): each If adds
+// three protobuf levels (node, attribute, graph).
+std::vector<std::uint8_t> nestedIfs(int depth)
+{
+    onnx::ModelProto mp = fixtureModel("residual_op13_fold_dyn");
+    onnx::GraphProto* g = mp.mutable_graph();
+    for (int d = 0; d < depth; ++d) {
+        onnx::NodeProto* n = g->add_node();
+        n->set_op_type("If");
+        n->set_name("/if_" + std::to_string(d));
+        n->add_input(mp.graph().input(0).name());
+        n->add_output("if_out_" + std::to_string(d));
+        onnx::AttributeProto* a = n->add_attribute();
+        a->set_name("then_branch");
+        a->set_type(onnx::AttributeProto::GRAPH);
+        g = a->mutable_g();
+        g->set_name("then_" + std::to_string(d));
+    }
+    return serialize(mp);
+}
+} // namespace
+
+// A file nested deeper than protobuf's recursion limit (100) is refused as nested too deep, by
+// the importer and by the reader of QuantScope's own files; one nested less deep parses (and its
+// unread Ifs are left out); damaged files are not called deep (truncatedFilesFail).
+void TestOnnxFileErrors::deepNestingIsNamed()
+{
+    const std::vector<std::uint8_t> deep = nestedIfs(60), shallow = nestedIfs(10);
+    const std::vector<std::uint8_t> plain = serialize(fixtureModel("residual_op13_fold_dyn"));
+    QVERIFY(protobufNestingDepth(deep.data(), deep.size(), 100) > 100);
+    const int plainDepth = protobufNestingDepth(plain.data(), plain.size(), 100);
+    QVERIFY2(plainDepth >= 4 && plainDepth < 20, qPrintable(QString::number(plainDepth))); // model, graph, node, attribute...
+    const int shallowDepth = protobufNestingDepth(shallow.data(), shallow.size(), 100);
+    QVERIFY2(shallowDepth >= 30 && shallowDepth <= 100, qPrintable(QString::number(shallowDepth)));
+    try {
+        importOnnx(deep, "deep.onnx");
+        QFAIL("a model nested 180 levels deep imported");
+    } catch (const FormatError& e) {
+        QVERIFY2(QString(e.what()).startsWith("deep.onnx: "), e.what());
+        QVERIFY2(QString(e.what()).contains("more than 100 levels deep"), e.what());
+    }
+    try {
+        decodeOnnx(deep, "deep_own.onnx");
+        QFAIL("the reader of QuantScope's files read a model nested 180 levels deep");
+    } catch (const FormatError& e) {
+        QVERIFY2(QString(e.what()).contains("deep_own.onnx: ") && QString(e.what()).contains("levels deep"), e.what());
+    }
+    try { // the Ifs read the input and nothing reads them: the importer leaves them out
+        const ExportedModel m = importOnnx(shallow, "shallow.onnx");
+        QCOMPARE(m.layers.size(), importOnnx(plain, "plain.onnx").layers.size());
+    } catch (const Error& e) {
+        QFAIL(e.what());
+    }
+}
+
+// ONNX does not require node names, and exporters leave many empty: such a node is named in an
+// error by the value it makes (tester 8: "Concat node ''" said nothing).
+void TestOnnxFileErrors::unnamedNodeIsNamedByItsOutput()
+{
+    onnx::ModelProto mp = fixtureModel("residual_op13_fold_dyn");
+    onnx::NodeProto* conv = findNode(mp, "Conv");
+    conv->clear_name();
+    for (int k = 0; k < 2; ++k) { // an attribute given twice: a FormatError that names the node
+        onnx::AttributeProto* a = conv->add_attribute();
+        a->set_name("group");
+        a->set_type(onnx::AttributeProto::INT);
+        a->set_i(1);
+    }
+    const std::string made = conv->output(0);
+    try {
+        importOnnx(serialize(mp), "unnamed.onnx");
+        QFAIL("a Conv with its group attribute twice imported");
+    } catch (const FormatError& e) {
+        const QString want = QString::fromStdString("Conv node (unnamed, making '" + made + "')");
+        QVERIFY2(QString(e.what()).contains(want), e.what());
+        QVERIFY2(!QString(e.what()).contains("node ''"), e.what());
     }
 }
 

@@ -119,12 +119,12 @@ std::vector<int> Importer::liveOrder()
         for (const std::string& o : g.node(k).output()) {
             if (o.empty()) continue;
             if (m_values.count(o) || !producer.emplace(o, k).second)
-                fail(g.node(k).op_type() + " node '" + g.node(k).name() + "' makes '" + o + "', which is already defined");
+                fail(onnxNodeLabel(g.node(k)) + " makes '" + o + "', which is already defined");
         }
     for (const NodeProto& n : g.node())
         for (const std::string& i : n.input())
             if (!i.empty() && !producer.count(i) && !m_values.count(i))
-                fail(n.op_type() + " node '" + n.name() + "' reads '" + i + "', which no node, initializer or input defines (a dangling input)");
+                fail(n.op_type() + " node " + onnxNodeName(n) + " reads '" + i + "', which no node, initializer or input defines (a dangling input)");
     if (g.output_size() != 1) {
         std::string names;
         for (int k = 0; k < g.output_size() && k < 8; ++k) names += (k ? ", '" : "'") + g.output(k).name() + "'";
@@ -186,7 +186,7 @@ std::vector<int> Importer::liveOrder()
     if (order.size() != liveCount) {
         for (int k = 0; k < g.node_size(); ++k)
             if (live[static_cast<std::size_t>(k)] && pending[static_cast<std::size_t>(k)] > 0)
-                fail(g.node(k).op_type() + " node '" + g.node(k).name() + "' is on a cycle; an ONNX graph must be acyclic");
+                fail(onnxNodeLabel(g.node(k)) + " is on a cycle; an ONNX graph must be acyclic");
     }
     return order;
 }
@@ -507,7 +507,7 @@ void reduceAxesToAttributes(onnx::ModelProto& mp, const std::string& source)
     for (onnx::NodeProto& n : *g->mutable_node()) {
         if (!reductions.count(n.op_type()) || n.input_size() < 2 || n.input(1).empty()) continue;
         if (!(n.domain().empty() || n.domain() == "ai.onnx")) continue;
-        const std::string where = source + ": " + n.op_type() + " node '" + n.name() + "': ";
+        const std::string where = source + ": " + n.op_type() + " node " + onnxNodeName(n) + ": ";
         std::vector<std::int64_t> axes;
         if (const auto il = intLists.find(n.input(1)); il != intLists.end()) {
             axes = il->second;
@@ -540,13 +540,7 @@ ExportedModel importOnnx(const std::vector<std::uint8_t>& bytes, const std::stri
                          const OnnxImportOptions& options)
 {
     onnx::ModelProto mp;
-    if (bytes.empty()) throw FormatError(source + ": not an ONNX model (the file is empty)");
-    if (bytes.size() > static_cast<std::size_t>(std::numeric_limits<int>::max()) ||
-        !mp.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())))
-        throw FormatError(source + ": not an ONNX model (the protobuf does not parse; a truncated or damaged file?)");
-    // Protobuf parses a few stray bytes as a message of defaults: no graph, no opset.
-    if (!mp.has_graph() || mp.opset_import_size() == 0)
-        throw FormatError(source + ": not an ONNX model (no graph or no opset; a truncated or damaged file?)");
+    parseOnnxModel(bytes, mp, source);
     onnximport::loadExternalData(mp, source, options.externalDataFolder); // weights in a file beside the model
     OnnxImportInfo local;
     OnnxImportInfo& out = info ? *info : local;

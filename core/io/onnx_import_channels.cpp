@@ -148,7 +148,7 @@ void Importer::subsample(const NodeProto& n, std::size_t x, std::array<std::size
             l.tensors.at(0) = floatTensor("weight", {in[0], 1, o[0] + 1, o[2] + 1}, weights(in[0], o));
             m_shapes[x] = {in[0], outSize(in[1], o[0], o[1]), outSize(in[2], o[2], o[3])};
             m_m.importAddedParams += l.tensors.at(0).values.size() - before;
-            m_m.notes.push_back("Slice '" + n.name() + "' slices the output of '" + l.name + "' further: merged into it (pixels " +
+            m_m.notes.push_back("Slice " + onnxNodeName(n) + " slices the output of '" + l.name + "' further: merged into it (pixels " +
                                 std::to_string(o[0]) + " + " + std::to_string(o[1]) + " i, " + std::to_string(o[2]) + " + " +
                                 std::to_string(o[3]) + " j)");
             return alias(n, x);
@@ -163,7 +163,7 @@ void Importer::subsample(const NodeProto& n, std::size_t x, std::array<std::size
     const StoredLayer& made = addLayer(n, std::move(l), {s[0], outSize(s[1], at[0], at[1]), outSize(s[2], at[2], at[3])}, {x});
     m_subsampleLayers[m_m.layers.size()] = at;
     m_m.importAddedParams += added;
-    m_m.notes.push_back("Slice '" + n.name() + "' takes pixels of H and W at an offset and a stride (x[:, :, a::s, b::t]): read as the "
+    m_m.notes.push_back("Slice " + onnxNodeName(n) + " takes pixels of H and W at an offset and a stride (x[:, :, a::s, b::t]): read as the "
                         "depthwise Conv '" + made.name + "' of weight 1 at one tap and that stride (trainable; PyTorch's slice has "
                         "no parameters)");
 }
@@ -409,7 +409,7 @@ void Importer::permuteChannelsLastColumns(const NodeProto& n, std::vector<float>
         for (std::size_t c = 0; c < C; ++c)
             for (std::size_t q = 0; q < HW; ++q) p[o * in + c * HW + q] = w[o * in + q * C + c];
     w = std::move(p);
-    m_m.notes.push_back(n.op_type() + " '" + n.name() + "' reads the features of " + shapeString(it->second) +
+    m_m.notes.push_back(n.op_type() + " " + onnxNodeName(n) + " reads the features of " + shapeString(it->second) +
                         " maps that forward permuted to channels-last (x.permute(0, 2, 3, 1)) before flattening: the maps stay "
                         "channels-first here and the Linear's weight columns are reordered to match (the same outputs)");
 }
@@ -450,13 +450,13 @@ void Importer::padChannels(const NodeProto& n, std::size_t x, std::size_t before
         m_shapes[x][0] = out;
         m_subsampleLayers.erase(sub);
         m_m.importAddedParams += l.tensors.at(0).values.size() - counted; // the strided Conv's weights were counted
-        m_m.notes.push_back("Pad '" + n.name() + "' " + what + "the strided Conv '" + l.name + "' before it, now a Conv " +
+        m_m.notes.push_back("Pad " + onnxNodeName(n) + " " + what + "the strided Conv '" + l.name + "' before it, now a Conv " +
                             std::to_string(C) + " -> " + std::to_string(out) + " with identity weights" + why);
         return alias(n, x);
     }
     const StoredLayer& made = addLayer(n, pointwiseConv(C, out, identity(1, 1, 0, 0)), {out, s[1], s[2]}, {x});
     m_m.importAddedParams += out * C;
-    m_m.notes.push_back("Pad '" + n.name() + "' " + what + "the 1x1 Conv '" + made.name + "' " + std::to_string(C) + " -> " +
+    m_m.notes.push_back("Pad " + onnxNodeName(n) + " " + what + "the 1x1 Conv '" + made.name + "' " + std::to_string(C) + " -> " +
                         std::to_string(out) + " with identity weights" + why);
 }
 

@@ -234,7 +234,7 @@ void Importer::constantOnMaps(const NodeProto& n, int ai, const ConstTensor& c, 
     m_constantLayers.insert(m_m.layers.size());
     m_m.importAddedParams += shift ? 2 * C : C;
     const StoredLayer& made = addLayer(n, std::move(l), s, {x});
-    m_m.notes.push_back(std::string(n.op_type()) + " '" + n.name() + "' " + verb + " a constant (" +
+    m_m.notes.push_back(std::string(n.op_type()) + " " + onnxNodeName(n) + " " + verb + " a constant (" +
                         (one ? std::string("one value") : "one per channel") + ") inside the network: read as the depthwise 1x1 Conv '" +
                         made.name + "' (" + (reversed ? "weight -1 and the constant as bias" : shift ? "weight 1 and the constant as bias" : "the constant as weight, no bias") +
                         "), which trains one " + (shift ? "weight and bias" : "weight") + " per channel" +

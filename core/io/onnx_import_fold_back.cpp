@@ -177,7 +177,7 @@ bool Importer::foldBackConstant(const NodeProto& n, int ai, const ConstTensor& c
     std::string names;
     for (const std::string& s : into) names += (names.empty() ? "'" : ", '") + s + "'";
     const char* verb = op == Fold::Add ? "adds" : op == Fold::Sub ? "subtracts" : op == Fold::Mul ? "multiplies by" : "divides by";
-    m_m.notes.push_back(std::string(n.op_type()) + " '" + n.name() + "' " + verb + " a constant on features of shape " + shapeString(view) +
+    m_m.notes.push_back(std::string(n.op_type()) + " " + onnxNodeName(n) + " " + verb + " a constant on features of shape " + shapeString(view) +
                         ": folded back into the " + (scale ? "weights and bias" : "bias") + " of " + names +
                         ", through the layers between, which it commutes with (no layer added)");
     alias(n, x);
@@ -240,7 +240,7 @@ bool Importer::constantBeforeLinear(const NodeProto& n, int ai, const ConstTenso
         }
     // x' = a0 x + b0 before this node (a pending affine on its input), then this node's op
     std::vector<double> a(F, 1.0), b(F, 0.0);
-    std::string names = n.op_type() + " '" + n.name() + "'";
+    std::string names = n.op_type() + " " + onnxNodeName(n);
     if (const auto prev = m_pendingAffine.find(n.input(ai)); prev != m_pendingAffine.end()) {
         const auto& [pa, pb] = prev->second.second;
         if (pa.size() != F) return false;

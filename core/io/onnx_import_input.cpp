@@ -203,7 +203,7 @@ void Importer::differenceOfActivations(const NodeProto& n)
     StoredLayer add;
     add.kind = LayerKind::Add;
     const StoredLayer& made = addLayer(n, std::move(add), s, {a, negated});
-    m_m.notes.push_back("Sub '" + n.name() + "' of two activations: read as the depthwise 1x1 Conv '" + m_m.layers[negated - 1].name +
+    m_m.notes.push_back("Sub " + onnxNodeName(n) + " of two activations: read as the depthwise 1x1 Conv '" + m_m.layers[negated - 1].name +
                         "' (weight -1 per channel, trainable) on its second input and the Add '" + made.name + "'");
 }
 

@@ -39,7 +39,7 @@ void Importer::mulActivations(const NodeProto& n)
             continue;
         const StoredLayer& made = addLayer(n, pointwiseConv(1, sx[0], std::vector<float>(sx[0], 1.0f)), sx, {g}, nullptr, ".gate_copies");
         m_m.importAddedParams += sx[0];
-        m_m.notes.push_back("Mul '" + n.name() + "' multiplies " + shapeString(sx) + " maps by a " + shapeString(sg) +
+        m_m.notes.push_back("Mul " + onnxNodeName(n) + " multiplies " + shapeString(sx) + " maps by a " + shapeString(sg) +
                             " spatial gate: the gate is copied to the channels by the 1x1 Conv '" + made.name + "' of weights 1 (" +
                             std::to_string(sx[0]) + " parameters QuantScope adds, trainable)");
         g = m_m.layers.size();
@@ -78,7 +78,7 @@ void Importer::pow(const NodeProto& n)
     StoredLayer l;
     l.kind = LayerKind::Mul;
     addLayer(n, std::move(l), shapeOf(x), {x, x});
-    m_m.notes.push_back("Pow '" + n.name() + "' squares an activation: read as the Mul of it with itself");
+    m_m.notes.push_back("Pow " + onnxNodeName(n) + " squares an activation: read as the Mul of it with itself");
 }
 
 // Concat of activations along axis 1 (-rank + 1 alike); one input is the activation itself.

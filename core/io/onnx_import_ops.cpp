@@ -292,7 +292,7 @@ void Importer::foldConstant(const NodeProto& n, int ai, const ConstTensor& c, Fo
         }
     }
     if (std::find(m_channelsLastLinears.begin(), m_channelsLastLinears.end(), l->name) == m_channelsLastLinears.end()) // else named in their note
-        m_m.notes.push_back(std::string(n.op_type()) + " '" + n.name() + "' " + verb + " a constant after '" + l->name +
+        m_m.notes.push_back(std::string(n.op_type()) + " " + onnxNodeName(n) + " " + verb + " a constant after '" + l->name +
                             "': folded into its " + (op == Fold::Add || op == Fold::Sub ? "bias" : "weights and bias"));
     alias(n, v.act);
 }
@@ -536,9 +536,9 @@ void Importer::batchNormBeforeLinear(const NodeProto& n, std::size_t x)
         for (const std::string& in : r.input())
             if (in == n.output(0) && r.op_type() != "Gemm" && r.op_type() != "MatMul")
                 failNode(n, "BatchNormalization on [N, C] (BatchNorm1d) is read only right after a Linear that nothing else reads, "
-                            "or right before Linears (folded into them); " + r.op_type() + " '" + r.name() + "' reads it");
+                            "or right before Linears (folded into them); " + r.op_type() + " " + onnxNodeName(r) + " reads it");
     if (n.output(0) == m_outputName) failNode(n, "BatchNormalization on [N, C] (BatchNorm1d) as the graph output is not read");
-    m_pendingAffine[n.output(0)] = {"BatchNormalization '" + n.name() + "'", {std::move(a), std::move(b)}};
+    m_pendingAffine[n.output(0)] = {"BatchNormalization " + onnxNodeName(n), {std::move(a), std::move(b)}};
     alias(n, x);
 }
 
@@ -558,7 +558,7 @@ void Importer::batchNormAfterLinear(const NodeProto& n, std::size_t x)
         for (std::size_t i = 0; i < in; ++i) w[o * in + i] = static_cast<float>(w[o * in + i] * a[o]);
         b[o] = static_cast<float>(static_cast<double>(b[o]) * a[o] + shift[o]);
     }
-    m_m.notes.push_back("BatchNormalization '" + n.name() + "' after Linear '" + l->name +
+    m_m.notes.push_back("BatchNormalization " + onnxNodeName(n) + " after Linear '" + l->name +
                         "' is folded into it (its running statistics); fine-tuning trains the folded Linear");
     alias(n, x);
 }

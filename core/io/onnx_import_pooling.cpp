@@ -224,7 +224,7 @@ void Importer::channelReduction(const NodeProto& n, std::size_t x, bool max)
         const StoredLayer& made =
             addLayer(n, pointwiseConv(C, 1, std::vector<float>(C, static_cast<float>(1.0 / static_cast<double>(C)))), {1, s[1], s[2]}, {x});
         m_m.importAddedParams += C;
-        m_m.notes.push_back("ReduceMean '" + n.name() + "' averages the " + std::to_string(C) + " channels of each pixel: read as the 1x1 Conv '" +
+        m_m.notes.push_back("ReduceMean " + onnxNodeName(n) + " averages the " + std::to_string(C) + " channels of each pixel: read as the 1x1 Conv '" +
                             made.name + "' with weights 1/" + std::to_string(C) + " (" + std::to_string(C) +
                             " parameters QuantScope adds, trainable; PyTorch's mean has none)");
     }

@@ -256,7 +256,7 @@ void Importer::gatherChannels(const NodeProto& n, std::size_t x, const std::vect
     }
     const StoredLayer& made = addLayer(n, std::move(l), maps ? Shape{K, s[1], s[2]} : Shape{K}, {x});
     m_m.importAddedParams += K * C;
-    m_m.notes.push_back("Gather '" + n.name() + "' takes " + (maps ? "channels " : "features ") + listOf(idx) + " of " + shapeString(s) +
+    m_m.notes.push_back("Gather " + onnxNodeName(n) + " takes " + (maps ? "channels " : "features ") + listOf(idx) + " of " + shapeString(s) +
                         ": read as the " + (maps ? "1x1 Conv '" : "Linear '") + made.name + "' " + std::to_string(C) + " -> " +
                         std::to_string(K) + " with one-hot weights (trainable; its weights are counted apart from the file's)");
 }

@@ -9,6 +9,7 @@
 #include "io/exported_model.h"
 #include "io/onnx_const.h"
 #include "io/onnx_import.h"
+#include "io/onnx_parse.h"
 #include "util/errors.h"
 
 #include <onnx/onnx_pb.h>
@@ -111,7 +112,7 @@ private:
     }
     [[noreturn]] void failNode(const NodeProto& n, const std::string& what, bool config = true) const
     {
-        fail(n.op_type() + " node '" + n.name() + "': " + what, config);
+        fail(n.op_type() + " node " + onnxNodeName(n) + ": " + what, config);
     }
 
     // ---- values

@@ -1,5 +1,7 @@
 #include "io/onnx_inline.h"
 
+#include "io/onnx_parse.h"
+
 #include "util/errors.h"
 
 #include <algorithm>
@@ -97,7 +99,7 @@ public:
 private:
     [[noreturn]] void fail(const onnx::NodeProto& n, const std::string& what) const
     {
-        throw FormatError(m_source + ": " + n.op_type() + " node '" + n.name() + "' (a call of the local function " + n.domain() +
+        throw FormatError(m_source + ": " + n.op_type() + " node " + onnxNodeName(n) + " (a call of the local function " + n.domain() +
                           "::" + n.op_type() + "): " + what);
     }
 

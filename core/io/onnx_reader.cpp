@@ -5,6 +5,7 @@
 #include "io/onnx_import.h"
 #include "io/onnx_importer.h"
 #include "io/onnx_io.h"
+#include "io/onnx_parse.h"
 #include "nn/pointwise.h"
 #include "util/atomic_file.h"
 #include "util/errors.h"
@@ -447,9 +448,7 @@ ExportedModel OnnxReader::read()
 ExportedModel decodeOnnx(const std::vector<std::uint8_t>& bytes, const std::string& source)
 {
     onnx::ModelProto mp;
-    if (bytes.size() > static_cast<std::size_t>(std::numeric_limits<int>::max()) ||
-        !mp.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())))
-        throw FormatError(source + ": not an ONNX model (the protobuf does not parse)");
+    parseOnnxModel(bytes, mp, source, false); // OnnxReader names what its graph lacks
     return OnnxReader(mp, source).read();
 }
 
@@ -459,9 +458,7 @@ ExportedModel readOnnxModel(const std::string& path, std::size_t height, std::si
 {
     const std::vector<std::uint8_t> bytes = readFileBytes(path, kOnnxMaxBytes);
     onnx::ModelProto mp;
-    if (bytes.size() > static_cast<std::size_t>(std::numeric_limits<int>::max()) ||
-        !mp.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())))
-        throw FormatError(path + ": not an ONNX model (the protobuf does not parse; a truncated or damaged file?)");
+    parseOnnxModel(bytes, mp, path, false); // the importer checks the graph and the opset
     // One of QuantScope's own exports (FP32 or QDQ; its weights maybe re-saved beside it) is read by
     // OnnxReader; anything else, including a PyTorch export that carries quantscope.class_names, by the importer.
     bool ours = false;

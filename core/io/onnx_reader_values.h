@@ -3,6 +3,7 @@
 // value is not what encodeOnnx writes. Internal to core/io.
 #pragma once
 
+#include "io/onnx_parse.h"
 #include "util/errors.h"
 
 #include <onnx/onnx_pb.h>
@@ -26,7 +27,7 @@ protected:
     [[noreturn]] void fail(const std::string& what) const { throw FormatError(m_source + ": " + what); }
     [[noreturn]] void failNode(const onnx::NodeProto& n, const std::string& what) const
     {
-        fail(n.op_type() + " '" + n.name() + "': " + what);
+        fail(n.op_type() + " " + onnxNodeName(n) + ": " + what);
     }
 
     // ---- initializers
