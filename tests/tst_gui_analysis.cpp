@@ -375,6 +375,13 @@ void TestGuiAnalysis::searchRefusesABudgetBelowTheSmallestPlan()
     QVERIFY2(why.endsWith(" KB)"), qPrintable(why));
     QCOMPARE(s->progressBar()->format(), QString("no plan can fit"));
     QVERIFY2(s->chart()->emptyMessage().startsWith("No plan was evaluated"), qPrintable(s->chart()->emptyMessage())); // not "Searching..."
+    // Nothing of the search before (searchChartAndPlans) is left above that message: not its title
+    // ("run #1: size against validation accuracy (20 plans)") nor its budget in the legend.
+    QVERIFY2(s->chart()->chart()->title().isEmpty(), qPrintable(s->chart()->chart()->title()));
+    for (QAbstractSeries* series : s->chart()->chart()->series())
+        if (series->name().startsWith("budget")) QVERIFY2(!series->property("qsInLegend").toBool(), qPrintable(series->name()));
+    // nor its chosen plan in the table beside the chart
+    QCOMPARE(s->findChild<QTableWidget*>()->rowCount(), 0);
     if (const QString dir = qEnvironmentVariable("QS_ANALYSIS_SHOT"); !dir.isEmpty()) // to look at the status line
         QVERIFY(m_view->grab().save(dir + "/search_refused.png"));
     QCOMPARE(s->report().plans.size(), plansBefore);

@@ -173,6 +173,13 @@ void ParetoChart::clear()
     m_plansIdx.clear();
     m_frontIdx.clear();
     m_uniformIdx.clear();
+    // No report, no title and no budget in the legend: a search refused or failed after another
+    // kept the previous one's title ("run #3: ... (20 plans)") and budget entry above its message.
+    m_titleName.clear();
+    m_titleNamesAll = true;
+    chart()->setTitle(QString());
+    m_budget->setName(tr("budget"));
+    setLegendVisible(chart(), m_budget, false);
 }
 
 void ParetoChart::setReport(const MixedSearchReport& r, std::uint64_t fp32Bytes, std::optional<double> maxDrop,

@@ -27,6 +27,7 @@ public:
     void setReport(const MixedSearchReport& r, std::uint64_t fp32Bytes, std::optional<double> maxDrop,
                    std::optional<std::uint64_t> maxBytes);
     void setSelected(long plan); // the ring; -1 hides it
+    // Empties the chart: its plans, its title and the budget's legend entry.
     void clear();
     // The title for the report of `name` ("run #4: size against validation accuracy (20 plans)")
     // and under it the plans below the chart, as many as fit the chart's width ("... and 3 more"),

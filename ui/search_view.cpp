@@ -307,6 +307,8 @@ void SearchView::run()
     // Not the "pick formats, then Run search" invitation while the search runs.
     m_chart->clear();
     m_chart->setEmptyMessage(tr("Searching: every plan evaluated appears here when the search ends (the bar below counts them)."));
+    m_planTable->setRowCount(0); // not the previous search's plan beside an empty chart
+    m_planTitle->setText(tr("The plan this search chooses appears here when it ends."));
     QPointer<SearchView> self(this);
     const bool percent = kind == Budget::MaxPercent;
     m_thread.start([self, in, opt, percent, budget](const std::atomic<bool>& stop) mutable {
@@ -370,6 +372,7 @@ void SearchView::showOutcome(const std::shared_ptr<const Outcome>& out)
         m_progress->setFormat(tr("failed"));
         m_status->setText(tr("Cannot search: %1").arg(out->error));
         m_chart->setEmptyMessage(tr("No plan was evaluated: the search failed (the reason is above the chart)."));
+        m_planTitle->setText(tr("No plan: the search failed."));
         emit searchFinished(false, out->error);
         return;
     }
@@ -380,6 +383,7 @@ void SearchView::showOutcome(const std::shared_ptr<const Outcome>& out)
         m_progress->setFormat(tr("no plan can fit"));
         m_status->setText(tr("Cannot search: %1.").arg(why));
         m_chart->setEmptyMessage(tr("No plan was evaluated: even every layer at its smallest format is over the budget. Raise it, or add smaller formats."));
+        m_planTitle->setText(tr("No plan: none can fit the budget."));
         emit searchFinished(false, why);
         return;
     }
