@@ -256,7 +256,7 @@ void TestInferModels::graphModelsMatchFakeQuant()
     // the engine's own inputs, within one step.
     const IntEngine engine(q.exported);
     const std::unique_ptr<Model> stored = buildModel(q.exported);
-    StoredActivationHooks hooks(q.exported);
+    StoredActivationHooks hooks(q.exported, stored.get());
     const PointStats run = comparePoints(engine, *stored, &hooks, m_synthetic, static_cast<std::size_t>(tracedImages));
     qInfo("free-running: %zu points, %zu values, %zu differ (max %d steps); most: %s", run.points, run.values, run.differing,
           run.maxDiff, qPrintable(run.worst));

@@ -165,7 +165,7 @@ std::vector<EnginePointDivergence> compareEngineWithFakeQuant(const ExportedMode
     if (!why.empty()) throw ConfigError("the integer engine cannot run this model: " + why);
     const IntEngine engine(m);
     const std::unique_ptr<Model> ref = buildModel(m);
-    StoredActivationHooks hooks(m);
+    StoredActivationHooks hooks(m, ref.get());
     std::vector<EnginePointDivergence> out;
     const std::size_t n = std::min(images, set.size());
     RunContext ctx;

@@ -13,6 +13,7 @@
 #pragma once
 
 #include "infer/isa.h"
+#include "quant/fixed_point.h" // FixedPointMultiplier, fixedPointMultiplier
 
 #include <cstddef>
 #include <cstdint>
@@ -20,15 +21,7 @@
 
 namespace quantscope {
 
-// out = clamp(((acc * mult + 2^(shift-1)) >> shift) + zp, lo, hi), in int64 with an arithmetic
-// shift (rounds halves up). mult in [2^30, 2^31) (or smaller when shift is 62), shift in [1, 62].
-struct FixedPointMultiplier {
-    std::int32_t mult = 0;
-    int shift = 1;
-};
-// The multiplier closest to m > 0. Throws ConfigError when m is not finite, not positive or >= 2^30.
-FixedPointMultiplier fixedPointMultiplier(double m);
-
+// out = clamp(round_half_up(acc * f) + zp, lo, hi): fixed_point.h's rule.
 inline std::int32_t requantize(std::int32_t acc, FixedPointMultiplier f, std::int32_t zp, std::int32_t lo, std::int32_t hi)
 {
     const std::int64_t p = static_cast<std::int64_t>(acc) * f.mult + (std::int64_t{1} << (f.shift - 1));

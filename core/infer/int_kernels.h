@@ -23,7 +23,7 @@ inline std::int64_t roundShift(std::int64_t p, int shift, RoundMode mode)
 {
     const std::int64_t half = std::int64_t{1} << (shift - 1);
     if (mode == RoundMode::HalfUp) return (p + half) >> shift;
-    return (p + half - 1 + ((p >> shift) & 1)) >> shift;
+    return roundShiftHalfEven(p, shift);
 }
 
 inline std::int32_t clampZp(std::int64_t r, std::int32_t zp, std::int32_t lo, std::int32_t hi)

@@ -32,7 +32,7 @@ ModelRunner::ModelRunner(const ExportedModel& m, const RunnerOptions& opt)
     if (!m.quantized && opt.kind == RunnerKind::Integer) throw ConfigError("the integer engine cannot run an FP32 model");
     m_model = buildModel(m);
     if (m.quantized) {
-        m_hooks = std::make_unique<StoredActivationHooks>(m);
+        m_hooks = std::make_unique<StoredActivationHooks>(m, m_model.get());
         m_description = why.empty() ? "fake-quant reference" : "fake-quant reference (" + why + ")";
     } else {
         m_description = "fp32 float model";

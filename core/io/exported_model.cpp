@@ -369,20 +369,21 @@ void fakeQuantizeActivation(Tensor& y, const ActivationQuant& a)
     fakeQuantize(y.values(), p, y.values(), {});
 }
 
-StoredActivationHooks::StoredActivationHooks(const ExportedModel& m) : m_input(m.inputQuant)
+StoredActivationHooks::StoredActivationHooks(const ExportedModel& m, const Model* model) : m_input(m.inputQuant), m_model(model)
 {
+    if (model && model->size() != m.layers.size()) throw std::logic_error("StoredActivationHooks: the model is not the one built from these layers");
     for (const StoredLayer& l : m.layers) {
         m_points.push_back(l.outputQuant);
         // An average pool whose output grid is its input point's: fake-quantized as the engine
         // rounds it (the same arithmetic as QuantSim's, quant/exact_pool.h).
-        std::size_t window = 0;
-        if (l.kind == LayerKind::AvgPool2d && l.inputs.size() == 1 && l.outputQuant && l.poolGeometry().isSquare()) {
+        bool sameGrid = false;
+        if ((l.kind == LayerKind::GlobalAvgPool2d || (l.kind == LayerKind::AvgPool2d && l.poolGeometry().isSquare())) &&
+            l.inputs.size() == 1 && l.outputQuant) {
             const std::size_t a = l.inputs[0];
             const std::optional<ActivationQuant>& in = a == 0 ? m.inputQuant : m.layers.at(a - 1).outputQuant;
-            if (in && in->scale == l.outputQuant->scale && in->zeroPoint == l.outputQuant->zeroPoint)
-                window = l.poolGeometry().kh * l.poolGeometry().kw;
+            sameGrid = in && in->scale == l.outputQuant->scale && in->zeroPoint == l.outputQuant->zeroPoint;
         }
-        m_sameGridWindow.push_back(window);
+        m_sameGridPool.push_back(sameGrid);
     }
 }
 
@@ -391,13 +392,20 @@ void StoredActivationHooks::onInput(Tensor& x, const RunContext&)
     if (m_input) fakeQuantizeActivation(x, *m_input);
 }
 
-void StoredActivationHooks::afterForward(std::size_t layer, Layer&, Tensor& y, const RunContext&)
+void StoredActivationHooks::afterForward(std::size_t layer, Layer& l, Tensor& y, const RunContext&)
 {
     if (layer >= m_points.size() || !m_points[layer]) return;
     const ActivationQuant& q = *m_points[layer];
-    if (m_sameGridWindow[layer] &&
-        fakeQuantizeSameGridAverage(y.values(), q.scale, q.zeroPoint, q.qmin, q.qmax, m_sameGridWindow[layer], nullptr))
-        return;
+    if (m_sameGridPool[layer]) {
+        // The model's input activation only while the model runs its own pass (y is its output
+        // there): a caller running the layer on tensors of its own (tst_infer_models' comparison
+        // given the engine's inputs) would have the pool read another image's.
+        static const Tensor none;
+        const bool modelPass = m_model && layer < m_model->size() && &y == &m_model->activation(layer + 1) &&
+                               m_model->inputsOf(layer).size() == 1;
+        const Tensor& x = modelPass ? m_model->activation(m_model->inputsOf(layer)[0]) : none;
+        if (fakeQuantizeSameGridPoolLayer(l, x, y, q.scale, q.zeroPoint, q.qmin, q.qmax, nullptr)) return;
+    }
     fakeQuantizeActivation(y, q);
 }
 

@@ -194,15 +194,20 @@ std::unique_ptr<Model> buildModel(const ExportedModel& m);
 // arithmetic of QuantSim, so the float Model from buildModel() reproduces the quantized model.
 class StoredActivationHooks final : public LayerHooks {
 public:
-    explicit StoredActivationHooks(const ExportedModel& m);
+    // model: the Model built from m (buildModel) that these hooks will run with, or nullptr. With
+    // it, an average pool on its input's grid sums its input's codes as the engine does
+    // (quant/exact_pool.h), for global pools and windows of any size; without it only an
+    // AvgPool2d's codes are recovered from its float output.
+    explicit StoredActivationHooks(const ExportedModel& m, const Model* model = nullptr);
     void onInput(Tensor& x, const RunContext& ctx) override;
     void afterForward(std::size_t layer, Layer& l, Tensor& y, const RunContext& ctx) override;
 
 private:
     std::optional<ActivationQuant> m_input;
     std::vector<std::optional<ActivationQuant>> m_points;
-    // per layer: an AvgPool2d on its input's grid, the window's size (quant/exact_pool.h), else 0
-    std::vector<std::size_t> m_sameGridWindow;
+    // per layer: an AvgPool2d or GlobalAvgPool2d on its input's grid (quant/exact_pool.h)
+    std::vector<std::uint8_t> m_sameGridPool;
+    const Model* m_model = nullptr;
 };
 
 // Applies one activation quantization in place (QuantSim's fake-quant arithmetic).

@@ -555,18 +555,20 @@ bool QuantSim::fakeQuantizeExactPool(std::size_t point, Tensor& y, std::vector<s
     const std::size_t layer = point - 1;
     const Layer& l = m_model.layer(layer);
     const std::vector<std::size_t>& in = m_model.inputsOf(layer);
-    if (l.kind() != LayerKind::AvgPool2d || in.size() != 1) return false; // (a global pool's plane is not known here)
+    if ((l.kind() != LayerKind::AvgPool2d && l.kind() != LayerKind::GlobalAvgPool2d) || in.size() != 1) return false;
     const std::size_t a = in[0]; // the pooled activation: a point of its own (or the input)
     if ((a > 0 && !m_points[a - 1]) || a >= m_act.size() || !m_act[a] || !m_pfmt[a] || !needsScale(*m_pfmt[a]) || !m_act[a]->ready())
         return false;
-    const PoolGeometry& g = static_cast<const AvgPool2d&>(l).geometry();
-    if (!g.isSquare()) return false; // every window divides by kh kw (padding counted)
     const QuantParams& pin = m_act[a]->params();
     const QuantParams& pout = m_act[point]->params();
     if (!pin.perTensor() || !pout.perTensor() || pin.signOnly || pout.signOnly || pin.scale.at(0) != pout.scale.at(0) ||
         pin.zeroPoint.at(0) != pout.zeroPoint.at(0))
         return false;
-    return fakeQuantizeSameGridAverage(y.values(), pout.scale[0], pout.zeroPoint[0], pout.qmin, pout.qmax, g.kh * g.kw, &mask);
+    // The pool's input, fake-quantized on that grid, as the model's pass holds it (y is then the
+    // model's own output tensor): the windows' sums of its codes, exact for any window size.
+    static const Tensor none;
+    const Tensor& x = &y == &m_model.activation(point) ? m_model.activation(a) : none;
+    return fakeQuantizeSameGridPoolLayer(l, x, y, pout.scale[0], pout.zeroPoint[0], pout.qmin, pout.qmax, &mask);
 }
 
 void QuantSim::onInput(Tensor& x, const RunContext& ctx) { quantizeActivation(0, x, ctx.training); }

@@ -171,12 +171,12 @@ private:
         std::vector<WeightTarget> targets;
     };
     void quantizeActivation(std::size_t point, Tensor& y, bool training);
-    // An average pool's output on its input's grid (equal per-tensor scale and zero point) over
-    // windows of a power-of-two size n: the exact sums T of the input codes are recovered from y, and
-    // the codes are T / n rounded half to even, as the integer engine computes them (its multiplier
-    // 1 / n is exact). The float average lands a rounding off the halves that a 2x2 window makes
-    // often, and rounded them either way (tester 8: 1-3 % of the codes one step from the engine's).
-    // False (nothing done) where that does not apply or y is not on the input's grid.
+    // An average pool's output (AvgPool2d of a square geometry, or GlobalAvgPool2d) on its input's
+    // grid (equal per-tensor scale and zero point): the codes as the integer engine computes them,
+    // each window's sum of input codes times its fixed-point 1 / n, rounded half to even
+    // (quant/exact_pool.h). The float average lands a rounding off the halves that a 2x2 window
+    // makes often, and rounded them either way (tester 8: 1-3 % of the codes one step from the
+    // engine's). False (nothing done) where that does not apply or y is not on the input's grid.
     bool fakeQuantizeExactPool(std::size_t point, Tensor& y, std::vector<std::uint8_t>& mask) const;
     // The scale of the integer activation point layer `layer` reads (through layers that keep
     // their input's grid, as the export's actScale), or 0 when that activation is float.
