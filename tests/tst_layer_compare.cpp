@@ -252,6 +252,24 @@ private slots:
         checkSameGridPool(std::move(m), [] { return std::make_unique<GlobalAvgPool2d>("plain"); });
     }
 
+    // A padded window (AvgPool2d(2, 1, 1), PyTorch's count_include_pad: the border's zeros count
+    // in the divisor 4 and add nothing to the sum) on the grid of its ReLU6: the windows that
+    // overhang the image sum fewer codes, as the engine's padded copy does.
+    void sameGridPaddedPoolMatchesTheEngine()
+    {
+        auto m = std::make_unique<Model>("relu6padpool", Shape{1, 28, 28});
+        auto conv = std::make_unique<Conv2d>("conv", 1, 8, 5);
+        Conv2d* c = conv.get();
+        m->add(std::move(conv));
+        m->add(std::make_unique<ReLU6>("act"));
+        m->add(std::make_unique<AvgPool2d>("pool", 2, 1, 1)); // 24 -> 25
+        m->add(std::make_unique<Flatten>("flatten"));
+        m->add(std::make_unique<Linear>("fc", 8 * 25 * 25, 10));
+        m->initParams(7);
+        for (float& w : c->weight().value.values()) w *= 8.0f;
+        checkSameGridPool(std::move(m), [] { return std::make_unique<AvgPool2d>("plain", 2, 1, 1); });
+    }
+
 private:
     // m: conv, "act" (ReLU6), "pool" on act's grid, flatten, fc. plainPool: the same pool, to run
     // the plain float path on the reference's activations.
