@@ -97,6 +97,14 @@ void TestOnnxGraphErrors::badGraph_data()
         "uses ONNX opset 8; opsets 9 to 23 are read");
     row("no ai.onnx opset", "seqview_op13_fold", [](onnx::ModelProto& mp) { mp.mutable_opset_import(0)->set_domain("com.microsoft"); },
         "FormatError", "declares no ONNX (ai.onnx) opset");
+    // A node with fewer inputs than its operator takes in any opset is damaged (fuzz_onnx_import: a
+    // ReduceMean without its input sent LayerNorm's subgraph matcher past the end of the list).
+    row("ReduceMean without an input", "layernorm_maps_op13_fold_dyn",
+        [](onnx::ModelProto& mp) { findNode(mp, "ReduceMean")->clear_input(); }, "FormatError",
+        "has 0 inputs; ONNX's ReduceMean takes at least 1 (a damaged file)");
+    row("Sub with one input", "layernorm_maps_op13_fold_dyn",
+        [](onnx::ModelProto& mp) { findNode(mp, "Sub")->mutable_input()->RemoveLast(); }, "FormatError",
+        "has 1 input; ONNX's Sub takes at least 2 (a damaged file)");
     row("cycle", "seqview_op13_fold",
         [](onnx::ModelProto& mp) { findNode(mp, "Relu")->set_input(0, findNode(mp, "MaxPool")->output(0)); }, "FormatError", "cycle");
     row("dangling input", "seqview_op13_fold", [](onnx::ModelProto& mp) { findNode(mp, "MaxPool")->set_input(0, "nowhere"); },

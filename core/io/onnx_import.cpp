@@ -110,6 +110,32 @@ void Importer::checkOpset()
     m_info.producer = m_mp.producer_name() + (m_mp.producer_version().empty() ? "" : " " + m_mp.producer_version());
 }
 
+// A node of a common operator with fewer inputs than every ONNX opset QuantScope reads (9 to 23)
+// gives it, or with no output, is damaged: refused before the subgraph matchers and the handlers
+// read its inputs and output by position (fuzz_onnx_import: a ReduceMean without an input).
+// Operators whose inputs moved to attributes in some of those opsets (Reshape, Slice, Clip, Pad,
+// Squeeze, Unsqueeze...) are checked by their handlers instead.
+void Importer::checkArity(const NodeProto& n) const
+{
+    static const std::map<std::string, int> kMinInputs = {
+        {"Abs", 1}, {"AveragePool", 1}, {"Cast", 1}, {"Celu", 1}, {"Concat", 1}, {"Dropout", 1}, {"Elu", 1}, {"Erf", 1},
+        {"Exp", 1}, {"Flatten", 1}, {"GlobalAveragePool", 1}, {"GlobalMaxPool", 1}, {"HardSigmoid", 1}, {"HardSwish", 1},
+        {"Identity", 1}, {"LeakyRelu", 1}, {"Log", 1}, {"LogSoftmax", 1}, {"MaxPool", 1}, {"Neg", 1}, {"Reciprocal", 1},
+        {"ReduceMax", 1}, {"ReduceMean", 1}, {"ReduceMin", 1}, {"ReduceSum", 1}, {"Relu", 1}, {"Selu", 1}, {"Sigmoid", 1},
+        {"Softmax", 1}, {"Softplus", 1}, {"Softsign", 1}, {"Sqrt", 1}, {"Tanh", 1}, {"Transpose", 1},
+        {"Add", 2}, {"Conv", 2}, {"Div", 2}, {"Equal", 2}, {"Expand", 2}, {"Gather", 2}, {"Gemm", 2}, {"MatMul", 2},
+        {"Mul", 2}, {"Pow", 2}, {"PRelu", 2}, {"Sub", 2}, {"Tile", 2}, {"Where", 3}, {"InstanceNormalization", 3},
+        {"BatchNormalization", 5}};
+    if (!n.domain().empty() && n.domain() != "ai.onnx") return;
+    const auto it = kMinInputs.find(n.op_type());
+    if (it == kMinInputs.end()) return;
+    if (n.input_size() < it->second || n.input(0).empty())
+        fail(onnxNodeLabel(n) + " has " + std::to_string(n.input_size()) + (n.input_size() == 1 ? " input" : " inputs") +
+             (n.input_size() && n.input(0).empty() ? " (the first one empty)" : "") + "; ONNX's " + n.op_type() + " takes at least " +
+             std::to_string(it->second) + " (a damaged file)");
+    if (n.output_size() < 1 || n.output(0).empty()) fail(onnxNodeLabel(n) + " makes no output (a damaged file)");
+}
+
 // The nodes the output depends on, in a topological order that keeps the file's order where it can.
 std::vector<int> Importer::liveOrder()
 {
@@ -201,6 +227,7 @@ ExportedModel Importer::run()
     readInput();
     const std::vector<int> order = liveOrder();
     const onnx::GraphProto& g = m_mp.graph();
+    for (int k : order) checkArity(g.node(k));
     for (int k : order)
         if (g.node(k).op_type() != "Shape" && g.node(k).op_type() != "Size")
             for (const std::string& v : g.node(k).input())

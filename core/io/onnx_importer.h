@@ -103,6 +103,7 @@ public:
 private:
     using Handler = void (Importer::*)(const NodeProto&);
     static const std::map<std::string, Handler>& handlers();
+    void checkArity(const NodeProto& n) const;
     [[noreturn]] void failUnsupported(const NodeProto& n, const std::vector<std::pair<std::string, int>>& others) const;
 
     [[noreturn]] void fail(const std::string& what, bool config = false) const
