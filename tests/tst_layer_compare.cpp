@@ -221,17 +221,8 @@ private slots:
     // Now both compute the codes as the engine does: no code differs, and the predictions agree.
     void sameGridAveragePoolMatchesTheEngine()
     {
-        auto m = std::make_unique<Model>("relu6pool", Shape{1, 28, 28});
-        auto conv = std::make_unique<Conv2d>("conv", 1, 8, 5);
-        Conv2d* c = conv.get();
-        m->add(std::move(conv));
-        m->add(std::make_unique<ReLU6>("act"));
-        m->add(std::make_unique<AvgPool2d>("pool", 2));
-        m->add(std::make_unique<Flatten>("flatten"));
-        m->add(std::make_unique<Linear>("fc", 8 * 12 * 12, 10));
-        m->initParams(3);
-        for (float& w : c->weight().value.values()) w *= 8.0f; // most outputs saturate at 6 or 0
-        checkSameGridPool(std::move(m), [] { return std::make_unique<AvgPool2d>("plain", 2); });
+        checkSameGridPool(std::make_unique<Conv2d>("conv", 1, 8, 5), 8 * 12 * 12, 3,
+                          [](const char* name) { return std::make_unique<AvgPool2d>(name, 2); });
     }
 
     // The same for a global average pool over a 6 x 6 plane, whose window of 36 is no power of two:
@@ -239,17 +230,8 @@ private slots:
     // the plane's exact sum of codes (not recoverable from the float mean of a large window).
     void sameGridGlobalPoolMatchesTheEngine()
     {
-        auto m = std::make_unique<Model>("relu6gap", Shape{1, 28, 28});
-        auto conv = std::make_unique<Conv2d>("conv", 1, 16, 5, 4); // 28 -> 6
-        Conv2d* c = conv.get();
-        m->add(std::move(conv));
-        m->add(std::make_unique<ReLU6>("act"));
-        m->add(std::make_unique<GlobalAvgPool2d>("pool"));
-        m->add(std::make_unique<Flatten>("flatten"));
-        m->add(std::make_unique<Linear>("fc", 16, 10));
-        m->initParams(5);
-        for (float& w : c->weight().value.values()) w *= 8.0f;
-        checkSameGridPool(std::move(m), [] { return std::make_unique<GlobalAvgPool2d>("plain"); });
+        checkSameGridPool(std::make_unique<Conv2d>("conv", 1, 16, 5, 4), 16, 5, // 28 -> 6
+                          [](const char* name) { return std::make_unique<GlobalAvgPool2d>(name); });
     }
 
     // A padded window (AvgPool2d(2, 1, 1), PyTorch's count_include_pad: the border's zeros count
@@ -257,25 +239,27 @@ private slots:
     // overhang the image sum fewer codes, as the engine's padded copy does.
     void sameGridPaddedPoolMatchesTheEngine()
     {
-        auto m = std::make_unique<Model>("relu6padpool", Shape{1, 28, 28});
-        auto conv = std::make_unique<Conv2d>("conv", 1, 8, 5);
-        Conv2d* c = conv.get();
-        m->add(std::move(conv));
-        m->add(std::make_unique<ReLU6>("act"));
-        m->add(std::make_unique<AvgPool2d>("pool", 2, 1, 1)); // 24 -> 25
-        m->add(std::make_unique<Flatten>("flatten"));
-        m->add(std::make_unique<Linear>("fc", 8 * 25 * 25, 10));
-        m->initParams(7);
-        for (float& w : c->weight().value.values()) w *= 8.0f;
-        checkSameGridPool(std::move(m), [] { return std::make_unique<AvgPool2d>("plain", 2, 1, 1); });
+        checkSameGridPool(std::make_unique<Conv2d>("conv", 1, 8, 5), 8 * 25 * 25, 7, // 24 -> 25
+                          [](const char* name) { return std::make_unique<AvgPool2d>(name, 2, 1, 1); });
     }
 
 private:
-    // m: conv, "act" (ReLU6), "pool" on act's grid, flatten, fc. plainPool: the same pool, to run
-    // the plain float path on the reference's activations.
+    // The model conv, "act" (ReLU6), "pool" (makePool("pool")), flatten, fc (features -> 10), with
+    // the conv's weights scaled so that most of act saturates at 6 or 0, quantized (int8); the
+    // pool must keep act's grid. makePool("plain") runs the plain float path on the reference's
+    // activations.
     template <class MakePool>
-    void checkSameGridPool(std::unique_ptr<Model> m, MakePool plainPool)
+    void checkSameGridPool(std::unique_ptr<Conv2d> conv, std::size_t features, std::uint64_t seed, MakePool makePool)
     {
+        auto m = std::make_unique<Model>("relu6pool", Shape{1, 28, 28});
+        Conv2d* c = conv.get();
+        m->add(std::move(conv));
+        m->add(std::make_unique<ReLU6>("act"));
+        m->add(makePool("pool"));
+        m->add(std::make_unique<Flatten>("flatten"));
+        m->add(std::make_unique<Linear>("fc", features, 10));
+        m->initParams(seed);
+        for (float& w : c->weight().value.values()) w *= 8.0f;
         auto q = fixtures::quantize(std::move(m), m_data, "int8");
         const StoredLayer& act = q.exported.layers.at(1);
         const StoredLayer& pool = q.exported.layers.at(2);
@@ -293,7 +277,7 @@ private:
             ref->forward(x, ctx, &hooks);
             const Tensor& a = ref->activation(ref->outputOf("act"));
             Tensor pooled;
-            plainPool()->forward(a, pooled, ctx);
+            makePool("plain")->forward(a, pooled, ctx);
             Tensor floatPath = pooled;
             fakeQuantizeActivation(floatPath, *pool.outputQuant);
             const Tensor& exact = ref->activation(ref->outputOf("pool"));
