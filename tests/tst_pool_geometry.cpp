@@ -19,6 +19,7 @@
 #include "nn/linear.h"
 #include "nn/maxpool2d.h"
 #include "util/errors.h"
+#include "util/rng.h"
 
 #include <tbb/task_arena.h> // before Qt: TBB's profiling.h has a member named emit
 
@@ -65,7 +66,8 @@ constexpr double kOnnxRoundTripRelTol = 1e-6;
 
 const char* const kFixtureNames[] = {"poolgeom_max_op11_nofold", "poolgeom_max_op13_fold_dyn", "poolgeom_max_op17_fold",
                                      "poolgeom_amax_op13_fold", "poolgeom_max2step_op11_nofold", "poolgeom_avg_op11_nofold",
-                                     "poolgeom_avg_op13_fold_dyn", "poolgeom_avg_op17_fold"};
+                                     "poolgeom_avg_op13_fold_dyn", "poolgeom_avg_op17_fold", "avgceilpad_op13_fold",
+                                     "avgceilpad_op11_nofold"};
 
 // The windows of the model's max pools (of its average pools with `average`).
 std::vector<PoolGeometry> windowsOf(const ExportedModel& m, bool average = false)
@@ -90,13 +92,16 @@ std::vector<PoolGeometry> fixtureWindows(const std::string& name)
     if (name.find("poolgeom_max_") == 0)
         return {pool(2, 2, 2, 2, 0, 0, 0, 0, true), pool(3, 3, 2, 2, 1, 1, 1, 1, true), pool(2, 1, 2, 1, 0, 0, 0, 0, false),
                 pool(3, 2, 2, 1, 1, 0, 1, 0, true), pool(2, 3, 2, 3, 0, 0, 0, 0, false)};
-    if (name.find("poolgeom_avg_") == 0) return {};
+    if (name.find("poolgeom_avg_") == 0 || name.find("avgceilpad") == 0) return {};
     return {pool(5, 4, 5, 4, 0, 0, 0, 0, false)}; // the max over the 5 x 4 map
 }
 
 // The average pools of AvgPoolGeometry: the zero Pad before a2 folded in (counted), a3's pads not counted.
 std::vector<PoolGeometry> fixtureAverageWindows(const std::string& name)
 {
+    // AvgCeilPadded: its Pad folded in, read by PyTorch's rule (a 4 x 5 output from 7 x 9, which
+    // floor mode gives too), as the Linear after it takes
+    if (name.find("avgceilpad") == 0) return {pool(2, 2, 2, 2, 1, 1, 1, 1, false)};
     if (name.find("poolgeom_avg_") != 0) return {};
     PoolGeometry a3 = pool(3, 2, 2, 1, 1, 0, 1, 0, true);
     a3.countIncludePad = false;
@@ -178,6 +183,7 @@ private slots:
     void engineAverageEqualsFakeQuant_data() { engineEqualsFakeQuant_data(); }
     void engineAverageEqualsFakeQuant();
     void ceilAveragePoolExportsAsPadAndPool();
+    void paddedCeilReadAsTheGraphTakesIt();
     void qsmStoresTheWindow();
     void summaryShowsTheWindow();
     void badWindowsAreTypedErrors();
@@ -413,6 +419,84 @@ void TestPoolGeometry::ceilAveragePoolExportsAsPadAndPool()
             QVERIFY2(QString(e.what()).startsWith("edited.onnx: ") && QString(e.what()).contains(QString::fromStdString(mentions)), e.what());
         }
     }
+}
+
+// nn.AvgPool2d(2, 2, padding=1, ceil_mode=True) on a 7 x 9 map exports as Pad + AveragePool with
+// ceil_mode, which makes 5 x 6 by ONNX's rule and 4 x 5 by PyTorch's. The importer reads the graph
+// both ways and keeps the reading the rest of the graph takes (tester 9): PyTorch's before the
+// fixture's Linear of 6 x 4 x 5 features, ONNX's (a Pad layer, then the windows over the padded
+// map) when that Linear is made to take 6 x 5 x 6; a global pool after it takes either size, and
+// that graph is refused.
+void TestPoolGeometry::paddedCeilReadAsTheGraphTakesIt()
+{
+    using onnx_import_fixtures::kFixtures;
+    const auto noteOf = [](const ExportedModel& m) {
+        for (const std::string& n : m.notes)
+            if (n.find("ceil_mode = 1 after a zero Pad") != std::string::npos) return QString::fromStdString(n);
+        return QString();
+    };
+    const ExportedModel torch = importFixture("avgceilpad_op13_fold");
+    QVERIFY2(noteOf(torch).contains("AveragePool node '/pool/AveragePool'") && noteOf(torch).contains("read as PyTorch's 4x5") &&
+                 noteOf(torch).contains("ONNX's rule makes a 5x6"),
+             qPrintable(noteOf(torch)));
+    QCOMPARE(onnx_import_fixtures::countKind(torch, LayerKind::Pad), std::size_t{0});
+
+    // The Linear made to take ONNX's 6 x 5 x 6 features (its weight [10, 180], seeded values).
+    onnx::ModelProto mp = onnx_import_fixtures::parse(kFixtures / "avgceilpad_op13_fold.onnx");
+    const onnx::NodeProto* gemm = onnx_import_fixtures::findNode(mp, "Gemm");
+    QVERIFY(gemm);
+    bool replaced = false;
+    for (onnx::TensorProto& t : *mp.mutable_graph()->mutable_initializer()) {
+        if (t.name() != gemm->input(1)) continue;
+        t.clear_raw_data();
+        t.clear_float_data();
+        t.clear_dims();
+        t.add_dims(10);
+        t.add_dims(180);
+        Rng rng(41);
+        for (int i = 0; i < 1800; ++i) t.add_float_data(rng.uniform(-0.2f, 0.2f));
+        replaced = true;
+    }
+    QVERIFY(replaced);
+    for (auto* v : {mp.mutable_graph()->mutable_input(0), mp.mutable_graph()->mutable_output(0)}) // any batch, for onnxruntime's
+        v->mutable_type()->mutable_tensor_type()->mutable_shape()->mutable_dim(0)->set_dim_param("N");
+    const Bytes onnxBytes = onnx_import_fixtures::serialize(mp);
+    const ExportedModel onnxReading = importOnnx(onnxBytes, "onnx-size.onnx");
+    QVERIFY2(noteOf(onnxReading).contains("read as ONNX's 5x6"), qPrintable(noteOf(onnxReading)));
+    QCOMPARE(onnx_import_fixtures::countKind(onnxReading, LayerKind::Pad), std::size_t{1});
+    QCOMPARE(windowsOf(onnxReading, true), std::vector<PoolGeometry>{pool(2, 2, 2, 2, 0, 0, 0, 0, true)}); // on the 9 x 11 map
+    QCOMPARE(buildModel(onnxReading)->outputShape(1), (Shape{1, 10}));
+
+    // The global head fits both: refused, by node, with both sizes; either reading when asked for.
+    const std::filesystem::path gap = kFixtures / "avgceilpadgap_op13_fold.onnx";
+    try {
+        importOnnx(onnx_import_fixtures::fileBytes(gap), gap.string());
+        QFAIL("a pool whose size nothing in the graph decides was read");
+    } catch (const ConfigError& e) {
+        QVERIFY2(QString(e.what()).contains("AveragePool node '/pool/AveragePool'") && QString(e.what()).contains("ONNX makes a 5x6") &&
+                     QString(e.what()).contains("PyTorch's ceil_mode a 4x5") && QString(e.what()).contains("reads either size"),
+                 e.what());
+    }
+    for (const auto reading : {OnnxImportOptions::PaddedCeilPool::PyTorch, OnnxImportOptions::PaddedCeilPool::Onnx}) {
+        OnnxImportOptions o;
+        o.paddedCeilPool = reading;
+        const ExportedModel m = importOnnx(onnx_import_fixtures::fileBytes(gap), gap.string(), nullptr, o);
+        const std::vector<Shape> shapes = buildModel(m)->activationShapes(1);
+        const bool torchSize = std::find(shapes.begin(), shapes.end(), Shape{1, 6, 4, 5}) != shapes.end();
+        const bool onnxSize = std::find(shapes.begin(), shapes.end(), Shape{1, 6, 5, 6}) != shapes.end();
+        QCOMPARE(torchSize, reading == OnnxImportOptions::PaddedCeilPool::PyTorch);
+        QCOMPARE(onnxSize, reading == OnnxImportOptions::PaddedCeilPool::Onnx);
+    }
+
+    // onnxruntime, running each node as the spec defines it, runs the edited file as QuantScope
+    // reads it (the windows past the padded map's end averaged over what they cover). Its default
+    // session does not: its Pad fusion merges the Pad into the AveragePool, whose ceil_mode then
+    // drops the last windows as PyTorch does (4 x 5), and the edited Linear no longer fits.
+    QS_SKIP_WITHOUT_ORT();
+    qputenv("QS_ORT_GRAPH_OPTIMIZATION", "disabled");
+    const QString check = layer_checks::ortMatchesFp32("onnx-size", onnxReading, onnxBytes, m_dir, m_data.test.pixels, kOrtFp32RelTol);
+    qunsetenv("QS_ORT_GRAPH_OPTIMIZATION");
+    QVERIFY2(check.isEmpty(), qPrintable(check));
 }
 
 // Version 6 gives every pool a flags byte; a square pool stores no window (poolWindow stays

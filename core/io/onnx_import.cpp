@@ -476,6 +476,46 @@ std::size_t Importer::square(const NodeProto& n, const char* attr, std::vector<s
     return static_cast<std::size_t>(v[0]);
 }
 
+// Importer::run, with an AveragePool whose ceil_mode output size is ONNX's or PyTorch's
+// (OnnxImportOptions::PaddedCeilPool::Either) read both ways: the reading that reads the whole
+// graph is kept, with a note; when both do, or neither, the first error stands (with the reason).
+ExportedModel readGraph(const onnx::ModelProto& mp, const std::string& source, OnnxImportInfo& info, const OnnxImportOptions& options)
+{
+    Importer first(mp, source, info, options);
+    try {
+        return first.run();
+    } catch (const Error& e) {
+        const Importer::PaddedCeil at = first.paddedCeil();
+        if (at.node.empty() || options.paddedCeilPool != OnnxImportOptions::PaddedCeilPool::Either) throw;
+        std::string torchError;
+        const auto readAs = [&](OnnxImportOptions::PaddedCeilPool reading, OnnxImportInfo& readInfo,
+                                std::string* why) -> std::optional<ExportedModel> {
+            OnnxImportOptions o = options;
+            o.paddedCeilPool = reading;
+            try {
+                return Importer(mp, source, readInfo, o).run();
+            } catch (const Error& failed) {
+                if (why) *why = failed.what();
+                return std::nullopt;
+            }
+        };
+        OnnxImportInfo torchInfo, onnxInfo;
+        std::optional<ExportedModel> torch = readAs(OnnxImportOptions::PaddedCeilPool::PyTorch, torchInfo, &torchError);
+        std::optional<ExportedModel> onnx = readAs(OnnxImportOptions::PaddedCeilPool::Onnx, onnxInfo, nullptr);
+        if (torch && onnx) throw ConfigError(std::string(e.what()) + "; the rest of the graph reads either size");
+        if (!torch && !onnx)
+            throw ConfigError(std::string(e.what()) + "; the rest of the graph reads neither size (read as PyTorch's " + at.pytorch +
+                              ", it fails with: " + torchError + ")");
+        std::optional<ExportedModel>& kept = torch ? torch : onnx;
+        info = torch ? torchInfo : onnxInfo;
+        kept->notes.push_back(at.node + " has ceil_mode = 1 after a zero Pad, where ONNX's rule makes a " + at.onnx +
+                              " output and PyTorch's a " + at.pytorch + " one: read as " + (torch ? "PyTorch's " + at.pytorch : "ONNX's " + at.onnx) +
+                              ", the size the rest of the graph takes" +
+                              (torch ? " (torch.onnx.export writes nn.AvgPool2d(..., padding, ceil_mode=True) so)" : ""));
+        return std::move(*kept);
+    }
+}
+
 // A square size, other than the one `failed` read at, at which the graph of a dynamic image size
 // reads: the common image sides first, then every side from 1 to 256; none when it reads at none.
 // Each try reads the whole graph again, so a large model gets fewer tries (a fixed budget of
@@ -499,7 +539,7 @@ static std::optional<std::pair<std::size_t, std::size_t>> sizeThatReads(const on
         try {
             OnnxImportOptions at;
             at.height = at.width = side;
-            Importer(mp, source, info, at).run(); // (mp's external data is already in it)
+            readGraph(mp, source, info, at); // (mp's external data is already in it)
         } catch (const Error&) {
             continue;
         }
@@ -574,7 +614,7 @@ ExportedModel importOnnx(const std::vector<std::uint8_t>& bytes, const std::stri
     out.inlinedCalls = inlineLocalFunctions(mp, source);
     onnximport::reduceAxesToAttributes(mp, source);
     try {
-        return onnximport::Importer(mp, source, out, options).run();
+        return onnximport::readGraph(mp, source, out, options);
     } catch (const Error& e) {
         if (!out.dynamicImageSize) throw;
         // The image size was QuantScope's choice (a Linear after a flatten takes one size): if the

@@ -76,6 +76,15 @@ struct OnnxImportOptions {
     // relative to: the model file's (importOnnx(path) and readModelFile set it). Empty: a tensor
     // with external data is a ConfigError.
     std::string externalDataFolder;
+    // An AveragePool with ceil_mode = 1 after a zero Pad, where ONNX's output size and PyTorch's
+    // differ: ONNX keeps a last window that starts in the Pad's zeros, PyTorch (nn.AvgPool2d with
+    // padding, ceil_mode=True and count_include_pad=True, which torch.onnx.export writes as Pad +
+    // AveragePool) drops it. Either (the default): the graph is read both ways and the reading the
+    // rest of the graph fits is kept, with a note in ExportedModel::notes; a ConfigError when both
+    // fit (a global pooling after it) or neither does. PyTorch / Onnx: that reading only (ONNX's
+    // is the zeros as a Pad layer, then the window over the padded map).
+    enum class PaddedCeilPool { Either, PyTorch, Onnx };
+    PaddedCeilPool paddedCeilPool = PaddedCeilPool::Either;
 };
 
 // Reads an FP32 ONNX model: architecture and weights. Input pixels are assumed already normalised

@@ -442,11 +442,32 @@ void Importer::pool(const NodeProto& n)
         onPadded.padBottom = static_cast<std::size_t>(attrPadList[2]), onPadded.padRight = static_cast<std::size_t>(attrPadList[3]);
         const std::size_t ph = in[1] + g.padTop + g.padBottom - onPadded.padTop - onPadded.padBottom;
         const std::size_t pw = in[2] + g.padLeft + g.padRight - onPadded.padLeft - onPadded.padRight;
-        if (onPadded.outH(ph) != g.outH(in[1]) || onPadded.outW(pw) != g.outW(in[2]))
-            failNode(n, "attribute ceil_mode = 1 after a zero Pad: ONNX makes a " + std::to_string(onPadded.outH(ph)) + "x" +
-                            std::to_string(onPadded.outW(pw)) + " output whose last window starts in the Pad's zeros, PyTorch's "
-                            "ceil_mode a " + std::to_string(g.outH(in[1])) + "x" + std::to_string(g.outW(in[2])) +
+        const std::string onnxSize = std::to_string(onPadded.outH(ph)) + "x" + std::to_string(onPadded.outW(pw));
+        const std::string torchSize = std::to_string(g.outH(in[1])) + "x" + std::to_string(g.outW(in[2]));
+        using Reading = OnnxImportOptions::PaddedCeilPool;
+        if (onnxSize != torchSize && m_options.paddedCeilPool == Reading::Either) {
+            m_paddedCeil = {onnxNodeLabel(n), torchSize, onnxSize};
+            failNode(n, "attribute ceil_mode = 1 after a zero Pad: ONNX makes a " + onnxSize +
+                            " output whose last window starts in the Pad's zeros, PyTorch's ceil_mode a " + torchSize +
                             " one; QuantScope does not guess which was meant");
+        }
+        if (onnxSize != torchSize && m_options.paddedCeilPool == Reading::Onnx) {
+            // The Pad's zeros as a layer, then ONNX's windows over the padded map (the last one
+            // partly past its end, averaged over what it covers, as onnxruntime's AveragePool does).
+            StoredLayer p;
+            p.kind = LayerKind::Pad;
+            p.padMode = PadMode::Zeros;
+            for (std::size_t i = 0; i < 4; ++i) p.pads[i] = static_cast<std::size_t>(xv.pads[i]);
+            addLayer(n, std::move(p), {in[0], ph, pw}, {x}, nullptr, "_pad");
+            PoolGeometry floorOnPadded = onPadded; // (its countIncludePad is g's: the Pad's zeros are values, counted)
+            floorOnPadded.ceilMode = false;
+            onPadded.ceilMode = onPadded.outH(ph) != floorOnPadded.outH(ph) || onPadded.outW(pw) != floorOnPadded.outW(pw);
+            StoredLayer l;
+            l.kind = LayerKind::AvgPool2d;
+            l.setPoolGeometry(onPadded);
+            addLayer(n, std::move(l), {in[0], onPadded.outH(ph), onPadded.outW(pw)}, {m_m.layers.size()});
+            return;
+        }
     }
     // ceil_mode that changes no output size gives the same windows: the square fast paths keep them.
     if (g.ceilMode && g.outH(in[1]) == floorH && g.outW(in[2]) == floorW) g.ceilMode = false;

@@ -99,6 +99,13 @@ public:
     {
     }
     ExportedModel run();
+    // The AveragePool whose output size depends on whose ceil_mode rule reads it (OnnxImportOptions::
+    // PaddedCeilPool::Either), as the last run() found it: its label, its two sizes "HxW"; empty
+    // when there was none.
+    struct PaddedCeil {
+        std::string node, pytorch, onnx;
+    };
+    const PaddedCeil& paddedCeil() const { return m_paddedCeil; }
 
 private:
     using Handler = void (Importer::*)(const NodeProto&);
@@ -395,6 +402,7 @@ private:
     const std::string& m_source;
     OnnxImportInfo& m_info;
     OnnxImportOptions m_options;
+    PaddedCeil m_paddedCeil;
     int m_opset = 0;
     ExportedModel m_m;
     // per-image shape of every activation; a deque, so that a reference from shapeOf stays valid

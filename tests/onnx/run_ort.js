@@ -23,7 +23,12 @@ async function main() {
   const h = buf.readUInt32BE(off - 8), w = buf.readUInt32BE(off - 4);
   const px = c * h * w;
   if (limitArg) n = Math.min(n, parseInt(limitArg, 10));
-  const session = await ort.InferenceSession.create(modelPath, { intraOpNumThreads: 2, interOpNumThreads: 1 });
+  // QS_ORT_GRAPH_OPTIMIZATION=disabled runs the graph node by node, as the ONNX spec defines each
+  // operator, without onnxruntime's fusions (its Pad fusion, for one, merges a Pad into the
+  // AveragePool after it, which changes what ceil_mode makes).
+  const options = { intraOpNumThreads: 2, interOpNumThreads: 1 };
+  if (process.env.QS_ORT_GRAPH_OPTIMIZATION) options.graphOptimizationLevel = process.env.QS_ORT_GRAPH_OPTIMIZATION;
+  const session = await ort.InferenceSession.create(modelPath, options);
   const inputName = session.inputNames[0], outputName = session.outputNames[0];
   const batch = 500, out = [];
   for (let b = 0; b < n; b += batch) {

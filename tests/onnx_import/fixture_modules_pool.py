@@ -69,3 +69,22 @@ class AvgPoolGeometry(nn.Module):
         x = self.a3(F.relu(self.c3(x)))    # 3 x 3
         x = self.a4(x)                     # 1 x 3
         return self.fc(x.flatten(1))
+
+
+class AvgCeilPadded(nn.Module):
+    """nn.AvgPool2d(2, 2, padding=1, ceil_mode=True) (count_include_pad=True) on a 7 x 9 map, which
+    torch.onnx.export writes as a zero Pad and an AveragePool with ceil_mode: by ONNX's rule a 5 x 6
+    output (the last windows start in the Pad's zeros), by PyTorch's a 4 x 5 one. The Linear after
+    it takes 4 x 5 maps, so only PyTorch's reading fits the graph; with global_head a global average
+    pool follows instead, which fits both (the importer refuses that one)."""
+
+    def __init__(self, global_head=False):
+        super().__init__()
+        self.global_head = global_head
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.pool = nn.AvgPool2d(2, 2, padding=1, ceil_mode=True)
+        self.fc = nn.Linear(6 if global_head else 6 * 4 * 5, 10)
+
+    def forward(self, x):
+        x = self.pool(F.relu(self.conv(x)))  # 7 x 9 -> 4 x 5 (ONNX: 5 x 6)
+        return self.fc(x.mean((2, 3)) if self.global_head else x.flatten(1))

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from fixture_modules_conv import ConvGeometry  # next to this script
 from fixture_modules_channels import ShuffleTiny  # next to this script
 from fixture_modules_input import BytesInput  # next to this script
-from fixture_modules_pool import AvgPoolGeometry, MaxOverMap, MaxPoolGeometry  # next to this script
+from fixture_modules_pool import AvgCeilPadded, AvgPoolGeometry, MaxOverMap, MaxPoolGeometry  # next to this script
 from fixture_modules_norms import ConvNeXtTV, ConvNeXtCF, LayerNormNoAffine, LayerNormRsqrt, LayerNormVar, KerasMatMulHead  # next to this script
 from fixture_modules_attention import CBAMNet  # next to this script
 from fixture_modules_joins import ActNet, SigmoidTimesX, GeluHalfFirst, PReluNet, GeluTanhByHand, Clamp, HardByHand, SEConv, SELinearView, SELinearFlat, GateMul, DenseBlock, Inception, act_net  # next to this script
@@ -1223,6 +1223,11 @@ CASES = [
     ("planes_op17_fold", ChannelPlanes, (3, 8, 8), 17, True, False),
     ("planesunbind_op13_fold_dyn", ChannelPlanesUnbind, (3, 8, 8), 13, True, True),
     ("planesunbind_op11_nofold", ChannelPlanesUnbind, (3, 8, 8), 11, False, False),
+    # nn.AvgPool2d(padding, ceil_mode=True) written as Pad + AveragePool, whose output size is
+    # ONNX's or PyTorch's by the graph after it (tst_pool_geometry; the global head: refused).
+    ("avgceilpad_op13_fold", AvgCeilPadded, (3, 7, 9), 13, True, False),
+    ("avgceilpad_op11_nofold", AvgCeilPadded, (3, 7, 9), 11, False, False),
+    ("avgceilpadgap_op13_fold", lambda: AvgCeilPadded(global_head=True), (3, 7, 9), 13, True, False),
 ]
 
 HW_SECOND = (12, 10)
