@@ -341,8 +341,11 @@ int runCompare(const Args& args)
     std::printf("%-4s %-*s %-*s %4s %10s %8s %10s %8s\n", "#", lw, "layer", kw, "kind", "q", "SQNR dB", "cosine", "alone dB", "cosine");
     for (const LayerComparison& c : r.layers) {
         const bool flagged = (r.firstBelow >= 0 && c.index == r.layers[r.firstBelow].index);
+        // Both where a weight layer's own output is a point ("wa": a Conv feeding a MaxPool, a Linear
+        // at the head; tester 9 read a lone "w" as an FP32 output).
+        const std::string q = std::string(c.quantizedWeights ? "w" : "") + (c.outputPoint ? "a" : "");
         std::printf("%-4zu %-*s %-*s %4s %10s %8.4f %10s %8.4f%s\n", c.index, lw, c.layer.c_str(), kw, c.kind.c_str(),
-                    c.quantizedWeights ? "w" : (c.outputPoint ? "a" : ""), db(c.sqnrDb).c_str(), c.cosine, db(c.aloneSqnrDb).c_str(),
+                    q.c_str(), db(c.sqnrDb).c_str(), c.cosine, db(c.aloneSqnrDb).c_str(),
                     c.aloneCosine, flagged ? "   <- first below threshold" : "");
     }
     if (r.firstBelow >= 0)
@@ -351,7 +354,7 @@ int runCompare(const Args& args)
         std::printf("no layer below %.1f dB (propagated)", threshold);
     if (r.firstAloneBelow >= 0) std::printf(", %s (alone)\n", r.layers[r.firstAloneBelow].layer.c_str());
     else std::printf(", none alone\n");
-    std::printf("(q: w = the layer's weights are quantized, a = its output is an activation quantization point; SQNR dB and cosine:\n"
+    std::printf("(q: w = the layer's weights are quantized, a = its output is an activation quantization point, wa = both; SQNR dB and cosine:\n"
                 " its output against FP32's with every layer up to it quantized; alone dB and cosine: the FP32 inputs rounded\n"
                 " at their points, then this layer's weights and output point alone; so a Flatten differs from its pool)\n");
     if (!runner.empty()) {

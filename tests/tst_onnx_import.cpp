@@ -434,6 +434,18 @@ void TestOnnxImport::layerNamesFollowModules()
     QCOMPARE(fb.layers[2].kind, LayerKind::BatchNorm2d); // Conv-ReLU-BN: the BatchNormalization node stays a layer
     const std::vector<std::string> mm = layerNames(importOnnx((kFixtures / "matmul_op13_nofold_dyn.onnx").string()));
     QVERIFY(contains(mm, "conv"));
+    // A Hardswish written by hand in forward at the top scope (its nodes "/Add", "/Clip", "/Div_1",
+    // no module path): named "hardswish" after what it is, not after its last node (tester 9).
+    onnx::ModelProto mp = parse(kFixtures / "act_hswishhand_op13_fold.onnx");
+    for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node())
+        for (const char* scope : {"/act1/", "/act2/"})
+            if (n.name().rfind(scope, 0) == 0) n.set_name("/" + n.name().substr(std::strlen(scope)));
+    const ExportedModel top = importOnnx(serialize(mp), "hswish-top.onnx");
+    std::vector<std::string> swishes;
+    for (const StoredLayer& l : top.layers)
+        if (l.kind == LayerKind::Hardswish) swishes.push_back(l.name);
+    QCOMPARE(swishes, (std::vector<std::string>{"hardswish", "hardswish_2"}));
+    QCOMPARE(layerNames(top).front(), std::string("conv1")); // the others keep their names
 }
 
 void TestOnnxImport::poolPaddingImports()

@@ -48,6 +48,18 @@ void TestOnnxImportErrors::badInput_data()
                 std::int64_t{1} << 40);
         },
         "ConfigError", "reshapes [4,5,5] images to [3, -1]; its first axis, 3, is not the batch the graph's input declares (1099511627776)");
+    // A Reshape to a sequence layout in a fixed-batch export: the target's first axis is named as
+    // the batch (tester 9 read "[2, 28, 28]" beside "[1,28,28] images" as channels).
+    row("Reshape of each image to rows", "seqview_op13_fold",
+        [](onnx::ModelProto& mp) {
+            onnx::TensorProto* t = mp.mutable_graph()->add_initializer();
+            t->set_name("rows_shape");
+            t->set_data_type(onnx::TensorProto::INT64);
+            t->add_dims(3);
+            for (std::int64_t v : {3, 20, 5}) t->add_int64_data(v);
+            findNode(mp, "Reshape")->set_input(1, "rows_shape");
+        },
+        "ConfigError", "reshapes [4,5,5] images to [3, 20, 5] (the batch of 3, then [20,5] per image); QuantScope reads flattening");
     row("Conv with its group attribute twice", "residual_op13_fold_dyn",
         [](onnx::ModelProto& mp) {
             onnx::NodeProto* n = findNode(mp, "Conv");
@@ -202,6 +214,13 @@ void TestOnnxImportErrors::badInput_data()
         "FormatError", "scale and B hold 3 and 2 values for 2 groups");
     row("interpolate's operator", "seqview_op13_fold", [](onnx::ModelProto& mp) { findNode(mp, "Relu")->set_op_type("Resize"); },
         "ConfigError", "Resize node '/Relu': operator Resize is not supported by QuantScope's importer; F.interpolate and nn.Upsample");
+    // Operators whose PyTorch origin is not in their name get the modules that export them (tester 9).
+    row("pixel shuffle's operator", "seqview_op13_fold", [](onnx::ModelProto& mp) { findNode(mp, "Relu")->set_op_type("DepthToSpace"); },
+        "ConfigError", "DepthToSpace node '/Relu': operator DepthToSpace is not supported by QuantScope's importer; nn.PixelShuffle");
+    row("repeat_interleave's sequence operators", "seqview_op13_fold",
+        [](onnx::ModelProto& mp) { findNode(mp, "Relu")->set_op_type("SequenceEmpty"); }, "ConfigError",
+        "SequenceEmpty node '/Relu': operator SequenceEmpty is not supported by QuantScope's importer; a list of tensors built in "
+        "forward (torch.repeat_interleave");
     row("log of a softmax", "imgmlp_op13_fold_dyn", [](onnx::ModelProto& mp) { afterSoftmax(mp, "Log", {"probs"}); },
         "ConfigError", "export F.log_softmax(x, dim=1) instead");
     // Probabilities used for more than reshaping on the way out.

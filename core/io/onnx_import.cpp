@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cstdio>
 #include <map>
 #include <optional>
@@ -425,7 +426,21 @@ std::string Importer::layerName(const NodeProto& n, const ConstTensor* weight)
 StoredLayer& Importer::addLayer(const NodeProto& n, StoredLayer l, Shape out, const std::vector<std::size_t>& inputs,
                                 const ConstTensor* weight, const std::string& suffix)
 {
-    std::string base = layerName(n, weight) + suffix, name = base;
+    std::string base = layerName(n, weight);
+    // A layer read from arithmetic at the graph's top scope (a Hardswish written x * relu6(x + 3) / 6
+    // in forward, a SiLU x * sigmoid(x), a channel shuffle's Reshape), whose node has no module
+    // path: named after what it is, "hardswish", not after its last node, "Div_1" (tester 9).
+    static const std::set<LayerKind> kFromArithmetic{LayerKind::Hardswish, LayerKind::SiLU,     LayerKind::GELU,
+                                                     LayerKind::GELUTanh,  LayerKind::Mish,     LayerKind::Hardsigmoid,
+                                                     LayerKind::Softplus,  LayerKind::ChannelShuffle, LayerKind::LayerNorm2d};
+    const auto lower = [](std::string v) {
+        for (char& ch : v) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+        return v;
+    };
+    const std::string kind = lower(layerKindName(l.kind));
+    if (kFromArithmetic.count(l.kind) && scopeName(n.name()).empty() && !weight && lower(n.op_type()) != kind) base = kind;
+    base += suffix;
+    std::string name = base;
     for (int k = 2; m_names.count(name); ++k) name = base + "_" + std::to_string(k);
     m_names.insert(name);
     if (weight && !weight->origin.empty()) {

@@ -95,6 +95,14 @@ void Importer::failUnsupported(const NodeProto& n, const std::vector<std::pair<s
         {"Resize", "; F.interpolate and nn.Upsample export as Resize"},
         {"Upsample", "; F.interpolate and nn.Upsample export as Upsample before opset 10"},
         {"ConvTranspose", "; nn.ConvTranspose2d exports as ConvTranspose"},
+        {"DepthToSpace", "; nn.PixelShuffle and F.pixel_shuffle export as DepthToSpace"},
+        {"SpaceToDepth", "; nn.PixelUnshuffle and F.pixel_unshuffle export as SpaceToDepth"},
+        {"Loop", "; a Python loop over a tensor's values or sizes, and torch.repeat_interleave with a tensor of repeats, export as Loop"},
+        {"SequenceEmpty", "; a list of tensors built in forward (torch.repeat_interleave with a tensor of repeats, a loop appending to a "
+                          "list) exports as the sequence operators (SequenceEmpty, SequenceInsert, ConcatFromSequence)"},
+        {"SequenceConstruct", "; a list of tensors built in forward exports as the sequence operators (SequenceConstruct, ConcatFromSequence)"},
+        {"SplitToSequence", "; torch.split or torch.unbind into a list used as a list exports as SplitToSequence"},
+        {"ConcatFromSequence", "; torch.cat of a list built in forward (torch.repeat_interleave with a tensor of repeats) exports as ConcatFromSequence"},
         {"If", "; Python control flow on tensor values or sizes in forward (nn.LocalResponseNorm's export has it) exports as If"},
         {"Equal", "; a comparison of tensors (nn.LocalResponseNorm's export, or an if on sizes in forward) exports as Equal"},
     };

@@ -153,8 +153,14 @@ void Importer::reshape(const NodeProto& n)
                                       ? "; its first axis, " + std::to_string(t.i[0]) + ", is not the batch the graph's input declares (" +
                                             std::to_string(m_staticBatch) + ")"
                                       : std::string();
+    // The target's first axis named as the batch it is (a traced example batch of 2 read as if it
+    // were the 2 beside [1,28,28], tester 9), unless batchHint says it is not.
+    const bool firstIsBatch = !t.isFloat && !t.i.empty() && batchHint.empty() && (t.i[0] <= 0 || t.i[0] == m_staticBatch);
+    const std::string batchWord = !firstIsBatch ? std::string()
+                                  : t.i[0] > 0  ? "the batch of " + std::to_string(t.i[0]) + ", then "
+                                                : std::string("the batch, then ");
     failNode(n, "reshapes " + shapeString(seen) + (seen.size() == 1 ? " features" : " images") + " to " + target +
-                    (per.empty() ? std::string() : " (" + shapeString(per) + " per image)") + batchHint +
+                    (per.empty() ? std::string() : " (" + batchWord + shapeString(per) + " per image)") + batchHint +
                     "; QuantScope reads flattening each image to (N, -1), and adding or removing trailing axes of size 1 (no "
                     "sequence or Conv1d layouts)");
 }
