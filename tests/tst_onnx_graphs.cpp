@@ -46,11 +46,12 @@ constexpr double kMinQdqAgreement = 0.99;
 constexpr double kMinFashionGraphAgreement = 0.998; // measured 99.99-100 % (QAT, 6000 images)
 constexpr double kQdqMeanOutputDiff = 1e-3; // measured about 1e-5 on the rows below
 
-// QuantScope's outputs for `set`: FP32 models on the float model, integer models on the fake-quant reference.
-std::vector<float> referenceOutputs(const ExportedModel& m, const LabeledImages& set)
+// QuantScope's outputs for `set`: FP32 models on the float model, integer models on the fake-quant
+// reference (RunnerKind::Integer: on the integer engine).
+std::vector<float> referenceOutputs(const ExportedModel& m, const LabeledImages& set, RunnerKind kind = RunnerKind::Reference)
 {
     RunnerOptions o;
-    o.kind = RunnerKind::Reference;
+    o.kind = kind;
     ModelRunner r(m, o);
     std::vector<float> out(set.size() * m.classes);
     std::vector<std::int32_t> pred(set.size());
@@ -418,12 +419,7 @@ void TestOnnxGraphs::poolCodesMatchOnnxruntime()
     const std::string path = m_dir + "/pool-codes.onnx";
     writeOnnx(path, e);
     const std::vector<float> ort = ortOutputs(path, m_images);
-    RunnerOptions o;
-    o.kind = RunnerKind::Integer;
-    ModelRunner r(e, o);
-    std::vector<float> eng(m_data.test.size() * e.classes);
-    std::vector<std::int32_t> pred(m_data.test.size());
-    r.predict(m_data.test.pixels.data(), m_data.test.size(), pred.data(), eng.data());
+    const std::vector<float> eng = referenceOutputs(e, m_data.test, RunnerKind::Integer);
     QCOMPARE(ort.size(), eng.size());
     const float step = 6.0f / 255.0f; // the pooled output's scale: ReLU6's range over uint8
     std::size_t differ = 0, oneStep = 0;
