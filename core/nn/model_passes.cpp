@@ -137,7 +137,9 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
     std::memcpy(m_acts[0].data(), x.data(), x.numel() * sizeof(float));
     if (hooks) hooks->onInput(m_acts[0], ctx);
     m_fusedPass = m_fusion;
-    m_broadcastAdd = broadcastAdds(x.dim(0));
+    // Which Adds broadcast depends on the layers only (not on the batch), and layers are only ever
+    // appended (add()): worked out on the first pass, and again after an add().
+    if (m_broadcastAdd.size() != m_layers.size()) m_broadcastAdd = broadcastAdds(x.dim(0));
     if (m_fusedPass) planFusion(hooks);
     // A Flatten's input that the last pass left empty (its buffer went on as the Flatten's output)
     // gets the spare buffer back, so that its producer writes without allocating.
