@@ -113,8 +113,24 @@ void TestLsqTraining::lsqQatLearnsAndExports()
         ++target;
     }
     QVERIFY(target >= 2);
+    // And the activation points' scales are the learned steps as the last optimizer step left them
+    // (as reported), not those of the forward before it (tester 10): one more update (every
+    // learned step 10 % up, then the strategy's after-step clamp), exported with no forward between.
+    for (Param* p : t.strategy().learnedParams())
+        for (float& v : p->value.values()) v *= 1.1f;
+    sim.clampLearnedSteps();
+    const ExportedModel updated = exportedModelOf(t);
+    std::size_t points = 0;
+    for (const StepSizeTrack& k : sim.learnedSteps()) {
+        if (k.tensor != "activation") continue;
+        const auto l = std::find_if(updated.layers.begin(), updated.layers.end(), [&](const StoredLayer& s) { return s.name == k.layer; });
+        QVERIFY2(l != updated.layers.end() && l->outputQuant, k.layer.c_str());
+        QCOMPARE(static_cast<double>(l->outputQuant->scale), k.step);
+        ++points;
+    }
+    QVERIFY(points >= 2);
     double engineAcc = 0;
-    const double agree = engineAgreement(t.model(), sim, em, m_data, &engineAcc);
+    const double agree = engineAgreement(t.model(), sim, updated, m_data, &engineAcc);
     qInfo("LSQ+ int4 QAT: quantized %.3f, engine %.3f, argmax agreement %.3f", rec.epochs.back().quantTestAccuracy, engineAcc, agree);
     QVERIFY(agree >= kMinArgmaxAgreement);
     // .qsm keeps them.

@@ -71,6 +71,16 @@ void QuantSim::clampLearnedSteps()
     for (auto& a : m_lsqAct)
         if (a) a->clampStep();
     floorLearnedWeightSteps();
+    // The activation grids in force (what export and the quantized evaluation read) follow the step
+    // the optimizer just made, as the weight steps do: before, they held the grid of the last
+    // forward, one update behind what step_sizes reports (tester 10: stem.2 reported 0.04548,
+    // exported 0.04319). A step clamped to the float floor keeps its grid: the next training
+    // forward lifts it to the batch's floor (lsqActivationStepFloor), which no grid of 1.2e-7 is.
+    for (std::size_t point = 0; point < m_lsqAct.size(); ++point) {
+        LsqActivationQuantizer* a = m_lsqAct[point].get();
+        if (a && a->initialised() && point < m_act.size() && m_act[point] && a->step().value[0] > kScaleEps)
+            m_act[point]->setFixedParams(a->params());
+    }
 }
 
 void QuantSim::floorLearnedWeightSteps()
