@@ -5,6 +5,7 @@
 // correction cuts the mean output error of a quantized model on its calibration images; the
 // PTQ options reach the strategy and its layer statistics carry the ranges before CLE.
 #include "data/dataset.h"
+#include "io/exported_model.h"
 #include "nn/activations.h"
 #include "nn/batchnorm2d.h"
 #include "nn/conv2d.h"
@@ -20,6 +21,7 @@
 #include "util/rng.h"
 
 #include "onnx/export_fixtures.h" // fixtures::syntheticDataset
+#include "strategy_fixtures.h"
 
 #include <QtTest>
 
@@ -183,6 +185,7 @@ private slots:
     void relu6PairsAreSkipped();
     void nonHomogeneousActivationsAreSkipped();
     void relu6ToReluOptIn();
+    void relu6ToReluRunReportsTheChangedModel();
     void biasCorrectionReducesMeanOutputError();
     void biasCorrectionSkipsBiasFreeLinear();
     void optionsNeedPtq();
@@ -282,6 +285,53 @@ void TestCle::relu6ToReluOptIn()
     for (auto& [i, layer] : old) m->replaceLayer(i, std::move(layer));
     QCOMPARE(m->layer(old.empty() ? 0 : 2).kind(), LayerKind::ReLU6);
     QVERIFY_THROWS_EXCEPTION(ConfigError, m->replaceLayer(2, std::make_unique<ReLU>("another-name")));
+}
+
+// A PTQ run with --cle-relu6-to-relu quantizes the ReLU model: the FP32 accuracy it finishes with
+// (the "FP32 weights" beside the quantized accuracy) is that model's, not the ReLU6 model's it
+// evaluated first (tester 10).
+void TestCle::relu6ToReluRunReportsTheChangedModel()
+{
+    if (!std::filesystem::exists(kDefaultDataDir)) QSKIP("Fashion-MNIST is not installed (dataset-fashion-mnist)");
+    DatasetOptions dopt;
+    dopt.trainLimit = 2000;
+    dopt.testLimit = 500;
+    const Dataset data = Dataset::load(dopt);
+    // mobilenet-tiny trained one epoch, then its BatchNorms' gamma and beta 8 times as large, so
+    // that ReLU6 clips and the ReLU model predicts otherwise.
+    TrainConfig fp32;
+    fp32.model = "mobilenet-tiny";
+    Trainer first(fp32, data);
+    first.run();
+    const ExportedModel trained = exportFloatModel(first.model(), "mobilenet-tiny", data.normalization, data.classNames);
+    TrainConfig cfg;
+    cfg.model = "mobilenet-tiny";
+    cfg.epochs = 0;
+    cfg.pretrained = true;
+    cfg.modelFactory = [&](const Shape&, std::size_t, std::uint64_t) {
+        std::unique_ptr<Model> m = buildModel(trained);
+        for (std::size_t i = 0; i < m->size(); ++i)
+            if (auto* bn = dynamic_cast<BatchNorm2d*>(&m->layer(i)))
+                for (std::size_t c = 0; c < bn->channels(); ++c) {
+                    bn->gamma().value[c] *= 8.0f;
+                    bn->beta().value[c] *= 8.0f;
+                }
+        return m;
+    };
+    cfg.precision.strategy = Strategy::Ptq;
+    cfg.precision.format = "int8";
+    cfg.precision.crossLayerEqualization = true;
+    cfg.precision.cleRelu6ToRelu = true;
+    strategy_fixtures::Recorder rec;
+    Trainer t(cfg, data, &rec);
+    const FinishEvent fin = t.run();
+    const PtqRefiner* r = t.strategy().refiner();
+    QVERIFY(r && r->replacedRelu6() == 9);
+    QCOMPARE(rec.epochs.size(), std::size_t{1});
+    qInfo("ReLU6 model %.4f, ReLU model %.4f, quantized %.4f", rec.epochs[0].testAccuracy, r->floatAccuracyAfterCle(), fin.quantTestAccuracy);
+    QVERIFY(r->floatAccuracyAfterCle() != rec.epochs[0].testAccuracy); // the two models differ here
+    QCOMPARE(fin.testAccuracy, r->floatAccuracyAfterCle());
+    QCOMPARE(rec.finish.testAccuracy, r->floatAccuracyAfterCle());
 }
 
 void TestCle::biasCorrectionReducesMeanOutputError()
