@@ -167,6 +167,18 @@ void checkWritableFolder(const std::string& path)
     if (!S_ISDIR(st.st_mode)) throw IoError(path + ": cannot write here" + via + ": " + dir + " is not a folder");
     if (::access(dir.c_str(), W_OK | X_OK) != 0)
         throw IoError(path + ": cannot write in " + dir + via + ": " + errnoText(errno));
+    // access() grants root everything, and a folder such as /sys or /proc takes no new files
+    // whatever its mode (tester 10: --export /sys/x.qsm failed after training): the temporary
+    // file writeFileAtomic makes, made and removed now.
+    std::string probe = target + ".tmp-XXXXXX";
+    const int fd = ::mkstemp(probe.data());
+    if (fd < 0) {
+        const int e = errno;
+        throw IoError(path + ": cannot write in " + dir + via + ": " +
+                      (e == ENOENT || e == EACCES || e == EPERM ? std::string("the folder takes no new files") : errnoText(e)));
+    }
+    ::close(fd);
+    ::unlink(probe.c_str());
 }
 
 std::vector<std::uint8_t> readFileBytes(const std::string& path, std::uint64_t maxBytes)
