@@ -14,6 +14,7 @@
 #include "train/ptq_refine.h"
 #include "analysis/model_export.h"
 #include "io/model_source.h"
+#include "nn/model_zoo.h"
 #include "train/trainer.h"
 #include "util/atomic_file.h"
 
@@ -456,6 +457,18 @@ int runTrain(const std::vector<std::string>& argv)
     if (args.has("--normalize")) {
         data.normalization = Normalization::parse(args.str("--normalize", "")).broadcast(data.channels());
         noteExtremeNormalization(data.normalization, "train", args.has("--json"));
+    }
+    // --bn-reestimate on a model with no BatchNorm re-estimates nothing (tester 10: accepted
+    // without a word, and the run was the same as without it).
+    if (args.has("--bn-reestimate") && pc.strategy == Strategy::Qat) {
+        bool hasBatchNorm = false;
+        if (file) {
+            for (const StoredLayer& l : file->layers) hasBatchNorm = hasBatchNorm || l.kind == LayerKind::BatchNorm2d;
+        } else {
+            const std::unique_ptr<Model> preset = makeModel(cfg.model, data.channels(), data.height(), data.width(), data.numClasses(), cfg.seed);
+            for (std::size_t i = 0; i < preset->size(); ++i) hasBatchNorm = hasBatchNorm || preset->layer(i).kind() == LayerKind::BatchNorm2d;
+        }
+        unusedWith("--bn-reestimate", hasBatchNorm, ("the model (" + cfg.model + ") has no BatchNorm layer to re-estimate").c_str());
     }
     nlohmann::json startExtra = nlohmann::json::object(); // what was read, for the JSON start event
     if (cfg.pretrained && file) {

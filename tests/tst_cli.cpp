@@ -347,6 +347,9 @@ void TestCli::ignoredOptionsAreNamed_data()
         << QStringList{} << QStringList{"--act-calibration"};
     QTest::newRow("ptq fp8 --granularity for an int4 layer")
         << "ptq" << QStringList{"--format", "fp8-e4m3", "--granularity", "tensor", "--layer", "fc1=int4"} << QStringList{} << QStringList{};
+    // mlp has no BatchNorm: --bn-reestimate re-estimates nothing (tester 10: accepted without a word).
+    QTest::newRow("qat --bn-reestimate without a BatchNorm") << "qat" << QStringList{"--bn-reestimate", "2"} << QStringList{}
+                                                             << QStringList{"--bn-reestimate"};
     QTest::newRow("--image-shape and --test-fraction on IDX")
         << "fp32" << QStringList{"--image-shape", "1x28x28", "--test-fraction", "0.3"} << QStringList{}
         << QStringList{"--image-shape", "--test-fraction"};
