@@ -279,10 +279,11 @@ int runTrain(const std::vector<std::string>& argv)
         const std::size_t foldedConvs = static_cast<std::size_t>(
             std::count_if(file->layers.begin(), file->layers.end(), [](const StoredLayer& l) { return l.bnFolded; }));
         if (foldedConvs > 0 && !reinit && args.str("--epochs", "1") != "0")
-            file->notes.push_back("the exporter folded BatchNorm into " + std::to_string(foldedConvs) +
-                                  " convolutions, so fine-tuning trains the network without BatchNorm; a deep one may diverge "
-                                  "at the usual learning rate: try a 10x smaller --lr, or export with torch.onnx.export(..., "
-                                  "training=torch.onnx.TrainingMode.PRESERVE) to keep the BatchNorm layers");
+            file->notes.push_back("the file has BatchNorm folded into " + std::to_string(foldedConvs) +
+                                  " convolutions (as torch.onnx.export in eval mode and QuantScope's FP32 .onnx write them), so "
+                                  "fine-tuning trains the network without BatchNorm; a deep one may diverge at the usual learning "
+                                  "rate: try a 10x smaller --lr, or start from a file that keeps the BatchNorm layers "
+                                  "(torch.onnx.export(..., training=torch.onnx.TrainingMode.PRESERVE), or QuantScope's .qsm)");
         cfg.model = file->modelName;
         if (cfg.model.empty()) cfg.model = std::filesystem::path(modelSpec).stem().string();
         cfg.modelFactory = modelFromFile(modelSpec, reinit);

@@ -59,6 +59,9 @@ void TestCliFiles::modelFiles()
     const Result r8Trained = runCli({"train", "--model", "resnet8", "--data", m_valid, "--train-limit", "64", "--test-limit", "20",
                                      "--epochs", "1", "--quiet", "--export", r8});
     QVERIFY2(r8Trained.exitCode == kExitOk, qPrintable(r8Trained.err));
+    // ... and says so as it exports (tester 10: the export line named nothing of it).
+    QVERIFY2(r8Trained.out.contains("exported " + r8) && r8Trained.out.contains("9 BatchNorms are folded into the convolutions before them"),
+             qPrintable(r8Trained.out));
     const Result initFolded = runCli({"train", "--model", "resnet8", "--init", r8, "--data", m_valid, "--test-limit", "20",
                                       "--strategy", "ptq", "--epochs", "0", "--quiet"});
     QCOMPARE(initFolded.exitCode, kExitUsage);
@@ -74,7 +77,7 @@ void TestCliFiles::modelFiles()
     // PyTorch's eval-mode export folded the BatchNorms: fine-tuning says what that means (a
     // ResNet-18 fell to 0 % without a word; tester 11).
     const nlohmann::json qatStart = nlohmann::json::parse(qat.out.section('\n', 0, 0).toStdString());
-    QVERIFY2(qatStart.at("model_notes").dump().find("folded BatchNorm into 9 convolutions") != std::string::npos &&
+    QVERIFY2(qatStart.at("model_notes").dump().find("BatchNorm folded into 9 convolutions") != std::string::npos &&
                  qatStart.at("model_notes").dump().find("TrainingMode.PRESERVE") != std::string::npos,
              qatStart.dump().c_str());
     const Result ev = runCli({"eval", ref, "--data", m_valid, "--test-limit", "100", "--normalize", "0.286,0.353", "--json"});

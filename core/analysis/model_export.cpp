@@ -543,6 +543,14 @@ ExportSummary writeAndVerify(const ExportedModel& m, const ExportedModel& fp32, 
     s.runner = runner.description();
     s.note = formatByteSize(s.fileBytes) + " (" + std::to_string(static_cast<int>(std::lround(100.0 * s.sizeRatio))) + "% of the same model as an FP32 " +
              (s.format == ExportFormat::Qsm ? ".qsm, " : ".onnx, ") + formatByteSize(s.fp32Bytes) + ")";
+    // The FP32 ONNX form folds each BatchNorm into the convolution before it (a .qsm keeps them):
+    // said, since a fine-tuning from the file then trains without them (tester 10).
+    const auto batchNorms = [](const ExportedModel& x) {
+        return static_cast<std::size_t>(std::count_if(x.layers.begin(), x.layers.end(), [](const StoredLayer& l) { return l.kind == LayerKind::BatchNorm2d; }));
+    };
+    if (const std::size_t folded = batchNorms(m) - std::min(batchNorms(m), batchNorms(back)); folded > 0)
+        s.note += "; " + std::to_string(folded) + (folded == 1 ? " BatchNorm is" : " BatchNorms are") +
+                  " folded into the convolutions before them (a .qsm keeps them, to fine-tune with BatchNorm)";
     for (const std::string& n : m.notes) s.note += "; " + n;
     return s;
 }
