@@ -272,8 +272,8 @@ int runCompare(const Args& args)
             try { // a plan the engine cannot run (MX or float weights, group scales) leaves a note, not an error
                 const ExportedModel em = exportQuantizedModel(*model, sim, name, data, "ptq", pc.granularity);
                 engine = compareEngineWithFakeQuant(em, data, data.test, std::min<std::size_t>(images, 64));
-            } catch (const ConfigError& e) {
-                engineNote = e.what();
+            } catch (const ConfigError& e) { // said as what it means for this command (tester 10 read "export")
+                engineNote = std::string("not compared: the integer engine cannot run this plan (") + e.what() + ")";
             }
         }
     });

@@ -305,7 +305,7 @@ void TestCliAnalyze::planOutReproducesUnderTrainLimit()
 // trained on it with a loss of 2e28 and no word. train, analyze and eval now note it.
 void TestCliAnalyze::tinyNormalizeStdIsNoted()
 {
-    const QString note = "note: --normalize 0.300000012,1e-30 maps channel 0's pixels to values up to 7e+29";
+    const QString note = "note: --normalize 0.3,1e-30 maps channel 0's pixels to values up to 7e+29"; // as given, not 0.300000012
     const Result train = runCli({"train", "--data", m_valid, "--model", "mlp", "--train-limit", "64", "--test-limit", "20",
                                  "--normalize", "0.3,1e-30", "--quiet"});
     QVERIFY2(train.err.contains("quantscope-cli train: " + note), qPrintable(train.err));

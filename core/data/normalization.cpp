@@ -85,12 +85,22 @@ std::vector<float> Normalization::table() const
 
 namespace {
 
+// fmt nullptr: each value in the fewest significant digits (6 to 9) that read back as the same
+// float, so that 0.286 is written "0.286", not "0.286000013" (tester 10's --plan-out), and still
+// parses to the very value.
 std::string joined(const std::vector<float>& v, const char* sep, const char* fmt)
 {
     std::string s;
     char buf[32];
     for (std::size_t i = 0; i < v.size(); ++i) {
-        std::snprintf(buf, sizeof buf, fmt, static_cast<double>(v[i]));
+        if (fmt) {
+            std::snprintf(buf, sizeof buf, fmt, static_cast<double>(v[i]));
+        } else {
+            for (int digits = 6; digits <= 9; ++digits) {
+                std::snprintf(buf, sizeof buf, "%.*g", digits, static_cast<double>(v[i]));
+                if (std::strtof(buf, nullptr) == v[i]) break;
+            }
+        }
         if (i) s += sep;
         s += buf;
     }
@@ -105,6 +115,6 @@ std::string Normalization::describe() const
     return "mean (" + joined(mean, ", ", "%.4f") + "), std (" + joined(stddev, ", ", "%.4f") + ")";
 }
 
-std::string Normalization::str() const { return joined(mean, ":", "%.9g") + "," + joined(stddev, ":", "%.9g"); }
+std::string Normalization::str() const { return joined(mean, ":", nullptr) + "," + joined(stddev, ":", nullptr); }
 
 } // namespace quantscope

@@ -74,7 +74,7 @@ std::optional<Normalization> storedNormalization(const std::string& path)
 
 void loadFloatWeights(Model& model, const ExportedModel& m, const std::string& source)
 {
-    if (m.quantized) throw ConfigError(source + " is an integer model; training and PTQ start from an FP32 model (export it as FP32)");
+    if (m.quantized) throw ConfigError(source + " is an integer model; training, PTQ and analyze start from an FP32 model (export that one as FP32; eval runs this one)");
     for (std::size_t i = 0; i < model.size(); ++i) {
         Layer& layer = model.layer(i);
         std::vector<std::pair<std::string, Tensor*>> wanted;
@@ -127,7 +127,7 @@ ModelFactory modelFromFile(const std::string& path, bool reinit)
     return [path, reinit](const Shape& input, std::size_t classes, std::uint64_t seed) {
         const ExportedModel m = readModelFile(path, input.at(1), input.at(2));
         if (m.quantized)
-            throw ConfigError(path + " is an integer model; training and PTQ start from an FP32 model (export it as FP32)");
+            throw ConfigError(path + " is an integer model; training, PTQ and analyze start from an FP32 model (export that one as FP32; eval runs this one)");
         const Shape theirs{m.channels, m.height, m.width};
         // A graph of dynamic height and width was read at the data's size: only its channels can
         // differ, and naming a size would blame the wrong thing (tester 17 #12).
