@@ -594,7 +594,7 @@ int runSearch(const Args& args)
         const EvaluatedPlan& p = r.plans[k];
         std::printf("%-5s %-*s %12llu %6.2f %8.2f%%%s\n", p.onFront ? "*" : "", pw, p.label.c_str(), static_cast<unsigned long long>(p.bytes),
                     p.bitsPerWeight, 100.0 * p.accuracy,
-                    static_cast<long>(k) == r.chosen ? "   <- chosen"
+                    static_cast<long>(k) == r.chosen ? (r.stopped ? "   <- best so far (stopped)" : "   <- chosen")
                     : p.overBudget                   ? "   over budget: not taken"
                     : p.overBytes                    ? "   larger than --max-bytes"
                                                      : "");
