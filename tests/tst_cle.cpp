@@ -37,6 +37,27 @@ constexpr float kFunctionTol = 1e-5f; // CLE must not change the FP32 outputs be
 
 // Random BatchNorm statistics and wildly different channel scales in every conv/linear, so there
 // is something to equalise.
+void roughen(Model& m, std::uint64_t seed);
+
+// The first 2,000 Fashion-MNIST training images and `test` test images (callers skip without the set).
+Dataset fashionSubset(std::size_t test)
+{
+    DatasetOptions o;
+    o.trainLimit = 2000;
+    o.testLimit = test;
+    return Dataset::load(o);
+}
+
+// A preset trained for one epoch in FP32 on data.
+std::unique_ptr<Trainer> trainedOneEpoch(const std::string& preset, const Dataset& data)
+{
+    TrainConfig cfg;
+    cfg.model = preset;
+    auto t = std::make_unique<Trainer>(cfg, data);
+    t->run();
+    return t;
+}
+
 void roughen(Model& m, std::uint64_t seed)
 {
     Rng r(seed);
@@ -293,17 +314,11 @@ void TestCle::relu6ToReluOptIn()
 void TestCle::relu6ToReluRunReportsTheChangedModel()
 {
     if (!std::filesystem::exists(kDefaultDataDir)) QSKIP("Fashion-MNIST is not installed (dataset-fashion-mnist)");
-    DatasetOptions dopt;
-    dopt.trainLimit = 2000;
-    dopt.testLimit = 500;
-    const Dataset data = Dataset::load(dopt);
+    const Dataset data = fashionSubset(500);
     // mobilenet-tiny trained one epoch, then its BatchNorms' gamma and beta 8 times as large, so
     // that ReLU6 clips and the ReLU model predicts otherwise.
-    TrainConfig fp32;
-    fp32.model = "mobilenet-tiny";
-    Trainer first(fp32, data);
-    first.run();
-    const ExportedModel trained = exportFloatModel(first.model(), "mobilenet-tiny", data.normalization, data.classNames);
+    const std::unique_ptr<Trainer> first = trainedOneEpoch("mobilenet-tiny", data);
+    const ExportedModel trained = exportFloatModel(first->model(), "mobilenet-tiny", data.normalization, data.classNames);
     TrainConfig cfg;
     cfg.model = "mobilenet-tiny";
     cfg.epochs = 0;
@@ -337,15 +352,9 @@ void TestCle::relu6ToReluRunReportsTheChangedModel()
 void TestCle::biasCorrectionReducesMeanOutputError()
 {
     if (!std::filesystem::exists(kDefaultDataDir)) QSKIP("Fashion-MNIST is not installed (dataset-fashion-mnist)");
-    DatasetOptions dopt;
-    dopt.trainLimit = 2000;
-    dopt.testLimit = 200;
-    const Dataset data = Dataset::load(dopt);
-    TrainConfig cfg;
-    cfg.model = "lenet5";
-    Trainer t(cfg, data);
-    t.run();
-    Model& m = t.model();
+    const Dataset data = fashionSubset(200);
+    const std::unique_ptr<Trainer> t = trainedOneEpoch("lenet5", data);
+    Model& m = t->model();
     PrecisionConfig pc;
     pc.strategy = Strategy::Ptq;
     pc.format = "int4";
