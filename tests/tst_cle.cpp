@@ -347,6 +347,8 @@ void TestCle::relu6ToReluRunReportsTheChangedModel()
     QVERIFY(r->floatAccuracyAfterCle() != rec.epochs[0].testAccuracy); // the two models differ here
     QCOMPARE(fin.testAccuracy, r->floatAccuracyAfterCle());
     QCOMPARE(rec.finish.testAccuracy, r->floatAccuracyAfterCle());
+    QCOMPARE(fin.testLoss, r->floatLossAfterCle()); // its loss too, not the ReLU6 model's
+    QVERIFY(fin.testLoss != rec.epochs[0].testLoss);
 }
 
 void TestCle::biasCorrectionReducesMeanOutputError()

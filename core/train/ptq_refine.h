@@ -96,10 +96,15 @@ public:
     // Before quantizeWeights: back to the FP32 weights, snapshot them, apply CLE.
     void begin(QuantSim& sim);
     // How many ReLU6 layers begin() turned into ReLU (the FP32 model then differs), and the FP32
-    // test accuracy of that model where the caller measured it (NaN otherwise).
+    // test accuracy and loss of that model where the caller measured them (NaN otherwise).
     std::size_t replacedRelu6() const { return m_swapped.size(); }
-    void setFloatAccuracyAfterCle(double a) { m_floatAfterCle = a; }
+    void setFloatAccuracyAfterCle(double accuracy, double loss)
+    {
+        m_floatAfterCle = accuracy;
+        m_floatLossAfterCle = loss;
+    }
     double floatAccuracyAfterCle() const { return m_floatAfterCle; }
+    double floatLossAfterCle() const { return m_floatLossAfterCle; }
     // After quantizeWeights + calibrate: AdaRound, bias correction, commit; remembers the result.
     void refine(QuantSim& sim, const Dataset& data, std::size_t images, std::size_t batchSize,
                 const PtqProgressFn& progress);
@@ -127,7 +132,7 @@ private:
     void restoreLayers();
     ParamSnapshot m_float, m_refined;
     std::vector<std::pair<std::size_t, LayerPtr>> m_swapped; // ReLU6 layers replaced by ReLU
-    double m_floatAfterCle = kNoValue;
+    double m_floatAfterCle = kNoValue, m_floatLossAfterCle = kNoValue;
     EqualizationReport m_cle;
     std::vector<AdaRoundLayerReport> m_ada;
     std::vector<BiasCorrectionReport> m_bias;

@@ -93,8 +93,10 @@ public:
     {
         if (m_refiner.active()) {
             m_refiner.begin(m_sim); // FP32 weights back, CLE
-            if (m_refiner.replacedRelu6() > 0) // a different FP32 model: measure it
-                m_refiner.setFloatAccuracyAfterCle(evaluate(m_model, data, data.test, batch).accuracy);
+            if (m_refiner.replacedRelu6() > 0) { // a different FP32 model: measure it
+                const EvalResult changed = evaluate(m_model, data, data.test, batch);
+                m_refiner.setFloatAccuracyAfterCle(changed.accuracy, changed.loss);
+            }
         }
         m_sim.quantizeWeights(Rounding::Nearest, 0);
         m_sim.calibrate(data, data.train, m_cfg.calibImages, batch);

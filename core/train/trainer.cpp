@@ -248,13 +248,15 @@ void Trainer::endOfEpoch(EpochEvent& ee, FinishEvent& fin)
     m_strategy->afterEval();
     fin.epochsDone = epoch;
     fin.testAccuracy = ee.testAccuracy;
+    fin.testLoss = ee.testLoss;
+    fin.quantTestAccuracy = ee.quantTestAccuracy;
     // PTQ with --cle-relu6-to-relu quantizes a different FP32 model (its ReLU6 layers made ReLU):
     // the run's FP32 accuracy is that model's, beside the quantized one made from it (tester 10:
     // the ReLU6 model's 74.27 % was reported where the ReLU model scores 74.28 %).
-    if (const PtqRefiner* r = m_strategy->refiner(); r && r->replacedRelu6() > 0 && !std::isnan(r->floatAccuracyAfterCle()))
+    if (const PtqRefiner* r = m_strategy->refiner(); r && r->replacedRelu6() > 0 && !std::isnan(r->floatAccuracyAfterCle())) {
         fin.testAccuracy = r->floatAccuracyAfterCle();
-    fin.testLoss = ee.testLoss;
-    fin.quantTestAccuracy = ee.quantTestAccuracy;
+        fin.testLoss = r->floatLossAfterCle(); // the pair from one model
+    }
     if (m_observer) {
         if (!stats.empty()) m_observer->onLayerStats(stats);
         m_observer->onEpoch(ee);
