@@ -80,6 +80,16 @@ void TestPlans::roundTripsJson()
     const std::string path = m_dir + "/rt.json";
     writePlanFile(path, p);
     const PrecisionPlan back = readPlanFile(path);
+    {
+        // A layer's granularity left beside a float format (the window's plan table, after its format
+        // changed) is not written: the file reads back.
+        PrecisionPlan f;
+        LayerOverride& e = f.entry("fc1");
+        e.format = "fp16";
+        e.granularity = "channel";
+        writePlanFile(m_dir + "/float-layer.json", f);
+        QVERIFY(!readPlanFile(m_dir + "/float-layer.json").layers.at(0).granularity.has_value());
+    }
     QCOMPARE(back.defaults, p.defaults);
     QCOMPARE(back.activationCalibration, p.activationCalibration);
     QCOMPARE(back.inputNormalization, p.inputNormalization);
@@ -129,6 +139,11 @@ void TestPlans::refusesBadPlans_data()
                                          << QStringList{"bad.json", "layer 'fc1'", "granularity 'row'", "group:N"};
     QTest::newRow("group too large") << R"({"layers":{"conv1":"int4:group:16"}})"
                                      << QStringList{"bad.json", "layer 'conv1'", "group size 16", "rows of 9", "group:1..group:9"};
+    // A float or MX format has no scale: a granularity beside it in the layer's own entry is refused (tester 10).
+    QTest::newRow("granularity on a float layer") << R"({"layers":{"fc1":"fp16:group:4"}})"
+                                                  << QStringList{"bad.json", "layer 'fc1'", "granularity 'group:4' with format fp16", "takes none"};
+    QTest::newRow("granularity key on an MX layer") << R"({"layers":{"fc1":{"format":"mxfp4","granularity":"channel"}}})"
+                                                    << QStringList{"bad.json", "layer 'fc1'", "granularity 'channel' with format mxfp4"};
     QTest::newRow("unknown calibration") << R"({"layers":{"fc1":{"calibration":"entropy"}}})"
                                          << QStringList{"bad.json", "layer 'fc1'", "calibration 'entropy'", "mse"};
     QTest::newRow("block activation") << R"({"layers":{"fc1":{"act_format":"mxfp4"}}})"
@@ -185,6 +200,7 @@ void TestPlans::refusesBadSpecs_data()
     QTest::newRow("no format") << "fc1=" << "" << "NAME=FORMAT";
     QTest::newRow("bad format") << "fc1=int99" << "" << "unknown format 'int99'";
     QTest::newRow("bad group") << "fc1=int4:group:0" << "" << "the group size must be a positive integer";
+    QTest::newRow("granularity on a float format") << "fc1=fp16:group:4" << "" << "--layer 'fc1=fp16:group:4': fp16 takes no granularity";
     QTest::newRow("empty keep") << "" << "fc1,,fc2" << "NAME[,NAME]";
     QTest::newRow("a layer twice") << "fc1=int4;conv1=int8;fc1=int8" << "" << "'fc1' twice";
 }

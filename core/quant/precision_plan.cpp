@@ -86,12 +86,24 @@ void splitFormatSpec(const std::string& spec, std::string& format, std::optional
     if (colon != std::string::npos) granularity = spec.substr(colon + 1);
 }
 
+// A layer's own granularity beside its own float or MX format, which has no scale to place it
+// (tester 10: taken without a word). The default may give one: it is for the integer layers.
+void checkNoScaleGranularity(const std::string& source, const std::string& layer, const LayerOverride& o)
+{
+    if (layer.empty() || !o.format || !o.granularity) return;
+    checkFormat(source, layer, *o.format);
+    if (!needsScale(findFormat(*o.format)))
+        fail(source, where(layer) + ": granularity '" + *o.granularity + "' with format " + *o.format +
+                         ", which takes none (float and MX formats have no scale to place)");
+}
+
 void readFields(const json& j, const std::string& source, const std::string& layer, LayerOverride& o)
 {
     if (j.is_string()) {
         std::string f;
         splitFormatSpec(j.get<std::string>(), f, o.granularity);
         o.format = f;
+        checkNoScaleGranularity(source, layer, o);
         return;
     }
     if (!j.is_object())
@@ -115,6 +127,7 @@ void readFields(const json& j, const std::string& source, const std::string& lay
                              "' (valid: format, granularity, calibration, act_format, keep_fp32" +
                              (layer.empty() ? ", act_calibration" : "") + ")");
     }
+    checkNoScaleGranularity(source, layer, o);
 }
 
 // Checks the names in one entry (formats, granularity, calibration), not its fit to a layer.
@@ -258,7 +271,12 @@ std::string planToJson(const PrecisionPlan& plan)
     for (const LayerOverride& o : plan.layers) {
         json e = json::object();
         if (o.format) e["format"] = *o.format;
-        if (o.granularity) e["granularity"] = *o.granularity;
+        // Not beside the layer's own float or MX format, which takes none (the window's plan table
+        // keeps a layer's granularity when its format changes to one; readPlanFile refuses the pair).
+        const auto& formats = numberFormats();
+        const auto own = o.format ? std::find_if(formats.begin(), formats.end(), [&](const NumberFormat& f) { return f.name == *o.format; })
+                                  : formats.end();
+        if (o.granularity && (own == formats.end() || needsScale(*own))) e["granularity"] = *o.granularity;
         if (o.calibration) e["calibration"] = *o.calibration;
         if (o.activationFormat) e["act_format"] = *o.activationFormat;
         layers[o.layer] = e;
@@ -280,6 +298,9 @@ void applyLayerSpec(PrecisionPlan& plan, const std::string& spec)
     splitFormatSpec(spec.substr(eq + 1), f, o.granularity);
     o.format = f;
     checkNames("--layer", name, o);
+    if (o.granularity && !needsScale(findFormat(f))) // tester 10: fc1=fp16:group:4 was taken without a word
+        throw ConfigError("--layer '" + spec + "': " + f + " takes no granularity (float and MX formats have no scale to place); give " +
+                          name + "=" + f);
     LayerOverride& e = plan.entry(name);
     e.format = o.format;
     if (o.granularity) e.granularity = o.granularity;
@@ -311,7 +332,7 @@ void applyKeepFp32(PrecisionPlan& plan, const std::string& names)
 
 void checkPlan(const PrecisionPlan& plan, const Model& model)
 {
-    const std::string source = plan.source.empty() ? "(per-layer settings)" : plan.source;
+    const std::string source = plan.source.empty() ? "(--layer, --keep-fp32)" : plan.source;
     LayerOverride d{"", plan.defaults.format, plan.defaults.granularity, plan.defaults.calibration,
                     plan.defaults.activationFormat};
     checkNames(source, "", d);
