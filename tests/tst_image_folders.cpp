@@ -36,6 +36,7 @@ private slots:
     void limitsDecodeOnlyWhatIsKept();
     void pngModesDecodeAsStored_data();
     void pngModesDecodeAsStored();
+    void upperCaseExtensionsAreImages();
 };
 
 // train/ + test/: PNG and JPEG, grey and colour mixed -> C=3, grey replicated; PNG exact.
@@ -340,3 +341,28 @@ void TestImageFolders::pngModesDecodeAsStored()
 
 QTEST_GUILESS_MAIN(TestImageFolders)
 #include "tst_image_folders.moc"
+
+// Extensions are matched without case, as cameras and Windows write them (IMG_0001.JPG): a tree of
+// only .PNG and .JpEg files is an image folder, and every image in it is read.
+void TestImageFolders::upperCaseExtensionsAreImages()
+{
+    const std::string r = path("img-upper");
+    writeImageTree(r, {"a", "b"}, 3, 0, ".png", 1, 6, 6);
+    writeImage(r + "/b/photo.jpg", 9, 1, 6, 6);
+    std::vector<fs::path> files;
+    for (const auto& e : fs::recursive_directory_iterator(r))
+        if (e.is_regular_file()) files.push_back(e.path());
+    for (const fs::path& f : files) {
+        fs::path to = f;
+        to.replace_extension(f.extension() == ".png" ? ".PNG" : ".JpEg");
+        fs::rename(f, to);
+    }
+    DatasetOptions o;
+    o.dir = r;
+    o.testFraction = 0.5;
+    const Dataset d = Dataset::load(o);
+    QCOMPARE(d.layout, DatasetLayout::ImageFolder);
+    QCOMPARE(d.train.size() + d.test.size(), std::size_t{7});
+    QCOMPARE(d.classNames, std::vector<std::string>({"a", "b"}));
+    QVERIFY(isImageFileName("x/IMG_0001.JPG") && isImageFileName("y.Png") && !isImageFileName("notes.TXT"));
+}

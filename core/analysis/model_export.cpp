@@ -19,6 +19,7 @@
 #include "util/atomic_file.h"
 #include "util/errors.h"
 #include "util/number_text.h"
+#include "util/ascii_text.h"
 
 #include <algorithm>
 #include <optional>
@@ -31,12 +32,6 @@
 namespace quantscope {
 
 namespace {
-
-std::string lower(std::string s)
-{
-    for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return s;
-}
 
 bool endsWith(const std::string& s, const std::string& suffix)
 {
@@ -277,7 +272,7 @@ void mergeVanishedBiasNotes(std::vector<std::string>& notes)
 
 ExportFormat exportFormatFor(const std::string& path)
 {
-    const std::string l = lower(path);
+    const std::string l = asciiLower(path);
     if (endsWith(l, ".qsm")) return ExportFormat::Qsm;
     if (endsWith(l, ".onnx")) return ExportFormat::Onnx;
     throw ConfigError("cannot tell the export format of '" + path + "': use a .qsm or .onnx file name");

@@ -12,10 +12,10 @@
 #include "nn/pointwise.h"
 #include "quant/plan_size.h"
 #include "train/quant_sim.h"
+#include "util/ascii_text.h"
 #include "util/errors.h"
 
 #include <algorithm>
-#include <cctype>
 #include <filesystem>
 #include <system_error>
 
@@ -153,9 +153,7 @@ ModelSummary summarizeExported(const ExportedModel& m, const std::string& source
             }
     // ONNX has no packed sub-byte tensors at the opsets written (io/onnx_io.h): every integer
     // weight is an int8, with an int8 zero point beside each float32 scale.
-    std::string ext = std::filesystem::path(source).extension().string();
-    std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    const bool onnx = ext == ".onnx";
+    const bool onnx = lowerExtension(source) == ".onnx";
     for (const StoredLayer& l : m.layers) {
         if (!m.quantized || (l.kind != LayerKind::Conv2d && l.kind != LayerKind::Linear) || l.tensors.empty()) continue;
         const StoredTensor& t = l.tensors.front(); // the weight

@@ -3,6 +3,7 @@
 #include "data/idx.h"
 #include "data/readers.h"
 #include "data/resize.h"
+#include "util/ascii_text.h"
 #include "util/errors.h"
 #include "util/memory.h"
 #include "util/rng.h"
@@ -245,8 +246,7 @@ std::vector<std::string> guessClassNames(const std::string& dir, std::size_t lab
         for (std::size_t k = 0; k < labelCount; ++k) names.push_back(std::to_string(k));
         return names;
     }
-    std::string lower = fs::path(dir).lexically_normal().string();
-    std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+    const std::string lower = asciiLower(fs::path(dir).lexically_normal().string());
     if (lower.find("fashion") != std::string::npos)
         return {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                 "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};

@@ -1,5 +1,6 @@
 #include "data/image_codec.h"
 
+#include "util/ascii_text.h"
 #include "util/atomic_file.h"
 #include "util/errors.h"
 
@@ -287,8 +288,7 @@ bool isImageFileName(const std::string& path)
 {
     const auto dot = path.rfind('.');
     if (dot == std::string::npos) return false;
-    std::string ext = path.substr(dot + 1);
-    std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    const std::string ext = asciiLower(path.substr(dot + 1));
     return ext == "png" || ext == "jpg" || ext == "jpeg";
 }
 

@@ -2,6 +2,7 @@
 // the readers share: subsets, the seeded per-class train/test split, class-name files.
 #include "data/readers.h"
 
+#include "util/ascii_text.h"
 #include "util/errors.h"
 #include "util/rng.h"
 
@@ -53,8 +54,7 @@ bool hasClassFolders(const fs::path& d)
         for (auto it = fs::recursive_directory_iterator(c.path(), ec); !ec && it != fs::recursive_directory_iterator();
              it.increment(ec))
             if (it->is_regular_file(ec)) {
-                std::string ext = it->path().extension().string();
-                std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char ch) { return std::tolower(ch); });
+                const std::string ext = lowerExtension(it->path());
                 if (ext == ".png" || ext == ".jpg" || ext == ".jpeg") return true;
             }
     }
@@ -119,8 +119,7 @@ DetectedLayout detectLayout(const std::string& path)
     std::error_code ec;
     if (!fs::exists(p, ec)) throw IoError(path + ": no such folder or file");
     if (fs::is_regular_file(p, ec)) {
-        std::string ext = p.extension().string();
-        std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+        const std::string ext = lowerExtension(p);
         if (ext == ".csv") return {DatasetLayout::Csv, path};
         throw IoError(path + ": a dataset file must be a .csv; other layouts are folders");
     }

@@ -4,10 +4,10 @@
 #include "io/onnx_io.h"
 #include "io/qsm.h"
 #include "nn/batchnorm2d.h"
+#include "util/ascii_text.h"
 #include "util/errors.h"
 
 #include <algorithm>
-#include <cctype>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -15,13 +15,6 @@
 namespace quantscope {
 
 namespace {
-
-std::string lowerExtension(const std::string& path)
-{
-    std::string e = std::filesystem::path(path).extension().string();
-    std::transform(e.begin(), e.end(), e.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    return e;
-}
 
 std::string shapeText(const Shape& s)
 {

@@ -3,9 +3,9 @@
 // the integer types), their sizes checked before anything is allocated, and element type names
 // for errors. The constant folder that computes on them: onnx_const.cpp.
 #include "io/onnx_const.h"
+#include "util/ascii_text.h"
 
 #include <algorithm>
-#include <cctype>
 #include <cstdint>
 #include <cstring>
 
@@ -87,9 +87,7 @@ std::string elemTypeName(std::int64_t type)
 {
     if (type < 0 || type > INT32_MAX || !onnx::TensorProto::DataType_IsValid(static_cast<int>(type)))
         return "type " + std::to_string(type);
-    std::string n = onnx::TensorProto::DataType_Name(static_cast<onnx::TensorProto::DataType>(type));
-    std::transform(n.begin(), n.end(), n.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    return n;
+    return asciiLower(onnx::TensorProto::DataType_Name(static_cast<onnx::TensorProto::DataType>(type)));
 }
 
 std::uint64_t checkedNumel(const std::vector<std::int64_t>& dims, const std::string& what)

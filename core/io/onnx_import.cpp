@@ -8,6 +8,7 @@
 
 #include "io/onnx_importer.h"
 #include "io/onnx_inline.h"
+#include "util/ascii_text.h"
 #include "util/atomic_file.h"
 #include "util/errors.h"
 
@@ -15,7 +16,6 @@
 
 #include <algorithm>
 #include <array>
-#include <cctype>
 #include <cstdio>
 #include <map>
 #include <optional>
@@ -433,12 +433,8 @@ StoredLayer& Importer::addLayer(const NodeProto& n, StoredLayer l, Shape out, co
     static const std::set<LayerKind> kFromArithmetic{LayerKind::Hardswish, LayerKind::SiLU,     LayerKind::GELU,
                                                      LayerKind::GELUTanh,  LayerKind::Mish,     LayerKind::Hardsigmoid,
                                                      LayerKind::Softplus,  LayerKind::ChannelShuffle, LayerKind::LayerNorm2d};
-    const auto lower = [](std::string v) {
-        for (char& ch : v) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-        return v;
-    };
-    const std::string kind = lower(layerKindName(l.kind));
-    if (kFromArithmetic.count(l.kind) && scopeName(n.name()).empty() && !weight && lower(n.op_type()) != kind) base = kind;
+    const std::string kind = asciiLower(layerKindName(l.kind));
+    if (kFromArithmetic.count(l.kind) && scopeName(n.name()).empty() && !weight && asciiLower(n.op_type()) != kind) base = kind;
     base += suffix;
     std::string name = base;
     for (int k = 2; m_names.count(name); ++k) name = base + "_" + std::to_string(k);
