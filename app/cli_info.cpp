@@ -191,6 +191,7 @@ nlohmann::json toJson(const ModelSummary& s)
         j["stored_weights"] = std::move(stored);
     }
     if (s.source != "preset") j["normalization"] = s.normalizationKnown ? nlohmann::json(s.normalization) : nlohmann::json(nullptr);
+    if (s.source != "preset") j["class_names"] = s.classNames; // [] where the file names none
     const std::size_t own = s.params - s.importAddedParams; // the exported model's own parameters
     if (s.importAddedParams) {
         j["import_added_params"] = s.importAddedParams;
@@ -272,6 +273,11 @@ void printTable(const ModelSummary& s)
                     s.normalizationKnown ? (s.normalization + " (stored in the file)").c_str()
                                          : "not stored in the file (train, eval and analyze use the train set's statistics "
                                            "unless --normalize is given)");
+    if (s.source != "preset") {
+        std::string names;
+        for (std::size_t i = 0; i < s.classNames.size(); ++i) names += (i ? ", " : "") + std::to_string(i) + " " + s.classNames[i];
+        std::printf("Classes: %s\n", s.classNames.empty() ? "not named in the file" : (names + " (by output)").c_str());
+    }
     for (const std::string& n : s.notes) std::printf("Note: %s\n", n.c_str());
     if (!s.storedWeights.empty()) { // what a plan became, read back from the file
         std::size_t w = 5, g = 11;

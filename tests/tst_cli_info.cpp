@@ -56,7 +56,8 @@ void TestCliInfo::initTestCase()
     QVERIFY(m_tmp.isValid());
     auto model = makeModel("seed-cnn-bn", 1, 28, 28, 10, 4);
     m_qsm = m_tmp.filePath("bn.qsm");
-    writeQsm(m_qsm.toStdString(), exportFloatModel(*model, "seed-cnn-bn", Normalization::uniform(0.3f, 0.3f, 1), {}));
+    writeQsm(m_qsm.toStdString(), exportFloatModel(*model, "seed-cnn-bn", Normalization::uniform(0.3f, 0.3f, 1),
+                                                   {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"}));
     m_junk = m_tmp.filePath("junk.qsm");
     std::ofstream(m_junk.toStdString()) << "this is not a model";
 }
@@ -134,7 +135,8 @@ void TestCliInfo::planSize()
     QVERIFY2(bad.err.contains("fc7") && bad.err.contains("conv1, conv2, fc1, fc2"), qPrintable(bad.err));
 }
 
-// A .qsm: its own shape and name, the file's size, BatchNorms marked as folded at int8 export.
+// A .qsm: its own shape and name, the file's size, BatchNorms marked as folded at int8 export, and
+// the class names it stores, by output (tester 11 could find them only with `strings`).
 void TestCliInfo::qsmFile()
 {
     const Result r = runCli({"info", m_qsm});
@@ -144,10 +146,13 @@ void TestCliInfo::qsmFile()
                  r.out.contains(QLocale(QLocale::English).toString(QFileInfo(m_qsm).size()) + " bytes"),
              qPrintable(r.out));
     QVERIFY2(r.out.contains("folded"), qPrintable(r.out));
+    QVERIFY2(r.out.contains("Classes: 0 zero, 1 one, 2 two,") && r.out.contains("9 nine (by output)"), qPrintable(r.out));
     const Result j = runCli({"info", m_qsm, "--json"});
     QCOMPARE(j.exitCode, kExitOk);
     const nlohmann::json o = nlohmann::json::parse(j.out.toStdString());
     QCOMPARE(o.at("file_bytes").get<qint64>(), QFileInfo(m_qsm).size());
+    QCOMPARE(o.at("class_names").size(), std::size_t{10});
+    QCOMPARE(o.at("class_names")[9].get<std::string>(), std::string("nine"));
     QCOMPARE(QString::fromStdString(o.at("source").get<std::string>()), m_qsm);
 }
 

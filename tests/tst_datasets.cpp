@@ -56,6 +56,7 @@ private slots:
     void presetsTakeTheShape_data();
     void presetsTakeTheShape();
     void modelClassesAgainstTheData();
+    void byteOrderMarks();
 };
 
 // CIFAR-10: five training batches (fewer here), records planar as stored, names from batches.meta.txt.
@@ -592,6 +593,27 @@ void TestDatasets::modelClassesAgainstTheData()
     QCOMPARE(matchClasses(model, {"0", "1", "2"}).kind, ClassMatch::Kind::Unknown);
     QCOMPARE(matchClasses({}, model).kind, ClassMatch::Kind::Unknown);
     QCOMPARE(matchClasses(model, {"cat", "dog"}).kind, ClassMatch::Kind::Unknown);
+}
+
+// A UTF-8 byte order mark (Excel's "CSV UTF-8") is no part of the data: a CSV without a header
+// keeps its first row (it was taken for a header: 479 + 120 images for 480 + 120, tester 11), one
+// with a header reads as before, and classes.txt's first name has no BOM in it.
+void TestDatasets::byteOrderMarks()
+{
+    const std::string bom = "\xEF\xBB\xBF";
+    for (const bool header : {false, true}) {
+        const std::string d = path(header ? "bom-header" : "bom-plain");
+        writeText(d + "/train.csv", bom + csvText(0, 40, 4, 1, 5, 5, header));
+        writeText(d + "/test.csv", bom + csvText(100, 8, 4, 1, 5, 5, header));
+        writeText(d + "/classes.txt", bom + "zero\none\ntwo\nthree\n");
+        DatasetOptions o;
+        o.dir = d;
+        const Dataset a = Dataset::load(o);
+        QCOMPARE(a.train.size(), std::size_t{40});
+        QCOMPARE(a.test.size(), std::size_t{8});
+        QVERIFY(std::equal(a.train.pixels.begin(), a.train.pixels.begin() + 25, planar(0, 1, 5, 5).begin()));
+        QCOMPARE(a.classNames[0], std::string("zero"));
+    }
 }
 
 QTEST_APPLESS_MAIN(TestDatasets)

@@ -238,6 +238,13 @@ void TestIdx::brokenFile_data()
                                              << "images" << "FormatError" << "(truncated?)";
     QTest::newRow("gzip with 8 MiB of trailing data") << "gb-idx1-ubyte.gz" << qb(readBytes(path("bomb.gz"))) << "labels"
                                                       << "FormatError" << "header says 3000 (3000 bytes) but the file decompresses to more";
+    // A header past the size limit (3,000,000 images of 28x28, 2.35 GB) over 8 MiB of zeros: refused
+    // at the header, not after inflating toward the limit (2 GiB and 14 s, tester 11).
+    Bytes claims = idxBytes(0x08, {3000000u, 28, 28}, 0);
+    claims.resize(claims.size() + (8u << 20), 0);
+    writeGzip(path("claims.gz"), claims);
+    QTest::newRow("gzip whose header passes the limit") << "gl-idx3-ubyte.gz" << qb(readBytes(path("claims.gz"))) << "images"
+                                                        << "FormatError" << "header says 3000000x28x28, more than the limit";
     QTest::newRow("gzip of gigantic dims") << "gg-idx3-ubyte.gz" << qb(readBytes(path("huge-inside.gz")))
                                            << "images" << "FormatError" << "4000000000x4000000000x4000000000";
 }

@@ -37,6 +37,7 @@ private slots:
     void pngModesDecodeAsStored_data();
     void pngModesDecodeAsStored();
     void upperCaseExtensionsAreImages();
+    void archiveLitterIsSkipped();
 };
 
 // train/ + test/: PNG and JPEG, grey and colour mixed -> C=3, grey replicated; PNG exact.
@@ -259,6 +260,10 @@ void TestImageFolders::limitsDecodeOnlyWhatIsKept()
         for (std::size_t k = 0; k < kept.train.size(); ++k) QVERIFY2(same(d.train, k, full.train, kept.train[k]), "a kept training image");
         for (std::size_t k = 0; k < kept.validation.size(); ++k) QVERIFY2(same(d.validation, k, full.train, kept.validation[k]), "a validation image");
         for (std::size_t k = 0; k < 7; ++k) QVERIFY2(same(d.test, k, full.test, k), "a test image");
+        // the statistics of the whole training set, not of the kept images among black ones
+        // (tester 11: mean 0.0206 for 0.2965 with --train-limit 64 of 900)
+        QCOMPARE(d.normalization.mean, full.normalization.mean);
+        QCOMPARE(d.normalization.stddev, full.normalization.stddev);
     }
     // One class tree split by --test-fraction: the same, through the split's indices
     const std::string tree = path("img-limits-tree");
@@ -282,6 +287,8 @@ void TestImageFolders::limitsDecodeOnlyWhatIsKept()
                            fullTree.train.pixels.begin() + std::ptrdiff_t(keptTree.validation[k] * B6)));
     QVERIFY(std::equal(t.test.pixels.begin(), t.test.pixels.end(), fullTree.test.pixels.begin()));
     QCOMPARE(t.test.size(), std::size_t{2});
+    QCOMPARE(t.normalization.mean, fullTree.normalization.mean);
+    QCOMPARE(t.normalization.stddev, fullTree.normalization.stddev);
     {   // an image of the tree the limited load does not keep is never decoded (img<i> is entry i)
         std::vector<std::int32_t> labels(20);
         for (std::size_t i = 0; i < 20; ++i) labels[i] = i < 10 ? 0 : 1;
@@ -289,6 +296,7 @@ void TestImageFolders::limitsDecodeOnlyWhatIsKept()
         std::vector<bool> used(20, false);
         for (std::size_t i : keptTree.train) used[split.train[i]] = true;
         for (std::size_t i : keptTree.validation) used[split.train[i]] = true;
+        for (std::size_t i : statisticsSample(split.train.size(), 36, limitedTree)) used[split.train[i]] = true;
         for (std::size_t k = 0; k < 2; ++k) used[split.test[k]] = true;
         const std::size_t unused = std::size_t(std::find(used.begin(), used.end(), false) - used.begin());
         QVERIFY(unused < 20);
@@ -297,13 +305,21 @@ void TestImageFolders::limitsDecodeOnlyWhatIsKept()
         QVERIFY_THROWS_EXCEPTION(FormatError, Dataset::load(whole));
     }
 
-    // A training image no selection keeps is never decoded: truncating one that is not kept
-    // leaves the limited load as it was, and the full load names it.
+    // A training image neither kept nor among the statistics' images is never decoded: truncating
+    // one leaves the limited load as it was, and the full load names it. (A statistics budget of 16
+    // images of 3x7x5 draws 16 of the 24, evenly spaced.)
     DatasetOptions o = all;
     o.trainLimit = 3;
+    o.statisticsPixels = 16 * 105;
     const TrainingSelection kept = selectTraining(24, o);
+    const std::vector<std::size_t> sample = statisticsSample(24, 105, o);
+    QCOMPARE(sample.size(), std::size_t{16});
     std::size_t outside = 0; // class a's img0..img7 list in name order: index i is img<i>
-    while (std::find(kept.train.begin(), kept.train.end(), outside) != kept.train.end()) ++outside;
+    const auto decoded = [&](std::size_t i) {
+        return std::find(kept.train.begin(), kept.train.end(), i) != kept.train.end() ||
+               std::find(sample.begin(), sample.end(), i) != sample.end();
+    };
+    while (decoded(outside)) ++outside;
     QVERIFY(outside < 8);
     cutPixels(r + "/train/a/img" + std::to_string(outside) + ".png");
     QCOMPARE(Dataset::load(o).train.size(), std::size_t{3});
@@ -365,4 +381,35 @@ void TestImageFolders::upperCaseExtensionsAreImages()
     QCOMPARE(d.train.size() + d.test.size(), std::size_t{7});
     QCOMPARE(d.classNames, std::vector<std::string>({"a", "b"}));
     QVERIFY(isImageFileName("x/IMG_0001.JPG") && isImageFileName("y.Png") && !isImageFileName("notes.TXT"));
+}
+
+// What unzipping a macOS-made archive leaves (a __MACOSX/ folder of AppleDouble "._name.png" files,
+// and "._name.png" beside each image) and hidden folders (.ipynb_checkpoints) are passed over: the
+// set loads with its own images only (it stopped at "._circle_0000.png: not a PNG or JPEG image",
+// tester 11), at the top, in a split and inside a class.
+void TestImageFolders::archiveLitterIsSkipped()
+{
+    const std::string r = path("img-litter");
+    writeImageTree(r + "/train", {"a", "b"}, 3, 0, ".png", 1, 6, 6);
+    writeImageTree(r + "/test", {"a", "b"}, 2, 50, ".png", 1, 6, 6);
+    for (const char* f : {"/train/a/._img0.png", "/train/b/._img3.png", "/__MACOSX/train/a/._img0.png", "/train/__MACOSX/a/._img0.png",
+                          "/test/a/._img50.png"})
+        writeText(r + f, "\x00\x05\x16\x07 AppleDouble");
+    writeImage(r + "/train/a/.ipynb_checkpoints/img0-checkpoint.png", 0, 1, 6, 6);
+    DatasetOptions o;
+    o.dir = r;
+    const Dataset d = Dataset::load(o);
+    QCOMPARE(d.classNames, std::vector<std::string>({"a", "b"}));
+    QCOMPARE(d.train.size(), std::size_t{6});
+    QCOMPARE(d.test.size(), std::size_t{4});
+    // one tree without a split: __MACOSX is no class
+    const std::string t = path("img-litter-tree");
+    writeImageTree(t, {"a", "b"}, 5, 0, ".png", 1, 6, 6);
+    writeText(t + "/__MACOSX/a/._img0.png", "AppleDouble");
+    writeText(t + "/b/._img5.png", "AppleDouble");
+    o.dir = t;
+    const Dataset e = Dataset::load(o);
+    QCOMPARE(e.classNames, std::vector<std::string>({"a", "b"}));
+    QCOMPARE(e.train.size() + e.test.size(), std::size_t{10});
+    QVERIFY(!isImageFileName("x") && skippedFileName("._img0.png") && skippedFolderName("__MACOSX") && !skippedFolderName("a"));
 }

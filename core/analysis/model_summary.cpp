@@ -178,6 +178,7 @@ ModelSummary summarizeExported(const ExportedModel& m, const std::string& source
     s.notes = m.notes;
     s.normalizationKnown = m.normalizationKnown;
     if (m.normalizationKnown) s.normalization = m.normalization.describe();
+    s.classNames = m.classNames;
     return s;
 }
 

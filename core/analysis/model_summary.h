@@ -93,6 +93,10 @@ struct ModelSummary {
     // and analyze then use the train set's statistics unless --normalize is given). Empty for presets.
     std::string normalization;
     bool normalizationKnown = false;
+    // A file's class names, one per output in output order (ExportedModel::classNames: a .qsm's,
+    // an ONNX file's quantscope.class_names metadata); empty where the file names none, and for
+    // presets. eval matches a dataset's classes to them by name.
+    std::vector<std::string> classNames;
     // An integer file's Conv2d/Linear weights as stored, in layer order (empty for FP32 files and
     // presets): what a per-layer plan became.
     std::vector<StoredWeights> storedWeights;

@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 namespace quantscope {
 
@@ -95,12 +96,6 @@ LabeledImages resized(const LabeledImages& s, const ImageShape& target)
 }
 
 Dataset finishLoad(RawDataset&& raw, const DetectedLayout& found, const DatasetOptions& opts);
-
-// DatasetOptions::trainForStatistics with --resize: the statistics of as many training images as
-// make at most this many resized pixels (and at least 16 images), evenly spaced over the set. All
-// of Fashion-MNIST's 60,000 at 512x512 took 5 minutes, one image at a time, for an evaluation of
-// 8 images; these 1,024 take about 5 s, the 64 at 2048x2048 as long.
-constexpr std::size_t kResizedStatisticsPixels = std::size_t{1} << 28;
 
 // --resize HxW would make the images that stay in memory (the kept training images unless only
 // their statistics are wanted, the validation and test images) need more than 80 % of this
@@ -216,6 +211,17 @@ TrainingSelection selectTraining(std::size_t n, const DatasetOptions& opts)
     return s;
 }
 
+// DatasetOptions::statisticsPixels: all of Fashion-MNIST's 60,000 at 512x512 took 5 minutes, one
+// image at a time, for an evaluation of 8 images; the 1,024 of 2^28 pixels take about 5 s.
+std::vector<std::size_t> statisticsSample(std::size_t n, std::size_t pixelsPerImage, const DatasetOptions& opts)
+{
+    const std::size_t budget = opts.statisticsPixels / std::max<std::size_t>(1, pixelsPerImage);
+    const std::size_t k = std::min(n, std::max<std::size_t>(16, budget));
+    std::vector<std::size_t> every(k);
+    for (std::size_t i = 0; i < k; ++i) every[i] = i * n / k;
+    return every;
+}
+
 std::vector<std::size_t> seededPermutation(std::size_t n, std::uint64_t seed)
 {
     Rng rng(seed);
@@ -227,18 +233,10 @@ std::vector<std::string> guessClassNames(const std::string& dir, std::size_t lab
     const fs::path txt = fs::path(dir) / "classes.txt";
     std::error_code ec;
     if (fs::is_regular_file(txt, ec)) {
-        std::ifstream f(txt);
-        std::vector<std::string> names;
-        for (std::string line; f && std::getline(f, line);) {
-            if (!line.empty() && line.back() == '\r') line.pop_back();
-            if (!line.empty()) names.push_back(line);
-        }
+        const std::vector<std::string> names = readClassesTxt(dir);
         if (names.size() < labelCount)
             throw FormatError(txt.string() + ": names " + std::to_string(names.size()) + " classes, but the labels go up to " +
                               std::to_string(labelCount - 1));
-        if (names.size() > kMaxClasses)
-            throw FormatError(txt.string() + ": names " + std::to_string(names.size()) + " classes; at most " +
-                              std::to_string(kMaxClasses) + " are accepted");
         return names;
     }
     if (labelCount > 10) {
@@ -377,23 +375,22 @@ Dataset finishLoad(RawDataset&& raw, const DetectedLayout& found, const DatasetO
         (!opts.resize.given() && (d.test.height != d.train.height || d.test.width != d.train.width)))
         throw FormatError(found.path + ": test images are " + shapeText(d.test) + " but training images are " +
                           shapeText(d.train) + (d.test.channels == d.train.channels ? "; --resize HxW brings both to one size" : ""));
-    // The normalisation: the statistics of the whole training set, whatever --train-limit and
-    // --validation keep of it, so that train, eval and analyze normalise one model's input alike
-    // (a tester's train --train-limit 2000 stored 0.2873/0.3531, eval read 0.2860/0.3530). With
-    // --resize they are taken image by image from images evenly spaced over the set, at most
-    // kResizedStatisticsPixels resized pixels, without a resized copy of it.
+    // The normalisation: the statistics of the whole training set (statisticsSample's images of
+    // it), whatever --train-limit and --validation keep, so that train, eval and analyze normalise
+    // one model's input alike (a tester's train --train-limit 2000 stored 0.2873/0.3531, eval read
+    // 0.2860/0.3530; an image folder's limited load, which decodes only what it keeps, counted the
+    // others as black: mean 0.0206 for 0.2965, tester 11). With --resize they are taken image by
+    // image, without a resized copy of the set.
     const bool statisticsOnly = opts.trainForStatistics && !opts.testOnly;
     Normalization statistics;
     if (!opts.testOnly) {
-        if (opts.resize.given()) {
-            const std::size_t perImage = std::max<std::size_t>(1, d.train.channels * opts.resize.height * opts.resize.width);
-            const std::size_t n = d.train.size(), k = std::min(n, std::max<std::size_t>(16, kResizedStatisticsPixels / perImage));
-            std::vector<std::size_t> every(k);
-            for (std::size_t i = 0; i < k; ++i) every[i] = i * n / k;
-            statistics = pixelStatistics(k < n ? subset(d.train, every) : d.train, opts.resize);
-        } else {
-            statistics = pixelStatistics(d.train);
-        }
+        const std::size_t h = opts.resize.given() ? opts.resize.height : d.train.height;
+        const std::size_t w = opts.resize.given() ? opts.resize.width : d.train.width;
+        const std::vector<std::size_t> sample = statisticsSample(d.train.size(), d.train.channels * h * w, opts);
+        std::optional<LabeledImages> sampled;
+        if (sample.size() < d.train.size()) sampled = subset(d.train, sample);
+        const LabeledImages& from = sampled ? *sampled : d.train;
+        statistics = opts.resize.given() ? pixelStatistics(from, opts.resize) : pixelStatistics(from);
     }
     const TrainingSelection kept = selectTraining(d.train.size(), opts);
     if (opts.validation > 0) d.validation = subset(d.train, kept.validation);

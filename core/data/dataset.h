@@ -80,10 +80,14 @@ struct DatasetOptions {
     bool testOnly = false;
     // The caller reads the training set for its normalisation statistics only (eval of a model
     // that does not store one): with --resize they are taken image by image, without a resized
-    // copy of the set (60,000 images at 512x512 are 15.7 GB), from images evenly spaced over it
-    // that make at most 2^28 resized pixels (1,024 at 512x512); the train set is left empty, of
-    // the test set's shape, as with testOnly.
+    // copy of the set (60,000 images at 512x512 are 15.7 GB); an image folder decodes only the
+    // images they come from. The train set is left empty, of the test set's shape, as with testOnly.
     bool trainForStatistics = false;
+    // The normalisation statistics come from training images evenly spaced over the whole set
+    // that make at most this many pixels (at their size after --resize; 1,024 images at 512x512,
+    // all of Fashion-MNIST or CIFAR-10), and at least 16 images, whatever trainLimit and validation
+    // keep, so that a limited run stores the statistics an unlimited one does.
+    std::size_t statisticsPixels = std::size_t{1} << 28;
 };
 
 class Dataset {

@@ -1,6 +1,6 @@
 // Image folders in torchvision's ImageFolder convention: one sub-folder per class, named after
-// it, holding .png/.jpg/.jpeg files (searched recursively, in name order; other files are
-// skipped). Either root/train/<class>/ with a test split root/{test,val,valid,validation}/<class>/
+// it, holding .png/.jpg/.jpeg files (searched recursively, in name order; other files, hidden
+// folders and macOS archive litter are skipped: skippedFolderName, skippedFileName). Either root/train/<class>/ with a test split root/{test,val,valid,validation}/<class>/
 // (the first that exists), root/train/ alone, or a single root/<class>/ tree; without a test split
 // each class is split by opts.testFraction (fixed seed). A root whose only sub-folder holds folders
 // and no images (an unpacked archive's wrapper) is looked into. Classes are the train folders in
@@ -34,7 +34,7 @@ std::vector<std::string> sortedSubfolders(const fs::path& dir)
     std::vector<std::string> out;
     std::error_code ec;
     for (const auto& e : fs::directory_iterator(dir, ec))
-        if (e.is_directory(ec) && e.path().filename().string().front() != '.') out.push_back(e.path().filename().string());
+        if (e.is_directory(ec) && !skippedFolderName(e.path().filename().string())) out.push_back(e.path().filename().string());
     if (ec) throw IoError(dir.string() + ": cannot list the folder (" + ec.message() + ")");
     std::sort(out.begin(), out.end());
     return out;
@@ -45,8 +45,11 @@ std::vector<std::string> imagesUnder(const fs::path& dir)
     std::vector<std::string> out;
     std::error_code ec;
     for (auto it = fs::recursive_directory_iterator(dir, fs::directory_options::skip_permission_denied, ec);
-         !ec && it != fs::recursive_directory_iterator(); it.increment(ec))
-        if (it->is_regular_file(ec) && isImageFileName(it->path().string())) out.push_back(it->path().string());
+         !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+        const std::string name = it->path().filename().string();
+        if (it->is_directory(ec) && skippedFolderName(name)) it.disable_recursion_pending();
+        else if (it->is_regular_file(ec) && !skippedFileName(name) && isImageFileName(name)) out.push_back(it->path().string());
+    }
     if (ec) throw IoError(dir.string() + ": cannot list the folder (" + ec.message() + ")");
     std::sort(out.begin(), out.end());
     return out;
@@ -65,7 +68,8 @@ bool holdsImageFiles(const fs::path& dir)
 {
     std::error_code ec;
     for (const auto& e : fs::directory_iterator(dir, ec))
-        if (e.is_regular_file(ec) && isImageFileName(e.path().string())) return true;
+        if (e.is_regular_file(ec) && !skippedFileName(e.path().filename().string()) && isImageFileName(e.path().string()))
+            return true;
     return false;
 }
 
@@ -171,6 +175,19 @@ LabeledImages decodeAll(const std::vector<ImageEntry>& entries, std::size_t begi
     return s;
 }
 
+// Which of n training images (of t's shape) are decoded: the ones Dataset::load keeps (the
+// --train-limit subset, unless only their statistics are wanted, and the validation split) and
+// the ones the normalisation statistics come from (statisticsSample), indices into the n.
+std::vector<std::size_t> decodedTraining(std::size_t n, const Target& t, const DatasetOptions& opts)
+{
+    if (opts.testOnly) return {};
+    const TrainingSelection kept = selectTraining(n, opts);
+    std::vector<std::size_t> out = statisticsSample(n, t.channels * t.height * t.width, opts);
+    if (!opts.trainForStatistics) out.insert(out.end(), kept.train.begin(), kept.train.end());
+    out.insert(out.end(), kept.validation.begin(), kept.validation.end());
+    return out;
+}
+
 } // namespace
 
 RawDataset readImageFolder(const std::string& root, const DatasetOptions& opts)
@@ -204,9 +221,7 @@ RawDataset readImageFolder(const std::string& root, const DatasetOptions& opts)
         // Only what Dataset::load keeps is decoded: 200 of 3,600 large images with --train-limit 200
         // decoded all 3,600 before (tester 12).
         std::vector<bool> trainUsed(trainCount, false), testUsed(entries.size() - trainCount, true);
-        const TrainingSelection kept = selectTraining(trainCount, opts);
-        for (std::size_t i : kept.train) trainUsed[i] = true;
-        for (std::size_t i : kept.validation) trainUsed[i] = true;
+        for (std::size_t i : decodedTraining(trainCount, t, opts)) trainUsed[i] = true;
         for (std::size_t i = opts.testLimit; opts.testLimit > 0 && i < testUsed.size(); ++i) testUsed[i] = false;
         raw.train = decodeAll(entries, 0, trainCount, t, &trainUsed);
         raw.test = decodeAll(entries, trainCount, entries.size(), t, &testUsed);
@@ -221,10 +236,8 @@ RawDataset readImageFolder(const std::string& root, const DatasetOptions& opts)
         std::vector<std::int32_t> labels(entries.size());
         for (std::size_t i = 0; i < entries.size(); ++i) labels[i] = entries[i].label;
         const TrainTestIndices split = splitTrainTestIndices(labels, opts.testFraction, root);
-        const TrainingSelection kept = selectTraining(split.train.size(), opts);
         std::vector<bool> used(entries.size(), false);
-        for (std::size_t i : kept.train) used[split.train[i]] = true;
-        for (std::size_t i : kept.validation) used[split.train[i]] = true;
+        for (std::size_t i : decodedTraining(split.train.size(), t, opts)) used[split.train[i]] = true;
         for (std::size_t k = 0; k < split.test.size() && (opts.testLimit == 0 || k < opts.testLimit); ++k) used[split.test[k]] = true;
         const LabeledImages all = decodeAll(entries, 0, entries.size(), t, &used);
         raw.train = subset(all, split.train);

@@ -2,6 +2,7 @@
 // the readers share: subsets, the seeded per-class train/test split, class-name files.
 #include "data/readers.h"
 
+#include "data/image_codec.h"
 #include "util/ascii_text.h"
 #include "util/errors.h"
 #include "util/rng.h"
@@ -50,13 +51,13 @@ bool hasClassFolders(const fs::path& d)
 {
     std::error_code ec;
     for (const auto& c : fs::directory_iterator(d, ec)) {
-        if (!c.is_directory(ec)) continue;
+        if (!c.is_directory(ec) || skippedFolderName(c.path().filename().string())) continue;
         for (auto it = fs::recursive_directory_iterator(c.path(), ec); !ec && it != fs::recursive_directory_iterator();
-             it.increment(ec))
-            if (it->is_regular_file(ec)) {
-                const std::string ext = lowerExtension(it->path());
-                if (ext == ".png" || ext == ".jpg" || ext == ".jpeg") return true;
-            }
+             it.increment(ec)) {
+            const std::string name = it->path().filename().string();
+            if (it->is_directory(ec) && skippedFolderName(name)) it.disable_recursion_pending();
+            else if (it->is_regular_file(ec) && !skippedFileName(name) && isImageFileName(name)) return true;
+        }
     }
     return false;
 }
@@ -138,6 +139,9 @@ DetectedLayout detectLayout(const std::string& path)
                   "folder with train.csv, or class folders of .png/.jpg images (train/<class>/, test/<class>/ or <class>/)");
 }
 
+bool skippedFolderName(const std::string& name) { return name.empty() || name.front() == '.' || name == "__MACOSX"; }
+bool skippedFileName(const std::string& name) { return name.starts_with("._"); }
+
 LabeledImages subset(const LabeledImages& s, const std::vector<std::size_t>& idx)
 {
     LabeledImages out;
@@ -191,6 +195,7 @@ std::vector<std::string> readClassesTxt(const std::string& dir)
     std::ifstream f(fs::path(dir) / "classes.txt");
     std::vector<std::string> names;
     for (std::string line; f && std::getline(f, line);) {
+        if (names.empty() && line.starts_with("\xEF\xBB\xBF")) line.erase(0, 3); // a UTF-8 byte order mark
         while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
         if (!line.empty()) names.push_back(line);
         if (names.size() > kMaxClasses)

@@ -33,6 +33,13 @@ struct TrainingSelection {
 };
 TrainingSelection selectTraining(std::size_t n, const DatasetOptions& opts);
 
+// The training images whose pixels give the normalisation statistics, as ascending indices into a
+// training set of n images of pixelsPerImage (C H W at the size they are used, after --resize):
+// every image when they hold at most opts.statisticsPixels pixels, else as many as do (at least
+// 16), evenly spaced over the set. The same images whatever --train-limit and --validation keep;
+// an image-folder reader decodes them too.
+std::vector<std::size_t> statisticsSample(std::size_t n, std::size_t pixelsPerImage, const DatasetOptions& opts);
+
 // CIFAR-10 (data_batch_1..5.bin + test_batch.bin) or CIFAR-100 (train.bin + test.bin) in `dir`.
 RawDataset readCifar(const std::string& dir, bool cifar100);
 // One CIFAR binary file: records of [label] or [coarse, fine] then 3072 bytes (3x32x32 planar).
@@ -45,6 +52,13 @@ RawDataset readCsvDataset(const std::string& path, const DatasetOptions& opts);
 // torchvision ImageFolder: root/train/<class>/*, root/test/<class>/*, or root/<class>/* split by
 // opts.testFraction.
 RawDataset readImageFolder(const std::string& root, const DatasetOptions& opts);
+
+// What an image-folder listing passes over, as torchvision's ImageFolder users expect of a tree
+// unpacked from an archive: hidden folders (".ipynb_checkpoints") and macOS's "__MACOSX" folder
+// (skippedFolderName), and AppleDouble files ("._photo.png" beside "photo.png": resource forks,
+// not images; skippedFileName). Each takes the last component of a path.
+bool skippedFolderName(const std::string& name);
+bool skippedFileName(const std::string& name);
 
 // The images `idx` of `s`, in that order.
 LabeledImages subset(const LabeledImages& s, const std::vector<std::size_t>& idx);
