@@ -4,6 +4,7 @@
 // total exactly as core's planSize says; the table is disabled for strategies without plans.
 // QS_PLAN_SHOT=DIR also saves the dock and the table as PNGs (for looking at them).
 #include "format_text.h"
+#include "gui_window_fixtures.h"
 #include "main_window.h"
 #include "plan_table.h"
 #include "training_panel.h"
@@ -17,6 +18,7 @@
 #include <QComboBox>
 #include <QFile>
 #include <QGroupBox>
+#include <QPushButton>
 #include <QSpinBox>
 #include <QTemporaryDir>
 #include <QWheelEvent>
@@ -32,6 +34,7 @@ class TestGuiPlans : public QObject {
 private slots:
     void tableEditsThePlan();
     void planFollowsTheModel();
+    void planOfUnlistableModelIsDropped();
     void wheelDoesNotChangeOptions();
     void planActivationCalibrationIsShown();
     void loadErrorIsScrolledIntoView();
@@ -126,6 +129,49 @@ void TestGuiPlans::planFollowsTheModel()
     const QLabel* note = panel->planTable()->findChild<QLabel*>("planNote");
     QVERIFY(note);
     QVERIFY2(note->text().contains("Dropped 1 layer entry") && note->text().contains("layer1.conv1"), qPrintable(note->text()));
+}
+
+// A plan made for one model, then a model file whose input does not fit the loaded dataset: the
+// table cannot list its layers, says why (not "Load a dataset" with one loaded), and the entries
+// it cannot show are dropped with a note naming them. The next run carries none (tester 12 #1:
+// run #6 was recorded with "4 per-layer" from the hidden plan of the previous model).
+void TestGuiPlans::planOfUnlistableModelIsDropped()
+{
+    QTemporaryDir data;
+    testing::writeFixture(data.path(), 64, 32);
+    MainWindow w(testing::options(data.path()));
+    QSignalSpy ready(&w, &MainWindow::datasetReady);
+    QVERIFY(ready.count() > 0 || ready.wait(testing::kLoadTimeoutMs));
+    TrainingPanel* panel = w.trainingPanel();
+    TrainConfig c = panel->config();
+    c.model = "seed-cnn";
+    c.precision.strategy = Strategy::Qat;
+    c.epochs = 1;
+    for (const char* name : {"conv1", "conv2", "fc1", "fc2"}) {
+        LayerOverride o;
+        o.layer = name;
+        o.format = "int2";
+        c.precision.layers.push_back(o);
+    }
+    panel->setConfig(c);
+    w.refreshPlanModel();
+    QCOMPARE(panel->planTable()->tableModel()->rowCount(), 4);
+
+    // Its layers are fc1, fc2, fc3 and it takes 1x8x8 images; the dataset's are 1x28x28.
+    QVERIFY(w.loadModelFile(QStringLiteral(QS_TEST_DATA "/../onnx_import/flatmlpbn_op13_fold_dyn.onnx")));
+    QCOMPARE(panel->planTable()->tableModel()->rowCount(), 0);
+    const QString hint = panel->planTable()->totalLabel()->text();
+    QVERIFY2(!hint.contains("Load a dataset") && hint.contains("1x28x28") && hint.contains("flatmlpbn_op13_fold_dyn.onnx"), qPrintable(hint));
+    QVERIFY(panel->config().precision.layers.empty());
+    const QString note = panel->planTable()->noteText();
+    QVERIFY2(note.contains("Dropped 4 layer entries") && note.contains("conv1, conv2, fc1, fc2"), qPrintable(note));
+    for (const QPushButton* b : panel->planTable()->findChildren<QPushButton*>())
+        if (b->text() == QLatin1String("Uniform")) QVERIFY(!b->isEnabled()); // nothing left to forget
+
+    QSignalSpy ended(&w, &MainWindow::runEnded);
+    w.startTraining();
+    QVERIFY(ended.count() > 0 || ended.wait(testing::kRunTimeoutMs));
+    QVERIFY(w.runsModel()->runAt(0)->config.precision.layers.empty());
 }
 
 // A wheel over an option the user has not clicked scrolls the dock, not the option (it switched

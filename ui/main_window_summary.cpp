@@ -12,6 +12,7 @@
 #include "util/errors.h"
 
 #include <QFileDialog>
+#include <QFileInfo>
 
 namespace quantscope {
 
@@ -59,12 +60,15 @@ void MainWindow::refreshPlanModel()
         w = m_data->width();
         classes = m_data->numClasses();
     }
-    const QString key = QStringLiteral("%1|%2|%3x%4x%5|%6")
+    // With the dataset in the key: a model that fails at the placeholder size is tried again when
+    // a dataset of that size loads (its entries are dropped only then).
+    const QString key = QStringLiteral("%1|%2|%3x%4x%5|%6|%7")
                             .arg(QString::fromStdString(cfg.model), QString::fromStdString(cfg.modelFile))
                             .arg(c)
                             .arg(h)
                             .arg(w)
-                            .arg(classes);
+                            .arg(classes)
+                            .arg(m_data ? 1 : 0);
     if (key == m_planModelKey) return;
     m_planModelKey = key;
     try {
@@ -72,8 +76,16 @@ void MainWindow::refreshPlanModel()
             cfg.modelFile.empty() ? std::shared_ptr<const Model>(makeModel(cfg.model, c, h, w, classes, cfg.seed))
                                   : std::shared_ptr<const Model>(modelFromFile(cfg.modelFile, false)(Shape{c, h, w}, classes, cfg.seed));
         m_trainingPanel->setPlanModel(std::move(model));
-    } catch (const Error&) {
-        m_trainingPanel->setPlanModel(nullptr); // the summary and training say why
+    } catch (const Error& e) {
+        // Before a dataset loads, the placeholder 1x28x28 may be what does not fit. After, the
+        // table says why it lists no layers (it said "Load a dataset" with one loaded; tester 12).
+        QString why;
+        if (m_data) {
+            QString message = QString::fromUtf8(e.what());
+            if (!cfg.modelFile.empty()) message.replace(QString::fromStdString(cfg.modelFile), QFileInfo(QString::fromStdString(cfg.modelFile)).fileName());
+            why = tr("No layers to list: %1.").arg(message);
+        }
+        m_trainingPanel->setPlanModel(nullptr, why);
     }
 }
 

@@ -311,8 +311,9 @@ void PlanTable::setNote(const QString& text, bool error)
 
 QString PlanTable::noteText() const { return m_note->text(); }
 
-void PlanTable::setModel(std::shared_ptr<const Model> model)
+void PlanTable::setModel(std::shared_ptr<const Model> model, const QString& unavailable)
 {
+    m_unavailable = model ? QString() : unavailable;
     m_model->setModel(std::move(model));
     updateTotal();
 }
@@ -332,7 +333,7 @@ void PlanTable::updateTotal()
     const PlanSize& s = m_model->size();
     m_reset->setEnabled(!m_model->plan().layers.empty());
     if (!m_model->hasModel() || s.fp32Bytes == 0) {
-        m_total->setText(tr("Load a dataset to see the model's layers."));
+        m_total->setText(m_unavailable.isEmpty() ? tr("Load a dataset to see the model's layers.") : m_unavailable);
         return;
     }
     m_total->setText(tr("<b>Model %1</b> (%2 bytes), %3 % of FP32 %4, %5 bits per weight on average")

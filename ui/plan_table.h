@@ -81,7 +81,9 @@ public:
     // A line under the table: what Load / Save did, or why they could not (in red).
     void setNote(const QString& text, bool error);
     QString noteText() const;
-    void setModel(std::shared_ptr<const Model> model);
+    // The model whose layers are rows. Null with `unavailable`: why its layers cannot be listed
+    // (shown in place of the total); null without: no dataset is loaded yet.
+    void setModel(std::shared_ptr<const Model> model, const QString& unavailable = {});
     void setPlan(const PrecisionPlan& plan);
     const PrecisionPlan& plan() const { return m_model->plan(); }
 
@@ -101,6 +103,7 @@ private:
     QPushButton* m_load;
     QPushButton* m_save;
     QLabel* m_note;
+    QString m_unavailable;
 };
 
 } // namespace quantscope

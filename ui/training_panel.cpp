@@ -548,13 +548,14 @@ void TrainingPanel::readWidgets()
     c.seed = static_cast<std::uint64_t>(m_seed->value());
 }
 
-void TrainingPanel::setPlanModel(std::shared_ptr<const Model> model)
+void TrainingPanel::setPlanModel(std::shared_ptr<const Model> model, const QString& unavailable)
 {
-    // Entries for layers the new model does not have came from another model's plan: they would
-    // fail the next run on a layer the table cannot show, so they go, and the table says so.
+    // Entries for layers the table cannot show came from another model's plan: they would fail
+    // the next run on a layer the table does not list, or (a model whose layers cannot be listed
+    // at all) be applied unseen. They go, and the table says which.
     QStringList dropped;
-    if (model) {
-        const std::vector<std::string> names = planLayerNames(*model);
+    if (model || !unavailable.isEmpty()) {
+        const std::vector<std::string> names = model ? planLayerNames(*model) : std::vector<std::string>{};
         std::vector<LayerOverride>& layers = m_cfg.precision.layers;
         for (auto it = layers.begin(); it != layers.end();) {
             if (std::find(names.begin(), names.end(), it->layer) != names.end()) {
@@ -565,12 +566,14 @@ void TrainingPanel::setPlanModel(std::shared_ptr<const Model> model)
             it = layers.erase(it);
         }
     }
-    m_planTable->setModel(std::move(model));
+    const bool listed = model != nullptr;
+    m_planTable->setModel(std::move(model), unavailable);
     if (!dropped.isEmpty()) {
         m_planTable->setPlan(m_cfg.precision.storedPlan());
-        m_planTable->setNote(tr("Dropped %1 layer %2 this model does not have: %3.")
+        m_planTable->setNote(tr("Dropped %1 layer %2 %3: %4.")
                                  .arg(dropped.size())
                                  .arg(dropped.size() == 1 ? tr("entry") : tr("entries"))
+                                 .arg(listed ? tr("this model does not have") : tr("the table cannot show for this model"))
                                  .arg(dropped.mid(0, 6).join(QStringLiteral(", ")) + (dropped.size() > 6 ? QStringLiteral(", ...") : QString())),
                              false);
         emit configChanged();

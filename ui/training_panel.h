@@ -54,7 +54,11 @@ public:
     QString normalizeText() const;
     // The per-layer plan table (its rows are the layers of the model set here by the main window).
     PlanTable* planTable() const { return m_planTable; }
-    void setPlanModel(std::shared_ptr<const Model> model);
+    // The model whose layers the plan table lists. The plan's entries for layers the table cannot
+    // show are dropped, and the table says which: those the model lacks, or, when it is null with
+    // `unavailable` (why its layers cannot be listed, e.g. its input does not fit the loaded
+    // dataset), all of them. Null without a reason (no dataset yet) keeps them.
+    void setPlanModel(std::shared_ptr<const Model> model, const QString& unavailable = {});
     // Plan files (training_panel_plans.cpp, docs/PLANS.md). Load: the file's default becomes the
     // format/granularity/calibration options, its layers the plan table's (checked against the
     // table's model; a strategy without plans becomes QAT); emits configChanged. Save: the plan in
