@@ -57,6 +57,8 @@ private slots:
     void presetsTakeTheShape();
     void modelClassesAgainstTheData();
     void byteOrderMarks();
+    void imageFolderBeyondMemory();
+    void splitAndLabelMessages();
 };
 
 // CIFAR-10: five training batches (fewer here), records planar as stored, names from batches.meta.txt.
@@ -614,6 +616,46 @@ void TestDatasets::byteOrderMarks()
         QVERIFY(std::equal(a.train.pixels.begin(), a.train.pixels.begin() + 25, planar(0, 1, 5, 5).begin()));
         QCOMPARE(a.classNames[0], std::string("zero"));
     }
+}
+
+// An image folder whose decoded images would not fit (held twice) is refused after the headers,
+// naming the folder, the count, the shape, the GiB and the way out; one that fits passes.
+void TestDatasets::imageFolderBeyondMemory()
+{
+    const unsigned long long gib = 1ull << 30;
+    const Caught c = catchError([&] { checkImageFolderFootprint("/data/big", 20, {1, 8192, 8192}, false, 2 * gib); });
+    QCOMPARE(c.type, QString("ConfigError"));
+    QVERIFY2(c.message.startsWith("/data/big: 20 images of 1x8192x8192 take 1.2 GiB") && c.message.contains("has 2.0 GiB") &&
+                 c.message.contains("give --resize HxW, or fewer images"),
+             qPrintable(c.message));
+    const Caught r = catchError([&] { checkImageFolderFootprint("/data/big", 20, {3, 4096, 4096}, true, 2 * gib); });
+    QVERIFY2(r.message.contains("--resize HxW with a smaller size"), qPrintable(r.message));
+    checkImageFolderFootprint("/data/big", 20, {1, 8192, 8192}, false, 8 * gib); // 2.5 GiB of 6.4: taken
+    checkImageFolderFootprint("/data/big", 20, {1, 8192, 8192}, false, 0);        // memory unknown: taken
+}
+
+// Tester 11's messages: a test fraction as given (0.001 read "0%"), too few images to split is a
+// data error (exit 3, it was a usage error), and a label past classes.txt's names says where the
+// range comes from.
+void TestDatasets::splitAndLabelMessages()
+{
+    QCOMPARE(percentText(0.001), std::string("0.1%"));
+    QCOMPARE(percentText(0.2), std::string("20%"));
+    QCOMPARE(percentText(0.999), std::string("99.9%"));
+    QCOMPARE(catchError([] { splitTrainTestIndices({0, 1, 2}, 0.2, "one.csv"); }).type, QString("FormatError"));
+    const std::string d = path("csv-named-short");
+    writeText(d + "/train.csv", csvText(0, 30, 3, 1, 4, 4));
+    writeText(d + "/classes.txt", "zero\none\n");
+    DatasetOptions o;
+    o.dir = d;
+    const Caught c = catchError([&] { Dataset::load(o); });
+    QCOMPARE(c.type, QString("FormatError"));
+    QVERIFY2(c.message.contains("is out of range (0..1) (" + QString::fromStdString(d) + "/classes.txt names 2 classes)"),
+             qPrintable(c.message));
+    o.dir = path("csv-split-text/digits.csv");
+    writeText(o.dir, csvText(0, 40, 4, 1, 4, 4));
+    o.testFraction = 0.125;
+    QCOMPARE(Dataset::load(o).split, std::string("12.5% of digits.csv per class"));
 }
 
 QTEST_APPLESS_MAIN(TestDatasets)

@@ -154,10 +154,11 @@ bool parseWhole(std::string_view cell, long& v)
     return !cell.empty() && r.ec == std::errc() && r.ptr == cell.data() + cell.size();
 }
 
-// Rows of `t` with the label first, each checked; labels must be below `labelLimit`. A label that
-// is a name says how names are given (classes.txt), and where the first row was taken for a header
-// for its name alone, names that row.
-LabeledImages parseRows(const CsvText& t, const ImageShape& shape, std::size_t labelLimit)
+// Rows of `t` with the label first, each checked; labels must be below `labelLimit`, which
+// `limitFrom` explains in an out-of-range message (e.g. " (classes.txt names 2 classes)"). A label
+// that is a name says how names are given (classes.txt), and where the first row was taken for a
+// header for its name alone, names that row.
+LabeledImages parseRows(const CsvText& t, const ImageShape& shape, std::size_t labelLimit, const std::string& limitFrom)
 {
     LabeledImages s;
     s.channels = shape.channels;
@@ -204,7 +205,7 @@ LabeledImages parseRows(const CsvText& t, const ImageShape& shape, std::size_t l
             if (c == 0) {
                 if (v < 0 || static_cast<std::size_t>(v) >= labelLimit)
                     throw FormatError(where + ": label " + std::to_string(v) + " is out of range (0.." +
-                                      std::to_string(labelLimit - 1) + ")");
+                                      std::to_string(labelLimit - 1) + ")" + limitFrom);
                 s.labels.push_back(static_cast<std::int32_t>(v));
             } else {
                 if (v < 0 || v > 255)
@@ -255,7 +256,9 @@ RawDataset readCsvDataset(const std::string& path, const DatasetOptions& opts)
     const ImageShape shape = shapeFor(train, opts.imageShape);
     // classes.txt, when present, fixes the class count; otherwise it is the largest label + 1.
     const std::vector<std::string> names = readClassesTxt(dir.string());
-    LabeledImages all = parseRows(train, shape, names.empty() ? kMaxClasses : names.size());
+    const std::string namedBy =
+        names.empty() ? std::string() : " (" + (dir / "classes.txt").string() + " names " + std::to_string(names.size()) + " classes)";
+    LabeledImages all = parseRows(train, shape, names.empty() ? kMaxClasses : names.size(), namedBy);
     if (std::all_of(all.labels.begin(), all.labels.end(), [&](std::int32_t l) { return l == all.labels[0]; }))
         throw FormatError(trainPath.string() + ": every row has label " + std::to_string(all.labels[0]) +
                           "; a classifier needs at least two classes");
@@ -287,7 +290,8 @@ RawDataset readCsvDataset(const std::string& path, const DatasetOptions& opts)
     if (folder && fs::is_regular_file(testPath, ec)) {
         CsvText test = readCsv(testPath.string());
         if (test.columns == train.columns) {
-            raw.test = parseRows(test, shape, classes);
+            raw.test = parseRows(test, shape, classes,
+                                 names.empty() ? " (the training rows' labels go up to " + std::to_string(classes - 1) + ")" : namedBy);
             raw.train = std::move(all);
             raw.split = "test.csv";
             haveTest = true;
@@ -309,7 +313,7 @@ RawDataset readCsvDataset(const std::string& path, const DatasetOptions& opts)
         raw.train = std::move(tr);
         raw.test = std::move(te);
         raw.splitByFraction = true;
-        raw.split = std::to_string(static_cast<int>(std::lround(opts.testFraction * 100))) + "% of " +
+        raw.split = percentText(opts.testFraction) + " of " +
                     trainPath.filename().string() + " per class" + why;
     }
     return raw;

@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <new>
 #include <optional>
 
 namespace quantscope {
@@ -263,13 +264,18 @@ DatasetFiles Dataset::locate(const std::string& dir)
 Dataset Dataset::load(const DatasetOptions& opts)
 {
     const DetectedLayout found = detectLayout(opts.dir);
-    switch (found.layout) {
-    case DatasetLayout::Idx: return load(locate(found.path), opts);
-    case DatasetLayout::Cifar10:
-    case DatasetLayout::Cifar100:
-        return finishLoad(readCifar(found.path, found.layout == DatasetLayout::Cifar100), found, opts);
-    case DatasetLayout::Csv: return finishLoad(readCsvDataset(found.path, opts), found, opts);
-    case DatasetLayout::ImageFolder: return finishLoad(readImageFolder(found.path, opts), found, opts);
+    try {
+        switch (found.layout) {
+        case DatasetLayout::Idx: return load(locate(found.path), opts);
+        case DatasetLayout::Cifar10:
+        case DatasetLayout::Cifar100:
+            return finishLoad(readCifar(found.path, found.layout == DatasetLayout::Cifar100), found, opts);
+        case DatasetLayout::Csv: return finishLoad(readCsvDataset(found.path, opts), found, opts);
+        case DatasetLayout::ImageFolder: return finishLoad(readImageFolder(found.path, opts), found, opts);
+        }
+    } catch (const std::bad_alloc&) { // what the reading ran out of memory on, and the way out (it said only "out of memory")
+        throw ConfigError(found.path + ": out of memory while reading the dataset; give --resize HxW, or fewer images "
+                                       "(--train-limit, --test-limit)");
     }
     throw ConfigError(opts.dir + ": unknown dataset layout");
 }

@@ -12,8 +12,10 @@
 #include "data/image_codec.h"
 #include "data/resize.h"
 #include "util/errors.h"
+#include "util/memory.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <map>
 
@@ -190,6 +192,18 @@ std::vector<std::size_t> decodedTraining(std::size_t n, const Target& t, const D
 
 } // namespace
 
+void checkImageFolderFootprint(const std::string& root, std::size_t images, const ImageShape& shape, bool resized,
+                               unsigned long long physicalBytes)
+{
+    const double bytes = double(images) * double(shape.channels) * double(shape.height) * double(shape.width);
+    if (physicalBytes == 0 || 2.0 * bytes <= 0.8 * double(physicalBytes)) return;
+    char text[200];
+    std::snprintf(text, sizeof text, " of %zux%zux%zu take %.1f GiB in memory, twice that while the kept ones are copied, and this machine has %.1f GiB",
+                  shape.channels, shape.height, shape.width, bytes / double(1u << 30), double(physicalBytes) / double(1u << 30));
+    throw ConfigError(root + ": " + std::to_string(images) + " images" + text + "; give --resize HxW" +
+                      (resized ? " with a smaller size" : std::string()) + ", or fewer images");
+}
+
 RawDataset readImageFolder(const std::string& root, const DatasetOptions& opts)
 {
     const fs::path r(root);
@@ -217,6 +231,7 @@ RawDataset readImageFolder(const std::string& root, const DatasetOptions& opts)
                           std::to_string(t.height) + "x" + std::to_string(t.width) + " would take " +
                           std::to_string(bytes >> 20) + " MiB, more than the limit of " +
                           std::to_string(kMaxDatasetBytes >> 20) + " MiB; use --resize HxW");
+    checkImageFolderFootprint(root, entries.size(), {t.channels, t.height, t.width}, opts.resize.given(), physicalMemoryBytes());
     if (split) {
         // Only what Dataset::load keeps is decoded: 200 of 3,600 large images with --train-limit 200
         // decoded all 3,600 before (tester 12).
@@ -243,7 +258,7 @@ RawDataset readImageFolder(const std::string& root, const DatasetOptions& opts)
         raw.train = subset(all, split.train);
         raw.test = subset(all, split.test);
         raw.splitByFraction = true;
-        raw.split = std::to_string(static_cast<int>(opts.testFraction * 100 + 0.5)) + "% of each class folder" +
+        raw.split = percentText(opts.testFraction) + " of each class folder" +
                     (trainDir == r ? std::string() : " of " + fs::relative(trainDir, r, ec).string() + "/");
     }
     return raw;

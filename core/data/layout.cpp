@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 
@@ -139,6 +140,13 @@ DetectedLayout detectLayout(const std::string& path)
                   "folder with train.csv, or class folders of .png/.jpg images (train/<class>/, test/<class>/ or <class>/)");
 }
 
+std::string percentText(double fraction)
+{
+    char text[32];
+    std::snprintf(text, sizeof text, "%.3g%%", fraction * 100.0);
+    return text;
+}
+
 bool skippedFolderName(const std::string& name) { return name.empty() || name.front() == '.' || name == "__MACOSX"; }
 bool skippedFileName(const std::string& name) { return name.starts_with("._"); }
 
@@ -178,7 +186,7 @@ TrainTestIndices splitTrainTestIndices(const std::vector<std::int32_t>& labels, 
         for (std::size_t k = 0; k < perm.size(); ++k) (k < n ? s.test : s.train).push_back(members[perm[k]]);
     }
     if (s.test.empty())
-        throw ConfigError(what + ": too few images (" + std::to_string(labels.size()) + ") to hold out a test set");
+        throw FormatError(what + ": too few images (" + std::to_string(labels.size()) + ") to hold out a test set");
     std::sort(s.train.begin(), s.train.end());
     std::sort(s.test.begin(), s.test.end());
     return s;

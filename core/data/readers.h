@@ -52,6 +52,14 @@ RawDataset readCsvDataset(const std::string& path, const DatasetOptions& opts);
 // torchvision ImageFolder: root/train/<class>/*, root/test/<class>/*, or root/<class>/* split by
 // opts.testFraction.
 RawDataset readImageFolder(const std::string& root, const DatasetOptions& opts);
+// ConfigError naming root, the images' count and shape (CxHxW as decoded, after --resize when
+// `resized`), the GiB and the way out (--resize, fewer images) when `images` of `shape` held twice
+// (as read, and the kept ones' copy) would take more than 80 % of physicalBytes; nothing when
+// physicalBytes is 0 (unknown). readImageFolder calls it after reading the headers, before
+// decoding (20 PNGs of 8192x8192, 4 MB on disk, were decoded until an allocation failed with a bare
+// "out of memory", tester 11).
+void checkImageFolderFootprint(const std::string& root, std::size_t images, const ImageShape& shape, bool resized,
+                               unsigned long long physicalBytes);
 
 // What an image-folder listing passes over, as torchvision's ImageFolder users expect of a tree
 // unpacked from an archive: hidden folders (".ipynb_checkpoints") and macOS's "__MACOSX" folder
@@ -72,6 +80,9 @@ struct TrainTestIndices {
     std::vector<std::size_t> train, test;
 };
 TrainTestIndices splitTrainTestIndices(const std::vector<std::int32_t>& labels, double fraction, const std::string& what);
+// A test fraction as the split's description gives it: "20%", "0.1%", "99.9%" (three significant
+// digits; 0.001 read "0%" though every class held one image out, tester 11).
+std::string percentText(double fraction);
 // Names from a classes.txt in `dir` (one per line, blank lines skipped); empty when there is none.
 std::vector<std::string> readClassesTxt(const std::string& dir);
 // "0".."count-1".
