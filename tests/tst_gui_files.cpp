@@ -145,6 +145,11 @@ private slots:
         QVERIFY(!w2.loadRunsFrom(csv)); // not JSON: a message, no rows
         QVERIFY(w2.errorText().contains(QStringLiteral("not valid JSON")));
         QCOMPARE(w2.runsModel()->rowCount(), 1);
+        // A later load that works takes the red banner away (it stayed up, "Could not load runs",
+        // over the table that had just loaded them; tester 12 #3).
+        QVERIFY(w2.loadRunsFrom(json));
+        QCOMPARE(w2.runsModel()->rowCount(), 2);
+        QVERIFY2(w2.errorText().isEmpty(), qPrintable(w2.errorText()));
     }
 
     // Seven runs overlaid: every run's legend entry keeps readable text (the legend was ten

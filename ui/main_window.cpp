@@ -80,8 +80,12 @@ MainWindow::MainWindow(const MainWindowOptions& options, QWidget* parent)
             if (!last.isEmpty() && QFileInfo::exists(last)) dir = last;
         }
         if (dir.isEmpty() && QFileInfo(QString::fromLatin1(kDefaultDataDir)).isDir()) dir = QString::fromLatin1(kDefaultDataDir);
-        if (!dir.isEmpty()) openDatasetFolder(dir);
-        else m_datasetPanel->setError(tr("%1 is not installed here").arg(QString::fromLatin1(kDefaultDataDir)));
+        if (!dir.isEmpty()) {
+            openDatasetFolder(dir);
+            m_startLoad = m_pendingLoad;
+        } else {
+            m_datasetPanel->setError(tr("%1 is not installed here").arg(QString::fromLatin1(kDefaultDataDir)));
+        }
     }
     m_tabs->setCurrentIndex(std::clamp(m_tabs->currentIndex(), 0, m_tabs->count() - 1));
     if (!m_restoredLayout) QTimer::singleShot(0, this, &MainWindow::fitDatasetDock);
@@ -115,15 +119,19 @@ void MainWindow::connectController()
             QTimer::singleShot(0, this, &MainWindow::fitDatasetDock);
         }
         refreshPlanModel();
-        m_statusLabel->setText(tr("Loaded %1: %2 training and %3 test images")
-                                     .arg(QString::fromStdString(m_data->name), formatCount(double(m_data->train.size())),
-                                          formatCount(double(m_data->test.size()))));
+        const QString text = tr("Loaded %1: %2 training and %3 test images")
+                                 .arg(QString::fromStdString(m_data->name), formatCount(double(m_data->train.size())),
+                                      formatCount(double(m_data->test.size())));
+        if (id == m_startLoad) m_statusLabel->setText(text);
+        else reportDone(text);
         updateActions();
         emit datasetReady(true);
     });
     connect(c, &TrainingController::datasetFailed, this, [this](quint64 id, const QString& message) {
         if (id != m_pendingLoad) return;
         m_datasetPanel->setError(message);
+        // The dock says what went wrong now; an older problem's banner would show a second error.
+        if (id != m_startLoad) clearError();
         // The status bar said "Ready" (or the last run's news) beside the error (GUI test by a helper).
         m_statusLabel->setText(m_data ? tr("The dataset did not load (the Dataset dock says why); %1 stays loaded")
                                             .arg(QString::fromStdString(m_data->name))
@@ -188,6 +196,12 @@ void MainWindow::clearError()
 {
     m_errorLabel->clear();
     m_errorBar->hide();
+}
+
+void MainWindow::reportDone(const QString& status)
+{
+    clearError();
+    m_statusLabel->setText(status);
 }
 
 void MainWindow::loadRequest(DatasetRequest request, const QString& what)

@@ -95,6 +95,9 @@ public slots:
     void selectRuns(const QList<int>& ids);
     void showError(const QString& message);
     void clearError();
+    // A user action succeeded: the status bar says `status`, and the error banner an earlier
+    // action left goes (it read "Could not load runs" over a table that had just loaded them).
+    void reportDone(const QString& status);
 
     // File menu (main_window_files.cpp).
     void saveRuns();
@@ -183,6 +186,7 @@ private:
     DatasetPtr m_data;
     DatasetRequest m_source; // what was asked last (for reloading with new limits)
     quint64 m_pendingLoad = 0;
+    quint64 m_startLoad = 0; // the load the window starts with: it keeps a settings error in view
     RunPtr m_live;
     QElapsedTimer m_sinceTrain;
     bool m_firstPointSent = false;

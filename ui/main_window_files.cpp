@@ -91,7 +91,7 @@ void MainWindow::saveRuns()
     if (path.isEmpty()) return;
     const QString err = saveRunsJson(path, m_runs->runs());
     if (!err.isEmpty()) showError(tr("Could not save the runs: %1").arg(err));
-    else m_statusLabel->setText(tr("Saved %1 runs to %2").arg(m_runs->rowCount()).arg(path));
+    else reportDone(tr("Saved %1 runs to %2").arg(m_runs->rowCount()).arg(path));
 }
 
 void MainWindow::loadRuns()
@@ -112,7 +112,7 @@ bool MainWindow::loadRunsFrom(const QString& path)
     QList<int> ids;
     for (const RunPtr& r : runs) ids << r->id;
     selectRuns(ids);
-    m_statusLabel->setText(tr("Loaded %1 runs from %2").arg(runs.size()).arg(path));
+    reportDone(tr("Loaded %1 runs from %2").arg(runs.size()).arg(path));
     return true;
 }
 
@@ -129,7 +129,7 @@ void MainWindow::exportMetricsCsv()
     if (path.isEmpty()) return;
     const QString err = saveMetricsCsv(path, runs);
     if (!err.isEmpty()) showError(tr("Could not export the metrics: %1").arg(err));
-    else m_statusLabel->setText(tr("Wrote the epoch metrics of %1 runs to %2").arg(runs.size()).arg(path));
+    else reportDone(tr("Wrote the epoch metrics of %1 runs to %2").arg(runs.size()).arg(path));
 }
 
 void MainWindow::saveCurrentChartPng()
@@ -141,7 +141,7 @@ void MainWindow::saveCurrentChartPng()
                                                       QStringLiteral("quantscope-%1.png").arg(name), tr("PNG images (*.png)"));
     if (path.isEmpty()) return;
     if (!w->grab().save(path, "PNG")) showError(tr("Could not write %1.").arg(path));
-    else m_statusLabel->setText(tr("Saved %1").arg(path));
+    else reportDone(tr("Saved %1").arg(path));
 }
 
 void MainWindow::exportQuantizedModel()
@@ -231,8 +231,7 @@ void MainWindow::onExported(int id, const ExportSummary& s)
                                     .arg(formatPercent(s.accuracy), formatCount(double(s.testImages)),
                                          QString::fromStdString(s.runner));
     if (!s.note.empty()) text += QLatin1Char('\n') + tr("Note: %1.").arg(QString::fromStdString(s.note));
-    m_statusLabel->setText(tr("Run #%1 exported: %2, accuracy %3").arg(id).arg(formatBytes(double(s.fileBytes)),
-                                                                             formatPercent(s.accuracy)));
+    reportDone(tr("Run #%1 exported: %2, accuracy %3").arg(id).arg(formatBytes(double(s.fileBytes)), formatPercent(s.accuracy)));
     updateActions();
     emit exportFinished(id, true, text);
     if (m_options.quietExport) return;
