@@ -14,6 +14,7 @@
 
 #include <QtTest>
 
+#include <QAction>
 #include <QBarCategoryAxis>
 #include <QBarSeries>
 #include <QChart>
@@ -28,6 +29,7 @@
 #include <QLegendMarker>
 #include <QLineSeries>
 #include <QMap>
+#include <QPushButton>
 #include <QRegularExpression>
 #include <QScreen>
 #include <QTabWidget>
@@ -547,6 +549,53 @@ private slots:
         view.setRun(1, bundle("tensor"));
         QCOMPARE(view.chartTitle(), title);
         QVERIFY(!view.statusText().contains(QLatin1String("Out of date")));
+    }
+
+    // A selected run without a model (stopped, failed, loaded from JSON): the Layers tab greys
+    // Compare out and says why, in Export's words, and the last result's title no longer reads as
+    // this run's; File > Export is greyed out with the reason as its tooltip (tester 12 #5, #13:
+    // Compare re-drew the newest run with a model under its old title, without a word, and Export
+    // was offered only to say in a dialog that there was nothing to export).
+    void runWithoutModelSaysWhy()
+    {
+        MainWindowOptions o;
+        o.useSettings = false;
+        o.autoLoad = false;
+        MainWindow w(o);
+        auto withModel = lossRun(1, 10, 0, 0.0);
+        auto bundle = std::make_shared<ExportBundle>();
+        bundle->config.precision.strategy = Strategy::Qat;
+        bundle->config.precision.format = "int8";
+        withModel->exportBundle = bundle;
+        w.runsModel()->addRun(withModel);
+        auto stopped = lossRun(2, 10, 0, 0.0);
+        stopped->status = RunStatus::Stopped;
+        w.runsModel()->addRun(stopped);
+        auto* exportAct = w.findChild<QAction*>(QStringLiteral("exportModelAction"));
+        QVERIFY(exportAct);
+
+        w.selectRuns({1});
+        LayerCompareView* view = w.layerCompareView();
+        QVERIFY(view->compareButton()->isEnabled());
+        QVERIFY(exportAct->isEnabled());
+        const QString title = QStringLiteral("Run #1, int8 weights (channel-wise), uint8 activations");
+        view->showReport(comparison({QStringLiteral("conv1"), QStringLiteral("fc")}, false), title, 1);
+
+        w.selectRuns({2});
+        QCOMPARE(view->runId(), 2);
+        QVERIFY(!view->compareButton()->isEnabled());
+        const QString why = QStringLiteral("Run #2 has no model to compare: only runs that trained to the end keep their model.");
+        QVERIFY2(view->statusText().startsWith(why), qPrintable(view->statusText()));
+        QCOMPARE(view->compareButton()->toolTip(), why);
+        QVERIFY2(view->chartTitle() != title && view->chartTitle().startsWith(QLatin1String("Out of date")), qPrintable(view->chartTitle()));
+        QVERIFY(!exportAct->isEnabled());
+        QCOMPARE(exportAct->toolTip(), QStringLiteral("Run #2 has no model to export: only runs that trained to the end keep their model."));
+
+        // Back on the run with a model: its result and Export again.
+        w.selectRuns({1});
+        QVERIFY(view->compareButton()->isEnabled());
+        QCOMPARE(view->chartTitle(), title);
+        QVERIFY(exportAct->isEnabled());
     }
 
     // Three runs on a loss chart as wide as at 1366x768 (about 430 pixels): no legend entry is

@@ -264,9 +264,17 @@ void LayerCompareView::followFormat()
     m_granularity->setEnabled(!plan);
 }
 
+QString LayerCompareView::noModelText() const
+{
+    return m_runId && !m_bundle ? tr("Run #%1 has no model to compare: %2.").arg(m_runId).arg(m_noModel) : QString();
+}
+
 void LayerCompareView::markReport()
 {
     if (m_reportRun == 0) return; // nothing drawn, or a report of no run (tests)
+    // A selected run without a model: Compare is greyed out, and the line says why (same words as
+    // File > Export's) instead of leaving the last result unexplained (tester 12 #5).
+    const QString noModel = noModelText();
     if (m_reportRun == m_runId) {
         m_chart->chart()->setTitle(m_reportTitle);
         m_chart->chart()->setTitleBrush(m_titleBrush);
@@ -278,20 +286,24 @@ void LayerCompareView::markReport()
     m_chart->chart()->setTitle(m_runId ? tr("Out of date (run #%1 is selected): %2").arg(m_runId).arg(m_reportTitle)
                                        : tr("Out of date (run #%1 is not selected): %2").arg(m_reportRun).arg(m_reportTitle));
     m_chart->chart()->setTitleBrush(QColor(0xa0, 0x40, 0x00));
-    m_status->setText(m_runId ? tr("<b>Out of date:</b> the chart is run #%1's; run #%2 is selected, click Compare to "
-                                   "compare it. (Run #%1: %3)")
-                                    .arg(m_reportRun)
-                                    .arg(m_runId)
-                                    .arg(m_reportStatus)
-                              : tr("<b>Out of date:</b> the chart is run #%1's, which is no longer selected. (Run #%1: %2)")
-                                    .arg(m_reportRun)
-                                    .arg(m_reportStatus));
+    if (!noModel.isEmpty())
+        m_status->setText(tr("%1 <b>Out of date:</b> the chart is run #%2's. (Run #%2: %3)").arg(noModel).arg(m_reportRun).arg(m_reportStatus));
+    else
+        m_status->setText(m_runId ? tr("<b>Out of date:</b> the chart is run #%1's; run #%2 is selected, click Compare to "
+                                       "compare it. (Run #%1: %3)")
+                                        .arg(m_reportRun)
+                                        .arg(m_runId)
+                                        .arg(m_reportStatus)
+                                  : tr("<b>Out of date:</b> the chart is run #%1's, which is no longer selected. (Run #%1: %2)")
+                                        .arg(m_reportRun)
+                                        .arg(m_reportStatus));
 }
 
-void LayerCompareView::setRun(int runId, ExportBundlePtr bundle)
+void LayerCompareView::setRun(int runId, ExportBundlePtr bundle, const QString& noModel)
 {
     m_runId = runId;
     m_bundle = std::move(bundle);
+    m_noModel = m_bundle ? QString() : noModel;
     // A quantized run (PTQ or QAT on an integer grid, or any per-layer plan) is compared at its own
     // settings first: its format, granularity, calibrations and plan (tester 13: a tensor-wise run
     // was compared channel-wise, at the tab's int4, and blamed another layer than the CLI). The
@@ -322,8 +334,10 @@ void LayerCompareView::setRun(int runId, ExportBundlePtr bundle)
     }
     followFormat();
     m_compare->setEnabled(m_bundle != nullptr && !m_busy);
-    m_compare->setToolTip(m_bundle ? tr("Quantize run #%1's FP32 model and compare it layer by layer.").arg(runId)
-                                   : tr("Select a finished run in the runs table first."));
+    m_compare->setToolTip(m_bundle   ? tr("Quantize run #%1's FP32 model and compare it layer by layer.").arg(runId)
+                          : runId ? noModelText()
+                                  : tr("Select a finished run in the runs table first."));
+    if (m_reportRun == 0 && !m_busy) m_status->setText(noModelText()); // no chart yet: the line alone says why
     markReport();
 }
 

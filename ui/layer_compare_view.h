@@ -34,8 +34,9 @@ public:
     explicit LayerCompareView(QWidget* parent = nullptr);
     ~LayerCompareView() override; // waits for a comparison in flight
 
-    // The run to analyse (its FP32 model and dataset); null: none selected / not finished.
-    void setRun(int runId, ExportBundlePtr bundle);
+    // The run to analyse (its FP32 model and dataset); 0: none. A run without a model greys
+    // Compare out, and `noModel` (a clause: why it has none) says why under the tabs' boxes.
+    void setRun(int runId, ExportBundlePtr bundle, const QString& noModel = {});
     int runId() const { return m_runId; } // 0: none
     // Draws a finished comparison of run `runId` (0: of no run in the table). While another run is
     // selected (setRun) the chart keeps it, titled and noted as that run's and out of date.
@@ -69,6 +70,7 @@ private:
     void labelLayers(); // the x axis's names for m_report's layers, as many as fit
     void followFormat(); // the granularity box after the weights box: the run's own, or the uniform one
     void markReport();   // the chart's title and the note: the selected run's comparison, or out of date
+    QString noModelText() const; // "Run #N has no model to compare: why." for a selected run without one
 
     ChartView* m_chart;
     QLineSeries* m_propagated;
@@ -84,6 +86,7 @@ private:
     QLabel* m_status;
     int m_runId = 0;
     ExportBundlePtr m_bundle;
+    QString m_noModel; // why run m_runId has no model to compare (empty: it has one, or no run)
     bool m_busy = false;
     std::thread m_worker; // the comparison in flight, if any
     LayerComparisonReport m_report;

@@ -248,7 +248,16 @@ void MainWindow::updateActions()
     const bool paused = m_controller->isPaused();
     const bool exporting = m_controller->isExporting();
     m_trainAct->setEnabled(!training && !loading && !exporting && m_data);
-    m_exportAct->setEnabled(!training && !loading && !exporting);
+    // Export writes the primary selected run's model: greyed out, saying why, when it has none.
+    // With no run at all it stays offered and its dialog says how to get one.
+    const std::vector<RunPtr> selected = selectedRuns();
+    const RunPtr run = !selected.empty() ? selected.front() : m_runs->rowCount() > 0 ? m_runs->runAt(m_runs->rowCount() - 1) : nullptr;
+    const QString why = run && !run->exportBundle ? tr("Run #%1 has no model to export: %2.").arg(run->id).arg(noModelReason(*run)) : QString();
+    m_exportAct->setEnabled(!training && !loading && !exporting && why.isEmpty());
+    m_exportAct->setToolTip(!why.isEmpty() ? why
+                            : run ? tr("Writes run #%1's model as .qsm or .onnx and re-measures its accuracy from the file.").arg(run->id)
+                                  : tr("Writes a run's model as .qsm or .onnx and re-measures its accuracy from the file."));
+    m_exportAct->setStatusTip(why);
     m_pauseAct->setEnabled(training);
     m_pauseAct->setText(paused ? tr("&Resume") : tr("&Pause"));
     m_stopAct->setEnabled(training);
@@ -511,13 +520,18 @@ void MainWindow::updateCompareRun()
     if (!analysed) analysed = newestWithModel(m_runs->runs());
     if (analysed) m_analysis->setRun(analysed->id, analysed->exportBundle, analysed->shortConfig());
     else m_analysis->setRun(0, nullptr, QString());
-    if (analysed) m_compare->setRun(analysed->id, analysed->exportBundle);
+    // The Layers tab compares what is selected: a selected run without a model greys Compare out
+    // and says why (it compared the newest run that had one, under the old chart, without a word).
+    if (!selected.empty() && !selected.front()->exportBundle)
+        m_compare->setRun(selected.front()->id, nullptr, noModelReason(*selected.front()));
+    else if (analysed) m_compare->setRun(analysed->id, analysed->exportBundle);
     else m_compare->setRun(0, nullptr);
 }
 
 void MainWindow::onSelectionChanged()
 {
     updateCompareRun();
+    updateActions(); // Export follows the primary run's model
     std::vector<RunPtr> shown = selectedRuns();
     if (shown.empty() && m_runs->rowCount() > 0) shown.push_back(m_runs->runAt(m_runs->rowCount() - 1));
     if (shown == m_shown && !m_shown.empty()) return;

@@ -212,8 +212,12 @@ private:
     AnalysisView* m_analysis;
     std::shared_ptr<QTemporaryDir> m_fineTuneDir; // the FP32 models of runs being fine-tuned
     void connectAnalysis();
-    // Gives the Layers tab the newest selected (else newest) run that kept its model.
+    // Gives the Analysis tab the primary selected run that kept its model (else the newest that
+    // did), and the Layers tab the primary selected run, with or without one.
     void updateCompareRun();
+    // Why `run` has no model to export or compare (a clause, no final stop): still training,
+    // stopped or failed, loaded from a file, or released to save memory.
+    QString noModelReason(const RunRecord& run) const;
     LossScaleChart* m_lossScale;
     StepSizeChart* m_stepSizes;
     RunsModel* m_runs;

@@ -154,14 +154,8 @@ void MainWindow::exportQuantizedModel()
         return;
     }
     if (!run->exportBundle) {
-        QString why = run->exportNote;
-        if (why.isEmpty())
-            why = run->status == RunStatus::Stopped || run->status == RunStatus::Failed
-                      ? tr("only runs that trained to the end keep their model.")
-                      : tr("models are kept for the runs trained in this session (the last %1), not for runs "
-                           "loaded from a file.").arg(kKeptModels);
         QMessageBox::information(this, tr("Export quantized model"),
-                                 tr("Run #%1 has no model to export: %2").arg(run->id).arg(why));
+                                 tr("Run #%1 has no model to export: %2.").arg(run->id).arg(noModelReason(*run)));
         return;
     }
     QString base = QStringLiteral("quantscope-run%1-%2-%3")
@@ -171,6 +165,19 @@ void MainWindow::exportQuantizedModel()
         this, tr("Export run #%1").arg(run->id), base + QStringLiteral(".qsm"),
         tr("QuantScope model (*.qsm);;ONNX with QuantizeLinear/DequantizeLinear (*.onnx)"));
     if (!path.isEmpty()) exportRunTo(run->id, path);
+}
+
+QString MainWindow::noModelReason(const RunRecord& run) const
+{
+    if (!run.exportNote.isEmpty()) return run.exportNote.endsWith(QLatin1Char('.')) ? run.exportNote.chopped(1) : run.exportNote;
+    switch (run.status) {
+    case RunStatus::Running:
+    case RunStatus::Paused: return tr("it is still training (a run keeps its model when it trains to the end)");
+    case RunStatus::Stopped:
+    case RunStatus::Failed: return tr("only runs that trained to the end keep their model");
+    case RunStatus::Done: break;
+    }
+    return tr("models are kept for the runs trained in this session (the last %1), not for runs loaded from a file").arg(kKeptModels);
 }
 
 bool MainWindow::exportRunTo(int id, const QString& path)
@@ -208,7 +215,6 @@ void MainWindow::onExportReady(int id, const ExportBundlePtr& bundle)
     run->refineReport.clear();
     for (const std::string& line : bundle->refineReport) run->refineReport << QString::fromStdString(line);
     if (!run->refineReport.isEmpty()) m_runs->runChanged(id); // the tooltip grows
-    updateCompareRun();
     // Keep the models of the newest runs only: each holds a full copy of the weights.
     int kept = 0;
     const auto& runs = m_runs->runs();
@@ -217,6 +223,8 @@ void MainWindow::onExportReady(int id, const ExportBundlePtr& bundle)
             (*it)->exportBundle.reset();
             (*it)->exportNote = tr("its model was released to save memory (only the last %1 runs keep theirs).").arg(kKeptModels);
         }
+    updateCompareRun();
+    updateActions();
 }
 
 void MainWindow::onExported(int id, const ExportSummary& s)
