@@ -1,4 +1,5 @@
-// The runs table as it repaints during a session: the # cell of each run the charts show carries
+// The runs table as it repaints during a session: a running run's Time cell follows its clock,
+// the # cell of each run the charts show carries
 // the run's chart colour, distinct from every other run's in a long session, and repainting the table (every batch of a run repaints it) does not
 // grow the heap. A QColor decoration made the view's delegate draw a new pixmap and icon at each
 // repaint, which Qt kept in QPixmapCache under that pixmap's serial number: 6.6 KB a repaint
@@ -13,6 +14,7 @@
 #include <QIcon>
 #include <QItemSelectionModel>
 #include <QLineSeries>
+#include <QSignalSpy>
 #include <QTableView>
 
 #include <array>
@@ -168,6 +170,48 @@ private slots:
 
     // The window's runs table sizes each column to its header and cells: none cut ("mobilenet-t..."),
     // none much wider than what it holds, and Status, last, takes the rest of the width.
+    // A running run's Time cell follows its clock while it trains (it read 0.0 s until the run
+    // paused or ended; tester 12 #7), twice a second at most: each change refits the columns.
+    void timeCellRunsWhileTraining()
+    {
+        MainWindowOptions o;
+        o.useSettings = false;
+        o.autoLoad = false;
+        MainWindow w(o);
+        RunPtr r = makeRun(1);
+        r->status = RunStatus::Running;
+        r->config.epochs = 1;
+        w.runsModel()->addRun(r);
+        QSignalSpy changed(w.runsModel(), &QAbstractItemModel::dataChanged);
+        const auto batch = [&](std::size_t step, double seconds) {
+            BatchEvent b;
+            b.epoch = 1;
+            b.step = b.globalStep = step;
+            b.stepsPerEpoch = 100;
+            b.loss = 1.0;
+            b.elapsedSeconds = seconds;
+            emit w.controller()->batches(1, BatchList{b});
+        };
+        const auto timeCellChanges = [&] {
+            int n = 0;
+            for (const QList<QVariant>& args : changed) {
+                const auto from = args.at(0).value<QModelIndex>(), to = args.at(1).value<QModelIndex>();
+                n += from.row() <= 0 && to.row() >= 0 && from.column() <= RunsModel::Time && to.column() >= RunsModel::Time;
+            }
+            return n;
+        };
+        const auto timeCell = [&] { return w.runsModel()->index(0, RunsModel::Time).data().toString(); };
+        batch(1, 0.4);
+        QCOMPARE(timeCellChanges(), 1);
+        QCOMPARE(timeCell(), QStringLiteral("0.4 s"));
+        batch(2, 0.5); // at once: the cell waits
+        QCOMPARE(timeCellChanges(), 1);
+        QTest::qWait(600);
+        batch(3, 3.3);
+        QCOMPARE(timeCellChanges(), 2);
+        QCOMPARE(timeCell(), QStringLiteral("3.3 s"));
+    }
+
     void columnsFitTheirContents()
     {
         MainWindow w(MainWindowOptions{false, QString(), false});

@@ -371,6 +371,11 @@ void MainWindow::onBatches(int id, const BatchList& events)
     RunPtr r = m_runs->runById(id);
     if (!r || events.empty()) return;
     r->addSteps(events);
+    // The runs table's Time cell runs with the clock (it read 0.0 s until the run paused or ended).
+    if (!m_timeCell.isValid() || m_timeCell.elapsed() >= 500) {
+        m_timeCell.start();
+        m_runs->timeChanged(id);
+    }
     const BatchEvent& b = events.back();
     const double total = double(std::max<std::size_t>(1, r->config.epochs * b.stepsPerEpoch));
     m_progress->setValue(int(1000.0 * double(b.globalStep) / total));

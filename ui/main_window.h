@@ -189,6 +189,7 @@ private:
     quint64 m_startLoad = 0; // the load the window starts with: it keeps a settings error in view
     RunPtr m_live;
     QElapsedTimer m_sinceTrain;
+    QElapsedTimer m_timeCell; // since the live run's Time cell last changed (twice a second at most)
     bool m_firstPointSent = false;
     QTimer m_redraw;
     bool m_quantDirty = false;

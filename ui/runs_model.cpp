@@ -130,6 +130,12 @@ void RunsModel::runChanged(int id)
     if (row >= 0) emit dataChanged(index(row, 0), index(row, ColumnCount - 1));
 }
 
+void RunsModel::timeChanged(int id)
+{
+    const int row = rowOf(id);
+    if (row >= 0) emit dataChanged(index(row, Time), index(row, Time), {Qt::DisplayRole});
+}
+
 RunPtr RunsModel::runAt(int row) const
 {
     return row >= 0 && row < rowCount() ? m_runs[static_cast<std::size_t>(row)] : nullptr;

@@ -27,6 +27,8 @@ public:
     int addRun(RunPtr run); // returns its row
     void addRuns(const std::vector<RunPtr>& runs);
     void runChanged(int id);
+    // Only run `id`'s Time cell changed (a running run's clock; its other cells did not).
+    void timeChanged(int id);
     RunPtr runAt(int row) const;
     RunPtr runById(int id) const;
     int rowOf(int id) const;
