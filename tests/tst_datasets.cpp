@@ -642,7 +642,7 @@ void TestDatasets::splitAndLabelMessages()
     QCOMPARE(percentText(0.001), std::string("0.1%"));
     QCOMPARE(percentText(0.2), std::string("20%"));
     QCOMPARE(percentText(0.999), std::string("99.9%"));
-    QCOMPARE(catchError([] { splitTrainTestIndices({0, 1, 2}, 0.2, "one.csv"); }).type, QString("FormatError"));
+    QCOMPARE(catchError([] { splitTrainTestIndices({0, 1, 2}, {7, 8, 9}, 0.2, "one.csv"); }).type, QString("FormatError"));
     const std::string d = path("csv-named-short");
     writeText(d + "/train.csv", csvText(0, 30, 3, 1, 4, 4));
     writeText(d + "/classes.txt", "zero\none\n");

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "dataset_fixtures.h"
 
@@ -38,6 +39,7 @@ private slots:
     void pngModesDecodeAsStored();
     void upperCaseExtensionsAreImages();
     void archiveLitterIsSkipped();
+    void splitStaysAsImagesAreAdded();
 };
 
 // train/ + test/: PNG and JPEG, grey and colour mixed -> C=3, grey replicated; PNG exact.
@@ -291,8 +293,12 @@ void TestImageFolders::limitsDecodeOnlyWhatIsKept()
     QCOMPARE(t.normalization.stddev, fullTree.normalization.stddev);
     {   // an image of the tree the limited load does not keep is never decoded (img<i> is entry i)
         std::vector<std::int32_t> labels(20);
-        for (std::size_t i = 0; i < 20; ++i) labels[i] = i < 10 ? 0 : 1;
-        const TrainTestIndices split = splitTrainTestIndices(labels, whole.testFraction, tree);
+        std::vector<std::uint64_t> keys(20);
+        for (std::size_t i = 0; i < 20; ++i) {
+            labels[i] = i < 10 ? 0 : 1;
+            keys[i] = imagePathKey(tree + (i < 10 ? "/a/img" : "/b/img") + std::to_string(i) + ".png", tree);
+        }
+        const TrainTestIndices split = splitTrainTestIndices(labels, keys, whole.testFraction, tree);
         std::vector<bool> used(20, false);
         for (std::size_t i : keptTree.train) used[split.train[i]] = true;
         for (std::size_t i : keptTree.validation) used[split.train[i]] = true;
@@ -412,4 +418,32 @@ void TestImageFolders::archiveLitterIsSkipped()
     QCOMPARE(e.classNames, std::vector<std::string>({"a", "b"}));
     QCOMPARE(e.train.size() + e.test.size(), std::size_t{10});
     QVERIFY(!isImageFileName("x") && skippedFileName("._img0.png") && skippedFolderName("__MACOSX") && !skippedFolderName("a"));
+}
+
+// An image's side of the --test-fraction split follows from its own path: adding images to a class
+// moves none of the others from train to test (one added image moved two of each class's eight,
+// so a model was scored partly on its training images, tester 11).
+void TestImageFolders::splitStaysAsImagesAreAdded()
+{
+    const std::string r = path("img-grow");
+    writeImageTree(r, {"a", "b"}, 10, 0, ".png", 1, 5, 5);
+    DatasetOptions o;
+    o.dir = r;
+    const auto testImages = [&] {
+        const Dataset d = Dataset::load(o);
+        std::set<std::string> out;
+        for (std::size_t i = 0; i < d.test.size(); ++i)
+            out.insert(std::string(d.test.pixels.begin() + std::ptrdiff_t(i * 25), d.test.pixels.begin() + std::ptrdiff_t((i + 1) * 25)));
+        return out;
+    };
+    const std::set<std::string> before = testImages();
+    QCOMPARE(before.size(), std::size_t{4});
+    writeImage(r + "/a/a_new.png", 40, 1, 5, 5); // 11 in a: still 2 held out
+    writeImage(r + "/b/zz_new.png", 41, 1, 5, 5);
+    const std::set<std::string> after = testImages();
+    QCOMPARE(after.size(), std::size_t{4});
+    // every image tested now was tested before, or is new
+    const Bytes n0 = planar(40, 1, 5, 5), n1 = planar(41, 1, 5, 5);
+    for (const std::string& img : after)
+        QVERIFY(before.count(img) || img == std::string(n0.begin(), n0.end()) || img == std::string(n1.begin(), n1.end()));
 }

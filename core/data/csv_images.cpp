@@ -1,7 +1,7 @@
 // CSV images (the Kaggle digit-recognizer layout): an optional header row, then one image per
 // row: the label, then the pixels 0..255, channel-planar for colour (all red, then green, then
 // blue; each plane row-major), which is how a (C, H, W) array flattens.
-//   - a .csv file: its rows are split into train/test by opts.testFraction per class (fixed seed);
+//   - a .csv file: its rows are split into train/test by opts.testFraction per class (by row hash: splitTrainTest);
 //   - a folder: train.csv, and test.csv when it has the label column (Kaggle's test.csv has none:
 //     it is then ignored and train.csv is split as above).
 // The shape is C=1 square (N*N pixel columns), C=3 square (3*N*N) or --image-shape CxHxW.

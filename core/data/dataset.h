@@ -73,7 +73,7 @@ struct DatasetOptions {
     std::uint64_t seed = 1;
     ImageShape imageShape;       // CSV: the shape of a row's pixels; not given = from the column count
     ImageShape resize;           // HxW every image is resized to (needed when image files differ in size)
-    double testFraction = 0.2;   // a single CSV file or image tree: share of each class held out as test (fixed seed)
+    double testFraction = 0.2;   // a single CSV file or image tree: share of each class held out as test (splitTrainTest: by hash, not --seed)
     // The caller uses the test set alone (eval of a model that knows its normalisation): training
     // images are not decoded (image folders, IDX; the train set is left empty, of the test set's
     // shape), and a layout with no test split of its own (one image tree, one CSV file) is all test.

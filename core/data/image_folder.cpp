@@ -2,7 +2,7 @@
 // it, holding .png/.jpg/.jpeg files (searched recursively, in name order; other files, hidden
 // folders and macOS archive litter are skipped: skippedFolderName, skippedFileName). Either root/train/<class>/ with a test split root/{test,val,valid,validation}/<class>/
 // (the first that exists), root/train/ alone, or a single root/<class>/ tree; without a test split
-// each class is split by opts.testFraction (fixed seed). A root whose only sub-folder holds folders
+// each class is split by opts.testFraction (by path hash: splitTrainTestIndices). A root whose only sub-folder holds folders
 // and no images (an unpacked archive's wrapper) is looked into. Classes are the train folders in
 // name order.
 // The dataset is colour (C=3) if any image is, else grayscale; all images must share one size
@@ -13,6 +13,7 @@
 #include "data/resize.h"
 #include "util/errors.h"
 #include "util/memory.h"
+#include "util/rng.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -192,6 +193,12 @@ std::vector<std::size_t> decodedTraining(std::size_t n, const Target& t, const D
 
 } // namespace
 
+std::uint64_t imagePathKey(const std::string& path, const std::string& tree)
+{
+    const std::string rel = fs::path(path).lexically_relative(tree).generic_string();
+    return splitmix64(stableHash((rel.empty() ? path : rel).c_str()));
+}
+
 void checkImageFolderFootprint(const std::string& root, std::size_t images, const ImageShape& shape, bool resized,
                                unsigned long long physicalBytes)
 {
@@ -249,8 +256,12 @@ RawDataset readImageFolder(const std::string& root, const DatasetOptions& opts)
     } else {
         // The split by --test-fraction needs the labels alone: only the images kept are decoded.
         std::vector<std::int32_t> labels(entries.size());
-        for (std::size_t i = 0; i < entries.size(); ++i) labels[i] = entries[i].label;
-        const TrainTestIndices split = splitTrainTestIndices(labels, opts.testFraction, root);
+        std::vector<std::uint64_t> keys(entries.size());
+        for (std::size_t i = 0; i < entries.size(); ++i) {
+            labels[i] = entries[i].label;
+            keys[i] = imagePathKey(entries[i].path, trainDir.string());
+        }
+        const TrainTestIndices split = splitTrainTestIndices(labels, keys, opts.testFraction, root);
         std::vector<bool> used(entries.size(), false);
         for (std::size_t i : decodedTraining(split.train.size(), t, opts)) used[split.train[i]] = true;
         for (std::size_t k = 0; k < split.test.size() && (opts.testLimit == 0 || k < opts.testLimit); ++k) used[split.test[k]] = true;

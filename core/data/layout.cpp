@@ -167,23 +167,26 @@ LabeledImages subset(const LabeledImages& s, const std::vector<std::size_t>& idx
     return out;
 }
 
-TrainTestIndices splitTrainTestIndices(const std::vector<std::int32_t>& labels, double fraction, const std::string& what)
+TrainTestIndices splitTrainTestIndices(const std::vector<std::int32_t>& labels, const std::vector<std::uint64_t>& keys,
+                                       double fraction, const std::string& what)
 {
     if (!(fraction > 0.0 && fraction < 1.0))
         throw ConfigError("test fraction " + std::to_string(fraction) + " must be between 0 and 1 (exclusive)");
+    if (keys.size() != labels.size())
+        throw std::logic_error("splitTrainTestIndices: " + std::to_string(keys.size()) + " keys for " + std::to_string(labels.size()) + " images");
     std::int32_t maxLabel = 0;
     for (std::int32_t l : labels) maxLabel = std::max(maxLabel, l);
     std::vector<std::vector<std::size_t>> byClass(static_cast<std::size_t>(maxLabel) + 1);
     for (std::size_t i = 0; i < labels.size(); ++i) byClass[static_cast<std::size_t>(labels[i])].push_back(i);
-    Rng rng(0x5E57F00Dull);
     TrainTestIndices s;
-    for (const std::vector<std::size_t>& members : byClass) {
+    for (std::vector<std::size_t>& members : byClass) {
         if (members.empty()) continue;
-        const std::vector<std::size_t> perm = seededPermutation(members.size(), rng);
         std::size_t n = static_cast<std::size_t>(std::lround(fraction * static_cast<double>(members.size())));
         if (members.size() >= 2) n = std::clamp<std::size_t>(n, 1, members.size() - 1);
         else n = 0;
-        for (std::size_t k = 0; k < perm.size(); ++k) (k < n ? s.test : s.train).push_back(members[perm[k]]);
+        // the n smallest keys (ties by position) go to test
+        std::stable_sort(members.begin(), members.end(), [&](std::size_t a, std::size_t b) { return keys[a] < keys[b]; });
+        for (std::size_t k = 0; k < members.size(); ++k) (k < n ? s.test : s.train).push_back(members[k]);
     }
     if (s.test.empty())
         throw FormatError(what + ": too few images (" + std::to_string(labels.size()) + ") to hold out a test set");
@@ -192,9 +195,21 @@ TrainTestIndices splitTrainTestIndices(const std::vector<std::int32_t>& labels, 
     return s;
 }
 
+std::vector<std::uint64_t> contentKeys(const LabeledImages& set)
+{
+    std::vector<std::uint64_t> keys(set.size());
+    const std::size_t B = set.imageBytes();
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+        std::uint64_t h = 0xcbf29ce484222325ull ^ static_cast<std::uint32_t>(set.labels[i]);
+        for (const std::uint8_t* p = set.pixels.data() + i * B, *e = p + B; p < e; ++p) h = (h ^ *p) * 0x100000001b3ull;
+        keys[i] = splitmix64(h); // FNV's low bits mix poorly; the order should not follow the pixels
+    }
+    return keys;
+}
+
 std::pair<LabeledImages, LabeledImages> splitTrainTest(const LabeledImages& all, double fraction, const std::string& what)
 {
-    const TrainTestIndices s = splitTrainTestIndices(all.labels, fraction, what);
+    const TrainTestIndices s = splitTrainTestIndices(all.labels, contentKeys(all), fraction, what);
     return {subset(all, s.train), subset(all, s.test)};
 }
 

@@ -70,16 +70,27 @@ bool skippedFileName(const std::string& name);
 
 // The images `idx` of `s`, in that order.
 LabeledImages subset(const LabeledImages& s, const std::vector<std::size_t>& idx);
-// Splits `all` into (train, test) per class: `fraction` of each class's images (at least one when
-// the class has two or more), drawn by a fixed seed, goes to test. The seed does not follow --seed,
-// so every run (and `eval`) sees the same test set. Throws ConfigError if test would be empty.
+// Splits `all` into (train, test) per class: round(`fraction` x its size) of each class's images
+// (at least one when the class has two or more) go to test, those whose `keys` are smallest (ties
+// by position). A CSV's key is a hash of its row (contentKeys), an image file's of its path in the
+// tree: an image's side does not depend on the others, so adding images to a class moves none of
+// the others from train to test, and at most one the other way where the count held out grows (a
+// positional draw moved several, so a model was later scored partly on its own training images,
+// tester 11). Independent of --seed: every run and `eval` see the same test set. ConfigError for a
+// fraction outside (0, 1); FormatError if the test set would be empty.
 std::pair<LabeledImages, LabeledImages> splitTrainTest(const LabeledImages& all, double fraction, const std::string& what);
 // The same split as indices into `labels` (each list ascending), for a reader that decodes only
-// what it keeps.
+// what it keeps; keys[i] is image i's (labels.size() of them).
 struct TrainTestIndices {
     std::vector<std::size_t> train, test;
 };
-TrainTestIndices splitTrainTestIndices(const std::vector<std::int32_t>& labels, double fraction, const std::string& what);
+TrainTestIndices splitTrainTestIndices(const std::vector<std::int32_t>& labels, const std::vector<std::uint64_t>& keys,
+                                       double fraction, const std::string& what);
+// A key per image of `set` from its label and pixels (FNV-1a): equal images, equal keys.
+std::vector<std::uint64_t> contentKeys(const LabeledImages& set);
+// An image file's split key: a hash of its path below `tree` (e.g. "cat/img7.png"), so that its side
+// of the split stays whatever else the folder gains or where the folder is.
+std::uint64_t imagePathKey(const std::string& path, const std::string& tree);
 // A test fraction as the split's description gives it: "20%", "0.1%", "99.9%" (three significant
 // digits; 0.001 read "0%" though every class held one image out, tester 11).
 std::string percentText(double fraction);
