@@ -4,7 +4,8 @@
 // that format, Stop ends an analysis early with the cells done; Search draws every evaluated
 // plan, the front, the uniform plans (labelled) and the chosen plan, shows a clicked plan's
 // layers, Save plan writes a file the plan parser reads back, the Training dock loads and saves
-// plan files, and "Fine-tune with this plan" starts a QAT run with the plan from the run's weights.
+// plan files, "Fine-tune with this plan" starts a QAT run with the plan from the run's weights, and
+// an analysis and a training run take turns.
 // QS_ANALYSIS_SHOT=DIR with QS_ANALYSIS_MODEL=seed-cnn.qsm (an FP32 model for Fashion-MNIST) also
 // runs both analyses on that model and saves the heatmap and the Pareto chart as PNGs (5,000
 // validation images, or QS_ANALYSIS_VALIDATION / QS_ANALYSIS_SEARCH_VALIDATION; give
@@ -31,6 +32,7 @@
 #include "quant/precision_plan.h"
 #include "util/rng.h"
 
+#include <QAction>
 #include <QCheckBox>
 #include <QComboBox>
 #include <QDialog>
@@ -79,6 +81,7 @@ private slots:
     void searchRefusesABudgetBelowTheSmallestPlan();
     void fineTuneStartsQat();
     void tabsAnalyseThePrimaryRun();
+    void trainingAndAnalysisTakeTurns();
     void closingMidAnalysis();
     void fp16HistogramZoomsToTheWeights();
     void screenshotsOfSeedCnn();
@@ -567,6 +570,51 @@ void TestGuiAnalysis::tabsAnalyseThePrimaryRun()
         QCOMPARE(m_window->layerCompareView()->runId(), primary);
         const QString source = m_view->sourceCombo()->currentText();
         QVERIFY2(source.startsWith(QString("run #%1").arg(primary)), qPrintable(source));
+    }
+    m_window->selectRuns({1});
+}
+
+// An analysis and a training run would share the cores (each at about half speed on two), so
+// they take turns: while an analysis runs, Train (button, Run menu, Ctrl+R) is greyed out saying
+// why; while a run trains, Run sensitivity and Run search are (tester 12 #8: both stayed enabled).
+void TestGuiAnalysis::trainingAndAnalysisTakeTurns()
+{
+    auto* trainAct = m_window->findChild<QAction*>("trainAction");
+    QVERIFY(trainAct && trainAct->isEnabled());
+    SensitivityView* s = m_view->sensitivity();
+    s->setFormats({"int8", "int6", "int4", "int3", "int2"});
+    QSignalSpy done(s, &SensitivityView::analysisFinished);
+    s->run();
+    QTRY_VERIFY(!trainAct->isEnabled());
+    QVERIFY(!m_window->trainingPanel()->trainButton()->isEnabled());
+    QVERIFY2(m_window->trainingPanel()->trainButton()->toolTip().contains("An analysis is running"),
+             qPrintable(m_window->trainingPanel()->trainButton()->toolTip()));
+    const int runs = m_window->runsModel()->rowCount();
+    m_window->startTraining(); // as Fine-tune with this plan would
+    QCOMPARE(m_window->runsModel()->rowCount(), runs);
+    QVERIFY2(m_window->errorText().contains("An analysis is running"), qPrintable(m_window->errorText()));
+    s->stop();
+    QVERIFY(done.wait(kRunTimeoutMs));
+    QTRY_VERIFY(trainAct->isEnabled());
+    QVERIFY(m_window->trainingPanel()->trainButton()->toolTip().startsWith("Starts a run"));
+
+    TrainConfig c = m_window->trainingPanel()->config();
+    c.precision = PrecisionConfig{};
+    c.precision.strategy = Strategy::Fp32;
+    c.epochs = 3;
+    m_window->trainingPanel()->setConfig(c);
+    QSignalSpy ended(m_window.get(), &MainWindow::runEnded);
+    m_window->startTraining();
+    QVERIFY(m_window->isTraining());
+    for (QPushButton* run : {s->runButton(), m_view->search()->runButton()}) {
+        QVERIFY(!run->isEnabled());
+        QVERIFY2(run->toolTip().contains("a training run is in progress"), qPrintable(run->toolTip()));
+    }
+    m_window->stopTraining();
+    QVERIFY(ended.wait(kRunTimeoutMs));
+    for (QPushButton* run : {s->runButton(), m_view->search()->runButton()}) {
+        QVERIFY(run->isEnabled());
+        QVERIFY(!run->toolTip().contains("a training run is in progress"));
     }
     m_window->selectRuns({1});
 }

@@ -115,4 +115,10 @@ RunControls makeRunControls(const QString& prefix, const QString& runText, const
     return c;
 }
 
+void setRunEnabled(QPushButton* run, const QString& tip, bool busy, const QString& blocked)
+{
+    run->setEnabled(!busy && blocked.isEmpty());
+    run->setToolTip(blocked.isEmpty() ? tip : tip + QStringLiteral("\n\n") + QObject::tr("Disabled: %1").arg(blocked));
+}
+
 } // namespace quantscope

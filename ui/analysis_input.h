@@ -77,5 +77,8 @@ struct RunControls {
 };
 RunControls makeRunControls(const QString& prefix, const QString& runText, const QString& runTip, const QString& stopTip,
                             const QString& statusText);
+// Run's state on an analysis page: enabled unless an analysis is in flight (`busy`) or `blocked`
+// says why not (a training run shares the cores); `tip` is its tooltip, then the reason.
+void setRunEnabled(QPushButton* run, const QString& tip, bool busy, const QString& blocked);
 
 } // namespace quantscope

@@ -62,6 +62,8 @@ AnalysisView::AnalysisView(QWidget* parent) : QWidget(parent)
     const auto provider = [this](QString* error) { return input(error); };
     m_sensitivity = new SensitivityView(provider);
     m_search = new SearchView(provider);
+    connect(m_sensitivity, &SensitivityView::busyChanged, this, &AnalysisView::analysingChanged);
+    connect(m_search, &SearchView::busyChanged, this, &AnalysisView::analysingChanged);
     m_pages = new QTabWidget;
     m_pages->setObjectName(QStringLiteral("analysisPages"));
     m_pages->setDocumentMode(true);
@@ -227,6 +229,18 @@ AnalysisInputPtr AnalysisView::input(QString* error) const
     m_measured = currentKey(); // what the results below will be of, until the source or the data changes
     updateSourceNote();
     return in;
+}
+
+bool AnalysisView::isAnalysing() const { return m_sensitivity->isRunning() || m_search->isRunning(); }
+
+void AnalysisView::setTraining(bool training)
+{
+    // On a 2-core machine the two would halve each other's speed, without a word (tester 12 #8).
+    const QString why = training ? tr("a training run is in progress, and the analysis would share the cores with it. "
+                                      "Run it when the training has finished (or stop the training).")
+                                 : QString();
+    m_sensitivity->setBlocked(why);
+    m_search->setBlocked(why);
 }
 
 } // namespace quantscope

@@ -36,10 +36,19 @@ public:
     // What an analysis would measure now; null with *error set when nothing can be analysed.
     AnalysisInputPtr input(QString* error) const;
 
+    // A sensitivity analysis or a search is in flight (training would share the cores with it).
+    bool isAnalysing() const;
+    // A training run is in progress: Run sensitivity and Run search are disabled, saying so.
+    void setTraining(bool training);
+
     SensitivityView* sensitivity() const { return m_sensitivity; }
     SearchView* search() const { return m_search; }
     QTabWidget* pages() const { return m_pages; }
     QComboBox* sourceCombo() const { return m_source; }
+
+signals:
+    // An analysis started or ended (emitted as it changes: isAnalysing() may still say the old).
+    void analysingChanged();
 
 private:
     void updateSourceNote() const;

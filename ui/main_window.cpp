@@ -247,7 +247,15 @@ void MainWindow::updateActions()
     const bool loading = m_controller->isLoading();
     const bool paused = m_controller->isPaused();
     const bool exporting = m_controller->isExporting();
-    m_trainAct->setEnabled(!training && !loading && !exporting && m_data);
+    // An analysis and a run would share the cores (each at about half speed): one at a time.
+    const bool analysing = m_analysis->isAnalysing();
+    m_trainAct->setEnabled(!training && !loading && !exporting && m_data && !analysing);
+    const QString trainTip = analysing ? tr("An analysis is running in the Analysis tab, and training would share the cores with it. "
+                                            "Train when it has finished (or stop it).")
+                             : m_data || loading ? tr("Starts a run with these options (Ctrl+R).")
+                                                 : tr("Load a dataset first (Ctrl+O).");
+    m_trainAct->setToolTip(trainTip);
+    m_analysis->setTraining(training);
     // Export writes the primary selected run's model: greyed out, saying why, when it has none.
     // With no run at all it stays offered and its dialog says how to get one.
     const std::vector<RunPtr> selected = selectedRuns();
@@ -265,8 +273,7 @@ void MainWindow::updateActions()
     m_pickFilesAct->setEnabled(!training);
     m_loadRunsAct->setEnabled(!training);
     m_trainingPanel->trainButton()->setEnabled(m_trainAct->isEnabled());
-    m_trainingPanel->trainButton()->setToolTip(m_data || loading ? tr("Starts a run with these options (Ctrl+R).")
-                                                                 : tr("Load a dataset first (Ctrl+O)."));
+    m_trainingPanel->trainButton()->setToolTip(trainTip);
     m_trainingPanel->pauseButton()->setEnabled(training);
     m_trainingPanel->pauseButton()->setText(paused ? tr("Resume") : tr("Pause"));
     m_trainingPanel->stopButton()->setEnabled(training);
@@ -277,6 +284,10 @@ void MainWindow::updateActions()
 void MainWindow::startTraining()
 {
     if (m_controller->isTraining() || m_controller->isLoading()) return;
+    if (m_analysis->isAnalysing()) { // Train is greyed out; Fine-tune with this plan comes here too
+        showError(tr("An analysis is running in the Analysis tab: train when it has finished, or stop it."));
+        return;
+    }
     if (!m_data) {
         showError(tr("No dataset is loaded. Open a folder of IDX files with File > Open dataset folder (Ctrl+O)."));
         return;

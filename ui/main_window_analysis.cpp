@@ -23,6 +23,8 @@ void MainWindow::connectAnalysis()
     connect(this, &MainWindow::datasetReady, this, [this](bool ok) {
         if (ok) m_analysis->setDataset(m_data);
     });
+    // Queued: the page says it is busy before its thread starts, and idle after it is joined.
+    connect(m_analysis, &AnalysisView::analysingChanged, this, &MainWindow::updateActions, Qt::QueuedConnection);
     connect(m_analysis->search(), &SearchView::fineTuneRequested, this,
             [this](AnalysisInputPtr in, const PrecisionPlan& plan) { fineTuneWithPlan(std::move(in), plan); });
 }

@@ -106,6 +106,7 @@ SearchView::SearchView(InputProvider input, QWidget* parent) : QWidget(parent), 
         tr("Stop after the plan being evaluated; the plans evaluated so far stay."),
         tr("Pick the candidate formats and a budget, then Run search."));
     m_run = rc.run;
+    m_runTip = m_run->toolTip();
     m_stop = rc.stop;
     m_progress = rc.progress;
     m_status = rc.status;
@@ -259,15 +260,22 @@ void SearchView::updateBudgetSpin()
     }
 }
 
+void SearchView::setBlocked(const QString& why)
+{
+    m_blocked = why;
+    setRunEnabled(m_run, m_runTip, m_thread.running(), m_blocked);
+}
+
 void SearchView::setBusy(bool busy)
 {
-    m_run->setEnabled(!busy);
+    setRunEnabled(m_run, m_runTip, busy, m_blocked);
     m_stop->setEnabled(busy);
     for (QWidget* w : std::initializer_list<QWidget*>{m_granularity, m_budgetKind, m_budget, m_maxEvals}) w->setEnabled(!busy);
     for (QCheckBox* b : m_formatBoxes + m_calibBoxes) b->setEnabled(!busy);
     const bool plan = !busy && m_selected >= 0;
     m_save->setEnabled(plan);
     m_fineTune->setEnabled(plan);
+    emit busyChanged(busy);
 }
 
 void SearchView::run()

@@ -40,6 +40,9 @@ public:
     void setMaxEvaluations(int n);
 
     bool isRunning() const { return m_thread.running(); }
+    // While `why` is not empty (a training run would share the cores), Run is disabled and its
+    // tooltip says why; an analysis in flight goes on.
+    void setBlocked(const QString& why);
     const MixedSearchReport& report() const { return m_report; }
     long selectedPlan() const { return m_selected; }
     // The plan shown in the side table (the chosen one after a search, else the one clicked).
@@ -65,6 +68,7 @@ public slots:
 
 signals:
     void searchFinished(bool ok, const QString& message);
+    void busyChanged(bool busy); // a search started or ended
     // "Fine-tune with this plan": a QAT run of the model analysed (`input`) with `plan`.
     void fineTuneRequested(quantscope::AnalysisInputPtr input, const quantscope::PrecisionPlan& plan);
 
@@ -86,6 +90,7 @@ private:
     QDoubleSpinBox* m_budget;
     QSpinBox* m_maxEvals;
     QPushButton* m_run;
+    QString m_runTip, m_blocked; // Run's own tooltip; why it may not start now (empty: it may)
     QPushButton* m_stop;
     QProgressBar* m_progress;
     QLabel* m_status;

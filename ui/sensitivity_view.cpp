@@ -93,6 +93,7 @@ SensitivityView::SensitivityView(InputProvider input, QWidget* parent) : QWidget
         tr("Stop after the cell being measured; the cells done so far stay."),
         tr("Pick the formats and click Run: each Conv2d/Linear layer is quantized alone and measured."));
     m_run = rc.run;
+    m_runTip = m_run->toolTip();
     m_stop = rc.stop;
     m_progress = rc.progress;
     m_status = rc.status;
@@ -168,12 +169,19 @@ void SensitivityView::setFormats(const QStringList& formats)
     for (QCheckBox* b : m_formatBoxes) b->setChecked(formats.contains(b->text()));
 }
 
+void SensitivityView::setBlocked(const QString& why)
+{
+    m_blocked = why;
+    setRunEnabled(m_run, m_runTip, m_thread.running(), m_blocked);
+}
+
 void SensitivityView::setBusy(bool busy)
 {
-    m_run->setEnabled(!busy);
+    setRunEnabled(m_run, m_runTip, busy, m_blocked);
     m_stop->setEnabled(busy);
     for (QWidget* w : std::initializer_list<QWidget*>{m_granularity, m_calibration, m_mode}) w->setEnabled(!busy);
     for (QCheckBox* b : m_formatBoxes) b->setEnabled(!busy);
+    emit busyChanged(busy);
 }
 
 void SensitivityView::run()

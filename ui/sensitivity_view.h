@@ -37,6 +37,9 @@ public:
     QStringList formats() const;
     void setFormats(const QStringList& formats);
     bool isRunning() const { return m_thread.running(); }
+    // While `why` is not empty (a training run would share the cores), Run is disabled and its
+    // tooltip says why; an analysis in flight goes on.
+    void setBlocked(const QString& why);
     const SensitivityReport& report() const { return m_report; }
     QTableWidget* heatmap() const { return m_table; }
     QPushButton* runButton() const { return m_run; }
@@ -60,6 +63,7 @@ public slots:
 
 signals:
     void analysisFinished(bool ok, const QString& message);
+    void busyChanged(bool busy); // an analysis started or ended
 
 private:
     void showProgress(std::size_t done, std::size_t total);
@@ -72,6 +76,7 @@ private:
     QComboBox* m_calibration;
     QComboBox* m_mode;
     QPushButton* m_run;
+    QString m_runTip, m_blocked; // Run's own tooltip; why it may not start now (empty: it may)
     QPushButton* m_stop;
     QProgressBar* m_progress;
     QLabel* m_status;
