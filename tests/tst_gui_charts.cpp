@@ -2,8 +2,9 @@
 // covering every drawn point (a spike stays on screen), a run keeping its colour whatever else is
 // selected, legends listing the runs in the runs table's order, the Layers and SQNR charts naming
 // their layers whole, a moved plot area repainting the whole view, the histogram and ranges naming
-// the run they show, the Layers chart's exact points and out-of-date result, and the loss-scale
-// chart's empty message. Each draws offscreen and reads the texts Qt Charts laid out, not only
+// the run they show (or why there is nothing to show), the Layers chart's exact points and
+// out-of-date result, a selected run without a model (Compare and Export greyed out, saying why),
+// and the loss-scale chart's empty message. Each draws offscreen and reads the texts Qt Charts laid out, not only
 // the numbers given to it.
 #include "chart_view.h"
 #include "curve_charts.h"
@@ -494,6 +495,47 @@ private slots:
         QCoreApplication::processEvents();
         QVERIFY2(w.histogramPanel()->chart()->title().contains(QStringLiteral("Run #2 \u00b7 layer3.conv2")), qPrintable(w.histogramPanel()->chart()->title()));
         QVERIFY2(!w.histogramPanel()->caption().contains(QLatin1String("selected runs")), qPrintable(w.histogramPanel()->caption()));
+    }
+
+    // A quantizing run with no end-of-epoch statistics yet: the hint says that (it said "Train with
+    // a quantizing strategy (e.g. QAT)" under a QAT run), and the empty chart's legend and axes
+    // keep nothing of the run shown before (its "clip [...]; 0.00 % clipped", its range; tester 12 #6).
+    void histogramWithoutStatsSaysWhy()
+    {
+        MainWindow w(MainWindowOptions{false, QString(), false});
+        RunPtr drawn = statsRun(1);
+        drawn->layerStats = {{drawnStats("conv1", 1)}};
+        drawn->config.precision.strategy = Strategy::Qat;
+        w.runsModel()->addRun(drawn);
+        RunPtr early = lossRun(2, 10, 0, 0.0);
+        early->status = RunStatus::Running;
+        early->config.precision.strategy = Strategy::Qat;
+        w.runsModel()->addRun(early);
+        QChart* chart = w.histogramPanel()->chart()->chart();
+        const auto legendTexts = [&] {
+            QStringList names;
+            for (QAbstractSeries* series : chart->series()) names << series->name();
+            return names.join(QLatin1Char('|'));
+        };
+        auto* x = qobject_cast<QValueAxis*>(chart->axes(Qt::Horizontal).value(0));
+        QVERIFY(x);
+        w.selectRuns({1});
+        QVERIFY2(legendTexts().contains(QLatin1String("clipped")), qPrintable(legendTexts()));
+        QVERIFY(x->min() < 0);
+
+        w.selectRuns({2});
+        const QString caption = w.histogramPanel()->caption();
+        QVERIFY2(caption.startsWith(QLatin1String("Run #2 (Quantization-aware training) has no end-of-epoch statistics yet")), qPrintable(caption));
+        QVERIFY2(!legendTexts().contains(QLatin1String("clipped")), qPrintable(legendTexts()));
+        QVERIFY2(x->min() >= 0, qPrintable(QString::number(x->min())));
+        early->status = RunStatus::Stopped;
+        w.selectRuns({1});
+        w.selectRuns({2});
+        QVERIFY2(w.histogramPanel()->caption().contains(QLatin1String("it ended before its first epoch did")), qPrintable(w.histogramPanel()->caption()));
+        early->config.precision.strategy = Strategy::Fp32;
+        w.selectRuns({1});
+        w.selectRuns({2});
+        QVERIFY2(w.histogramPanel()->caption().contains(QLatin1String("quantizes no weights")), qPrintable(w.histogramPanel()->caption()));
     }
 
     // Points drawn at 100 dB (an unchanged output) are on the axis, and the note mentions them

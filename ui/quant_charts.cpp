@@ -1,6 +1,7 @@
 #include "quant_charts.h"
 
 #include "format_text.h"
+#include "quant_catalog.h"
 
 #include <QAreaSeries>
 #include <QBarCategoryAxis>
@@ -74,6 +75,25 @@ QString primaryRunNote(const RunPtr& run, int selected)
     return QObject::tr("Run #%1 only, of the %2 selected runs (the row clicked last; Ctrl+click another to show it). ")
         .arg(run->id)
         .arg(selected);
+}
+
+// Why the Histograms tab has nothing to draw for `run`: the hint said "Train with a quantizing
+// strategy (e.g. QAT)" under a QAT run that only had no statistics yet (tester 12 #6).
+QString noStatsCaption(const RunPtr& run)
+{
+    if (!run) return QObject::tr("Train with a quantizing strategy (e.g. QAT) to see the weights.");
+    const Strategy st = run->config.precision.strategy;
+    const QString name = QObject::tr("Run #%1 (%2)").arg(run->id).arg(strategyLabel(st));
+    if (st == Strategy::Fp32 || st == Strategy::Mixed)
+        return QObject::tr("%1 quantizes no weights: train with a quantizing strategy (e.g. QAT) to see them.").arg(name);
+    switch (run->status) {
+    case RunStatus::Running:
+    case RunStatus::Paused: return QObject::tr("%1 has no end-of-epoch statistics yet: they arrive when its first epoch ends.").arg(name);
+    case RunStatus::Stopped:
+    case RunStatus::Failed: return QObject::tr("%1 has no end-of-epoch statistics: it ended before its first epoch did.").arg(name);
+    case RunStatus::Done: break;
+    }
+    return QObject::tr("%1 has no end-of-epoch statistics.").arg(name);
 }
 
 QString statsCaption(const LayerStats& s)
@@ -254,6 +274,13 @@ void HistogramChart::setStats(const LayerStats* s, bool logScale, const QString&
     if (!valid) {
         for (QLineSeries* l : {m_fp32Upper, m_fp32Lower, m_quantUpper, m_quantLower, m_clipLow, m_clipHigh}) l->clear();
         chart()->setTitle(tr("Weight histogram"));
+        // Nothing of the last histogram drawn stays: its clip range and share clipped in the legend,
+        // its range on the axes (they read as this run's).
+        m_clipLow->setName(tr("clip range"));
+        m_quant->setName(tr("quantized values (bars at the levels)"));
+        m_x->setRange(0, 1);
+        if (logScale) m_yLog->setRange(1, 10);
+        else m_yLin->setRange(0, 1);
         setEmptyMessage(kNoStats);
         return;
     }
@@ -467,8 +494,7 @@ void HistogramPanel::refresh()
     const LayerStats* s = m_bar->current();
     const RunPtr& run = m_bar->run();
     m_chart->setStats(s, m_log->isChecked(), run ? tr("Run #%1").arg(run->id) : QString());
-    m_caption->setText(s ? primaryRunNote(run, m_selected) + statsCaption(*s)
-                         : tr("Train with a quantizing strategy (e.g. QAT) to see the weights."));
+    m_caption->setText(s ? primaryRunNote(run, m_selected) + statsCaption(*s) : noStatsCaption(run));
 }
 
 RangesPanel::RangesPanel(QWidget* parent) : QWidget(parent)
