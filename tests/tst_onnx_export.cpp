@@ -99,6 +99,11 @@ void TestOnnxExport::checkerAcceptsExports()
     if (r.out.contains("No module named 'onnx'")) QSKIP("python3-onnx is not installed");
     QVERIFY2(r.exitCode == 0, qPrintable(r.out + r.err));
     QVERIFY2(r.out.contains("opset [13]"), qPrintable(r.out));
+    // the input's doc string says what to feed it: channel order, size, scale (tester 11)
+    const QString planes = m.channels == 3 ? "R, G, B planes" : "one grey plane";
+    QVERIFY2(r.out.contains("input input: " + planes) &&
+                 r.out.contains(QString(" of %1x%2 images").arg(m.height).arg(m.width)) && r.out.contains("scaled to [0, 1]"),
+             qPrintable(r.out));
     if (format != "fp32") {
         QVERIFY(r.out.contains("QuantizeLinear") && r.out.contains("DequantizeLinear"));
         QVERIFY(!r.out.contains("BatchNormalization"));

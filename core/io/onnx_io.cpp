@@ -281,7 +281,12 @@ std::vector<std::uint8_t> encodeOnnx(const ExportedModel& source)
     g->set_name(m.modelName.empty() ? "quantscope" : m.modelName);
     setShape(g->add_input(), "input",
              {static_cast<std::int64_t>(m.channels), static_cast<std::int64_t>(m.height), static_cast<std::int64_t>(m.width)});
-    g->mutable_input(0)->set_doc_string("pixels scaled to [0, 1]; the dataset normalisation is inside the graph");
+    // What a user of the file must feed it (tester 11: the channel order and the size were nowhere).
+    g->mutable_input(0)->set_doc_string(
+        std::string(m.channels == 3 ? "R, G, B planes (NCHW)" : "one grey plane (NCHW; colour images as BT.601 luma, PIL's convert('L'))") +
+        " of " + std::to_string(m.height) + "x" + std::to_string(m.width) +
+        " images (resized by area when shrinking, bilinear when growing, as quantscope-cli --resize), pixels scaled to [0, 1]; "
+        "the dataset normalisation is inside the graph");
     GraphBuilder b(g);
     // One value when every channel shares it, else [1, C, 1, 1] broadcast over N, H, W.
     const bool shared = std::adjacent_find(m.normalization.mean.begin(), m.normalization.mean.end(), std::not_equal_to<>()) ==

@@ -12,6 +12,7 @@ def main(paths):
         ops = sorted({n.op_type for n in model.graph.node})
         opset = [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")]
         print("ok %s opset %s ops %s" % (p, opset, ",".join(ops)))
+        print("input %s: %s" % (model.graph.input[0].name, model.graph.input[0].doc_string))
 
 
 if __name__ == "__main__":
