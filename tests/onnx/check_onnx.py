@@ -11,8 +11,8 @@ def main(paths):
         onnx.checker.check_model(model, full_check=True)
         ops = sorted({n.op_type for n in model.graph.node})
         opset = [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")]
-        print("ok %s opset %s ops %s" % (p, opset, ",".join(ops)))
         print("input %s: %s" % (model.graph.input[0].name, model.graph.input[0].doc_string))
+        print("ok %s opset %s ops %s" % (p, opset, ",".join(ops)))  # last: callers read the ops to the end
 
 
 if __name__ == "__main__":
