@@ -220,7 +220,8 @@ int runEval(const std::vector<std::string>& argv)
                             {"test_images", ev.count},  {"test_acc", ev.accuracy},
                             {"data", data.dir},         {"test_split", data.split},
                             {"normalization", model.normalization.describe()},
-                            {"notes", model.notes}};
+                            {"notes", model.notes},
+                            {"data_notes", data.notes}};
         if (!classNote.empty()) j["class_note"] = classNote;
         // Where the normalisation came from: the file, --normalize, or (neither says) the data.
         j["normalization_source"] = model.normalizationKnown ? "file" : args.has("--normalize") ? "--normalize" : "data";
@@ -232,6 +233,7 @@ int runEval(const std::vector<std::string>& argv)
         std::fprintf(report, "data: %s (%s), %zu test images of %zux%zux%zu, %zu classes; test set: %s\n", data.name.c_str(),
                     layoutName(data.layout), ev.count, data.channels(), data.height(), data.width(), data.numClasses(),
                     data.split.empty() ? "the test files" : data.split.c_str());
+        for (const std::string& n : data.notes) std::fprintf(report, "note: %s\n", n.c_str());
         std::fprintf(report, "runner: %s, %zu thread(s)\n", runner.description().c_str(), threads);
         std::fprintf(report, "test accuracy: %s (%zu images)\n", percent(ev.accuracy).c_str(), ev.count);
         if (args.has("--bench"))

@@ -560,6 +560,7 @@ int runTrain(const std::vector<std::string>& argv)
     startExtra["normalization"] = data.normalization.describe();
     startExtra["data"] = data.dir;
     startExtra["test_split"] = data.split;
+    startExtra["data_notes"] = data.notes;
     const std::unique_ptr<TrainObserver> obs = makeCliObserver(json, progress, std::move(planJson), ignored, std::move(startExtra));
     Trainer trainer(cfg, data, obs.get(), &g_stop); // a Ctrl+C during loading stops it at its first batch
     if (!json && args.has("--format") && !cfg.precision.layers.empty()) {
@@ -576,6 +577,8 @@ int runTrain(const std::vector<std::string>& argv)
         std::printf("data: %s (%s), %zu training and %zu test images of %zux%zux%zu, %zu classes%s\n", data.name.c_str(),
                     layoutName(data.layout), data.train.size(), data.test.size(), data.channels(), data.height(), data.width(),
                     data.numClasses(), data.split.empty() ? "" : ("; test set: " + data.split).c_str());
+    if (!json)
+        for (const std::string& n : data.notes) std::fprintf(stderr, "quantscope-cli train: note: %s\n", n.c_str());
     const FinishEvent fin = trainer.run();
     if (const PtqRefiner* r = trainer.strategy().refiner()) printRefineReport(*r, json);
     if (fin.stopped && !exportPaths.empty()) { // said, not left to be noticed

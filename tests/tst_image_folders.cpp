@@ -40,6 +40,7 @@ private slots:
     void upperCaseExtensionsAreImages();
     void archiveLitterIsSkipped();
     void splitStaysAsImagesAreAdded();
+    void unreadImagesAreNoted();
 };
 
 // train/ + test/: PNG and JPEG, grey and colour mixed -> C=3, grey replicated; PNG exact.
@@ -446,4 +447,32 @@ void TestImageFolders::splitStaysAsImagesAreAdded()
     const Bytes n0 = planar(40, 1, 5, 5), n1 = planar(41, 1, 5, 5);
     for (const std::string& img : after)
         QVERIFY(before.count(img) || img == std::string(n0.begin(), n0.end()) || img == std::string(n1.begin(), n1.end()));
+}
+
+// What the layout leaves unread is said (Dataset::notes): images at the root of a class tree, and
+// folders beside train/ and test/ (tester 11: both went without a word); a tidy tree has no notes.
+void TestImageFolders::unreadImagesAreNoted()
+{
+    const std::string t = path("img-loose");
+    writeImageTree(t, {"a", "b"}, 4, 0, ".png", 1, 5, 5);
+    DatasetOptions o;
+    o.dir = t;
+    QVERIFY(Dataset::load(o).notes.empty());
+    writeImage(t + "/stray1.png", 20, 1, 5, 5);
+    writeImage(t + "/stray2.png", 21, 1, 5, 5);
+    Dataset d = Dataset::load(o);
+    QCOMPARE(d.notes.size(), std::size_t{1});
+    QVERIFY2(d.notes[0] == t + ": 2 images lie outside the class folders and are not read", d.notes[0].c_str());
+    QCOMPARE(d.train.size() + d.test.size(), std::size_t{8});
+
+    const std::string s = path("img-beside");
+    writeImageTree(s + "/train", {"a", "b"}, 3, 0, ".png", 1, 5, 5);
+    writeImageTree(s + "/test", {"a", "b"}, 1, 9, ".png", 1, 5, 5);
+    o.dir = s;
+    QVERIFY(Dataset::load(o).notes.empty());
+    writeImageTree(s + "/extra_c", {"x"}, 2, 30, ".png", 1, 5, 5);
+    writeImageTree(s + "/val", {"a"}, 1, 40, ".png", 1, 5, 5);
+    d = Dataset::load(o);
+    QCOMPARE(d.notes.size(), std::size_t{1});
+    QVERIFY2(d.notes[0] == s + ": extra_c/, val/ beside train/ and test/ are not read", d.notes[0].c_str());
 }

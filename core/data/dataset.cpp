@@ -360,6 +360,7 @@ Dataset finishLoad(RawDataset&& raw, const DetectedLayout& found, const DatasetO
     d.name = raw.name;
     d.split = raw.split;
     d.splitByFraction = raw.splitByFraction;
+    d.notes = std::move(raw.notes);
     // Names are one line each (model files store them one per line): control characters (a
     // folder name holding a newline) become spaces. Two classes of one name could not be told
     // apart in a model's class list, so they are an error.

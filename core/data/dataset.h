@@ -110,6 +110,10 @@ public:
     LabeledImages train, validation, test;
     std::vector<std::string> classNames;  // one per class (at least 2)
     Normalization normalization;          // per channel, of train pixels scaled to [0,1]
+    // What the reader passed over that a user may have meant to be read, one sentence each naming
+    // it (an image folder's images outside any class folder, folders beside train/ and test/):
+    // train and eval print them as notes, and give them in the JSON start event as data_notes.
+    std::vector<std::string> notes;
 
     std::size_t channels() const { return train.channels; }
     std::size_t height() const { return train.height; }

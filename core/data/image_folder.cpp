@@ -67,13 +67,35 @@ void checkListable(const fs::path& dir)
     if (ec) throw IoError(dir.string() + ": cannot list the folder: " + (ec == std::errc::permission_denied ? std::string("permission denied") : ec.message()));
 }
 
-bool holdsImageFiles(const fs::path& dir)
+// How many image files `dir` holds itself (not in sub-folders).
+std::size_t imageFilesIn(const fs::path& dir)
 {
     std::error_code ec;
+    std::size_t n = 0;
     for (const auto& e : fs::directory_iterator(dir, ec))
-        if (e.is_regular_file(ec) && !skippedFileName(e.path().filename().string()) && isImageFileName(e.path().string()))
-            return true;
-    return false;
+        n += e.is_regular_file(ec) && !skippedFileName(e.path().filename().string()) && isImageFileName(e.path().string());
+    return n;
+}
+
+bool holdsImageFiles(const fs::path& dir) { return imageFilesIn(dir) > 0; }
+
+// Notes on what a tree's layout leaves unread (tester 11: 20 images at the root of a class tree,
+// and a class folder beside train/ and test/, went without a word): images directly in `top`, and
+// with a split, its folders other than the two read.
+std::vector<std::string> unreadNotes(const fs::path& top, const fs::path& train, const fs::path& test)
+{
+    std::vector<std::string> notes;
+    if (const std::size_t loose = imageFilesIn(top))
+        notes.push_back(top.string() + ": " + std::to_string(loose) + (loose == 1 ? " image lies" : " images lie") +
+                        " outside the class folders and " + (loose == 1 ? "is" : "are") + " not read");
+    if (test.empty()) return notes;
+    std::string others;
+    for (const std::string& s : sortedSubfolders(top))
+        if (s != train.filename().string() && s != test.filename().string()) others += (others.empty() ? "" : ", ") + s + "/";
+    if (!others.empty())
+        notes.push_back(top.string() + ": " + others + " beside " + train.filename().string() + "/ and " + test.filename().string() +
+                        "/ " + (others.find(',') == std::string::npos ? "is" : "are") + " not read");
+    return notes;
 }
 
 // The folders of an image dataset: the train tree, and the test tree if there is one.
@@ -249,6 +271,7 @@ RawDataset readImageFolder(const std::string& root, const DatasetOptions& opts)
         raw.test = decodeAll(entries, trainCount, entries.size(), t, &testUsed);
         raw.split = opts.testOnly ? folders.test.filename().string() + "/ (train/ not read)"
                                   : folders.test.filename().string() + "/ beside train/";
+        raw.notes = unreadNotes(folders.train.parent_path(), folders.train, folders.test);
     } else if (opts.testOnly) { // no split of its own: every image is a test image
         raw.test = decodeAll(entries, 0, entries.size(), t);
         raw.train = decodeAll(entries, 0, 0, t);
@@ -272,6 +295,7 @@ RawDataset readImageFolder(const std::string& root, const DatasetOptions& opts)
         raw.split = percentText(opts.testFraction) + " of each class folder" +
                     (trainDir == r ? std::string() : " of " + fs::relative(trainDir, r, ec).string() + "/");
     }
+    if (!split) raw.notes = unreadNotes(trainDir, trainDir, {});
     return raw;
 }
 

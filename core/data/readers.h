@@ -17,6 +17,7 @@ struct RawDataset {
     std::vector<std::string> classNames; // one per class; labels index it
     std::string split;                   // how train/test came about, e.g. "test.csv" or "20% of train.csv"
     bool splitByFraction = false;        // the test set was held out by DatasetOptions::testFraction
+    std::vector<std::string> notes;      // Dataset::notes
 };
 
 // Largest dataset accepted in memory (bytes of pixels), checked before allocating it.
