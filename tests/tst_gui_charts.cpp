@@ -35,6 +35,8 @@
 #include <QScreen>
 #include <QTabWidget>
 #include <QValueAxis>
+#include <QFile>
+#include <QTemporaryDir>
 
 #include <cmath>
 #include <limits>
@@ -335,6 +337,53 @@ private slots:
             }
             QVERIFY2(legend == inTable, qPrintable(chart->title() + QStringLiteral(": ") + labels.join(QStringLiteral(" | "))));
         }
+    }
+
+    // A run with a per-layer plan in force is not labelled as uniform at its default format: the
+    // accuracy legend says "quantized (per-layer plan)", the loss chart's title names the plan, and
+    // the CSV's phase column says it for the epochs the plan was in force (progressive's last
+    // phase). They said "quantized int8" for layers at int2, int3 and ternary (tester 12 #4).
+    void planRunsAreNotCalledUniform()
+    {
+        MainWindow w(MainWindowOptions{false, QString(), false});
+        RunPtr r = statsRun(1);
+        PrecisionConfig& p = r->config.precision;
+        p.strategy = Strategy::Progressive;
+        p.schedule = "fp32:1,fp16:1,int8:1";
+        p.format = "bf16"; // the greyed-out format box's leftover
+        LayerOverride fc1;
+        fc1.layer = "fc1";
+        fc1.format = "int2";
+        p.layers = {fc1};
+        r->config.epochs = 3;
+        r->epochs.clear();
+        for (const char* phase : {"fp32", "fp16", "int8"}) {
+            EpochEvent e;
+            e.epoch = r->epochs.size() + 1;
+            e.phase = phase;
+            e.testAccuracy = 0.8;
+            e.quantTestAccuracy = 0.7;
+            r->epochs.push_back(e);
+        }
+        w.runsModel()->addRun(r);
+        w.selectRuns({1});
+        w.tabs()->setCurrentIndex(0);
+        QCoreApplication::processEvents();
+        QStringList names;
+        for (QAbstractSeries* series : w.accuracyChart()->chart()->series()) names << series->name();
+        QVERIFY2(names.contains(QStringLiteral("test, quantized (per-layer plan)")) && !names.join('|').contains(QLatin1String("quantized int8")),
+                 qPrintable(names.join('|')));
+        QVERIFY2(w.lossChart()->chart()->title().contains(QLatin1String("per-layer plan")), qPrintable(w.lossChart()->chart()->title()));
+
+        QTemporaryDir out;
+        const QString csv = out.filePath(QStringLiteral("plan.csv"));
+        QCOMPARE(saveMetricsCsv(csv, {r}), QString());
+        QFile f(csv);
+        QVERIFY(f.open(QIODevice::ReadOnly));
+        const QStringList rows = QString::fromUtf8(f.readAll()).split('\n', Qt::SkipEmptyParts);
+        QCOMPARE(rows.size(), 4);
+        QVERIFY2(rows[2].contains(QLatin1String(",2,fp16,")), qPrintable(rows[2])); // epoch, phase
+        QVERIFY2(rows[3].contains(QLatin1String(",3,per-layer plan (default int8),")), qPrintable(rows[3]));
     }
 
     // The Layers chart names its layers along the x axis (it numbered them 0..n-1): every name

@@ -186,7 +186,9 @@ void AccuracyChart::rebuild()
         s.test->setMarkerSize(8);
         addSeries(chart(), s.test, m_x, m_y);
         s.quant = new QLineSeries;
-        s.quant->setName(tr("test, quantized %1").arg(storedFormat(m_runs[i]->config)));
+        // A plan's layers take their own formats: its default named alone read as uniform (tester 12 #4).
+        s.quant->setName(planInForce(m_runs[i]->config) ? tr("test, quantized (per-layer plan)")
+                                                        : tr("test, quantized %1").arg(storedFormat(m_runs[i]->config)));
         s.quant->setPen(pen(c.darker(140), 2.5, Qt::DashLine));
         s.quant->setPointsVisible(true);
         s.quant->setMarkerSize(8);

@@ -180,6 +180,12 @@ QString storedFormat(const TrainConfig& cfg)
     return QString::fromStdString(p.format);
 }
 
+bool planInForce(const TrainConfig& cfg)
+{
+    const Strategy s = cfg.precision.strategy;
+    return !cfg.precision.layers.empty() && (s == Strategy::Ptq || s == Strategy::Qat || s == Strategy::Progressive);
+}
+
 bool quantizesWeights(const TrainConfig& cfg)
 {
     const FormatChoice* f = formatChoice(storedFormat(cfg));

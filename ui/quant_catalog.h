@@ -58,6 +58,9 @@ QString strategyLabel(Strategy s);
 QString storedFormat(const TrainConfig& cfg);
 // Whether a run of this config quantizes weights (and so reports quantized accuracy).
 bool quantizesWeights(const TrainConfig& cfg);
+// Whether a per-layer plan is in force (PTQ, QAT, progressive's last phase): labels then say
+// "per-layer plan", not the default format as if every layer took it.
+bool planInForce(const TrainConfig& cfg);
 
 // The model's stored size under the run's plan (quant/plan_size.h's rule; the runs table's Size).
 double estimateModelBytes(const TrainConfig& cfg, Model& model);

@@ -119,6 +119,19 @@ QString csvField(QString s)
 
 QString csvNum(double v) { return std::isfinite(v) ? QString::number(v, 'g', 8) : QString(); }
 
+// The CSV's phase: the precision the strategy was in, and where a per-layer plan was in force (QAT
+// and PTQ's quantized epochs, progressive's last phase) that plan, not its default alone.
+std::string csvPhase(const TrainConfig& c, const EpochEvent& e)
+{
+    if (!planInForce(c) || e.phase == "fp32") return e.phase;
+    if (c.precision.strategy == Strategy::Progressive) {
+        const QString last = QString::fromStdString(c.precision.schedule).section(QLatin1Char(','), -1);
+        const std::size_t lastEpochs = static_cast<std::size_t>(std::max(1, last.section(QLatin1Char(':'), 1, 1).toInt()));
+        if (e.epoch + lastEpochs <= c.epochs) return e.phase;
+    }
+    return "per-layer plan (default " + e.phase + ")";
+}
+
 } // namespace
 
 QStringList runLabels(const std::vector<RunPtr>& runs)
@@ -223,6 +236,7 @@ QString RunRecord::shortConfig() const
     if (p.strategy == Strategy::Progressive) parts << str(p.schedule);
     else if (s.uses("format")) parts << str(p.format);
     if (s.uses("granularity")) parts << granularityLabel(p.granularity);
+    if (planInForce(config)) parts << QObject::tr("per-layer plan");
     return parts.join(QStringLiteral(" \u00b7 "));
 }
 
@@ -635,7 +649,7 @@ QString saveMetricsCsv(const QString& path, const std::vector<RunPtr>& runs)
             const std::string granularity = s.uses("granularity") ? p.granularity : std::string();
             out << r->id << ',' << csvField(str(r->config.model)) << ',' << strategyName(p.strategy) << ','
                 << csvField(str(format)) << ',' << csvField(str(granularity)) << ',' << e.epoch << ','
-                << csvField(str(e.phase)) << ',' << csvNum(e.trainLoss) << ',' << csvNum(e.trainAccuracy) << ','
+                << csvField(str(csvPhase(r->config, e))) << ',' << csvNum(e.trainLoss) << ',' << csvNum(e.trainAccuracy) << ','
                 << csvNum(e.testLoss) << ',' << csvNum(e.testAccuracy) << ',' << csvNum(e.quantTestAccuracy) << ','
                 << csvNum(e.validationAccuracy) << ',' << csvNum(e.imagesPerSecond) << ',' << csvNum(e.seconds)
                 << '\n';
