@@ -122,6 +122,23 @@ private slots:
         QVERIFY(w.datasetPanel()->errorText().isEmpty());
         QVERIFY2(w.statusText().startsWith(QStringLiteral("Loaded ")), qPrintable(w.statusText()));
     }
+
+    // What the layout leaves unread (an image beside the class folders) is noted in the dock, as
+    // train and eval note it.
+    void unreadImagesAreNoted()
+    {
+        QTemporaryDir tmp;
+        const std::string root = tmp.path().toStdString() + "/pics";
+        for (std::size_t i = 0; i < 6; ++i) writePngImage(root + "/" + (i % 2 ? "b" : "a") + "/" + std::to_string(i) + ".png", i, 8, 8);
+        writePngImage(root + "/stray.png", 9, 8, 8);
+        MainWindow w(options(QString::fromStdString(root)));
+        QSignalSpy ready(&w, &MainWindow::datasetReady);
+        w.show();
+        QVERIFY2(waitLoaded(ready), qPrintable(w.datasetPanel()->errorText()));
+        const QString shape = w.findChild<QLabel*>(QStringLiteral("datasetShape"))->text();
+        QVERIFY2(shape.contains(QStringLiteral("Note: ")) && shape.contains(QStringLiteral("1 image lies outside the class folders")),
+                 qPrintable(shape));
+    }
 };
 
 QTEST_MAIN(TestGuiDatasets)

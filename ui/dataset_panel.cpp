@@ -307,6 +307,8 @@ void DatasetPanel::setDataset(std::shared_ptr<const Dataset> data)
                         .arg(d.numClasses())
                         .arg(QString::fromLatin1(layoutName(d.layout)));
     if (!d.split.empty()) shape += tr(" (test set: %1)").arg(QString::fromStdString(d.split));
+    // what the layout left unread, as train and eval note it (Dataset::notes)
+    for (const std::string& n : d.notes) shape += QLatin1Char('\n') + tr("Note: %1").arg(QString::fromStdString(n));
     m_shape->setText(shape);
     m_shape->setWordWrap(true);
     QStringList names;
