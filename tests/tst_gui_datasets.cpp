@@ -52,6 +52,12 @@ void writePngImage(const std::string& path, std::size_t i, std::size_t H, std::s
     writePng(path, hwc.data(), W, H, 3);
 }
 
+// root/a/ and root/b/: three 8x8 colour PNGs each
+void writeTwoClassTree(const std::string& root)
+{
+    for (std::size_t i = 0; i < 6; ++i) writePngImage(root + "/" + (i % 2 ? "b" : "a") + "/" + std::to_string(i) + ".png", i, 8, 8);
+}
+
 MainWindowOptions options(const QString& dir)
 {
     MainWindowOptions o;
@@ -102,7 +108,7 @@ private slots:
     {
         QTemporaryDir tmp;
         const std::string root = tmp.path().toStdString() + "/pics";
-        for (std::size_t i = 0; i < 6; ++i) writePngImage(root + "/" + (i % 2 ? "b" : "a") + "/" + std::to_string(i) + ".png", i, 8, 8);
+        writeTwoClassTree(root);
         writePngImage(root + "/b/wide.png", 9, 8, 12);
         MainWindow w(options(QString::fromStdString(root)));
         QSignalSpy ready(&w, &MainWindow::datasetReady);
@@ -129,7 +135,7 @@ private slots:
     {
         QTemporaryDir tmp;
         const std::string root = tmp.path().toStdString() + "/pics";
-        for (std::size_t i = 0; i < 6; ++i) writePngImage(root + "/" + (i % 2 ? "b" : "a") + "/" + std::to_string(i) + ".png", i, 8, 8);
+        writeTwoClassTree(root);
         writePngImage(root + "/stray.png", 9, 8, 8);
         MainWindow w(options(QString::fromStdString(root)));
         QSignalSpy ready(&w, &MainWindow::datasetReady);
