@@ -6,8 +6,10 @@
 #include "dataset_panel.h"
 #include "main_window.h"
 
+#include <QDoubleSpinBox>
 #include <QLabel>
 #include <QLineEdit>
+#include <QPushButton>
 #include <QSignalSpy>
 #include <QTemporaryDir>
 #include <QtTest>
@@ -144,6 +146,35 @@ private slots:
         const QString shape = w.findChild<QLabel*>(QStringLiteral("datasetShape"))->text();
         QVERIFY2(shape.contains(QStringLiteral("Note: ")) && shape.contains(QStringLiteral("1 image lies outside the class folders")),
                  qPrintable(shape));
+    }
+
+    // The Test fraction field is train's --test-fraction: a class tree without test/ holds that
+    // share of each class out, and the Open tooltips say the share it holds (they said 20% always).
+    void testFractionSplitsOneTree()
+    {
+        QTemporaryDir tmp;
+        const std::string root = tmp.path().toStdString() + "/pics";
+        for (std::size_t i = 0; i < 20; ++i) writePngImage(root + "/" + (i % 2 ? "b" : "a") + "/" + std::to_string(i) + ".png", i, 8, 8);
+        MainWindow w(options(QString::fromStdString(root)));
+        QSignalSpy ready(&w, &MainWindow::datasetReady);
+        w.show();
+        QVERIFY2(waitLoaded(ready), qPrintable(w.datasetPanel()->errorText()));
+        QCOMPARE(w.datasetPanel()->dataset()->test.size(), std::size_t{4}); // the default: 20% of 10 per class
+        auto* fraction = w.findChild<QDoubleSpinBox*>(QStringLiteral("testFraction"));
+        QVERIFY(fraction);
+        QCOMPARE(fraction->value(), 20.0);
+        auto* openCsv = w.findChild<QPushButton*>(QStringLiteral("openCsv"));
+        QVERIFY2(openCsv->toolTip().contains(QStringLiteral("20% of each class is held out")), qPrintable(openCsv->toolTip()));
+
+        fraction->setValue(50.0);
+        QVERIFY2(waitLoaded(ready), qPrintable(w.datasetPanel()->errorText()));
+        QCOMPARE(w.datasetPanel()->dataset()->test.size(), std::size_t{10});
+        QCOMPARE(w.datasetPanel()->dataset()->train.size(), std::size_t{10});
+        const QString shape = w.findChild<QLabel*>(QStringLiteral("datasetShape"))->text();
+        QVERIFY2(shape.contains(QStringLiteral("50% of each class folder")), qPrintable(shape));
+        QVERIFY2(openCsv->toolTip().contains(QStringLiteral("50% of each class is held out")), qPrintable(openCsv->toolTip()));
+        QVERIFY2(w.findChild<QPushButton*>(QStringLiteral("openFolder"))->toolTip().contains(QStringLiteral("50% of each class")),
+                 qPrintable(w.findChild<QPushButton*>(QStringLiteral("openFolder"))->toolTip()));
     }
 };
 

@@ -2,8 +2,11 @@
 
 #include "format_text.h"
 
+#include "data/readers.h"
+
 #include <QDialog>
 #include <QDialogButtonBox>
+#include <QDoubleSpinBox>
 #include <QFileDialog>
 #include <QFileInfo>
 #include <QFormLayout>
@@ -139,13 +142,8 @@ DatasetPanel::DatasetPanel(QWidget* parent) : QWidget(parent)
 
     m_openFolder = new QPushButton(tr("Open folder\u2026"));
     m_openFolder->setObjectName(QStringLiteral("openFolder"));
-    m_openFolder->setToolTip(tr("Loads a dataset folder; its layout is detected: MNIST-layout IDX files, CIFAR-10/100 "
-                                "binary batches, a folder with train.csv, or class folders of PNG/JPEG images "
-                                "(train/<class>/ and test/<class>/, or <class>/ split 80/20). Ctrl+O"));
     m_openCsv = new QPushButton(tr("Open CSV…"));
     m_openCsv->setObjectName(QStringLiteral("openCsv"));
-    m_openCsv->setToolTip(tr("Loads one CSV file: a header row, the label, then the pixels (0-255). 20% of each "
-                             "class is held out as the test set."));
     connect(m_openCsv, &QPushButton::clicked, this, &DatasetPanel::chooseCsv);
     m_pickFiles = new QPushButton(tr("Pick files\u2026"));
     m_pickFiles->setToolTip(tr("Chooses the four IDX files (training/test images and labels) one by one."));
@@ -184,6 +182,22 @@ DatasetPanel::DatasetPanel(QWidget* parent) : QWidget(parent)
     connect(m_resize, &QLineEdit::editingFinished, this, &DatasetPanel::limitsChanged);
     connect(m_imageShape, &QLineEdit::editingFinished, this, &DatasetPanel::limitsChanged);
 
+    m_testFraction = new QDoubleSpinBox;
+    m_testFraction->setObjectName(QStringLiteral("testFraction"));
+    m_testFraction->setRange(0.1, 99.9); // --test-fraction's [0.001, 0.999]
+    m_testFraction->setDecimals(1);
+    m_testFraction->setSuffix(QStringLiteral("%"));
+    m_testFraction->setValue(20.0);
+    m_testFraction->setKeyboardTracking(false);
+    m_testFraction->setToolTip(tr("CSV file, or class folders without train/ and test/: the share of each class held out as "
+                                  "the test set (the rest is trained on). Other layouts give their own test set. As "
+                                  "quantscope-cli train --test-fraction F."));
+    // A reload only where the share is used (or when nothing loaded yet: the last attempt is retried).
+    connect(m_testFraction, &QDoubleSpinBox::valueChanged, this, [this] {
+        updateSplitTips();
+        if (!m_data || m_data->splitByFraction) emit limitsChanged();
+    });
+
     m_grid = new ThumbnailGrid;
     m_grid->setObjectName(QStringLiteral("thumbnails"));
 
@@ -218,6 +232,13 @@ DatasetPanel::DatasetPanel(QWidget* parent) : QWidget(parent)
     limits->addWidget(m_resize, 2, 1);
     limits->addWidget(shapeLabel, 2, 2);
     limits->addWidget(m_imageShape, 2, 3);
+    auto* fractionLabel = new QLabel(tr("Test fraction"));
+    fractionLabel->setToolTip(m_testFraction->toolTip());
+    auto* fractionNote = new QLabel(tr("of each class (CSV file, one class tree)"));
+    fractionNote->setToolTip(m_testFraction->toolTip());
+    limits->addWidget(fractionLabel, 3, 0);
+    limits->addWidget(m_testFraction, 3, 1);
+    limits->addWidget(fractionNote, 3, 2, 1, 3);
     limits->setColumnStretch(1, 1);
     limits->setColumnStretch(3, 1);
 
@@ -231,6 +252,31 @@ DatasetPanel::DatasetPanel(QWidget* parent) : QWidget(parent)
     v->addLayout(limits);
     v->addWidget(m_grid);
     v->addStretch(1);
+    updateSplitTips();
+}
+
+void DatasetPanel::updateSplitTips()
+{
+    const QString share = QString::fromStdString(percentText(testFraction()));
+    m_openFolder->setToolTip(tr("Loads a dataset folder; its layout is detected: MNIST-layout IDX files, CIFAR-10/100 "
+                                "binary batches, a folder with train.csv, or class folders of PNG/JPEG images "
+                                "(train/<class>/ and test/<class>/, or <class>/ with %1 of each class held out as the "
+                                "test set: the Test fraction field). Ctrl+O")
+                                 .arg(share));
+    m_openCsv->setToolTip(tr("Loads one CSV file: a header row, the label, then the pixels (0-255). %1 of each "
+                             "class is held out as the test set (the Test fraction field).")
+                              .arg(share));
+}
+
+double DatasetPanel::testFraction() const { return m_testFraction->value() / 100.0; }
+
+void DatasetPanel::setTestFraction(double fraction)
+{
+    {
+        const QSignalBlocker b(m_testFraction);
+        m_testFraction->setValue(fraction * 100.0);
+    }
+    updateSplitTips();
 }
 
 void DatasetPanel::setBusy(bool busy)
@@ -240,6 +286,7 @@ void DatasetPanel::setBusy(bool busy)
     m_pickFiles->setEnabled(!busy);
     m_resize->setEnabled(!busy);
     m_imageShape->setEnabled(!busy);
+    m_testFraction->setEnabled(!busy);
     m_trainLimit->setEnabled(!busy);
     m_testLimit->setEnabled(!busy);
     m_validation->setEnabled(!busy);

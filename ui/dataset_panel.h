@@ -1,5 +1,5 @@
 // Dataset panel: where the data comes from (a folder of any layout, a CSV file, or four IDX files
-// picked one by one), how images are shaped (resize, CSV image shape), what it holds (counts,
+// picked one by one), how images are shaped (resize, CSV image shape), the share a CSV file or one class tree holds out as test, what it holds (counts,
 // image size and colour, class names, sample thumbnails with labels) and, when a file is bad, the
 // core's message in plain words. It only displays; MainWindow asks the worker to load.
 #pragma once
@@ -12,6 +12,7 @@
 
 #include <memory>
 
+class QDoubleSpinBox;
 class QLabel;
 class QLineEdit;
 class QPushButton;
@@ -42,6 +43,10 @@ public:
     QString resizeText() const;
     QString imageShapeText() const;
     void setResizeText(const QString& text);
+    // Share of each class held out as the test set by a CSV file or a single class tree without
+    // test/ (train --test-fraction F; 0.2 by default). Other layouts give their own test set.
+    double testFraction() const;
+    void setTestFraction(double fraction);
     QString errorText() const;
     const std::shared_ptr<const Dataset>& dataset() const { return m_data; }
     ThumbnailGrid* thumbnails() const { return m_grid; }
@@ -57,6 +62,7 @@ signals:
     void limitsChanged();
 
 private:
+    void updateSplitTips(); // the Open tooltips say the share the Test fraction field holds out
     std::shared_ptr<const Dataset> m_data;
     QLabel* m_name;
     QLabel* m_counts;
@@ -68,6 +74,7 @@ private:
     QPushButton* m_pickFiles;
     QLineEdit* m_resize;
     QLineEdit* m_imageShape;
+    QDoubleSpinBox* m_testFraction;
     QSpinBox* m_trainLimit;
     QSpinBox* m_testLimit;
     QSpinBox* m_validation;

@@ -212,6 +212,7 @@ void MainWindow::loadRequest(DatasetRequest request, const QString& what)
     // Held out of the training images the limit keeps, as the Analysis tab holds them out of a run's.
     request.options.validation = m_datasetPanel->validationImages();
     request.options.validationAfterLimit = true;
+    request.options.testFraction = m_datasetPanel->testFraction();
     try {
         const QString resize = m_datasetPanel->resizeText(), shape = m_datasetPanel->imageShapeText();
         request.options.resize = resize.isEmpty() ? ImageShape{} : parseResize(resize.toStdString());

@@ -286,6 +286,9 @@ void MainWindow::restoreSettings()
     m_datasetPanel->setLimits(s.value(QStringLiteral("dataset/trainLimit"), 0).toULongLong(),
                               s.value(QStringLiteral("dataset/testLimit"), 0).toULongLong());
     m_datasetPanel->setValidationImages(s.value(QStringLiteral("dataset/validation"), 0).toULongLong());
+    bool fractionOk = false;
+    const double fraction = s.value(QStringLiteral("dataset/testFraction"), 0.2).toDouble(&fractionOk);
+    m_datasetPanel->setTestFraction(fractionOk && fraction >= 0.001 && fraction <= 0.999 ? fraction : 0.2);
 }
 
 void MainWindow::saveSettings()
@@ -302,6 +305,7 @@ void MainWindow::saveSettings()
     s.setValue(QStringLiteral("dataset/trainLimit"), qulonglong(m_datasetPanel->trainLimit()));
     s.setValue(QStringLiteral("dataset/testLimit"), qulonglong(m_datasetPanel->testLimit()));
     s.setValue(QStringLiteral("dataset/validation"), qulonglong(m_datasetPanel->validationImages()));
+    s.setValue(QStringLiteral("dataset/testFraction"), m_datasetPanel->testFraction());
 }
 
 } // namespace quantscope
