@@ -10,12 +10,15 @@
 
 #include <QtTest>
 
+#include <QAction>
 #include <QHeaderView>
 #include <QIcon>
 #include <QItemSelectionModel>
 #include <QLineSeries>
 #include <QSignalSpy>
 #include <QTableView>
+#include <QTemporaryDir>
+#include <QToolButton>
 
 #include <array>
 #include <cmath>
@@ -81,6 +84,17 @@ RunPtr trainedRun(int id)
     }
     r->addSteps(steps);
     return r;
+}
+
+// The run ids of a metrics CSV's rows, in file order.
+QList<int> csvRunIds(const QString& path)
+{
+    QFile f(path);
+    if (!f.open(QIODevice::ReadOnly)) return {};
+    QList<int> ids;
+    f.readLine(); // header
+    while (!f.atEnd()) ids << QString::fromUtf8(f.readLine()).section(QLatin1Char(','), 0, 0).toInt();
+    return ids;
 }
 
 } // namespace
@@ -166,6 +180,47 @@ private slots:
         for (int i = 0; i < 8; ++i) palest = std::max(palest, lab(paletteColor(i))[0]);
         for (std::size_t i = 0; i < colours.size(); ++i)
             QVERIFY2(lab(colours[i])[0] <= palest + 0.5, qPrintable(QStringLiteral("run #%1 %2 is pale on white").arg(i + 1).arg(colours[i].name())));
+    }
+
+    // Export metrics as CSV writes the selected runs in the table's order (runs 3, 4, 5 selected,
+    // 4 clicked last, were written 4, 3, 5; tester 12 #15), and its button and tooltip say whose
+    // metrics it writes: the selected runs, or every run when none is selected.
+    void metricsCsvFollowsTheTable()
+    {
+        MainWindow w(MainWindowOptions{false, QString(), false});
+        w.resize(1366, 740);
+        w.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&w));
+        for (int id = 1; id <= 5; ++id) {
+            RunPtr r = makeRun(id);
+            EpochEvent e;
+            e.epoch = 1;
+            e.testAccuracy = 0.5;
+            r->epochs.push_back(e);
+            w.runsModel()->addRun(r);
+        }
+        auto* csv = w.findChild<QAction*>(QStringLiteral("exportCsvAction"));
+        QVERIFY(csv);
+        QToolButton* button = nullptr;
+        for (QToolButton* b : w.findChildren<QToolButton*>())
+            if (b->defaultAction() == csv) button = b;
+        QVERIFY(button);
+        QTemporaryDir tmp;
+        const QString path = QDir(tmp.path()).filePath(QStringLiteral("metrics.csv"));
+
+        w.selectRuns({3, 5, 4}); // 4 is the current row, the primary run
+        QCOMPARE(w.selectedRuns().front()->id, 4);
+        QVERIFY2(button->text().contains(QStringLiteral("3 selected")), qPrintable(button->text()));
+        QVERIFY2(csv->toolTip().contains(QStringLiteral("selected runs (#3, #4, #5)")), qPrintable(csv->toolTip()));
+        QVERIFY(w.exportMetricsCsvTo(path));
+        QCOMPARE(csvRunIds(path), (QList<int>{3, 4, 5}));
+
+        w.selectRuns({});
+        QVERIFY2(button->text().contains(QStringLiteral("all")), qPrintable(button->text()));
+        QVERIFY2(csv->toolTip().contains(QStringLiteral("every run")), qPrintable(csv->toolTip()));
+        QVERIFY(w.exportMetricsCsvTo(path));
+        QCOMPARE(csvRunIds(path), (QList<int>{1, 2, 3, 4, 5}));
+        QVERIFY2(w.statusText().contains(QStringLiteral("all 5 runs")), qPrintable(w.statusText()));
     }
 
     // The window's runs table sizes each column to its header and cells: none cut ("mobilenet-t..."),

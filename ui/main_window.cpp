@@ -506,6 +506,12 @@ std::vector<RunPtr> MainWindow::selectedRuns() const
     return out;
 }
 
+std::vector<RunPtr> MainWindow::inTableOrder(std::vector<RunPtr> runs) const
+{
+    std::sort(runs.begin(), runs.end(), [this](const RunPtr& a, const RunPtr& b) { return m_runs->rowOf(a->id) < m_runs->rowOf(b->id); });
+    return runs;
+}
+
 void MainWindow::selectRuns(const QList<int>& ids)
 {
     QItemSelection sel;
@@ -549,6 +555,7 @@ void MainWindow::onSelectionChanged()
 {
     updateCompareRun();
     updateActions(); // Export follows the primary run's model
+    updateCsvAction();
     std::vector<RunPtr> shown = selectedRuns();
     if (shown.empty() && m_runs->rowCount() > 0) shown.push_back(m_runs->runAt(m_runs->rowCount() - 1));
     if (shown == m_shown && !m_shown.empty()) return;
@@ -557,8 +564,7 @@ void MainWindow::onSelectionChanged()
     for (const RunPtr& r : m_shown) ids << r->id;
     m_runs->setShownRuns(ids);
     // The legends list the runs as the table does, the primary among them at its row.
-    std::vector<RunPtr> inTable = m_shown;
-    std::sort(inTable.begin(), inTable.end(), [this](const RunPtr& a, const RunPtr& b) { return m_runs->rowOf(a->id) < m_runs->rowOf(b->id); });
+    const std::vector<RunPtr> inTable = inTableOrder(m_shown);
     for (RunChart* c : std::initializer_list<RunChart*>{m_loss, m_accuracy, m_lossScale, m_stepSizes, m_sqnr}) c->setRuns(m_shown, inTable);
     m_quantDirty = true;
     refreshQuant();

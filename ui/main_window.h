@@ -104,6 +104,9 @@ public slots:
     void loadRuns();
     bool loadRunsFrom(const QString& path);
     void exportMetricsCsv();
+    // What Export metrics as CSV writes to `path`: the selected runs, else every run, in the runs
+    // table's order; false (with a message) if there is none or the file cannot be written.
+    bool exportMetricsCsvTo(const QString& path);
     void saveCurrentChartPng();
     void exportQuantizedModel();
     // Writes run `id`'s model to `path` in the background; false (with a message) if it cannot.
@@ -164,6 +167,8 @@ private:
     // monitor, or a smaller resolution).
     void fitToScreen(bool restored);
     void updateActions();
+    void updateCsvAction(); // Export metrics as CSV says whose metrics it writes
+    std::vector<RunPtr> inTableOrder(std::vector<RunPtr> runs) const;
     void onSelectionChanged();
     void refreshCurves(bool all);
     void refreshQuant();

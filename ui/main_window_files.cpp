@@ -118,18 +118,58 @@ bool MainWindow::loadRunsFrom(const QString& path)
 
 void MainWindow::exportMetricsCsv()
 {
-    std::vector<RunPtr> runs = selectedRuns();
-    if (runs.empty()) runs = m_runs->runs();
-    if (runs.empty()) {
+    if (m_runs->rowCount() == 0) {
         showError(tr("There are no metrics to export yet: train a run first (Ctrl+R)."));
         return;
     }
     const QString path = QFileDialog::getSaveFileName(this, tr("Export metrics as CSV"),
                                                       QStringLiteral("quantscope-metrics.csv"), tr("CSV files (*.csv)"));
-    if (path.isEmpty()) return;
+    if (!path.isEmpty()) exportMetricsCsvTo(path);
+}
+
+bool MainWindow::exportMetricsCsvTo(const QString& path)
+{
+    // In the table's order: selectedRuns() puts the row clicked last first (runs 3, 4, 5 selected
+    // with 4 clicked last were written 4, 3, 5).
+    std::vector<RunPtr> runs = inTableOrder(selectedRuns());
+    const bool all = runs.empty();
+    if (all) runs = m_runs->runs();
+    if (runs.empty()) {
+        showError(tr("There are no metrics to export yet: train a run first (Ctrl+R)."));
+        return false;
+    }
     const QString err = saveMetricsCsv(path, runs);
-    if (!err.isEmpty()) showError(tr("Could not export the metrics: %1").arg(err));
-    else reportDone(tr("Wrote the epoch metrics of %1 runs to %2").arg(runs.size()).arg(path));
+    if (!err.isEmpty()) {
+        showError(tr("Could not export the metrics: %1").arg(err));
+        return false;
+    }
+    reportDone((all ? tr("Wrote the epoch metrics of all %1 runs to %2") : tr("Wrote the epoch metrics of the %1 selected runs to %2"))
+                   .arg(runs.size())
+                   .arg(path));
+    return true;
+}
+
+void MainWindow::updateCsvAction()
+{
+    const std::vector<RunPtr> selected = inTableOrder(selectedRuns());
+    QStringList ids;
+    for (const RunPtr& r : selected) ids << QStringLiteral("#%1").arg(r->id);
+    const QString what = tr("losses, FP32, quantized and validation accuracy, training images/s and seconds (0 for a run that "
+                            "only evaluated a loaded model).");
+    if (selected.empty()) {
+        m_csvAct->setText(tr("Export &metrics of all runs as CSV…"));
+        m_csvAct->setIconText(tr("Export all as CSV…"));
+        m_csvAct->setToolTip(tr("No run is selected: writes one row per evaluated epoch of every run, in the table's order: %1 "
+                                "Select runs to write only theirs.")
+                                 .arg(what));
+    } else {
+        m_csvAct->setText(tr("Export &metrics of the selected runs as CSV…"));
+        m_csvAct->setIconText(selected.size() == 1 ? tr("Export run %1 as CSV…").arg(ids.front())
+                                                   : tr("Export %1 selected as CSV…").arg(selected.size()));
+        m_csvAct->setToolTip(tr("Writes one row per evaluated epoch of the selected runs (%1), in the table's order: %2 "
+                                "With no run selected it writes every run.")
+                                 .arg(ids.join(QStringLiteral(", ")), what));
+    }
 }
 
 void MainWindow::saveCurrentChartPng()

@@ -100,10 +100,8 @@ void MainWindow::buildActions()
     m_loadRunsAct = new QAction(tr("&Load runs\u2026"), this);
     m_saveRunsAct = new QAction(tr("&Save runs\u2026"), this);
     m_saveRunsAct->setShortcut(QKeySequence::Save);
-    m_csvAct = new QAction(tr("Export &metrics as CSV\u2026"), this);
-    m_csvAct->setToolTip(tr("Writes one row per evaluated epoch of the selected runs (all runs if none is selected): "
-                            "losses, FP32, quantized and validation accuracy, training images/s and seconds (0 for a "
-                            "run that only evaluated a loaded model)."));
+    m_csvAct = new QAction(this); // its text and tooltip say whose metrics: updateCsvAction
+    m_csvAct->setObjectName(QStringLiteral("exportCsvAction"));
     m_loadRunsAct->setToolTip(tr("Adds the runs of a JSON file written by Save runs to the runs table."));
     m_saveRunsAct->setToolTip(tr("Writes every run of the session, with its curves, to a JSON file (Load runs reads it back)."));
     m_pngAct = new QAction(tr("Save current &chart as PNG\u2026"), this);
