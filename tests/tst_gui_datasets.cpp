@@ -1,6 +1,7 @@
 // The Dataset dock with colour data: a CIFAR-layout folder and an image folder open through the
 // window (layout detected), the shape line says colour, the thumbnails are the images' own RGB
 // pixels, and a folder of mixed sizes fails with a message until the Resize field is filled.
+#include "core_message.h"
 #include "data/dataset.h"
 #include "data/image_codec.h"
 #include "dataset_panel.h"
@@ -117,7 +118,10 @@ private slots:
         w.show();
         QVERIFY(!waitLoaded(ready));
         const QString err = w.datasetPanel()->errorText();
-        QVERIFY2(err.contains(QStringLiteral("wide.png")) && err.contains(QStringLiteral("resize")), qPrintable(err));
+        // the dock's field, not the CLI's flag (tester 12 #12: "need --resize HxW")
+        QVERIFY2(err.contains(QStringLiteral("wide.png")) && err.contains(QStringLiteral("Resize HxW (Dataset dock)")) &&
+                     !err.contains(QStringLiteral("--")),
+                 qPrintable(err));
         QCOMPARE(w.statusText(), QStringLiteral("The dataset did not load: the Dataset dock says why")); // not "Ready"
 
         auto* resize = w.findChild<QLineEdit*>(QStringLiteral("resize"));
@@ -175,6 +179,41 @@ private slots:
         QVERIFY2(openCsv->toolTip().contains(QStringLiteral("50% of each class is held out")), qPrintable(openCsv->toolTip()));
         QVERIFY2(w.findChild<QPushButton*>(QStringLiteral("openFolder"))->toolTip().contains(QStringLiteral("50% of each class")),
                  qPrintable(w.findChild<QPushButton*>(QStringLiteral("openFolder"))->toolTip()));
+    }
+
+    // Core's messages name CLI flags; the window names the fields that set them (tester 12 #12).
+    // Each row is a message core gives, word for word.
+    void cliFlagsAreNamedAsFields_data()
+    {
+        QTest::addColumn<QString>("cli");
+        QTest::addColumn<QString>("window");
+        QTest::newRow("model input") << "m.onnx: the model takes 1x8x8 inputs (C x H x W); the dataset's images are 1x28x28 (--resize 8x8 reads them at its size)"
+                                     << "m.onnx: the model takes 1x8x8 inputs (C x H x W); the dataset's images are 1x28x28 (set Resize to 8x8 in the Dataset dock to read them at its size)";
+        QTest::newRow("mixed sizes") << "d/b/wide.png is 8x12 but d/a/0.png is 8x8; images that differ in size need --resize HxW"
+                                     << "d/b/wide.png is 8x12 but d/a/0.png is 8x8; images that differ in size need Resize HxW (Dataset dock)";
+        QTest::newRow("memory") << "d: --resize 512x512 makes 70000 images (60000 training, 0 validation, 10000 test) of 512x512 pixels take 17.1 GiB "
+                                   "in memory, and this machine has 7.7 GiB; give a smaller --resize, or fewer images (--train-limit, --test-limit)"
+                                << "d: Resize 512x512 (Dataset dock) makes 70000 images (60000 training, 0 validation, 10000 test) of 512x512 pixels take "
+                                   "17.1 GiB in memory, and this machine has 7.7 GiB; set a smaller Resize in the Dataset dock, or fewer images (the "
+                                   "Dataset dock's Use training and test images)";
+        QTest::newRow("channels") << "the model reads 3-channel images: give colour data (a folder of RGB PNG/JPEG images, CIFAR-10/100 binaries, or a CSV "
+                                     "file with --image-shape 3xHxW); --resize changes only the size"
+                                  << "the model reads 3-channel images: give colour data (a folder of RGB PNG/JPEG images, CIFAR-10/100 binaries, or a CSV "
+                                     "file with CSV shape 3xHxW (Dataset dock)); Resize (Dataset dock) changes only the size";
+        QTest::newRow("parse") << "--resize: '8' is not HxW (e.g. 32x32)" << "Resize (Dataset dock): '8' is not HxW (e.g. 32x32)";
+        QTest::newRow("trainer memory") << "seed-cnn on 1x512x512 images needs about 9.0 GiB to train in batches of 64, and this machine has 7.7 GiB "
+                                           "(1000 parameters); resize the images (--resize HxW) or use a smaller --batch-size"
+                                        << "seed-cnn on 1x512x512 images needs about 9.0 GiB to train in batches of 64, and this machine has 7.7 GiB "
+                                           "(1000 parameters); set Resize (HxW) in the Dataset dock or use a smaller Batch size (Training dock)";
+        QTest::newRow("file eval") << "brings the images (--resize HxW in the CLI, the Dataset dock's Resize field in the window) to the"
+                                   << "brings the images (the Resize field in the Dataset dock) to the";
+        QTest::newRow("no flag") << "d/train.csv: line 3: 783 pixels, expected 784" << "d/train.csv: line 3: 783 pixels, expected 784";
+    }
+    void cliFlagsAreNamedAsFields()
+    {
+        QFETCH(QString, cli);
+        QFETCH(QString, window);
+        QCOMPARE(coreMessage(cli), window);
     }
 };
 

@@ -162,6 +162,8 @@ void TestGuiPlans::planOfUnlistableModelIsDropped()
     QCOMPARE(panel->planTable()->tableModel()->rowCount(), 0);
     const QString hint = panel->planTable()->totalLabel()->text();
     QVERIFY2(!hint.contains("Load a dataset") && hint.contains("1x28x28") && hint.contains("flatmlpbn_op13_fold_dyn.onnx"), qPrintable(hint));
+    // the Dataset dock's field, not the CLI's flag (tester 12 #12: "(--resize 8x8 reads them at its size)")
+    QVERIFY2(hint.contains("set Resize to 8x8 in the Dataset dock") && !hint.contains("--"), qPrintable(hint));
     QVERIFY(panel->config().precision.layers.empty());
     const QString note = panel->planTable()->noteText();
     QVERIFY2(note.contains("Dropped 4 layer entries") && note.contains("conv1, conv2, fc1, fc2"), qPrintable(note));
@@ -172,6 +174,8 @@ void TestGuiPlans::planOfUnlistableModelIsDropped()
     w.startTraining();
     QVERIFY(ended.count() > 0 || ended.wait(testing::kRunTimeoutMs));
     QVERIFY(w.runsModel()->runAt(0)->config.precision.layers.empty());
+    const QString error = w.runsModel()->runAt(0)->error; // the model does not fit the data
+    QVERIFY2(error.contains("set Resize to 8x8 in the Dataset dock") && !error.contains("--"), qPrintable(error));
 }
 
 // A wheel over an option the user has not clicked scrolls the dock, not the option (it switched

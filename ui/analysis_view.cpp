@@ -1,5 +1,6 @@
 #include "analysis_view.h"
 
+#include "core_message.h"
 #include "format_text.h"
 #include "quant_catalog.h"
 #include "search_view.h"
@@ -223,7 +224,7 @@ AnalysisInputPtr AnalysisView::input(QString* error) const
             in->makeModel(); // a model that does not fit the dataset fails here, with the file's name
         }
     } catch (const std::exception& e) {
-        if (error) *error = tr("Cannot analyse: %1").arg(QString::fromUtf8(e.what()));
+        if (error) *error = tr("Cannot analyse: %1").arg(coreMessage(e));
         return nullptr;
     }
     m_measured = currentKey(); // what the results below will be of, until the source or the data changes

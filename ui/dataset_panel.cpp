@@ -367,8 +367,7 @@ void DatasetPanel::setDataset(std::shared_ptr<const Dataset> data)
 void DatasetPanel::setError(const QString& message)
 {
     m_error->setText(tr("Could not load the dataset: %1.\nChoose another folder with Open folder\u2026 (Ctrl+O), a "
-                        "CSV file, or pick the four IDX files one by one. (--resize and --image-shape are the Resize "
-                        "and CSV shape fields.)")
+                        "CSV file, or pick the four IDX files one by one.")
                          .arg(message.endsWith(QLatin1Char('.')) ? message.chopped(1) : message));
     m_error->show();
     if (m_data) m_name->setText(QString::fromStdString(m_data->name.empty() ? m_data->dir : m_data->name));

@@ -4,6 +4,7 @@
 #include "layer_compare_view.h"
 
 #include "chart_view.h"
+#include "core_message.h"
 #include "gui_call.h"
 #include "quant_catalog.h"
 
@@ -399,7 +400,7 @@ void LayerCompareView::compare()
                 report = compareLayers(*model, sim, x, threshold);
             });
         } catch (const std::exception& e) {
-            error = QString::fromUtf8(e.what());
+            error = coreMessage(e);
         }
         postToGuiThread([self, report, error, title, runId] {
             if (!self) return;

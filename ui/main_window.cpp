@@ -3,6 +3,7 @@
 #include "main_window.h"
 
 #include "analysis_view.h"
+#include "core_message.h"
 #include "curve_charts.h"
 #include "step_size_chart.h"
 #include "dataset_panel.h"
@@ -218,7 +219,7 @@ void MainWindow::loadRequest(DatasetRequest request, const QString& what)
         request.options.resize = resize.isEmpty() ? ImageShape{} : parseResize(resize.toStdString());
         request.options.imageShape = shape.isEmpty() ? ImageShape{} : parseImageShape(shape.toStdString());
     } catch (const ConfigError& e) {
-        m_datasetPanel->setError(QString::fromUtf8(e.what()));
+        m_datasetPanel->setError(coreMessage(e));
         return;
     }
     m_source = request;
@@ -321,7 +322,7 @@ void MainWindow::startTraining()
         }
         cfg.validate();
     } catch (const std::exception& e) {
-        showError(tr("These options cannot be trained: %1").arg(QString::fromStdString(e.what())));
+        showError(tr("These options cannot be trained: %1").arg(coreMessage(e)));
         return;
     }
     clearError();

@@ -3,6 +3,7 @@
 #include "main_window.h"
 
 #include "analysis_view.h"
+#include "core_message.h"
 #include "search_view.h"
 #include "training_panel.h"
 
@@ -49,7 +50,7 @@ bool MainWindow::fineTuneWithPlan(std::shared_ptr<const AnalysisInput> in, const
         try {
             writeQsm(file.toStdString(), in->bundle->fp32);
         } catch (const std::exception& e) {
-            showError(tr("Cannot fine-tune: %1").arg(QString::fromUtf8(e.what())));
+            showError(tr("Cannot fine-tune: %1").arg(coreMessage(e)));
             return false;
         }
     }

@@ -3,6 +3,7 @@
 #include "main_window.h"
 
 #include "analysis_view.h"
+#include "core_message.h"
 #include "dataset_panel.h"
 #include "evaluate_dialog.h"
 #include "format_text.h"
@@ -43,7 +44,7 @@ bool MainWindow::loadModelFile(const QString& path)
         // at the data's size it runs on).
         m = m_data ? readModelFile(path.toStdString(), m_data->height(), m_data->width()) : readModelFile(path.toStdString());
     } catch (const std::exception& e) {
-        showError(tr("Cannot open the model: %1").arg(QString::fromUtf8(e.what())));
+        showError(tr("Cannot open the model: %1").arg(coreMessage(e)));
         return false;
     }
     if (m.quantized) {
@@ -230,7 +231,7 @@ bool MainWindow::exportRunTo(int id, const QString& path)
         try {
             checkExportable(run->config, path.toStdString());
         } catch (const std::exception& e) {
-            problem = QString::fromStdString(e.what());
+            problem = coreMessage(e);
         }
     }
     if (problem.isEmpty() && !m_controller->exportRun(id, run->exportBundle, path))

@@ -3,6 +3,7 @@
 // images and classes, or a .qsm/.onnx file; errors show in the window's error bar.
 #include "main_window.h"
 
+#include "core_message.h"
 #include "model_summary_dialog.h"
 #include "training_panel.h"
 
@@ -46,7 +47,7 @@ void MainWindow::showModelSummary()
     try {
         showSummary(summarizePreset(preset, c, h, w, classes));
     } catch (const Error& e) {
-        showError(tr("Cannot summarise %1: %2").arg(QString::fromStdString(preset), QString::fromUtf8(e.what())));
+        showError(tr("Cannot summarise %1: %2").arg(QString::fromStdString(preset), coreMessage(e)));
     }
 }
 
@@ -81,7 +82,7 @@ void MainWindow::refreshPlanModel()
         // table says why it lists no layers (it said "Load a dataset" with one loaded; tester 12).
         QString why;
         if (m_data) {
-            QString message = QString::fromUtf8(e.what());
+            QString message = coreMessage(e);
             if (!cfg.modelFile.empty()) message.replace(QString::fromStdString(cfg.modelFile), QFileInfo(QString::fromStdString(cfg.modelFile)).fileName());
             why = tr("No layers to list: %1.").arg(message);
         }
@@ -95,7 +96,7 @@ bool MainWindow::showModelSummaryOfFile(const QString& path)
         showSummary(summarizeFile(path.toStdString()));
         return true;
     } catch (const Error& e) {
-        showError(tr("Cannot summarise the model: %1").arg(QString::fromUtf8(e.what())));
+        showError(tr("Cannot summarise the model: %1").arg(coreMessage(e)));
         return false;
     }
 }

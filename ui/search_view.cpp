@@ -3,6 +3,7 @@
 
 #include "search_view.h"
 
+#include "core_message.h"
 #include "format_text.h"
 #include "gui_call.h"
 #include "pareto_chart.h"
@@ -346,7 +347,7 @@ void SearchView::run()
             });
             out->model = std::move(model);
         } catch (const std::exception& e) {
-            out->error = QString::fromUtf8(e.what());
+            out->error = coreMessage(e);
         }
         postToGuiThread([self, out] {
             if (self) self->showOutcome(out);
@@ -533,7 +534,7 @@ bool SearchView::savePlanTo(const QString& path)
     try {
         writePlanFile(path.toStdString(), m_report.plans[static_cast<std::size_t>(m_selected)].plan);
     } catch (const std::exception& e) {
-        m_status->setText(tr("Could not save the plan: %1").arg(QString::fromUtf8(e.what())));
+        m_status->setText(tr("Could not save the plan: %1").arg(coreMessage(e)));
         return false;
     }
     m_status->setText(tr("Saved the plan \u201c%1\u201d to %2 (quantscope-cli train --plan reads it).")

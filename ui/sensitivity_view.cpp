@@ -3,6 +3,7 @@
 
 #include "sensitivity_view.h"
 
+#include "core_message.h"
 #include "format_text.h"
 #include "gui_call.h"
 #include "quant_catalog.h"
@@ -229,7 +230,7 @@ void SensitivityView::run()
                 });
             });
         } catch (const std::exception& e) {
-            error = QString::fromUtf8(e.what());
+            error = coreMessage(e);
         }
         postToGuiThread([self, r, opt, error] {
             if (self) self->showReport(r, opt, error);
@@ -359,7 +360,7 @@ bool SensitivityView::openHistogram(int row, int column)
             }
         sim.clearWeights();
     } catch (const std::exception& e) {
-        m_status->setText(tr("Cannot show the histogram of %1: %2").arg(QString::fromStdString(layer), QString::fromUtf8(e.what())));
+        m_status->setText(tr("Cannot show the histogram of %1: %2").arg(QString::fromStdString(layer), coreMessage(e)));
         return false;
     }
     if (!ok) {

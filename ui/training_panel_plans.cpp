@@ -1,6 +1,7 @@
 // The Training dock's plan files: Load plan... / Save plan... by the per-layer plan table.
 #include "training_panel.h"
 
+#include "core_message.h"
 #include "plan_table.h"
 
 #include "data/normalization.h"
@@ -51,7 +52,7 @@ bool TrainingPanel::loadPlanFile(const QString& path, QString* error)
             note = tr(" The strategy is now QAT (plans apply to PTQ, QAT and progressive).");
         }
     } catch (const std::exception& e) {
-        const QString why = tr("Could not load the plan: %1").arg(QString::fromUtf8(e.what()));
+        const QString why = tr("Could not load the plan: %1").arg(coreMessage(e));
         m_planTable->setNote(why, true);
         if (error) *error = why;
         return false;
@@ -71,7 +72,7 @@ bool TrainingPanel::savePlanFile(const QString& path, QString* error)
     try {
         writePlanFile(path.toStdString(), m_cfg.precision.plan());
     } catch (const std::exception& e) {
-        const QString why = tr("Could not save the plan: %1").arg(QString::fromUtf8(e.what()));
+        const QString why = tr("Could not save the plan: %1").arg(coreMessage(e));
         m_planTable->setNote(why, true);
         if (error) *error = why;
         return false;

@@ -2,6 +2,7 @@
 
 #include "train/ptq_refine.h"
 
+#include "core_message.h"
 #include "quant_catalog.h"
 #include "tsan_handoff.h"
 
@@ -160,7 +161,7 @@ void TrainingWorker::loadDataset(const DatasetRequest& request)
                                                                     : Dataset::load(request.options));
         QS_TSAN_HANDOFF(), emit datasetLoaded(request.id, std::move(data)), QS_TSAN_HANDOFF();
     } catch (const std::exception& e) {
-        QS_TSAN_HANDOFF(), emit datasetFailed(request.id, QString::fromStdString(e.what())), QS_TSAN_HANDOFF();
+        QS_TSAN_HANDOFF(), emit datasetFailed(request.id, coreMessage(e)), QS_TSAN_HANDOFF();
     } catch (...) {
         QS_TSAN_HANDOFF(), emit datasetFailed(request.id, QStringLiteral("the dataset could not be read (unknown error)")), QS_TSAN_HANDOFF();
     }
@@ -183,7 +184,7 @@ void TrainingWorker::keepForExport(const TrainRequest& request, Trainer& trainer
                       " arithmetic; the file holds its FP32 master weights";
         QS_TSAN_HANDOFF(), emit exportReady(request.runId, std::move(b)), QS_TSAN_HANDOFF();
     } catch (const std::exception& e) {
-        QS_TSAN_HANDOFF(), emit exportFailed(request.runId, QStringLiteral("this run's model cannot be exported: %1").arg(QString::fromStdString(e.what()))), QS_TSAN_HANDOFF();
+        QS_TSAN_HANDOFF(), emit exportFailed(request.runId, QStringLiteral("this run's model cannot be exported: %1").arg(coreMessage(e))), QS_TSAN_HANDOFF();
     }
 }
 
@@ -198,7 +199,7 @@ void TrainingWorker::exportRun(const ExportRequest& request)
         s.note = b.note; // core's note repeats the sizes, which the window reports itself
         QS_TSAN_HANDOFF(), emit exported(request.runId, std::move(s)), QS_TSAN_HANDOFF();
     } catch (const std::exception& e) {
-        QS_TSAN_HANDOFF(), emit exportFailed(request.runId, QString::fromStdString(e.what())), QS_TSAN_HANDOFF();
+        QS_TSAN_HANDOFF(), emit exportFailed(request.runId, coreMessage(e)), QS_TSAN_HANDOFF();
     } catch (...) {
         QS_TSAN_HANDOFF(), emit exportFailed(request.runId, QStringLiteral("the export failed (unknown error)")), QS_TSAN_HANDOFF();
     }
@@ -218,7 +219,7 @@ void TrainingWorker::train(const TrainRequest& request)
         if (!observer.finishedReported()) QS_TSAN_HANDOFF(), emit failed(request.runId, QStringLiteral("training ended without a result")), QS_TSAN_HANDOFF();
         else if (!fin.stopped) keepForExport(request, trainer);
     } catch (const std::exception& e) {
-        QS_TSAN_HANDOFF(), emit failed(request.runId, QString::fromStdString(e.what())), QS_TSAN_HANDOFF();
+        QS_TSAN_HANDOFF(), emit failed(request.runId, coreMessage(e)), QS_TSAN_HANDOFF();
     } catch (...) {
         QS_TSAN_HANDOFF(), emit failed(request.runId, QStringLiteral("training failed (unknown error)")), QS_TSAN_HANDOFF();
     }
