@@ -223,22 +223,18 @@ DatasetPanel::DatasetPanel(QWidget* parent) : QWidget(parent)
     shapeLabel->setToolTip(m_imageShape->toolTip());
     auto* validationLabel = new QLabel(tr("Validation"));
     validationLabel->setToolTip(m_validation->toolTip());
-    auto* validationNote = new QLabel(tr("of the training images"));
-    validationNote->setToolTip(m_validation->toolTip());
+    // The test fraction beside it, not on a row of its own: the dock's height is the Training
+    // dock's loss on a 720-pixel screen (its Train button went out of reach).
+    auto* fractionLabel = new QLabel(tr("Test fraction"));
+    fractionLabel->setToolTip(m_testFraction->toolTip());
     limits->addWidget(validationLabel, 1, 0);
     limits->addWidget(m_validation, 1, 1);
-    limits->addWidget(validationNote, 1, 2, 1, 3);
+    limits->addWidget(fractionLabel, 1, 2);
+    limits->addWidget(m_testFraction, 1, 3);
     limits->addWidget(resizeLabel, 2, 0);
     limits->addWidget(m_resize, 2, 1);
     limits->addWidget(shapeLabel, 2, 2);
     limits->addWidget(m_imageShape, 2, 3);
-    auto* fractionLabel = new QLabel(tr("Test fraction"));
-    fractionLabel->setToolTip(m_testFraction->toolTip());
-    auto* fractionNote = new QLabel(tr("of each class (CSV file, one class tree)"));
-    fractionNote->setToolTip(m_testFraction->toolTip());
-    limits->addWidget(fractionLabel, 3, 0);
-    limits->addWidget(m_testFraction, 3, 1);
-    limits->addWidget(fractionNote, 3, 2, 1, 3);
     limits->setColumnStretch(1, 1);
     limits->setColumnStretch(3, 1);
 
