@@ -65,6 +65,22 @@ constexpr int kLoadTimeoutMs = 20000;
 
 QString dropText(double drop) { return QString::number(drop, 'f', 2) + QStringLiteral(" pts"); }
 
+// Records each text `bar` shows that does not fit it on one line (tester 12 #11: "ranking:
+// one-layer plan 12 of 16" wrapped in a 150-pixel bar, both lines cut).
+struct ProgressTextWatch {
+    QStringList cut;
+    QMetaObject::Connection connection;
+    explicit ProgressTextWatch(QProgressBar* bar)
+    {
+        connection = QObject::connect(bar, &QProgressBar::valueChanged, bar, [this, bar] {
+            QCoreApplication::processEvents(); // the layout follows a widened bar
+            const int need = bar->fontMetrics().horizontalAdvance(bar->text()) + 8;
+            if (need > bar->width()) cut << QStringLiteral("'%1' needs %2 px, the bar is %3").arg(bar->text()).arg(need).arg(bar->width());
+        });
+    }
+    ~ProgressTextWatch() { QObject::disconnect(connection); }
+};
+
 } // namespace
 
 class TestGuiAnalysis : public QObject {
@@ -208,6 +224,9 @@ void TestGuiAnalysis::sensitivityHeatmap()
     s->setFormats({"int8", "int2"});
     QSignalSpy done(s, &SensitivityView::analysisFinished);
     QSignalSpy progressed(s->progressBar(), &QProgressBar::valueChanged);
+    ProgressTextWatch texts(s->progressBar());
+    QCoreApplication::processEvents();
+    const QPoint runAt = s->runButton()->mapTo(m_view, QPoint(0, 0));
     QTest::mouseClick(s->runButton(), Qt::LeftButton);
     QVERIFY(s->isRunning());
     QVERIFY(!s->runButton()->isEnabled());
@@ -215,6 +234,11 @@ void TestGuiAnalysis::sensitivityHeatmap()
     QVERIFY(done.wait(kRunTimeoutMs));
     QVERIFY2(done.first().at(0).toBool(), qPrintable(done.first().at(1).toString()));
     QVERIFY(progressed.count() > 0);
+    QVERIFY2(texts.cut.isEmpty(), qPrintable(texts.cut.join(QStringLiteral("; "))));
+    // The summary wraps to more lines than the status before it; Run stays where it was clicked
+    // (it moved 14 px down, and a second click missed it; tester 12 #11).
+    QCoreApplication::processEvents();
+    QCOMPARE(s->runButton()->mapTo(m_view, QPoint(0, 0)), runAt);
     const SensitivityReport& r = s->report();
     QCOMPARE(r.layers.size(), std::size_t{5}); // lenet5: conv1, conv2, fc1, fc2, fc3
     QCOMPARE(r.images, std::size_t{200});
@@ -401,9 +425,11 @@ void TestGuiAnalysis::searchChartAndPlans()
     s->setBudget(SearchView::Budget::MaxDrop, 2.0);
     s->setMaxEvaluations(20);
     QSignalSpy done(s, &SearchView::searchFinished);
+    ProgressTextWatch texts(s->progressBar()); // "ranking: one-layer plan 12 of 16" on one line
     QTest::mouseClick(s->runButton(), Qt::LeftButton);
     QVERIFY(done.wait(kRunTimeoutMs));
     QVERIFY2(done.first().at(0).toBool(), qPrintable(done.first().at(1).toString()));
+    QVERIFY2(texts.cut.isEmpty(), qPrintable(texts.cut.join(QStringLiteral("; "))));
     const MixedSearchReport& r = s->report();
     QVERIFY(r.evaluations >= 3);
     QVERIFY(r.evaluations <= 20);

@@ -2,6 +2,7 @@
 
 #include "util/errors.h"
 
+#include <QHBoxLayout>
 #include <QLabel>
 #include <QProgressBar>
 #include <QPushButton>
@@ -113,6 +114,29 @@ RunControls makeRunControls(const QString& prefix, const QString& runText, const
     c.status->setWordWrap(true);
     c.status->setTextInteractionFlags(Qt::TextSelectableByMouse);
     return c;
+}
+
+QHBoxLayout* runControlsRow(const RunControls& c)
+{
+    auto* row = new QHBoxLayout;
+    row->addWidget(c.run, 0, Qt::AlignTop);
+    row->addWidget(c.stop, 0, Qt::AlignTop);
+    row->addWidget(c.progress, 0, Qt::AlignTop);
+    c.progress->setMinimumHeight(c.run->sizeHint().height()); // level with the buttons, at the top
+    c.status->setMinimumHeight(2 * c.status->fontMetrics().lineSpacing());
+    c.status->setAlignment(Qt::AlignLeft | Qt::AlignTop);
+    row->addWidget(c.status, 1);
+    return row;
+}
+
+void fitProgressText(QProgressBar* bar, const QStringList& texts)
+{
+    const QFontMetrics fm = bar->fontMetrics();
+    int widest = 0;
+    for (const QString& t : texts) widest = std::max(widest, fm.horizontalAdvance(t));
+    // the frame and the style's margins around the text, with room to spare
+    const int need = widest + 2 * fm.averageCharWidth() + 16;
+    if (need > bar->minimumWidth()) bar->setMinimumWidth(need);
 }
 
 void setRunEnabled(QPushButton* run, const QString& tip, bool busy, const QString& blocked)

@@ -11,6 +11,7 @@
 
 #include <QString>
 
+class QHBoxLayout;
 class QLabel;
 class QProgressBar;
 class QPushButton;
@@ -68,7 +69,7 @@ private:
 
 // The Run / Stop buttons, progress bar and status line every analysis page has. Object names are
 // `<prefix>Run`, `<prefix>Stop`, `<prefix>Progress`, `<prefix>Status`; Stop starts disabled. The
-// caller connects the buttons and lays the widgets out.
+// caller connects the buttons and lays the widgets out (runControlsRow: in a row).
 struct RunControls {
     QPushButton* run = nullptr;
     QPushButton* stop = nullptr;
@@ -77,6 +78,13 @@ struct RunControls {
 };
 RunControls makeRunControls(const QString& prefix, const QString& runText, const QString& runTip, const QString& stopTip,
                             const QString& statusText);
+// Run, Stop, the progress bar and the status line in one row. The buttons and the bar keep to its
+// top and the status reserves two lines: a summary that wraps to more lines does not move Run
+// (a second click on Run sensitivity missed it, 14 px lower; tester 12 #11).
+QHBoxLayout* runControlsRow(const RunControls& c);
+// Widens `bar` (never narrows it) so that each of `texts` fits on one line: at 150 px, "ranking:
+// one-layer plan 12 of 16" wrapped inside the single-line bar and both lines were cut.
+void fitProgressText(QProgressBar* bar, const QStringList& texts);
 // Run's state on an analysis page: enabled unless an analysis is in flight (`busy`) or `blocked`
 // says why not (a training run shares the cores); `tip` is its tooltip, then the reason.
 void setRunEnabled(QPushButton* run, const QString& tip, bool busy, const QString& blocked);

@@ -188,12 +188,12 @@ SearchView::SearchView(InputProvider input, QWidget* parent) : QWidget(parent), 
     g->addWidget(new QLabel(tr("Evaluations")), 2, 4);
     g->addWidget(m_maxEvals, 2, 5);
     g->setColumnStretch(7, 1);
-    auto* bar = new QHBoxLayout;
-    bar->addWidget(m_run);
-    bar->addWidget(m_stop);
-    m_progress->setMinimumWidth(150); // the status line beside it wraps to fewer lines
-    bar->addWidget(m_progress);
-    bar->addWidget(m_status, 1);
+    // As narrow as its longest text at a few hundred plans allows (the status line beside it wraps
+    // to fewer lines); showProgress widens it for a longer one.
+    m_progress->setMinimumWidth(0);
+    fitProgressText(m_progress, {progressText(SearchPhase::Ranking, 887, 888), progressText(SearchPhase::Uniform, 887, 888),
+                                 progressText(SearchPhase::Greedy, 887, 888)});
+    QHBoxLayout* bar = runControlsRow(rc);
     auto* v = new QVBoxLayout(this);
     v->setContentsMargins(0, 4, 0, 0);
     v->setSpacing(4);
@@ -367,9 +367,16 @@ void SearchView::showProgress(SearchPhase phase, std::size_t done, std::size_t t
     if (!m_thread.running() || total == 0) return;
     m_progress->setRange(0, static_cast<int>(total));
     m_progress->setValue(static_cast<int>(std::min(done, total)));
-    m_progress->setFormat(phase == SearchPhase::Ranking ? tr("ranking: one-layer plan %1 of %2").arg(std::min(done + 1, total)).arg(total)
-                          : phase == SearchPhase::Uniform ? tr("uniform plan %1 (of at most %2 plans)").arg(done + 1).arg(total)
-                                                          : tr("plan %1 of at most %2").arg(std::min(done + 1, total)).arg(total));
+    const QString text = progressText(phase, done, total);
+    fitProgressText(m_progress, {text});
+    m_progress->setFormat(text);
+}
+
+QString SearchView::progressText(SearchPhase phase, std::size_t done, std::size_t total)
+{
+    return phase == SearchPhase::Ranking ? tr("ranking: one-layer plan %1 of %2").arg(std::min(done + 1, total)).arg(total)
+           : phase == SearchPhase::Uniform ? tr("uniform plan %1 (of at most %2 plans)").arg(done + 1).arg(total)
+                                           : tr("plan %1 of at most %2").arg(std::min(done + 1, total)).arg(total);
 }
 
 void SearchView::showOutcome(const std::shared_ptr<const Outcome>& out)

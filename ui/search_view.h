@@ -75,6 +75,7 @@ signals:
 private:
     struct Outcome;
     void showProgress(SearchPhase phase, std::size_t done, std::size_t total);
+    static QString progressText(SearchPhase phase, std::size_t done, std::size_t total); // the bar's text
     void showOutcome(const std::shared_ptr<const Outcome>& out);
     void setBusy(bool busy);
     void updateBudgetSpin();

@@ -141,11 +141,8 @@ SensitivityView::SensitivityView(InputProvider input, QWidget* parent) : QWidget
     g->addWidget(new QLabel(tr("Mode")), 2, 4);
     g->addWidget(m_mode, 2, 5);
     g->setColumnStretch(6, 1);
-    auto* bar = new QHBoxLayout;
-    bar->addWidget(m_run);
-    bar->addWidget(m_stop);
-    bar->addWidget(m_progress);
-    bar->addWidget(m_status, 1);
+    fitProgressText(m_progress, {tr("layer %1 of %2 \u00b7 cell %3 of %4").arg(88).arg(88).arg(888).arg(888)});
+    QHBoxLayout* bar = runControlsRow(rc);
     auto* v = new QVBoxLayout(this);
     v->addLayout(g);
     v->addLayout(bar);
@@ -252,8 +249,10 @@ void SensitivityView::showProgress(std::size_t done, std::size_t total)
     m_progress->setRange(0, static_cast<int>(total));
     m_progress->setValue(static_cast<int>(done));
     const std::size_t layers = total / nf, layer = std::min(layers, done / nf + 1);
-    m_progress->setFormat(done >= total ? tr("%1 cells done").arg(total)
-                                        : tr("layer %1 of %2 \u00b7 cell %3 of %4").arg(layer).arg(layers).arg(done + 1).arg(total));
+    const QString text = done >= total ? tr("%1 cells done").arg(total)
+                                       : tr("layer %1 of %2 \u00b7 cell %3 of %4").arg(layer).arg(layers).arg(done + 1).arg(total);
+    fitProgressText(m_progress, {text});
+    m_progress->setFormat(text);
 }
 
 void SensitivityView::showReport(const SensitivityReport& r, const SensitivityOptions& opt, const QString& error)
