@@ -44,6 +44,7 @@
 #include <QProgressBar>
 #include <QPushButton>
 #include <QScatterSeries>
+#include <QScrollArea>
 #include <QSignalSpy>
 #include <QTabWidget>
 #include <QTableWidget>
@@ -93,6 +94,7 @@ private slots:
     void sensitivityStops();
     void floatFormatsAndActivationRanges();
     void searchChartAndPlans();
+    void narrowTabKeepsTheChart();
     void searchStops();
     void searchRefusesABudgetBelowTheSmallestPlan();
     void fineTuneStartsQat();
@@ -725,6 +727,40 @@ void TestGuiAnalysis::cleanupTestCase() { m_window.reset(); }
 
 // fp16's clip range (+-65504) is far beyond any weight: the axis stays on the weights (it ran to
 // +-100000 and drew them as one bar), and the legend says the clip lines are off it.
+// A 1024x700 window (tester 12 #2): the note beside the Model combo wrapped into about nine lines
+// and pushed the search's chart down to a strip. It takes a row of its own under the fields then,
+// a few lines high, and the chart, scrolled to, is whole in the tab; a wide window keeps the note
+// beside the fields (one row less).
+void TestGuiAnalysis::narrowTabKeepsTheChart()
+{
+    const QSize before = m_window->size();
+    m_view->pages()->setCurrentIndex(1);
+    SearchView* s = m_view->search();
+    const QLabel* note = m_view->findChild<QLabel*>("analysisNote");
+    m_view->setValidationImages(100000); // the note at its longest: "...leave room for 450 validation images, not 100000"
+    m_window->resize(1024, 700);
+    QCoreApplication::processEvents();
+    QCoreApplication::processEvents();
+    const int lines = note->height() / note->fontMetrics().lineSpacing();
+    QVERIFY2(lines <= 3, qPrintable(QString("the note is %1 px high (%2 lines) and %3 px wide: %4").arg(note->height()).arg(lines).arg(note->width()).arg(note->text())));
+    auto* scroll = m_window->findChild<QScrollArea*>("analysisScroll");
+    QVERIFY(scroll);
+    ParetoChart* chart = s->chart();
+    const QPoint at = chart->mapTo(scroll->widget(), QPoint(chart->width() / 2, chart->height() / 2));
+    scroll->ensureVisible(at.x(), at.y(), chart->width() / 2 + 8, chart->height() / 2 + 8);
+    QCoreApplication::processEvents();
+    const QRect inView(chart->mapTo(scroll->viewport(), QPoint(0, 0)), chart->size());
+    QVERIFY2(chart->height() >= chart->minimumHeight() && scroll->viewport()->rect().contains(inView),
+             qPrintable(QString("chart %1x%2 at %3,%4; the scroll area shows %5x%6").arg(chart->width()).arg(chart->height()).arg(inView.x()).arg(inView.y())
+                            .arg(scroll->viewport()->width()).arg(scroll->viewport()->height())));
+    m_window->resize(before);
+    QCoreApplication::processEvents();
+    QVERIFY(!m_view->noteHasOwnRow());
+    QCOMPARE(note->mapTo(m_view, QPoint(0, 0)).y() <= m_view->sourceCombo()->mapTo(m_view, QPoint(0, 0)).y() + m_view->sourceCombo()->height(), true);
+    m_view->setValidationImages(200);
+    m_view->pages()->setCurrentIndex(0);
+}
+
 void TestGuiAnalysis::fp16HistogramZoomsToTheWeights()
 {
     LayerStats s;

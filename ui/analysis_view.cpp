@@ -11,8 +11,10 @@
 
 #include <QComboBox>
 #include <QFileInfo>
+#include <QGridLayout>
 #include <QHBoxLayout>
 #include <QLabel>
+#include <QResizeEvent>
 #include <QSpinBox>
 #include <QTabWidget>
 #include <QVBoxLayout>
@@ -78,15 +80,19 @@ AnalysisView::AnalysisView(QWidget* parent) : QWidget(parent)
     // One row: the model, the note on it (wrapped) and the images; the activation ranges beside
     // the Sensitivity / Mixed-bit search tabs, in the room the two tabs leave. The note and the
     // activation ranges had a row of their own, which pushed the search's chart below a 1366x768
-    // window's tab.
-    auto* bar = new QHBoxLayout;
-    bar->addWidget(new QLabel(tr("Model")));
-    bar->addWidget(m_source, 2);
-    bar->addWidget(m_note, 3);
-    bar->addWidget(new QLabel(tr("Validation images")));
-    bar->addWidget(m_validation);
-    bar->addWidget(new QLabel(tr("Calibration images")));
-    bar->addWidget(m_calibration);
+    // window's tab. In a narrow tab the note takes a row of its own after all (placeNote): beside
+    // the fields at 1024x700 it wrapped into nine lines and pushed the search's chart off the tab.
+    m_bar = new QGridLayout;
+    m_bar->setContentsMargins(0, 0, 0, 0);
+    m_bar->setVerticalSpacing(2);
+    m_bar->addWidget(new QLabel(tr("Model")), 0, 0);
+    m_bar->addWidget(m_source, 0, 1);
+    m_bar->addWidget(new QLabel(tr("Validation images")), 0, 3);
+    m_bar->addWidget(m_validation, 0, 4);
+    m_bar->addWidget(new QLabel(tr("Calibration images")), 0, 5);
+    m_bar->addWidget(m_calibration, 0, 6);
+    m_bar->setColumnStretch(1, 2);
+    placeNote(false);
     auto* corner = new QWidget;
     auto* cl = new QHBoxLayout(corner);
     cl->setContentsMargins(12, 0, 0, 1);
@@ -96,9 +102,29 @@ AnalysisView::AnalysisView(QWidget* parent) : QWidget(parent)
     auto* v = new QVBoxLayout(this);
     v->setContentsMargins(2, 4, 2, 0);
     v->setSpacing(4);
-    v->addLayout(bar);
+    v->addLayout(m_bar);
     v->addWidget(m_pages, 1);
     updateSourceNote();
+}
+
+void AnalysisView::placeNote(bool ownRow)
+{
+    if (m_noteOwnRow == ownRow && m_bar->indexOf(m_note) >= 0) return;
+    m_noteOwnRow = ownRow;
+    m_bar->removeWidget(m_note);
+    if (ownRow) m_bar->addWidget(m_note, 1, 0, 1, 7);
+    else m_bar->addWidget(m_note, 0, 2);
+    m_bar->setColumnStretch(2, ownRow ? 0 : 3);
+}
+
+void AnalysisView::resizeEvent(QResizeEvent* e)
+{
+    // The note beside the fields while it gets a readable width there (about 40 characters).
+    int fields = 0;
+    for (int i = 0; i < m_bar->count(); ++i)
+        if (QWidget* w = m_bar->itemAt(i)->widget(); w && w != m_note) fields += w->sizeHint().width() + m_bar->horizontalSpacing();
+    placeNote(e->size().width() - fields < 40 * m_note->fontMetrics().averageCharWidth());
+    QWidget::resizeEvent(e);
 }
 
 void AnalysisView::setRun(int runId, ExportBundlePtr bundle, const QString& description)

@@ -8,6 +8,7 @@
 #include <QWidget>
 
 class QComboBox;
+class QGridLayout;
 class QLabel;
 class QSpinBox;
 class QTabWidget;
@@ -44,13 +45,18 @@ public:
     SensitivityView* sensitivity() const { return m_sensitivity; }
     SearchView* search() const { return m_search; }
     QTabWidget* pages() const { return m_pages; }
+    bool noteHasOwnRow() const { return m_noteOwnRow; } // the note under the fields (a narrow tab)
     QComboBox* sourceCombo() const { return m_source; }
 
 signals:
     // An analysis started or ended (emitted as it changes: isAnalysing() may still say the old).
     void analysingChanged();
 
+protected:
+    void resizeEvent(QResizeEvent* e) override;
+
 private:
+    void placeNote(bool ownRow); // beside the fields, or on a row of its own under them
     void updateSourceNote() const;
     QString currentKey() const; // "run #3 (...) on fashion-mnist": the model and the data analyses measure
 
@@ -59,6 +65,8 @@ private:
     QSpinBox* m_calibration;
     QComboBox* m_actCalibration; // the activation ranges' calibration (analyze --act-calibration)
     QLabel* m_note;
+    QGridLayout* m_bar;
+    bool m_noteOwnRow = false;
     QTabWidget* m_pages;
     SensitivityView* m_sensitivity;
     SearchView* m_search;
