@@ -793,6 +793,30 @@ private slots:
         w.selectRuns({2});
         shoot(QStringLiteral("layers-out-of-date.png"));
     }
+
+    // The window fits a 1024x700 screen (tester 12 #2): at least 1144 pixels wide before (two
+    // 320-pixel charts on the Curves tab, the runs header's one-line title, the Layers tab's
+    // controls beside the 466-pixel docks), so on such a screen its right part, with the accuracy
+    // chart's legend and the Status column, lay off screen. The runs title wraps instead of being cut.
+    void windowFitsA1024Screen()
+    {
+        MainWindow w(MainWindowOptions{false, QString(), false});
+        w.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&w));
+        const QSize min = w.minimumSizeHint().expandedTo(w.minimumSize());
+        QVERIFY2(min.width() <= 1024 && min.height() <= 700, qPrintable(QString("%1x%2").arg(min.width()).arg(min.height())));
+        w.resize(1024, 700);
+        QCoreApplication::processEvents();
+        QCOMPARE(w.width(), 1024);
+        for (QLabel* l : w.findChildren<QLabel*>())
+            if (l->text().contains("select several (Ctrl+click)") && l->isVisible())
+                QVERIFY2(l->width() >= l->sizeHint().width() || l->wordWrap(), qPrintable(l->text())); // whole, or wrapped
+        for (const char* name : {"lossChart", "accuracyChart"}) {
+            auto* chart = w.findChild<QWidget*>(name);
+            QVERIFY2(chart && chart->isVisible() && chart->width() >= 250, name);
+            QVERIFY2(QRect(QPoint(0, 0), w.size()).contains(QRect(chart->mapTo(&w, QPoint(0, 0)), chart->size())), name);
+        }
+    }
 };
 
 QTEST_MAIN(TestGuiCharts)

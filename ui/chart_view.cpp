@@ -50,7 +50,9 @@ QChart* newChart(const QString& title)
 ChartView::ChartView(const QString& title, QWidget* parent) : QChartView(newChart(title), parent)
 {
     setRenderHint(QPainter::Antialiasing);
-    setMinimumSize(320, 240);
+    // 260: the Curves tab's two charts side by side fit a 1024-pixel window beside the docks (at 320
+    // the window was at least 1144 pixels wide, and on a 1024x700 screen its right part was off screen).
+    setMinimumSize(260, 240);
     setToolTip(tr("Right-click to save this chart as PNG."));
     // When the plot area moves (the legend goes to the right for a second run, wider tick labels)
     // Qt Charts repaints only the items' new places: the old tick labels, grid lines and axis

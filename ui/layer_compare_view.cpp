@@ -169,7 +169,9 @@ LayerCompareView::LayerCompareView(QWidget* parent) : QWidget(parent)
     bar->addWidget(new QLabel(tr("Weights")));
     bar->addWidget(m_format);
     bar->addWidget(m_granularity);
-    bar->addWidget(new QLabel(tr("uint8 activations, threshold")));
+    auto* activations = new QLabel(tr("uint8 activations, threshold"));
+    activations->setWordWrap(true); // two lines in a narrow window (its minimum width set the window's past a 1024-pixel screen)
+    bar->addWidget(activations);
     bar->addWidget(m_thresholdDb);
     bar->addWidget(m_compare);
     bar->addStretch(1);

@@ -296,6 +296,7 @@ void MainWindow::buildLayout()
     rv->setContentsMargins(0, 4, 0, 0);
     auto* runsHeader = new QHBoxLayout;
     auto* runsTitle = new QLabel(tr("<b>Runs</b> \u2014 select several (Ctrl+click) to overlay their curves"));
+    runsTitle->setWordWrap(true); // two lines in a narrow window, not cut ("(Ctrl+clicl") nor widening it past the screen
     runsHeader->addWidget(runsTitle, 1);
     for (QAction* a : {m_loadRunsAct, m_saveRunsAct, m_csvAct}) {
         auto* b = new QToolButton;
