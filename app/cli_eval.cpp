@@ -44,9 +44,12 @@ const char* const kEvalHelp =
     "                       wrote keep theirs.\n"
     "  --threads N          worker threads (default 2; at most the machine's hardware threads)\n"
     "  --batch-size N       images per call (default 256)\n"
-    "  --predictions FILE   write 'index,predicted_class', one line per test image ('-': standard\n"
-    "                       output, and the report then goes to stderr); not the model or data\n"
-    "                       file being read\n"
+    "  --predictions FILE   write a CSV file, a header and one row per test image: index,\n"
+    "                       predicted_class, predicted_name, label, label_name, correct (1/0),\n"
+    "                       source (the image file under --data, or 'train.csv:LINE'; empty for\n"
+    "                       IDX and CIFAR, whose index is the position in the test file).\n"
+    "                       '-': standard output, and the report then goes to stderr. Not the\n"
+    "                       model or data file being read\n"
     "  --bench              also measure images/s (one warm-up batch, best of --passes passes)\n"
     "  --passes N           timed passes for --bench (default 3)\n"
     "  --runner R           auto (default), integer (fail if the engine cannot run the model),\n"
@@ -192,9 +195,7 @@ int runEval(const std::vector<std::string>& argv)
     if (args.has("--bench")) ips = benchmarkRunner(runner, data.test, batch, passes);
     std::string predictionsError;
     if (args.has("--predictions")) {
-        std::string csv;
-        csv.reserve(ev.predictions.size() * 8);
-        for (std::size_t i = 0; i < ev.predictions.size(); ++i) csv += std::to_string(i) + "," + std::to_string(ev.predictions[i]) + "\n";
+        const std::string csv = predictionsCsv(predictionRows(model, data, match, ev.predictions));
         try { // a full disk still leaves the accuracy printed; the error follows it
             writeFileAtomic(args.str("--predictions", ""), std::string_view(csv));
         } catch (const IoError& e) {

@@ -243,12 +243,18 @@ void TestCliFiles::writesThroughDevicesAndLinks()
 
     // "-" and /dev/stdout write to standard output itself (a file named "-" was created; through
     // the link, a temporary was renamed over the shell's redirection and the report was lost).
-    // Standard output then holds the CSV alone, one "index,class" row an image, and the report
-    // (text or JSON) goes to stderr: `eval --predictions - > p.csv` had the report in the CSV.
-    const auto csvOnly = [](const QString& text) { return QRegularExpression("\\A(\\d+,\\d+\n){50}\\z").match(text).hasMatch(); };
+    // Standard output then holds the CSV alone, a header and a row an image (index, predicted class
+    // and name, label and name, correct, and no source for IDX), and the report (text or JSON)
+    // goes to stderr: `eval --predictions - > p.csv` had the report in the CSV.
+    const auto csvOnly = [](const QString& text) {
+        return QRegularExpression("\\Aindex,predicted_class,predicted_name,label,label_name,correct,source\n"
+                                  "(\\d+,\\d+,[^,\n]*,\\d+,[^,\n]*,[01],\n){50}\\z")
+            .match(text)
+            .hasMatch();
+    };
     const Result dash = runCli(eval + QStringList{"-"});
     QVERIFY2(dash.exitCode == kExitOk, qPrintable(dash.err));
-    QVERIFY2(dash.out.startsWith("0,") && csvOnly(dash.out), qPrintable(dash.out));
+    QVERIFY2(csvOnly(dash.out), qPrintable(dash.out));
     QVERIFY2(dash.err.contains("test accuracy"), qPrintable(dash.err));
     const Result dashJson = runCli(eval + QStringList{"-", "--json"});
     QVERIFY2(dashJson.exitCode == kExitOk, qPrintable(dashJson.err));
@@ -264,7 +270,7 @@ void TestCliFiles::writesThroughDevicesAndLinks()
     QFile got(redirected);
     QVERIFY(got.open(QIODevice::ReadOnly));
     const QByteArray text = got.readAll();
-    QVERIFY2(text.startsWith("0,") && csvOnly(QString::fromUtf8(text)), text.constData());
+    QVERIFY2(csvOnly(QString::fromUtf8(text)), text.constData());
     QVERIFY(r.readAllStandardError().contains("test accuracy"));
 
     // An output that is one of the command's inputs is refused before anything is written.

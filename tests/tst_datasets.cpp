@@ -141,6 +141,25 @@ void TestDatasets::csvSplitsPerClass()
         want.insert(std::string(p.begin(), p.end()));
     }
     QVERIFY(rows == want);
+    // Each image names its line of the file (eval --predictions' source column): the line holds
+    // its label and pixels.
+    std::vector<std::string> lines{""};
+    {
+        std::ifstream in(f);
+        for (std::string l; std::getline(in, l);) lines.push_back(l.ends_with('\r') ? l.substr(0, l.size() - 1) : l);
+    }
+    for (const LabeledImages* s : {&a.train, &a.test}) {
+        QCOMPARE(s->sources.size(), s->size());
+        for (std::size_t i = 0; i < s->size(); ++i) {
+            const std::string& src = s->sources[i];
+            QVERIFY2(src.starts_with("digits.csv:"), src.c_str());
+            const std::size_t line = std::stoul(src.substr(11));
+            QVERIFY2(line < lines.size(), src.c_str());
+            std::string expect = std::to_string(s->labels[i]);
+            for (std::size_t k = 0; k < 16; ++k) expect += "," + std::to_string(s->pixels[i * 16 + k]);
+            QCOMPARE(lines[line], expect);
+        }
+    }
 }
 
 void TestDatasets::csvShapes_data()

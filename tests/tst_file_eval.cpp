@@ -91,6 +91,42 @@ private slots:
         QVERIFY(other.labels == d.test.labels);
     }
 
+    // eval --predictions' CSV: a header, then per image its index, the predicted and true class in
+    // the model's order with their names, whether they agree, and its source, quoted when needed.
+    void predictionsCsvRows()
+    {
+        ExportedModel m = m_q.exported;
+        Dataset d = m_data;
+        d.test.labels.resize(3);
+        d.test.pixels.resize(3 * d.test.imageBytes());
+        d.test.sources = {"test/a,b/1.png", "test/say \"hi\"/2.png", "train.csv:4"};
+        m.classNames = d.classNames;
+        std::reverse(d.classNames.begin(), d.classNames.end()); // matched by name: labels become 9 - label
+        const DataMatch match = prepareModelForData(m, "m.qsm", d, false);
+        const std::vector<std::int32_t> predicted{9 - d.test.labels[0], 0, 9 - d.test.labels[2] == 0 ? 1 : 0};
+        const std::string csv = predictionsCsv(predictionRows(m, d, match, predicted));
+        const QStringList lines = QString::fromStdString(csv).split(QLatin1Char('\n'), Qt::SkipEmptyParts);
+        QCOMPARE(lines.size(), 4);
+        QCOMPARE(lines[0], QStringLiteral("index,predicted_class,predicted_name,label,label_name,correct,source"));
+        const auto name = [&](std::int32_t c) { return QString::fromStdString(m.classNames[std::size_t(c)]); };
+        const std::int32_t l0 = match.labels[0], l1 = match.labels[1];
+        QCOMPARE(lines[1], QStringLiteral("0,%1,%2,%1,%2,1,\"test/a,b/1.png\"").arg(l0).arg(name(l0)));
+        QCOMPARE(lines[2], QStringLiteral("1,0,%1,%2,%3,%4,\"test/say \"\"hi\"\"/2.png\"")
+                               .arg(name(0)).arg(l1).arg(name(l1)).arg(l1 == 0 ? 1 : 0));
+        QVERIFY2(lines[3].endsWith(QStringLiteral(",0,train.csv:4")), qPrintable(lines[3]));
+
+        // No names in the file: the data's, when as many; IDX and CIFAR have no sources.
+        m.classNames.clear();
+        d.test.sources.clear();
+        const std::string plain = predictionsCsv(predictionRows(m, d, prepareModelForData(m, "m.onnx", d, false), predicted));
+        QVERIFY2(QString::fromStdString(plain).split('\n')[1].startsWith(
+                     QStringLiteral("0,%1,%2,").arg(predicted[0]).arg(QString::fromStdString(d.classNames[std::size_t(predicted[0])]))),
+                 plain.c_str());
+        QVERIFY2(QString::fromStdString(plain).split('\n')[1].endsWith(QStringLiteral(",")), plain.c_str());
+        d.test.sources = {"x"};
+        QVERIFY_THROWS_EXCEPTION(ConfigError, predictionRows(m, d, match, predicted));
+    }
+
     // A model without a stored normalisation takes the given one, else the data's statistics (with
     // a note); a model with one refuses another.
     void normalisation()

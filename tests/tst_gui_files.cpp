@@ -573,9 +573,10 @@ private:
             QFile f(csv);
             QVERIFY(f.open(QIODevice::ReadOnly));
             const QStringList lines = QString::fromUtf8(f.readAll()).split(QLatin1Char('\n'), Qt::SkipEmptyParts);
-            QCOMPARE(std::size_t(lines.size()), cli.predictions.size());
+            QCOMPARE(std::size_t(lines.size()), cli.predictions.size() + 1); // a header
+            QVERIFY2(lines[0].startsWith(QStringLiteral("index,predicted_class,")), qPrintable(lines[0]));
             for (std::size_t i = 0; i < cli.predictions.size(); ++i)
-                QCOMPARE(lines[int(i)], QStringLiteral("%1,%2").arg(i).arg(cli.predictions[i]));
+                QVERIFY2(lines[int(i) + 1].startsWith(QStringLiteral("%1,%2,").arg(i).arg(cli.predictions[i])), qPrintable(lines[int(i) + 1]));
             ++row;
         }
         // Every column fits the dialog at its default size (Agreement and Speed were past its edge:

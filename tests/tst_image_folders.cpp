@@ -41,6 +41,7 @@ private slots:
     void archiveLitterIsSkipped();
     void splitStaysAsImagesAreAdded();
     void unreadImagesAreNoted();
+    void sourcesNameEachImagesFile();
 };
 
 // train/ + test/: PNG and JPEG, grey and colour mixed -> C=3, grey replicated; PNG exact.
@@ -363,6 +364,36 @@ void TestImageFolders::pngModesDecodeAsStored()
 }
 
 QTEST_GUILESS_MAIN(TestImageFolders)
+// Each image names its file under the folder given (LabeledImages::sources, eval --predictions'
+// source column): the file decodes to the image's pixels and lies in its label's class folder,
+// through the train/test split, the --test-fraction split and --test-limit.
+void TestImageFolders::sourcesNameEachImagesFile()
+{
+    const std::string split = path("img-sources-split"), tree = path("img-sources-tree");
+    writeImageTree(split + "/train", kClasses3, 3, 0, ".png", 1, 6, 6);
+    writeImageTree(split + "/test", kClasses3, 2, 50, ".png", 1, 6, 6);
+    writeImageTree(tree, {"a", "b", "c"}, 5, 100, ".png", 1, 6, 6);
+    for (const auto& [root, limit] : {std::pair{split, 0}, std::pair{split, 4}, std::pair{tree, 0}, std::pair{tree, 2}}) {
+        DatasetOptions o;
+        o.dir = root;
+        o.testFraction = 0.4;
+        o.testLimit = static_cast<std::size_t>(limit);
+        const Dataset d = Dataset::load(o);
+        const bool hasSplit = root == split;
+        for (const auto& [set, folder] : {std::pair{&d.train, "train/"}, std::pair{&d.test, "test/"}}) {
+            QCOMPARE(set->sources.size(), set->size());
+            for (std::size_t i = 0; i < set->size(); ++i) {
+                const std::string& src = set->sources[i];
+                const std::string cls = d.classNames[static_cast<std::size_t>(set->labels[i])];
+                QVERIFY2(src.starts_with((hasSplit ? std::string(folder) : std::string()) + cls + "/"), src.c_str());
+                const std::vector<std::uint8_t> px = decodeImage(root + "/" + src, 1);
+                QVERIFY2(std::equal(px.begin(), px.end(), set->pixels.begin() + std::ptrdiff_t(i * 36)), src.c_str());
+            }
+        }
+        if (limit) QCOMPARE(d.test.size(), std::size_t(limit));
+    }
+}
+
 #include "tst_image_folders.moc"
 
 // Extensions are matched without case, as cameras and Windows write them (IMG_0001.JPG): a tree of

@@ -142,7 +142,8 @@ EvaluateDialog::EvaluateDialog(QWidget* parent) : QDialog(parent)
 
     m_savePredictions = new QPushButton(tr("Save &predictions\u2026"));
     m_savePredictions->setObjectName(QStringLiteral("evaluateSavePredictions"));
-    m_savePredictions->setToolTip(tr("The last evaluation's predicted class of every test image, as 'index,predicted_class' lines "
+    m_savePredictions->setToolTip(tr("The last evaluation's prediction for every test image as CSV: its index, the predicted and "
+                                     "true class (number and name), whether they agree, and the image's file or CSV line "
                                      "(quantscope-cli eval --predictions)"));
     m_savePredictions->setEnabled(false);
     connect(m_savePredictions, &QPushButton::clicked, this, &EvaluateDialog::savePredictions);
@@ -212,7 +213,7 @@ void EvaluateDialog::setBusy(bool busy)
     m_controls.stop->setEnabled(busy);
     for (QWidget* w : std::initializer_list<QWidget*>{m_path, m_browse, m_runner, m_isa, m_threads, m_compare, m_bench, m_normalize})
         w->setEnabled(!busy);
-    m_savePredictions->setEnabled(!busy && !m_lastPredictions.empty());
+    m_savePredictions->setEnabled(!busy && !m_lastPredictions.predicted.empty());
 }
 
 bool EvaluateDialog::evaluate()
@@ -256,6 +257,7 @@ bool EvaluateDialog::evaluate()
     const std::string file = path.toStdString();
     m_thread.start([self, data, resized, file, normText, opt](const std::atomic<bool>& stop) {
         std::optional<FileEvalResult> r;
+        PredictionRows rows;
         QString precision, error, input;
         QStringList notes;
         try {
@@ -280,12 +282,15 @@ bool EvaluateDialog::evaluate()
                 });
             });
             if (!r) error = QObject::tr("stopped");
+            else rows = predictionRows(m, *data, match, r->predictions);
         } catch (const std::exception& e) {
             error = coreMessage(e);
         }
         const QString path = QString::fromStdString(file);
-        postToGuiThread([self, path, r = std::move(r), precision, input, notes, error] {
-            if (self) self->showResult(path, r, precision, input, notes, error);
+        postToGuiThread([self, path, r = std::move(r), rows = std::move(rows), precision, input, notes, error]() mutable {
+            if (!self) return;
+            if (r) self->m_lastPredictions = std::move(rows);
+            self->showResult(path, r, precision, input, notes, error);
         });
     });
     return true;
@@ -323,7 +328,6 @@ void EvaluateDialog::showResult(const QString& path, const std::optional<FileEva
         emit evaluationFinished(false, error);
         return;
     }
-    m_lastPredictions = r->predictions;
     const int row = m_results->rowCount();
     m_results->insertRow(row);
     const auto set = [&](int col, const QString& text, const QString& tip = {}) {
@@ -375,20 +379,17 @@ void EvaluateDialog::savePredictions()
 
 bool EvaluateDialog::savePredictionsTo(const QString& path)
 {
-    if (m_lastPredictions.empty()) {
+    if (m_lastPredictions.predicted.empty()) {
         m_controls.status->setText(tr("No predictions yet: evaluate a model first."));
         return false;
     }
-    std::string csv;
-    csv.reserve(m_lastPredictions.size() * 8);
-    for (std::size_t i = 0; i < m_lastPredictions.size(); ++i) csv += std::to_string(i) + "," + std::to_string(m_lastPredictions[i]) + "\n";
     try {
-        writeFileAtomic(path.toStdString(), std::string_view(csv));
+        writeFileAtomic(path.toStdString(), std::string_view(predictionsCsv(m_lastPredictions)));
     } catch (const std::exception& e) {
         m_controls.status->setText(tr("Cannot save the predictions: %1").arg(coreMessage(e)));
         return false;
     }
-    m_controls.status->setText(tr("Saved %1 predictions to %2").arg(formatCount(double(m_lastPredictions.size())), path));
+    m_controls.status->setText(tr("Saved %1 predictions to %2").arg(formatCount(double(m_lastPredictions.predicted.size())), path));
     return true;
 }
 

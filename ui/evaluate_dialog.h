@@ -81,7 +81,7 @@ private:
     QLabel* m_notes;
     QTableWidget* m_results;
     QPushButton* m_savePredictions;
-    std::vector<std::int32_t> m_lastPredictions;
+    PredictionRows m_lastPredictions; // the last evaluation's, for Save predictions
     AnalysisThread m_thread;
 };
 

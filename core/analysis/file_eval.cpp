@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <string_view>
 
 namespace quantscope {
 
@@ -164,6 +165,71 @@ std::optional<FileEvalResult> evaluateModelFile(const ExportedModel& model, cons
         r.imagesPerSecond = best;
     }
     return r;
+}
+
+PredictionRows predictionRows(const ExportedModel& model, const Dataset& data, const DataMatch& match,
+                              std::vector<std::int32_t> predicted)
+{
+    PredictionRows rows;
+    if (match.labels.size() != predicted.size() || (!data.test.sources.empty() && data.test.sources.size() != predicted.size()))
+        throw ConfigError("predictionRows: " + std::to_string(predicted.size()) + " predictions for " + std::to_string(match.labels.size()) +
+                          " labels and " + std::to_string(data.test.sources.size()) + " sources");
+    rows.predicted = std::move(predicted);
+    rows.labels = match.labels;
+    // The labels are in the model's order: its names, else the data's when they are as many (then
+    // the labels were compared by position).
+    if (!model.classNames.empty()) rows.classNames = model.classNames;
+    else if (data.classNames.size() == model.classes) rows.classNames = data.classNames;
+    rows.sources = data.test.sources;
+    return rows;
+}
+
+namespace {
+
+void appendCsvField(std::string& out, std::string_view field)
+{
+    if (field.find_first_of(",\"\r\n") == std::string_view::npos) {
+        out += field;
+        return;
+    }
+    out += '"';
+    for (char c : field) {
+        if (c == '"') out += '"';
+        out += c;
+    }
+    out += '"';
+}
+
+} // namespace
+
+std::string predictionsCsv(const PredictionRows& rows)
+{
+    const std::size_t n = rows.predicted.size();
+    if (rows.labels.size() != n || (!rows.sources.empty() && rows.sources.size() != n))
+        throw ConfigError("predictionsCsv: " + std::to_string(n) + " predictions, " + std::to_string(rows.labels.size()) + " labels, " +
+                          std::to_string(rows.sources.size()) + " sources");
+    const auto name = [&](std::int32_t c) -> std::string_view {
+        return c >= 0 && static_cast<std::size_t>(c) < rows.classNames.size() ? std::string_view(rows.classNames[static_cast<std::size_t>(c)])
+                                                                             : std::string_view();
+    };
+    std::string out = "index,predicted_class,predicted_name,label,label_name,correct,source\n";
+    out.reserve(out.size() + n * 32);
+    for (std::size_t i = 0; i < n; ++i) {
+        const std::int32_t p = rows.predicted[i], l = rows.labels[i];
+        out += std::to_string(i);
+        out += ',';
+        out += std::to_string(p);
+        out += ',';
+        appendCsvField(out, name(p));
+        out += ',';
+        out += std::to_string(l);
+        out += ',';
+        appendCsvField(out, name(l));
+        out += p == l ? ",1," : ",0,";
+        if (!rows.sources.empty()) appendCsvField(out, rows.sources[i]);
+        out += '\n';
+    }
+    return out;
 }
 
 } // namespace quantscope

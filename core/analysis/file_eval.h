@@ -79,4 +79,26 @@ std::optional<FileEvalResult> evaluateModelFile(const ExportedModel& model, cons
                                                 const std::vector<std::int32_t>& labels, const FileEvalOptions& options,
                                                 const std::atomic<bool>* stop = nullptr, const FileEvalProgress& progress = {});
 
+// Every test image's prediction, as a CSV file lists it (predictionsCsv): what eval --predictions
+// and the GUI's Save predictions write.
+struct PredictionRows {
+    std::vector<std::int32_t> predicted;  // the model's class, one per image
+    std::vector<std::int32_t> labels;     // the true class in the model's class order (DataMatch::labels)
+    std::vector<std::string> classNames;  // in the model's class order: the file's, else the data's when the counts agree; may be empty
+    std::vector<std::string> sources;     // LabeledImages::sources: empty, or one per image
+};
+
+// The rows for `predicted` on `data`'s test set as prepareModelForData matched it to `model`.
+// Throws ConfigError when the counts of predictions, labels and sources differ.
+PredictionRows predictionRows(const ExportedModel& model, const Dataset& data, const DataMatch& match,
+                              std::vector<std::int32_t> predicted);
+
+// RFC 4180 CSV text, a header and one row per image:
+//   index,predicted_class,predicted_name,label,label_name,correct,source
+// index is the image's position in the test set (for IDX and CIFAR its position in the test file;
+// the first two columns are what older versions wrote, without the header); names are empty when
+// no names are known, correct is 1 or 0, source is LabeledImages::sources' entry (empty for IDX
+// and CIFAR). Fields with a comma, quote or line break are quoted, quotes doubled.
+std::string predictionsCsv(const PredictionRows& rows);
+
 } // namespace quantscope

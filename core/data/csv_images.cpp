@@ -169,6 +169,7 @@ LabeledImages parseRows(const CsvText& t, const ImageShape& shape, std::size_t l
     std::size_t number = 0;
     if (t.header) lines.next(line, number);
     const std::string at = t.path + ": line ";
+    const std::string file = fs::path(t.path).filename().string() + ":";
     while (lines.next(line, number)) {
         const std::size_t cols = columnCount(line);
         if (cols != t.columns)
@@ -207,6 +208,7 @@ LabeledImages parseRows(const CsvText& t, const ImageShape& shape, std::size_t l
                     throw FormatError(where + ": label " + std::to_string(v) + " is out of range (0.." +
                                       std::to_string(labelLimit - 1) + ")" + limitFrom);
                 s.labels.push_back(static_cast<std::int32_t>(v));
+                s.sources.push_back(file + std::to_string(number));
             } else {
                 if (v < 0 || v > 255)
                     throw FormatError(where + ": pixel " + std::to_string(v) + " is outside 0..255");

@@ -88,6 +88,7 @@ LabeledImages resized(const LabeledImages& s, const ImageShape& target)
     out.height = target.height;
     out.width = target.width;
     out.labels = s.labels;
+    out.sources = s.sources;
     out.pixels.resize(s.size() * out.imageBytes());
     const std::size_t inPlane = s.height * s.width, outPlane = out.height * out.width;
     for (std::size_t p = 0; p < s.size() * s.channels; ++p)

@@ -21,6 +21,11 @@ struct LabeledImages {
     std::size_t channels = 1, height = 0, width = 0;
     std::vector<std::uint8_t> pixels;  // count * channels * height * width
     std::vector<std::int32_t> labels;  // count
+    // Where each image came from, for people mapping results back to files (eval --predictions):
+    // empty, or one per image. An image folder's are paths under the folder given ("test/cat/1.png"),
+    // a CSV file's the file and line ("train.csv:17"); IDX and CIFAR leave it empty (their images
+    // are in file order, and a test set's index is the image's position in the file).
+    std::vector<std::string> sources;
     std::size_t size() const { return labels.size(); }
     std::size_t imageBytes() const { return channels * height * width; }
 };

@@ -170,9 +170,10 @@ Target scanHeaders(std::vector<ImageEntry>& all, const ImageShape& resize)
 
 // Images [begin, end) of entries, decoded and resized to t. used (indexed from begin): the images
 // Dataset::load will keep (the --train-limit subset, the validation split, the first
-// --test-limit test images); the others keep their label and zero pixels, never decoded.
+// --test-limit test images); the others keep their label and zero pixels, never decoded. Each
+// image's source is its path under root (LabeledImages::sources).
 LabeledImages decodeAll(const std::vector<ImageEntry>& entries, std::size_t begin, std::size_t end, const Target& t,
-                        const std::vector<bool>* used = nullptr)
+                        const fs::path& root, const std::vector<bool>* used = nullptr)
 {
     LabeledImages s;
     s.channels = t.channels;
@@ -181,10 +182,13 @@ LabeledImages decodeAll(const std::vector<ImageEntry>& entries, std::size_t begi
     const std::size_t B = s.imageBytes();
     s.pixels.resize((end - begin) * B);
     s.labels.resize(end - begin);
+    s.sources.resize(end - begin);
     std::vector<std::uint8_t> hwc(B);
     for (std::size_t i = begin; i < end; ++i) {
         const ImageEntry& e = entries[i];
         s.labels[i - begin] = e.label;
+        const std::string rel = fs::path(e.path).lexically_relative(root).generic_string();
+        s.sources[i - begin] = rel.empty() || rel.starts_with("..") ? e.path : rel;
         if (used && !(*used)[i - begin]) continue;
         ImageInfo info;
         const std::vector<std::uint8_t> img = decodeImage(e.path, t.channels, &info);
@@ -267,14 +271,14 @@ RawDataset readImageFolder(const std::string& root, const DatasetOptions& opts)
         std::vector<bool> trainUsed(trainCount, false), testUsed(entries.size() - trainCount, true);
         for (std::size_t i : decodedTraining(trainCount, t, opts)) trainUsed[i] = true;
         for (std::size_t i = opts.testLimit; opts.testLimit > 0 && i < testUsed.size(); ++i) testUsed[i] = false;
-        raw.train = decodeAll(entries, 0, trainCount, t, &trainUsed);
-        raw.test = decodeAll(entries, trainCount, entries.size(), t, &testUsed);
+        raw.train = decodeAll(entries, 0, trainCount, t, r, &trainUsed);
+        raw.test = decodeAll(entries, trainCount, entries.size(), t, r, &testUsed);
         raw.split = opts.testOnly ? folders.test.filename().string() + "/ (train/ not read)"
                                   : folders.test.filename().string() + "/ beside train/";
         raw.notes = unreadNotes(folders.train.parent_path(), folders.train, folders.test);
     } else if (opts.testOnly) { // no split of its own: every image is a test image
-        raw.test = decodeAll(entries, 0, entries.size(), t);
-        raw.train = decodeAll(entries, 0, 0, t);
+        raw.test = decodeAll(entries, 0, entries.size(), t, r);
+        raw.train = decodeAll(entries, 0, 0, t, r);
         raw.split = "every image of " + (trainDir == r ? r.filename().string() : fs::relative(trainDir, r, ec).string()) + "/";
     } else {
         // The split by --test-fraction needs the labels alone: only the images kept are decoded.
@@ -288,7 +292,7 @@ RawDataset readImageFolder(const std::string& root, const DatasetOptions& opts)
         std::vector<bool> used(entries.size(), false);
         for (std::size_t i : decodedTraining(split.train.size(), t, opts)) used[split.train[i]] = true;
         for (std::size_t k = 0; k < split.test.size() && (opts.testLimit == 0 || k < opts.testLimit); ++k) used[split.test[k]] = true;
-        const LabeledImages all = decodeAll(entries, 0, entries.size(), t, &used);
+        const LabeledImages all = decodeAll(entries, 0, entries.size(), t, r, &used);
         raw.train = subset(all, split.train);
         raw.test = subset(all, split.test);
         raw.splitByFraction = true;

@@ -164,6 +164,10 @@ LabeledImages subset(const LabeledImages& s, const std::vector<std::size_t>& idx
                     out.pixels.begin() + static_cast<std::ptrdiff_t>(i * B));
         out.labels[i] = s.labels[idx[i]];
     }
+    if (!s.sources.empty()) {
+        out.sources.resize(idx.size());
+        for (std::size_t i = 0; i < idx.size(); ++i) out.sources[i] = s.sources[idx[i]];
+    }
     return out;
 }
 
