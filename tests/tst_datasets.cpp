@@ -339,6 +339,15 @@ void TestDatasets::broken_data()
     // column made a class of each pixel value (183 classes of one row each, trained to 7 %).
     QTest::newRow("CSV label gap") << "csv-gap" << "FormatError" << "train.csv" << "labels 4, 5, 6 have no rows";
     QTest::newRow("CSV label not first") << "csv-lastlabel" << "FormatError" << "train.csv" << "20 of its 20 classes have a single row";
+    // A header naming its last column 'label' says to move it first; a file separated by ';' or
+    // tabs reads as one column and says so; '0x10' says pixels are decimal (tester 11 #13).
+    QTest::newRow("CSV header's last column 'label'") << "csv-labelhdr" << "FormatError" << "train.csv"
+                                                      << "the header names the last column 'Label': move that column first";
+    QTest::newRow("CSV separated by semicolons") << "csv-semicolon" << "FormatError" << "train.csv"
+                                                 << "has 1 column; expected a label and pixels (its fields are separated by semicolons";
+    QTest::newRow("CSV separated by tabs") << "csv-tabs" << "FormatError" << "train.csv" << "(its fields are separated by tabs";
+    QTest::newRow("CSV hexadecimal pixel") << "csv-hex" << "FormatError" << "train.csv"
+                                           << "line 2, column 2: '0x10' is not a whole number (pixels are bytes 0..255, in decimal digits)";
     QTest::newRow("PNG cut short") << "png-truncated" << "FormatError" << "train/b/img3.png" << "fails to decode";
     QTest::newRow("JPEG cut short") << "jpg-truncated" << "FormatError" << "test/a/img6.jpg" << "fails to decode";
     QTest::newRow("not an image") << "png-garbage" << "FormatError" << "train/a/img0.png" << "not a PNG or JPEG";
@@ -433,6 +442,10 @@ void TestDatasets::broken()
         for (int i = 0; i < 20; ++i) text += std::to_string(i) + ",1,2,3,0\n";
         writeText(r + "/train.csv", text);
     }
+    else if (make == "csv-labelhdr") writeText(r + "/train.csv", "p0,p1,p2,p3,Label\n0,1,2,3,0\n5,1,2,3,1\n0,1,2,3,1\n");
+    else if (make == "csv-semicolon") writeText(r + "/train.csv", "label;a;b;c;d\n0;1;2;3;4\n1;1;2;3;4\n");
+    else if (make == "csv-tabs") writeText(r + "/train.csv", "0\t1\t2\t3\t4\n1\t1\t2\t3\t4\n");
+    else if (make == "csv-hex") csv(), editLine(2, "1,0x10,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0");
     else if (make == "png-truncated") images(), cut("train/b/img3.png", 60);
     else if (make == "jpg-truncated") images(), cut("test/a/img6.jpg", 300);
     else if (make == "png-garbage") images(), writeText(r + "/train/a/img0.png", "hello, not a PNG");

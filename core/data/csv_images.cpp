@@ -8,6 +8,7 @@
 #include "data/readers.h"
 
 #include "util/atomic_file.h"
+#include "util/ascii_text.h"
 #include "util/errors.h"
 
 #include <algorithm>
@@ -109,8 +110,11 @@ struct CsvText {
     // all after its first field are pixel values (then it is likely a data row with a class name
     // for a label, in a file without a header).
     std::size_t headerLine = 0;
-    std::string headerFirst;
+    std::string headerFirst, headerLast;
     bool headerTrailingComma = false, headerLooksLikeRow = false;
+    // What separates the first line's fields when it is not a comma (';', a tab): said when the
+    // file reads as one column.
+    std::string otherSeparator;
 };
 
 CsvText readCsv(const std::string& path)
@@ -128,9 +132,15 @@ CsvText readCsv(const std::string& path)
     if (!lines.next(first, n)) throw FormatError(path + ": the CSV file is empty");
     t.columns = columnCount(first);
     t.header = isHeader(first);
+    if (t.columns == 1) {
+        if (first.find(';') != std::string_view::npos) t.otherSeparator = "semicolons";
+        else if (first.find('\t') != std::string_view::npos) t.otherSeparator = "tabs";
+        else if (trim(first).find(' ') != std::string_view::npos) t.otherSeparator = "spaces";
+    }
     if (t.header) {
         t.headerLine = n;
         t.headerFirst = std::string(firstField(first).substr(0, 40));
+        t.headerLast = std::string(lastField(first).substr(0, 40));
         t.headerTrailingComma = t.columns > 1 && lastField(first).empty();
         t.headerLooksLikeRow = restArePixels(first);
     }
@@ -200,8 +210,8 @@ LabeledImages parseRows(const CsvText& t, const ImageShape& shape, std::size_t l
                     throw FormatError(where + ": '" + shown + "' is not a whole number; " + names);
                 }
                 throw FormatError(where + ": '" + shown + "' is not a whole number" +
-                                  (isNumber(cell) ? (c == 0 ? " (labels are class indices)" : " (pixels are bytes 0..255)")
-                                                  : ""));
+                                  (c == 0 ? std::string(" (labels are class indices)")
+                                          : std::string(" (pixels are bytes 0..255") + (isNumber(cell) ? ")" : ", in decimal digits)")));
             }
             if (c == 0) {
                 if (v < 0 || static_cast<std::size_t>(v) >= labelLimit)
@@ -222,7 +232,12 @@ LabeledImages parseRows(const CsvText& t, const ImageShape& shape, std::size_t l
 
 ImageShape shapeFor(const CsvText& t, const ImageShape& given)
 {
-    if (t.columns < 2) throw FormatError(t.path + ": has " + std::to_string(t.columns) + " column; expected a label and pixels");
+    if (t.columns < 2)
+        throw FormatError(t.path + ": has " + std::to_string(t.columns) + " column; expected a label and pixels" +
+                          (t.otherSeparator.empty() ? std::string()
+                                                    : " (its fields are separated by " + t.otherSeparator +
+                                                          "; the values must be separated by commas: save it as comma-separated CSV, "
+                                                          "e.g. pandas' to_csv)"));
     const std::size_t P = t.columns - 1;
     if (given.given()) {
         if (given.channels * given.height * given.width != P)
@@ -277,7 +292,14 @@ RawDataset readCsvDataset(const std::string& path, const DatasetOptions& opts)
         if (rows[c] != 0) continue;
         if (++emptyCount <= 5) empty += (empty.empty() ? "" : ", ") + std::to_string(c);
     }
-    const std::string hint = "; labels must run 0..K-1 in the first column" + std::string(names.empty() ? "" : " (K from classes.txt)");
+    // A header whose last column is the label (as some exports write it) says why the first column's
+    // pixel values read as labels.
+    const std::string last = asciiLower(train.headerLast);
+    const bool labelLast = train.header && train.columns > 2 && (last == "label" || last == "labels" || last == "class" || last == "target");
+    const std::string hint = "; labels must run 0..K-1 in the first column" + std::string(names.empty() ? "" : " (K from classes.txt)") +
+                             (labelLast ? "; the header names the last column '" + train.headerLast +
+                                              "': move that column first (the label, then the pixels)"
+                                        : std::string());
     if (emptyCount)
         throw FormatError(trainPath.string() + ": " + std::to_string(classes) + " classes, and label" + (emptyCount > 1 ? "s " : " ") + empty +
                           (emptyCount > 5 ? " and " + std::to_string(emptyCount - 5) + " more" : "") + (emptyCount > 1 ? " have" : " has") +
