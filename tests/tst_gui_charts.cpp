@@ -817,6 +817,32 @@ private slots:
             QVERIFY2(QRect(QPoint(0, 0), w.size()).contains(QRect(chart->mapTo(&w, QPoint(0, 0)), chart->size())), name);
         }
     }
+
+    // Before the first Compare the Layers chart's x-axis title "layer (graph order)" floated at
+    // its top left, outside the plot (tester 12 #14): it shows with the layers' names, under them.
+    void layerAxisTitleUnderThePlot()
+    {
+        LayerCompareView view;
+        view.resize(900, 620);
+        view.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&view));
+        const auto titleTops = [&] {
+            QCoreApplication::processEvents();
+            (void)view.chart()->grab();
+            QList<qreal> tops;
+            for (QGraphicsItem* item : view.chart()->scene()->items())
+                if (auto* t = dynamic_cast<QGraphicsTextItem*>(item); t && t->isVisible() && t->toPlainText() == QLatin1String("layer (graph order)"))
+                    tops << t->sceneBoundingRect().top();
+            return tops;
+        };
+        const QList<qreal> before = titleTops();
+        QVERIFY2(before.isEmpty(), qPrintable(QString("the title is drawn at y %1").arg(before.value(0))));
+        view.showReport(comparison({"conv1", "conv2", "fc1"}, false), QStringLiteral("three layers"));
+        const QList<qreal> after = titleTops();
+        QCOMPARE(after.size(), 1);
+        QVERIFY2(after.first() >= view.chart()->chart()->plotArea().bottom(),
+                 qPrintable(QString("title at y %1, the plot ends at %2").arg(after.first()).arg(view.chart()->chart()->plotArea().bottom())));
+    }
 };
 
 QTEST_MAIN(TestGuiCharts)

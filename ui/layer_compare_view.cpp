@@ -108,6 +108,7 @@ LayerCompareView::LayerCompareView(QWidget* parent) : QWidget(parent)
     // each point to learn which layer "17" was): one label on each layer's point.
     m_x = new QCategoryAxis;
     m_x->setTitleText(tr("layer (graph order)"));
+    m_x->setTitleVisible(false); // with the layers' names (labelLayers)
     m_x->setLabelsPosition(QCategoryAxis::AxisLabelsPositionOnValue);
     m_x->setRange(-0.4, 10.4);
     m_y = new QValueAxis;
@@ -186,6 +187,9 @@ void LayerCompareView::labelLayers()
     for (const QString& l : m_x->categoriesLabels()) m_x->remove(l);
     m_x->setStartValue(-0.4);
     const std::size_t n = m_report.layers.size();
+    // A category axis without categories drew its title at the chart's top left, outside the plot
+    // (tester 12 #14): shown with the layers' names only.
+    m_x->setTitleVisible(n > 0);
     if (n == 0) return;
     // As many names as fit side by side turned upright (every k-th layer's when there are more),
     // elided when long.
