@@ -818,6 +818,32 @@ private slots:
         }
     }
 
+    // A status message wider than the window (Open model file on a model that does not fit the
+    // data) neither widens the window nor stops mid-word ("...; BatchNormalizatio"; tester 12 #11):
+    // it ends in "..." and its tooltip holds it whole.
+    void longStatusIsElided()
+    {
+        MainWindow w(MainWindowOptions{false, QString(), false});
+        w.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&w));
+        w.resize(1024, 700);
+        QCoreApplication::processEvents();
+        QString message = QStringLiteral("Loaded model.onnx: its layers");
+        for (int i = 0; i < 30; ++i) message += QStringLiteral(" fc%1 flattened by a first layer; BatchNormalization").arg(i);
+        w.reportDone(message);
+        QCoreApplication::processEvents();
+        (void)w.grab(); // paints the status bar
+        QCOMPARE(w.width(), 1024);
+        QCOMPARE(w.statusText(), message);
+        auto* label = w.findChild<QLabel*>(QStringLiteral("statusText"));
+        QVERIFY(label);
+        QVERIFY(label->width() < label->fontMetrics().horizontalAdvance(message));
+        QCOMPARE(label->toolTip(), message);
+        w.reportDone(QStringLiteral("Ready"));
+        (void)w.grab();
+        QVERIFY(label->toolTip().isEmpty()); // whole: no tooltip needed
+    }
+
     // Before the first Compare the Layers chart's x-axis title "layer (graph order)" floated at
     // its top left, outside the plot (tester 12 #14): it shows with the layers' names, under them.
     void layerAxisTitleUnderThePlot()

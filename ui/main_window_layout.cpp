@@ -39,6 +39,32 @@ namespace quantscope {
 
 namespace {
 
+// The status bar's message: a message wider than the bar ends in "..." at a word's end, and its
+// tooltip holds it whole (it stopped mid-word: "...; BatchNormalizatio"; tester 12 #11). text()
+// stays the whole message.
+class StatusText : public QLabel {
+public:
+    using QLabel::QLabel;
+    QSize minimumSizeHint() const override { return {0, QLabel::minimumSizeHint().height()}; }
+
+protected:
+    void paintEvent(QPaintEvent*) override
+    {
+        QPainter p(this);
+        const QRect r = contentsRect();
+        const QString whole = text();
+        QString shown = fontMetrics().elidedText(whole, Qt::ElideRight, r.width());
+        if (shown != whole) {
+            // back to the last whole word before the ellipsis
+            const qsizetype cut = shown.lastIndexOf(QLatin1Char(' '), shown.size() - 2);
+            if (cut > 0) shown = shown.left(cut) + QStringLiteral(" \u2026");
+        }
+        setToolTip(shown != whole ? whole : QString());
+        p.setPen(palette().color(QPalette::WindowText));
+        p.drawText(r, Qt::AlignLeft | Qt::AlignVCenter | Qt::TextSingleLine, shown);
+    }
+};
+
 QScrollArea* scrolled(QWidget* w)
 {
     auto* s = new QScrollArea;
@@ -325,7 +351,7 @@ void MainWindow::buildLayout()
     m_progress->setTextVisible(false);
     m_progress->setFixedWidth(220);
     m_progress->hide(); // shown while a run goes (startTraining to endProgress)
-    m_statusLabel = new QLabel(tr("Ready"));
+    m_statusLabel = new StatusText(tr("Ready"));
     m_statusLabel->setObjectName(QStringLiteral("statusText"));
     m_sqnrLabel = new QLabel;
     m_sqnrLabel->setObjectName(QStringLiteral("sqnrStatus"));
