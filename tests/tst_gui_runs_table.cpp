@@ -182,6 +182,31 @@ private slots:
             QVERIFY2(lab(colours[i])[0] <= palest + 0.5, qPrintable(QStringLiteral("run #%1 %2 is pale on white").arg(i + 1).arg(colours[i].name())));
     }
 
+    // A failed run's Status and a plan's Format, elided in the middle in a narrow table ("failed:
+    // /w... its size)"; tester 12 #11), are whole in their cells' tooltips.
+    void elidedCellsAreWholeInTheirTooltips()
+    {
+        RunsModel model;
+        RunPtr r = makeRun(1);
+        r->status = RunStatus::Failed;
+        r->error = QStringLiteral("/work/models/m.onnx: the model takes 1x8x8 inputs (C x H x W); the dataset's images are 1x28x28 "
+                                  "(set Resize to 8x8 in the Dataset dock to read them at its size)");
+        r->config.precision.strategy = Strategy::Qat;
+        r->config.precision.format = "int8";
+        for (const char* name : {"conv1", "conv2", "fc1", "fc2"}) {
+            LayerOverride o;
+            o.layer = name;
+            o.format = "int2";
+            r->config.precision.layers.push_back(o);
+        }
+        model.addRun(r);
+        const QString status = model.data(model.index(0, RunsModel::Status), Qt::ToolTipRole).toString();
+        QVERIFY2(status.startsWith(QStringLiteral("failed: ") + r->error), qPrintable(status));
+        const QString format = model.data(model.index(0, RunsModel::Format), Qt::DisplayRole).toString();
+        QVERIFY2(format.contains(QStringLiteral("4 per-layer")), qPrintable(format));
+        QVERIFY(model.data(model.index(0, RunsModel::Format), Qt::ToolTipRole).toString().startsWith(format));
+    }
+
     // Export metrics as CSV writes the selected runs in the table's order (runs 3, 4, 5 selected,
     // 4 clicked last, were written 4, 3, 5; tester 12 #15), and its button and tooltip say whose
     // metrics it writes: the selected runs, or every run when none is selected.

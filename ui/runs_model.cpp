@@ -59,7 +59,13 @@ QVariant RunsModel::data(const QModelIndex& index, int role) const
     const RunRecord& r = *m_runs[static_cast<std::size_t>(index.row())];
     const PrecisionConfig& p = r.config.precision;
     const StrategyInfo& s = strategyInfo(p.strategy);
-    if (role == Qt::ToolTipRole) return r.configTooltip();
+    if (role == Qt::ToolTipRole) {
+        // A failed run's Status and a plan's Format are elided in the middle when long ("failed:
+        // /w... its size)"; tester 12 #11): the tooltip gives them whole, above the run's options.
+        if (index.column() == Status || index.column() == Format)
+            return data(index, Qt::DisplayRole).toString() + QStringLiteral("\n\n") + r.configTooltip();
+        return r.configTooltip();
+    }
     if (role == Qt::TextAlignmentRole) {
         switch (index.column()) {
         case Id: case Epochs: case Fp32Acc: case QuantAcc: case Size: case Time:
