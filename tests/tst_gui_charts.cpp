@@ -479,6 +479,42 @@ private slots:
     // Two runs selected: the accuracy chart's legend goes to the right and its plot area shrinks
     // after setRuns() repainted; the moved area repaints the whole view again (the old tick labels,
     // grid lines and axis title stayed on screen: "80" at two heights).
+    // The accuracy axis starts on a labelled tick: a first epoch's 28 % training accuracy sat on
+    // an unlabelled stretch from 25 up to the first label, 40 (tester 12 #14).
+    void accuracyAxisStartsOnATick_data()
+    {
+        QTest::addColumn<double>("lowest");
+        QTest::newRow("28 %") << 0.28;
+        QTest::newRow("47 %") << 0.47;
+        QTest::newRow("63 %") << 0.63;
+        QTest::newRow("81 %") << 0.81;
+        QTest::newRow("97 %") << 0.97;
+    }
+    void accuracyAxisStartsOnATick()
+    {
+        QFETCH(double, lowest);
+        RunPtr r = std::make_shared<RunRecord>();
+        r->id = 1;
+        r->status = RunStatus::Done;
+        r->config.epochs = 2;
+        for (int k = 1; k <= 2; ++k) {
+            EpochEvent e;
+            e.epoch = std::size_t(k);
+            e.trainAccuracy = k == 1 ? lowest : 0.99;
+            e.testAccuracy = 0.99;
+            r->epochs.push_back(e);
+        }
+        AccuracyChart chart;
+        chart.resize(490, 600);
+        chart.setRuns({r});
+        chart.refresh();
+        auto* y = qobject_cast<QValueAxis*>(chart.chart()->axes(Qt::Vertical).value(0));
+        QVERIFY(y);
+        QVERIFY2(y->min() <= 100 * lowest, qPrintable(QString::number(y->min())));
+        QVERIFY2(std::fmod(y->min() - y->tickAnchor(), y->tickInterval()) == 0.0,
+                 qPrintable(QString("from %1, ticks every %2").arg(y->min()).arg(y->tickInterval())));
+    }
+
     void movedPlotAreaRepaintsTheWholeView()
     {
         const auto qatRun = [](int id) {

@@ -247,10 +247,14 @@ void AccuracyChart::refresh()
     // Round the floor down to a multiple of 5 so small differences near the top stay visible.
     const double floor5 = any ? std::max(0.0, std::floor((lo - 2) / 5) * 5) : 0.0;
     m_y->setTickType(QValueAxis::TicksDynamic);
-    const double bottom = std::min(floor5, 90.0);
+    const double floor = std::min(floor5, 90.0);
+    const double interval = 100 - floor > 50 ? 20 : (100 - floor > 25 ? 10 : 5);
+    // From a labelled tick: a first epoch's 28 % sat on an unlabelled stretch from 25 up to the
+    // first label, 40 (tester 12 #14). A lower bottom keeps the interval (the span only grows).
+    const double bottom = std::floor(floor / interval) * interval;
     m_y->setRange(bottom, 100);
     m_y->setTickAnchor(0);
-    m_y->setTickInterval(100 - bottom > 50 ? 20 : (100 - bottom > 25 ? 10 : 5));
+    m_y->setTickInterval(interval);
     setEmptyMessage(any ? QString() : tr("Train and test accuracy appear at the end of each epoch."));
 }
 
