@@ -141,6 +141,9 @@ int runEval(const std::vector<std::string>& argv)
     }
     DatasetOptions dopt = datasetOptions(args);
     dopt.testLimit = args.u64("--test-limit", 0, 1);
+    // An image folder is read with the model's channels: grey images for a colour model replicated,
+    // as PIL's convert("RGB") gives them (tester 11: a grey test folder was refused), with a note.
+    dopt.imageChannels = model.channels;
     // Only the test set is read, and a folder or CSV file with no test split of its own is all test
     // images (--test-fraction F: the share train held out, as train split it), unless the model's
     // normalisation must come from the train set: then the train set is read for its statistics

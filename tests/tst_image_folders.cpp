@@ -42,6 +42,7 @@ private slots:
     void splitStaysAsImagesAreAdded();
     void unreadImagesAreNoted();
     void sourcesNameEachImagesFile();
+    void readWithTheModelsChannels();
 };
 
 // train/ + test/: PNG and JPEG, grey and colour mixed -> C=3, grey replicated; PNG exact.
@@ -392,6 +393,45 @@ void TestImageFolders::sourcesNameEachImagesFile()
         }
         if (limit) QCOMPARE(d.test.size(), std::size_t(limit));
     }
+}
+
+// DatasetOptions::imageChannels (eval and train --model FILE give the model's): a grey tree read
+// as RGB has each grey plane three times, a colour tree read as grey has the luma decodeImage
+// gives, each with a note; the channels the images have already take no note (tester 11: a
+// grey test folder for an RGB model was refused).
+void TestImageFolders::readWithTheModelsChannels()
+{
+    const std::string grey = path("img-grey"), colour = path("img-colour");
+    writeImageTree(grey + "/train", {"a", "b"}, 2, 0, ".png", 1, 4, 4);
+    writeImageTree(grey + "/test", {"a", "b"}, 2, 10, ".png", 1, 4, 4);
+    writeImageTree(colour, {"a", "b"}, 3, 20, ".png", 3, 4, 4);
+    DatasetOptions o;
+    o.dir = grey;
+    o.imageChannels = 3;
+    Dataset d = Dataset::load(o);
+    QCOMPARE(d.channels(), std::size_t{3});
+    QCOMPARE(d.notes.size(), std::size_t{1});
+    QVERIFY2(d.notes[0].find("grey images are read as RGB") != std::string::npos, d.notes[0].c_str());
+    for (std::size_t i = 0; i < d.test.size(); ++i) {
+        const Bytes want = planar(10 + i, 1, 4, 4);
+        for (std::size_t c = 0; c < 3; ++c)
+            QVERIFY(std::equal(want.begin(), want.end(), d.test.pixels.begin() + std::ptrdiff_t(i * 48 + c * 16)));
+    }
+    o.imageChannels = 1;
+    QVERIFY(Dataset::load(o).notes.empty());
+
+    o.dir = colour;
+    o.imageChannels = 1;
+    d = Dataset::load(o);
+    QCOMPARE(d.channels(), std::size_t{1});
+    QCOMPARE(d.notes.size(), std::size_t{1});
+    QVERIFY2(d.notes[0].find("its 6 colour images are read as grey") != std::string::npos, d.notes[0].c_str());
+    for (std::size_t i = 0; i < d.test.size(); ++i) {
+        const std::vector<std::uint8_t> luma = decodeImage(colour + "/" + d.test.sources[i], 1);
+        QVERIFY(std::equal(luma.begin(), luma.end(), d.test.pixels.begin() + std::ptrdiff_t(i * 16)));
+    }
+    o.imageChannels = 2;
+    QVERIFY_THROWS_EXCEPTION(ConfigError, Dataset::load(o));
 }
 
 #include "tst_image_folders.moc"

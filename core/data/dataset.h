@@ -79,6 +79,11 @@ struct DatasetOptions {
     ImageShape imageShape;       // CSV: the shape of a row's pixels; not given = from the column count
     ImageShape resize;           // HxW every image is resized to (needed when image files differ in size)
     double testFraction = 0.2;   // a single CSV file or image tree: share of each class held out as test (splitTrainTest: by hash, not --seed)
+    // Image folders: decode every image with this many channels, 1 or 3 (eval gives its model's):
+    // grey images replicated to RGB, colour ones converted to grey luma (decodeImage, as PIL's
+    // convert("RGB") / convert("L")), with a note when the images are not all of that kind.
+    // 0: 3 if any image is colour, else 1. Other layouts store their channels and ignore it.
+    std::size_t imageChannels = 0;
     // The caller uses the test set alone (eval of a model that knows its normalisation): training
     // images are not decoded (image folders, IDX; the train set is left empty, of the test set's
     // shape), and a layout with no test split of its own (one image tree, one CSV file) is all test.

@@ -257,7 +257,20 @@ RawDataset readImageFolder(const std::string& root, const DatasetOptions& opts)
         std::vector<ImageEntry> test = listSplit(folders.test, raw.classNames);
         entries.insert(entries.end(), test.begin(), test.end());
     }
-    const Target t = scanHeaders(entries, opts.resize);
+    Target t = scanHeaders(entries, opts.resize);
+    std::string channelNote;
+    if (opts.imageChannels != 0 && opts.imageChannels != t.channels) {
+        if (opts.imageChannels != 1 && opts.imageChannels != 3)
+            throw ConfigError(root + ": images are read with 1 or 3 channels, not " + std::to_string(opts.imageChannels));
+        const std::size_t colour = static_cast<std::size_t>(
+            std::count_if(entries.begin(), entries.end(), [](const ImageEntry& e) { return e.info.channels == 3; }));
+        channelNote = opts.imageChannels == 3
+                          ? "its grey images are read as RGB, the grey value in all three channels (PIL's convert(\"RGB\")), as the "
+                            "model takes colour images"
+                          : "its " + std::to_string(colour) + " colour image" + (colour == 1 ? " is" : "s are") +
+                                " read as grey (BT.601 luma, PIL's convert(\"L\")), as the model takes 1-channel images";
+        t.channels = opts.imageChannels;
+    }
     const std::uint64_t bytes = static_cast<std::uint64_t>(entries.size()) * t.channels * t.height * t.width;
     if (bytes > kMaxDatasetBytes)
         throw FormatError(root + ": " + std::to_string(entries.size()) + " images of " + std::to_string(t.channels) + "x" +
@@ -300,6 +313,7 @@ RawDataset readImageFolder(const std::string& root, const DatasetOptions& opts)
                     (trainDir == r ? std::string() : " of " + fs::relative(trainDir, r, ec).string() + "/");
     }
     if (!split) raw.notes = unreadNotes(trainDir, trainDir, {});
+    if (!channelNote.empty()) raw.notes.insert(raw.notes.begin(), root + ": " + channelNote);
     return raw;
 }
 
