@@ -432,6 +432,7 @@ int runTrain(const std::vector<std::string>& argv)
     // the ones analyze search measured a plan with, so its --plan-out reproduces (tester 7).
     dopt.validationAfterLimit = cfg.epochs == 0;
     dopt.seed = cfg.seed;
+    if (file) dopt.imageChannels = file->channels; // a model file's channels, as eval reads an image folder
     Dataset data = Dataset::load(dopt);
     for (const std::string& f : unusedDatasetFlags(args, data, "train", false)) ignored.push_back(f);
     // Values past what the data or the run have: said, not clamped in silence.
@@ -553,7 +554,9 @@ int runTrain(const std::vector<std::string>& argv)
     startExtra["granularity"] = cfg.precision.granularity;
     startExtra["act_format"] = cfg.precision.activationFormat;
     startExtra["quantizer"] = cfg.precision.quantizer;
-    startExtra["rounding"] = cfg.precision.rounding;
+    // The rounding the run uses: an ignored --rounding (ptq's stochastic) is not reported as used (tester 13).
+    startExtra["rounding"] = std::find(ignored.begin(), ignored.end(), "--rounding") != ignored.end() ? std::string("nearest")
+                                                                                                    : cfg.precision.rounding;
     startExtra["seed"] = cfg.seed;
     startExtra["batch_size"] = cfg.batchSize;
     if (cfg.precision.strategy == Strategy::Progressive) startExtra["schedule"] = cfg.precision.schedule;

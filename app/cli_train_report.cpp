@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <set>
 #include <string>
 
 namespace quantscope::cli {
@@ -108,6 +109,17 @@ public:
 
     void onLayerStats(const std::vector<LayerStats>& stats) override
     {
+        // Weights the format overflows are said once per layer and tensor, in either mode (an
+        // fp8-e5m2 PTQ with a weight of 70000 made inf and said nothing: tester 13).
+        for (const LayerStats& s : stats) {
+            if (s.overflowed == 0 || !m_overflowSaid.insert(s.layer + "/" + s.tensor).second) continue;
+            std::fprintf(stderr,
+                         "quantscope-cli train: warning: layer '%s' %s: %llu weight%s beyond %s's largest finite value became "
+                         "inf or NaN; its outputs will not be finite (give that layer a format with more range, e.g. bf16, "
+                         "or fp8-e4m3, which saturates)\n",
+                         s.layer.c_str(), s.tensor.c_str(), static_cast<unsigned long long>(s.overflowed), s.overflowed == 1 ? "" : "s",
+                         s.format.c_str());
+        }
         if (!m_json) return;
         for (const LayerStats& s : stats) {
             nlohmann::json j = {{"event", "layer_stats"},
@@ -131,7 +143,8 @@ public:
                                 {"mse", finiteOrNull(s.mse)},
                                 {"max_abs_error", finiteOrNull(s.maxAbsError)},
                                 {"sqnr_db", finiteOrNull(s.sqnrDb)},
-                                {"non_finite", s.nonFinite}};
+                                {"non_finite", s.nonFinite},
+                                {"overflowed", s.overflowed}};
             if (!s.channelMinBefore.empty()) {
                 j["channel_min_before_cle"] = s.channelMinBefore;
                 j["channel_max_before_cle"] = s.channelMaxBefore;
@@ -302,6 +315,7 @@ private:
     nlohmann::json m_startExtra;        // normalisation, data, test split, the model file's import notes
     StartEvent m_start;
     std::string m_lastTag; // the last epoch's quantTag, for the final line
+    std::set<std::string> m_overflowSaid; // "layer/tensor" whose overflowed weights were said
     std::chrono::steady_clock::time_point m_lastDraw{};
 };
 

@@ -225,7 +225,8 @@ void TestHardening::overflowingRangeIsAnError_data()
                 QTest::addRow("%s/%s/%s", c, g, f) << QString::fromLatin1(c) << QString::fromLatin1(g) << QString::fromLatin1(f);
 }
 
-// The second case: [-3.4e38, 3.4e38] is wider than float holds. A NumericError names the tensor.
+// The second case: [-3.4e38, 3.4e38] is wider than float holds. For an affine grid
+// (uint8) a NumericError names the tensor; a symmetric one (int8) has a finite scale.
 void TestHardening::overflowingRangeIsAnError()
 {
     QFETCH(QString, calibration);
@@ -240,6 +241,15 @@ void TestHardening::overflowingRangeIsAnError()
     if (L.count == 1) obs.observe(tensorCase);
     else if (L.len == 2) obs.observe(x);
     else obs.observe(x); // channel: each row holds both extremes
+    if (format == QLatin1String("int8")) {
+        // A symmetric grid takes max |x| alone, which fits: PyTorch's scale, 3.4e38 / 127.5
+        // (tester 13: refused as 'wider than float32' before). The other calibrations choose
+        // smaller ones, never inf.
+        const QuantParams p = obs.params(findFormat("int8"));
+        for (float sc : p.scale) QVERIFY2(std::isfinite(sc) && sc > 0.0f, qPrintable(QString::number(double(sc))));
+        if (calibration == QLatin1String("minmax")) QCOMPARE(*std::max_element(p.scale.begin(), p.scale.end()), 3.4e38f / 127.5f);
+        return;
+    }
     try {
         (void)obs.params(findFormat(format.toStdString()));
         QFAIL("an overflowing range gave a scale");
@@ -272,7 +282,10 @@ void TestHardening::chooseQParamsScaleIsFiniteAndPositive()
     QFETCH(bool, throws);
     for (const char* name : {"uint8", "int8", "int4", "uint16", "int2"}) {
         const NumberFormat& f = findFormat(name);
-        if (throws) {
+        // A range whose width overflows has no affine scale; a symmetric grid takes max |x|
+        // alone, as PyTorch does (tester 13).
+        const bool wideOnly = std::isfinite(lo) && std::isfinite(hi);
+        if (throws && !(wideOnly && f.symmetric)) {
             QVERIFY_THROWS_EXCEPTION(NumericError, chooseQParams(lo, hi, f));
             continue;
         }
@@ -303,6 +316,21 @@ void TestHardening::layerStatsCountNonFinite()
         std::uint64_t counted = 0;
         for (std::uint64_t c : st[0].fp32Hist) counted += c;
         QCOMPARE(counted, std::uint64_t{5});
+        QCOMPARE(st[0].overflowed, std::uint64_t{0});
+    }
+    // Finite weights that a format overflows (fp8-e5m2 past 57344, fp16 past 65504: to inf) are
+    // counted apart from the weights that were inf already; fp8-e4m3 saturates at 448 and bf16
+    // holds them (tester 13: the PTQ said nothing).
+    for (const auto& [format, over] : {std::pair{"fp8-e5m2", 2}, std::pair{"fp16", 2}, std::pair{"fp8-e4m3", 0}, std::pair{"bf16", 0}}) {
+        Param w;
+        w.name = "weight";
+        w.value = Tensor({2, 3}, {70000.0f, 0.5f, -kInf, -1e5f, 0.25f, 100.0f});
+        const std::vector<WeightTarget> targets = {{"fc1", &w, nullptr}};
+        WeightQuantizer wq(findFormat(format), parseGranularity("tensor"), Calibration::MinMax, Rounding::Nearest);
+        wq.apply(targets, 1);
+        const std::vector<LayerStats> st = wq.stats(1, targets);
+        QCOMPARE(st[0].nonFinite, std::uint64_t{1});
+        QVERIFY2(st[0].overflowed == std::uint64_t(over), format);
     }
 }
 

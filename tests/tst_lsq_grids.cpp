@@ -147,6 +147,21 @@ void TestLsqGrids::ternaryAndBinaryGrids()
         quantizeToInt(w, p, q);
         for (std::size_t i = 0; i < w.size(); ++i) QCOMPARE(static_cast<float>(q[i]) * p.scale[i / 64], weight.override[i]);
     }
+    // int2 with --narrow-range has ternary's range [-1, 1] but is no ternary format: its scale is
+    // the observer's, max |w| / 1 as PyTorch's per-channel symmetric observer gives on
+    // [-1, 1] (it took TWN's scale, and clipped 5 % of the weights: tester 13).
+    const NumberFormat int2n = narrowRangeFormat(findFormat("int2"));
+    QCOMPARE(int2n.qmin, -1);
+    QCOMPARE(int2n.qmax, 1);
+    QVERIFY(!isTernaryOrBinary(int2n));
+    WeightQuantizer wq(int2n, parseGranularity("channel"), Calibration::MinMax, Rounding::Nearest);
+    std::vector<WeightTarget> targets = {{"fc", &weight, nullptr}};
+    wq.apply(targets, 0);
+    for (std::size_t r = 0; r < 4; ++r) {
+        float amax = 0.0f;
+        for (std::size_t j = 0; j < 64; ++j) amax = std::max(amax, std::abs(w[r * 64 + j]));
+        QCOMPARE(wq.weightParams(0).scale[r], amax);
+    }
 }
 
 void TestLsqGrids::ternaryAndBinaryQatRunOnEngine_data()

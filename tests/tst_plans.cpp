@@ -245,9 +245,12 @@ void TestPlans::sizeAgainstHandComputedBytes()
     QCOMPARE(s.layers.at(0).scaleSlots, std::uint64_t{24});
     QCOMPARE(s.layers.at(0).bytes, std::uint64_t{24 + 24 * 8 + 24});
 
-    applyLayerSpec(p, "fc1=mxfp4"); // 96 elements at 4 bits + 3 block exponents; 6 biases at 4 bits (3 bytes) + 1 block
+    // 96 elements at 4 bits + 6 block exponents (a block a row of 16: blocks restart at each
+    // output channel); 6 biases at 4 bits (3 bytes) + 1 block
+    applyLayerSpec(p, "fc1=mxfp4");
     s = planSize(*m, p);
-    QCOMPARE(s.layers.at(0).bytes, std::uint64_t{48 + 3 + 3 + 1});
+    QCOMPARE(s.layers.at(0).scaleSlots, std::uint64_t{6});
+    QCOMPARE(s.layers.at(0).bytes, std::uint64_t{48 + 6 + 3 + 1});
 
     PrecisionPlan g; // global: one scale for both layers
     g.defaults.granularity = "global";

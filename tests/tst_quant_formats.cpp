@@ -101,6 +101,8 @@ private slots:
     void mxBlockScaling_data();
     void mxBlockScaling();
     void mxBlocksAreIndependent();
+    void mxTinyBlocks();
+    void mxBlocksFollowRows();
     void mxElementsStayOnTheirGrid_data();
     void mxElementsStayOnTheirGrid();
     void stochasticIsUnbiased_data();
@@ -323,6 +325,84 @@ void TestQuantFormats::mxBlockScaling()
         QS_VERIFY_SAME(fast[i], ref[i], describeMismatch(i, block[i], fast[i], ref[i]));
         // Every element is the scale times a value of the element format.
         QVERIFY(sameFloat(roundFloat(fast[i] / scale, f, Rounding::Nearest), fast[i] / scale));
+    }
+}
+
+// Blocks whose largest value is near or below FLT_MIN (E8M0 scales down to 2^-127): the fast
+// kernels equal the scalar twin, zeros stay zero and nothing becomes NaN or grows past the block's
+// largest value. mxint8's kernel made zeros NaN and 3e-38 into 127/64 X for X <= 2^-122 (tester 13).
+void TestQuantFormats::mxTinyBlocks()
+{
+    for (const auto& f : numberFormats()) {
+        if (f.kind != FormatKind::MxInt && f.kind != FormatKind::MxFloat) continue;
+        for (const float amax : {3e-38f, 1.2e-38f, 1e-40f, std::ldexp(1.0f, -127), std::ldexp(1.0f, -140)}) {
+            std::vector<float> block(64, 0.0f);
+            Rng rng(11);
+            for (std::size_t i = 20; i < 32; ++i) block[i] = rng.uniform(-1.0f, 1.0f) * amax;
+            block[25] = amax;
+            block[40] = -amax; // the second block: one value and zeros
+            std::vector<float> fast = block, ref = block;
+            roundToFormat(fast, f, Rounding::Nearest);
+            roundToFormatRef(ref, f, Rounding::Nearest);
+            for (std::size_t i = 0; i < block.size(); ++i) {
+                const QString what = QString::fromStdString(f.name) + QStringLiteral(" amax %1: ").arg(double(amax)) +
+                                     describeMismatch(i, block[i], fast[i], ref[i]);
+                QS_VERIFY_SAME(fast[i], ref[i], what);
+                QVERIFY2(std::isfinite(fast[i]), qPrintable(what));
+                if (block[i] == 0.0f) QVERIFY2(fast[i] == 0.0f, qPrintable(what));
+                QVERIFY2(std::abs(fast[i]) <= 2.0f * amax, qPrintable(what));
+            }
+        }
+    }
+}
+
+// MX blocks restart at every row (a weight's output channel: the reduction axis, OCP MX v1.0 and
+// microxcaling's blocks along the last axis): rounding a 3 x 48 tensor in rows of 48 is rounding
+// each row on its own, the last block of a row 16 long. Over the flattened tensor, row 0's small
+// tail shared a block with row 1's large head and became 0 (tester 13).
+void TestQuantFormats::mxBlocksFollowRows()
+{
+    constexpr std::size_t R = 3, L = 48;
+    std::vector<float> x(R * L);
+    Rng rng(5);
+    for (float& v : x) v = rng.uniform(-1.0f, 1.0f);
+    for (std::size_t i = 32; i < 48; ++i) x[i] = 1e-3f * (1.0f + float(i) / 64.0f); // row 0's last block: small
+    for (std::size_t i = 48; i < 64; ++i) x[i] = 50.0f;                             // row 1's first: large
+    QCOMPARE(mxRowLength({R, L}), L);
+    QCOMPARE(mxRowLength({R, 3, 4, 4}), std::size_t{48});
+    QCOMPARE(mxRowLength({L}), std::size_t{0});
+    for (const char* name : {"mxint8", "mxfp8-e4m3", "mxfp4"}) {
+        const NumberFormat& f = findFormat(name);
+        for (const bool sto : {false, true}) {
+            const Rounding r = sto ? Rounding::Stochastic : Rounding::Nearest;
+            std::vector<float> fast = x, ref = x, rowByRow = x;
+            roundToFormat(fast, f, r, 9, L);
+            roundToFormatRef(ref, f, r, 9, L);
+            for (std::size_t row = 0; row < R; ++row) {
+                const std::vector<float> one(x.begin() + std::ptrdiff_t(row * L), x.begin() + std::ptrdiff_t((row + 1) * L));
+                const std::vector<float> scales = mxBlockScales(std::span<const float>(one), f);
+                QCOMPARE(scales.size(), std::size_t{2});
+                const std::vector<float> all = mxBlockScales(x, f, L);
+                QCOMPARE(all.size(), 2 * R);
+                QCOMPARE(all[2 * row], scales[0]);
+                QCOMPARE(all[2 * row + 1], scales[1]);
+            }
+            for (std::size_t i = 0; i < x.size(); ++i) QS_VERIFY_SAME(fast[i], ref[i], describeMismatch(i, x[i], fast[i], ref[i]));
+            // row 0's small tail keeps its values (within the element grid's step), whatever row 1 holds
+            for (std::size_t i = 32; i < 48; ++i)
+                QVERIFY2(std::abs(fast[i] - x[i]) <= 0.25f * x[i], qPrintable(describeMismatch(i, x[i], fast[i], x[i])));
+            if (!sto) {
+                std::vector<float> flat = x;
+                roundToFormat(flat, f, r, 9);
+                if (f.kind == FormatKind::MxInt || std::string(name) == "mxfp4")
+                    QCOMPARE(flat[40], 0.0f); // what blocks over the flattened tensor did
+                for (std::size_t row = 0; row < R; ++row) {
+                    std::vector<float> one(x.begin() + std::ptrdiff_t(row * L), x.begin() + std::ptrdiff_t((row + 1) * L));
+                    roundToFormat(one, f, r);
+                    for (std::size_t i = 0; i < L; ++i) QCOMPARE(fast[row * L + i], one[i]);
+                }
+            }
+        }
     }
 }
 

@@ -89,7 +89,7 @@ LayerComparisonReport compareLayers(Model& model, QuantSim& sim, const Tensor& x
     std::vector<std::uint8_t> mask;
     auto applyPoint = [&](std::size_t a, Tensor& t) {
         if (const ActivationQuantizer* aq = sim.activationQuantizer(a)) aq->fakeQuantize(t, mask);
-        else if (const NumberFormat* f = formatOf(a); f && !needsScale(*f)) roundToFormat(t.values(), *f, Rounding::Nearest);
+        else if (const NumberFormat* f = formatOf(a); f && !needsScale(*f)) roundToFormat(t.values(), *f, Rounding::Nearest, 0, mxRowLength(t.shape()));
     };
     for (std::size_t i = 0; i < model.size(); ++i) {
         LayerComparison c;

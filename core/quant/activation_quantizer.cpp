@@ -44,10 +44,10 @@ void ActivationQuantizer::reset()
 
 void ActivationQuantizer::fakeQuantize(Tensor& y, std::vector<std::uint8_t>& steMask) const
 {
-    fakeQuantize(std::span<float>(y.values()), steMask);
+    fakeQuantize(std::span<float>(y.values()), steMask, mxRowLength(y.shape()));
 }
 
-void ActivationQuantizer::fakeQuantize(std::span<float> y, std::vector<std::uint8_t>& steMask) const
+void ActivationQuantizer::fakeQuantize(std::span<float> y, std::vector<std::uint8_t>& steMask, std::size_t rowLength) const
 {
     steMask.resize(y.size());
     if (needsScale(m_format)) {
@@ -67,7 +67,7 @@ void ActivationQuantizer::fakeQuantize(std::span<float> y, std::vector<std::uint
     parallelChunks(n, elementwiseGrain(n), [&](std::size_t b, std::size_t e) {
         for (std::size_t i = b; i < e; ++i) m[i] = static_cast<std::uint8_t>(std::fabs(d[i]) <= limit);
     });
-    roundToFormat(y, m_format, Rounding::Nearest);
+    roundToFormat(y, m_format, Rounding::Nearest, 0, rowLength);
 }
 
 } // namespace quantscope

@@ -38,7 +38,9 @@ public:
     // In place. steMask is resized to y.numel(): 1 where the gradient passes (inside the clip
     // range; float formats: |x| <= maxFinite). Int formats need ready().
     void fakeQuantize(Tensor& y, std::vector<std::uint8_t>& steMask) const;
-    void fakeQuantize(std::span<float> y, std::vector<std::uint8_t>& steMask) const;
+    // rowLength: MX formats' rows (the Tensor form gives mxRowLength of its shape: blocks do not
+    // cross images).
+    void fakeQuantize(std::span<float> y, std::vector<std::uint8_t>& steMask, std::size_t rowLength = 0) const;
 
     // Int formats: scale and zero point from the observer (per tensor). Float formats: empty.
     const QuantParams& params() const { return m_params; }

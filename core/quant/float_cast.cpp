@@ -186,8 +186,10 @@ void roundMxBlock(float* x, std::size_t n, const NumberFormat& f, const FloatGri
         roundGridSpan<Stochastic>(x, n, g, invX, X, key, base);
         return;
     }
-    // MxInt: k = round(x / X * 2^manBits) clamped to +-qmax, y = k * 2^-manBits * X.
-    const float pre = invX * std::ldexp(1.0f, f.manBits);
+    // MxInt: k = round(x / X * 2^manBits) clamped to +-qmax, y = k * 2^-manBits * X. x / X and
+    // then 2^manBits, two exact multiplies: invX * 2^manBits overflowed to inf for X <= 2^-122
+    // (a block of values below 2^-121), which made zeros NaN and tiny values 127 / 64 X (tester 13).
+    const float man = std::ldexp(1.0f, f.manBits);
     const float post = X * std::ldexp(1.0f, -f.manBits);
     const float kmax = static_cast<float>(f.qmax);
     std::uint32_t rnd[kRandomBlock];
@@ -197,7 +199,7 @@ void roundMxBlock(float* x, std::size_t n, const NumberFormat& f, const FloatGri
         float* xb = x + b;
         for (std::size_t i = 0; i < m; ++i) {
             // Like the reference: round the magnitude, then restore the sign (keeps -0).
-            const std::uint32_t u = std::bit_cast<std::uint32_t>(xb[i] * pre);
+            const std::uint32_t u = std::bit_cast<std::uint32_t>(xb[i] * invX * man);
             const std::uint32_t sign = u & 0x80000000u;
             const float a = std::bit_cast<float>(u ^ sign);
             float k;
@@ -235,17 +237,40 @@ float mxBlockScale(std::span<const float> block, const NumberFormat& f)
     return mxScaleFromAbsMax(amax, f);
 }
 
-std::vector<float> mxBlockScales(std::span<const float> x, const NumberFormat& f)
+namespace {
+
+// The MX blocks of n values in rows of rowLength (0 or more than n: one row): block k starts at
+// start(k) and holds len(k) values; blocks run row by row, so they tile the values in order.
+struct MxBlocks {
+    std::size_t n, row, bs, perRow, count;
+    MxBlocks(std::size_t n_, std::size_t rowLength, std::size_t blockSize)
+        : n(n_), row(rowLength == 0 || rowLength > n_ ? n_ : rowLength), bs(blockSize), perRow(row ? (row + bs - 1) / bs : 0),
+          count(row ? (n_ + row - 1) / row * perRow : 0)
+    {
+    }
+    std::size_t start(std::size_t k) const { return k / perRow * row + k % perRow * bs; }
+    std::size_t len(std::size_t k) const
+    {
+        const std::size_t s = start(k), rowEnd = std::min(n, (k / perRow + 1) * row);
+        return s < rowEnd ? std::min(bs, rowEnd - s) : 0;
+    }
+};
+
+} // namespace
+
+std::vector<float> mxBlockScales(std::span<const float> x, const NumberFormat& f, std::size_t rowLength)
 {
     const std::size_t bs = f.blockSize > 0 ? static_cast<std::size_t>(f.blockSize) : x.size();
     std::vector<float> s;
     if (x.empty()) return s;
-    s.reserve((x.size() + bs - 1) / bs);
-    for (std::size_t b = 0; b < x.size(); b += bs) s.push_back(mxBlockScale(x.subspan(b, std::min(bs, x.size() - b)), f));
+    const MxBlocks blocks(x.size(), rowLength, bs);
+    s.reserve(blocks.count);
+    for (std::size_t k = 0; k < blocks.count; ++k)
+        if (const std::size_t len = blocks.len(k)) s.push_back(mxBlockScale(x.subspan(blocks.start(k), len), f));
     return s;
 }
 
-void roundToFormatRef(std::span<float> x, const NumberFormat& f, Rounding r, std::uint64_t rngKey)
+void roundToFormatRef(std::span<float> x, const NumberFormat& f, Rounding r, std::uint64_t rngKey, std::size_t rowLength)
 {
     if (f.kind == FormatKind::Float32) return;
     if (f.kind == FormatKind::Int) throwNeedsScale(f);
@@ -253,9 +278,10 @@ void roundToFormatRef(std::span<float> x, const NumberFormat& f, Rounding r, std
         for (std::size_t i = 0; i < x.size(); ++i) x[i] = roundFloat(x[i], f, r, elementBits(rngKey, i));
         return;
     }
-    const std::size_t bs = static_cast<std::size_t>(f.blockSize);
-    for (std::size_t b = 0; b < x.size(); b += bs) {
-        const std::size_t e = std::min(b + bs, x.size());
+    const MxBlocks blocks(x.size(), rowLength, static_cast<std::size_t>(f.blockSize));
+    for (std::size_t k = 0; k < blocks.count; ++k) {
+        const std::size_t b = blocks.start(k), e = b + blocks.len(k);
+        if (e == b) continue;
         const float X = mxBlockScale(std::span<const float>(x.data() + b, e - b), f);
         for (std::size_t i = b; i < e; ++i)
             x[i] = std::isnan(X) ? kNaN : roundFloat(x[i] / X, f, r, elementBits(rngKey, i)) * X;
@@ -273,7 +299,7 @@ void scaleChunk(float* x, std::size_t n, float scale)
 // roundToFormat; with `finite`, each chunk is checked after it is rounded and a non-finite value
 // clears the flag; then the chunk is multiplied by scale.
 void roundToFormatImpl(std::span<float> x, const NumberFormat& f, Rounding r, std::uint64_t rngKey,
-                       std::atomic<bool>* finite, float scale = 1.0f)
+                       std::atomic<bool>* finite, float scale = 1.0f, std::size_t rowLength = 0)
 {
     if (f.kind == FormatKind::Float32 || x.empty()) return;
     if (f.kind == FormatKind::Int) throwNeedsScale(f);
@@ -307,11 +333,17 @@ void roundToFormatImpl(std::span<float> x, const NumberFormat& f, Rounding r, st
 
     const std::size_t bs = static_cast<std::size_t>(f.blockSize);
     const FloatGrid g = f.kind == FormatKind::MxFloat ? floatGrid(f) : FloatGrid{};
-    parallelChunks(n, grain, [&](std::size_t b, std::size_t e) {
-        for (std::size_t s = b; s < e; s += bs) {
-            const std::size_t len = std::min(bs, e - s);
+    // Chunks of whole blocks; the blocks tile the values in order, so a chunk's values are the
+    // range from its first block's start to its last block's end.
+    const MxBlocks blocks(n, rowLength, bs);
+    parallelChunks(blocks.count, std::max<std::size_t>(1, grain / bs), [&](std::size_t k0, std::size_t k1) {
+        for (std::size_t k = k0; k < k1; ++k) {
+            const std::size_t s = blocks.start(k), len = blocks.len(k);
+            if (len == 0) continue;
             sto ? roundMxBlock<true>(data + s, len, f, g, rngKey, s) : roundMxBlock<false>(data + s, len, f, g, rngKey, s);
         }
+        const std::size_t b = std::min(n, blocks.start(k0)), e = std::min(n, blocks.start(k1 - 1) + blocks.len(k1 - 1));
+        if (e <= b) return;
         if (finite && !allFiniteSpan(data + b, e - b)) finite->store(false, std::memory_order_relaxed);
         scaleChunk(data + b, e - b, scale);
     });
@@ -330,12 +362,13 @@ bool allFiniteSpan(const float* x, std::size_t n)
     return bad == 0;
 }
 
-void roundToFormat(std::span<float> x, const NumberFormat& f, Rounding r, std::uint64_t rngKey)
+void roundToFormat(std::span<float> x, const NumberFormat& f, Rounding r, std::uint64_t rngKey, std::size_t rowLength)
 {
-    roundToFormatImpl(x, f, r, rngKey, nullptr);
+    roundToFormatImpl(x, f, r, rngKey, nullptr, 1.0f, rowLength);
 }
 
-bool roundToFormatAllFinite(std::span<float> x, const NumberFormat& f, Rounding r, std::uint64_t rngKey, float scale)
+bool roundToFormatAllFinite(std::span<float> x, const NumberFormat& f, Rounding r, std::uint64_t rngKey, float scale,
+                            std::size_t rowLength)
 {
     std::atomic<bool> finite{true};
     if (f.kind == FormatKind::Float32) {
@@ -345,7 +378,7 @@ bool roundToFormatAllFinite(std::span<float> x, const NumberFormat& f, Rounding 
             scaleChunk(x.data() + b, e - b, scale);
         });
     } else {
-        roundToFormatImpl(x, f, r, rngKey, &finite, scale);
+        roundToFormatImpl(x, f, r, rngKey, &finite, scale, rowLength);
     }
     return finite.load();
 }

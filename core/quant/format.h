@@ -44,8 +44,13 @@ const NumberFormat& findFormat(const std::string& name);
 inline bool isFloatFormat(const NumberFormat& f) { return f.kind == FormatKind::Float || f.kind == FormatKind::Float32; }
 inline bool isMxFormat(const NumberFormat& f) { return f.kind == FormatKind::MxInt || f.kind == FormatKind::MxFloat; }
 // Weight-only formats with one level each side of zero: ternary {-1, 0, 1} and binary {-1, +1}.
-// Their weight scale follows their paper unless LSQ learns it (weight_quantizer.h).
-inline bool isTernaryOrBinary(const NumberFormat& f) { return f.kind == FormatKind::Int && f.qmin == -1 && f.qmax == 1; }
+// Their weight scale follows their paper unless LSQ learns it (weight_quantizer.h). Known by name:
+// int2 with --narrow-range has the same range [-1, 1] and keeps its observer's min-max scale, as
+// PyTorch's (it took TWN's scale, tester 13).
+inline bool isTernaryOrBinary(const NumberFormat& f)
+{
+    return f.kind == FormatKind::Int && f.qmin == -1 && f.qmax == 1 && (f.name == "ternary" || f.name == "binary");
+}
 // The narrow symmetric range of a signed symmetric Int format: qmin = -qmax (int8: [-127, 127],
 // the convention of onnxruntime's and TensorRT's weight quantizers). Other formats unchanged.
 NumberFormat narrowRangeFormat(const NumberFormat& f);

@@ -29,6 +29,9 @@ struct LayerStats {
     double clippedFraction = 0.0;         // share of weights outside the clip range
     // Weights that are +-inf or NaN: left out of the ranges, scales and histograms above.
     std::uint64_t nonFinite = 0;
+    // Finite weights the format rounded to +-inf or NaN (fp16 past 65504, fp8-e5m2 past 57344,
+    // which overflow rather than saturate): the model's outputs are then not finite.
+    std::uint64_t overflowed = 0;
     double mse = 0.0, maxAbsError = 0.0, sqnrDb = 0.0;
 };
 

@@ -84,7 +84,7 @@ PlanSize planSize(const Model& model, const PrecisionPlan& plan)
         case FormatKind::MxInt:
         case FormatKind::MxFloat: {
             const std::uint64_t bs = static_cast<std::uint64_t>(std::max(1, f.blockSize));
-            r.scaleSlots = (r.weights + bs - 1) / bs;
+            r.scaleSlots = rows * ((row + bs - 1) / bs); // blocks restart at each output channel (float_cast.h)
             r.weightBytes = packedBytes(r.weights, f.bits);
             r.scaleBytes = r.scaleSlots;
             r.biasBytes = packedBytes(r.biases, f.bits) + (r.biases + bs - 1) / bs;

@@ -104,9 +104,11 @@ ScaleZeroPoint chooseQParams(float minVal, float maxVal, int qmin, int qmax, boo
     if (qmin >= qmax) throw ConfigError("empty integer range [" + std::to_string(qmin) + ", " + std::to_string(qmax) + "]");
     const float minNeg = std::min(minVal, 0.0f);
     const float maxPos = std::max(maxVal, 0.0f);
-    if (!std::isfinite(maxPos - minNeg))
+    // Only an affine grid spans the width; a symmetric one takes max(|min|, |max|), as PyTorch's
+    // observers do ([-3e38, 3e38] was refused for int8 symmetric: tester 13).
+    if (!symmetric && !std::isfinite(maxPos - minNeg))
         throw NumericError("the range " + range + " is wider than float32 can hold (its width overflows " +
-                           text(std::numeric_limits<float>::max()) + "), so its scale would be infinite");
+                           text(std::numeric_limits<float>::max()) + "), so its affine scale would be infinite");
     ScaleZeroPoint r;
     if (symmetric) {
         const float m = std::max(-minNeg, maxPos);

@@ -182,7 +182,8 @@ void WeightQuantizer::quantizeTensor(const Tensor& value, const QuantParams& par
         return;
     }
     std::copy(x, x + n, out.data());
-    roundToFormat(out.values(), m_format, m_rounding, key);
+    const std::size_t row = mxRowLength(value.shape()); // MX blocks along each output channel's weights
+    roundToFormat(out.values(), m_format, m_rounding, key, row);
     // Gradients pass where the value is representable (float) or not NaN (MX, fp32).
     const float limit = m_format.kind == FormatKind::Float ? m_format.maxFinite : std::numeric_limits<float>::infinity();
     std::uint8_t* m = mask.data();
@@ -191,12 +192,12 @@ void WeightQuantizer::quantizeTensor(const Tensor& value, const QuantParams& par
     });
     if (blockScalesOut && isMxFormat(m_format)) {
         QuantParams& p = *blockScalesOut;
-        p.scale = mxBlockScales(value.values(), m_format);
+        p.scale = mxBlockScales(value.values(), m_format, row);
         p.zeroPoint.assign(p.scale.size(), 0);
         p.qmin = m_format.qmin;
         p.qmax = m_format.qmax;
         p.slotLength = static_cast<std::size_t>(m_format.blockSize);
-        p.rowLength = n;
+        p.rowLength = row ? row : n;
     }
 }
 
@@ -319,8 +320,12 @@ LayerStats WeightQuantizer::tensorStats(std::size_t epoch, const WeightTarget& t
     const std::span<const float> xq(q.values());
 
     float qlo = std::numeric_limits<float>::infinity(), qhi = -qlo;
-    for (float v : xq) {
-        if (!std::isfinite(v)) continue;
+    for (std::size_t i = 0; i < xq.size(); ++i) {
+        const float v = xq[i];
+        if (!std::isfinite(v)) {
+            st.overflowed += std::isfinite(x[i]) ? 1 : 0;
+            continue;
+        }
         qlo = std::min(qlo, v);
         qhi = std::max(qhi, v);
     }
@@ -368,8 +373,7 @@ LayerStats WeightQuantizer::tensorStats(std::size_t epoch, const WeightTarget& t
         const float maxScale = p.scale.empty() ? 1.0f : *std::max_element(p.scale.begin(), p.scale.end());
         st.clipLow = -m_format.maxFinite * maxScale;
         st.clipHigh = m_format.maxFinite * maxScale;
-        const std::size_t bs = static_cast<std::size_t>(m_format.blockSize);
-        st.clippedFraction = fractionBeyond(x, [&](std::size_t i) { return m_format.maxFinite * p.scale[i / bs]; });
+        st.clippedFraction = fractionBeyond(x, [&](std::size_t i) { return m_format.maxFinite * p.scale[p.slotOf(i)]; });
         st.binEdges = uniformEdges(lo, hi);
     } else {
         st.clipLow = -m_format.maxFinite;

@@ -98,7 +98,7 @@ void FloatSim::setModel(const Model& model)
 
 void FloatSim::round(Tensor& t, std::uint64_t salt) const
 {
-    roundToFormat(t.values(), m_fmt, m_rounding, streamKey(m_key, salt));
+    roundToFormat(t.values(), m_fmt, m_rounding, streamKey(m_key, salt), mxRowLength(t.shape()));
 }
 
 void FloatSim::roundWeightsToOverride(const std::vector<Param*>& params) const
@@ -107,14 +107,14 @@ void FloatSim::roundWeightsToOverride(const std::vector<Param*>& params) const
         Param& p = *params[k];
         p.override.resize(p.value.shape());
         p.override.values() = p.value.values();
-        roundToFormat(p.override.values(), m_fmt, Rounding::Nearest);
+        roundToFormat(p.override.values(), m_fmt, Rounding::Nearest, 0, mxRowLength(p.override.shape()));
         p.hasOverride = true;
     }
 }
 
 // The forward pass rounds to nearest, as low-precision hardware does; the chosen rounding
 // (possibly stochastic) applies to what accumulates over steps: gradients, updates, state.
-void FloatSim::onInput(Tensor& x, const RunContext&) { roundToFormat(x.values(), m_fmt, Rounding::Nearest); }
+void FloatSim::onInput(Tensor& x, const RunContext&) { roundToFormat(x.values(), m_fmt, Rounding::Nearest, 0, mxRowLength(x.shape())); }
 
 void FloatSim::afterForward(std::size_t layer, Layer& l, Tensor& y, const RunContext& ctx)
 {
@@ -123,13 +123,14 @@ void FloatSim::afterForward(std::size_t layer, Layer& l, Tensor& y, const RunCon
     // output itself (roundsOutputBf16) is done.
     if (ctx.roundOutputBf16) return;
     if (m_keepsGrid && keepsGrid(l, false) && !(layer < m_roundsClamp.size() && m_roundsClamp[layer])) return;
-    roundToFormat(y.values(), m_fmt, Rounding::Nearest);
+    roundToFormat(y.values(), m_fmt, Rounding::Nearest, 0, mxRowLength(y.shape()));
 }
 
 void FloatSim::beforeBackward(std::size_t layer, Layer&, Tensor& dy)
 {
     if (layer < m_exactGrad.size() && m_exactGrad[layer]) return;
-    if (!roundToFormatAllFinite(dy.values(), m_fmt, m_rounding, streamKey(m_key, 0x3000 + layer))) m_overflow = true;
+    if (!roundToFormatAllFinite(dy.values(), m_fmt, m_rounding, streamKey(m_key, 0x3000 + layer), 1.0f, mxRowLength(dy.shape())))
+        m_overflow = true;
 }
 
 bool LossScaler::settle(bool overflow)
@@ -168,7 +169,7 @@ bool LossScaler::roundUnscaleOrSkip(const std::vector<Param*>& params, const Num
     if (overflowSeen) return settle(true);
     const float inv = 1.0f / m_scale;
     bool finite = true;
-    for (Param* p : params) finite &= roundToFormatAllFinite(p->grad.values(), f, Rounding::Nearest, 0, inv);
+    for (Param* p : params) finite &= roundToFormatAllFinite(p->grad.values(), f, Rounding::Nearest, 0, inv, mxRowLength(p->grad.shape()));
     return settle(!finite);
 }
 

@@ -510,7 +510,7 @@ void QuantSim::quantizeActivation(std::size_t point, Tensor& y, bool training)
     const NumberFormat* f = m_pfmt[point];
     if (!f) return; // stays float
     if (!needsScale(*f)) {
-        roundToFormat(y.values(), *f, Rounding::Nearest);
+        roundToFormat(y.values(), *f, Rounding::Nearest, 0, mxRowLength(y.shape()));
         return;
     }
     ActivationQuantizer& q = *m_act[point];

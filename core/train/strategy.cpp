@@ -44,7 +44,7 @@ void roundInPlace(const std::vector<Param*>& params, const NumberFormat& f, Roun
 {
     for (std::size_t k = 0; k < params.size(); ++k) {
         Tensor& t = grads ? params[k]->grad : params[k]->value;
-        roundToFormat(t.values(), f, r, streamKey(key, k, grads ? 2 : 1));
+        roundToFormat(t.values(), f, r, streamKey(key, k, grads ? 2 : 1), mxRowLength(t.shape()));
     }
 }
 
@@ -454,7 +454,7 @@ public:
     bool afterBackward() override
     {
         if (m_optimizerRounds) { // the rest to nearest; nothing to unscale or check (bf16: !m_scaled)
-            for (Param* p : m_fcPasses.rest(m_params)) roundToFormat(p->grad.values(), m_fmt, Rounding::Nearest);
+            for (Param* p : m_fcPasses.rest(m_params)) roundToFormat(p->grad.values(), m_fmt, Rounding::Nearest, 0, mxRowLength(p->grad.shape()));
             m_fcPasses.disarm();
             return true;
         }
@@ -468,6 +468,11 @@ public:
     {
         if (!stepped || m_optimizerRounds) return;
         roundInPlace(m_params, m_fmt, m_rounding, streamKey(key, 0x5E), false);
+        // MX formats are for the operands of dot products (OCP MX v1.0; the MX paper, Rouhani et
+        // al. 2023, keeps optimizer state in FP32/BF16): Adam's second moments in blocks of 32
+        // span more than an element's range, most rounded to 0, and lr m / (sqrt(0) + eps) made
+        // NaN within 20 steps at every learning rate (tester 13). Their moments stay FP32.
+        if (m_fmt.kind == FormatKind::MxInt || m_fmt.kind == FormatKind::MxFloat) return;
         std::vector<Tensor*> state = m_opt.stateTensors();
         for (std::size_t k = 0; k < state.size(); ++k)
             roundToFormat(state[k]->values(), m_fmt, m_rounding, streamKey(key, 0x57A7E, k));
