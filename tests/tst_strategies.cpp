@@ -195,6 +195,8 @@ void TestStrategies::strategiesTrainAndReport_data()
     QTest::newRow("lowp bf16") << "lowp" << "bf16" << "tensor" << "mlp" << 0.02 << 1 << kMinAccuracy << 0 << 0.0;
     // Adam's moments on the fp16 grid: with eps 1e-8 this diverged at every learning rate (makeOptimizer)
     QTest::newRow("lowp fp16 adam") << "lowp" << "fp16" << "tensor" << "mlp" << 0.02 << 1 << kMinAccuracy << 0 << 0.0;
+    // Adam's moments in mxint8 blocks of 32: most second moments were 0, NaN within 20 steps (tester 13)
+    QTest::newRow("lowp mxint8 adam") << "lowp" << "mxint8" << "tensor" << "mlp" << 0.02 << 1 << kMinAccuracy << 0 << 0.0;
     // Graph models: residual Adds and depthwise convs through every strategy.
     QTest::newRow("resnet8 qat int8 channel") << "qat" << "int8" << "channel" << "resnet8" << kInt8Gap << 1 << kMinAccuracy << 0 << 0.0;
     QTest::newRow("resnet8 ptq int8 tensor") << "ptq" << "int8" << "tensor" << "resnet8" << kInt8Gap << 1 << kMinAccuracy << 0 << 0.0;
