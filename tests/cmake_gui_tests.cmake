@@ -19,7 +19,9 @@
 #   gui_runs_table  the runs table's chart colours (distinct over a 40-run session), and its repaints do
 #                not grow the heap
 #   gui_charts   tick labels (no "-0.00"), the loss axis covering spikes, run colours that follow
-#                the run, legends in the runs table's order, the Layers chart's layer names
+#                the run, legends in the runs table's order, histograms, the window at 1024x700
+#   gui_layer_charts  the Layers and SQNR charts' layer names, exact points, a stale comparison,
+#                a run without a model
 if(TARGET quantscope::ui)
   qs_add_test(gui_window LIBS quantscope::ui TIMEOUT 600 LABELS gui)
   qs_add_test(gui_files LIBS quantscope::ui TIMEOUT 600 LABELS gui)
@@ -45,4 +47,5 @@ if(TARGET quantscope::ui)
   qs_add_test(gui_ptq LIBS quantscope::ui TIMEOUT 120 LABELS gui)
   qs_add_test(gui_runs_table LIBS quantscope::ui TIMEOUT 120 LABELS gui)
   qs_add_test(gui_charts LIBS quantscope::ui TIMEOUT 120 LABELS gui)
+  qs_add_test(gui_layer_charts LIBS quantscope::ui TIMEOUT 120 LABELS gui)
 endif()
