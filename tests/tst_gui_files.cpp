@@ -1,7 +1,7 @@
 // The QuantScope window's files, offscreen: runs saved as JSON and CSV, settings that persist,
 // a model file that starts a run, the Layer compare tab, and exporting a run's model (.qsm,
 // ONNX) with a failed export leaving nothing behind, and evaluating the exports (File > Evaluate
-// model file).
+// model file), and a grey image folder with an RGB model there.
 #include "curve_charts.h"
 #include "dataset_panel.h"
 #include "evaluate_dialog.h"
@@ -528,6 +528,68 @@ private slots:
         QVERIFY(!done.first().at(1).toBool());
         QVERIFY(!QFileInfo::exists(bad));
         QVERIFY(!w.errorText().isEmpty());
+    }
+
+    // File > Evaluate model file reads an image folder with the model's channels, as quantscope-cli
+    // eval does (0d2e47e): a folder of grey PNGs scores an RGB model (the dialog refused it, "the
+    // model reads 3-channel images", while the CLI scored it), with the accuracy the CLI's reading
+    // gives, and the dialog says the grey images were read as RGB.
+    void evaluateGreyFolderWithAnRgbModel()
+    {
+        QTemporaryDir tmp;
+        QVERIFY(tmp.isValid());
+        const QString root = QDir(tmp.path()).filePath(QStringLiteral("grey"));
+        for (const char* split : {"train", "test"})
+            for (int c = 0; c < 2; ++c) {
+                const QString dir = QStringLiteral("%1/%2/%3").arg(root, QString::fromLatin1(split), QLatin1String(c ? "light" : "dark"));
+                QVERIFY(QDir().mkpath(dir));
+                for (int i = 0; i < 6; ++i) {
+                    QImage img(8, 8, QImage::Format_Grayscale8);
+                    for (int y = 0; y < 8; ++y)
+                        for (int x = 0; x < 8; ++x) img.scanLine(y)[x] = uchar((c ? 160 : 30) + 7 * ((x + y + i) % 9));
+                    QVERIFY(img.save(QStringLiteral("%1/%2.png").arg(dir).arg(i)));
+                }
+            }
+        MainWindow w(options(root));
+        QSignalSpy ready(&w, &MainWindow::datasetReady);
+        QVERIFY(ready.count() > 0 || ready.wait(kLoadTimeoutMs));
+        QVERIFY(ready.last().first().toBool());
+        const DatasetPtr data = w.dataset();
+        QCOMPARE(data->channels(), std::size_t{1});
+        QCOMPARE(data->test.size(), std::size_t{12});
+
+        const QString path = QDir(tmp.path()).filePath(QStringLiteral("rgb-mlp.qsm"));
+        auto model = makeModel("mlp", 3, 8, 8, 2, 7);
+        writeQsm(path.toStdString(), exportFloatModel(*model, "mlp", Normalization::uniform(0.4f, 0.3f, 3), data->classNames));
+
+        w.showEvaluateDialog(path);
+        EvaluateDialog* dlg = w.evaluateDialog();
+        QVERIFY(dlg && dlg->isVisible());
+        QSignalSpy finished(dlg, &EvaluateDialog::evaluationFinished);
+        QVERIFY(dlg->evaluate());
+        QVERIFY(finished.wait(kRunTimeoutMs));
+        QVERIFY2(finished.first().at(0).toBool(), qPrintable(finished.first().at(1).toString()));
+        QTableWidget* t = dlg->results();
+        QCOMPARE(t->rowCount(), 1);
+        QCOMPARE(t->item(0, 4)->text(), formatCount(12.0));
+
+        // The CLI's reading: the folder with imageChannels 3, the model run on its test set.
+        DatasetOptions o;
+        o.dir = root.toStdString();
+        o.imageChannels = 3;
+        o.testOnly = true;
+        const Dataset rgb = Dataset::load(o);
+        QCOMPARE(rgb.test.channels, std::size_t{3});
+        ExportedModel m = readModelFile(path.toStdString());
+        ModelRunner runner(m);
+        QCOMPARE(t->item(0, 5)->text(), formatPercent(evaluateRunner(runner, rgb.test).accuracy, 2));
+
+        const auto* notes = dlg->findChild<QLabel*>(QStringLiteral("evaluateNotes"));
+        QVERIFY(notes && notes->isVisible());
+        QVERIFY2(notes->text().contains(QStringLiteral("grey images are read as RGB")) && notes->text().contains(root),
+                 qPrintable(notes->text()));
+        QCOMPARE(w.dataset()->channels(), std::size_t{1}); // the loaded dataset stays as it was
+        dlg->close();
     }
 
 private:

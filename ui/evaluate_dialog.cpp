@@ -28,6 +28,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <memory>
 #include <string>
 
 namespace quantscope {
@@ -42,6 +43,35 @@ QString precisionText(const ExportedModel& m)
 {
     if (!m.quantized) return QStringLiteral("fp32");
     return QString::fromStdString(m.weightFormat + " weights (" + m.granularity + "), " + m.activationFormat + " activations");
+}
+
+// An image folder whose images have other channels than the model's (1 or 3): it is read again.
+bool readAgainFor(const Dataset& data, std::size_t channels)
+{
+    return data.layout == DatasetLayout::ImageFolder && channels != data.test.channels && (channels == 1 || channels == 3);
+}
+
+// The dataset a model taking `channels`-channel images is scored on: the loaded one, or, when it is
+// an image folder of other channels, the folder read again with the model's, as quantscope-cli
+// eval reads it (grey images replicated to RGB, colour ones converted to BT.601 luma; tester 11:
+// a grey folder was refused for an RGB model), with core's note on what was converted. Only the
+// test set and the training images of the normalisation statistics are decoded (the same
+// statistics as the loaded set's). CSV, IDX and CIFAR store their channels: they stay as loaded,
+// and prepareModelForData says what to give.
+DatasetPtr readWithModelsChannels(const DatasetPtr& data, const DatasetOptions& readWith, std::size_t channels, QStringList& notes)
+{
+    if (!readAgainFor(*data, channels)) return data;
+    DatasetOptions o = readWith;
+    o.imageChannels = channels;
+    o.trainForStatistics = true; // no training set kept, only its statistics
+    o.validation = 0;            // the test set and the statistics do not depend on it
+    auto again = std::make_shared<Dataset>(Dataset::load(o));
+    for (const std::string& n : again->notes)
+        if (std::find(data->notes.begin(), data->notes.end(), n) == data->notes.end())
+            notes << QObject::tr("%1 (for this evaluation, as quantscope-cli eval reads the folder; the Dataset dock keeps the images as "
+                                 "loaded)")
+                         .arg(QString::fromStdString(n));
+    return again;
 }
 
 } // namespace
@@ -169,10 +199,10 @@ EvaluateDialog::EvaluateDialog(QWidget* parent) : QDialog(parent)
 
 EvaluateDialog::~EvaluateDialog() = default; // m_thread stops and joins; its posted result finds no dialog
 
-void EvaluateDialog::setDataset(DatasetPtr data, bool resized)
+void EvaluateDialog::setDataset(DatasetPtr data, const DatasetOptions& readWith)
 {
     m_data = std::move(data);
-    m_resized = resized;
+    m_readWith = readWith;
     updateDataLabel();
 }
 
@@ -197,7 +227,7 @@ void EvaluateDialog::updateDataLabel()
                              .arg(d.test.height)
                              .arg(d.test.width)
                              .arg(d.numClasses())
-                             .arg(m_resized ? tr(" (resized on load)") : QString()));
+                             .arg(m_readWith.resize.given() ? tr(" (resized on load)") : QString()));
 }
 
 void EvaluateDialog::browse()
@@ -252,10 +282,10 @@ bool EvaluateDialog::evaluate()
     m_notes->hide();
 
     QPointer<EvaluateDialog> self(this);
-    const DatasetPtr data = m_data;
-    const bool resized = m_resized;
+    const DatasetPtr loaded = m_data;
+    const DatasetOptions readWith = m_readWith;
     const std::string file = path.toStdString();
-    m_thread.start([self, data, resized, file, normText, opt](const std::atomic<bool>& stop) {
+    m_thread.start([self, loaded, readWith, file, normText, opt](const std::atomic<bool>& stop) {
         std::optional<FileEvalResult> r;
         PredictionRows rows;
         QString precision, error, input;
@@ -263,6 +293,12 @@ bool EvaluateDialog::evaluate()
         try {
             ExportedModel m = readModelFile(file);
             for (const std::string& n : m.notes) notes << QString::fromStdString(n);
+            if (readAgainFor(*loaded, m.channels))
+                postToGuiThread([self, channels = m.channels] {
+                    if (self) self->m_controls.progress->setFormat(tr("reading the test images with %1 channels\u2026").arg(channels));
+                });
+            const DatasetPtr data = readWithModelsChannels(loaded, readWith, m.channels, notes);
+            const bool resized = readWith.resize.given();
             std::optional<Normalization> given;
             if (!normText.empty()) given = Normalization::parse(normText);
             const DataMatch match = prepareModelForData(m, file, *data, resized, given);
@@ -270,7 +306,7 @@ bool EvaluateDialog::evaluate()
                 notes << QString::fromStdString(match.normalizationNote) +
                              QObject::tr(" of the %1 loaded training images (quantscope-cli eval takes the whole training set's; type "
                                          "MEAN,STD in Normalize to give one, or none for [0, 1] pixels)")
-                                 .arg(formatCount(double(data->train.size())));
+                                 .arg(formatCount(double(loaded->train.size())));
             if (!match.classNote.empty()) notes << QString::fromStdString(match.classNote);
             precision = precisionText(m);
             input = QString::fromStdString(m.normalization.describe()) +

@@ -31,9 +31,11 @@ public:
     explicit EvaluateDialog(QWidget* parent = nullptr);
     ~EvaluateDialog() override;
 
-    // The dataset whose test set is scored (the loaded one; null: none loaded). `resized`: the
-    // images were resized on load (the error for a size mismatch then says so).
-    void setDataset(DatasetPtr data, bool resized);
+    // The dataset whose test set is scored (the loaded one; null: none loaded) and the options it
+    // was read with: an image folder is read again with the model's channels when they differ, as
+    // `quantscope-cli eval` reads it (grey images for an RGB model), and a resize on load is named
+    // in a size mismatch's error.
+    void setDataset(DatasetPtr data, const DatasetOptions& readWith);
     void setModelFile(const QString& path);
     QString modelFile() const;
     void setThreads(int threads);
@@ -67,7 +69,7 @@ private:
     void setBusy(bool busy);
 
     DatasetPtr m_data;
-    bool m_resized = false;
+    DatasetOptions m_readWith; // what m_data was read with
     QLineEdit* m_path;
     QPushButton* m_browse;
     QLabel* m_dataLabel;

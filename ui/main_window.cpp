@@ -113,8 +113,9 @@ void MainWindow::connectController()
     connect(c, &TrainingController::datasetLoaded, this, [this](quint64 id, DatasetPtr data) {
         if (id != m_pendingLoad) return;
         m_data = std::move(data);
+        m_dataOptions = m_source.options; // the request m_pendingLoad names
         m_datasetPanel->setDataset(m_data);
-        if (m_evaluateDialog) m_evaluateDialog->setDataset(m_data, m_source.options.resize.given());
+        if (m_evaluateDialog) m_evaluateDialog->setDataset(m_data, m_dataOptions);
         if (!m_restoredLayout && !m_dockFittedToData) {
             m_dockFittedToData = true;
             QTimer::singleShot(0, this, &MainWindow::fitDatasetDock);

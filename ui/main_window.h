@@ -190,6 +190,7 @@ private:
     TrainingController* m_controller;
     DatasetPtr m_data;
     DatasetRequest m_source; // what was asked last (for reloading with new limits)
+    DatasetOptions m_dataOptions; // what m_data was read with (m_source may be a later request, failed or pending)
     quint64 m_pendingLoad = 0;
     quint64 m_startLoad = 0; // the load the window starts with: it keeps a settings error in view
     RunPtr m_live;

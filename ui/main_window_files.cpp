@@ -359,7 +359,7 @@ void MainWindow::showEvaluateDialog(const QString& path)
         m_evaluateDialog = new EvaluateDialog(this);
         m_evaluateDialog->setThreads(int(m_trainingPanel->config().threads));
     }
-    m_evaluateDialog->setDataset(m_data, m_source.options.resize.given());
+    m_evaluateDialog->setDataset(m_data, m_dataOptions);
     if (!path.isEmpty()) m_evaluateDialog->setModelFile(path);
     m_evaluateDialog->show();
     m_evaluateDialog->raise();
