@@ -126,8 +126,8 @@ void TestQuantGranularity::scaleCounts_data()
     QTest::addColumn<int>("biasScales");
     QTest::addColumn<bool>("biasSharesWeightScale");
     // Weight (64, 32, 3, 3): rows of 288.
-    QTest::newRow("global") << "global" << 1 << 1 << true;
-    QTest::newRow("layer") << "layer" << 1 << 1 << true;
+    QTest::newRow("global") << "global" << 1 << 1 << false;
+    QTest::newRow("layer") << "layer" << 1 << 1 << false;
     QTest::newRow("tensor") << "tensor" << 1 << 1 << false;
     QTest::newRow("channel") << "channel" << 64 << 1 << false;
     QTest::newRow("group:32 (9 per row)") << "group:32" << 64 * 9 << 1 << false;
@@ -169,7 +169,7 @@ void TestQuantGranularity::globalSharesOneScaleAcrossLayers()
     global.apply(targets, 0);
     QCOMPARE(global.weightParams(0).scale, std::vector<float>{9.0f / 127.5f});
     QCOMPARE(global.weightParams(1).scale, global.weightParams(0).scale);
-    QCOMPARE(global.biasParams(0).scale, global.weightParams(0).scale);
+    QVERIFY(global.biasParams(0).scale != global.weightParams(0).scale); // a bias keeps its own range
     WeightQuantizer layer(findFormat("int8"), parseGranularity("layer"), Calibration::MinMax, Rounding::Nearest);
     layer.apply(targets, 0);
     QCOMPARE(layer.weightParams(1).scale, std::vector<float>{9.0f / 127.5f});
@@ -242,10 +242,15 @@ void TestQuantGranularity::biasRules()
     QCOMPARE(channel.biasParams(0).scale, std::vector<float>{2.0f * wmax / 127.5f}); // its own, per tensor
     QVERIFY(*std::max_element(channel.weightParams(0).scale.begin(), channel.weightParams(0).scale.end()) <=
             wmax / 127.5f);
-    WeightQuantizer layer(findFormat("int8"), parseGranularity("layer"), Calibration::MinMax, Rounding::Nearest);
-    layer.apply(targets, 0);
-    QCOMPARE(layer.weightParams(0).scale, std::vector<float>{2.0f * wmax / 127.5f}); // shared with the bias
-    QCOMPARE(layer.biasParams(0).scale, layer.weightParams(0).scale);
+    // Layer and global ranges hold the weights only: an int bias stays float (int32 in the
+    // export), so a large bias must not coarsen the weights' grid (tester 13, F5).
+    for (const char* g : {"layer", "global"}) {
+        WeightQuantizer q(findFormat("int8"), parseGranularity(g), Calibration::MinMax, Rounding::Nearest);
+        q.apply(targets, 0);
+        QCOMPARE(q.weightParams(0).scale, std::vector<float>{wmax / 127.5f});
+        QCOMPARE(q.biasParams(0).scale, std::vector<float>{2.0f * wmax / 127.5f});
+        QCOMPARE(conv.bias.override[3], conv.bias.value[3]); // float, unrounded
+    }
 }
 
 void TestQuantGranularity::masksStopGradientsOutsideTheClipRange()

@@ -1,11 +1,12 @@
 // How many scales a quantized weight gets:
-//   global  one scale for all weights (and biases) of the model
-//   layer   one per layer, shared by its weight and bias
+//   global  one scale for all weights of the model
+//   layer   one per layer's weights (a Conv/Linear layer has one weight tensor: as tensor)
 //   tensor  one per tensor
 //   channel one per output channel (dim 0)
 //   group:N one per block of N consecutive weights within an output channel (the last block of
 //           a row may be shorter)
-// Under tensor/channel/group, biases get one scale of their own (per tensor).
+// Biases never share the weights' range: on integer formats they stay float (int32 in the
+// export, at scale s_w * s_x), and each gets one observer of its own (per tensor) for statistics.
 #pragma once
 
 #include <cstddef>
