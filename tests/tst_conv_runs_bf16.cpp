@@ -290,6 +290,24 @@ void TestConvRunsBf16::checkConvolutionOnRuns(Bf16Path path, int cin, int cout, 
         if (!(std::fabs(gw[i] - gwEmu[i]) <= tolerance(terms, absConv.weight().grad[i])))
             QFAIL(qPrintable(QStringLiteral("%1: dW[%2] = %3, emulated %4").arg(bf16PathName(path)).arg(i).arg(gw[i], 0, 'g', 9).arg(gwEmu[i], 0, 'g', 9)));
     QVERIFY(std::memcmp(hw.bias().grad.data(), emu.bias().grad.data(), emu.bias().grad.numel() * sizeof(float)) == 0);
+
+    // The backward splits x's runs from the ones its training forward kept; given a copy of x (not
+    // the forward's tensor) it rounds x again. Both give the same bits, on x off the bf16 grid too.
+    Tensor xf({N, C, Hs, Hs});
+    for (float& v : xf.values()) v = nd(rng);
+    Tensor yf, dxKept, dxAgain;
+    hw.forward(xf, yf, ctx);
+    QCOMPARE(hw.keptInputRuns(), S == 1);
+    hw.backward(xf, yf, dy, dxKept, true);
+    const Tensor gwKept = hw.weight().grad;
+    const Tensor xCopy = xf;
+    hw.backward(xCopy, yf, dy, dxAgain, true);
+    QCOMPARE(hw.weight().grad.numel(), gwKept.numel());
+    for (std::size_t i = 0; i < gwKept.numel(); ++i)
+        if (std::memcmp(gwKept.data() + i, hw.weight().grad.data() + i, sizeof(float)) != 0)
+            QFAIL(qPrintable(QStringLiteral("%1: dW[%2] = %3 from the kept runs, %4 from x")
+                                 .arg(bf16PathName(path)).arg(i).arg(gwKept[i], 0, 'g', 9).arg(hw.weight().grad[i], 0, 'g', 9)));
+    QVERIFY(std::memcmp(dxKept.data(), dxAgain.data(), dxKept.numel() * sizeof(float)) == 0);
 }
 
 // The bf16 runs' interleaving (vectorised where the build has AVX-512) gives bf16Bits of each value

@@ -294,6 +294,8 @@ void Conv2d::forwardPooled(const Tensor& x, Tensor& y, const RunContext& ctx, fl
     if (ctx.training) m_colsFor = x.shape();
     m_lastInteger = false;
     m_roundOut = ctx.roundOutputBf16;
+    m_keepXRuns = ctx.training;
+    m_xRunsOf = nullptr;
     // y is the pool's output here: the kernels write it through pooled, never as the conv's output
     if (usesBf16Runs()) forwardDirectBf16(x, y, cap, &pooled);
     else forwardDirect(x, y, cap, &pooled);
@@ -353,6 +355,8 @@ void Conv2d::forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx, floa
     if (ctx.training) m_colsFor = x.shape();
     m_lastInteger = false;
     m_roundOut = ctx.roundOutputBf16;
+    m_keepXRuns = ctx.training;
+    m_xRunsOf = nullptr;
     if (directDepthwise(*this)) {
         forwardDepthwise(x, y, m_roundOut);
         return;

@@ -128,6 +128,36 @@ void toRunsBf16Single(const float* x, std::size_t C, std::size_t n0, std::size_t
         stride, source);
 }
 
+// toRunsBf16Single's runs (C channels, `stride` positions apart, zeros from S on) split from
+// toRunsBf16's pair runs of the same images (ceil(C / 2) runs of S dwords): the same bf16 bits,
+// read at two bytes a value where rounding x again reads four.
+void splitPairRuns(const std::uint16_t* pairs, std::size_t C, std::size_t S, std::size_t stride, std::uint16_t* runs)
+{
+    for (std::size_t cp = 0; cp < (C + 1) / 2; ++cp) {
+        const std::uint16_t* __restrict src = pairs + 2 * cp * S;
+        std::uint16_t* __restrict d0 = runs + 2 * cp * stride;
+        std::uint16_t* __restrict d1 = 2 * cp + 1 < C ? d0 + stride : nullptr;
+        std::size_t j = 0;
+#if defined(__AVX512BW__)
+        alignas(64) static constexpr std::uint16_t kEven[32] = {0,  2,  4,  6,  8,  10, 12, 14, 16, 18, 20,
+                                                                22, 24, 26, 28, 30, 32, 34, 36, 38, 40, 42,
+                                                                44, 46, 48, 50, 52, 54, 56, 58, 60, 62};
+        const __m512i even = _mm512_load_si512(kEven), odd = _mm512_add_epi16(even, _mm512_set1_epi16(1));
+        for (; j + 32 <= S; j += 32) {
+            const __m512i a = _mm512_loadu_si512(src + 2 * j), b = _mm512_loadu_si512(src + 2 * j + 32);
+            _mm512_storeu_si512(d0 + j, _mm512_permutex2var_epi16(a, even, b));
+            if (d1) _mm512_storeu_si512(d1 + j, _mm512_permutex2var_epi16(a, odd, b));
+        }
+#endif
+        for (; j < S; ++j) {
+            d0[j] = src[2 * j];
+            if (d1) d1[j] = src[2 * j + 1];
+        }
+        std::fill(d0 + S, d0 + stride, std::uint16_t{0});
+        if (d1) std::fill(d1 + S, d1 + stride, std::uint16_t{0});
+    }
+}
+
 // dy as weightGradBf16Runs' pairs (P x Op dwords, dword (p, o) = (dy_o[2p], dy_o[2p + 1]), zero
 // past L and past O) from its interleaved bf16 runs (toRunsBf16, geometry gd, output position l at
 // gd.head + l): the two dwords of channels (2cp, 2cp + 1) at positions 2p, 2p + 1 hold the 2 x 2
@@ -189,7 +219,7 @@ void backwardGroupBf16(Bf16Path path, const float* x, const float* dy, const flo
                        std::size_t count, const RunGeometry& g, const RunGeometry& gd, std::size_t C, std::size_t O,
                        std::size_t k, const std::size_t* xTaps, const std::size_t* dyTaps, float* part, bool partTransposed,
                        const PackedBf16Runs* rot, float* dx, const OutputPlaneSource* xSource,
-                       const OutputPlaneSource* dySource, bool addDx)
+                       const OutputPlaneSource* dySource, bool addDx, const std::uint16_t* xPairs)
 {
     const std::size_t L = g.length(count), P = (L + 31) / 32 * 16, Op = (O + 15) / 16 * 16, kk = k * k;
     const std::size_t C2 = (O + 1) / 2;
@@ -197,7 +227,8 @@ void backwardGroupBf16(Bf16Path path, const float* x, const float* dy, const flo
     // (the largest tap offset + 2 P is at most S + 31).
     const std::size_t xs = g.S + 64;
     auto* xb = reinterpret_cast<std::uint16_t*>(threadBuffer(3, (C * xs + 1) / 2 + kRunsRowSlack / 4).data());
-    toRunsBf16Single(x, C, n0, count, g, xs, xb, xSource);
+    if (xPairs) splitPairRuns(xPairs, C, g.S, xs, xb);
+    else toRunsBf16Single(x, C, n0, count, g, xs, xb, xSource);
     // dy as interleaved bf16 runs (the input gradient's operand), then as the weight gradient's pairs
     auto* dyRuns = reinterpret_cast<std::uint16_t*>(threadBuffer(2, C2 * gd.S + kRunsRowSlack / 4).data());
     if (dySource) toRunsBf16(nullptr, O, n0, count, gd, dyRuns, nullptr, 0.0f, dySource);
@@ -361,10 +392,16 @@ void Conv2d::forwardDirectBf16(const Tensor& x, Tensor& y, float cap, const Pool
     }
     const RunGeometry g = runGeometry(x.dim(2), x.dim(3), m_k, m_pad);
     for (std::size_t t = 0; t < kk; ++t) taps[t] = 4 * ((t / m_k) * g.Wq + t % m_k);
-    parallelFor((N + g.Ng - 1) / g.Ng, [&](std::size_t grp) {
+    const std::size_t groups = (N + g.Ng - 1) / g.Ng, groupRuns = 2 * C2 * g.S; // bf16 elements
+    if (m_keepXRuns) { // kept for the backward (m_xRunsBf16); the last group's slack after them
+        m_xRunsBf16.resize(groups * groupRuns + kRunsRowSlack / 2);
+        m_xRunsOf = x.data();
+    }
+    parallelFor(groups, [&](std::size_t grp) {
         const std::size_t n0 = grp * g.Ng, count = std::min(g.Ng, N - n0), L = g.length(count);
-        // C2 runs of S dwords (and the kernel's slack): the float buffer's storage.
-        auto* runs = reinterpret_cast<std::uint16_t*>(threadBuffer(0, C2 * g.S + kRunsRowSlack / 4).data());
+        // C2 runs of S dwords (and the kernel's slack): the float buffer's storage, or the kept runs.
+        auto* runs = m_keepXRuns ? m_xRunsBf16.data() + grp * groupRuns
+                                 : reinterpret_cast<std::uint16_t*>(threadBuffer(0, C2 * g.S + kRunsRowSlack / 4).data());
         float* out = threadBuffer(1, m_cout * L).data();
         toRunsBf16(x.data(), m_cin, n0, count, g, runs, nullptr, 0.0f, m_xSource);
         const ConvRuns b{reinterpret_cast<const std::uint8_t*>(runs), 4 * g.S, taps.data(), kk, C2};

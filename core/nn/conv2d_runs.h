@@ -263,11 +263,13 @@ std::vector<float> bf16RunsOrder(const float* A, std::size_t M, std::size_t C, s
 // multiple of 16. With xSource, x's planes come from it (Conv2d::setInputSource) and x is not read.
 // With dySource, dy is not read (nor r, which must be null): dy's planes (n0 + i) O + o come from
 // it, one at a time into a buffer in L1, and are rounded into the runs from there. With addDx,
-// dx's images are added into (addFromRuns) instead of written.
+// dx's images are added into (addFromRuns) instead of written. With xPairs (the group's x as the
+// forward's pair runs, Conv2d::m_xRunsBf16), x's runs are split from them and x is not read.
 void backwardGroupBf16(Bf16Path path, const float* x, const float* dy, const float* r, float cap, std::size_t n0,
                        std::size_t count, const RunGeometry& g, const RunGeometry& gd, std::size_t C, std::size_t O,
                        std::size_t k, const std::size_t* xTaps, const std::size_t* dyTaps, float* part, bool partTransposed,
                        const PackedBf16Runs* rot, float* dx, const OutputPlaneSource* xSource = nullptr,
-                       const OutputPlaneSource* dySource = nullptr, bool addDx = false);
+                       const OutputPlaneSource* dySource = nullptr, bool addDx = false,
+                       const std::uint16_t* xPairs = nullptr);
 
 } // namespace quantscope::conv_detail
