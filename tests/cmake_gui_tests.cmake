@@ -11,7 +11,7 @@
 #   gui_plans    the Training dock's per-layer plan table (edits, sizes, applicability)
 #   gui_screen_WxH  the first window on a WxH screen (offscreen platform with a screen file):
 #                it fits, Train and the charts are on screen, saved geometry is clamped, the
-#                Analysis tab fits without scrolling at 1366x768
+#                Analysis tab fits without scrolling at 1366x768, and across at 1024x700
 #   gui_analysis the Analysis tab: sensitivity heatmap and histograms, mixed-bit search chart,
 #                plan files, fine-tune with a plan, Stop
 #   gui_lsq      the LSQ options' applicability and the Step sizes chart of a real LSQ run

@@ -2,7 +2,8 @@
 // screen of QS_SCREEN (WxH, e.g. 1366x768; tests/cmake_gui_tests.cmake writes the platform's
 // screen file). The first window fits the available geometry; Train (toolbar and Training dock),
 // the charts and the runs table lie inside the screen; a saved geometry larger than the screen
-// is clamped to it at the next start; from 1366x768 up the Analysis tab fits without scrolling.
+// is clamped to it at the next start; from 1366x768 up the Analysis tab fits without scrolling,
+// and in a 1024x700 window it fits the width (it scrolls down only).
 // QS_SHOT_DIR: also save a screenshot of the window there,
 // and (tourShots) train four small runs on a fixture and save every chart tab, the Layers tab
 // after Compare and the Analysis tab after a sensitivity run and a search.
@@ -297,6 +298,56 @@ private slots:
         QVERIFY2(cutTexts(search->chart()).isEmpty(), qPrintable(cutTexts(search->chart()).join(QStringLiteral(" | "))));
         const QRectF plot = search->chart()->chart()->plotArea();
         QVERIFY2(plot.height() >= 150 && plot.width() >= 300, qPrintable(QStringLiteral("plot %1x%2").arg(plot.width()).arg(plot.height())));
+    }
+
+    // A 1024x700 window (tester finding: the Analysis tab scrolled across): every page of the
+    // Analysis tab fits the tab's width, with no horizontal scroll bar, and nothing in it is
+    // squeezed below its minimum (the view's and the page's minimumSizeHint width are at most the
+    // width the tab's scroll area shows), with a search's plan in the table beside the chart.
+    // QS_SHOT_DIR: also saves the window on each page.
+    void analysisFits1024()
+    {
+        MainWindow w(MainWindowOptions{false, QString(), false});
+        w.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&w));
+        w.resize(1024, 700);
+        AnalysisView* analysis = w.analysisView();
+        for (int i = 0; i < w.tabs()->count(); ++i)
+            if (w.tabs()->widget(i)->isAncestorOf(analysis)) w.tabs()->setCurrentIndex(i);
+        SearchView* search = analysis->search();
+        search->chart()->setReport(offChartReport(), 100000, 2.0, std::nullopt);
+        search->chart()->setTitleFor(QStringLiteral("run #4"));
+        search->selectPlan(offChartReport().chosen);
+        auto* scroll = w.findChild<QScrollArea*>(QStringLiteral("analysisScroll"));
+        QVERIFY(scroll);
+        QTest::qWait(20);
+        QCOMPARE(w.width(), 1024);
+        for (int p = 0; p < analysis->pages()->count(); ++p) {
+            analysis->pages()->setCurrentIndex(p);
+            QWidget* page = analysis->pages()->currentWidget();
+            QCoreApplication::processEvents();
+            QCoreApplication::processEvents();
+            const int shown = scroll->viewport()->width();
+            const QString what = QStringLiteral("%1 page at 1024x700: the tab shows %2 px; the view needs %3 px (is %4), the page %5 px (is %6)")
+                                     .arg(analysis->pages()->tabText(p))
+                                     .arg(shown)
+                                     .arg(analysis->minimumSizeHint().width())
+                                     .arg(analysis->width())
+                                     .arg(page->minimumSizeHint().width())
+                                     .arg(page->width());
+            if (const QString dir = qEnvironmentVariable("QS_SHOT_DIR"); !dir.isEmpty()) { // the page's top, then its bottom
+                QDir().mkpath(dir);
+                QVERIFY(w.grab().save(QDir(dir).filePath(QStringLiteral("analysis-%1-1024x700.png").arg(p))));
+                QCoreApplication::processEvents();
+                scroll->verticalScrollBar()->setValue(scroll->verticalScrollBar()->maximum());
+                QCoreApplication::processEvents();
+                QVERIFY(w.grab().save(QDir(dir).filePath(QStringLiteral("analysis-%1-1024x700-scrolled.png").arg(p))));
+                scroll->verticalScrollBar()->setValue(0);
+            }
+            QVERIFY2(!scroll->horizontalScrollBar()->isVisible() && scroll->horizontalScrollBar()->maximum() == 0, qPrintable(what));
+            QVERIFY2(analysis->minimumSizeHint().width() <= shown && analysis->width() <= shown, qPrintable(what));
+            QVERIFY2(page->minimumSizeHint().width() <= page->width(), qPrintable(what));
+        }
     }
 
     // Not a check: pictures for a person to look at (QS_SHOT_DIR; skipped without it).

@@ -2,7 +2,7 @@
 
 #include "util/errors.h"
 
-#include <QHBoxLayout>
+#include <QGridLayout>
 #include <QLabel>
 #include <QProgressBar>
 #include <QPushButton>
@@ -116,17 +116,34 @@ RunControls makeRunControls(const QString& prefix, const QString& runText, const
     return c;
 }
 
-QHBoxLayout* runControlsRow(const RunControls& c)
+QGridLayout* runControlsRow(const RunControls& c)
 {
-    auto* row = new QHBoxLayout;
-    row->addWidget(c.run, 0, Qt::AlignTop);
-    row->addWidget(c.stop, 0, Qt::AlignTop);
-    row->addWidget(c.progress, 0, Qt::AlignTop);
+    auto* row = new QGridLayout;
+    row->setVerticalSpacing(2);
+    row->addWidget(c.run, 0, 0, Qt::AlignTop);
+    row->addWidget(c.stop, 0, 1, Qt::AlignTop);
+    row->addWidget(c.progress, 0, 2, Qt::AlignTop);
     c.progress->setMinimumHeight(c.run->sizeHint().height()); // level with the buttons, at the top
     c.status->setMinimumHeight(2 * c.status->fontMetrics().lineSpacing());
     c.status->setAlignment(Qt::AlignLeft | Qt::AlignTop);
-    row->addWidget(c.status, 1);
+    row->addWidget(c.status, 0, 3);
+    row->setColumnStretch(3, 1);
     return row;
+}
+
+void placeRunStatus(QGridLayout* row, const RunControls& c, int width)
+{
+    const int controls = c.run->sizeHint().width() + c.stop->sizeHint().width() +
+                         std::max(c.progress->minimumWidth(), c.progress->sizeHint().width()) + 3 * row->horizontalSpacing();
+    const bool beside = width - controls >= 40 * c.status->fontMetrics().averageCharWidth();
+    int r = 0, col = 0, rows = 0, cols = 0;
+    row->getItemPosition(row->indexOf(c.status), &r, &col, &rows, &cols);
+    if (beside == (r == 0)) return;
+    row->removeWidget(c.status);
+    if (beside) row->addWidget(c.status, 0, 3);
+    else row->addWidget(c.status, 1, 0, 1, 4);
+    row->setColumnStretch(3, beside ? 1 : 0);
+    row->setColumnStretch(2, beside ? 0 : 1);
 }
 
 void fitProgressText(QProgressBar* bar, const QStringList& texts)

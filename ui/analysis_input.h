@@ -11,7 +11,7 @@
 
 #include <QString>
 
-class QHBoxLayout;
+class QGridLayout;
 class QLabel;
 class QProgressBar;
 class QPushButton;
@@ -81,7 +81,11 @@ RunControls makeRunControls(const QString& prefix, const QString& runText, const
 // Run, Stop, the progress bar and the status line in one row. The buttons and the bar keep to its
 // top and the status reserves two lines: a summary that wraps to more lines does not move Run
 // (a second click on Run sensitivity missed it, 14 px lower; tester 12 #11).
-QHBoxLayout* runControlsRow(const RunControls& c);
+QGridLayout* runControlsRow(const RunControls& c);
+// The status line beside the bar while it gets about 40 characters there in a row `width` pixels
+// wide, else under the buttons and the bar, the whole width (in a 1024x700 window's Analysis tab
+// it was a column of seven lines, 80 pixels wide). For the page's resizeEvent.
+void placeRunStatus(QGridLayout* row, const RunControls& c, int width);
 // Widens `bar` (never narrows it) so that each of `texts` fits on one line: at 150 px, "ranking:
 // one-layer plan 12 of 16" wrapped inside the single-line bar and both lines were cut.
 void fitProgressText(QProgressBar* bar, const QStringList& texts);

@@ -1,6 +1,7 @@
 #include "analysis_view.h"
 
 #include "core_message.h"
+#include "flow_layout.h"
 #include "format_text.h"
 #include "quant_catalog.h"
 #include "search_view.h"
@@ -81,16 +82,18 @@ AnalysisView::AnalysisView(QWidget* parent) : QWidget(parent)
     // the Sensitivity / Mixed-bit search tabs, in the room the two tabs leave. The note and the
     // activation ranges had a row of their own, which pushed the search's chart below a 1366x768
     // window's tab. In a narrow tab the note takes a row of its own after all (placeNote): beside
-    // the fields at 1024x700 it wrapped into nine lines and pushed the search's chart off the tab.
+    // the fields at 1024x700 it wrapped into nine lines and pushed the search's chart off the tab;
+    // and the two image counts wrap under each other (there, on one row, the fields set the tab's
+    // minimum width past the window's: it scrolled across).
     m_bar = new QGridLayout;
     m_bar->setContentsMargins(0, 0, 0, 0);
     m_bar->setVerticalSpacing(2);
     m_bar->addWidget(new QLabel(tr("Model")), 0, 0);
     m_bar->addWidget(m_source, 0, 1);
-    m_bar->addWidget(new QLabel(tr("Validation images")), 0, 3);
-    m_bar->addWidget(m_validation, 0, 4);
-    m_bar->addWidget(new QLabel(tr("Calibration images")), 0, 5);
-    m_bar->addWidget(m_calibration, 0, 6);
+    auto* counts = new FlowLayout(6, 2);
+    counts->addWidget(labelledField(new QLabel(tr("Validation images")), m_validation));
+    counts->addWidget(labelledField(new QLabel(tr("Calibration images")), m_calibration));
+    m_bar->addLayout(counts, 0, 3);
     m_bar->setColumnStretch(1, 2);
     placeNote(false);
     auto* corner = new QWidget;
@@ -112,7 +115,7 @@ void AnalysisView::placeNote(bool ownRow)
     if (m_noteOwnRow == ownRow && m_bar->indexOf(m_note) >= 0) return;
     m_noteOwnRow = ownRow;
     m_bar->removeWidget(m_note);
-    if (ownRow) m_bar->addWidget(m_note, 1, 0, 1, 7);
+    if (ownRow) m_bar->addWidget(m_note, 1, 0, 1, 4);
     else m_bar->addWidget(m_note, 0, 2);
     m_bar->setColumnStretch(2, ownRow ? 0 : 3);
 }
@@ -122,9 +125,14 @@ void AnalysisView::resizeEvent(QResizeEvent* e)
     // The note beside the fields while it gets a readable width there (about 40 characters).
     int fields = 0;
     for (int i = 0; i < m_bar->count(); ++i)
-        if (QWidget* w = m_bar->itemAt(i)->widget(); w && w != m_note) fields += w->sizeHint().width() + m_bar->horizontalSpacing();
+        if (QLayoutItem* item = m_bar->itemAt(i); item->widget() != m_note) fields += item->sizeHint().width() + m_bar->horizontalSpacing();
     placeNote(e->size().width() - fields < 40 * m_note->fontMetrics().averageCharWidth());
     QWidget::resizeEvent(e);
+    // The hidden page is laid out for the shown one's width: its minimum width counts in the tab's,
+    // and laid out for a wider tab it would keep the tab wider than a narrow window's.
+    const int pageWidth = m_pages->currentWidget()->width();
+    if (m_pages->currentWidget() != m_sensitivity) m_sensitivity->fitWidth(pageWidth);
+    if (m_pages->currentWidget() != m_search) m_search->fitWidth(pageWidth);
 }
 
 void AnalysisView::setRun(int runId, ExportBundlePtr bundle, const QString& description)

@@ -1,6 +1,7 @@
 // The Analysis tab: which model to ask questions of (the selected finished run's, or a model file
 // opened with File > Open model file), how many training images to hold out for validation and
-// to calibrate on, and two pages: Sensitivity (SensitivityView) and Search (SearchView).
+// to calibrate on, and two pages: Sensitivity (SensitivityView) and Search (SearchView). Its rows
+// wrap in a narrow tab, so that it fits a 1024-pixel window's width.
 #pragma once
 
 #include "analysis_input.h"

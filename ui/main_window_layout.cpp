@@ -237,7 +237,8 @@ void MainWindow::buildLayout()
     m_analysis = new AnalysisView;
     m_analysis->setObjectName(QStringLiteral("analysisView"));
     // In a scroll area: from 1366x768 up the tab fits (tst_gui_screen analysisTabFits), on smaller
-    // screens it scrolls rather than grow the window's minimum size past the screen.
+    // screens it scrolls down rather than grow the window's minimum size past the screen; its rows
+    // wrap to fit a 1024-pixel window's width (analysisFits1024: it scrolled across there too).
     auto* analysisScroll = new QScrollArea;
     analysisScroll->setObjectName(QStringLiteral("analysisScroll"));
     analysisScroll->setWidgetResizable(true);

@@ -4,6 +4,7 @@
 #include "search_view.h"
 
 #include "core_message.h"
+#include "flow_layout.h"
 #include "format_text.h"
 #include "gui_call.h"
 #include "pareto_chart.h"
@@ -28,10 +29,12 @@
 #include <QPushButton>
 #include <QScrollBar>
 #include <QSpinBox>
+#include <QResizeEvent>
 #include <QSplitter>
 #include <QTableWidget>
 #include <QVBoxLayout>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -55,8 +58,9 @@ struct SearchView::Outcome {
 
 SearchView::SearchView(InputProvider input, QWidget* parent) : QWidget(parent), m_input(std::move(input))
 {
-    // The integer formats on one row, the float, MX and ternary ones on the next.
-    QHBoxLayout* formatRows[2] = {new QHBoxLayout, new QHBoxLayout};
+    // The integer formats on one row, the float, MX and ternary ones on the next; each wraps in a
+    // narrow tab (at 1024x700 they set the tab's minimum width past the window).
+    FlowLayout* formatRows[2] = {new FlowLayout, new FlowLayout};
     for (int row = 0; row < 2; ++row) {
         for (const QString& f : row == 0 ? analysisIntegerFormats() : analysisOtherFormats()) {
             auto* b = new QCheckBox(f);
@@ -67,7 +71,6 @@ SearchView::SearchView(InputProvider input, QWidget* parent) : QWidget(parent), 
             m_formatBoxes.append(b);
             formatRows[row]->addWidget(b);
         }
-        formatRows[row]->addStretch(1);
     }
     auto* calibs = new QHBoxLayout;
     for (const char* c : kCalibrations) {
@@ -156,6 +159,7 @@ SearchView::SearchView(InputProvider input, QWidget* parent) : QWidget(parent), 
     sb->addWidget(m_fineTune);
     sv->addLayout(sb);
     auto* split = new QSplitter(Qt::Horizontal);
+    m_split = split;
     split->addWidget(m_chart);
     split->addWidget(side);
     split->setStretchFactor(0, 3);
@@ -171,34 +175,36 @@ SearchView::SearchView(InputProvider input, QWidget* parent) : QWidget(parent), 
     auto* g = new QGridLayout;
     g->setVerticalSpacing(4);
     // The formats on two rows (on one they set the view's minimum width past a 1366-pixel window's
-    // tab), the calibrations after the integer formats (a row of their own cost the chart's height).
-    g->addWidget(new QLabel(tr("Formats")), 0, 0);
-    formatRows[0]->insertSpacing(formatRows[0]->count() - 1, 12); // before the stretch
-    formatRows[0]->insertWidget(formatRows[0]->count() - 1, new QLabel(tr("Calibrations")));
-    formatRows[0]->insertLayout(formatRows[0]->count() - 1, calibs);
-    g->addLayout(formatRows[0], 0, 1, 1, 5);
-    g->addLayout(formatRows[1], 1, 1, 1, 5);
-    g->addWidget(new QLabel(tr("Granularity")), 2, 0);
-    g->addWidget(m_granularity, 2, 1);
-    g->addWidget(new QLabel(tr("Budget")), 2, 2);
+    // tab), the calibrations after the integer formats (a row of their own cost the chart's height);
+    // in a narrow tab they wrap, the calibrations with their label.
+    auto* formatsLabel = new QLabel(tr("Formats"));
+    formatsLabel->setMinimumHeight(m_formatBoxes.front()->sizeHint().height()); // level with the first row when they wrap
+    g->addWidget(formatsLabel, 0, 0, Qt::AlignTop);
+    calibs->setContentsMargins(0, 0, 0, 0);
+    formatRows[0]->addWidget(labelledField(new QLabel(tr("Calibrations")), calibs, 6));
+    g->addLayout(formatRows[0], 0, 1);
+    g->addLayout(formatRows[1], 1, 1);
     auto* budget = new QHBoxLayout;
+    budget->setContentsMargins(0, 0, 0, 0);
     budget->addWidget(m_budgetKind);
     budget->addWidget(m_budget);
-    g->addLayout(budget, 2, 3);
-    g->addWidget(new QLabel(tr("Evaluations")), 2, 4);
-    g->addWidget(m_maxEvals, 2, 5);
-    g->setColumnStretch(7, 1);
+    auto* options = new FlowLayout(12);
+    options->addWidget(labelledField(new QLabel(tr("Granularity")), m_granularity));
+    options->addWidget(labelledField(new QLabel(tr("Budget")), budget));
+    options->addWidget(labelledField(new QLabel(tr("Evaluations")), m_maxEvals));
+    g->addLayout(options, 2, 0, 1, 2);
+    g->setColumnStretch(1, 1);
     // As narrow as its longest text at a few hundred plans allows (the status line beside it wraps
     // to fewer lines); showProgress widens it for a longer one.
     m_progress->setMinimumWidth(0);
     fitProgressText(m_progress, {progressText(SearchPhase::Ranking, 887, 888), progressText(SearchPhase::Uniform, 887, 888),
                                  progressText(SearchPhase::Greedy, 887, 888)});
-    QHBoxLayout* bar = runControlsRow(rc);
+    m_runRow = runControlsRow(rc);
     auto* v = new QVBoxLayout(this);
     v->setContentsMargins(0, 4, 0, 0);
     v->setSpacing(4);
     v->addLayout(g);
-    v->addLayout(bar);
+    v->addLayout(m_runRow);
     v->addWidget(split, 1);
 }
 
@@ -526,6 +532,48 @@ void SearchView::fitLayerColumn(const std::vector<std::string>& layers)
     int others = 0;
     for (int c = 1; c < m_planTable->columnCount(); ++c) others += m_planTable->horizontalHeader()->sectionSize(c);
     m_planTable->setMinimumWidth(name + others + m_planTable->verticalScrollBar()->sizeHint().width() + 2 * m_planTable->frameWidth());
+    placePlan(width()); // a wider table may leave the chart too little room beside it
+}
+
+void SearchView::resizeEvent(QResizeEvent* e)
+{
+    QWidget::resizeEvent(e);
+    fitWidth(e->size().width());
+}
+
+void SearchView::fitWidth(int width)
+{
+    placeRunStatus(m_runRow, RunControls{m_run, m_stop, m_progress, m_status}, width);
+    placePlan(width);
+}
+
+void SearchView::placePlan(int width)
+{
+    // Beside the chart while the chart gets at least 200 pixels more than its minimum there (and
+    // the tab is 700 wide: a 1280-pixel window's is about 780); under it in a narrower tab, where
+    // beside it the chart was a strip and the table set the tab's minimum width past a 1024x700
+    // window's (tester finding: the Analysis tab scrolled across). Under the chart the two take a
+    // fixed height, the page scrolls down to them (the Ignored height of the side-by-side split
+    // counts for nothing in the scroll area's height-for-width, and the buttons lay past the end).
+    QWidget* side = m_split->widget(1);
+    const int chartWidth = std::max(m_chart->minimumWidth(), m_chart->minimumSizeHint().width());
+    const int beside = chartWidth + std::max(side->minimumWidth(), side->minimumSizeHint().width()) + m_split->handleWidth();
+    const Qt::Orientation o = width >= std::max(700, beside + 200) ? Qt::Horizontal : Qt::Vertical;
+    if (o == m_split->orientation()) return;
+    m_split->setOrientation(o);
+    const int planHeight = 12 * fontMetrics().lineSpacing(); // the title, six rows of the table and the buttons
+    const int chartHeight = m_chart->minimumHeight() + 60;
+    side->setMinimumHeight(o == Qt::Vertical ? planHeight : 0);
+    if (o == Qt::Horizontal) {
+        m_split->setSizePolicy(QSizePolicy::Preferred, QSizePolicy::Ignored);
+        m_split->setMinimumHeight(m_chart->minimumHeight());
+        m_split->setMaximumHeight(QWIDGETSIZE_MAX);
+        m_split->setSizes({740, 290});
+    } else {
+        m_split->setSizePolicy(QSizePolicy::Preferred, QSizePolicy::Fixed);
+        m_split->setFixedHeight(chartHeight + planHeight + m_split->handleWidth());
+        m_split->setSizes({chartHeight, planHeight});
+    }
 }
 
 void SearchView::savePlanInteractive()

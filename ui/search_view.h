@@ -1,8 +1,9 @@
 // The Analysis tab's Search page (core/analysis/mixed_search.h): candidate formats and
 // calibrations, granularity, a budget (max accuracy drop in points, or max size in % of FP32 or
 // bytes), Run/Stop with a progress bar; the ParetoChart of every evaluated plan, and beside it the
-// per-layer table of the plan clicked (the chosen one at first) with "Save plan..." (the JSON of
-// docs/PLANS.md, written atomically) and "Fine-tune with this plan" (fineTuneRequested).
+// per-layer table of the plan clicked (the chosen one at first; under the chart in a narrow tab)
+// with "Save plan..." (the JSON of docs/PLANS.md, written atomically) and "Fine-tune with this
+// plan" (fineTuneRequested).
 #pragma once
 
 #include "analysis_input.h"
@@ -14,10 +15,12 @@
 class QCheckBox;
 class QComboBox;
 class QDoubleSpinBox;
+class QGridLayout;
 class QLabel;
 class QProgressBar;
 class QPushButton;
 class QSpinBox;
+class QSplitter;
 class QTableWidget;
 
 namespace quantscope {
@@ -58,6 +61,11 @@ public:
     // The chosen plan's test accuracy (NaN when none was measured).
     double chosenTestAccuracy() const { return m_testAcc; }
 
+    // Lays the status line and the plan table out for a page `width` pixels wide (beside the bar
+    // and the chart, or under them in a narrow tab). On a resize; AnalysisView calls it for the
+    // hidden page too, whose minimum width counts in the tab's.
+    void fitWidth(int width);
+
 public slots:
     void run();
     void stop();
@@ -72,8 +80,13 @@ signals:
     // "Fine-tune with this plan": a QAT run of the model analysed (`input`) with `plan`.
     void fineTuneRequested(quantscope::AnalysisInputPtr input, const quantscope::PrecisionPlan& plan);
 
+protected:
+    void resizeEvent(QResizeEvent* e) override;
+
 private:
     struct Outcome;
+    // The plan table beside the chart while the chart keeps a readable width there, else under it.
+    void placePlan(int width);
     void showProgress(SearchPhase phase, std::size_t done, std::size_t total);
     static QString progressText(SearchPhase phase, std::size_t done, std::size_t total); // the bar's text
     void showOutcome(const std::shared_ptr<const Outcome>& out);
@@ -95,7 +108,9 @@ private:
     QPushButton* m_stop;
     QProgressBar* m_progress;
     QLabel* m_status;
+    QGridLayout* m_runRow; // Run, Stop, the bar and the status (placeRunStatus)
     ParetoChart* m_chart;
+    QSplitter* m_split;
     QLabel* m_planTitle;
     QTableWidget* m_planTable;
     QPushButton* m_save;

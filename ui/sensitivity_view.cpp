@@ -4,6 +4,7 @@
 #include "sensitivity_view.h"
 
 #include "core_message.h"
+#include "flow_layout.h"
 #include "format_text.h"
 #include "gui_call.h"
 #include "quant_catalog.h"
@@ -23,6 +24,7 @@
 #include <QPointer>
 #include <QProgressBar>
 #include <QPushButton>
+#include <QResizeEvent>
 #include <QTableWidget>
 #include <QVBoxLayout>
 
@@ -54,10 +56,10 @@ QColor SensitivityView::dropColor(double drop, double worst)
 
 SensitivityView::SensitivityView(InputProvider input, QWidget* parent) : QWidget(parent), m_input(std::move(input))
 {
-    // The integer formats on one row, the float, MX and ternary ones on the next.
-    QHBoxLayout* formatRows[2] = {new QHBoxLayout, new QHBoxLayout};
+    // The integer formats on one row, the float, MX and ternary ones on the next; each wraps in a
+    // narrow tab (at 1024x700 the second row set the tab's minimum width past the window).
+    FlowLayout* formatRows[2] = {new FlowLayout, new FlowLayout};
     for (int row = 0; row < 2; ++row) {
-        formatRows[row]->setSpacing(6);
         for (const QString& f : row == 0 ? analysisIntegerFormats() : analysisOtherFormats()) {
             auto* b = new QCheckBox(f);
             b->setObjectName(QStringLiteral("sensFormat_%1").arg(f));
@@ -67,7 +69,6 @@ SensitivityView::SensitivityView(InputProvider input, QWidget* parent) : QWidget
             m_formatBoxes.append(b);
             formatRows[row]->addWidget(b);
         }
-        formatRows[row]->addStretch(1);
     }
     m_granularity = new QComboBox;
     m_granularity->setObjectName(QStringLiteral("sensGranularity"));
@@ -120,37 +121,71 @@ SensitivityView::SensitivityView(InputProvider input, QWidget* parent) : QWidget
                                            "stop:0 %1, stop:0.5 %2, stop:1 %3);")
                                 .arg(dropColor(0, 1).name(), dropColor(0.5, 1).name(), dropColor(1, 1).name()));
     m_scaleEnd = new QLabel;
-    auto* legendRow = new QHBoxLayout;
-    legendRow->addWidget(new QLabel(tr("Accuracy drop against FP32:  0 pts")));
-    legendRow->addWidget(m_legend);
-    legendRow->addWidget(m_scaleEnd);
-    legendRow->addSpacing(16);
-    // Wrapped: on one line it set the view's minimum width past a 1366-pixel window's tab.
-    auto* cellText = new QLabel(tr("Cell text: drop in points, SQNR of the model's outputs. Click a cell for its histogram."));
-    cellText->setWordWrap(true);
-    legendRow->addWidget(cellText, 1);
+    m_legendRow = new QGridLayout;
+    m_legendRow->setVerticalSpacing(2);
+    m_legendRow->addWidget(new QLabel(tr("Accuracy drop against FP32:  0 pts")), 0, 0);
+    m_legendRow->addWidget(m_legend, 0, 1);
+    m_legendRow->addWidget(m_scaleEnd, 0, 2);
+    // Wrapped: on one line it set the view's minimum width past a 1366-pixel window's tab; under
+    // the scale in a narrow tab (placeCellText).
+    m_cellText = new QLabel(tr("Cell text: drop in points, SQNR of the model's outputs. Click a cell for its histogram."));
+    m_cellText->setWordWrap(true);
+    m_cellText->setContentsMargins(16, 0, 0, 0);
+    m_legendRow->addWidget(m_cellText, 0, 3);
+    m_legendRow->setColumnStretch(3, 1);
 
     auto* g = new QGridLayout;
-    g->addWidget(new QLabel(tr("Formats")), 0, 0);
-    g->addLayout(formatRows[0], 0, 1, 1, 6);
-    g->addLayout(formatRows[1], 1, 1, 1, 6);
-    g->addWidget(new QLabel(tr("Granularity")), 2, 0);
-    g->addWidget(m_granularity, 2, 1);
-    g->addWidget(new QLabel(tr("Calibration")), 2, 2);
-    g->addWidget(m_calibration, 2, 3);
-    g->addWidget(new QLabel(tr("Mode")), 2, 4);
-    g->addWidget(m_mode, 2, 5);
-    g->setColumnStretch(6, 1);
+    auto* formatsLabel = new QLabel(tr("Formats"));
+    formatsLabel->setMinimumHeight(m_formatBoxes.front()->sizeHint().height()); // level with the first row when they wrap
+    g->addWidget(formatsLabel, 0, 0, Qt::AlignTop);
+    g->addLayout(formatRows[0], 0, 1);
+    g->addLayout(formatRows[1], 1, 1);
+    // The options as label + field pairs on one row, wrapping in a narrow tab.
+    auto* options = new FlowLayout(12);
+    options->addWidget(labelledField(new QLabel(tr("Granularity")), m_granularity));
+    options->addWidget(labelledField(new QLabel(tr("Calibration")), m_calibration));
+    options->addWidget(labelledField(new QLabel(tr("Mode")), m_mode));
+    g->addLayout(options, 2, 0, 1, 2);
+    g->setColumnStretch(1, 1);
     fitProgressText(m_progress, {tr("layer %1 of %2 \u00b7 cell %3 of %4").arg(88).arg(88).arg(888).arg(888)});
-    QHBoxLayout* bar = runControlsRow(rc);
+    m_runRow = runControlsRow(rc);
     auto* v = new QVBoxLayout(this);
+    v->setContentsMargins(0, 4, 0, 0); // as the search page: the tab's own margins are enough
     v->addLayout(g);
-    v->addLayout(bar);
+    v->addLayout(m_runRow);
     v->addWidget(m_table, 1);
-    v->addLayout(legendRow);
+    v->addLayout(m_legendRow);
 }
 
 SensitivityView::~SensitivityView() = default; // m_thread stops and joins
+
+void SensitivityView::resizeEvent(QResizeEvent* e)
+{
+    QWidget::resizeEvent(e);
+    fitWidth(e->size().width());
+}
+
+void SensitivityView::fitWidth(int width)
+{
+    placeRunStatus(m_runRow, RunControls{m_run, m_stop, m_progress, m_status}, width);
+    placeCellText(width);
+}
+
+void SensitivityView::placeCellText(int width)
+{
+    // Beside the colour scale while it gets about 40 characters there; under it in a narrow tab,
+    // where beside it the text was a column of five lines.
+    int scale = 0;
+    for (int c = 0; c < 3; ++c) scale += m_legendRow->itemAtPosition(0, c)->sizeHint().width() + m_legendRow->horizontalSpacing();
+    const bool beside = width - scale - 16 >= 40 * m_cellText->fontMetrics().averageCharWidth();
+    int r = 0, col = 0, rows = 0, cols = 0;
+    m_legendRow->getItemPosition(m_legendRow->indexOf(m_cellText), &r, &col, &rows, &cols);
+    if (beside == (r == 0)) return;
+    m_legendRow->removeWidget(m_cellText);
+    m_cellText->setContentsMargins(beside ? 16 : 0, 0, 0, 0);
+    if (beside) m_legendRow->addWidget(m_cellText, 0, 3);
+    else m_legendRow->addWidget(m_cellText, 1, 0, 1, 4);
+}
 
 QString SensitivityView::statusText() const { return m_status->text(); }
 

@@ -17,6 +17,7 @@
 class QCheckBox;
 class QComboBox;
 class QDialog;
+class QGridLayout;
 class QLabel;
 class QProgressBar;
 class QPushButton;
@@ -55,6 +56,11 @@ public:
     // Colour of a cell for an accuracy drop of `drop` points, on a scale whose red end is `worst`.
     static QColor dropColor(double drop, double worst);
 
+    // Lays the status line and the note on the cells' text out for a page `width` pixels wide
+    // (beside the controls, or under them in a narrow tab). On a resize; AnalysisView calls it
+    // for the hidden page too, whose minimum width counts in the tab's.
+    void fitWidth(int width);
+
 public slots:
     void run();
     void stop();
@@ -65,7 +71,11 @@ signals:
     void analysisFinished(bool ok, const QString& message);
     void busyChanged(bool busy); // an analysis started or ended
 
+protected:
+    void resizeEvent(QResizeEvent* e) override;
+
 private:
+    void placeCellText(int width); // the note on the cells' text beside the colour scale, or under it
     void showProgress(std::size_t done, std::size_t total);
     void showReport(const SensitivityReport& r, const SensitivityOptions& opt, const QString& error);
     void setBusy(bool busy);
@@ -80,6 +90,9 @@ private:
     QPushButton* m_stop;
     QProgressBar* m_progress;
     QLabel* m_status;
+    QGridLayout* m_runRow; // Run, Stop, the bar and the status (placeRunStatus)
+    QGridLayout* m_legendRow; // the colour scale and the note on the cells' text
+    QLabel* m_cellText;
     QTableWidget* m_table;
     QLabel* m_legend;
     QLabel* m_scaleEnd;
