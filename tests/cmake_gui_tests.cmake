@@ -12,8 +12,11 @@
 #   gui_screen_WxH  the first window on a WxH screen (offscreen platform with a screen file):
 #                it fits, Train and the charts are on screen, saved geometry is clamped, the
 #                Analysis tab fits without scrolling at 1366x768, and across at 1024x700
-#   gui_analysis the Analysis tab: sensitivity heatmap and histograms, mixed-bit search chart,
-#                plan files, fine-tune with a plan, Stop
+#   gui_analysis the Analysis tab: the validation split (the CLI's), the run analysed, analysis and
+#                training taking turns, closing mid-search
+#   gui_sensitivity  the Sensitivity page: heatmap, modes, formats, histograms, Stop
+#   gui_search   the Mixed-bit search page: chart, plan files, a refused budget, a 1024x700 window,
+#                fine-tune with a plan, Stop
 #   gui_lsq      the LSQ options' applicability and the Step sizes chart of a real LSQ run
 #   gui_ptq      the Ranges chart before and after PTQ cross-layer equalization
 #   gui_runs_table  the runs table's chart colours (distinct over a 40-run session), and its repaints do
@@ -43,6 +46,8 @@ if(TARGET quantscope::ui)
       ENVIRONMENT "QT_QPA_PLATFORM=offscreen:configfile=${cfg};QS_SCREEN=${size}" LABELS gui TIMEOUT ${timeout})
   endforeach()
   qs_add_test(gui_analysis LIBS quantscope::ui TIMEOUT 600 LABELS gui)
+  qs_add_test(gui_sensitivity LIBS quantscope::ui TIMEOUT 600 LABELS gui)
+  qs_add_test(gui_search LIBS quantscope::ui TIMEOUT 600 LABELS gui)
   qs_add_test(gui_lsq LIBS quantscope::ui TIMEOUT 120 LABELS gui)
   qs_add_test(gui_ptq LIBS quantscope::ui TIMEOUT 120 LABELS gui)
   qs_add_test(gui_runs_table LIBS quantscope::ui TIMEOUT 120 LABELS gui)
