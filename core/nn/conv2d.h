@@ -88,8 +88,8 @@ public:
     // True when every product that reads the weight packs it to bf16 (rounding to nearest even,
     // tensor/bf16.h): bf16 products on, groups 1. A rounded copy of the weight then changes nothing.
     bool readsWeightAsBf16() const { return usesBf16Gemm(); }
-    // After a training forward on the bf16 runs (stride 1): true, x's bf16 runs are kept for the
-    // backward (which splits them instead of rounding x again; as long as it is given that x).
+    // After a training forward on the bf16 runs or phase runs: true, x's bf16 runs are kept for
+    // the backward (which splits them instead of rounding x again; as long as it is given that x).
     bool keptInputRuns() const { return m_xRunsOf != nullptr; }
     // True when this layer runs the direct kernels (conv_direct.h): groups 1, at least 8 input
     // channels, kernel 2x2 to 7x7 (or 1x1 with stride 2 to 4 and no padding), padding below the
@@ -255,9 +255,10 @@ private:
     std::vector<std::int32_t> m_s8Corr;  // per output channel: -zero x sum of the codes
     std::vector<std::size_t> m_s8Taps;   // byte offsets of the k x k taps in the runs
     PackedBf16Runs m_packedBf16Runs;     // usesBf16Runs: W (forward) or rot180(W)^T (input gradient)
-    // usesBf16Runs, after a training forward: x's bf16 pair runs (toRunsBf16), every group's C2
-    // runs of S dwords one after another, and the x they were made from. The backward splits its
-    // weight gradient's one-channel runs from them (splitPairRuns) instead of rounding x again.
+    // bf16 products on the runs or the phase runs (stride 2 and more), after a training forward:
+    // x's bf16 pair runs, each group's C2 runs of S dwords keptRunsStride apart, and the x they
+    // were made from. The backward splits its weight gradient's one-channel runs from them
+    // (splitPairRuns) instead of rounding x (or its phases) again.
     std::vector<std::uint16_t> m_xRunsBf16;
     const float* m_xRunsOf = nullptr;
     bool m_keepXRuns = false; // the forward under way is a training one

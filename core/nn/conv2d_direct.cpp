@@ -551,7 +551,7 @@ void Conv2d::backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, 
             backwardGroupBf16(m_bf16, x.data(), dyg, rv, cap, n0, count, g, gd, m_cin, m_cout, m_k, xTaps.data(),
                               dyTaps.data(), part, transposedParts, needInputGrad ? &m_packedBf16Runs : nullptr, dx.data(),
                               m_xSource, unpooled ? &*unpooled : nullptr, m_addDx,
-                              xPairs ? xPairs + grp * ((m_cin + 1) / 2) * 2 * g.S : nullptr);
+                              xPairs ? xPairs + grp * keptRunsStride((m_cin + 1) / 2, g.S) : nullptr);
             roundGroup(n0, count);
             return;
         }

@@ -128,6 +128,25 @@ void toRunsBf16Single(const float* x, std::size_t C, std::size_t n0, std::size_t
         stride, source);
 }
 
+// dst[0, n) = src[0, n) with streaming stores past dst's first 64-byte boundary: the kept runs
+// (Conv2d::m_xRunsBf16) are read again only in the backward, so they skip the cache, and the
+// product reads its operand from the thread's buffer in cache. The copy costs resnet8's bf16
+// forward about 0.5 ms of 9.5 (bench_model_layers --hooks bf16 --threads 1); the backward saves more.
+void streamCopy(const std::uint16_t* __restrict src, std::size_t n, std::uint16_t* __restrict dst)
+{
+    std::size_t i = 0;
+#if defined(__AVX512F__)
+    const std::size_t head = (64 - reinterpret_cast<std::uintptr_t>(dst) % 64) % 64 / 2;
+    if (reinterpret_cast<std::uintptr_t>(dst) % 2 == 0 && head < n) {
+        std::copy(src, src + head, dst);
+        for (i = head; i + 32 <= n; i += 32)
+            _mm512_stream_si512(reinterpret_cast<__m512i*>(dst + i), _mm512_loadu_si512(src + i));
+        _mm_sfence();
+    }
+#endif
+    std::copy(src + i, src + n, dst + i);
+}
+
 // toRunsBf16Single's runs (C channels, `stride` positions apart, zeros from S on) split from
 // toRunsBf16's pair runs of the same images (ceil(C / 2) runs of S dwords): the same bf16 bits,
 // read at two bytes a value where rounding x again reads four.
@@ -375,6 +394,11 @@ void Conv2d::forwardDirectBf16(const Tensor& x, Tensor& y, float cap, const Pool
     if (m_stride > 1) { // the FP32 phase runs (as forwardDirect lays them out), then to bf16 pairs
         const PhaseProducts pp(x, m_k, m_stride, m_pad);
         const PhaseGeometry& g = pp.g;
+        const std::size_t groupRuns = keptRunsStride(C2, g.S);
+        if (m_keepXRuns) { // kept for the backward (backwardStridedBf16)
+            m_xRunsBf16.resize((N + g.Ng - 1) / g.Ng * groupRuns);
+            m_xRunsOf = x.data();
+        }
         pp.forEachGroup(x, m_cin, [&](std::size_t n0, std::size_t count, std::size_t L, const float* phases) {
             auto* runs = reinterpret_cast<std::uint16_t*>(threadBuffer(0, C2 * g.S + kRunsRowSlack / 4).data());
             float* out = threadBuffer(1, m_cout * L).data();
@@ -382,6 +406,7 @@ void Conv2d::forwardDirectBf16(const Tensor& x, Tensor& y, float cap, const Pool
                 const float* pair[2] = {phases + 2 * cp * g.S, 2 * cp + 1 < m_cin ? phases + (2 * cp + 1) * g.S : nullptr};
                 roundInterleave2(pair, g.S, runs + 2 * cp * g.S);
             }
+            if (m_keepXRuns) streamCopy(runs, 2 * C2 * g.S, m_xRunsBf16.data() + n0 / g.Ng * groupRuns);
             std::fill(runs + 2 * C2 * g.S, runs + 2 * C2 * g.S + kRunsRowSlack / 2, std::uint16_t{0});
             const ConvRuns b{reinterpret_cast<const std::uint8_t*>(runs), 4 * g.S, pp.tapBytes.data(), kk, C2};
             gemmBf16Runs(m_packedBf16Runs, b, L, out, L);
@@ -392,18 +417,18 @@ void Conv2d::forwardDirectBf16(const Tensor& x, Tensor& y, float cap, const Pool
     }
     const RunGeometry g = runGeometry(x.dim(2), x.dim(3), m_k, m_pad);
     for (std::size_t t = 0; t < kk; ++t) taps[t] = 4 * ((t / m_k) * g.Wq + t % m_k);
-    const std::size_t groups = (N + g.Ng - 1) / g.Ng, groupRuns = 2 * C2 * g.S; // bf16 elements
-    if (m_keepXRuns) { // kept for the backward (m_xRunsBf16); the last group's slack after them
-        m_xRunsBf16.resize(groups * groupRuns + kRunsRowSlack / 2);
+    const std::size_t groups = (N + g.Ng - 1) / g.Ng, groupRuns = keptRunsStride(C2, g.S);
+    if (m_keepXRuns) { // kept for the backward (m_xRunsBf16)
+        m_xRunsBf16.resize(groups * groupRuns);
         m_xRunsOf = x.data();
     }
     parallelFor(groups, [&](std::size_t grp) {
         const std::size_t n0 = grp * g.Ng, count = std::min(g.Ng, N - n0), L = g.length(count);
-        // C2 runs of S dwords (and the kernel's slack): the float buffer's storage, or the kept runs.
-        auto* runs = m_keepXRuns ? m_xRunsBf16.data() + grp * groupRuns
-                                 : reinterpret_cast<std::uint16_t*>(threadBuffer(0, C2 * g.S + kRunsRowSlack / 4).data());
+        // C2 runs of S dwords (and the kernel's slack): the float buffer's storage.
+        auto* runs = reinterpret_cast<std::uint16_t*>(threadBuffer(0, C2 * g.S + kRunsRowSlack / 4).data());
         float* out = threadBuffer(1, m_cout * L).data();
         toRunsBf16(x.data(), m_cin, n0, count, g, runs, nullptr, 0.0f, m_xSource);
+        if (m_keepXRuns) streamCopy(runs, 2 * C2 * g.S, m_xRunsBf16.data() + grp * groupRuns);
         const ConvRuns b{reinterpret_cast<const std::uint8_t*>(runs), 4 * g.S, taps.data(), kk, C2};
         gemmBf16Runs(m_packedBf16Runs, b, L, out, L);
         if (pooled) fromRunsPooled(out, L, m_cout, n0, count, g, bias, *pooled, cap, m_roundOut);
@@ -440,7 +465,11 @@ bool Conv2d::backwardStridedBf16(const Tensor& x, const Tensor& dy, Tensor& dx, 
     if (needInputGrad && !m_addDx) dx.resize(x.shape());
     std::vector<std::size_t> xTaps(kk);
     for (std::size_t t = 0; t < kk; ++t) xTaps[t] = phaseTapOffset(g, t / m_k, t % m_k);
-    pp.forEachGroup(x, m_cin, [&](std::size_t n0, std::size_t count, std::size_t L, const float* phases) {
+    // x's bf16 phase runs as the training forward left them, when this is its x: no phase runs
+    // of x are made here then
+    const std::uint16_t* xPairs = m_xRunsOf == x.data() && !m_xRunsBf16.empty() ? m_xRunsBf16.data() : nullptr;
+    const std::size_t xGroupRuns = keptRunsStride((m_cin + 1) / 2, g.S);
+    const auto group = [&](std::size_t n0, std::size_t count, std::size_t L, const float* phases) {
         float* part = m_partials.data() + n0 / g.Ng * partSize;
         // the group's dy from its first image on: the source's, written here in cache, or the tensor's
         const float* dyg = m_dySource ? sourcedGradient(n0, count, m_cout * HWo) : dy.data() + n0 * m_cout * HWo;
@@ -450,10 +479,14 @@ bool Conv2d::backwardStridedBf16(const Tensor& x, const Tensor& dy, Tensor& dx, 
         // (the largest tap offset + 2 P is at most S + 31).
         const std::size_t xs = g.S + 64, P = (L + 31) / 32 * 16;
         auto* xb = reinterpret_cast<std::uint16_t*>(threadBuffer(3, (m_cin * xs + 1) / 2 + kRunsRowSlack / 4).data());
-        for (std::size_t c = 0; c < m_cin; ++c) {
-            std::uint16_t* d = xb + c * xs;
-            bf16BitsSpan(phases + c * g.S, g.S, d);
-            std::fill(d + g.S, d + xs, std::uint16_t{0});
+        if (xPairs) {
+            splitPairRuns(xPairs + n0 / g.Ng * xGroupRuns, m_cin, g.S, xs, xb);
+        } else {
+            for (std::size_t c = 0; c < m_cin; ++c) {
+                std::uint16_t* d = xb + c * xs;
+                bf16BitsSpan(phases + c * g.S, g.S, d);
+                std::fill(d + g.S, d + xs, std::uint16_t{0});
+            }
         }
         auto* dyRuns = reinterpret_cast<std::uint16_t*>(threadBuffer(0, C2 * gd.S + kRunsRowSlack / 4).data());
         toRunsBf16(dyg, m_cout, 0, count, gd, dyRuns);
@@ -472,7 +505,14 @@ bool Conv2d::backwardStridedBf16(const Tensor& x, const Tensor& dy, Tensor& dx, 
                                gemmBf16Runs(ph.bf16, ConvRuns{reinterpret_cast<const std::uint8_t*>(dyRuns), 4 * gd.S, taps.data(), tt, C2},
                                             Lp, out, Lp);
                            });
-    });
+    };
+    if (xPairs)
+        parallelFor(groups, [&](std::size_t grp) {
+            const std::size_t n0 = grp * g.Ng, count = std::min(g.Ng, N - n0);
+            group(n0, count, g.length(count), nullptr);
+        });
+    else
+        pp.forEachGroup(x, m_cin, group);
     reducePartials(m_partials, groups, wSize, bSize, m_weight.grad.data(), m_bias.grad.data());
     return true;
 }

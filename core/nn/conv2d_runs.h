@@ -253,6 +253,11 @@ void phaseInputGradient(const StridedDxPlan& plan, std::size_t cin, std::size_t 
     }
 }
 
+// Bf16 elements from one group's kept x runs (Conv2d::m_xRunsBf16: C2 pair runs of S dwords) to
+// the next: the runs and the kernels' slack (kRunsRowSlack bytes read past the last run), rounded
+// up to 64 bytes, so that no group's product reads another's runs while they are written.
+inline std::size_t keptRunsStride(std::size_t C2, std::size_t S) { return (2 * C2 * S + kRunsRowSlack / 2 + 31) / 32 * 32; }
+
 // A (M x C k k, taps of each channel consecutive) in the bf16 runs' K order (conv2d_products.cpp).
 std::vector<float> bf16RunsOrder(const float* A, std::size_t M, std::size_t C, std::size_t kk);
 // The bf16 backward of one group of images [n0, n0 + count) from x and dy straight to bf16 runs:
