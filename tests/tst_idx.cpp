@@ -566,6 +566,8 @@ void TestIdx::classNames_data()
     QTest::newRow("fashion by folder name") << "Fashion-MNIST" << "" << "T-shirt/top" << "Ankle boot" << 10 << 10;
     QTest::newRow("classes.txt wins") << "fashion-x" << "a\nb\nc\nd\ne\nf\ng\nh\ni\nj\n" << "a" << "j" << 10 << 10;
     QTest::newRow("classes.txt with CRLF") << "crlf" << "a\r\nb\r\nc\r\n" << "a" << "c" << 3 << 3;
+    QTest::newRow("5 labels: 5 classes, not 10") << "five" << "" << "0" << "4" << 5 << 5;
+    QTest::newRow("fashion, 4 labels") << "fashion-4" << "" << "T-shirt/top" << "Dress" << 4 << 4;
     QTest::newRow("15 labels (EMNIST-like)") << "letters" << "" << "0" << "14" << 15 << 15;
     QTest::newRow("classes.txt names 15") << "letters-named" << "a\nb\nc\nd\ne\nf\ng\nh\ni\nj\nk\nl\nm\nn\no\n" << "a" << "o" << 15 << 15;
     QTest::newRow("classes.txt with 9 lines for 10 labels") << "other" << "a\nb\nc\nd\ne\nf\ng\nh\ni\n" << "" << "" << 10 << 0;

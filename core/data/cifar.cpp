@@ -108,6 +108,7 @@ RawDataset readCifar(const std::string& dir, bool cifar100)
     if (cifar100) {
         raw.train = readBatch(need("train.bin"), true);
         raw.test = readBatch(need("test.bin"), true);
+        raw.split = "test.bin";
         raw.classNames = readNames(d / "fine_label_names.txt", 100);
         if (raw.classNames.empty())
             for (int i = 0; i < 100; ++i) raw.classNames.push_back(std::to_string(i));
@@ -129,6 +130,7 @@ RawDataset readCifar(const std::string& dir, bool cifar100)
             append(raw.train, readBatch(p, false));
         }
         raw.test = readBatch(need("test_batch.bin"), false);
+        raw.split = "test_batch.bin";
         raw.classNames = readNames(d / "batches.meta.txt", 10);
         if (raw.classNames.empty()) raw.classNames = cifar10Names();
     }

@@ -140,8 +140,8 @@ public:
 
 // An IDX folder's class names, for labels 0..labelCount-1: the lines of its classes.txt if it
 // has one (FormatError naming the file if it names fewer than labelCount classes, or more than
-// kMaxClasses); else, for labels up to 9, the Fashion-MNIST names when the folder's name says
-// "fashion" and "0".."9" otherwise; else "0".."labelCount-1".
+// kMaxClasses); else, for labels up to 9, the first labelCount Fashion-MNIST names when the
+// folder's name says "fashion"; else "0".."labelCount-1".
 std::vector<std::string> guessClassNames(const std::string& dir, std::size_t labelCount = 10);
 
 // Per-channel mean and standard deviation of `set`'s pixels scaled to [0, 1] (a constant channel
