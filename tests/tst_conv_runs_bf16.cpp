@@ -5,6 +5,7 @@
 // the runs out (roundInterleave2, tensor/bf16.h's span helpers) bit for bit against bf16Bits. The
 // GEMM itself and its packers: tst_gemm_bf16.
 #include "nn/conv2d.h"
+#include "nn/conv2d_runs.h"
 #include "tensor/bf16.h"
 #include "tensor/gemm_bf16.h"
 #include "tensor/tensor.h"
@@ -47,6 +48,7 @@ private slots:
     void convolutionOnBf16Runs_data();
     void convolutionOnBf16Runs();
     void roundInterleave2IsBf16Bits();
+    void phaseRunsBf16AreRoundedPhaseRuns();
     void bf16SpansAreBf16Bits();
 
 private:
@@ -338,6 +340,48 @@ void TestConvRunsBf16::roundInterleave2IsBf16Bits()
                          qPrintable(QString("n %1, channels %2, element %3").arg(n).arg(which).arg(i)));
             }
             QCOMPARE(got[2 * n], std::uint16_t{0xABCDu}); // nothing written past the end
+        }
+    }
+}
+
+// The strided bf16 forward's one-pass layout (toPhaseRunsBf16: x to bf16 pair phase runs) is the
+// FP32 phase runs (toPhaseRuns) rounded pair by pair (roundInterleave2), bit for bit: padding
+// zeros, odd channel counts (a zero half), odd widths (the even and odd phases' lengths), rows past
+// 32 columns and partial groups, specials included; nothing is written past the runs.
+void TestConvRunsBf16::phaseRunsBf16AreRoundedPhaseRuns()
+{
+    using namespace conv_detail;
+    std::mt19937 rng(11);
+    std::normal_distribution<float> nd(0.0f, 2.0f);
+    const float specials[] = {-0.0f, std::numeric_limits<float>::denorm_min(), FLT_MAX, -std::numeric_limits<float>::infinity(),
+                              std::numeric_limits<float>::quiet_NaN(), std::bit_cast<float>(0x3F808000u) /* tie */};
+    struct Case {
+        std::size_t H, W, k, s, p, C, N;
+    };
+    const Case cases[] = {{28, 28, 3, 2, 1, 16, 5}, {14, 14, 3, 2, 1, 3, 9}, {7, 9, 3, 2, 1, 5, 2}, {5, 5, 3, 2, 0, 1, 1},
+                          {33, 40, 3, 2, 1, 2, 3}, {9, 10, 5, 3, 2, 3, 2}, {8, 8, 2, 2, 0, 4, 17}, {6, 1, 3, 2, 1, 2, 2},
+                          {11, 13, 3, 3, 1, 1, 4}};
+    for (const Case& c : cases) {
+        const PhaseGeometry g = phaseGeometry(c.H, c.W, c.k, c.s, c.p);
+        const DepthwiseGeometry dg = depthwiseGeometry(c.H, c.W, c.k, c.s, c.p);
+        std::vector<float> x(c.N * c.C * c.H * c.W);
+        for (std::size_t i = 0; i < x.size(); ++i) x[i] = i % 7 == 3 ? specials[(i / 7) % std::size(specials)] : nd(rng);
+        const std::size_t C2 = (c.C + 1) / 2;
+        for (std::size_t n0 = 0; n0 < c.N; n0 += g.Ng) {
+            const std::size_t count = std::min(g.Ng, c.N - n0);
+            std::vector<float> phases(c.C * g.S);
+            toPhaseRuns(x.data(), c.C, n0, count, g, dg, phases.data());
+            std::vector<std::uint16_t> want(2 * C2 * g.S);
+            for (std::size_t cp = 0; cp < C2; ++cp) {
+                const float* pair[2] = {phases.data() + 2 * cp * g.S, 2 * cp + 1 < c.C ? phases.data() + (2 * cp + 1) * g.S : nullptr};
+                roundInterleave2(pair, g.S, want.data() + 2 * cp * g.S);
+            }
+            std::vector<std::uint16_t> got(2 * C2 * g.S + 8, 0xABCDu);
+            toPhaseRunsBf16(x.data(), c.C, n0, count, g, dg, got.data());
+            const QString what = QString("%1x%2 k%3 s%4 p%5, %6 channels, images %7..%8")
+                                     .arg(c.H).arg(c.W).arg(c.k).arg(c.s).arg(c.p).arg(c.C).arg(n0).arg(n0 + count);
+            QVERIFY2(std::memcmp(got.data(), want.data(), want.size() * sizeof(std::uint16_t)) == 0, qPrintable(what));
+            for (std::size_t i = want.size(); i < got.size(); ++i) QVERIFY2(got[i] == 0xABCDu, qPrintable(what + ": written past the runs"));
         }
     }
 }

@@ -138,6 +138,60 @@ void scatterPhases(const float* __restrict x, const DepthwiseGeometry& g, float*
     }
 }
 
+// Two planes' phases at once as bf16 pair dwords, bf16Bits(a) | bf16Bits(b) << 16 (b null: zero),
+// 32-bit elements phaseStride apart: what scatterPhases of each plane and roundInterleave2 of the
+// two make, bit for bit, in one pass over x instead of three (resnet8's strided convolutions).
+void scatterPhasesBf16Pair(const float* __restrict a, const float* __restrict b, const DepthwiseGeometry& g,
+                           std::uint32_t* __restrict q, std::size_t phaseStride)
+{
+    std::array<std::size_t, kMaxDepthwiseStride> at{};
+    for (std::size_t r = 0; r < g.numRuns; ++r)
+        at[r] = g.runs[r].at / g.phaseSize() * phaseStride + g.runs[r].at % g.phaseSize();
+    const auto pair = [&](std::size_t i) {
+        return static_cast<std::uint32_t>(bf16Bits(a[i])) | (b ? static_cast<std::uint32_t>(bf16Bits(b[i])) << 16 : 0u);
+    };
+    std::size_t py = g.py0, qr = g.qr0;
+    for (std::size_t iy = 0; iy < g.H; ++iy) {
+        std::uint32_t* row = q + py * g.s * phaseStride + qr * g.Wq;
+        const std::size_t r0 = iy * g.W;
+#if defined(__AVX512F__)
+        if (g.s == 2 && g.numRuns == 2) { // even input columns to the run whose first column is 0
+            const std::size_t e = g.runs[0].ix0 == 0 ? 0 : 1;
+            std::uint32_t* ev = row + at[e];
+            std::uint32_t* od = row + at[1 - e];
+            const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+            const __m512i io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+            for (std::size_t i = 0; i < g.W; i += 32) {
+                const std::size_t left = g.W - i;
+                const __mmask16 k0 = bf16TailMask(left), k1 = left > 16 ? bf16TailMask(left - 16) : __mmask16(0);
+                const std::size_t ne = std::min<std::size_t>(16, (left + 1) / 2), no = std::min<std::size_t>(16, left / 2);
+                const float* ra = a + r0 + i;
+                const __m512 a0 = _mm512_maskz_loadu_ps(k0, ra), a1 = _mm512_maskz_loadu_ps(k1, ra + 16);
+                __m512i we = bf16BitsX16(_mm512_permutex2var_ps(a0, ie, a1));
+                __m512i wo = bf16BitsX16(_mm512_permutex2var_ps(a0, io, a1));
+                if (b) {
+                    const float* rb = b + r0 + i;
+                    const __m512 b0 = _mm512_maskz_loadu_ps(k0, rb), b1 = _mm512_maskz_loadu_ps(k1, rb + 16);
+                    we = _mm512_or_si512(we, _mm512_slli_epi32(bf16BitsX16(_mm512_permutex2var_ps(b0, ie, b1)), 16));
+                    wo = _mm512_or_si512(wo, _mm512_slli_epi32(bf16BitsX16(_mm512_permutex2var_ps(b0, io, b1)), 16));
+                }
+                _mm512_mask_storeu_epi32(ev + i / 2, bf16TailMask(ne), we);
+                if (no) _mm512_mask_storeu_epi32(od + i / 2, bf16TailMask(no), wo);
+            }
+        } else
+#endif
+        for (std::size_t r = 0; r < g.numRuns; ++r) {
+            const DepthwiseGeometry::Run& run = g.runs[r];
+            std::uint32_t* __restrict out = row + at[r];
+            for (std::size_t m = 0; m < run.n; ++m) out[m] = pair(r0 + run.ix0 + m * g.s);
+        }
+        if (++py == g.s) {
+            py = 0;
+            ++qr;
+        }
+    }
+}
+
 // dq: (s, s, Hq, Wq) -> dx: (H, W), dropping the padding (the inverse of scatterPhases).
 void fromPhases(const float* __restrict dq, const DepthwiseGeometry& g, float* __restrict dx)
 {

@@ -168,6 +168,19 @@ void toPhaseRuns(const float* x, std::size_t C, std::size_t n0, std::size_t coun
             scatterPhases(x + ((n0 + i) * C + c) * HW, dg, runs + c * g.S + i * g.Rn, g.PS);
 }
 
+void toPhaseRunsBf16(const float* x, std::size_t C, std::size_t n0, std::size_t count, const PhaseGeometry& g,
+                     const DepthwiseGeometry& dg, std::uint16_t* runs)
+{
+    const std::size_t HW = g.H * g.W, C2 = (C + 1) / 2;
+    auto* q = reinterpret_cast<std::uint32_t*>(runs);
+    std::memset(q, 0, C2 * g.S * sizeof(std::uint32_t));
+    for (std::size_t cp = 0; cp < C2; ++cp)
+        for (std::size_t i = 0; i < count; ++i) {
+            const float* a = x + ((n0 + i) * C + 2 * cp) * HW;
+            scatterPhasesBf16Pair(a, 2 * cp + 1 < C ? a + HW : nullptr, dg, q + cp * g.S + i * g.Rn, g.PS);
+        }
+}
+
 std::size_t phaseTapOffset(const PhaseGeometry& g, std::size_t ky, std::size_t kx)
 {
     return ((ky % g.s) * g.s + kx % g.s) * g.PS + (ky / g.s) * g.Wq + kx / g.s;

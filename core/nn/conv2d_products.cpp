@@ -391,21 +391,19 @@ void Conv2d::forwardDirectBf16(const Tensor& x, Tensor& y, float cap, const Pool
     const std::size_t N = x.dim(0);
     std::vector<std::size_t> taps(kk);
     if (m_xSource && !takesInputSource()) throw std::logic_error(name() + ": this forward cannot take an input source");
-    if (m_stride > 1) { // the FP32 phase runs (as forwardDirect lays them out), then to bf16 pairs
+    if (m_stride > 1) { // x's phase runs (as forwardDirect lays them out) made as bf16 pairs at once
         const PhaseProducts pp(x, m_k, m_stride, m_pad);
         const PhaseGeometry& g = pp.g;
-        const std::size_t groupRuns = keptRunsStride(C2, g.S);
+        const std::size_t groupRuns = keptRunsStride(C2, g.S), groups = (N + g.Ng - 1) / g.Ng;
         if (m_keepXRuns) { // kept for the backward (backwardStridedBf16)
-            m_xRunsBf16.resize((N + g.Ng - 1) / g.Ng * groupRuns);
+            m_xRunsBf16.resize(groups * groupRuns);
             m_xRunsOf = x.data();
         }
-        pp.forEachGroup(x, m_cin, [&](std::size_t n0, std::size_t count, std::size_t L, const float* phases) {
+        parallelFor(groups, [&](std::size_t grp) {
+            const std::size_t n0 = grp * g.Ng, count = std::min(g.Ng, N - n0), L = g.length(count);
             auto* runs = reinterpret_cast<std::uint16_t*>(threadBuffer(0, C2 * g.S + kRunsRowSlack / 4).data());
             float* out = threadBuffer(1, m_cout * L).data();
-            for (std::size_t cp = 0; cp < C2; ++cp) {
-                const float* pair[2] = {phases + 2 * cp * g.S, 2 * cp + 1 < m_cin ? phases + (2 * cp + 1) * g.S : nullptr};
-                roundInterleave2(pair, g.S, runs + 2 * cp * g.S);
-            }
+            toPhaseRunsBf16(x.data(), m_cin, n0, count, g, pp.dg, runs);
             if (m_keepXRuns) streamCopy(runs, 2 * C2 * g.S, m_xRunsBf16.data() + n0 / g.Ng * groupRuns);
             std::fill(runs + 2 * C2 * g.S, runs + 2 * C2 * g.S + kRunsRowSlack / 2, std::uint16_t{0});
             const ConvRuns b{reinterpret_cast<const std::uint8_t*>(runs), 4 * g.S, pp.tapBytes.data(), kk, C2};

@@ -55,6 +55,11 @@ PhaseGeometry phaseGeometry(std::size_t H, std::size_t W, std::size_t k, std::si
 // same phase split of one plane, as the depthwise kernel makes it).
 void toPhaseRuns(const float* x, std::size_t C, std::size_t n0, std::size_t count, const PhaseGeometry& g,
                  const DepthwiseGeometry& dg, float* runs);
+// The same images as bf16 pair runs (C2 = ceil(C / 2) runs of S dwords, dword j of run cp =
+// bf16Bits(channel 2 cp) | bf16Bits(channel 2 cp + 1) << 16, zero past C and at the padding): toPhaseRuns
+// then roundInterleave2 of each channel pair, bit for bit, in one pass.
+void toPhaseRunsBf16(const float* x, std::size_t C, std::size_t n0, std::size_t count, const PhaseGeometry& g,
+                     const DepthwiseGeometry& dg, std::uint16_t* runs);
 // Where tap (ky, kx) starts in a channel's phase runs, in elements.
 std::size_t phaseTapOffset(const PhaseGeometry& g, std::size_t ky, std::size_t kx);
 

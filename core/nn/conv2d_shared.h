@@ -149,6 +149,10 @@ struct DepthwiseGeometry {
 DepthwiseGeometry depthwiseGeometry(std::size_t H, std::size_t W, std::size_t k, std::size_t s, std::size_t p);
 // x: (H, W) -> the phases of one plane, phaseStride floats apart, without clearing the padding.
 void scatterPhases(const float* __restrict x, const DepthwiseGeometry& g, float* __restrict q, std::size_t phaseStride);
+// Planes a and b (b may be null: zeros) at once, each element the bf16 pair bf16Bits(a) |
+// bf16Bits(b) << 16 (tensor/bf16.h): scatterPhases of both, then roundInterleave2, bit for bit.
+void scatterPhasesBf16Pair(const float* __restrict a, const float* __restrict b, const DepthwiseGeometry& g,
+                           std::uint32_t* __restrict q, std::size_t phaseStride);
 
 } // namespace quantscope::conv_detail
 
