@@ -37,6 +37,7 @@ class TestDatasets : public QObject {
 private slots:
     void cifar10();
     void cifar100();
+    void cifarSubsetClasses();
     void csvSplitsPerClass();
     void csvShapes_data();
     void csvShapes();
@@ -107,6 +108,45 @@ void TestDatasets::cifar100()
     QCOMPARE(ds.test.labels[3], 203 % 100);
     const Bytes want = planar(39, 3, 32, 32);
     QVERIFY(std::equal(want.begin(), want.end(), ds.train.pixels.begin() + 39 * 3072));
+}
+
+// A CIFAR folder whose labels use only some of the format's classes has as many classes as its
+// labels use, named by its names file when it has one (a 5-line batches.meta.txt was refused for
+// "10 classes", tester 11) and else by the first CIFAR-10 names (numbers for CIFAR-100).
+void TestDatasets::cifarSubsetClasses()
+{
+    const auto load = [&](const std::string& d) {
+        DatasetOptions o;
+        o.dir = d;
+        return Dataset::load(o);
+    };
+    const std::string named = path("cifar-subset-named");
+    writeBytes(named + "/data_batch_1.bin", cifarRecords(0, 20, 5, false));
+    writeBytes(named + "/test_batch.bin", cifarRecords(20, 10, 5, false));
+    writeText(named + "/batches.meta.txt", "cat\ndog\nfox\nowl\nbee\n");
+    const Dataset a = load(named);
+    QCOMPARE(a.numClasses(), std::size_t{5});
+    QCOMPARE(a.classNames[4], std::string("bee"));
+
+    const std::string bare = path("cifar-subset-bare");
+    writeBytes(bare + "/data_batch_1.bin", cifarRecords(0, 20, 5, false));
+    writeBytes(bare + "/test_batch.bin", cifarRecords(20, 10, 5, false));
+    const Dataset b = load(bare);
+    QCOMPARE(b.numClasses(), std::size_t{5});
+    QCOMPARE(b.classNames[0], std::string("airplane"));
+    QCOMPARE(b.classNames[4], std::string("deer"));
+
+    // ten names for five labels: the names file says what the classes are
+    writeText(bare + "/batches.meta.txt", "a\nb\nc\nd\ne\nf\ng\nh\ni\nj\n");
+    QCOMPARE(load(bare).numClasses(), std::size_t{10});
+
+    const std::string hundred = path("cifar100-subset");
+    writeBytes(hundred + "/train.bin", cifarRecords(0, 21, 7, true));
+    writeBytes(hundred + "/test.bin", cifarRecords(0, 7, 7, true));
+    const Dataset c = load(hundred);
+    QCOMPARE(c.layout, DatasetLayout::Cifar100);
+    QCOMPARE(c.numClasses(), std::size_t{7});
+    QCOMPARE(c.classNames[6], std::string("6"));
 }
 
 // One CSV file: each class gives its share to the test set, the same split for every --seed.
@@ -308,9 +348,9 @@ void TestDatasets::broken_data()
     QTest::newRow("CIFAR test batch missing") << "cifar-notest" << "IoError" << "test_batch.bin" << "missing";
     // A gap in the training batches dropped every later one without a word (tester 12).
     QTest::newRow("CIFAR batch 2 missing, 3 there") << "cifar-gap" << "IoError" << "data_batch_2.bin" << "missing, but data_batch_3.bin is there";
-    QTest::newRow("CIFAR names file of 3 lines") << "cifar-names" << "FormatError" << "batches.meta.txt" << "3 class names";
+    QTest::newRow("CIFAR names file of 3 lines") << "cifar-names" << "FormatError" << "batches.meta.txt" << "names 3 classes, but the labels go up to 9";
     QTest::newRow("CIFAR names file of 20 lines") << "cifar-names20" << "FormatError" << "batches.meta.txt"
-                                                  << "holds 20 class names; the dataset has 10 classes";
+                                                  << "holds more than 10 class names; CIFAR-10 has at most 10 classes";
     QTest::newRow("CSV row with a column too many") << "csv-columns" << "FormatError" << "train.csv" << "line 4 has 18 columns; the header has 17";
     QTest::newRow("CSV non-numeric cell") << "csv-text" << "FormatError" << "train.csv" << "line 3, column 6: 'abc' is not a whole number";
     QTest::newRow("CSV fractional pixel") << "csv-frac" << "FormatError" << "train.csv" << "line 2, column 2: '0.5' is not a whole number";

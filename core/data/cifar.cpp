@@ -6,6 +6,7 @@
 #include "util/atomic_file.h"
 #include "util/errors.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -25,22 +26,43 @@ const std::vector<std::string>& cifar10Names()
     return n;
 }
 
-// Non-empty lines of a names file; empty when the file does not exist.
-std::vector<std::string> readNames(const fs::path& p, std::size_t expected)
+// The classes of a CIFAR folder whose labels go up to labelCount - 1: the non-empty lines of its
+// names file (at least labelCount of them, at most `limit`, FormatError naming the file otherwise),
+// else the first labelCount of `fallback` (numbered past its end). A subset of 5 classes with a
+// names file of 5 lines was refused ("the dataset has 10 classes", tester 11); without one it made
+// a model of 10 outputs, 5 never trained.
+std::vector<std::string> classNames(const fs::path& p, std::size_t labelCount, std::size_t limit, const char* format,
+                                    const std::vector<std::string>& fallback)
 {
     std::error_code ec;
-    if (!fs::is_regular_file(p, ec)) return {};
+    if (!fs::is_regular_file(p, ec)) {
+        std::vector<std::string> names(fallback.begin(), fallback.begin() + static_cast<std::ptrdiff_t>(std::min(labelCount, fallback.size())));
+        for (std::size_t i = names.size(); i < labelCount; ++i) names.push_back(std::to_string(i));
+        return names;
+    }
     std::ifstream f(p);
     std::vector<std::string> names;
     for (std::string line; std::getline(f, line);) {
         while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
         if (!line.empty()) names.push_back(line);
-        if (names.size() > kMaxClasses) break; // a huge file: counted no further
+        if (names.size() > limit) break; // a huge file: counted no further
     }
-    if (names.size() != expected)
-        throw FormatError(p.string() + ": holds " + (names.size() > kMaxClasses ? "more than " + std::to_string(kMaxClasses) : std::to_string(names.size())) +
-                          " class names; the dataset has " + std::to_string(expected) + " classes");
+    if (names.size() > limit)
+        throw FormatError(p.string() + ": holds more than " + std::to_string(limit) + " class names; " + format + " has at most " +
+                          std::to_string(limit) + " classes");
+    if (names.size() < labelCount)
+        throw FormatError(p.string() + ": names " + std::to_string(names.size()) + " classes, but the labels go up to " +
+                          std::to_string(labelCount - 1));
     return names;
+}
+
+// As many classes as the labels of both sets use.
+std::size_t labelCount(const RawDataset& raw)
+{
+    std::int32_t largest = 0;
+    for (const LabeledImages* set : {&raw.train, &raw.test})
+        for (std::int32_t l : set->labels) largest = std::max(largest, l);
+    return static_cast<std::size_t>(largest) + 1;
 }
 
 void append(LabeledImages& to, LabeledImages&& from)
@@ -109,9 +131,7 @@ RawDataset readCifar(const std::string& dir, bool cifar100)
         raw.train = readBatch(need("train.bin"), true);
         raw.test = readBatch(need("test.bin"), true);
         raw.split = "test.bin";
-        raw.classNames = readNames(d / "fine_label_names.txt", 100);
-        if (raw.classNames.empty())
-            for (int i = 0; i < 100; ++i) raw.classNames.push_back(std::to_string(i));
+        raw.classNames = classNames(d / "fine_label_names.txt", labelCount(raw), 100, "CIFAR-100", {});
     } else {
         // The five training batches; a smaller set may hold fewer, from 1 on without a gap (a
         // missing data_batch_2.bin silently dropped batches 3-5: a partial download trained on a
@@ -131,8 +151,7 @@ RawDataset readCifar(const std::string& dir, bool cifar100)
         }
         raw.test = readBatch(need("test_batch.bin"), false);
         raw.split = "test_batch.bin";
-        raw.classNames = readNames(d / "batches.meta.txt", 10);
-        if (raw.classNames.empty()) raw.classNames = cifar10Names();
+        raw.classNames = classNames(d / "batches.meta.txt", labelCount(raw), 10, "CIFAR-10", cifar10Names());
     }
     return raw;
 }
