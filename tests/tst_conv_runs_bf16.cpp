@@ -310,6 +310,15 @@ void TestConvRunsBf16::checkConvolutionOnRuns(Bf16Path path, int cin, int cout, 
             QFAIL(qPrintable(QStringLiteral("%1: dW[%2] = %3 from the kept runs, %4 from x")
                                  .arg(bf16PathName(path)).arg(i).arg(gwKept[i], 0, 'g', 9).arg(hw.weight().grad[i], 0, 'g', 9)));
     QVERIFY(std::memcmp(dxKept.data(), dxAgain.data(), dxKept.numel() * sizeof(float)) == 0);
+    // An evaluation forward frees the kept runs; the next training forward keeps them again.
+    QCOMPARE(hw.keptRunsBytes() > 0, hw.keptInputRuns());
+    const bool kept = hw.keptInputRuns();
+    RunContext eval;
+    hw.forward(xf, yf, eval);
+    QVERIFY(!hw.keptInputRuns());
+    QCOMPARE(hw.keptRunsBytes(), std::size_t{0});
+    hw.forward(xf, yf, ctx);
+    QCOMPARE(hw.keptInputRuns(), kept);
 }
 
 // The bf16 runs' interleaving (vectorised where the build has AVX-512) gives bf16Bits of each value

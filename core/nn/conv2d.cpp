@@ -296,6 +296,9 @@ void Conv2d::forwardPooled(const Tensor& x, Tensor& y, const RunContext& ctx, fl
     m_roundOut = ctx.roundOutputBf16;
     m_keepXRuns = ctx.training;
     m_xRunsOf = nullptr;
+    // An evaluation frees the runs a training forward kept (1-2 MB a layer, held after training
+    // ends otherwise); the next training forward makes them again.
+    if (!ctx.training && m_xRunsBf16.capacity()) std::vector<std::uint16_t>().swap(m_xRunsBf16);
     // y is the pool's output here: the kernels write it through pooled, never as the conv's output
     if (usesBf16Runs()) forwardDirectBf16(x, y, cap, &pooled);
     else forwardDirect(x, y, cap, &pooled);
@@ -357,6 +360,9 @@ void Conv2d::forwardImpl(const Tensor& x, Tensor& y, const RunContext& ctx, floa
     m_roundOut = ctx.roundOutputBf16;
     m_keepXRuns = ctx.training;
     m_xRunsOf = nullptr;
+    // An evaluation frees the runs a training forward kept (1-2 MB a layer, held after training
+    // ends otherwise); the next training forward makes them again.
+    if (!ctx.training && m_xRunsBf16.capacity()) std::vector<std::uint16_t>().swap(m_xRunsBf16);
     if (directDepthwise(*this)) {
         forwardDepthwise(x, y, m_roundOut);
         return;

@@ -91,6 +91,8 @@ public:
     // After a training forward on the bf16 runs or phase runs: true, x's bf16 runs are kept for
     // the backward (which splits them instead of rounding x again; as long as it is given that x).
     bool keptInputRuns() const { return m_xRunsOf != nullptr; }
+    // Bytes those kept runs hold; an evaluation forward frees them (0 after it).
+    std::size_t keptRunsBytes() const { return m_xRunsBf16.capacity() * sizeof(std::uint16_t); }
     // True when this layer runs the direct kernels (conv_direct.h): groups 1, at least 8 input
     // channels, kernel 2x2 to 7x7 (or 1x1 with stride 2 to 4 and no padding), padding below the
     // kernel size, stride up to 4 (strided ones read phase-split runs and take the input
