@@ -135,10 +135,9 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
     m_acts.resize(m_layers.size() + 1);
     // RunContext::releaseActivations: an activation goes once its last reader (layer i) has run,
     // into the pool of released buffers, which a later layer of this pass or of the next one
-    // writes into when it needs one of that size: an evaluation frees and reallocates none per
-    // batch (the zero fill and page faults cost resnet8's FP32 evaluation 10-25 % of its speed).
-    // Only the last pass's buffers are kept; a training forward, which keeps every activation,
-    // drops them.
+    // writes into when it needs one of that size (an evaluation frees and reallocates none per
+    // batch: the zero fill and page faults were about 6 % of resnet8's FP32 evaluation). Only the
+    // last pass's buffers are kept; a training forward, which keeps every activation, drops them.
     const bool release = ctx.releaseActivations && !ctx.training;
     if (!release) {
         m_releasedPool.clear();
