@@ -218,16 +218,6 @@ private:
     std::vector<std::uint8_t> m_viewed;      // per layer: that Flatten's output holds its input's buffer now
     std::vector<Tensor> m_viewSpare;         // per layer: a buffer kept for its input's next forward
     std::vector<Shape> m_viewShape;          // per layer: that Flatten's input shape
-    // RunContext::releaseActivations: the buffers released in the last such pass, for the next
-    // one's layers to write into (same size: no allocation, zero fill or page faults), and per
-    // activation the size it had when released. Dropped by a training forward.
-    struct Released {
-        Tensor buffer;
-        std::uint64_t pass;
-    };
-    std::vector<Released> m_releasedPool;
-    std::vector<std::size_t> m_releasedNumel;
-    std::uint64_t m_releasePass = 0;
     LayerTimes* m_times = nullptr;
 };
 

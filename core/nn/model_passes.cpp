@@ -133,42 +133,6 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
         throw ConfigError("model " + m_name + ": input " + shapeString(x.shape()) + " does not match sample shape " +
                           shapeString(m_inputShape));
     m_acts.resize(m_layers.size() + 1);
-    // RunContext::releaseActivations: an activation goes once its last reader (layer i) has run,
-    // into the pool of released buffers, which a later layer of this pass or of the next one
-    // writes into when it needs one of that size (an evaluation frees and reallocates none per
-    // batch: the zero fill and page faults were about 6 % of resnet8's FP32 evaluation). Only the
-    // last pass's buffers are kept; a training forward, which keeps every activation, drops them.
-    const bool release = ctx.releaseActivations && !ctx.training;
-    if (!release) {
-        m_releasedPool.clear();
-        m_releasedNumel.clear();
-    } else {
-        ++m_releasePass;
-        m_releasedNumel.resize(m_layers.size() + 1, 0);
-    }
-    const auto released = [&](std::size_t i) {
-        if (!release) return;
-        for (std::size_t a : m_inputs[i]) {
-            const std::vector<std::size_t>& readers = m_consumers[a];
-            if (a + 1 < m_layers.size() && *std::max_element(readers.begin(), readers.end()) == i) {
-                m_releasedNumel[a] = m_acts[a].numel();
-                if (!m_acts[a].empty()) m_releasedPool.push_back({std::move(m_acts[a]), m_releasePass});
-                m_acts[a] = Tensor();
-            }
-        }
-    };
-    // Activation a, about to be written: a released buffer of the size it had last time, if any.
-    const auto reuse = [&](std::size_t a) {
-        if (!release || !m_acts[a].empty() || m_releasedNumel[a] == 0) return;
-        for (std::size_t k = 0; k < m_releasedPool.size(); ++k)
-            if (m_releasedPool[k].buffer.numel() == m_releasedNumel[a]) {
-                m_acts[a] = std::move(m_releasedPool[k].buffer);
-                if (k + 1 != m_releasedPool.size()) m_releasedPool[k] = std::move(m_releasedPool.back());
-                m_releasedPool.pop_back();
-                return;
-            }
-    };
-    reuse(0);
     m_acts[0].resize(x.shape());
     std::memcpy(m_acts[0].data(), x.data(), x.numel() * sizeof(float));
     if (hooks) hooks->onInput(m_acts[0], ctx);
@@ -194,6 +158,15 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
     };
     std::size_t roundedBy = static_cast<std::size_t>(-1); // the fused layer that rounded the clamp's output
     if (m_times) ++m_times->forwardPasses;
+    // RunContext::releaseActivations: an activation goes once its last reader (layer i) has run
+    const bool release = ctx.releaseActivations && !ctx.training;
+    const auto released = [&](std::size_t i) {
+        if (!release) return;
+        for (std::size_t a : m_inputs[i]) {
+            const std::vector<std::size_t>& readers = m_consumers[a];
+            if (a + 1 < m_layers.size() && *std::max_element(readers.begin(), readers.end()) == i) m_acts[a] = Tensor();
+        }
+    };
     // A BatchNorm2d (or BatchNorm2d + clamp) whose every reader can compute its output as it reads
     // it, plane by plane in cache (OutputPlaneSource): an Add fused with its clamp (whose backward
     // reads neither input), or a convolution on the FP32 stride-1 direct kernels
@@ -236,10 +209,8 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
         if (m_fusedPass && m_clampOf[i] >= 0) {
             const auto j = static_cast<std::size_t>(m_clampOf[i]);
             const RunContext& c = ctxOf(i);
-            reuse(j + 1);
             if (m_poolOf[i] >= 0) { // conv + clamp + pool: only the pool's output is materialised
                 const auto k = static_cast<std::size_t>(m_poolOf[i]);
-                reuse(k + 1);
                 static_cast<Conv2d&>(*m_layers[i]).forwardPooled(m_acts[in[0]], m_acts[k + 1], c, clampCap(*m_layers[j]),
                                                                  static_cast<MaxPool2d&>(*m_layers[k]));
                 roundedBy = static_cast<std::size_t>(-1);
@@ -303,7 +274,6 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
             if (hooks) hooks->afterForward(i, *m_layers[i], m_acts[i + 1], c);
             continue;
         }
-        reuse(i + 1);
         if (in.size() == 1) {
             // a convolution reading a BN's deferred output: x is the BN's input, for its shape
             const OutputPlaneSource* xSource = m_fusedPass ? m_actSource[in[0]] : nullptr;
@@ -348,8 +318,6 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
         }
         if (hooks) hooks->afterForward(i, *m_layers[i], m_acts[i + 1], c);
     }
-    if (release) // the buffers this pass neither wrote nor released (another batch size's) go
-        std::erase_if(m_releasedPool, [&](const Released& r) { return r.pass != m_releasePass; });
     return m_acts.back();
 }
 
