@@ -133,6 +133,15 @@ public:
     // Activation i: 0 = input, i+1 = output of layer i (of the last forward). After a fused pass
     // (setFusion) the output of a BatchNorm2d, Conv2d or Add that ran fused with its activation is empty.
     const Tensor& activation(std::size_t i) const { return m_acts.at(i); }
+    // Bytes of released buffers held for the next pass that releases its activations
+    // (RunContext::releaseActivations): after such a pass, about as many buffers of its largest
+    // activation's size as it had activations alive at once.
+    std::size_t pooledActivationBytes() const
+    {
+        std::size_t n = 0;
+        for (const PooledBuffer& b : m_bufferPool) n += b.buffer.values().capacity() * sizeof(float);
+        return n;
+    }
 
     // Layer fusion: each BatchNorm2d and Add, and each Conv2d on a path that fuses
     // (Conv2d::fusesActivation), whose only reader is a ReLU or ReLU6 runs with it as one layer
@@ -218,6 +227,16 @@ private:
     std::vector<std::uint8_t> m_viewed;      // per layer: that Flatten's output holds its input's buffer now
     std::vector<Tensor> m_viewSpare;         // per layer: a buffer kept for its input's next forward
     std::vector<Shape> m_viewShape;          // per layer: that Flatten's input shape
+    // RunContext::releaseActivations: the buffers such passes released, which their later layers
+    // and the next such pass write into (the smallest that holds the activation), each with the
+    // last pass that released it. After a pass, those smaller than its largest activation and
+    // those two passes left unused go; a forward that keeps its activations (training) drops all.
+    struct PooledBuffer {
+        Tensor buffer;
+        std::uint64_t pass = 0;
+    };
+    std::vector<PooledBuffer> m_bufferPool;
+    std::uint64_t m_releasePass = 0;
     LayerTimes* m_times = nullptr;
 };
 

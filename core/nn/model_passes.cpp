@@ -133,6 +133,53 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
         throw ConfigError("model " + m_name + ": input " + shapeString(x.shape()) + " does not match sample shape " +
                           shapeString(m_inputShape));
     m_acts.resize(m_layers.size() + 1);
+    // RunContext::releaseActivations: an activation goes once its last reader (layer i) has run,
+    // into the pool of released buffers (m_bufferPool), which a later layer of this pass or of the
+    // next one writes into: an evaluation's batches do not free, reallocate and zero-fill every
+    // activation (with page faults). A buffer the pool cannot give is made as large as the largest
+    // activation taken so far, and smaller ones are dropped after the pass, so that from the third
+    // pass of a batch size on every buffer holds every activation: the pool keeps as many buffers
+    // as the pass had activations alive at once, and nothing is allocated.
+    const bool release = ctx.releaseActivations && !ctx.training;
+    std::vector<std::size_t> needed; // per activation, its element count (releasing passes)
+    std::size_t bufferNumel = 0;     // the size a new pooled buffer is made
+    if (!release) {
+        m_bufferPool.clear();
+    } else {
+        ++m_releasePass;
+        try {
+            for (const Shape& s : activationShapes(x.dim(0))) needed.push_back(shapeNumel(s));
+        } catch (const std::exception&) { // the layer that does not fit throws when it runs
+            needed.clear();
+        }
+        for (const PooledBuffer& b : m_bufferPool) bufferNumel = std::max(bufferNumel, b.buffer.values().capacity());
+    }
+    const auto give = [&](Tensor& t) { // t's buffer to the pool (freed in passes that keep activations)
+        if (release && t.values().capacity() > 0) m_bufferPool.push_back({std::move(t), m_releasePass});
+        t = Tensor();
+    };
+    // Activation a, about to be written, gets the smallest pooled buffer that holds it, else a new
+    // one of bufferNumel. Not the last two (the logits and the last layer's input), which stay
+    // after the pass and are written in place by the next.
+    const auto take = [&](std::size_t a) {
+        if (!release || a + 2 >= needed.size() || m_acts[a].values().capacity() >= needed[a]) return;
+        give(m_acts[a]);
+        bufferNumel = std::max(bufferNumel, needed[a]);
+        std::size_t best = m_bufferPool.size();
+        for (std::size_t k = 0; k < m_bufferPool.size(); ++k) {
+            const std::size_t cap = m_bufferPool[k].buffer.values().capacity();
+            if (cap >= needed[a] && (best == m_bufferPool.size() || cap < m_bufferPool[best].buffer.values().capacity()))
+                best = k;
+        }
+        if (best == m_bufferPool.size()) {
+            m_acts[a].values().reserve(bufferNumel);
+            return;
+        }
+        m_acts[a] = std::move(m_bufferPool[best].buffer);
+        if (best + 1 != m_bufferPool.size()) m_bufferPool[best] = std::move(m_bufferPool.back());
+        m_bufferPool.pop_back();
+    };
+    take(0);
     m_acts[0].resize(x.shape());
     std::memcpy(m_acts[0].data(), x.data(), x.numel() * sizeof(float));
     if (hooks) hooks->onInput(m_acts[0], ctx);
@@ -158,13 +205,11 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
     };
     std::size_t roundedBy = static_cast<std::size_t>(-1); // the fused layer that rounded the clamp's output
     if (m_times) ++m_times->forwardPasses;
-    // RunContext::releaseActivations: an activation goes once its last reader (layer i) has run
-    const bool release = ctx.releaseActivations && !ctx.training;
     const auto released = [&](std::size_t i) {
         if (!release) return;
         for (std::size_t a : m_inputs[i]) {
             const std::vector<std::size_t>& readers = m_consumers[a];
-            if (a + 1 < m_layers.size() && *std::max_element(readers.begin(), readers.end()) == i) m_acts[a] = Tensor();
+            if (a + 1 < m_layers.size() && *std::max_element(readers.begin(), readers.end()) == i) give(m_acts[a]);
         }
     };
     // A BatchNorm2d (or BatchNorm2d + clamp) whose every reader can compute its output as it reads
@@ -211,13 +256,15 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
             const RunContext& c = ctxOf(i);
             if (m_poolOf[i] >= 0) { // conv + clamp + pool: only the pool's output is materialised
                 const auto k = static_cast<std::size_t>(m_poolOf[i]);
+                take(k + 1);
                 static_cast<Conv2d&>(*m_layers[i]).forwardPooled(m_acts[in[0]], m_acts[k + 1], c, clampCap(*m_layers[j]),
                                                                  static_cast<MaxPool2d&>(*m_layers[k]));
                 roundedBy = static_cast<std::size_t>(-1);
-                m_acts[i + 1] = Tensor();
-                m_acts[j + 1] = Tensor();
+                give(m_acts[i + 1]);
+                give(m_acts[j + 1]);
                 continue;
             }
+            if (!m_outputDeferred[i]) take(j + 1); // every branch below but the deferred BN writes the clamp's output
             if (m_layers[i]->kind() == LayerKind::Add) {
                 xs.clear();
                 std::array<const OutputPlaneSource*, 2> sources{};
@@ -243,7 +290,7 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
                 conv.forwardClamped(m_acts[in[0]], m_acts[j + 1], c, clampCap(*m_layers[j]));
             } else if (m_outputDeferred[i]) { // its readers compute the clamp's output (OutputPlaneSource)
                 static_cast<BatchNorm2d&>(*m_layers[i]).forwardDeferringOutput(m_acts[in[0]], c, clampCap(*m_layers[j]), true);
-                m_acts[j + 1] = Tensor();
+                give(m_acts[j + 1]);
             } else {
                 auto& bn = static_cast<BatchNorm2d&>(*m_layers[i]);
                 OutputImageSink* sink = hooks ? hooks->outputSink(j, m_acts[in[0]].shape()) : nullptr; // QAT's observer
@@ -252,7 +299,7 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
                 bn.forwardClamped(m_acts[in[0]], m_acts[j + 1], c, clampCap(*m_layers[j]));
             }
             roundedBy = c.roundOutputBf16 ? j : static_cast<std::size_t>(-1);
-            m_acts[i + 1] = Tensor();
+            give(m_acts[i + 1]);
             continue;
         }
         if (m_fusedPass && m_flattenView[i]) { // the same values in another shape: no copy
@@ -262,7 +309,7 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
             std::swap(m_acts[i + 1], x);
             m_acts[i + 1].reshape(shape);
             if (!x.empty() && m_viewSpare[i].empty()) std::swap(x, m_viewSpare[i]);
-            x = Tensor();
+            give(x);
             m_viewed[i] = 1;
             if (hooks) hooks->afterForward(i, *m_layers[i], m_acts[i + 1], ctx);
             continue;
@@ -270,10 +317,11 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
         const RunContext& c = ctxOf(i);
         if (m_fusedPass && m_outputDeferred[i]) { // its Add computes the output (OutputPlaneSource)
             static_cast<BatchNorm2d&>(*m_layers[i]).forwardDeferringOutput(m_acts[in[0]], c);
-            m_acts[i + 1] = Tensor();
+            give(m_acts[i + 1]);
             if (hooks) hooks->afterForward(i, *m_layers[i], m_acts[i + 1], c);
             continue;
         }
+        take(i + 1);
         if (in.size() == 1) {
             // a convolution reading a BN's deferred output: x is the BN's input, for its shape
             const OutputPlaneSource* xSource = m_fusedPass ? m_actSource[in[0]] : nullptr;
@@ -318,6 +366,10 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
         }
         if (hooks) hooks->afterForward(i, *m_layers[i], m_acts[i + 1], c);
     }
+    if (release) // buffers smaller than the largest activation, and those two passes left unused, go
+        std::erase_if(m_bufferPool, [&](const PooledBuffer& b) {
+            return b.buffer.values().capacity() < bufferNumel || m_releasePass - b.pass >= 2;
+        });
     return m_acts.back();
 }
 
