@@ -134,8 +134,8 @@ public:
     // (setFusion) the output of a BatchNorm2d, Conv2d or Add that ran fused with its activation is empty.
     const Tensor& activation(std::size_t i) const { return m_acts.at(i); }
     // Bytes of released buffers held for the next pass that releases its activations
-    // (RunContext::releaseActivations): after such a pass, about as many buffers of its largest
-    // activation's size as it had activations alive at once.
+    // (RunContext::releaseActivations): after such a pass, about as many buffers as it had
+    // activations alive at once.
     std::size_t pooledActivationBytes() const
     {
         std::size_t n = 0;
@@ -229,8 +229,8 @@ private:
     std::vector<Shape> m_viewShape;          // per layer: that Flatten's input shape
     // RunContext::releaseActivations: the buffers such passes released, which their later layers
     // and the next such pass write into (the smallest that holds the activation), each with the
-    // last pass that released it. After a pass, those smaller than its largest activation and
-    // those two passes left unused go; a forward that keeps its activations (training) drops all.
+    // last pass that released it. Those two passes left unused go; a forward that keeps its
+    // activations (training) drops them all.
     struct PooledBuffer {
         Tensor buffer;
         std::uint64_t pass = 0;

@@ -136,13 +136,9 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
     // RunContext::releaseActivations: an activation goes once its last reader (layer i) has run,
     // into the pool of released buffers (m_bufferPool), which a later layer of this pass or of the
     // next one writes into: an evaluation's batches do not free, reallocate and zero-fill every
-    // activation (with page faults). A buffer the pool cannot give is made as large as the largest
-    // activation taken so far, and smaller ones are dropped after the pass, so that from the third
-    // pass of a batch size on every buffer holds every activation: the pool keeps as many buffers
-    // as the pass had activations alive at once, and nothing is allocated.
+    // activation (with page faults).
     const bool release = ctx.releaseActivations && !ctx.training;
     std::vector<std::size_t> needed; // per activation, its element count (releasing passes)
-    std::size_t bufferNumel = 0;     // the size a new pooled buffer is made
     if (!release) {
         m_bufferPool.clear();
     } else {
@@ -152,31 +148,31 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
         } catch (const std::exception&) { // the layer that does not fit throws when it runs
             needed.clear();
         }
-        for (const PooledBuffer& b : m_bufferPool) bufferNumel = std::max(bufferNumel, b.buffer.values().capacity());
     }
     const auto give = [&](Tensor& t) { // t's buffer to the pool (freed in passes that keep activations)
         if (release && t.values().capacity() > 0) m_bufferPool.push_back({std::move(t), m_releasePass});
         t = Tensor();
     };
-    // Activation a, about to be written, gets the smallest pooled buffer that holds it, else a new
-    // one of bufferNumel. Not the last two (the logits and the last layer's input), which stay
-    // after the pass and are written in place by the next.
+    // Activation a, about to be written, gets the smallest pooled buffer that holds it. Failing
+    // that, the largest pooled buffer too small for it is freed (the layer allocates one of the
+    // right size), so the pool does not grow along a chain of growing activations: it keeps about
+    // as many buffers as the pass had activations alive at once. Not the last two activations (the
+    // logits and the last layer's input), which stay after the pass and would hold large buffers.
     const auto take = [&](std::size_t a) {
         if (!release || a + 2 >= needed.size() || m_acts[a].values().capacity() >= needed[a]) return;
         give(m_acts[a]);
-        bufferNumel = std::max(bufferNumel, needed[a]);
-        std::size_t best = m_bufferPool.size();
+        const std::size_t none = m_bufferPool.size();
+        std::size_t best = none, smaller = none;
         for (std::size_t k = 0; k < m_bufferPool.size(); ++k) {
             const std::size_t cap = m_bufferPool[k].buffer.values().capacity();
-            if (cap >= needed[a] && (best == m_bufferPool.size() || cap < m_bufferPool[best].buffer.values().capacity()))
+            if (cap >= needed[a] && (best == none || cap < m_bufferPool[best].buffer.values().capacity()))
                 best = k;
+            if (cap < needed[a] && (smaller == none || cap > m_bufferPool[smaller].buffer.values().capacity())) smaller = k;
         }
-        if (best == m_bufferPool.size()) {
-            m_acts[a].values().reserve(bufferNumel);
-            return;
-        }
-        m_acts[a] = std::move(m_bufferPool[best].buffer);
-        if (best + 1 != m_bufferPool.size()) m_bufferPool[best] = std::move(m_bufferPool.back());
+        const std::size_t k = best != none ? best : smaller;
+        if (k == none) return;
+        if (best != none) m_acts[a] = std::move(m_bufferPool[k].buffer);
+        if (k + 1 != m_bufferPool.size()) m_bufferPool[k] = std::move(m_bufferPool.back());
         m_bufferPool.pop_back();
     };
     take(0);
@@ -366,10 +362,8 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
         }
         if (hooks) hooks->afterForward(i, *m_layers[i], m_acts[i + 1], c);
     }
-    if (release) // buffers smaller than the largest activation, and those two passes left unused, go
-        std::erase_if(m_bufferPool, [&](const PooledBuffer& b) {
-            return b.buffer.values().capacity() < bufferNumel || m_releasePass - b.pass >= 2;
-        });
+    if (release) // what two passes left unused goes (the buffers of a batch size seen before the last)
+        std::erase_if(m_bufferPool, [&](const PooledBuffer& b) { return m_releasePass - b.pass >= 2; });
     return m_acts.back();
 }
 
