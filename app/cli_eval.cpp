@@ -239,6 +239,12 @@ int runEval(const std::vector<std::string>& argv)
                     data.split.empty() ? "the test files" : data.split.c_str());
         for (const std::string& n : data.notes) std::fprintf(report, "note: %s\n", n.c_str());
         std::fprintf(report, "runner: %s, %zu thread(s)\n", runner.description().c_str(), threads);
+        // Where the input normalisation came from, as --json's normalization_source: a graph whose
+        // first operations scale its input (x + 0.1, x / 0.353) stores one (tester 14: nothing said so).
+        std::fprintf(report, "input normalisation: %s (%s)\n", model.normalization.describe().c_str(),
+                     model.normalizationKnown ? "stored in the file"
+                     : args.has("--normalize") ? "from --normalize"
+                                               : "the train set's statistics");
         std::fprintf(report, "test accuracy: %s (%zu images)\n", percent(ev.accuracy).c_str(), ev.count);
         if (args.has("--bench"))
             std::fprintf(report, "speed: %.0f images/s (batch %zu, %zu thread(s), best of %zu passes)\n", ips, batch, threads, passes);

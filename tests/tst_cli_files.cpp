@@ -51,6 +51,9 @@ void TestCliFiles::modelFiles()
     QCOMPARE(d["epochs_done"].get<int>(), 0);
     QCOMPARE(d["test_acc"].get<double>(), trained["test_acc"].get<double>());
     QVERIFY(std::abs(d["quant_test_acc"].get<double>() - trained["test_acc"].get<double>()) < 0.05);
+    const Result evText = runCli({"eval", onnx, "--data", m_valid, "--test-limit", "20"});
+    QVERIFY2(evText.exitCode == kExitOk, qPrintable(evText.err));
+    QVERIFY2(evText.out.contains("input normalisation: mean ") && evText.out.contains(" (stored in the file)\n"), qPrintable(evText.out));
 
     // QuantScope's FP32 ONNX export of a BatchNorm preset folds the BatchNorm: --init cannot load
     // it into the preset's BatchNorm layers and says to use --model FILE (it told them to choose
@@ -70,6 +73,20 @@ void TestCliFiles::modelFiles()
              kExitOk);
 
     const QString ref = QStringLiteral(QS_TEST_DATA "/../onnx_import/ref_resnet8.onnx");
+    // --init of another network: the advice names a preset only when the file holds one (QuantScope
+    // wrote it); a PyTorch export's model name is its file's stem, which --model does not take, so
+    // it names the file's layers and --model FILE (tester 14: "it holds a ref_resnet8 model; choose
+    // that model").
+    const Result initOther = runCli({"train", "--model", "lenet5", "--init", onnx, "--data", m_valid, "--test-limit", "20",
+                                     "--strategy", "ptq", "--epochs", "0", "--quiet"});
+    QCOMPARE(initOther.exitCode, kExitUsage);
+    QVERIFY2(initOther.err.contains("choose --model mlp"), qPrintable(initOther.err));
+    const Result initTorch = runCli({"train", "--model", "mlp", "--init", ref, "--data", m_valid, "--test-limit", "20",
+                                     "--strategy", "ptq", "--epochs", "0", "--quiet", "--normalize", "0.286,0.353"});
+    QCOMPARE(initTorch.exitCode, kExitUsage);
+    QVERIFY2(initTorch.err.contains("the file's layers are conv1, layer1.conv1, layer1.conv2, layer2.conv1, ...;") && initTorch.err.contains("(--model " + ref + ")") &&
+                 !initTorch.err.contains("choose"),
+             qPrintable(initTorch.err));
     const Result qat = runCli(QStringList{"train", "--model", ref, "--strategy", "qat", "--epochs", "1", "--normalize", "0.286,0.353"} +
                               QStringList{"--data", m_valid, "--train-limit", "256", "--test-limit", "100", "--quiet", "--json"});
     QVERIFY2(qat.exitCode == kExitOk, qPrintable(qat.err));
@@ -123,6 +140,8 @@ void TestCliFiles::modelFiles()
     const Result guessed = runCli({"eval", ref, "--data", m_valid, "--test-limit", "20"});
     QVERIFY2(guessed.exitCode == kExitOk, qPrintable(guessed.err));
     QVERIFY2(guessed.err.contains("does not say how its input was normalised: using the train set's statistics"), qPrintable(guessed.err));
+    QVERIFY2(guessed.out.contains("input normalisation: mean ") && guessed.out.contains(" (the train set's statistics)\n"),
+             qPrintable(guessed.out));
     QVERIFY(!ev.err.contains("does not say how its input")); // --normalize given
     // The statistics of the train set at --resize's size, taken image by image (Dataset's
     // trainForStatistics): at the model's own size, the same evaluation.

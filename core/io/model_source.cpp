@@ -4,6 +4,7 @@
 #include "io/onnx_io.h"
 #include "io/qsm.h"
 #include "nn/batchnorm2d.h"
+#include "nn/model_zoo.h"
 #include "util/ascii_text.h"
 #include "util/errors.h"
 
@@ -100,10 +101,30 @@ void loadFloatWeights(Model& model, const ExportedModel& m, const std::string& s
                                 std::none_of(m.layers.begin(), m.layers.end(), [](const StoredLayer& l) { return l.kind == LayerKind::BatchNorm2d; });
             if (folded)
                 throw ConfigError(source + ": holds " + m.modelName + " with its BatchNorm folded into the convolutions (as "
-                                  "QuantScope's ONNX export writes it), so it has no BatchNorm2d layer '" + layer.name() +
+                                  "QuantScope's ONNX export writes it, and torch.onnx.export unless given "
+                                  "training=torch.onnx.TrainingMode.PRESERVE), so it has no BatchNorm2d layer '" + layer.name() +
                                   "' for --init to load; start from it with --model FILE instead, or give --init the .qsm");
-            throw ConfigError(source + ": has no " + layerKindName(layer.kind()) + " layer '" + layer.name() + "' (it holds a " +
-                              m.modelName + " model; choose that model)");
+            // --init loads by layer name into the chosen preset. The file's model name is a
+            // preset's only when QuantScope wrote it; else it is the file's stem, which --model
+            // does not take (tester 14: "it holds a pre_lenet5seq model; choose that model").
+            const bool preset = std::any_of(modelPresets().begin(), modelPresets().end(),
+                                            [&](const ModelPresetInfo& p) { return m.modelName == p.name; });
+            std::string names; // the file's first layers with weights
+            std::size_t shown = 0;
+            for (const StoredLayer& l : m.layers) {
+                if (l.tensors.empty()) continue;
+                if (shown++ == 4) {
+                    names += ", ...";
+                    break;
+                }
+                names += (shown > 1 ? ", " : "") + l.name;
+            }
+            throw ConfigError(source + ": has no " + layerKindName(layer.kind()) + " layer '" + layer.name() + "' for --init, which loads weights by " +
+                              "layer name into the chosen model (" +
+                              (preset ? "the file holds a " + m.modelName + " model: choose --model " + m.modelName
+                                      : "the file's layers are " + names + "; to train the file's own network, give it to --model (--model " +
+                                            source + ") instead of --init") +
+                              ")");
         }
         for (auto& [name, t] : wanted) {
             const StoredTensor* st = stored->tensor(name);
