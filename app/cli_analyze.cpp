@@ -213,6 +213,8 @@ AnalysisInput loadAnalysisInput(const Args& args, const std::string& spec, const
         in.model = modelFromFile(spec, false)(input, data.numClasses(), 1);
         in.name = std::filesystem::path(spec).stem().string();
     } else {
+        const std::string misnamed = misnamedModelFile(spec); // a model file under another name (tester 14)
+        if (!misnamed.empty()) throw UsageError(spec + ": " + misnamed);
         in.model = makeModel(spec, input[0], input[1], input[2], data.numClasses(), 1);
         if (!json)
             std::fprintf(stderr, "note: %s is a preset, freshly initialised (give a trained .qsm/.onnx to analyse a trained model)\n",

@@ -291,6 +291,8 @@ int runTrain(const std::vector<std::string>& argv)
         cfg.modelFile = modelSpec;
         cfg.reinitModel = reinit;
     } else {
+        const std::string misnamed = misnamedModelFile(modelSpec); // a model file under another name (tester 14)
+        if (!misnamed.empty()) throw UsageError(modelSpec + ": " + misnamed);
         if (reinit) throw UsageError("--reinit applies to a model file (--model FILE.onnx or FILE.qsm)");
         cfg.model = modelSpec;
         if (!initPath.empty()) {

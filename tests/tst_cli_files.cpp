@@ -40,9 +40,9 @@ void TestCliFiles::initTestCase()
 // reference resnet8) fine-tunes with QAT; eval takes --normalize for it.
 void TestCliFiles::modelFiles()
 {
-    const QString onnx = m_tmp.filePath("mlp.onnx");
+    const QString onnx = m_tmp.filePath("mlp.onnx"), qsm = m_tmp.filePath("mlp.qsm");
     const QStringList common{"--data", m_valid, "--train-limit", "500", "--test-limit", "200", "--quiet", "--json"};
-    const Result first = runCli(QStringList{"train", "--model", "mlp", "--export", onnx} + common);
+    const Result first = runCli(QStringList{"train", "--model", "mlp", "--export", onnx + "," + qsm} + common);
     QVERIFY2(first.exitCode == kExitOk, qPrintable(first.err));
     const nlohmann::json trained = doneOf(first);
     const Result ptq = runCli(QStringList{"train", "--model", onnx, "--strategy", "ptq", "--epochs", "0"} + common);
@@ -51,6 +51,20 @@ void TestCliFiles::modelFiles()
     QCOMPARE(d["epochs_done"].get<int>(), 0);
     QCOMPARE(d["test_acc"].get<double>(), trained["test_acc"].get<double>());
     QVERIFY(std::abs(d["quant_test_acc"].get<double>() - trained["test_acc"].get<double>()) < 0.05);
+    // A model file under another name is named for what it holds, by every command (tester 14:
+    // "not a model file", "unknown model", "neither a model preset nor a .qsm or .onnx file").
+    for (const auto& [source, kind] : {std::pair{onnx, QString("an ONNX model: rename it to end in .onnx")},
+                                       std::pair{qsm, QString("a QuantScope .qsm model: rename it to end in .qsm")}}) {
+        const QString misnamed = m_tmp.filePath("model.bin");
+        QFile::remove(misnamed);
+        QVERIFY(QFile::copy(source, misnamed));
+        for (const QStringList& cmd : {QStringList{"train", "--model", misnamed, "--data", m_valid, "--epochs", "0", "--strategy", "ptq"},
+                                       QStringList{"eval", misnamed, "--data", m_valid}, QStringList{"info", misnamed},
+                                       QStringList{"analyze", "compare", misnamed, "--data", m_valid}}) {
+            const Result r = runCli(cmd);
+            QVERIFY2(r.exitCode != kExitOk && r.err.contains(misnamed + ": holds " + kind), qPrintable(cmd.join(' ') + ": " + r.err));
+        }
+    }
     const Result evText = runCli({"eval", onnx, "--data", m_valid, "--test-limit", "20"});
     QVERIFY2(evText.exitCode == kExitOk, qPrintable(evText.err));
     QVERIFY2(evText.out.contains("input normalisation: mean ") && evText.out.contains(" (stored in the file)\n"), qPrintable(evText.out));

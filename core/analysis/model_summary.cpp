@@ -202,6 +202,8 @@ ModelSummary summarize(const std::string& spec, std::size_t channels, std::size_
         if (spec == p.name) return summarizePreset(spec, channels, height, width, classes);
         names += (names.empty() ? "" : ", ") + std::string(p.name);
     }
+    const std::string what = misnamedModelFile(spec); // a model file under another name (tester 14)
+    if (!what.empty()) throw ConfigError(spec + ": " + what);
     throw ConfigError("'" + spec + "' is neither a model preset (" + names + ") nor a .qsm or .onnx file");
 }
 

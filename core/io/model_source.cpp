@@ -32,10 +32,31 @@ bool isModelFile(const std::string& spec)
     return e == ".onnx" || e == ".qsm";
 }
 
+std::string misnamedModelFile(const std::string& path)
+{
+    std::error_code ec;
+    if (isModelFile(path) || !std::filesystem::is_regular_file(path, ec)) return "";
+    {
+        std::ifstream f(path, std::ios::binary);
+        std::uint8_t head[8] = {};
+        if (f.read(reinterpret_cast<char*>(head), 8) && std::memcmp(head, kQsmMagic, 8) == 0)
+            return "holds a QuantScope .qsm model: rename it to end in .qsm";
+    }
+    try {
+        readOnnxModel(path);
+        return "holds an ONNX model: rename it to end in .onnx";
+    } catch (const Error&) {
+    }
+    return "";
+}
+
 ExportedModel readModelFile(const std::string& path, std::size_t height, std::size_t width)
 {
     const std::string e = lowerExtension(path);
-    if (e != ".qsm" && e != ".onnx") throw ConfigError(path + ": not a model file (expected .qsm or .onnx)");
+    if (e != ".qsm" && e != ".onnx") {
+        const std::string what = misnamedModelFile(path);
+        throw ConfigError(path + ": " + (what.empty() ? "not a model file (expected .qsm or .onnx)" : what));
+    }
     try {
         return e == ".qsm" ? readQsm(path) : readOnnxModel(path, height, width);
     } catch (const FormatError&) {
