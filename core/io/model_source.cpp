@@ -32,20 +32,37 @@ bool isModelFile(const std::string& spec)
     return e == ".onnx" || e == ".qsm";
 }
 
+namespace {
+
+// What a file's content says it is, whatever its name: a .qsm (its magic) or, with parseOnnx, an
+// ONNX model (it parses as one), else neither.
+enum class ModelContent { Qsm, Onnx, Neither };
+ModelContent modelContent(const std::string& path, bool parseOnnx = true)
+{
+    {
+        std::ifstream f(path, std::ios::binary);
+        std::uint8_t head[8] = {};
+        if (f.read(reinterpret_cast<char*>(head), 8) && std::memcmp(head, kQsmMagic, 8) == 0) return ModelContent::Qsm;
+    }
+    if (!parseOnnx) return ModelContent::Neither;
+    try {
+        readOnnxModel(path);
+        return ModelContent::Onnx;
+    } catch (const Error&) {
+    }
+    return ModelContent::Neither;
+}
+
+} // namespace
+
 std::string misnamedModelFile(const std::string& path)
 {
     std::error_code ec;
     if (isModelFile(path) || !std::filesystem::is_regular_file(path, ec)) return "";
-    {
-        std::ifstream f(path, std::ios::binary);
-        std::uint8_t head[8] = {};
-        if (f.read(reinterpret_cast<char*>(head), 8) && std::memcmp(head, kQsmMagic, 8) == 0)
-            return "holds a QuantScope .qsm model: rename it to end in .qsm";
-    }
-    try {
-        readOnnxModel(path);
-        return "holds an ONNX model: rename it to end in .onnx";
-    } catch (const Error&) {
+    switch (modelContent(path)) {
+    case ModelContent::Qsm: return "holds a QuantScope .qsm model: rename it to end in .qsm";
+    case ModelContent::Onnx: return "holds an ONNX model: rename it to end in .onnx";
+    case ModelContent::Neither: break;
     }
     return "";
 }
@@ -62,20 +79,11 @@ ExportedModel readModelFile(const std::string& path, std::size_t height, std::si
     } catch (const FormatError&) {
         // A file of the other kind under a wrong name: say so rather than "bad magic number" or
         // "the protobuf does not parse".
-        if (e == ".onnx") {
-            std::ifstream f(path, std::ios::binary);
-            std::uint8_t head[8] = {};
-            if (f.read(reinterpret_cast<char*>(head), 8) && std::memcmp(head, kQsmMagic, 8) == 0)
-                throw FormatError(path + ": is a QuantScope .qsm model, not ONNX: rename it to end in .qsm");
-        } else {
-            bool onnx = false;
-            try {
-                readOnnxModel(path);
-                onnx = true;
-            } catch (const Error&) {
-            }
-            if (onnx) throw FormatError(path + ": is an ONNX model, not a QuantScope .qsm: rename it to end in .onnx");
-        }
+        const ModelContent c = modelContent(path, e == ".qsm"); // an .onnx that did not parse is not parsed again
+        if (e == ".onnx" && c == ModelContent::Qsm)
+            throw FormatError(path + ": is a QuantScope .qsm model, not ONNX: rename it to end in .qsm");
+        if (e == ".qsm" && c == ModelContent::Onnx)
+            throw FormatError(path + ": is an ONNX model, not a QuantScope .qsm: rename it to end in .onnx");
         throw;
     }
 }
