@@ -57,6 +57,8 @@ ModelContent modelContent(const std::string& path, bool parseOnnx = true)
 
 std::string misnamedModelFile(const std::string& path)
 {
+    const auto& presets = modelPresets(); // a preset's name is the preset, whatever file the folder has
+    if (std::any_of(presets.begin(), presets.end(), [&](const ModelPresetInfo& p) { return path == p.name; })) return "";
     std::error_code ec;
     if (isModelFile(path) || !std::filesystem::is_regular_file(path, ec)) return "";
     switch (modelContent(path)) {

@@ -17,8 +17,8 @@ bool isModelFile(const std::string& spec);
 
 // For an existing regular file whose name does not end in .qsm or .onnx: what its content says it
 // is and how to use it ("holds a QuantScope .qsm model: rename it to end in .qsm", or the same for
-// ONNX), or "" when it is neither (or not a file). Reads at most the file's header, or parses it as
-// ONNX within the importer's limits.
+// ONNX), or "" when it is neither, not a file, or a preset's name (the preset wins). Reads at most
+// the file's header, or parses it as ONNX within the importer's limits.
 std::string misnamedModelFile(const std::string& path);
 
 // Reads a .qsm or .onnx file. ONNX files QuantScope wrote (its quantscope.* metadata) are read
