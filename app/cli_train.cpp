@@ -263,6 +263,7 @@ int runTrain(const std::vector<std::string>& argv)
     const bool reinit = args.has("--reinit");
     std::optional<ExportedModel> file; // a --model file, read once: its name, notes, normalisation and classes
     std::size_t importNotes = 0;       // how many of file->notes the reader wrote (the rest are this command's)
+    std::string reinitFolded;          // --reinit of a file whose exporter folded its BatchNorms away
     // A graph of dynamic height and width is read at the --resize or --image-shape size when one
     // is given, and again at the data's size once the data is loaded.
     const DatasetOptions sized = datasetOptions(args);
@@ -284,6 +285,13 @@ int runTrain(const std::vector<std::string>& argv)
                                   "fine-tuning trains the network without BatchNorm; a deep one may diverge at the usual learning "
                                   "rate: try a 10x smaller --lr, or start from a file that keeps the BatchNorm layers "
                                   "(torch.onnx.export(..., training=torch.onnx.TrainingMode.PRESERVE), or QuantScope's .qsm)");
+        // --reinit trains that architecture from scratch: without the BatchNorms, a network that
+        // was designed with them trains poorly or not at all (tester 15: mobilenet-style at chance).
+        if (foldedConvs > 0 && reinit)
+            reinitFolded = "the file has BatchNorm folded into " + std::to_string(foldedConvs) +
+                           " convolutions (torch.onnx.export in eval mode folds them), so --reinit trains the architecture "
+                           "without BatchNorm, which a network designed with it may not learn (it can stay at chance); export "
+                           "with torch.onnx.export(..., training=torch.onnx.TrainingMode.PRESERVE) to keep the BatchNorm layers";
         cfg.model = file->modelName;
         if (cfg.model.empty()) cfg.model = std::filesystem::path(modelSpec).stem().string();
         cfg.modelFactory = modelFromFile(modelSpec, reinit);
@@ -475,6 +483,10 @@ int runTrain(const std::vector<std::string>& argv)
         unusedWith("--bn-reestimate", hasBatchNorm, ("the model (" + cfg.model + ") has no BatchNorm layer to re-estimate").c_str());
     }
     nlohmann::json startExtra = nlohmann::json::object(); // what was read, for the JSON start event
+    if (!reinitFolded.empty()) {
+        startExtra["model_notes"] = nlohmann::json::array({reinitFolded});
+        if (say) std::fprintf(stderr, "quantscope-cli train: warning: %s: %s\n", cfg.modelFile.c_str(), reinitFolded.c_str());
+    }
     if (cfg.pretrained && file) {
         startExtra["model_notes"] = file->notes;
         if (say)

@@ -111,6 +111,19 @@ void TestCliFiles::modelFiles()
     QVERIFY2(qatStart.at("model_notes").dump().find("BatchNorm folded into 9 convolutions") != std::string::npos &&
                  qatStart.at("model_notes").dump().find("TrainingMode.PRESERVE") != std::string::npos,
              qatStart.dump().c_str());
+    // --reinit of that file trains the architecture from scratch without its BatchNorms, and says
+    // so (tester 15: a mobilenet-style network stayed at chance in silence).
+    const QStringList fresh{"train", "--model", ref, "--reinit", "--epochs", "1", "--normalize", "0.286,0.353", "--data", m_valid,
+                            "--train-limit", "64", "--test-limit", "20"};
+    const Result freshText = runCli(fresh + QStringList{"--quiet"});
+    QVERIFY2(freshText.exitCode == kExitOk, qPrintable(freshText.err));
+    QVERIFY2(freshText.err.contains("warning: " + ref + ": the file has BatchNorm folded into 9 convolutions") &&
+                 freshText.err.contains("--reinit trains the architecture without BatchNorm") && freshText.err.contains("TrainingMode.PRESERVE"),
+             qPrintable(freshText.err));
+    const Result freshJson = runCli(fresh + QStringList{"--json"});
+    QVERIFY2(freshJson.exitCode == kExitOk, qPrintable(freshJson.err));
+    QVERIFY2(nlohmann::json::parse(freshJson.out.section('\n', 0, 0).toStdString()).at("model_notes").dump().find("--reinit trains") != std::string::npos,
+             qPrintable(freshJson.out.section('\n', 0, 0)));
     const Result ev = runCli({"eval", ref, "--data", m_valid, "--test-limit", "100", "--normalize", "0.286,0.353", "--json"});
     QVERIFY2(ev.exitCode == kExitOk, qPrintable(ev.err));
     // A plan's input normalisation (what analyze search measured with) is the run's for a file that

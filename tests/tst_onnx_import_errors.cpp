@@ -310,6 +310,20 @@ void TestOnnxImportErrors::badInput_data()
             f->set_name("Linear");
         },
         "FormatError", "passes 3 inputs and 1 outputs to a function of 0 inputs and 0 outputs");
+    // A Gemm bias of no values cannot broadcast to the output: a broken file, as a B of no
+    // values is (tester 15: a configuration error, exit 2, against 3 for B).
+    row("a Gemm bias of no values", "seqview_op13_fold",
+        [](onnx::ModelProto& mp) {
+            const std::string bias = findNode(mp, "Gemm")->input(2);
+            for (onnx::TensorProto& t : *mp.mutable_graph()->mutable_initializer())
+                if (t.name() == bias) {
+                    t.clear_dims();
+                    t.add_dims(0);
+                    t.clear_raw_data();
+                    t.clear_float_data();
+                }
+        },
+        "FormatError", "C [0] is not a bias of 10 values, nor does it broadcast to the output [N, 10]");
     // 1 - x (an inversion) is no normalisation: named as such.
     row("a constant minus the input", "pixels255_op13_fold_dyn",
         [](onnx::ModelProto& mp) {

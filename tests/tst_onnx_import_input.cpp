@@ -339,6 +339,44 @@ void TestOnnxImportInput::readsUsersInputConventions()
             }
         });
     }
+    // RGB swapped to BGR (x[:, [2, 1, 0]]) and then normalised with BGR statistics (tester 15: the
+    // normalisation was folded into the swap's 1x1 Conv, the dataset's statistics put in front, and
+    // 68-79 % of PyTorch's predictions kept): the input's normalisation, in the input's order, and
+    // the swap stays a one-hot 1x1 Conv. On [0, 1] pixels, and Caffe's on 0..255 pixels.
+    for (const char* name : {"bgrnorm_op13_fold_dyn", "bgrnorm_op11_nofold", "bgrcaffe_op13_fold"}) {
+        const bool caffe = std::string(name).rfind("bgrcaffe", 0) == 0;
+        const fs::path p = kFixtures / (std::string(name) + ".onnx");
+        const ExportedModel m = importOnnx(fileBytes(p), p.string());
+        QVERIFY2(m.normalizationKnown, name);
+        QCOMPARE(m.normalization.mean.size(), std::size_t{3});
+        for (std::size_t c = 0; c < 3; ++c) {
+            // Caffe's means are BGR: input channel c is the swap's channel 2 - c
+            const float mean = caffe ? caffeMean[2 - c] / 255.0f : torchMean[c], stddev = caffe ? 64.0f / 255.0f : torchStd[c];
+            QVERIFY2(std::fabs(m.normalization.mean[c] - mean) < 1e-5f && std::fabs(m.normalization.stddev[c] - stddev) < 1e-6f,
+                     qPrintable(QString("%1 channel %2: mean %3 stddev %4").arg(name).arg(c).arg(m.normalization.mean[c]).arg(m.normalization.stddev[c])));
+        }
+        QCOMPARE(m.layers.at(0).kind, LayerKind::Conv2d); // the swap, read as a one-hot 1x1 Conv
+        QVERIFY2(std::any_of(m.notes.begin(), m.notes.end(), [](const std::string& s) { return s.find("follows a permutation") != std::string::npos; }), name);
+        checkAgainstPyTorch(m, name, [&](Reference& ref) {
+            const std::size_t plane = ref.inputShape[2] * ref.inputShape[3];
+            for (std::size_t k = 0; k < ref.input.size(); ++k) { // the [0, 1] pixel the pipeline gives, normalised as stored
+                const std::size_t c = (k / plane) % 3;
+                const float pixel = caffe ? ref.input[k] / 255.0f : ref.input[k];
+                ref.input[k] = (pixel - m.normalization.mean[c]) / m.normalization.stddev[c];
+            }
+        });
+    }
+    // Grayscale copied to three channels (repeat, expand, cat), then ImageNet's per-channel
+    // statistics (tester 15: the dataset's statistics were put in front; 52 % agreement): the
+    // normalisation stays in the graph, which takes [0, 1] pixels as they are.
+    for (const char* name : {"grayrepeatnorm_op13_fold_dyn", "grayexpandnorm_op11_nofold", "graycatnorm_op17_fold"}) {
+        const fs::path p = kFixtures / (std::string(name) + ".onnx");
+        const ExportedModel m = importOnnx(fileBytes(p), p.string());
+        QVERIFY2(m.normalizationKnown, name);
+        QCOMPARE(m.normalization, Normalization::identity(1));
+        QVERIFY2(std::any_of(m.notes.begin(), m.notes.end(), [](const std::string& s) { return s.find("normalises its input itself") != std::string::npos; }), name);
+        checkAgainstPyTorch(m, name, [](Reference&) {});
+    }
     // Buffers through constant arithmetic the exporter kept (no constant folding): expand_as,
     // exp, clamp, pow and abs fold into the normalisation (tester 11: Expand/Exp/Pow/Abs refused).
     {

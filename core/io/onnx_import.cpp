@@ -392,9 +392,14 @@ ExportedModel Importer::run()
     // else the caller supplies it (--normalize, dataset statistics); uint8 pixels fix the scale
     m_m.normalizationKnown = m_sawMean || m_sawStd || m_inputBytes || m_normalisesAfterPad;
     if (m_normalisesAfterPad && !(m_sawMean || m_sawStd || m_inputBytes))
-        m_m.notes.push_back("the graph normalises its input itself (constants on the pixels after padding or clamping them, or where "
-                            "something else reads the input too, read as depthwise 1x1 Convs): QuantScope feeds it [0, 1] pixels as "
-                            "they are, without the dataset's statistics");
+        m_m.notes.push_back("the graph normalises its input itself (constants on the pixels after padding, clamping, selecting or "
+                            "copying their channels, or where something else reads the input too, read as depthwise 1x1 Convs or "
+                            "folded into the channel selection): QuantScope feeds it [0, 1] pixels as they are, without the dataset's "
+                            "statistics");
+    if (m_normalisedPermuted)
+        m_m.notes.push_back("the input normalisation follows a permutation of the input's channels (" + m_m.layers[m_permutedInput - 1].name +
+                            ", input channels " + listOf(std::vector<std::int64_t>(m_inputPermutation.begin(), m_inputPermutation.end())) +
+                            "): it is stored in the input's channel order, and the permutation stays in the network");
     for (std::vector<float>* v : {&m_m.normalization.mean, &m_m.normalization.stddev})
         if (v->size() == 1) v->assign(m_m.channels, v->front());
     pixelScale255();

@@ -223,14 +223,8 @@ void Importer::constantOnMaps(const NodeProto& n, int ai, const ConstTensor& c, 
     // Behind Pads, clamps (and such constants) only, on the image input: the graph's own
     // normalisation of the pixels it padded or clamped, so QuantScope must feed it [0, 1] pixels as
     // they are (normaliseInGraph sets the same for a constant right on a shared input).
-    std::size_t a = x;
-    const auto passesPixels = [&](std::size_t k) { // a Pad, a clamp (x.clamp(0, 1)), or one of these constants
-        const LayerKind kind = m_m.layers[k].kind;
-        return kind == LayerKind::Pad || kind == LayerKind::Hardtanh || kind == LayerKind::ReLU || kind == LayerKind::ReLU6 ||
-               m_constantLayers.count(k) > 0;
-    };
-    while (a != 0 && passesPixels(a - 1)) a = m_m.layers[a - 1].inputs.at(0);
-    if (a == 0 && m_inputAct == 0 && x != 0) m_normalisesAfterPad = true;
+    // Behind channel selections and copies too (x.repeat(1, 3, 1, 1), then per-channel means).
+    if (x != 0 && readsOnlyPixels(x)) m_normalisesAfterPad = true;
     m_constantLayers.insert(m_m.layers.size());
     m_m.importAddedParams += shift ? 2 * C : C;
     const StoredLayer& made = addLayer(n, std::move(l), s, {x});

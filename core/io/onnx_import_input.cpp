@@ -64,8 +64,8 @@ void widen(std::vector<float>& a, std::vector<float>& b)
 
 void Importer::checkInputNormalisation(const NodeProto& n, int actInput) const
 {
-    if (act(n, actInput) == m_inputAct && m_m.layers.size() == m_inputAct) return;
-    if (m_m.layers.size() != m_inputAct)
+    if (onInput(n, actInput)) return;
+    if (m_m.layers.size() != inputHere())
         failNode(n, "applies a constant to an activation inside the network (after a ReLU, a pool, an Add, or a layer "
                     "that something else reads too); QuantScope has no layer for that and folds a constant only into the "
                     "Linear or Conv right before it, when nothing else reads that layer's output. Move the scale or shift "
@@ -76,7 +76,7 @@ void Importer::checkInputNormalisation(const NodeProto& n, int actInput) const
 // A constant c subtracted from the input (sign 1) or added to it (sign -1).
 void Importer::shiftInput(const NodeProto& n, const ConstTensor& c, float sign)
 {
-    std::vector<float> shift = perChannel(n, c, "the mean");
+    std::vector<float> shift = inInputOrder(perChannel(n, c, "the mean"));
     std::vector<float>& M = m_m.normalization.mean;
     std::vector<float>& S = m_m.normalization.stddev;
     widen(shift, M);
@@ -84,12 +84,14 @@ void Importer::shiftInput(const NodeProto& n, const ConstTensor& c, float sign)
     widen(M, S);
     for (std::size_t i = 0; i < M.size(); ++i) M[i] += sign * shift[i] * S[i];
     m_sawMean = true;
-    alias(n, m_inputAct);
+    m_normalisedPermuted = m_normalisedPermuted || inputHere() != m_inputAct;
+    alias(n, inputHere());
 }
 
 // The input divided by `divisor` (per channel): the stddev grows by it.
 void Importer::scaleInput(const NodeProto& n, std::vector<float> divisor)
 {
+    divisor = inInputOrder(std::move(divisor));
     for (float v : divisor) {
         if (v > 0.0f && std::isfinite(v)) continue;
         char b[32];
@@ -102,7 +104,29 @@ void Importer::scaleInput(const NodeProto& n, std::vector<float> divisor)
     widen(M, S);
     for (std::size_t i = 0; i < S.size(); ++i) S[i] *= divisor[i];
     m_sawStd = true;
-    alias(n, m_inputAct);
+    m_normalisedPermuted = m_normalisedPermuted || inputHere() != m_inputAct;
+    alias(n, inputHere());
+}
+
+std::vector<float> Importer::inInputOrder(std::vector<float> v) const
+{
+    if (inputHere() == m_inputAct || v.size() != m_inputPermutation.size()) return v;
+    std::vector<float> in(v.size());
+    for (std::size_t k = 0; k < v.size(); ++k) in[m_inputPermutation[k]] = v[k];
+    return in;
+}
+
+bool Importer::readsOnlyPixels(std::size_t a) const
+{
+    // a Pad, a clamp (x.clamp(0, 1)), a constant, a slice, selection or copies of the channels, a subsampling
+    const auto passesPixels = [&](std::size_t k) {
+        const LayerKind kind = m_m.layers[k].kind;
+        return kind == LayerKind::Pad || kind == LayerKind::Hardtanh || kind == LayerKind::ReLU || kind == LayerKind::ReLU6 ||
+               kind == LayerKind::Slice || m_constantLayers.count(k) > 0 || m_pixelLayers.count(k) > 0 ||
+               m_subsampleLayers.count(k) > 0;
+    };
+    while (a != 0 && passesPixels(a - 1)) a = m_m.layers[a - 1].inputs.at(0);
+    return a == 0 && m_inputAct == 0;
 }
 
 bool Importer::sharedInput(const NodeProto& n, int i) const
@@ -132,7 +156,7 @@ void Importer::normaliseInGraph(const NodeProto& n, int i, const ConstTensor& c,
 bool Importer::onInput(const NodeProto& n, int i) const
 {
     const Value& v = value(n, i);
-    return v.kind == Value::Kind::Act && v.act == m_inputAct && m_m.layers.size() == m_inputAct;
+    return v.kind == Value::Kind::Act && v.act == inputHere() && m_m.layers.size() == inputHere();
 }
 
 // After a Linear or Conv that nothing else reads, a constant folds into it; elsewhere it is refused.

@@ -108,6 +108,7 @@ void Importer::concat(const NodeProto& n)
     }
     StoredLayer l;
     l.kind = LayerKind::Concat;
+    if (std::all_of(xs.begin(), xs.end(), [&](std::size_t a) { return a == xs[0]; })) m_pixelLayers.insert(m_m.layers.size());
     addLayer(n, std::move(l), std::move(out), xs);
 }
 
@@ -154,6 +155,7 @@ void Importer::channelCopies(const NodeProto& n, std::size_t x, std::size_t k)
     out[0] *= k;
     StoredLayer l;
     l.kind = LayerKind::Concat;
+    m_pixelLayers.insert(m_m.layers.size());
     addLayer(n, std::move(l), std::move(out), std::vector<std::size_t>(k, x));
 }
 

@@ -151,7 +151,15 @@ void Importer::gemm(const NodeProto& n)
     if (const ConstTensor* c = optConstant(n, 2, "C (the bias)")) {
         const std::vector<float>& cv = floats(n, *c, "C");
         const bool perOutput = cv.size() == out && (c->dims.size() == 1 || (c->dims.size() == 2 && c->dims[0] == 1));
-        if (!perOutput && cv.size() != 1) failNode(n, "C " + listOf(c->dims) + " is not a bias of " + std::to_string(out) + " values");
+        // One that cannot broadcast to [N, out] at all ([0], [5] for 10 outputs) is a broken file
+        // (tester 15: exit 2 for it, 3 for a B of [10, 0]); a valid one of other values per image
+        // (an [N, out] C) is one QuantScope does not read.
+        const bool broadcasts = !cv.empty() && c->dims.size() <= 2 &&
+                                (c->dims.empty() || c->dims.back() == 1 || c->dims.back() == static_cast<std::int64_t>(out));
+        if (!perOutput && cv.size() != 1)
+            failNode(n, "C " + listOf(c->dims) + " is not a bias of " + std::to_string(out) + " values" +
+                            (broadcasts ? "" : ", nor does it broadcast to the output [N, " + std::to_string(out) + "]"),
+                     broadcasts);
         std::vector<float> bias(out);
         for (std::size_t o = 0; o < out; ++o) bias[o] = beta * (perOutput ? cv[o] : cv[0]);
         l.tensors.push_back(floatTensor("bias", {out}, std::move(bias)));
@@ -245,7 +253,7 @@ void Importer::add(const NodeProto& n)
     const Value& v = ai == 0 ? a : b;
     const ConstTensor& c = constant(n, 1 - ai, "one addend");
     if (v.kind != Value::Kind::Act) failNode(n, "adds a Pad's output");
-    if (v.act == m_inputAct && m_m.layers.size() == m_inputAct) { // x * (1 / s) + b: the normalisation's shift
+    if (onInput(n, ai)) { // x * (1 / s) + b: the normalisation's shift
         if (sharedInput(n, ai)) return normaliseInGraph(n, ai, c, Fold::Add);
         return shiftInput(n, c, -1.0f);
     }
@@ -299,6 +307,9 @@ void Importer::foldConstant(const NodeProto& n, int ai, const ConstTensor& c, Fo
             if (l->tensors.size() > 1) l->tensors[1].values[o] *= f;
         }
     }
+    // A selection or copies of the input's channels, then a constant: the graph's own
+    // normalisation (x[:, [0, 0, 0]] - mean), which takes [0, 1] pixels as they are.
+    if (m_pixelLayers.count(v.act - 1) && readsOnlyPixels(v.act)) m_normalisesAfterPad = true;
     if (std::find(m_channelsLastLinears.begin(), m_channelsLastLinears.end(), l->name) == m_channelsLastLinears.end()) // else named in their note
         m_m.notes.push_back(std::string(n.op_type()) + " " + onnxNodeName(n) + " " + verb + " a constant after '" + l->name +
                             "': folded into its " + (op == Fold::Add || op == Fold::Sub ? "bias" : "weights and bias"));

@@ -251,6 +251,21 @@ void Importer::gatherChannels(const NodeProto& n, std::size_t x, const std::vect
         w[k * C + static_cast<std::size_t>(i)] = 1.0f;
     }
     const bool maps = s.size() == 3;
+    // A permutation of the graph input's channels, its only reader: the normalisation after it is
+    // the input's, read in the input's channel order (inputHere).
+    std::vector<std::size_t> perm;
+    if (maps && K == C && x == m_inputAct && m_m.layers.size() == m_inputAct) {
+        const auto readers = m_valueReaders.find(n.input(0));
+        std::vector<bool> seen(C, false);
+        for (std::size_t k = 0; k < K; ++k) {
+            const std::size_t i = static_cast<std::size_t>(idx[k] < 0 ? idx[k] + static_cast<std::int64_t>(C) : idx[k]);
+            if (seen[i]) break;
+            seen[i] = true;
+            perm.push_back(i);
+        }
+        if (perm.size() != C || readers == m_valueReaders.end() || readers->second != 1) perm.clear();
+    }
+    if (maps && readsOnlyPixels(x)) m_pixelLayers.insert(m_m.layers.size());
     StoredLayer l;
     if (maps) {
         l = pointwiseConv(C, K, std::move(w));
@@ -261,6 +276,10 @@ void Importer::gatherChannels(const NodeProto& n, std::size_t x, const std::vect
         l.tensors.push_back(floatTensor("weight", {K, C}, std::move(w)));
     }
     const StoredLayer& made = addLayer(n, std::move(l), maps ? Shape{K, s[1], s[2]} : Shape{K}, {x});
+    if (!perm.empty()) {
+        m_permutedInput = m_m.layers.size();
+        m_inputPermutation = std::move(perm);
+    }
     m_m.importAddedParams += K * C;
     m_m.notes.push_back("Gather " + onnxNodeName(n) + " takes " + (maps ? "channels " : "features ") + listOf(idx) + " of " + shapeString(s) +
                         ": read as the " + (maps ? "1x1 Conv '" : "Linear '") + made.name + "' " + std::to_string(C) + " -> " +

@@ -257,8 +257,21 @@ private:
     bool insideNetwork(const NodeProto& n, int i) const
     {
         const Value& v = value(n, i);
-        return v.kind == Value::Kind::Act && m_m.layers.size() != m_inputAct;
+        return v.kind == Value::Kind::Act && m_m.layers.size() != inputHere();
     }
+    // Where the input normalisation is read now: the graph input (m_inputAct), or, right after a
+    // permutation of its channels (x[:, [2, 1, 0]], gatherChannels), the permuted input.
+    std::size_t inputHere() const
+    {
+        return m_permutedInput != 0 && m_m.layers.size() == m_permutedInput ? m_permutedInput : m_inputAct;
+    }
+    // A per-channel constant of the permuted input in the graph input's channel order (as is
+    // before any permutation, and for one value).
+    std::vector<float> inInputOrder(std::vector<float> v) const;
+    // Whether activation a holds only the graph input's pixels, rearranged: the input itself
+    // behind Pads, clamps, constants read as depthwise Convs (m_constantLayers) and channel
+    // selections or copies (m_pixelLayers). A constant on it is the graph's own normalisation.
+    bool readsOnlyPixels(std::size_t a) const;
     std::vector<float> perChannel(const NodeProto& n, const ConstTensor& c, const char* what) const;
     void checkInputNormalisation(const NodeProto& n, int actInput) const;
     void refuseTwoActivations(const NodeProto& n, const char* what) const;
@@ -446,6 +459,15 @@ private:
     // the input too (normaliseInGraph) or behind Pads and clamps only (F.pad or x.clamp(0, 1), then
     // the normalisation: LeNet's 28 -> 32): the graph normalises its pixels itself (constantOnMaps).
     bool m_normalisesAfterPad = false;
+    // Layers that only rearrange the graph input's pixels: a Gather of its channels (x[:, [2, 1,
+    // 0]], a one-hot 1x1 Conv) and copies of its channels (x.repeat(1, 3, 1, 1), a Concat).
+    std::set<std::size_t> m_pixelLayers;
+    // A permutation of the graph input's channels that is its only reader (tester 15: x[:, [2, 1,
+    // 0]], then the normalisation): its activation, and input channel m_inputPermutation[k] at its
+    // channel k. The normalisation right after it is read as the input's, in the input's order.
+    std::size_t m_permutedInput = 0;
+    std::vector<std::size_t> m_inputPermutation;
+    bool m_normalisedPermuted = false; // a normalisation was read after that permutation
     // Live readers of each value that read its elements (m_uses without Shape and Size nodes).
     std::map<std::string, int> m_valueReaders;
     std::set<std::size_t> m_constantLayers; // those depthwise Convs (layer indices)

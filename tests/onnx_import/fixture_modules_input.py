@@ -31,3 +31,52 @@ class BytesInput(nn.Module):
         elif self.mode == "norm":
             x = (x / 255.0 - self.mean) / self.std
         return self.fc(F.max_pool2d(F.relu(self.conv(x)), 2).flatten(1))
+
+
+class BgrNormalise(nn.Module):
+    """RGB swapped to BGR (x[:, [2, 1, 0]], a Gather) and then normalised with BGR-ordered
+    statistics, as models ported from Caffe or OpenCV write it (tester 15). "unit": (x - m) / s on
+    [0, 1] pixels; "caffe": 0..255 pixels minus Caffe's BGR means, divided by 64. The normalisation
+    after the permutation is the input's, in the input's channel order."""
+
+    def __init__(self, mode="unit"):
+        super().__init__()
+        self.mode = mode
+        self.pixels255 = mode == "caffe"
+        if mode == "caffe":
+            self.register_buffer("mean", torch.tensor([103.94, 116.78, 123.68]).view(1, 3, 1, 1))
+            self.register_buffer("std", torch.tensor([64.0, 64.0, 64.0]).view(1, 3, 1, 1))
+        else:
+            self.register_buffer("mean", torch.tensor([0.406, 0.456, 0.485]).view(1, 3, 1, 1))
+            self.register_buffer("std", torch.tensor([0.225, 0.224, 0.229]).view(1, 3, 1, 1))
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 4 * 4, 10)
+
+    def forward(self, x):
+        x = (x[:, [2, 1, 0]] - self.mean) / self.std
+        return self.fc(F.max_pool2d(F.relu(self.conv(x)), 2).flatten(1))
+
+
+class GrayCopiesNormalise(nn.Module):
+    """Grayscale images copied to three channels and then normalised with ImageNet's per-channel
+    statistics (tester 15): x.repeat(1, 3, 1, 1), x.expand(-1, 3, -1, -1) or torch.cat([x] * 3, 1).
+    The copies differ after the normalisation, so it stays in the graph, which takes [0, 1]
+    pixels as they are."""
+
+    def __init__(self, copies="repeat"):
+        super().__init__()
+        self.copies = copies
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 4 * 4, 10)
+
+    def forward(self, x):
+        if self.copies == "repeat":
+            x = x.repeat(1, 3, 1, 1)
+        elif self.copies == "expand":
+            x = x.expand(-1, 3, -1, -1)
+        else:
+            x = torch.cat([x, x, x], 1)
+        x = (x - self.mean) / self.std
+        return self.fc(F.max_pool2d(F.relu(self.conv(x)), 2).flatten(1))

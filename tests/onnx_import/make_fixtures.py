@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from fixture_modules_conv import ConvGeometry  # next to this script
 from fixture_modules_channels import ShuffleTiny  # next to this script
-from fixture_modules_input import BytesInput  # next to this script
+from fixture_modules_input import BgrNormalise, BytesInput, GrayCopiesNormalise  # next to this script
 from fixture_modules_pool import AvgCeilPadded, AvgPoolGeometry, MaxOverMap, MaxPoolGeometry  # next to this script
 from fixture_modules_norms import ConvNeXtTV, ConvNeXtCF, LayerNormNoAffine, LayerNormRsqrt, LayerNormVar, KerasMatMulHead  # next to this script
 from fixture_modules_attention import CBAMNet  # next to this script
@@ -1228,6 +1228,13 @@ CASES = [
     ("avgceilpad_op13_fold", AvgCeilPadded, (3, 7, 9), 13, True, False),
     ("avgceilpad_op11_nofold", AvgCeilPadded, (3, 7, 9), 11, False, False),
     ("avgceilpadgap_op13_fold", lambda: AvgCeilPadded(global_head=True), (3, 7, 9), 13, True, False),
+    # A normalisation after x[:, [2, 1, 0]], and after grayscale copied to 3 channels (tester 15)
+    ("bgrnorm_op13_fold_dyn", BgrNormalise, (3, 8, 8), 13, True, True),
+    ("bgrnorm_op11_nofold", BgrNormalise, (3, 8, 8), 11, False, False),
+    ("bgrcaffe_op13_fold", lambda: BgrNormalise("caffe"), (3, 8, 8), 13, True, False),
+    ("grayrepeatnorm_op13_fold_dyn", GrayCopiesNormalise, (1, 8, 8), 13, True, True),
+    ("grayexpandnorm_op11_nofold", lambda: GrayCopiesNormalise("expand"), (1, 8, 8), 11, False, False),
+    ("graycatnorm_op17_fold", lambda: GrayCopiesNormalise("cat"), (1, 8, 8), 17, True, False),
 ]
 
 HW_SECOND = (12, 10)
