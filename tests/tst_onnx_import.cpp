@@ -72,6 +72,8 @@ static const std::vector<const char*>& pytorchFixtures()
                           "gapidioms_op9_nofold", "padconv_op9_nofold", "flatten_bn_op9_fold", "seqview_op9_nofold_dyn",
                           "convhead_op9_nofold", "bnneck_op9_nofold", "mobile_op10_nofold_dyn", "residual_op10_fold_dyn",
                           "dense_concat_op10_nofold", "poolgeom_max_op10_fold",
+                          // opset 9's MaxPool2d(ceil_mode=True): larger end pads, read as ceil mode (tester 15)
+                          "poolgeom_max_op9_nofold",
                           // nn.GroupNorm and nn.InstanceNorm2d (InstanceNormalization): GroupNorm layers
                           "groupnorm_op13_fold_dyn", "groupnorm_op11_nofold", "groupnorm_one_op17_fold",
                           // grayscale to colour: x.expand(-1, 3, -1, -1), x.repeat(1, k, 1, 1): Concat of copies

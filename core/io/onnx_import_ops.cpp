@@ -441,6 +441,24 @@ void Importer::pool(const NodeProto& n)
     g.kh = ks[0], g.kw = ks[1], g.sh = st[0], g.sw = st[1];
     g.padTop = static_cast<std::size_t>(pads[0]), g.padLeft = static_cast<std::size_t>(pads[1]);
     g.padBottom = static_cast<std::size_t>(pads[2]), g.padRight = static_cast<std::size_t>(pads[3]);
+    // Below opset 10 (no ceil_mode), torch.onnx.export writes nn.MaxPool2d(ceil_mode=True) as end
+    // pads larger than the begin pads, beyond half the kernel (tester 15: MaxPool2d(3, 2,
+    // ceil_mode=True), pads [0, 0, 2, 2]). Max pooling pads with -inf, so those windows are ceil
+    // mode's with the begin pads on both sides wherever the output sizes agree: read so.
+    bool ceilFromPads = false;
+    if (!g.padsWithinHalfKernel() && isMax && m_opset < 10 && xv.kind != Value::Kind::Padded && g.padBottom >= g.padTop &&
+        g.padRight >= g.padLeft && g.fits(in[1], in[2])) {
+        PoolGeometry c = g;
+        c.padBottom = c.padTop, c.padRight = c.padLeft, c.ceilMode = true;
+        if (c.padsWithinHalfKernel() && c.fits(in[1], in[2]) && c.outH(in[1]) == g.outH(in[1]) && c.outW(in[2]) == g.outW(in[2])) {
+            m_m.notes.push_back(std::string(n.op_type()) + " " + onnxNodeName(n) + ": pads " + listOf(pads) + " at opset " +
+                                std::to_string(m_opset) + " (which has no ceil_mode) are read as ceil_mode = 1 with pads " +
+                                listOf({pads[0], pads[1], pads[0], pads[1]}) + ", as torch.onnx.export writes it: the same windows");
+            g = c;
+            g.ceilMode = false; // set below, after the floor sizes
+            ceilFromPads = true;
+        }
+    }
     if (!g.padsWithinHalfKernel())
         failNode(n, (xv.kind == Value::Kind::Padded ? "pads " + listOf(pads) + " (with the zero Pad before it)" : "attribute pads = " + listOf(pads)) +
                         " with kernel_shape = " + listOf({static_cast<std::int64_t>(g.kh), static_cast<std::int64_t>(g.kw)}) +
@@ -452,7 +470,7 @@ void Importer::pool(const NodeProto& n)
     if (!g.fits(in[1], in[2])) failNode(n, "the window (" + g.text() + ") is larger than its input " + shapeString(in), false);
     g.countIncludePad = isMax || countPad == 1 || !attrPads; // a zero Pad's zeros are values, counted
     const std::size_t floorH = g.outH(in[1]), floorW = g.outW(in[2]);
-    g.ceilMode = ceil == 1;
+    g.ceilMode = ceil == 1 || ceilFromPads;
     if (g.ceilMode && zeroPad) {
         // ONNX drops a window only when it would start past the Pad's output; PyTorch (whose
         // export this is) when it would start in the padding. Where the two differ, neither is a guess.
