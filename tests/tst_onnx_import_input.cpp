@@ -339,11 +339,11 @@ void TestOnnxImportInput::readsUsersInputConventions()
             }
         });
     }
-    // RGB swapped to BGR (x[:, [2, 1, 0]]) and then normalised with BGR statistics (tester 15: the
+    // RGB swapped to BGR (x[:, [2, 1, 0]], or torch.flip(x, [1])) and then normalised with BGR statistics (tester 15: the
     // normalisation was folded into the swap's 1x1 Conv, the dataset's statistics put in front, and
     // 68-79 % of PyTorch's predictions kept): the input's normalisation, in the input's order, and
     // the swap stays a one-hot 1x1 Conv. On [0, 1] pixels, and Caffe's on 0..255 pixels.
-    for (const char* name : {"bgrnorm_op13_fold_dyn", "bgrnorm_op11_nofold", "bgrcaffe_op13_fold"}) {
+    for (const char* name : {"bgrnorm_op13_fold_dyn", "bgrnorm_op11_nofold", "bgrcaffe_op13_fold", "bgrflip_op13_fold_dyn"}) {
         const bool caffe = std::string(name).rfind("bgrcaffe", 0) == 0;
         const fs::path p = kFixtures / (std::string(name) + ".onnx");
         const ExportedModel m = importOnnx(fileBytes(p), p.string());
@@ -369,7 +369,10 @@ void TestOnnxImportInput::readsUsersInputConventions()
     // Grayscale copied to three channels (repeat, expand, cat), then ImageNet's per-channel
     // statistics (tester 15: the dataset's statistics were put in front; 52 % agreement): the
     // normalisation stays in the graph, which takes [0, 1] pixels as they are.
-    for (const char* name : {"grayrepeatnorm_op13_fold_dyn", "grayexpandnorm_op11_nofold", "graycatnorm_op17_fold"}) {
+    // And 1 - x or -x on the input (tester 15: refused): no (x - m) / s, so it stays in the graph
+    // as a depthwise 1x1 Conv of weight -1.
+    for (const char* name : {"grayrepeatnorm_op13_fold_dyn", "grayexpandnorm_op11_nofold", "graycatnorm_op17_fold",
+                             "invert_op13_fold_dyn", "invert_op11_nofold", "neginput_op13_fold"}) {
         const fs::path p = kFixtures / (std::string(name) + ".onnx");
         const ExportedModel m = importOnnx(fileBytes(p), p.string());
         QVERIFY2(m.normalizationKnown, name);

@@ -80,6 +80,24 @@ void Importer::slice(const NodeProto& n)
     if (starts.empty() || ends.size() != starts.size() || axes.size() != starts.size() || (!steps.empty() && steps.size() != starts.size()))
         failNode(n, "has " + std::to_string(starts.size()) + " starts, " + std::to_string(ends.size()) + " ends, " +
                         std::to_string(axes.size()) + " axes and " + std::to_string(steps.size()) + " steps; they must agree", false);
+    // A negative step along the channels alone (torch.flip(x, [1]), x[:, ::-1] in ONNX terms: RGB
+    // to BGR, tester 15): the channels it takes, in its order, are a Gather of them (gatherChannels).
+    if (starts.size() == 1 && !steps.empty() && steps[0] < 0 && (axes[0] == 1 || axes[0] == 1 - static_cast<std::int64_t>(rank))) {
+        const auto dim = static_cast<std::int64_t>(s[0]);
+        const std::int64_t step = steps[0];
+        if (step < -dim) failNode(n, "slices the channels with step " + std::to_string(step) + ", beyond their " + std::to_string(dim));
+        // ONNX's rule for a negative step: start in [0, dim - 1], end in [-1, dim - 1], both
+        // counted from the end when negative
+        const auto from = [dim](std::int64_t v, std::int64_t lo) {
+            if (v < 0) v = v < -dim ? lo : v + dim;
+            return std::clamp<std::int64_t>(v, lo, dim - 1);
+        };
+        const std::int64_t b = from(starts[0], 0), e = from(ends[0], -1);
+        std::vector<std::int64_t> idx;
+        for (std::int64_t c = b; c > e; c += step) idx.push_back(c);
+        if (idx.empty()) failNode(n, "takes no channel of " + shapeString(s));
+        return gatherChannels(n, x, idx);
+    }
     std::size_t begin = 0, end = s[0];
     std::array<std::size_t, 2> stride{1, 1}, offset{0, 0}; // H, W
     for (std::size_t i = 0; i < starts.size(); ++i) {

@@ -186,6 +186,12 @@ void Importer::sub(const NodeProto& n)
     refuseTwoActivations(n, "a difference");
     if (value(n, 0).kind == Value::Kind::Const) {
         if (insideNetwork(n, 1)) return constantOnMaps(n, 1, constant(n, 0, "the constant"), Fold::Sub, true);
+        // 1 - x on the image input (an inversion, tester 15): no (x - m) / s, so it stays in the
+        // graph (a depthwise 1x1 Conv of weight -1), which takes [0, 1] pixels as they are.
+        if (onInput(n, 1) && shapeOf(act(n, 1)).size() == 3) {
+            m_normalisesAfterPad = true;
+            return constantOnMaps(n, 1, constant(n, 0, "the constant"), Fold::Sub, true);
+        }
         failNode(n, std::string("subtracts the input from a constant (such as 1 - x, an inversion); ") + kNormalisationForms);
     }
     if (value(n, 1).kind == Value::Kind::Const && !onInput(n, 0) && foldsIntoLayer(n, 0))
@@ -241,7 +247,11 @@ void Importer::neg(const NodeProto& n)
     minusOne.dims = {1};
     minusOne.f = {-1.0f};
     if (!onInput(n, 0) && foldsIntoLayer(n, 0)) return foldConstant(n, 0, minusOne, Fold::Mul);
-    if (!insideNetwork(n, 0)) failNode(n, "negates the network's input; QuantScope reads a normalisation of the input as (x - mean) / std only");
+    if (!insideNetwork(n, 0)) { // -x on the image input: kept in the graph as 1 - x is (sub)
+        if (!onInput(n, 0) || shapeOf(act(n, 0)).size() != 3)
+            failNode(n, "negates the network's flat input; QuantScope reads a normalisation of the input as (x - mean) / std only");
+        m_normalisesAfterPad = true;
+    }
     constantOnMaps(n, 0, minusOne, Fold::Mul);
 }
 

@@ -36,7 +36,8 @@ class BytesInput(nn.Module):
 class BgrNormalise(nn.Module):
     """RGB swapped to BGR (x[:, [2, 1, 0]], a Gather) and then normalised with BGR-ordered
     statistics, as models ported from Caffe or OpenCV write it (tester 15). "unit": (x - m) / s on
-    [0, 1] pixels; "caffe": 0..255 pixels minus Caffe's BGR means, divided by 64. The normalisation
+    [0, 1] pixels; "caffe": 0..255 pixels minus Caffe's BGR means, divided by 64; "flip": the swap
+    written torch.flip(x, [1]) (a Slice of step -1), then as "unit". The normalisation
     after the permutation is the input's, in the input's channel order."""
 
     def __init__(self, mode="unit"):
@@ -53,7 +54,8 @@ class BgrNormalise(nn.Module):
         self.fc = nn.Linear(4 * 4 * 4, 10)
 
     def forward(self, x):
-        x = (x[:, [2, 1, 0]] - self.mean) / self.std
+        swapped = torch.flip(x, [1]) if self.mode == "flip" else x[:, [2, 1, 0]]
+        x = (swapped - self.mean) / self.std
         return self.fc(F.max_pool2d(F.relu(self.conv(x)), 2).flatten(1))
 
 
@@ -79,4 +81,21 @@ class GrayCopiesNormalise(nn.Module):
         else:
             x = torch.cat([x, x, x], 1)
         x = (x - self.mean) / self.std
+        return self.fc(F.max_pool2d(F.relu(self.conv(x)), 2).flatten(1))
+
+
+class InvertInput(nn.Module):
+    """Inverted pixels (1 - x, white digits on black made black on white; "neg": -x), then a
+    normalisation ((x - 0.5) / 0.25): no (x - m) / s of the input, so the graph keeps it and takes
+    [0, 1] pixels as they are (tester 15: refused)."""
+
+    def __init__(self, mode="invert"):
+        super().__init__()
+        self.mode = mode
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 4 * 4, 10)
+
+    def forward(self, x):
+        x = -x if self.mode == "neg" else 1 - x
+        x = (x - 0.5) / 0.25
         return self.fc(F.max_pool2d(F.relu(self.conv(x)), 2).flatten(1))

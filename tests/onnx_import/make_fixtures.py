@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from fixture_modules_conv import ConvGeometry  # next to this script
 from fixture_modules_channels import ShuffleTiny  # next to this script
-from fixture_modules_input import BgrNormalise, BytesInput, GrayCopiesNormalise  # next to this script
+from fixture_modules_input import BgrNormalise, BytesInput, GrayCopiesNormalise, InvertInput  # next to this script
 from fixture_modules_pool import AvgCeilPadded, AvgPoolGeometry, MaxOverMap, MaxPoolGeometry  # next to this script
 from fixture_modules_norms import ConvNeXtTV, ConvNeXtCF, LayerNormNoAffine, LayerNormRsqrt, LayerNormVar, KerasMatMulHead  # next to this script
 from fixture_modules_attention import CBAMNet  # next to this script
@@ -1235,6 +1235,11 @@ CASES = [
     ("grayrepeatnorm_op13_fold_dyn", GrayCopiesNormalise, (1, 8, 8), 13, True, True),
     ("grayexpandnorm_op11_nofold", lambda: GrayCopiesNormalise("expand"), (1, 8, 8), 11, False, False),
     ("graycatnorm_op17_fold", lambda: GrayCopiesNormalise("cat"), (1, 8, 8), 17, True, False),
+    # torch.flip(x, [1]) then a normalisation; 1 - x and -x on the input (tester 15)
+    ("bgrflip_op13_fold_dyn", lambda: BgrNormalise("flip"), (3, 8, 8), 13, True, True),
+    ("invert_op13_fold_dyn", InvertInput, (1, 8, 8), 13, True, True),
+    ("invert_op11_nofold", InvertInput, (1, 8, 8), 11, False, False),
+    ("neginput_op13_fold", lambda: InvertInput("neg"), (1, 8, 8), 13, True, False),
 ]
 
 HW_SECOND = (12, 10)
