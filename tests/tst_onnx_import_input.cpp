@@ -45,6 +45,18 @@ void checkAgainstPyTorch(const ExportedModel& m, const std::string& name, const 
     QVERIFY2(dev <= kOutputTol, qPrintable(QString("%1: deviation %2").arg(QString::fromStdString(name)).arg(dev)));
 }
 
+// The fixture's 3-channel inputs as the data pipeline gives them to m: [0, 1] pixels (the
+// fixture's, or its 0..255 ones / 255 with pixels255) normalised per channel as m stores it.
+void normaliseAsStored(Reference& ref, const ExportedModel& m, bool pixels255)
+{
+    const std::size_t plane = ref.inputShape[2] * ref.inputShape[3];
+    for (std::size_t k = 0; k < ref.input.size(); ++k) {
+        const std::size_t c = (k / plane) % 3;
+        const float pixel = pixels255 ? ref.input[k] / 255.0f : ref.input[k];
+        ref.input[k] = (pixel - m.normalization.mean[c]) / m.normalization.stddev[c];
+    }
+}
+
 // The imported model computes what `original` computes, on two 1x28x28 images.
 void checkSameForward(Model& original, const ExportedModel& imported, const char* what)
 {
@@ -330,14 +342,7 @@ void TestOnnxImportInput::readsUsersInputConventions()
         }
         QCOMPARE(m.notes.size(), std::size_t{caffe ? 1u : 0u});
         if (caffe) QVERIFY2(m.notes[0].find("0..255 pixels") != std::string::npos, m.notes[0].c_str());
-        checkAgainstPyTorch(m, name, [&](Reference& ref) {
-            const std::size_t plane = ref.inputShape[2] * ref.inputShape[3];
-            for (std::size_t k = 0; k < ref.input.size(); ++k) { // the [0, 1] pixel the pipeline gives, normalised as stored
-                const std::size_t c = (k / plane) % 3;
-                const float pixel = caffe ? ref.input[k] / 255.0f : ref.input[k];
-                ref.input[k] = (pixel - m.normalization.mean[c]) / m.normalization.stddev[c];
-            }
-        });
+        checkAgainstPyTorch(m, name, [&](Reference& ref) { normaliseAsStored(ref, m, caffe); });
     }
     // RGB swapped to BGR (x[:, [2, 1, 0]], or torch.flip(x, [1])) and then normalised with BGR statistics (tester 15: the
     // normalisation was folded into the swap's 1x1 Conv, the dataset's statistics put in front, and
@@ -357,14 +362,7 @@ void TestOnnxImportInput::readsUsersInputConventions()
         }
         QCOMPARE(m.layers.at(0).kind, LayerKind::Conv2d); // the swap, read as a one-hot 1x1 Conv
         QVERIFY2(std::any_of(m.notes.begin(), m.notes.end(), [](const std::string& s) { return s.find("follows a permutation") != std::string::npos; }), name);
-        checkAgainstPyTorch(m, name, [&](Reference& ref) {
-            const std::size_t plane = ref.inputShape[2] * ref.inputShape[3];
-            for (std::size_t k = 0; k < ref.input.size(); ++k) { // the [0, 1] pixel the pipeline gives, normalised as stored
-                const std::size_t c = (k / plane) % 3;
-                const float pixel = caffe ? ref.input[k] / 255.0f : ref.input[k];
-                ref.input[k] = (pixel - m.normalization.mean[c]) / m.normalization.stddev[c];
-            }
-        });
+        checkAgainstPyTorch(m, name, [&](Reference& ref) { normaliseAsStored(ref, m, caffe); });
     }
     // Grayscale copied to three channels (repeat, expand, cat), then ImageNet's per-channel
     // statistics (tester 15: the dataset's statistics were put in front; 52 % agreement): the
@@ -391,13 +389,7 @@ void TestOnnxImportInput::readsUsersInputConventions()
         for (std::size_t c = 0; c < 3; ++c)
             QVERIFY2(std::fabs(m.normalization.mean[c] - torchMean[c]) < 1e-6f && std::fabs(m.normalization.stddev[c] - torchStd[c]) < 1e-6f,
                      qPrintable(QString("channel %1: mean %2 stddev %3").arg(c).arg(m.normalization.mean[c]).arg(m.normalization.stddev[c])));
-        checkAgainstPyTorch(m, name, [&](Reference& ref) {
-            const std::size_t plane = ref.inputShape[2] * ref.inputShape[3];
-            for (std::size_t k = 0; k < ref.input.size(); ++k) {
-                const std::size_t c = (k / plane) % 3;
-                ref.input[k] = (ref.input[k] - m.normalization.mean[c]) / m.normalization.stddev[c];
-            }
-        });
+        checkAgainstPyTorch(m, name, [&](Reference& ref) { normaliseAsStored(ref, m, false); });
     }
     for (const char* name : {"viewinput_op13_fold_dyn", "viewflat_op11_nofold"}) {
         const fs::path p = kFixtures / (std::string(name) + ".onnx");
