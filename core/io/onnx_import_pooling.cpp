@@ -1,6 +1,7 @@
-// The ONNX importer's global pooling: GlobalAveragePool and ReduceMean over (2, 3) (also over the
-// last axis of a [N, C, H*W] view), and the idioms PyTorch code writes (tester 11; a pool window
-// over the whole map is read by the pooling in onnx_import_ops.cpp):
+// The ONNX importer's pooling: MaxPool and AveragePool windows (Importer::pool), and global
+// pooling: GlobalAveragePool and ReduceMean over (2, 3) (also over the last axis of a [N, C, H*W]
+// view), and the idioms PyTorch code writes (tester 11; a pool window over the whole map is read by
+// Importer::pool):
 //   x.mean(-1).mean(-1)        ReduceMean over W, then over H (or H then W)   -> GlobalAvgPool2d
 //   x.max(-1)[0].max(-1)[0]    ReduceMax over W, then over H, -> MaxPool2d over it
 //   x.sum((2, 3)) / (H * W)    ReduceSum over (H, W), then Div by H W or Mul by 1 / (H W)
@@ -243,6 +244,157 @@ void Importer::addGlobalPool(const NodeProto& n, StoredLayer l, std::size_t x, i
     } else if (keptDims == 1) {
         setView(n, m_m.layers.size(), {C, 1});
     }
+}
+
+// MaxPool / AveragePool with any 2-D window: kernel_shape (kh, kw), strides (sh, sw), pads [top,
+// left, bottom, right] of at most half their kernel (PyTorch's limit; MaxPool pads with -inf),
+// ceil_mode with PyTorch's rounding (nn/pool_geometry.h). AveragePool: count_include_pad as ONNX
+// defines it (0, its default: the mean of the window's part inside the input); a zero Pad in front
+// (how torch.onnx.export writes PyTorch's default count_include_pad=True) is folded in as padding
+// that counts. ceil_mode that leaves the output size as it is is dropped (the same windows).
+// Refused by node and attribute: dilations, storage_order = 1, auto_pad SAME_*, a zero Pad with
+// pads that do not count, and ceil_mode after a zero Pad where ONNX and PyTorch would make
+// different windows.
+void Importer::pool(const NodeProto& n)
+{
+    const bool isMax = n.op_type() == "MaxPool";
+    const Value& xv = value(n, 0);
+    if (xv.kind == Value::Kind::Const) failConstantInput(n, 0);
+    const std::size_t x = xv.act;
+    perImageRank(n, x, 3, "2-D pooling takes [N, C, H, W]");
+    noExtraOutputs(n);
+    const std::string autoPad = attrString(n, "auto_pad", "NOTSET");
+    if (autoPad != "NOTSET" && autoPad != "VALID") failNode(n, "auto_pad = " + autoPad + " is not read; export with explicit pads");
+    if (const std::vector<std::int64_t> p = attrInts(n, "pads"); // the spec: auto_pad and pads are not used together
+        autoPad == "VALID" && std::any_of(p.begin(), p.end(), [](std::int64_t v) { return v != 0; }))
+        failNode(n, "has both auto_pad = VALID (no padding) and explicit pads; the two cannot be used together", false);
+    const auto pairOf = [&](const char* attr, std::int64_t def, std::int64_t lo) {
+        std::vector<std::int64_t> v = attrInts(n, attr);
+        if (v.empty()) v = {def, def};
+        if (v.size() != 2) failNode(n, std::string("attribute ") + attr + " = " + listOf(v) + " has " + std::to_string(v.size()) + " values; QuantScope's pooling is 2-D");
+        for (std::int64_t e : v)
+            if (e < lo || e > 64) failNode(n, std::string("attribute ") + attr + " = " + listOf(v) + " is out of range (" + std::to_string(lo) + " to 64)", false);
+        return std::array<std::size_t, 2>{static_cast<std::size_t>(v[0]), static_cast<std::size_t>(v[1])};
+    };
+    if (attrInts(n, "kernel_shape").empty()) failNode(n, "lacks the attribute kernel_shape", false);
+    const std::array<std::size_t, 2> ks = pairOf("kernel_shape", 1, 1), st = pairOf("strides", 1, 1);
+    if (const std::vector<std::int64_t> d = attrInts(n, "dilations"); std::any_of(d.begin(), d.end(), [](std::int64_t v) { return v != 1; }))
+        failNode(n, "attribute dilations = " + listOf(d) + ": QuantScope's pooling has no dilation");
+    if (isMax && attrInt(n, "storage_order", 0) != 0)
+        failNode(n, "attribute storage_order = " + std::to_string(attrInt(n, "storage_order", 0)) +
+                        ": only row-major (0) is read (it orders the Indices output, which QuantScope does not make)");
+    const std::int64_t ceil = attrInt(n, "ceil_mode", 0);
+    if (ceil != 0 && ceil != 1) failNode(n, "attribute ceil_mode = " + std::to_string(ceil) + " (0 or 1)", false);
+    const Shape& in = shapeOf(x);
+    {
+        // A window over the whole map, as F.avg_pool2d(x, x.shape[2:]) exports on a non-square one:
+        // a global pooling (tester 11). Average: GlobalAvgPool2d (max: the MaxPool2d below).
+        const std::vector<std::int64_t> p = attrInts(n, "pads");
+        const auto zero = [](std::int64_t v) { return v == 0; };
+        const bool unpadded = std::all_of(p.begin(), p.end(), zero) &&
+                              (xv.kind == Value::Kind::Act || std::all_of(xv.pads.begin(), xv.pads.end(), zero));
+        if (!isMax && unpadded && in[1] != in[2] && ks[0] == in[1] && ks[1] == in[2]) {
+            StoredLayer g;
+            g.kind = LayerKind::GlobalAvgPool2d;
+            addLayer(n, std::move(g), {in[0], 1, 1}, {x});
+            return;
+        }
+    }
+    std::vector<std::int64_t> pads = attrInts(n, "pads");
+    if (pads.empty()) pads.assign(4, 0);
+    if (pads.size() != 4) failNode(n, "attribute pads = " + listOf(pads) + " has " + std::to_string(pads.size()) + " values, expected 4", false);
+    const bool attrPads = std::any_of(pads.begin(), pads.end(), [](std::int64_t p) { return p != 0; });
+    const std::vector<std::int64_t> attrPadList = pads;
+    const std::int64_t countPad = attrInt(n, "count_include_pad", 0);
+    if (countPad != 0 && countPad != 1) failNode(n, "attribute count_include_pad = " + std::to_string(countPad) + " (0 or 1)", false);
+    const bool zeroPad = xv.kind == Value::Kind::Padded && std::any_of(xv.pads.begin(), xv.pads.end(), [](std::int64_t p) { return p != 0; });
+    if (!isMax && zeroPad && attrPads && countPad == 0)
+        failNode(n, "attribute pads = " + listOf(pads) + " with count_include_pad = 0 after a zero Pad: the Pad's zeros count in the "
+                    "mean and these pads do not; QuantScope's AvgPool2d counts all its padding or none");
+    if (xv.kind == Value::Kind::Padded) {
+        if (isMax && std::any_of(xv.pads.begin(), xv.pads.end(), [](std::int64_t p) { return p != 0; }))
+            failNode(n, "reads a zero Pad; a max-pooling pads with -inf, so the zeros cannot merge into it");
+        for (int i = 0; i < 4; ++i) pads[static_cast<std::size_t>(i)] += xv.pads[static_cast<std::size_t>(i)];
+    }
+    for (std::int64_t p : pads)
+        if (p < 0 || p > 64)
+            failNode(n, "attribute pads = " + listOf(pads) + (xv.kind == Value::Kind::Padded ? " (with the Pad before it)" : "") +
+                            " is out of range (0 to 64)", false);
+    PoolGeometry g;
+    g.kh = ks[0], g.kw = ks[1], g.sh = st[0], g.sw = st[1];
+    g.padTop = static_cast<std::size_t>(pads[0]), g.padLeft = static_cast<std::size_t>(pads[1]);
+    g.padBottom = static_cast<std::size_t>(pads[2]), g.padRight = static_cast<std::size_t>(pads[3]);
+    // Below opset 10 (no ceil_mode), torch.onnx.export writes nn.MaxPool2d(ceil_mode=True) as end
+    // pads larger than the begin pads, beyond half the kernel (tester 15: MaxPool2d(3, 2,
+    // ceil_mode=True), pads [0, 0, 2, 2]). Max pooling pads with -inf, so those windows are ceil
+    // mode's with the begin pads on both sides wherever the output sizes agree: read so.
+    bool ceilFromPads = false;
+    if (!g.padsWithinHalfKernel() && isMax && m_opset < 10 && xv.kind != Value::Kind::Padded && g.padBottom >= g.padTop &&
+        g.padRight >= g.padLeft && g.fits(in[1], in[2])) {
+        PoolGeometry c = g;
+        c.padBottom = c.padTop, c.padRight = c.padLeft, c.ceilMode = true;
+        if (c.padsWithinHalfKernel() && c.fits(in[1], in[2]) && c.outH(in[1]) == g.outH(in[1]) && c.outW(in[2]) == g.outW(in[2])) {
+            m_m.notes.push_back(std::string(n.op_type()) + " " + onnxNodeName(n) + ": pads " + listOf(pads) + " at opset " +
+                                std::to_string(m_opset) + " (which has no ceil_mode) are read as ceil_mode = 1 with pads " +
+                                listOf({pads[0], pads[1], pads[0], pads[1]}) + ", as torch.onnx.export writes it: the same windows");
+            g = c;
+            g.ceilMode = false; // set below, after the floor sizes
+            ceilFromPads = true;
+        }
+    }
+    if (!g.padsWithinHalfKernel())
+        failNode(n, (xv.kind == Value::Kind::Padded ? "pads " + listOf(pads) + " (with the zero Pad before it)" : "attribute pads = " + listOf(pads)) +
+                        " with kernel_shape = " + listOf({static_cast<std::int64_t>(g.kh), static_cast<std::int64_t>(g.kw)}) +
+                        ": a pad is more than half the kernel along its axis, which QuantScope's pooling layers take at most (PyTorch's own limit)" +
+                        (m_opset < 10 ? std::string("; opset ") + std::to_string(m_opset) +
+                                            " has no ceil_mode, so torch.onnx.export writes ceil_mode=True as larger end pads: "
+                                            "export with opset_version 10 or later"
+                                      : std::string()));
+    if (!g.fits(in[1], in[2])) failNode(n, "the window (" + g.text() + ") is larger than its input " + shapeString(in), false);
+    g.countIncludePad = isMax || countPad == 1 || !attrPads; // a zero Pad's zeros are values, counted
+    const std::size_t floorH = g.outH(in[1]), floorW = g.outW(in[2]);
+    g.ceilMode = ceil == 1 || ceilFromPads;
+    if (g.ceilMode && zeroPad) {
+        // ONNX drops a window only when it would start past the Pad's output; PyTorch (whose
+        // export this is) when it would start in the padding. Where the two differ, neither is a guess.
+        PoolGeometry onPadded = g;
+        onPadded.padTop = static_cast<std::size_t>(attrPadList[0]), onPadded.padLeft = static_cast<std::size_t>(attrPadList[1]);
+        onPadded.padBottom = static_cast<std::size_t>(attrPadList[2]), onPadded.padRight = static_cast<std::size_t>(attrPadList[3]);
+        const std::size_t ph = in[1] + g.padTop + g.padBottom - onPadded.padTop - onPadded.padBottom;
+        const std::size_t pw = in[2] + g.padLeft + g.padRight - onPadded.padLeft - onPadded.padRight;
+        const std::string onnxSize = std::to_string(onPadded.outH(ph)) + "x" + std::to_string(onPadded.outW(pw));
+        const std::string torchSize = std::to_string(g.outH(in[1])) + "x" + std::to_string(g.outW(in[2]));
+        using Reading = OnnxImportOptions::PaddedCeilPool;
+        if (onnxSize != torchSize && m_options.paddedCeilPool == Reading::Either) {
+            m_paddedCeil = {onnxNodeLabel(n), torchSize, onnxSize};
+            failNode(n, "attribute ceil_mode = 1 after a zero Pad: ONNX makes a " + onnxSize +
+                            " output whose last window starts in the Pad's zeros, PyTorch's ceil_mode a " + torchSize +
+                            " one; QuantScope does not guess which was meant");
+        }
+        if (onnxSize != torchSize && m_options.paddedCeilPool == Reading::Onnx) {
+            // The Pad's zeros as a layer, then ONNX's windows over the padded map (the last one
+            // partly past its end, averaged over what it covers, as onnxruntime's AveragePool does).
+            StoredLayer p;
+            p.kind = LayerKind::Pad;
+            p.padMode = PadMode::Zeros;
+            for (std::size_t i = 0; i < 4; ++i) p.pads[i] = static_cast<std::size_t>(xv.pads[i]);
+            addLayer(n, std::move(p), {in[0], ph, pw}, {x}, nullptr, "_pad");
+            PoolGeometry floorOnPadded = onPadded; // (its countIncludePad is g's: the Pad's zeros are values, counted)
+            floorOnPadded.ceilMode = false;
+            onPadded.ceilMode = onPadded.outH(ph) != floorOnPadded.outH(ph) || onPadded.outW(pw) != floorOnPadded.outW(pw);
+            StoredLayer l;
+            l.kind = LayerKind::AvgPool2d;
+            l.setPoolGeometry(onPadded);
+            addLayer(n, std::move(l), {in[0], onPadded.outH(ph), onPadded.outW(pw)}, {m_m.layers.size()});
+            return;
+        }
+    }
+    // ceil_mode that changes no output size gives the same windows: the square fast paths keep them.
+    if (g.ceilMode && g.outH(in[1]) == floorH && g.outW(in[2]) == floorW) g.ceilMode = false;
+    StoredLayer l;
+    l.kind = isMax ? LayerKind::MaxPool2d : LayerKind::AvgPool2d;
+    l.setPoolGeometry(g);
+    addLayer(n, std::move(l), {in[0], g.outH(in[1]), g.outW(in[2])}, {x});
 }
 
 } // namespace quantscope::onnximport
