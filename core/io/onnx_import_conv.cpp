@@ -220,10 +220,10 @@ void Importer::constantOnMaps(const NodeProto& n, int ai, const ConstTensor& c, 
         if (shift) b[ch] = op == Fold::Add || reversed ? at(ch) : -at(ch);
     }
     StoredLayer l = depthwiseScale(std::move(w), shift ? &b : nullptr);
-    // Behind Pads, clamps (and such constants) only, on the image input: the graph's own
-    // normalisation of the pixels it padded or clamped, so QuantScope must feed it [0, 1] pixels as
-    // they are (normaliseInGraph sets the same for a constant right on a shared input).
-    // Behind channel selections and copies too (x.repeat(1, 3, 1, 1), then per-channel means).
+    // Behind Pads, clamps, such constants, and selections or copies of the channels only
+    // (x.repeat(1, 3, 1, 1), then per-channel means), on the image input: the graph's own
+    // normalisation of its pixels, so QuantScope must feed it [0, 1] pixels as they are
+    // (normaliseInGraph sets the same for a constant right on a shared input).
     if (x != 0 && readsOnlyPixels(x)) m_normalisesAfterPad = true;
     m_constantLayers.insert(m_m.layers.size());
     m_m.importAddedParams += shift ? 2 * C : C;

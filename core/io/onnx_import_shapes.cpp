@@ -265,7 +265,7 @@ void Importer::gatherChannels(const NodeProto& n, std::size_t x, const std::vect
         }
         if (perm.size() != C || readers == m_valueReaders.end() || readers->second != 1) perm.clear();
     }
-    if (maps && readsOnlyPixels(x)) m_pixelLayers.insert(m_m.layers.size());
+    if (maps) m_pixelLayers.insert(m_m.layers.size());
     StoredLayer l;
     if (maps) {
         l = pointwiseConv(C, K, std::move(w));

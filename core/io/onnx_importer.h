@@ -459,8 +459,9 @@ private:
     // the input too (normaliseInGraph) or behind Pads and clamps only (F.pad or x.clamp(0, 1), then
     // the normalisation: LeNet's 28 -> 32): the graph normalises its pixels itself (constantOnMaps).
     bool m_normalisesAfterPad = false;
-    // Layers that only rearrange the graph input's pixels: a Gather of its channels (x[:, [2, 1,
-    // 0]], a one-hot 1x1 Conv) and copies of its channels (x.repeat(1, 3, 1, 1), a Concat).
+    // Layers that only rearrange their input's values: a Gather of channels (x[:, [2, 1, 0]], a
+    // one-hot 1x1 Conv) and copies of one activation (x.repeat(1, 3, 1, 1), a Concat); on the
+    // graph input (readsOnlyPixels), a constant after them is the graph's own normalisation.
     std::set<std::size_t> m_pixelLayers;
     // A permutation of the graph input's channels that is its only reader (tester 15: x[:, [2, 1,
     // 0]], then the normalisation): its activation, and input channel m_inputPermutation[k] at its
