@@ -258,9 +258,9 @@ private:
     std::vector<std::size_t> m_s8Taps;   // byte offsets of the k x k taps in the runs
     PackedBf16Runs m_packedBf16Runs;     // usesBf16Runs: W (forward) or rot180(W)^T (input gradient)
     // bf16 products on the runs or the phase runs (stride 2 and more), after a training forward:
-    // x's bf16 pair runs, each group's C2 runs of S dwords keptRunsStride apart, and the x they
-    // were made from. The backward splits its weight gradient's one-channel runs from them
-    // (splitPairRuns) instead of rounding x (or its phases) again.
+    // x's bf16 runs as the weight gradient reads them (one channel a run, keptGroupStride apart
+    // from the first 64-byte boundary: keepSingleRuns), and the x they were made from. The
+    // backward reads them instead of rounding x (or its phases) again.
     std::vector<std::uint16_t> m_xRunsBf16;
     const float* m_xRunsOf = nullptr;
     bool m_keepXRuns = false; // the forward under way is a training one

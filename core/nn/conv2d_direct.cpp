@@ -520,8 +520,8 @@ void Conv2d::backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, 
         xTaps[t] = (t / m_k) * g.Wq + t % m_k;
     }
     // x's bf16 runs as the training forward left them (forwardDirectBf16), when this is its x
-    const std::uint16_t* xPairs =
-        bf16Grad && m_xRunsOf == x.data() && !m_xRunsBf16.empty() ? m_xRunsBf16.data() : nullptr;
+    const std::uint16_t* xKept =
+        bf16Grad && m_xRunsOf == x.data() && !m_xRunsBf16.empty() ? cacheLineAligned(m_xRunsBf16.data()) : nullptr;
     const bool roundDx = roundsDx(needInputGrad); // each group's dx images while in cache
     std::atomic<bool> finite{true};
     const std::size_t imageSize = m_cin * x.dim(2) * x.dim(3);
@@ -564,7 +564,7 @@ void Conv2d::backwardDirect(const Tensor& x, const Tensor* r, const Tensor& dy, 
             backwardGroupBf16(m_bf16, x.data(), dyg, rv, cap, n0, count, g, gd, m_cin, m_cout, m_k, xTaps.data(),
                               dyTaps.data(), part, transposedParts, needInputGrad ? &m_packedBf16Runs : nullptr, dx.data(),
                               m_xSource, unpooled ? &*unpooled : nullptr, m_addDx,
-                              xPairs ? xPairs + grp * keptRunsStride((m_cin + 1) / 2, g.S) : nullptr);
+                              xKept ? xKept + grp * keptGroupStride(m_cin, g.S) : nullptr);
             roundGroup(n0, count);
             return;
         }

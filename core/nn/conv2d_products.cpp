@@ -128,53 +128,52 @@ void toRunsBf16Single(const float* x, std::size_t C, std::size_t n0, std::size_t
         stride, source);
 }
 
-// dst[0, n) = src[0, n) with streaming stores past dst's first 64-byte boundary: the kept runs
-// (Conv2d::m_xRunsBf16) are read again only in the backward, so they skip the cache, and the
-// product reads its operand from the thread's buffer in cache. The copy costs resnet8's bf16
-// forward about 0.5 ms of 9.5 (bench_model_layers --hooks bf16 --threads 1); the backward saves more.
-void streamCopy(const std::uint16_t* __restrict src, std::size_t n, std::uint16_t* __restrict dst)
+// What a training forward on the bf16 runs keeps for its backward (Conv2d::m_xRunsBf16): the
+// group's pair runs (toRunsBf16's, in the thread's buffer: ceil(C / 2) runs of S dwords) split into
+// the weight gradient's C runs of one channel, keptRunStride(S) apart and zero from S on
+// (toRunsBf16Single's layout, the same bf16 bits), written with streaming stores from dst, which
+// is 64-byte aligned. They are read again only in the backward, so they skip the cache, and the
+// backward reads them in place: it neither rounds x again nor splits the runs itself. Splitting
+// there instead cost resnet8's bf16 step 0.4-0.55 ms of 14.5 on Zen 5 (bench_model_layers
+// --hooks bf16, alternated).
+void keepSingleRuns(const std::uint16_t* pairs, std::size_t C, std::size_t S, std::uint16_t* dst)
 {
-    std::size_t i = 0;
-#if defined(__AVX512F__)
-    const std::size_t head = (64 - reinterpret_cast<std::uintptr_t>(dst) % 64) % 64 / 2;
-    if (reinterpret_cast<std::uintptr_t>(dst) % 2 == 0 && head < n) {
-        std::copy(src, src + head, dst);
-        for (i = head; i + 32 <= n; i += 32)
-            _mm512_stream_si512(reinterpret_cast<__m512i*>(dst + i), _mm512_loadu_si512(src + i));
-        _mm_sfence();
-    }
-#endif
-    std::copy(src + i, src + n, dst + i);
-}
-
-// toRunsBf16Single's runs (C channels, `stride` positions apart, zeros from S on) split from
-// toRunsBf16's pair runs of the same images (ceil(C / 2) runs of S dwords): the same bf16 bits,
-// read at two bytes a value where rounding x again reads four.
-void splitPairRuns(const std::uint16_t* pairs, std::size_t C, std::size_t S, std::size_t stride, std::uint16_t* runs)
-{
+    const std::size_t stride = keptRunStride(S);
     for (std::size_t cp = 0; cp < (C + 1) / 2; ++cp) {
         const std::uint16_t* __restrict src = pairs + 2 * cp * S;
-        std::uint16_t* __restrict d0 = runs + 2 * cp * stride;
+        std::uint16_t* __restrict d0 = dst + 2 * cp * stride;
         std::uint16_t* __restrict d1 = 2 * cp + 1 < C ? d0 + stride : nullptr;
-        std::size_t j = 0;
 #if defined(__AVX512BW__)
         alignas(64) static constexpr std::uint16_t kEven[32] = {0,  2,  4,  6,  8,  10, 12, 14, 16, 18, 20,
                                                                 22, 24, 26, 28, 30, 32, 34, 36, 38, 40, 42,
                                                                 44, 46, 48, 50, 52, 54, 56, 58, 60, 62};
         const __m512i even = _mm512_load_si512(kEven), odd = _mm512_add_epi16(even, _mm512_set1_epi16(1));
-        for (; j + 32 <= S; j += 32) {
-            const __m512i a = _mm512_loadu_si512(src + 2 * j), b = _mm512_loadu_si512(src + 2 * j + 32);
-            _mm512_storeu_si512(d0 + j, _mm512_permutex2var_epi16(a, even, b));
-            if (d1) _mm512_storeu_si512(d1 + j, _mm512_permutex2var_epi16(a, odd, b));
+        for (std::size_t j = 0; j < stride; j += 32) { // the stride is whole 32-value lines
+            __m512i a = _mm512_setzero_si512(), b = a;
+            if (j + 32 <= S) {
+                a = _mm512_loadu_si512(src + 2 * j);
+                b = _mm512_loadu_si512(src + 2 * j + 32);
+            } else if (j < S) { // the last 2 (S - j) < 64 values, zeros after them
+                const std::size_t rest = 2 * (S - j);
+                const auto head = [](std::size_t n) { return n >= 32 ? ~__mmask32{0} : (__mmask32{1} << n) - 1; };
+                a = _mm512_maskz_loadu_epi16(head(rest), src + 2 * j);
+                if (rest > 32) b = _mm512_maskz_loadu_epi16(head(rest - 32), src + 2 * j + 32);
+            }
+            _mm512_stream_si512(reinterpret_cast<__m512i*>(d0 + j), _mm512_permutex2var_epi16(a, even, b));
+            if (d1) _mm512_stream_si512(reinterpret_cast<__m512i*>(d1 + j), _mm512_permutex2var_epi16(a, odd, b));
         }
-#endif
-        for (; j < S; ++j) {
+#else
+        for (std::size_t j = 0; j < S; ++j) {
             d0[j] = src[2 * j];
             if (d1) d1[j] = src[2 * j + 1];
         }
         std::fill(d0 + S, d0 + stride, std::uint16_t{0});
         if (d1) std::fill(d1 + S, d1 + stride, std::uint16_t{0});
+#endif
     }
+#if defined(__AVX512BW__)
+    _mm_sfence();
+#endif
 }
 
 // dy as weightGradBf16Runs' pairs (P x Op dwords, dword (p, o) = (dy_o[2p], dy_o[2p + 1]), zero
@@ -238,16 +237,19 @@ void backwardGroupBf16(Bf16Path path, const float* x, const float* dy, const flo
                        std::size_t count, const RunGeometry& g, const RunGeometry& gd, std::size_t C, std::size_t O,
                        std::size_t k, const std::size_t* xTaps, const std::size_t* dyTaps, float* part, bool partTransposed,
                        const PackedBf16Runs* rot, float* dx, const OutputPlaneSource* xSource,
-                       const OutputPlaneSource* dySource, bool addDx, const std::uint16_t* xPairs)
+                       const OutputPlaneSource* dySource, bool addDx, const std::uint16_t* xKept)
 {
     const std::size_t L = g.length(count), P = (L + 31) / 32 * 16, Op = (O + 15) / 16 * 16, kk = k * k;
     const std::size_t C2 = (O + 1) / 2;
     // x as bf16 runs, one channel a run, each followed by zeros that the last tiles read past S
-    // (the largest tap offset + 2 P is at most S + 31).
-    const std::size_t xs = g.S + 64;
-    auto* xb = reinterpret_cast<std::uint16_t*>(threadBuffer(3, (C * xs + 1) / 2 + kRunsRowSlack / 4).data());
-    if (xPairs) splitPairRuns(xPairs, C, g.S, xs, xb);
-    else toRunsBf16Single(x, C, n0, count, g, xs, xb, xSource);
+    // (the largest tap offset + 2 P is at most S + 31): as the forward kept them, or made here.
+    const std::size_t xs = xKept ? keptRunStride(g.S) : g.S + 64;
+    const std::uint16_t* xb = xKept;
+    if (!xKept) {
+        auto* runs = reinterpret_cast<std::uint16_t*>(threadBuffer(3, (C * xs + 1) / 2 + kRunsRowSlack / 4).data());
+        toRunsBf16Single(x, C, n0, count, g, xs, runs, xSource);
+        xb = runs;
+    }
     // dy as interleaved bf16 runs (the input gradient's operand), then as the weight gradient's pairs
     auto* dyRuns = reinterpret_cast<std::uint16_t*>(threadBuffer(2, C2 * gd.S + kRunsRowSlack / 4).data());
     if (dySource) toRunsBf16(nullptr, O, n0, count, gd, dyRuns, nullptr, 0.0f, dySource);
@@ -394,17 +396,18 @@ void Conv2d::forwardDirectBf16(const Tensor& x, Tensor& y, float cap, const Pool
     if (m_stride > 1) { // x's phase runs (as forwardDirect lays them out) made as bf16 pairs at once
         const PhaseProducts pp(x, m_k, m_stride, m_pad);
         const PhaseGeometry& g = pp.g;
-        const std::size_t groupRuns = keptRunsStride(C2, g.S), groups = (N + g.Ng - 1) / g.Ng;
+        const std::size_t groupRuns = keptGroupStride(m_cin, g.S), groups = (N + g.Ng - 1) / g.Ng;
         if (m_keepXRuns) { // kept for the backward (backwardStridedBf16)
-            m_xRunsBf16.resize(groups * groupRuns);
+            m_xRunsBf16.resize(groups * groupRuns + 32);
             m_xRunsOf = x.data();
         }
+        std::uint16_t* kept = m_keepXRuns ? cacheLineAligned(m_xRunsBf16.data()) : nullptr;
         parallelFor(groups, [&](std::size_t grp) {
             const std::size_t n0 = grp * g.Ng, count = std::min(g.Ng, N - n0), L = g.length(count);
             auto* runs = reinterpret_cast<std::uint16_t*>(threadBuffer(0, C2 * g.S + kRunsRowSlack / 4).data());
             float* out = threadBuffer(1, m_cout * L).data();
             toPhaseRunsBf16(x.data(), m_cin, n0, count, g, pp.dg, runs);
-            if (m_keepXRuns) streamCopy(runs, 2 * C2 * g.S, m_xRunsBf16.data() + n0 / g.Ng * groupRuns);
+            if (kept) keepSingleRuns(runs, m_cin, g.S, kept + grp * groupRuns);
             std::fill(runs + 2 * C2 * g.S, runs + 2 * C2 * g.S + kRunsRowSlack / 2, std::uint16_t{0});
             const ConvRuns b{reinterpret_cast<const std::uint8_t*>(runs), 4 * g.S, pp.tapBytes.data(), kk, C2};
             gemmBf16Runs(m_packedBf16Runs, b, L, out, L);
@@ -415,18 +418,19 @@ void Conv2d::forwardDirectBf16(const Tensor& x, Tensor& y, float cap, const Pool
     }
     const RunGeometry g = runGeometry(x.dim(2), x.dim(3), m_k, m_pad);
     for (std::size_t t = 0; t < kk; ++t) taps[t] = 4 * ((t / m_k) * g.Wq + t % m_k);
-    const std::size_t groups = (N + g.Ng - 1) / g.Ng, groupRuns = keptRunsStride(C2, g.S);
+    const std::size_t groups = (N + g.Ng - 1) / g.Ng, groupRuns = keptGroupStride(m_cin, g.S);
     if (m_keepXRuns) { // kept for the backward (m_xRunsBf16)
-        m_xRunsBf16.resize(groups * groupRuns);
+        m_xRunsBf16.resize(groups * groupRuns + 32);
         m_xRunsOf = x.data();
     }
+    std::uint16_t* kept = m_keepXRuns ? cacheLineAligned(m_xRunsBf16.data()) : nullptr;
     parallelFor(groups, [&](std::size_t grp) {
         const std::size_t n0 = grp * g.Ng, count = std::min(g.Ng, N - n0), L = g.length(count);
         // C2 runs of S dwords (and the kernel's slack): the float buffer's storage.
         auto* runs = reinterpret_cast<std::uint16_t*>(threadBuffer(0, C2 * g.S + kRunsRowSlack / 4).data());
         float* out = threadBuffer(1, m_cout * L).data();
         toRunsBf16(x.data(), m_cin, n0, count, g, runs, nullptr, 0.0f, m_xSource);
-        if (m_keepXRuns) streamCopy(runs, 2 * C2 * g.S, m_xRunsBf16.data() + grp * groupRuns);
+        if (kept) keepSingleRuns(runs, m_cin, g.S, kept + grp * groupRuns);
         const ConvRuns b{reinterpret_cast<const std::uint8_t*>(runs), 4 * g.S, taps.data(), kk, C2};
         gemmBf16Runs(m_packedBf16Runs, b, L, out, L);
         if (pooled) fromRunsPooled(out, L, m_cout, n0, count, g, bias, *pooled, cap, m_roundOut);
@@ -465,8 +469,7 @@ bool Conv2d::backwardStridedBf16(const Tensor& x, const Tensor& dy, Tensor& dx, 
     for (std::size_t t = 0; t < kk; ++t) xTaps[t] = phaseTapOffset(g, t / m_k, t % m_k);
     // x's bf16 phase runs as the training forward left them, when this is its x: no phase runs
     // of x are made here then
-    const std::uint16_t* xPairs = m_xRunsOf == x.data() && !m_xRunsBf16.empty() ? m_xRunsBf16.data() : nullptr;
-    const std::size_t xGroupRuns = keptRunsStride((m_cin + 1) / 2, g.S);
+    const std::uint16_t* xKept = m_xRunsOf == x.data() && !m_xRunsBf16.empty() ? cacheLineAligned(m_xRunsBf16.data()) : nullptr;
     const auto group = [&](std::size_t n0, std::size_t count, std::size_t L, const float* phases) {
         float* part = m_partials.data() + n0 / g.Ng * partSize;
         // the group's dy from its first image on: the source's, written here in cache, or the tensor's
@@ -474,17 +477,17 @@ bool Conv2d::backwardStridedBf16(const Tensor& x, const Tensor& dy, Tensor& dx, 
         for (std::size_t o = 0; o < bSize; ++o)
             for (std::size_t i = 0; i < count; ++i) part[wSize + o] += fixedOrderSum(dyg + (i * m_cout + o) * HWo, HWo);
         // x's phase runs in bf16, one channel a run, each followed by zeros the last tiles read
-        // (the largest tap offset + 2 P is at most S + 31).
-        const std::size_t xs = g.S + 64, P = (L + 31) / 32 * 16;
-        auto* xb = reinterpret_cast<std::uint16_t*>(threadBuffer(3, (m_cin * xs + 1) / 2 + kRunsRowSlack / 4).data());
-        if (xPairs) {
-            splitPairRuns(xPairs + n0 / g.Ng * xGroupRuns, m_cin, g.S, xs, xb);
-        } else {
+        // (the largest tap offset + 2 P is at most S + 31): as the forward kept them, or made here.
+        const std::size_t xs = xKept ? keptRunStride(g.S) : g.S + 64, P = (L + 31) / 32 * 16;
+        const std::uint16_t* xb = xKept ? xKept + n0 / g.Ng * keptGroupStride(m_cin, g.S) : nullptr;
+        if (!xKept) {
+            auto* runs = reinterpret_cast<std::uint16_t*>(threadBuffer(3, (m_cin * xs + 1) / 2 + kRunsRowSlack / 4).data());
             for (std::size_t c = 0; c < m_cin; ++c) {
-                std::uint16_t* d = xb + c * xs;
+                std::uint16_t* d = runs + c * xs;
                 bf16BitsSpan(phases + c * g.S, g.S, d);
                 std::fill(d + g.S, d + xs, std::uint16_t{0});
             }
+            xb = runs;
         }
         auto* dyRuns = reinterpret_cast<std::uint16_t*>(threadBuffer(0, C2 * gd.S + kRunsRowSlack / 4).data());
         toRunsBf16(dyg, m_cout, 0, count, gd, dyRuns);
@@ -504,7 +507,7 @@ bool Conv2d::backwardStridedBf16(const Tensor& x, const Tensor& dy, Tensor& dx, 
                                             Lp, out, Lp);
                            });
     };
-    if (xPairs)
+    if (xKept)
         parallelFor(groups, [&](std::size_t grp) {
             const std::size_t n0 = grp * g.Ng, count = std::min(g.Ng, N - n0);
             group(n0, count, g.length(count), nullptr);

@@ -258,10 +258,21 @@ void phaseInputGradient(const StridedDxPlan& plan, std::size_t cin, std::size_t 
     }
 }
 
-// Bf16 elements from one group's kept x runs (Conv2d::m_xRunsBf16: C2 pair runs of S dwords) to
-// the next: the runs and the kernels' slack (kRunsRowSlack bytes read past the last run), rounded
-// up to 64 bytes, so that no group's product reads another's runs while they are written.
-inline std::size_t keptRunsStride(std::size_t C2, std::size_t S) { return (2 * C2 * S + kRunsRowSlack / 2 + 31) / 32 * 32; }
+// The runs a training forward on bf16 products keeps for its backward (Conv2d::m_xRunsBf16,
+// keepSingleRuns): each group's x as C runs of one channel (toRunsBf16Single's layout, the weight
+// gradient's operand), keptRunStride(S) bf16 values apart, zeros from S on. The stride is a whole
+// number of 64-byte lines with at least 64 zeros (the weight-gradient tiles read up to S + 31), and
+// a group takes keptGroupStride(C, S) values, so every run starts on a line when the first does
+// (cacheLineAligned).
+inline std::size_t keptRunStride(std::size_t S) { return (S + 64 + 31) / 32 * 32; }
+inline std::size_t keptGroupStride(std::size_t C, std::size_t S) { return C * keptRunStride(S); }
+// p moved up to its next 64-byte boundary (by at most 62 bytes for a 2-byte aligned p).
+template <typename T>
+T* cacheLineAligned(T* p)
+{
+    const auto a = reinterpret_cast<std::uintptr_t>(p);
+    return reinterpret_cast<T*>(a + (64 - a % 64) % 64);
+}
 
 // A (M x C k k, taps of each channel consecutive) in the bf16 runs' K order (conv2d_products.cpp).
 std::vector<float> bf16RunsOrder(const float* A, std::size_t M, std::size_t C, std::size_t kk);
@@ -273,13 +284,13 @@ std::vector<float> bf16RunsOrder(const float* A, std::size_t M, std::size_t C, s
 // multiple of 16. With xSource, x's planes come from it (Conv2d::setInputSource) and x is not read.
 // With dySource, dy is not read (nor r, which must be null): dy's planes (n0 + i) O + o come from
 // it, one at a time into a buffer in L1, and are rounded into the runs from there. With addDx,
-// dx's images are added into (addFromRuns) instead of written. With xPairs (the group's x as the
-// forward's pair runs, Conv2d::m_xRunsBf16), x's runs are split from them and x is not read.
+// dx's images are added into (addFromRuns) instead of written. With xKept (the group's x as the
+// forward kept it, keptRunStride(g.S) apart: Conv2d::m_xRunsBf16), x is not read.
 void backwardGroupBf16(Bf16Path path, const float* x, const float* dy, const float* r, float cap, std::size_t n0,
                        std::size_t count, const RunGeometry& g, const RunGeometry& gd, std::size_t C, std::size_t O,
                        std::size_t k, const std::size_t* xTaps, const std::size_t* dyTaps, float* part, bool partTransposed,
                        const PackedBf16Runs* rot, float* dx, const OutputPlaneSource* xSource = nullptr,
                        const OutputPlaneSource* dySource = nullptr, bool addDx = false,
-                       const std::uint16_t* xPairs = nullptr);
+                       const std::uint16_t* xKept = nullptr);
 
 } // namespace quantscope::conv_detail
