@@ -123,6 +123,27 @@ inline onnx::NodeProto* findNode(onnx::ModelProto& mp, const std::string& op)
     throw std::runtime_error("no " + op + " node");
 }
 
+// fn(t) on the constant named `name`: the initializer, and the tensor of the Constant node that
+// makes it (torch writes either, by opset and constant folding). runtime_error when the graph has
+// neither, so that an edit which finds nothing does not pass as the error row it was meant for.
+template <typename Fn>
+void editConstant(onnx::ModelProto& mp, const std::string& name, Fn&& fn)
+{
+    bool found = false;
+    for (onnx::TensorProto& t : *mp.mutable_graph()->mutable_initializer())
+        if (t.name() == name) {
+            fn(t);
+            found = true;
+        }
+    for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node())
+        if (n.op_type() == "Constant" && n.output_size() == 1 && n.output(0) == name && n.attribute_size() > 0 &&
+            n.attribute(0).has_t()) {
+            fn(*n.mutable_attribute(0)->mutable_t());
+            found = true;
+        }
+    if (!found) throw std::runtime_error("no constant '" + name + "'");
+}
+
 inline void setInts(onnx::NodeProto* n, const std::string& name, std::vector<std::int64_t> v)
 {
     for (onnx::AttributeProto& a : *n->mutable_attribute())

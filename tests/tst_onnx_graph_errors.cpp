@@ -183,25 +183,22 @@ void TestOnnxGraphErrors::badGraph_data()
         "ConfigError", "takes the softmax over axis -1 of");
     // A constant on maps inside the network is a depthwise 1x1 Conv: one value or one per channel
     // (tst_onnx_import constinside_*). A scale along the width, or NaN, is refused.
-    const auto gamma = [](onnx::ModelProto& mp) -> onnx::TensorProto& {
-        for (onnx::TensorProto& t : *mp.mutable_graph()->mutable_initializer())
-            if (t.name() == "gamma") return t;
-        throw std::runtime_error("no gamma");
-    };
     row("constant along the width inside the network", "constinside_op13_fold_dyn",
-        [gamma](onnx::ModelProto& mp) {
-            onnx::TensorProto& t = gamma(mp);
-            t.clear_raw_data();
-            t.clear_dims();
-            for (int d : {1, 1, 1, 8}) t.add_dims(d);
-            for (int i = 0; i < 8; ++i) t.add_float_data(0.5f);
+        [](onnx::ModelProto& mp) {
+            editConstant(mp, "gamma", [](onnx::TensorProto& t) {
+                t.clear_raw_data();
+                t.clear_dims();
+                for (int d : {1, 1, 1, 8}) t.add_dims(d);
+                for (int i = 0; i < 8; ++i) t.add_float_data(0.5f);
+            });
         },
         "ConfigError", "Mul node '/Mul': the constant [1, 1, 1, 8] on maps of shape [6,8,8] is not one value or one per channel");
     row("NaN layer scale", "constinside_op13_fold_dyn",
-        [gamma](onnx::ModelProto& mp) {
-            onnx::TensorProto& t = gamma(mp);
-            t.clear_raw_data();
-            for (int i = 0; i < 6; ++i) t.add_float_data(i == 4 ? std::nanf("") : 0.5f);
+        [](onnx::ModelProto& mp) {
+            editConstant(mp, "gamma", [](onnx::TensorProto& t) {
+                t.clear_raw_data();
+                for (int i = 0; i < 6; ++i) t.add_float_data(i == 4 ? std::nanf("") : 0.5f);
+            });
         },
         "FormatError", "Mul node '/Mul': multiplies by the constant nan, which is not a finite number");
     // A [N, C, H*W] view of the images is read by reshapes and a mean over its last axis; a
@@ -235,33 +232,30 @@ void TestOnnxGraphErrors::badGraph_data()
     row("PRelu slope along W", "prelu_op13_fold_dyn",
         [](onnx::ModelProto& mp) {
             const std::string slope = findNode(mp, "PRelu")->input(1);
-            for (onnx::TensorProto& t : *mp.mutable_graph()->mutable_initializer())
-                if (t.name() == slope) {
-                    t.clear_dims();
-                    t.add_dims(6);
-                }
+            editConstant(mp, slope, [](onnx::TensorProto& t) {
+                t.clear_dims();
+                t.add_dims(6);
+            });
         },
         "ConfigError", "PRelu node '/act1/PRelu': slope of shape [6] on an input of per-image shape [6,8,8]");
     row("PRelu slope per pixel", "prelu_op13_fold_dyn",
         [](onnx::ModelProto& mp) {
             const std::string slope = findNode(mp, "PRelu")->input(1);
-            for (onnx::TensorProto& t : *mp.mutable_graph()->mutable_initializer())
-                if (t.name() == slope) {
-                    t.clear_dims();
-                    for (int d : {1, 1, 2, 3}) t.add_dims(d);
-                }
+            editConstant(mp, slope, [](onnx::TensorProto& t) {
+                t.clear_dims();
+                for (int d : {1, 1, 2, 3}) t.add_dims(d);
+            });
         },
         "ConfigError", "QuantScope's PReLU has one slope or one per channel");
     row("PRelu NaN slope", "prelu_op13_fold_dyn",
         [](onnx::ModelProto& mp) {
             const std::string slope = findNode(mp, "PRelu")->input(1);
-            for (onnx::TensorProto& t : *mp.mutable_graph()->mutable_initializer())
-                if (t.name() == slope) {
-                    std::string raw = t.raw_data();
-                    const float nan = NAN;
-                    std::memcpy(raw.data() + 4, &nan, 4);
-                    t.set_raw_data(raw);
-                }
+            editConstant(mp, slope, [](onnx::TensorProto& t) {
+                std::string raw = t.raw_data();
+                const float nan = NAN;
+                std::memcpy(raw.data() + 4, &nan, 4);
+                t.set_raw_data(raw);
+            });
         },
         "ConfigError", "PRelu node '/act1/PRelu': slope 1 is not a finite number");
     // A sum over (H, W) is a mean only divided by H W; a global max only of a square map, over H and W.

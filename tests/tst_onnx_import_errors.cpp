@@ -167,14 +167,13 @@ void TestOnnxImportErrors::badInput_data()
         "QuantScope reads such maps flattened");
     row("LayerNorm weight that differs within a channel", "layernorm_maps_op17_nofold", [](onnx::ModelProto& mp) {
             const std::string scale = findNode(mp, "LayerNormalization")->input(1);
-            for (onnx::TensorProto& t : *mp.mutable_graph()->mutable_initializer())
-                if (t.name() == scale) {
-                    if (t.raw_data().empty()) t.set_float_data(5, 3.0f);
-                    else {
-                        const float v = 3.0f;
-                        t.mutable_raw_data()->replace(5 * sizeof v, sizeof v, reinterpret_cast<const char*>(&v), sizeof v);
-                    }
+            editConstant(mp, scale, [](onnx::TensorProto& t) {
+                if (t.raw_data().empty()) t.set_float_data(5, 3.0f);
+                else {
+                    const float v = 3.0f;
+                    t.mutable_raw_data()->replace(5 * sizeof v, sizeof v, reinterpret_cast<const char*>(&v), sizeof v);
                 }
+            });
         },
         "ConfigError", "its Scale or B differs within channel 0 of [4,8,8] maps");
     // InstanceNormalization (nn.GroupNorm, nn.InstanceNorm2d: groupnorm_* fixtures) on other forms.
@@ -192,10 +191,7 @@ void TestOnnxImportErrors::badInput_data()
                 t.clear_int64_data();
                 for (std::int64_t v : {1, 1, 2, 1}) t.add_int64_data(v);
             };
-            for (onnx::TensorProto& t : *mp.mutable_graph()->mutable_initializer())
-                if (t.name() == repeats) set(t);
-            for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node())
-                if (n.op_type() == "Constant" && n.output(0) == repeats) set(*n.mutable_attribute(0)->mutable_t());
+            editConstant(mp, repeats, set);
         },
         "ConfigError", "QuantScope reads Tile only along the channels of [N, C, H, W] maps (x.repeat(1, k, 1, 1))");
     row("GroupNorm scale of the wrong length", "groupnorm_op13_fold_dyn", [](onnx::ModelProto& mp) {
@@ -206,10 +202,7 @@ void TestOnnxImportErrors::badInput_data()
                 if (t.raw_data().empty()) t.add_float_data(1.0f);
                 else t.mutable_raw_data()->append(std::string(4, '\0'));
             };
-            for (onnx::TensorProto& t : *mp.mutable_graph()->mutable_initializer())
-                if (t.name() == scale) lengthen(t);
-            for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node())
-                if (n.op_type() == "Constant" && n.output(0) == scale) lengthen(*n.mutable_attribute(0)->mutable_t());
+            editConstant(mp, scale, lengthen);
         },
         "FormatError", "scale and B hold 3 and 2 values for 2 groups");
     row("interpolate's operator", "seqview_op13_fold", [](onnx::ModelProto& mp) { findNode(mp, "Relu")->set_op_type("Resize"); },
@@ -264,10 +257,7 @@ void TestOnnxImportErrors::badInput_data()
                 if (t.raw_data().empty()) t.set_int64_data(0, v);
                 else t.mutable_raw_data()->replace(0, sizeof v, reinterpret_cast<const char*>(&v), sizeof v);
             };
-            for (onnx::TensorProto& t : *mp.mutable_graph()->mutable_initializer())
-                if (t.name() == idx) setFirst(t);
-            for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node())
-                if (n.op_type() == "Constant" && n.output(0) == idx) setFirst(*n.mutable_attribute(0)->mutable_t());
+            editConstant(mp, idx, setFirst);
         },
         "FormatError", "index 7 is out of range for axis 1 of size 3");
     row("a Gather from the batch", "computedw_op13_nofold_dyn", [](onnx::ModelProto& mp) { findNode(mp, "Gather")->mutable_attribute(0)->set_i(0); },
@@ -315,13 +305,12 @@ void TestOnnxImportErrors::badInput_data()
     row("a Gemm bias of no values", "seqview_op13_fold",
         [](onnx::ModelProto& mp) {
             const std::string bias = findNode(mp, "Gemm")->input(2);
-            for (onnx::TensorProto& t : *mp.mutable_graph()->mutable_initializer())
-                if (t.name() == bias) {
-                    t.clear_dims();
-                    t.add_dims(0);
-                    t.clear_raw_data();
-                    t.clear_float_data();
-                }
+            editConstant(mp, bias, [](onnx::TensorProto& t) {
+                t.clear_dims();
+                t.add_dims(0);
+                t.clear_raw_data();
+                t.clear_float_data();
+            });
         },
         "FormatError", "C [0] is not a bias of 10 values, nor does it broadcast to the output [N, 10]");
     // 1 - x (an inversion) is no normalisation: on images the graph keeps it (invert_* fixtures in
