@@ -17,12 +17,15 @@
 
 #include "onnx/export_fixtures.h"
 
+#include <onnx/onnx_pb.h>
+
 #include <QProcess>
 #include <QtTest>
 
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
 
@@ -480,7 +483,39 @@ void TestPlanRuns::mixedPlanRunsInOnnxruntime()
     const double agree = agreement(argmaxOf(ort, m.classes), argmaxOf(ref, m.classes));
     qInfo("mixed plan: onnxruntime vs fake-quant reference: argmax agrees on %.1f %%, mean |diff| %.2e", 100 * agree, mean);
     QVERIFY(agree >= kMinQdqAgreement);
-    QVERIFY(mean <= kQdqMeanOutputDiff);
+    // The float layers stay float in onnxruntime too: each reads a DequantizeLinear of more than
+    // one scale (the activation's one, repeated along an axis), which onnxruntime's
+    // WeightBiasQuantization does not rewrite into an int8 layer. Rewritten, conv1's float weights
+    // went to per-tensor int8 there: mean |diff| 3.3e-4 (tester 16: 226 of 10,000 predictions
+    // differed on a mobilenet-v2 with its first layer kept FP32); now about 1e-7.
+    QVERIFY2(mean <= 1e-5, qPrintable(QString("mean |diff| %1").arg(mean)));
+    onnx::ModelProto mp;
+    {
+        std::ifstream f(path, std::ios::binary);
+        QVERIFY(mp.ParseFromIstream(&f));
+    }
+    std::map<std::string, const onnx::TensorProto*> inits;
+    std::map<std::string, const onnx::NodeProto*> producer;
+    for (const onnx::TensorProto& t : mp.graph().initializer()) inits[t.name()] = &t;
+    for (const onnx::NodeProto& n : mp.graph().node()) producer[n.output(0)] = &n;
+    int floatLayers = 0;
+    for (const onnx::NodeProto& n : mp.graph().node()) {
+        if ((n.op_type() != "Conv" && n.op_type() != "Gemm") || !inits.count(n.input(1))) continue;
+        ++floatLayers;
+        const onnx::NodeProto* dq = producer.at(n.input(0));
+        QCOMPARE(dq->op_type(), std::string("DequantizeLinear"));
+        const onnx::TensorProto& scale = *inits.at(dq->input(1));
+        QVERIFY2(scale.dims_size() == 1 && scale.dims(0) > 1, qPrintable(QString::fromStdString(n.name())));
+    }
+    QCOMPARE(floatLayers, 2); // conv1 and fc2
+    // QuantScope reads the file back to the same model: the engine's predictions are the export's.
+    const ExportedModel back = readOnnx(path);
+    RunnerOptions io;
+    io.kind = RunnerKind::Integer;
+    std::vector<std::int32_t> fromFile(m_data.test.size()), fromExport(m_data.test.size());
+    ModelRunner(back, io).predict(m_data.test.pixels.data(), m_data.test.size(), fromFile.data(), nullptr);
+    ModelRunner(m, io).predict(m_data.test.pixels.data(), m_data.test.size(), fromExport.data(), nullptr);
+    QVERIFY(fromFile == fromExport);
 }
 
 void TestPlanRuns::engineRunsFloatLayers_data()

@@ -61,7 +61,7 @@ void OnnxReader::dequantizeLinear(const onnx::NodeProto& n)
     if (auto it = m_quant.find(input(n, 0)); it != m_quant.end()) { // the activation pair
         const std::size_t k = it->second;
         const ActivationQuant& q = k == 0 ? *m_m.inputQuant : *m_m.layers[k - 1].outputQuant;
-        if (!(activationQuant(n) == q)) failNode(n, "does not undo the QuantizeLinear before it");
+        if (!(activationQuant(n, true) == q)) failNode(n, "does not undo the QuantizeLinear before it");
         define(n, k);
         return;
     }

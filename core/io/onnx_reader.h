@@ -14,7 +14,9 @@
 
 #include <onnx/onnx_pb.h>
 
+#include <algorithm>
 #include <array>
+#include <functional>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -100,7 +102,11 @@ private:
         t.name = name;
         return t;
     }
-    ActivationQuant activationQuant(const onnx::NodeProto& n) const
+    // The grid of an activation's QuantizeLinear or DequantizeLinear: one scale and zero point.
+    // perAxis also takes a DequantizeLinear's one scale and zero point repeated along an axis
+    // past the batch, which the export writes before a Conv or Gemm kept FP32 (onnx_io.cpp
+    // floatLayerInput).
+    ActivationQuant activationQuant(const onnx::NodeProto& n, bool perAxis = false) const
     {
         ActivationQuant a;
         const TensorProto& zp = init(input(n, 2));
@@ -109,8 +115,18 @@ private:
         a.bits = 8;
         a.qmin = a.isSigned ? -128 : 0;
         a.qmax = a.isSigned ? 127 : 255;
-        a.scale = scalar(init(input(n, 1)));
+        const TensorProto& s = init(input(n, 1));
         const std::vector<std::int32_t> z = ints(zp);
+        if (perAxis && s.dims_size() == 1) {
+            const std::vector<float> v = floats(s);
+            const auto same = [](const auto& xs) { return std::adjacent_find(xs.begin(), xs.end(), std::not_equal_to<>()) == xs.end(); };
+            if (v.empty() || z.size() != v.size() || attrInt(n, "axis", 1) < 1 || !same(v) || !same(z))
+                failNode(n, "activations are dequantized per tensor (one scale and zero point, or one repeated along an axis)");
+            a.scale = v[0];
+            a.zeroPoint = z[0];
+            return a;
+        }
+        a.scale = scalar(s);
         if (z.size() != 1) failNode(n, "activations are quantized per tensor");
         a.zeroPoint = z[0];
         return a;
