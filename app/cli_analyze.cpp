@@ -79,7 +79,10 @@ const char* const kAnalyzeHelp =
     "format and measures, on --validation N images held out of the training set (default 5000, or\n"
     "half of --train-limit's N when that is fewer),\n"
     "the accuracy drop against FP32, the SQNR of the model's outputs (logits, log-probabilities or\n"
-    "probabilities, as the model ends) and the KL divergence of its probabilities.\n"
+    "probabilities, as the model ends) and the KL divergence of its probabilities. The quantized\n"
+    "layer reads and writes activations at --act-format (uint8 by default), as an integer layer runs\n"
+    "(docs/PLANS.md, Boundaries): that rounding is the same in every format's column. --act-format\n"
+    "fp32 keeps the activations float and measures the weights alone.\n"
     "  --formats F,F,...    candidate weight formats (default int8,int4,int2)\n"
     "  --all-but-one        quantize every layer except one instead\n"
     "  --act-calibration C  activation ranges (default minmax)\n"
@@ -427,6 +430,7 @@ int runSensitivity(const Args& args)
                              {"logit_sqnr_db", finite(c.logitSqnrDb)}, {"kl", c.klDivergence}});
         const nlohmann::json j = {{"event", "sensitivity"}, {"model", name}, {"mode", opt.allButOne ? "all-but-one" : "one-layer"},
                                   {"granularity", opt.granularity}, {"calibration", opt.calibration},
+                                  {"activation_format", opt.activationFormat},
                                   {"validation_images", r.images}, {"fp32_acc", r.fp32Accuracy}, {"cells", cells},
                                   {"stopped", r.stopped}, {"seconds", r.seconds}};
         printJsonLine(j);
@@ -456,6 +460,10 @@ int runSensitivity(const Args& args)
     }
     std::printf("(under each format: the validation accuracy of the row's plan in that format; change: accuracy points against FP32;\n"
                 " SQNR of the model's outputs in dB; KL(p_fp32 || p_q) in nats)\n");
+    if (opt.activationFormat != "fp32")
+        std::printf("(the quantized layers read and write %s activations, as integer layers run: that rounding is in every\n"
+                    " format's column alike; --act-format fp32 measures the weights alone)\n",
+                    opt.activationFormat.c_str());
     std::printf("%.1f s\n", r.seconds);
     return status;
 }

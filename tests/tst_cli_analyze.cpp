@@ -12,6 +12,8 @@
 #include <QTemporaryDir>
 #include <QtTest>
 
+#include <limits>
+
 #include <map>
 
 #include <nlohmann/json.hpp>
@@ -130,6 +132,28 @@ void TestCliAnalyze::analyzeTakesTheDataOptions()
     QVERIFY2(cmp.exitCode == kExitOk, qPrintable(cmp.err));
     const Result sens = runCli(QStringList{"analyze", "sensitivity", model, "--validation", "20", "--formats", "int8", "--json"} + data);
     QVERIFY2(sens.exitCode == kExitOk, qPrintable(sens.err));
+    // The quantized layer reads and writes uint8 activations unless --act-format fp32, which
+    // measures its weights alone (tester 16 read uint8 rows as the weights' cost): the table says
+    // which, and so does the JSON, whose first layer's int8 outputs are then closer to FP32's.
+    const nlohmann::json sensU8 = nlohmann::json::parse(sens.out.trimmed().toStdString());
+    QCOMPARE(sensU8.at("activation_format").get<std::string>(), std::string("uint8"));
+    const Result sensF = runCli(QStringList{"analyze", "sensitivity", model, "--validation", "20", "--formats", "int8", "--act-format",
+                                            "fp32", "--json"} + data);
+    QVERIFY2(sensF.exitCode == kExitOk, qPrintable(sensF.err));
+    const nlohmann::json sensF32 = nlohmann::json::parse(sensF.out.trimmed().toStdString());
+    QCOMPARE(sensF32.at("activation_format").get<std::string>(), std::string("fp32"));
+    const auto sqnr = [](const nlohmann::json& j) {
+        const nlohmann::json& v = j.at("cells").at(0).at("logit_sqnr_db");
+        return v.is_null() ? std::numeric_limits<double>::infinity() : v.get<double>();
+    };
+    QVERIFY2(sqnr(sensF32) > sqnr(sensU8), qPrintable(sens.out + sensF.out));
+    const Result sensText = runCli(QStringList{"analyze", "sensitivity", model, "--validation", "20", "--formats", "int8"} + data);
+    QVERIFY2(sensText.out.contains("the quantized layers read and write uint8 activations, as integer layers run") &&
+                 sensText.out.contains("--act-format fp32 measures the weights alone"),
+             qPrintable(sensText.out));
+    const Result sensTextF = runCli(QStringList{"analyze", "sensitivity", model, "--validation", "20", "--formats", "int8", "--act-format",
+                                                "fp32"} + data);
+    QVERIFY2(sensTextF.out.contains("fp32 activations") && !sensTextF.out.contains("read and write"), qPrintable(sensTextF.out));
     const QString planOut = m_tmp.filePath("chosen.plan.json");
     const Result search = runCli(QStringList{"analyze", "search", model, "--validation", "20", "--formats", "int8,int4",
                                              "--max-drop", "50", "--test-limit", "10", "--plan-out", planOut} + data);

@@ -17,6 +17,7 @@ private slots:
     void sensitivityAllButOne();
     void sensitivityStops();
     void floatFormatsAndActivationRanges();
+    void weightsAloneWithFloatActivations();
     void fp16HistogramZoomsToTheWeights();
     void cleanupTestCase() { m_window.reset(); }
 };
@@ -159,7 +160,7 @@ void TestGuiSensitivity::floatFormatsAndActivationRanges()
     QVERIFY(done.wait(kRunTimeoutMs));
     QVERIFY2(done.first().at(0).toBool(), qPrintable(done.first().at(1).toString()));
     QCOMPARE(s->heatmap()->horizontalHeaderItem(0)->text(), QString("fp8-e4m3"));
-    QVERIFY2(s->statusText().contains("activations: percentile"), qPrintable(s->statusText()));
+    QVERIFY2(s->statusText().contains("uint8 activations, percentile ranges"), qPrintable(s->statusText()));
     const SensitivityReport gui = s->report();
 
     QString error;
@@ -187,6 +188,52 @@ void TestGuiSensitivity::floatFormatsAndActivationRanges()
     }
     QVERIFY(differs); // percentile ranges clip: the outputs are not min-max's
     act->setCurrentIndex(act->findData(QStringLiteral("minmax")));
+}
+
+// The Activations choice is analyze sensitivity's --act-format: FP32 keeps the activations float,
+// so a cell measures the layer's weights alone (tester 16 read uint8 rows, whose activation
+// rounding is the same in every column, as what the weights cost). The cells equal core's with
+// activationFormat fp32 and differ from uint8's, and the status line says which ran.
+void TestGuiSensitivity::weightsAloneWithFloatActivations()
+{
+    SensitivityView* s = m_view->sensitivity();
+    QComboBox* acts = s->activationsCombo();
+    QCOMPARE(acts->currentData().toString(), QString("uint8")); // the default, as the CLI's
+    acts->setCurrentIndex(acts->findData(QStringLiteral("fp32")));
+    QVERIFY(acts->currentIndex() >= 0);
+    s->setFormats({"int8", "int4"});
+    QSignalSpy done(s, &SensitivityView::analysisFinished);
+    s->run();
+    QVERIFY(done.wait(kRunTimeoutMs));
+    QVERIFY2(done.first().at(0).toBool(), qPrintable(done.first().at(1).toString()));
+    QVERIFY2(s->statusText().contains("FP32 activations (the weights alone)"), qPrintable(s->statusText()));
+    const SensitivityReport gui = s->report();
+    acts->setCurrentIndex(acts->findData(QStringLiteral("uint8")));
+
+    QString error;
+    const AnalysisInputPtr in = m_view->input(&error);
+    QVERIFY2(in, qPrintable(error));
+    SensitivityOptions opt;
+    opt.formats = {"int8", "int4"};
+    opt.activationFormat = "fp32";
+    opt.activationCalibration = in->activationCalibration;
+    opt.calibImages = in->data->train.size();
+    std::unique_ptr<Model> model = in->makeModel();
+    SensitivityReport weightsAlone, uint8Acts;
+    tbb::task_arena arena(static_cast<int>(in->threads)); // as the view runs it
+    arena.execute([&] {
+        weightsAlone = analyzeSensitivity(*model, *in->data, in->data->validation, opt);
+        opt.activationFormat = "uint8";
+        uint8Acts = analyzeSensitivity(*model, *in->data, in->data->validation, opt);
+    });
+    QCOMPARE(gui.cells.size(), weightsAlone.cells.size());
+    bool differs = false;
+    for (std::size_t i = 0; i < gui.cells.size(); ++i) {
+        QCOMPARE(gui.cells[i].accuracy, weightsAlone.cells[i].accuracy);
+        QCOMPARE(gui.cells[i].logitSqnrDb, weightsAlone.cells[i].logitSqnrDb);
+        differs = differs || gui.cells[i].logitSqnrDb != uint8Acts.cells[i].logitSqnrDb;
+    }
+    QVERIFY(differs);
 }
 
 // fp16's clip range (+-65504) is far beyond any weight: the axis stays on the weights (it ran to

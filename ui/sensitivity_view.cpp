@@ -83,6 +83,15 @@ SensitivityView::SensitivityView(InputProvider input, QWidget* parent) : QWidget
             m_calibration->setItemData(m_calibration->count() - 1, c.tooltip, Qt::ToolTipRole);
         }
     m_calibration->setToolTip(tr("How the weight ranges are chosen (the activations': Activation ranges, above)."));
+    // The CLI's --act-format: the quantized layer's inputs and outputs as it would run, or float
+    // (tester 16 read uint8 rows as what the weights alone cost).
+    m_activations = new QComboBox;
+    m_activations->setObjectName(QStringLiteral("sensActivations"));
+    m_activations->addItem(tr("uint8, as the layer runs"), QStringLiteral("uint8"));
+    m_activations->addItem(tr("FP32: the weights alone"), QStringLiteral("fp32"));
+    m_activations->setToolTip(tr("uint8: the quantized layer reads and writes uint8 activations, as an integer layer runs; that "
+                                 "rounding is in every format's column alike. FP32: the activations stay float, so a cell "
+                                 "measures the layer's weights alone."));
     m_mode = new QComboBox;
     m_mode->setObjectName(QStringLiteral("sensMode"));
     m_mode->addItem(tr("this layer alone quantized"), false);
@@ -144,6 +153,7 @@ SensitivityView::SensitivityView(InputProvider input, QWidget* parent) : QWidget
     auto* options = new FlowLayout(12);
     options->addWidget(labelledField(new QLabel(tr("Granularity")), m_granularity));
     options->addWidget(labelledField(new QLabel(tr("Calibration")), m_calibration));
+    options->addWidget(labelledField(new QLabel(tr("Activations")), m_activations));
     options->addWidget(labelledField(new QLabel(tr("Mode")), m_mode));
     g->addLayout(options, 2, 0, 1, 2);
     g->setColumnStretch(1, 1);
@@ -212,7 +222,7 @@ void SensitivityView::setBusy(bool busy)
 {
     setRunEnabled(m_run, m_runTip, busy, m_blocked);
     m_stop->setEnabled(busy);
-    for (QWidget* w : std::initializer_list<QWidget*>{m_granularity, m_calibration, m_mode}) w->setEnabled(!busy);
+    for (QWidget* w : std::initializer_list<QWidget*>{m_granularity, m_calibration, m_activations, m_mode}) w->setEnabled(!busy);
     for (QCheckBox* b : m_formatBoxes) b->setEnabled(!busy);
     emit busyChanged(busy);
 }
@@ -237,6 +247,7 @@ void SensitivityView::run()
     opt.granularity = m_granularity->currentData().toString().toStdString();
     opt.calibration = m_calibration->currentData().toString().toStdString();
     opt.activationCalibration = in->activationCalibration;
+    opt.activationFormat = m_activations->currentData().toString().toStdString();
     opt.allButOne = m_mode->currentData().toBool();
     opt.calibImages = in->data->train.size();
     m_running = in;
@@ -346,11 +357,15 @@ void SensitivityView::showReport(const SensitivityReport& r, const SensitivityOp
     m_table->resizeColumnsToContents();
     m_table->horizontalHeader()->setSectionResizeMode(QHeaderView::Stretch);
     const QString what = opt.allButOne ? tr("all but one layer quantized") : tr("one layer at a time");
-    QString s = tr("<b>%1</b>: FP32 %2 on %3 validation images%4; %5, %6 weights, %7 calibration (activations: %8); %9 cells in %10.")
+    const QString acts = opt.activationFormat == "fp32"
+                             ? tr("FP32 activations (the weights alone)")
+                             : tr("%1 activations, %2 ranges")
+                                   .arg(QString::fromStdString(opt.activationFormat), QString::fromStdString(opt.activationCalibration));
+    QString s = tr("<b>%1</b>: FP32 %2 on %3 validation images%4; %5, %6 weights, %7 calibration, %8; %9 cells in %10.")
                     .arg(in->name, formatPercent(r.fp32Accuracy, 2), formatCount(double(r.images)),
                          in->heldOut ? QString() : tr(" (drawn from the training set)"), what,
                          m_granularity->itemText(m_granularity->findData(QString::fromStdString(opt.granularity))),
-                         QString::fromStdString(opt.calibration), QString::fromStdString(opt.activationCalibration))
+                         QString::fromStdString(opt.calibration), acts)
                     .arg(r.cells.size())
                     .arg(formatSeconds(r.seconds));
     if (r.stopped) s += tr(" Stopped: %1 of %2 cells measured.").arg(r.cells.size()).arg(r.layers.size() * nf);

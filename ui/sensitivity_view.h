@@ -47,6 +47,7 @@ public:
     QPushButton* stopButton() const { return m_stop; }
     QProgressBar* progressBar() const { return m_progress; }
     QComboBox* modeCombo() const { return m_mode; }
+    QComboBox* activationsCombo() const { return m_activations; }
     QString statusText() const;
     // The histogram window of the last clicked cell (null before the first click).
     QDialog* histogramDialog() const { return m_histDialog; }
@@ -84,6 +85,7 @@ private:
     QList<QCheckBox*> m_formatBoxes;
     QComboBox* m_granularity;
     QComboBox* m_calibration;
+    QComboBox* m_activations; // SensitivityOptions::activationFormat: uint8 or fp32
     QComboBox* m_mode;
     QPushButton* m_run;
     QString m_runTip, m_blocked; // Run's own tooltip; why it may not start now (empty: it may)

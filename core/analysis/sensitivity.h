@@ -2,8 +2,9 @@
 // Suite): for a trained FP32 model and a list of candidate weight formats, quantize ONE layer at
 // a time (post-training quantization with the chosen granularity and calibration; every other
 // layer stays FP32; activations around the quantized layer are quantized at its activation
-// format, the plan's float/integer boundary rule, docs/PLANS.md) and measure on a held-out
-// validation set:
+// format, the plan's float/integer boundary rule, docs/PLANS.md, so that rounding is in every
+// format's cell alike; activationFormat "fp32" keeps them float and measures the weights alone)
+// and measure on a held-out validation set:
 //  - the top-1 accuracy and its drop against FP32 (points, FP32 minus quantized);
 //  - the SQNR of the model's outputs (logits, log-probabilities or probabilities) against FP32's (10 log10(sum z^2 / sum (z - z')^2), dB);
 //  - the mean KL divergence KL(p_FP32 || p_quantized) of the output distributions (nats), the
