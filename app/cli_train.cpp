@@ -450,15 +450,6 @@ int runTrain(const std::vector<std::string>& argv)
     if (say && pc.strategy == Strategy::Ptq && args.has("--calib-images") && pc.calibImages > data.train.size())
         std::fprintf(stderr, "quantscope-cli train: note: calibrating on all %zu training images, fewer than --calib-images %zu\n",
                      data.train.size(), pc.calibImages);
-    if (say && pc.strategy == Strategy::Qat && pc.bnFreezeEpoch > cfg.epochs)
-        std::fprintf(stderr, "quantscope-cli train: note: --bn-freeze-epoch %zu is after the last epoch (%zu): BatchNorm is never frozen\n",
-                     pc.bnFreezeEpoch, cfg.epochs);
-    if (say && pc.strategy == Strategy::Qat && pc.bnReestimateBatches > 0) {
-        const std::size_t batches = (data.train.size() + cfg.batchSize - 1) / cfg.batchSize;
-        if (pc.bnReestimateBatches > batches)
-            std::fprintf(stderr, "quantscope-cli train: note: --bn-reestimate %zu: the training set has %zu batches, all of them are used\n",
-                         pc.bnReestimateBatches, batches);
-    }
     if (file && file->dynamicImageSize && (file->height != data.height() || file->width != data.width())) {
         // Read again at the size the run uses (its notes say so), with this command's notes.
         ExportedModel again = readModelFile(cfg.modelFile, data.height(), data.width());
@@ -470,9 +461,9 @@ int runTrain(const std::vector<std::string>& argv)
         data.normalization = Normalization::parse(args.str("--normalize", "")).broadcast(data.channels());
         noteExtremeNormalization(data.normalization, "train", args.has("--json"));
     }
-    // --bn-reestimate on a model with no BatchNorm re-estimates nothing (tester 10: accepted
-    // without a word, and the run was the same as without it).
-    if (args.has("--bn-reestimate") && pc.strategy == Strategy::Qat) {
+    // --bn-reestimate and --bn-freeze-epoch on a model with no BatchNorm do nothing (testers 10 and
+    // 16: accepted without a word, or --bn-reestimate named only after a note on its batches).
+    if ((args.has("--bn-reestimate") || args.has("--bn-freeze-epoch")) && pc.strategy == Strategy::Qat) {
         bool hasBatchNorm = false;
         if (file) {
             for (const StoredLayer& l : file->layers) hasBatchNorm = hasBatchNorm || l.kind == LayerKind::BatchNorm2d;
@@ -481,6 +472,17 @@ int runTrain(const std::vector<std::string>& argv)
             for (std::size_t i = 0; i < preset->size(); ++i) hasBatchNorm = hasBatchNorm || preset->layer(i).kind() == LayerKind::BatchNorm2d;
         }
         unusedWith("--bn-reestimate", hasBatchNorm, ("the model (" + cfg.model + ") has no BatchNorm layer to re-estimate").c_str());
+        unusedWith("--bn-freeze-epoch", hasBatchNorm, ("the model (" + cfg.model + ") has no BatchNorm layer to freeze").c_str());
+    }
+    const auto ignoredFlag = [&](const char* flag) { return std::find(ignored.begin(), ignored.end(), flag) != ignored.end(); };
+    if (say && pc.strategy == Strategy::Qat && pc.bnFreezeEpoch > cfg.epochs && !ignoredFlag("--bn-freeze-epoch"))
+        std::fprintf(stderr, "quantscope-cli train: note: --bn-freeze-epoch %zu is after the last epoch (%zu): BatchNorm is never frozen\n",
+                     pc.bnFreezeEpoch, cfg.epochs);
+    if (say && pc.strategy == Strategy::Qat && pc.bnReestimateBatches > 0 && !ignoredFlag("--bn-reestimate")) {
+        const std::size_t batches = (data.train.size() + cfg.batchSize - 1) / cfg.batchSize;
+        if (pc.bnReestimateBatches > batches)
+            std::fprintf(stderr, "quantscope-cli train: note: --bn-reestimate %zu: the training set has %zu batches, all of them are used\n",
+                         pc.bnReestimateBatches, batches);
     }
     nlohmann::json startExtra = nlohmann::json::object(); // what was read, for the JSON start event
     if (!reinitFolded.empty()) {

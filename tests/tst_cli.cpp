@@ -350,6 +350,10 @@ void TestCli::ignoredOptionsAreNamed_data()
     // mlp has no BatchNorm: --bn-reestimate re-estimates nothing (tester 10: accepted without a word).
     QTest::newRow("qat --bn-reestimate without a BatchNorm") << "qat" << QStringList{"--bn-reestimate", "2"} << QStringList{}
                                                              << QStringList{"--bn-reestimate"};
+    // nor does --bn-freeze-epoch freeze anything (tester 16: accepted without a word)
+    QTest::newRow("qat --bn-freeze-epoch without a BatchNorm")
+        << "qat" << QStringList{"--bn-freeze-epoch", "1", "--bn-reestimate", "2"} << QStringList{}
+        << QStringList{"--bn-reestimate", "--bn-freeze-epoch"};
     QTest::newRow("--image-shape and --test-fraction on IDX")
         << "fp32" << QStringList{"--image-shape", "1x28x28", "--test-fraction", "0.3"} << QStringList{}
         << QStringList{"--image-shape", "--test-fraction"};

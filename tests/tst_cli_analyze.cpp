@@ -91,6 +91,14 @@ void TestCliAnalyze::valuesPastTheDataAreNamed()
     QVERIFY2(bn.exitCode == kExitOk, qPrintable(bn.err));
     QVERIFY2(bn.err.contains("--bn-freeze-epoch 3 is after the last epoch (1)"), qPrintable(bn.err));
     QVERIFY2(bn.err.contains("--bn-reestimate 50: the training set has 1 batches"), qPrintable(bn.err));
+    // Without a BatchNorm both are named as ignored, and no note on their values comes first (tester 16)
+    const Result noBn = runCli({"train", "--data", m_valid, "--model", "mlp", "--strategy", "qat", "--train-limit", "64",
+                                "--bn-freeze-epoch", "3", "--bn-reestimate", "50", "--test-limit", "20", "--quiet"});
+    QVERIFY2(noBn.exitCode == kExitOk, qPrintable(noBn.err));
+    QVERIFY2(noBn.err.contains("--bn-reestimate is ignored: the model (mlp) has no BatchNorm layer to re-estimate") &&
+                 noBn.err.contains("--bn-freeze-epoch is ignored: the model (mlp) has no BatchNorm layer to freeze"),
+             qPrintable(noBn.err));
+    QVERIFY2(!noBn.err.contains("the training set has") && !noBn.err.contains("is after the last epoch"), qPrintable(noBn.err));
     const Result plan = runCli({"train", "--data", m_valid, "--model", "mlp", "--strategy", "ptq", "--train-limit", "64", "--test-limit", "20",
                                 "--layer", "fc1=int4", "--layer", "fc2=int4", "--layer", "fc3=fp32", "--format", "int2", "--quiet"});
     QVERIFY2(plan.exitCode == kExitOk, qPrintable(plan.err));
