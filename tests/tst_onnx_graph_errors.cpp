@@ -261,6 +261,12 @@ void TestOnnxGraphErrors::badGraph_data()
     // A sum over (H, W) is a mean only divided by H W; a global max only of a square map, over H and W.
     row("sum times H W", "gapidioms2_op11_nofold", [](onnx::ModelProto& mp) { findNode(mp, "Div")->set_op_type("Mul"); },
         "ConfigError", "multiplies the sum over the 7x7 map by 49; only the mean (multiply by 0.0204081633)");
+    // A ReduceSum that no Div or Mul by a constant follows is no pooling: refused by operator,
+    // with the form that is read (tester 16: the list of read operators omitted ReduceSum, which
+    // the README says is read as a mean over H and W).
+    row("a sum not divided", "gapidioms2_op11_nofold", [](onnx::ModelProto& mp) { findNode(mp, "Div")->set_op_type("Sub"); },
+        "ConfigError", "operator ReduceSum is not supported by QuantScope's importer; ReduceSum is read only as a global average "
+                       "pooling: x.sum((2, 3)) divided by H W");
     row("max over channels", "gapidioms2_op11_nofold",
         [](onnx::ModelProto& mp) { setInts(findNode(mp, "ReduceMax"), "axes", std::vector<std::int64_t>{1, 2}); }, "ConfigError",
         "ReduceMax node '/ReduceMax': axes = [1, 2]; a maximum is read over H and W (axes 2, 3), as a global max pooling, or over the channels");

@@ -92,6 +92,9 @@ void Importer::failUnsupported(const NodeProto& n, const std::vector<std::pair<s
                  "d = x - x.mean(dim, keepdim=True), then d / torch.sqrt((d ** 2).mean(dim, keepdim=True) + eps) or "
                  "d * torch.rsqrt(...), the variance from that same d or as x.var(dim, unbiased=False, keepdim=True) (the unbiased variance, "
                  "x.var's default, is not read)"},
+        {"ReduceSum", "; ReduceSum is read only as a global average pooling: x.sum((2, 3)) divided by "
+                      "H W, a Div or Mul by one constant right after it; a sum over other axes, or one used otherwise, is not a "
+                      "layer QuantScope has"},
         {"Resize", "; F.interpolate and nn.Upsample export as Resize"},
         {"Upsample", "; F.interpolate and nn.Upsample export as Upsample before opset 10"},
         {"ConvTranspose", "; nn.ConvTranspose2d exports as ConvTranspose"},
