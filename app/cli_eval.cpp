@@ -189,6 +189,12 @@ int runEval(const std::vector<std::string>& argv)
                          runner.description().c_str());
         if (args.has("--passes") && !args.has("--bench"))
             std::fprintf(stderr, "quantscope-cli eval: --passes is ignored: it is for --bench\n");
+        // The fake-quant reference of a model that quantizes nothing is the model itself (tester 16:
+        // --runner reference on an FP32 file ran FP32 without a word).
+        if (runnerName == "reference" && !model.quantized)
+            std::fprintf(stderr, "quantscope-cli eval: note: %s is an FP32 model: it quantizes nothing, so --runner reference runs it in "
+                                 "FP32, as --runner auto does\n",
+                         path.c_str());
     }
     const std::string& classNote = match.classNote;
     if (!classNote.empty() && !args.has("--json")) std::fprintf(stderr, "quantscope-cli eval: %s: %s\n", path.c_str(), classNote.c_str());

@@ -358,6 +358,12 @@ void TestCliFiles::evalNormalizeAgainstTheStoredOne()
     QVERIFY2(unused.exitCode == kExitOk, qPrintable(unused.err));
     QVERIFY2(unused.err.contains("--isa is ignored") && unused.err.contains("--passes is ignored: it is for --bench"), qPrintable(unused.err));
     QCOMPARE(unused.out, plain.out);
+    // The fake-quant reference of an FP32 model is the model: said, and the same result (tester 16)
+    const Result reference = runCli({"eval", model, "--data", m_valid, "--test-limit", "50", "--runner", "reference"});
+    QVERIFY2(reference.exitCode == kExitOk, qPrintable(reference.err));
+    QVERIFY2(reference.err.contains("is an FP32 model: it quantizes nothing, so --runner reference runs it in FP32"), qPrintable(reference.err));
+    QCOMPARE(reference.out, plain.out);
+    QVERIFY2(!plain.err.contains("--runner reference"), qPrintable(plain.err));
     const Result other = runCli(eval + QStringList{"0.3,0.5"});
     QCOMPARE(other.exitCode, kExitUsage);
     QVERIFY2(other.err.contains("stores its input normalisation (mean 0.2500, std 0.5000), and --normalize asks for mean 0.3000, std 0.5000"),
