@@ -1,7 +1,10 @@
 // Writes seed corpora for the fuzz targets: OUT/qsm/*.qsm (tiny FP32, int8, int4 group-wise and
-// int2 models, and a residual/depthwise graph in FP32 and int8) and OUT/idx/* (small IDX files).
+// int2 models, and a residual/depthwise graph in FP32 and int8), OUT/onnx_qdq/*.onnx (the same
+// models as QuantScope's ONNX exports, where ONNX holds them, and an int8 graph whose first layer a
+// plan keeps FP32) and OUT/idx/* (small IDX files).
 #include "data/idx.h"
 #include "analysis/model_export.h"
+#include "io/onnx_io.h"
 #include "io/qsm.h"
 #include "nn/activations.h"
 #include "nn/add.h"
@@ -16,6 +19,7 @@
 #include "nn/maxpool2d.h"
 #include "quant/format.h"
 #include "train/quant_sim.h"
+#include "util/errors.h"
 #include "util/rng.h"
 
 #include <cstdio>
@@ -134,23 +138,43 @@ int main(int argc, char** argv)
     }
     const std::filesystem::path out = argv[1];
     std::filesystem::create_directories(out / "qsm");
+    std::filesystem::create_directories(out / "onnx_qdq");
+    int onnxSeeds = 0;
+    // The .qsm seed, and its ONNX export beside it where opset-13 QDQ can hold it.
+    const auto writeBoth = [&](const std::string& file, const ExportedModel& m) {
+        writeQsm((out / "qsm" / file).string(), m);
+        try {
+            writeOnnx((out / "onnx_qdq" / (std::filesystem::path(file).stem().string() + ".onnx")).string(), m);
+            ++onnxSeeds;
+        } catch (const ConfigError&) { // group-wise scales
+        }
+    };
     std::filesystem::create_directories(out / "idx");
     const Dataset d = data();
-    writeQsm((out / "qsm" / "fp32.qsm").string(), exportFloatModel(*tiny(true), "tiny", d.normalization, d.classNames));
-    writeQsm((out / "qsm" / "graph-fp32.qsm").string(), exportFloatModel(*tinyGraph(), "tiny-graph", d.normalization, d.classNames));
+    writeBoth("fp32.qsm", exportFloatModel(*tiny(true), "tiny", d.normalization, d.classNames));
+    writeBoth("graph-fp32.qsm", exportFloatModel(*tinyGraph(), "tiny-graph", d.normalization, d.classNames));
     // A model PTQ-calibrated to int8 channel-wise on the corpus data, written as FILE.
-    const auto writeInt8 = [&](std::unique_ptr<Model> model, const std::string& name, const std::string& file) {
+    // With keepFp32, a plan keeps that layer FP32 (its ONNX form: a float Conv behind a per-axis DequantizeLinear).
+    const auto writeInt8 = [&](std::unique_ptr<Model> model, const std::string& name, const std::string& file,
+                               const std::string& keepFp32 = "") {
         PrecisionConfig pc;
+        if (!keepFp32.empty()) {
+            LayerOverride o;
+            o.layer = keepFp32;
+            o.format = "fp32";
+            pc.layers.push_back(o);
+        }
         QuantSim sim(*model, pc, findFormat("int8"));
         sim.quantizeWeights(Rounding::Nearest, 0);
         sim.calibrate(d, d.train, 32, 16);
         sim.setObserving(false);
-        writeQsm((out / "qsm" / file).string(), exportQuantizedModel(*model, sim, name, d, "ptq", "channel"));
+        writeBoth(file, exportQuantizedModel(*model, sim, name, d, "ptq", "channel"));
     };
     writeInt8(tinyGraph(), "tiny-graph", "graph-int8.qsm");
-    writeQsm((out / "qsm" / "pools-fp32.qsm").string(), exportFloatModel(*tinyPools(), "tiny-pools", d.normalization, d.classNames));
+    writeInt8(tinyGraph(), "tiny-graph", "graph-int8-conv1-fp32.qsm", "conv1");
+    writeBoth("pools-fp32.qsm", exportFloatModel(*tinyPools(), "tiny-pools", d.normalization, d.classNames));
     writeInt8(tinyPools(), "tiny-pools", "pools-int8.qsm");
-    writeQsm((out / "qsm" / "norms-fp32.qsm").string(), exportFloatModel(*tinyNorms(), "tiny-norms", d.normalization, d.classNames));
+    writeBoth("norms-fp32.qsm", exportFloatModel(*tinyNorms(), "tiny-norms", d.normalization, d.classNames));
     writeInt8(tinyNorms(), "tiny-norms", "norms-int8.qsm");
     int n = 0;
     for (const auto& [fmt, gran] : {std::pair{"int8", "channel"}, {"int4", "group:8"}, {"int2", "tensor"}, {"int8", "layer"}}) {
@@ -163,14 +187,13 @@ int main(int argc, char** argv)
             sim.quantizeWeights(Rounding::Nearest, 0);
             sim.calibrate(d, d.train, 32, 16);
             sim.setObserving(false);
-            writeQsm((out / "qsm" / ("int" + std::to_string(n++) + ".qsm")).string(),
-                     exportQuantizedModel(*model, sim, "tiny", d, "ptq", gran));
+            writeBoth("int" + std::to_string(n++) + ".qsm", exportQuantizedModel(*model, sim, "tiny", d, "ptq", gran));
         }
     }
     writeIdx((out / "idx" / "images-idx3-ubyte").string(), {3, 4, 5}, std::vector<std::uint8_t>(60, 9));
     writeIdx((out / "idx" / "images-idx3-ubyte.gz").string(), {2, 3, 3}, std::vector<std::uint8_t>(18, 200));
     writeIdx((out / "idx" / "labels-idx1-ubyte").string(), {7}, {0, 1, 2, 3, 4, 5, 6});
     writeIdx((out / "idx" / "labels-idx1-ubyte.gz").string(), {4}, {9, 8, 7, 6});
-    std::printf("seed corpora written to %s/qsm and %s/idx\n", argv[1], argv[1]);
+    std::printf("seed corpora written to %s/qsm, %s/onnx_qdq (%d files) and %s/idx\n", argv[1], argv[1], onnxSeeds, argv[1]);
     return 0;
 }
