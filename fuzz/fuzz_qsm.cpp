@@ -2,9 +2,10 @@
 // CRC repaired (so mutations reach the parser). Any input must either decode to a model that validates
 // (which the runners then build and run on one image) or throw a quantscope::Error; anything
 // else (a crash, a sanitizer report, another exception, a huge allocation) is a finding.
-#include "infer/model_runner.h"
 #include "io/qsm.h"
 #include "util/errors.h"
+
+#include "run_accepted.h"
 
 #include <zlib.h>
 
@@ -18,16 +19,7 @@ void decodeAndRun(const std::vector<std::uint8_t>& bytes)
 {
     using namespace quantscope;
     try {
-        const ExportedModel m = decodeQsm(bytes, "fuzz.qsm");
-        // Keep runs short: only small models are executed.
-        if (m.numParams() > 200000 || m.channels * m.height * m.width > 4096) return;
-        RunnerOptions o;
-        o.threads = 1;
-        ModelRunner r(m, o);
-        std::vector<std::uint8_t> px(m.channels * m.height * m.width, 127);
-        std::int32_t pred = -1;
-        r.predict(px.data(), 1, &pred);
-        if (pred < 0 || static_cast<std::size_t>(pred) >= m.classes) __builtin_trap();
+        fuzz::runOnOneImage(decodeQsm(bytes, "fuzz.qsm"));
     } catch (const Error&) {
     }
 }
