@@ -108,6 +108,32 @@ void TestOnnxFileErrors::badFile_data()
         "FormatError", "metadata quantscope.class_names holds 100000 names for the 10 classes of the graph output");
     row("bn_folded naming no Conv", "quantscope_fp32", [](onnx::ModelProto& mp) { setMetadata(mp, "quantscope.bn_folded", "conv1\nfc"); },
         "FormatError", "metadata quantscope.bn_folded names 'fc', which is no Conv of the graph");
+    // A node that makes no value (fuzz_onnx_qdq: the reader read a Sub's first output past the end).
+    row("a node without outputs", "quantscope_qdq", [](onnx::ModelProto& mp) { findNode(mp, "Sub")->clear_output(); },
+        "FormatError", "Sub 'input.center': makes no value (a damaged file)");
+    // An activation's DequantizeLinear of several scales is read only as one scale repeated (what
+    // the export writes before a layer kept FP32), not as scales that differ along the axis.
+    row("an activation dequantized per axis", "quantscope_qdq",
+        [](onnx::ModelProto& mp) {
+            for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node())
+                if (n.op_type() == "DequantizeLinear" && n.output(0) == "input.dq") {
+                    onnx::TensorProto* s = mp.mutable_graph()->add_initializer();
+                    s->set_name("two_scales");
+                    s->set_data_type(onnx::TensorProto::FLOAT);
+                    s->add_dims(2);
+                    s->add_float_data(0.01f);
+                    s->add_float_data(0.02f);
+                    onnx::TensorProto* z = mp.mutable_graph()->add_initializer();
+                    z->set_name("two_zero_points");
+                    z->set_data_type(onnx::TensorProto::UINT8);
+                    z->add_dims(2);
+                    z->add_int32_data(0);
+                    z->add_int32_data(0);
+                    n.set_input(1, "two_scales");
+                    n.set_input(2, "two_zero_points");
+                }
+        },
+        "FormatError", "activations are dequantized per tensor (one scale and zero point, or one repeated along an axis)");
     row("metadata key twice", "quantscope_qdq",
         [](onnx::ModelProto& mp) {
             onnx::StringStringEntryProto* p = mp.add_metadata_props();

@@ -397,6 +397,8 @@ ExportedModel OnnxReader::read()
 
     for (const onnx::NodeProto& n : g.node()) {
         if (const std::string* twice = onnximport::repeatedAttr(n)) failNode(n, "has the attribute '" + *twice + "' twice (a damaged file)");
+        // Every node QuantScope writes makes a value (fuzz_onnx_qdq: a Sub without outputs was read past its end)
+        if (n.output_size() < 1 || n.output(0).empty()) failNode(n, "makes no value (a damaged file)");
         if (n.doc_string() == kOnnxPart) {
             part(n);
             continue;
