@@ -6,6 +6,8 @@
 // tst_gui_analysis; the window is gui_analysis_fixtures.h.
 #include "gui_analysis_fixtures.h"
 
+#include <functional>
+
 using namespace quantscope;
 using namespace gui_analysis_fixtures;
 
@@ -21,6 +23,33 @@ private slots:
     void fp16HistogramZoomsToTheWeights();
     void cleanupTestCase() { m_window.reset(); }
 };
+
+namespace {
+// The view's report against core's analyzeSensitivity on the same model and images, run as the
+// view runs it: with `opt` the cells must be the same, and with `other`'s change to opt at least
+// one cell's SQNR must differ (the choice reached the measurement).
+void checkCellsAgainstCore(const SensitivityReport& gui, const AnalysisInput& in, SensitivityOptions opt,
+                           const std::function<void(SensitivityOptions&)>& other)
+{
+    opt.calibImages = in.data->train.size();
+    std::unique_ptr<Model> model = in.makeModel();
+    SensitivityReport core, changed;
+    tbb::task_arena arena(static_cast<int>(in.threads));
+    arena.execute([&] {
+        core = analyzeSensitivity(*model, *in.data, in.data->validation, opt);
+        other(opt);
+        changed = analyzeSensitivity(*model, *in.data, in.data->validation, opt);
+    });
+    QCOMPARE(gui.cells.size(), core.cells.size());
+    bool differs = false;
+    for (std::size_t i = 0; i < gui.cells.size(); ++i) {
+        QCOMPARE(gui.cells[i].accuracy, core.cells[i].accuracy);
+        QCOMPARE(gui.cells[i].logitSqnrDb, core.cells[i].logitSqnrDb);
+        differs = differs || gui.cells[i].logitSqnrDb != changed.cells[i].logitSqnrDb;
+    }
+    QVERIFY(differs);
+}
+} // namespace
 
 void TestGuiSensitivity::sensitivityHeatmap()
 {
@@ -167,27 +196,12 @@ void TestGuiSensitivity::floatFormatsAndActivationRanges()
     const AnalysisInputPtr in = m_view->input(&error);
     QVERIFY2(in, qPrintable(error));
     QCOMPARE(in->activationCalibration, std::string("percentile"));
+    act->setCurrentIndex(act->findData(QStringLiteral("minmax")));
     SensitivityOptions opt;
     opt.formats = {"fp8-e4m3", "mxfp4"};
     opt.activationCalibration = "percentile";
-    opt.calibImages = in->data->train.size();
-    std::unique_ptr<Model> model = in->makeModel();
-    SensitivityReport core, minmax;
-    tbb::task_arena arena(static_cast<int>(in->threads)); // as the view runs it
-    arena.execute([&] {
-        core = analyzeSensitivity(*model, *in->data, in->data->validation, opt);
-        opt.activationCalibration = "minmax";
-        minmax = analyzeSensitivity(*model, *in->data, in->data->validation, opt);
-    });
-    QCOMPARE(gui.cells.size(), core.cells.size());
-    bool differs = false;
-    for (std::size_t i = 0; i < gui.cells.size(); ++i) {
-        QCOMPARE(gui.cells[i].accuracy, core.cells[i].accuracy);
-        QCOMPARE(gui.cells[i].logitSqnrDb, core.cells[i].logitSqnrDb);
-        differs = differs || gui.cells[i].logitSqnrDb != minmax.cells[i].logitSqnrDb;
-    }
-    QVERIFY(differs); // percentile ranges clip: the outputs are not min-max's
-    act->setCurrentIndex(act->findData(QStringLiteral("minmax")));
+    // percentile ranges clip: the outputs are not min-max's
+    checkCellsAgainstCore(gui, *in, opt, [](SensitivityOptions& o) { o.activationCalibration = "minmax"; });
 }
 
 // The Activations choice is analyze sensitivity's --act-format: FP32 keeps the activations float,
@@ -217,23 +231,7 @@ void TestGuiSensitivity::weightsAloneWithFloatActivations()
     opt.formats = {"int8", "int4"};
     opt.activationFormat = "fp32";
     opt.activationCalibration = in->activationCalibration;
-    opt.calibImages = in->data->train.size();
-    std::unique_ptr<Model> model = in->makeModel();
-    SensitivityReport weightsAlone, uint8Acts;
-    tbb::task_arena arena(static_cast<int>(in->threads)); // as the view runs it
-    arena.execute([&] {
-        weightsAlone = analyzeSensitivity(*model, *in->data, in->data->validation, opt);
-        opt.activationFormat = "uint8";
-        uint8Acts = analyzeSensitivity(*model, *in->data, in->data->validation, opt);
-    });
-    QCOMPARE(gui.cells.size(), weightsAlone.cells.size());
-    bool differs = false;
-    for (std::size_t i = 0; i < gui.cells.size(); ++i) {
-        QCOMPARE(gui.cells[i].accuracy, weightsAlone.cells[i].accuracy);
-        QCOMPARE(gui.cells[i].logitSqnrDb, weightsAlone.cells[i].logitSqnrDb);
-        differs = differs || gui.cells[i].logitSqnrDb != uint8Acts.cells[i].logitSqnrDb;
-    }
-    QVERIFY(differs);
+    checkCellsAgainstCore(gui, *in, opt, [](SensitivityOptions& o) { o.activationFormat = "uint8"; });
 }
 
 // fp16's clip range (+-65504) is far beyond any weight: the axis stays on the weights (it ran to
