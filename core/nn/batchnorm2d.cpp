@@ -47,6 +47,17 @@ double laneTotal(const float* acc)
     return s;
 }
 
+// Both builds' kernels (AVX-512 and scalar) take these.
+enum class Clamp { None, Relu, Capped };
+
+// Where the fused clamp's mask comes from: BN(x) recomputed; the activation's output r as the
+// caller left it (see backwardClamped); or BN(x) recomputed and rounded to bf16, which is what r
+// holds when the forward rounded it itself (RunContext::roundOutputBf16) and the caller asked for
+// the mask from r: round(clamp(v)) = clamp(round(v)), as 0 and cap are bf16 values, so
+// 0 < r < cap iff 0 < round(v) < cap. That reads x, which the pass reads anyway, not r (mixed
+// bf16 mobilenet-tiny: one stream of every BatchNorm's output fewer in each of the two passes).
+enum class MaskFrom { Recompute, Output, RoundedRecompute };
+
 #if defined(__AVX512F__)
 // Explicit vectors: inlined into the parallel loops, GCC 12 kept the lane arrays on the stack.
 inline __mmask16 tailMask(std::size_t left) { return static_cast<__mmask16>((1u << left) - 1u); }
@@ -167,15 +178,6 @@ void planeNormalize(const float* __restrict x, std::size_t n, const ChannelAffin
 // (Clamp::None: no activation; Relu: BN(x) > 0; Capped (ReLU6): 0 < BN(x) < cap), 0 elsewhere.
 // r > 0 iff BN(x) > 0 and r < cap iff BN(x) < cap, and BN(x) is recomputed exactly as the
 // forward pass computed it, so the activation's output r need not be read (r unused here).
-enum class Clamp { None, Relu, Capped };
-
-// Where the fused clamp's mask comes from: BN(x) recomputed; the activation's output r as the
-// caller left it (see backwardClamped); or BN(x) recomputed and rounded to bf16, which is what r
-// holds when the forward rounded it itself (RunContext::roundOutputBf16) and the caller asked for
-// the mask from r: round(clamp(v)) = clamp(round(v)), as 0 and cap are bf16 values, so
-// 0 < r < cap iff 0 < round(v) < cap. That reads x, which the pass reads anyway, not r (mixed
-// bf16 mobilenet-tiny: one stream of every BatchNorm's output fewer in each of the two passes).
-enum class MaskFrom { Recompute, Output, RoundedRecompute };
 
 // ste: the straight-through mask of a quantization point on the activation's output (0/1 bytes,
 // backwardClamped), or nullptr.
@@ -290,7 +292,6 @@ void planeNormalize(const float* __restrict x, std::size_t n, const ChannelAffin
 
 // Without AVX-512 the fused backward reads the activation's output r for its mask (the
 // compiler may contract BN's multiply-add differently in two loops; r is what the forward wrote).
-enum class Clamp { None, Relu, Capped };
 
 template <Clamp K>
 inline float gradIn(const float* __restrict dy, const float* __restrict r, const std::uint8_t* __restrict ste, std::size_t i,
