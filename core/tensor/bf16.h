@@ -6,6 +6,7 @@
 #include <bit>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -67,6 +68,59 @@ inline void bf16BitsSpan(const float* __restrict src, std::size_t n, std::uint16
 #else
     for (std::size_t j = 0; j < n; ++j) dst[j] = bf16Bits(src[j]);
 #endif
+}
+
+// dst[2 i + j] = bf16Bits(src[j][i]) for i < n, j < 2 (a null row: 0): two rows as the bf16 runs'
+// channel pairs. Inline: the runs are made a row at a time (28 values for a 28 x 28 plane), and
+// a call per row with its null-row branches cost as much as the conversion.
+inline void roundInterleave2(const float* const src[2], std::size_t n, std::uint16_t* dst)
+{
+    // One branch per call, not per element, so that the loops vectorise.
+    const float* __restrict a = src[0];
+    const float* __restrict b = src[1];
+    std::uint16_t* __restrict d = dst;
+#if defined(__AVX512F__)
+    // Dword i = bf16(a[i]) | bf16(b[i]) << 16, 16 at a time (the compiler's own vectorisation of the
+    // loops below left the short rows' tails scalar: 4.6 % of a mixed seed-cnn step).
+    const auto word = [&](std::size_t i, __mmask16 k) {
+        return _mm512_or_si512(bf16BitsX16(_mm512_maskz_loadu_ps(k, a + i)),
+                               _mm512_slli_epi32(bf16BitsX16(_mm512_maskz_loadu_ps(k, b + i)), 16));
+    };
+    if (a && b) { // the common case, without a branch on the rows in the loop
+        std::size_t i = 0;
+        for (; i + 16 <= n; i += 16) _mm512_storeu_si512(d + 2 * i, word(i, 0xFFFF));
+        if (i < n) {
+            const __mmask16 k = bf16TailMask(n - i);
+            _mm512_mask_storeu_epi32(d + 2 * i, k, word(i, k));
+        }
+        return;
+    }
+    if (a || b) {
+        const float* v = a ? a : b;
+        const int shift = a ? 0 : 16;
+        for (std::size_t i = 0; i < n; i += 16) {
+            const __mmask16 k = bf16TailMask(n - i);
+            const __m512i w = _mm512_sll_epi32(bf16BitsX16(_mm512_maskz_loadu_ps(k, v + i)), _mm_cvtsi32_si128(shift));
+            _mm512_mask_storeu_epi32(d + 2 * i, k, w);
+        }
+        return;
+    }
+#endif
+    if (a && b) {
+        for (std::size_t i = 0; i < n; ++i) {
+            d[2 * i] = bf16Bits(a[i]);
+            d[2 * i + 1] = bf16Bits(b[i]);
+        }
+    } else if (a || b) {
+        const float* __restrict v = a ? a : b;
+        const std::size_t at = a ? 0 : 1;
+        for (std::size_t i = 0; i < n; ++i) {
+            d[2 * i + at] = bf16Bits(v[i]);
+            d[2 * i + 1 - at] = 0;
+        }
+    } else {
+        std::memset(d, 0, 4 * n);
+    }
 }
 
 // y[0, n) rounded to bf16 in place (roundBf16); false when a result is inf or NaN, as

@@ -445,43 +445,6 @@ void gemmBf16RunsRef(const PackedBf16Runs& A, const ConvRuns& B, std::size_t L, 
         }
 }
 
-void roundInterleave2(const float* const src[2], std::size_t n, std::uint16_t* dst)
-{
-    // One branch per call, not per element, so that the loops vectorise.
-    const float* __restrict a = src[0];
-    const float* __restrict b = src[1];
-    std::uint16_t* __restrict d = dst;
-#if defined(__AVX512F__)
-    // Dword i = bf16(a[i]) | bf16(b[i]) << 16, 16 at a time (the compiler's own vectorisation of the
-    // loops below left the short rows' tails scalar: 4.6 % of a mixed seed-cnn step).
-    if (a || b) {
-        const auto bits = [](const float* v, std::size_t i, __mmask16 k) {
-            return v ? bf16BitsX16(_mm512_maskz_loadu_ps(k, v + i)) : _mm512_setzero_si512();
-        };
-        for (std::size_t i = 0; i < n; i += 16) {
-            const __mmask16 k = static_cast<__mmask16>(n - i >= 16 ? 0xFFFFu : (1u << (n - i)) - 1u);
-            const __m512i w = _mm512_or_si512(bits(a, i, k), _mm512_slli_epi32(bits(b, i, k), 16));
-            _mm512_mask_storeu_epi32(d + 2 * i, k, w);
-        }
-        return;
-    }
-#endif
-    if (a && b) {
-        for (std::size_t i = 0; i < n; ++i) {
-            d[2 * i] = bf16Bits(a[i]);
-            d[2 * i + 1] = bf16Bits(b[i]);
-        }
-    } else if (a || b) {
-        const float* __restrict v = a ? a : b;
-        const std::size_t at = a ? 0 : 1;
-        for (std::size_t i = 0; i < n; ++i) {
-            d[2 * i + at] = bf16Bits(v[i]);
-            d[2 * i + 1 - at] = 0;
-        }
-    } else {
-        std::memset(d, 0, 4 * n);
-    }
-}
 
 } // namespace quantscope
 

@@ -27,6 +27,7 @@
 // their TBB threads. Packing buffers are per thread (grown once, then reused).
 #pragma once
 
+#include "tensor/bf16.h"
 #include "tensor/conv_runs.h"
 
 #include <cstddef>
@@ -163,8 +164,7 @@ void packBf16RunsA(const float* A, std::size_t M, std::size_t K2, PackedBf16Runs
 // kRunsRowSlack bytes. Single-threaded.
 void gemmBf16Runs(const PackedBf16Runs& A, const ConvRuns& B, std::size_t L, float* out, std::size_t ldo);
 void gemmBf16RunsRef(const PackedBf16Runs& A, const ConvRuns& B, std::size_t L, float* out, std::size_t ldo);
-// dst[2 i + j] = bf16 bits of src[j][i] (round to nearest even, tensor/bf16.h; a null row: 0).
-void roundInterleave2(const float* const src[2], std::size_t n, std::uint16_t* dst);
+// roundInterleave2 (two rows to the runs' bf16 pairs) is in tensor/bf16.h.
 
 // The weight gradient of a convolution from its runs, on AMX-BF16 or AVX512_BF16: for every tap t, channel c < C
 // and output channel o < O,
