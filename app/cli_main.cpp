@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -108,6 +109,9 @@ int main(int argc, char** argv)
 {
     using namespace quantscope::cli;
     quantscope::keepTrainingBuffersInHeap();
+    // A file past the size limit (ulimit -f) fails its write with EFBIG, which every writer reports
+    // and cleans up after, instead of SIGXFSZ killing the process silently with its temporary file.
+    std::signal(SIGXFSZ, SIG_IGN);
     std::vector<std::string> args(argv + 1, argv + argc);
     if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
         std::fputs(kHelp, args.empty() ? stderr : stdout);

@@ -18,6 +18,7 @@
 #include <QTemporaryDir>
 #include <QTimer>
 
+#include <csignal>
 #include <cstdio>
 #include <functional>
 #include <memory>
@@ -273,6 +274,9 @@ void nameApplication()
 int main(int argc, char** argv)
 {
     quantscope::keepTrainingBuffersInHeap();
+    // A file past the size limit (ulimit -f) fails its write with EFBIG, which every writer reports
+    // and cleans up after, instead of SIGXFSZ killing the process silently with its temporary file.
+    std::signal(SIGXFSZ, SIG_IGN);
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         if (a == "-h" || a == "--help" || a == "--help-all" || a == "-v" || a == "--version") {

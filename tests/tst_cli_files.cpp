@@ -12,6 +12,7 @@
 #include <cmath>
 #include <filesystem>
 #include <string>
+#include <sys/resource.h>
 
 using namespace quantscope;
 using namespace cli_fixtures;
@@ -23,6 +24,7 @@ private slots:
     void initTestCase();
     void modelFiles();
     void writesThroughDevicesAndLinks();
+    void fileSizeLimit();
     void evalNormalizeAgainstTheStoredOne();
 
 private:
@@ -338,6 +340,46 @@ void TestCliFiles::writesThroughDevicesAndLinks()
     QCOMPARE(p.exitCode(), kExitData);
     const QString err = QString::fromUtf8(p.readAllStandardError());
     QVERIFY2(err.contains("write failed: standard output: the disk is full"), qPrintable(err));
+}
+
+// A write past the file size limit (ulimit -f) is a write error like a full disk: exit 3, a
+// message naming the file and the limit, and no temporary file left behind. SIGXFSZ killed the
+// process silently (exit 153) with its temporary file (tester 17).
+void TestCliFiles::fileSizeLimit()
+{
+    namespace fs = std::filesystem;
+    const QString dir = m_tmp.filePath("fsize");
+    QVERIFY(QDir().mkpath(dir));
+    const QString model = dir + "/small.qsm";
+    const Result trained = runCli({"train", "--model", "mlp", "--data", m_valid, "--train-limit", "200", "--test-limit", "50",
+                                   "--quiet", "--export", model});
+    QVERIFY2(trained.exitCode == kExitOk, qPrintable(trained.err));
+    QVERIFY(QFileInfo(model).size() > 20000);
+    const auto limited = [&](const QStringList& args, rlim_t bytes) {
+        QProcess p;
+        p.setChildProcessModifier([bytes] {
+            const rlimit limit{bytes, bytes};
+            ::setrlimit(RLIMIT_FSIZE, &limit);
+        });
+        p.start(kCli, args);
+        Result r;
+        if (!p.waitForStarted() || !p.waitForFinished(kRunTimeoutMs)) return r;
+        r.exitCode = p.exitStatus() == QProcess::NormalExit ? p.exitCode() : -1;
+        r.out = QString::fromUtf8(p.readAllStandardOutput());
+        r.err = QString::fromUtf8(p.readAllStandardError());
+        return r;
+    };
+    const QString exported = dir + "/big.qsm", predictions = dir + "/p.csv";
+    const Result exp = limited({"train", "--model", model, "--data", m_valid, "--strategy", "ptq", "--epochs", "0",
+                                "--test-limit", "50", "--export", exported}, 16384);
+    QCOMPARE(exp.exitCode, kExitData);
+    QVERIFY2(exp.err.contains(exported + ": write failed: the file is larger than the file size limit"), qPrintable(exp.err));
+    const Result eval = limited({"eval", model, "--data", m_valid, "--predictions", predictions}, 1024); // 250 rows
+    QCOMPARE(eval.exitCode, kExitData);
+    QVERIFY2(eval.err.contains(predictions + ": write failed"), qPrintable(eval.err));
+    QStringList left;
+    for (const auto& e : fs::directory_iterator(dir.toStdString())) left << QString::fromStdString(e.path().filename().string());
+    QCOMPARE(left, QStringList{"small.qsm"});
 }
 
 // eval --normalize on a model that stores its normalisation: the same values again are accepted

@@ -21,6 +21,7 @@ std::string errnoText(int e)
     if (e == EACCES || e == EPERM) return "permission denied";
     if (e == ENOENT) return "the folder does not exist";
     if (e == EROFS) return "the file system is read-only";
+    if (e == EFBIG) return "the file is larger than the file size limit (ulimit -f) allows";
     return std::strerror(e);
 }
 
