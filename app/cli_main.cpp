@@ -94,7 +94,8 @@ int reportCurrentError(const std::string& cmd, bool json)
     } catch (const std::bad_alloc&) {
         type = "memory", message = "out of memory", code = kExitInternal;
     } catch (const std::exception& e) {
-        message = std::string("internal error: ") + e.what();
+        message = e.what(); // core's own internal errors say so already
+        if (message.rfind("internal error", 0) != 0) message = "internal error: " + message;
     } catch (...) {
         message = "internal error: an unknown exception";
     }

@@ -429,6 +429,21 @@ int runTrain(const std::vector<std::string>& argv)
         unusedWith("--rounding", pc.rounding != "stochastic", "ptq rounds its weights to nearest, or learns the rounding with adaround");
         unusedWith("--rounding", pc.rounding != "adaround" || kind == FormatKind::Int,
                    "AdaRound learns the rounding of an integer grid, and this --format is not one");
+        // Binary layers keep their sign rounding (applyAdaRound): the whole model binary ignores it.
+        bool anyBinary = findFormat(pc.format).signOnly, allBinary = anyBinary && !pc.firstLast8Bit;
+        for (const LayerOverride& o : pc.layers)
+            if (o.format && *o.format != "fp32") {
+                const bool b = findFormat(*o.format).signOnly;
+                anyBinary = anyBinary || b;
+                allBinary = allBinary && b;
+            }
+        if (pc.rounding == "adaround" && kind == FormatKind::Int && anyBinary) {
+            if (allBinary)
+                unusedWith("--rounding", false, "AdaRound chooses between adjacent levels of a grid that holds 0, and binary has none");
+            else
+                std::fprintf(stderr, "quantscope-cli train: note: --rounding adaround leaves the binary layers with their sign "
+                                     "rounding (AdaRound chooses between adjacent levels of a grid that holds 0)\n");
+        }
     }
     if (const std::string w = pc.stallWarning(); !w.empty()) // the lesson of stochastic rounding, said up front
         std::fprintf(stderr, "quantscope-cli train: note: %s (--rounding stochastic)\n", w.c_str());

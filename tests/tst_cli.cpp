@@ -333,6 +333,13 @@ void TestCli::ignoredOptionsAreNamed_data()
     QTest::newRow("ptq --rounding stochastic") << "ptq" << QStringList{"--rounding", "stochastic"} << QStringList{} << QStringList{"--rounding"};
     QTest::newRow("ptq adaround on fp8") << "ptq" << QStringList{"--rounding", "adaround", "--format", "fp8-e4m3"} << QStringList{}
                                          << QStringList{"--rounding"};
+    // AdaRound picks floor(w / s) or the level above, 0 for some weights of binary's {-1, +1}: binary
+    // layers keep their sign (tester 17: an internal error after AdaRound had run every layer).
+    QTest::newRow("ptq adaround on binary") << "ptq" << QStringList{"--rounding", "adaround", "--format", "binary", "--adaround-iters", "5"}
+                                            << QStringList{} << QStringList{"--rounding"};
+    QTest::newRow("ptq adaround, one layer binary")
+        << "ptq" << QStringList{"--rounding", "adaround", "--format", "int4", "--layer", "fc1=binary", "--adaround-iters", "5"}
+        << QStringList{} << QStringList{};
     QTest::newRow("ptq fp8 --granularity --narrow-range") << "ptq" << QStringList{"--format", "fp8-e4m3", "--granularity", "tensor", "--narrow-range"}
                                                           << QStringList{} << QStringList{"--granularity", "--narrow-range"};
     QTest::newRow("qat fp8 --quantizer lsq --first-last-8bit")

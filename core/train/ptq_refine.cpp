@@ -185,6 +185,9 @@ std::vector<AdaRoundLayerReport> applyAdaRound(Model& model, QuantSim& sim, cons
     std::vector<std::int32_t> y;
     for (std::size_t si = 0; si < sites.size(); ++si) {
         const Site& s = sites[si];
+        // AdaRound chooses between floor(w / s) and the level above it, which is 0 for some weights
+        // of a binary grid {-1, +1} (no zero level): binary layers keep their sign rounding.
+        if (sim.targetFormat(s.target).signOnly) continue;
         const auto tl = Clock::now();
         const std::size_t kin = s.groups * s.cols;
         const std::size_t cap = std::min(kMaxSamples, std::max<std::size_t>(256, kMaxSampleFloats / kin));
