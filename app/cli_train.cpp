@@ -597,6 +597,9 @@ int runTrain(const std::vector<std::string>& argv)
     startExtra["data_notes"] = data.notes;
     const std::unique_ptr<TrainObserver> obs = makeCliObserver(json, progress, std::move(planJson), ignored, std::move(startExtra));
     Trainer trainer(cfg, data, obs.get(), &g_stop); // a Ctrl+C during loading stops it at its first batch
+    // What only the built model shows (a BatchNorm reading a layer kept FP32), before any training.
+    if (!exportPaths.empty())
+        if (const QuantSim* sim = trainer.strategy().quantSim()) checkExportableModel(trainer.model(), *sim);
     if (!json && args.has("--format") && !cfg.precision.layers.empty()) {
         // A plan that gives every layer its own format leaves --format nothing to set.
         bool everyLayer = true;

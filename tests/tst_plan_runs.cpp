@@ -5,6 +5,8 @@
 // with layers kept FP32; QAT and progressive training under a plan.
 #include "data/idx.h"
 #include "infer/int_engine.h"
+#include "nn/batchnorm2d.h"
+#include "nn/conv2d.h"
 #include "infer/model_runner.h"
 #include "io/onnx_io.h"
 #include "io/qsm.h"
@@ -144,6 +146,7 @@ private slots:
     void mixedPlanRunsInOnnxruntime();
     void engineRunsFloatLayers_data();
     void engineRunsFloatLayers();
+    void floatBatchNormIsFoundBeforeTraining();
     void qatAndProgressiveHonourThePlan_data();
     void qatAndProgressiveHonourThePlan();
 
@@ -563,6 +566,61 @@ void TestPlanRuns::engineRunsFloatLayers()
           100 * agree, sum / e.size());
     QVERIFY(agree >= kMinQdqAgreement);
     QVERIFY(sum / static_cast<double>(e.size()) <= kQdqMeanOutputDiff);
+}
+
+// A BatchNorm2d no convolution absorbs (conv, ReLU, BN: stored as a depthwise 1x1 integer
+// convolution) cannot read a float activation: with conv1 and conv2 kept FP32, the ReLU's output
+// before the BN is float, and the export refuses it. checkExportableModel says so from the built model before any training, with
+// the export's own message (tester 17: two epochs trained, then the export refused), and lets the
+// same net through when conv1 is quantized.
+void TestPlanRuns::floatBatchNormIsFoundBeforeTraining()
+{
+    const auto net = [] {
+        auto m = std::make_unique<Model>("relu-bn", Shape{1, 28, 28});
+        m->add(std::make_unique<Conv2d>("conv1", 1, 4, 3, 1, 1));
+        m->add(std::make_unique<ReLU>("relu1"));
+        m->add(std::make_unique<BatchNorm2d>("bn", 4));
+        m->add(std::make_unique<Conv2d>("conv2", 4, 4, 3, 2, 1));
+        m->add(std::make_unique<ReLU>("relu2"));
+        m->add(std::make_unique<Flatten>("flatten"));
+        m->add(std::make_unique<Linear>("fc", 4 * 14 * 14, 10));
+        m->initParams(2);
+        return m;
+    };
+    PrecisionConfig pc;
+    pc.strategy = Strategy::Ptq;
+    pc.activationCalibration = "minmax";
+    pc.layers = {entry("conv1", "fp32"), entry("conv2", "fp32")}; // only fc integer: no point before it holds a grid
+    auto model = net();
+    QuantSim sim(*model, pc, findFormat(pc.format));
+    QString before;
+    try {
+        checkExportableModel(*model, sim);
+    } catch (const ConfigError& e) {
+        before = e.what();
+    }
+    QVERIFY2(before.contains("BatchNorm2d 'bn' follows no convolution and reads a float activation"), qPrintable(before));
+    // ... which is what the export after calibration says
+    sim.quantizeWeights(Rounding::Nearest, 0);
+    sim.calibrate(m_data, m_data.train, 64, 64);
+    sim.setObserving(false);
+    QString after;
+    try {
+        exportQuantizedModel(*model, sim, "relu-bn", m_data, "ptq", "channel");
+    } catch (const ConfigError& e) {
+        after = e.what();
+    }
+    QCOMPARE(after, before);
+
+    pc.layers.clear();
+    auto quantized = net();
+    QuantSim all(*quantized, pc, findFormat(pc.format));
+    checkExportableModel(*quantized, all);
+    all.quantizeWeights(Rounding::Nearest, 0);
+    all.calibrate(m_data, m_data.train, 64, 64);
+    all.setObserving(false);
+    const ExportedModel m = exportQuantizedModel(*quantized, all, "relu-bn", m_data, "ptq", "channel");
+    QVERIFY(std::any_of(m.layers.begin(), m.layers.end(), [](const StoredLayer& l) { return l.name == "bn" && l.groups == 4; }));
 }
 
 namespace {

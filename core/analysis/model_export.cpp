@@ -300,6 +300,39 @@ void checkExportable(const TrainConfig& cfg, const std::string& path)
     }
 }
 
+namespace {
+ConfigError floatBatchNormError(const std::string& layer)
+{
+    return ConfigError("BatchNorm2d '" + layer + "' follows no convolution and reads a float activation (a layer kept FP32), so "
+                       "it cannot be exported as an integer layer; quantize the convolution or linear layer before it, or "
+                       "export the FP32 model");
+}
+} // namespace
+
+void checkExportableModel(Model& model, const QuantSim& sim)
+{
+    // exportQuantizedModel's walk with a flag for a scale: an activation is on an integer grid when
+    // its point has an integer format, float when its point has none, and a layer without a point
+    // passes its input's on. A convolution's folded BatchNorm carries the convolution's point.
+    if (!sim.pointFormat(0)) return; // nothing quantized: an FP32 export
+    const std::vector<bool>& points = sim.activationPoints();
+    std::vector<char> integer(model.size() + 1, 0), folded(model.size(), 0);
+    integer[0] = 1;
+    for (std::size_t i = 0; i < model.size(); ++i) {
+        if (folded[i] || model.inputsOf(i).empty()) continue;
+        Layer& layer = model.layer(i);
+        const bool in = integer[model.inputsOf(i)[0]] != 0;
+        std::size_t pointLayer = i;
+        if (dynamic_cast<Conv2d*>(&layer) && foldedBatchNorm(model, i)) {
+            pointLayer = static_cast<std::size_t>(model.soleConsumer(i));
+            folded[pointLayer] = 1;
+        } else if (dynamic_cast<BatchNorm2d*>(&layer) && !in) {
+            throw floatBatchNormError(layer.name());
+        }
+        integer[pointLayer + 1] = points.at(pointLayer) ? sim.pointFormat(pointLayer + 1) != nullptr : in;
+    }
+}
+
 ExportedModel exportQuantizedModel(Model& model, const QuantSim& sim, const std::string& modelName, const Dataset& data,
                                    const std::string& strategyName, const std::string& granularity)
 {
@@ -422,8 +455,7 @@ ExportedModel exportQuantizedModel(Model& model, const QuantSim& sim, const std:
             // stored with one int8 weight per channel (+-127 at scale |a| / 127, so a itself) and an
             // int32 bias at s_in * s_w, which the engines and onnxruntime run as any depthwise conv.
             if (!(inScale > 0.0f))
-                throw ConfigError("BatchNorm2d '" + l.name + "' follows no convolution and reads a float activation (a layer kept "
-                                  "FP32), so it cannot be exported as an integer layer");
+                throw floatBatchNormError(l.name);
             const std::size_t C = bn->channels();
             l.kind = LayerKind::Conv2d;
             l.inChannels = l.outChannels = C;

@@ -39,6 +39,13 @@ struct ExportSummary {
 // and for ONNX anything but signed <= 8-bit per-tensor/per-channel weights with int8/uint8 activations.
 void checkExportable(const TrainConfig& cfg, const std::string& path);
 
+// Throws ConfigError (before any training) when the integer export of `model` as `sim` will quantize
+// it cannot store a layer, from the layers and the sim's quantization points and formats alone (no
+// scales are needed): a BatchNorm2d that no convolution absorbs and that reads a float activation (the
+// output of a layer kept FP32 with no point after it). exportQuantizedModel finds the same after
+// training, with the same message; this is the check a run with --export makes first.
+void checkExportableModel(Model& model, const QuantSim& sim);
+
 // The integer model of `model` as `sim` quantizes it (call strategy.prepareExport() first):
 // BatchNorm folded, weights as integers with their scales, int32 biases at scale s_in * s_w
 // (float biases under group-wise scales), the activation quantization of every point.
