@@ -198,11 +198,14 @@ void checkLayerFlagsAgree(const Args& args)
 {
     std::set<std::string> layerNames;
     for (const std::string& spec : args.all("--layer")) layerNames.insert(spec.substr(0, spec.rfind('=')));
+    std::set<std::string> kept; // a layer named twice, as a repeated --layer is (tester 17: accepted in silence)
     for (const std::string& names : args.all("--keep-fp32")) {
         std::stringstream list(names);
-        for (std::string n; std::getline(list, n, ',');)
+        for (std::string n; std::getline(list, n, ',');) {
             if (layerNames.count(n))
                 throw UsageError("layer '" + n + "' is both in --keep-fp32 and in --layer " + n + "=...; keep one");
+            if (!n.empty() && !kept.insert(n).second) throw UsageError("layer '" + n + "' is named twice in --keep-fp32; keep one");
+        }
     }
 }
 

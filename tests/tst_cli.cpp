@@ -46,7 +46,7 @@ private slots:
 
 private:
     QTemporaryDir m_tmp;
-    QString m_valid, m_corrupt, m_corruptFile;
+    QString m_valid, m_corrupt, m_corruptFile, m_truncatedPlan, m_fp32Plan;
 };
 
 void TestCli::initTestCase()
@@ -58,6 +58,10 @@ void TestCli::initTestCase()
     std::filesystem::copy(m_valid.toStdString(), m_corrupt.toStdString());
     m_corruptFile = m_corrupt + "/t10k-labels-idx1-ubyte.gz";
     std::filesystem::resize_file(m_corruptFile.toStdString(), 20);
+    m_truncatedPlan = m_tmp.filePath("truncated-plan.json");
+    std::ofstream(m_truncatedPlan.toStdString()) << R"({"layers":{"fc1":"int4")";
+    m_fp32Plan = m_tmp.filePath("fp32-plan.json");
+    std::ofstream(m_fp32Plan.toStdString()) << R"({"layers":{"conv1":"fp32","conv2":"fp32","fc1":"fp32","fc2":"fp32"}})";
 }
 
 void TestCli::help_data()
@@ -80,7 +84,7 @@ void TestCli::help()
 
 void TestCli::errors_data()
 {
-    QTest::addColumn<QStringList>("args"); // "$VALID" / "$CORRUPT" stand for the test folders
+    QTest::addColumn<QStringList>("args"); // "$VALID" / "$CORRUPT" stand for the test folders, "$TRUNCATED_PLAN" for a cut plan file
     QTest::addColumn<int>("exitCode");
     QTest::addColumn<QStringList>("mentions");
     QTest::newRow("unknown flag") << QStringList{"train", "--bogus"} << kExitUsage << QStringList{"--bogus"};
@@ -116,6 +120,12 @@ void TestCli::errors_data()
                                          << QStringList{"/nonexistent/plan.json"};
     QTest::newRow("--keep-fp32 and --layer on one layer") << QStringList{"train", "--strategy", "ptq", "--keep-fp32", "fc1", "--layer", "fc1=int4"}
                                                           << kExitUsage << QStringList{"layer 'fc1' is both in --keep-fp32 and in --layer"};
+    QTest::newRow("--keep-fp32 naming a layer twice") << QStringList{"train", "--strategy", "ptq", "--keep-fp32", "fc1,conv1", "--keep-fp32", "fc1"}
+                                                      << kExitUsage << QStringList{"layer 'fc1' is named twice in --keep-fp32"};
+    QTest::newRow("a truncated plan file") << QStringList{"train", "--strategy", "ptq", "--plan", "$TRUNCATED_PLAN"} << kExitData
+                                           << QStringList{"not valid JSON (a truncated or damaged file?)"};
+    QTest::newRow("a plan keeping every layer FP32") << QStringList{"train", "--data", "$VALID", "--strategy", "ptq", "--plan", "$FP32_PLAN"}
+                                                     << kExitUsage << QStringList{"plan $FP32_PLAN: quantization needs a format other than fp32"};
     QTest::newRow("info --layer and --keep-fp32 on one layer")
         << QStringList{"info", "seed-cnn", "--layer", "fc1=int4", "--keep-fp32", "fc1"} << kExitUsage << QStringList{"both in --keep-fp32 and in --layer"};
     QTest::newRow("--keep-fp32 with fp32") << QStringList{"train", "--keep-fp32", "fc2"} << kExitUsage << QStringList{"ptq, qat or progressive"};
@@ -138,7 +148,11 @@ void TestCli::errors()
     QFETCH(int, exitCode);
     QFETCH(QStringList, mentions);
     const auto subst = [&](QString s) {
-        return s.replace("$CORRUPT_FILE", m_corruptFile).replace("$CORRUPT", m_corrupt).replace("$VALID", m_valid);
+        return s.replace("$CORRUPT_FILE", m_corruptFile)
+            .replace("$CORRUPT", m_corrupt)
+            .replace("$VALID", m_valid)
+            .replace("$TRUNCATED_PLAN", m_truncatedPlan)
+            .replace("$FP32_PLAN", m_fp32Plan);
     };
     for (QString& a : args) a = subst(a);
     const Result r = runCli(args);

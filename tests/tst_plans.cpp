@@ -126,7 +126,11 @@ void TestPlans::refusesBadPlans_data()
 {
     QTest::addColumn<QString>("json");
     QTest::addColumn<QStringList>("mentions"); // every piece must be in the message
-    QTest::newRow("not json") << R"({"layers": )" << QStringList{"bad.json", "not valid JSON: parse error at line 1, column"};
+    QTest::newRow("not json") << R"({"layers": )" << QStringList{"bad.json", "not valid JSON", "parse error at line 1, column"};
+    // A truncated or binary file is a damaged input (FormatError, exit 3), not a plan to correct
+    // (tester 17: exit 2, and a NUL byte read as "unexpected end of input").
+    QTest::newRow("truncated") << R"({"layers":{"fc1":"int4")" << QStringList{"bad.json", "not valid JSON", "truncated"};
+    QTest::newRow("binary") << QString::fromLatin1("\0\x01PK", 4) << QStringList{"bad.json", "not a text file", "NUL byte at offset 0"};
     QTest::newRow("unknown top key") << R"({"layer":{}})" << QStringList{"bad.json", "unknown key 'layer'", "default, layers"};
     QTest::newRow("version") << R"({"version":2})" << QStringList{"bad.json", "version"};
     QTest::newRow("layers not object") << R"({"layers":["fc1"]})" << QStringList{"bad.json", "\"layers\" must be an object"};
@@ -181,12 +185,17 @@ void TestPlans::refusesBadPlans()
     std::ofstream(path) << json.toStdString();
     auto m = makeModel("seed-cnn", 1, 28, 28, 10, 1);
     QString message;
+    bool damaged = false;
     try {
         checkPlan(readPlanFile(path), *m);
     } catch (const ConfigError& e) {
         message = e.what();
+    } catch (const FormatError& e) {
+        message = e.what();
+        damaged = true;
     }
-    QVERIFY2(!message.isEmpty(), "no ConfigError");
+    QVERIFY2(!message.isEmpty(), "no ConfigError or FormatError");
+    QCOMPARE(damaged, message.contains("not valid JSON") || message.contains("not a text file"));
     for (const QString& s : mentions) QVERIFY2(message.contains(s), qPrintable("'" + s + "' missing from: " + message));
     QVERIFY2(!message.contains("[json.exception"), qPrintable(message)); // the parser's tag is not for users
 }

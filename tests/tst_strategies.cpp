@@ -466,6 +466,7 @@ void TestStrategies::badCombinationsAreConfigErrors_data()
     QTest::newRow("unknown format") << "qat" << "int99" << "" << 1;
     QTest::newRow("schedule vs epochs") << "progressive" << "int8" << "fp32:1,int8:1" << 3;
     QTest::newRow("bad schedule") << "progressive" << "int8" << "fp32:x" << 1;
+    QTest::newRow("schedule with a trailing comma") << "progressive" << "int8" << "int8:1," << 1; // tester 17: ran, phase shown as []
 }
 
 void TestStrategies::badCombinationsAreConfigErrors()

@@ -200,6 +200,9 @@ PrecisionPlan parsePlanJson(const std::string& text, const std::string& source, 
             repeated = parsed.get<std::string>();
         return true;
     };
+    // A file that is not JSON text at all is a damaged input (exit 3), not a plan to correct (exit 2).
+    if (const std::size_t nul = text.find('\0'); nul != std::string::npos)
+        throw FormatError("plan " + source + ": not a text file (a NUL byte at offset " + std::to_string(nul) + ")");
     json j;
     try {
         j = json::parse(text, noRepeats);
@@ -209,7 +212,7 @@ PrecisionPlan parsePlanJson(const std::string& text, const std::string& source, 
         std::string what = e.what();
         if (const std::size_t tag = what.find("] "); what.rfind("[json.exception.", 0) == 0 && tag != std::string::npos)
             what.erase(0, tag + 2);
-        fail(source, "not valid JSON: " + what);
+        throw FormatError("plan " + source + ": not valid JSON (a truncated or damaged file?): " + what);
     }
     if (!repeated.empty()) fail(source, "the key '" + repeated + "' appears twice in one object; keep one");
     if (!j.is_object()) fail(source, "expected a JSON object with \"default\" and \"layers\"");

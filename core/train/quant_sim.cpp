@@ -171,7 +171,8 @@ QuantSim::QuantSim(Model& model, const PrecisionConfig& cfg, const NumberFormat&
     }
     if (m_groups.empty())
         throw ConfigError(m_targets.empty() ? "quantization needs a model with Conv2d or Linear layers"
-                                            : "quantization needs a format other than fp32 for at least one layer");
+                                            : (m_plan.source.empty() ? std::string() : "plan " + m_plan.source + ": ") +
+                                                  "quantization needs a format other than fp32 for at least one layer");
     m_points = activationQuantPoints(model);
     assignActivationFormats();
     resetActivationObservers();

@@ -556,6 +556,8 @@ std::vector<SchedulePhase> parseSchedule(const std::string& text)
         phases.push_back({fmt, n});
     }
     if (phases.empty()) throw ConfigError("the schedule is empty (e.g. fp32:1,fp16:1,int8:1)");
+    // getline drops an empty last part: "int8:1," ran, and the progress line showed its phase as []
+    if (text.back() == ',') throw ConfigError("the schedule '" + text + "' ends with a comma (e.g. fp32:1,fp16:1,int8:1)");
     return phases;
 }
 
