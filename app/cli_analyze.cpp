@@ -585,7 +585,7 @@ int runSearch(const Args& args)
                              {"uniform", p.uniform}, {"on_front", p.onFront}, {"over_budget", p.overBudget}, {"over_bytes", p.overBytes}, {"plan", nlohmann::json::parse(planToJson(p.plan))}});
         nlohmann::json j = {{"event", "search"}, {"model", in.name}, {"fp32_val_acc", r.fp32Accuracy}, {"validation_images", r.images},
                             {"evaluations", r.evaluations}, {"sensitivity_evaluations", r.sensitivityEvaluations}, {"plans", plans},
-                            {"stopped", r.stopped}, {"seconds", r.seconds}};
+                            {"stopped", r.stopped}, {"max_evals_reached", r.budgetExhausted}, {"seconds", r.seconds}};
         if (r.chosen >= 0) {
             j["chosen"] = r.chosen;
             if (!r.stopped) j["chosen_test_acc"] = testAcc;
@@ -595,8 +595,13 @@ int runSearch(const Args& args)
         if (r.chosen < 0) throw NoResultError(noPlanMessage());
         return done(kExitOk);
     }
-    std::printf("%s: FP32 %.2f %% on %zu validation images; %zu plans evaluated (and %zu one-layer plans for the ranking) in %.1f s\n",
-                in.name.c_str(), 100.0 * r.fp32Accuracy, r.images, r.evaluations, r.sensitivityEvaluations, r.seconds);
+    std::printf("%s: FP32 %.2f %% on %zu validation images; %zu plan%s evaluated (and %zu one-layer plans for the ranking) in %.1f s\n",
+                in.name.c_str(), 100.0 * r.fp32Accuracy, r.images, r.evaluations, r.evaluations == 1 ? "" : "s",
+                r.sensitivityEvaluations, r.seconds);
+    if (r.budgetExhausted) // tester 17: --max-evals 3 ended before the greedy steps, and the uniform plan read as the answer
+        std::printf("the search stopped at --max-evals %zu before it was done: a larger --max-evals may find a smaller or "
+                    "more accurate plan\n",
+                    opt.maxEvaluations);
     int pw = 46; // as wide as the longest plan label, so the columns align
     for (const EvaluatedPlan& p : r.plans) pw = std::max(pw, static_cast<int>(p.label.size()));
     std::printf("%-5s %-*s %12s %6s %9s\n", "front", pw, "plan", "bytes", "bits", "val acc");

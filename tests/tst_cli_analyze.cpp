@@ -167,6 +167,12 @@ void TestCliAnalyze::analyzeTakesTheDataOptions()
                                              "--max-drop", "50", "--test-limit", "10", "--plan-out", planOut} + data);
     QVERIFY2(search.exitCode == kExitOk, qPrintable(search.err));
     QVERIFY2(search.out.contains("chosen:"), qPrintable(search.out));
+    QVERIFY2(!search.out.contains("the search stopped at --max-evals"), qPrintable(search.out)); // it ran to its end
+    const Result cut = runCli(QStringList{"analyze", "search", model, "--validation", "20", "--formats", "int8,int4", "--max-drop", "50",
+                                          "--max-evals", "1", "--test-limit", "10"} + data);
+    QVERIFY2(cut.exitCode == kExitOk, qPrintable(cut.err));
+    QVERIFY2(cut.out.contains("1 plan evaluated") && cut.out.contains("the search stopped at --max-evals 1 before it was done"),
+             qPrintable(cut.out));
     // the file is confirmed by name, and its JSON is not printed as well
     QVERIFY2(search.out.contains("plan written to " + planOut), qPrintable(search.out));
     QVERIFY2(!search.out.contains("\"layers\""), qPrintable(search.out));
@@ -215,6 +221,8 @@ void TestCliAnalyze::analyzeTakesTheDataOptions()
     QCOMPARE(QString::fromStdString(noneSearch.at("event").get<std::string>()), QString("search"));
     QVERIFY(!noneSearch.at("plans").empty());
     QVERIFY(!noneSearch.contains("chosen"));
+    QVERIFY2(noneSearch.at("max_evals_reached").get<bool>(), noneSearch.dump().c_str()); // cut short: said (tester 17)
+    QVERIFY2(!refused.contains("max_evals_reached"), refused.dump().c_str());
     const nlohmann::json noneError = nlohmann::json::parse(noneLines[1].toStdString());
     QCOMPARE(QString::fromStdString(noneError.at("event").get<std::string>()), QString("error"));
     QCOMPARE(QString::fromStdString(noneError.at("type").get<std::string>()), QString("no_result"));

@@ -434,6 +434,7 @@ void SearchView::showOutcome(const std::shared_ptr<const Outcome>& out)
     m_testImages = out->testImages;
     if (r.chosen < 0) m_summary += tr(" No evaluated plan meets the budget.");
     if (r.stopped) m_summary += tr(" Stopped early: the best of the plans evaluated so far is marked.");
+    else if (r.budgetExhausted) m_summary += tr(" The search reached its plan budget before it was done: more plans may find a better one.");
     if (r.chosen >= 0) {
         const EvaluatedPlan& c = r.plans[static_cast<std::size_t>(r.chosen)];
         s += tr(" Chosen: %1, %2 (%3 % of FP32, %4 bits/weight), validation %5")

@@ -80,7 +80,11 @@ MixedSearchReport searchMixedPrecision(Model& model, const Dataset& data, const 
     PlanEvaluator eval(model, data, validation, opt.calibImages, opt.batchSize);
     r.fp32Accuracy = eval.fp32Accuracy();
     const auto evaluate = [&](const std::vector<std::size_t>& choice, const std::string& label, bool uniform) -> const EvaluatedPlan* {
-        if (r.evaluations >= opt.maxEvaluations || r.stopped) return nullptr;
+        if (r.stopped) return nullptr;
+        if (r.evaluations >= opt.maxEvaluations) { // a plan the search wanted and the budget refused
+            r.budgetExhausted = true;
+            return nullptr;
+        }
         if (progress && !progress(uniform ? SearchPhase::Uniform : SearchPhase::Greedy, r.evaluations, opt.maxEvaluations)) {
             r.stopped = true;
             return nullptr;

@@ -63,6 +63,7 @@ struct MixedSearchReport {
     std::size_t evaluations = 0;            // whole plans evaluated (bounded by maxEvaluations)
     std::size_t sensitivityEvaluations = 0; // one-layer plans behind the ranking: layers x candidates
     bool stopped = false;       // the progress callback asked to stop: the plans are those evaluated so far
+    bool budgetExhausted = false; // maxEvaluations refused a plan the search went on to: it ended early
     double seconds = 0.0;
     // The smallest plan the candidates allow (each layer at its smallest option), bytes as
     // planSize counts them, and whether --max-bytes is below it: then nothing is evaluated (no
