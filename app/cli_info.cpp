@@ -205,7 +205,8 @@ nlohmann::json toJson(const ModelSummary& s)
     return j;
 }
 
-void printTable(const ModelSummary& s)
+// planNormalization: a plan's "normalize" (info --plan), which train applies where the file stores none.
+void printTable(const ModelSummary& s, const std::string& planNormalization = "")
 {
     const std::vector<std::string> head = {"Layer", "Type", "Details", "Input(s)", "Output shape", "Params", "MACs"};
     std::vector<std::vector<std::string>> rows;
@@ -270,9 +271,10 @@ void printTable(const ModelSummary& s)
     if (s.fileBytes) std::printf("File size: %s\n", bytesText(*s.fileBytes).c_str());
     if (s.source != "preset")
         std::printf("Input normalisation: %s\n",
-                    s.normalizationKnown ? (s.normalization + " (stored in the file)").c_str()
-                                         : "not stored in the file (train, eval and analyze use the train set's statistics "
-                                           "unless --normalize is given)");
+                    s.normalizationKnown     ? (s.normalization + " (stored in the file)").c_str()
+                    : !planNormalization.empty() ? ("not stored in the file; " + planNormalization + ", which train --plan applies").c_str()
+                                             : "not stored in the file (train, eval and analyze use the train set's statistics "
+                                               "unless --normalize is given)");
     if (s.source != "preset") {
         std::string names;
         for (std::size_t i = 0; i < s.classNames.size(); ++i) names += (i ? ", " : "") + std::to_string(i) + " " + s.classNames[i];
@@ -333,6 +335,7 @@ int runInfo(const std::vector<std::string>& argv)
                          " is dynamic); give " + shapeText(Shape{in[0], h ? s.inputShape.at(1) : in[1], h ? in[2] : s.inputShape.at(2)}));
     }
     std::optional<PlanSize> plan;
+    std::string planNormalization; // a plan's "normalize", which train --plan applies to a file without one
     if (args.has("--plan") || args.has("--layer") || args.has("--keep-fp32") || args.has("--format") || args.has("--granularity")) {
         PrecisionPlan p;
         p.defaults.format = args.str("--format", p.defaults.format);
@@ -352,13 +355,15 @@ int runInfo(const std::vector<std::string>& argv)
             file ? modelFromFile(spec, false)(Shape{s.inputShape}, s.classes, 1) : makeModel(spec, in[0], in[1], in[2], classes, 1);
         checkPlan(p, *model);
         plan = planSize(*model, p);
+        if (!p.inputNormalization.empty()) planNormalization = "normalize \"" + p.inputNormalization + "\" from the plan " + p.source;
     }
     if (args.has("--json")) {
         nlohmann::json j = toJson(s);
         if (plan) j["plan"] = planJson(*plan);
+        if (!planNormalization.empty()) j["plan_normalize"] = planNormalization;
         printJsonLine(j);
     } else {
-        printTable(s);
+        printTable(s, planNormalization);
         if (plan) printPlan(*plan);
     }
     return kExitOk;

@@ -42,6 +42,7 @@ private slots:
     void errors_data();
     void errors();
     void fileTakesItsOwnShape();
+    void planNormalizationIsNamed();
     void foldedExportsCountPytorchsParameters_data();
     void foldedExportsCountPytorchsParameters();
 
@@ -251,6 +252,32 @@ void TestCliInfo::foldedExportsCountPytorchsParameters()
     QVERIFY2(j.exitCode == kExitOk, qPrintable(j.err));
     const nlohmann::json o = nlohmann::json::parse(j.out.toStdString());
     QCOMPARE(QLocale(QLocale::English).toString(o.at(jsonKey.toStdString()).get<qulonglong>()), pytorchParams);
+}
+
+// A plan's "normalize" on a file that stores none: info --plan names it as what train --plan
+// applies (tester 17: it said the train set's statistics would be used).
+void TestCliInfo::planNormalizationIsNamed()
+{
+    const QString path = QStringLiteral(QS_TEST_DATA "/../onnx_import/ref_resnet8.onnx");
+    QTemporaryDir tmp;
+    const QString plan = tmp.filePath("normalized.json");
+    {
+        QFile f(plan);
+        QVERIFY(f.open(QIODevice::WriteOnly));
+        f.write(R"({"default":{"normalize":"0.5,0.25"}})");
+    }
+    const Result bare = runCli({"info", path});
+    QVERIFY2(bare.exitCode == kExitOk, qPrintable(bare.err));
+    QVERIFY2(bare.out.contains("Input normalisation: not stored in the file (train, eval and analyze use the train set's statistics"),
+             qPrintable(bare.out));
+    const Result planned = runCli({"info", path, "--plan", plan});
+    QVERIFY2(planned.exitCode == kExitOk, qPrintable(planned.err));
+    QVERIFY2(planned.out.contains("Input normalisation: not stored in the file; normalize \"0.5,0.25\" from the plan " + plan +
+                                  ", which train --plan applies"),
+             qPrintable(planned.out));
+    const Result json = runCli({"info", path, "--plan", plan, "--json"});
+    QVERIFY2(json.exitCode == kExitOk, qPrintable(json.err));
+    QVERIFY(nlohmann::json::parse(json.out.toStdString()).contains("plan_normalize"));
 }
 
 QTEST_GUILESS_MAIN(TestCliInfo)
