@@ -453,8 +453,13 @@ int runSensitivity(const Args& args)
         for (std::size_t j = 0; j < nf && i * nf + j < r.cells.size(); ++j) {
             const SensitivityCell& c = r.cells[i * nf + j];
             // +0.0 for no change (a drop of 0 printed as "-0.00")
-            std::printf(" | %*.2f%% %+6.2f %7s %6.4f", fw[j] - 1, 100.0 * c.accuracy, c.dropPoints == 0.0 ? 0.0 : -c.dropPoints,
-                        db(c.logitSqnrDb).c_str(), c.klDivergence);
+            // KL in the column's 6 characters: 4 decimals below 10 nats, whole nats below 1e5, else
+            // an exponent (tester 17: logits of 1e36 gave KL 1.5e32, printed in full across the table)
+            char kl[32];
+            const double k = c.klDivergence;
+            std::snprintf(kl, sizeof kl, !std::isfinite(k) || k >= 1e5 ? "%6.0e" : k >= 10.0 ? "%6.0f" : "%6.4f", k);
+            std::printf(" | %*.2f%% %+6.2f %7s %6s", fw[j] - 1, 100.0 * c.accuracy, c.dropPoints == 0.0 ? 0.0 : -c.dropPoints,
+                        db(c.logitSqnrDb).c_str(), kl);
         }
         std::printf("\n");
     }
