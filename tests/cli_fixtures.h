@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -47,9 +48,11 @@ inline nlohmann::json doneOf(const Result& r)
     return nlohmann::json();
 }
 
-inline Result runCli(const QStringList& args)
+// childSetup: run in the child before the CLI starts (e.g. setrlimit), as QProcess's modifier.
+inline Result runCli(const QStringList& args, const std::function<void()>& childSetup = {})
 {
     QProcess p;
+    if (childSetup) p.setChildProcessModifier(childSetup);
     p.start(kCli, args);
     Result r;
     if (!p.waitForStarted() || !p.waitForFinished(kRunTimeoutMs)) {

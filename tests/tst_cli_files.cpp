@@ -356,18 +356,10 @@ void TestCliFiles::fileSizeLimit()
     QVERIFY2(trained.exitCode == kExitOk, qPrintable(trained.err));
     QVERIFY(QFileInfo(model).size() > 20000);
     const auto limited = [&](const QStringList& args, rlim_t bytes) {
-        QProcess p;
-        p.setChildProcessModifier([bytes] {
+        return runCli(args, [bytes] {
             const rlimit limit{bytes, bytes};
             ::setrlimit(RLIMIT_FSIZE, &limit);
         });
-        p.start(kCli, args);
-        Result r;
-        if (!p.waitForStarted() || !p.waitForFinished(kRunTimeoutMs)) return r;
-        r.exitCode = p.exitStatus() == QProcess::NormalExit ? p.exitCode() : -1;
-        r.out = QString::fromUtf8(p.readAllStandardOutput());
-        r.err = QString::fromUtf8(p.readAllStandardError());
-        return r;
     };
     const QString exported = dir + "/big.qsm", predictions = dir + "/p.csv";
     const Result exp = limited({"train", "--model", model, "--data", m_valid, "--strategy", "ptq", "--epochs", "0",
