@@ -4,6 +4,7 @@
 // fake-quant simulation at every quantization point.
 #include "cli_args.h"
 #include "cli_commands.h"
+#include "cli_signals.h"
 
 #include "analysis/layer_compare.h"
 #include "analysis/model_export.h"
@@ -27,7 +28,6 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
-#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -73,7 +73,8 @@ const char* const kAnalyzeHelp =
     "  --test-limit N       test images for the chosen plan's test accuracy (default: all)\n"
     "  (--validation N as for sensitivity; --granularity, --act-format, --calib-images, --data,\n"
     "   --normalize, --threads, --json as below)\n"
-    "Ctrl+C stops sensitivity and search within one evaluation; they print what they measured (exit 130).\n"
+    "Ctrl+C (or SIGTERM) stops sensitivity and search within one evaluation; they print what they measured\n"
+    "(exit 130, 143 for SIGTERM).\n"
     "\n"
     "sensitivity: quantizes one Conv2d/Linear layer at a time (PTQ; all other layers FP32) to each\n"
     "format and measures, on --validation N images held out of the training set (default 5000, or\n"
@@ -126,22 +127,6 @@ const char* const kAnalyzeHelp =
     "  --json               one JSON object on stdout\n";
 
 namespace {
-
-// Ctrl+C during sensitivity or search: the analysis stops within one evaluation and prints what
-// it has measured so far (exit status 130, as train's).
-volatile std::sig_atomic_t g_interrupted = 0;
-extern "C" void onAnalyzeSigint(int) { g_interrupted = 1; }
-
-struct SigintScope {
-    SigintScope()
-    {
-        g_interrupted = 0;
-        std::signal(SIGINT, onAnalyzeSigint);
-    }
-    ~SigintScope() { std::signal(SIGINT, SIG_DFL); }
-    SigintScope(const SigintScope&) = delete;
-    SigintScope& operator=(const SigintScope&) = delete;
-};
 
 nlohmann::json finite(double v)
 {
@@ -403,7 +388,7 @@ int runSensitivity(const Args& args)
     DatasetOptions dopt = analysisDatasetOptions(args); // --data, --image-shape, --resize, --test-fraction, --train-limit
     dopt.validation = analysisValidation(args, dopt);
     dopt.testLimit = 1; // the test set is not used
-    std::optional<SigintScope> sigint(std::in_place); // from here, Ctrl+C stops cleanly
+    std::optional<StopSignalScope> stopSignals(std::in_place); // from here, Ctrl+C or SIGTERM stops cleanly
     AnalysisInput in = loadAnalysisInput(args, spec, dopt, json);
     Dataset& data = in.data;
     const std::unique_ptr<Model>& model = in.model;
@@ -415,14 +400,15 @@ int runSensitivity(const Args& args)
         arena.execute([&] {
             r = analyzeSensitivity(*model, data, data.validation, opt, [&](std::size_t done, std::size_t total) {
                 if (tty) std::fprintf(stderr, "\r%zu of %zu layer x format cells", done, total);
-                return g_interrupted == 0;
+                return !StopSignalScope::requested();
             });
         });
     }
-    sigint.reset();
+    stopSignals.reset();
     if (tty) std::fputc('\n', stderr);
-    const int status = r.stopped ? 130 : kExitOk;
-    if (r.stopped && !json) std::fprintf(stderr, "stopped (Ctrl+C) after %zu cells; the table shows those\n", r.cells.size());
+    const int status = r.stopped ? StopSignalScope::exitCode() : kExitOk;
+    if (r.stopped && !json)
+        std::fprintf(stderr, "stopped (%s) after %zu cells; the table shows those\n", StopSignalScope::cause(), r.cells.size());
     if (json) {
         nlohmann::json cells = nlohmann::json::array();
         for (const SensitivityCell& c : r.cells)
@@ -513,7 +499,7 @@ int runSearch(const Args& args)
     DatasetOptions dopt = analysisDatasetOptions(args); // --data, --image-shape, --resize, --test-fraction, --train-limit
     dopt.validation = analysisValidation(args, dopt);
     dopt.testLimit = args.u64("--test-limit", 0, 1); // the chosen plan's test accuracy
-    const SigintScope sigint; // from here, Ctrl+C stops cleanly
+    const StopSignalScope stopSignals; // from here, Ctrl+C or SIGTERM stops cleanly
     AnalysisInput in = loadAnalysisInput(args, spec, dopt, json);
     const bool tty = !json && ::isatty(STDERR_FILENO);
     MixedSearchReport r;
@@ -523,7 +509,7 @@ int runSearch(const Args& args)
         r = searchMixedPrecision(*in.model, in.data, in.data.validation, opt, [&](SearchPhase phase, std::size_t done, std::size_t total) {
             if (tty && phase == SearchPhase::Ranking) std::fprintf(stderr, "\rranking: %zu of %zu one-layer plans     ", done, total);
             else if (tty) std::fprintf(stderr, "\r%zu plans evaluated (at most %zu)       ", done, total);
-            return g_interrupted == 0;
+            return !StopSignalScope::requested();
         });
         if (r.chosen >= 0 && !r.stopped) {
             PlanEvaluator test(*in.model, in.data, in.data.test, opt.calibImages, 500);
@@ -537,8 +523,8 @@ int runSearch(const Args& args)
                             std::to_string(r.smallestBytes) + " bytes; nothing was evaluated" +
                             (args.has("--plan-out") ? "; --plan-out is not written" : ""));
     if (r.stopped && !json)
-        std::fprintf(stderr, "stopped (Ctrl+C) after %zu plans; below are those, their front and the best of them (no test accuracy)\n",
-                     r.evaluations);
+        std::fprintf(stderr, "stopped (%s) after %zu plans; below are those, their front and the best of them (no test accuracy)\n",
+                     StopSignalScope::cause(), r.evaluations);
     // A plan file that cannot be written (a full disk) still leaves the results printed; the
     // error follows them.
     std::string planError;
@@ -596,7 +582,7 @@ int runSearch(const Args& args)
             if (!r.stopped) j["chosen_test_acc"] = testAcc;
         }
         printJsonLine(j);
-        if (r.stopped) return 130;
+        if (r.stopped) return StopSignalScope::exitCode();
         if (r.chosen < 0) throw NoResultError(noPlanMessage());
         return done(kExitOk);
     }
@@ -622,13 +608,13 @@ int runSearch(const Args& args)
     if (r.chosen < 0) {
         if (!r.stopped) throw NoResultError(noPlanMessage());
         std::fprintf(stderr, "quantscope-cli analyze: %s\n", noPlanMessage().c_str());
-        return 130;
+        return StopSignalScope::exitCode();
     }
     if (r.stopped) {
         const EvaluatedPlan& c = r.plans[static_cast<std::size_t>(r.chosen)];
         std::printf("best so far: %s, %llu bytes, %.2f bits per weight (validation %.2f %%)\n", c.label.c_str(),
                     static_cast<unsigned long long>(c.bytes), c.bitsPerWeight, 100.0 * c.accuracy);
-        return 130;
+        return StopSignalScope::exitCode();
     }
     const EvaluatedPlan& c = r.plans[static_cast<std::size_t>(r.chosen)];
     std::printf("chosen: %s, %llu bytes, %.2f bits per weight; test accuracy %.2f %%\n", c.label.c_str(),

@@ -36,7 +36,7 @@ const char* const kHelp =
     "exit codes: 0 ok, 2 usage or configuration error (options, or a model or data that QuantScope\n"
     "does not take, such as an unsupported operator), 3 data or I/O error (missing, truncated or corrupt\n"
     "files), 4 training diverged, 5 no result (analyze search: no evaluated plan meets the budget),\n"
-    "130 stopped by Ctrl+C (train, analyze), 1 internal error\n";
+    "130 stopped by Ctrl+C, 143 by SIGTERM (train, analyze), 1 internal error\n";
 
 // What main's command returned, unless standard output could not take what it printed (a full
 // disk behind `> file`, /dev/full): a result the user never sees is an I/O error (exit 3).

@@ -1,6 +1,7 @@
 // quantscope-cli train: flags -> TrainConfig, progress on a terminal, JSON Lines with --json.
 #include "cli_args.h"
 #include "cli_commands.h"
+#include "cli_signals.h"
 #include "cli_train_report.h"
 
 #include "data/dataset.h"
@@ -24,7 +25,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <csignal>
 #include <filesystem>
 #include <optional>
 #include <cstdio>
@@ -163,21 +163,10 @@ const char* const kTrainHelp =
 
 namespace {
 
-// Ctrl+C (SIGINT): the first one asks the run to stop after the current batch (exit 130, no
-// export, nothing half-written). It is caught from the start of the command, dataset loading
-// included, so an early Ctrl+C never kills the process mid-way; SA_RESETHAND gives the default
-// action back, so a second Ctrl+C ends the process at once (e.g. during a long dataset load).
+// Ctrl+C (SIGINT) or SIGTERM asks the run to stop after the current batch (exit 130 or 143, no
+// export, nothing half-written; cli_signals.h). They are caught from the start of the command,
+// dataset loading included, so an early one never kills the process mid-way.
 StopToken g_stop; // static storage: valid for the handler at any moment; its flag is lock-free
-extern "C" void onSigint(int) { g_stop.requestStop(); }
-
-void catchSigint()
-{
-    struct sigaction sa {};
-    sa.sa_handler = onSigint;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_RESETHAND | SA_RESTART;
-    ::sigaction(SIGINT, &sa, nullptr);
-}
 
 // Checks every name before the (slow) data load, so a typo fails at once.
 void validateNames(const PrecisionConfig& pc)
@@ -259,7 +248,7 @@ int runTrain(const std::vector<std::string>& argv)
         std::fputs(kTrainHelp, stdout);
         return kExitOk;
     }
-    catchSigint();
+    const StopSignalScope stopSignals(&g_stop);
     if (!args.positional().empty()) throw UsageError("unexpected argument '" + args.positional()[0] + "'");
 
     TrainConfig cfg;
@@ -609,7 +598,7 @@ int runTrain(const std::vector<std::string>& argv)
     startExtra["test_split"] = data.split;
     startExtra["data_notes"] = data.notes;
     const std::unique_ptr<TrainObserver> obs = makeCliObserver(json, progress, std::move(planJson), ignored, std::move(startExtra));
-    Trainer trainer(cfg, data, obs.get(), &g_stop); // a Ctrl+C during loading stops it at its first batch
+    Trainer trainer(cfg, data, obs.get(), &g_stop); // a stop signal during loading stops it at its first batch
     // What only the built model shows (a BatchNorm reading a layer kept FP32), before any training.
     if (!exportPaths.empty())
         if (const QuantSim* sim = trainer.strategy().quantSim()) checkExportableModel(trainer.model(), *sim);
@@ -631,12 +620,13 @@ int runTrain(const std::vector<std::string>& argv)
         for (const std::string& n : data.notes) std::fprintf(stderr, "quantscope-cli train: note: %s\n", n.c_str());
     const FinishEvent fin = trainer.run();
     if (const PtqRefiner* r = trainer.strategy().refiner()) printRefineReport(*r, json);
-    if (fin.stopped && !exportPaths.empty()) { // said, not left to be noticed
-        if (json) {
+    if (fin.stopped) { // said, not left to be noticed: by what, and the --export not written
+        if (json && !exportPaths.empty()) {
             printJsonLine(nlohmann::json{{"event", "export_skipped"}, {"paths", exportPaths}, {"reason", "stopped before the end of training"}});
             std::fflush(stdout);
-        } else {
-            std::fprintf(stderr, "quantscope-cli train: stopped: --export not written (%zu file(s))\n", exportPaths.size());
+        } else if (!json) {
+            std::fprintf(stderr, "quantscope-cli train: stopped (%s)%s\n", StopSignalScope::cause(),
+                         exportPaths.empty() ? "" : (": --export not written (" + std::to_string(exportPaths.size()) + " file(s))").c_str());
         }
     }
     // A file that fails (its read-back, a full disk) does not cost the others: each is tried, each
@@ -659,7 +649,7 @@ int runTrain(const std::vector<std::string>& argv)
                       cfg.modelFile + " had '" + file->onnxInputName + "' and '" + file->onnxOutputName + "'";
         printExportSummary(s, json);
     }
-    return fin.stopped ? 130 : exportCode;
+    return fin.stopped ? StopSignalScope::exitCode() : exportCode;
 }
 
 } // namespace quantscope::cli

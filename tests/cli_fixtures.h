@@ -24,7 +24,7 @@ namespace cli_fixtures {
 
 using namespace quantscope;
 
-inline constexpr int kExitOk = 0, kExitUsage = 2, kExitData = 3, kExitNoResult = 5, kExitInterrupted = 130;
+inline constexpr int kExitOk = 0, kExitUsage = 2, kExitData = 3, kExitNoResult = 5;
 inline constexpr int kRunTimeoutMs = 60000;
 inline constexpr std::size_t kTrain = 600, kTest = 250;
 // The synthetic classes are trivially separable; an MLP that learns at all gets far above

@@ -36,6 +36,7 @@ private slots:
     void planOutReproducesUnderTrainLimit();
     void tinyNormalizeStdIsNoted();
     void compareReportsAFloatActivationPoint();
+    void interruptStopsSearch_data();
     void interruptStopsSearch();
 
 private:
@@ -393,20 +394,28 @@ void TestCliAnalyze::compareReportsAFloatActivationPoint()
     }
 }
 
-// Ctrl-C during a mixed-bit search: it stops within one evaluation, still prints its JSON (the
-// plans evaluated so far, stopped=true) and exits with 130.
+// Ctrl-C (or SIGTERM) during a mixed-bit search: it stops within one evaluation, still prints its
+// JSON (the plans evaluated so far, stopped=true) and exits with 128 + the signal (130, 143).
+void TestCliAnalyze::interruptStopsSearch_data()
+{
+    QTest::addColumn<int>("signal");
+    QTest::newRow("SIGINT") << int(SIGINT);
+    QTest::newRow("SIGTERM") << int(SIGTERM);
+}
+
 void TestCliAnalyze::interruptStopsSearch()
 {
+    QFETCH(int, signal);
     QProcess p;
     p.start(kCli, {"analyze", "search", "seed-cnn", "--data", m_valid, "--validation", QString::number(kTrain / 2), "--formats",
                    "int8,int7,int6,int5,int4,int3,int2", "--calibrations", "minmax,mse,percentile", "--max-drop", "0.5",
                    "--max-evals", "100000", "--json"});
     QVERIFY(p.waitForStarted());
     QTest::qWait(1500); // loading, then evaluating: either way the search stops cleanly
-    ::kill(static_cast<pid_t>(p.processId()), SIGINT);
+    ::kill(static_cast<pid_t>(p.processId()), signal);
     QVERIFY(p.waitForFinished(kRunTimeoutMs));
     QCOMPARE(p.exitStatus(), QProcess::NormalExit);
-    QCOMPARE(p.exitCode(), kExitInterrupted);
+    QCOMPARE(p.exitCode(), 128 + signal);
     const nlohmann::json j = nlohmann::json::parse(p.readAllStandardOutput().trimmed().toStdString());
     QCOMPARE(QString::fromStdString(j.value("event", "")), QString("search"));
     QVERIFY(j.value("stopped", false));
