@@ -1,6 +1,8 @@
 // quantscope-cli: the headless entry point. Dispatches subcommands and maps errors to exit codes.
 #include "cli_args.h"
 #include "cli_commands.h"
+#include "infer/isa.h"
+#include "tensor/gemm_bf16.h"
 #include "util/memory.h"
 
 #include "util/errors.h"
@@ -119,7 +121,16 @@ int main(int argc, char** argv)
         return checkedStdout("help", args.empty() ? kExitUsage : kExitOk);
     }
     if (args[0] == "--version") {
-        std::puts("quantscope-cli " QS_VERSION);
+        // The build's commit (when built from a git checkout) and the kernels this CPU runs: the
+        // facts a bug report or a benchmark figure needs.
+        const std::string commit = QS_COMMIT;
+        std::printf("quantscope-cli %s%s\n", QS_VERSION, commit.empty() ? "" : (" (commit " + commit + ")").c_str());
+        try { // an override the CPU cannot run (QUANTSCOPE_ISA, QS_BF16_PATH) is named, not fatal here
+            std::printf("kernels on this CPU: integer %s, bf16 %s\n", quantscope::isaName(quantscope::bestIsa()),
+                        quantscope::bf16PathName(quantscope::bestBf16Path()));
+        } catch (const std::exception& e) {
+            std::printf("kernels: %s\n", e.what());
+        }
         return checkedStdout("--version", kExitOk);
     }
     const std::string cmd = args[0];

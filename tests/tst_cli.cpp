@@ -44,6 +44,7 @@ private slots:
     void ignoredOptionsAreNamed_data();
     void ignoredOptionsAreNamed();
     void threadsAboveTheCoresAreLowered();
+    void versionNamesCommitAndKernels();
 
 private:
     QTemporaryDir m_tmp;
@@ -496,6 +497,31 @@ void TestCli::threadsAboveTheCoresAreLowered()
     QVERIFY2(!r.err.contains("TBB Warning"), qPrintable(r.err));
     const nlohmann::json start = nlohmann::json::parse(r.out.split('\n', Qt::SkipEmptyParts).front().toStdString());
     QCOMPARE(start.at("threads").get<std::size_t>(), cores);
+}
+
+// --version names the build's commit (built from a git checkout, as here) and the kernels this
+// CPU runs, the facts a bug report needs (tester 17: the version alone said neither). A kernel
+// override the CPU cannot run is named, and --version still succeeds.
+void TestCli::versionNamesCommitAndKernels()
+{
+    const Result r = runCli({"--version"});
+    QCOMPARE(r.exitCode, kExitOk);
+    const QStringList lines = r.out.trimmed().split('\n');
+    QCOMPARE(lines.size(), 2);
+    QVERIFY2(QRegularExpression("^quantscope-cli \\d+\\.\\d+\\.\\d+( \\(commit [0-9a-f]{12}\\))?$").match(lines[0]).hasMatch(),
+             qPrintable(lines[0]));
+    if (QDir(QStringLiteral(QS_TEST_DATA "/../../.git")).exists() && !QStandardPaths::findExecutable("git").isEmpty())
+        QVERIFY2(lines[0].contains("(commit "), qPrintable(lines[0]));
+    QVERIFY2(QRegularExpression("^kernels on this CPU: integer (avx512-vnni|avx2|scalar), bf16 \\S+$").match(lines[1]).hasMatch(),
+             qPrintable(lines[1]));
+    QProcess p;
+    QProcessEnvironment env = QProcessEnvironment::systemEnvironment();
+    env.insert("QUANTSCOPE_ISA", "no-such-kernels");
+    p.setProcessEnvironment(env);
+    p.start(kCli, {"--version"});
+    QVERIFY(p.waitForFinished(kRunTimeoutMs));
+    QCOMPARE(p.exitCode(), kExitOk);
+    QVERIFY2(p.readAllStandardOutput().contains("unknown kernel set 'no-such-kernels'"), "the override is not named");
 }
 
 QTEST_GUILESS_MAIN(TestCli)
