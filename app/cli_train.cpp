@@ -485,11 +485,8 @@ int runTrain(const std::vector<std::string>& argv)
         }
         unusedWith("--bn-reestimate", hasBatchNorm, ("the model (" + cfg.model + ") has no BatchNorm layer to re-estimate").c_str());
         unusedWith("--bn-freeze-epoch", hasBatchNorm, ("the model (" + cfg.model + ") has no BatchNorm layer to freeze").c_str());
-        if (say && lsqUnestimated && hasBatchNorm)
-            std::fprintf(stderr, "quantscope-cli train: note: --quantizer lsq on a model with BatchNorm: its running statistics "
-                                 "drift from the quantized network, which can cost many points of quantized accuracy; "
-                                 "--bn-reestimate 100 re-estimates them before each quantized evaluation and the export "
-                                 "(docs/LEARNED_QUANTIZATION.md)\n");
+        if (const std::string w = pc.batchNormDriftWarning(hasBatchNorm); say && lsqUnestimated && !w.empty())
+            std::fprintf(stderr, "quantscope-cli train: note: %s: give --bn-reestimate 100\n", w.c_str());
     }
     const auto ignoredFlag = [&](const char* flag) { return std::find(ignored.begin(), ignored.end(), flag) != ignored.end(); };
     if (say && pc.strategy == Strategy::Qat && pc.bnFreezeEpoch > cfg.epochs && !ignoredFlag("--bn-freeze-epoch"))

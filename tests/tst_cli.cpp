@@ -302,7 +302,7 @@ void TestCli::bnReestimateInEpochEvents()
 // re-estimation). Not with --bn-reestimate, nor on a model without BatchNorm.
 void TestCli::lsqOnBatchNormIsNoted()
 {
-    const QString note = "note: --quantizer lsq on a model with BatchNorm";
+    const QString note = "note: learned step sizes (LSQ) on a model with BatchNorm";
     for (const auto& [model, extra, noted] : {std::tuple{QString("seed-cnn-bn"), QStringList{}, true},
                                               std::tuple{QString("seed-cnn-bn"), QStringList{"--bn-reestimate", "2"}, false},
                                               std::tuple{QString("mlp"), QStringList{}, false}}) {

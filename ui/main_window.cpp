@@ -329,6 +329,8 @@ void MainWindow::startTraining()
     clearError();
     if (const std::string w = cfg.precision.stallWarning(); !w.empty()) // as the CLI says it, before the run
         showError(tr("Note: %1. Pick Rounding: stochastic in the Training dock.").arg(QString::fromStdString(w)));
+    if (const std::string w = cfg.precision.batchNormDriftWarning(m_trainingPanel->planModelHasBatchNorm()); !w.empty())
+        showError(tr("Note: %1. Set BN re-estimate to 100 in the Training dock.").arg(QString::fromStdString(w)));
     auto run = std::make_shared<RunRecord>();
     run->id = m_runs->nextId();
     run->config = cfg;

@@ -567,6 +567,9 @@ void TrainingPanel::setPlanModel(std::shared_ptr<const Model> model, const QStri
         }
     }
     const bool listed = model != nullptr;
+    m_planModelHasBatchNorm = false;
+    for (std::size_t i = 0; model && i < model->size(); ++i)
+        m_planModelHasBatchNorm = m_planModelHasBatchNorm || model->layer(i).kind() == LayerKind::BatchNorm2d;
     m_planTable->setModel(std::move(model), unavailable);
     if (!dropped.isEmpty()) {
         m_planTable->setPlan(m_cfg.precision.storedPlan());

@@ -59,6 +59,9 @@ public:
     // `unavailable` (why its layers cannot be listed, e.g. its input does not fit the loaded
     // dataset), all of them. Null without a reason (no dataset yet) keeps them.
     void setPlanModel(std::shared_ptr<const Model> model, const QString& unavailable = {});
+    // Whether that model has a BatchNorm2d (false while none is set): for the notes a run's
+    // options deserve (PrecisionConfig::batchNormDriftWarning).
+    bool planModelHasBatchNorm() const { return m_planModelHasBatchNorm; }
     // Plan files (training_panel_plans.cpp, docs/PLANS.md). Load: the file's default becomes the
     // format/granularity/calibration options, its layers the plan table's (checked against the
     // table's model; a strategy without plans becomes QAT); emits configChanged. Save: the plan in
@@ -148,6 +151,7 @@ private:
     QPushButton* m_summary;
     QGroupBox* m_planBox;
     PlanTable* m_planTable;
+    bool m_planModelHasBatchNorm = false; // setPlanModel
 };
 
 } // namespace quantscope

@@ -177,4 +177,12 @@ std::string PrecisionConfig::stallWarning() const
            "rounding keeps them on average)";
 }
 
+std::string PrecisionConfig::batchNormDriftWarning(bool modelHasBatchNorm) const
+{
+    if (strategy != Strategy::Qat || quantizer != "lsq" || bnReestimateBatches != 0 || !modelHasBatchNorm) return {};
+    return "learned step sizes (LSQ) on a model with BatchNorm: its running statistics drift from the quantized network, "
+           "which can cost many points of quantized accuracy; re-estimating them on 100 batches before each quantized "
+           "evaluation and the export fixes it (docs/LEARNED_QUANTIZATION.md)";
+}
+
 } // namespace quantscope
