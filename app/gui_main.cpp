@@ -266,7 +266,10 @@ void nameApplication()
 {
     QCoreApplication::setOrganizationName(QStringLiteral("QuantScope"));
     QCoreApplication::setApplicationName(QStringLiteral("QuantScope"));
-    QCoreApplication::setApplicationVersion(QStringLiteral("0.1.0"));
+    // The commit too, when built from a git checkout (app/CMakeLists.txt): --version and Help > About show it.
+    const QString commit = QStringLiteral(QS_COMMIT);
+    QCoreApplication::setApplicationVersion(QStringLiteral(QS_VERSION) +
+                                            (commit.isEmpty() ? QString() : QStringLiteral(" (commit %1)").arg(commit)));
 }
 
 } // namespace

@@ -522,6 +522,18 @@ void TestCli::versionNamesCommitAndKernels()
     QVERIFY(p.waitForFinished(kRunTimeoutMs));
     QCOMPARE(p.exitCode(), kExitOk);
     QVERIFY2(p.readAllStandardOutput().contains("unknown kernel set 'no-such-kernels'"), "the override is not named");
+    // The GUI's --version (and Help > About) gives the same version and commit.
+    const QString gui = QStringLiteral(QS_BINARY_DIR "/app/quantscope");
+    if (!QFile::exists(gui)) return; // built without the GUI
+    QProcess g;
+    QProcessEnvironment genv = QProcessEnvironment::systemEnvironment();
+    genv.insert("QT_QPA_PLATFORM", "offscreen");
+    g.setProcessEnvironment(genv);
+    g.start(gui, {"--version"});
+    QVERIFY(g.waitForFinished(kRunTimeoutMs));
+    QCOMPARE(g.exitCode(), kExitOk);
+    const QString guiVersion = QString::fromUtf8(g.readAllStandardOutput()).trimmed();
+    QCOMPARE(guiVersion, QString(lines[0]).replace("quantscope-cli", "QuantScope"));
 }
 
 QTEST_GUILESS_MAIN(TestCli)
