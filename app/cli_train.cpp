@@ -54,8 +54,8 @@ const char* const kTrainHelp =
     "  --train-limit N      use a seeded subset of N training images (default: all)\n"
     "  --test-limit N       evaluate on the first N test images (default: all)\n"
     "  --validation N       hold out N training images as a validation set (default 0); with\n"
-    "                       --train-limit N they are held out before the limit, except with\n"
-    "                       --epochs 0, which holds them out of the N images, as analyze does\n"
+    "                       --train-limit M they are held out of the M images (M - N train), as\n"
+    "                       analyze and the GUI's Validation field hold them out\n"
     "  --normalize MEAN,STD input normalisation (pixels first scaled to [0, 1]); each a number\n"
     "                       or one per channel joined by ':' (0.49:0.48:0.45,0.25:0.24:0.26),\n"
     "                       or 'none' (default: the one a --model/--init file stores, else\n"
@@ -445,10 +445,12 @@ int runTrain(const std::vector<std::string>& argv)
     dopt.trainLimit = args.u64("--train-limit", 0, 1);
     dopt.testLimit = args.u64("--test-limit", 0, 1);
     dopt.validation = args.u64("--validation", 0);
-    // Calibrate-and-evaluate (--epochs 0) draws its images as analyze does: the --train-limit N
-    // images first, the --validation images held out of those N. The calibration images are then
-    // the ones analyze search measured a plan with, so its --plan-out reproduces (tester 7).
-    dopt.validationAfterLimit = cfg.epochs == 0;
+    // The --train-limit N images first, the --validation images held out of those N, as analyze
+    // and the GUI's dataset dock draw them: the same images train in both (tester 19: the dock's
+    // Validation field claimed to be train's and trained on 1,500 of 2,000 images where train took
+    // 2,000 beside 500 others). With --epochs 0 the calibration images are then the ones analyze
+    // search measured a plan with, so its --plan-out reproduces (tester 7).
+    dopt.validationAfterLimit = true;
     dopt.seed = cfg.seed;
     if (file) dopt.imageChannels = file->channels; // a model file's channels, as eval reads an image folder
     Dataset data = Dataset::load(dopt);

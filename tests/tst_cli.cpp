@@ -45,6 +45,7 @@ private slots:
     void ignoredOptionsAreNamed();
     void threadsAboveTheCoresAreLowered();
     void versionNamesCommitAndKernels();
+    void validationIsHeldOutOfTheLimit();
 
 private:
     QTemporaryDir m_tmp;
@@ -534,6 +535,18 @@ void TestCli::versionNamesCommitAndKernels()
     QCOMPARE(g.exitCode(), kExitOk);
     const QString guiVersion = QString::fromUtf8(g.readAllStandardOutput()).trimmed();
     QCOMPARE(guiVersion, QString(lines[0]).replace("quantscope-cli", "QuantScope"));
+}
+
+// --validation N with --train-limit M holds the N out of the M images (M - N train), as analyze
+// and the GUI's dataset dock do (tester 19: train took them from outside the M, so the dock's
+// "as train --validation N" trained other images and gave other figures).
+void TestCli::validationIsHeldOutOfTheLimit()
+{
+    const Result r = runCli({"train", "--data", m_valid, "--model", "mlp", "--epochs", "1", "--train-limit", "120", "--validation", "30",
+                             "--test-limit", "16", "--json"});
+    QVERIFY2(r.exitCode == kExitOk, qPrintable(r.err));
+    const nlohmann::json start = nlohmann::json::parse(r.out.split('\n', Qt::SkipEmptyParts).front().toStdString());
+    QCOMPARE(start.at("train_images").get<std::size_t>(), std::size_t{90});
 }
 
 QTEST_GUILESS_MAIN(TestCli)

@@ -156,7 +156,8 @@ DatasetPanel::DatasetPanel(QWidget* parent) : QWidget(parent)
     m_testLimit = limitSpin(tr("Evaluates on the first this-many test images after each epoch (all: the whole "
                                "test set)."));
     m_testLimit->setObjectName(QStringLiteral("testLimit"));
-    m_validation = limitSpin(tr("Holds this many of the training images out as a validation set, measured after each epoch "
+    m_validation = limitSpin(tr("Holds this many of the training images (of those Use training keeps) out as a validation set, "
+                                "measured after each epoch "
                                 "(the Accuracy chart's validation line); they are not trained on. None: no validation set. "
                                 "As quantscope-cli train --validation N with --train-limit."));
     m_validation->setObjectName(QStringLiteral("validationImages"));

@@ -71,9 +71,9 @@ struct DatasetOptions {
     std::size_t testLimit = 0;   // 0 = all; otherwise the first N test images
     std::size_t validation = 0;  // images moved from train to a validation set (seeded)
     // false: the validation images are split off the whole training set, then trainLimit draws
-    // from the rest (train --validation N --train-limit M). true: trainLimit draws first and the
-    // validation images are held out of those M, as the GUI's analyses hold them out of a run's
-    // limited training set (analyze --train-limit M).
+    // from the rest. true: trainLimit draws first and the validation images are held out of those
+    // M, as quantscope-cli train and analyze (--validation N --train-limit M) and the GUI's dataset
+    // dock and Analysis tab draw them.
     bool validationAfterLimit = false;
     std::uint64_t seed = 1;
     ImageShape imageShape;       // CSV: the shape of a row's pixels; not given = from the column count
