@@ -49,8 +49,8 @@ std::shared_ptr<Dataset> analysisDataset(const Dataset& data, std::size_t valida
     d->normalization = data.normalization;
     d->test = data.test;
     if (validation == 0) throw ConfigError("analysis: give at least one validation image");
-    if (data.validation.size() >= validation) {
-        d->validation = pick(data.validation, firstOf(validation));
+    if (data.validation.size() > 0) { // held out of training: measured on those, as many as there are up to `validation`
+        d->validation = pick(data.validation, firstOf(std::min(validation, data.validation.size())));
         d->train = pick(data.train, firstOf(std::min(calibration, data.train.size())));
         if (heldOut) *heldOut = true;
         if (remaining) *remaining = data.normalization; // Dataset::load's, of the whole training set

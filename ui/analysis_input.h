@@ -35,8 +35,9 @@ struct AnalysisInput {
 };
 using AnalysisInputPtr = std::shared_ptr<const AnalysisInput>;
 
-// The images of `data` an analysis uses: `validation` images from its validation split when it has
-// that many, else the last of a seeded permutation of its training set (the CLI's split); the
+// The images of `data` an analysis uses: up to `validation` images from its validation split when it
+// has one (images a run did not train on), else the last of a seeded permutation of its training
+// set (the CLI's split); the
 // first `calibration` of the remaining training images; the test set as is. Throws ConfigError
 // when the training set is too small. *remaining (when given) gets the normalisation a model file
 // that stores none is measured with: the whole training set's pixel statistics, whatever the

@@ -422,7 +422,7 @@ void SearchView::showOutcome(const std::shared_ptr<const Outcome>& out)
     QString s = tr("<b>%1</b>: FP32 %2 on %3 validation images%4; %5 plans evaluated (%6 on the front) and %7 one-layer plans "
                    "for the ranking in %8.")
                     .arg(in->name, formatPercent(r.fp32Accuracy, 2), formatCount(double(r.images)),
-                         in->heldOut ? QString() : tr(" (drawn from the training set)"))
+                         in->heldOut ? QString() : in->bundle ? tr(" (drawn from the images the run trained on)") : tr(" (drawn from the training set)"))
                     .arg(r.evaluations)
                     .arg(front)
                     .arg(r.sensitivityEvaluations)

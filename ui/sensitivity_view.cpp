@@ -363,7 +363,7 @@ void SensitivityView::showReport(const SensitivityReport& r, const SensitivityOp
                                    .arg(QString::fromStdString(opt.activationFormat), QString::fromStdString(opt.activationCalibration));
     QString s = tr("<b>%1</b>: FP32 %2 on %3 validation images%4; %5, %6 weights, %7 calibration, %8; %9 cells in %10.")
                     .arg(in->name, formatPercent(r.fp32Accuracy, 2), formatCount(double(r.images)),
-                         in->heldOut ? QString() : tr(" (drawn from the training set)"), what,
+                         in->heldOut ? QString() : in->bundle ? tr(" (drawn from the images the run trained on)") : tr(" (drawn from the training set)"), what,
                          m_granularity->itemText(m_granularity->findData(QString::fromStdString(opt.granularity))),
                          QString::fromStdString(opt.calibration), acts)
                     .arg(r.cells.size())
