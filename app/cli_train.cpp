@@ -101,10 +101,10 @@ const char* const kTrainHelp =
     "                       MobileNets (changes the FP32 model; its accuracy is reported)\n"
     "  --bias-correction    ptq: empirical bias correction on the calibration images\n"
     "  --calibration C      weight ranges: minmax (default), moving-average, percentile, mse\n"
-    "  --act-calibration C  activation ranges (default moving-average, PyTorch's\n"
-    "                       MovingAverageMinMaxObserver, for fine-tuning a trained model); QAT\n"
-    "                       from scratch: minmax, since the average lags ranges that grow while\n"
-    "                       the weights learn (seed-cnn, 6,400 images: 81.9 % against 78.9 %)\n"
+    "  --act-calibration C  activation ranges (default: minmax for qat from a fresh model, since a\n"
+    "                       moving average lags ranges that grow while the weights learn (seed-cnn,\n"
+    "                       6,400 images: 81.9 % against 78.9 %); else moving-average, PyTorch's\n"
+    "                       MovingAverageMinMaxObserver, as for fine-tuning a trained model)\n"
     "  --act-format NAME    activation format for integer strategies (default uint8)\n"
     "  --percentile P       percentile for --calibration percentile (default 99.99)\n"
     "  --calib-images N     ptq: images used to calibrate activations (default 1000)\n"
@@ -329,7 +329,7 @@ int runTrain(const std::vector<std::string>& argv)
     pc.granularity = args.str("--granularity", pc.granularity);
     pc.rounding = args.str("--rounding", pc.rounding);
     pc.calibration = args.str("--calibration", pc.calibration);
-    pc.activationCalibration = args.str("--act-calibration", pc.activationCalibration);
+    pc.activationCalibration = args.str("--act-calibration", defaultActivationCalibration(pc.strategy, cfg.pretrained));
     pc.activationFormat = args.str("--act-format", pc.activationFormat);
     pc.percentile = static_cast<float>(args.f64("--percentile", pc.percentile, 50.0001, 100.0));
     pc.calibImages = args.u64("--calib-images", pc.calibImages, 1, 10000000);
@@ -585,6 +585,8 @@ int runTrain(const std::vector<std::string>& argv)
     startExtra["format"] = cfg.precision.format;
     startExtra["granularity"] = cfg.precision.granularity;
     startExtra["act_format"] = cfg.precision.activationFormat;
+    // which calibration ran, the default depending on whether the model starts trained (defaultActivationCalibration)
+    if (strategyInfo(cfg.precision.strategy).uses("calibration")) startExtra["act_calibration"] = cfg.precision.activationCalibration;
     startExtra["quantizer"] = cfg.precision.quantizer;
     // The rounding the run uses: an ignored --rounding (ptq's stochastic) is not reported as used (tester 13).
     startExtra["rounding"] = std::find(ignored.begin(), ignored.end(), "--rounding") != ignored.end() ? std::string("nearest")

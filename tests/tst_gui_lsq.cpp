@@ -50,6 +50,34 @@ private:
 class TestGuiLsq : public QObject {
     Q_OBJECT
 private slots:
+    // Act. calibration follows the strategy and the model until the user picks one: min-max for
+    // QAT from a fresh model (the moving average lags growing ranges: tester 19 lost 10 points),
+    // moving average for PTQ; a pick, or a config set on the panel, stays.
+    void activationCalibrationFollowsUntilPicked()
+    {
+        TrainingPanel p;
+        auto* strategy = child<QComboBox>(&p, "strategy");
+        auto* act = child<QComboBox>(&p, "actCalibration");
+        QVERIFY(strategy && act);
+        QCOMPARE(p.config().precision.activationCalibration, std::string("minmax")); // QAT, seed-cnn from scratch
+        selectData(strategy, QStringLiteral("ptq"));
+        QCOMPARE(p.config().precision.activationCalibration, std::string("moving-average"));
+        QCOMPARE(act->currentData().toString(), QStringLiteral("moving-average"));
+        selectData(strategy, QStringLiteral("qat"));
+        QCOMPARE(p.config().precision.activationCalibration, std::string("minmax"));
+        const int ma = act->findData(QStringLiteral("moving-average"));
+        act->setCurrentIndex(ma); // as a click picks it
+        selectData(strategy, QStringLiteral("ptq"));
+        selectData(strategy, QStringLiteral("qat"));
+        QCOMPARE(p.config().precision.activationCalibration, std::string("moving-average"));
+        TrainingPanel q; // a saved or a run's config keeps its own
+        TrainConfig c = TrainingPanel::defaultConfig();
+        c.precision.activationCalibration = "percentile";
+        q.setConfig(c);
+        selectData(child<QComboBox>(&q, "strategy"), QStringLiteral("ptq"));
+        QCOMPARE(q.config().precision.activationCalibration, std::string("percentile"));
+    }
+
     void quantizerApplicability()
     {
         TrainingPanel p;

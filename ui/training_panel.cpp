@@ -52,6 +52,7 @@ TrainConfig TrainingPanel::defaultConfig()
     c.precision.granularity = "channel";
     c.precision.rounding = "nearest";
     c.precision.calibration = "minmax";
+    c.precision.activationCalibration = defaultActivationCalibration(c.precision.strategy, c.pretrained);
     return c;
 }
 
@@ -120,7 +121,9 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
     // The CLI's --act-calibration, which a loaded plan may also set (tester 13: it was hidden state
     // that changed later runs).
     m_actCalibration = choiceCombo(calibrationChoices(), tr("How the activations' clipping ranges are chosen from the "
-                                                            "calibration (PTQ) or training (QAT) batches."));
+                                                            "calibration (PTQ) or training (QAT) batches. Until you pick one it follows the strategy and the "
+                                                            "model: min-max for QAT from a fresh model, moving average when the model "
+                                                            "starts trained."));
     m_actCalibration->setObjectName(QStringLiteral("actCalibration"));
     m_percentile = new QDoubleSpinBox;
     m_percentile->setRange(50.01, 100.0);
@@ -350,11 +353,17 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
     auto changed = [this] {
         if (m_initializing) return;
         readWidgets();
+        followDefaultActivationCalibration();
         if (const FormatChoice* f = formatChoice(qs(m_cfg.precision.format)); f && f->integer)
             m_lastIntegerFormat = f->name;
         updateApplicability();
         emit configChanged();
     };
+    // A change of Act. calibration not made here (setConfig, followDefaultActivationCalibration) is
+    // the user's pick: connected before `changed`, which would otherwise put the default back.
+    connect(m_actCalibration, &QComboBox::currentIndexChanged, this, [this] {
+        if (!m_initializing) m_actCalibrationChosen = true;
+    });
     for (QComboBox* c : {m_model, m_strategy, m_format, m_granularity, m_rounding, m_calibration, m_actCalibration, m_optimizer, m_lrSchedule,
                           m_quantizer})
         connect(c, &QComboBox::currentIndexChanged, this, changed);
@@ -389,6 +398,18 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
             w->installEventFilter(this);
         }
     setConfig(defaultConfig());
+    m_actCalibrationChosen = false; // the default config's: it follows the strategy and the model
+}
+
+void TrainingPanel::followDefaultActivationCalibration()
+{
+    if (m_actCalibrationChosen) return;
+    const std::string want = defaultActivationCalibration(m_cfg.precision.strategy, m_cfg.pretrained);
+    if (m_cfg.precision.activationCalibration == want) return;
+    m_initializing = true;
+    selectData(m_actCalibration, qs(want));
+    m_initializing = false;
+    m_cfg.precision.activationCalibration = want;
 }
 
 bool TrainingPanel::eventFilter(QObject* watched, QEvent* event)
@@ -420,6 +441,7 @@ QString TrainingPanel::normalizePlaceholder() const { return m_normalize->placeh
 
 void TrainingPanel::setConfig(const TrainConfig& cfg)
 {
+    m_actCalibrationChosen = true; // a run's or a saved config keeps its calibration
     m_initializing = true;
     m_cfg = cfg;
     const PrecisionConfig& p = cfg.precision;

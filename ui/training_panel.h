@@ -93,6 +93,7 @@ protected:
 
 private:
     void readWidgets();       // widgets -> m_cfg
+    void followDefaultActivationCalibration(); // defaultActivationCalibration, until the user picks one
     void updateApplicability();
     void setApplies(QWidget* w, bool applies, const QString& why);
 
@@ -151,6 +152,9 @@ private:
     QPushButton* m_summary;
     QGroupBox* m_planBox;
     PlanTable* m_planTable;
+    // Whether the user picked Act. calibration (or a config was set): until then it follows
+    // defaultActivationCalibration, min-max for QAT from a fresh model, moving average else.
+    bool m_actCalibrationChosen = false;
     bool m_planModelHasBatchNorm = false; // setPlanModel
 };
 

@@ -185,4 +185,9 @@ std::string PrecisionConfig::batchNormDriftWarning(bool modelHasBatchNorm) const
            "evaluation and the export fixes it (docs/LEARNED_QUANTIZATION.md)";
 }
 
+const char* defaultActivationCalibration(Strategy strategy, bool startsTrained)
+{
+    return strategy == Strategy::Qat && !startsTrained ? "minmax" : "moving-average";
+}
+
 } // namespace quantscope
