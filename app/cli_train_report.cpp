@@ -18,6 +18,15 @@ namespace quantscope::cli {
 
 namespace {
 
+// A loss as text: four decimals, or four significant digits once it is too large for those to mean
+// anything (a run that blew up printed "10713662395163606.0000").
+std::string lossText(double v)
+{
+    char buf[48];
+    std::snprintf(buf, sizeof buf, std::isfinite(v) && std::fabs(v) >= 1e5 ? "%.4g" : "%.4f", v);
+    return buf;
+}
+
 std::string humanCount(double v)
 {
     std::string s = std::to_string(static_cast<long long>(v + 0.5));
@@ -214,15 +223,24 @@ public:
             // first, before the epoch it belonged to had been named).
             const bool trained = !std::isnan(e.trainLoss);
             if (!trained)
-                std::printf("loaded model (no training)  test loss %.4f  test acc %.2f %%\n", e.testLoss,
+                std::printf("loaded model (no training)  test loss %s  test acc %.2f %%\n", lossText(e.testLoss).c_str(),
                             100 * e.testAccuracy);
             else {
                 char val[48] = ""; // --validation N: the held-out images' accuracy (it was only in the JSON)
                 if (!std::isnan(e.validationAccuracy)) std::snprintf(val, sizeof val, "  val acc %.2f %%", 100 * e.validationAccuracy);
-                std::printf("epoch %zu/%zu  train loss %.4f  train acc %.2f %%%s  test loss %.4f  test acc %.2f %%  "
+                std::printf("epoch %zu/%zu  train loss %s  train acc %.2f %%%s  test loss %s  test acc %.2f %%  "
                             "%s img/s  %.1f s\n",
-                            e.epoch, e.epochs, e.trainLoss, 100 * e.trainAccuracy, val, e.testLoss, 100 * e.testAccuracy,
-                            humanCount(e.imagesPerSecond).c_str(), e.seconds);
+                            e.epoch, e.epochs, lossText(e.trainLoss).c_str(), 100 * e.trainAccuracy, val, lossText(e.testLoss).c_str(),
+                            100 * e.testAccuracy, humanCount(e.imagesPerSecond).c_str(), e.seconds);
+                // A finite loss this large is a run that blew up (tester 19: --lr 100 ended "done" at
+                // chance with a loss of 1e21); the rule does not stop it, the note says why it failed.
+                if (e.trainLoss >= 1e3 && !m_blowUpSaid) {
+                    m_blowUpSaid = true;
+                    std::fflush(stdout); // after the epoch line it is about
+                    std::fprintf(stderr, "quantscope-cli train: note: the training loss reached %s nats: the run has blown up; "
+                                         "a smaller --lr (the default is 1e-3) usually cures it\n",
+                                 lossText(e.trainLoss).c_str());
+                }
             }
             const std::string tag = quantTag(e.phase);
             m_lastTag = tag;
@@ -315,6 +333,7 @@ private:
     nlohmann::json m_startExtra;        // normalisation, data, test split, the model file's import notes
     StartEvent m_start;
     std::string m_lastTag; // the last epoch's quantTag, for the final line
+    bool m_blowUpSaid = false; // the note on a training loss past 1e3, once a run
     std::set<std::string> m_overflowSaid; // "layer/tensor" whose overflowed weights were said
     std::chrono::steady_clock::time_point m_lastDraw{};
 };

@@ -47,6 +47,7 @@ private slots:
     void versionNamesCommitAndKernels();
     void validationIsHeldOutOfTheLimit();
     void activationCalibrationDefault();
+    void blownUpLossIsSaid();
 
 private:
     QTemporaryDir m_tmp;
@@ -569,6 +570,21 @@ void TestCli::activationCalibrationDefault()
         const nlohmann::json start = nlohmann::json::parse(r.out.split('\n', Qt::SkipEmptyParts).front().toStdString());
         QCOMPARE(QString::fromStdString(start.value("act_calibration", "")), QString(want));
     }
+}
+
+// A run whose loss blows up without turning inf (--lr 100) ends "done", as before, but says why
+// it failed, and its losses print in powers of ten (tester 19: "10713662395163606.0000").
+void TestCli::blownUpLossIsSaid()
+{
+    const Result r = runCli({"train", "--data", m_valid, "--model", "mlp", "--lr", "100", "--epochs", "2", "--test-limit", "64", "--quiet"});
+    QVERIFY2(r.exitCode == kExitOk, qPrintable(r.err));
+    QVERIFY2(r.err.count("the run has blown up; a smaller --lr") == 1, qPrintable(r.err));
+    const QRegularExpression epoch1("^epoch 1/2  train loss \\d\\.\\d+e\\+\\d+  ", QRegularExpression::MultilineOption);
+    QVERIFY2(epoch1.match(r.out).hasMatch(), qPrintable(r.out));
+    const Result sane = runCli({"train", "--data", m_valid, "--model", "mlp", "--epochs", "1", "--test-limit", "64", "--quiet"});
+    QVERIFY2(sane.exitCode == kExitOk && !sane.err.contains("blown up"), qPrintable(sane.err));
+    QVERIFY2(QRegularExpression("^epoch 1/1  train loss \\d\\.\\d{4}  ", QRegularExpression::MultilineOption).match(sane.out).hasMatch(),
+             qPrintable(sane.out));
 }
 
 QTEST_GUILESS_MAIN(TestCli)

@@ -6,6 +6,7 @@
 // the texts Qt Charts laid out, not only the numbers given to it. The Layers and SQNR charts are in
 // tst_gui_layer_charts.
 #include "gui_chart_fixtures.h"
+#include "format_text.h"
 
 using namespace quantscope;
 using namespace gui_chart_fixtures;
@@ -100,6 +101,19 @@ private slots:
         // Overlaid with another run (drawn smoothed only), the primary's spike still sets the axis.
         chart.setRuns({run, lossRun(2, 50, 0, 0)});
         QVERIFY(chart.lossAxis()->max() >= spike);
+    }
+
+    // A run that blew up (a loss of 1e21, finite): the loss axis labels its ticks in powers of
+    // ten, and the status text too (tester 19: "5000000000000000000000", "10713662395163606.000").
+    void blownUpLossPrintsInPowersOfTen()
+    {
+        LossChart chart;
+        chart.setRuns({lossRun(1, 300, 150, 1e21)});
+        QCOMPARE(chart.lossAxis()->labelFormat(), QStringLiteral("%.3g"));
+        chart.setRuns({lossRun(1, 300, 150, 7.5)});
+        QVERIFY(chart.lossAxis()->labelFormat().endsWith(QLatin1Char('f')));
+        QCOMPARE(formatLoss(1.0713662395163606e16), QStringLiteral("1.071e+16"));
+        QCOMPARE(formatLoss(2.3026), QStringLiteral("2.303"));
     }
 
     // Run #2 keeps its colour in every chart while the runs beside it change (it was the colour of

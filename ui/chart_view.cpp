@@ -189,7 +189,9 @@ void ChartView::setNiceRange(QValueAxis* axis, double lo, double hi, bool includ
     axis->setTickType(QValueAxis::TicksFixed);
     axis->setRange(first + nudge, last + nudge);
     axis->setTickCount(std::max(2, ticks));
-    axis->setLabelFormat(QStringLiteral("%.%1f").arg(decimals));
+    // Past a million the ticks print in powers of ten: a loss axis of a run that blew up read
+    // "5000000000000000000000".
+    axis->setLabelFormat(std::max(std::fabs(first), std::fabs(last)) >= 1e6 ? QStringLiteral("%.3g") : QStringLiteral("%.%1f").arg(decimals));
 }
 
 void ChartView::setEpochRange(QValueAxis* axis, double maxEpoch, bool fromZero)

@@ -80,7 +80,9 @@ QString formatScale(double v)
 QString formatLoss(double v)
 {
     if (bad(v)) return noValueText();
-    return QString::number(v, 'f', 3);
+    // four significant digits once three decimals stop meaning anything (a run that blew up
+    // printed "10713662395163606.000" in the status bar)
+    return std::fabs(v) >= 1e5 ? QString::number(v, 'g', 4) : QString::number(v, 'f', 3);
 }
 
 } // namespace quantscope

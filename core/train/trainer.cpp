@@ -324,7 +324,8 @@ FinishEvent Trainer::runInArena()
             const ModelLoss ml = modelClassificationLoss(*m_model, out, y, grad);
             const float loss = ml.loss;
             if (!std::isfinite(loss))
-                throw NumericError("training diverged: the loss became " + std::to_string(loss) + " at epoch " +
+                throw NumericError("training diverged: the loss became " + std::string(std::isnan(loss) ? "NaN" : loss > 0 ? "inf" : "-inf") +
+                                   " at epoch " +
                                    std::to_string(epoch) + ", step " + std::to_string(s + 1) +
                                    " (try a smaller learning rate)");
             pred.resize(e - b);
