@@ -110,7 +110,7 @@ void toRuns(const float* x, std::size_t C, std::size_t n0, std::size_t count, co
     // (the head, each row's last p columns, each image's last p rows, the images past count).
     for (std::size_t c = 0; c < C; ++c) {
         float* run = runs + c * g.S;
-        zeroRow(run, g.head);
+        std::memset(run, 0, g.head * sizeof(float));
         for (std::size_t i = 0; i < count; ++i) {
             const std::size_t src = ((n0 + i) * C + c) * HW;
             float* dst = run + g.head + i * g.Rn;
@@ -119,9 +119,9 @@ void toRuns(const float* x, std::size_t C, std::size_t n0, std::size_t count, co
                 if (!source) copy(dst + y * g.Wq, src + y * g.W, g.W);
                 for (std::size_t z = 0; z < g.p; ++z) dst[y * g.Wq + g.W + z] = 0.0f;
             }
-            zeroRow(dst + g.H * g.Wq, g.Rn - g.H * g.Wq);
+            std::memset(dst + g.H * g.Wq, 0, (g.Rn - g.H * g.Wq) * sizeof(float));
         }
-        if (count < g.Ng) std::memset(run + g.head + count * g.Rn, 0, (g.Ng - count) * g.Rn * sizeof(float));
+        std::memset(run + g.head + count * g.Rn, 0, (g.Ng - count) * g.Rn * sizeof(float));
     }
 }
 

@@ -35,20 +35,6 @@ inline void copyRow(float* __restrict dst, const float* __restrict src, std::siz
 #endif
 }
 
-// dst[0, n) = 0 for the padding between runs (a row or two, a few dozen floats), inline as copyRow:
-// a library memset call each cost about as much as copying the row beside it.
-inline void zeroRow(float* dst, std::size_t n)
-{
-#if defined(__AVX512F__)
-    const __m512 z = _mm512_setzero_ps();
-    std::size_t i = 0;
-    for (; i + 16 <= n; i += 16) _mm512_mask_storeu_ps(dst + i, __mmask16(0xFFFF), z);
-    if (i < n) _mm512_mask_storeu_ps(dst + i, static_cast<__mmask16>((1u << (n - i)) - 1u), z);
-#else
-    std::memset(dst, 0, n * sizeof(float));
-#endif
-}
-
 // y[0, n) rounded to bf16, nearest even (RunContext::roundOutputBf16): the convolution's epilogue
 // rounds each row while it is in cache, instead of a pass over the whole activation afterwards.
 inline void roundRowBf16(float* __restrict y, std::size_t n) { roundBf16Span(y, n); }

@@ -119,7 +119,7 @@ void scatterSubsampled(const float* out, std::size_t L, std::size_t C, std::size
             if (g.s == 2) { // each row written once: the sampled ones spread, the others cleared
                 for (std::size_t y = 0; y < g.H; ++y) {
                     if (y % 2 == 0) spreadEven(src + (y / 2) * g.Wo, g.W, d + y * g.W, add);
-                    else if (!add) zeroRow(d + y * g.W, g.W);
+                    else if (!add) std::memset(d + y * g.W, 0, g.W * sizeof(float));
                 }
                 continue;
             }
