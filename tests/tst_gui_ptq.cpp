@@ -12,6 +12,7 @@
 
 #include "data/dataset.h"
 #include "io/model_source.h"
+#include "train/ptq_refine.h"
 #include "train/trainer.h"
 
 #include <QtTest>
@@ -110,7 +111,7 @@ void TestGuiPtq::rangesChartShowsBeforeAndAfterCle()
     Trainer t(cfg, data, &obs);
     t.run();
     QVERIFY(!obs.last.empty());
-    int withBefore = 0;
+    int withBefore = 0, matched = 0;
     for (const LayerStats& s : obs.last) {
         if (s.tensor != "weight" || s.channelMinBefore.empty()) continue;
         ++withBefore;
@@ -120,6 +121,19 @@ void TestGuiPtq::rangesChartShowsBeforeAndAfterCle()
         chart.setStats(&s);
         QCOMPARE(chart.channelCount(), static_cast<int>(s.channelMin.size()));
         QVERIFY2(chart.title().contains(QStringLiteral("before CLE")), qPrintable(chart.title()));
+        // The ratios the title gives are the CLE report's (train prints them as "CLE a -> b: channel
+        // range ratio X -> Y"), for the pair's first layer (tester 19: 2.2x -> 1.8x in the title
+        // against 2.0 -> 1.7 printed).
+        const PtqRefiner* refiner = t.strategy().refiner();
+        QVERIFY(refiner);
+        for (const EqualizedPair& p : refiner->equalization().pairs) {
+            if (p.first != s.layer) continue;
+            ++matched;
+            const QString want = QStringLiteral("largest |w| of the widest %1\u00d7 the narrowest's before CLE, %2\u00d7 after")
+                                     .arg(p.rangeRatioBefore, 0, 'f', 1)
+                                     .arg(p.rangeRatioAfter, 0, 'f', 1);
+            QVERIFY2(chart.title().contains(want), qPrintable(chart.title() + " / " + want));
+        }
         if (!shotDir.isEmpty()) {
             QDir().mkpath(shotDir);
             const QString err = chart.saveAsPng(QDir(shotDir).filePath(
@@ -128,6 +142,7 @@ void TestGuiPtq::rangesChartShowsBeforeAndAfterCle()
         }
     }
     QVERIFY(withBefore > 0);
+    QVERIFY(matched > 0);
     // Equalized: the first layer's widest/narrowest channel range ratio went down.
     const LayerStats& first = obs.last.front();
     auto ratio = [](const std::vector<float>& lo, const std::vector<float>& hi) {
