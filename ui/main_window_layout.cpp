@@ -251,7 +251,7 @@ void MainWindow::buildLayout()
     m_tabs->setTabToolTip(m_tabs->indexOf(analysisScroll), tr("Per-layer sensitivity and mixed-bit search of a trained model: which "
                                                           "layers can take fewer bits, and the size/accuracy Pareto front."));
     m_tabs->setTabToolTip(0, tr("Loss per step and per epoch; accuracy per epoch, FP32 and quantized."));
-    m_tabs->setTabToolTip(1, tr("FP32 vs quantized weight histograms of one layer, with the clip range."));
+    m_tabs->setTabToolTip(1, tr("FP32 vs quantized weight histograms of one layer, with the grid's ends."));
     m_tabs->setTabToolTip(2, tr("Per-output-channel weight ranges of one layer against the whole tensor's range."));
     m_tabs->setTabToolTip(3, tr("Signal-to-quantization-noise ratio of every quantized layer."));
     m_tabs->setTabToolTip(m_tabs->indexOf(m_compare), tr("Layer-by-layer comparison of a run's model quantized after training against FP32: "

@@ -240,7 +240,7 @@ HistogramChart::HistogramChart(QWidget* parent) : ChartView(tr("Weight histogram
         s->setPen(pen(QColor(200, 0, 0), 2, Qt::DashLine));
         chart()->addSeries(s);
     }
-    m_clipLow->setName(tr("clip range"));
+    m_clipLow->setName(tr("grid ends"));
     for (QAbstractSeries* s : chart()->series()) {
         s->attachAxis(m_x);
         s->attachAxis(m_yLin);
@@ -276,7 +276,7 @@ void HistogramChart::setStats(const LayerStats* s, bool logScale, const QString&
         chart()->setTitle(tr("Weight histogram"));
         // Nothing of the last histogram drawn stays: its clip range and share clipped in the legend,
         // its range on the axes (they read as this run's).
-        m_clipLow->setName(tr("clip range"));
+        m_clipLow->setName(tr("grid ends"));
         m_quant->setName(tr("quantized values (bars at the levels)"));
         m_x->setRange(0, 1);
         if (logScale) m_yLog->setRange(1, 10);
@@ -328,8 +328,11 @@ void HistogramChart::setStats(const LayerStats* s, bool logScale, const QString&
     // step (closer ones round to the end level anyway): weights just past the drawn line are not
     // clipped, and with several grids the line is only the widest range (tester 10 #2).
     // Short: a longer entry was cut in a 1366x768 window's histogram ("... clipped by t...").
-    m_clipLow->setName((severalGrids ? tr("widest clip [%1, %2]; %3 clipped (own grids)")
-                                     : tr("clip [%1, %2]; %3 clipped"))
+    // The lines are the grid's ends; "clipped" counts weights more than half a step past them
+    // (nearer ones round to the end point as any weight rounds): tester 19 read weights past the
+    // line labelled "clip" as clipped while the legend said 0.00 %.
+    m_clipLow->setName((severalGrids ? tr("widest grid [%1, %2]; %3 clipped (own grids)")
+                                     : tr("grid [%1, %2]; %3 clipped"))
                            .arg(formatScale(s->clipLow), formatScale(s->clipHigh),
                                 formatPercent(s->clippedFraction, s->clippedFraction < 0.01 ? 2 : 1)));
     m_quant->setName((severalGrids ? tr("quantized %1 (per-channel grids)") : tr("quantized %1 (bars at the levels)"))
