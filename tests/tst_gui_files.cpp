@@ -646,6 +646,10 @@ private:
         QTableWidget* t = dlg->results();
         QVERIFY2(t->horizontalHeader()->length() <= t->viewport()->width(),
                  qPrintable(QStringLiteral("%1 > %2").arg(t->horizontalHeader()->length()).arg(t->viewport()->width())));
+        // and the last, Speed, is as wide as its text ("23,905 im" was cut: tester 19)
+        for (int r = 0; r < t->rowCount(); ++r)
+            QVERIFY2(t->horizontalHeader()->sectionSize(8) >= t->fontMetrics().horizontalAdvance(t->item(r, 8)->text()),
+                     qPrintable(QStringLiteral("%1 < %2").arg(t->horizontalHeader()->sectionSize(8)).arg(t->item(r, 8)->text())));
         QVERIFY(t->item(0, 1)->toolTip().contains(QStringLiteral("weights")));
         QCOMPARE(t->item(0, 2)->toolTip(), t->item(0, 2)->text());
         // Return in the path field evaluates (it opened the file browser: tester 16).

@@ -22,6 +22,7 @@
 #include <QProgressBar>
 #include <QPushButton>
 #include <QSpinBox>
+#include <QStyle>
 #include <QTableWidget>
 #include <QThread>
 #include <QVBoxLayout>
@@ -386,11 +387,22 @@ void EvaluateDialog::showResult(const QString& path, const std::optional<FileEva
     // The long texts ("int8 weights (channel), uint8 activations", "mean 0.2860, std 0.3530
     // (the file's)", "integer engine (avx512-vnni)") would push Agreement and Speed past the
     // dialog's edge (tester 13): their columns are capped, the text elided, whole in the tooltip.
+    // The cap shares what the short columns leave of the table's width among the four, so Speed
+    // stays in view (tester 19: "23,905 im" at 160 px each in a 1,000-pixel dialog).
     QHeaderView* header = m_results->horizontalHeader();
+    int shortColumns = 0; // what their texts need (Speed, the last, is stretched: its size says nothing)
+    for (int col = ImagesCol; col < ColumnCount; ++col) {
+        int need = header->sectionSizeHint(col);
+        for (int r = 0; r < m_results->rowCount(); ++r)
+            if (const QTableWidgetItem* it = m_results->item(r, col))
+                need = std::max(need, m_results->fontMetrics().horizontalAdvance(it->text()) + 2 * m_results->style()->pixelMetric(QStyle::PM_FocusFrameHMargin) + 12);
+        shortColumns += need;
+    }
+    const int cap = std::clamp((m_results->viewport()->width() - shortColumns) / 4, 80, kLongColumnWidth);
     for (const int col : {FileCol, PrecisionCol, InputCol, RunnerCol}) {
         m_results->resizeColumnToContents(col);
         header->setSectionResizeMode(col, QHeaderView::Interactive);
-        header->resizeSection(col, std::min(header->sectionSize(col), kLongColumnWidth));
+        header->resizeSection(col, std::min(header->sectionSize(col), cap));
     }
     m_results->selectRow(row);
     m_results->scrollToBottom();
