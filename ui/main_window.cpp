@@ -192,6 +192,10 @@ void MainWindow::showError(const QString& message)
 {
     m_errorLabel->setText(message);
     m_errorBar->show();
+    // Outside a run the status bar holds the last action's result ("Saved 2 runs to ..."), which
+    // a later failure supersedes (tester 19: it stayed under "Could not load runs"); a run's
+    // progress line stays.
+    if (!m_controller->isTraining() && !m_controller->isLoading()) m_statusLabel->clear();
 }
 
 void MainWindow::clearError()

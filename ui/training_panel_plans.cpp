@@ -8,6 +8,7 @@
 #include "quant/precision_plan.h"
 
 #include <QFileDialog>
+#include <QMessageBox>
 #include <QFileInfo>
 
 namespace quantscope {
@@ -15,13 +16,17 @@ namespace quantscope {
 void TrainingPanel::loadPlanInteractive()
 {
     const QString path = QFileDialog::getOpenFileName(this, tr("Load plan"), QString(), tr("Plans (*.json);;All files (*)"));
-    if (!path.isEmpty()) loadPlanFile(path);
+    QString error;
+    // Said where it is seen: the note under the plan table sits at the dock's bottom, often below
+    // the fold (tester 19: cut off while the window's banner still showed an older error).
+    if (!path.isEmpty() && !loadPlanFile(path, &error)) QMessageBox::warning(this, tr("Load plan"), error);
 }
 
 void TrainingPanel::savePlanInteractive()
 {
     const QString path = QFileDialog::getSaveFileName(this, tr("Save plan"), QStringLiteral("plan.json"), tr("Plans (*.json)"));
-    if (!path.isEmpty()) savePlanFile(path);
+    QString error;
+    if (!path.isEmpty() && !savePlanFile(path, &error)) QMessageBox::warning(this, tr("Save plan"), error);
 }
 
 bool TrainingPanel::loadPlanFile(const QString& path, QString* error)
