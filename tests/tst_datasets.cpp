@@ -625,7 +625,10 @@ void TestDatasets::splitAndLabelMessages()
     QCOMPARE(percentText(0.001), std::string("0.1%"));
     QCOMPARE(percentText(0.2), std::string("20%"));
     QCOMPARE(percentText(0.999), std::string("99.9%"));
-    QCOMPARE(catchError([] { splitTrainTestIndices({0, 1, 2}, {7, 8, 9}, 0.2, "one.csv"); }).type, QString("FormatError"));
+    const Caught few = catchError([] { splitTrainTestIndices({0, 1, 2}, {7, 8, 9}, 0.2, "one.csv"); });
+    QCOMPARE(few.type, QString("FormatError"));
+    QVERIFY2(few.message.contains("one.csv: too few images to hold out a test set: 3 images in 3 classes, and a class needs at least 2"),
+             qPrintable(few.message));
     const std::string d = path("csv-named-short");
     writeText(d + "/train.csv", csvText(0, 30, 3, 1, 4, 4));
     writeText(d + "/classes.txt", "zero\none\n");

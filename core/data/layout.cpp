@@ -192,8 +192,13 @@ TrainTestIndices splitTrainTestIndices(const std::vector<std::int32_t>& labels, 
         std::stable_sort(members.begin(), members.end(), [&](std::size_t a, std::size_t b) { return keys[a] < keys[b]; });
         for (std::size_t k = 0; k < members.size(); ++k) (k < n ? s.test : s.train).push_back(members[k]);
     }
-    if (s.test.empty())
-        throw FormatError(what + ": too few images (" + std::to_string(labels.size()) + ") to hold out a test set");
+    if (s.test.empty()) { // what was found, and what a split needs (tester 19: one image in one class folder read "too few images (1)")
+        std::size_t classes = 0;
+        for (const std::vector<std::size_t>& members : byClass) classes += members.empty() ? 0 : 1;
+        throw FormatError(what + ": too few images to hold out a test set: " + std::to_string(labels.size()) + " image" +
+                          (labels.size() == 1 ? "" : "s") + " in " + std::to_string(classes) + " class" + (classes == 1 ? "" : "es") +
+                          ", and a class needs at least 2 images for one to be held out");
+    }
     std::sort(s.train.begin(), s.train.end());
     std::sort(s.test.begin(), s.test.end());
     return s;
