@@ -240,6 +240,8 @@ void TestGuiSearch::fineTuneStartsQat()
     QCOMPARE(run->config.precision.format, plan.defaults.format);
     QVERIFY(run->config.pretrained);
     QVERIFY(QFileInfo::exists(QString::fromStdString(run->config.modelFile))); // the run's FP32 weights, as .qsm
+    const std::string arch = m_window->runsModel()->runById(1)->config.model; // named with its architecture, not "run1-fp32"
+    QVERIFY2(run->config.model == arch + "-run1-fp32", run->config.model.c_str());
     // The Training dock shows it: strategy QAT, the plan table holding the plan.
     QCOMPARE(m_window->trainingPanel()->config().precision.layers, plan.layers);
     QCOMPARE(m_window->trainingPanel()->planTable()->plan().layers, plan.layers);

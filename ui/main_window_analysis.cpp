@@ -46,7 +46,10 @@ bool MainWindow::fineTuneWithPlan(std::shared_ptr<const AnalysisInput> in, const
             showError(tr("Cannot fine-tune: no temporary folder for the run's model (%1).").arg(m_fineTuneDir->errorString()));
             return false;
         }
-        file = m_fineTuneDir->filePath(in->name.simplified().remove(QLatin1Char(' ')).remove(QLatin1Char('#')) + QStringLiteral("-fp32.qsm"));
+        // named after the run's architecture too: the file's name is the fine-tuning run's Model
+        // (tester 19: the runs table read "run1-fp32" where it now reads "seed-cnn-run1-fp32")
+        file = m_fineTuneDir->filePath(QString::fromStdString(in->bundle->config.model) + QLatin1Char('-') +
+                                       in->name.simplified().remove(QLatin1Char(' ')).remove(QLatin1Char('#')) + QStringLiteral("-fp32.qsm"));
         try {
             writeQsm(file.toStdString(), in->bundle->fp32);
         } catch (const std::exception& e) {
