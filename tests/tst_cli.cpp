@@ -517,25 +517,25 @@ void TestCli::versionNamesCommitAndKernels()
         QVERIFY2(lines[0].contains("(commit "), qPrintable(lines[0]));
     QVERIFY2(QRegularExpression("^kernels on this CPU: integer (avx512-vnni|avx2|scalar), bf16 \\S+$").match(lines[1]).hasMatch(),
              qPrintable(lines[1]));
-    QProcess p;
-    QProcessEnvironment env = QProcessEnvironment::systemEnvironment();
-    env.insert("QUANTSCOPE_ISA", "no-such-kernels");
-    p.setProcessEnvironment(env);
-    p.start(kCli, {"--version"});
-    QVERIFY(p.waitForFinished(kRunTimeoutMs));
-    QCOMPARE(p.exitCode(), kExitOk);
-    QVERIFY2(p.readAllStandardOutput().contains("unknown kernel set 'no-such-kernels'"), "the override is not named");
+    // `program --version` with one more environment variable: its exit code and standard output
+    const auto versionWith = [](const QString& program, const QString& var, const QString& value) {
+        QProcess p;
+        QProcessEnvironment env = QProcessEnvironment::systemEnvironment();
+        env.insert(var, value);
+        p.setProcessEnvironment(env);
+        p.start(program, {"--version"});
+        p.waitForFinished(kRunTimeoutMs);
+        return std::pair{p.exitCode(), p.readAllStandardOutput()};
+    };
+    const auto [overridden, overriddenOut] = versionWith(kCli, "QUANTSCOPE_ISA", "no-such-kernels");
+    QCOMPARE(overridden, kExitOk);
+    QVERIFY2(overriddenOut.contains("unknown kernel set 'no-such-kernels'"), "the override is not named");
     // The GUI's --version (and Help > About) gives the same version and commit.
     const QString gui = QStringLiteral(QS_BINARY_DIR "/app/quantscope");
     if (!QFile::exists(gui)) return; // built without the GUI
-    QProcess g;
-    QProcessEnvironment genv = QProcessEnvironment::systemEnvironment();
-    genv.insert("QT_QPA_PLATFORM", "offscreen");
-    g.setProcessEnvironment(genv);
-    g.start(gui, {"--version"});
-    QVERIFY(g.waitForFinished(kRunTimeoutMs));
-    QCOMPARE(g.exitCode(), kExitOk);
-    const QString guiVersion = QString::fromUtf8(g.readAllStandardOutput()).trimmed();
+    const auto [guiCode, guiOut] = versionWith(gui, "QT_QPA_PLATFORM", "offscreen");
+    QCOMPARE(guiCode, kExitOk);
+    const QString guiVersion = QString::fromUtf8(guiOut).trimmed();
     QCOMPARE(guiVersion, QString(lines[0]).replace("quantscope-cli", "QuantScope"));
 }
 
