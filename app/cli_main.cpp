@@ -2,7 +2,6 @@
 #include "cli_args.h"
 #include "cli_commands.h"
 #include "infer/isa.h"
-#include "tensor/gemm_bf16.h"
 #include "util/memory.h"
 
 #include "util/errors.h"
@@ -125,12 +124,7 @@ int main(int argc, char** argv)
         // facts a bug report or a benchmark figure needs.
         const std::string commit = QS_COMMIT;
         std::printf("quantscope-cli %s%s\n", QS_VERSION, commit.empty() ? "" : (" (commit " + commit + ")").c_str());
-        try { // an override the CPU cannot run (QUANTSCOPE_ISA, QS_BF16_PATH) is named, not fatal here
-            std::printf("kernels on this CPU: integer %s, bf16 %s\n", quantscope::isaName(quantscope::bestIsa()),
-                        quantscope::bf16PathName(quantscope::bestBf16Path()));
-        } catch (const std::exception& e) {
-            std::printf("kernels: %s\n", e.what());
-        }
+        std::printf("kernels on this CPU: %s\n", quantscope::kernelSummary().c_str()); // an override it cannot run is named
         return checkedStdout("--version", kExitOk);
     }
     const std::string cmd = args[0];

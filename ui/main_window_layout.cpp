@@ -12,7 +12,6 @@
 #include "training_panel.h"
 
 #include "infer/isa.h"
-#include "tensor/gemm_bf16.h"
 
 #include <QAction>
 #include <QApplication>
@@ -433,13 +432,9 @@ void MainWindow::buildMenus()
 
     QMenu* help = menuBar()->addMenu(tr("&Help"));
     help->addAction(tr("&About QuantScope"), this, [this] {
-        QString kernels; // what a bug report or a benchmark figure needs beside the version
-        try {
-            kernels = tr("Kernels on this CPU: integer %1, bf16 %2.")
-                          .arg(QString::fromLatin1(isaName(bestIsa())), QString::fromLatin1(bf16PathName(bestBf16Path())));
-        } catch (const std::exception& e) { // an override this CPU cannot run (QUANTSCOPE_ISA, QS_BF16_PATH)
-            kernels = tr("Kernels: %1").arg(QString::fromStdString(e.what()).toHtmlEscaped());
-        }
+        // what a bug report or a benchmark figure needs beside the version (an override the CPU
+        // cannot run is named instead)
+        const QString kernels = tr("Kernels on this CPU: %1.").arg(QString::fromStdString(kernelSummary()).toHtmlEscaped());
         QMessageBox::about(this, tr("About QuantScope"),
                            tr("<b>QuantScope</b> %1<br>Explore low-precision training and quantization of small "
                               "neural nets: pick a strategy, train, and compare FP32 with quantized weights.<br><br>%2")

@@ -1,5 +1,6 @@
 #include "infer/isa.h"
 
+#include "tensor/gemm_bf16.h"
 #include "util/errors.h"
 
 #include <cstdlib>
@@ -46,6 +47,15 @@ Isa bestIsa()
     if (isaSupported(Isa::Avx512Vnni)) return Isa::Avx512Vnni;
     if (isaSupported(Isa::Avx2)) return Isa::Avx2;
     return Isa::Scalar;
+}
+
+std::string kernelSummary()
+{
+    try {
+        return std::string("integer ") + isaName(bestIsa()) + ", bf16 " + bf16PathName(bestBf16Path());
+    } catch (const ConfigError& e) {
+        return e.what();
+    }
 }
 
 } // namespace quantscope

@@ -14,5 +14,9 @@ Isa parseIsa(const std::string& name);
 bool isaSupported(Isa isa);
 // The fastest kernel this CPU runs (QUANTSCOPE_ISA=scalar|avx2|avx512-vnni overrides it).
 Isa bestIsa();
+// The kernels this CPU runs, for --version and Help > About: "integer avx512-vnni, bf16
+// avx512-bf16" (bestIsa, bestBf16Path). An override it cannot run (QUANTSCOPE_ISA, QS_BF16_PATH)
+// gives that error's text instead: never throws a ConfigError.
+std::string kernelSummary();
 
 } // namespace quantscope
