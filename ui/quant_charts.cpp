@@ -403,25 +403,17 @@ void RangesChart::setStats(const LayerStats* s, const QString& runName)
     QList<QPointF> up, lo;
     up.reserve(4 * n + 2);
     lo.reserve(4 * n + 2);
-    double narrow = 1e300, wide = 0;
     for (int c = 0; c < n; ++c) {
         const double mn = s->channelMin[std::size_t(c)], mx = s->channelMax[std::size_t(c)];
         const double a = c - half, b = c + half;
         up << QPointF(a, 0) << QPointF(a, mx) << QPointF(b, mx) << QPointF(b, 0);
         lo << QPointF(a, 0) << QPointF(a, mn) << QPointF(b, mn) << QPointF(b, 0);
-        // the largest |w| of the channel, as CLE equalizes and reports it (ptq_refine's "channel
-        // range ratio"; the widths mx - mn gave 2.2x where it said 2.0x: tester 19); empty channels aside
-        if (const double r = std::max(std::fabs(mn), std::fabs(mx)); r > 0) {
-            narrow = std::min(narrow, r);
-            wide = std::max(wide, r);
-        }
     }
     m_chanUpper->replace(up);
     m_chanLower->replace(lo);
     // Before CLE: an outline of each channel's earlier range, so both show at once.
     const bool before = s->channelMinBefore.size() == std::size_t(n) && s->channelMaxBefore.size() == std::size_t(n);
     double ylo = std::min(0.0, double(s->tensorMin)), yhi = std::max(0.0, double(s->tensorMax));
-    double narrowBefore = 1e300, wideBefore = 0;
     QList<QPointF> bu, bl;
     if (before)
         for (int c = 0; c < n; ++c) {
@@ -430,10 +422,6 @@ void RangesChart::setStats(const LayerStats* s, const QString& runName)
             bl << QPointF(c - 0.5, mn) << QPointF(c + 0.5, mn);
             ylo = std::min(ylo, mn);
             yhi = std::max(yhi, mx);
-            if (const double r = std::max(std::fabs(mn), std::fabs(mx)); r > 0) {
-                narrowBefore = std::min(narrowBefore, r);
-                wideBefore = std::max(wideBefore, r);
-            }
         }
     m_beforeUpper->replace(bu);
     m_beforeLower->replace(bl);
@@ -445,7 +433,18 @@ void RangesChart::setStats(const LayerStats* s, const QString& runName)
     m_x->setTickAnchor(0);
     m_x->setTickInterval(std::max(1.0, niceStep(n, 10)));
     setNiceRange(m_y, ylo - 0.05 * (yhi - ylo), yhi + 0.05 * (yhi - ylo));
-    auto ratio = [](double w, double nr) { return nr > 0 && nr < 1e300 ? QString::number(w / nr, 'f', 1) : QStringLiteral("\u221e"); };
+    // Widest over narrowest channel by largest |w|, as CLE equalizes and reports it (ptq_refine's
+    // "channel range ratio"; the widths max - min gave 2.2x where it said 2.0x: tester 19); empty
+    // channels aside, "\u221e" when every channel is.
+    auto ratio = [](const std::vector<float>& lo, const std::vector<float>& hi) {
+        double narrow = 0, wide = 0;
+        for (std::size_t c = 0; c < lo.size(); ++c)
+            if (const double r = std::max(std::fabs(double(lo[c])), std::fabs(double(hi[c]))); r > 0) {
+                narrow = narrow > 0 ? std::min(narrow, r) : r;
+                wide = std::max(wide, r);
+            }
+        return narrow > 0 ? QString::number(wide / narrow, 'f', 1) : QStringLiteral("\u221e");
+    };
     const QString name = runName.isEmpty() ? statsName(*s) : runName + QStringLiteral(" \u00b7 ") + statsName(*s);
     if (before)
         chart()->setTitle(tr("Per-channel weight ranges \u2014 %1, epoch %2 (%3 output channels; largest |w| of the widest %4\u00d7 "
@@ -453,14 +452,14 @@ void RangesChart::setStats(const LayerStats* s, const QString& runName)
                               .arg(name)
                               .arg(s->epoch)
                               .arg(n)
-                              .arg(ratio(wideBefore, narrowBefore), ratio(wide, narrow)));
+                              .arg(ratio(s->channelMinBefore, s->channelMaxBefore), ratio(s->channelMin, s->channelMax)));
     else
         chart()->setTitle(tr("Per-channel weight ranges \u2014 %1, epoch %2 (%3 output channels; largest |w| of the widest %4\u00d7 the "
                              "narrowest's)")
                               .arg(name)
                               .arg(s->epoch)
                               .arg(n)
-                              .arg(ratio(wide, narrow)));
+                              .arg(ratio(s->channelMin, s->channelMax)));
     setEmptyMessage({});
 }
 
