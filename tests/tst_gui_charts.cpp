@@ -118,6 +118,64 @@ private slots:
 
     // Run #2 keeps its colour in every chart while the runs beside it change (it was the colour of
     // its place in the selection: red beside #1, blue alone, red again beside #3).
+    // The quantized test accuracy is drawn as hollow diamonds, the FP32 one as filled circles, in
+    // the plot and in the legend's key: in one shade darker the two read as the same dots, and the
+    // two legend keys as the same grey line (tester 19 L7).
+    void quantizedAccuracyHasItsOwnMarker()
+    {
+        AccuracyChart chart;
+        std::vector<RunPtr> runs;
+        for (int id = 1; id <= 2; ++id) {
+            RunPtr r = statsRun(id);
+            r->config.precision.strategy = Strategy::Qat;
+            r->config.precision.format = "int8";
+            r->epochs.front().testAccuracy = 0.75;
+            r->epochs.front().quantTestAccuracy = 0.74;
+            runs.push_back(r);
+        }
+        for (std::size_t shown : {std::size_t{1}, std::size_t{2}}) {
+            chart.setRuns(std::vector<RunPtr>(runs.begin(), runs.begin() + long(shown)));
+            int fp32 = 0, quantized = 0;
+            for (QAbstractSeries* s : chart.chart()->series()) {
+                auto* line = qobject_cast<QLineSeries*>(s);
+                if (!line || !line->pointsVisible()) continue;
+                const QString name = s->name();
+                if (name.startsWith(QLatin1String("test, quantized"))) {
+                    const QImage m = line->lightMarker();
+                    QVERIFY2(!m.isNull(), qPrintable(name));
+                    QCOMPARE(QColor(m.pixel(m.width() / 2, m.height() / 2)), QColor(Qt::white)); // hollow
+                    QCOMPARE(qAlpha(m.pixel(1, 1)), 0);                                       // a diamond's corner
+                    ++quantized;
+                } else if (name == QLatin1String("test, FP32") || name == QLatin1String("test, FP32 weights") ||
+                           name.startsWith(QLatin1Char('#'))) {
+                    QVERIFY2(line->lightMarker().isNull(), qPrintable(name)); // Qt's filled circle
+                    ++fp32;
+                }
+            }
+            QVERIFY(fp32 >= 1);
+            QCOMPARE(quantized, shown == 1 ? 1 : 3); // two runs' series and the legend's key
+        }
+    }
+
+    // The SQNR bars' labels are whole dB alike: Qt printed 48.0 as "48" beside "46.3" (tester 19 L7).
+    // Hovering gives the exact value.
+    void sqnrLabelsAreWholeDecibels()
+    {
+        RunPtr r = statsRun(1);
+        r->layerStats.back().clear();
+        for (auto [name, db] : {std::pair{"conv1", 48.0}, std::pair{"conv2", 46.34}, std::pair{"fc", 102.6}}) {
+            LayerStats s;
+            s.layer = name;
+            s.sqnrDb = db;
+            r->layerStats.back().push_back(s);
+        }
+        SqnrChart chart;
+        chart.setRuns({r});
+        const QStringList texts = sceneTexts(chart);
+        for (const char* label : {"48", "46", "103"}) QVERIFY2(texts.contains(QLatin1String(label)), qPrintable(texts.join('|')));
+        for (const QString& t : texts) QVERIFY2(!t.contains(QLatin1String("46.3")) && !t.contains(QLatin1String("e+")), qPrintable(t));
+    }
+
     void runKeepsItsColour()
     {
         const RunPtr r1 = statsRun(1), r2 = statsRun(2), r3 = statsRun(3);

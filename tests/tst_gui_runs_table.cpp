@@ -122,6 +122,10 @@ private slots:
         model.setShownRuns({2, 3});
         QCOMPARE(swatch(2), run3);
         QVERIFY(swatch(1) != run3);
+        // A selected row's swatch keeps the run's colour: the style tinted it with the selection's
+        // blue, and orange read as tan beside the chart's orange (tester 19 L7).
+        const QIcon icon = model.data(model.index(2, RunsModel::Id), Qt::DecorationRole).value<QIcon>();
+        QCOMPARE(QColor(icon.pixmap(16, 16, QIcon::Selected).toImage().pixel(8, 8)), run3);
         // The same icon each time it is asked for (what Qt's icon cache is keyed on).
         QCOMPARE(model.data(model.index(2, RunsModel::Id), Qt::DecorationRole).value<QIcon>().cacheKey(),
                  model.data(model.index(2, RunsModel::Id), Qt::DecorationRole).value<QIcon>().cacheKey());

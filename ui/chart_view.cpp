@@ -271,7 +271,7 @@ void ChartView::showEvent(QShowEvent* event)
     if (m_legendEntries >= 0) fitLegend(chart(), m_legendEntries);
 }
 
-void addStyleKey(QChart* chart, const QString& name, const QPen& pen, bool points, QAbstractAxis* x, QAbstractAxis* y)
+QLineSeries* addStyleKey(QChart* chart, const QString& name, const QPen& pen, bool points, QAbstractAxis* x, QAbstractAxis* y)
 {
     auto* s = new QLineSeries;
     s->setName(name);
@@ -280,6 +280,7 @@ void addStyleKey(QChart* chart, const QString& name, const QPen& pen, bool point
     chart->addSeries(s);
     s->attachAxis(x);
     s->attachAxis(y);
+    return s;
 }
 
 QList<QPointF> decimate(const QList<QPointF>& points, int maxPoints)

@@ -18,6 +18,7 @@ class QAbstractSeries;
 class QChart;
 class QPen;
 class QValueAxis;
+class QLineSeries;
 class QXYSeries;
 
 namespace quantscope {
@@ -96,8 +97,9 @@ void setLegendVisible(QChart* chart, QAbstractSeries* series, bool visible);
 // `entries` is at most 5), else at the right, one entry a row: seven runs and three style keys at
 // the bottom left each label a few pixels, elided to nothing.
 void fitLegend(QChart* chart, int entries);
-// A legend-only entry (an empty series) that explains a line style, e.g. dashed = test.
-void addStyleKey(QChart* chart, const QString& name, const QPen& pen, bool points, QAbstractAxis* x, QAbstractAxis* y);
+// A legend-only entry (an empty series) that explains a line style, e.g. dashed = test; returned
+// for a marker of its own (the chart owns it).
+QLineSeries* addStyleKey(QChart* chart, const QString& name, const QPen& pen, bool points, QAbstractAxis* x, QAbstractAxis* y);
 
 // A tick step of 1, 2 or 5 x 10^k that splits `span` into at most targetTicks intervals.
 double niceStep(double span, int targetTicks);

@@ -556,8 +556,10 @@ SqnrChart::SqnrChart(QWidget* parent) : RunChart(tr("Quantization error per laye
     chart()->legend()->setMarkerShape(QLegend::MarkerShapeRectangle); // filled swatches for bars
     m_series = new QBarSeries;
     m_series->setLabelsVisible(true);
+    // Whole dB on every label: Qt prints a bar's value with "%g", so 48.0 read "48" beside "48.3"
+    // (tester 19 L7). The bars hold the rounded values; the tooltip gives the exact one.
     m_series->setLabelsFormat(QStringLiteral("@value"));
-    m_series->setLabelsPrecision(3);
+    m_series->setLabelsPrecision(4);
     m_series->setLabelsPosition(QAbstractBarSeries::LabelsOutsideEnd);
     chart()->addSeries(m_series);
     m_x = new QBarCategoryAxis;
@@ -573,7 +575,9 @@ SqnrChart::SqnrChart(QWidget* parent) : RunChart(tr("Quantization error per laye
     connect(m_series, &QBarSeries::hovered, this, [this](bool on, int index, QBarSet* set) {
         const QStringList layers = m_x->categories();
         if (!on || index < 0 || index >= layers.size()) return;
-        setToolTip(tr("%1 \u2014 %2: SQNR %3").arg(layers[index], set->label(), formatDb(set->at(index))));
+        const QList<double> exact = m_exactDb.value(set);
+        setToolTip(tr("%1 \u2014 %2: SQNR %3")
+                       .arg(layers[index], set->label(), formatDb(index < exact.size() ? exact[index] : set->at(index))));
     });
 }
 
@@ -608,6 +612,7 @@ int SqnrChart::barCount() const
 void SqnrChart::refresh()
 {
     m_series->clear();
+    m_exactDb.clear();
     QStringList layers;
     for (const RunPtr& r : m_runs)
         if (const auto* stats = r->latestStats())
@@ -633,7 +638,8 @@ void SqnrChart::refresh()
             double v = 0;
             for (const LayerStats& s : *stats)
                 if (statsName(s) == l) v = std::isfinite(s.sqnrDb) ? s.sqnrDb : 0;
-            set->append(v);
+            set->append(std::round(v));
+            m_exactDb[set].append(v);
             top = std::max(top, v);
         }
         m_series->append(set);

@@ -5,11 +5,14 @@
 
 #include "chart_view.h"
 
+#include <QHash>
+#include <QList>
 #include <QWidget>
 
 class QAreaSeries;
 class QBarCategoryAxis;
 class QBarSeries;
+class QBarSet;
 class QCheckBox;
 class QComboBox;
 class QLabel;
@@ -148,6 +151,8 @@ private:
     // to "layer2.shor..."), flat again when all do.
     void fitLayerLabels();
     QBarSeries* m_series;
+    // Each bar's SQNR before rounding to the whole dB its bar and label show, for the tooltip.
+    QHash<const QBarSet*, QList<double>> m_exactDb;
     QBarCategoryAxis* m_x;
     QValueAxis* m_y;
 };

@@ -19,7 +19,12 @@ QIcon RunsModel::swatch(const QColor& c) const
     constexpr int kSwatch = 16; // the item views' decoration size (QStyle::PM_SmallIconSize); scaled if another
     QPixmap pm(kSwatch, kSwatch);
     pm.fill(c);
-    return *m_swatches.insert(c.rgb(), QIcon(pm));
+    // The same pixmap when the row is selected: the view's default tints it with the selection
+    // colour, and orange read as tan beside the chart's orange (tester 19 L7).
+    QIcon icon;
+    icon.addPixmap(pm, QIcon::Normal);
+    icon.addPixmap(pm, QIcon::Selected);
+    return *m_swatches.insert(c.rgb(), icon);
 }
 
 int RunsModel::rowCount(const QModelIndex& parent) const
