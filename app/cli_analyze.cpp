@@ -173,9 +173,16 @@ AnalysisInput loadAnalysisInput(const Args& args, const std::string& spec, const
         // What the import said (a graph of dynamic size: at which size it was read), as eval says it.
         if (!json)
             for (const std::string& n : m.notes) std::fprintf(stderr, "quantscope-cli analyze: note: %s: %s\n", spec.c_str(), n.c_str());
-        if (m.normalizationKnown && !args.has("--normalize")) data.normalization = m.normalization.broadcast(data.channels());
-        else if (!args.has("--normalize"))
-            in.statisticsNormalised = true;
+        // The file's own normalisation, --normalize before a graph's own, or the train set's statistics: as eval and train.
+        const std::optional<Normalization> given = args.has("--normalize") ? std::optional(data.normalization) : std::nullopt;
+        const InputNormalization n = resolveInputNormalization(m, spec, given, data.channels());
+        if (n.kind == InputNormalization::Kind::Conflict)
+            throw UsageError(spec + " stores its input normalisation (" + m.normalization.describe() + "), and --normalize asks for " +
+                             data.normalization.describe() + "; its weights were trained on the stored one");
+        if (n.kind == InputNormalization::Kind::NotStored) in.statisticsNormalised = true;
+        else data.normalization = n.value;
+        if (n.kind == InputNormalization::Kind::Composed && !json)
+            std::fprintf(stderr, "quantscope-cli analyze: note: %s\n", n.note.c_str());
         if (in.statisticsNormalised && !json)
             std::fprintf(stderr,
                          "quantscope-cli analyze: %s does not say how its input was normalised: using the train set's "

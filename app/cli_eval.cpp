@@ -165,11 +165,7 @@ int runEval(const std::vector<std::string>& argv)
         given = Normalization::parse(args.str("--normalize", "")).broadcast(model.channels);
         noteExtremeNormalization(*given, "eval", args.has("--json"));
         // The stored one, given again, passes (prepareModelForData); another is a usage error here.
-        const Normalization stored = model.normalization.broadcast(model.channels);
-        bool same = true;
-        for (std::size_t c = 0; c < model.channels && c < given->channels(); ++c)
-            same = same && std::abs(given->mean[c] - stored.mean[c]) <= 5e-4f && std::abs(given->stddev[c] - stored.stddev[c]) <= 5e-4f;
-        if (model.normalizationKnown && !same)
+        if (resolveInputNormalization(model, path, given, model.channels).kind == InputNormalization::Kind::Conflict)
             throw UsageError(path + " stores its input normalisation (" + model.normalization.describe() + "), and --normalize asks for " +
                              given->describe() + "; --normalize is for models that do not store one");
     }
@@ -182,6 +178,8 @@ int runEval(const std::vector<std::string>& argv)
     if (!match.normalizationNote.empty() && !args.has("--json"))
         std::fprintf(stderr, "quantscope-cli eval: %s (give --normalize none if the model takes [0, 1] pixels as they are)\n",
                      match.normalizationNote.c_str());
+    if (!match.composedNote.empty() && !args.has("--json"))
+        std::fprintf(stderr, "quantscope-cli eval: note: %s\n", match.composedNote.c_str());
     ModelRunner runner(model, ro);
     if (!args.has("--json")) { // options this run does not use, named as train names its own
         if (args.has("--isa") && !runner.isInteger())
@@ -234,8 +232,12 @@ int runEval(const std::vector<std::string>& argv)
                             {"data_notes", data.notes}};
         if (!classNote.empty()) j["class_note"] = classNote;
         // Where the normalisation came from: the file, --normalize, or (neither says) the data.
-        j["normalization_source"] = model.normalizationKnown ? "file" : args.has("--normalize") ? "--normalize" : "data";
+        j["normalization_source"] = !match.composedNote.empty() ? "--normalize+file"
+                                    : model.normalizationKnown ? "file"
+                                    : args.has("--normalize")  ? "--normalize"
+                                                               : "data";
         if (!match.normalizationNote.empty()) j["normalization_note"] = match.normalizationNote;
+        if (!match.composedNote.empty()) j["normalization_note"] = match.composedNote;
         if (args.has("--bench")) j["images_per_s"] = ips;
         printJsonLine(j, report);
     } else {
@@ -248,9 +250,10 @@ int runEval(const std::vector<std::string>& argv)
         // Where the input normalisation came from, as --json's normalization_source: a graph whose
         // first operations scale its input (x + 0.1, x / 0.353) stores one (tester 14: nothing said so).
         std::fprintf(report, "input normalisation: %s (%s)\n", model.normalization.describe().c_str(),
-                     model.normalizationKnown ? "stored in the file"
-                     : args.has("--normalize") ? "from --normalize"
-                                               : "the train set's statistics");
+                     !match.composedNote.empty() ? "--normalize before the graph's own"
+                     : model.normalizationKnown  ? "stored in the file"
+                     : args.has("--normalize")   ? "from --normalize"
+                                                 : "the train set's statistics");
         std::fprintf(report, "test accuracy: %s (%zu images)\n", percent(ev.accuracy).c_str(), ev.count);
         if (args.has("--bench"))
             std::fprintf(report, "speed: %.0f images/s (batch %zu, %zu thread(s), best of %zu passes)\n", ips, batch, threads, passes);

@@ -511,19 +511,15 @@ int runTrain(const std::vector<std::string>& argv)
             for (const std::string& n : file->notes) std::fprintf(stderr, "quantscope-cli train: note: %s: %s\n", cfg.modelFile.c_str(), n.c_str());
         // The file's weights were trained on inputs normalised its way: keep it (as eval does).
         const std::size_t nc = file->normalization.mean.size();
-        if (args.has("--normalize") && file->normalizationKnown && (nc == 1 || nc == data.channels())) {
-            // Another normalisation would feed the kept weights inputs they were not trained on.
-            const Normalization stored = file->normalization.broadcast(data.channels());
-            bool same = true;
-            for (std::size_t c = 0; c < data.channels(); ++c)
-                same = same && std::abs(data.normalization.mean[c] - stored.mean[c]) <= 5e-4f &&
-                       std::abs(data.normalization.stddev[c] - stored.stddev[c]) <= 5e-4f;
-            if (!same)
-                throw UsageError(cfg.modelFile + " stores its input normalisation (" + file->normalization.describe() +
-                                 "), and --normalize asks for " + data.normalization.describe() +
-                                 "; its weights were trained on the stored one (" +
-                                 (initPath.empty() ? "--reinit trains the architecture afresh with yours)" : "without --init, " + modelSpec + " trains afresh with yours)"));
-        }
+        const bool fits = nc == 1 || nc == data.channels();
+        const std::optional<Normalization> given = args.has("--normalize") ? std::optional(data.normalization) : std::nullopt;
+        const InputNormalization stored =
+            fits ? resolveInputNormalization(*file, cfg.modelFile, given, data.channels()) : InputNormalization{};
+        if (stored.kind == InputNormalization::Kind::Conflict) // another one would feed the kept weights inputs they were not trained on
+            throw UsageError(cfg.modelFile + " stores its input normalisation (" + file->normalization.describe() +
+                             "), and --normalize asks for " + data.normalization.describe() +
+                             "; its weights were trained on the stored one (" +
+                             (initPath.empty() ? "--reinit trains the architecture afresh with yours)" : "without --init, " + modelSpec + " trains afresh with yours)"));
         // Its classes against the data's: a reordered or renamed class folder shifts every label.
         const ClassMatch classes = matchClasses(file->classNames, data.classNames);
         if (say && classes.kind == ClassMatch::Kind::Reordered)
@@ -533,8 +529,11 @@ int runTrain(const std::vector<std::string>& argv)
         else if (say && classes.kind == ClassMatch::Kind::Different)
             std::fprintf(stderr, "quantscope-cli train: warning: %s was trained on other classes than the data's; labels are taken "
                                  "by index\n", cfg.modelFile.c_str());
-        if (!args.has("--normalize") && file->normalizationKnown && (nc == 1 || nc == data.channels())) {
-            data.normalization = file->normalization.broadcast(data.channels());
+        if (stored.kind == InputNormalization::Kind::Composed) {
+            data.normalization = stored.value;
+            if (say) std::fprintf(stderr, "quantscope-cli train: note: %s\n", stored.note.c_str());
+        } else if (!args.has("--normalize") && stored.kind == InputNormalization::Kind::Stored) {
+            data.normalization = stored.value;
             if (say)
                 std::fprintf(stderr, "quantscope-cli train: input normalisation %s, stored in %s (its weights were trained on it)\n",
                              data.normalization.describe().c_str(), cfg.modelFile.c_str());
@@ -563,11 +562,7 @@ int runTrain(const std::vector<std::string>& argv)
             } catch (const ConfigError&) {
                 planned = Normalization{};
             }
-            bool same = planned.channels() == data.channels();
-            for (std::size_t c = 0; same && c < data.channels(); ++c)
-                same = std::abs(planned.mean[c] - data.normalization.mean[c]) <= 5e-4f &&
-                       std::abs(planned.stddev[c] - data.normalization.stddev[c]) <= 5e-4f;
-            if (!same)
+            if (!(planned.channels() == data.channels() && planned.sameAs(data.normalization)))
                 std::fprintf(stderr, "quantscope-cli train: note: the plan %s was measured on inputs normalised '%s'; this run "
                                      "normalises %s, so its accuracies may differ from the search's\n",
                              pc.planSource.c_str(), pc.planNormalization.c_str(), data.normalization.describe().c_str());

@@ -151,6 +151,19 @@ private slots:
         QVERIFY_THROWS_EXCEPTION(ConfigError, prepareModelForData(stored, "m.qsm", m_data, false, Normalization::parse("0.5,0.25")));
         // The stored one given again is fine.
         prepareModelForData(stored, "m.qsm", m_data, false, stored.normalization);
+
+        // A graph that normalises its input itself takes the given one before its own (the
+        // Evaluate dialog and eval show the note): mean 0.5 + 0.25 x 0.1, std 0.25 x 2.
+        ExportedModel graph = m_q.exported;
+        graph.normalization = Normalization::uniform(0.1f, 2.0f, 1);
+        graph.normalizationFromGraph = true;
+        r = prepareModelForData(graph, "g.onnx", m_data, false, Normalization::parse("0.5,0.25"));
+        QVERIFY2(r.composedNote.find("g.onnx normalises its input itself (mean 0.1000, std 2.0000); the given mean 0.5000, "
+                                     "std 0.2500 is applied before it") != std::string::npos,
+                 r.composedNote.c_str());
+        QVERIFY(r.normalizationNote.empty());
+        QVERIFY(std::fabs(graph.normalization.mean[0] - 0.525f) < 1e-6f);
+        QVERIFY(std::fabs(graph.normalization.stddev[0] - 0.5f) < 1e-6f);
     }
 
     // The integer engine's accuracy is evaluateRunner's (the CLI's), the reference comparison is the

@@ -8,6 +8,7 @@
 // broken files: tst_onnx_import_errors, tst_onnx_file_errors.
 #include "io/exported_model.h"
 #include "io/onnx_import.h"
+#include "io/model_source.h"
 #include "io/onnx_io.h"
 #include "data/normalization.h"
 #include "nn/model_zoo.h"
@@ -84,6 +85,7 @@ private slots:
     void readsUsersInputConventions();
     void uint8PixelsCastToFloat();
     void metadataDoesNotMisroute();
+    void givenNormalisationBeforeTheGraphs();
 };
 
 void TestOnnxImportInput::readsQuantScopeExport()
@@ -468,4 +470,63 @@ void TestOnnxImportInput::metadataDoesNotMisroute()
 }
 
 QTEST_GUILESS_MAIN(TestOnnxImportInput)
+// A graph that normalises its input itself, trained on images normalised before it as well (a
+// Normalize transform in the loader and (x - m) / s in forward(); tester 14: --normalize was
+// refused for it, so the model could not be run as trained): the given normalisation is applied
+// before the graph's. PyTorch's outputs on its graph inputs x, fed as the pixels p that the outside
+// normalisation maps to x (p = x s_e + m_e), normalised the composed way. Files that store their
+// own (QuantScope's, uint8 pixels, a 0..255 scale) still refuse another one.
+void TestOnnxImportInput::givenNormalisationBeforeTheGraphs()
+{
+    using Kind = InputNormalization::Kind;
+    const Normalization outside = Normalization::uniform(0.2f, 0.5f, 1);
+    struct Case {
+        const char* name;
+        Normalization inGraph; // what the import reads: the graph's (x - m) / s, or none left when it stays in layers
+    };
+    for (const Case& c : {Case{"imgmlp_op13_fold_dyn", Normalization::uniform(0.3f, 0.35f, 1)},
+                          Case{"imgmlpview_op11_nofold", Normalization::uniform(0.3f, 0.35f, 1)},
+                          Case{"padnorm_op13_fold_dyn", Normalization::identity(1)}}) {
+        const fs::path p = kFixtures / (std::string(c.name) + ".onnx");
+        const ExportedModel m = importOnnx(fileBytes(p), p.string());
+        QVERIFY2(m.normalizationFromGraph, c.name);
+        QCOMPARE(m.normalization, c.inGraph);
+        const InputNormalization n = resolveInputNormalization(m, p.string(), outside, 1);
+        QCOMPARE(n.kind, Kind::Composed);
+        QVERIFY2(n.note.find("is applied before it") != std::string::npos, n.note.c_str());
+        // mean m_e + s_e m, std s_e s
+        QVERIFY(std::fabs(n.value.mean[0] - (0.2f + 0.5f * c.inGraph.mean[0])) < 1e-6f);
+        QVERIFY(std::fabs(n.value.stddev[0] - 0.5f * c.inGraph.stddev[0]) < 1e-6f);
+        ExportedModel run = m;
+        run.normalization = n.value;
+        checkAgainstPyTorch(run, c.name, [&](Reference& ref) {
+            for (auto& v : ref.input) {
+                const double pixel = v * 0.5 + 0.2; // what the loader's Normalize(0.2, 0.5) turned into v
+                v = (pixel - n.value.mean[0]) / n.value.stddev[0];
+            }
+        });
+        // Nothing given, or the graph's own again: the graph's alone.
+        QCOMPARE(resolveInputNormalization(m, p.string(), std::nullopt, 1).kind, Kind::Stored);
+        QCOMPARE(resolveInputNormalization(m, p.string(), c.inGraph, 1).kind, Kind::Stored);
+    }
+    // Graphs of uint8 or 0..255 pixels take no normalisation from outside; nor do QuantScope's
+    // files (OnnxReader, .qsm: normalizationFromGraph false).
+    for (const char* name : {"bytes_norm_op11_nofold", "pixels255_op13_fold_dyn"}) {
+        const fs::path p = kFixtures / (std::string(name) + ".onnx");
+        const ExportedModel m = importOnnx(fileBytes(p), p.string());
+        QVERIFY2(m.normalizationKnown && !m.normalizationFromGraph, name);
+        QCOMPARE(resolveInputNormalization(m, p.string(), outside, m.channels).kind, Kind::Conflict);
+    }
+    ExportedModel ours;
+    ours.channels = 1;
+    ours.normalization = Normalization::uniform(0.25f, 0.5f, 1);
+    QCOMPARE(resolveInputNormalization(ours, "ours.qsm", outside, 1).kind, Kind::Conflict);
+    QCOMPARE(resolveInputNormalization(ours, "ours.qsm", Normalization::uniform(0.25f, 0.5f, 1), 1).kind, Kind::Stored);
+    // A file that says nothing takes the given one as it is, or leaves the choice to the caller.
+    ExportedModel silent = ours;
+    silent.normalizationKnown = false;
+    QCOMPARE(resolveInputNormalization(silent, "m.onnx", outside, 3).value, Normalization::uniform(0.2f, 0.5f, 3));
+    QCOMPARE(resolveInputNormalization(silent, "m.onnx", std::nullopt, 1).kind, Kind::NotStored);
+}
+
 #include "tst_onnx_import_input.moc"

@@ -303,6 +303,7 @@ bool EvaluateDialog::evaluate()
             std::optional<Normalization> given;
             if (!normText.empty()) given = Normalization::parse(normText);
             const DataMatch match = prepareModelForData(m, file, *data, resized, given);
+            if (!match.composedNote.empty()) notes << QString::fromStdString(match.composedNote);
             if (!match.normalizationNote.empty())
                 notes << QString::fromStdString(match.normalizationNote) +
                              QObject::tr(" of the %1 loaded training images (quantscope-cli eval takes the whole training set's; type "

@@ -310,27 +310,37 @@ void MainWindow::startTraining()
     const Strategy st = cfg.precision.strategy;
     if (st != Strategy::Ptq && st != Strategy::Qat && st != Strategy::Progressive) cfg.precision.layers.clear();
     DatasetPtr data = m_data;
+    std::string composedNote;
     try {
         if (!cfg.modelFile.empty()) cfg.modelFactory = modelFromFile(cfg.modelFile, cfg.reinitModel);
         const QString norm = m_trainingPanel->normalizeText();
-        if (!norm.isEmpty()) { // a copy of the dataset with the user's normalisation
-            auto d = std::make_shared<Dataset>(*m_data);
-            d->normalization = Normalization::parse(norm.toStdString()).broadcast(d->channels());
-            data = d;
-        } else if (!cfg.modelFile.empty() && cfg.pretrained) { // or the one the model file stores
-            if (const std::optional<Normalization> n = storedNormalization(cfg.modelFile);
-                n && (n->mean.size() == 1 || n->mean.size() == m_data->channels())) {
-                auto d = std::make_shared<Dataset>(*m_data);
-                d->normalization = n->broadcast(d->channels());
-                data = d;
-            }
+        std::optional<Normalization> given;
+        if (!norm.isEmpty()) given = Normalization::parse(norm.toStdString()).broadcast(m_data->channels());
+        // A file's weights keep the normalisation they were trained on, with the user's before a
+        // graph's own; the user's alone otherwise (as train --normalize and eval decide).
+        InputNormalization use{given ? InputNormalization::Kind::Given : InputNormalization::Kind::NotStored,
+                               given.value_or(Normalization{}), {}};
+        if (!cfg.modelFile.empty() && cfg.pretrained) {
+            const ExportedModel file = readModelFile(cfg.modelFile);
+            const std::size_t nc = file.normalization.channels();
+            if (nc == 1 || nc == m_data->channels()) use = resolveInputNormalization(file, cfg.modelFile, given, m_data->channels());
+            if (use.kind == InputNormalization::Kind::Conflict)
+                throw ConfigError(cfg.modelFile + " stores its input normalisation (" + file.normalization.describe() + "), and Normalize asks for " +
+                                  given->describe() + "; its weights were trained on the stored one (clear Normalize, or tick Fresh weights to train afresh)");
         }
+        if (use.kind != InputNormalization::Kind::NotStored) { // a copy of the dataset with that normalisation
+            auto d = std::make_shared<Dataset>(*m_data);
+            d->normalization = use.value;
+            data = d;
+        }
+        composedNote = use.note;
         cfg.validate();
     } catch (const std::exception& e) {
         showError(tr("These options cannot be trained: %1").arg(coreMessage(e)));
         return;
     }
     clearError();
+    if (!composedNote.empty()) showError(tr("Note: %1.").arg(QString::fromStdString(composedNote)));
     if (const std::string w = cfg.precision.stallWarning(); !w.empty()) // as the CLI says it, before the run
         showError(tr("Note: %1. Pick Rounding: stochastic in the Training dock.").arg(QString::fromStdString(w)));
     if (const std::string w = cfg.precision.batchNormDriftWarning(m_trainingPanel->planModelHasBatchNorm()); !w.empty())

@@ -72,24 +72,24 @@ DataMatch prepareModelForData(ExportedModel& model, const std::string& path, con
                           std::to_string(data.numClasses()));
 
     DataMatch m;
-    if (normalization) {
-        const Normalization given = normalization->broadcast(model.channels);
-        given.check(model.channels, path + ": the input normalisation");
-        // The stored one, given again (scripts pass the same flags to every model): fine, to the
-        // four decimals describe() prints. Another one would evaluate a model on inputs it was not
-        // trained on.
-        const Normalization stored = model.normalization.broadcast(model.channels);
-        bool same = true;
-        for (std::size_t c = 0; c < model.channels; ++c)
-            same = same && std::abs(given.mean[c] - stored.mean[c]) <= 5e-4f && std::abs(given.stddev[c] - stored.stddev[c]) <= 5e-4f;
-        if (model.normalizationKnown && !same)
-            throw ConfigError(path + " stores its input normalisation (" + model.normalization.describe() + "), and " + given.describe() +
-                              " was asked for; a normalisation is given only to models that do not store one");
-        if (!model.normalizationKnown) model.normalization = given;
-    } else if (!model.normalizationKnown) {
+    if (normalization) normalization->broadcast(model.channels).check(model.channels, path + ": the input normalisation");
+    const InputNormalization n = resolveInputNormalization(model, path, normalization, model.channels);
+    switch (n.kind) {
+    case InputNormalization::Kind::Conflict:
+        // Another one would evaluate a model on inputs it was not trained on.
+        throw ConfigError(path + " stores its input normalisation (" + model.normalization.describe() + "), and " +
+                          normalization->broadcast(model.channels).describe() +
+                          " was asked for; a normalisation is given only to models that do not store one");
+    case InputNormalization::Kind::NotStored:
         model.normalization = data.normalization.broadcast(model.channels);
         m.normalizationNote = path + " does not say how its input was normalised: using the train set's statistics, " +
                               model.normalization.describe();
+        break;
+    case InputNormalization::Kind::Composed:
+        m.composedNote = n.note;
+        model.normalization = n.value;
+        break;
+    default: model.normalization = n.value; break;
     }
 
     // The class names the file stores against the data's: the same names in another order (a

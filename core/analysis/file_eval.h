@@ -29,6 +29,9 @@ struct DataMatch {
     // taken ("<path> does not say how its input was normalised: using the train set's statistics,
     // mean 0.2860, std 0.3530"); the caller adds how to give one.
     std::string normalizationNote;
+    // Set when the given normalisation was applied before the graph's own (InputNormalization's
+    // Composed, io/model_source.h): which two, and the pixels' normalisation in all.
+    std::string composedNote;
 };
 
 // Checks that `model` (read from `path`) takes `data`'s test images and classes, and fills in what
@@ -41,8 +44,10 @@ struct DataMatch {
 //  - class names the file stores are matched to the data's by name (DataMatch::labels);
 //  - a model that stores no normalisation (an ONNX file from PyTorch) gets `normalization` when
 //    given (the user's MEAN,STD, broadcast to the model's channels; ConfigError when it does not
-//    fit), else the data's statistics, with a note. A given normalisation on a model that stores
-//    another one is a ConfigError: the model was trained on inputs normalised its own way.
+//    fit), else the data's statistics, with a note. A given normalisation on a graph that
+//    normalises its input itself is applied before it (DataMatch::composedNote). On a model that
+//    stores another one (a .qsm, QuantScope's ONNX) it is a ConfigError: the model was trained
+//    on inputs normalised its own way. (resolveInputNormalization, io/model_source.h)
 DataMatch prepareModelForData(ExportedModel& model, const std::string& path, const Dataset& data, bool resized,
                               const std::optional<Normalization>& normalization = std::nullopt);
 

@@ -2,6 +2,7 @@
 
 #include "util/errors.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -62,6 +63,28 @@ Normalization Normalization::broadcast(std::size_t channels) const
     if (mean.size() == 1 && stddev.size() == 1) return uniform(mean[0], stddev[0], channels);
     throw ConfigError("normalisation " + describe() + " has " + std::to_string(mean.size()) + " channels; the input has " +
                       std::to_string(channels));
+}
+
+Normalization Normalization::after(const Normalization& outside) const
+{
+    const std::size_t channels = std::max(this->channels(), outside.channels());
+    const Normalization in = broadcast(channels), out = outside.broadcast(channels);
+    Normalization n = in;
+    for (std::size_t c = 0; c < channels; ++c) {
+        n.mean[c] = out.mean[c] + out.stddev[c] * in.mean[c];
+        n.stddev[c] = out.stddev[c] * in.stddev[c];
+    }
+    return n;
+}
+
+bool Normalization::sameAs(const Normalization& other) const
+{
+    const std::size_t channels = std::max(this->channels(), other.channels());
+    if ((this->channels() != channels && this->channels() != 1) || (other.channels() != channels && other.channels() != 1)) return false;
+    const Normalization a = broadcast(channels), b = other.broadcast(channels);
+    for (std::size_t c = 0; c < channels; ++c)
+        if (!(std::abs(a.mean[c] - b.mean[c]) <= 5e-4f && std::abs(a.stddev[c] - b.stddev[c]) <= 5e-4f)) return false;
+    return true;
 }
 
 void Normalization::check(std::size_t channels, const std::string& what) const

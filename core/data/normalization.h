@@ -37,6 +37,14 @@ struct Normalization {
     std::string describe() const;
     // Back to parse()'s syntax.
     std::string str() const;
+    // This normalisation applied to inputs that `outside` has normalised already (a graph whose
+    // forward() computes (x - m) / s, fed images normalised before it): one normalisation of the
+    // pixels, mean[c] = outside.mean[c] + outside.stddev[c] * m[c] and stddev[c] = outside.stddev[c]
+    // * s[c]. Both are broadcast to the larger channel count first; throws ConfigError as broadcast().
+    Normalization after(const Normalization& outside) const;
+    // The same as `other` to the four decimals describe() prints, on every channel (after
+    // broadcasting both); false when the channel counts cannot be matched.
+    bool sameAs(const Normalization& other) const;
     bool operator==(const Normalization&) const = default;
 };
 

@@ -144,6 +144,12 @@ struct ExportedModel {
     // tool takes normalised tensors): `normalization` is then identity until the caller sets it
     // (--normalize, or the dataset's statistics). Not stored: every file QuantScope writes has it.
     bool normalizationKnown = true;
+    // True when `normalization` is the graph's own arithmetic on a float input in [0, 1], read from
+    // an ONNX graph of another tool ((x - m) / s in a PyTorch forward(), or operators after a pad,
+    // kept as layers, with `normalization` the identity): images normalised before the graph as
+    // well compose with it (resolveInputNormalization, io/model_source.h). False for .qsm files,
+    // QuantScope's ONNX, graphs of uint8 or 0..255 pixels, and graphs that say nothing.
+    bool normalizationFromGraph = false;
     std::vector<std::string> classNames;
     // What produced it (informative): "qat", "int8", "uint8", "channel".
     std::string strategy, weightFormat, activationFormat, granularity;

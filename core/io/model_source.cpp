@@ -97,6 +97,36 @@ std::optional<Normalization> storedNormalization(const std::string& path)
     return m.normalization;
 }
 
+InputNormalization resolveInputNormalization(const ExportedModel& m, const std::string& path, const std::optional<Normalization>& given,
+                                             std::size_t channels)
+{
+    using Kind = InputNormalization::Kind;
+    InputNormalization r;
+    if (!m.normalizationKnown) {
+        r.kind = given ? Kind::Given : Kind::NotStored;
+        r.value = given ? given->broadcast(channels) : Normalization::identity(channels);
+        return r;
+    }
+    r.value = m.normalization.broadcast(channels);
+    if (!given || given->broadcast(channels).sameAs(r.value)) {
+        r.kind = Kind::Stored;
+        return r;
+    }
+    if (!m.normalizationFromGraph) {
+        r.kind = Kind::Conflict;
+        return r;
+    }
+    const Normalization outside = given->broadcast(channels);
+    r.kind = Kind::Composed;
+    r.value = r.value.after(outside);
+    r.note = path + " normalises its input itself (" +
+             (m.normalization == Normalization::identity(m.normalization.channels()) ? std::string("with its own layers")
+                                                                                   : m.normalization.describe()) +
+             "); the given " + outside.describe() + " is applied before it, as the images were normalised before the graph in training: " +
+             r.value.describe() + " of the pixels in all";
+    return r;
+}
+
 void loadFloatWeights(Model& model, const ExportedModel& m, const std::string& source)
 {
     if (m.quantized) throw ConfigError(source + " is an integer model; training, PTQ and analyze start from an FP32 model (export that one as FP32; eval runs this one)");

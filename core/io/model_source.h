@@ -36,6 +36,30 @@ ExportedModel readModelFile(const std::string& path, std::size_t height = 0, std
 // the weights were trained on inputs normalised that way. Throws as readModelFile.
 std::optional<Normalization> storedNormalization(const std::string& path);
 
+// The input normalisation to run a model file's weights with, given the one the user asked for
+// (`given`: --normalize, the Normalize field), for every command and dialog that does:
+// - Stored: nothing given, or the file's own given again (to describe()'s four decimals: scripts
+//   pass the same flags to every model); `value` is the file's.
+// - NotStored: nothing given to a file that says nothing; the caller picks (the train set's
+//   statistics, a plan's); `value` is the identity.
+// - Given: given to a file that says nothing; `value` is the given one.
+// - Composed: given to a graph that normalises its input with its own operators
+//   (ExportedModel::normalizationFromGraph): the given normalisation is applied before the graph
+//   and the graph's after it, as one normalisation of the pixels (Normalization::after); `note`
+//   says so, with both.
+// - Conflict: another normalisation than the one a .qsm, QuantScope's ONNX or a graph of uint8
+//   pixels stores: its weights were not trained on it. The caller refuses it in its own terms.
+// `value` has `channels` entries (a one-entry normalisation broadcast); throws ConfigError when
+// `given` or the file's has another number of channels.
+struct InputNormalization {
+    enum class Kind { Stored, NotStored, Given, Composed, Conflict };
+    Kind kind = Kind::NotStored;
+    Normalization value;
+    std::string note; // Composed: "... normalises its input itself (...); the given ... is applied before it: ..."
+};
+InputNormalization resolveInputNormalization(const ExportedModel& m, const std::string& path, const std::optional<Normalization>& given,
+                                             std::size_t channels);
+
 // The architecture and weights of the FP32 model in `path`. With `reinit` the weights are
 // initialised afresh from the seed (PyTorch's default init; BatchNorm to identity), so only
 // the architecture is kept. A graph of dynamic height and width is read at the dataset's. The factory throws ConfigError naming the file when the model's input

@@ -402,7 +402,9 @@ ExportedModel Importer::run()
                             "): it is stored in the input's channel order, and the permutation stays in the network");
     for (std::vector<float>* v : {&m_m.normalization.mean, &m_m.normalization.stddev})
         if (v->size() == 1) v->assign(m_m.channels, v->front());
-    pixelScale255();
+    // Graph arithmetic on [0, 1] float pixels: another normalisation before the graph composes with it.
+    const bool rescaled = pixelScale255();
+    m_m.normalizationFromGraph = m_m.normalizationKnown && !m_inputBytes && !rescaled;
     if (m_info.inlinedCalls > 0)
         m_m.notes.push_back("the graph's modules are ONNX local functions (export_modules_as_functions): their " +
                             std::to_string(m_info.inlinedCalls) + " calls were expanded into their nodes");

@@ -279,15 +279,15 @@ void Importer::mul(const NodeProto& n)
 // - a mean so far from the pixels that [0, 1] would be normalised to values beyond +-5 only.
 // A uint8 input is 0..255 pixels for certain: the same move, with no test of the values (a graph
 // that does not normalise reads the bytes as they are: mean 0, stddev 1/255 on [0, 1] pixels).
-void Importer::pixelScale255()
+bool Importer::pixelScale255()
 {
     Normalization& z = m_m.normalization;
     if (!m_inputBytes) { // a float input: the 0..255 scale must show on every channel
-        if (!(m_sawStd || m_sawMean) || z.mean.empty()) return;
+        if (!(m_sawStd || m_sawMean) || z.mean.empty()) return false;
         for (std::size_t c = 0; c < z.mean.size(); ++c) {
             const double s = c < z.stddev.size() ? z.stddev[c] : 1.0, m = z.mean[c];
             const double lo = std::min(-m / s, (1.0 - m) / s), hi = std::max(-m / s, (1.0 - m) / s);
-            if (!(s >= 4.0 || lo > 5.0 || hi < -5.0)) return;
+            if (!(s >= 4.0 || lo > 5.0 || hi < -5.0)) return false;
         }
     }
     const auto g4 = [](float v) {
@@ -303,6 +303,7 @@ void Importer::pixelScale255()
                                         : "the graph's input normalisation (" + before + (z.stddev.size() > 1 ? ", first channel" : "") + ") is";
     m_m.notes.push_back(on + " on the scale of 0..255 pixels; QuantScope's pixels are on [0, 1], so it is read as mean " +
                         g4(z.mean.front()) + ", stddev " + g4(z.stddev.front()));
+    return true;
 }
 
 } // namespace quantscope::onnximport

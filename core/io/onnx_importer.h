@@ -277,7 +277,9 @@ private:
     void refuseTwoActivations(const NodeProto& n, const char* what) const;
     void shiftInput(const NodeProto& n, const ConstTensor& c, float sign);
     void scaleInput(const NodeProto& n, std::vector<float> divisor);
-    void pixelScale255();
+    // A normalisation read on 0..255 pixels (a uint8 input, or constants only that scale fits)
+    // rescaled to QuantScope's [0, 1] pixels, with a note; true when it rescaled.
+    bool pixelScale255();
     bool onInput(const NodeProto& n, int i) const;
     bool foldsIntoLayer(const NodeProto& n, int i) const;
     void sub(const NodeProto& n);
