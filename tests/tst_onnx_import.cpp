@@ -60,7 +60,7 @@ private slots:
 // The PyTorch exports (torch 1.13, opsets 9 to 17) whose outputs matchesPyTorch checks.
 static const std::vector<const char*>& pytorchFixtures()
 {
-    static const std::vector<const char*> names = {"seqview_op11_nofold_dyn", "seqview_op13_fold", "flatten_bn_op17_nofold", "flatten_bn_op13_fold_dyn",
+    static const std::vector<const char*> names = {"sharedcall_op13_fold_dyn", "sharedcall_op11_nofold", "seqview_op11_nofold_dyn", "seqview_op13_fold", "flatten_bn_op17_nofold", "flatten_bn_op13_fold_dyn",
                           "residual_op13_fold_dyn", "residual_op11_nofold", "mobile_op11_fold_dyn", "mobile_op17_nofold_dyn",
                           "padconv_op13_nofold", "padconv_op17_fold_dyn", "matmul_op13_nofold_dyn", "poolpad_op13_fold_dyn", "squeeze_op11_nofold",
                           "squeeze_op13_fold_dyn", "squeezeall_op13_fold", "clampchain_op13_fold_dyn", "clampchain_op11_nofold", "ref_resnet8",
@@ -640,6 +640,30 @@ void TestOnnxImport::sharedWeightsAreNamed()
     QCOMPARE(convs[0], std::string("conv"));
     QCOMPARE(m.notes.size(), std::size_t{1});
     QVERIFY2(m.notes[0].find("shared by the layers 'conv' and '" + convs[1] + "'") != std::string::npos, m.notes[0].c_str());
+
+    // Beside a module of its own named conv_1, which PyTorch scopes "/conv_1" as it does conv's
+    // second call: the module is the layer conv_1, the call conv_2 (tester 20: --keep-fp32 conv_1
+    // kept the call in FP32 and quantized the module, in silence). The layers' weights say which is
+    // which; matchesPyTorch compares the outputs.
+    for (const char* name : {"sharedcall_op13_fold_dyn", "sharedcall_op11_nofold"}) {
+        const ExportedModel s = importOnnx((kFixtures / (std::string(name) + ".onnx")).string());
+        std::map<std::string, std::vector<float>> weights;
+        std::vector<std::string> order;
+        for (const StoredLayer& l : s.layers)
+            if (l.kind == LayerKind::Conv2d) {
+                order.push_back(l.name);
+                weights[l.name] = l.tensors.at(0).values;
+            }
+        QCOMPARE(order, (std::vector<std::string>{"stem", "conv", "conv_2", "conv_1"}));
+        QVERIFY2(weights["conv_2"] == weights["conv"], name);
+        QVERIFY2(weights["conv_1"] != weights["conv"], name);
+        QVERIFY2(std::any_of(s.notes.begin(), s.notes.end(),
+                             [](const std::string& n) {
+                                 return n.find("PyTorch scoped a call of the module 'conv' as 'conv_1', the name of the model's own module 'conv_1': "
+                                               "the call is the layer 'conv_2' here") != std::string::npos;
+                             }),
+                 name);
+    }
 }
 
 // A 1x1 Conv on flat features viewed as [N, K, 1, 1] (h.view(N, -1, 1, 1), h[:, :, None, None])

@@ -414,16 +414,21 @@ ExportedModel Importer::run()
 
 // ------------------------------------------------------------------------------------- layers
 
+std::string parameterModule(const std::string& initializer)
+{
+    if (initializer.rfind("onnx::", 0) == 0) return {};
+    for (const char* suffix : {".weight", ".bias"}) {
+        const std::size_t len = std::char_traits<char>::length(suffix);
+        if (initializer.size() > len && initializer.compare(initializer.size() - len, len, suffix) == 0)
+            return initializer.substr(0, initializer.size() - len);
+    }
+    return {};
+}
+
 std::string Importer::layerName(const NodeProto& n, const ConstTensor* weight)
 {
     std::string name = scopeName(n.name());
-    if (name.empty() && weight && weight->origin.rfind("onnx::", 0) != 0) {
-        for (const char* suffix : {".weight", ".bias"}) {
-            const std::string& o = weight->origin;
-            const std::size_t len = std::char_traits<char>::length(suffix);
-            if (o.size() > len && o.compare(o.size() - len, len, suffix) == 0) name = o.substr(0, o.size() - len);
-        }
-    }
+    if (name.empty() && weight) name = parameterModule(weight->origin);
     if (name.empty()) name = n.name();
     while (!name.empty() && name[0] == '/') name.erase(0, 1);
     if (name.empty()) name = n.op_type() + "_" + std::to_string(m_m.layers.size());
@@ -442,10 +447,23 @@ StoredLayer& Importer::addLayer(const NodeProto& n, StoredLayer l, Shape out, co
                                                      LayerKind::Softplus,  LayerKind::ChannelShuffle, LayerKind::LayerNorm2d};
     const std::string kind = asciiLower(layerKindName(l.kind));
     if (kFromArithmetic.count(l.kind) && scopeName(n.name()).empty() && !weight && asciiLower(n.op_type()) != kind) base = kind;
+    // A module's second call, which PyTorch scopes "conv_1", where the model has a module conv_1 of
+    // its own (tester 20: --keep-fp32 conv_1 kept the call in FP32 and quantized the module): the
+    // call is named after its own module, and no layer takes another module's name.
+    const std::string own = weight ? parameterModule(weight->origin) : std::string();
+    std::string scoped;
+    if (!own.empty() && base != own && m_moduleNames.count(base)) {
+        scoped = base;
+        base = own;
+    }
     base += suffix;
     std::string name = base;
-    for (int k = 2; m_names.count(name); ++k) name = base + "_" + std::to_string(k);
+    for (int k = 2; m_names.count(name) || (name != base && m_moduleNames.count(name)); ++k) name = base + "_" + std::to_string(k);
     m_names.insert(name);
+    if (!scoped.empty())
+        m_m.notes.push_back("PyTorch scoped a call of the module '" + own + "' as '" + scoped + "', the name of the model's own module '" +
+                            scoped + "': the call is the layer '" + name + "' here, so options and plans naming '" + scoped +
+                            "' reach that module");
     if (weight && !weight->origin.empty()) {
         // A module called twice (shared weights): ONNX gives each call a node; each becomes a layer.
         const auto [it, first] = m_weightUser.emplace(weight->origin, name);

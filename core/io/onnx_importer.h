@@ -49,6 +49,10 @@ void checkOnnxVersions(const onnx::ModelProto& mp, const std::string& source);
 // for a missing or unreadable file. Each names the model file, the tensor and the data file.
 inline constexpr std::uint64_t kMaxExternalBytes = std::uint64_t{1} << 30;
 void loadExternalData(onnx::ModelProto& mp, const std::string& source, const std::string& folder);
+// The module a parameter initializer belongs to, as torch.onnx.export names them
+// ("layer1.conv.weight" or ".bias" -> "layer1.conv"); "" for other names ("onnx::Conv_12").
+std::string parameterModule(const std::string& initializer);
+
 // The ai.onnx opset a model imports (the last entry of the default domain), 0 when none.
 std::int64_t defaultOpset(const onnx::ModelProto& mp);
 // At opset 18 and later: each reduction's constant axes input (ReduceMean, ReduceMax, ... not
@@ -452,6 +456,9 @@ private:
     bool m_pendingUsed = false;
     std::set<std::string> m_names;         // layer names taken
     std::map<std::string, std::string> m_weightUser; // weight initializer -> the first layer made from it
+    // Modules with a parameter in the file ("layer1.conv.weight" -> "layer1.conv"): names another
+    // layer must not take. PyTorch names a module's second call "conv_1", a model's own conv_1 too.
+    std::set<std::string> m_moduleNames;
     std::int64_t m_staticBatch = -1;       // the input's batch dimension when the export fixed it
     std::string m_inputName, m_outputName;
     bool m_channelsLastInput = false;      // an [N, H, W, C] input permuted by the first node (readInput)

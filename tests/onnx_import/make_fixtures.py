@@ -707,6 +707,25 @@ class ViewInput(nn.Module):
         return self.fc(x.reshape(x.size(0), -1))
 
 
+class SharedCallCollide(nn.Module):
+    """A conv called twice beside a module of its own named conv_1: PyTorch scopes both the
+    second call and that module "/conv_1" (tester 20)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 4, 3, padding=1)
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+        self.conv_1 = nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 8 * 8, 10)
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        x = F.relu(self.conv(x))
+        x = F.relu(self.conv(x))
+        x = F.relu(self.conv_1(x))
+        return self.fc(x.reshape(x.size(0), -1))
+
+
 class CaffeMean(nn.Module):
     """Caffe's preprocessing written into the graph: 0..255 BGR pixels minus a per-channel mean,
     no division. Exported with PyTorch's own input and output names (no input_names)."""
@@ -1240,6 +1259,8 @@ CASES = [
     ("invert_op13_fold_dyn", InvertInput, (1, 8, 8), 13, True, True),
     ("invert_op11_nofold", InvertInput, (1, 8, 8), 11, False, False),
     ("neginput_op13_fold", lambda: InvertInput("neg"), (1, 8, 8), 13, True, False),
+    ("sharedcall_op13_fold_dyn", SharedCallCollide, (1, 8, 8), 13, True, True),
+    ("sharedcall_op11_nofold", SharedCallCollide, (1, 8, 8), 11, False, False),
 ]
 
 HW_SECOND = (12, 10)
