@@ -122,7 +122,7 @@ void TestOnnxImportErrors::badInput_data()
     // uint8 pixels are read through a Cast to float32 only (bytes_* in tst_onnx_import_input).
     row("uint8 input read without a Cast", "bytes_raw_op17_fold",
         [](onnx::ModelProto& mp) { findNode(mp, "Conv")->set_input(0, mp.graph().input(0).name()); },
-        "ConfigError", "Conv node '/conv/Conv': reads the uint8 input 'input' as it is; QuantScope reads uint8 pixels only through a Cast");
+        "ConfigError", "Conv node '/conv/Conv': reads the uint8 input 'input' as it is; QuantScope reads uint8 pixels through a Cast");
     row("uint8 input cast to int32", "bytes_raw_op17_fold",
         [](onnx::ModelProto& mp) { findNode(mp, "Cast")->mutable_attribute(0)->set_i(onnx::TensorProto::INT32); },
         "ConfigError", "Cast node '/Cast': reads the uint8 input 'input' as it is");

@@ -261,7 +261,7 @@ bool Importer::shuffleReshape(const NodeProto& n, const Shape& per)
 void Importer::transpose(const NodeProto& n)
 {
     const Value& v = value(n, 0);
-    if (m_channelsLastInput && n.input(0) == m_inputName) { // [N, H, W, C] to [N, C, H, W]: the input as read
+    if (m_channelsLastInput && (n.input(0) == m_inputName || m_inputCasts.count(n.input(0)))) { // [N, H, W, C] to [N, C, H, W]: the input as read
         alias(n, v.act);
         return;
     }

@@ -64,14 +64,34 @@ void Importer::readInput()
                  " behind a Cast to float)",
              true);
     // uint8 pixels (an export of a model whose forward starts with x.float()): QuantScope's [0, 1]
-    // pixels times 255 are those bytes, exactly; read only through a Cast to float32 (or by Shape).
+    // pixels times 255 are those bytes, exactly; read through a Cast to float32 (or by Shape),
+    // before or after operators that only move them (x.permute(0, 3, 1, 2).float() of OpenCV's
+    // [N, H, W, 3] arrays, x.unsqueeze(1).float(): exact on bytes as on floats; tester 20).
     m_inputBytes = tt.elem_type() == onnx::TensorProto::UINT8;
+    m_inputCasts.clear();
     if (m_inputBytes) {
-        for (const NodeProto& n : g.node())
-            for (const std::string& v : n.input())
-                if (v == m_inputName && n.op_type() != "Shape" && !(n.op_type() == "Cast" && attrInt(n, "to", 0) == onnx::TensorProto::FLOAT))
-                    failNode(n, "reads the uint8 input '" + m_inputName + "' as it is; QuantScope reads uint8 pixels only through "
-                                "a Cast to float32 (x.float() first in forward)");
+        static const std::set<std::string> kMovesOnly = {"Transpose", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity"};
+        std::vector<std::string> bytes{m_inputName}; // values that hold the bytes still
+        std::set<std::string> seen;
+        while (!bytes.empty()) {
+            const std::string b = bytes.back();
+            bytes.pop_back();
+            if (!seen.insert(b).second) continue;
+            for (const NodeProto& n : g.node())
+                for (int i = 0; i < n.input_size(); ++i) {
+                    if (n.input(i) != b) continue;
+                    const bool toFloat = n.op_type() == "Cast" && attrInt(n, "to", 0) == onnx::TensorProto::FLOAT;
+                    if (i == 0 && (n.op_type() == "Shape" || toFloat)) {
+                        if (toFloat && b == m_inputName && n.output_size() > 0) m_inputCasts.insert(n.output(0));
+                    } else if (i == 0 && kMovesOnly.count(n.op_type()) && n.output_size() > 0) {
+                        bytes.push_back(n.output(0));
+                    } else {
+                        failNode(n, "reads the uint8 input '" + m_inputName + "' as it is; QuantScope reads uint8 pixels through a Cast "
+                                    "to float32 (x.float() in forward), before or after operators that only move them (permute, "
+                                    "unsqueeze, view)");
+                    }
+                }
+        }
     } else if (tt.elem_type() != onnx::TensorProto::FLOAT) {
         fail("input '" + m_inputName + "' has element type " + elemTypeName(tt.elem_type()) +
                  ", not float32 (or uint8 pixels)" +
@@ -97,8 +117,8 @@ void Importer::readInput()
         bool any = false, onlyPermute = true;
         for (const NodeProto& n : g.node())
             for (const std::string& v : n.input())
-                if (v == m_inputName) {
-                    any = true;
+                if ((v == m_inputName && !(n.output_size() > 0 && m_inputCasts.count(n.output(0)))) || m_inputCasts.count(v)) {
+                    any = true; // what reads the input, or the pixels a uint8 input's x.float() makes
                     onlyPermute = onlyPermute && n.op_type() == "Transpose" && attrInts(n, "perm") == std::vector<std::int64_t>{0, 3, 1, 2};
                 }
         m_channelsLastInput = any && onlyPermute;

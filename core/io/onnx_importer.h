@@ -462,6 +462,9 @@ private:
     std::int64_t m_staticBatch = -1;       // the input's batch dimension when the export fixed it
     std::string m_inputName, m_outputName;
     bool m_channelsLastInput = false;      // an [N, H, W, C] input permuted by the first node (readInput)
+    // A uint8 input's Casts to float32 (x.float()): what reads their outputs reads the input's
+    // pixels, as what reads the input itself (x.float().permute(0, 3, 1, 2)).
+    std::set<std::string> m_inputCasts;
     std::size_t m_inputAct = 0;            // the graph input's activation: 1 after a flat input's Flatten
     bool m_sawMean = false, m_sawStd = false;
     // A constant read as a depthwise Conv on the image input, directly where something else reads

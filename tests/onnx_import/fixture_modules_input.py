@@ -8,14 +8,17 @@ import torch.nn.functional as F
 
 class BytesInput(nn.Module):
     """uint8 pixels in; then ToTensor's / 255 and a normalisation ("div"), per-channel ImageNet
-    statistics on 3 channels ("norm"), or the raw 0..255 values straight into the conv ("raw")."""
+    statistics on 3 channels ("norm"), or the raw 0..255 values straight into the conv ("raw").
+    OpenCV's [N, H, W, 3] arrays permuted before the Cast ("nhwc": x.permute(0, 3, 1, 2).float())
+    or after it ("nhwcfloat"), and [N, H, W] grayscale bytes given their channel axis before it
+    ("grayunsq": x.unsqueeze(1).float(), "grayview": x.view(-1, 1, 8, 8).float()) (tester 20)."""
 
     uint8_input = True
 
     def __init__(self, mode="div"):
         super().__init__()
         self.mode = mode
-        c = 3 if mode == "norm" else 1
+        c = 3 if mode in ("norm", "nhwc", "nhwcfloat") else 1
         self.conv = nn.Conv2d(c, 4, 3, padding=1)
         self.fc = nn.Linear(4 * 4 * 4, 10)
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
@@ -25,10 +28,19 @@ class BytesInput(nn.Module):
                 self.conv.weight.mul_(1.0 / 128.0)
 
     def forward(self, x):
-        x = x.float()
-        if self.mode == "div":
+        if self.mode == "nhwc":
+            x = x.permute(0, 3, 1, 2).float()
+        elif self.mode == "nhwcfloat":
+            x = x.float().permute(0, 3, 1, 2)
+        elif self.mode == "grayunsq":
+            x = x.unsqueeze(1).float()
+        elif self.mode == "grayview":
+            x = x.view(-1, 1, 8, 8).float()
+        else:
+            x = x.float()
+        if self.mode in ("div", "grayunsq", "grayview"):
             x = (x / 255.0 - 0.2860) / 0.3530
-        elif self.mode == "norm":
+        elif self.mode in ("norm", "nhwc", "nhwcfloat"):
             x = (x / 255.0 - self.mean) / self.std
         return self.fc(F.max_pool2d(F.relu(self.conv(x)), 2).flatten(1))
 

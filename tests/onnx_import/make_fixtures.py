@@ -1261,6 +1261,10 @@ CASES = [
     ("neginput_op13_fold", lambda: InvertInput("neg"), (1, 8, 8), 13, True, False),
     ("sharedcall_op13_fold_dyn", SharedCallCollide, (1, 8, 8), 13, True, True),
     ("sharedcall_op11_nofold", SharedCallCollide, (1, 8, 8), 11, False, False),
+    ("bytesnhwc_op13_fold_dyn", lambda: BytesInput("nhwc"), (8, 8, 3), 13, True, True),
+    ("bytesnhwcfloat_op11_nofold", lambda: BytesInput("nhwcfloat"), (8, 8, 3), 11, False, False),
+    ("bytesgrayunsq_op13_fold", lambda: BytesInput("grayunsq"), (8, 8), 13, True, False),
+    ("bytesgrayview_op11_nofold_dyn", lambda: BytesInput("grayview"), (8, 8), 11, False, True),
 ]
 
 HW_SECOND = (12, 10)
