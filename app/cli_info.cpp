@@ -192,9 +192,10 @@ nlohmann::json toJson(const ModelSummary& s)
     }
     if (s.source != "preset") j["normalization"] = s.normalizationKnown ? nlohmann::json(s.normalization) : nlohmann::json(nullptr);
     if (s.source != "preset") j["class_names"] = s.classNames; // [] where the file names none
-    const std::size_t own = s.params - s.importAddedParams; // the exported model's own parameters
-    if (s.importAddedParams) {
+    const std::size_t own = s.sourceParams(); // the exported model's own parameters
+    if (s.importAddedParams || s.importFoldedParams) {
         j["import_added_params"] = s.importAddedParams;
+        j["import_folded_params"] = s.importFoldedParams;
         j["source_params"] = own;
     }
     if (s.exporterFoldedConvs) {
@@ -244,11 +245,16 @@ void printTable(const ModelSummary& s, const std::string& planNormalization = ""
         std::printf("folded: a BatchNorm2d the integer export folds into the convolution it reads\n");
     std::printf("Layers: %zu\n", s.layers.size());
     std::printf("Total params: %s\n", withCommas(s.params).c_str());
-    const std::size_t own = s.params - s.importAddedParams;
+    const std::size_t own = s.sourceParams();
     if (s.importAddedParams)
         std::printf("  of which %s in layers the ONNX reading added for operations computed without parameters in the\n"
-                    "  file (see the notes): the file's model has %s\n",
-                    withCommas(s.importAddedParams).c_str(), withCommas(own).c_str());
+                    "  file (see the notes)%s\n",
+                    withCommas(s.importAddedParams).c_str(),
+                    s.importFoldedParams ? "" : (": the file's model has " + withCommas(own)).c_str());
+    if (s.importFoldedParams)
+        std::printf("  and %s BatchNorm1d parameters (gamma, beta) the ONNX reading folded into Linears (see the notes)\n"
+                    "  are not among them: the file's model has %s\n",
+                    withCommas(s.importFoldedParams).c_str(), withCommas(own).c_str());
     if (s.exporterFoldedConvs) // PyTorch's count, with either kind of convolution (the file holds the same for both)
         std::printf("  the exporter folded BatchNorm into %zu convolution%s: as trained, with BatchNorm (gamma, beta), the\n"
                     "  model had %s parameters if %s had no bias (bias=False), %s if %s had %s (nn.Conv2d's\n"

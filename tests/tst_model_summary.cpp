@@ -286,6 +286,16 @@ void TestModelSummary::pytorchExportsWithFoldedBatchNorm()
     const ModelSummary normalised = summarizeFile(dir + "imgmlp_op13_fold_dyn.onnx");
     QVERIFY(normalised.normalizationKnown);
     QCOMPARE(normalised.normalization, std::string("mean 0.3000, std 0.3500"));
+    // A BatchNorm1d the import folds into a Linear (after it, or before it in a BNNeck): its gamma
+    // and beta count in the file's model, as PyTorch counts them, and a bias the fold gave a
+    // bias-free Linear does not (tester 20: info undercounted a fastai head by 150). PyTorch's
+    // sum(p.numel()) of make_fixtures.py's FlatMLPBN and BNNeck: 2,109 and 186.
+    for (const auto& [file, pytorch] : {std::pair{"flatmlpbn_op13_fold_dyn.onnx", 2109}, std::pair{"flatmlpbn_op11_nofold.onnx", 2109},
+                                        std::pair{"bnneck_op11_nofold.onnx", 186}, std::pair{"bnneck_op15_fold_dyn.onnx", 186}}) {
+        const ModelSummary f = summarizeFile(dir + file);
+        QVERIFY2(f.importFoldedParams > 0, file);
+        QCOMPARE(f.sourceParams(), std::uint64_t(pytorch));
+    }
 }
 
 QTEST_GUILESS_MAIN(TestModelSummary)

@@ -126,6 +126,29 @@ void TestOnnxImportErrors::badInput_data()
     row("uint8 input cast to int32", "bytes_raw_op17_fold",
         [](onnx::ModelProto& mp) { findNode(mp, "Cast")->mutable_attribute(0)->set_i(onnx::TensorProto::INT32); },
         "ConfigError", "Cast node '/Cast': reads the uint8 input 'input' as it is");
+    // Refusals that name what the user wrote, not the node that met it first (tester 20): control
+    // flow (a torch.jit.script model's If) before the comparison that feeds it, nn.Conv1d before
+    // its input's shape, x.std()'s unbiased correction, F.normalize.
+    row("If after a comparison", "residual_op13_fold_dyn",
+        [](onnx::ModelProto& mp) {
+            findNode(mp, "Relu")->set_op_type("Greater");
+            findNode(mp, "Relu")->set_op_type("If");
+        },
+        "ConfigError", "export the traced module (torch.onnx.export of the nn.Module, not of torch.jit.script(model))");
+    row("Conv1d", "residual_op13_fold_dyn",
+        [](onnx::ModelProto& mp) {
+            onnx::NodeProto* conv = findNode(mp, "Conv");
+            for (onnx::AttributeProto& a : *conv->mutable_attribute())
+                if (a.name() == "kernel_shape") {
+                    a.clear_ints();
+                    a.add_ints(3);
+                }
+        },
+        "ConfigError", "is a 1-D convolution (nn.Conv1d, weight [out, in, k]); QuantScope reads 2-D convolutions (nn.Conv2d)");
+    row("unbiased std", "residual_op13_fold_dyn", [](onnx::ModelProto& mp) { findNode(mp, "Relu")->set_op_type("ReduceProd"); },
+        "ConfigError", "write x.std(..., unbiased=False)");
+    row("F.normalize", "residual_op13_fold_dyn", [](onnx::ModelProto& mp) { findNode(mp, "Relu")->set_op_type("ReduceL2"); },
+        "ConfigError", "F.normalize (an L2 normalisation of the activations");
     // An Erf that is no part of GELU's subgraph.
     row("Erf outside GELU", "residual_op13_fold_dyn", [](onnx::ModelProto& mp) { findNode(mp, "Relu")->set_op_type("Erf"); },
         "ConfigError", "Erf node '/Relu': Erf is read only as part of GELU");

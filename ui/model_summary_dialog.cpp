@@ -188,11 +188,15 @@ void ModelSummaryDialog::setSummary(const ModelSummary& s)
                  .arg(bytesWithExact(stored), grans.join(QStringLiteral(", ")).toHtmlEscaped());
     }
     if (s.fileBytes) t += tr(" &nbsp; file <b>%1</b>").arg(bytesWithExact(*s.fileBytes));
-    const std::size_t own = s.params - s.importAddedParams;
+    const std::size_t own = s.sourceParams();
     if (s.importAddedParams)
         t += tr("<br>Of the parameters, <b>%1</b> are in layers the ONNX reading added for operations computed without "
-                "parameters in the file (see the notes): the file's model has <b>%2</b>.")
-                 .arg(formatCount(static_cast<double>(s.importAddedParams)), formatCount(static_cast<double>(own)));
+                "parameters in the file (see the notes).")
+                 .arg(formatCount(static_cast<double>(s.importAddedParams)));
+    if (s.importFoldedParams)
+        t += tr("<br>The ONNX reading folded <b>%1</b> BatchNorm1d parameters (gamma, beta) into Linears (see the notes).")
+                 .arg(formatCount(static_cast<double>(s.importFoldedParams)));
+    if (s.importAddedParams || s.importFoldedParams) t += tr(" The file's model has <b>%1</b>.").arg(formatCount(static_cast<double>(own)));
     if (s.exporterFoldedConvs)
         t += tr("<br>The exporter folded BatchNorm into %1 convolution(s): as trained, with BatchNorm, the model had "
                 "<b>%2</b> parameters if the convolutions had no bias (bias=False), <b>%3</b> if they had biases "

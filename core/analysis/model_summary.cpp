@@ -144,6 +144,7 @@ ModelSummary summarizeExported(const ExportedModel& m, const std::string& source
     s.source = source;
     s.quantized = m.quantized;
     s.importAddedParams = m.importAddedParams;
+    s.importFoldedParams = m.importFoldedParams;
     if (m.quantized) s.precision = m.precisionText();
     if (!m.quantized)
         for (const StoredLayer& l : m.layers)

@@ -85,6 +85,10 @@ struct ModelSummary {
     // (ExportedModel::importAddedParams): PyTorch's own count is params less these (plus the
     // BatchNorm parameters above, where the exporter folded BatchNorm).
     std::size_t importAddedParams = 0;
+    // Of the file's model, the parameters the import folded away (ExportedModel::importFoldedParams).
+    std::size_t importFoldedParams = 0;
+    // The file's model's own count, as PyTorch counts it: params - importAddedParams + importFoldedParams.
+    std::size_t sourceParams() const { return params - importAddedParams + importFoldedParams; }
     // How the file was read, one sentence each (ExportedModel::notes: a flat input read as images,
     // a BatchNorm1d folded).
     std::vector<std::string> notes;

@@ -163,6 +163,10 @@ struct ExportedModel {
     // constant inside the network as a depthwise 1x1 Conv, x[:, :, ::2, ::2], zeros padded to the
     // channels; each has a note): PyTorch's own count is numParams() less these. Informative, not stored.
     std::size_t importAddedParams = 0;
+    // Parameters of the file's model that the import folded away: a BatchNorm1d's gamma and beta
+    // folded into the Linear beside it (a bias the fold gave a bias-free Linear is in
+    // importAddedParams). PyTorch's count is numParams() - importAddedParams + importFoldedParams.
+    std::size_t importFoldedParams = 0;
     // An imported ONNX graph's input and output names (informative, not stored; empty for other
     // sources). QuantScope's own ONNX exports name them "input" and "logits" (io/onnx_io.h).
     std::string onnxInputName, onnxOutputName;

@@ -280,7 +280,16 @@ ExportedModel Importer::run()
             else ++seen->second;
         }
     }
-    if (firstUnsupported) failUnsupported(*firstUnsupported, others);
+    if (firstUnsupported) {
+        // Control flow first (a torch.jit.script model's branch): the comparison feeding it was named
+        // instead, as if the Greater were the problem (tester 20).
+        for (int k : order)
+            if ((g.node(k).op_type() == "If" || g.node(k).op_type() == "Loop") && !handlers().count(g.node(k).op_type())) {
+                firstUnsupported = &g.node(k);
+                break;
+            }
+        failUnsupported(*firstUnsupported, others);
+    }
     for (int k : order) {
         const NodeProto& n = g.node(k);
         if (const auto sg = m_subgraphOf.find(k); sg != m_subgraphOf.end()) { // SiLU, Hardswish, GELU

@@ -123,7 +123,8 @@ void Importer::slice(const NodeProto& n)
                                 "; QuantScope reads a Slice of the channels (x[:, a:b]), and of H and W only to the end, from "
                                 "an offset of at most " + std::to_string(kMaxSliceOffset) + ", with or without a step "
                                 "(x[:, :, ::2, ::2] as a CIFAR ResNet's option A shortcut takes it, x[:, :, 1::2, ::2] as a "
-                                "space-to-depth stem)");
+                                "space-to-depth stem); nn.Conv2d(padding_mode='circular') and torch.roll export as such Slices "
+                                "and a Concat, which QuantScope does not read (padding_mode='zeros', 'reflect' or 'replicate' is read)");
             stride[static_cast<std::size_t>(a - 2)] = k;
             offset[static_cast<std::size_t>(a - 2)] = b;
             continue;

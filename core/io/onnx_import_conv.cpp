@@ -17,8 +17,17 @@ namespace quantscope::onnximport {
 // Conv: X (N, C, H, W), W (M, C/group, kh, kw), optional B (M); strides, dilations, pads
 // [top, left, bottom, right] or auto_pad (SAME_UPPER, SAME_LOWER: the output is ceil(in / stride),
 // the odd pad at the end or at the start). A zero Pad in front adds its pads.
+void Importer::refuseConv1d(const NodeProto& n) const
+{
+    const auto weight = n.input_size() > 1 ? m_values.find(n.input(1)) : m_values.end();
+    if (attrInts(n, "kernel_shape").size() == 1 ||
+        (weight != m_values.end() && weight->second.kind == Value::Kind::Const && weight->second.c.dims.size() == 3))
+        failNode(n, "is a 1-D convolution (nn.Conv1d, weight [out, in, k]); QuantScope reads 2-D convolutions (nn.Conv2d)");
+}
+
 void Importer::conv(const NodeProto& n)
 {
+    refuseConv1d(n);
     const Value& xv = value(n, 0);
     if (xv.kind == Value::Kind::Const) failConstantInput(n, 0);
     const std::size_t x = xv.act;

@@ -106,8 +106,15 @@ void Importer::failUnsupported(const NodeProto& n, const std::vector<std::pair<s
         {"SequenceConstruct", "; a list of tensors built in forward exports as the sequence operators (SequenceConstruct, ConcatFromSequence)"},
         {"SplitToSequence", "; torch.split or torch.unbind into a list used as a list exports as SplitToSequence"},
         {"ConcatFromSequence", "; torch.cat of a list built in forward (torch.repeat_interleave with a tensor of repeats) exports as ConcatFromSequence"},
-        {"If", "; Python control flow on tensor values or sizes in forward (nn.LocalResponseNorm's export has it) exports as If"},
+        {"If", "; Python control flow on tensor values or sizes in forward (nn.LocalResponseNorm's export has it), and a "
+               "torch.jit.script model's branches, export as If: export the traced module (torch.onnx.export of the nn.Module, "
+               "not of torch.jit.script(model)), whose branch is taken for the example input"},
         {"Equal", "; a comparison of tensors (nn.LocalResponseNorm's export, or an if on sizes in forward) exports as Equal"},
+        {"Greater", "; a comparison of tensors (an if on values or sizes in forward, or a torch.jit.script model's branch) exports as Greater"},
+        {"Less", "; a comparison of tensors (an if on values or sizes in forward, or a torch.jit.script model's branch) exports as Less"},
+        {"ReduceProd", "; x.std() and x.var() with their default unbiased=True export a ReduceProd of the shape for the N - 1 "
+                       "correction: write x.std(..., unbiased=False) (read where it normalises, as a GroupNorm or LayerNorm)"},
+        {"ReduceL2", "; F.normalize (an L2 normalisation of the activations, as in a cosine classifier) and torch.norm export as ReduceL2"},
     };
     const auto from = kFrom.find(n.op_type());
     const std::string hint = from != kFrom.end() ? from->second : "";
@@ -140,7 +147,10 @@ void Importer::gemm(const NodeProto& n)
     const float alpha = attrFloat(n, "alpha", 1.0f), beta = attrFloat(n, "beta", 1.0f);
     const auto rows = static_cast<std::size_t>(bt.dims[0]), cols = static_cast<std::size_t>(bt.dims[1]);
     const std::size_t in = transB ? cols : rows, out = transB ? rows : cols;
-    if (in != shapeOf(x)[0]) failNode(n, "B " + listOf(bt.dims) + " does not take " + std::to_string(shapeOf(x)[0]) + " features", false);
+    if (in != shapeOf(x)[0])
+        failNode(n, "B " + listOf(bt.dims) + " with transB = " + std::to_string(transB ? 1 : 0) + " is [" + (transB ? "out, in" : "in, out") +
+                        "]: it takes " + std::to_string(in) + " features, and its input has " + std::to_string(shapeOf(x)[0]),
+                 false);
     if (out < 1) failNode(n, "no output features", false);
     const std::vector<float>& bv = floats(n, bt, "B");
     std::vector<float> w(in * out);
@@ -224,7 +234,10 @@ void Importer::foldPendingAffine(const NodeProto& n, StoredLayer& l)
         }
         shift[o] = static_cast<float>(sum);
     }
-    if (l.tensors.size() < 2) l.tensors.push_back(floatTensor("bias", {out}, std::vector<float>(out, 0.0f)));
+    if (l.tensors.size() < 2) {
+        l.tensors.push_back(floatTensor("bias", {out}, std::vector<float>(out, 0.0f)));
+        m_m.importAddedParams += out;
+    }
     for (std::size_t o = 0; o < out; ++o) l.tensors[1].values[o] += shift[o];
     m_m.notes.push_back(it->second.first + " before Linear '" + n.name() +
                         "' (a per-feature scale and shift) is folded into it; fine-tuning trains the folded Linear");
@@ -448,6 +461,7 @@ void Importer::batchNormBeforeLinear(const NodeProto& n, std::size_t x)
                 failNode(n, "BatchNormalization on [N, C] (BatchNorm1d) is read only right after a Linear that nothing else reads, "
                             "or right before Linears (folded into them); " + r.op_type() + " " + onnxNodeName(r) + " reads it");
     if (n.output(0) == m_outputName) failNode(n, "BatchNormalization on [N, C] (BatchNorm1d) as the graph output is not read");
+    m_m.importFoldedParams += 2 * a.size(); // its gamma and beta, whichever Linears it folds into
     m_pendingAffine[n.output(0)] = {"BatchNormalization " + onnxNodeName(n), {std::move(a), std::move(b)}};
     alias(n, x);
 }
@@ -460,7 +474,11 @@ void Importer::batchNormAfterLinear(const NodeProto& n, std::size_t x)
         return batchNormBeforeLinear(n, x);
     const std::size_t c = l->outFeatures;
     const auto [a, shift] = batchNorm1dAffine(n, c);
-    if (l->tensors.size() < 2) l->tensors.push_back(floatTensor("bias", {c}, std::vector<float>(c, 0.0f)));
+    m_m.importFoldedParams += 2 * c; // its gamma and beta
+    if (l->tensors.size() < 2) {
+        l->tensors.push_back(floatTensor("bias", {c}, std::vector<float>(c, 0.0f)));
+        m_m.importAddedParams += c;
+    }
     std::vector<float>& w = l->tensors[0].values; // after the push_back, which may move the tensors
     std::vector<float>& b = l->tensors[1].values;
     const std::size_t in = l->inFeatures;
@@ -489,7 +507,7 @@ void Importer::dropout(const NodeProto& n)
     // In training mode a Dropout drops at random; of ratio 0 it is the identity either way
     // (nn.Dropout(p=0) exported with TrainingMode.TRAINING or PRESERVE; tester 11 M3).
     if (const ConstTensor* tm = m_opset >= 12 ? optConstant(n, 2, "training_mode") : nullptr)
-        if (tm->numel() == 1 && tm->at(0) != 0 && p != 0.0f) failNode(n, "training_mode = true: export the model in eval mode");
+        if (tm->numel() == 1 && tm->at(0) != 0 && p != 0.0f) failNode(n, "training_mode = true: export the model in eval mode (model.eval(), or torch.onnx.export(..., training=torch.onnx.TrainingMode.EVAL))");
     StoredLayer l;
     l.kind = LayerKind::Dropout;
     l.dropout = p;

@@ -159,10 +159,18 @@ void Importer::reshape(const NodeProto& n)
     const std::string batchWord = !firstIsBatch ? std::string()
                                   : t.i[0] > 0  ? "the batch of " + std::to_string(t.i[0]) + ", then "
                                                 : std::string("the batch, then ");
+    // [C, H/b, b, W/b, b] per image: space-to-depth (nn.PixelUnshuffle) or depth-to-space written with view and permute.
+    const bool blocks = seen.size() == 3 && per.size() == 5 && per[2] > 1 && per[2] == per[4] && per[1] * per[2] == seen[1] &&
+                        per[3] * per[4] == seen[2];
     failNode(n, "reshapes " + shapeString(seen) + (seen.size() == 1 ? " features" : " images") + " to " + target +
                     (per.empty() ? std::string() : " (" + batchWord + shapeString(per) + " per image)") + batchHint +
                     "; QuantScope reads flattening each image to (N, -1), and adding or removing trailing axes of size 1 (no "
-                    "sequence or Conv1d layouts)");
+                    "sequence or Conv1d layouts)" +
+                    (blocks ? "; this splits the image into " + std::to_string(per[2]) + "x" + std::to_string(per[4]) +
+                                  " blocks, as nn.PixelUnshuffle exports: space-to-depth is read written as strided slices "
+                                  "concatenated (torch.cat([x[:, :, 0::2, 0::2], x[:, :, 0::2, 1::2], x[:, :, 1::2, 0::2], "
+                                  "x[:, :, 1::2, 1::2]], 1) is nn.PixelUnshuffle(2) of a one-channel input)"
+                            : std::string()));
 }
 
 bool Importer::readOnlyByInstanceNormalization(const std::string& v) const
@@ -389,6 +397,7 @@ void Importer::checkViews(const NodeProto& n) const
             return o != m_values.end() && o->second.kind == Value::Kind::Const && o->second.c.numel() == 1;
         };
         if (plane && (n.op_type() == "Sub" || n.op_type() == "Div" || n.op_type() == "Mul") && scalarOther()) continue;
+        if (n.op_type() == "Conv") refuseConv1d(n);
         if (!reads.count(n.op_type())) failNode(n, "reads " + what + ", which QuantScope's " + n.op_type() + " would not read as that shape" + tokens);
         // A view that merges axes ([C, H*W] of [C, H, W]) is read only by what does not care
         // where the planes are: reshapes, the mean over it, elementwise operators.

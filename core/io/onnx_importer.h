@@ -284,6 +284,9 @@ private:
     // A normalisation read on 0..255 pixels (a uint8 input, or constants only that scale fits)
     // rescaled to QuantScope's [0, 1] pixels, with a note; true when it rescaled.
     bool pixelScale255();
+    // FormatError naming nn.Conv1d for a Conv of one spatial axis (kernel_shape [k], weight
+    // [out, in, k]): named before its input's shape is (tester 20).
+    void refuseConv1d(const NodeProto& n) const;
     bool onInput(const NodeProto& n, int i) const;
     bool foldsIntoLayer(const NodeProto& n, int i) const;
     void sub(const NodeProto& n);
