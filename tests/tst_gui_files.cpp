@@ -332,6 +332,14 @@ private slots:
         QVERIFY2(QString::fromStdString(run->epochs.back().quantRunner).contains(QStringLiteral("integer engine")),
                  run->epochs.back().quantRunner.c_str());
         QVERIFY2(run->configTooltip().contains(QStringLiteral("measured on the integer engine")), qPrintable(run->configTooltip()));
+        // Another normalisation than the file stores is refused, as train --normalize refuses it
+        // (the window trained the file's weights on it in silence, and the export carried it).
+        child<QLineEdit>(&w, "normalize")->setText(QStringLiteral("0.3,0.5"));
+        const int runsAtRefusal = w.runsModel()->rowCount();
+        w.startTraining();
+        QVERIFY2(w.errorText().contains(QStringLiteral("stores its input normalisation")), qPrintable(w.errorText()));
+        QCOMPARE(w.runsModel()->rowCount(), runsAtRefusal);
+        child<QLineEdit>(&w, "normalize")->clear();
         {
             TrainConfig fq = w.trainingPanel()->config();
             fq.quantEval = "fake-quant";

@@ -60,7 +60,7 @@ private slots:
 // The PyTorch exports (torch 1.13, opsets 9 to 17) whose outputs matchesPyTorch checks.
 static const std::vector<const char*>& pytorchFixtures()
 {
-    static const std::vector<const char*> names = {"sharedcall_op13_fold_dyn", "sharedcall_op11_nofold", "seqview_op11_nofold_dyn", "seqview_op13_fold", "flatten_bn_op17_nofold", "flatten_bn_op13_fold_dyn",
+    static const std::vector<const char*> names = {"sharedcall_op13_fold_dyn", "sharedcall_op11_nofold", "tiedconv_op13_fold_dyn", "seqview_op11_nofold_dyn", "seqview_op13_fold", "flatten_bn_op17_nofold", "flatten_bn_op13_fold_dyn",
                           "residual_op13_fold_dyn", "residual_op11_nofold", "mobile_op11_fold_dyn", "mobile_op17_nofold_dyn",
                           "padconv_op13_nofold", "padconv_op17_fold_dyn", "matmul_op13_nofold_dyn", "poolpad_op13_fold_dyn", "squeeze_op11_nofold",
                           "squeeze_op13_fold_dyn", "squeezeall_op13_fold", "clampchain_op13_fold_dyn", "clampchain_op11_nofold", "ref_resnet8",
@@ -664,6 +664,13 @@ void TestOnnxImport::sharedWeightsAreNamed()
                              }),
                  name);
     }
+    // A conv tied to another's weight (b.weight = a.weight) has no weight of its own in the file:
+    // it keeps its module's name, b.
+    const ExportedModel tied = importOnnx((kFixtures / "tiedconv_op13_fold_dyn.onnx").string());
+    std::vector<std::string> convs2;
+    for (const StoredLayer& l : tied.layers)
+        if (l.kind == LayerKind::Conv2d) convs2.push_back(l.name);
+    QCOMPARE(convs2, (std::vector<std::string>{"stem", "a", "b"}));
 }
 
 // A 1x1 Conv on flat features viewed as [N, K, 1, 1] (h.view(N, -1, 1, 1), h[:, :, None, None])

@@ -82,7 +82,9 @@ TrainingPanel::TrainingPanel(QWidget* parent) : QWidget(parent)
     m_normalize->setToolTip(tr("Input normalisation, pixels first scaled to [0, 1]: MEAN,STD, each a number or one per "
                                "channel joined by ':' (0.485:0.456:0.406,0.229:0.224:0.225), or 'none'. Empty: the one "
                                "a model file stores when training starts from its weights, else the train set's "
-                               "per-channel mean and standard deviation. Stored with exported models."));
+                               "per-channel mean and standard deviation. Given for a file's weights: a graph that "
+                               "normalises its input itself takes it before its own (images normalised in the loader "
+                               "too); another than a .qsm or QuantScope's ONNX stores is refused. Stored with exported models."));
 
     m_strategy = new QComboBox;
     m_strategy->setObjectName(QStringLiteral("strategy"));

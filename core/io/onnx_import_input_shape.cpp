@@ -32,7 +32,7 @@ void Importer::readInput()
             fail("initializer " + e.what, e.config);
         }
         m_values[t.name()] = std::move(v);
-        if (const std::string m = parameterModule(t.name()); !m.empty()) m_moduleNames.insert(m);
+        if (const std::string m = parameterModule(t.name()); !m.empty() && t.name() == m + ".weight") m_moduleNames.insert(m);
     }
     if (g.sparse_initializer_size() > 0) fail("sparse initializers are not read", true);
     const onnx::ValueInfoProto* in = nullptr;

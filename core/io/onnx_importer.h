@@ -459,8 +459,10 @@ private:
     bool m_pendingUsed = false;
     std::set<std::string> m_names;         // layer names taken
     std::map<std::string, std::string> m_weightUser; // weight initializer -> the first layer made from it
-    // Modules with a parameter in the file ("layer1.conv.weight" -> "layer1.conv"): names another
-    // layer must not take. PyTorch names a module's second call "conv_1", a model's own conv_1 too.
+    // Modules with a weight of their own in the file ("layer1.conv.weight" -> "layer1.conv"): names
+    // a layer of another module's weight must not take. PyTorch scopes a module's second call
+    // "conv_1", a model's own conv_1 too; a decoder tied to its encoder's weight has no weight of its
+    // own and keeps its name.
     std::set<std::string> m_moduleNames;
     std::int64_t m_staticBatch = -1;       // the input's batch dimension when the export fixed it
     std::string m_inputName, m_outputName;

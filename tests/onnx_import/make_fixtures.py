@@ -726,6 +726,24 @@ class SharedCallCollide(nn.Module):
         return self.fc(x.reshape(x.size(0), -1))
 
 
+class TiedConv(nn.Module):
+    """Two convs of one tied weight (b.weight = a.weight; b keeps its own bias): b has no weight of
+    its own in the file, and its layer keeps b's name."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(4, 4, 3, padding=1)
+        self.b = nn.Conv2d(4, 4, 3, padding=1)
+        self.b.weight = self.a.weight
+        self.stem = nn.Conv2d(1, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 8 * 8, 10)
+
+    def forward(self, x):
+        x = F.relu(self.a(F.relu(self.stem(x))))
+        x = F.relu(self.b(x))
+        return self.fc(x.reshape(x.size(0), -1))
+
+
 class CaffeMean(nn.Module):
     """Caffe's preprocessing written into the graph: 0..255 BGR pixels minus a per-channel mean,
     no division. Exported with PyTorch's own input and output names (no input_names)."""
@@ -1265,6 +1283,7 @@ CASES = [
     ("bytesnhwcfloat_op11_nofold", lambda: BytesInput("nhwcfloat"), (8, 8, 3), 11, False, False),
     ("bytesgrayunsq_op13_fold", lambda: BytesInput("grayunsq"), (8, 8), 13, True, False),
     ("bytesgrayview_op11_nofold_dyn", lambda: BytesInput("grayview"), (8, 8), 11, False, True),
+    ("tiedconv_op13_fold_dyn", TiedConv, (1, 8, 8), 13, True, True),
 ]
 
 HW_SECOND = (12, 10)
