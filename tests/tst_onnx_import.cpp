@@ -1,7 +1,7 @@
 // FP32 ONNX import: real torch.onnx.export files (tests/onnx_import, made by make_fixtures.py with
 // Debian's torch 1.13, opsets 9/10/11/13/17, with and without constant folding, static and dynamic
-// batch) import and their forward matches PyTorch's output within 1e-4; layer names follow the
-// user's modules. What a graph does with its input (normalisation, 0..255 pixels, flat inputs) and
+// batch) import and their forward matches PyTorch's output within 1e-4; layer names:
+// tst_onnx_import_names. What a graph does with its input (normalisation, 0..255 pixels, flat inputs) and
 // QuantScope's own FP32 export: tst_onnx_import_input. Broken files: tst_onnx_import_errors.
 // QS_ONNX_REF_DIR=DIR additionally checks DIR/{seed-cnn,resnet8,mobilenet-tiny}.{onnx,json}
 // (pytorch_ref.py exports, npz_to_json.py) on all their images.
@@ -47,12 +47,10 @@ private slots:
     void geluOperatorIsGelu_data();
     void geluOperatorIsGelu();
     void softmaxHeadIsKept();
-    void layerNamesFollowModules();
     void poolPaddingImports();
     void foldsWhatExportersWrite();
     void biasFreeLinearHasNoBias();
     void referenceModels();
-    void sharedWeightsAreNamed();
     void convHeadsOnFlatFeatures();
     void addedParametersAreCounted();
 };
@@ -433,31 +431,6 @@ void TestOnnxImport::softmaxHeadIsKept()
     QVERIFY(maxDeviation(viewed, vref) <= kOutputTol);
 }
 
-void TestOnnxImport::layerNamesFollowModules()
-{
-    const std::vector<std::string> res = layerNames(importOnnx((kFixtures / "residual_op13_fold_dyn.onnx").string()));
-    for (const char* n : {"stem", "layer1.conv1", "layer1.conv2", "layer2.conv1", "layer2.shortcut.0", "pool", "fc"})
-        QVERIFY2(contains(res, n), n);
-    const ExportedModel fb = importOnnx((kFixtures / "flatten_bn_op17_nofold.onnx").string());
-    const std::vector<std::string> names = layerNames(fb);
-    for (const char* n : {"features.0", "features.2", "classifier", "flatten"}) QVERIFY2(contains(names, n), n);
-    QCOMPARE(fb.layers[2].kind, LayerKind::BatchNorm2d); // Conv-ReLU-BN: the BatchNormalization node stays a layer
-    const std::vector<std::string> mm = layerNames(importOnnx((kFixtures / "matmul_op13_nofold_dyn.onnx").string()));
-    QVERIFY(contains(mm, "conv"));
-    // A Hardswish written by hand in forward at the top scope (its nodes "/Add", "/Clip", "/Div_1",
-    // no module path): named "hardswish" after what it is, not after its last node (tester 9).
-    onnx::ModelProto mp = parse(kFixtures / "act_hswishhand_op13_fold.onnx");
-    for (onnx::NodeProto& n : *mp.mutable_graph()->mutable_node())
-        for (const char* scope : {"/act1/", "/act2/"})
-            if (n.name().rfind(scope, 0) == 0) n.set_name("/" + n.name().substr(std::strlen(scope)));
-    const ExportedModel top = importOnnx(serialize(mp), "hswish-top.onnx");
-    std::vector<std::string> swishes;
-    for (const StoredLayer& l : top.layers)
-        if (l.kind == LayerKind::Hardswish) swishes.push_back(l.name);
-    QCOMPARE(swishes, (std::vector<std::string>{"hardswish", "hardswish_2"}));
-    QCOMPARE(layerNames(top).front(), std::string("conv1")); // the others keep their names
-}
-
 void TestOnnxImport::poolPaddingImports()
 {
     // MaxPool(3, 2, 1) pads with -inf; AvgPool2d(3, 1, 1) exports as a zero Pad + AveragePool and merges.
@@ -626,51 +599,6 @@ void TestOnnxImport::referenceModels()
         qInfo("%s: predictions equal to PyTorch's on %zu of %zu test images (%.2f %%)", m, same, want.size(), 100.0 * agree);
         QVERIFY2(agree >= kMinPredictionAgreement, m);
     }
-}
-
-// A conv called twice shares its weight in the file; QuantScope reads two layers, and says so.
-void TestOnnxImport::sharedWeightsAreNamed()
-{
-    const fs::path p = kFixtures / "viewinput_op13_fold_dyn.onnx";
-    const ExportedModel m = importOnnx(fileBytes(p), p.string());
-    std::vector<std::string> convs;
-    for (const StoredLayer& l : m.layers)
-        if (l.kind == LayerKind::Conv2d) convs.push_back(l.name);
-    QCOMPARE(convs.size(), std::size_t{2});
-    QCOMPARE(convs[0], std::string("conv"));
-    QCOMPARE(m.notes.size(), std::size_t{1});
-    QVERIFY2(m.notes[0].find("shared by the layers 'conv' and '" + convs[1] + "'") != std::string::npos, m.notes[0].c_str());
-
-    // Beside a module of its own named conv_1, which PyTorch scopes "/conv_1" as it does conv's
-    // second call: the module is the layer conv_1, the call conv_2 (tester 20: --keep-fp32 conv_1
-    // kept the call in FP32 and quantized the module, in silence). The layers' weights say which is
-    // which; matchesPyTorch compares the outputs.
-    for (const char* name : {"sharedcall_op13_fold_dyn", "sharedcall_op11_nofold"}) {
-        const ExportedModel s = importOnnx((kFixtures / (std::string(name) + ".onnx")).string());
-        std::map<std::string, std::vector<float>> weights;
-        std::vector<std::string> order;
-        for (const StoredLayer& l : s.layers)
-            if (l.kind == LayerKind::Conv2d) {
-                order.push_back(l.name);
-                weights[l.name] = l.tensors.at(0).values;
-            }
-        QCOMPARE(order, (std::vector<std::string>{"stem", "conv", "conv_2", "conv_1"}));
-        QVERIFY2(weights["conv_2"] == weights["conv"], name);
-        QVERIFY2(weights["conv_1"] != weights["conv"], name);
-        QVERIFY2(std::any_of(s.notes.begin(), s.notes.end(),
-                             [](const std::string& n) {
-                                 return n.find("PyTorch scoped a call of the module 'conv' as 'conv_1', the name of the model's own module 'conv_1': "
-                                               "the call is the layer 'conv_2' here") != std::string::npos;
-                             }),
-                 name);
-    }
-    // A conv tied to another's weight (b.weight = a.weight) has no weight of its own in the file:
-    // it keeps its module's name, b.
-    const ExportedModel tied = importOnnx((kFixtures / "tiedconv_op13_fold_dyn.onnx").string());
-    std::vector<std::string> convs2;
-    for (const StoredLayer& l : tied.layers)
-        if (l.kind == LayerKind::Conv2d) convs2.push_back(l.name);
-    QCOMPARE(convs2, (std::vector<std::string>{"stem", "a", "b"}));
 }
 
 // A 1x1 Conv on flat features viewed as [N, K, 1, 1] (h.view(N, -1, 1, 1), h[:, :, None, None])
