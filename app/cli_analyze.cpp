@@ -177,8 +177,7 @@ AnalysisInput loadAnalysisInput(const Args& args, const std::string& spec, const
         const std::optional<Normalization> given = args.has("--normalize") ? std::optional(data.normalization) : std::nullopt;
         const InputNormalization n = resolveInputNormalization(m, spec, given, data.channels());
         if (n.kind == InputNormalization::Kind::Conflict)
-            throw UsageError(spec + " stores its input normalisation (" + m.normalization.describe() + "), and --normalize asks for " +
-                             data.normalization.describe() + "; its weights were trained on the stored one");
+            throw UsageError(n.note + "; its weights were trained on the stored one");
         if (n.kind == InputNormalization::Kind::NotStored) in.statisticsNormalised = true;
         else data.normalization = n.value;
         if (n.kind == InputNormalization::Kind::Composed && !json)

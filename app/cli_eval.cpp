@@ -165,9 +165,8 @@ int runEval(const std::vector<std::string>& argv)
         given = Normalization::parse(args.str("--normalize", "")).broadcast(model.channels);
         noteExtremeNormalization(*given, "eval", args.has("--json"));
         // The stored one, given again, passes (prepareModelForData); another is a usage error here.
-        if (resolveInputNormalization(model, path, given, model.channels).kind == InputNormalization::Kind::Conflict)
-            throw UsageError(path + " stores its input normalisation (" + model.normalization.describe() + "), and --normalize asks for " +
-                             given->describe() + "; --normalize is for models that do not store one");
+        if (const InputNormalization n = resolveInputNormalization(model, path, given, model.channels); n.kind == InputNormalization::Kind::Conflict)
+            throw UsageError(n.note + "; --normalize is for models that do not store one");
     }
     // Shapes, classes (matched by name), the normalisation: as the GUI's Evaluate dialog decides.
     const DataMatch match = prepareModelForData(model, path, data, dopt.resize.given(), given);

@@ -516,9 +516,7 @@ int runTrain(const std::vector<std::string>& argv)
         const InputNormalization stored =
             fits ? resolveInputNormalization(*file, cfg.modelFile, given, data.channels()) : InputNormalization{};
         if (stored.kind == InputNormalization::Kind::Conflict) // another one would feed the kept weights inputs they were not trained on
-            throw UsageError(cfg.modelFile + " stores its input normalisation (" + file->normalization.describe() +
-                             "), and --normalize asks for " + data.normalization.describe() +
-                             "; its weights were trained on the stored one (" +
+            throw UsageError(stored.note + "; its weights were trained on the stored one (" +
                              (initPath.empty() ? "--reinit trains the architecture afresh with yours)" : "without --init, " + modelSpec + " trains afresh with yours)"));
         // Its classes against the data's: a reordered or renamed class folder shifts every label.
         const ClassMatch classes = matchClasses(file->classNames, data.classNames);

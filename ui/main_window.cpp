@@ -323,10 +323,9 @@ void MainWindow::startTraining()
         if (!cfg.modelFile.empty() && cfg.pretrained) {
             const ExportedModel file = readModelFile(cfg.modelFile);
             const std::size_t nc = file.normalization.channels();
-            if (nc == 1 || nc == m_data->channels()) use = resolveInputNormalization(file, cfg.modelFile, given, m_data->channels());
+            if (nc == 1 || nc == m_data->channels()) use = resolveInputNormalization(file, cfg.modelFile, given, m_data->channels(), "Normalize");
             if (use.kind == InputNormalization::Kind::Conflict)
-                throw ConfigError(cfg.modelFile + " stores its input normalisation (" + file.normalization.describe() + "), and Normalize asks for " +
-                                  given->describe() + "; its weights were trained on the stored one (clear Normalize, or tick Fresh weights to train afresh)");
+                throw ConfigError(use.note + "; its weights were trained on the stored one (clear Normalize, or tick Fresh weights to train afresh)");
         }
         if (use.kind != InputNormalization::Kind::NotStored) { // a copy of the dataset with that normalisation
             auto d = std::make_shared<Dataset>(*m_data);

@@ -73,13 +73,11 @@ DataMatch prepareModelForData(ExportedModel& model, const std::string& path, con
 
     DataMatch m;
     if (normalization) normalization->broadcast(model.channels).check(model.channels, path + ": the input normalisation");
-    const InputNormalization n = resolveInputNormalization(model, path, normalization, model.channels);
+    // eval refuses a conflict with --normalize's name before it gets here; the Evaluate dialog's field is Normalize.
+    const InputNormalization n = resolveInputNormalization(model, path, normalization, model.channels, "Normalize");
     switch (n.kind) {
-    case InputNormalization::Kind::Conflict:
-        // Another one would evaluate a model on inputs it was not trained on.
-        throw ConfigError(path + " stores its input normalisation (" + model.normalization.describe() + "), and " +
-                          normalization->broadcast(model.channels).describe() +
-                          " was asked for; a normalisation is given only to models that do not store one");
+    case InputNormalization::Kind::Conflict: // another one would evaluate a model on inputs it was not trained on
+        throw ConfigError(n.note + "; a normalisation is given only to models that do not store one");
     case InputNormalization::Kind::NotStored:
         model.normalization = data.normalization.broadcast(model.channels);
         m.normalizationNote = path + " does not say how its input was normalised: using the train set's statistics, " +

@@ -90,15 +90,8 @@ ExportedModel readModelFile(const std::string& path, std::size_t height, std::si
     }
 }
 
-std::optional<Normalization> storedNormalization(const std::string& path)
-{
-    const ExportedModel m = readModelFile(path);
-    if (!m.normalizationKnown) return std::nullopt;
-    return m.normalization;
-}
-
 InputNormalization resolveInputNormalization(const ExportedModel& m, const std::string& path, const std::optional<Normalization>& given,
-                                             std::size_t channels)
+                                             std::size_t channels, const std::string& askedBy)
 {
     using Kind = InputNormalization::Kind;
     InputNormalization r;
@@ -114,6 +107,8 @@ InputNormalization resolveInputNormalization(const ExportedModel& m, const std::
     }
     if (!m.normalizationFromGraph) {
         r.kind = Kind::Conflict;
+        r.note = path + " stores its input normalisation (" + m.normalization.describe() + "), and " + askedBy + " asks for " +
+                 given->broadcast(channels).describe();
         return r;
     }
     const Normalization outside = given->broadcast(channels);

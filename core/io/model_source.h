@@ -29,13 +29,6 @@ std::string misnamedModelFile(const std::string& path);
 // other file has its own size. Throws IoError / FormatError / ConfigError naming the file.
 ExportedModel readModelFile(const std::string& path, std::size_t height = 0, std::size_t width = 0);
 
-// The input normalisation the model in `path` stores (ExportedModel::normalizationKnown: every
-// .qsm, QuantScope's ONNX exports, and ONNX graphs that normalise their input themselves, such as
-// PyTorch's with (x - m) / s in forward()), or nullopt for a graph that does not say. A run that
-// starts from the file's weights takes it instead of the training set's statistics, as eval does:
-// the weights were trained on inputs normalised that way. Throws as readModelFile.
-std::optional<Normalization> storedNormalization(const std::string& path);
-
 // The input normalisation to run a model file's weights with, given the one the user asked for
 // (`given`: --normalize, the Normalize field), for every command and dialog that does:
 // - Stored: nothing given, or the file's own given again (to describe()'s four decimals: scripts
@@ -48,17 +41,18 @@ std::optional<Normalization> storedNormalization(const std::string& path);
 //   and the graph's after it, as one normalisation of the pixels (Normalization::after); `note`
 //   says so, with both.
 // - Conflict: another normalisation than the one a .qsm, QuantScope's ONNX or a graph of uint8
-//   pixels stores: its weights were not trained on it. The caller refuses it in its own terms.
+//   pixels stores: its weights were not trained on it. `note` says so ("<path> stores its input
+//   normalisation (...), and <askedBy> asks for ..."); the caller adds what to do instead.
 // `value` has `channels` entries (a one-entry normalisation broadcast); throws ConfigError when
 // `given` or the file's has another number of channels.
 struct InputNormalization {
     enum class Kind { Stored, NotStored, Given, Composed, Conflict };
     Kind kind = Kind::NotStored;
     Normalization value;
-    std::string note; // Composed: "... normalises its input itself (...); the given ... is applied before it: ..."
+    std::string note; // Composed and Conflict: the sentence to tell the user
 };
 InputNormalization resolveInputNormalization(const ExportedModel& m, const std::string& path, const std::optional<Normalization>& given,
-                                             std::size_t channels);
+                                             std::size_t channels, const std::string& askedBy = "--normalize");
 
 // The architecture and weights of the FP32 model in `path`. With `reinit` the weights are
 // initialised afresh from the seed (PyTorch's default init; BatchNorm to identity), so only
