@@ -98,12 +98,38 @@ void Importer::readInput()
                  (tt.elem_type() == onnx::TensorProto::DOUBLE ? ": re-export after model.float(), with a float32 example input" : ""),
              true);
     }
-    if (!tt.has_shape()) // optional in ONNX; torch.onnx.export writes it
-        fail("input '" + m_inputName + "' declares no shape; QuantScope reads the image size from it: re-export with the input's "
-             "shape, [N, C, H, W]",
-             true);
-    const auto& shape = tt.shape();
-    checkDims(shape, "input '" + m_inputName + "'");
+    // A shape is optional in ONNX, and a dimension may be unknown (neither a size nor a name), as
+    // tools that strip or rewrite shapes leave them. What the input's reader takes gives the count
+    // QuantScope needs: a Conv's weight its channels, a Gemm's or MatMul's its features; H and W are
+    // then read as dynamic ones, at the data's size (tester 20 L3).
+    onnx::TensorShapeProto inferred;
+    const onnx::TensorShapeProto* declared = tt.has_shape() ? &tt.shape() : nullptr;
+    if (declared) checkDims(*declared, "input '" + m_inputName + "'");
+    const int rank = declared ? declared->dim_size() : -1;
+    if (rank < 0 || rank == 4 || rank == 2) {
+        const ReaderCount rc = countFromReader();
+        const int axis = rc.channelsLast ? 3 : 1; // of the count
+        const bool fits = rc.count > 0 && (rank < 0 || (rank == 4) == !rc.flat);
+        if (!fits && !declared)
+            fail("input '" + m_inputName + "' declares no shape, and its readers do not give it (a Conv's weight gives the channels, a "
+                 "Gemm's or MatMul's the features): re-export with the input's shape, [N, C, H, W]",
+                 true);
+        if (fits && (!declared || !declared->dim(axis).has_dim_value())) {
+            for (int i = 0; i < (rc.flat ? 2 : 4); ++i) {
+                auto* d = inferred.add_dim();
+                if (i == axis) d->set_dim_value(rc.count);
+                else if (declared) d->CopyFrom(declared->dim(i));
+            }
+            m_m.notes.push_back("the input '" + m_inputName + "' " +
+                                (declared ? "does not give its " + std::string(rc.flat ? "feature count" : "channel count")
+                                          : std::string("declares no shape")) +
+                                ": it is read as [N, " + std::to_string(rc.count) +
+                                (rc.flat ? "]" : rc.channelsLast ? "] channels-last" : ", H, W]") + ", from the weight of its reader, " +
+                                rc.reader);
+            declared = &inferred;
+        }
+    }
+    const auto& shape = *declared;
     if (shape.dim_size() == 2) return readFlatInput(shape);
     // [N, H, W]: grayscale images without their channel axis (an MNIST model whose forward starts
     // with x.unsqueeze(1) or x.view(N, -1)), read as [N, 1, H, W] under an [H, W] view (m_views),
@@ -200,6 +226,71 @@ void Importer::readInput()
         m_m.notes.push_back("the input '" + m_inputName + "' [N, " + std::to_string(d[2]) + ", " + std::to_string(d[3]) +
                             "] is read as 1x" + std::to_string(d[2]) + "x" + std::to_string(d[3]) + " grayscale images");
     }
+}
+
+// The count the input's readers take, from their weights: a Conv's channels (weight [M, C/group,
+// kH, kW] times group), a Gemm's (B [K, N], or [N, K] under transB) or a MatMul's (B [K, N])
+// features. A reader reads the input through ops that keep its channels: a Cast (uint8 pixels),
+// Identity, activations, arithmetic with constants (the graph's own normalisation), a Pad, and the
+// Transpose of perm [0, 3, 1, 2] of channels-last images (then channelsLast). The weight is an
+// initializer, or one behind Cast and Identity nodes. count 0 when no reader gives it, or two differ.
+Importer::ReaderCount Importer::countFromReader() const
+{
+    // A Pad too (F.pad on the pixels before the graph's normalisation): one that pads the channels
+    // would make the reader's count wrong, and the import then refuses the reader's input.
+    static const std::set<std::string> kKeepsShape = {"Cast", "Identity", "Sub",       "Div", "Mul",  "Add", "Relu",
+                                                      "Clip", "Sigmoid",  "Tanh",      "Neg", "Abs",  "Pad", "LeakyRelu",
+                                                      "Sqrt", "Reciprocal", "BatchNormalization"};
+    const onnx::GraphProto& g = m_mp.graph();
+    const auto producer = [&](const std::string& name) -> const NodeProto* {
+        for (const NodeProto& n : g.node())
+            for (const std::string& o : n.output())
+                if (o == name) return &n;
+        return nullptr;
+    };
+    const auto constDims = [&](std::string name) -> const std::vector<std::int64_t>* {
+        for (int hops = 0; hops < 8; ++hops) {
+            if (const auto it = m_values.find(name); it != m_values.end() && it->second.kind == Value::Kind::Const) return &it->second.c.dims;
+            const NodeProto* from = producer(name);
+            if (!from || (from->op_type() != "Cast" && from->op_type() != "Identity") || from->input_size() < 1) return nullptr;
+            name = from->input(0);
+        }
+        return nullptr;
+    };
+    // The values that hold the input's pixels in its own shape (or its permute to [N, C, H, W]).
+    std::set<std::string> reach{m_inputName};
+    bool permuted = false;
+    for (bool grew = true; grew && reach.size() < 64;) {
+        grew = false;
+        for (const NodeProto& n : g.node()) {
+            if (n.output_size() < 1 || reach.count(n.output(0))) continue;
+            const bool reads = std::any_of(n.input().begin(), n.input().end(), [&](const std::string& v) { return reach.count(v) > 0; });
+            if (!reads) continue;
+            const bool toNchw = n.op_type() == "Transpose" && attrInts(n, "perm") == std::vector<std::int64_t>{0, 3, 1, 2};
+            if (!kKeepsShape.count(n.op_type()) && !toNchw) continue;
+            permuted = permuted || toNchw;
+            reach.insert(n.output(0));
+            grew = true;
+        }
+    }
+    ReaderCount found;
+    for (const NodeProto& n : g.node()) {
+        if (n.input_size() < 2 || !reach.count(n.input(0))) continue;
+        const std::vector<std::int64_t>* w = constDims(n.input(1));
+        ReaderCount rc;
+        if (n.op_type() == "Conv" && w && w->size() == 4)
+            rc = {(*w)[1] * std::max<std::int64_t>(1, attrInt(n, "group", 1)), false, permuted, {}};
+        else if (n.op_type() == "Gemm" && w && w->size() == 2 && attrInt(n, "transA", 0) == 0)
+            rc = {attrInt(n, "transB", 0) ? (*w)[1] : (*w)[0], true, false, {}};
+        else if (n.op_type() == "MatMul" && w && w->size() == 2)
+            rc = {(*w)[0], true, false, {}};
+        else
+            continue;
+        rc.reader = "the " + n.op_type() + (n.name().empty() ? std::string() : " '" + n.name() + "'");
+        if (rc.count < 1 || (found.count > 0 && (found.count != rc.count || found.flat != rc.flat))) return {};
+        if (found.count == 0) found = rc;
+    }
+    return found;
 }
 
 // An ONNX dimension is a size >= 0 or a name (dim_param); a negative one is a damaged file, and a

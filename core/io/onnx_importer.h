@@ -235,6 +235,13 @@ private:
     // The initializers, the image input and declared dimensions (onnx_import_input_shape.cpp).
     void readInput();
     void readFlatInput(const onnx::TensorShapeProto& shape);
+    struct ReaderCount {
+        std::int64_t count = 0; // channels, or features when flat; 0 when not known
+        bool flat = false;
+        bool channelsLast = false; // read through a Transpose of perm [0, 3, 1, 2]
+        std::string reader; // "the Conv '/conv1/Conv'"
+    };
+    ReaderCount countFromReader() const;
     void checkDims(const onnx::TensorShapeProto& shape, const std::string& what) const;
     std::vector<int> liveOrder();
 
