@@ -251,14 +251,16 @@ struct GuiCommandLine {
                                  QStringLiteral("n"), QStringLiteral("3000")};
     QCommandLineOption shotEpochs{QStringLiteral("screenshot-epochs"), QStringLiteral("Epochs per tour run."), QStringLiteral("n"),
                                   QStringLiteral("2")};
+    QCommandLineOption shotSize{QStringLiteral("screenshot-size"), QStringLiteral("Window size for the tour and the dataset picture."),
+                                QStringLiteral("WxH"), QStringLiteral("1600x1000")};
 
     GuiCommandLine()
     {
         parser.setApplicationDescription(QStringLiteral("QuantScope: explore low-precision training and quantization."));
         parser.addHelpOption();
         parser.addVersionOption();
-        for (QCommandLineOption* o : {&shotDir, &shotLimit, &shotEpochs, &datasetShot}) o->setFlags(QCommandLineOption::HiddenFromHelp);
-        parser.addOptions({data, model, resize, trainLimit, noSettings, shotDir, shotLimit, shotEpochs, datasetShot});
+        for (QCommandLineOption* o : {&shotDir, &shotLimit, &shotEpochs, &datasetShot, &shotSize}) o->setFlags(QCommandLineOption::HiddenFromHelp);
+        parser.addOptions({data, model, resize, trainLimit, noSettings, shotDir, shotLimit, shotEpochs, datasetShot, shotSize});
     }
 };
 
@@ -298,6 +300,10 @@ int main(int argc, char** argv)
                              &trainLimit = cl.trainLimit, &noSettings = cl.noSettings, &shotDir = cl.shotDir, &shotLimit = cl.shotLimit,
                              &shotEpochs = cl.shotEpochs;
     parser.process(app);
+    // The tour's window size (scripts/screenshot's QS_SHOT_SIZE): 1024x700 shows what a small screen gets.
+    QSize shotWindow(1600, 1000);
+    if (const QStringList wh = parser.value(cl.shotSize).split(QLatin1Char('x')); wh.size() == 2 && wh[0].toInt() > 0 && wh[1].toInt() > 0)
+        shotWindow = QSize(wh[0].toInt(), wh[1].toInt());
 
     MainWindowOptions options;
     options.dataDir = parser.value(data);
@@ -320,13 +326,13 @@ int main(int argc, char** argv)
     MainWindow window(options);
     if (parser.isSet(model)) window.loadModelFile(parser.value(model)); // errors show in the window
     if (parser.isSet(shotDir)) {
-        window.setGeometry(0, 0, 1600, 1000);
+        window.setGeometry(QRect(QPoint(0, 0), shotWindow));
         tour = std::make_unique<ScreenshotTour>(&window, parser.value(shotDir),
                                                 std::max<std::size_t>(1, parser.value(shotEpochs).toULong()));
     }
     if (parser.isSet(datasetShot)) {
         // One picture of the window with the dataset (or its error) shown, for scripts/screenshot-datasets.
-        window.setGeometry(0, 0, 1600, 1000);
+        window.setGeometry(QRect(QPoint(0, 0), shotWindow));
         QObject::connect(&window, &MainWindow::datasetReady, &window, [&window, file = parser.value(datasetShot)](bool ok) {
             QTimer::singleShot(300, &window, [&window, file, ok] {
                 const bool saved = window.grab().save(file, "PNG");

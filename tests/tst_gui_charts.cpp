@@ -155,6 +155,18 @@ private slots:
             QVERIFY(fp32 >= 1);
             QCOMPARE(quantized, shown == 1 ? 1 : 3); // two runs' series and the legend's key
         }
+        // At 1024x700 the chart is about 250 pixels wide: no legend entry is cut ("test, q...",
+        // then "quanti..." once the labels were short).
+        chart.resize(250, 430);
+        chart.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&chart));
+        QCoreApplication::processEvents();
+        (void)chart.grab();
+        QStringList cut;
+        for (QGraphicsItem* item : chart.scene()->items())
+            if (auto* t = dynamic_cast<QGraphicsTextItem*>(item); t && t->isVisible() && t->toPlainText().endsWith(QLatin1String("...")))
+                cut << t->toPlainText();
+        QVERIFY2(cut.isEmpty(), qPrintable(cut.join(QStringLiteral(" | "))));
     }
 
     // The SQNR bars' labels are whole dB alike: Qt printed 48.0 as "48" beside "46.3" (tester 19 L7).
@@ -438,20 +450,27 @@ private slots:
     }
 
     // Three runs on a loss chart as wide as at 1366x768 (about 430 pixels): no legend entry is
-    // cut ("train (smoot..."), the legend goes to the right; a wide chart keeps it below.
+    // cut ("train (smoot..."), the legend goes to the right; a wide chart keeps it below. At
+    // 1024x700 (about 250 pixels) the entries, the title and the step axis's title were cut
+    // ("#2 cha...", "train (s...", "training step (..."), and the legend took 39 % of the chart:
+    // below 480 pixels the legend reads "#1", "train", "test" (the runs table's swatches give the
+    // colours), and the titles are short ("Training loss - 3 runs", "step (batches)").
     void lossLegendIsNotCut_data()
     {
         QTest::addColumn<bool>("sameConfig");
-        QTest::newRow("labels '#1 seed-cnn', '#2 lenet5'") << false;
-        QTest::newRow("labels '#1', '#2', '#3'") << true;
+        QTest::addColumn<int>("width");
+        QTest::newRow("labels '#1 seed-cnn', '#2 lenet5'") << false << 430;
+        QTest::newRow("labels '#1', '#2', '#3'") << true << 430;
+        QTest::newRow("at 1024x700: 250 pixels") << false << 250;
     }
     void lossLegendIsNotCut()
     {
         QFETCH(bool, sameConfig);
+        QFETCH(int, width);
         LossChart chart;
         // The runs set before the chart is first shown, and again while it is hidden (another tab
         // in front): its legend markers read as invisible both times.
-        chart.resize(430, 430);
+        chart.resize(width, 430);
         chart.setRuns({lossRun(4, 40, 0, 0)});
         chart.show();
         QCoreApplication::processEvents();
@@ -466,9 +485,22 @@ private slots:
             if (auto* t = dynamic_cast<QGraphicsTextItem*>(item); t && t->isVisible() && t->toPlainText().endsWith(QLatin1String("...")))
                 cut << t->toPlainText();
         QVERIFY2(cut.isEmpty(), qPrintable(cut.join(QStringLiteral(" | "))));
+        QCoreApplication::processEvents(); // the relabelled legend's layout
+        const QRectF plot = chart.chart()->plotArea();
+        const qreal legendWidth = chart.chart()->legend()->geometry().width();
+        QVERIFY2(plot.width() >= 0.4 * width && legendWidth <= 0.3 * width,
+                 qPrintable(QString("plot %1, legend %2 of %3 pixels").arg(plot.width()).arg(legendWidth).arg(width)));
+        QStringList labels;
+        for (QLegendMarker* m : chart.chart()->legend()->markers())
+            if (m->isVisible()) labels << m->label();
+        if (width < 300) QCOMPARE(labels, QStringList({"#1", "#2", "#3", "train", "test"}));
         chart.resize(1200, 430);
         QCoreApplication::processEvents();
         QCOMPARE(chart.chart()->legend()->alignment(), Qt::AlignBottom);
+        labels.clear();
+        for (QLegendMarker* m : chart.chart()->legend()->markers())
+            if (m->isVisible()) labels << m->label();
+        QVERIFY2(labels.contains("train (smoothed)") && chart.chart()->title().contains("colours as in the runs table"), qPrintable(labels.join(" | ")));
     }
 
     // With QS_CHART_SHOT=DIR under a real X server (QT_QPA_PLATFORM=xcb, e.g. xvfb-run), PNGs of

@@ -22,6 +22,11 @@ namespace quantscope {
 
 namespace {
 constexpr const char* kInLegend = "qsInLegend"; // a series property: setLegendVisible's last word
+constexpr const char* kShortName = "qsShortName"; // a series property: its label in a narrow chart's legend
+// Below this width a legend at the right takes the short labels (and the chart its short title):
+// at 1024x700 the Curves tab's charts are about 250 pixels wide, and their legends' full labels
+// ("#2 channel-wise", "test, FP32") were cut to "#2 cha...", "test, FP..." beside a narrowed plot.
+constexpr qreal kCompactChartWidth = 480;
 
 // The view's chart, passed to QChartView's constructor: QChartView(parent) would build a default
 // chart of its own, and setChart() releases the previous chart without deleting it (a leak of a
@@ -245,11 +250,35 @@ void fitLegend(QChart* chart, int entries)
     // on screen (or not laid out yet), which measured an empty row.
     for (QLegendMarker* m : chart->legend()->markers())
         if (m->series()->property(kInLegend).toBool() || !m->series()->property(kInLegend).isValid())
-            row += fm.horizontalAdvance(m->label()) + 3 * fm.height(); // about what Qt lays out
+            row += fm.horizontalAdvance(m->series()->name()) + 3 * fm.height(); // about what Qt lays out (the full label)
     const bool below = entries <= 5 && row <= chart->size().width() - 24;
     const Qt::Alignment want = below ? Qt::AlignBottom : Qt::AlignRight;
     if (chart->legend()->alignment() != want) chart->legend()->setAlignment(want);
+    const bool compact = !below && chart->size().width() < kCompactChartWidth;
+    bool relabelled = false;
+    for (QLegendMarker* m : chart->legend()->markers()) {
+        const QString label = compact ? shortLegendLabel(m->series()) : m->series()->name();
+        if (m->label() == label) continue;
+        m->setLabel(label);
+        relabelled = true;
+    }
+    if (relabelled) { // else the legend kept the old labels' widths, and the plot its width
+        if (chart->legend()->layout()) chart->legend()->layout()->invalidate();
+        if (chart->layout()) chart->layout()->invalidate();
+    }
 }
+
+QString shortLegendLabel(const QAbstractSeries* series)
+{
+    const QVariant given = series->property(kShortName);
+    if (given.isValid()) return given.toString();
+    const QString name = series->name();
+    // A run's label, "#2 channel-wise": its number, which the runs table's swatch colours alike.
+    if (name.startsWith(QLatin1Char('#')) && name.contains(QLatin1Char(' '))) return name.left(name.indexOf(QLatin1Char(' ')));
+    return name;
+}
+
+void setShortLegendLabel(QAbstractSeries* series, const QString& label) { series->setProperty(kShortName, label); }
 
 void ChartView::fitLegendTo(int entries)
 {
@@ -261,6 +290,30 @@ void ChartView::resizeEvent(QResizeEvent* event)
 {
     QChartView::resizeEvent(event); // resizes the chart
     if (m_legendEntries >= 0) fitLegend(chart(), m_legendEntries);
+    applyTitle();
+}
+
+void ChartView::setTitles(const QString& full, const QString& compact)
+{
+    m_titles = {full, compact.isEmpty() ? full : compact};
+    applyTitle();
+}
+
+void ChartView::setCompactAxisTitle(QAbstractAxis* axis, const QString& compact)
+{
+    m_axisTitles.push_back({axis, axis->titleText(), compact});
+    applyTitle();
+}
+
+void ChartView::applyTitle()
+{
+    const bool compact = chart()->size().width() < kCompactChartWidth;
+    if (!m_titles.first.isEmpty()) {
+        const QString& t = compact ? m_titles.second : m_titles.first;
+        if (chart()->title() != t) chart()->setTitle(t);
+    }
+    for (const AxisTitles& a : m_axisTitles)
+        if (a.axis && a.axis->titleText() != (compact ? a.compact : a.full)) a.axis->setTitleText(compact ? a.compact : a.full);
 }
 
 void ChartView::showEvent(QShowEvent* event)
@@ -271,10 +324,12 @@ void ChartView::showEvent(QShowEvent* event)
     if (m_legendEntries >= 0) fitLegend(chart(), m_legendEntries);
 }
 
-QLineSeries* addStyleKey(QChart* chart, const QString& name, const QPen& pen, bool points, QAbstractAxis* x, QAbstractAxis* y)
+QLineSeries* addStyleKey(QChart* chart, const QString& name, const QString& shortName, const QPen& pen, bool points, QAbstractAxis* x,
+                         QAbstractAxis* y)
 {
     auto* s = new QLineSeries;
     s->setName(name);
+    setShortLegendLabel(s, shortName);
     s->setPen(pen);
     s->setPointsVisible(points);
     chart->addSeries(s);

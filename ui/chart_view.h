@@ -10,6 +10,7 @@
 #include <QColor>
 #include <QList>
 #include <QPointF>
+#include <QPointer>
 
 #include <vector>
 
@@ -54,6 +55,11 @@ protected:
     void showEvent(QShowEvent* event) override;
     // fitLegend(chart(), entries), again at every resize and show.
     void fitLegendTo(int entries);
+    // The chart's title, and a shorter one for a chart narrower than a legend's full labels fit
+    // beside (empty: the same); chosen again at every resize.
+    void setTitles(const QString& full, const QString& compact = {});
+    // The same for an axis of the chart: its title now, and `compact` in a narrow chart.
+    void setCompactAxisTitle(QAbstractAxis* axis, const QString& compact);
     // Invalidates the whole scene and the viewport: nothing drawn before stays on screen.
     void repaintWhole();
 
@@ -70,6 +76,13 @@ private:
     QString m_empty;
     int m_wholeRepaints = 0;
     int m_legendEntries = -1; // fitLegendTo's, or -1: the legend stays where it is
+    std::pair<QString, QString> m_titles; // setTitles': full, compact; empty: the title is set directly
+    struct AxisTitles {
+        QPointer<QAbstractAxis> axis;
+        QString full, compact;
+    };
+    std::vector<AxisTitles> m_axisTitles;
+    void applyTitle();
 };
 
 // A chart that draws a list of runs. setRuns() rebuilds its series (selection changed);
@@ -96,10 +109,17 @@ void setLegendVisible(QChart* chart, QAbstractSeries* series, bool visible);
 // The legend below the plot while its visible entries fit one row of the chart's width (and
 // `entries` is at most 5), else at the right, one entry a row: seven runs and three style keys at
 // the bottom left each label a few pixels, elided to nothing.
+// A chart narrower than 480 pixels with its legend at the right labels its entries short
+// (shortLegendLabel), so that the plot keeps its width and no label is cut.
 void fitLegend(QChart* chart, int entries);
-// A legend-only entry (an empty series) that explains a line style, e.g. dashed = test; returned
-// for a marker of its own (the chart owns it).
-QLineSeries* addStyleKey(QChart* chart, const QString& name, const QPen& pen, bool points, QAbstractAxis* x, QAbstractAxis* y);
+// The label of a series in a narrow chart's legend: the one setShortLegendLabel gave it, else a
+// run's number ("#2" of "#2 channel-wise"), else its name.
+QString shortLegendLabel(const QAbstractSeries* series);
+void setShortLegendLabel(QAbstractSeries* series, const QString& label);
+// A legend-only entry (an empty series) that explains a line style, e.g. dashed = test, labelled
+// shortName in a narrow chart; returned for a marker of its own (the chart owns it).
+QLineSeries* addStyleKey(QChart* chart, const QString& name, const QString& shortName, const QPen& pen, bool points, QAbstractAxis* x,
+                         QAbstractAxis* y);
 
 // A tick step of 1, 2 or 5 x 10^k that splits `span` into at most targetTicks intervals.
 double niceStep(double span, int targetTicks);

@@ -73,6 +73,8 @@ LossChart::LossChart(QWidget* parent) : RunChart(tr("Training loss"), parent)
 {
     m_x = makeValueAxis(tr("training step (batches)"), Qt::AlignBottom, QStringLiteral("%.0f"));
     m_y = makeValueAxis(tr("loss (cross-entropy, nats)"), Qt::AlignLeft, QStringLiteral("%.2f"));
+    setCompactAxisTitle(m_x, tr("step (batches)"));
+    setCompactAxisTitle(m_y, tr("loss (nats)"));
     setNiceRange(m_x, 0, 100);
     setNiceRange(m_y, 0, 2.5);
     setEmptyMessage(tr("Click Train (Ctrl+R): the loss of every training step appears here."));
@@ -90,6 +92,7 @@ void LossChart::rebuild()
         Slot& s = m_slots.front();
         s.raw = new QLineSeries;
         s.raw->setName(tr("per step"));
+        setShortLegendLabel(s.raw, tr("step"));
         s.raw->setPen(pen(faded(runColor(*m_runs.front()), 70), 1));
         addSeries(chart(), s.raw, m_x, m_y);
         setLegendVisible(chart(), s.raw, !many);
@@ -99,10 +102,12 @@ void LossChart::rebuild()
         Slot& s = m_slots[i];
         s.smoothed = new QLineSeries;
         s.smoothed->setName(many ? labels[qsizetype(i)] : tr("training (smoothed)"));
+        if (!many) setShortLegendLabel(s.smoothed, tr("train"));
         s.smoothed->setPen(pen(c, 2));
         addSeries(chart(), s.smoothed, m_x, m_y);
         s.test = new QLineSeries;
         s.test->setName(tr("test (per epoch)"));
+        setShortLegendLabel(s.test, tr("test")); // hidden entries' labels widen a legend at the right too
         s.test->setPen(pen(c.darker(130), 2, Qt::DashLine));
         s.test->setPointsVisible(true);
         s.test->setMarkerSize(7);
@@ -110,8 +115,8 @@ void LossChart::rebuild()
         setLegendVisible(chart(), s.test, !many);
     }
     if (many) {
-        addStyleKey(chart(), tr("train (smoothed)"), pen(Qt::darkGray, 2), false, m_x, m_y);
-        addStyleKey(chart(), tr("test (per epoch)"), pen(Qt::darkGray, 2, Qt::DashLine), true, m_x, m_y);
+        addStyleKey(chart(), tr("train (smoothed)"), tr("train"), pen(Qt::darkGray, 2), false, m_x, m_y);
+        addStyleKey(chart(), tr("test (per epoch)"), tr("test"), pen(Qt::darkGray, 2, Qt::DashLine), true, m_x, m_y);
     }
     fitLegendTo(many ? int(m_runs.size()) + 2 : 3);
 }
@@ -150,9 +155,9 @@ void LossChart::refresh()
     }
     setNiceRange(m_x, 0, xMax);
     setNiceRange(m_y, 0, any ? yMax * 1.05 : 2.5, true); // an untrained 10-class net starts near ln 10 = 2.3
-    if (m_runs.size() == 1) chart()->setTitle(tr("Training loss \u2014 %1").arg(m_runs[0]->title()));
-    else chart()->setTitle(m_runs.empty() ? tr("Training loss")
-                                          : tr("Training loss \u2014 %1 runs (colours as in the runs table)").arg(m_runs.size()));
+    if (m_runs.size() == 1) setTitles(tr("Training loss \u2014 %1").arg(m_runs[0]->title()));
+    else if (m_runs.empty()) setTitles(tr("Training loss"));
+    else setTitles(tr("Training loss \u2014 %1 runs (colours as in the runs table)").arg(m_runs.size()), tr("Training loss \u2014 %1 runs").arg(m_runs.size()));
     const bool evaluatedOnly = !m_runs.empty() && std::all_of(m_runs.begin(), m_runs.end(), [](const RunPtr& r) {
         return r->steps.empty() && r->hasStart && r->start.epochs == 0;
     });
@@ -199,6 +204,7 @@ void AccuracyChart::rebuild()
         anyQuant = anyQuant || quant;
         s.test = new QLineSeries;
         s.test->setName(many ? labels[qsizetype(i)] : (quant ? tr("test, FP32 weights") : tr("test")));
+        if (!many) setShortLegendLabel(s.test, tr("test"));
         s.test->setPen(pen(c, 2.5));
         s.test->setPointsVisible(true);
         s.test->setMarkerSize(8);
@@ -207,6 +213,7 @@ void AccuracyChart::rebuild()
         // A plan's layers take their own formats: its default named alone read as uniform (tester 12 #4).
         s.quant->setName(planInForce(m_runs[i]->config) ? tr("test, quantized (per-layer plan)")
                                                         : tr("test, quantized %1").arg(storedFormat(m_runs[i]->config)));
+        setShortLegendLabel(s.quant, tr("quant."));
         s.quant->setPen(pen(c.darker(140), 2.5, Qt::DashLine));
         s.quant->setPointsVisible(true);
         s.quant->setMarkerSize(11);
@@ -222,10 +229,10 @@ void AccuracyChart::rebuild()
         setLegendVisible(chart(), s.validation, false);
     }
     if (many) {
-        addStyleKey(chart(), tr("train"), pen(Qt::darkGray, 1.5, Qt::DotLine), true, m_x, m_y);
-        addStyleKey(chart(), tr("test, FP32"), pen(Qt::darkGray, 2.5), true, m_x, m_y);
+        addStyleKey(chart(), tr("train"), tr("train"), pen(Qt::darkGray, 1.5, Qt::DotLine), true, m_x, m_y);
+        addStyleKey(chart(), tr("test, FP32"), tr("test"), pen(Qt::darkGray, 2.5), true, m_x, m_y);
         if (anyQuant) {
-            QLineSeries* key = addStyleKey(chart(), tr("test, quantized"), pen(Qt::darkGray, 2.5, Qt::DashLine), true, m_x, m_y);
+            QLineSeries* key = addStyleKey(chart(), tr("test, quantized"), tr("quant."), pen(Qt::darkGray, 2.5, Qt::DashLine), true, m_x, m_y);
             key->setMarkerSize(11);
             key->setLightMarker(hollowDiamond(Qt::gray));
         }
