@@ -58,7 +58,7 @@ private slots:
 // The PyTorch exports (torch 1.13, opsets 9 to 17) whose outputs matchesPyTorch checks.
 static const std::vector<const char*>& pytorchFixtures()
 {
-    static const std::vector<const char*> names = {"sharedcall_op13_fold_dyn", "sharedcall_op11_nofold", "tiedconv_op13_fold_dyn", "seqview_op11_nofold_dyn", "seqview_op13_fold", "flatten_bn_op17_nofold", "flatten_bn_op13_fold_dyn",
+    static const std::vector<const char*> names = {"elufirst_op13_nofold_dyn", "sharedcall_op13_fold_dyn", "sharedcall_op11_nofold", "tiedconv_op13_fold_dyn", "seqview_op11_nofold_dyn", "seqview_op13_fold", "flatten_bn_op17_nofold", "flatten_bn_op13_fold_dyn",
                           "residual_op13_fold_dyn", "residual_op11_nofold", "mobile_op11_fold_dyn", "mobile_op17_nofold_dyn",
                           "padconv_op13_nofold", "padconv_op17_fold_dyn", "matmul_op13_nofold_dyn", "poolpad_op13_fold_dyn", "squeeze_op11_nofold",
                           "squeeze_op13_fold_dyn", "squeezeall_op13_fold", "clampchain_op13_fold_dyn", "clampchain_op11_nofold", "ref_resnet8",

@@ -157,6 +157,38 @@ void TestOnnxImportErrors::badInput_data()
     row("an input without a shape", "imgmlp_op13_fold_dyn",
         [](onnx::ModelProto& mp) { mp.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->clear_shape(); },
         "ConfigError", "declares no shape, and its readers do not give it");
+    // ... and where its readers say something else than a count, that is the message (tester 21:
+    // each was the generic one, where the declared shape's import names the broken node).
+    const auto stripped = [](onnx::ModelProto& mp) { mp.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->clear_shape(); };
+    row("an input without a shape, its Conv's weight undefined", "residual_op13_fold_dyn",
+        [&](onnx::ModelProto& mp) {
+            stripped(mp);
+            findNode(mp, "Conv")->set_input(1, "nowhere");
+        },
+        "FormatError", "the Conv '/stem/Conv' reads the weight 'nowhere', which no node, initializer or input defines");
+    row("an input without a shape, readers of two counts", "residual_op13_fold_dyn",
+        [&](onnx::ModelProto& mp) {
+            stripped(mp);
+            onnx::TensorProto* w = mp.mutable_graph()->add_initializer();
+            w->set_name("w3");
+            w->set_data_type(onnx::TensorProto::FLOAT);
+            for (int d : {2, 3, 1, 1}) w->add_dims(d);
+            for (int k = 0; k < 6; ++k) w->add_float_data(0.5f);
+            onnx::NodeProto* c = mp.mutable_graph()->add_node();
+            c->set_op_type("Conv");
+            c->set_name("rgb_conv");
+            c->add_input("input");
+            c->add_input("w3");
+            c->add_output("rgb_out");
+        },
+        "FormatError", "its readers disagree: the Conv '/stem/Conv' takes 1 channel, the Conv 'rgb_conv' takes 3 channels");
+    row("an input without a shape, a MatMul weight of rank 3", "mlpnobias_op11_nofold",
+        [&](onnx::ModelProto& mp) {
+            stripped(mp);
+            for (onnx::TensorProto& t : *mp.mutable_graph()->mutable_initializer())
+                if (t.dims_size() == 2 && t.dims(1) == 64) t.add_dims(1); // fc1.weight [24, 64] -> [24, 64, 1]
+        },
+        "FormatError", "the MatMul '/fc1/MatMul''s weight '/fc1/Transpose_output_0' has rank 3, not 2");
     // log(softmax(x)) written in forward: the Log is named with the export that works.
     // Operators QuantScope has no layer for name the PyTorch modules that export as them.
     // nn.LayerNorm is read over all of each image's values (layernorm_* fixtures), one weight per channel.

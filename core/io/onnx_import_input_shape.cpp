@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
+#include <optional>
 #include <set>
 #include <string>
 
@@ -111,20 +113,26 @@ void Importer::readInput()
         const int axis = rc.channelsLast ? 3 : 1; // of the count
         const bool fits = rc.count > 0 && (rank < 0 || (rank == 4) == !rc.flat);
         if (!fits && !declared)
-            fail("input '" + m_inputName + "' declares no shape, and its readers do not give it (a Conv's weight gives the channels, a "
-                 "Gemm's or MatMul's the features): re-export with the input's shape, [N, C, H, W]",
-                 true);
+            fail("input '" + m_inputName + "' declares no shape, and " +
+                     (rc.why.empty() ? std::string("its readers do not give it (a Conv's weight gives the channels, a Gemm's or MatMul's the features)")
+                                     : rc.why) +
+                     (rc.damaged ? std::string() : ": re-export with the input's shape ([N, C, H, W], or [N, features] for a flat input)"),
+                 !rc.damaged);
         if (fits && (!declared || !declared->dim(axis).has_dim_value())) {
             for (int i = 0; i < (rc.flat ? 2 : 4); ++i) {
                 auto* d = inferred.add_dim();
                 if (i == axis) d->set_dim_value(rc.count);
                 else if (declared) d->CopyFrom(declared->dim(i));
             }
+            const std::string k = std::to_string(rc.count);
             m_m.notes.push_back("the input '" + m_inputName + "' " +
                                 (declared ? "does not give its " + std::string(rc.flat ? "feature count" : "channel count")
                                           : std::string("declares no shape")) +
-                                ": it is read as [N, " + std::to_string(rc.count) +
-                                (rc.flat ? "]" : rc.channelsLast ? "] channels-last" : ", H, W]") + ", from the weight of its reader, " +
+                                ": it is read as " +
+                                (rc.flat           ? "[N, " + k + "]"
+                                 : rc.channelsLast ? "[N, H, W, " + k + "] (channels-last)"
+                                                   : "[N, " + k + ", H, W]") +
+                                ", from the weight of its reader, " +
                                 rc.reader);
             declared = &inferred;
         }
@@ -231,16 +239,20 @@ void Importer::readInput()
 // The count the input's readers take, from their weights: a Conv's channels (weight [M, C/group,
 // kH, kW] times group), a Gemm's (B [K, N], or [N, K] under transB) or a MatMul's (B [K, N])
 // features. A reader reads the input through ops that keep its channels: a Cast (uint8 pixels),
-// Identity, activations, arithmetic with constants (the graph's own normalisation), a Pad, and the
-// Transpose of perm [0, 3, 1, 2] of channels-last images (then channelsLast). The weight is an
-// initializer, or one behind Cast and Identity nodes. count 0 when no reader gives it, or two differ.
+// Identity, element-wise activations, arithmetic (the graph's own normalisation), a Pad (less the
+// channels it pads), and the Transpose of perm [0, 3, 1, 2] of channels-last images as the input's
+// first op (then channelsLast). The weight is an initializer or a Constant node, or one behind
+// Cast, Identity and Transpose nodes. count 0 when none gives it; `why` then says what was found
+// (a reader's weight that is not a constant, or readers that disagree), and `damaged` marks a
+// broken file (a weight no node defines, a weight of the wrong rank).
 Importer::ReaderCount Importer::countFromReader() const
 {
-    // A Pad too (F.pad on the pixels before the graph's normalisation): one that pads the channels
-    // would make the reader's count wrong, and the import then refuses the reader's input.
-    static const std::set<std::string> kKeepsShape = {"Cast", "Identity", "Sub",       "Div", "Mul",  "Add", "Relu",
-                                                      "Clip", "Sigmoid",  "Tanh",      "Neg", "Abs",  "Pad", "LeakyRelu",
-                                                      "Sqrt", "Reciprocal", "BatchNormalization"};
+    static const std::set<std::string> kKeepsChannels = {
+        "Cast",  "Identity",  "Sub",         "Div",      "Mul",     "Add",      "Relu",     "Clip",
+        "Sigmoid", "Tanh",    "Neg",         "Abs",      "Pad",     "LeakyRelu", "Elu",     "Selu",
+        "Celu",  "HardSigmoid", "HardSwish", "Softplus", "Softsign", "Exp",     "Log",      "Erf",
+        "Sqrt",  "Reciprocal", "Pow",        "Max",      "Min",     "PRelu",    "Dropout",  "Gelu",
+        "Mish",  "ThresholdedRelu", "Floor", "Ceil",     "Round",   "BatchNormalization"};
     const onnx::GraphProto& g = m_mp.graph();
     const auto producer = [&](const std::string& name) -> const NodeProto* {
         for (const NodeProto& n : g.node())
@@ -248,47 +260,130 @@ Importer::ReaderCount Importer::countFromReader() const
                 if (o == name) return &n;
         return nullptr;
     };
-    const auto constDims = [&](std::string name) -> const std::vector<std::int64_t>* {
+    // A constant's value: an initializer, or a Constant node's (decoded here: readInput runs
+    // before the walk folds them); empty when it is neither, or does not decode.
+    const auto constant = [&](const std::string& name) -> std::optional<ConstTensor> {
+        if (const auto it = m_values.find(name); it != m_values.end() && it->second.kind == Value::Kind::Const) return it->second.c;
+        const NodeProto* from = producer(name);
+        if (!from || from->op_type() != "Constant") return std::nullopt;
+        for (const onnx::AttributeProto& a : from->attribute())
+            if (a.name() == "value" && a.has_t()) try {
+                    return decodeTensor(a.t());
+                } catch (const FoldError&) {
+                    return std::nullopt;
+                }
+        return std::nullopt;
+    };
+    // A weight's dimensions, through Cast, Identity and Transpose (a bias-free nn.Linear exported
+    // without constant folding reads its weight through a Transpose); empty when not a constant.
+    const auto constDims = [&](std::string name) -> std::optional<std::vector<std::int64_t>> {
+        std::vector<std::vector<std::int64_t>> perms; // Transposes met, outermost first
         for (int hops = 0; hops < 8; ++hops) {
-            if (const auto it = m_values.find(name); it != m_values.end() && it->second.kind == Value::Kind::Const) return &it->second.c.dims;
+            if (std::optional<ConstTensor> c = constant(name)) {
+                std::vector<std::int64_t> dims = c->dims;
+                for (auto it = perms.rbegin(); it != perms.rend(); ++it) {
+                    std::vector<std::int64_t> p = *it, out(dims.size());
+                    if (p.empty())
+                        for (std::size_t k = 0; k < dims.size(); ++k) p.push_back(static_cast<std::int64_t>(dims.size() - 1 - k));
+                    if (p.size() != dims.size()) return dims; // a Transpose that does not fit: the rank check names it
+                    for (std::size_t k = 0; k < p.size(); ++k) {
+                        if (p[k] < 0 || p[k] >= static_cast<std::int64_t>(dims.size())) return std::nullopt;
+                        out[k] = dims[static_cast<std::size_t>(p[k])];
+                    }
+                    dims = out;
+                }
+                return dims;
+            }
             const NodeProto* from = producer(name);
-            if (!from || (from->op_type() != "Cast" && from->op_type() != "Identity") || from->input_size() < 1) return nullptr;
+            if (!from || from->input_size() < 1) return std::nullopt;
+            if (from->op_type() == "Transpose") perms.push_back(attrInts(*from, "perm"));
+            else if (from->op_type() != "Cast" && from->op_type() != "Identity") return std::nullopt;
             name = from->input(0);
         }
-        return nullptr;
+        return std::nullopt;
     };
-    // The values that hold the input's pixels in its own shape (or its permute to [N, C, H, W]).
-    std::set<std::string> reach{m_inputName};
+    // The channels a Pad adds (zeros padded to the channels: a CIFAR ResNet's option A, 1 -> 3
+    // channels for an RGB stem); -1 when it pads the batch, 0 when its pads are not known here.
+    const auto channelsPadded = [&](const NodeProto& n) -> std::int64_t {
+        std::vector<std::int64_t> pads = attrInts(n, "pads"); // opsets below 11
+        if (pads.empty() && n.input_size() > 1)
+            if (std::optional<ConstTensor> c = constant(n.input(1)); c && !c->isFloat) pads = c->i;
+        if (pads.size() % 2 != 0 || pads.size() < 4) return 0; // the reader's own check speaks
+        const std::size_t rank = pads.size() / 2;
+        if (pads[0] != 0 || pads[rank] != 0) return -1;
+        return pads[1] + pads[rank + 1];
+    };
+    // The values that hold the input's pixels with its channels (or its permute to [N, C, H, W]),
+    // each with the channels Pads added to the input's on the way.
+    std::map<std::string, std::int64_t> reach{{m_inputName, 0}};
     bool permuted = false;
-    for (bool grew = true; grew && reach.size() < 64;) {
+    for (bool grew = true; grew && reach.size() < 256;) {
         grew = false;
         for (const NodeProto& n : g.node()) {
             if (n.output_size() < 1 || reach.count(n.output(0))) continue;
-            const bool reads = std::any_of(n.input().begin(), n.input().end(), [&](const std::string& v) { return reach.count(v) > 0; });
-            if (!reads) continue;
-            const bool toNchw = n.op_type() == "Transpose" && attrInts(n, "perm") == std::vector<std::int64_t>{0, 3, 1, 2};
-            if (!kKeepsShape.count(n.op_type()) && !toNchw) continue;
+            const auto in = std::find_if(n.input().begin(), n.input().end(), [&](const std::string& v) { return reach.count(v) > 0; });
+            if (in == n.input().end()) continue;
+            std::int64_t added = reach.at(*in);
+            // channels-last images: the permute must read the input itself (or its uint8 pixels' Cast),
+            // as the reading of the input as channels-last (readInput) requires
+            const bool toNchw = n.op_type() == "Transpose" && attrInts(n, "perm") == std::vector<std::int64_t>{0, 3, 1, 2} &&
+                                n.input_size() > 0 && (n.input(0) == m_inputName || m_inputCasts.count(n.input(0)));
+            if (!toNchw && !kKeepsChannels.count(n.op_type())) continue;
+            if (n.op_type() == "Pad") {
+                const std::int64_t c = channelsPadded(n);
+                if (c < 0) continue;
+                added += c;
+            }
             permuted = permuted || toNchw;
-            reach.insert(n.output(0));
+            reach.emplace(n.output(0), added);
             grew = true;
         }
     }
     ReaderCount found;
+    std::string why;
+    bool damaged = false;
     for (const NodeProto& n : g.node()) {
-        if (n.input_size() < 2 || !reach.count(n.input(0))) continue;
-        const std::vector<std::int64_t>* w = constDims(n.input(1));
+        const bool product = n.op_type() == "Conv" || n.op_type() == "Gemm" || n.op_type() == "MatMul";
+        if (!product || n.input_size() < 2 || !reach.count(n.input(0))) continue;
+        const std::string reader = "the " + n.op_type() + " " + onnxNodeName(n); // "the Conv '/conv1/Conv'"
+        const std::optional<std::vector<std::int64_t>> w = constDims(n.input(1));
+        const std::size_t wantRank = n.op_type() == "Conv" ? 4 : 2;
+        if (!w || w->size() != wantRank) {
+            if (!why.empty()) continue;
+            if (!producer(n.input(1)) && !m_values.count(n.input(1))) {
+                why = reader + " reads the weight '" + n.input(1) + "', which no node, initializer or input defines";
+                damaged = true;
+            } else if (w) {
+                why = reader + "'s weight '" + n.input(1) + "' has rank " + std::to_string(w->size()) + ", not " + std::to_string(wantRank);
+                damaged = true;
+            } else {
+                why = reader + "'s weight '" + n.input(1) + "' is not a constant";
+            }
+            continue;
+        }
         ReaderCount rc;
-        if (n.op_type() == "Conv" && w && w->size() == 4)
-            rc = {(*w)[1] * std::max<std::int64_t>(1, attrInt(n, "group", 1)), false, permuted, {}};
-        else if (n.op_type() == "Gemm" && w && w->size() == 2 && attrInt(n, "transA", 0) == 0)
-            rc = {attrInt(n, "transB", 0) ? (*w)[1] : (*w)[0], true, false, {}};
-        else if (n.op_type() == "MatMul" && w && w->size() == 2)
-            rc = {(*w)[0], true, false, {}};
+        if (n.op_type() == "Conv")
+            rc = {(*w)[1] * std::max<std::int64_t>(1, attrInt(n, "group", 1)), false, permuted, {}, {}, false};
+        else if (n.op_type() == "Gemm" && attrInt(n, "transA", 0) == 0)
+            rc = {attrInt(n, "transB", 0) ? (*w)[1] : (*w)[0], true, false, {}, {}, false};
+        else if (n.op_type() == "MatMul")
+            rc = {(*w)[0], true, false, {}, {}, false};
         else
             continue;
-        rc.reader = "the " + n.op_type() + (n.name().empty() ? std::string() : " '" + n.name() + "'");
-        if (rc.count < 1 || (found.count > 0 && (found.count != rc.count || found.flat != rc.flat))) return {};
+        rc.count -= reach.at(n.input(0)); // the channels Pads added
+        rc.reader = reader;
+        if (rc.count < 1) continue;
+        if (found.count > 0 && (found.count != rc.count || found.flat != rc.flat)) {
+            const auto what = [](const ReaderCount& r) {
+                return r.reader + " takes " + std::to_string(r.count) + (r.flat ? " features" : r.count == 1 ? " channel" : " channels");
+            };
+            return {0, false, false, {}, "its readers disagree: " + what(found) + ", " + what(rc), true};
+        }
         if (found.count == 0) found = rc;
+    }
+    if (found.count == 0) {
+        found.why = why;
+        found.damaged = damaged;
     }
     return found;
 }

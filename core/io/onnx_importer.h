@@ -239,7 +239,9 @@ private:
         std::int64_t count = 0; // channels, or features when flat; 0 when not known
         bool flat = false;
         bool channelsLast = false; // read through a Transpose of perm [0, 3, 1, 2]
-        std::string reader; // "the Conv '/conv1/Conv'"
+        std::string reader;
+        std::string why;      // count 0: what the readers said instead ("its readers disagree: ..."), or empty
+        bool damaged = false; // count 0: why names a broken file (a FormatError), not a missing shape // "the Conv '/conv1/Conv'"
     };
     ReaderCount countFromReader() const;
     void checkDims(const onnx::TensorShapeProto& shape, const std::string& what) const;

@@ -198,6 +198,38 @@ class FlatMLP(nn.Module):
         return self.fc2(F.relu(self.fc1((x - 0.5) / 0.25)))
 
 
+class FlatMLPNoBias(nn.Module):
+    """An MLP on flat images [N, 64] whose first Linear is bias-free: exported without constant
+    folding, its MatMul reads the weight through a Transpose (tester 21: with the input's shape
+    stripped, the features come from that weight)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(64, 24, bias=False)
+        self.fc2 = nn.Linear(24, 5)
+
+    def forward(self, x):
+        return self.fc2(F.relu(self.fc1(x)))
+
+
+class ActFirst(nn.Module):
+    """An activation on the pixels before the first Conv (F.elu, F.hardswish on channels-last
+    images permuted first): a reader's weight is found through it."""
+
+    def __init__(self, act, channels_last=False):
+        super().__init__()
+        self.act = act
+        self.channels_last = channels_last
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 8 * 8, 5)
+
+    def forward(self, x):
+        if self.channels_last:
+            x = x.permute(0, 3, 1, 2)
+        x = F.relu(self.conv(self.act(x)))
+        return self.fc(x.flatten(1))
+
+
 class FlatMLPBN(nn.Module):
     """An MLP on flat images with BatchNorm1d after each hidden Linear (the second one bias-free),
     folded into the Linears at import."""
@@ -1284,6 +1316,9 @@ CASES = [
     ("bytesgrayunsq_op13_fold", lambda: BytesInput("grayunsq"), (8, 8), 13, True, False),
     ("bytesgrayview_op11_nofold_dyn", lambda: BytesInput("grayview"), (8, 8), 11, False, True),
     ("tiedconv_op13_fold_dyn", TiedConv, (1, 8, 8), 13, True, True),
+    ("mlpnobias_op11_nofold", FlatMLPNoBias, (64,), 11, False, False),
+    ("elufirst_op13_nofold_dyn", lambda: ActFirst(F.elu), (3, 8, 8), 13, False, True),
+    ("hardswishnhwc_op17_fold", lambda: ActFirst(F.hardswish, channels_last=True), (8, 8, 3), 17, True, False),
 ]
 
 HW_SECOND = (12, 10)
