@@ -112,8 +112,9 @@ void Importer::readInput()
         const ReaderCount rc = countFromReader();
         const int axis = rc.channelsLast ? 3 : 1; // of the count
         const bool fits = rc.count > 0 && (rank < 0 || (rank == 4) == !rc.flat);
-        if (!fits && !declared)
-            fail("input '" + m_inputName + "' declares no shape, and " +
+        // A damaged file is named as such whether the input declares its rank or nothing.
+        if (!fits && (!declared || (rc.damaged && !declared->dim(1).has_dim_value())))
+            fail("input '" + m_inputName + "' " + (declared ? "does not give its channel count" : "declares no shape") + ", and " +
                      (rc.why.empty() ? std::string("its readers do not give it (a Conv's weight gives the channels, a Gemm's or MatMul's the features)")
                                      : rc.why) +
                      (rc.damaged ? std::string() : ": re-export with the input's shape ([N, C, H, W], or [N, features] for a flat input)"),
@@ -240,7 +241,7 @@ void Importer::readInput()
 // kH, kW] times group), a Gemm's (B [K, N], or [N, K] under transB) or a MatMul's (B [K, N])
 // features. A reader reads the input through ops that keep its channels: a Cast (uint8 pixels),
 // Identity, element-wise activations, arithmetic (the graph's own normalisation), a Pad (less the
-// channels it pads), and the Transpose of perm [0, 3, 1, 2] of channels-last images as the input's
+// channels it pads), copies along the channels (Concat, Tile: divided out), and the Transpose of perm [0, 3, 1, 2] of channels-last images as the input's
 // first op (then channelsLast). The weight is an initializer or a Constant node, or one behind
 // Cast, Identity and Transpose nodes. count 0 when none gives it; `why` then says what was found
 // (a reader's weight that is not a constant, or readers that disagree), and `damaged` marks a
@@ -315,7 +316,27 @@ Importer::ReaderCount Importer::countFromReader() const
     };
     // The values that hold the input's pixels with its channels (or its permute to [N, C, H, W]),
     // each with the channels Pads added to the input's on the way.
-    std::map<std::string, std::int64_t> reach{{m_inputName, 0}};
+    // Expand's shape (a constant of 4 entries, or ConstantOfShape's ones) leaves C as it is.
+    const auto expandKeepsChannels = [&](const std::string& shape) {
+        if (const std::optional<ConstTensor> c = constant(shape)) return !c->isFloat && c->i.size() == 4 && c->i[1] == 1;
+        const NodeProto* from = producer(shape);
+        if (!from || from->op_type() != "ConstantOfShape") return false;
+        for (const onnx::AttributeProto& a : from->attribute())
+            if (a.name() == "value" && a.has_t()) try {
+                    const ConstTensor v = decodeTensor(a.t());
+                    return v.numel() == 1 && (v.isFloat ? v.f[0] == 1.0f : v.i[0] == 1);
+                } catch (const FoldError&) {
+                    return false;
+                }
+        return false; // ONNX's default value is 0
+    };
+    // Each value's channels as k C + added for the input's C: Pads add zeros to the channels, and
+    // copies of grayscale images for an RGB stem (torch.cat([x, x, x], 1), x.repeat(1, 3, 1, 1))
+    // multiply them.
+    struct Channels {
+        std::int64_t k = 1, added = 0;
+    };
+    std::map<std::string, Channels> reach{{m_inputName, {}}};
     bool permuted = false;
     for (bool grew = true; grew && reach.size() < 256;) {
         grew = false;
@@ -323,19 +344,35 @@ Importer::ReaderCount Importer::countFromReader() const
             if (n.output_size() < 1 || reach.count(n.output(0))) continue;
             const auto in = std::find_if(n.input().begin(), n.input().end(), [&](const std::string& v) { return reach.count(v) > 0; });
             if (in == n.input().end()) continue;
-            std::int64_t added = reach.at(*in);
+            Channels c = reach.at(*in);
             // channels-last images: the permute must read the input itself (or its uint8 pixels' Cast),
             // as the reading of the input as channels-last (readInput) requires
             const bool toNchw = n.op_type() == "Transpose" && attrInts(n, "perm") == std::vector<std::int64_t>{0, 3, 1, 2} &&
                                 n.input_size() > 0 && (n.input(0) == m_inputName || m_inputCasts.count(n.input(0)));
-            if (!toNchw && !kKeepsChannels.count(n.op_type())) continue;
-            if (n.op_type() == "Pad") {
-                const std::int64_t c = channelsPadded(n);
-                if (c < 0) continue;
-                added += c;
+            if (n.op_type() == "Concat") {
+                // copies of one value along the channels only
+                if (attrInt(n, "axis", 0) != 1 ||
+                    !std::all_of(n.input().begin(), n.input().end(), [&](const std::string& v) { return v == *in; }))
+                    continue;
+                c = {c.k * n.input_size(), c.added * n.input_size()};
+            } else if (n.op_type() == "Tile") {
+                const std::optional<ConstTensor> r = n.input_size() > 1 ? constant(n.input(1)) : std::nullopt;
+                if (n.input(0) != *in || !r || r->isFloat || r->i.size() < 2 || r->i[0] != 1 ||
+                    std::any_of(r->i.begin() + 2, r->i.end(), [](std::int64_t v) { return v != 1; }))
+                    continue;
+                c = {c.k * r->i[1], c.added * r->i[1]};
+            } else if (n.op_type() == "Expand") {
+                // x.repeat exports Expand(x, ones) before its Tile: channels kept when the shape's C is 1
+                if (n.input(0) != *in || n.input_size() < 2 || !expandKeepsChannels(n.input(1))) continue;
+            } else if (n.op_type() == "Pad") {
+                const std::int64_t padded = channelsPadded(n);
+                if (padded < 0) continue;
+                c.added += padded;
+            } else if (!toNchw && !kKeepsChannels.count(n.op_type())) {
+                continue;
             }
             permuted = permuted || toNchw;
-            reach.emplace(n.output(0), added);
+            reach.emplace(n.output(0), c);
             grew = true;
         }
     }
@@ -370,7 +407,9 @@ Importer::ReaderCount Importer::countFromReader() const
             rc = {(*w)[0], true, false, {}, {}, false};
         else
             continue;
-        rc.count -= reach.at(n.input(0)); // the channels Pads added
+        const Channels c = reach.at(n.input(0)); // the reader's count is k C + added
+        if (c.k < 1 || (rc.count - c.added) % c.k != 0) continue;
+        rc.count = (rc.count - c.added) / c.k;
         rc.reader = reader;
         if (rc.count < 1) continue;
         if (found.count > 0 && (found.count != rc.count || found.flat != rc.flat)) {
