@@ -108,7 +108,10 @@ void Importer::readInput()
     const onnx::TensorShapeProto* declared = tt.has_shape() ? &tt.shape() : nullptr;
     if (declared) checkDims(*declared, "input '" + m_inputName + "'");
     const int rank = declared ? declared->dim_size() : -1;
-    if (rank < 0 || rank == 4 || rank == 2) {
+    // Only where a count is missing (C's axis 1, or 3 for channels-last images; the features' 1).
+    const bool countMissing = rank < 0 || ((rank == 4 || rank == 2) && !declared->dim(1).has_dim_value()) ||
+                              (rank == 4 && !declared->dim(3).has_dim_value());
+    if (countMissing) {
         const ReaderCount rc = countFromReader();
         const int axis = rc.channelsLast ? 3 : 1; // of the count
         const bool fits = rc.count > 0 && (rank < 0 || (rank == 4) == !rc.flat);
@@ -241,13 +244,15 @@ void Importer::readInput()
 // kH, kW] times group), a Gemm's (B [K, N], or [N, K] under transB) or a MatMul's (B [K, N])
 // features. A reader reads the input through ops that keep its channels: a Cast (uint8 pixels),
 // Identity, element-wise activations, arithmetic (the graph's own normalisation), a Pad (less the
-// channels it pads), copies along the channels (Concat, Tile: divided out), and the Transpose of perm [0, 3, 1, 2] of channels-last images as the input's
-// first op (then channelsLast). The weight is an initializer or a Constant node, or one behind
+// channels it pads), copies along the channels (Concat, Tile: divided out), and the Transpose of
+// perm [0, 3, 1, 2] of channels-last images as the input's first op (then channelsLast). The weight is an initializer or a Constant node, or one behind
 // Cast, Identity and Transpose nodes. count 0 when none gives it; `why` then says what was found
 // (a reader's weight that is not a constant, or readers that disagree), and `damaged` marks a
 // broken file (a weight no node defines, a weight of the wrong rank).
 Importer::ReaderCount Importer::countFromReader() const
 {
+    constexpr std::int64_t kMaxCount = std::int64_t{1} << 24; // no products of file values overflow below it
+    const auto sane = [](std::int64_t v) { return v >= 0 && v <= kMaxCount; };
     static const std::set<std::string> kKeepsChannels = {
         "Cast",  "Identity",  "Sub",         "Div",      "Mul",     "Add",      "Relu",     "Clip",
         "Sigmoid", "Tanh",    "Neg",         "Abs",      "Pad",     "LeakyRelu", "Elu",     "Selu",
@@ -314,8 +319,6 @@ Importer::ReaderCount Importer::countFromReader() const
         if (pads[0] != 0 || pads[rank] != 0) return -1;
         return pads[1] + pads[rank + 1];
     };
-    // The values that hold the input's pixels with its channels (or its permute to [N, C, H, W]),
-    // each with the channels Pads added to the input's on the way.
     // Expand's shape (a constant of 4 entries, or ConstantOfShape's ones) leaves C as it is.
     const auto expandKeepsChannels = [&](const std::string& shape) {
         if (const std::optional<ConstTensor> c = constant(shape)) return !c->isFloat && c->i.size() == 4 && c->i[1] == 1;
@@ -330,9 +333,10 @@ Importer::ReaderCount Importer::countFromReader() const
                 }
         return false; // ONNX's default value is 0
     };
-    // Each value's channels as k C + added for the input's C: Pads add zeros to the channels, and
-    // copies of grayscale images for an RGB stem (torch.cat([x, x, x], 1), x.repeat(1, 3, 1, 1))
-    // multiply them.
+    // The values that hold the input's pixels (or their permute to [N, C, H, W]), each with its
+    // channels as k C + added for the input's C: Pads add zeros to the channels, and copies of
+    // grayscale images for an RGB stem (torch.cat([x, x, x], 1), x.repeat(1, 3, 1, 1)) multiply
+    // them. Counts past kMaxCount are a damaged file's, which the reader's own check refuses.
     struct Channels {
         std::int64_t k = 1, added = 0;
     };
@@ -358,7 +362,7 @@ Importer::ReaderCount Importer::countFromReader() const
             } else if (n.op_type() == "Tile") {
                 const std::optional<ConstTensor> r = n.input_size() > 1 ? constant(n.input(1)) : std::nullopt;
                 if (n.input(0) != *in || !r || r->isFloat || r->i.size() < 2 || r->i[0] != 1 ||
-                    std::any_of(r->i.begin() + 2, r->i.end(), [](std::int64_t v) { return v != 1; }))
+                    !sane(r->i[1]) || std::any_of(r->i.begin() + 2, r->i.end(), [](std::int64_t v) { return v != 1; }))
                     continue;
                 c = {c.k * r->i[1], c.added * r->i[1]};
             } else if (n.op_type() == "Expand") {
@@ -366,11 +370,12 @@ Importer::ReaderCount Importer::countFromReader() const
                 if (n.input(0) != *in || n.input_size() < 2 || !expandKeepsChannels(n.input(1))) continue;
             } else if (n.op_type() == "Pad") {
                 const std::int64_t padded = channelsPadded(n);
-                if (padded < 0) continue;
+                if (padded < 0 || !sane(padded)) continue;
                 c.added += padded;
             } else if (!toNchw && !kKeepsChannels.count(n.op_type())) {
                 continue;
             }
+            if (!sane(c.k) || !sane(c.added)) continue;
             permuted = permuted || toNchw;
             reach.emplace(n.output(0), c);
             grew = true;
@@ -385,6 +390,7 @@ Importer::ReaderCount Importer::countFromReader() const
         const std::string reader = "the " + n.op_type() + " " + onnxNodeName(n); // "the Conv '/conv1/Conv'"
         const std::optional<std::vector<std::int64_t>> w = constDims(n.input(1));
         const std::size_t wantRank = n.op_type() == "Conv" ? 4 : 2;
+        if (w && std::any_of(w->begin(), w->end(), [&](std::int64_t v) { return !sane(v); })) continue; // refused by the reader
         if (!w || w->size() != wantRank) {
             if (!why.empty()) continue;
             if (!producer(n.input(1)) && !m_values.count(n.input(1))) {
@@ -400,7 +406,7 @@ Importer::ReaderCount Importer::countFromReader() const
         }
         ReaderCount rc;
         if (n.op_type() == "Conv")
-            rc = {(*w)[1] * std::max<std::int64_t>(1, attrInt(n, "group", 1)), false, permuted, {}, {}, false};
+            rc = {(*w)[1] * std::clamp<std::int64_t>(attrInt(n, "group", 1), 1, kMaxCount), false, permuted, {}, {}, false};
         else if (n.op_type() == "Gemm" && attrInt(n, "transA", 0) == 0)
             rc = {attrInt(n, "transB", 0) ? (*w)[1] : (*w)[0], true, false, {}, {}, false};
         else if (n.op_type() == "MatMul")
