@@ -2,18 +2,22 @@
 
 #include "train/events.h"
 
+#include <atomic>
 #include <csignal>
 
 namespace quantscope::cli {
 
 namespace {
 volatile std::sig_atomic_t g_signal = 0; // the signal that came, 0 for none
-StopToken* g_token = nullptr;            // set before the handlers are installed, cleared after they are removed
+// Set before the handlers are installed, cleared when the scope ends (the handler stays, for a
+// late signal); atomic, as a handler on another thread may read it then.
+std::atomic<StopToken*> g_token{nullptr};
+static_assert(std::atomic<StopToken*>::is_always_lock_free);
 
 extern "C" void onStopSignal(int sig)
 {
     g_signal = sig;
-    if (g_token) g_token->requestStop(); // an atomic store: lock-free, so safe in a handler
+    if (StopToken* t = g_token.load()) t->requestStop(); // an atomic store: lock-free, so safe in a handler
 }
 
 void install(int sig, void (*handler)(int), int flags)
@@ -35,8 +39,8 @@ StopSignalScope::StopSignalScope(StopToken* token)
 
 StopSignalScope::~StopSignalScope()
 {
-    for (int sig : {SIGINT, SIGTERM}) install(sig, SIG_DFL, 0);
-    g_token = nullptr;
+    g_token = nullptr; // the handler below only sets the flag
+    for (int sig : {SIGINT, SIGTERM}) install(sig, g_signal != 0 ? SIG_DFL : onStopSignal, SA_RESETHAND | SA_RESTART);
 }
 
 bool StopSignalScope::requested() { return g_signal != 0; }

@@ -12,9 +12,12 @@ class StopToken;
 
 namespace quantscope::cli {
 
-// Catches SIGINT and SIGTERM while in scope (the default actions return when it ends). token,
-// when given, has requestStop() called from the handler (the trainer polls it); the flag below is
-// set either way. One scope at a time.
+// Catches SIGINT and SIGTERM while in scope. token, when given, has requestStop() called from the
+// handler (the trainer polls it); the flag below is set either way. A second signal in scope takes
+// the default action (a second Ctrl+C kills). When the scope ends, the command's work is done and
+// its files written: a first signal from then until the process exits is absorbed, so that it
+// does not kill the process mid-exit (cli_soak.py saw "killed by SIGINT" for a signal that came as
+// a short run returned); a second one takes the default action. One scope at a time.
 class StopSignalScope {
 public:
     explicit StopSignalScope(StopToken* token = nullptr);
