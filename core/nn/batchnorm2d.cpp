@@ -2,6 +2,7 @@
 
 #include "tensor/bf16.h"
 #include "tensor/parallel.h"
+#include "tensor/prefetch.h"
 #include "util/errors.h"
 
 #include <algorithm>
@@ -386,6 +387,14 @@ void BatchNorm2d::outputPlaneRows(std::size_t p, float* out, std::size_t pitch) 
     const Tensor* x = m_deferredOutputOf;
     if (x && x->rank() == 4 && pitch < x->dim(3)) throw ConfigError(name() + ": output rows asked for at a pitch below the width");
     deferredOutput(p, x && x->rank() == 4 ? x->dim(2) : 0, x && x->rank() == 4 ? x->dim(3) : 0, out, pitch);
+}
+
+void BatchNorm2d::prefetchPlane(std::size_t p) const
+{
+    const Tensor* x = m_deferredOutputOf;
+    if (!x || x->rank() != 4) return;
+    const std::size_t HW = x->dim(2) * x->dim(3);
+    if (p < x->dim(0) * m_c) prefetchSpan(x->data() + p * HW, HW);
 }
 
 void BatchNorm2d::forwardClamped(const Tensor& x, Tensor& r, const RunContext& ctx, float cap)

@@ -73,6 +73,7 @@ public:
     }
     void outputPlanes(std::size_t p0, std::size_t count, float* out) const override;
     void outputPlaneRows(std::size_t p, float* out, std::size_t pitch) const override;
+    void prefetchPlane(std::size_t p) const override; // the deferred input's plane p
     bool deferredGradientFinite() const;
     void endDeferredGradient();
     std::string describe() const override { return std::to_string(m_c) + " channels"; }

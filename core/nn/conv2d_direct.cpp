@@ -97,10 +97,24 @@ void toRuns(const float* x, std::size_t C, std::size_t n0, std::size_t count, co
         if (r) copyRowMasked(dst, x + at, r + at, n, cap);
         else copyRow(dst, x + at, n);
     };
+    // The plane read after plane (c, i), or npos after the last: its values are asked for ahead
+    // (prefetchSpan row by row, or the source's prefetchPlane).
+    constexpr std::size_t npos = ~std::size_t{0};
+    const auto nextPlane = [&](std::size_t c, std::size_t i) {
+        const std::size_t p = i + 1 < count ? (n0 + i + 1) * C + c : c + 1 < C ? n0 * C + c + 1 : npos;
+        if (source && p != npos) source->prefetchPlane(p);
+        return source ? npos : p;
+    };
+    const auto prefetchRows = [&](std::size_t plane, std::size_t at, std::size_t n) {
+        if (plane == npos) return;
+        prefetchSpan(x + plane * HW + at, n);
+        if (r) prefetchSpan(r + plane * HW + at, n);
+    };
     if (g.p == 0) { // no padding: the runs are the planes back to back
         for (std::size_t c = 0; c < C; ++c)
             for (std::size_t i = 0; i < count; ++i) {
                 float* dst = runs + c * g.S + i * HW;
+                prefetchRows(nextPlane(c, i), 0, HW);
                 if (source) source->outputPlanes((n0 + i) * C + c, 1, dst);
                 else copy(dst, ((n0 + i) * C + c) * HW, HW);
             }
@@ -112,10 +126,11 @@ void toRuns(const float* x, std::size_t C, std::size_t n0, std::size_t count, co
         float* run = runs + c * g.S;
         std::memset(run, 0, g.head * sizeof(float));
         for (std::size_t i = 0; i < count; ++i) {
-            const std::size_t src = ((n0 + i) * C + c) * HW;
+            const std::size_t src = ((n0 + i) * C + c) * HW, next = nextPlane(c, i);
             float* dst = run + g.head + i * g.Rn;
             if (source) source->outputPlaneRows(src / HW, dst, g.Wq); // the rows in place
             for (std::size_t y = 0; y < g.H; ++y) {
+                prefetchRows(next, y * g.W, g.W);
                 if (!source) copy(dst + y * g.Wq, src + y * g.W, g.W);
                 for (std::size_t z = 0; z < g.p; ++z) dst[y * g.Wq + g.W + z] = 0.0f;
             }
@@ -164,8 +179,11 @@ void toPhaseRuns(const float* x, std::size_t C, std::size_t n0, std::size_t coun
     const std::size_t HW = g.H * g.W;
     std::memset(runs, 0, C * g.S * sizeof(float));
     for (std::size_t c = 0; c < C; ++c)
-        for (std::size_t i = 0; i < count; ++i)
+        for (std::size_t i = 0; i < count; ++i) {
+            if (i + 1 < count) prefetchSpan(x + ((n0 + i + 1) * C + c) * HW, HW);
+            else if (c + 1 < C) prefetchSpan(x + (n0 * C + c + 1) * HW, HW);
             scatterPhases(x + ((n0 + i) * C + c) * HW, dg, runs + c * g.S + i * g.Rn, g.PS);
+        }
 }
 
 void toPhaseRunsBf16(const float* x, std::size_t C, std::size_t n0, std::size_t count, const PhaseGeometry& g,
@@ -177,6 +195,11 @@ void toPhaseRunsBf16(const float* x, std::size_t C, std::size_t n0, std::size_t 
     for (std::size_t cp = 0; cp < C2; ++cp)
         for (std::size_t i = 0; i < count; ++i) {
             const float* a = x + ((n0 + i) * C + 2 * cp) * HW;
+            const std::size_t nextPair = i + 1 < count ? cp : cp + 1; // the pair read next, as prefetchSpan asks
+            if (nextPair < C2) {
+                const float* na = x + ((n0 + (i + 1 < count ? i + 1 : 0)) * C + 2 * nextPair) * HW;
+                prefetchSpan(na, (2 * nextPair + 1 < C ? 2 : 1) * HW);
+            }
             scatterPhasesBf16Pair(a, 2 * cp + 1 < C ? a + HW : nullptr, dg, q + cp * g.S + i * g.Rn, g.PS);
         }
 }

@@ -50,14 +50,29 @@ bool toInterleavedRuns(const float* x, std::size_t C, std::size_t n0, std::size_
                     plane[j] = sourced.data() + j * HW;
                 }
             }
+            // The planes read next (the next image's, or the next group's first image's) are
+            // asked for ahead: prefetchSpan row by row, or the source's prefetchPlane.
+            const float* next[Ch] = {};
+            const std::size_t nextImage = i + 1 < count ? i + 1 : 0, nextGroup = i + 1 < count ? cg : cg + 1;
+            for (std::size_t j = 0; j < Ch && nextGroup < groups; ++j) {
+                const std::size_t c = Ch * nextGroup + j;
+                if (c >= C) continue;
+                if (source) source->prefetchPlane((n0 + nextImage) * C + c);
+                else next[j] = x + ((n0 + nextImage) * C + c) * HW;
+            }
             T* dst = run + Ch * (g.head + i * g.Rn);
             if (g.p == 0) { // the planes back to back
+                for (std::size_t j = 0; j < Ch; ++j)
+                    if (next[j]) prefetchSpan(next[j], HW);
                 if (!pack(plane, HW, dst)) return false;
                 continue;
             }
             for (std::size_t y = 0; y < g.H; ++y) {
                 const float* row[Ch];
-                for (std::size_t j = 0; j < Ch; ++j) row[j] = plane[j] ? plane[j] + y * g.W : nullptr;
+                for (std::size_t j = 0; j < Ch; ++j) {
+                    row[j] = plane[j] ? plane[j] + y * g.W : nullptr;
+                    if (next[j]) prefetchSpan(next[j] + y * g.W, g.W);
+                }
                 if (!pack(row, g.W, dst + Ch * y * g.Wq)) return false;
                 fill(dst + Ch * (y * g.Wq + g.W), g.p);
             }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "tensor/bf16.h"
+#include "tensor/prefetch.h"
 
 #include <algorithm>
 #include <array>

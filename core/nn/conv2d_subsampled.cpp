@@ -95,9 +95,12 @@ void gatherSubsampled(const float* x, std::size_t C, std::size_t n0, std::size_t
     for (std::size_t c = 0; c < C; ++c)
         for (std::size_t i = 0; i < count; ++i) {
             const float* __restrict src = x + ((n0 + i) * C + c) * HW;
+            // the plane read next (the next image's, or the next channel's first image's)
+            const float* next = i + 1 < count ? src + C * HW : c + 1 < C ? x + (n0 * C + c + 1) * HW : nullptr;
             float* __restrict dst = runs + c * g.S + i * g.HWo;
             for (std::size_t oy = 0; oy < g.Ho; ++oy, dst += g.Wo) {
                 const float* row = src + oy * g.s * g.W;
+                if (next) prefetchSpan(next + oy * g.s * g.W, g.W);
                 if (g.s == 2) takeEven(row, g.W, dst);
                 else
                     for (std::size_t ox = 0; ox < g.Wo; ++ox) dst[ox] = row[ox * g.s];

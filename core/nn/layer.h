@@ -202,6 +202,9 @@ public:
     // Plane p's H rows of W floats, row y at out + y pitch (pitch >= W; the floats between rows
     // are left as they are): a reader's padded layout, written in place.
     virtual void outputPlaneRows(std::size_t p, float* out, std::size_t pitch) const = 0;
+    // A hint that plane p is asked for next: a source may bring what it reads for it into cache
+    // (a reader that walks the planes C H W apart, channel by channel). No effect on any value.
+    virtual void prefetchPlane(std::size_t /*p*/) const {}
 
 protected:
     ~OutputPlaneSource() = default;
