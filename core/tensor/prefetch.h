@@ -20,4 +20,13 @@ inline void prefetchSpan(const float* p, std::size_t n)
     for (const char* a = reinterpret_cast<const char*>(first); a < end; a += 64) __builtin_prefetch(a, 0, 3);
 }
 
+// The same for lines about to be written (a write's read-for-ownership started ahead): the
+// planes a pass writes C H W floats apart, as fromRuns writes a convolution's output.
+inline void prefetchSpanForWrite(float* p, std::size_t n)
+{
+    const auto* end = reinterpret_cast<const char*>(p + n);
+    const auto first = reinterpret_cast<std::uintptr_t>(p) & ~std::uintptr_t{63};
+    for (const char* a = reinterpret_cast<const char*>(first); a < end; a += 64) __builtin_prefetch(a, 1, 3);
+}
+
 } // namespace quantscope
