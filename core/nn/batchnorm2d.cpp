@@ -608,6 +608,9 @@ void BatchNorm2d::backwardImpl(const Tensor& x, const Tensor* r, const Tensor& d
         parallelForStatic(N, [&](std::size_t n) {
             for (std::size_t c = 0; c < C; ++c) {
                 const std::size_t off = (n * C + c) * HW;
+                prefetchAhead(dy.data(), off, HW, N * C * HW);
+                prefetchAhead(x.data(), off, HW, N * C * HW);
+                if (rp && R == MaskFrom::Output) prefetchAhead(rp, off, HW, N * C * HW);
                 const float* rr = rp ? rp + off : nullptr;
                 const std::uint8_t* ss = ste && r ? ste + off : nullptr;
                 planeGradSums<K, R>(dy.data() + off, rr, ss, x.data() + off, affine(c), HW, m_planeStats[2 * (n * C + c)],
@@ -659,6 +662,9 @@ bool BatchNorm2d::inputGradImages(const Deferred& d, std::size_t n0, std::size_t
         for (std::size_t n = n0; n < n0 + count; ++n)
             for (std::size_t c = 0; c < C; ++c) {
                 const std::size_t off = (n * C + c) * HW;
+                prefetchAhead(d.dy, off, HW, x.numel());
+                prefetchAhead(x.data(), off, HW, x.numel());
+                if (d.r && R == MaskFrom::Output) prefetchAhead(d.r, off, HW, x.numel());
                 float* o = out + ((n - n0) * C + c) * HW;
                 const ChannelAffine af{m_mean[c], g[c] * m_invStd[c], bet[c], d.cap};
                 planeInputGrad<K, R>(d.dy + off, d.r ? d.r + off : nullptr, d.ste ? d.ste + off : nullptr, x.data() + off, af, HW,

@@ -20,6 +20,15 @@ inline void prefetchSpan(const float* p, std::size_t n)
     for (const char* a = reinterpret_cast<const char*>(first); a < end; a += 64) __builtin_prefetch(a, 0, 3);
 }
 
+// For a pass that walks a tensor of `size` floats plane by plane, `n` floats at `at`: the span
+// at least 4 KB ahead (the next plane, or further for planes under 4 KB), clipped to the tensor.
+// The hardware prefetcher starts again at each 4 KB page; this keeps the stream ahead of it.
+inline void prefetchAhead(const float* base, std::size_t at, std::size_t n, std::size_t size)
+{
+    const std::size_t from = at + (n > 1024 ? n : 1024);
+    if (from < size) prefetchSpan(base + from, (size - from < n ? size - from : n));
+}
+
 // The same for lines about to be written (a write's read-for-ownership started ahead): the
 // planes a pass writes C H W floats apart, as fromRuns writes a convolution's output.
 inline void prefetchSpanForWrite(float* p, std::size_t n)
