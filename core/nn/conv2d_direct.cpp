@@ -97,16 +97,15 @@ void toRuns(const float* x, std::size_t C, std::size_t n0, std::size_t count, co
         if (r) copyRowMasked(dst, x + at, r + at, n, cap);
         else copyRow(dst, x + at, n);
     };
-    // The plane read after plane (c, i), or npos after the last: its values are asked for ahead
-    // (prefetchSpan row by row, or the source's prefetchPlane).
-    constexpr std::size_t npos = ~std::size_t{0};
+    // The plane read after plane (c, i) is asked for ahead: the source's prefetchPlane, or x's
+    // (and r's) rows by prefetchRows (kNoPlane: nothing to ask for).
     const auto nextPlane = [&](std::size_t c, std::size_t i) {
-        const std::size_t p = i + 1 < count ? (n0 + i + 1) * C + c : c + 1 < C ? n0 * C + c + 1 : npos;
-        if (source && p != npos) source->prefetchPlane(p);
-        return source ? npos : p;
+        const std::size_t p = nextPlaneOf(n0, count, C, c, i);
+        if (source && p != kNoPlane) source->prefetchPlane(p);
+        return source ? kNoPlane : p;
     };
     const auto prefetchRows = [&](std::size_t plane, std::size_t at, std::size_t n) {
-        if (plane == npos) return;
+        if (plane == kNoPlane) return;
         prefetchSpan(x + plane * HW + at, n);
         if (r) prefetchSpan(r + plane * HW + at, n);
     };
@@ -180,8 +179,7 @@ void toPhaseRuns(const float* x, std::size_t C, std::size_t n0, std::size_t coun
     std::memset(runs, 0, C * g.S * sizeof(float));
     for (std::size_t c = 0; c < C; ++c)
         for (std::size_t i = 0; i < count; ++i) {
-            if (i + 1 < count) prefetchSpan(x + ((n0 + i + 1) * C + c) * HW, HW);
-            else if (c + 1 < C) prefetchSpan(x + (n0 * C + c + 1) * HW, HW);
+            if (const std::size_t p = nextPlaneOf(n0, count, C, c, i); p != kNoPlane) prefetchSpan(x + p * HW, HW);
             scatterPhases(x + ((n0 + i) * C + c) * HW, dg, runs + c * g.S + i * g.Rn, g.PS);
         }
 }
@@ -195,11 +193,8 @@ void toPhaseRunsBf16(const float* x, std::size_t C, std::size_t n0, std::size_t 
     for (std::size_t cp = 0; cp < C2; ++cp)
         for (std::size_t i = 0; i < count; ++i) {
             const float* a = x + ((n0 + i) * C + 2 * cp) * HW;
-            const std::size_t nextPair = i + 1 < count ? cp : cp + 1; // the pair read next, as prefetchSpan asks
-            if (nextPair < C2) {
-                const float* na = x + ((n0 + (i + 1 < count ? i + 1 : 0)) * C + 2 * nextPair) * HW;
-                prefetchSpan(na, (2 * nextPair + 1 < C ? 2 : 1) * HW);
-            }
+            if (const std::size_t p = nextPlaneOf(n0, count, C, 2 * cp, i, 2); p != kNoPlane) // the pair read next
+                prefetchSpan(x + p * HW, (p % C + 1 < C ? 2 : 1) * HW);
             scatterPhasesBf16Pair(a, 2 * cp + 1 < C ? a + HW : nullptr, dg, q + cp * g.S + i * g.Rn, g.PS);
         }
 }

@@ -53,12 +53,11 @@ bool toInterleavedRuns(const float* x, std::size_t C, std::size_t n0, std::size_
             // The planes read next (the next image's, or the next group's first image's) are
             // asked for ahead: prefetchSpan row by row, or the source's prefetchPlane.
             const float* next[Ch] = {};
-            const std::size_t nextImage = i + 1 < count ? i + 1 : 0, nextGroup = i + 1 < count ? cg : cg + 1;
-            for (std::size_t j = 0; j < Ch && nextGroup < groups; ++j) {
-                const std::size_t c = Ch * nextGroup + j;
-                if (c >= C) continue;
-                if (source) source->prefetchPlane((n0 + nextImage) * C + c);
-                else next[j] = x + ((n0 + nextImage) * C + c) * HW;
+            for (std::size_t j = 0; j < Ch && Ch * cg + j < C; ++j) {
+                const std::size_t p = nextPlaneOf(n0, count, C, Ch * cg + j, i, Ch);
+                if (p == kNoPlane) continue;
+                if (source) source->prefetchPlane(p);
+                else next[j] = x + p * HW;
             }
             T* dst = run + Ch * (g.head + i * g.Rn);
             if (g.p == 0) { // the planes back to back

@@ -94,8 +94,8 @@ void fromRuns(const float* out, std::size_t ld, std::size_t C, std::size_t n0, s
         for (std::size_t i = 0; i < count; ++i) {
             float* __restrict dst = y + ((n0 + i) * C + c) * HWo;
             const float* __restrict src = out + c * ld + i * g.Rn;
-            if (i + 1 < count) prefetchSpanForWrite(dst + C * HWo, HWo); // the plane written next
-            else if (c + 1 < C) prefetchSpanForWrite(y + (n0 * C + c + 1) * HWo, HWo);
+            if (const std::size_t p = nextPlaneOf(n0, count, C, c, i); p != kNoPlane) // the plane written next
+                prefetchSpanForWrite(y + p * HWo, HWo);
             for (std::size_t r = 0; r < g.Ho; ++r) epilogueRow(dst + r * g.Wo, src + r * g.Wq, g.Wo, bias != nullptr, b, cap, false);
             // The plane at once, still in cache: rounding row by row cost more than the hooks'
             // own pass on resnet8's short rows (7 to 28 values; bench_model_layers --hooks bf16).
@@ -114,8 +114,8 @@ void addFromRuns(const float* out, std::size_t ld, std::size_t C, std::size_t n0
         for (std::size_t i = 0; i < count; ++i) {
             float* __restrict dst = y + ((n0 + i) * C + c) * HWo;
             const float* __restrict src = out + c * ld + i * g.Rn;
-            if (i + 1 < count) prefetchSpanForWrite(dst + C * HWo, HWo); // the plane added into next
-            else if (c + 1 < C) prefetchSpanForWrite(y + (n0 * C + c + 1) * HWo, HWo);
+            if (const std::size_t p = nextPlaneOf(n0, count, C, c, i); p != kNoPlane) // the plane added into next
+                prefetchSpanForWrite(y + p * HWo, HWo);
             for (std::size_t r = 0; r < g.Ho; ++r)
                 for (std::size_t j = 0; j < g.Wo; ++j) dst[r * g.Wo + j] += src[r * g.Wq + j];
         }

@@ -95,6 +95,18 @@ inline void copyRowSteMasked(float* dst, const float* src, const std::uint8_t* s
     for (; i < n; ++i) dst[i] = ste[i] ? src[i] : 0.0f;
 }
 
+// The plane that a pass over images [n0, n0 + count) of an (N, C, H, W) tensor reads after plane
+// (channel c, image n0 + i), walking channel by channel (`step` channels at a time) and image by
+// image within a channel, as the runs are laid out: its index n C + c, or kNoPlane after the last.
+// The layout passes ask for it ahead (prefetchSpan, OutputPlaneSource::prefetchPlane).
+inline constexpr std::size_t kNoPlane = ~std::size_t{0};
+inline std::size_t nextPlaneOf(std::size_t n0, std::size_t count, std::size_t C, std::size_t c, std::size_t i,
+                               std::size_t step = 1)
+{
+    if (i + 1 < count) return (n0 + i + 1) * C + c;
+    return c + step < C ? n0 * C + c + step : kNoPlane;
+}
+
 // Output size of a convolution or pooling window along one axis.
 inline std::size_t outDim(std::size_t in, std::size_t k, std::size_t s, std::size_t p) { return (in + 2 * p - k) / s + 1; }
 

@@ -96,7 +96,8 @@ void gatherSubsampled(const float* x, std::size_t C, std::size_t n0, std::size_t
         for (std::size_t i = 0; i < count; ++i) {
             const float* __restrict src = x + ((n0 + i) * C + c) * HW;
             // the plane read next (the next image's, or the next channel's first image's)
-            const float* next = i + 1 < count ? src + C * HW : c + 1 < C ? x + (n0 * C + c + 1) * HW : nullptr;
+            const std::size_t p = nextPlaneOf(n0, count, C, c, i);
+            const float* next = p != kNoPlane ? x + p * HW : nullptr;
             float* __restrict dst = runs + c * g.S + i * g.HWo;
             for (std::size_t oy = 0; oy < g.Ho; ++oy, dst += g.Wo) {
                 const float* row = src + oy * g.s * g.W;
