@@ -2,6 +2,7 @@
 // FloatSim's skipped rounding of values already on the grid, QAT's fused conv + ReLU pass, and
 // mixed precision's fused pairs, epilogue rounding and unrounded bf16-read weights (moved out of
 // tst_strategies, which trains the strategies end to end).
+#include "nn/batchnorm2d.h"
 #include "nn/conv2d.h"
 #include "nn/linear.h"
 #include "nn/model_zoo.h"
@@ -10,6 +11,7 @@
 #include "train/float_sim.h"
 #include "train/quant_sim.h"
 #include "train/strategy.h"
+#include "quant/quantize.h"
 #include "util/rng.h"
 
 #include <QtTest>
@@ -54,6 +56,8 @@ private slots:
     void qatFusedPassIsBitIdentical();
     void mixedFusedPassIsBitIdentical_data();
     void mixedFusedPassIsBitIdentical();
+    void batchNormFakeQuantizesInItsPass_data();
+    void batchNormFakeQuantizesInItsPass();
     void stridedBf16GradientSourceIsBitIdentical_data();
     void stridedBf16GradientSourceIsBitIdentical();
 };
@@ -377,6 +381,123 @@ void TestFusedPasses::stridedBf16GradientSourceIsBitIdentical()
         QVERIFY2(std::memcmp(sourced[i].data(), plain[i].data(), plain[i].numel() * sizeof(float)) == 0,
                  qPrintable(QString("tensor %1 differs").arg(i)));
     }
+}
+
+namespace {
+// A sink that takes BatchNorm2d's output range before its pass (OutputImageSink::outputRange)
+// and hands it a fixed grid, or declines (grid off), as QuantSim's observer sink does.
+struct GridSink final : OutputImageSink {
+    bool grid = true;
+    OutputImageSink::FakeQuantGrid g;
+    std::vector<std::uint8_t> mask;
+    int rangeCalls = 0, imageCalls = 0;
+    float lo = 0.0f, hi = 0.0f;
+    bool outputRange(const Shape& y, float l, float h, FakeQuantGrid& out) override
+    {
+        ++rangeCalls;
+        lo = l;
+        hi = h;
+        if (!grid) return false;
+        std::size_t n = 1;
+        for (std::size_t d : y) n *= d;
+        mask.assign(n, 7);
+        out = g;
+        out.mask = mask.data();
+        return true;
+    }
+    void imagesWritten(const Tensor&, std::size_t, std::size_t count) override { imageCalls += static_cast<int>(count); }
+};
+} // namespace
+
+void TestFusedPasses::batchNormFakeQuantizesInItsPass_data()
+{
+    QTest::addColumn<bool>("clamped");
+    QTest::addColumn<float>("scale"); // of the grid: 0.0157 from zero point 0 holds the outputs (|y| < 3.3), 0.004 clips them
+    QTest::addColumn<int>("zeroPoint");
+    QTest::addColumn<bool>("withNaN");
+    QTest::newRow("relu, inside the grid") << true << 0.0157f << 0 << false;
+    QTest::newRow("relu, clipped") << true << 0.004f << 0 << false;
+    QTest::newRow("no clamp, asymmetric, clipped") << false << 0.004f << 37 << false;
+    QTest::newRow("no clamp, asymmetric, inside") << false << 0.03f << 128 << false; // [-3.84, 3.81]
+    QTest::newRow("no clamp, NaN in x: no range") << false << 0.0157f << 128 << true;
+}
+
+// A BatchNorm2d whose sink takes its output's range (QuantSim's observer in a QAT pass) computes
+// that range from its input's planes, and writes its output fake-quantized with its
+// straight-through mask in the same pass: the same bits as the plain output's range, then
+// fakeQuantize (what QuantSim runs when the pass is not fused). With a NaN in x there is no range,
+// and the sink takes the images as they are written instead.
+void TestFusedPasses::batchNormFakeQuantizesInItsPass()
+{
+    QFETCH(bool, clamped);
+    QFETCH(float, scale);
+    QFETCH(int, zeroPoint);
+    QFETCH(bool, withNaN);
+    const std::size_t N = 5, C = 6, H = 7, W = 9; // C % 4 != 0 and H W % 16 != 0: the tail paths too
+    Rng rng(77);
+    Tensor x({N, C, H, W});
+    for (float& v : x.values()) v = rng.uniform(-3.0f, 5.0f);
+    if (withNaN) x[x.numel() / 2] = std::numeric_limits<float>::quiet_NaN();
+    const auto makeBn = [&] {
+        auto bn = std::make_unique<BatchNorm2d>("bn", C);
+        for (std::size_t c = 0; c < C; ++c) {
+            bn->gamma().value[c] = c == 2 ? -0.7f : 0.5f + 0.25f * static_cast<float>(c); // one falling map
+            bn->beta().value[c] = 0.1f * static_cast<float>(c) - 0.2f;
+        }
+        return bn;
+    };
+    RunContext ctx;
+    ctx.training = true;
+    auto plainBn = makeBn();
+    Tensor plain;
+    if (clamped) plainBn->forwardClamped(x, plain, ctx, std::numeric_limits<float>::infinity());
+    else plainBn->forward(x, plain, ctx);
+
+    GridSink sink;
+    sink.g.scale = scale;
+    sink.g.zeroPoint = zeroPoint;
+    sink.g.qmin = 0;
+    sink.g.qmax = 255;
+    auto bn = makeBn();
+    bn->setOutputSink(&sink);
+    Tensor fused;
+    if (clamped) bn->forwardClamped(x, fused, ctx, std::numeric_limits<float>::infinity());
+    else bn->forward(x, fused, ctx);
+    if (withNaN) {
+        QCOMPARE(sink.rangeCalls, 0);
+        QCOMPARE(sink.imageCalls, static_cast<int>(N));
+        QVERIFY(std::memcmp(plain.data(), fused.data(), plain.numel() * sizeof(float)) == 0);
+        return;
+    }
+    QCOMPARE(sink.rangeCalls, 1);
+    QCOMPARE(sink.imageCalls, 0);
+    float lo = std::numeric_limits<float>::infinity(), hi = -lo;
+    for (float v : plain.values()) {
+        lo = std::min(lo, v);
+        hi = std::max(hi, v);
+    }
+    QCOMPARE(sink.lo, lo);
+    QCOMPARE(sink.hi, hi);
+    Tensor expected(plain.shape());
+    std::vector<std::uint8_t> mask(plain.numel());
+    fakeQuantize(plain.values(), perTensorParams(sink.g.scale, zeroPoint, 0, 255), expected.values(), mask);
+    QVERIFY(std::memcmp(expected.data(), fused.data(), expected.numel() * sizeof(float)) == 0);
+    QVERIFY(mask == sink.mask);
+    const auto clipped = std::count(mask.begin(), mask.end(), std::uint8_t{0});
+    if (scale < 0.01f) QVERIFY2(clipped > 0, "the grid clips some values");
+    else QCOMPARE(clipped, 0);
+
+    // declined: the output as it is, and no images for a sink that took the range
+    GridSink declines;
+    declines.grid = false;
+    auto bn2 = makeBn();
+    bn2->setOutputSink(&declines);
+    Tensor again;
+    if (clamped) bn2->forwardClamped(x, again, ctx, std::numeric_limits<float>::infinity());
+    else bn2->forward(x, again, ctx);
+    QCOMPARE(declines.rangeCalls, 1);
+    QCOMPARE(declines.imageCalls, static_cast<int>(N));
+    QVERIFY(std::memcmp(plain.data(), again.data(), plain.numel() * sizeof(float)) == 0);
 }
 
 QTEST_GUILESS_MAIN(TestFusedPasses)

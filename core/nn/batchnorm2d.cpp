@@ -70,6 +70,21 @@ inline double laneTotal(__m512 v)
     return laneTotal(acc);
 }
 
+// The least and greatest lane (_mm512_reduce_min_ps would do, but GCC 12 warns in its expansion).
+inline float laneMin(__m512 v)
+{
+    alignas(64) float l[16];
+    _mm512_store_ps(l, v);
+    return *std::min_element(l, l + 16);
+}
+
+inline float laneMax(__m512 v)
+{
+    alignas(64) float l[16];
+    _mm512_store_ps(l, v);
+    return *std::max_element(l, l + 16);
+}
+
 double planeSum(const float* __restrict p, std::size_t n)
 {
     __m512 acc = _mm512_setzero_ps();
@@ -102,23 +117,41 @@ double planeSquaredDeviation(const float* __restrict p, std::size_t n, float mea
 // statistics pass latency-bound; P independent chains overlap (bench_model_layers --model resnet8:
 // bn1's forward 0.096 -> 0.084 ms, layer3.bn2's 0.065 -> 0.049; the same block in the backward's
 // sums measured slower, 0.14 -> 0.16 ms).
+// Each plane's least and greatest value too (ranges[2 q], ranges[2 q + 1]; meaningful when the
+// plane's sum is finite), in the sums' loop, which is latency-bound: the min and max are free there.
 template <int P>
-void planeStatsBlock(const float* __restrict p, std::size_t n, double* sums, double* squaredDeviations)
+void planeStatsBlock(const float* __restrict p, std::size_t n, double* sums, double* squaredDeviations, float* ranges)
 {
-    __m512 acc[P];
+    __m512 acc[P], lo[P], hi[P];
 #pragma GCC unroll 8
-    for (int q = 0; q < P; ++q) acc[q] = _mm512_setzero_ps();
+    for (int q = 0; q < P; ++q) {
+        acc[q] = _mm512_setzero_ps();
+        lo[q] = _mm512_set1_ps(INFINITY);
+        hi[q] = _mm512_set1_ps(-INFINITY);
+    }
     std::size_t i = 0;
     for (; i + 16 <= n; i += 16)
 #pragma GCC unroll 8
-        for (int q = 0; q < P; ++q) acc[q] = _mm512_add_ps(acc[q], _mm512_loadu_ps(p + q * n + i));
+        for (int q = 0; q < P; ++q) {
+            const __m512 v = _mm512_loadu_ps(p + q * n + i);
+            acc[q] = _mm512_add_ps(acc[q], v);
+            lo[q] = _mm512_min_ps(lo[q], v);
+            hi[q] = _mm512_max_ps(hi[q], v);
+        }
     const __mmask16 k = i < n ? tailMask(n - i) : __mmask16(0);
     if (k)
 #pragma GCC unroll 8
-        for (int q = 0; q < P; ++q) acc[q] = _mm512_add_ps(acc[q], _mm512_maskz_loadu_ps(k, p + q * n + i));
+        for (int q = 0; q < P; ++q) {
+            const __m512 v = _mm512_maskz_loadu_ps(k, p + q * n + i);
+            acc[q] = _mm512_add_ps(acc[q], v);
+            lo[q] = _mm512_mask_min_ps(lo[q], k, lo[q], v);
+            hi[q] = _mm512_mask_max_ps(hi[q], k, hi[q], v);
+        }
     __m512 m[P], dev[P];
 #pragma GCC unroll 8
     for (int q = 0; q < P; ++q) {
+        ranges[2 * q] = laneMin(lo[q]);
+        ranges[2 * q + 1] = laneMax(hi[q]);
         sums[q] = laneTotal(acc[q]);
         m[q] = _mm512_set1_ps(static_cast<float>(sums[q] / static_cast<double>(n)));
         dev[q] = _mm512_setzero_ps();
@@ -172,6 +205,46 @@ void planeNormalize(const float* __restrict x, std::size_t n, const ChannelAffin
     if (i < n) {
         const __mmask16 k = tailMask(n - i);
         _mm512_mask_storeu_ps(y + i, k, out(bnValue(_mm512_maskz_loadu_ps(k, x + i), a)));
+    }
+}
+
+// The scalar twin of clampValue, with its results for zeros and NaN (vmaxps and vminps return
+// their second operand when the two compare equal or one is NaN).
+inline float clampScalar(float v, float cap)
+{
+    const float t = 0.0f > v ? 0.0f : v;
+    return cap < t ? cap : t;
+}
+
+// BN's output of one plane (clamped when Clamped) fake-quantized onto grid g, with its
+// straight-through mask: the operations of quantize.cpp's fakeQuantizeRun (round half to even),
+// which QuantSim runs on the output when the pass is not fused (tst_fused_passes compares the two
+// bit for bit).
+template <bool Clamped>
+void planeNormalizeFakeQuant(const float* __restrict x, std::size_t n, const ChannelAffine& a,
+                             const OutputImageSink::FakeQuantGrid& g, float* __restrict y, std::uint8_t* __restrict mask)
+{
+    const __m512 inv = _mm512_set1_ps(1.0f / g.scale), scale = _mm512_set1_ps(g.scale);
+    const __m512 zp = _mm512_set1_ps(static_cast<float>(g.zeroPoint));
+    const __m512 qmin = _mm512_set1_ps(static_cast<float>(g.qmin)), qmax = _mm512_set1_ps(static_cast<float>(g.qmax));
+    const __m512i one = _mm512_set1_epi32(1);
+    const auto write = [&](__m512 xv, std::size_t i, __mmask16 k) {
+        __m512 v = bnValue(xv, a);
+        if constexpr (Clamped) v = clampValue(v, a.cap);
+        const __m512 r = _mm512_roundscale_ps(_mm512_mul_ps(v, inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m512 q = _mm512_add_ps(r, zp);
+        const __mmask16 below = _mm512_cmp_ps_mask(q, qmin, _CMP_LT_OQ), above = _mm512_cmp_ps_mask(q, qmax, _CMP_GT_OQ);
+        const __mmask16 inside = _mm512_cmp_ps_mask(q, qmin, _CMP_GE_OQ) & _mm512_cmp_ps_mask(q, qmax, _CMP_LE_OQ);
+        _mm512_mask_cvtepi32_storeu_epi8(mask + i, k, _mm512_maskz_mov_epi32(inside, one));
+        q = _mm512_mask_blend_ps(below, q, qmin);
+        q = _mm512_mask_blend_ps(above, q, qmax);
+        _mm512_mask_storeu_ps(y + i, k, _mm512_mul_ps(_mm512_sub_ps(q, zp), scale));
+    };
+    std::size_t i = 0;
+    for (; i + 16 <= n; i += 16) write(_mm512_loadu_ps(x + i), i, __mmask16(0xFFFF));
+    if (i < n) {
+        const __mmask16 k = tailMask(n - i);
+        write(_mm512_maskz_loadu_ps(k, x + i), i, k);
     }
 }
 
@@ -432,11 +505,21 @@ void BatchNorm2d::imageStats(const float* x, std::size_t n0, std::size_t count, 
 #if defined(__AVX512F__)
         for (; c + 4 <= C; c += 4) {
             double sums[4], devs[4];
-            planeStatsBlock<4>(x + (n * C + c) * HW, HW, sums, devs);
+            planeStatsBlock<4>(x + (n * C + c) * HW, HW, sums, devs, m_planeRange.data() + 2 * (n * C + c));
             for (std::size_t q = 0; q < 4; ++q) {
                 m_planeStats[2 * (n * C + c + q)] = sums[q];
                 m_planeStats[2 * (n * C + c + q) + 1] = devs[q];
             }
+        }
+        for (std::size_t t = c; t < C; ++t) {
+            const float* p = x + (n * C + t) * HW;
+            float lo = INFINITY, hi = -INFINITY;
+            for (std::size_t i = 0; i < HW; ++i) {
+                lo = std::min(lo, p[i]);
+                hi = std::max(hi, p[i]);
+            }
+            m_planeRange[2 * (n * C + t)] = lo;
+            m_planeRange[2 * (n * C + t) + 1] = hi;
         }
 #endif
         for (; c < C; ++c) {
@@ -455,6 +538,7 @@ bool BatchNorm2d::beginProducerStats(const RunContext& ctx, const Shape& xShape)
     if (!batchStatistics(ctx) || xShape.size() != 4 || xShape[1] != m_c) return false;
     m_producerShape = xShape;
     m_planeStats.resize(2 * xShape[0] * m_c);
+    m_planeRange.resize(2 * xShape[0] * m_c);
     return true;
 }
 
@@ -484,6 +568,7 @@ void BatchNorm2d::forwardImpl(const Tensor& x, Tensor* y, const RunContext& ctx,
     if (batchStats) {
         if (!fromProducer) {
             m_planeStats.resize(2 * N * C);
+            m_planeRange.resize(2 * N * C);
             parallelForStatic(N, [&](std::size_t n) { imageStats(x.data(), n, 1, HW); });
         }
         for (std::size_t c = 0; c < C; ++c) {
@@ -512,12 +597,26 @@ void BatchNorm2d::forwardImpl(const Tensor& x, Tensor* y, const RunContext& ctx,
     const float* b = m_beta.forwardValue().data();
     m_outputRoundedBf16 = ctx.roundOutputBf16;
     if (!y) return;
+    // The sink may take the output's range before the pass (OutputImageSink::outputRange) and have
+    // it write the output fake-quantized, with its mask.
+    OutputImageSink::FakeQuantGrid grid;
+    bool rangeTaken = false;
+    float lo = 0.0f, hi = 0.0f;
+    if (m_outputSink && batchStats && !ctx.roundOutputBf16 && outputRangeFromInput(N, cap, clamp, lo, hi))
+        rangeTaken = m_outputSink->outputRange(shape, lo, hi, grid);
     parallelForStatic(N, [&](std::size_t n) {
         for (std::size_t c = 0; c < C; ++c) {
             const std::size_t off = (n * C + c) * HW;
             const float* __restrict xp = x.data() + off;
             float* __restrict yp = y->data() + off;
             const ChannelAffine a{m_mean[c], g[c] * m_invStd[c], b[c], cap};
+#if defined(__AVX512F__)
+            if (grid.mask) {
+                if (clamp) planeNormalizeFakeQuant<true>(xp, HW, a, grid, yp, grid.mask + off);
+                else planeNormalizeFakeQuant<false>(xp, HW, a, grid, yp, grid.mask + off);
+                continue;
+            }
+#endif
             if (ctx.roundOutputBf16) { // in the same pass (RunContext::roundOutputBf16)
                 if (clamp) planeNormalize<true, true>(xp, HW, a, yp);
                 else planeNormalize<false, true>(xp, HW, a, yp);
@@ -526,8 +625,48 @@ void BatchNorm2d::forwardImpl(const Tensor& x, Tensor* y, const RunContext& ctx,
                 else planeNormalize<false>(xp, HW, a, yp);
             }
         }
-        if (m_outputSink) m_outputSink->imagesWritten(*y, n, 1);
+        if (m_outputSink && !rangeTaken) m_outputSink->imagesWritten(*y, n, 1);
     });
+}
+
+bool BatchNorm2d::outputRangeFromInput(std::size_t N, float cap, bool clamp, float& lo, float& hi) const
+{
+#if defined(__AVX512F__)
+    const std::size_t C = m_c;
+    if (m_planeRange.size() < 2 * N * C || m_planeStats.size() < 2 * N * C || m_mean.size() != C) return false;
+    const float* g = m_gamma.forwardValue().data();
+    const float* b = m_beta.forwardValue().data();
+    lo = INFINITY;
+    hi = -INFINITY;
+    for (std::size_t c = 0; c < C; ++c) {
+        float xlo = INFINITY, xhi = -INFINITY;
+        for (std::size_t n = 0; n < N; ++n) {
+            const std::size_t p = n * C + c;
+            // a plane's sums are finite only when all of its values are
+            if (!std::isfinite(m_planeStats[2 * p]) || !std::isfinite(m_planeStats[2 * p + 1])) return false;
+            xlo = std::min(xlo, m_planeRange[2 * p]);
+            xhi = std::max(xhi, m_planeRange[2 * p + 1]);
+        }
+        // bnValue's operations: x - mean, then one fused multiply-add (both monotone in x)
+        const ChannelAffine a{m_mean[c], g[c] * m_invStd[c], b[c], cap};
+        float v0 = std::fma(xlo - a.mean, a.scale, a.bias), v1 = std::fma(xhi - a.mean, a.scale, a.bias);
+        if (!std::isfinite(v0) || !std::isfinite(v1)) return false;
+        if (clamp) {
+            v0 = clampScalar(v0, cap);
+            v1 = clampScalar(v1, cap);
+        }
+        lo = std::min({lo, v0, v1});
+        hi = std::max({hi, v0, v1});
+    }
+    return C > 0;
+#else
+    (void)N;
+    (void)cap;
+    (void)clamp;
+    (void)lo;
+    (void)hi;
+    return false;
+#endif
 }
 
 // With xhat = (x - mean) inv recomputed from x (nothing but the per-channel mean and inv is kept):

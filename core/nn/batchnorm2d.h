@@ -158,9 +158,15 @@ private:
     // Whether this layer's next forward computes batch statistics (training and not frozen, or
     // re-estimating).
     bool batchStatistics(const RunContext& ctx) const { return (ctx.training && !m_frozen) || m_reestimating; }
-    // The forward's per-image sums of images [n0, n0 + count) of x into m_planeStats.
+    // The forward's per-image sums of images [n0, n0 + count) of x into m_planeStats (and, in the
+    // AVX-512 build, each plane's least and greatest value into m_planeRange).
     void imageStats(const float* x, std::size_t n0, std::size_t count, std::size_t HW);
     std::vector<double> m_planeStats; // per (image, channel) partial sums of the current pass
+    std::vector<float> m_planeRange;  // per (image, channel) min and max of the current pass
+    // The finite range [lo, hi] of this forward's output, from the planes' ranges through each
+    // channel's affine map (monotone: the extremes of the output are the images of x's) and the
+    // clamp; false when some plane or output is not finite (the sink then takes imagesWritten).
+    bool outputRangeFromInput(std::size_t N, float cap, bool clamp, float& lo, float& hi) const;
     Shape m_producerShape;                        // beginProducerStats' x shape (empty: none pending)
     std::atomic<std::size_t> m_producerImages{0}; // images whose sums imagesWritten took
     OutputImageSink* m_outputSink = nullptr; // setOutputSink

@@ -174,6 +174,23 @@ public:
     // worker threads, at most once per image, for disjoint ranges.
     virtual void imagesWritten(const Tensor& y, std::size_t n0, std::size_t count) = 0;
 
+    // A per-tensor affine fake-quant grid (PyTorch's fake_quantize_per_tensor_affine with
+    // round half to even): q = clamp(nearbyint(v / scale) + zeroPoint, qmin, qmax), the output
+    // (q - zeroPoint) scale, and the straight-through mask (1 where nearbyint(v / scale) +
+    // zeroPoint lies in [qmin, qmax]) written at mask, one byte per value of y.
+    struct FakeQuantGrid {
+        float scale = 1.0f;
+        std::int32_t zeroPoint = 0;
+        std::int32_t qmin = 0, qmax = 0;
+        std::uint8_t* mask = nullptr; // null: write y as it is
+    };
+    // The producer knows the finite range [lo, hi] of its whole output y before it writes any of
+    // it (BatchNorm2d, from its input's range: the affine map is monotone per channel). Returns
+    // true when the sink took the range instead of imagesWritten's (which then is not called);
+    // with grid.mask set, the producer writes y fake-quantized on grid (QuantSim's observer and
+    // fake-quant in the producer's one pass). The default takes nothing.
+    virtual bool outputRange(const Shape& /*y*/, float /*lo*/, float /*hi*/, FakeQuantGrid& /*grid*/) { return false; }
+
 protected:
     ~OutputImageSink() = default;
 };

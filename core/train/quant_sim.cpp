@@ -526,10 +526,17 @@ void QuantSim::quantizeActivation(std::size_t point, Tensor& y, bool training)
     if (m_observing) {
         // the producer's ranges (outputSink) when they cover y
         RangeSink& rs = m_rangeSink;
-        const bool fromSink = m_rangeSinkArmed && rs.point == point && rs.shape == y.shape() && !y.shape().empty() &&
-                              rs.images.load() == y.dim(0) && q.takesBatchRange();
+        const bool armed = m_rangeSinkArmed && rs.point == point && rs.shape == y.shape() && !y.shape().empty();
+        const bool fromSink = armed && !rs.rangeTaken && rs.images.load() == y.dim(0) && q.takesBatchRange();
         m_rangeSinkArmed = false;
-        if (fromSink) {
+        if (armed && rs.fakeQuantized) { // observed, fake-quantized and masked in the producer's pass
+            if (!training) m_actMask[point].clear();
+            if (integerReaders && q.params().perTensor() && !q.params().signOnly) setIntegerInputs(point, gridOf(q.params()));
+            return;
+        }
+        if (armed && rs.rangeTaken) {
+            // observed in outputRange
+        } else if (fromSink) {
             float mn = std::numeric_limits<float>::infinity(), mx = -mn;
             std::size_t bad = 0;
             for (std::size_t n = 0; n < rs.counts.size(); ++n)
@@ -583,8 +590,11 @@ OutputImageSink* QuantSim::outputSink(std::size_t layer, const Shape& y)
         !m_act[point]->takesBatchRange())
         return nullptr;
     RangeSink& rs = m_rangeSink;
+    rs.sim = this;
     rs.point = point;
     rs.shape = y;
+    rs.rangeTaken = false;
+    rs.fakeQuantized = false;
     const std::size_t N = y[0];
     rs.mins.assign(N, 0.0f);
     rs.maxs.assign(N, 0.0f);
@@ -605,6 +615,30 @@ void QuantSim::RangeSink::imagesWritten(const Tensor& y, std::size_t n0, std::si
     maxs[n0] = mx;
     counts[n0] = count;
     images.fetch_add(count);
+}
+
+bool QuantSim::RangeSink::outputRange(const Shape& y, float lo, float hi, FakeQuantGrid& grid)
+{
+    if (!sim || y != shape || rangeTaken || images.load() != 0 || !(lo <= hi)) return false;
+    ActivationQuantizer& q = *sim->m_act[point];
+    if (!q.takesBatchRange()) return false;
+    q.observeBatchRange(lo, hi, 0); // as quantizeActivation observes the sink's ranges
+    rangeTaken = true;
+    if (sim->m_observeOnly || !q.ready()) return true;
+    const QuantParams& p = q.params();
+    if (!p.perTensor() || p.signOnly || p.scale.size() != 1 || !(p.scale[0] > 0.0f) || !std::isfinite(p.scale[0]))
+        return true;
+    std::size_t n = 1;
+    for (std::size_t d : y) n *= d;
+    std::vector<std::uint8_t>& mask = sim->m_actMask[point];
+    mask.resize(n);
+    grid.scale = p.scale[0];
+    grid.zeroPoint = p.zeroPoint.at(0);
+    grid.qmin = p.qmin;
+    grid.qmax = p.qmax;
+    grid.mask = mask.data();
+    fakeQuantized = true;
+    return true;
 }
 
 void QuantSim::afterForward(std::size_t layer, Layer&, Tensor& y, const RunContext& ctx)

@@ -219,13 +219,20 @@ private:
     std::vector<std::unique_ptr<ActivationQuantizer>> m_act; // [0] = input, [i+1] = after layer i
     std::vector<std::vector<std::uint8_t>> m_actMask;
     // outputSink's ranges: per image group, by its first image, for the point `point`.
+    // Or the producer's whole range at once (outputRange: observed there), and then, when the
+    // quantizer is ready with a per-tensor affine grid, the producer's fake-quantized output
+    // and mask (m_actMask[point]) in its own pass.
     struct RangeSink final : OutputImageSink {
+        QuantSim* sim = nullptr;
         std::size_t point = 0;
         Shape shape;
         std::vector<float> mins, maxs;
         std::vector<std::size_t> nonFinite, counts;
         std::atomic<std::size_t> images{0};
+        bool rangeTaken = false;    // outputRange observed the range
+        bool fakeQuantized = false; // and the producer wrote y fake-quantized, with its mask
         void imagesWritten(const Tensor& y, std::size_t n0, std::size_t count) override;
+        bool outputRange(const Shape& y, float lo, float hi, FakeQuantGrid& grid) override;
     };
     RangeSink m_rangeSink;
     bool m_rangeSinkArmed = false;
