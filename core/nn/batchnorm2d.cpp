@@ -253,17 +253,17 @@ void planeNormalizeFakeQuant(const float* __restrict x, std::size_t n, const Cha
 // r > 0 iff BN(x) > 0 and r < cap iff BN(x) < cap, and BN(x) is recomputed exactly as the
 // forward pass computed it, so the activation's output r need not be read (r unused here).
 
-// ste: the straight-through mask of a quantization point on the activation's output (0/1 bytes,
-// backwardClamped), or nullptr.
+// ste: the straight-through mask of a quantization point on the activation's output, or on BN's own
+// output when no activation is fused (0/1 bytes, backwardClamped), or nullptr.
 template <Clamp K, MaskFrom F>
 inline __m512 gradIn(const float* __restrict dy, const float* __restrict r, const std::uint8_t* __restrict ste, __m512 xv,
                      std::size_t i, __mmask16 k, const ChannelAffine& a)
 {
     if constexpr (K == Clamp::None) {
         (void)r;
-        (void)ste;
         (void)xv;
         (void)a;
+        if (ste) return _mm512_maskz_loadu_ps(_mm_mask_cmpneq_epi8_mask(k, _mm_maskz_loadu_epi8(k, ste + i), _mm_setzero_si128()), dy + i);
         return _mm512_maskz_loadu_ps(k, dy + i);
     } else {
         const __m512 v = F == MaskFrom::Output             ? _mm512_maskz_loadu_ps(k, r + i)
@@ -373,9 +373,8 @@ inline float gradIn(const float* __restrict dy, const float* __restrict r, const
 {
     if constexpr (K == Clamp::None) {
         (void)r;
-        (void)ste;
         (void)cap;
-        return dy[i];
+        return !ste || ste[i] ? dy[i] : 0.0f;
     } else if constexpr (K == Clamp::Relu) {
         (void)cap;
         return r[i] > 0.0f && (!ste || ste[i]) ? dy[i] : 0.0f;
@@ -688,7 +687,7 @@ void BatchNorm2d::backwardDeferringInputGradient(const Tensor& x, const Tensor* 
         throw ConfigError(name() + ": fused backward given " + shapeString(r->shape()) + " / " + shapeString(dy.shape()) +
                           " for input " + shapeString(x.shape()));
     Tensor unused;
-    backwardImpl(x, r, dy, unused, true, r ? cap : 0.0f, r && maskFromOutput, r ? steMask : nullptr, true);
+    backwardImpl(x, r, dy, unused, true, r ? cap : 0.0f, r && maskFromOutput, steMask, true);
 }
 
 void BatchNorm2d::backwardClamped(const Tensor& x, const Tensor& r, const Tensor& dr, Tensor& dx, bool needInputGrad,
@@ -751,7 +750,7 @@ void BatchNorm2d::backwardImpl(const Tensor& x, const Tensor* r, const Tensor& d
                 prefetchAhead(x.data(), off, HW, N * C * HW);
                 if (rp && R == MaskFrom::Output) prefetchAhead(rp, off, HW, N * C * HW);
                 const float* rr = rp ? rp + off : nullptr;
-                const std::uint8_t* ss = ste && r ? ste + off : nullptr;
+                const std::uint8_t* ss = ste ? ste + off : nullptr;
                 planeGradSums<K, R>(dy.data() + off, rr, ss, x.data() + off, affine(c), HW, m_planeStats[2 * (n * C + c)],
                                     m_planeStats[2 * (n * C + c) + 1]);
             }
@@ -776,7 +775,7 @@ void BatchNorm2d::backwardImpl(const Tensor& x, const Tensor* r, const Tensor& d
     m_dxFinite = true;
     m_deferred = Deferred{};
     if (!needInputGrad) return;
-    Deferred d{&x, rp, dy.data(), r ? ste : nullptr, cap, static_cast<std::uint8_t>(kind), static_cast<std::uint8_t>(from),
+    Deferred d{&x, rp, dy.data(), ste, cap, static_cast<std::uint8_t>(kind), static_cast<std::uint8_t>(from),
                m_roundDxBf16, std::move(alpha), std::move(beta), std::move(gamma)};
     if (defer) { // gradientImages writes dx, image group by image group
         m_deferred = std::move(d);

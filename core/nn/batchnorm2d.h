@@ -47,7 +47,8 @@ public:
     // (GradientImageSource, Conv2d::setGradientSource): dx never goes through memory whole. The
     // same values, so the same bits, as backward's dx. x, r, dy and steMask must stay as they are
     // until endDeferredGradient; deferredGradientFinite tells whether every value written so far
-    // was finite (with rounding on).
+    // was finite (with rounding on). With r == nullptr, steMask (if set) is the straight-through
+    // mask of a quantization point on this layer's own output, applied to dy as it is read.
     void backwardDeferringInputGradient(const Tensor& x, const Tensor* r, const Tensor& dy, float cap,
                                         bool maskFromOutput = false, const std::uint8_t* steMask = nullptr);
     void gradientImages(std::size_t n0, std::size_t count, float* out) override;

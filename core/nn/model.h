@@ -129,6 +129,9 @@ public:
     void backward(const Tensor& dOut, LayerHooks* hooks = nullptr, bool fromLastInput = false);
     // Whether backward(..., fromLastInput = true) can run on this model.
     bool lastLayerReadsOnlyThePrevious() const;
+    // Whether backward has BatchNorm2d layer i write its input gradient inside the backward of the
+    // convolution before it (see model_passes.cpp).
+    bool defersBatchNormInputGradient(std::size_t i, const LayerHooks* hooks) const;
 
     // Activation i: 0 = input, i+1 = output of layer i (of the last forward). After a fused pass
     // (setFusion) the output of a BatchNorm2d, Conv2d or Add that ran fused with its activation is empty.

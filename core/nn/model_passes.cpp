@@ -437,6 +437,22 @@ const std::vector<std::size_t>& Model::backwardOrder(std::size_t start)
     return m_backwardOrder;
 }
 
+// A BatchNorm2d alone reading the output of the convolution right before it: its dx is written
+// inside that convolution's backward, group by group while in cache, never whole
+// (BatchNorm2d::backwardDeferringInputGradient, Conv2d::setGradientSource). The hooks must leave
+// that gradient alone, or have the BN round it (LayerHooks::roundsGradientBf16).
+bool Model::defersBatchNormInputGradient(std::size_t i, const LayerHooks* hooks) const
+{
+    if (!m_fusedPass || m_layers[i]->kind() != LayerKind::BatchNorm2d || m_inputs[i].size() != 1 || m_inputs[i][0] != i ||
+        i == 0)
+        return false;
+    const std::size_t a = i;
+    if (m_consumers[a].size() != 1 || m_layers[a - 1]->kind() != LayerKind::Conv2d || m_clampOf[a - 1] >= 0 ||
+        !static_cast<const Conv2d&>(*m_layers[a - 1]).takesGradientSource())
+        return false;
+    return !hooks || hooks->roundsGradientBf16(a - 1) || !hooks->touchesOutput(a - 1);
+}
+
 void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
 {
     if (fromLastInput && !lastLayerReadsOnlyThePrevious())
@@ -505,7 +521,14 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
             m_addRoundsDy[in[0] - 1] = 1;
             m_gradRounded[i] = 1;
         }
-        if (hooks && !ste && !m_gradRounded[i] && !source) hooks->beforeBackward(i, *m_layers[i], dy);
+        // A BatchNorm2d without a clamp whose own output the hooks only mask (a quantization point),
+        // deferring its input gradient into the convolution before it (below): it applies the mask
+        // as it reads dy.
+        const std::uint8_t* ownSte = hooks && !ste && !m_gradRounded[i] && !source && defersBatchNormInputGradient(i, hooks) &&
+                                             m_clampOf[i] < 0
+                                         ? hooks->gradientMask(i, m_acts[i + 1].numel())
+                                         : nullptr;
+        if (hooks && !ste && !ownSte && !m_gradRounded[i] && !source) hooks->beforeBackward(i, *m_layers[i], dy);
         if (m_fusedPass && m_flattenView[i] && m_viewed[i]) { // its input's buffer and gradient go back down
             const std::size_t a = in[0];
             const Shape& shape = m_viewShape[i];
@@ -622,20 +645,15 @@ void Model::backward(const Tensor& dOut, LayerHooks* hooks, bool fromLastInput)
             });
             if (rounding) rounding->setRoundInputGradientBf16(true);
             // A BatchNorm2d reading the output of the convolution right before it, alone: its dx
-            // is written inside that convolution's backward, group by group while in cache, never
-            // whole (BatchNorm2d::backwardDeferringInputGradient, Conv2d::setGradientSource). The
-            // hooks must leave that gradient alone, or have the BN round it.
-            if (m_fusedPass && need && direct && a == i && m_layers[i]->kind() == LayerKind::BatchNorm2d &&
-                m_consumers[a].size() == 1 && m_layers[a - 1]->kind() == LayerKind::Conv2d && m_clampOf[a - 1] < 0 &&
-                static_cast<const Conv2d&>(*m_layers[a - 1]).takesGradientSource() &&
-                (!hooks || rounding || !hooks->touchesOutput(a - 1))) {
+            // is written inside that convolution's backward (defersBatchNormInputGradient).
+            if (defersBatchNormInputGradient(i, hooks)) {
                 auto& bn = static_cast<BatchNorm2d&>(*m_layers[i]);
                 if (m_clampOf[i] >= 0) {
                     const auto j = static_cast<std::size_t>(m_clampOf[i]);
                     bn.backwardDeferringInputGradient(m_acts[a], &m_acts[j + 1], dy, clampCap(*m_layers[j]), hooks != nullptr,
                                                       m_steOf[j]);
                 } else {
-                    bn.backwardDeferringInputGradient(m_acts[a], nullptr, dy, 0.0f);
+                    bn.backwardDeferringInputGradient(m_acts[a], nullptr, dy, 0.0f, false, ownSte);
                 }
                 m_dySourceOf[a - 1] = &bn;
                 if (rounding) { // gradientRounded once the convolution has written it all
