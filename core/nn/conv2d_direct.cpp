@@ -173,63 +173,16 @@ PhaseGeometry phaseGeometry(std::size_t H, std::size_t W, std::size_t k, std::si
     return {H, W, k, s, p, (H + 2 * p - k) / s + 1, (W + 2 * p - k) / s + 1, Wq, Rn, Ng, Ng * Rn, s * s * Ng * Rn};
 }
 
-namespace {
-// The phase rows (or columns) that hold input pixels, [first, end): those r with
-// p <= r s + offset < p + n, n the input's height (or width), within the plane's `size`.
-std::pair<std::size_t, std::size_t> phaseSpan(std::size_t offset, std::size_t p, std::size_t n, std::size_t s,
-                                              std::size_t size)
-{
-    const auto firstAtLeast = [&](std::size_t v) { return std::min(size, v > offset ? (v - offset + s - 1) / s : 0); };
-    const std::size_t first = firstAtLeast(p), end = firstAtLeast(p + n);
-    return {first, std::max(first, end)};
-}
-
-// Zeros where scatterPhases puts no pixel in one image's s x s phase planes (phase (py, px) at
-// q + (py s + px) phaseStride, Hq x Wq): the padding, and past the input where the phases round
-// up. Written just before the pixels, so that every element of the runs is written once.
-template <typename T>
-void clearPhasePadding(T* q, const PhaseGeometry& g, std::size_t phaseStride)
-{
-    const std::size_t Wq = g.Wq, Hq = g.Rn / g.Wq;
-    for (std::size_t py = 0; py < g.s; ++py) {
-        const auto [r0, r1] = phaseSpan(py, g.p, g.H, g.s, Hq);
-        for (std::size_t px = 0; px < g.s; ++px) {
-            const auto [c0, c1] = phaseSpan(px, g.p, g.W, g.s, Wq);
-            T* f = q + (py * g.s + px) * phaseStride;
-            std::memset(f, 0, r0 * Wq * sizeof(T));
-            for (std::size_t r = r0; r < r1; ++r) {
-                T* row = f + r * Wq;
-                for (std::size_t j = 0; j < c0; ++j) row[j] = T{};
-                for (std::size_t j = c1; j < Wq; ++j) row[j] = T{};
-            }
-            std::memset(f + r1 * Wq, 0, (Hq - r1) * Wq * sizeof(T));
-        }
-    }
-}
-
-// Zeros in the image slots [count, Ng) of each phase of one channel's runs (run: its s s phases,
-// g.PS elements apart).
-template <typename T>
-void clearUnusedImages(T* run, std::size_t count, const PhaseGeometry& g)
-{
-    if (count >= g.Ng) return;
-    for (std::size_t f = 0; f < g.s * g.s; ++f) std::memset(run + f * g.PS + count * g.Rn, 0, (g.Ng - count) * g.Rn * sizeof(T));
-}
-} // namespace
-
 void toPhaseRuns(const float* x, std::size_t C, std::size_t n0, std::size_t count, const PhaseGeometry& g,
                  const DepthwiseGeometry& dg, float* runs)
 {
     const std::size_t HW = g.H * g.W;
-    for (std::size_t c = 0; c < C; ++c) {
+    std::memset(runs, 0, C * g.S * sizeof(float));
+    for (std::size_t c = 0; c < C; ++c)
         for (std::size_t i = 0; i < count; ++i) {
             if (const std::size_t p = nextPlaneOf(n0, count, C, c, i); p != kNoPlane) prefetchSpan(x + p * HW, HW);
-            float* q = runs + c * g.S + i * g.Rn;
-            clearPhasePadding(q, g, g.PS);
-            scatterPhases(x + ((n0 + i) * C + c) * HW, dg, q, g.PS);
+            scatterPhases(x + ((n0 + i) * C + c) * HW, dg, runs + c * g.S + i * g.Rn, g.PS);
         }
-        clearUnusedImages(runs + c * g.S, count, g);
-    }
 }
 
 void toPhaseRunsBf16(const float* x, std::size_t C, std::size_t n0, std::size_t count, const PhaseGeometry& g,
@@ -237,17 +190,14 @@ void toPhaseRunsBf16(const float* x, std::size_t C, std::size_t n0, std::size_t 
 {
     const std::size_t HW = g.H * g.W, C2 = (C + 1) / 2;
     auto* q = reinterpret_cast<std::uint32_t*>(runs);
-    for (std::size_t cp = 0; cp < C2; ++cp) {
+    std::memset(q, 0, C2 * g.S * sizeof(std::uint32_t));
+    for (std::size_t cp = 0; cp < C2; ++cp)
         for (std::size_t i = 0; i < count; ++i) {
             const float* a = x + ((n0 + i) * C + 2 * cp) * HW;
             if (const std::size_t p = nextPlaneOf(n0, count, C, 2 * cp, i, 2); p != kNoPlane) // the pair read next
                 prefetchSpan(x + p * HW, (p % C + 1 < C ? 2 : 1) * HW);
-            std::uint32_t* d = q + cp * g.S + i * g.Rn;
-            clearPhasePadding(d, g, g.PS);
-            scatterPhasesBf16Pair(a, 2 * cp + 1 < C ? a + HW : nullptr, dg, d, g.PS);
+            scatterPhasesBf16Pair(a, 2 * cp + 1 < C ? a + HW : nullptr, dg, q + cp * g.S + i * g.Rn, g.PS);
         }
-        clearUnusedImages(q + cp * g.S, count, g);
-    }
 }
 
 std::size_t phaseTapOffset(const PhaseGeometry& g, std::size_t ky, std::size_t kx)
@@ -263,21 +213,12 @@ namespace {
 // at the scratch positions.
 void toOutputRuns(const float* dy, std::size_t M, std::size_t n0, std::size_t count, const PhaseGeometry& g, float* runs)
 {
-    // every element written once: the rows, zeros past each row and past the last row, and the
-    // image slots past count
     const std::size_t HWo = g.Ho * g.Wo;
-    for (std::size_t m = 0; m < M; ++m) {
-        for (std::size_t i = 0; i < count; ++i) {
-            float* plane = runs + m * g.PS + i * g.Rn;
-            for (std::size_t oy = 0; oy < g.Ho; ++oy) {
-                float* row = plane + oy * g.Wq;
-                copyRow(row, dy + ((n0 + i) * M + m) * HWo + oy * g.Wo, g.Wo);
-                for (std::size_t j = g.Wo; j < g.Wq; ++j) row[j] = 0.0f;
-            }
-            std::memset(plane + g.Ho * g.Wq, 0, (g.Rn - g.Ho * g.Wq) * sizeof(float));
-        }
-        std::memset(runs + m * g.PS + count * g.Rn, 0, (g.Ng - count) * g.Rn * sizeof(float));
-    }
+    std::memset(runs, 0, M * g.PS * sizeof(float));
+    for (std::size_t m = 0; m < M; ++m)
+        for (std::size_t i = 0; i < count; ++i)
+            for (std::size_t oy = 0; oy < g.Ho; ++oy)
+                copyRow(runs + m * g.PS + i * g.Rn + oy * g.Wq, dy + ((n0 + i) * M + m) * HWo + oy * g.Wo, g.Wo);
 }
 
 void phaseTapRows(const float* runs, std::size_t C, const PhaseGeometry& g, const float** rows)
