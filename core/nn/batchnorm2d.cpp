@@ -117,9 +117,10 @@ double planeSquaredDeviation(const float* __restrict p, std::size_t n, float mea
 // statistics pass latency-bound; P independent chains overlap (bench_model_layers --model resnet8:
 // bn1's forward 0.096 -> 0.084 ms, layer3.bn2's 0.065 -> 0.049; the same block in the backward's
 // sums measured slower, 0.14 -> 0.16 ms).
-// Each plane's least and greatest value too (ranges[2 q], ranges[2 q + 1]; meaningful when the
-// plane's sum is finite), in the sums' loop, which is latency-bound: the min and max are free there.
-template <int P>
+// With Range, each plane's least and greatest value too (ranges[2 q], ranges[2 q + 1]; meaningful
+// when the plane's sum is finite), in the sums' loop (an FP32 step measured 2 % slower with them
+// always on, so they are taken only for a sink that asks).
+template <int P, bool Range>
 void planeStatsBlock(const float* __restrict p, std::size_t n, double* sums, double* squaredDeviations, float* ranges)
 {
     __m512 acc[P], lo[P], hi[P];
@@ -135,8 +136,10 @@ void planeStatsBlock(const float* __restrict p, std::size_t n, double* sums, dou
         for (int q = 0; q < P; ++q) {
             const __m512 v = _mm512_loadu_ps(p + q * n + i);
             acc[q] = _mm512_add_ps(acc[q], v);
-            lo[q] = _mm512_min_ps(lo[q], v);
-            hi[q] = _mm512_max_ps(hi[q], v);
+            if constexpr (Range) {
+                lo[q] = _mm512_min_ps(lo[q], v);
+                hi[q] = _mm512_max_ps(hi[q], v);
+            }
         }
     const __mmask16 k = i < n ? tailMask(n - i) : __mmask16(0);
     if (k)
@@ -144,14 +147,18 @@ void planeStatsBlock(const float* __restrict p, std::size_t n, double* sums, dou
         for (int q = 0; q < P; ++q) {
             const __m512 v = _mm512_maskz_loadu_ps(k, p + q * n + i);
             acc[q] = _mm512_add_ps(acc[q], v);
-            lo[q] = _mm512_mask_min_ps(lo[q], k, lo[q], v);
-            hi[q] = _mm512_mask_max_ps(hi[q], k, hi[q], v);
+            if constexpr (Range) {
+                lo[q] = _mm512_mask_min_ps(lo[q], k, lo[q], v);
+                hi[q] = _mm512_mask_max_ps(hi[q], k, hi[q], v);
+            }
         }
     __m512 m[P], dev[P];
 #pragma GCC unroll 8
     for (int q = 0; q < P; ++q) {
-        ranges[2 * q] = laneMin(lo[q]);
-        ranges[2 * q + 1] = laneMax(hi[q]);
+        if constexpr (Range) {
+            ranges[2 * q] = laneMin(lo[q]);
+            ranges[2 * q + 1] = laneMax(hi[q]);
+        }
         sums[q] = laneTotal(acc[q]);
         m[q] = _mm512_set1_ps(static_cast<float>(sums[q] / static_cast<double>(n)));
         dev[q] = _mm512_setzero_ps();
@@ -504,13 +511,14 @@ void BatchNorm2d::imageStats(const float* x, std::size_t n0, std::size_t count, 
 #if defined(__AVX512F__)
         for (; c + 4 <= C; c += 4) {
             double sums[4], devs[4];
-            planeStatsBlock<4>(x + (n * C + c) * HW, HW, sums, devs, m_planeRange.data() + 2 * (n * C + c));
+            if (m_tracksRange) planeStatsBlock<4, true>(x + (n * C + c) * HW, HW, sums, devs, m_planeRange.data() + 2 * (n * C + c));
+            else planeStatsBlock<4, false>(x + (n * C + c) * HW, HW, sums, devs, nullptr);
             for (std::size_t q = 0; q < 4; ++q) {
                 m_planeStats[2 * (n * C + c + q)] = sums[q];
                 m_planeStats[2 * (n * C + c + q) + 1] = devs[q];
             }
         }
-        for (std::size_t t = c; t < C; ++t) {
+        for (std::size_t t = c; t < C && m_tracksRange; ++t) {
             const float* p = x + (n * C + t) * HW;
             float lo = INFINITY, hi = -INFINITY;
             for (std::size_t i = 0; i < HW; ++i) {
@@ -530,8 +538,9 @@ void BatchNorm2d::imageStats(const float* x, std::size_t n0, std::size_t count, 
     }
 }
 
-bool BatchNorm2d::beginProducerStats(const RunContext& ctx, const Shape& xShape)
+bool BatchNorm2d::beginProducerStats(const RunContext& ctx, const Shape& xShape, bool planeRanges)
 {
+    m_tracksRange = planeRanges;
     m_producerImages.store(0);
     m_producerShape = Shape();
     if (!batchStatistics(ctx) || xShape.size() != 4 || xShape[1] != m_c) return false;
@@ -566,6 +575,7 @@ void BatchNorm2d::forwardImpl(const Tensor& x, Tensor* y, const RunContext& ctx,
     m_producerImages.store(0);
     if (batchStats) {
         if (!fromProducer) {
+            m_tracksRange = m_outputSink != nullptr;
             m_planeStats.resize(2 * N * C);
             m_planeRange.resize(2 * N * C);
             parallelForStatic(N, [&](std::size_t n) { imageStats(x.data(), n, 1, HW); });
@@ -632,7 +642,8 @@ bool BatchNorm2d::outputRangeFromInput(std::size_t N, float cap, bool clamp, flo
 {
 #if defined(__AVX512F__)
     const std::size_t C = m_c;
-    if (m_planeRange.size() < 2 * N * C || m_planeStats.size() < 2 * N * C || m_mean.size() != C) return false;
+    if (!m_tracksRange || m_planeRange.size() < 2 * N * C || m_planeStats.size() < 2 * N * C || m_mean.size() != C)
+        return false;
     const float* g = m_gamma.forwardValue().data();
     const float* b = m_beta.forwardValue().data();
     lo = INFINITY;

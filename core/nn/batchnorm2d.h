@@ -105,8 +105,10 @@ public:
     // its OutputImageSink; imagesWritten takes each image's per-channel sums while the image is in
     // cache. The next forward on an x of that shape then skips its own statistics pass when every
     // image arrived, else makes it as usual. The same sums, in the same order, so the same bits.
-    // False (nothing to take) when the next forward normalises with running statistics.
-    bool beginProducerStats(const RunContext& ctx, const Shape& xShape);
+    // False (nothing to take) when the next forward normalises with running statistics. With
+    // planeRanges, each plane's min and max are taken too, for an output sink that takes the
+    // output's range before the pass (OutputImageSink::outputRange; LayerHooks may set one).
+    bool beginProducerStats(const RunContext& ctx, const Shape& xShape, bool planeRanges = false);
     // The sink that takes this layer's output image by image as forward and forwardClamped write
     // it, while the image is in cache (QAT's observer range: LayerHooks::outputSink), or nullptr.
     // Model sets it for one call.
@@ -160,8 +162,9 @@ private:
     // re-estimating).
     bool batchStatistics(const RunContext& ctx) const { return (ctx.training && !m_frozen) || m_reestimating; }
     // The forward's per-image sums of images [n0, n0 + count) of x into m_planeStats (and, in the
-    // AVX-512 build, each plane's least and greatest value into m_planeRange).
+    // AVX-512 build with m_tracksRange, each plane's least and greatest value into m_planeRange).
     void imageStats(const float* x, std::size_t n0, std::size_t count, std::size_t HW);
+    bool m_tracksRange = false;       // imageStats fills m_planeRange (beginProducerStats, an output sink)
     std::vector<double> m_planeStats; // per (image, channel) partial sums of the current pass
     std::vector<float> m_planeRange;  // per (image, channel) min and max of the current pass
     // The finite range [lo, hi] of this forward's output, from the planes' ranges through each

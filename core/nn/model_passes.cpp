@@ -334,7 +334,8 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
                 for (std::size_t b : m_consumers[i + 1])
                     if (m_layers[b]->kind() == LayerKind::BatchNorm2d && m_inputs[b].size() == 1) {
                         auto* bn = static_cast<BatchNorm2d*>(m_layers[b].get());
-                        if (bn->beginProducerStats(ctx, producer->outputShape(xin.shape()))) sink = bn;
+                        // with the planes' ranges where the hooks may take the BN's output range
+                        if (bn->beginProducerStats(ctx, producer->outputShape(xin.shape()), hooks != nullptr)) sink = bn;
                         break;
                     }
             const ScopeExit unset([&] { // the sink is the convolution's for this call only, even when it throws
