@@ -330,17 +330,21 @@ void QuantSim::resetActivationObservers()
 void QuantSim::quantizeWeights(Rounding rounding, std::uint64_t rngKey)
 {
     restoreBetas(); // apply() below puts the float biases of unfolded targets back
-    // Folded form: w_f = w * s, s = gamma / sqrt(running_var + eps), per output channel.
-    for (Fold& f : m_folds) {
-        if (m_group[f.target] < 0) continue;
+    // Folded form: w_f = w * s, s = gamma / sqrt(running_var + eps), per output channel. The
+    // folds in parallel (each writes its own; this runs before every QAT step).
+    parallelFor(m_folds.size(), [&](std::size_t k) {
+        Fold& f = m_folds[k];
+        if (m_group[f.target] < 0) return;
         const std::size_t C = f.conv->outChannels(), row = f.conv->weight().value.numel() / C;
         f.factor.resize(C);
+        const float* w = f.conv->weight().value.data();
+        float* folded = f.folded.value.data();
         for (std::size_t c = 0; c < C; ++c) {
-            f.factor[c] = f.bn->gamma().value[c] / std::sqrt(f.bn->runningVar()[c] + f.bn->eps());
-            for (std::size_t j = 0; j < row; ++j)
-                f.folded.value[c * row + j] = f.conv->weight().value[c * row + j] * f.factor[c];
+            const float s = f.bn->gamma().value[c] / std::sqrt(f.bn->runningVar()[c] + f.bn->eps());
+            f.factor[c] = s;
+            for (std::size_t j = 0; j < row; ++j) folded[c * row + j] = w[c * row + j] * s;
         }
-    }
+    });
     // The first group keeps the run's key, so a uniform plan rounds exactly as before plans.
     auto applyAll = [&] {
         for (std::size_t g = 0; g < m_groups.size(); ++g) {
@@ -363,18 +367,22 @@ void QuantSim::quantizeWeights(Rounding rounding, std::uint64_t rngKey)
         }
     applyAll();
     // Back to the unfolded parameter: conv(x, fq(w s)) / s == conv(x, fq(w s) / s).
-    for (Fold& f : m_folds) {
-        if (m_group[f.target] < 0) continue;
+    parallelFor(m_folds.size(), [&](std::size_t k) {
+        Fold& f = m_folds[k];
+        if (m_group[f.target] < 0) return;
         Param& w = f.conv->weight();
         const std::size_t C = f.conv->outChannels(), row = w.value.numel() / C;
         w.override.resize(w.value.shape());
+        const float* q = f.folded.override.data();
+        float* out = w.override.data();
         for (std::size_t c = 0; c < C; ++c) {
             const float s = f.factor[c];
-            for (std::size_t j = 0; j < row; ++j)
-                w.override[c * row + j] = s != 0.0f ? f.folded.override[c * row + j] / s : 0.0f;
+            if (s == 0.0f) std::fill(out + c * row, out + (c + 1) * row, 0.0f);
+            else
+                for (std::size_t j = 0; j < row; ++j) out[c * row + j] = q[c * row + j] / s;
         }
         w.hasOverride = true;
-    }
+    });
     setIntegerWeights(true);
 }
 
