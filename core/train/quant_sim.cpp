@@ -589,66 +589,6 @@ bool QuantSim::fakeQuantizeExactPool(std::size_t point, Tensor& y, std::vector<s
 
 void QuantSim::onInput(Tensor& x, const RunContext& ctx) { quantizeActivation(0, x, ctx.training); }
 
-OutputImageSink* QuantSim::outputSink(std::size_t layer, const Shape& y)
-{
-    m_rangeSinkArmed = false;
-    const std::size_t point = layer + 1;
-    if (layer >= m_points.size() || !m_points[layer] || !m_actsEnabled || !m_observing || y.size() != 4) return nullptr;
-    if (point >= m_pfmt.size() || !m_pfmt[point] || !needsScale(*m_pfmt[point]) || (m_lsq && m_lsqAct[point]) || !m_act[point] ||
-        !m_act[point]->takesBatchRange())
-        return nullptr;
-    RangeSink& rs = m_rangeSink;
-    rs.sim = this;
-    rs.point = point;
-    rs.shape = y;
-    rs.rangeTaken = false;
-    rs.fakeQuantized = false;
-    const std::size_t N = y[0];
-    rs.mins.assign(N, 0.0f);
-    rs.maxs.assign(N, 0.0f);
-    rs.nonFinite.assign(N, 0);
-    rs.counts.assign(N, 0);
-    rs.images.store(0);
-    m_rangeSinkArmed = true;
-    return &rs;
-}
-
-void QuantSim::RangeSink::imagesWritten(const Tensor& y, std::size_t n0, std::size_t count)
-{
-    if (y.shape() != shape || n0 + count > shape[0] || count == 0) return;
-    const std::size_t image = y.numel() / shape[0];
-    float mn = std::numeric_limits<float>::infinity(), mx = -mn;
-    nonFinite[n0] = finiteMinMax(y.data() + n0 * image, count * image, mn, mx);
-    mins[n0] = mn;
-    maxs[n0] = mx;
-    counts[n0] = count;
-    images.fetch_add(count);
-}
-
-bool QuantSim::RangeSink::outputRange(const Shape& y, float lo, float hi, FakeQuantGrid& grid)
-{
-    if (!sim || y != shape || rangeTaken || images.load() != 0 || !(lo <= hi)) return false;
-    ActivationQuantizer& q = *sim->m_act[point];
-    if (!q.takesBatchRange()) return false;
-    q.observeBatchRange(lo, hi, 0); // as quantizeActivation observes the sink's ranges
-    rangeTaken = true;
-    if (sim->m_observeOnly || !q.ready()) return true;
-    const QuantParams& p = q.params();
-    if (!p.perTensor() || p.signOnly || p.scale.size() != 1 || !(p.scale[0] > 0.0f) || !std::isfinite(p.scale[0]))
-        return true;
-    std::size_t n = 1;
-    for (std::size_t d : y) n *= d;
-    std::vector<std::uint8_t>& mask = sim->m_actMask[point];
-    mask.resize(n);
-    grid.scale = p.scale[0];
-    grid.zeroPoint = p.zeroPoint.at(0);
-    grid.qmin = p.qmin;
-    grid.qmax = p.qmax;
-    grid.mask = mask.data();
-    fakeQuantized = true;
-    return true;
-}
-
 void QuantSim::afterForward(std::size_t layer, Layer&, Tensor& y, const RunContext& ctx)
 {
     if (m_points[layer]) quantizeActivation(layer + 1, y, ctx.training);
