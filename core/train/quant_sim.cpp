@@ -542,9 +542,7 @@ void QuantSim::quantizeActivation(std::size_t point, Tensor& y, bool training)
             if (integerReaders && q.params().perTensor() && !q.params().signOnly) setIntegerInputs(point, gridOf(q.params()));
             return;
         }
-        if (armed && rs.rangeTaken) {
-            // observed in outputRange
-        } else if (fromSink) {
+        if (fromSink) {
             float mn = std::numeric_limits<float>::infinity(), mx = -mn;
             std::size_t bad = 0;
             for (std::size_t n = 0; n < rs.counts.size(); ++n)
@@ -554,7 +552,7 @@ void QuantSim::quantizeActivation(std::size_t point, Tensor& y, bool training)
                     bad += rs.nonFinite[n];
                 }
             q.observeBatchRange(mn, mx, bad);
-        } else {
+        } else if (!(armed && rs.rangeTaken)) { // (a range outputRange took is observed already)
             q.observe(y.values());
         }
     }
