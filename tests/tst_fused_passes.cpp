@@ -398,9 +398,7 @@ struct GridSink final : OutputImageSink {
         lo = l;
         hi = h;
         if (!grid) return false;
-        std::size_t n = 1;
-        for (std::size_t d : y) n *= d;
-        mask.assign(n, 7);
+        mask.assign(shapeNumel(y), 7);
         out = g;
         out.mask = mask.data();
         return true;

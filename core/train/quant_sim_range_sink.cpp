@@ -60,10 +60,8 @@ bool QuantSim::RangeSink::outputRange(const Shape& y, float lo, float hi, FakeQu
     const QuantParams& p = q.params();
     if (!p.perTensor() || p.signOnly || p.scale.size() != 1 || !(p.scale[0] > 0.0f) || !std::isfinite(p.scale[0]))
         return true;
-    std::size_t n = 1;
-    for (std::size_t d : y) n *= d;
     std::vector<std::uint8_t>& mask = sim->m_actMask[point];
-    mask.resize(n);
+    mask.resize(shapeNumel(y));
     grid.scale = p.scale[0];
     grid.zeroPoint = p.zeroPoint.at(0);
     grid.qmin = p.qmin;
