@@ -130,7 +130,7 @@ public:
     // Whether backward(..., fromLastInput = true) can run on this model.
     bool lastLayerReadsOnlyThePrevious() const;
     // Whether backward has BatchNorm2d layer i write its input gradient inside the backward of the
-    // convolution before it (see model_passes.cpp).
+    // convolution before it (see model_plan.cpp).
     bool defersBatchNormInputGradient(std::size_t i, const LayerHooks* hooks) const;
 
     // Activation i: 0 = input, i+1 = output of layer i (of the last forward). After a fused pass
