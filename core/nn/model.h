@@ -70,6 +70,9 @@ public:
     // feed it (Conv2d::setOutputSink), the sink sees y's images as written, before afterForward of
     // `layer` sees y whole. afterForward must give the same result whether or not every image came.
     virtual OutputImageSink* outputSink(std::size_t /*layer*/, const Shape& /*y*/) { return nullptr; }
+    // False when outputSink(layer, ...) returns nullptr in this forward whatever y is: a producer
+    // then skips what only a sink would use (BatchNorm2d's per-plane ranges, beginProducerStats).
+    virtual bool observesOutput(std::size_t /*layer*/) const { return true; }
 };
 
 class BatchNorm2d;

@@ -264,7 +264,7 @@ const Tensor& Model::forward(const Tensor& x, const RunContext& ctx, LayerHooks*
                     if (m_layers[b]->kind() == LayerKind::BatchNorm2d && m_inputs[b].size() == 1) {
                         auto* bn = static_cast<BatchNorm2d*>(m_layers[b].get());
                         // with the planes' ranges where the hooks may take the BN's output range
-                        if (bn->beginProducerStats(ctx, producer->outputShape(xin.shape()), hooks != nullptr)) sink = bn;
+                        if (bn->beginProducerStats(ctx, producer->outputShape(xin.shape()), hooks && hooks->observesOutput(b))) sink = bn;
                         break;
                     }
             const ScopeExit unset([&] { // the sink is the convolution's for this call only, even when it throws

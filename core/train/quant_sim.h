@@ -155,6 +155,7 @@ public:
     // cache; quantizeActivation then observes their combination instead of a pass over y when
     // every image came (the same min and max: each is one value of y, whatever the order).
     OutputImageSink* outputSink(std::size_t layer, const Shape& y) override;
+    bool observesOutput(std::size_t layer) const override;
 
 private:
     struct Fold {

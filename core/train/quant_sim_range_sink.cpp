@@ -13,14 +13,19 @@
 
 namespace quantscope {
 
+bool QuantSim::observesOutput(std::size_t layer) const
+{
+    const std::size_t point = layer + 1;
+    if (layer >= m_points.size() || !m_points[layer] || !m_actsEnabled || !m_observing) return false;
+    return point < m_pfmt.size() && m_pfmt[point] && needsScale(*m_pfmt[point]) && !(m_lsq && m_lsqAct[point]) && m_act[point] &&
+           m_act[point]->takesBatchRange();
+}
+
 OutputImageSink* QuantSim::outputSink(std::size_t layer, const Shape& y)
 {
     m_rangeSinkArmed = false;
+    if (!observesOutput(layer) || y.size() != 4) return nullptr;
     const std::size_t point = layer + 1;
-    if (layer >= m_points.size() || !m_points[layer] || !m_actsEnabled || !m_observing || y.size() != 4) return nullptr;
-    if (point >= m_pfmt.size() || !m_pfmt[point] || !needsScale(*m_pfmt[point]) || (m_lsq && m_lsqAct[point]) || !m_act[point] ||
-        !m_act[point]->takesBatchRange())
-        return nullptr;
     RangeSink& rs = m_rangeSink;
     rs.sim = this;
     rs.point = point;
