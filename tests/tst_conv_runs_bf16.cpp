@@ -130,6 +130,8 @@ void TestConvRunsBf16::runsWeightGradientMatchesScalarTwin_data()
     QTest::newRow("80 outputs: a panel past 64") << 32 << 80 << 4 << 144;
     QTest::newRow("odd rows, 7 outputs") << 16 << 7 << 5 << 48;
     QTest::newRow("3 channels: a row tile spans several taps") << 3 << 70 << 9 << 32;
+    // 16 outputs (two pairs a broadcast) over four pair blocks, 25 rows: two tiles and a rest
+    QTest::newRow("16 outputs, several pair blocks") << 5 << 16 << 5 << 400;
 }
 
 // The weight gradient over runs on each hardware path against its scalar twin (added into a dW
