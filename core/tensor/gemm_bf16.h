@@ -174,7 +174,9 @@ void gemmBf16RunsRef(const PackedBf16Runs& A, const ConvRuns& B, std::size_t L, 
 // holding (dy_o[2p], dy_o[2p + 1]) (Op: O rounded up to 16, zero columns past O; zero past the run).
 // P must be a multiple of 16, and on AMX C too (a tile's rows). Requires bf16PathSupported(path).
 // The AVX512_BF16 kernel sums dW^T tiles of 6 (tap, channel) rows x 64 output channels over blocks
-// of 128 pairs (the dy block stays in L1), then adds them to dW.
+// of 128 pairs (the dy block stays in L1), then adds them to dW; a last panel of 16 channels takes
+// two pairs per instruction (one 64-bit broadcast of x against dy's two rows interleaved), so its
+// sums are of the even and the odd pairs, then added: FP32's order, not the twin's.
 struct WeightGradRuns {
     Bf16Path path = Bf16Path::AmxBf16;
     const std::uint16_t* x = nullptr;

@@ -129,6 +129,7 @@ int main()
     forwardRow("resnet8 layer3 conv2 forward, 16 img", 64, 64, 7, 3, 16, bf16);
     weightGradRow("seed-cnn conv2 weight grad, 4 images", 64, 32, 24, 3, 4, bf16);
     weightGradRow("resnet8 layer1 weight grad, 4 images", 16, 16, 28, 3, 4, bf16);
+    weightGradRow("resnet8 layer2 conv2 weight grad, 8", 32, 32, 14, 3, 8, bf16);
     weightGradRow("resnet8 layer3 conv2 weight grad, 16", 64, 64, 7, 3, 16, bf16);
     return 0;
 }
