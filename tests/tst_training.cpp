@@ -435,7 +435,7 @@ void TestTraining::badConfigThrows()
     if (field == "momentum") cfg.momentum = f;
     if (field == "weightDecay") cfg.weightDecay = f;
     if (field == "lrSchedule") cfg.lrSchedule = value.toStdString();
-    if (field == "data") data.train = LabeledImages{1, 28, 28, {}, {}};
+    if (field == "data") data.train = LabeledImages{1, 28, 28, {}, {}, {}};
     if (field == "qat0" || field == "progressive0") {
         cfg.epochs = 0;
         cfg.pretrained = true;
