@@ -56,9 +56,9 @@ public:
         return !(layer < m_clamped.size() && m_clamped[layer]) && !(layer < m_flatten.size() && m_flatten[layer]);
     }
     bool fusesReLU(std::size_t layer) const override { return layer < m_clamped.size() && m_clamped[layer] == 2; }
+    bool fusesReLU6(std::size_t layer) const override { return layer < m_clamped.size() && m_clamped[layer]; }
     // No output sink: rounding needs no range.
     bool observesOutput(std::size_t /*layer*/) const override { return false; }
-    bool fusesReLU6(std::size_t layer) const override { return layer < m_clamped.size() && m_clamped[layer]; }
     // After setModel, with bf16: every Conv2d, BatchNorm2d, Add and Dropout rounds its own output
     // in its epilogue or pass (the same roundBf16 as roundToFormat's, so the same bits), and a
     // ReLU after it has nothing to round.
