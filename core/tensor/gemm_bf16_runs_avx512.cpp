@@ -91,16 +91,19 @@ void gemmRunsAvx512(const std::uint16_t* A, std::size_t M, const ConvRuns& B, st
 
 namespace {
 
+// Row r of x in the weight gradient's K: (tap r / C, channel r % C), its pair p at 4 p bytes on.
+inline const std::uint8_t* xRow(const WeightGradRuns& a, std::size_t r)
+{
+    return reinterpret_cast<const std::uint8_t*>(a.x) + r % a.C * a.channelStride + 2 * a.tapOffset[r / a.C];
+}
+
 // T rows [r0, r0 + KR) x output channels [o0, o0 + 16 MV) (+)= sum over pairs p in [p0, p1) of
 // x-row pair (2p, 2p + 1) x dy pair row p. Row r is (tap r / C, channel r % C); T is (taps C) x Op.
 template <int KR, int MV>
 void gradTile(const WeightGradRuns& a, std::size_t r0, std::size_t o0, std::size_t p0, std::size_t p1, float* T)
 {
     const std::uint8_t* x[KR];
-    for (int i = 0; i < KR; ++i) {
-        const std::size_t r = r0 + static_cast<std::size_t>(i), t = r / a.C, c = r % a.C;
-        x[i] = reinterpret_cast<const std::uint8_t*>(a.x) + c * a.channelStride + 2 * a.tapOffset[t];
-    }
+    for (int i = 0; i < KR; ++i) x[i] = xRow(a, r0 + static_cast<std::size_t>(i));
     __m512 acc[KR][MV];
 #pragma GCC unroll 16
     for (int i = 0; i < KR; ++i)
@@ -140,10 +143,7 @@ template <int KR>
 void gradTilePairs(const WeightGradRuns& a, std::size_t r0, std::size_t o0, std::size_t p0, std::size_t p1, float* T)
 {
     const std::uint8_t* x[KR];
-    for (int i = 0; i < KR; ++i) {
-        const std::size_t r = r0 + static_cast<std::size_t>(i), t = r / a.C, c = r % a.C;
-        x[i] = reinterpret_cast<const std::uint8_t*>(a.x) + c * a.channelStride + 2 * a.tapOffset[t];
-    }
+    for (int i = 0; i < KR; ++i) x[i] = xRow(a, r0 + static_cast<std::size_t>(i));
     __m512 lo[KR], hi[KR];
 #pragma GCC unroll 16
     for (int i = 0; i < KR; ++i) lo[i] = hi[i] = _mm512_setzero_ps();
