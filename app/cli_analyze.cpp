@@ -169,7 +169,7 @@ AnalysisInput loadAnalysisInput(const Args& args, const std::string& spec, const
     const Shape input{data.channels(), data.height(), data.width()};
     in.name = spec;
     if (isModelFile(spec)) {
-        const ExportedModel m = readModelFile(spec, data.height(), data.width());
+        const ExportedModel m = readModelFile(spec, data.height(), data.width(), data.numClasses());
         // What the import said (a graph of dynamic size: at which size it was read), as eval says it.
         if (!json)
             for (const std::string& n : m.notes) std::fprintf(stderr, "quantscope-cli analyze: note: %s: %s\n", spec.c_str(), n.c_str());

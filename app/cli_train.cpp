@@ -460,9 +460,9 @@ int runTrain(const std::vector<std::string>& argv)
     if (say && pc.strategy == Strategy::Ptq && args.has("--calib-images") && pc.calibImages > data.train.size())
         std::fprintf(stderr, "quantscope-cli train: note: calibrating on all %zu training images, fewer than --calib-images %zu\n",
                      data.train.size(), pc.calibImages);
-    if (file && file->dynamicImageSize && (file->height != data.height() || file->width != data.width())) {
-        // Read again at the size the run uses (its notes say so), with this command's notes.
-        ExportedModel again = readModelFile(cfg.modelFile, data.height(), data.width());
+    if (file && readsDifferentlyFor(*file, data.height(), data.width(), data.numClasses())) {
+        // Read again at the size the run uses, or for its classes (its notes say so), with this command's notes.
+        ExportedModel again = readModelFile(cfg.modelFile, data.height(), data.width(), data.numClasses());
         if (!initPath.empty()) again.notes.clear(); // --init: how the file was read is not news
         again.notes.insert(again.notes.end(), file->notes.begin() + static_cast<std::ptrdiff_t>(importNotes), file->notes.end());
         file = std::move(again);

@@ -148,8 +148,15 @@ void TestOnnxGraphErrors::badGraph_data()
                 }
         },
         "ConfigError", "Reshape node '/Reshape'");
-    row("two outputs", "seqview_op13_fold", [](onnx::ModelProto& mp) { *mp.mutable_graph()->add_output() = mp.graph().output(0); },
-        "ConfigError", "the graph has 2 outputs ('logits', 'logits'); QuantScope models have one, the class scores: export a wrapper");
+    // Of two outputs the first is read (tst_onnx_outputs): here a feature map, which is not class scores.
+    row("a feature map as the first of two outputs", "seqview_op13_fold",
+        [](onnx::ModelProto& mp) {
+            onnx::GraphProto* g = mp.mutable_graph();
+            *g->add_output() = g->output(0);
+            g->mutable_output(0)->set_name("/pool/MaxPool_output_0");
+            g->mutable_output(0)->clear_type();
+        },
+        "ConfigError", "the graph output '/pool/MaxPool_output_0' has per-image shape [4,5,5]; class scores [N, classes] are expected");
     // torch.onnx.export(..., training=TrainingMode.TRAINING) at opsets 9-13: BatchNormalization with
     // its running and saved statistics as outputs normalises with batch statistics
     row("batchnorm training form before opset 14", "flatten_bn_op13_fold_dyn",

@@ -304,7 +304,7 @@ void TestOnnxImportErrors::badInput_data()
     // x[:, 0] of the pooled [10, 1, 1] map is read (one channel's plane, planes_* in tst_onnx_import):
     // the graph then computes one value per image, not the 10 classes its output declares.
     row("a Gather from the channels", "computedw_op13_nofold_dyn", [](onnx::ModelProto& mp) { findNode(mp, "Gather")->mutable_attribute(0)->set_i(1); },
-        "FormatError", "the graph output declares 10 classes, its layers compute 1");
+        "FormatError", "the graph output 'logits' declares 10 classes, its layers compute 1");
     // A list of channels (x[:, [2, 1, 0]], a 1x1 Conv of one-hot weights) with an index past the channels.
     row("a channel Gather index out of range", "gatherch_op13_fold_dyn",
         [](onnx::ModelProto& mp) {

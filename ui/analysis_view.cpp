@@ -252,7 +252,7 @@ AnalysisInputPtr AnalysisView::input(QString* error) const
                 if (error) *error = tr("Load a dataset first: %1 is measured on the loaded dataset.").arg(QFileInfo(path).fileName());
                 return nullptr;
             }
-            const ExportedModel m = readModelFile(path.toStdString(), m_data->height(), m_data->width());
+            const ExportedModel m = readModelFile(path.toStdString(), m_data->height(), m_data->width(), m_data->numClasses());
             if (m.quantized) throw ConfigError(path.toStdString() + " is an integer model; the analyses start from an FP32 model");
             Normalization remaining;
             auto data = analysisDataset(*m_data, validationFor(*m_data, m_validation->value()), std::size_t(m_calibration->value()), &in->heldOut,

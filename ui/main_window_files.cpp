@@ -42,7 +42,8 @@ bool MainWindow::loadModelFile(const QString& path)
     try {
         // A graph of dynamic height and width is read at the loaded data's size (training reads it
         // at the data's size it runs on).
-        m = m_data ? readModelFile(path.toStdString(), m_data->height(), m_data->width()) : readModelFile(path.toStdString());
+        m = m_data ? readModelFile(path.toStdString(), m_data->height(), m_data->width(), m_data->numClasses())
+                   : readModelFile(path.toStdString());
     } catch (const std::exception& e) {
         showError(tr("Cannot open the model: %1").arg(coreMessage(e)));
         return false;

@@ -51,9 +51,10 @@ DataMatch prepareModelForData(ExportedModel& model, const std::string& path, con
 {
     const LabeledImages& t = data.test;
     // An ONNX graph of dynamic height and width is read again at the data's size (a graph that
-    // cannot take that size fails there, naming the layer).
-    if (model.dynamicImageSize && t.channels == model.channels && (t.height != model.height || t.width != model.width))
-        model = readModelFile(path, t.height, t.width);
+    // cannot take that size fails there, naming the layer), and one of several outputs again for
+    // the data's classes (the output declared [N, classes]).
+    if (t.channels == model.channels && readsDifferentlyFor(model, t.height, t.width, data.numClasses()))
+        model = readModelFile(path, t.height, t.width, data.numClasses());
     if (t.channels != model.channels || t.height != model.height || t.width != model.width)
         throw ConfigError(path + " takes " + shapeText(model.channels, model.height, model.width) + " images; " + data.dir +
                           (resized ? " resized gives " : " has ") + shapeText(t.channels, t.height, t.width) +
@@ -69,7 +70,7 @@ DataMatch prepareModelForData(ExportedModel& model, const std::string& path, con
                                : channelMismatchHint(model.channels, t.channels)));
     if (model.classes != data.numClasses())
         throw ConfigError(path + " has " + std::to_string(model.classes) + (model.classes == 1 ? " class" : " classes") + " (outputs); the data has " +
-                          std::to_string(data.numClasses()));
+                          std::to_string(data.numClasses()) + severalOutputsHint(model, data.numClasses()));
 
     DataMatch m;
     if (normalization) normalization->broadcast(model.channels).check(model.channels, path + ": the input normalisation");

@@ -174,6 +174,10 @@ struct ExportedModel {
     // height and width are the size it was read at (io/onnx_import.h OnnxImportOptions), and
     // readModelFile(path, height, width) reads it at another, such as the data's.
     bool dynamicImageSize = false;
+    // How many outputs the imported ONNX graph has (informative, not stored; 1 for other sources).
+    // With more than one, readModelFile(path, height, width, classes) may read another output as
+    // the class scores (OnnxImportOptions::classes).
+    std::size_t graphOutputs = 1;
 
     // "int8 weights (channel), uint8 activations" for an integer model, with ", narrow range" when
     // its signed weights use [-(2^(b-1)-1), 2^(b-1)-1] (--narrow-range, read from the tensors); "fp32".

@@ -69,7 +69,19 @@ std::string misnamedModelFile(const std::string& path)
     return "";
 }
 
-ExportedModel readModelFile(const std::string& path, std::size_t height, std::size_t width)
+std::string severalOutputsHint(const ExportedModel& m, std::size_t classes)
+{
+    if (m.graphOutputs < 2) return "";
+    return " ('" + m.onnxOutputName + "', the first of the graph's " + std::to_string(m.graphOutputs) + " outputs: none is declared [N, " +
+           std::to_string(classes) + "]; export a forward that returns the class scores first)";
+}
+
+bool readsDifferentlyFor(const ExportedModel& m, std::size_t height, std::size_t width, std::size_t classes)
+{
+    return (m.dynamicImageSize && (m.height != height || m.width != width)) || (m.graphOutputs > 1 && m.classes != classes);
+}
+
+ExportedModel readModelFile(const std::string& path, std::size_t height, std::size_t width, std::size_t classes)
 {
     const std::string e = lowerExtension(path);
     if (e != ".qsm" && e != ".onnx") {
@@ -77,7 +89,7 @@ ExportedModel readModelFile(const std::string& path, std::size_t height, std::si
         throw ConfigError(path + ": " + (what.empty() ? "not a model file (expected .qsm or .onnx)" : what));
     }
     try {
-        return e == ".qsm" ? readQsm(path) : readOnnxModel(path, height, width);
+        return e == ".qsm" ? readQsm(path) : readOnnxModel(path, height, width, classes);
     } catch (const FormatError&) {
         // A file of the other kind under a wrong name: say so rather than "bad magic number" or
         // "the protobuf does not parse".
@@ -195,7 +207,7 @@ void loadFloatWeights(Model& model, const ExportedModel& m, const std::string& s
 ModelFactory modelFromFile(const std::string& path, bool reinit)
 {
     return [path, reinit](const Shape& input, std::size_t classes, std::uint64_t seed) {
-        const ExportedModel m = readModelFile(path, input.at(1), input.at(2));
+        const ExportedModel m = readModelFile(path, input.at(1), input.at(2), classes);
         if (m.quantized)
             throw ConfigError(path + " is an integer model; training, PTQ and analyze start from an FP32 model (export that one as FP32; eval runs this one)");
         const Shape theirs{m.channels, m.height, m.width};
@@ -220,7 +232,7 @@ ModelFactory modelFromFile(const std::string& path, bool reinit)
                                                                " reads them at its size)"));
         if (m.classes != classes)
             throw ConfigError(path + ": the model has " + std::to_string(m.classes) + (m.classes == 1 ? " output" : " outputs") + "; the dataset has " +
-                              std::to_string(classes) + " classes");
+                              std::to_string(classes) + " classes" + severalOutputsHint(m, classes));
         std::unique_ptr<Model> model = buildModel(m);
         if (reinit) model->initParams(seed);
         return model;

@@ -26,8 +26,17 @@ std::string misnamedModelFile(const std::string& path);
 // an identity normalisation (their input is taken as already normalised). An ONNX graph whose
 // input height and width are dynamic (ExportedModel::dynamicImageSize) is read at `height` x
 // `width`, the data's size, or with 0 at the importer's default side (io/onnx_import.h); every
-// other file has its own size. Throws IoError / FormatError / ConfigError naming the file.
-ExportedModel readModelFile(const std::string& path, std::size_t height = 0, std::size_t width = 0);
+// other file has its own size. Of an ONNX graph with several outputs, the one declared [N, classes]
+// (the data's class count; 0: none given) is read as the class scores, else the first
+// (OnnxImportOptions::classes). Throws IoError / FormatError / ConfigError naming the file.
+ExportedModel readModelFile(const std::string& path, std::size_t height = 0, std::size_t width = 0, std::size_t classes = 0);
+// Whether readModelFile reads the file behind m differently for data of that size and class
+// count: a graph of dynamic height and width read at another size, or a graph of several outputs
+// whose class scores have another width than the data's classes (then another output may fit).
+bool readsDifferentlyFor(const ExportedModel& m, std::size_t height, std::size_t width, std::size_t classes);
+// For the error a class count mismatch gives: of a graph with several outputs, which one was read
+// and how to make the scores the one read; "" for one output.
+std::string severalOutputsHint(const ExportedModel& m, std::size_t classes);
 
 // The input normalisation to run a model file's weights with, given the one the user asked for
 // (`given`: --normalize, the Normalize field), for every command and dialog that does:

@@ -151,17 +151,39 @@ std::vector<int> Importer::liveOrder()
         for (const std::string& i : n.input())
             if (!i.empty() && !producer.count(i) && !m_values.count(i))
                 fail(n.op_type() + " node " + onnxNodeName(n) + " reads '" + i + "', which no node, initializer or input defines (a dangling input)");
-    if (g.output_size() != 1) {
-        std::string names;
-        for (int k = 0; k < g.output_size() && k < 8; ++k) names += (k ? ", '" : "'") + g.output(k).name() + "'";
-        if (g.output_size() > 8) names += ", ...";
-        fail("the graph has " + std::to_string(g.output_size()) + " outputs" + (names.empty() ? std::string() : " (" + names + ")") +
-                 "; QuantScope models have one, the class scores: export a wrapper whose forward returns only them "
-                 "(return model(x)[0] for a forward that returns (logits, features))",
-             true);
+    if (g.output_size() < 1) fail("the graph has no output");
+    // Several outputs (a forward returning (logits, features)): the class scores are the first
+    // output declared [N, classes] for the data's classes, else the first; the rest are left out.
+    int chosen = 0;
+    if (g.output_size() > 1 && m_options.classes > 0)
+        for (int k = 0; k < g.output_size(); ++k) {
+            const auto& os = g.output(k).type().tensor_type().shape();
+            if (os.dim_size() == 2 && os.dim(1).has_dim_value() && os.dim(1).dim_value() == static_cast<std::int64_t>(m_options.classes)) {
+                chosen = k;
+                break;
+            }
+        }
+    m_outputIndex = chosen;
+    m_m.graphOutputs = static_cast<std::size_t>(g.output_size());
+    m_outputName = g.output(chosen).name();
+    if (g.output_size() > 1) {
+        std::string others;
+        int listed = 0;
+        for (int k = 0; k < g.output_size(); ++k) {
+            if (k == chosen) continue;
+            if (listed == 8) {
+                others += ", ...";
+                break;
+            }
+            others += (listed++ ? ", '" : "'") + g.output(k).name() + "'";
+        }
+        m_m.notes.push_back("the graph has " + std::to_string(g.output_size()) + " outputs: '" + m_outputName + "' (the " +
+                            (chosen > 0 ? "one declared [N, " + std::to_string(m_options.classes) + "], the data's classes"
+                                        : std::string("first")) +
+                            ") is read as the class scores; " + others + (g.output_size() > 2 ? " and the nodes only they need are" : " and the nodes only it needs are") +
+                            " left out");
     }
-    m_outputName = g.output(0).name();
-    checkDims(g.output(0).type().tensor_type().shape(), "the graph output '" + m_outputName + "'");
+    checkDims(g.output(chosen).type().tensor_type().shape(), "the graph output '" + m_outputName + "'");
     m_m.onnxInputName = m_inputName;
     m_m.onnxOutputName = m_outputName;
     if (!producer.count(m_outputName) && !m_values.count(m_outputName))
@@ -386,11 +408,10 @@ ExportedModel Importer::run()
     if (s.size() != 1)
         fail("the graph output '" + m_outputName + "' has per-image shape " + shapeString(s) + "; class scores [N, classes] are expected", true);
     m_m.classes = s[0];
-    for (const onnx::ValueInfoProto& o : g.output()) {
-        const auto& os = o.type().tensor_type().shape();
-        if (os.dim_size() == 2 && os.dim(1).has_dim_value() && os.dim(1).dim_value() != static_cast<std::int64_t>(s[0]))
-            fail("the graph output declares " + std::to_string(os.dim(1).dim_value()) + " classes, its layers compute " + std::to_string(s[0]));
-    }
+    if (const auto& os = g.output(m_outputIndex).type().tensor_type().shape();
+        os.dim_size() == 2 && os.dim(1).has_dim_value() && os.dim(1).dim_value() != static_cast<std::int64_t>(s[0]))
+        fail("the graph output '" + m_outputName + "' declares " + std::to_string(os.dim(1).dim_value()) + " classes, its layers compute " +
+             std::to_string(s[0]));
     for (const auto& p : m_mp.metadata_props())
         if (p.key() == "quantscope.class_names") {
             std::vector<std::string> lines;

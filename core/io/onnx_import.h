@@ -85,13 +85,19 @@ struct OnnxImportOptions {
     // is the zeros as a Pad layer, then the window over the padded map).
     enum class PaddedCeilPool { Either, PyTorch, Onnx };
     PaddedCeilPool paddedCeilPool = PaddedCeilPool::Either;
+    // The data's class count, for a graph of several outputs (a forward that returns (logits,
+    // features), exported as a tuple): the first output whose declared shape is [N, classes] is
+    // read as the class scores. 0, or no output declared so: the first output. The other outputs,
+    // and the nodes only they need, are left out, with a note in ExportedModel::notes.
+    std::size_t classes = 0;
 };
 
 // Reads an FP32 ONNX model: architecture and weights. Input pixels are assumed already normalised
 // (ExportedModel::normalization is the identity and normalizationKnown false: the caller sets it) unless the graph itself starts
 // with Sub/Div of its input by constants (one or one per channel), as QuantScope's exports do. channels/height/width come from the graph input
 // [N, C, H, W] (N may be symbolic; H and W too: then they are options.height/width, or the default
-// side, and OnnxImportInfo::dynamicImageSize and ExportedModel::dynamicImageSize are set), or [N, F] with F = C H W (see OnnxImportInfo::flatInput), classes from the output [N, classes], modelName from the file
+// side, and OnnxImportInfo::dynamicImageSize and ExportedModel::dynamicImageSize are set), or [N, F] with F = C H W (see OnnxImportInfo::flatInput), classes from the output [N, classes] (of several
+// outputs, the one OnnxImportOptions::classes picks), modelName from the file
 // stem, layer names from the exporter's module scopes (node "/layer1/conv1/Conv" -> "layer1.conv1")
 // or else the weight's initializer ("conv1.weight" -> "conv1"), made unique.
 // Initializers of float16 and bfloat16 are read exactly as float32 values; they must reach a layer

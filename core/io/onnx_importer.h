@@ -475,6 +475,7 @@ private:
     std::set<std::string> m_moduleNames;
     std::int64_t m_staticBatch = -1;       // the input's batch dimension when the export fixed it
     std::string m_inputName, m_outputName;
+    int m_outputIndex = 0; // which of the graph's outputs m_outputName is (OnnxImportOptions::classes)
     bool m_channelsLastInput = false;      // an [N, H, W, C] input permuted by the first node (readInput)
     // A uint8 input's Casts to float32 (x.float()): what reads their outputs reads the input's
     // pixels, as what reads the input itself (x.float().permute(0, 3, 1, 2)).

@@ -55,6 +55,6 @@ ExportedModel readOnnx(const std::string& path);
 // Any ONNX model file: QuantScope's own exports (they carry quantscope.* metadata) through
 // decodeOnnx, every other FP32 graph through the importer (onnx_import.h), which reads a graph
 // whose input height and width are dynamic at `height` x `width` (0: its default side).
-ExportedModel readOnnxModel(const std::string& path, std::size_t height = 0, std::size_t width = 0);
+ExportedModel readOnnxModel(const std::string& path, std::size_t height = 0, std::size_t width = 0, std::size_t classes = 0);
 
 } // namespace quantscope

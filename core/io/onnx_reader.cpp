@@ -456,7 +456,7 @@ ExportedModel decodeOnnx(const std::vector<std::uint8_t>& bytes, const std::stri
 
 ExportedModel readOnnx(const std::string& path) { return decodeOnnx(readFileBytes(path, kOnnxMaxBytes), path); }
 
-ExportedModel readOnnxModel(const std::string& path, std::size_t height, std::size_t width)
+ExportedModel readOnnxModel(const std::string& path, std::size_t height, std::size_t width, std::size_t classes)
 {
     const std::vector<std::uint8_t> bytes = readFileBytes(path, kOnnxMaxBytes);
     onnx::ModelProto mp;
@@ -466,6 +466,7 @@ ExportedModel readOnnxModel(const std::string& path, std::size_t height, std::si
     bool ours = false;
     for (const auto& p : mp.metadata_props()) ours = ours || p.key() == "quantscope.model";
     OnnxImportOptions options{height, width, modelFolder(path)};
+    options.classes = classes;
     if (!ours || mp.producer_name() != "QuantScope") return importOnnx(bytes, path, nullptr, options);
     onnximport::loadExternalData(mp, path, options.externalDataFolder);
     return OnnxReader(mp, path).read();
