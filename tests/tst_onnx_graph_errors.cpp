@@ -95,6 +95,20 @@ void TestOnnxGraphErrors::badGraph_data()
     const auto row = addBrokenFileRow;
     row("opset 8", "seqview_op13_fold", [](onnx::ModelProto& mp) { mp.mutable_opset_import(0)->set_version(8); }, "ConfigError",
         "uses ONNX opset 8; opsets 9 to 23 are read");
+    // More inputs than the operator takes at the file's opset (tester 21: a file re-stamped with
+    // another opset): Clip's bounds or Split's sizes were ignored, and the layer computed without them.
+    row("Clip's bound inputs at opset 10", "act_clamp_op11_nofold", [](onnx::ModelProto& mp) { mp.mutable_opset_import(0)->set_version(10); },
+        "FormatError", "Clip node '/act1/Clip' has 3 inputs; ONNX's Clip takes at most 1 at opset 10 (the file's opset does not fit its nodes");
+    row("Split's sizes input at opset 11", "shuffle_split_permute_op13_fold",
+        [](onnx::ModelProto& mp) { mp.mutable_opset_import(0)->set_version(11); }, "FormatError",
+        "Split node '/Split' has 2 inputs; ONNX's Split takes at most 1 at opset 11");
+    row("Clip's bound attributes at opset 13", "act_clampmax_op9_nofold",
+        [](onnx::ModelProto& mp) { mp.mutable_opset_import(0)->set_version(13); }, "FormatError",
+        "has the attribute 'max', which ONNX's Clip does not have at opset 13 (the file's opset does not fit its nodes");
+    row("a Relu of two inputs", "seqview_op13_fold", [](onnx::ModelProto& mp) { findNode(mp, "Relu")->add_input("conv1.bias"); },
+        "FormatError", "Relu node '/Relu' has 2 inputs; ONNX's Relu takes at most 1 at opset 13");
+    row("a Relu of two outputs", "seqview_op13_fold", [](onnx::ModelProto& mp) { findNode(mp, "Relu")->add_output("extra"); },
+        "FormatError", "Relu node '/Relu' has 2 outputs; ONNX's Relu makes at most 1 at opset 13");
     row("no ai.onnx opset", "seqview_op13_fold", [](onnx::ModelProto& mp) { mp.mutable_opset_import(0)->set_domain("com.microsoft"); },
         "FormatError", "declares no ONNX (ai.onnx) opset");
     // A node with fewer inputs than its operator takes in any opset is damaged (fuzz_onnx_import: a

@@ -292,7 +292,7 @@ bool EvaluateDialog::evaluate()
         QString precision, error, input;
         QStringList notes;
         try {
-            ExportedModel m = readModelFile(file);
+            ExportedModel m = readModelFile(file, 0, 0, loaded->numClasses()); // of several graph outputs, the scores for these classes
             for (const std::string& n : m.notes) notes << QString::fromStdString(n);
             if (readAgainFor(*loaded, m.channels))
                 postToGuiThread([self, channels = m.channels] {

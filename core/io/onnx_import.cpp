@@ -12,6 +12,7 @@
 #include "util/atomic_file.h"
 #include "util/errors.h"
 
+#include <onnx/defs/schema.h>
 #include <onnx/onnx_pb.h>
 
 #include <algorithm>
@@ -128,12 +129,36 @@ void Importer::checkArity(const NodeProto& n) const
         {"BatchNormalization", 5}};
     if (!n.domain().empty() && n.domain() != "ai.onnx") return;
     const auto it = kMinInputs.find(n.op_type());
-    if (it == kMinInputs.end()) return;
-    if (n.input_size() < it->second || n.input(0).empty())
+    if (it != kMinInputs.end() && (n.input_size() < it->second || n.input(0).empty()))
         fail(onnxNodeLabel(n) + " has " + std::to_string(n.input_size()) + (n.input_size() == 1 ? " input" : " inputs") +
              (n.input_size() && n.input(0).empty() ? " (the first one empty)" : "") + "; ONNX's " + n.op_type() + " takes at least " +
              std::to_string(it->second) + " (a damaged file)");
     if (n.output_size() < 1 || n.output(0).empty()) fail(onnxNodeLabel(n) + " makes no output (a damaged file)");
+    // At most the inputs and outputs ONNX's schema of the file's opset gives the operator (libonnx's
+    // registry, which knows opsets up to its own release's): an input the operator does not take at
+    // that opset would be ignored, such as Clip's bounds in a file that says opset 10 (attributes
+    // then), or Split's sizes at opset 11, and the layer would compute something else. Newer
+    // opsets are left to the handlers, which read their inputs by name. An operator QuantScope
+    // does not read is named as unsupported first (run()).
+    if (!handlers().count(n.op_type()) && !isFoldable(n.op_type())) return;
+    static const int kSchemaNewest = onnx::OpSchemaRegistry::DomainToVersionRange::Instance().Map().at(onnx::ONNX_DOMAIN).second;
+    if (m_opset > kSchemaNewest) return;
+    const onnx::OpSchema* schema = onnx::OpSchemaRegistry::Schema(n.op_type(), m_opset, onnx::ONNX_DOMAIN);
+    if (!schema) return;
+    if (n.input_size() > schema->max_input())
+        fail(onnxNodeLabel(n) + " has " + std::to_string(n.input_size()) + " inputs; ONNX's " + n.op_type() + " takes at most " +
+             std::to_string(schema->max_input()) + " at opset " + std::to_string(m_opset) +
+             " (the file's opset does not fit its nodes, or the file is damaged)");
+    if (n.output_size() > schema->max_output())
+        fail(onnxNodeLabel(n) + " has " + std::to_string(n.output_size()) + " outputs; ONNX's " + n.op_type() + " makes at most " +
+             std::to_string(schema->max_output()) + " at opset " + std::to_string(m_opset) +
+             " (the file's opset does not fit its nodes, or the file is damaged)");
+    // An attribute the operator does not have at that opset (Clip's min and max since opset 11,
+    // where they are inputs) would be ignored as well.
+    for (const onnx::AttributeProto& a : n.attribute())
+        if (!schema->attributes().count(a.name()))
+            fail(onnxNodeLabel(n) + " has the attribute '" + a.name() + "', which ONNX's " + n.op_type() + " does not have at opset " +
+                 std::to_string(m_opset) + " (the file's opset does not fit its nodes, or the file is damaged)");
 }
 
 // The nodes the output depends on, in a topological order that keeps the file's order where it can.
