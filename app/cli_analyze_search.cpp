@@ -159,7 +159,7 @@ int runSearch(const Args& args)
     if (args.has("--max-bytes")) opt.maxBytes = args.u64("--max-bytes", 0, 1);
     if (opt.maxDropPoints.has_value() == opt.maxBytes.has_value()) throw UsageError("give exactly one of --max-drop PTS and --max-bytes N");
     if (args.has("--plan-out")) {
-        checkOutputIsNotAnInput("--plan-out", args.str("--plan-out", ""), {{"model", spec}, {"data (--data)", args.str("--data", "")}});
+        checkOutputIsNotAnInput("--plan-out", args.str("--plan-out", ""), {{"model", spec}, {"data (--data)", args.str("--data", kDefaultDataDir)}});
         checkWritableFolder(args.str("--plan-out", "")); // now, not after the search (tester 12)
     }
     for (const std::string& f : opt.formats) findFormat(f);

@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -141,10 +142,25 @@ std::vector<std::string> unusedDatasetFlags(const Args& args, const Dataset& dat
 void checkOutputIsNotAnInput(const std::string& flag, const std::string& output,
                              const std::vector<std::pair<std::string, std::string>>& inputs)
 {
+    namespace fs = std::filesystem;
     for (const auto& [what, input] : inputs) {
         std::error_code ec;
-        if (input.empty() || !std::filesystem::is_regular_file(input, ec)) continue;
-        if (std::filesystem::equivalent(output, input, ec) && !ec)
+        if (input.empty()) continue;
+        if (fs::is_directory(input, ec)) {
+            // an existing file inside the folder, through any path: a new file there replaces nothing
+            if (!fs::exists(output, ec)) continue;
+            const fs::path folder = fs::canonical(input, ec);
+            if (ec) continue;
+            const fs::path file = fs::canonical(output, ec);
+            if (ec) continue;
+            const auto [f, d] = std::mismatch(folder.begin(), folder.end(), file.begin(), file.end());
+            if (f == folder.end())
+                throw UsageError(flag + " " + output + " is a file in the " + what + " folder " + input +
+                                 " this command reads; writing it would replace it");
+            continue;
+        }
+        if (!fs::is_regular_file(input, ec)) continue;
+        if (fs::equivalent(output, input, ec) && !ec)
             throw UsageError(flag + " " + output + " is the " + what + " this command reads; writing it would replace it");
     }
 }

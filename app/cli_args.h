@@ -59,7 +59,8 @@ std::vector<std::string> unusedDatasetFlags(const Args& args, const Dataset& dat
 // Throws UsageError when the output `flag` names the file of one of `inputs` ({flag or "MODEL",
 // path}), an existing file read by the same command: eval --predictions M.qsm replaced the model
 // with a CSV, analyze search --plan-out M.qsm with JSON. Paths are compared as files (links,
-// "./", hard links), not as text.
+// "./", hard links), not as text. An input that is a folder (a dataset's) protects every existing
+// file under it: eval --predictions DATA/t10k-labels-idx1-ubyte replaced the labels (tester 22).
 void checkOutputIsNotAnInput(const std::string& flag, const std::string& output,
                              const std::vector<std::pair<std::string, std::string>>& inputs);
 

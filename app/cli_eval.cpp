@@ -109,7 +109,7 @@ int runEval(const std::vector<std::string>& argv)
     if (args.positional().size() != 1) throw UsageError("give one model file (.qsm or .onnx); see --help");
     const std::string path = args.positional()[0];
     if (args.has("--predictions")) {
-        checkOutputIsNotAnInput("--predictions", args.str("--predictions", ""), {{"model", path}, {"data (--data)", args.str("--data", "")}});
+        checkOutputIsNotAnInput("--predictions", args.str("--predictions", ""), {{"model", path}, {"data (--data)", args.str("--data", kDefaultDataDir)}});
         checkWritableFolder(args.str("--predictions", "")); // now, not after the evaluation (tester 12)
     }
     const std::size_t threads = threadsOption(args, "eval");

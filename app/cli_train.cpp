@@ -373,7 +373,7 @@ int runTrain(const std::vector<std::string>& argv)
     for (std::string p; std::getline(exportList, p, ',');)
         if (!p.empty()) {
             checkOutputIsNotAnInput("--export", p, {{"model (--model)", args.str("--model", "")}, {"model (--init)", args.str("--init", "")},
-                                                    {"plan (--plan)", args.str("--plan", "")}, {"data (--data)", args.str("--data", "")}});
+                                                    {"plan (--plan)", args.str("--plan", "")}, {"data (--data)", args.str("--data", kDefaultDataDir)}});
             // the same file twice (by name or through another path) would be written twice, the second over the first
             const auto same = [&](const std::string& q) {
                 std::error_code e;

@@ -331,6 +331,24 @@ void TestCliFiles::writesThroughDevicesAndLinks()
     const Result overExport = runCli({"train", "--model", model, "--data", m_valid, "--strategy", "ptq", "--epochs", "0", "--export", model});
     QCOMPARE(overExport.exitCode, kExitUsage);
     QCOMPARE(QFileInfo(model).size(), modelBytes);
+    // ... and so is a file inside the data folder (tester 22: eval --predictions DATA/t10k-labels-idx1-ubyte
+    // replaced the labels with a CSV); a new file there replaces nothing
+    const QFileInfoList dataFiles = QDir(m_valid).entryInfoList(QDir::Files, QDir::Name);
+    QVERIFY(!dataFiles.isEmpty());
+    const QString dataFile = dataFiles.front().filePath();
+    const QByteArray dataBefore = [&] { QFile f(dataFile); return f.open(QIODevice::ReadOnly) ? f.readAll() : QByteArray(); }();
+    const Result overData = runCli(QStringList{"eval", model, "--data", m_valid, "--predictions", dataFile});
+    QCOMPARE(overData.exitCode, kExitUsage);
+    QVERIFY2(overData.err.contains("is a file in the data (--data) folder") && overData.err.contains("writing it would replace it"),
+             qPrintable(overData.err));
+    const Result overDataPlan = runCli({"analyze", "search", model, "--data", m_valid, "--formats", "int8", "--max-drop", "1", "--plan-out",
+                                        QDir(m_valid).filePath("../" + QDir(m_valid).dirName() + "/" + dataFiles.front().fileName())});
+    QCOMPARE(overDataPlan.exitCode, kExitUsage);
+    QCOMPARE([&] { QFile f(dataFile); return f.open(QIODevice::ReadOnly) ? f.readAll() : QByteArray(); }(), dataBefore);
+    const QString beside = QDir(m_valid).filePath("predictions-beside.csv");
+    const Result newInData = runCli(QStringList{"eval", model, "--data", m_valid, "--predictions", beside});
+    QVERIFY2(newInData.exitCode == kExitOk, qPrintable(newInData.err));
+    QVERIFY(QFile::remove(beside));
     QCOMPARE(runCli({"train", "--lr", "0x10"}).exitCode, kExitUsage); // strtod read hexadecimal
 
     QProcess p;

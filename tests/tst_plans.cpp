@@ -131,6 +131,8 @@ void TestPlans::refusesBadPlans_data()
     // (tester 17: exit 2, and a NUL byte read as "unexpected end of input").
     QTest::newRow("truncated") << R"({"layers":{"fc1":"int4")" << QStringList{"bad.json", "not valid JSON", "truncated"};
     QTest::newRow("binary") << QString::fromLatin1("\0\x01PK", 4) << QStringList{"bad.json", "not a text file", "NUL byte at offset 0"};
+    // a number past double's range is nlohmann's out_of_range, not a parse_error (tester 22: "internal error", exit 1)
+    QTest::newRow("number overflow") << R"({"version": 1e400, "layers": {}})" << QStringList{"bad.json", "not valid JSON", "number overflow parsing '1e400'"};
     QTest::newRow("unknown top key") << R"({"layer":{}})" << QStringList{"bad.json", "unknown key 'layer'", "default, layers"};
     QTest::newRow("version") << R"({"version":2})" << QStringList{"bad.json", "version"};
     QTest::newRow("layers not object") << R"({"layers":["fc1"]})" << QStringList{"bad.json", "\"layers\" must be an object"};

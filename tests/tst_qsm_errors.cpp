@@ -5,6 +5,7 @@
 #include "io/model_source.h"
 #include "io/qsm.h"
 #include "nn/add.h"
+#include "nn/batchnorm2d.h"
 #include "nn/conv2d.h"
 #include "util/atomic_file.h"
 #include "util/errors.h"
@@ -15,6 +16,8 @@
 #include "qsm_fixtures.h"
 
 #include <QtTest>
+
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cstring>
@@ -52,6 +55,8 @@ private slots:
     void renamedModelFilesSayWhatTheyAre();
     void impossibleGraphs_data();
     void impossibleGraphs();
+    void negativeVariance();
+    void namedPipeIsRefused();
     void specErrors_data();
     void specErrors();
 
@@ -362,6 +367,50 @@ void TestQsmErrors::impossibleGraphs()
     QCOMPARE(c.type, QString("FormatError"));
     QVERIFY2(c.message.startsWith(QString::fromStdString(path) + ": "), qPrintable(c.message));
     QVERIFY2(c.message.contains(expected), qPrintable(c.message));
+}
+
+// A BatchNorm2d whose running_var holds a negative value (a flipped sign; the CRC fixed) is refused
+// at load, naming the tensor, as a non-finite one is: eval ran it and every output of the channel
+// was NaN (tester 22: exit 4, "the model's values overflow").
+void TestQsmErrors::negativeVariance()
+{
+    Model m("bn", Shape{1, 4, 4});
+    m.add(std::make_unique<Conv2d>("c1", 1, 2, 3, 1, 1));
+    m.add(std::make_unique<BatchNorm2d>("bn1", 2));
+    m.add(std::make_unique<Flatten>("flatten"));
+    m.add(std::make_unique<Linear>("fc", 32, 10));
+    m.initParams(5);
+    ExportedModel e = exportFloatModel(m, "bn", Normalization::uniform(0.5f, 0.25f, 1), {});
+    const float marker = 0.8765432f;
+    for (StoredLayer& l : e.layers)
+        if (l.name == "bn1") l.tensors[3].values[1] = marker;
+    Bytes b = encodeQsm(e);
+    QVERIFY(decodeQsm(b, "ok.qsm").layers.size() == 4);
+    const auto* mb = reinterpret_cast<const std::uint8_t*>(&marker);
+    const auto at = std::search(b.begin(), b.end(), mb, mb + 4);
+    QVERIFY(at != b.end());
+    const float negative = -0.25f;
+    std::memcpy(&*at, &negative, 4);
+    fixHeader(b);
+    const std::string path = m_dir + "/negative-variance.qsm";
+    writeFileAtomic(path, b);
+    const Caught c = catchError([&] { readQsm(path); });
+    QCOMPARE(c.type, QString("FormatError"));
+    QVERIFY2(c.message.startsWith(QString::fromStdString(path) + ": ") &&
+                 c.message.contains("BatchNorm2d 'bn1' running_var holds a negative variance (-0.25 at element 1)"),
+             qPrintable(c.message));
+}
+
+// A named pipe given as the model is refused at once: opening it waited for a writer for ever
+// (tester 22; the plan reader and ONNX's take the same readFileBytes).
+void TestQsmErrors::namedPipeIsRefused()
+{
+    const std::string path = m_dir + "/pipe.qsm";
+    QCOMPARE(::mkfifo(path.c_str(), 0600), 0);
+    const Caught c = catchError([&] { readQsm(path); });
+    QCOMPARE(c.type, QString("IoError"));
+    QVERIFY2(c.message == QString::fromStdString(path) + ": is a named pipe or socket, not a file", qPrintable(c.message));
+    fs::remove(path);
 }
 
 // Files written from docs/FORMAT.md by hand, outside QuantScope's writer (tests/data/qsm_spec_errors):

@@ -178,6 +178,12 @@ void ExportedModel::validate(const std::string& source) const
             if (s[0] != l.outChannels || !(std::isfinite(l.eps) && l.eps > 0.0f) || !std::isfinite(l.momentum))
                 bad(source, id + ": channels or eps do not fit");
             expectTensors(l, {{"gamma", {s[0]}}, {"beta", {s[0]}}, {"running_mean", {s[0]}}, {"running_var", {s[0]}}}, source);
+            // a variance below zero has no square root: every output of that channel would be NaN
+            if (const StoredTensor& var = l.tensors[3]; var.encoding == TensorEncoding::Float32)
+                for (std::size_t i = 0; i < var.values.size(); ++i)
+                    if (var.values[i] < 0.0f)
+                        bad(source, id + " running_var holds a negative variance (" + numberText(var.values[i]) + " at element " +
+                                        std::to_string(i) + ")");
             break;
         case LayerKind::MaxPool2d:
         case LayerKind::AvgPool2d:

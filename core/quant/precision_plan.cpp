@@ -206,7 +206,7 @@ PrecisionPlan parsePlanJson(const std::string& text, const std::string& source, 
     json j;
     try {
         j = json::parse(text, noRepeats);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) { // a syntax error, or a number past double's range (1e400: out_of_range.406)
         // nlohmann's text without its "[json.exception.parse_error.101] " tag: "parse error at
         // line 1, column 3: syntax error while parsing value - ..."
         std::string what = e.what();

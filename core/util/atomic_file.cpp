@@ -190,6 +190,8 @@ std::vector<std::uint8_t> readFileBytes(const std::string& path, std::uint64_t m
         throw IoError(path + ": " + (e == ENOENT ? std::string("no such file") : errnoText(e)));
     }
     if (S_ISDIR(st.st_mode)) throw IoError(path + ": is a folder, not a file");
+    // opening a named pipe waits for a writer, for ever if none comes (tester 22)
+    if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) throw IoError(path + ": is a named pipe or socket, not a file");
     if (static_cast<std::uint64_t>(st.st_size) > maxBytes)
         throw IoError(path + ": file is " + std::to_string(st.st_size) + " bytes, more than the limit of " +
                       std::to_string(maxBytes));
