@@ -296,6 +296,14 @@ void TestQsm::atomicWrite()
     QVERIFY(fs::file_size(path) != before);
     for (const auto& e : fs::directory_iterator(m_dir)) QVERIFY2(e.path().string().find(".tmp-") == std::string::npos, e.path().c_str());
     compareModels(q.exported, readQsm(path));
+    // A name of 250 bytes, which the file system takes, though the usual temporary name beside it
+    // (name + ".tmp-XXXXXX") would be too long (tester 22)
+    const std::string longName = m_dir + "/" + std::string(246, 'n') + ".qsm";
+    checkWritableFolder(longName);
+    writeQsm(longName, small);
+    compareModels(small, readQsm(longName));
+    for (const auto& e : fs::directory_iterator(m_dir)) QVERIFY2(e.path().string().find("tmp-") == std::string::npos, e.path().c_str());
+    fs::remove(longName);
     const Caught missing = catchError([&] { readQsm(m_dir + "/missing.qsm"); });
     QCOMPARE(missing.type, QString("IoError"));
     QVERIFY(missing.message.contains("missing.qsm"));

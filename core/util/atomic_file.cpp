@@ -31,6 +31,16 @@ std::string folderOf(const std::string& path)
     return dir.empty() ? std::string(".") : dir;
 }
 
+// The mkstemp template of the temporary file written next to `path`: its name + ".tmp-XXXXXX",
+// or ".qs-tmp-XXXXXX" in its folder when that would pass the file-name limit (255 bytes; tester
+// 22: a legal name of 245 bytes could not be written).
+std::string temporaryTemplate(const std::string& path)
+{
+    constexpr std::size_t kNameMax = 255;
+    const std::string suffix = ".tmp-XXXXXX";
+    if (std::filesystem::path(path).filename().string().size() + suffix.size() <= kNameMax) return path + suffix;
+    return (std::filesystem::path(folderOf(path)) / ".qs-tmp-XXXXXX").string();
+}
 
 // Writes all of [data, data + size) to fd; false with errno set on failure.
 bool writeAll(int fd, const void* data, std::size_t size)
@@ -109,7 +119,7 @@ void writeFileAtomic(const std::string& requested, const void* data, std::size_t
             return;
         }
     }
-    std::string tmp = path + ".tmp-XXXXXX";
+    std::string tmp = temporaryTemplate(path);
     int fd = ::mkstemp(tmp.data());
     if (fd < 0) {
         const int e = errno;
@@ -171,7 +181,7 @@ void checkWritableFolder(const std::string& path)
     // access() grants root everything, and a folder such as /sys or /proc takes no new files
     // whatever its mode (tester 10: --export /sys/x.qsm failed after training): the temporary
     // file writeFileAtomic makes, made and removed now.
-    std::string probe = target + ".tmp-XXXXXX";
+    std::string probe = temporaryTemplate(target);
     const int fd = ::mkstemp(probe.data());
     if (fd < 0) {
         const int e = errno;
