@@ -336,7 +336,11 @@ void TestCliFiles::writesThroughDevicesAndLinks()
     const QFileInfoList dataFiles = QDir(m_valid).entryInfoList(QDir::Files, QDir::Name);
     QVERIFY(!dataFiles.isEmpty());
     const QString dataFile = dataFiles.front().filePath();
-    const QByteArray dataBefore = [&] { QFile f(dataFile); return f.open(QIODevice::ReadOnly) ? f.readAll() : QByteArray(); }();
+    const auto dataBytes = [&] {
+        QFile f(dataFile);
+        return f.open(QIODevice::ReadOnly) ? f.readAll() : QByteArray();
+    };
+    const QByteArray dataBefore = dataBytes();
     const Result overData = runCli(QStringList{"eval", model, "--data", m_valid, "--predictions", dataFile});
     QCOMPARE(overData.exitCode, kExitUsage);
     QVERIFY2(overData.err.contains("is a file in the data (--data) folder") && overData.err.contains("writing it would replace it"),
@@ -344,7 +348,7 @@ void TestCliFiles::writesThroughDevicesAndLinks()
     const Result overDataPlan = runCli({"analyze", "search", model, "--data", m_valid, "--formats", "int8", "--max-drop", "1", "--plan-out",
                                         QDir(m_valid).filePath("../" + QDir(m_valid).dirName() + "/" + dataFiles.front().fileName())});
     QCOMPARE(overDataPlan.exitCode, kExitUsage);
-    QCOMPARE([&] { QFile f(dataFile); return f.open(QIODevice::ReadOnly) ? f.readAll() : QByteArray(); }(), dataBefore);
+    QCOMPARE(dataBytes(), dataBefore);
     const QString beside = QDir(m_valid).filePath("predictions-beside.csv");
     const Result newInData = runCli(QStringList{"eval", model, "--data", m_valid, "--predictions", beside});
     QVERIFY2(newInData.exitCode == kExitOk, qPrintable(newInData.err));
