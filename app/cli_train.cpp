@@ -15,6 +15,7 @@
 #include "train/ptq_refine.h"
 #include "analysis/model_export.h"
 #include "io/model_source.h"
+#include "io/qsm.h"
 #include "nn/model_zoo.h"
 #include "train/trainer.h"
 #include "util/atomic_file.h"
@@ -620,6 +621,13 @@ int runTrain(const std::vector<std::string>& argv)
     // What only the built model shows (a BatchNorm reading a layer kept FP32), before any training.
     if (!exportPaths.empty())
         if (const QuantSim* sim = trainer.strategy().quantSim()) checkExportableModel(trainer.model(), *sim);
+    // The names a .qsm stores (a class name of classes.txt past its limit), before the training they would waste.
+    for (const std::string& p : exportPaths)
+        if (exportFormatFor(p) == ExportFormat::Qsm) {
+            std::vector<std::string> layerNames;
+            for (std::size_t i = 0; i < trainer.model().size(); ++i) layerNames.push_back(trainer.model().layer(i).name());
+            checkQsmNames(p, cfg.model, data.classNames, layerNames);
+        }
     if (!json && args.has("--format") && !cfg.precision.layers.empty()) {
         // A plan that gives every layer its own format leaves --format nothing to set.
         bool everyLayer = true;

@@ -27,6 +27,7 @@ private slots:
     void fileSizeLimit();
     void evalNormalizeAgainstTheStoredOne();
     void resizeRefusedBeforeTheImages();
+    void qsmNameLimitBeforeTraining();
 
 private:
     QTemporaryDir m_tmp;
@@ -484,6 +485,32 @@ void TestCliFiles::resizeRefusedBeforeTheImages()
     const Result fits = runCli(common + QStringList{"--model", "lenet5", "--resize", "32x32"});
     QCOMPARE(fits.exitCode, kExitData);
     QVERIFY2(fits.err.contains("-images-idx3-ubyte: header says 60000x28x28") && fits.err.contains("truncated"), qPrintable(fits.err));
+}
+
+// A class name of classes.txt past the 1,024 bytes a .qsm stores for a name fails its export: the
+// run says so before training, naming the file being written and which class, and writes nothing
+// (tester 22: it trained, then "string 'aaaa...' is too long for a .qsm file"). The .onnx has no
+// such limit and is exported.
+void TestCliFiles::qsmNameLimitBeforeTraining()
+{
+    const QString dir = m_tmp.filePath("long-class-names");
+    writeSyntheticFolder(dir.toStdString());
+    {
+        QFile f(dir + "/classes.txt");
+        QVERIFY(f.open(QIODevice::WriteOnly));
+        for (char c = 'a'; c < 'a' + 10; ++c) f.write(QByteArray(c == 'c' ? 2000 : 5, c) + "\n");
+    }
+    const QString qsm = m_tmp.filePath("long.qsm"), onnx = m_tmp.filePath("long.onnx");
+    const QStringList common{"train", "--data", dir, "--model", "mlp", "--train-limit", "200", "--test-limit", "50", "--threads", "1"};
+    const Result r = runCli(common + QStringList{"--export", onnx + "," + qsm});
+    QCOMPARE(r.exitCode, kExitUsage);
+    QVERIFY2(r.err.contains(qsm + ": class 2's name ('cccc") && r.err.contains("2000 bytes) is longer than the 1024 bytes a .qsm file stores"),
+             qPrintable(r.err));
+    QVERIFY2(!r.out.contains("epoch 1/1") && !r.err.contains("epoch 1/1"), qPrintable(r.out)); // refused before training
+    QVERIFY(!QFileInfo::exists(qsm) && !QFileInfo::exists(onnx));
+    const Result o = runCli(common + QStringList{"--export", onnx, "--quiet"});
+    QVERIFY2(o.exitCode == kExitOk, qPrintable(o.err));
+    QVERIFY(QFileInfo::exists(onnx));
 }
 
 QTEST_GUILESS_MAIN(TestCliFiles)

@@ -48,6 +48,16 @@ std::string validUtf8(std::string s)
     return s;
 }
 
+// What the writer stores for `text`, or ConfigError naming `what` when it is past kMaxString.
+std::string storedString(const std::string& text, const std::string& what)
+{
+    std::string s = validUtf8(text);
+    if (s.size() > kMaxString)
+        throw ConfigError(what + " ('" + s.substr(0, 40) + "...', " + std::to_string(s.size()) + " bytes) is longer than the " +
+                          std::to_string(kMaxString) + " bytes a .qsm file stores for a name");
+    return s;
+}
+
 // ---------------------------------------------------------------- writing
 class Writer {
 public:
@@ -65,10 +75,9 @@ public:
     void u64(std::uint64_t v) { put(static_cast<std::uint64_t>(v)); }
     void i32(std::int32_t v) { put(v); }
     void f32(float v) { put(v); }
-    void str(const std::string& text)
+    void str(const std::string& text, const std::string& what)
     {
-        const std::string s = validUtf8(text);
-        if (s.size() > kMaxString) throw ConfigError("string '" + s.substr(0, 40) + "...' is too long for a .qsm file");
+        const std::string s = storedString(text, what);
         u16(s.size());
         raw(s.data(), s.size());
     }
@@ -93,7 +102,7 @@ void putActivation(Writer& w, const ActivationQuant& a)
 
 void putTensor(Writer& w, const StoredTensor& t)
 {
-    w.str(t.name);
+    w.str(t.name, "tensor name");
     w.u8(t.shape.size());
     for (std::size_t d : t.shape) w.u32(d);
     w.u8(static_cast<std::uint8_t>(t.encoding));
@@ -195,7 +204,7 @@ std::vector<std::uint8_t> encodeQsm(const ExportedModel& m)
         throw ConfigError(std::string("cannot save an inconsistent model: ") + e.what());
     }
     Writer w;
-    w.str(m.modelName);
+    w.str(m.modelName, "the model name");
     w.u32(m.channels);
     w.u32(m.height);
     w.u32(m.width);
@@ -203,18 +212,18 @@ std::vector<std::uint8_t> encodeQsm(const ExportedModel& m)
     for (float v : m.normalization.mean) w.f32(v); // version 3: one per channel
     for (float v : m.normalization.stddev) w.f32(v);
     w.u32(m.classNames.size());
-    for (const std::string& c : m.classNames) w.str(c);
-    w.str(m.strategy);
-    w.str(m.weightFormat);
-    w.str(m.activationFormat);
-    w.str(m.granularity);
+    for (std::size_t c = 0; c < m.classNames.size(); ++c) w.str(m.classNames[c], "class " + std::to_string(c) + "'s name");
+    w.str(m.strategy, "the strategy name");
+    w.str(m.weightFormat, "the weight format name");
+    w.str(m.activationFormat, "the activation format name");
+    w.str(m.granularity, "the granularity name");
     w.u8(m.quantized ? 1 : 0);
     w.u8(m.inputQuant ? 1 : 0);
     if (m.inputQuant) putActivation(w, *m.inputQuant);
     w.u32(m.layers.size());
     for (const StoredLayer& l : m.layers) {
         w.u8(static_cast<std::uint8_t>(l.kind));
-        w.str(l.name);
+        w.str(l.name, "layer name");
         w.u8(l.inputs.size());
         for (std::size_t a : l.inputs) w.u32(a);
         switch (l.kind) {
@@ -317,7 +326,28 @@ std::vector<std::uint8_t> encodeQsm(const ExportedModel& m)
     return out;
 }
 
-void writeQsm(const std::string& path, const ExportedModel& m) { writeFileAtomic(path, encodeQsm(m)); }
+void writeQsm(const std::string& path, const ExportedModel& m)
+{
+    std::vector<std::uint8_t> bytes;
+    try {
+        bytes = encodeQsm(m);
+    } catch (const ConfigError& e) {
+        throw ConfigError(path + ": " + e.what());
+    }
+    writeFileAtomic(path, bytes);
+}
+
+void checkQsmNames(const std::string& path, const std::string& modelName, const std::vector<std::string>& classNames,
+                   const std::vector<std::string>& layerNames)
+{
+    try {
+        storedString(modelName, "the model name");
+        for (std::size_t c = 0; c < classNames.size(); ++c) storedString(classNames[c], "class " + std::to_string(c) + "'s name");
+        for (const std::string& l : layerNames) storedString(l, "layer name");
+    } catch (const ConfigError& e) {
+        throw ConfigError(path + ": " + e.what() + "; shorten it, or export .onnx, which has no such limit");
+    }
+}
 
 namespace qsm_detail {
 

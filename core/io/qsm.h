@@ -19,8 +19,14 @@ inline constexpr std::uint64_t kQsmMaxBytes = std::uint64_t{1} << 30;
 
 // Serialises `m` (validated first; throws ConfigError if it is not a consistent model).
 std::vector<std::uint8_t> encodeQsm(const ExportedModel& m);
-// Writes atomically (temporary file in the same folder, then rename). Throws IoError.
+// Writes atomically (temporary file in the same folder, then rename). Throws IoError, or
+// ConfigError("<path>: ...") for a model encodeQsm refuses (a name past 1024 bytes: which one).
 void writeQsm(const std::string& path, const ExportedModel& m);
+// The names a .qsm stores, checked before a run whose export they would fail (a class name of
+// classes.txt past the 1,024 bytes of docs/FORMAT.md, after training, was tester 22's case).
+// Throws ConfigError("<path>: class 3's name ('...', 2000 bytes) is longer than ...").
+void checkQsmNames(const std::string& path, const std::string& modelName, const std::vector<std::string>& classNames,
+                   const std::vector<std::string>& layerNames);
 
 // Parses and validates a whole file image. Every count and size is checked against the bytes
 // that remain before anything is allocated from it. Throws FormatError("<source>: ...").
