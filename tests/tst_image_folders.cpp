@@ -41,6 +41,7 @@ private slots:
     void archiveLitterIsSkipped();
     void splitStaysAsImagesAreAdded();
     void unreadImagesAreNoted();
+    void danglingLinkIsAnError();
     void sourcesNameEachImagesFile();
     void readWithTheModelsChannels();
 };
@@ -361,6 +362,27 @@ void TestImageFolders::pngModesDecodeAsStored()
         QCOMPARE(px.size(), want.size());
         for (std::size_t i = 0; i < px.size(); ++i)
             QVERIFY2(px[i] == want[i], qPrintable(QString("%1 channel(s), value %2: %3, expected %4").arg(channels).arg(i).arg(px[i]).arg(want[i])));
+    }
+}
+
+// An image that is a link to a missing file is an error naming it, as an unreadable image is
+// (tester 22: c0/zz.png -> a missing file was passed over without a word); a link to an image
+// that exists is read as the image.
+void TestImageFolders::danglingLinkIsAnError()
+{
+    const std::string t = path("img-links");
+    writeImageTree(t, {"a", "b"}, 4, 0, ".png", 1, 5, 5);
+    DatasetOptions o;
+    o.dir = t;
+    std::filesystem::create_symlink(t + "/a/img0.png", t + "/b/linked.png");
+    const Dataset d = Dataset::load(o);
+    QCOMPARE(d.train.size() + d.test.size(), std::size_t{9});
+    std::filesystem::create_symlink(t + "/gone/missing.png", t + "/a/zz.png");
+    try {
+        Dataset::load(o);
+        QFAIL("a link to a missing image was read without an error");
+    } catch (const IoError& e) {
+        QVERIFY2(std::string(e.what()).starts_with(t + "/a/zz.png: a link to a missing file (" + t + "/gone/missing.png)"), e.what());
     }
 }
 

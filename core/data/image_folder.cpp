@@ -52,6 +52,13 @@ std::vector<std::string> imagesUnder(const fs::path& dir)
         const std::string name = it->path().filename().string();
         if (it->is_directory(ec) && skippedFolderName(name)) it.disable_recursion_pending();
         else if (it->is_regular_file(ec) && !skippedFileName(name) && isImageFileName(name)) out.push_back(it->path().string());
+        else if (std::error_code linkEc; !skippedFileName(name) && isImageFileName(name) && it->is_symlink(linkEc) &&
+                                          !fs::exists(it->path(), linkEc)) {
+            // a link whose target is gone: an error, as an unreadable image is (tester 22: skipped without a word)
+            const fs::path target = fs::read_symlink(it->path(), linkEc);
+            throw IoError(it->path().string() + ": a link to a missing file" + (linkEc ? std::string() : " (" + target.string() + ")") +
+                          "; remove the link or restore its file");
+        }
     }
     if (ec) throw IoError(dir.string() + ": cannot list the folder (" + ec.message() + ")");
     std::sort(out.begin(), out.end());
