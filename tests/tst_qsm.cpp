@@ -23,6 +23,10 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 using namespace quantscope;
 namespace fs = std::filesystem;
@@ -53,6 +57,7 @@ private slots:
     void packing();
     void sizesAgainstFp32();
     void atomicWrite();
+    void killedWriteLeavesNothing();
     void fp32ReloadForPtq();
     void olderVersionFiles_data();
     void olderVersionFiles();
@@ -307,6 +312,45 @@ void TestQsm::atomicWrite()
     const Caught missing = catchError([&] { readQsm(m_dir + "/missing.qsm"); });
     QCOMPARE(missing.type, QString("IoError"));
     QVERIFY(missing.message.contains("missing.qsm"));
+}
+
+// A process killed while it writes a file (SIGKILL, the OOM killer) leaves the target as it was
+// and nothing beside it: the bytes go to a file without a name until they are whole (tester 22:
+// full-size NAME.tmp-XXXXXX files stayed). The child is killed while it holds the file open (its
+// /proc/PID/fd shows it), so before the rename; a named temporary would be left then.
+void TestQsm::killedWriteLeavesNothing()
+{
+    const std::string dir = m_dir + "/killed";
+    fs::create_directories(dir);
+    if (const int probe = ::open(dir.c_str(), O_TMPFILE | O_WRONLY, 0600); probe >= 0) ::close(probe);
+    else QSKIP("this file system has no O_TMPFILE; writeFileAtomic writes a named temporary here");
+    const std::string target = dir + "/big.bin";
+    writeFileAtomic(target, std::string_view("old"));
+    const std::vector<std::uint8_t> bytes(std::size_t{256} << 20, 7); // long enough to be caught writing
+    const pid_t child = ::fork();
+    if (child == 0) {
+        writeFileAtomic(target, bytes);
+        ::_exit(0);
+    }
+    QVERIFY(child > 0);
+    const std::string fds = "/proc/" + std::to_string(child) + "/fd";
+    bool caught = false;
+    for (int spin = 0; spin < 2000000 && !caught; ++spin) {
+        std::error_code ec;
+        for (const auto& e : fs::directory_iterator(fds, ec)) {
+            std::error_code lec;
+            if (fs::read_symlink(e.path(), lec).string().starts_with(dir + "/")) caught = true;
+        }
+    }
+    ::kill(child, SIGKILL);
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    QVERIFY2(caught, "the child was not seen writing");
+    QVERIFY(WIFSIGNALED(status));
+    std::vector<std::string> left;
+    for (const auto& e : fs::directory_iterator(dir)) left.push_back(e.path().filename().string());
+    QCOMPARE(left, std::vector<std::string>{"big.bin"});
+    QCOMPARE(fs::file_size(target), std::uintmax_t{3});
 }
 
 void TestQsm::fp32ReloadForPtq()

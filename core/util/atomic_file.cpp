@@ -7,6 +7,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <filesystem>
+#include <random>
 #include <string>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -91,6 +92,56 @@ int namedDescriptor(const std::string& path)
     }
     return -1;
 }
+// Makes the rename of a file into `dir` durable (best effort: some file systems refuse fsync on a folder).
+void syncFolder(const std::string& dir)
+{
+    const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        ::fsync(dfd);
+        ::close(dfd);
+    }
+}
+
+// Writes the bytes to a file without a name in the target's folder (open(2) O_TMPFILE, Linux 3.11),
+// flushes it, and only then gives it a temporary name (linkat through /proc/self/fd) and renames
+// it over `path`. A process killed while writing (SIGKILL, the OOM killer) leaves nothing behind:
+// the kernel frees a file that never got a name (tester 22: full-size NAME.tmp-XXXXXX files stayed
+// beside the target). False, with nothing written, where the file system or /proc cannot do it:
+// the caller then writes a named temporary from the start. Throws IoError for a failed write.
+bool writeUnnamed(const std::string& requested, const std::string& path, const void* data, std::size_t size)
+{
+    const std::string dir = folderOf(path);
+    const int fd = ::open(dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
+    if (fd < 0) return false;
+    const auto fail = [&](const char* what) {
+        const int e = errno;
+        ::close(fd);
+        throw IoError(requested + ": " + what + ": " + errnoText(e));
+    };
+    if (!writeAll(fd, data, size)) fail("write failed");
+    if (::fsync(fd) != 0) fail("flush to disk failed");
+    ::fchmod(fd, 0644);
+    const std::string self = "/proc/self/fd/" + std::to_string(fd);
+    std::random_device random;
+    std::string tmp;
+    bool named = false;
+    for (int attempt = 0; attempt < 64 && !named; ++attempt) {
+        tmp = temporaryTemplate(path); // its last six letters, XXXXXX, are drawn here as mkstemp draws them
+        static constexpr char kLetters[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+        for (std::size_t i = tmp.size() - 6; i < tmp.size(); ++i) tmp[i] = kLetters[random() % 62];
+        named = ::linkat(AT_FDCWD, self.c_str(), AT_FDCWD, tmp.c_str(), AT_SYMLINK_FOLLOW) == 0;
+        if (!named && errno != EEXIST) break;
+    }
+    ::close(fd);
+    if (!named) return false;
+    if (::rename(tmp.c_str(), path.c_str()) != 0) {
+        const int e = errno;
+        ::unlink(tmp.c_str());
+        throw IoError(requested + ": cannot replace the file: " + errnoText(e));
+    }
+    syncFolder(dir);
+    return true;
+}
 } // namespace
 
 void writeFileAtomic(const std::string& requested, const void* data, std::size_t size)
@@ -119,6 +170,7 @@ void writeFileAtomic(const std::string& requested, const void* data, std::size_t
             return;
         }
     }
+    if (writeUnnamed(requested, path, data, size)) return;
     std::string tmp = temporaryTemplate(path);
     int fd = ::mkstemp(tmp.data());
     if (fd < 0) {
@@ -148,13 +200,7 @@ void writeFileAtomic(const std::string& requested, const void* data, std::size_t
         ::unlink(tmp.c_str());
         throw IoError(requested + ": cannot replace the file: " + errnoText(e));
     }
-    // Make the rename itself durable (best effort: some file systems refuse fsync on a folder).
-    const std::string dir = folderOf(path);
-    const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        ::fsync(dfd);
-        ::close(dfd);
-    }
+    syncFolder(folderOf(path)); // the rename itself made durable
 }
 
 void checkWritableFolder(const std::string& path)
