@@ -276,6 +276,19 @@ void TestOnnxImportErrors::badInput_data()
     // Probabilities used for more than reshaping on the way out.
     row("a Softmax inside the graph", "imgmlp_op13_fold_dyn", [](onnx::ModelProto& mp) { afterSoftmax(mp, "Add", {"probs", "probs"}); },
         "ConfigError", "a Softmax inside the graph is not supported");
+    // A LogSoftmax read by another (tester 21: refused later as a damaged file, exit 3, naming the layer).
+    row("a LogSoftmax inside the graph", "flatten_bn_op13_fold_dyn",
+        [](onnx::ModelProto& mp) {
+            onnx::NodeProto* lsm = findNode(mp, "LogSoftmax");
+            const std::string out = lsm->output(0);
+            lsm->set_output(0, "log_probs");
+            onnx::NodeProto* again = mp.mutable_graph()->add_node();
+            *again = *lsm;
+            again->set_name("/LogSoftmax_again");
+            again->set_input(0, "log_probs");
+            again->set_output(0, out);
+        },
+        "ConfigError", "LogSoftmax node '/LogSoftmax': a LogSoftmax inside the graph is not supported (only one that makes the model's output)");
     // A constant on flat features folds back into the layers that make them only where it commutes
     // with every layer between and nothing else reads the values on the way (the folds that hold
     // are in tst_onnx_import's flatconst fixtures), or forward into the Linears that alone read it

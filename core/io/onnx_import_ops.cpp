@@ -528,16 +528,12 @@ void Importer::cast(const NodeProto& n)
     alias(n, x);
 }
 
-// Softmax over the classes, as the graph's output: the model's last layer (a Softmax inside the
-// graph is refused). Training takes cross-entropy on the scores before it (loss.h
-// modelClassificationLoss). What reads its output may only reshape it on the way to the graph
-// output (x.view(-1, classes), flatten, squeeze, identity: [N, classes] stays).
-void Importer::softmax(const NodeProto& n)
+// Refuses a Softmax or LogSoftmax `n` whose output anything but Reshape, Flatten, Squeeze or
+// Identity reads on the way to the graph output: the engines run them only as the last layer
+// (tester 21: a LogSoftmax followed by another was refused later, as a damaged file, exit 3).
+void Importer::onlyReshapedToTheOutput(const NodeProto& n)
 {
-    const std::size_t x = act(n, 0);
-    perImageRank(n, x, 1, "Softmax is read over the classes of [N, classes]");
-    const std::int64_t axis = attrInt(n, "axis", m_opset < 13 ? 1 : -1);
-    if (axis != 1 && axis != -1) failNode(n, "axis = " + std::to_string(axis) + " is not the class axis");
+    const std::string inside = "a " + n.op_type() + " inside the graph is not supported (only one that makes the model's output)";
     if (n.output_size() < 1) failNode(n, "has no output");
     std::vector<std::string> frontier{n.output(0)};
     std::set<std::string> seen;
@@ -548,15 +544,27 @@ void Importer::softmax(const NodeProto& n)
         for (const NodeProto& c : m_mp.graph().node()) {
             if (c.input_size() < 1 || c.input(0) != v) {
                 for (const std::string& in : c.input())
-                    if (in == v) failNode(n, "a Softmax inside the graph is not supported (only one that makes the model's output)");
+                    if (in == v) failNode(n, inside);
                 continue;
             }
             const std::string& op = c.op_type();
-            if (op != "Reshape" && op != "Flatten" && op != "Squeeze" && op != "Identity")
-                failNode(n, "a Softmax inside the graph is not supported (only one that makes the model's output)");
+            if (op != "Reshape" && op != "Flatten" && op != "Squeeze" && op != "Identity") failNode(n, inside);
             if (c.output_size() > 0) frontier.push_back(c.output(0));
         }
     }
+}
+
+// Softmax over the classes, as the graph's output: the model's last layer (a Softmax inside the
+// graph is refused). Training takes cross-entropy on the scores before it (loss.h
+// modelClassificationLoss). What reads its output may only reshape it on the way to the graph
+// output (x.view(-1, classes), flatten, squeeze, identity: [N, classes] stays).
+void Importer::softmax(const NodeProto& n)
+{
+    const std::size_t x = act(n, 0);
+    perImageRank(n, x, 1, "Softmax is read over the classes of [N, classes]");
+    const std::int64_t axis = attrInt(n, "axis", m_opset < 13 ? 1 : -1);
+    if (axis != 1 && axis != -1) failNode(n, "axis = " + std::to_string(axis) + " is not the class axis");
+    onlyReshapedToTheOutput(n);
     StoredLayer l;
     l.kind = LayerKind::Softmax;
     addLayer(n, std::move(l), shapeOf(x), {x});
@@ -568,6 +576,7 @@ void Importer::logSoftmax(const NodeProto& n)
     perImageRank(n, x, 1, "LogSoftmax is read over the classes of [N, classes]");
     const std::int64_t axis = attrInt(n, "axis", m_opset < 13 ? 1 : -1);
     if (axis != 1 && axis != -1) failNode(n, "axis = " + std::to_string(axis) + " is not the class axis");
+    onlyReshapedToTheOutput(n);
     StoredLayer l;
     l.kind = LayerKind::LogSoftmax;
     addLayer(n, std::move(l), shapeOf(x), {x});

@@ -373,6 +373,7 @@ private:
     void identity(const NodeProto& n);
     void cast(const NodeProto& n);
     void softmax(const NodeProto& n);
+    void onlyReshapedToTheOutput(const NodeProto& n); // Softmax / LogSoftmax: the graph output, or only reshaped to it
     void logSoftmax(const NodeProto& n);
     void pad(const NodeProto& n);
     void shape(const NodeProto& n);
