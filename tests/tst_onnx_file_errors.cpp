@@ -68,6 +68,11 @@ void TestOnnxFileErrors::badFile_data()
         "FormatError", "input 'input' dimension 0 (N, the batch) is 0: a tensor with no elements");
     row("negative height", "seqview_op13_fold", [](onnx::ModelProto& mp) { inputShape(mp)->mutable_dim(2)->set_dim_value(-12); },
         "FormatError", "input 'input' dimension 2 (H) is -12: an ONNX dimension is a size >= 0");
+    // Sizes past QuantScope's limits are a configuration it cannot take (exit 2), not damage (tester 21: exit 3).
+    row("height past the limit", "seqview_op13_fold", [](onnx::ModelProto& mp) { inputShape(mp)->mutable_dim(2)->set_dim_value(5000); },
+        "ConfigError", "input 'input' dimension 2 (H) is 5000, out of range: QuantScope reads 1 to 4096 pixels a side");
+    row("channels past the limit", "seqview_op13_fold", [](onnx::ModelProto& mp) { inputShape(mp)->mutable_dim(1)->set_dim_value(70000); },
+        "ConfigError", "input 'input' dimension 1 (C) is 70000, out of range: QuantScope reads 1 to 64 channels");
     row("negative batch of a flat input", "flatmlp_op13_fold_dyn", [](onnx::ModelProto& mp) { inputShape(mp)->mutable_dim(0)->set_dim_value(-1); },
         "FormatError", "dimension 0 (N, the batch) is -1");
     row("negative output batch", "seqview_op13_fold",
@@ -83,6 +88,10 @@ void TestOnnxFileErrors::badFile_data()
         "FormatError",
         "metadata quantscope.weight_format is 'bogus', which QuantScope does not write for an integer (QDQ) graph (it writes int2, int3, "
         "int4, int5, int6, int7, int8, ternary, binary, or 'per-layer (...)' under a precision plan)");
+    // A NUL byte in the value is shown as \0, and the message goes on past it (tester 21: it ended there).
+    row("weight_format with a NUL byte", "quantscope_qdq",
+        [](onnx::ModelProto& mp) { setMetadata(mp, "quantscope.weight_format", std::string("int8\0junk", 9)); }, "FormatError",
+        "metadata quantscope.weight_format is 'int8\\0junk', which QuantScope does not write for an integer (QDQ) graph (it writes int2");
     row("weight_format of other weights", "quantscope_qdq", [](onnx::ModelProto& mp) { setMetadata(mp, "quantscope.weight_format", "int4"); },
         "FormatError", "metadata quantscope.weight_format is 'int4', but the weights of 'conv1' are on the 8-bit grid [-128, 127], not int4's [-8, 7]");
     row("weight_format fp16 on a QDQ graph", "quantscope_qdq", [](onnx::ModelProto& mp) { setMetadata(mp, "quantscope.weight_format", "fp16"); },

@@ -6,10 +6,19 @@
 
 namespace quantscope {
 
+// `what` with each NUL byte shown as \0: what() is read as a C string, and a NUL in a quoted name
+// (a metadata string of a file) ended the message there, closing quote and all (tester 21).
+inline std::string visibleNuls(std::string what)
+{
+    for (std::size_t i = what.find('\0'); i != std::string::npos; i = what.find('\0', i + 2)) what.replace(i, 1, "\\0");
+    return what;
+}
+
 // Base of every error core throws on purpose.
 class Error : public std::runtime_error {
 public:
-    using std::runtime_error::runtime_error;
+    explicit Error(const std::string& what) : std::runtime_error(visibleNuls(what)) {}
+    explicit Error(const char* what) : std::runtime_error(what) {}
 };
 
 // A file could not be opened, read or written (missing, permissions, disk full).
