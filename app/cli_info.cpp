@@ -74,6 +74,33 @@ Shape parseInputShape(const std::string& s)
     return dims;
 }
 
+// The terminal columns of UTF-8 `text`: one a code point, two for the East Asian wide and
+// fullwidth ranges (as wcwidth(3) counts them, without needing a UTF-8 locale). The tables pad by
+// it, so a layer named 'conv_ä' or '卷积1' keeps its columns straight (tester 21: padded by bytes).
+std::size_t columns(const std::string& text)
+{
+    std::size_t n = 0;
+    for (std::size_t i = 0; i < text.size();) {
+        const auto b = static_cast<unsigned char>(text[i]);
+        const std::size_t len = b < 0x80 ? 1 : (b >> 5) == 0x6 ? 2 : (b >> 4) == 0xE ? 3 : (b >> 3) == 0x1E ? 4 : 1;
+        char32_t cp = len == 1 ? b : b & (0x7F >> len);
+        for (std::size_t k = 1; k < len && i + k < text.size(); ++k) cp = (cp << 6) | (static_cast<unsigned char>(text[i + k]) & 0x3F);
+        const bool wide = (cp >= 0x1100 && cp <= 0x115F) || (cp >= 0x2E80 && cp <= 0xA4CF) || (cp >= 0xAC00 && cp <= 0xD7A3) ||
+                          (cp >= 0xF900 && cp <= 0xFAFF) || (cp >= 0xFE30 && cp <= 0xFE4F) || (cp >= 0xFF00 && cp <= 0xFF60) ||
+                          (cp >= 0xFFE0 && cp <= 0xFFE6) || (cp >= 0x1F300 && cp <= 0x1F64F) || (cp >= 0x20000 && cp <= 0x3FFFD);
+        n += wide ? 2 : 1;
+        i += len;
+    }
+    return n;
+}
+
+// `text` and the spaces that make it `width` columns wide (left-aligned).
+std::string padded(const std::string& text, std::size_t width)
+{
+    const std::size_t c = columns(text);
+    return c >= width ? text : text + std::string(width - c, ' ');
+}
+
 std::string withCommas(std::uint64_t v)
 {
     std::string d = std::to_string(v), out;
@@ -136,14 +163,14 @@ void printPlan(const PlanSize& p)
 {
     std::size_t w = 5, g = 11; // columns as wide as their widest entry ("group-wise (16)")
     for (const LayerSize& l : p.layers) {
-        w = std::max(w, l.layer.size());
+        w = std::max(w, columns(l.layer));
         g = std::max(g, l.granularity.size());
     }
     // Bytes: weights, scales, zero points and the bias, as the GUI's plan table counts a layer
     std::printf("Plan: %-*s  %-8s  %-*s  %12s  %11s\n", static_cast<int>(w), "Layer", "Weights", static_cast<int>(g), "Granularity",
                 "Bytes+bias", "Bits/weight");
     for (const LayerSize& l : p.layers)
-        std::printf("      %-*s  %-8s  %-*s  %12s  %11.2f\n", static_cast<int>(w), l.layer.c_str(), l.format.c_str(), static_cast<int>(g),
+        std::printf("      %s  %-8s  %-*s  %12s  %11.2f\n", padded(l.layer, w).c_str(), l.format.c_str(), static_cast<int>(g),
                     l.granularity.empty() ? "-" : l.granularity.c_str(), withCommas(l.bytes).c_str(), l.bitsPerWeight);
     std::printf("Plan size: %s, %.1f %% of FP32, %.2f bits per weight\n", bytesText(p.bytes).c_str(), p.percentOfFp32,
                 p.bitsPerWeight);
@@ -219,7 +246,7 @@ void printTable(const ModelSummary& s, const std::string& planNormalization = ""
     std::vector<std::size_t> w(head.size());
     for (std::size_t c = 0; c < head.size(); ++c) {
         w[c] = head[c].size();
-        for (const auto& r : rows) w[c] = std::max(w[c], r[c].size());
+        for (const auto& r : rows) w[c] = std::max(w[c], columns(r[c]));
     }
     std::size_t total = 0;
     for (std::size_t c : w) total += c + 2;
@@ -228,7 +255,7 @@ void printTable(const ModelSummary& s, const std::string& planNormalization = ""
         std::string t;
         for (std::size_t c = 0; c < r.size(); ++c) {
             const bool right = c >= 5; // numbers right-aligned
-            const std::string pad(w[c] - r[c].size(), ' ');
+            const std::string pad(w[c] - columns(r[c]), ' ');
             t += right ? pad + r[c] : r[c] + (c + 1 < r.size() ? pad : "");
             if (c + 1 < r.size()) t += "  ";
         }
@@ -290,13 +317,13 @@ void printTable(const ModelSummary& s, const std::string& planNormalization = ""
     if (!s.storedWeights.empty()) { // what a plan became, read back from the file
         std::size_t w = 5, g = 11;
         for (const StoredWeights& l : s.storedWeights) {
-            w = std::max(w, l.layer.size());
+            w = std::max(w, columns(l.layer));
             g = std::max(g, l.granularity.size());
         }
         std::printf("Stored: %-*s  %-8s  %-*s  %12s  %11s\n", static_cast<int>(w), "Layer", "Weights", static_cast<int>(g), "Granularity",
                     "Bytes", "Bits/weight");
         for (const StoredWeights& l : s.storedWeights)
-            std::printf("        %-*s  %-8s  %-*s  %12s  %11.2f\n", static_cast<int>(w), l.layer.c_str(), l.format.c_str(), static_cast<int>(g),
+            std::printf("        %s  %-8s  %-*s  %12s  %11.2f\n", padded(l.layer, w).c_str(), l.format.c_str(), static_cast<int>(g),
                         l.granularity.empty() ? "-" : l.granularity.c_str(), withCommas(l.bytes).c_str(), l.bitsPerWeight);
         std::printf("        (Bytes: the weights with their scales and zero points; a plan's table adds the bias)\n");
     }

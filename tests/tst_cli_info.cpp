@@ -36,6 +36,7 @@ private slots:
     void initTestCase();
     void presetTable();
     void presetJson();
+    void nonAsciiNamesAlign();
     void qsmFile();
     void quantizedFileGivesWhatItStores();
     void planSize();
@@ -88,6 +89,36 @@ void TestCliInfo::presetTable()
     QCOMPARE(c.exitCode, kExitOk);
     QCOMPARE(tableRow(c.out, "layer2.conv1").value(4), QString("32x16x16"));
     QCOMPARE(tableRow(c.out, "fc").value(4), QString("100"));
+}
+
+// Layer names beyond ASCII keep the columns straight: a row is padded by the columns a terminal
+// shows (one a letter, two a CJK character), not by UTF-8 bytes (tester 21: misaligned).
+void TestCliInfo::nonAsciiNamesAlign()
+{
+    auto model = makeModel("seed-cnn-bn", 1, 28, 28, 10, 4);
+    ExportedModel m = exportFloatModel(*model, "seed-cnn-bn", Normalization::uniform(0.3f, 0.3f, 1), {});
+    m.layers.at(0).name = "卷积层1";
+    m.layers.at(1).name = "bn_ä_ö";
+    const QString path = m_tmp.filePath("names.qsm");
+    writeQsm(path.toStdString(), m);
+    const Result r = runCli({"info", path});
+    QVERIFY2(r.exitCode == kExitOk, qPrintable(r.err));
+    const auto column = [](const QString& line, qsizetype index) { // terminal columns before `index`
+        qsizetype c = 0;
+        for (qsizetype i = 0; i < index; ++i) c += line[i].unicode() >= 0x2E80 && line[i].unicode() <= 0xA4CF ? 2 : 1;
+        return c;
+    };
+    const QStringList lines = r.out.split('\n');
+    const auto header = std::find_if(lines.begin(), lines.end(), [](const QString& l) { return l.startsWith("Layer "); });
+    QVERIFY(header != lines.end());
+    const qsizetype type = column(*header, header->indexOf("Type"));
+    int checked = 0;
+    for (const QString& l : lines)
+        if (l.startsWith(QString::fromUtf8("卷积层1")) || l.startsWith(QString::fromUtf8("bn_ä_ö"))) {
+            QCOMPARE(column(l, l.indexOf(l.startsWith("bn") ? "BatchNorm2d" : "Conv2d")), type);
+            ++checked;
+        }
+    QCOMPARE(checked, 2);
 }
 
 void TestCliInfo::presetJson()
