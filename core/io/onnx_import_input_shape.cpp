@@ -189,7 +189,8 @@ void Importer::readInput()
         if (v < 1 || v > (i == 1 ? kMaxInputChannels : kMaxInputSide))
             fail("input '" + m_inputName + "' dimension " + std::to_string(axisOf[i]) + " (" + names[i] + ") is " + std::to_string(v) +
                  ", out of range: QuantScope reads 1 to " + std::to_string(i == 1 ? kMaxInputChannels : kMaxInputSide) +
-                 (i == 1 ? " channels" : " pixels a side"));
+                 (i == 1 ? " channels" : " pixels a side"),
+                 v > 0); // past QuantScope's limit: a ConfigError (exit 2); a size below 1 is a damaged file
         d[i] = static_cast<std::size_t>(v);
     }
     // dynamic_axes naming H and W alike ({2: 's', 3: 's'}) says they are equal: a square model.

@@ -1,6 +1,7 @@
-// Atomic file writes: the bytes go to a temporary file in the target's folder, are flushed to
-// disk, and only then renamed over the target. A failure (disk full, no permission) leaves the
-// old file untouched and no temporary behind, and throws IoError naming the file.
+// Atomic file writes: the bytes go to a file without a name in the target's folder (O_TMPFILE;
+// a named temporary where the file system has none), are flushed to disk, and only then named and
+// renamed over the target. A failure (disk full, no permission) leaves the old file untouched and
+// no temporary behind, and throws IoError naming the file; so does a process killed mid-write.
 // A symbolic link is followed (the file it names is replaced; the link stays). A target that
 // exists and is not a regular file (a device such as /dev/stdout or /dev/full, a FIFO) is written
 // in place, since renaming over it would replace it; its write errors are IoErrors too. A folder
