@@ -119,8 +119,7 @@ MixedSearchReport searchMixedPrecision(Model& model, const Dataset& data, const 
             p.defaults.format = "fp32";
             LayerOverride& e = p.entry(layers[i]);
             e.format = options[o].format;
-            e.calibration = options[o].calibration;
-            e.granularity = opt.granularity;
+            e.calibration = options[o].calibration; // the granularity is base's default: a group size past a row is clamped
             drop[i][o] = std::max(0.0, r.fp32Accuracy - eval.accuracy(p));
             ++r.sensitivityEvaluations;
         }

@@ -80,9 +80,8 @@ SensitivityReport analyzeSensitivity(Model& model, const Dataset& data, const La
                 o.format = "fp32";
             } else {
                 pc.format = "fp32";
-                o.format = f;
-                o.granularity = opt.granularity;
-                o.calibration = opt.calibration;
+                o.format = f; // the granularity and calibration are the default's (pc), so a default group size
+                              // past a layer's row is clamped to it, as in train (tester 23: refused, exit 2)
             }
             pc.layers = {o};
             checkPlan(pc.plan(), model);

@@ -350,6 +350,9 @@ void checkPlan(const PrecisionPlan& plan, const Model& model)
         const LayerPrecision p = plan.forLayer(o.layer);
         const NumberFormat& f = findFormat(p.format);
         if (!needsScale(f)) continue; // float and MX formats take no granularity
+        // A group size the layer inherits from the default is clamped to its rows (docs/PLANS.md),
+        // whatever else the entry sets (tester 23: sensitivity's format-only entries were refused).
+        if (!o.granularity) continue;
         const Granularity g = parseGranularity(p.granularity);
         if (g.kind != GranularityKind::Group) continue;
         for (std::size_t i = 0; i < model.size(); ++i) {
