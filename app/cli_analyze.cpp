@@ -82,9 +82,9 @@ const char* const kAnalyzeHelp =
     "  --formats F,F,...    candidate weight formats (default int8,int4,int2)\n"
     "  --all-but-one        quantize every layer except one instead\n"
     "  --act-calibration C  activation ranges (default minmax)\n"
-    "  --validation N       held-out training images measured on (default 5000, or half of\n"
-    "                       --train-limit's N when that is 5000 or fewer; the GUI's Analysis tab\n"
-    "                       takes the same)\n"
+    "  --validation N       held-out training images measured on (default 5000, or half of the\n"
+    "                       training images, after --train-limit, when those are 5000 or fewer;\n"
+    "                       the GUI's Analysis tab takes the same)\n"
     "  (--granularity, --calibration, --act-format, --calib-images, --data, --normalize,\n"
     "   --threads, --json as below)\n"
     "\n"
@@ -145,18 +145,19 @@ DatasetOptions analysisDatasetOptions(const Args& args)
     return dopt;
 }
 
-// Sensitivity's and search's held-out images: --validation N, else 5000, or half of --train-limit's
-// images when those are 5000 or fewer (5000 held out of 5000 or fewer left none to calibrate on: every such
-// run failed until --validation was given).
-std::size_t analysisValidation(const Args& args, const DatasetOptions& dopt)
+// Sensitivity's and search's held-out images: --validation N, else 5000, or half of the training
+// images when those are 5000 or fewer (5000 held out of 5000 or fewer left none to calibrate on:
+// every such run failed until --validation was given; a small dataset failed without --train-limit,
+// tester 23). 5000 where the images leave room for them, as the GUI's Analysis tab takes its 5000
+// (8,000 images gave 4,000 here and 5,000 there).
+void setAnalysisValidation(const Args& args, DatasetOptions& dopt)
 {
-    if (args.has("--validation")) return args.u64("--validation", 5000, 1);
-    // 5000 where --train-limit leaves room for them, as the GUI's Analysis tab takes its 5000
-    // (8,000 images gave 4,000 here and 5,000 there)
-    return dopt.trainLimit && dopt.trainLimit <= 5000 ? std::max<std::size_t>(1, dopt.trainLimit / 2) : 5000;
+    dopt.validation = args.has("--validation") ? args.u64("--validation", 5000, 1) : 5000;
+    dopt.validationHalvesFewImages = !args.has("--validation");
 }
 
-AnalysisInput loadAnalysisInput(const Args& args, const std::string& spec, const DatasetOptions& dopt, bool json)
+AnalysisInput loadAnalysisInput(const Args& args, const std::string& spec, const DatasetOptions& dopt, bool json,
+                                const std::string& planNormalization, const std::string& planSource)
 {
     AnalysisInput in;
     in.data = Dataset::load(dopt);
@@ -178,8 +179,22 @@ AnalysisInput loadAnalysisInput(const Args& args, const std::string& spec, const
         const InputNormalization n = resolveInputNormalization(m, spec, given, data.channels());
         if (n.kind == InputNormalization::Kind::Conflict)
             throw UsageError(n.note + "; its weights were trained on the stored one");
-        if (n.kind == InputNormalization::Kind::NotStored) in.statisticsNormalised = true;
-        else data.normalization = n.value;
+        if (n.kind == InputNormalization::Kind::NotStored && !planNormalization.empty()) {
+            // the plan's, which its accuracies were measured with (tester 23: compare --plan used the statistics)
+            try {
+                data.normalization = Normalization::parse(planNormalization).broadcast(data.channels());
+            } catch (const ConfigError& e) {
+                throw ConfigError("plan " + planSource + ": \"normalize\" does not fit the data: " + e.what());
+            }
+            if (!json)
+                std::fprintf(stderr, "quantscope-cli analyze: input normalisation %s, from the plan %s (the one it was measured with; "
+                                     "--normalize overrides it)\n",
+                             data.normalization.describe().c_str(), planSource.c_str());
+        } else if (n.kind == InputNormalization::Kind::NotStored) {
+            in.statisticsNormalised = true;
+        } else {
+            data.normalization = n.value;
+        }
         if (n.kind == InputNormalization::Kind::Composed && !json)
             std::fprintf(stderr, "quantscope-cli analyze: note: %s\n", n.note.c_str());
         if (in.statisticsNormalised && !json)
@@ -228,7 +243,7 @@ int runCompare(const Args& args)
 
     DatasetOptions dopt = analysisDatasetOptions(args); // --data, --image-shape, --resize, --test-fraction, --train-limit
     dopt.testLimit = images;
-    AnalysisInput in = loadAnalysisInput(args, spec, dopt, json);
+    AnalysisInput in = loadAnalysisInput(args, spec, dopt, json, pc.planNormalization, pc.planSource);
     Dataset& data = in.data;
     const std::unique_ptr<Model>& model = in.model;
     const std::string& name = in.name;

@@ -30,14 +30,17 @@ std::string db(double v);
 // holds the validation images out of those N (DatasetOptions::validationAfterLimit), as the GUI's
 // Analysis tab holds them out of a run's limited training set, so its results can be repeated here.
 DatasetOptions analysisDatasetOptions(const Args& args);
-// Sensitivity's and search's held-out images: --validation N, else 5000, or half of --train-limit's
-// images when those are 5000 or fewer.
-std::size_t analysisValidation(const Args& args, const DatasetOptions& dopt);
+// Sensitivity's and search's held-out images (dopt.validation): --validation N, else 5000, or half
+// of the training images when those are 5000 or fewer (DatasetOptions::validationHalvesFewImages).
+void setAnalysisValidation(const Args& args, DatasetOptions& dopt);
 // The dataset of `dopt` and the model `spec` for its images: an FP32 model file (whose stored
 // normalisation the data takes, unless --normalize gives one) or a freshly initialised preset.
 // Throws as Dataset::load and readModelFile do (IoError, FormatError, ConfigError), UsageError for
-// a model file under a name that is not one.
-AnalysisInput loadAnalysisInput(const Args& args, const std::string& spec, const DatasetOptions& dopt, bool json);
+// a model file under a name that is not one. A file that stores no normalisation takes
+// `planNormalization` (a --plan's "normalize", which the plan `planSource` was measured with) when
+// --normalize is not given, as train --plan does; ConfigError naming the plan if it does not fit.
+AnalysisInput loadAnalysisInput(const Args& args, const std::string& spec, const DatasetOptions& dopt, bool json,
+                                const std::string& planNormalization = "", const std::string& planSource = "");
 
 int runCompare(const Args& args);
 int runSensitivity(const Args& args); // cli_analyze_search.cpp

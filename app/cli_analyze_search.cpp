@@ -58,7 +58,7 @@ int runSensitivity(const Args& args)
     const bool json = args.has("--json");
 
     DatasetOptions dopt = analysisDatasetOptions(args); // --data, --image-shape, --resize, --test-fraction, --train-limit
-    dopt.validation = analysisValidation(args, dopt);
+    setAnalysisValidation(args, dopt);
     dopt.testLimit = 1; // the test set is not used
     std::optional<StopSignalScope> stopSignals(std::in_place); // from here, Ctrl+C or SIGTERM stops cleanly
     AnalysisInput in = loadAnalysisInput(args, spec, dopt, json);
@@ -169,7 +169,7 @@ int runSearch(const Args& args)
     const bool json = args.has("--json");
 
     DatasetOptions dopt = analysisDatasetOptions(args); // --data, --image-shape, --resize, --test-fraction, --train-limit
-    dopt.validation = analysisValidation(args, dopt);
+    setAnalysisValidation(args, dopt);
     dopt.testLimit = args.u64("--test-limit", 0, 1); // the chosen plan's test accuracy
     const StopSignalScope stopSignals; // from here, Ctrl+C or SIGTERM stops cleanly
     AnalysisInput in = loadAnalysisInput(args, spec, dopt, json);

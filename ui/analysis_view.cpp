@@ -174,7 +174,7 @@ void AnalysisView::setCalibrationImages(int n) { m_calibration->setValue(n); }
 namespace {
 
 // The validation images asked for, or half of a training set too small for them: the rule of
-// quantscope-cli analyze without --validation (half of --train-limit's images), so that the CLI
+// quantscope-cli analyze without --validation (half of the training images), so that the CLI
 // repeats the tab's numbers (a fifth here measured 400 images where analyze measured 1,000).
 std::size_t validationFor(const Dataset& d, int asked)
 {

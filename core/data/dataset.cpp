@@ -198,7 +198,10 @@ TrainingSelection selectTraining(std::size_t n, const DatasetOptions& opts)
     };
     const auto holdOut = [&] {
         if (opts.validation == 0) return;
-        const ValidationSplit split = validationSplit(s.train.size(), opts.validation, opts.seed);
+        const std::size_t n = opts.validationHalvesFewImages && s.train.size() <= opts.validation
+                                  ? std::max<std::size_t>(1, s.train.size() / 2)
+                                  : opts.validation;
+        const ValidationSplit split = validationSplit(s.train.size(), n, opts.seed);
         s.validation = pick(s.train, split.validation);
         s.train = pick(s.train, split.train);
     };

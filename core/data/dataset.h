@@ -75,6 +75,10 @@ struct DatasetOptions {
     // M, as quantscope-cli train and analyze (--validation N --train-limit M) and the GUI's dataset
     // dock and Analysis tab draw them.
     bool validationAfterLimit = false;
+    // `validation` is a default, not the user's count: where the training images it is taken from
+    // are no more than it, half of them are held out instead (analyze's 5000 of a 400-image CSV
+    // left none to calibrate on: tester 23).
+    bool validationHalvesFewImages = false;
     std::uint64_t seed = 1;
     ImageShape imageShape;       // CSV: the shape of a row's pixels; not given = from the column count
     ImageShape resize;           // HxW every image is resized to (needed when image files differ in size)
