@@ -143,6 +143,8 @@ void checkOutputIsNotAnInput(const std::string& flag, const std::string& output,
                              const std::vector<std::pair<std::string, std::string>>& inputs)
 {
     namespace fs = std::filesystem;
+    // '' (an empty shell variable) was an I/O error after the whole evaluation or search (tester 23)
+    if (output.find_first_not_of(' ') == std::string::npos) throw UsageError(flag + ": no file name given (an empty shell variable?)");
     for (const auto& [what, input] : inputs) {
         std::error_code ec;
         if (input.empty()) continue;

@@ -61,6 +61,7 @@ std::vector<std::string> unusedDatasetFlags(const Args& args, const Dataset& dat
 // with a CSV, analyze search --plan-out M.qsm with JSON. Paths are compared as files (links,
 // "./", hard links), not as text. An input that is a folder (a dataset's) protects every existing
 // file under it: eval --predictions DATA/t10k-labels-idx1-ubyte replaced the labels (tester 22).
+// An empty `output` is a UsageError too ("--predictions: no file name given").
 void checkOutputIsNotAnInput(const std::string& flag, const std::string& output,
                              const std::vector<std::pair<std::string, std::string>>& inputs);
 

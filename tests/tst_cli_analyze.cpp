@@ -38,6 +38,7 @@ private slots:
     void compareReportsAFloatActivationPoint();
     void interruptStopsSearch_data();
     void interruptStopsSearch();
+    void analysisFitsSmallDataAndPlans();
 
 private:
     QTemporaryDir m_tmp;
@@ -419,6 +420,47 @@ void TestCliAnalyze::interruptStopsSearch()
     const nlohmann::json j = nlohmann::json::parse(p.readAllStandardOutput().trimmed().toStdString());
     QCOMPARE(QString::fromStdString(j.value("event", "")), QString("search"));
     QVERIFY(j.value("stopped", false));
+}
+
+// What tester 23 met (each was exit 2 or 3, or a silent choice): the default validation images on
+// a training set of fewer than 5000 (half of them, as with --train-limit and in the GUI); a default
+// group size past a layer's row in sensitivity and search (clamped, as train and compare do); an
+// empty output name, refused before the work; compare --plan on a file that stores no
+// normalisation takes the plan's, as train --plan does.
+void TestCliAnalyze::analysisFitsSmallDataAndPlans()
+{
+    const QStringList data{"--data", m_valid, "--threads", "1"};
+    // 600 training images: 300 held out, without --validation.
+    const Result sens = runCli(QStringList{"analyze", "sensitivity", "mlp", "--formats", "int8", "--json"} + data);
+    QVERIFY2(sens.exitCode == kExitOk, qPrintable(sens.err));
+    QCOMPARE(nlohmann::json::parse(sens.out.toStdString()).at("validation_images").get<int>(), 300);
+    // seed-cnn's conv1 has rows of 9 weights: group:16 is clamped to them.
+    const Result group = runCli(QStringList{"analyze", "sensitivity", "seed-cnn", "--formats", "int8", "--granularity", "group:16",
+                                            "--validation", "50", "--train-limit", "200", "--json"} + data);
+    QVERIFY2(group.exitCode == kExitOk, qPrintable(group.err));
+    const Result searched = runCli(QStringList{"analyze", "search", "seed-cnn", "--formats", "int8,int4", "--granularity", "group:32",
+                                               "--validation", "50", "--train-limit", "200", "--test-limit", "20", "--max-drop", "100",
+                                               "--json"} + data);
+    QVERIFY2(searched.exitCode == kExitOk, qPrintable(searched.err));
+    // An empty output name: refused at once, naming the option.
+    const Result noPlanOut = runCli(QStringList{"analyze", "search", "mlp", "--formats", "int8", "--max-drop", "1", "--plan-out", ""} + data);
+    QCOMPARE(noPlanOut.exitCode, kExitUsage);
+    QVERIFY2(noPlanOut.err.contains("--plan-out: no file name given"), qPrintable(noPlanOut.err));
+    const QString model = QStringLiteral(QS_TEST_DATA "/../onnx_import/act_clampmax_op11_fold_dyn.onnx");
+    const Result noPredictions = runCli(QStringList{"eval", model, "--predictions", "", "--resize", "8x8"} + data);
+    QCOMPARE(noPredictions.exitCode, kExitUsage);
+    QVERIFY2(noPredictions.err.contains("--predictions: no file name given"), qPrintable(noPredictions.err));
+    // A plan's normalisation on a PyTorch graph that stores none.
+    const QString plan = m_tmp.filePath("normalized.plan.json");
+    {
+        QFile f(plan);
+        QVERIFY(f.open(QIODevice::WriteOnly));
+        f.write(R"({"default": {"format": "int8", "normalize": "0.5,0.25"}})");
+    }
+    const Result cmp = runCli(QStringList{"analyze", "compare", model, "--plan", plan, "--images", "16", "--resize", "8x8"} + data);
+    QVERIFY2(cmp.exitCode == kExitOk, qPrintable(cmp.err));
+    QVERIFY2(cmp.err.contains("input normalisation mean 0.5000, std 0.2500, from the plan " + plan), qPrintable(cmp.err));
+    QVERIFY2(!cmp.err.contains("does not say how its input was normalised"), qPrintable(cmp.err));
 }
 
 QTEST_GUILESS_MAIN(TestCliAnalyze)
