@@ -558,27 +558,21 @@ void Importer::onlyReshapedToTheOutput(const NodeProto& n)
 // graph is refused). Training takes cross-entropy on the scores before it (loss.h
 // modelClassificationLoss). What reads its output may only reshape it on the way to the graph
 // output (x.view(-1, classes), flatten, squeeze, identity: [N, classes] stays).
-void Importer::softmax(const NodeProto& n)
-{
-    const std::size_t x = act(n, 0);
-    perImageRank(n, x, 1, "Softmax is read over the classes of [N, classes]");
-    const std::int64_t axis = attrInt(n, "axis", m_opset < 13 ? 1 : -1);
-    if (axis != 1 && axis != -1) failNode(n, "axis = " + std::to_string(axis) + " is not the class axis");
-    onlyReshapedToTheOutput(n);
-    StoredLayer l;
-    l.kind = LayerKind::Softmax;
-    addLayer(n, std::move(l), shapeOf(x), {x});
-}
+void Importer::softmax(const NodeProto& n) { overTheClasses(n, LayerKind::Softmax); }
 
-void Importer::logSoftmax(const NodeProto& n)
+void Importer::logSoftmax(const NodeProto& n) { overTheClasses(n, LayerKind::LogSoftmax); }
+
+// Softmax or LogSoftmax (`kind`) of the [N, classes] scores, as the graph's output.
+void Importer::overTheClasses(const NodeProto& n, LayerKind kind)
 {
     const std::size_t x = act(n, 0);
-    perImageRank(n, x, 1, "LogSoftmax is read over the classes of [N, classes]");
+    perImageRank(n, x, 1, kind == LayerKind::Softmax ? "Softmax is read over the classes of [N, classes]"
+                                                      : "LogSoftmax is read over the classes of [N, classes]");
     const std::int64_t axis = attrInt(n, "axis", m_opset < 13 ? 1 : -1);
     if (axis != 1 && axis != -1) failNode(n, "axis = " + std::to_string(axis) + " is not the class axis");
     onlyReshapedToTheOutput(n);
     StoredLayer l;
-    l.kind = LayerKind::LogSoftmax;
+    l.kind = kind;
     addLayer(n, std::move(l), shapeOf(x), {x});
 }
 

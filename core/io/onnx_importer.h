@@ -375,6 +375,7 @@ private:
     void softmax(const NodeProto& n);
     void onlyReshapedToTheOutput(const NodeProto& n); // Softmax / LogSoftmax: the graph output, or only reshaped to it
     void logSoftmax(const NodeProto& n);
+    void overTheClasses(const NodeProto& n, LayerKind kind); // softmax and logSoftmax
     void pad(const NodeProto& n);
     void shape(const NodeProto& n);
     void pointwise(const NodeProto& n);
