@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 namespace quantscope {
 
@@ -137,6 +138,10 @@ InputNormalization resolveInputNormalization(const ExportedModel& m, const std::
 void loadFloatWeights(Model& model, const ExportedModel& m, const std::string& source)
 {
     if (m.quantized) throw ConfigError(source + " is an integer model; training, PTQ and analyze start from an FP32 model (export that one as FP32; eval runs this one)");
+    std::set<const StoredLayer*> loaded; // the file's layers whose weights went into the model
+    // The file's model name is a preset's only when QuantScope wrote it; else it is the file's
+    // stem, which --model does not take (tester 14: "it holds a pre_lenet5seq model; choose that model").
+    const bool preset = std::any_of(modelPresets().begin(), modelPresets().end(), [&](const ModelPresetInfo& p) { return m.modelName == p.name; });
     for (std::size_t i = 0; i < model.size(); ++i) {
         Layer& layer = model.layer(i);
         std::vector<std::pair<std::string, Tensor*>> wanted;
@@ -165,18 +170,16 @@ void loadFloatWeights(Model& model, const ExportedModel& m, const std::string& s
             // QuantScope's ONNX export folds BatchNorm into the convolutions: the file is the
             // preset's network, but without the BatchNorm layers --init would load (tester 12: the
             // message told them to choose the model they had chosen).
-            const bool folded = layer.kind() == LayerKind::BatchNorm2d &&
+            // Folded, unless the file holds another preset (tester 24: seed-cnn, which never had a
+            // BatchNorm, into seed-cnn-bn was said to have its BatchNorm folded)
+            const bool folded = layer.kind() == LayerKind::BatchNorm2d && !(preset && m.modelName != model.name()) &&
                                 std::none_of(m.layers.begin(), m.layers.end(), [](const StoredLayer& l) { return l.kind == LayerKind::BatchNorm2d; });
             if (folded)
                 throw ConfigError(source + ": holds " + m.modelName + " with its BatchNorm folded into the convolutions (as "
                                   "QuantScope's ONNX export writes it, and torch.onnx.export unless given "
                                   "training=torch.onnx.TrainingMode.PRESERVE), so it has no BatchNorm2d layer '" + layer.name() +
                                   "' for --init to load; start from it with --model FILE instead, or give --init the .qsm");
-            // --init loads by layer name into the chosen preset. The file's model name is a
-            // preset's only when QuantScope wrote it; else it is the file's stem, which --model
-            // does not take (tester 14: "it holds a pre_lenet5seq model; choose that model").
-            const bool preset = std::any_of(modelPresets().begin(), modelPresets().end(),
-                                            [&](const ModelPresetInfo& p) { return m.modelName == p.name; });
+            // --init loads by layer name into the chosen preset.
             std::string names; // the file's first layers with weights
             std::size_t shown = 0;
             for (const StoredLayer& l : m.layers) {
@@ -194,6 +197,7 @@ void loadFloatWeights(Model& model, const ExportedModel& m, const std::string& s
                                             source + ") instead of --init") +
                               ")");
         }
+        loaded.insert(stored);
         for (auto& [name, t] : wanted) {
             const StoredTensor* st = stored->tensor(name);
             if (!st || st->shape != t->shape())
@@ -201,6 +205,21 @@ void loadFloatWeights(Model& model, const ExportedModel& m, const std::string& s
                                   (st ? shapeString(st->shape) : std::string("missing")) + ", the model needs " + shapeString(t->shape()));
             t->values() = st->dequantized();
         }
+    }
+    // Weights of the file that no layer of the model took would be dropped without a word (tester
+    // 24: a seed-cnn-bn file into --model seed-cnn lost its BatchNorms and scored otherwise).
+    std::string dropped;
+    std::size_t count = 0;
+    for (const StoredLayer& l : m.layers)
+        if (!l.tensors.empty() && !loaded.count(&l) && count++ < 4)
+            dropped += std::string(dropped.empty() ? "" : ", ") + "'" + l.name + "' (" + layerKindName(l.kind) + ")";
+    if (count > 0) {
+        throw ConfigError(source + ": its layer" + (count == 1 ? " " : "s ") + dropped + (count > 4 ? ", ..." : "") + " ha" +
+                          (count == 1 ? "s" : "ve") + " weights that the chosen model (" + model.name() + ") has no layer for; --init "
+                          "would drop them (" +
+                          (preset && m.modelName != model.name() ? "the file holds a " + m.modelName + " model: choose --model " + m.modelName
+                                                                 : "give the file to --model to train its own network") +
+                          ")");
     }
 }
 
