@@ -359,7 +359,7 @@ int runTrain(const std::vector<std::string>& argv)
     pc.calibImages = args.u64("--calib-images", pc.calibImages, 1, 10000000);
     pc.schedule = args.str("--schedule", pc.schedule);
     pc.blendSteps = args.u64("--blend-steps", pc.blendSteps, 0, 100000000);
-    pc.bnFreezeEpoch = args.u64("--bn-freeze-epoch", 0, 0, 10000);
+    pc.bnFreezeEpoch = args.u64("--bn-freeze-epoch", 0, 1, 10000); // epochs count from 1; not given = never (tester 24: 0 meant never)
     pc.bnReestimateBatches = args.u64("--bn-reestimate", 0, 0, 1000000);
     cfg.maxSkippedSteps = args.u64("--max-skipped-steps", cfg.maxSkippedSteps, 0, 100000000);
     pc.quantizer = args.str("--quantizer", pc.quantizer);
@@ -441,6 +441,10 @@ int runTrain(const std::vector<std::string>& argv)
     unusedWith("--first-last-8bit", intGrid, "it keeps the first and last layers at int8 under an integer --format");
     unusedWith("--quantizer", pc.quantizer != "lsq" || intGrid, "LSQ learns the step of an integer grid; float and MX formats have none");
     unusedWith("--lsq-plus", intGrid, "LSQ learns the step of an integer grid; float and MX formats have none");
+    // LSQ+'s offset is the zero point of an affine activation grid (uint8 ...); a symmetric one has none (tester 24)
+    bool affineActivations = !findFormat(pc.activationFormat).symmetric;
+    for (const LayerOverride& o : pc.layers) affineActivations = affineActivations || (o.activationFormat && !findFormat(*o.activationFormat).symmetric);
+    unusedWith("--lsq-plus", affineActivations, "LSQ+ learns the offset of affine activations (such as uint8); this --act-format is symmetric");
     if (pc.strategy == Strategy::Ptq) {
         const FormatKind kind = findFormat(pc.format).kind;
         unusedWith("--rounding", pc.rounding != "stochastic", "ptq rounds its weights to nearest, or learns the rounding with adaround");

@@ -121,6 +121,11 @@ void TestCli::errors_data()
                                             << QStringList{"fc1", "int1", "int4"};
     QTest::newRow("--layer group too large") << QStringList{"train", "--data", "$VALID", "--strategy", "ptq", "--layer", "conv1=int4:group:64"}
                                              << kExitUsage << QStringList{"conv1", "group size 64", "group:1..group:9"};
+    // tester 24: the schedule's limit named as --epochs' is; epoch 0 (epochs count from 1) refused, not "never"
+    QTest::newRow("--schedule past the epoch limit") << QStringList{"train", "--strategy", "progressive", "--schedule", "fp32:20000,int8:1"}
+                                                     << kExitUsage << QStringList{"fp32:20000", "20000 epochs is out of range [1, 10000]"};
+    QTest::newRow("--bn-freeze-epoch 0") << QStringList{"train", "--strategy", "qat", "--model", "seed-cnn-bn", "--bn-freeze-epoch", "0"}
+                                         << kExitUsage << QStringList{"--bn-freeze-epoch: 0 is out of range"};
     QTest::newRow("--plan missing file") << QStringList{"train", "--strategy", "ptq", "--plan", "/nonexistent/plan.json"} << kExitData
                                          << QStringList{"/nonexistent/plan.json"};
     QTest::newRow("--keep-fp32 and --layer on one layer") << QStringList{"train", "--strategy", "ptq", "--keep-fp32", "fc1", "--layer", "fc1=int4"}

@@ -105,6 +105,11 @@ void TestCliAnalyze::valuesPastTheDataAreNamed()
                                 "--layer", "fc1=int4", "--layer", "fc2=int4", "--layer", "fc3=fp32", "--format", "int2", "--quiet"});
     QVERIFY2(plan.exitCode == kExitOk, qPrintable(plan.err));
     QVERIFY2(plan.err.contains("--format int2 changes no layer"), qPrintable(plan.err));
+    // LSQ+'s offset with symmetric activations: nothing to learn, named as ignored (tester 24: silent).
+    const Result lsqPlus = runCli({"train", "--data", m_valid, "--model", "mlp", "--strategy", "qat", "--quantizer", "lsq", "--lsq-plus",
+                                   "--act-format", "int8", "--train-limit", "64", "--test-limit", "20", "--quiet"});
+    QVERIFY2(lsqPlus.exitCode == kExitOk, qPrintable(lsqPlus.err));
+    QVERIFY2(lsqPlus.err.contains("--lsq-plus is ignored: LSQ+ learns the offset of affine activations"), qPrintable(lsqPlus.err));
     // A narrow-range export says so (nothing told it from a full-range one).
     const QString narrow = m_tmp.filePath("narrow.qsm");
     const Result nr = runCli({"train", "--data", m_valid, "--model", "mlp", "--strategy", "ptq", "--narrow-range", "--train-limit", "64",

@@ -551,8 +551,10 @@ std::vector<SchedulePhase> parseSchedule(const std::string& text)
         } catch (...) {
             pos = 0;
         }
-        if (pos != count.size() || n == 0 || n > 10000)
+        if (pos != count.size() || n == 0)
             throw ConfigError("schedule part '" + part + "': epochs must be a positive whole number");
+        if (n > 10000) // the --epochs limit (tester 24: "must be a positive whole number" for 20000)
+            throw ConfigError("schedule part '" + part + "': " + count + " epochs is out of range [1, 10000]");
         phases.push_back({fmt, n});
     }
     if (phases.empty()) throw ConfigError("the schedule is empty (e.g. fp32:1,fp16:1,int8:1)");
