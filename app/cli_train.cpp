@@ -438,6 +438,10 @@ int runTrain(const std::vector<std::string>& argv)
     for (const LayerOverride& o : pc.layers) intGrid = intGrid || (o.format && o.format != "fp32" && needsScale(findFormat(*o.format)));
     unusedWith("--granularity", intGrid, "float formats take no scale, and an MX format's scale is its own (one per block of 32)");
     unusedWith("--narrow-range", intGrid, "it is for integer formats");
+    // TWN's and XNOR-Net's scale is each tensor's own (paperScales): one scale for the whole model is
+    // not theirs, and --granularity global ran as tensor without a word (tester 24)
+    unusedWith("--granularity", !(isTernaryOrBinary(findFormat(pc.format)) && parseGranularity(pc.granularity).kind == GranularityKind::Global),
+               "ternary and binary weights take TWN's and XNOR-Net's scale per tensor, so global runs as tensor");
     unusedWith("--first-last-8bit", intGrid, "it keeps the first and last layers at int8 under an integer --format");
     unusedWith("--quantizer", pc.quantizer != "lsq" || intGrid, "LSQ learns the step of an integer grid; float and MX formats have none");
     unusedWith("--lsq-plus", intGrid, "LSQ learns the step of an integer grid; float and MX formats have none");

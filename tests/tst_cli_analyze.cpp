@@ -110,6 +110,12 @@ void TestCliAnalyze::valuesPastTheDataAreNamed()
                                    "--act-format", "int8", "--train-limit", "64", "--test-limit", "20", "--quiet"});
     QVERIFY2(lsqPlus.exitCode == kExitOk, qPrintable(lsqPlus.err));
     QVERIFY2(lsqPlus.err.contains("--lsq-plus is ignored: LSQ+ learns the offset of affine activations"), qPrintable(lsqPlus.err));
+    // Ternary's scale is TWN's, per tensor: global is named as running as tensor (tester 24: silent).
+    const Result ternary = runCli({"train", "--data", m_valid, "--model", "mlp", "--strategy", "ptq", "--format", "ternary",
+                                   "--granularity", "global", "--train-limit", "64", "--test-limit", "20", "--quiet"});
+    QVERIFY2(ternary.exitCode == kExitOk, qPrintable(ternary.err));
+    QVERIFY2(ternary.err.contains("--granularity is ignored: ternary and binary weights take TWN's and XNOR-Net's scale per tensor"),
+             qPrintable(ternary.err));
     // A narrow-range export says so (nothing told it from a full-range one).
     const QString narrow = m_tmp.filePath("narrow.qsm");
     const Result nr = runCli({"train", "--data", m_valid, "--model", "mlp", "--strategy", "ptq", "--narrow-range", "--train-limit", "64",
