@@ -107,23 +107,23 @@ void TestCliFiles::modelFiles()
              qPrintable(initTorch.err));
     // A file with more weights than the chosen preset takes (seed-cnn-bn's BatchNorms into seed-cnn)
     // is refused, naming them (tester 24: dropped in silence; the model scored otherwise).
-    const QString bn = m_tmp.filePath("bn.qsm");
-    QVERIFY(runCli({"train", "--model", "seed-cnn-bn", "--data", m_valid, "--train-limit", "64", "--test-limit", "20", "--quiet",
-                    "--export", bn}).exitCode == kExitOk);
-    const Result initDrops = runCli({"train", "--model", "seed-cnn", "--init", bn, "--data", m_valid, "--test-limit", "20",
-                                     "--strategy", "ptq", "--epochs", "0", "--quiet"});
+    const auto exported = [&](const QString& preset, const QString& file) {
+        return runCli({"train", "--model", preset, "--data", m_valid, "--train-limit", "64", "--test-limit", "20", "--quiet", "--export", file});
+    };
+    const auto initInto = [&](const QString& preset, const QString& file) {
+        return runCli({"train", "--model", preset, "--init", file, "--data", m_valid, "--test-limit", "20", "--strategy", "ptq", "--epochs", "0",
+                       "--quiet"});
+    };
+    const QString bn = m_tmp.filePath("bn.qsm"), plain = m_tmp.filePath("plain.qsm");
+    QVERIFY(exported("seed-cnn-bn", bn).exitCode == kExitOk);
+    const Result initDrops = initInto("seed-cnn", bn);
     QCOMPARE(initDrops.exitCode, kExitUsage);
     QVERIFY2(initDrops.err.contains("layers 'bn1' (BatchNorm2d), 'bn2' (BatchNorm2d)") && initDrops.err.contains("choose --model seed-cnn-bn"),
              qPrintable(initDrops.err));
-    QCOMPARE(runCli({"train", "--model", "seed-cnn-bn", "--init", bn, "--data", m_valid, "--test-limit", "20", "--strategy", "ptq",
-                     "--epochs", "0", "--quiet"}).exitCode,
-             kExitOk);
+    QCOMPARE(initInto("seed-cnn-bn", bn).exitCode, kExitOk);
     // The converse: seed-cnn never had a BatchNorm, so its file is named as another preset, not as folded.
-    const QString plain = m_tmp.filePath("plain.qsm");
-    QVERIFY(runCli({"train", "--model", "seed-cnn", "--data", m_valid, "--train-limit", "64", "--test-limit", "20", "--quiet",
-                    "--export", plain}).exitCode == kExitOk);
-    const Result initMissing = runCli({"train", "--model", "seed-cnn-bn", "--init", plain, "--data", m_valid, "--test-limit", "20",
-                                       "--strategy", "ptq", "--epochs", "0", "--quiet"});
+    QVERIFY(exported("seed-cnn", plain).exitCode == kExitOk);
+    const Result initMissing = initInto("seed-cnn-bn", plain);
     QCOMPARE(initMissing.exitCode, kExitUsage);
     QVERIFY2(initMissing.err.contains("choose --model seed-cnn") && !initMissing.err.contains("folded"), qPrintable(initMissing.err));
     const Result qat = runCli(QStringList{"train", "--model", ref, "--strategy", "qat", "--epochs", "1", "--normalize", "0.286,0.353"} +
